@@ -1,0 +1,48 @@
+# `make demo` and `make test` each build .venv on first use, then run.
+#
+# torch: an existing torch is kept. If the python3 that creates the venv already imports
+# torch (a user's CUDA/ROCm build), the venv sees it through --system-site-packages. On a
+# machine without CUDA, torch==2.13.0 (CPU build) is installed before the package, so pip
+# never resolves a multi-GB CUDA wheel; with CUDA present, pip's default torch is used.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.directpo-installed
+CPU_TORCH := torch==2.13.0
+
+.PHONY: demo test lint install clean
+
+demo: $(STAMP)
+	$(VENV)/bin/directpo train examples/tiny_dpo.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+install: $(STAMP)
+
+$(PY):
+	@if $(PYTHON) -c "import torch" >/dev/null 2>&1; then \
+		echo "Keeping the torch installed for $(PYTHON)"; \
+		$(PYTHON) -m venv --system-site-packages $(VENV); \
+	else \
+		$(PYTHON) -m venv $(VENV); \
+	fi
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	@if $(PY) -c "import torch" >/dev/null 2>&1; then \
+		echo "torch already present: $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then \
+		$(PY) -m pip install -q torch; \
+	else \
+		$(PY) -m pip install -q $(CPU_TORCH); \
+	fi
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) demo_output

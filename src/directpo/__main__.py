@@ -1,0 +1,5 @@
+import sys
+
+from directpo.cli import main
+
+sys.exit(main())

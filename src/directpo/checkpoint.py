@@ -1,0 +1,126 @@
+"""Resumable checkpoints in ``output_dir/checkpoint-STEP/``.
+
+A checkpoint is a loadable Hugging Face folder (weights, config, tokenizer) plus
+``optimizer.pt``, ``scheduler.pt``, ``rng_state.pt`` and ``trainer_state.json`` (step, data
+position, the logging window in progress). It is written to a hidden temporary folder and
+renamed into place only when complete, so a crash mid-write never leaves a half checkpoint
+under a ``checkpoint-STEP`` name; old checkpoints are deleted only after that rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from directpo.errors import CheckpointError
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+STATE_FILE = "trainer_state.json"
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints in ``output_dir``, oldest first."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        match = CHECKPOINT_PATTERN.match(child.name)
+        if match and (child / STATE_FILE).is_file():
+            found.append((int(match.group(1)), child))
+    return [path for _, path in sorted(found)]
+
+
+def resolve_checkpoint(value: str, output_dir: str | Path) -> Path:
+    if value == "latest":
+        checkpoints = list_checkpoints(output_dir)
+        if not checkpoints:
+            raise CheckpointError(f"resume_from_checkpoint: latest: no checkpoint in {output_dir}")
+        return checkpoints[-1]
+    path = Path(value)
+    if not (path / STATE_FILE).is_file():
+        raise CheckpointError(f"resume_from_checkpoint: {value} is not a directpo checkpoint "
+                              f"(no {STATE_FILE})")
+    return path
+
+
+def save_checkpoint(
+    output_dir: Path, step: int, model: torch.nn.Module, tokenizer: Any,
+    optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any],
+    save_total_limit: int | None,
+) -> Path:
+    final = output_dir / f"checkpoint-{step}"
+    tmp = output_dir / f".checkpoint-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    torch.save(_rng_state(), tmp / "rng_state.pt")
+    (tmp / STATE_FILE).write_text(json.dumps({**state, "global_step": step}, indent=2))
+    if final.exists():  # the same step saved again after a resume: replace it whole
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    if save_total_limit is not None:
+        for old in list_checkpoints(output_dir)[:-save_total_limit]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and RNG from ``path``; return the trainer state."""
+    try:
+        load_model_weights(model, path)
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+        _set_rng_state(torch.load(path / "rng_state.pt", weights_only=False))
+        return json.loads((path / STATE_FILE).read_text())
+    except CheckpointError:
+        raise
+    except Exception as exc:  # a damaged or foreign file: name it, never a traceback
+        raise CheckpointError(f"checkpoint {path}: cannot restore ({exc})") from None
+
+
+def load_model_weights(model: torch.nn.Module, folder: Path) -> None:
+    """Load the (possibly sharded) safetensors weights of ``folder`` into ``model`` in place."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"checkpoint {folder}: no .safetensors weights")
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        state.update(load_file(file))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # save_pretrained omits tied weights (e.g. lm_head tied to the embeddings): a missing key is
+    # fine only if its tensor is shared with one that was loaded.
+    loaded_ptrs = {p.data_ptr() for name, p in model.state_dict().items() if name in state}
+    untied = [k for k in missing if model.state_dict()[k].data_ptr() not in loaded_ptrs]
+    if untied or unexpected:
+        raise CheckpointError(f"checkpoint {folder}: weights do not match the model "
+                              f"(missing {untied[:3]}, unexpected {unexpected[:3]})")
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,381 @@
+"""Preference files -> validated (prompt, chosen, rejected) examples.
+
+No tokenizer and no model here: this module reads rows, detects the layout, and checks every
+row, so that a bad file fails with one line naming the file, the row and the problem.
+
+Layouts (detected from the first row, reported at start):
+
+* ``explicit``: ``prompt``, ``chosen``, ``rejected`` strings.
+* ``conversational``: ``prompt`` a list of chat messages (``{"role", "content"}``), ``chosen``
+  and ``rejected`` lists of assistant messages (a plain string is taken as one assistant
+  message). Rendered later with the tokenizer's chat template.
+* ``implicit``: only ``chosen`` and ``rejected``, each a full text or message list that
+  repeats the conversation (Anthropic HH style). The longest shared prefix is the prompt. For
+  text the cut is moved back so that no word is split and the whitespace before the first
+  differing word starts the completions (``"...Assistant:" | " Sure..."``), which is where
+  byte-level BPE tokenizers put token boundaries anyway. For message lists the shared leading
+  messages are the prompt.
+
+Formats: JSON Lines (``.jsonl``/``.ndjson``), JSON (a list of objects, an object holding one
+such list, or JSON Lines saved as ``.json``), Parquet, CSV (text layouts only), a
+``datasets.save_to_disk`` folder, or a ``datasets.Dataset`` from Python. Row numbers in
+messages are 1-based: "line N" for line-oriented files, "row N" otherwise.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from directpo.errors import DataError
+
+Messages = list[dict[str, str]]
+Text = str | Messages
+
+LAYOUTS = ("explicit", "conversational", "implicit")
+MESSAGE_ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True)
+class PreferenceExample:
+    """One validated preference pair. ``prompt`` is a string or a message list."""
+
+    prompt: Text
+    chosen: Text
+    rejected: Text
+    where: str = ""
+
+    @property
+    def conversational(self) -> bool:
+        return isinstance(self.prompt, list)
+
+
+@dataclass
+class PreferenceData:
+    examples: list[PreferenceExample]
+    layout: str
+    source: str
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def summary(self) -> str:
+        text = f"{self.source}: {len(self.examples)} pairs, layout {self.layout}"
+        if self.skipped:
+            reasons = ", ".join(f"{n} {reason}" for reason, n in self.skipped.most_common())
+            text += f"; skipped {sum(self.skipped.values())} invalid rows ({reasons})"
+        return text
+
+
+class RowError(Exception):
+    """A problem with one row: ``reason`` is a short category used to count skips."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Columns:
+    prompt: str = "prompt"
+    chosen: str = "chosen"
+    rejected: str = "rejected"
+    # a non-default prompt column must exist; the default one may be absent (implicit layout)
+    prompt_required: bool = False
+
+
+def load_preferences(
+    source: str | Any,
+    columns: Columns = Columns(),
+    *,
+    skip_invalid_rows: bool = False,
+    name: str | None = None,
+) -> PreferenceData:
+    """Read and validate a preference file (path) or a ``datasets.Dataset``."""
+    label = name or (source if isinstance(source, str) else "dataset")
+    rows, column_names = _open_rows(source, label)
+    examples: list[PreferenceExample] = []
+    skipped: Counter[str] = Counter()
+    layout: str | None = None
+    seen_any = False
+    for where, row in rows:
+        seen_any = True
+        try:
+            if isinstance(row, RowError):
+                raise row
+            if not isinstance(row, dict):
+                raise RowError("not an object", f"expected an object, got {_kind(row)}")
+            if layout is None:
+                layout = _detect_layout(row, columns, column_names or list(row), label, where)
+            examples.append(_parse_row(row, layout, columns, f"{label}: {where}"))
+        except RowError as err:
+            if not skip_invalid_rows:
+                raise DataError(f"{label}: {where}: {err.message}") from None
+            skipped[err.reason] += 1
+    if not seen_any:
+        raise DataError(f"{label}: no rows (the file is empty)")
+    if not examples:
+        reasons = ", ".join(f"{n} {r}" for r, n in skipped.most_common())
+        raise DataError(f"{label}: no valid rows ({reasons})")
+    assert layout is not None
+    return PreferenceData(examples, layout, label, skipped)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading rows
+
+
+def _open_rows(source: Any, label: str) -> tuple[Iterable[tuple[str, Any]], list[str] | None]:
+    """(rows as (where, row-or-RowError), column names when the format declares them)."""
+    if not isinstance(source, str):
+        return _dataset_rows(source), list(source.column_names)
+    path = source
+    if os.path.isdir(path):
+        return _disk_dataset_rows(path, label)
+    if not os.path.isfile(path):
+        raise DataError(f"{label}: no such file")
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext in (".jsonl", ".ndjson"):
+            return list(_jsonl_rows(path)), None
+        if ext == ".json":
+            return _json_rows(path, label), None
+        if ext == ".csv":
+            return _csv_rows(path, label)
+        if ext == ".parquet":
+            return _parquet_rows(path, label)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{label}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise DataError(f"{label}: cannot read: {exc.strerror or exc}") from None
+    raise DataError(
+        f"{label}: unsupported file type '{ext or '(none)'}'; use .jsonl, .json, .parquet, "
+        ".csv or a datasets.save_to_disk folder")
+
+
+def _jsonl_rows(path: str) -> Iterator[tuple[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield f"line {number}", json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield f"line {number}", RowError(
+                    "invalid JSON", f"invalid JSON ({exc.msg} at column {exc.colno})")
+
+
+def _json_rows(path: str, label: str) -> list[tuple[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    if not text.strip():
+        return []
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data":  # JSON Lines saved as .json (datasets' to_json default)
+            return list(_jsonl_rows(path))
+        raise DataError(f"{label}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
+    if isinstance(data, dict):
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise DataError(f"{label}: expected a list of rows, or an object holding one list")
+        data = lists[0]
+    if not isinstance(data, list):
+        raise DataError(f"{label}: expected a list of rows, got {_kind(data)}")
+    return [(f"row {i}", row) for i, row in enumerate(data, start=1)]
+
+
+def _csv_rows(path: str, label: str) -> tuple[list[tuple[str, Any]], list[str] | None]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = []
+        try:
+            start = 2
+            for row in reader:
+                rows.append((f"line {start}", row))
+                start = reader.line_num + 1
+        except csv.Error as exc:
+            raise DataError(f"{label}: line {reader.line_num}: invalid CSV ({exc})") from None
+        return rows, list(reader.fieldnames or [])
+
+
+def _parquet_rows(path: str, label: str) -> tuple[list[tuple[str, Any]], list[str] | None]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a damaged file
+        raise DataError(f"{label}: not a readable Parquet file ({_first_line(exc)})") from None
+    rows = [(f"row {i}", row) for i, row in enumerate(table.to_pylist(), start=1)]
+    return rows, list(table.column_names)
+
+
+def _disk_dataset_rows(path: str, label: str) -> tuple[Iterable[tuple[str, Any]], list[str]]:
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(path)
+    except Exception as exc:  # datasets raises FileNotFoundError or its own errors
+        raise DataError(
+            f"{label}: a folder, but not a datasets.save_to_disk folder ({_first_line(exc)})"
+        ) from None
+    if isinstance(loaded, datasets.DatasetDict):
+        splits = list(loaded)
+        if len(splits) != 1:
+            raise DataError(
+                f"{label}: holds several splits ({', '.join(splits)}); point to one, "
+                f"e.g. {os.path.join(path, splits[0])}")
+        loaded = loaded[splits[0]]
+    return _dataset_rows(loaded), list(loaded.column_names)
+
+
+def _dataset_rows(dataset: Any) -> Iterator[tuple[str, Any]]:
+    for i, row in enumerate(dataset, start=1):
+        yield f"row {i}", row
+
+
+# ---------------------------------------------------------------------------------------------
+# Validating rows
+
+
+def _detect_layout(
+    row: dict[str, Any], columns: Columns, names: list[str], label: str, where: str
+) -> str:
+    for key in (columns.chosen, columns.rejected):
+        if key not in names:
+            raise DataError(
+                f"{label}: column '{key}' not found (columns: {', '.join(map(str, names))}); "
+                "set chosen_column / rejected_column")
+    if columns.prompt not in names:
+        if columns.prompt_required:
+            raise DataError(
+                f"{label}: column '{columns.prompt}' not found "
+                f"(columns: {', '.join(map(str, names))}); set prompt_column")
+        return "implicit"
+    prompt = row.get(columns.prompt)
+    if isinstance(prompt, list):
+        return "conversational"
+    if isinstance(prompt, str) or prompt is None:
+        return "explicit"
+    raise DataError(
+        f"{label}: {where}: field '{columns.prompt}' must be a string or a list of messages, "
+        f"got {_kind(prompt)}")
+
+
+def _parse_row(row: dict[str, Any], layout: str, columns: Columns, where: str) -> PreferenceExample:
+    chosen = _field(row, columns.chosen)
+    rejected = _field(row, columns.rejected)
+    if layout == "implicit":
+        prompt, chosen, rejected = _split_implicit(
+            _text_or_messages(chosen, columns.chosen), _text_or_messages(rejected, columns.rejected))
+    elif layout == "explicit":
+        prompt = _text(_field(row, columns.prompt), columns.prompt)
+        chosen = _text(chosen, columns.chosen)
+        rejected = _text(rejected, columns.rejected)
+    else:
+        raw_prompt = _field(row, columns.prompt)
+        if not isinstance(raw_prompt, list):
+            raise RowError("wrong type", f"field '{columns.prompt}' must be a list of messages "
+                           f"like the first row's, got {_kind(raw_prompt)}")
+        prompt = _messages(raw_prompt, columns.prompt)
+        chosen = _completion_messages(chosen, columns.chosen)
+        rejected = _completion_messages(rejected, columns.rejected)
+    if chosen == rejected:
+        raise RowError("identical chosen and rejected", "chosen and rejected are identical")
+    return PreferenceExample(prompt, chosen, rejected, where)
+
+
+def _field(row: dict[str, Any], key: str) -> Any:
+    if key not in row or row[key] is None:
+        raise RowError("missing field", f"missing field '{key}'")
+    return row[key]
+
+
+def _text(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise RowError("wrong type", f"field '{key}' must be a string, got {_kind(value)}")
+    if not value.strip():
+        raise RowError("empty field", f"field '{key}' is empty")
+    return value
+
+
+def _text_or_messages(value: Any, key: str) -> Text:
+    return _messages(value, key) if isinstance(value, list) else _text(value, key)
+
+
+def _messages(value: Any, key: str) -> Messages:
+    if not isinstance(value, list):
+        raise RowError("wrong type", f"field '{key}' must be a list of messages, got {_kind(value)}")
+    if not value:
+        raise RowError("empty field", f"field '{key}' is an empty list of messages")
+    messages = []
+    for i, message in enumerate(value, start=1):
+        if not isinstance(message, dict):
+            raise RowError("bad message", f"field '{key}': message {i} is {_kind(message)}, "
+                           "expected an object with 'role' and 'content'")
+        role, content = message.get("role"), message.get("content")
+        if role not in MESSAGE_ROLES:
+            raise RowError("bad message", f"field '{key}': message {i} has role {role!r}, "
+                           f"expected one of {', '.join(MESSAGE_ROLES)}")
+        if not isinstance(content, str):
+            raise RowError("bad message", f"field '{key}': message {i} content must be a "
+                           f"string, got {_kind(content)}")
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+def _completion_messages(value: Any, key: str) -> Messages:
+    if isinstance(value, str):
+        return [{"role": "assistant", "content": _text(value, key)}]
+    messages = _messages(value, key)
+    if not any(m["content"].strip() for m in messages):
+        raise RowError("empty field", f"field '{key}' has only empty messages")
+    return messages
+
+
+def _split_implicit(chosen: Text, rejected: Text) -> tuple[Text, Text, Text]:
+    if isinstance(chosen, str) != isinstance(rejected, str):
+        raise RowError("wrong type", "chosen and rejected must both be texts or both be "
+                       "message lists")
+    if chosen == rejected:
+        raise RowError("identical chosen and rejected", "chosen and rejected are identical")
+    if isinstance(chosen, list):
+        assert isinstance(rejected, list)
+        shared = 0
+        while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+            shared += 1
+        if shared == 0:
+            raise RowError("no shared prompt", "chosen and rejected share no leading messages "
+                           "to use as the prompt")
+        if shared == len(chosen) or shared == len(rejected):
+            raise RowError("no completion", "one side has no messages after the shared prompt")
+        return chosen[:shared], chosen[shared:], rejected[shared:]
+    assert isinstance(rejected, str)
+    cut = len(os.path.commonprefix([chosen, rejected]))
+    while cut > 0 and chosen[cut - 1].isalnum():  # never split a word
+        cut -= 1
+    while cut > 0 and chosen[cut - 1].isspace():  # the space before a word opens the completion
+        cut -= 1
+    if cut == 0 or not chosen[:cut].strip():
+        raise RowError("no shared prompt", "chosen and rejected share no common prefix to use "
+                       "as the prompt")
+    return chosen[:cut], chosen[cut:], rejected[cut:]
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,31 @@
+"""Errors a user can act on.
+
+Every problem caused by user input (config, data file, model path) raises a subclass of
+`DirectpoError` with a one-line message naming the key, file, row and problem. The CLI prints
+that line and exits with code 2; nothing else about the failure is shown (no traceback).
+"""
+
+
+class DirectpoError(Exception):
+    """A user-facing error: the message is one line and complete on its own."""
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+class ConfigError(DirectpoError):
+    """An option is unknown, of the wrong type, or impossible."""
+
+
+class DataError(DirectpoError):
+    """A preference file or one of its rows cannot be used."""
+
+
+class ModelLoadError(DirectpoError):
+    """A model or tokenizer folder cannot be loaded."""
+
+
+class CheckpointError(DirectpoError):
+    """A checkpoint cannot be found, read or written."""

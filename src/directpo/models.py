@@ -1,0 +1,74 @@
+"""Loading policy, reference and tokenizer from Hugging Face model folders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from directpo.errors import ModelLoadError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def load_tokenizer(path: str) -> Any:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
+        raise ModelLoadError(f"tokenizer '{path}': cannot load ({_first_line(exc)})") from None
+    if tokenizer.eos_token_id is None:
+        raise ModelLoadError(f"tokenizer '{path}': has no EOS token; completions must end "
+                             "with one")
+    return tokenizer
+
+
+def load_causal_lm(
+    path: str, dtype: str, *, disable_dropout: bool, trainable: bool,
+    gradient_checkpointing: bool = False, device: torch.device | str = "cpu",
+) -> torch.nn.Module:
+    """An ``AutoModelForCausalLM`` from ``path``; frozen and in eval mode unless trainable."""
+    try:
+        config = AutoConfig.from_pretrained(path)
+        if disable_dropout:
+            _zero_dropout_config(config)
+        model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=DTYPES[dtype])
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
+        raise ModelLoadError(f"model '{path}': cannot load as a causal LM "
+                             f"({_first_line(exc)})") from None
+    if disable_dropout:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+    model.to(device)
+    if trainable:
+        model.train()
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.eval()
+        model.requires_grad_(False)
+    return model
+
+
+def _zero_dropout_config(config: Any) -> None:
+    """Dropout probabilities that models read from the config (e.g. attention_dropout)."""
+    configs = [config, *(getattr(config, name) for name in ("text_config",)
+                         if hasattr(config, name))]
+    for cfg in configs:
+        for key, value in list(vars(cfg).items()):
+            if ("dropout" in key or "pdrop" in key) and isinstance(value, float):
+                setattr(cfg, key, 0.0)
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """Padding is always masked out, so any id works; prefer the tokenizer's own."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__

@@ -1,0 +1,79 @@
+"""The final output folder: a standard Hugging Face model folder plus the run's record.
+
+``output_dir`` holds config.json, model.safetensors, generation_config.json and the tokenizer
+files (``AutoModelForCausalLM.from_pretrained(output_dir)`` needs nothing from directpo), and
+beside them ``config.yaml`` (the resolved directpo options), ``metrics.jsonl`` and a
+``README.md`` model card.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from directpo.config import DPOConfig, option_help
+from directpo.data import PreferenceData
+
+
+def save_final_model(
+    output_dir: Path, model: torch.nn.Module, tokenizer: Any, config: DPOConfig,
+    train_data: PreferenceData, metrics: list[dict[str, Any]],
+) -> None:
+    model.save_pretrained(output_dir, safe_serialization=True)
+    tokenizer.save_pretrained(output_dir)
+    generation_config = getattr(model, "generation_config", None)
+    if generation_config is not None:
+        generation_config.save_pretrained(output_dir)
+    config.save_yaml(output_dir / "config.yaml")
+    (output_dir / "README.md").write_text(model_card(config, train_data, metrics))
+
+
+def model_card(config: DPOConfig, train_data: PreferenceData, metrics: list[dict[str, Any]]) -> str:
+    train_rows = [row for row in metrics if "loss" in row]
+    eval_rows = [row for row in metrics if "eval/loss" in row]
+    final = {**(train_rows[-1] if train_rows else {}), **(eval_rows[-1] if eval_rows else {})}
+    final.pop("step", None)
+    defaults = {name: default for name, _, default in option_help()}
+    changed = {k: v for k, v in config.to_dict().items() if v != defaults[k]}
+    lines = [
+        "---",
+        "library_name: transformers",
+        "tags: [dpo, directpo]",
+        f"base_model: {config.model_name_or_path}",
+        "---",
+        "",
+        f"# {Path(config.output_dir).name}",
+        "",
+        f"Trained with [directpo](https://pypi.org/project/directpo/) using Direct Preference "
+        f"Optimization (loss `{config.loss_type}`, beta {config.beta}) from "
+        f"`{config.model_name_or_path}`.",
+        "",
+        "## Data",
+        "",
+        f"- {train_data.summary()}",
+        "",
+        "## Options (differing from the defaults)",
+        "",
+        "```yaml",
+        yaml.safe_dump(changed, sort_keys=False).rstrip(),
+        "```",
+        "",
+        "## Final metrics",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *(f"| {k} | {v:.6g} |" for k, v in final.items() if isinstance(v, int | float)),
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        f'model = AutoModelForCausalLM.from_pretrained("{config.output_dir}")',
+        f'tokenizer = AutoTokenizer.from_pretrained("{config.output_dir}")',
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,170 @@
+"""Validated examples -> token ids with an exact prompt/completion boundary.
+
+Rules (the same for training, evaluation and scoring):
+
+* The prompt and each completion are tokenized **separately** and concatenated, so the
+  boundary is exact by construction: no token straddles prompt and completion.
+* Conversational rows are rendered with the tokenizer's chat template: the prompt with the
+  generation prompt, the completion as the rest of the rendered conversation. A template that
+  does not render the prompt as a prefix of the conversation is an error for that row.
+* **BOS exactly once**: it is prepended only if the tokenizer adds one by default (Llama-style)
+  and the rendered prompt does not already start with it (templates that write their own).
+  Tokenizers that add none (GPT-2 style) get none.
+* **EOS exactly once**: appended to each completion unless it already ends with it (chat
+  templates whose end-of-turn token is EOS). Whitespace a template writes after that final EOS
+  is dropped: generation stops at EOS, so it would never be sampled.
+* **Truncation**: a prompt longer than ``max_prompt_length`` loses tokens from the left (a
+  leading BOS is kept); then each completion is cut from the right to fit ``max_length``.
+  The number of truncated rows is reported.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from directpo.data import PreferenceData, PreferenceExample, RowError, Text
+from directpo.errors import DataError
+
+
+@dataclass(frozen=True)
+class TokenizedPair:
+    prompt_ids: list[int]
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+
+    @property
+    def num_tokens(self) -> int:
+        return 2 * len(self.prompt_ids) + len(self.chosen_ids) + len(self.rejected_ids)
+
+
+@dataclass
+class TokenizedData:
+    pairs: list[TokenizedPair]
+    truncated: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def summary(self) -> str:
+        parts = [f"{len(self.pairs)} pairs tokenized"]
+        if self.truncated:
+            parts.append("truncated: " + ", ".join(
+                f"{n} {what}" for what, n in sorted(self.truncated.items())))
+        if self.skipped:
+            parts.append("skipped: " + ", ".join(
+                f"{n} {why}" for why, n in self.skipped.most_common()))
+        return "; ".join(parts)
+
+
+class PairTokenizer:
+    """Applies the boundary, BOS/EOS and truncation rules above with one tokenizer."""
+
+    def __init__(self, tokenizer: Any, max_length: int, max_prompt_length: int):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.max_prompt_length = max_prompt_length
+        self.bos_id = tokenizer.bos_token_id
+        self.eos_id = tokenizer.eos_token_id
+        probe = tokenizer("a").input_ids
+        self.adds_bos = self.bos_id is not None and probe[:1] == [self.bos_id]
+
+    # -- rendering -----------------------------------------------------------------------------
+    def render(self, prompt: Text, completion: Text) -> tuple[str, str]:
+        """(prompt text, completion text) ready for tokenization."""
+        if isinstance(prompt, str):
+            assert isinstance(completion, str)
+            return prompt, completion
+        assert isinstance(completion, list)
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise RowError("no chat template", "conversational rows need a tokenizer with a "
+                           "chat template (set tokenizer_name_or_path to one that has it)")
+        prompt_text = self.tokenizer.apply_chat_template(
+            prompt, tokenize=False, add_generation_prompt=True)
+        full_text = self.tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+        if not full_text.startswith(prompt_text):
+            raise RowError("chat template", "the chat template does not render the prompt as a "
+                           "prefix of the whole conversation")
+        completion_text = full_text[len(prompt_text):]
+        eos = self.tokenizer.eos_token
+        if eos and completion_text.rstrip().endswith(eos):
+            completion_text = completion_text.rstrip()
+        return prompt_text, completion_text
+
+    # -- ids -----------------------------------------------------------------------------------
+    def encode_prompt(self, prompt_text: str) -> list[int]:
+        ids = self._ids(prompt_text)
+        if self.adds_bos and ids[:1] != [self.bos_id]:
+            ids = [self.bos_id, *ids]
+        if not ids:
+            raise RowError("empty prompt", "the prompt is empty and the tokenizer adds no BOS "
+                           "token to condition on")
+        return ids
+
+    def encode_completion(self, completion_text: str) -> list[int]:
+        ids = self._ids(completion_text)
+        if self.eos_id is not None and ids[-1:] != [self.eos_id]:
+            ids.append(self.eos_id)
+        if not ids:
+            raise RowError("empty completion", "a completion tokenizes to no tokens")
+        return ids
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    # -- whole examples ------------------------------------------------------------------------
+    def encode(self, example: PreferenceExample, truncated: Counter[str]) -> TokenizedPair:
+        prompt_text, chosen_text = self.render(example.prompt, example.chosen)
+        _, rejected_text = self.render(example.prompt, example.rejected)
+        prompt = self.truncate_prompt(self.encode_prompt(prompt_text), truncated)
+        chosen = self.truncate_completion(self.encode_completion(chosen_text), len(prompt),
+                                          "chosen", truncated)
+        rejected = self.truncate_completion(self.encode_completion(rejected_text), len(prompt),
+                                            "rejected", truncated)
+        if chosen == rejected:
+            raise RowError("identical after truncation", "chosen and rejected are identical "
+                           f"after truncation to max_length={self.max_length}")
+        return TokenizedPair(prompt, chosen, rejected)
+
+    def truncate_prompt(self, ids: list[int], truncated: Counter[str]) -> list[int]:
+        if len(ids) <= self.max_prompt_length:
+            return ids
+        truncated["prompts"] += 1
+        keep_bos = self.adds_bos and ids[0] == self.bos_id
+        if keep_bos:
+            return [ids[0], *ids[len(ids) - self.max_prompt_length + 1:]]
+        return ids[len(ids) - self.max_prompt_length:]
+
+    def truncate_completion(
+        self, ids: list[int], prompt_length: int, side: str, truncated: Counter[str]
+    ) -> list[int]:
+        budget = self.max_length - prompt_length
+        if len(ids) <= budget:
+            return ids
+        truncated[side] += 1
+        return ids[:budget]
+
+
+def tokenize_preferences(
+    data: PreferenceData,
+    tokenizer: Any,
+    max_length: int,
+    max_prompt_length: int,
+    *,
+    skip_invalid_rows: bool = False,
+) -> TokenizedData:
+    """Tokenize every example; a row that cannot be tokenized fails (or is skipped)."""
+    encoder = PairTokenizer(tokenizer, max_length, max_prompt_length)
+    result = TokenizedData(pairs=[], skipped=Counter(data.skipped))
+    for example in data.examples:
+        try:
+            result.pairs.append(encoder.encode(example, result.truncated))
+        except RowError as err:
+            if not skip_invalid_rows:
+                raise DataError(f"{example.where}: {err.message}") from None
+            result.skipped[err.reason] += 1
+    if not result.pairs:
+        raise DataError(f"{data.source}: no rows left after tokenization ({result.summary()})")
+    return result

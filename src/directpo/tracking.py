@@ -1,0 +1,123 @@
+"""Metrics: ``output_dir/metrics.jsonl`` (always) and the trackers named in ``report_to``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from directpo.errors import DirectpoError
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(output_dir) / METRICS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class MetricsLogger:
+    """Appends one JSON object per logged step; forwards the same values to trackers.
+
+    On resume from step S, rows logged after S (by the interrupted run) are dropped first, so
+    the file holds each step once, in order.
+    """
+
+    def __init__(self, output_dir: Path, report_to: list[str], config: dict[str, Any],
+                 resume_step: int | None = None):
+        self.path = output_dir / METRICS_FILE
+        kept = [row for row in read_metrics(output_dir)
+                if resume_step is not None and row.get("step", 0) <= resume_step]
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        os.replace(tmp, self.path)
+        self.rows = kept
+        self._trackers = [_open_tracker(name, output_dir, config)
+                          for name in report_to if name != "none"]
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        row = {"step": step, **metrics}
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        self.rows.append(row)
+        for tracker in self._trackers:
+            tracker.log(step, metrics)
+
+    def log_text(self, step: int, tag: str, text: str) -> None:
+        for tracker in self._trackers:
+            tracker.log_text(step, tag, text)
+
+    def close(self) -> None:
+        for tracker in self._trackers:
+            tracker.close()
+
+
+class _TensorBoard:
+    def __init__(self, output_dir: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(output_dir / "runs"))
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def log_text(self, step: int, tag: str, text: str) -> None:
+        self.writer.add_text(tag, text, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _Wandb:
+    def __init__(self, output_dir: Path, config: dict[str, Any]):
+        import wandb
+
+        self.wandb = wandb
+        self.run = wandb.init(config=config, dir=str(output_dir), resume="allow")
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        self.run.log(metrics, step=step)
+
+    def log_text(self, step: int, tag: str, text: str) -> None:
+        self.run.log({tag: self.wandb.Html(f"<pre>{text}</pre>")}, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class _MLflow:
+    def __init__(self, config: dict[str, Any]):
+        import mlflow
+
+        self.mlflow = mlflow
+        mlflow.start_run()
+        mlflow.log_params({k: str(v)[:500] for k, v in config.items()})
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        self.mlflow.log_metrics({k.replace("/", "_"): v for k, v in metrics.items()}, step=step)
+
+    def log_text(self, step: int, tag: str, text: str) -> None:
+        self.mlflow.log_text(text, f"{tag.replace('/', '_')}_{step}.txt")
+
+    def close(self) -> None:
+        self.mlflow.end_run()
+
+
+def _open_tracker(name: str, output_dir: Path, config: dict[str, Any]) -> Any:
+    try:
+        if name == "tensorboard":
+            return _TensorBoard(output_dir)
+        if name == "wandb":
+            return _Wandb(output_dir, config)
+        if name == "mlflow":
+            return _MLflow(config)
+    except ImportError:
+        raise DirectpoError(f"report_to: '{name}' is not installed (pip install {name})") from None
+    except Exception as exc:  # a tracker's own start-up failure (login, server, ...)
+        raise DirectpoError(f"report_to: '{name}' failed to start: {exc}") from None
+    raise DirectpoError(f"report_to: unknown tracker '{name}'")

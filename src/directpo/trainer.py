@@ -1,0 +1,295 @@
+"""The DPO training loop: one plain function, read top to bottom.
+
+setup: config checks -> data -> tokenizer -> token ids -> policy + reference -> optimizer,
+schedule -> (resume) -> loop: for each optimizer step, micro-batches -> policy log-probs ->
+reference log-probs -> loss -> backward; clip -> step -> log / evaluate / checkpoint ->
+final model folder.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import get_scheduler, set_seed
+
+from directpo.batching import Batch, DataSchedule, collate_pairs, eval_batches
+from directpo.checkpoint import (
+    list_checkpoints,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from directpo.config import DPOConfig
+from directpo.data import Columns, load_preferences
+from directpo.errors import ConfigError
+from directpo.logprobs import model_logprobs
+from directpo.losses import LOSS_FUNCTIONS
+from directpo.models import load_causal_lm, load_tokenizer, pad_token_id
+from directpo.outputs import save_final_model
+from directpo.reference import FrozenModelReference, ReferenceProvider
+from directpo.tokenization import TokenizedData, TokenizedPair, tokenize_preferences
+from directpo.tracking import MetricsLogger
+
+SCHEDULER_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+
+
+@dataclass
+class TrainResult:
+    policy: torch.nn.Module
+    reference: ReferenceProvider
+    tokenizer: Any
+    output_dir: Path
+    global_step: int
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class PairStats:
+    """Sums over pairs, so that any grouping (micro-batch, step, window) averages exactly."""
+
+    pairs: int = 0
+    tokens: int = 0
+    loss: float = 0.0
+    rewards_chosen: float = 0.0
+    rewards_rejected: float = 0.0
+    accuracies: float = 0.0
+    logps_chosen: float = 0.0
+    logps_rejected: float = 0.0
+
+    def add(self, other: PairStats) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def means(self) -> dict[str, float]:
+        n = max(self.pairs, 1)
+        return {
+            "loss": self.loss / n,
+            "rewards/chosen": self.rewards_chosen / n,
+            "rewards/rejected": self.rewards_rejected / n,
+            "rewards/accuracies": self.accuracies / n,
+            "rewards/margins": (self.rewards_chosen - self.rewards_rejected) / n,
+            "logps/chosen": self.logps_chosen / n,
+            "logps/rejected": self.logps_rejected / n,
+        }
+
+
+def train(
+    config: DPOConfig,
+    train_dataset: Any = None,
+    eval_dataset: Any = None,
+    *,
+    echo: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train ``config.model_name_or_path`` with DPO; the final model goes to ``output_dir``.
+
+    ``train_dataset`` / ``eval_dataset`` (a ``datasets.Dataset``) replace the files.
+    """
+    # -- checks that need no model ---------------------------------------------------------
+    config.check_environment(need_train_file=train_dataset is None)
+    output_dir = Path(config.output_dir)
+    _prepare_output_dir(output_dir, config)
+    set_seed(config.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    # -- data -------------------------------------------------------------------------------
+    columns = Columns(config.prompt_column, config.chosen_column, config.rejected_column,
+                      prompt_required=config.prompt_column != "prompt")
+    train_data = load_preferences(train_dataset if train_dataset is not None
+                                  else config.train_file, columns,
+                                  skip_invalid_rows=config.skip_invalid_rows)
+    echo(f"train: {train_data.summary()}")
+    eval_data = None
+    if eval_dataset is not None or config.eval_file:
+        eval_data = load_preferences(eval_dataset if eval_dataset is not None
+                                     else config.eval_file, columns,
+                                     skip_invalid_rows=config.skip_invalid_rows)
+        echo(f"eval: {eval_data.summary()}")
+
+    tokenizer = load_tokenizer(config.tokenizer_path)
+    train_pairs = _tokenize(train_data, tokenizer, config, "train", echo)
+    eval_pairs = _tokenize(eval_data, tokenizer, config, "eval", echo) if eval_data else None
+
+    # -- models, optimizer, schedule --------------------------------------------------------
+    policy = load_causal_lm(config.model_name_or_path, config.dtype,
+                            disable_dropout=config.disable_dropout, trainable=True,
+                            gradient_checkpointing=config.gradient_checkpointing, device=device)
+    reference = FrozenModelReference(load_causal_lm(
+        config.reference_path, config.dtype, disable_dropout=config.disable_dropout,
+        trainable=False, device=device))
+    loss_fn = LOSS_FUNCTIONS[config.loss_type]
+    schedule = DataSchedule(len(train_pairs), config.per_device_train_batch_size,
+                            config.gradient_accumulation_steps, config.seed)
+    total_steps = schedule.total_steps(config.num_train_epochs, config.max_steps)
+    optimizer = _build_optimizer(policy, config)
+    scheduler = get_scheduler(SCHEDULER_NAMES[config.lr_scheduler_type], optimizer,
+                              num_warmup_steps=config.warmup_steps,
+                              num_training_steps=total_steps)
+    pad_id = pad_token_id(tokenizer)
+
+    # -- resume ---------------------------------------------------------------------------------
+    start_step, window = 0, PairStats()
+    if config.resume_from_checkpoint:
+        checkpoint = resolve_checkpoint(config.resume_from_checkpoint, output_dir)
+        state = load_checkpoint(checkpoint, policy, optimizer, scheduler)
+        _check_same_data(state, schedule, checkpoint)
+        start_step, window = state["global_step"], PairStats(**state["log_window"])
+        echo(f"resumed from {checkpoint} at step {start_step}")
+    logger = MetricsLogger(output_dir, config.report_to, config.to_dict(),
+                           resume_step=start_step if config.resume_from_checkpoint else None)
+    config.save_yaml(output_dir / "config.yaml")
+    echo(f"training {total_steps} steps ({schedule.steps_per_epoch} per epoch) on {device}, "
+         f"{len(train_pairs)} pairs, batch {config.per_device_train_batch_size} x "
+         f"{config.gradient_accumulation_steps} accumulation")
+
+    # -- the loop -----------------------------------------------------------------------------
+    progress = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
+    window_start = time.perf_counter()
+    eval_metrics: dict[str, float] = {}
+    for step in range(start_step, total_steps):
+        micro_batches = [collate_pairs([train_pairs[i] for i in indices], pad_id).to(device)
+                         for indices in schedule.micro_batches(step)]
+        step_pairs = sum(batch.num_pairs for batch in micro_batches)
+        learning_rate = scheduler.get_last_lr()[0]
+        stats = PairStats()
+        for batch in micro_batches:
+            losses, batch_stats = _pair_losses(policy, reference, batch, loss_fn, config)
+            # sum / pairs-in-step: the gradient is the mean over all pairs of the step, exactly
+            # as one large batch would give, whatever the micro-batch sizes
+            (losses.sum() / step_pairs).backward()
+            stats.add(batch_stats)
+        max_norm = config.max_grad_norm if config.max_grad_norm > 0 else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), max_norm))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        window.add(stats)
+        done = step + 1
+        progress.update(1)
+        progress.set_postfix(loss=f"{stats.loss / stats.pairs:.4f}")
+
+        if done % config.logging_steps == 0 or done == total_steps:
+            seconds = max(time.perf_counter() - window_start, 1e-9)
+            metrics = {**window.means(), "grad_norm": grad_norm, "learning_rate": learning_rate,
+                       "pairs/s": window.pairs / seconds, "tokens/s": window.tokens / seconds,
+                       "epoch": done / schedule.steps_per_epoch}
+            logger.log(done, metrics)
+            progress.write(_format_metrics(done, total_steps, metrics))
+            window, window_start = PairStats(), time.perf_counter()
+        if eval_pairs and ((config.eval_steps and done % config.eval_steps == 0)
+                           or done == total_steps):
+            eval_metrics = evaluate(policy, reference, eval_pairs, loss_fn, config, pad_id, device)
+            logger.log(done, eval_metrics)
+            progress.write(_format_metrics(done, total_steps, eval_metrics))
+        if config.save_steps and done % config.save_steps == 0:
+            state = {"log_window": vars(window), "num_examples": schedule.num_examples,
+                     "batch_size": schedule.batch_size, "accumulation": schedule.accumulation,
+                     "seed": schedule.seed, "epoch": schedule.epoch_of(step)}
+            path = save_checkpoint(output_dir, done, policy, tokenizer, optimizer, scheduler,
+                                   state, config.save_total_limit)
+            progress.write(f"saved {path}")
+    progress.close()
+
+    # -- outputs ------------------------------------------------------------------------------
+    logger.close()
+    save_final_model(output_dir, policy, tokenizer, config, train_data, logger.rows)
+    echo(f"model saved to {output_dir}")
+    return TrainResult(policy, reference, tokenizer, output_dir, total_steps, logger.rows)
+
+
+def _pair_losses(
+    policy: torch.nn.Module, reference: ReferenceProvider, batch: Batch,
+    loss_fn: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]], config: DPOConfig,
+) -> tuple[torch.Tensor, PairStats]:
+    """Per-pair losses of one batch (with graph) and the detached sums for metrics."""
+    n = batch.num_pairs
+    policy_logps, _ = model_logprobs(policy, batch)
+    reference_logps = reference.logprobs(batch)
+    losses, chosen_rewards, rejected_rewards = loss_fn(
+        policy_logps[:n], policy_logps[n:], reference_logps[:n], reference_logps[n:],
+        beta=config.beta, label_smoothing=config.label_smoothing)
+    detached = policy_logps.detach()
+    stats = PairStats(
+        pairs=n, tokens=batch.num_tokens, loss=float(losses.detach().sum()),
+        rewards_chosen=float(chosen_rewards.sum()), rewards_rejected=float(rejected_rewards.sum()),
+        accuracies=float((chosen_rewards > rejected_rewards).float().sum()),
+        logps_chosen=float(detached[:n].sum()), logps_rejected=float(detached[n:].sum()))
+    return losses, stats
+
+
+@torch.no_grad()
+def evaluate(
+    policy: torch.nn.Module, reference: ReferenceProvider, pairs: Sequence[TokenizedPair],
+    loss_fn: Callable[..., Any], config: DPOConfig, pad_id: int, device: torch.device,
+) -> dict[str, float]:
+    """Pair-weighted means of loss, rewards and log-probs over ``pairs``, prefixed ``eval/``."""
+    was_training = policy.training
+    policy.eval()
+    total = PairStats()
+    for indices in eval_batches(len(pairs), config.per_device_eval_batch_size):
+        batch = collate_pairs([pairs[i] for i in indices], pad_id).to(device)
+        total.add(_pair_losses(policy, reference, batch, loss_fn, config)[1])
+    policy.train(was_training)
+    return {f"eval/{key}": value for key, value in total.means().items()}
+
+
+def _tokenize(data: Any, tokenizer: Any, config: DPOConfig, name: str,
+              echo: Callable[[str], None]) -> list[TokenizedPair]:
+    tokenized: TokenizedData = tokenize_preferences(
+        data, tokenizer, config.max_length, config.max_prompt_length,
+        skip_invalid_rows=config.skip_invalid_rows)
+    echo(f"{name}: {tokenized.summary()}")
+    return tokenized.pairs
+
+
+def _build_optimizer(model: torch.nn.Module, config: DPOConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=config.learning_rate, eps=config.adam_epsilon,
+                                   weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.learning_rate, eps=config.adam_epsilon,
+                             betas=(config.adam_beta1, config.adam_beta2),
+                             weight_decay=config.weight_decay)
+
+
+def _prepare_output_dir(output_dir: Path, config: DPOConfig) -> None:
+    """Refuse to overwrite an earlier run by accident; check that we can write there."""
+    previous = list_checkpoints(output_dir)
+    finished = (output_dir / "config.json").exists()  # a saved model folder
+    if (previous or finished) and not config.resume_from_checkpoint:
+        if not config.overwrite_output_dir:
+            what = previous[-1].name if previous else "a finished run"
+            raise ConfigError(
+                f"output_dir {output_dir} already holds {what}; resume it with "
+                "resume_from_checkpoint: latest, choose another output_dir, or set "
+                "overwrite_output_dir: true")
+        for old in previous:
+            shutil.rmtree(old)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / ".directpo-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"output_dir {output_dir}: not writable ({exc.strerror})") from None
+
+
+def _check_same_data(state: dict[str, Any], schedule: DataSchedule, checkpoint: Path) -> None:
+    for key, now in (("num_examples", schedule.num_examples), ("batch_size", schedule.batch_size),
+                     ("accumulation", schedule.accumulation), ("seed", schedule.seed)):
+        if state.get(key) != now:
+            raise ConfigError(
+                f"resume_from_checkpoint: {checkpoint} was trained with {key}={state.get(key)}, "
+                f"this run has {now}; the data order would differ (start a new output_dir)")
+
+
+def _format_metrics(step: int, total: int, metrics: dict[str, float]) -> str:
+    shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+    return f"step {step}/{total} {shown}"

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tiny import SENTIMENT_PAIRS, save_tiny_model, write_jsonl
+
+STYLES = ("llama", "gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {style: save_tiny_model(style, root / style) for style in STYLES}
+
+
+@pytest.fixture
+def pairs_file(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)

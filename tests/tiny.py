@@ -1,0 +1,109 @@
+"""Tiny random-initialised models and a real byte-level BPE tokenizer, built offline.
+
+Two styles, so that tokenization rules are exercised both ways:
+
+* ``llama``: LlamaForCausalLM; the tokenizer adds BOS by default and its chat template writes
+  its own BOS and ends assistant turns with EOS followed by a newline.
+* ``gpt2``: GPT2LMHeadModel with tied embeddings; the tokenizer adds no BOS, BOS = EOS =
+  ``<|endoftext|>``, and its ChatML template ends turns with ``<|im_end|>`` (not EOS).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
+CORPUS = [
+    "The movie was wonderful and the acting was great.",
+    "The movie was terrible and the plot was boring.",
+    "Question: What is the capital of France? Answer: Paris is the capital.",
+    "Human: Can you help me? Assistant: Sure, I would be glad to help you.",
+    "Human: Tell me a joke. Assistant: Sorry, I cannot do that right now.",
+    "I love this film, a truly delightful and moving story.",
+    "I hate this film, a dull and painful waste of time.",
+    "hello world, this is a small corpus for a tiny tokenizer with numbers 0123456789",
+] * 20
+
+LLAMA_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+    "{% if m['role'] == 'assistant' %}{{ eos_token }}{% else %}<|im_end|>{% endif %}{{ '\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CHATML_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tokenizer(style: str) -> PreTrainedTokenizerFast:
+    if style == "llama":
+        specials = ["<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"]
+    else:
+        specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS, trainer)
+    if style == "llama":
+        bos = tok.token_to_id("<s>")
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                       pad_token="<pad>", chat_template=LLAMA_TEMPLATE)
+    else:
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
+                                       eos_token="<|endoftext|>", chat_template=CHATML_TEMPLATE)
+    fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    return fast
+
+
+def build_model(style: str, tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                  eos_token_id=tokenizer.eos_token_id)
+    if style == "llama":
+        config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2,
+                             max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+                             tie_word_embeddings=False, **common)
+        return LlamaForCausalLM(config)
+    config = GPT2Config(n_positions=512, n_embd=32, n_layer=2, n_head=4, **common)
+    return GPT2LMHeadModel(config)
+
+
+def save_tiny_model(style: str, folder: Path, seed: int = 0) -> Path:
+    tokenizer = build_tokenizer(style)
+    model = build_model(style, tokenizer, seed)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+SENTIMENT_PAIRS = [
+    {"prompt": "The movie was", "chosen": " wonderful and great.", "rejected": " terrible."},
+    {"prompt": "I love this film,", "chosen": " a truly delightful story.",
+     "rejected": " a dull waste."},
+    {"prompt": "Question: What is the capital of France? Answer:", "chosen": " Paris.",
+     "rejected": " boring."},
+    {"prompt": "Human: Can you help me? Assistant:", "chosen": " Sure, I would be glad to help.",
+     "rejected": " Sorry, I cannot."},
+    {"prompt": "The acting was", "chosen": " great.", "rejected": " painful."},
+    {"prompt": "hello world,", "chosen": " this is a small corpus.", "rejected": " dull."},
+]
