@@ -12,15 +12,17 @@ CPU_TORCH := torch==2.13.0
 
 .PHONY: demo test lint install clean
 
+# Until the paper demo lands: a short DPO run of SmolLM2-135M-Instruct on examples/.
 demo: $(STAMP)
-	$(VENV)/bin/directpo train examples/tiny_dpo.yaml
+	model=$$($(PY) -m directpo.demo.assets smollm2) && \
+	$(VENV)/bin/directpo train examples/smollm2_dpo.yaml --model_name_or_path "$$model"
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
 
 install: $(STAMP)
 
@@ -41,7 +43,7 @@ $(STAMP): pyproject.toml | $(PY)
 	else \
 		$(PY) -m pip install -q $(CPU_TORCH); \
 	fi
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,demo]'
 	touch $(STAMP)
 
 clean:

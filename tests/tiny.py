@@ -53,31 +53,55 @@ def build_tokenizer(style: str) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=specials,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(CORPUS, trainer)
     if style == "llama":
         bos = tok.token_to_id("<s>")
         tok.post_processor = processors.TemplateProcessing(
-            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
-        fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                       pad_token="<pad>", chat_template=LLAMA_TEMPLATE)
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+        )
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            bos_token="<s>",
+            eos_token="</s>",
+            pad_token="<pad>",
+            chat_template=LLAMA_TEMPLATE,
+        )
     else:
-        fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
-                                       eos_token="<|endoftext|>", chat_template=CHATML_TEMPLATE)
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            bos_token="<|endoftext|>",
+            eos_token="<|endoftext|>",
+            chat_template=CHATML_TEMPLATE,
+        )
     fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
     return fast
 
 
 def build_model(style: str, tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                  eos_token_id=tokenizer.eos_token_id)
+    common = dict(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     if style == "llama":
-        config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=4, num_key_value_heads=2,
-                             max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
-                             tie_word_embeddings=False, **common)
+        config = LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            pad_token_id=tokenizer.pad_token_id,
+            tie_word_embeddings=False,
+            **common,
+        )
         return LlamaForCausalLM(config)
     config = GPT2Config(n_positions=512, n_embd=32, n_layer=2, n_head=4, **common)
     return GPT2LMHeadModel(config)
@@ -98,12 +122,21 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 SENTIMENT_PAIRS = [
     {"prompt": "The movie was", "chosen": " wonderful and great.", "rejected": " terrible."},
-    {"prompt": "I love this film,", "chosen": " a truly delightful story.",
-     "rejected": " a dull waste."},
-    {"prompt": "Question: What is the capital of France? Answer:", "chosen": " Paris.",
-     "rejected": " boring."},
-    {"prompt": "Human: Can you help me? Assistant:", "chosen": " Sure, I would be glad to help.",
-     "rejected": " Sorry, I cannot."},
+    {
+        "prompt": "I love this film,",
+        "chosen": " a truly delightful story.",
+        "rejected": " a dull waste.",
+    },
+    {
+        "prompt": "Question: What is the capital of France? Answer:",
+        "chosen": " Paris.",
+        "rejected": " boring.",
+    },
+    {
+        "prompt": "Human: Can you help me? Assistant:",
+        "chosen": " Sure, I would be glad to help.",
+        "rejected": " Sorry, I cannot.",
+    },
     {"prompt": "The acting was", "chosen": " great.", "rejected": " painful."},
     {"prompt": "hello world,", "chosen": " this is a small corpus.", "rejected": " dull."},
 ]

@@ -6,7 +6,12 @@ from directpo.errors import ConfigError, DataError, DirectpoError, ModelLoadErro
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConfigError", "DPOConfig", "DataError", "DirectpoError", "ModelLoadError", "load_config",
+    "ConfigError",
+    "DPOConfig",
+    "DataError",
+    "DirectpoError",
+    "ModelLoadError",
+    "load_config",
     "train",
 ]
 

@@ -29,13 +29,18 @@ class Batch:
         return int(self.attention_mask.sum())
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device),
-                     self.completion_mask.to(device), self.num_pairs)
+        return Batch(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.completion_mask.to(device),
+            self.num_pairs,
+        )
 
 
 def collate_pairs(pairs: Sequence[TokenizedPair], pad_token_id: int) -> Batch:
     rows = [(p.prompt_ids, p.chosen_ids) for p in pairs] + [
-        (p.prompt_ids, p.rejected_ids) for p in pairs]
+        (p.prompt_ids, p.rejected_ids) for p in pairs
+    ]
     width = max(len(prompt) + len(completion) for prompt, completion in rows)
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -89,9 +94,11 @@ class DataSchedule:
         order = self.permutation(self.epoch_of(step))
         first = (step % self.steps_per_epoch) * self.accumulation
         last = min(first + self.accumulation, self.micro_batches_per_epoch)
-        return [order[m * self.batch_size:(m + 1) * self.batch_size] for m in range(first, last)]
+        return [order[m * self.batch_size : (m + 1) * self.batch_size] for m in range(first, last)]
 
 
 def eval_batches(num_examples: int, batch_size: int) -> list[list[int]]:
-    return [list(range(start, min(start + batch_size, num_examples)))
-            for start in range(0, num_examples, batch_size)]
+    return [
+        list(range(start, min(start + batch_size, num_examples)))
+        for start in range(0, num_examples, batch_size)
+    ]

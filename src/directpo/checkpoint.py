@@ -48,14 +48,20 @@ def resolve_checkpoint(value: str, output_dir: str | Path) -> Path:
         return checkpoints[-1]
     path = Path(value)
     if not (path / STATE_FILE).is_file():
-        raise CheckpointError(f"resume_from_checkpoint: {value} is not a directpo checkpoint "
-                              f"(no {STATE_FILE})")
+        raise CheckpointError(
+            f"resume_from_checkpoint: {value} is not a directpo checkpoint (no {STATE_FILE})"
+        )
     return path
 
 
 def save_checkpoint(
-    output_dir: Path, step: int, model: torch.nn.Module, tokenizer: Any,
-    optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any],
+    output_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: dict[str, Any],
     save_total_limit: int | None,
 ) -> Path:
     final = output_dir / f"checkpoint-{step}"
@@ -106,13 +112,18 @@ def load_model_weights(model: torch.nn.Module, folder: Path) -> None:
     loaded_ptrs = {p.data_ptr() for name, p in model.state_dict().items() if name in state}
     untied = [k for k in missing if model.state_dict()[k].data_ptr() not in loaded_ptrs]
     if untied or unexpected:
-        raise CheckpointError(f"checkpoint {folder}: weights do not match the model "
-                              f"(missing {untied[:3]}, unexpected {unexpected[:3]})")
+        raise CheckpointError(
+            f"checkpoint {folder}: weights do not match the model "
+            f"(missing {untied[:3]}, unexpected {unexpected[:3]})"
+        )
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -24,20 +24,31 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="directpo", description="Direct Preference Optimization for causal "
-                     "language models.", allow_abbrev=False)
+    parser = _Parser(
+        prog="directpo",
+        description="Direct Preference Optimization for causal language models.",
+        allow_abbrev=False,
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     train = commands.add_parser(
-        "train", help="train a model with DPO", allow_abbrev=False,
+        "train",
+        help="train a model with DPO",
+        allow_abbrev=False,
         usage="directpo train [CONFIG.yaml] [--option VALUE ...]",
         description="Train a causal LM with DPO. Options come from CONFIG.yaml and/or flags; "
-        "a flag overrides the file. Booleans take true/false; lists are comma-separated.")
-    train.add_argument("config", nargs="?", metavar="CONFIG.yaml",
-                       help="optional YAML file of options")
+        "a flag overrides the file. Booleans take true/false; lists are comma-separated.",
+    )
+    train.add_argument(
+        "config", nargs="?", metavar="CONFIG.yaml", help="optional YAML file of options"
+    )
     for name, help_text, default in option_help():
         shown = ",".join(default) if isinstance(default, list) else default
-        train.add_argument(f"--{name}", default=argparse.SUPPRESS, metavar="VALUE",
-                           help=f"{help_text} (default: {shown})".replace("%", "%%"))
+        train.add_argument(
+            f"--{name}",
+            default=argparse.SUPPRESS,
+            metavar="VALUE",
+            help=f"{help_text} (default: {shown})".replace("%", "%%"),
+        )
     return parser
 
 

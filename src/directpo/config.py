@@ -9,6 +9,7 @@ with a one-line `ConfigError` that names the key.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import importlib.util
@@ -44,65 +45,85 @@ def option(default: Any, help: str, **kwargs: Any) -> Any:
 class DPOConfig:
     # --- model --------------------------------------------------------------------------------
     model_name_or_path: str | None = option(
-        None, "Policy start point: a local Hugging Face model folder (or a hub id on machines "
-        "with network access). Required.")
+        None,
+        "Policy start point: a local Hugging Face model folder (or a hub id on machines "
+        "with network access). Required.",
+    )
     ref_model_name_or_path: str | None = option(
-        None, "Frozen reference model. Default: the policy's own start point "
-        "(model_name_or_path).")
+        None, "Frozen reference model. Default: the policy's own start point (model_name_or_path)."
+    )
     tokenizer_name_or_path: str | None = option(
-        None, "Tokenizer folder. Default: model_name_or_path.")
-    dtype: str = option(
-        "float32", f"Weights and compute dtype, one of {', '.join(DTYPES)}.")
+        None, "Tokenizer folder. Default: model_name_or_path."
+    )
+    dtype: str = option("float32", f"Weights and compute dtype, one of {', '.join(DTYPES)}.")
     gradient_checkpointing: bool = option(
-        False, "Recompute activations in the backward pass: less memory, ~30% slower.")
+        False, "Recompute activations in the backward pass: less memory, ~30% slower."
+    )
     disable_dropout: bool = option(
-        True, "Set every dropout probability of policy and reference to 0, so that log-probs are "
-        "deterministic and policy == reference gives exactly zero reward at the start.")
+        True,
+        "Set every dropout probability of policy and reference to 0, so that log-probs are "
+        "deterministic and policy == reference gives exactly zero reward at the start.",
+    )
 
     # --- data ---------------------------------------------------------------------------------
     train_file: str | None = option(
-        None, "Training preferences: .jsonl, .json, .parquet, .csv, or a datasets.save_to_disk "
-        "folder. Required unless a Dataset is passed from Python.")
+        None,
+        "Training preferences: .jsonl, .json, .parquet, .csv, or a datasets.save_to_disk "
+        "folder. Required unless a Dataset is passed from Python.",
+    )
     eval_file: str | None = option(
-        None, "Held-out preferences in the same formats; evaluated every eval_steps and at the "
-        "end.")
+        None, "Held-out preferences in the same formats; evaluated every eval_steps and at the end."
+    )
     prompt_column: str = option(
-        "prompt", "Column holding the prompt (absent in the implicit-prompt layout).")
+        "prompt", "Column holding the prompt (absent in the implicit-prompt layout)."
+    )
     chosen_column: str = option("chosen", "Column holding the preferred completion.")
     rejected_column: str = option("rejected", "Column holding the dispreferred completion.")
     skip_invalid_rows: bool = option(
-        False, "Skip rows that fail validation (and report how many, by reason) instead of "
-        "stopping at the first one.")
+        False,
+        "Skip rows that fail validation (and report how many, by reason) instead of "
+        "stopping at the first one.",
+    )
     max_length: int = option(
-        1024, "Maximum tokens of prompt + completion. Completions are cut from the right to "
-        "fit after the prompt.")
+        1024,
+        "Maximum tokens of prompt + completion. Completions are cut from the right to "
+        "fit after the prompt.",
+    )
     max_prompt_length: int = option(
-        512, "Maximum prompt tokens. Longer prompts are cut from the left (a leading BOS is "
-        "kept), so the text nearest the completion survives.")
+        512,
+        "Maximum prompt tokens. Longer prompts are cut from the left (a leading BOS is "
+        "kept), so the text nearest the completion survives.",
+    )
 
     # --- loss ---------------------------------------------------------------------------------
     loss_type: str = option("sigmoid", f"Preference loss, one of {', '.join(LOSS_TYPES)}.")
     beta: float = option(
-        0.1, "Inverse temperature of the implicit reward r = beta * log(pi/pi_ref); "
-        "larger keeps the policy closer to the reference.")
+        0.1,
+        "Inverse temperature of the implicit reward r = beta * log(pi/pi_ref); "
+        "larger keeps the policy closer to the reference.",
+    )
     label_smoothing: float = option(
-        0.0, "cDPO: assumed probability in [0, 0.5) that a preference label is flipped.")
+        0.0, "cDPO: assumed probability in [0, 0.5) that a preference label is flipped."
+    )
 
     # --- optimisation -------------------------------------------------------------------------
     learning_rate: float = option(1e-6, "Peak learning rate.")
     optimizer: str = option(
-        "adamw", f"Optimizer, one of {', '.join(OPTIMIZERS)} (the DPO paper used rmsprop).")
+        "adamw", f"Optimizer, one of {', '.join(OPTIMIZERS)} (the DPO paper used rmsprop)."
+    )
     weight_decay: float = option(0.0, "Decoupled weight decay (adamw) or L2 penalty (rmsprop).")
     adam_beta1: float = option(0.9, "AdamW beta1.")
     adam_beta2: float = option(0.999, "AdamW beta2.")
     adam_epsilon: float = option(1e-8, "AdamW / RMSprop epsilon.")
     lr_scheduler_type: str = option(
-        "linear", f"Schedule after warmup, one of {', '.join(LR_SCHEDULERS)}.")
+        "linear", f"Schedule after warmup, one of {', '.join(LR_SCHEDULERS)}."
+    )
     warmup_steps: int = option(0, "Linear warmup from 0 to learning_rate over this many steps.")
     per_device_train_batch_size: int = option(8, "Preference pairs per micro-batch.")
     per_device_eval_batch_size: int = option(8, "Preference pairs per evaluation batch.")
     gradient_accumulation_steps: int = option(
-        1, "Micro-batches per optimizer step; the loss is the mean over all pairs of the step.")
+        1, "Micro-batches per optimizer step; the loss is the mean over all pairs of the step."
+    )
     max_grad_norm: float = option(1.0, "Clip the gradient's global L2 norm to this; 0 disables.")
     num_train_epochs: float = option(1.0, "Passes over the training data (may be fractional).")
     max_steps: int = option(-1, "Total optimizer steps; when > 0 it overrides num_train_epochs.")
@@ -110,24 +131,31 @@ class DPOConfig:
 
     # --- outputs ------------------------------------------------------------------------------
     output_dir: str = option(
-        "directpo-output", "Where the final model, config, metrics and checkpoints go.")
+        "directpo-output", "Where the final model, config, metrics and checkpoints go."
+    )
     overwrite_output_dir: bool = option(
-        False, "Start afresh in an output_dir that already holds a run (its checkpoints are "
-        "deleted). Without it such a run is refused, so no work is lost by accident.")
+        False,
+        "Start afresh in an output_dir that already holds a run (its checkpoints are "
+        "deleted). Without it such a run is refused, so no work is lost by accident.",
+    )
     logging_steps: int = option(10, "Log training metrics every this many optimizer steps.")
-    eval_steps: int = option(
-        0, "Evaluate on eval_file every this many steps (0: only at the end).")
+    eval_steps: int = option(0, "Evaluate on eval_file every this many steps (0: only at the end).")
     save_steps: int = option(
-        500, "Write a resumable checkpoint every this many steps (0: none before the end).")
+        500, "Write a resumable checkpoint every this many steps (0: none before the end)."
+    )
     save_total_limit: int | None = option(
-        None, "Keep at most this many checkpoints (oldest deleted once a new one is complete); "
-        "default keeps all.")
+        None,
+        "Keep at most this many checkpoints (oldest deleted once a new one is complete); "
+        "default keeps all.",
+    )
     resume_from_checkpoint: str | None = option(
-        None, "Continue a run: a checkpoint folder, or 'latest' for the newest one in "
-        "output_dir.")
+        None, "Continue a run: a checkpoint folder, or 'latest' for the newest one in output_dir."
+    )
     report_to: list[str] = option(
-        ["tensorboard"], f"Trackers, any of {', '.join(TRACKERS)} (comma-separated on the "
-        "command line). metrics.jsonl is always written.")
+        ["tensorboard"],
+        f"Trackers, any of {', '.join(TRACKERS)} (comma-separated on the "
+        "command line). metrics.jsonl is always written.",
+    )
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -156,19 +184,27 @@ class DPOConfig:
         require(0 <= self.adam_beta2 < 1, "adam_beta2", "in [0, 1)")
         require(self.adam_epsilon > 0, "adam_epsilon", "> 0")
         require(self.warmup_steps >= 0, "warmup_steps", ">= 0")
-        for key in ("per_device_train_batch_size", "per_device_eval_batch_size",
-                    "gradient_accumulation_steps", "logging_steps"):
+        for key in (
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+            "logging_steps",
+        ):
             require(getattr(self, key) >= 1, key, ">= 1")
         require(self.max_grad_norm >= 0, "max_grad_norm", ">= 0 (0 disables clipping)")
         require(self.num_train_epochs > 0, "num_train_epochs", "> 0")
         require(self.max_steps == -1 or self.max_steps >= 1, "max_steps", "-1 or >= 1")
         require(self.max_length >= 2, "max_length", ">= 2")
-        require(1 <= self.max_prompt_length < self.max_length, "max_prompt_length",
-                f">= 1 and < max_length ({self.max_length}), so completions keep a token")
+        require(
+            1 <= self.max_prompt_length < self.max_length,
+            "max_prompt_length",
+            f">= 1 and < max_length ({self.max_length}), so completions keep a token",
+        )
         require(self.eval_steps >= 0, "eval_steps", ">= 0")
         require(self.save_steps >= 0, "save_steps", ">= 0")
-        require(self.save_total_limit is None or self.save_total_limit >= 1,
-                "save_total_limit", ">= 1")
+        require(
+            self.save_total_limit is None or self.save_total_limit >= 1, "save_total_limit", ">= 1"
+        )
         for key in ("prompt_column", "chosen_column", "rejected_column", "output_dir"):
             require(bool(getattr(self, key).strip()), key, "a non-empty string")
         unknown = [t for t in self.report_to if t not in TRACKERS]
@@ -196,7 +232,8 @@ class DPOConfig:
             if module and importlib.util.find_spec(module) is None:
                 raise ConfigError(
                     f"report_to: '{tracker}' is not installed (pip install {module}), "
-                    "or choose another tracker / none")
+                    "or choose another tracker / none"
+                )
 
     @property
     def reference_path(self) -> str:
@@ -239,9 +276,7 @@ def option_help() -> list[tuple[str, str, Any]]:
     return rows
 
 
-def load_config(
-    path: str | None = None, overrides: dict[str, Any] | None = None
-) -> DPOConfig:
+def load_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> DPOConfig:
     """Read the optional YAML file, apply `overrides` (e.g. from flags) on top, and validate."""
     values: dict[str, Any] = {}
     if path is not None:
@@ -325,10 +360,9 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if isinstance(value, int | float):
             number = float(value)
         elif isinstance(value, str):
-            try:  # YAML reads 1e-5 (no dot) as a string: accept it as the number it means
+            # YAML reads 1e-5 (no dot) as a string: accept it as the number it means
+            with contextlib.suppress(ValueError):
                 number = float(value.strip())
-            except ValueError:
-                pass
         if number is None or not math.isfinite(number):
             raise ConfigError(f"{key} must be a finite number, got {value!r}")
         return number

@@ -157,7 +157,8 @@ def _open_rows(source: Any, label: str) -> tuple[Iterable[tuple[str, Any]], list
         raise DataError(f"{label}: cannot read: {exc.strerror or exc}") from None
     raise DataError(
         f"{label}: unsupported file type '{ext or '(none)'}'; use .jsonl, .json, .parquet, "
-        ".csv or a datasets.save_to_disk folder")
+        ".csv or a datasets.save_to_disk folder"
+    )
 
 
 def _jsonl_rows(path: str) -> Iterator[tuple[str, Any]]:
@@ -168,8 +169,10 @@ def _jsonl_rows(path: str) -> Iterator[tuple[str, Any]]:
             try:
                 yield f"line {number}", json.loads(line)
             except json.JSONDecodeError as exc:
-                yield f"line {number}", RowError(
-                    "invalid JSON", f"invalid JSON ({exc.msg} at column {exc.colno})")
+                yield (
+                    f"line {number}",
+                    RowError("invalid JSON", f"invalid JSON ({exc.msg} at column {exc.colno})"),
+                )
 
 
 def _json_rows(path: str, label: str) -> list[tuple[str, Any]]:
@@ -232,7 +235,8 @@ def _disk_dataset_rows(path: str, label: str) -> tuple[Iterable[tuple[str, Any]]
         if len(splits) != 1:
             raise DataError(
                 f"{label}: holds several splits ({', '.join(splits)}); point to one, "
-                f"e.g. {os.path.join(path, splits[0])}")
+                f"e.g. {os.path.join(path, splits[0])}"
+            )
         loaded = loaded[splits[0]]
     return _dataset_rows(loaded), list(loaded.column_names)
 
@@ -253,12 +257,14 @@ def _detect_layout(
         if key not in names:
             raise DataError(
                 f"{label}: column '{key}' not found (columns: {', '.join(map(str, names))}); "
-                "set chosen_column / rejected_column")
+                "set chosen_column / rejected_column"
+            )
     if columns.prompt not in names:
         if columns.prompt_required:
             raise DataError(
                 f"{label}: column '{columns.prompt}' not found "
-                f"(columns: {', '.join(map(str, names))}); set prompt_column")
+                f"(columns: {', '.join(map(str, names))}); set prompt_column"
+            )
         return "implicit"
     prompt = row.get(columns.prompt)
     if isinstance(prompt, list):
@@ -267,7 +273,8 @@ def _detect_layout(
         return "explicit"
     raise DataError(
         f"{label}: {where}: field '{columns.prompt}' must be a string or a list of messages, "
-        f"got {_kind(prompt)}")
+        f"got {_kind(prompt)}"
+    )
 
 
 def _parse_row(row: dict[str, Any], layout: str, columns: Columns, where: str) -> PreferenceExample:
@@ -275,7 +282,8 @@ def _parse_row(row: dict[str, Any], layout: str, columns: Columns, where: str) -
     rejected = _field(row, columns.rejected)
     if layout == "implicit":
         prompt, chosen, rejected = _split_implicit(
-            _text_or_messages(chosen, columns.chosen), _text_or_messages(rejected, columns.rejected))
+            _text_or_messages(chosen, columns.chosen), _text_or_messages(rejected, columns.rejected)
+        )
     elif layout == "explicit":
         prompt = _text(_field(row, columns.prompt), columns.prompt)
         chosen = _text(chosen, columns.chosen)
@@ -283,8 +291,11 @@ def _parse_row(row: dict[str, Any], layout: str, columns: Columns, where: str) -
     else:
         raw_prompt = _field(row, columns.prompt)
         if not isinstance(raw_prompt, list):
-            raise RowError("wrong type", f"field '{columns.prompt}' must be a list of messages "
-                           f"like the first row's, got {_kind(raw_prompt)}")
+            raise RowError(
+                "wrong type",
+                f"field '{columns.prompt}' must be a list of messages "
+                f"like the first row's, got {_kind(raw_prompt)}",
+            )
         prompt = _messages(raw_prompt, columns.prompt)
         chosen = _completion_messages(chosen, columns.chosen)
         rejected = _completion_messages(rejected, columns.rejected)
@@ -313,21 +324,31 @@ def _text_or_messages(value: Any, key: str) -> Text:
 
 def _messages(value: Any, key: str) -> Messages:
     if not isinstance(value, list):
-        raise RowError("wrong type", f"field '{key}' must be a list of messages, got {_kind(value)}")
+        raise RowError(
+            "wrong type", f"field '{key}' must be a list of messages, got {_kind(value)}"
+        )
     if not value:
         raise RowError("empty field", f"field '{key}' is an empty list of messages")
     messages = []
     for i, message in enumerate(value, start=1):
         if not isinstance(message, dict):
-            raise RowError("bad message", f"field '{key}': message {i} is {_kind(message)}, "
-                           "expected an object with 'role' and 'content'")
+            raise RowError(
+                "bad message",
+                f"field '{key}': message {i} is {_kind(message)}, "
+                "expected an object with 'role' and 'content'",
+            )
         role, content = message.get("role"), message.get("content")
         if role not in MESSAGE_ROLES:
-            raise RowError("bad message", f"field '{key}': message {i} has role {role!r}, "
-                           f"expected one of {', '.join(MESSAGE_ROLES)}")
+            raise RowError(
+                "bad message",
+                f"field '{key}': message {i} has role {role!r}, "
+                f"expected one of {', '.join(MESSAGE_ROLES)}",
+            )
         if not isinstance(content, str):
-            raise RowError("bad message", f"field '{key}': message {i} content must be a "
-                           f"string, got {_kind(content)}")
+            raise RowError(
+                "bad message",
+                f"field '{key}': message {i} content must be a string, got {_kind(content)}",
+            )
         messages.append({"role": role, "content": content})
     return messages
 
@@ -343,8 +364,9 @@ def _completion_messages(value: Any, key: str) -> Messages:
 
 def _split_implicit(chosen: Text, rejected: Text) -> tuple[Text, Text, Text]:
     if isinstance(chosen, str) != isinstance(rejected, str):
-        raise RowError("wrong type", "chosen and rejected must both be texts or both be "
-                       "message lists")
+        raise RowError(
+            "wrong type", "chosen and rejected must both be texts or both be message lists"
+        )
     if chosen == rejected:
         raise RowError("identical chosen and rejected", "chosen and rejected are identical")
     if isinstance(chosen, list):
@@ -353,8 +375,10 @@ def _split_implicit(chosen: Text, rejected: Text) -> tuple[Text, Text, Text]:
         while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
             shared += 1
         if shared == 0:
-            raise RowError("no shared prompt", "chosen and rejected share no leading messages "
-                           "to use as the prompt")
+            raise RowError(
+                "no shared prompt",
+                "chosen and rejected share no leading messages to use as the prompt",
+            )
         if shared == len(chosen) or shared == len(rejected):
             raise RowError("no completion", "one side has no messages after the shared prompt")
         return chosen[:shared], chosen[shared:], rejected[shared:]
@@ -365,14 +389,22 @@ def _split_implicit(chosen: Text, rejected: Text) -> tuple[Text, Text, Text]:
     while cut > 0 and chosen[cut - 1].isspace():  # the space before a word opens the completion
         cut -= 1
     if cut == 0 or not chosen[:cut].strip():
-        raise RowError("no shared prompt", "chosen and rejected share no common prefix to use "
-                       "as the prompt")
+        raise RowError(
+            "no shared prompt", "chosen and rejected share no common prefix to use as the prompt"
+        )
     return chosen[:cut], chosen[cut:], rejected[cut:]
 
 
 def _kind(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-             int: "a number", float: "a number", type(None): "null"}
+    names = {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 

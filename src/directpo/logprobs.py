@@ -24,12 +24,14 @@ def completion_logprobs(
         completion_mask: [N, T] bool, True where the token belongs to the completion.
 
     Returns:
-        (logps [N] float32, token_counts [N] long).
+        (logps [N] float32 (float64 for float64 logits), token_counts [N] long).
     """
     targets = input_ids[:, 1:]
     mask = completion_mask[:, 1:]
-    token_logps = -F.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2), targets, reduction="none")
+    shifted = logits[:, :-1]
+    if shifted.dtype != torch.float64:  # bf16 log-softmax loses too much: at least float32
+        shifted = shifted.float()
+    token_logps = -F.cross_entropy(shifted.transpose(1, 2), targets, reduction="none")
     token_logps = token_logps.masked_fill(~mask, 0.0)
     return token_logps.sum(-1), mask.sum(-1)
 

@@ -37,9 +37,7 @@ def sigmoid_loss(
     chosen_logratios = policy_chosen_logps - reference_chosen_logps
     rejected_logratios = policy_rejected_logps - reference_rejected_logps
     logits = beta * (chosen_logratios - rejected_logratios)
-    losses = (
-        -F.logsigmoid(logits) * (1 - label_smoothing) - F.logsigmoid(-logits) * label_smoothing
-    )
+    losses = -F.logsigmoid(logits) * (1 - label_smoothing) - F.logsigmoid(-logits) * label_smoothing
     return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
 
 

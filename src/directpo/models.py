@@ -18,14 +18,18 @@ def load_tokenizer(path: str) -> Any:
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
         raise ModelLoadError(f"tokenizer '{path}': cannot load ({_first_line(exc)})") from None
     if tokenizer.eos_token_id is None:
-        raise ModelLoadError(f"tokenizer '{path}': has no EOS token; completions must end "
-                             "with one")
+        raise ModelLoadError(f"tokenizer '{path}': has no EOS token; completions must end with one")
     return tokenizer
 
 
 def load_causal_lm(
-    path: str, dtype: str, *, disable_dropout: bool, trainable: bool,
-    gradient_checkpointing: bool = False, device: torch.device | str = "cpu",
+    path: str,
+    dtype: str,
+    *,
+    disable_dropout: bool,
+    trainable: bool,
+    gradient_checkpointing: bool = False,
+    device: torch.device | str = "cpu",
 ) -> torch.nn.Module:
     """An ``AutoModelForCausalLM`` from ``path``; frozen and in eval mode unless trainable."""
     try:
@@ -34,8 +38,9 @@ def load_causal_lm(
             _zero_dropout_config(config)
         model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=DTYPES[dtype])
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
-        raise ModelLoadError(f"model '{path}': cannot load as a causal LM "
-                             f"({_first_line(exc)})") from None
+        raise ModelLoadError(
+            f"model '{path}': cannot load as a causal LM ({_first_line(exc)})"
+        ) from None
     if disable_dropout:
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
@@ -44,17 +49,28 @@ def load_causal_lm(
     if trainable:
         model.train()
         if gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            _enable_activation_checkpointing(model)
     else:
         model.eval()
         model.requires_grad_(False)
     return model
 
 
+def _enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    kwargs = {"use_reentrant": False}  # non-reentrant: works with frozen inputs and no_grad refs
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.config.use_cache = False
+
+
 def _zero_dropout_config(config: Any) -> None:
     """Dropout probabilities that models read from the config (e.g. attention_dropout)."""
-    configs = [config, *(getattr(config, name) for name in ("text_config",)
-                         if hasattr(config, name))]
+    configs = [
+        config,
+        *(getattr(config, name) for name in ("text_config",) if hasattr(config, name)),
+    ]
     for cfg in configs:
         for key, value in list(vars(cfg).items()):
             if ("dropout" in key or "pdrop" in key) and isinstance(value, float):

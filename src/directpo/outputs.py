@@ -19,8 +19,12 @@ from directpo.data import PreferenceData
 
 
 def save_final_model(
-    output_dir: Path, model: torch.nn.Module, tokenizer: Any, config: DPOConfig,
-    train_data: PreferenceData, metrics: list[dict[str, Any]],
+    output_dir: Path,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    config: DPOConfig,
+    train_data: PreferenceData,
+    metrics: list[dict[str, Any]],
 ) -> None:
     model.save_pretrained(output_dir, safe_serialization=True)
     tokenizer.save_pretrained(output_dir)

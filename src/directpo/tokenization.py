@@ -11,8 +11,10 @@ Rules (the same for training, evaluation and scoring):
   and the rendered prompt does not already start with it (templates that write their own).
   Tokenizers that add none (GPT-2 style) get none.
 * **EOS exactly once**: appended to each completion unless it already ends with it (chat
-  templates whose end-of-turn token is EOS). Whitespace a template writes after that final EOS
-  is dropped: generation stops at EOS, so it would never be sampled.
+  templates whose end-of-turn token is EOS). Whitespace a chat template writes after the last
+  turn (``"</s>\n"``) is dropped: generation stops at the end of the turn, so it is never
+  sampled. A template whose end-of-turn token is not EOS (ChatML's ``<|im_end|>`` with another
+  EOS) keeps it, and EOS follows it.
 * **Truncation**: a prompt longer than ``max_prompt_length`` loses tokens from the left (a
   leading BOS is kept); then each completion is cut from the right to fit ``max_length``.
   The number of truncated rows is reported.
@@ -51,11 +53,14 @@ class TokenizedData:
     def summary(self) -> str:
         parts = [f"{len(self.pairs)} pairs tokenized"]
         if self.truncated:
-            parts.append("truncated: " + ", ".join(
-                f"{n} {what}" for what, n in sorted(self.truncated.items())))
+            parts.append(
+                "truncated: "
+                + ", ".join(f"{n} {what}" for what, n in sorted(self.truncated.items()))
+            )
         if self.skipped:
-            parts.append("skipped: " + ", ".join(
-                f"{n} {why}" for why, n in self.skipped.most_common()))
+            parts.append(
+                "skipped: " + ", ".join(f"{n} {why}" for why, n in self.skipped.most_common())
+            )
         return "; ".join(parts)
 
 
@@ -79,19 +84,23 @@ class PairTokenizer:
             return prompt, completion
         assert isinstance(completion, list)
         if not getattr(self.tokenizer, "chat_template", None):
-            raise RowError("no chat template", "conversational rows need a tokenizer with a "
-                           "chat template (set tokenizer_name_or_path to one that has it)")
+            raise RowError(
+                "no chat template",
+                "conversational rows need a tokenizer with a "
+                "chat template (set tokenizer_name_or_path to one that has it)",
+            )
         prompt_text = self.tokenizer.apply_chat_template(
-            prompt, tokenize=False, add_generation_prompt=True)
+            prompt, tokenize=False, add_generation_prompt=True
+        )
         full_text = self.tokenizer.apply_chat_template(prompt + completion, tokenize=False)
         if not full_text.startswith(prompt_text):
-            raise RowError("chat template", "the chat template does not render the prompt as a "
-                           "prefix of the whole conversation")
-        completion_text = full_text[len(prompt_text):]
-        eos = self.tokenizer.eos_token
-        if eos and completion_text.rstrip().endswith(eos):
-            completion_text = completion_text.rstrip()
-        return prompt_text, completion_text
+            raise RowError(
+                "chat template",
+                "the chat template does not render the prompt as a "
+                "prefix of the whole conversation",
+            )
+        # whitespace a template writes after the last turn is formatting, never generated
+        return prompt_text, full_text[len(prompt_text) :].rstrip()
 
     # -- ids -----------------------------------------------------------------------------------
     def encode_prompt(self, prompt_text: str) -> list[int]:
@@ -99,8 +108,10 @@ class PairTokenizer:
         if self.adds_bos and ids[:1] != [self.bos_id]:
             ids = [self.bos_id, *ids]
         if not ids:
-            raise RowError("empty prompt", "the prompt is empty and the tokenizer adds no BOS "
-                           "token to condition on")
+            raise RowError(
+                "empty prompt",
+                "the prompt is empty and the tokenizer adds no BOS token to condition on",
+            )
         return ids
 
     def encode_completion(self, completion_text: str) -> list[int]:
@@ -119,13 +130,18 @@ class PairTokenizer:
         prompt_text, chosen_text = self.render(example.prompt, example.chosen)
         _, rejected_text = self.render(example.prompt, example.rejected)
         prompt = self.truncate_prompt(self.encode_prompt(prompt_text), truncated)
-        chosen = self.truncate_completion(self.encode_completion(chosen_text), len(prompt),
-                                          "chosen", truncated)
-        rejected = self.truncate_completion(self.encode_completion(rejected_text), len(prompt),
-                                            "rejected", truncated)
+        chosen = self.truncate_completion(
+            self.encode_completion(chosen_text), len(prompt), "chosen", truncated
+        )
+        rejected = self.truncate_completion(
+            self.encode_completion(rejected_text), len(prompt), "rejected", truncated
+        )
         if chosen == rejected:
-            raise RowError("identical after truncation", "chosen and rejected are identical "
-                           f"after truncation to max_length={self.max_length}")
+            raise RowError(
+                "identical after truncation",
+                "chosen and rejected are identical "
+                f"after truncation to max_length={self.max_length}",
+            )
         return TokenizedPair(prompt, chosen, rejected)
 
     def truncate_prompt(self, ids: list[int], truncated: Counter[str]) -> list[int]:
@@ -134,8 +150,8 @@ class PairTokenizer:
         truncated["prompts"] += 1
         keep_bos = self.adds_bos and ids[0] == self.bos_id
         if keep_bos:
-            return [ids[0], *ids[len(ids) - self.max_prompt_length + 1:]]
-        return ids[len(ids) - self.max_prompt_length:]
+            return [ids[0], *ids[len(ids) - self.max_prompt_length + 1 :]]
+        return ids[len(ids) - self.max_prompt_length :]
 
     def truncate_completion(
         self, ids: list[int], prompt_length: int, side: str, truncated: Counter[str]

@@ -26,17 +26,26 @@ class MetricsLogger:
     the file holds each step once, in order.
     """
 
-    def __init__(self, output_dir: Path, report_to: list[str], config: dict[str, Any],
-                 resume_step: int | None = None):
+    def __init__(
+        self,
+        output_dir: Path,
+        report_to: list[str],
+        config: dict[str, Any],
+        resume_step: int | None = None,
+    ):
         self.path = output_dir / METRICS_FILE
-        kept = [row for row in read_metrics(output_dir)
-                if resume_step is not None and row.get("step", 0) <= resume_step]
+        kept = [
+            row
+            for row in read_metrics(output_dir)
+            if resume_step is not None and row.get("step", 0) <= resume_step
+        ]
         tmp = self.path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
         os.replace(tmp, self.path)
         self.rows = kept
-        self._trackers = [_open_tracker(name, output_dir, config)
-                          for name in report_to if name != "none"]
+        self._trackers = [
+            _open_tracker(name, output_dir, config) for name in report_to if name != "none"
+        ]
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         row = {"step": step, **metrics}

@@ -100,17 +100,25 @@ def train(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     # -- data -------------------------------------------------------------------------------
-    columns = Columns(config.prompt_column, config.chosen_column, config.rejected_column,
-                      prompt_required=config.prompt_column != "prompt")
-    train_data = load_preferences(train_dataset if train_dataset is not None
-                                  else config.train_file, columns,
-                                  skip_invalid_rows=config.skip_invalid_rows)
+    columns = Columns(
+        config.prompt_column,
+        config.chosen_column,
+        config.rejected_column,
+        prompt_required=config.prompt_column != "prompt",
+    )
+    train_data = load_preferences(
+        train_dataset if train_dataset is not None else config.train_file,
+        columns,
+        skip_invalid_rows=config.skip_invalid_rows,
+    )
     echo(f"train: {train_data.summary()}")
     eval_data = None
     if eval_dataset is not None or config.eval_file:
-        eval_data = load_preferences(eval_dataset if eval_dataset is not None
-                                     else config.eval_file, columns,
-                                     skip_invalid_rows=config.skip_invalid_rows)
+        eval_data = load_preferences(
+            eval_dataset if eval_dataset is not None else config.eval_file,
+            columns,
+            skip_invalid_rows=config.skip_invalid_rows,
+        )
         echo(f"eval: {eval_data.summary()}")
 
     tokenizer = load_tokenizer(config.tokenizer_path)
@@ -118,20 +126,38 @@ def train(
     eval_pairs = _tokenize(eval_data, tokenizer, config, "eval", echo) if eval_data else None
 
     # -- models, optimizer, schedule --------------------------------------------------------
-    policy = load_causal_lm(config.model_name_or_path, config.dtype,
-                            disable_dropout=config.disable_dropout, trainable=True,
-                            gradient_checkpointing=config.gradient_checkpointing, device=device)
-    reference = FrozenModelReference(load_causal_lm(
-        config.reference_path, config.dtype, disable_dropout=config.disable_dropout,
-        trainable=False, device=device))
+    policy = load_causal_lm(
+        config.model_name_or_path,
+        config.dtype,
+        disable_dropout=config.disable_dropout,
+        trainable=True,
+        gradient_checkpointing=config.gradient_checkpointing,
+        device=device,
+    )
+    reference = FrozenModelReference(
+        load_causal_lm(
+            config.reference_path,
+            config.dtype,
+            disable_dropout=config.disable_dropout,
+            trainable=False,
+            device=device,
+        )
+    )
     loss_fn = LOSS_FUNCTIONS[config.loss_type]
-    schedule = DataSchedule(len(train_pairs), config.per_device_train_batch_size,
-                            config.gradient_accumulation_steps, config.seed)
+    schedule = DataSchedule(
+        len(train_pairs),
+        config.per_device_train_batch_size,
+        config.gradient_accumulation_steps,
+        config.seed,
+    )
     total_steps = schedule.total_steps(config.num_train_epochs, config.max_steps)
     optimizer = _build_optimizer(policy, config)
-    scheduler = get_scheduler(SCHEDULER_NAMES[config.lr_scheduler_type], optimizer,
-                              num_warmup_steps=config.warmup_steps,
-                              num_training_steps=total_steps)
+    scheduler = get_scheduler(
+        SCHEDULER_NAMES[config.lr_scheduler_type],
+        optimizer,
+        num_warmup_steps=config.warmup_steps,
+        num_training_steps=total_steps,
+    )
     pad_id = pad_token_id(tokenizer)
 
     # -- resume ---------------------------------------------------------------------------------
@@ -142,20 +168,28 @@ def train(
         _check_same_data(state, schedule, checkpoint)
         start_step, window = state["global_step"], PairStats(**state["log_window"])
         echo(f"resumed from {checkpoint} at step {start_step}")
-    logger = MetricsLogger(output_dir, config.report_to, config.to_dict(),
-                           resume_step=start_step if config.resume_from_checkpoint else None)
+    logger = MetricsLogger(
+        output_dir,
+        config.report_to,
+        config.to_dict(),
+        resume_step=start_step if config.resume_from_checkpoint else None,
+    )
     config.save_yaml(output_dir / "config.yaml")
-    echo(f"training {total_steps} steps ({schedule.steps_per_epoch} per epoch) on {device}, "
-         f"{len(train_pairs)} pairs, batch {config.per_device_train_batch_size} x "
-         f"{config.gradient_accumulation_steps} accumulation")
+    echo(
+        f"training {total_steps} steps ({schedule.steps_per_epoch} per epoch) on {device}, "
+        f"{len(train_pairs)} pairs, batch {config.per_device_train_batch_size} x "
+        f"{config.gradient_accumulation_steps} accumulation"
+    )
 
     # -- the loop -----------------------------------------------------------------------------
     progress = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
     window_start = time.perf_counter()
     eval_metrics: dict[str, float] = {}
     for step in range(start_step, total_steps):
-        micro_batches = [collate_pairs([train_pairs[i] for i in indices], pad_id).to(device)
-                         for indices in schedule.micro_batches(step)]
+        micro_batches = [
+            collate_pairs([train_pairs[i] for i in indices], pad_id).to(device)
+            for indices in schedule.micro_batches(step)
+        ]
         step_pairs = sum(batch.num_pairs for batch in micro_batches)
         learning_rate = scheduler.get_last_lr()[0]
         stats = PairStats()
@@ -177,23 +211,42 @@ def train(
 
         if done % config.logging_steps == 0 or done == total_steps:
             seconds = max(time.perf_counter() - window_start, 1e-9)
-            metrics = {**window.means(), "grad_norm": grad_norm, "learning_rate": learning_rate,
-                       "pairs/s": window.pairs / seconds, "tokens/s": window.tokens / seconds,
-                       "epoch": done / schedule.steps_per_epoch}
+            metrics = {
+                **window.means(),
+                "grad_norm": grad_norm,
+                "learning_rate": learning_rate,
+                "pairs/s": window.pairs / seconds,
+                "tokens/s": window.tokens / seconds,
+                "epoch": done / schedule.steps_per_epoch,
+            }
             logger.log(done, metrics)
             progress.write(_format_metrics(done, total_steps, metrics))
             window, window_start = PairStats(), time.perf_counter()
-        if eval_pairs and ((config.eval_steps and done % config.eval_steps == 0)
-                           or done == total_steps):
+        if eval_pairs and (
+            (config.eval_steps and done % config.eval_steps == 0) or done == total_steps
+        ):
             eval_metrics = evaluate(policy, reference, eval_pairs, loss_fn, config, pad_id, device)
             logger.log(done, eval_metrics)
             progress.write(_format_metrics(done, total_steps, eval_metrics))
         if config.save_steps and done % config.save_steps == 0:
-            state = {"log_window": vars(window), "num_examples": schedule.num_examples,
-                     "batch_size": schedule.batch_size, "accumulation": schedule.accumulation,
-                     "seed": schedule.seed, "epoch": schedule.epoch_of(step)}
-            path = save_checkpoint(output_dir, done, policy, tokenizer, optimizer, scheduler,
-                                   state, config.save_total_limit)
+            state = {
+                "log_window": vars(window),
+                "num_examples": schedule.num_examples,
+                "batch_size": schedule.batch_size,
+                "accumulation": schedule.accumulation,
+                "seed": schedule.seed,
+                "epoch": schedule.epoch_of(step),
+            }
+            path = save_checkpoint(
+                output_dir,
+                done,
+                policy,
+                tokenizer,
+                optimizer,
+                scheduler,
+                state,
+                config.save_total_limit,
+            )
             progress.write(f"saved {path}")
     progress.close()
 
@@ -205,29 +258,47 @@ def train(
 
 
 def _pair_losses(
-    policy: torch.nn.Module, reference: ReferenceProvider, batch: Batch,
-    loss_fn: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]], config: DPOConfig,
+    policy: torch.nn.Module,
+    reference: ReferenceProvider,
+    batch: Batch,
+    loss_fn: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    config: DPOConfig,
 ) -> tuple[torch.Tensor, PairStats]:
     """Per-pair losses of one batch (with graph) and the detached sums for metrics."""
     n = batch.num_pairs
     policy_logps, _ = model_logprobs(policy, batch)
     reference_logps = reference.logprobs(batch)
     losses, chosen_rewards, rejected_rewards = loss_fn(
-        policy_logps[:n], policy_logps[n:], reference_logps[:n], reference_logps[n:],
-        beta=config.beta, label_smoothing=config.label_smoothing)
+        policy_logps[:n],
+        policy_logps[n:],
+        reference_logps[:n],
+        reference_logps[n:],
+        beta=config.beta,
+        label_smoothing=config.label_smoothing,
+    )
     detached = policy_logps.detach()
     stats = PairStats(
-        pairs=n, tokens=batch.num_tokens, loss=float(losses.detach().sum()),
-        rewards_chosen=float(chosen_rewards.sum()), rewards_rejected=float(rejected_rewards.sum()),
+        pairs=n,
+        tokens=batch.num_tokens,
+        loss=float(losses.detach().sum()),
+        rewards_chosen=float(chosen_rewards.sum()),
+        rewards_rejected=float(rejected_rewards.sum()),
         accuracies=float((chosen_rewards > rejected_rewards).float().sum()),
-        logps_chosen=float(detached[:n].sum()), logps_rejected=float(detached[n:].sum()))
+        logps_chosen=float(detached[:n].sum()),
+        logps_rejected=float(detached[n:].sum()),
+    )
     return losses, stats
 
 
 @torch.no_grad()
 def evaluate(
-    policy: torch.nn.Module, reference: ReferenceProvider, pairs: Sequence[TokenizedPair],
-    loss_fn: Callable[..., Any], config: DPOConfig, pad_id: int, device: torch.device,
+    policy: torch.nn.Module,
+    reference: ReferenceProvider,
+    pairs: Sequence[TokenizedPair],
+    loss_fn: Callable[..., Any],
+    config: DPOConfig,
+    pad_id: int,
+    device: torch.device,
 ) -> dict[str, float]:
     """Pair-weighted means of loss, rewards and log-probs over ``pairs``, prefixed ``eval/``."""
     was_training = policy.training
@@ -240,11 +311,16 @@ def evaluate(
     return {f"eval/{key}": value for key, value in total.means().items()}
 
 
-def _tokenize(data: Any, tokenizer: Any, config: DPOConfig, name: str,
-              echo: Callable[[str], None]) -> list[TokenizedPair]:
+def _tokenize(
+    data: Any, tokenizer: Any, config: DPOConfig, name: str, echo: Callable[[str], None]
+) -> list[TokenizedPair]:
     tokenized: TokenizedData = tokenize_preferences(
-        data, tokenizer, config.max_length, config.max_prompt_length,
-        skip_invalid_rows=config.skip_invalid_rows)
+        data,
+        tokenizer,
+        config.max_length,
+        config.max_prompt_length,
+        skip_invalid_rows=config.skip_invalid_rows,
+    )
     echo(f"{name}: {tokenized.summary()}")
     return tokenized.pairs
 
@@ -252,11 +328,19 @@ def _tokenize(data: Any, tokenizer: Any, config: DPOConfig, name: str,
 def _build_optimizer(model: torch.nn.Module, config: DPOConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=config.learning_rate, eps=config.adam_epsilon,
-                                   weight_decay=config.weight_decay)
-    return torch.optim.AdamW(params, lr=config.learning_rate, eps=config.adam_epsilon,
-                             betas=(config.adam_beta1, config.adam_beta2),
-                             weight_decay=config.weight_decay)
+        return torch.optim.RMSprop(
+            params,
+            lr=config.learning_rate,
+            eps=config.adam_epsilon,
+            weight_decay=config.weight_decay,
+        )
+    return torch.optim.AdamW(
+        params,
+        lr=config.learning_rate,
+        eps=config.adam_epsilon,
+        betas=(config.adam_beta1, config.adam_beta2),
+        weight_decay=config.weight_decay,
+    )
 
 
 def _prepare_output_dir(output_dir: Path, config: DPOConfig) -> None:
@@ -269,7 +353,8 @@ def _prepare_output_dir(output_dir: Path, config: DPOConfig) -> None:
             raise ConfigError(
                 f"output_dir {output_dir} already holds {what}; resume it with "
                 "resume_from_checkpoint: latest, choose another output_dir, or set "
-                "overwrite_output_dir: true")
+                "overwrite_output_dir: true"
+            )
         for old in previous:
             shutil.rmtree(old)
     try:
@@ -282,12 +367,17 @@ def _prepare_output_dir(output_dir: Path, config: DPOConfig) -> None:
 
 
 def _check_same_data(state: dict[str, Any], schedule: DataSchedule, checkpoint: Path) -> None:
-    for key, now in (("num_examples", schedule.num_examples), ("batch_size", schedule.batch_size),
-                     ("accumulation", schedule.accumulation), ("seed", schedule.seed)):
+    for key, now in (
+        ("num_examples", schedule.num_examples),
+        ("batch_size", schedule.batch_size),
+        ("accumulation", schedule.accumulation),
+        ("seed", schedule.seed),
+    ):
         if state.get(key) != now:
             raise ConfigError(
                 f"resume_from_checkpoint: {checkpoint} was trained with {key}={state.get(key)}, "
-                f"this run has {now}; the data order would differ (start a new output_dir)")
+                f"this run has {now}; the data order would differ (start a new output_dir)"
+            )
 
 
 def _format_metrics(step: int, total: int, metrics: dict[str, float]) -> str:

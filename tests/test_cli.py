@@ -1,0 +1,217 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import directpo.trainer
+from directpo.cli import main
+from directpo.config import option_names
+from directpo.tracking import read_metrics
+
+GOOD = '{"prompt": "The movie was", "chosen": " great.", "rejected": " bad."}\n'
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    """Bad input must fail before any model loads."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the input was validated")
+
+    monkeypatch.setattr(directpo.trainer, "load_causal_lm", refuse)
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().err
+
+
+BAD_FILES = [
+    (GOOD + '{"prompt": "x", "chosen": \n', "line 2: invalid JSON"),
+    (GOOD + '{"prompt": "x", "rejected": "y"}\n', "line 2: missing field 'chosen'"),
+    (
+        GOOD + GOOD + '{"prompt": "x", "chosen": "", "rejected": "y"}\n',
+        "line 3: field 'chosen' is empty",
+    ),
+    (
+        '{"prompt": "x", "chosen": ["a"], "rejected": "y"}\n',
+        "line 1: field 'chosen' must be a string, got a list",
+    ),
+    (
+        '{"prompt": "x", "chosen": "same", "rejected": "same"}\n',
+        "line 1: chosen and rejected are identical",
+    ),
+    ("", "no rows (the file is empty)"),
+]
+
+
+@pytest.mark.parametrize("content, problem", BAD_FILES)
+def test_bad_data_gives_one_line_and_exit_2(
+    tiny_model_dirs, tmp_path, capsys, no_model_loading, content, problem
+) -> None:
+    data = tmp_path / "prefs.jsonl"
+    data.write_text(content)
+    code, err = run_cli(
+        capsys,
+        "train",
+        "--model_name_or_path",
+        str(tiny_model_dirs["gpt2"]),
+        "--train_file",
+        str(data),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--report_to",
+        "none",
+    )
+    assert code == 2
+    assert (
+        err
+        == f"directpo: error: {data}: {problem}" + err[len(f"directpo: error: {data}: {problem}") :]
+    )
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out" / "metrics.jsonl").exists()
+
+
+def test_unknown_column_is_named(tiny_model_dirs, tmp_path, capsys, no_model_loading) -> None:
+    data = tmp_path / "prefs.jsonl"
+    data.write_text(GOOD)
+    code, err = run_cli(
+        capsys,
+        "train",
+        "--model_name_or_path",
+        str(tiny_model_dirs["gpt2"]),
+        "--train_file",
+        str(data),
+        "--chosen_column",
+        "better",
+        "--report_to",
+        "none",
+        "--output_dir",
+        str(tmp_path / "o"),
+    )
+    assert code == 2 and "column 'better' not found" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--learning_rate", "-1"], "learning_rate must be > 0"),
+        (["--beta", "0"], "beta must be > 0"),
+        (["--per_device_train_batch_size", "0"], "per_device_train_batch_size must be >= 1"),
+        (["--max_steps", "ten"], "max_steps must be an integer"),
+        (
+            ["--gradient_checkpointing", "yes please"],
+            "gradient_checkpointing must be true or false",
+        ),
+        (
+            ["--learning_rat", "1"],
+            "unknown option '--learning_rat'; did you mean '--learning_rate'?",
+        ),
+        (["--train_file", "missing.jsonl"], "train_file: no such file or folder: missing.jsonl"),
+        (["--model_name_or_path", "./no/such/model"], "model_name_or_path: no such model folder"),
+    ],
+)
+def test_bad_options_fail_before_any_model_loads(
+    tiny_model_dirs, tmp_path, capsys, no_model_loading, flags, message
+) -> None:
+    data = tmp_path / "prefs.jsonl"
+    data.write_text(GOOD)
+    base = [
+        "train",
+        "--model_name_or_path",
+        str(tiny_model_dirs["gpt2"]),
+        "--train_file",
+        str(data),
+        "--report_to",
+        "none",
+        "--output_dir",
+        str(tmp_path / "o"),
+    ]
+    code, err = run_cli(capsys, *base, *flags)
+    assert code == 2
+    assert err.startswith("directpo: error: ") and message in err and err.count("\n") == 1
+
+
+def test_help_lists_every_option_with_its_default(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for name in option_names():
+        assert f"--{name}" in out, name
+    assert "(default: 0.1)" in out  # beta
+
+
+def test_flags_override_the_yaml_file(tiny_model_dirs, pairs_file, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        f"model_name_or_path: {tiny_model_dirs['gpt2']}\ntrain_file: {pairs_file}\n"
+        f"output_dir: {out}\nmax_steps: 5\nlogging_steps: 1\nreport_to: none\n"
+        "learning_rate: 1e-4\n"
+    )
+    code, _ = run_cli(capsys, "train", str(cfg), "--max_steps", "2")
+    assert code == 0
+    assert [row["step"] for row in read_metrics(out)] == [1, 2]
+    assert "max_steps: 2" in (out / "config.yaml").read_text()
+
+
+def test_python_m_directpo_exits_2_with_one_line_and_no_traceback(tmp_path) -> None:
+    help_run = subprocess.run(
+        [sys.executable, "-m", "directpo", "train", "--help"], capture_output=True, text=True
+    )
+    assert help_run.returncode == 0 and "--beta" in help_run.stdout
+    data = tmp_path / "prefs.jsonl"
+    data.write_text(GOOD + "{oops\n")
+    model = tmp_path / "model"
+    model.mkdir()
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "directpo",
+            "train",
+            "--model_name_or_path",
+            str(model),
+            "--train_file",
+            str(data),
+            "--report_to",
+            "none",
+            "--output_dir",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.startswith(f"directpo: error: {data}: line 2: invalid JSON")
+    assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_skip_invalid_rows_reports_counts(tiny_model_dirs, tmp_path, capsys) -> None:
+    data = tmp_path / "prefs.jsonl"
+    data.write_text(GOOD * 3 + "{oops\n" + '{"prompt": "a", "chosen": "b"}\n')
+    code = main(
+        [
+            "train",
+            "--model_name_or_path",
+            str(tiny_model_dirs["gpt2"]),
+            "--train_file",
+            str(data),
+            "--skip_invalid_rows",
+            "true",
+            "--max_steps",
+            "1",
+            "--report_to",
+            "none",
+            "--output_dir",
+            str(tmp_path / "o"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert (
+        "3 pairs, layout explicit; skipped 2 invalid rows (1 invalid JSON, 1 missing field)" in out
+    )

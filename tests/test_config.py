@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from directpo.config import DPOConfig, load_config, option_names
+from directpo.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_yaml_values_are_typed_and_flags_override(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "beta: 0.5\nlearning_rate: 1e-5\nmax_steps: 7\n"
+        "gradient_checkpointing: true\nreport_to: [none]\n",
+    )
+    config = load_config(path, {"beta": "0.25", "gradient_checkpointing": "false"})
+    assert config.beta == 0.25  # flag wins
+    assert config.learning_rate == 1e-5  # YAML's "1e-5" string read as the number it means
+    assert config.max_steps == 7 and isinstance(config.max_steps, int)
+    assert config.gradient_checkpointing is False
+    assert config.report_to == ["none"]
+
+
+def test_flags_alone_work_and_lists_split_on_commas() -> None:
+    config = load_config(
+        None,
+        {"model_name_or_path": "m", "report_to": "tensorboard,wandb", "save_total_limit": "none"},
+    )
+    assert config.report_to == ["tensorboard", "wandb"]
+    assert config.save_total_limit is None
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        ({"learning_rate": "-1e-5"}, "learning_rate"),
+        ({"learning_rate": "abc"}, "learning_rate"),
+        ({"learning_rate": "nan"}, "learning_rate"),
+        ({"beta": "0"}, "beta"),
+        ({"beta": "-0.1"}, "beta"),
+        ({"per_device_train_batch_size": "0"}, "per_device_train_batch_size"),
+        ({"gradient_accumulation_steps": "1.5"}, "gradient_accumulation_steps"),
+        ({"label_smoothing": "0.5"}, "label_smoothing"),
+        ({"max_prompt_length": "2048"}, "max_prompt_length"),
+        ({"gradient_checkpointing": "maybe"}, "gradient_checkpointing"),
+        ({"optimizer": "sgd"}, "optimizer"),
+        ({"dtype": "float16"}, "dtype"),
+        ({"max_steps": "0"}, "max_steps"),
+        ({"report_to": "tensorboard,comet"}, "report_to"),
+        ({"lr_scheduler_type": "polynomial"}, "lr_scheduler_type"),
+    ],
+)
+def test_impossible_values_name_the_key(overrides: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    message = str(info.value)
+    assert message.startswith(key) and "\n" not in message
+
+
+def test_unknown_keys_are_rejected_with_a_suggestion(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"'learnig_rate' is unknown; did you mean 'learning_rate'"
+    ):
+        load_config(write(tmp_path, "learnig_rate: 0.1\n"))
+    with pytest.raises(ConfigError, match="'bogus' is unknown"):
+        load_config(None, {"bogus": 1})
+
+
+def test_wrong_yaml_types_and_broken_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="beta must be a finite number"):
+        load_config(write(tmp_path, "beta: [1, 2]\n"))
+    with pytest.raises(ConfigError, match="max_steps must be an integer"):
+        load_config(write(tmp_path, "max_steps: true\n"))
+    with pytest.raises(ConfigError, match=r"cfg.yaml: line \d+"):
+        load_config(write(tmp_path, "beta: [1, 2\n"))
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(write(tmp_path, "- beta\n"))
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(str(tmp_path / "missing.yaml"))
+
+
+def test_missing_files_fail_in_environment_check(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    config = DPOConfig(
+        model_name_or_path=str(model), train_file=str(tmp_path / "nope.jsonl"), report_to=["none"]
+    )
+    with pytest.raises(ConfigError, match="train_file: no such file"):
+        config.check_environment()
+    config = DPOConfig(model_name_or_path=str(tmp_path / "no-model"), report_to=["none"])
+    with pytest.raises(ConfigError, match="model_name_or_path: no such model folder"):
+        config.check_environment()
+    with pytest.raises(ConfigError, match="model_name_or_path is required"):
+        DPOConfig().check_environment()
+
+
+def test_every_option_has_help_and_a_default() -> None:
+    for f in dataclasses.fields(DPOConfig):
+        assert f.metadata.get("help"), f.name
+    assert len(option_names()) == len(set(option_names()))
+    # the TRL names the foundation promises
+    for name in [
+        "model_name_or_path",
+        "ref_model_name_or_path",
+        "train_file",
+        "eval_file",
+        "output_dir",
+        "beta",
+        "loss_type",
+        "label_smoothing",
+        "learning_rate",
+        "optimizer",
+        "lr_scheduler_type",
+        "warmup_steps",
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "gradient_accumulation_steps",
+        "max_grad_norm",
+        "num_train_epochs",
+        "max_steps",
+        "max_length",
+        "max_prompt_length",
+        "dtype",
+        "gradient_checkpointing",
+        "logging_steps",
+        "eval_steps",
+        "save_steps",
+        "save_total_limit",
+        "resume_from_checkpoint",
+        "seed",
+    ]:
+        assert name in option_names()
+
+
+def test_saved_yaml_round_trips(tmp_path: Path) -> None:
+    config = DPOConfig(model_name_or_path="m", beta=0.3, report_to=["none"], max_steps=5)
+    config.save_yaml(tmp_path / "c.yaml")
+    assert load_config(str(tmp_path / "c.yaml")) == config

@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import pytest
+from tiny import write_jsonl
+
+from directpo.data import Columns, load_preferences
+from directpo.errors import DataError
+
+ROWS = [
+    {"prompt": "Q: 2+2?", "chosen": " 4", "rejected": " 5"},
+    {"prompt": "Q: sky?", "chosen": " blue", "rejected": " green"},
+]
+
+
+def test_every_file_format_reads_the_same_examples(tmp_path: Path) -> None:
+    expected = [(r["prompt"], r["chosen"], r["rejected"]) for r in ROWS]
+    paths = [write_jsonl(tmp_path / "a.jsonl", ROWS)]
+    (tmp_path / "b.json").write_text(json.dumps(ROWS))
+    (tmp_path / "c.json").write_text(json.dumps({"data": ROWS}))
+    write_jsonl(tmp_path / "d.json", ROWS)  # JSON Lines saved as .json
+    paths += [tmp_path / "b.json", tmp_path / "c.json", tmp_path / "d.json"]
+    dataset = datasets.Dataset.from_list(ROWS)
+    dataset.to_parquet(str(tmp_path / "e.parquet"))
+    dataset.to_csv(str(tmp_path / "f.csv"), index=False)
+    dataset.save_to_disk(str(tmp_path / "g"))
+    paths += [tmp_path / "e.parquet", tmp_path / "f.csv", tmp_path / "g"]
+    for source in [*map(str, paths), dataset]:
+        data = load_preferences(source)
+        assert data.layout == "explicit"
+        assert [(e.prompt, e.chosen, e.rejected) for e in data.examples] == expected, source
+
+
+def test_configurable_column_names(tmp_path: Path) -> None:
+    rows = [{"q": r["prompt"], "good": r["chosen"], "bad": r["rejected"]} for r in ROWS]
+    data = load_preferences(
+        str(write_jsonl(tmp_path / "x.jsonl", rows)),
+        Columns("q", "good", "bad", prompt_required=True),
+    )
+    assert data.examples[1].chosen == " blue"
+
+
+def test_conversational_layout(tmp_path: Path) -> None:
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": "hi"}],
+            "chosen": [{"role": "assistant", "content": "hello"}],
+            "rejected": "go away",
+        }
+    ]
+    data = load_preferences(str(write_jsonl(tmp_path / "x.jsonl", rows)))
+    assert data.layout == "conversational"
+    assert data.examples[0].rejected == [{"role": "assistant", "content": "go away"}]
+
+
+def test_implicit_text_prompt_is_cut_before_the_first_differing_word(tmp_path: Path) -> None:
+    rows = [
+        {
+            "chosen": "Human: hi\n\nAssistant: Sure, here.",
+            "rejected": "Human: hi\n\nAssistant: Sorry.",
+        },
+        {"chosen": "A: yes it is", "rejected": "A: no"},
+        {"chosen": "Q:yes", "rejected": "Q:yo"},
+        {"chosen": "A B", "rejected": "A B C"},
+    ]
+    data = load_preferences(str(write_jsonl(tmp_path / "x.jsonl", rows)))
+    assert data.layout == "implicit"
+    got = [(e.prompt, e.chosen, e.rejected) for e in data.examples]
+    assert got == [
+        ("Human: hi\n\nAssistant:", " Sure, here.", " Sorry."),
+        ("A:", " yes it is", " no"),
+        ("Q:", "yes", "yo"),
+        ("A", " B", " B C"),
+    ]
+    for (prompt, chosen, rejected), row in zip(got, rows, strict=True):
+        assert prompt + chosen == row["chosen"] and prompt + rejected == row["rejected"]
+
+
+def test_implicit_messages_share_leading_turns(tmp_path: Path) -> None:
+    user = {"role": "user", "content": "hi"}
+    rows = [
+        {
+            "chosen": [user, {"role": "assistant", "content": "hello"}],
+            "rejected": [user, {"role": "assistant", "content": "no"}],
+        }
+    ]
+    data = load_preferences(str(write_jsonl(tmp_path / "x.jsonl", rows)))
+    example = data.examples[0]
+    assert example.prompt == [user]
+    assert example.chosen == [{"role": "assistant", "content": "hello"}]
+    assert example.conversational
+
+
+BAD_JSONL = [
+    (
+        '{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": \n',
+        r"bad.jsonl: line 2: invalid JSON",
+    ),
+    (
+        '{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "rejected": "c"}\n',
+        r"bad.jsonl: line 2: missing field 'chosen'",
+    ),
+    (
+        '{"prompt": "a", "chosen": "b", "rejected": "c"}\n\n{"prompt": "a", "chosen": "  ", '
+        '"rejected": "c"}\n',
+        r"bad.jsonl: line 3: field 'chosen' is empty",
+    ),
+    (
+        '{"prompt": "a", "chosen": 5, "rejected": "c"}\n',
+        r"bad.jsonl: line 1: field 'chosen' must be a string, got a number",
+    ),
+    (
+        '{"prompt": "a", "chosen": "same", "rejected": "same"}\n',
+        r"bad.jsonl: line 1: chosen and rejected are identical",
+    ),
+    ("[1, 2]\n", r"bad.jsonl: line 1: expected an object, got a list"),
+    (
+        '{"prompt": "a", "good": "b", "rejected": "c"}\n',
+        r"bad.jsonl: column 'chosen' not found \(columns: prompt, good, rejected\)",
+    ),
+    ("", r"bad.jsonl: no rows"),
+    (
+        '{"prompt": [{"role": "user"}], "chosen": "b", "rejected": "c"}\n',
+        r"bad.jsonl: line 1: field 'prompt': message 1 content must be a string",
+    ),
+    (
+        '{"prompt": [{"role": "robot", "content": "x"}], "chosen": "b", "rejected": "c"}\n',
+        r"bad.jsonl: line 1: field 'prompt': message 1 has role 'robot'",
+    ),
+    (
+        '{"chosen": "abc", "rejected": "xyz"}\n',
+        r"bad.jsonl: line 1: chosen and rejected share no common prefix",
+    ),
+]
+
+
+@pytest.mark.parametrize("text, message", BAD_JSONL)
+def test_bad_rows_give_one_line_naming_file_row_and_problem(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(text)
+    with pytest.raises(DataError, match=message) as info:
+        load_preferences(str(path))
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_prompt_column_is_named(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "x.jsonl", ROWS)
+    with pytest.raises(DataError, match="column 'question' not found"):
+        load_preferences(str(path), Columns(prompt="question", prompt_required=True))
+
+
+def test_other_formats_report_their_own_positions(tmp_path: Path) -> None:
+    (tmp_path / "bad.json").write_text('[{"prompt": "a",\n "chosen": }]')
+    with pytest.raises(DataError, match=r"bad.json: line 2: invalid JSON"):
+        load_preferences(str(tmp_path / "bad.json"))
+    (tmp_path / "bad.csv").write_text("prompt,chosen,rejected\na,b,c\nd,,f\n")
+    with pytest.raises(
+        DataError,
+        match=r"bad.csv: line 3: missing field 'chosen'|"
+        r"bad.csv: line 3: field 'chosen' is empty",
+    ):
+        load_preferences(str(tmp_path / "bad.csv"))
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(DataError, match="bad.parquet: not a readable Parquet file"):
+        load_preferences(str(tmp_path / "bad.parquet"))
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(DataError, match="unsupported file type '.txt'"):
+        load_preferences(str(tmp_path / "x.txt"))
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"prompt": "caf\xe9"}\n')
+    with pytest.raises(DataError, match="not UTF-8"):
+        load_preferences(str(tmp_path / "latin1.jsonl"))
+
+
+def test_skip_invalid_rows_counts_by_reason(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(
+        '{"prompt": "a", "chosen": "b", "rejected": "c"}\n'
+        '{"prompt": "a", "chosen": \n'
+        '{"prompt": "a", "rejected": "c"}\n'
+        '{"prompt": "a", "chosen": "x", "rejected": "x"}\n'
+        '{"prompt": "a", "chosen": "y", "rejected": "z"}\n'
+    )
+    data = load_preferences(str(path), skip_invalid_rows=True)
+    assert len(data) == 2
+    assert data.skipped == {
+        "invalid JSON": 1,
+        "missing field": 1,
+        "identical chosen and rejected": 1,
+    }
+    assert "skipped 3 invalid rows" in data.summary()

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import torch
+
+from directpo.batching import DataSchedule, collate_pairs, eval_batches
+from directpo.logprobs import completion_logprobs
+from directpo.tokenization import TokenizedPair
+
+PAIRS = [TokenizedPair([1, 2], [3, 4, 5], [6]), TokenizedPair([7], [8], [9, 10, 11, 12])]
+
+
+def test_collate_layout_masks_exactly_the_completions() -> None:
+    batch = collate_pairs(PAIRS, pad_token_id=0)
+    assert batch.num_pairs == 2
+    assert batch.input_ids.tolist() == [
+        [1, 2, 3, 4, 5],
+        [7, 8, 0, 0, 0],  # chosen rows first
+        [1, 2, 6, 0, 0],
+        [7, 9, 10, 11, 12],
+    ]
+    assert batch.attention_mask.sum(1).tolist() == [5, 2, 3, 5]
+    assert batch.completion_mask.int().tolist() == [
+        [0, 0, 1, 1, 1],
+        [0, 1, 0, 0, 0],
+        [0, 0, 1, 0, 0],
+        [0, 1, 1, 1, 1],
+    ]
+
+
+def test_completion_logprobs_equal_a_plain_loop() -> None:
+    torch.manual_seed(0)
+    batch = collate_pairs(PAIRS, pad_token_id=0)
+    logits = torch.randn(4, 5, 13, dtype=torch.float64)
+    logps, counts = completion_logprobs(logits, batch.input_ids, batch.completion_mask)
+    for row in range(4):
+        expected = 0.0
+        for t in range(1, 5):
+            if batch.completion_mask[row, t]:
+                expected += torch.log_softmax(logits[row, t - 1], -1)[
+                    batch.input_ids[row, t]
+                ].item()
+        assert abs(logps[row].item() - expected) < 1e-9
+    assert counts.tolist() == [3, 1, 1, 4]
+
+
+def test_schedule_visits_every_pair_once_per_epoch_and_is_reproducible() -> None:
+    schedule = DataSchedule(num_examples=11, batch_size=3, accumulation=2, seed=5)
+    assert schedule.micro_batches_per_epoch == 4 and schedule.steps_per_epoch == 2
+    for epoch in range(3):
+        seen = [
+            i
+            for step in range(epoch * 2, epoch * 2 + 2)
+            for mb in schedule.micro_batches(step)
+            for i in mb
+        ]
+        assert sorted(seen) == list(range(11))
+    again = DataSchedule(11, 3, 2, 5)
+    assert [again.micro_batches(s) for s in range(6)] == [
+        schedule.micro_batches(s) for s in range(6)
+    ]
+    assert schedule.permutation(0) != schedule.permutation(1)
+    assert schedule.total_steps(1.5, -1) == 3 and schedule.total_steps(1.0, 7) == 7
+
+
+def test_eval_batches_cover_in_order() -> None:
+    assert eval_batches(5, 2) == [[0, 1], [2, 3], [4]]

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from tiny import build_tokenizer
+
+from directpo.data import PreferenceData, PreferenceExample
+from directpo.errors import DataError
+from directpo.tokenization import PairTokenizer, tokenize_preferences
+
+USER = [{"role": "user", "content": "hi"}]
+GEN_PROMPT = [
+    "<|im_start|>",
+    "u",
+    "s",
+    "er",
+    "Ċ",
+    "h",
+    "i",
+    "<|im_end|>",
+    "Ċ",
+    "<|im_start|>",
+    "as",
+    "s",
+    "istant",
+    "Ċ",
+]
+
+
+def tokens(tokenizer, ids: list[int]) -> list[str]:
+    return tokenizer.convert_ids_to_tokens(ids)
+
+
+@pytest.fixture(scope="module")
+def tokenizers():
+    return {style: build_tokenizer(style) for style in ("llama", "gpt2")}
+
+
+# (style, example, prompt tokens, chosen tokens, rejected tokens), checked token by token
+CASES = [
+    (
+        "llama",
+        PreferenceExample("The movie was", " great.", " bad."),
+        ["<s>", "The", "Ġmovie", "Ġwas"],
+        ["Ġg", "re", "at", ".", "</s>"],
+        ["Ġb", "ad", ".", "</s>"],
+    ),
+    (
+        "gpt2",
+        PreferenceExample("The movie was", " great.", " bad."),
+        ["The", "Ġmovie", "Ġwas"],
+        ["Ġg", "re", "at", ".", "<|endoftext|>"],
+        ["Ġb", "ad", ".", "<|endoftext|>"],
+    ),
+    # implicit layout after data.py's split: "...Assistant:" | " Sure."
+    (
+        "llama",
+        PreferenceExample("Human: hi\n\nAssistant:", " Sure.", " Sorry."),
+        ["<s>", "Human", ":", "Ġ", "h", "i", "Ċ", "Ċ", "A", "ss", "istant", ":"],
+        ["ĠS", "ure", ".", "</s>"],
+        ["ĠS", "or", "ry", ".", "</s>"],
+    ),
+    # the template writes its own BOS: it appears once; its "</s>\n" ends with EOS once
+    (
+        "llama",
+        PreferenceExample(
+            USER,
+            [{"role": "assistant", "content": "hello"}],
+            [{"role": "assistant", "content": "no"}],
+        ),
+        ["<s>", *GEN_PROMPT],
+        ["hel", "lo", "</s>"],
+        ["no", "</s>"],
+    ),
+    # ChatML: end-of-turn <|im_end|> is not EOS, so EOS follows it; no BOS for GPT-2 style
+    (
+        "gpt2",
+        PreferenceExample(
+            USER,
+            [{"role": "assistant", "content": "hello"}],
+            [{"role": "assistant", "content": "no"}],
+        ),
+        GEN_PROMPT,
+        ["hel", "lo", "<|im_end|>", "<|endoftext|>"],
+        ["no", "<|im_end|>", "<|endoftext|>"],
+    ),
+]
+
+
+@pytest.mark.parametrize("style, example, prompt, chosen, rejected", CASES)
+def test_boundary_bos_and_eos_token_by_token(
+    tokenizers, style, example, prompt, chosen, rejected
+) -> None:
+    tokenizer = tokenizers[style]
+    pair = PairTokenizer(tokenizer, 128, 64).encode(example, Counter())
+    assert tokens(tokenizer, pair.prompt_ids) == prompt
+    assert tokens(tokenizer, pair.chosen_ids) == chosen
+    assert tokens(tokenizer, pair.rejected_ids) == rejected
+
+
+def test_prompt_plus_completion_decodes_to_the_original_text(tokenizers) -> None:
+    tokenizer = tokenizers["gpt2"]
+    pair = PairTokenizer(tokenizer, 128, 64).encode(
+        PreferenceExample("Human: hi\n\nAssistant:", " Sure, here.", " No."), Counter()
+    )
+    text = tokenizer.decode(pair.prompt_ids + pair.chosen_ids)
+    assert text == "Human: hi\n\nAssistant: Sure, here.<|endoftext|>"
+
+
+def test_truncation_policy_and_counts(tokenizers) -> None:
+    tokenizer = tokenizers["llama"]
+    encoder = PairTokenizer(tokenizer, max_length=7, max_prompt_length=4)
+    counts: Counter[str] = Counter()
+    long_prompt = "Human: hi\n\nAssistant:"
+    pair = encoder.encode(PreferenceExample(long_prompt, " Sure, here.", " No."), counts)
+    full_prompt = encoder.encode_prompt(long_prompt)
+    # left cut keeps the leading BOS and the tokens nearest the completion
+    assert len(full_prompt) > 4
+    assert pair.prompt_ids == [full_prompt[0], *full_prompt[-3:]]
+    assert tokens(tokenizer, pair.prompt_ids) == ["<s>", "ss", "istant", ":"]
+    # then completions are cut from the right to max_length - len(prompt) = 3 tokens
+    full_chosen = encoder.encode_completion(" Sure, here.")
+    full_rejected = encoder.encode_completion(" No.")
+    assert len(full_chosen) > 3 and len(full_rejected) > 3
+    assert pair.chosen_ids == full_chosen[:3]
+    assert pair.rejected_ids == full_rejected[:3]
+    assert counts == {"prompts": 1, "chosen": 1, "rejected": 1}
+
+
+def test_conversational_rows_need_a_chat_template(tokenizers) -> None:
+    tokenizer = build_tokenizer("gpt2")
+    tokenizer.chat_template = None
+    data = PreferenceData(
+        [
+            PreferenceExample(
+                USER,
+                [{"role": "assistant", "content": "a"}],
+                [{"role": "assistant", "content": "b"}],
+                "f.jsonl: line 1",
+            )
+        ],
+        "conversational",
+        "f.jsonl",
+    )
+    with pytest.raises(
+        DataError,
+        match="f.jsonl: line 1: conversational rows need a tokenizer with a chat template",
+    ):
+        tokenize_preferences(data, tokenizer, 64, 32)
+
+
+def test_rows_identical_after_truncation_fail_or_are_skipped(tokenizers) -> None:
+    examples = [
+        PreferenceExample("The movie was", " great and more", " great but less", "f: line 1"),
+        PreferenceExample("The movie was", " great.", " bad.", "f: line 2"),
+    ]
+    data = PreferenceData(examples, "explicit", "f")
+    with pytest.raises(
+        DataError, match="f: line 1: chosen and rejected are identical after truncation"
+    ):
+        tokenize_preferences(data, tokenizers["gpt2"], max_length=5, max_prompt_length=3)
+    result = tokenize_preferences(
+        data, tokenizers["gpt2"], max_length=5, max_prompt_length=3, skip_invalid_rows=True
+    )
+    assert len(result) == 1 and result.skipped == {"identical after truncation": 1}

@@ -1,0 +1,211 @@
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+from tiny import SENTIMENT_PAIRS
+from transformers import AutoModelForCausalLM
+
+from directpo.config import DPOConfig
+from directpo.errors import ConfigError
+from directpo.tracking import read_metrics
+from directpo.trainer import train
+
+
+def config_for(model: Path, data: Path | None, out: Path, **overrides) -> DPOConfig:
+    values = dict(
+        model_name_or_path=str(model),
+        train_file=str(data) if data else None,
+        output_dir=str(out),
+        report_to=["none"],
+        logging_steps=1,
+        save_steps=0,
+        learning_rate=5e-3,
+        per_device_train_batch_size=6,
+        max_steps=1,
+    )
+    values.update(overrides)
+    return DPOConfig(**values)
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def train_rows(metrics: list[dict]) -> list[dict]:
+    return [row for row in metrics if "loss" in row]
+
+
+@pytest.mark.parametrize("style", ["llama", "gpt2"])
+def test_first_step_loss_is_ln2_when_policy_equals_reference(
+    tiny_model_dirs, pairs_file, tmp_path, style
+) -> None:
+    result = train(config_for(tiny_model_dirs[style], pairs_file, tmp_path / "out"), echo=quiet)
+    first = train_rows(result.metrics)[0]
+    assert first["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert first["rewards/chosen"] == pytest.approx(0.0, abs=1e-6)
+    assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("style", ["llama", "gpt2"])
+def test_overfits_small_set_reference_frozen_output_reloads(
+    tiny_model_dirs, pairs_file, tmp_path, style
+) -> None:
+    out = tmp_path / "out"
+    result = train(
+        config_for(
+            tiny_model_dirs[style],
+            pairs_file,
+            out,
+            max_steps=40,
+            eval_file=str(pairs_file),
+            eval_steps=20,
+        ),
+        echo=quiet,
+    )
+    rows = train_rows(result.metrics)
+    assert [row["step"] for row in rows] == list(range(1, 41))
+    assert rows[-1]["rewards/accuracies"] == 1.0
+    assert rows[-1]["rewards/margins"] > rows[10]["rewards/margins"] > rows[0]["rewards/margins"]
+    assert rows[-1]["loss"] < 0.5 < math.log(2)
+    assert all(math.isfinite(row["grad_norm"]) for row in rows)
+    evals = [row for row in result.metrics if "eval/loss" in row]
+    assert [row["step"] for row in evals] == [20, 40]
+    assert evals[-1]["eval/rewards/accuracies"] == 1.0
+
+    # the reference is frozen and unchanged; the policy moved
+    original = AutoModelForCausalLM.from_pretrained(tiny_model_dirs[style]).state_dict()
+    reference = result.reference.model
+    assert not any(p.requires_grad for p in reference.parameters())
+    assert all(torch.equal(t, original[k]) for k, t in reference.state_dict().items())
+    assert any(not torch.equal(t, original[k]) for k, t in result.policy.state_dict().items())
+
+    # the output folder is a plain Hugging Face model folder with identical logits
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer_config.json",
+        "config.yaml",
+        "metrics.jsonl",
+        "README.md",
+    ):
+        assert (out / name).is_file(), name
+    ids = torch.tensor([[1, 5, 9, 30, 42]])
+    reloaded = AutoModelForCausalLM.from_pretrained(out).eval()
+    result.policy.eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, result.policy(ids).logits)
+    script = (
+        "import sys, torch; from transformers import AutoModelForCausalLM;"
+        f"m = AutoModelForCausalLM.from_pretrained({str(out)!r});"
+        "assert 'directpo' not in sys.modules;"
+        "print(m(torch.tensor([[1, 5, 9, 30, 42]])).logits.sum().item())"
+    )
+    printed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.split()[-1]
+    with torch.no_grad():
+        assert float(printed) == pytest.approx(result.policy(ids).logits.sum().item(), rel=1e-6)
+    assert read_metrics(out) == result.metrics
+
+
+def test_resume_continues_from_the_saved_step_exactly(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    model = tiny_model_dirs["llama"]
+    settings = dict(
+        max_steps=6,
+        save_steps=3,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+        logging_steps=2,
+        warmup_steps=2,
+    )
+    full = train(config_for(model, pairs_file, tmp_path / "full", **settings), echo=quiet)
+    assert (tmp_path / "full" / "checkpoint-3").is_dir()
+
+    # an interrupted run: only checkpoint-3 and the metrics logged up to it survive
+    resumed_dir = tmp_path / "resumed"
+    resumed_dir.mkdir()
+    shutil.copytree(tmp_path / "full" / "checkpoint-3", resumed_dir / "checkpoint-3")
+    (resumed_dir / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in full.metrics if r["step"] <= 3)
+        + json.dumps({"step": 4, "loss": 123.0})
+        + "\n"
+    )  # logged after the checkpoint: dropped
+    resumed = train(
+        config_for(model, pairs_file, resumed_dir, resume_from_checkpoint="latest", **settings),
+        echo=quiet,
+    )
+    assert resumed.global_step == 6
+    for key, tensor in full.policy.state_dict().items():
+        assert torch.equal(tensor, resumed.policy.state_dict()[key]), key
+
+    def comparable(rows):
+        return [{k: v for k, v in r.items() if not k.endswith("/s")} for r in rows]
+
+    # the window straddling the checkpoint (steps 3-4) is restored too
+    assert comparable(read_metrics(resumed_dir)) == comparable(full.metrics)
+
+
+def test_gradient_accumulation_equals_the_larger_batch(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    model = tiny_model_dirs["gpt2"]
+    common = dict(max_steps=4, optimizer="rmsprop", lr_scheduler_type="cosine", warmup_steps=1)
+    big = train(
+        config_for(model, pairs_file, tmp_path / "a", per_device_train_batch_size=4, **common),
+        echo=quiet,
+    )
+    small = train(
+        config_for(
+            model,
+            pairs_file,
+            tmp_path / "b",
+            per_device_train_batch_size=2,
+            gradient_accumulation_steps=2,
+            **common,
+        ),
+        echo=quiet,
+    )
+    for a, b in zip(train_rows(big.metrics), train_rows(small.metrics), strict=True):
+        for key in ("loss", "rewards/margins", "logps/chosen", "grad_norm", "learning_rate"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+
+
+def test_python_api_with_a_dataset_and_tensorboard(tiny_model_dirs, tmp_path) -> None:
+    dataset = datasets.Dataset.from_list(SENTIMENT_PAIRS)
+    out = tmp_path / "out"
+    result = train(
+        config_for(
+            tiny_model_dirs["llama"],
+            None,
+            out,
+            max_steps=2,
+            report_to=["tensorboard"],
+            gradient_checkpointing=True,
+        ),
+        train_dataset=dataset,
+        echo=quiet,
+    )
+    assert result.global_step == 2
+    assert list((out / "runs").glob("events.out.tfevents.*"))
+
+
+def test_refuses_to_overwrite_a_finished_run(tiny_model_dirs, pairs_file, tmp_path) -> None:
+    config = config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "out")
+    train(config, echo=quiet)
+    before = (tmp_path / "out" / "model.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a finished run"):
+        train(config, echo=quiet)
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == before
+    config.overwrite_output_dir = True
+    assert train(config, echo=quiet).global_step == 1
