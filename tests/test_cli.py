@@ -212,3 +212,48 @@ def test_skip_invalid_rows_reports_counts(tiny_model_dirs, tmp_path, capsys) -> 
     assert (
         "3 pairs, layout explicit; skipped 2 invalid rows (1 invalid JSON, 1 missing field)" in out
     )
+
+
+def test_a_folder_that_is_not_a_model_gives_one_line(pairs_file, tmp_path, capsys) -> None:
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    code, err = run_cli(
+        capsys,
+        "train",
+        "--model_name_or_path",
+        str(empty),
+        "--train_file",
+        str(pairs_file),
+        "--report_to",
+        "none",
+        "--output_dir",
+        str(tmp_path / "o"),
+    )
+    assert code == 2
+    assert err.startswith(f"directpo: error: tokenizer '{empty}': cannot load")
+    assert err.count("\n") == 1
+
+
+def test_a_tracker_that_is_not_installed_is_named(
+    tiny_model_dirs, pairs_file, tmp_path, capsys, monkeypatch, no_model_loading
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a)
+    )
+    code, err = run_cli(
+        capsys,
+        "train",
+        "--model_name_or_path",
+        str(tiny_model_dirs["gpt2"]),
+        "--train_file",
+        str(pairs_file),
+        "--report_to",
+        "wandb",
+        "--output_dir",
+        str(tmp_path / "o"),
+    )
+    assert code == 2
+    assert "report_to: 'wandb' is not installed (pip install wandb)" in err
