@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,50 @@ def test_saved_yaml_round_trips(tmp_path: Path) -> None:
     config = DPOConfig(model_name_or_path="m", beta=0.3, report_to=["none"], max_steps=5)
     config.save_yaml(tmp_path / "c.yaml")
     assert load_config(str(tmp_path / "c.yaml")) == config
+
+
+def test_loss_type_takes_one_name_a_list_or_commas(tmp_path: Path) -> None:
+    assert load_config(None, {"loss_type": "ipo"}).loss_type == ["ipo"]
+    assert load_config(
+        None, {"loss_type": "sigmoid,sft", "loss_weights": "1.0,0.2"}
+    ).loss_weights == [1.0, 0.2]
+    config = load_config(write(tmp_path, "loss_type: [sigmoid, sft]\nloss_weights: [1, 0.5]\n"))
+    assert config.loss_type == ["sigmoid", "sft"] and config.loss_weights == [1.0, 0.5]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"loss_type": "dpo"}, "loss_type must be one or more of sigmoid"),
+        ({"loss_type": "sigmoid,sigmoid"}, "loss_type must be without repeats"),
+        (
+            {"loss_type": "sigmoid,sft", "loss_weights": "1.0"},
+            "loss_weights must be one weight per",
+        ),
+        ({"loss_weights": "-1"}, "loss_weights must be >= 0"),
+        ({"loss_type": "exo_pair"}, "label_smoothing must be > 0 for exo_pair"),
+        (
+            {"loss_type": "ipo", "label_smoothing": "0.1"},
+            "label_smoothing is set but no chosen loss uses it (loss_type: ipo)",
+        ),
+        (
+            {"simpo_gamma": "1.0"},
+            "simpo_gamma is set but no chosen loss uses it (loss_type: sigmoid); "
+            "it applies to simpo",
+        ),
+        ({"discopop_tau": "0.1", "loss_type": "hinge"}, "discopop_tau is set but no chosen loss"),
+        (
+            {"loss_type": "sft", "beta": "0.5"},
+            "beta is set but no chosen loss uses it (loss_type: sft)",
+        ),
+    ],
+)
+def test_loss_options_are_checked_per_loss(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, overrides)
+
+
+def test_reference_needed_only_by_reference_based_losses() -> None:
+    assert DPOConfig(loss_type=["sigmoid", "sft"]).needs_reference
+    assert not DPOConfig(loss_type=["simpo", "sft"]).needs_reference
+    assert not DPOConfig(loss_type=["orpo"]).needs_reference

@@ -1,3 +1,6 @@
+"""Golden values: each loss against an independent float64 transcription of its paper's
+formula in plain Python (math on floats, never the implementation), plus gradcheck."""
+
 from __future__ import annotations
 
 import math
@@ -5,60 +8,173 @@ import math
 import pytest
 import torch
 
-from directpo.losses import sigmoid_loss
+from directpo.losses import LOSSES, PairLogps, implicit_rewards, preference_loss
 
-PC = [-10.0, -3.5, -20.25, -7.0]
-PR = [-12.0, -3.0, -19.0, -7.5]
-RC = [-11.0, -3.25, -20.0, -6.0]
-RR = [-11.5, -3.1, -19.5, -8.25]
+PC = [-10.0, -3.5, -20.25, -7.0]  # log π(y_w|x)
+PR = [-12.0, -3.0, -19.0, -7.5]  # log π(y_l|x)
+RC = [-11.0, -3.25, -20.1, -6.0]  # log π_ref(y_w|x); no ties in any sorted quantity (aot)
+RR = [-11.5, -3.1, -19.5, -8.25]  # log π_ref(y_l|x)
+NC = [5, 2, 9, 4]  # completion lengths
+NR = [6, 3, 7, 4]
+BETA, EPS, GAMMA, TAU = 0.7, 0.1, 0.5, 0.05
 
 
-def reference_dpo(pc, pr, rc, rr, beta, eps):
-    """Eq. 7 of Rafailov et al. with cDPO's smoothing, in plain float64 Python."""
+def lsig(z: float) -> float:
+    return -math.log1p(math.exp(-z)) if z >= 0 else z - math.log1p(math.exp(z))
+
+
+def sig(z: float) -> float:
+    return 1 / (1 + math.exp(-z))
+
+
+def smoothed(z: float, eps: float) -> float:
+    return -(1 - eps) * lsig(z) - eps * lsig(-z)
+
+
+def per_pair():
+    for pc, pr, rc, rr, nc, nr in zip(PC, PR, RC, RR, NC, NR, strict=True):
+        yield pc, pr, rc, rr, nc, nr, pc - rc, pr - rr
+
+
+def expected(name: str, beta: float = BETA, eps: float = EPS) -> list[float]:
+    rows = list(per_pair())
+    if name == "aot":
+        u = sorted(pc - pr for pc, pr, *_ in rows)
+        v = sorted(rc - rr for _, _, rc, rr, *_ in rows)
+        return [smoothed(beta * (a - b), eps) for a, b in zip(u, v, strict=True)]
+    if name == "aot_unpaired":
+        u = sorted(r[6] for r in rows)
+        v = sorted(r[7] for r in rows)
+        return [smoothed(beta * (a - b), eps) for a, b in zip(u, v, strict=True)]
     out = []
-    for a, b, c, d in zip(pc, pr, rc, rr, strict=True):
-        h = beta * ((a - c) - (b - d))
-        log_sig = -math.log1p(math.exp(-h))
-        log_sig_neg = -math.log1p(math.exp(h))
-        out.append(-(1 - eps) * log_sig - eps * log_sig_neg)
+    for pc, pr, _rc, _rr, nc, nr, dw, dl in rows:
+        h = dw - dl
+        mw, ml = pc / nc, pr / nr
+        if name == "sigmoid":
+            out.append(-(1 - eps) * lsig(beta * h) - eps * lsig(-beta * h))
+        elif name == "robust":
+            out.append((-(1 - eps) * lsig(beta * h) + eps * lsig(-beta * h)) / (1 - 2 * eps))
+        elif name == "hinge":
+            out.append(max(0.0, 1 - beta * h))
+        elif name == "ipo":
+            out.append((dw / nc - dl / nr - 1 / (2 * beta)) ** 2)
+        elif name == "exo_pair":
+            z = beta * h
+            out.append(
+                sig(z) * (lsig(z) - math.log(1 - eps)) + sig(-z) * (lsig(-z) - math.log(eps))
+            )
+        elif name == "nca_pair":
+            out.append(-lsig(beta * dw) - 0.5 * lsig(-beta * dw) - 0.5 * lsig(-beta * dl))
+        elif name == "bco_pair":
+            out.append(-lsig(beta * dw) - lsig(-beta * dl))
+        elif name == "sppo_hard":
+            out.append((dw - 1 / (2 * beta)) ** 2 + (dl + 1 / (2 * beta)) ** 2)
+        elif name == "apo_zero":
+            out.append(1 - sig(beta * dw) + sig(beta * dl))
+        elif name == "apo_down":
+            out.append(sig(beta * dw) + 1 - sig(beta * h))
+        elif name == "discopop":
+            z = beta * h
+            m = sig(z / TAU)
+            out.append((1 - m) * -lsig(z) + m * math.exp(-z))
+        elif name == "sigmoid_norm":
+            out.append(-lsig(beta * (dw / nc - dl / nr)))
+        elif name == "sft":
+            out.append(-mw)
+        elif name == "simpo":
+            out.append(smoothed(beta * mw - beta * ml - GAMMA, eps))
+        elif name == "orpo":
+            log_odds = (mw - ml) - (math.log(1 - math.exp(mw)) - math.log(1 - math.exp(ml)))
+            out.append(-mw - beta * lsig(log_odds))
+        else:
+            raise KeyError(name)
     return out
 
 
-@pytest.mark.parametrize("beta, eps", [(0.1, 0.0), (0.5, 0.0), (1.0, 0.2), (2.5, 0.49)])
-def test_sigmoid_matches_the_paper_formula(beta: float, eps: float) -> None:
-    tensors = [torch.tensor(v, dtype=torch.float64) for v in (PC, PR, RC, RR)]
-    losses, chosen, rejected = sigmoid_loss(*tensors, beta=beta, label_smoothing=eps)
-    expected = reference_dpo(PC, PR, RC, RR, beta, eps)
-    assert losses.tolist() == pytest.approx(expected, abs=1e-12)
-    assert chosen.tolist() == pytest.approx(
-        [beta * (a - c) for a, c in zip(PC, RC, strict=True)], abs=1e-12
+def pair_logps(requires_grad: bool = False, reference: bool = True) -> PairLogps:
+    def t(values):
+        return torch.tensor(values, dtype=torch.float64, requires_grad=requires_grad)
+
+    return PairLogps(
+        chosen=t(PC),
+        rejected=t(PR),
+        ref_chosen=torch.tensor(RC, dtype=torch.float64) if reference else None,
+        ref_rejected=torch.tensor(RR, dtype=torch.float64) if reference else None,
+        chosen_tokens=torch.tensor(NC),
+        rejected_tokens=torch.tensor(NR),
     )
-    assert rejected.tolist() == pytest.approx(
-        [beta * (b - d) for b, d in zip(PR, RR, strict=True)], abs=1e-12
+
+
+OPTIONS = {"beta": BETA, "label_smoothing": EPS, "simpo_gamma": GAMMA, "discopop_tau": TAU}
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_golden_value(name: str) -> None:
+    spec = LOSSES[name]
+    lp = pair_logps(reference=spec.needs_reference)
+    got = spec.fn(lp, **{k: OPTIONS[k] for k in spec.options})
+    assert got.dtype == torch.float64 and got.shape == (4,)
+    assert got.tolist() == pytest.approx(expected(name), abs=1e-9, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_gradcheck(name: str) -> None:
+    spec = LOSSES[name]
+    base = pair_logps(reference=spec.needs_reference)
+
+    def loss(chosen, rejected):
+        lp = PairLogps(
+            chosen,
+            rejected,
+            base.ref_chosen,
+            base.ref_rejected,
+            base.chosen_tokens,
+            base.rejected_tokens,
+        )
+        return spec.fn(lp, **{k: OPTIONS[k] for k in spec.options})
+
+    inputs = (base.chosen.clone().requires_grad_(), base.rejected.clone().requires_grad_())
+    assert torch.autograd.gradcheck(loss, inputs)
+
+
+def test_label_smoothing_zero_is_the_paper_loss_and_equal_models_give_ln2() -> None:
+    lp = pair_logps()
+    got = LOSSES["sigmoid"].fn(lp, beta=0.1, label_smoothing=0.0)
+    assert got.tolist() == pytest.approx(expected("sigmoid", beta=0.1, eps=0.0), abs=1e-12)
+    same = PairLogps(
+        lp.chosen, lp.rejected, lp.chosen, lp.rejected, lp.chosen_tokens, lp.rejected_tokens
     )
-    assert not chosen.requires_grad
-
-
-def test_equal_policy_and_reference_give_ln2() -> None:
-    x = torch.tensor(PC, dtype=torch.float64)
-    y = torch.tensor(PR, dtype=torch.float64)
-    losses, chosen, rejected = sigmoid_loss(x, y, x, y, beta=0.1)
-    assert torch.allclose(losses, torch.full_like(losses, math.log(2)))
-    assert torch.all(chosen == 0) and torch.all(rejected == 0)
-
-
-def test_gradcheck() -> None:
-    inputs = [torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (PC, PR)]
-    refs = [torch.tensor(v, dtype=torch.float64) for v in (RC, RR)]
-    assert torch.autograd.gradcheck(
-        lambda a, b: sigmoid_loss(a, b, *refs, beta=0.7, label_smoothing=0.1)[0], inputs
+    assert torch.allclose(
+        LOSSES["sigmoid"].fn(same, beta=0.1), torch.full((4,), math.log(2), dtype=torch.float64)
     )
+
+
+def test_combination_is_the_weighted_sum_with_components() -> None:
+    lp = pair_logps()
+    total, parts = preference_loss(lp, ["sigmoid", "sft"], [1.0, 0.2], **OPTIONS)
+    want = [a + 0.2 * b for a, b in zip(expected("sigmoid"), expected("sft"), strict=True)]
+    assert total.tolist() == pytest.approx(want, abs=1e-9)
+    assert set(parts) == {"sigmoid", "sft"}
+    assert parts["sft"].tolist() == pytest.approx(expected("sft"), abs=1e-12)
+
+
+def test_rewards_are_beta_logratios_or_mean_logps_without_reference() -> None:
+    chosen, rejected = implicit_rewards(pair_logps(), BETA)
+    assert chosen.tolist() == pytest.approx([BETA * (a - b) for a, b in zip(PC, RC, strict=True)])
+    assert rejected.tolist() == pytest.approx([BETA * (a - b) for a, b in zip(PR, RR, strict=True)])
+    chosen, _ = implicit_rewards(pair_logps(reference=False), BETA)
+    assert chosen.tolist() == pytest.approx([BETA * a / n for a, n in zip(PC, NC, strict=True)])
 
 
 def test_gradient_pushes_chosen_up_and_rejected_down() -> None:
-    chosen = torch.tensor([-5.0], requires_grad=True)
-    rejected = torch.tensor([-5.0], requires_grad=True)
-    losses, *_ = sigmoid_loss(chosen, rejected, torch.tensor([-5.0]), torch.tensor([-5.0]), 0.1)
-    losses.sum().backward()
-    assert chosen.grad.item() == pytest.approx(-0.05)  # -beta * sigma(0)
-    assert rejected.grad.item() == pytest.approx(0.05)
+    lp = PairLogps(
+        torch.tensor([-5.0], requires_grad=True),
+        torch.tensor([-5.0], requires_grad=True),
+        torch.tensor([-5.0]),
+        torch.tensor([-5.0]),
+        torch.tensor([3]),
+        torch.tensor([3]),
+    )
+    LOSSES["sigmoid"].fn(lp, beta=0.1).sum().backward()
+    assert lp.chosen.grad.item() == pytest.approx(-0.05)  # -beta * sigma(0)
+    assert lp.rejected.grad.item() == pytest.approx(0.05)

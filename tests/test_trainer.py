@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM
 
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError
+from directpo.losses import LOSSES
 from directpo.tracking import read_metrics
 from directpo.trainer import train
 
@@ -209,3 +210,72 @@ def test_refuses_to_overwrite_a_finished_run(tiny_model_dirs, pairs_file, tmp_pa
     assert (tmp_path / "out" / "model.safetensors").read_bytes() == before
     config.overwrite_output_dir = True
     assert train(config, echo=quiet).global_step == 1
+
+
+@pytest.mark.parametrize("loss_type", sorted(LOSSES))
+def test_each_loss_trains_the_policy_with_finite_loss(
+    tiny_model_dirs, pairs_file, tmp_path, loss_type
+) -> None:
+    extra = {"label_smoothing": 1e-3} if loss_type == "exo_pair" else {}
+    result = train(
+        config_for(
+            tiny_model_dirs["gpt2"],
+            pairs_file,
+            tmp_path / "out",
+            loss_type=[loss_type],
+            max_steps=3,
+            **extra,
+        ),
+        echo=quiet,
+    )
+    rows = train_rows(result.metrics)
+    assert len(rows) == 3 and all(math.isfinite(r["loss"]) for r in rows)
+    assert rows[0][f"loss/{loss_type}"] == pytest.approx(rows[0]["loss"])
+    original = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["gpt2"]).state_dict()
+    assert any(not torch.equal(t, original[k]) for k, t in result.policy.state_dict().items())
+
+
+def test_reference_free_losses_never_load_a_reference(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    import directpo.trainer as trainer_module
+
+    loaded = []
+    real = trainer_module.load_causal_lm
+    monkeypatch.setattr(
+        trainer_module,
+        "load_causal_lm",
+        lambda path, *a, **k: loaded.append(k["trainable"]) or real(path, *a, **k),
+    )
+    result = train(
+        config_for(
+            tiny_model_dirs["llama"],
+            pairs_file,
+            tmp_path / "out",
+            loss_type=["simpo", "sft"],
+            loss_weights=[1.0, 0.5],
+            max_steps=2,
+        ),
+        echo=quiet,
+    )
+    assert loaded == [True] and result.reference is None
+    row = train_rows(result.metrics)[0]
+    assert row["loss"] == pytest.approx(row["loss/simpo"] + 0.5 * row["loss/sft"], rel=1e-6)
+
+
+def test_combined_losses_log_each_component(tiny_model_dirs, pairs_file, tmp_path) -> None:
+    result = train(
+        config_for(
+            tiny_model_dirs["gpt2"],
+            pairs_file,
+            tmp_path / "out",
+            loss_type=["sigmoid", "sft"],
+            loss_weights=[1.0, 0.2],
+            max_steps=2,
+        ),
+        echo=quiet,
+    )
+    first = train_rows(result.metrics)[0]
+    assert first["loss/sigmoid"] == pytest.approx(math.log(2), abs=1e-6)
+    assert first["loss/sft"] > 0
+    assert first["loss"] == pytest.approx(first["loss/sigmoid"] + 0.2 * first["loss/sft"], rel=1e-6)

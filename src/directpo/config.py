@@ -17,6 +17,7 @@ import math
 import os
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,10 @@ from typing import Any
 import yaml
 
 from directpo.errors import ConfigError
+from directpo.losses import LOSSES
 
-LOSS_TYPES = ("sigmoid",)
+LOSS_TYPES = tuple(LOSSES)
+
 OPTIMIZERS = ("adamw", "rmsprop")
 LR_SCHEDULERS = ("constant", "linear", "cosine")
 DTYPES = ("float32", "bfloat16")
@@ -96,15 +99,28 @@ class DPOConfig:
     )
 
     # --- loss ---------------------------------------------------------------------------------
-    loss_type: str = option("sigmoid", f"Preference loss, one of {', '.join(LOSS_TYPES)}.")
+    loss_type: list[str] = option(
+        ["sigmoid"],
+        "Preference loss, or several combined (comma-separated / a YAML list): "
+        f"{', '.join(LOSS_TYPES)}. See docs/losses.md.",
+    )
+    loss_weights: list[float] | None = option(
+        None,
+        "Weight of each loss_type in the sum (default 1.0 each), e.g. [1.0, 0.2] for "
+        "[sigmoid, sft].",
+    )
     beta: float = option(
         0.1,
         "Inverse temperature of the implicit reward r = beta * log(pi/pi_ref); "
-        "larger keeps the policy closer to the reference.",
+        "larger keeps the policy closer to the reference. IPO's tau; ORPO's lambda.",
     )
     label_smoothing: float = option(
-        0.0, "cDPO: assumed probability in [0, 0.5) that a preference label is flipped."
+        0.0,
+        "Assumed probability in [0, 0.5) that a preference label is flipped (cDPO for "
+        "sigmoid; robust, exo_pair, aot, aot_unpaired, simpo).",
     )
+    simpo_gamma: float = option(0.5, "SimPO's target reward margin gamma.")
+    discopop_tau: float = option(0.05, "DiscoPOP's temperature tau of the mixing weight.")
 
     # --- optimisation -------------------------------------------------------------------------
     learning_rate: float = option(1e-6, "Peak learning rate.")
@@ -173,11 +189,9 @@ class DPOConfig:
             require(getattr(self, key) in choices, key, "one of " + ", ".join(choices))
 
         one_of("dtype", DTYPES)
-        one_of("loss_type", LOSS_TYPES)
         one_of("optimizer", OPTIMIZERS)
         one_of("lr_scheduler_type", LR_SCHEDULERS)
-        require(self.beta > 0, "beta", "> 0")
-        require(0 <= self.label_smoothing < 0.5, "label_smoothing", "in [0, 0.5)")
+        self._check_losses(require)
         require(self.learning_rate > 0, "learning_rate", "> 0")
         require(self.weight_decay >= 0, "weight_decay", ">= 0")
         require(0 <= self.adam_beta1 < 1, "adam_beta1", "in [0, 1)")
@@ -211,6 +225,57 @@ class DPOConfig:
         require(not unknown, "report_to", "a list of " + ", ".join(TRACKERS))
         if "none" in self.report_to and len(self.report_to) > 1:
             raise ConfigError("report_to: 'none' cannot be combined with other trackers")
+
+    def _check_losses(self, require: Callable[[bool, str, str], None]) -> None:
+        unknown = [name for name in self.loss_type if name not in LOSSES]
+        require(
+            bool(self.loss_type) and not unknown,
+            "loss_type",
+            "one or more of " + ", ".join(LOSS_TYPES),
+        )
+        require(len(set(self.loss_type)) == len(self.loss_type), "loss_type", "without repeats")
+        if self.loss_weights is not None:
+            require(
+                len(self.loss_weights) == len(self.loss_type),
+                "loss_weights",
+                f"one weight per loss_type ({len(self.loss_type)})",
+            )
+            require(
+                all(w >= 0 for w in self.loss_weights) and any(self.loss_weights),
+                "loss_weights",
+                ">= 0 and not all 0",
+            )
+        require(self.beta > 0, "beta", "> 0")
+        require(0 <= self.label_smoothing < 0.5, "label_smoothing", "in [0, 0.5)")
+        require(self.discopop_tau > 0, "discopop_tau", "> 0")
+        if "exo_pair" in self.loss_type:
+            require(
+                self.label_smoothing > 0,
+                "label_smoothing",
+                "> 0 for exo_pair (log of it is taken; the EXO paper uses 1e-3)",
+            )
+        # an option that no chosen loss reads would silently do nothing: refuse it
+        used = {option for name in self.loss_type for option in LOSSES[name].options}
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for option_name in ("beta", "label_smoothing", "simpo_gamma", "discopop_tau"):
+            if option_name not in used and getattr(self, option_name) != defaults[option_name]:
+                users = [n for n, spec in LOSSES.items() if option_name in spec.options]
+                raise ConfigError(
+                    f"{option_name} is set but no chosen loss uses it (loss_type: "
+                    f"{', '.join(self.loss_type)}); it applies to {', '.join(users)}"
+                )
+
+    @property
+    def needs_reference(self) -> bool:
+        return any(LOSSES[name].needs_reference for name in self.loss_type)
+
+    def loss_options(self) -> dict[str, float]:
+        return {
+            "beta": self.beta,
+            "label_smoothing": self.label_smoothing,
+            "simpo_gamma": self.simpo_gamma,
+            "discopop_tau": self.discopop_tau,
+        }
 
     def check_environment(self, *, need_train_file: bool = True) -> None:
         """Checks that touch the file system: run before any model loads."""

@@ -1,44 +1,312 @@
-"""Preference losses: pure functions of log-probabilities, no model and no config.
+"""Preference losses: pure functions of sequence log-probabilities, no model and no config.
 
-Each takes per-pair sequence log-probs of the policy and the reference (shape [B]) and
-returns ``(losses [B], chosen_rewards [B], rejected_rewards [B])``; rewards are detached.
+Every loss takes a :class:`PairLogps` (per-pair tensors of shape [B]) and its own plain
+options, and returns per-pair losses of shape [B]; the trainer averages them over pairs.
+Notation used in the docstrings, for a pair (x, y_w, y_l):
+
+* π_w = log π(y_w|x), π_l = log π(y_l|x)  (sums over completion tokens), likewise ref_w, ref_l;
+* n_w, n_l the completion lengths in tokens; π̄_w = π_w / n_w the mean token log-prob;
+* Δ_w = π_w − ref_w, Δ_l = π_l − ref_l (log-ratios); h = Δ_w − Δ_l;
+* σ the logistic function; ε = ``label_smoothing``; β = ``beta``.
+
+Names are TRL's (``DPOConfig.loss_type``), so configs port. Where TRL 1.16 and we differ it is
+said in the function (``sigmoid`` applies ε; ``sft`` is a per-sequence mean).
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 
-def sigmoid_loss(
-    policy_chosen_logps: torch.Tensor,
-    policy_rejected_logps: torch.Tensor,
-    reference_chosen_logps: torch.Tensor,
-    reference_rejected_logps: torch.Tensor,
-    beta: float,
-    label_smoothing: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """DPO loss (Rafailov et al. 2023, https://arxiv.org/abs/2305.18290, Eq. 7), with cDPO.
+@dataclass(frozen=True)
+class PairLogps:
+    """Per-pair log-probs. The reference fields are None for reference-free losses."""
 
-    With h = (log π(y_w|x) − log π_ref(y_w|x)) − (log π(y_l|x) − log π_ref(y_l|x)):
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+    ref_chosen: torch.Tensor | None
+    ref_rejected: torch.Tensor | None
+    chosen_tokens: torch.Tensor
+    rejected_tokens: torch.Tensor
 
-        L = −(1 − ε) · log σ(β·h) − ε · log σ(−β·h)
+    @property
+    def chosen_logratios(self) -> torch.Tensor:
+        assert self.ref_chosen is not None, "this loss needs reference log-probs"
+        return self.chosen - self.ref_chosen
 
-    ε = ``label_smoothing`` is the probability that a label is flipped (conservative DPO,
-    Mitchell 2023, "A note on DPO with noisy preferences", Eq. 3); ε = 0 is the paper's loss.
-    The implicit rewards are r_w = β·(log π(y_w|x) − log π_ref(y_w|x)) and likewise r_l.
+    @property
+    def rejected_logratios(self) -> torch.Tensor:
+        assert self.ref_rejected is not None, "this loss needs reference log-probs"
+        return self.rejected - self.ref_rejected
 
-    Args:
-        policy_chosen_logps, policy_rejected_logps: [B] log π of chosen / rejected.
-        reference_chosen_logps, reference_rejected_logps: [B] log π_ref of the same.
-        beta: inverse temperature β > 0.
-        label_smoothing: ε in [0, 0.5).
+    @property
+    def chosen_mean(self) -> torch.Tensor:
+        return self.chosen / self.chosen_tokens.clamp(min=1)
+
+    @property
+    def rejected_mean(self) -> torch.Tensor:
+        return self.rejected / self.rejected_tokens.clamp(min=1)
+
+
+def _smoothed_logistic(z: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """−(1 − ε)·log σ(z) − ε·log σ(−z): the cDPO form shared by several losses."""
+    return -(1 - label_smoothing) * F.logsigmoid(z) - label_smoothing * F.logsigmoid(-z)
+
+
+# --- losses that use the reference model ---------------------------------------------------
+
+
+def sigmoid_loss(lp: PairLogps, beta: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """DPO (Rafailov et al. 2023, https://arxiv.org/abs/2305.18290, Eq. 7) with cDPO smoothing.
+
+    L = −(1 − ε)·log σ(β·h) − ε·log σ(−β·h)
+
+    ε is the probability that a label is flipped (conservative DPO; Mitchell 2023, "A note on
+    DPO with noisy preferences", Eq. 3); ε = 0 is the paper's loss. TRL 1.16 ignores ε for this
+    loss; we apply it, since a user who sets it asks for cDPO.
     """
-    chosen_logratios = policy_chosen_logps - reference_chosen_logps
-    rejected_logratios = policy_rejected_logps - reference_rejected_logps
-    logits = beta * (chosen_logratios - rejected_logratios)
-    losses = -F.logsigmoid(logits) * (1 - label_smoothing) - F.logsigmoid(-logits) * label_smoothing
-    return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
+    return _smoothed_logistic(beta * (lp.chosen_logratios - lp.rejected_logratios), label_smoothing)
 
 
-LOSS_FUNCTIONS = {"sigmoid": sigmoid_loss}
+def robust_loss(lp: PairLogps, beta: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Robust DPO (Chowdhury et al. 2024, https://arxiv.org/abs/2403.00409).
+
+    L = [−(1 − ε)·log σ(β·h) + ε·log σ(−β·h)] / (1 − 2ε)
+
+    An unbiased estimate of the clean-label DPO loss under label-flip rate ε < 1/2.
+    """
+    z = beta * (lp.chosen_logratios - lp.rejected_logratios)
+    eps = label_smoothing
+    return (-(1 - eps) * F.logsigmoid(z) + eps * F.logsigmoid(-z)) / (1 - 2 * eps)
+
+
+def hinge_loss(lp: PairLogps, beta: float) -> torch.Tensor:
+    """Hinge loss of SLiC (Zhao et al. 2023, https://arxiv.org/abs/2305.10425) as used by RSO
+    (Liu et al. 2023, https://arxiv.org/abs/2309.06657): L = max(0, 1 − β·h)."""
+    return torch.relu(1 - beta * (lp.chosen_logratios - lp.rejected_logratios))
+
+
+def ipo_loss(lp: PairLogps, beta: float) -> torch.Tensor:
+    """IPO (Azar et al. 2023, https://arxiv.org/abs/2310.12036, Eq. 17), β playing τ.
+
+    L = (h̄ − 1/(2β))², with h̄ = Δ_w/n_w − Δ_l/n_l
+
+    The log-ratios are divided by the completion lengths, as TRL does (the IPO authors confirmed
+    their results use this form): the squared loss would otherwise grow with length.
+    """
+    h = lp.chosen_logratios / lp.chosen_tokens.clamp(min=1) - lp.rejected_logratios / (
+        lp.rejected_tokens.clamp(min=1)
+    )
+    return (h - 1 / (2 * beta)) ** 2
+
+
+def exo_pair_loss(lp: PairLogps, beta: float, label_smoothing: float) -> torch.Tensor:
+    """EXO for pairs (Ji et al. 2024, https://arxiv.org/abs/2402.00856, Eq. 16), ε > 0.
+
+    L = σ(β·h)·(log σ(β·h) − log(1 − ε)) + σ(−β·h)·(log σ(−β·h) − log ε)
+
+    The reverse KL from the model's pair distribution softmax(β·Δ) to the label's [1 − ε, ε].
+    """
+    z = beta * (lp.chosen_logratios - lp.rejected_logratios)
+    return torch.sigmoid(z) * (F.logsigmoid(z) - math.log1p(-label_smoothing)) + torch.sigmoid(
+        -z
+    ) * (F.logsigmoid(-z) - math.log(label_smoothing))
+
+
+def nca_pair_loss(lp: PairLogps, beta: float) -> torch.Tensor:
+    """NCA for pairs (Chen et al. 2024, https://arxiv.org/abs/2402.05369).
+
+    L = −log σ(β·Δ_w) − ½·log σ(−β·Δ_w) − ½·log σ(−β·Δ_l)
+
+    Optimises absolute likelihoods: it keeps the chosen log-prob from falling.
+    """
+    rw, rl = beta * lp.chosen_logratios, beta * lp.rejected_logratios
+    return -F.logsigmoid(rw) - 0.5 * F.logsigmoid(-rw) - 0.5 * F.logsigmoid(-rl)
+
+
+def bco_pair_loss(lp: PairLogps, beta: float) -> torch.Tensor:
+    """BCO on pairs (Jung et al. 2024, https://arxiv.org/abs/2404.04656, without the
+    running reward shift δ, as in TRL): L = −log σ(β·Δ_w) − log σ(−β·Δ_l)."""
+    return -F.logsigmoid(beta * lp.chosen_logratios) - F.logsigmoid(-beta * lp.rejected_logratios)
+
+
+def sppo_hard_loss(lp: PairLogps, beta: float) -> torch.Tensor:
+    """SPPO with hard labels (Wu et al. 2024, https://arxiv.org/abs/2405.00675, Eq. 4.7 with
+    P(y_w ≻ y_l) = 1): L = (Δ_w − 1/(2β))² + (Δ_l + 1/(2β))²."""
+    half = 0.5 / beta
+    return (lp.chosen_logratios - half) ** 2 + (lp.rejected_logratios + half) ** 2
+
+
+def aot_loss(lp: PairLogps, beta: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """AOT, paired (Melnyk et al. 2024, https://arxiv.org/abs/2406.05882).
+
+    With u = sort_batch(π_w − π_l) and v = sort_batch(ref_w − ref_l):
+    L_i = −(1 − ε)·log σ(β·(u_i − v_i)) − ε·log σ(−β·(u_i − v_i))
+
+    Distributional alignment via optimal transport: the sorted margins of policy and reference
+    are matched across the batch, so loss values depend on the whole batch.
+    """
+    policy_margins, _ = torch.sort(lp.chosen - lp.rejected, dim=0)
+    reference_margins, _ = torch.sort(lp.ref_chosen - lp.ref_rejected, dim=0)
+    return _smoothed_logistic(beta * (policy_margins - reference_margins), label_smoothing)
+
+
+def aot_unpaired_loss(lp: PairLogps, beta: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """AOT, unpaired (Melnyk et al. 2024, https://arxiv.org/abs/2406.05882).
+
+    With u = sort_batch(Δ_w) and v = sort_batch(Δ_l):
+    L_i = −(1 − ε)·log σ(β·(u_i − v_i)) − ε·log σ(−β·(u_i − v_i))
+    """
+    chosen_sorted, _ = torch.sort(lp.chosen_logratios, dim=0)
+    rejected_sorted, _ = torch.sort(lp.rejected_logratios, dim=0)
+    return _smoothed_logistic(beta * (chosen_sorted - rejected_sorted), label_smoothing)
+
+
+def apo_zero_loss(lp: PairLogps, beta: float) -> torch.Tensor:
+    """APO-zero (D'Oosterlinck et al. 2024, https://arxiv.org/abs/2408.06266, Eq. 7).
+
+    L = (1 − σ(β·Δ_w)) + σ(β·Δ_l)
+
+    For chosen outputs better than the model's own: raise chosen, lower rejected likelihood.
+    """
+    return (
+        1 - torch.sigmoid(beta * lp.chosen_logratios) + torch.sigmoid(beta * lp.rejected_logratios)
+    )
+
+
+def apo_down_loss(lp: PairLogps, beta: float) -> torch.Tensor:
+    """APO-down (D'Oosterlinck et al. 2024, https://arxiv.org/abs/2408.06266, Eq. 8).
+
+    L = σ(β·Δ_w) + (1 − σ(β·(Δ_w − Δ_l)))
+
+    For chosen outputs worse than the model's own: lower both, the rejected more.
+    """
+    chosen = lp.chosen_logratios
+    return torch.sigmoid(beta * chosen) + 1 - torch.sigmoid(beta * (chosen - lp.rejected_logratios))
+
+
+def discopop_loss(lp: PairLogps, beta: float, discopop_tau: float) -> torch.Tensor:
+    """DiscoPOP, log-ratio modulated loss (Chris Lu et al. 2024, https://arxiv.org/abs/2406.08414,
+    Eq. 5). With z = β·h and m = σ(z/τ):  L = (1 − m)·(−log σ(z)) + m·exp(−z)."""
+    z = beta * (lp.chosen_logratios - lp.rejected_logratios)
+    mix = torch.sigmoid(z / discopop_tau)
+    return (1 - mix) * -F.logsigmoid(z) + mix * torch.exp(-z)
+
+
+def sigmoid_norm_loss(lp: PairLogps, beta: float) -> torch.Tensor:
+    """Length-normalised DPO (Tulu 3, Lambert et al. 2024, https://arxiv.org/abs/2411.15124).
+
+    L = −log σ(β·(Δ_w/n_w − Δ_l/n_l))
+    """
+    h = lp.chosen_logratios / lp.chosen_tokens.clamp(min=1) - lp.rejected_logratios / (
+        lp.rejected_tokens.clamp(min=1)
+    )
+    return -F.logsigmoid(beta * h)
+
+
+# --- reference-free losses --------------------------------------------------------------------
+
+
+def sft_loss(lp: PairLogps) -> torch.Tensor:
+    """Supervised fine-tuning on the chosen completion: L = −π̄_w (mean token NLL).
+
+    Per-sequence mean, then averaged over pairs, so the value does not depend on how pairs are
+    grouped into micro-batches or ranks. TRL 1.16 takes the token mean over the whole batch
+    (longer completions weigh more); both agree when chosen lengths are equal.
+    Used alone it is Preferred-FT (DPO paper §6); with ``sigmoid`` it is RPO
+    (Pang et al. 2024, https://arxiv.org/abs/2404.19733).
+    """
+    return -lp.chosen_mean
+
+
+def simpo_loss(
+    lp: PairLogps, beta: float, simpo_gamma: float, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """SimPO (Meng et al. 2024, https://arxiv.org/abs/2405.14734), reference-free.
+
+    L = −(1 − ε)·log σ(β·π̄_w − β·π̄_l − γ) − ε·log σ(−(β·π̄_w − β·π̄_l − γ))
+
+    The reward is the length-normalised log-prob β·π̄; γ = ``simpo_gamma`` is the target margin.
+    """
+    return _smoothed_logistic(
+        beta * (lp.chosen_mean - lp.rejected_mean) - simpo_gamma, label_smoothing
+    )
+
+
+def orpo_loss(lp: PairLogps, beta: float) -> torch.Tensor:
+    """ORPO (Hong et al. 2024, https://arxiv.org/abs/2403.07691), reference-free.
+
+    L = −π̄_w − β·log σ(log odds(y_w) − log odds(y_l)),  odds(y) = P(y)/(1 − P(y)), P(y) = exp(π̄)
+
+    β is the paper's λ. log(1 − exp(π̄)) is computed with log1p(−exp(·)) for stability.
+    """
+    log_odds = (lp.chosen_mean - lp.rejected_mean) - (
+        torch.log1p(-torch.exp(lp.chosen_mean)) - torch.log1p(-torch.exp(lp.rejected_mean))
+    )
+    return -lp.chosen_mean - beta * F.logsigmoid(log_odds)
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    fn: Callable[..., torch.Tensor]
+    needs_reference: bool
+    options: tuple[str, ...]  # config options the function takes, by keyword
+    paper: str
+
+
+LOSSES: dict[str, LossSpec] = {
+    "sigmoid": LossSpec(sigmoid_loss, True, ("beta", "label_smoothing"), "DPO; cDPO"),
+    "robust": LossSpec(robust_loss, True, ("beta", "label_smoothing"), "Robust DPO"),
+    "hinge": LossSpec(hinge_loss, True, ("beta",), "SLiC / RSO"),
+    "ipo": LossSpec(ipo_loss, True, ("beta",), "IPO"),
+    "exo_pair": LossSpec(exo_pair_loss, True, ("beta", "label_smoothing"), "EXO"),
+    "nca_pair": LossSpec(nca_pair_loss, True, ("beta",), "NCA"),
+    "bco_pair": LossSpec(bco_pair_loss, True, ("beta",), "BCO"),
+    "sppo_hard": LossSpec(sppo_hard_loss, True, ("beta",), "SPPO"),
+    "aot": LossSpec(aot_loss, True, ("beta", "label_smoothing"), "AOT"),
+    "aot_unpaired": LossSpec(aot_unpaired_loss, True, ("beta", "label_smoothing"), "AOT"),
+    "apo_zero": LossSpec(apo_zero_loss, True, ("beta",), "APO"),
+    "apo_down": LossSpec(apo_down_loss, True, ("beta",), "APO"),
+    "discopop": LossSpec(discopop_loss, True, ("beta", "discopop_tau"), "DiscoPOP"),
+    "sigmoid_norm": LossSpec(sigmoid_norm_loss, True, ("beta",), "Tulu 3"),
+    "sft": LossSpec(sft_loss, False, (), "Preferred-FT"),
+    "simpo": LossSpec(simpo_loss, False, ("beta", "simpo_gamma", "label_smoothing"), "SimPO"),
+    "orpo": LossSpec(orpo_loss, False, ("beta",), "ORPO"),
+}
+
+
+def needs_reference(loss_types: Sequence[str]) -> bool:
+    return any(LOSSES[name].needs_reference for name in loss_types)
+
+
+def preference_loss(
+    lp: PairLogps,
+    loss_types: Sequence[str],
+    loss_weights: Sequence[float] | None,
+    **options: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Σ_k w_k · L_k per pair ([B]), and each component L_k ([B]) for logging.
+
+    ``options`` holds every loss option by name (beta, label_smoothing, simpo_gamma,
+    discopop_tau); each loss takes the ones it declares.
+    """
+    weights = loss_weights or [1.0] * len(loss_types)
+    components = {}
+    for name in loss_types:
+        spec = LOSSES[name]
+        components[name] = spec.fn(lp, **{key: options[key] for key in spec.options})
+    total = sum(w * components[name] for name, w in zip(loss_types, weights, strict=True))
+    return total, components
+
+
+def implicit_rewards(lp: PairLogps, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) rewards, detached: β·(log π − log π_ref), the DPO implicit reward, or
+    β·π̄ (SimPO's length-normalised reward) when the run has no reference."""
+    if lp.ref_chosen is None:
+        return beta * lp.chosen_mean.detach(), beta * lp.rejected_mean.detach()
+    return beta * lp.chosen_logratios.detach(), beta * lp.rejected_logratios.detach()

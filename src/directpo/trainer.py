@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_scheduler, set_seed
 
-from directpo.batching import Batch, DataSchedule, collate_pairs, eval_batches
+from directpo.batching import DataSchedule, collate_pairs
 from directpo.checkpoint import (
     list_checkpoints,
     load_checkpoint,
@@ -30,11 +30,10 @@ from directpo.checkpoint import (
 from directpo.config import DPOConfig
 from directpo.data import Columns, load_preferences
 from directpo.errors import ConfigError
-from directpo.logprobs import model_logprobs
-from directpo.losses import LOSS_FUNCTIONS
 from directpo.models import load_causal_lm, load_tokenizer, pad_token_id
 from directpo.outputs import save_final_model
 from directpo.reference import FrozenModelReference, ReferenceProvider
+from directpo.step import PairStats, evaluate, pair_losses
 from directpo.tokenization import TokenizedData, TokenizedPair, tokenize_preferences
 from directpo.tracking import MetricsLogger
 
@@ -44,41 +43,11 @@ SCHEDULER_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosi
 @dataclass
 class TrainResult:
     policy: torch.nn.Module
-    reference: ReferenceProvider
+    reference: ReferenceProvider | None
     tokenizer: Any
     output_dir: Path
     global_step: int
     metrics: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class PairStats:
-    """Sums over pairs, so that any grouping (micro-batch, step, window) averages exactly."""
-
-    pairs: int = 0
-    tokens: int = 0
-    loss: float = 0.0
-    rewards_chosen: float = 0.0
-    rewards_rejected: float = 0.0
-    accuracies: float = 0.0
-    logps_chosen: float = 0.0
-    logps_rejected: float = 0.0
-
-    def add(self, other: PairStats) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-    def means(self) -> dict[str, float]:
-        n = max(self.pairs, 1)
-        return {
-            "loss": self.loss / n,
-            "rewards/chosen": self.rewards_chosen / n,
-            "rewards/rejected": self.rewards_rejected / n,
-            "rewards/accuracies": self.accuracies / n,
-            "rewards/margins": (self.rewards_chosen - self.rewards_rejected) / n,
-            "logps/chosen": self.logps_chosen / n,
-            "logps/rejected": self.logps_rejected / n,
-        }
 
 
 def train(
@@ -134,16 +103,17 @@ def train(
         gradient_checkpointing=config.gradient_checkpointing,
         device=device,
     )
-    reference = FrozenModelReference(
-        load_causal_lm(
-            config.reference_path,
-            config.dtype,
-            disable_dropout=config.disable_dropout,
-            trainable=False,
-            device=device,
+    reference: ReferenceProvider | None = None  # reference-free losses never load one
+    if config.needs_reference:
+        reference = FrozenModelReference(
+            load_causal_lm(
+                config.reference_path,
+                config.dtype,
+                disable_dropout=config.disable_dropout,
+                trainable=False,
+                device=device,
+            )
         )
-    )
-    loss_fn = LOSS_FUNCTIONS[config.loss_type]
     schedule = DataSchedule(
         len(train_pairs),
         config.per_device_train_batch_size,
@@ -194,7 +164,7 @@ def train(
         learning_rate = scheduler.get_last_lr()[0]
         stats = PairStats()
         for batch in micro_batches:
-            losses, batch_stats = _pair_losses(policy, reference, batch, loss_fn, config)
+            losses, batch_stats = pair_losses(policy, reference, batch, config)
             # sum / pairs-in-step: the gradient is the mean over all pairs of the step, exactly
             # as one large batch would give, whatever the micro-batch sizes
             (losses.sum() / step_pairs).backward()
@@ -207,7 +177,7 @@ def train(
         window.add(stats)
         done = step + 1
         progress.update(1)
-        progress.set_postfix(loss=f"{stats.loss / stats.pairs:.4f}")
+        progress.set_postfix(loss=f"{stats.sums['loss'] / stats.pairs:.4f}")
 
         if done % config.logging_steps == 0 or done == total_steps:
             seconds = max(time.perf_counter() - window_start, 1e-9)
@@ -225,7 +195,7 @@ def train(
         if eval_pairs and (
             (config.eval_steps and done % config.eval_steps == 0) or done == total_steps
         ):
-            eval_metrics = evaluate(policy, reference, eval_pairs, loss_fn, config, pad_id, device)
+            eval_metrics = evaluate(policy, reference, eval_pairs, config, pad_id, device)
             logger.log(done, eval_metrics)
             progress.write(_format_metrics(done, total_steps, eval_metrics))
         if config.save_steps and done % config.save_steps == 0:
@@ -255,60 +225,6 @@ def train(
     save_final_model(output_dir, policy, tokenizer, config, train_data, logger.rows)
     echo(f"model saved to {output_dir}")
     return TrainResult(policy, reference, tokenizer, output_dir, total_steps, logger.rows)
-
-
-def _pair_losses(
-    policy: torch.nn.Module,
-    reference: ReferenceProvider,
-    batch: Batch,
-    loss_fn: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-    config: DPOConfig,
-) -> tuple[torch.Tensor, PairStats]:
-    """Per-pair losses of one batch (with graph) and the detached sums for metrics."""
-    n = batch.num_pairs
-    policy_logps, _ = model_logprobs(policy, batch)
-    reference_logps = reference.logprobs(batch)
-    losses, chosen_rewards, rejected_rewards = loss_fn(
-        policy_logps[:n],
-        policy_logps[n:],
-        reference_logps[:n],
-        reference_logps[n:],
-        beta=config.beta,
-        label_smoothing=config.label_smoothing,
-    )
-    detached = policy_logps.detach()
-    stats = PairStats(
-        pairs=n,
-        tokens=batch.num_tokens,
-        loss=float(losses.detach().sum()),
-        rewards_chosen=float(chosen_rewards.sum()),
-        rewards_rejected=float(rejected_rewards.sum()),
-        accuracies=float((chosen_rewards > rejected_rewards).float().sum()),
-        logps_chosen=float(detached[:n].sum()),
-        logps_rejected=float(detached[n:].sum()),
-    )
-    return losses, stats
-
-
-@torch.no_grad()
-def evaluate(
-    policy: torch.nn.Module,
-    reference: ReferenceProvider,
-    pairs: Sequence[TokenizedPair],
-    loss_fn: Callable[..., Any],
-    config: DPOConfig,
-    pad_id: int,
-    device: torch.device,
-) -> dict[str, float]:
-    """Pair-weighted means of loss, rewards and log-probs over ``pairs``, prefixed ``eval/``."""
-    was_training = policy.training
-    policy.eval()
-    total = PairStats()
-    for indices in eval_batches(len(pairs), config.per_device_eval_batch_size):
-        batch = collate_pairs([pairs[i] for i in indices], pad_id).to(device)
-        total.add(_pair_losses(policy, reference, batch, loss_fn, config)[1])
-    policy.train(was_training)
-    return {f"eval/{key}": value for key, value in total.means().items()}
 
 
 def _tokenize(

@@ -1,0 +1,108 @@
+"""One batch through policy, reference and loss: per-pair losses and the metric sums.
+
+Shared by training and evaluation, so both report the same metrics (TRL's names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from directpo.batching import Batch, collate_pairs, eval_batches
+from directpo.config import DPOConfig
+from directpo.logprobs import model_logprobs
+from directpo.losses import PairLogps, implicit_rewards, preference_loss
+from directpo.reference import ReferenceProvider
+from directpo.tokenization import TokenizedPair
+
+METRIC_ORDER = (
+    "loss",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/accuracies",
+    "rewards/margins",
+    "logps/chosen",
+    "logps/rejected",
+)
+
+
+@dataclass
+class PairStats:
+    """Sums over pairs, so that any grouping (micro-batch, step, window) averages exactly."""
+
+    pairs: int = 0
+    tokens: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+
+    def add(self, other: PairStats) -> None:
+        self.pairs += other.pairs
+        self.tokens += other.tokens
+        for key, value in other.sums.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+
+    def means(self) -> dict[str, float]:
+        n = max(self.pairs, 1)
+        means = {key: value / n for key, value in self.sums.items()}
+        means["rewards/margins"] = means["rewards/chosen"] - means["rewards/rejected"]
+        ordered = {key: means[key] for key in METRIC_ORDER}
+        return ordered | {key: means[key] for key in sorted(means) if key not in ordered}
+
+
+def batch_logps(
+    policy: torch.nn.Module, reference: ReferenceProvider | None, batch: Batch
+) -> PairLogps:
+    """Policy (with graph) and reference log-probs of a paired batch."""
+    n = batch.num_pairs
+    policy_logps, token_counts = model_logprobs(policy, batch)
+    reference_logps = reference.logprobs(batch) if reference is not None else None
+    return PairLogps(
+        chosen=policy_logps[:n],
+        rejected=policy_logps[n:],
+        ref_chosen=None if reference_logps is None else reference_logps[:n],
+        ref_rejected=None if reference_logps is None else reference_logps[n:],
+        chosen_tokens=token_counts[:n],
+        rejected_tokens=token_counts[n:],
+    )
+
+
+def pair_losses(
+    policy: torch.nn.Module, reference: ReferenceProvider | None, batch: Batch, config: DPOConfig
+) -> tuple[torch.Tensor, PairStats]:
+    """Per-pair losses of one batch (with graph) and the detached sums for metrics."""
+    lp = batch_logps(policy, reference, batch)
+    losses, components = preference_loss(
+        lp, config.loss_type, config.loss_weights, **config.loss_options()
+    )
+    chosen_rewards, rejected_rewards = implicit_rewards(lp, config.beta)
+    sums = {
+        "loss": float(losses.detach().sum()),
+        "rewards/chosen": float(chosen_rewards.sum()),
+        "rewards/rejected": float(rejected_rewards.sum()),
+        "rewards/accuracies": float((chosen_rewards > rejected_rewards).float().sum()),
+        "logps/chosen": float(lp.chosen.detach().sum()),
+        "logps/rejected": float(lp.rejected.detach().sum()),
+    }
+    sums |= {f"loss/{name}": float(value.detach().sum()) for name, value in components.items()}
+    return losses, PairStats(pairs=batch.num_pairs, tokens=batch.num_tokens, sums=sums)
+
+
+@torch.no_grad()
+def evaluate(
+    policy: torch.nn.Module,
+    reference: ReferenceProvider | None,
+    pairs: Sequence[TokenizedPair],
+    config: DPOConfig,
+    pad_id: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """Pair-weighted means of loss, rewards and log-probs over ``pairs``, prefixed ``eval/``."""
+    was_training = policy.training
+    policy.eval()
+    total = PairStats()
+    for indices in eval_batches(len(pairs), config.per_device_eval_batch_size):
+        batch = collate_pairs([pairs[i] for i in indices], pad_id).to(device)
+        total.add(pair_losses(policy, reference, batch, config)[1])
+    policy.train(was_training)
+    return {f"eval/{key}": value for key, value in total.means().items()}
