@@ -38,19 +38,27 @@ class Batch:
 
 
 def collate_pairs(pairs: Sequence[TokenizedPair], pad_token_id: int) -> Batch:
+    """The paired layout: B chosen rows, then B rejected rows."""
     rows = [(p.prompt_ids, p.chosen_ids) for p in pairs] + [
         (p.prompt_ids, p.rejected_ids) for p in pairs
     ]
+    return collate_sequences(rows, pad_token_id, num_pairs=len(pairs))
+
+
+def collate_sequences(
+    rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_token_id: int, num_pairs: int = 0
+) -> Batch:
+    """Right-padded (prompt + completion) rows with the completion positions marked."""
     width = max(len(prompt) + len(completion) for prompt, completion in rows)
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     completion_mask = torch.zeros((len(rows), width), dtype=torch.bool)
     for i, (prompt, completion) in enumerate(rows):
         n_prompt, n_total = len(prompt), len(prompt) + len(completion)
-        input_ids[i, :n_total] = torch.tensor(prompt + completion, dtype=torch.long)
+        input_ids[i, :n_total] = torch.tensor([*prompt, *completion], dtype=torch.long)
         attention_mask[i, :n_total] = 1
         completion_mask[i, n_prompt:n_total] = True
-    return Batch(input_ids, attention_mask, completion_mask, len(pairs))
+    return Batch(input_ids, attention_mask, completion_mask, num_pairs)
 
 
 @dataclass(frozen=True)

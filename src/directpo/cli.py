@@ -1,19 +1,26 @@
 """Command line: parse, call the library, turn known errors into one line and exit code 2.
 
-    directpo train [CONFIG.yaml] [--key value ...]
+    directpo train    [CONFIG.yaml] [--key value ...]   train with DPO (every DPOConfig option)
+    directpo score    --model_name_or_path RUN --input FILE --output FILE
+    directpo rank     --model_name_or_path RUN --input FILE --output FILE
+    directpo generate --model_name_or_path MODEL --input PROMPTS --output FILE
 
-Every option of `DPOConfig` is a flag; a flag overrides the YAML file; booleans take
-true/false; lists are comma-separated.
+Every option of a command's options dataclass is a flag; for train, a flag overrides the YAML
+file. Booleans take true/false; lists are comma-separated.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from directpo.config import load_config, option_help
+from directpo.config import DPOConfig, GenerateOptions, RankOptions, ScoreOptions
 from directpo.errors import ConfigError, DirectpoError
+from directpo.options import load_options, option_help
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,6 +30,46 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
+def _train(options: DPOConfig) -> None:
+    from directpo.trainer import train  # heavy imports only when used
+
+    train(options)
+
+
+def _score(options: ScoreOptions) -> None:
+    from directpo.reward import score_file
+
+    score_file(options)
+
+
+def _rank(options: RankOptions) -> None:
+    from directpo.reward import rank_file
+
+    rank_file(options)
+
+
+def _generate(options: GenerateOptions) -> None:
+    from directpo.generate import generate_file
+
+    generate_file(options)
+
+
+@dataclass(frozen=True)
+class Command:
+    options: type
+    run: Callable[[Any], None]
+    help: str
+    takes_yaml: bool = False
+
+
+COMMANDS = {
+    "train": Command(DPOConfig, _train, "train a model with DPO", takes_yaml=True),
+    "score": Command(ScoreOptions, _score, "implicit reward of responses or preference pairs"),
+    "rank": Command(RankOptions, _rank, "sort candidate responses by implicit reward"),
+    "generate": Command(GenerateOptions, _generate, "sample completions for prompts"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="directpo",
@@ -30,25 +77,28 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    train = commands.add_parser(
-        "train",
-        help="train a model with DPO",
-        allow_abbrev=False,
-        usage="directpo train [CONFIG.yaml] [--option VALUE ...]",
-        description="Train a causal LM with DPO. Options come from CONFIG.yaml and/or flags; "
-        "a flag overrides the file. Booleans take true/false; lists are comma-separated.",
-    )
-    train.add_argument(
-        "config", nargs="?", metavar="CONFIG.yaml", help="optional YAML file of options"
-    )
-    for name, help_text, default in option_help():
-        shown = ",".join(default) if isinstance(default, list) else default
-        train.add_argument(
-            f"--{name}",
-            default=argparse.SUPPRESS,
-            metavar="VALUE",
-            help=f"{help_text} (default: {shown})".replace("%", "%%"),
+    for name, command in COMMANDS.items():
+        usage = f"directpo {name} {'[CONFIG.yaml] ' if command.takes_yaml else ''}" + (
+            "[--option VALUE ...]"
         )
+        sub = commands.add_parser(
+            name, help=command.help, description=command.help + ".", usage=usage, allow_abbrev=False
+        )
+        if command.takes_yaml:
+            sub.add_argument(
+                "config",
+                nargs="?",
+                metavar="CONFIG.yaml",
+                help="optional YAML file of options; flags override it",
+            )
+        for option_name, help_text, default in option_help(command.options):
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            sub.add_argument(
+                f"--{option_name}",
+                default=argparse.SUPPRESS,
+                metavar="VALUE",
+                help=f"{help_text} (default: {shown})".replace("%", "%%"),
+            )
     return parser
 
 
@@ -56,17 +106,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args, unknown = parser.parse_known_args(argv)
-        if unknown:
-            flag = next((u for u in unknown if u.startswith("-")), unknown[0])
-            raise ConfigError(_unknown_flag_message(flag))
         if args.command is None:
             parser.print_help()
             return 2
-        if args.command == "train":
-            from directpo.trainer import train  # heavy imports only when training
-
-            overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
-            train(load_config(args.config, overrides))
+        command = COMMANDS[args.command]
+        if unknown:
+            flag = next((u for u in unknown if u.startswith("-")), unknown[0])
+            raise ConfigError(_unknown_flag_message(flag, command.options))
+        overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+        options = load_options(command.options, getattr(args, "config", None), overrides)
+        command.run(options)
     except DirectpoError as err:
         print(f"directpo: error: {err}", file=sys.stderr)
         return err.exit_code
@@ -76,15 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _unknown_flag_message(flag: str) -> str:
-    import difflib
-
-    from directpo.config import option_names
-
-    name = flag.lstrip("-").split("=", 1)[0]
+def _unknown_flag_message(flag: str, options: type) -> str:
     if not flag.startswith("-"):
         return f"unexpected argument '{flag}'"
-    close = difflib.get_close_matches(name, option_names(), n=1)
+    name = flag.lstrip("-").split("=", 1)[0]
+    names = [n for n, _, _ in option_help(options)]
+    close = difflib.get_close_matches(name, names, n=1)
     hint = f"; did you mean '--{close[0]}'?" if close else ""
     return f"unknown option '--{name}'{hint}"
 

@@ -9,23 +9,16 @@ with a one-line `ConfigError` that names the key.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import difflib
 import importlib.util
-import math
 import os
-import types
-import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
-
-import yaml
 
 from directpo.errors import ConfigError
 from directpo.losses import LOSSES
+from directpo.options import Options, load_options, option, option_help
 
 LOSS_TYPES = tuple(LOSSES)
 
@@ -37,15 +30,8 @@ TRACKERS = ("tensorboard", "wandb", "mlflow", "none")
 TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
 
-def option(default: Any, help: str, **kwargs: Any) -> Any:
-    """A dataclass field that carries its help text (shown by `--help` and in the docs)."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, **kwargs})
-    return field(default=default, metadata={"help": help, **kwargs})
-
-
 @dataclass
-class DPOConfig:
+class DPOConfig(Options):
     # --- model --------------------------------------------------------------------------------
     model_name_or_path: str | None = option(
         None,
@@ -173,21 +159,36 @@ class DPOConfig:
         "command line). metrics.jsonl is always written.",
     )
 
-    def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
-        self._check_values()
+    # --- generation during evaluation (the reward-vs-KL measurement) ---------------------------
+    eval_generate: int = option(
+        0,
+        "At each evaluation, sample completions for this many held-out prompts and log "
+        "eval/kl (sequence-level KL(pi||pi_ref) estimated from them), eval/reward (with "
+        "reward_fn) and the samples (output_dir/samples/). 0: off.",
+    )
+    eval_generate_samples: int = option(1, "Completions sampled per held-out prompt.")
+    eval_prompts_file: str | None = option(
+        None,
+        "Held-out prompts for eval_generate (rows with prompt_column). Default: the "
+        "distinct prompts of eval_file.",
+    )
+    generate_max_new_tokens: int = option(64, "Maximum tokens per sampled completion.")
+    generate_temperature: float = option(
+        1.0, "Sampling temperature (0: greedy). The KL estimate assumes 1."
+    )
+    generate_top_p: float = option(
+        1.0, "Nucleus sampling mass (1: off; the KL estimate assumes off)."
+    )
+    generate_top_k: int = option(0, "Top-k sampling (0: off; the KL estimate assumes off).")
+    reward_fn: str | None = option(
+        None,
+        "A ground-truth reward 'module:function' (or 'path/file.py:function') taking "
+        "(prompts, completions) and returning one float per completion; its mean is logged as "
+        "eval/reward.",
+    )
 
-    # ------------------------------------------------------------------------------------------
     def _check_values(self) -> None:
-        def require(ok: bool, key: str, must: str) -> None:
-            if not ok:
-                raise ConfigError(f"{key} must be {must} (got {getattr(self, key)!r})")
-
-        def one_of(key: str, choices: tuple[str, ...]) -> None:
-            require(getattr(self, key) in choices, key, "one of " + ", ".join(choices))
-
+        require, one_of = self._require, self._one_of
         one_of("dtype", DTYPES)
         one_of("optimizer", OPTIMIZERS)
         one_of("lr_scheduler_type", LR_SCHEDULERS)
@@ -225,6 +226,31 @@ class DPOConfig:
         require(not unknown, "report_to", "a list of " + ", ".join(TRACKERS))
         if "none" in self.report_to and len(self.report_to) > 1:
             raise ConfigError("report_to: 'none' cannot be combined with other trackers")
+        self._check_generation(require)
+
+    def _check_generation(self, require: Callable[[bool, str, str], None]) -> None:
+        require(self.eval_generate >= 0, "eval_generate", ">= 0")
+        require(self.eval_generate_samples >= 1, "eval_generate_samples", ">= 1")
+        require(self.generate_max_new_tokens >= 1, "generate_max_new_tokens", ">= 1")
+        require(self.generate_temperature >= 0, "generate_temperature", ">= 0")
+        require(0 < self.generate_top_p <= 1, "generate_top_p", "in (0, 1]")
+        require(self.generate_top_k >= 0, "generate_top_k", ">= 0")
+        if self.eval_generate == 0:
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            for key in (
+                "eval_generate_samples",
+                "eval_prompts_file",
+                "generate_max_new_tokens",
+                "generate_temperature",
+                "generate_top_p",
+                "generate_top_k",
+                "reward_fn",
+            ):
+                if getattr(self, key) != defaults[key]:
+                    raise ConfigError(
+                        f"{key} is set but eval_generate is 0, so nothing is "
+                        "sampled; set eval_generate: N"
+                    )
 
     def _check_losses(self, require: Callable[[bool, str, str], None]) -> None:
         unknown = [name for name in self.loss_type if name not in LOSSES]
@@ -267,7 +293,8 @@ class DPOConfig:
 
     @property
     def needs_reference(self) -> bool:
-        return any(LOSSES[name].needs_reference for name in self.loss_type)
+        """A reference is loaded for reference-based losses, and for the KL of eval_generate."""
+        return self.eval_generate > 0 or any(LOSSES[n].needs_reference for n in self.loss_type)
 
     def loss_options(self) -> dict[str, float]:
         return {
@@ -282,7 +309,7 @@ class DPOConfig:
         if not self.model_name_or_path:
             raise ConfigError("model_name_or_path is required")
         for key in ("model_name_or_path", "ref_model_name_or_path", "tokenizer_name_or_path"):
-            _check_model_location(key, getattr(self, key))
+            check_model_location(key, getattr(self, key))
         if need_train_file and not self.train_file:
             raise ConfigError("train_file is required")
         for key in ("train_file", "eval_file"):
@@ -292,6 +319,17 @@ class DPOConfig:
         resume = self.resume_from_checkpoint
         if resume and resume != "latest" and not os.path.isdir(resume):
             raise ConfigError(f"resume_from_checkpoint: no such checkpoint folder: {resume}")
+        if self.eval_generate:
+            if not (self.eval_prompts_file or self.eval_file):
+                raise ConfigError(
+                    "eval_generate needs held-out prompts: set eval_prompts_file or eval_file"
+                )
+            if self.eval_prompts_file and not os.path.exists(self.eval_prompts_file):
+                raise ConfigError(f"eval_prompts_file: no such file: {self.eval_prompts_file}")
+        if self.reward_fn:
+            from directpo.rewardfn import load_reward_fn
+
+            load_reward_fn(self.reward_fn)
         for tracker in self.report_to:
             module = TRACKER_MODULES.get(tracker)
             if module and importlib.util.find_spec(module) is None:
@@ -308,14 +346,8 @@ class DPOConfig:
     def tokenizer_path(self) -> str:
         return self.tokenizer_name_or_path or self.model_name_or_path or ""
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
-    def save_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-
-
-def _check_model_location(key: str, value: str | None) -> None:
+def check_model_location(key: str, value: str | None) -> None:
     """A value that looks like a local path must exist; a bare `org/name` may be a hub id."""
     if not value or os.path.exists(value):
         return
@@ -324,117 +356,85 @@ def _check_model_location(key: str, value: str | None) -> None:
         raise ConfigError(f"{key}: no such model folder: {value}")
 
 
-# ---------------------------------------------------------------------------------------------
-# Loading: YAML file + command-line flags -> DPOConfig
+def load_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> DPOConfig:
+    """Read the optional YAML file, apply ``overrides`` (e.g. from flags) on top, and validate."""
+    return load_options(DPOConfig, path, overrides)
 
 
 def option_names() -> list[str]:
-    return [f.name for f in dataclasses.fields(DPOConfig)]
+    return [name for name, _, _ in option_help(DPOConfig)]
 
 
-def option_help() -> list[tuple[str, str, Any]]:
-    """(name, help, default) of every option, in declaration order."""
-    rows = []
-    for f in dataclasses.fields(DPOConfig):
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        rows.append((f.name, f.metadata["help"], default))
-    return rows
+# ---------------------------------------------------------------------------------------------
+# Options of the other commands (score, rank, generate)
 
 
-def load_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> DPOConfig:
-    """Read the optional YAML file, apply `overrides` (e.g. from flags) on top, and validate."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        values.update(_read_yaml(path))
-    for key, value in (overrides or {}).items():
-        _check_known(key, "option")
-        values[key] = value
-    return DPOConfig(**values)
+@dataclass
+class FileCommandOptions(Options):
+    model_name_or_path: str | None = option(
+        None, "A trained run's output_dir or any causal LM folder. Required."
+    )
+    input: str | None = option(None, "Input rows: .jsonl, .json, .parquet or .csv. Required.")
+    output: str | None = option(None, "Output JSONL file (written whole, then renamed). Required.")
+    batch_size: int = option(8, "Sequences per forward pass.")
+    dtype: str = option("float32", f"Model dtype, one of {', '.join(DTYPES)}.")
+    prompt_column: str = option("prompt", "Column holding the prompt (text or messages).")
+
+    def _check_values(self) -> None:
+        self._require(self.batch_size >= 1, "batch_size", ">= 1")
+        self._one_of("dtype", DTYPES)
+
+    def check_environment(self) -> None:
+        for key in ("model_name_or_path", "input", "output"):
+            if not getattr(self, key):
+                raise ConfigError(f"--{key} is required")
+        check_model_location("model_name_or_path", self.model_name_or_path)
+        if not os.path.isfile(self.input):
+            raise ConfigError(f"input: no such file: {self.input}")
+        folder = os.path.dirname(os.path.abspath(self.output))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise ConfigError(f"output: cannot write in {folder}")
 
 
-def _read_yaml(path: str) -> dict[str, Any]:
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}:{where}: {problem}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
-    for key in data:
-        _check_known(str(key), f"{path}: option")
-    return {str(k): v for k, v in data.items()}
+@dataclass
+class RewardOptions(FileCommandOptions):
+    ref_model_name_or_path: str | None = option(
+        None, "Reference model. Default: the one recorded in the run's config.yaml."
+    )
+    beta: float | None = option(None, "beta of the implicit reward. Default: the run's.")
+
+    def _check_values(self) -> None:
+        super()._check_values()
+        self._require(self.beta is None or self.beta > 0, "beta", "> 0")
 
 
-def _check_known(key: str, what: str) -> None:
-    names = option_names()
-    if key not in names:
-        close = difflib.get_close_matches(key, names, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"{what} '{key}' is unknown{hint}")
+@dataclass
+class ScoreOptions(RewardOptions):
+    chosen_column: str = option("chosen", "Column of the preferred response (pair rows).")
+    rejected_column: str = option("rejected", "Column of the dispreferred response (pair rows).")
+    response_column: str = option("response", "Column of the response (single-response rows).")
 
 
-_TRUE = {"true", "yes", "1", "on"}
-_FALSE = {"false", "no", "0", "off"}
+@dataclass
+class RankOptions(RewardOptions):
+    responses_column: str = option("responses", "Column holding the list of candidates.")
 
 
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Convert `value` (from YAML, a flag string or Python) to the field's type, or fail."""
-    args = typing.get_args(hint)
-    if isinstance(hint, types.UnionType) and type(None) in args:
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
-            return None
-        (hint,) = [a for a in args if a is not type(None)]
-    if typing.get_origin(hint) is list:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        (item,) = typing.get_args(hint)
-        return [_coerce(key, v, item) for v in value]
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        number = None
-        if isinstance(value, int | float):
-            number = float(value)
-        elif isinstance(value, str):
-            # YAML reads 1e-5 (no dot) as a string: accept it as the number it means
-            with contextlib.suppress(ValueError):
-                number = float(value.strip())
-        if number is None or not math.isfinite(number):
-            raise ConfigError(f"{key} must be a finite number, got {value!r}")
-        return number
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{key} must be a string, got {value!r}")
-    raise TypeError(f"unsupported option type for {key}: {hint}")  # programming error
+@dataclass
+class GenerateOptions(FileCommandOptions):
+    max_new_tokens: int = option(64, "Maximum new tokens per completion.")
+    temperature: float = option(1.0, "Sampling temperature (0: greedy).")
+    top_p: float = option(1.0, "Nucleus sampling mass (1: off).")
+    top_k: int = option(0, "Top-k sampling (0: off).")
+    num_return_sequences: int = option(1, "Completions per prompt.")
+    seed: int = option(42, "Sampling seed: the same seed gives the same completions.")
+    max_prompt_length: int = option(512, "Prompts longer than this are cut from the left.")
+
+    def _check_values(self) -> None:
+        super()._check_values()
+        self._require(self.max_new_tokens >= 1, "max_new_tokens", ">= 1")
+        self._require(self.temperature >= 0, "temperature", ">= 0")
+        self._require(0 < self.top_p <= 1, "top_p", "in (0, 1]")
+        self._require(self.top_k >= 0, "top_k", ">= 0")
+        self._require(self.num_return_sequences >= 1, "num_return_sequences", ">= 1")
+        self._require(self.max_prompt_length >= 1, "max_prompt_length", ">= 1")

@@ -128,6 +128,76 @@ def load_preferences(
     return PreferenceData(examples, layout, label, skipped)
 
 
+def read_rows(source: str | Any, name: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """Every row of a file (or Dataset) as (where, row); any unreadable row is a DataError."""
+    label = name or (source if isinstance(source, str) else "dataset")
+    rows, _ = _open_rows(source, label)
+    result = []
+    for where, row in rows:
+        if isinstance(row, RowError):
+            raise DataError(f"{label}: {where}: {row.message}")
+        if not isinstance(row, dict):
+            raise DataError(f"{label}: {where}: expected an object, got {_kind(row)}")
+        result.append((where, row))
+    if not result:
+        raise DataError(f"{label}: no rows (the file is empty)")
+    return result
+
+
+def parse_pair(row: dict[str, Any], columns: Columns, where: str) -> PreferenceExample:
+    """One preference row in any layout, validated as in training."""
+    layout = (
+        "implicit"
+        if columns.prompt not in row
+        else ("conversational" if isinstance(row[columns.prompt], list) else "explicit")
+    )
+    try:
+        return _parse_row(row, layout, columns, where)
+    except RowError as err:
+        raise DataError(f"{where}: {err.message}") from None
+
+
+def parse_prompt_and_responses(
+    row: dict[str, Any], prompt_column: str, response_column: str, where: str
+) -> tuple[Text, list[Text]]:
+    """A prompt and one response or a list of responses (texts, or message lists)."""
+    try:
+        prompt = _text_or_messages(_field(row, prompt_column), prompt_column)
+        value = _field(row, response_column)
+        many = isinstance(value, list) and not (value and isinstance(value[0], dict))
+        values = value if many else [value]
+        if not values:
+            raise RowError("empty field", f"field '{response_column}' is an empty list")
+        if isinstance(prompt, list):
+            responses: list[Text] = [_completion_messages(v, response_column) for v in values]
+        else:
+            responses = [_text(v, response_column) for v in values]
+    except RowError as err:
+        raise DataError(f"{where}: {err.message}") from None
+    return prompt, responses
+
+
+def parse_prompt(row: dict[str, Any], prompt_column: str, where: str) -> Text:
+    try:
+        return _text_or_messages(_field(row, prompt_column), prompt_column)
+    except RowError as err:
+        raise DataError(f"{where}: {err.message}") from None
+
+
+def load_prompts(source: str | Any, prompt_column: str = "prompt") -> list[Text]:
+    """Distinct prompts (texts or message lists), in file order, from a prompts or pairs file."""
+    label = source if isinstance(source, str) else "dataset"
+    prompts: list[Text] = []
+    seen: set[str] = set()
+    for where, row in read_rows(source):
+        prompt = parse_prompt(row, prompt_column, f"{label}: {where}")
+        key = json.dumps(prompt, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            prompts.append(prompt)
+    return prompts
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading rows
 

@@ -7,10 +7,13 @@ the logits at position t - 1 against token t, computed in float32.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-from directpo.batching import Batch
+from directpo.batching import Batch, collate_sequences
 
 
 def completion_logprobs(
@@ -42,3 +45,29 @@ def model_logprobs(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, 
         input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
     ).logits
     return completion_logprobs(logits, batch.input_ids, batch.completion_mask)
+
+
+@torch.no_grad()
+def sequence_logprobs(
+    logprobs_of: Callable[[Batch], torch.Tensor],
+    rows: Sequence[tuple[Sequence[int], Sequence[int]]],
+    pad_token_id: int,
+    device: torch.device | str,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> torch.Tensor:
+    """log p(completion | prompt) of (prompt ids, completion ids) rows, [N] float64 on CPU.
+
+    ``logprobs_of`` maps a batch to per-row log-probs: ``model_logprobs`` of a model, or a
+    reference provider's ``logprobs``.
+    """
+    out = []
+    starts = range(0, len(rows), batch_size)
+    for start in tqdm(starts, desc="score", disable=not progress, dynamic_ncols=True):
+        batch = collate_sequences(rows[start : start + batch_size], pad_token_id).to(device)
+        out.append(logprobs_of(batch).double().cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+def policy_logprobs_fn(model: torch.nn.Module) -> Callable[[Batch], torch.Tensor]:
+    return lambda batch: model_logprobs(model, batch)[0]

@@ -40,7 +40,7 @@ def model_card(config: DPOConfig, train_data: PreferenceData, metrics: list[dict
     eval_rows = [row for row in metrics if "eval/loss" in row]
     final = {**(train_rows[-1] if train_rows else {}), **(eval_rows[-1] if eval_rows else {})}
     final.pop("step", None)
-    defaults = {name: default for name, _, default in option_help()}
+    defaults = {name: default for name, _, default in option_help(DPOConfig)}
     changed = {k: v for k, v in config.to_dict().items() if v != defaults[k]}
     lines = [
         "---",

@@ -92,12 +92,14 @@ def pair_losses(
 def evaluate(
     policy: torch.nn.Module,
     reference: ReferenceProvider | None,
-    pairs: Sequence[TokenizedPair],
+    pairs: Sequence[TokenizedPair] | None,
     config: DPOConfig,
     pad_id: int,
     device: torch.device,
 ) -> dict[str, float]:
     """Pair-weighted means of loss, rewards and log-probs over ``pairs``, prefixed ``eval/``."""
+    if not pairs:
+        return {}
     was_training = policy.training
     policy.eval()
     total = PairStats()

@@ -83,15 +83,7 @@ class PairTokenizer:
             assert isinstance(completion, str)
             return prompt, completion
         assert isinstance(completion, list)
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise RowError(
-                "no chat template",
-                "conversational rows need a tokenizer with a "
-                "chat template (set tokenizer_name_or_path to one that has it)",
-            )
-        prompt_text = self.tokenizer.apply_chat_template(
-            prompt, tokenize=False, add_generation_prompt=True
-        )
+        prompt_text = self.render_prompt(prompt)
         full_text = self.tokenizer.apply_chat_template(prompt + completion, tokenize=False)
         if not full_text.startswith(prompt_text):
             raise RowError(
@@ -101,6 +93,27 @@ class PairTokenizer:
             )
         # whitespace a template writes after the last turn is formatting, never generated
         return prompt_text, full_text[len(prompt_text) :].rstrip()
+
+    def render_prompt(self, prompt: Text) -> str:
+        """The prompt as the model sees it before a completion (generation prompt included)."""
+        if isinstance(prompt, str):
+            return prompt
+        self._require_chat_template()
+        return self.tokenizer.apply_chat_template(
+            prompt, tokenize=False, add_generation_prompt=True
+        )
+
+    def prompt_ids(self, prompt: Text) -> list[int]:
+        """Prompt ids for generation or scoring: rendered, BOS rule, left-truncated."""
+        return self.truncate_prompt(self.encode_prompt(self.render_prompt(prompt)), Counter())
+
+    def _require_chat_template(self) -> None:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise RowError(
+                "no chat template",
+                "conversational rows need a tokenizer with a "
+                "chat template (set tokenizer_name_or_path to one that has it)",
+            )
 
     # -- ids -----------------------------------------------------------------------------------
     def encode_prompt(self, prompt_text: str) -> list[int]:
@@ -127,14 +140,9 @@ class PairTokenizer:
 
     # -- whole examples ------------------------------------------------------------------------
     def encode(self, example: PreferenceExample, truncated: Counter[str]) -> TokenizedPair:
-        prompt_text, chosen_text = self.render(example.prompt, example.chosen)
-        _, rejected_text = self.render(example.prompt, example.rejected)
-        prompt = self.truncate_prompt(self.encode_prompt(prompt_text), truncated)
-        chosen = self.truncate_completion(
-            self.encode_completion(chosen_text), len(prompt), "chosen", truncated
-        )
-        rejected = self.truncate_completion(
-            self.encode_completion(rejected_text), len(prompt), "rejected", truncated
+        prompt, chosen = self.encode_response(example.prompt, example.chosen, truncated, "chosen")
+        _, rejected = self.encode_response(
+            example.prompt, example.rejected, truncated, "rejected", count_prompt=False
         )
         if chosen == rejected:
             raise RowError(
@@ -143,6 +151,24 @@ class PairTokenizer:
                 f"after truncation to max_length={self.max_length}",
             )
         return TokenizedPair(prompt, chosen, rejected)
+
+    def encode_response(
+        self,
+        prompt: Text,
+        response: Text,
+        truncated: Counter[str],
+        side: str = "responses",
+        count_prompt: bool = True,
+    ) -> tuple[list[int], list[int]]:
+        """(prompt ids, response ids) of one prompt/response, with every rule above applied."""
+        prompt_text, response_text = self.render(prompt, response)
+        prompt_ids = self.truncate_prompt(
+            self.encode_prompt(prompt_text), truncated if count_prompt else Counter()
+        )
+        response_ids = self.truncate_completion(
+            self.encode_completion(response_text), len(prompt_ids), side, truncated
+        )
+        return prompt_ids, response_ids
 
     def truncate_prompt(self, ids: list[int], truncated: Counter[str]) -> list[int]:
         if len(ids) <= self.max_prompt_length:

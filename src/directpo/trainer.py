@@ -28,11 +28,14 @@ from directpo.checkpoint import (
     save_checkpoint,
 )
 from directpo.config import DPOConfig
-from directpo.data import Columns, load_preferences
+from directpo.data import Columns, load_preferences, load_prompts
 from directpo.errors import ConfigError
+from directpo.generate import evaluate_generations
+from directpo.jsonl import write_jsonl
 from directpo.models import load_causal_lm, load_tokenizer, pad_token_id
 from directpo.outputs import save_final_model
 from directpo.reference import FrozenModelReference, ReferenceProvider
+from directpo.rewardfn import load_reward_fn
 from directpo.step import PairStats, evaluate, pair_losses
 from directpo.tokenization import TokenizedData, TokenizedPair, tokenize_preferences
 from directpo.tracking import MetricsLogger
@@ -93,6 +96,8 @@ def train(
     tokenizer = load_tokenizer(config.tokenizer_path)
     train_pairs = _tokenize(train_data, tokenizer, config, "train", echo)
     eval_pairs = _tokenize(eval_data, tokenizer, config, "eval", echo) if eval_data else None
+    eval_prompts = _held_out_prompts(config, eval_data)
+    reward_fn = load_reward_fn(config.reward_fn) if config.reward_fn else None
 
     # -- models, optimizer, schedule --------------------------------------------------------
     policy = load_causal_lm(
@@ -152,73 +157,82 @@ def train(
     )
 
     # -- the loop -----------------------------------------------------------------------------
-    progress = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
-    window_start = time.perf_counter()
-    eval_metrics: dict[str, float] = {}
-    for step in range(start_step, total_steps):
-        micro_batches = [
-            collate_pairs([train_pairs[i] for i in indices], pad_id).to(device)
-            for indices in schedule.micro_batches(step)
-        ]
-        step_pairs = sum(batch.num_pairs for batch in micro_batches)
-        learning_rate = scheduler.get_last_lr()[0]
-        stats = PairStats()
-        for batch in micro_batches:
-            losses, batch_stats = pair_losses(policy, reference, batch, config)
-            # sum / pairs-in-step: the gradient is the mean over all pairs of the step, exactly
-            # as one large batch would give, whatever the micro-batch sizes
-            (losses.sum() / step_pairs).backward()
-            stats.add(batch_stats)
-        max_norm = config.max_grad_norm if config.max_grad_norm > 0 else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), max_norm))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        window.add(stats)
-        done = step + 1
-        progress.update(1)
-        progress.set_postfix(loss=f"{stats.sums['loss'] / stats.pairs:.4f}")
+    # the bar is closed before any error propagates, so a one-line error stays the last line
+    with tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True) as progress:
+        window_start = time.perf_counter()
+        samples_dir = output_dir / "samples"
+        if eval_prompts:
+            samples_dir.mkdir(exist_ok=True)
+        for step in range(start_step, total_steps):
+            micro_batches = [
+                collate_pairs([train_pairs[i] for i in indices], pad_id).to(device)
+                for indices in schedule.micro_batches(step)
+            ]
+            step_pairs = sum(batch.num_pairs for batch in micro_batches)
+            learning_rate = scheduler.get_last_lr()[0]
+            stats = PairStats()
+            for batch in micro_batches:
+                losses, batch_stats = pair_losses(policy, reference, batch, config)
+                # sum / pairs-in-step: the gradient is the mean over all pairs of the step, exactly
+                # as one large batch would give, whatever the micro-batch sizes
+                (losses.sum() / step_pairs).backward()
+                stats.add(batch_stats)
+            max_norm = config.max_grad_norm if config.max_grad_norm > 0 else math.inf
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), max_norm))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            window.add(stats)
+            done = step + 1
+            progress.update(1)
+            progress.set_postfix(loss=f"{stats.sums['loss'] / stats.pairs:.4f}")
 
-        if done % config.logging_steps == 0 or done == total_steps:
-            seconds = max(time.perf_counter() - window_start, 1e-9)
-            metrics = {
-                **window.means(),
-                "grad_norm": grad_norm,
-                "learning_rate": learning_rate,
-                "pairs/s": window.pairs / seconds,
-                "tokens/s": window.tokens / seconds,
-                "epoch": done / schedule.steps_per_epoch,
-            }
-            logger.log(done, metrics)
-            progress.write(_format_metrics(done, total_steps, metrics))
-            window, window_start = PairStats(), time.perf_counter()
-        if eval_pairs and (
-            (config.eval_steps and done % config.eval_steps == 0) or done == total_steps
-        ):
-            eval_metrics = evaluate(policy, reference, eval_pairs, config, pad_id, device)
-            logger.log(done, eval_metrics)
-            progress.write(_format_metrics(done, total_steps, eval_metrics))
-        if config.save_steps and done % config.save_steps == 0:
-            state = {
-                "log_window": vars(window),
-                "num_examples": schedule.num_examples,
-                "batch_size": schedule.batch_size,
-                "accumulation": schedule.accumulation,
-                "seed": schedule.seed,
-                "epoch": schedule.epoch_of(step),
-            }
-            path = save_checkpoint(
-                output_dir,
-                done,
-                policy,
-                tokenizer,
-                optimizer,
-                scheduler,
-                state,
-                config.save_total_limit,
-            )
-            progress.write(f"saved {path}")
-    progress.close()
+            if done % config.logging_steps == 0 or done == total_steps:
+                seconds = max(time.perf_counter() - window_start, 1e-9)
+                metrics = {
+                    **window.means(),
+                    "grad_norm": grad_norm,
+                    "learning_rate": learning_rate,
+                    "pairs/s": window.pairs / seconds,
+                    "tokens/s": window.tokens / seconds,
+                    "epoch": done / schedule.steps_per_epoch,
+                }
+                logger.log(done, metrics)
+                progress.write(_format_metrics(done, total_steps, metrics))
+                window, window_start = PairStats(), time.perf_counter()
+            if (eval_pairs or eval_prompts) and (
+                (config.eval_steps and done % config.eval_steps == 0) or done == total_steps
+            ):
+                eval_metrics = evaluate(policy, reference, eval_pairs, config, pad_id, device)
+                if eval_prompts:
+                    generation_metrics, records = evaluate_generations(
+                        policy, reference, tokenizer, eval_prompts, config, done, reward_fn
+                    )
+                    eval_metrics |= generation_metrics
+                    write_jsonl(samples_dir / f"step-{done}.jsonl", records)
+                    logger.log_text(done, "samples", _samples_markdown(records))
+                logger.log(done, eval_metrics)
+                progress.write(_format_metrics(done, total_steps, eval_metrics))
+            if config.save_steps and done % config.save_steps == 0:
+                state = {
+                    "log_window": vars(window),
+                    "num_examples": schedule.num_examples,
+                    "batch_size": schedule.batch_size,
+                    "accumulation": schedule.accumulation,
+                    "seed": schedule.seed,
+                    "epoch": schedule.epoch_of(step),
+                }
+                path = save_checkpoint(
+                    output_dir,
+                    done,
+                    policy,
+                    tokenizer,
+                    optimizer,
+                    scheduler,
+                    state,
+                    config.save_total_limit,
+                )
+                progress.write(f"saved {path}")
 
     # -- outputs ------------------------------------------------------------------------------
     logger.close()
@@ -299,3 +313,28 @@ def _check_same_data(state: dict[str, Any], schedule: DataSchedule, checkpoint: 
 def _format_metrics(step: int, total: int, metrics: dict[str, float]) -> str:
     shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
     return f"step {step}/{total} {shown}"
+
+
+def _held_out_prompts(config: DPOConfig, eval_data: Any) -> list[Any]:
+    """The first ``eval_generate`` distinct held-out prompts (none when sampling is off)."""
+    if not config.eval_generate:
+        return []
+    if config.eval_prompts_file:
+        prompts = load_prompts(config.eval_prompts_file, config.prompt_column)
+    else:
+        seen, prompts = set(), []
+        for example in eval_data.examples:
+            key = repr(example.prompt)
+            if key not in seen:
+                seen.add(key)
+                prompts.append(example.prompt)
+    return prompts[: config.eval_generate]
+
+
+def _samples_markdown(records: list[dict[str, Any]], limit: int = 8) -> str:
+    lines = ["| prompt | completion | kl | reward |", "|---|---|---|---|"]
+    for r in records[:limit]:
+        prompt = str(r["prompt"]).replace("|", "\\|").replace("\n", " ")
+        completion = r["completion"].replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {prompt} | {completion} | {r['kl']:.3f} | {r.get('reward', '')} |")
+    return "\n".join(lines)

@@ -1,0 +1,169 @@
+"""Typed options: dataclass fields that carry their default and help, loaded from YAML/flags.
+
+Every options class (``DPOConfig`` and the per-command ones) is a dataclass of ``option()``
+fields deriving from ``Options``: values are coerced to the annotated type when the object is
+built and then checked by ``_check_values``; a problem is a one-line ``ConfigError`` naming the
+key. The CLI builds each command's flags and ``--help`` from the same fields.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import math
+import os
+import types
+import typing
+from dataclasses import field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from directpo.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def option(default: Any, help: str, **kwargs: Any) -> Any:
+    """A dataclass field that carries its help text (shown by `--help` and in the docs)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **kwargs})
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+class Options:
+    """Base of the options dataclasses: coercion on construction, then ``_check_values``."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
+        self._check_values()
+
+    def _check_values(self) -> None:
+        """Subclasses refuse impossible values here."""
+
+    def _require(self, ok: bool, key: str, must: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key} must be {must} (got {getattr(self, key)!r})")
+
+    def _one_of(self, key: str, choices: tuple[str, ...]) -> None:
+        self._require(getattr(self, key) in choices, key, "one of " + ", ".join(choices))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def save_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def option_help(cls: type) -> list[tuple[str, str, Any]]:
+    """(name, help, default) of every option of an options dataclass, in declaration order."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        rows.append((f.name, f.metadata["help"], default))
+    return rows
+
+
+def load_options(
+    cls: type[T], path: str | None = None, overrides: dict[str, Any] | None = None
+) -> T:
+    """Read the optional YAML file, apply ``overrides`` (e.g. from flags) on top, and validate."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    values: dict[str, Any] = {}
+    if path is not None:
+        values.update(_read_yaml(path, names))
+    for key, value in (overrides or {}).items():
+        _check_known(key, "option", names)
+        values[key] = value
+    return cls(**values)
+
+
+def _read_yaml(path: str, names: list[str]) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}:{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
+    for key in data:
+        _check_known(str(key), f"{path}: option", names)
+    return {str(k): v for k, v in data.items()}
+
+
+def _check_known(key: str, what: str, names: list[str]) -> None:
+    if key not in names:
+        close = difflib.get_close_matches(key, names, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"{what} '{key}' is unknown{hint}")
+
+
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off"}
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Convert `value` (from YAML, a flag string or Python) to the field's type, or fail."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) and type(None) in args:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+    if typing.get_origin(hint) is list:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_coerce(key, v, item) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        number = None
+        if isinstance(value, int | float):
+            number = float(value)
+        elif isinstance(value, str):
+            # YAML reads 1e-5 (no dot) as a string: accept it as the number it means
+            with contextlib.suppress(ValueError):
+                number = float(value.strip())
+        if number is None or not math.isfinite(number):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        return number
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    raise TypeError(f"unsupported option type for {key}: {hint}")  # programming error

@@ -1,0 +1,249 @@
+"""The policy is secretly a reward model: r(x, y) = β·(log π(y|x) − log π_ref(y|x)).
+
+`ImplicitReward` scores (prompt, response) pairs with a DPO-trained policy and its reference,
+using the same layouts, rendering and boundary rules as training. For a run trained only with
+reference-free losses (SimPO, ORPO), constructed without a reference, the reward is SimPO's
+β·(log π(y|x) / |y|).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from directpo.config import RankOptions, RewardOptions, ScoreOptions, load_config
+from directpo.data import (
+    Columns,
+    PreferenceExample,
+    RowError,
+    Text,
+    parse_pair,
+    parse_prompt_and_responses,
+    read_rows,
+)
+from directpo.errors import ConfigError, DataError
+from directpo.jsonl import write_jsonl
+from directpo.logprobs import policy_logprobs_fn, sequence_logprobs
+from directpo.models import load_causal_lm, load_tokenizer, pad_token_id
+from directpo.tokenization import PairTokenizer
+
+ModelLike = torch.nn.Module | str
+
+
+class ImplicitReward:
+    """β·log π/π_ref of responses; ``policy`` and ``reference`` are models or folders."""
+
+    def __init__(
+        self,
+        policy: ModelLike,
+        reference: ModelLike | None,
+        beta: float,
+        tokenizer: Any = None,
+        *,
+        max_length: int = 1024,
+        max_prompt_length: int = 512,
+        batch_size: int = 8,
+        dtype: str = "float32",
+    ):
+        if not beta > 0:
+            raise ConfigError(f"beta must be > 0 (got {beta!r})")
+        self.policy = _load(policy, dtype)
+        self.reference = _load(reference, dtype) if reference is not None else None
+        if tokenizer is None:
+            tokenizer = load_tokenizer(
+                policy if isinstance(policy, str) else self.policy.name_or_path
+            )
+        self.tokenizer = tokenizer
+        self.beta = beta
+        self.batch_size = batch_size
+        self.encoder = PairTokenizer(tokenizer, max_length, max_prompt_length)
+
+    @classmethod
+    def from_run(
+        cls,
+        run_dir: str,
+        ref_model_name_or_path: str | None = None,
+        beta: float | None = None,
+        **kwargs: Any,
+    ) -> ImplicitReward:
+        """A trained run's folder: β and the reference default to those in its config.yaml."""
+        saved = Path(run_dir) / "config.yaml"
+        config = load_config(str(saved)) if saved.is_file() else None
+        if config is None and (ref_model_name_or_path is None or beta is None):
+            raise ConfigError(
+                f"{run_dir} has no config.yaml from a directpo run: give "
+                "--ref_model_name_or_path and --beta"
+            )
+        if ref_model_name_or_path is None and config is not None and config.needs_reference:
+            ref_model_name_or_path = config.reference_path
+        if (
+            ref_model_name_or_path
+            and not os.path.exists(ref_model_name_or_path)
+            and (ref_model_name_or_path.startswith((".", "/")))
+        ):
+            raise ConfigError(
+                f"ref_model_name_or_path: no such model folder: {ref_model_name_or_path}"
+            )
+        if config is not None:
+            kwargs.setdefault("max_length", config.max_length)
+            kwargs.setdefault("max_prompt_length", config.max_prompt_length)
+        return cls(
+            run_dir, ref_model_name_or_path, beta if beta is not None else config.beta, **kwargs
+        )
+
+    def score(self, prompts: Sequence[Text], responses: Sequence[Text]) -> list[float]:
+        """The implicit reward of each (prompt, response)."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        truncated: Counter[str] = Counter()
+        rows = [
+            self.encoder.encode_response(p, r, truncated)
+            for p, r in zip(prompts, responses, strict=True)
+        ]
+        return self.score_ids(rows).tolist()
+
+    def score_pairs(self, examples: Sequence[PreferenceExample]) -> list[tuple[float, float]]:
+        """(chosen reward, rejected reward) of each preference pair."""
+        chosen = self.score([e.prompt for e in examples], [e.chosen for e in examples])
+        rejected = self.score([e.prompt for e in examples], [e.rejected for e in examples])
+        return list(zip(chosen, rejected, strict=True))
+
+    def score_ids(
+        self, rows: list[tuple[list[int], list[int]]], progress: bool = False
+    ) -> torch.Tensor:
+        """Rewards of (prompt ids, response ids) rows, float64 on CPU."""
+        pad = pad_token_id(self.tokenizer)
+        device = next(self.policy.parameters()).device
+        policy = sequence_logprobs(
+            policy_logprobs_fn(self.policy), rows, pad, device, self.batch_size, progress
+        )
+        if self.reference is None:
+            lengths = torch.tensor([max(len(r), 1) for _, r in rows], dtype=torch.float64)
+            return self.beta * policy / lengths
+        reference = sequence_logprobs(
+            policy_logprobs_fn(self.reference), rows, pad, device, self.batch_size, progress
+        )
+        return self.beta * (policy - reference)
+
+
+def _load(model: ModelLike, dtype: str) -> torch.nn.Module:
+    if isinstance(model, str):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return load_causal_lm(model, dtype, disable_dropout=True, trainable=False, device=device)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# The score and rank commands: JSONL in, JSONL out
+
+
+def _scorer(options: RewardOptions) -> ImplicitReward:
+    return ImplicitReward.from_run(
+        options.model_name_or_path,
+        options.ref_model_name_or_path,
+        options.beta,
+        batch_size=options.batch_size,
+        dtype=options.dtype,
+    )
+
+
+def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> dict[str, float]:
+    """Add ``reward`` to single-response rows, or ``chosen_reward``, ``rejected_reward`` and
+    ``margin`` to preference rows; report accuracy and mean margin over the pairs."""
+    options.check_environment()
+    rows = read_rows(options.input)
+    columns = Columns(options.prompt_column, options.chosen_column, options.rejected_column)
+    is_pair = [options.chosen_column in row and options.rejected_column in row for _, row in rows]
+    # validate every row before loading any model
+    parsed = []
+    for (where, row), pair in zip(rows, is_pair, strict=True):
+        label = f"{options.input}: {where}"
+        if pair:
+            parsed.append(parse_pair(row, columns, label))
+        else:
+            prompt, responses = parse_prompt_and_responses(
+                row, options.prompt_column, options.response_column, label
+            )
+            if len(responses) != 1:
+                raise DataError(
+                    f"{label}: field '{options.response_column}' holds several "
+                    "responses; use directpo rank"
+                )
+            parsed.append((prompt, responses[0]))
+    scorer = _scorer(options)
+    ids = []
+    for (where, _), item in zip(rows, parsed, strict=True):
+        label = f"{options.input}: {where}"
+        if isinstance(item, PreferenceExample):
+            ids.append(_encode(scorer, item.prompt, item.chosen, label))
+            ids.append(_encode(scorer, item.prompt, item.rejected, label))
+        else:
+            ids.append(_encode(scorer, item[0], item[1], label))
+    rewards = iter(scorer.score_ids(ids, progress=True).tolist())
+    out, margins = [], []
+    for (_, row), pair in zip(rows, is_pair, strict=True):
+        if pair:
+            chosen, rejected = next(rewards), next(rewards)
+            margins.append(chosen - rejected)
+            out.append(
+                {
+                    **row,
+                    "chosen_reward": chosen,
+                    "rejected_reward": rejected,
+                    "margin": chosen - rejected,
+                }
+            )
+        else:
+            out.append({**row, "reward": next(rewards)})
+    write_jsonl(options.output, out)
+    summary: dict[str, float] = {"rows": len(out), "pairs": len(margins)}
+    if margins:
+        summary["accuracy"] = sum(m > 0 for m in margins) / len(margins)
+        summary["mean_margin"] = sum(margins) / len(margins)
+        echo(
+            f"{len(margins)} pairs: preference accuracy {summary['accuracy']:.4f}, "
+            f"mean margin {summary['mean_margin']:.4f}"
+        )
+    echo(f"wrote {len(out)} rows to {options.output}")
+    return summary
+
+
+def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
+    """Add ``ranked``: the candidates sorted by implicit reward, best first, with their rewards."""
+    options.check_environment()
+    rows = read_rows(options.input)
+    parsed = [
+        parse_prompt_and_responses(
+            row, options.prompt_column, options.responses_column, f"{options.input}: {where}"
+        )
+        for where, row in rows
+    ]
+    scorer = _scorer(options)
+    ids = [
+        _encode(scorer, prompt, response, f"{options.input}: {where}")
+        for (where, _), (prompt, responses) in zip(rows, parsed, strict=True)
+        for response in responses
+    ]
+    rewards = iter(scorer.score_ids(ids, progress=True).tolist())
+    out = []
+    for (_, row), (_, responses) in zip(rows, parsed, strict=True):
+        scored = [(next(rewards), i) for i in range(len(responses))]
+        order = sorted(scored, key=lambda item: (-item[0], item[1]))  # stable among ties
+        out.append({**row, "ranked": [{"response": responses[i], "reward": r} for r, i in order]})
+    write_jsonl(options.output, out)
+    echo(f"ranked {len(ids)} candidates of {len(out)} prompts into {options.output}")
+    return len(out)
+
+
+def _encode(
+    scorer: ImplicitReward, prompt: Text, response: Text, label: str
+) -> tuple[list[int], list[int]]:
+    try:
+        return scorer.encoder.encode_response(prompt, response, Counter())
+    except RowError as err:
+        raise DataError(f"{label}: {err.message}") from None

@@ -1,0 +1,71 @@
+"""User reward functions named ``module:function`` (or ``path/to/file.py:function``).
+
+The function takes (prompts, completions), two equal-length lists (a prompt is a string or a
+message list, as in the data), and returns one finite number per completion. Anything else is a
+one-line error naming the function.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from directpo.errors import ConfigError, DirectpoError
+
+RewardFn = Callable[[list[Any], list[str]], Sequence[float]]
+
+
+def load_reward_fn(spec: str) -> RewardFn:
+    module_name, sep, attr = spec.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"reward_fn '{spec}': expected 'module:function'")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            if not path.is_file():
+                raise ConfigError(f"reward_fn '{spec}': no such file {module_name}")
+            module_spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[path.stem] = module
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except ConfigError:
+        raise
+    except Exception as exc:  # any import-time failure of user code
+        raise ConfigError(
+            f"reward_fn '{spec}': cannot import {module_name} ({type(exc).__name__}: {exc})"
+        ) from None
+    function = getattr(module, attr, None)
+    if not callable(function):
+        raise ConfigError(f"reward_fn '{spec}': {module_name} has no function {attr}")
+    return _checked(spec, function)
+
+
+def _checked(spec: str, function: Callable[..., Any]) -> RewardFn:
+    def call(prompts: list[Any], completions: list[str]) -> list[float]:
+        try:
+            values = function(prompts, completions)
+        except Exception as exc:  # user code: report it, never a traceback
+            raise DirectpoError(f"reward_fn '{spec}' raised {type(exc).__name__}: {exc}") from None
+        try:
+            values = [float(v) for v in values]
+        except (TypeError, ValueError):
+            raise DirectpoError(
+                f"reward_fn '{spec}' must return a list of numbers, got {type(values).__name__}"
+            ) from None
+        if len(values) != len(completions):
+            raise DirectpoError(
+                f"reward_fn '{spec}' returned {len(values)} values for "
+                f"{len(completions)} completions"
+            )
+        if not all(math.isfinite(v) for v in values):
+            raise DirectpoError(f"reward_fn '{spec}' returned a non-finite value")
+        return values
+
+    return call

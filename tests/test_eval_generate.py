@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tiny import SENTIMENT_PAIRS, write_jsonl
+
+from directpo.cli import main
+from directpo.config import DPOConfig
+from directpo.errors import ConfigError
+from directpo.trainer import train
+
+REWARD_MODULE = """
+def good(prompts, completions):
+    return [float(len(c)) for c in completions]
+
+def raises(prompts, completions):
+    raise ValueError("scorer offline")
+
+def short(prompts, completions):
+    return [0.0]
+"""
+
+
+@pytest.fixture
+def reward_file(tmp_path: Path) -> Path:
+    path = tmp_path / "my_rewards.py"
+    path.write_text(REWARD_MODULE)
+    return path
+
+
+def test_training_logs_kl_reward_and_samples(
+    tiny_model_dirs, pairs_file, tmp_path, reward_file
+) -> None:
+    out = tmp_path / "out"
+    config = DPOConfig(
+        model_name_or_path=str(tiny_model_dirs["gpt2"]),
+        train_file=str(pairs_file),
+        eval_file=str(pairs_file),
+        output_dir=str(out),
+        report_to=["none"],
+        learning_rate=5e-3,
+        per_device_train_batch_size=6,
+        max_steps=4,
+        eval_steps=2,
+        logging_steps=2,
+        save_steps=0,
+        eval_generate=3,
+        eval_generate_samples=2,
+        generate_max_new_tokens=5,
+        reward_fn=f"{reward_file}:good",
+    )
+    result = train(config, echo=lambda _: None)
+    evals = [r for r in result.metrics if "eval/kl" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert evals[-1]["eval/kl"] > 0
+    assert "eval/rewards/accuracies" in evals[-1] and "eval/rewards/margins" in evals[-1]
+    samples = [
+        json.loads(line) for line in (out / "samples" / "step-4.jsonl").read_text().splitlines()
+    ]
+    assert len(samples) == 6
+    assert evals[-1]["eval/reward"] == pytest.approx(sum(len(s["completion"]) for s in samples) / 6)
+    assert {s["prompt"] for s in samples} == {p["prompt"] for p in SENTIMENT_PAIRS[:3]}
+
+
+@pytest.mark.parametrize(
+    "function, message",
+    [
+        ("raises", "reward_fn '{spec}' raised ValueError: scorer offline"),
+        ("short", "reward_fn '{spec}' returned 1 values for 2 completions"),
+    ],
+)
+def test_a_bad_reward_fn_gives_one_line_naming_it(
+    tiny_model_dirs, pairs_file, tmp_path, capsys, reward_file, function, message
+) -> None:
+    spec = f"{reward_file}:{function}"
+    code = main(
+        [
+            "train",
+            "--model_name_or_path",
+            str(tiny_model_dirs["gpt2"]),
+            "--train_file",
+            str(pairs_file),
+            "--eval_file",
+            str(pairs_file),
+            "--max_steps",
+            "1",
+            "--eval_generate",
+            "2",
+            "--generate_max_new_tokens",
+            "3",
+            "--reward_fn",
+            spec,
+            "--report_to",
+            "none",
+            "--output_dir",
+            str(tmp_path / "o"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    # progress bars precede it on stderr; the error itself is the last line, and alone
+    assert err.endswith(f"\ndirectpo: error: {message.format(spec=spec)}\n")
+    assert "Traceback" not in err
+
+
+def test_reward_fn_is_checked_before_training(tiny_model_dirs, pairs_file, tmp_path) -> None:
+    base = dict(
+        model_name_or_path=str(tiny_model_dirs["gpt2"]),
+        train_file=str(pairs_file),
+        eval_file=str(pairs_file),
+        eval_generate=2,
+        report_to=["none"],
+        output_dir=str(tmp_path / "o"),
+    )
+    with pytest.raises(ConfigError, match="reward_fn 'no_such_module_xyz:f': cannot import"):
+        DPOConfig(**base, reward_fn="no_such_module_xyz:f").check_environment()
+    with pytest.raises(ConfigError, match="expected 'module:function'"):
+        DPOConfig(**base, reward_fn="justaname").check_environment()
+    with pytest.raises(ConfigError, match="generate_temperature is set but eval_generate is 0"):
+        DPOConfig(generate_temperature=0.7)
+    with pytest.raises(ConfigError, match="eval_generate needs held-out prompts"):
+        DPOConfig(**{**base, "eval_file": None}).check_environment()
+
+
+def test_eval_prompts_file_feeds_generation(tiny_model_dirs, pairs_file, tmp_path) -> None:
+    prompts = write_jsonl(
+        tmp_path / "heldout.jsonl", [{"prompt": "hello world,"}, {"prompt": "The acting was"}]
+    )
+    out = tmp_path / "out"
+    train(
+        DPOConfig(
+            model_name_or_path=str(tiny_model_dirs["llama"]),
+            train_file=str(pairs_file),
+            output_dir=str(out),
+            report_to=["none"],
+            max_steps=1,
+            eval_generate=5,
+            eval_prompts_file=str(prompts),
+            generate_max_new_tokens=4,
+        ),
+        echo=lambda _: None,
+    )
+    samples = [
+        json.loads(line) for line in (out / "samples" / "step-1.jsonl").read_text().splitlines()
+    ]
+    assert [s["prompt"] for s in samples] == ["hello world,", "The acting was"]
