@@ -1,4 +1,10 @@
-"""directpo: Direct Preference Optimization for causal language models."""
+"""directpo: Direct Preference Optimization for causal language models.
+
+``directpo.train(config)`` trains; ``directpo.ImplicitReward(policy, reference, beta)`` scores
+responses with the trained policy as a reward model (both imported on first use).
+"""
+
+from typing import Any
 
 from directpo.config import DPOConfig, load_config
 from directpo.errors import ConfigError, DataError, DirectpoError, ModelLoadError
@@ -10,14 +16,22 @@ __all__ = [
     "DPOConfig",
     "DataError",
     "DirectpoError",
+    "ImplicitReward",
     "ModelLoadError",
     "load_config",
     "train",
 ]
 
+_LAZY = {
+    "train": ("directpo.trainer", "train"),
+    "ImplicitReward": ("directpo.reward", "ImplicitReward"),
+}
 
-def train(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy wrapper, see directpo.trainer.train
-    """Train with DPO; see :func:`directpo.trainer.train` (imported lazily: torch is heavy)."""
-    from directpo.trainer import train as _train
 
-    return _train(*args, **kwargs)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'directpo' has no attribute {name!r}")
