@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import torch
 
 from directpo.batching import DataSchedule, collate_pairs, eval_batches
@@ -31,15 +33,16 @@ def test_completion_logprobs_equal_a_plain_loop() -> None:
     torch.manual_seed(0)
     batch = collate_pairs(PAIRS, pad_token_id=0)
     logits = torch.randn(4, 5, 13, dtype=torch.float64)
-    logps, counts = completion_logprobs(logits, batch.input_ids, batch.completion_mask)
+    logps, counts, log1m = completion_logprobs(logits, batch.input_ids, batch.completion_mask)
     for row in range(4):
-        expected = 0.0
+        expected = expected_log1m = 0.0
         for t in range(1, 5):
             if batch.completion_mask[row, t]:
-                expected += torch.log_softmax(logits[row, t - 1], -1)[
-                    batch.input_ids[row, t]
-                ].item()
+                p = torch.softmax(logits[row, t - 1], -1)[batch.input_ids[row, t]].item()
+                expected += math.log(p)
+                expected_log1m += math.log(1 - p)
         assert abs(logps[row].item() - expected) < 1e-9
+        assert abs(log1m[row].item() - expected_log1m) < 1e-9
     assert counts.tolist() == [3, 1, 1, 4]
 
 

@@ -16,6 +16,7 @@ RC = [-11.0, -3.25, -20.1, -6.0]  # log π_ref(y_w|x); no ties in any sorted qua
 RR = [-11.5, -3.1, -19.5, -8.25]  # log π_ref(y_l|x)
 NC = [5, 2, 9, 4]  # completion lengths
 NR = [6, 3, 7, 4]
+L1M = [-2.5, -0.75, -4.0, -1.25]  # Σ_t log(1 − p(y_l,t))
 BETA, EPS, GAMMA, TAU = 0.7, 0.1, 0.5, 0.05
 
 
@@ -47,7 +48,7 @@ def expected(name: str, beta: float = BETA, eps: float = EPS) -> list[float]:
         v = sorted(r[7] for r in rows)
         return [smoothed(beta * (a - b), eps) for a, b in zip(u, v, strict=True)]
     out = []
-    for pc, pr, _rc, _rr, nc, nr, dw, dl in rows:
+    for (pc, pr, _rc, _rr, nc, nr, dw, dl), l1m in zip(rows, L1M, strict=True):
         h = dw - dl
         mw, ml = pc / nc, pr / nr
         if name == "sigmoid":
@@ -81,6 +82,8 @@ def expected(name: str, beta: float = BETA, eps: float = EPS) -> list[float]:
             out.append(-lsig(beta * (dw / nc - dl / nr)))
         elif name == "sft":
             out.append(-mw)
+        elif name == "unlikelihood":
+            out.append(-l1m / nr)
         elif name == "simpo":
             out.append(smoothed(beta * mw - beta * ml - GAMMA, eps))
         elif name == "orpo":
@@ -102,6 +105,7 @@ def pair_logps(requires_grad: bool = False, reference: bool = True) -> PairLogps
         ref_rejected=torch.tensor(RR, dtype=torch.float64) if reference else None,
         chosen_tokens=torch.tensor(NC),
         rejected_tokens=torch.tensor(NR),
+        rejected_log1m=t(L1M),
     )
 
 
@@ -122,7 +126,7 @@ def test_gradcheck(name: str) -> None:
     spec = LOSSES[name]
     base = pair_logps(reference=spec.needs_reference)
 
-    def loss(chosen, rejected):
+    def loss(chosen, rejected, rejected_log1m):
         lp = PairLogps(
             chosen,
             rejected,
@@ -130,10 +134,19 @@ def test_gradcheck(name: str) -> None:
             base.ref_rejected,
             base.chosen_tokens,
             base.rejected_tokens,
+            rejected_log1m,
         )
         return spec.fn(lp, **{k: OPTIONS[k] for k in spec.options})
 
-    inputs = (base.chosen.clone().requires_grad_(), base.rejected.clone().requires_grad_())
+    inputs = tuple(
+        x.clone().requires_grad_() for x in (base.chosen, base.rejected, base.rejected_log1m)
+    )
+    # every loss depends on some input: a gradient that is zero everywhere would pass vacuously
+    assert any(
+        g.abs().sum() > 0
+        for g in torch.autograd.grad(loss(*inputs).sum(), inputs, allow_unused=True)
+        if g is not None
+    )
     assert torch.autograd.gradcheck(loss, inputs)
 
 

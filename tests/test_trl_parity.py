@@ -36,7 +36,7 @@ METRICS = (
     "logps/chosen",
     "logps/rejected",
 )
-SHARED = sorted(name for name in LOSSES if name not in ("simpo", "orpo"))  # TRL's DPO set
+SHARED = sorted(n for n in LOSSES if n not in ("simpo", "orpo", "unlikelihood"))  # TRL DPO set
 SMOOTHED = {"robust", "exo_pair", "aot", "aot_unpaired"}
 EQUAL_CHOSEN = [dict(row, chosen=" great.") for row in SENTIMENT_PAIRS]
 

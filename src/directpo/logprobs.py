@@ -18,8 +18,8 @@ from directpo.batching import Batch, collate_sequences
 
 def completion_logprobs(
     logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row sums of completion-token log-probs and the number of completion tokens.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-row sums of completion-token log-probs, token counts, and unlikelihood sums.
 
     Args:
         logits: [N, T, V] next-token logits (position t predicts token t + 1).
@@ -27,7 +27,9 @@ def completion_logprobs(
         completion_mask: [N, T] bool, True where the token belongs to the completion.
 
     Returns:
-        (logps [N] float32 (float64 for float64 logits), token_counts [N] long).
+        (logps [N], token_counts [N] long, log1m [N]) where logps = Σ_t log p_t and
+        log1m = Σ_t log(1 − p_t) over completion tokens (for the unlikelihood loss; p_t is
+        capped at 1 − 1e-5 as in Welleck et al. 2019). Float32, or float64 for float64 logits.
     """
     targets = input_ids[:, 1:]
     mask = completion_mask[:, 1:]
@@ -36,11 +38,14 @@ def completion_logprobs(
         shifted = shifted.float()
     token_logps = -F.cross_entropy(shifted.transpose(1, 2), targets, reduction="none")
     token_logps = token_logps.masked_fill(~mask, 0.0)
-    return token_logps.sum(-1), mask.sum(-1)
+    log1m = torch.log1p(-token_logps.exp().clamp(max=1 - 1e-5)).masked_fill(~mask, 0.0)
+    return token_logps.sum(-1), mask.sum(-1), log1m.sum(-1)
 
 
-def model_logprobs(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``model`` on the batch; (logps [2B], token_counts [2B]), chosen rows first."""
+def model_logprobs(
+    model: torch.nn.Module, batch: Batch
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run ``model`` on the batch; ``completion_logprobs`` of every row (chosen rows first)."""
     logits = model(
         input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
     ).logits

@@ -33,6 +33,7 @@ class PairLogps:
     ref_rejected: torch.Tensor | None
     chosen_tokens: torch.Tensor
     rejected_tokens: torch.Tensor
+    rejected_log1m: torch.Tensor | None = None  # Σ_t log(1 − p(y_l,t)), for unlikelihood
 
     @property
     def chosen_logratios(self) -> torch.Tensor:
@@ -224,6 +225,17 @@ def sft_loss(lp: PairLogps) -> torch.Tensor:
     return -lp.chosen_mean
 
 
+def unlikelihood_loss(lp: PairLogps) -> torch.Tensor:
+    """Unlikelihood on the rejected completion (Welleck et al. 2019,
+    https://arxiv.org/abs/1908.04319): L = −(1/n_l)·Σ_t log(1 − p(y_l,t | x, y_l,<t)).
+
+    With ``sft`` it is the DPO paper's Unlikelihood baseline (§6: raise the likelihood of y_w,
+    lower that of y_l): ``loss_type: [sft, unlikelihood]``. p is capped at 1 − 1e-5.
+    """
+    assert lp.rejected_log1m is not None, "unlikelihood needs per-token terms"
+    return -lp.rejected_log1m / lp.rejected_tokens.clamp(min=1)
+
+
 def simpo_loss(
     lp: PairLogps, beta: float, simpo_gamma: float, label_smoothing: float = 0.0
 ) -> torch.Tensor:
@@ -275,6 +287,7 @@ LOSSES: dict[str, LossSpec] = {
     "discopop": LossSpec(discopop_loss, True, ("beta", "discopop_tau"), "DiscoPOP"),
     "sigmoid_norm": LossSpec(sigmoid_norm_loss, True, ("beta",), "Tulu 3"),
     "sft": LossSpec(sft_loss, False, (), "Preferred-FT"),
+    "unlikelihood": LossSpec(unlikelihood_loss, False, (), "Unlikelihood"),
     "simpo": LossSpec(simpo_loss, False, ("beta", "simpo_gamma", "label_smoothing"), "SimPO"),
     "orpo": LossSpec(orpo_loss, False, ("beta",), "ORPO"),
 }

@@ -55,7 +55,7 @@ def batch_logps(
 ) -> PairLogps:
     """Policy (with graph) and reference log-probs of a paired batch."""
     n = batch.num_pairs
-    policy_logps, token_counts = model_logprobs(policy, batch)
+    policy_logps, token_counts, log1m = model_logprobs(policy, batch)
     reference_logps = reference.logprobs(batch) if reference is not None else None
     return PairLogps(
         chosen=policy_logps[:n],
@@ -64,6 +64,7 @@ def batch_logps(
         ref_rejected=None if reference_logps is None else reference_logps[n:],
         chosen_tokens=token_counts[:n],
         rejected_tokens=token_counts[n:],
+        rejected_log1m=log1m[n:],
     )
 
 
