@@ -12,10 +12,9 @@ CPU_TORCH := torch==2.13.0
 
 .PHONY: demo test lint install clean
 
-# Until the paper demo lands: a short DPO run of SmolLM2-135M-Instruct on examples/.
+# The main job: the DPO paper's controlled-sentiment experiment, quick profile (docs/demo.md).
 demo: $(STAMP)
-	model=$$($(PY) -m directpo.demo.assets smollm2) && \
-	$(VENV)/bin/directpo train examples/smollm2_dpo.yaml --model_name_or_path "$$model"
+	$(VENV)/bin/directpo demo --profile quick --output_dir demo_output
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -18,7 +18,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from directpo.config import DPOConfig, GenerateOptions, RankOptions, ScoreOptions
+from directpo.config import (
+    DemoOptions,
+    DPOConfig,
+    GenerateOptions,
+    PlotOptions,
+    RankOptions,
+    ScoreOptions,
+)
 from directpo.errors import ConfigError, DirectpoError
 from directpo.options import load_options, option_help
 
@@ -54,12 +61,27 @@ def _generate(options: GenerateOptions) -> None:
     generate_file(options)
 
 
+def _demo(options: DemoOptions) -> None:
+    from directpo.demo.pipeline import run_demo
+
+    run_demo(options.profile, options.output_dir, options.seed)
+
+
+def _plot(options: PlotOptions) -> None:
+    from directpo.demo.plots import plot_run
+
+    if not options.run_dir:
+        raise ConfigError("plot needs RUN_DIR")
+    print(f"wrote {plot_run(options.run_dir, options.output)}")
+
+
 @dataclass(frozen=True)
 class Command:
     options: type
     run: Callable[[Any], None]
     help: str
     takes_yaml: bool = False
+    positional: str | None = None  # an option that may also be given as the first argument
 
 
 COMMANDS = {
@@ -67,6 +89,8 @@ COMMANDS = {
     "score": Command(ScoreOptions, _score, "implicit reward of responses or preference pairs"),
     "rank": Command(RankOptions, _rank, "sort candidate responses by implicit reward"),
     "generate": Command(GenerateOptions, _generate, "sample completions for prompts"),
+    "demo": Command(DemoOptions, _demo, "the DPO paper's controlled-sentiment experiment"),
+    "plot": Command(PlotOptions, _plot, "draw a run's training curves", positional="run_dir"),
 }
 
 
@@ -78,9 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, command in COMMANDS.items():
-        usage = f"directpo {name} {'[CONFIG.yaml] ' if command.takes_yaml else ''}" + (
-            "[--option VALUE ...]"
-        )
+        first = "[CONFIG.yaml] " if command.takes_yaml else ""
+        if command.positional:
+            first = f"{command.positional.upper()} "
+        usage = f"directpo {name} {first}[--option VALUE ...]"
         sub = commands.add_parser(
             name, help=command.help, description=command.help + ".", usage=usage, allow_abbrev=False
         )
@@ -90,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
                 nargs="?",
                 metavar="CONFIG.yaml",
                 help="optional YAML file of options; flags override it",
+            )
+        if command.positional:
+            sub.add_argument(
+                "positional",
+                nargs="?",
+                metavar=command.positional.upper(),
+                default=argparse.SUPPRESS,
+                help=f"same as --{command.positional}",
             )
         for option_name, help_text, default in option_help(command.options):
             shown = ",".join(map(str, default)) if isinstance(default, list) else default
@@ -114,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             flag = next((u for u in unknown if u.startswith("-")), unknown[0])
             raise ConfigError(_unknown_flag_message(flag, command.options))
         overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+        if "positional" in overrides:
+            overrides[command.positional] = overrides.pop("positional")
         options = load_options(command.options, getattr(args, "config", None), overrides)
         command.run(options)
     except DirectpoError as err:

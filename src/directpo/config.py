@@ -438,3 +438,23 @@ class GenerateOptions(FileCommandOptions):
         self._require(self.top_k >= 0, "top_k", ">= 0")
         self._require(self.num_return_sequences >= 1, "num_return_sequences", ">= 1")
         self._require(self.max_prompt_length >= 1, "max_prompt_length", ">= 1")
+
+
+@dataclass
+class DemoOptions(Options):
+    profile: str = option(
+        "quick",
+        "quick (make demo: ~10 min on 2 CPU cores, DPO and Preferred-FT) or full "
+        "(<= 60 min: a beta sweep and both baselines).",
+    )
+    output_dir: str = option("demo_output", "Where the figures, results and runs go.")
+    seed: int = option(0, "Seed of prompts, sampling and training: same seed, same numbers.")
+
+    def _check_values(self) -> None:
+        self._one_of("profile", ("quick", "full"))
+
+
+@dataclass
+class PlotOptions(Options):
+    run_dir: str | None = option(None, "A training run's output_dir (holds metrics.jsonl).")
+    output: str | None = option(None, "The PNG to write. Default: RUN_DIR/curves.png.")

