@@ -23,19 +23,12 @@ from directpo.data import load_preferences
 from directpo.losses import LOSSES
 from directpo.models import pad_token_id
 from directpo.reference import FrozenModelReference
-from directpo.step import pair_losses
+from directpo.step import METRIC_ORDER, pair_losses
 from directpo.tokenization import tokenize_preferences
 
 trl = pytest.importorskip("trl")
 
-METRICS = (
-    "rewards/chosen",
-    "rewards/rejected",
-    "rewards/accuracies",
-    "rewards/margins",
-    "logps/chosen",
-    "logps/rejected",
-)
+METRICS = METRIC_ORDER[1:]  # rewards/* and logps/*, as TRL names them
 SHARED = sorted(n for n in LOSSES if n not in ("simpo", "orpo", "unlikelihood"))  # TRL DPO set
 SMOOTHED = {"robust", "exo_pair", "aot", "aot_unpaired"}
 EQUAL_CHOSEN = [dict(row, chosen=" great.") for row in SENTIMENT_PAIRS]

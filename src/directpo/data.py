@@ -187,15 +187,21 @@ def parse_prompt(row: dict[str, Any], prompt_column: str, where: str) -> Text:
 def load_prompts(source: str | Any, prompt_column: str = "prompt") -> list[Text]:
     """Distinct prompts (texts or message lists), in file order, from a prompts or pairs file."""
     label = source if isinstance(source, str) else "dataset"
-    prompts: list[Text] = []
+    return distinct_prompts(
+        parse_prompt(row, prompt_column, f"{label}: {where}") for where, row in read_rows(source)
+    )
+
+
+def distinct_prompts(prompts: Iterable[Text]) -> list[Text]:
+    """Prompts without repeats, in first-seen order (texts and message lists alike)."""
     seen: set[str] = set()
-    for where, row in read_rows(source):
-        prompt = parse_prompt(row, prompt_column, f"{label}: {where}")
+    unique: list[Text] = []
+    for prompt in prompts:
         key = json.dumps(prompt, sort_keys=True)
         if key not in seen:
             seen.add(key)
-            prompts.append(prompt)
-    return prompts
+            unique.append(prompt)
+    return unique
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from directpo.checkpoint import (
     save_checkpoint,
 )
 from directpo.config import DPOConfig
-from directpo.data import Columns, load_preferences, load_prompts
+from directpo.data import Columns, distinct_prompts, load_preferences, load_prompts
 from directpo.errors import ConfigError
 from directpo.generate import evaluate_generations
 from directpo.jsonl import write_jsonl
@@ -322,12 +322,7 @@ def _held_out_prompts(config: DPOConfig, eval_data: Any) -> list[Any]:
     if config.eval_prompts_file:
         prompts = load_prompts(config.eval_prompts_file, config.prompt_column)
     else:
-        seen, prompts = set(), []
-        for example in eval_data.examples:
-            key = repr(example.prompt)
-            if key not in seen:
-                seen.add(key)
-                prompts.append(example.prompt)
+        prompts = distinct_prompts(example.prompt for example in eval_data.examples)
     return prompts[: config.eval_generate]
 
 
