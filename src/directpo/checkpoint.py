@@ -100,6 +100,17 @@ def load_checkpoint(
 
 def load_model_weights(model: torch.nn.Module, folder: Path) -> None:
     """Load the (possibly sharded) safetensors weights of ``folder`` into ``model`` in place."""
+    adapter = folder / "adapter_model.safetensors"
+    if adapter.is_file():  # a LoRA checkpoint holds the adapter weights only
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(model, load_file(adapter))
+        if result.unexpected_keys:
+            raise CheckpointError(
+                f"checkpoint {folder}: adapter does not match the model "
+                f"(unexpected {result.unexpected_keys[:3]})"
+            )
+        return
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise CheckpointError(f"checkpoint {folder}: no .safetensors weights")

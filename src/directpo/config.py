@@ -53,6 +53,27 @@ class DPOConfig(Options):
         "Set every dropout probability of policy and reference to 0, so that log-probs are "
         "deterministic and policy == reference gives exactly zero reward at the start.",
     )
+    lora_r: int = option(
+        0,
+        "LoRA rank (peft); 0 trains every weight. With LoRA the reference is the same model "
+        "with its adapters disabled, so no second copy is loaded.",
+    )
+    lora_alpha: int = option(32, "LoRA scaling alpha (the update is scaled by alpha / r).")
+    lora_dropout: float = option(0.0, "Dropout on the LoRA branch.")
+    lora_target_modules: list[str] = option(
+        ["all-linear"], "Modules that get adapters: names (q_proj,v_proj,...) or all-linear."
+    )
+    merge_lora: bool = option(
+        False,
+        "Also write the adapter merged into the base weights: output_dir then holds a "
+        "plain model folder and output_dir/adapter the adapter.",
+    )
+    precompute_ref_log_probs: bool = option(
+        False,
+        "Compute the reference log-probs of all pairs once before training (cached on "
+        "disk, reused by a later run with the same reference, data and settings), then free the "
+        "reference model.",
+    )
 
     # --- data ---------------------------------------------------------------------------------
     train_file: str | None = option(
@@ -227,6 +248,29 @@ class DPOConfig(Options):
         if "none" in self.report_to and len(self.report_to) > 1:
             raise ConfigError("report_to: 'none' cannot be combined with other trackers")
         self._check_generation(require)
+        require(self.lora_r >= 0, "lora_r", ">= 0 (0: no LoRA)")
+        require(self.lora_alpha >= 1, "lora_alpha", ">= 1")
+        require(0 <= self.lora_dropout < 1, "lora_dropout", "in [0, 1)")
+        require(bool(self.lora_target_modules), "lora_target_modules", "a non-empty list")
+        if self.lora_r == 0:
+            self._reject_if_set(
+                ("lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora"),
+                "lora_r is 0 (no LoRA); set lora_r: 16",
+            )
+        if self.precompute_ref_log_probs and not self.needs_reference:
+            raise ConfigError("precompute_ref_log_probs is set but no chosen loss uses a reference")
+
+    def _reject_if_set(self, keys: tuple[str, ...], reason: str) -> None:
+        """An option that would silently do nothing is refused instead."""
+        for field_ in dataclasses.fields(self):
+            if field_.name in keys:
+                default = (
+                    field_.default_factory()
+                    if field_.default is dataclasses.MISSING
+                    else field_.default
+                )
+                if getattr(self, field_.name) != default:
+                    raise ConfigError(f"{field_.name} is set but {reason}")
 
     def _check_generation(self, require: Callable[[bool, str, str], None]) -> None:
         require(self.eval_generate >= 0, "eval_generate", ">= 0")
@@ -236,21 +280,18 @@ class DPOConfig(Options):
         require(0 < self.generate_top_p <= 1, "generate_top_p", "in (0, 1]")
         require(self.generate_top_k >= 0, "generate_top_k", ">= 0")
         if self.eval_generate == 0:
-            defaults = {f.name: f.default for f in dataclasses.fields(self)}
-            for key in (
-                "eval_generate_samples",
-                "eval_prompts_file",
-                "generate_max_new_tokens",
-                "generate_temperature",
-                "generate_top_p",
-                "generate_top_k",
-                "reward_fn",
-            ):
-                if getattr(self, key) != defaults[key]:
-                    raise ConfigError(
-                        f"{key} is set but eval_generate is 0, so nothing is "
-                        "sampled; set eval_generate: N"
-                    )
+            self._reject_if_set(
+                (
+                    "eval_generate_samples",
+                    "eval_prompts_file",
+                    "generate_max_new_tokens",
+                    "generate_temperature",
+                    "generate_top_p",
+                    "generate_top_k",
+                    "reward_fn",
+                ),
+                "eval_generate is 0, so nothing is sampled; set eval_generate: N",
+            )
 
     def _check_losses(self, require: Callable[[bool, str, str], None]) -> None:
         unknown = [name for name in self.loss_type if name not in LOSSES]
@@ -282,13 +323,14 @@ class DPOConfig(Options):
             )
         # an option that no chosen loss reads would silently do nothing: refuse it
         used = {option for name in self.loss_type for option in LOSSES[name].options}
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for option_name in ("beta", "label_smoothing", "simpo_gamma", "discopop_tau"):
-            if option_name not in used and getattr(self, option_name) != defaults[option_name]:
+            if option_name not in used:
                 users = [n for n, spec in LOSSES.items() if option_name in spec.options]
-                raise ConfigError(
-                    f"{option_name} is set but no chosen loss uses it (loss_type: "
-                    f"{', '.join(self.loss_type)}); it applies to {', '.join(users)}"
+                self._reject_if_set(
+                    (option_name,),
+                    f"no chosen loss uses it (loss_type: "
+                    f"{', '.join(self.loss_type)}); it applies to "
+                    f"{', '.join(users)}",
                 )
 
     @property

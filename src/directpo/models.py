@@ -88,3 +88,23 @@ def pad_token_id(tokenizer: Any) -> int:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0][:300] if lines else type(exc).__name__
+
+
+def apply_lora(
+    model: torch.nn.Module, r: int, alpha: int, dropout: float, target_modules: list[str]
+) -> torch.nn.Module:
+    """Wrap ``model`` with fresh LoRA adapters (peft); only the adapters are trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    targets: str | list[str] = "all-linear" if target_modules == ["all-linear"] else target_modules
+    try:
+        lora = LoraConfig(
+            r=r,
+            lora_alpha=alpha,
+            lora_dropout=dropout,
+            target_modules=targets,
+            task_type="CAUSAL_LM",
+        )
+        return get_peft_model(model, lora)
+    except ValueError as exc:  # e.g. target modules not found in the model
+        raise ModelLoadError(f"lora_target_modules: {_first_line(exc)}") from None

@@ -25,7 +25,17 @@ def save_final_model(
     config: DPOConfig,
     train_data: PreferenceData,
     metrics: list[dict[str, Any]],
-) -> None:
+) -> torch.nn.Module:
+    """Write the final folder; returns the model it holds (merged, with ``merge_lora``).
+
+    With LoRA, ``output_dir`` holds the adapter (loads with ``AutoModelForCausalLM`` when peft
+    is installed, or with ``peft.AutoPeftModelForCausalLM``); with ``merge_lora`` it holds the
+    merged plain model and ``output_dir/adapter`` the adapter.
+    """
+    if hasattr(model, "peft_config") and config.merge_lora:
+        model.save_pretrained(output_dir / "adapter", safe_serialization=True)
+        tokenizer.save_pretrained(output_dir / "adapter")
+        model = model.merge_and_unload()
     model.save_pretrained(output_dir, safe_serialization=True)
     tokenizer.save_pretrained(output_dir)
     generation_config = getattr(model, "generation_config", None)
@@ -33,6 +43,7 @@ def save_final_model(
         generation_config.save_pretrained(output_dir)
     config.save_yaml(output_dir / "config.yaml")
     (output_dir / "README.md").write_text(model_card(config, train_data, metrics))
+    return model
 
 
 def model_card(config: DPOConfig, train_data: PreferenceData, metrics: list[dict[str, Any]]) -> str:

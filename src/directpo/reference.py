@@ -1,7 +1,8 @@
 """Reference log-probs behind one interface: ``provider.logprobs(batch) -> [2B] tensor``.
 
-The paper's π_ref is the frozen starting model. Providers: a frozen model (here); later,
-adapters disabled, a precomputed disk cache, or none for reference-free losses.
+The paper's π_ref is the frozen starting model. Providers: a frozen copy of the model; the
+policy itself with its LoRA adapters disabled (no second copy); a precomputed disk cache
+(``precompute.py``); or none at all, for reference-free losses.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from typing import Protocol
 import torch
 
 from directpo.batching import Batch
+from directpo.config import DPOConfig
 from directpo.logprobs import model_logprobs
+from directpo.models import apply_lora, load_causal_lm
 
 
 class ReferenceProvider(Protocol):
@@ -29,3 +32,54 @@ class FrozenModelReference:
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> torch.Tensor:
         return model_logprobs(self.model, batch)[0]
+
+
+class AdapterDisabledReference:
+    """With LoRA, π_ref is the policy's own base model: the adapters switched off."""
+
+    def __init__(self, peft_model: torch.nn.Module):
+        self.model = peft_model
+
+    @torch.no_grad()
+    def logprobs(self, batch: Batch) -> torch.Tensor:
+        was_training = self.model.training
+        self.model.eval()  # LoRA dropout must not act on the reference pass
+        with self.model.disable_adapter():
+            logps = model_logprobs(self.model, batch)[0]
+        self.model.train(was_training)
+        return logps
+
+
+def load_policy_and_reference(
+    config: DPOConfig, device: torch.device
+) -> tuple[torch.nn.Module, ReferenceProvider | None]:
+    """The trainable policy (with LoRA adapters if ``lora_r``) and its reference provider."""
+    policy = load_causal_lm(
+        config.model_name_or_path,
+        config.dtype,
+        disable_dropout=config.disable_dropout,
+        trainable=True,
+        gradient_checkpointing=config.gradient_checkpointing,
+        device=device,
+    )
+    if config.lora_r:
+        policy = apply_lora(
+            policy,
+            config.lora_r,
+            config.lora_alpha,
+            config.lora_dropout,
+            config.lora_target_modules,
+        )
+    if not config.needs_reference:
+        return policy, None  # reference-free losses never load one
+    separate = config.reference_path != config.model_name_or_path
+    if config.lora_r and not separate:
+        return policy, AdapterDisabledReference(policy)
+    frozen = load_causal_lm(
+        config.reference_path,
+        config.dtype,
+        disable_dropout=config.disable_dropout,
+        trainable=False,
+        device=device,
+    )
+    return policy, FrozenModelReference(frozen)

@@ -32,9 +32,9 @@ from directpo.data import Columns, distinct_prompts, load_preferences, load_prom
 from directpo.errors import ConfigError
 from directpo.generate import evaluate_generations
 from directpo.jsonl import write_jsonl
-from directpo.models import load_causal_lm, load_tokenizer, pad_token_id
+from directpo.models import load_tokenizer, pad_token_id
 from directpo.outputs import save_final_model
-from directpo.reference import FrozenModelReference, ReferenceProvider
+from directpo.reference import ReferenceProvider, load_policy_and_reference
 from directpo.rewardfn import load_reward_fn
 from directpo.step import PairStats, evaluate, pair_losses
 from directpo.tokenization import TokenizedData, TokenizedPair, tokenize_preferences
@@ -100,25 +100,7 @@ def train(
     reward_fn = load_reward_fn(config.reward_fn) if config.reward_fn else None
 
     # -- models, optimizer, schedule --------------------------------------------------------
-    policy = load_causal_lm(
-        config.model_name_or_path,
-        config.dtype,
-        disable_dropout=config.disable_dropout,
-        trainable=True,
-        gradient_checkpointing=config.gradient_checkpointing,
-        device=device,
-    )
-    reference: ReferenceProvider | None = None  # reference-free losses never load one
-    if config.needs_reference:
-        reference = FrozenModelReference(
-            load_causal_lm(
-                config.reference_path,
-                config.dtype,
-                disable_dropout=config.disable_dropout,
-                trainable=False,
-                device=device,
-            )
-        )
+    policy, reference = load_policy_and_reference(config, device)
     schedule = DataSchedule(
         len(train_pairs),
         config.per_device_train_batch_size,
@@ -236,7 +218,9 @@ def train(
 
     # -- outputs ------------------------------------------------------------------------------
     logger.close()
-    save_final_model(output_dir, policy, tokenizer, config, train_data, logger.rows)
+    final = save_final_model(output_dir, policy, tokenizer, config, train_data, logger.rows)
+    if final is not policy:  # LoRA merged into the base: its adapters are gone
+        policy, reference = final, None
     echo(f"model saved to {output_dir}")
     return TrainResult(policy, reference, tokenizer, output_dir, total_steps, logger.rows)
 

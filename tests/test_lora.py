@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import directpo.reference as reference_module
+from directpo.config import DPOConfig
+from directpo.errors import ConfigError
+from directpo.trainer import train
+
+pytest.importorskip("peft")
+
+
+def lora_config(model, data, out, **overrides) -> DPOConfig:
+    values = dict(
+        model_name_or_path=str(model),
+        train_file=str(data),
+        output_dir=str(out),
+        report_to=["none"],
+        logging_steps=1,
+        save_steps=0,
+        learning_rate=5e-3,
+        per_device_train_batch_size=6,
+        max_steps=6,
+        lora_r=8,
+        lora_alpha=16,
+    )
+    values.update(overrides)
+    return DPOConfig(**values)
+
+
+def test_lora_reference_is_the_base_with_adapters_off(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    loads = []
+    real = reference_module.load_causal_lm
+    monkeypatch.setattr(
+        reference_module,
+        "load_causal_lm",
+        lambda *a, **k: loads.append(k["trainable"]) or real(*a, **k),
+    )
+    out = tmp_path / "out"
+    result = train(lora_config(tiny_model_dirs["llama"], pairs_file, out), echo=lambda _: None)
+    assert loads == [True]  # one model in memory: no separate reference copy
+    rows = [r for r in result.metrics if "loss" in r]
+    assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # LoRA starts as a no-op
+    assert rows[-1]["rewards/margins"] > rows[0]["rewards/margins"]
+    # only adapters moved: the base weights equal the start model's
+    start = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"]).state_dict()
+    base = result.policy.get_base_model().state_dict()
+    for key, tensor in start.items():
+        assert torch.equal(
+            base[key.replace(".weight", ".base_layer.weight")]
+            if key.replace(".weight", ".base_layer.weight") in base
+            else base[key],
+            tensor,
+        ), key
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["r"] == 8 and config["lora_alpha"] == 16
+    assert not (out / "model.safetensors").exists()
+
+
+def test_merge_lora_writes_a_plain_model_with_the_same_logits(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    out = tmp_path / "out"
+    result = train(
+        lora_config(tiny_model_dirs["gpt2"], pairs_file, out, merge_lora=True), echo=lambda _: None
+    )
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    plain = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert not hasattr(plain, "peft_config")
+    ids = torch.tensor([[3, 17, 42, 99]])
+    with torch.no_grad():
+        assert torch.allclose(plain(ids).logits, result.policy.eval()(ids).logits, atol=1e-5)
+    start = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["gpt2"]).eval()
+    with torch.no_grad():
+        assert not torch.allclose(plain(ids).logits, start(ids).logits, atol=1e-4)
+
+
+def test_lora_resume_is_exact(tiny_model_dirs, pairs_file, tmp_path) -> None:
+    settings = dict(max_steps=4, save_steps=2, per_device_train_batch_size=3)
+    full = train(
+        lora_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "full", **settings),
+        echo=lambda _: None,
+    )
+    resumed_dir = tmp_path / "resumed"
+    resumed_dir.mkdir()
+    shutil.copytree(tmp_path / "full" / "checkpoint-2", resumed_dir / "checkpoint-2")
+    resumed = train(
+        lora_config(
+            tiny_model_dirs["llama"],
+            pairs_file,
+            resumed_dir,
+            resume_from_checkpoint="latest",
+            **settings,
+        ),
+        echo=lambda _: None,
+    )
+    want, got = full.policy.state_dict(), resumed.policy.state_dict()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_lora_options_without_lora_are_refused() -> None:
+    with pytest.raises(ConfigError, match="lora_alpha is set but lora_r is 0"):
+        DPOConfig(lora_alpha=8)
+    with pytest.raises(ConfigError, match="merge_lora is set but lora_r is 0"):
+        DPOConfig(merge_lora=True)
