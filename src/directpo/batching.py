@@ -23,26 +23,39 @@ class Batch:
     attention_mask: torch.Tensor  # [2B, T] long, 1 on real tokens
     completion_mask: torch.Tensor  # [2B, T] bool, True on completion tokens
     num_pairs: int
+    reference_logps: torch.Tensor | None = None  # [2B], when precomputed
 
     @property
     def num_tokens(self) -> int:
         return int(self.attention_mask.sum())
 
     def to(self, device: torch.device | str) -> Batch:
+        reference = self.reference_logps
         return Batch(
             self.input_ids.to(device),
             self.attention_mask.to(device),
             self.completion_mask.to(device),
             self.num_pairs,
+            None if reference is None else reference.to(device),
         )
 
 
-def collate_pairs(pairs: Sequence[TokenizedPair], pad_token_id: int) -> Batch:
-    """The paired layout: B chosen rows, then B rejected rows."""
+def collate_pairs(
+    pairs: Sequence[TokenizedPair],
+    pad_token_id: int,
+    reference_logps: torch.Tensor | None = None,
+) -> Batch:
+    """The paired layout: B chosen rows, then B rejected rows.
+
+    ``reference_logps`` ([B, 2], chosen and rejected), when precomputed, rides along.
+    """
     rows = [(p.prompt_ids, p.chosen_ids) for p in pairs] + [
         (p.prompt_ids, p.rejected_ids) for p in pairs
     ]
-    return collate_sequences(rows, pad_token_id, num_pairs=len(pairs))
+    batch = collate_sequences(rows, pad_token_id, num_pairs=len(pairs))
+    if reference_logps is not None:
+        batch.reference_logps = torch.cat([reference_logps[:, 0], reference_logps[:, 1]])
+    return batch
 
 
 def collate_sequences(

@@ -97,6 +97,7 @@ def evaluate(
     config: DPOConfig,
     pad_id: int,
     device: torch.device,
+    reference_table: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Pair-weighted means of loss, rewards and log-probs over ``pairs``, prefixed ``eval/``."""
     if not pairs:
@@ -105,7 +106,8 @@ def evaluate(
     policy.eval()
     total = PairStats()
     for indices in eval_batches(len(pairs), config.per_device_eval_batch_size):
-        batch = collate_pairs([pairs[i] for i in indices], pad_id).to(device)
+        table = None if reference_table is None else reference_table[indices]
+        batch = collate_pairs([pairs[i] for i in indices], pad_id, table).to(device)
         total.add(pair_losses(policy, reference, batch, config)[1])
     policy.train(was_training)
     return {f"eval/{key}": value for key, value in total.means().items()}

@@ -34,7 +34,12 @@ from directpo.generate import evaluate_generations
 from directpo.jsonl import write_jsonl
 from directpo.models import load_tokenizer, pad_token_id
 from directpo.outputs import save_final_model
-from directpo.reference import ReferenceProvider, load_policy_and_reference
+from directpo.precompute import PrecomputedReference, precompute_reference_logps
+from directpo.reference import (
+    FrozenModelReference,
+    ReferenceProvider,
+    load_policy_and_reference,
+)
 from directpo.rewardfn import load_reward_fn
 from directpo.step import PairStats, evaluate, pair_losses
 from directpo.tokenization import TokenizedData, TokenizedPair, tokenize_preferences
@@ -116,6 +121,12 @@ def train(
         num_training_steps=total_steps,
     )
     pad_id = pad_token_id(tokenizer)
+    kl_reference = reference  # sampled completions need a live reference for their KL
+    train_table = eval_table = None  # [N, 2] reference log-probs when precomputed
+    if config.precompute_ref_log_probs:
+        reference, kl_reference, train_table, eval_table = _precompute_reference(
+            reference, train_pairs, eval_pairs, config, pad_id, device, echo
+        )
 
     # -- resume ---------------------------------------------------------------------------------
     start_step, window = 0, PairStats()
@@ -147,7 +158,11 @@ def train(
             samples_dir.mkdir(exist_ok=True)
         for step in range(start_step, total_steps):
             micro_batches = [
-                collate_pairs([train_pairs[i] for i in indices], pad_id).to(device)
+                collate_pairs(
+                    [train_pairs[i] for i in indices],
+                    pad_id,
+                    None if train_table is None else train_table[indices],
+                ).to(device)
                 for indices in schedule.micro_batches(step)
             ]
             step_pairs = sum(batch.num_pairs for batch in micro_batches)
@@ -185,10 +200,12 @@ def train(
             if (eval_pairs or eval_prompts) and (
                 (config.eval_steps and done % config.eval_steps == 0) or done == total_steps
             ):
-                eval_metrics = evaluate(policy, reference, eval_pairs, config, pad_id, device)
+                eval_metrics = evaluate(
+                    policy, reference, eval_pairs, config, pad_id, device, eval_table
+                )
                 if eval_prompts:
                     generation_metrics, records = evaluate_generations(
-                        policy, reference, tokenizer, eval_prompts, config, done, reward_fn
+                        policy, kl_reference, tokenizer, eval_prompts, config, done, reward_fn
                     )
                     eval_metrics |= generation_metrics
                     write_jsonl(samples_dir / f"step-{done}.jsonl", records)
@@ -317,3 +334,39 @@ def _samples_markdown(records: list[dict[str, Any]], limit: int = 8) -> str:
         completion = r["completion"].replace("|", "\\|").replace("\n", " ")
         lines.append(f"| {prompt} | {completion} | {r['kl']:.3f} | {r.get('reward', '')} |")
     return "\n".join(lines)
+
+
+def _precompute_reference(
+    reference: ReferenceProvider,
+    train_pairs: list[TokenizedPair],
+    eval_pairs: list[TokenizedPair] | None,
+    config: DPOConfig,
+    pad_id: int,
+    device: torch.device,
+    echo: Callable[[str], None],
+) -> tuple[ReferenceProvider, ReferenceProvider | None, torch.Tensor, torch.Tensor | None]:
+    """Reference log-probs of every pair, computed (or read from the cache) up front; the
+    reference model is then freed unless ``eval_generate`` needs it for the KL of samples."""
+    model = reference.model  # a frozen copy, or the LoRA policy with adapters disabled
+    settings = f"{config.dtype}|{type(model).__name__}"
+    tables = [
+        precompute_reference_logps(
+            reference,
+            model,
+            pairs,
+            pad_id,
+            config.per_device_eval_batch_size,
+            device,
+            settings,
+            echo,
+        )
+        if pairs
+        else None
+        for pairs in (train_pairs, eval_pairs)
+    ]
+    kl_reference = reference if config.eval_generate else None
+    if kl_reference is None and isinstance(reference, FrozenModelReference):
+        del reference.model  # training now holds one model in memory
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return PrecomputedReference(), kl_reference, tables[0], tables[1]

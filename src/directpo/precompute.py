@@ -1,0 +1,95 @@
+"""Precomputed reference log-probs (``precompute_ref_log_probs: true``).
+
+One batched no-grad pass of the reference over every pair before training; the results are
+cached in ``DIRECTPO_CACHE/reference_logps/<key>.safetensors``, where the key hashes the
+reference weights (every tensor's bytes), the token ids of every pair, and the dtype, so a later
+run with the same reference, data and settings reuses them (and says so), and any change
+recomputes them. The reference model can then be freed: training needs one model in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from directpo.batching import Batch, collate_pairs, eval_batches
+from directpo.reference import ReferenceProvider
+from directpo.tokenization import TokenizedPair
+
+
+class PrecomputedReference:
+    """Reads the reference log-probs that ``collate_pairs`` attached to the batch."""
+
+    def logprobs(self, batch: Batch) -> torch.Tensor:
+        if batch.reference_logps is None:
+            raise RuntimeError("batch has no precomputed reference log-probs")
+        return batch.reference_logps
+
+
+def cache_root() -> Path:
+    root = os.environ.get("DIRECTPO_CACHE") or Path.home() / ".cache" / "directpo"
+    return Path(root) / "reference_logps"
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A hash of every weight of ``model`` (what it computes with, adapters off or absent)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(model.state_dict().items()):
+        if "lora_" in name:  # with LoRA the reference is the base: adapters do not count
+            continue
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def data_fingerprint(pairs: Sequence[TokenizedPair]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for pair in pairs:
+        for ids in (pair.prompt_ids, pair.chosen_ids, pair.rejected_ids):
+            digest.update(len(ids).to_bytes(4, "little"))
+            digest.update(b"".join(i.to_bytes(4, "little") for i in ids))
+    return digest.hexdigest()
+
+
+def precompute_reference_logps(
+    reference: ReferenceProvider,
+    reference_model: torch.nn.Module,
+    pairs: Sequence[TokenizedPair],
+    pad_token_id: int,
+    batch_size: int,
+    device: torch.device,
+    settings: str,
+    echo: Callable[[str], None] = print,
+) -> torch.Tensor:
+    """[N, 2] reference log-probs (chosen, rejected) of every pair, from the cache if present."""
+    key = hashlib.blake2b(
+        f"{weights_fingerprint(reference_model)}|{data_fingerprint(pairs)}|{settings}".encode(),
+        digest_size=16,
+    ).hexdigest()
+    path = cache_root() / f"{key}.safetensors"
+    if path.is_file():
+        table = load_file(path)["logps"]
+        if table.shape == (len(pairs), 2):
+            echo(f"reference log-probs: reusing the cache {path}")
+            return table
+    table = torch.empty(len(pairs), 2, dtype=torch.float32)
+    with torch.no_grad():
+        for indices in tqdm(
+            eval_batches(len(pairs), batch_size), desc="reference log-probs", dynamic_ncols=True
+        ):
+            batch = collate_pairs([pairs[i] for i in indices], pad_token_id).to(device)
+            logps = reference.logprobs(batch).float().cpu()
+            table[indices, 0] = logps[: batch.num_pairs]
+            table[indices, 1] = logps[batch.num_pairs :]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"logps": table}, str(tmp))
+    os.replace(tmp, path)
+    echo(f"reference log-probs: computed for {len(pairs)} pairs, cached in {path}")
+    return table

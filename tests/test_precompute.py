@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import pytest
+from tiny import SENTIMENT_PAIRS, write_jsonl
+
+from directpo.config import DPOConfig
+from directpo.precompute import PrecomputedReference
+from directpo.trainer import train
+
+KEYS = (
+    "loss",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "logps/chosen",
+    "grad_norm",
+)
+
+
+def config_for(model, data, out, **overrides) -> DPOConfig:
+    values = dict(
+        model_name_or_path=str(model),
+        ref_model_name_or_path=None,
+        train_file=str(data),
+        eval_file=str(data),
+        output_dir=str(out),
+        report_to=["none"],
+        logging_steps=1,
+        save_steps=0,
+        learning_rate=5e-3,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=3,
+        max_steps=4,
+    )
+    values.update(overrides)
+    return DPOConfig(**values)
+
+
+@pytest.mark.parametrize("lora", [0, 8])
+def test_precomputed_reference_gives_the_same_training(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, lora
+) -> None:
+    monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / "cache"))
+    model = tiny_model_dirs["llama"]
+    extra = {"lora_r": lora} if lora else {}
+    plain = train(config_for(model, pairs_file, tmp_path / "plain", **extra), echo=lambda _: None)
+    lines: list[str] = []
+    cached = train(
+        config_for(model, pairs_file, tmp_path / "pre", precompute_ref_log_probs=True, **extra),
+        echo=lines.append,
+    )
+    assert isinstance(cached.reference, PrecomputedReference)
+    assert any("reference log-probs: computed for 6 pairs" in line for line in lines)
+    for a, b in zip(plain.metrics, cached.metrics, strict=True):
+        assert a.keys() == b.keys()
+        for key in (k for k in a if k in KEYS or k.startswith("eval/")):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), key
+
+
+def test_cache_is_reused_and_invalidated_by_new_data(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / "cache"))
+    model = tiny_model_dirs["gpt2"]
+    first: list[str] = []
+    train(
+        config_for(model, pairs_file, tmp_path / "a", precompute_ref_log_probs=True),
+        echo=first.append,
+    )
+    second: list[str] = []
+    train(
+        config_for(model, pairs_file, tmp_path / "b", precompute_ref_log_probs=True),
+        echo=second.append,
+    )
+    # train and eval are the same file here: the eval set already finds the train set's cache
+    assert [("computed for" in x, "reusing" in x) for x in first if "reference" in x] == [
+        (True, False),
+        (False, True),
+    ]
+    assert sum("reusing the cache" in line for line in second) == 2
+    changed = write_jsonl(
+        tmp_path / "changed.jsonl",
+        [dict(SENTIMENT_PAIRS[0], chosen=" fine.")] + SENTIMENT_PAIRS[1:],
+    )
+    third: list[str] = []
+    train(
+        config_for(model, changed, tmp_path / "c", eval_file=None, precompute_ref_log_probs=True),
+        echo=third.append,
+    )
+    assert any("computed for 6 pairs" in line for line in third)
