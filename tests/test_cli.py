@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-import directpo.trainer
+import directpo.reference
 from directpo.cli import main
 from directpo.config import option_names
 from directpo.tracking import read_metrics
@@ -20,7 +20,7 @@ def no_model_loading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the input was validated")
 
-    monkeypatch.setattr(directpo.trainer, "load_causal_lm", refuse)
+    monkeypatch.setattr(directpo.reference, "load_causal_lm", refuse)
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str]:

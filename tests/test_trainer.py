@@ -238,12 +238,12 @@ def test_each_loss_trains_the_policy_with_finite_loss(
 def test_reference_free_losses_never_load_a_reference(
     tiny_model_dirs, pairs_file, tmp_path, monkeypatch
 ) -> None:
-    import directpo.trainer as trainer_module
+    import directpo.reference as reference_module
 
     loaded = []
-    real = trainer_module.load_causal_lm
+    real = reference_module.load_causal_lm
     monkeypatch.setattr(
-        trainer_module,
+        reference_module,
         "load_causal_lm",
         lambda path, *a, **k: loaded.append(k["trainable"]) or real(path, *a, **k),
     )

@@ -68,6 +68,12 @@ class DPOConfig(Options):
         "Also write the adapter merged into the base weights: output_dir then holds a "
         "plain model folder and output_dir/adapter the adapter.",
     )
+    logprob_chunk_tokens: int = option(
+        1024,
+        "Only completion positions reach the LM head, this many tokens at a time, each "
+        "chunk recomputed in backward: peak memory of the log-prob step is one chunk x vocab. "
+        "0: build the full logits (models that post-process logits always do).",
+    )
     precompute_ref_log_probs: bool = option(
         False,
         "Compute the reference log-probs of all pairs once before training (cached on "
@@ -248,6 +254,7 @@ class DPOConfig(Options):
         if "none" in self.report_to and len(self.report_to) > 1:
             raise ConfigError("report_to: 'none' cannot be combined with other trackers")
         self._check_generation(require)
+        require(self.logprob_chunk_tokens >= 0, "logprob_chunk_tokens", ">= 0 (0: off)")
         require(self.lora_r >= 0, "lora_r", ">= 0 (0: no LoRA)")
         require(self.lora_alpha >= 1, "lora_alpha", ">= 1")
         require(0 <= self.lora_dropout < 1, "lora_dropout", "in [0, 1)")

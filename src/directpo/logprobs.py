@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
 from directpo.batching import Batch, collate_sequences
@@ -43,13 +44,72 @@ def completion_logprobs(
 
 
 def model_logprobs(
-    model: torch.nn.Module, batch: Batch
+    model: torch.nn.Module, batch: Batch, chunk_tokens: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run ``model`` on the batch; ``completion_logprobs`` of every row (chosen rows first)."""
-    logits = model(
+    """Run ``model`` on the batch; ``completion_logprobs`` of every row (chosen rows first).
+
+    With ``chunk_tokens > 0`` (and a model whose logits are a plain linear head over its last
+    hidden state), only completion positions reach the LM head, ``chunk_tokens`` at a time,
+    each chunk recomputed in the backward pass: no [tokens × vocab] tensor larger than one
+    chunk is ever alive. Otherwise the full logits are built (``completion_logprobs``).
+    """
+    parts = _backbone_and_head(model) if chunk_tokens > 0 else None
+    if parts is None:
+        logits = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+        ).logits
+        return completion_logprobs(logits, batch.input_ids, batch.completion_mask)
+    backbone, head = parts
+    hidden = backbone(
         input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
-    ).logits
-    return completion_logprobs(logits, batch.input_ids, batch.completion_mask)
+    ).last_hidden_state
+    mask = batch.completion_mask[:, 1:]
+    rows = torch.arange(mask.shape[0], device=mask.device)[:, None].expand_as(mask)[mask]
+    selected = hidden[:, :-1][mask]  # [K, H]: the positions that predict completion tokens
+    targets = batch.input_ids[:, 1:][mask]
+    token_logps, token_log1m = [], []
+    for start in range(0, selected.shape[0], chunk_tokens):
+        end = start + chunk_tokens
+        logp, log1m = checkpoint(
+            _head_logprobs, head, selected[start:end], targets[start:end], use_reentrant=False
+        )
+        token_logps.append(logp)
+        token_log1m.append(log1m)
+    zeros = torch.zeros(mask.shape[0], device=hidden.device, dtype=torch.float32)
+    logps = zeros.index_add(0, rows, torch.cat(token_logps)) if token_logps else zeros
+    log1m = zeros.index_add(0, rows, torch.cat(token_log1m)) if token_log1m else zeros
+    return logps, mask.sum(-1), log1m
+
+
+# Configs whose models transform logits after the LM head: the chunked path would skip that.
+_LOGIT_TRANSFORMS = (
+    "final_logit_softcapping",
+    "logit_scale",
+    "logits_scaling",
+    "output_multiplier_scale",
+)
+
+
+def _backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    """(backbone, LM head) of a causal LM whose logits are head(last hidden state), else None."""
+    hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(hf_model, "config", None)
+    if config is None or any(getattr(config, key, None) for key in _LOGIT_TRANSFORMS):
+        return None
+    backbone = getattr(hf_model, "base_model", None)
+    head = hf_model.get_output_embeddings() if hasattr(hf_model, "get_output_embeddings") else None
+    if backbone is None or backbone is hf_model or not isinstance(head, torch.nn.Linear):
+        return None
+    return backbone, head
+
+
+def _head_logprobs(
+    head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p and log(1 − p) of each target token, from one chunk of hidden states."""
+    logits = head(hidden).float()
+    logp = -F.cross_entropy(logits, targets, reduction="none")
+    return logp, torch.log1p(-logp.exp().clamp(max=1 - 1e-5))
 
 
 @torch.no_grad()

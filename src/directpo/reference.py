@@ -26,26 +26,28 @@ class ReferenceProvider(Protocol):
 class FrozenModelReference:
     """A separate copy of the model: eval mode, no gradients, never updated."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, chunk_tokens: int = 0):
         self.model = model.eval().requires_grad_(False)
+        self.chunk_tokens = chunk_tokens
 
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> torch.Tensor:
-        return model_logprobs(self.model, batch)[0]
+        return model_logprobs(self.model, batch, self.chunk_tokens)[0]
 
 
 class AdapterDisabledReference:
     """With LoRA, π_ref is the policy's own base model: the adapters switched off."""
 
-    def __init__(self, peft_model: torch.nn.Module):
+    def __init__(self, peft_model: torch.nn.Module, chunk_tokens: int = 0):
         self.model = peft_model
+        self.chunk_tokens = chunk_tokens
 
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> torch.Tensor:
         was_training = self.model.training
         self.model.eval()  # LoRA dropout must not act on the reference pass
         with self.model.disable_adapter():
-            logps = model_logprobs(self.model, batch)[0]
+            logps = model_logprobs(self.model, batch, self.chunk_tokens)[0]
         self.model.train(was_training)
         return logps
 
@@ -74,7 +76,7 @@ def load_policy_and_reference(
         return policy, None  # reference-free losses never load one
     separate = config.reference_path != config.model_name_or_path
     if config.lora_r and not separate:
-        return policy, AdapterDisabledReference(policy)
+        return policy, AdapterDisabledReference(policy, config.logprob_chunk_tokens)
     frozen = load_causal_lm(
         config.reference_path,
         config.dtype,
@@ -82,4 +84,4 @@ def load_policy_and_reference(
         trainable=False,
         device=device,
     )
-    return policy, FrozenModelReference(frozen)
+    return policy, FrozenModelReference(frozen, config.logprob_chunk_tokens)

@@ -51,11 +51,14 @@ class PairStats:
 
 
 def batch_logps(
-    policy: torch.nn.Module, reference: ReferenceProvider | None, batch: Batch
+    policy: torch.nn.Module,
+    reference: ReferenceProvider | None,
+    batch: Batch,
+    chunk_tokens: int = 0,
 ) -> PairLogps:
     """Policy (with graph) and reference log-probs of a paired batch."""
     n = batch.num_pairs
-    policy_logps, token_counts, log1m = model_logprobs(policy, batch)
+    policy_logps, token_counts, log1m = model_logprobs(policy, batch, chunk_tokens)
     reference_logps = reference.logprobs(batch) if reference is not None else None
     return PairLogps(
         chosen=policy_logps[:n],
@@ -72,7 +75,7 @@ def pair_losses(
     policy: torch.nn.Module, reference: ReferenceProvider | None, batch: Batch, config: DPOConfig
 ) -> tuple[torch.Tensor, PairStats]:
     """Per-pair losses of one batch (with graph) and the detached sums for metrics."""
-    lp = batch_logps(policy, reference, batch)
+    lp = batch_logps(policy, reference, batch, config.logprob_chunk_tokens)
     losses, components = preference_loss(
         lp, config.loss_type, config.loss_weights, **config.loss_options()
     )

@@ -1,0 +1,58 @@
+"""The chunked, completion-only log-prob path equals the naive full-logits path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny import build_model, build_tokenizer
+
+from directpo.batching import collate_pairs
+from directpo.logprobs import _backbone_and_head, model_logprobs
+from directpo.models import apply_lora
+from directpo.tokenization import TokenizedPair
+
+PAIRS = [
+    TokenizedPair([5, 6, 7, 8, 9, 10, 11, 12], [13, 14], [15]),  # prompt longer than completions
+    TokenizedPair([20], [21, 22, 23, 24, 25, 26, 27, 28, 29], [30, 31, 32]),
+    TokenizedPair([40, 41, 42], [43], [44, 45, 46, 47, 48]),
+]
+
+
+def run(model, batch, chunk):
+    model.zero_grad()
+    logps, counts, log1m = model_logprobs(model, batch, chunk)
+    (logps.sum() + 0.3 * log1m.sum()).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return logps.detach(), counts, log1m.detach(), grads
+
+
+@pytest.mark.parametrize("style", ["llama", "gpt2"])
+@pytest.mark.parametrize("chunk", [1, 4, 4096])
+def test_values_and_gradients_match_the_full_logits_path(style, chunk) -> None:
+    model = build_model(style, build_tokenizer(style)).eval()  # no dropout: deterministic
+    assert _backbone_and_head(model) is not None  # the chunked path is really taken
+    batch = collate_pairs(PAIRS, pad_token_id=0)
+    full = run(model, batch, 0)
+    chunked = run(model, batch, chunk)
+    assert torch.allclose(chunked[0], full[0], atol=1e-5, rtol=1e-5)
+    assert torch.equal(chunked[1], full[1])
+    assert torch.allclose(chunked[2], full[2], atol=1e-5, rtol=1e-5)
+    assert full[3].keys() == chunked[3].keys()
+    for name, grad in full[3].items():
+        assert torch.allclose(chunked[3][name], grad, atol=1e-5, rtol=1e-4), name
+
+
+def test_lora_models_take_the_chunked_path_too() -> None:
+    model = apply_lora(build_model("llama", build_tokenizer("llama")), 4, 8, 0.0, ["all-linear"])
+    assert _backbone_and_head(model) is not None
+    batch = collate_pairs(PAIRS, pad_token_id=0)
+    full, chunked = run(model, batch, 0), run(model, batch, 3)
+    assert torch.allclose(chunked[0], full[0], atol=1e-5)
+    for name, grad in full[3].items():
+        assert torch.allclose(chunked[3][name], grad, atol=1e-5, rtol=1e-4), name
+
+
+def test_models_that_transform_logits_fall_back_to_full_logits() -> None:
+    model = build_model("llama", build_tokenizer("llama"))
+    model.config.final_logit_softcapping = 30.0
+    assert _backbone_and_head(model) is None
