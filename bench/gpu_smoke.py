@@ -34,24 +34,38 @@ def main() -> None:
                 torch.cuda.reset_peak_memory_stats()
                 start = time.perf_counter()
                 config = DPOConfig(
-                    model_name_or_path=str(model), train_file=str(data),
+                    model_name_or_path=str(model),
+                    train_file=str(data),
                     output_dir=str(root / f"out-{style}-{dtype}-{checkpointing}"),
-                    report_to=["none"], logging_steps=1, save_steps=20, max_steps=40,
-                    learning_rate=5e-3, per_device_train_batch_size=3,
-                    gradient_accumulation_steps=2, dtype=dtype,
-                    gradient_checkpointing=checkpointing, eval_file=str(data), eval_steps=20)
+                    report_to=["none"],
+                    logging_steps=1,
+                    save_steps=20,
+                    max_steps=40,
+                    learning_rate=5e-3,
+                    per_device_train_batch_size=3,
+                    gradient_accumulation_steps=2,
+                    dtype=dtype,
+                    gradient_checkpointing=checkpointing,
+                    eval_file=str(data),
+                    eval_steps=20,
+                )
                 result = train(config, echo=lambda _: None)
                 rows = [r for r in result.metrics if "loss" in r]
                 first, last = rows[0], rows[-1]
-                ok = (abs(first["loss"] - math.log(2)) < (1e-5 if dtype == "float32" else 1e-2)
-                      and last["rewards/accuracies"] == 1.0 and math.isfinite(last["loss"]))
+                ok = (
+                    abs(first["loss"] - math.log(2)) < (1e-5 if dtype == "float32" else 1e-2)
+                    and last["rewards/accuracies"] == 1.0
+                    and math.isfinite(last["loss"])
+                )
                 failures += not ok
-                print(f"{style:6s} {dtype:9s} ckpt={checkpointing!s:5s} first_loss="
-                      f"{first['loss']:.6f} last_loss={last['loss']:.4f} "
-                      f"acc={last['rewards/accuracies']:.2f} "
-                      f"margin={last['rewards/margins']:.3f} "
-                      f"peak_mem={torch.cuda.max_memory_allocated() / 2**20:.1f}MiB "
-                      f"secs={time.perf_counter() - start:.1f} {'OK' if ok else 'FAIL'}")
+                print(
+                    f"{style:6s} {dtype:9s} ckpt={checkpointing!s:5s} first_loss="
+                    f"{first['loss']:.6f} last_loss={last['loss']:.4f} "
+                    f"acc={last['rewards/accuracies']:.2f} "
+                    f"margin={last['rewards/margins']:.3f} "
+                    f"peak_mem={torch.cuda.max_memory_allocated() / 2**20:.1f}MiB "
+                    f"secs={time.perf_counter() - start:.1f} {'OK' if ok else 'FAIL'}"
+                )
     print("GPU smoke:", "all OK" if not failures else f"{failures} FAILED")
 
 

@@ -1,0 +1,264 @@
+"""directpo vs TRL's DPOTrainer: same model, data, batch, steps, dtype and learning rate.
+
+    python bench/vs_trl.py                       # tiny random model and SmolLM2-135M, both sets
+    python bench/vs_trl.py --models tiny --steps 8
+
+Each (framework, model, data set) runs in its own subprocess, so peak memory (RSS on CPU,
+max allocated on CUDA) is its own. Data is generated with a fixed seed: a long-prompt set
+(prompt ~3x the completion, as in Anthropic HH) and a short-prompt set. Prints one table with
+pairs/s, tokens/s, peak memory, final loss, and the directpo/TRL ratios, all from this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = [
+    "the",
+    "film",
+    "story",
+    "actor",
+    "scene",
+    "great",
+    "dull",
+    "plot",
+    "music",
+    "light",
+    "dark",
+    "long",
+    "short",
+    "funny",
+    "moving",
+    "cast",
+    "script",
+    "camera",
+    "ending",
+    "start",
+    "character",
+    "moment",
+    "screen",
+    "drama",
+    "comedy",
+    "director",
+    "writer",
+    "frame",
+    "color",
+    "sound",
+    "voice",
+    "heart",
+    "mind",
+]
+SETS = {"long-prompt": (96, 32), "short-prompt": (16, 48)}  # words: prompt, completion
+
+
+def make_data(path: Path, prompt_words: int, completion_words: int, pairs: int, seed: int) -> None:
+    rng = random.Random(seed)
+
+    def text(n: int) -> str:
+        return " " + " ".join(rng.choice(WORDS) for _ in range(n))
+
+    with path.open("w") as handle:
+        for _ in range(pairs):
+            row = {
+                "prompt": text(prompt_words).strip(),
+                "chosen": text(completion_words),
+                "rejected": text(completion_words),
+            }
+            handle.write(json.dumps(row) + "\n")
+
+
+def peak_memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def worker(args: argparse.Namespace) -> dict[str, float]:
+    import torch
+
+    dtype = "bfloat16" if torch.cuda.is_available() else "float32"
+    common = dict(
+        per_device_train_batch_size=args.batch,
+        max_steps=args.steps,
+        learning_rate=1e-5,
+        beta=0.1,
+        max_length=1024,
+    )
+    if args.framework == "directpo":
+        from directpo.config import DPOConfig
+        from directpo.trainer import train
+
+        config = DPOConfig(
+            model_name_or_path=args.model,
+            train_file=args.data,
+            output_dir=args.out,
+            report_to=["none"],
+            logging_steps=1,
+            save_steps=0,
+            dtype=dtype,
+            max_prompt_length=1000,
+            **common,
+        )
+        result = train(config, echo=lambda _: None)
+        rows = [r for r in result.metrics if "loss" in r]
+        seconds = sum(args.batch / r["pairs/s"] for r in rows)  # the loop's own time
+        tokens = sum(r["tokens/s"] * args.batch / r["pairs/s"] for r in rows)
+        return {
+            "seconds": seconds,
+            "tokens": tokens,
+            "loss": rows[-1]["loss"],
+            "memory_mb": peak_memory_mb(),
+        }
+    import datasets
+    import trl
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = getattr(torch, dtype)
+    rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()]
+    config = trl.DPOConfig(
+        output_dir=args.out,
+        report_to="none",
+        logging_steps=1,
+        save_strategy="no",
+        bf16=dtype == "bfloat16",
+        use_cpu=not torch.cuda.is_available(),
+        **common,
+    )
+    trainer = trl.DPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(args.model, dtype=torch_dtype),
+        ref_model=AutoModelForCausalLM.from_pretrained(args.model, dtype=torch_dtype),
+        args=config,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=AutoTokenizer.from_pretrained(args.model),
+    )
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return {
+        "seconds": seconds,
+        "tokens": float("nan"),
+        "loss": losses[-1],
+        "memory_mb": peak_memory_mb(),
+    }
+
+
+def tiny_model(folder: Path) -> Path:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny import save_tiny_model
+
+    return save_tiny_model("llama", folder)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="tiny,smollm2")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    for name in ("framework", "model", "data", "out"):
+        parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print("RESULT " + json.dumps(worker(args)), flush=True)
+        return
+
+    work = Path(tempfile.mkdtemp(prefix="directpo-bench-"))
+    models = {}
+    for name in args.models.split(","):
+        if name == "tiny":
+            models[name] = tiny_model(work / "tiny")
+        elif name == "smollm2":
+            from directpo.demo.assets import smollm2_dir
+
+            models[name] = smollm2_dir()
+    table = []
+    for model_name, model in models.items():
+        for set_name, (prompt_words, completion_words) in SETS.items():
+            data = work / f"{set_name}.jsonl"
+            make_data(data, prompt_words, completion_words, args.batch * args.steps, seed=0)
+            result = {}
+            for framework in ("directpo", "trl"):
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    "--framework",
+                    framework,
+                    "--model",
+                    str(model),
+                    "--data",
+                    str(data),
+                    "--steps",
+                    str(args.steps),
+                    "--batch",
+                    str(args.batch),
+                    "--out",
+                    str(work / f"{framework}-{model_name}-{set_name}"),
+                ]
+                done = subprocess.run(
+                    command,
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+                )
+                line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+                if line is None:
+                    sys.exit(
+                        f"{framework} failed on {model_name}/{set_name}:\n{done.stderr[-3000:]}"
+                    )
+                result[framework] = json.loads(line[len("RESULT ") :])
+            ours, theirs = result["directpo"], result["trl"]
+            pairs = args.batch * args.steps
+            tokens = ours["tokens"]  # the same pairs: directpo counts their real tokens
+            table.append(
+                (
+                    model_name,
+                    set_name,
+                    pairs / ours["seconds"],
+                    pairs / theirs["seconds"],
+                    tokens / ours["seconds"],
+                    tokens / theirs["seconds"],
+                    ours["memory_mb"],
+                    theirs["memory_mb"],
+                    ours["loss"],
+                    theirs["loss"],
+                )
+            )
+    header = (
+        "model",
+        "data",
+        "pairs/s dpo",
+        "pairs/s trl",
+        "ratio",
+        "tok/s dpo",
+        "tok/s trl",
+        "peak MB dpo",
+        "peak MB trl",
+        "ratio",
+        "loss dpo",
+        "loss trl",
+    )
+    print(" | ".join(header))
+    for model_name, set_name, p_ours, p_trl, t_ours, t_trl, m_ours, m_trl, l_ours, l_trl in table:
+        print(
+            f"{model_name} | {set_name} | {p_ours:.2f} | {p_trl:.2f} | {p_ours / p_trl:.2f}x"
+            f" | {t_ours:.0f} | {t_trl:.0f} | {m_ours:.0f} | {m_trl:.0f} | "
+            f"{m_ours / m_trl:.2f}x | {l_ours:.4f} | {l_trl:.4f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
