@@ -94,6 +94,7 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
         max_steps=args.steps,
         learning_rate=1e-5,
         beta=0.1,
+        gradient_checkpointing=args.gradient_checkpointing == "true",
         max_length=4096,  # no truncation: both frameworks see whole sequences
     )
     if args.framework == "directpo":
@@ -195,6 +196,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--scale", type=int, default=1, help="multiply the sets' lengths")
+    parser.add_argument(
+        "--gradient_checkpointing",
+        default="true",
+        choices=("true", "false"),
+        help="the same for both (TRL's default is true)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     for name in ("framework", "model", "data", "out"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
@@ -241,6 +248,8 @@ def main() -> None:
                     str(args.steps),
                     "--batch",
                     str(args.batch),
+                    "--gradient_checkpointing",
+                    args.gradient_checkpointing,
                     "--out",
                     str(work / f"{framework}-{model_name}-{set_name}"),
                 ]
@@ -298,21 +307,16 @@ def main() -> None:
     report_mfu(mfu)
 
 
-def report_mfu(rows: list[tuple[str, str, float]]) -> None:
+def report_mfu(rows: list[tuple[str, str, str, float]]) -> None:
     """Model-FLOPs utilisation of directpo: 8·N·tokens per second (policy forward + backward
     6·N·T, reference forward 2·N·T) over the GPU's dense bf16 peak."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return
-    name = torch.cuda.get_device_name(0)
     peak = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
-    flops = next((v for k, v in peak.items() if k in name), None)
-    for model_name, set_name, achieved in rows:
-        share = f"{achieved / flops:.1%}" if flops else "unknown peak"
+    for model_name, set_name, device, achieved in rows:
+        flops = next((v for k, v in peak.items() if k in device), None)
+        share = f" = {achieved / flops:.1%} MFU" if flops else ""
         print(
-            f"MFU directpo {model_name} {set_name} on {name}: {achieved / 1e12:.1f} TFLOP/s "
-            f"= {share}"
+            f"directpo {model_name} {set_name} on {device}: {achieved / 1e12:.2f} model "
+            f"TFLOP/s{share}"
         )
 
 
