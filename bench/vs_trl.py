@@ -268,6 +268,14 @@ def main() -> None:
             ours, theirs = result["directpo"], result["trl"]
             pairs = args.batch * args.steps
             tokens = ours["tokens"]  # the same pairs: directpo counts their real tokens
+            mfu.append(
+                (
+                    model_name,
+                    set_name,
+                    ours["device"],
+                    8 * ours["params"] * tokens / ours["seconds"],
+                )
+            )
             table.append(
                 (
                     model_name,
