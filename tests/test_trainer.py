@@ -14,7 +14,7 @@ from tiny import SENTIMENT_PAIRS
 from transformers import AutoModelForCausalLM
 
 from directpo.config import DPOConfig
-from directpo.errors import ConfigError
+from directpo.errors import ConfigError, DataError
 from directpo.losses import LOSSES
 from directpo.tracking import read_metrics
 from directpo.trainer import train
@@ -279,3 +279,17 @@ def test_combined_losses_log_each_component(tiny_model_dirs, pairs_file, tmp_pat
     assert first["loss/sigmoid"] == pytest.approx(math.log(2), abs=1e-6)
     assert first["loss/sft"] > 0
     assert first["loss"] == pytest.approx(first["loss/sigmoid"] + 0.2 * first["loss/sft"], rel=1e-6)
+
+
+def test_overwrite_keeps_old_checkpoints_when_the_new_input_is_bad(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    out = tmp_path / "out"
+    train(
+        config_for(tiny_model_dirs["gpt2"], pairs_file, out, max_steps=2, save_steps=1), echo=quiet
+    )
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": "b"}\n')
+    with pytest.raises(DataError):
+        train(config_for(tiny_model_dirs["gpt2"], bad, out, overwrite_output_dir=True), echo=quiet)
+    assert [p.name for p in sorted(out.glob("checkpoint-*"))] == ["checkpoint-1", "checkpoint-2"]

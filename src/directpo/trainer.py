@@ -72,7 +72,7 @@ def train(
     # -- checks that need no model ---------------------------------------------------------
     config.check_environment(need_train_file=train_dataset is None)
     output_dir = Path(config.output_dir)
-    _prepare_output_dir(output_dir, config)
+    replaced_checkpoints = _prepare_output_dir(output_dir, config)
     set_seed(config.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -128,7 +128,9 @@ def train(
             reference, train_pairs, eval_pairs, config, pad_id, device, echo
         )
 
-    # -- resume ---------------------------------------------------------------------------------
+    # -- resume, or replace an earlier run (only now that data and models are known good) -----
+    for old in replaced_checkpoints:
+        shutil.rmtree(old)
     start_step, window = 0, PairStats()
     if config.resume_from_checkpoint:
         checkpoint = resolve_checkpoint(config.resume_from_checkpoint, output_dir)
@@ -274,20 +276,22 @@ def _build_optimizer(model: torch.nn.Module, config: DPOConfig) -> torch.optim.O
     )
 
 
-def _prepare_output_dir(output_dir: Path, config: DPOConfig) -> None:
-    """Refuse to overwrite an earlier run by accident; check that we can write there."""
+def _prepare_output_dir(output_dir: Path, config: DPOConfig) -> list[Path]:
+    """Refuse to overwrite an earlier run by accident; check that we can write there.
+
+    Returns the earlier run's checkpoints that ``overwrite_output_dir`` will replace: they are
+    deleted only once everything else has been validated and loaded.
+    """
     previous = list_checkpoints(output_dir)
     finished = (output_dir / "config.json").exists()  # a saved model folder
-    if (previous or finished) and not config.resume_from_checkpoint:
-        if not config.overwrite_output_dir:
-            what = previous[-1].name if previous else "a finished run"
-            raise ConfigError(
-                f"output_dir {output_dir} already holds {what}; resume it with "
-                "resume_from_checkpoint: latest, choose another output_dir, or set "
-                "overwrite_output_dir: true"
-            )
-        for old in previous:
-            shutil.rmtree(old)
+    resuming, overwriting = config.resume_from_checkpoint, config.overwrite_output_dir
+    if (previous or finished) and not resuming and not overwriting:
+        what = previous[-1].name if previous else "a finished run"
+        raise ConfigError(
+            f"output_dir {output_dir} already holds {what}; resume it with "
+            "resume_from_checkpoint: latest, choose another output_dir, or set "
+            "overwrite_output_dir: true"
+        )
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         probe = output_dir / ".directpo-write-test"
@@ -295,6 +299,7 @@ def _prepare_output_dir(output_dir: Path, config: DPOConfig) -> None:
         probe.unlink()
     except OSError as exc:
         raise ConfigError(f"output_dir {output_dir}: not writable ({exc.strerror})") from None
+    return [] if config.resume_from_checkpoint else previous
 
 
 def _check_same_data(state: dict[str, Any], schedule: DataSchedule, checkpoint: Path) -> None:
