@@ -156,6 +156,11 @@ class DPOConfig(Options):
     max_grad_norm: float = option(1.0, "Clip the gradient's global L2 norm to this; 0 disables.")
     num_train_epochs: float = option(1.0, "Passes over the training data (may be fractional).")
     max_steps: int = option(-1, "Total optimizer steps; when > 0 it overrides num_train_epochs.")
+    max_nonfinite_steps: int = option(
+        10,
+        "A step whose loss or gradient is NaN/Inf is skipped (weights untouched) and counted "
+        "(nonfinite_steps); after more than this many in a row the run stops with a message.",
+    )
     seed: int = option(42, "Seed for data order, initialisation of any new weights, and RNG.")
 
     # --- outputs ------------------------------------------------------------------------------
@@ -226,6 +231,7 @@ class DPOConfig(Options):
         require(0 <= self.adam_beta2 < 1, "adam_beta2", "in [0, 1)")
         require(self.adam_epsilon > 0, "adam_epsilon", "> 0")
         require(self.warmup_steps >= 0, "warmup_steps", ">= 0")
+        require(self.max_nonfinite_steps >= 0, "max_nonfinite_steps", ">= 0")
         for key in (
             "per_device_train_batch_size",
             "per_device_eval_batch_size",

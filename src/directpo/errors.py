@@ -29,3 +29,9 @@ class ModelLoadError(DirectpoError):
 
 class CheckpointError(DirectpoError):
     """A checkpoint cannot be found, read or written."""
+
+
+class TrainingStopped(DirectpoError):
+    """Training cannot go on (e.g. repeated non-finite losses); checkpoints are intact."""
+
+    exit_code = 1

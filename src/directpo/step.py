@@ -35,14 +35,18 @@ class PairStats:
     pairs: int = 0
     tokens: int = 0
     sums: dict[str, float] = field(default_factory=dict)
+    nonfinite_steps: int = 0  # skipped optimizer steps (NaN/Inf loss or gradient)
 
     def add(self, other: PairStats) -> None:
         self.pairs += other.pairs
         self.tokens += other.tokens
+        self.nonfinite_steps += other.nonfinite_steps
         for key, value in other.sums.items():
             self.sums[key] = self.sums.get(key, 0.0) + value
 
     def means(self) -> dict[str, float]:
+        if not self.sums:  # every step of the window was skipped
+            return {}
         n = max(self.pairs, 1)
         means = {key: value / n for key, value in self.sums.items()}
         means["rewards/margins"] = means["rewards/chosen"] - means["rewards/rejected"]

@@ -44,6 +44,7 @@ class TokenizedPair:
 @dataclass
 class TokenizedData:
     pairs: list[TokenizedPair]
+    sources: list[str] = field(default_factory=list)  # "file: line N" of each pair
     truncated: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
 
@@ -203,6 +204,7 @@ def tokenize_preferences(
     for example in data.examples:
         try:
             result.pairs.append(encoder.encode(example, result.truncated))
+            result.sources.append(example.where)
         except RowError as err:
             if not skip_invalid_rows:
                 raise DataError(f"{example.where}: {err.message}") from None

@@ -29,7 +29,7 @@ from directpo.checkpoint import (
 )
 from directpo.config import DPOConfig
 from directpo.data import Columns, distinct_prompts, load_preferences, load_prompts
-from directpo.errors import ConfigError
+from directpo.errors import ConfigError, TrainingStopped
 from directpo.generate import evaluate_generations
 from directpo.jsonl import write_jsonl
 from directpo.models import load_tokenizer, pad_token_id
@@ -99,8 +99,9 @@ def train(
         echo(f"eval: {eval_data.summary()}")
 
     tokenizer = load_tokenizer(config.tokenizer_path)
-    train_pairs = _tokenize(train_data, tokenizer, config, "train", echo)
-    eval_pairs = _tokenize(eval_data, tokenizer, config, "eval", echo) if eval_data else None
+    train_tokenized = _tokenize(train_data, tokenizer, config, "train", echo)
+    train_pairs, train_sources = train_tokenized.pairs, train_tokenized.sources
+    eval_pairs = _tokenize(eval_data, tokenizer, config, "eval", echo).pairs if eval_data else None
     eval_prompts = _held_out_prompts(config, eval_data)
     reward_fn = load_reward_fn(config.reward_fn) if config.reward_fn else None
 
@@ -155,6 +156,7 @@ def train(
     # the bar is closed before any error propagates, so a one-line error stays the last line
     with tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True) as progress:
         window_start = time.perf_counter()
+        nonfinite_in_a_row = 0
         samples_dir = output_dir / "samples"
         if eval_prompts:
             samples_dir.mkdir(exist_ok=True)
@@ -178,11 +180,25 @@ def train(
                 stats.add(batch_stats)
             max_norm = config.max_grad_norm if config.max_grad_norm > 0 else math.inf
             grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), max_norm))
-            optimizer.step()
+            done = step + 1
+            if math.isfinite(grad_norm) and math.isfinite(stats.sums["loss"]):
+                optimizer.step()
+                window.add(stats)
+                nonfinite_in_a_row = 0
+            else:  # a NaN/Inf never reaches the weights: skip the update, count it
+                window.nonfinite_steps += 1
+                nonfinite_in_a_row += 1
+                if nonfinite_in_a_row > config.max_nonfinite_steps:
+                    rows = [train_sources[i] for m in schedule.micro_batches(step) for i in m]
+                    raise TrainingStopped(
+                        f"step {done}: non-finite loss or gradient in {nonfinite_in_a_row} "
+                        f"steps in a row (max_nonfinite_steps={config.max_nonfinite_steps}); "
+                        f"this step's pairs: {', '.join(rows[:4])}"
+                        f"{' ...' if len(rows) > 4 else ''}; weights are those of step "
+                        f"{done - nonfinite_in_a_row}, checkpoints are intact"
+                    )
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            window.add(stats)
-            done = step + 1
             progress.update(1)
             progress.set_postfix(loss=f"{stats.sums['loss'] / stats.pairs:.4f}")
 
@@ -196,6 +212,8 @@ def train(
                     "tokens/s": window.tokens / seconds,
                     "epoch": done / schedule.steps_per_epoch,
                 }
+                if window.nonfinite_steps:
+                    metrics["nonfinite_steps"] = window.nonfinite_steps
                 logger.log(done, metrics)
                 progress.write(_format_metrics(done, total_steps, metrics))
                 window, window_start = PairStats(), time.perf_counter()
@@ -246,8 +264,8 @@ def train(
 
 def _tokenize(
     data: Any, tokenizer: Any, config: DPOConfig, name: str, echo: Callable[[str], None]
-) -> list[TokenizedPair]:
-    tokenized: TokenizedData = tokenize_preferences(
+) -> TokenizedData:
+    tokenized = tokenize_preferences(
         data,
         tokenizer,
         config.max_length,
@@ -255,7 +273,7 @@ def _tokenize(
         skip_invalid_rows=config.skip_invalid_rows,
     )
     echo(f"{name}: {tokenized.summary()}")
-    return tokenized.pairs
+    return tokenized
 
 
 def _build_optimizer(model: torch.nn.Module, config: DPOConfig) -> torch.optim.Optimizer:
