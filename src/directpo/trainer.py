@@ -41,6 +41,7 @@ from directpo.reference import (
     load_policy_and_reference,
 )
 from directpo.rewardfn import load_reward_fn
+from directpo.signals import StopRequest
 from directpo.step import PairStats, evaluate, pair_losses
 from directpo.tokenization import TokenizedData, TokenizedPair, tokenize_preferences
 from directpo.tracking import MetricsLogger
@@ -154,7 +155,8 @@ def train(
 
     # -- the loop -----------------------------------------------------------------------------
     # the bar is closed before any error propagates, so a one-line error stays the last line
-    with tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True) as progress:
+    progress = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
+    with progress, StopRequest() as stop:
         window_start = time.perf_counter()
         nonfinite_in_a_row = 0
         samples_dir = output_dir / "samples"
@@ -232,7 +234,7 @@ def train(
                     logger.log_text(done, "samples", _samples_markdown(records))
                 logger.log(done, eval_metrics)
                 progress.write(_format_metrics(done, total_steps, eval_metrics))
-            if config.save_steps and done % config.save_steps == 0:
+            if (config.save_steps and done % config.save_steps == 0) or stop.requested:
                 state = {
                     "log_window": vars(window),
                     "num_examples": schedule.num_examples,
@@ -252,6 +254,13 @@ def train(
                     config.save_total_limit,
                 )
                 progress.write(f"saved {path}")
+            if stop.requested:
+                logger.close()
+                echo(
+                    f"stopped by {stop.requested} after step {done}; checkpoint {path}; "
+                    "continue with resume_from_checkpoint: latest"
+                )
+                return TrainResult(policy, reference, tokenizer, output_dir, done, logger.rows)
 
     # -- outputs ------------------------------------------------------------------------------
     logger.close()

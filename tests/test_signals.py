@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+from safetensors.torch import load_file
+
+from directpo.tracking import read_metrics
+
+
+def command(model, data, out, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "directpo",
+        "train",
+        "--model_name_or_path",
+        str(model),
+        "--train_file",
+        str(data),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "60",
+        "--per_device_train_batch_size",
+        "2",
+        "--learning_rate",
+        "1e-3",
+        "--logging_steps",
+        "1",
+        "--save_steps",
+        "0",
+        "--report_to",
+        "none",
+        *extra,
+    ]
+
+
+def test_sigterm_saves_a_resumable_checkpoint_and_exits_0(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    model = tiny_model_dirs["gpt2"]
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        command(model, pairs_file, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while len(read_metrics(out)) < 3 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr[-2000:]
+    checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert len(checkpoints) == 1 and "stopped by SIGTERM" in stdout
+    stopped_at = int(checkpoints[0].name.split("-")[1])
+    assert 3 <= stopped_at < 60
+    assert not (out / "model.safetensors").exists()  # the run is not finished
+
+    resumed = subprocess.run(
+        command(model, pairs_file, out, "--resume_from_checkpoint", "latest"),
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    whole = subprocess.run(
+        command(model, pairs_file, tmp_path / "whole"), capture_output=True, text=True
+    )
+    assert whole.returncode == 0
+    got, want = (
+        load_file(out / "model.safetensors"),
+        load_file(tmp_path / "whole" / "model.safetensors"),
+    )
+    assert all(torch.equal(got[k], want[k]) for k in want)  # the same trajectory, bit for bit
+    assert [r["step"] for r in read_metrics(out)] == list(range(1, 61))
