@@ -2,18 +2,24 @@
 
 A checkpoint is a loadable Hugging Face folder (weights, config, tokenizer) plus
 ``optimizer.pt``, ``scheduler.pt``, ``rng_state.pt`` and ``trainer_state.json`` (step, data
-position, the logging window in progress). It is written to a hidden temporary folder and
-renamed into place only when complete, so a crash mid-write never leaves a half checkpoint
-under a ``checkpoint-STEP`` name; old checkpoints are deleted only after that rename.
+position, the logging window in progress). It is written to a hidden temporary folder, every
+file flushed to disk (fsync), then ``manifest.json`` (step, and each file's size and BLAKE2
+checksum) is written last, and the folder is renamed into place: a crash mid-write never leaves
+a half checkpoint under a ``checkpoint-STEP`` name. ``latest`` takes the newest checkpoint whose
+manifest verifies and says why it skipped others. Old checkpoints are deleted (by
+``save_total_limit``) only after the new one is complete; a failed write (a full disk) removes
+its temporary folder and leaves the previous checkpoints as they were.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,32 +31,65 @@ from directpo.errors import CheckpointError
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
+MANIFEST = "manifest.json"
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoints in ``output_dir``, oldest first."""
+    """Checkpoint folders in ``output_dir`` (complete or not), oldest first."""
     root = Path(output_dir)
     if not root.is_dir():
         return []
     found = []
     for child in root.iterdir():
         match = CHECKPOINT_PATTERN.match(child.name)
-        if match and (child / STATE_FILE).is_file():
+        if match and child.is_dir():
             found.append((int(match.group(1)), child))
     return [path for _, path in sorted(found)]
 
 
-def resolve_checkpoint(value: str, output_dir: str | Path) -> Path:
+def verify_checkpoint(path: Path) -> str | None:
+    """None if every file the manifest lists is there with its size and checksum, else why."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        return "no manifest (incomplete or not a directpo checkpoint)"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (ValueError, KeyError, TypeError):
+        return "unreadable manifest"
+    for name, entry in files.items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != entry["size"]:
+            return f"{name} has {file.stat().st_size} bytes, the manifest says {entry['size']}"
+        if _checksum(file) != entry["blake2b"]:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def resolve_checkpoint(
+    value: str, output_dir: str | Path, echo: Callable[[str], None] = print
+) -> Path:
     if value == "latest":
-        checkpoints = list_checkpoints(output_dir)
-        if not checkpoints:
-            raise CheckpointError(f"resume_from_checkpoint: latest: no checkpoint in {output_dir}")
-        return checkpoints[-1]
-    path = Path(value)
-    if not (path / STATE_FILE).is_file():
+        skipped = []
+        for candidate in reversed(list_checkpoints(output_dir)):
+            problem = verify_checkpoint(candidate)
+            if problem is None:
+                for name, why in skipped:
+                    echo(f"resume: skipped {name}: {why}")
+                echo(f"resume: took {candidate.name}, the newest checkpoint that verifies")
+                return candidate
+            skipped.append((candidate.name, problem))
+        reasons = "; ".join(f"{name}: {why}" for name, why in skipped)
         raise CheckpointError(
-            f"resume_from_checkpoint: {value} is not a directpo checkpoint (no {STATE_FILE})"
+            f"resume_from_checkpoint: latest: no usable checkpoint in {output_dir}"
+            + (f" ({reasons})" if reasons else "")
         )
+    path = Path(value)
+    problem = verify_checkpoint(path)
+    if problem is not None:
+        raise CheckpointError(f"resume_from_checkpoint: {value}: {problem}")
     return path
 
 
@@ -67,19 +106,53 @@ def save_checkpoint(
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f".checkpoint-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(_rng_state(), tmp / "rng_state.pt")
-    (tmp / STATE_FILE).write_text(json.dumps({**state, "global_step": step}, indent=2))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(_rng_state(), tmp / "rng_state.pt")
+        (tmp / STATE_FILE).write_text(json.dumps({**state, "global_step": step}, indent=2))
+        files = {}
+        for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            _fsync(file)
+            files[str(file.relative_to(tmp))] = {
+                "size": file.stat().st_size,
+                "blake2b": _checksum(file),
+            }
+        (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=2))
+        _fsync(tmp / MANIFEST)
+    except OSError as exc:  # a full disk, a quota, a vanished mount: keep what was there
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = [p.name for p in list_checkpoints(output_dir)]
+        raise CheckpointError(
+            f"cannot write checkpoint-{step} in {output_dir} ({exc.strerror or exc}); "
+            f"earlier checkpoints are intact ({', '.join(previous) or 'none'})"
+        ) from None
     if final.exists():  # the same step saved again after a resume: replace it whole
         shutil.rmtree(final)
     os.replace(tmp, final)
+    _fsync(output_dir)
     if save_total_limit is not None:
         for old in list_checkpoints(output_dir)[:-save_total_limit]:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _checksum(file: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with file.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def load_checkpoint(

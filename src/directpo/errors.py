@@ -28,7 +28,7 @@ class ModelLoadError(DirectpoError):
 
 
 class CheckpointError(DirectpoError):
-    """A checkpoint cannot be found, read or written."""
+    """A checkpoint cannot be found, read or written (earlier checkpoints stay intact)."""
 
 
 class TrainingStopped(DirectpoError):

@@ -8,10 +8,11 @@ final model folder.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,12 +131,14 @@ def train(
             reference, train_pairs, eval_pairs, config, pad_id, device, echo
         )
 
+    _check_free_space(output_dir, policy, config)
+
     # -- resume, or replace an earlier run (only now that data and models are known good) -----
     for old in replaced_checkpoints:
         shutil.rmtree(old)
     start_step, window = 0, PairStats()
     if config.resume_from_checkpoint:
-        checkpoint = resolve_checkpoint(config.resume_from_checkpoint, output_dir)
+        checkpoint = resolve_checkpoint(config.resume_from_checkpoint, output_dir, echo)
         state = load_checkpoint(checkpoint, policy, optimizer, scheduler)
         _check_same_data(state, schedule, checkpoint)
         start_step, window = state["global_step"], PairStats(**state["log_window"])
@@ -156,7 +159,7 @@ def train(
     # -- the loop -----------------------------------------------------------------------------
     # the bar is closed before any error propagates, so a one-line error stays the last line
     progress = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
-    with progress, StopRequest() as stop:
+    with progress, StopRequest() as stop, _explain_oom(progress):
         window_start = time.perf_counter()
         nonfinite_in_a_row = 0
         samples_dir = output_dir / "samples"
@@ -402,3 +405,37 @@ def _precompute_reference(
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return PrecomputedReference(), kl_reference, tables[0], tables[1]
+
+
+def _check_free_space(output_dir: Path, policy: torch.nn.Module, config: DPOConfig) -> None:
+    """Refuse to start when the disk cannot hold the final model and one checkpoint."""
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    saved = sum(
+        p.numel() * p.element_size() for p in (trainable if config.lora_r else policy.parameters())
+    )
+    optimizer_states = (
+        {"adamw": 2, "rmsprop": 1}[config.optimizer] * 4 * sum(p.numel() for p in trainable)
+    )
+    need = 1.1 * (saved + (saved + optimizer_states if config.save_steps else 0))
+    free = shutil.disk_usage(output_dir).free
+    if free < need:
+        raise ConfigError(
+            f"output_dir {output_dir}: {free / 2**30:.2f} GiB free, but the final model and "
+            f"one checkpoint need about {need / 2**30:.2f} GiB"
+        )
+
+
+OOM_HELP = (
+    "out of GPU memory at step {step}: lower per_device_train_batch_size (raise "
+    "gradient_accumulation_steps to keep the batch), set gradient_checkpointing: true, "
+    "precompute_ref_log_probs: true, lora_r: 16, or a smaller max_length / logprob_chunk_tokens"
+)
+
+
+@contextlib.contextmanager
+def _explain_oom(progress: Any) -> Iterator[None]:
+    """A CUDA out-of-memory error becomes one line that names the knobs that lower memory."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        raise TrainingStopped(OOM_HELP.format(step=progress.n + 1)) from None
