@@ -75,3 +75,45 @@ def test_sigterm_saves_a_resumable_checkpoint_and_exits_0(
     )
     assert all(torch.equal(got[k], want[k]) for k in want)  # the same trajectory, bit for bit
     assert [r["step"] for r in read_metrics(out)] == list(range(1, 61))
+
+
+def test_sigkill_at_several_points_then_latest_gives_the_uninterrupted_result(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    model = tiny_model_dirs["llama"]
+    extra = ("--max_steps", "12", "--gradient_accumulation_steps", "2", "--save_steps", "1")
+    whole = subprocess.run(
+        command(model, pairs_file, tmp_path / "whole", *extra), capture_output=True, text=True
+    )
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    out = tmp_path / "killed"
+    resume: tuple[str, ...] = ()
+    killed = 0
+    for kill_after_rows in (2, 6, 9):  # mid-epoch, mid-accumulation, mid-checkpoint: wherever
+        process = subprocess.Popen(
+            command(model, pairs_file, out, *extra, *resume),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 120
+        while (
+            len(read_metrics(out)) < kill_after_rows
+            and time.time() < deadline
+            and process.poll() is None
+        ):
+            time.sleep(0.02)
+        process.kill()  # SIGKILL: no chance to clean up
+        killed += process.wait() == -signal.SIGKILL
+        resume = ("--resume_from_checkpoint", "latest")
+    final = subprocess.run(
+        command(model, pairs_file, out, *extra, *resume), capture_output=True, text=True
+    )
+    assert final.returncode == 0, final.stderr[-2000:]
+    got = load_file(out / "model.safetensors")
+    want = load_file(tmp_path / "whole" / "model.safetensors")
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+    def comparable(rows):
+        return [{k: v for k, v in r.items() if not k.endswith("/s")} for r in rows]
+
+    assert comparable(read_metrics(out)) == comparable(read_metrics(tmp_path / "whole"))
