@@ -192,3 +192,6 @@ def test_reference_needed_only_by_reference_based_losses() -> None:
     assert DPOConfig(loss_type=["sigmoid", "sft"]).needs_reference
     assert not DPOConfig(loss_type=["simpo", "sft"]).needs_reference
     assert not DPOConfig(loss_type=["orpo"]).needs_reference
+    # the KL of eval_generate needs a reference even when the losses do not
+    sampling = DPOConfig(loss_type=["sft"], eval_generate=4)
+    assert sampling.needs_reference and not sampling.loss_needs_reference

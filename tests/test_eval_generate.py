@@ -146,3 +146,33 @@ def test_eval_prompts_file_feeds_generation(tiny_model_dirs, pairs_file, tmp_pat
         json.loads(line) for line in (out / "samples" / "step-1.jsonl").read_text().splitlines()
     ]
     assert [s["prompt"] for s in samples] == ["hello world,", "The acting was"]
+
+
+def test_reference_only_for_the_kl_when_the_losses_do_not_need_it(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    import directpo.reference as reference_module
+
+    calls = []
+    real = reference_module.FrozenModelReference.logprobs
+    monkeypatch.setattr(
+        reference_module.FrozenModelReference,
+        "logprobs",
+        lambda self, batch: calls.append(batch.num_pairs) or real(self, batch),
+    )
+    result = train(
+        DPOConfig(
+            model_name_or_path=str(tiny_model_dirs["gpt2"]),
+            train_file=str(pairs_file),
+            output_dir=str(tmp_path / "out"),
+            report_to=["none"],
+            max_steps=3,
+            loss_type=["sft"],
+            eval_generate=2,
+            eval_file=str(pairs_file),
+            generate_max_new_tokens=3,
+        ),
+        echo=lambda _: None,
+    )
+    assert calls and set(calls) == {0}  # only sampled sequences (no pairs) reached it
+    assert "eval/kl" in result.metrics[-1]

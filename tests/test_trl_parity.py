@@ -89,7 +89,7 @@ def directpo_step(models, rows, **options) -> dict[str, float]:
     )
     policy = AutoModelForCausalLM.from_pretrained(policy_dir)
     reference = None
-    if config.needs_reference:
+    if config.loss_needs_reference:
         reference = FrozenModelReference(AutoModelForCausalLM.from_pretrained(ref_dir))
     _, stats = pair_losses(
         policy, reference, collate_pairs(data.pairs, pad_token_id(tokenizer)), config

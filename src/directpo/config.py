@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from directpo.errors import ConfigError
-from directpo.losses import LOSSES
+from directpo.losses import LOSSES, needs_reference
 from directpo.options import Options, load_options, option, option_help
 
 LOSS_TYPES = tuple(LOSSES)
@@ -270,7 +270,7 @@ class DPOConfig(Options):
                 ("lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora"),
                 "lora_r is 0 (no LoRA); set lora_r: 16",
             )
-        if self.precompute_ref_log_probs and not self.needs_reference:
+        if self.precompute_ref_log_probs and not self.loss_needs_reference:
             raise ConfigError("precompute_ref_log_probs is set but no chosen loss uses a reference")
 
     def _reject_if_set(self, keys: tuple[str, ...], reason: str) -> None:
@@ -347,9 +347,14 @@ class DPOConfig(Options):
                 )
 
     @property
+    def loss_needs_reference(self) -> bool:
+        """Some chosen loss reads reference log-probs."""
+        return needs_reference(self.loss_type)
+
+    @property
     def needs_reference(self) -> bool:
         """A reference is loaded for reference-based losses, and for the KL of eval_generate."""
-        return self.eval_generate > 0 or any(LOSSES[n].needs_reference for n in self.loss_type)
+        return self.eval_generate > 0 or self.loss_needs_reference
 
     def loss_options(self) -> dict[str, float]:
         return {

@@ -79,7 +79,7 @@ class ImplicitReward:
                 f"{run_dir} has no config.yaml from a directpo run: give "
                 "--ref_model_name_or_path and --beta"
             )
-        if ref_model_name_or_path is None and config is not None and config.needs_reference:
+        if ref_model_name_or_path is None and config is not None and config.loss_needs_reference:
             ref_model_name_or_path = config.reference_path
         if (
             ref_model_name_or_path

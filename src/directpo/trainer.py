@@ -125,6 +125,8 @@ def train(
     )
     pad_id = pad_token_id(tokenizer)
     kl_reference = reference  # sampled completions need a live reference for their KL
+    if not config.loss_needs_reference:
+        reference = None  # loaded only for the KL: the losses never pay for its forward pass
     train_table = eval_table = None  # [N, 2] reference log-probs when precomputed
     if config.precompute_ref_log_probs:
         reference, kl_reference, train_table, eval_table = _precompute_reference(
@@ -410,13 +412,17 @@ def _precompute_reference(
 def _check_free_space(output_dir: Path, policy: torch.nn.Module, config: DPOConfig) -> None:
     """Refuse to start when the disk cannot hold the final model and one checkpoint."""
     trainable = [p for p in policy.parameters() if p.requires_grad]
-    saved = sum(
-        p.numel() * p.element_size() for p in (trainable if config.lora_r else policy.parameters())
-    )
+
+    def size(params: Any) -> int:
+        return sum(p.numel() * p.element_size() for p in params)
+
+    checkpoint_weights = size(trainable) if config.lora_r else size(policy.parameters())
+    final = size(policy.parameters()) if config.merge_lora else checkpoint_weights
     optimizer_states = (
         {"adamw": 2, "rmsprop": 1}[config.optimizer] * 4 * sum(p.numel() for p in trainable)
     )
-    need = 1.1 * (saved + (saved + optimizer_states if config.save_steps else 0))
+    checkpoint = checkpoint_weights + optimizer_states if config.save_steps else 0
+    need = 1.1 * (final + checkpoint)
     free = shutil.disk_usage(output_dir).free
     if free < need:
         raise ConfigError(
