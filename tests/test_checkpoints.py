@@ -6,6 +6,7 @@ from collections import namedtuple
 
 import pytest
 import torch
+from tiny import tiny_config
 
 import directpo.checkpoint as checkpoint_module
 import directpo.trainer as trainer_module
@@ -16,18 +17,12 @@ from directpo.trainer import train
 
 
 def config_for(model, data, out, **overrides) -> DPOConfig:
-    values = dict(
-        model_name_or_path=str(model),
-        train_file=str(data),
-        output_dir=str(out),
-        report_to=["none"],
-        logging_steps=1,
-        save_steps=1,
-        learning_rate=5e-3,
-        per_device_train_batch_size=3,
-        max_steps=3,
+    return tiny_config(
+        model,
+        data,
+        out,
+        **{"save_steps": 1, "per_device_train_batch_size": 3, "max_steps": 3, **overrides},
     )
-    return DPOConfig(**{**values, **overrides})
 
 
 @pytest.fixture

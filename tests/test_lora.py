@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+from tiny import tiny_config
 from transformers import AutoModelForCausalLM
 
 import directpo.reference as reference_module
@@ -17,21 +18,9 @@ pytest.importorskip("peft")
 
 
 def lora_config(model, data, out, **overrides) -> DPOConfig:
-    values = dict(
-        model_name_or_path=str(model),
-        train_file=str(data),
-        output_dir=str(out),
-        report_to=["none"],
-        logging_steps=1,
-        save_steps=0,
-        learning_rate=5e-3,
-        per_device_train_batch_size=6,
-        max_steps=6,
-        lora_r=8,
-        lora_alpha=16,
+    return tiny_config(
+        model, data, out, **{"max_steps": 6, "lora_r": 8, "lora_alpha": 16, **overrides}
     )
-    values.update(overrides)
-    return DPOConfig(**values)
 
 
 def test_lora_reference_is_the_base_with_adapters_off(

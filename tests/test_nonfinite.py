@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from tiny import tiny_config
 
 import directpo.step as step_module
 from directpo.config import DPOConfig
@@ -27,18 +28,7 @@ def poison(monkeypatch, bad_calls: set[int] | None) -> None:
 
 
 def config_for(model, data, out, **overrides) -> DPOConfig:
-    values = dict(
-        model_name_or_path=str(model),
-        train_file=str(data),
-        output_dir=str(out),
-        report_to=["none"],
-        logging_steps=1,
-        save_steps=0,
-        learning_rate=5e-3,
-        per_device_train_batch_size=6,
-        max_steps=4,
-    )
-    return DPOConfig(**{**values, **overrides})
+    return tiny_config(model, data, out, **{"max_steps": 4, **overrides})
 
 
 def test_a_nan_step_is_skipped_and_counted(

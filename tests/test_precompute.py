@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from tiny import SENTIMENT_PAIRS, write_jsonl
+from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
 
 from directpo.config import DPOConfig
 from directpo.precompute import PrecomputedReference
@@ -18,22 +18,18 @@ KEYS = (
 
 
 def config_for(model, data, out, **overrides) -> DPOConfig:
-    values = dict(
-        model_name_or_path=str(model),
-        ref_model_name_or_path=None,
-        train_file=str(data),
-        eval_file=str(data),
-        output_dir=str(out),
-        report_to=["none"],
-        logging_steps=1,
-        save_steps=0,
-        learning_rate=5e-3,
-        per_device_train_batch_size=4,
-        per_device_eval_batch_size=3,
-        max_steps=4,
+    return tiny_config(
+        model,
+        data,
+        out,
+        **{
+            "eval_file": str(data),
+            "max_steps": 4,
+            "per_device_train_batch_size": 4,
+            "per_device_eval_batch_size": 3,
+            **overrides,
+        },
     )
-    values.update(overrides)
-    return DPOConfig(**values)
 
 
 @pytest.mark.parametrize("lora", [0, 8])

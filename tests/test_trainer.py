@@ -5,35 +5,19 @@ import math
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import datasets
 import pytest
 import torch
-from tiny import SENTIMENT_PAIRS
+from tiny import SENTIMENT_PAIRS, tiny_config
 from transformers import AutoModelForCausalLM
 
-from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DataError
 from directpo.losses import LOSSES
 from directpo.tracking import read_metrics
 from directpo.trainer import train
 
-
-def config_for(model: Path, data: Path | None, out: Path, **overrides) -> DPOConfig:
-    values = dict(
-        model_name_or_path=str(model),
-        train_file=str(data) if data else None,
-        output_dir=str(out),
-        report_to=["none"],
-        logging_steps=1,
-        save_steps=0,
-        learning_rate=5e-3,
-        per_device_train_batch_size=6,
-        max_steps=1,
-    )
-    values.update(overrides)
-    return DPOConfig(**values)
+config_for = tiny_config
 
 
 def quiet(_: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -22,6 +23,8 @@ from transformers import (
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
 )
+
+from directpo.config import DPOConfig
 
 CORPUS = [
     "The movie was wonderful and the acting was great.",
@@ -113,6 +116,22 @@ def save_tiny_model(style: str, folder: Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def tiny_config(model: Path, data: Path | None, out: Path, **overrides: Any) -> DPOConfig:
+    """A fast training config for the tiny models; ``overrides`` win."""
+    values: dict[str, Any] = dict(
+        model_name_or_path=str(model),
+        train_file=str(data) if data else None,
+        output_dir=str(out),
+        report_to=["none"],
+        logging_steps=1,
+        save_steps=0,
+        learning_rate=5e-3,
+        per_device_train_batch_size=6,
+        max_steps=1,
+    )
+    return DPOConfig(**{**values, **overrides})
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
