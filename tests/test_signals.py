@@ -117,3 +117,19 @@ def test_sigkill_at_several_points_then_latest_gives_the_uninterrupted_result(
         return [{k: v for k, v in r.items() if not k.endswith("/s")} for r in rows]
 
     assert comparable(read_metrics(out)) == comparable(read_metrics(tmp_path / "whole"))
+
+
+def test_a_second_ctrl_c_stops_at_once() -> None:
+    from directpo.signals import StopRequest
+
+    with StopRequest() as stop:
+        signal.raise_signal(signal.SIGINT)  # first: only a request, handled after the step
+        assert stop.requested == "SIGINT"
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            stopped_at_once = True
+        else:
+            stopped_at_once = False
+    assert stopped_at_once
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
