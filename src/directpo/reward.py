@@ -8,7 +8,6 @@ reference-free losses (SimPO, ORPO), constructed without a reference, the reward
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,7 +15,13 @@ from typing import Any
 
 import torch
 
-from directpo.config import RankOptions, RewardOptions, ScoreOptions, load_config
+from directpo.config import (
+    RankOptions,
+    RewardOptions,
+    ScoreOptions,
+    check_model_location,
+    load_config,
+)
 from directpo.data import (
     Columns,
     PreferenceExample,
@@ -81,14 +86,7 @@ class ImplicitReward:
             )
         if ref_model_name_or_path is None and config is not None and config.loss_needs_reference:
             ref_model_name_or_path = config.reference_path
-        if (
-            ref_model_name_or_path
-            and not os.path.exists(ref_model_name_or_path)
-            and (ref_model_name_or_path.startswith((".", "/")))
-        ):
-            raise ConfigError(
-                f"ref_model_name_or_path: no such model folder: {ref_model_name_or_path}"
-            )
+        check_model_location("ref_model_name_or_path", ref_model_name_or_path)
         if config is not None:
             kwargs.setdefault("max_length", config.max_length)
             kwargs.setdefault("max_prompt_length", config.max_prompt_length)
