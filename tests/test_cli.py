@@ -28,6 +28,22 @@ def run_cli(capsys, *argv: str) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+def train_argv(model, data, out, *flags: str) -> list[str]:
+    """``directpo train`` on ``data`` into ``out``, no trackers; later flags win."""
+    return [
+        "train",
+        "--model_name_or_path",
+        str(model),
+        "--train_file",
+        str(data),
+        "--report_to",
+        "none",
+        "--output_dir",
+        str(out),
+        *flags,
+    ]
+
+
 BAD_FILES = [
     (GOOD + '{"prompt": "x", "chosen": \n', "line 2: invalid JSON"),
     (GOOD + '{"prompt": "x", "rejected": "y"}\n', "line 2: missing field 'chosen'"),
@@ -53,18 +69,7 @@ def test_bad_data_gives_one_line_and_exit_2(
 ) -> None:
     data = tmp_path / "prefs.jsonl"
     data.write_text(content)
-    code, err = run_cli(
-        capsys,
-        "train",
-        "--model_name_or_path",
-        str(tiny_model_dirs["gpt2"]),
-        "--train_file",
-        str(data),
-        "--output_dir",
-        str(tmp_path / "out"),
-        "--report_to",
-        "none",
-    )
+    code, err = run_cli(capsys, *train_argv(tiny_model_dirs["gpt2"], data, tmp_path / "out"))
     assert code == 2
     assert err.startswith(f"directpo: error: {data}: {problem}")
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -76,17 +81,7 @@ def test_unknown_column_is_named(tiny_model_dirs, tmp_path, capsys, no_model_loa
     data.write_text(GOOD)
     code, err = run_cli(
         capsys,
-        "train",
-        "--model_name_or_path",
-        str(tiny_model_dirs["gpt2"]),
-        "--train_file",
-        str(data),
-        "--chosen_column",
-        "better",
-        "--report_to",
-        "none",
-        "--output_dir",
-        str(tmp_path / "o"),
+        *train_argv(tiny_model_dirs["gpt2"], data, tmp_path / "o", "--chosen_column", "better"),
     )
     assert code == 2 and "column 'better' not found" in err and err.count("\n") == 1
 
@@ -115,18 +110,7 @@ def test_bad_options_fail_before_any_model_loads(
 ) -> None:
     data = tmp_path / "prefs.jsonl"
     data.write_text(GOOD)
-    base = [
-        "train",
-        "--model_name_or_path",
-        str(tiny_model_dirs["gpt2"]),
-        "--train_file",
-        str(data),
-        "--report_to",
-        "none",
-        "--output_dir",
-        str(tmp_path / "o"),
-    ]
-    code, err = run_cli(capsys, *base, *flags)
+    code, err = run_cli(capsys, *train_argv(tiny_model_dirs["gpt2"], data, tmp_path / "o", *flags))
     assert code == 2
     assert err.startswith("directpo: error: ") and message in err and err.count("\n") == 1
 
