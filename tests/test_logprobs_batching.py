@@ -21,26 +21,26 @@ def test_collate_layout_masks_exactly_the_completions() -> None:
         [7, 9, 10, 11, 12],
     ]
     assert batch.attention_mask.sum(1).tolist() == [5, 2, 3, 5]
-    assert batch.completion_mask.int().tolist() == [
-        [0, 0, 1, 1, 1],
-        [0, 1, 0, 0, 0],
-        [0, 0, 1, 0, 0],
-        [0, 1, 1, 1, 1],
-    ]
+    # token (row, t) of a completion is scored by the logits at (row, t - 1)
+    assert batch.predict_from.tolist() == [1, 2, 3, 5, 11, 15, 16, 17, 18]
+    assert batch.target_ids.tolist() == [3, 4, 5, 8, 6, 9, 10, 11, 12]
+    assert batch.target_sequence.tolist() == [0, 0, 0, 1, 2, 3, 3, 3, 3]
+    assert batch.completion_tokens.tolist() == [3, 1, 1, 4]
+    assert batch.position_ids is None and batch.segment_ids is None  # plain causal rows
 
 
 def test_completion_logprobs_equal_a_plain_loop() -> None:
     torch.manual_seed(0)
     batch = collate_pairs(PAIRS, pad_token_id=0)
     logits = torch.randn(4, 5, 13, dtype=torch.float64)
-    logps, counts, log1m = completion_logprobs(logits, batch.input_ids, batch.completion_mask)
-    for row in range(4):
+    logps, counts, log1m = completion_logprobs(logits, batch)
+    completion_spans = [(2, 5), (1, 2), (2, 3), (1, 5)]
+    for row, (first, end) in enumerate(completion_spans):
         expected = expected_log1m = 0.0
-        for t in range(1, 5):
-            if batch.completion_mask[row, t]:
-                p = torch.softmax(logits[row, t - 1], -1)[batch.input_ids[row, t]].item()
-                expected += math.log(p)
-                expected_log1m += math.log(1 - p)
+        for t in range(first, end):
+            p = torch.softmax(logits[row, t - 1], -1)[batch.input_ids[row, t]].item()
+            expected += math.log(p)
+            expected_log1m += math.log(1 - p)
         assert abs(logps[row].item() - expected) < 1e-9
         assert abs(log1m[row].item() - expected_log1m) < 1e-9
     assert counts.tolist() == [3, 1, 1, 4]

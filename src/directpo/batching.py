@@ -1,8 +1,22 @@
-"""Token ids -> padded tensors, and the order in which pairs are visited.
+"""Token ids -> model-ready tensors, and the order in which pairs are visited.
 
-The paired layout: a batch of B pairs becomes 2B right-padded rows, the B chosen sequences
-(prompt + chosen) first, then the B rejected ones (prompt + rejected). ``completion_mask`` is
-True exactly on completion tokens; the log-prob of token t is read from the logits at t - 1.
+Every batch, whatever its layout, yields one log-prob per *sequence*: the B chosen sequences
+(prompt + chosen) first, then the B rejected ones (prompt + rejected). Three layouts
+(``Layout``), all giving the same log-probs:
+
+* plain: 2B right-padded rows, causal attention with a 2D padding mask (any model).
+* ``share_prefix``: each pair is one segment ``[prompt][chosen][rejected]``; rejected tokens
+  see the prompt and themselves, not the chosen tokens, and their position ids continue from
+  the prompt's end, so the prompt is encoded once instead of twice.
+* ``pack``: segments are packed into rows, first-fit by decreasing length, up to a token
+  budget; attention is block-diagonal (a segment never sees another) and position ids restart
+  at each segment, so almost no padding is computed.
+
+The non-plain layouts need a per-row attention mask (``segment_ids`` / ``branch_ids``, made
+into a 4D mask or a FlexAttention block mask by ``logprobs.model_inputs``). Which token
+predicts which is explicit: completion token k is scored by the logits at ``predict_from[k]``
+(a flat index into the [rows × width] grid), because with prefix sharing the first rejected
+token is predicted by the last prompt token, not by its left neighbour.
 """
 
 from __future__ import annotations
@@ -10,68 +24,203 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from directpo.tokenization import TokenizedPair
 
+PROMPT_BRANCH = 0  # branch id of prompt tokens; completions are 1, 2, ...
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the sequences of a batch are laid out in rows (see the module docstring)."""
+
+    share_prefix: bool = False
+    pack: bool = False
+    pack_max_tokens: int = 0  # row budget when packing; 0: the longest segment of the batch
+
+    @property
+    def is_plain(self) -> bool:
+        return not (self.share_prefix or self.pack)
+
+
+PLAIN = Layout()
+
 
 @dataclass
 class Batch:
-    input_ids: torch.Tensor  # [2B, T] long
-    attention_mask: torch.Tensor  # [2B, T] long, 1 on real tokens
-    completion_mask: torch.Tensor  # [2B, T] bool, True on completion tokens
+    input_ids: torch.Tensor  # [R, T] long
+    attention_mask: torch.Tensor  # [R, T] long, 1 on real tokens
+    predict_from: torch.Tensor  # [K] long: flat index (row * T + t) of the logits scoring ...
+    target_ids: torch.Tensor  # [K] long: ... completion token k
+    target_sequence: torch.Tensor  # [K] long: which sequence token k belongs to
+    num_sequences: int  # 2B for pairs: chosen sequences first, then rejected
     num_pairs: int
+    sequence_tokens: int  # Σ over sequences of len(prompt + completion), whatever the layout
+    position_ids: torch.Tensor | None = None  # [R, T]; None: 0, 1, 2, ... in every row
+    segment_ids: torch.Tensor | None = None  # [R, T]; None: plain causal rows
+    branch_ids: torch.Tensor | None = None  # [R, T]; 0 prompt, 1.. completions
     reference_logps: torch.Tensor | None = None  # [2B], when precomputed
 
     @property
     def num_tokens(self) -> int:
+        """Tokens the model computes (padding excluded)."""
         return int(self.attention_mask.sum())
 
+    @property
+    def completion_tokens(self) -> torch.Tensor:
+        """[num_sequences] number of scored tokens of each sequence."""
+        return torch.bincount(self.target_sequence, minlength=self.num_sequences)
+
     def to(self, device: torch.device | str) -> Batch:
-        reference = self.reference_logps
-        return Batch(
-            self.input_ids.to(device),
-            self.attention_mask.to(device),
-            self.completion_mask.to(device),
-            self.num_pairs,
-            None if reference is None else reference.to(device),
+        def move(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor.to(device)
+
+        return replace(
+            self,
+            input_ids=self.input_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            predict_from=self.predict_from.to(device),
+            target_ids=self.target_ids.to(device),
+            target_sequence=self.target_sequence.to(device),
+            position_ids=move(self.position_ids),
+            segment_ids=move(self.segment_ids),
+            branch_ids=move(self.branch_ids),
+            reference_logps=move(self.reference_logps),
         )
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A prompt followed by completions that each see the prompt but not one another."""
+
+    prompt: Sequence[int]
+    completions: Sequence[Sequence[int]]
+    sequences: Sequence[int]  # output index of each completion
+
+    def __len__(self) -> int:
+        return len(self.prompt) + sum(len(c) for c in self.completions)
 
 
 def collate_pairs(
     pairs: Sequence[TokenizedPair],
     pad_token_id: int,
     reference_logps: torch.Tensor | None = None,
+    layout: Layout = PLAIN,
 ) -> Batch:
-    """The paired layout: B chosen rows, then B rejected rows.
+    """B pairs -> one batch whose 2B sequences are the chosen ones, then the rejected ones.
 
     ``reference_logps`` ([B, 2], chosen and rejected), when precomputed, rides along.
     """
-    rows = [(p.prompt_ids, p.chosen_ids) for p in pairs] + [
-        (p.prompt_ids, p.rejected_ids) for p in pairs
-    ]
-    batch = collate_sequences(rows, pad_token_id, num_pairs=len(pairs))
+    n = len(pairs)
+    if layout.share_prefix:
+        segments = [
+            Segment(p.prompt_ids, (p.chosen_ids, p.rejected_ids), (i, n + i))
+            for i, p in enumerate(pairs)
+        ]
+    else:
+        segments = [Segment(p.prompt_ids, (p.chosen_ids,), (i,)) for i, p in enumerate(pairs)]
+        segments += [
+            Segment(p.prompt_ids, (p.rejected_ids,), (n + i,)) for i, p in enumerate(pairs)
+        ]
+    batch = collate_segments(segments, pad_token_id, 2 * n, layout, num_pairs=n)
     if reference_logps is not None:
         batch.reference_logps = torch.cat([reference_logps[:, 0], reference_logps[:, 1]])
     return batch
 
 
 def collate_sequences(
-    rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_token_id: int, num_pairs: int = 0
+    rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_token_id: int
 ) -> Batch:
-    """Right-padded (prompt + completion) rows with the completion positions marked."""
-    width = max(len(prompt) + len(completion) for prompt, completion in rows)
-    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    completion_mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, (prompt, completion) in enumerate(rows):
-        n_prompt, n_total = len(prompt), len(prompt) + len(completion)
-        input_ids[i, :n_total] = torch.tensor([*prompt, *completion], dtype=torch.long)
-        attention_mask[i, :n_total] = 1
-        completion_mask[i, n_prompt:n_total] = True
-    return Batch(input_ids, attention_mask, completion_mask, num_pairs)
+    """Plain right-padded (prompt, completion) rows; sequence i is row i."""
+    segments = [Segment(prompt, (completion,), (i,)) for i, (prompt, completion) in enumerate(rows)]
+    return collate_segments(segments, pad_token_id, len(rows), PLAIN)
+
+
+def pack_rows(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """First-fit decreasing: indices of the items in each row, every row within ``budget``."""
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for index in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        row = next((r for r, space in enumerate(free) if space >= lengths[index]), None)
+        if row is None:
+            rows.append([])
+            free.append(budget)
+            row = len(rows) - 1
+        rows[row].append(index)
+        free[row] -= lengths[index]
+    return rows
+
+
+def collate_segments(
+    segments: Sequence[Segment],
+    pad_token_id: int,
+    num_sequences: int,
+    layout: Layout,
+    num_pairs: int = 0,
+) -> Batch:
+    """Lay segments out in right-padded rows (one per segment, or packed) with their targets."""
+    lengths = [len(s) for s in segments]
+    if layout.pack:
+        rows = pack_rows(lengths, max([layout.pack_max_tokens, *lengths]))
+    else:
+        rows = [[i] for i in range(len(segments))]
+    width = max(sum(lengths[i] for i in row) for row in rows)
+    shape = (len(rows), width)
+    input_ids = torch.full(shape, pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros(shape, dtype=torch.long)
+    position_ids = torch.zeros(shape, dtype=torch.long)
+    segment_ids = torch.full(shape, -1, dtype=torch.long)  # padding: a segment of its own
+    branch_ids = torch.zeros(shape, dtype=torch.long)
+    predict_from, target_ids, target_sequence = [], [], []
+    for r, row in enumerate(rows):
+        offset = 0
+        for index in row:
+            segment = segments[index]
+            n_prompt = len(segment.prompt)
+            ids = list(segment.prompt)
+            positions = list(range(n_prompt))
+            branches = [PROMPT_BRANCH] * n_prompt
+            for branch, (completion, sequence) in enumerate(
+                zip(segment.completions, segment.sequences, strict=True), start=1
+            ):
+                # Token j of the completion (position n_prompt + j) is predicted by the token
+                # at position n_prompt + j - 1: the prompt's last token for j = 0.
+                start = offset + len(ids)
+                for j, token in enumerate(completion):
+                    source = start + j - 1 if j > 0 else offset + n_prompt - 1
+                    if source >= offset:  # an empty prompt leaves the first token unscored
+                        predict_from.append(r * width + source)
+                        target_ids.append(token)
+                        target_sequence.append(sequence)
+                ids += completion
+                positions += range(n_prompt, n_prompt + len(completion))
+                branches += [branch] * len(completion)
+            end = offset + len(ids)
+            input_ids[r, offset:end] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[r, offset:end] = 1
+            position_ids[r, offset:end] = torch.tensor(positions, dtype=torch.long)
+            segment_ids[r, offset:end] = index
+            branch_ids[r, offset:end] = torch.tensor(branches, dtype=torch.long)
+            offset = end
+    plain = layout.is_plain
+    return Batch(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        predict_from=torch.tensor(predict_from, dtype=torch.long),
+        target_ids=torch.tensor(target_ids, dtype=torch.long),
+        target_sequence=torch.tensor(target_sequence, dtype=torch.long),
+        num_sequences=num_sequences,
+        num_pairs=num_pairs,
+        sequence_tokens=sum(
+            len(s.prompt) * len(s.completions) + len(s) - len(s.prompt) for s in segments
+        ),
+        position_ids=None if plain else position_ids,
+        segment_ids=None if plain else segment_ids,
+        branch_ids=None if plain else branch_ids,
+    )
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from directpo.batching import Layout
 from directpo.errors import ConfigError
 from directpo.losses import LOSSES, needs_reference
 from directpo.options import Options, load_options, option, option_help
@@ -27,6 +28,7 @@ LR_SCHEDULERS = ("constant", "linear", "cosine")
 DTYPES = ("float32", "bfloat16")
 TRACKERS = ("tensorboard", "wandb", "mlflow", "none")
 # The module each tracker needs; checked before training so a missing one fails early.
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flex_attention", "flash_attention_2")
 TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
 
@@ -73,6 +75,28 @@ class DPOConfig(Options):
         "Only completion positions reach the LM head, this many tokens at a time, each "
         "chunk recomputed in backward: peak memory of the log-prob step is one chunk x vocab. "
         "0: build the full logits (models that post-process logits always do).",
+    )
+    prefix_sharing: bool = option(
+        True,
+        "Encode each pair as one sequence [prompt][chosen][rejected] (the rejected tokens see "
+        "the prompt, not the chosen ones): the prompt is computed once, not twice. Needs a model "
+        "that takes a 4D attention mask; checked at start, else the plain layout with a notice.",
+    )
+    padding_free: bool = option(
+        True,
+        "Pack several sequences into each row (block-diagonal attention, position ids "
+        "restarting per sequence), so almost no padding is computed. Checked like prefix_sharing.",
+    )
+    pack_max_tokens: int = option(
+        0,
+        "Token budget of a packed row; 0: as long as the longest sequence of the micro-batch "
+        "(attention cost then never exceeds the unpacked layout's).",
+    )
+    attn_implementation: str = option(
+        "auto",
+        "Attention kernel passed to transformers: auto (its default, SDPA for most models), "
+        "sdpa, eager, flex_attention (block-sparse masks for prefix_sharing / padding_free on "
+        "CUDA), flash_attention_2 (no 4D masks: prefix_sharing and padding_free then fall back).",
     )
     precompute_ref_log_probs: bool = option(
         False,
@@ -261,6 +285,10 @@ class DPOConfig(Options):
             raise ConfigError("report_to: 'none' cannot be combined with other trackers")
         self._check_generation(require)
         require(self.logprob_chunk_tokens >= 0, "logprob_chunk_tokens", ">= 0 (0: off)")
+        require(self.pack_max_tokens >= 0, "pack_max_tokens", ">= 0 (0: the longest sequence)")
+        one_of("attn_implementation", ATTN_IMPLEMENTATIONS)
+        if not self.padding_free:
+            self._reject_if_set(("pack_max_tokens",), "padding_free is off")
         require(self.lora_r >= 0, "lora_r", ">= 0 (0: no LoRA)")
         require(self.lora_alpha >= 1, "lora_alpha", ">= 1")
         require(0 <= self.lora_dropout < 1, "lora_dropout", "in [0, 1)")
@@ -350,6 +378,11 @@ class DPOConfig(Options):
     def loss_needs_reference(self) -> bool:
         """Some chosen loss reads reference log-probs."""
         return needs_reference(self.loss_type)
+
+    @property
+    def layout(self) -> Layout:
+        """The row layout asked for (``logprobs.choose_layout`` may fall back to plain)."""
+        return Layout(self.prefix_sharing, self.padding_free, self.pack_max_tokens)
 
     @property
     def needs_reference(self) -> bool:

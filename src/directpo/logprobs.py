@@ -1,72 +1,69 @@
 """Sequence log-probabilities of completions: the only place a model runs forward for training.
 
-For each row of a batch, log π(y|x) = Σ_t log p(y_t | x, y_<t) over completion tokens only
-(prompt and padding are masked out). The per-token log-prob is the negative cross-entropy of
-the logits at position t - 1 against token t, computed in float32.
+For each sequence of a batch, log π(y|x) = Σ_t log p(y_t | x, y_<t) over completion tokens only
+(prompt and padding never count). The per-token log-prob is the negative cross-entropy of the
+logits that predict token t (``Batch.predict_from``) against it, computed in float32.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
-from directpo.batching import Batch, collate_sequences
+from directpo.batching import (
+    PLAIN,
+    PROMPT_BRANCH,
+    Batch,
+    Layout,
+    collate_pairs,
+    collate_sequences,
+)
+from directpo.tokenization import TokenizedPair
 
 
 def completion_logprobs(
-    logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor
+    logits: torch.Tensor, batch: Batch
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-row sums of completion-token log-probs, token counts, and unlikelihood sums.
+    """Per-sequence sums of completion-token log-probs, token counts, and unlikelihood sums.
 
     Args:
-        logits: [N, T, V] next-token logits (position t predicts token t + 1).
-        input_ids: [N, T] token ids.
-        completion_mask: [N, T] bool, True where the token belongs to the completion.
+        logits: [R, T, V] next-token logits of the batch's rows.
+        batch: says which logits score which completion token of which sequence.
 
     Returns:
-        (logps [N], token_counts [N] long, log1m [N]) where logps = Σ_t log p_t and
+        (logps, token_counts, log1m), each [num_sequences], where logps = Σ_t log p_t and
         log1m = Σ_t log(1 − p_t) over completion tokens (for the unlikelihood loss; p_t is
         capped at 1 − 1e-5 as in Welleck et al. 2019). Float32, or float64 for float64 logits.
     """
-    targets = input_ids[:, 1:]
-    mask = completion_mask[:, 1:]
-    shifted = logits[:, :-1]
-    if shifted.dtype != torch.float64:  # bf16 log-softmax loses too much: at least float32
-        shifted = shifted.float()
-    token_logps = -F.cross_entropy(shifted.transpose(1, 2), targets, reduction="none")
-    token_logps = token_logps.masked_fill(~mask, 0.0)
-    log1m = torch.log1p(-token_logps.exp().clamp(max=1 - 1e-5)).masked_fill(~mask, 0.0)
-    return token_logps.sum(-1), mask.sum(-1), log1m.sum(-1)
+    token_logps, token_log1m = _token_logprobs(
+        logits.flatten(0, 1)[batch.predict_from], batch.target_ids
+    )
+    return _per_sequence(batch, token_logps, token_log1m)
 
 
 def model_logprobs(
     model: torch.nn.Module, batch: Batch, chunk_tokens: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run ``model`` on the batch; ``completion_logprobs`` of every row (chosen rows first).
+    """Run ``model`` on the batch; ``completion_logprobs`` of every sequence (chosen first).
 
     With ``chunk_tokens > 0`` (and a model whose logits are a plain linear head over its last
     hidden state), only completion positions reach the LM head, ``chunk_tokens`` at a time,
     each chunk recomputed in the backward pass: no [tokens × vocab] tensor larger than one
     chunk is ever alive. Otherwise the full logits are built (``completion_logprobs``).
     """
+    inputs = model_inputs(model, batch)
     parts = _backbone_and_head(model) if chunk_tokens > 0 else None
     if parts is None:
-        logits = model(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
-        ).logits
-        return completion_logprobs(logits, batch.input_ids, batch.completion_mask)
+        return completion_logprobs(model(**inputs, use_cache=False).logits, batch)
     backbone, head = parts
-    hidden = backbone(
-        input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
-    ).last_hidden_state
-    mask = batch.completion_mask[:, 1:]
-    rows = torch.arange(mask.shape[0], device=mask.device)[:, None].expand_as(mask)[mask]
-    selected = hidden[:, :-1][mask]  # [K, H]: the positions that predict completion tokens
-    targets = batch.input_ids[:, 1:][mask]
+    hidden = backbone(**inputs, use_cache=False).last_hidden_state
+    selected = hidden.flatten(0, 1)[batch.predict_from]  # [K, H]: only the scoring positions
+    targets = batch.target_ids
     token_logps, token_log1m = [], []
     for start in range(0, selected.shape[0], chunk_tokens):
         end = start + chunk_tokens
@@ -75,10 +72,101 @@ def model_logprobs(
         )
         token_logps.append(logp)
         token_log1m.append(log1m)
-    zeros = torch.zeros(mask.shape[0], device=hidden.device, dtype=torch.float32)
-    logps = zeros.index_add(0, rows, torch.cat(token_logps)) if token_logps else zeros
-    log1m = zeros.index_add(0, rows, torch.cat(token_log1m)) if token_log1m else zeros
-    return logps, mask.sum(-1), log1m
+    empty = hidden.new_zeros(0, dtype=torch.float32)
+    return _per_sequence(
+        batch,
+        torch.cat(token_logps) if token_logps else empty,
+        torch.cat(token_log1m) if token_log1m else empty,
+    )
+
+
+def _per_sequence(
+    batch: Batch, token_logps: torch.Tensor, token_log1m: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    zeros = token_logps.new_zeros(batch.num_sequences)
+    return (
+        zeros.index_add(0, batch.target_sequence, token_logps),
+        batch.completion_tokens,
+        zeros.index_add(0, batch.target_sequence, token_log1m),
+    )
+
+
+def _token_logprobs(
+    logits: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p and log(1 − p) of each target token from its [K, V] logits, in float32 or more."""
+    if logits.dtype != torch.float64:  # bf16 log-softmax loses too much: at least float32
+        logits = logits.float()
+    logp = -F.cross_entropy(logits, targets, reduction="none")
+    return logp, torch.log1p(-logp.exp().clamp(max=1 - 1e-5))
+
+
+def model_inputs(model: torch.nn.Module, batch: Batch) -> dict[str, Any]:
+    """Keyword arguments of the model's forward for ``batch``'s layout.
+
+    Plain rows take the usual 2D padding mask. Shared/packed rows take a per-row mask built
+    from ``segment_ids``/``branch_ids``: a FlexAttention block mask for models loaded with
+    ``attn_implementation="flex_attention"``, otherwise a 4D mask, boolean for SDPA and
+    additive for eager attention (eager *adds* the mask: a boolean one would be silently wrong).
+    """
+    if batch.segment_ids is None:
+        return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+    implementation = attention_implementation(model)
+    if implementation == "flex_attention":
+        mask: Any = _block_mask(batch)
+    else:
+        allowed = attention_allowed(batch)[:, None]  # [R, 1, T, T]
+        if implementation == "sdpa":
+            mask = allowed
+        else:
+            dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+            mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+            mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return {
+        "input_ids": batch.input_ids,
+        "attention_mask": mask,
+        "position_ids": batch.position_ids,
+    }
+
+
+def attention_allowed(batch: Batch) -> torch.Tensor:
+    """[R, T, T] bool: may query token q attend to key token k?
+
+    Causal, within one segment, and a completion sees the prompt and itself but no other
+    completion. Every token sees itself, so padding rows are never fully masked (NaN).
+    """
+    assert batch.segment_ids is not None and batch.branch_ids is not None
+    segment, branch = batch.segment_ids, batch.branch_ids
+    positions = torch.arange(segment.shape[1], device=segment.device)
+    causal = positions[None, :] <= positions[:, None]
+    same_segment = segment[:, :, None] == segment[:, None, :]
+    visible_branch = (branch[:, None, :] == PROMPT_BRANCH) | (
+        branch[:, :, None] == branch[:, None, :]
+    )
+    return (causal & same_segment & visible_branch) | torch.eye(
+        segment.shape[1], dtype=torch.bool, device=segment.device
+    )
+
+
+def _block_mask(batch: Batch) -> Any:
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    segment, branch = batch.segment_ids, batch.branch_ids
+    assert segment is not None and branch is not None
+
+    def mask_mod(b, h, q, k):  # noqa: ANN001, ANN202 - FlexAttention's signature
+        same = segment[b, q] == segment[b, k]
+        visible = (branch[b, k] == PROMPT_BRANCH) | (branch[b, k] == branch[b, q])
+        return ((k <= q) & same & visible) | (q == k)
+
+    rows, width = segment.shape
+    return create_block_mask(mask_mod, rows, None, width, width, device=segment.device)
+
+
+def attention_implementation(model: torch.nn.Module) -> str:
+    hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(hf_model, "config", None)
+    return str(getattr(config, "_attn_implementation", None) or "eager")
 
 
 # Configs whose models transform logits after the LM head: the chunked path would skip that.
@@ -107,9 +195,7 @@ def _head_logprobs(
     head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """log p and log(1 − p) of each target token, from one chunk of hidden states."""
-    logits = head(hidden).float()
-    logp = -F.cross_entropy(logits, targets, reduction="none")
-    return logp, torch.log1p(-logp.exp().clamp(max=1 - 1e-5))
+    return _token_logprobs(head(hidden), targets)
 
 
 @torch.no_grad()
@@ -136,3 +222,58 @@ def sequence_logprobs(
 
 def policy_logprobs_fn(model: torch.nn.Module) -> Callable[[Batch], torch.Tensor]:
     return lambda batch: model_logprobs(model, batch)[0]
+
+
+def check_layout(model: torch.nn.Module, layout: Layout) -> str | None:
+    """None if ``model`` gives the same log-probs in ``layout`` as in plain rows, else why not.
+
+    Whether a model honours a custom 4D mask and explicit position ids depends on its
+    architecture and attention kernel (ALiBi models, flash-attention-2, remote code...), so
+    it is measured: a few synthetic pairs, of different lengths and with a prompt longer than
+    its completions, are scored both ways.
+    """
+    vocab = model.get_input_embeddings().num_embeddings
+    generator = torch.Generator().manual_seed(0)
+
+    def ids(n: int) -> list[int]:
+        return torch.randint(0, vocab, (n,), generator=generator).tolist()
+
+    pairs = [
+        TokenizedPair(ids(11), ids(3), ids(5)),
+        TokenizedPair(ids(2), ids(7), ids(1)),
+        TokenizedPair(ids(4), ids(2), ids(6)),
+    ]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            plain = model_logprobs(model, collate_pairs(pairs, 0).to(device))[0]
+            laid_out = model_logprobs(model, collate_pairs(pairs, 0, layout=layout).to(device))[0]
+    except Exception as exc:  # any architecture-specific refusal means: not supported
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+    finally:
+        model.train(was_training)
+    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    tolerance = 1e-3 if dtype in (torch.float32, torch.float64) else 0.1
+    difference = float((plain - laid_out).abs().max())
+    if not difference <= tolerance * max(1.0, float(plain.abs().max()) / 10):
+        return f"log-probs differ from the plain layout by {difference:.3g}"
+    return None
+
+
+def choose_layout(
+    layout: Layout, models: Sequence[torch.nn.Module], echo: Callable[[str], None] = print
+) -> Layout:
+    """``layout`` if every model gives it the plain layout's log-probs, else plain (says why)."""
+    if layout.is_plain:
+        return layout
+    for model in models:
+        reason = check_layout(model, layout)
+        if reason is not None:
+            echo(
+                f"prefix_sharing/padding_free: off for {type(model).__name__}, which does not "
+                f"honour the 4D attention mask ({reason}); using the plain padded layout"
+            )
+            return PLAIN
+    return layout

@@ -30,13 +30,17 @@ def load_causal_lm(
     trainable: bool,
     gradient_checkpointing: bool = False,
     device: torch.device | str = "cpu",
+    attn_implementation: str = "auto",
 ) -> torch.nn.Module:
     """An ``AutoModelForCausalLM`` from ``path``; frozen and in eval mode unless trainable."""
+    kwargs = {} if attn_implementation == "auto" else {"attn_implementation": attn_implementation}
     try:
         config = AutoConfig.from_pretrained(path)
         if disable_dropout:
             _zero_dropout_config(config)
-        model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=DTYPES[dtype])
+        model = AutoModelForCausalLM.from_pretrained(
+            path, config=config, dtype=DTYPES[dtype], **kwargs
+        )
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
         raise ModelLoadError(
             f"model '{path}': cannot load as a causal LM ({_first_line(exc)})"

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from directpo.batching import Batch, collate_pairs, eval_batches
+from directpo.batching import PLAIN, Batch, Layout, collate_pairs, eval_batches
 from directpo.reference import ReferenceProvider
 from directpo.tokenization import TokenizedPair
 
@@ -65,6 +65,7 @@ def precompute_reference_logps(
     batch_size: int,
     device: torch.device,
     settings: str,
+    layout: Layout = PLAIN,
     echo: Callable[[str], None] = print,
 ) -> torch.Tensor:
     """[N, 2] reference log-probs (chosen, rejected) of every pair, from the cache if present."""
@@ -83,7 +84,8 @@ def precompute_reference_logps(
         for indices in tqdm(
             eval_batches(len(pairs), batch_size), desc="reference log-probs", dynamic_ncols=True
         ):
-            batch = collate_pairs([pairs[i] for i in indices], pad_token_id).to(device)
+            batch = collate_pairs([pairs[i] for i in indices], pad_token_id, layout=layout)
+            batch = batch.to(device)
             logps = reference.logprobs(batch).float().cpu()
             table[indices, 0] = logps[: batch.num_pairs]
             table[indices, 1] = logps[batch.num_pairs :]

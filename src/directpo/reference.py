@@ -63,6 +63,7 @@ def load_policy_and_reference(
         trainable=True,
         gradient_checkpointing=config.gradient_checkpointing,
         device=device,
+        attn_implementation=config.attn_implementation,
     )
     if config.lora_r:
         policy = apply_lora(
@@ -83,5 +84,6 @@ def load_policy_and_reference(
         disable_dropout=config.disable_dropout,
         trainable=False,
         device=device,
+        attn_implementation=config.attn_implementation,
     )
     return policy, FrozenModelReference(frozen, config.logprob_chunk_tokens)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from directpo.batching import Batch, collate_pairs, eval_batches
+from directpo.batching import PLAIN, Batch, Layout, collate_pairs, eval_batches
 from directpo.config import DPOConfig
 from directpo.logprobs import model_logprobs
 from directpo.losses import PairLogps, implicit_rewards, preference_loss
@@ -93,7 +93,7 @@ def pair_losses(
         "logps/rejected": float(lp.rejected.detach().sum()),
     }
     sums |= {f"loss/{name}": float(value.detach().sum()) for name, value in components.items()}
-    return losses, PairStats(pairs=batch.num_pairs, tokens=batch.num_tokens, sums=sums)
+    return losses, PairStats(pairs=batch.num_pairs, tokens=batch.sequence_tokens, sums=sums)
 
 
 @torch.no_grad()
@@ -104,6 +104,7 @@ def evaluate(
     config: DPOConfig,
     pad_id: int,
     device: torch.device,
+    layout: Layout = PLAIN,
     reference_table: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Pair-weighted means of loss, rewards and log-probs over ``pairs``, prefixed ``eval/``."""
@@ -114,7 +115,7 @@ def evaluate(
     total = PairStats()
     for indices in eval_batches(len(pairs), config.per_device_eval_batch_size):
         table = None if reference_table is None else reference_table[indices]
-        batch = collate_pairs([pairs[i] for i in indices], pad_id, table).to(device)
+        batch = collate_pairs([pairs[i] for i in indices], pad_id, table, layout).to(device)
         total.add(pair_losses(policy, reference, batch, config)[1])
     policy.train(was_training)
     return {f"eval/{key}": value for key, value in total.means().items()}

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_scheduler, set_seed
 
-from directpo.batching import DataSchedule, collate_pairs
+from directpo.batching import DataSchedule, Layout, collate_pairs
 from directpo.checkpoint import (
     list_checkpoints,
     load_checkpoint,
@@ -33,6 +33,7 @@ from directpo.data import Columns, distinct_prompts, load_preferences, load_prom
 from directpo.errors import ConfigError, TrainingStopped
 from directpo.generate import evaluate_generations
 from directpo.jsonl import write_jsonl
+from directpo.logprobs import choose_layout
 from directpo.models import load_tokenizer, pad_token_id
 from directpo.outputs import save_final_model
 from directpo.precompute import PrecomputedReference, precompute_reference_logps
@@ -124,13 +125,16 @@ def train(
         num_training_steps=total_steps,
     )
     pad_id = pad_token_id(tokenizer)
+    reference_model = getattr(reference, "model", None)
+    separate_reference = [reference_model] if reference_model not in (None, policy) else []
+    layout = choose_layout(config.layout, [policy, *separate_reference], echo)
     kl_reference = reference  # sampled completions need a live reference for their KL
     if not config.loss_needs_reference:
         reference = None  # loaded only for the KL: the losses never pay for its forward pass
     train_table = eval_table = None  # [N, 2] reference log-probs when precomputed
     if config.precompute_ref_log_probs:
         reference, kl_reference, train_table, eval_table = _precompute_reference(
-            reference, train_pairs, eval_pairs, config, pad_id, device, echo
+            reference, train_pairs, eval_pairs, config, pad_id, device, layout, echo
         )
 
     _check_free_space(output_dir, policy, config)
@@ -173,6 +177,7 @@ def train(
                     [train_pairs[i] for i in indices],
                     pad_id,
                     None if train_table is None else train_table[indices],
+                    layout,
                 ).to(device)
                 for indices in schedule.micro_batches(step)
             ]
@@ -228,7 +233,7 @@ def train(
                 (config.eval_steps and done % config.eval_steps == 0) or done == total_steps
             ):
                 eval_metrics = evaluate(
-                    policy, reference, eval_pairs, config, pad_id, device, eval_table
+                    policy, reference, eval_pairs, config, pad_id, device, layout, eval_table
                 )
                 if eval_prompts:
                     generation_metrics, records = evaluate_generations(
@@ -380,6 +385,7 @@ def _precompute_reference(
     config: DPOConfig,
     pad_id: int,
     device: torch.device,
+    layout: Layout,
     echo: Callable[[str], None],
 ) -> tuple[ReferenceProvider, ReferenceProvider | None, torch.Tensor, torch.Tensor | None]:
     """Reference log-probs of every pair, computed (or read from the cache) up front; the
@@ -395,6 +401,7 @@ def _precompute_reference(
             config.per_device_eval_batch_size,
             device,
             settings,
+            layout,
             echo,
         )
         if pairs
