@@ -110,7 +110,7 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
             save_steps=0,
             dtype=dtype,
             max_prompt_length=3072,
-            **common,
+            **{**common, **json.loads(args.directpo_options or "{}")},
         )
         result = train(config, echo=lambda _: None)
         rows = [r for r in result.metrics if "loss" in r]
@@ -121,6 +121,8 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
             "tokens": tokens,
             "loss": rows[-1]["loss"],
             "memory_mb": peak_memory_mb(),
+            "params": sum(p.numel() for p in result.policy.parameters()),
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         }
     import datasets
     import trl
@@ -202,6 +204,11 @@ def main() -> None:
         choices=("true", "false"),
         help="the same for both (TRL's default is true)",
     )
+    parser.add_argument(
+        "--directpo_options",
+        default="",
+        help='JSON of directpo options for an ablation, e.g. \'{"prefix_sharing": false}\'',
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     for name in ("framework", "model", "data", "out"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
@@ -250,6 +257,8 @@ def main() -> None:
                     str(args.batch),
                     "--gradient_checkpointing",
                     args.gradient_checkpointing,
+                    "--directpo_options",
+                    args.directpo_options,
                     "--out",
                     str(work / f"{framework}-{model_name}-{set_name}"),
                 ]

@@ -27,6 +27,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from directpo.distributed import (
+    SINGLE_PROCESS,
+    World,
+    all_reduce_sum,
+    barrier,
+    broadcast,
+    load_sharded,
+    save_sharded,
+)
 from directpo.errors import CheckpointError
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -102,41 +111,89 @@ def save_checkpoint(
     scheduler: Any,
     state: dict[str, Any],
     save_total_limit: int | None,
+    world: World = SINGLE_PROCESS,
+    sharded: torch.nn.Module | None = None,
 ) -> Path:
+    """Write ``checkpoint-STEP``; every rank calls it in distributed training.
+
+    With ``sharded`` (an FSDP module), every rank writes its shards of weights and optimizer
+    under ``sharded/`` (torch.distributed.checkpoint) and the folder holds no whole model;
+    otherwise rank 0 writes the Hugging Face weights and ``optimizer.pt``. Rank 0 writes the
+    rest, the manifest (over every rank's files) and renames the folder into place.
+    """
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f".checkpoint-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save(_rng_state(), tmp / "rng_state.pt")
-        (tmp / STATE_FILE).write_text(json.dumps({**state, "global_step": step}, indent=2))
-        files = {}
-        for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
-            _fsync(file)
-            files[str(file.relative_to(tmp))] = {
-                "size": file.stat().st_size,
-                "blake2b": _checksum(file),
-            }
-        (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=2))
-        _fsync(tmp / MANIFEST)
-    except OSError as exc:  # a full disk, a quota, a vanished mount: keep what was there
+    problem = None
+    if world.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
+        problem = _attempt(lambda: tmp.mkdir(parents=True))
+    problem = broadcast(problem, world)
+    if problem is None and sharded is not None:
+        failed = _attempt(lambda: save_sharded(tmp / "sharded", sharded, optimizer))
+        if all_reduce_sum([float(failed is not None)], world)[0]:
+            problem = failed or "another rank could not write its shards"
+    if problem is None and world.is_main:
+        problem = _attempt(
+            lambda: _write_main_files(
+                tmp, step, model, tokenizer, optimizer, scheduler, state, sharded is None
+            )
+        )
+    problem = broadcast(problem, world)
+    if problem is not None:  # a full disk, a quota, a vanished mount: keep what was there
+        if world.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
         previous = [p.name for p in list_checkpoints(output_dir)]
         raise CheckpointError(
-            f"cannot write checkpoint-{step} in {output_dir} ({exc.strerror or exc}); "
+            f"cannot write checkpoint-{step} in {output_dir} ({problem}); "
             f"earlier checkpoints are intact ({', '.join(previous) or 'none'})"
-        ) from None
-    if final.exists():  # the same step saved again after a resume: replace it whole
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync(output_dir)
-    if save_total_limit is not None:
-        for old in list_checkpoints(output_dir)[:-save_total_limit]:
-            shutil.rmtree(old, ignore_errors=True)
+        )
+    if world.is_main:
+        if final.exists():  # the same step saved again after a resume: replace it whole
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync(output_dir)
+        if save_total_limit is not None:
+            for old in list_checkpoints(output_dir)[:-save_total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+    barrier(world)
     return final
+
+
+def _attempt(action: Callable[[], Any]) -> str | None:
+    """None if ``action`` ran, else the reason of its OSError."""
+    try:
+        action()
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    return None
+
+
+def _write_main_files(
+    tmp: Path,
+    step: int,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: dict[str, Any],
+    with_weights: bool,
+) -> None:
+    if with_weights:
+        model.save_pretrained(tmp, safe_serialization=True)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    tokenizer.save_pretrained(tmp)
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    torch.save(_rng_state(), tmp / "rng_state.pt")
+    (tmp / STATE_FILE).write_text(json.dumps({**state, "global_step": step}, indent=2))
+    files = {}
+    for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
+        _fsync(file)
+        files[str(file.relative_to(tmp))] = {
+            "size": file.stat().st_size,
+            "blake2b": _checksum(file),
+        }
+    (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=2))
+    _fsync(tmp / MANIFEST)
 
 
 def _checksum(file: Path) -> str:
@@ -156,12 +213,29 @@ def _fsync(path: Path) -> None:
 
 
 def load_checkpoint(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    sharded: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and RNG from ``path``; return the trainer state."""
+    """Restore weights, optimizer, scheduler and RNG from ``path``; return the trainer state.
+
+    With ``sharded`` (an FSDP module; every rank calls) the weights and optimizer come from the
+    ``sharded/`` folder that ``save_checkpoint`` wrote at the same world size.
+    """
     try:
-        load_model_weights(model, path)
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        if sharded is not None:
+            if not (path / "sharded").is_dir():
+                raise CheckpointError(f"checkpoint {path}: not an FSDP checkpoint (no sharded/)")
+            load_sharded(path / "sharded", sharded, optimizer)
+        else:
+            if (path / "sharded").is_dir():
+                raise CheckpointError(
+                    f"checkpoint {path}: written by distributed: fsdp; resume with the same setting"
+                )
+            load_model_weights(model, path)
+            optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
         scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
         _set_rng_state(torch.load(path / "rng_state.pt", weights_only=False))
         return json.loads((path / STATE_FILE).read_text())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -152,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = load_options(command.options, getattr(args, "config", None), overrides)
         command.run(options)
     except DirectpoError as err:
-        print(f"directpo: error: {err}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank has the same error
+            print(f"directpo: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("directpo: interrupted", file=sys.stderr)

@@ -28,6 +28,7 @@ LR_SCHEDULERS = ("constant", "linear", "cosine")
 DTYPES = ("float32", "bfloat16")
 TRACKERS = ("tensorboard", "wandb", "mlflow", "none")
 # The module each tracker needs; checked before training so a missing one fails early.
+DISTRIBUTED_MODES = ("auto", "none", "ddp", "fsdp")
 ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flex_attention", "flash_attention_2")
 TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
@@ -97,6 +98,13 @@ class DPOConfig(Options):
         "Attention kernel passed to transformers: auto (its default, SDPA for most models), "
         "sdpa, eager, flex_attention (block-sparse masks for prefix_sharing / padding_free on "
         "CUDA), flash_attention_2 (no 4D masks: prefix_sharing and padding_free then fall back).",
+    )
+    distributed: str = option(
+        "auto",
+        "Multi-process training under torchrun / accelerate launch: ddp (replicate the model), "
+        "fsdp (shard policy and reference per transformer block with FSDP2; weights kept in "
+        "float32 and computed in dtype), none, or auto (ddp when launched on several "
+        "processes). See docs/distributed.md.",
     )
     precompute_ref_log_probs: bool = option(
         False,
@@ -287,6 +295,9 @@ class DPOConfig(Options):
         require(self.logprob_chunk_tokens >= 0, "logprob_chunk_tokens", ">= 0 (0: off)")
         require(self.pack_max_tokens >= 0, "pack_max_tokens", ">= 0 (0: the longest sequence)")
         one_of("attn_implementation", ATTN_IMPLEMENTATIONS)
+        one_of("distributed", DISTRIBUTED_MODES)
+        if self.distributed == "fsdp" and self.lora_r:
+            raise ConfigError("distributed: fsdp with lora_r is not supported yet; use ddp")
         if not self.padding_free:
             self._reject_if_set(("pack_max_tokens",), "padding_free is off")
         require(self.lora_r >= 0, "lora_r", ">= 0 (0: no LoRA)")

@@ -169,6 +169,23 @@ def attention_implementation(model: torch.nn.Module) -> str:
     return str(getattr(config, "_attn_implementation", None) or "eager")
 
 
+class SequenceScorer(torch.nn.Module):
+    """A causal LM and its completion log-prob computation as one module.
+
+    DDP and FSDP act through a module's ``forward``: the chunked log-prob path calls the
+    backbone and the LM head separately, so it must run inside the wrapped forward for FSDP to
+    gather the head's (and embeddings') shards and for DDP to see every gradient.
+    """
+
+    def __init__(self, model: torch.nn.Module, chunk_tokens: int = 0):
+        super().__init__()
+        self.model = model
+        self.chunk_tokens = chunk_tokens
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return model_logprobs(self.model, batch, self.chunk_tokens)
+
+
 # Configs whose models transform logits after the LM head: the chunked path would skip that.
 _LOGIT_TRANSFORMS = (
     "final_logit_softcapping",

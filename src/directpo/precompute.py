@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from directpo.batching import PLAIN, Batch, Layout, collate_pairs, eval_batches
+from directpo.distributed import SINGLE_PROCESS, World, all_reduce_sum, broadcast, shard
 from directpo.reference import ReferenceProvider
 from directpo.tokenization import TokenizedPair
 
@@ -59,7 +60,7 @@ def data_fingerprint(pairs: Sequence[TokenizedPair]) -> str:
 
 def precompute_reference_logps(
     reference: ReferenceProvider,
-    reference_model: torch.nn.Module,
+    weights_key: str,
     pairs: Sequence[TokenizedPair],
     pad_token_id: int,
     batch_size: int,
@@ -67,31 +68,45 @@ def precompute_reference_logps(
     settings: str,
     layout: Layout = PLAIN,
     echo: Callable[[str], None] = print,
+    world: World = SINGLE_PROCESS,
 ) -> torch.Tensor:
-    """[N, 2] reference log-probs (chosen, rejected) of every pair, from the cache if present."""
+    """[N, 2] reference log-probs (chosen, rejected) of every pair, from the cache if present.
+
+    ``weights_key`` is ``weights_fingerprint`` of the reference, taken before any sharding. In
+    distributed training each rank scores its slice of every batch of ``batch_size × world``
+    pairs and the table is summed across ranks; rank 0 alone reads and writes the cache.
+    """
     key = hashlib.blake2b(
-        f"{weights_fingerprint(reference_model)}|{data_fingerprint(pairs)}|{settings}".encode(),
-        digest_size=16,
+        f"{weights_key}|{data_fingerprint(pairs)}|{settings}".encode(), digest_size=16
     ).hexdigest()
     path = cache_root() / f"{key}.safetensors"
-    if path.is_file():
+    cached = None
+    if world.is_main and path.is_file():
         table = load_file(path)["logps"]
-        if table.shape == (len(pairs), 2):
-            echo(f"reference log-probs: reusing the cache {path}")
-            return table
-    table = torch.empty(len(pairs), 2, dtype=torch.float32)
+        cached = table if table.shape == (len(pairs), 2) else None
+    cached = broadcast(cached, world)
+    if cached is not None:
+        echo(f"reference log-probs: reusing the cache {path}")
+        return cached
+    table = torch.zeros(len(pairs), 2, dtype=torch.float64)
     with torch.no_grad():
         for indices in tqdm(
-            eval_batches(len(pairs), batch_size), desc="reference log-probs", dynamic_ncols=True
+            eval_batches(len(pairs), batch_size * world.size),
+            desc="reference log-probs",
+            dynamic_ncols=True,
+            disable=not world.is_main,
         ):
-            batch = collate_pairs([pairs[i] for i in indices], pad_token_id, layout=layout)
-            batch = batch.to(device)
-            logps = reference.logprobs(batch).float().cpu()
-            table[indices, 0] = logps[: batch.num_pairs]
-            table[indices, 1] = logps[batch.num_pairs :]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"logps": table}, str(tmp))
-    os.replace(tmp, path)
+            mine, stand_in = shard(indices, world)
+            batch = collate_pairs([pairs[i] for i in mine], pad_token_id, layout=layout)
+            logps = reference.logprobs(batch.to(device)).double().cpu()
+            if not stand_in:
+                table[mine, 0] = logps[: batch.num_pairs]
+                table[mine, 1] = logps[batch.num_pairs :]
+    table = torch.tensor(all_reduce_sum(table.flatten().tolist(), world)).view(-1, 2).float()
+    if world.is_main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"logps": table}, str(tmp))
+        os.replace(tmp, path)
     echo(f"reference log-probs: computed for {len(pairs)} pairs, cached in {path}")
     return table

@@ -13,7 +13,7 @@ import torch
 
 from directpo.batching import Batch
 from directpo.config import DPOConfig
-from directpo.logprobs import model_logprobs
+from directpo.logprobs import SequenceScorer, model_logprobs
 from directpo.models import apply_lora, load_causal_lm
 
 
@@ -28,11 +28,12 @@ class FrozenModelReference:
 
     def __init__(self, model: torch.nn.Module, chunk_tokens: int = 0):
         self.model = model.eval().requires_grad_(False)
-        self.chunk_tokens = chunk_tokens
+        # the module that runs: replaced by its DDP/FSDP-wrapped form in distributed training
+        self.scorer: torch.nn.Module = SequenceScorer(self.model, chunk_tokens)
 
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> torch.Tensor:
-        return model_logprobs(self.model, batch, self.chunk_tokens)[0]
+        return self.scorer(batch)[0]
 
 
 class AdapterDisabledReference:
@@ -53,12 +54,16 @@ class AdapterDisabledReference:
 
 
 def load_policy_and_reference(
-    config: DPOConfig, device: torch.device
+    config: DPOConfig, device: torch.device, master_weights: str | None = None
 ) -> tuple[torch.nn.Module, ReferenceProvider | None]:
-    """The trainable policy (with LoRA adapters if ``lora_r``) and its reference provider."""
+    """The trainable policy (with LoRA adapters if ``lora_r``) and its reference provider.
+
+    ``master_weights`` overrides the policy's storage dtype (FSDP keeps float32 weights and
+    computes in ``config.dtype``).
+    """
     policy = load_causal_lm(
         config.model_name_or_path,
-        config.dtype,
+        master_weights or config.dtype,
         disable_dropout=config.disable_dropout,
         trainable=True,
         gradient_checkpointing=config.gradient_checkpointing,

@@ -12,7 +12,8 @@ import torch
 
 from directpo.batching import PLAIN, Batch, Layout, collate_pairs, eval_batches
 from directpo.config import DPOConfig
-from directpo.logprobs import model_logprobs
+from directpo.distributed import SINGLE_PROCESS, World, all_reduce_sum, broadcast, shard
+from directpo.logprobs import SequenceScorer, model_logprobs
 from directpo.losses import PairLogps, implicit_rewards, preference_loss
 from directpo.reference import ReferenceProvider
 from directpo.tokenization import TokenizedPair
@@ -44,6 +45,18 @@ class PairStats:
         for key, value in other.sums.items():
             self.sums[key] = self.sums.get(key, 0.0) + value
 
+    def all_reduce(self, world: World) -> PairStats:
+        """The sums over every rank (each rank must hold the same metric keys or none)."""
+        if not world.enabled:
+            return self
+        # rank 0 holds the first slice of every batch, so it has every key anyone has
+        keys = broadcast(sorted(self.sums), world)
+        values = [self.pairs, self.tokens, self.nonfinite_steps]
+        values += [self.sums.get(key, 0.0) for key in keys]
+        total = all_reduce_sum([float(v) for v in values], world)
+        sums = dict(zip(keys, total[3:], strict=True))
+        return PairStats(int(total[0]), int(total[1]), sums if total[0] else {}, int(total[2]))
+
     def means(self) -> dict[str, float]:
         if not self.sums:  # every step of the window was skipped
             return {}
@@ -60,9 +73,16 @@ def batch_logps(
     batch: Batch,
     chunk_tokens: int = 0,
 ) -> PairLogps:
-    """Policy (with graph) and reference log-probs of a paired batch."""
+    """Policy (with graph) and reference log-probs of a paired batch.
+
+    ``policy`` is a causal LM, or a ``SequenceScorer`` (possibly DDP/FSDP-wrapped) around one.
+    """
     n = batch.num_pairs
-    policy_logps, token_counts, log1m = model_logprobs(policy, batch, chunk_tokens)
+    inner = getattr(policy, "module", policy)  # DDP keeps the scorer in .module
+    if isinstance(inner, SequenceScorer):
+        policy_logps, token_counts, log1m = policy(batch)
+    else:
+        policy_logps, token_counts, log1m = model_logprobs(policy, batch, chunk_tokens)
     reference_logps = reference.logprobs(batch) if reference is not None else None
     return PairLogps(
         chosen=policy_logps[:n],
@@ -106,16 +126,24 @@ def evaluate(
     device: torch.device,
     layout: Layout = PLAIN,
     reference_table: torch.Tensor | None = None,
+    world: World = SINGLE_PROCESS,
 ) -> dict[str, float]:
-    """Pair-weighted means of loss, rewards and log-probs over ``pairs``, prefixed ``eval/``."""
+    """Pair-weighted means of loss, rewards and log-probs over ``pairs``, prefixed ``eval/``.
+
+    In distributed training each rank scores its slice of every eval batch (of
+    ``per_device_eval_batch_size × world size`` pairs) and the sums are added across ranks.
+    """
     if not pairs:
         return {}
     was_training = policy.training
     policy.eval()
     total = PairStats()
-    for indices in eval_batches(len(pairs), config.per_device_eval_batch_size):
-        table = None if reference_table is None else reference_table[indices]
-        batch = collate_pairs([pairs[i] for i in indices], pad_id, table, layout).to(device)
-        total.add(pair_losses(policy, reference, batch, config)[1])
+    for indices in eval_batches(len(pairs), config.per_device_eval_batch_size * world.size):
+        mine, stand_in = shard(indices, world)
+        table = None if reference_table is None else reference_table[mine]
+        batch = collate_pairs([pairs[i] for i in mine], pad_id, table, layout).to(device)
+        stats = pair_losses(policy, reference, batch, config)[1]
+        if not stand_in:
+            total.add(stats)
     policy.train(was_training)
-    return {f"eval/{key}": value for key, value in total.means().items()}
+    return {f"eval/{key}": value for key, value in total.all_reduce(world).means().items()}

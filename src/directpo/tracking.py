@@ -32,25 +32,32 @@ class MetricsLogger:
         report_to: list[str],
         config: dict[str, Any],
         resume_step: int | None = None,
+        write: bool = True,
     ):
+        """``write=False`` (ranks other than 0): keep the rows in memory, write nothing."""
         self.path = output_dir / METRICS_FILE
+        self.write = write
         kept = [
             row
             for row in read_metrics(output_dir)
             if resume_step is not None and row.get("step", 0) <= resume_step
         ]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
-        os.replace(tmp, self.path)
+        if write:
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
+            os.replace(tmp, self.path)
         self.rows = kept
         self._trackers = [
-            _open_tracker(name, output_dir, config) for name in report_to if name != "none"
+            _open_tracker(name, output_dir, config)
+            for name in report_to
+            if name != "none" and write
         ]
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         row = {"step": step, **metrics}
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
+        if self.write:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
         self.rows.append(row)
         for tracker in self._trackers:
             tracker.log(step, metrics)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -30,13 +31,30 @@ from directpo.checkpoint import (
 )
 from directpo.config import DPOConfig
 from directpo.data import Columns, distinct_prompts, load_preferences, load_prompts
-from directpo.errors import ConfigError, TrainingStopped
+from directpo.distributed import (
+    World,
+    all_reduce_sum,
+    barrier,
+    broadcast,
+    consolidated_model,
+    grad_norm_value,
+    gradient_sync,
+    shard,
+    wrap,
+)
+from directpo.distributed import setup as setup_world
+from directpo.distributed import teardown as teardown_world
+from directpo.errors import ConfigError, DirectpoError, TrainingStopped
 from directpo.generate import evaluate_generations
 from directpo.jsonl import write_jsonl
-from directpo.logprobs import choose_layout
-from directpo.models import load_tokenizer, pad_token_id
+from directpo.logprobs import SequenceScorer, choose_layout
+from directpo.models import DTYPES, load_tokenizer, pad_token_id
 from directpo.outputs import save_final_model
-from directpo.precompute import PrecomputedReference, precompute_reference_logps
+from directpo.precompute import (
+    PrecomputedReference,
+    precompute_reference_logps,
+    weights_fingerprint,
+)
 from directpo.reference import (
     FrozenModelReference,
     ReferenceProvider,
@@ -74,10 +92,28 @@ def train(
     """
     # -- checks that need no model ---------------------------------------------------------
     config.check_environment(need_train_file=train_dataset is None)
+    world = setup_world(config.distributed)
+    try:
+        return _train(config, train_dataset, eval_dataset, world, echo)
+    finally:
+        teardown_world(world)
+
+
+def _train(
+    config: DPOConfig,
+    train_dataset: Any,
+    eval_dataset: Any,
+    world: World,
+    echo: Callable[[str], None],
+) -> TrainResult:
+    if not world.is_main:
+        echo = _silent  # only rank 0 prints, logs and writes
+    if world.enabled and config.eval_generate:
+        raise ConfigError(f"eval_generate is not supported with distributed: {world.mode} yet")
     output_dir = Path(config.output_dir)
     replaced_checkpoints = _prepare_output_dir(output_dir, config)
     set_seed(config.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = world.device
 
     # -- data -------------------------------------------------------------------------------
     columns = Columns(
@@ -109,43 +145,66 @@ def train(
     reward_fn = load_reward_fn(config.reward_fn) if config.reward_fn else None
 
     # -- models, optimizer, schedule --------------------------------------------------------
-    policy, reference = load_policy_and_reference(config, device)
+    sharded = world.mode == "fsdp"  # load on CPU in float32; fully_shard moves the shards
+    policy, reference = load_policy_and_reference(
+        config,
+        torch.device("cpu") if sharded else device,
+        master_weights="float32" if sharded else None,
+    )
+    # one process's global batch: world.size slices of per-device batches (see distributed.py)
     schedule = DataSchedule(
         len(train_pairs),
-        config.per_device_train_batch_size,
+        config.per_device_train_batch_size * world.size,
         config.gradient_accumulation_steps,
         config.seed,
     )
     total_steps = schedule.total_steps(config.num_train_epochs, config.max_steps)
-    optimizer = _build_optimizer(policy, config)
+    pad_id = pad_token_id(tokenizer)
+    reference_model = getattr(reference, "model", None)
+    separate_reference = [reference_model] if reference_model not in (None, policy) else []
+    layout = choose_layout(config.layout, [policy, *separate_reference], echo)
+    precompute = config.precompute_ref_log_probs
+    reference_weights = weights_fingerprint(reference_model) if precompute else ""
+    compute_dtype = DTYPES[config.dtype]
+    scorer = wrap(SequenceScorer(policy, config.logprob_chunk_tokens), world, compute_dtype)
+    if isinstance(reference, FrozenModelReference):
+        reference.scorer = wrap(reference.scorer, world, compute_dtype)
+    optimizer = _build_optimizer(scorer, config)  # after wrapping: FSDP replaces the parameters
     scheduler = get_scheduler(
         SCHEDULER_NAMES[config.lr_scheduler_type],
         optimizer,
         num_warmup_steps=config.warmup_steps,
         num_training_steps=total_steps,
     )
-    pad_id = pad_token_id(tokenizer)
-    reference_model = getattr(reference, "model", None)
-    separate_reference = [reference_model] if reference_model not in (None, policy) else []
-    layout = choose_layout(config.layout, [policy, *separate_reference], echo)
     kl_reference = reference  # sampled completions need a live reference for their KL
     if not config.loss_needs_reference:
         reference = None  # loaded only for the KL: the losses never pay for its forward pass
     train_table = eval_table = None  # [N, 2] reference log-probs when precomputed
-    if config.precompute_ref_log_probs:
+    if precompute:
         reference, kl_reference, train_table, eval_table = _precompute_reference(
-            reference, train_pairs, eval_pairs, config, pad_id, device, layout, echo
+            reference,
+            reference_weights,
+            train_pairs,
+            eval_pairs,
+            config,
+            pad_id,
+            layout,
+            world,
+            echo,
         )
 
     _check_free_space(output_dir, policy, config)
 
     # -- resume, or replace an earlier run (only now that data and models are known good) -----
-    for old in replaced_checkpoints:
+    for old in replaced_checkpoints if world.is_main else []:
         shutil.rmtree(old)
     start_step, window = 0, PairStats()
     if config.resume_from_checkpoint:
-        checkpoint = resolve_checkpoint(config.resume_from_checkpoint, output_dir, echo)
-        state = load_checkpoint(checkpoint, policy, optimizer, scheduler)
+        checkpoint = _on_main(
+            world, lambda: resolve_checkpoint(config.resume_from_checkpoint, output_dir, echo)
+        )
+        fsdp_scorer = scorer if sharded else None
+        state = load_checkpoint(checkpoint, policy, optimizer, scheduler, fsdp_scorer)
         _check_same_data(state, schedule, checkpoint)
         start_step, window = state["global_step"], PairStats(**state["log_window"])
         echo(f"resumed from {checkpoint} at step {start_step}")
@@ -154,17 +213,26 @@ def train(
         config.report_to,
         config.to_dict(),
         resume_step=start_step if config.resume_from_checkpoint else None,
+        write=world.is_main,
     )
-    config.save_yaml(output_dir / "config.yaml")
+    if world.is_main:
+        config.save_yaml(output_dir / "config.yaml")
+    processes = f" x {world.size} processes ({world.mode})" if world.enabled else ""
     echo(
         f"training {total_steps} steps ({schedule.steps_per_epoch} per epoch) on {device}, "
         f"{len(train_pairs)} pairs, batch {config.per_device_train_batch_size} x "
-        f"{config.gradient_accumulation_steps} accumulation"
+        f"{config.gradient_accumulation_steps} accumulation{processes}"
     )
 
     # -- the loop -----------------------------------------------------------------------------
     # the bar is closed before any error propagates, so a one-line error stays the last line
-    progress = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
+    progress = tqdm(
+        total=total_steps,
+        initial=start_step,
+        desc="train",
+        dynamic_ncols=True,
+        disable=not world.is_main,
+    )
     with progress, StopRequest() as stop, _explain_oom(progress):
         window_start = time.perf_counter()
         nonfinite_in_a_row = 0
@@ -172,26 +240,34 @@ def train(
         if eval_prompts:
             samples_dir.mkdir(exist_ok=True)
         for step in range(start_step, total_steps):
-            micro_batches = [
-                collate_pairs(
-                    [train_pairs[i] for i in indices],
-                    pad_id,
-                    None if train_table is None else train_table[indices],
-                    layout,
-                ).to(device)
-                for indices in schedule.micro_batches(step)
-            ]
-            step_pairs = sum(batch.num_pairs for batch in micro_batches)
+            step_indices = schedule.micro_batches(step)
+            step_pairs = sum(len(indices) for indices in step_indices)  # over all ranks
             learning_rate = scheduler.get_last_lr()[0]
             stats = PairStats()
-            for batch in micro_batches:
-                losses, batch_stats = pair_losses(policy, reference, batch, config)
-                # sum / pairs-in-step: the gradient is the mean over all pairs of the step, exactly
-                # as one large batch would give, whatever the micro-batch sizes
-                (losses.sum() / step_pairs).backward()
-                stats.add(batch_stats)
+            for number, indices in enumerate(step_indices):
+                mine, stand_in = shard(indices, world)
+                batch = collate_pairs(
+                    [train_pairs[i] for i in mine],
+                    pad_id,
+                    None if train_table is None else train_table[mine],
+                    layout,
+                ).to(device)
+                last = number == len(step_indices) - 1
+                with gradient_sync(scorer, enabled=last):
+                    losses, batch_stats = pair_losses(scorer, reference, batch, config)
+                    # sum / pairs-in-step: the gradient is the mean over all pairs of the step,
+                    # exactly as one large batch would give, whatever the micro-batch sizes (x
+                    # world size: DDP and FSDP average the ranks' gradients)
+                    weight = 0.0 if stand_in else world.size / step_pairs
+                    (losses.sum() * weight).backward()
+                if not stand_in:
+                    stats.add(batch_stats)
+            stats = stats.all_reduce(world)
+            if world.enabled and all_reduce_sum([float(bool(stop.requested))], world)[0]:
+                stop.requested = stop.requested or "another rank's signal"
             max_norm = config.max_grad_norm if config.max_grad_norm > 0 else math.inf
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), max_norm))
+            total_norm = torch.nn.utils.clip_grad_norm_(scorer.parameters(), max_norm)
+            grad_norm = grad_norm_value(total_norm)
             done = step + 1
             if math.isfinite(grad_norm) and math.isfinite(stats.sums["loss"]):
                 optimizer.step()
@@ -233,7 +309,15 @@ def train(
                 (config.eval_steps and done % config.eval_steps == 0) or done == total_steps
             ):
                 eval_metrics = evaluate(
-                    policy, reference, eval_pairs, config, pad_id, device, layout, eval_table
+                    scorer,
+                    reference,
+                    eval_pairs,
+                    config,
+                    pad_id,
+                    device,
+                    layout,
+                    eval_table,
+                    world,
                 )
                 if eval_prompts:
                     generation_metrics, records = evaluate_generations(
@@ -262,6 +346,8 @@ def train(
                     scheduler,
                     state,
                     config.save_total_limit,
+                    world,
+                    scorer if sharded else None,
                 )
                 progress.write(f"saved {path}")
             if stop.requested:
@@ -274,9 +360,16 @@ def train(
 
     # -- outputs ------------------------------------------------------------------------------
     logger.close()
-    final = save_final_model(output_dir, policy, tokenizer, config, train_data, logger.rows)
-    if final is not policy:  # LoRA merged into the base: its adapters are gone
-        policy, reference = final, None
+    if sharded:  # gather the shards into one whole model on rank 0 (every rank takes part)
+        whole = consolidated_model(scorer, policy, compute_dtype, world)
+        if world.is_main:
+            save_final_model(output_dir, whole, tokenizer, config, train_data, logger.rows)
+            policy = whole
+    elif world.is_main:
+        final = save_final_model(output_dir, policy, tokenizer, config, train_data, logger.rows)
+        if final is not policy:  # LoRA merged into the base: its adapters are gone
+            policy, reference = final, None
+    barrier(world)
     echo(f"model saved to {output_dir}")
     return TrainResult(policy, reference, tokenizer, output_dir, total_steps, logger.rows)
 
@@ -331,12 +424,30 @@ def _prepare_output_dir(output_dir: Path, config: DPOConfig) -> list[Path]:
         )
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / ".directpo-write-test"
+        probe = output_dir / f".directpo-write-test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
         raise ConfigError(f"output_dir {output_dir}: not writable ({exc.strerror})") from None
     return [] if config.resume_from_checkpoint else previous
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+def _on_main(world: World, action: Callable[[], Any]) -> Any:
+    """``action()`` on rank 0, its result (or its DirectpoError) on every rank."""
+    result: Any = None
+    if world.is_main:
+        try:
+            result = action()
+        except DirectpoError as exc:
+            result = exc
+    result = broadcast(result, world)
+    if isinstance(result, DirectpoError):
+        raise result
+    return result
 
 
 def _check_same_data(state: dict[str, Any], schedule: DataSchedule, checkpoint: Path) -> None:
@@ -380,12 +491,13 @@ def _samples_markdown(records: list[dict[str, Any]], limit: int = 8) -> str:
 
 def _precompute_reference(
     reference: ReferenceProvider,
+    reference_weights: str,
     train_pairs: list[TokenizedPair],
     eval_pairs: list[TokenizedPair] | None,
     config: DPOConfig,
     pad_id: int,
-    device: torch.device,
     layout: Layout,
+    world: World,
     echo: Callable[[str], None],
 ) -> tuple[ReferenceProvider, ReferenceProvider | None, torch.Tensor, torch.Tensor | None]:
     """Reference log-probs of every pair, computed (or read from the cache) up front; the
@@ -395,14 +507,15 @@ def _precompute_reference(
     tables = [
         precompute_reference_logps(
             reference,
-            model,
+            reference_weights,
             pairs,
             pad_id,
             config.per_device_eval_batch_size,
-            device,
+            world.device,
             settings,
             layout,
             echo,
+            world,
         )
         if pairs
         else None
@@ -410,8 +523,8 @@ def _precompute_reference(
     ]
     kl_reference = reference if config.eval_generate else None
     if kl_reference is None and isinstance(reference, FrozenModelReference):
-        del reference.model  # training now holds one model in memory
-        if device.type == "cuda":
+        del reference.model, reference.scorer  # training now holds one model in memory
+        if world.device.type == "cuda":
             torch.cuda.empty_cache()
     return PrecomputedReference(), kl_reference, tables[0], tables[1]
 

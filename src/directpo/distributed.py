@@ -1,0 +1,247 @@
+"""Data-parallel and sharded training on PyTorch's own engine: torchrun + DDP or FSDP2.
+
+Launch the usual config on N processes::
+
+    torchrun --nproc_per_node 8 -m directpo train cfg.yaml          # one node
+    torchrun --nnodes 2 --node_rank 0 --master_addr HOST --master_port 29500 \\
+        --nproc_per_node 8 -m directpo train cfg.yaml                # on each node (rank 0, 1)
+    accelerate launch --num_processes 8 -m directpo train cfg.yaml   # sets the same variables
+
+What is kept equal to one process with a batch ``world_size`` times larger:
+
+* The global micro-batch (``per_device_train_batch_size × world_size`` pairs) is the one a
+  single process would draw; rank r takes its r-th contiguous slice. The loss of a step is the
+  sum over all its pairs divided by the step's global pair count, times ``world_size`` because
+  DDP and FSDP average gradients over ranks: the gradient is the single-process gradient.
+* Metrics are sums over pairs all-reduced across ranks before they are averaged.
+* A rank whose slice is empty (the epoch's last, short micro-batch) computes a pair with weight
+  0, so that every rank runs the same collectives.
+
+``distributed: fsdp`` shards every transformer block (``_no_split_modules``) and then the rest
+with ``fully_shard``; weights are kept in float32 and computed in ``dtype`` through a
+``MixedPrecisionPolicy`` (gradients reduced in float32). The reference model, unless
+precomputed, is sharded the same way. ``distributed: ddp`` replicates the model.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from directpo.errors import ConfigError
+from directpo.logprobs import SequenceScorer
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes."""
+
+    mode: str = "none"  # none | ddp | fsdp
+    rank: int = 0
+    size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "none"
+
+
+SINGLE_PROCESS = World()
+
+
+def launched_size() -> int:
+    """WORLD_SIZE set by torchrun / accelerate launch (1 for a plain process)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def setup(mode: str) -> World:
+    """Join the process group that torchrun started (or make a one-process group for fsdp/ddp
+    without a launcher); pick this rank's device."""
+    size = launched_size()
+    if mode == "auto":
+        mode = "ddp" if size > 1 else "none"
+    if mode == "none":
+        if size > 1:
+            raise ConfigError(
+                f"distributed: none, but the launcher started {size} processes; "
+                "use distributed: ddp or fsdp (or auto)"
+            )
+        return World(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.setdefault("RANK", "0")
+        os.environ.setdefault("WORLD_SIZE", "1")
+        dist.init_process_group(
+            backend="nccl" if device.type == "cuda" else "gloo",
+            timeout=datetime.timedelta(minutes=30),
+        )
+    return World(mode=mode, rank=dist.get_rank(), size=dist.get_world_size(), device=device)
+
+
+def teardown(world: World) -> None:
+    if world.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def shard(indices: list[int], world: World) -> tuple[list[int], bool]:
+    """This rank's contiguous slice of a global micro-batch, and whether it is a weight-0
+    stand-in (the slice was empty; the stand-in keeps every rank's collectives in step)."""
+    if not world.enabled:
+        return indices, False
+    base, extra = divmod(len(indices), world.size)
+    start = world.rank * base + min(world.rank, extra)
+    mine = indices[start : start + base + (world.rank < extra)]
+    return (mine, False) if mine else (indices[:1], True)
+
+
+def all_reduce_sum(values: list[float], world: World) -> list[float]:
+    """Element-wise sum over ranks (float64, so metric sums stay exact enough)."""
+    if not world.enabled:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=_collective_device(world))
+    dist.all_reduce(tensor)
+    return tensor.cpu().tolist()
+
+
+def broadcast(value: Any, world: World) -> Any:
+    """Rank 0's ``value`` on every rank."""
+    if not world.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(world: World) -> None:
+    if world.enabled:
+        dist.barrier()
+
+
+def _collective_device(world: World) -> torch.device:
+    return world.device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def wrap(scorer: SequenceScorer, world: World, dtype: torch.dtype) -> torch.nn.Module:
+    """``scorer`` on this rank's device: as is, under DDP, or sharded with FSDP2."""
+    if world.mode == "ddp":
+        scorer.to(world.device)
+        if not any(p.requires_grad for p in scorer.parameters()):
+            return scorer  # a frozen reference: nothing to synchronise
+        return torch.nn.parallel.DistributedDataParallel(scorer)
+    if world.mode == "fsdp":
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        mesh = init_device_mesh(world.device.type, (world.size,))
+        policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+        block_names = set(getattr(_hf_model(scorer.model), "_no_split_modules", None) or ())
+        blocks = [m for m in scorer.modules() if type(m).__name__ in block_names]
+        if not blocks:
+            raise ConfigError(
+                f"distributed: fsdp: {type(scorer.model).__name__} names no transformer block "
+                "class (_no_split_modules); use distributed: ddp"
+            )
+        for block in blocks:
+            fully_shard(block, mesh=mesh, mp_policy=policy)
+        fully_shard(scorer, mesh=mesh, mp_policy=policy)
+        return scorer
+    return scorer.to(world.device)
+
+
+def _hf_model(model: torch.nn.Module) -> torch.nn.Module:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The Hugging Face model inside a (possibly DDP-wrapped) scorer."""
+    inner = (
+        module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) else module
+    )
+    return inner.model if isinstance(inner, SequenceScorer) else inner
+
+
+def gradient_sync(module: torch.nn.Module, enabled: bool) -> Any:
+    """Context: skip the gradient all-reduce of micro-batches before a step's last one."""
+    import contextlib
+
+    if isinstance(module, torch.nn.parallel.DistributedDataParallel) and not enabled:
+        return module.no_sync()
+    if hasattr(module, "set_requires_gradient_sync"):  # an FSDP2 module
+        module.set_requires_gradient_sync(enabled)
+    return contextlib.nullcontext()
+
+
+def grad_norm_value(norm: torch.Tensor) -> float:
+    """A float from ``clip_grad_norm_``'s result (a DTensor under FSDP)."""
+    full = getattr(norm, "full_tensor", None)
+    return float(full() if full is not None else norm)
+
+
+def full_model_state(scorer: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole, unsharded weights of an FSDP scorer's model, on CPU (every rank must call;
+    only rank 0 receives them), with the Hugging Face model's own key names."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state = get_model_state_dict(scorer, options=options)
+    return {key.removeprefix("model."): value for key, value in state.items()}
+
+
+def save_sharded(folder: os.PathLike, scorer: torch.nn.Module, optimizer: Any) -> None:
+    """Every rank writes its shards of model and optimizer (torch.distributed.checkpoint)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optimizer_state = get_state_dict(scorer, optimizer)
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=folder)
+
+
+def load_sharded(folder: os.PathLike, scorer: torch.nn.Module, optimizer: Any) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optimizer_state = get_state_dict(scorer, optimizer)
+    state = {"model": model_state, "optimizer": optimizer_state}
+    dcp.load(state, checkpoint_id=folder)
+    set_state_dict(
+        scorer, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
+    )
+
+
+def consolidated_model(
+    scorer: torch.nn.Module, model: torch.nn.Module, dtype: torch.dtype, world: World
+) -> torch.nn.Module | None:
+    """On rank 0, a plain (unsharded, CPU) copy of an FSDP-trained ``model`` in ``dtype``;
+    None on the other ranks. Every rank must call it."""
+    state = full_model_state(scorer)
+    if not world.is_main:
+        return None
+    from transformers import AutoModelForCausalLM
+
+    whole = AutoModelForCausalLM.from_config(model.config)
+    whole.load_state_dict(state)
+    return whole.to(dtype)
