@@ -1,0 +1,201 @@
+"""Two processes (gloo, CPU) under torchrun train exactly like one process with twice the batch."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
+from transformers import AutoModelForCausalLM
+
+from directpo.batching import eval_batches
+from directpo.distributed import World, shard
+from directpo.errors import CheckpointError, ConfigError
+from directpo.tracking import read_metrics
+from directpo.trainer import train
+
+TIMING = {"pairs/s", "tokens/s"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun(config_file: Path, processes: int = 2) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={processes}",
+        f"--master_port={free_port()}",
+        "-m",
+        "directpo",
+        "train",
+        str(config_file),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def settings(model: Path, data: Path, out: Path, batch: int, **overrides):
+    """5 pairs, global batch 4: every epoch ends with a 1-pair micro-batch, so the second rank
+    computes a weight-0 stand-in there."""
+    return tiny_config(
+        model,
+        data,
+        out,
+        eval_file=str(data),
+        per_device_train_batch_size=batch,
+        per_device_eval_batch_size=batch,
+        max_steps=4,
+        eval_steps=2,
+        **overrides,
+    )
+
+
+def assert_same_metrics(ours: list[dict], theirs: list[dict]) -> None:
+    assert [row["step"] for row in ours] == [row["step"] for row in theirs]
+    compared = 0
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.keys() == b.keys()
+        for key in a.keys() - TIMING:
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-4), (a["step"], key)
+            compared += 1
+    assert compared > 20
+
+
+@pytest.fixture(scope="module")
+def five_pairs(tmp_path_factory) -> Path:
+    return write_jsonl(tmp_path_factory.mktemp("data") / "pairs.jsonl", SENTIMENT_PAIRS[:5])
+
+
+@pytest.fixture(scope="module")
+def single(tiny_model_dirs, five_pairs, tmp_path_factory):
+    """The one-process run with the global batch (4) that the two-process runs must match."""
+    out = tmp_path_factory.mktemp("single") / "run"
+    train(settings(tiny_model_dirs["llama"], five_pairs, out, batch=4), echo=lambda _: None)
+    return out
+
+
+def test_shards_are_disjoint_contiguous_and_cover_the_batch() -> None:
+    for size in (1, 2, 3):
+        for n in range(0, 8):
+            indices = list(range(100, 100 + n))
+            parts = [shard(indices, World("ddp", rank, size)) for rank in range(size)]
+            real = [mine for mine, stand_in in parts if not stand_in]
+            assert [i for mine in real for i in mine] == indices  # same order as one process
+            assert all(mine == indices[:1] for mine, stand_in in parts if stand_in)
+    assert eval_batches(5, 4) == [[0, 1, 2, 3], [4]]
+
+
+@pytest.mark.parametrize("mode, precompute", [("ddp", False), ("fsdp", False), ("fsdp", True)])
+def test_two_processes_equal_one_process_with_twice_the_batch(
+    tiny_model_dirs, five_pairs, single, tmp_path, monkeypatch, mode, precompute
+) -> None:
+    monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    config = settings(
+        tiny_model_dirs["llama"],
+        five_pairs,
+        out,
+        batch=2,
+        distributed=mode,
+        precompute_ref_log_probs=precompute,
+    )
+    config.save_steps = 2
+    config.save_yaml(tmp_path / "config.yaml")
+    done = torchrun(tmp_path / "config.yaml")
+    assert done.returncode == 0, done.stderr[-3000:]
+    if precompute:  # each rank scored its slices; the gathered table was cached by rank 0
+        assert "reference log-probs: computed for 5 pairs" in done.stdout
+        assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 1
+    assert done.stdout.count("model saved to") == 1  # only rank 0 prints
+    assert "2 processes" in done.stdout
+    assert_same_metrics(read_metrics(out), read_metrics(single))
+
+    # the output folder is one whole model that plain transformers loads, equal to 1 process
+    ours = AutoModelForCausalLM.from_pretrained(out)
+    theirs = AutoModelForCausalLM.from_pretrained(single)
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-4), name
+    if mode == "fsdp":
+        assert (out / "checkpoint-2" / "sharded" / ".metadata").is_file()
+        assert not (out / "checkpoint-2" / "model.safetensors").exists()
+
+
+def test_fsdp_resume_continues_the_same_trajectory(
+    tiny_model_dirs, five_pairs, single, tmp_path
+) -> None:
+    out = tmp_path / "run"
+    config = settings(
+        tiny_model_dirs["llama"], five_pairs, out, batch=2, distributed="fsdp", save_steps=2
+    )
+    config.save_yaml(tmp_path / "first.yaml")
+    first = torchrun(tmp_path / "first.yaml")
+    assert first.returncode == 0, first.stderr[-3000:]
+    # what a stop after step 2 leaves: checkpoint-2, the metrics of steps 1-2, no final model
+    shutil.rmtree(out / "checkpoint-4")
+    (out / "model.safetensors").unlink()
+    kept = [row for row in read_metrics(out) if row["step"] <= 2]
+    (out / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in kept))
+    config.resume_from_checkpoint = "latest"
+    config.save_yaml(tmp_path / "resume.yaml")
+    resumed = torchrun(tmp_path / "resume.yaml")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout and "checkpoint-2" in resumed.stdout
+    assert_same_metrics(read_metrics(out), read_metrics(single))
+    ours = AutoModelForCausalLM.from_pretrained(out)
+    theirs = AutoModelForCausalLM.from_pretrained(single)
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-4), name
+
+    # a sharded checkpoint cannot be resumed without fsdp: said in one line
+    config.distributed, config.max_steps = "none", 4
+    with pytest.raises(CheckpointError, match="written by distributed: fsdp"):
+        train(config, echo=lambda _: None)
+
+
+def test_fsdp_with_lora_is_refused_up_front(tiny_model_dirs, five_pairs, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="lora_r is not supported"):
+        settings(
+            tiny_model_dirs["llama"],
+            five_pairs,
+            tmp_path / "x",
+            batch=2,
+            distributed="fsdp",
+            lora_r=8,
+        )
+
+
+def test_fsdp_on_one_process_without_a_launcher(tiny_model_dirs, five_pairs, tmp_path) -> None:
+    """distributed: fsdp on one process (the 1-GPU path): float32 gives the plain run's
+    numbers; bfloat16 compute keeps float32 master weights and saves a bfloat16 folder."""
+    model = tiny_model_dirs["gpt2"]  # tied embeddings: one FSDP unit must hold both uses
+    plain = train(settings(model, five_pairs, tmp_path / "plain", batch=4), echo=lambda _: None)
+    lines: list[str] = []
+    sharded = train(
+        settings(model, five_pairs, tmp_path / "fsdp", batch=4, distributed="fsdp"),
+        echo=lines.append,
+    )
+    assert any("1 processes (fsdp)" in line for line in lines)
+    assert_same_metrics(sharded.metrics, plain.metrics)
+    mixed = train(
+        settings(
+            model, five_pairs, tmp_path / "bf16", batch=4, distributed="fsdp", dtype="bfloat16"
+        ),
+        echo=lambda _: None,
+    )
+    assert all(math.isfinite(row["loss"]) for row in mixed.metrics if "loss" in row)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "bf16")
+    assert reloaded.dtype == torch.bfloat16
+    assert reloaded.lm_head.weight.data_ptr() == reloaded.transformer.wte.weight.data_ptr()
