@@ -31,18 +31,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def torchrun(config_file: Path, processes: int = 2) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc_per_node={processes}",
-        f"--master_port={free_port()}",
-        "-m",
-        "directpo",
-        "train",
-        str(config_file),
-    ]
+def torchrun(
+    config_file: Path, processes: int = 2, launcher: str = "torchrun"
+) -> subprocess.CompletedProcess:
+    if launcher == "accelerate":  # sets the same variables (WORLD_SIZE, RANK, ...) as torchrun
+        start = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+        start += ["--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no"]
+        start += [f"--num_processes={processes}", f"--main_process_port={free_port()}"]
+    else:
+        start = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}"]
+        start += [f"--master_port={free_port()}"]
+    command = [*start, "-m", "directpo", "train", str(config_file)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
@@ -98,9 +97,17 @@ def test_shards_are_disjoint_contiguous_and_cover_the_batch() -> None:
     assert eval_batches(5, 4) == [[0, 1, 2, 3], [4]]
 
 
-@pytest.mark.parametrize("mode, precompute", [("ddp", False), ("fsdp", False), ("fsdp", True)])
+@pytest.mark.parametrize(
+    "mode, precompute, launcher",
+    [
+        ("ddp", False, "torchrun"),
+        ("ddp", False, "accelerate"),
+        ("fsdp", False, "torchrun"),
+        ("fsdp", True, "torchrun"),
+    ],
+)
 def test_two_processes_equal_one_process_with_twice_the_batch(
-    tiny_model_dirs, five_pairs, single, tmp_path, monkeypatch, mode, precompute
+    tiny_model_dirs, five_pairs, single, tmp_path, monkeypatch, mode, precompute, launcher
 ) -> None:
     monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "run"
@@ -114,7 +121,7 @@ def test_two_processes_equal_one_process_with_twice_the_batch(
     )
     config.save_steps = 2
     config.save_yaml(tmp_path / "config.yaml")
-    done = torchrun(tmp_path / "config.yaml")
+    done = torchrun(tmp_path / "config.yaml", launcher=launcher)
     assert done.returncode == 0, done.stderr[-3000:]
     if precompute:  # each rank scored its slices; the gathered table was cached by rank 0
         assert "reference log-probs: computed for 5 pairs" in done.stdout
