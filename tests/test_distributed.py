@@ -98,16 +98,24 @@ def test_shards_are_disjoint_contiguous_and_cover_the_batch() -> None:
 
 
 @pytest.mark.parametrize(
-    "mode, precompute, launcher",
+    "mode, precompute, launcher, accumulation",
     [
-        ("ddp", False, "torchrun"),
-        ("ddp", False, "accelerate"),
-        ("fsdp", False, "torchrun"),
-        ("fsdp", True, "torchrun"),
+        ("ddp", False, "torchrun", 1),
+        ("ddp", False, "accelerate", 2),  # 2 ranks x batch 1 x 2 micro-batches = 4 pairs
+        ("fsdp", False, "torchrun", 1),
+        ("fsdp", True, "torchrun", 2),
     ],
 )
 def test_two_processes_equal_one_process_with_twice_the_batch(
-    tiny_model_dirs, five_pairs, single, tmp_path, monkeypatch, mode, precompute, launcher
+    tiny_model_dirs,
+    five_pairs,
+    single,
+    tmp_path,
+    monkeypatch,
+    mode,
+    precompute,
+    launcher,
+    accumulation,
 ) -> None:
     monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "run"
@@ -115,9 +123,10 @@ def test_two_processes_equal_one_process_with_twice_the_batch(
         tiny_model_dirs["llama"],
         five_pairs,
         out,
-        batch=2,
+        batch=2 // accumulation,
         distributed=mode,
         precompute_ref_log_probs=precompute,
+        gradient_accumulation_steps=accumulation,
     )
     config.save_steps = 2
     config.save_yaml(tmp_path / "config.yaml")

@@ -4,6 +4,9 @@ setup: config checks -> data -> tokenizer -> token ids -> policy + reference -> 
 schedule -> (resume) -> loop: for each optimizer step, micro-batches -> policy log-probs ->
 reference log-probs -> loss -> backward; clip -> step -> log / evaluate / checkpoint ->
 final model folder.
+
+The same function runs on every rank under torchrun: each rank takes its slice of every global
+micro-batch, metric sums are all-reduced, and rank 0 alone prints and writes (distributed.py).
 """
 
 from __future__ import annotations
