@@ -175,8 +175,28 @@ def test_fsdp_resume_continues_the_same_trajectory(
     for (name, a), b in zip(ours.named_parameters(), theirs.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-4), name
 
+    # torch.distributed.checkpoint reshards: the 2-rank checkpoint resumes on 1 process with the
+    # same global batch (per-device 4) and still continues the same trajectory
+    alone = tmp_path / "alone"
+    shutil.copytree(out, alone)
+    shutil.rmtree(alone / "checkpoint-4")
+    kept = [row for row in read_metrics(alone) if row["step"] <= 2]
+    (alone / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in kept))
+    config.output_dir = str(alone)
+    config.per_device_train_batch_size = config.per_device_eval_batch_size = 4
+    lines: list[str] = []
+    train(config, echo=lines.append)
+    assert any("1 processes (fsdp)" in line for line in lines)
+    assert_same_metrics(read_metrics(alone), read_metrics(single))
+
+    # another global batch would change the data order: refused in one line
+    config.per_device_train_batch_size = 2
+    with pytest.raises(ConfigError, match=r"per_device_train_batch_size x processes\)=4, this"):
+        train(config, echo=lambda _: None)
+    config.per_device_train_batch_size = 4
+
     # a sharded checkpoint cannot be resumed without fsdp: said in one line
-    config.distributed, config.max_steps = "none", 4
+    config.distributed = "none"
     with pytest.raises(CheckpointError, match="written by distributed: fsdp"):
         train(config, echo=lambda _: None)
 

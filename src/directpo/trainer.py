@@ -456,13 +456,14 @@ def _on_main(world: World, action: Callable[[], Any]) -> Any:
 def _check_same_data(state: dict[str, Any], schedule: DataSchedule, checkpoint: Path) -> None:
     for key, now in (
         ("num_examples", schedule.num_examples),
-        ("batch_size", schedule.batch_size),
+        ("batch_size (per_device_train_batch_size x processes)", schedule.batch_size),
         ("accumulation", schedule.accumulation),
         ("seed", schedule.seed),
     ):
-        if state.get(key) != now:
+        saved = state.get(key.split()[0])
+        if saved != now:
             raise ConfigError(
-                f"resume_from_checkpoint: {checkpoint} was trained with {key}={state.get(key)}, "
+                f"resume_from_checkpoint: {checkpoint} was trained with {key}={saved}, "
                 f"this run has {now}; the data order would differ (start a new output_dir)"
             )
 
