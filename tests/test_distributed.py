@@ -201,15 +201,56 @@ def test_fsdp_resume_continues_the_same_trajectory(
         train(config, echo=lambda _: None)
 
 
-def test_fsdp_with_lora_is_refused_up_front(tiny_model_dirs, five_pairs, tmp_path) -> None:
-    with pytest.raises(ConfigError, match="lora_r is not supported"):
-        settings(
-            tiny_model_dirs["llama"],
-            five_pairs,
-            tmp_path / "x",
-            batch=2,
-            distributed="fsdp",
-            lora_r=8,
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_lora_two_processes_equal_one_process(tiny_model_dirs, five_pairs, tmp_path, mode) -> None:
+    """LoRA: the reference is the policy with adapters off, also when the policy is sharded."""
+    from peft import AutoPeftModelForCausalLM
+
+    lora = dict(lora_r=4, lora_alpha=8)
+    model = tiny_model_dirs["llama"]
+    single = tmp_path / "single"
+    train(settings(model, five_pairs, single, batch=4, **lora), echo=lambda _: None)
+    out = tmp_path / "run"
+    settings(model, five_pairs, out, batch=2, distributed=mode, **lora).save_yaml(
+        tmp_path / "c.yaml"
+    )
+    done = torchrun(tmp_path / "c.yaml")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_metrics(read_metrics(out), read_metrics(single))
+    last = [row for row in read_metrics(out) if "loss" in row][-1]
+    assert last["rewards/margins"] != 0  # the adapters did train
+    ours = AutoPeftModelForCausalLM.from_pretrained(out).merge_and_unload()
+    theirs = AutoPeftModelForCausalLM.from_pretrained(single).merge_and_unload()
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-4), name
+
+
+def test_ddp_eval_generate_samples_on_rank_0_as_one_process(
+    tiny_model_dirs, five_pairs, tmp_path
+) -> None:
+    sampling = dict(eval_generate=3, eval_generate_samples=2, generate_max_new_tokens=5)
+    model = tiny_model_dirs["gpt2"]
+    single = tmp_path / "single"
+    train(settings(model, five_pairs, single, batch=4, **sampling), echo=lambda _: None)
+    out = tmp_path / "run"
+    config = settings(model, five_pairs, out, batch=2, distributed="ddp", **sampling)
+    config.per_device_eval_batch_size = 4  # rank 0 samples in batches of 4, as the single run
+    config.save_yaml(tmp_path / "c.yaml")
+    done = torchrun(tmp_path / "c.yaml")
+    assert done.returncode == 0, done.stderr[-3000:]
+    ours, theirs = read_metrics(out), read_metrics(single)
+    assert_same_metrics(ours, theirs)
+    assert any("eval/kl" in row for row in ours)
+    for step in (2, 4):
+        name = f"samples/step-{step}.jsonl"
+        mine = [json.loads(line) for line in (out / name).read_text().splitlines()]
+        expected = [json.loads(line) for line in (single / name).read_text().splitlines()]
+        assert [r["completion"] for r in mine] == [r["completion"] for r in expected]
+        assert [r["kl"] for r in mine] == pytest.approx([r["kl"] for r in expected], abs=1e-4)
+    with pytest.raises(ConfigError, match="eval_generate is not supported with distributed: fsdp"):
+        train(
+            settings(model, five_pairs, tmp_path / "x", batch=4, distributed="fsdp", **sampling),
+            echo=lambda _: None,
         )
 
 

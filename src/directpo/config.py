@@ -296,8 +296,6 @@ class DPOConfig(Options):
         require(self.pack_max_tokens >= 0, "pack_max_tokens", ">= 0 (0: the longest sequence)")
         one_of("attn_implementation", ATTN_IMPLEMENTATIONS)
         one_of("distributed", DISTRIBUTED_MODES)
-        if self.distributed == "fsdp" and self.lora_r:
-            raise ConfigError("distributed: fsdp with lora_r is not supported yet; use ddp")
         if not self.padding_free:
             self._reject_if_set(("pack_max_tokens",), "padding_free is off")
         require(self.lora_r >= 0, "lora_r", ">= 0 (0: no LoRA)")

@@ -233,15 +233,38 @@ def load_sharded(folder: os.PathLike, scorer: torch.nn.Module, optimizer: Any) -
 
 
 def consolidated_model(
-    scorer: torch.nn.Module, model: torch.nn.Module, dtype: torch.dtype, world: World
+    scorer: torch.nn.Module,
+    model: torch.nn.Module,
+    dtype: torch.dtype,
+    world: World,
+    options: Any = None,
 ) -> torch.nn.Module | None:
     """On rank 0, a plain (unsharded, CPU) copy of an FSDP-trained ``model`` in ``dtype``;
-    None on the other ranks. Every rank must call it."""
+    None on the other ranks. Every rank must call it.
+
+    A LoRA policy comes back as a peft model (built from ``options``' ``lora_*`` values; the
+    adapters stay float32, as peft keeps them), so that the adapter or the merged model is
+    written as on one process.
+    """
     state = full_model_state(scorer)
     if not world.is_main:
         return None
     from transformers import AutoModelForCausalLM
 
-    whole = AutoModelForCausalLM.from_config(model.config)
+    base = _hf_model(model)
+    whole = AutoModelForCausalLM.from_config(base.config)
+    if hasattr(model, "peft_config"):
+        from directpo.models import apply_lora
+
+        whole = apply_lora(
+            whole,
+            options.lora_r,
+            options.lora_alpha,
+            options.lora_dropout,
+            options.lora_target_modules,
+        )
     whole.load_state_dict(state)
-    return whole.to(dtype)
+    for name, parameter in whole.named_parameters():
+        if "lora_" not in name:
+            parameter.data = parameter.data.to(dtype)
+    return whole

@@ -13,7 +13,7 @@ import torch
 
 from directpo.batching import Batch
 from directpo.config import DPOConfig
-from directpo.logprobs import SequenceScorer, model_logprobs
+from directpo.logprobs import SequenceScorer
 from directpo.models import apply_lora, load_causal_lm
 
 
@@ -41,14 +41,16 @@ class AdapterDisabledReference:
 
     def __init__(self, peft_model: torch.nn.Module, chunk_tokens: int = 0):
         self.model = peft_model
-        self.chunk_tokens = chunk_tokens
+        # the module that runs the policy: under FSDP its sharded scorer (set by the trainer),
+        # since only the wrapped forward gathers the shards
+        self.scorer: torch.nn.Module = SequenceScorer(peft_model, chunk_tokens)
 
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> torch.Tensor:
         was_training = self.model.training
         self.model.eval()  # LoRA dropout must not act on the reference pass
         with self.model.disable_adapter():
-            logps = model_logprobs(self.model, batch, self.chunk_tokens)[0]
+            logps = self.scorer(batch)[0]
         self.model.train(was_training)
         return logps
 

@@ -12,6 +12,7 @@ micro-batch, metric sums are all-reduced, and rank 0 alone prints and writes (di
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import shutil
@@ -59,6 +60,7 @@ from directpo.precompute import (
     weights_fingerprint,
 )
 from directpo.reference import (
+    AdapterDisabledReference,
     FrozenModelReference,
     ReferenceProvider,
     load_policy_and_reference,
@@ -111,8 +113,8 @@ def _train(
 ) -> TrainResult:
     if not world.is_main:
         echo = _silent  # only rank 0 prints, logs and writes
-    if world.enabled and config.eval_generate:
-        raise ConfigError(f"eval_generate is not supported with distributed: {world.mode} yet")
+    if world.mode == "fsdp" and config.eval_generate:
+        raise ConfigError("eval_generate is not supported with distributed: fsdp yet; use ddp")
     output_dir = Path(config.output_dir)
     replaced_checkpoints = _prepare_output_dir(output_dir, config)
     set_seed(config.seed)
@@ -172,6 +174,8 @@ def _train(
     scorer = wrap(SequenceScorer(policy, config.logprob_chunk_tokens), world, compute_dtype)
     if isinstance(reference, FrozenModelReference):
         reference.scorer = wrap(reference.scorer, world, compute_dtype)
+    elif isinstance(reference, AdapterDisabledReference) and sharded:
+        reference.scorer = scorer  # the sharded policy, run with its adapters off
     optimizer = _build_optimizer(scorer, config)  # after wrapping: FSDP replaces the parameters
     scheduler = get_scheduler(
         SCHEDULER_NAMES[config.lr_scheduler_type],
@@ -240,7 +244,7 @@ def _train(
         window_start = time.perf_counter()
         nonfinite_in_a_row = 0
         samples_dir = output_dir / "samples"
-        if eval_prompts:
+        if eval_prompts and world.is_main:
             samples_dir.mkdir(exist_ok=True)
         for step in range(start_step, total_steps):
             step_indices = schedule.micro_batches(step)
@@ -322,13 +326,24 @@ def _train(
                     eval_table,
                     world,
                 )
-                if eval_prompts:
-                    generation_metrics, records = evaluate_generations(
-                        policy, kl_reference, tokenizer, eval_prompts, config, done, reward_fn
+                if eval_prompts:  # under ddp rank 0 samples with its replica, others wait
+                    generation_metrics, records = _on_main(
+                        world,
+                        functools.partial(
+                            evaluate_generations,
+                            policy,
+                            kl_reference,
+                            tokenizer,
+                            eval_prompts,
+                            config,
+                            done,
+                            reward_fn,
+                        ),
                     )
                     eval_metrics |= generation_metrics
-                    write_jsonl(samples_dir / f"step-{done}.jsonl", records)
-                    logger.log_text(done, "samples", _samples_markdown(records))
+                    if world.is_main:
+                        write_jsonl(samples_dir / f"step-{done}.jsonl", records)
+                        logger.log_text(done, "samples", _samples_markdown(records))
                 logger.log(done, eval_metrics)
                 progress.write(_format_metrics(done, total_steps, eval_metrics))
             if (config.save_steps and done % config.save_steps == 0) or stop.requested:
@@ -364,7 +379,7 @@ def _train(
     # -- outputs ------------------------------------------------------------------------------
     logger.close()
     if sharded:  # gather the shards into one whole model on rank 0 (every rank takes part)
-        whole = consolidated_model(scorer, policy, compute_dtype, world)
+        whole = consolidated_model(scorer, policy, compute_dtype, world, config)
         if world.is_main:
             save_final_model(output_dir, whole, tokenizer, config, train_data, logger.rows)
             policy = whole
