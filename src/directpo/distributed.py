@@ -45,6 +45,7 @@ class World:
     rank: int = 0
     size: int = 1
     device: torch.device = torch.device("cpu")
+    owns_group: bool = False  # setup() created the process group (teardown() destroys it)
 
     @property
     def is_main(self) -> bool:
@@ -82,29 +83,22 @@ def setup(mode: str) -> World:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    if not dist.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
-        os.environ.setdefault("RANK", "0")
-        os.environ.setdefault("WORLD_SIZE", "1")
-        dist.init_process_group(
-            backend="nccl" if device.type == "cuda" else "gloo",
-            timeout=datetime.timedelta(minutes=30),
-        )
-    return World(mode=mode, rank=dist.get_rank(), size=dist.get_world_size(), device=device)
+    owns_group = not dist.is_initialized()  # else the caller's group: leave it to the caller
+    if owns_group:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        timeout = datetime.timedelta(minutes=30)
+        if "WORLD_SIZE" in os.environ:  # a launcher's rendezvous (MASTER_ADDR, RANK, ...)
+            dist.init_process_group(backend=backend, timeout=timeout)
+        else:  # one process without a launcher: an in-process store, no port
+            dist.init_process_group(
+                backend=backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout
+            )
+    return World(mode, dist.get_rank(), dist.get_world_size(), device, owns_group)
 
 
 def teardown(world: World) -> None:
-    if world.enabled and dist.is_initialized():
+    if world.owns_group and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def shard(indices: list[int], world: World) -> tuple[list[int], bool]:
