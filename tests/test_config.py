@@ -57,6 +57,11 @@ def test_flags_alone_work_and_lists_split_on_commas() -> None:
         ({"max_steps": "0"}, "max_steps"),
         ({"report_to": "tensorboard,comet"}, "report_to"),
         ({"lr_scheduler_type": "polynomial"}, "lr_scheduler_type"),
+        ({"distributed": "deepspeed"}, "distributed"),
+        ({"attn_implementation": "flash"}, "attn_implementation"),
+        ({"pack_max_tokens": "-1"}, "pack_max_tokens"),
+        ({"padding_free": "false", "pack_max_tokens": "512"}, "pack_max_tokens"),
+        ({"prefix_sharing": "sometimes"}, "prefix_sharing"),
     ],
 )
 def test_impossible_values_name_the_key(overrides: dict, key: str) -> None:
