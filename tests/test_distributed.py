@@ -276,3 +276,35 @@ def test_fsdp_on_one_process_without_a_launcher(tiny_model_dirs, five_pairs, tmp
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "bf16")
     assert reloaded.dtype == torch.bfloat16
     assert reloaded.lm_head.weight.data_ptr() == reloaded.transformer.wte.weight.data_ptr()
+
+
+def test_fsdp_checkpoint_write_failure_keeps_earlier_checkpoints(
+    tiny_model_dirs, five_pairs, tmp_path, monkeypatch
+) -> None:
+    import errno
+
+    import directpo.checkpoint as checkpoint_module
+
+    real_save = checkpoint_module.save_sharded
+    calls = []
+
+    def full_disk_on_second_save(folder, scorer, optimizer):
+        calls.append(folder)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(folder, scorer, optimizer)
+
+    monkeypatch.setattr(checkpoint_module, "save_sharded", full_disk_on_second_save)
+    out = tmp_path / "run"
+    config = settings(
+        tiny_model_dirs["llama"], five_pairs, out, batch=4, distributed="fsdp", save_steps=1
+    )
+    with pytest.raises(CheckpointError) as info:
+        train(config, echo=lambda _: None)
+    message = str(info.value)
+    assert "No space left on device" in message and "checkpoint-1" in message
+    assert "\n" not in message
+    assert [p.name for p in out.iterdir() if p.name.startswith(("checkpoint", ".checkpoint"))] == [
+        "checkpoint-1"
+    ]
+    assert checkpoint_module.verify_checkpoint(out / "checkpoint-1") is None

@@ -160,11 +160,16 @@ def save_checkpoint(
 
 
 def _attempt(action: Callable[[], Any]) -> str | None:
-    """None if ``action`` ran, else the reason of its OSError."""
+    """None if ``action`` ran, else why it could not write (an OSError, or the collective
+    error torch.distributed.checkpoint raises on every rank when one rank's write fails)."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
     try:
         action()
     except OSError as exc:
         return str(exc.strerror or exc)
+    except CheckpointException as exc:
+        return str(exc).splitlines()[0][:300]
     return None
 
 
