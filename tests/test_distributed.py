@@ -136,6 +136,7 @@ def test_two_processes_equal_one_process_with_twice_the_batch(
         assert "reference log-probs: computed for 5 pairs" in done.stdout
         assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 1
     assert done.stdout.count("model saved to") == 1  # only rank 0 prints
+    assert done.stdout.count("step 1/4 loss=") == 1
     assert "2 processes" in done.stdout
     assert_same_metrics(read_metrics(out), read_metrics(single))
 
@@ -225,16 +226,15 @@ def test_lora_two_processes_equal_one_process(tiny_model_dirs, five_pairs, tmp_p
         assert torch.allclose(a, b, atol=1e-4), name
 
 
-def test_ddp_eval_generate_samples_on_rank_0_as_one_process(
-    tiny_model_dirs, five_pairs, tmp_path
-) -> None:
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_eval_generate_samples_as_one_process(tiny_model_dirs, five_pairs, tmp_path, mode) -> None:
     sampling = dict(eval_generate=3, eval_generate_samples=2, generate_max_new_tokens=5)
     model = tiny_model_dirs["gpt2"]
     single = tmp_path / "single"
     train(settings(model, five_pairs, single, batch=4, **sampling), echo=lambda _: None)
     out = tmp_path / "run"
-    config = settings(model, five_pairs, out, batch=2, distributed="ddp", **sampling)
-    config.per_device_eval_batch_size = 4  # rank 0 samples in batches of 4, as the single run
+    config = settings(model, five_pairs, out, batch=2, distributed=mode, **sampling)
+    config.per_device_eval_batch_size = 4  # samples drawn in batches of 4, as the single run
     config.save_yaml(tmp_path / "c.yaml")
     done = torchrun(tmp_path / "c.yaml")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -247,11 +247,6 @@ def test_ddp_eval_generate_samples_on_rank_0_as_one_process(
         expected = [json.loads(line) for line in (single / name).read_text().splitlines()]
         assert [r["completion"] for r in mine] == [r["completion"] for r in expected]
         assert [r["kl"] for r in mine] == pytest.approx([r["kl"] for r in expected], abs=1e-4)
-    with pytest.raises(ConfigError, match="eval_generate is not supported with distributed: fsdp"):
-        train(
-            settings(model, five_pairs, tmp_path / "x", batch=4, distributed="fsdp", **sampling),
-            echo=lambda _: None,
-        )
 
 
 def test_fsdp_on_one_process_without_a_launcher(tiny_model_dirs, five_pairs, tmp_path) -> None:

@@ -25,8 +25,10 @@ precomputed, is sharded the same way. ``distributed: ddp`` replicates the model.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,10 +180,19 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
     return inner.model if isinstance(inner, SequenceScorer) else inner
 
 
+@contextlib.contextmanager
+def unsharded_root(module: torch.nn.Module) -> Iterator[None]:
+    """Gather an FSDP root's own parameters (embeddings, final norm, LM head) for code that
+    calls the inner model directly, as ``generate`` does; the blocks gather themselves."""
+    module.unshard()
+    try:
+        yield
+    finally:
+        module.reshard()
+
+
 def gradient_sync(module: torch.nn.Module, enabled: bool) -> Any:
     """Context: skip the gradient all-reduce of micro-batches before a step's last one."""
-    import contextlib
-
     if isinstance(module, torch.nn.parallel.DistributedDataParallel) and not enabled:
         return module.no_sync()
     if hasattr(module, "set_requires_gradient_sync"):  # an FSDP2 module

@@ -75,8 +75,13 @@ def sample_completions(
     batch_size: int = 8,
     max_prompt_length: int = 512,
     progress: bool = False,
+    synced: bool = False,
 ) -> list[Sample]:
-    """``num_samples`` completions per prompt, grouped by prompt in input order."""
+    """``num_samples`` completions per prompt, grouped by prompt in input order.
+
+    ``synced``: every rank of a sharded (FSDP) model runs this together; each keeps stepping
+    until all are done, so their collectives stay in step (transformers' ``synced_gpus``).
+    """
     prompt_ids = encode_prompts(tokenizer, prompts, max_prompt_length)
     device = next(model.parameters()).device
     stops = stop_token_ids(model, tokenizer)
@@ -111,6 +116,7 @@ def sample_completions(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
                 generation_config=config,
+                synced_gpus=synced,
             )
             for row, generated in enumerate(output[:, width:].tolist()):
                 index = start + row // num_samples
@@ -181,6 +187,7 @@ def evaluate_generations(
     config: DPOConfig,
     step: int,
     reward_fn: RewardFn | None,
+    synced: bool = False,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Sample held-out completions; (eval/kl, eval/reward, ... metrics, one record per sample)."""
     device = next(policy.parameters()).device
@@ -196,6 +203,7 @@ def evaluate_generations(
         seed=config.seed + step,
         batch_size=config.per_device_eval_batch_size,
         max_prompt_length=config.max_prompt_length,
+        synced=synced,
     )
     rows = [(s.prompt_ids, s.completion_ids) for s in samples]
     pad = pad_token_id(tokenizer)

@@ -44,6 +44,7 @@ from directpo.distributed import (
     grad_norm_value,
     gradient_sync,
     shard,
+    unsharded_root,
     wrap,
 )
 from directpo.distributed import setup as setup_world
@@ -113,8 +114,6 @@ def _train(
 ) -> TrainResult:
     if not world.is_main:
         echo = _silent  # only rank 0 prints, logs and writes
-    if world.mode == "fsdp" and config.eval_generate:
-        raise ConfigError("eval_generate is not supported with distributed: fsdp yet; use ddp")
     output_dir = Path(config.output_dir)
     replaced_checkpoints = _prepare_output_dir(output_dir, config)
     set_seed(config.seed)
@@ -240,6 +239,7 @@ def _train(
         dynamic_ncols=True,
         disable=not world.is_main,
     )
+    write = progress.write if world.is_main else _silent  # tqdm.write prints on every rank
     with progress, StopRequest() as stop, _explain_oom(progress):
         window_start = time.perf_counter()
         nonfinite_in_a_row = 0
@@ -310,7 +310,7 @@ def _train(
                 if window.nonfinite_steps:
                     metrics["nonfinite_steps"] = window.nonfinite_steps
                 logger.log(done, metrics)
-                progress.write(_format_metrics(done, total_steps, metrics))
+                write(_format_metrics(done, total_steps, metrics))
                 window, window_start = PairStats(), time.perf_counter()
             if (eval_pairs or eval_prompts) and (
                 (config.eval_steps and done % config.eval_steps == 0) or done == total_steps
@@ -326,26 +326,29 @@ def _train(
                     eval_table,
                     world,
                 )
-                if eval_prompts:  # under ddp rank 0 samples with its replica, others wait
-                    generation_metrics, records = _on_main(
-                        world,
-                        functools.partial(
-                            evaluate_generations,
-                            policy,
-                            kl_reference,
-                            tokenizer,
-                            eval_prompts,
-                            config,
-                            done,
-                            reward_fn,
-                        ),
+                if eval_prompts:
+                    sample = functools.partial(
+                        evaluate_generations,
+                        policy,
+                        kl_reference,
+                        tokenizer,
+                        eval_prompts,
+                        config,
+                        done,
+                        reward_fn,
+                        synced=sharded and world.size > 1,
                     )
+                    if sharded:  # every rank generates (same seed and weights: same samples)
+                        with unsharded_root(scorer):
+                            generation_metrics, records = broadcast(sample(), world)
+                    else:  # rank 0 samples with its replica; the other ranks wait
+                        generation_metrics, records = _on_main(world, sample)
                     eval_metrics |= generation_metrics
                     if world.is_main:
                         write_jsonl(samples_dir / f"step-{done}.jsonl", records)
                         logger.log_text(done, "samples", _samples_markdown(records))
                 logger.log(done, eval_metrics)
-                progress.write(_format_metrics(done, total_steps, eval_metrics))
+                write(_format_metrics(done, total_steps, eval_metrics))
             if (config.save_steps and done % config.save_steps == 0) or stop.requested:
                 state = {
                     "log_window": vars(window),
@@ -367,7 +370,7 @@ def _train(
                     world,
                     scorer if sharded else None,
                 )
-                progress.write(f"saved {path}")
+                write(f"saved {path}")
             if stop.requested:
                 logger.close()
                 echo(
