@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 
 from directpo.errors import ConfigError
-from directpo.logprobs import SequenceScorer
+from directpo.logprobs import SequenceScorer, unwrap_peft
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def wrap(scorer: SequenceScorer, world: World, dtype: torch.dtype) -> torch.nn.M
 
         mesh = init_device_mesh(world.device.type, (world.size,))
         policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
-        block_names = set(getattr(_hf_model(scorer.model), "_no_split_modules", None) or ())
+        block_names = set(getattr(unwrap_peft(scorer.model), "_no_split_modules", None) or ())
         blocks = [m for m in scorer.modules() if type(m).__name__ in block_names]
         if not blocks:
             raise ConfigError(
@@ -166,10 +166,6 @@ def wrap(scorer: SequenceScorer, world: World, dtype: torch.dtype) -> torch.nn.M
         fully_shard(scorer, mesh=mesh, mp_policy=policy)
         return scorer
     return scorer.to(world.device)
-
-
-def _hf_model(model: torch.nn.Module) -> torch.nn.Module:
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
@@ -256,7 +252,7 @@ def consolidated_model(
         return None
     from transformers import AutoModelForCausalLM
 
-    base = _hf_model(model)
+    base = unwrap_peft(model)
     whole = AutoModelForCausalLM.from_config(base.config)
     if hasattr(model, "peft_config"):
         from directpo.models import apply_lora

@@ -119,7 +119,7 @@ def model_inputs(model: torch.nn.Module, batch: Batch) -> dict[str, Any]:
         if implementation == "sdpa":
             mask = allowed
         else:
-            dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+            dtype = float_dtype(model)
             mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
             mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return {
@@ -129,22 +129,35 @@ def model_inputs(model: torch.nn.Module, batch: Batch) -> dict[str, Any]:
     }
 
 
-def attention_allowed(batch: Batch) -> torch.Tensor:
-    """[R, T, T] bool: may query token q attend to key token k?
+def _may_attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    segment_q: torch.Tensor,
+    segment_k: torch.Tensor,
+    branch_q: torch.Tensor,
+    branch_k: torch.Tensor,
+) -> torch.Tensor:
+    """The attention rule of shared/packed rows, for the dense mask and FlexAttention alike.
 
     Causal, within one segment, and a completion sees the prompt and itself but no other
     completion. Every token sees itself, so padding rows are never fully masked (NaN).
     """
+    visible_branch = (branch_k == PROMPT_BRANCH) | (branch_k == branch_q)
+    return ((k <= q) & (segment_q == segment_k) & visible_branch) | (q == k)
+
+
+def attention_allowed(batch: Batch) -> torch.Tensor:
+    """[R, T, T] bool: may query token q attend to key token k? (``_may_attend``)"""
     assert batch.segment_ids is not None and batch.branch_ids is not None
     segment, branch = batch.segment_ids, batch.branch_ids
     positions = torch.arange(segment.shape[1], device=segment.device)
-    causal = positions[None, :] <= positions[:, None]
-    same_segment = segment[:, :, None] == segment[:, None, :]
-    visible_branch = (branch[:, None, :] == PROMPT_BRANCH) | (
-        branch[:, :, None] == branch[:, None, :]
-    )
-    return (causal & same_segment & visible_branch) | torch.eye(
-        segment.shape[1], dtype=torch.bool, device=segment.device
+    return _may_attend(
+        positions[:, None],
+        positions[None, :],
+        segment[:, :, None],
+        segment[:, None, :],
+        branch[:, :, None],
+        branch[:, None, :],
     )
 
 
@@ -155,18 +168,25 @@ def _block_mask(batch: Batch) -> Any:
     assert segment is not None and branch is not None
 
     def mask_mod(b, h, q, k):  # noqa: ANN001, ANN202 - FlexAttention's signature
-        same = segment[b, q] == segment[b, k]
-        visible = (branch[b, k] == PROMPT_BRANCH) | (branch[b, k] == branch[b, q])
-        return ((k <= q) & same & visible) | (q == k)
+        return _may_attend(q, k, segment[b, q], segment[b, k], branch[b, q], branch[b, k])
 
     rows, width = segment.shape
     return create_block_mask(mask_mod, rows, None, width, width, device=segment.device)
 
 
 def attention_implementation(model: torch.nn.Module) -> str:
-    hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
-    config = getattr(hf_model, "config", None)
+    config = getattr(unwrap_peft(model), "config", None)
     return str(getattr(config, "_attn_implementation", None) or "eager")
+
+
+def unwrap_peft(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside a peft model (or ``model`` itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def float_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating-point parameter (what it computes in)."""
+    return next(p.dtype for p in model.parameters() if p.is_floating_point())
 
 
 class SequenceScorer(torch.nn.Module):
@@ -197,7 +217,7 @@ _LOGIT_TRANSFORMS = (
 
 def _backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
     """(backbone, LM head) of a causal LM whose logits are head(last hidden state), else None."""
-    hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hf_model = unwrap_peft(model)
     config = getattr(hf_model, "config", None)
     if config is None or any(getattr(config, key, None) for key in _LOGIT_TRANSFORMS):
         return None
@@ -271,7 +291,7 @@ def check_layout(model: torch.nn.Module, layout: Layout) -> str | None:
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
     finally:
         model.train(was_training)
-    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    dtype = float_dtype(model)
     tolerance = 1e-3 if dtype in (torch.float32, torch.float64) else 0.1
     difference = float((plain - laid_out).abs().max())
     if not difference <= tolerance * max(1.0, float(plain.abs().max()) / 10):

@@ -12,7 +12,7 @@ import torch
 
 from directpo.batching import PLAIN, Batch, Layout, collate_pairs, eval_batches
 from directpo.config import DPOConfig
-from directpo.distributed import SINGLE_PROCESS, World, all_reduce_sum, broadcast, shard
+from directpo.distributed import SINGLE_PROCESS, World, all_reduce_sum, shard
 from directpo.logprobs import SequenceScorer, model_logprobs
 from directpo.losses import PairLogps, implicit_rewards, preference_loss
 from directpo.reference import ReferenceProvider
@@ -45,12 +45,16 @@ class PairStats:
         for key, value in other.sums.items():
             self.sums[key] = self.sums.get(key, 0.0) + value
 
+    def zeroed(self) -> PairStats:
+        """The same metric keys, counting nothing: what a weight-0 stand-in batch adds, so that
+        every rank holds the same keys for ``all_reduce``."""
+        return PairStats(sums=dict.fromkeys(self.sums, 0.0))
+
     def all_reduce(self, world: World) -> PairStats:
-        """The sums over every rank (each rank must hold the same metric keys or none)."""
+        """The sums over every rank (every rank holds the same metric keys)."""
         if not world.enabled:
             return self
-        # rank 0 holds the first slice of every batch, so it has every key anyone has
-        keys = broadcast(sorted(self.sums), world)
+        keys = sorted(self.sums)
         values = [self.pairs, self.tokens, self.nonfinite_steps]
         values += [self.sums.get(key, 0.0) for key in keys]
         total = all_reduce_sum([float(v) for v in values], world)
@@ -143,7 +147,6 @@ def evaluate(
         table = None if reference_table is None else reference_table[mine]
         batch = collate_pairs([pairs[i] for i in mine], pad_id, table, layout).to(device)
         stats = pair_losses(policy, reference, batch, config)[1]
-        if not stand_in:
-            total.add(stats)
+        total.add(stats.zeroed() if stand_in else stats)
     policy.train(was_training)
     return {f"eval/{key}": value for key, value in total.all_reduce(world).means().items()}

@@ -267,8 +267,7 @@ def _train(
                     # world size: DDP and FSDP average the ranks' gradients)
                     weight = 0.0 if stand_in else world.size / step_pairs
                     (losses.sum() * weight).backward()
-                if not stand_in:
-                    stats.add(batch_stats)
+                stats.add(batch_stats.zeroed() if stand_in else batch_stats)
             stats = stats.all_reduce(world)
             if world.enabled and all_reduce_sum([float(bool(stop.requested))], world)[0]:
                 stop.requested = stop.requested or "another rank's signal"
