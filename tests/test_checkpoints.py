@@ -9,6 +9,7 @@ import torch
 from tiny import tiny_config
 
 import directpo.checkpoint as checkpoint_module
+import directpo.run as run_module
 import directpo.trainer as trainer_module
 from directpo.checkpoint import resolve_checkpoint, verify_checkpoint
 from directpo.config import DPOConfig
@@ -95,7 +96,7 @@ def test_too_little_free_space_is_refused_before_training(
     tiny_model_dirs, pairs_file, tmp_path, monkeypatch
 ) -> None:
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(trainer_module.shutil, "disk_usage", lambda _: usage(10**6, 0, 1000))
+    monkeypatch.setattr(run_module.shutil, "disk_usage", lambda _: usage(10**6, 0, 1000))
     with pytest.raises(
         ConfigError,
         match=r"0\.00 GiB free, but the final model and one "

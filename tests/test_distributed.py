@@ -251,7 +251,8 @@ def test_eval_generate_samples_as_one_process(tiny_model_dirs, five_pairs, tmp_p
 
 def test_fsdp_on_one_process_without_a_launcher(tiny_model_dirs, five_pairs, tmp_path) -> None:
     """distributed: fsdp on one process (the 1-GPU path): float32 gives the plain run's
-    numbers; bfloat16 compute keeps float32 master weights and saves a bfloat16 folder."""
+    numbers; bfloat16 compute keeps float32 master weights and saves them (save_dtype: auto),
+    or a bfloat16 folder with save_dtype: bfloat16."""
     model = tiny_model_dirs["gpt2"]  # tied embeddings: one FSDP unit must hold both uses
     plain = train(settings(model, five_pairs, tmp_path / "plain", batch=4), echo=lambda _: None)
     lines: list[str] = []
@@ -261,16 +262,19 @@ def test_fsdp_on_one_process_without_a_launcher(tiny_model_dirs, five_pairs, tmp
     )
     assert any("1 processes (fsdp)" in line for line in lines)
     assert_same_metrics(sharded.metrics, plain.metrics)
-    mixed = train(
-        settings(
-            model, five_pairs, tmp_path / "bf16", batch=4, distributed="fsdp", dtype="bfloat16"
-        ),
-        echo=lambda _: None,
-    )
-    assert all(math.isfinite(row["loss"]) for row in mixed.metrics if "loss" in row)
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "bf16")
-    assert reloaded.dtype == torch.bfloat16
-    assert reloaded.lm_head.weight.data_ptr() == reloaded.transformer.wte.weight.data_ptr()
+    for save_dtype, expected in (("auto", torch.float32), ("bfloat16", torch.bfloat16)):
+        out = tmp_path / f"bf16-{save_dtype}"
+        mixed = train(
+            settings(
+                model, five_pairs, out, batch=4, distributed="fsdp", dtype="bfloat16",
+                save_dtype=save_dtype,
+            ),
+            echo=lambda _: None,
+        )  # fmt: skip
+        assert all(math.isfinite(row["loss"]) for row in mixed.metrics if "loss" in row)
+        reloaded = AutoModelForCausalLM.from_pretrained(out)
+        assert reloaded.dtype == expected
+        assert reloaded.lm_head.weight.data_ptr() == reloaded.transformer.wte.weight.data_ptr()
 
 
 def test_fsdp_checkpoint_write_failure_keeps_earlier_checkpoints(

@@ -20,12 +20,14 @@ from directpo.batching import Layout
 from directpo.errors import ConfigError
 from directpo.losses import LOSSES, needs_reference
 from directpo.options import Options, load_options, option, option_help
+from directpo.precision import PrecisionPolicy
 
 LOSS_TYPES = tuple(LOSSES)
 
-OPTIMIZERS = ("adamw", "rmsprop")
+OPTIMIZERS = ("adamw", "adamw_kahan", "rmsprop")
 LR_SCHEDULERS = ("constant", "linear", "cosine")
 DTYPES = ("float32", "bfloat16")
+SAVE_DTYPES = ("auto", "float32", "bfloat16")
 TRACKERS = ("tensorboard", "wandb", "mlflow", "none")
 # The module each tracker needs; checked before training so a missing one fails early.
 DISTRIBUTED_MODES = ("auto", "none", "ddp", "fsdp")
@@ -47,7 +49,29 @@ class DPOConfig(Options):
     tokenizer_name_or_path: str | None = option(
         None, "Tokenizer folder. Default: model_name_or_path."
     )
-    dtype: str = option("float32", f"Weights and compute dtype, one of {', '.join(DTYPES)}.")
+    dtype: str = option(
+        "float32",
+        "Compute dtype, one of float32, bfloat16. bfloat16 is mixed precision: forward and "
+        "backward in bf16, the trainable weights, their gradients and the optimizer state "
+        "float32 (master_weights), the reference held in bf16. See docs/performance.md.",
+    )
+    bf16: bool = option(False, "TRL's spelling: true means dtype: bfloat16 (mixed precision).")
+    fp16: bool = option(
+        False, "TRL's float16 mixed precision: not supported (use bf16: true); true is refused."
+    )
+    master_weights: str = option(
+        "float32",
+        "With dtype bfloat16: storage dtype of the trainable weights, their gradients and "
+        "optimizer state. float32 (default): every update is kept. bfloat16: half the "
+        "parameter memory, but updates below 1/256 of a weight are rounded away unless "
+        "optimizer is adamw_kahan (Kahan-compensated updates).",
+    )
+    save_dtype: str = option(
+        "auto",
+        "dtype of the final model folder: auto (the trained weights' storage dtype, float32 "
+        "under mixed precision), float32, or bfloat16 (half the size; the model card then says "
+        "how much of the update survived the rounding).",
+    )
     gradient_checkpointing: bool = option(
         False, "Recompute activations in the backward pass: less memory, ~30% slower."
     )
@@ -170,7 +194,9 @@ class DPOConfig(Options):
     # --- optimisation -------------------------------------------------------------------------
     learning_rate: float = option(1e-6, "Peak learning rate.")
     optimizer: str = option(
-        "adamw", f"Optimizer, one of {', '.join(OPTIMIZERS)} (the DPO paper used rmsprop)."
+        "adamw",
+        f"Optimizer, one of {', '.join(OPTIMIZERS)} (the DPO paper used rmsprop). adamw_kahan: "
+        "AdamW with Kahan-compensated updates (torch-optimi), for master_weights: bfloat16.",
     )
     weight_decay: float = option(0.0, "Decoupled weight decay (adamw) or L2 penalty (rmsprop).")
     adam_beta1: float = option(0.9, "AdamW beta1.")
@@ -253,7 +279,7 @@ class DPOConfig(Options):
 
     def _check_values(self) -> None:
         require, one_of = self._require, self._one_of
-        one_of("dtype", DTYPES)
+        self._check_precision()
         one_of("optimizer", OPTIMIZERS)
         one_of("lr_scheduler_type", LR_SCHEDULERS)
         self._check_losses(require)
@@ -309,6 +335,25 @@ class DPOConfig(Options):
             )
         if self.precompute_ref_log_probs and not self.loss_needs_reference:
             raise ConfigError("precompute_ref_log_probs is set but no chosen loss uses a reference")
+
+    def _check_precision(self) -> None:
+        if self.fp16:
+            raise ConfigError(
+                "fp16: float16 mixed precision is not supported (its narrow range needs a loss "
+                "scaler); use bf16: true (mixed precision in bfloat16) or dtype: float32"
+            )
+        if self.bf16:
+            self.dtype = "bfloat16"
+        self._one_of("dtype", DTYPES)
+        self._one_of("master_weights", DTYPES)
+        self._one_of("save_dtype", SAVE_DTYPES)
+        if self.dtype == "float32":
+            self._reject_if_set(("master_weights",), "dtype is float32 (weights are float32)")
+
+    @property
+    def precision(self) -> PrecisionPolicy:
+        """The dtypes of the run: compute, master (trainable weights), save."""
+        return PrecisionPolicy.from_options(self.dtype, self.master_weights, self.save_dtype)
 
     def _reject_if_set(self, keys: tuple[str, ...], reason: str) -> None:
         """An option that would silently do nothing is refused instead."""

@@ -18,9 +18,10 @@ What is kept equal to one process with a batch ``world_size`` times larger:
   0, so that every rank runs the same collectives.
 
 ``distributed: fsdp`` shards every transformer block (``_no_split_modules``) and then the rest
-with ``fully_shard``; weights are kept in float32 and computed in ``dtype`` through a
-``MixedPrecisionPolicy`` (gradients reduced in float32). The reference model, unless
-precomputed, is sharded the same way. ``distributed: ddp`` replicates the model.
+with ``fully_shard``; under ``dtype: bfloat16`` the sharded weights are the float32 masters,
+computed in bf16 through a ``MixedPrecisionPolicy`` (gradients reduced in float32). The
+reference model, unless precomputed, is sharded the same way. ``distributed: ddp`` replicates
+the model.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import torch.distributed as dist
 
 from directpo.errors import ConfigError
 from directpo.logprobs import SequenceScorer, unwrap_peft
+from directpo.precision import PrecisionPolicy
 
 
 @dataclass(frozen=True)
@@ -141,19 +143,28 @@ def _collective_device(world: World) -> torch.device:
     return world.device if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
-def wrap(scorer: SequenceScorer, world: World, dtype: torch.dtype) -> torch.nn.Module:
-    """``scorer`` on this rank's device: as is, under DDP, or sharded with FSDP2."""
+def wrap(scorer: SequenceScorer, world: World, precision: PrecisionPolicy) -> torch.nn.Module:
+    """``scorer`` on this rank's device: as is, under DDP, or sharded with FSDP2.
+
+    Mixed precision (precision.py): under DDP the model holds the bf16 compute copy and the
+    gradients are reduced in float32 (``_float32_allreduce``) before they reach the masters;
+    under FSDP2 the float32 parameters are the masters and ``MixedPrecisionPolicy`` computes
+    in bf16 and reduces in float32.
+    """
     if world.mode == "ddp":
         scorer.to(world.device)
         if not any(p.requires_grad for p in scorer.parameters()):
             return scorer  # a frozen reference: nothing to synchronise
-        return torch.nn.parallel.DistributedDataParallel(scorer)
+        ddp = torch.nn.parallel.DistributedDataParallel(scorer)
+        if any(p.requires_grad and p.dtype != torch.float32 for p in scorer.parameters()):
+            ddp.register_comm_hook(None, _float32_allreduce)
+        return ddp
     if world.mode == "fsdp":
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         mesh = init_device_mesh(world.device.type, (world.size,))
-        policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+        policy = MixedPrecisionPolicy(param_dtype=precision.compute, reduce_dtype=torch.float32)
         block_names = set(getattr(unwrap_peft(scorer.model), "_no_split_modules", None) or ())
         blocks = [m for m in scorer.modules() if type(m).__name__ in block_names]
         if not blocks:
@@ -166,6 +177,19 @@ def wrap(scorer: SequenceScorer, world: World, dtype: torch.dtype) -> torch.nn.M
         fully_shard(scorer, mesh=mesh, mp_policy=policy)
         return scorer
     return scorer.to(world.device)
+
+
+def _float32_allreduce(state: object, bucket: dist.GradBucket) -> torch.futures.Future:
+    """DDP communication hook: average a bucket of bf16 gradients in float32 (a bf16 sum over
+    many ranks would lose bits at every hop), then hand it back in the bucket's dtype."""
+    buffer = bucket.buffer()
+    total = buffer.float().div_(dist.get_world_size())
+    future = dist.all_reduce(total, async_op=True).get_future()
+
+    def back(done: torch.futures.Future) -> torch.Tensor:
+        return buffer.copy_(done.value()[0])
+
+    return future.then(back)
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:

@@ -8,8 +8,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from directpo.errors import ModelLoadError
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+from directpo.precision import DTYPES
 
 
 def load_tokenizer(path: str) -> Any:
@@ -24,7 +23,7 @@ def load_tokenizer(path: str) -> Any:
 
 def load_causal_lm(
     path: str,
-    dtype: str,
+    dtype: str | torch.dtype,
     *,
     disable_dropout: bool,
     trainable: bool,
@@ -39,7 +38,7 @@ def load_causal_lm(
         if disable_dropout:
             _zero_dropout_config(config)
         model = AutoModelForCausalLM.from_pretrained(
-            path, config=config, dtype=DTYPES[dtype], **kwargs
+            path, config=config, dtype=DTYPES.get(dtype, dtype), **kwargs
         )
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
         raise ModelLoadError(

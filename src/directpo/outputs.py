@@ -25,14 +25,24 @@ def save_final_model(
     config: DPOConfig,
     train_data: PreferenceData,
     metrics: list[dict[str, Any]],
+    precision_note: str = "",
 ) -> torch.nn.Module:
     """Write the final folder; returns the model it holds (merged, with ``merge_lora``).
 
-    With LoRA, ``output_dir`` holds the adapter (loads with ``AutoModelForCausalLM`` when peft
-    is installed, or with ``peft.AutoPeftModelForCausalLM``); with ``merge_lora`` it holds the
-    merged plain model and ``output_dir/adapter`` the adapter.
+    Weights are written in ``config.precision.save`` (float32 masters by default under mixed
+    precision). With LoRA, ``output_dir`` holds the adapter (loads with
+    ``AutoModelForCausalLM`` when peft is installed, or with ``peft.AutoPeftModelForCausalLM``);
+    with ``merge_lora`` it holds the merged plain model and ``output_dir/adapter`` the adapter.
     """
-    if hasattr(model, "peft_config") and config.merge_lora:
+    save_dtype = config.precision.save
+    is_lora = hasattr(model, "peft_config")
+    if is_lora and not config.merge_lora:  # only the adapters are written
+        for param in model.parameters():
+            if param.requires_grad and param.is_floating_point():
+                param.data = param.data.to(save_dtype)
+    else:  # merged in save_dtype: a bf16 base plus a float32 update must not round it away
+        model.to(save_dtype)
+    if is_lora and config.merge_lora:
         model.save_pretrained(output_dir / "adapter", safe_serialization=True)
         tokenizer.save_pretrained(output_dir / "adapter")
         model = model.merge_and_unload()
@@ -42,11 +52,16 @@ def save_final_model(
     if generation_config is not None:
         generation_config.save_pretrained(output_dir)
     config.save_yaml(output_dir / "config.yaml")
-    (output_dir / "README.md").write_text(model_card(config, train_data, metrics))
+    (output_dir / "README.md").write_text(model_card(config, train_data, metrics, precision_note))
     return model
 
 
-def model_card(config: DPOConfig, train_data: PreferenceData, metrics: list[dict[str, Any]]) -> str:
+def model_card(
+    config: DPOConfig,
+    train_data: PreferenceData,
+    metrics: list[dict[str, Any]],
+    precision_note: str = "",
+) -> str:
     train_rows = [row for row in metrics if "loss" in row]
     eval_rows = [row for row in metrics if "eval/loss" in row]
     final = {**(train_rows[-1] if train_rows else {}), **(eval_rows[-1] if eval_rows else {})}
@@ -76,6 +91,10 @@ def model_card(config: DPOConfig, train_data: PreferenceData, metrics: list[dict
         yaml.safe_dump(changed, sort_keys=False).rstrip(),
         "```",
         "",
+        "## Precision",
+        "",
+        precision_note or _precision_summary(config),
+        "",
         "## Final metrics",
         "",
         "| metric | value |",
@@ -92,3 +111,17 @@ def model_card(config: DPOConfig, train_data: PreferenceData, metrics: list[dict
         "",
     ]
     return "\n".join(lines)
+
+
+def _precision_summary(config: DPOConfig) -> str:
+    precision = config.precision
+
+    def name(dtype: torch.dtype) -> str:
+        return str(dtype).removeprefix("torch.")
+
+    if precision.mixed:
+        how = f"mixed precision ({name(precision.compute)} compute, {name(precision.master)} "
+        how += "master weights)"
+    else:
+        how = name(precision.compute)
+    return f"Trained in {how}; weights saved in {name(precision.save)}."

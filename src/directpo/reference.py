@@ -15,6 +15,7 @@ from directpo.batching import Batch
 from directpo.config import DPOConfig
 from directpo.logprobs import SequenceScorer
 from directpo.models import apply_lora, load_causal_lm
+from directpo.precision import PrecisionPolicy, cast_frozen
 
 
 class ReferenceProvider(Protocol):
@@ -56,16 +57,23 @@ class AdapterDisabledReference:
 
 
 def load_policy_and_reference(
-    config: DPOConfig, device: torch.device, master_weights: str | None = None
+    config: DPOConfig,
+    device: torch.device,
+    precision: PrecisionPolicy | None = None,
+    *,
+    sharded: bool = False,
 ) -> tuple[torch.nn.Module, ReferenceProvider | None]:
     """The trainable policy (with LoRA adapters if ``lora_r``) and its reference provider.
 
-    ``master_weights`` overrides the policy's storage dtype (FSDP keeps float32 weights and
-    computes in ``config.dtype``).
+    The policy is loaded in its masters' dtype (float32 under mixed precision: the trainer then
+    splits it into a bf16 compute copy and float32 masters, or FSDP2 shards the masters), the
+    reference in the compute dtype. Under FSDP mixed precision a LoRA base is frozen: it is cast
+    to the compute dtype here (only the adapters keep float32 masters).
     """
+    precision = precision or config.precision
     policy = load_causal_lm(
         config.model_name_or_path,
-        master_weights or config.dtype,
+        precision.load_dtype,
         disable_dropout=config.disable_dropout,
         trainable=True,
         gradient_checkpointing=config.gradient_checkpointing,
@@ -80,6 +88,8 @@ def load_policy_and_reference(
             config.lora_dropout,
             config.lora_target_modules,
         )
+        if sharded and precision.mixed:
+            cast_frozen(policy, precision.compute)
     if not config.needs_reference:
         return policy, None  # reference-free losses never load one
     separate = config.reference_path != config.model_name_or_path
@@ -87,7 +97,7 @@ def load_policy_and_reference(
         return policy, AdapterDisabledReference(policy, config.logprob_chunk_tokens)
     frozen = load_causal_lm(
         config.reference_path,
-        config.dtype,
+        precision.compute,
         disable_dropout=config.disable_dropout,
         trainable=False,
         device=device,

@@ -1,0 +1,179 @@
+"""Precision, decided once: which dtype each tensor of a training run is stored and computed in.
+
+``dtype: float32``: everything is float32.
+
+``dtype: bfloat16`` (what GPU users set; TRL's ``bf16: true``) means **mixed precision**:
+
+* the policy's parameters inside the model are a bfloat16 *compute copy*: forward and backward
+  run in bf16 (log-softmax and the per-sequence sums stay float32, logprobs.py);
+* every trainable parameter has a float32 **master**: each micro-batch's bf16 gradient is added
+  into the master's float32 gradient, the optimizer state is float32 and the optimizer updates
+  the masters; after each step the compute copy is refreshed from them;
+* frozen weights (the reference model, a LoRA base) are held and run in bf16 only;
+* checkpoints and (by default, ``save_dtype: auto``) the final folder hold the float32 masters.
+
+Why: bf16 has an 8-bit mantissa, so an update smaller than ~1/256 of a weight is rounded away.
+At DPO's learning rates (1e-6) Adam moves a weight of ~1e-2 by ~1e-6: a policy *stored* in bf16
+barely changes while loss and rewards look healthy. The masters keep every update.
+
+Why a compute copy rather than ``torch.autocast`` over float32 weights (TRL's way): the compute
+copy runs the policy exactly as the bf16 reference runs (so policy == reference gives exactly
+zero reward at step 0), keeps activations bf16 (autocast leaves the residual stream float32),
+casts each weight once per optimizer step instead of once per forward, and is the same numerics
+as FSDP2's ``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)``, which keeps the
+float32 masters as its sharded parameters: one process, DDP and FSDP2 compute alike.
+
+``master_weights: bfloat16`` (opt-in) stores the trainable weights themselves in bf16 (half the
+parameter memory, no masters). Plain AdamW then loses small updates, so it is meant for
+``optimizer: adamw_kahan`` (torch-optimi's AdamW with Kahan-compensated updates); with another
+optimizer a warning is printed, and the update check (``guard.py``) stops a run whose update
+vanishes.
+
+Memory per trainable parameter, AdamW: float32 16 bytes (weight 4, grad 4, two moments 8);
+mixed bf16 ~18 (compute copy 2, master 4, master grad 4, moments 8; the bf16 gradient of one
+parameter at a time in one process); bf16 storage + Kahan AdamW 10 (weight 2, grad 2, moments 4,
+compensation 2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class PrecisionPolicy:
+    """The dtypes of one run (see the module docstring)."""
+
+    compute: torch.dtype = torch.float32  # forward/backward of policy and reference
+    master: torch.dtype = torch.float32  # trainable weights, their gradients, optimizer state
+    save: torch.dtype = torch.float32  # the final model folder
+
+    @classmethod
+    def from_options(cls, dtype: str, master_weights: str, save_dtype: str) -> PrecisionPolicy:
+        compute = DTYPES[dtype]
+        master = DTYPES[master_weights] if compute == torch.bfloat16 else torch.float32
+        save = master if save_dtype == "auto" else DTYPES[save_dtype]
+        return cls(compute, master, save)
+
+    @property
+    def mixed(self) -> bool:
+        """bf16 compute over float32 masters."""
+        return self.compute != self.master
+
+    @property
+    def load_dtype(self) -> torch.dtype:
+        """The dtype the policy is loaded in: its masters' (the compute copy is cast from it)."""
+        return self.master
+
+
+class MasterWeights:
+    """Float32 masters of a model's trainable parameters; the model itself holds bf16 copies.
+
+    Built from a model loaded in float32: each trainable parameter's float32 tensor becomes its
+    master (no copy) and the parameter gets a bf16 copy; frozen parameters become bf16 (except
+    modules the model keeps in float32, ``_keep_in_fp32_modules``). The optimizer, gradient
+    clipping and the update check work on ``parameters()``, the masters.
+
+    Gradients: with ``streaming`` (one process) each bf16 gradient is added into its master's
+    float32 gradient as soon as backward has produced it and then freed, so no whole set of
+    bf16 gradients is ever alive; otherwise (DDP, which reduces the bf16 gradients itself)
+    ``collect_grads()`` does it after each backward.
+    """
+
+    def __init__(self, model: torch.nn.Module, compute: torch.dtype, *, streaming: bool = True):
+        keep_fp32 = _keep_in_fp32_patterns(model)
+        self.pairs: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+        self._hooks = []
+        seen: set[int] = set()
+        for name, param in model.named_parameters(remove_duplicate=True):
+            if id(param) in seen or not param.is_floating_point():
+                continue
+            seen.add(id(param))
+            if any(pattern.search(name) for pattern in keep_fp32):
+                continue  # computes in float32: it is its own master
+            if not param.requires_grad:
+                param.data = param.data.to(compute)
+                continue
+            master = param.data  # the float32 tensor, taken over as it is
+            param.data = master.to(compute)
+            self.pairs.append((param, master))
+            if streaming:
+                self._hooks.append(param.register_post_accumulate_grad_hook(self._move_grad))
+        self._master_of = {id(p): m for p, m in self.pairs}
+
+    def parameters(self) -> list[torch.Tensor]:
+        """The float32 masters (leaf tensors with ``.grad``): what the optimizer updates."""
+        return [master for _, master in self.pairs]
+
+    def _move_grad(self, param: torch.Tensor) -> None:
+        master = self._master_of[id(param)]
+        _accumulate(master, param.grad)
+        param.grad = None
+
+    @torch.no_grad()
+    def collect_grads(self) -> None:
+        """Add each compute parameter's gradient into its master's float32 gradient."""
+        for param, master in self.pairs:
+            if param.grad is not None:
+                _accumulate(master, param.grad)
+                param.grad = None
+
+    @torch.no_grad()
+    def push(self) -> None:
+        """Refresh the bf16 compute copy from the masters (after each optimizer step)."""
+        for param, master in self.pairs:
+            param.data.copy_(master)
+
+    @contextlib.contextmanager
+    def in_model(self) -> Iterator[None]:
+        """The model holds the masters while inside: save_pretrained writes float32 weights and
+        load_state_dict writes into the masters; the compute copy is refreshed on the way out."""
+        computes = [param.data for param, _ in self.pairs]
+        for param, master in self.pairs:
+            param.data = master
+        try:
+            yield
+        finally:
+            for (param, _), compute in zip(self.pairs, computes, strict=True):
+                param.data = compute
+            self.push()
+
+    def release(self) -> None:
+        """End of training: the model keeps the masters for good (the final save, the caller)."""
+        for hook in self._hooks:
+            hook.remove()
+        for param, master in self.pairs:
+            param.data = master
+            param.grad = None
+
+
+def _accumulate(master: torch.Tensor, grad: torch.Tensor) -> None:
+    if master.grad is None:
+        master.grad = grad.to(master.dtype)
+    else:
+        master.grad.add_(grad)
+
+
+def _keep_in_fp32_patterns(model: torch.nn.Module) -> list[re.Pattern[str]]:
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names: set[str] = set()
+    for attribute in ("_keep_in_fp32_modules", "_keep_in_fp32_modules_strict"):
+        names.update(getattr(inner, attribute, None) or ())
+    return [re.compile(rf"(^|\.){re.escape(name)}(\.|$)") for name in sorted(names)]
+
+
+def cast_frozen(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Frozen floating-point parameters to ``dtype`` (a LoRA base under FSDP mixed precision)."""
+    keep_fp32 = _keep_in_fp32_patterns(model)
+    for name, param in model.named_parameters():
+        if param.requires_grad or not param.is_floating_point():
+            continue
+        if not any(pattern.search(name) for pattern in keep_fp32):
+            param.data = param.data.to(dtype)

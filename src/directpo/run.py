@@ -1,0 +1,433 @@
+"""Everything a training run sets up once, in the order it is needed: ``prepare_run``.
+
+config checks -> output folder -> data -> tokenizer -> token ids -> policy + reference (in the
+run's precision) -> layout -> optimizer, schedule -> precomputed reference -> (resume) ->
+metrics logger. The loop (trainer.py) then only reads and updates the ``Run``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import get_scheduler, set_seed
+
+from directpo.batching import DataSchedule, Layout
+from directpo.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint
+from directpo.config import DPOConfig
+from directpo.data import Columns, PreferenceData, distinct_prompts, load_preferences, load_prompts
+from directpo.distributed import World, broadcast, wrap
+from directpo.errors import ConfigError, DirectpoError
+from directpo.guard import UpdateProbe, check_trainable
+from directpo.logprobs import SequenceScorer, choose_layout
+from directpo.models import load_tokenizer, pad_token_id
+from directpo.precision import MasterWeights, PrecisionPolicy
+from directpo.precompute import (
+    PrecomputedReference,
+    precompute_reference_logps,
+    weights_fingerprint,
+)
+from directpo.reference import (
+    AdapterDisabledReference,
+    FrozenModelReference,
+    ReferenceProvider,
+    load_policy_and_reference,
+)
+from directpo.rewardfn import load_reward_fn
+from directpo.step import PairStats
+from directpo.tokenization import TokenizedData, TokenizedPair, tokenize_preferences
+from directpo.tracking import MetricsLogger
+
+SCHEDULER_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+
+
+@dataclass
+class PairSet:
+    """Tokenized pairs, the row each came from, and their precomputed reference log-probs."""
+
+    pairs: list[TokenizedPair]
+    sources: list[str]
+    reference_table: torch.Tensor | None = None  # [N, 2] when precomputed
+
+
+@dataclass
+class Run:
+    """The state of one training run: set up once by ``prepare_run``, read by the loop."""
+
+    config: DPOConfig
+    world: World
+    output_dir: Path
+    echo: Callable[[str], None]
+    tokenizer: Any
+    train_data: PreferenceData
+    train: PairSet
+    eval: PairSet | None
+    eval_prompts: list[Any]
+    reward_fn: Callable[..., Any] | None
+    precision: PrecisionPolicy
+    policy: torch.nn.Module  # the Hugging Face (or peft) model
+    scorer: torch.nn.Module  # the policy's log-prob module, DDP/FSDP-wrapped when distributed
+    reference: ReferenceProvider | None  # what the losses read (None: reference-free)
+    kl_reference: ReferenceProvider | None  # what sampled completions' KL is measured against
+    masters: MasterWeights | None  # float32 masters under one-process / DDP mixed precision
+    trainable: list[torch.Tensor]  # what the optimizer updates (masters, or the parameters)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    schedule: DataSchedule
+    layout: Layout
+    pad_id: int
+    total_steps: int
+    probe: UpdateProbe
+    start_step: int = 0
+    logger: MetricsLogger = field(init=False)
+    window: PairStats = field(default_factory=PairStats)  # metrics since the last log line
+    window_start: float = field(default_factory=time.perf_counter)
+    nonfinite_in_a_row: int = 0
+    update_checked: bool = False  # the first real update was checked (guard.py)
+    start_sample: torch.Tensor | None = None  # sampled weights at start, when saving rounds them
+
+    @property
+    def sharded(self) -> bool:
+        return self.world.mode == "fsdp"
+
+
+def prepare_run(
+    config: DPOConfig,
+    train_dataset: Any,
+    eval_dataset: Any,
+    world: World,
+    echo: Callable[[str], None],
+) -> Run:
+    output_dir = Path(config.output_dir)
+    replaced_checkpoints = _prepare_output_dir(output_dir, config)
+    set_seed(config.seed)
+    device = world.device
+
+    # -- data -----------------------------------------------------------------------------
+    columns = Columns(
+        config.prompt_column,
+        config.chosen_column,
+        config.rejected_column,
+        prompt_required=config.prompt_column != "prompt",
+    )
+    source = train_dataset if train_dataset is not None else config.train_file
+    train_data = load_preferences(source, columns, skip_invalid_rows=config.skip_invalid_rows)
+    echo(f"train: {train_data.summary()}")
+    eval_data = None
+    if eval_dataset is not None or config.eval_file:
+        eval_data = load_preferences(
+            eval_dataset if eval_dataset is not None else config.eval_file,
+            columns,
+            skip_invalid_rows=config.skip_invalid_rows,
+        )
+        echo(f"eval: {eval_data.summary()}")
+    tokenizer = load_tokenizer(config.tokenizer_path)
+    pad_id = pad_token_id(tokenizer)
+    train = _tokenize(train_data, tokenizer, config, "train", echo)
+    evaluation = _tokenize(eval_data, tokenizer, config, "eval", echo) if eval_data else None
+    eval_prompts = _held_out_prompts(config, eval_data)
+    reward_fn = load_reward_fn(config.reward_fn) if config.reward_fn else None
+
+    # -- models in the run's precision, optimizer, schedule -------------------------------
+    precision = config.precision
+    sharded = world.mode == "fsdp"  # loaded on CPU; fully_shard moves the shards
+    policy, reference = load_policy_and_reference(
+        config, torch.device("cpu") if sharded else device, precision, sharded=sharded
+    )
+    masters = None
+    if precision.mixed and not sharded:  # FSDP2 keeps the float32 masters as its shards
+        masters = MasterWeights(policy, precision.compute, streaming=world.mode != "ddp")
+    schedule = DataSchedule(
+        len(train.pairs),
+        config.per_device_train_batch_size * world.size,  # one process's global batch
+        config.gradient_accumulation_steps,
+        config.seed,
+    )
+    total_steps = schedule.total_steps(config.num_train_epochs, config.max_steps)
+    reference_model = getattr(reference, "model", None)
+    separate_reference = [reference_model] if reference_model not in (None, policy) else []
+    layout = choose_layout(config.layout, [policy, *separate_reference], echo)
+    precompute = config.precompute_ref_log_probs
+    reference_weights = weights_fingerprint(reference_model) if precompute else ""
+    scorer = wrap(SequenceScorer(policy, config.logprob_chunk_tokens), world, precision)
+    if isinstance(reference, FrozenModelReference):
+        reference.scorer = wrap(reference.scorer, world, precision)
+    elif isinstance(reference, AdapterDisabledReference) and sharded:
+        reference.scorer = scorer  # the sharded policy, run with its adapters off
+    # after wrapping: FSDP replaces the parameters
+    if masters is not None:
+        trainable = masters.parameters()
+    else:
+        trainable = [p for p in scorer.parameters() if p.requires_grad]
+    check_trainable(trainable)
+    optimizer = build_optimizer(trainable, config, device)
+    if precision.master == torch.bfloat16 and config.optimizer != "adamw_kahan":
+        echo(
+            f"warning: master_weights: bfloat16 with optimizer: {config.optimizer}: updates "
+            "below 1/256 of a weight are rounded away; optimizer: adamw_kahan keeps them"
+        )
+    scheduler = get_scheduler(
+        SCHEDULER_NAMES[config.lr_scheduler_type],
+        optimizer,
+        num_warmup_steps=config.warmup_steps,
+        num_training_steps=total_steps,
+    )
+    kl_reference = reference  # sampled completions need a live reference for their KL
+    if not config.loss_needs_reference:
+        reference = None  # loaded only for the KL: the losses never pay for its forward pass
+    run = Run(
+        config=config,
+        world=world,
+        output_dir=output_dir,
+        echo=echo,
+        tokenizer=tokenizer,
+        train_data=train_data,
+        train=train,
+        eval=evaluation,
+        eval_prompts=eval_prompts,
+        reward_fn=reward_fn,
+        precision=precision,
+        policy=policy,
+        scorer=scorer,
+        reference=reference,
+        kl_reference=kl_reference,
+        masters=masters,
+        trainable=trainable,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        schedule=schedule,
+        layout=layout,
+        pad_id=pad_id,
+        total_steps=total_steps,
+        probe=UpdateProbe(trainable, optimizer, world),
+    )
+    if config.precompute_ref_log_probs:
+        _precompute_reference(run, reference_weights)
+    _check_free_space(output_dir, policy, config)
+
+    # -- resume, or replace an earlier run (only now that data and models are known good) ---
+    for old in replaced_checkpoints if world.is_main else []:
+        shutil.rmtree(old)
+    if config.resume_from_checkpoint:
+        _resume(run)
+    if _bits(precision.save) < _bits(precision.master):
+        run.start_sample = run.probe.weights()  # to say what rounding at save costs
+    run.logger = MetricsLogger(
+        output_dir,
+        config.report_to,
+        config.to_dict(),
+        resume_step=run.start_step if config.resume_from_checkpoint else None,
+        write=world.is_main,
+    )
+    if world.is_main:
+        config.save_yaml(output_dir / "config.yaml")
+    processes = f" x {world.size} processes ({world.mode})" if world.enabled else ""
+    echo(
+        f"training {total_steps} steps ({schedule.steps_per_epoch} per epoch) on {device}, "
+        f"{len(train.pairs)} pairs, batch {config.per_device_train_batch_size} x "
+        f"{config.gradient_accumulation_steps} accumulation{processes}"
+        + (f", {_precision_words(precision)}" if precision.compute != torch.float32 else "")
+    )
+    return run
+
+
+def _resume(run: Run) -> None:
+    """Weights (the float32 masters under mixed precision), optimizer, schedule, RNG and the
+    logging window of the checkpoint that ``resume_from_checkpoint`` names."""
+    config, world = run.config, run.world
+    checkpoint = on_main(
+        world, lambda: resolve_checkpoint(config.resume_from_checkpoint, run.output_dir, run.echo)
+    )
+    if run.masters is not None:
+        with run.masters.in_model():
+            state = load_checkpoint(checkpoint, run.policy, run.optimizer, run.scheduler)
+    else:
+        sharded = run.scorer if run.sharded else None
+        state = load_checkpoint(checkpoint, run.policy, run.optimizer, run.scheduler, sharded)
+    _check_same_data(state, run.schedule, checkpoint)
+    run.start_step, run.window = state["global_step"], PairStats(**state["log_window"])
+    run.echo(f"resumed from {checkpoint} at step {run.start_step}")
+
+
+def _bits(dtype: torch.dtype) -> int:
+    return torch.finfo(dtype).bits
+
+
+def _precision_words(precision: PrecisionPolicy) -> str:
+    def name(dtype: torch.dtype) -> str:
+        return str(dtype).removeprefix("torch.")
+
+    return f"compute {name(precision.compute)}, weights {name(precision.master)}"
+
+
+def build_optimizer(
+    params: list[torch.Tensor], config: DPOConfig, device: torch.device | None = None
+) -> torch.optim.Optimizer:
+    """The configured optimizer over ``params`` (fused AdamW on CUDA float32 weights)."""
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(
+            params,
+            lr=config.learning_rate,
+            eps=config.adam_epsilon,
+            weight_decay=config.weight_decay,
+        )
+    betas = (config.adam_beta1, config.adam_beta2)
+    if config.optimizer == "adamw_kahan":
+        from optimi import AdamW as KahanAdamW
+
+        return KahanAdamW(
+            params,
+            lr=config.learning_rate,
+            betas=betas,
+            eps=config.adam_epsilon,
+            weight_decay=config.weight_decay,
+            kahan_sum=True,
+        )
+    fused = device is not None and device.type == "cuda"
+    return torch.optim.AdamW(
+        params,
+        lr=config.learning_rate,
+        eps=config.adam_epsilon,
+        betas=betas,
+        weight_decay=config.weight_decay,
+        fused=fused or None,
+    )
+
+
+def _tokenize(
+    data: Any, tokenizer: Any, config: DPOConfig, name: str, echo: Callable[[str], None]
+) -> PairSet:
+    tokenized: TokenizedData = tokenize_preferences(
+        data,
+        tokenizer,
+        config.max_length,
+        config.max_prompt_length,
+        skip_invalid_rows=config.skip_invalid_rows,
+    )
+    echo(f"{name}: {tokenized.summary()}")
+    return PairSet(tokenized.pairs, tokenized.sources)
+
+
+def _prepare_output_dir(output_dir: Path, config: DPOConfig) -> list[Path]:
+    """Refuse to overwrite an earlier run by accident; check that we can write there.
+
+    Returns the earlier run's checkpoints that ``overwrite_output_dir`` will replace: they are
+    deleted only once everything else has been validated and loaded.
+    """
+    previous = list_checkpoints(output_dir)
+    finished = (output_dir / "config.json").exists()  # a saved model folder
+    resuming, overwriting = config.resume_from_checkpoint, config.overwrite_output_dir
+    if (previous or finished) and not resuming and not overwriting:
+        what = previous[-1].name if previous else "a finished run"
+        raise ConfigError(
+            f"output_dir {output_dir} already holds {what}; resume it with "
+            "resume_from_checkpoint: latest, choose another output_dir, or set "
+            "overwrite_output_dir: true"
+        )
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / f".directpo-write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"output_dir {output_dir}: not writable ({exc.strerror})") from None
+    return [] if config.resume_from_checkpoint else previous
+
+
+def on_main(world: World, action: Callable[[], Any]) -> Any:
+    """``action()`` on rank 0, its result (or its DirectpoError) on every rank."""
+    result: Any = None
+    if world.is_main:
+        try:
+            result = action()
+        except DirectpoError as exc:
+            result = exc
+    result = broadcast(result, world)
+    if isinstance(result, DirectpoError):
+        raise result
+    return result
+
+
+def _check_same_data(state: dict[str, Any], schedule: DataSchedule, checkpoint: Path) -> None:
+    for key, now in (
+        ("num_examples", schedule.num_examples),
+        ("batch_size (per_device_train_batch_size x processes)", schedule.batch_size),
+        ("accumulation", schedule.accumulation),
+        ("seed", schedule.seed),
+    ):
+        saved = state.get(key.split()[0])
+        if saved != now:
+            raise ConfigError(
+                f"resume_from_checkpoint: {checkpoint} was trained with {key}={saved}, "
+                f"this run has {now}; the data order would differ (start a new output_dir)"
+            )
+
+
+def _held_out_prompts(config: DPOConfig, eval_data: Any) -> list[Any]:
+    """The first ``eval_generate`` distinct held-out prompts (none when sampling is off)."""
+    if not config.eval_generate:
+        return []
+    if config.eval_prompts_file:
+        prompts = load_prompts(config.eval_prompts_file, config.prompt_column)
+    else:
+        prompts = distinct_prompts(example.prompt for example in eval_data.examples)
+    return prompts[: config.eval_generate]
+
+
+def _precompute_reference(run: Run, reference_weights: str) -> None:
+    """Reference log-probs of every pair, computed (or read from the cache) up front and
+    attached to the pair sets; the reference model is then freed unless ``eval_generate``
+    needs it for the KL of samples."""
+    config, reference = run.config, run.reference
+    model = reference.model  # a frozen copy, or the LoRA policy with adapters disabled
+    settings = f"{config.dtype}|{type(model).__name__}"
+    for pair_set in (run.train, run.eval):
+        if pair_set is not None and pair_set.pairs:
+            pair_set.reference_table = precompute_reference_logps(
+                reference,
+                reference_weights,
+                pair_set.pairs,
+                run.pad_id,
+                config.per_device_eval_batch_size,
+                run.world.device,
+                settings,
+                run.layout,
+                run.echo,
+                run.world,
+            )
+    run.kl_reference = reference if config.eval_generate else None
+    if run.kl_reference is None and isinstance(reference, FrozenModelReference):
+        del reference.model, reference.scorer  # training now holds one model in memory
+        if run.world.device.type == "cuda":
+            torch.cuda.empty_cache()
+    run.reference = PrecomputedReference()
+
+
+def _check_free_space(output_dir: Path, policy: torch.nn.Module, config: DPOConfig) -> None:
+    """Refuse to start when the disk cannot hold the final model and one checkpoint."""
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    precision = config.precision
+    master_bytes = torch.finfo(precision.master).bits // 8
+    save_bytes = torch.finfo(precision.save).bits // 8
+
+    def count(params: Any) -> int:
+        return sum(p.numel() for p in params)
+
+    checkpoint_weights = count(trainable if config.lora_r else policy.parameters()) * master_bytes
+    final = count(policy.parameters() if config.merge_lora or not config.lora_r else trainable)
+    optimizer_states = {"adamw": 2, "adamw_kahan": 3, "rmsprop": 1}[config.optimizer]
+    optimizer_bytes = optimizer_states * master_bytes * count(trainable)
+    checkpoint = checkpoint_weights + optimizer_bytes if config.save_steps else 0
+    need = 1.1 * (final * save_bytes + checkpoint)
+    free = shutil.disk_usage(output_dir).free
+    if free < need:
+        raise ConfigError(
+            f"output_dir {output_dir}: {free / 2**30:.2f} GiB free, but the final model and "
+            f"one checkpoint need about {need / 2**30:.2f} GiB"
+        )
