@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from directpo.attention import VarlenPlan, build_plan
 from directpo.tokenization import TokenizedPair
 
 PROMPT_BRANCH = 0  # branch id of prompt tokens; completions are 1, 2, ...
@@ -39,7 +40,16 @@ class Layout:
 
     share_prefix: bool = False
     pack: bool = False
-    pack_max_tokens: int = 0  # row budget when packing; 0: the longest segment of the batch
+    pack_max_tokens: int = 0  # row budget when packing; 0: see ``row_budget``
+    varlen: bool = False  # attention by segments (attention.py), not by a dense mask
+    pad_multiple: int = 1  # row width rounded up to a multiple of this (repeating shapes)
+
+    def row_budget(self, lengths: Sequence[int]) -> int:
+        """Tokens per packed row: ``pack_max_tokens``, else the longest segment (a dense mask
+        costs width² per row) or, with varlen attention, everything in one row (no padding)."""
+        if self.pack_max_tokens:
+            return max(self.pack_max_tokens, *lengths)
+        return sum(lengths) if self.varlen else max(lengths)
 
     @property
     def is_plain(self) -> bool:
@@ -63,6 +73,7 @@ class Batch:
     segment_ids: torch.Tensor | None = None  # [R, T]; None: plain causal rows
     branch_ids: torch.Tensor | None = None  # [R, T]; 0 prompt, 1.. completions
     reference_logps: torch.Tensor | None = None  # [2B], when precomputed
+    varlen: VarlenPlan | None = None  # segments for varlen attention (layout.varlen)
 
     @property
     def num_tokens(self) -> int:
@@ -89,6 +100,7 @@ class Batch:
             segment_ids=move(self.segment_ids),
             branch_ids=move(self.branch_ids),
             reference_logps=move(self.reference_logps),
+            varlen=None if self.varlen is None else self.varlen.to(device),
         )
 
 
@@ -164,10 +176,12 @@ def collate_segments(
     """Lay segments out in right-padded rows (one per segment, or packed) with their targets."""
     lengths = [len(s) for s in segments]
     if layout.pack:
-        rows = pack_rows(lengths, max([layout.pack_max_tokens, *lengths]))
+        rows = pack_rows(lengths, layout.row_budget(lengths))
     else:
         rows = [[i] for i in range(len(segments))]
     width = max(sum(lengths[i] for i in row) for row in rows)
+    width = -(-width // layout.pad_multiple) * layout.pad_multiple
+    spans: list[list[tuple[int, int, list[int]]]] = [[] for _ in rows]
     shape = (len(rows), width)
     input_ids = torch.full(shape, pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros(shape, dtype=torch.long)
@@ -180,6 +194,7 @@ def collate_segments(
         for index in row:
             segment = segments[index]
             n_prompt = len(segment.prompt)
+            spans[r].append((offset, n_prompt, [len(c) for c in segment.completions]))
             ids = list(segment.prompt)
             positions = list(range(n_prompt))
             branches = [PROMPT_BRANCH] * n_prompt
@@ -220,6 +235,7 @@ def collate_segments(
         position_ids=None if plain else position_ids,
         segment_ids=None if plain else segment_ids,
         branch_ids=None if plain else branch_ids,
+        varlen=build_plan(width, spans) if layout.varlen and not plain else None,
     )
 
 

@@ -31,7 +31,7 @@ SAVE_DTYPES = ("auto", "float32", "bfloat16")
 TRACKERS = ("tensorboard", "wandb", "mlflow", "none")
 # The module each tracker needs; checked before training so a missing one fails early.
 DISTRIBUTED_MODES = ("auto", "none", "ddp", "fsdp")
-ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flex_attention", "flash_attention_2")
+ATTN_IMPLEMENTATIONS = ("auto", "varlen", "sdpa", "eager", "flex_attention", "flash_attention_2")
 TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
 
@@ -119,9 +119,12 @@ class DPOConfig(Options):
     )
     attn_implementation: str = option(
         "auto",
-        "Attention kernel passed to transformers: auto (its default, SDPA for most models), "
-        "sdpa, eager, flex_attention (block-sparse masks for prefix_sharing / padding_free on "
-        "CUDA), flash_attention_2 (no 4D masks: prefix_sharing and padding_free then fall back).",
+        "Attention kernel: auto (on CUDA in bf16 with prefix_sharing/padding_free: varlen; "
+        "otherwise transformers' default, SDPA for most models), varlen (prefix-shared "
+        "segments through FlashAttention-2 varlen / PyTorch's varlen_attn, no dense mask; a "
+        "slow exact fallback elsewhere), sdpa (a dense 4D mask per row), eager, flex_attention "
+        "(block-sparse masks on CUDA), flash_attention_2 (no 4D masks: prefix_sharing and "
+        "padding_free then fall back).",
     )
     distributed: str = option(
         "auto",

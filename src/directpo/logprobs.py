@@ -8,6 +8,7 @@ logits that predict token t (``Batch.predict_from``) against it, computed in flo
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -15,6 +16,8 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
+from directpo.attention import IMPLEMENTATION as VARLEN
+from directpo.attention import PLAN_KEY
 from directpo.batching import (
     PLAIN,
     PROMPT_BRANCH,
@@ -104,14 +107,23 @@ def _token_logprobs(
 def model_inputs(model: torch.nn.Module, batch: Batch) -> dict[str, Any]:
     """Keyword arguments of the model's forward for ``batch``'s layout.
 
-    Plain rows take the usual 2D padding mask. Shared/packed rows take a per-row mask built
-    from ``segment_ids``/``branch_ids``: a FlexAttention block mask for models loaded with
-    ``attn_implementation="flex_attention"``, otherwise a 4D mask, boolean for SDPA and
-    additive for eager attention (eager *adds* the mask: a boolean one would be silently wrong).
+    Plain rows take the usual 2D padding mask. Shared/packed rows take, for models running
+    ``directpo_varlen``, the batch's varlen plan (attention.py: segments, no mask); otherwise
+    a per-row mask built from ``segment_ids``/``branch_ids``: a FlexAttention block mask for
+    models loaded with ``attn_implementation="flex_attention"``, else a 4D mask, boolean for
+    SDPA and additive for eager attention (eager *adds* the mask: a boolean one would be
+    silently wrong).
     """
     if batch.segment_ids is None:
         return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
     implementation = attention_implementation(model)
+    if implementation == VARLEN and batch.varlen is not None:
+        return {
+            "input_ids": batch.input_ids,
+            "attention_mask": None,  # the plan says which keys each query sees
+            "position_ids": batch.position_ids,
+            PLAN_KEY: batch.varlen,
+        }
     if implementation == "flex_attention":
         mask: Any = _block_mask(batch)
     else:
@@ -302,9 +314,21 @@ def check_layout(model: torch.nn.Module, layout: Layout) -> str | None:
 def choose_layout(
     layout: Layout, models: Sequence[torch.nn.Module], echo: Callable[[str], None] = print
 ) -> Layout:
-    """``layout`` if every model gives it the plain layout's log-probs, else plain (says why)."""
+    """``layout`` if every model gives it the plain layout's log-probs, else plain (says why).
+
+    Models running ``directpo_varlen`` are checked with varlen segments; if one of them differs,
+    every model goes back to SDPA and the dense-mask rendering of the layout is checked instead.
+    """
     if layout.is_plain:
         return layout
+    if any(attention_implementation(m) == VARLEN for m in models):
+        varlen = replace(layout, varlen=True)
+        reason = next((r for m in models if (r := check_layout(m, varlen)) is not None), None)
+        if reason is None:
+            return varlen
+        echo(f"attention: {VARLEN} off ({reason}); using SDPA with a dense mask")
+        for model in models:
+            unwrap_peft(model).set_attn_implementation("sdpa")
     for model in models:
         reason = check_layout(model, layout)
         if reason is not None:

@@ -11,6 +11,7 @@ from typing import Protocol
 
 import torch
 
+from directpo.attention import choose_implementation
 from directpo.batching import Batch
 from directpo.config import DPOConfig
 from directpo.logprobs import SequenceScorer
@@ -63,7 +64,8 @@ def load_policy_and_reference(
     *,
     sharded: bool = False,
 ) -> tuple[torch.nn.Module, ReferenceProvider | None]:
-    """The trainable policy (with LoRA adapters if ``lora_r``) and its reference provider.
+    """The trainable policy (with LoRA adapters if ``lora_r``) and its reference provider, for
+    training on ``device`` (``sharded``: loaded on the CPU, for FSDP2 to shard and move).
 
     The policy is loaded in its masters' dtype (float32 under mixed precision: the trainer then
     splits it into a bf16 compute copy and float32 masters, or FSDP2 shards the masters), the
@@ -71,6 +73,11 @@ def load_policy_and_reference(
     to the compute dtype here (only the adapters keep float32 masters).
     """
     precision = precision or config.precision
+    attention = choose_implementation(
+        config.attn_implementation, device, precision.compute, config.layout.is_plain
+    )
+    if sharded:
+        device = torch.device("cpu")
     policy = load_causal_lm(
         config.model_name_or_path,
         precision.load_dtype,
@@ -78,7 +85,7 @@ def load_policy_and_reference(
         trainable=True,
         gradient_checkpointing=config.gradient_checkpointing,
         device=device,
-        attn_implementation=config.attn_implementation,
+        attn_implementation=attention,
     )
     if config.lora_r:
         policy = apply_lora(
@@ -101,6 +108,6 @@ def load_policy_and_reference(
         disable_dropout=config.disable_dropout,
         trainable=False,
         device=device,
-        attn_implementation=config.attn_implementation,
+        attn_implementation=attention,
     )
     return policy, FrozenModelReference(frozen, config.logprob_chunk_tokens)

@@ -137,9 +137,7 @@ def prepare_run(
     # -- models in the run's precision, optimizer, schedule -------------------------------
     precision = config.precision
     sharded = world.mode == "fsdp"  # loaded on CPU; fully_shard moves the shards
-    policy, reference = load_policy_and_reference(
-        config, torch.device("cpu") if sharded else device, precision, sharded=sharded
-    )
+    policy, reference = load_policy_and_reference(config, device, precision, sharded=sharded)
     masters = None
     if precision.mixed and not sharded:  # FSDP2 keeps the float32 masters as its shards
         masters = MasterWeights(policy, precision.compute, streaming=world.mode != "ddp")
