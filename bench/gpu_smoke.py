@@ -1,10 +1,16 @@
-"""GPU smoke check of the single-process trainer (run on a lent GPU; not part of the suite).
+"""GPU correctness checks (run on a lent GPU by bench/gpu.sh; not part of the suite).
 
     PYTHONPATH=src:tests python bench/gpu_smoke.py
 
-Trains the tiny Llama- and GPT-2-style test models on CUDA in float32 and bfloat16 (with and
-without activation checkpointing) and prints, per run: first-step loss (must be ln 2), final
-accuracy, final margin, peak memory and seconds.
+1. The varlen kernel (flash_attn or PyTorch's varlen_attn) against the exact math backend on
+   random bf16 segments with queries shorter than keys (bottom-right causal alignment) and GQA:
+   outputs and gradients.
+2. A tiny Qwen2-style model (GQA) in bf16: prefix-shared + packed log-probs and gradients through
+   directpo_varlen equal the plain padded layout through SDPA.
+3. Mixed precision on CUDA at lr 1e-6: the share of weights a bf16 run moves, against float32.
+4. Training the tiny test models on CUDA (float32 and bf16, checkpointing on and off): the first
+   loss is ln 2 (policy == reference, exactly in bf16 too), the set is learned.
+Prints one line per check and a final verdict.
 """
 
 from __future__ import annotations
@@ -15,58 +21,153 @@ import time
 from pathlib import Path
 
 import torch
-from tiny import SENTIMENT_PAIRS, save_tiny_model, write_jsonl
+from tiny import SENTIMENT_PAIRS, save_tiny_model, tiny_config, write_jsonl
 
-from directpo.config import DPOConfig
+import directpo.attention as attention
+from directpo.attention import build_plan, register
+from directpo.batching import PLAIN, Layout, collate_pairs
+from directpo.logprobs import model_logprobs
+from directpo.tokenization import TokenizedPair
 from directpo.trainer import train
 
+failures = 0
 
-def main() -> None:
-    assert torch.cuda.is_available(), "no CUDA device"
-    print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__)
-    root = Path(tempfile.mkdtemp())
-    data = write_jsonl(root / "pairs.jsonl", SENTIMENT_PAIRS)
-    failures = 0
+
+def verdict(name: str, ok: bool, detail: str) -> None:
+    global failures
+    failures += not ok
+    print(f"{'OK  ' if ok else 'FAIL'} {name}: {detail}", flush=True)
+
+
+def kernel_check() -> None:
+    torch.manual_seed(0)
+    rows = [[(0, 40, [7, 9]), (56, 3, [20, 1])], [(0, 100, [33, 12])]]
+    plan = build_plan(160, rows).to("cuda")
+    tokens = 2 * 160
+    q = torch.randn(tokens, 8, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    kv = torch.randn(2, tokens, 2, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    results = {}
+    for backend in ("auto", "math"):
+        attention.use_backend(backend)
+        k, v = kv[0][plan.key_index], kv[1][plan.key_index]
+        out = attention._varlen(q, k, v, plan, 0.125)
+        grads = torch.autograd.grad(out.float().square().sum(), (q, kv))
+        results[backend] = (out.float(), [g.float() for g in grads])
+    attention.use_backend("auto")
+    fast = attention.available_backend(torch.device("cuda"))
+    out_diff = float((results["auto"][0] - results["math"][0]).abs().max())
+    grad_diff = max(
+        float((a - b).abs().max() / b.abs().max())
+        for a, b in zip(results["auto"][1], results["math"][1], strict=True)
+    )
+    verdict(
+        f"varlen kernel ({fast}) vs math",
+        out_diff < 3e-2 and grad_diff < 3e-2,
+        f"max |out diff| {out_diff:.2e}, max relative grad diff {grad_diff:.2e}",
+    )
+
+
+def model_check() -> None:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = dict(vocab_size=257, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                  num_attention_heads=8, num_key_value_heads=2)  # fmt: skip
+    plain = Qwen2ForCausalLM(Qwen2Config(**config, attn_implementation="sdpa"))
+    varlen = Qwen2ForCausalLM(Qwen2Config(**config, attn_implementation=register()))
+    varlen.load_state_dict(plain.state_dict())
+    generator = torch.Generator().manual_seed(1)
+
+    def ids(n: int) -> list[int]:
+        return torch.randint(1, 257, (n,), generator=generator).tolist()
+
+    pairs = [TokenizedPair(ids(p), ids(c), ids(r)) for p, c, r in ((300, 50, 80), (20, 120, 7))]
+    got = {}
+    for name, model, layout in (
+        ("plain", plain, PLAIN),
+        ("varlen", varlen, Layout(True, True, varlen=True, pad_multiple=128)),
+    ):
+        model.to("cuda", torch.bfloat16).eval()
+        logps = model_logprobs(model, collate_pairs(pairs, 0, layout=layout).to("cuda"))[0]
+        logps.float().sum().backward()
+        got[name] = (logps.float().detach(), model.model.embed_tokens.weight.grad.float())
+    diff = float((got["plain"][0] - got["varlen"][0]).abs().max())
+    scale = float(got["plain"][0].abs().max())
+    grad = float((got["plain"][1] - got["varlen"][1]).norm() / got["plain"][1].norm())
+    verdict(
+        "tiny Qwen2 bf16: varlen shared+packed vs plain SDPA",
+        diff <= 0.01 * scale and grad < 0.05,
+        f"log-prob diff {diff:.3g} (of {scale:.0f}), embedding grad relative diff {grad:.3g}",
+    )
+
+
+def learning_check(root: Path, data: Path) -> None:
+    from safetensors.torch import load_file
+
+    model = save_tiny_model("llama", root / "llama-lr")
+    start = load_file(model / "model.safetensors")
+    changed = {}
+    for dtype in ("float32", "bfloat16"):
+        out = root / f"lr-{dtype}"
+        train(
+            tiny_config(model, data, out, learning_rate=1e-6, max_steps=5, dtype=dtype),
+            echo=lambda _: None,
+        )
+        end = load_file(out / "model.safetensors")
+        moved = sum(int((end[k].float() != v.float()).sum()) for k, v in start.items())
+        changed[dtype] = moved / sum(v.numel() for v in start.values())
+    verdict(
+        "lr 1e-6: weights moved, bf16 mixed vs float32",
+        changed["bfloat16"] >= 0.9 * changed["float32"] > 0,
+        f"{changed['bfloat16']:.1%} vs {changed['float32']:.1%}",
+    )
+
+
+def training_check(root: Path, data: Path) -> None:
     for style in ("llama", "gpt2"):
         model = save_tiny_model(style, root / style)
         for dtype in ("float32", "bfloat16"):
             for checkpointing in (False, True):
                 torch.cuda.reset_peak_memory_stats()
                 start = time.perf_counter()
-                config = DPOConfig(
-                    model_name_or_path=str(model),
-                    train_file=str(data),
-                    output_dir=str(root / f"out-{style}-{dtype}-{checkpointing}"),
-                    report_to=["none"],
-                    logging_steps=1,
-                    save_steps=20,
-                    max_steps=40,
-                    learning_rate=5e-3,
-                    per_device_train_batch_size=3,
-                    gradient_accumulation_steps=2,
-                    dtype=dtype,
-                    gradient_checkpointing=checkpointing,
-                    eval_file=str(data),
-                    eval_steps=20,
-                )
-                result = train(config, echo=lambda _: None)
-                rows = [r for r in result.metrics if "loss" in r]
+                config = tiny_config(
+                    model, data, root / f"out-{style}-{dtype}-{checkpointing}", max_steps=30,
+                    per_device_train_batch_size=3, gradient_accumulation_steps=2, dtype=dtype,
+                    gradient_checkpointing=checkpointing, eval_file=str(data), eval_steps=15,
+                    save_steps=15,
+                )  # fmt: skip
+                lines: list[str] = []
+                rows = [r for r in train(config, echo=lines.append).metrics if "loss" in r]
                 first, last = rows[0], rows[-1]
-                ok = (
-                    abs(first["loss"] - math.log(2)) < (1e-5 if dtype == "float32" else 1e-2)
+                notices = [line for line in lines if " off " in line]
+                verdict(
+                    f"train {style} {dtype} checkpointing={checkpointing}",
+                    abs(first["loss"] - math.log(2)) < 1e-6
                     and last["rewards/accuracies"] == 1.0
-                    and math.isfinite(last["loss"])
+                    and not notices,
+                    f"first loss {first['loss']:.6f}, last {last['loss']:.4f}, accuracy "
+                    f"{last['rewards/accuracies']:.2f}, peak "
+                    f"{torch.cuda.max_memory_allocated() / 2**20:.0f} MiB, "
+                    f"{time.perf_counter() - start:.1f} s {notices}",
                 )
-                failures += not ok
-                print(
-                    f"{style:6s} {dtype:9s} ckpt={checkpointing!s:5s} first_loss="
-                    f"{first['loss']:.6f} last_loss={last['loss']:.4f} "
-                    f"acc={last['rewards/accuracies']:.2f} "
-                    f"margin={last['rewards/margins']:.3f} "
-                    f"peak_mem={torch.cuda.max_memory_allocated() / 2**20:.1f}MiB "
-                    f"secs={time.perf_counter() - start:.1f} {'OK' if ok else 'FAIL'}"
-                )
-    print("GPU smoke:", "all OK" if not failures else f"{failures} FAILED")
+
+
+def main() -> None:
+    assert torch.cuda.is_available(), "no CUDA device"
+    print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__, flush=True)
+    root = Path(tempfile.mkdtemp())
+    data = write_jsonl(root / "pairs.jsonl", SENTIMENT_PAIRS)
+    for check in (kernel_check, model_check):
+        try:
+            check()
+        except Exception as exc:  # one broken check must not hide the others
+            verdict(check.__name__, False, repr(exc)[:300])
+    for check in (learning_check, training_check):
+        try:
+            check(root, data)
+        except Exception as exc:
+            verdict(check.__name__, False, repr(exc)[:300])
+    print("GPU smoke:", "all OK" if not failures else f"{failures} FAILED", flush=True)
 
 
 if __name__ == "__main__":

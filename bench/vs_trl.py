@@ -1,26 +1,41 @@
-"""directpo vs TRL's DPOTrainer: same model, data, batch, steps, dtype and learning rate.
+"""directpo vs TRL's DPOTrainer: same model, data, batch, steps, precision and learning rate.
 
-    python bench/vs_trl.py                       # tiny random model and SmolLM2-135M, both sets
+    python bench/vs_trl.py                       # CPU: tiny random model and SmolLM2-135M
     python bench/vs_trl.py --models tiny --steps 8
+    python bench/vs_trl.py --plan gpu --models qwen2.5-0.5b-random,qwen2.5-1.5b-random
 
-Each (framework, model, data set) runs in its own subprocess, so peak memory (RSS on CPU,
-max allocated on CUDA) is its own. Data is generated with a fixed seed: a long-prompt set
-(prompt ~3x the completion, as in Anthropic HH) and a short-prompt set. Prints one table with
-pairs/s, tokens/s, peak memory, final loss, and the directpo/TRL ratios, all from this run.
+Precision is the same policy on both sides: float32 on CPU; on CUDA mixed precision, float32
+weights and optimizer state with bf16 compute (TRL: a float32 model with ``bf16=True``, its
+default; directpo: ``dtype: bfloat16``, a bf16 compute copy over float32 masters).
+
+``--plan cpu`` (default): each (framework, model, data set) runs in its own subprocess, so peak
+RSS is its own; directpo and TRL at their defaults, gradient checkpointing as ``--gradient_
+checkpointing`` says for both. ``--plan gpu``: every run in this process (peak GPU memory is
+reset between runs), in order of importance until ``--budget`` seconds are spent, per model and
+data set: directpo at its defaults, TRL at its defaults (gradient checkpointing on), TRL tuned
+(checkpointing off; TRL 1.16's ``padding_free`` is disabled upstream), then directpo ablations
+on the first model. Step times exclude the first ``--warmup`` steps (compilation, allocator
+warm-up). Prints pairs/s, peak memory, hardware MFU (FLOPs executed, recomputation excluded,
+over 989 TFLOP/s) and TRL-equivalent MFU (the FLOPs TRL needs for the same pairs), and the
+directpo/TRL ratios, all from this run; ``--out`` also writes them as JSON lines.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = [
@@ -59,6 +74,9 @@ WORDS = [
     "mind",
 ]
 SETS = {"long-prompt": (96, 32), "short-prompt": (16, 48)}  # words: prompt, completion
+# the GPU plan's sets: ~1.6k-token (long-prompt, 3:1) and ~1.3k-token (short-prompt) sequences
+GPU_SETS = {"long-prompt": (300, 100), "short-prompt": (60, 240)}
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
 def make_data(path: Path, prompt_words: int, completion_words: int, pairs: int, seed: int) -> None:
@@ -77,6 +95,23 @@ def make_data(path: Path, prompt_words: int, completion_words: int, pairs: int, 
             handle.write(json.dumps(row) + "\n")
 
 
+# -- one run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class RunSpec:
+    framework: str  # directpo | trl
+    name: str  # what the table calls it
+    model: str
+    data: str
+    out: str
+    steps: int
+    batch: int
+    warmup: int
+    gradient_checkpointing: bool
+    options: dict[str, Any]  # directpo options / TRL DPOConfig fields
+
+
 def peak_memory_mb() -> float:
     import torch
 
@@ -85,77 +120,195 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def worker(args: argparse.Namespace) -> dict[str, float]:
+def run(spec: RunSpec) -> dict[str, Any]:
+    """Train ``spec`` and return its timing (post-warmup step seconds) and peak memory."""
     import torch
 
-    dtype = "bfloat16" if torch.cuda.is_available() else "float32"
+    cuda = torch.cuda.is_available()
+    if cuda:
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     common = dict(
-        per_device_train_batch_size=args.batch,
-        max_steps=args.steps,
+        per_device_train_batch_size=spec.batch,
+        max_steps=spec.steps,
         learning_rate=1e-5,
         beta=0.1,
-        gradient_checkpointing=args.gradient_checkpointing == "true",
+        gradient_checkpointing=spec.gradient_checkpointing,
         max_length=4096,  # no truncation: both frameworks see whole sequences
     )
-    if args.framework == "directpo":
-        from directpo.config import DPOConfig
-        from directpo.trainer import train
+    if spec.framework == "directpo":
+        step_seconds, extra = _run_directpo(spec, common, cuda)
+    else:
+        step_seconds, extra = _run_trl(spec, common, cuda)
+    measured = step_seconds[spec.warmup :] or step_seconds
+    return {
+        "name": spec.name,
+        "framework": spec.framework,
+        "step_seconds": step_seconds,
+        "seconds_per_step": statistics.median(measured),
+        "pairs_per_second": spec.batch / statistics.median(measured),
+        "memory_mb": peak_memory_mb(),
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        **extra,
+    }
 
-        config = DPOConfig(
-            model_name_or_path=args.model,
-            train_file=args.data,
-            output_dir=args.out,
-            report_to=["none"],
-            logging_steps=1,
-            save_steps=0,
-            dtype=dtype,
-            max_prompt_length=3072,
-            **{**common, **json.loads(args.directpo_options or "{}")},
-        )
-        result = train(config, echo=lambda _: None)
-        rows = [r for r in result.metrics if "loss" in r]
-        seconds = sum(args.batch / r["pairs/s"] for r in rows)  # the loop's own time
-        tokens = sum(r["tokens/s"] * args.batch / r["pairs/s"] for r in rows)
-        return {
-            "seconds": seconds,
-            "tokens": tokens,
-            "loss": rows[-1]["loss"],
-            "memory_mb": peak_memory_mb(),
-            "params": sum(p.numel() for p in result.policy.parameters()),
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        }
+
+def _run_directpo(spec: RunSpec, common: dict, cuda: bool) -> tuple[list[float], dict]:
+    import directpo.trainer as trainer
+    from directpo.config import DPOConfig
+
+    # the bench measures training, not writing a multi-GB folder at the end
+    trainer.save_final_model = lambda *args, **kwargs: args[1]
+    config = DPOConfig(
+        model_name_or_path=spec.model,
+        train_file=spec.data,
+        output_dir=spec.out,
+        overwrite_output_dir=True,
+        report_to=["none"],
+        logging_steps=1,
+        save_steps=0,
+        dtype="bfloat16" if cuda else "float32",
+        max_prompt_length=3072,
+        **{**common, **spec.options},
+    )
+    lines: list[str] = []
+    result = trainer.train(config, echo=lines.append)
+    rows = [r for r in result.metrics if "loss" in r]
+    notices = [line for line in lines if "off" in line or "warning" in line]
+    del result
+    return [spec.batch / r["pairs/s"] for r in rows], {
+        "loss": rows[-1]["loss"],
+        "notices": notices,
+    }
+
+
+def _run_trl(spec: RunSpec, common: dict, cuda: bool) -> tuple[list[float], dict]:
     import datasets
+    import torch
     import trl
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-    torch_dtype = getattr(torch, dtype)
-    rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()]
+    class StepClock(TrainerCallback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def _now(self) -> float:
+            if cuda:
+                torch.cuda.synchronize()
+            return time.perf_counter()
+
+        def on_train_begin(self, *args: Any, **kwargs: Any) -> None:
+            self.times = [self._now()]
+
+        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+            self.times.append(self._now())
+
+    rows = [json.loads(line) for line in Path(spec.data).read_text().splitlines()]
     config = trl.DPOConfig(
-        output_dir=args.out,
+        output_dir=spec.out,
         report_to="none",
         logging_steps=1,
         save_strategy="no",
-        bf16=dtype == "bfloat16",
-        use_cpu=not torch.cuda.is_available(),
-        **common,
+        bf16=cuda,
+        use_cpu=not cuda,
+        **{**common, **spec.options},
     )
+    clock = StepClock()
     trainer = trl.DPOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(args.model, dtype=torch_dtype),
-        ref_model=AutoModelForCausalLM.from_pretrained(args.model, dtype=torch_dtype),
+        model=AutoModelForCausalLM.from_pretrained(spec.model, dtype=torch.float32),
         args=config,
         train_dataset=datasets.Dataset.from_list(rows),
-        processing_class=AutoTokenizer.from_pretrained(args.model),
+        processing_class=AutoTokenizer.from_pretrained(spec.model),
+        callbacks=[clock],
     )
-    start = time.perf_counter()
     trainer.train()
-    seconds = time.perf_counter() - start
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return {
-        "seconds": seconds,
-        "tokens": float("nan"),
-        "loss": losses[-1],
-        "memory_mb": peak_memory_mb(),
-    }
+    seconds = [b - a for a, b in zip(clock.times, clock.times[1:], strict=False)]
+    del trainer
+    return seconds, {"loss": losses[-1]}
+
+
+# -- FLOPs --------------------------------------------------------------------------------------
+
+
+def pair_lengths(model: str, data: str) -> list[tuple[int, int, int]]:
+    """(prompt, chosen, rejected) token counts of each pair, tokenized as directpo does."""
+    from directpo.data import Columns, load_preferences
+    from directpo.models import load_tokenizer
+    from directpo.tokenization import tokenize_preferences
+
+    tokenized = tokenize_preferences(
+        load_preferences(data, Columns("prompt", "chosen", "rejected")),
+        load_tokenizer(model),
+        4096,
+        3072,
+    )
+    return [(len(p.prompt_ids), len(p.chosen_ids), len(p.rejected_ids)) for p in tokenized.pairs]
+
+
+def training_flops(model: str, lengths: list[tuple[int, int, int]]) -> dict[str, float]:
+    """FLOPs per pair of one DPO step (policy forward + backward = 3 forwards, reference forward
+    = 1; recomputation not counted): as directpo lays a pair out (the prompt once, the LM head on
+    completion tokens) and as TRL does (two sequences, the LM head on every position)."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(model)
+    d, layers, vocab = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or d // heads
+    kv = getattr(cfg, "num_key_value_heads", heads)
+    ffn = getattr(cfg, "intermediate_size", 4 * d)
+    per_layer = d * (heads * head_dim + 2 * kv * head_dim) + heads * head_dim * d + 3 * d * ffn
+    linear = layers * per_layer  # matmul weights per token, embeddings and head excluded
+    attention = 4 * layers * heads * head_dim  # per (query, key) pair: QK^T and PV
+
+    def forward(tokens: float, pairs: float, head_tokens: float) -> float:
+        return 2 * linear * tokens + attention * pairs + 2 * d * vocab * head_tokens
+
+    ours = theirs = 0.0
+    for p, c, r in lengths:
+        ours += forward(p + c + r, (p + c) ** 2 / 2 + r * p + r**2 / 2, c + r)
+        theirs += forward(2 * p + c + r, ((p + c) ** 2 + (p + r) ** 2) / 2, 2 * p + c + r)
+    n = len(lengths)
+    return {"directpo": 4 * ours / n, "trl": 4 * theirs / n}
+
+
+# -- models -------------------------------------------------------------------------------------
+
+QWEN_SHAPES = {  # Qwen2.5-0.5B and -1.5B (and Qwen2-0.5B, the same shape as 2.5-0.5B)
+    "qwen2.5-0.5b-random": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                                num_attention_heads=14, num_key_value_heads=2),
+    "qwen2.5-1.5b-random": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                                num_attention_heads=12, num_key_value_heads=2),
+}  # fmt: skip
+QWEN_SHAPES["qwen2-0.5b-random"] = QWEN_SHAPES["qwen2.5-0.5b-random"]
+
+
+def qwen_random(name: str, folder: Path) -> Path:
+    """A random-initialised model of a Qwen2.5 shape with the tests' byte-level tokenizer: the
+    benchmark needs the shape, not the weights (built on the GPU when there is one)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import torch
+    from tiny import build_tokenizer
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = build_tokenizer("gpt2")
+    config = Qwen2Config(
+        vocab_size=151936,
+        max_position_embeddings=32768,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **QWEN_SHAPES[name],
+    )
+    torch.manual_seed(0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.device(device):
+        model = Qwen2ForCausalLM(config).to(torch.bfloat16)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 def tiny_model(folder: Path) -> Path:
@@ -165,105 +318,42 @@ def tiny_model(folder: Path) -> Path:
     return save_tiny_model("llama", folder)
 
 
-def qwen2_05b_random(folder: Path) -> Path:
-    """A random-initialised model of Qwen2-0.5B's shape (494M parameters) with the tests'
-    byte-level tokenizer: the GPU benchmark needs the shape, not the weights."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    import torch
-    from tiny import build_tokenizer
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+def build_model(name: str, work: Path) -> Path:
+    if name == "tiny":
+        return tiny_model(work / "tiny")
+    if name in QWEN_SHAPES:
+        return qwen_random(name, work / name)
+    if name == "smollm2":
+        from directpo.demo.assets import smollm2_dir
 
-    tokenizer = build_tokenizer("gpt2")
-    config = Qwen2Config(
-        vocab_size=151936,
-        hidden_size=896,
-        intermediate_size=4864,
-        num_hidden_layers=24,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        max_position_embeddings=32768,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+        return smollm2_dir()
+    sys.exit(f"unknown model {name}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="tiny,smollm2")
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--scale", type=int, default=1, help="multiply the sets' lengths")
-    parser.add_argument(
-        "--gradient_checkpointing",
-        default="true",
-        choices=("true", "false"),
-        help="the same for both (TRL's default is true)",
-    )
-    parser.add_argument(
-        "--directpo_options",
-        default="",
-        help='JSON of directpo options for an ablation, e.g. \'{"prefix_sharing": false}\'',
-    )
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    for name in ("framework", "model", "data", "out"):
-        parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        print("RESULT " + json.dumps(worker(args)), flush=True)
-        return
+# -- plans ------------------------------------------------------------------------------------
 
-    work = Path(tempfile.mkdtemp(prefix="directpo-bench-"))
-    models = {}
-    for name in args.models.split(","):
-        if name == "tiny":
-            models[name] = tiny_model(work / "tiny")
-        elif name == "qwen2-0.5b-random":
-            models[name] = qwen2_05b_random(work / "qwen")
-        elif name == "smollm2":
-            from directpo.demo.assets import smollm2_dir
 
-            models[name] = smollm2_dir()
-    table, mfu = [], []
-    for model_name, model in models.items():
-        for set_name, (prompt_words, completion_words) in SETS.items():
+def cpu_plan(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    """Each (framework, model, set) in a subprocess: peak RSS is per run."""
+    results = []
+    for model_name in args.models.split(","):
+        model = build_model(model_name, work)
+        for set_name in args.sets.split(","):
+            words = SETS[set_name]
             data = work / f"{set_name}.jsonl"
             make_data(
-                data,
-                prompt_words * args.scale,
-                completion_words * args.scale,
-                args.batch * args.steps,
-                seed=0,
+                data, words[0] * args.scale, words[1] * args.scale, args.batch * args.steps, 0
             )
-            result = {}
+            flops = training_flops(str(model), pair_lengths(str(model), str(data)))
             for framework in ("directpo", "trl"):
-                command = [
-                    sys.executable,
-                    __file__,
-                    "--worker",
-                    "--framework",
-                    framework,
-                    "--model",
-                    str(model),
-                    "--data",
-                    str(data),
-                    "--steps",
-                    str(args.steps),
-                    "--batch",
-                    str(args.batch),
-                    "--gradient_checkpointing",
-                    args.gradient_checkpointing,
-                    "--directpo_options",
-                    args.directpo_options,
-                    "--out",
-                    str(work / f"{framework}-{model_name}-{set_name}"),
-                ]
+                spec = RunSpec(
+                    framework, f"{framework} defaults", str(model), str(data),
+                    str(work / f"{framework}-{model_name}-{set_name}"), args.steps, args.batch,
+                    args.warmup, args.gradient_checkpointing == "true",
+                    json.loads(args.directpo_options or "{}") if framework == "directpo" else {},
+                )  # fmt: skip
                 done = subprocess.run(
-                    command,
+                    [sys.executable, __file__, "--worker", json.dumps(vars(spec))],
                     capture_output=True,
                     text=True,
                     env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
@@ -273,68 +363,152 @@ def main() -> None:
                     sys.exit(
                         f"{framework} failed on {model_name}/{set_name}:\n{done.stderr[-3000:]}"
                     )
-                result[framework] = json.loads(line[len("RESULT ") :])
-            ours, theirs = result["directpo"], result["trl"]
+                result = json.loads(line[len("RESULT ") :])
+                results.append({**result, "model": model_name, "data": set_name, "flops": flops})
+                report(results[-1], args)
+    return results
+
+
+def gpu_plan(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    """Every run in this process, most important first, within ``--budget`` seconds."""
+    start = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    models = args.models.split(",")
+    for index, model_name in enumerate(models):
+        model = build_model(model_name, work)
+        for set_index, set_name in enumerate(args.sets.split(",")):
+            words = GPU_SETS[set_name]
+            data = work / f"{model_name}-{set_name}.jsonl"
             pairs = args.batch * args.steps
-            tokens = ours["tokens"]  # the same pairs: directpo counts their real tokens
-            mfu.append(
-                (
-                    model_name,
-                    set_name,
-                    ours["device"],
-                    8 * ours["params"] * tokens / ours["seconds"],
-                )
-            )
-            table.append(
-                (
-                    model_name,
-                    set_name,
-                    pairs / ours["seconds"],
-                    pairs / theirs["seconds"],
-                    tokens / ours["seconds"],
-                    tokens / theirs["seconds"],
-                    ours["memory_mb"],
-                    theirs["memory_mb"],
-                    ours["loss"],
-                    theirs["loss"],
-                )
-            )
-    header = (
-        "model",
-        "data",
-        "pairs/s dpo",
-        "pairs/s trl",
-        "ratio",
-        "tok/s dpo",
-        "tok/s trl",
-        "peak MB dpo",
-        "peak MB trl",
-        "ratio",
-        "loss dpo",
-        "loss trl",
+            make_data(data, int(words[0] * args.scale), int(words[1] * args.scale), pairs, 0)
+            lengths = pair_lengths(str(model), str(data))
+            flops = training_flops(str(model), lengths)
+            plan = [
+                ("directpo", "directpo defaults", False, {}),
+                ("trl", "trl defaults", True, {}),
+                ("trl", "trl tuned", False, {"padding_free": True}),
+            ]
+            if index == 0 and set_index == 0:  # ablations, once
+                plan += [
+                    ("directpo", "directpo checkpointing", True, {}),
+                    ("directpo", "directpo compile", False, {"torch_compile": True}),
+                    (
+                        "directpo",
+                        "directpo dense-mask sdpa",
+                        False,
+                        {"attn_implementation": "sdpa"},
+                    ),
+                    ("directpo", "directpo one-chunk head", False, {"logprob_chunk_tokens": 65536}),
+                    ("directpo", "directpo fsdp 1 gpu", False, {"distributed": "fsdp"}),
+                ]
+            for framework, name, checkpointing, options in plan:
+                if time.perf_counter() - start > args.budget:
+                    print(f"skipped {model_name}/{set_name}/{name}: time budget", flush=True)
+                    continue
+                spec = RunSpec(
+                    framework, name, str(model), str(data),
+                    str(work / f"{framework}-{model_name}-{set_name}"), args.steps, args.batch,
+                    args.warmup, checkpointing, options,
+                )  # fmt: skip
+                try:
+                    result = run(spec)
+                except Exception as exc:  # report and go on: one failure must not lose the rest
+                    result = {"name": name, "framework": framework, "error": repr(exc)[:400]}
+                tokens = statistics.mean(sum(x) for x in lengths)
+                results.append(
+                    {**result, "model": model_name, "data": set_name, "flops": flops,
+                     "tokens_per_pair": tokens}
+                )  # fmt: skip
+                report(results[-1], args)
+    return results
+
+
+def report(result: dict[str, Any], args: argparse.Namespace) -> None:
+    if args.out:
+        with open(args.out, "a") as handle:
+            handle.write(json.dumps(result) + "\n")
+    if "error" in result:
+        print(f"{result['model']}/{result['data']}/{result['name']}: FAILED {result['error']}")
+        return
+    print(
+        f"{result['model']}/{result['data']}/{result['name']}: "
+        f"{result['pairs_per_second']:.2f} pairs/s, peak {result['memory_mb']:.0f} MB, "
+        f"steps {[round(s, 3) for s in result['step_seconds']]}"
+        + (f" notices {result['notices']}" if result.get("notices") else ""),
+        flush=True,
     )
-    print(" | ".join(header))
-    for model_name, set_name, p_ours, p_trl, t_ours, t_trl, m_ours, m_trl, l_ours, l_trl in table:
-        print(
-            f"{model_name} | {set_name} | {p_ours:.2f} | {p_trl:.2f} | {p_ours / p_trl:.2f}x"
-            f" | {t_ours:.0f} | {t_trl:.0f} | {m_ours:.0f} | {m_trl:.0f} | "
-            f"{m_ours / m_trl:.2f}x | {l_ours:.4f} | {l_trl:.4f}"
-        )
-
-    report_mfu(mfu)
 
 
-def report_mfu(rows: list[tuple[str, str, str, float]]) -> None:
-    """Model-FLOPs utilisation of directpo: 8·N·tokens per second (policy forward + backward
-    6·N·T, reference forward 2·N·T) over the GPU's dense bf16 peak."""
-    peak = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
-    for model_name, set_name, device, achieved in rows:
-        flops = next((v for k, v in peak.items() if k in device), None)
-        share = f" = {achieved / flops:.1%} MFU" if flops else ""
-        print(
-            f"directpo {model_name} {set_name} on {device}: {achieved / 1e12:.2f} model "
-            f"TFLOP/s{share}"
-        )
+def table(results: list[dict[str, Any]]) -> None:
+    """Per model and set: each run's pairs/s, memory and MFU, with ratios to TRL's defaults."""
+    print()
+    print("| model | data | run | pairs/s | vs TRL defaults | vs TRL tuned | peak MB | "
+          "vs TRL defaults | hardware MFU | TRL-equivalent MFU |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for result in results:
+        groups.setdefault((result["model"], result["data"]), []).append(result)
+    for (model, data), rows in groups.items():
+        ok = {r["name"]: r for r in rows if "error" not in r}
+        trl_default, trl_tuned = ok.get("trl defaults"), ok.get("trl tuned")
+        for r in rows:
+            if "error" in r:
+                print(f"| {model} | {data} | {r['name']} | failed | | | | | | |")
+                continue
+            peak = next((v for k, v in PEAK_FLOPS.items() if k in r["device"]), None)
+            flops = r["flops"]["directpo" if r["framework"] == "directpo" else "trl"]
+            hardware = f"{flops * r['pairs_per_second'] / peak:.1%}" if peak else "n/a"
+            equivalent = (
+                f"{r['flops']['trl'] * r['pairs_per_second'] / peak:.1%}" if peak else "n/a"
+            )
+
+            def ratio(other: dict | None, key: str, row: dict = r) -> str:
+                return f"{row[key] / other[key]:.2f}x" if other else "n/a"
+
+            print(
+                f"| {model} | {data} | {r['name']} | {r['pairs_per_second']:.2f} | "
+                f"{ratio(trl_default, 'pairs_per_second')} | "
+                f"{ratio(trl_tuned, 'pairs_per_second')} | {r['memory_mb']:.0f} | "
+                f"{ratio(trl_default, 'memory_mb')} | {hardware} | {equivalent} |"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plan", default="cpu", choices=("cpu", "gpu"))
+    parser.add_argument("--models", default="tiny,smollm2")
+    parser.add_argument("--sets", default="long-prompt,short-prompt")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--warmup", type=int, default=1, help="first steps not timed")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--scale", type=float, default=1, help="multiply the sets' lengths")
+    parser.add_argument("--budget", type=float, default=420, help="gpu plan: seconds")
+    parser.add_argument("--out", default="", help="append each result as a JSON line")
+    parser.add_argument(
+        "--gradient_checkpointing",
+        default="true",
+        choices=("true", "false"),
+        help="cpu plan: the same for both (TRL's default is true)",
+    )
+    parser.add_argument(
+        "--directpo_options",
+        default="",
+        help="cpu plan: JSON of directpo options, e.g. '{\"prefix_sharing\": false}'",
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print("RESULT " + json.dumps(run(RunSpec(**json.loads(args.worker)))), flush=True)
+        return
+    sys.path.insert(0, str(ROOT / "src"))
+    print(
+        "precision: directpo dtype bfloat16 (bf16 compute copy, float32 masters) vs TRL float32 "
+        "model + bf16=True (autocast) on CUDA; float32 for both on CPU",
+        flush=True,
+    )
+    work = Path(tempfile.mkdtemp(prefix="directpo-bench-"))
+    results = (gpu_plan if args.plan == "gpu" else cpu_plan)(args, work)
+    table(results)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_layout import PAIRS, build, logps_and_grads
+from test_layout import build, logps_and_grads
 from tiny import tiny_config
 
 import directpo.attention as attention

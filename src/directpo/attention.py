@@ -115,13 +115,34 @@ def available_backend(device: torch.device) -> str | None:
     return None
 
 
-_backend = "auto"  # set by use_backend: auto picks the fast kernel on CUDA, else math
+# Decided once, outside any compiled region (register(), use_backend()), so that a compiled
+# decoder layer traces none of this bookkeeping.
+_backend = "auto"  # auto: the fast CUDA kernel for bf16/fp16 on CUDA, else math
+_cuda_backend: str | None = None  # what auto uses on CUDA
+_torch_varlen_kwargs: dict[str, Any] = {}
 
 
 def use_backend(name: str) -> None:
     """auto | flash_attn | torch | math (math: any device, segment by segment)."""
     global _backend
     _backend = name
+    _prepare()
+
+
+def _prepare() -> None:
+    global _cuda_backend
+    _cuda_backend = available_backend(torch.device("cuda")) if torch.cuda.is_available() else None
+    if "torch" in (_cuda_backend, _backend):
+        from torch.nn.attention.varlen import varlen_attn
+
+        parameters = set(inspect.signature(varlen_attn).parameters)
+        _torch_varlen_kwargs.clear()
+        if "is_causal" in parameters:  # torch 2.10
+            _torch_varlen_kwargs["is_causal"] = True
+        else:  # torch 2.11+: causal is the (-1, 0) window
+            _torch_varlen_kwargs["window_size"] = (-1, 0)
+        _torch_varlen_kwargs["enable_gqa"] = "enable_gqa" in parameters
+        _torch_varlen_kwargs["scale"] = "scale" in parameters
 
 
 def _varlen(
@@ -130,8 +151,8 @@ def _varlen(
     """[Tq, H, D] queries, [Tk, Hkv, D] gathered keys/values -> [Tq, H, D]."""
     backend = _backend
     if backend == "auto":
-        fast = available_backend(q.device)
-        backend = fast if fast and q.dtype in (torch.float16, torch.bfloat16) else "math"
+        fast = q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
+        backend = _cuda_backend if fast and _cuda_backend else "math"
     if backend == "flash_attn":
         from flash_attn import flash_attn_varlen_func
 
@@ -270,4 +291,5 @@ def register() -> str:
 
     AttentionInterface.register(IMPLEMENTATION, varlen_attention_forward)
     AttentionMaskInterface.register(IMPLEMENTATION, _varlen_mask)
+    _prepare()
     return IMPLEMENTATION

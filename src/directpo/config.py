@@ -75,6 +75,17 @@ class DPOConfig(Options):
     gradient_checkpointing: bool = option(
         False, "Recompute activations in the backward pass: less memory, ~30% slower."
     )
+    gradient_checkpointing_every: int = option(
+        1,
+        "With gradient_checkpointing: recompute only every this-many-th decoder layer (1: every "
+        "layer; 2: half of them, about half the recompute for more activation memory).",
+    )
+    torch_compile: bool = option(
+        False,
+        "Compile each decoder layer with torch.compile (regional compilation) and round rows "
+        "up to multiples of 128 tokens so shapes repeat: faster steps on GPU once the first "
+        "steps have compiled.",
+    )
     disable_dropout: bool = option(
         True,
         "Set every dropout probability of policy and reference to 0, so that log-probs are "
@@ -327,6 +338,9 @@ class DPOConfig(Options):
         one_of("distributed", DISTRIBUTED_MODES)
         if not self.padding_free:
             self._reject_if_set(("pack_max_tokens",), "padding_free is off")
+        require(self.gradient_checkpointing_every >= 1, "gradient_checkpointing_every", ">= 1")
+        if not self.gradient_checkpointing:
+            self._reject_if_set(("gradient_checkpointing_every",), "gradient_checkpointing is off")
         require(self.lora_r >= 0, "lora_r", ">= 0 (0: no LoRA)")
         require(self.lora_alpha >= 1, "lora_alpha", ">= 1")
         require(0 <= self.lora_dropout < 1, "lora_dropout", "in [0, 1)")
@@ -439,7 +453,12 @@ class DPOConfig(Options):
     @property
     def layout(self) -> Layout:
         """The row layout asked for (``logprobs.choose_layout`` may fall back to plain)."""
-        return Layout(self.prefix_sharing, self.padding_free, self.pack_max_tokens)
+        return Layout(
+            self.prefix_sharing,
+            self.padding_free,
+            self.pack_max_tokens,
+            pad_multiple=128 if self.torch_compile else 1,
+        )
 
     @property
     def needs_reference(self) -> bool:

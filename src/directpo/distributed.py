@@ -38,6 +38,7 @@ import torch.distributed as dist
 
 from directpo.errors import ConfigError
 from directpo.logprobs import SequenceScorer, unwrap_peft
+from directpo.models import decoder_layers
 from directpo.precision import PrecisionPolicy
 
 
@@ -165,8 +166,7 @@ def wrap(scorer: SequenceScorer, world: World, precision: PrecisionPolicy) -> to
 
         mesh = init_device_mesh(world.device.type, (world.size,))
         policy = MixedPrecisionPolicy(param_dtype=precision.compute, reduce_dtype=torch.float32)
-        block_names = set(getattr(unwrap_peft(scorer.model), "_no_split_modules", None) or ())
-        blocks = [m for m in scorer.modules() if type(m).__name__ in block_names]
+        blocks = decoder_layers(scorer.model)
         if not blocks:
             raise ConfigError(
                 f"distributed: fsdp: {type(scorer.model).__name__} names no transformer block "

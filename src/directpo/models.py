@@ -30,8 +30,14 @@ def load_causal_lm(
     gradient_checkpointing: bool = False,
     device: torch.device | str = "cpu",
     attn_implementation: str = "auto",
+    checkpoint_every: int = 1,
+    compile_layers: bool = False,
 ) -> torch.nn.Module:
-    """An ``AutoModelForCausalLM`` from ``path``; frozen and in eval mode unless trainable."""
+    """An ``AutoModelForCausalLM`` from ``path``; frozen and in eval mode unless trainable.
+
+    ``checkpoint_every``: with gradient checkpointing, only every k-th decoder layer recomputes.
+    ``compile_layers``: each decoder layer is compiled with torch.compile (regional).
+    """
     kwargs = {} if attn_implementation == "auto" else {"attn_implementation": attn_implementation}
     try:
         config = AutoConfig.from_pretrained(path)
@@ -52,20 +58,39 @@ def load_causal_lm(
     if trainable:
         model.train()
         if gradient_checkpointing:
-            _enable_activation_checkpointing(model)
+            _enable_activation_checkpointing(model, checkpoint_every)
     else:
         model.eval()
         model.requires_grad_(False)
+    if compile_layers:
+        for block in decoder_layers(model):
+            block.compile()
     return model
 
 
-def _enable_activation_checkpointing(model: torch.nn.Module) -> None:
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The model's repeated transformer blocks (the classes it names in _no_split_modules)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names = set(getattr(inner, "_no_split_modules", None) or ())
+    return [m for m in model.modules() if type(m).__name__ in names]
+
+
+def _enable_activation_checkpointing(model: torch.nn.Module, every: int = 1) -> None:
     kwargs = {"use_reentrant": False}  # non-reentrant: works with frozen inputs and no_grad refs
     if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     model.config.use_cache = False
+    if every > 1:  # transformers checkpoints a layer whose gradient_checkpointing flag is set
+        layers = [m for m in decoder_layers(model) if hasattr(m, "gradient_checkpointing")]
+        if not layers:
+            raise ModelLoadError(
+                f"gradient_checkpointing_every: {type(model).__name__} has no per-layer "
+                "checkpointing switch; use gradient_checkpointing_every: 1"
+            )
+        for index, layer in enumerate(layers):
+            layer.gradient_checkpointing = index % every == 0
 
 
 def _zero_dropout_config(config: Any) -> None:

@@ -86,6 +86,8 @@ def load_policy_and_reference(
         gradient_checkpointing=config.gradient_checkpointing,
         device=device,
         attn_implementation=attention,
+        checkpoint_every=config.gradient_checkpointing_every,
+        compile_layers=config.torch_compile,
     )
     if config.lora_r:
         policy = apply_lora(
@@ -109,5 +111,6 @@ def load_policy_and_reference(
         trainable=False,
         device=device,
         attn_implementation=attention,
+        compile_layers=config.torch_compile,
     )
     return policy, FrozenModelReference(frozen, config.logprob_chunk_tokens)

@@ -164,7 +164,7 @@ def prepare_run(
     else:
         trainable = [p for p in scorer.parameters() if p.requires_grad]
     check_trainable(trainable)
-    optimizer = build_optimizer(trainable, config, device)
+    optimizer = build_optimizer(trainable, config, None if sharded else device)
     if precision.master == torch.bfloat16 and config.optimizer != "adamw_kahan":
         echo(
             f"warning: master_weights: bfloat16 with optimizer: {config.optimizer}: updates "

@@ -1,0 +1,50 @@
+"""Model loading options: per-layer gradient checkpointing and regional compilation keep the
+training trajectory of the plain run."""
+
+from __future__ import annotations
+
+import pytest
+from tiny import tiny_config
+
+from directpo.models import decoder_layers, load_causal_lm
+from directpo.trainer import train
+
+
+def train_rows(config) -> list[dict]:
+    return [row for row in train(config, echo=lambda _: None).metrics if "loss" in row]
+
+
+def assert_same_trajectory(ours: list[dict], theirs: list[dict], tolerance: float) -> None:
+    for a, b in zip(ours, theirs, strict=True):
+        for key in ("loss", "rewards/margins", "logps/chosen", "grad_norm"):
+            assert a[key] == pytest.approx(b[key], rel=tolerance, abs=tolerance), key
+
+
+def test_checkpointing_every_other_layer(tiny_model_dirs, pairs_file, tmp_path) -> None:
+    model = tiny_model_dirs["llama"]
+    loaded = load_causal_lm(
+        str(model), "float32", disable_dropout=True, trainable=True, gradient_checkpointing=True,
+        checkpoint_every=2,
+    )  # fmt: skip
+    assert [layer.gradient_checkpointing for layer in decoder_layers(loaded)] == [True, False]
+    plain = train_rows(tiny_config(model, pairs_file, tmp_path / "plain", max_steps=3))
+    every = train_rows(
+        tiny_config(
+            model,
+            pairs_file,
+            tmp_path / "every",
+            max_steps=3,
+            gradient_checkpointing=True,
+            gradient_checkpointing_every=2,
+        )  # fmt: skip
+    )
+    assert_same_trajectory(every, plain, 1e-5)
+
+
+def test_torch_compile_keeps_the_trajectory(tiny_model_dirs, pairs_file, tmp_path) -> None:
+    model = tiny_model_dirs["gpt2"]
+    plain = train_rows(tiny_config(model, pairs_file, tmp_path / "plain", max_steps=2))
+    compiled = train_rows(
+        tiny_config(model, pairs_file, tmp_path / "compiled", max_steps=2, torch_compile=True)
+    )
+    assert_same_trajectory(compiled, plain, 1e-4)
