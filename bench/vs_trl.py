@@ -369,57 +369,55 @@ def cpu_plan(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     return results
 
 
+MAIN_RUNS = [  # (framework, name, gradient checkpointing, options), per model and data set
+    ("directpo", "directpo defaults", False, {}),
+    ("directpo", "directpo compile", False, {"torch_compile": True}),
+    ("trl", "trl defaults", True, {}),
+    ("trl", "trl tuned", False, {"padding_free": True}),  # TRL 1.16 turns padding_free off
+]
+ABLATIONS = [  # on the first model and data set, after the main runs
+    ("directpo", "directpo checkpointing", True, {}),
+    ("directpo", "directpo chunk 1024", False, {"logprob_chunk_tokens": 1024}),
+    ("directpo", "directpo dense-mask sdpa", False, {"attn_implementation": "sdpa"}),
+    ("directpo", "directpo fsdp 1 gpu", False, {"distributed": "fsdp"}),
+]
+
+
 def gpu_plan(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     """Every run in this process, most important first, within ``--budget`` seconds."""
     start = time.perf_counter()
-    results: list[dict[str, Any]] = []
-    models = args.models.split(",")
-    for index, model_name in enumerate(models):
+    cases = []  # (model name, model folder, set name, data, lengths, flops)
+    for model_name in args.models.split(","):
         model = build_model(model_name, work)
-        for set_index, set_name in enumerate(args.sets.split(",")):
+        for set_name in args.sets.split(","):
             words = GPU_SETS[set_name]
             data = work / f"{model_name}-{set_name}.jsonl"
             pairs = args.batch * args.steps
             make_data(data, int(words[0] * args.scale), int(words[1] * args.scale), pairs, 0)
             lengths = pair_lengths(str(model), str(data))
-            flops = training_flops(str(model), lengths)
-            plan = [
-                ("directpo", "directpo defaults", False, {}),
-                ("trl", "trl defaults", True, {}),
-                ("trl", "trl tuned", False, {"padding_free": True}),
-            ]
-            if index == 0 and set_index == 0:  # ablations, once
-                plan += [
-                    ("directpo", "directpo checkpointing", True, {}),
-                    ("directpo", "directpo compile", False, {"torch_compile": True}),
-                    (
-                        "directpo",
-                        "directpo dense-mask sdpa",
-                        False,
-                        {"attn_implementation": "sdpa"},
-                    ),
-                    ("directpo", "directpo one-chunk head", False, {"logprob_chunk_tokens": 65536}),
-                    ("directpo", "directpo fsdp 1 gpu", False, {"distributed": "fsdp"}),
-                ]
-            for framework, name, checkpointing, options in plan:
-                if time.perf_counter() - start > args.budget:
-                    print(f"skipped {model_name}/{set_name}/{name}: time budget", flush=True)
-                    continue
-                spec = RunSpec(
-                    framework, name, str(model), str(data),
-                    str(work / f"{framework}-{model_name}-{set_name}"), args.steps, args.batch,
-                    args.warmup, checkpointing, options,
-                )  # fmt: skip
-                try:
-                    result = run(spec)
-                except Exception as exc:  # report and go on: one failure must not lose the rest
-                    result = {"name": name, "framework": framework, "error": repr(exc)[:400]}
-                tokens = statistics.mean(sum(x) for x in lengths)
-                results.append(
-                    {**result, "model": model_name, "data": set_name, "flops": flops,
-                     "tokens_per_pair": tokens}
-                )  # fmt: skip
-                report(results[-1], args)
+            cases.append((model_name, model, set_name, data, lengths))
+    plan = [(case, run) for case in cases for run in MAIN_RUNS]
+    plan += [(cases[0], run) for run in ABLATIONS if args.ablations]
+    results: list[dict[str, Any]] = []
+    for (model_name, model, set_name, data, lengths), (framework, name, ckpt, options) in plan:
+        if time.perf_counter() - start > args.budget:
+            print(f"skipped {model_name}/{set_name}/{name}: time budget", flush=True)
+            continue
+        spec = RunSpec(
+            framework, name, str(model), str(data),
+            str(work / f"{framework}-{model_name}-{set_name}"), args.steps, args.batch,
+            args.warmup, ckpt, options,
+        )  # fmt: skip
+        try:
+            result = run(spec)
+        except Exception as exc:  # report and go on: one failure must not lose the rest
+            result = {"name": name, "framework": framework, "error": repr(exc)[:400]}
+        results.append(
+            {**result, "model": model_name, "data": set_name,
+             "flops": training_flops(str(model), lengths),
+             "tokens_per_pair": statistics.mean(sum(x) for x in lengths)}
+        )  # fmt: skip
+        report(results[-1], args)
     return results
 
 
@@ -484,6 +482,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1, help="multiply the sets' lengths")
     parser.add_argument("--budget", type=float, default=420, help="gpu plan: seconds")
     parser.add_argument("--out", default="", help="append each result as a JSON line")
+    parser.add_argument(
+        "--ablations", type=int, default=1, help="gpu plan: 0 skips directpo's ablations"
+    )
     parser.add_argument(
         "--gradient_checkpointing",
         default="true",

@@ -35,7 +35,8 @@ class PairStats:
 
     pairs: int = 0
     tokens: int = 0
-    sums: dict[str, float] = field(default_factory=dict)
+    # floats, or 0-dim tensors until ``materialized`` (no GPU sync between micro-batches)
+    sums: dict[str, float | torch.Tensor] = field(default_factory=dict)
     nonfinite_steps: int = 0  # skipped optimizer steps (NaN/Inf loss or gradient)
 
     def add(self, other: PairStats) -> None:
@@ -50,13 +51,23 @@ class PairStats:
         every rank holds the same keys for ``all_reduce``."""
         return PairStats(sums=dict.fromkeys(self.sums, 0.0))
 
-    def all_reduce(self, world: World) -> PairStats:
-        """The sums over every rank (every rank holds the same metric keys)."""
-        if not world.enabled:
+    def materialized(self) -> PairStats:
+        """The same sums as Python floats, read from the device in one transfer."""
+        keys = [k for k, v in self.sums.items() if isinstance(v, torch.Tensor)]
+        if not keys:
             return self
-        keys = sorted(self.sums)
-        values = [self.pairs, self.tokens, self.nonfinite_steps]
-        values += [self.sums.get(key, 0.0) for key in keys]
+        values = torch.stack([self.sums[k].detach().double() for k in keys]).tolist()
+        sums = {**self.sums, **dict(zip(keys, values, strict=True))}
+        return PairStats(self.pairs, self.tokens, sums, self.nonfinite_steps)
+
+    def all_reduce(self, world: World) -> PairStats:
+        """The sums over every rank (every rank holds the same metric keys), as floats."""
+        stats = self.materialized()
+        if not world.enabled:
+            return stats
+        keys = sorted(stats.sums)
+        values = [stats.pairs, stats.tokens, stats.nonfinite_steps]
+        values += [stats.sums.get(key, 0.0) for key in keys]
         total = all_reduce_sum([float(v) for v in values], world)
         sums = dict(zip(keys, total[3:], strict=True))
         return PairStats(int(total[0]), int(total[1]), sums if total[0] else {}, int(total[2]))
@@ -65,7 +76,7 @@ class PairStats:
         if not self.sums:  # every step of the window was skipped
             return {}
         n = max(self.pairs, 1)
-        means = {key: value / n for key, value in self.sums.items()}
+        means = {key: value / n for key, value in self.materialized().sums.items()}
         means["rewards/margins"] = means["rewards/chosen"] - means["rewards/rejected"]
         ordered = {key: means[key] for key in METRIC_ORDER}
         return ordered | {key: means[key] for key in sorted(means) if key not in ordered}
@@ -75,7 +86,7 @@ def batch_logps(
     policy: torch.nn.Module,
     reference: ReferenceProvider | None,
     batch: Batch,
-    chunk_tokens: int = 0,
+    chunk_tokens: int | None = 0,
 ) -> PairLogps:
     """Policy (with graph) and reference log-probs of a paired batch.
 
@@ -102,21 +113,22 @@ def batch_logps(
 def pair_losses(
     policy: torch.nn.Module, reference: ReferenceProvider | None, batch: Batch, config: DPOConfig
 ) -> tuple[torch.Tensor, PairStats]:
-    """Per-pair losses of one batch (with graph) and the detached sums for metrics."""
+    """Per-pair losses of one batch (with graph) and the detached sums for metrics (tensors:
+    ``PairStats.materialized`` reads them, so the device is not waited for here)."""
     lp = batch_logps(policy, reference, batch, config.logprob_chunk_tokens)
     losses, components = preference_loss(
         lp, config.loss_type, config.loss_weights, **config.loss_options()
     )
     chosen_rewards, rejected_rewards = implicit_rewards(lp, config.beta)
-    sums = {
-        "loss": float(losses.detach().sum()),
-        "rewards/chosen": float(chosen_rewards.sum()),
-        "rewards/rejected": float(rejected_rewards.sum()),
-        "rewards/accuracies": float((chosen_rewards > rejected_rewards).float().sum()),
-        "logps/chosen": float(lp.chosen.detach().sum()),
-        "logps/rejected": float(lp.rejected.detach().sum()),
+    sums: dict[str, float | torch.Tensor] = {
+        "loss": losses.detach().sum(),
+        "rewards/chosen": chosen_rewards.detach().sum(),
+        "rewards/rejected": rejected_rewards.detach().sum(),
+        "rewards/accuracies": (chosen_rewards > rejected_rewards).float().sum(),
+        "logps/chosen": lp.chosen.detach().sum(),
+        "logps/rejected": lp.rejected.detach().sum(),
     }
-    sums |= {f"loss/{name}": float(value.detach().sum()) for name, value in components.items()}
+    sums |= {f"loss/{name}": value.detach().sum() for name, value in components.items()}
     return losses, PairStats(pairs=batch.num_pairs, tokens=batch.sequence_tokens, sums=sums)
 
 
