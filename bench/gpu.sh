@@ -29,8 +29,10 @@ python3 -c "import torch, transformers, trl, datasets, peft; print('torch', torc
 'transformers', transformers.__version__, 'trl', trl.__version__, 'datasets',
 datasets.__version__, 'peft', peft.__version__)" 2>&1 | tee -a "$OUT/versions.txt"
 date -u | tee -a "$OUT/versions.txt"
-timeout 120 python3 bench/gpu_smoke.py 2>&1 | grep -vE "it/s\]|Loading weights|Writing model" \
-  | tee "$OUT/smoke.txt"
+if [[ "${SMOKE:-1}" == 1 ]]; then  # SMOKE=0 skips the correctness checks (a rerun)
+  timeout 120 python3 bench/gpu_smoke.py 2>&1 | grep -vE "it/s\]|Loading weights|Writing model" \
+    | tee "$OUT/smoke.txt"
+fi
 python3 bench/vs_trl.py --plan gpu --models qwen2.5-0.5b-random,qwen2.5-1.5b-random \
-  --steps 8 --warmup 3 --batch 4 --budget 300 --out "$OUT/bench.jsonl" "$@" 2>&1 \
+  --steps 8 --warmup 3 --batch 4 --budget ${BUDGET:-300} --out "$OUT/bench.jsonl" "$@" 2>&1 \
   | grep -vE "it/s\]|examples/s\]|Loading weights|Writing model|warn" | tee "$OUT/bench.txt"
