@@ -35,4 +35,4 @@ if [[ "${SMOKE:-1}" == 1 ]]; then  # SMOKE=0 skips the correctness checks (a rer
 fi
 python3 bench/vs_trl.py --plan gpu --models qwen2.5-0.5b-random,qwen2.5-1.5b-random \
   --steps 8 --warmup 3 --batch 4 --budget ${BUDGET:-300} --out "$OUT/bench.jsonl" "$@" 2>&1 \
-  | grep -vE "it/s\]|examples/s\]|Loading weights|Writing model|warn" | tee "$OUT/bench.txt"
+  | grep -vE "it/s\]|examples/s\]|Loading weights|Writing model|warn|^\{.loss|^step |^ *$" | tee "$OUT/bench.txt"
