@@ -50,24 +50,21 @@ def completion_logprobs(
 
 
 def model_logprobs(
-    model: torch.nn.Module, batch: Batch, chunk_tokens: int | None = 0
+    model: torch.nn.Module, batch: Batch, chunk_tokens: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run ``model`` on the batch; ``completion_logprobs`` of every sequence (chosen first).
 
     With ``chunk_tokens > 0`` (and a model whose logits are a plain linear head over its last
     hidden state), only completion positions reach the LM head, ``chunk_tokens`` at a time,
     each chunk recomputed in the backward pass: no [tokens × vocab] tensor larger than one
-    chunk is ever alive. ``None``: ``auto_chunk_tokens``. 0: the full logits are built
-    (``completion_logprobs``).
+    chunk is ever alive. Otherwise the full logits are built (``completion_logprobs``).
     """
     inputs = model_inputs(model, batch)
-    parts = _backbone_and_head(model) if chunk_tokens != 0 else None
+    parts = _backbone_and_head(model) if chunk_tokens > 0 else None
     if parts is None:
         return completion_logprobs(model(**inputs, use_cache=False).logits, batch)
     backbone, head = parts
     hidden = backbone(**inputs, use_cache=False).last_hidden_state
-    if chunk_tokens is None:
-        chunk_tokens = auto_chunk_tokens(hidden.device, head.out_features)
     selected = hidden.flatten(0, 1)[batch.predict_from]  # [K, H]: only the scoring positions
     targets = batch.target_ids
     token_logps, token_log1m = [], []
@@ -84,17 +81,6 @@ def model_logprobs(
         torch.cat(token_logps) if token_logps else empty,
         torch.cat(token_log1m) if token_log1m else empty,
     )
-
-
-CUDA_CHUNK_BYTES = 2 << 30  # float32 logits of one chunk on CUDA
-
-
-def auto_chunk_tokens(device: torch.device, vocab: int) -> int:
-    """1024 tokens on CPU. On CUDA, chunks of up to 2 GiB of float32 logits: a GPU does one
-    large head matmul per batch much faster than several small ones (docs/performance.md)."""
-    if device.type != "cuda":
-        return 1024
-    return max(1024, CUDA_CHUNK_BYTES // (4 * vocab))
 
 
 def _per_sequence(
@@ -223,7 +209,7 @@ class SequenceScorer(torch.nn.Module):
     gather the head's (and embeddings') shards and for DDP to see every gradient.
     """
 
-    def __init__(self, model: torch.nn.Module, chunk_tokens: int | None = 0):
+    def __init__(self, model: torch.nn.Module, chunk_tokens: int = 0):
         super().__init__()
         self.model = model
         self.chunk_tokens = chunk_tokens

@@ -28,7 +28,7 @@ class ReferenceProvider(Protocol):
 class FrozenModelReference:
     """A separate copy of the model: eval mode, no gradients, never updated."""
 
-    def __init__(self, model: torch.nn.Module, chunk_tokens: int | None = 0):
+    def __init__(self, model: torch.nn.Module, chunk_tokens: int = 0):
         self.model = model.eval().requires_grad_(False)
         # the module that runs: replaced by its DDP/FSDP-wrapped form in distributed training
         self.scorer: torch.nn.Module = SequenceScorer(self.model, chunk_tokens)
@@ -41,7 +41,7 @@ class FrozenModelReference:
 class AdapterDisabledReference:
     """With LoRA, π_ref is the policy's own base model: the adapters switched off."""
 
-    def __init__(self, peft_model: torch.nn.Module, chunk_tokens: int | None = 0):
+    def __init__(self, peft_model: torch.nn.Module, chunk_tokens: int = 0):
         self.model = peft_model
         # the module that runs the policy: under FSDP its sharded scorer (set by the trainer),
         # since only the wrapped forward gathers the shards

@@ -86,7 +86,7 @@ def batch_logps(
     policy: torch.nn.Module,
     reference: ReferenceProvider | None,
     batch: Batch,
-    chunk_tokens: int | None = 0,
+    chunk_tokens: int = 0,
 ) -> PairLogps:
     """Policy (with graph) and reference log-probs of a paired batch.
 
