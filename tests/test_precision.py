@@ -301,3 +301,19 @@ def test_guard_does_not_fire_during_warmup(tiny_model_dirs, pairs_file, tmp_path
     )  # fmt: skip
     rows = train_rows(train(config, echo=quiet).metrics)
     assert rows[0]["learning_rate"] == 0.0 and len(rows) == 4
+
+
+def test_fsdp_lora_in_bf16_equals_one_process(tiny_model_dirs, pairs_file, tmp_path) -> None:
+    """Under FSDP2 the frozen LoRA base is sharded in bf16, the adapters in float32."""
+    runs = {}
+    for mode in ("none", "fsdp"):
+        out = tmp_path / mode
+        config = tiny_config(
+            tiny_model_dirs["llama"], pairs_file, out, dtype="bfloat16", lora_r=4, max_steps=4,
+            learning_rate=5e-2, distributed=mode,
+        )  # fmt: skip
+        runs[mode] = [row["loss"] for row in train_rows(train(config, echo=quiet).metrics)]
+        adapter = load_file(out / "adapter_model.safetensors")
+        assert all(t.dtype == torch.float32 for t in adapter.values())
+    assert runs["fsdp"] == pytest.approx(runs["none"], abs=1e-3)
+    assert runs["none"][-1] < runs["none"][0]
