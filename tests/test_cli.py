@@ -148,6 +148,7 @@ def test_python_m_directpo_exits_2_with_one_line_and_no_traceback(tmp_path) -> N
     data.write_text(GOOD + "{oops\n")
     model = tmp_path / "model"
     model.mkdir()
+    (model / "config.json").write_text("{}")  # data is read before any model loads
     bad = subprocess.run(
         [
             sys.executable,
@@ -194,8 +195,9 @@ def test_skip_invalid_rows_reports_counts(tiny_model_dirs, tmp_path, capsys) -> 
     out = capsys.readouterr().out
     assert code == 0
     assert (
-        "3 pairs, layout explicit; skipped 2 invalid rows (1 invalid JSON, 1 missing field)" in out
-    )
+        "3 pairs, layout explicit, 2 of them repeat an earlier pair (kept); skipped 2 invalid "
+        "rows (1 invalid JSON, 1 missing field)"
+    ) in out
 
 
 def test_a_folder_that_is_not_a_model_gives_one_line(pairs_file, tmp_path, capsys) -> None:
@@ -214,8 +216,20 @@ def test_a_folder_that_is_not_a_model_gives_one_line(pairs_file, tmp_path, capsy
         str(tmp_path / "o"),
     )
     assert code == 2
-    assert err.startswith(f"directpo: error: tokenizer '{empty}': cannot load")
+    assert err.startswith(f"directpo: error: model_name_or_path: {empty} is not a model folder")
     assert err.count("\n") == 1
+    # a datasets folder or a data file passed as the model: said so
+    import datasets
+
+    dataset_dir = tmp_path / "data-folder"
+    datasets.Dataset.from_list([{"prompt": "a", "chosen": "b", "rejected": "c"}]).save_to_disk(
+        str(dataset_dir)
+    )
+    capsys.readouterr()  # the save's progress bar
+    for wrong, said in ((dataset_dir, "is a datasets folder"), (pairs_file, "is a file, not")):
+        code, err = run_cli(capsys, "train", "--model_name_or_path", str(wrong),
+                            "--train_file", str(pairs_file), "--output_dir", str(tmp_path / "o"))  # fmt: skip
+        assert code == 2 and said in err and err.count("\n") == 1
 
 
 def test_a_tracker_that_is_not_installed_is_named(

@@ -99,6 +99,9 @@ def test_missing_files_fail_in_environment_check(tmp_path: Path) -> None:
     config = DPOConfig(
         model_name_or_path=str(model), train_file=str(tmp_path / "nope.jsonl"), report_to=["none"]
     )
+    with pytest.raises(ConfigError, match="model is not a model folder .*it holds nothing"):
+        config.check_environment()
+    (model / "config.json").write_text("{}")
     with pytest.raises(ConfigError, match="train_file: no such file"):
         config.check_environment()
     config = DPOConfig(model_name_or_path=str(tmp_path / "no-model"), report_to=["none"])

@@ -172,15 +172,21 @@ class DPOConfig(Options):
         "Skip rows that fail validation (and report how many, by reason) instead of "
         "stopping at the first one.",
     )
-    max_length: int = option(
+    max_length: int | None = option(
         1024,
-        "Maximum tokens of prompt + completion. Completions are cut from the right to "
-        "fit after the prompt.",
+        "Maximum tokens of prompt + completion (null: no limit). Completions are cut from the "
+        "right to fit after the prompt.",
     )
-    max_prompt_length: int = option(
-        512,
-        "Maximum prompt tokens. Longer prompts are cut from the left (a leading BOS is "
-        "kept), so the text nearest the completion survives.",
+    max_prompt_length: int | None = option(
+        None,
+        "Maximum prompt tokens; longer prompts are cut from the left (a leading BOS is kept), so "
+        "the text nearest the completion survives. Default (null): no separate limit, only "
+        "max_length, keeping at least one completion token.",
+    )
+    max_completion_length: int | None = option(
+        None,
+        "Maximum tokens of each completion, cut from the right (null: only max_length limits "
+        "them).",
     )
 
     # --- loss ---------------------------------------------------------------------------------
@@ -316,12 +322,16 @@ class DPOConfig(Options):
         require(self.max_grad_norm >= 0, "max_grad_norm", ">= 0 (0 disables clipping)")
         require(self.num_train_epochs > 0, "num_train_epochs", "> 0")
         require(self.max_steps == -1 or self.max_steps >= 1, "max_steps", "-1 or >= 1")
-        require(self.max_length >= 2, "max_length", ">= 2")
-        require(
-            1 <= self.max_prompt_length < self.max_length,
-            "max_prompt_length",
-            f">= 1 and < max_length ({self.max_length}), so completions keep a token",
-        )
+        require(self.max_length is None or self.max_length >= 2, "max_length", "null or >= 2")
+        if self.max_prompt_length is not None:
+            require(
+                self.max_prompt_length >= 1
+                and (self.max_length is None or self.max_prompt_length < self.max_length),
+                "max_prompt_length",
+                f">= 1 and < max_length ({self.max_length}), so completions keep a token",
+            )
+        completion = self.max_completion_length
+        require(completion is None or completion >= 1, "max_completion_length", "null or >= 1")
         require(self.eval_steps >= 0, "eval_steps", ">= 0")
         require(self.save_steps >= 0, "save_steps", ">= 0")
         require(
@@ -463,6 +473,13 @@ class DPOConfig(Options):
         )
 
     @property
+    def prompt_limit(self) -> int | None:
+        """Prompt tokens kept: max_prompt_length, else max_length − 1, else no limit."""
+        if self.max_prompt_length is not None:
+            return self.max_prompt_length
+        return None if self.max_length is None else self.max_length - 1
+
+    @property
     def needs_reference(self) -> bool:
         """A reference is loaded for reference-based losses, and for the KL of eval_generate."""
         return self.eval_generate > 0 or self.loss_needs_reference
@@ -475,8 +492,15 @@ class DPOConfig(Options):
             "discopop_tau": self.discopop_tau,
         }
 
-    def check_environment(self, *, need_train_file: bool = True) -> None:
+    def check_environment(
+        self, *, need_train_file: bool = True, eval_dataset_given: bool = False
+    ) -> None:
         """Checks that touch the file system: run before any model loads."""
+        if self.eval_steps and not (self.eval_file or eval_dataset_given or self.eval_generate):
+            raise ConfigError(
+                "eval_steps is set but there is nothing to evaluate: set eval_file (held-out "
+                "pairs) or eval_generate (sampled completions), or remove eval_steps"
+            )
         if not self.model_name_or_path:
             raise ConfigError("model_name_or_path is required")
         for key in ("model_name_or_path", "ref_model_name_or_path", "tokenizer_name_or_path"):
@@ -518,10 +542,29 @@ class DPOConfig(Options):
         return self.tokenizer_name_or_path or self.model_name_or_path or ""
 
 
+MODEL_FILES = ("config.json", "adapter_config.json")
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
+
+
 def check_model_location(key: str, value: str | None) -> None:
-    """A value that looks like a local path must exist; a bare `org/name` may be a hub id."""
-    if not value or os.path.exists(value):
+    """A value that looks like a local path must be a model (or adapter) folder; a bare
+    `org/name` may be a hub id."""
+    if not value:
         return
+    if os.path.isfile(value):
+        raise ConfigError(f"{key}: {value} is a file, not a model folder")
+    if os.path.isdir(value):
+        accepted = MODEL_FILES + (TOKENIZER_FILES if "tokenizer" in key else ())
+        if any(os.path.isfile(os.path.join(value, name)) for name in accepted):
+            return
+        holds = sorted(os.listdir(value))
+        dataset = any(name in holds for name in ("dataset_info.json", "state.json"))
+        what = "a datasets folder" if dataset else "not a model folder"
+        shown = ", ".join(holds[:4]) + (" ..." if len(holds) > 4 else "") or "nothing"
+        raise ConfigError(
+            f"{key}: {value} is {what} (no config.json or adapter_config.json; it holds "
+            f"{shown})"
+        )
     looks_local = value.startswith((".", "/", "~")) or value.count("/") > 1 or "\\" in value
     if looks_local:
         raise ConfigError(f"{key}: no such model folder: {value}")

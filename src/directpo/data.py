@@ -65,8 +65,16 @@ class PreferenceData:
     def __len__(self) -> int:
         return len(self.examples)
 
+    @property
+    def duplicates(self) -> int:
+        """Pairs that repeat an earlier one exactly (kept: a repeat weighs a pair twice)."""
+        keys = {json.dumps([e.prompt, e.chosen, e.rejected]) for e in self.examples}
+        return len(self.examples) - len(keys)
+
     def summary(self) -> str:
         text = f"{self.source}: {len(self.examples)} pairs, layout {self.layout}"
+        if self.duplicates:
+            text += f", {self.duplicates} of them repeat an earlier pair (kept)"
         if self.skipped:
             reasons = ", ".join(f"{n} {reason}" for reason, n in self.skipped.most_common())
             text += f"; skipped {sum(self.skipped.values())} invalid rows ({reasons})"

@@ -41,10 +41,12 @@ class Sample:
 
 
 def encode_prompts(
-    tokenizer: Any, prompts: Sequence[Text], max_prompt_length: int
+    tokenizer: Any, prompts: Sequence[Text], max_prompt_length: int | None
 ) -> list[list[int]]:
     encoder = PairTokenizer(
-        tokenizer, max_length=max_prompt_length + 1, max_prompt_length=max_prompt_length
+        tokenizer,
+        max_length=None if max_prompt_length is None else max_prompt_length + 1,
+        max_prompt_length=max_prompt_length,
     )
     return [encoder.prompt_ids(prompt) for prompt in prompts]
 
@@ -73,7 +75,7 @@ def sample_completions(
     top_k: int = 0,
     seed: int = 0,
     batch_size: int = 8,
-    max_prompt_length: int = 512,
+    max_prompt_length: int | None = 512,
     progress: bool = False,
     synced: bool = False,
 ) -> list[Sample]:
@@ -202,7 +204,7 @@ def evaluate_generations(
         top_k=config.generate_top_k,
         seed=config.seed + step,
         batch_size=config.per_device_eval_batch_size,
-        max_prompt_length=config.max_prompt_length,
+        max_prompt_length=config.prompt_limit,
         synced=synced,
     )
     rows = [(s.prompt_ids, s.completion_ids) for s in samples]

@@ -78,7 +78,7 @@ def model_card(
         f"# {Path(config.output_dir).name}",
         "",
         f"Trained with [directpo](https://pypi.org/project/directpo/) using Direct Preference "
-        f"Optimization (loss `{config.loss_type}`, beta {config.beta}) from "
+        f"Optimization (loss {_losses(config)}, beta {config.beta}) from "
         f"`{config.model_name_or_path}`.",
         "",
         "## Data",
@@ -125,3 +125,11 @@ def _precision_summary(config: DPOConfig) -> str:
     else:
         how = name(precision.compute)
     return f"Trained in {how}; weights saved in {name(precision.save)}."
+
+
+def _losses(config: DPOConfig) -> str:
+    """`sigmoid`, or `sigmoid` x 1.0 + `sft` x 0.2 for a weighted combination."""
+    if len(config.loss_type) == 1:
+        return f"`{config.loss_type[0]}`"
+    weights = config.loss_weights or [1.0] * len(config.loss_type)
+    return " + ".join(f"`{n}` x {w:g}" for n, w in zip(config.loss_type, weights, strict=True))

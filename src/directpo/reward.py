@@ -50,8 +50,8 @@ class ImplicitReward:
         beta: float,
         tokenizer: Any = None,
         *,
-        max_length: int = 1024,
-        max_prompt_length: int = 512,
+        max_length: int | None = 1024,
+        max_prompt_length: int | None = None,
         batch_size: int = 8,
         dtype: str = "float32",
     ):

@@ -306,6 +306,7 @@ def _tokenize(
         tokenizer,
         config.max_length,
         config.max_prompt_length,
+        max_completion_length=config.max_completion_length,
         skip_invalid_rows=config.skip_invalid_rows,
     )
     echo(f"{name}: {tokenized.summary()}")

@@ -37,9 +37,9 @@ class StopRequest:
         if self.requested is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
+        again = " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""
         print(
-            f"\ndirectpo: {self.requested}: finishing this step, then saving a checkpoint"
-            " (Ctrl-C again to stop at once)",
+            f"\ndirectpo: {self.requested}: finishing this step, then saving a checkpoint{again}",
             file=sys.stderr,
             flush=True,
         )

@@ -15,13 +15,15 @@ Rules (the same for training, evaluation and scoring):
   turn (``"</s>\n"``) is dropped: generation stops at the end of the turn, so it is never
   sampled. A template whose end-of-turn token is not EOS (ChatML's ``<|im_end|>`` with another
   EOS) keeps it, and EOS follows it.
-* **Truncation**: a prompt longer than ``max_prompt_length`` loses tokens from the left (a
-  leading BOS is kept); then each completion is cut from the right to fit ``max_length``.
-  The number of truncated rows is reported.
+* **Truncation**: a prompt longer than ``max_prompt_length`` (default: ``max_length`` − 1, so
+  that a completion keeps a token) loses tokens from the left (a leading BOS is kept); then each
+  completion is cut from the right to ``max_completion_length`` and to fit ``max_length``.
+  ``None`` means no limit. The number of truncated rows is reported.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,10 +70,19 @@ class TokenizedData:
 class PairTokenizer:
     """Applies the boundary, BOS/EOS and truncation rules above with one tokenizer."""
 
-    def __init__(self, tokenizer: Any, max_length: int, max_prompt_length: int):
+    def __init__(
+        self,
+        tokenizer: Any,
+        max_length: int | None,
+        max_prompt_length: int | None = None,
+        max_completion_length: int | None = None,
+    ):
         self.tokenizer = tokenizer
-        self.max_length = max_length
+        self.max_length = max_length if max_length is not None else sys.maxsize
+        if max_prompt_length is None:
+            max_prompt_length = self.max_length - 1
         self.max_prompt_length = max_prompt_length
+        self.max_completion_length = max_completion_length or sys.maxsize
         self.bos_id = tokenizer.bos_token_id
         self.eos_id = tokenizer.eos_token_id
         probe = tokenizer("a").input_ids
@@ -148,8 +159,8 @@ class PairTokenizer:
         if chosen == rejected:
             raise RowError(
                 "identical after truncation",
-                "chosen and rejected are identical "
-                f"after truncation to max_length={self.max_length}",
+                "chosen and rejected are identical after truncation (max_length / "
+                "max_completion_length cut away where they differ)",
             )
         return TokenizedPair(prompt, chosen, rejected)
 
@@ -183,7 +194,7 @@ class PairTokenizer:
     def truncate_completion(
         self, ids: list[int], prompt_length: int, side: str, truncated: Counter[str]
     ) -> list[int]:
-        budget = self.max_length - prompt_length
+        budget = min(self.max_length - prompt_length, self.max_completion_length)
         if len(ids) <= budget:
             return ids
         truncated[side] += 1
@@ -193,13 +204,14 @@ class PairTokenizer:
 def tokenize_preferences(
     data: PreferenceData,
     tokenizer: Any,
-    max_length: int,
-    max_prompt_length: int,
+    max_length: int | None,
+    max_prompt_length: int | None = None,
     *,
+    max_completion_length: int | None = None,
     skip_invalid_rows: bool = False,
 ) -> TokenizedData:
     """Tokenize every example; a row that cannot be tokenized fails (or is skipped)."""
-    encoder = PairTokenizer(tokenizer, max_length, max_prompt_length)
+    encoder = PairTokenizer(tokenizer, max_length, max_prompt_length, max_completion_length)
     result = TokenizedData(pairs=[], skipped=Counter(data.skipped))
     for example in data.examples:
         try:

@@ -70,7 +70,9 @@ def train(
 
     ``train_dataset`` / ``eval_dataset`` (a ``datasets.Dataset``) replace the files.
     """
-    config.check_environment(need_train_file=train_dataset is None)
+    config.check_environment(
+        need_train_file=train_dataset is None, eval_dataset_given=eval_dataset is not None
+    )
     world = setup_world(config.distributed)
     try:
         if not world.is_main:
