@@ -227,8 +227,10 @@ def test_a_folder_that_is_not_a_model_gives_one_line(pairs_file, tmp_path, capsy
     )
     capsys.readouterr()  # the save's progress bar
     for wrong, said in ((dataset_dir, "is a datasets folder"), (pairs_file, "is a file, not")):
-        code, err = run_cli(capsys, "train", "--model_name_or_path", str(wrong),
-                            "--train_file", str(pairs_file), "--output_dir", str(tmp_path / "o"))  # fmt: skip
+        code, err = run_cli(
+            capsys, "train", "--model_name_or_path", str(wrong), "--train_file", str(pairs_file),
+            "--output_dir", str(tmp_path / "o"),
+        )  # fmt: skip
         assert code == 2 and said in err and err.count("\n") == 1
 
 

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 import datasets
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tiny import write_jsonl
 
-from directpo.data import Columns, load_preferences
+from directpo.data import Columns, load_preferences, parse_pair
 from directpo.errors import DataError
 
 ROWS = [
@@ -193,3 +196,55 @@ def test_skip_invalid_rows_counts_by_reason(tmp_path: Path) -> None:
         "identical chosen and rejected": 1,
     }
     assert "skipped 3 invalid rows" in data.summary()
+
+
+@pytest.mark.parametrize(
+    "chosen, rejected, prompt",
+    [
+        ("\n\nHuman: hi\n\nAssistant: I'm sure it is.", "\n\nHuman: hi\n\nAssistant: I've no idea.",
+         "\n\nHuman: hi\n\nAssistant:"),
+        ("It costs 3.5 now.", "It costs 3.7 later.", "It costs"),
+        ("That is a well-known fact.", "That is a well-kept secret.", "That is a"),
+        ("I love it 😀!", "I love it 😡!", "I love it"),
+        ("Hi  there", "Hi there", "Hi"),  # the whole whitespace run opens the completion
+        ("Q: 2+2?\nA:\t4", "Q: 2+2?\nA:\tfive", "Q: 2+2?\nA:"),
+        ("Answer:yes", "Answer:no", "Answer:"),  # no whitespace: the differing word's start
+    ],
+)  # fmt: skip
+def test_implicit_prompt_ends_at_a_whitespace_boundary(chosen, rejected, prompt) -> None:
+    example = parse_pair({"chosen": chosen, "rejected": rejected}, Columns(), "row 1")
+    assert example.prompt == prompt
+    assert prompt + example.chosen == chosen and prompt + example.rejected == rejected
+
+
+SPLIT_ALPHABET = "ab xy\n'-.,:9😀😡é\t"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    shared=st.text(SPLIT_ALPHABET, min_size=1, max_size=12),
+    first=st.text(SPLIT_ALPHABET, min_size=1, max_size=8),
+    second=st.text(SPLIT_ALPHABET, min_size=1, max_size=8),
+)
+def test_implicit_split_keeps_token_ids_of_the_whole_text(shared, first, second) -> None:
+    """Prompt tokens + completion tokens are the whole text's tokens, on both sides."""
+    chosen, rejected = shared + first, shared + second
+    try:
+        example = parse_pair({"chosen": chosen, "rejected": rejected}, Columns(), "row 1")
+    except DataError:  # no shared prompt, identical texts: refused, not mis-split
+        return
+    tokenizer = _byte_level_tokenizer()
+
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False).input_ids
+
+    for whole, completion in ((chosen, example.chosen), (rejected, example.rejected)):
+        assert example.prompt + completion == whole
+        assert ids(example.prompt) + ids(completion) == ids(whole)
+
+
+@functools.cache
+def _byte_level_tokenizer():
+    from tiny import build_tokenizer
+
+    return build_tokenizer("gpt2")

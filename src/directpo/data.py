@@ -11,9 +11,10 @@ Layouts (detected from the first row, reported at start):
   message). Rendered later with the tokenizer's chat template.
 * ``implicit``: only ``chosen`` and ``rejected``, each a full text or message list that
   repeats the conversation (Anthropic HH style). The longest shared prefix is the prompt. For
-  text the cut is moved back so that no word is split and the whitespace before the first
-  differing word starts the completions (``"...Assistant:" | " Sure..."``), which is where
-  byte-level BPE tokenizers put token boundaries anyway. For message lists the shared leading
+  text the cut is moved back to the last whitespace boundary before the first difference, so
+  that no word (``I'm``, ``well-known``, ``3.5``, an emoji) is split and the whitespace before
+  the first differing word starts the completions (``"...Assistant:" | " Sure..."``), which is
+  where BPE tokenizers put token boundaries anyway. For message lists the shared leading
   messages are the prompt.
 
 Formats: JSON Lines (``.jsonl``/``.ndjson``), JSON (a list of objects, an object holding one
@@ -107,7 +108,7 @@ def load_preferences(
     name: str | None = None,
 ) -> PreferenceData:
     """Read and validate a preference file (path) or a ``datasets.Dataset``."""
-    label = name or (source if isinstance(source, str) else "dataset")
+    label = name or _label(source)
     rows, column_names = _open_rows(source, label)
     examples: list[PreferenceExample] = []
     skipped: Counter[str] = Counter()
@@ -138,7 +139,7 @@ def load_preferences(
 
 def read_rows(source: str | Any, name: str | None = None) -> list[tuple[str, dict[str, Any]]]:
     """Every row of a file (or Dataset) as (where, row); any unreadable row is a DataError."""
-    label = name or (source if isinstance(source, str) else "dataset")
+    label = name or _label(source)
     rows, _ = _open_rows(source, label)
     result = []
     for where, row in rows:
@@ -218,7 +219,16 @@ def distinct_prompts(prompts: Iterable[Text]) -> list[Text]:
 
 def _open_rows(source: Any, label: str) -> tuple[Iterable[tuple[str, Any]], list[str] | None]:
     """(rows as (where, row-or-RowError), column names when the format declares them)."""
+    if isinstance(source, list | tuple):  # rows from Python: dicts
+        return _dataset_rows(source), None
+    if hasattr(source, "to_dict") and hasattr(source, "columns"):  # a pandas DataFrame
+        return _dataset_rows(source.to_dict("records")), [str(c) for c in source.columns]
     if not isinstance(source, str):
+        if not hasattr(source, "column_names"):
+            raise DataError(
+                f"{label}: expected a file path, a datasets.Dataset, a pandas DataFrame or a "
+                f"list of dicts, got {type(source).__name__}"
+            )
         return _dataset_rows(source), list(source.column_names)
     path = source
     if os.path.isdir(path):
@@ -243,6 +253,14 @@ def _open_rows(source: Any, label: str) -> tuple[Iterable[tuple[str, Any]], list
         f"{label}: unsupported file type '{ext or '(none)'}'; use .jsonl, .json, .parquet, "
         ".csv or a datasets.save_to_disk folder"
     )
+
+
+def _label(source: Any) -> str:
+    if isinstance(source, str):
+        return source
+    if isinstance(source, list | tuple):
+        return "rows"
+    return "DataFrame" if hasattr(source, "to_dict") and hasattr(source, "columns") else "dataset"
 
 
 def _jsonl_rows(path: str) -> Iterator[tuple[str, Any]]:
@@ -467,16 +485,33 @@ def _split_implicit(chosen: Text, rejected: Text) -> tuple[Text, Text, Text]:
             raise RowError("no completion", "one side has no messages after the shared prompt")
         return chosen[:shared], chosen[shared:], rejected[shared:]
     assert isinstance(rejected, str)
-    cut = len(os.path.commonprefix([chosen, rejected]))
-    while cut > 0 and chosen[cut - 1].isalnum():  # never split a word
-        cut -= 1
-    while cut > 0 and chosen[cut - 1].isspace():  # the space before a word opens the completion
-        cut -= 1
+    cut = _prompt_end(chosen, rejected)
     if cut == 0 or not chosen[:cut].strip():
         raise RowError(
             "no shared prompt", "chosen and rejected share no common prefix to use as the prompt"
         )
     return chosen[:cut], chosen[cut:], rejected[cut:]
+
+
+def _prompt_end(chosen: str, rejected: str) -> int:
+    """Where the shared prompt of two texts ends: at the last whitespace boundary before their
+    first difference, so that both completions start with the whitespace before a word (" Sure",
+    "\n\nHuman:") and no word, number, contraction or emoji is split. BPE tokenizers split
+    before such whitespace too, so prompt tokens + completion tokens = the whole text's tokens.
+    Texts that share no whitespace boundary fall back to the start of the differing run of
+    letters and digits ("Answer:" | "yes")."""
+    differ = len(os.path.commonprefix([chosen, rejected]))
+
+    def boundary(text: str, i: int) -> bool:  # whitespace at i, none before it
+        return i < len(text) and text[i].isspace() and (i == 0 or not text[i - 1].isspace())
+
+    for cut in range(differ, 0, -1):
+        if boundary(chosen, cut) and boundary(rejected, cut):
+            return cut
+    cut = differ
+    while cut > 0 and chosen[cut - 1].isalnum():
+        cut -= 1
+    return cut
 
 
 def _kind(value: Any) -> str:

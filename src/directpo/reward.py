@@ -94,8 +94,15 @@ class ImplicitReward:
             run_dir, ref_model_name_or_path, beta if beta is not None else config.beta, **kwargs
         )
 
-    def score(self, prompts: Sequence[Text], responses: Sequence[Text]) -> list[float]:
-        """The implicit reward of each (prompt, response)."""
+    def score(
+        self, prompts: Sequence[Text] | Text, responses: Sequence[Text] | Text
+    ) -> list[float] | float:
+        """The implicit reward of each (prompt, response); of one, for a single prompt (a string
+        or one conversation) and response."""
+        if _is_single(prompts):
+            if not _is_single(responses):
+                raise ValueError("a single prompt needs a single response (or pass lists)")
+            return self.score([prompts], [responses])[0]  # type: ignore[list-item, index]
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         truncated: Counter[str] = Counter()
@@ -127,6 +134,13 @@ class ImplicitReward:
             policy_logprobs_fn(self.reference), rows, pad, device, self.batch_size, progress
         )
         return self.beta * (policy - reference)
+
+
+def _is_single(value: Any) -> bool:
+    """A string, or one conversation (a list of message dicts), rather than a list of them."""
+    return isinstance(value, str) or (
+        isinstance(value, list) and bool(value) and isinstance(value[0], dict)
+    )
 
 
 def _load(model: ModelLike, dtype: str) -> torch.nn.Module:

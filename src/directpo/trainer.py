@@ -68,7 +68,8 @@ def train(
 ) -> TrainResult:
     """Train ``config.model_name_or_path`` with DPO; the final model goes to ``output_dir``.
 
-    ``train_dataset`` / ``eval_dataset`` (a ``datasets.Dataset``) replace the files.
+    ``train_dataset`` / ``eval_dataset`` (a ``datasets.Dataset``, a pandas DataFrame or a list of
+    dicts) replace the files.
     """
     config.check_environment(
         need_train_file=train_dataset is None, eval_dataset_given=eval_dataset is not None
