@@ -164,3 +164,34 @@ def test_rows_identical_after_truncation_fail_or_are_skipped(tokenizers) -> None
         data, tokenizers["gpt2"], max_length=5, max_prompt_length=3, skip_invalid_rows=True
     )
     assert len(result) == 1 and result.skipped == {"identical after truncation": 1}
+
+
+@pytest.mark.parametrize("style", ["llama", "gpt2"])
+def test_an_assistant_prefill_is_continued_in_the_same_turn(tokenizers, style) -> None:
+    tokenizer = tokenizers[style]
+    encoder = PairTokenizer(tokenizer, 256, 128)
+    prompt = [
+        {"role": "user", "content": "Write a haiku"},
+        {"role": "assistant", "content": "Autumn"},
+    ]
+    example = PreferenceExample(prompt, _assistant(" leaves drift slowly"), _assistant(" ends"))
+    prompt_text, chosen_text = encoder.render(example.prompt, example.chosen)
+    assert prompt_text.endswith("assistant\nAutumn")  # left open: no end of turn
+    end = tokenizer.eos_token if style == "llama" else "<|im_end|>"
+    assert chosen_text == " leaves drift slowly" + end
+    pair = tokenize_preferences(
+        PreferenceData([example], "conversational", "x"), tokenizer, 256
+    ).pairs[0]
+    decoded = tokenizer.decode(pair.prompt_ids + pair.chosen_ids)
+    assert "Autumn leaves drift slowly" in decoded
+    assert decoded.count("<|im_start|>assistant") == 1  # one turn, continued
+    # generation and scoring render the same prompt
+    assert encoder.prompt_ids(prompt) == pair.prompt_ids
+    # a prefill must be continued by an assistant message
+    user_next = PreferenceExample(prompt, [{"role": "user", "content": "more"}], _assistant("x"))
+    with pytest.raises(DataError, match="prefill"):
+        tokenize_preferences(PreferenceData([user_next], "conversational", "x"), tokenizer, 256)
+
+
+def _assistant(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]

@@ -562,8 +562,7 @@ def check_model_location(key: str, value: str | None) -> None:
         what = "a datasets folder" if dataset else "not a model folder"
         shown = ", ".join(holds[:4]) + (" ..." if len(holds) > 4 else "") or "nothing"
         raise ConfigError(
-            f"{key}: {value} is {what} (no config.json or adapter_config.json; it holds "
-            f"{shown})"
+            f"{key}: {value} is {what} (no config.json or adapter_config.json; it holds {shown})"
         )
     looks_local = value.startswith((".", "/", "~")) or value.count("/") > 1 or "\\" in value
     if looks_local:

@@ -5,8 +5,11 @@ Rules (the same for training, evaluation and scoring):
 * The prompt and each completion are tokenized **separately** and concatenated, so the
   boundary is exact by construction: no token straddles prompt and completion.
 * Conversational rows are rendered with the tokenizer's chat template: the prompt with the
-  generation prompt, the completion as the rest of the rendered conversation. A template that
-  does not render the prompt as a prefix of the conversation is an error for that row.
+  generation prompt, the completion as the rest of the rendered conversation. A prompt that
+  ends with an assistant message (a prefill, ``[user "Write a haiku", assistant "Autumn"]``) is
+  left open (``continue_final_message``) and the completion continues that message in the same
+  turn. A template that does not render the prompt as a prefix of the conversation is an error
+  for that row.
 * **BOS exactly once**: it is prepended only if the tokenizer adds one by default (Llama-style)
   and the rendered prompt does not already start with it (templates that write their own).
   Tokenizers that add none (GPT-2 style) get none.
@@ -96,7 +99,21 @@ class PairTokenizer:
             return prompt, completion
         assert isinstance(completion, list)
         prompt_text = self.render_prompt(prompt)
-        full_text = self.tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+        if _prefilled(prompt):  # the completion continues the prompt's last assistant message
+            if completion[0]["role"] != "assistant":
+                raise RowError(
+                    "chat template",
+                    "the prompt ends with an assistant message (a prefill), so the completion "
+                    "must start with an assistant message that continues it",
+                )
+            merged = {
+                "role": "assistant",
+                "content": prompt[-1]["content"] + completion[0]["content"],
+            }
+            conversation = [*prompt[:-1], merged, *completion[1:]]
+        else:
+            conversation = prompt + completion
+        full_text = self.tokenizer.apply_chat_template(conversation, tokenize=False)
         if not full_text.startswith(prompt_text):
             raise RowError(
                 "chat template",
@@ -107,10 +124,16 @@ class PairTokenizer:
         return prompt_text, full_text[len(prompt_text) :].rstrip()
 
     def render_prompt(self, prompt: Text) -> str:
-        """The prompt as the model sees it before a completion (generation prompt included)."""
+        """The prompt as the model sees it before a completion: with the generation prompt, or,
+        when it ends with an assistant message (a prefill), that message left open so that the
+        completion continues it in the same turn (``continue_final_message``)."""
         if isinstance(prompt, str):
             return prompt
         self._require_chat_template()
+        if _prefilled(prompt):
+            return self.tokenizer.apply_chat_template(
+                prompt, tokenize=False, continue_final_message=True
+            )
         return self.tokenizer.apply_chat_template(
             prompt, tokenize=False, add_generation_prompt=True
         )
@@ -199,6 +222,10 @@ class PairTokenizer:
             return ids
         truncated[side] += 1
         return ids[:budget]
+
+
+def _prefilled(prompt: Text) -> bool:
+    return isinstance(prompt, list) and bool(prompt) and prompt[-1]["role"] == "assistant"
 
 
 def tokenize_preferences(
