@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -103,6 +104,50 @@ def _zero_dropout_config(config: Any) -> None:
         for key, value in list(vars(cfg).items()):
             if ("dropout" in key or "pdrop" in key) and isinstance(value, float):
                 setattr(cfg, key, 0.0)
+
+
+def check_vocabulary(
+    tokenizer: Any,
+    tokenizer_path: str,
+    models: list[tuple[str, str, torch.nn.Module]],
+) -> None:
+    """One line, before any training, if the tokenizer and the models cannot work together.
+
+    ``models`` are (option name, path, model): the policy and the reference. Each must have an
+    embedding row for every token of the tokenizer, and a model folder that ships its own
+    tokenizer must ship this one (the same vocabulary, special tokens included): a reference of
+    another family would otherwise give meaningless log-probs, or an index error mid-run.
+    """
+    tokens = len(tokenizer)
+    vocabulary: dict[str, int] | None = None
+    for key, path, model in models:
+        rows = model.get_input_embeddings().weight.shape[0]
+        if tokens > rows:
+            raise ModelLoadError(
+                f"{key} '{path}' has {rows} token embeddings but the tokenizer "
+                f"'{tokenizer_path}' has {tokens} tokens: they do not belong together"
+            )
+        if os.path.abspath(path) == os.path.abspath(tokenizer_path) or not _has_tokenizer(path):
+            continue
+        if vocabulary is None:
+            vocabulary = tokenizer.get_vocab()
+        try:
+            own = AutoTokenizer.from_pretrained(path).get_vocab()
+        except Exception:  # an unreadable tokenizer beside the weights: nothing to compare
+            continue
+        if own != vocabulary:
+            differing = len(set(own.items()) ^ set(vocabulary.items()))
+            raise ModelLoadError(
+                f"{key} '{path}' ships another tokenizer than '{tokenizer_path}' ({len(own)} vs "
+                f"{len(vocabulary)} tokens, {differing} entries differ): policy, reference and "
+                "tokenizer must share one vocabulary"
+            )
+
+
+def _has_tokenizer(path: str) -> bool:
+    return any(
+        os.path.isfile(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer_config.json")
+    )
 
 
 def pad_token_id(tokenizer: Any) -> int:

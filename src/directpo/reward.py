@@ -34,7 +34,7 @@ from directpo.data import (
 from directpo.errors import ConfigError, DataError
 from directpo.jsonl import write_jsonl
 from directpo.logprobs import policy_logprobs_fn, sequence_logprobs
-from directpo.models import load_causal_lm, load_tokenizer, pad_token_id
+from directpo.models import check_vocabulary, load_causal_lm, load_tokenizer, pad_token_id
 from directpo.tokenization import PairTokenizer
 
 ModelLike = torch.nn.Module | str
@@ -64,6 +64,12 @@ class ImplicitReward:
                 policy if isinstance(policy, str) else self.policy.name_or_path
             )
         self.tokenizer = tokenizer
+        models = [("model_name_or_path", _path(policy, self.policy), self.policy)]
+        if self.reference is not None:
+            models.append(
+                ("ref_model_name_or_path", _path(reference, self.reference), self.reference)
+            )
+        check_vocabulary(tokenizer, getattr(tokenizer, "name_or_path", "") or "", models)
         self.beta = beta
         self.batch_size = batch_size
         self.encoder = PairTokenizer(tokenizer, max_length, max_prompt_length)
@@ -134,6 +140,10 @@ class ImplicitReward:
             policy_logprobs_fn(self.reference), rows, pad, device, self.batch_size, progress
         )
         return self.beta * (policy - reference)
+
+
+def _path(given: ModelLike | None, model: torch.nn.Module) -> str:
+    return given if isinstance(given, str) else str(getattr(model, "name_or_path", "") or "")
 
 
 def _is_single(value: Any) -> bool:

@@ -26,7 +26,7 @@ from directpo.distributed import World, broadcast, wrap
 from directpo.errors import ConfigError, DirectpoError
 from directpo.guard import UpdateProbe, check_trainable
 from directpo.logprobs import SequenceScorer, choose_layout
-from directpo.models import load_tokenizer, pad_token_id
+from directpo.models import check_vocabulary, load_tokenizer, pad_token_id
 from directpo.precision import MasterWeights, PrecisionPolicy
 from directpo.precompute import (
     PrecomputedReference,
@@ -138,6 +138,11 @@ def prepare_run(
     precision = config.precision
     sharded = world.mode == "fsdp"  # loaded on CPU; fully_shard moves the shards
     policy, reference = load_policy_and_reference(config, device, precision, sharded=sharded)
+    reference_model = getattr(reference, "model", None)
+    models = [("model_name_or_path", config.model_name_or_path, policy)]
+    if reference_model not in (None, policy):
+        models.append(("ref_model_name_or_path", config.reference_path, reference_model))
+    check_vocabulary(tokenizer, config.tokenizer_path, models)
     masters = None
     if precision.mixed and not sharded:  # FSDP2 keeps the float32 masters as its shards
         masters = MasterWeights(policy, precision.compute, streaming=world.mode != "ddp")
@@ -148,7 +153,6 @@ def prepare_run(
         config.seed,
     )
     total_steps = schedule.total_steps(config.num_train_epochs, config.max_steps)
-    reference_model = getattr(reference, "model", None)
     separate_reference = [reference_model] if reference_model not in (None, policy) else []
     layout = choose_layout(config.layout, [policy, *separate_reference], echo)
     precompute = config.precompute_ref_log_probs
