@@ -100,3 +100,44 @@ def test_lora_options_without_lora_are_refused() -> None:
         DPOConfig(lora_alpha=8)
     with pytest.raises(ConfigError, match="merge_lora is set but lora_r is 0"):
         DPOConfig(merge_lora=True)
+
+
+def test_a_lora_output_folder_works_where_a_model_folder_does(
+    tiny_model_dirs, pairs_file, tmp_path, capsys
+) -> None:
+    """score, rank and generate open the default LoRA output (an adapter folder); the reward's
+    reference is the base with the adapters off, as in training."""
+    from directpo.cli import main
+    from directpo.reward import ImplicitReward
+
+    base = tiny_model_dirs["llama"]
+    out = tmp_path / "lora"
+    config = lora_config(base, pairs_file, out, learning_rate=5e-2, merge_lora=True)
+    train(config, echo=lambda _: None)
+    adapter = out / "adapter"  # the adapter folder, beside the merged model in out
+    shutil.copy(out / "config.yaml", adapter / "config.yaml")
+    assert not (adapter / "config.json").exists()
+
+    rows = tmp_path / "pairs.jsonl"
+    rows.write_text(pairs_file.read_text())
+    # the adapter's rewards equal the merged model's against the same base
+    from_adapter = ImplicitReward.from_run(str(adapter))
+    assert from_adapter.adapters_off and from_adapter.reference is None
+    merged = ImplicitReward(str(out), str(base), beta=config.beta)
+    prompts, responses = ["The movie was", "I love this film,"], [" wonderful.", " a dull waste."]
+    got, expected = from_adapter.score(prompts, responses), merged.score(prompts, responses)
+    assert got == pytest.approx(expected, abs=1e-4)
+    assert max(abs(r) for r in got) > 1e-3  # training moved the policy away from the base
+
+    for command, extra in (
+        ("score", []),
+        ("rank", ["--responses_column", "chosen"]),
+        ("generate", ["--max_new_tokens", "4"]),
+    ):
+        target = tmp_path / f"{command}.jsonl"
+        code = main(
+            [command, "--model_name_or_path", str(adapter), "--input", str(rows),
+             "--output", str(target), *extra]
+        )  # fmt: skip
+        assert code == 0, capsys.readouterr().err
+        assert len(target.read_text().splitlines()) == len(rows.read_text().splitlines())

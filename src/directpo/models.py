@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -40,6 +41,21 @@ def load_causal_lm(
     ``compile_layers``: each decoder layer is compiled with torch.compile (regional).
     """
     kwargs = {} if attn_implementation == "auto" else {"attn_implementation": attn_implementation}
+    adapter = adapter_base(path)
+    if adapter is not None:  # a LoRA output folder: the base model with the adapter on it
+        from peft import PeftModel
+
+        base = load_causal_lm(
+            adapter, dtype, disable_dropout=disable_dropout, trainable=False, device=device,
+            attn_implementation=attn_implementation,
+        )  # fmt: skip
+        try:
+            model = PeftModel.from_pretrained(base, path, is_trainable=trainable)
+        except Exception as exc:  # peft raises several types for a foreign or damaged adapter
+            raise ModelLoadError(
+                f"model '{path}': cannot load the adapter onto '{adapter}' ({_first_line(exc)})"
+            ) from None
+        return model.train() if trainable else model.eval()
     try:
         config = AutoConfig.from_pretrained(path)
         if disable_dropout:
@@ -67,6 +83,27 @@ def load_causal_lm(
         for block in decoder_layers(model):
             block.compile()
     return model
+
+
+def adapter_base(path: str) -> str | None:
+    """The base model of a PEFT adapter folder (``adapter_config.json`` without ``config.json``),
+    else None."""
+    config_file = os.path.join(path, "adapter_config.json")
+    if not os.path.isfile(config_file) or os.path.isfile(os.path.join(path, "config.json")):
+        return None
+    try:
+        with open(config_file) as handle:
+            base = json.load(handle).get("base_model_name_or_path")
+    except (OSError, ValueError):
+        raise ModelLoadError(f"model '{path}': unreadable adapter_config.json") from None
+    if not base:
+        raise ModelLoadError(
+            f"model '{path}': adapter_config.json names no base_model_name_or_path"
+        )
+    if not os.path.isabs(base) and not os.path.exists(base):
+        beside = os.path.join(path, base)  # a base given relative to the adapter folder
+        base = beside if os.path.exists(beside) else base
+    return base
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:

@@ -8,6 +8,7 @@ reference-free losses (SimPO, ORPO), constructed without a reference, the reward
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -58,7 +59,11 @@ class ImplicitReward:
         if not beta > 0:
             raise ConfigError(f"beta must be > 0 (got {beta!r})")
         self.policy = _load(policy, dtype)
-        self.reference = _load(reference, dtype) if reference is not None else None
+        # a LoRA policy scored against its own base: the base is the policy with adapters off
+        self.adapters_off = reference is not None and _is_base_of(self.policy, reference)
+        self.reference = None
+        if reference is not None and not self.adapters_off:
+            self.reference = _load(reference, dtype)
         if tokenizer is None:
             tokenizer = load_tokenizer(
                 policy if isinstance(policy, str) else self.policy.name_or_path
@@ -133,6 +138,12 @@ class ImplicitReward:
         policy = sequence_logprobs(
             policy_logprobs_fn(self.policy), rows, pad, device, self.batch_size, progress
         )
+        if self.adapters_off:
+            with self.policy.disable_adapter():
+                reference = sequence_logprobs(
+                    policy_logprobs_fn(self.policy), rows, pad, device, self.batch_size, progress
+                )
+            return self.beta * (policy - reference)
         if self.reference is None:
             lengths = torch.tensor([max(len(r), 1) for _, r in rows], dtype=torch.float64)
             return self.beta * policy / lengths
@@ -140,6 +151,15 @@ class ImplicitReward:
             policy_logprobs_fn(self.reference), rows, pad, device, self.batch_size, progress
         )
         return self.beta * (policy - reference)
+
+
+def _is_base_of(policy: torch.nn.Module, reference: ModelLike) -> bool:
+    """``reference`` is the folder the PEFT ``policy``'s adapters were trained on."""
+    configs = getattr(policy, "peft_config", None)
+    if not configs or not isinstance(reference, str):
+        return False
+    bases = {getattr(c, "base_model_name_or_path", None) for c in configs.values()}
+    return any(b and os.path.abspath(b) == os.path.abspath(reference) for b in bases)
 
 
 def _path(given: ModelLike | None, model: torch.nn.Module) -> str:
