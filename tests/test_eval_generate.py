@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,9 +101,28 @@ def test_a_bad_reward_fn_gives_one_line_naming_it(
     )
     err = capsys.readouterr().err
     assert code == 2
-    # progress bars precede it on stderr; the error itself is the last line, and alone
-    assert err.endswith(f"\ndirectpo: error: {message.format(spec=spec)}\n")
+    # found before any model loads: the error is the only line
+    assert err == f"directpo: error: {message.format(spec=spec)}\n"
     assert "Traceback" not in err
+    # called once before training: no model loaded, nothing trained or logged
+    assert "Loading weights" not in err
+    assert not (tmp_path / "o" / "metrics.jsonl").exists()
+
+
+def test_reward_fn_module_in_the_current_folder(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "cwd_rewards_xyz.py").write_text(REWARD_MODULE)
+    monkeypatch.chdir(folder)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(folder))])
+    config = DPOConfig(
+        model_name_or_path=str(tiny_model_dirs["gpt2"]), train_file=str(pairs_file),
+        eval_file=str(pairs_file), eval_generate=2, report_to=["none"],
+        reward_fn="cwd_rewards_xyz:good",
+    )  # fmt: skip
+    config.check_environment()  # imports from the current folder
 
 
 def test_reward_fn_is_checked_before_training(tiny_model_dirs, pairs_file, tmp_path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,6 +35,8 @@ def load_reward_fn(spec: str) -> RewardFn:
             sys.modules[path.stem] = module
             module_spec.loader.exec_module(module)
         else:
+            if os.getcwd() not in sys.path and "" not in sys.path:
+                sys.path.append(os.getcwd())  # `module:function` of a file in the current folder
             module = importlib.import_module(module_name)
     except ConfigError:
         raise
@@ -69,3 +72,11 @@ def _checked(spec: str, function: Callable[..., Any]) -> RewardFn:
         return values
 
     return call
+
+
+def check_reward_fn(reward_fn: RewardFn, prompts: list[Any]) -> None:
+    """Call ``reward_fn`` once on (at most two of) ``prompts`` before training, so that a broken
+    function fails in one line now, not at the first evaluation after training work."""
+    sample = prompts[:2]
+    if sample:
+        reward_fn(sample, [" This is a test completion."] * len(sample))

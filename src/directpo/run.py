@@ -39,7 +39,7 @@ from directpo.reference import (
     ReferenceProvider,
     load_policy_and_reference,
 )
-from directpo.rewardfn import load_reward_fn
+from directpo.rewardfn import check_reward_fn, load_reward_fn
 from directpo.step import PairStats
 from directpo.tokenization import TokenizedData, TokenizedPair, tokenize_preferences
 from directpo.tracking import MetricsLogger
@@ -133,6 +133,8 @@ def prepare_run(
     evaluation = _tokenize(eval_data, tokenizer, config, "eval", echo) if eval_data else None
     eval_prompts = _held_out_prompts(config, eval_data)
     reward_fn = load_reward_fn(config.reward_fn) if config.reward_fn else None
+    if reward_fn is not None:
+        check_reward_fn(reward_fn, eval_prompts)
 
     # -- models in the run's precision, optimizer, schedule -------------------------------
     precision = config.precision
