@@ -73,10 +73,10 @@ def test_impossible_values_name_the_key(overrides: dict, key: str) -> None:
 
 def test_unknown_keys_are_rejected_with_a_suggestion(tmp_path: Path) -> None:
     with pytest.raises(
-        ConfigError, match=r"'learnig_rate' is unknown; did you mean 'learning_rate'"
+        ConfigError, match=r"unknown option 'learnig_rate'; did you mean 'learning_rate'"
     ):
         load_config(write(tmp_path, "learnig_rate: 0.1\n"))
-    with pytest.raises(ConfigError, match="'bogus' is unknown"):
+    with pytest.raises(ConfigError, match="unknown option '--bogus'"):
         load_config(None, {"bogus": 1})
 
 

@@ -50,7 +50,13 @@ line = (
 
 
 def one_line(error: Exception) -> None:
+    """One line, or (several unusable options reported at once) one line per option."""
     text = str(error)
+    problems = getattr(error, "problems", None)
+    if problems and len(problems) > 1:
+        assert text.splitlines()[1:] == [f"  {p}" for p in problems]
+        assert all(p and "\n" not in p for p in problems)
+        return
     assert text and "\n" not in text
 
 

@@ -12,10 +12,12 @@ file. Booleans take true/false; lists are comma-separated.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import os
 import re
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -126,13 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
                 default=argparse.SUPPRESS,
                 help=f"same as --{command.positional}",
             )
+        booleans = _boolean_options(command.options)
         for option_name, help_text, default in option_help(command.options):
             shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            bare = {"nargs": "?", "const": "true"} if option_name in booleans else {}
             sub.add_argument(
                 f"--{option_name}",
                 default=argparse.SUPPRESS,
                 metavar="VALUE",
                 help=f"{help_text} (default: {shown})".replace("%", "%%"),
+                **bare,  # TRL's style: a bare --bf16 means true
             )
     return parser
 
@@ -157,6 +162,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         argv = _attach_negative_values(sys.argv[1:] if argv is None else argv)
+        if argv and argv[0] in COMMANDS and COMMANDS[argv[0]].takes_yaml:
+            help_asked = any(token in ("-h", "--help") for token in argv[1:])
+            if not help_asked:  # TRL's flags too: read here, judged all at once
+                command = COMMANDS[argv[0]]
+                config_file, overrides = _yaml_and_flags(argv[1:], command.options)
+                command.run(load_options(command.options, config_file, overrides))
+                return 0
         args, unknown = parser.parse_known_args(argv)
         if args.command is None:
             parser.print_help()
@@ -178,6 +190,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("directpo: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _boolean_options(options: type) -> set[str]:
+    hints = typing.get_type_hints(options)
+    return {f.name for f in dataclasses.fields(options) if hints[f.name] in (bool, bool | None)}
+
+
+def _looks_like_config_file(token: str) -> bool:
+    return token.lower().endswith((".yaml", ".yml", ".json")) or os.path.isfile(token)
+
+
+def _yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, dict[str, Any]]:
+    """(YAML file, flags) of ``train [CONFIG.yaml] [--key value | --key=value | --flag ...]``.
+
+    Any ``--key`` is read, known or not (TRL's names are judged later, all at once): it takes
+    the next token as its value unless that is another flag; a boolean option written bare
+    (``--bf16``, TRL's style) is true. The YAML file is the first free token, or ``--config``
+    (TRL's spelling)."""
+    booleans = _boolean_options(options)
+    config_file: str | None = None
+    flags: dict[str, Any] = {}
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        if not token.startswith("--"):
+            if config_file is not None:
+                raise ConfigError(f"unexpected argument '{token}'")
+            config_file, index = token, index + 1
+            continue
+        key, sep, value = token[2:].partition("=")
+        following = tokens[index + 1] if index + 1 < len(tokens) else None
+        takes_next = following is not None and not following.startswith("--")
+        if key in booleans and takes_next and _looks_like_config_file(following):
+            takes_next = False  # a bare boolean flag followed by the YAML file
+        if not sep:
+            value, index = (following, index + 1) if takes_next else ("true", index)
+        if key == "config":
+            config_file = value
+        elif key.startswith("no_") and not sep and not takes_next:
+            flags[key[3:]] = "false"  # HfArgumentParser's --no_remove_unused_columns
+        else:
+            flags[key] = value
+        index += 1
+    return config_file, flags
 
 
 def _unknown_flag_message(flag: str, options: type) -> str:

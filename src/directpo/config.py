@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,15 @@ from directpo.precision import PrecisionPolicy
 LOSS_TYPES = tuple(LOSSES)
 
 OPTIMIZERS = ("adamw", "adamw_kahan", "rmsprop")
+TRL_OPTIMIZERS = {  # TRL / transformers' optim names -> directpo's optimizer
+    "adamw_torch": "adamw",
+    "adamw_torch_fused": "adamw",
+    "adamw_hf": "adamw",
+    "adamw_anyprecision": "adamw_kahan",
+    "rmsprop": "rmsprop",
+}
+EVAL_STRATEGIES = ("auto", "steps", "epoch", "no")
+SAVE_STRATEGIES = ("steps", "epoch", "no")
 LR_SCHEDULERS = ("constant", "linear", "cosine")
 DTYPES = ("float32", "bfloat16")
 SAVE_DTYPES = ("auto", "float32", "bfloat16")
@@ -75,6 +85,10 @@ class DPOConfig(Options):
     gradient_checkpointing: bool = option(
         False, "Recompute activations in the backward pass: less memory, ~30% slower."
     )
+    gradient_checkpointing_kwargs: dict | None = option(
+        None,
+        "TRL's spelling: only {use_reentrant: false} (what directpo always does) is accepted.",
+    )
     gradient_checkpointing_every: int = option(
         1,
         "With gradient_checkpointing: recompute only every this-many-th decoder layer (1: every "
@@ -90,6 +104,11 @@ class DPOConfig(Options):
         True,
         "Set every dropout probability of policy and reference to 0, so that log-probs are "
         "deterministic and policy == reference gives exactly zero reward at the start.",
+    )
+    use_peft: bool | None = option(
+        None,
+        "TRL's switch for LoRA: true with lora_r unset trains LoRA adapters of rank 16 (TRL's "
+        "default); false refuses lora_* options.",
     )
     lora_r: int = option(
         0,
@@ -211,10 +230,20 @@ class DPOConfig(Options):
         "sigmoid; robust, exo_pair, aot, aot_unpaired, simpo).",
     )
     simpo_gamma: float = option(0.5, "SimPO's target reward margin gamma.")
+    rpo_alpha: float | None = option(
+        None,
+        "RPO (TRL's older option): adds the sft loss (NLL of the chosen completion) with this "
+        "weight, i.e. loss_type [..., sft] with loss_weights [..., rpo_alpha].",
+    )
     discopop_tau: float = option(0.05, "DiscoPOP's temperature tau of the mixing weight.")
 
     # --- optimisation -------------------------------------------------------------------------
     learning_rate: float = option(1e-6, "Peak learning rate.")
+    optim: str | None = option(
+        None,
+        "TRL's spelling of optimizer: adamw_torch, adamw_torch_fused, adamw_hf (= adamw), "
+        "adamw_anyprecision (= adamw_kahan), rmsprop.",
+    )
     optimizer: str = option(
         "adamw",
         f"Optimizer, one of {', '.join(OPTIMIZERS)} (the DPO paper used rmsprop). adamw_kahan: "
@@ -227,7 +256,14 @@ class DPOConfig(Options):
     lr_scheduler_type: str = option(
         "linear", f"Schedule after warmup, one of {', '.join(LR_SCHEDULERS)}."
     )
-    warmup_steps: int = option(0, "Linear warmup from 0 to learning_rate over this many steps.")
+    warmup_steps: float = option(
+        0,
+        "Linear warmup from 0 to learning_rate over this many steps; a value in (0, 1) is a "
+        "fraction of the total steps (TRL's meaning).",
+    )
+    warmup_ratio: float = option(
+        0.0, "Warmup as a fraction of the total steps (TRL's older spelling)."
+    )
     per_device_train_batch_size: int = option(8, "Preference pairs per micro-batch.")
     per_device_eval_batch_size: int = option(8, "Preference pairs per evaluation batch.")
     gradient_accumulation_steps: int = option(
@@ -254,8 +290,23 @@ class DPOConfig(Options):
     )
     logging_steps: int = option(10, "Log training metrics every this many optimizer steps.")
     eval_steps: int = option(0, "Evaluate on eval_file every this many steps (0: only at the end).")
+    eval_strategy: str = option(
+        "auto",
+        "When to evaluate (TRL's option): auto (every eval_steps if set, and at the end), steps "
+        "(every eval_steps, default logging_steps, and at the end), epoch (at each epoch's end), "
+        "no (never).",
+    )
+    logging_first_step: bool = option(False, "Also log the first step (TRL's option).")
+    run_name: str | None = option(
+        None, "Name of the run in wandb / mlflow, and TensorBoard's subfolder of output_dir/runs."
+    )
     save_steps: int = option(
         500, "Write a resumable checkpoint every this many steps (0: none before the end)."
+    )
+    save_strategy: str = option(
+        "steps",
+        "When to write checkpoints (TRL's option): steps (every save_steps), epoch (at each "
+        "epoch's end), no (none; a signal still saves one).",
     )
     save_total_limit: int | None = option(
         None,
@@ -302,6 +353,7 @@ class DPOConfig(Options):
     def _check_values(self) -> None:
         require, one_of = self._require, self._one_of
         self._check_precision()
+        self._apply_trl_spellings()
         one_of("optimizer", OPTIMIZERS)
         one_of("lr_scheduler_type", LR_SCHEDULERS)
         self._check_losses(require)
@@ -311,6 +363,9 @@ class DPOConfig(Options):
         require(0 <= self.adam_beta2 < 1, "adam_beta2", "in [0, 1)")
         require(self.adam_epsilon > 0, "adam_epsilon", "> 0")
         require(self.warmup_steps >= 0, "warmup_steps", ">= 0")
+        require(0 <= self.warmup_ratio < 1, "warmup_ratio", "in [0, 1)")
+        one_of("eval_strategy", EVAL_STRATEGIES)
+        one_of("save_strategy", SAVE_STRATEGIES)
         require(self.max_nonfinite_steps >= 0, "max_nonfinite_steps", ">= 0")
         for key in (
             "per_device_train_batch_size",
@@ -364,6 +419,63 @@ class DPOConfig(Options):
             )
         if self.precompute_ref_log_probs and not self.loss_needs_reference:
             raise ConfigError("precompute_ref_log_probs is set but no chosen loss uses a reference")
+
+    def _apply_trl_spellings(self) -> None:
+        """TRL's options with TRL's meaning, as directpo's own (trl_compat.py for the rest)."""
+        if self.optim is not None:
+            if self.optim not in TRL_OPTIMIZERS:
+                raise ConfigError(
+                    f"optim must be one of {', '.join(TRL_OPTIMIZERS)} (got {self.optim!r})"
+                )
+            if self.optimizer != "adamw" and self.optimizer != TRL_OPTIMIZERS[self.optim]:
+                raise ConfigError(f"optim: {self.optim} contradicts optimizer: {self.optimizer}")
+            self.optimizer = TRL_OPTIMIZERS[self.optim]
+        self.lr_scheduler_type = {"constant_with_warmup": "constant"}.get(
+            self.lr_scheduler_type, self.lr_scheduler_type
+        )
+        if self.use_peft and self.lora_r == 0:
+            self.lora_r = 16  # TRL ModelConfig's default rank
+        if self.use_peft is False and self.lora_r:
+            raise ConfigError("lora_r is set but use_peft is false: remove one of them")
+        if self.rpo_alpha is not None:
+            if "sft" in self.loss_type:
+                raise ConfigError("rpo_alpha adds the sft loss, which loss_type already has")
+            weights = self.loss_weights or [1.0] * len(self.loss_type)
+            self.loss_type = [*self.loss_type, "sft"]
+            self.loss_weights = [*weights, self.rpo_alpha]
+            self.rpo_alpha = None  # now part of loss_type / loss_weights (config.yaml says so)
+        kwargs = self.gradient_checkpointing_kwargs
+        if kwargs is not None and kwargs not in ({}, {"use_reentrant": False}):
+            raise ConfigError(
+                f"gradient_checkpointing_kwargs: only {{use_reentrant: false}} is supported (got "
+                f"{kwargs}); directpo always checkpoints non-reentrant"
+            )
+        if self.warmup_steps and self.warmup_ratio:
+            raise ConfigError("warmup_steps and warmup_ratio are both set: keep one")
+        steps = self.warmup_steps
+        if steps >= 1 and not float(steps).is_integer():
+            raise ConfigError(
+                f"warmup_steps must be a whole number of steps or a fraction in (0, 1) (got "
+                f"{steps})"
+            )
+
+    def warmup_for(self, total_steps: int) -> int:
+        """Warmup steps of a run of ``total_steps`` (a fraction in (0, 1) is of the total)."""
+        fraction = self.warmup_ratio or (self.warmup_steps if self.warmup_steps < 1 else 0)
+        if fraction:
+            return math.ceil(fraction * total_steps)
+        return int(self.warmup_steps)
+
+    @classmethod
+    def translate(cls, values: dict[str, Any], names: list[str], where: str) -> dict[str, Any]:
+        """TRL's spellings accepted with TRL's meaning (trl_compat.py)."""
+        from directpo.trl_compat import translate
+
+        values = dict(values)
+        for key in ("dtype", "torch_dtype"):  # ModelConfig's null: the default
+            if key in values and values[key] is None:
+                del values[key]
+        return translate(values, names, where)
 
     def _check_precision(self) -> None:
         if self.fp16:
@@ -496,7 +608,18 @@ class DPOConfig(Options):
         self, *, need_train_file: bool = True, eval_dataset_given: bool = False
     ) -> None:
         """Checks that touch the file system: run before any model loads."""
-        if self.eval_steps and not (self.eval_file or eval_dataset_given or self.eval_generate):
+        evaluates = self.eval_file or eval_dataset_given or self.eval_generate
+        if self.eval_strategy == "no" and evaluates:
+            raise ConfigError(
+                "eval_strategy is no but there is held-out data (eval_file / eval_generate): "
+                "remove it, or choose eval_strategy auto, steps or epoch"
+            )
+        if self.eval_strategy in ("steps", "epoch") and not evaluates:
+            raise ConfigError(
+                f"eval_strategy is {self.eval_strategy} but there is nothing to evaluate: set "
+                "eval_file (held-out pairs) or eval_generate (sampled completions)"
+            )
+        if self.eval_steps and not evaluates:
             raise ConfigError(
                 "eval_steps is set but there is nothing to evaluate: set eval_file (held-out "
                 "pairs) or eval_generate (sampled completions), or remove eval_steps"

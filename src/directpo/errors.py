@@ -19,6 +19,22 @@ class ConfigError(DirectpoError):
     """An option is unknown, of the wrong type, or impossible."""
 
 
+class ConfigErrors(ConfigError):
+    """Several options that cannot be used, reported together: one line each."""
+
+    def __init__(self, where: str, problems: list[str]):
+        lines = [" ".join(problem.split()) for problem in problems]
+        prefix = f"{where}: " if where else ""
+        if len(lines) == 1:
+            message = prefix + lines[0]
+        else:
+            message = f"{prefix}{len(lines)} options cannot be used:\n" + "\n".join(
+                f"  {line}" for line in lines
+            )
+        Exception.__init__(self, message)
+        self.problems = lines
+
+
 class DataError(DirectpoError):
     """A preference file or one of its rows cannot be used."""
 

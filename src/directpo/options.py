@@ -45,6 +45,14 @@ class Options:
     def _check_values(self) -> None:
         """Subclasses refuse impossible values here."""
 
+    @classmethod
+    def translate(cls, values: dict[str, Any], names: list[str], where: str) -> dict[str, Any]:
+        """``values`` as options of this class (subclasses may accept other spellings)."""
+        label = "option" if where == "command line" else f"{where}: option"
+        for key in values:
+            _check_known(key, label, names)
+        return values
+
     def _require(self, ok: bool, key: str, must: str) -> None:
         if not ok:
             raise ConfigError(f"{key} must be {must} (got {getattr(self, key)!r})")
@@ -75,14 +83,12 @@ def load_options(
     names = [f.name for f in dataclasses.fields(cls)]
     values: dict[str, Any] = {}
     if path is not None:
-        values.update(_read_yaml(path, names))
-    for key, value in (overrides or {}).items():
-        _check_known(key, "option", names)
-        values[key] = value
+        values.update(cls.translate(_read_yaml(path), names, path))  # type: ignore[attr-defined]
+    values.update(cls.translate(overrides or {}, names, "command line"))  # type: ignore[attr-defined]
     return cls(**values)
 
 
-def _read_yaml(path: str, names: list[str]) -> dict[str, Any]:
+def _read_yaml(path: str) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -98,8 +104,6 @@ def _read_yaml(path: str, names: list[str]) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
-    for key in data:
-        _check_known(str(key), f"{path}: option", names)
     return {str(k): v for k, v in data.items()}
 
 
@@ -121,6 +125,13 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
             return None
         (hint,) = [a for a in args if a is not type(None)]
+    if hint is dict or typing.get_origin(hint) is dict:
+        if isinstance(value, str):
+            with contextlib.suppress(yaml.YAMLError):
+                value = yaml.safe_load(value)  # a flag: JSON or YAML flow mapping
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
     if typing.get_origin(hint) is list:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]

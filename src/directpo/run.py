@@ -179,7 +179,7 @@ def prepare_run(
     scheduler = get_scheduler(
         SCHEDULER_NAMES[config.lr_scheduler_type],
         optimizer,
-        num_warmup_steps=config.warmup_steps,
+        num_warmup_steps=config.warmup_for(total_steps),
         num_training_steps=total_steps,
     )
     kl_reference = reference  # sampled completions need a live reference for their KL

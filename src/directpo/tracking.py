@@ -72,10 +72,10 @@ class MetricsLogger:
 
 
 class _TensorBoard:
-    def __init__(self, output_dir: Path):
+    def __init__(self, output_dir: Path, run_name: str = ""):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(output_dir / "runs"))
+        self.writer = SummaryWriter(log_dir=str(output_dir / "runs" / run_name))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
@@ -94,7 +94,9 @@ class _Wandb:
         import wandb
 
         self.wandb = wandb
-        self.run = wandb.init(config=config, dir=str(output_dir), resume="allow")
+        self.run = wandb.init(
+            config=config, dir=str(output_dir), resume="allow", name=config.get("run_name")
+        )
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         self.run.log(metrics, step=step)
@@ -111,7 +113,7 @@ class _MLflow:
         import mlflow
 
         self.mlflow = mlflow
-        mlflow.start_run()
+        mlflow.start_run(run_name=config.get("run_name"))
         mlflow.log_params({k: str(v)[:500] for k, v in config.items()})
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
@@ -127,7 +129,7 @@ class _MLflow:
 def _open_tracker(name: str, output_dir: Path, config: dict[str, Any]) -> Any:
     try:
         if name == "tensorboard":
-            return _TensorBoard(output_dir)
+            return _TensorBoard(output_dir, config.get("run_name") or "")
         if name == "wandb":
             return _Wandb(output_dir, config)
         if name == "mlflow":

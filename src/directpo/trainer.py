@@ -84,7 +84,7 @@ def train(
 
 
 def _train(run: Run) -> TrainResult:
-    config, total = run.config, run.total_steps
+    total = run.total_steps
     # the bar is closed before any error propagates, so a one-line error stays the last line
     progress = tqdm(
         total=total, initial=run.start_step, desc="train", dynamic_ncols=True,
@@ -95,16 +95,16 @@ def _train(run: Run) -> TrainResult:
         run.window_start = time.perf_counter()
         for step in range(run.start_step, total):
             done = step + 1
-            result = train_step(run, step, measure=_due(done, config.logging_steps, total))
+            result = train_step(run, step, measure=_logs_at(run, done))
             progress.update(1)
             progress.set_postfix(loss=f"{result.loss:.4f}")
             if _stop_requested(run, stop):
                 stop.requested = stop.requested or "another rank's signal"
-            if _due(done, config.logging_steps, total):
+            if _logs_at(run, done):
                 write(log_step(run, done, result))
-            if (run.eval or run.eval_prompts) and _due(done, config.eval_steps, total):
+            if _evaluates_at(run, done):
                 write(evaluate_step(run, done))
-            if _due(done, config.save_steps) or stop.requested:
+            if _saves_at(run, done) or stop.requested:
                 checkpoint = checkpoint_step(run, done)
                 write(f"saved {checkpoint}")
             if stop.requested:
@@ -330,6 +330,31 @@ def finish(run: Run) -> TrainResult:
 def _due(done: int, every: int, total: int | None = None) -> bool:
     """Step ``done`` is a multiple of ``every`` (0: never), or the last step."""
     return bool(every and done % every == 0) or done == total
+
+
+def _logs_at(run: Run, done: int) -> bool:
+    first = run.config.logging_first_step and done == 1
+    return first or _due(done, run.config.logging_steps, run.total_steps)
+
+
+def _evaluates_at(run: Run, done: int) -> bool:
+    """eval_strategy: auto / steps (every eval_steps, or logging_steps; and at the end),
+    epoch (at each epoch's end), no."""
+    config = run.config
+    if not (run.eval or run.eval_prompts) or config.eval_strategy == "no":
+        return False
+    if config.eval_strategy == "epoch":
+        return _due(done, run.schedule.steps_per_epoch, run.total_steps)
+    every = config.eval_steps or (config.logging_steps if config.eval_strategy == "steps" else 0)
+    return _due(done, every, run.total_steps)
+
+
+def _saves_at(run: Run, done: int) -> bool:
+    """save_strategy: steps (every save_steps), epoch (each epoch's end), no."""
+    strategy = run.config.save_strategy
+    if strategy == "epoch":
+        return _due(done, run.schedule.steps_per_epoch)
+    return strategy == "steps" and _due(done, run.config.save_steps)
 
 
 def _stop_requested(run: Run, stop: StopRequest) -> bool:

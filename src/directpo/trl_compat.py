@@ -1,0 +1,202 @@
+"""TRL's option names, so that a TRL config (``DPOConfig``, ``TrainingArguments``,
+``ModelConfig``, ``ScriptArguments``) ports as it is.
+
+Every key of a YAML file or a command line goes through ``translate`` before ``DPOConfig`` is
+built:
+
+* directpo's own options, TRL's spellings that are directpo options too (``bf16``,
+  ``warmup_ratio``, ``eval_strategy``, ``save_strategy``, ``optim``, ``use_peft``, ``rpo_alpha``,
+  ``logging_first_step``, ``run_name``, ``gradient_checkpointing_kwargs``; see config.py) pass;
+* older or renamed TRL spellings of the same options are renamed (``ALIASES``);
+* TRL keys that ask for nothing directpo would do differently (``push_to_hub: false``,
+  ``dataloader_num_workers: 4``, ``do_eval: true``, ...) are dropped (``NO_EFFECT``);
+* every other key is a problem, and all problems are reported at once, one line each, saying
+  what to do instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+from directpo.errors import ConfigErrors
+
+ALIASES = {  # TRL's other names for directpo options
+    "evaluation_strategy": "eval_strategy",  # transformers < 4.46
+    "activation_checkpointing": "gradient_checkpointing",  # transformers >= 5.2x
+    "activation_checkpointing_kwargs": "gradient_checkpointing_kwargs",
+    "torch_dtype": "dtype",  # ModelConfig before transformers 5
+    "max_target_length": "max_completion_length",  # TRL < 0.9
+}
+
+
+def _nothing(value: Any) -> bool:
+    return value in (None, False, 0, "", "no", "none", "None") or value == [] or value == {}
+
+
+def _any(value: Any) -> bool:
+    return True
+
+
+def _equals(*values: Any) -> Callable[[Any], bool]:
+    return lambda value: value in values or _nothing(value)
+
+
+UPLOAD = "directpo does not upload; after training run: huggingface-cli upload REPO OUTPUT_DIR"
+LATER = "not supported yet (see the README's list of TRL features); remove it"
+# key: (accepted when, what to do otherwise)
+NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "push_to_hub": (_nothing, UPLOAD),
+    "hub_model_id": (_any, UPLOAD),
+    "hub_strategy": (_any, UPLOAD),
+    "hub_token": (_any, UPLOAD),
+    "hub_private_repo": (_any, UPLOAD),
+    "hub_always_push": (_any, UPLOAD),
+    "hub_revision": (_any, UPLOAD),
+    "do_train": (_any, ""),  # read by TRL's scripts, not by the trainer
+    "do_eval": (_any, ""),  # directpo evaluates whenever it has eval data
+    "do_predict": (_nothing, "directpo does not predict; use directpo generate"),
+    "log_level": (_any, ""),
+    "log_level_replica": (_any, ""),
+    "log_on_each_node": (_any, ""),
+    "logging_nan_inf_filter": (_any, "directpo skips and counts non-finite steps"),
+    "logging_dir": (_any, ""),  # TensorBoard logs go to OUTPUT_DIR/runs
+    "logging_strategy": (_equals("steps"), "directpo logs every logging_steps"),
+    "disable_tqdm": (_any, ""),
+    "remove_unused_columns": (_any, ""),  # directpo reads only its own columns
+    "label_names": (_any, ""),
+    "length_column_name": (_any, ""),
+    "dataloader_drop_last": (_nothing, "directpo uses every pair; the last batch may be short"),
+    "dataloader_num_workers": (_any, ""),
+    "dataloader_pin_memory": (_any, ""),
+    "dataloader_persistent_workers": (_any, ""),
+    "dataloader_prefetch_factor": (_any, ""),
+    "dataloader_multiprocessing_context": (_any, ""),
+    "dataloader_in_order": (_any, ""),
+    "dataset_num_proc": (_any, ""),
+    "preprocessing_num_workers": (_any, ""),
+    "ddp_find_unused_parameters": (_any, ""),
+    "ddp_bucket_cap_mb": (_any, ""),
+    "ddp_broadcast_buffers": (_any, ""),
+    "ddp_static_graph": (_any, ""),
+    "ddp_timeout": (_any, ""),
+    "ddp_backend": (_any, ""),  # nccl on CUDA, gloo on CPU
+    "local_rank": (_any, ""),  # torchrun's LOCAL_RANK is read
+    "use_cache": (_nothing, "the KV cache is off during training"),
+    "skip_memory_metrics": (_any, ""),
+    "include_num_input_tokens_seen": (_any, ""),
+    "eval_do_concat_batches": (_any, ""),
+    "eval_use_gather_object": (_any, ""),
+    "eval_accumulation_steps": (_any, ""),
+    "prediction_loss_only": (_any, ""),
+    "batch_eval_metrics": (_nothing, "directpo logs its own eval metrics"),
+    "include_for_metrics": (_nothing, "directpo logs its own eval metrics"),
+    "eval_delay": (_nothing, "use eval_steps"),
+    "eval_on_start": (_nothing, "not supported; the first eval is at eval_steps"),
+    "save_on_each_node": (_nothing, "rank 0 writes (FSDP: every rank its shards)"),
+    "save_only_model": (_nothing, "checkpoints always hold the optimizer (exact resume)"),
+    "ignore_data_skip": (_nothing, "resume always continues the exact data order"),
+    "restore_callback_states_from_checkpoint": (_nothing, "directpo has no callbacks"),
+    "full_determinism": (_nothing, "set seed; runs are deterministic on CPU"),
+    "data_seed": (_nothing, "seed sets the data order"),
+    "average_tokens_across_devices": (_any, ""),  # DPO losses are per pair
+    "model_revision": (_equals("main"), "check the revision out into a local folder"),
+    "lora_task_type": (_equals("CAUSAL_LM"), "directpo trains causal LMs"),
+    "padding_free": (_any, ""),  # directpo always packs (padding_free option is its own)
+    "pad_to_multiple_of": (_any, ""),  # torch_compile rounds rows to 128 tokens
+    "pad_token": (_any, ""),  # padding is masked out; the tokenizer's or EOS is used
+    "label_pad_token_id": (_any, ""),
+    "padding_value": (_any, ""),
+    "truncation_mode": (_equals("keep_start", "keep_end"), "prompts are cut from the left"),
+    "precompute_ref_batch_size": (_any, ""),  # per_device_eval_batch_size is used
+    "generate_during_eval": (_nothing, "use eval_generate: N"),
+    "is_encoder_decoder": (_nothing, "directpo trains decoder-only causal LMs"),
+    "project": (_any, ""),
+    "trackio_space_id": (_any, ""),
+    "trackio_bucket_id": (_any, ""),
+    "trackio_static_space_id": (_any, ""),
+    "use_cpu": (_nothing, "hide the GPUs instead: CUDA_VISIBLE_DEVICES= directpo train ..."),
+    "tf32": (_nothing, "not supported; bf16 compute is the fast path (dtype: bfloat16)"),
+    "bf16_full_eval": (_nothing, "evaluation runs in dtype"),
+    "fp16_full_eval": (_nothing, "evaluation runs in dtype"),
+    "torch_compile_backend": (_nothing, "torch_compile uses the default backend"),
+    "torch_compile_mode": (_nothing, "torch_compile uses the default mode"),
+    "torch_empty_cache_steps": (_nothing, "not supported"),
+    "auto_find_batch_size": (_nothing, "set per_device_train_batch_size"),
+    "neftune_noise_alpha": (_nothing, "not supported (NEFTune is an SFT technique)"),
+    "use_liger_kernel": (_nothing, "directpo's LM head runs on completion tokens only, chunked"),
+    "liger_kernel_config": (_nothing, "see use_liger_kernel"),
+    "label_smoothing_factor": (_nothing, "use label_smoothing (cDPO)"),
+    "optim_args": (_nothing, "use adam_beta1/adam_beta2/adam_epsilon/weight_decay"),
+    "optim_target_modules": (_nothing, "not supported"),
+    "lr_scheduler_kwargs": (_nothing, "not supported; lr_scheduler_type is linear/cosine/constant"),
+    "accelerator_config": (_nothing, "directpo runs under torchrun or accelerate launch as it is"),
+    "parallelism_config": (_nothing, "use distributed: ddp or fsdp"),
+    "deepspeed": (_nothing, "use distributed: fsdp (FSDP2) under torchrun"),
+    "fsdp": (_nothing, "use distributed: fsdp (FSDP2) under torchrun"),
+    "fsdp_config": (_nothing, "use distributed: fsdp (FSDP2) under torchrun"),
+    "debug": (_nothing, "not supported"),
+    "enable_jit_checkpoint": (_nothing, "SIGTERM/Ctrl-C always save a checkpoint"),
+    "activation_offloading": (_nothing, "use gradient_checkpointing"),
+    "load_best_model_at_end": (_nothing, LATER),
+    "metric_for_best_model": (_nothing, LATER),
+    "greater_is_better": (_nothing, LATER),
+    "model_init_kwargs": (_nothing, LATER),
+    "ref_model_init_kwargs": (_nothing, LATER),
+    "trust_remote_code": (_nothing, LATER),
+    "router_aux_loss_coef": (_nothing, LATER),
+    "load_in_8bit": (_nothing, LATER),
+    "load_in_4bit": (_nothing, LATER),
+    "bnb_4bit_quant_type": (_any, ""),
+    "bnb_4bit_quant_storage": (_any, ""),
+    "use_bnb_nested_quant": (_nothing, LATER),
+    "use_rslora": (_nothing, LATER),
+    "use_dora": (_nothing, LATER),
+    "lora_modules_to_save": (_nothing, LATER),
+    "lora_target_parameters": (_nothing, LATER),
+    "ld_alpha": (_nothing, LATER),
+    "use_weighting": (_nothing, LATER),
+    "f_divergence_type": (_equals("reverse_kl"), LATER),
+    "f_alpha_divergence_coef": (_any, ""),  # read only by f_divergence_type
+    "sync_ref_model": (_nothing, LATER),
+    "ref_model_mixup_alpha": (_any, ""),  # read only by sync_ref_model
+    "ref_model_sync_steps": (_any, ""),
+    "dataset_name": (_nothing, "export the dataset to a file (Dataset.to_json) and set train_file"),
+    "dataset_config": (_any, ""),
+    "dataset_train_split": (_any, ""),
+    "dataset_test_split": (_any, ""),
+    "dataset_streaming": (_nothing, "directpo reads the whole file"),
+    "dataset_mixer": (_nothing, "mix the datasets into one file and set train_file"),
+    "dataset_splits": (_any, ""),
+    "ignore_bias_buffers": (_any, ""),
+    "use_flash_attention_2": (_nothing, "set attn_implementation: flash_attention_2"),
+    "reference_free": (_nothing, "choose a reference-free loss_type (simpo, orpo, ...)"),
+}
+
+
+def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str, Any]:
+    """``values`` with TRL's spellings renamed and no-effect keys dropped; every key that cannot
+    be used is reported at once (``ConfigErrors``). ``known`` are the options' own names."""
+    result: dict[str, Any] = {}
+    problems: list[str] = []
+    flag = "--" if where == "command line" else ""  # name them as they were written
+    for key, value in values.items():
+        if key in known:
+            result[key] = value
+        elif key in ALIASES and ALIASES[key] in known:
+            if ALIASES[key] in values:
+                problems.append(f"{flag}{key}: also given as {flag}{ALIASES[key]}; keep one")
+            else:
+                result[ALIASES[key]] = value
+        elif key in NO_EFFECT:
+            accepted, instead = NO_EFFECT[key]
+            if not accepted(value):
+                problems.append(f"{flag}{key}: {value!r} is not supported: {instead}")
+        else:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{flag}{close[0]}'?" if close else ""
+            problems.append(f"unknown option '{flag}{key}'{hint}")
+    if problems:
+        raise ConfigErrors("" if flag else where, problems)
+    return result

@@ -1,0 +1,163 @@
+"""TRL configs port: TRL's option names run with TRL's meaning, or every problem is named at
+once, one line each (trl_compat.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from tiny import tiny_config
+
+from directpo.cli import main
+from directpo.config import DPOConfig, load_config
+from directpo.errors import ConfigError
+from directpo.tracking import read_metrics
+
+# the keys a TRL DPO recipe (alignment-handbook style) carries, written for the tiny model
+TRL_RECIPE = """\
+# Model arguments
+model_name_or_path: {model}
+torch_dtype: null
+attn_implementation: sdpa
+use_peft: true
+lora_r: 8
+lora_alpha: 16
+lora_dropout: 0.05
+lora_target_modules: all-linear
+lora_task_type: CAUSAL_LM
+# Data
+train_file: {data}
+eval_file: {data}
+dataset_num_proc: 4
+preprocessing_num_workers: 4
+# DPOTrainer arguments
+bf16: true
+beta: 0.1
+do_eval: true
+evaluation_strategy: steps
+eval_steps: 2
+gradient_accumulation_steps: 1
+gradient_checkpointing: true
+gradient_checkpointing_kwargs:
+  use_reentrant: false
+hub_model_id: me/tiny-dpo
+push_to_hub: false
+learning_rate: 5.0e-3
+log_level: info
+logging_steps: 1
+logging_first_step: true
+lr_scheduler_type: cosine
+max_length: null
+num_train_epochs: 2
+optim: adamw_torch_fused
+output_dir: {out}
+per_device_train_batch_size: 3
+per_device_eval_batch_size: 3
+remove_unused_columns: false
+report_to:
+- tensorboard
+run_name: tiny-dpo
+save_strategy: "no"
+save_total_limit: 1
+seed: 42
+warmup_ratio: 0.5
+dataloader_num_workers: 2
+ddp_find_unused_parameters: false
+"""
+
+
+def test_a_trl_recipe_runs_unchanged_with_trls_meaning(tiny_model_dirs, pairs_file, tmp_path):
+    out = tmp_path / "out"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(TRL_RECIPE.format(model=tiny_model_dirs["llama"], data=pairs_file, out=out))
+    config = load_config(str(recipe))
+    assert config.dtype == "bfloat16" and config.optimizer == "adamw" and config.lora_r == 8
+    assert config.eval_strategy == "steps" and config.max_length is None
+    assert main(["train", str(recipe)]) == 0
+    rows = read_metrics(out)
+    train_rows = [r for r in rows if "loss" in r]
+    assert len(train_rows) == 4  # 6 pairs, batch 3, 2 epochs
+    # warmup_ratio 0.5 of 4 steps: 2 warmup steps from 0, then the cosine decay
+    assert [round(r["learning_rate"], 6) for r in train_rows[:3]] == [0.0, 0.0025, 0.005]
+    assert [r["step"] for r in rows if "eval/loss" in r] == [2, 4]  # eval_strategy: steps
+    assert not list(out.glob("checkpoint-*"))  # save_strategy: no
+    assert (out / "adapter_model.safetensors").exists()  # use_peft: LoRA adapters
+    assert (out / "runs" / "tiny-dpo").is_dir()  # run_name
+
+
+def test_unusable_trl_options_are_all_named_at_once(tiny_model_dirs, pairs_file, tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"model_name_or_path: {tiny_model_dirs['llama']}\ntrain_file: {pairs_file}\n"
+        "push_to_hub: true\ndeepspeed: ds_zero3.json\nuse_liger_kernel: true\n"
+        "learnin_rate: 1e-6\nbf16: true\n"
+    )
+    code = main(["train", str(recipe), "--output_dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    lines = err.splitlines()
+    assert lines[0] == f"directpo: error: {recipe}: 4 options cannot be used:"
+    assert lines[1].startswith("  push_to_hub: True is not supported: directpo does not upload")
+    assert lines[2].startswith(
+        "  deepspeed: 'ds_zero3.json' is not supported: use distributed: fsdp"
+    )
+    assert lines[3].startswith("  use_liger_kernel: True is not supported")
+    assert lines[4] == "  unknown option 'learnin_rate'; did you mean 'learning_rate'?"
+    assert len(lines) == 5
+
+
+def test_trl_command_line_style(tiny_model_dirs, pairs_file, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    recipe = tmp_path / "base.yaml"
+    recipe.write_text(f"model_name_or_path: {tiny_model_dirs['gpt2']}\nreport_to: none\n")
+    code = main([
+        "train", "--config", str(recipe), "--train_file", str(pairs_file), "--output_dir", str(out),
+        "--bf16", "--logging_first_step", "--no_remove_unused_columns", "--max_steps", "2",
+        "--logging_steps", "5", "--warmup_steps", "0.5", "--learning_rate", "-1e-5",
+    ])  # fmt: skip
+    assert code == 2 and "learning_rate must be > 0 (got -1e-05)" in capsys.readouterr().err
+    code = main([
+        "train", str(recipe), "--bf16", "--train_file", str(pairs_file), "--output_dir", str(out),
+        "--logging_first_step", "--max_steps", "2", "--logging_steps", "5",
+    ])  # fmt: skip
+    assert code == 0
+    assert [r["step"] for r in read_metrics(out) if "loss" in r] == [1, 2]  # first step logged
+
+
+def test_trl_spellings_from_python_and_their_contradictions() -> None:
+    config = DPOConfig(bf16=True, optim="adamw_torch", use_peft=True, rpo_alpha=0.5)
+    assert (config.dtype, config.optimizer, config.lora_r) == ("bfloat16", "adamw", 16)
+    assert config.loss_type == ["sigmoid", "sft"] and config.loss_weights == [1.0, 0.5]
+    assert DPOConfig(optim="adamw_anyprecision").optimizer == "adamw_kahan"
+    assert DPOConfig(warmup_steps=0.1).warmup_for(50) == 5
+    assert DPOConfig(warmup_ratio=0.25).warmup_for(10) == math.ceil(2.5)
+    assert DPOConfig(lr_scheduler_type="constant_with_warmup").lr_scheduler_type == "constant"
+    for options, message in (
+        ({"optim": "adamw_bnb_8bit"}, "optim must be one of"),
+        ({"use_peft": False, "lora_r": 8}, "lora_r is set but use_peft is false"),
+        ({"warmup_steps": 3, "warmup_ratio": 0.1}, "both set"),
+        ({"warmup_steps": 2.5}, "whole number of steps"),
+        ({"gradient_checkpointing_kwargs": {"use_reentrant": True}}, "non-reentrant"),
+        ({"rpo_alpha": 1.0, "loss_type": ["sigmoid", "sft"]}, "already has"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            DPOConfig(**options)
+
+
+def test_eval_and_save_strategies(tiny_model_dirs, pairs_file, tmp_path) -> None:
+    base = dict(eval_file=str(pairs_file), per_device_train_batch_size=2, max_steps=6)
+    config = tiny_config(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "epoch",
+                         eval_strategy="epoch", save_strategy="epoch", **base)  # fmt: skip
+    from directpo.trainer import train
+
+    result = train(config, echo=lambda _: None)
+    assert [r["step"] for r in result.metrics if "eval/loss" in r] == [3, 6]  # 3 steps per epoch
+    assert sorted(p.name for p in (tmp_path / "epoch").glob("checkpoint-*")) == [
+        "checkpoint-3", "checkpoint-6",
+    ]  # fmt: skip
+    with pytest.raises(ConfigError, match="eval_strategy is no but there is held-out data"):
+        train(tiny_config(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "no",
+                          eval_strategy="no", **base), echo=lambda _: None)  # fmt: skip
+    with pytest.raises(ConfigError, match="eval_steps is set but there is nothing to evaluate"):
+        train(tiny_config(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "x", eval_steps=2),
+              echo=lambda _: None)  # fmt: skip
