@@ -133,3 +133,51 @@ def test_a_second_ctrl_c_stops_at_once() -> None:
             stopped_at_once = False
     assert stopped_at_once
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_under_torchrun_a_signal_saves_one_complete_checkpoint(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """What docs/distributed.md promises: SIGTERM to the workers (a scheduler's preemption)
+    stops every rank after the same step, rank 0 checkpoints, torchrun exits 0; Ctrl-C (SIGINT
+    to the whole process group, torchrun included) checkpoints the same way, but torchrun then
+    exits 1 with its own SignalException (its behaviour, not the run's)."""
+    import os
+
+    from test_distributed import free_port
+
+    from directpo.checkpoint import verify_checkpoint
+
+    def launch(out):
+        argv = command(tiny_model_dirs["llama"], pairs_file, out)[3:]  # after "-m directpo"
+        start = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                 f"--master_port={free_port()}", "-m", "directpo", *argv,
+                 "--distributed", "ddp"]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        process = subprocess.Popen(
+            start, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+        deadline = time.time() + 120
+        while len(read_metrics(out)) < 3 and time.time() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        return process
+
+    out = tmp_path / "term"
+    process = launch(out)
+    workers = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True)
+    for pid in workers.stdout.split():
+        os.kill(int(pid), signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr[-2000:]
+    assert stdout.count("stopped by SIGTERM") == 1  # rank 0 speaks
+    (checkpoint,) = out.glob("checkpoint-*")
+    assert verify_checkpoint(checkpoint) is None
+
+    out = tmp_path / "interrupt"
+    process = launch(out)
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in the terminal
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1 and "SignalException" in stderr
+    (checkpoint,) = out.glob("checkpoint-*")
+    assert verify_checkpoint(checkpoint) is None  # complete: resume_from_checkpoint: latest
