@@ -68,6 +68,9 @@ def test_implicit_reward_is_beta_times_the_log_ratio(trained_run) -> None:
         want = 0.2 * (plain_logprob(policy, p_ids, c_ids) - plain_logprob(reference, p_ids, c_ids))
         assert reward == pytest.approx(want, abs=1e-4)
         assert reward != 0
+    # one prompt and one response: one number, not one per character
+    single = ImplicitReward(policy, reference, 0.2, tokenizer).score(prompts[0], responses[0])
+    assert single == pytest.approx(got[0], abs=1e-4)
 
 
 def test_score_before_and_after_training(trained_run, tmp_path, capsys) -> None:

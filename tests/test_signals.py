@@ -119,12 +119,16 @@ def test_sigkill_at_several_points_then_latest_gives_the_uninterrupted_result(
     assert comparable(read_metrics(out)) == comparable(read_metrics(tmp_path / "whole"))
 
 
-def test_a_second_ctrl_c_stops_at_once() -> None:
+def test_a_second_ctrl_c_stops_at_once(capsys) -> None:
     from directpo.signals import StopRequest
 
     with StopRequest() as stop:
+        signal.raise_signal(signal.SIGTERM)  # SIGTERM's notice does not talk about Ctrl-C
+        assert "Ctrl-C" not in capsys.readouterr().err
+        stop.requested = None
         signal.raise_signal(signal.SIGINT)  # first: only a request, handled after the step
         assert stop.requested == "SIGINT"
+        assert "(Ctrl-C again to stop at once)" in capsys.readouterr().err
         try:
             signal.raise_signal(signal.SIGINT)
         except KeyboardInterrupt:

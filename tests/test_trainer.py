@@ -277,3 +277,37 @@ def test_overwrite_keeps_old_checkpoints_when_the_new_input_is_bad(
     with pytest.raises(DataError):
         train(config_for(tiny_model_dirs["gpt2"], bad, out, overwrite_output_dir=True), echo=quiet)
     assert [p.name for p in sorted(out.glob("checkpoint-*"))] == ["checkpoint-1", "checkpoint-2"]
+
+
+def test_train_takes_a_list_of_dicts_or_a_dataframe(tiny_model_dirs, tmp_path) -> None:
+    import pandas as pd
+
+    runs = {}
+    for name, rows in (
+        ("list", SENTIMENT_PAIRS),
+        ("frame", pd.DataFrame(SENTIMENT_PAIRS)),
+        ("dataset", datasets.Dataset.from_list(SENTIMENT_PAIRS)),
+    ):
+        config = config_for(tiny_model_dirs["gpt2"], None, tmp_path / name, max_steps=2)
+        runs[name] = [r["loss"] for r in train_rows(train(config, rows, echo=quiet).metrics)]
+    assert runs["list"] == runs["frame"] == runs["dataset"]
+    with pytest.raises(DataError, match="expected a file path, a datasets.Dataset"):
+        train(config_for(tiny_model_dirs["gpt2"], None, tmp_path / "bad"), 42, echo=quiet)
+
+
+def test_max_length_alone_and_the_model_card(tiny_model_dirs, pairs_file, tmp_path) -> None:
+    """Setting only max_length works (the prompt limit derives from it); the model card names
+    the losses as a user wrote them."""
+    config = config_for(
+        tiny_model_dirs["gpt2"], pairs_file, tmp_path / "out", max_length=8,
+        loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.2], skip_invalid_rows=True,
+    )  # fmt: skip
+    assert config.max_prompt_length is None and config.prompt_limit == 7
+    lines: list[str] = []
+    train(config, echo=lines.append)
+    assert any("truncated" in line for line in lines)  # prompts cut to 7, completions to fit 8
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "(loss `sigmoid` x 1 + `sft` x 0.2, beta 0.1)" in card and "['" not in card
+    with pytest.raises(ConfigError, match="max_prompt_length must be >= 1 and < max_length"):
+        config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "x", max_length=8,
+                   max_prompt_length=8)  # fmt: skip
