@@ -208,6 +208,43 @@ class DPOConfig(Options):
         "them).",
     )
 
+    # --- online DPO -------------------------------------------------------------------------
+    online: bool = option(
+        False,
+        "Online (iterative) DPO: rounds of sampling online_samples_per_prompt completions per "
+        "prompt from the current policy (generate_* options), labelling them (reward_fn, "
+        "reward_model_name_or_path or implicit_reward_model), and steps_per_round optimizer "
+        "steps on the pairs built from them. Pairs in train_file are the first round. See "
+        "docs/online.md.",
+    )
+    prompt_file: str | None = option(
+        None, "Prompts for online rounds (rows with prompt_column). Default: train_file's prompts."
+    )
+    online_prompts_per_round: int = option(16, "Prompts sampled in each online round.")
+    online_samples_per_prompt: int = option(4, "Completions sampled per prompt in a round.")
+    online_pairs: str = option(
+        "best_worst",
+        "How a round's pairs are built per prompt: best_worst (highest against lowest reward) "
+        "or above_gap (every pair whose reward gap exceeds online_reward_gap).",
+    )
+    online_reward_gap: float = option(
+        0.0, "A pair's chosen reward must exceed its rejected one by more than this."
+    )
+    online_max_pairs_per_prompt: int = option(
+        0, "With above_gap: at most this many pairs per prompt, largest gaps first (0: all)."
+    )
+    steps_per_round: int = option(1, "Optimizer steps on each online round's pairs.")
+    reward_model_name_or_path: str | None = option(
+        None,
+        "Online labeller: an AutoModelForSequenceClassification folder; its first logit of "
+        "prompt + completion is the reward.",
+    )
+    implicit_reward_model: str | None = option(
+        None,
+        "Online labeller: a directpo run folder (or a DPO model with a config.yaml) scored by "
+        "its implicit reward beta * log pi/pi_ref.",
+    )
+
     # --- loss ---------------------------------------------------------------------------------
     loss_type: list[str] = option(
         ["sigmoid"],
@@ -347,7 +384,8 @@ class DPOConfig(Options):
         None,
         "A ground-truth reward 'module:function' (or 'path/file.py:function') taking "
         "(prompts, completions) and returning one float per completion; its mean is logged as "
-        "eval/reward.",
+        "eval/reward. With online: the labeller too (given the prompt rows' other columns as "
+        "keyword lists when it takes **kwargs, TRL's convention).",
     )
 
     def _check_values(self) -> None:
@@ -517,16 +555,57 @@ class DPOConfig(Options):
         require(self.generate_top_k >= 0, "generate_top_k", ">= 0")
         if self.eval_generate == 0:
             self._reject_if_set(
+                ("eval_generate_samples", "eval_prompts_file"),
+                "eval_generate is 0, so nothing is sampled; set eval_generate: N",
+            )
+        if self.eval_generate == 0 and not self.online:
+            self._reject_if_set(
                 (
-                    "eval_generate_samples",
-                    "eval_prompts_file",
                     "generate_max_new_tokens",
                     "generate_temperature",
                     "generate_top_p",
                     "generate_top_k",
                     "reward_fn",
                 ),
-                "eval_generate is 0, so nothing is sampled; set eval_generate: N",
+                "eval_generate is 0 and online is off, so nothing is sampled; set eval_generate",
+            )
+        self._check_online(require)
+
+    def _check_online(self, require: Callable[[bool, str, str], None]) -> None:
+        online_options = (
+            "prompt_file",
+            "online_prompts_per_round",
+            "online_samples_per_prompt",
+            "online_pairs",
+            "online_reward_gap",
+            "online_max_pairs_per_prompt",
+            "steps_per_round",
+            "reward_model_name_or_path",
+            "implicit_reward_model",
+        )
+        if not self.online:
+            self._reject_if_set(online_options, "online is off; set online: true")
+            return
+        require(self.online_prompts_per_round >= 1, "online_prompts_per_round", ">= 1")
+        require(self.online_samples_per_prompt >= 2, "online_samples_per_prompt", ">= 2")
+        self._one_of("online_pairs", ("best_worst", "above_gap"))
+        require(self.online_reward_gap >= 0, "online_reward_gap", ">= 0")
+        require(self.online_max_pairs_per_prompt >= 0, "online_max_pairs_per_prompt", ">= 0")
+        require(self.steps_per_round >= 1, "steps_per_round", ">= 1")
+        labellers = [
+            name
+            for name in ("reward_fn", "reward_model_name_or_path", "implicit_reward_model")
+            if getattr(self, name)
+        ]
+        if len(labellers) != 1:
+            raise ConfigError(
+                "online needs exactly one labeller: reward_fn, reward_model_name_or_path or "
+                f"implicit_reward_model (got {', '.join(labellers) or 'none'})"
+            )
+        if self.precompute_ref_log_probs:
+            raise ConfigError(
+                "precompute_ref_log_probs cannot be used with online: the pairs are sampled "
+                "during training"
             )
 
     def _check_losses(self, require: Callable[[bool, str, str], None]) -> None:
@@ -628,9 +707,13 @@ class DPOConfig(Options):
             raise ConfigError("model_name_or_path is required")
         for key in ("model_name_or_path", "ref_model_name_or_path", "tokenizer_name_or_path"):
             check_model_location(key, getattr(self, key))
-        if need_train_file and not self.train_file:
-            raise ConfigError("train_file is required")
-        for key in ("train_file", "eval_file"):
+        if need_train_file and not (self.train_file or (self.online and self.prompt_file)):
+            raise ConfigError(
+                "train_file is required" + (" (or prompt_file)" if self.online else "")
+            )
+        check_model_location("reward_model_name_or_path", self.reward_model_name_or_path)
+        check_model_location("implicit_reward_model", self.implicit_reward_model)
+        for key in ("train_file", "eval_file", "prompt_file"):
             path = getattr(self, key)
             if path and not os.path.exists(path):
                 raise ConfigError(f"{key}: no such file or folder: {path}")

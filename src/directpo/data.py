@@ -201,6 +201,18 @@ def load_prompts(source: str | Any, prompt_column: str = "prompt") -> list[Text]
     )
 
 
+def load_prompt_rows(
+    source: str | Any, prompt_column: str = "prompt"
+) -> tuple[list[Text], list[dict[str, Any]]]:
+    """Every row's prompt (text or messages) and the row's other columns, in file order."""
+    label = _label(source)
+    prompts, others = [], []
+    for where, row in read_rows(source):
+        prompts.append(parse_prompt(row, prompt_column, f"{label}: {where}"))
+        others.append({k: v for k, v in row.items() if k != prompt_column})
+    return prompts, others
+
+
 def distinct_prompts(prompts: Iterable[Text]) -> list[Text]:
     """Prompts without repeats, in first-seen order (texts and message lists alike)."""
     seen: set[str] = set()

@@ -135,6 +135,15 @@ def broadcast(value: Any, world: World) -> Any:
     return box[0]
 
 
+def all_gather_objects(value: Any, world: World) -> list[Any]:
+    """Every rank's ``value``, in rank order (``[value]`` for one process)."""
+    if not world.enabled:
+        return [value]
+    gathered: list[Any] = [None] * world.size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
 def barrier(world: World) -> None:
     if world.enabled:
         dist.barrier()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import math
 import os
 import sys
@@ -22,6 +23,10 @@ RewardFn = Callable[[list[Any], list[str]], Sequence[float]]
 
 
 def load_reward_fn(spec: str) -> RewardFn:
+    return _checked(spec, _import(spec))
+
+
+def _import(spec: str) -> Callable[..., Any]:
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"reward_fn '{spec}': expected 'module:function'")
@@ -47,13 +52,13 @@ def load_reward_fn(spec: str) -> RewardFn:
     function = getattr(module, attr, None)
     if not callable(function):
         raise ConfigError(f"reward_fn '{spec}': {module_name} has no function {attr}")
-    return _checked(spec, function)
+    return function
 
 
 def _checked(spec: str, function: Callable[..., Any]) -> RewardFn:
-    def call(prompts: list[Any], completions: list[str]) -> list[float]:
+    def call(prompts: list[Any], completions: list[str], **columns: Any) -> list[float]:
         try:
-            values = function(prompts, completions)
+            values = function(prompts, completions, **columns)
         except Exception as exc:  # user code: report it, never a traceback
             raise DirectpoError(f"reward_fn '{spec}' raised {type(exc).__name__}: {exc}") from None
         try:
@@ -80,3 +85,28 @@ def check_reward_fn(reward_fn: RewardFn, prompts: list[Any]) -> None:
     sample = prompts[:2]
     if sample:
         reward_fn(sample, [" This is a test completion."] * len(sample))
+
+
+def load_reward_fn_with_columns(
+    spec: str,
+) -> Callable[[list[Any], list[str], list[dict]], list[float]]:
+    """``spec`` as an online labeller: TRL's convention, ``function(prompts, completions,
+    **columns)`` with each other column of the prompt rows as a list, when the function takes
+    ``**kwargs`` (or names the columns); else ``function(prompts, completions)``."""
+    module_function = _import(spec)
+    parameters = inspect.signature(module_function).parameters.values()
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    named = {p.name for p in parameters} - {"prompts", "completions"}
+
+    def with_columns(prompts: list[Any], completions: list[str], **columns: Any) -> Any:
+        return module_function(prompts, completions, **columns)
+
+    checked = _checked(spec, with_columns)
+
+    def call(prompts: list[Any], completions: list[str], rows: list[dict]) -> list[float]:
+        keys = {k for row in rows for k in row} if (takes_any or named) else set()
+        keys = keys if takes_any else keys & named
+        columns = {k: [row.get(k) for row in rows] for k in sorted(keys)}
+        return checked(prompts, completions, **columns)
+
+    return call

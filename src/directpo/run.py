@@ -18,15 +18,24 @@ from typing import Any
 import torch
 from transformers import get_scheduler, set_seed
 
-from directpo.batching import DataSchedule, Layout
+from directpo.batching import Layout
 from directpo.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint
 from directpo.config import DPOConfig
-from directpo.data import Columns, PreferenceData, distinct_prompts, load_preferences, load_prompts
+from directpo.data import (
+    Columns,
+    PreferenceData,
+    distinct_prompts,
+    load_preferences,
+    load_prompt_rows,
+    load_prompts,
+    read_rows,
+)
 from directpo.distributed import World, broadcast, wrap
 from directpo.errors import ConfigError, DirectpoError
 from directpo.guard import UpdateProbe, check_trainable
 from directpo.logprobs import SequenceScorer, choose_layout
 from directpo.models import check_vocabulary, load_tokenizer, pad_token_id
+from directpo.online import OnlineData, RoundBuilder, check_labeller, load_labeller
 from directpo.precision import MasterWeights, PrecisionPolicy
 from directpo.precompute import (
     PrecomputedReference,
@@ -40,20 +49,12 @@ from directpo.reference import (
     load_policy_and_reference,
 )
 from directpo.rewardfn import check_reward_fn, load_reward_fn
+from directpo.sources import FixedPairs, OnlineRounds, PairSet
 from directpo.step import PairStats
-from directpo.tokenization import TokenizedData, TokenizedPair, tokenize_preferences
+from directpo.tokenization import TokenizedData, tokenize_preferences
 from directpo.tracking import MetricsLogger
 
 SCHEDULER_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
-
-
-@dataclass
-class PairSet:
-    """Tokenized pairs, the row each came from, and their precomputed reference log-probs."""
-
-    pairs: list[TokenizedPair]
-    sources: list[str]
-    reference_table: torch.Tensor | None = None  # [N, 2] when precomputed
 
 
 @dataclass
@@ -79,7 +80,7 @@ class Run:
     trainable: list[torch.Tensor]  # what the optimizer updates (masters, or the parameters)
     optimizer: torch.optim.Optimizer
     scheduler: Any
-    schedule: DataSchedule
+    source: FixedPairs | OnlineRounds  # each step's pairs (sources.py)
     layout: Layout
     pad_id: int
     total_steps: int
@@ -116,9 +117,15 @@ def prepare_run(
         config.rejected_column,
         prompt_required=config.prompt_column != "prompt",
     )
+    tokenizer = load_tokenizer(config.tokenizer_path)
+    pad_id = pad_token_id(tokenizer)
     source = train_dataset if train_dataset is not None else config.train_file
-    train_data = load_preferences(source, columns, skip_invalid_rows=config.skip_invalid_rows)
-    echo(f"train: {train_data.summary()}")
+    train_data: Any = None
+    train = PairSet([], [])
+    if source is not None and not (config.online and not _has_pairs(source, columns)):
+        train_data = load_preferences(source, columns, skip_invalid_rows=config.skip_invalid_rows)
+        echo(f"train: {train_data.summary()}")
+        train = _tokenize(train_data, tokenizer, config, "train", echo)
     eval_data = None
     if eval_dataset is not None or config.eval_file:
         eval_data = load_preferences(
@@ -127,14 +134,18 @@ def prepare_run(
             skip_invalid_rows=config.skip_invalid_rows,
         )
         echo(f"eval: {eval_data.summary()}")
-    tokenizer = load_tokenizer(config.tokenizer_path)
-    pad_id = pad_token_id(tokenizer)
-    train = _tokenize(train_data, tokenizer, config, "train", echo)
     evaluation = _tokenize(eval_data, tokenizer, config, "eval", echo) if eval_data else None
     eval_prompts = _held_out_prompts(config, eval_data)
     reward_fn = load_reward_fn(config.reward_fn) if config.reward_fn else None
     if reward_fn is not None:
         check_reward_fn(reward_fn, eval_prompts)
+    online_prompts: tuple[list[Any], list[dict[str, Any]]] = ([], [])
+    if config.online:
+        online_prompts = _online_prompts(config, source, train_data, echo)
+        where = str(config.prompt_file or source)
+        train_data = train_data or OnlineData(len(online_prompts[0]), where)
+        labeller = load_labeller(config, device)
+        check_labeller(labeller, *online_prompts)
 
     # -- models in the run's precision, optimizer, schedule -------------------------------
     precision = config.precision
@@ -148,18 +159,33 @@ def prepare_run(
     masters = None
     if precision.mixed and not sharded:  # FSDP2 keeps the float32 masters as its shards
         masters = MasterWeights(policy, precision.compute, streaming=world.mode != "ddp")
-    schedule = DataSchedule(
-        len(train.pairs),
-        config.per_device_train_batch_size * world.size,  # one process's global batch
-        config.gradient_accumulation_steps,
-        config.seed,
-    )
-    total_steps = schedule.total_steps(config.num_train_epochs, config.max_steps)
+    global_batch = config.per_device_train_batch_size * world.size  # one process's batch
+    pair_source: FixedPairs | OnlineRounds
+    if config.online:
+        builder = RoundBuilder(
+            config, world, tokenizer, *online_prompts, labeller=labeller, output_dir=output_dir
+        )
+        pair_source = OnlineRounds(
+            num_prompts=len(online_prompts[0]),
+            prompts_per_round=config.online_prompts_per_round,
+            steps_per_round=config.steps_per_round,
+            batch_size=global_batch,
+            accumulation=config.gradient_accumulation_steps,
+            seed=config.seed,
+            build_round=builder,
+            first_round=train if train.pairs else None,
+        )
+    else:
+        accumulation = config.gradient_accumulation_steps
+        pair_source = FixedPairs(train, global_batch, accumulation, config.seed)
+    total_steps = pair_source.total_steps(config.num_train_epochs, config.max_steps)
     separate_reference = [reference_model] if reference_model not in (None, policy) else []
     layout = choose_layout(config.layout, [policy, *separate_reference], echo)
     precompute = config.precompute_ref_log_probs
     reference_weights = weights_fingerprint(reference_model) if precompute else ""
     scorer = wrap(SequenceScorer(policy, config.logprob_chunk_tokens), world, precision)
+    if config.online:
+        builder.policy, builder.scorer = policy, scorer  # rounds sample from the live policy
     if isinstance(reference, FrozenModelReference):
         reference.scorer = wrap(reference.scorer, world, precision)
     elif isinstance(reference, AdapterDisabledReference) and sharded:
@@ -205,7 +231,7 @@ def prepare_run(
         trainable=trainable,
         optimizer=optimizer,
         scheduler=scheduler,
-        schedule=schedule,
+        source=pair_source,
         layout=layout,
         pad_id=pad_id,
         total_steps=total_steps,
@@ -233,8 +259,8 @@ def prepare_run(
         config.save_yaml(output_dir / "config.yaml")
     processes = f" x {world.size} processes ({world.mode})" if world.enabled else ""
     echo(
-        f"training {total_steps} steps ({schedule.steps_per_epoch} per epoch) on {device}, "
-        f"{len(train.pairs)} pairs, batch {config.per_device_train_batch_size} x "
+        f"training {total_steps} steps ({pair_source.steps_per_epoch} per epoch) on {device}, "
+        f"{_what(pair_source, len(train.pairs))}, batch {config.per_device_train_batch_size} x "
         f"{config.gradient_accumulation_steps} accumulation{processes}"
         + (f", {_precision_words(precision)}" if precision.compute != torch.float32 else "")
     )
@@ -254,7 +280,7 @@ def _resume(run: Run) -> None:
     else:
         sharded = run.scorer if run.sharded else None
         state = load_checkpoint(checkpoint, run.policy, run.optimizer, run.scheduler, sharded)
-    _check_same_data(state, run.schedule, checkpoint)
+    run.source.restore(state, str(checkpoint))
     run.start_step, run.window = state["global_step"], PairStats(**state["log_window"])
     run.echo(f"resumed from {checkpoint} at step {run.start_step}")
 
@@ -359,19 +385,40 @@ def on_main(world: World, action: Callable[[], Any]) -> Any:
     return result
 
 
-def _check_same_data(state: dict[str, Any], schedule: DataSchedule, checkpoint: Path) -> None:
-    for key, now in (
-        ("num_examples", schedule.num_examples),
-        ("batch_size (per_device_train_batch_size x processes)", schedule.batch_size),
-        ("accumulation", schedule.accumulation),
-        ("seed", schedule.seed),
-    ):
-        saved = state.get(key.split()[0])
-        if saved != now:
-            raise ConfigError(
-                f"resume_from_checkpoint: {checkpoint} was trained with {key}={saved}, "
-                f"this run has {now}; the data order would differ (start a new output_dir)"
-            )
+def _what(source: FixedPairs | OnlineRounds, pairs: int) -> str:
+    if isinstance(source, OnlineRounds):
+        first = f", round 0 from {pairs} given pairs" if source.first_round else ""
+        return (
+            f"online: {source.num_prompts} prompts, {source.prompts_per_round} per round, "
+            f"{source.steps_per_round} steps per round{first}"
+        )
+    return f"{pairs} pairs"
+
+
+def _has_pairs(source: Any, columns: Columns) -> bool:
+    """Whether a train file holds pairs (not only prompts, which online DPO also takes)."""
+    if isinstance(source, str):
+        return columns.chosen in read_rows(source)[0][1]
+    if isinstance(source, list | tuple):
+        return bool(source) and columns.chosen in source[0]
+    names = getattr(source, "column_names", None) or list(getattr(source, "columns", []))
+    return columns.chosen in names
+
+
+def _online_prompts(
+    config: DPOConfig, source: Any, train_data: PreferenceData | None, echo: Callable[[str], None]
+) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Online rounds' prompts and their rows' other columns (for the labeller): prompt_file's,
+    else the train file's (its pairs' prompts, or a prompts-only file's)."""
+    if config.prompt_file:
+        prompts, rows = load_prompt_rows(config.prompt_file, config.prompt_column)
+    elif train_data is not None:
+        prompts = distinct_prompts(example.prompt for example in train_data.examples)
+        rows = [{} for _ in prompts]
+    else:
+        prompts, rows = load_prompt_rows(source, config.prompt_column)
+    echo(f"online: {len(prompts)} prompts")
+    return prompts, rows
 
 
 def _held_out_prompts(config: DPOConfig, eval_data: Any) -> list[Any]:

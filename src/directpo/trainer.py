@@ -95,6 +95,10 @@ def _train(run: Run) -> TrainResult:
         run.window_start = time.perf_counter()
         for step in range(run.start_step, total):
             done = step + 1
+            round_metrics = run.source.prepare(step)  # online: a new round's pairs
+            if round_metrics:
+                run.logger.log(done, round_metrics)
+                write(_format_metrics(done, total, round_metrics))
             result = train_step(run, step, measure=_logs_at(run, done))
             progress.update(1)
             progress.set_postfix(loss=f"{result.loss:.4f}")
@@ -128,7 +132,9 @@ class StepResult:
 
     @property
     def loss(self) -> float:
-        return self.stats.sums["loss"] / max(self.stats.pairs, 1)
+        if not self.stats.pairs:
+            return math.nan
+        return self.stats.sums["loss"] / self.stats.pairs
 
 
 def train_step(run: Run, step: int, measure: bool = False) -> StepResult:
@@ -139,8 +145,8 @@ def train_step(run: Run, step: int, measure: bool = False) -> StepResult:
     number of ranks. A step whose loss or gradient is not finite is skipped (weights untouched)
     and counted; too many in a row stop the run. ``measure``: also report ``update_ratio``.
     """
-    config, world = run.config, run.world
-    micro_batches = run.schedule.micro_batches(step)
+    config, world, pair_set = run.config, run.world, run.source.pairs
+    micro_batches = run.source.micro_batches(step)
     step_pairs = sum(len(indices) for indices in micro_batches)  # over all ranks
     learning_rate = run.scheduler.get_last_lr()[0]
     # DDP under mixed precision reduces every micro-batch (in float32) into the masters
@@ -148,9 +154,9 @@ def train_step(run: Run, step: int, measure: bool = False) -> StepResult:
     stats = PairStats()
     for number, indices in enumerate(micro_batches):
         mine, stand_in = shard(indices, world)
-        table = run.train.reference_table
+        table = pair_set.reference_table
         batch = collate_pairs(
-            [run.train.pairs[i] for i in mine],
+            [pair_set.pairs[i] for i in mine],
             run.pad_id,
             None if table is None else table[mine],
             run.layout,
@@ -165,6 +171,9 @@ def train_step(run: Run, step: int, measure: bool = False) -> StepResult:
             run.masters.collect_grads()  # (streamed already in one process)
         stats.add(batch_stats.zeroed() if stand_in else batch_stats)
     stats = stats.all_reduce(world)
+    if not micro_batches:  # an online round that found no pair: nothing to learn this step
+        run.scheduler.step()
+        return StepResult(stats, 0.0, learning_rate)
     max_norm = config.max_grad_norm if config.max_grad_norm > 0 else math.inf
     grad_norm = grad_norm_value(torch.nn.utils.clip_grad_norm_(run.trainable, max_norm))
     result = StepResult(stats, grad_norm, learning_rate)
@@ -196,7 +205,8 @@ def train_step(run: Run, step: int, measure: bool = False) -> StepResult:
 
 
 def _stop_nonfinite(run: Run, step: int) -> None:
-    rows = [run.train.sources[i] for m in run.schedule.micro_batches(step) for i in m]
+    sources = run.source.pairs.sources
+    rows = [sources[i] for m in run.source.micro_batches(step) for i in m]
     in_a_row, limit = run.nonfinite_in_a_row, run.config.max_nonfinite_steps
     raise TrainingStopped(
         f"step {step + 1}: non-finite loss or gradient in {in_a_row} steps in a row "
@@ -216,7 +226,7 @@ def log_step(run: Run, done: int, result: StepResult) -> str:
         "learning_rate": result.learning_rate,
         "pairs/s": window.pairs / seconds,
         "tokens/s": window.tokens / seconds,
-        "epoch": done / run.schedule.steps_per_epoch,
+        "epoch": done / run.source.steps_per_epoch,
     }
     if result.update_ratio is not None:
         metrics["update_ratio"] = result.update_ratio
@@ -271,14 +281,10 @@ def evaluate_step(run: Run, done: int) -> str:
 
 def checkpoint_step(run: Run, done: int) -> Path:
     """A resumable checkpoint (float32 masters under mixed precision) of step ``done``."""
-    schedule = run.schedule
     state = {
         "log_window": vars(run.window),
-        "num_examples": schedule.num_examples,
-        "batch_size": schedule.batch_size,
-        "accumulation": schedule.accumulation,
-        "seed": schedule.seed,
-        "epoch": schedule.epoch_of(done - 1),
+        **run.source.state(),
+        "epoch": run.source.epoch_of(done - 1),
     }
     masters = run.masters.in_model() if run.masters is not None else contextlib.nullcontext()
     with masters:
@@ -344,7 +350,7 @@ def _evaluates_at(run: Run, done: int) -> bool:
     if not (run.eval or run.eval_prompts) or config.eval_strategy == "no":
         return False
     if config.eval_strategy == "epoch":
-        return _due(done, run.schedule.steps_per_epoch, run.total_steps)
+        return _due(done, run.source.steps_per_epoch, run.total_steps)
     every = config.eval_steps or (config.logging_steps if config.eval_strategy == "steps" else 0)
     return _due(done, every, run.total_steps)
 
@@ -353,7 +359,7 @@ def _saves_at(run: Run, done: int) -> bool:
     """save_strategy: steps (every save_steps), epoch (each epoch's end), no."""
     strategy = run.config.save_strategy
     if strategy == "epoch":
-        return _due(done, run.schedule.steps_per_epoch)
+        return _due(done, run.source.steps_per_epoch)
     return strategy == "steps" and _due(done, run.config.save_steps)
 
 

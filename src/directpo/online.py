@@ -1,0 +1,269 @@
+"""Online DPO: one round = sample from the current policy, label, build pairs.
+
+A round's prompts are cut into chunks of ``per_device_eval_batch_size``; chunk c is sampled
+with its own seed (seed, round, c), so the samples do not depend on how many processes share
+the round: rank r samples chunks r, r + W, ... and the pairs are gathered in chunk order, which
+makes a 2-process run sample exactly what one process does. Under FSDP every rank runs the same
+number of ``generate`` calls (a rank short of chunks repeats its last one, discarded).
+
+Labellers (``load_labeller``), each ``(prompts, completions, columns) -> rewards``:
+
+* ``reward_fn: module:function`` (TRL's convention: called with prompts, completions and, if it
+  takes ``**kwargs``, the prompt rows' other columns);
+* ``reward_model_name_or_path``: an ``AutoModelForSequenceClassification`` folder; the first
+  logit of prompt + completion (rendered with its tokenizer's chat template for conversations);
+* ``implicit_reward_model``: a directpo run (or DPO model) scored as β·log π/π_ref.
+
+Pairs per prompt: ``best_worst`` (the highest- against the lowest-reward completion) or
+``above_gap`` (every pair whose gap exceeds ``online_reward_gap``, largest gaps first, at most
+``online_max_pairs_per_prompt``); never two identical completions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from directpo.batching import collate_sequences
+from directpo.config import DPOConfig
+from directpo.data import Text
+from directpo.distributed import World, all_gather_objects, unsharded_root
+from directpo.errors import DirectpoError, ModelLoadError
+from directpo.generate import Sample, sample_completions
+from directpo.jsonl import write_jsonl
+from directpo.sources import PairSet
+from directpo.tokenization import TokenizedPair
+
+Labeller = Callable[[list[Text], list[str], list[dict[str, Any]]], list[float]]
+
+
+@dataclass(frozen=True)
+class OnlineData:
+    """What the model card says of an online run's training data."""
+
+    prompts: int
+    source: str
+
+    def summary(self) -> str:
+        return f"{self.source}: {self.prompts} prompts, pairs sampled online from the policy"
+
+
+def load_labeller(config: DPOConfig, device: torch.device) -> Labeller:
+    """The online labeller the config names (exactly one of three)."""
+    if config.reward_fn:
+        from directpo.rewardfn import load_reward_fn_with_columns
+
+        return load_reward_fn_with_columns(config.reward_fn)
+    if config.reward_model_name_or_path:
+        return _reward_model(config.reward_model_name_or_path, device, config.prompt_limit)
+    assert config.implicit_reward_model
+    from directpo.reward import ImplicitReward
+
+    scorer = ImplicitReward.from_run(config.implicit_reward_model)
+
+    def implicit(prompts: list[Text], completions: list[str], _: list[dict]) -> list[float]:
+        return list(scorer.score(prompts, completions))
+
+    return implicit
+
+
+def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> Labeller:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
+        message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc)
+        raise ModelLoadError(
+            f"reward_model_name_or_path '{path}': cannot load as a sequence classifier ({message})"
+        ) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+
+    @torch.no_grad()
+    def score(prompts: list[Text], completions: list[str], _: list[dict]) -> list[float]:
+        texts = []
+        for prompt, completion in zip(prompts, completions, strict=True):
+            if isinstance(prompt, list):  # a conversation: the completion as the assistant turn
+                messages = [*prompt, {"role": "assistant", "content": completion}]
+                texts.append(tokenizer.apply_chat_template(messages, tokenize=False))
+            else:
+                texts.append(prompt + completion)
+        rewards: list[float] = []
+        for start in range(0, len(texts), 16):
+            batch = tokenizer(
+                texts[start : start + 16], return_tensors="pt", padding=True, truncation=True,
+                max_length=None if prompt_limit is None else 2 * prompt_limit,
+            ).to(device)  # fmt: skip
+            rewards += model(**batch).logits[:, 0].float().tolist()
+        return rewards
+
+    return score
+
+
+def check_labeller(labeller: Labeller, prompts: list[Text], columns: list[dict]) -> None:
+    """Call the labeller once before training, so that a broken one fails in one line now."""
+    sample = prompts[:2]
+    rewards = labeller(sample, [" This is a test completion."] * len(sample), columns[:2])
+    if len(rewards) != len(sample):
+        raise DirectpoError(
+            f"the online labeller returned {len(rewards)} rewards for {len(sample)} completions"
+        )
+
+
+def build_pairs(
+    candidates: Sequence[tuple[Sample, float]], mode: str, gap: float, limit: int
+) -> list[tuple[Sample, Sample, float, float]]:
+    """(chosen, rejected, chosen reward, rejected reward) of one prompt's scored samples."""
+    usable = [(s, r) for s, r in candidates if s.completion_ids]
+    if mode == "best_worst":
+        if len(usable) < 2:
+            return []
+        best = max(usable, key=lambda item: item[1])
+        worst = min(usable, key=lambda item: item[1])
+        distinct = best[0].completion_ids != worst[0].completion_ids
+        if best[1] - worst[1] > gap and distinct:
+            return [(best[0], worst[0], best[1], worst[1])]
+        return []
+    pairs = [
+        (a, b, ra, rb)
+        for a, ra in usable
+        for b, rb in usable
+        if ra - rb > gap and a.completion_ids != b.completion_ids
+    ]
+    pairs.sort(key=lambda p: -(p[2] - p[3]))
+    return pairs[:limit] if limit else pairs
+
+
+class RoundBuilder:
+    """Builds a round's pairs for ``OnlineRounds`` with the run's policy and labeller."""
+
+    def __init__(
+        self,
+        config: DPOConfig,
+        world: World,
+        tokenizer: Any,
+        prompts: list[Text],
+        columns: list[dict[str, Any]],
+        labeller: Labeller,
+        output_dir: Any,
+    ):
+        self.config, self.world, self.tokenizer = config, world, tokenizer
+        self.prompts, self.columns, self.labeller = prompts, columns, labeller
+        self.output_dir = output_dir
+        self.policy: torch.nn.Module | None = None  # set once the run holds it
+        self.scorer: torch.nn.Module | None = None  # the FSDP root to unshard for generation
+        self._forwarded = False
+
+    def __call__(self, round_index: int, prompt_indices: list[int]) -> tuple[PairSet, dict]:
+        start = time.perf_counter()
+        scored = self._sample_and_label(round_index, prompt_indices)
+        pairs, sources, records, rewards = [], [], [], []
+        for prompt_index, candidates in scored:
+            rewards += [r for _, r in candidates]
+            built = build_pairs(
+                candidates, self.config.online_pairs, self.config.online_reward_gap,
+                self.config.online_max_pairs_per_prompt,
+            )  # fmt: skip
+            for chosen, rejected, _, _ in built:
+                ids = (chosen.prompt_ids, chosen.completion_ids, rejected.completion_ids)
+                pairs.append(TokenizedPair(*ids))
+                sources.append(f"round {round_index}, prompt {prompt_index}")
+            records.append(
+                {
+                    "round": round_index,
+                    "prompt": self.prompts[prompt_index],
+                    "completions": [s.text for s, _ in candidates],
+                    "rewards": [r for _, r in candidates],
+                    "pairs": [[c.text, r.text] for c, r, _, _ in built],
+                }
+            )
+        if self.world.is_main:
+            folder = self.output_dir / "online"
+            folder.mkdir(exist_ok=True)
+            write_jsonl(folder / f"round-{round_index}.jsonl", records)
+        metrics = {
+            "online/round": float(round_index),
+            "online/reward_mean": sum(rewards) / max(len(rewards), 1),
+            "online/reward_max": max(rewards, default=0.0),
+            "online/pairs": float(len(pairs)),
+            "online/samples": float(len(rewards)),
+            "online/sampling_seconds": time.perf_counter() - start,
+        }
+        return PairSet(pairs, sources), metrics
+
+    def _sample_and_label(
+        self, round_index: int, prompt_indices: list[int]
+    ) -> list[tuple[int, list[tuple[Sample, float]]]]:
+        """(prompt index, [(sample, reward)]) of every prompt of the round, in round order,
+        whichever rank sampled it."""
+        world, size = self.world, self.config.per_device_eval_batch_size
+        chunks = [prompt_indices[i : i + size] for i in range(0, len(prompt_indices), size)]
+        ranks = world.size if world.enabled else 1
+        mine = list(range(world.rank, len(chunks), ranks))
+        scored: list[tuple[int, int, list[tuple[Sample, float]]]] = []
+        for call in range(-(-len(chunks) // ranks)):  # the same number of calls on every rank
+            own = call < len(mine)
+            chunk_index = mine[call] if own else mine[-1] if mine else 0
+            indices = chunks[chunk_index]
+            samples = self._sample(indices, round_index, chunk_index)
+            if own:
+                rewards = self._label(indices, samples)
+                for offset in range(len(indices)):
+                    candidates = [
+                        (sample, reward)
+                        for sample, reward in zip(samples, rewards, strict=True)
+                        if sample.prompt_index == offset
+                    ]
+                    scored.append((chunk_index, offset, candidates))
+        gathered = [item for part in all_gather_objects(scored, world) for item in part]
+        gathered.sort(key=lambda item: (item[0], item[1]))
+        return [(chunks[c][offset], candidates) for c, offset, candidates in gathered]
+
+    def _sample(self, indices: list[int], round_index: int, chunk_index: int) -> list[Sample]:
+        config = self.config
+        assert self.policy is not None
+        sharded = self.world.mode == "fsdp"
+        gather = sharded and self.scorer is not None
+        if gather and not self._forwarded:  # FSDP initialises on its root's first forward
+            self._forward_once()
+        with unsharded_root(self.scorer) if gather else contextlib.nullcontext():
+            return sample_completions(
+                self.policy,
+                self.tokenizer,
+                [self.prompts[i] for i in indices],
+                num_samples=config.online_samples_per_prompt,
+                max_new_tokens=config.generate_max_new_tokens,
+                temperature=config.generate_temperature,
+                top_p=config.generate_top_p,
+                top_k=config.generate_top_k,
+                seed=(config.seed * 1_000_003 + round_index) * 10_007 + chunk_index,
+                batch_size=max(1, len(indices)),
+                max_prompt_length=config.prompt_limit,
+                synced=sharded and self.world.size > 1,
+            )
+
+    @torch.no_grad()
+    def _forward_once(self) -> None:
+        """One tiny forward through the FSDP root (every rank), before the first generation."""
+        assert self.scorer is not None
+        batch = collate_sequences([([0, 1], [2])], 0).to(self.world.device)
+        self.scorer(batch)
+        self._forwarded = True
+
+    def _label(self, indices: list[int], samples: list[Sample]) -> list[float]:
+        prompts = [self.prompts[indices[s.prompt_index]] for s in samples]
+        columns = [self.columns[indices[s.prompt_index]] for s in samples]
+        rewards = self.labeller(prompts, [s.text for s in samples], columns)
+        if len(rewards) != len(samples):
+            raise DirectpoError(
+                f"the online labeller returned {len(rewards)} rewards for {len(samples)} samples"
+            )
+        return [float(r) for r in rewards]

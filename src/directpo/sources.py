@@ -1,0 +1,197 @@
+"""Where each optimizer step's pairs come from: a fixed file of pairs, or online rounds.
+
+The training loop asks its source, before every step, to ``prepare(step)`` and then for that
+step's micro-batches (indices into ``pairs``). Both sources hand the loop tokenized pairs, so
+the step, logging, evaluation and checkpointing code is the same for offline and online DPO.
+
+* ``FixedPairs``: today's offline DPO: a ``DataSchedule`` (seeded permutation per epoch) over
+  the tokenized pairs of ``train_file``.
+* ``OnlineRounds``: online (iterative) DPO. Steps are grouped in rounds of ``steps_per_round``;
+  at the first step of a round the current policy samples completions for that round's prompts,
+  a labeller scores them and pairs are built (online.py); the round's steps then run a
+  ``DataSchedule`` over those pairs. The round's pairs are part of every checkpoint, so a run
+  resumed in the middle of a round continues on exactly the same pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from directpo.batching import DataSchedule
+from directpo.errors import ConfigError
+from directpo.tokenization import TokenizedPair
+
+
+@dataclass
+class PairSet:
+    """Tokenized pairs, the row each came from, and their precomputed reference log-probs."""
+
+    pairs: list[TokenizedPair]
+    sources: list[str]
+    reference_table: torch.Tensor | None = None  # [N, 2] when precomputed
+
+
+class FixedPairs:
+    """The pairs of a file, visited in a seeded order that depends on the step alone."""
+
+    def __init__(self, pairs: PairSet, batch_size: int, accumulation: int, seed: int):
+        self.pairs = pairs
+        self.schedule = DataSchedule(len(pairs.pairs), batch_size, accumulation, seed)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.schedule.steps_per_epoch
+
+    def total_steps(self, epochs: float, max_steps: int) -> int:
+        return self.schedule.total_steps(epochs, max_steps)
+
+    def prepare(self, step: int) -> dict[str, float]:
+        return {}
+
+    def micro_batches(self, step: int) -> list[list[int]]:
+        return self.schedule.micro_batches(step)
+
+    def epoch_of(self, step: int) -> int:
+        return self.schedule.epoch_of(step)
+
+    def state(self) -> dict[str, Any]:
+        schedule = self.schedule
+        return {
+            "num_examples": schedule.num_examples,
+            "batch_size": schedule.batch_size,
+            "accumulation": schedule.accumulation,
+            "seed": schedule.seed,
+        }
+
+    def restore(self, state: dict[str, Any], checkpoint: str) -> None:
+        """Refuse a checkpoint whose data order differs from this run's."""
+        _check_same(state, self.state(), checkpoint)
+
+
+# A round's pairs come from sampling with the current policy: (round, prompt indices) -> pairs
+RoundBuilder = Callable[[int, list[int]], tuple[PairSet, dict[str, float]]]
+
+
+@dataclass
+class OnlineRounds:
+    """Online DPO's rounds over a list of prompts (see the module docstring)."""
+
+    num_prompts: int
+    prompts_per_round: int
+    steps_per_round: int
+    batch_size: int  # pairs per global micro-batch
+    accumulation: int
+    seed: int
+    build_round: RoundBuilder
+    first_round: PairSet | None = None  # pairs given in train_file: round 0, already on-policy
+    round: int = -1  # the round whose pairs are loaded
+    pairs: PairSet = field(default_factory=lambda: PairSet([], []))
+    schedule: DataSchedule | None = None
+
+    def __post_init__(self) -> None:
+        self.prompts_per_round = min(self.prompts_per_round, self.num_prompts)
+
+    @property
+    def rounds_per_epoch(self) -> int:
+        return math.ceil(self.num_prompts / self.prompts_per_round)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.rounds_per_epoch * self.steps_per_round
+
+    def total_steps(self, epochs: float, max_steps: int) -> int:
+        if max_steps > 0:
+            return max_steps
+        return max(1, math.ceil(epochs * self.rounds_per_epoch)) * self.steps_per_round
+
+    def epoch_of(self, step: int) -> int:
+        return step // self.steps_per_epoch
+
+    def round_of(self, step: int) -> int:
+        return step // self.steps_per_round
+
+    def round_prompts(self, round_index: int) -> list[int]:
+        """Prompt indices of a round: consecutive slices of a seeded permutation per epoch."""
+        first = round_index * self.prompts_per_round
+        indices = []
+        for position in range(first, first + self.prompts_per_round):
+            epoch, offset = divmod(position, self.num_prompts)
+            indices.append(self._permutation(epoch)[offset])
+        return indices
+
+    def _permutation(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 7)
+        return torch.randperm(self.num_prompts, generator=generator).tolist()
+
+    def prepare(self, step: int) -> dict[str, float]:
+        """Load the pairs of ``step``'s round (sampling them at its first step); the round's
+        metrics when a round was sampled now."""
+        round_index = self.round_of(step)
+        if round_index == self.round:
+            return {}
+        metrics: dict[str, float] = {}
+        if round_index == 0 and self.first_round is not None:
+            self.pairs = self.first_round
+            metrics = {"online/round": 0.0, "online/pairs": float(len(self.pairs.pairs))}
+        else:
+            self.pairs, metrics = self.build_round(round_index, self.round_prompts(round_index))
+        self.round = round_index
+        self.schedule = None
+        if self.pairs.pairs:
+            self.schedule = DataSchedule(
+                len(self.pairs.pairs), self.batch_size, self.accumulation,
+                self.seed * 1_000_003 + round_index,
+            )  # fmt: skip
+        return metrics
+
+    def micro_batches(self, step: int) -> list[list[int]]:
+        """This step's micro-batches of the round's pairs (none when the round found none)."""
+        if self.schedule is None:
+            return []
+        return self.schedule.micro_batches(step - self.round * self.steps_per_round)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "online": True,
+            "num_prompts": self.num_prompts,
+            "prompts_per_round": self.prompts_per_round,
+            "steps_per_round": self.steps_per_round,
+            "batch_size": self.batch_size,
+            "accumulation": self.accumulation,
+            "seed": self.seed,
+            "round": self.round,
+            "round_pairs": [[p.prompt_ids, p.chosen_ids, p.rejected_ids] for p in self.pairs.pairs],
+            "round_sources": self.pairs.sources,
+        }
+
+    def restore(self, state: dict[str, Any], checkpoint: str) -> None:
+        """Continue from a checkpoint: the same settings, and the round's pairs as they were."""
+        mine = self.state()
+        _check_same(
+            state, {k: mine[k] for k in mine if k not in ("round", "round_pairs", "round_sources")},
+            checkpoint,
+        )  # fmt: skip
+        self.round = state["round"]
+        pairs = [TokenizedPair(*p) for p in state["round_pairs"]]
+        self.pairs = PairSet(pairs, list(state["round_sources"]))
+        self.schedule = None
+        if pairs:
+            self.schedule = DataSchedule(
+                len(pairs), self.batch_size, self.accumulation, self.seed * 1_000_003 + self.round
+            )
+
+
+def _check_same(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> None:
+    names = {"batch_size": "batch_size (per_device_train_batch_size x processes)"}
+    for key, value in now.items():
+        if saved.get(key) != value:
+            raise ConfigError(
+                f"resume_from_checkpoint: {checkpoint} was trained with "
+                f"{names.get(key, key)}={saved.get(key)}, this run has {value}; the data order "
+                "would differ (start a new output_dir)"
+            )

@@ -1,0 +1,219 @@
+"""Online DPO: rounds built from the policy's own samples, exact resume, any world size."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_distributed import assert_same_metrics, torchrun
+from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
+
+from directpo.cli import main
+from directpo.generate import Sample
+from directpo.online import build_pairs
+from directpo.sources import OnlineRounds, PairSet
+from directpo.tracking import read_metrics
+from directpo.trainer import train
+
+REWARDS = """
+def letters(prompts, completions, **columns):
+    # more 'e' than 'a' is better; a 'bonus' column (online rows) adds to it
+    bonus = columns.get("bonus") or [0] * len(completions)
+    return [c.count("e") - c.count("a") + b for c, b in zip(completions, bonus)]
+
+def broken(prompts, completions):
+    raise RuntimeError("judge offline")
+"""
+TIMING = {"pairs/s", "tokens/s", "online/sampling_seconds"}
+
+
+@pytest.fixture
+def online_files(tmp_path: Path) -> tuple[Path, Path]:
+    rewards = tmp_path / "online_rewards.py"
+    rewards.write_text(REWARDS)
+    prompts = write_jsonl(
+        tmp_path / "prompts.jsonl",
+        [{"prompt": p["prompt"], "bonus": i % 2} for i, p in enumerate(SENTIMENT_PAIRS)],
+    )
+    return rewards, prompts
+
+
+def online_config(model, prompts, out, rewards, **overrides):
+    values = dict(
+        online=True,
+        reward_fn=f"{rewards}:letters",
+        online_prompts_per_round=4,
+        online_samples_per_prompt=4,
+        online_pairs="above_gap",
+        steps_per_round=2,
+        max_steps=6,
+        generate_max_new_tokens=6,
+        per_device_train_batch_size=2,
+        per_device_eval_batch_size=2,
+        learning_rate=1e-2,
+    )
+    return tiny_config(model, prompts, out, **{**values, **overrides})
+
+
+def sample(prompt: int, ids: list[int]) -> Sample:
+    return Sample(prompt, [1, 2], ids, " ".join(map(str, ids)))
+
+
+def test_round_pairs() -> None:
+    scored = [(sample(0, [5]), 1.0), (sample(0, [6]), 3.0), (sample(0, [7]), 2.5),
+              (sample(0, []), 9.0), (sample(0, [6]), 3.0)]  # fmt: skip
+    best_worst = build_pairs(scored, "best_worst", 0.0, 0)
+    assert [(c.completion_ids, r.completion_ids) for c, r, _, _ in best_worst] == [([6], [5])]
+    assert build_pairs(scored, "best_worst", 2.5, 0) == []  # gap 2.0 is not above 2.5
+    above = build_pairs(scored, "above_gap", 0.4, 0)
+    gaps = [cr - rr for _, _, cr, rr in above]
+    assert gaps == sorted(gaps, reverse=True) and min(gaps) > 0.4
+    assert all(c.completion_ids != r.completion_ids for c, r, _, _ in above)  # never identical
+    assert all(c.completion_ids for c, _, _, _ in above)  # empty completions never count
+    assert len(build_pairs(scored, "above_gap", 0.0, 1)) == 1
+
+
+def test_rounds_visit_every_prompt_once_per_epoch() -> None:
+    rounds = OnlineRounds(10, 4, 3, 2, 1, seed=5, build_round=lambda r, p: (PairSet([], []), {}))
+    assert rounds.rounds_per_epoch == 3 and rounds.steps_per_epoch == 9
+    first_epoch = [i for r in range(3) for i in rounds.round_prompts(r)][:10]
+    assert sorted(first_epoch) == list(range(10))
+    assert rounds.round_prompts(1) == rounds.round_prompts(1)  # a function of (seed, round)
+    assert rounds.total_steps(2.0, -1) == 18 and rounds.total_steps(1.0, 7) == 7
+
+
+def test_online_run_samples_labels_and_trains(tiny_model_dirs, tmp_path, online_files) -> None:
+    rewards, prompts = online_files
+    out = tmp_path / "out"
+    result = train(online_config(tiny_model_dirs["llama"], prompts, out, rewards), echo=print)
+    rounds = [r for r in result.metrics if "online/round" in r]
+    assert [r["step"] for r in rounds] == [1, 3, 5]  # a round every steps_per_round steps
+    assert all(r["online/pairs"] > 0 and r["online/samples"] == 16 for r in rounds)
+    records = [json.loads(x) for x in (out / "online" / "round-1.jsonl").read_text().splitlines()]
+    assert len(records) == 4 and all(len(r["completions"]) == 4 for r in records)
+    # the labeller got the prompt rows' other columns (TRL's convention): bonus shifts rewards
+    for record in records:
+        bonus = next(
+            i % 2 for i, p in enumerate(SENTIMENT_PAIRS) if p["prompt"] == record["prompt"]
+        )
+        expected = [c.count("e") - c.count("a") + bonus for c in record["completions"]]
+        assert record["rewards"] == expected
+    assert [r["step"] for r in result.metrics if "loss" in r] == list(range(1, 7))
+    assert (out / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("stop_after", [3, 4])  # inside round 1, and at its end
+def test_resume_inside_or_between_rounds_is_exact(
+    tiny_model_dirs, tmp_path, online_files, stop_after
+) -> None:
+    rewards, prompts = online_files
+    straight = tmp_path / "straight"
+    config = online_config(tiny_model_dirs["gpt2"], prompts, straight, rewards, save_steps=1)
+    train(config, echo=lambda _: None)
+    resumed = tmp_path / "resumed"
+    shutil.copytree(straight, resumed)
+    for later in resumed.glob("checkpoint-*"):
+        if int(later.name.split("-")[1]) > stop_after:
+            shutil.rmtree(later)
+    (resumed / "model.safetensors").unlink()
+    kept = [r for r in read_metrics(resumed) if r["step"] <= stop_after]
+    (resumed / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    config.output_dir, config.resume_from_checkpoint = str(resumed), "latest"
+    train(config, echo=lambda _: None)
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = [{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(straight)]
+    assert strip == [{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(resumed)]
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_processes_sample_and_train_as_one(tiny_model_dirs, tmp_path, online_files, mode):
+    rewards, prompts = online_files
+    single = tmp_path / "single"
+    train(
+        online_config(tiny_model_dirs["llama"], prompts, single, rewards,
+                      per_device_train_batch_size=4),
+        echo=lambda _: None,
+    )  # fmt: skip
+    out = tmp_path / "run"
+    config = online_config(tiny_model_dirs["llama"], prompts, out, rewards, distributed=mode)
+    config.save_yaml(tmp_path / "config.yaml")
+    done = torchrun(tmp_path / "config.yaml")
+    assert done.returncode == 0, done.stderr[-3000:]
+    ours = [
+        {k: v for k, v in r.items() if k != "online/sampling_seconds"} for r in read_metrics(out)
+    ]
+    theirs = [
+        {k: v for k, v in r.items() if k != "online/sampling_seconds"} for r in read_metrics(single)
+    ]
+    assert_same_metrics(ours, theirs)
+    for name in ("round-0.jsonl", "round-2.jsonl"):  # the same samples, whoever drew them
+        assert (out / "online" / name).read_text() == (single / "online" / name).read_text()
+
+
+def test_pairs_in_train_file_are_the_first_round(tiny_model_dirs, tmp_path, online_files) -> None:
+    rewards, prompts = online_files
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
+    out = tmp_path / "out"
+    config = online_config(
+        tiny_model_dirs["gpt2"], pairs, out, rewards, prompt_file=str(prompts), max_steps=4,
+        loss_type=["ipo"],
+    )  # fmt: skip
+    result = train(config, echo=lambda _: None)
+    rounds = [r for r in result.metrics if "online/round" in r]
+    assert rounds[0]["online/pairs"] == len(SENTIMENT_PAIRS)  # round 0: the given pairs
+    assert (
+        not (out / "online" / "round-0.jsonl").exists()
+        and (out / "online" / "round-1.jsonl").exists()
+    )
+
+
+def test_a_broken_labeller_stops_before_training(tiny_model_dirs, tmp_path, online_files, capsys):
+    rewards, prompts = online_files
+    out = tmp_path / "out"
+    config = online_config(tiny_model_dirs["gpt2"], prompts, out, rewards,
+                           reward_fn=f"{rewards}:broken")  # fmt: skip
+    config.save_yaml(tmp_path / "c.yaml")
+    code = main(["train", str(tmp_path / "c.yaml")])
+    err = capsys.readouterr().err
+    assert code == 2 and "reward_fn" in err and "judge offline" in err and "Traceback" not in err
+    assert not (out / "metrics.jsonl").exists()
+    for options, message in (
+        ({"reward_fn": None}, "online needs exactly one labeller"),
+        ({"precompute_ref_log_probs": True}, "cannot be used with online"),
+    ):
+        with pytest.raises(Exception, match=message):
+            online_config(tiny_model_dirs["gpt2"], prompts, out, rewards, **options)
+
+
+def test_reward_model_and_implicit_reward_labellers(tiny_model_dirs, tmp_path, online_files):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    rewards, prompts = online_files
+    judge = tmp_path / "judge"
+    model = LlamaForSequenceClassification(
+        LlamaConfig(vocab_size=500, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                    num_attention_heads=2, num_key_value_heads=1, num_labels=1)
+    )  # fmt: skip
+    model.save_pretrained(judge)
+    shutil.copy(tiny_model_dirs["llama"] / "tokenizer.json", judge)
+    shutil.copy(tiny_model_dirs["llama"] / "tokenizer_config.json", judge)
+    out = tmp_path / "rm"
+    config = online_config(tiny_model_dirs["llama"], prompts, out, rewards, reward_fn=None,
+                           reward_model_name_or_path=str(judge), max_steps=2)  # fmt: skip
+    rounds = [r for r in train(config, echo=lambda _: None).metrics if "online/round" in r]
+    assert rounds and rounds[0]["online/samples"] == 16
+
+    dpo_run = tmp_path / "dpo"
+    pairs = write_jsonl(tmp_path / "p.jsonl", SENTIMENT_PAIRS)
+    train(tiny_config(tiny_model_dirs["llama"], pairs, dpo_run, max_steps=2), echo=lambda _: None)
+    config = online_config(
+        tiny_model_dirs["llama"], prompts, tmp_path / "implicit", rewards, reward_fn=None,
+        implicit_reward_model=str(dpo_run), max_steps=2,
+    )  # fmt: skip
+    rounds = [r for r in train(config, echo=lambda _: None).metrics if "online/round" in r]
+    assert rounds and rounds[0]["online/samples"] == 16
