@@ -6,7 +6,8 @@ import random
 import pytest
 
 from directpo.cli import main
-from directpo.demo.pipeline import Method, Profile, label_pairs, make_prompts, run_demo
+from directpo.demo.methods import Method
+from directpo.demo.pipeline import Profile, label_pairs, make_prompts, reward_at, run_demo
 
 SENTENCES = [
     ("A wonderful , moving film with a great cast and a warm heart .", 3.1),
@@ -59,7 +60,14 @@ TINY = Profile(
     methods=(
         Method("DPO", ("sigmoid",), beta=0.1, learning_rate=1e-3),
         Method("Unlikelihood", ("sft", "unlikelihood"), learning_rate=1e-3),
+        Method("Online DPO", ("sigmoid",), beta=0.1, learning_rate=1e-3, kind="online"),
+        Method("RL (true reward)", beta=0.05, learning_rate=1e-3, kind="rl"),
+        Method("RLHF", beta=0.05, learning_rate=1e-3, kind="rl"),
     ),
+    online_prompts_per_round=2,
+    steps_per_round=1,
+    rl_prompts_per_step=2,
+    reward_model_epochs=1.0,
 )
 
 
@@ -81,13 +89,22 @@ def test_pipeline_end_to_end_with_a_tiny_model(tiny_model_dirs, tmp_path) -> Non
     assert saved == json.loads(json.dumps(results))
     assert set(saved) >= {"reward_fn", "reference", "runs", "seconds"}
     assert set(saved["reference"]) >= {"reward", "judge"}
-    assert [r["method"] for r in saved["runs"]] == ["DPO", "Unlikelihood"]
+    assert [r["method"] for r in saved["runs"]] == [
+        "DPO", "Unlikelihood", "Online DPO", "RL (true reward)", "RLHF",
+    ]  # fmt: skip
     for run in saved["runs"]:
-        assert set(run) >= {"method", "beta", "points"}
-        assert [p["step"] for p in run["points"]] == [1, 2]
+        assert set(run) >= {"method", "beta", "points", "cost"}
+        assert [p["step"] for p in run["points"]] == [1, 2]  # every method, the same steps
         for point in run["points"]:
             assert set(point) == {"step", "kl", "reward", "judge"}
             assert -1 <= point["reward"] <= 1 and -1 <= point["judge"] <= 1
+        cost = run["cost"]
+        assert cost["seconds"] > 0 and cost["peak_rss_mb"] > 100 and cost["samples_generated"] > 0
+    models = {run["method"]: run["cost"]["models_in_memory"] for run in saved["runs"]}
+    assert models["DPO"] == 2 and models["RLHF"] == models["RL (true reward)"] + 1
+    assert set(saved["reward_model"]) >= {"heldout_pair_accuracy", "correlation_with_vader"}
+    readme = (out / "README.md").read_text()
+    assert "At equal KL" in readme and "| RLHF (lr=0.001) |" in readme
     # seeded: the same numbers again (but the wall time)
     again = run_demo(
         TINY,
@@ -97,7 +114,18 @@ def test_pipeline_end_to_end_with_a_tiny_model(tiny_model_dirs, tmp_path) -> Non
         model_dir=tiny_model_dirs["gpt2"],
         sentences=SENTENCES,
     )
-    assert {**again, "seconds": 0} == {**results, "seconds": 0}
+    def numbers(run_results: dict) -> dict:  # all but the wall-clock costs
+        runs = [{k: v for k, v in run.items() if k != "cost"} for run in run_results["runs"]]
+        return {**run_results, "seconds": 0, "runs": runs}
+
+    assert numbers(again) == numbers(results)
+
+
+def test_reward_at_equal_kl_interpolates_between_points() -> None:
+    points = [{"kl": 2.0, "reward": 0.5}, {"kl": 6.0, "reward": 0.9}]
+    assert reward_at(points, 0.1, 1.0) == pytest.approx(0.3)
+    assert reward_at(points, 0.1, 4.0) == pytest.approx(0.7)
+    assert reward_at(points, 0.1, 7.0) is None  # past the method's reach
 
 
 def test_plot_command_draws_a_runs_curves(tiny_model_dirs, pairs_file, tmp_path) -> None:

@@ -5,11 +5,13 @@
 2. prompts: the first 2-8 words of review sentences, split into train and held-out;
 3. pairs: K completions per train prompt sampled from the reference, scored by VADER (the
    ground-truth reward); every pair whose reward gap exceeds a threshold, largest gaps first;
-4. methods: DPO at each β of the profile, Preferred-FT (``sft`` on chosen) and Unlikelihood
-   (``[sft, unlikelihood]``), all through ``directpo.train``;
-5. evaluation: every few steps, ``eval_generate`` samples held-out completions and logs the
-   sequence-level KL and the mean VADER reward; a second judge (``sentiment.Judge``) scores the
-   same samples afterwards;
+4. methods (methods.py): DPO at each β of the profile, Preferred-FT (``sft`` on chosen),
+   Unlikelihood (``[sft, unlikelihood]``) and online DPO through ``directpo.train``; RL on the
+   true reward and RLHF (a learned reward model) through TRL's ``RLOOTrainer``;
+5. evaluation: every few steps, held-out completions are sampled and the sequence-level KL and
+   the mean VADER reward measured, the same way for every method; a second judge
+   (``sentiment.Judge``) scores the same samples afterwards; each method's cost (seconds, peak
+   memory, models in memory, samples generated) is recorded;
 6. outputs: frontier.png, curves.png, results.json, samples.md, README.md.
 
 Everything is seeded: two runs of a profile give the same numbers on the same machine.
@@ -26,36 +28,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from directpo.config import DPOConfig
 from directpo.demo.assets import rotten_tomatoes, smollm2_dir
+from directpo.demo.methods import Experiment, Method, reward_model_accuracy, run_method
 from directpo.demo.plots import plot_curves, plot_frontier
 from directpo.demo.sentiment import Judge, vader_reward
 from directpo.generate import sample_completions
 from directpo.jsonl import write_jsonl
 from directpo.models import load_causal_lm, load_tokenizer
 from directpo.tracking import read_metrics
-from directpo.trainer import train
-
-REWARD_FN = "directpo.demo.sentiment:vader_reward"
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str  # DPO, Preferred-FT, Unlikelihood
-    loss_type: tuple[str, ...]
-    beta: float | None = None
-    learning_rate: float = 1e-5
-
-    @property
-    def slug(self) -> str:
-        return self.name.lower() + (f"-beta{self.beta}" if self.beta is not None else "")
 
 
 @dataclass(frozen=True)
 class Profile:
     train_prompts: int
     heldout_prompts: int
-    samples_per_prompt: int  # K completions per train prompt
+    samples_per_prompt: int  # K completions per train prompt (offline pairs, online, RL)
     completion_tokens: int
     gap_threshold: float
     max_pairs_per_prompt: int
@@ -64,6 +51,11 @@ class Profile:
     eval_steps: int
     batch_size: int
     methods: tuple[Method, ...] = field(default_factory=tuple)
+    online_prompts_per_round: int = 16  # online DPO: prompts sampled per round
+    steps_per_round: int = 4
+    rl_prompts_per_step: int = 4  # RLOO: prompts per step (x samples_per_prompt completions)
+    reward_model_learning_rate: float = 5e-5  # RLHF's reward model (TRL's RewardTrainer)
+    reward_model_epochs: float = 2.0
 
 
 PROFILES = {
@@ -81,6 +73,8 @@ PROFILES = {
         methods=(
             Method("DPO", ("sigmoid",), beta=0.1, learning_rate=2e-4),
             Method("Preferred-FT", ("sft",), learning_rate=2e-4),
+            Method("Online DPO", ("sigmoid",), beta=0.1, learning_rate=2e-4, kind="online"),
+            Method("RL (true reward)", beta=0.05, learning_rate=1e-4, kind="rl"),
         ),
     ),
     "full": Profile(
@@ -100,6 +94,10 @@ PROFILES = {
             Method("DPO", ("sigmoid",), beta=0.5, learning_rate=2e-4),
             Method("Preferred-FT", ("sft",), learning_rate=2e-4),
             Method("Unlikelihood", ("sft", "unlikelihood"), learning_rate=2e-4),
+            Method("Online DPO", ("sigmoid",), beta=0.1, learning_rate=2e-4, kind="online"),
+            Method("RL (true reward)", beta=0.05, learning_rate=1e-4, kind="rl"),
+            Method("RL (true reward)", beta=0.05, learning_rate=2e-4, kind="rl"),
+            Method("RLHF", beta=0.05, learning_rate=1e-4, kind="rl"),
         ),
     ),
 }
@@ -230,71 +228,30 @@ def run_demo(
     )
 
     # 4-5. methods ----------------------------------------------------------------------------
-    runs, curves = [], []
-    for method in profile.methods:
-        run_dir = out / "runs" / method.slug
-        echo(f"[demo] training {method.name}" + (f" beta={method.beta}" if method.beta else ""))
-        config = DPOConfig(
-            model_name_or_path=str(model_dir),
-            train_file=str(data_dir / "pairs.jsonl"),
-            output_dir=str(run_dir),
-            overwrite_output_dir=True,
-            loss_type=list(method.loss_type),
-            beta=method.beta if method.beta is not None else 0.1,
-            learning_rate=method.learning_rate,
-            lr_scheduler_type="constant",
-            warmup_steps=2,
-            per_device_train_batch_size=profile.batch_size,
-            per_device_eval_batch_size=32,
-            max_steps=profile.max_steps,
-            max_length=128,
-            max_prompt_length=32,
-            logging_steps=1,
-            save_steps=0,
-            eval_steps=profile.eval_steps,
-            eval_generate=len(heldout),
-            eval_generate_samples=profile.eval_samples,
-            eval_prompts_file=str(data_dir / "heldout_prompts.jsonl"),
-            generate_max_new_tokens=profile.completion_tokens,
-            reward_fn=REWARD_FN,
-            report_to=["none"],
-            seed=seed,
-        )
-        result = train(config, echo=lambda line: echo(f"  {line}"))
-        points = []
-        for row in result.metrics:
-            if "eval/kl" not in row:
-                continue
-            records = [
-                json.loads(line)
-                for line in (run_dir / "samples" / f"step-{row['step']}.jsonl")
-                .read_text()
-                .splitlines()
-            ]
-            judged = judge.score([r["prompt"] + r["completion"] for r in records])
-            points.append(
-                {
-                    "step": row["step"],
-                    "kl": row["eval/kl"],
-                    "reward": row["eval/reward"],
-                    "judge": _mean(judged),
-                }
-            )
-        runs.append(
-            {
-                "method": method.name,
-                "beta": method.beta,
-                "loss_type": method.loss_type,
-                "learning_rate": method.learning_rate,
-                "points": points,
-            }
-        )
-        curves.append((method.slug, read_metrics(run_dir)))
-        best = max(points, key=lambda p: p["reward"])
-        echo(
-            f"[demo] {method.slug}: best reward {best['reward']:.3f} (judge {best['judge']:.3f})"
-            f" at KL {best['kl']:.2f}"
-        )
+    write_jsonl(data_dir / "train_prompts.jsonl", [{"prompt": p} for p in train_prompts])
+    experiment = Experiment(
+        model_dir=model_dir,
+        out=out,
+        pairs_file=data_dir / "pairs.jsonl",
+        train_prompts_file=data_dir / "train_prompts.jsonl",
+        heldout_file=data_dir / "heldout_prompts.jsonl",
+        train_prompts=train_prompts,
+        heldout=heldout,
+        judge=judge,
+        profile=profile,
+        seed=seed,
+        echo=echo,
+        pairs=len(pairs),
+        reference_samples=len(samples),
+    )
+    runs = [run_method(method, experiment) for method in profile.methods]
+    curves = [(run["slug"], read_metrics(out / "runs" / run["slug"])) for run in runs]
+    reward_model = None
+    rlhf = next((run for run in runs if run["method"] == "RLHF"), None)
+    if rlhf is not None:
+        heldout_pairs = _heldout_pairs(heldout, reference_samples, profile)
+        reward_model = reward_model_accuracy(out / "runs" / rlhf["slug"], heldout_pairs)
+        reward_model["heldout_pairs"] = len(heldout_pairs)
 
     # 6. outputs ------------------------------------------------------------------------------
     results = {
@@ -308,6 +265,7 @@ def run_demo(
         "pairs": len(pairs),
         "reference": reference_point,
         "runs": runs,
+        **({"reward_model": reward_model} if reward_model is not None else {}),
         "seconds": round(time.perf_counter() - start, 1),
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -321,6 +279,19 @@ def run_demo(
     return results
 
 
+def _heldout_pairs(
+    heldout: list[str], reference_samples: list[Any], profile: Profile
+) -> list[dict[str, Any]]:
+    """Pairs on held-out prompts (the reference's evaluation samples, labelled by VADER): what
+    the learned reward model's accuracy is measured on."""
+    pairs = []
+    for index, prompt in enumerate(heldout):
+        texts = [s.text for s in reference_samples if s.prompt_index == index]
+        rewards = vader_reward([prompt] * len(texts), texts)
+        pairs += label_pairs(prompt, texts, rewards, profile.gap_threshold, 1)
+    return pairs
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / max(len(values), 1)
 
@@ -328,10 +299,6 @@ def _mean(values: list[float]) -> float:
 def _best_run(runs: list[dict[str, Any]], method: str) -> dict[str, Any] | None:
     candidates = [r for r in runs if r["method"] == method and r["points"]]
     return max(candidates, key=lambda r: max(p["reward"] for p in r["points"]), default=None)
-
-
-def _slug(run: dict[str, Any]) -> str:
-    return Method(run["method"], tuple(run["loss_type"]), run["beta"]).slug
 
 
 def _write_samples(
@@ -350,7 +317,7 @@ def _write_samples(
     dpo: dict[str, list[dict[str, Any]]] = {}
     if best is not None:
         step = best["points"][-1]["step"]
-        path = out / "runs" / _slug(best) / "samples" / f"step-{step}.jsonl"
+        path = out / "runs" / best["slug"] / "samples" / f"step-{step}.jsonl"
         for record in map(json.loads, path.read_text().splitlines()):
             dpo.setdefault(record["prompt"], []).append(record)
     for index, prompt in enumerate(heldout[:16]):
@@ -386,7 +353,7 @@ def _summary(results: dict[str, Any], best: dict[str, Any] | None) -> str:
     ]
     for run in results["runs"]:
         top = max(run["points"], key=lambda p: p["reward"])
-        label = run["method"] + (f" (β={run['beta']})" if run["beta"] is not None else "")
+        label = _label(run)
         lines.append(
             f"- {label}: best reward {top['reward']:+.3f} "
             f"({top['reward'] - ref['reward']:+.3f} vs reference) at KL "
@@ -404,6 +371,15 @@ def _summary(results: dict[str, Any], best: dict[str, Any] | None) -> str:
             f"({top['judge'] - ref['judge']:+.3f}), so the gain is "
             f"{'real sentiment, not only VADER-lexicon gaming' if same_way else 'suspect'}.",
         ]
+    lines += ["", *_equal_kl_table(results), "", *_cost_table(results)]
+    if "reward_model" in results:
+        model = results["reward_model"]
+        lines += [
+            "",
+            f"RLHF's reward model (TRL RewardTrainer on the train pairs): held-out pair accuracy "
+            f"{model['heldout_pair_accuracy']:.2f} on {model['heldout_pairs']} pairs, "
+            f"correlation with VADER {model['correlation_with_vader']:.2f}.",
+        ]
     lines += [
         "",
         "`frontier.png`: reward against KL(π‖π_ref), as in the DPO paper's Figure 2 "
@@ -414,11 +390,57 @@ def _summary(results: dict[str, Any], best: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
+def _label(run: dict[str, Any]) -> str:
+    if run["method"].startswith("RL"):
+        return f"{run['method']} (lr={run['learning_rate']:g})"
+    return run["method"] + (f" (β={run['beta']})" if run["beta"] is not None else "")
+
+
+def reward_at(points: list[dict[str, Any]], reference: float, kl: float) -> float | None:
+    """A method's reward at a given KL, linear between its measured points (None past them)."""
+    curve = [(0.0, reference), *sorted((p["kl"], p["reward"]) for p in points)]
+    for (k0, r0), (k1, r1) in zip(curve, curve[1:], strict=False):
+        if k0 <= kl <= k1:
+            return r0 + (r1 - r0) * (kl - k0) / (k1 - k0) if k1 > k0 else max(r0, r1)
+    return None
+
+
+def _equal_kl_table(results: dict[str, Any]) -> list[str]:
+    """Reward of every method at the same KL: where each wins or loses, not only its best."""
+    runs, reference = results["runs"], results["reference"]["reward"]
+    reach = sorted(max(p["kl"] for p in run["points"]) for run in runs)
+    grid = sorted({round(reach[0] * f, 1) for f in (0.25, 0.5, 1.0)} - {0.0})
+    header = "| method | " + " | ".join(f"reward at KL {k:g}" for k in grid) + " |"
+    lines = ["At equal KL (nats; linear between measured points):", "", header,
+             "|---|" + "---|" * len(grid)]  # fmt: skip
+    for run in runs:
+        values = [reward_at(run["points"], reference, k) for k in grid]
+        shown = ["—" if v is None else f"{v:+.3f}" for v in values]
+        lines.append(f"| {_label(run)} | " + " | ".join(shown) + " |")
+    return lines
+
+
+def _cost_table(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "Cost (this machine; peak memory of the whole process while the method ran):",
+        "",
+        "| method | seconds | peak memory MB | models in memory | samples generated |",
+        "|---|---|---|---|---|",
+    ]
+    for run in results["runs"]:
+        cost = run["cost"]
+        lines.append(
+            f"| {_label(run)} | {cost['seconds']:.0f} | {cost['peak_rss_mb']:.0f} | "
+            f"{cost['models_in_memory']} | {cost['samples_generated']} |"
+        )
+    return lines
+
+
 def _drop_weights_except(runs_dir: Path, keep: dict[str, Any] | None) -> None:
     """Keep the best DPO model; the others' weights (0.5 GB each) are not needed for the report."""
     for run_dir in runs_dir.iterdir():
-        if keep is not None and run_dir.name == _slug(keep):
+        if keep is not None and run_dir.name == keep["slug"]:
             continue
-        for weights in run_dir.glob("*.safetensors"):
+        for weights in run_dir.rglob("*.safetensors"):
             weights.unlink()
         shutil.rmtree(run_dir / "runs", ignore_errors=True)

@@ -46,11 +46,14 @@ def plot_frontier(results: dict[str, Any], path: str | Path) -> Path:
     plt = _pyplot()
     fig, axis = plt.subplots(figsize=(6.4, 4.4))
     reference = results["reference"]
-    markers = {"DPO": "o", "Preferred-FT": "s", "Unlikelihood": "^"}
+    markers = {"DPO": "o", "Preferred-FT": "s", "Unlikelihood": "^", "Online DPO": "D",
+               "RL (true reward)": "v", "RLHF": "P"}  # fmt: skip
     for run in results["runs"]:
         points = sorted((p["kl"], p["reward"]) for p in run["points"])
         xs, ys = zip(*[(0.0, reference["reward"]), *points], strict=True)
-        label = run["method"] + (f" β={run['beta']}" if run["method"] == "DPO" else "")
+        label = run["method"] + (f" β={run['beta']}" if "DPO" in run["method"] else "")
+        if run["method"].startswith("RL"):
+            label += f" lr={run['learning_rate']:g}"
         axis.plot(xs, ys, marker=markers.get(run["method"], "x"), label=label, linewidth=1.2)
     axis.scatter([0.0], [reference["reward"]], color="black", zorder=5, label="reference")
     axis.set_xlabel("KL(π ‖ π_ref), nats per sequence")
