@@ -114,6 +114,7 @@ def test_pipeline_end_to_end_with_a_tiny_model(tiny_model_dirs, tmp_path) -> Non
         model_dir=tiny_model_dirs["gpt2"],
         sentences=SENTENCES,
     )
+
     def numbers(run_results: dict) -> dict:  # all but the wall-clock costs
         runs = [{k: v for k, v in run.items() if k != "cost"} for run in run_results["runs"]]
         return {**run_results, "seconds": 0, "runs": runs}

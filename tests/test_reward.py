@@ -10,7 +10,8 @@ from tiny import SENTIMENT_PAIRS, save_tiny_model, write_jsonl
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from directpo.cli import main
-from directpo.config import DPOConfig, RankOptions, ScoreOptions
+from directpo.command_options import RankOptions, ScoreOptions
+from directpo.config import DPOConfig
 from directpo.generate import evaluate_generations
 from directpo.reference import FrozenModelReference
 from directpo.reward import ImplicitReward, rank_file, score_file

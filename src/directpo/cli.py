@@ -22,14 +22,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from directpo.config import (
+from directpo.command_options import (
     DemoOptions,
-    DPOConfig,
     GenerateOptions,
     PlotOptions,
     RankOptions,
     ScoreOptions,
 )
+from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DirectpoError
 from directpo.options import load_options, option_help
 

@@ -22,17 +22,11 @@ from directpo.errors import ConfigError
 from directpo.losses import LOSSES, needs_reference
 from directpo.options import Options, load_options, option, option_help
 from directpo.precision import PrecisionPolicy
+from directpo.trl_compat import apply_trl_meanings, translate
 
 LOSS_TYPES = tuple(LOSSES)
 
 OPTIMIZERS = ("adamw", "adamw_kahan", "rmsprop")
-TRL_OPTIMIZERS = {  # TRL / transformers' optim names -> directpo's optimizer
-    "adamw_torch": "adamw",
-    "adamw_torch_fused": "adamw",
-    "adamw_hf": "adamw",
-    "adamw_anyprecision": "adamw_kahan",
-    "rmsprop": "rmsprop",
-}
 EVAL_STRATEGIES = ("auto", "steps", "epoch", "no")
 SAVE_STRATEGIES = ("steps", "epoch", "no")
 LR_SCHEDULERS = ("constant", "linear", "cosine")
@@ -459,43 +453,7 @@ class DPOConfig(Options):
             raise ConfigError("precompute_ref_log_probs is set but no chosen loss uses a reference")
 
     def _apply_trl_spellings(self) -> None:
-        """TRL's options with TRL's meaning, as directpo's own (trl_compat.py for the rest)."""
-        if self.optim is not None:
-            if self.optim not in TRL_OPTIMIZERS:
-                raise ConfigError(
-                    f"optim must be one of {', '.join(TRL_OPTIMIZERS)} (got {self.optim!r})"
-                )
-            if self.optimizer != "adamw" and self.optimizer != TRL_OPTIMIZERS[self.optim]:
-                raise ConfigError(f"optim: {self.optim} contradicts optimizer: {self.optimizer}")
-            self.optimizer = TRL_OPTIMIZERS[self.optim]
-        self.lr_scheduler_type = {"constant_with_warmup": "constant"}.get(
-            self.lr_scheduler_type, self.lr_scheduler_type
-        )
-        if self.use_peft and self.lora_r == 0:
-            self.lora_r = 16  # TRL ModelConfig's default rank
-        if self.use_peft is False and self.lora_r:
-            raise ConfigError("lora_r is set but use_peft is false: remove one of them")
-        if self.rpo_alpha is not None:
-            if "sft" in self.loss_type:
-                raise ConfigError("rpo_alpha adds the sft loss, which loss_type already has")
-            weights = self.loss_weights or [1.0] * len(self.loss_type)
-            self.loss_type = [*self.loss_type, "sft"]
-            self.loss_weights = [*weights, self.rpo_alpha]
-            self.rpo_alpha = None  # now part of loss_type / loss_weights (config.yaml says so)
-        kwargs = self.gradient_checkpointing_kwargs
-        if kwargs is not None and kwargs not in ({}, {"use_reentrant": False}):
-            raise ConfigError(
-                f"gradient_checkpointing_kwargs: only {{use_reentrant: false}} is supported (got "
-                f"{kwargs}); directpo always checkpoints non-reentrant"
-            )
-        if self.warmup_steps and self.warmup_ratio:
-            raise ConfigError("warmup_steps and warmup_ratio are both set: keep one")
-        steps = self.warmup_steps
-        if steps >= 1 and not float(steps).is_integer():
-            raise ConfigError(
-                f"warmup_steps must be a whole number of steps or a fraction in (0, 1) (got "
-                f"{steps})"
-            )
+        apply_trl_meanings(self)
 
     def warmup_for(self, total_steps: int) -> int:
         """Warmup steps of a run of ``total_steps`` (a fraction in (0, 1) is of the total)."""
@@ -507,8 +465,6 @@ class DPOConfig(Options):
     @classmethod
     def translate(cls, values: dict[str, Any], names: list[str], where: str) -> dict[str, Any]:
         """TRL's spellings accepted with TRL's meaning (trl_compat.py)."""
-        from directpo.trl_compat import translate
-
         values = dict(values)
         for key in ("dtype", "torch_dtype"):  # ModelConfig's null: the default
             if key in values and values[key] is None:
@@ -782,98 +738,3 @@ def load_config(path: str | None = None, overrides: dict[str, Any] | None = None
 
 def option_names() -> list[str]:
     return [name for name, _, _ in option_help(DPOConfig)]
-
-
-# ---------------------------------------------------------------------------------------------
-# Options of the other commands (score, rank, generate)
-
-
-@dataclass
-class FileCommandOptions(Options):
-    model_name_or_path: str | None = option(
-        None, "A trained run's output_dir or any causal LM folder. Required."
-    )
-    input: str | None = option(None, "Input rows: .jsonl, .json, .parquet or .csv. Required.")
-    output: str | None = option(None, "Output JSONL file (written whole, then renamed). Required.")
-    batch_size: int = option(8, "Sequences per forward pass.")
-    dtype: str = option("float32", f"Model dtype, one of {', '.join(DTYPES)}.")
-    prompt_column: str = option("prompt", "Column holding the prompt (text or messages).")
-
-    def _check_values(self) -> None:
-        self._require(self.batch_size >= 1, "batch_size", ">= 1")
-        self._one_of("dtype", DTYPES)
-
-    def check_environment(self) -> None:
-        for key in ("model_name_or_path", "input", "output"):
-            if not getattr(self, key):
-                raise ConfigError(f"--{key} is required")
-        check_model_location("model_name_or_path", self.model_name_or_path)
-        if not os.path.isfile(self.input):
-            raise ConfigError(f"input: no such file: {self.input}")
-        folder = os.path.dirname(os.path.abspath(self.output))
-        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-            raise ConfigError(f"output: cannot write in {folder}")
-
-
-@dataclass
-class RewardOptions(FileCommandOptions):
-    ref_model_name_or_path: str | None = option(
-        None, "Reference model. Default: the one recorded in the run's config.yaml."
-    )
-    beta: float | None = option(None, "beta of the implicit reward. Default: the run's.")
-
-    def _check_values(self) -> None:
-        super()._check_values()
-        self._require(self.beta is None or self.beta > 0, "beta", "> 0")
-
-
-@dataclass
-class ScoreOptions(RewardOptions):
-    chosen_column: str = option("chosen", "Column of the preferred response (pair rows).")
-    rejected_column: str = option("rejected", "Column of the dispreferred response (pair rows).")
-    response_column: str = option("response", "Column of the response (single-response rows).")
-
-
-@dataclass
-class RankOptions(RewardOptions):
-    responses_column: str = option("responses", "Column holding the list of candidates.")
-
-
-@dataclass
-class GenerateOptions(FileCommandOptions):
-    max_new_tokens: int = option(64, "Maximum new tokens per completion.")
-    temperature: float = option(1.0, "Sampling temperature (0: greedy).")
-    top_p: float = option(1.0, "Nucleus sampling mass (1: off).")
-    top_k: int = option(0, "Top-k sampling (0: off).")
-    num_return_sequences: int = option(1, "Completions per prompt.")
-    seed: int = option(42, "Sampling seed: the same seed gives the same completions.")
-    max_prompt_length: int = option(512, "Prompts longer than this are cut from the left.")
-
-    def _check_values(self) -> None:
-        super()._check_values()
-        self._require(self.max_new_tokens >= 1, "max_new_tokens", ">= 1")
-        self._require(self.temperature >= 0, "temperature", ">= 0")
-        self._require(0 < self.top_p <= 1, "top_p", "in (0, 1]")
-        self._require(self.top_k >= 0, "top_k", ">= 0")
-        self._require(self.num_return_sequences >= 1, "num_return_sequences", ">= 1")
-        self._require(self.max_prompt_length >= 1, "max_prompt_length", ">= 1")
-
-
-@dataclass
-class DemoOptions(Options):
-    profile: str = option(
-        "quick",
-        "quick (make demo: ~10 min on 2 CPU cores, DPO and Preferred-FT) or full "
-        "(<= 60 min: a beta sweep and both baselines).",
-    )
-    output_dir: str = option("demo_output", "Where the figures, results and runs go.")
-    seed: int = option(0, "Seed of prompts, sampling and training: same seed, same numbers.")
-
-    def _check_values(self) -> None:
-        self._one_of("profile", ("quick", "full"))
-
-
-@dataclass
-class PlotOptions(Options):
-    run_dir: str | None = option(None, "A training run's output_dir (holds metrics.jsonl).")
-    output: str | None = option(None, "The PNG to write. Default: RUN_DIR/curves.png.")

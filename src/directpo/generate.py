@@ -21,7 +21,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
-from directpo.config import DPOConfig, GenerateOptions
+from directpo.command_options import GenerateOptions
+from directpo.config import DPOConfig
 from directpo.data import RowError, Text, parse_prompt, read_rows
 from directpo.errors import DataError
 from directpo.jsonl import write_jsonl

@@ -16,13 +16,8 @@ from typing import Any
 
 import torch
 
-from directpo.config import (
-    RankOptions,
-    RewardOptions,
-    ScoreOptions,
-    check_model_location,
-    load_config,
-)
+from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
+from directpo.config import check_model_location, load_config
 from directpo.data import (
     Columns,
     PreferenceExample,

@@ -117,15 +117,11 @@ def prepare_run(
         config.rejected_column,
         prompt_required=config.prompt_column != "prompt",
     )
-    tokenizer = load_tokenizer(config.tokenizer_path)
-    pad_id = pad_token_id(tokenizer)
     source = train_dataset if train_dataset is not None else config.train_file
     train_data: Any = None
-    train = PairSet([], [])
     if source is not None and not (config.online and not _has_pairs(source, columns)):
         train_data = load_preferences(source, columns, skip_invalid_rows=config.skip_invalid_rows)
         echo(f"train: {train_data.summary()}")
-        train = _tokenize(train_data, tokenizer, config, "train", echo)
     eval_data = None
     if eval_dataset is not None or config.eval_file:
         eval_data = load_preferences(
@@ -134,6 +130,11 @@ def prepare_run(
             skip_invalid_rows=config.skip_invalid_rows,
         )
         echo(f"eval: {eval_data.summary()}")
+    tokenizer = load_tokenizer(config.tokenizer_path)
+    pad_id = pad_token_id(tokenizer)
+    train = PairSet([], [])
+    if train_data is not None:
+        train = _tokenize(train_data, tokenizer, config, "train", echo)
     evaluation = _tokenize(eval_data, tokenizer, config, "eval", echo) if eval_data else None
     eval_prompts = _held_out_prompts(config, eval_data)
     reward_fn = load_reward_fn(config.reward_fn) if config.reward_fn else None

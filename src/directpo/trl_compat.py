@@ -20,7 +20,7 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
-from directpo.errors import ConfigErrors
+from directpo.errors import ConfigError, ConfigErrors
 
 ALIASES = {  # TRL's other names for directpo options
     "evaluation_strategy": "eval_strategy",  # transformers < 4.46
@@ -173,6 +173,56 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "use_flash_attention_2": (_nothing, "set attn_implementation: flash_attention_2"),
     "reference_free": (_nothing, "choose a reference-free loss_type (simpo, orpo, ...)"),
 }
+
+
+TRL_OPTIMIZERS = {  # TRL / transformers' optim names -> directpo's optimizer
+    "adamw_torch": "adamw",
+    "adamw_torch_fused": "adamw",
+    "adamw_hf": "adamw",
+    "adamw_anyprecision": "adamw_kahan",
+    "rmsprop": "rmsprop",
+}
+
+
+def apply_trl_meanings(config: Any) -> None:
+    """TRL's options that are DPOConfig fields, given TRL's meaning (called while a DPOConfig
+    is checked): optim, constant_with_warmup, use_peft, rpo_alpha,
+    gradient_checkpointing_kwargs, warmup."""
+    if config.optim is not None:
+        if config.optim not in TRL_OPTIMIZERS:
+            raise ConfigError(
+                f"optim must be one of {', '.join(TRL_OPTIMIZERS)} (got {config.optim!r})"
+            )
+        if config.optimizer != "adamw" and config.optimizer != TRL_OPTIMIZERS[config.optim]:
+            raise ConfigError(f"optim: {config.optim} contradicts optimizer: {config.optimizer}")
+        config.optimizer = TRL_OPTIMIZERS[config.optim]
+    config.lr_scheduler_type = {"constant_with_warmup": "constant"}.get(
+        config.lr_scheduler_type, config.lr_scheduler_type
+    )
+    if config.use_peft and config.lora_r == 0:
+        config.lora_r = 16  # TRL ModelConfig's default rank
+    if config.use_peft is False and config.lora_r:
+        raise ConfigError("lora_r is set but use_peft is false: remove one of them")
+    if config.rpo_alpha is not None:
+        if "sft" in config.loss_type:
+            raise ConfigError("rpo_alpha adds the sft loss, which loss_type already has")
+        weights = config.loss_weights or [1.0] * len(config.loss_type)
+        config.loss_type = [*config.loss_type, "sft"]
+        config.loss_weights = [*weights, config.rpo_alpha]
+        config.rpo_alpha = None  # now part of loss_type / loss_weights (config.yaml says so)
+    kwargs = config.gradient_checkpointing_kwargs
+    if kwargs is not None and kwargs not in ({}, {"use_reentrant": False}):
+        raise ConfigError(
+            f"gradient_checkpointing_kwargs: only {{use_reentrant: false}} is supported (got "
+            f"{kwargs}); directpo always checkpoints non-reentrant"
+        )
+    if config.warmup_steps and config.warmup_ratio:
+        raise ConfigError("warmup_steps and warmup_ratio are both set: keep one")
+    steps = config.warmup_steps
+    if steps >= 1 and not float(steps).is_integer():
+        raise ConfigError(
+            f"warmup_steps must be a whole number of steps or a fraction in (0, 1) (got {steps})"
+        )
 
 
 def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str, Any]:

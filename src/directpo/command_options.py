@@ -1,0 +1,105 @@
+"""Options of the commands other than ``train``: score, rank, generate, demo, plot.
+
+Typed like ``DPOConfig`` (options.py): each field carries its default and help, and the CLI
+builds the command's flags from them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from directpo.config import DTYPES, check_model_location
+from directpo.errors import ConfigError
+from directpo.options import Options, option
+
+
+@dataclass
+class FileCommandOptions(Options):
+    model_name_or_path: str | None = option(
+        None, "A trained run's output_dir or any causal LM folder. Required."
+    )
+    input: str | None = option(None, "Input rows: .jsonl, .json, .parquet or .csv. Required.")
+    output: str | None = option(None, "Output JSONL file (written whole, then renamed). Required.")
+    batch_size: int = option(8, "Sequences per forward pass.")
+    dtype: str = option("float32", f"Model dtype, one of {', '.join(DTYPES)}.")
+    prompt_column: str = option("prompt", "Column holding the prompt (text or messages).")
+
+    def _check_values(self) -> None:
+        self._require(self.batch_size >= 1, "batch_size", ">= 1")
+        self._one_of("dtype", DTYPES)
+
+    def check_environment(self) -> None:
+        for key in ("model_name_or_path", "input", "output"):
+            if not getattr(self, key):
+                raise ConfigError(f"--{key} is required")
+        check_model_location("model_name_or_path", self.model_name_or_path)
+        if not os.path.isfile(self.input):
+            raise ConfigError(f"input: no such file: {self.input}")
+        folder = os.path.dirname(os.path.abspath(self.output))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise ConfigError(f"output: cannot write in {folder}")
+
+
+@dataclass
+class RewardOptions(FileCommandOptions):
+    ref_model_name_or_path: str | None = option(
+        None, "Reference model. Default: the one recorded in the run's config.yaml."
+    )
+    beta: float | None = option(None, "beta of the implicit reward. Default: the run's.")
+
+    def _check_values(self) -> None:
+        super()._check_values()
+        self._require(self.beta is None or self.beta > 0, "beta", "> 0")
+
+
+@dataclass
+class ScoreOptions(RewardOptions):
+    chosen_column: str = option("chosen", "Column of the preferred response (pair rows).")
+    rejected_column: str = option("rejected", "Column of the dispreferred response (pair rows).")
+    response_column: str = option("response", "Column of the response (single-response rows).")
+
+
+@dataclass
+class RankOptions(RewardOptions):
+    responses_column: str = option("responses", "Column holding the list of candidates.")
+
+
+@dataclass
+class GenerateOptions(FileCommandOptions):
+    max_new_tokens: int = option(64, "Maximum new tokens per completion.")
+    temperature: float = option(1.0, "Sampling temperature (0: greedy).")
+    top_p: float = option(1.0, "Nucleus sampling mass (1: off).")
+    top_k: int = option(0, "Top-k sampling (0: off).")
+    num_return_sequences: int = option(1, "Completions per prompt.")
+    seed: int = option(42, "Sampling seed: the same seed gives the same completions.")
+    max_prompt_length: int = option(512, "Prompts longer than this are cut from the left.")
+
+    def _check_values(self) -> None:
+        super()._check_values()
+        self._require(self.max_new_tokens >= 1, "max_new_tokens", ">= 1")
+        self._require(self.temperature >= 0, "temperature", ">= 0")
+        self._require(0 < self.top_p <= 1, "top_p", "in (0, 1]")
+        self._require(self.top_k >= 0, "top_k", ">= 0")
+        self._require(self.num_return_sequences >= 1, "num_return_sequences", ">= 1")
+        self._require(self.max_prompt_length >= 1, "max_prompt_length", ">= 1")
+
+
+@dataclass
+class DemoOptions(Options):
+    profile: str = option(
+        "quick",
+        "quick (make demo: ~10 min on 2 CPU cores, DPO and Preferred-FT) or full "
+        "(<= 60 min: a beta sweep and both baselines).",
+    )
+    output_dir: str = option("demo_output", "Where the figures, results and runs go.")
+    seed: int = option(0, "Seed of prompts, sampling and training: same seed, same numbers.")
+
+    def _check_values(self) -> None:
+        self._one_of("profile", ("quick", "full"))
+
+
+@dataclass
+class PlotOptions(Options):
+    run_dir: str | None = option(None, "A training run's output_dir (holds metrics.jsonl).")
+    output: str | None = option(None, "The PNG to write. Default: RUN_DIR/curves.png.")
