@@ -110,43 +110,8 @@ def prepare_run(
     set_seed(config.seed)
     device = world.device
 
-    # -- data -----------------------------------------------------------------------------
-    columns = Columns(
-        config.prompt_column,
-        config.chosen_column,
-        config.rejected_column,
-        prompt_required=config.prompt_column != "prompt",
-    )
-    source = train_dataset if train_dataset is not None else config.train_file
-    train_data: Any = None
-    if source is not None and not (config.online and not _has_pairs(source, columns)):
-        train_data = load_preferences(source, columns, skip_invalid_rows=config.skip_invalid_rows)
-        echo(f"train: {train_data.summary()}")
-    eval_data = None
-    if eval_dataset is not None or config.eval_file:
-        eval_data = load_preferences(
-            eval_dataset if eval_dataset is not None else config.eval_file,
-            columns,
-            skip_invalid_rows=config.skip_invalid_rows,
-        )
-        echo(f"eval: {eval_data.summary()}")
-    tokenizer = load_tokenizer(config.tokenizer_path)
-    pad_id = pad_token_id(tokenizer)
-    train = PairSet([], [])
-    if train_data is not None:
-        train = _tokenize(train_data, tokenizer, config, "train", echo)
-    evaluation = _tokenize(eval_data, tokenizer, config, "eval", echo) if eval_data else None
-    eval_prompts = _held_out_prompts(config, eval_data)
-    reward_fn = load_reward_fn(config.reward_fn) if config.reward_fn else None
-    if reward_fn is not None:
-        check_reward_fn(reward_fn, eval_prompts)
-    online_prompts: tuple[list[Any], list[dict[str, Any]]] = ([], [])
-    if config.online:
-        online_prompts = _online_prompts(config, source, train_data, echo)
-        where = str(config.prompt_file or source)
-        train_data = train_data or OnlineData(len(online_prompts[0]), where)
-        labeller = load_labeller(config, device)
-        check_labeller(labeller, *online_prompts)
+    data = _load_data(config, train_dataset, eval_dataset, device, echo)
+    tokenizer, train = data.tokenizer, data.train
 
     # -- models in the run's precision, optimizer, schedule -------------------------------
     precision = config.precision
@@ -160,33 +125,16 @@ def prepare_run(
     masters = None
     if precision.mixed and not sharded:  # FSDP2 keeps the float32 masters as its shards
         masters = MasterWeights(policy, precision.compute, streaming=world.mode != "ddp")
-    global_batch = config.per_device_train_batch_size * world.size  # one process's batch
-    pair_source: FixedPairs | OnlineRounds
-    if config.online:
-        builder = RoundBuilder(
-            config, world, tokenizer, *online_prompts, labeller=labeller, output_dir=output_dir
-        )
-        pair_source = OnlineRounds(
-            num_prompts=len(online_prompts[0]),
-            prompts_per_round=config.online_prompts_per_round,
-            steps_per_round=config.steps_per_round,
-            batch_size=global_batch,
-            accumulation=config.gradient_accumulation_steps,
-            seed=config.seed,
-            build_round=builder,
-            first_round=train if train.pairs else None,
-        )
-    else:
-        accumulation = config.gradient_accumulation_steps
-        pair_source = FixedPairs(train, global_batch, accumulation, config.seed)
+    pair_source = _pair_source(config, data, world, output_dir)
     total_steps = pair_source.total_steps(config.num_train_epochs, config.max_steps)
     separate_reference = [reference_model] if reference_model not in (None, policy) else []
     layout = choose_layout(config.layout, [policy, *separate_reference], echo)
     precompute = config.precompute_ref_log_probs
     reference_weights = weights_fingerprint(reference_model) if precompute else ""
     scorer = wrap(SequenceScorer(policy, config.logprob_chunk_tokens), world, precision)
-    if config.online:
-        builder.policy, builder.scorer = policy, scorer  # rounds sample from the live policy
+    if isinstance(pair_source, OnlineRounds):  # rounds sample from the live policy
+        pair_source.build_round.policy = policy  # type: ignore[attr-defined]
+        pair_source.build_round.scorer = scorer  # type: ignore[attr-defined]
     if isinstance(reference, FrozenModelReference):
         reference.scorer = wrap(reference.scorer, world, precision)
     elif isinstance(reference, AdapterDisabledReference) and sharded:
@@ -218,11 +166,11 @@ def prepare_run(
         output_dir=output_dir,
         echo=echo,
         tokenizer=tokenizer,
-        train_data=train_data,
+        train_data=data.train_data,
         train=train,
-        eval=evaluation,
-        eval_prompts=eval_prompts,
-        reward_fn=reward_fn,
+        eval=data.evaluation,
+        eval_prompts=data.eval_prompts,
+        reward_fn=data.reward_fn,
         precision=precision,
         policy=policy,
         scorer=scorer,
@@ -234,7 +182,7 @@ def prepare_run(
         scheduler=scheduler,
         source=pair_source,
         layout=layout,
-        pad_id=pad_id,
+        pad_id=data.pad_id,
         total_steps=total_steps,
         probe=UpdateProbe(trainable, optimizer, world),
     )
@@ -266,6 +214,98 @@ def prepare_run(
         + (f", {_precision_words(precision)}" if precision.compute != torch.float32 else "")
     )
     return run
+
+
+@dataclass
+class RunData:
+    """The data side of a run: tokenizer, tokenized pairs, held-out sets, online prompts."""
+
+    tokenizer: Any
+    pad_id: int
+    train_data: Any  # PreferenceData, or OnlineData (what the model card says)
+    train: PairSet
+    evaluation: PairSet | None
+    eval_prompts: list[Any]
+    reward_fn: Callable[..., Any] | None
+    online_prompts: list[Any] = field(default_factory=list)
+    online_rows: list[dict[str, Any]] = field(default_factory=list)  # their other columns
+    labeller: Any = None
+
+
+def _load_data(
+    config: DPOConfig,
+    train_dataset: Any,
+    eval_dataset: Any,
+    device: torch.device,
+    echo: Callable[[str], None],
+) -> RunData:
+    """Read and validate every file before any model loads; tokenize; check the reward
+    function and the online labeller on a couple of prompts."""
+    columns = Columns(
+        config.prompt_column,
+        config.chosen_column,
+        config.rejected_column,
+        prompt_required=config.prompt_column != "prompt",
+    )
+    source = train_dataset if train_dataset is not None else config.train_file
+    train_data: Any = None
+    if source is not None and not (config.online and not _has_pairs(source, columns)):
+        train_data = load_preferences(source, columns, skip_invalid_rows=config.skip_invalid_rows)
+        echo(f"train: {train_data.summary()}")
+    eval_data = None
+    if eval_dataset is not None or config.eval_file:
+        eval_data = load_preferences(
+            eval_dataset if eval_dataset is not None else config.eval_file,
+            columns,
+            skip_invalid_rows=config.skip_invalid_rows,
+        )
+        echo(f"eval: {eval_data.summary()}")
+    tokenizer = load_tokenizer(config.tokenizer_path)
+    train = PairSet([], [])
+    if train_data is not None:
+        train = _tokenize(train_data, tokenizer, config, "train", echo)
+    data = RunData(
+        tokenizer=tokenizer,
+        pad_id=pad_token_id(tokenizer),
+        train_data=train_data,
+        train=train,
+        evaluation=_tokenize(eval_data, tokenizer, config, "eval", echo) if eval_data else None,
+        eval_prompts=_held_out_prompts(config, eval_data),
+        reward_fn=load_reward_fn(config.reward_fn) if config.reward_fn else None,
+    )
+    if data.reward_fn is not None:
+        check_reward_fn(data.reward_fn, data.eval_prompts)
+    if config.online:
+        data.online_prompts, data.online_rows = _online_prompts(config, source, train_data, echo)
+        where = str(config.prompt_file or source)
+        data.train_data = train_data or OnlineData(len(data.online_prompts), where)
+        data.labeller = load_labeller(config, device)
+        check_labeller(data.labeller, data.online_prompts, data.online_rows)
+    return data
+
+
+def _pair_source(
+    config: DPOConfig, data: RunData, world: World, output_dir: Path
+) -> FixedPairs | OnlineRounds:
+    """Each step's pairs: the file's, or online rounds (the first one the file's pairs)."""
+    global_batch = config.per_device_train_batch_size * world.size  # one process's batch
+    accumulation = config.gradient_accumulation_steps
+    if not config.online:
+        return FixedPairs(data.train, global_batch, accumulation, config.seed)
+    builder = RoundBuilder(
+        config, world, data.tokenizer, data.online_prompts, data.online_rows,
+        labeller=data.labeller, output_dir=output_dir,
+    )  # fmt: skip
+    return OnlineRounds(
+        num_prompts=len(data.online_prompts),
+        prompts_per_round=config.online_prompts_per_round,
+        steps_per_round=config.steps_per_round,
+        batch_size=global_batch,
+        accumulation=accumulation,
+        seed=config.seed,
+        build_round=builder,
+        first_round=data.train if data.train.pairs else None,
+    )
 
 
 def _resume(run: Run) -> None:

@@ -61,7 +61,7 @@ class Profile:
 PROFILES = {
     "quick": Profile(
         train_prompts=64,
-        heldout_prompts=32,
+        heldout_prompts=24,
         samples_per_prompt=4,
         completion_tokens=20,
         gap_threshold=0.3,
@@ -76,6 +76,8 @@ PROFILES = {
             Method("Online DPO", ("sigmoid",), beta=0.1, learning_rate=2e-4, kind="online"),
             Method("RL (true reward)", beta=0.05, learning_rate=1e-4, kind="rl"),
         ),
+        online_prompts_per_round=12,
+        rl_prompts_per_step=3,
     ),
     "full": Profile(
         train_prompts=256,
@@ -244,6 +246,7 @@ def run_demo(
         pairs=len(pairs),
         reference_samples=len(samples),
     )
+    setup_seconds = round(time.perf_counter() - start, 1)
     runs = [run_method(method, experiment) for method in profile.methods]
     curves = [(run["slug"], read_metrics(out / "runs" / run["slug"])) for run in runs]
     reward_model = None
@@ -266,6 +269,7 @@ def run_demo(
         "reference": reference_point,
         "runs": runs,
         **({"reward_model": reward_model} if reward_model is not None else {}),
+        "setup_seconds": setup_seconds,
         "seconds": round(time.perf_counter() - start, 1),
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -344,7 +348,8 @@ def _summary(results: dict[str, Any], best: dict[str, Any] | None) -> str:
         "# DPO controlled-sentiment demo",
         "",
         f"Profile `{results['profile']}`, seed {results['seed']}, {results['pairs']} "
-        f"preference pairs, {results['seconds']:.0f} s.",
+        f"preference pairs, {results['seconds']:.0f} s ({results['setup_seconds']:.0f} s of "
+        "them for assets, prompts, the reference's samples and its own point).",
         "",
         f"The reference (SmolLM2-135M-Instruct) scores {ref['reward']:+.3f} mean VADER "
         f"reward on held-out prompts ({ref['judge']:+.3f} by the second judge, a model of "
@@ -408,10 +413,12 @@ def reward_at(points: list[dict[str, Any]], reference: float, kl: float) -> floa
 def _equal_kl_table(results: dict[str, Any]) -> list[str]:
     """Reward of every method at the same KL: where each wins or loses, not only its best."""
     runs, reference = results["runs"], results["reference"]["reward"]
-    reach = sorted(max(p["kl"] for p in run["points"]) for run in runs)
-    grid = sorted({round(reach[0] * f, 1) for f in (0.25, 0.5, 1.0)} - {0.0})
+    farthest = max(max(p["kl"] for p in run["points"]) for run in runs)
+    grid = [k for k in (1, 2, 3, 5, 8, 10, 15, 20, 30, 50) if k <= farthest] or [farthest]
+    grid = grid[:: max(1, len(grid) // 5)][:6]
     header = "| method | " + " | ".join(f"reward at KL {k:g}" for k in grid) + " |"
-    lines = ["At equal KL (nats; linear between measured points):", "", header,
+    lines = ["At equal KL (nats; linear between measured points; — past a method's reach):", "",
+             header,
              "|---|" + "---|" * len(grid)]  # fmt: skip
     for run in runs:
         values = [reward_at(run["points"], reference, k) for k in grid]
