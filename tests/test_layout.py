@@ -58,7 +58,7 @@ def build(style: str, attention: str) -> torch.nn.Module:
 
 def logps_and_grads(model, layout, chunk_tokens):
     model.zero_grad()
-    logps, counts, log1m = model_logprobs(
+    logps, counts, log1m, _ = model_logprobs(
         model, collate_pairs(PAIRS, 0, layout=layout), chunk_tokens
     )
     (logps * torch.linspace(0.5, 1.5, len(logps))).sum().add(0.3 * log1m.sum()).backward()

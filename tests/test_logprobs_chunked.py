@@ -20,7 +20,7 @@ PAIRS = [
 
 def run(model, batch, chunk):
     model.zero_grad()
-    logps, counts, log1m = model_logprobs(model, batch, chunk)
+    logps, counts, log1m, _ = model_logprobs(model, batch, chunk)
     (logps.sum() + 0.3 * log1m.sum()).backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return logps.detach(), counts, log1m.detach(), grads

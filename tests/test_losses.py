@@ -191,3 +191,39 @@ def test_gradient_pushes_chosen_up_and_rejected_down() -> None:
     LOSSES["sigmoid"].fn(lp, beta=0.1).sum().backward()
     assert lp.chosen.grad.item() == pytest.approx(-0.05)  # -beta * sigma(0)
     assert lp.rejected.grad.item() == pytest.approx(0.05)
+
+
+def test_f_divergence_scores_against_their_formulas() -> None:
+    """f-DPO (Wang et al. 2023): f'(t) at t = π/π_ref, in float64, from the definitions."""
+    import math
+
+    from directpo.losses import f_divergence_score
+
+    u = torch.tensor([-2.0, -0.3, 0.0, 0.7, 3.0], dtype=torch.float64)
+    t = u.exp()
+    assert torch.allclose(f_divergence_score(u, "reverse_kl"), u)
+    assert torch.allclose(f_divergence_score(u, "forward_kl"), 1 - 1 / t)
+    assert torch.allclose(f_divergence_score(u, "js_divergence"), torch.log(2 * t / (1 + t)))
+    for alpha in (0.3, 0.5, 2.0):
+        expected = (t ** (alpha - 1) - 1) / (alpha - 1)
+        assert torch.allclose(f_divergence_score(u, "alpha_divergence", alpha), expected)
+    assert torch.allclose(f_divergence_score(u, "alpha_divergence", 1.0), u)  # the KL limit
+    assert math.isfinite(float(f_divergence_score(torch.tensor([1e4]), "alpha_divergence", 2.0)))
+
+
+def test_wpo_weight_and_ld_token_weights() -> None:
+    from directpo.losses import ld_token_weights, wpo_weight
+
+    # WPO: exp of the mean aligned log-prob; detached
+    aligned = torch.tensor([-3.0, -0.5], dtype=torch.float64, requires_grad=True)
+    weights = wpo_weight(aligned, torch.tensor([3, 1]))
+    assert torch.allclose(
+        weights, torch.tensor([math.exp(-1.0), math.exp(-0.5)], dtype=torch.float64)
+    )
+    assert not weights.requires_grad
+    # LD-DPO: a 5-token completion paired with a 2-token one: the last 3 tokens weigh alpha
+    position = torch.arange(5)
+    got = ld_token_weights(position, torch.full((5,), 5), torch.full((5,), 2), 0.25)
+    assert got.tolist() == [1.0, 1.0, 0.25, 0.25, 0.25]
+    shorter = ld_token_weights(torch.arange(2), torch.full((2,), 2), torch.full((2,), 5), 0.25)
+    assert shorter.tolist() == [1.0, 1.0]  # the shorter completion keeps every token

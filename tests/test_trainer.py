@@ -311,3 +311,27 @@ def test_max_length_alone_and_the_model_card(tiny_model_dirs, pairs_file, tmp_pa
     with pytest.raises(ConfigError, match="max_prompt_length must be >= 1 and < max_length"):
         config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "x", max_length=8,
                    max_prompt_length=8)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"ld_alpha": 0.3},
+        {"ld_alpha": 0.3, "precompute_ref_log_probs": True},
+        {"ld_alpha": 0.3, "lora_r": 4},
+        {"use_weighting": True, "f_divergence_type": "js_divergence"},
+    ],
+)
+def test_loss_modifiers_reach_policy_and_reference(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, options
+) -> None:
+    """LD-DPO weighs the reference's tokens as the policy's (live, precomputed, adapters off):
+    policy == reference still gives loss ln 2 at the first step; the run then learns."""
+    monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / "cache"))
+    config = config_for(tiny_model_dirs["llama"], pairs_file, tmp_path / "out", max_steps=6,
+                        **options)  # fmt: skip
+    rows = train_rows(train(config, echo=quiet).metrics)
+    weight = rows[0].get("wpo/pair_weight", 1.0)  # WPO scales each pair's loss
+    assert 0 < weight <= 1
+    assert rows[0]["loss"] == pytest.approx(math.log(2) * weight, abs=1e-6)
+    assert rows[-1]["loss"] < rows[0]["loss"]

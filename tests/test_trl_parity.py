@@ -90,7 +90,9 @@ def directpo_step(models, rows, **options) -> dict[str, float]:
     policy = AutoModelForCausalLM.from_pretrained(policy_dir)
     reference = None
     if config.loss_needs_reference:
-        reference = FrozenModelReference(AutoModelForCausalLM.from_pretrained(ref_dir))
+        reference = FrozenModelReference(
+            AutoModelForCausalLM.from_pretrained(ref_dir), ld_alpha=config.ld_alpha
+        )
     _, stats = pair_losses(
         policy, reference, collate_pairs(data.pairs, pad_token_id(tokenizer)), config
     )
@@ -146,3 +148,26 @@ def test_label_smoothing_on_sigmoid_is_applied_here_and_ignored_by_trl(models, t
     assert theirs["loss"] == pytest.approx(plain["loss"], abs=1e-5)  # TRL: as if ε = 0
     assert abs(smoothed["loss"] - plain["loss"]) > 1e-3
     assert_same(smoothed, theirs, METRICS)  # rewards do not depend on ε
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"use_weighting": True},
+        {"ld_alpha": 0.5},
+        {"ld_alpha": 0.0, "loss_type": ["ipo"]},
+        {"f_divergence_type": "forward_kl"},
+        {"f_divergence_type": "js_divergence"},
+        {"f_divergence_type": "alpha_divergence", "f_alpha_divergence_coef": 0.3},
+        {"f_divergence_type": "js_divergence", "loss_type": ["hinge"], "use_weighting": True},
+    ],
+    ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()),
+)
+def test_loss_modifiers_match_trl(models, tmp_path, options) -> None:
+    """WPO, LD-DPO and f-DPO: the first batch's loss and metrics equal TRL's."""
+    options = {"loss_type": ["sigmoid"], "beta": 0.3, **options}
+    theirs = trl_step(models, SENTIMENT_PAIRS, tmp_path, **options)
+    ours = directpo_step(models, SENTIMENT_PAIRS, **options)
+    plain = directpo_step(models, SENTIMENT_PAIRS, loss_type=options["loss_type"], beta=0.3)
+    assert abs(ours["loss"] - plain["loss"]) > 1e-4  # the modifier changes the loss
+    assert_same(ours, theirs, ("loss", *METRICS))

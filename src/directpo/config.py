@@ -19,7 +19,7 @@ from typing import Any
 
 from directpo.batching import Layout
 from directpo.errors import ConfigError
-from directpo.losses import LOSSES, needs_reference
+from directpo.losses import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSSES, needs_reference
 from directpo.options import Options, load_options, option, option_help
 from directpo.precision import PrecisionPolicy
 from directpo.trl_compat import apply_trl_meanings, translate
@@ -261,6 +261,26 @@ class DPOConfig(Options):
         "sigmoid; robust, exo_pair, aot, aot_unpaired, simpo).",
     )
     simpo_gamma: float = option(0.5, "SimPO's target reward margin gamma.")
+    use_weighting: bool = option(
+        False,
+        "WPO (Zhou et al. 2024): weight each pair's loss by how likely the current policy finds "
+        "both completions (per-token geometric mean, relative to the policy's own likely "
+        "tokens), so off-policy pairs count less.",
+    )
+    ld_alpha: float | None = option(
+        None,
+        "LD-DPO (Liu et al. 2024): in [0, 1]; the tokens of the longer completion past the "
+        "shorter one's length count alpha times in the log-probs of policy and reference, so "
+        "verbosity is not rewarded. null: off.",
+    )
+    f_divergence_type: str = option(
+        "reverse_kl",
+        "f-DPO (Wang et al. 2023): the divergence that regularises the policy: reverse_kl "
+        "(DPO), forward_kl, js_divergence, alpha_divergence.",
+    )
+    f_alpha_divergence_coef: float = option(
+        0.5, "alpha of f_divergence_type: alpha_divergence (TRL's parametrisation)."
+    )
     rpo_alpha: float | None = option(
         None,
         "RPO (TRL's older option): adds the sft loss (NLL of the chosen completion) with this "
@@ -449,6 +469,7 @@ class DPOConfig(Options):
                 ("lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora"),
                 "lora_r is 0 (no LoRA); set lora_r: 16",
             )
+        self._check_loss_modifiers()
         if self.precompute_ref_log_probs and not self.loss_needs_reference:
             raise ConfigError("precompute_ref_log_probs is set but no chosen loss uses a reference")
 
@@ -489,6 +510,24 @@ class DPOConfig(Options):
     def precision(self) -> PrecisionPolicy:
         """The dtypes of the run: compute, master (trainable weights), save."""
         return PrecisionPolicy.from_options(self.dtype, self.master_weights, self.save_dtype)
+
+    def _check_loss_modifiers(self) -> None:
+        self._one_of("f_divergence_type", F_DIVERGENCES)
+        if self.f_divergence_type != "reverse_kl":
+            unsupported = sorted(set(self.loss_type) - F_DIVERGENCE_LOSSES)
+            if unsupported:
+                raise ConfigError(
+                    f"f_divergence_type: {self.f_divergence_type} applies to "
+                    f"{', '.join(sorted(F_DIVERGENCE_LOSSES))}, not {', '.join(unsupported)}"
+                )
+        else:
+            self._reject_if_set(("f_alpha_divergence_coef",), "f_divergence_type is reverse_kl")
+        if self.ld_alpha is not None:
+            self._require(0 <= self.ld_alpha <= 1, "ld_alpha", "in [0, 1]")
+        if self.use_weighting and {"aot", "aot_unpaired"} & set(self.loss_type):
+            raise ConfigError(
+                "use_weighting cannot weight aot / aot_unpaired (their loss couples the batch)"
+            )
 
     def _reject_if_set(self, keys: tuple[str, ...], reason: str) -> None:
         """An option that would silently do nothing is refused instead."""

@@ -26,12 +26,13 @@ from directpo.batching import (
     collate_pairs,
     collate_sequences,
 )
+from directpo.losses import ld_token_weights
 from directpo.tokenization import TokenizedPair
 
 
 def completion_logprobs(
-    logits: torch.Tensor, batch: Batch
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    logits: torch.Tensor, batch: Batch, ld_alpha: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sequence sums of completion-token log-probs, token counts, and unlikelihood sums.
 
     Args:
@@ -39,69 +40,98 @@ def completion_logprobs(
         batch: says which logits score which completion token of which sequence.
 
     Returns:
-        (logps, token_counts, log1m), each [num_sequences], where logps = Σ_t log p_t and
+        (logps, token_counts, log1m, aligned), each [num_sequences], where logps = Σ_t log p_t,
         log1m = Σ_t log(1 − p_t) over completion tokens (for the unlikelihood loss; p_t is
-        capped at 1 − 1e-5 as in Welleck et al. 2019). Float32, or float64 for float64 logits.
+        capped at 1 − 1e-5 as in Welleck et al. 2019) and aligned = Σ_t [log p_t − log Σ_v p_v²]
+        (WPO's weight, detached). Float32, or float64 for float64 logits. With ``ld_alpha``,
+        logps weighs each completion's tokens past the pair's shorter one by it (LD-DPO).
     """
-    token_logps, token_log1m = _token_logprobs(
+    token_logps, token_log1m, token_aligned = _token_logprobs(
         logits.flatten(0, 1)[batch.predict_from], batch.target_ids
     )
-    return _per_sequence(batch, token_logps, token_log1m)
+    return _per_sequence(batch, token_logps, token_log1m, token_aligned, ld_alpha)
 
 
 def model_logprobs(
-    model: torch.nn.Module, batch: Batch, chunk_tokens: int = 0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    model: torch.nn.Module,
+    batch: Batch,
+    chunk_tokens: int = 0,
+    ld_alpha: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run ``model`` on the batch; ``completion_logprobs`` of every sequence (chosen first).
 
     With ``chunk_tokens > 0`` (and a model whose logits are a plain linear head over its last
     hidden state), only completion positions reach the LM head, ``chunk_tokens`` at a time,
     each chunk recomputed in the backward pass: no [tokens × vocab] tensor larger than one
     chunk is ever alive. Otherwise the full logits are built (``completion_logprobs``).
+
+    ``ld_alpha``: LD-DPO's weighting of each completion's tokens past the pair's shorter one.
+    Returns (log-probs, token counts, Σ log(1 − p), Σ [log p − log Σ_v p_v²] (WPO)), each [2B].
     """
     inputs = model_inputs(model, batch)
     parts = _backbone_and_head(model) if chunk_tokens > 0 else None
     if parts is None:
-        return completion_logprobs(model(**inputs, use_cache=False).logits, batch)
+        return completion_logprobs(model(**inputs, use_cache=False).logits, batch, ld_alpha)
     backbone, head = parts
     hidden = backbone(**inputs, use_cache=False).last_hidden_state
     selected = hidden.flatten(0, 1)[batch.predict_from]  # [K, H]: only the scoring positions
     targets = batch.target_ids
-    token_logps, token_log1m = [], []
+    parts_of: list[list[torch.Tensor]] = [[], [], []]
     for start in range(0, selected.shape[0], chunk_tokens):
         end = start + chunk_tokens
-        logp, log1m = checkpoint(
+        chunk = checkpoint(
             _head_logprobs, head, selected[start:end], targets[start:end], use_reentrant=False
         )
-        token_logps.append(logp)
-        token_log1m.append(log1m)
+        for collected, part in zip(parts_of, chunk, strict=True):
+            collected.append(part)
     empty = hidden.new_zeros(0, dtype=torch.float32)
-    return _per_sequence(
-        batch,
-        torch.cat(token_logps) if token_logps else empty,
-        torch.cat(token_log1m) if token_log1m else empty,
-    )
+    logps, log1m, aligned = (torch.cat(p) if p else empty for p in parts_of)
+    return _per_sequence(batch, logps, log1m, aligned, ld_alpha)
 
 
 def _per_sequence(
-    batch: Batch, token_logps: torch.Tensor, token_log1m: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    batch: Batch,
+    token_logps: torch.Tensor,
+    token_log1m: torch.Tensor,
+    token_aligned: torch.Tensor,
+    ld_alpha: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     zeros = token_logps.new_zeros(batch.num_sequences)
+    if ld_alpha is not None and batch.num_pairs:
+        token_logps = token_logps * _ld_weights(batch, ld_alpha).to(token_logps.dtype)
     return (
         zeros.index_add(0, batch.target_sequence, token_logps),
         batch.completion_tokens,
         zeros.index_add(0, batch.target_sequence, token_log1m),
+        zeros.index_add(0, batch.target_sequence, token_aligned),
     )
+
+
+def _ld_weights(batch: Batch, alpha: float) -> torch.Tensor:
+    """LD-DPO's weight of each scored token (losses.ld_token_weights): a sequence's tokens are
+    contiguous and in order among the targets; its pair partner is sequence i ± B."""
+    sequence = batch.target_sequence
+    counts = batch.completion_tokens
+    first = torch.cumsum(counts, 0) - counts  # targets are grouped by sequence, in order
+    order = torch.argsort(sequence, stable=True)
+    position = torch.empty_like(sequence)
+    position[order] = torch.arange(len(sequence), device=sequence.device) - first[sequence[order]]
+    n = batch.num_pairs
+    partner = torch.cat([counts[n:], counts[:n]])
+    return ld_token_weights(position, counts[sequence], partner[sequence], alpha)
 
 
 def _token_logprobs(
     logits: torch.Tensor, targets: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p and log(1 − p) of each target token from its [K, V] logits, in float32 or more."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """log p, log(1 − p) and log p − log Σ_v p_v² (WPO, detached) of each target token from its
+    [K, V] logits, in float32 or more."""
     if logits.dtype != torch.float64:  # bf16 log-softmax loses too much: at least float32
         logits = logits.float()
     logp = -F.cross_entropy(logits, targets, reduction="none")
-    return logp, torch.log1p(-logp.exp().clamp(max=1 - 1e-5))
+    with torch.no_grad():  # Σ_v p_v² = exp(logsumexp(2·logits) − 2·logsumexp(logits))
+        log_sum_sq = torch.logsumexp(2 * logits, -1) - 2 * torch.logsumexp(logits, -1)
+    return logp, torch.log1p(-logp.exp().clamp(max=1 - 1e-5)), logp.detach() - log_sum_sq
 
 
 def model_inputs(model: torch.nn.Module, batch: Batch) -> dict[str, Any]:
@@ -209,13 +239,18 @@ class SequenceScorer(torch.nn.Module):
     gather the head's (and embeddings') shards and for DDP to see every gradient.
     """
 
-    def __init__(self, model: torch.nn.Module, chunk_tokens: int = 0):
+    def __init__(
+        self, model: torch.nn.Module, chunk_tokens: int = 0, ld_alpha: float | None = None
+    ):
         super().__init__()
         self.model = model
         self.chunk_tokens = chunk_tokens
+        self.ld_alpha = ld_alpha
 
-    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return model_logprobs(self.model, batch, self.chunk_tokens)
+    def forward(
+        self, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return model_logprobs(self.model, batch, self.chunk_tokens, self.ld_alpha)
 
 
 # Configs whose models transform logits after the LM head: the chunked path would skip that.
@@ -242,8 +277,8 @@ def _backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.n
 
 def _head_logprobs(
     head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p and log(1 − p) of each target token, from one chunk of hidden states."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``_token_logprobs`` of one chunk of hidden states."""
     return _token_logprobs(head(hidden), targets)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -34,14 +34,26 @@ class PairLogps:
     chosen_tokens: torch.Tensor
     rejected_tokens: torch.Tensor
     rejected_log1m: torch.Tensor | None = None  # Σ_t log(1 − p(y_l,t)), for unlikelihood
+    # f-DPO: f'(π/π_ref) in place of the log-ratio (``f_divergence``); None: the log-ratio
+    chosen_score: torch.Tensor | None = None
+    rejected_score: torch.Tensor | None = None
+    # WPO: each sequence's weight (``wpo_weights``), multiplied into the pair's loss
+    chosen_weight: torch.Tensor | None = None
+    rejected_weight: torch.Tensor | None = None
 
     @property
     def chosen_logratios(self) -> torch.Tensor:
+        """Δ_w = π_w − ref_w, or its f-divergence score f'(π/π_ref) under f-DPO."""
+        if self.chosen_score is not None:
+            return self.chosen_score
         assert self.ref_chosen is not None, "this loss needs reference log-probs"
         return self.chosen - self.ref_chosen
 
     @property
     def rejected_logratios(self) -> torch.Tensor:
+        """Δ_l = π_l − ref_l, or its f-divergence score under f-DPO."""
+        if self.rejected_score is not None:
+            return self.rejected_score
         assert self.ref_rejected is not None, "this loss needs reference log-probs"
         return self.rejected - self.ref_rejected
 
@@ -263,6 +275,74 @@ def orpo_loss(lp: PairLogps, beta: float) -> torch.Tensor:
     return -lp.chosen_mean - beta * F.logsigmoid(log_odds)
 
 
+# --- loss modifiers: TRL's f_divergence_type, use_weighting and ld_alpha -----------------------
+
+F_DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
+# the losses built on h = Δ_w − Δ_l, for which an f-divergence score can stand in for Δ (TRL's set)
+F_DIVERGENCE_LOSSES = frozenset(
+    {"sigmoid", "sigmoid_norm", "hinge", "ipo", "exo_pair", "robust", "discopop", "sft"}
+)
+
+
+def f_divergence_score(logratio: torch.Tensor, kind: str, alpha: float = 0.5) -> torch.Tensor:
+    """f-DPO (Wang et al. 2023, https://arxiv.org/abs/2309.16240, Eq. 9): with u = log π/π_ref
+    and t = e^u, the DPO log-ratio is replaced by f'(t) of another f-divergence:
+
+    * reverse_kl: f'(t) = log t + 1 → u (the constant cancels in Δ_w − Δ_l): DPO itself;
+    * forward_kl: f'(t) = 1 − 1/t → 1 − e^(−u);
+    * js_divergence: f'(t) = log(2t/(1 + t)) → log 2 + log σ(u);
+    * alpha_divergence: f'(t) = (t^(α−1) − 1)/(α − 1) → (e^((α−1)u) − 1)/(α − 1) (TRL's
+      parametrisation; α → 1 is reverse KL). The exponent is capped at 80 so it stays finite.
+    """
+    if kind == "reverse_kl":
+        return logratio
+    if kind == "forward_kl":
+        return 1 - torch.exp(-logratio)
+    if kind == "js_divergence":
+        return math.log(2) + F.logsigmoid(logratio)
+    if kind == "alpha_divergence":
+        if abs(alpha - 1.0) < 1e-6:
+            return logratio
+        exponent = torch.clamp(((alpha - 1.0) * logratio).float(), max=80.0)
+        return ((torch.exp(exponent) - 1.0) / (alpha - 1.0)).to(logratio.dtype)
+    raise ValueError(f"unknown f-divergence {kind!r}")
+
+
+def with_f_divergence(lp: PairLogps, kind: str, alpha: float = 0.5) -> PairLogps:
+    """``lp`` whose log-ratios are the f-divergence scores (a no-op for reverse KL)."""
+    if kind == "reverse_kl":
+        return lp
+    return replace(
+        lp,
+        chosen_score=f_divergence_score(lp.chosen - lp.ref_chosen, kind, alpha),
+        rejected_score=f_divergence_score(lp.rejected - lp.ref_rejected, kind, alpha),
+    )
+
+
+def wpo_weight(aligned_logp_sum: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """WPO's sequence weight (Zhou et al. 2024, https://arxiv.org/abs/2406.11827, Eq. 2):
+
+    w(y) = exp( (1/|y|)·Σ_t [log p(y_t) − log Σ_v p(v)²] )
+
+    the geometric mean of each token's probability relative to the probability mass the policy
+    puts on its own likely tokens: pairs the current policy would itself produce weigh more
+    (off-policy pairs are simulated on-policy). The weight is detached; a pair's loss is
+    multiplied by w(y_w)·w(y_l)."""
+    return torch.exp(aligned_logp_sum.detach() / tokens.clamp(min=1))
+
+
+def ld_token_weights(
+    position: torch.Tensor, own_length: torch.Tensor, other_length: torch.Tensor, alpha: float
+) -> torch.Tensor:
+    """LD-DPO (Liu et al. 2024, https://arxiv.org/abs/2409.06411, Eq. 8): the log-prob of a
+    completion keeps its first min(|y_w|, |y_l|) tokens whole and scales the longer one's excess
+    by α ∈ [0, 1]: π̂(y) = Σ_{t ≤ l_s} log p_t + α·Σ_{t > l_s} log p_t, for policy and reference
+    alike, so verbosity is not rewarded. Token ``position`` (0-based) of a completion of
+    ``own_length`` whose pair's other completion has ``other_length`` tokens -> its weight."""
+    shared = torch.minimum(own_length, other_length)
+    return torch.where(position < shared, 1.0, alpha).to(torch.float32)
+
+
 @dataclass(frozen=True)
 class LossSpec:
     fn: Callable[..., torch.Tensor]
@@ -313,6 +393,8 @@ def preference_loss(
     for name in loss_types:
         spec = LOSSES[name]
         components[name] = spec.fn(lp, **{key: options[key] for key in spec.options})
+        if lp.chosen_weight is not None and lp.rejected_weight is not None:  # WPO
+            components[name] = components[name] * lp.chosen_weight * lp.rejected_weight
     total = sum(w * components[name] for name, w in zip(loss_types, weights, strict=True))
     return total, components
 
@@ -320,6 +402,7 @@ def preference_loss(
 def implicit_rewards(lp: PairLogps, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen, rejected) rewards, detached: β·(log π − log π_ref), the DPO implicit reward, or
     β·π̄ (SimPO's length-normalised reward) when the run has no reference."""
-    if lp.ref_chosen is None:
+    if lp.ref_chosen is None or lp.ref_rejected is None:
         return beta * lp.chosen_mean.detach(), beta * lp.rejected_mean.detach()
-    return beta * lp.chosen_logratios.detach(), beta * lp.rejected_logratios.detach()
+    chosen, rejected = lp.chosen - lp.ref_chosen, lp.rejected - lp.ref_rejected  # not f-scores
+    return beta * chosen.detach(), beta * rejected.detach()

@@ -28,10 +28,12 @@ class ReferenceProvider(Protocol):
 class FrozenModelReference:
     """A separate copy of the model: eval mode, no gradients, never updated."""
 
-    def __init__(self, model: torch.nn.Module, chunk_tokens: int = 0):
+    def __init__(
+        self, model: torch.nn.Module, chunk_tokens: int = 0, ld_alpha: float | None = None
+    ):
         self.model = model.eval().requires_grad_(False)
         # the module that runs: replaced by its DDP/FSDP-wrapped form in distributed training
-        self.scorer: torch.nn.Module = SequenceScorer(self.model, chunk_tokens)
+        self.scorer: torch.nn.Module = SequenceScorer(self.model, chunk_tokens, ld_alpha)
 
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> torch.Tensor:
@@ -41,11 +43,13 @@ class FrozenModelReference:
 class AdapterDisabledReference:
     """With LoRA, π_ref is the policy's own base model: the adapters switched off."""
 
-    def __init__(self, peft_model: torch.nn.Module, chunk_tokens: int = 0):
+    def __init__(
+        self, peft_model: torch.nn.Module, chunk_tokens: int = 0, ld_alpha: float | None = None
+    ):
         self.model = peft_model
         # the module that runs the policy: under FSDP its sharded scorer (set by the trainer),
         # since only the wrapped forward gathers the shards
-        self.scorer: torch.nn.Module = SequenceScorer(peft_model, chunk_tokens)
+        self.scorer: torch.nn.Module = SequenceScorer(peft_model, chunk_tokens, ld_alpha)
 
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> torch.Tensor:
@@ -103,7 +107,9 @@ def load_policy_and_reference(
         return policy, None  # reference-free losses never load one
     separate = config.reference_path != config.model_name_or_path
     if config.lora_r and not separate:
-        return policy, AdapterDisabledReference(policy, config.logprob_chunk_tokens)
+        return policy, AdapterDisabledReference(
+            policy, config.logprob_chunk_tokens, config.ld_alpha
+        )
     frozen = load_causal_lm(
         config.reference_path,
         precision.compute,
@@ -113,4 +119,4 @@ def load_policy_and_reference(
         attn_implementation=attention,
         compile_layers=config.torch_compile,
     )
-    return policy, FrozenModelReference(frozen, config.logprob_chunk_tokens)
+    return policy, FrozenModelReference(frozen, config.logprob_chunk_tokens, config.ld_alpha)

@@ -131,7 +131,8 @@ def prepare_run(
     layout = choose_layout(config.layout, [policy, *separate_reference], echo)
     precompute = config.precompute_ref_log_probs
     reference_weights = weights_fingerprint(reference_model) if precompute else ""
-    scorer = wrap(SequenceScorer(policy, config.logprob_chunk_tokens), world, precision)
+    policy_scorer = SequenceScorer(policy, config.logprob_chunk_tokens, config.ld_alpha)
+    scorer = wrap(policy_scorer, world, precision)
     if isinstance(pair_source, OnlineRounds):  # rounds sample from the live policy
         pair_source.build_round.policy = policy  # type: ignore[attr-defined]
         pair_source.build_round.scorer = scorer  # type: ignore[attr-defined]
@@ -479,7 +480,7 @@ def _precompute_reference(run: Run, reference_weights: str) -> None:
     needs it for the KL of samples."""
     config, reference = run.config, run.reference
     model = reference.model  # a frozen copy, or the LoRA policy with adapters disabled
-    settings = f"{config.dtype}|{type(model).__name__}"
+    settings = f"{config.dtype}|{type(model).__name__}|ld_alpha={config.ld_alpha}"
     for pair_set in (run.train, run.eval):
         if pair_set is not None and pair_set.pairs:
             pair_set.reference_table = precompute_reference_logps(

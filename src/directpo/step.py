@@ -14,7 +14,13 @@ from directpo.batching import PLAIN, Batch, Layout, collate_pairs, eval_batches
 from directpo.config import DPOConfig
 from directpo.distributed import SINGLE_PROCESS, World, all_reduce_sum, shard
 from directpo.logprobs import SequenceScorer, model_logprobs
-from directpo.losses import PairLogps, implicit_rewards, preference_loss
+from directpo.losses import (
+    PairLogps,
+    implicit_rewards,
+    preference_loss,
+    with_f_divergence,
+    wpo_weight,
+)
 from directpo.reference import ReferenceProvider
 from directpo.tokenization import TokenizedPair
 
@@ -87,18 +93,24 @@ def batch_logps(
     reference: ReferenceProvider | None,
     batch: Batch,
     chunk_tokens: int = 0,
+    ld_alpha: float | None = None,
+    use_weighting: bool = False,
 ) -> PairLogps:
     """Policy (with graph) and reference log-probs of a paired batch.
 
-    ``policy`` is a causal LM, or a ``SequenceScorer`` (possibly DDP/FSDP-wrapped) around one.
+    ``policy`` is a causal LM, or a ``SequenceScorer`` (possibly DDP/FSDP-wrapped) around one
+    (which then applies its own ``ld_alpha``). ``use_weighting``: WPO's sequence weights.
     """
     n = batch.num_pairs
     inner = getattr(policy, "module", policy)  # DDP keeps the scorer in .module
     if isinstance(inner, SequenceScorer):
-        policy_logps, token_counts, log1m = policy(batch)
+        policy_logps, token_counts, log1m, aligned = policy(batch)
     else:
-        policy_logps, token_counts, log1m = model_logprobs(policy, batch, chunk_tokens)
+        policy_logps, token_counts, log1m, aligned = model_logprobs(
+            policy, batch, chunk_tokens, ld_alpha
+        )
     reference_logps = reference.logprobs(batch) if reference is not None else None
+    weights = wpo_weight(aligned, token_counts) if use_weighting else None
     return PairLogps(
         chosen=policy_logps[:n],
         rejected=policy_logps[n:],
@@ -107,6 +119,8 @@ def batch_logps(
         chosen_tokens=token_counts[:n],
         rejected_tokens=token_counts[n:],
         rejected_log1m=log1m[n:],
+        chosen_weight=None if weights is None else weights[:n],
+        rejected_weight=None if weights is None else weights[n:],
     )
 
 
@@ -115,9 +129,13 @@ def pair_losses(
 ) -> tuple[torch.Tensor, PairStats]:
     """Per-pair losses of one batch (with graph) and the detached sums for metrics (tensors:
     ``PairStats.materialized`` reads them, so the device is not waited for here)."""
-    lp = batch_logps(policy, reference, batch, config.logprob_chunk_tokens)
+    lp = batch_logps(
+        policy, reference, batch, config.logprob_chunk_tokens, config.ld_alpha,
+        config.use_weighting,
+    )  # fmt: skip
+    scored = with_f_divergence(lp, config.f_divergence_type, config.f_alpha_divergence_coef)
     losses, components = preference_loss(
-        lp, config.loss_type, config.loss_weights, **config.loss_options()
+        scored, config.loss_type, config.loss_weights, **config.loss_options()
     )
     chosen_rewards, rejected_rewards = implicit_rewards(lp, config.beta)
     sums: dict[str, float | torch.Tensor] = {
@@ -129,6 +147,8 @@ def pair_losses(
         "logps/rejected": lp.rejected.detach().sum(),
     }
     sums |= {f"loss/{name}": value.detach().sum() for name, value in components.items()}
+    if lp.chosen_weight is not None and lp.rejected_weight is not None:
+        sums["wpo/pair_weight"] = (lp.chosen_weight * lp.rejected_weight).sum()
     return losses, PairStats(pairs=batch.num_pairs, tokens=batch.sequence_tokens, sums=sums)
 
 

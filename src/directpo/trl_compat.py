@@ -155,10 +155,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "use_dora": (_nothing, LATER),
     "lora_modules_to_save": (_nothing, LATER),
     "lora_target_parameters": (_nothing, LATER),
-    "ld_alpha": (_nothing, LATER),
-    "use_weighting": (_nothing, LATER),
-    "f_divergence_type": (_equals("reverse_kl"), LATER),
-    "f_alpha_divergence_coef": (_any, ""),  # read only by f_divergence_type
     "sync_ref_model": (_nothing, LATER),
     "ref_model_mixup_alpha": (_any, ""),  # read only by sync_ref_model
     "ref_model_sync_steps": (_any, ""),
