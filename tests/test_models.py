@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from tiny import tiny_config
 
-from directpo.models import decoder_layers, load_causal_lm
+from directpo.models import LoadOptions, decoder_layers, load_causal_lm
 from directpo.trainer import train
 
 
@@ -22,10 +22,8 @@ def assert_same_trajectory(ours: list[dict], theirs: list[dict], tolerance: floa
 
 def test_checkpointing_every_other_layer(tiny_model_dirs, pairs_file, tmp_path) -> None:
     model = tiny_model_dirs["llama"]
-    loaded = load_causal_lm(
-        str(model), "float32", disable_dropout=True, trainable=True, gradient_checkpointing=True,
-        checkpoint_every=2,
-    )  # fmt: skip
+    options = LoadOptions(gradient_checkpointing=True, checkpoint_every=2)
+    loaded = load_causal_lm(str(model), "float32", trainable=True, options=options)
     assert [layer.gradient_checkpointing for layer in decoder_layers(loaded)] == [True, False]
     plain = train_rows(tiny_config(model, pairs_file, tmp_path / "plain", max_steps=3))
     every = train_rows(

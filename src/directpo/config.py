@@ -47,6 +47,15 @@ class DPOConfig(Options):
         "Policy start point: a local Hugging Face model folder (or a hub id on machines "
         "with network access). Required.",
     )
+    model_init_kwargs: dict | None = option(
+        None,
+        "Keyword arguments for from_pretrained of policy and reference (TRL's option): "
+        "revision, attn_implementation, device_map (one process), low_cpu_mem_usage, ... "
+        "(dtype is the dtype option).",
+    )
+    trust_remote_code: bool = option(
+        False, "Allow model folders whose architecture is code shipped with them."
+    )
     ref_model_name_or_path: str | None = option(
         None, "Frozen reference model. Default: the policy's own start point (model_name_or_path)."
     )
@@ -470,6 +479,12 @@ class DPOConfig(Options):
                 "lora_r is 0 (no LoRA); set lora_r: 16",
             )
         self._check_loss_modifiers()
+        for key in ("dtype", "torch_dtype", "quantization_config"):
+            if key in (self.model_init_kwargs or {}):
+                raise ConfigError(
+                    f"model_init_kwargs: {key} is set by directpo's own options (dtype, "
+                    "load_in_4bit/8bit); remove it there"
+                )
         if self.precompute_ref_log_probs and not self.loss_needs_reference:
             raise ConfigError("precompute_ref_log_probs is set but no chosen loss uses a reference")
 

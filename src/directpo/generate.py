@@ -148,11 +148,7 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
     tokenizer = load_tokenizer(options.model_name_or_path)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_causal_lm(
-        options.model_name_or_path,
-        options.dtype,
-        disable_dropout=True,
-        trainable=False,
-        device=device,
+        options.model_name_or_path, options.dtype, trainable=False, device=device
     )
     try:
         samples = sample_completions(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -13,9 +14,9 @@ from directpo.errors import ModelLoadError
 from directpo.precision import DTYPES
 
 
-def load_tokenizer(path: str) -> Any:
+def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
         raise ModelLoadError(f"tokenizer '{path}': cannot load ({_first_line(exc)})") from None
     if tokenizer.eos_token_id is None:
@@ -23,32 +24,43 @@ def load_tokenizer(path: str) -> Any:
     return tokenizer
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a causal LM is loaded (besides its dtype, device and whether it trains)."""
+
+    disable_dropout: bool = True
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 1  # with gradient checkpointing: only every k-th decoder layer
+    attn_implementation: str = "auto"
+    compile_layers: bool = False  # torch.compile each decoder layer (regional)
+    init_kwargs: dict[str, Any] = field(default_factory=dict)  # model_init_kwargs
+    trust_remote_code: bool = False
+    quantization: Any = None  # a transformers BitsAndBytesConfig (QLoRA), or None
+
+
 def load_causal_lm(
     path: str,
     dtype: str | torch.dtype,
     *,
-    disable_dropout: bool,
     trainable: bool,
-    gradient_checkpointing: bool = False,
     device: torch.device | str = "cpu",
-    attn_implementation: str = "auto",
-    checkpoint_every: int = 1,
-    compile_layers: bool = False,
+    options: LoadOptions = LoadOptions(),
 ) -> torch.nn.Module:
-    """An ``AutoModelForCausalLM`` from ``path``; frozen and in eval mode unless trainable.
-
-    ``checkpoint_every``: with gradient checkpointing, only every k-th decoder layer recomputes.
-    ``compile_layers``: each decoder layer is compiled with torch.compile (regional).
-    """
-    kwargs = {} if attn_implementation == "auto" else {"attn_implementation": attn_implementation}
+    """An ``AutoModelForCausalLM`` from ``path`` (or a PEFT adapter folder: its base with the
+    adapter on it); frozen and in eval mode unless trainable."""
+    kwargs: dict[str, Any] = dict(options.init_kwargs)
+    if options.attn_implementation != "auto":
+        kwargs["attn_implementation"] = options.attn_implementation
+    if options.trust_remote_code:
+        kwargs["trust_remote_code"] = True
+    if options.quantization is not None:
+        kwargs["quantization_config"] = options.quantization
+        kwargs.setdefault("device_map", {"": device})
     adapter = adapter_base(path)
     if adapter is not None:  # a LoRA output folder: the base model with the adapter on it
         from peft import PeftModel
 
-        base = load_causal_lm(
-            adapter, dtype, disable_dropout=disable_dropout, trainable=False, device=device,
-            attn_implementation=attn_implementation,
-        )  # fmt: skip
+        base = load_causal_lm(adapter, dtype, trainable=False, device=device, options=options)
         try:
             model = PeftModel.from_pretrained(base, path, is_trainable=trainable)
         except Exception as exc:  # peft raises several types for a foreign or damaged adapter
@@ -57,8 +69,8 @@ def load_causal_lm(
             ) from None
         return model.train() if trainable else model.eval()
     try:
-        config = AutoConfig.from_pretrained(path)
-        if disable_dropout:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=options.trust_remote_code)
+        if options.disable_dropout:
             _zero_dropout_config(config)
         model = AutoModelForCausalLM.from_pretrained(
             path, config=config, dtype=DTYPES.get(dtype, dtype), **kwargs
@@ -67,19 +79,20 @@ def load_causal_lm(
         raise ModelLoadError(
             f"model '{path}': cannot load as a causal LM ({_first_line(exc)})"
         ) from None
-    if disable_dropout:
+    if options.disable_dropout:
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
-    model.to(device)
+    if "device_map" not in kwargs:  # accelerate placed it already
+        model.to(device)
     if trainable:
         model.train()
-        if gradient_checkpointing:
-            _enable_activation_checkpointing(model, checkpoint_every)
+        if options.gradient_checkpointing:
+            _enable_activation_checkpointing(model, options.checkpoint_every)
     else:
         model.eval()
         model.requires_grad_(False)
-    if compile_layers:
+    if options.compile_layers:
         for block in decoder_layers(model):
             block.compile()
     return model

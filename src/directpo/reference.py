@@ -7,6 +7,7 @@ policy itself with its LoRA adapters disabled (no second copy); a precomputed di
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Protocol
 
 import torch
@@ -15,7 +16,7 @@ from directpo.attention import choose_implementation
 from directpo.batching import Batch
 from directpo.config import DPOConfig
 from directpo.logprobs import SequenceScorer
-from directpo.models import apply_lora, load_causal_lm
+from directpo.models import LoadOptions, apply_lora, load_causal_lm
 from directpo.precision import PrecisionPolicy, cast_frozen
 
 
@@ -61,6 +62,19 @@ class AdapterDisabledReference:
         return logps
 
 
+def load_options(config: DPOConfig, attention: str) -> LoadOptions:
+    """How the config's policy and reference are loaded (models.LoadOptions)."""
+    return LoadOptions(
+        disable_dropout=config.disable_dropout,
+        gradient_checkpointing=config.gradient_checkpointing,
+        checkpoint_every=config.gradient_checkpointing_every,
+        attn_implementation=attention,
+        compile_layers=config.torch_compile,
+        init_kwargs=dict(config.model_init_kwargs or {}),
+        trust_remote_code=config.trust_remote_code,
+    )
+
+
 def load_policy_and_reference(
     config: DPOConfig,
     device: torch.device,
@@ -82,16 +96,13 @@ def load_policy_and_reference(
     )
     if sharded:
         device = torch.device("cpu")
+    options = load_options(config, attention)
     policy = load_causal_lm(
         config.model_name_or_path,
         precision.load_dtype,
-        disable_dropout=config.disable_dropout,
         trainable=True,
-        gradient_checkpointing=config.gradient_checkpointing,
         device=device,
-        attn_implementation=attention,
-        checkpoint_every=config.gradient_checkpointing_every,
-        compile_layers=config.torch_compile,
+        options=options,
     )
     if config.lora_r:
         policy = apply_lora(
@@ -113,10 +124,8 @@ def load_policy_and_reference(
     frozen = load_causal_lm(
         config.reference_path,
         precision.compute,
-        disable_dropout=config.disable_dropout,
         trainable=False,
         device=device,
-        attn_implementation=attention,
-        compile_layers=config.torch_compile,
+        options=replace(options, gradient_checkpointing=False),
     )
     return policy, FrozenModelReference(frozen, config.logprob_chunk_tokens, config.ld_alpha)

@@ -171,7 +171,7 @@ def _is_single(value: Any) -> bool:
 def _load(model: ModelLike, dtype: str) -> torch.nn.Module:
     if isinstance(model, str):
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        return load_causal_lm(model, dtype, disable_dropout=True, trainable=False, device=device)
+        return load_causal_lm(model, dtype, trainable=False, device=device)
     return model
 
 

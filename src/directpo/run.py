@@ -261,7 +261,7 @@ def _load_data(
             skip_invalid_rows=config.skip_invalid_rows,
         )
         echo(f"eval: {eval_data.summary()}")
-    tokenizer = load_tokenizer(config.tokenizer_path)
+    tokenizer = load_tokenizer(config.tokenizer_path, config.trust_remote_code)
     train = PairSet([], [])
     if train_data is not None:
         train = _tokenize(train_data, tokenizer, config, "train", echo)

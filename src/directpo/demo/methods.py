@@ -275,9 +275,7 @@ class _Evaluator:
         from directpo.rewardfn import load_reward_fn
 
         self.exp, self.run_dir, self.tokenizer = exp, run_dir, tokenizer
-        reference = load_causal_lm(
-            str(exp.model_dir), "float32", disable_dropout=True, trainable=False
-        )
+        reference = load_causal_lm(str(exp.model_dir), "float32", trainable=False)
         self.reference = FrozenModelReference(reference)
         self.reward_fn = load_reward_fn(REWARD_FN)
         self.config = DPOConfig(

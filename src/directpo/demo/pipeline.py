@@ -182,7 +182,7 @@ def run_demo(
 
     # 3. preference pairs sampled from the reference and labelled by VADER -------------------
     tokenizer = load_tokenizer(str(model_dir))
-    reference = load_causal_lm(str(model_dir), "float32", disable_dropout=True, trainable=False)
+    reference = load_causal_lm(str(model_dir), "float32", trainable=False)
     echo(f"[demo] sampling {profile.samples_per_prompt} completions per train prompt")
     samples = sample_completions(
         reference,
