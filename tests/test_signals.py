@@ -153,7 +153,8 @@ def test_under_torchrun_a_signal_saves_one_complete_checkpoint(
     from directpo.checkpoint import verify_checkpoint
 
     def launch(out):
-        argv = command(tiny_model_dirs["llama"], pairs_file, out)[3:]  # after "-m directpo"
+        # after "-m directpo"; enough steps that the run cannot end before the signal
+        argv = [*command(tiny_model_dirs["llama"], pairs_file, out)[3:], "--max_steps", "5000"]
         start = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                  f"--master_port={free_port()}", "-m", "directpo", *argv,
                  "--distributed", "ddp"]  # fmt: skip
@@ -174,7 +175,7 @@ def test_under_torchrun_a_signal_saves_one_complete_checkpoint(
         os.kill(int(pid), signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr[-2000:]
-    assert stdout.count("stopped by SIGTERM") == 1  # rank 0 speaks
+    assert stdout.count("stopped by SIGTERM") == 1, stdout[-2000:]  # rank 0 speaks
     (checkpoint,) = out.glob("checkpoint-*")
     assert verify_checkpoint(checkpoint) is None
 
@@ -182,6 +183,6 @@ def test_under_torchrun_a_signal_saves_one_complete_checkpoint(
     process = launch(out)
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in the terminal
     stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 1 and "SignalException" in stderr
+    assert process.returncode == 1 and "SignalException" in stderr, stderr[-2000:]
     (checkpoint,) = out.glob("checkpoint-*")
     assert verify_checkpoint(checkpoint) is None  # complete: resume_from_checkpoint: latest
