@@ -123,6 +123,27 @@ class DPOConfig(Options):
     lora_target_modules: list[str] = option(
         ["all-linear"], "Modules that get adapters: names (q_proj,v_proj,...) or all-linear."
     )
+    use_dora: bool = option(False, "DoRA: weight-decomposed LoRA adapters (peft).")
+    use_rslora: bool = option(False, "rsLoRA: scale the LoRA update by alpha/sqrt(r).")
+    lora_modules_to_save: list[str] | None = option(
+        None, "Modules trained in full beside the adapters (e.g. lm_head, embed_tokens)."
+    )
+    load_in_4bit: bool = option(
+        False,
+        "QLoRA: load the base 4-bit quantized (bitsandbytes, CUDA) and train LoRA adapters "
+        "on it (needs lora_r); the reference is the base with the adapters off.",
+    )
+    load_in_8bit: bool = option(False, "Load the base 8-bit quantized (bitsandbytes, CUDA).")
+    bnb_4bit_quant_type: str = option("nf4", "4-bit quantization: nf4 or fp4.")
+    bnb_4bit_use_double_quant: bool = option(
+        False, "Quantize the 4-bit quantization constants too (TRL: use_bnb_nested_quant)."
+    )
+    bnb_4bit_compute_dtype: str | None = option(
+        None, "dtype the 4-bit layers compute in: float32 or bfloat16 (default: dtype)."
+    )
+    bnb_4bit_quant_storage: str | None = option(
+        None, "dtype that stores the 4-bit weights (default uint8; bfloat16 for FSDP)."
+    )
     merge_lora: bool = option(
         False,
         "Also write the adapter merged into the base weights: output_dir then holds a "
@@ -475,9 +496,34 @@ class DPOConfig(Options):
         require(bool(self.lora_target_modules), "lora_target_modules", "a non-empty list")
         if self.lora_r == 0:
             self._reject_if_set(
-                ("lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora"),
+                (
+                    "lora_alpha",
+                    "lora_dropout",
+                    "lora_target_modules",
+                    "merge_lora",
+                    "use_dora",
+                    "use_rslora",
+                    "lora_modules_to_save",
+                    "load_in_4bit",
+                ),
                 "lora_r is 0 (no LoRA); set lora_r: 16",
             )
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ConfigError("load_in_4bit and load_in_8bit are both set: choose one")
+        if not self.load_in_4bit:
+            self._reject_if_set(
+                (
+                    "bnb_4bit_quant_type",
+                    "bnb_4bit_use_double_quant",
+                    "bnb_4bit_compute_dtype",
+                    "bnb_4bit_quant_storage",
+                ),
+                "load_in_4bit is off",
+            )
+        self._one_of("bnb_4bit_quant_type", ("nf4", "fp4"))
+        for key in ("bnb_4bit_compute_dtype", "bnb_4bit_quant_storage"):
+            value = getattr(self, key)
+            self._require(value is None or value in DTYPES, key, "null, float32 or bfloat16")
         self._check_loss_modifiers()
         for key in ("dtype", "torch_dtype", "quantization_config"):
             if key in (self.model_init_kwargs or {}):
@@ -717,6 +763,13 @@ class DPOConfig(Options):
             raise ConfigError("model_name_or_path is required")
         for key in ("model_name_or_path", "ref_model_name_or_path", "tokenizer_name_or_path"):
             check_model_location(key, getattr(self, key))
+        if self.lora_r and os.path.isfile(
+            os.path.join(self.model_name_or_path, "adapter_config.json")
+        ):
+            raise ConfigError(
+                f"model_name_or_path {self.model_name_or_path} is an adapter folder: training "
+                "continues that adapter; remove lora_r (and the other lora_* options)"
+            )
         if need_train_file and not (self.train_file or (self.online and self.prompt_file)):
             raise ConfigError(
                 "train_file is required" + (" (or prompt_file)" if self.online else "")

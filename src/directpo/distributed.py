@@ -271,14 +271,13 @@ def consolidated_model(
     model: torch.nn.Module,
     dtype: torch.dtype,
     world: World,
-    options: Any = None,
 ) -> torch.nn.Module | None:
     """On rank 0, a plain (unsharded, CPU) copy of an FSDP-trained ``model`` in ``dtype``;
     None on the other ranks. Every rank must call it.
 
-    A LoRA policy comes back as a peft model (built from ``options``' ``lora_*`` values; the
-    adapters stay float32, as peft keeps them), so that the adapter or the merged model is
-    written as on one process.
+    A PEFT policy comes back as a peft model with the same adapter configs (the adapters stay
+    float32, as peft keeps them), so that the adapter or the merged model is written as on one
+    process.
     """
     state = full_model_state(scorer)
     if not world.is_main:
@@ -287,16 +286,14 @@ def consolidated_model(
 
     base = unwrap_peft(model)
     whole = AutoModelForCausalLM.from_config(base.config)
-    if hasattr(model, "peft_config"):
-        from directpo.models import apply_lora
+    configs = getattr(model, "peft_config", None)
+    if configs:  # the same adapters (every one, e.g. a continued adapter's frozen "ref")
+        from peft import get_peft_model
 
-        whole = apply_lora(
-            whole,
-            options.lora_r,
-            options.lora_alpha,
-            options.lora_dropout,
-            options.lora_target_modules,
-        )
+        names = list(configs)
+        whole = get_peft_model(whole, configs[names[0]], adapter_name=names[0])
+        for name in names[1:]:
+            whole.add_adapter(name, configs[name])
     whole.load_state_dict(state)
     for name, parameter in whole.named_parameters():
         if "lora_" not in name:

@@ -213,21 +213,79 @@ def _first_line(exc: BaseException) -> str:
     return lines[0][:300] if lines else type(exc).__name__
 
 
+def apply_peft(model: torch.nn.Module, peft_config: Any) -> torch.nn.Module:
+    """Wrap ``model`` with fresh adapters of ``peft_config`` (LoRA, DoRA, rsLoRA, IA3, ...; any
+    PEFT method that does not prepend virtual tokens); only the adapters are trainable."""
+    from peft import get_peft_model
+
+    if getattr(peft_config, "is_prompt_learning", False):
+        raise ModelLoadError(
+            f"peft_config: {type(peft_config).__name__} prepends virtual tokens, which the "
+            "completion log-probs do not expect; use LoRA, DoRA, IA3, ..."
+        )
+    try:
+        return get_peft_model(model, peft_config)
+    except (ValueError, TypeError) as exc:  # e.g. target modules not found in the model
+        raise ModelLoadError(f"peft: {_first_line(exc)}") from None
+
+
+def lora_config(
+    r: int,
+    alpha: int,
+    dropout: float,
+    target_modules: list[str],
+    *,
+    use_dora: bool = False,
+    use_rslora: bool = False,
+    modules_to_save: list[str] | None = None,
+) -> Any:
+    """The peft ``LoraConfig`` of directpo's lora_* options."""
+    from peft import LoraConfig
+
+    targets: str | list[str] = "all-linear" if target_modules == ["all-linear"] else target_modules
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
+        use_dora=use_dora,
+        use_rslora=use_rslora,
+        modules_to_save=modules_to_save,
+        task_type="CAUSAL_LM",
+    )
+
+
 def apply_lora(
     model: torch.nn.Module, r: int, alpha: int, dropout: float, target_modules: list[str]
 ) -> torch.nn.Module:
     """Wrap ``model`` with fresh LoRA adapters (peft); only the adapters are trainable."""
-    from peft import LoraConfig, get_peft_model
+    return apply_peft(model, lora_config(r, alpha, dropout, target_modules))
 
-    targets: str | list[str] = "all-linear" if target_modules == ["all-linear"] else target_modules
-    try:
-        lora = LoraConfig(
-            r=r,
-            lora_alpha=alpha,
-            lora_dropout=dropout,
-            target_modules=targets,
-            task_type="CAUSAL_LM",
+
+def quantization_config(config: Any) -> Any:
+    """A transformers ``BitsAndBytesConfig`` for QLoRA (load_in_4bit / load_in_8bit), or None.
+    bitsandbytes' kernels need a CUDA GPU: anywhere else this is one line, not a crash."""
+    if not (config.load_in_4bit or config.load_in_8bit):
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelLoadError(
+            "load_in_4bit/load_in_8bit need bitsandbytes: pip install bitsandbytes (and a CUDA GPU)"
         )
-        return get_peft_model(model, lora)
-    except ValueError as exc:  # e.g. target modules not found in the model
-        raise ModelLoadError(f"lora_target_modules: {_first_line(exc)}") from None
+    if not torch.cuda.is_available():
+        raise ModelLoadError(
+            "load_in_4bit/load_in_8bit need a CUDA GPU (bitsandbytes' quantized kernels); on "
+            "this machine train LoRA without quantization (lora_r without load_in_4bit)"
+        )
+    from transformers import BitsAndBytesConfig
+
+    if config.load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=config.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=config.bnb_4bit_use_double_quant,
+        bnb_4bit_compute_dtype=DTYPES[config.bnb_4bit_compute_dtype or config.dtype],
+        bnb_4bit_quant_storage=DTYPES.get(config.bnb_4bit_quant_storage or "", torch.uint8),
+    )

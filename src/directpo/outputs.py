@@ -42,11 +42,14 @@ def save_final_model(
                 param.data = param.data.to(save_dtype)
     else:  # merged in save_dtype: a bf16 base plus a float32 update must not round it away
         model.to(save_dtype)
+    # the trained adapter only (a continued adapter's frozen start, "ref", is not output)
+    selected = {"selected_adapters": [model.active_adapter]} if is_lora else {}
     if is_lora and config.merge_lora:
-        model.save_pretrained(output_dir / "adapter", safe_serialization=True)
+        model.save_pretrained(output_dir / "adapter", safe_serialization=True, **selected)
         tokenizer.save_pretrained(output_dir / "adapter")
         model = model.merge_and_unload()
-    model.save_pretrained(output_dir, safe_serialization=True)
+        selected = {}
+    model.save_pretrained(output_dir, safe_serialization=True, **selected)
     tokenizer.save_pretrained(output_dir)
     generation_config = getattr(model, "generation_config", None)
     if generation_config is not None:

@@ -8,7 +8,7 @@ policy itself with its LoRA adapters disabled (no second copy); a precomputed di
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -16,7 +16,14 @@ from directpo.attention import choose_implementation
 from directpo.batching import Batch
 from directpo.config import DPOConfig
 from directpo.logprobs import SequenceScorer
-from directpo.models import LoadOptions, apply_lora, load_causal_lm
+from directpo.models import (
+    LoadOptions,
+    adapter_base,
+    apply_peft,
+    load_causal_lm,
+    lora_config,
+    quantization_config,
+)
 from directpo.precision import PrecisionPolicy, cast_frozen
 
 
@@ -41,6 +48,37 @@ class FrozenModelReference:
         return self.scorer(batch)[0]
 
 
+REF_ADAPTER = "ref"
+
+
+class AdapterReference:
+    """Continuing an adapter: π_ref is the policy with its starting adapter, loaded a second
+    time as the frozen adapter ``ref``, switched in for the reference pass."""
+
+    def __init__(
+        self, peft_model: torch.nn.Module, chunk_tokens: int = 0, ld_alpha: float | None = None
+    ):
+        self.model = peft_model
+        self.scorer: torch.nn.Module = SequenceScorer(peft_model, chunk_tokens, ld_alpha)
+
+    @torch.no_grad()
+    def logprobs(self, batch: Batch) -> torch.Tensor:
+        was_training, active = self.model.training, self.model.active_adapter
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.model.eval()
+        self.model.set_adapter(REF_ADAPTER)
+        try:
+            logps = self.scorer(batch)[0]
+        finally:
+            self.model.set_adapter(active)
+            for param in self.model.parameters():  # set_adapter moves requires_grad: restore
+                param.requires_grad_(False)
+            for param in trainable:
+                param.requires_grad_(True)
+            self.model.train(was_training)
+        return logps
+
+
 class AdapterDisabledReference:
     """With LoRA, π_ref is the policy's own base model: the adapters switched off."""
 
@@ -62,9 +100,24 @@ class AdapterDisabledReference:
         return logps
 
 
+def _peft_config(config: DPOConfig) -> Any:
+    if not config.lora_r:
+        return None
+    return lora_config(
+        config.lora_r,
+        config.lora_alpha,
+        config.lora_dropout,
+        config.lora_target_modules,
+        use_dora=config.use_dora,
+        use_rslora=config.use_rslora,
+        modules_to_save=config.lora_modules_to_save,
+    )
+
+
 def load_options(config: DPOConfig, attention: str) -> LoadOptions:
     """How the config's policy and reference are loaded (models.LoadOptions)."""
     return LoadOptions(
+        quantization=quantization_config(config),
         disable_dropout=config.disable_dropout,
         gradient_checkpointing=config.gradient_checkpointing,
         checkpoint_every=config.gradient_checkpointing_every,
@@ -81,6 +134,7 @@ def load_policy_and_reference(
     precision: PrecisionPolicy | None = None,
     *,
     sharded: bool = False,
+    peft_config: Any = None,
 ) -> tuple[torch.nn.Module, ReferenceProvider | None]:
     """The trainable policy (with LoRA adapters if ``lora_r``) and its reference provider, for
     training on ``device`` (``sharded``: loaded on the CPU, for FSDP2 to shard and move).
@@ -89,6 +143,12 @@ def load_policy_and_reference(
     splits it into a bf16 compute copy and float32 masters, or FSDP2 shards the masters), the
     reference in the compute dtype. Under FSDP mixed precision a LoRA base is frozen: it is cast
     to the compute dtype here (only the adapters keep float32 masters).
+
+    PEFT: ``peft_config`` (any PEFT config object, from Python) or the lora_* options add fresh
+    adapters, and the reference is the base with them off. A ``model_name_or_path`` that is an
+    adapter folder continues training that adapter; its reference is the adapter as it was,
+    loaded a second time under the name ``ref`` (one base model in memory). QLoRA: the base is
+    loaded quantized (load_in_4bit / load_in_8bit) and prepared for k-bit training.
     """
     precision = precision or config.precision
     attention = choose_implementation(
@@ -104,23 +164,29 @@ def load_policy_and_reference(
         device=device,
         options=options,
     )
-    if config.lora_r:
-        policy = apply_lora(
-            policy,
-            config.lora_r,
-            config.lora_alpha,
-            config.lora_dropout,
-            config.lora_target_modules,
+    continuing = adapter_base(config.model_name_or_path) is not None  # an adapter folder
+    if options.quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        policy = prepare_model_for_kbit_training(
+            policy, use_gradient_checkpointing=config.gradient_checkpointing
         )
-        if sharded and precision.mixed:
-            cast_frozen(policy, precision.compute)
+    peft_config = peft_config or _peft_config(config)
+    if peft_config is not None:
+        policy = apply_peft(policy, peft_config)
+    if (peft_config is not None or continuing) and sharded and precision.mixed:
+        cast_frozen(policy, precision.compute)
     if not config.needs_reference:
         return policy, None  # reference-free losses never load one
-    separate = config.reference_path != config.model_name_or_path
-    if config.lora_r and not separate:
-        return policy, AdapterDisabledReference(
-            policy, config.logprob_chunk_tokens, config.ld_alpha
-        )
+    chunk, ld_alpha = config.logprob_chunk_tokens, config.ld_alpha
+    if config.ref_model_name_or_path is None or (
+        config.reference_path == config.model_name_or_path
+    ):
+        if continuing:  # the adapter's start, loaded again beside it, frozen
+            policy.load_adapter(config.model_name_or_path, adapter_name=REF_ADAPTER)
+            return policy, AdapterReference(policy, chunk, ld_alpha)
+        if peft_config is not None:
+            return policy, AdapterDisabledReference(policy, chunk, ld_alpha)
     frozen = load_causal_lm(
         config.reference_path,
         precision.compute,

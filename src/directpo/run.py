@@ -44,6 +44,7 @@ from directpo.precompute import (
 )
 from directpo.reference import (
     AdapterDisabledReference,
+    AdapterReference,
     FrozenModelReference,
     ReferenceProvider,
     load_policy_and_reference,
@@ -104,8 +105,11 @@ def prepare_run(
     eval_dataset: Any,
     world: World,
     echo: Callable[[str], None],
+    peft_config: Any = None,
 ) -> Run:
     output_dir = Path(config.output_dir)
+    if peft_config is not None and config.lora_r:
+        raise ConfigError("peft_config and lora_r are both given: use one of them")
     replaced_checkpoints = _prepare_output_dir(output_dir, config)
     set_seed(config.seed)
     device = world.device
@@ -116,7 +120,9 @@ def prepare_run(
     # -- models in the run's precision, optimizer, schedule -------------------------------
     precision = config.precision
     sharded = world.mode == "fsdp"  # loaded on CPU; fully_shard moves the shards
-    policy, reference = load_policy_and_reference(config, device, precision, sharded=sharded)
+    policy, reference = load_policy_and_reference(
+        config, device, precision, sharded=sharded, peft_config=peft_config
+    )
     reference_model = getattr(reference, "model", None)
     models = [("model_name_or_path", config.model_name_or_path, policy)]
     if reference_model not in (None, policy):
@@ -138,7 +144,7 @@ def prepare_run(
         pair_source.build_round.scorer = scorer  # type: ignore[attr-defined]
     if isinstance(reference, FrozenModelReference):
         reference.scorer = wrap(reference.scorer, world, precision)
-    elif isinstance(reference, AdapterDisabledReference) and sharded:
+    elif isinstance(reference, AdapterDisabledReference | AdapterReference) and sharded:
         reference.scorer = scorer  # the sharded policy, run with its adapters off
     # after wrapping: FSDP replaces the parameters
     if masters is not None:

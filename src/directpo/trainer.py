@@ -65,9 +65,12 @@ def train(
     eval_dataset: Any = None,
     *,
     echo: Callable[[str], None] = print,
+    peft_config: Any = None,
 ) -> TrainResult:
     """Train ``config.model_name_or_path`` with DPO; the final model goes to ``output_dir``.
 
+    ``peft_config``: any PEFT config object (peft's LoraConfig, IA3Config, ...), in place of the
+    lora_* options: the policy trains those adapters, the reference is the base without them.
     ``train_dataset`` / ``eval_dataset`` (a ``datasets.Dataset``, a pandas DataFrame or a list of
     dicts) replace the files.
     """
@@ -78,7 +81,7 @@ def train(
     try:
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
-        return _train(prepare_run(config, train_dataset, eval_dataset, world, echo))
+        return _train(prepare_run(config, train_dataset, eval_dataset, world, echo, peft_config))
     finally:
         teardown_world(world)
 
@@ -312,7 +315,7 @@ def finish(run: Run) -> TrainResult:
     if run.masters is not None:
         run.masters.release()  # the policy now holds the float32 masters
     if run.sharded:  # gather the shards into one whole model on rank 0 (every rank takes part)
-        whole = consolidated_model(run.scorer, policy, run.precision.save, world, run.config)
+        whole = consolidated_model(run.scorer, policy, run.precision.save, world)
         if world.is_main:
             save_final_model(
                 run.output_dir, whole, run.tokenizer, run.config, run.train_data,

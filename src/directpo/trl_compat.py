@@ -28,6 +28,7 @@ ALIASES = {  # TRL's other names for directpo options
     "activation_checkpointing_kwargs": "gradient_checkpointing_kwargs",
     "torch_dtype": "dtype",  # ModelConfig before transformers 5
     "max_target_length": "max_completion_length",  # TRL < 0.9
+    "use_bnb_nested_quant": "bnb_4bit_use_double_quant",  # ModelConfig
 }
 
 
@@ -144,14 +145,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "greater_is_better": (_nothing, LATER),
     "ref_model_init_kwargs": (_nothing, LATER),
     "router_aux_loss_coef": (_nothing, LATER),
-    "load_in_8bit": (_nothing, LATER),
-    "load_in_4bit": (_nothing, LATER),
-    "bnb_4bit_quant_type": (_any, ""),
-    "bnb_4bit_quant_storage": (_any, ""),
-    "use_bnb_nested_quant": (_nothing, LATER),
-    "use_rslora": (_nothing, LATER),
-    "use_dora": (_nothing, LATER),
-    "lora_modules_to_save": (_nothing, LATER),
     "lora_target_parameters": (_nothing, LATER),
     "sync_ref_model": (_nothing, LATER),
     "ref_model_mixup_alpha": (_any, ""),  # read only by sync_ref_model

@@ -1,0 +1,153 @@
+"""TRL's model-loading and PEFT options: any PEFT method, continuing an adapter, QLoRA's
+one-line refusal where bitsandbytes cannot run, model_init_kwargs, trust_remote_code."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny import tiny_config
+
+from directpo.cli import main
+from directpo.errors import ConfigError, ModelLoadError
+from directpo.trainer import train
+
+pytest.importorskip("peft")
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def rows(result) -> list[dict]:
+    return [r for r in result.metrics if "loss" in r]
+
+
+@pytest.mark.parametrize(
+    "options, check",
+    [
+        ({"use_dora": True}, "use_dora"),
+        ({"use_rslora": True}, "use_rslora"),
+        ({"lora_modules_to_save": ["lm_head"]}, "modules_to_save"),
+    ],
+)
+def test_lora_variants(tiny_model_dirs, pairs_file, tmp_path, options, check) -> None:
+    out = tmp_path / "out"
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, out, lora_r=4, max_steps=4,
+                         learning_rate=5e-2, **options)  # fmt: skip
+    result = rows(train(config, echo=quiet))
+    assert result[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # reference: adapters off
+    assert result[-1]["loss"] < result[0]["loss"]
+    saved = json.loads((out / "adapter_config.json").read_text())
+    assert saved[check] not in (False, None)
+    weights = load_file(out / "adapter_model.safetensors")
+    if check == "modules_to_save":
+        assert any("lm_head" in name for name in weights)
+    if check == "use_dora":
+        assert any("lora_magnitude_vector" in name for name in weights)
+
+
+def test_any_peft_config_from_python(tiny_model_dirs, pairs_file, tmp_path) -> None:
+    from peft import IA3Config, PromptTuningConfig
+
+    out = tmp_path / "ia3"
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, out, max_steps=3,
+                         learning_rate=5e-2)  # fmt: skip
+    peft_config = IA3Config(task_type="CAUSAL_LM", target_modules=["k_proj", "v_proj", "down_proj"],
+                            feedforward_modules=["down_proj"])  # fmt: skip
+    result = rows(train(config, echo=quiet, peft_config=peft_config))
+    assert result[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert result[-1]["loss"] != result[0]["loss"]
+    assert json.loads((out / "adapter_config.json").read_text())["peft_type"] == "IA3"
+    prompt = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
+    config.output_dir = str(tmp_path / "prompt")
+    with pytest.raises(ModelLoadError, match="prepends virtual tokens"):
+        train(config, echo=quiet, peft_config=prompt)
+    config.output_dir, config.lora_r = str(tmp_path / "both"), 4
+    with pytest.raises(ConfigError, match="peft_config and lora_r are both given"):
+        train(config, echo=quiet, peft_config=peft_config)
+
+
+def test_continuing_an_adapter_keeps_its_start_as_the_reference(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    first = tmp_path / "first"
+    train(tiny_config(tiny_model_dirs["llama"], pairs_file, first, lora_r=4, max_steps=4,
+                      learning_rate=5e-2), echo=quiet)  # fmt: skip
+    start = load_file(first / "adapter_model.safetensors")
+    second = tmp_path / "second"
+    # (a fresh Adam moves every A and B factor by ~lr at once: a small lr continues smoothly)
+    result = rows(train(tiny_config(first, pairs_file, second, max_steps=3, learning_rate=3e-3),
+                        echo=quiet))  # fmt: skip
+    # the reference is the adapter as it was: policy == reference at the first step
+    assert result[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert result[-1]["loss"] < result[0]["loss"]
+    end = load_file(second / "adapter_model.safetensors")
+    assert start.keys() == end.keys()  # the same adapter, continued ("ref" is not output)
+    assert any(not torch.equal(start[k], end[k]) for k in start)
+    config = tiny_config(first, pairs_file, tmp_path / "x", lora_r=8)
+    with pytest.raises(ConfigError, match="is an adapter folder: training continues"):
+        config.check_environment()
+
+
+def test_qlora_is_one_line_where_bitsandbytes_cannot_run(
+    tiny_model_dirs, pairs_file, tmp_path, capsys
+) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine can run QLoRA")
+    code = main(["train", "--model_name_or_path", str(tiny_model_dirs["llama"]),
+                 "--train_file", str(pairs_file), "--output_dir", str(tmp_path / "o"),
+                 "--lora_r", "4", "--load_in_4bit", "--bnb_4bit_quant_type", "nf4"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and err.startswith("directpo: error: load_in_4bit/load_in_8bit need")
+    with pytest.raises(ConfigError, match="load_in_4bit is set but lora_r is 0"):
+        tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path, load_in_4bit=True)
+    with pytest.raises(ConfigError, match="bnb_4bit_quant_type is set but load_in_4bit is off"):
+        tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path, bnb_4bit_quant_type="fp4")
+
+
+REMOTE_CONFIG = """
+from transformers import LlamaConfig
+
+
+class TinyRemoteConfig(LlamaConfig):
+    model_type = "tiny_remote"
+"""
+REMOTE_MODEL = """
+from transformers import LlamaForCausalLM
+
+from .configuration_tiny_remote import TinyRemoteConfig
+
+
+class TinyRemoteForCausalLM(LlamaForCausalLM):
+    config_class = TinyRemoteConfig
+    marker = "remote code ran"
+"""
+
+
+def test_trust_remote_code_and_model_init_kwargs(tiny_model_dirs, pairs_file, tmp_path):
+    remote = tmp_path / "remote"
+    shutil.copytree(tiny_model_dirs["llama"], remote)
+    (remote / "configuration_tiny_remote.py").write_text(REMOTE_CONFIG)
+    (remote / "modeling_tiny_remote.py").write_text(REMOTE_MODEL)
+    config = json.loads((remote / "config.json").read_text())
+    config["model_type"] = "tiny_remote"
+    config["auto_map"] = {
+        "AutoConfig": "configuration_tiny_remote.TinyRemoteConfig",
+        "AutoModelForCausalLM": "modeling_tiny_remote.TinyRemoteForCausalLM",
+    }
+    (remote / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="cannot load as a causal LM"):
+        train(tiny_config(remote, pairs_file, tmp_path / "no"), echo=quiet)
+    result = train(
+        tiny_config(remote, pairs_file, tmp_path / "yes", trust_remote_code=True,
+                    model_init_kwargs={"low_cpu_mem_usage": True}),
+        echo=quiet,
+    )  # fmt: skip
+    assert type(result.policy).marker == "remote code ran"
+    with pytest.raises(ConfigError, match="model_init_kwargs: dtype is set by directpo"):
+        tiny_config(remote, pairs_file, tmp_path / "x", model_init_kwargs={"dtype": "float16"})
