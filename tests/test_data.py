@@ -248,3 +248,29 @@ def _byte_level_tokenizer():
     from tiny import build_tokenizer
 
     return build_tokenizer("gpt2")
+
+
+def test_dataset_name_loads_a_local_dataset_with_its_splits(tiny_model_dirs, tmp_path) -> None:
+    """TRL's dataset_name / dataset_train_split / dataset_test_split, through load_dataset."""
+    from tiny import SENTIMENT_PAIRS, tiny_config
+
+    from directpo.trainer import train
+
+    folder = tmp_path / "prefs"
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", SENTIMENT_PAIRS)
+    write_jsonl(folder / "test.jsonl", SENTIMENT_PAIRS[:2])
+    lines: list[str] = []
+    config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "out", dataset_name=str(folder))
+    result = train(config, echo=lines.append)
+    assert any(line.startswith(f"train: {folder}[train]: 6 pairs") for line in lines)
+    assert any(line.startswith(f"eval: {folder}[test]: 2 pairs") for line in lines)
+    assert any("eval/loss" in row for row in result.metrics)
+    config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "x", dataset_name=str(folder),
+                         dataset_train_split="validation")  # fmt: skip
+    with pytest.raises(DataError, match=r"no split 'validation' \(it has train, test\)"):
+        train(config, echo=lambda _: None)
+    config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "y",
+                         dataset_name="no-such-org/no-such-dataset")  # fmt: skip
+    with pytest.raises(DataError, match="dataset_name 'no-such-org/no-such-dataset': cannot load"):
+        train(config, echo=lambda _: None)

@@ -195,3 +195,49 @@ def test_an_assistant_prefill_is_continued_in_the_same_turn(tokenizers, style) -
 
 def _assistant(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
+
+
+TOOLS_TEMPLATE = (
+    "{% if tools %}<|im_start|>system\ntools:{% for t in tools %} {{ t['function']['name'] }}"
+    "{% endfor %}<|im_end|>\n{% endif %}"
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and not enable_thinking %}<think></think>{% endif %}"
+    "{% endif %}"
+)
+
+
+def test_tools_column_and_chat_template_kwargs_reach_the_template(tmp_path) -> None:
+    from directpo.data import load_preferences
+
+    tokenizer = build_tokenizer("gpt2")
+    tokenizer.chat_template = TOOLS_TEMPLATE
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": "Weather?"}],
+            "chosen": [{"role": "assistant", "content": "Sunny."}],
+            "rejected": [{"role": "assistant", "content": "No idea."}],
+            "tools": [tool],
+        },
+        {  # a row without tools, and tools as JSON text (as a CSV or Arrow column may hold)
+            "prompt": [{"role": "user", "content": "Hi"}],
+            "chosen": "Hello!",
+            "rejected": "Go.",
+            "tools": None,
+        },
+    ]
+    path = tmp_path / "tools.jsonl"
+    path.write_text("\n".join(__import__("json").dumps(r) for r in rows) + "\n")
+    data = load_preferences(str(path))
+    assert data.examples[0].tools == [tool] and data.examples[1].tools is None
+    pairs = tokenize_preferences(
+        data, tokenizer, 256, chat_template_kwargs={"enable_thinking": False}
+    ).pairs
+    first = tokenizer.decode(pairs[0].prompt_ids)
+    assert "tools: get_weather" in first and first.endswith("assistant\n<think></think>")
+    assert "tools:" not in tokenizer.decode(pairs[1].prompt_ids)
+    bad = [dict(rows[0], prompt="Weather?", chosen=" Sunny.", rejected=" No.")]
+    path.write_text(__import__("json").dumps(bad[0]) + "\n")
+    with pytest.raises(DataError, match="line 1: field 'tools' needs conversational rows"):
+        load_preferences(str(path))

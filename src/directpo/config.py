@@ -202,6 +202,16 @@ class DPOConfig(Options):
         "Training preferences: .jsonl, .json, .parquet, .csv, or a datasets.save_to_disk "
         "folder. Required unless a Dataset is passed from Python.",
     )
+    dataset_name: str | None = option(
+        None,
+        "Training data through datasets.load_dataset (TRL's option): a local dataset folder "
+        "(or a hub id where the hub is reachable) instead of train_file.",
+    )
+    dataset_config: str | None = option(None, "The dataset's configuration name, if any.")
+    dataset_train_split: str = option("train", "The dataset split to train on.")
+    dataset_test_split: str = option(
+        "test", "The split evaluated on (when the dataset has it and no eval_file is given)."
+    )
     eval_file: str | None = option(
         None, "Held-out preferences in the same formats; evaluated every eval_steps and at the end."
     )
@@ -210,6 +220,11 @@ class DPOConfig(Options):
     )
     chosen_column: str = option("chosen", "Column holding the preferred completion.")
     rejected_column: str = option("rejected", "Column holding the dispreferred completion.")
+    chat_template_kwargs: dict | None = option(
+        None,
+        "Extra arguments for the tokenizer's chat template (e.g. {enable_thinking: false}). "
+        "A 'tools' column (function schemas) reaches the template as its tools argument.",
+    )
     skip_invalid_rows: bool = option(
         False,
         "Skip rows that fail validation (and report how many, by reason) instead of "
@@ -743,7 +758,9 @@ class DPOConfig(Options):
         self, *, need_train_file: bool = True, eval_dataset_given: bool = False
     ) -> None:
         """Checks that touch the file system: run before any model loads."""
-        evaluates = self.eval_file or eval_dataset_given or self.eval_generate
+        evaluates = (
+            self.eval_file or eval_dataset_given or self.eval_generate or self.dataset_name
+        )
         if self.eval_strategy == "no" and evaluates:
             raise ConfigError(
                 "eval_strategy is no but there is held-out data (eval_file / eval_generate): "
@@ -770,7 +787,10 @@ class DPOConfig(Options):
                 f"model_name_or_path {self.model_name_or_path} is an adapter folder: training "
                 "continues that adapter; remove lora_r (and the other lora_* options)"
             )
-        if need_train_file and not (self.train_file or (self.online and self.prompt_file)):
+        if self.dataset_name and self.train_file:
+            raise ConfigError("dataset_name and train_file are both set: choose one")
+        has_data = self.train_file or self.dataset_name or (self.online and self.prompt_file)
+        if need_train_file and not has_data:
             raise ConfigError(
                 "train_file is required" + (" (or prompt_file)" if self.online else "")
             )

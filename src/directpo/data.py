@@ -40,6 +40,7 @@ Text = str | Messages
 
 LAYOUTS = ("explicit", "conversational", "implicit")
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
+MESSAGE_EXTRAS = ("tool_calls", "name", "tool_call_id")  # kept for the chat template
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class PreferenceExample:
     chosen: Text
     rejected: Text
     where: str = ""
+    tools: list[dict[str, Any]] | None = None  # function schemas for the chat template
 
     @property
     def conversational(self) -> bool:
@@ -135,6 +137,26 @@ def load_preferences(
         raise DataError(f"{label}: no valid rows ({reasons})")
     assert layout is not None
     return PreferenceData(examples, layout, label, skipped)
+
+
+def load_named_dataset(config: Any, split: str, *, required: bool) -> Any:
+    """``config.dataset_name``'s ``split`` through ``datasets.load_dataset`` (a local folder,
+    or a hub id where the hub is reachable); None when an optional split does not exist."""
+    import datasets
+
+    name = config.dataset_name
+    try:
+        loaded = datasets.load_dataset(name, config.dataset_config)
+    except Exception as exc:  # datasets raises many types: offline, missing, malformed
+        raise DataError(f"dataset_name '{name}': cannot load ({_first_line(exc)})") from None
+    if split not in loaded:
+        if not required:
+            return None
+        raise DataError(
+            f"dataset_name '{name}': no split '{split}' (it has {', '.join(loaded)}); set "
+            "dataset_train_split"
+        )
+    return loaded[split]
 
 
 def read_rows(source: str | Any, name: str | None = None) -> list[tuple[str, dict[str, Any]]]:
@@ -415,7 +437,24 @@ def _parse_row(row: dict[str, Any], layout: str, columns: Columns, where: str) -
         rejected = _completion_messages(rejected, columns.rejected)
     if chosen == rejected:
         raise RowError("identical chosen and rejected", "chosen and rejected are identical")
-    return PreferenceExample(prompt, chosen, rejected, where)
+    tools = _tools(row.get("tools"), layout)
+    return PreferenceExample(prompt, chosen, rejected, where, tools)
+
+
+def _tools(value: Any, layout: str) -> list[dict[str, Any]] | None:
+    """The row's ``tools`` (a list of function schemas, or its JSON text), for the template."""
+    if value is None or value == []:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise RowError("bad tools", "field 'tools' is not valid JSON") from None
+    if not isinstance(value, list) or not all(isinstance(tool, dict) for tool in value):
+        raise RowError("bad tools", f"field 'tools' must be a list of objects, got {_kind(value)}")
+    if layout != "conversational":
+        raise RowError("bad tools", "field 'tools' needs conversational rows (message lists)")
+    return value
 
 
 def _field(row: dict[str, Any], key: str) -> Any:
@@ -452,6 +491,8 @@ def _messages(value: Any, key: str) -> Messages:
                 "expected an object with 'role' and 'content'",
             )
         role, content = message.get("role"), message.get("content")
+        if content is None and message.get("tool_calls"):
+            content = ""  # an assistant turn that only calls tools
         if role not in MESSAGE_ROLES:
             raise RowError(
                 "bad message",
@@ -463,7 +504,8 @@ def _messages(value: Any, key: str) -> Messages:
                 "bad message",
                 f"field '{key}': message {i} content must be a string, got {_kind(content)}",
             )
-        messages.append({"role": role, "content": content})
+        extra = {k: message[k] for k in MESSAGE_EXTRAS if message.get(k) is not None}
+        messages.append({"role": role, "content": content, **extra})
     return messages
 
 

@@ -25,6 +25,7 @@ from directpo.data import (
     Columns,
     PreferenceData,
     distinct_prompts,
+    load_named_dataset,
     load_preferences,
     load_prompt_rows,
     load_prompts,
@@ -255,16 +256,25 @@ def _load_data(
         prompt_required=config.prompt_column != "prompt",
     )
     source = train_dataset if train_dataset is not None else config.train_file
+    names: dict[str, str | None] = {"train": None, "eval": None}  # how messages name them
+    if source is None and config.dataset_name:
+        source = load_named_dataset(config, config.dataset_train_split, required=True)
+        names["train"] = f"{config.dataset_name}[{config.dataset_train_split}]"
+        if eval_dataset is None and not config.eval_file and config.eval_strategy != "no":
+            eval_dataset = load_named_dataset(config, config.dataset_test_split, required=False)
+            names["eval"] = f"{config.dataset_name}[{config.dataset_test_split}]"
+    skip = config.skip_invalid_rows
     train_data: Any = None
     if source is not None and not (config.online and not _has_pairs(source, columns)):
-        train_data = load_preferences(source, columns, skip_invalid_rows=config.skip_invalid_rows)
+        train_data = load_preferences(source, columns, skip_invalid_rows=skip, name=names["train"])
         echo(f"train: {train_data.summary()}")
     eval_data = None
     if eval_dataset is not None or config.eval_file:
         eval_data = load_preferences(
             eval_dataset if eval_dataset is not None else config.eval_file,
             columns,
-            skip_invalid_rows=config.skip_invalid_rows,
+            skip_invalid_rows=skip,
+            name=names["eval"],
         )
         echo(f"eval: {eval_data.summary()}")
     tokenizer = load_tokenizer(config.tokenizer_path, config.trust_remote_code)
@@ -388,6 +398,7 @@ def _tokenize(
         config.max_prompt_length,
         max_completion_length=config.max_completion_length,
         skip_invalid_rows=config.skip_invalid_rows,
+        chat_template_kwargs=config.chat_template_kwargs,
     )
     echo(f"{name}: {tokenized.summary()}")
     return PairSet(tokenized.pairs, tokenized.sources)

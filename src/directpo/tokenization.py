@@ -8,7 +8,9 @@ Rules (the same for training, evaluation and scoring):
   generation prompt, the completion as the rest of the rendered conversation. A prompt that
   ends with an assistant message (a prefill, ``[user "Write a haiku", assistant "Autumn"]``) is
   left open (``continue_final_message``) and the completion continues that message in the same
-  turn. A template that does not render the prompt as a prefix of the conversation is an error
+  turn. A template that renders the generation prompt differently from a finished turn (Qwen3's
+  empty ``<think></think>`` with ``enable_thinking: false``) gets the completion from its
+  content on, after the prompt as generation sees it; one that renders neither way is an error
   for that row.
 * **BOS exactly once**: it is prepended only if the tokenizer adds one by default (Llama-style)
   and the rendered prompt does not already start with it (templates that write their own).
@@ -26,6 +28,7 @@ Rules (the same for training, evaluation and scoring):
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -79,8 +82,10 @@ class PairTokenizer:
         max_length: int | None,
         max_prompt_length: int | None = None,
         max_completion_length: int | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
     ):
         self.tokenizer = tokenizer
+        self.template_kwargs = dict(chat_template_kwargs or {})
         self.max_length = max_length if max_length is not None else sys.maxsize
         if max_prompt_length is None:
             max_prompt_length = self.max_length - 1
@@ -92,13 +97,15 @@ class PairTokenizer:
         self.adds_bos = self.bos_id is not None and probe[:1] == [self.bos_id]
 
     # -- rendering -----------------------------------------------------------------------------
-    def render(self, prompt: Text, completion: Text) -> tuple[str, str]:
+    def render(
+        self, prompt: Text, completion: Text, tools: list[dict[str, Any]] | None = None
+    ) -> tuple[str, str]:
         """(prompt text, completion text) ready for tokenization."""
         if isinstance(prompt, str):
             assert isinstance(completion, str)
             return prompt, completion
         assert isinstance(completion, list)
-        prompt_text = self.render_prompt(prompt)
+        prompt_text = self.render_prompt(prompt, tools)
         if _prefilled(prompt):  # the completion continues the prompt's last assistant message
             if completion[0]["role"] != "assistant":
                 raise RowError(
@@ -113,17 +120,30 @@ class PairTokenizer:
             conversation = [*prompt[:-1], merged, *completion[1:]]
         else:
             conversation = prompt + completion
-        full_text = self.tokenizer.apply_chat_template(conversation, tokenize=False)
-        if not full_text.startswith(prompt_text):
+        full_text = self._template(conversation, tools)
+        # whitespace a template writes after the last turn is formatting, never generated
+        if full_text.startswith(prompt_text):
+            return prompt_text, full_text[len(prompt_text) :].rstrip()
+        # Some templates write the generation prompt differently from a finished turn (Qwen3's
+        # empty <think></think> with enable_thinking: false): the completion is then the turn
+        # from its content on, after the prompt exactly as generation sees it.
+        shared = len(os.path.commonprefix([prompt_text, full_text]))
+        start = full_text.find(completion[0]["content"], shared) if completion[0]["content"] else -1
+        if start < 0:
             raise RowError(
                 "chat template",
                 "the chat template does not render the prompt as a "
                 "prefix of the whole conversation",
             )
-        # whitespace a template writes after the last turn is formatting, never generated
-        return prompt_text, full_text[len(prompt_text) :].rstrip()
+        return prompt_text, full_text[start:].rstrip()
 
-    def render_prompt(self, prompt: Text) -> str:
+    def _template(self, messages: list[dict], tools: list | None, **options: Any) -> str:
+        extra = {"tools": tools} if tools else {}
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, **extra, **self.template_kwargs, **options
+        )
+
+    def render_prompt(self, prompt: Text, tools: list[dict[str, Any]] | None = None) -> str:
         """The prompt as the model sees it before a completion: with the generation prompt, or,
         when it ends with an assistant message (a prefill), that message left open so that the
         completion continues it in the same turn (``continue_final_message``)."""
@@ -131,12 +151,8 @@ class PairTokenizer:
             return prompt
         self._require_chat_template()
         if _prefilled(prompt):
-            return self.tokenizer.apply_chat_template(
-                prompt, tokenize=False, continue_final_message=True
-            )
-        return self.tokenizer.apply_chat_template(
-            prompt, tokenize=False, add_generation_prompt=True
-        )
+            return self._template(prompt, tools, continue_final_message=True)
+        return self._template(prompt, tools, add_generation_prompt=True)
 
     def prompt_ids(self, prompt: Text) -> list[int]:
         """Prompt ids for generation or scoring: rendered, BOS rule, left-truncated."""
@@ -175,10 +191,13 @@ class PairTokenizer:
 
     # -- whole examples ------------------------------------------------------------------------
     def encode(self, example: PreferenceExample, truncated: Counter[str]) -> TokenizedPair:
-        prompt, chosen = self.encode_response(example.prompt, example.chosen, truncated, "chosen")
-        _, rejected = self.encode_response(
-            example.prompt, example.rejected, truncated, "rejected", count_prompt=False
+        prompt, chosen = self.encode_response(
+            example.prompt, example.chosen, truncated, "chosen", tools=example.tools
         )
+        _, rejected = self.encode_response(
+            example.prompt, example.rejected, truncated, "rejected", count_prompt=False,
+            tools=example.tools,
+        )  # fmt: skip
         if chosen == rejected:
             raise RowError(
                 "identical after truncation",
@@ -194,9 +213,10 @@ class PairTokenizer:
         truncated: Counter[str],
         side: str = "responses",
         count_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
     ) -> tuple[list[int], list[int]]:
         """(prompt ids, response ids) of one prompt/response, with every rule above applied."""
-        prompt_text, response_text = self.render(prompt, response)
+        prompt_text, response_text = self.render(prompt, response, tools)
         prompt_ids = self.truncate_prompt(
             self.encode_prompt(prompt_text), truncated if count_prompt else Counter()
         )
@@ -236,9 +256,12 @@ def tokenize_preferences(
     *,
     max_completion_length: int | None = None,
     skip_invalid_rows: bool = False,
+    chat_template_kwargs: dict[str, Any] | None = None,
 ) -> TokenizedData:
     """Tokenize every example; a row that cannot be tokenized fails (or is skipped)."""
-    encoder = PairTokenizer(tokenizer, max_length, max_prompt_length, max_completion_length)
+    encoder = PairTokenizer(
+        tokenizer, max_length, max_prompt_length, max_completion_length, chat_template_kwargs
+    )
     result = TokenizedData(pairs=[], skipped=Counter(data.skipped))
     for example in data.examples:
         try:

@@ -149,10 +149,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "sync_ref_model": (_nothing, LATER),
     "ref_model_mixup_alpha": (_any, ""),  # read only by sync_ref_model
     "ref_model_sync_steps": (_any, ""),
-    "dataset_name": (_nothing, "export the dataset to a file (Dataset.to_json) and set train_file"),
-    "dataset_config": (_any, ""),
-    "dataset_train_split": (_any, ""),
-    "dataset_test_split": (_any, ""),
     "dataset_streaming": (_nothing, "directpo reads the whole file"),
     "dataset_mixer": (_nothing, "mix the datasets into one file and set train_file"),
     "dataset_splits": (_any, ""),
