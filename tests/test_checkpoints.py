@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 from collections import namedtuple
 
 import pytest
@@ -121,3 +122,57 @@ def test_out_of_memory_names_the_knobs(tiny_model_dirs, pairs_file, tmp_path, mo
         train(
             config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "run"), echo=lambda _: None
         )
+
+
+def test_load_best_model_at_end_and_early_stopping(tiny_model_dirs, pairs_file, tmp_path) -> None:
+    """'Best' by a metric that only gets worse here (the reward margin, smaller is better): the
+    first evaluation is the best; the final folder holds its weights; patience 2 stops two
+    evaluations later; save_total_limit never deletes the best checkpoint; resume keeps it."""
+    from safetensors.torch import load_file
+
+    from directpo.tracking import read_metrics
+
+    def config(out, **extra):
+        return tiny_config(
+            tiny_model_dirs["llama"], pairs_file, out, max_steps=12, eval_file=str(pairs_file),
+            eval_steps=2, save_steps=4, save_total_limit=1, load_best_model_at_end=True,
+            metric_for_best_model="eval_rewards/margins", greater_is_better=False,
+            **extra,
+        )  # fmt: skip
+
+    out = tmp_path / "best"
+    lines: list[str] = []
+    result = train(config(out), echo=lines.append)
+    assert result.global_step == 12
+    best = load_file(out / "checkpoint-2" / "model.safetensors")  # kept: the best
+    final = load_file(out / "model.safetensors")
+    assert all(torch.equal(best[k], final[k]) for k in best)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-2"]
+    assert any("loaded the best model: step 2, eval/rewards/margins" in line for line in lines)
+    assert "Weights of the best evaluation: step 2" in (out / "README.md").read_text()
+
+    stopped = tmp_path / "early"
+    result = train(config(stopped, early_stopping_patience=2), echo=lines.append)
+    assert result.global_step == 6  # evaluations at 2 (best), 4, 6: two without improvement
+    assert max(r["step"] for r in read_metrics(stopped)) == 6
+    assert any(line.startswith("early stopping after step 6") for line in lines)
+
+    # resume after step 4: the tracker (best = step 2) comes back with the checkpoint
+    straight = tmp_path / "straight"
+    run_config = config(straight)
+    run_config.save_total_limit = None
+    train(run_config, echo=lambda _: None)
+    resumed = tmp_path / "resumed"
+    shutil.copytree(straight, resumed)
+    for later in ("checkpoint-8", "checkpoint-12", "model.safetensors"):
+        path = resumed / later
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    kept = [r for r in read_metrics(resumed) if r["step"] <= 4]
+    (resumed / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    state = json.loads((resumed / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["best"]["step"] == 2 and state["best"]["checkpoint"] == "checkpoint-2"
+    shutil.rmtree(straight)  # the resumed run must use its own copy of the best checkpoint
+    run_config.output_dir, run_config.resume_from_checkpoint = str(resumed), "latest"
+    train(run_config, echo=lambda _: None)
+    final = load_file(resumed / "model.safetensors")
+    assert all(torch.equal(best[k], final[k]) for k in best)

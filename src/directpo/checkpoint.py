@@ -113,6 +113,7 @@ def save_checkpoint(
     save_total_limit: int | None,
     world: World = SINGLE_PROCESS,
     sharded: torch.nn.Module | None = None,
+    keep: str | None = None,
 ) -> Path:
     """Write ``checkpoint-STEP``; every rank calls it in distributed training.
 
@@ -152,8 +153,11 @@ def save_checkpoint(
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync(output_dir)
-        if save_total_limit is not None:
-            for old in list_checkpoints(output_dir)[:-save_total_limit]:
+        if save_total_limit is not None:  # ``keep`` (the best) and the newest always stay
+            others = [p for p in list_checkpoints(output_dir) if str(p) != keep]
+            keeping = keep is not None and Path(keep).is_dir()
+            allowed = max(1, save_total_limit - keeping)
+            for old in others[:-allowed]:
                 shutil.rmtree(old, ignore_errors=True)
     barrier(world)
     return final

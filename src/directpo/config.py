@@ -409,6 +409,20 @@ class DPOConfig(Options):
         "Keep at most this many checkpoints (oldest deleted once a new one is complete); "
         "default keeps all.",
     )
+    load_best_model_at_end: bool = option(
+        False,
+        "Checkpoint every evaluation that improves metric_for_best_model (kept whatever "
+        "save_total_limit says) and write that model, not the last one, to output_dir.",
+    )
+    metric_for_best_model: str | None = option(
+        None, "The evaluation metric that decides 'best' (default eval/loss; TRL's eval_loss too)."
+    )
+    greater_is_better: bool | None = option(
+        None, "Whether a larger metric_for_best_model is better (default: not for losses)."
+    )
+    early_stopping_patience: int = option(
+        0, "Stop after this many evaluations in a row without improvement (0: never)."
+    )
     resume_from_checkpoint: str | None = option(
         None, "Continue a run: a checkpoint folder, or 'latest' for the newest one in output_dir."
     )
@@ -540,6 +554,12 @@ class DPOConfig(Options):
             value = getattr(self, key)
             self._require(value is None or value in DTYPES, key, "null, float32 or bfloat16")
         self._check_loss_modifiers()
+        self._require(self.early_stopping_patience >= 0, "early_stopping_patience", ">= 0")
+        if not (self.load_best_model_at_end or self.early_stopping_patience):
+            self._reject_if_set(
+                ("metric_for_best_model", "greater_is_better"),
+                "neither load_best_model_at_end nor early_stopping_patience is set",
+            )
         for key in ("dtype", "torch_dtype", "quantization_config"):
             if key in (self.model_init_kwargs or {}):
                 raise ConfigError(
@@ -758,9 +778,7 @@ class DPOConfig(Options):
         self, *, need_train_file: bool = True, eval_dataset_given: bool = False
     ) -> None:
         """Checks that touch the file system: run before any model loads."""
-        evaluates = (
-            self.eval_file or eval_dataset_given or self.eval_generate or self.dataset_name
-        )
+        evaluates = self.eval_file or eval_dataset_given or self.eval_generate or self.dataset_name
         if self.eval_strategy == "no" and evaluates:
             raise ConfigError(
                 "eval_strategy is no but there is held-out data (eval_file / eval_generate): "
@@ -770,6 +788,12 @@ class DPOConfig(Options):
             raise ConfigError(
                 f"eval_strategy is {self.eval_strategy} but there is nothing to evaluate: set "
                 "eval_file (held-out pairs) or eval_generate (sampled completions)"
+            )
+        tracks = self.load_best_model_at_end or self.early_stopping_patience
+        if tracks and not evaluates:
+            raise ConfigError(
+                "load_best_model_at_end / early_stopping_patience need evaluations: set "
+                "eval_file (held-out pairs) or eval_generate"
             )
         if self.eval_steps and not evaluates:
             raise ConfigError(

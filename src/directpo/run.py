@@ -19,6 +19,7 @@ import torch
 from transformers import get_scheduler, set_seed
 
 from directpo.batching import Layout
+from directpo.best import BestModel
 from directpo.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint
 from directpo.config import DPOConfig
 from directpo.data import (
@@ -93,6 +94,7 @@ class Run:
     window_start: float = field(default_factory=time.perf_counter)
     nonfinite_in_a_row: int = 0
     update_checked: bool = False  # the first real update was checked (guard.py)
+    best: BestModel = field(default_factory=BestModel)  # load_best / early stopping (best.py)
     start_sample: torch.Tensor | None = None  # sampled weights at start, when saving rounds them
 
     @property
@@ -193,6 +195,7 @@ def prepare_run(
         pad_id=data.pad_id,
         total_steps=total_steps,
         probe=UpdateProbe(trainable, optimizer, world),
+        best=BestModel.from_config(config),
     )
     if config.precompute_ref_log_probs:
         _precompute_reference(run, reference_weights)
@@ -340,6 +343,7 @@ def _resume(run: Run) -> None:
         state = load_checkpoint(checkpoint, run.policy, run.optimizer, run.scheduler, sharded)
     run.source.restore(state, str(checkpoint))
     run.start_step, run.window = state["global_step"], PairStats(**state["log_window"])
+    run.best = BestModel.from_config(config, state.get("best"))
     run.echo(f"resumed from {checkpoint} at step {run.start_step}")
 
 

@@ -109,11 +109,18 @@ def _train(run: Run) -> TrainResult:
                 stop.requested = stop.requested or "another rank's signal"
             if _logs_at(run, done):
                 write(log_step(run, done, result))
+            improved = False
             if _evaluates_at(run, done):
                 write(evaluate_step(run, done))
-            if _saves_at(run, done) or stop.requested:
+                improved = run.best.update(done, run.logger.rows[-1])
+            if _saves_at(run, done) or stop.requested or improved:
                 checkpoint = checkpoint_step(run, done)
                 write(f"saved {checkpoint}")
+                if improved:  # by name: a copied or moved output_dir keeps working
+                    run.best.checkpoint = checkpoint.name
+            if run.best.patience_spent():
+                run.echo(f"early stopping after step {done}: {run.best.describe()}")
+                break
             if stop.requested:
                 run.logger.close()
                 run.echo(
@@ -123,7 +130,7 @@ def _train(run: Run) -> TrainResult:
                 return TrainResult(
                     run.policy, run.reference, run.tokenizer, run.output_dir, done, run.logger.rows
                 )
-    return finish(run)
+    return finish(run, done if run.best.patience_spent() else None)
 
 
 @dataclass
@@ -288,6 +295,7 @@ def checkpoint_step(run: Run, done: int) -> Path:
         "log_window": vars(run.window),
         **run.source.state(),
         "epoch": run.source.epoch_of(done - 1),
+        "best": vars(run.best),
     }
     masters = run.masters.in_model() if run.masters is not None else contextlib.nullcontext()
     with masters:
@@ -302,16 +310,22 @@ def checkpoint_step(run: Run, done: int) -> Path:
             run.config.save_total_limit,
             run.world,
             run.scorer if run.sharded else None,
+            keep=str(run.output_dir / run.best.checkpoint) if run.best.checkpoint else None,
         )
 
 
-def finish(run: Run) -> TrainResult:
-    """The final model folder (in ``save_dtype``), written by rank 0."""
+def finish(run: Run, done: int | None = None) -> TrainResult:
+    """The final model folder (in ``save_dtype``), written by rank 0: the last weights, or with
+    ``load_best_model_at_end`` those of the best evaluation's checkpoint."""
     run.logger.close()
+    if run.config.load_best_model_at_end and run.best.checkpoint:
+        _load_best(run)
     policy, reference, world = run.policy, run.reference, run.world
     note = ""
     if run.start_sample is not None:  # every rank takes part (the counts are all-reduced)
         note = run.probe.rounding_note(run.start_sample, run.precision.save, run.start_step)
+    if run.config.load_best_model_at_end and run.best.checkpoint:
+        note = f"{note} Weights of the best evaluation: {run.best.describe()}.".strip()
     if run.masters is not None:
         run.masters.release()  # the policy now holds the float32 masters
     if run.sharded:  # gather the shards into one whole model on rank 0 (every rank takes part)
@@ -332,8 +346,20 @@ def finish(run: Run) -> TrainResult:
     barrier(world)
     run.echo(f"model saved to {run.output_dir}")
     return TrainResult(
-        policy, reference, run.tokenizer, run.output_dir, run.total_steps, run.logger.rows
+        policy, reference, run.tokenizer, run.output_dir, done or run.total_steps, run.logger.rows
     )
+
+
+def _load_best(run: Run) -> None:
+    """The best checkpoint's weights into the policy, for the final folder."""
+    from directpo.checkpoint import load_checkpoint
+
+    path = run.output_dir / run.best.checkpoint
+    masters = run.masters.in_model() if run.masters is not None else contextlib.nullcontext()
+    with masters:
+        sharded = run.scorer if run.sharded else None
+        load_checkpoint(path, run.policy, run.optimizer, run.scheduler, sharded)
+    run.echo(f"loaded the best model: {run.best.describe()}")
 
 
 def _due(done: int, every: int, total: int | None = None) -> bool:

@@ -1,0 +1,69 @@
+"""The best evaluation so far: ``load_best_model_at_end`` and ``early_stopping_patience``.
+
+After each evaluation the tracked metric (``metric_for_best_model``, default ``eval/loss``) is
+compared with the best so far. With ``load_best_model_at_end`` every improvement writes a
+checkpoint (kept whatever ``save_total_limit`` says), and the final folder holds that
+checkpoint's weights. With ``early_stopping_patience: N`` training stops after N evaluations in
+a row without improvement. The tracker is part of every checkpoint, so both survive a resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class BestModel:
+    metric: str = ""  # "" when nothing is tracked
+    greater_is_better: bool = False
+    keep_checkpoint: bool = False  # load_best_model_at_end
+    patience: int = 0  # early_stopping_patience (0: never stop early)
+    value: float | None = None
+    step: int | None = None
+    checkpoint: str | None = None  # its folder's name in output_dir
+    evals_without_improvement: int = 0
+
+    def update(self, step: int, metrics: dict[str, Any]) -> bool:
+        """Take an evaluation's metrics; True when it improved and its checkpoint is wanted."""
+        if not self.metric or self.metric not in metrics:
+            return False
+        value = float(metrics[self.metric])
+        improved = self.value is None or (
+            value > self.value if self.greater_is_better else value < self.value
+        )
+        if not improved:
+            self.evals_without_improvement += 1
+            return False
+        self.value, self.step, self.evals_without_improvement = value, step, 0
+        return self.keep_checkpoint
+
+    def patience_spent(self) -> bool:
+        return self.patience > 0 and self.evals_without_improvement >= self.patience
+
+    def describe(self) -> str:
+        if self.value is None:
+            return f"no evaluation had {self.metric}"
+        return f"step {self.step}, {self.metric} = {self.value:.6g}"
+
+    @classmethod
+    def from_config(cls, config: Any, saved: dict[str, Any] | None = None) -> BestModel:
+        tracked = config.load_best_model_at_end or config.early_stopping_patience > 0
+        metric = metric_name(config.metric_for_best_model) if tracked else ""
+        greater = config.greater_is_better
+        if greater is None:
+            greater = not metric.endswith("loss")
+        best = cls(metric, greater, config.load_best_model_at_end, config.early_stopping_patience)
+        if saved:  # resume: what the interrupted run had found
+            best.value, best.step = saved.get("value"), saved.get("step")
+            best.checkpoint = saved.get("checkpoint")
+            best.evals_without_improvement = saved.get("evals_without_improvement", 0)
+        return best
+
+
+def metric_name(name: str | None) -> str:
+    """TRL's spellings (``eval_loss``, ``loss``, ``eval_rewards/accuracies``) as logged here."""
+    name = name or "eval/loss"
+    if name.startswith("eval/"):
+        return name
+    return "eval/" + name.removeprefix("eval_")
