@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from directpo.distributed import (
     SINGLE_PROCESS,
@@ -41,6 +41,7 @@ from directpo.errors import CheckpointError
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
 MANIFEST = "manifest.json"
+REFERENCE_FILE = "reference.safetensors"  # TR-DPO's moving reference
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
@@ -114,6 +115,7 @@ def save_checkpoint(
     world: World = SINGLE_PROCESS,
     sharded: torch.nn.Module | None = None,
     keep: str | None = None,
+    tensors: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write ``checkpoint-STEP``; every rank calls it in distributed training.
 
@@ -121,6 +123,7 @@ def save_checkpoint(
     under ``sharded/`` (torch.distributed.checkpoint) and the folder holds no whole model;
     otherwise rank 0 writes the Hugging Face weights and ``optimizer.pt``. Rank 0 writes the
     rest, the manifest (over every rank's files) and renames the folder into place.
+    ``tensors``: more safetensors files to write, by file name (TR-DPO's reference).
     """
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f".checkpoint-{step}.tmp"
@@ -136,7 +139,15 @@ def save_checkpoint(
     if problem is None and world.is_main:
         problem = _attempt(
             lambda: _write_main_files(
-                tmp, step, model, tokenizer, optimizer, scheduler, state, sharded is None
+                tmp,
+                step,
+                model,
+                tokenizer,
+                optimizer,
+                scheduler,
+                state,
+                sharded is None,
+                tensors or {},
             )
         )
     problem = broadcast(problem, world)
@@ -186,10 +197,13 @@ def _write_main_files(
     scheduler: Any,
     state: dict[str, Any],
     with_weights: bool,
+    tensors: dict[str, dict[str, torch.Tensor]],
 ) -> None:
     if with_weights:
         model.save_pretrained(tmp, safe_serialization=True)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    for name, weights in tensors.items():
+        save_file(weights, tmp / name)
     tokenizer.save_pretrained(tmp)
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(_rng_state(), tmp / "rng_state.pt")
@@ -267,7 +281,7 @@ def load_model_weights(model: torch.nn.Module, folder: Path) -> None:
                 f"(unexpected {result.unexpected_keys[:3]})"
             )
         return
-    files = sorted(folder.glob("*.safetensors"))
+    files = sorted(folder.glob("model*.safetensors"))  # save_pretrained's names only
     if not files:
         raise CheckpointError(f"checkpoint {folder}: no .safetensors weights")
     state: dict[str, torch.Tensor] = {}

@@ -195,6 +195,16 @@ class DPOConfig(Options):
         "disk, reused by a later run with the same reference, data and settings), then free the "
         "reference model.",
     )
+    sync_ref_model: bool = option(
+        False,
+        "TR-DPO (Gorbatovski et al. 2024): every ref_model_sync_steps steps the reference moves "
+        "toward the policy, ref = alpha * policy + (1 - alpha) * ref. With LoRA only the hard "
+        "update (ref_model_mixup_alpha: 1) is exact and allowed.",
+    )
+    ref_model_mixup_alpha: float = option(
+        0.6, "TR-DPO's alpha in [0, 1] (1: the reference becomes the policy)."
+    )
+    ref_model_sync_steps: int = option(512, "TR-DPO: optimizer steps between reference updates.")
 
     # --- data ---------------------------------------------------------------------------------
     train_file: str | None = option(
@@ -568,6 +578,28 @@ class DPOConfig(Options):
                 )
         if self.precompute_ref_log_probs and not self.loss_needs_reference:
             raise ConfigError("precompute_ref_log_probs is set but no chosen loss uses a reference")
+        self._check_reference_sync()
+
+    def _check_reference_sync(self) -> None:
+        if not self.sync_ref_model:
+            self._reject_if_set(
+                ("ref_model_mixup_alpha", "ref_model_sync_steps"), "sync_ref_model is false"
+            )
+            return
+        self._require(0 <= self.ref_model_mixup_alpha <= 1, "ref_model_mixup_alpha", "in [0, 1]")
+        self._require(self.ref_model_sync_steps >= 1, "ref_model_sync_steps", ">= 1")
+        if not self.loss_needs_reference:
+            raise ConfigError("sync_ref_model is set but no chosen loss uses a reference")
+        if self.precompute_ref_log_probs:
+            raise ConfigError(
+                "sync_ref_model cannot be used with precompute_ref_log_probs: the reference "
+                "changes during training, so log-probs computed once would go stale"
+            )
+        if self.ref_model_name_or_path not in (None, self.model_name_or_path):
+            raise ConfigError(
+                "sync_ref_model: the reference follows the policy, so it starts as the policy; "
+                "remove ref_model_name_or_path"
+            )
 
     def _apply_trl_spellings(self) -> None:
         apply_trl_meanings(self)

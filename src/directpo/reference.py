@@ -15,6 +15,7 @@ import torch
 from directpo.attention import choose_implementation
 from directpo.batching import Batch
 from directpo.config import DPOConfig
+from directpo.errors import ConfigError
 from directpo.logprobs import SequenceScorer
 from directpo.models import (
     LoadOptions,
@@ -25,6 +26,7 @@ from directpo.models import (
     quantization_config,
 )
 from directpo.precision import PrecisionPolicy, cast_frozen
+from directpo.sync import REF_ADAPTER, copy_adapter
 
 
 class ReferenceProvider(Protocol):
@@ -48,12 +50,10 @@ class FrozenModelReference:
         return self.scorer(batch)[0]
 
 
-REF_ADAPTER = "ref"
-
-
 class AdapterReference:
     """Continuing an adapter: π_ref is the policy with its starting adapter, loaded a second
-    time as the frozen adapter ``ref``, switched in for the reference pass."""
+    time as the frozen adapter ``ref``, switched in for the reference pass. (TR-DPO with LoRA
+    uses the same: a ``ref`` adapter that starts as a copy of the policy's, sync.py.)"""
 
     def __init__(
         self, peft_model: torch.nn.Module, chunk_tokens: int = 0, ld_alpha: float | None = None
@@ -98,6 +98,15 @@ class AdapterDisabledReference:
             logps = self.scorer(batch)[0]
         self.model.train(was_training)
         return logps
+
+
+def _check_adapter_sync(config: DPOConfig) -> None:
+    if config.ref_model_mixup_alpha != 1:
+        raise ConfigError(
+            f"sync_ref_model with an adapter: ref_model_mixup_alpha {config.ref_model_mixup_alpha} "
+            "would mix two adapters, and a mix of low-rank products is not an adapter of the same "
+            "rank; use ref_model_mixup_alpha: 1.0 (the hard update) or full fine-tuning"
+        )
 
 
 def _peft_config(config: DPOConfig) -> Any:
@@ -183,7 +192,14 @@ def load_policy_and_reference(
         config.reference_path == config.model_name_or_path
     ):
         if continuing:  # the adapter's start, loaded again beside it, frozen
+            if config.sync_ref_model:
+                _check_adapter_sync(config)
             policy.load_adapter(config.model_name_or_path, adapter_name=REF_ADAPTER)
+            return policy, AdapterReference(policy, chunk, ld_alpha)
+        if peft_config is not None and config.sync_ref_model:  # TR-DPO: a second adapter
+            _check_adapter_sync(config)
+            policy.add_adapter(REF_ADAPTER, peft_config)
+            copy_adapter(policy)
             return policy, AdapterReference(policy, chunk, ld_alpha)
         if peft_config is not None:
             return policy, AdapterDisabledReference(policy, chunk, ld_alpha)

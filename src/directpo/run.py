@@ -16,11 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from transformers import get_scheduler, set_seed
 
 from directpo.batching import Layout
 from directpo.best import BestModel
-from directpo.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint
+from directpo.checkpoint import (
+    REFERENCE_FILE,
+    list_checkpoints,
+    load_checkpoint,
+    resolve_checkpoint,
+)
 from directpo.config import DPOConfig
 from directpo.data import (
     Columns,
@@ -33,7 +39,7 @@ from directpo.data import (
     read_rows,
 )
 from directpo.distributed import World, broadcast, wrap
-from directpo.errors import ConfigError, DirectpoError
+from directpo.errors import CheckpointError, ConfigError, DirectpoError
 from directpo.guard import UpdateProbe, check_trainable
 from directpo.logprobs import SequenceScorer, choose_layout
 from directpo.models import check_vocabulary, load_tokenizer, pad_token_id
@@ -54,6 +60,7 @@ from directpo.reference import (
 from directpo.rewardfn import check_reward_fn, load_reward_fn
 from directpo.sources import FixedPairs, OnlineRounds, PairSet
 from directpo.step import PairStats
+from directpo.sync import load_reference_state
 from directpo.tokenization import TokenizedData, tokenize_preferences
 from directpo.tracking import MetricsLogger
 
@@ -341,10 +348,26 @@ def _resume(run: Run) -> None:
     else:
         sharded = run.scorer if run.sharded else None
         state = load_checkpoint(checkpoint, run.policy, run.optimizer, run.scheduler, sharded)
+    if config.sync_ref_model:
+        _restore_reference(run, Path(checkpoint))
     run.source.restore(state, str(checkpoint))
     run.start_step, run.window = state["global_step"], PairStats(**state["log_window"])
     run.best = BestModel.from_config(config, state.get("best"))
     run.echo(f"resumed from {checkpoint} at step {run.start_step}")
+
+
+def _restore_reference(run: Run, checkpoint: Path) -> None:
+    """TR-DPO: the reference as it was at the checkpoint (it has moved since the start)."""
+    file = checkpoint / REFERENCE_FILE
+    if not file.is_file():
+        raise CheckpointError(
+            f"checkpoint {checkpoint}: no {REFERENCE_FILE}: it was written without "
+            "sync_ref_model, so the moved reference cannot be restored"
+        )
+    try:
+        load_reference_state(run, load_file(file), f"checkpoint {file}")
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise CheckpointError(f"checkpoint {file}: cannot restore ({exc})") from None
 
 
 def _bits(dtype: torch.dtype) -> int:

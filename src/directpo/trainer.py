@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from directpo.batching import collate_pairs
-from directpo.checkpoint import save_checkpoint
+from directpo.checkpoint import REFERENCE_FILE, save_checkpoint
 from directpo.config import DPOConfig
 from directpo.distributed import (
     all_reduce_sum,
@@ -47,6 +47,7 @@ from directpo.reference import ReferenceProvider
 from directpo.run import Run, on_main, prepare_run
 from directpo.signals import StopRequest
 from directpo.step import PairStats, evaluate, pair_losses
+from directpo.sync import reference_state, sync_reference
 
 
 @dataclass
@@ -103,6 +104,8 @@ def _train(run: Run) -> TrainResult:
                 run.logger.log(done, round_metrics)
                 write(_format_metrics(done, total, round_metrics))
             result = train_step(run, step, measure=_logs_at(run, done))
+            if _due(done, run.config.sync_ref_model and run.config.ref_model_sync_steps):
+                sync_reference(run, run.config.ref_model_mixup_alpha)  # TR-DPO
             progress.update(1)
             progress.set_postfix(loss=f"{result.loss:.4f}")
             if _stop_requested(run, stop):
@@ -297,6 +300,8 @@ def checkpoint_step(run: Run, done: int) -> Path:
         "epoch": run.source.epoch_of(done - 1),
         "best": vars(run.best),
     }
+    # TR-DPO's reference is state too (gathered on every rank, written by rank 0)
+    extra = {REFERENCE_FILE: reference_state(run)} if run.config.sync_ref_model else {}
     masters = run.masters.in_model() if run.masters is not None else contextlib.nullcontext()
     with masters:
         return save_checkpoint(
@@ -311,6 +316,7 @@ def checkpoint_step(run: Run, done: int) -> Path:
             run.world,
             run.scorer if run.sharded else None,
             keep=str(run.output_dir / run.best.checkpoint) if run.best.checkpoint else None,
+            tensors=extra,
         )
 
 

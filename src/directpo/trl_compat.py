@@ -143,9 +143,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "ref_model_init_kwargs": (_nothing, LATER),
     "router_aux_loss_coef": (_nothing, LATER),
     "lora_target_parameters": (_nothing, LATER),
-    "sync_ref_model": (_nothing, LATER),
-    "ref_model_mixup_alpha": (_any, ""),  # read only by sync_ref_model
-    "ref_model_sync_steps": (_any, ""),
     "dataset_streaming": (_nothing, "directpo reads the whole file"),
     "dataset_mixer": (_nothing, "mix the datasets into one file and set train_file"),
     "dataset_splits": (_any, ""),

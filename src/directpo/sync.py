@@ -1,0 +1,119 @@
+"""TR-DPO (Gorbatovski et al. 2024, https://arxiv.org/abs/2404.09656): the reference follows
+the policy. Every ``ref_model_sync_steps`` optimizer steps,
+
+    θ_ref ← α·θ_π + (1 − α)·θ_ref,    α = ``ref_model_mixup_alpha``
+
+(α = 1 is the paper's hard update; TRL's ``SyncRefModelCallback`` does the same soft update).
+The policy side is the float32 masters under mixed precision; under FSDP2 both models are
+sharded alike and each rank mixes its own shards.
+
+With LoRA (a fresh adapter, or a continued one) the reference is a second adapter, ``ref``,
+switched in for the reference pass (reference.AdapterReference): it starts as a copy of the
+policy's adapter, so at step 0 the reference is the policy, and each sync copies the policy's
+adapter into it. Only that hard update (α = 1) is allowed with adapters: mixing the factors,
+α·A + (1 − α)·A_ref and α·B + (1 − α)·B_ref, is not the weight-space mix of B·A (which would
+need an adapter of twice the rank), so it would not be the paper's update. (TRL refuses
+sync_ref_model with PEFT altogether.)
+
+The reference is state: checkpoints hold it (``reference.safetensors``) and resume restores it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+REF_ADAPTER = "ref"
+
+
+def _strip(name: str) -> str:
+    return name.removeprefix("module.")  # DDP's wrapper
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    to_local = getattr(tensor, "to_local", None)  # an FSDP2 shard (DTensor)
+    return to_local() if to_local is not None else tensor
+
+
+def _own_adapter(run: Any) -> bool:
+    from directpo.reference import AdapterReference
+
+    return isinstance(run.reference, AdapterReference)
+
+
+def _resharded(run: Any) -> None:
+    """FSDP2 leaves a root module's own weights gathered after a forward without backward (the
+    reference pass): writes must go to the shards, so both models are resharded first."""
+    for module in (run.scorer, run.reference.scorer):
+        reshard = getattr(module, "reshard", None)  # an FSDP2 module
+        if reshard is not None:
+            reshard()
+
+
+def reference_parameters(run: Any) -> dict[str, torch.Tensor]:
+    """The reference's weights that follow the policy, by name (sharded under FSDP2)."""
+    _resharded(run)
+    if _own_adapter(run):
+        return {_strip(n): p for n, p in run.scorer.named_parameters() if f".{REF_ADAPTER}." in n}
+    return {_strip(n): p for n, p in run.reference.scorer.named_parameters()}
+
+
+def reference_pairs(run: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(reference weight, the policy weight it follows): the float32 master under mixed
+    precision, the same-named parameter of the policy otherwise."""
+    policy = {_strip(n): p for n, p in run.scorer.named_parameters()}
+    masters = run.masters._master_of if run.masters is not None else {}
+    pairs = []
+    for name, reference in reference_parameters(run).items():
+        source = name.replace(f".{REF_ADAPTER}.", ".default.") if _own_adapter(run) else name
+        if source not in policy:
+            raise RuntimeError(f"sync_ref_model: the policy has no weight {source}")
+        followed = policy[source]
+        pairs.append((reference, masters.get(id(followed), followed)))
+    return pairs
+
+
+@torch.no_grad()
+def sync_reference(run: Any, alpha: float) -> None:
+    """θ_ref ← α·θ_π + (1 − α)·θ_ref, computed in float32, each rank on its own shards."""
+    for reference, policy in reference_pairs(run):
+        target = _local(reference)
+        target.copy_(torch.lerp(target.float(), _local(policy).float(), alpha))
+
+
+@torch.no_grad()
+def copy_adapter(model: torch.nn.Module) -> None:
+    """The ``ref`` adapter, frozen, set to the policy's ``default`` adapter."""
+    params = dict(model.named_parameters())
+    for name, param in params.items():
+        if f".{REF_ADAPTER}." in name:
+            param.copy_(params[name.replace(f".{REF_ADAPTER}.", ".default.")])
+            param.requires_grad_(False)
+
+
+def reference_state(run: Any) -> dict[str, torch.Tensor]:
+    """The followed reference weights, whole, on CPU, for a checkpoint. Every rank calls (an
+    FSDP2 shard is gathered); every rank gets them."""
+    state = {}
+    for name, param in reference_parameters(run).items():
+        full = getattr(param, "full_tensor", None)
+        state[name] = (full() if full is not None else param.detach()).cpu().contiguous()
+    return state
+
+
+@torch.no_grad()
+def load_reference_state(run: Any, state: dict[str, torch.Tensor], where: str) -> None:
+    """Put a checkpoint's reference weights back (every rank calls, with the whole state)."""
+    parameters = reference_parameters(run)
+    missing = sorted(set(parameters) - set(state))
+    if missing:
+        raise ValueError(f"{where}: no reference weight {missing[0]} ({len(missing)} missing)")
+    for name, param in parameters.items():
+        whole = state[name]
+        mesh = getattr(param, "device_mesh", None)
+        if mesh is not None:
+            from torch.distributed.tensor import distribute_tensor
+
+            whole = distribute_tensor(whole.to(_local(param).device), mesh, param.placements)
+        _local(param).copy_(_local(whole))

@@ -1,0 +1,178 @@
+"""TR-DPO (sync_ref_model): the reference follows the policy, ref <- a*policy + (1-a)*ref, every
+ref_model_sync_steps steps; it is checkpoint state and resumes exactly."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_distributed import assert_same_metrics, torchrun
+from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
+
+from directpo.errors import CheckpointError, ConfigError
+from directpo.tracking import read_metrics
+from directpo.trainer import train
+
+LN2 = math.log(2)
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def losses(metrics: list[dict]) -> list[float]:
+    return [row["loss"] for row in metrics if "loss" in row]
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "model.safetensors")
+
+
+def reference(folder: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's reference, keyed like the model's own weights."""
+    state = load_file(folder / "reference.safetensors")
+    return {key.removeprefix("model."): value for key, value in state.items()}
+
+
+def test_the_reference_moves_by_the_papers_update(tiny_model_dirs, pairs_file, tmp_path) -> None:
+    model = tiny_model_dirs["llama"]
+    out = tmp_path / "run"
+    config = tiny_config(
+        model, pairs_file, out, max_steps=4, save_steps=1, per_device_train_batch_size=2,
+        sync_ref_model=True, ref_model_mixup_alpha=0.25, ref_model_sync_steps=2,
+    )  # fmt: skip
+    train(config, echo=quiet)
+    start = weights(model)
+    policy = {step: weights(out / f"checkpoint-{step}") for step in (1, 2, 3, 4)}
+    ref = {step: reference(out / f"checkpoint-{step}") for step in (1, 2, 3, 4)}
+    shared = start.keys() & ref[1].keys()
+    assert len(shared) >= len(start) - 1  # (a tied LM head is one weight)
+    for name in shared:
+        assert torch.equal(ref[1][name], start[name])  # no sync yet
+        expected = 0.25 * policy[2][name] + 0.75 * start[name]
+        torch.testing.assert_close(ref[2][name], expected, rtol=0, atol=1e-6)
+        assert torch.equal(ref[3][name], ref[2][name])
+        expected = 0.25 * policy[4][name] + 0.75 * ref[2][name]
+        torch.testing.assert_close(ref[4][name], expected, rtol=0, atol=1e-6)
+    assert any(not torch.equal(ref[4][n], start[n]) for n in shared)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"dtype": "bfloat16"},  # the reference takes the masters' values, in bf16: the compute copy
+        {"lora_r": 4, "learning_rate": 5e-2},  # the "ref" adapter
+    ],
+    ids=["float32", "bf16", "lora"],
+)
+def test_the_hard_update_makes_every_step_start_from_the_policy(
+    tiny_model_dirs, pairs_file, tmp_path, options
+) -> None:
+    """alpha 1 every step: each step begins with reference == policy, so its loss is ln 2, while
+    the policy still learns (plain DPO's loss falls below ln 2 on the same data)."""
+    model = tiny_model_dirs["llama"]
+    common = dict(max_steps=4, per_device_train_batch_size=3, **options)
+    synced = train(
+        tiny_config(model, pairs_file, tmp_path / "tr", sync_ref_model=True,
+                    ref_model_mixup_alpha=1.0, ref_model_sync_steps=1, **common),
+        echo=quiet,
+    )  # fmt: skip
+    assert losses(synced.metrics) == pytest.approx([LN2] * 4, abs=1e-6)
+    plain = train(tiny_config(model, pairs_file, tmp_path / "dpo", **common), echo=quiet)
+    assert min(losses(plain.metrics)[1:]) < LN2 - 1e-3
+    if "lora_r" in options:  # the policy's adapter learns; the "ref" adapter is not output
+        saved = load_file(tmp_path / "tr" / "adapter_model.safetensors")
+        assert saved and not any(".ref." in key for key in saved)
+        assert (
+            sum(p.requires_grad for n, p in synced.policy.named_parameters() if ".ref." in n) == 0
+        )
+
+
+def test_resume_across_a_sync_continues_the_same_run(tiny_model_dirs, pairs_file, tmp_path) -> None:
+    model = tiny_model_dirs["llama"]
+    values = dict(
+        max_steps=5, save_steps=1, per_device_train_batch_size=2, sync_ref_model=True,
+        ref_model_mixup_alpha=0.5, ref_model_sync_steps=2,
+    )  # fmt: skip
+    whole = tmp_path / "whole"
+    train(tiny_config(model, pairs_file, whole, **values), echo=quiet)
+    part = tmp_path / "part"
+    shutil.copytree(whole, part)
+    for step in (4, 5):  # a stop after step 3 (one sync behind it, one ahead)
+        shutil.rmtree(part / f"checkpoint-{step}")
+    (part / "model.safetensors").unlink()
+    kept = [row for row in read_metrics(part) if row["step"] <= 3]
+    (part / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in kept))
+    train(tiny_config(model, pairs_file, part, resume_from_checkpoint="latest", **values),
+          echo=quiet)  # fmt: skip
+    assert_same_metrics(read_metrics(part), read_metrics(whole), tolerance=1e-6)
+    for name, value in weights(whole).items():
+        torch.testing.assert_close(weights(part)[name], value, rtol=0, atol=1e-6)
+
+    # a checkpoint of plain DPO cannot continue as TR-DPO (its reference is unknown): one line
+    plain = tmp_path / "plain"
+    train(tiny_config(model, pairs_file, plain, max_steps=2, save_steps=1), echo=quiet)
+    (plain / "model.safetensors").unlink()
+    config = tiny_config(model, pairs_file, plain, resume_from_checkpoint="latest", **values)
+    with pytest.raises(CheckpointError, match="no reference.safetensors: it was written without"):
+        train(config, echo=quiet)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"precompute_ref_log_probs": True}, "go stale"),
+        ({"loss_type": ["simpo"]}, "no chosen loss uses a reference"),
+        ({"ref_model_mixup_alpha": 1.5}, r"ref_model_mixup_alpha must be in \[0, 1\]"),
+        ({"ref_model_sync_steps": 0}, "ref_model_sync_steps must be >= 1"),
+        ({"lora_r": 4}, "ref_model_mixup_alpha 0.6 would mix two adapters"),
+        ({"ref_model_name_or_path": "elsewhere"}, "remove ref_model_name_or_path"),
+        ({"sync_ref_model": False, "ref_model_sync_steps": 8}, "set but sync_ref_model is false"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused(
+    tiny_model_dirs, pairs_file, tmp_path, options, message
+) -> None:
+    values = {"sync_ref_model": True, **options}
+    with pytest.raises(ConfigError, match=message):
+        train(tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "x", **values),
+              echo=quiet)  # fmt: skip
+
+
+def test_trl_spelling_is_accepted_with_trls_defaults(tiny_model_dirs, tmp_path) -> None:
+    from directpo.config import DPOConfig
+
+    values = DPOConfig.translate({"sync_ref_model": True}, ["sync_ref_model"], "trl.yaml")
+    config = DPOConfig(model_name_or_path=str(tiny_model_dirs["llama"]), train_file="x", **values)
+    assert (config.ref_model_mixup_alpha, config.ref_model_sync_steps) == (0.6, 512)
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_processes_sync_as_one_process(tiny_model_dirs, tmp_path, mode) -> None:
+    """Under DDP every rank mixes its replica; under FSDP2 each rank mixes its own shards. The
+    (gathered) reference and the metrics match the one-process run with the same global batch."""
+    data = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS[:4])
+    model = tiny_model_dirs["llama"]
+    values = dict(
+        max_steps=4, save_steps=4, sync_ref_model=True, ref_model_mixup_alpha=0.5,
+        ref_model_sync_steps=2,
+    )  # fmt: skip
+    single = tmp_path / "single"
+    train(tiny_config(model, data, single, per_device_train_batch_size=4, **values), echo=quiet)
+    out = tmp_path / mode
+    tiny_config(
+        model, data, out, per_device_train_batch_size=2, distributed=mode, **values
+    ).save_yaml(tmp_path / "c.yaml")
+    done = torchrun(tmp_path / "c.yaml")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_metrics(read_metrics(out), read_metrics(single))
+    ours, theirs = reference(out / "checkpoint-4"), reference(single / "checkpoint-4")
+    assert ours.keys() == theirs.keys()
+    for name, value in theirs.items():
+        torch.testing.assert_close(ours[name], value, rtol=0, atol=1e-4)
