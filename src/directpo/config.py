@@ -59,6 +59,11 @@ class DPOConfig(Options):
     ref_model_name_or_path: str | None = option(
         None, "Frozen reference model. Default: the policy's own start point (model_name_or_path)."
     )
+    ref_model_init_kwargs: dict | None = option(
+        None,
+        "from_pretrained keyword arguments of the reference model in place of model_init_kwargs "
+        "(TRL's option; e.g. another revision).",
+    )
     tokenizer_name_or_path: str | None = option(
         None, "Tokenizer folder. Default: model_name_or_path."
     )
@@ -125,6 +130,11 @@ class DPOConfig(Options):
     )
     use_dora: bool = option(False, "DoRA: weight-decomposed LoRA adapters (peft).")
     use_rslora: bool = option(False, "rsLoRA: scale the LoRA update by alpha/sqrt(r).")
+    lora_target_parameters: list[str] | None = option(
+        None,
+        "Parameters (not modules) that get LoRA adapters, e.g. a Mixture-of-Experts model's "
+        "fused expert weights (mlp.experts.gate_up_proj); peft's target_parameters.",
+    )
     lora_modules_to_save: list[str] | None = option(
         None, "Modules trained in full beside the adapters (e.g. lm_head, embed_tokens)."
     )
@@ -342,6 +352,12 @@ class DPOConfig(Options):
         "weight, i.e. loss_type [..., sft] with loss_weights [..., rpo_alpha].",
     )
     discopop_tau: float = option(0.05, "DiscoPOP's temperature tau of the mixing weight.")
+    router_aux_loss_coef: float | None = option(
+        None,
+        "Mixture-of-Experts policies: weight of the router load-balancing loss added to the "
+        "loss (logged as aux_loss). null: the coefficient the model's config declares "
+        "(Mixtral, Qwen-MoE: 0.001), as TRL; 0: off. Refused for a model without experts.",
+    )
 
     # --- optimisation -------------------------------------------------------------------------
     learning_rate: float = option(1e-6, "Peak learning rate.")
@@ -543,6 +559,7 @@ class DPOConfig(Options):
                     "use_dora",
                     "use_rslora",
                     "lora_modules_to_save",
+                    "lora_target_parameters",
                     "load_in_4bit",
                 ),
                 "lora_r is 0 (no LoRA); set lora_r: 16",
@@ -570,12 +587,19 @@ class DPOConfig(Options):
                 ("metric_for_best_model", "greater_is_better"),
                 "neither load_best_model_at_end nor early_stopping_patience is set",
             )
-        for key in ("dtype", "torch_dtype", "quantization_config"):
-            if key in (self.model_init_kwargs or {}):
-                raise ConfigError(
-                    f"model_init_kwargs: {key} is set by directpo's own options (dtype, "
-                    "load_in_4bit/8bit); remove it there"
-                )
+        for name in ("model_init_kwargs", "ref_model_init_kwargs"):
+            for key in ("dtype", "torch_dtype", "quantization_config"):
+                if key in (getattr(self, name) or {}):
+                    raise ConfigError(
+                        f"{name}: {key} is set by directpo's own options (dtype, "
+                        "load_in_4bit/8bit); remove it there"
+                    )
+        if self.ref_model_init_kwargs is not None and (self.lora_r or not self.needs_reference):
+            raise ConfigError(
+                "ref_model_init_kwargs is set but no separate reference model is loaded ("
+                + ("with LoRA the reference is the base with adapters off)" if self.lora_r
+                   else "no chosen loss uses a reference)")
+            )  # fmt: skip
         if self.precompute_ref_log_probs and not self.loss_needs_reference:
             raise ConfigError("precompute_ref_log_probs is set but no chosen loss uses a reference")
         self._check_reference_sync()

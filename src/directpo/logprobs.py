@@ -69,11 +69,21 @@ def model_logprobs(
     Returns (log-probs, token counts, Σ log(1 − p), Σ [log p − log Σ_v p_v²] (WPO)), each [2B].
     """
     inputs = model_inputs(model, batch)
-    parts = _backbone_and_head(model) if chunk_tokens > 0 else None
+    parts = backbone_and_head(model) if chunk_tokens > 0 else None
     if parts is None:
         return completion_logprobs(model(**inputs, use_cache=False).logits, batch, ld_alpha)
     backbone, head = parts
     hidden = backbone(**inputs, use_cache=False).last_hidden_state
+    return _chunked_head(head, hidden, batch, chunk_tokens, ld_alpha)
+
+
+def _chunked_head(
+    head: torch.nn.Module,
+    hidden: torch.Tensor,
+    batch: Batch,
+    chunk_tokens: int,
+    ld_alpha: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     selected = hidden.flatten(0, 1)[batch.predict_from]  # [K, H]: only the scoring positions
     targets = batch.target_ids
     parts_of: list[list[torch.Tensor]] = [[], [], []]
@@ -237,20 +247,65 @@ class SequenceScorer(torch.nn.Module):
     DDP and FSDP act through a module's ``forward``: the chunked log-prob path calls the
     backbone and the LM head separately, so it must run inside the wrapped forward for FSDP to
     gather the head's (and embeddings') shards and for DDP to see every gradient.
+
+    ``router_aux``: a Mixture-of-Experts policy also returns its load-balancing loss (a fifth
+    output, ``router_aux_loss``); the reference never computes it.
     """
 
     def __init__(
-        self, model: torch.nn.Module, chunk_tokens: int = 0, ld_alpha: float | None = None
+        self,
+        model: torch.nn.Module,
+        chunk_tokens: int = 0,
+        ld_alpha: float | None = None,
+        router_aux: bool = False,
     ):
         super().__init__()
         self.model = model
         self.chunk_tokens = chunk_tokens
         self.ld_alpha = ld_alpha
+        self.router_aux = router_aux
 
-    def forward(
-        self, batch: Batch
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, ...]:
+        if self.router_aux:
+            return router_logprobs(self.model, batch, self.chunk_tokens, self.ld_alpha)
         return model_logprobs(self.model, batch, self.chunk_tokens, self.ld_alpha)
+
+
+def router_logprobs(
+    model: torch.nn.Module, batch: Batch, chunk_tokens: int = 0, ld_alpha: float | None = None
+) -> tuple[torch.Tensor, ...]:
+    """``model_logprobs`` of a Mixture-of-Experts model and its load-balancing loss (Switch
+    Transformer's, the architecture's own ``load_balancing_loss_func``) over the batch's real
+    tokens: (log-probs, token counts, Σ log(1 − p), WPO sums, aux loss)."""
+    parts = backbone_and_head(model)
+    balance = router_balance_function(model)
+    if parts is None or balance is None:
+        raise ValueError(f"{type(unwrap_peft(model)).__name__}: no router load-balancing loss")
+    backbone, head = parts
+    out = backbone(**model_inputs(model, batch), use_cache=False, output_router_logits=True)
+    hidden = out.last_hidden_state
+    aux = balance(out.router_logits, batch.attention_mask)
+    if chunk_tokens > 0:
+        return (*_chunked_head(head, hidden, batch, chunk_tokens, ld_alpha), aux)
+    return (*completion_logprobs(head(hidden), batch, ld_alpha), aux)
+
+
+def router_balance_function(
+    model: torch.nn.Module,
+) -> Callable[[Any, torch.Tensor], torch.Tensor] | None:
+    """(router logits, [R, T] real-token mask) -> the load-balancing loss, for MoE models whose
+    modeling module defines ``load_balancing_loss_func`` (Mixtral, Qwen2/3-MoE, OLMoE, ...)."""
+    import sys
+
+    hf_model = unwrap_peft(model)
+    config = getattr(hf_model, "config", None)
+    module = sys.modules.get(type(hf_model).__module__)
+    function = getattr(module, "load_balancing_loss_func", None)
+    experts = getattr(hf_model, "num_experts", None)
+    top_k = getattr(hf_model, "num_experts_per_tok", None)
+    if not hasattr(config, "output_router_logits") or None in (function, experts, top_k):
+        return None
+    return lambda logits, mask: function(logits, experts, top_k, mask)
 
 
 # Configs whose models transform logits after the LM head: the chunked path would skip that.
@@ -262,7 +317,7 @@ _LOGIT_TRANSFORMS = (
 )
 
 
-def _backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+def backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
     """(backbone, LM head) of a causal LM whose logits are head(last hidden state), else None."""
     hf_model = unwrap_peft(model)
     config = getattr(hf_model, "config", None)

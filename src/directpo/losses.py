@@ -40,6 +40,8 @@ class PairLogps:
     # WPO: each sequence's weight (``wpo_weights``), multiplied into the pair's loss
     chosen_weight: torch.Tensor | None = None
     rejected_weight: torch.Tensor | None = None
+    # a Mixture-of-Experts policy's load-balancing loss over the batch (router_aux_loss_coef)
+    router_aux_loss: torch.Tensor | None = None
 
     @property
     def chosen_logratios(self) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from directpo.errors import ModelLoadError
+from directpo.errors import ConfigError, ModelLoadError
 from directpo.precision import DTYPES
 
 
@@ -238,11 +239,13 @@ def lora_config(
     use_dora: bool = False,
     use_rslora: bool = False,
     modules_to_save: list[str] | None = None,
+    target_parameters: list[str] | None = None,
 ) -> Any:
     """The peft ``LoraConfig`` of directpo's lora_* options."""
     from peft import LoraConfig
 
     targets: str | list[str] = "all-linear" if target_modules == ["all-linear"] else target_modules
+    extra = {"target_parameters": target_parameters} if target_parameters else {}
     return LoraConfig(
         r=r,
         lora_alpha=alpha,
@@ -252,6 +255,7 @@ def lora_config(
         use_rslora=use_rslora,
         modules_to_save=modules_to_save,
         task_type="CAUSAL_LM",
+        **extra,
     )
 
 
@@ -289,3 +293,30 @@ def quantization_config(config: Any) -> Any:
         bnb_4bit_compute_dtype=DTYPES[config.bnb_4bit_compute_dtype or config.dtype],
         bnb_4bit_quant_storage=DTYPES.get(config.bnb_4bit_quant_storage or "", torch.uint8),
     )
+
+
+def resolve_router_aux(config: Any, policy: torch.nn.Module) -> Any:
+    """``config`` with ``router_aux_loss_coef`` resolved for this policy, as TRL does: unset
+    means the coefficient the model's config declares (a Mixture-of-Experts model that returns
+    router logits, e.g. Mixtral's 0.001), else 0 (off). A coefficient set for a model with no
+    router is refused. The caller's config is not modified."""
+    from directpo.logprobs import backbone_and_head, router_balance_function, unwrap_peft
+
+    model_config = getattr(unwrap_peft(policy), "config", None)
+    coefficient = config.router_aux_loss_coef
+    if coefficient is None:
+        declared = hasattr(model_config, "output_router_logits")
+        coefficient = float(getattr(model_config, "router_aux_loss_coef", 0.0) or 0.0) * declared
+    if coefficient and router_balance_function(policy) is None:
+        raise ConfigError(
+            f"router_aux_loss_coef is {coefficient} but {type(unwrap_peft(policy)).__name__} is "
+            "not a Mixture-of-Experts model with a load-balancing loss; remove it"
+        )
+    if coefficient and backbone_and_head(policy) is None:
+        raise ConfigError(
+            f"router_aux_loss_coef: {type(unwrap_peft(policy)).__name__} transforms its logits "
+            "after the LM head, which directpo's MoE path does not reproduce; set it to 0"
+        )
+    resolved = copy.copy(config)
+    resolved.router_aux_loss_coef = float(coefficient)
+    return resolved

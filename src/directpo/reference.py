@@ -120,6 +120,7 @@ def _peft_config(config: DPOConfig) -> Any:
         use_dora=config.use_dora,
         use_rslora=config.use_rslora,
         modules_to_save=config.lora_modules_to_save,
+        target_parameters=config.lora_target_parameters,
     )
 
 
@@ -208,6 +209,14 @@ def load_policy_and_reference(
         precision.compute,
         trainable=False,
         device=device,
-        options=replace(options, gradient_checkpointing=False),
+        options=replace(
+            options,
+            gradient_checkpointing=False,
+            init_kwargs=dict(
+                options.init_kwargs
+                if config.ref_model_init_kwargs is None
+                else config.ref_model_init_kwargs
+            ),
+        ),
     )
     return policy, FrozenModelReference(frozen, config.logprob_chunk_tokens, config.ld_alpha)

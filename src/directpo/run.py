@@ -42,7 +42,12 @@ from directpo.distributed import World, broadcast, wrap
 from directpo.errors import CheckpointError, ConfigError, DirectpoError
 from directpo.guard import UpdateProbe, check_trainable
 from directpo.logprobs import SequenceScorer, choose_layout
-from directpo.models import check_vocabulary, load_tokenizer, pad_token_id
+from directpo.models import (
+    check_vocabulary,
+    load_tokenizer,
+    pad_token_id,
+    resolve_router_aux,
+)
 from directpo.online import OnlineData, RoundBuilder, check_labeller, load_labeller
 from directpo.precision import MasterWeights, PrecisionPolicy
 from directpo.precompute import (
@@ -133,6 +138,7 @@ def prepare_run(
     policy, reference = load_policy_and_reference(
         config, device, precision, sharded=sharded, peft_config=peft_config
     )
+    config = resolve_router_aux(config, policy)
     reference_model = getattr(reference, "model", None)
     models = [("model_name_or_path", config.model_name_or_path, policy)]
     if reference_model not in (None, policy):
@@ -147,7 +153,10 @@ def prepare_run(
     layout = choose_layout(config.layout, [policy, *separate_reference], echo)
     precompute = config.precompute_ref_log_probs
     reference_weights = weights_fingerprint(reference_model) if precompute else ""
-    policy_scorer = SequenceScorer(policy, config.logprob_chunk_tokens, config.ld_alpha)
+    policy_scorer = SequenceScorer(
+        policy, config.logprob_chunk_tokens, config.ld_alpha,
+        router_aux=bool(config.router_aux_loss_coef),
+    )  # fmt: skip
     scorer = wrap(policy_scorer, world, precision)
     if isinstance(pair_source, OnlineRounds):  # rounds sample from the live policy
         pair_source.build_round.policy = policy  # type: ignore[attr-defined]

@@ -104,11 +104,11 @@ def batch_logps(
     n = batch.num_pairs
     inner = getattr(policy, "module", policy)  # DDP keeps the scorer in .module
     if isinstance(inner, SequenceScorer):
-        policy_logps, token_counts, log1m, aligned = policy(batch)
+        outputs = policy(batch)
     else:
-        policy_logps, token_counts, log1m, aligned = model_logprobs(
-            policy, batch, chunk_tokens, ld_alpha
-        )
+        outputs = model_logprobs(policy, batch, chunk_tokens, ld_alpha)
+    policy_logps, token_counts, log1m, aligned = outputs[:4]
+    router_aux = outputs[4] if len(outputs) > 4 else None  # a MoE policy's balancing loss
     reference_logps = reference.logprobs(batch) if reference is not None else None
     weights = wpo_weight(aligned, token_counts) if use_weighting else None
     return PairLogps(
@@ -121,6 +121,7 @@ def batch_logps(
         rejected_log1m=log1m[n:],
         chosen_weight=None if weights is None else weights[:n],
         rejected_weight=None if weights is None else weights[n:],
+        router_aux_loss=router_aux,
     )
 
 
@@ -137,6 +138,8 @@ def pair_losses(
     losses, components = preference_loss(
         scored, config.loss_type, config.loss_weights, **config.loss_options()
     )
+    if lp.router_aux_loss is not None:  # TRL's way: loss + coefficient × the batch's aux loss
+        losses = losses + config.router_aux_loss_coef * lp.router_aux_loss
     chosen_rewards, rejected_rewards = implicit_rewards(lp, config.beta)
     sums: dict[str, float | torch.Tensor] = {
         "loss": losses.detach().sum(),
@@ -147,6 +150,8 @@ def pair_losses(
         "logps/rejected": lp.rejected.detach().sum(),
     }
     sums |= {f"loss/{name}": value.detach().sum() for name, value in components.items()}
+    if lp.router_aux_loss is not None:
+        sums["aux_loss"] = lp.router_aux_loss.detach() * batch.num_pairs
     if lp.chosen_weight is not None and lp.rejected_weight is not None:
         sums["wpo/pair_weight"] = (lp.chosen_weight * lp.rejected_weight).sum()
     return losses, PairStats(pairs=batch.num_pairs, tokens=batch.sequence_tokens, sums=sums)

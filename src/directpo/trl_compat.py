@@ -45,7 +45,6 @@ def _equals(*values: Any) -> Callable[[Any], bool]:
 
 
 UPLOAD = "directpo does not upload; after training run: huggingface-cli upload REPO OUTPUT_DIR"
-LATER = "not supported yet (see the README's list of TRL features); remove it"
 # key: (accepted when, what to do otherwise)
 NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "push_to_hub": (_nothing, UPLOAD),
@@ -140,9 +139,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "debug": (_nothing, "not supported"),
     "enable_jit_checkpoint": (_nothing, "SIGTERM/Ctrl-C always save a checkpoint"),
     "activation_offloading": (_nothing, "use gradient_checkpointing"),
-    "ref_model_init_kwargs": (_nothing, LATER),
-    "router_aux_loss_coef": (_nothing, LATER),
-    "lora_target_parameters": (_nothing, LATER),
     "dataset_streaming": (_nothing, "directpo reads the whole file"),
     "dataset_mixer": (_nothing, "mix the datasets into one file and set train_file"),
     "dataset_splits": (_any, ""),

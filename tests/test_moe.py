@@ -1,0 +1,144 @@
+"""Mixture-of-Experts policies: the router load-balancing loss (router_aux_loss_coef, TRL's
+meaning), LoRA on fused expert weights (lora_target_parameters); and ref_model_init_kwargs."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny import build_tokenizer, save_tiny_model, tiny_config
+from transformers import MixtralConfig, MixtralForCausalLM
+
+from directpo.batching import PLAIN, Layout, collate_pairs
+from directpo.errors import ConfigError
+from directpo.logprobs import model_logprobs, router_logprobs
+from directpo.tokenization import TokenizedPair
+from directpo.trainer import train
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def mixtral(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("mixtral")
+    tokenizer = build_tokenizer("llama")
+    torch.manual_seed(0)
+    config = MixtralConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+        max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    MixtralForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def rows(metrics: list[dict]) -> list[dict]:
+    return [row for row in metrics if "loss" in row]
+
+
+@pytest.mark.parametrize(
+    "layout", [PLAIN, Layout(share_prefix=True, pack=True)], ids=["plain", "shared"]
+)
+@pytest.mark.parametrize("chunk", [0, 4])
+def test_router_loss_is_the_models_own_over_real_tokens(mixtral, layout, chunk) -> None:
+    model = MixtralForCausalLM.from_pretrained(mixtral)
+    pairs = [
+        TokenizedPair([1, 5, 9, 30], [40, 41], [42]),
+        TokenizedPair([1, 7], [50, 51, 52, 53], [60, 61, 62]),
+    ]
+    batch = collate_pairs(pairs, 0, layout=layout)
+    *logps, aux = router_logprobs(model, batch, chunk)
+    for ours, plain in zip(logps, model_logprobs(model, batch, chunk), strict=True):
+        torch.testing.assert_close(ours, plain)
+    if layout is PLAIN:  # the architecture's own aux_loss on the same rows and padding mask
+        expected = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+            output_router_logits=True,
+        ).aux_loss  # fmt: skip
+        torch.testing.assert_close(aux, expected)
+    assert aux.requires_grad and math.isfinite(float(aux))
+
+
+def test_training_adds_the_declared_coefficient_times_the_aux_loss(
+    mixtral, pairs_file, tmp_path
+) -> None:
+    results = {}
+    for coefficient in (None, 0.0, 0.5):
+        out = tmp_path / f"coef-{coefficient}"
+        result = train(
+            tiny_config(mixtral, pairs_file, out, max_steps=2, per_device_train_batch_size=3,
+                        router_aux_loss_coef=coefficient),
+            echo=quiet,
+        )  # fmt: skip
+        results[coefficient] = result
+    for coefficient, expected in ((None, 0.001), (0.5, 0.5)):  # None: Mixtral's config says 0.001
+        for row in rows(results[coefficient].metrics):
+            assert row["aux_loss"] > 0
+            assert row["loss"] - row["loss/sigmoid"] == pytest.approx(
+                expected * row["aux_loss"], rel=1e-4
+            )
+    for row in rows(results[0.0].metrics):
+        assert "aux_loss" not in row and row["loss"] == row["loss/sigmoid"]
+
+    def router(result) -> torch.Tensor:
+        return dict(result.policy.named_parameters())["model.layers.0.mlp.gate.weight"]
+
+    # the balancing loss reaches the routers: their update differs with the coefficient
+    assert not torch.allclose(router(results[0.5]), router(results[0.0]), atol=1e-6)
+
+
+def test_a_coefficient_for_a_model_without_experts_is_refused(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path, router_aux_loss_coef=0.01)
+    with pytest.raises(ConfigError, match="not a Mixture-of-Experts model"):
+        train(config, echo=quiet)
+    plain = train(tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "ok"), echo=quiet)
+    assert "aux_loss" not in rows(plain.metrics)[0]  # unset: off for a dense model
+
+
+def test_lora_on_fused_expert_weights(mixtral, pairs_file, tmp_path) -> None:
+    pytest.importorskip("peft")
+    out = tmp_path / "lora"
+    result = train(
+        tiny_config(mixtral, pairs_file, out, lora_r=4, max_steps=3, learning_rate=5e-2,
+                    lora_target_modules=["q_proj"],
+                    lora_target_parameters=["mlp.experts.gate_up_proj"]),
+        echo=quiet,
+    )  # fmt: skip
+    assert rows(result.metrics)[0]["loss/sigmoid"] == pytest.approx(math.log(2), abs=1e-6)
+    saved = load_file(out / "adapter_model.safetensors")
+    experts = [key for key in saved if "experts" in key]
+    assert experts and any("q_proj" in key for key in saved)
+    assert any(float(saved[key].abs().sum()) > 0 for key in experts if "lora_B" in key)
+
+
+def test_ref_model_init_kwargs_load_the_reference_alone(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """from_pretrained keyword arguments for the reference only: here another model in a
+    subfolder (as a revision would be); model_init_kwargs would apply to both."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dirs["llama"], model)
+    save_tiny_model("llama", model / "other", seed=1)
+    change = {"subfolder": "other"}
+    both = train(
+        tiny_config(model, pairs_file, tmp_path / "both", model_init_kwargs=change), echo=quiet
+    )
+    assert rows(both.metrics)[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    alone = train(
+        tiny_config(model, pairs_file, tmp_path / "ref", ref_model_init_kwargs=change), echo=quiet
+    )
+    assert abs(rows(alone.metrics)[0]["loss"] - math.log(2)) > 1e-4
+    with pytest.raises(ConfigError, match="no separate reference model is loaded"):
+        tiny_config(model, pairs_file, tmp_path / "x", lora_r=4, ref_model_init_kwargs=change)
+    with pytest.raises(ConfigError, match="ref_model_init_kwargs: dtype is set by"):
+        tiny_config(model, pairs_file, tmp_path / "x", ref_model_init_kwargs={"dtype": "float16"})
