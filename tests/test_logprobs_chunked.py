@@ -7,7 +7,7 @@ import torch
 from tiny import build_model, build_tokenizer
 
 from directpo.batching import collate_pairs
-from directpo.logprobs import _backbone_and_head, model_logprobs
+from directpo.logprobs import backbone_and_head, model_logprobs
 from directpo.models import apply_lora
 from directpo.tokenization import TokenizedPair
 
@@ -30,7 +30,7 @@ def run(model, batch, chunk):
 @pytest.mark.parametrize("chunk", [1, 4, 4096])
 def test_values_and_gradients_match_the_full_logits_path(style, chunk) -> None:
     model = build_model(style, build_tokenizer(style)).eval()  # no dropout: deterministic
-    assert _backbone_and_head(model) is not None  # the chunked path is really taken
+    assert backbone_and_head(model) is not None  # the chunked path is really taken
     batch = collate_pairs(PAIRS, pad_token_id=0)
     full = run(model, batch, 0)
     chunked = run(model, batch, chunk)
@@ -44,7 +44,7 @@ def test_values_and_gradients_match_the_full_logits_path(style, chunk) -> None:
 
 def test_lora_models_take_the_chunked_path_too() -> None:
     model = apply_lora(build_model("llama", build_tokenizer("llama")), 4, 8, 0.0, ["all-linear"])
-    assert _backbone_and_head(model) is not None
+    assert backbone_and_head(model) is not None
     batch = collate_pairs(PAIRS, pad_token_id=0)
     full, chunked = run(model, batch, 0), run(model, batch, 3)
     assert torch.allclose(chunked[0], full[0], atol=1e-5)
@@ -55,4 +55,4 @@ def test_lora_models_take_the_chunked_path_too() -> None:
 def test_models_that_transform_logits_fall_back_to_full_logits() -> None:
     model = build_model("llama", build_tokenizer("llama"))
     model.config.final_logit_softcapping = 30.0
-    assert _backbone_and_head(model) is None
+    assert backbone_and_head(model) is None
