@@ -10,18 +10,22 @@
 3. Mixed precision on CUDA at lr 1e-6: the share of weights a bf16 run moves, against float32.
 4. Training the tiny test models on CUDA (float32 and bf16, checkpointing on and off): the first
    loss is ln 2 (policy == reference, exactly in bf16 too), the set is learned.
+5. This wave's options in bf16 on CUDA: TR-DPO, a Mixtral-style MoE's balancing loss, QLoRA
+   (``python bench/gpu_smoke.py features`` runs only these).
 Prints one line per check and a final verdict.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
-from tiny import SENTIMENT_PAIRS, save_tiny_model, tiny_config, write_jsonl
+from tiny import SENTIMENT_PAIRS, build_tokenizer, save_tiny_model, tiny_config, write_jsonl
 
 import directpo.attention as attention
 from directpo.attention import build_plan, register
@@ -152,17 +156,88 @@ def training_check(root: Path, data: Path) -> None:
                 )
 
 
+def features_check(root: Path, data: Path) -> None:
+    """This wave's options on CUDA in bf16 (varlen attention by default there): TR-DPO's hard
+    update keeps every step's loss at ln 2; a Mixtral-style MoE adds 0.001 x its balancing loss;
+    QLoRA (4-bit base, bitsandbytes) trains when bitsandbytes is installed."""
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    model = save_tiny_model("llama", root / "llama-features")
+    rows = _rows(train(
+        tiny_config(model, data, root / "trdpo", max_steps=6, per_device_train_batch_size=3,
+                    dtype="bfloat16", sync_ref_model=True, ref_model_mixup_alpha=1.0,
+                    ref_model_sync_steps=1, save_steps=3),
+        echo=lambda _: None,
+    ))  # fmt: skip
+    worst = max(abs(r["loss"] - math.log(2)) for r in rows)
+    verdict(
+        "TR-DPO bf16 alpha 1 every step: loss ln 2", worst < 1e-4, f"max |loss - ln 2| {worst:.2e}"
+    )
+
+    tokenizer = build_tokenizer("llama")
+    torch.manual_seed(0)
+    moe = MixtralConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    MixtralForCausalLM(moe).save_pretrained(root / "mixtral")
+    tokenizer.save_pretrained(root / "mixtral")
+    rows = _rows(train(
+        tiny_config(root / "mixtral", data, root / "moe", max_steps=8,
+                    per_device_train_batch_size=3, dtype="bfloat16"),
+        echo=lambda _: None,
+    ))  # fmt: skip
+    gap = max(abs(r["loss"] - r["loss/sigmoid"] - 0.001 * r["aux_loss"]) for r in rows)
+    verdict(
+        "MoE bf16: loss = DPO + 0.001 x aux_loss",
+        gap < 1e-5 and all(math.isfinite(r["aux_loss"]) for r in rows),
+        f"max gap {gap:.2e}, aux_loss {rows[0]['aux_loss']:.3f} -> {rows[-1]['aux_loss']:.3f}, "
+        f"loss {rows[0]['loss']:.4f} -> {rows[-1]['loss']:.4f}",
+    )
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        print("SKIP QLoRA: bitsandbytes is not installed here", flush=True)
+        return
+    torch.cuda.reset_peak_memory_stats()
+    rows = _rows(train(
+        tiny_config(model, data, root / "qlora", max_steps=20, per_device_train_batch_size=3,
+                    dtype="bfloat16", lora_r=8, load_in_4bit=True, learning_rate=2e-2),
+        echo=lambda _: None,
+    ))  # fmt: skip
+    adapter = (root / "qlora" / "adapter_model.safetensors").is_file()
+    verdict(
+        "QLoRA 4-bit bf16",
+        abs(rows[0]["loss"] - math.log(2)) < 1e-3
+        and rows[-1]["loss"] < rows[0]["loss"]
+        and adapter,
+        f"loss {rows[0]['loss']:.4f} -> {rows[-1]['loss']:.4f}, adapter saved {adapter}, "
+        f"peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB",
+    )
+
+
+def _rows(result: Any) -> list[dict]:
+    return [r for r in result.metrics if "loss" in r]
+
+
 def main() -> None:
     assert torch.cuda.is_available(), "no CUDA device"
     print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__, flush=True)
     root = Path(tempfile.mkdtemp())
     data = write_jsonl(root / "pairs.jsonl", SENTIMENT_PAIRS)
+    if sys.argv[1:] == ["features"]:  # only this wave's options (a short device call)
+        features_check(root, data)
+        print("GPU smoke:", "all OK" if not failures else f"{failures} FAILED", flush=True)
+        return
     for check in (kernel_check, model_check):
         try:
             check()
         except Exception as exc:  # one broken check must not hide the others
             verdict(check.__name__, False, repr(exc)[:300])
-    for check in (learning_check, training_check):
+    for check in (learning_check, training_check, features_check):
         try:
             check(root, data)
         except Exception as exc:

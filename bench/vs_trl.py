@@ -380,6 +380,8 @@ ABLATIONS = [  # on the first model and data set, after the main runs
     ("directpo", "directpo one-chunk head", False, {"logprob_chunk_tokens": 65536}),
     ("directpo", "directpo dense-mask sdpa", False, {"attn_implementation": "sdpa"}),
     ("directpo", "directpo fsdp 1 gpu", False, {"distributed": "fsdp"}),
+    ("directpo", "directpo lora r16", False, {"lora_r": 16}),
+    ("directpo", "directpo qlora 4-bit r16", False, {"lora_r": 16, "load_in_4bit": True}),
 ]
 
 
@@ -398,6 +400,8 @@ def gpu_plan(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
             cases.append((model_name, model, set_name, data, lengths))
     plan = [(case, run) for case in cases for run in MAIN_RUNS]
     plan += [(cases[0], run) for run in ABLATIONS if args.ablations]
+    if args.runs:  # only the named runs, e.g. --runs "directpo lora r16,directpo qlora 4-bit r16"
+        plan = [(case, run) for case, run in plan if run[1] in args.runs.split(",")]
     results: list[dict[str, Any]] = []
     for (model_name, model, set_name, data, lengths), (framework, name, ckpt, options) in plan:
         if time.perf_counter() - start > args.budget:
@@ -496,6 +500,7 @@ def main() -> None:
         default="",
         help="cpu plan: JSON of directpo options, e.g. '{\"prefix_sharing\": false}'",
     )
+    parser.add_argument("--runs", default="", help="gpu plan: only these run names (comma list)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
