@@ -274,3 +274,44 @@ def test_dataset_name_loads_a_local_dataset_with_its_splits(tiny_model_dirs, tmp
                          dataset_name="no-such-org/no-such-dataset")  # fmt: skip
     with pytest.raises(DataError, match="dataset_name 'no-such-org/no-such-dataset': cannot load"):
         train(config, echo=lambda _: None)
+
+
+def test_several_train_files_are_mixed_in_order(tiny_model_dirs, tmp_path, capsys) -> None:
+    """train_file: [a.jsonl, b.parquet] (also from a flag): the pairs of every file, in order,
+    each file in its own layout; a bad row is named by its own file and row."""
+    from tiny import SENTIMENT_PAIRS, tiny_config
+
+    from directpo.cli import main
+    from directpo.config import DPOConfig
+    from directpo.trainer import train
+
+    first = write_jsonl(tmp_path / "a.jsonl", SENTIMENT_PAIRS[:3])
+    implicit = [{"chosen": r["prompt"] + r["chosen"], "rejected": r["prompt"] + r["rejected"]}
+                for r in SENTIMENT_PAIRS[3:]]  # fmt: skip
+    second = tmp_path / "b.parquet"
+    datasets.Dataset.from_list(implicit).to_parquet(str(second))
+    data = load_preferences([str(first), str(second)])
+    assert len(data) == len(SENTIMENT_PAIRS)
+    assert [e.chosen for e in data.examples[:3]] == [r["chosen"] for r in SENTIMENT_PAIRS[:3]]
+    assert data.layout == "explicit+implicit" and str(second) in data.source
+
+    lines: list[str] = []
+    config = tiny_config(tiny_model_dirs["llama"], None, tmp_path / "out",
+                         train_file=[str(first), str(second)])  # fmt: skip
+    train(config, echo=lines.append)
+    assert any(line.startswith(f"train: {first} + {second}: 6 pairs") for line in lines)
+    flag = DPOConfig(model_name_or_path="m", train_file=f"[{first}, {second}]")
+    assert flag.train_file == [str(first), str(second)]
+    assert DPOConfig(model_name_or_path="m", train_file=str(first)).train_file == str(first)
+
+    broken = write_jsonl(tmp_path / "c.jsonl", [ROWS[0], {"prompt": "x", "chosen": "y"}])
+    with pytest.raises(DataError, match=rf"{broken}: line 2: .*rejected"):
+        load_preferences([str(first), str(broken)])
+    code = main(["train", "--model_name_or_path", str(tiny_model_dirs["llama"]),
+                 "--train_file", f"[{first}, {tmp_path / 'missing.jsonl'}]",
+                 "--output_dir", str(tmp_path / "o")])  # fmt: skip
+    assert code != 0
+    assert (
+        f"train_file: no such file or folder: {tmp_path / 'missing.jsonl'}"
+        in capsys.readouterr().err
+    )

@@ -171,3 +171,35 @@ def test_loss_modifiers_match_trl(models, tmp_path, options) -> None:
     plain = directpo_step(models, SENTIMENT_PAIRS, loss_type=options["loss_type"], beta=0.3)
     assert abs(ours["loss"] - plain["loss"]) > 1e-4  # the modifier changes the loss
     assert_same(ours, theirs, ("loss", *METRICS))
+
+
+@pytest.mark.parametrize("alpha", [0.6, 1.0])
+def test_tr_dpo_sync_equals_trls_callback(models, alpha) -> None:
+    """The first sync moves the reference as TRL's SyncRefModelCallback does (float32; the two
+    formulas, lerp and (1 − α)·ref + α·policy, round differently in the last bit)."""
+    from types import SimpleNamespace
+
+    import torch
+    from trl.trainer.callbacks import SyncRefModelCallback
+
+    from directpo.logprobs import SequenceScorer
+    from directpo.sync import sync_reference
+
+    path = models[0]
+    policy = AutoModelForCausalLM.from_pretrained(path)
+    with torch.no_grad():  # the policy has trained a little: it differs from the reference
+        for param in policy.parameters():
+            param.add_(0.01 * torch.randn_like(param))
+    ours, theirs = (AutoModelForCausalLM.from_pretrained(path) for _ in range(2))
+    run = SimpleNamespace(
+        scorer=SequenceScorer(policy), reference=FrozenModelReference(ours), masters=None
+    )
+    sync_reference(run, alpha)
+    SyncRefModelCallback._sync_target_model(policy, theirs, alpha)
+    pairs = list(zip(ours.named_parameters(), theirs.parameters(), strict=True))
+    for (name, mine), trl_param in pairs:
+        torch.testing.assert_close(mine, trl_param, rtol=2e-7, atol=1e-8, msg=name)
+    start = AutoModelForCausalLM.from_pretrained(path)
+    assert all(
+        not torch.equal(m, s) for m, s in zip(ours.parameters(), start.parameters(), strict=True)
+    )

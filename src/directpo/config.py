@@ -217,10 +217,11 @@ class DPOConfig(Options):
     ref_model_sync_steps: int = option(512, "TR-DPO: optimizer steps between reference updates.")
 
     # --- data ---------------------------------------------------------------------------------
-    train_file: str | None = option(
+    train_file: str | list[str] | None = option(
         None,
         "Training preferences: .jsonl, .json, .parquet, .csv, or a datasets.save_to_disk "
-        "folder. Required unless a Dataset is passed from Python.",
+        "folder; or a list of them, mixed into one set ([a.jsonl, b.parquet]). Required unless "
+        "a Dataset is passed from Python.",
     )
     dataset_name: str | None = option(
         None,
@@ -232,8 +233,10 @@ class DPOConfig(Options):
     dataset_test_split: str = option(
         "test", "The split evaluated on (when the dataset has it and no eval_file is given)."
     )
-    eval_file: str | None = option(
-        None, "Held-out preferences in the same formats; evaluated every eval_steps and at the end."
+    eval_file: str | list[str] | None = option(
+        None,
+        "Held-out preferences in the same formats (or a list of files); evaluated every "
+        "eval_steps and at the end.",
     )
     prompt_column: str = option(
         "prompt", "Column holding the prompt (absent in the implicit-prompt layout)."
@@ -877,9 +880,10 @@ class DPOConfig(Options):
         check_model_location("reward_model_name_or_path", self.reward_model_name_or_path)
         check_model_location("implicit_reward_model", self.implicit_reward_model)
         for key in ("train_file", "eval_file", "prompt_file"):
-            path = getattr(self, key)
-            if path and not os.path.exists(path):
-                raise ConfigError(f"{key}: no such file or folder: {path}")
+            paths = getattr(self, key)
+            for path in [paths] if isinstance(paths, str) else paths or []:
+                if not os.path.exists(path):
+                    raise ConfigError(f"{key}: no such file or folder: {path}")
         resume = self.resume_from_checkpoint
         if resume and resume != "latest" and not os.path.isdir(resume):
             raise ConfigError(f"resume_from_checkpoint: no such checkpoint folder: {resume}")

@@ -109,7 +109,19 @@ def load_preferences(
     skip_invalid_rows: bool = False,
     name: str | None = None,
 ) -> PreferenceData:
-    """Read and validate a preference file (path) or a ``datasets.Dataset``."""
+    """Read and validate a preference file (path), several files (a list of paths: their
+    pairs mixed into one set, in order; each file may have its own layout) or a
+    ``datasets.Dataset``."""
+    if _is_path_list(source):
+        parts = [
+            load_preferences(path, columns, skip_invalid_rows=skip_invalid_rows) for path in source
+        ]
+        return PreferenceData(
+            [example for part in parts for example in part.examples],
+            "+".join(dict.fromkeys(part.layout for part in parts)),
+            name or " + ".join(part.source for part in parts),
+            sum((part.skipped for part in parts), Counter()),
+        )
     label = name or _label(source)
     rows, column_names = _open_rows(source, label)
     examples: list[PreferenceExample] = []
@@ -226,7 +238,15 @@ def load_prompts(source: str | Any, prompt_column: str = "prompt") -> list[Text]
 def load_prompt_rows(
     source: str | Any, prompt_column: str = "prompt"
 ) -> tuple[list[Text], list[dict[str, Any]]]:
-    """Every row's prompt (text or messages) and the row's other columns, in file order."""
+    """Every row's prompt (text or messages) and the row's other columns, in file order (of
+    each file in turn, for a list of paths)."""
+    if _is_path_list(source):
+        prompts, others = [], []
+        for path in source:
+            more, columns = load_prompt_rows(path, prompt_column)
+            prompts += more
+            others += columns
+        return prompts, others
     label = _label(source)
     prompts, others = [], []
     for where, row in read_rows(source):
@@ -286,6 +306,14 @@ def _open_rows(source: Any, label: str) -> tuple[Iterable[tuple[str, Any]], list
     raise DataError(
         f"{label}: unsupported file type '{ext or '(none)'}'; use .jsonl, .json, .parquet, "
         ".csv or a datasets.save_to_disk folder"
+    )
+
+
+def _is_path_list(source: Any) -> bool:
+    return (
+        isinstance(source, list | tuple)
+        and bool(source)
+        and all(isinstance(item, str | os.PathLike) for item in source)
     )
 
 

@@ -124,7 +124,18 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     if isinstance(hint, types.UnionType) and type(None) in args:
         if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
             return None
-        (hint,) = [a for a in args if a is not type(None)]
+        args = tuple(a for a in args if a is not type(None))
+        if len(args) == 1:
+            (hint,) = args
+    if set(args) == {str, list[str]}:  # one path or several (train_file: [a.jsonl, b.parquet])
+        if isinstance(value, str) and value.strip().startswith("["):
+            with contextlib.suppress(yaml.YAMLError):
+                value = yaml.safe_load(value)  # a flag: a YAML flow list
+        if isinstance(value, list | tuple):
+            if not value:
+                raise ConfigError(f"{key} must name at least one file")
+            return [_coerce(key, v, str) for v in value]
+        return _coerce(key, value, str)
     if hint is dict or typing.get_origin(hint) is dict:
         if isinstance(value, str):
             with contextlib.suppress(yaml.YAMLError):

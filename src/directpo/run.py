@@ -494,6 +494,8 @@ def _has_pairs(source: Any, columns: Columns) -> bool:
     """Whether a train file holds pairs (not only prompts, which online DPO also takes)."""
     if isinstance(source, str):
         return columns.chosen in read_rows(source)[0][1]
+    if isinstance(source, list | tuple) and source and isinstance(source[0], str):  # files
+        return all(_has_pairs(path, columns) for path in source)
     if isinstance(source, list | tuple):
         return bool(source) and columns.chosen in source[0]
     names = getattr(source, "column_names", None) or list(getattr(source, "columns", []))

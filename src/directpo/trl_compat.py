@@ -140,7 +140,7 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "enable_jit_checkpoint": (_nothing, "SIGTERM/Ctrl-C always save a checkpoint"),
     "activation_offloading": (_nothing, "use gradient_checkpointing"),
     "dataset_streaming": (_nothing, "directpo reads the whole file"),
-    "dataset_mixer": (_nothing, "mix the datasets into one file and set train_file"),
+    "dataset_mixer": (_nothing, "list the files, train_file: [a.jsonl, b.parquet] (used whole)"),
     "dataset_splits": (_any, ""),
     "ignore_bias_buffers": (_any, ""),
     "use_flash_attention_2": (_nothing, "set attn_implementation: flash_attention_2"),
