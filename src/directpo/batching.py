@@ -30,6 +30,7 @@ import torch
 
 from directpo.attention import VarlenPlan, build_plan
 from directpo.tokenization import TokenizedPair
+from directpo.vision import VisionInputs, batch_tensors
 
 PROMPT_BRANCH = 0  # branch id of prompt tokens; completions are 1, 2, ...
 
@@ -74,6 +75,10 @@ class Batch:
     branch_ids: torch.Tensor | None = None  # [R, T]; 0 prompt, 1.. completions
     reference_logps: torch.Tensor | None = None  # [2B], when precomputed
     varlen: VarlenPlan | None = None  # segments for varlen attention (layout.varlen)
+    # vision-language models: image tensors in row order (pixel_values, image_grid_thw, ...)
+    # and mm_token_type_ids [R, T]; position_ids are then [3, R, T] for 3D rotary models
+    images: dict[str, torch.Tensor] | None = None
+    token_types: torch.Tensor | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -101,6 +106,8 @@ class Batch:
             branch_ids=move(self.branch_ids),
             reference_logps=move(self.reference_logps),
             varlen=None if self.varlen is None else self.varlen.to(device),
+            images=None if self.images is None else {k: move(v) for k, v in self.images.items()},
+            token_types=move(self.token_types),
         )
 
 
@@ -111,6 +118,7 @@ class Segment:
     prompt: Sequence[int]
     completions: Sequence[Sequence[int]]
     sequences: Sequence[int]  # output index of each completion
+    vision: VisionInputs | None = None  # the prompt's images
 
     def __len__(self) -> int:
         return len(self.prompt) + sum(len(c) for c in self.completions)
@@ -129,13 +137,16 @@ def collate_pairs(
     n = len(pairs)
     if layout.share_prefix:
         segments = [
-            Segment(p.prompt_ids, (p.chosen_ids, p.rejected_ids), (i, n + i))
+            Segment(p.prompt_ids, (p.chosen_ids, p.rejected_ids), (i, n + i), p.vision)
             for i, p in enumerate(pairs)
         ]
     else:
-        segments = [Segment(p.prompt_ids, (p.chosen_ids,), (i,)) for i, p in enumerate(pairs)]
+        segments = [
+            Segment(p.prompt_ids, (p.chosen_ids,), (i,), p.vision) for i, p in enumerate(pairs)
+        ]
         segments += [
-            Segment(p.prompt_ids, (p.rejected_ids,), (n + i,)) for i, p in enumerate(pairs)
+            Segment(p.prompt_ids, (p.rejected_ids,), (n + i,), p.vision)
+            for i, p in enumerate(pairs)
         ]
     batch = collate_segments(segments, pad_token_id, 2 * n, layout, num_pairs=n)
     if reference_logps is not None:
@@ -189,6 +200,13 @@ def collate_segments(
     segment_ids = torch.full(shape, -1, dtype=torch.long)  # padding: a segment of its own
     branch_ids = torch.zeros(shape, dtype=torch.long)
     predict_from, target_ids, target_sequence = [], [], []
+    visions = [s.vision for s in segments]
+    # 3D rotary models: [3, R, T] positions (text tokens count alike on every axis)
+    rope_3d = any(v is not None and v.positions is not None for v in visions)
+    positions_3d = torch.zeros((3, *shape), dtype=torch.long) if rope_3d else None
+    typed = any(v is not None and v.token_types is not None for v in visions)
+    token_types = torch.zeros(shape, dtype=torch.long) if typed else None
+    row_images: list[VisionInputs] = []  # in the order the rows show their image tokens
     for r, row in enumerate(rows):
         offset = 0
         for index in row:
@@ -197,6 +215,15 @@ def collate_segments(
             spans[r].append((offset, n_prompt, [len(c) for c in segment.completions]))
             ids = list(segment.prompt)
             positions = list(range(n_prompt))
+            vision = segment.vision
+            prompt_positions = None if vision is None else vision.positions
+            # a completion continues from the prompt's largest position (M-RoPE numbers text
+            # after an image from there)
+            first = n_prompt if prompt_positions is None else int(prompt_positions.max()) + 1
+            if vision is not None:
+                row_images.append(vision)
+                if token_types is not None and vision.token_types is not None:
+                    token_types[r, offset : offset + n_prompt] = torch.tensor(vision.token_types)
             branches = [PROMPT_BRANCH] * n_prompt
             for branch, (completion, sequence) in enumerate(
                 zip(segment.completions, segment.sequences, strict=True), start=1
@@ -211,12 +238,16 @@ def collate_segments(
                         target_ids.append(token)
                         target_sequence.append(sequence)
                 ids += completion
-                positions += range(n_prompt, n_prompt + len(completion))
+                positions += range(first, first + len(completion))
                 branches += [branch] * len(completion)
             end = offset + len(ids)
             input_ids[r, offset:end] = torch.tensor(ids, dtype=torch.long)
             attention_mask[r, offset:end] = 1
             position_ids[r, offset:end] = torch.tensor(positions, dtype=torch.long)
+            if positions_3d is not None:
+                positions_3d[:, r, offset:end] = torch.tensor(positions, dtype=torch.long)
+                if prompt_positions is not None:
+                    positions_3d[:, r, offset : offset + n_prompt] = prompt_positions
             segment_ids[r, offset:end] = index
             branch_ids[r, offset:end] = torch.tensor(branches, dtype=torch.long)
             offset = end
@@ -232,10 +263,12 @@ def collate_segments(
         sequence_tokens=sum(
             len(s.prompt) * len(s.completions) + len(s) - len(s.prompt) for s in segments
         ),
-        position_ids=None if plain else position_ids,
+        position_ids=None if plain else (position_ids if positions_3d is None else positions_3d),
         segment_ids=None if plain else segment_ids,
         branch_ids=None if plain else branch_ids,
         varlen=build_plan(width, spans) if layout.varlen and not plain else None,
+        images=batch_tensors(row_images) if row_images else None,
+        token_types=token_types,
     )
 
 

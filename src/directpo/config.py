@@ -118,6 +118,11 @@ class DPOConfig(Options):
         "TRL's switch for LoRA: true with lora_r unset trains LoRA adapters of rank 16 (TRL's "
         "default); false refuses lora_* options.",
     )
+    freeze_vision_tower: bool = option(
+        True,
+        "Vision-language models: keep the vision tower's weights frozen (its projector and the "
+        "language model train). With LoRA, adapters go on the language model only.",
+    )
     lora_r: int = option(
         0,
         "LoRA rank (peft); 0 trains every weight. With LoRA the reference is the same model "

@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from directpo.errors import DataError
+from directpo.vision import IMAGE_COLUMNS, ImageError, image_values, with_image_parts
 
-Messages = list[dict[str, str]]
+Messages = list[dict[str, Any]]  # content: a string, or parts (vision prompts)
 Text = str | Messages
 
 LAYOUTS = ("explicit", "conversational", "implicit")
@@ -52,6 +53,7 @@ class PreferenceExample:
     rejected: Text
     where: str = ""
     tools: list[dict[str, Any]] | None = None  # function schemas for the chat template
+    images: tuple[Any, ...] | None = None  # the prompt's images: paths, bytes or PIL images
 
     @property
     def conversational(self) -> bool:
@@ -124,6 +126,8 @@ def load_preferences(
         )
     label = name or _label(source)
     rows, column_names = _open_rows(source, label)
+    # image paths are relative to the data file's folder
+    base_dir = os.path.dirname(os.path.abspath(source)) if isinstance(source, str) else None
     examples: list[PreferenceExample] = []
     skipped: Counter[str] = Counter()
     layout: str | None = None
@@ -137,7 +141,7 @@ def load_preferences(
                 raise RowError("not an object", f"expected an object, got {_kind(row)}")
             if layout is None:
                 layout = _detect_layout(row, columns, column_names or list(row), label, where)
-            examples.append(_parse_row(row, layout, columns, f"{label}: {where}"))
+            examples.append(_parse_row(row, layout, columns, f"{label}: {where}", base_dir))
         except RowError as err:
             if not skip_invalid_rows:
                 raise DataError(f"{label}: {where}: {err.message}") from None
@@ -441,7 +445,9 @@ def _detect_layout(
     )
 
 
-def _parse_row(row: dict[str, Any], layout: str, columns: Columns, where: str) -> PreferenceExample:
+def _parse_row(
+    row: dict[str, Any], layout: str, columns: Columns, where: str, base_dir: str | None = None
+) -> PreferenceExample:
     chosen = _field(row, columns.chosen)
     rejected = _field(row, columns.rejected)
     if layout == "implicit":
@@ -460,13 +466,26 @@ def _parse_row(row: dict[str, Any], layout: str, columns: Columns, where: str) -
                 f"field '{columns.prompt}' must be a list of messages "
                 f"like the first row's, got {_kind(raw_prompt)}",
             )
-        prompt = _messages(raw_prompt, columns.prompt)
+        prompt = _messages(raw_prompt, columns.prompt, key_allows_parts=True)
         chosen = _completion_messages(chosen, columns.chosen)
         rejected = _completion_messages(rejected, columns.rejected)
     if chosen == rejected:
         raise RowError("identical chosen and rejected", "chosen and rejected are identical")
     tools = _tools(row.get("tools"), layout)
-    return PreferenceExample(prompt, chosen, rejected, where, tools)
+    images = _images(row, base_dir)
+    if images is not None and isinstance(prompt, list):
+        prompt = with_image_parts(prompt, len(images))
+    return PreferenceExample(prompt, chosen, rejected, where, tools, images)
+
+
+def _images(row: dict[str, Any], base_dir: str | None) -> tuple[Any, ...] | None:
+    key = next((k for k in IMAGE_COLUMNS if row.get(k) is not None), None)
+    if key is None:
+        return None
+    try:
+        return image_values(row[key], base_dir)
+    except ImageError as err:
+        raise RowError(err.reason, f"field '{key}': {err.message}") from None
 
 
 def _tools(value: Any, layout: str) -> list[dict[str, Any]] | None:
@@ -503,7 +522,26 @@ def _text_or_messages(value: Any, key: str) -> Text:
     return _messages(value, key) if isinstance(value, list) else _text(value, key)
 
 
-def _messages(value: Any, key: str) -> Messages:
+def _content_parts(parts: list[Any], key: str, number: int) -> list[dict[str, Any]]:
+    """A message's content as parts (a vision prompt's): {"type": "text", "text": ...} and
+    {"type": "image"} (the image itself comes from the row's images column)."""
+    checked = []
+    for part in parts:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            checked.append({"type": "text", "text": part["text"]})
+        elif kind == "image":
+            checked.append({"type": "image"})
+        else:
+            raise RowError(
+                "bad message",
+                f"field '{key}': message {number} has a content part {part!r}; expected "
+                '{"type": "text", "text": ...} or {"type": "image"}',
+            )
+    return checked
+
+
+def _messages(value: Any, key: str, key_allows_parts: bool = False) -> Messages:
     if not isinstance(value, list):
         raise RowError(
             "wrong type", f"field '{key}' must be a list of messages, got {_kind(value)}"
@@ -527,7 +565,9 @@ def _messages(value: Any, key: str) -> Messages:
                 f"field '{key}': message {i} has role {role!r}, "
                 f"expected one of {', '.join(MESSAGE_ROLES)}",
             )
-        if not isinstance(content, str):
+        if isinstance(content, list) and key_allows_parts:
+            content = _content_parts(content, key, i)
+        elif not isinstance(content, str):
             raise RowError(
                 "bad message",
                 f"field '{key}': message {i} content must be a string, got {_kind(content)}",

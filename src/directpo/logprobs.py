@@ -152,8 +152,21 @@ def model_inputs(model: torch.nn.Module, batch: Batch) -> dict[str, Any]:
     a per-row mask built from ``segment_ids``/``branch_ids``: a FlexAttention block mask for
     models loaded with ``attn_implementation="flex_attention"``, else a 4D mask, boolean for
     SDPA and additive for eager attention (eager *adds* the mask: a boolean one would be
-    silently wrong).
+    silently wrong). A vision-language batch adds its image tensors and token types.
     """
+    return {**_text_inputs(model, batch), **_image_inputs(model, batch)}
+
+
+def _image_inputs(model: torch.nn.Module, batch: Batch) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    for key, value in (batch.images or {}).items():  # pixels in the model's dtype
+        inputs[key] = value.to(float_dtype(model)) if value.is_floating_point() else value
+    if batch.token_types is not None:
+        inputs["mm_token_type_ids"] = batch.token_types
+    return inputs
+
+
+def _text_inputs(model: torch.nn.Module, batch: Batch) -> dict[str, Any]:
     if batch.segment_ids is None:
         return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
     implementation = attention_implementation(model)

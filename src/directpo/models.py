@@ -9,10 +9,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoTokenizer,
+)
 
 from directpo.errors import ConfigError, ModelLoadError
 from directpo.precision import DTYPES
+from directpo.vision import is_vision_config
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
@@ -23,6 +29,20 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
     if tokenizer.eos_token_id is None:
         raise ModelLoadError(f"tokenizer '{path}': has no EOS token; completions must end with one")
     return tokenizer
+
+
+def load_processor(path: str, trust_remote_code: bool = False) -> Any:
+    """A vision-language model's processor (image processor + tokenizer), or None for a
+    text-only model (whose folder has no image processor)."""
+    from transformers import AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception:  # a text-only folder, a foreign one: the tokenizer path decides
+        return None
+    if getattr(processor, "image_processor", None) is None:
+        return None
+    return processor
 
 
 @dataclass(frozen=True)
@@ -73,9 +93,9 @@ def load_causal_lm(
         config = AutoConfig.from_pretrained(path, trust_remote_code=options.trust_remote_code)
         if options.disable_dropout:
             _zero_dropout_config(config)
-        model = AutoModelForCausalLM.from_pretrained(
-            path, config=config, dtype=DTYPES.get(dtype, dtype), **kwargs
-        )
+        # a vision-language model loads as image-text-to-text (LLaVA, Qwen2-VL, Gemma 3, ...)
+        auto = AutoModelForImageTextToText if is_vision_config(config) else AutoModelForCausalLM
+        model = auto.from_pretrained(path, config=config, dtype=DTYPES.get(dtype, dtype), **kwargs)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
         raise ModelLoadError(
             f"model '{path}': cannot load as a causal LM ({_first_line(exc)})"

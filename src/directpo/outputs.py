@@ -55,7 +55,9 @@ def save_final_model(
     if generation_config is not None:
         generation_config.save_pretrained(output_dir)
     config.save_yaml(output_dir / "config.yaml")
-    (output_dir / "README.md").write_text(model_card(config, train_data, metrics, precision_note))
+    vision = getattr(tokenizer, "image_processor", None) is not None  # a processor was saved
+    card = model_card(config, train_data, metrics, precision_note, vision=vision)
+    (output_dir / "README.md").write_text(card)
     return model
 
 
@@ -64,6 +66,8 @@ def model_card(
     train_data: PreferenceData,
     metrics: list[dict[str, Any]],
     precision_note: str = "",
+    *,
+    vision: bool = False,
 ) -> str:
     train_rows = [row for row in metrics if "loss" in row]
     eval_rows = [row for row in metrics if "eval/loss" in row]
@@ -107,9 +111,19 @@ def model_card(
         "## Use",
         "",
         "```python",
-        "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        f'model = AutoModelForCausalLM.from_pretrained("{config.output_dir}")',
-        f'tokenizer = AutoTokenizer.from_pretrained("{config.output_dir}")',
+        *(
+            [
+                "from transformers import AutoModelForImageTextToText, AutoProcessor",
+                f'model = AutoModelForImageTextToText.from_pretrained("{config.output_dir}")',
+                f'processor = AutoProcessor.from_pretrained("{config.output_dir}")',
+            ]
+            if vision
+            else [
+                "from transformers import AutoModelForCausalLM, AutoTokenizer",
+                f'model = AutoModelForCausalLM.from_pretrained("{config.output_dir}")',
+                f'tokenizer = AutoTokenizer.from_pretrained("{config.output_dir}")',
+            ]
+        ),
         "```",
         "",
     ]

@@ -16,7 +16,7 @@ from directpo.attention import choose_implementation
 from directpo.batching import Batch
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError
-from directpo.logprobs import SequenceScorer
+from directpo.logprobs import SequenceScorer, unwrap_peft
 from directpo.models import (
     LoadOptions,
     adapter_base,
@@ -27,6 +27,7 @@ from directpo.models import (
 )
 from directpo.precision import PrecisionPolicy, cast_frozen
 from directpo.sync import REF_ADAPTER, copy_adapter
+from directpo.vision import VISION_PARTS, freeze_vision_tower, is_vision_config
 
 
 class ReferenceProvider(Protocol):
@@ -98,6 +99,9 @@ class AdapterDisabledReference:
             logps = self.scorer(batch)[0]
         self.model.train(was_training)
         return logps
+
+
+VISION_ADAPTER_EXCLUDE = rf".*\b({'|'.join(VISION_PARTS)})\b.*"
 
 
 def _check_adapter_sync(config: DPOConfig) -> None:
@@ -175,13 +179,19 @@ def load_policy_and_reference(
         options=options,
     )
     continuing = adapter_base(config.model_name_or_path) is not None  # an adapter folder
+    vision = is_vision_config(getattr(unwrap_peft(policy), "config", None))
+    if vision and config.freeze_vision_tower:
+        freeze_vision_tower(policy)
     if options.quantization is not None:
         from peft import prepare_model_for_kbit_training
 
         policy = prepare_model_for_kbit_training(
             policy, use_gradient_checkpointing=config.gradient_checkpointing
         )
-    peft_config = peft_config or _peft_config(config)
+    if peft_config is None and config.lora_r:
+        peft_config = _peft_config(config)
+        if vision:  # adapters on the language model only (not the tower, not the projector)
+            peft_config.exclude_modules = VISION_ADAPTER_EXCLUDE
     if peft_config is not None:
         policy = apply_peft(policy, peft_config)
     if (peft_config is not None or continuing) and sharded and precision.mixed:

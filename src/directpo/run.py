@@ -44,6 +44,7 @@ from directpo.guard import UpdateProbe, check_trainable
 from directpo.logprobs import SequenceScorer, choose_layout
 from directpo.models import (
     check_vocabulary,
+    load_processor,
     load_tokenizer,
     pad_token_id,
     resolve_router_aux,
@@ -68,6 +69,7 @@ from directpo.step import PairStats
 from directpo.sync import load_reference_state
 from directpo.tokenization import TokenizedData, tokenize_preferences
 from directpo.tracking import MetricsLogger
+from directpo.vision import attach_rope_positions
 
 SCHEDULER_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
@@ -81,6 +83,7 @@ class Run:
     output_dir: Path
     echo: Callable[[str], None]
     tokenizer: Any
+    processor: Any  # a vision-language model's: saved with the model (None for text models)
     train_data: PreferenceData
     train: PairSet
     eval: PairSet | None
@@ -139,6 +142,9 @@ def prepare_run(
         config, device, precision, sharded=sharded, peft_config=peft_config
     )
     config = resolve_router_aux(config, policy)
+    for pair_set in (train, data.evaluation):  # 3D rotary models: the image prompts' positions
+        if pair_set is not None:
+            attach_rope_positions(policy, pair_set.pairs)
     reference_model = getattr(reference, "model", None)
     models = [("model_name_or_path", config.model_name_or_path, policy)]
     if reference_model not in (None, policy):
@@ -192,6 +198,7 @@ def prepare_run(
         output_dir=output_dir,
         echo=echo,
         tokenizer=tokenizer,
+        processor=data.processor,
         train_data=data.train_data,
         train=train,
         eval=data.evaluation,
@@ -248,6 +255,7 @@ class RunData:
     """The data side of a run: tokenizer, tokenized pairs, held-out sets, online prompts."""
 
     tokenizer: Any
+    processor: Any  # a vision-language model's (None for text models)
     pad_id: int
     train_data: Any  # PreferenceData, or OnlineData (what the model card says)
     train: PairSet
@@ -296,16 +304,25 @@ def _load_data(
             name=names["eval"],
         )
         echo(f"eval: {eval_data.summary()}")
-    tokenizer = load_tokenizer(config.tokenizer_path, config.trust_remote_code)
+    processor = load_processor(config.tokenizer_path, config.trust_remote_code)
+    tokenizer = (
+        load_tokenizer(config.tokenizer_path, config.trust_remote_code)
+        if processor is None
+        else processor.tokenizer
+    )
     train = PairSet([], [])
     if train_data is not None:
-        train = _tokenize(train_data, tokenizer, config, "train", echo)
+        train = _tokenize(train_data, tokenizer, config, "train", echo, processor)
+    evaluation = None
+    if eval_data:
+        evaluation = _tokenize(eval_data, tokenizer, config, "eval", echo, processor)
     data = RunData(
         tokenizer=tokenizer,
+        processor=processor,
         pad_id=pad_token_id(tokenizer),
         train_data=train_data,
         train=train,
-        evaluation=_tokenize(eval_data, tokenizer, config, "eval", echo) if eval_data else None,
+        evaluation=evaluation,
         eval_prompts=_held_out_prompts(config, eval_data),
         reward_fn=load_reward_fn(config.reward_fn) if config.reward_fn else None,
     )
@@ -425,7 +442,12 @@ def build_optimizer(
 
 
 def _tokenize(
-    data: Any, tokenizer: Any, config: DPOConfig, name: str, echo: Callable[[str], None]
+    data: Any,
+    tokenizer: Any,
+    config: DPOConfig,
+    name: str,
+    echo: Callable[[str], None],
+    processor: Any = None,
 ) -> PairSet:
     tokenized: TokenizedData = tokenize_preferences(
         data,
@@ -435,6 +457,7 @@ def _tokenize(
         max_completion_length=config.max_completion_length,
         skip_invalid_rows=config.skip_invalid_rows,
         chat_template_kwargs=config.chat_template_kwargs,
+        processor=processor,
     )
     echo(f"{name}: {tokenized.summary()}")
     return PairSet(tokenized.pairs, tokenized.sources)

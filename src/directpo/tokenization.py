@@ -36,6 +36,7 @@ from typing import Any
 
 from directpo.data import PreferenceData, PreferenceExample, RowError, Text
 from directpo.errors import DataError
+from directpo.vision import ImageError, VisionInputs, encode_with_images, image_token
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class TokenizedPair:
     prompt_ids: list[int]
     chosen_ids: list[int]
     rejected_ids: list[int]
+    vision: VisionInputs | None = None  # the prompt's image inputs (vision-language models)
 
     @property
     def num_tokens(self) -> int:
@@ -83,8 +85,10 @@ class PairTokenizer:
         max_prompt_length: int | None = None,
         max_completion_length: int | None = None,
         chat_template_kwargs: dict[str, Any] | None = None,
+        processor: Any = None,
     ):
         self.tokenizer = tokenizer
+        self.processor = processor  # a vision-language model's: prompts with images
         self.template_kwargs = dict(chat_template_kwargs or {})
         self.max_length = max_length if max_length is not None else sys.maxsize
         if max_prompt_length is None:
@@ -139,7 +143,9 @@ class PairTokenizer:
 
     def _template(self, messages: list[dict], tools: list | None, **options: Any) -> str:
         extra = {"tools": tools} if tools else {}
-        return self.tokenizer.apply_chat_template(
+        # a processor's template renders image parts; the tokenizer's may not have one
+        templater = self.processor if self._processor_template() else self.tokenizer
+        return templater.apply_chat_template(
             messages, tokenize=False, **extra, **self.template_kwargs, **options
         )
 
@@ -158,8 +164,11 @@ class PairTokenizer:
         """Prompt ids for generation or scoring: rendered, BOS rule, left-truncated."""
         return self.truncate_prompt(self.encode_prompt(self.render_prompt(prompt)), Counter())
 
+    def _processor_template(self) -> bool:
+        return bool(getattr(self.processor, "chat_template", None))
+
     def _require_chat_template(self) -> None:
-        if not getattr(self.tokenizer, "chat_template", None):
+        if not (getattr(self.tokenizer, "chat_template", None) or self._processor_template()):
             raise RowError(
                 "no chat template",
                 "conversational rows need a tokenizer with a "
@@ -191,6 +200,8 @@ class PairTokenizer:
 
     # -- whole examples ------------------------------------------------------------------------
     def encode(self, example: PreferenceExample, truncated: Counter[str]) -> TokenizedPair:
+        if example.images:
+            return self.encode_with_images(example, truncated)
         prompt, chosen = self.encode_response(
             example.prompt, example.chosen, truncated, "chosen", tools=example.tools
         )
@@ -205,6 +216,53 @@ class PairTokenizer:
                 "max_completion_length cut away where they differ)",
             )
         return TokenizedPair(prompt, chosen, rejected)
+
+    def encode_with_images(
+        self, example: PreferenceExample, truncated: Counter[str]
+    ) -> TokenizedPair:
+        """A pair whose prompt has images: the processor expands each image placeholder into
+        the image's tokens. Such a prompt is never truncated (that would cut an image)."""
+        if self.processor is None:
+            raise RowError(
+                "images without a vision model",
+                "the row has images but the model has no image processor (not a vision-language "
+                "model); remove the images column or use a vision-language model",
+            )
+        prompt = example.prompt
+        placeholder = image_token(self.processor)
+        if isinstance(prompt, str) and placeholder not in prompt:  # TRL: the text names them
+            prompt = placeholder * len(example.images) + prompt
+        prompt_text, chosen_text = self.render(prompt, example.chosen, example.tools)
+        _, rejected_text = self.render(prompt, example.rejected, example.tools)
+        try:
+            ids, vision = encode_with_images(
+                self.processor, prompt_text, example.images, add_special_tokens=False
+            )
+        except ImageError as err:
+            raise RowError(err.reason, err.message) from None
+        if self.adds_bos and ids[:1] != [self.bos_id]:
+            ids = [self.bos_id, *ids]
+            if vision.token_types is not None:
+                vision.token_types = [0, *vision.token_types]
+        if len(ids) > self.max_prompt_length:
+            raise RowError(
+                "prompt too long",
+                f"the prompt with its image tokens has {len(ids)} tokens, more than "
+                f"max_prompt_length {self.max_prompt_length}; raise it (a prompt with images is "
+                "not truncated: that would cut an image)",
+            )
+        chosen = self.truncate_completion(
+            self.encode_completion(chosen_text), len(ids), "chosen", truncated
+        )
+        rejected = self.truncate_completion(
+            self.encode_completion(rejected_text), len(ids), "rejected", truncated
+        )
+        if chosen == rejected:
+            raise RowError(
+                "identical after truncation",
+                "chosen and rejected are identical after truncation",
+            )
+        return TokenizedPair(ids, chosen, rejected, vision)
 
     def encode_response(
         self,
@@ -257,11 +315,14 @@ def tokenize_preferences(
     max_completion_length: int | None = None,
     skip_invalid_rows: bool = False,
     chat_template_kwargs: dict[str, Any] | None = None,
+    processor: Any = None,
 ) -> TokenizedData:
-    """Tokenize every example; a row that cannot be tokenized fails (or is skipped)."""
+    """Tokenize every example; a row that cannot be tokenized fails (or is skipped).
+    ``processor``: a vision-language model's, for rows with images."""
     encoder = PairTokenizer(
-        tokenizer, max_length, max_prompt_length, max_completion_length, chat_template_kwargs
-    )
+        tokenizer, max_length, max_prompt_length, max_completion_length, chat_template_kwargs,
+        processor,
+    )  # fmt: skip
     result = TokenizedData(pairs=[], skipped=Counter(data.skipped))
     for example in data.examples:
         try:

@@ -308,7 +308,7 @@ def checkpoint_step(run: Run, done: int) -> Path:
             run.output_dir,
             done,
             run.policy,
-            run.tokenizer,
+            run.processor or run.tokenizer,
             run.optimizer,
             run.scheduler,
             state,
@@ -338,13 +338,14 @@ def finish(run: Run, done: int | None = None) -> TrainResult:
         whole = consolidated_model(run.scorer, policy, run.precision.save, world)
         if world.is_main:
             save_final_model(
-                run.output_dir, whole, run.tokenizer, run.config, run.train_data,
+                run.output_dir, whole, run.processor or run.tokenizer, run.config, run.train_data,
                 run.logger.rows, note,
             )  # fmt: skip
             policy = whole
     elif world.is_main:
         final = save_final_model(
-            run.output_dir, policy, run.tokenizer, run.config, run.train_data, run.logger.rows,
+            run.output_dir, policy, run.processor or run.tokenizer, run.config, run.train_data,
+            run.logger.rows,
             note,
         )  # fmt: skip
         if final is not policy:  # LoRA merged into the base: its adapters are gone

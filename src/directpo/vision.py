@@ -1,0 +1,186 @@
+"""Vision-language models: images in the data, the processor, and image inputs in batches.
+
+A row's ``images`` (or ``image``) column holds image files (paths relative to the data file),
+PIL images, or ``datasets.Image`` values. The model's processor turns a prompt and its images
+into token ids (each image placeholder expanded into the image's tokens) and pixel tensors;
+those ride with the pair (``VisionInputs``) through collation, where prefix sharing puts each
+pair's prompt, so its images, once in a row (the vision tower runs once per pair) and the plain
+layout twice. Models with 3D rotary positions (Qwen2-VL's M-RoPE) get the prompt's positions
+from the model's own ``get_rope_index`` (``attach_rope_positions``); completion tokens continue
+from the prompt's largest position on every axis, as the model itself numbers text after an
+image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+IMAGE_COLUMNS = ("images", "image")
+# submodules that make up a vision tower (frozen by ``freeze_vision_tower``; no LoRA adapters)
+VISION_TOWERS = ("vision_tower", "visual", "vision_model")
+VISION_PARTS = (*VISION_TOWERS, "multi_modal_projector")
+
+
+class ImageError(Exception):
+    """An image that cannot be used: ``reason`` counts skips, ``message`` names the problem."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def is_vision_config(config: Any) -> bool:
+    """A vision-language model's config (it nests a vision tower's)."""
+    return getattr(config, "vision_config", None) is not None
+
+
+def image_values(value: Any, base_dir: str | None) -> tuple[Any, ...]:
+    """The images of a row's ``images`` / ``image`` field, checked (files exist, no URLs)."""
+    items = value if isinstance(value, list | tuple) else [value]
+    images = []
+    for item in items:
+        if isinstance(item, dict):  # datasets.Image as stored: {"bytes": ..., "path": ...}
+            if item.get("bytes"):
+                images.append(item["bytes"])
+                continue
+            item = item.get("path")
+        if isinstance(item, str):
+            if item.startswith(("http://", "https://")):
+                raise ImageError(
+                    "image URL",
+                    f"image {item} is a URL; directpo does not download at training time: save "
+                    "the image and give its path",
+                )
+            path = item if os.path.isabs(item) or base_dir is None else os.path.join(base_dir, item)
+            if not os.path.isfile(path):
+                raise ImageError("missing image", f"image {item} not found (looked at {path})")
+            images.append(path)
+        elif hasattr(item, "convert") and hasattr(item, "size"):  # a PIL image
+            images.append(item)
+        else:
+            raise ImageError(
+                "bad image", f"an image must be a path or a PIL image, got {type(item).__name__}"
+            )
+    if not images:
+        raise ImageError("bad image", "the images field is an empty list")
+    return tuple(images)
+
+
+def open_image(value: Any) -> Any:
+    """A PIL RGB image from a path, bytes or a PIL image."""
+    from PIL import Image
+
+    try:
+        if isinstance(value, bytes):
+            value = Image.open(io.BytesIO(value))
+        elif isinstance(value, str):
+            value = Image.open(value)
+        return value.convert("RGB")
+    except Exception as exc:  # PIL raises several types for a broken or foreign file
+        name = value if isinstance(value, str) else "an image"
+        raise ImageError("unreadable image", f"cannot read {name} ({exc})") from None
+
+
+@dataclass
+class VisionInputs:
+    """A prompt's image inputs, as its processor returned them."""
+
+    tensors: dict[str, torch.Tensor]  # pixel_values (+ image_grid_thw, image_sizes, ...)
+    token_types: list[int] | None  # the prompt's mm_token_type_ids, for models that use them
+    digest: str  # of the pixels: part of the precomputed reference's cache key
+    positions: torch.Tensor | None = None  # [3, prompt tokens] for 3D rotary models
+
+
+def encode_with_images(
+    processor: Any, prompt_text: str, images: tuple[Any, ...], add_special_tokens: bool
+) -> tuple[list[int], VisionInputs]:
+    """Prompt ids with every image placeholder expanded, and the pixel tensors."""
+    opened = [open_image(image) for image in images]
+    try:
+        out = processor(
+            text=[prompt_text], images=opened, return_tensors="pt",
+            add_special_tokens=add_special_tokens,
+        )  # fmt: skip
+    except ValueError as exc:  # e.g. placeholders and images do not match in number
+        raise ImageError("image tokens", str(exc).splitlines()[0]) from None
+    ids = out.pop("input_ids")[0].tolist()
+    out.pop("attention_mask", None)
+    types = out.pop("mm_token_type_ids", None)
+    tensors = {key: value for key, value in out.items() if isinstance(value, torch.Tensor)}
+    digest = hashlib.blake2b(digest_size=16)
+    for key in sorted(tensors):
+        digest.update(key.encode())
+        digest.update(tensors[key].detach().cpu().contiguous().numpy().tobytes())
+    token_types = None if types is None else types[0].tolist()
+    return ids, VisionInputs(tensors, token_types, digest.hexdigest())
+
+
+def image_token(processor: Any) -> str:
+    return str(getattr(processor, "image_token", None) or "<image>")
+
+
+def with_image_parts(prompt: Any, count: int) -> Any:
+    """A conversational prompt whose messages name no image gets ``count`` image parts at the
+    start of its first user message (TRL's convention)."""
+    if any(isinstance(m["content"], list) for m in prompt):
+        return prompt
+    first_user = next((i for i, m in enumerate(prompt) if m["role"] == "user"), 0)
+    parts = [{"type": "image"} for _ in range(count)]
+    message = prompt[first_user]
+    parts.append({"type": "text", "text": message["content"]})
+    return [*prompt[:first_user], {**message, "content": parts}, *prompt[first_user + 1 :]]
+
+
+def batch_tensors(inputs: list[VisionInputs]) -> dict[str, torch.Tensor]:
+    """The image tensors of a batch: each key's tensors concatenated in row order."""
+    if not inputs:
+        return {}
+    return {key: torch.cat([v.tensors[key] for v in inputs]) for key in inputs[0].tensors}
+
+
+def rope_index_function(model: torch.nn.Module) -> Any:
+    """The model's 3D rotary position function (Qwen2-VL style ``get_rope_index``), or None."""
+    from directpo.logprobs import unwrap_peft
+
+    inner = unwrap_peft(model)
+    for candidate in (inner, getattr(inner, "model", None)):
+        function = getattr(candidate, "get_rope_index", None)
+        if function is not None:
+            return function
+    return None
+
+
+@torch.no_grad()
+def attach_rope_positions(model: torch.nn.Module, pairs: list[Any]) -> None:
+    """Each image prompt's 3D rotary positions, from the model's own ``get_rope_index``."""
+    function = rope_index_function(model)
+    if function is None:
+        return
+    for pair in pairs:
+        vision = pair.vision
+        if vision is None or vision.positions is not None:
+            continue
+        ids = torch.tensor([pair.prompt_ids])
+        types = torch.tensor([vision.token_types or [0] * len(pair.prompt_ids)])
+        positions, _ = function(
+            ids, mm_token_type_ids=types, image_grid_thw=vision.tensors.get("image_grid_thw"),
+            attention_mask=torch.ones_like(ids),
+        )  # fmt: skip
+        vision.positions = positions[:, 0].cpu()  # [3, prompt tokens]
+
+
+def freeze_vision_tower(model: torch.nn.Module) -> int:
+    """Freeze the vision tower's weights (the projector keeps training); how many froze."""
+    frozen = 0
+    for name, param in model.named_parameters():
+        if any(f".{part}." in f".{name}" for part in VISION_TOWERS) and param.requires_grad:
+            param.requires_grad_(False)
+            frozen += param.numel()
+    return frozen

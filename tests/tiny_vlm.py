@@ -1,0 +1,170 @@
+"""Tiny random vision-language models with offline processors (LLaVA-style and Qwen2-VL-style).
+
+The tokenizer is the tests' byte-level BPE with each architecture's image tokens; the image
+processors are the PIL ones (no torchvision here). Qwen2-VL's processor class requires a video
+processor, which needs torchvision: ``TinyQwen2VLProcessor`` drops it and is registered with
+``AutoProcessor`` so that the saved folder loads back (importing this module registers it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    AutoProcessor,
+    CLIPImageProcessorPil,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
+    Qwen2VLImageProcessorPil,
+    Qwen2VLProcessor,
+)
+
+CORPUS = [
+    "The movie was wonderful and the acting was great.",
+    "Question: What is in the picture? Answer: a red square on a blue background.",
+    "Describe the image. It shows a cat sitting on a mat, bright and colourful.",
+    "I hate this picture, a dull and blurry photo of nothing.",
+    "hello world, this is a small corpus for a tiny tokenizer with numbers 0123456789",
+] * 20
+
+
+def _content(image: str) -> str:
+    """A chat template that renders string contents and TRL-style content-part lists."""
+    return (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+        "{% if m['content'] is string %}{{ m['content'] }}"
+        "{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}" + image +
+        "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
+        "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )  # fmt: skip
+
+
+LLAVA_TEMPLATE = "{{ bos_token }}" + _content("<image>\n")
+QWEN_TEMPLATE = _content("<|vision_start|><|image_pad|><|vision_end|>")
+
+
+def build_tokenizer(style: str) -> PreTrainedTokenizerFast:
+    if style == "llava":
+        specials = ["<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>", "<image>"]
+    else:
+        specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
+                    "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]  # fmt: skip
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )  # fmt: skip
+    tok.train_from_iterator(CORPUS, trainer)
+    if style == "llava":
+        bos = tok.token_to_id("<s>")
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+        )
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+            chat_template=LLAVA_TEMPLATE,
+        )  # fmt: skip
+    else:  # Qwen: no BOS, turns end with <|im_end|> (its EOS)
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+            chat_template=QWEN_TEMPLATE,
+        )  # fmt: skip
+    fast.add_special_tokens({"additional_special_tokens": specials[1:]})
+    return fast
+
+
+class TinyQwen2VLProcessor(Qwen2VLProcessor):
+    """Qwen2VLProcessor without its (torchvision-only) video processor."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):  # noqa: ANN001
+        super().__init__(
+            image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template,
+            **kwargs,
+        )  # fmt: skip
+
+
+AutoProcessor.register(Qwen2VLConfig, TinyQwen2VLProcessor, exist_ok=True)
+
+
+def build_vlm(style: str, seed: int = 0) -> tuple[torch.nn.Module, object]:
+    """(model, processor) of a tiny ``llava`` (CLIP 32x32 images -> 16 image tokens) or
+    ``qwen2vl`` (56x56 images -> 4 merged image tokens, 3D rotary positions)."""
+    tokenizer = build_tokenizer(style)
+    torch.manual_seed(seed)
+    if style == "llava":
+        image_processor = CLIPImageProcessorPil(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+            do_center_crop=True, do_resize=True,
+        )  # fmt: skip
+        processor = LlavaProcessor(
+            image_processor=image_processor, tokenizer=tokenizer, chat_template=LLAVA_TEMPLATE,
+            patch_size=8, vision_feature_select_strategy="default", num_additional_image_tokens=1,
+            image_token="<image>",
+        )  # fmt: skip
+        config = LlavaConfig(
+            vision_config=CLIPVisionConfig(
+                hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                image_size=32, patch_size=8, projection_dim=32,
+            ),
+            text_config=LlamaConfig(
+                vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                tie_word_embeddings=False,
+            ),
+            image_token_index=tokenizer.convert_tokens_to_ids("<image>"), image_seq_length=16,
+            vision_feature_select_strategy="default", vision_feature_layer=-1,
+        )  # fmt: skip
+        return LlavaForConditionalGeneration(config), processor
+    image_processor = Qwen2VLImageProcessorPil(
+        min_pixels=56 * 56, max_pixels=56 * 56, patch_size=14, temporal_patch_size=2,
+        merge_size=2,
+    )  # fmt: skip
+    processor = TinyQwen2VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN_TEMPLATE
+    )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in
+           ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")}  # fmt: skip
+    config = Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]},
+            bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(depth=2, embed_dim=32, hidden_size=64, mlp_ratio=2, num_heads=2,
+                           patch_size=14, temporal_patch_size=2, spatial_merge_size=2),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )  # fmt: skip
+    return Qwen2VLForConditionalGeneration(config), processor
+
+
+def save_tiny_vlm(style: str, folder: Path, seed: int = 0) -> Path:
+    model, processor = build_vlm(style, seed)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def make_image(path: Path | None = None, seed: int = 0, size: int = 40) -> Image.Image:
+    """A random RGB image (saved to ``path`` when given)."""
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), "RGB")
+    if path is not None:
+        image.save(path)
+    return image
