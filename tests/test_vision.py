@@ -102,3 +102,107 @@ def test_training_a_vlm_writes_a_folder_that_loads_without_directpo(style, tmp_p
     pairs = zip(start.parameters(), trained.parameters(), strict=True)
     assert any(not torch.equal(a, b) for a, b in pairs)
     assert "AutoModelForImageTextToText" in (out / "README.md").read_text()
+
+
+def test_every_layout_and_image_source_trains(tmp_path) -> None:
+    """Explicit (the image placeholder added when the text has none), implicit and
+    conversational rows; paths, PIL images and datasets.Image values from Python."""
+    import datasets
+    from tiny import tiny_config
+
+    from directpo.trainer import train
+
+    model_dir = save_tiny_vlm("llava", tmp_path / "model")
+    make_image(tmp_path / "a.png", seed=1)
+    explicit = [
+        {"image": "a.png", "prompt": "What is shown?", "chosen": " a cat.", "rejected": " a dog."},
+        {"images": ["a.png", "a.png"], "prompt": "<image><image>Compare them.",
+         "chosen": " the same.", "rejected": " different."},
+    ]  # fmt: skip
+    implicit = [{"image": "a.png", "chosen": "Describe: bright.", "rejected": "Describe: dull."}]
+    for name, rows in (("explicit", explicit), ("implicit", implicit)):
+        out = tmp_path / name
+        result = train(tiny_config(model_dir, write(tmp_path / f"{name}.jsonl", rows), out,
+                                   max_steps=2), echo=lambda _: None)  # fmt: skip
+        assert [r["loss"] for r in result.metrics if "loss" in r][0] == pytest.approx(0.693147)
+    pil = [{**row, "images": [make_image(seed=2)]} for row in image_rows(tmp_path, 2)]
+    train(tiny_config(model_dir, None, tmp_path / "pil", max_steps=1), pil, echo=lambda _: None)
+    features = datasets.Dataset.from_list(
+        [{**row, "images": [str(tmp_path / "a.png")]} for row in image_rows(tmp_path, 2)]
+    ).cast_column("images", datasets.Sequence(datasets.Image()))
+    train(tiny_config(model_dir, None, tmp_path / "ds", max_steps=1), features,
+          echo=lambda _: None)  # fmt: skip
+
+
+def test_bad_images_are_one_line_errors_naming_the_row(tmp_path, capsys) -> None:
+    from tiny import save_tiny_model
+
+    from directpo.cli import main
+
+    model_dir = save_tiny_vlm("llava", tmp_path / "model")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    good = image_rows(tmp_path, 2)
+    cases = [
+        ({"images": ["missing.png"]}, "line 3: field 'images': image missing.png not found"),
+        ({"image": "https://example.com/a.png"}, "line 3: field 'image': image https://example"),
+        ({"images": ["broken.png"]}, "line 3: cannot read"),
+    ]
+    for change, message in cases:
+        bad = {**good[0], **change}
+        bad.pop("images" if "image" in change else "", None)
+        data = write(tmp_path / "rows.jsonl", [*good, bad])
+        code = main(["train", "--model_name_or_path", str(model_dir), "--train_file", str(data),
+                     "--output_dir", str(tmp_path / "out"), "--max_steps", "1",
+                     "--overwrite_output_dir", "true", "--report_to", "none"])  # fmt: skip
+        err = capsys.readouterr().err.strip()
+        assert code != 0 and message in err and "Traceback" not in err, err
+    # skip_invalid_rows counts them instead
+    code = main(["train", "--model_name_or_path", str(model_dir), "--train_file", str(data),
+                 "--output_dir", str(tmp_path / "out"), "--max_steps", "1",
+                 "--overwrite_output_dir", "true", "--report_to", "none",
+                 "--skip_invalid_rows", "true"])  # fmt: skip
+    assert code == 0 and "1 unreadable image" in capsys.readouterr().out
+    # images for a text-only model: said, not ignored
+    text_model = save_tiny_model("llama", tmp_path / "text")
+    code = main(
+        [
+            "train",
+            "--model_name_or_path",
+            str(text_model),
+            "--train_file",
+            str(data),
+            "--output_dir",
+            str(tmp_path / "t"),
+            "--max_steps",
+            "1",
+            "--report_to",
+            "none",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code != 0 and "no image processor (not a vision-language model)" in err
+
+
+def test_precomputed_reference_and_lora_with_images(tmp_path, monkeypatch) -> None:
+    """TRL cannot precompute the reference with images; here the cached values equal the live
+    reference's (the cache key includes the pixels). LoRA goes on the language model only."""
+    from safetensors.torch import load_file
+    from tiny import tiny_config
+
+    from directpo.trainer import train
+
+    monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / "cache"))
+    model_dir = save_tiny_vlm("qwen2vl", tmp_path / "model")
+    data = write(tmp_path / "rows.jsonl", image_rows(tmp_path))
+    runs = {}
+    for name, extra in (("live", {}), ("cached", {"precompute_ref_log_probs": True})):
+        runs[name] = train(tiny_config(model_dir, data, tmp_path / name, max_steps=3,
+                                       per_device_train_batch_size=2, **extra),
+                           echo=lambda _: None).metrics  # fmt: skip
+    for live, cached in zip(runs["live"], runs["cached"], strict=True):
+        if "loss" in live:
+            assert cached["loss"] == pytest.approx(live["loss"], abs=1e-5)
+    out = tmp_path / "lora"
+    train(tiny_config(model_dir, data, out, max_steps=2, lora_r=4), echo=lambda _: None)
+    keys = list(load_file(out / "adapter_model.safetensors"))
+    assert keys and all("language_model" in key for key in keys), keys[:3]

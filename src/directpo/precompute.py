@@ -55,6 +55,8 @@ def data_fingerprint(pairs: Sequence[TokenizedPair]) -> str:
         for ids in (pair.prompt_ids, pair.chosen_ids, pair.rejected_ids):
             digest.update(len(ids).to_bytes(4, "little"))
             digest.update(b"".join(i.to_bytes(4, "little") for i in ids))
+        if pair.vision is not None:  # the same image tokens with other pixels differ
+            digest.update(pair.vision.digest.encode())
     return digest.hexdigest()
 
 
