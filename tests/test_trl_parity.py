@@ -203,3 +203,68 @@ def test_tr_dpo_sync_equals_trls_callback(models, alpha) -> None:
     assert all(
         not torch.equal(m, s) for m, s in zip(ours.parameters(), start.parameters(), strict=True)
     )
+
+
+@pytest.mark.parametrize("style", ["llava", "qwen2vl"])
+def test_vision_language_first_batch_equals_trl(tmp_path, style) -> None:
+    """A tiny VLM with images: TRL's first-batch loss and rewards (TRL encodes each image
+    twice; directpo once per pair with prefix sharing). TRL 1.16's vision collator adds neither
+    BOS nor EOS (its text path adds EOS); directpo keeps its one rule for both (BOS as the
+    tokenizer adds it, completions end with EOS), so the rows spell BOS and EOS out and both
+    frameworks see the same ids."""
+    from tiny_vlm import make_image, save_tiny_vlm
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from directpo.vision import attach_rope_positions
+
+    policy_dir = save_tiny_vlm(style, tmp_path / "policy", seed=0)
+    ref_dir = save_tiny_vlm(style, tmp_path / "ref", seed=1)
+    bos, placeholder, eos = (
+        ("<s>", "<image>", "</s>") if style == "llava"
+        else ("", "<|vision_start|><|image_pad|><|vision_end|>", "<|im_end|>")
+    )  # fmt: skip
+    rows = [
+        {"images": [make_image(seed=i, size=40 + 8 * i)],
+         "prompt": f"{bos}{placeholder}Describe the image {i}:",
+         "chosen": " a bright scene" + "!" * i + eos, "rejected": " a dull photo" + eos}
+        for i in range(3)
+    ]  # fmt: skip
+    args = trl.DPOConfig(
+        output_dir=str(tmp_path / "trl"), per_device_train_batch_size=len(rows),
+        report_to="none", use_cpu=True, bf16=False, beta=0.2, max_length=None,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = trl.DPOTrainer(
+            model=AutoModelForImageTextToText.from_pretrained(policy_dir),
+            ref_model=AutoModelForImageTextToText.from_pretrained(ref_dir),
+            args=args,
+            train_dataset=datasets.Dataset.from_list(rows),
+            processing_class=AutoProcessor.from_pretrained(policy_dir),
+        )
+        batch = next(iter(trainer.get_train_dataloader()))
+        trainer.model.train()
+        loss = trainer._compute_loss(trainer.model, batch, return_outputs=False)
+    theirs = {key: values[-1] for key, values in trainer._metrics["train"].items()}
+
+    config = DPOConfig(model_name_or_path=str(policy_dir), ref_model_name_or_path=str(ref_dir),
+                       report_to=["none"], beta=0.2, max_length=None)  # fmt: skip
+    processor = AutoProcessor.from_pretrained(policy_dir)
+    data = tokenize_preferences(
+        load_preferences(datasets.Dataset.from_list(rows)), processor.tokenizer, None,
+        processor=processor,
+    )  # fmt: skip
+    policy = AutoModelForImageTextToText.from_pretrained(policy_dir)
+    attach_rope_positions(policy, data.pairs)
+    reference = FrozenModelReference(AutoModelForImageTextToText.from_pretrained(ref_dir))
+    from directpo.batching import Layout
+
+    pad = processor.tokenizer.pad_token_id
+    for layout in (None, Layout(share_prefix=True, pack=True)):
+        collated = collate_pairs(data.pairs, pad) if layout is None else collate_pairs(
+            data.pairs, pad, layout=layout
+        )  # fmt: skip
+        ours = pair_losses(policy, reference, collated, config)[1].means()
+        assert ours["loss"] == pytest.approx(loss.item(), abs=1e-5)
+        assert_same(ours, theirs, METRICS)
+    assert ours["rewards/margins"] != 0
