@@ -3,6 +3,7 @@
     python bench/vs_trl.py                       # CPU: tiny random model and SmolLM2-135M
     python bench/vs_trl.py --models tiny --steps 8
     python bench/vs_trl.py --plan gpu --models qwen2.5-0.5b-random,qwen2.5-1.5b-random
+    python bench/vs_trl.py --models tiny-vlm --sets image-prompt   # a LLaVA-style VLM, images
 
 Precision is the same policy on both sides: float32 on CPU; on CUDA mixed precision, float32
 weights and optimizer state with bf16 compute (TRL: a float32 model with ``bf16=True``, its
@@ -74,12 +75,22 @@ WORDS = [
     "mind",
 ]
 SETS = {"long-prompt": (96, 32), "short-prompt": (16, 48)}  # words: prompt, completion
+SETS["image-prompt"] = (8, 32)  # for tiny-vlm: a 256-token image + a short question
 # the GPU plan's sets: ~1.6k-token (long-prompt, 3:1) and ~1.3k-token (short-prompt) sequences
 GPU_SETS = {"long-prompt": (300, 100), "short-prompt": (60, 240)}
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
-def make_data(path: Path, prompt_words: int, completion_words: int, pairs: int, seed: int) -> None:
+def make_data(
+    path: Path,
+    prompt_words: int,
+    completion_words: int,
+    pairs: int,
+    seed: int,
+    image_token: str | None = None,
+) -> None:
+    """Random-word pairs; with ``image_token`` (a vision model) each prompt starts with its own
+    random image (PNG files beside ``path``)."""
     rng = random.Random(seed)
 
     def text(n: int) -> str:
@@ -92,6 +103,14 @@ def make_data(path: Path, prompt_words: int, completion_words: int, pairs: int, 
                 "chosen": text(completion_words),
                 "rejected": text(completion_words),
             }
+            if image_token is not None:
+                image = path.parent / f"{path.stem}-{len(row['prompt'])}-{rng.random():.6f}.png"
+                sys.path.insert(0, str(ROOT / "tests"))
+                from tiny_vlm import make_image
+
+                make_image(image, seed=rng.randrange(1 << 30), size=160)
+                row["prompt"] = image_token + row["prompt"]
+                row["images"] = [image.name]
             handle.write(json.dumps(row) + "\n")
 
 
@@ -187,7 +206,13 @@ def _run_trl(spec: RunSpec, common: dict, cuda: bool) -> tuple[list[float], dict
     import datasets
     import torch
     import trl
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForImageTextToText,
+        AutoProcessor,
+        AutoTokenizer,
+        TrainerCallback,
+    )
 
     class StepClock(TrainerCallback):
         def __init__(self) -> None:
@@ -205,6 +230,12 @@ def _run_trl(spec: RunSpec, common: dict, cuda: bool) -> tuple[list[float], dict
             self.times.append(self._now())
 
     rows = [json.loads(line) for line in Path(spec.data).read_text().splitlines()]
+    dataset = datasets.Dataset.from_list(rows)
+    vision = "images" in dataset.column_names
+    if vision:  # TRL's vision collator takes PIL images: paths relative to the data file
+        folder = Path(spec.data).parent
+        dataset = dataset.map(lambda row: {"images": [str(folder / p) for p in row["images"]]})
+        dataset = dataset.cast_column("images", datasets.Sequence(datasets.Image()))
     config = trl.DPOConfig(
         output_dir=spec.out,
         report_to="none",
@@ -215,11 +246,13 @@ def _run_trl(spec: RunSpec, common: dict, cuda: bool) -> tuple[list[float], dict
         **{**common, **spec.options},
     )
     clock = StepClock()
+    auto_model = AutoModelForImageTextToText if vision else AutoModelForCausalLM
+    auto_processing = AutoProcessor if vision else AutoTokenizer
     trainer = trl.DPOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(spec.model, dtype=torch.float32),
+        model=auto_model.from_pretrained(spec.model, dtype=torch.float32),
         args=config,
-        train_dataset=datasets.Dataset.from_list(rows),
-        processing_class=AutoTokenizer.from_pretrained(spec.model),
+        train_dataset=dataset,
+        processing_class=auto_processing.from_pretrained(spec.model),
         callbacks=[clock],
     )
     trainer.train()
@@ -235,14 +268,16 @@ def _run_trl(spec: RunSpec, common: dict, cuda: bool) -> tuple[list[float], dict
 def pair_lengths(model: str, data: str) -> list[tuple[int, int, int]]:
     """(prompt, chosen, rejected) token counts of each pair, tokenized as directpo does."""
     from directpo.data import Columns, load_preferences
-    from directpo.models import load_tokenizer
+    from directpo.models import load_processor, load_tokenizer
     from directpo.tokenization import tokenize_preferences
 
+    processor = load_processor(model)
     tokenized = tokenize_preferences(
         load_preferences(data, Columns("prompt", "chosen", "rejected")),
-        load_tokenizer(model),
+        load_tokenizer(model) if processor is None else processor.tokenizer,
         4096,
         3072,
+        processor=processor,
     )
     return [(len(p.prompt_ids), len(p.chosen_ids), len(p.rejected_ids)) for p in tokenized.pairs]
 
@@ -254,6 +289,7 @@ def training_flops(model: str, lengths: list[tuple[int, int, int]]) -> dict[str,
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(model)
+    cfg = getattr(cfg, "text_config", None) or cfg  # a VLM: the language model (tower excluded)
     d, layers, vocab = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
     heads = cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or d // heads
@@ -321,6 +357,11 @@ def tiny_model(folder: Path) -> Path:
 def build_model(name: str, work: Path) -> Path:
     if name == "tiny":
         return tiny_model(work / "tiny")
+    if name == "tiny-vlm":  # LLaVA-style: 128x128 images, 8x8 patches -> 256 image tokens
+        sys.path.insert(0, str(ROOT / "tests"))
+        from tiny_vlm import save_tiny_vlm
+
+        return save_tiny_vlm("llava", work / "tiny-vlm", image_size=128)
     if name in QWEN_SHAPES:
         return qwen_random(name, work / name)
     if name == "smollm2":
@@ -342,8 +383,9 @@ def cpu_plan(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
             words = SETS[set_name]
             data = work / f"{set_name}.jsonl"
             make_data(
-                data, words[0] * args.scale, words[1] * args.scale, args.batch * args.steps, 0
-            )
+                data, words[0] * args.scale, words[1] * args.scale, args.batch * args.steps, 0,
+                image_token="<image>" if model_name == "tiny-vlm" else None,
+            )  # fmt: skip
             flops = training_flops(str(model), pair_lengths(str(model), str(data)))
             for framework in ("directpo", "trl"):
                 spec = RunSpec(

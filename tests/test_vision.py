@@ -206,3 +206,41 @@ def test_precomputed_reference_and_lora_with_images(tmp_path, monkeypatch) -> No
     train(tiny_config(model_dir, data, out, max_steps=2, lora_r=4), echo=lambda _: None)
     keys = list(load_file(out / "adapter_model.safetensors"))
     assert keys and all("language_model" in key for key in keys), keys[:3]
+
+
+def test_score_and_rank_take_image_prompts(tmp_path, capsys) -> None:
+    """After training on image rows, score and rank read the same rows (image paths relative to
+    the input file); a reward depends on the image."""
+    from tiny import tiny_config
+
+    from directpo.cli import main
+    from directpo.reward import ImplicitReward
+    from directpo.trainer import train
+
+    model_dir = save_tiny_vlm("qwen2vl", tmp_path / "model")
+    rows = image_rows(tmp_path)
+    data = write(tmp_path / "rows.jsonl", rows)
+    run = tmp_path / "run"
+    train(tiny_config(model_dir, data, run, max_steps=6, per_device_train_batch_size=4,
+                      learning_rate=2e-2), echo=lambda _: None)  # fmt: skip
+    code = main(["score", "--model_name_or_path", str(run), "--input", str(data),
+                 "--output", str(tmp_path / "scored.jsonl")])  # fmt: skip
+    assert code == 0 and "4 pairs: preference accuracy" in capsys.readouterr().out
+    scored = [json.loads(line) for line in (tmp_path / "scored.jsonl").read_text().splitlines()]
+    reward = ImplicitReward.from_run(str(run))
+    prompts = [r["prompt"] for r in rows]
+    images = [[str(tmp_path / r["images"][0])] for r in rows]
+    chosen = reward.score(prompts, [r["chosen"] for r in rows], images)
+    assert [r["chosen_reward"] for r in scored] == pytest.approx(chosen, abs=1e-6)
+    other = reward.score(prompts, [r["chosen"] for r in rows], images[::-1])
+    assert other != pytest.approx(chosen, abs=1e-6)  # the image is part of what is scored
+
+    candidates = [{"images": ["img0.png"], "prompt": rows[0]["prompt"],
+                   "responses": [rows[0]["rejected"], rows[0]["chosen"]]}]  # fmt: skip
+    code = main(["rank", "--model_name_or_path", str(run),
+                 "--input", str(write(tmp_path / "cands.jsonl", candidates)),
+                 "--output", str(tmp_path / "ranked.jsonl")])  # fmt: skip
+    ranked = json.loads((tmp_path / "ranked.jsonl").read_text())["ranked"]
+    expected = sorted(reward.score([rows[0]["prompt"]] * 2, candidates[0]["responses"],
+                                   [images[0]] * 2), reverse=True)  # fmt: skip
+    assert code == 0 and [r["reward"] for r in ranked] == pytest.approx(expected, abs=1e-6)

@@ -98,14 +98,15 @@ class TinyQwen2VLProcessor(Qwen2VLProcessor):
 AutoProcessor.register(Qwen2VLConfig, TinyQwen2VLProcessor, exist_ok=True)
 
 
-def build_vlm(style: str, seed: int = 0) -> tuple[torch.nn.Module, object]:
-    """(model, processor) of a tiny ``llava`` (CLIP 32x32 images -> 16 image tokens) or
-    ``qwen2vl`` (56x56 images -> 4 merged image tokens, 3D rotary positions)."""
+def build_vlm(style: str, seed: int = 0, image_size: int = 32) -> tuple[torch.nn.Module, object]:
+    """(model, processor) of a tiny ``llava`` (CLIP image_size² images in 8x8 patches: 16 image
+    tokens at 32) or ``qwen2vl`` (56x56 images -> 4 merged image tokens, 3D rotary positions)."""
     tokenizer = build_tokenizer(style)
     torch.manual_seed(seed)
     if style == "llava":
         image_processor = CLIPImageProcessorPil(
-            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+            size={"shortest_edge": image_size},
+            crop_size={"height": image_size, "width": image_size},
             do_center_crop=True, do_resize=True,
         )  # fmt: skip
         processor = LlavaProcessor(
@@ -116,7 +117,7 @@ def build_vlm(style: str, seed: int = 0) -> tuple[torch.nn.Module, object]:
         config = LlavaConfig(
             vision_config=CLIPVisionConfig(
                 hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                image_size=32, patch_size=8, projection_dim=32,
+                image_size=image_size, patch_size=8, projection_dim=32,
             ),
             text_config=LlamaConfig(
                 vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
@@ -125,7 +126,8 @@ def build_vlm(style: str, seed: int = 0) -> tuple[torch.nn.Module, object]:
                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                 tie_word_embeddings=False,
             ),
-            image_token_index=tokenizer.convert_tokens_to_ids("<image>"), image_seq_length=16,
+            image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+            image_seq_length=(image_size // 8) ** 2,
             vision_feature_select_strategy="default", vision_feature_layer=-1,
         )  # fmt: skip
         return LlavaForConditionalGeneration(config), processor
@@ -154,8 +156,8 @@ def build_vlm(style: str, seed: int = 0) -> tuple[torch.nn.Module, object]:
     return Qwen2VLForConditionalGeneration(config), processor
 
 
-def save_tiny_vlm(style: str, folder: Path, seed: int = 0) -> Path:
-    model, processor = build_vlm(style, seed)
+def save_tiny_vlm(style: str, folder: Path, seed: int = 0, image_size: int = 32) -> Path:
+    model, processor = build_vlm(style, seed, image_size)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder

@@ -25,6 +25,7 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
@@ -154,11 +155,13 @@ def collate_pairs(
     return batch
 
 
-def collate_sequences(
-    rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_token_id: int
-) -> Batch:
-    """Plain right-padded (prompt, completion) rows; sequence i is row i."""
-    segments = [Segment(prompt, (completion,), (i,)) for i, (prompt, completion) in enumerate(rows)]
+def collate_sequences(rows: Sequence[tuple[Any, ...]], pad_token_id: int) -> Batch:
+    """Plain right-padded (prompt, completion) rows, or (prompt, completion, image inputs) for
+    a vision-language model; sequence i is row i."""
+    segments = [
+        Segment(row[0], (row[1],), (i,), row[2] if len(row) > 2 else None)
+        for i, row in enumerate(rows)
+    ]
     return collate_segments(segments, pad_token_id, len(rows), PLAIN)
 
 

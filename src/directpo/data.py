@@ -191,15 +191,18 @@ def read_rows(source: str | Any, name: str | None = None) -> list[tuple[str, dic
     return result
 
 
-def parse_pair(row: dict[str, Any], columns: Columns, where: str) -> PreferenceExample:
-    """One preference row in any layout, validated as in training."""
+def parse_pair(
+    row: dict[str, Any], columns: Columns, where: str, base_dir: str | None = None
+) -> PreferenceExample:
+    """One preference row in any layout, validated as in training (image paths relative to
+    ``base_dir``)."""
     layout = (
         "implicit"
         if columns.prompt not in row
         else ("conversational" if isinstance(row[columns.prompt], list) else "explicit")
     )
     try:
-        return _parse_row(row, layout, columns, where)
+        return _parse_row(row, layout, columns, where, base_dir)
     except RowError as err:
         raise DataError(f"{where}: {err.message}") from None
 
@@ -209,7 +212,7 @@ def parse_prompt_and_responses(
 ) -> tuple[Text, list[Text]]:
     """A prompt and one response or a list of responses (texts, or message lists)."""
     try:
-        prompt = _text_or_messages(_field(row, prompt_column), prompt_column)
+        prompt = _text_or_messages(_field(row, prompt_column), prompt_column, parts=True)
         value = _field(row, response_column)
         many = isinstance(value, list) and not (value and isinstance(value[0], dict))
         values = value if many else [value]
@@ -222,6 +225,23 @@ def parse_prompt_and_responses(
     except RowError as err:
         raise DataError(f"{where}: {err.message}") from None
     return prompt, responses
+
+
+def row_images(
+    row: dict[str, Any], where: str, base_dir: str | None = None
+) -> tuple[Any, ...] | None:
+    """The images of a scoring or generation row (``images`` / ``image``), or None."""
+    try:
+        return _images(row, base_dir)
+    except RowError as err:
+        raise DataError(f"{where}: {err.message}") from None
+
+
+def with_images(prompt: Text, images: tuple[Any, ...] | None) -> Text:
+    """A conversational prompt gets its images' parts (TRL's convention); text is unchanged."""
+    if images is None or isinstance(prompt, str):
+        return prompt
+    return with_image_parts(prompt, len(images))
 
 
 def parse_prompt(row: dict[str, Any], prompt_column: str, where: str) -> Text:
@@ -518,8 +538,8 @@ def _text(value: Any, key: str) -> str:
     return value
 
 
-def _text_or_messages(value: Any, key: str) -> Text:
-    return _messages(value, key) if isinstance(value, list) else _text(value, key)
+def _text_or_messages(value: Any, key: str, parts: bool = False) -> Text:
+    return _messages(value, key, parts) if isinstance(value, list) else _text(value, key)
 
 
 def _content_parts(parts: list[Any], key: str, number: int) -> list[dict[str, Any]]:

@@ -353,13 +353,14 @@ def _head_logprobs(
 @torch.no_grad()
 def sequence_logprobs(
     logprobs_of: Callable[[Batch], torch.Tensor],
-    rows: Sequence[tuple[Sequence[int], Sequence[int]]],
+    rows: Sequence[tuple[Any, ...]],
     pad_token_id: int,
     device: torch.device | str,
     batch_size: int = 8,
     progress: bool = False,
 ) -> torch.Tensor:
-    """log p(completion | prompt) of (prompt ids, completion ids) rows, [N] float64 on CPU.
+    """log p(completion | prompt) of (prompt ids, completion ids[, image inputs]) rows, [N]
+    float64 on CPU.
 
     ``logprobs_of`` maps a batch to per-row log-probs: ``model_logprobs`` of a model, or a
     reference provider's ``logprobs``.

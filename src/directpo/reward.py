@@ -26,12 +26,21 @@ from directpo.data import (
     parse_pair,
     parse_prompt_and_responses,
     read_rows,
+    row_images,
+    with_images,
 )
 from directpo.errors import ConfigError, DataError
 from directpo.jsonl import write_jsonl
 from directpo.logprobs import policy_logprobs_fn, sequence_logprobs
-from directpo.models import check_vocabulary, load_causal_lm, load_tokenizer, pad_token_id
+from directpo.models import (
+    check_vocabulary,
+    load_causal_lm,
+    load_processor,
+    load_tokenizer,
+    pad_token_id,
+)
 from directpo.tokenization import PairTokenizer
+from directpo.vision import image_values
 
 ModelLike = torch.nn.Module | str
 
@@ -59,10 +68,13 @@ class ImplicitReward:
         self.reference = None
         if reference is not None and not self.adapters_off:
             self.reference = _load(reference, dtype)
+        processor = None
         if tokenizer is None:
-            tokenizer = load_tokenizer(
-                policy if isinstance(policy, str) else self.policy.name_or_path
-            )
+            path = policy if isinstance(policy, str) else self.policy.name_or_path
+            processor = load_processor(path)  # a vision-language model scores image prompts
+            tokenizer = load_tokenizer(path) if processor is None else processor.tokenizer
+        elif getattr(tokenizer, "image_processor", None) is not None:  # a processor was given
+            processor, tokenizer = tokenizer, tokenizer.tokenizer
         self.tokenizer = tokenizer
         models = [("model_name_or_path", _path(policy, self.policy), self.policy)]
         if self.reference is not None:
@@ -72,7 +84,7 @@ class ImplicitReward:
         check_vocabulary(tokenizer, getattr(tokenizer, "name_or_path", "") or "", models)
         self.beta = beta
         self.batch_size = batch_size
-        self.encoder = PairTokenizer(tokenizer, max_length, max_prompt_length)
+        self.encoder = PairTokenizer(tokenizer, max_length, max_prompt_length, processor=processor)
 
     @classmethod
     def from_run(
@@ -101,33 +113,42 @@ class ImplicitReward:
         )
 
     def score(
-        self, prompts: Sequence[Text] | Text, responses: Sequence[Text] | Text
+        self,
+        prompts: Sequence[Text] | Text,
+        responses: Sequence[Text] | Text,
+        images: Sequence[Any] | None = None,
     ) -> list[float] | float:
         """The implicit reward of each (prompt, response); of one, for a single prompt (a string
-        or one conversation) and response."""
+        or one conversation) and response. ``images``: each prompt's images (a list of paths
+        or PIL images, or None) for a vision-language model."""
         if _is_single(prompts):
             if not _is_single(responses):
                 raise ValueError("a single prompt needs a single response (or pass lists)")
-            return self.score([prompts], [responses])[0]  # type: ignore[list-item, index]
+            one = None if images is None else [images]
+            return self.score([prompts], [responses], one)[0]  # type: ignore[list-item, index]
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         truncated: Counter[str] = Counter()
-        rows = [
-            self.encoder.encode_response(p, r, truncated)
-            for p, r in zip(prompts, responses, strict=True)
-        ]
+        images = images if images is not None else [None] * len(prompts)
+        rows = []
+        for prompt, response, given in zip(prompts, responses, images, strict=True):
+            checked = image_values(given, None) if given else None
+            rows.append(
+                self.encoder.encode_scored(
+                    with_images(prompt, checked), response, checked, truncated
+                )
+            )
         return self.score_ids(rows).tolist()
 
     def score_pairs(self, examples: Sequence[PreferenceExample]) -> list[tuple[float, float]]:
         """(chosen reward, rejected reward) of each preference pair."""
-        chosen = self.score([e.prompt for e in examples], [e.chosen for e in examples])
-        rejected = self.score([e.prompt for e in examples], [e.rejected for e in examples])
+        prompts, images = [e.prompt for e in examples], [e.images for e in examples]
+        chosen = self.score(prompts, [e.chosen for e in examples], images)
+        rejected = self.score(prompts, [e.rejected for e in examples], images)
         return list(zip(chosen, rejected, strict=True))
 
-    def score_ids(
-        self, rows: list[tuple[list[int], list[int]]], progress: bool = False
-    ) -> torch.Tensor:
-        """Rewards of (prompt ids, response ids) rows, float64 on CPU."""
+    def score_ids(self, rows: list[tuple[Any, ...]], progress: bool = False) -> torch.Tensor:
+        """Rewards of (prompt ids, response ids[, image inputs]) rows, float64 on CPU."""
         pad = pad_token_id(self.tokenizer)
         device = next(self.policy.parameters()).device
         policy = sequence_logprobs(
@@ -194,6 +215,7 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
     ``margin`` to preference rows; report accuracy and mean margin over the pairs."""
     options.check_environment()
     rows = read_rows(options.input)
+    base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
     columns = Columns(options.prompt_column, options.chosen_column, options.rejected_column)
     is_pair = [options.chosen_column in row and options.rejected_column in row for _, row in rows]
     # validate every row before loading any model
@@ -201,7 +223,7 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
     for (where, row), pair in zip(rows, is_pair, strict=True):
         label = f"{options.input}: {where}"
         if pair:
-            parsed.append(parse_pair(row, columns, label))
+            parsed.append(parse_pair(row, columns, label, base_dir))
         else:
             prompt, responses = parse_prompt_and_responses(
                 row, options.prompt_column, options.response_column, label
@@ -211,16 +233,17 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
                     f"{label}: field '{options.response_column}' holds several "
                     "responses; use directpo rank"
                 )
-            parsed.append((prompt, responses[0]))
+            images = row_images(row, label, base_dir)
+            parsed.append((with_images(prompt, images), responses[0], images))
     scorer = _scorer(options)
     ids = []
     for (where, _), item in zip(rows, parsed, strict=True):
         label = f"{options.input}: {where}"
         if isinstance(item, PreferenceExample):
-            ids.append(_encode(scorer, item.prompt, item.chosen, label))
-            ids.append(_encode(scorer, item.prompt, item.rejected, label))
+            ids.append(_encode(scorer, item.prompt, item.chosen, label, item.images))
+            ids.append(_encode(scorer, item.prompt, item.rejected, label, item.images))
         else:
-            ids.append(_encode(scorer, item[0], item[1], label))
+            ids.append(_encode(scorer, *item[:2], label, item[2]))
     rewards = iter(scorer.score_ids(ids, progress=True).tolist())
     out, margins = [], []
     for (_, row), pair in zip(rows, is_pair, strict=True):
@@ -254,16 +277,18 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     """Add ``ranked``: the candidates sorted by implicit reward, best first, with their rewards."""
     options.check_environment()
     rows = read_rows(options.input)
+    base_dir = os.path.dirname(os.path.abspath(options.input))
     parsed = [
         parse_prompt_and_responses(
             row, options.prompt_column, options.responses_column, f"{options.input}: {where}"
         )
         for where, row in rows
     ]
+    images = [row_images(row, f"{options.input}: {where}", base_dir) for where, row in rows]
     scorer = _scorer(options)
     ids = [
-        _encode(scorer, prompt, response, f"{options.input}: {where}")
-        for (where, _), (prompt, responses) in zip(rows, parsed, strict=True)
+        _encode(scorer, with_images(prompt, image), response, f"{options.input}: {where}", image)
+        for (where, _), (prompt, responses), image in zip(rows, parsed, images, strict=True)
         for response in responses
     ]
     rewards = iter(scorer.score_ids(ids, progress=True).tolist())
@@ -278,9 +303,13 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
 
 
 def _encode(
-    scorer: ImplicitReward, prompt: Text, response: Text, label: str
-) -> tuple[list[int], list[int]]:
+    scorer: ImplicitReward,
+    prompt: Text,
+    response: Text,
+    label: str,
+    images: tuple[Any, ...] | None = None,
+) -> tuple[Any, ...]:
     try:
-        return scorer.encoder.encode_response(prompt, response, Counter())
+        return scorer.encoder.encode_scored(prompt, response, images)
     except RowError as err:
         raise DataError(f"{label}: {err.message}") from None

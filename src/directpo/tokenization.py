@@ -228,15 +228,42 @@ class PairTokenizer:
                 "the row has images but the model has no image processor (not a vision-language "
                 "model); remove the images column or use a vision-language model",
             )
-        prompt = example.prompt
-        placeholder = image_token(self.processor)
-        if isinstance(prompt, str) and placeholder not in prompt:  # TRL: the text names them
-            prompt = placeholder * len(example.images) + prompt
+        prompt = self._name_images(example.prompt, example.images)
         prompt_text, chosen_text = self.render(prompt, example.chosen, example.tools)
         _, rejected_text = self.render(prompt, example.rejected, example.tools)
+        ids, vision = self.image_prompt_ids(prompt_text, example.images)
+        chosen = self.truncate_completion(
+            self.encode_completion(chosen_text), len(ids), "chosen", truncated
+        )
+        rejected = self.truncate_completion(
+            self.encode_completion(rejected_text), len(ids), "rejected", truncated
+        )
+        if chosen == rejected:
+            raise RowError(
+                "identical after truncation",
+                "chosen and rejected are identical after truncation",
+            )
+        return TokenizedPair(ids, chosen, rejected, vision)
+
+    def _name_images(self, prompt: Text, images: tuple[Any, ...]) -> Text:
+        if self.processor is None:
+            raise RowError(
+                "images without a vision model",
+                "the row has images but the model has no image processor (not a vision-language "
+                "model); remove the images column or use a vision-language model",
+            )
+        placeholder = image_token(self.processor)
+        if isinstance(prompt, str) and placeholder not in prompt:  # TRL: the text names them
+            return placeholder * len(images) + prompt
+        return prompt
+
+    def image_prompt_ids(
+        self, prompt_text: str, images: tuple[Any, ...]
+    ) -> tuple[list[int], VisionInputs]:
+        """A rendered prompt's ids with its images' tokens (BOS rule applied), never truncated."""
         try:
             ids, vision = encode_with_images(
-                self.processor, prompt_text, example.images, add_special_tokens=False
+                self.processor, prompt_text, images, add_special_tokens=False
             )
         except ImageError as err:
             raise RowError(err.reason, err.message) from None
@@ -251,18 +278,26 @@ class PairTokenizer:
                 f"max_prompt_length {self.max_prompt_length}; raise it (a prompt with images is "
                 "not truncated: that would cut an image)",
             )
-        chosen = self.truncate_completion(
-            self.encode_completion(chosen_text), len(ids), "chosen", truncated
+        return ids, vision
+
+    def encode_scored(
+        self,
+        prompt: Text,
+        response: Text,
+        images: tuple[Any, ...] | None = None,
+        truncated: Counter[str] | None = None,
+    ) -> tuple[list[int], list[int], VisionInputs | None]:
+        """(prompt ids, response ids, image inputs) of one prompt/response to score."""
+        truncated = Counter() if truncated is None else truncated
+        if not images:
+            return (*self.encode_response(prompt, response, truncated), None)
+        prompt = self._name_images(prompt, images)
+        prompt_text, response_text = self.render(prompt, response)
+        ids, vision = self.image_prompt_ids(prompt_text, images)
+        response_ids = self.truncate_completion(
+            self.encode_completion(response_text), len(ids), "responses", truncated
         )
-        rejected = self.truncate_completion(
-            self.encode_completion(rejected_text), len(ids), "rejected", truncated
-        )
-        if chosen == rejected:
-            raise RowError(
-                "identical after truncation",
-                "chosen and rejected are identical after truncation",
-            )
-        return TokenizedPair(ids, chosen, rejected, vision)
+        return ids, response_ids, vision
 
     def encode_response(
         self,
