@@ -244,3 +244,39 @@ def test_score_and_rank_take_image_prompts(tmp_path, capsys) -> None:
     expected = sorted(reward.score([rows[0]["prompt"]] * 2, candidates[0]["responses"],
                                    [images[0]] * 2), reverse=True)  # fmt: skip
     assert code == 0 and [r["reward"] for r in ranked] == pytest.approx(expected, abs=1e-6)
+
+
+def test_generate_and_eval_generate_take_image_prompts(tmp_path) -> None:
+    """Sampling sees the image: the same prompt text with another image gives other
+    completions (greedy); eval_generate samples held-out image prompts and logs their KL."""
+    from tiny import tiny_config
+
+    from directpo.cli import main
+    from directpo.trainer import train
+
+    for style in STYLES:
+        model_dir = save_tiny_vlm(style, tmp_path / style)
+        rows = image_rows(tmp_path)
+        prompts = [{"images": [f"img{i}.png"], "prompt": rows[0]["prompt"]} for i in (0, 1, 2)]
+        out = tmp_path / f"{style}-completions.jsonl"
+        code = main(["generate", "--model_name_or_path", str(model_dir),
+                     "--input", str(write(tmp_path / "prompts.jsonl", prompts)),
+                     "--output", str(out), "--temperature", "0",
+                     "--max_new_tokens", "12"])  # fmt: skip
+        assert code == 0
+        texts = [json.loads(line)["completions"][0] for line in out.read_text().splitlines()]
+        assert len(set(texts)) > 1, texts  # the images differ, so do the completions
+
+    data = write(tmp_path / "rows.jsonl", image_rows(tmp_path))
+    result = train(
+        tiny_config(save_tiny_vlm("qwen2vl", tmp_path / "m"), data, tmp_path / "run",
+                    max_steps=2, eval_file=str(data), eval_generate=2, eval_steps=2,
+                    generate_max_new_tokens=6),
+        echo=lambda _: None,
+    )  # fmt: skip
+    evaluation = [row for row in result.metrics if "eval/kl" in row][-1]
+    assert evaluation["eval/kl"] == evaluation["eval/kl"]  # finite, computed with the images
+    records = [
+        json.loads(x) for x in (tmp_path / "run/samples/step-2.jsonl").read_text().split("\n") if x
+    ]
+    assert records and all(r["images"] == ["img0.png"] or r["images"] for r in records)

@@ -45,6 +45,24 @@ MESSAGE_EXTRAS = ("tool_calls", "name", "tool_call_id")  # kept for the chat tem
 
 
 @dataclass(frozen=True)
+class ImagePrompt:
+    """A prompt with images, for sampling and scoring with a vision-language model."""
+
+    prompt: Text
+    images: tuple[Any, ...]
+
+    def describe(self) -> dict[str, Any]:
+        """For JSON records: the prompt, and image paths (or a count of in-memory images)."""
+        names = [image for image in self.images if isinstance(image, str)]
+        return {"prompt": self.prompt, "images": names or len(self.images)}
+
+
+def prompt_of(prompt: Text | ImagePrompt) -> Text:
+    """The text or messages of a prompt, with or without images."""
+    return prompt.prompt if isinstance(prompt, ImagePrompt) else prompt
+
+
+@dataclass(frozen=True)
 class PreferenceExample:
     """One validated preference pair. ``prompt`` is a string or a message list."""
 
@@ -58,6 +76,11 @@ class PreferenceExample:
     @property
     def conversational(self) -> bool:
         return isinstance(self.prompt, list)
+
+    @property
+    def full_prompt(self) -> Text | ImagePrompt:
+        """The prompt with its images, if any (what sampling needs)."""
+        return ImagePrompt(self.prompt, self.images) if self.images else self.prompt
 
 
 @dataclass
@@ -251,12 +274,27 @@ def parse_prompt(row: dict[str, Any], prompt_column: str, where: str) -> Text:
         raise DataError(f"{where}: {err.message}") from None
 
 
-def load_prompts(source: str | Any, prompt_column: str = "prompt") -> list[Text]:
-    """Distinct prompts (texts or message lists), in file order, from a prompts or pairs file."""
+def load_prompts(source: str | Any, prompt_column: str = "prompt") -> list[Text | ImagePrompt]:
+    """Distinct prompts (texts or message lists, with their images if the rows have an images
+    column), in file order, from a prompts or pairs file."""
     label = source if isinstance(source, str) else "dataset"
+    base_dir = os.path.dirname(os.path.abspath(source)) if isinstance(source, str) else None
     return distinct_prompts(
-        parse_prompt(row, prompt_column, f"{label}: {where}") for where, row in read_rows(source)
+        prompt_with_images(row, prompt_column, f"{label}: {where}", base_dir)
+        for where, row in read_rows(source)
     )
+
+
+def prompt_with_images(
+    row: dict[str, Any], prompt_column: str, where: str, base_dir: str | None
+) -> Text | ImagePrompt:
+    """A row's prompt; with an images column, an ``ImagePrompt``."""
+    try:
+        prompt = _text_or_messages(_field(row, prompt_column), prompt_column, parts=True)
+    except RowError as err:
+        raise DataError(f"{where}: {err.message}") from None
+    images = row_images(row, where, base_dir)
+    return ImagePrompt(with_images(prompt, images), images) if images else prompt
 
 
 def load_prompt_rows(
@@ -279,12 +317,15 @@ def load_prompt_rows(
     return prompts, others
 
 
-def distinct_prompts(prompts: Iterable[Text]) -> list[Text]:
-    """Prompts without repeats, in first-seen order (texts and message lists alike)."""
+def distinct_prompts(prompts: Iterable[Any]) -> list[Any]:
+    """Prompts without repeats, in first-seen order (texts, message lists, image prompts)."""
     seen: set[str] = set()
-    unique: list[Text] = []
+    unique: list[Any] = []
     for prompt in prompts:
-        key = json.dumps(prompt, sort_keys=True)
+        if isinstance(prompt, ImagePrompt):  # the same words about other images differ
+            key = json.dumps([prompt.prompt, [str(i) for i in prompt.images]], sort_keys=True)
+        else:
+            key = json.dumps(prompt, sort_keys=True)
         if key not in seen:
             seen.add(key)
             unique.append(prompt)

@@ -13,6 +13,7 @@ top-k/top-p truncation (the defaults).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,14 +24,15 @@ from transformers import GenerationConfig
 
 from directpo.command_options import GenerateOptions
 from directpo.config import DPOConfig
-from directpo.data import RowError, Text, parse_prompt, read_rows
+from directpo.data import ImagePrompt, RowError, Text, prompt_of, prompt_with_images, read_rows
 from directpo.errors import DataError
 from directpo.jsonl import write_jsonl
 from directpo.logprobs import policy_logprobs_fn, sequence_logprobs
-from directpo.models import load_causal_lm, load_tokenizer, pad_token_id
+from directpo.models import load_causal_lm, load_processor, load_tokenizer, pad_token_id
 from directpo.reference import ReferenceProvider
 from directpo.rewardfn import RewardFn
 from directpo.tokenization import PairTokenizer
+from directpo.vision import VisionInputs, batch_tensors
 
 
 @dataclass
@@ -39,17 +41,36 @@ class Sample:
     prompt_ids: list[int]
     completion_ids: list[int]
     text: str
+    vision: VisionInputs | None = None  # the prompt's images (vision-language models)
+
+    @property
+    def row(self) -> tuple[Any, ...]:
+        """(prompt ids, completion ids[, image inputs]), for ``sequence_logprobs``."""
+        if self.vision is None:
+            return self.prompt_ids, self.completion_ids
+        return self.prompt_ids, self.completion_ids, self.vision
 
 
 def encode_prompts(
-    tokenizer: Any, prompts: Sequence[Text], max_prompt_length: int | None
-) -> list[list[int]]:
+    tokenizer: Any,
+    prompts: Sequence[Text | ImagePrompt],
+    max_prompt_length: int | None,
+    processor: Any = None,
+) -> list[tuple[list[int], VisionInputs | None]]:
+    """Each prompt's ids (and image inputs, for an ``ImagePrompt``)."""
     encoder = PairTokenizer(
         tokenizer,
         max_length=None if max_prompt_length is None else max_prompt_length + 1,
         max_prompt_length=max_prompt_length,
+        processor=processor,
     )
-    return [encoder.prompt_ids(prompt) for prompt in prompts]
+    encoded: list[tuple[list[int], VisionInputs | None]] = []
+    for prompt in prompts:
+        if isinstance(prompt, ImagePrompt):
+            encoded.append(encoder.encode_image_prompt(prompt.prompt, prompt.images))
+        else:
+            encoded.append((encoder.prompt_ids(prompt), None))
+    return encoded
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -79,13 +100,16 @@ def sample_completions(
     max_prompt_length: int | None = 512,
     progress: bool = False,
     synced: bool = False,
+    processor: Any = None,
 ) -> list[Sample]:
     """``num_samples`` completions per prompt, grouped by prompt in input order.
 
     ``synced``: every rank of a sharded (FSDP) model runs this together; each keeps stepping
     until all are done, so their collectives stay in step (transformers' ``synced_gpus``).
+    ``processor``: a vision-language model's, for prompts with images (``ImagePrompt``).
     """
-    prompt_ids = encode_prompts(tokenizer, prompts, max_prompt_length)
+    encoded = encode_prompts(tokenizer, prompts, max_prompt_length, processor)
+    prompt_ids = [ids for ids, _ in encoded]
     device = next(model.parameters()).device
     stops = stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
@@ -115,9 +139,11 @@ def sample_completions(
             for i, ids in enumerate(chunk):
                 input_ids[i, width - len(ids) :] = torch.tensor(ids)
                 attention_mask[i, width - len(ids) :] = 1
+            images = _left_padded_images(encoded[start : start + batch_size], width, model)
             output = model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
+                **{key: value.to(device) for key, value in images.items()},
                 generation_config=config,
                 synced_gpus=synced,
             )
@@ -125,9 +151,30 @@ def sample_completions(
                 index = start + row // num_samples
                 completion = _until_stop(generated, stops)
                 text = tokenizer.decode(completion, skip_special_tokens=True)
-                samples.append(Sample(index, prompt_ids[index], completion, text))
+                samples.append(
+                    Sample(index, prompt_ids[index], completion, text, encoded[index][1])
+                )
     model.train(was_training)
     return samples
+
+
+def _left_padded_images(
+    encoded: list[tuple[list[int], VisionInputs | None]], width: int, model: torch.nn.Module
+) -> dict[str, torch.Tensor]:
+    """The image tensors of a left-padded chunk of prompts (and their token types)."""
+    visions = [vision for _, vision in encoded if vision is not None]
+    if not visions:
+        return {}
+    images = batch_tensors(visions)
+    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    images = {k: v.to(dtype) if v.is_floating_point() else v for k, v in images.items()}
+    if any(vision.token_types is not None for vision in visions):
+        types = torch.zeros((len(encoded), width), dtype=torch.long)
+        for i, (ids, vision) in enumerate(encoded):
+            if vision is not None and vision.token_types is not None:
+                types[i, width - len(ids) :] = torch.tensor(vision.token_types)
+        images["mm_token_type_ids"] = types
+    return images
 
 
 def _until_stop(ids: list[int], stops: list[int]) -> list[int]:
@@ -142,10 +189,15 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
     ``completions`` (a list of ``num_return_sequences`` strings)."""
     options.check_environment()
     rows = read_rows(options.input)
+    base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
     prompts = [
-        parse_prompt(row, options.prompt_column, f"{options.input}: {where}") for where, row in rows
+        prompt_with_images(row, options.prompt_column, f"{options.input}: {where}", base_dir)
+        for where, row in rows
     ]
-    tokenizer = load_tokenizer(options.model_name_or_path)
+    processor = load_processor(options.model_name_or_path)
+    tokenizer = (
+        load_tokenizer(options.model_name_or_path) if processor is None else processor.tokenizer
+    )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_causal_lm(
         options.model_name_or_path, options.dtype, trainable=False, device=device
@@ -164,6 +216,7 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
             batch_size=options.batch_size,
             max_prompt_length=options.max_prompt_length,
             progress=True,
+            processor=processor,
         )
     except RowError as err:
         raise DataError(f"{options.input}: {err.message}") from None
@@ -187,6 +240,7 @@ def evaluate_generations(
     step: int,
     reward_fn: RewardFn | None,
     synced: bool = False,
+    processor: Any = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Sample held-out completions; (eval/kl, eval/reward, ... metrics, one record per sample)."""
     device = next(policy.parameters()).device
@@ -203,8 +257,9 @@ def evaluate_generations(
         batch_size=config.per_device_eval_batch_size,
         max_prompt_length=config.prompt_limit,
         synced=synced,
+        processor=processor,
     )
-    rows = [(s.prompt_ids, s.completion_ids) for s in samples]
+    rows = [s.row for s in samples]
     pad = pad_token_id(tokenizer)
     was_training = policy.training
     policy.eval()
@@ -217,7 +272,7 @@ def evaluate_generations(
     )
     kls = (logps - ref_logps).tolist()
     texts = [s.text for s in samples]
-    sample_prompts = [prompts[s.prompt_index] for s in samples]
+    sample_prompts = [prompt_of(prompts[s.prompt_index]) for s in samples]
     rewards = reward_fn(sample_prompts, texts) if reward_fn else None
     metrics = {
         "eval/kl": sum(kls) / len(kls),
@@ -229,6 +284,7 @@ def evaluate_generations(
         {
             "step": step,
             "prompt": prompt,
+            **_images_of(prompts[samples[i].prompt_index]),
             "completion": text,
             "logp": lp,
             "ref_logp": rp,
@@ -240,3 +296,7 @@ def evaluate_generations(
         )
     ]
     return metrics, records
+
+
+def _images_of(prompt: Text | ImagePrompt) -> dict[str, Any]:
+    return {"images": prompt.describe()["images"]} if isinstance(prompt, ImagePrompt) else {}

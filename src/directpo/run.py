@@ -305,6 +305,11 @@ def _load_data(
         )
         echo(f"eval: {eval_data.summary()}")
     processor = load_processor(config.tokenizer_path, config.trust_remote_code)
+    if processor is not None and config.online:
+        raise ConfigError(
+            "online DPO with a vision-language model is not supported yet (rounds sample text "
+            "prompts only); train offline on image pairs"
+        )
     tokenizer = (
         load_tokenizer(config.tokenizer_path, config.trust_remote_code)
         if processor is None
@@ -548,7 +553,7 @@ def _held_out_prompts(config: DPOConfig, eval_data: Any) -> list[Any]:
     if config.eval_prompts_file:
         prompts = load_prompts(config.eval_prompts_file, config.prompt_column)
     else:
-        prompts = distinct_prompts(example.prompt for example in eval_data.examples)
+        prompts = distinct_prompts(example.full_prompt for example in eval_data.examples)
     return prompts[: config.eval_generate]
 
 

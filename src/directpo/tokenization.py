@@ -280,6 +280,12 @@ class PairTokenizer:
             )
         return ids, vision
 
+    def encode_image_prompt(
+        self, prompt: Text, images: tuple[Any, ...]
+    ) -> tuple[list[int], VisionInputs]:
+        """A prompt with images, rendered as for sampling (the generation prompt)."""
+        return self.image_prompt_ids(self.render_prompt(self._name_images(prompt, images)), images)
+
     def encode_scored(
         self,
         prompt: Text,

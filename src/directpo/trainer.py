@@ -276,6 +276,7 @@ def evaluate_step(run: Run, done: int) -> str:
             done,
             run.reward_fn,
             synced=run.sharded and world.size > 1,
+            processor=run.processor,
         )
         if run.sharded:  # every rank generates (same seed and weights: same samples)
             with unsharded_root(run.scorer):
