@@ -280,3 +280,17 @@ def test_generate_and_eval_generate_take_image_prompts(tmp_path) -> None:
         json.loads(x) for x in (tmp_path / "run/samples/step-2.jsonl").read_text().split("\n") if x
     ]
     assert records and all(r["images"] == ["img0.png"] or r["images"] for r in records)
+
+
+def test_the_readme_example_file_trains(tmp_path) -> None:
+    from tiny import tiny_config
+
+    from directpo.trainer import train
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "vision_pairs.jsonl"
+    result = train(
+        tiny_config(save_tiny_vlm("qwen2vl", tmp_path / "m"), example, tmp_path / "out",
+                    max_steps=2, per_device_train_batch_size=4),
+        echo=lambda _: None,
+    )  # fmt: skip
+    assert len([r for r in result.metrics if "loss" in r]) == 2
