@@ -294,3 +294,34 @@ def test_the_readme_example_file_trains(tmp_path) -> None:
         echo=lambda _: None,
     )  # fmt: skip
     assert len([r for r in result.metrics if "loss" in r]) == 2
+
+
+def test_layout_check_at_start_includes_image_pairs(tmp_path) -> None:
+    """check_layout scores real image pairs in both layouts (synthetic ids avoid the image
+    tokens, which would be an error without their images)."""
+    from directpo.logprobs import _reserved_token_ids, check_layout
+
+    model, processor = build_vlm("qwen2vl")
+    model.config._attn_implementation = "sdpa"
+    reserved = _reserved_token_ids(model)
+    assert (
+        model.config.image_token_id in reserved and model.config.vision_start_token_id in reserved
+    )
+    assert processor.tokenizer.eos_token_id not in reserved
+    data = load_preferences(str(write(tmp_path / "rows.jsonl", image_rows(tmp_path, 2))))
+    encoder = PairTokenizer(processor.tokenizer, None, processor=processor)
+    pairs = [encoder.encode(example, Counter()) for example in data.examples]
+    attach_rope_positions(model, pairs)
+    seen: list[tuple[int, int]] = []
+
+    def spy(module, args, kwargs):  # noqa: ANN001, ANN202
+        if "pixel_values" in kwargs:
+            seen.append((kwargs["pixel_values"].shape[0], kwargs["input_ids"].shape[0]))
+
+    handle = model.register_forward_pre_hook(spy, with_kwargs=True)
+    layout = Layout(share_prefix=True, pack=True)
+    assert check_layout(model, layout, pairs) is None
+    handle.remove()
+    patches = pairs[0].vision.tensors["pixel_values"].shape[0]
+    # plain: each image twice (chosen and rejected rows); shared+packed: once
+    assert [images for images, _ in seen] == [4 * patches, 2 * patches]

@@ -377,24 +377,30 @@ def policy_logprobs_fn(model: torch.nn.Module) -> Callable[[Batch], torch.Tensor
     return lambda batch: model_logprobs(model, batch)[0]
 
 
-def check_layout(model: torch.nn.Module, layout: Layout) -> str | None:
+def check_layout(
+    model: torch.nn.Module, layout: Layout, samples: Sequence[TokenizedPair] = ()
+) -> str | None:
     """None if ``model`` gives the same log-probs in ``layout`` as in plain rows, else why not.
 
     Whether a model honours a custom 4D mask and explicit position ids depends on its
     architecture and attention kernel (ALiBi models, flash-attention-2, remote code...), so
     it is measured: a few synthetic pairs, of different lengths and with a prompt longer than
-    its completions, are scored both ways.
+    its completions, are scored both ways, with ``samples`` (real pairs: a vision-language
+    model's first image pairs, so that its image path is checked too).
     """
     vocab = model.get_input_embeddings().num_embeddings
     generator = torch.Generator().manual_seed(0)
+    reserved = _reserved_token_ids(model)
 
     def ids(n: int) -> list[int]:
-        return torch.randint(0, vocab, (n,), generator=generator).tolist()
+        drawn = torch.randint(0, vocab, (n,), generator=generator).tolist()
+        return [(i + 1) % vocab if i in reserved else i for i in drawn]
 
     pairs = [
         TokenizedPair(ids(11), ids(3), ids(5)),
         TokenizedPair(ids(2), ids(7), ids(1)),
         TokenizedPair(ids(4), ids(2), ids(6)),
+        *samples,
     ]
     device = next(model.parameters()).device
     was_training = model.training
@@ -415,10 +421,26 @@ def check_layout(model: torch.nn.Module, layout: Layout) -> str | None:
     return None
 
 
+def _reserved_token_ids(model: torch.nn.Module) -> set[int]:
+    """Token ids a synthetic pair must not contain: a vision-language model's image, video and
+    vision-boundary tokens (an image token without its image is an error)."""
+    config = getattr(unwrap_peft(model), "config", None)
+    reserved = set()
+    for key, value in vars(config).items() if config is not None else ():
+        plain = key.startswith(("pad_", "bos_", "eos_", "decoder_start_"))
+        if key.endswith(("_token_id", "_token_index")) and isinstance(value, int) and not plain:
+            reserved.add(value)
+    return reserved
+
+
 def choose_layout(
-    layout: Layout, models: Sequence[torch.nn.Module], echo: Callable[[str], None] = print
+    layout: Layout,
+    models: Sequence[torch.nn.Module],
+    echo: Callable[[str], None] = print,
+    samples: Sequence[TokenizedPair] = (),
 ) -> Layout:
     """``layout`` if every model gives it the plain layout's log-probs, else plain (says why).
+    ``samples``: real pairs checked too (``check_layout``).
 
     Models running ``directpo_varlen`` are checked with varlen segments; if one of them differs,
     every model goes back to SDPA and the dense-mask rendering of the layout is checked instead.
@@ -427,14 +449,16 @@ def choose_layout(
         return layout
     if any(attention_implementation(m) == VARLEN for m in models):
         varlen = replace(layout, varlen=True)
-        reason = next((r for m in models if (r := check_layout(m, varlen)) is not None), None)
+        reason = next(
+            (r for m in models if (r := check_layout(m, varlen, samples)) is not None), None
+        )
         if reason is None:
             return varlen
         echo(f"attention: {VARLEN} off ({reason}); using SDPA with a dense mask")
         for model in models:
             unwrap_peft(model).set_attn_implementation("sdpa")
     for model in models:
-        reason = check_layout(model, layout)
+        reason = check_layout(model, layout, samples)
         if reason is not None:
             echo(
                 f"prefix_sharing/padding_free: off for {type(model).__name__}, which does not "

@@ -156,7 +156,8 @@ def prepare_run(
     pair_source = _pair_source(config, data, world, output_dir)
     total_steps = pair_source.total_steps(config.num_train_epochs, config.max_steps)
     separate_reference = [reference_model] if reference_model not in (None, policy) else []
-    layout = choose_layout(config.layout, [policy, *separate_reference], echo)
+    image_pairs = [pair for pair in train.pairs if pair.vision is not None][:2]
+    layout = choose_layout(config.layout, [policy, *separate_reference], echo, image_pairs)
     precompute = config.precompute_ref_log_probs
     reference_weights = weights_fingerprint(reference_model) if precompute else ""
     policy_scorer = SequenceScorer(
