@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -36,9 +37,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from directpo.errors import ConfigError
+from directpo.errors import ConfigError, ModelLoadError
 from directpo.logprobs import SequenceScorer, unwrap_peft
-from directpo.models import decoder_layers
+from directpo.models import WEIGHTS_FOLDER, decoder_layers, safetensors_keys
 from directpo.precision import PrecisionPolicy
 
 
@@ -199,6 +200,67 @@ def _float32_allreduce(state, bucket):  # noqa: ANN001, ANN202 - DDP checks thes
         return buffer.copy_(done.value()[0])
 
     return future.then(back)
+
+
+def materialize(module: torch.nn.Module, world: World) -> bool:
+    """Give a meta-built, ``fully_shard``-ed module memory on this rank's device and fill its
+    shards from the model folder's safetensors files; True if it was meta-built.
+
+    torch.distributed.checkpoint's ``HuggingFaceStorageReader`` reads, on each rank, only the
+    slices of each tensor that the rank holds (measured faster here than rank 0 reading and
+    scattering: docs/distributed.md), so no process holds more than its shards. What was real
+    before (buffers such as rotary tables, LoRA adapters initialised on the CPU) is kept.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    folder = getattr(unwrap_peft(unwrap(module)), WEIGHTS_FOLDER, None)
+    tensors = [*module.named_parameters(), *module.named_buffers()]
+    if folder is None or not any(_local(t).is_meta for _, t in tensors):
+        return False
+    kept = {name: _local(t).detach().clone() for name, t in tensors if not _local(t).is_meta}
+    unfilled = {id(t) for _, t in module.named_parameters() if _local(t).is_meta}
+    module.to_empty(device=world.device)
+    with torch.no_grad():
+        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+            if name in kept:
+                _local(tensor).copy_(kept[name])
+    params = {id(p): p for _, p in module.named_parameters()}
+    state = get_model_state_dict(module)  # clean names, the parameters themselves
+    available = safetensors_keys(folder)
+    wanted: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        key = checkpoint_key(name)
+        owner = next((i for i, p in params.items() if p is tensor or _same(p, tensor)), None)
+        if owner in unfilled and key in available and key not in wanted:
+            wanted[key] = tensor
+            unfilled.discard(owner)
+    if unfilled:
+        names = [n for n, p in module.named_parameters() if id(p) in unfilled]
+        raise ModelLoadError(f"{folder}: no weights for {', '.join(names[:3])} in its files")
+    dcp.load(wanted, storage_reader=HuggingFaceStorageReader(folder))
+    return True
+
+
+def _same(param: torch.Tensor, tensor: torch.Tensor) -> bool:
+    local, other = _local(param), _local(tensor)
+    return local.data_ptr() == other.data_ptr() and local.shape == other.shape
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    to_local = getattr(tensor, "to_local", None)  # an FSDP2 shard (DTensor)
+    return to_local() if to_local is not None else tensor
+
+
+def checkpoint_key(name: str) -> str:
+    """The key of a (scorer, peft-wrapped) parameter name in the model's own safetensors files:
+    ``model.`` of the scorer, peft's ``base_model.model.`` and ``.base_layer`` /
+    ``.original_module`` / ``.modules_to_save.<adapter>`` segments removed."""
+    name = name.removeprefix("module.").removeprefix("model.")
+    name = name.removeprefix("base_model.model.")
+    name = re.sub(r"\.(base_layer|original_module|modules_to_save\.[^.]+)(?=\.)", "", name)
+    return name
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:

@@ -378,7 +378,10 @@ def policy_logprobs_fn(model: torch.nn.Module) -> Callable[[Batch], torch.Tensor
 
 
 def check_layout(
-    model: torch.nn.Module, layout: Layout, samples: Sequence[TokenizedPair] = ()
+    model: torch.nn.Module,
+    layout: Layout,
+    samples: Sequence[TokenizedPair] = (),
+    runner: torch.nn.Module | None = None,
 ) -> str | None:
     """None if ``model`` gives the same log-probs in ``layout`` as in plain rows, else why not.
 
@@ -386,7 +389,8 @@ def check_layout(
     architecture and attention kernel (ALiBi models, flash-attention-2, remote code...), so
     it is measured: a few synthetic pairs, of different lengths and with a prompt longer than
     its completions, are scored both ways, with ``samples`` (real pairs: a vision-language
-    model's first image pairs, so that its image path is checked too).
+    model's first image pairs, so that its image path is checked too). ``runner``: the module
+    that runs ``model`` (its FSDP2-sharded scorer, whose forward gathers the shards).
     """
     vocab = model.get_input_embeddings().num_embeddings
     generator = torch.Generator().manual_seed(0)
@@ -405,10 +409,15 @@ def check_layout(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+
+    def score(batch: Batch) -> torch.Tensor:
+        batch = batch.to(device)
+        return (runner(batch) if runner is not None else model_logprobs(model, batch))[0]
+
     try:
         with torch.no_grad():
-            plain = model_logprobs(model, collate_pairs(pairs, 0).to(device))[0]
-            laid_out = model_logprobs(model, collate_pairs(pairs, 0, layout=layout).to(device))[0]
+            plain = score(collate_pairs(pairs, 0))
+            laid_out = score(collate_pairs(pairs, 0, layout=layout))
     except Exception as exc:  # any architecture-specific refusal means: not supported
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
     finally:
@@ -438,27 +447,32 @@ def choose_layout(
     models: Sequence[torch.nn.Module],
     echo: Callable[[str], None] = print,
     samples: Sequence[TokenizedPair] = (),
+    runners: Sequence[torch.nn.Module | None] = (),
 ) -> Layout:
     """``layout`` if every model gives it the plain layout's log-probs, else plain (says why).
-    ``samples``: real pairs checked too (``check_layout``).
+    ``samples``: real pairs checked too, ``runners``: the modules that run each model
+    (``check_layout``).
 
     Models running ``directpo_varlen`` are checked with varlen segments; if one of them differs,
     every model goes back to SDPA and the dense-mask rendering of the layout is checked instead.
     """
     if layout.is_plain:
         return layout
+    runners = list(runners) or [None] * len(models)
+    checked = list(zip(models, runners, strict=True))
     if any(attention_implementation(m) == VARLEN for m in models):
         varlen = replace(layout, varlen=True)
         reason = next(
-            (r for m in models if (r := check_layout(m, varlen, samples)) is not None), None
+            (r for m, run in checked if (r := check_layout(m, varlen, samples, run)) is not None),
+            None,
         )
         if reason is None:
             return varlen
         echo(f"attention: {VARLEN} off ({reason}); using SDPA with a dense mask")
         for model in models:
             unwrap_peft(model).set_attn_implementation("sdpa")
-    for model in models:
-        reason = check_layout(model, layout, samples)
+    for model, run in checked:
+        reason = check_layout(model, layout, samples, run)
         if reason is not None:
             echo(
                 f"prefix_sharing/padding_free: off for {type(model).__name__}, which does not "

@@ -57,6 +57,9 @@ class LoadOptions:
     init_kwargs: dict[str, Any] = field(default_factory=dict)  # model_init_kwargs
     trust_remote_code: bool = False
     quantization: Any = None  # a transformers BitsAndBytesConfig (QLoRA), or None
+    # FSDP2: build on the meta device; each rank later fills its shards from the files
+    # (distributed.materialize), so no process ever holds the whole model
+    meta: bool = False
 
 
 def load_causal_lm(
@@ -77,6 +80,10 @@ def load_causal_lm(
     if options.quantization is not None:
         kwargs["quantization_config"] = options.quantization
         kwargs.setdefault("device_map", {"": device})
+    if options.meta:
+        meta = _meta_model(path, dtype, trainable=trainable, options=options)
+        if meta is not None:
+            return meta
     adapter = adapter_base(path)
     if adapter is not None:  # a LoRA output folder: the base model with the adapter on it
         from peft import PeftModel
@@ -100,12 +107,17 @@ def load_causal_lm(
         raise ModelLoadError(
             f"model '{path}': cannot load as a causal LM ({_first_line(exc)})"
         ) from None
+    if "device_map" not in kwargs:  # accelerate placed it already
+        model.to(device)
+    return _prepared(model, trainable, options)
+
+
+def _prepared(model: torch.nn.Module, trainable: bool, options: LoadOptions) -> torch.nn.Module:
+    """Dropout off, train/eval mode, activation checkpointing, regional compilation."""
     if options.disable_dropout:
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
-    if "device_map" not in kwargs:  # accelerate placed it already
-        model.to(device)
     if trainable:
         model.train()
         if options.gradient_checkpointing:
@@ -117,6 +129,107 @@ def load_causal_lm(
         for block in decoder_layers(model):
             block.compile()
     return model
+
+
+WEIGHTS_FOLDER = "directpo_weights_folder"  # a meta model's attribute: where its weights are
+META_INIT_KWARGS = {"attn_implementation", "subfolder"}  # what a meta build can honour
+
+
+def meta_weights_folder(path: str, options: LoadOptions) -> str | None:
+    """The local folder of safetensors weights a meta-device build of ``path`` fills its shards
+    from, or None when only a whole load can do (a hub id, an adapter folder, quantization,
+    .bin weights, from_pretrained arguments a bare config cannot honour)."""
+    kwargs = options.init_kwargs
+    if options.quantization is not None or set(kwargs) - META_INIT_KWARGS:
+        return None
+    folder = os.path.join(path, kwargs["subfolder"]) if kwargs.get("subfolder") else path
+    if not os.path.isdir(folder) or adapter_base(path) is not None:
+        return None
+    if not any(name.endswith(".safetensors") for name in os.listdir(folder)):
+        return None
+    return folder
+
+
+def _meta_model(
+    path: str, dtype: str | torch.dtype, *, trainable: bool, options: LoadOptions
+) -> torch.nn.Module | None:
+    """The architecture of ``path`` with its parameters on the meta device (no memory) and its
+    buffers (rotary tables) real; ``distributed.materialize`` fills the weights. None when the
+    files do not name every parameter as the model does (older key names that transformers
+    converts while loading): the caller then loads the model whole."""
+    from accelerate import init_empty_weights
+
+    folder = meta_weights_folder(path, options)
+    if folder is None:
+        raise ModelLoadError(f"model '{path}': no local safetensors weights to shard from")
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=options.trust_remote_code)
+        if options.disable_dropout:
+            _zero_dropout_config(config)
+        extra = {}
+        if options.attn_implementation != "auto":
+            extra["attn_implementation"] = options.attn_implementation
+        elif "attn_implementation" in options.init_kwargs:
+            extra["attn_implementation"] = options.init_kwargs["attn_implementation"]
+        auto = AutoModelForImageTextToText if is_vision_config(config) else AutoModelForCausalLM
+        with init_empty_weights(include_buffers=False):
+            model = auto.from_config(
+                config, dtype=DTYPES.get(dtype, dtype),
+                trust_remote_code=options.trust_remote_code, **extra,
+            )  # fmt: skip
+        model.tie_weights()  # tied on the meta device, they stay one tensor through sharding
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
+        raise ModelLoadError(
+            f"model '{path}': cannot build as a causal LM ({_first_line(exc)})"
+        ) from None
+    if not _files_cover(model, folder):
+        return None
+    setattr(model, WEIGHTS_FOLDER, folder)
+    return _prepared(model, trainable, options)
+
+
+def safetensors_keys(folder: str) -> set[str]:
+    """Every tensor name in a folder's safetensors files (read from their headers only)."""
+    from safetensors import safe_open
+
+    keys: set[str] = set()
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".safetensors"):
+            with safe_open(os.path.join(folder, name), "pt") as handle:
+                keys.update(handle.keys())
+    return keys
+
+
+def _files_cover(model: torch.nn.Module, folder: str) -> bool:
+    keys = safetensors_keys(folder)
+    names: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    return all(any(n in keys for n in aliases) for aliases in names.values())
+
+
+RESETTABLE_LORA_INITS = (True, False, "gaussian")  # peft draws these from the RNG alone
+
+
+def initialize_adapters(model: torch.nn.Module, names: list[str] | None = None) -> None:
+    """(Re)draw LoRA adapters' A and B with peft's own initialisation, module by module in
+    order: called under one seed, the values are the same whether the base is real or on the
+    meta device (where the adapters are first given CPU memory), and on every rank. Adapters
+    whose initialisation needs the base's weights (PiSSA, OLoRA, ...) keep peft's."""
+    from peft.tuners.lora import LoraLayer
+
+    configs = getattr(model, "peft_config", {})
+    for module in model.modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        for name in names or list(module.lora_A):
+            init = configs[name].init_lora_weights
+            if name not in module.lora_A or init not in RESETTABLE_LORA_INITS:
+                continue
+            if module.lora_A[name].weight.is_meta:
+                module.lora_A[name].to_empty(device="cpu")
+                module.lora_B[name].to_empty(device="cpu")
+            module.reset_lora_parameters(name, init)
 
 
 def adapter_base(path: str) -> str | None:

@@ -19,7 +19,14 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from directpo.batching import PLAIN, Batch, Layout, collate_pairs, eval_batches
-from directpo.distributed import SINGLE_PROCESS, World, all_reduce_sum, broadcast, shard
+from directpo.distributed import (
+    SINGLE_PROCESS,
+    World,
+    all_gather_objects,
+    all_reduce_sum,
+    broadcast,
+    shard,
+)
 from directpo.reference import ReferenceProvider
 from directpo.tokenization import TokenizedPair
 
@@ -38,15 +45,25 @@ def cache_root() -> Path:
     return Path(root) / "reference_logps"
 
 
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """A hash of every weight of ``model`` (what it computes with, adapters off or absent)."""
+def weights_fingerprint(model: torch.nn.Module, world: World | None = None) -> str:
+    """A hash of every weight of ``model`` (what it computes with, adapters off or absent).
+
+    With ``world`` (an FSDP2-sharded model; every rank calls) each rank hashes its own shards
+    and the digests are combined: the same weights at another world size hash differently, so
+    the cache is reused at the same world size only.
+    """
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in sorted(model.state_dict().items()):
         if "lora_" in name:  # with LoRA the reference is the base: adapters do not count
             continue
+        to_local = getattr(tensor, "to_local", None)
+        local = to_local() if to_local is not None else tensor
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+        digest.update(local.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    if world is None:
+        return digest.hexdigest()
+    shards = all_gather_objects(digest.hexdigest(), world)
+    return hashlib.blake2b("|".join(shards).encode(), digest_size=16).hexdigest()
 
 
 def data_fingerprint(pairs: Sequence[TokenizedPair]) -> str:

@@ -7,6 +7,8 @@ policy itself with its LoRA adapters disabled (no second copy); a precomputed di
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -18,11 +20,14 @@ from directpo.config import DPOConfig
 from directpo.errors import ConfigError
 from directpo.logprobs import SequenceScorer, unwrap_peft
 from directpo.models import (
+    RESETTABLE_LORA_INITS,
     LoadOptions,
     adapter_base,
     apply_peft,
+    initialize_adapters,
     load_causal_lm,
     lora_config,
+    meta_weights_folder,
     quantization_config,
 )
 from directpo.precision import PrecisionPolicy, cast_frozen
@@ -104,6 +109,28 @@ class AdapterDisabledReference:
 VISION_ADAPTER_EXCLUDE = rf".*\b({'|'.join(VISION_PARTS)})\b.*"
 
 
+def _meta_ok(config: DPOConfig, options: LoadOptions, peft_config: Any) -> bool:
+    """Whether the policy can be built on the meta device and filled shard by shard: local
+    safetensors weights, and no adapters or plain LoRA ones (peft initialises those on CPU;
+    DoRA's magnitudes and other PEFT methods need the base's weights first)."""
+    if meta_weights_folder(config.model_name_or_path, options) is None:
+        return False
+    if peft_config is not None:
+        return (
+            type(peft_config).__name__ == "LoraConfig"
+            and not peft_config.use_dora
+            and peft_config.init_lora_weights in RESETTABLE_LORA_INITS
+        )
+    return not config.use_dora
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def _check_adapter_sync(config: DPOConfig) -> None:
     if config.ref_model_mixup_alpha != 1:
         raise ConfigError(
@@ -176,7 +203,7 @@ def load_policy_and_reference(
         precision.load_dtype,
         trainable=True,
         device=device,
-        options=options,
+        options=replace(options, meta=sharded and _meta_ok(config, options, peft_config)),
     )
     continuing = adapter_base(config.model_name_or_path) is not None  # an adapter folder
     vision = is_vision_config(getattr(unwrap_peft(policy), "config", None))
@@ -193,7 +220,11 @@ def load_policy_and_reference(
         if vision:  # adapters on the language model only (not the tower, not the projector)
             peft_config.exclude_modules = VISION_ADAPTER_EXCLUDE
     if peft_config is not None:
+        # adapters drawn from their own seeded stream: the same whether the base is real or on
+        # the meta device (FSDP2), in the same order, on every rank
         policy = apply_peft(policy, peft_config)
+        with _seeded(config.seed):
+            initialize_adapters(policy)
     if (peft_config is not None or continuing) and sharded and precision.mixed:
         cast_frozen(policy, precision.compute)
     if not config.needs_reference:
@@ -210,23 +241,27 @@ def load_policy_and_reference(
         if peft_config is not None and config.sync_ref_model:  # TR-DPO: a second adapter
             _check_adapter_sync(config)
             policy.add_adapter(REF_ADAPTER, peft_config)
+            with _seeded(config.seed):  # memory on a meta base; the values are then a copy
+                initialize_adapters(policy, [REF_ADAPTER])
             copy_adapter(policy)
             return policy, AdapterReference(policy, chunk, ld_alpha)
         if peft_config is not None:
             return policy, AdapterDisabledReference(policy, chunk, ld_alpha)
+    reference_options = replace(
+        options,
+        gradient_checkpointing=False,
+        init_kwargs=dict(
+            options.init_kwargs
+            if config.ref_model_init_kwargs is None
+            else config.ref_model_init_kwargs
+        ),
+    )
+    meta = sharded and meta_weights_folder(config.reference_path, reference_options) is not None
     frozen = load_causal_lm(
         config.reference_path,
         precision.compute,
         trainable=False,
         device=device,
-        options=replace(
-            options,
-            gradient_checkpointing=False,
-            init_kwargs=dict(
-                options.init_kwargs
-                if config.ref_model_init_kwargs is None
-                else config.ref_model_init_kwargs
-            ),
-        ),
+        options=replace(reference_options, meta=meta),
     )
     return policy, FrozenModelReference(frozen, config.logprob_chunk_tokens, config.ld_alpha)

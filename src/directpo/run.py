@@ -38,7 +38,7 @@ from directpo.data import (
     load_prompts,
     read_rows,
 )
-from directpo.distributed import World, broadcast, wrap
+from directpo.distributed import World, broadcast, materialize, wrap
 from directpo.errors import CheckpointError, ConfigError, DirectpoError
 from directpo.guard import UpdateProbe, check_trainable
 from directpo.logprobs import SequenceScorer, choose_layout
@@ -156,10 +156,7 @@ def prepare_run(
     pair_source = _pair_source(config, data, world, output_dir)
     total_steps = pair_source.total_steps(config.num_train_epochs, config.max_steps)
     separate_reference = [reference_model] if reference_model not in (None, policy) else []
-    image_pairs = [pair for pair in train.pairs if pair.vision is not None][:2]
-    layout = choose_layout(config.layout, [policy, *separate_reference], echo, image_pairs)
     precompute = config.precompute_ref_log_probs
-    reference_weights = weights_fingerprint(reference_model) if precompute else ""
     policy_scorer = SequenceScorer(
         policy, config.logprob_chunk_tokens, config.ld_alpha,
         router_aux=bool(config.router_aux_loss_coef),
@@ -172,6 +169,16 @@ def prepare_run(
         reference.scorer = wrap(reference.scorer, world, precision)
     elif isinstance(reference, AdapterDisabledReference | AdapterReference) and sharded:
         reference.scorer = scorer  # the sharded policy, run with its adapters off
+    if sharded:  # meta-built models get memory and their shards from the files
+        _fill_shards(config, world, scorer, reference, echo)
+    reference_weights = ""
+    if precompute:
+        reference_weights = weights_fingerprint(reference_model, world if sharded else None)
+    image_pairs = [pair for pair in train.pairs if pair.vision is not None][:2]
+    runners = [scorer, *(reference.scorer for _ in separate_reference)] if sharded else []
+    layout = choose_layout(config.layout, [policy, *separate_reference], echo, image_pairs, runners)
+    for runner in runners:  # FSDP2 keeps a root gathered after a forward: back to the shards
+        runner.reshard()
     # after wrapping: FSDP replaces the parameters
     if masters is not None:
         trainable = masters.parameters()
@@ -386,6 +393,30 @@ def _resume(run: Run) -> None:
     run.start_step, run.window = state["global_step"], PairStats(**state["log_window"])
     run.best = BestModel.from_config(config, state.get("best"))
     run.echo(f"resumed from {checkpoint} at step {run.start_step}")
+
+
+def _fill_shards(
+    config: DPOConfig,
+    world: World,
+    scorer: torch.nn.Module,
+    reference: ReferenceProvider | None,
+    echo: Callable[[str], None],
+) -> None:
+    """FSDP2: the meta-built policy and reference get this rank's shards from their files;
+    a model that could not be meta-built was loaded whole by every process (said once)."""
+    start = time.perf_counter()
+    models = [("model_name_or_path", config.model_name_or_path, scorer)]
+    if isinstance(reference, FrozenModelReference):
+        models.append(("ref_model_name_or_path", config.reference_path, reference.scorer))
+    for key, path, module in models:
+        if materialize(module, world):
+            echo(f"fsdp: {key} {path} filled shard by shard ({time.perf_counter() - start:.1f} s)")
+        else:
+            echo(
+                f"fsdp: {key} {path} was loaded whole by every process before sharding (it is "
+                "not a local safetensors folder, or it is an adapter folder, quantized, DoRA, "
+                "or needs from_pretrained arguments); host memory is one model per process"
+            )
 
 
 def _restore_reference(run: Run, checkpoint: Path) -> None:
