@@ -32,6 +32,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -326,6 +327,77 @@ def load_sharded(folder: os.PathLike, scorer: torch.nn.Module, optimizer: Any) -
     set_state_dict(
         scorer, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
     )
+
+
+SHARD_BYTES = 5 * 2**30  # per output safetensors file (save_pretrained's default is larger)
+
+
+def save_sharded_model(
+    folder: Path, scorer: torch.nn.Module, model: torch.nn.Module, dtype: torch.dtype,
+    world: World,
+) -> None:  # fmt: skip
+    """The final weights of an FSDP2-trained (non-PEFT) model as a Hugging Face folder, with
+    no rank ever holding more than its shards: every rank writes its shards in ``dtype``, then
+    ``HuggingFaceStorageWriter`` consolidates them into ``model-0000k-of-0000n.safetensors``
+    files of at most ~5 GiB with ``model.safetensors.index.json``; rank 0 adds config.json.
+    Tied weights are written once, as ``save_pretrained`` does. Every rank must call."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageWriter
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    # a tied weight under its first name only (named_parameters drops the repeats, on every
+    # rank alike; the state dict's DTensors of tied names are distinct objects)
+    kept = {name for name, _ in scorer.named_parameters()} | {n for n, _ in scorer.named_buffers()}
+    state = {
+        checkpoint_key(name): tensor.to(dtype) if tensor.is_floating_point() else tensor
+        for name, tensor in get_model_state_dict(scorer).items()
+        if name in kept
+    }
+    mapping, index, size = {}, 1, 0
+    for key, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if size and size + nbytes > SHARD_BYTES:
+            index, size = index + 1, 0
+        mapping[key], size = index, size + nbytes
+    writer = HuggingFaceStorageWriter(
+        str(folder), fqn_to_index_mapping=mapping, save_distributed=True,
+        enable_consolidation=True,
+    )  # fmt: skip
+    dcp.save(state, storage_writer=writer)
+    if world.is_main:
+        import shutil
+
+        shutil.rmtree(folder / "sharded", ignore_errors=True)  # the per-rank staging files
+        if index == 1:  # one file: save_pretrained's name, no index
+            (folder / "model-00001-of-00001.safetensors").replace(folder / "model.safetensors")
+            (folder / "model.safetensors.index.json").unlink()
+        config = unwrap_peft(model).config
+        config.dtype = dtype
+        config.save_pretrained(folder)
+    barrier(world)
+
+
+def save_sharded_adapter(
+    folder: Path, model: torch.nn.Module, dtype: torch.dtype, world: World
+) -> None:
+    """The trained adapter of an FSDP2-sharded PEFT model: only the adapter tensors are
+    gathered (to rank 0), never the base. Every rank must call."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    active = model.active_adapter
+    gathered = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:  # the active adapter (and modules_to_save)
+            full = getattr(param, "full_tensor", None)
+            value = full() if full is not None else param.detach()
+            gathered[name] = value.to(dtype).cpu()
+    if world.is_main:
+        adapter = get_peft_model_state_dict(model, state_dict=gathered, adapter_name=active)
+        save_file({k: v.contiguous() for k, v in adapter.items()},
+                  str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})  # fmt: skip
+        model.peft_config[active].save_pretrained(str(folder))
+    barrier(world)
 
 
 def consolidated_model(

@@ -50,6 +50,21 @@ def save_final_model(
         model = model.merge_and_unload()
         selected = {}
     model.save_pretrained(output_dir, safe_serialization=True, **selected)
+    save_run_files(output_dir, model, tokenizer, config, train_data, metrics, precision_note)
+    return model
+
+
+def save_run_files(
+    output_dir: Path,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    config: DPOConfig,
+    train_data: PreferenceData,
+    metrics: list[dict[str, Any]],
+    precision_note: str = "",
+) -> None:
+    """Everything of the final folder but the weights: tokenizer (or processor), generation
+    config, config.yaml and the model card."""
     tokenizer.save_pretrained(output_dir)
     generation_config = getattr(model, "generation_config", None)
     if generation_config is not None:
@@ -58,7 +73,6 @@ def save_final_model(
     vision = getattr(tokenizer, "image_processor", None) is not None  # a processor was saved
     card = model_card(config, train_data, metrics, precision_note, vision=vision)
     (output_dir / "README.md").write_text(card)
-    return model
 
 
 def model_card(

@@ -33,6 +33,8 @@ from directpo.distributed import (
     consolidated_model,
     grad_norm_value,
     gradient_sync,
+    save_sharded_adapter,
+    save_sharded_model,
     shard,
     unsharded_root,
 )
@@ -42,7 +44,7 @@ from directpo.errors import TrainingStopped
 from directpo.generate import evaluate_generations
 from directpo.guard import check_update
 from directpo.jsonl import write_jsonl
-from directpo.outputs import save_final_model
+from directpo.outputs import save_final_model, save_run_files
 from directpo.reference import ReferenceProvider
 from directpo.run import Run, on_main, prepare_run
 from directpo.signals import StopRequest
@@ -335,14 +337,8 @@ def finish(run: Run, done: int | None = None) -> TrainResult:
         note = f"{note} Weights of the best evaluation: {run.best.describe()}.".strip()
     if run.masters is not None:
         run.masters.release()  # the policy now holds the float32 masters
-    if run.sharded:  # gather the shards into one whole model on rank 0 (every rank takes part)
-        whole = consolidated_model(run.scorer, policy, run.precision.save, world)
-        if world.is_main:
-            save_final_model(
-                run.output_dir, whole, run.processor or run.tokenizer, run.config, run.train_data,
-                run.logger.rows, note,
-            )  # fmt: skip
-            policy = whole
+    if run.sharded:  # every rank takes part
+        _save_sharded(run, note)
     elif world.is_main:
         final = save_final_model(
             run.output_dir, policy, run.processor or run.tokenizer, run.config, run.train_data,
@@ -356,6 +352,29 @@ def finish(run: Run, done: int | None = None) -> TrainResult:
     return TrainResult(
         policy, reference, run.tokenizer, run.output_dir, done or run.total_steps, run.logger.rows
     )
+
+
+def _save_sharded(run: Run, note: str) -> None:
+    """FSDP2's final folder: full weights written shard by shard and consolidated into
+    safetensors files, or the adapter alone gathered; no rank holds the whole model, except
+    with ``merge_lora`` (merging needs the whole base: it is gathered on rank 0)."""
+    policy, world, dtype = run.policy, run.world, run.precision.save
+    files = run.processor or run.tokenizer
+    if hasattr(policy, "peft_config") and run.config.merge_lora:
+        whole = consolidated_model(run.scorer, policy, dtype, world)
+        if world.is_main:
+            save_final_model(
+                run.output_dir, whole, files, run.config, run.train_data, run.logger.rows, note
+            )
+        return
+    if hasattr(policy, "peft_config"):
+        save_sharded_adapter(run.output_dir, policy, dtype, world)
+    else:
+        save_sharded_model(run.output_dir, run.scorer, policy, dtype, world)
+    if world.is_main:
+        save_run_files(
+            run.output_dir, policy, files, run.config, run.train_data, run.logger.rows, note
+        )
 
 
 def _load_best(run: Run) -> None:
