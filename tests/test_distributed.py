@@ -340,3 +340,105 @@ def test_fsdp_checkpoint_write_failure_keeps_earlier_checkpoints(
         "checkpoint-1"
     ]
     assert checkpoint_module.verify_checkpoint(out / "checkpoint-1") is None
+
+
+def _meta_loaded(config, tmp_path: Path) -> dict:
+    """The whole weights an FSDP2 run on 2 processes starts from (tests/fsdp_load_worker.py)."""
+    config.save_yaml(tmp_path / "load.yaml")
+    out = tmp_path / "loaded.pt"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    command += [
+        f"--master_port={free_port()}",
+        str(Path(__file__).with_name("fsdp_load_worker.py")),
+    ]
+    command += [str(tmp_path / "load.yaml"), str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return torch.load(out)
+
+
+def _assert_bitwise(got: dict, want: dict, rename=lambda key: key) -> None:
+    for key, value in got.items():
+        expected = want[rename(key)]
+        assert value.dtype == expected.dtype, key
+        assert torch.equal(value, expected), key
+
+
+@pytest.mark.parametrize(
+    ("style", "overrides"),
+    [
+        ("llama", {}),  # untied, a separate frozen reference
+        ("gpt2", {"lora_r": 4, "lora_alpha": 8}),  # tied embeddings; adapters off = reference
+        ("llama", {"dtype": "bfloat16"}),  # float32 masters, the reference held in bfloat16
+    ],
+    ids=["llama", "gpt2-lora", "llama-bf16"],
+)
+def test_fsdp_meta_device_load_is_bitwise_the_plain_load(
+    tiny_model_dirs, five_pairs, tmp_path, style, overrides
+) -> None:
+    """Every rank builds policy and reference on the meta device and reads its own slices of
+    the safetensors files: gathered, the weights are bitwise from_pretrained's (tied ones
+    included), and LoRA adapters are those of a one-process run (seeded initialisation)."""
+    from directpo.distributed import SINGLE_PROCESS
+    from directpo.run import prepare_run
+
+    model = tiny_model_dirs[style]
+    config = settings(model, five_pairs, tmp_path / "fsdp", batch=2, distributed="fsdp")
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    loaded = _meta_loaded(config, tmp_path)
+    assert any("filled shard by shard" in line for line in loaded["lines"]), loaded["lines"]
+    states = loaded["states"]
+    plain = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).state_dict()
+    base = {k: v for k, v in states["policy"].items() if "lora_" not in k}
+    _assert_bitwise(
+        base, plain, lambda k: k.removeprefix("base_model.model.").replace(".base_layer", "")
+    )
+    if "lora_r" in overrides:  # the same adapters as a one-process run starts with
+        config.distributed, config.output_dir = "none", str(tmp_path / "single")
+        single = prepare_run(config, None, None, SINGLE_PROCESS, lambda _: None).policy
+        adapters = {k: v for k, v in states["policy"].items() if "lora_" in k}
+        assert adapters
+        _assert_bitwise(adapters, single.state_dict())
+        assert "reference" not in states
+    else:
+        dtype = getattr(torch, config.dtype) if config.dtype != "auto" else torch.float32
+        reference = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).state_dict()
+        _assert_bitwise(states["reference"], reference)
+
+
+@pytest.mark.parametrize("style", ["llama", "gpt2"])
+def test_fsdp_final_save_writes_shard_files_with_an_index(
+    tiny_model_dirs, tmp_path, monkeypatch, style
+) -> None:
+    """The final save streams shards into several safetensors files with an index (as
+    save_pretrained with max_shard_size): plain transformers loads them, bitwise the trained
+    weights, tied ones written once; one file is plain model.safetensors."""
+    from directpo import distributed
+    from directpo.logprobs import SequenceScorer
+    from directpo.precision import PrecisionPolicy
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs[style], dtype=torch.float32)
+    want = {k: v.clone() for k, v in model.state_dict().items()}
+    world = distributed.setup("fsdp")
+    try:
+        scorer = distributed.wrap(SequenceScorer(model), world, PrecisionPolicy())
+        monkeypatch.setattr(distributed, "SHARD_BYTES", 20_000)
+        distributed.save_sharded_model(tmp_path / "many", scorer, model, torch.float32, world)
+        monkeypatch.setattr(distributed, "SHARD_BYTES", 2**40)
+        distributed.save_sharded_model(tmp_path / "one", scorer, model, torch.float32, world)
+    finally:
+        distributed.teardown(world)
+    index = json.loads((tmp_path / "many" / "model.safetensors.index.json").read_text())
+    files = sorted(set(index["weight_map"].values()))
+    assert len(files) > 2 and all((tmp_path / "many" / f).is_file() for f in files)
+    assert not (tmp_path / "many" / "sharded").exists()  # the staging files are gone
+    assert sorted(p.name for p in (tmp_path / "one").glob("*.safetensors")) == ["model.safetensors"]
+    if style == "gpt2":  # tied: stored once, under the embedding's name
+        assert "lm_head.weight" not in index["weight_map"]
+    for folder in ("many", "one"):
+        loaded = AutoModelForCausalLM.from_pretrained(tmp_path / folder).state_dict()
+        assert loaded.keys() == want.keys()
+        for key, value in want.items():
+            assert torch.equal(loaded[key], value), (folder, key)
