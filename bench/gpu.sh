@@ -4,7 +4,8 @@
 #      precision moves weights like float32 at lr 1e-6, tiny models train on CUDA (~1 min);
 #   2. bench/vs_trl.py --plan gpu: directpo vs TRL 1.16 on Qwen2.5-0.5B- and 1.5B-shaped random
 #      models, long-prompt (3:1) and short-prompt ~1.3-1.6k-token sequences, mixed precision on
-#      both sides; TRL at its defaults and tuned; directpo's ablations on the first model.
+#      both sides; TRL at its defaults and tuned; directpo's ablations on the first model;
+#   3. bench/fsdp_memory.py --device cuda: peak host memory of a meta-loaded FSDP2 0.5B run.
 #   bash bench/gpu.sh [vs_trl.py options]     # e.g. --models qwen2.5-0.5b-random --budget 200
 # Results go to $OUT (the device tool's folder) or /tmp/directpo-gpu: smoke.txt, bench.jsonl,
 # bench.txt. Missing packages (trl, datasets, ...) travel as wheels in .whl/ (docs/performance.md).
@@ -32,6 +33,10 @@ date -u | tee -a "$OUT/versions.txt"
 if [[ "${SMOKE:-1}" == 1 ]]; then  # SMOKE=0 skips the correctness checks (a rerun)
   timeout 120 python3 bench/gpu_smoke.py 2>&1 | grep -vE "it/s\]|Loading weights|Writing model" \
     | tee "$OUT/smoke.txt"
+fi
+if [[ "${FSDP_MEMORY:-1}" == 1 ]]; then  # host memory of a meta-loaded FSDP2 run on the GPU
+  timeout 240 python3 bench/fsdp_memory.py --device cuda --worlds 1 --out "$OUT/fsdp_memory.jsonl" \
+    2>&1 | grep -vE "it/s\]|Loading weights|Writing model" | tee "$OUT/fsdp_memory.txt"
 fi
 python3 bench/vs_trl.py --plan gpu --models qwen2.5-0.5b-random,qwen2.5-1.5b-random \
   --steps 8 --warmup 3 --batch 4 --budget ${BUDGET:-300} --out "$OUT/bench.jsonl" "$@" 2>&1 \

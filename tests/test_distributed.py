@@ -99,13 +99,16 @@ def test_shards_are_disjoint_contiguous_and_cover_the_batch() -> None:
 
 
 @pytest.mark.parametrize(
-    "mode, precompute, launcher, accumulation",
+    "mode, precompute, launcher, accumulation, extra",
     [
-        ("ddp", False, "torchrun", 1),
-        ("ddp", False, "accelerate", 2),  # 2 ranks x batch 1 x 2 micro-batches = 4 pairs
-        ("fsdp", False, "torchrun", 1),
-        ("fsdp", True, "torchrun", 2),
+        ("ddp", False, "torchrun", 1, {}),
+        ("ddp", False, "accelerate", 2, {}),  # 2 ranks x batch 1 x 2 micro-batches = 4 pairs
+        ("fsdp", False, "torchrun", 1, {}),
+        ("fsdp", True, "torchrun", 2, {}),
+        # per-layer activation checkpointing inside FSDP2 units, shards and Adam state on CPU
+        ("fsdp", False, "torchrun", 1, {"gradient_checkpointing": True, "fsdp_offload": True}),
     ],
+    ids=["ddp", "ddp-accelerate", "fsdp", "fsdp-precompute", "fsdp-checkpointing-offload"],
 )
 def test_two_processes_equal_one_process_with_twice_the_batch(
     tiny_model_dirs,
@@ -117,6 +120,7 @@ def test_two_processes_equal_one_process_with_twice_the_batch(
     precompute,
     launcher,
     accumulation,
+    extra,
 ) -> None:
     monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "run"
@@ -128,6 +132,7 @@ def test_two_processes_equal_one_process_with_twice_the_batch(
         distributed=mode,
         precompute_ref_log_probs=precompute,
         gradient_accumulation_steps=accumulation,
+        **extra,
     )
     config.save_steps = 2
     config.save_yaml(tmp_path / "config.yaml")
@@ -139,6 +144,8 @@ def test_two_processes_equal_one_process_with_twice_the_batch(
     assert done.stdout.count("model saved to") == 1  # only rank 0 prints
     assert done.stdout.count("step 1/4 loss=") == 1
     assert "2 processes" in done.stdout
+    if extra.get("fsdp_offload"):
+        assert "2 processes (fsdp, offloaded to CPU)" in done.stdout
     assert_same_metrics(read_metrics(out), read_metrics(single))
 
     # the output folder is one whole model that plain transformers loads, equal to 1 process
@@ -442,3 +449,23 @@ def test_fsdp_final_save_writes_shard_files_with_an_index(
         assert loaded.keys() == want.keys()
         for key, value in want.items():
             assert torch.equal(loaded[key], value), (folder, key)
+
+
+def test_fsdp_offload_puts_every_unit_under_cpu_offload(tiny_model_dirs) -> None:
+    from torch.distributed.fsdp import CPUOffloadPolicy
+
+    from directpo import distributed
+    from directpo.logprobs import SequenceScorer
+    from directpo.precision import PrecisionPolicy
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"], dtype=torch.float32)
+    blocks = distributed.decoder_layers(model)  # before fully_shard renames their classes
+    world = distributed.setup("fsdp")
+    try:
+        scorer = distributed.wrap(SequenceScorer(model), world, PrecisionPolicy(), offload=True)
+        units = [scorer, *blocks]
+        policies = [unit._get_fsdp_state()._fsdp_param_group.offload_policy for unit in units]
+        assert len(policies) == 1 + model.config.num_hidden_layers
+        assert all(isinstance(policy, CPUOffloadPolicy) for policy in policies)
+    finally:
+        distributed.teardown(world)

@@ -46,3 +46,24 @@ def test_torch_compile_keeps_the_trajectory(tiny_model_dirs, pairs_file, tmp_pat
         tiny_config(model, pairs_file, tmp_path / "compiled", max_steps=2, torch_compile=True)
     )
     assert_same_trajectory(compiled, plain, 1e-4)
+
+
+def test_meta_build_finds_a_hub_model_in_the_local_cache(tiny_model_dirs, tmp_path, monkeypatch):
+    """FSDP2's meta-device build reads a hub id's safetensors from the local Hugging Face
+    cache (never downloading); an id that is not cached is loaded whole instead."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    from directpo.models import meta_weights_folder
+
+    repo = tmp_path / "hub" / "models--tiny--llama"
+    snapshot = repo / "snapshots" / "0123456789abcdef"
+    shutil.copytree(tiny_model_dirs["llama"], snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123456789abcdef")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert meta_weights_folder("tiny/llama", LoadOptions(meta=True)) == str(snapshot)
+    assert meta_weights_folder("tiny/absent", LoadOptions(meta=True)) is None
+    assert meta_weights_folder(str(snapshot), LoadOptions(meta=True)) == str(snapshot)

@@ -204,6 +204,12 @@ class DPOConfig(Options):
         "float32 and computed in dtype), none, or auto (ddp when launched on several "
         "processes). See docs/distributed.md.",
     )
+    fsdp_offload: bool = option(
+        False,
+        "With distributed: fsdp: keep parameters, gradients and optimizer state in CPU memory "
+        "(FSDP2's CPUOffloadPolicy) and bring each block to the GPU only for its compute: "
+        "models that do not fit otherwise, at a large cost in speed.",
+    )
     precompute_ref_log_probs: bool = option(
         False,
         "Compute the reference log-probs of all pairs once before training (cached on "
@@ -548,6 +554,8 @@ class DPOConfig(Options):
         require(self.pack_max_tokens >= 0, "pack_max_tokens", ">= 0 (0: the longest sequence)")
         one_of("attn_implementation", ATTN_IMPLEMENTATIONS)
         one_of("distributed", DISTRIBUTED_MODES)
+        if self.distributed != "fsdp":
+            self._reject_if_set(("fsdp_offload",), "distributed is not fsdp")
         if not self.padding_free:
             self._reject_if_set(("pack_max_tokens",), "padding_free is off")
         require(self.gradient_checkpointing_every >= 1, "gradient_checkpointing_every", ">= 1")

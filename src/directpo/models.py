@@ -137,11 +137,13 @@ META_INIT_KWARGS = {"attn_implementation", "subfolder"}  # what a meta build can
 
 def meta_weights_folder(path: str, options: LoadOptions) -> str | None:
     """The local folder of safetensors weights a meta-device build of ``path`` fills its shards
-    from, or None when only a whole load can do (a hub id, an adapter folder, quantization,
-    .bin weights, from_pretrained arguments a bare config cannot honour)."""
+    from, or None when only a whole load can do (a hub id not in the local cache, an adapter
+    folder, quantization, .bin weights, from_pretrained arguments a bare config cannot
+    honour)."""
     kwargs = options.init_kwargs
     if options.quantization is not None or set(kwargs) - META_INIT_KWARGS:
         return None
+    path = _cached_snapshot(path)
     folder = os.path.join(path, kwargs["subfolder"]) if kwargs.get("subfolder") else path
     if not os.path.isdir(folder) or adapter_base(path) is not None:
         return None
@@ -186,6 +188,18 @@ def _meta_model(
         return None
     setattr(model, WEIGHTS_FOLDER, folder)
     return _prepared(model, trainable, options)
+
+
+def _cached_snapshot(path: str) -> str:
+    """A hub id's folder in the local Hugging Face cache (never downloads), else ``path``."""
+    if os.path.exists(path) or path.count("/") != 1:
+        return path
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(path, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached, or not a valid id: a whole load decides
+        return path
 
 
 def safetensors_keys(folder: str) -> set[str]:

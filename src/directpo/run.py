@@ -38,7 +38,7 @@ from directpo.data import (
     load_prompts,
     read_rows,
 )
-from directpo.distributed import World, broadcast, materialize, wrap
+from directpo.distributed import World, broadcast, materialize, release_host_memory, wrap
 from directpo.errors import CheckpointError, ConfigError, DirectpoError
 from directpo.guard import UpdateProbe, check_trainable
 from directpo.logprobs import SequenceScorer, choose_layout
@@ -161,12 +161,12 @@ def prepare_run(
         policy, config.logprob_chunk_tokens, config.ld_alpha,
         router_aux=bool(config.router_aux_loss_coef),
     )  # fmt: skip
-    scorer = wrap(policy_scorer, world, precision)
+    scorer = wrap(policy_scorer, world, precision, config.fsdp_offload)
     if isinstance(pair_source, OnlineRounds):  # rounds sample from the live policy
         pair_source.build_round.policy = policy  # type: ignore[attr-defined]
         pair_source.build_round.scorer = scorer  # type: ignore[attr-defined]
     if isinstance(reference, FrozenModelReference):
-        reference.scorer = wrap(reference.scorer, world, precision)
+        reference.scorer = wrap(reference.scorer, world, precision, config.fsdp_offload)
     elif isinstance(reference, AdapterDisabledReference | AdapterReference) and sharded:
         reference.scorer = scorer  # the sharded policy, run with its adapters off
     if sharded:  # meta-built models get memory and their shards from the files
@@ -179,6 +179,7 @@ def prepare_run(
     layout = choose_layout(config.layout, [policy, *separate_reference], echo, image_pairs, runners)
     for runner in runners:  # FSDP2 keeps a root gathered after a forward: back to the shards
         runner.reshard()
+    release_host_memory()  # before the optimizer state takes its place
     # after wrapping: FSDP replaces the parameters
     if masters is not None:
         trainable = masters.parameters()
@@ -248,7 +249,8 @@ def prepare_run(
     )
     if world.is_main:
         config.save_yaml(output_dir / "config.yaml")
-    processes = f" x {world.size} processes ({world.mode})" if world.enabled else ""
+    offloaded = ", offloaded to CPU" if config.fsdp_offload else ""
+    processes = f" x {world.size} processes ({world.mode}{offloaded})" if world.enabled else ""
     echo(
         f"training {total_steps} steps ({pair_source.steps_per_epoch} per epoch) on {device}, "
         f"{_what(pair_source, len(train.pairs))}, batch {config.per_device_train_batch_size} x "
@@ -409,13 +411,14 @@ def _fill_shards(
     if isinstance(reference, FrozenModelReference):
         models.append(("ref_model_name_or_path", config.reference_path, reference.scorer))
     for key, path, module in models:
-        if materialize(module, world):
+        if materialize(module, torch.device("cpu") if config.fsdp_offload else world.device):
             echo(f"fsdp: {key} {path} filled shard by shard ({time.perf_counter() - start:.1f} s)")
         else:
             echo(
                 f"fsdp: {key} {path} was loaded whole by every process before sharding (it is "
-                "not a local safetensors folder, or it is an adapter folder, quantized, DoRA, "
-                "or needs from_pretrained arguments); host memory is one model per process"
+                "neither a local safetensors folder nor a cached hub model, or it is an adapter "
+                "folder, quantized, DoRA, or needs from_pretrained arguments); host memory is "
+                "one model per process"
             )
 
 
