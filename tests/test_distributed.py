@@ -378,8 +378,10 @@ def _assert_bitwise(got: dict, want: dict, rename=lambda key: key) -> None:
         ("llama", {}),  # untied, a separate frozen reference
         ("gpt2", {"lora_r": 4, "lora_alpha": 8}),  # tied embeddings; adapters off = reference
         ("llama", {"dtype": "bfloat16"}),  # float32 masters, the reference held in bfloat16
+        # a VLM whose files keep transformers' older key names (language_model.model.*)
+        ("llava", {}),
     ],
-    ids=["llama", "gpt2-lora", "llama-bf16"],
+    ids=["llama", "gpt2-lora", "llama-bf16", "llava-renamed-keys"],
 )
 def test_fsdp_meta_device_load_is_bitwise_the_plain_load(
     tiny_model_dirs, five_pairs, tmp_path, style, overrides
@@ -387,17 +389,24 @@ def test_fsdp_meta_device_load_is_bitwise_the_plain_load(
     """Every rank builds policy and reference on the meta device and reads its own slices of
     the safetensors files: gathered, the weights are bitwise from_pretrained's (tied ones
     included), and LoRA adapters are those of a one-process run (seeded initialisation)."""
+    from tiny_vlm import save_tiny_vlm
+    from transformers import AutoModelForImageTextToText
+
     from directpo.distributed import SINGLE_PROCESS
     from directpo.run import prepare_run
 
-    model = tiny_model_dirs[style]
+    if style == "llava":
+        model = save_tiny_vlm("llava", tmp_path / "llava")
+        auto = AutoModelForImageTextToText
+    else:
+        model, auto = tiny_model_dirs[style], AutoModelForCausalLM
     config = settings(model, five_pairs, tmp_path / "fsdp", batch=2, distributed="fsdp")
     for key, value in overrides.items():
         setattr(config, key, value)
     loaded = _meta_loaded(config, tmp_path)
     assert any("filled shard by shard" in line for line in loaded["lines"]), loaded["lines"]
     states = loaded["states"]
-    plain = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).state_dict()
+    plain = auto.from_pretrained(model, dtype=torch.float32).state_dict()
     base = {k: v for k, v in states["policy"].items() if "lora_" not in k}
     _assert_bitwise(
         base, plain, lambda k: k.removeprefix("base_model.model.").replace(".base_layer", "")
@@ -411,7 +420,7 @@ def test_fsdp_meta_device_load_is_bitwise_the_plain_load(
         assert "reference" not in states
     else:
         dtype = getattr(torch, config.dtype) if config.dtype != "auto" else torch.float32
-        reference = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).state_dict()
+        reference = auto.from_pretrained(model, dtype=dtype).state_dict()
         _assert_bitwise(states["reference"], reference)
 
 

@@ -41,7 +41,7 @@ import torch.distributed as dist
 
 from directpo.errors import ConfigError, ModelLoadError
 from directpo.logprobs import SequenceScorer, unwrap_peft
-from directpo.models import WEIGHTS_FOLDER, decoder_layers, safetensors_keys
+from directpo.models import WEIGHTS_FOLDER, WEIGHTS_KEYS, decoder_layers, safetensors_keys
 from directpo.precision import PrecisionPolicy
 
 
@@ -242,7 +242,8 @@ def materialize(module: torch.nn.Module, device: torch.device) -> bool:
     from torch.distributed.checkpoint import HuggingFaceStorageReader
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-    folder = getattr(unwrap_peft(unwrap(module)), WEIGHTS_FOLDER, None)
+    model = unwrap_peft(unwrap(module))
+    folder, file_keys = getattr(model, WEIGHTS_FOLDER, None), getattr(model, WEIGHTS_KEYS, {})
     tensors = [*module.named_parameters(), *module.named_buffers()]
     if folder is None or not any(_local(t).is_meta for _, t in tensors):
         return False
@@ -259,6 +260,7 @@ def materialize(module: torch.nn.Module, device: torch.device) -> bool:
     wanted: dict[str, torch.Tensor] = {}
     for name, tensor in state.items():
         key = checkpoint_key(name)
+        key = file_keys.get(key, key)  # the name the files use (transformers' renamings)
         owner = next((i for i, p in params.items() if p is tensor or _same(p, tensor)), None)
         if owner in unfilled and key in available and key not in wanted:
             wanted[key] = tensor

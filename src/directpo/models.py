@@ -132,6 +132,7 @@ def _prepared(model: torch.nn.Module, trainable: bool, options: LoadOptions) -> 
 
 
 WEIGHTS_FOLDER = "directpo_weights_folder"  # a meta model's attribute: where its weights are
+WEIGHTS_KEYS = "directpo_weights_keys"  # and the file key of each parameter name
 META_INIT_KWARGS = {"attn_implementation", "subfolder"}  # what a meta build can honour
 
 
@@ -157,8 +158,8 @@ def _meta_model(
 ) -> torch.nn.Module | None:
     """The architecture of ``path`` with its parameters on the meta device (no memory) and its
     buffers (rotary tables) real; ``distributed.materialize`` fills the weights. None when the
-    files do not name every parameter as the model does (older key names that transformers
-    converts while loading): the caller then loads the model whole."""
+    files do not hold every parameter by name or by a transformers renaming (tensors it
+    converts, such as fused MoE experts): the caller then loads the model whole."""
     from accelerate import init_empty_weights
 
     folder = meta_weights_folder(path, options)
@@ -215,11 +216,47 @@ def safetensors_keys(folder: str) -> set[str]:
 
 
 def _files_cover(model: torch.nn.Module, folder: str) -> bool:
-    keys = safetensors_keys(folder)
+    """Whether the files hold every parameter, under its own name or one transformers renames
+    while loading; the file key of each is kept on the model (``WEIGHTS_KEYS``)."""
+    keys = file_keys(model, folder)
+    if keys is None:
+        return False
     names: dict[int, list[str]] = {}
     for name, param in model.named_parameters(remove_duplicate=False):
         names.setdefault(id(param), []).append(name)
+    setattr(model, WEIGHTS_KEYS, keys)
     return all(any(n in keys for n in aliases) for aliases in names.values())
+
+
+def file_keys(model: torch.nn.Module, folder: str) -> dict[str, str] | None:
+    """The model's parameter names -> their keys in the folder's safetensors files, through
+    transformers' own checkpoint renamings (a vision-language model's files keep the older
+    ``language_model.model.*`` names, for instance). None when a key needs more than a renaming
+    (experts fused from many tensors, ...): such a model is loaded whole."""
+    keys = safetensors_keys(folder)
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import (
+            WeightConverter,
+            WeightRenaming,
+            rename_source_key,
+        )
+    except ImportError:  # a transformers without conversion mappings: names are as stored
+        return {key: key for key in keys}
+    transforms = get_model_conversion_mapping(model)
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if isinstance(t, WeightConverter)]
+    expected = model.state_dict()
+    prefix = getattr(model, "base_model_prefix", None)
+    names: dict[str, str] = {}
+    for key in keys:
+        name, converted = rename_source_key(key, renamings, converters, prefix, expected)
+        if name not in expected and key in expected:  # as transformers: no rename after all
+            name, converted = rename_source_key(key, [], [], prefix, expected)
+        if converted is not None:
+            return None
+        names[name] = key
+    return names
 
 
 RESETTABLE_LORA_INITS = (True, False, "gaussian")  # peft draws these from the RNG alone

@@ -417,8 +417,8 @@ def _fill_shards(
             echo(
                 f"fsdp: {key} {path} was loaded whole by every process before sharding (it is "
                 "neither a local safetensors folder nor a cached hub model, or it is an adapter "
-                "folder, quantized, DoRA, or needs from_pretrained arguments); host memory is "
-                "one model per process"
+                "folder, quantized, DoRA, needs from_pretrained arguments, or its tensors need "
+                "converting, as fused MoE experts do); host memory is one model per process"
             )
 
 
