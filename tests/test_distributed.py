@@ -302,6 +302,12 @@ def test_fsdp_on_one_process_without_a_launcher(tiny_model_dirs, five_pairs, tmp
     )
     assert any("1 processes (fsdp)" in line for line in lines)
     assert_same_metrics(sharded.metrics, plain.metrics)
+    # the shards went with the process group: the result's policy is the saved folder, plain
+    assert sharded.trained is None and sharded.reference is None
+    for (name, a), b in zip(
+        sharded.policy.named_parameters(), plain.policy.parameters(), strict=True
+    ):
+        assert not hasattr(a, "to_local") and torch.allclose(a, b, atol=1e-4), name
     for save_dtype, expected in (("auto", torch.float32), ("bfloat16", torch.bfloat16)):
         out = tmp_path / f"bf16-{save_dtype}"
         mixed = train(

@@ -54,12 +54,24 @@ from directpo.sync import reference_state, sync_reference
 
 @dataclass
 class TrainResult:
-    policy: torch.nn.Module
+    """What ``train`` returns. Under ``distributed: fsdp`` the trained shards go with the
+    process group, so ``policy`` is read back from ``output_dir`` (the final folder) on first
+    use, whole, by the process that asks, and ``reference`` is None."""
+
+    trained: torch.nn.Module | None  # None: read back from output_dir on first use
     reference: ReferenceProvider | None
     tokenizer: Any
     output_dir: Path
     global_step: int
     metrics: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def policy(self) -> torch.nn.Module:
+        if self.trained is None:
+            from directpo.models import load_causal_lm
+
+            self.trained = load_causal_lm(str(self.output_dir), "auto", trainable=False)
+        return self.trained
 
 
 def train(
@@ -349,6 +361,8 @@ def finish(run: Run, done: int | None = None) -> TrainResult:
             policy, reference = final, None
     barrier(world)
     run.echo(f"model saved to {run.output_dir}")
+    if run.sharded:  # the shards are gone with the process group: TrainResult reads the folder
+        policy, reference = None, None
     return TrainResult(
         policy, reference, run.tokenizer, run.output_dir, done or run.total_steps, run.logger.rows
     )
