@@ -406,11 +406,11 @@ def _fill_shards(
 ) -> None:
     """FSDP2: the meta-built policy and reference get this rank's shards from their files;
     a model that could not be meta-built was loaded whole by every process (said once)."""
-    start = time.perf_counter()
     models = [("model_name_or_path", config.model_name_or_path, scorer)]
     if isinstance(reference, FrozenModelReference):
         models.append(("ref_model_name_or_path", config.reference_path, reference.scorer))
     for key, path, module in models:
+        start = time.perf_counter()
         if materialize(module, torch.device("cpu") if config.fsdp_offload else world.device):
             echo(f"fsdp: {key} {path} filled shard by shard ({time.perf_counter() - start:.1f} s)")
         else:
