@@ -444,10 +444,13 @@ def consolidated_model(
     state = full_model_state(scorer)
     if not world.is_main:
         return None
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    from directpo.vision import is_vision_config
 
     base = unwrap_peft(model)
-    whole = AutoModelForCausalLM.from_config(base.config)
+    auto = AutoModelForImageTextToText if is_vision_config(base.config) else AutoModelForCausalLM
+    whole = auto.from_config(base.config)
     configs = getattr(model, "peft_config", None)
     if configs:  # the same adapters (every one, e.g. a continued adapter's frozen "ref")
         from peft import get_peft_model
