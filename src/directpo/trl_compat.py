@@ -134,8 +134,14 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "accelerator_config": (_nothing, "directpo runs under torchrun or accelerate launch as it is"),
     "parallelism_config": (_nothing, "use distributed: ddp or fsdp"),
     "deepspeed": (_nothing, "use distributed: fsdp (FSDP2) under torchrun"),
-    "fsdp": (_nothing, "use distributed: fsdp (FSDP2) under torchrun"),
-    "fsdp_config": (_nothing, "use distributed: fsdp (FSDP2) under torchrun"),
+    "fsdp": (
+        _nothing,
+        "use distributed: fsdp (FSDP2) under torchrun, fsdp_offload: true to offload",
+    ),
+    "fsdp_config": (
+        _nothing,
+        "use distributed: fsdp (FSDP2) under torchrun, fsdp_offload: true to offload",
+    ),
     "debug": (_nothing, "not supported"),
     "enable_jit_checkpoint": (_nothing, "SIGTERM/Ctrl-C always save a checkpoint"),
     "activation_offloading": (_nothing, "use gradient_checkpointing"),
