@@ -261,7 +261,9 @@ def materialize(module: torch.nn.Module, device: torch.device) -> bool:
     for name, tensor in state.items():
         key = checkpoint_key(name)
         key = file_keys.get(key, key)  # the name the files use (transformers' renamings)
-        owner = next((i for i, p in params.items() if p is tensor or _same(p, tensor)), None)
+        owner = id(tensor) if id(tensor) in params else None  # usually the parameter itself
+        if owner is None:
+            owner = next((i for i, p in params.items() if _same(p, tensor)), None)
         if owner in unfilled and key in available and key not in wanted:
             wanted[key] = tensor
             unfilled.discard(owner)
