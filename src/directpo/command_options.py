@@ -89,8 +89,9 @@ class GenerateOptions(FileCommandOptions):
 class DemoOptions(Options):
     profile: str = option(
         "quick",
-        "quick (make demo: ~10 min on 2 CPU cores, DPO and Preferred-FT) or full "
-        "(<= 60 min: a beta sweep and both baselines).",
+        "quick (make demo: ~8 min on 2 CPU cores: DPO, Preferred-FT, online DPO and RL on the "
+        "true reward) or full (about 70 min: a beta sweep, both baselines, online DPO, RL at "
+        "two learning rates and RLHF with a learned reward model).",
     )
     output_dir: str = option("demo_output", "Where the figures, results and runs go.")
     seed: int = option(0, "Seed of prompts, sampling and training: same seed, same numbers.")
