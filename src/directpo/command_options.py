@@ -90,7 +90,7 @@ class DemoOptions(Options):
     profile: str = option(
         "quick",
         "quick (make demo: ~8 min on 2 CPU cores: DPO, Preferred-FT, online DPO and RL on the "
-        "true reward) or full (about 70 min: a beta sweep, both baselines, online DPO, RL at "
+        "true reward) or full (~72 min: a beta sweep, both baselines, online DPO, RL at "
         "two learning rates and RLHF with a learned reward model).",
     )
     output_dir: str = option("demo_output", "Where the figures, results and runs go.")
