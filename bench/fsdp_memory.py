@@ -135,6 +135,7 @@ def load_worker(model: str, results: str, how: str) -> None:
     seconds = time.perf_counter() - start
     probe = next(scorer.parameters()).to_local().float().sum()  # the same on either path
     report(Path(results), peak_gib=peak_rss_gib(), seconds=seconds, probe=float(probe))
+    dist.barrier()  # no rank tears the group down while another still works
     teardown(world)
     del torch
 

@@ -9,7 +9,7 @@ import sys
 import torch
 
 from directpo.config import load_config
-from directpo.distributed import full_model_state, setup, teardown
+from directpo.distributed import barrier, full_model_state, setup, teardown
 from directpo.reference import FrozenModelReference
 from directpo.run import prepare_run
 
@@ -24,6 +24,7 @@ def main(config_file: str, out_file: str) -> None:
         states["reference"] = full_model_state(run.reference.scorer)
     if world.is_main:
         torch.save({"states": states, "lines": lines}, out_file)
+    barrier(world)  # as train() does: no rank tears the group down while another still works
     teardown(world)
 
 
