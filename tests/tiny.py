@@ -48,11 +48,8 @@ CHATML_TEMPLATE = (
 )
 
 
-def build_tokenizer(style: str) -> PreTrainedTokenizerFast:
-    if style == "llama":
-        specials = ["<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"]
-    else:
-        specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+def train_byte_level_bpe(specials: list[str], corpus: list[str] = CORPUS) -> Tokenizer:
+    """A 400-token byte-level BPE trained on ``corpus``, with ``specials`` first."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -62,7 +59,16 @@ def build_tokenizer(style: str) -> PreTrainedTokenizerFast:
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(CORPUS, trainer)
+    tok.train_from_iterator(corpus, trainer)
+    return tok
+
+
+def build_tokenizer(style: str) -> PreTrainedTokenizerFast:
+    if style == "llama":
+        specials = ["<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"]
+    else:
+        specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = train_byte_level_bpe(specials)
     if style == "llama":
         bos = tok.token_to_id("<s>")
         tok.post_processor = processors.TemplateProcessing(

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tiny import train_byte_level_bpe
+from tokenizers import processors
 from transformers import (
     AutoProcessor,
     CLIPImageProcessorPil,
@@ -59,14 +60,7 @@ def build_tokenizer(style: str) -> PreTrainedTokenizerFast:
     else:
         specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
                     "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]  # fmt: skip
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=specials, show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )  # fmt: skip
-    tok.train_from_iterator(CORPUS, trainer)
+    tok = train_byte_level_bpe(specials, CORPUS)
     if style == "llava":
         bos = tok.token_to_id("<s>")
         tok.post_processor = processors.TemplateProcessing(
