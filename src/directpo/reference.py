@@ -56,16 +56,22 @@ class FrozenModelReference:
         return self.scorer(batch)[0]
 
 
-class AdapterReference:
-    """Continuing an adapter: π_ref is the policy with its starting adapter, loaded a second
-    time as the frozen adapter ``ref``, switched in for the reference pass. (TR-DPO with LoRA
-    uses the same: a ``ref`` adapter that starts as a copy of the policy's, sync.py.)"""
+class PolicyModelReference:
+    """A reference computed by the policy's own peft model, with its adapters switched."""
 
     def __init__(
         self, peft_model: torch.nn.Module, chunk_tokens: int = 0, ld_alpha: float | None = None
     ):
         self.model = peft_model
+        # the module that runs the policy: under FSDP its sharded scorer (set by the trainer),
+        # since only the wrapped forward gathers the shards
         self.scorer: torch.nn.Module = SequenceScorer(peft_model, chunk_tokens, ld_alpha)
+
+
+class AdapterReference(PolicyModelReference):
+    """Continuing an adapter: π_ref is the policy with its starting adapter, loaded a second
+    time as the frozen adapter ``ref``, switched in for the reference pass. (TR-DPO with LoRA
+    uses the same: a ``ref`` adapter that starts as a copy of the policy's, sync.py.)"""
 
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> torch.Tensor:
@@ -85,16 +91,8 @@ class AdapterReference:
         return logps
 
 
-class AdapterDisabledReference:
+class AdapterDisabledReference(PolicyModelReference):
     """With LoRA, π_ref is the policy's own base model: the adapters switched off."""
-
-    def __init__(
-        self, peft_model: torch.nn.Module, chunk_tokens: int = 0, ld_alpha: float | None = None
-    ):
-        self.model = peft_model
-        # the module that runs the policy: under FSDP its sharded scorer (set by the trainer),
-        # since only the wrapped forward gathers the shards
-        self.scorer: torch.nn.Module = SequenceScorer(peft_model, chunk_tokens, ld_alpha)
 
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> torch.Tensor:

@@ -57,9 +57,8 @@ from directpo.precompute import (
     weights_fingerprint,
 )
 from directpo.reference import (
-    AdapterDisabledReference,
-    AdapterReference,
     FrozenModelReference,
+    PolicyModelReference,
     ReferenceProvider,
     load_policy_and_reference,
 )
@@ -167,7 +166,7 @@ def prepare_run(
         pair_source.build_round.scorer = scorer  # type: ignore[attr-defined]
     if isinstance(reference, FrozenModelReference):
         reference.scorer = wrap(reference.scorer, world, precision, config.fsdp_offload)
-    elif isinstance(reference, AdapterDisabledReference | AdapterReference) and sharded:
+    elif isinstance(reference, PolicyModelReference) and sharded:
         reference.scorer = scorer  # the sharded policy, run with its adapters off
     if sharded:  # meta-built models get memory and their shards from the files
         _fill_shards(config, world, scorer, reference, echo)
