@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command for a lent H100/H200 (about 8 minutes), everything the GPU issues ask measured:
-#   1. bench/gpu_smoke.py: varlen kernel vs exact math, varlen model vs plain layout, bf16 mixed
+#   1. bench/gpu_smoke.py: varlen kernel vs exact math, varlen and FlexAttention models vs the
+#      plain layout, bf16 mixed
 #      precision moves weights like float32 at lr 1e-6, tiny models train on CUDA (~1 min);
 #   2. bench/vs_trl.py --plan gpu: directpo vs TRL 1.16 on Qwen2.5-0.5B- and 1.5B-shaped random
 #      models, long-prompt (3:1) and short-prompt ~1.3-1.6k-token sequences, mixed precision on

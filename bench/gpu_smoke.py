@@ -5,8 +5,9 @@
 1. The varlen kernel (flash_attn or PyTorch's varlen_attn) against the exact math backend on
    random bf16 segments with queries shorter than keys (bottom-right causal alignment) and GQA:
    outputs and gradients.
-2. A tiny Qwen2-style model (GQA) in bf16: prefix-shared + packed log-probs and gradients through
-   directpo_varlen equal the plain padded layout through SDPA.
+2. A tiny Qwen2-style model (GQA, 6 heads) in bf16: prefix-shared + packed log-probs and
+   gradients through directpo_varlen and through directpo_flex (compiled FlexAttention, two
+   batch widths) equal the plain padded layout through SDPA.
 3. Mixed precision on CUDA at lr 1e-6: the share of weights a bf16 run moves, against float32.
 4. Training the tiny test models on CUDA (float32 and bf16, checkpointing on and off): the first
    loss is ln 2 (policy == reference, exactly in bf16 too), the set is learned.
@@ -28,6 +29,7 @@ import torch
 from tiny import SENTIMENT_PAIRS, build_tokenizer, save_tiny_model, tiny_config, write_jsonl
 
 import directpo.attention as attention
+import directpo.flexattention as flexattention
 from directpo.attention import build_plan, register
 from directpo.batching import PLAIN, Layout, collate_pairs
 from directpo.logprobs import model_logprobs
@@ -75,34 +77,51 @@ def model_check() -> None:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    config = dict(vocab_size=257, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                  num_attention_heads=8, num_key_value_heads=2)  # fmt: skip
-    plain = Qwen2ForCausalLM(Qwen2Config(**config, attn_implementation="sdpa"))
-    varlen = Qwen2ForCausalLM(Qwen2Config(**config, attn_implementation=register()))
-    varlen.load_state_dict(plain.state_dict())
+    # 6 query heads over 2 key/value heads: not a power of two, as Qwen2.5's 14
+    config = dict(vocab_size=257, hidden_size=384, intermediate_size=512, num_hidden_layers=2,
+                  num_attention_heads=6, num_key_value_heads=2)  # fmt: skip
+    models = {
+        name: Qwen2ForCausalLM(Qwen2Config(**config, attn_implementation=implementation))
+        for name, implementation in (
+            ("plain", "sdpa"), ("varlen", register()), ("flex", flexattention.register())
+        )
+    }  # fmt: skip
+    for model in models.values():
+        model.load_state_dict(models["plain"].state_dict())
+        model.to("cuda", torch.bfloat16).eval()
+    layouts = {
+        "plain": PLAIN,
+        "varlen": Layout(True, True, varlen=True, pad_multiple=128),
+        "flex": Layout(True, True, flex=True, pad_multiple=128),
+    }
     generator = torch.Generator().manual_seed(1)
 
     def ids(n: int) -> list[int]:
         return torch.randint(1, 257, (n,), generator=generator).tolist()
 
-    pairs = [TokenizedPair(ids(p), ids(c), ids(r)) for p, c, r in ((300, 50, 80), (20, 120, 7))]
-    got = {}
-    for name, model, layout in (
-        ("plain", plain, PLAIN),
-        ("varlen", varlen, Layout(True, True, varlen=True, pad_multiple=128)),
-    ):
-        model.to("cuda", torch.bfloat16).eval()
-        logps = model_logprobs(model, collate_pairs(pairs, 0, layout=layout).to("cuda"))[0]
-        logps.float().sum().backward()
-        got[name] = (logps.float().detach(), model.model.embed_tokens.weight.grad.float())
-    diff = float((got["plain"][0] - got["varlen"][0]).abs().max())
-    scale = float(got["plain"][0].abs().max())
-    grad = float((got["plain"][1] - got["varlen"][1]).norm() / got["plain"][1].norm())
-    verdict(
-        "tiny Qwen2 bf16: varlen shared+packed vs plain SDPA",
-        diff <= 0.01 * scale and grad < 0.05,
-        f"log-prob diff {diff:.3g} (of {scale:.0f}), embedding grad relative diff {grad:.3g}",
-    )
+    lengths = [  # two batches of different widths: the compiled FlexAttention sees two shapes
+        ((300, 50, 80), (20, 120, 7)),
+        ((700, 200, 90), (5, 300, 310), (128, 128, 128)),
+    ]
+    for number, batch_lengths in enumerate(lengths, start=1):
+        pairs = [TokenizedPair(ids(p), ids(c), ids(r)) for p, c, r in batch_lengths]
+        got = {}
+        for name, model in models.items():
+            model.zero_grad()
+            batch = collate_pairs(pairs, 0, layout=layouts[name]).to("cuda")
+            logps = model_logprobs(model, batch)[0]
+            logps.float().sum().backward()
+            got[name] = (logps.float().detach(), model.model.embed_tokens.weight.grad.float())
+        scale = float(got["plain"][0].abs().max())
+        for name in ("varlen", "flex"):
+            diff = float((got["plain"][0] - got[name][0]).abs().max())
+            grad = float((got["plain"][1] - got[name][1]).norm() / got["plain"][1].norm())
+            verdict(
+                f"tiny Qwen2 bf16 (6 heads, GQA), batch {number}: {name} shared+packed vs plain",
+                diff <= 0.01 * scale and grad < 0.05,
+                f"log-prob diff {diff:.3g} (of {scale:.0f}), embedding grad relative diff "
+                f"{grad:.3g}",
+            )
 
 
 def learning_check(root: Path, data: Path) -> None:

@@ -226,8 +226,8 @@ def test_training_trajectory_is_the_same_with_optimisations_on_and_off(
 
 
 def test_flex_attention_block_masks_give_the_plain_log_probs() -> None:
-    """FlexAttention (block masks from segment/branch ids); forward only: CPU FlexAttention has
-    no backward, the CUDA kernel is the one that trains."""
+    """FlexAttention with the mask evaluated pair by pair (``create_block_mask``: a layout that
+    did not ask for the collator's blocks); forward only: CPU FlexAttention has no backward."""
     sdpa = build("llama", "sdpa").eval()
     flex = build("llama", "flex_attention").eval()
     flex.load_state_dict(sdpa.state_dict())

@@ -33,6 +33,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from directpo import flexattention
+from directpo.errors import ConfigError
+
 IMPLEMENTATION = "directpo_varlen"
 PLAN_KEY = "directpo_varlen"  # the forward keyword that carries the VarlenPlan
 
@@ -119,7 +122,6 @@ def available_backend(device: torch.device) -> str | None:
 # decoder layer traces none of this bookkeeping.
 _backend = "auto"  # auto: the fast CUDA kernel for bf16/fp16 on CUDA, else math
 _cuda_backend: str | None = None  # what auto uses on CUDA
-_torch_varlen_kwargs: dict[str, Any] = {}
 
 
 def use_backend(name: str) -> None:
@@ -133,16 +135,7 @@ def _prepare() -> None:
     global _cuda_backend
     _cuda_backend = available_backend(torch.device("cuda")) if torch.cuda.is_available() else None
     if "torch" in (_cuda_backend, _backend):
-        from torch.nn.attention.varlen import varlen_attn
-
-        parameters = set(inspect.signature(varlen_attn).parameters)
-        _torch_varlen_kwargs.clear()
-        if "is_causal" in parameters:  # torch 2.10
-            _torch_varlen_kwargs["is_causal"] = True
-        else:  # torch 2.11+: causal is the (-1, 0) window
-            _torch_varlen_kwargs["window_size"] = (-1, 0)
-        _torch_varlen_kwargs["enable_gqa"] = "enable_gqa" in parameters
-        _torch_varlen_kwargs["scale"] = "scale" in parameters
+        _torch_varlen_parameters()  # imported and inspected here, not inside a traced layer
 
 
 def _varlen(
@@ -272,14 +265,23 @@ def _varlen_mask(*args: Any, attention_mask: Any = None, **kwargs: Any) -> Any:
 def choose_implementation(
     requested: str, device: torch.device, dtype: torch.dtype, plain_layout: bool
 ) -> str:
-    """The attention implementation to load models with: ``varlen`` means directpo_varlen (its
-    fast kernel on CUDA, else the math backend); ``auto`` means directpo_varlen where a fast
-    kernel runs (CUDA, bf16/fp16, shared or packed rows), else transformers' default."""
+    """The attention implementation to train with: ``varlen`` means directpo_varlen (its fast
+    kernel on CUDA, else the math backend); ``auto`` means directpo_varlen where a fast kernel
+    runs (CUDA, bf16/fp16, shared or packed rows), else transformers' default;
+    ``flex_attention`` means directpo_flex for shared or packed rows (flexattention.py), and
+    needs CUDA (PyTorch's FlexAttention has no backward on CPU)."""
     if requested == "varlen":
         return register()
     if requested == "auto":
         fast = available_backend(device) and dtype in (torch.bfloat16, torch.float16)
         return register() if fast and not plain_layout else "auto"
+    if requested == "flex_attention":
+        if device.type != "cuda":
+            raise ConfigError(
+                f"attn_implementation: flex_attention trains on CUDA only (PyTorch's "
+                f"FlexAttention has no backward on {device.type}); use auto or sdpa"
+            )
+        return "flex_attention" if plain_layout else flexattention.register()
     return requested
 
 

@@ -12,8 +12,8 @@ Every batch, whatever its layout, yields one log-prob per *sequence*: the B chos
   budget; attention is block-diagonal (a segment never sees another) and position ids restart
   at each segment, so almost no padding is computed.
 
-The non-plain layouts need a per-row attention mask (``segment_ids`` / ``branch_ids``, made
-into a 4D mask or a FlexAttention block mask by ``logprobs.model_inputs``). Which token
+The non-plain layouts need a per-row attention rule (``segment_ids`` / ``branch_ids``, made into
+a 4D mask, varlen segments or a FlexAttention block mask by ``logprobs.model_inputs``). Which token
 predicts which is explicit: completion token k is scored by the logits at ``predict_from[k]``
 (a flat index into the [rows × width] grid), because with prefix sharing the first rejected
 token is predicted by the last prompt token, not by its left neighbour.
@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from directpo.attention import VarlenPlan, build_plan
+from directpo.flexattention import FlexBlocks, flex_blocks
 from directpo.tokenization import TokenizedPair
 from directpo.vision import VisionInputs, batch_tensors
 
@@ -44,14 +45,16 @@ class Layout:
     pack: bool = False
     pack_max_tokens: int = 0  # row budget when packing; 0: see ``row_budget``
     varlen: bool = False  # attention by segments (attention.py), not by a dense mask
+    flex: bool = False  # attention by FlexAttention blocks (flexattention.py)
     pad_multiple: int = 1  # row width rounded up to a multiple of this (repeating shapes)
 
     def row_budget(self, lengths: Sequence[int]) -> int:
         """Tokens per packed row: ``pack_max_tokens``, else the longest segment (a dense mask
-        costs width² per row) or, with varlen attention, everything in one row (no padding)."""
+        costs width² per row) or, with varlen or FlexAttention (which skip what a segment does
+        not see), everything in one row (no padding)."""
         if self.pack_max_tokens:
             return max(self.pack_max_tokens, *lengths)
-        return sum(lengths) if self.varlen else max(lengths)
+        return sum(lengths) if self.varlen or self.flex else max(lengths)
 
     @property
     def is_plain(self) -> bool:
@@ -76,6 +79,7 @@ class Batch:
     branch_ids: torch.Tensor | None = None  # [R, T]; 0 prompt, 1.. completions
     reference_logps: torch.Tensor | None = None  # [2B], when precomputed
     varlen: VarlenPlan | None = None  # segments for varlen attention (layout.varlen)
+    flex: FlexBlocks | None = None  # FlexAttention's visited blocks (layout.flex)
     # vision-language models: image tensors in row order (pixel_values, image_grid_thw, ...)
     # and mm_token_type_ids [R, T]; position_ids are then [3, R, T] for 3D rotary models
     images: dict[str, torch.Tensor] | None = None
@@ -107,6 +111,7 @@ class Batch:
             branch_ids=move(self.branch_ids),
             reference_logps=move(self.reference_logps),
             varlen=None if self.varlen is None else self.varlen.to(device),
+            flex=None if self.flex is None else self.flex.to(device),
             images=None if self.images is None else {k: move(v) for k, v in self.images.items()},
             token_types=move(self.token_types),
         )
@@ -270,6 +275,7 @@ def collate_segments(
         segment_ids=None if plain else segment_ids,
         branch_ids=None if plain else branch_ids,
         varlen=build_plan(width, spans) if layout.varlen and not plain else None,
+        flex=flex_blocks(width, spans) if layout.flex and not plain else None,
         images=batch_tensors(row_images) if row_images else None,
         token_types=token_types,
     )

@@ -7,6 +7,7 @@ logits that predict token t (``Batch.predict_from``) against it, computed in flo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -26,6 +27,9 @@ from directpo.batching import (
     collate_pairs,
     collate_sequences,
 )
+from directpo.flexattention import BLOCK as FLEX_BLOCK
+from directpo.flexattention import IMPLEMENTATION as FLEX
+from directpo.flexattention import block_mask
 from directpo.losses import ld_token_weights
 from directpo.tokenization import TokenizedPair
 
@@ -150,7 +154,8 @@ def model_inputs(model: torch.nn.Module, batch: Batch) -> dict[str, Any]:
     Plain rows take the usual 2D padding mask. Shared/packed rows take, for models running
     ``directpo_varlen``, the batch's varlen plan (attention.py: segments, no mask); otherwise
     a per-row mask built from ``segment_ids``/``branch_ids``: a FlexAttention block mask for
-    models loaded with ``attn_implementation="flex_attention"``, else a 4D mask, boolean for
+    models running ``directpo_flex`` or transformers' ``flex_attention`` (from the collator's
+    blocks, flexattention.py), else a 4D mask, boolean for
     SDPA and additive for eager attention (eager *adds* the mask: a boolean one would be
     silently wrong). A vision-language batch adds its image tensors and token types.
     """
@@ -177,8 +182,11 @@ def _text_inputs(model: torch.nn.Module, batch: Batch) -> dict[str, Any]:
             "position_ids": batch.position_ids,
             PLAN_KEY: batch.varlen,
         }
-    if implementation == "flex_attention":
-        mask: Any = _block_mask(batch)
+    if implementation in (FLEX, "flex_attention"):
+        if batch.flex is not None:  # the blocks the collator found
+            mask: Any = block_mask(batch.flex, batch.segment_ids, batch.branch_ids)
+        else:  # a layout that did not ask for them: every (query, key) pair evaluated
+            mask = _block_mask(batch)
     else:
         allowed = attention_allowed(batch)[:, None]  # [R, 1, T, T]
         if implementation == "sdpa":
@@ -453,22 +461,28 @@ def choose_layout(
     ``samples``: real pairs checked too, ``runners``: the modules that run each model
     (``check_layout``).
 
-    Models running ``directpo_varlen`` are checked with varlen segments; if one of them differs,
-    every model goes back to SDPA and the dense-mask rendering of the layout is checked instead.
+    Models running ``directpo_varlen`` are checked with varlen segments, models running
+    FlexAttention with the collator's blocks (rows then padded to whole blocks); if one of them
+    differs, every model goes back to SDPA and the dense-mask rendering of the layout is
+    checked instead.
     """
     if layout.is_plain:
         return layout
     runners = list(runners) or [None] * len(models)
     checked = list(zip(models, runners, strict=True))
-    if any(attention_implementation(m) == VARLEN for m in models):
-        varlen = replace(layout, varlen=True)
-        reason = next(
-            (r for m, run in checked if (r := check_layout(m, varlen, samples, run)) is not None),
-            None,
-        )
+    implementations = {attention_implementation(m) for m in models}
+    special = None
+    if VARLEN in implementations:
+        special, candidate = VARLEN, replace(layout, varlen=True)
+    elif implementations & {FLEX, "flex_attention"}:
+        multiple = math.lcm(layout.pad_multiple, FLEX_BLOCK)
+        special, candidate = FLEX, replace(layout, flex=True, pad_multiple=multiple)
+    if special is not None:
+        reasons = (check_layout(m, candidate, samples, run) for m, run in checked)
+        reason = next((r for r in reasons if r is not None), None)
         if reason is None:
-            return varlen
-        echo(f"attention: {VARLEN} off ({reason}); using SDPA with a dense mask")
+            return candidate
+        echo(f"attention: {special} off ({reason}); using SDPA with a dense mask")
         for model in models:
             unwrap_peft(model).set_attn_implementation("sdpa")
     for model, run in checked:

@@ -1,0 +1,196 @@
+"""FlexAttention for shared/packed rows: a block-sparse mask built from the layout, no T×T mask.
+
+The second way (after attention.py's varlen segments) to run the attention rule of
+``logprobs._may_attend`` on a GPU. FlexAttention visits, for each block of 128 queries, only
+the blocks of 128 keys that hold some visible key; blocks where every key is visible skip the
+mask function. Which blocks those are follows from the layout alone, so the collator computes
+them (``flex_blocks``: per query token the visible keys are at most two intervals, the prompt
+and the token's own branch up to itself; counting them per key block costs T·T/128 per row)
+instead of evaluating the mask on every (query, key) pair as ``create_block_mask`` does.
+
+It is registered with transformers as ``directpo_flex`` and calls ``flex_attention`` itself,
+with grouped-query attention native for any head count (transformers' own flex path repeats the
+keys and values when the query head count is not a power of two: Qwen2.5's 14 heads). A forward
+without a block mask (plain rows, generation) goes to SDPA. PyTorch's FlexAttention has no
+backward on CPU, so training with it needs CUDA (``attention.choose_implementation`` says so);
+the CPU runs the forward, which the tests compare with the dense mask.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+IMPLEMENTATION = "directpo_flex"
+BLOCK = 128  # FlexAttention's default sparse block, and the row width multiple under it
+
+
+@dataclass(frozen=True)
+class FlexBlocks:
+    """Which key blocks each query block of each row visits (``BlockMask.from_kv_blocks``)."""
+
+    kv_num_blocks: torch.Tensor  # [R, 1, NQ] int32: partial blocks (the mask function runs)
+    kv_indices: torch.Tensor  # [R, 1, NQ, NK] int32: their indices first, in increasing order
+    full_kv_num_blocks: torch.Tensor  # [R, 1, NQ] int32: blocks where every key is visible
+    full_kv_indices: torch.Tensor  # [R, 1, NQ, NK] int32
+    width: int
+
+    def to(self, device: torch.device | str) -> FlexBlocks:
+        return replace(
+            self,
+            kv_num_blocks=self.kv_num_blocks.to(device),
+            kv_indices=self.kv_indices.to(device),
+            full_kv_num_blocks=self.full_kv_num_blocks.to(device),
+            full_kv_indices=self.full_kv_indices.to(device),
+        )
+
+
+def flex_blocks(
+    width: int, rows: list[list[tuple[int, int, list[int]]]], block: int = BLOCK
+) -> FlexBlocks:
+    """The blocks of a batch whose row r holds, left to right, the segments ``rows[r]`` given as
+    (offset in the row, prompt length, completion lengths), then padding up to ``width``.
+
+    Query q sees the keys [low, high) (its segment's prompt, when q is in a later completion)
+    and [start, q] (its own run: prompt + first completion, a later completion, or the padding
+    tail). A block is full when all its block × block pairs are visible, partial when some are;
+    positions past ``width`` count as not visible, as ``create_block_mask`` pads them.
+    """
+    n_blocks = -(-width // block)
+    starts = torch.arange(n_blocks) * block
+    ends = (starts + block).clamp(max=width)
+    queries = torch.arange(width)
+    partial_rows, full_rows = [], []
+    for segments in rows:
+        low = torch.zeros(width, dtype=torch.long)
+        high = torch.zeros(width, dtype=torch.long)
+        start = torch.zeros(width, dtype=torch.long)
+        end = 0
+        for offset, n_prompt, completions in segments:
+            first = offset + n_prompt + (completions[0] if completions else 0)
+            start[offset:first] = offset
+            position = first
+            for length in completions[1:]:
+                low[position : position + length] = offset
+                high[position : position + length] = offset + n_prompt
+                start[position : position + length] = position
+                position += length
+            end = position
+        start[end:] = end
+        visible = _overlap(low, high, starts, ends) + _overlap(start, queries + 1, starts, ends)
+        padded = torch.zeros(n_blocks * block, n_blocks, dtype=torch.long)
+        padded[:width] = visible  # queries past the width see nothing
+        per_block = padded.view(n_blocks, block, n_blocks)
+        full = (per_block == block).all(1)
+        partial_rows.append((per_block > 0).any(1) & ~full)
+        full_rows.append(full)
+    kv_num, kv_indices = _ordered(torch.stack(partial_rows))
+    full_num, full_indices = _ordered(torch.stack(full_rows))
+    return FlexBlocks(kv_num, kv_indices, full_num, full_indices, width)
+
+
+def _overlap(
+    low: torch.Tensor, high: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor
+) -> torch.Tensor:
+    """[T, NK]: how many keys of [low, high) fall in each key block [starts, ends)."""
+    hi = torch.minimum(high[:, None], ends[None, :])
+    lo = torch.maximum(low[:, None], starts[None, :])
+    return (hi - lo).clamp(min=0)
+
+
+def _ordered(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[R, NQ, NK] bool -> counts [R, 1, NQ] and indices [R, 1, NQ, NK] (visited ones first)."""
+    counts = blocks.sum(-1, dtype=torch.int32)
+    indices = torch.argsort(blocks.to(torch.int8), dim=-1, descending=True, stable=True)
+    return counts[:, None].contiguous(), indices[:, None].to(torch.int32).contiguous()
+
+
+def block_mask(blocks: FlexBlocks, segment_ids: torch.Tensor, branch_ids: torch.Tensor) -> Any:
+    """The batch's ``BlockMask``: the blocks above, and the attention rule on partial blocks."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    from directpo.logprobs import _may_attend
+
+    def mask_mod(b, h, q, k):  # noqa: ANN001, ANN202 - FlexAttention's signature
+        return _may_attend(
+            q, k, segment_ids[b, q], segment_ids[b, k], branch_ids[b, q], branch_ids[b, k]
+        )
+
+    return BlockMask.from_kv_blocks(
+        blocks.kv_num_blocks,
+        blocks.kv_indices,
+        blocks.full_kv_num_blocks,
+        blocks.full_kv_indices,
+        BLOCK_SIZE=BLOCK,
+        mask_mod=mask_mod,
+        seq_lengths=(blocks.width, blocks.width),
+    )
+
+
+# -- the transformers integration --------------------------------------------------------------
+
+
+@functools.cache
+def _compiled_flex_attention() -> Any:
+    from torch.nn.attention.flex_attention import flex_attention
+
+    # without compilation FlexAttention materialises every score (its reference path)
+    return torch.compile(flex_attention)
+
+
+def _flex_attention(on_cuda: bool) -> Any:
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if not on_cuda or torch.compiler.is_compiling():  # a compiled decoder layer traces it
+        return flex_attention
+    return _compiled_flex_attention()
+
+
+def flex_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: Any,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers' attention signature: [B, H, T, D] in, [B, T, H, D] out."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    if not isinstance(attention_mask, BlockMask):  # plain padded rows, generation
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    for unsupported in ("sliding_window", "softcap", "s_aux"):
+        if kwargs.get(unsupported) is not None:
+            raise ValueError(f"{IMPLEMENTATION} does not support {unsupported}")
+    if dropout:
+        raise ValueError(f"{IMPLEMENTATION} does not support attention dropout (disable_dropout)")
+    out = _flex_attention(query.is_cuda)(
+        query,
+        key,
+        value,
+        block_mask=attention_mask,
+        scale=scaling,
+        enable_gqa=query.shape[1] != key.shape[1],
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+@functools.cache
+def register() -> str:
+    """Register ``directpo_flex`` with transformers (once per process); returns its name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(IMPLEMENTATION, flex_attention_forward)
+    # a BlockMask passes through transformers untouched; plain rows get SDPA's mask
+    AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
+    return IMPLEMENTATION
