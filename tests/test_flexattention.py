@@ -107,6 +107,10 @@ def test_the_collator_attaches_blocks_that_skip_what_no_token_sees() -> None:
     assert seen[5] == [0, 1, 4, 5]
     assert seen[11] == [6, 7, 10, 11]  # the second pair sees nothing of the first
     assert sum(map(len, seen)) < 12 * 13 / 2 / 2  # well under half the causal blocks
+    mask = batch.flex_block_mask()
+    assert batch.flex_block_mask() is mask  # one mask for the policy's and reference's forwards
+    assert batch.to("cpu")._block_mask is None  # a moved batch makes its own
+    assert mask.shape == (1, 1, 6 * 256, 6 * 256)
 
 
 def long_pairs(count: int, seed: int) -> list[TokenizedPair]:

@@ -24,13 +24,13 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from directpo.attention import VarlenPlan, build_plan
-from directpo.flexattention import FlexBlocks, flex_blocks
+from directpo.flexattention import FlexBlocks, block_mask, flex_blocks
 from directpo.tokenization import TokenizedPair
 from directpo.vision import VisionInputs, batch_tensors
 
@@ -84,6 +84,16 @@ class Batch:
     # and mm_token_type_ids [R, T]; position_ids are then [3, R, T] for 3D rotary models
     images: dict[str, torch.Tensor] | None = None
     token_types: torch.Tensor | None = None
+    # the BlockMask of ``flex``, made once for the policy's and the reference's forwards
+    _block_mask: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def flex_block_mask(self) -> Any:
+        """FlexAttention's ``BlockMask`` for these rows (needs ``flex``: layout.flex)."""
+        assert self.flex is not None and self.segment_ids is not None
+        assert self.branch_ids is not None
+        if self._block_mask is None:
+            self._block_mask = block_mask(self.flex, self.segment_ids, self.branch_ids)
+        return self._block_mask
 
     @property
     def num_tokens(self) -> int:

@@ -29,7 +29,6 @@ from directpo.batching import (
 )
 from directpo.flexattention import BLOCK as FLEX_BLOCK
 from directpo.flexattention import IMPLEMENTATION as FLEX
-from directpo.flexattention import block_mask
 from directpo.losses import ld_token_weights
 from directpo.tokenization import TokenizedPair
 
@@ -184,7 +183,7 @@ def _text_inputs(model: torch.nn.Module, batch: Batch) -> dict[str, Any]:
         }
     if implementation in (FLEX, "flex_attention"):
         if batch.flex is not None:  # the blocks the collator found
-            mask: Any = block_mask(batch.flex, batch.segment_ids, batch.branch_ids)
+            mask: Any = batch.flex_block_mask()
         else:  # a layout that did not ask for them: every (query, key) pair evaluated
             mask = _block_mask(batch)
     else:
