@@ -5,8 +5,9 @@ The second way (after attention.py's varlen segments) to run the attention rule 
 the blocks of 128 keys that hold some visible key; blocks where every key is visible skip the
 mask function. Which blocks those are follows from the layout alone, so the collator computes
 them (``flex_blocks``: per query token the visible keys are at most two intervals, the prompt
-and the token's own branch up to itself; counting them per key block costs T·T/128 per row)
-instead of evaluating the mask on every (query, key) pair as ``create_block_mask`` does.
+and the token's own branch up to itself, counted per key block for each stretch of queries with
+the same intervals) instead of evaluating the mask on every (query, key) pair as
+``create_block_mask`` does.
 
 It is registered with transformers as ``directpo_flex`` and calls ``flex_attention`` itself,
 with grouped-query attention native for any head count (transformers' own flex path repeats the
@@ -57,45 +58,76 @@ def flex_blocks(
     Query q sees the keys [low, high) (its segment's prompt, when q is in a later completion)
     and [start, q] (its own run: prompt + first completion, a later completion, or the padding
     tail). A block is full when all its block × block pairs are visible, partial when some are;
-    positions past ``width`` count as not visible, as ``create_block_mask`` pads them.
+    positions past ``width`` count as not visible, as ``create_block_mask`` pads them. Queries
+    are taken in stretches with the same intervals inside one block: a stretch's first query
+    sees the fewest keys of every key block, its last query the most, so two rows of counts per
+    stretch decide (a few times the block count, not the token count).
     """
-    n_blocks = -(-width // block)
-    starts = torch.arange(n_blocks) * block
-    ends = (starts + block).clamp(max=width)
-    queries = torch.arange(width)
     partial_rows, full_rows = [], []
     for segments in rows:
-        low = torch.zeros(width, dtype=torch.long)
-        high = torch.zeros(width, dtype=torch.long)
-        start = torch.zeros(width, dtype=torch.long)
-        end = 0
-        for offset, n_prompt, completions in segments:
-            first = offset + n_prompt + (completions[0] if completions else 0)
-            start[offset:first] = offset
-            position = first
-            for length in completions[1:]:
-                low[position : position + length] = offset
-                high[position : position + length] = offset + n_prompt
-                start[position : position + length] = position
-                position += length
-            end = position
-        start[end:] = end
-        visible = _overlap(low, high, starts, ends) + _overlap(start, queries + 1, starts, ends)
-        padded = torch.zeros(n_blocks * block, n_blocks, dtype=torch.long)
-        padded[:width] = visible  # queries past the width see nothing
-        per_block = padded.view(n_blocks, block, n_blocks)
-        full = (per_block == block).all(1)
-        partial_rows.append((per_block > 0).any(1) & ~full)
+        partial, full = _row_blocks(*_query_intervals(width, segments), block)
+        partial_rows.append(partial)
         full_rows.append(full)
     kv_num, kv_indices = _ordered(torch.stack(partial_rows))
     full_num, full_indices = _ordered(torch.stack(full_rows))
     return FlexBlocks(kv_num, kv_indices, full_num, full_indices, width)
 
 
+def _query_intervals(
+    width: int, segments: list[tuple[int, int, list[int]]]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per query q of a row: low, high, start with q seeing the keys [low, high) and [start, q]."""
+    low = torch.zeros(width, dtype=torch.long)
+    high = torch.zeros(width, dtype=torch.long)
+    start = torch.zeros(width, dtype=torch.long)
+    end = 0
+    for offset, n_prompt, completions in segments:
+        first = offset + n_prompt + (completions[0] if completions else 0)
+        start[offset:first] = offset
+        position = first
+        for length in completions[1:]:
+            low[position : position + length] = offset
+            high[position : position + length] = offset + n_prompt
+            start[position : position + length] = position
+            position += length
+        end = position
+    start[end:] = end
+    return low, high, start
+
+
+def _row_blocks(
+    low: torch.Tensor, high: torch.Tensor, start: torch.Tensor, block: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """[NQ, NK] partial and full blocks of one row from its queries' intervals."""
+    width = len(start)
+    n_blocks = -(-width // block)
+    starts = torch.arange(n_blocks) * block
+    ends = (starts + block).clamp(max=width)
+    queries = torch.arange(width)
+    new = torch.ones(width, dtype=torch.bool)
+    new[1:] = (start[1:] != start[:-1]) | (low[1:] != low[:-1]) | (queries[1:] % block == 0)
+    first = new.nonzero().squeeze(1)  # each stretch's first and last query
+    last = torch.cat([first[1:], torch.tensor([width])]) - 1
+
+    def visible(q: torch.Tensor) -> torch.Tensor:  # [stretches, NK]
+        return _overlap(low[q], high[q], starts, ends) + _overlap(start[q], q + 1, starts, ends)
+
+    query_block = (first // block)[:, None].expand(-1, n_blocks)
+    fewest = torch.full((n_blocks, n_blocks), block).scatter_reduce(
+        0, query_block, visible(first), "amin"
+    )
+    most = torch.zeros(n_blocks, n_blocks, dtype=torch.long).scatter_reduce(
+        0, query_block, visible(last), "amax"
+    )
+    full = fewest == block
+    full[width // block :] = False  # a last block holding padded queries
+    return (most > 0) & ~full, full
+
+
 def _overlap(
     low: torch.Tensor, high: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor
 ) -> torch.Tensor:
-    """[T, NK]: how many keys of [low, high) fall in each key block [starts, ends)."""
+    """[Q, NK]: how many keys of [low, high) fall in each key block [starts, ends)."""
     hi = torch.minimum(high[:, None], ends[None, :])
     lo = torch.maximum(low[:, None], starts[None, :])
     return (hi - lo).clamp(min=0)
