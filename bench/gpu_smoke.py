@@ -122,6 +122,49 @@ def model_check() -> None:
                 f"log-prob diff {diff:.3g} (of {scale:.0f}), embedding grad relative diff "
                 f"{grad:.3g}",
             )
+    for name in ("varlen", "flex"):
+        sync_audit(name, models[name], layouts[name], pairs)
+
+
+def sync_audit(name: str, model: torch.nn.Module, layout: Layout, pairs: list) -> None:
+    """Device syncs inside one micro-batch (move, policy forward through the chunked head,
+    reference forward, loss, backward): each one drains the GPU's queue while the CPU catches
+    up. The step's end reads its metrics and gradient norm once; that is not counted here."""
+    import traceback
+    import warnings
+
+    from directpo.logprobs import SequenceScorer
+
+    scorer = SequenceScorer(model, chunk_tokens=1024)
+    batch = collate_pairs(pairs, 0, layout=layout)
+    places: list[str] = []
+
+    def record(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        frames = [f for f in traceback.extract_stack()[:-1] if "warnings" not in f.filename]
+        places.append(" < ".join(f"{Path(f.filename).name}:{f.lineno}" for f in frames[-4:]))
+
+    for _ in range(2):  # the first pass compiles and warms caches
+        places.clear()
+        torch.cuda.synchronize()
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = record
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                moved = batch.to("cuda")
+                policy = scorer(moved)[0]
+                with torch.no_grad():
+                    reference = scorer(moved)[0]
+                n = moved.num_pairs
+                margin = (policy[:n] - reference[:n]) - (policy[n:] - reference[n:])
+                torch.nn.functional.logsigmoid(0.1 * margin).neg().mean().backward()
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+    verdict(
+        f"{name}: no device sync inside a micro-batch",
+        not places,
+        f"{len(places)} syncs" + (f"; first at {places[0]}" if places else ""),
+    )
 
 
 def learning_check(root: Path, data: Path) -> None:

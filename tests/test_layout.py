@@ -223,16 +223,3 @@ def test_training_trajectory_is_the_same_with_optimisations_on_and_off(
         off.policy.named_parameters(), on.policy.parameters(), strict=True
     ):
         assert torch.allclose(p_on, p_off, atol=1e-4), name
-
-
-def test_flex_attention_block_masks_give_the_plain_log_probs() -> None:
-    """FlexAttention with the mask evaluated pair by pair (``create_block_mask``: a layout that
-    did not ask for the collator's blocks); forward only: CPU FlexAttention has no backward."""
-    sdpa = build("llama", "sdpa").eval()
-    flex = build("llama", "flex_attention").eval()
-    flex.load_state_dict(sdpa.state_dict())
-    layout = Layout(share_prefix=True, pack=True)
-    with torch.no_grad():
-        plain = model_logprobs(sdpa, collate_pairs(PAIRS, 0))[0]
-        blocked = model_logprobs(flex, collate_pairs(PAIRS, 0, layout=layout))[0]
-    assert torch.allclose(blocked, plain, atol=1e-5, rtol=1e-5)

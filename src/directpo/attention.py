@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from directpo import flexattention
+from directpo.devices import to_device
 from directpo.errors import ConfigError
 
 IMPLEMENTATION = "directpo_varlen"
@@ -54,9 +55,9 @@ class VarlenPlan:
     def to(self, device: torch.device | str) -> VarlenPlan:
         return replace(
             self,
-            cu_seq_q=self.cu_seq_q.to(device),
-            cu_seq_k=self.cu_seq_k.to(device),
-            key_index=self.key_index.to(device),
+            cu_seq_q=to_device(self.cu_seq_q, device),
+            cu_seq_k=to_device(self.cu_seq_k, device),
+            key_index=to_device(self.key_index, device),
         )
 
 

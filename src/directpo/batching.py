@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from directpo.attention import VarlenPlan, build_plan
+from directpo.devices import to_device
 from directpo.flexattention import FlexBlocks, block_mask, flex_blocks
 from directpo.tokenization import TokenizedPair
 from directpo.vision import VisionInputs, batch_tensors
@@ -84,6 +85,7 @@ class Batch:
     # and mm_token_type_ids [R, T]; position_ids are then [3, R, T] for 3D rotary models
     images: dict[str, torch.Tensor] | None = None
     token_types: torch.Tensor | None = None
+    token_counts: torch.Tensor | None = None  # completion_tokens, kept from before a move
     # the BlockMask of ``flex``, made once for the policy's and the reference's forwards
     _block_mask: Any = field(default=None, init=False, repr=False, compare=False)
 
@@ -103,19 +105,25 @@ class Batch:
     @property
     def completion_tokens(self) -> torch.Tensor:
         """[num_sequences] number of scored tokens of each sequence."""
+        if self.token_counts is not None:
+            return self.token_counts
         return torch.bincount(self.target_sequence, minlength=self.num_sequences)
 
     def to(self, device: torch.device | str) -> Batch:
+        """The batch on ``device`` (queued behind the GPU's work, not waiting for it)."""
+
         def move(tensor: torch.Tensor | None) -> torch.Tensor | None:
-            return None if tensor is None else tensor.to(device)
+            return None if tensor is None else to_device(tensor, device)
 
         return replace(
             self,
-            input_ids=self.input_ids.to(device),
-            attention_mask=self.attention_mask.to(device),
-            predict_from=self.predict_from.to(device),
-            target_ids=self.target_ids.to(device),
-            target_sequence=self.target_sequence.to(device),
+            input_ids=to_device(self.input_ids, device),
+            attention_mask=to_device(self.attention_mask, device),
+            predict_from=to_device(self.predict_from, device),
+            target_ids=to_device(self.target_ids, device),
+            target_sequence=to_device(self.target_sequence, device),
+            # counted where the ids are (a bincount on the GPU would wait for it)
+            token_counts=to_device(self.completion_tokens, device),
             position_ids=move(self.position_ids),
             segment_ids=move(self.segment_ids),
             branch_ids=move(self.branch_ids),

@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from directpo.devices import to_device
+
 IMPLEMENTATION = "directpo_flex"
 BLOCK = 128  # FlexAttention's default sparse block, and the row width multiple under it
 
@@ -42,10 +44,10 @@ class FlexBlocks:
     def to(self, device: torch.device | str) -> FlexBlocks:
         return replace(
             self,
-            kv_num_blocks=self.kv_num_blocks.to(device),
-            kv_indices=self.kv_indices.to(device),
-            full_kv_num_blocks=self.full_kv_num_blocks.to(device),
-            full_kv_indices=self.full_kv_indices.to(device),
+            kv_num_blocks=to_device(self.kv_num_blocks, device),
+            kv_indices=to_device(self.kv_indices, device),
+            full_kv_num_blocks=to_device(self.full_kv_num_blocks, device),
+            full_kv_indices=to_device(self.full_kv_indices, device),
         )
 
 
