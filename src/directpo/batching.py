@@ -86,8 +86,9 @@ class Batch:
     images: dict[str, torch.Tensor] | None = None
     token_types: torch.Tensor | None = None
     token_counts: torch.Tensor | None = None  # completion_tokens, kept from before a move
-    # the BlockMask of ``flex``, made once for the policy's and the reference's forwards
-    _block_mask: Any = field(default=None, init=False, repr=False, compare=False)
+    # the BlockMask of ``flex``, made once for the policy's and the reference's forwards (an
+    # init field: DDP rebuilds dataclass inputs with replace())
+    _block_mask: Any = field(default=None, repr=False, compare=False)
 
     def flex_block_mask(self) -> Any:
         """FlexAttention's ``BlockMask`` for these rows (needs ``flex``: layout.flex)."""
@@ -132,6 +133,7 @@ class Batch:
             flex=None if self.flex is None else self.flex.to(device),
             images=None if self.images is None else {k: move(v) for k, v in self.images.items()},
             token_types=move(self.token_types),
+            _block_mask=None,  # made again on the new device
         )
 
 
