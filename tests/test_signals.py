@@ -139,6 +139,19 @@ def test_a_second_ctrl_c_stops_at_once(capsys) -> None:
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
 
 
+def test_under_a_launcher_a_repeated_ctrl_c_is_the_same_request(capsys, monkeypatch) -> None:
+    """torchrun forwards the terminal's Ctrl-C to workers that already got it: not a second one."""
+    from directpo.signals import StopRequest
+
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    with StopRequest() as stop:
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)  # no KeyboardInterrupt: the step finishes, saves
+        assert stop.requested == "SIGINT"
+    err = capsys.readouterr().err
+    assert err.count("finishing this step") == 1 and "Ctrl-C again" not in err
+
+
 def test_under_torchrun_a_signal_saves_one_complete_checkpoint(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:

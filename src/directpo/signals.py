@@ -3,10 +3,18 @@
 The first SIGTERM or SIGINT only sets a flag that the training loop reads after each step; a
 second SIGINT stops at once (losing only the step in progress). Handlers are installed only in
 the main thread and restored on exit.
+
+Under a launcher (torchrun, accelerate launch) a Ctrl-C reaches every worker twice: from the
+terminal (the whole process group) and again from the launcher, which forwards the signal it
+received when it shuts its workers down. A worker that took the two as "Ctrl-C twice" stopped
+without its checkpoint whenever the forwarded copy arrived after the first was handled (on a
+busy machine); there, a repeated SIGINT is the same request, and stopping at once is the
+launcher's business (it kills workers that outlast its shutdown timeout).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -34,12 +42,21 @@ class StopRequest:
             signal.signal(signum, handler)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        launched = _under_launcher()
         if self.requested is not None and signum == signal.SIGINT:
+            if launched:
+                return  # the launcher's forwarded copy of the same Ctrl-C
             raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
-        again = " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""
+        ctrl_c_again = signum == signal.SIGINT and not launched
+        again = " (Ctrl-C again to stop at once)" if ctrl_c_again else ""
         print(
             f"\ndirectpo: {self.requested}: finishing this step, then saving a checkpoint{again}",
             file=sys.stderr,
             flush=True,
         )
+
+
+def _under_launcher() -> bool:
+    """Started by torchrun / accelerate launch (which set these for every worker)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
