@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # One command for a lent H100/H200 (about 8 minutes), everything the GPU issues ask measured:
 #   1. bench/gpu_smoke.py: varlen kernel vs exact math, varlen and FlexAttention models vs the
-#      plain layout, bf16 mixed
-#      precision moves weights like float32 at lr 1e-6, tiny models train on CUDA (~1 min);
+#      plain layout, device syncs inside a micro-batch, bf16 mixed precision moves weights like
+#      float32 at lr 1e-6, tiny models train on CUDA, Liger kernels vs transformers (~1 min);
 #   2. bench/vs_trl.py --plan gpu: directpo vs TRL 1.16 on Qwen2.5-0.5B- and 1.5B-shaped random
 #      models, long-prompt (3:1) and short-prompt ~1.3-1.6k-token sequences, mixed precision on
-#      both sides; TRL at its defaults and tuned; directpo's ablations on the first model;
+#      both sides; TRL at its defaults and tuned; ablations on the first model (flex_attention,
+#      use_liger_kernel on both sides, ...);
 #   3. bench/fsdp_memory.py --device cuda: peak host memory of a meta-loaded FSDP2 0.5B run.
 #   bash bench/gpu.sh [vs_trl.py options]     # e.g. --models qwen2.5-0.5b-random --budget 200
 # Results go to $OUT (the device tool's folder) or /tmp/directpo-gpu: smoke.txt, bench.jsonl,
-# bench.txt. Missing packages (trl, datasets, ...) travel as wheels in .whl/ (docs/performance.md).
+# bench.txt. Missing packages (trl, datasets, liger-kernel, ...) travel as wheels in .whl/, filled
+# by bench/gpu_wheels.sh (carry: [".whl"]).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/directpo-gpu}

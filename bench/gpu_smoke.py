@@ -13,6 +13,8 @@
    loss is ln 2 (policy == reference, exactly in bf16 too), the set is learned.
 5. This wave's options in bf16 on CUDA: TR-DPO, a Mixtral-style MoE's balancing loss, QLoRA
    (``python bench/gpu_smoke.py features`` runs only these).
+6. Device syncs inside one micro-batch (varlen and flex), and use_liger_kernel's kernels against
+   transformers' modules (last: Liger patches module-wide functions).
 Prints one line per check and a final verdict.
 """
 
@@ -167,6 +169,52 @@ def sync_audit(name: str, model: torch.nn.Module, layout: Layout, pairs: list) -
     )
 
 
+def liger_check() -> None:
+    """use_liger_kernel: Liger's RMSNorm / SwiGLU / rotary kernels give the same log-probs and
+    gradients as transformers' modules (bf16, varlen shared+packed rows). Runs last: Liger
+    patches the rotary function of the whole modeling module, for every model after it."""
+    import copy
+
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from directpo.config import DPOConfig
+    from directpo.models import apply_liger_kernels
+
+    torch.manual_seed(0)
+    config = dict(vocab_size=257, hidden_size=384, intermediate_size=512, num_hidden_layers=2,
+                  num_attention_heads=6, num_key_value_heads=2)  # fmt: skip
+    plain = Qwen2ForCausalLM(Qwen2Config(**config, attn_implementation=register()))
+    plain.to("cuda", torch.bfloat16).eval()
+    liger = copy.deepcopy(plain)
+    generator = torch.Generator().manual_seed(2)
+
+    def ids(n: int) -> list[int]:
+        return torch.randint(1, 257, (n,), generator=generator).tolist()
+
+    pairs = [TokenizedPair(ids(p), ids(c), ids(r)) for p, c, r in ((300, 50, 80), (20, 120, 7))]
+    batch = collate_pairs(pairs, 0, layout=Layout(True, True, varlen=True)).to("cuda")
+    got = {}
+    for name, model in (("transformers", plain), ("liger", liger)):
+        if name == "liger":
+            kernels = DPOConfig(model_name_or_path="m", use_liger_kernel=True).liger_kernels()
+            apply_liger_kernels(model, kernels or {})
+        logps = model_logprobs(model, batch)[0]
+        logps.float().sum().backward()
+        got[name] = (logps.float().detach(), model.model.embed_tokens.weight.grad.float())
+    replaced = sorted({type(m).__name__ for m in liger.modules()} - {
+        type(m).__name__ for m in plain.modules()
+    })  # fmt: skip
+    scale = float(got["transformers"][0].abs().max())
+    diff = float((got["transformers"][0] - got["liger"][0]).abs().max())
+    grad = float((got["transformers"][1] - got["liger"][1]).norm() / got["transformers"][1].norm())
+    verdict(
+        "use_liger_kernel: tiny Qwen2 bf16, varlen rows, Liger vs transformers",
+        diff <= 0.01 * scale and grad < 0.05,
+        f"log-prob diff {diff:.3g} (of {scale:.0f}), embedding grad relative diff {grad:.3g}, "
+        f"modules now {replaced}",
+    )
+
+
 def learning_check(root: Path, data: Path) -> None:
     from safetensors.torch import load_file
 
@@ -304,6 +352,10 @@ def main() -> None:
             check(root, data)
         except Exception as exc:
             verdict(check.__name__, False, repr(exc)[:300])
+    try:
+        liger_check()
+    except Exception as exc:
+        verdict("liger_check", False, repr(exc)[:300])
     print("GPU smoke:", "all OK" if not failures else f"{failures} FAILED", flush=True)
 
 

@@ -420,6 +420,8 @@ MAIN_RUNS = [  # (framework, name, gradient checkpointing, options), per model a
 ABLATIONS = [  # on the first model and data set, after the main runs
     ("directpo", "directpo checkpointing", True, {}),
     ("directpo", "directpo flex_attention", False, {"attn_implementation": "flex_attention"}),
+    ("directpo", "directpo liger", False, {"use_liger_kernel": True}),
+    ("trl", "trl tuned liger", False, {"padding_free": True, "use_liger_kernel": True}),
     ("directpo", "directpo one-chunk head", False, {"logprob_chunk_tokens": 65536}),
     ("directpo", "directpo dense-mask sdpa", False, {"attn_implementation": "sdpa"}),
     ("directpo", "directpo fsdp 1 gpu", False, {"distributed": "fsdp"}),

@@ -67,3 +67,71 @@ def test_meta_build_finds_a_hub_model_in_the_local_cache(tiny_model_dirs, tmp_pa
     assert meta_weights_folder("tiny/llama", LoadOptions(meta=True)) == str(snapshot)
     assert meta_weights_folder("tiny/absent", LoadOptions(meta=True)) is None
     assert meta_weights_folder(str(snapshot), LoadOptions(meta=True)) == str(snapshot)
+
+
+@pytest.fixture
+def fake_liger(monkeypatch):
+    """liger-kernel's instance API as transformers' Trainer calls it, recording its calls (the
+    real kernels are Triton, CUDA only: bench/gpu_smoke.py compares them on a GPU)."""
+    import sys
+    import types
+
+    calls: list[tuple[str, dict]] = []
+    patch = types.ModuleType("liger_kernel.transformers.monkey_patch")
+    patch.MODEL_TYPE_TO_APPLY_LIGER_FN = {"llama": None, "qwen2": None}
+    patch._apply_liger_kernel_to_instance = lambda model, **kw: calls.append(
+        (model.config.model_type, kw)
+    )
+    for name in ("liger_kernel", "liger_kernel.transformers"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, patch.__name__, patch)
+    return calls
+
+
+def test_liger_kernels_go_on_the_model_with_its_loss_kernels_off(
+    tiny_model_dirs, pairs_file, tmp_path, fake_liger
+) -> None:
+    from directpo.config import DPOConfig
+
+    config = DPOConfig(
+        model_name_or_path=str(tiny_model_dirs["llama"]), train_file=str(pairs_file),
+        use_liger_kernel=True, liger_kernel_config={"rope": False},
+    )  # fmt: skip
+    options = LoadOptions(liger_kernels=config.liger_kernels())
+    load_causal_lm(str(tiny_model_dirs["llama"]), "float32", trainable=True, options=options)
+    assert fake_liger == [
+        ("llama", {"rope": False, "cross_entropy": False, "fused_linear_cross_entropy": False})
+    ]
+    load_causal_lm(str(tiny_model_dirs["llama"]), "float32", trainable=True)  # off by default
+    assert len(fake_liger) == 1
+
+
+def test_liger_refusals_are_one_line(tiny_model_dirs, pairs_file, tmp_path, monkeypatch) -> None:
+    import sys
+
+    from directpo.config import DPOConfig
+    from directpo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="liger_kernel_config is set but use_liger_kernel is off"):
+        DPOConfig(model_name_or_path="m", liger_kernel_config={"rope": False})
+    with pytest.raises(ConfigError, match="fused_linear_cross_entropy must be false"):
+        DPOConfig(
+            model_name_or_path="m", use_liger_kernel=True,
+            liger_kernel_config={"fused_linear_cross_entropy": True},
+        )  # fmt: skip
+    options = LoadOptions(liger_kernels={})
+    monkeypatch.setitem(sys.modules, "liger_kernel", None)  # not installed
+    with pytest.raises(ConfigError, match="pip install liger-kernel"):
+        load_causal_lm(str(tiny_model_dirs["gpt2"]), "float32", trainable=True, options=options)
+    llama = tiny_model_dirs["llama"]
+    config = tiny_config(llama, pairs_file, tmp_path / "o", use_liger_kernel=True)
+    with pytest.raises(ConfigError, match="Triton kernels for CUDA, and this run is on cpu"):
+        train(config, echo=lambda line: None)
+
+
+def test_liger_without_kernels_for_the_architecture_is_refused(tiny_model_dirs, fake_liger):
+    from directpo.errors import ConfigError
+
+    options = LoadOptions(liger_kernels={})
+    with pytest.raises(ConfigError, match="no kernels for model type 'gpt2'"):
+        load_causal_lm(str(tiny_model_dirs["gpt2"]), "float32", trainable=True, options=options)

@@ -89,7 +89,7 @@ def test_unusable_trl_options_are_all_named_at_once(tiny_model_dirs, pairs_file,
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
         f"model_name_or_path: {tiny_model_dirs['llama']}\ntrain_file: {pairs_file}\n"
-        "push_to_hub: true\ndeepspeed: ds_zero3.json\nuse_liger_kernel: true\n"
+        "push_to_hub: true\ndeepspeed: ds_zero3.json\nneftune_noise_alpha: 5\n"
         "learnin_rate: 1e-6\nbf16: true\n"
     )
     code = main(["train", str(recipe), "--output_dir", str(tmp_path / "o")])
@@ -101,7 +101,7 @@ def test_unusable_trl_options_are_all_named_at_once(tiny_model_dirs, pairs_file,
     assert lines[2].startswith(
         "  deepspeed: 'ds_zero3.json' is not supported: use distributed: fsdp"
     )
-    assert lines[3].startswith("  use_liger_kernel: True is not supported")
+    assert lines[3].startswith("  neftune_noise_alpha: 5 is not supported")
     assert lines[4] == "  unknown option 'learnin_rate'; did you mean 'learning_rate'?"
     assert len(lines) == 5
 

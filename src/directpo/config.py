@@ -35,6 +35,8 @@ SAVE_DTYPES = ("auto", "float32", "bfloat16")
 TRACKERS = ("tensorboard", "wandb", "mlflow", "none")
 # The module each tracker needs; checked before training so a missing one fails early.
 DISTRIBUTED_MODES = ("auto", "none", "ddp", "fsdp")
+# Liger's loss kernels replace the LM head's output by a loss: directpo needs the log-probs
+LIGER_LOSS_KERNELS = ("cross_entropy", "fused_linear_cross_entropy")
 ATTN_IMPLEMENTATIONS = ("auto", "varlen", "sdpa", "eager", "flex_attention", "flash_attention_2")
 TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
@@ -107,6 +109,19 @@ class DPOConfig(Options):
         "Compile each decoder layer with torch.compile (regional compilation) and round rows "
         "up to multiples of 128 tokens so shapes repeat: faster steps on GPU once the first "
         "steps have compiled.",
+    )
+    use_liger_kernel: bool = option(
+        False,
+        "Liger's Triton kernels (TRL's option; CUDA, pip install liger-kernel) for the RMSNorm, "
+        "SwiGLU MLP and rotary embedding of policy and reference: fewer, fused launches. Liger's "
+        "cross-entropy and fused linear DPO loss are not used: directpo's head computes the "
+        "completion tokens' log-probs itself (chunked).",
+    )
+    liger_kernel_config: dict | None = option(
+        None,
+        "With use_liger_kernel: which kernels, as Liger's apply_liger_kernel_to_* keywords "
+        "(TRL's option), e.g. {rope: false}; cross_entropy and fused_linear_cross_entropy "
+        "cannot be turned on.",
     )
     disable_dropout: bool = option(
         True,
@@ -560,6 +575,14 @@ class DPOConfig(Options):
         if not self.padding_free:
             self._reject_if_set(("pack_max_tokens",), "padding_free is off")
         require(self.gradient_checkpointing_every >= 1, "gradient_checkpointing_every", ">= 1")
+        if not self.use_liger_kernel:
+            self._reject_if_set(("liger_kernel_config",), "use_liger_kernel is off")
+        for key in LIGER_LOSS_KERNELS:
+            if (self.liger_kernel_config or {}).get(key):
+                raise ConfigError(
+                    f"liger_kernel_config: {key} must be false (Liger's loss kernels return a "
+                    "loss; directpo's head computes the completion tokens' log-probs itself)"
+                )
         if not self.gradient_checkpointing:
             self._reject_if_set(("gradient_checkpointing_every",), "gradient_checkpointing is off")
         require(self.lora_r >= 0, "lora_r", ">= 0 (0: no LoRA)")
@@ -816,6 +839,12 @@ class DPOConfig(Options):
     def loss_needs_reference(self) -> bool:
         """Some chosen loss reads reference log-probs."""
         return needs_reference(self.loss_type)
+
+    def liger_kernels(self) -> dict[str, Any] | None:
+        """Keywords for Liger's apply function (models.apply_liger_kernels), None when off."""
+        if not self.use_liger_kernel:
+            return None
+        return {**(self.liger_kernel_config or {}), **dict.fromkeys(LIGER_LOSS_KERNELS, False)}
 
     @property
     def layout(self) -> Layout:

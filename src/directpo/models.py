@@ -57,6 +57,7 @@ class LoadOptions:
     init_kwargs: dict[str, Any] = field(default_factory=dict)  # model_init_kwargs
     trust_remote_code: bool = False
     quantization: Any = None  # a transformers BitsAndBytesConfig (QLoRA), or None
+    liger_kernels: dict[str, Any] | None = None  # Liger's apply keywords (use_liger_kernel)
     # FSDP2: build on the meta device; each rank later fills its shards from the files
     # (distributed.materialize), so no process ever holds the whole model
     meta: bool = False
@@ -113,7 +114,8 @@ def load_causal_lm(
 
 
 def _prepared(model: torch.nn.Module, trainable: bool, options: LoadOptions) -> torch.nn.Module:
-    """Dropout off, train/eval mode, activation checkpointing, regional compilation."""
+    """Dropout off, train/eval mode, Liger kernels, activation checkpointing, regional
+    compilation."""
     if options.disable_dropout:
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
@@ -125,10 +127,35 @@ def _prepared(model: torch.nn.Module, trainable: bool, options: LoadOptions) -> 
     else:
         model.eval()
         model.requires_grad_(False)
+    if options.liger_kernels is not None:
+        apply_liger_kernels(model, options.liger_kernels)
     if options.compile_layers:
         for block in decoder_layers(model):
             block.compile()
     return model
+
+
+def apply_liger_kernels(model: torch.nn.Module, kernels: dict[str, Any]) -> None:
+    """Liger's kernels on ``model`` (its norms, MLPs and rotary embedding), as transformers'
+    Trainer applies them for ``use_liger_kernel``; refused in one line when liger-kernel is
+    missing or has no kernels for the architecture (instead of training without them)."""
+    try:
+        from liger_kernel.transformers.monkey_patch import (
+            MODEL_TYPE_TO_APPLY_LIGER_FN,
+            _apply_liger_kernel_to_instance,
+        )
+    except ImportError as exc:
+        raise ConfigError(
+            f"use_liger_kernel: liger-kernel is not importable ({_first_line(exc)}); "
+            "pip install liger-kernel, or remove use_liger_kernel"
+        ) from None
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in MODEL_TYPE_TO_APPLY_LIGER_FN:
+        raise ConfigError(
+            f"use_liger_kernel: Liger has no kernels for model type {model_type!r} (it has: "
+            f"{', '.join(sorted(MODEL_TYPE_TO_APPLY_LIGER_FN))}); remove use_liger_kernel"
+        )
+    _apply_liger_kernel_to_instance(model=model, **kernels)
 
 
 WEIGHTS_FOLDER = "directpo_weights_folder"  # a meta model's attribute: where its weights are

@@ -164,6 +164,7 @@ def load_options(config: DPOConfig, attention: str) -> LoadOptions:
         compile_layers=config.torch_compile,
         init_kwargs=dict(config.model_init_kwargs or {}),
         trust_remote_code=config.trust_remote_code,
+        liger_kernels=config.liger_kernels(),
     )
 
 
@@ -193,6 +194,11 @@ def load_policy_and_reference(
     attention = choose_implementation(
         config.attn_implementation, device, precision.compute, config.layout.is_plain
     )
+    if config.use_liger_kernel and device.type != "cuda":
+        raise ConfigError(
+            f"use_liger_kernel: Liger's kernels are Triton kernels for CUDA, and this run is on "
+            f"{device.type}; remove use_liger_kernel"
+        )
     if sharded:
         device = torch.device("cpu")
     options = load_options(config, attention)

@@ -125,8 +125,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "torch_empty_cache_steps": (_nothing, "not supported"),
     "auto_find_batch_size": (_nothing, "set per_device_train_batch_size"),
     "neftune_noise_alpha": (_nothing, "not supported (NEFTune is an SFT technique)"),
-    "use_liger_kernel": (_nothing, "directpo's LM head runs on completion tokens only, chunked"),
-    "liger_kernel_config": (_nothing, "see use_liger_kernel"),
     "label_smoothing_factor": (_nothing, "use label_smoothing (cDPO)"),
     "optim_args": (_nothing, "use adam_beta1/adam_beta2/adam_epsilon/weight_decay"),
     "optim_target_modules": (_nothing, "not supported"),
