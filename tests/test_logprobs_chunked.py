@@ -56,3 +56,25 @@ def test_models_that_transform_logits_fall_back_to_full_logits() -> None:
     model = build_model("llama", build_tokenizer("llama"))
     model.config.final_logit_softcapping = 30.0
     assert backbone_and_head(model) is None
+
+
+@pytest.mark.parametrize("chunk", [0, 3])
+def test_wpo_aligned_sums_only_when_asked(chunk) -> None:
+    """WPO's Σ_t [log p_t − log Σ_v p_v²] per sequence, by brute force over the full softmax;
+    without ``wpo`` the two extra passes over the logits are skipped (zeros)."""
+    model = build_model("llama", build_tokenizer("llama")).eval()
+    batch = collate_pairs(PAIRS, pad_token_id=0)
+    with torch.no_grad():
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        probs = logits.double().softmax(-1).flatten(0, 1)[batch.predict_from]
+        token = (
+            probs.gather(1, batch.target_ids[:, None]).squeeze(1).log()
+            - probs.square().sum(-1).log()
+        )
+        expected = torch.zeros(batch.num_sequences, dtype=torch.float64).index_add(
+            0, batch.target_sequence, token
+        )
+        aligned = model_logprobs(model, batch, chunk, wpo=True)[3]
+        assert torch.allclose(aligned.double(), expected, atol=1e-4)
+        assert expected.abs().min() > 1e-2  # not trivially zero
+        assert torch.equal(model_logprobs(model, batch, chunk)[3], torch.zeros_like(aligned))

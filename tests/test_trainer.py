@@ -333,5 +333,7 @@ def test_loss_modifiers_reach_policy_and_reference(
     rows = train_rows(train(config, echo=quiet).metrics)
     weight = rows[0].get("wpo/pair_weight", 1.0)  # WPO scales each pair's loss
     assert 0 < weight <= 1
+    if options.get("use_weighting"):  # the policy's scorer computed WPO's aligned log-probs
+        assert weight < 1 - 1e-4, weight
     assert rows[0]["loss"] == pytest.approx(math.log(2) * weight, abs=1e-6)
     assert rows[-1]["loss"] < rows[0]["loss"]

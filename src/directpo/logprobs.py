@@ -34,7 +34,7 @@ from directpo.tokenization import TokenizedPair
 
 
 def completion_logprobs(
-    logits: torch.Tensor, batch: Batch, ld_alpha: float | None = None
+    logits: torch.Tensor, batch: Batch, ld_alpha: float | None = None, wpo: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sequence sums of completion-token log-probs, token counts, and unlikelihood sums.
 
@@ -46,11 +46,12 @@ def completion_logprobs(
         (logps, token_counts, log1m, aligned), each [num_sequences], where logps = Σ_t log p_t,
         log1m = Σ_t log(1 − p_t) over completion tokens (for the unlikelihood loss; p_t is
         capped at 1 − 1e-5 as in Welleck et al. 2019) and aligned = Σ_t [log p_t − log Σ_v p_v²]
-        (WPO's weight, detached). Float32, or float64 for float64 logits. With ``ld_alpha``,
+        (WPO's weight, detached; computed only with ``wpo``, else zeros: it costs two more
+        passes over the logits). Float32, or float64 for float64 logits. With ``ld_alpha``,
         logps weighs each completion's tokens past the pair's shorter one by it (LD-DPO).
     """
     token_logps, token_log1m, token_aligned = _token_logprobs(
-        logits.flatten(0, 1)[batch.predict_from], batch.target_ids
+        logits.flatten(0, 1)[batch.predict_from], batch.target_ids, wpo
     )
     return _per_sequence(batch, token_logps, token_log1m, token_aligned, ld_alpha)
 
@@ -60,6 +61,7 @@ def model_logprobs(
     batch: Batch,
     chunk_tokens: int = 0,
     ld_alpha: float | None = None,
+    wpo: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run ``model`` on the batch; ``completion_logprobs`` of every sequence (chosen first).
 
@@ -74,10 +76,11 @@ def model_logprobs(
     inputs = model_inputs(model, batch)
     parts = backbone_and_head(model) if chunk_tokens > 0 else None
     if parts is None:
-        return completion_logprobs(model(**inputs, use_cache=False).logits, batch, ld_alpha)
+        logits = model(**inputs, use_cache=False).logits
+        return completion_logprobs(logits, batch, ld_alpha, wpo)
     backbone, head = parts
     hidden = backbone(**inputs, use_cache=False).last_hidden_state
-    return _chunked_head(head, hidden, batch, chunk_tokens, ld_alpha)
+    return _chunked_head(head, hidden, batch, chunk_tokens, ld_alpha, wpo)
 
 
 def _chunked_head(
@@ -86,6 +89,7 @@ def _chunked_head(
     batch: Batch,
     chunk_tokens: int,
     ld_alpha: float | None,
+    wpo: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     selected = hidden.flatten(0, 1)[batch.predict_from]  # [K, H]: only the scoring positions
     targets = batch.target_ids
@@ -93,8 +97,9 @@ def _chunked_head(
     for start in range(0, selected.shape[0], chunk_tokens):
         end = start + chunk_tokens
         chunk = checkpoint(
-            _head_logprobs, head, selected[start:end], targets[start:end], use_reentrant=False
-        )
+            _head_logprobs, head, selected[start:end], targets[start:end], wpo,
+            use_reentrant=False,
+        )  # fmt: skip
         for collected, part in zip(parts_of, chunk, strict=True):
             collected.append(part)
     empty = hidden.new_zeros(0, dtype=torch.float32)
@@ -135,16 +140,19 @@ def _ld_weights(batch: Batch, alpha: float) -> torch.Tensor:
 
 
 def _token_logprobs(
-    logits: torch.Tensor, targets: torch.Tensor
+    logits: torch.Tensor, targets: torch.Tensor, wpo: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """log p, log(1 − p) and log p − log Σ_v p_v² (WPO, detached) of each target token from its
-    [K, V] logits, in float32 or more."""
+    """log p, log(1 − p) and log p − log Σ_v p_v² (WPO, detached; zeros unless ``wpo``) of each
+    target token from its [K, V] logits, in float32 or more."""
     if logits.dtype != torch.float64:  # bf16 log-softmax loses too much: at least float32
         logits = logits.float()
     logp = -F.cross_entropy(logits, targets, reduction="none")
+    log1m = torch.log1p(-logp.exp().clamp(max=1 - 1e-5))
+    if not wpo:
+        return logp, log1m, torch.zeros_like(logp.detach())
     with torch.no_grad():  # Σ_v p_v² = exp(logsumexp(2·logits) − 2·logsumexp(logits))
         log_sum_sq = torch.logsumexp(2 * logits, -1) - 2 * torch.logsumexp(logits, -1)
-    return logp, torch.log1p(-logp.exp().clamp(max=1 - 1e-5)), logp.detach() - log_sum_sq
+    return logp, log1m, logp.detach() - log_sum_sq
 
 
 def model_inputs(model: torch.nn.Module, batch: Batch) -> dict[str, Any]:
@@ -269,7 +277,8 @@ class SequenceScorer(torch.nn.Module):
     gather the head's (and embeddings') shards and for DDP to see every gradient.
 
     ``router_aux``: a Mixture-of-Experts policy also returns its load-balancing loss (a fifth
-    output, ``router_aux_loss``); the reference never computes it.
+    output, ``router_aux_loss``); the reference never computes it. ``wpo``: also WPO's aligned
+    log-probs (``completion_logprobs``).
     """
 
     def __init__(
@@ -278,21 +287,26 @@ class SequenceScorer(torch.nn.Module):
         chunk_tokens: int = 0,
         ld_alpha: float | None = None,
         router_aux: bool = False,
+        wpo: bool = False,
     ):
         super().__init__()
         self.model = model
         self.chunk_tokens = chunk_tokens
         self.ld_alpha = ld_alpha
         self.router_aux = router_aux
+        self.wpo = wpo
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, ...]:
-        if self.router_aux:
-            return router_logprobs(self.model, batch, self.chunk_tokens, self.ld_alpha)
-        return model_logprobs(self.model, batch, self.chunk_tokens, self.ld_alpha)
+        scoring = (self.model, batch, self.chunk_tokens, self.ld_alpha, self.wpo)
+        return router_logprobs(*scoring) if self.router_aux else model_logprobs(*scoring)
 
 
 def router_logprobs(
-    model: torch.nn.Module, batch: Batch, chunk_tokens: int = 0, ld_alpha: float | None = None
+    model: torch.nn.Module,
+    batch: Batch,
+    chunk_tokens: int = 0,
+    ld_alpha: float | None = None,
+    wpo: bool = False,
 ) -> tuple[torch.Tensor, ...]:
     """``model_logprobs`` of a Mixture-of-Experts model and its load-balancing loss (Switch
     Transformer's, the architecture's own ``load_balancing_loss_func``) over the batch's real
@@ -306,8 +320,8 @@ def router_logprobs(
     hidden = out.last_hidden_state
     aux = balance(out.router_logits, batch.attention_mask)
     if chunk_tokens > 0:
-        return (*_chunked_head(head, hidden, batch, chunk_tokens, ld_alpha), aux)
-    return (*completion_logprobs(head(hidden), batch, ld_alpha), aux)
+        return (*_chunked_head(head, hidden, batch, chunk_tokens, ld_alpha, wpo), aux)
+    return (*completion_logprobs(head(hidden), batch, ld_alpha, wpo), aux)
 
 
 def router_balance_function(
@@ -351,10 +365,10 @@ def backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn
 
 
 def _head_logprobs(
-    head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor
+    head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, wpo: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``_token_logprobs`` of one chunk of hidden states."""
-    return _token_logprobs(head(hidden), targets)
+    return _token_logprobs(head(hidden), targets, wpo)
 
 
 @torch.no_grad()

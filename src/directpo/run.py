@@ -158,7 +158,7 @@ def prepare_run(
     precompute = config.precompute_ref_log_probs
     policy_scorer = SequenceScorer(
         policy, config.logprob_chunk_tokens, config.ld_alpha,
-        router_aux=bool(config.router_aux_loss_coef),
+        router_aux=bool(config.router_aux_loss_coef), wpo=config.use_weighting,
     )  # fmt: skip
     scorer = wrap(policy_scorer, world, precision, config.fsdp_offload)
     if isinstance(pair_source, OnlineRounds):  # rounds sample from the live policy

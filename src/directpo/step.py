@@ -106,7 +106,7 @@ def batch_logps(
     if isinstance(inner, SequenceScorer):
         outputs = policy(batch)
     else:
-        outputs = model_logprobs(policy, batch, chunk_tokens, ld_alpha)
+        outputs = model_logprobs(policy, batch, chunk_tokens, ld_alpha, use_weighting)
     policy_logps, token_counts, log1m, aligned = outputs[:4]
     router_aux = outputs[4] if len(outputs) > 4 else None  # a MoE policy's balancing loss
     reference_logps = reference.logprobs(batch) if reference is not None else None
