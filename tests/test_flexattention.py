@@ -21,6 +21,7 @@ import directpo.flexattention as flexattention
 import directpo.logprobs as logprobs
 from directpo.attention import choose_implementation
 from directpo.batching import PLAIN, Layout, collate_pairs
+from directpo.config import DPOConfig
 from directpo.errors import ConfigError
 from directpo.flexattention import BLOCK, flex_blocks, register
 from directpo.logprobs import _may_attend, attention_implementation, choose_layout, model_logprobs
@@ -198,7 +199,8 @@ def test_flex_is_chosen_on_cuda_and_refused_for_training_elsewhere() -> None:
     assert choose_implementation("flex_attention", cuda, torch.bfloat16, False) == "directpo_flex"
     assert choose_implementation("flex_attention", cuda, torch.bfloat16, True) == "flex_attention"
     with pytest.raises(ConfigError, match="flex_attention trains on CUDA only"):
-        choose_implementation("flex_attention", torch.device("cpu"), torch.float32, False)
+        DPOConfig(model_name_or_path="m", attn_implementation="flex_attention").check_device("cpu")
+    DPOConfig(model_name_or_path="m", attn_implementation="flex_attention").check_device("cuda")
     assert choose_layout(PLAIN, [build("llama", register())]) == PLAIN
 
 
@@ -206,5 +208,7 @@ def test_training_with_flex_on_cpu_is_one_line(tiny_model_dirs, pairs_file, tmp_
     config = tiny_config(
         tiny_model_dirs["llama"], pairs_file, tmp_path / "run", attn_implementation="flex_attention"
     )
+    lines: list[str] = []
     with pytest.raises(ConfigError, match="no backward on cpu"):
-        train(config, echo=lambda line: None)
+        train(config, echo=lines.append)
+    assert lines == []  # before any data is read or tokenized

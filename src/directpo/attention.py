@@ -35,7 +35,6 @@ import torch.nn.functional as F
 
 from directpo import flexattention
 from directpo.devices import to_device
-from directpo.errors import ConfigError
 
 IMPLEMENTATION = "directpo_varlen"
 PLAN_KEY = "directpo_varlen"  # the forward keyword that carries the VarlenPlan
@@ -269,19 +268,13 @@ def choose_implementation(
     """The attention implementation to train with: ``varlen`` means directpo_varlen (its fast
     kernel on CUDA, else the math backend); ``auto`` means directpo_varlen where a fast kernel
     runs (CUDA, bf16/fp16, shared or packed rows), else transformers' default;
-    ``flex_attention`` means directpo_flex for shared or packed rows (flexattention.py), and
-    needs CUDA (PyTorch's FlexAttention has no backward on CPU)."""
+    ``flex_attention`` means directpo_flex for shared or packed rows (flexattention.py)."""
     if requested == "varlen":
         return register()
     if requested == "auto":
         fast = available_backend(device) and dtype in (torch.bfloat16, torch.float16)
         return register() if fast and not plain_layout else "auto"
-    if requested == "flex_attention":
-        if device.type != "cuda":
-            raise ConfigError(
-                f"attn_implementation: flex_attention trains on CUDA only (PyTorch's "
-                f"FlexAttention has no backward on {device.type}); use auto or sdpa"
-            )
+    if requested == "flex_attention":  # off CUDA refused before (DPOConfig.check_device)
         return "flex_attention" if plain_layout else flexattention.register()
     return requested
 

@@ -876,6 +876,21 @@ class DPOConfig(Options):
             "discopop_tau": self.discopop_tau,
         }
 
+    def check_device(self, device_type: str) -> None:
+        """Options that train on CUDA only, refused before any data or model is loaded."""
+        if device_type == "cuda":
+            return
+        if self.attn_implementation == "flex_attention":
+            raise ConfigError(
+                f"attn_implementation: flex_attention trains on CUDA only (PyTorch's "
+                f"FlexAttention has no backward on {device_type}); use auto or sdpa"
+            )
+        if self.use_liger_kernel:
+            raise ConfigError(
+                f"use_liger_kernel: Liger's kernels are Triton kernels for CUDA, and this run is "
+                f"on {device_type}; remove use_liger_kernel"
+            )
+
     def check_environment(
         self, *, need_train_file: bool = True, eval_dataset_given: bool = False
     ) -> None:

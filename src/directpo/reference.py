@@ -194,11 +194,7 @@ def load_policy_and_reference(
     attention = choose_implementation(
         config.attn_implementation, device, precision.compute, config.layout.is_plain
     )
-    if config.use_liger_kernel and device.type != "cuda":
-        raise ConfigError(
-            f"use_liger_kernel: Liger's kernels are Triton kernels for CUDA, and this run is on "
-            f"{device.type}; remove use_liger_kernel"
-        )
+    config.check_device(device.type)
     if sharded:
         device = torch.device("cpu")
     options = load_options(config, attention)

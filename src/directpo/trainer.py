@@ -94,6 +94,7 @@ def train(
     )
     world = setup_world(config.distributed)
     try:
+        config.check_device(world.device.type)
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
         return _train(prepare_run(config, train_dataset, eval_dataset, world, echo, peft_config))
