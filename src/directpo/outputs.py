@@ -8,6 +8,7 @@ beside them ``config.yaml`` (the resolved directpo options), ``metrics.jsonl`` a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,19 @@ from directpo.config import DPOConfig, option_help
 from directpo.data import PreferenceData
 
 
+@dataclass(frozen=True)
+class RunRecord:
+    """What the final folder says of the run besides its weights."""
+
+    tokenizer: Any  # or the processor of a vision-language model
+    config: DPOConfig
+    train_data: PreferenceData
+    metrics: list[dict[str, Any]]
+    precision_note: str = ""  # how much of the update survived save_dtype's rounding, ...
+
+
 def save_final_model(
-    output_dir: Path,
-    model: torch.nn.Module,
-    tokenizer: Any,
-    config: DPOConfig,
-    train_data: PreferenceData,
-    metrics: list[dict[str, Any]],
-    precision_note: str = "",
+    output_dir: Path, model: torch.nn.Module, record: RunRecord
 ) -> torch.nn.Module:
     """Write the final folder; returns the model it holds (merged, with ``merge_lora``).
 
@@ -34,6 +40,7 @@ def save_final_model(
     ``AutoModelForCausalLM`` when peft is installed, or with ``peft.AutoPeftModelForCausalLM``);
     with ``merge_lora`` it holds the merged plain model and ``output_dir/adapter`` the adapter.
     """
+    config, tokenizer = record.config, record.tokenizer
     save_dtype = config.precision.save
     is_lora = hasattr(model, "peft_config")
     if is_lora and not config.merge_lora:  # only the adapters are written
@@ -50,28 +57,23 @@ def save_final_model(
         model = model.merge_and_unload()
         selected = {}
     model.save_pretrained(output_dir, safe_serialization=True, **selected)
-    save_run_files(output_dir, model, tokenizer, config, train_data, metrics, precision_note)
+    save_run_files(output_dir, model, record)
     return model
 
 
-def save_run_files(
-    output_dir: Path,
-    model: torch.nn.Module,
-    tokenizer: Any,
-    config: DPOConfig,
-    train_data: PreferenceData,
-    metrics: list[dict[str, Any]],
-    precision_note: str = "",
-) -> None:
+def save_run_files(output_dir: Path, model: torch.nn.Module, record: RunRecord) -> None:
     """Everything of the final folder but the weights: tokenizer (or processor), generation
     config, config.yaml and the model card."""
+    tokenizer, config = record.tokenizer, record.config
     tokenizer.save_pretrained(output_dir)
     generation_config = getattr(model, "generation_config", None)
     if generation_config is not None:
         generation_config.save_pretrained(output_dir)
     config.save_yaml(output_dir / "config.yaml")
     vision = getattr(tokenizer, "image_processor", None) is not None  # a processor was saved
-    card = model_card(config, train_data, metrics, precision_note, vision=vision)
+    card = model_card(
+        config, record.train_data, record.metrics, record.precision_note, vision=vision
+    )
     (output_dir / "README.md").write_text(card)
 
 

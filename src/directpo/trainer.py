@@ -44,7 +44,7 @@ from directpo.errors import TrainingStopped
 from directpo.generate import evaluate_generations
 from directpo.guard import check_update
 from directpo.jsonl import write_jsonl
-from directpo.outputs import save_final_model, save_run_files
+from directpo.outputs import RunRecord, save_final_model, save_run_files
 from directpo.reference import ReferenceProvider
 from directpo.run import Run, on_main, prepare_run
 from directpo.signals import StopRequest
@@ -350,14 +350,13 @@ def finish(run: Run, done: int | None = None) -> TrainResult:
         note = f"{note} Weights of the best evaluation: {run.best.describe()}.".strip()
     if run.masters is not None:
         run.masters.release()  # the policy now holds the float32 masters
+    record = RunRecord(
+        run.processor or run.tokenizer, run.config, run.train_data, run.logger.rows, note
+    )
     if run.sharded:  # every rank takes part
-        _save_sharded(run, note)
+        _save_sharded(run, record)
     elif world.is_main:
-        final = save_final_model(
-            run.output_dir, policy, run.processor or run.tokenizer, run.config, run.train_data,
-            run.logger.rows,
-            note,
-        )  # fmt: skip
+        final = save_final_model(run.output_dir, policy, record)
         if final is not policy:  # LoRA merged into the base: its adapters are gone
             policy, reference = final, None
     barrier(world)
@@ -369,27 +368,22 @@ def finish(run: Run, done: int | None = None) -> TrainResult:
     )
 
 
-def _save_sharded(run: Run, note: str) -> None:
+def _save_sharded(run: Run, record: RunRecord) -> None:
     """FSDP2's final folder: full weights written shard by shard and consolidated into
     safetensors files, or the adapter alone gathered; no rank holds the whole model, except
     with ``merge_lora`` (merging needs the whole base: it is gathered on rank 0)."""
     policy, world, dtype = run.policy, run.world, run.precision.save
-    files = run.processor or run.tokenizer
     if hasattr(policy, "peft_config") and run.config.merge_lora:
         whole = consolidated_model(run.scorer, policy, dtype, world)
         if world.is_main:
-            save_final_model(
-                run.output_dir, whole, files, run.config, run.train_data, run.logger.rows, note
-            )
+            save_final_model(run.output_dir, whole, record)
         return
     if hasattr(policy, "peft_config"):
         save_sharded_adapter(run.output_dir, policy, dtype, world)
     else:
         save_sharded_model(run.output_dir, run.scorer, policy, dtype, world)
     if world.is_main:
-        save_run_files(
-            run.output_dir, policy, files, run.config, run.train_data, run.logger.rows, note
-        )
+        save_run_files(run.output_dir, policy, record)
 
 
 def _load_best(run: Run) -> None:
