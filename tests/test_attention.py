@@ -31,7 +31,7 @@ def plan_allowed(plan: VarlenPlan, tokens: int) -> torch.Tensor:
 
 
 def dense_allowed(batch) -> torch.Tensor:
-    """The dense rule (``_may_attend``) per row, as one block-diagonal matrix."""
+    """The dense rule (``may_attend``) per row, as one block-diagonal matrix."""
     rows = attention_allowed(batch)
     return torch.block_diag(*rows)
 

@@ -24,7 +24,7 @@ from directpo.batching import PLAIN, Layout, collate_pairs
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError
 from directpo.flexattention import BLOCK, flex_blocks, register
-from directpo.logprobs import _may_attend, attention_implementation, choose_layout, model_logprobs
+from directpo.logprobs import attention_implementation, choose_layout, may_attend, model_logprobs
 from directpo.tokenization import TokenizedPair
 from directpo.trainer import train
 
@@ -34,7 +34,7 @@ def rule_blocks(batch, block: int):
     segment, branch = batch.segment_ids, batch.branch_ids
 
     def mask_mod(b, h, q, k):
-        return _may_attend(q, k, segment[b, q], segment[b, k], branch[b, q], branch[b, k])
+        return may_attend(q, k, segment[b, q], segment[b, k], branch[b, q], branch[b, k])
 
     rows, width = segment.shape
     return create_block_mask(mask_mod, rows, None, width, width, device="cpu", BLOCK_SIZE=block)

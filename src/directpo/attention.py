@@ -1,6 +1,6 @@
 """Variable-length attention for shared/packed rows: no dense mask, only the keys each query sees.
 
-``logprobs._may_attend`` is the one rule of which token sees which (causal, within a segment, a
+``logprobs.may_attend`` is the one rule of which token sees which (causal, within a segment, a
 completion sees the prompt and itself but no other completion). The dense 4D mask renders it for
 SDPA (the CPU path, O(T²) memory per row); this module renders it as *segments* for a varlen
 kernel (FlashAttention-2's ``flash_attn_varlen_func``, or PyTorch's ``varlen_attn``), as

@@ -1,7 +1,7 @@
 """FlexAttention for shared/packed rows: a block-sparse mask built from the layout, no T×T mask.
 
 The second way (after attention.py's varlen segments) to run the attention rule of
-``logprobs._may_attend`` on a GPU. FlexAttention visits, for each block of 128 queries, only
+``logprobs.may_attend`` on a GPU. FlexAttention visits, for each block of 128 queries, only
 the blocks of 128 keys that hold some visible key; blocks where every key is visible skip the
 mask function. Which blocks those are follows from the layout alone, so the collator computes
 them (``flex_blocks``: per query token the visible keys are at most two intervals, the prompt
@@ -13,8 +13,8 @@ It is registered with transformers as ``directpo_flex`` and calls ``flex_attenti
 with grouped-query attention native for any head count (transformers' own flex path repeats the
 keys and values when the query head count is not a power of two: Qwen2.5's 14 heads). A forward
 without a block mask (plain rows, generation) goes to SDPA. PyTorch's FlexAttention has no
-backward on CPU, so training with it needs CUDA (``attention.choose_implementation`` says so);
-the CPU runs the forward, which the tests compare with the dense mask.
+backward on CPU, so training with it needs CUDA (``DPOConfig.check_device`` says so); the CPU
+runs the forward, which the tests compare with the dense mask.
 """
 
 from __future__ import annotations
@@ -146,10 +146,10 @@ def block_mask(blocks: FlexBlocks, segment_ids: torch.Tensor, branch_ids: torch.
     """The batch's ``BlockMask``: the blocks above, and the attention rule on partial blocks."""
     from torch.nn.attention.flex_attention import BlockMask
 
-    from directpo.logprobs import _may_attend
+    from directpo.logprobs import may_attend
 
     def mask_mod(b, h, q, k):  # noqa: ANN001, ANN202 - FlexAttention's signature
-        return _may_attend(
+        return may_attend(
             q, k, segment_ids[b, q], segment_ids[b, k], branch_ids[b, q], branch_ids[b, k]
         )
 

@@ -209,7 +209,7 @@ def _text_inputs(model: torch.nn.Module, batch: Batch) -> dict[str, Any]:
     }
 
 
-def _may_attend(
+def may_attend(
     q: torch.Tensor,
     k: torch.Tensor,
     segment_q: torch.Tensor,
@@ -227,11 +227,11 @@ def _may_attend(
 
 
 def attention_allowed(batch: Batch) -> torch.Tensor:
-    """[R, T, T] bool: may query token q attend to key token k? (``_may_attend``)"""
+    """[R, T, T] bool: may query token q attend to key token k? (``may_attend``)"""
     assert batch.segment_ids is not None and batch.branch_ids is not None
     segment, branch = batch.segment_ids, batch.branch_ids
     positions = torch.arange(segment.shape[1], device=segment.device)
-    return _may_attend(
+    return may_attend(
         positions[:, None],
         positions[None, :],
         segment[:, :, None],
@@ -248,7 +248,7 @@ def _block_mask(batch: Batch) -> Any:
     assert segment is not None and branch is not None
 
     def mask_mod(b, h, q, k):  # noqa: ANN001, ANN202 - FlexAttention's signature
-        return _may_attend(q, k, segment[b, q], segment[b, k], branch[b, q], branch[b, k])
+        return may_attend(q, k, segment[b, q], segment[b, k], branch[b, q], branch[b, k])
 
     rows, width = segment.shape
     return create_block_mask(mask_mod, rows, None, width, width, device=segment.device)
