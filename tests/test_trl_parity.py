@@ -42,8 +42,11 @@ def models(tmp_path_factory) -> tuple[Path, Path]:
     )
 
 
-def trl_step(models, rows, tmp_path, **options) -> dict[str, float]:
-    """TRL's loss and metrics on one batch holding every row."""
+def trl_step(
+    models, rows, tmp_path, auto=AutoModelForCausalLM, processing=AutoTokenizer, **options
+) -> dict[str, float]:
+    """TRL's loss and metrics on one batch holding every row (``auto``: the model class,
+    ``processing``: the tokenizer or processor class)."""
     policy_dir, ref_dir = models
     args = trl.DPOConfig(
         output_dir=str(tmp_path / "trl"),
@@ -56,18 +59,21 @@ def trl_step(models, rows, tmp_path, **options) -> dict[str, float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer = trl.DPOTrainer(
-            model=AutoModelForCausalLM.from_pretrained(policy_dir),
-            ref_model=AutoModelForCausalLM.from_pretrained(ref_dir),
+            model=auto.from_pretrained(policy_dir),
+            ref_model=auto.from_pretrained(ref_dir),
             args=args,
             train_dataset=datasets.Dataset.from_list(rows),
-            processing_class=AutoTokenizer.from_pretrained(policy_dir),
+            processing_class=processing.from_pretrained(policy_dir),
         )
         batch = next(iter(trainer.get_train_dataloader()))
         trainer.model.train()
         loss = trainer._compute_loss(trainer.model, batch, return_outputs=False)
     metrics = {key: values[-1] for key, values in trainer._metrics["train"].items()}
+    # TRL tokenizes text rows ahead; image rows are processed in its collator
     tokenized = [
-        (r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]) for r in trainer.train_dataset
+        (r["prompt_ids"], r["chosen_ids"], r["rejected_ids"])
+        for r in trainer.train_dataset
+        if "prompt_ids" in r
     ]
     return {"loss": loss.item(), **metrics, "_tokenized": tokenized}
 
@@ -229,23 +235,10 @@ def test_vision_language_first_batch_equals_trl(tmp_path, style) -> None:
          "chosen": " a bright scene" + "!" * i + eos, "rejected": " a dull photo" + eos}
         for i in range(3)
     ]  # fmt: skip
-    args = trl.DPOConfig(
-        output_dir=str(tmp_path / "trl"), per_device_train_batch_size=len(rows),
-        report_to="none", use_cpu=True, bf16=False, beta=0.2, max_length=None,
+    theirs = trl_step(
+        (policy_dir, ref_dir), rows, tmp_path, auto=AutoModelForImageTextToText,
+        processing=AutoProcessor, beta=0.2, max_length=None,
     )  # fmt: skip
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer = trl.DPOTrainer(
-            model=AutoModelForImageTextToText.from_pretrained(policy_dir),
-            ref_model=AutoModelForImageTextToText.from_pretrained(ref_dir),
-            args=args,
-            train_dataset=datasets.Dataset.from_list(rows),
-            processing_class=AutoProcessor.from_pretrained(policy_dir),
-        )
-        batch = next(iter(trainer.get_train_dataloader()))
-        trainer.model.train()
-        loss = trainer._compute_loss(trainer.model, batch, return_outputs=False)
-    theirs = {key: values[-1] for key, values in trainer._metrics["train"].items()}
 
     config = DPOConfig(model_name_or_path=str(policy_dir), ref_model_name_or_path=str(ref_dir),
                        report_to=["none"], beta=0.2, max_length=None)  # fmt: skip
@@ -265,6 +258,6 @@ def test_vision_language_first_batch_equals_trl(tmp_path, style) -> None:
             data.pairs, pad, layout=layout
         )  # fmt: skip
         ours = pair_losses(policy, reference, collated, config)[1].means()
-        assert ours["loss"] == pytest.approx(loss.item(), abs=1e-5)
+        assert ours["loss"] == pytest.approx(theirs["loss"], abs=1e-5)
         assert_same(ours, theirs, METRICS)
     assert ours["rewards/margins"] != 0
