@@ -39,6 +39,9 @@ from directpo.tokenization import TokenizedPair
 from directpo.trainer import train
 
 failures = 0
+# 6 query heads over 2 key/value heads: not a power of two, as Qwen2.5's 14
+TINY_QWEN2 = dict(vocab_size=257, hidden_size=384, intermediate_size=512, num_hidden_layers=2,
+                  num_attention_heads=6, num_key_value_heads=2)  # fmt: skip
 
 
 def verdict(name: str, ok: bool, detail: str) -> None:
@@ -79,9 +82,7 @@ def model_check() -> None:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    # 6 query heads over 2 key/value heads: not a power of two, as Qwen2.5's 14
-    config = dict(vocab_size=257, hidden_size=384, intermediate_size=512, num_hidden_layers=2,
-                  num_attention_heads=6, num_key_value_heads=2)  # fmt: skip
+    config = TINY_QWEN2
     models = {
         name: Qwen2ForCausalLM(Qwen2Config(**config, attn_implementation=implementation))
         for name, implementation in (
@@ -181,8 +182,7 @@ def liger_check() -> None:
     from directpo.models import apply_liger_kernels
 
     torch.manual_seed(0)
-    config = dict(vocab_size=257, hidden_size=384, intermediate_size=512, num_hidden_layers=2,
-                  num_attention_heads=6, num_key_value_heads=2)  # fmt: skip
+    config = TINY_QWEN2
     plain = Qwen2ForCausalLM(Qwen2Config(**config, attn_implementation=register()))
     plain.to("cuda", torch.bfloat16).eval()
     liger = copy.deepcopy(plain)

@@ -106,8 +106,8 @@ def _row_blocks(
     starts = torch.arange(n_blocks) * block
     ends = (starts + block).clamp(max=width)
     queries = torch.arange(width)
-    new = torch.ones(width, dtype=torch.bool)
-    new[1:] = (start[1:] != start[:-1]) | (low[1:] != low[:-1]) | (queries[1:] % block == 0)
+    new = torch.ones(width, dtype=torch.bool)  # every run starts at itself: start changes
+    new[1:] = (start[1:] != start[:-1]) | (queries[1:] % block == 0)
     first = new.nonzero().squeeze(1)  # each stretch's first and last query
     last = torch.cat([first[1:], torch.tensor([width])]) - 1
 
