@@ -79,7 +79,7 @@ def test_a_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(
     with pytest.raises(
         CheckpointError,
         match=r"cannot write checkpoint-2 .* \(No space left on "
-        r"device\); earlier checkpoints are intact "
+        r"device; \d+ MiB free on that disk\); earlier checkpoints are intact "
         r"\(checkpoint-1\)",
     ):
         train(config_for(tiny_model_dirs["gpt2"], pairs_file, out), echo=lambda _: None)
@@ -171,8 +171,77 @@ def test_load_best_model_at_end_and_early_stopping(tiny_model_dirs, pairs_file, 
     (resumed / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
     state = json.loads((resumed / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["best"]["step"] == 2 and state["best"]["checkpoint"] == "checkpoint-2"
+    # the checkpoint an improvement writes names itself as the best (resuming from it must not
+    # go back to the previous best, or to none)
+    state = json.loads((resumed / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["best"]["step"] == 2 and state["best"]["checkpoint"] == "checkpoint-2"
     shutil.rmtree(straight)  # the resumed run must use its own copy of the best checkpoint
     run_config.output_dir, run_config.resume_from_checkpoint = str(resumed), "latest"
     train(run_config, echo=lambda _: None)
     final = load_file(resumed / "model.safetensors")
     assert all(torch.equal(best[k], final[k]) for k in best)
+
+
+def test_resume_from_an_earlier_checkpoint_retires_the_later_ones(
+    run_dir, tiny_model_dirs, pairs_file
+) -> None:
+    """Resuming at checkpoint-1 of a 3-step run: checkpoint-2/3 belong to the replaced
+    trajectory; they are moved aside (not deleted), so save_total_limit keeps the new ones and
+    `latest` never goes back to them. A bare checkpoint name is looked up in output_dir, and
+    transformers' resume_from_checkpoint=True means `latest`."""
+    lines: list[str] = []
+    config = config_for(
+        tiny_model_dirs["gpt2"], pairs_file, run_dir, resume_from_checkpoint="checkpoint-1",
+        save_total_limit=1, beta=0.5,
+    )  # fmt: skip
+    train(config, echo=lines.append)
+    assert sorted(p.name for p in run_dir.glob("*checkpoint-*")) == [
+        "checkpoint-3", "retired-checkpoint-2", "retired-checkpoint-3",
+    ]  # fmt: skip
+    assert "resume: checkpoint-3 is later than step 1: moved aside to retired-checkpoint-3" in lines
+    state = json.loads((run_dir / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    assert DPOConfig(resume_from_checkpoint=True).resume_from_checkpoint == "latest"
+    assert DPOConfig(resume_from_checkpoint="false").resume_from_checkpoint is None
+
+
+def test_resume_takes_this_runs_schedule_and_refuses_other_pairs(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """Unchanged options resume exactly (tested elsewhere); a changed learning_rate or a longer
+    max_steps takes effect from the next step, as a fresh run of those options would have it,
+    and is said; a checkpoint trained on other pairs is refused."""
+    from directpo.tracking import read_metrics
+
+    model = tiny_model_dirs["llama"]
+    out = tmp_path / "run"
+    train(config_for(model, pairs_file, out, max_steps=4, save_steps=2), echo=lambda _: None)
+    longer = tmp_path / "longer"
+    train(
+        config_for(model, pairs_file, longer, max_steps=8, learning_rate=1e-3, save_steps=0),
+        echo=lambda _: None,
+    )
+    want = {r["step"]: r["learning_rate"] for r in read_metrics(longer)}
+    lines: list[str] = []
+    resumed = config_for(
+        model, pairs_file, out, max_steps=8, learning_rate=1e-3, save_steps=0,
+        resume_from_checkpoint="latest",
+    )  # fmt: skip
+    train(resumed, echo=lines.append)
+    got = {r["step"]: r["learning_rate"] for r in read_metrics(out) if r["step"] > 4}
+    assert got == pytest.approx({step: want[step] for step in range(5, 9)}, rel=1e-12)
+    assert any(
+        line.startswith("resume: this run's learning_rate, lr schedule differ from the checkpoint")
+        for line in lines
+    ), lines
+
+    rows = [json.loads(line) for line in pairs_file.read_text().splitlines()]
+    other = pairs_file.with_name("shuffled.jsonl")
+    other.write_text("".join(json.dumps(row) + "\n" for row in reversed(rows)))  # same count
+    with pytest.raises(ConfigError, match=r"checkpoint-4 was trained on other pairs"):
+        train(
+            config_for(
+                model, other, out, max_steps=8, resume_from_checkpoint=str(out / "checkpoint-4")
+            ),
+            echo=lambda _: None,
+        )

@@ -36,6 +36,8 @@ class BestModel:
             self.evals_without_improvement += 1
             return False
         self.value, self.step, self.evals_without_improvement = value, step, 0
+        if self.keep_checkpoint:  # named before it is written: every checkpoint's state agrees
+            self.checkpoint = f"checkpoint-{step}"
         return self.keep_checkpoint
 
     def patience_spent(self) -> bool:

@@ -13,6 +13,7 @@ its temporary folder and leaves the previous checkpoints as they were.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -130,14 +131,16 @@ def save_checkpoint(
     problem = None
     if world.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
-        problem = _attempt(lambda: tmp.mkdir(parents=True))
+        problem = attempt_write(lambda: tmp.mkdir(parents=True), output_dir)
     problem = broadcast(problem, world)
     if problem is None and sharded is not None:
-        failed = _attempt(lambda: save_sharded(tmp / "sharded", sharded, optimizer))
+        failed = attempt_write(
+            lambda: save_sharded(tmp / "sharded", sharded, optimizer), output_dir
+        )
         if all_reduce_sum([float(failed is not None)], world)[0]:
             problem = failed or "another rank could not write its shards"
     if problem is None and world.is_main:
-        problem = _attempt(
+        problem = attempt_write(
             lambda: _write_main_files(
                 tmp,
                 step,
@@ -148,7 +151,8 @@ def save_checkpoint(
                 state,
                 sharded is None,
                 tensors or {},
-            )
+            ),
+            output_dir,
         )
     problem = broadcast(problem, world)
     if problem is not None:  # a full disk, a quota, a vanished mount: keep what was there
@@ -164,28 +168,37 @@ def save_checkpoint(
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync(output_dir)
-        if save_total_limit is not None:  # ``keep`` (the best) and the newest always stay
-            others = [p for p in list_checkpoints(output_dir) if str(p) != keep]
-            keeping = keep is not None and Path(keep).is_dir()
-            allowed = max(1, save_total_limit - keeping)
-            for old in others[:-allowed]:
+        if save_total_limit is not None:  # ``keep`` (the best) and this one always stay
+            protected = {final.name} | ({Path(keep).name} if keep else set())
+            existing = list_checkpoints(output_dir)
+            surplus = len(existing) - max(save_total_limit, len(protected))
+            others = [p for p in existing if p.name not in protected]
+            for old in others[: max(0, surplus)]:
                 shutil.rmtree(old, ignore_errors=True)
     barrier(world)
     return final
 
 
-def _attempt(action: Callable[[], Any]) -> str | None:
-    """None if ``action`` ran, else why it could not write (an OSError, or the collective
-    error torch.distributed.checkpoint raises on every rank when one rank's write fails)."""
+def attempt_write(action: Callable[[], Any], folder: Path | None = None) -> str | None:
+    """None if ``action`` ran, else why it could not write: an OSError, what ``torch.save``
+    (a RuntimeError) or safetensors (a SafetensorError) raise on a full disk, or the collective
+    error torch.distributed.checkpoint raises on every rank when one rank's write fails.
+    With ``folder``, the free space of its disk is added to the reason."""
+    from safetensors import SafetensorError
     from torch.distributed.checkpoint.api import CheckpointException
 
     try:
         action()
     except OSError as exc:
-        return str(exc.strerror or exc)
-    except CheckpointException as exc:
-        return str(exc).splitlines()[0][:300]
-    return None
+        why = str(exc.strerror or exc)
+    except (RuntimeError, SafetensorError, CheckpointException) as exc:
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    else:
+        return None
+    if folder is not None:
+        with contextlib.suppress(OSError):
+            why += f"; {shutil.disk_usage(folder).free / 2**20:.0f} MiB free on that disk"
+    return why
 
 
 def _write_main_files(

@@ -517,6 +517,15 @@ class DPOConfig(Options):
         "keyword lists when it takes **kwargs, TRL's convention).",
     )
 
+    def __post_init__(self) -> None:
+        # transformers' resume_from_checkpoint=True means the newest checkpoint, False none
+        resume = self.resume_from_checkpoint
+        if isinstance(resume, bool) or str(resume).strip().lower() in ("true", "false"):
+            self.resume_from_checkpoint = (
+                "latest" if str(resume).strip().lower() == "true" else None
+            )
+        super().__post_init__()
+
     def _check_values(self) -> None:
         require, one_of = self._require, self._one_of
         self._check_precision()
@@ -944,7 +953,13 @@ class DPOConfig(Options):
                     raise ConfigError(f"{key}: no such file or folder: {path}")
         resume = self.resume_from_checkpoint
         if resume and resume != "latest" and not os.path.isdir(resume):
-            raise ConfigError(f"resume_from_checkpoint: no such checkpoint folder: {resume}")
+            inside = os.path.join(self.output_dir, resume)  # checkpoint-500 names one there
+            if not os.path.isdir(inside):
+                raise ConfigError(
+                    f"resume_from_checkpoint: no such checkpoint folder: {resume} (nor "
+                    f"{inside}); 'latest' takes the newest in output_dir"
+                )
+            self.resume_from_checkpoint = inside
         if self.eval_generate:
             if not (self.eval_prompts_file or self.eval_file):
                 raise ConfigError(

@@ -4,10 +4,18 @@
 files (``AutoModelForCausalLM.from_pretrained(output_dir)`` needs nothing from directpo), and
 beside them ``config.yaml`` (the resolved directpo options), ``metrics.jsonl`` and a
 ``README.md`` model card.
+
+The folder is written whole into ``output_dir/.final.tmp`` and only then moved into place
+(``publish_final``), replacing every model file an earlier save left there: a failed or
+interrupted save leaves ``output_dir`` as it was, and a folder never mixes two runs' files
+(an old ``model.safetensors`` beside a new adapter would load as a wrong model).
 """
 
 from __future__ import annotations
 
+import fnmatch
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +36,51 @@ class RunRecord:
     train_data: PreferenceData
     metrics: list[dict[str, Any]]
     precision_note: str = ""  # how much of the update survived save_dtype's rounding, ...
+
+
+FINAL_STAGING = ".final.tmp"
+# a Hugging Face model folder's own files (weights, configs, adapter, tokenizer, processor):
+# what one run's final folder writes and another run's must not leave behind
+MODEL_FILES = (
+    "config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
+    "model.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json",
+    "adapter_model.safetensors", "adapter_model.bin", "adapter_config.json", "adapter",
+    "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+    "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
+    "preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json",
+)  # fmt: skip
+
+
+def model_files(folder: Path) -> list[Path]:
+    """The entries of ``folder`` that belong to a saved model (``MODEL_FILES``)."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        entry
+        for entry in folder.iterdir()
+        if any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in MODEL_FILES)
+    )
+
+
+def remove(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def publish_final(staging: Path, output_dir: Path) -> None:
+    """Move the completely written final folder ``staging`` into ``output_dir``, first
+    removing the model files an earlier save left there (renames: no copy, no half state
+    worth resuming from)."""
+    remove(model_files(output_dir))
+    for entry in sorted(staging.iterdir()):
+        target = output_dir / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(entry, target)
+    staging.rmdir()
 
 
 def save_final_model(

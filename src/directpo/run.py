@@ -50,6 +50,7 @@ from directpo.models import (
     resolve_router_aux,
 )
 from directpo.online import OnlineData, RoundBuilder, check_labeller, load_labeller
+from directpo.outputs import model_files, remove
 from directpo.precision import MasterWeights, PrecisionPolicy
 from directpo.precompute import (
     PrecomputedReference,
@@ -127,7 +128,7 @@ def prepare_run(
     output_dir = Path(config.output_dir)
     if peft_config is not None and config.lora_r:
         raise ConfigError("peft_config and lora_r are both given: use one of them")
-    replaced_checkpoints = _prepare_output_dir(output_dir, config)
+    replaced = _prepare_output_dir(output_dir, config)
     set_seed(config.seed)
     device = world.device
 
@@ -233,8 +234,8 @@ def prepare_run(
     _check_free_space(output_dir, policy, config)
 
     # -- resume, or replace an earlier run (only now that data and models are known good) ---
-    for old in replaced_checkpoints if world.is_main else []:
-        shutil.rmtree(old)
+    if world.is_main:
+        remove(replaced)
     if config.resume_from_checkpoint:
         _resume(run)
     if _bits(precision.save) < _bits(precision.master):
@@ -382,18 +383,72 @@ def _resume(run: Run) -> None:
     checkpoint = on_main(
         world, lambda: resolve_checkpoint(config.resume_from_checkpoint, run.output_dir, run.echo)
     )
+    options = [
+        {k: v for k, v in group.items() if k != "params"} for group in run.optimizer.param_groups
+    ]
     if run.masters is not None:
         with run.masters.in_model():
             state = load_checkpoint(checkpoint, run.policy, run.optimizer, run.scheduler)
     else:
         sharded = run.scorer if run.sharded else None
         state = load_checkpoint(checkpoint, run.policy, run.optimizer, run.scheduler, sharded)
+    _keep_this_runs_schedule(run, options)
     if config.sync_ref_model:
         _restore_reference(run, Path(checkpoint))
     run.source.restore(state, str(checkpoint))
     run.start_step, run.window = state["global_step"], PairStats(**state["log_window"])
     run.best = BestModel.from_config(config, state.get("best"))
     run.echo(f"resumed from {checkpoint} at step {run.start_step}")
+    on_main(world, lambda: _retire_later_checkpoints(run.output_dir, run.start_step, run.echo))
+
+
+def _keep_this_runs_schedule(run: Run, options: list[dict[str, Any]]) -> None:
+    """A checkpoint restores the optimizer's moments and the schedule's position; the
+    hyperparameters (``options``: this run's param groups before loading) and the learning-rate
+    schedule stay this run's. Unchanged options give the checkpoint's values exactly; changed
+    ones (a new learning_rate, max_steps, warmup or weight_decay on resume) take effect from
+    the next step, and are said (loaded as they were, they would silently not)."""
+    optimizer, scheduler = run.optimizer, run.scheduler
+    changed = set()
+    for group, mine in zip(optimizer.param_groups, options, strict=True):
+        for key, value in mine.items():
+            if key != "lr" and group.get(key) != value:
+                changed.add(key)
+                group[key] = value
+    scheduler.base_lrs = [mine["initial_lr"] for mine in options]
+    for group, base, factor in zip(
+        optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+    ):
+        lr = base * factor(scheduler.last_epoch)
+        if group["lr"] != lr:
+            changed.add("lr schedule")
+        group["lr"] = lr
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+    names = {"initial_lr": "learning_rate", "betas": "adam_beta1/2", "eps": "adam_epsilon"}
+    said = sorted(
+        {names.get(k, k) for k in changed} & {*names.values(), "lr schedule", "weight_decay"}
+    )
+    if said:
+        lr = optimizer.param_groups[0]["lr"]
+        run.echo(
+            f"resume: this run's {', '.join(said)} differ from the checkpoint's; the optimizer "
+            f"state continues under this run's options (learning rate now {lr:.3g})"
+        )
+
+
+def _retire_later_checkpoints(output_dir: Path, step: int, echo: Callable[[str], None]) -> None:
+    """Checkpoints after the resumed step belong to the trajectory this resume replaces: left
+    as they are, ``latest`` would take them after an interruption and ``save_total_limit``
+    would delete the new ones first. They are renamed, not deleted (they are someone's work)."""
+    for path in list_checkpoints(output_dir):
+        if int(path.name.removeprefix("checkpoint-")) <= step:
+            continue
+        target, n = output_dir / f"retired-{path.name}", 1
+        while target.exists():
+            n += 1
+            target = output_dir / f"retired-{path.name}-{n}"
+        path.rename(target)
+        echo(f"resume: {path.name} is later than step {step}: moved aside to {target.name}")
 
 
 def _fill_shards(
@@ -503,20 +558,34 @@ def _tokenize(
 
 
 def _prepare_output_dir(output_dir: Path, config: DPOConfig) -> list[Path]:
-    """Refuse to overwrite an earlier run by accident; check that we can write there.
+    """Refuse to overwrite an earlier run, a model folder or someone's files by accident;
+    check that we can write there.
 
-    Returns the earlier run's checkpoints that ``overwrite_output_dir`` will replace: they are
-    deleted only once everything else has been validated and loaded.
+    Returns what ``overwrite_output_dir`` replaces (the earlier run's checkpoints and model
+    files; other files stay): deleted only once everything else has been validated and loaded.
     """
+    for key in ("model_name_or_path", "ref_model_name_or_path"):
+        source = getattr(config, key)
+        if source and os.path.isdir(source) and _same_folder(source, output_dir):
+            raise ConfigError(
+                f"output_dir {output_dir} is the {key} folder: the run would overwrite the "
+                "weights it starts from; choose another output_dir"
+            )
     previous = list_checkpoints(output_dir)
-    finished = (output_dir / "config.json").exists()  # a saved model folder
+    entries = sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() else []
+    entries = [name for name in entries if not name.startswith(".")]  # staging, tmp folders
     resuming, overwriting = config.resume_from_checkpoint, config.overwrite_output_dir
-    if (previous or finished) and not resuming and not overwriting:
-        what = previous[-1].name if previous else "a finished run"
+    if entries and not resuming and not overwriting:
+        if previous:
+            what = f"{previous[-1].name}; resume it with resume_from_checkpoint: latest,"
+        elif model_files(output_dir):
+            what = "a finished run (no checkpoint to resume);"
+        else:
+            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            what = f"other files ({shown});"
         raise ConfigError(
-            f"output_dir {output_dir} already holds {what}; resume it with "
-            "resume_from_checkpoint: latest, choose another output_dir, or set "
-            "overwrite_output_dir: true"
+            f"output_dir {output_dir} already holds {what} choose another output_dir, or set "
+            "overwrite_output_dir: true (it replaces the checkpoints and model files there)"
         )
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -525,7 +594,14 @@ def _prepare_output_dir(output_dir: Path, config: DPOConfig) -> list[Path]:
         probe.unlink()
     except OSError as exc:
         raise ConfigError(f"output_dir {output_dir}: not writable ({exc.strerror})") from None
-    return [] if config.resume_from_checkpoint else previous
+    return [] if resuming else previous + model_files(output_dir)
+
+
+def _same_folder(a: str | Path, b: str | Path) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
 
 
 def on_main(world: World, action: Callable[[], Any]) -> Any:

@@ -24,6 +24,7 @@ from types import FrameType, TracebackType
 class StopRequest:
     def __init__(self) -> None:
         self.requested: str | None = None
+        self.doing = "finishing this step, then saving a checkpoint"  # what a signal waits for
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopRequest:
@@ -51,7 +52,7 @@ class StopRequest:
         ctrl_c_again = signum == signal.SIGINT and not launched
         again = " (Ctrl-C again to stop at once)" if ctrl_c_again else ""
         print(
-            f"\ndirectpo: {self.requested}: finishing this step, then saving a checkpoint{again}",
+            f"\ndirectpo: {self.requested}: {self.doing}{again}",
             file=sys.stderr,
             flush=True,
         )

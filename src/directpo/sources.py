@@ -15,11 +15,13 @@ the step, logging, evaluation and checkpointing code is the same for offline and
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from directpo.batching import DataSchedule
@@ -42,6 +44,7 @@ class FixedPairs:
     def __init__(self, pairs: PairSet, batch_size: int, accumulation: int, seed: int):
         self.pairs = pairs
         self.schedule = DataSchedule(len(pairs.pairs), batch_size, accumulation, seed)
+        self._fingerprint: str | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -61,11 +64,14 @@ class FixedPairs:
 
     def state(self) -> dict[str, Any]:
         schedule = self.schedule
+        if self._fingerprint is None:
+            self._fingerprint = pairs_fingerprint(self.pairs.pairs)
         return {
             "num_examples": schedule.num_examples,
             "batch_size": schedule.batch_size,
             "accumulation": schedule.accumulation,
             "seed": schedule.seed,
+            "pairs_fingerprint": self._fingerprint,
         }
 
     def restore(self, state: dict[str, Any], checkpoint: str) -> None:
@@ -186,10 +192,27 @@ class OnlineRounds:
             )
 
 
+def pairs_fingerprint(pairs: list[TokenizedPair]) -> str:
+    """A checksum of the tokenized pairs in their order (the data a checkpoint was trained on:
+    file, rows, tokenizer and truncation options)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for pair in pairs:
+        for ids in (pair.prompt_ids, pair.chosen_ids, pair.rejected_ids):
+            digest.update(np.asarray(ids, dtype=np.int64).tobytes())
+            digest.update(b"|")
+    return digest.hexdigest()
+
+
 def _check_same(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> None:
     names = {"batch_size": "batch_size (per_device_train_batch_size x processes)"}
     for key, value in now.items():
-        if saved.get(key) != value:
+        if key == "pairs_fingerprint" and key in saved and saved[key] != value:
+            raise ConfigError(
+                f"resume_from_checkpoint: {checkpoint} was trained on other pairs (the data "
+                "file's rows, their order, the tokenizer or the truncation options differ); "
+                "resume with the same data, or start a new output_dir"
+            )
+        if key != "pairs_fingerprint" and saved.get(key) != value:
             raise ConfigError(
                 f"resume_from_checkpoint: {checkpoint} was trained with "
                 f"{names.get(key, key)}={saved.get(key)}, this run has {value}; the data order "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from directpo.batching import collate_pairs
-from directpo.checkpoint import REFERENCE_FILE, save_checkpoint
+from directpo.checkpoint import REFERENCE_FILE, attempt_write, list_checkpoints, save_checkpoint
 from directpo.config import DPOConfig
 from directpo.distributed import (
     all_reduce_sum,
@@ -40,11 +41,17 @@ from directpo.distributed import (
 )
 from directpo.distributed import setup as setup_world
 from directpo.distributed import teardown as teardown_world
-from directpo.errors import TrainingStopped
+from directpo.errors import CheckpointError, TrainingStopped
 from directpo.generate import evaluate_generations
 from directpo.guard import check_update
 from directpo.jsonl import write_jsonl
-from directpo.outputs import RunRecord, save_final_model, save_run_files
+from directpo.outputs import (
+    FINAL_STAGING,
+    RunRecord,
+    publish_final,
+    save_final_model,
+    save_run_files,
+)
 from directpo.reference import ReferenceProvider
 from directpo.run import Run, on_main, prepare_run
 from directpo.signals import StopRequest
@@ -110,7 +117,7 @@ def _train(run: Run) -> TrainResult:
         disable=not run.world.is_main,
     )  # fmt: skip
     write = progress.write if run.world.is_main else _silent  # tqdm.write prints on every rank
-    with progress, StopRequest() as stop, _explain_oom(progress):
+    with StopRequest() as stop, progress, _explain_oom(progress):
         run.window_start = time.perf_counter()
         for step in range(run.start_step, total):
             done = step + 1
@@ -134,13 +141,13 @@ def _train(run: Run) -> TrainResult:
             if _saves_at(run, done) or stop.requested or improved:
                 checkpoint = checkpoint_step(run, done)
                 write(f"saved {checkpoint}")
-                if improved:  # by name: a copied or moved output_dir keeps working
-                    run.best.checkpoint = checkpoint.name
             if run.best.patience_spent():
-                run.echo(f"early stopping after step {done}: {run.best.describe()}")
+                with tqdm.external_write_mode():  # a line of its own, not glued to the bar
+                    run.echo(f"early stopping after step {done}: {run.best.describe()}")
                 break
             if stop.requested:
                 run.logger.close()
+                progress.close()  # the last line is this one, not the bar
                 run.echo(
                     f"stopped by {stop.requested} after step {done}; checkpoint {checkpoint}; "
                     "continue with resume_from_checkpoint: latest"
@@ -148,7 +155,9 @@ def _train(run: Run) -> TrainResult:
                 return TrainResult(
                     run.policy, run.reference, run.tokenizer, run.output_dir, done, run.logger.rows
                 )
-    return finish(run, done if run.best.patience_spent() else None)
+        progress.close()
+        stop.doing = "writing the final model first"  # a signal now must not cost the run
+        return finish(run, done if run.best.patience_spent() else None)
 
 
 @dataclass
@@ -342,7 +351,7 @@ def finish(run: Run, done: int | None = None) -> TrainResult:
     run.logger.close()
     if run.config.load_best_model_at_end and run.best.checkpoint:
         _load_best(run)
-    policy, reference, world = run.policy, run.reference, run.world
+    policy, reference = run.policy, run.reference
     note = ""
     if run.start_sample is not None:  # every rank takes part (the counts are all-reduced)
         note = run.probe.rounding_note(run.start_sample, run.precision.save, run.start_step)
@@ -353,13 +362,9 @@ def finish(run: Run, done: int | None = None) -> TrainResult:
     record = RunRecord(
         run.processor or run.tokenizer, run.config, run.train_data, run.logger.rows, note
     )
-    if run.sharded:  # every rank takes part
-        _save_sharded(run, record)
-    elif world.is_main:
-        final = save_final_model(run.output_dir, policy, record)
-        if final is not policy:  # LoRA merged into the base: its adapters are gone
-            policy, reference = final, None
-    barrier(world)
+    final = _save_final(run, record)
+    if final is not None and final is not policy:  # LoRA merged into the base
+        policy, reference = final, None
     run.echo(f"model saved to {run.output_dir}")
     if run.sharded:  # the shards are gone with the process group: TrainResult reads the folder
         policy, reference = None, None
@@ -368,7 +373,51 @@ def finish(run: Run, done: int | None = None) -> TrainResult:
     )
 
 
-def _save_sharded(run: Run, record: RunRecord) -> None:
+def _save_final(run: Run, record: RunRecord) -> torch.nn.Module | None:
+    """The final folder, written whole into a staging folder by rank 0 (FSDP: every rank
+    takes part) and moved into ``output_dir`` (``publish_final``); returns the model it holds
+    on rank 0. A failed write (a full disk) stops in one line and leaves ``output_dir`` and its
+    checkpoints as they were."""
+    world, output_dir = run.world, run.output_dir
+    staging = output_dir / FINAL_STAGING
+    written: dict[str, torch.nn.Module] = {}
+
+    def write() -> None:
+        if run.sharded:
+            _save_sharded(run, record, staging)
+        else:
+            written["model"] = save_final_model(staging, run.policy, record)
+
+    problem = None
+    if world.is_main:
+        shutil.rmtree(staging, ignore_errors=True)
+        problem = attempt_write(lambda: staging.mkdir(parents=True), output_dir)
+    problem = broadcast(problem, world)
+    if problem is None and run.sharded:  # every rank writes its part
+        failed = attempt_write(write, output_dir)
+        if all_reduce_sum([float(failed is not None)], world)[0]:
+            problem = failed or "another rank could not write its part"
+    elif problem is None and world.is_main:
+        problem = attempt_write(write, output_dir)
+    if problem is None and world.is_main:
+        problem = attempt_write(lambda: publish_final(staging, output_dir), output_dir)
+    problem = broadcast(problem, world)
+    if problem is not None:
+        if world.is_main:
+            shutil.rmtree(staging, ignore_errors=True)
+        kept = [path.name for path in list_checkpoints(output_dir)]
+        then = (
+            f"its checkpoints are intact (newest {kept[-1]}): make room, then resume with "
+            "resume_from_checkpoint: latest"
+            if kept
+            else "no checkpoint holds this run (save_steps was not reached)"
+        )
+        raise CheckpointError(f"cannot write the final model to {output_dir} ({problem}); {then}")
+    barrier(world)
+    return written.get("model")
+
+
+def _save_sharded(run: Run, record: RunRecord, folder: Path) -> None:
     """FSDP2's final folder: full weights written shard by shard and consolidated into
     safetensors files, or the adapter alone gathered; no rank holds the whole model, except
     with ``merge_lora`` (merging needs the whole base: it is gathered on rank 0)."""
@@ -376,14 +425,14 @@ def _save_sharded(run: Run, record: RunRecord) -> None:
     if hasattr(policy, "peft_config") and run.config.merge_lora:
         whole = consolidated_model(run.scorer, policy, dtype, world)
         if world.is_main:
-            save_final_model(run.output_dir, whole, record)
+            save_final_model(folder, whole, record)
         return
     if hasattr(policy, "peft_config"):
-        save_sharded_adapter(run.output_dir, policy, dtype, world)
+        save_sharded_adapter(folder, policy, dtype, world)
     else:
-        save_sharded_model(run.output_dir, run.scorer, policy, dtype, world)
+        save_sharded_model(folder, run.scorer, policy, dtype, world)
     if world.is_main:
-        save_run_files(run.output_dir, policy, record)
+        save_run_files(folder, policy, record)
 
 
 def _load_best(run: Run) -> None:

@@ -1,0 +1,133 @@
+"""The final folder: never mixed with an earlier run's files, never half written, never over
+someone's files or the model it starts from."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny import tiny_config
+from transformers import AutoModelForCausalLM
+
+import directpo.outputs as outputs_module
+from directpo.checkpoint import verify_checkpoint
+from directpo.errors import CheckpointError, ConfigError
+from directpo.outputs import FINAL_STAGING
+from directpo.trainer import train
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def test_a_finished_lora_run_or_someones_files_are_not_overwritten(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    model = tiny_model_dirs["llama"]
+    lora = tmp_path / "lora"
+    train(tiny_config(model, pairs_file, lora, lora_r=4), echo=quiet)
+    assert not (lora / "config.json").exists()  # an adapter folder: what made it look new
+    adapter = (lora / "adapter_model.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match=r"already holds a finished run .* overwrite_output_dir"):
+        train(tiny_config(model, pairs_file, lora, lora_r=4, seed=1), echo=quiet)
+    assert (lora / "adapter_model.safetensors").read_bytes() == adapter
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "README.md").write_text("my notes\n")
+    (notes / "config.yaml").write_text("# my commented config\nbeta: 0.1\n")
+    with pytest.raises(
+        ConfigError, match=r"already holds other files \(README\.md, config\.yaml\)"
+    ):
+        train(tiny_config(model, pairs_file, notes), echo=quiet)
+    assert (notes / "README.md").read_text() == "my notes\n"
+    assert (notes / "config.yaml").read_text().startswith("# my commented config")
+
+    other = tiny_model_dirs["gpt2"]
+    for policy, reference, key in ((model, None, "model"), (other, model, "ref_model")):
+        config = tiny_config(  # refused even with overwrite_output_dir
+            policy,
+            pairs_file,
+            model,
+            ref_model_name_or_path=reference and str(reference),
+            overwrite_output_dir=True,
+        )
+        with pytest.raises(ConfigError, match=rf"is the {key}_name_or_path folder"):
+            train(config, echo=quiet)
+
+
+def test_overwriting_replaces_the_earlier_runs_model_files(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """A full model overwritten by a LoRA run (and back): no stale weights or adapter stay to be
+    loaded in place of, or on top of, the new run's; other files stay."""
+    model = tiny_model_dirs["llama"]
+    out = tmp_path / "run"
+    train(tiny_config(model, pairs_file, out, save_steps=1), echo=quiet)
+    assert (out / "model.safetensors").exists()
+    (out / "mine.txt").write_text("keep me")
+    train(tiny_config(model, pairs_file, out, lora_r=4, overwrite_output_dir=True), echo=quiet)
+    assert not (out / "model.safetensors").exists() and not (out / "config.json").exists()
+    assert not list(out.glob("checkpoint-*"))
+    assert (out / "mine.txt").read_text() == "keep me"
+    adapter_config = json.loads((out / "adapter_config.json").read_text())
+    assert os.path.samefile(adapter_config["base_model_name_or_path"], model)
+
+    train(tiny_config(model, pairs_file, out, overwrite_output_dir=True), echo=quiet)
+    assert not (out / "adapter_config.json").exists()
+    assert not (out / "adapter_model.safetensors").exists()
+    loaded = AutoModelForCausalLM.from_pretrained(out)
+    saved = load_file(out / "model.safetensors")
+    state = loaded.state_dict()
+    assert all(torch.equal(state[k], saved[k]) for k in saved)
+
+
+def test_a_full_disk_at_the_final_save_is_one_line_and_leaves_the_folder_as_it_was(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    model = tiny_model_dirs["gpt2"]
+    out = tmp_path / "run"
+    real = outputs_module.save_run_files
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(outputs_module, "save_run_files", full_disk)
+    config = tiny_config(model, pairs_file, out, max_steps=2, save_steps=1)
+    with pytest.raises(
+        CheckpointError,
+        match=r"cannot write the final model to .* \(No space left on device; \d+ MiB free on "
+        r"that disk\); its checkpoints are intact \(newest checkpoint-2\): make room, then "
+        r"resume with resume_from_checkpoint: latest$",
+    ):
+        train(config, echo=quiet)
+    assert not (out / FINAL_STAGING).exists()
+    assert not (out / "model.safetensors").exists() and not (out / "config.json").exists()
+    assert verify_checkpoint(out / "checkpoint-2") is None
+
+    monkeypatch.setattr(outputs_module, "save_run_files", real)
+    config.resume_from_checkpoint = "latest"
+    assert train(config, echo=quiet).global_step == 2
+    assert AutoModelForCausalLM.from_pretrained(out) is not None
+
+
+def test_a_signal_while_the_final_model_is_written_does_not_cost_the_run(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, capsys
+) -> None:
+    real = outputs_module.save_run_files
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # a scheduler's preemption, mid-save
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(outputs_module, "save_run_files", interrupted)
+    out = tmp_path / "run"
+    result = train(tiny_config(tiny_model_dirs["gpt2"], pairs_file, out), echo=quiet)
+    assert result.global_step == 1
+    assert (out / "model.safetensors").exists() and (out / "README.md").exists()
+    assert "SIGTERM: writing the final model first" in capsys.readouterr().err
