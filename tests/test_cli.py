@@ -257,3 +257,119 @@ def test_a_tracker_that_is_not_installed_is_named(
     )
     assert code == 2
     assert "report_to: 'wandb' is not installed (pip install wandb)" in err
+
+
+@pytest.fixture
+def captured_training(monkeypatch):
+    """``directpo train`` reads its options but trains nothing: the options are kept here."""
+    import directpo.trainer
+
+    seen = []
+    monkeypatch.setattr(directpo.trainer, "train", seen.append)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "flags, option",
+    [
+        (["--output_dir"], "output_dir"),  # the value forgotten, at the end
+        (["--train_file"], "train_file"),
+        (["--prompt_column"], "prompt_column"),
+        (["--beta", "--bf16"], "beta"),  # followed by another flag
+        (["--lora_target_modules"], "lora_target_modules"),
+        (["--config"], "config"),
+    ],
+)
+def test_an_option_without_a_value_is_refused(
+    tiny_model_dirs, pairs_file, tmp_path, capsys, monkeypatch, no_model_loading, flags, option
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = train_argv(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "o", *flags)
+    code, err = run_cli(capsys, *argv)
+    assert code == 2 and err == f"directpo: error: option --{option} needs a value\n"
+    assert not (tmp_path / "true").exists()
+
+
+def test_an_option_without_a_value_is_refused_by_every_command(tmp_path, capsys) -> None:
+    for argv in (
+        ["score", "--input", "a.jsonl", "--output"],
+        ["rank", "--output", "r.jsonl", "--beta"],
+        ["generate", "--max_new_tokens", "--input", "a.jsonl"],
+    ):
+        code, err = run_cli(capsys, *argv)
+        option = argv[-1] if argv[-1].startswith("--") else "--max_new_tokens"
+        assert code == 2 and err == f"directpo: error: option {option} needs a value\n", argv
+
+
+def test_a_bare_boolean_is_true_and_an_explicit_one_is_read(
+    tiny_model_dirs, pairs_file, tmp_path, captured_training
+) -> None:
+    argv = train_argv(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "o")
+    assert main([*argv, "--gradient_checkpointing"]) == 0
+    assert main([*argv, "--gradient_checkpointing", "false", "--beta", "0.3"]) == 0
+    assert captured_training[0].gradient_checkpointing is True
+    assert captured_training[1].gradient_checkpointing is False
+    assert captured_training[1].beta == 0.3
+
+
+def test_lists_take_commas_or_several_values(
+    tiny_model_dirs, pairs_file, tmp_path, captured_training
+) -> None:
+    other = write_jsonl_text(tmp_path / "other.jsonl", GOOD)
+    model = tiny_model_dirs["gpt2"]
+    for files, modules in (
+        ([f"{pairs_file},{other}"], ["q_proj,k_proj"]),  # the documented form
+        ([str(pairs_file), str(other)], ["q_proj", "k_proj"]),  # TRL's (argparse nargs='+')
+        ([f"{pairs_file}, {other}"], ["q_proj,", "k_proj"]),
+    ):
+        argv = train_argv(model, files[0], tmp_path / "o")
+        argv[argv.index("--train_file") + 1 : argv.index("--train_file") + 2] = files
+        assert main([*argv, "--lora_r", "4", "--lora_target_modules", *modules]) == 0
+        options = captured_training[-1]
+        assert options.train_file == [str(pairs_file), str(other)]
+        assert options.lora_target_modules == ["q_proj", "k_proj"]
+    # one file stays one file; a file whose name holds a comma is taken whole
+    comma = write_jsonl_text(tmp_path / "a,b.jsonl", GOOD)
+    assert main(train_argv(model, comma, tmp_path / "o")) == 0
+    assert captured_training[-1].train_file == str(comma)
+    assert main(train_argv(model, pairs_file, tmp_path / "o")) == 0
+    assert captured_training[-1].train_file == str(pairs_file)
+
+
+def test_a_list_ends_at_the_yaml_file_and_a_stray_value_is_explained(
+    tiny_model_dirs, pairs_file, tmp_path, capsys, captured_training
+) -> None:
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("max_steps: 3\n")
+    argv = train_argv(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "o")
+    assert main([*argv, "--report_to", "none", str(cfg)]) == 0
+    assert captured_training[-1].max_steps == 3 and captured_training[-1].report_to == ["none"]
+    code, err = run_cli(capsys, str(cfg), "--output_dir", "a", "b")
+    assert code == 2
+    assert err == "directpo: error: unexpected argument 'b' (--output_dir takes one value)\n"
+
+
+def test_a_data_file_given_as_the_config_is_named(tmp_path, capsys, no_model_loading) -> None:
+    jsonl = write_jsonl_text(tmp_path / "one_row.jsonl", GOOD)
+    as_json = tmp_path / "rows.json"
+    as_json.write_text("[" + GOOD.strip() + "]")
+    lines_json = tmp_path / "lines.json"
+    lines_json.write_text(GOOD * 2)
+    for data in (jsonl, as_json, lines_json):
+        for argv in (["train", str(data)], ["train", "--config", str(data)]):
+            code, err = run_cli(capsys, *argv)
+            assert code == 2 and err.count("\n") == 1
+            assert f"{data} looks like a data file, not a YAML config" in err
+            assert f"pass it as --train_file {data}" in err
+    code, err = run_cli(capsys, "train", str(tmp_path))
+    assert code == 2 and f"{tmp_path} is a folder, not a YAML config" in err
+    # a JSON config is still a config
+    config = tmp_path / "run.json"
+    config.write_text('{"max_steps": 2}')
+    code, err = run_cli(capsys, "train", str(config))
+    assert code == 2 and "model_name_or_path is required" in err
+
+
+def write_jsonl_text(path, text: str):
+    path.write_text(text)
+    return path

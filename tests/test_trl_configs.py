@@ -161,3 +161,46 @@ def test_eval_and_save_strategies(tiny_model_dirs, pairs_file, tmp_path) -> None
     with pytest.raises(ConfigError, match="eval_steps is set but there is nothing to evaluate"):
         train(tiny_config(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "x", eval_steps=2),
               echo=lambda _: None)  # fmt: skip
+
+
+def test_trl_options_that_were_dropped_now_do_what_they_ask(
+    tiny_model_dirs, pairs_file, tmp_path, capsys
+) -> None:
+    """logging_dir, disable_tqdm, chat_template(_path), fractional save/logging steps and list
+    flags written as YAML lists take effect; keys whose meaning directpo does not have
+    (truncation_mode: keep_end, pad_token, dataset_splits) are refused, not dropped."""
+    from transformers import AutoTokenizer
+
+    template = tmp_path / "template.jinja"
+    template.write_text(
+        "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}[assistant] {% endif %}"
+    )
+    out, logs = tmp_path / "out", tmp_path / "tb"
+    code = main([
+        "train", "--model_name_or_path", str(tiny_model_dirs["llama"]), "--train_file",
+        str(pairs_file), "--output_dir", str(out), "--max_steps", "4", "--save_steps", "0.5",
+        "--logging_steps", "0.5", "--logging_dir", str(logs), "--disable_tqdm", "true",
+        "--chat_template_path", str(template), "--loss_type", "[sigmoid, sft]",
+        "--loss_weights", "[1.0, 0.2]", "--truncation_mode", "keep_start",
+        "--per_device_train_batch_size", "3",
+    ])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "train:" not in err  # no progress bar
+    assert [r["step"] for r in read_metrics(out) if "loss" in r] == [2, 4]
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert list(logs.glob("events.out.tfevents.*")) and not (out / "runs").exists()
+    assert AutoTokenizer.from_pretrained(out).chat_template == template.read_text()
+    assert {"loss/sigmoid", "loss/sft"} <= set(read_metrics(out)[-1])
+
+    for key, value, message in (
+        ("truncation_mode", "keep_end", "cap prompts with max_prompt_length"),
+        ("pad_token", "<pad>", "padding is masked out"),
+        ("dataset_splits", "[train_prefs, test_prefs]", "dataset_train_split"),
+        ("ref_model", "x", "did you mean '--ref_model_name_or_path'"),
+    ):
+        code = main(["train", "--train_file", str(pairs_file), f"--{key}", value])
+        assert code == 2 and message in capsys.readouterr().err, key
+    assert DPOConfig(save_steps=0.25).every("save_steps", 10) == 3  # rounded up, as HF
+    assert DPOConfig(report_to="all").report_to  # every tracker installed, or none

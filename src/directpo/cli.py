@@ -6,14 +6,20 @@
     directpo generate --model_name_or_path MODEL --input PROMPTS --output FILE
 
 Every option of a command's options dataclass is a flag; for train, a flag overrides the YAML
-file. Booleans take true/false; lists are comma-separated.
+file. Every option but a boolean needs a value (``--output_dir`` alone is an error); a boolean
+alone is true (``--bf16``). A list takes several values, comma-separated or one after another
+(``--lora_target_modules q_proj,k_proj`` or ``--lora_target_modules q_proj k_proj``); so does a
+list of data files (``--train_file a.jsonl,b.parquet``), except that a value naming an existing
+path is one path even if it holds a comma.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
+import json
 import os
 import re
 import sys
@@ -38,7 +44,8 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors become a one-line ConfigError instead of argparse's usage dump."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(message)
+        missing = re.match(r"argument (--\w+): expected (one|at least one) argument", message)
+        raise ConfigError(f"option {missing[1]} needs a value" if missing else message)
 
 
 def _train(options: DPOConfig) -> None:
@@ -128,10 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
                 default=argparse.SUPPRESS,
                 help=f"same as --{command.positional}",
             )
-        booleans = _boolean_options(command.options)
+        kinds = _option_kinds(command.options)
         for option_name, help_text, default in option_help(command.options):
             shown = ",".join(map(str, default)) if isinstance(default, list) else default
-            bare = {"nargs": "?", "const": "true"} if option_name in booleans else {}
+            bare: dict[str, Any] = {}
+            if kinds[option_name] == BOOLEAN:
+                bare = {"nargs": "?", "const": "true"}
+            elif kinds[option_name] in (LIST, PATHS):
+                bare = {"nargs": "+"}
             sub.add_argument(
                 f"--{option_name}",
                 default=argparse.SUPPRESS,
@@ -167,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not help_asked:  # TRL's flags too: read here, judged all at once
                 command = COMMANDS[argv[0]]
                 config_file, overrides = _yaml_and_flags(argv[1:], command.options)
+                if config_file is not None:
+                    _refuse_data_file(config_file)
                 command.run(load_options(command.options, config_file, overrides))
                 return 0
         args, unknown = parser.parse_known_args(argv)
@@ -177,7 +190,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             flag = next((u for u in unknown if u.startswith("-")), unknown[0])
             raise ConfigError(_unknown_flag_message(flag, command.options))
-        overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+        kinds = _option_kinds(command.options)
+        overrides = {
+            k: _flag_value(kinds[k], v) if isinstance(v, list) else v
+            for k, v in vars(args).items()
+            if k not in ("command", "config")
+        }
         if "positional" in overrides:
             overrides[command.positional] = overrides.pop("positional")
         options = load_options(command.options, getattr(args, "config", None), overrides)
@@ -192,47 +210,127 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _boolean_options(options: type) -> set[str]:
-    hints = typing.get_type_hints(options)
-    return {f.name for f in dataclasses.fields(options) if hints[f.name] in (bool, bool | None)}
+BOOLEAN, LIST, PATHS, VALUE = "boolean", "list", "paths", "value"
+
+
+def _option_kinds(options: type) -> dict[str, str]:
+    """How each option reads its flag: a boolean may stand alone, a list (or a list of data
+    files, ``str | list[str]``) takes several values, any other option exactly one."""
+    kinds = {}
+    for f in dataclasses.fields(options):
+        hint = typing.get_type_hints(options)[f.name]
+        args = set(typing.get_args(hint)) - {type(None)}
+        if hint in (bool, bool | None):
+            kinds[f.name] = BOOLEAN
+        elif list[str] in args and str in args:
+            kinds[f.name] = PATHS
+        elif typing.get_origin(hint) is list or any(typing.get_origin(a) is list for a in args):
+            kinds[f.name] = LIST
+        else:
+            kinds[f.name] = VALUE
+    return kinds
+
+
+def _flag_value(kind: str, values: list[str]) -> Any:
+    """The value of a flag given ``values`` (one or more tokens after it).
+
+    A list option splits each value on commas. A list of data files does too, unless the value
+    names an existing path (a file name may hold a comma, rarely) or is a YAML flow list
+    (``[a.jsonl, b.jsonl]``); one file stays a string."""
+    if kind == PATHS:
+        paths = []
+        for value in values:
+            whole = os.path.exists(value) or value.strip().startswith("[")
+            paths += [value] if whole else [p.strip() for p in value.split(",") if p.strip()]
+        return paths[0] if len(paths) == 1 else paths
+    if len(values) == 1:
+        return values[0]
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
 def _looks_like_config_file(token: str) -> bool:
     return token.lower().endswith((".yaml", ".yml", ".json")) or os.path.isfile(token)
 
 
+DATA_EXTENSIONS = (".jsonl", ".ndjson", ".parquet", ".csv", ".arrow")
+
+
+def _refuse_data_file(path: str) -> None:
+    """A data file (or datasets folder) given where the YAML config goes: say so."""
+    if os.path.isdir(path):
+        raise ConfigError(
+            f"{path} is a folder, not a YAML config; a datasets folder goes in --train_file {path}"
+        )
+    data = path.lower().endswith(DATA_EXTENSIONS)
+    if not data and path.lower().endswith(".json") and os.path.isfile(path):
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read(1 << 20).lstrip()
+            data = text.startswith("[") or (text.startswith("{") and _several_json_values(text))
+    if data:
+        raise ConfigError(
+            f"{path} looks like a data file, not a YAML config: pass it as --train_file {path}"
+        )
+
+
+def _several_json_values(text: str) -> bool:
+    """JSON Lines saved as .json: a first object, then more."""
+    try:
+        _, end = json.JSONDecoder().raw_decode(text)
+    except json.JSONDecodeError:
+        return False
+    return text[end:].strip().startswith("{")
+
+
 def _yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, dict[str, Any]]:
     """(YAML file, flags) of ``train [CONFIG.yaml] [--key value | --key=value | --flag ...]``.
 
-    Any ``--key`` is read, known or not (TRL's names are judged later, all at once): it takes
-    the next token as its value unless that is another flag; a boolean option written bare
-    (``--bf16``, TRL's style) is true. The YAML file is the first free token, or ``--config``
-    (TRL's spelling)."""
-    booleans = _boolean_options(options)
+    Any ``--key`` is read, known or not (TRL's names are judged later, all at once). A known
+    option takes the next token as its value, and a list option every following token up to
+    the next flag (or the YAML file); one given no value is an error. A boolean option written
+    bare (``--bf16``, TRL's style) is true, as is an unknown key written bare (TRL's booleans).
+    The YAML file is the first free token, or ``--config`` (TRL's spelling)."""
+    kinds = _option_kinds(options)
     config_file: str | None = None
     flags: dict[str, Any] = {}
+    previous: str | None = None  # the last flag, to explain a stray token
     index = 0
     while index < len(tokens):
         token = tokens[index]
+        index += 1
         if not token.startswith("--"):
             if config_file is not None:
-                raise ConfigError(f"unexpected argument '{token}'")
-            config_file, index = token, index + 1
+                one = previous is not None and kinds.get(previous) == VALUE
+                after = f" (--{previous} takes one value)" if one else ""
+                raise ConfigError(f"unexpected argument '{token}'{after}")
+            config_file = token
             continue
         key, sep, value = token[2:].partition("=")
-        following = tokens[index + 1] if index + 1 < len(tokens) else None
-        takes_next = following is not None and not following.startswith("--")
-        if key in booleans and takes_next and _looks_like_config_file(following):
-            takes_next = False  # a bare boolean flag followed by the YAML file
-        if not sep:
-            value, index = (following, index + 1) if takes_next else ("true", index)
+        previous = key
+        kind = kinds.get(key, "unknown")
+        values = [value] if sep else []
+        while not sep and index < len(tokens) and not tokens[index].startswith("--"):
+            following = tokens[index]
+            if kind == BOOLEAN and _looks_like_config_file(following):
+                break  # a bare boolean flag followed by the YAML file
+            if values and (config_file is None and following.lower().endswith((".yaml", ".yml"))):
+                break  # a list's values end at the YAML file
+            values.append(following)
+            index += 1
+            if kind not in (LIST, PATHS):
+                break
         if key == "config":
-            config_file = value
-        elif key.startswith("no_") and not sep and not takes_next:
+            config_file = values[0] if values else None
+            if config_file is None:
+                raise ConfigError("option --config needs a value")
+        elif key.startswith("no_") and not values:
             flags[key[3:]] = "false"  # HfArgumentParser's --no_remove_unused_columns
+        elif not values and kind in (BOOLEAN, "unknown"):
+            flags[key] = "true"
+        elif not values:
+            raise ConfigError(f"option --{key} needs a value")
         else:
-            flags[key] = value
-        index += 1
+            flags[key] = _flag_value(kind, values)
     return config_file, flags
 
 

@@ -19,8 +19,13 @@ class FileCommandOptions(Options):
     model_name_or_path: str | None = option(
         None, "A trained run's output_dir or any causal LM folder. Required."
     )
-    input: str | None = option(None, "Input rows: .jsonl, .json, .parquet or .csv. Required.")
-    output: str | None = option(None, "Output JSONL file (written whole, then renamed). Required.")
+    input: str | None = option(
+        None,
+        "Input rows: .jsonl, .json, .parquet, .csv or a datasets.save_to_disk folder. Required.",
+    )
+    output: str | None = option(
+        None, "Output .jsonl file (written whole, then renamed; never a folder). Required."
+    )
     batch_size: int = option(8, "Sequences per forward pass.")
     dtype: str = option("float32", f"Model dtype, one of {', '.join(DTYPES)}.")
     prompt_column: str = option("prompt", "Column holding the prompt (text or messages).")
@@ -34,11 +39,27 @@ class FileCommandOptions(Options):
             if not getattr(self, key):
                 raise ConfigError(f"--{key} is required")
         check_model_location("model_name_or_path", self.model_name_or_path)
-        if not os.path.isfile(self.input):
-            raise ConfigError(f"input: no such file: {self.input}")
-        folder = os.path.dirname(os.path.abspath(self.output))
-        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-            raise ConfigError(f"output: cannot write in {folder}")
+        if not os.path.exists(self.input):  # a file, or a folder as training reads it
+            raise ConfigError(f"input: no such file or folder: {self.input}")
+        check_output_file(self.output)
+
+
+OUTPUT_EXTENSIONS = (".jsonl", ".ndjson")
+
+
+def check_output_file(path: str) -> None:
+    """Refuse, before any work, an output that could not be written as JSON Lines."""
+    if os.path.isdir(path):
+        example = os.path.join(path, "out.jsonl")
+        raise ConfigError(f"output: {path} is a folder; give a file name such as {example}")
+    if not path.lower().endswith(OUTPUT_EXTENSIONS):
+        ext = os.path.splitext(path)[1] or "(none)"
+        raise ConfigError(
+            f"output: {path}: the output is JSON Lines, so it must end in .jsonl (got {ext})"
+        )
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise ConfigError(f"output: cannot write in {folder}")
 
 
 @dataclass

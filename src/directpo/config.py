@@ -29,10 +29,15 @@ LOSS_TYPES = tuple(LOSSES)
 OPTIMIZERS = ("adamw", "adamw_kahan", "rmsprop")
 EVAL_STRATEGIES = ("auto", "steps", "epoch", "no")
 SAVE_STRATEGIES = ("steps", "epoch", "no")
-LR_SCHEDULERS = ("constant", "linear", "cosine")
+# constant_with_warmup is TRL's name of constant (both warm up when warmup is set)
+LR_SCHEDULERS = (
+    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
+    "inverse_sqrt",
+)  # fmt: skip
 DTYPES = ("float32", "bfloat16")
 SAVE_DTYPES = ("auto", "float32", "bfloat16")
 TRACKERS = ("tensorboard", "wandb", "mlflow", "none")
+LOG_LEVELS = ("passive", "debug", "info", "warning", "error", "critical")
 # The module each tracker needs; checked before training so a missing one fails early.
 DISTRIBUTED_MODES = ("auto", "none", "ddp", "fsdp")
 # Liger's loss kernels replace the LM head's output by a loss: directpo needs the log-probs
@@ -270,6 +275,11 @@ class DPOConfig(Options):
     )
     chosen_column: str = option("chosen", "Column holding the preferred completion.")
     rejected_column: str = option("rejected", "Column holding the dispreferred completion.")
+    chat_template: str | None = option(
+        None,
+        "A Jinja chat template replacing the tokenizer's (its text, or a .jinja file): used for "
+        "conversational rows and saved with the final model.",
+    )
     chat_template_kwargs: dict | None = option(
         None,
         "Extra arguments for the tokenizer's chat template (e.g. {enable_thinking: false}). "
@@ -437,11 +447,20 @@ class DPOConfig(Options):
     )
     overwrite_output_dir: bool = option(
         False,
-        "Start afresh in an output_dir that already holds a run (its checkpoints are "
-        "deleted). Without it such a run is refused, so no work is lost by accident.",
+        "Start afresh in an output_dir that already holds a run or other files (the earlier "
+        "run's checkpoints and model files are deleted; other files stay). Without it such a "
+        "folder is refused, so no work is lost by accident.",
     )
-    logging_steps: int = option(10, "Log training metrics every this many optimizer steps.")
-    eval_steps: int = option(0, "Evaluate on eval_file every this many steps (0: only at the end).")
+    logging_steps: float = option(
+        10,
+        "Log training metrics every this many optimizer steps; a value in (0, 1) is a fraction "
+        "of the total steps (TRL's meaning).",
+    )
+    eval_steps: float = option(
+        0,
+        "Evaluate on eval_file every this many steps (0: only at the end); a value in (0, 1) is "
+        "a fraction of the total steps.",
+    )
     eval_strategy: str = option(
         "auto",
         "When to evaluate (TRL's option): auto (every eval_steps if set, and at the end), steps "
@@ -452,8 +471,10 @@ class DPOConfig(Options):
     run_name: str | None = option(
         None, "Name of the run in wandb / mlflow, and TensorBoard's subfolder of output_dir/runs."
     )
-    save_steps: int = option(
-        500, "Write a resumable checkpoint every this many steps (0: none before the end)."
+    save_steps: float = option(
+        500,
+        "Write a resumable checkpoint every this many steps (0: none before the end); a value "
+        "in (0, 1) is a fraction of the total steps.",
     )
     save_strategy: str = option(
         "steps",
@@ -485,7 +506,16 @@ class DPOConfig(Options):
     report_to: list[str] = option(
         ["tensorboard"],
         f"Trackers, any of {', '.join(TRACKERS)} (comma-separated on the "
-        "command line). metrics.jsonl is always written.",
+        "command line), or all (those installed). metrics.jsonl is always written.",
+    )
+    logging_dir: str | None = option(
+        None, "TensorBoard's log folder (default: output_dir/runs/RUN_NAME)."
+    )
+    disable_tqdm: bool = option(False, "Hide the progress bars (directpo's and transformers').")
+    log_level: str = option(
+        "passive",
+        f"Verbosity of transformers' own logging on the main process, one of "
+        f"{', '.join(LOG_LEVELS)} (passive: left as it is).",
     )
 
     # --- generation during evaluation (the reward-vs-KL measurement) ---------------------------
@@ -547,9 +577,19 @@ class DPOConfig(Options):
             "per_device_train_batch_size",
             "per_device_eval_batch_size",
             "gradient_accumulation_steps",
-            "logging_steps",
         ):
             require(getattr(self, key) >= 1, key, ">= 1")
+        for key in ("logging_steps", "eval_steps", "save_steps"):  # steps, or a fraction
+            value = getattr(self, key)
+            low = "> 0" if key == "logging_steps" else ">= 0"
+            require(
+                (value > 0 if key == "logging_steps" else value >= 0)
+                and (value < 1 or float(value).is_integer()),
+                key,
+                f"a whole number of steps {low}, or a fraction of the total steps in (0, 1)",
+            )
+            if value >= 1 or value == 0:
+                setattr(self, key, int(value))
         require(self.max_grad_norm >= 0, "max_grad_norm", ">= 0 (0 disables clipping)")
         require(self.num_train_epochs > 0, "num_train_epochs", "> 0")
         require(self.max_steps == -1 or self.max_steps >= 1, "max_steps", "-1 or >= 1")
@@ -563,13 +603,24 @@ class DPOConfig(Options):
             )
         completion = self.max_completion_length
         require(completion is None or completion >= 1, "max_completion_length", "null or >= 1")
-        require(self.eval_steps >= 0, "eval_steps", ">= 0")
-        require(self.save_steps >= 0, "save_steps", ">= 0")
         require(
             self.save_total_limit is None or self.save_total_limit >= 1, "save_total_limit", ">= 1"
         )
         for key in ("prompt_column", "chosen_column", "rejected_column", "output_dir"):
             require(bool(getattr(self, key).strip()), key, "a non-empty string")
+        columns = (self.prompt_column, self.chosen_column, self.rejected_column)
+        if len(set(columns)) < 3:
+            raise ConfigError(
+                f"prompt_column, chosen_column and rejected_column must name different columns "
+                f"(got {', '.join(columns)})"
+            )
+        if self.report_to == ["all"]:  # transformers' meaning: every tracker installed
+            self.report_to = [
+                name
+                for name, module in TRACKER_MODULES.items()
+                if importlib.util.find_spec(module) is not None
+            ] or ["none"]
+        one_of("log_level", LOG_LEVELS)
         unknown = [t for t in self.report_to if t not in TRACKERS]
         require(not unknown, "report_to", "a list of " + ", ".join(TRACKERS))
         if "none" in self.report_to and len(self.report_to) > 1:
@@ -676,6 +727,12 @@ class DPOConfig(Options):
 
     def _apply_trl_spellings(self) -> None:
         apply_trl_meanings(self)
+
+    def every(self, key: str, total_steps: int) -> int:
+        """``logging_steps`` / ``eval_steps`` / ``save_steps`` in steps (a fraction in (0, 1)
+        is of the total, rounded up as transformers does)."""
+        value = getattr(self, key)
+        return math.ceil(value * total_steps) if 0 < value < 1 else int(value)
 
     def warmup_for(self, total_steps: int) -> int:
         """Warmup steps of a run of ``total_steps`` (a fraction in (0, 1) is of the total)."""

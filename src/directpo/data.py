@@ -17,17 +17,27 @@ Layouts (detected from the first row, reported at start):
   where BPE tokenizers put token boundaries anyway. For message lists the shared leading
   messages are the prompt.
 
+Completions are assistant turns: message-list completions must start with an assistant message.
+Completions that repeat the prompt's messages first (the whole conversation saved in each
+column) have them dropped, as TRL's ``maybe_extract_prompt`` does; a string prompt with
+``chosen`` / ``rejected`` conversations (HuggingFaceH4/ultrafeedback_binarized) is read as the
+implicit message layout, the string being checked against the shared user messages. Text parts
+in completions (TRL's vision datasets) are joined; images belong to the prompt.
+
 Formats: JSON Lines (``.jsonl``/``.ndjson``), JSON (a list of objects, an object holding one
-such list, or JSON Lines saved as ``.json``), Parquet, CSV (text layouts only), a
-``datasets.save_to_disk`` folder, or a ``datasets.Dataset`` from Python. Row numbers in
-messages are 1-based: "line N" for line-oriented files, "row N" otherwise.
+such list, an object of equal-length column lists, or JSON Lines saved as ``.json``), Parquet,
+CSV (a cell holding a JSON list of messages is decoded), a ``datasets.save_to_disk`` folder, or
+a ``datasets.Dataset`` from Python. Text files may start with a UTF-8 byte order mark. Row
+numbers in messages are 1-based: "line N" for line-oriented files, "row N" otherwise.
 """
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import os
+import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -222,7 +232,7 @@ def parse_pair(
     layout = (
         "implicit"
         if columns.prompt not in row
-        else ("conversational" if isinstance(row[columns.prompt], list) else "explicit")
+        else _prompt_layout(row[columns.prompt], row.get(columns.chosen))
     )
     try:
         return _parse_row(row, layout, columns, where, base_dir)
@@ -242,7 +252,9 @@ def parse_prompt_and_responses(
         if not values:
             raise RowError("empty field", f"field '{response_column}' is an empty list")
         if isinstance(prompt, list):
-            responses: list[Text] = [_completion_messages(v, response_column) for v in values]
+            responses: list[Text] = [
+                _completion_messages(v, response_column, prompt) for v in values
+            ]
         else:
             responses = [_text(v, response_column) for v in values]
     except RowError as err:
@@ -391,7 +403,7 @@ def _label(source: Any) -> str:
 
 
 def _jsonl_rows(path: str) -> Iterator[tuple[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -404,39 +416,105 @@ def _jsonl_rows(path: str) -> Iterator[tuple[str, Any]]:
                 )
 
 
+JSON_SHAPES = (
+    "a list of row objects, an object holding one such list, or an object of equal-length "
+    'column lists ({"prompt": [...], "chosen": [...], "rejected": [...]})'
+)
+
+
 def _json_rows(path: str, label: str) -> list[tuple[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:
         text = handle.read()
     if not text.strip():
         return []
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        if exc.msg == "Extra data":  # JSON Lines saved as .json (datasets' to_json default)
-            return list(_jsonl_rows(path))
-        raise DataError(f"{label}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
-    if isinstance(data, dict):
-        lists = [v for v in data.values() if isinstance(v, list)]
-        if len(lists) != 1:
-            raise DataError(f"{label}: expected a list of rows, or an object holding one list")
-        data = lists[0]
-    if not isinstance(data, list):
-        raise DataError(f"{label}: expected a list of rows, got {_kind(data)}")
-    return [(f"row {i}", row) for i, row in enumerate(data, start=1)]
+        first_line = text.lstrip().split("\n", 1)[0]
+        if exc.msg == "Extra data" and isinstance(_json_or_none(first_line), dict):
+            return list(_jsonl_rows(path))  # JSON Lines saved as .json (datasets' to_json)
+        problem = f"{exc.msg} at column {exc.colno}"
+        if exc.msg == "Extra data":
+            problem = f"more text after the end of the JSON value, at column {exc.colno}"
+        raise DataError(f"{label}: line {exc.lineno}: invalid JSON ({problem})") from None
+    return [(f"row {i}", row) for i, row in enumerate(_json_table(data, label), start=1)]
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
+def _json_table(data: Any, label: str) -> list[Any]:
+    """The rows of a JSON document in one of the ``JSON_SHAPES``."""
+    if isinstance(data, list):
+        return data
+    if not isinstance(data, dict) or not data:
+        raise DataError(f"{label}: expected {JSON_SHAPES}, got {_kind(data)}")
+    lists = [value for value in data.values() if isinstance(value, list)]
+    if len(lists) == 1 and all(isinstance(row, dict) for row in lists[0]):
+        return lists[0]  # {"data": [rows...], ...}
+    if len(lists) != len(data):
+        raise DataError(f"{label}: expected {JSON_SHAPES}")
+    lengths = {key: len(value) for key, value in data.items()}
+    if len(set(lengths.values())) > 1:
+        counts = ", ".join(f"{key}: {n}" for key, n in lengths.items())
+        raise DataError(f"{label}: the column lists have different lengths ({counts})")
+    return [dict(zip(data, values, strict=True)) for values in zip(*data.values(), strict=True)]
+
+
+# csv's default field limit (131072 characters) refuses long responses
+CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
 
 
 def _csv_rows(path: str, label: str) -> tuple[list[tuple[str, Any]], list[str] | None]:
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        rows = []
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        rows: list[tuple[str, Any]] = []
+        start = 1  # the line where the row being read starts (a quoted field may span lines)
         try:
-            start = 2
-            for row in reader:
-                rows.append((f"line {start}", row))
+            header = [name.strip() for name in next(reader, [])]
+            repeated = [name for name, n in Counter(header).items() if n > 1]
+            if repeated:
+                raise DataError(f"{label}: the header names column '{repeated[0]}' twice")
+            start = reader.line_num + 1
+            for fields in reader:
+                if fields:  # a blank line
+                    rows.append((f"line {start}", _csv_row(header, fields)))
                 start = reader.line_num + 1
         except csv.Error as exc:
-            raise DataError(f"{label}: line {reader.line_num}: invalid CSV ({exc})") from None
-        return rows, list(reader.fieldnames or [])
+            raise DataError(f"{label}: line {start}: invalid CSV ({exc})") from None
+        return rows, header
+
+
+def _csv_row(header: list[str], fields: list[str]) -> dict[str, Any] | RowError:
+    if len(fields) != len(header):
+        hint = " (quote fields that contain commas)" if len(fields) > len(header) else ""
+        return RowError(
+            "wrong number of fields",
+            f"{len(fields)} fields but the header has {len(header)}{hint}",
+        )
+    return {name: _csv_cell(text) for name, text in zip(header, fields, strict=True)}
+
+
+def _csv_cell(text: str) -> Any:
+    """A cell's text; a cell holding a list of messages (as JSON, or as the Python repr that
+    pandas writes for a list column) is that list."""
+    stripped = text.strip()
+    if not (stripped.startswith("[{") and stripped.endswith("}]") and "role" in stripped):
+        return text
+    value = _json_or_none(stripped)
+    if value is None:
+        try:
+            value = ast.literal_eval(stripped)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return text
+    if isinstance(value, list) and all(isinstance(m, dict) and "role" in m for m in value):
+        return value
+    return text
 
 
 def _parquet_rows(path: str, label: str) -> tuple[list[tuple[str, Any]], list[str] | None]:
@@ -496,14 +574,24 @@ def _detect_layout(
             )
         return "implicit"
     prompt = row.get(columns.prompt)
-    if isinstance(prompt, list):
-        return "conversational"
-    if isinstance(prompt, str) or prompt is None:
-        return "explicit"
+    if isinstance(prompt, list | str) or prompt is None:
+        return _prompt_layout(prompt, row.get(columns.chosen))
     raise DataError(
         f"{label}: {where}: field '{columns.prompt}' must be a string or a list of messages, "
         f"got {_kind(prompt)}"
     )
+
+
+def _prompt_layout(prompt: Any, chosen: Any) -> str:
+    """A row's layout from its prompt: message lists, or a prompt text whose chosen side is a
+    whole conversation (HuggingFaceH4/ultrafeedback_binarized), are conversational."""
+    if isinstance(prompt, list) or (_is_message_list(chosen) and isinstance(prompt, str)):
+        return "conversational"
+    return "explicit"
+
+
+def _is_message_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and isinstance(value[0], dict)
 
 
 def _parse_row(
@@ -513,23 +601,30 @@ def _parse_row(
     rejected = _field(row, columns.rejected)
     if layout == "implicit":
         prompt, chosen, rejected = _split_implicit(
-            _text_or_messages(chosen, columns.chosen), _text_or_messages(rejected, columns.rejected)
+            _text_or_messages(chosen, columns.chosen, parts=True),
+            _text_or_messages(rejected, columns.rejected, parts=True),
         )
+        if isinstance(prompt, list):
+            chosen = _completion_messages(chosen, columns.chosen)
+            rejected = _completion_messages(rejected, columns.rejected)
     elif layout == "explicit":
         prompt = _text(_field(row, columns.prompt), columns.prompt)
         chosen = _text(chosen, columns.chosen)
         rejected = _text(rejected, columns.rejected)
     else:
         raw_prompt = _field(row, columns.prompt)
-        if not isinstance(raw_prompt, list):
+        if isinstance(raw_prompt, str):
+            prompt, chosen, rejected = _split_conversations(raw_prompt, chosen, rejected, columns)
+        elif isinstance(raw_prompt, list):
+            prompt = _messages(raw_prompt, columns.prompt, key_allows_parts=True)
+            chosen = _completion_messages(chosen, columns.chosen, prompt)
+            rejected = _completion_messages(rejected, columns.rejected, prompt)
+        else:
             raise RowError(
                 "wrong type",
                 f"field '{columns.prompt}' must be a list of messages "
                 f"like the first row's, got {_kind(raw_prompt)}",
             )
-        prompt = _messages(raw_prompt, columns.prompt, key_allows_parts=True)
-        chosen = _completion_messages(chosen, columns.chosen)
-        rejected = _completion_messages(rejected, columns.rejected)
     if chosen == rejected:
         raise RowError("identical chosen and rejected", "chosen and rejected are identical")
     tools = _tools(row.get("tools"), layout)
@@ -540,7 +635,7 @@ def _parse_row(
 
 
 def _images(row: dict[str, Any], base_dir: str | None) -> tuple[Any, ...] | None:
-    key = next((k for k in IMAGE_COLUMNS if row.get(k) is not None), None)
+    key = next((k for k in IMAGE_COLUMNS if row.get(k) not in (None, [])), None)
     if key is None:
         return None
     try:
@@ -638,13 +733,70 @@ def _messages(value: Any, key: str, key_allows_parts: bool = False) -> Messages:
     return messages
 
 
-def _completion_messages(value: Any, key: str) -> Messages:
+def _completion_messages(value: Any, key: str, prompt: Messages | None = None) -> Messages:
+    """A completion: a text (one assistant message), or messages that start with an assistant
+    message. Messages that first repeat the whole ``prompt`` have them dropped; text parts are
+    joined into the content (TRL's vision datasets write them); an image part is an error."""
     if isinstance(value, str):
         return [{"role": "assistant", "content": _text(value, key)}]
-    messages = _messages(value, key)
-    if not any(m["content"].strip() for m in messages):
+    messages = _messages(value, key, key_allows_parts=True)
+    skip = len(prompt) if prompt and messages[: len(prompt)] == prompt else 0
+    if skip == len(messages):
+        raise RowError("no completion", f"field '{key}' repeats the prompt and adds no message")
+    completion = []
+    for number, message in enumerate(messages[skip:], start=skip + 1):
+        if isinstance(message["content"], list):
+            if any(part["type"] == "image" for part in message["content"]):
+                raise RowError(
+                    "bad message",
+                    f"field '{key}': message {number} has an image part; images belong in the "
+                    "prompt (the images column)",
+                )
+            message = {**message, "content": "".join(p["text"] for p in message["content"])}
+        completion.append(message)
+    if completion[0]["role"] != "assistant":
+        raise RowError(
+            "not an assistant reply",
+            f"field '{key}': message {skip + 1} has role '{completion[0]['role']}'; a completion "
+            "must start with an assistant message (or repeat the whole prompt first)",
+        )
+    if not any(m["content"].strip() for m in completion):
         raise RowError("empty field", f"field '{key}' has only empty messages")
-    return messages
+    return completion
+
+
+def _split_conversations(
+    prompt: str, chosen: Any, rejected: Any, columns: Columns
+) -> tuple[Messages, Messages, Messages]:
+    """A prompt text with chosen and rejected conversations that repeat it (ultrafeedback_binarized):
+    the shared leading messages are the prompt, as in the implicit layout (TRL's
+    ``maybe_extract_prompt``), since they keep the system turn and earlier turns that the text
+    lacks. The text must be one of their user messages, so that a mismatched column is refused
+    rather than trained on."""
+    text = _text(prompt, columns.prompt).strip()
+    shared, chosen, rejected = _split_implicit(
+        _messages(chosen, columns.chosen, key_allows_parts=True),
+        _messages(rejected, columns.rejected, key_allows_parts=True),
+    )
+    assert isinstance(shared, list)
+    users = [_plain_text(m["content"]).strip() for m in shared if m["role"] == "user"]
+    if text not in users:
+        raise RowError(
+            "prompt mismatch",
+            f"field '{columns.prompt}' is text and '{columns.chosen}' / '{columns.rejected}' are "
+            "conversations, but no user message they share is that text",
+        )
+    return (
+        shared,
+        _completion_messages(chosen, columns.chosen),
+        _completion_messages(rejected, columns.rejected),
+    )
+
+
+def _plain_text(content: str | list[dict[str, Any]]) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content)
 
 
 def _split_implicit(chosen: Text, rejected: Text) -> tuple[Text, Text, Text]:
@@ -672,6 +824,16 @@ def _split_implicit(chosen: Text, rejected: Text) -> tuple[Text, Text, Text]:
     if cut == 0 or not chosen[:cut].strip():
         raise RowError(
             "no shared prompt", "chosen and rejected share no common prefix to use as the prompt"
+        )
+    shorter, longer = sorted((chosen, rejected), key=len)
+    # "...Assistant:" against "...Assistant: Sure." is an empty response, not " Sure." against
+    # a response "\n\nAssistant:"; whitespace alone is no response either
+    ends_at_label = longer.startswith(shorter) and shorter.rstrip().endswith(":")
+    if ends_at_label or not chosen[cut:].strip() or not rejected[cut:].strip():
+        raise RowError(
+            "no completion",
+            f"one side has no response after the shared prompt (it ends with "
+            f"{shorter.rstrip()[-20:]!r})",
         )
     return chosen[:cut], chosen[cut:], rejected[cut:]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,12 @@ from transformers import (
 
 from directpo.errors import ConfigError, ModelLoadError
 from directpo.precision import DTYPES
+
+# peft reads transformers' renamed attribute on every PeftModel: a warning between the two
+# libraries that nobody running directpo can act on (it printed on every LoRA run)
+warnings.filterwarnings(
+    "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+)
 from directpo.vision import is_vision_config
 
 

@@ -144,6 +144,9 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
         return dict(value)
     if typing.get_origin(hint) is list:
+        if isinstance(value, str) and value.strip().startswith("["):
+            with contextlib.suppress(yaml.YAMLError):
+                value = yaml.safe_load(value)  # a flag: a YAML flow list, as the help shows
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if not isinstance(value, list | tuple):

@@ -9,6 +9,7 @@ recomputes them. The reference model can then be freed: training needs one model
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Sequence
@@ -99,10 +100,7 @@ def precompute_reference_logps(
         f"{weights_key}|{data_fingerprint(pairs)}|{settings}".encode(), digest_size=16
     ).hexdigest()
     path = cache_root() / f"{key}.safetensors"
-    cached = None
-    if world.is_main and path.is_file():
-        table = load_file(path)["logps"]
-        cached = table if table.shape == (len(pairs), 2) else None
+    cached = _read_cache(path, len(pairs), echo) if world.is_main else None
     cached = broadcast(cached, world)
     if cached is not None:
         echo(f"reference log-probs: reusing the cache {path}")
@@ -122,10 +120,47 @@ def precompute_reference_logps(
                 table[mine, 0] = logps[: batch.num_pairs]
                 table[mine, 1] = logps[batch.num_pairs :]
     table = torch.tensor(all_reduce_sum(table.flatten().tolist(), world)).view(-1, 2).float()
-    if world.is_main:
+    if not world.is_main:
+        return table
+    problem = _write_cache(path, table)
+    if problem is None:
+        echo(f"reference log-probs: computed for {len(pairs)} pairs, cached in {path}")
+    else:
+        echo(
+            f"reference log-probs: computed for {len(pairs)} pairs; not cached ({problem}); "
+            "training goes on with them (set DIRECTPO_CACHE to a writable folder to cache)"
+        )
+    return table
+
+
+def _read_cache(path: Path, rows: int, echo: Callable[[str], None]) -> torch.Tensor | None:
+    """The cached [rows, 2] table, or None if absent; a damaged or unreadable file (cut short
+    by a crash, garbled, of another shape) counts as absent and is said so: it is recomputed
+    and replaced."""
+    if not path.is_file():
+        return None
+    try:
+        table = load_file(path)["logps"]
+        if table.shape == (rows, 2) and table.is_floating_point():
+            return table.float()
+        problem = f"a {list(table.shape)} table, not [{rows}, 2]"
+    except Exception as exc:  # safetensors raises its own error (or OSError, KeyError)
+        problem = f"unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    echo(f"reference log-probs: the cache {path} is {problem}: recomputing")
+    return None
+
+
+def _write_cache(path: Path, table: torch.Tensor) -> str | None:
+    """Save ``table`` at ``path`` via a temporary file and a rename; None, or why it could not
+    be written (a read-only or full disk): the caller goes on without a cache."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
         save_file({"logps": table}, str(tmp))
         os.replace(tmp, path)
-    echo(f"reference log-probs: computed for {len(pairs)} pairs, cached in {path}")
-    return table
+    except Exception as exc:  # OSError, or safetensors' own error wrapping one
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0] or type(exc).__name__
+        return f"cannot write {path.parent}: {reason}"
+    return None

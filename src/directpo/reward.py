@@ -279,7 +279,7 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     rows = read_rows(options.input)
     base_dir = os.path.dirname(os.path.abspath(options.input))
     parsed = [
-        parse_prompt_and_responses(
+        _candidates(
             row, options.prompt_column, options.responses_column, f"{options.input}: {where}"
         )
         for where, row in rows
@@ -300,6 +300,27 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     write_jsonl(options.output, out)
     echo(f"ranked {len(ids)} candidates of {len(out)} prompts into {options.output}")
     return len(out)
+
+
+def _candidates(
+    row: dict[str, Any], prompt_column: str, responses_column: str, where: str
+) -> tuple[Text, list[Text]]:
+    """A rank row's prompt and candidates: ``responses_column`` must hold a list of them (texts,
+    or message lists); a single text or one conversation is not a list of candidates."""
+    value = row.get(responses_column)
+    if value is not None:
+        one = isinstance(value, list) and bool(value) and isinstance(value[0], dict)
+        if not isinstance(value, list) or one:
+            got = "one conversation" if one else f"a {_kind(value)}"
+            raise DataError(
+                f"{where}: field '{responses_column}' must be a list of candidate responses, "
+                f"got {got}"
+            )
+    return parse_prompt_and_responses(row, prompt_column, responses_column, where)
+
+
+def _kind(value: Any) -> str:
+    return {str: "string", dict: "mapping", bool: "boolean"}.get(type(value), type(value).__name__)
 
 
 def _encode(

@@ -27,7 +27,7 @@ from directpo.checkpoint import (
     load_checkpoint,
     resolve_checkpoint,
 )
-from directpo.config import DPOConfig
+from directpo.config import LR_SCHEDULERS, DPOConfig
 from directpo.data import (
     Columns,
     PreferenceData,
@@ -71,7 +71,10 @@ from directpo.tokenization import TokenizedData, tokenize_preferences
 from directpo.tracking import MetricsLogger
 from directpo.vision import attach_rope_positions
 
-SCHEDULER_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+SCHEDULER_NAMES = {  # transformers' get_scheduler names (its defaults for their parameters)
+    **{name: name for name in LR_SCHEDULERS},
+    "constant": "constant_with_warmup",
+}
 
 
 @dataclass
@@ -325,6 +328,8 @@ def _load_data(
         if processor is None
         else processor.tokenizer
     )
+    if config.chat_template:
+        _replace_chat_template(config.chat_template, tokenizer, processor)
     train = PairSet([], [])
     if train_data is not None:
         train = _tokenize(train_data, tokenizer, config, "train", echo, processor)
@@ -350,6 +355,21 @@ def _load_data(
         data.labeller = load_labeller(config, device)
         check_labeller(data.labeller, data.online_prompts, data.online_rows)
     return data
+
+
+def _replace_chat_template(template: str, tokenizer: Any, processor: Any) -> None:
+    """``chat_template``: the text, or a file holding it (a value with no Jinja tag is a path)."""
+    if "{%" not in template and "{{" not in template:
+        try:
+            template = Path(template).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"chat_template: {template} is neither a Jinja template nor a readable file "
+                f"({getattr(exc, 'strerror', None) or exc})"
+            ) from None
+    tokenizer.chat_template = template
+    if processor is not None:
+        processor.chat_template = template
 
 
 def _pair_source(

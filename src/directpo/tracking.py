@@ -72,10 +72,10 @@ class MetricsLogger:
 
 
 class _TensorBoard:
-    def __init__(self, output_dir: Path, run_name: str = ""):
+    def __init__(self, folder: Path):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(output_dir / "runs" / run_name))
+        self.writer = SummaryWriter(log_dir=str(folder))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
@@ -129,7 +129,10 @@ class _MLflow:
 def _open_tracker(name: str, output_dir: Path, config: dict[str, Any]) -> Any:
     try:
         if name == "tensorboard":
-            return _TensorBoard(output_dir, config.get("run_name") or "")
+            folder = config.get("logging_dir") or output_dir / "runs" / (
+                config.get("run_name") or ""
+            )
+            return _TensorBoard(Path(folder))
         if name == "wandb":
             return _Wandb(output_dir, config)
         if name == "mlflow":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import math
 import shutil
 import time
@@ -104,9 +105,22 @@ def train(
         config.check_device(world.device.type)
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
+        _library_output(config, world.is_main)
         return _train(prepare_run(config, train_dataset, eval_dataset, world, echo, peft_config))
     finally:
         teardown_world(world)
+
+
+def _library_output(config: DPOConfig, is_main: bool) -> None:
+    """TRL's ``disable_tqdm`` and ``log_level`` for transformers' and datasets' own output."""
+    import datasets
+    import transformers
+
+    if config.disable_tqdm:
+        transformers.utils.logging.disable_progress_bar()
+        datasets.disable_progress_bars()
+    if config.log_level != "passive" and is_main:
+        transformers.utils.logging.set_verbosity(getattr(logging, config.log_level.upper()))
 
 
 def _train(run: Run) -> TrainResult:
@@ -114,7 +128,7 @@ def _train(run: Run) -> TrainResult:
     # the bar is closed before any error propagates, so a one-line error stays the last line
     progress = tqdm(
         total=total, initial=run.start_step, desc="train", dynamic_ncols=True,
-        disable=not run.world.is_main,
+        disable=not run.world.is_main or run.config.disable_tqdm,
     )  # fmt: skip
     write = progress.write if run.world.is_main else _silent  # tqdm.write prints on every rank
     with StopRequest() as stop, progress, _explain_oom(progress):
@@ -454,7 +468,7 @@ def _due(done: int, every: int, total: int | None = None) -> bool:
 
 def _logs_at(run: Run, done: int) -> bool:
     first = run.config.logging_first_step and done == 1
-    return first or _due(done, run.config.logging_steps, run.total_steps)
+    return first or _due(done, run.config.every("logging_steps", run.total_steps), run.total_steps)
 
 
 def _evaluates_at(run: Run, done: int) -> bool:
@@ -465,8 +479,8 @@ def _evaluates_at(run: Run, done: int) -> bool:
         return False
     if config.eval_strategy == "epoch":
         return _due(done, run.source.steps_per_epoch, run.total_steps)
-    every = config.eval_steps or (config.logging_steps if config.eval_strategy == "steps" else 0)
-    return _due(done, every, run.total_steps)
+    key = "eval_steps" if config.eval_steps or config.eval_strategy != "steps" else "logging_steps"
+    return _due(done, config.every(key, run.total_steps), run.total_steps)
 
 
 def _saves_at(run: Run, done: int) -> bool:
@@ -474,7 +488,7 @@ def _saves_at(run: Run, done: int) -> bool:
     strategy = run.config.save_strategy
     if strategy == "epoch":
         return _due(done, run.source.steps_per_epoch)
-    return strategy == "steps" and _due(done, run.config.save_steps)
+    return strategy == "steps" and _due(done, run.config.every("save_steps", run.total_steps))
 
 
 def _stop_requested(run: Run, stop: StopRequest) -> bool:

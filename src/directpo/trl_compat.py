@@ -29,6 +29,13 @@ ALIASES = {  # TRL's other names for directpo options
     "torch_dtype": "dtype",  # ModelConfig before transformers 5
     "max_target_length": "max_completion_length",  # TRL < 0.9
     "use_bnb_nested_quant": "bnb_4bit_use_double_quant",  # ModelConfig
+    "chat_template_path": "chat_template",  # SFTConfig's spelling (a file)
+}
+HINTS = {  # TRL arguments that are not config keys, and the option that means the same here
+    "ref_model": "ref_model_name_or_path",
+    "model": "model_name_or_path",
+    "processing_class": "tokenizer_name_or_path",
+    "peft_config": "use_peft and lora_r",
 }
 
 
@@ -57,13 +64,10 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "do_train": (_any, ""),  # read by TRL's scripts, not by the trainer
     "do_eval": (_any, ""),  # directpo evaluates whenever it has eval data
     "do_predict": (_nothing, "directpo does not predict; use directpo generate"),
-    "log_level": (_any, ""),
     "log_level_replica": (_any, ""),
     "log_on_each_node": (_any, ""),
     "logging_nan_inf_filter": (_any, "directpo skips and counts non-finite steps"),
-    "logging_dir": (_any, ""),  # TensorBoard logs go to OUTPUT_DIR/runs
     "logging_strategy": (_equals("steps"), "directpo logs every logging_steps"),
-    "disable_tqdm": (_any, ""),
     "remove_unused_columns": (_any, ""),  # directpo reads only its own columns
     "label_names": (_any, ""),
     "length_column_name": (_any, ""),
@@ -101,14 +105,25 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "full_determinism": (_nothing, "set seed; runs are deterministic on CPU"),
     "data_seed": (_nothing, "seed sets the data order"),
     "average_tokens_across_devices": (_any, ""),  # DPO losses are per pair
-    "model_revision": (_equals("main"), "check the revision out into a local folder"),
+    "model_revision": (_equals("main"), "use model_init_kwargs: {revision: REV}"),
     "lora_task_type": (_equals("CAUSAL_LM"), "directpo trains causal LMs"),
     "padding_free": (_any, ""),  # directpo always packs (padding_free option is its own)
     "pad_to_multiple_of": (_any, ""),  # torch_compile rounds rows to 128 tokens
-    "pad_token": (_any, ""),  # padding is masked out; the tokenizer's or EOS is used
+    "pad_token": (
+        _nothing,
+        "padding is masked out here; set pad_token in the model folder's tokenizer files if "
+        "the saved tokenizer should carry it (TRL deprecates this option)",
+    ),
     "label_pad_token_id": (_any, ""),
     "padding_value": (_any, ""),
-    "truncation_mode": (_equals("keep_start", "keep_end"), "prompts are cut from the left"),
+    # keep_start (TRL's default) is directpo's rule for every row whose prompt fits: the
+    # completion is cut from the right to max_length; a longer prompt is cut from the left
+    # (TRL drops such rows). keep_end (deprecated in TRL) would cut prompts instead.
+    "truncation_mode": (
+        _equals("keep_start"),
+        "completions are cut from the right; to keep them whole, cap prompts with "
+        "max_prompt_length (prompts are cut from the left)",
+    ),
     "precompute_ref_batch_size": (_any, ""),  # per_device_eval_batch_size is used
     "generate_during_eval": (_nothing, "use eval_generate: N"),
     "is_encoder_decoder": (_nothing, "directpo trains decoder-only causal LMs"),
@@ -145,7 +160,7 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "activation_offloading": (_nothing, "use gradient_checkpointing"),
     "dataset_streaming": (_nothing, "directpo reads the whole file"),
     "dataset_mixer": (_nothing, "list the files, train_file: [a.jsonl, b.parquet] (used whole)"),
-    "dataset_splits": (_any, ""),
+    "dataset_splits": (_nothing, "use dataset_train_split and dataset_test_split"),
     "ignore_bias_buffers": (_any, ""),
     "use_flash_attention_2": (_nothing, "set attn_implementation: flash_attention_2"),
     "reference_free": (_nothing, "choose a reference-free loss_type (simpo, orpo, ...)"),
@@ -221,7 +236,7 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
             if not accepted(value):
                 problems.append(f"{flag}{key}: {value!r} is not supported: {instead}")
         else:
-            close = difflib.get_close_matches(key, known, n=1)
+            close = [HINTS[key]] if key in HINTS else difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean '{flag}{close[0]}'?" if close else ""
             problems.append(f"unknown option '{flag}{key}'{hint}")
     if problems:
