@@ -758,6 +758,11 @@ class DPOConfig(Options):
             )
         if self.bf16:
             self.dtype = "bfloat16"
+        if self.dtype == "auto":  # transformers' "as saved": training needs a decision
+            raise ConfigError(
+                "dtype: auto is not supported: choose bfloat16 (bf16 compute over float32 "
+                "master weights, for GPUs) or float32"
+            )
         self._one_of("dtype", DTYPES)
         self._one_of("master_weights", DTYPES)
         self._one_of("save_dtype", SAVE_DTYPES)
@@ -996,6 +1001,9 @@ class DPOConfig(Options):
             )
         if self.dataset_name and self.train_file:
             raise ConfigError("dataset_name and train_file are both set: choose one")
+        name = self.dataset_name or ""
+        if _looks_local(name) and not os.path.exists(os.path.expanduser(name)):
+            raise ConfigError(f"dataset_name: no such dataset folder: {name}")  # not a hub id
         has_data = self.train_file or self.dataset_name or (self.online and self.prompt_file)
         if need_train_file and not has_data:
             raise ConfigError(
@@ -1067,9 +1075,13 @@ def check_model_location(key: str, value: str | None) -> None:
         raise ConfigError(
             f"{key}: {value} is {what} (no config.json or adapter_config.json; it holds {shown})"
         )
-    looks_local = value.startswith((".", "/", "~")) or value.count("/") > 1 or "\\" in value
-    if looks_local:
+    if _looks_local(value):
         raise ConfigError(f"{key}: no such model folder: {value}")
+
+
+def _looks_local(value: str) -> bool:
+    """A path, not a hub id (``org/name``)."""
+    return value.startswith((".", "/", "~")) or value.count("/") > 1 or "\\" in value
 
 
 def load_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> DPOConfig:

@@ -19,13 +19,13 @@ from transformers import (
 
 from directpo.errors import ConfigError, ModelLoadError
 from directpo.precision import DTYPES
+from directpo.vision import is_vision_config
 
 # peft reads transformers' renamed attribute on every PeftModel: a warning between the two
 # libraries that nobody running directpo can act on (it printed on every LoRA run)
 warnings.filterwarnings(
     "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
 )
-from directpo.vision import is_vision_config
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:

@@ -591,6 +591,8 @@ def _prepare_output_dir(output_dir: Path, config: DPOConfig) -> list[Path]:
                 f"output_dir {output_dir} is the {key} folder: the run would overwrite the "
                 "weights it starts from; choose another output_dir"
             )
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"output_dir {output_dir} is a file, not a folder")
     previous = list_checkpoints(output_dir)
     entries = sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() else []
     entries = [name for name in entries if not name.startswith(".")]  # staging, tmp folders
