@@ -206,3 +206,23 @@ def test_reference_needed_only_by_reference_based_losses() -> None:
     # the KL of eval_generate needs a reference even when the losses do not
     sampling = DPOConfig(loss_type=["sft"], eval_generate=4)
     assert sampling.needs_reference and not sampling.loss_needs_reference
+
+
+def test_a_key_given_twice_a_missing_dataset_folder_and_an_output_file_are_refused(
+    tmp_path, tiny_model_dirs, pairs_file
+) -> None:
+    from directpo.trainer import train
+
+    config = tmp_path / "twice.yaml"
+    config.write_text("beta: 0.1\nlearning_rate: 1e-5\nbeta: 0.2\n")
+    with pytest.raises(ConfigError, match=r"twice\.yaml: line 3: option 'beta' is given twice"):
+        load_config(str(config))
+    missing = DPOConfig(model_name_or_path=str(tiny_model_dirs["gpt2"]), dataset_name="./no/data")
+    with pytest.raises(ConfigError, match=r"dataset_name: no such dataset folder: \./no/data"):
+        missing.check_environment()  # at once, not after retrying the hub
+    file = tmp_path / "out.txt"
+    file.write_text("x")
+    with pytest.raises(ConfigError, match=r"output_dir .*out\.txt is a file, not a folder"):
+        train(DPOConfig(model_name_or_path=str(tiny_model_dirs["gpt2"]), train_file=str(pairs_file),
+                        output_dir=str(file), report_to=["none"]), echo=lambda _: None)  # fmt: skip
+    assert file.read_text() == "x"
