@@ -451,8 +451,8 @@ def _keep_this_runs_schedule(run: Run, options: list[dict[str, Any]]) -> None:
     if said:
         lr = optimizer.param_groups[0]["lr"]
         run.echo(
-            f"resume: this run's {', '.join(said)} differ from the checkpoint's; the optimizer "
-            f"state continues under this run's options (learning rate now {lr:.3g})"
+            f"resume: {', '.join(said)} changed since the checkpoint; the optimizer state "
+            f"continues under this run's values (learning rate now {lr:.3g})"
         )
 
 
