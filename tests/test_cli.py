@@ -344,7 +344,7 @@ def test_a_list_ends_at_the_yaml_file_and_a_stray_value_is_explained(
     argv = train_argv(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "o")
     assert main([*argv, "--report_to", "none", str(cfg)]) == 0
     assert captured_training[-1].max_steps == 3 and captured_training[-1].report_to == ["none"]
-    code, err = run_cli(capsys, str(cfg), "--output_dir", "a", "b")
+    code, err = run_cli(capsys, "train", str(cfg), "--output_dir", "a", "b")
     assert code == 2
     assert err == "directpo: error: unexpected argument 'b' (--output_dir takes one value)\n"
 

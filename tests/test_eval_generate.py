@@ -196,3 +196,35 @@ def test_reference_only_for_the_kl_when_the_losses_do_not_need_it(
     )
     assert calls and set(calls) == {0}  # only sampled sequences (no pairs) reached it
     assert "eval/kl" in result.metrics[-1]
+
+
+def test_generate_reads_a_datasets_folder_and_keeps_an_old_output_on_failure(
+    tiny_model_dirs, tmp_path, capsys
+) -> None:
+    import datasets
+
+    folder = tmp_path / "prompts-dataset"
+    datasets.Dataset.from_list([{"prompt": "The movie was", "id": 1}]).save_to_disk(str(folder))
+    output = tmp_path / "out.jsonl"
+    argv = ["generate", "--model_name_or_path", str(tiny_model_dirs["gpt2"]),
+            "--input", str(folder), "--output", str(output), "--max_new_tokens", "3"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [(r["id"], len(r["completions"])) for r in rows] == [(1, 1)]
+    before = output.read_text()
+    # a row that cannot be used: one line, and the earlier output is left as it was
+    write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "ok"}, {"prompt": None}])
+    argv[argv.index("--input") + 1] = str(tmp_path / "bad.jsonl")
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"directpo: error: {tmp_path / 'bad.jsonl'}: line 2")
+        and err.count("\n") == 1
+    )
+    assert output.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bad.jsonl",
+        "out.jsonl",
+        "prompts-dataset",
+    ]

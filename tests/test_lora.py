@@ -119,7 +119,10 @@ def test_a_lora_output_folder_works_where_a_model_folder_does(
     assert not (adapter / "config.json").exists()
 
     rows = tmp_path / "pairs.jsonl"
-    rows.write_text(pairs_file.read_text())
+    pairs = [json.loads(line) for line in pairs_file.read_text().splitlines()]
+    rows.write_text(
+        "".join(json.dumps({**p, "responses": [p["chosen"], p["rejected"]]}) + "\n" for p in pairs)
+    )
     # the adapter's rewards equal the merged model's against the same base
     from_adapter = ImplicitReward.from_run(str(adapter))
     assert from_adapter.adapters_off and from_adapter.reference is None
@@ -131,7 +134,7 @@ def test_a_lora_output_folder_works_where_a_model_folder_does(
 
     for command, extra in (
         ("score", []),
-        ("rank", ["--responses_column", "chosen"]),
+        ("rank", []),
         ("generate", ["--max_new_tokens", "4"]),
     ):
         target = tmp_path / f"{command}.jsonl"

@@ -84,3 +84,72 @@ def test_cache_is_reused_and_invalidated_by_new_data(
         echo=third.append,
     )
     assert any("computed for 6 pairs" in line for line in third)
+
+
+def cached_run(model, data, out, lines: list[str]):
+    return train(
+        config_for(model, data, out, eval_file=None, precompute_ref_log_probs=True),
+        echo=lines.append,
+    )
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbled", "empty"])
+def test_a_damaged_cache_is_recomputed_and_replaced(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, damage
+) -> None:
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / "cache"))
+    model = tiny_model_dirs["gpt2"]
+    first: list[str] = []
+    good = cached_run(model, pairs_file, tmp_path / "a", first)
+    (path,) = (tmp_path / "cache" / "reference_logps").iterdir()
+    whole = path.read_bytes()
+    path.write_bytes(
+        {"truncated": whole[: len(whole) // 2], "garbled": b"\xff" * len(whole), "empty": b""}[
+            damage
+        ]
+    )
+    second: list[str] = []
+    again = cached_run(model, pairs_file, tmp_path / "b", second)
+    notices = [line for line in second if "reference log-probs" in line]
+    assert len(notices) == 2 and all(line.count("\n") == 0 for line in notices)
+    assert notices[0].startswith(f"reference log-probs: the cache {path} is unreadable (")
+    assert notices[0].endswith("): recomputing")
+    assert "computed for 6 pairs, cached in" in notices[1]
+    assert load_file(path)["logps"].shape == (6, 2)  # the bad file was replaced
+    assert [m["loss"] for m in again.metrics] == pytest.approx([m["loss"] for m in good.metrics])
+    third: list[str] = []
+    cached_run(model, pairs_file, tmp_path / "c", third)
+    assert any("reusing the cache" in line for line in third)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
+
+
+@pytest.mark.parametrize("how", ["a file in the way", "read-only"])
+def test_an_unwritable_cache_warns_and_training_goes_on(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, how
+) -> None:
+    import errno
+
+    import directpo.precompute
+
+    if how == "a file in the way":  # DIRECTPO_CACHE/reference_logps cannot be made
+        (tmp_path / "cache").write_text("not a folder")
+    else:  # as on a read-only mount (the tests may run as root, who may write anywhere)
+
+        def read_only(*args, **kwargs):
+            raise OSError(errno.EROFS, "Read-only file system")
+
+        monkeypatch.setattr(directpo.precompute, "save_file", read_only)
+    monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / "cache"))
+    model = tiny_model_dirs["gpt2"]
+    plain = train(config_for(model, pairs_file, tmp_path / "plain", eval_file=None), echo=print)
+    lines: list[str] = []
+    result = cached_run(model, pairs_file, tmp_path / "pre", lines)
+    (notice,) = [line for line in lines if "reference log-probs" in line]
+    assert notice.startswith("reference log-probs: computed for 6 pairs; not cached (cannot write")
+    assert "training goes on" in notice and "\n" not in notice
+    assert [m["loss"] for m in result.metrics] == pytest.approx(
+        [m["loss"] for m in plain.metrics], rel=1e-5
+    )
+    assert (tmp_path / "pre" / "config.yaml").is_file()

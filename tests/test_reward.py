@@ -201,3 +201,111 @@ def test_generate_is_reproducible_with_a_seed(trained_run, tmp_path) -> None:
     assert outputs[0] == outputs[1]
     assert outputs[0] != outputs[2]
     assert all(len(row["completions"]) == 2 for row in outputs[0])
+
+
+@pytest.mark.parametrize("command", ["score", "rank", "generate"])
+def test_an_output_that_is_not_a_jsonl_file_is_refused_up_front(
+    tiny_model_dirs, pairs_file, tmp_path, capsys, monkeypatch, command
+) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the output was checked")
+
+    monkeypatch.setattr("directpo.reward.load_causal_lm", refuse)
+    monkeypatch.setattr("directpo.generate.load_causal_lm", refuse)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for output, said in (
+        (folder, f"output: {folder} is a folder; give a file name such as {folder}/out.jsonl"),
+        (tmp_path / "x.parquet", "must end in .jsonl (got .parquet)"),
+        (tmp_path / "x", "must end in .jsonl (got (none))"),
+    ):
+        code = main(
+            [command, "--model_name_or_path", str(tiny_model_dirs["gpt2"]), "--input",
+             str(pairs_file), "--output", str(output)]
+        )  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and said in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "pairs.jsonl"]  # nothing stray
+    assert list(folder.iterdir()) == []
+
+
+def test_write_jsonl_leaves_nothing_behind_when_it_fails(tmp_path) -> None:
+    import datetime
+
+    from directpo.errors import DataError
+    from directpo.jsonl import write_jsonl as write
+
+    folder = tmp_path / "taken"
+    folder.mkdir()
+    with pytest.raises(DataError, match=f"cannot write {folder}"):
+        write(folder, [{"a": 1}])
+    old = tmp_path / "old.jsonl"
+    old.write_text('{"kept": true}\n')
+
+    def rows_then_crash():
+        yield {"a": 1}
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write(old, rows_then_crash())
+    with pytest.raises(DataError, match="row 2: a value of type object cannot be written"):
+        write(old, [{"a": 1}, {"b": object()}])
+    assert old.read_text() == '{"kept": true}\n'  # the earlier file is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.jsonl", "taken"]
+    # values a Parquet file or a datasets folder may hold get their JSON form
+    write(old, [{"when": datetime.date(2024, 5, 1), "raw": b"\x00\x01"}])
+    assert json.loads(old.read_text()) == {"when": "2024-05-01", "raw": "AAE="}
+
+
+def test_score_reads_a_datasets_folder_as_training_does(tiny_model_dirs, tmp_path) -> None:
+    import datasets
+
+    folder = tmp_path / "pairs-dataset"
+    datasets.Dataset.from_list(SENTIMENT_PAIRS).save_to_disk(str(folder))
+    model = str(tiny_model_dirs["gpt2"])
+    summary = score_file(
+        ScoreOptions(
+            model_name_or_path=model,
+            input=str(folder),
+            output=str(tmp_path / "scored.jsonl"),
+            ref_model_name_or_path=model,
+            beta=0.1,
+        ),
+        echo=quiet,
+    )
+    assert summary["pairs"] == len(SENTIMENT_PAIRS)
+    rows = [json.loads(line) for line in (tmp_path / "scored.jsonl").read_text().splitlines()]
+    assert [r["chosen"] for r in rows] == [p["chosen"] for p in SENTIMENT_PAIRS]
+    with pytest.raises(Exception, match="input: no such file or folder: "):
+        ScoreOptions(
+            model_name_or_path=model, input=str(tmp_path / "nope"), output=str(tmp_path / "o.jsonl")
+        ).check_environment()
+
+
+@pytest.mark.parametrize(
+    "responses, got",
+    [
+        (" great.", "a string"),
+        ([{"role": "assistant", "content": "hi"}], "one conversation"),
+        ({"a": " great."}, "a mapping"),
+    ],
+)
+def test_rank_needs_a_list_of_candidates(
+    tiny_model_dirs, tmp_path, capsys, monkeypatch, responses, got
+) -> None:
+    monkeypatch.setattr("directpo.reward.load_causal_lm", lambda *a, **k: 1 / 0)
+    good = {"prompt": "The movie was", "responses": [" great.", " bad."]}
+    data = write_jsonl(
+        tmp_path / "cands.jsonl", [good, {"prompt": "I was", "responses": responses}]
+    )
+    code = main(
+        ["rank", "--model_name_or_path", str(tiny_model_dirs["gpt2"]), "--input", str(data),
+         "--output", str(tmp_path / "ranked.jsonl"), "--beta", "0.1"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err == (
+        f"directpo: error: {data}: line 2: field 'responses' must be a list of candidate "
+        f"responses, got {got}\n"
+    )
+    assert not (tmp_path / "ranked.jsonl").exists()

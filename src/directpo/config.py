@@ -511,7 +511,9 @@ class DPOConfig(Options):
     logging_dir: str | None = option(
         None, "TensorBoard's log folder (default: output_dir/runs/RUN_NAME)."
     )
-    disable_tqdm: bool = option(False, "Hide the progress bars (directpo's and transformers').")
+    disable_tqdm: bool = option(
+        False, "Hide the training progress bar and those of transformers and datasets."
+    )
     log_level: str = option(
         "passive",
         f"Verbosity of transformers' own logging on the main process, one of "

@@ -4,7 +4,9 @@ One batched no-grad pass of the reference over every pair before training; the r
 cached in ``DIRECTPO_CACHE/reference_logps/<key>.safetensors``, where the key hashes the
 reference weights (every tensor's bytes), the token ids of every pair, and the dtype, so a later
 run with the same reference, data and settings reuses them (and says so), and any change
-recomputes them. The reference model can then be freed: training needs one model in memory.
+recomputes them. A damaged cache file counts as absent (recomputed and replaced, with a notice);
+a cache location that cannot be written is one warning line, and training goes on with the
+values just computed. The reference model can then be freed: training needs one model in memory.
 """
 
 from __future__ import annotations
