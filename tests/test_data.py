@@ -315,3 +315,185 @@ def test_several_train_files_are_mixed_in_order(tiny_model_dirs, tmp_path, capsy
         f"train_file: no such file or folder: {tmp_path / 'missing.jsonl'}"
         in capsys.readouterr().err
     )
+
+
+USER_HI = {"role": "user", "content": "Hi"}
+
+
+def _load_rows(tmp_path: Path, rows: list[dict], **options):
+    return load_preferences(str(write_jsonl(tmp_path / "x.jsonl", rows)), **options)
+
+
+def test_completions_drop_a_repeated_prompt_and_must_start_with_an_assistant_message(
+    tmp_path: Path,
+) -> None:
+    hello = {"role": "assistant", "content": "Hello!"}
+    repeated = {"prompt": [USER_HI], "chosen": [USER_HI, hello], "rejected": "Go away."}
+    example = _load_rows(tmp_path, [repeated]).examples[0]
+    assert example.prompt == [USER_HI] and example.chosen == [hello]
+    assert example.rejected == [{"role": "assistant", "content": "Go away."}]
+    bad = [
+        ({"chosen": [{"role": "user", "content": "a"}]}, r"'chosen': message 1 has role 'user'"),
+        ({"chosen": [{"role": "system", "content": "x"}]}, "must start with an assistant message"),
+        ({"chosen": [USER_HI]}, "field 'chosen' repeats the prompt and adds no message"),
+        (  # repeats only part of the prompt: not the reply either
+            {"prompt": [{"role": "system", "content": "s"}, USER_HI], "chosen": [USER_HI, hello]},
+            r"'chosen': message 1 has role 'user'",
+        ),
+    ]
+    for change, message in bad:
+        with pytest.raises(DataError, match=r"x.jsonl: line 1: .*" + message) as info:
+            _load_rows(tmp_path, [{**repeated, **change}])
+        assert "\n" not in str(info.value)
+    # the implicit message layout: what follows the shared turns must be a reply too
+    turns = [USER_HI, hello]
+    row = {
+        "chosen": [*turns, {"role": "user", "content": "more"}, hello],
+        "rejected": [*turns, {"role": "user", "content": "less"}, hello],
+    }
+    with pytest.raises(DataError, match="line 1: field 'chosen': message 1 has role 'user'"):
+        _load_rows(tmp_path, [row])
+    data = _load_rows(tmp_path, [repeated, {**repeated, "chosen": [USER_HI]}],
+                      skip_invalid_rows=True)  # fmt: skip
+    assert len(data) == 1 and data.skipped == {"no completion": 1}
+
+
+def test_scored_responses_drop_a_repeated_prompt(tmp_path: Path) -> None:
+    from directpo.data import parse_prompt_and_responses
+
+    hello = {"role": "assistant", "content": "Hello!"}
+    row = {"prompt": [USER_HI], "responses": [[USER_HI, hello], "Hey."]}
+    prompt, responses = parse_prompt_and_responses(row, "prompt", "responses", "f: line 1")
+    assert prompt == [USER_HI]
+    assert responses == [[hello], [{"role": "assistant", "content": "Hey."}]]
+
+
+def test_completion_text_parts_are_joined_and_an_empty_images_list_is_no_images(
+    tmp_path: Path,
+) -> None:
+    """TRL's vision datasets write completions as content parts."""
+    parts = [{"type": "text", "text": "A red "}, {"type": "text", "text": "ball."}]
+    row = {
+        "prompt": [USER_HI],
+        "chosen": [{"role": "assistant", "content": parts}],
+        "rejected": [{"role": "assistant", "content": [{"type": "text", "text": "A cat."}]}],
+        "images": [],
+    }
+    example = _load_rows(tmp_path, [row]).examples[0]
+    assert example.chosen == [{"role": "assistant", "content": "A red ball."}]
+    assert example.rejected == [{"role": "assistant", "content": "A cat."}]
+    assert example.images is None and example.prompt == [USER_HI]
+    with_image = [{"type": "image"}, *parts]
+    bad = {**row, "chosen": [{"role": "assistant", "content": with_image}]}
+    with pytest.raises(DataError, match="line 1: field 'chosen': message 1 has an image part"):
+        _load_rows(tmp_path, [bad])
+
+
+def test_a_prompt_text_with_whole_conversations_uses_their_shared_turns(tmp_path: Path) -> None:
+    """HuggingFaceH4/ultrafeedback_binarized: prompt text, chosen/rejected conversations."""
+    system = {"role": "system", "content": "Be brief."}
+    question = {"role": "user", "content": "What is 2+2?"}
+    four, five = {"role": "assistant", "content": "4"}, {"role": "assistant", "content": "5"}
+    row = {"prompt": "What is 2+2?", "chosen": [system, question, four],
+           "rejected": [system, question, five], "score_chosen": 9.0}  # fmt: skip
+    data = _load_rows(tmp_path, [row, {**row, "prompt": "What is 2+2? "}])
+    assert data.layout == "conversational" and len(data) == 2
+    example = data.examples[0]
+    assert (example.prompt, example.chosen, example.rejected) == (
+        [system, question],
+        [four],
+        [five],
+    )
+    assert parse_pair(row, Columns(), "r").prompt == [system, question]
+    with pytest.raises(DataError, match="line 1: field 'prompt' is text .* no user message"):
+        _load_rows(tmp_path, [{**row, "prompt": "What is 3+3?"}])
+
+
+def test_a_utf8_byte_order_mark_is_not_part_of_the_data(tmp_path: Path) -> None:
+    bom = "\ufeff"
+    (tmp_path / "a.jsonl").write_text(bom + json.dumps(ROWS[0]) + "\n", encoding="utf-8")
+    (tmp_path / "b.json").write_text(bom + json.dumps(ROWS), encoding="utf-8")
+    (tmp_path / "c.csv").write_text(bom + "prompt,chosen,rejected\nQ: 2+2?, 4, 5\n")
+    for name in ("a.jsonl", "b.json", "c.csv"):
+        data = load_preferences(str(tmp_path / name))
+        assert data.examples[0].prompt == "Q: 2+2?", name
+
+
+def test_csv_rows_must_match_the_header(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_text("prompt,chosen,rejected\na,b,c\nx, y, z, extra\nshort,row\n")
+    with pytest.raises(
+        DataError, match=r"x.csv: line 3: 4 fields but the header has 3 \(quote fields that"
+    ):
+        load_preferences(str(path))
+    data = load_preferences(str(path), skip_invalid_rows=True)
+    assert len(data) == 1 and data.skipped == {"wrong number of fields": 2}
+    path.write_text("prompt,chosen,chosen,rejected\na,b,c,d\n")
+    with pytest.raises(DataError, match="x.csv: the header names column 'chosen' twice$"):
+        load_preferences(str(path))
+    path.write_text("prompt, chosen, rejected\na, b, c\n")  # spaces after the commas
+    assert load_preferences(str(path)).examples[0].chosen == " b"
+
+
+def test_csv_fields_longer_than_the_csv_module_default_are_read(tmp_path: Path) -> None:
+    long = "word " * 40_000  # 200,000 characters: over csv's default field limit
+    path = tmp_path / "x.csv"
+    path.write_text(f'prompt,chosen,rejected\na,"b\nc",d\n"{long}",good,bad\ne,f\n')
+    with pytest.raises(DataError, match=r"x.csv: line 5: 2 fields but the header has 3"):
+        load_preferences(str(path))  # rows start at lines 2, 4 and 5
+    data = load_preferences(str(path), skip_invalid_rows=True)
+    assert data.examples[1].prompt == long and data.skipped == {"wrong number of fields": 1}
+
+
+def test_csv_cells_holding_message_lists_are_decoded(tmp_path: Path) -> None:
+    import csv
+
+    path = tmp_path / "x.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["prompt", "chosen", "rejected"])
+        writer.writerow([json.dumps([USER_HI]), json.dumps([{"role": "assistant",
+                         "content": "Hello!"}]), "[not, a message list]"])  # fmt: skip
+        writer.writerow([repr([USER_HI]), "Hey.", "Go."])  # pandas writes a list column so
+    data = load_preferences(str(path))
+    assert data.layout == "conversational"
+    assert [e.prompt for e in data.examples] == [[USER_HI], [USER_HI]]
+    assert data.examples[0].chosen == [{"role": "assistant", "content": "Hello!"}]
+    assert data.examples[0].rejected == [{"role": "assistant", "content": "[not, a message list]"}]
+
+
+@pytest.mark.parametrize(
+    "chosen",
+    ["\n\nHuman: What is X?\n\nAssistant:", "\n\nHuman: What is X?\n\nAssistant: "],
+)
+def test_an_implicit_text_with_an_empty_response_has_no_completion(tmp_path, chosen) -> None:
+    row = {"chosen": chosen, "rejected": "\n\nHuman: What is X?\n\nAssistant: It is Y."}
+    for pair in (row, {"chosen": row["rejected"], "rejected": chosen}):
+        with pytest.raises(DataError, match=r"line 1: one side has no response .*'Assistant:'"):
+            _load_rows(tmp_path, [pair])
+    fine = {"chosen": row["rejected"], "rejected": row["rejected"].replace("Y", "Z")}
+    data = _load_rows(tmp_path, [row, fine], skip_invalid_rows=True)
+    assert len(data) == 1 and data.skipped == {"no completion": 1}
+
+
+def test_json_reports_the_real_position_and_reads_columns(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps(ROWS, indent=2) + "\n]\n")  # a stray bracket at the end
+    lines = len(json.dumps(ROWS, indent=2).splitlines())
+    with pytest.raises(DataError, match=rf"x.json: line {lines + 1}: invalid JSON \(more text"):
+        load_preferences(str(path))
+    columns = {key: [row[key] for row in ROWS] for key in ROWS[0]}
+    path.write_text(json.dumps(columns))
+    data = load_preferences(str(path))
+    assert [(e.prompt, e.chosen) for e in data.examples] == [
+        (r["prompt"], r["chosen"]) for r in ROWS
+    ]
+    path.write_text(json.dumps({**columns, "chosen": [" 4"]}))
+    with pytest.raises(DataError, match=r"lists have different lengths \(prompt: 2, chosen: 1"):
+        load_preferences(str(path))
+    path.write_text(json.dumps({"data": ROWS, "tags": []}))
+    assert len(load_preferences(str(path))) == 2
+    for shape in (json.dumps(ROWS[0]), "7"):
+        path.write_text(shape)
+        with pytest.raises(DataError, match="expected a list of row objects, an object holding"):
+            load_preferences(str(path))

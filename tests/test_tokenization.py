@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 from tiny import build_tokenizer
 
-from directpo.data import PreferenceData, PreferenceExample
+from directpo.data import PreferenceData, PreferenceExample, RowError
 from directpo.errors import DataError
 from directpo.tokenization import PairTokenizer, tokenize_preferences
 
@@ -241,3 +241,74 @@ def test_tools_column_and_chat_template_kwargs_reach_the_template(tmp_path) -> N
     path.write_text(__import__("json").dumps(bad[0]) + "\n")
     with pytest.raises(DataError, match="line 1: field 'tools' needs conversational rows"):
         load_preferences(str(path))
+
+
+STRICT_TEMPLATE = (  # Llama-2 / Mistral style: roles must alternate, starting with the user
+    "{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant') }}"
+    "{% endif %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _conversations(*prompts: list[dict]) -> PreferenceData:
+    examples = [
+        PreferenceExample(prompt, _assistant("yes"), _assistant("no"), f"f.jsonl: line {i}")
+        for i, prompt in enumerate(prompts, start=1)
+    ]
+    return PreferenceData(examples, "conversational", "f.jsonl")
+
+
+def test_a_chat_template_that_raises_refuses_the_row() -> None:
+    tokenizer = build_tokenizer("gpt2")
+    tokenizer.chat_template = STRICT_TEMPLATE
+    data = _conversations(USER, [{"role": "system", "content": "Be brief."}, *USER])
+    with pytest.raises(DataError) as info:
+        tokenize_preferences(data, tokenizer, 64)
+    assert str(info.value) == (
+        "f.jsonl: line 2: the chat template refused the row (Conversation roles must alternate "
+        "user/assistant/user/assistant)"
+    )
+    result = tokenize_preferences(data, tokenizer, 64, skip_invalid_rows=True)
+    assert len(result) == 1 and result.skipped == {"refused by the chat template": 1}
+
+
+def test_a_chat_template_that_does_not_compile_is_one_line_naming_the_tokenizer() -> None:
+    from directpo.errors import ModelLoadError
+
+    tokenizer = build_tokenizer("gpt2")
+    tokenizer.name_or_path = "models/tiny"
+    tokenizer.chat_template = "{% for m in messages %}{{ m.content | nosuchfilter }}{% endfor %}"
+    with pytest.raises(ModelLoadError) as info:  # not a row error: skipping cannot help
+        tokenize_preferences(_conversations(USER), tokenizer, 64, skip_invalid_rows=True)
+    assert str(info.value).startswith(
+        "models/tiny: the chat template does not compile (No filter named 'nosuchfilter', at "
+        "template line 1)"
+    )
+    tokenizer.chat_template = "{% for m in messages %}{{ m.content }}"  # no endfor
+    with pytest.raises(ModelLoadError, match="models/tiny: the chat template does not compile"):
+        PairTokenizer(tokenizer, 64).prompt_ids(USER)
+
+
+def test_a_completion_must_start_with_an_assistant_message(tokenizers) -> None:
+    encoder = PairTokenizer(tokenizers["gpt2"], 64)
+    for role in ("user", "system"):
+        completion = [{"role": role, "content": "hi"}, *_assistant("Hello!")]
+        with pytest.raises(RowError, match=f"start with an assistant message, not a '{role}'"):
+            encoder.render(USER, completion)
+
+
+FINAL_HEADER_TEMPLATE = (  # a finished assistant turn's header differs from the generation's
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}"
+    "{% if m['role'] == 'assistant' %} (final){% endif %}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_the_completion_starts_exactly_at_its_content_when_the_turn_is_rendered_apart() -> None:
+    tokenizer = build_tokenizer("gpt2")
+    tokenizer.chat_template = FINAL_HEADER_TEMPLATE
+    encoder = PairTokenizer(tokenizer, 64)
+    prompt_text, completion_text = encoder.render(USER, _assistant("fin"))
+    assert prompt_text.endswith("<|im_start|>assistant\n")
+    assert completion_text == "fin<|im_end|>"  # not "final)\nfin..." (the first "fin")

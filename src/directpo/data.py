@@ -453,16 +453,18 @@ def _json_table(data: Any, label: str) -> list[Any]:
         return data
     if not isinstance(data, dict) or not data:
         raise DataError(f"{label}: expected {JSON_SHAPES}, got {_kind(data)}")
-    lists = [value for value in data.values() if isinstance(value, list)]
-    if len(lists) == 1 and all(isinstance(row, dict) for row in lists[0]):
-        return lists[0]  # {"data": [rows...], ...}
-    if len(lists) != len(data):
-        raise DataError(f"{label}: expected {JSON_SHAPES}")
-    lengths = {key: len(value) for key, value in data.items()}
-    if len(set(lengths.values())) > 1:
+    lengths = {key: len(value) for key, value in data.items() if isinstance(value, list)}
+    columnar = len(lengths) == len(data)
+    same_length = len(set(lengths.values())) == 1
+    row_lists = [v for v in data.values() if v and isinstance(v, list) and all(map(_is_dict, v))]
+    if len(row_lists) == 1 and not (columnar and same_length and len(data) > 1):
+        return row_lists[0]  # {"data": [rows...], "version": ...}
+    if columnar and same_length:
+        return [dict(zip(data, row, strict=True)) for row in zip(*data.values(), strict=True)]
+    if columnar:
         counts = ", ".join(f"{key}: {n}" for key, n in lengths.items())
         raise DataError(f"{label}: the column lists have different lengths ({counts})")
-    return [dict(zip(data, values, strict=True)) for values in zip(*data.values(), strict=True)]
+    raise DataError(f"{label}: expected {JSON_SHAPES}")
 
 
 # csv's default field limit (131072 characters) refuses long responses
@@ -510,7 +512,7 @@ def _csv_cell(text: str) -> Any:
     if value is None:
         try:
             value = ast.literal_eval(stripped)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             return text
     if isinstance(value, list) and all(isinstance(m, dict) and "role" in m for m in value):
         return value
@@ -588,6 +590,10 @@ def _prompt_layout(prompt: Any, chosen: Any) -> str:
     if isinstance(prompt, list) or (_is_message_list(chosen) and isinstance(prompt, str)):
         return "conversational"
     return "explicit"
+
+
+def _is_dict(value: Any) -> bool:
+    return isinstance(value, dict)
 
 
 def _is_message_list(value: Any) -> bool:
@@ -768,11 +774,11 @@ def _completion_messages(value: Any, key: str, prompt: Messages | None = None) -
 def _split_conversations(
     prompt: str, chosen: Any, rejected: Any, columns: Columns
 ) -> tuple[Messages, Messages, Messages]:
-    """A prompt text with chosen and rejected conversations that repeat it (ultrafeedback_binarized):
-    the shared leading messages are the prompt, as in the implicit layout (TRL's
-    ``maybe_extract_prompt``), since they keep the system turn and earlier turns that the text
-    lacks. The text must be one of their user messages, so that a mismatched column is refused
-    rather than trained on."""
+    """A prompt text with chosen and rejected conversations that repeat it (as in
+    HuggingFaceH4/ultrafeedback_binarized): the shared leading messages are the prompt, as in
+    the implicit layout (TRL's ``maybe_extract_prompt``), since they keep the system turn and
+    earlier turns that the text lacks. The text must be one of their user messages, so that a
+    mismatched column is refused rather than trained on."""
     text = _text(prompt, columns.prompt).strip()
     shared, chosen, rejected = _split_implicit(
         _messages(chosen, columns.chosen, key_allows_parts=True),
@@ -833,7 +839,7 @@ def _split_implicit(chosen: Text, rejected: Text) -> tuple[Text, Text, Text]:
         raise RowError(
             "no completion",
             f"one side has no response after the shared prompt (it ends with "
-            f"{shorter.rstrip()[-20:]!r})",
+            f"{shorter.split()[-1]!r})",
         )
     return chosen[:cut], chosen[cut:], rejected[cut:]
 

@@ -11,7 +11,10 @@ Rules (the same for training, evaluation and scoring):
   turn. A template that renders the generation prompt differently from a finished turn (Qwen3's
   empty ``<think></think>`` with ``enable_thinking: false``) gets the completion from its
   content on, after the prompt as generation sees it; one that renders neither way is an error
-  for that row.
+  for that row. A completion starts with an assistant message. A template that raises for a
+  row (``raise_exception("Conversation roles must alternate...")``) refuses that row (an
+  error, or a skip with ``skip_invalid_rows``); one that does not compile is an error naming
+  the tokenizer.
 * **BOS exactly once**: it is prepended only if the tokenizer adds one by default (Llama-style)
   and the rendered prompt does not already start with it (templates that write their own).
   Tokenizers that add none (GPT-2 style) get none.
@@ -34,8 +37,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from jinja2 import TemplateError, TemplateSyntaxError
+
 from directpo.data import PreferenceData, PreferenceExample, RowError, Text
-from directpo.errors import DataError
+from directpo.errors import DataError, ModelLoadError
 from directpo.vision import ImageError, VisionInputs, encode_with_images, image_token
 
 
@@ -109,31 +114,29 @@ class PairTokenizer:
             assert isinstance(completion, str)
             return prompt, completion
         assert isinstance(completion, list)
+        if completion[0]["role"] != "assistant":
+            raise RowError(
+                "not an assistant reply",
+                "the prompt ends with an assistant message (a prefill), so the completion must "
+                "start with an assistant message that continues it"
+                if _prefilled(prompt)
+                else f"a completion must start with an assistant message, not a "
+                f"'{completion[0]['role']}' message",
+            )
         prompt_text = self.render_prompt(prompt, tools)
-        if _prefilled(prompt):  # the completion continues the prompt's last assistant message
-            if completion[0]["role"] != "assistant":
-                raise RowError(
-                    "chat template",
-                    "the prompt ends with an assistant message (a prefill), so the completion "
-                    "must start with an assistant message that continues it",
-                )
-            merged = {
-                "role": "assistant",
-                "content": prompt[-1]["content"] + completion[0]["content"],
-            }
-            conversation = [*prompt[:-1], merged, *completion[1:]]
-        else:
-            conversation = prompt + completion
-        full_text = self._template(conversation, tools)
+        full_text = self._template(_conversation(prompt, completion), tools)
         # whitespace a template writes after the last turn is formatting, never generated
         if full_text.startswith(prompt_text):
             return prompt_text, full_text[len(prompt_text) :].rstrip()
         # Some templates write the generation prompt differently from a finished turn (Qwen3's
         # empty <think></think> with enable_thinking: false): the completion is then the turn
-        # from its content on, after the prompt exactly as generation sees it.
+        # from its content on, after the prompt exactly as generation sees it. A mark put at the
+        # start of the content finds that place exactly (a search for the text could match it
+        # anywhere, e.g. "fin" in a header "assistant (final)").
+        marked = self._template(_conversation(prompt, completion, COMPLETION_MARK), tools)
+        start = marked.find(COMPLETION_MARK)
         shared = len(os.path.commonprefix([prompt_text, full_text]))
-        start = full_text.find(completion[0]["content"], shared) if completion[0]["content"] else -1
-        if start < 0:
+        if start < shared or marked.replace(COMPLETION_MARK, "", 1) != full_text:
             raise RowError(
                 "chat template",
                 "the chat template does not render the prompt as a "
@@ -145,9 +148,23 @@ class PairTokenizer:
         extra = {"tools": tools} if tools else {}
         # a processor's template renders image parts; the tokenizer's may not have one
         templater = self.processor if self._processor_template() else self.tokenizer
-        return templater.apply_chat_template(
-            messages, tokenize=False, **extra, **self.template_kwargs, **options
-        )
+        try:
+            return templater.apply_chat_template(
+                messages, tokenize=False, **extra, **self.template_kwargs, **options
+            )
+        except TemplateSyntaxError as exc:  # also TemplateAssertionError (an unknown filter)
+            name = getattr(templater, "name_or_path", "") or type(templater).__name__
+            raise ModelLoadError(
+                f"{name}: the chat template does not compile "
+                f"({(exc.message or type(exc).__name__).rstrip('.')}, at template line "
+                f"{exc.lineno}); fix it, or give another with the chat_template option"
+            ) from None
+        except (TemplateError, ValueError) as exc:  # raise_exception(...), an undefined value
+            text = str(exc).strip().splitlines()
+            problem = text[0] if text else type(exc).__name__
+            raise RowError(
+                "refused by the chat template", f"the chat template refused the row ({problem})"
+            ) from None
 
     def render_prompt(self, prompt: Text, tools: list[dict[str, Any]] | None = None) -> str:
         """The prompt as the model sees it before a completion: with the generation prompt, or,
@@ -345,6 +362,19 @@ class PairTokenizer:
 
 def _prefilled(prompt: Text) -> bool:
     return isinstance(prompt, list) and bool(prompt) and prompt[-1]["role"] == "assistant"
+
+
+COMPLETION_MARK = "\ue000"  # a private-use character: no text or template writes it
+
+
+def _conversation(prompt: list[dict], completion: list[dict], mark: str = "") -> list[dict]:
+    """Prompt and completion as one conversation (``mark`` before the completion's text). A
+    prefilled prompt's last message and the completion's first are one assistant turn."""
+    first = {**completion[0], "content": mark + completion[0]["content"]}
+    if _prefilled(prompt):
+        first["content"] = prompt[-1]["content"] + first["content"]
+        return [*prompt[:-1], first, *completion[1:]]
+    return [*prompt, first, *completion[1:]]
 
 
 def tokenize_preferences(
