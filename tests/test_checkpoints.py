@@ -245,3 +245,22 @@ def test_resume_takes_this_runs_schedule_and_refuses_other_pairs(
             ),
             echo=lambda _: None,
         )
+
+
+def test_a_metrics_line_torn_by_a_kill_does_not_stop_the_resume(
+    run_dir, tiny_model_dirs, pairs_file
+) -> None:
+    """SIGKILL can land mid-append: the torn last line is dropped, never a traceback."""
+    from directpo.tracking import read_metrics
+
+    metrics = run_dir / "metrics.jsonl"
+    rows = read_metrics(run_dir)
+    shutil.rmtree(run_dir / "checkpoint-3")
+    metrics.write_text(metrics.read_text() + '{"step": 4, "loss": 0.57')
+    assert read_metrics(run_dir) == rows
+    config = config_for(
+        tiny_model_dirs["gpt2"], pairs_file, run_dir, resume_from_checkpoint="latest"
+    )
+    train(config, echo=lambda _: None)
+    assert [r["step"] for r in read_metrics(run_dir)] == [1, 2, 3]
+    assert all(line.endswith("}") for line in metrics.read_text().splitlines())

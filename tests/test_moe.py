@@ -98,7 +98,9 @@ def test_training_adds_the_declared_coefficient_times_the_aux_loss(
 def test_a_coefficient_for_a_model_without_experts_is_refused(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:
-    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path, router_aux_loss_coef=0.01)
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, tmp_path / "moe", router_aux_loss_coef=0.01
+    )
     with pytest.raises(ConfigError, match="not a Mixture-of-Experts model"):
         train(config, echo=quiet)
     plain = train(tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "ok"), echo=quiet)
