@@ -24,26 +24,24 @@ column) have them dropped, as TRL's ``maybe_extract_prompt`` does; a string prom
 implicit message layout, the string being checked against the shared user messages. Text parts
 in completions (TRL's vision datasets) are joined; images belong to the prompt.
 
-Formats: JSON Lines (``.jsonl``/``.ndjson``), JSON (a list of objects, an object holding one
-such list, an object of equal-length column lists, or JSON Lines saved as ``.json``), Parquet,
-CSV (a cell holding a JSON list of messages is decoded), a ``datasets.save_to_disk`` folder, or
+Formats (read by readers.py): JSON Lines (``.jsonl``/``.ndjson``), JSON (a list of objects,
+an object holding one such list, an object of equal-length column lists, or JSON Lines saved as
+``.json``), Parquet, CSV (a cell holding a JSON list of messages is decoded), a ``datasets.save_to_disk`` folder, or
 a ``datasets.Dataset`` from Python. Text files may start with a UTF-8 byte order mark. Row
 numbers in messages are 1-based: "line N" for line-oriented files, "row N" otherwise.
 """
 
 from __future__ import annotations
 
-import ast
-import csv
 import json
 import os
-import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from directpo.errors import DataError
+from directpo.errors import DataError, first_line
+from directpo.readers import RowError, is_path_list, kind_of, open_rows, source_label
 from directpo.vision import IMAGE_COLUMNS, ImageError, image_values, with_image_parts
 
 Messages = list[dict[str, Any]]  # content: a string, or parts (vision prompts)
@@ -119,15 +117,6 @@ class PreferenceData:
         return text
 
 
-class RowError(Exception):
-    """A problem with one row: ``reason`` is a short category used to count skips."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
 @dataclass(frozen=True)
 class Columns:
     prompt: str = "prompt"
@@ -147,7 +136,7 @@ def load_preferences(
     """Read and validate a preference file (path), several files (a list of paths: their
     pairs mixed into one set, in order; each file may have its own layout) or a
     ``datasets.Dataset``."""
-    if _is_path_list(source):
+    if is_path_list(source):
         parts = [
             load_preferences(path, columns, skip_invalid_rows=skip_invalid_rows) for path in source
         ]
@@ -157,8 +146,8 @@ def load_preferences(
             name or " + ".join(part.source for part in parts),
             sum((part.skipped for part in parts), Counter()),
         )
-    label = name or _label(source)
-    rows, column_names = _open_rows(source, label)
+    label = name or source_label(source)
+    rows, column_names = open_rows(source, label)
     # image paths are relative to the data file's folder
     base_dir = os.path.dirname(os.path.abspath(source)) if isinstance(source, str) else None
     examples: list[PreferenceExample] = []
@@ -171,7 +160,7 @@ def load_preferences(
             if isinstance(row, RowError):
                 raise row
             if not isinstance(row, dict):
-                raise RowError("not an object", f"expected an object, got {_kind(row)}")
+                raise RowError("not an object", f"expected an object, got {kind_of(row)}")
             if layout is None:
                 layout = _detect_layout(row, columns, column_names or list(row), label, where)
             examples.append(_parse_row(row, layout, columns, f"{label}: {where}", base_dir))
@@ -197,7 +186,7 @@ def load_named_dataset(config: Any, split: str, *, required: bool) -> Any:
     try:
         loaded = datasets.load_dataset(name, config.dataset_config)
     except Exception as exc:  # datasets raises many types: offline, missing, malformed
-        raise DataError(f"dataset_name '{name}': cannot load ({_first_line(exc)})") from None
+        raise DataError(f"dataset_name '{name}': cannot load ({first_line(exc)})") from None
     if split not in loaded:
         if not required:
             return None
@@ -210,14 +199,14 @@ def load_named_dataset(config: Any, split: str, *, required: bool) -> Any:
 
 def read_rows(source: str | Any, name: str | None = None) -> list[tuple[str, dict[str, Any]]]:
     """Every row of a file (or Dataset) as (where, row); any unreadable row is a DataError."""
-    label = name or _label(source)
-    rows, _ = _open_rows(source, label)
+    label = name or source_label(source)
+    rows, _ = open_rows(source, label)
     result = []
     for where, row in rows:
         if isinstance(row, RowError):
             raise DataError(f"{label}: {where}: {row.message}")
         if not isinstance(row, dict):
-            raise DataError(f"{label}: {where}: expected an object, got {_kind(row)}")
+            raise DataError(f"{label}: {where}: expected an object, got {kind_of(row)}")
         result.append((where, row))
     if not result:
         raise DataError(f"{label}: no rows (the file is empty)")
@@ -314,14 +303,14 @@ def load_prompt_rows(
 ) -> tuple[list[Text], list[dict[str, Any]]]:
     """Every row's prompt (text or messages) and the row's other columns, in file order (of
     each file in turn, for a list of paths)."""
-    if _is_path_list(source):
+    if is_path_list(source):
         prompts, others = [], []
         for path in source:
             more, columns = load_prompt_rows(path, prompt_column)
             prompts += more
             others += columns
         return prompts, others
-    label = _label(source)
+    label = source_label(source)
     prompts, others = [], []
     for where, row in read_rows(source):
         prompts.append(parse_prompt(row, prompt_column, f"{label}: {where}"))
@@ -342,217 +331,6 @@ def distinct_prompts(prompts: Iterable[Any]) -> list[Any]:
             seen.add(key)
             unique.append(prompt)
     return unique
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading rows
-
-
-def _open_rows(source: Any, label: str) -> tuple[Iterable[tuple[str, Any]], list[str] | None]:
-    """(rows as (where, row-or-RowError), column names when the format declares them)."""
-    if isinstance(source, list | tuple):  # rows from Python: dicts
-        return _dataset_rows(source), None
-    if hasattr(source, "to_dict") and hasattr(source, "columns"):  # a pandas DataFrame
-        return _dataset_rows(source.to_dict("records")), [str(c) for c in source.columns]
-    if not isinstance(source, str):
-        if not hasattr(source, "column_names"):
-            raise DataError(
-                f"{label}: expected a file path, a datasets.Dataset, a pandas DataFrame or a "
-                f"list of dicts, got {type(source).__name__}"
-            )
-        return _dataset_rows(source), list(source.column_names)
-    path = source
-    if os.path.isdir(path):
-        return _disk_dataset_rows(path, label)
-    if not os.path.isfile(path):
-        raise DataError(f"{label}: no such file")
-    ext = os.path.splitext(path)[1].lower()
-    try:
-        if ext in (".jsonl", ".ndjson"):
-            return list(_jsonl_rows(path)), None
-        if ext == ".json":
-            return _json_rows(path, label), None
-        if ext == ".csv":
-            return _csv_rows(path, label)
-        if ext == ".parquet":
-            return _parquet_rows(path, label)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{label}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise DataError(f"{label}: cannot read: {exc.strerror or exc}") from None
-    raise DataError(
-        f"{label}: unsupported file type '{ext or '(none)'}'; use .jsonl, .json, .parquet, "
-        ".csv or a datasets.save_to_disk folder"
-    )
-
-
-def _is_path_list(source: Any) -> bool:
-    return (
-        isinstance(source, list | tuple)
-        and bool(source)
-        and all(isinstance(item, str | os.PathLike) for item in source)
-    )
-
-
-def _label(source: Any) -> str:
-    if isinstance(source, str):
-        return source
-    if isinstance(source, list | tuple):
-        return "rows"
-    return "DataFrame" if hasattr(source, "to_dict") and hasattr(source, "columns") else "dataset"
-
-
-def _jsonl_rows(path: str) -> Iterator[tuple[str, Any]]:
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield f"line {number}", json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield (
-                    f"line {number}",
-                    RowError("invalid JSON", f"invalid JSON ({exc.msg} at column {exc.colno})"),
-                )
-
-
-JSON_SHAPES = (
-    "a list of row objects, an object holding one such list, or an object of equal-length "
-    'column lists ({"prompt": [...], "chosen": [...], "rejected": [...]})'
-)
-
-
-def _json_rows(path: str, label: str) -> list[tuple[str, Any]]:
-    with open(path, encoding="utf-8-sig") as handle:
-        text = handle.read()
-    if not text.strip():
-        return []
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        first_line = text.lstrip().split("\n", 1)[0]
-        if exc.msg == "Extra data" and isinstance(_json_or_none(first_line), dict):
-            return list(_jsonl_rows(path))  # JSON Lines saved as .json (datasets' to_json)
-        problem = f"{exc.msg} at column {exc.colno}"
-        if exc.msg == "Extra data":
-            problem = f"more text after the end of the JSON value, at column {exc.colno}"
-        raise DataError(f"{label}: line {exc.lineno}: invalid JSON ({problem})") from None
-    return [(f"row {i}", row) for i, row in enumerate(_json_table(data, label), start=1)]
-
-
-def _json_or_none(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return None
-
-
-def _json_table(data: Any, label: str) -> list[Any]:
-    """The rows of a JSON document in one of the ``JSON_SHAPES``."""
-    if isinstance(data, list):
-        return data
-    if not isinstance(data, dict) or not data:
-        raise DataError(f"{label}: expected {JSON_SHAPES}, got {_kind(data)}")
-    lengths = {key: len(value) for key, value in data.items() if isinstance(value, list)}
-    columnar = len(lengths) == len(data)
-    same_length = len(set(lengths.values())) == 1
-    row_lists = [v for v in data.values() if v and isinstance(v, list) and all(map(_is_dict, v))]
-    if len(row_lists) == 1 and not (columnar and same_length and len(data) > 1):
-        return row_lists[0]  # {"data": [rows...], "version": ...}
-    if columnar and same_length:
-        return [dict(zip(data, row, strict=True)) for row in zip(*data.values(), strict=True)]
-    if columnar:
-        counts = ", ".join(f"{key}: {n}" for key, n in lengths.items())
-        raise DataError(f"{label}: the column lists have different lengths ({counts})")
-    raise DataError(f"{label}: expected {JSON_SHAPES}")
-
-
-# csv's default field limit (131072 characters) refuses long responses
-CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
-
-
-def _csv_rows(path: str, label: str) -> tuple[list[tuple[str, Any]], list[str] | None]:
-    csv.field_size_limit(CSV_FIELD_LIMIT)
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle)
-        rows: list[tuple[str, Any]] = []
-        start = 1  # the line where the row being read starts (a quoted field may span lines)
-        try:
-            header = [name.strip() for name in next(reader, [])]
-            repeated = [name for name, n in Counter(header).items() if n > 1]
-            if repeated:
-                raise DataError(f"{label}: the header names column '{repeated[0]}' twice")
-            start = reader.line_num + 1
-            for fields in reader:
-                if fields:  # a blank line
-                    rows.append((f"line {start}", _csv_row(header, fields)))
-                start = reader.line_num + 1
-        except csv.Error as exc:
-            raise DataError(f"{label}: line {start}: invalid CSV ({exc})") from None
-        return rows, header
-
-
-def _csv_row(header: list[str], fields: list[str]) -> dict[str, Any] | RowError:
-    if len(fields) != len(header):
-        hint = " (quote fields that contain commas)" if len(fields) > len(header) else ""
-        return RowError(
-            "wrong number of fields",
-            f"{len(fields)} fields but the header has {len(header)}{hint}",
-        )
-    return {name: _csv_cell(text) for name, text in zip(header, fields, strict=True)}
-
-
-def _csv_cell(text: str) -> Any:
-    """A cell's text; a cell holding a list of messages (as JSON, or as the Python repr that
-    pandas writes for a list column) is that list."""
-    stripped = text.strip()
-    if not (stripped.startswith("[{") and stripped.endswith("}]") and "role" in stripped):
-        return text
-    value = _json_or_none(stripped)
-    if value is None:
-        try:
-            value = ast.literal_eval(stripped)
-        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            return text
-    if isinstance(value, list) and all(isinstance(m, dict) and "role" in m for m in value):
-        return value
-    return text
-
-
-def _parquet_rows(path: str, label: str) -> tuple[list[tuple[str, Any]], list[str] | None]:
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:  # pyarrow raises several unrelated types for a damaged file
-        raise DataError(f"{label}: not a readable Parquet file ({_first_line(exc)})") from None
-    rows = [(f"row {i}", row) for i, row in enumerate(table.to_pylist(), start=1)]
-    return rows, list(table.column_names)
-
-
-def _disk_dataset_rows(path: str, label: str) -> tuple[Iterable[tuple[str, Any]], list[str]]:
-    import datasets
-
-    try:
-        loaded = datasets.load_from_disk(path)
-    except Exception as exc:  # datasets raises FileNotFoundError or its own errors
-        raise DataError(
-            f"{label}: a folder, but not a datasets.save_to_disk folder ({_first_line(exc)})"
-        ) from None
-    if isinstance(loaded, datasets.DatasetDict):
-        splits = list(loaded)
-        if len(splits) != 1:
-            raise DataError(
-                f"{label}: holds several splits ({', '.join(splits)}); point to one, "
-                f"e.g. {os.path.join(path, splits[0])}"
-            )
-        loaded = loaded[splits[0]]
-    return _dataset_rows(loaded), list(loaded.column_names)
-
-
-def _dataset_rows(dataset: Any) -> Iterator[tuple[str, Any]]:
-    for i, row in enumerate(dataset, start=1):
-        yield f"row {i}", row
 
 
 # ---------------------------------------------------------------------------------------------
@@ -580,7 +358,7 @@ def _detect_layout(
         return _prompt_layout(prompt, row.get(columns.chosen))
     raise DataError(
         f"{label}: {where}: field '{columns.prompt}' must be a string or a list of messages, "
-        f"got {_kind(prompt)}"
+        f"got {kind_of(prompt)}"
     )
 
 
@@ -590,10 +368,6 @@ def _prompt_layout(prompt: Any, chosen: Any) -> str:
     if isinstance(prompt, list) or (_is_message_list(chosen) and isinstance(prompt, str)):
         return "conversational"
     return "explicit"
-
-
-def _is_dict(value: Any) -> bool:
-    return isinstance(value, dict)
 
 
 def _is_message_list(value: Any) -> bool:
@@ -629,7 +403,7 @@ def _parse_row(
             raise RowError(
                 "wrong type",
                 f"field '{columns.prompt}' must be a list of messages "
-                f"like the first row's, got {_kind(raw_prompt)}",
+                f"like the first row's, got {kind_of(raw_prompt)}",
             )
     if chosen == rejected:
         raise RowError("identical chosen and rejected", "chosen and rejected are identical")
@@ -660,7 +434,9 @@ def _tools(value: Any, layout: str) -> list[dict[str, Any]] | None:
         except json.JSONDecodeError:
             raise RowError("bad tools", "field 'tools' is not valid JSON") from None
     if not isinstance(value, list) or not all(isinstance(tool, dict) for tool in value):
-        raise RowError("bad tools", f"field 'tools' must be a list of objects, got {_kind(value)}")
+        raise RowError(
+            "bad tools", f"field 'tools' must be a list of objects, got {kind_of(value)}"
+        )
     if layout != "conversational":
         raise RowError("bad tools", "field 'tools' needs conversational rows (message lists)")
     return value
@@ -674,7 +450,7 @@ def _field(row: dict[str, Any], key: str) -> Any:
 
 def _text(value: Any, key: str) -> str:
     if not isinstance(value, str):
-        raise RowError("wrong type", f"field '{key}' must be a string, got {_kind(value)}")
+        raise RowError("wrong type", f"field '{key}' must be a string, got {kind_of(value)}")
     if not value.strip():
         raise RowError("empty field", f"field '{key}' is empty")
     return value
@@ -706,7 +482,7 @@ def _content_parts(parts: list[Any], key: str, number: int) -> list[dict[str, An
 def _messages(value: Any, key: str, key_allows_parts: bool = False) -> Messages:
     if not isinstance(value, list):
         raise RowError(
-            "wrong type", f"field '{key}' must be a list of messages, got {_kind(value)}"
+            "wrong type", f"field '{key}' must be a list of messages, got {kind_of(value)}"
         )
     if not value:
         raise RowError("empty field", f"field '{key}' is an empty list of messages")
@@ -715,7 +491,7 @@ def _messages(value: Any, key: str, key_allows_parts: bool = False) -> Messages:
         if not isinstance(message, dict):
             raise RowError(
                 "bad message",
-                f"field '{key}': message {i} is {_kind(message)}, "
+                f"field '{key}': message {i} is {kind_of(message)}, "
                 "expected an object with 'role' and 'content'",
             )
         role, content = message.get("role"), message.get("content")
@@ -732,7 +508,7 @@ def _messages(value: Any, key: str, key_allows_parts: bool = False) -> Messages:
         elif not isinstance(content, str):
             raise RowError(
                 "bad message",
-                f"field '{key}': message {i} content must be a string, got {_kind(content)}",
+                f"field '{key}': message {i} content must be a string, got {kind_of(content)}",
             )
         extra = {k: message[k] for k in MESSAGE_EXTRAS if message.get(k) is not None}
         messages.append({"role": role, "content": content, **extra})
@@ -863,21 +639,3 @@ def _prompt_end(chosen: str, rejected: str) -> int:
     while cut > 0 and chosen[cut - 1].isalnum():
         cut -= 1
     return cut
-
-
-def _kind(value: Any) -> str:
-    names = {
-        dict: "an object",
-        list: "a list",
-        str: "a string",
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-        type(None): "null",
-    }
-    return names.get(type(value), type(value).__name__)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

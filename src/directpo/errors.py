@@ -51,3 +51,9 @@ class TrainingStopped(DirectpoError):
     """Training cannot go on (e.g. repeated non-finite losses); checkpoints are intact."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a library's exception message (at most 300 characters), or its type."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__

@@ -17,7 +17,7 @@ from transformers import (
     AutoTokenizer,
 )
 
-from directpo.errors import ConfigError, ModelLoadError
+from directpo.errors import ConfigError, ModelLoadError, first_line
 from directpo.precision import DTYPES
 from directpo.vision import is_vision_config
 
@@ -32,7 +32,7 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
-        raise ModelLoadError(f"tokenizer '{path}': cannot load ({_first_line(exc)})") from None
+        raise ModelLoadError(f"tokenizer '{path}': cannot load ({first_line(exc)})") from None
     if tokenizer.eos_token_id is None:
         raise ModelLoadError(f"tokenizer '{path}': has no EOS token; completions must end with one")
     return tokenizer
@@ -101,7 +101,7 @@ def load_causal_lm(
             model = PeftModel.from_pretrained(base, path, is_trainable=trainable)
         except Exception as exc:  # peft raises several types for a foreign or damaged adapter
             raise ModelLoadError(
-                f"model '{path}': cannot load the adapter onto '{adapter}' ({_first_line(exc)})"
+                f"model '{path}': cannot load the adapter onto '{adapter}' ({first_line(exc)})"
             ) from None
         return model.train() if trainable else model.eval()
     try:
@@ -113,7 +113,7 @@ def load_causal_lm(
         model = auto.from_pretrained(path, config=config, dtype=DTYPES.get(dtype, dtype), **kwargs)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
         raise ModelLoadError(
-            f"model '{path}': cannot load as a causal LM ({_first_line(exc)})"
+            f"model '{path}': cannot load as a causal LM ({first_line(exc)})"
         ) from None
     if "device_map" not in kwargs:  # accelerate placed it already
         model.to(device)
@@ -153,7 +153,7 @@ def apply_liger_kernels(model: torch.nn.Module, kernels: dict[str, Any]) -> None
         )
     except ImportError as exc:
         raise ConfigError(
-            f"use_liger_kernel: liger-kernel is not importable ({_first_line(exc)}); "
+            f"use_liger_kernel: liger-kernel is not importable ({first_line(exc)}); "
             "pip install liger-kernel, or remove use_liger_kernel"
         ) from None
     model_type = getattr(getattr(model, "config", None), "model_type", None)
@@ -217,7 +217,7 @@ def _meta_model(
         model.tie_weights()  # tied on the meta device, they stay one tensor through sharding
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
         raise ModelLoadError(
-            f"model '{path}': cannot build as a causal LM ({_first_line(exc)})"
+            f"model '{path}': cannot build as a causal LM ({first_line(exc)})"
         ) from None
     if not _files_cover(model, folder):
         return None
@@ -427,11 +427,6 @@ def pad_token_id(tokenizer: Any) -> int:
     return 0
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__
-
-
 def apply_peft(model: torch.nn.Module, peft_config: Any) -> torch.nn.Module:
     """Wrap ``model`` with fresh adapters of ``peft_config`` (LoRA, DoRA, rsLoRA, IA3, ...; any
     PEFT method that does not prepend virtual tokens); only the adapters are trainable."""
@@ -445,7 +440,7 @@ def apply_peft(model: torch.nn.Module, peft_config: Any) -> torch.nn.Module:
     try:
         return get_peft_model(model, peft_config)
     except (ValueError, TypeError) as exc:  # e.g. target modules not found in the model
-        raise ModelLoadError(f"peft: {_first_line(exc)}") from None
+        raise ModelLoadError(f"peft: {first_line(exc)}") from None
 
 
 def lora_config(

@@ -1,0 +1,256 @@
+"""Rows of a preference (or prompt) source, whatever its format, each with its place.
+
+``open_rows`` turns a path (JSON Lines, JSON, CSV, Parquet, a ``datasets.save_to_disk``
+folder) or a Python object (a ``datasets.Dataset``, a pandas DataFrame, a list of dicts) into
+``(where, row)`` pairs: ``where`` is "line N" for line-oriented files, "row N" otherwise, and a
+row that cannot be read is a ``RowError`` in place of the row, so the caller decides whether to
+stop or skip (``skip_invalid_rows``). Problems with the whole source are one-line
+``DataError``s naming it. What a row must hold is data.py's business.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from directpo.errors import DataError, first_line
+
+
+class RowError(Exception):
+    """A problem with one row: ``reason`` is a short category used to count skips."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def open_rows(source: Any, label: str) -> tuple[Iterable[tuple[str, Any]], list[str] | None]:
+    """(rows as (where, row-or-RowError), column names when the format declares them)."""
+    if isinstance(source, list | tuple):  # rows from Python: dicts
+        return _dataset_rows(source), None
+    if hasattr(source, "to_dict") and hasattr(source, "columns"):  # a pandas DataFrame
+        return _dataset_rows(source.to_dict("records")), [str(c) for c in source.columns]
+    if not isinstance(source, str):
+        if not hasattr(source, "column_names"):
+            raise DataError(
+                f"{label}: expected a file path, a datasets.Dataset, a pandas DataFrame or a "
+                f"list of dicts, got {type(source).__name__}"
+            )
+        return _dataset_rows(source), list(source.column_names)
+    path = source
+    if os.path.isdir(path):
+        return _disk_dataset_rows(path, label)
+    if not os.path.isfile(path):
+        raise DataError(f"{label}: no such file")
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext in (".jsonl", ".ndjson"):
+            return list(_jsonl_rows(path)), None
+        if ext == ".json":
+            return _json_rows(path, label), None
+        if ext == ".csv":
+            return _csv_rows(path, label)
+        if ext == ".parquet":
+            return _parquet_rows(path, label)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{label}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise DataError(f"{label}: cannot read: {exc.strerror or exc}") from None
+    raise DataError(
+        f"{label}: unsupported file type '{ext or '(none)'}'; use .jsonl, .json, .parquet, "
+        ".csv or a datasets.save_to_disk folder"
+    )
+
+
+def is_path_list(source: Any) -> bool:
+    return (
+        isinstance(source, list | tuple)
+        and bool(source)
+        and all(isinstance(item, str | os.PathLike) for item in source)
+    )
+
+
+def source_label(source: Any) -> str:
+    if isinstance(source, str):
+        return source
+    if isinstance(source, list | tuple):
+        return "rows"
+    return "DataFrame" if hasattr(source, "to_dict") and hasattr(source, "columns") else "dataset"
+
+
+def _jsonl_rows(path: str) -> Iterator[tuple[str, Any]]:
+    with open(path, encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield f"line {number}", json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield (
+                    f"line {number}",
+                    RowError("invalid JSON", f"invalid JSON ({exc.msg} at column {exc.colno})"),
+                )
+
+
+JSON_SHAPES = (
+    "a list of row objects, an object holding one such list, or an object of equal-length "
+    'column lists ({"prompt": [...], "chosen": [...], "rejected": [...]})'
+)
+
+
+def _json_rows(path: str, label: str) -> list[tuple[str, Any]]:
+    with open(path, encoding="utf-8-sig") as handle:
+        text = handle.read()
+    if not text.strip():
+        return []
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        first_line = text.lstrip().split("\n", 1)[0]
+        if exc.msg == "Extra data" and isinstance(_json_or_none(first_line), dict):
+            return list(_jsonl_rows(path))  # JSON Lines saved as .json (datasets' to_json)
+        problem = f"{exc.msg} at column {exc.colno}"
+        if exc.msg == "Extra data":
+            problem = f"more text after the end of the JSON value, at column {exc.colno}"
+        raise DataError(f"{label}: line {exc.lineno}: invalid JSON ({problem})") from None
+    return [(f"row {i}", row) for i, row in enumerate(_json_table(data, label), start=1)]
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
+def _json_table(data: Any, label: str) -> list[Any]:
+    """The rows of a JSON document in one of the ``JSON_SHAPES``."""
+    if isinstance(data, list):
+        return data
+    if not isinstance(data, dict) or not data:
+        raise DataError(f"{label}: expected {JSON_SHAPES}, got {kind_of(data)}")
+    lengths = {key: len(value) for key, value in data.items() if isinstance(value, list)}
+    columnar = len(lengths) == len(data)
+    same_length = len(set(lengths.values())) == 1
+    row_lists = [v for v in data.values() if v and isinstance(v, list) and all(map(is_dict, v))]
+    if len(row_lists) == 1 and not (columnar and same_length and len(data) > 1):
+        return row_lists[0]  # {"data": [rows...], "version": ...}
+    if columnar and same_length:
+        return [dict(zip(data, row, strict=True)) for row in zip(*data.values(), strict=True)]
+    if columnar:
+        counts = ", ".join(f"{key}: {n}" for key, n in lengths.items())
+        raise DataError(f"{label}: the column lists have different lengths ({counts})")
+    raise DataError(f"{label}: expected {JSON_SHAPES}")
+
+
+# csv's default field limit (131072 characters) refuses long responses
+CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
+
+
+def _csv_rows(path: str, label: str) -> tuple[list[tuple[str, Any]], list[str] | None]:
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        rows: list[tuple[str, Any]] = []
+        start = 1  # the line where the row being read starts (a quoted field may span lines)
+        try:
+            header = [name.strip() for name in next(reader, [])]
+            repeated = [name for name, n in Counter(header).items() if n > 1]
+            if repeated:
+                raise DataError(f"{label}: the header names column '{repeated[0]}' twice")
+            start = reader.line_num + 1
+            for fields in reader:
+                if fields:  # a blank line
+                    rows.append((f"line {start}", _csv_row(header, fields)))
+                start = reader.line_num + 1
+        except csv.Error as exc:
+            raise DataError(f"{label}: line {start}: invalid CSV ({exc})") from None
+        return rows, header
+
+
+def _csv_row(header: list[str], fields: list[str]) -> dict[str, Any] | RowError:
+    if len(fields) != len(header):
+        hint = " (quote fields that contain commas)" if len(fields) > len(header) else ""
+        return RowError(
+            "wrong number of fields",
+            f"{len(fields)} fields but the header has {len(header)}{hint}",
+        )
+    return {name: _csv_cell(text) for name, text in zip(header, fields, strict=True)}
+
+
+def _csv_cell(text: str) -> Any:
+    """A cell's text; a cell holding a list of messages (as JSON, or as the Python repr that
+    pandas writes for a list column) is that list."""
+    stripped = text.strip()
+    if not (stripped.startswith("[{") and stripped.endswith("}]") and "role" in stripped):
+        return text
+    value = _json_or_none(stripped)
+    if value is None:
+        try:
+            value = ast.literal_eval(stripped)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            return text
+    if isinstance(value, list) and all(isinstance(m, dict) and "role" in m for m in value):
+        return value
+    return text
+
+
+def _parquet_rows(path: str, label: str) -> tuple[list[tuple[str, Any]], list[str] | None]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a damaged file
+        raise DataError(f"{label}: not a readable Parquet file ({first_line(exc)})") from None
+    rows = [(f"row {i}", row) for i, row in enumerate(table.to_pylist(), start=1)]
+    return rows, list(table.column_names)
+
+
+def _disk_dataset_rows(path: str, label: str) -> tuple[Iterable[tuple[str, Any]], list[str]]:
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(path)
+    except Exception as exc:  # datasets raises FileNotFoundError or its own errors
+        raise DataError(
+            f"{label}: a folder, but not a datasets.save_to_disk folder ({first_line(exc)})"
+        ) from None
+    if isinstance(loaded, datasets.DatasetDict):
+        splits = list(loaded)
+        if len(splits) != 1:
+            raise DataError(
+                f"{label}: holds several splits ({', '.join(splits)}); point to one, "
+                f"e.g. {os.path.join(path, splits[0])}"
+            )
+        loaded = loaded[splits[0]]
+    return _dataset_rows(loaded), list(loaded.column_names)
+
+
+def _dataset_rows(dataset: Any) -> Iterator[tuple[str, Any]]:
+    for i, row in enumerate(dataset, start=1):
+        yield f"row {i}", row
+
+
+def is_dict(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+def kind_of(value: Any) -> str:
+    """How a value is described in messages: an object, a list, a string, ..."""
+    names = {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
+    return names.get(type(value), type(value).__name__)
