@@ -104,6 +104,21 @@ def resolve_checkpoint(
     return path
 
 
+def retire_checkpoints_after(output_dir: Path, step: int, echo: Callable[[str], None]) -> None:
+    """Checkpoints after the resumed step belong to the trajectory this resume replaces: left
+    as they are, ``latest`` would take them after an interruption and ``save_total_limit``
+    would delete the new ones first. They are renamed, not deleted (they are someone's work)."""
+    for path in list_checkpoints(output_dir):
+        if int(path.name.removeprefix("checkpoint-")) <= step:
+            continue
+        target, n = output_dir / f"retired-{path.name}", 1
+        while target.exists():
+            n += 1
+            target = output_dir / f"retired-{path.name}-{n}"
+        path.rename(target)
+        echo(f"resume: {path.name} is later than step {step}: moved aside to {target.name}")
+
+
 def save_checkpoint(
     output_dir: Path,
     step: int,

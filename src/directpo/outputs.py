@@ -23,8 +23,10 @@ from typing import Any
 import torch
 import yaml
 
+from directpo.checkpoint import list_checkpoints
 from directpo.config import DPOConfig, option_help
 from directpo.data import PreferenceData
+from directpo.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,55 @@ def remove(paths: list[Path]) -> None:
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
+
+
+def prepare_output_dir(output_dir: Path, config: DPOConfig) -> list[Path]:
+    """Refuse to overwrite an earlier run, a model folder or someone's files by accident;
+    check that we can write there.
+
+    Returns what ``overwrite_output_dir`` replaces (the earlier run's checkpoints and model
+    files; other files stay): deleted only once everything else has been validated and loaded.
+    """
+    for key in ("model_name_or_path", "ref_model_name_or_path"):
+        source = getattr(config, key)
+        if source and os.path.isdir(source) and same_folder(source, output_dir):
+            raise ConfigError(
+                f"output_dir {output_dir} is the {key} folder: the run would overwrite the "
+                "weights it starts from; choose another output_dir"
+            )
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"output_dir {output_dir} is a file, not a folder")
+    previous = list_checkpoints(output_dir)
+    entries = sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() else []
+    entries = [name for name in entries if not name.startswith(".")]  # staging, tmp folders
+    resuming, overwriting = config.resume_from_checkpoint, config.overwrite_output_dir
+    if entries and not resuming and not overwriting:
+        if previous:
+            what = f"{previous[-1].name}; resume it with resume_from_checkpoint: latest,"
+        elif model_files(output_dir):
+            what = "a finished run (no checkpoint to resume);"
+        else:
+            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            what = f"other files ({shown});"
+        raise ConfigError(
+            f"output_dir {output_dir} already holds {what} choose another output_dir, or set "
+            "overwrite_output_dir: true (it replaces the checkpoints and model files there)"
+        )
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / f".directpo-write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"output_dir {output_dir}: not writable ({exc.strerror})") from None
+    return [] if resuming else previous + model_files(output_dir)
+
+
+def same_folder(a: str | Path, b: str | Path) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
 
 
 def publish_final(staging: Path, output_dir: Path) -> None:

@@ -7,7 +7,6 @@ metrics logger. The loop (trainer.py) then only reads and updates the ``Run``.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -23,9 +22,9 @@ from directpo.batching import Layout
 from directpo.best import BestModel
 from directpo.checkpoint import (
     REFERENCE_FILE,
-    list_checkpoints,
     load_checkpoint,
     resolve_checkpoint,
+    retire_checkpoints_after,
 )
 from directpo.config import LR_SCHEDULERS, DPOConfig
 from directpo.data import (
@@ -50,7 +49,7 @@ from directpo.models import (
     resolve_router_aux,
 )
 from directpo.online import OnlineData, RoundBuilder, check_labeller, load_labeller
-from directpo.outputs import model_files, remove
+from directpo.outputs import prepare_output_dir, remove
 from directpo.precision import MasterWeights, PrecisionPolicy
 from directpo.precompute import (
     PrecomputedReference,
@@ -131,7 +130,7 @@ def prepare_run(
     output_dir = Path(config.output_dir)
     if peft_config is not None and config.lora_r:
         raise ConfigError("peft_config and lora_r are both given: use one of them")
-    replaced = _prepare_output_dir(output_dir, config)
+    replaced = prepare_output_dir(output_dir, config)
     set_seed(config.seed)
     device = world.device
 
@@ -419,7 +418,7 @@ def _resume(run: Run) -> None:
     run.start_step, run.window = state["global_step"], PairStats(**state["log_window"])
     run.best = BestModel.from_config(config, state.get("best"))
     run.echo(f"resumed from {checkpoint} at step {run.start_step}")
-    on_main(world, lambda: _retire_later_checkpoints(run.output_dir, run.start_step, run.echo))
+    on_main(world, lambda: retire_checkpoints_after(run.output_dir, run.start_step, run.echo))
 
 
 def _keep_this_runs_schedule(run: Run, options: list[dict[str, Any]]) -> None:
@@ -454,21 +453,6 @@ def _keep_this_runs_schedule(run: Run, options: list[dict[str, Any]]) -> None:
             f"resume: {', '.join(said)} changed since the checkpoint; the optimizer state "
             f"continues under this run's values (learning rate now {lr:.3g})"
         )
-
-
-def _retire_later_checkpoints(output_dir: Path, step: int, echo: Callable[[str], None]) -> None:
-    """Checkpoints after the resumed step belong to the trajectory this resume replaces: left
-    as they are, ``latest`` would take them after an interruption and ``save_total_limit``
-    would delete the new ones first. They are renamed, not deleted (they are someone's work)."""
-    for path in list_checkpoints(output_dir):
-        if int(path.name.removeprefix("checkpoint-")) <= step:
-            continue
-        target, n = output_dir / f"retired-{path.name}", 1
-        while target.exists():
-            n += 1
-            target = output_dir / f"retired-{path.name}-{n}"
-        path.rename(target)
-        echo(f"resume: {path.name} is later than step {step}: moved aside to {target.name}")
 
 
 def _fill_shards(
@@ -575,55 +559,6 @@ def _tokenize(
     )
     echo(f"{name}: {tokenized.summary()}")
     return PairSet(tokenized.pairs, tokenized.sources)
-
-
-def _prepare_output_dir(output_dir: Path, config: DPOConfig) -> list[Path]:
-    """Refuse to overwrite an earlier run, a model folder or someone's files by accident;
-    check that we can write there.
-
-    Returns what ``overwrite_output_dir`` replaces (the earlier run's checkpoints and model
-    files; other files stay): deleted only once everything else has been validated and loaded.
-    """
-    for key in ("model_name_or_path", "ref_model_name_or_path"):
-        source = getattr(config, key)
-        if source and os.path.isdir(source) and _same_folder(source, output_dir):
-            raise ConfigError(
-                f"output_dir {output_dir} is the {key} folder: the run would overwrite the "
-                "weights it starts from; choose another output_dir"
-            )
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ConfigError(f"output_dir {output_dir} is a file, not a folder")
-    previous = list_checkpoints(output_dir)
-    entries = sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() else []
-    entries = [name for name in entries if not name.startswith(".")]  # staging, tmp folders
-    resuming, overwriting = config.resume_from_checkpoint, config.overwrite_output_dir
-    if entries and not resuming and not overwriting:
-        if previous:
-            what = f"{previous[-1].name}; resume it with resume_from_checkpoint: latest,"
-        elif model_files(output_dir):
-            what = "a finished run (no checkpoint to resume);"
-        else:
-            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-            what = f"other files ({shown});"
-        raise ConfigError(
-            f"output_dir {output_dir} already holds {what} choose another output_dir, or set "
-            "overwrite_output_dir: true (it replaces the checkpoints and model files there)"
-        )
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / f".directpo-write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"output_dir {output_dir}: not writable ({exc.strerror})") from None
-    return [] if resuming else previous + model_files(output_dir)
-
-
-def _same_folder(a: str | Path, b: str | Path) -> bool:
-    try:
-        return Path(a).resolve() == Path(b).resolve()
-    except OSError:
-        return False
 
 
 def on_main(world: World, action: Callable[[], Any]) -> Any:
