@@ -7,6 +7,7 @@ from collections import namedtuple
 
 import pytest
 import torch
+import yaml
 from tiny import tiny_config
 
 import directpo.checkpoint as checkpoint_module
@@ -183,18 +184,27 @@ def test_load_best_model_at_end_and_early_stopping(tiny_model_dirs, pairs_file, 
 
 
 def test_resume_from_an_earlier_checkpoint_retires_the_later_ones(
-    run_dir, tiny_model_dirs, pairs_file
+    run_dir, tiny_model_dirs, pairs_file, monkeypatch
 ) -> None:
     """Resuming at checkpoint-1 of a 3-step run: checkpoint-2/3 belong to the replaced
     trajectory; they are moved aside (not deleted), so save_total_limit keeps the new ones and
     `latest` never goes back to them. A bare checkpoint name is looked up in output_dir, and
     transformers' resume_from_checkpoint=True means `latest`."""
     lines: list[str] = []
+    (run_dir.parent / "checkpoint-1").mkdir()  # the same name in the working directory
+    monkeypatch.chdir(run_dir.parent)
+    for step in (1, 3):  # eval_generate's per-step files of the replaced trajectory
+        (run_dir / "samples").mkdir(exist_ok=True)
+        (run_dir / "samples" / f"step-{step}.jsonl").write_text("{}\n")
     config = config_for(
         tiny_model_dirs["gpt2"], pairs_file, run_dir, resume_from_checkpoint="checkpoint-1",
         save_total_limit=1, beta=0.5,
     )  # fmt: skip
     train(config, echo=lines.append)
+    assert f"resumed from {run_dir / 'checkpoint-1'} at step 1" in lines  # output_dir's first
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["step-1.jsonl"]
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["beta"] == 0.5 and saved["resume_from_checkpoint"] is None  # rerunnable
     assert sorted(p.name for p in run_dir.glob("*checkpoint-*")) == [
         "checkpoint-3", "retired-checkpoint-2", "retired-checkpoint-3",
     ]  # fmt: skip

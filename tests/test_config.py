@@ -217,6 +217,13 @@ def test_a_key_given_twice_a_missing_dataset_folder_and_an_output_file_are_refus
     config.write_text("beta: 0.1\nlearning_rate: 1e-5\nbeta: 0.2\n")
     with pytest.raises(ConfigError, match=r"twice\.yaml: line 3: option 'beta' is given twice"):
         load_config(str(config))
+    merged = tmp_path / "merged.yaml"  # YAML merge keys may be overridden: not a repeat
+    merged.write_text("chat_template_kwargs:\n  <<: {a: 1, b: 2}\n  b: 3\nbeta: 0.2\n")
+    assert load_config(str(merged)).chat_template_kwargs == {"a": 1, "b": 3}
+    unhashable = tmp_path / "unhashable.yaml"
+    unhashable.write_text("? [a, b]\n: 1\n")
+    with pytest.raises(ConfigError, match=r"line 1: found unhashable key"):
+        load_config(str(unhashable))
     missing = DPOConfig(model_name_or_path=str(tiny_model_dirs["gpt2"]), dataset_name="./no/data")
     with pytest.raises(ConfigError, match=r"dataset_name: no such dataset folder: \./no/data"):
         missing.check_environment()  # at once, not after retrying the hub

@@ -48,6 +48,20 @@ def test_a_finished_lora_run_or_someones_files_are_not_overwritten(
     assert (notes / "README.md").read_text() == "my notes\n"
     assert (notes / "config.yaml").read_text().startswith("# my commented config")
 
+    # resuming another folder's checkpoint does not make this folder's files fair game
+    donor = tmp_path / "donor"
+    train(tiny_config(model, pairs_file, donor, max_steps=2, save_steps=1), echo=quiet)
+    with pytest.raises(ConfigError, match=r"notes already holds other files"):
+        resumed = tiny_config(model, pairs_file, notes, max_steps=2)
+        resumed.resume_from_checkpoint = str(donor / "checkpoint-1")
+        train(resumed, echo=quiet)
+    # nor may overwriting clear a folder that holds the model it starts from
+    inner = tiny_config(model, pairs_file, donor, overwrite_output_dir=True)
+    inner.model_name_or_path = str(donor / "checkpoint-1")
+    with pytest.raises(ConfigError, match=r"checkpoint-1 is inside output_dir .* would clear"):
+        train(inner, echo=quiet)
+    assert (donor / "checkpoint-1" / "model.safetensors").exists()
+
     other = tiny_model_dirs["gpt2"]
     for policy, reference, key in ((model, None, "model"), (other, model, "ref_model")):
         config = tiny_config(  # refused even with overwrite_output_dir
@@ -71,10 +85,13 @@ def test_overwriting_replaces_the_earlier_runs_model_files(
     train(tiny_config(model, pairs_file, out, save_steps=1), echo=quiet)
     assert (out / "model.safetensors").exists()
     (out / "mine.txt").write_text("keep me")
+    (out / "samples").mkdir()
+    (out / "samples" / "step-9.jsonl").write_text("{}\n")  # the earlier run's per-step files
     train(tiny_config(model, pairs_file, out, lora_r=4, overwrite_output_dir=True), echo=quiet)
     assert not (out / "model.safetensors").exists() and not (out / "config.json").exists()
     assert not list(out.glob("checkpoint-*"))
     assert (out / "mine.txt").read_text() == "keep me"
+    assert not (out / "samples").exists() and not (out / "runs").exists()
     adapter_config = json.loads((out / "adapter_config.json").read_text())
     assert os.path.samefile(adapter_config["base_model_name_or_path"], model)
 

@@ -309,3 +309,11 @@ def test_rank_needs_a_list_of_candidates(
         f"responses, got {got}\n"
     )
     assert not (tmp_path / "ranked.jsonl").exists()
+
+
+def test_an_output_in_a_new_folder_gets_its_folder(tmp_path) -> None:
+    from directpo.command_options import check_output_file
+
+    target = tmp_path / "new" / "sub" / "scores.jsonl"
+    check_output_file(str(target))
+    assert target.parent.is_dir() and not target.exists()

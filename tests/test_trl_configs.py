@@ -199,8 +199,12 @@ def test_trl_options_that_were_dropped_now_do_what_they_ask(
         ("pad_token", "<pad>", "padding is masked out"),
         ("dataset_splits", "[train_prefs, test_prefs]", "dataset_train_split"),
         ("ref_model", "x", "did you mean '--ref_model_name_or_path'"),
+        ("chat_template", "{{ x | nosuchfilter }}", "chat_template: does not compile"),
     ):
-        code = main(["train", "--train_file", str(pairs_file), f"--{key}", value])
+        code = main([
+            "train", "--model_name_or_path", str(tiny_model_dirs["llama"]), "--train_file",
+            str(pairs_file), "--output_dir", str(tmp_path / key), f"--{key}", value,
+        ])  # fmt: skip
         assert code == 2 and message in capsys.readouterr().err, key
     assert DPOConfig(save_steps=0.25).every("save_steps", 10) == 3  # rounded up, as HF
     assert DPOConfig(report_to="all").report_to  # every tracker installed, or none

@@ -58,7 +58,11 @@ def check_output_file(path: str) -> None:
             f"output: {path}: the output is JSON Lines, so it must end in .jsonl (got {ext})"
         )
     folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+    try:  # a new folder for the output is made, as train makes its output_dir
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"output: cannot make the folder {folder} ({exc.strerror})") from None
+    if not os.access(folder, os.W_OK):
         raise ConfigError(f"output: cannot write in {folder}")
 
 

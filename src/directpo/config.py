@@ -15,7 +15,10 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from directpo.batching import Layout
 from directpo.errors import ConfigError
@@ -730,6 +733,13 @@ class DPOConfig(Options):
     def _apply_trl_spellings(self) -> None:
         apply_trl_meanings(self)
 
+    def save_record(self, path: str | Path) -> None:
+        """config.yaml of a run: every option as resolved, except where this run resumed from
+        (rerunning the file must not go back to that checkpoint; transformers keeps it out of
+        its saved arguments too)."""
+        values = {**self.to_dict(), "resume_from_checkpoint": None}
+        Path(path).write_text(yaml.safe_dump(values, sort_keys=False))
+
     def every(self, key: str, total_steps: int) -> int:
         """``logging_steps`` / ``eval_steps`` / ``save_steps`` in steps (a fraction in (0, 1)
         is of the total, rounded up as transformers does)."""
@@ -1019,14 +1029,15 @@ class DPOConfig(Options):
                 if not os.path.exists(path):
                     raise ConfigError(f"{key}: no such file or folder: {path}")
         resume = self.resume_from_checkpoint
-        if resume and resume != "latest" and not os.path.isdir(resume):
+        if resume and resume != "latest":
             inside = os.path.join(self.output_dir, resume)  # checkpoint-500 names one there
-            if not os.path.isdir(inside):
+            if not os.path.isabs(resume) and os.path.isdir(inside):
+                self.resume_from_checkpoint = inside  # before one of that name in the cwd
+            elif not os.path.isdir(resume):
                 raise ConfigError(
                     f"resume_from_checkpoint: no such checkpoint folder: {resume} (nor "
                     f"{inside}); 'latest' takes the newest in output_dir"
                 )
-            self.resume_from_checkpoint = inside
         if self.eval_generate:
             if not (self.eval_prompts_file or self.eval_file):
                 raise ConfigError(

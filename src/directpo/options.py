@@ -111,10 +111,16 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, refusing a key given twice (last-wins would hide one of them)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen = set()
+        seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults`: its keys may be overridden, that is its point
             key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-            if key in seen:
+            try:
+                repeated = key in seen
+            except TypeError:  # an unhashable key: the base class says so in its own words
+                break
+            if repeated:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"option '{key}' is given twice", key_node.start_mark
                 )

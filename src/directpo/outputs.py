@@ -72,27 +72,41 @@ def remove(paths: list[Path]) -> None:
             path.unlink(missing_ok=True)
 
 
+# what directpo writes beside the model, per run: replaced by overwrite_output_dir too
+RUN_FOLDERS = ("runs", "samples", "online")  # TensorBoard, eval_generate samples, online rounds
+
+
 def prepare_output_dir(output_dir: Path, config: DPOConfig) -> list[Path]:
     """Refuse to overwrite an earlier run, a model folder or someone's files by accident;
     check that we can write there.
 
-    Returns what ``overwrite_output_dir`` replaces (the earlier run's checkpoints and model
-    files; other files stay): deleted only once everything else has been validated and loaded.
+    A non-empty ``output_dir`` is written into only to resume its own checkpoints, or with
+    ``overwrite_output_dir``. Returns what overwriting replaces (the earlier run's checkpoints,
+    model files and ``RUN_FOLDERS``; other files stay, README.md / config.yaml / metrics.jsonl
+    are rewritten): deleted only once everything else has been validated and loaded.
     """
-    for key in ("model_name_or_path", "ref_model_name_or_path"):
+    for key in ("model_name_or_path", "ref_model_name_or_path", "tokenizer_name_or_path"):
         source = getattr(config, key)
-        if source and os.path.isdir(source) and same_folder(source, output_dir):
+        if not (source and os.path.isdir(source)):
+            continue
+        if same_folder(source, output_dir):
             raise ConfigError(
                 f"output_dir {output_dir} is the {key} folder: the run would overwrite the "
-                "weights it starts from; choose another output_dir"
+                "files it starts from; choose another output_dir"
+            )
+        if config.overwrite_output_dir and inside(source, output_dir):
+            raise ConfigError(
+                f"{key} {source} is inside output_dir {output_dir}, which overwrite_output_dir "
+                "would clear; copy it elsewhere first, or choose another output_dir"
             )
     if output_dir.exists() and not output_dir.is_dir():
         raise ConfigError(f"output_dir {output_dir} is a file, not a folder")
     previous = list_checkpoints(output_dir)
     entries = sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() else []
     entries = [name for name in entries if not name.startswith(".")]  # staging, tmp folders
-    resuming, overwriting = config.resume_from_checkpoint, config.overwrite_output_dir
-    if entries and not resuming and not overwriting:
+    resume = config.resume_from_checkpoint
+    resuming_here = resume == "latest" or (resume is not None and inside(resume, output_dir))
+    if entries and not resuming_here and not config.overwrite_output_dir:
         if previous:
             what = f"{previous[-1].name}; resume it with resume_from_checkpoint: latest,"
         elif model_files(output_dir):
@@ -111,7 +125,18 @@ def prepare_output_dir(output_dir: Path, config: DPOConfig) -> list[Path]:
         probe.unlink()
     except OSError as exc:
         raise ConfigError(f"output_dir {output_dir}: not writable ({exc.strerror})") from None
-    return [] if resuming else previous + model_files(output_dir)
+    if resuming_here or not entries:
+        return []
+    folders = [output_dir / name for name in RUN_FOLDERS if (output_dir / name).is_dir()]
+    return previous + model_files(output_dir) + folders
+
+
+def inside(path: str | Path, folder: str | Path) -> bool:
+    """``path`` is ``folder`` or lies under it."""
+    try:
+        return Path(path).resolve().is_relative_to(Path(folder).resolve())
+    except OSError:
+        return False
 
 
 def same_folder(a: str | Path, b: str | Path) -> bool:
@@ -173,7 +198,7 @@ def save_run_files(output_dir: Path, model: torch.nn.Module, record: RunRecord) 
     generation_config = getattr(model, "generation_config", None)
     if generation_config is not None:
         generation_config.save_pretrained(output_dir)
-    config.save_yaml(output_dir / "config.yaml")
+    config.save_record(output_dir / "config.yaml")
     vision = getattr(tokenizer, "image_processor", None) is not None  # a processor was saved
     card = model_card(
         config, record.train_data, record.metrics, record.precision_note, vision=vision

@@ -49,7 +49,7 @@ from directpo.models import (
     resolve_router_aux,
 )
 from directpo.online import OnlineData, RoundBuilder, check_labeller, load_labeller
-from directpo.outputs import prepare_output_dir, remove
+from directpo.outputs import model_files, prepare_output_dir, remove
 from directpo.precision import MasterWeights, PrecisionPolicy
 from directpo.precompute import (
     PrecomputedReference,
@@ -249,8 +249,8 @@ def prepare_run(
         resume_step=run.start_step if config.resume_from_checkpoint else None,
         write=world.is_main,
     )
-    if world.is_main:
-        config.save_yaml(output_dir / "config.yaml")
+    if world.is_main and not model_files(output_dir):  # a finished run's record stays its own
+        config.save_record(output_dir / "config.yaml")  # until this run's final save
     offloaded = ", offloaded to CPU" if config.fsdp_offload else ""
     processes = f" x {world.size} processes ({world.mode}{offloaded})" if world.enabled else ""
     echo(
@@ -366,6 +366,14 @@ def _replace_chat_template(template: str, tokenizer: Any, processor: Any) -> Non
                 f"chat_template: {template} is neither a Jinja template nor a readable file "
                 f"({getattr(exc, 'strerror', None) or exc})"
             ) from None
+    from jinja2 import TemplateError
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    try:  # transformers' own compilation: the environment the template will render in
+        _compile_jinja_template(template)
+    except TemplateError as exc:
+        line = f" at template line {exc.lineno}" if getattr(exc, "lineno", None) else ""
+        raise ConfigError(f"chat_template: does not compile ({exc.message}{line})") from None
     tokenizer.chat_template = template
     if processor is not None:
         processor.chat_template = template
@@ -419,6 +427,26 @@ def _resume(run: Run) -> None:
     run.best = BestModel.from_config(config, state.get("best"))
     run.echo(f"resumed from {checkpoint} at step {run.start_step}")
     on_main(world, lambda: retire_checkpoints_after(run.output_dir, run.start_step, run.echo))
+    if world.is_main:
+        _remove_outputs_after(run)
+
+
+def _remove_outputs_after(run: Run) -> None:
+    """Per-step files the replaced trajectory wrote after the resumed step (eval_generate's
+    samples, online rounds not yet begun): the resumed run writes its own, or none if shorter."""
+    step, folder = run.start_step, run.output_dir
+    stale = [p for p in folder.glob("samples/step-*.jsonl") if _number(p.stem) > step]
+    if isinstance(run.source, OnlineRounds):
+        per_round = run.source.steps_per_round
+        rounds = folder.glob("online/round-*.jsonl")
+        stale += [p for p in rounds if _number(p.stem) * per_round >= step]
+    remove(stale)
+
+
+def _number(stem: str) -> int:
+    """N of ``step-N`` / ``round-N`` (-1 for a name of another form)."""
+    tail = stem.rpartition("-")[2]
+    return int(tail) if tail.isdigit() else -1
 
 
 def _keep_this_runs_schedule(run: Run, options: list[dict[str, Any]]) -> None:
