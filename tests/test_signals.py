@@ -199,3 +199,33 @@ def test_under_torchrun_a_signal_saves_one_complete_checkpoint(
     assert process.returncode == 1 and "SignalException" in stderr, stderr[-2000:]
     (checkpoint,) = out.glob("checkpoint-*")
     assert verify_checkpoint(checkpoint) is None  # complete: resume_from_checkpoint: latest
+
+
+def test_a_signal_after_the_steps_all_reduce_waits_for_the_next_step(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """Every rank stops after the step whose all-reduced flag says so; a signal landing just
+    after that all-reduce on one rank must not make that rank alone checkpoint and stop (its
+    collectives would then pair with the other ranks' next step)."""
+    from tiny import tiny_config
+
+    import directpo.trainer as trainer_module
+
+    real = trainer_module._stop_requested
+    calls = {"n": 0}
+
+    def late_signal(run, stop):
+        decided = real(run, stop)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            stop.requested = "SIGTERM"  # arrives right after step 1's decision
+        return decided
+
+    monkeypatch.setattr(trainer_module, "_stop_requested", late_signal)
+    out = tmp_path / "run"
+    config = tiny_config(
+        tiny_model_dirs["gpt2"], pairs_file, out, max_steps=5, per_device_train_batch_size=2
+    )
+    result = trainer_module.train(config, echo=lambda _: None)
+    assert result.global_step == 2  # step 1 went on; step 2's decision saw the signal
+    assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-2"]

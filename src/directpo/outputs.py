@@ -128,7 +128,8 @@ def prepare_output_dir(output_dir: Path, config: DPOConfig) -> list[Path]:
     if resuming_here or not entries:
         return []
     folders = [output_dir / name for name in RUN_FOLDERS if (output_dir / name).is_dir()]
-    return previous + model_files(output_dir) + folders
+    retired = sorted(output_dir.glob("retired-checkpoint-*"))  # moved aside by a resume
+    return previous + retired + model_files(output_dir) + folders
 
 
 def inside(path: str | Path, folder: str | Path) -> bool:

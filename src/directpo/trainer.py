@@ -144,7 +144,10 @@ def _train(run: Run) -> TrainResult:
                 sync_reference(run, run.config.ref_model_mixup_alpha)  # TR-DPO
             progress.update(1)
             progress.set_postfix(loss=f"{result.loss:.4f}")
-            if _stop_requested(run, stop):
+            # decided once, the same on every rank: a signal landing after this all-reduce
+            # waits for the next step (acting on it here alone put the ranks one collective apart)
+            stopping = _stop_requested(run, stop)
+            if stopping:
                 stop.requested = stop.requested or "another rank's signal"
             if _logs_at(run, done):
                 write(log_step(run, done, result))
@@ -152,14 +155,14 @@ def _train(run: Run) -> TrainResult:
             if _evaluates_at(run, done):
                 write(evaluate_step(run, done))
                 improved = run.best.update(done, run.logger.rows[-1])
-            if _saves_at(run, done) or stop.requested or improved:
+            if _saves_at(run, done) or stopping or improved:
                 checkpoint = checkpoint_step(run, done)
                 write(f"saved {checkpoint}")
             if run.best.patience_spent():
                 with tqdm.external_write_mode():  # a line of its own, not glued to the bar
                     run.echo(f"early stopping after step {done}: {run.best.describe()}")
                 break
-            if stop.requested:
+            if stopping:
                 run.logger.close()
                 progress.close()  # the last line is this one, not the bar
                 run.echo(
