@@ -143,36 +143,16 @@ def save_checkpoint(
     """
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f".checkpoint-{step}.tmp"
-    problem = None
-    if world.is_main:
-        shutil.rmtree(tmp, ignore_errors=True)
-        problem = attempt_write(lambda: tmp.mkdir(parents=True), output_dir)
-    problem = broadcast(problem, world)
-    if problem is None and sharded is not None:
-        failed = attempt_write(
-            lambda: save_sharded(tmp / "sharded", sharded, optimizer), output_dir
-        )
-        if all_reduce_sum([float(failed is not None)], world)[0]:
-            problem = failed or "another rank could not write its shards"
-    if problem is None and world.is_main:
-        problem = attempt_write(
-            lambda: _write_main_files(
-                tmp,
-                step,
-                model,
-                tokenizer,
-                optimizer,
-                scheduler,
-                state,
-                sharded is None,
-                tensors or {},
-            ),
-            output_dir,
-        )
-    problem = broadcast(problem, world)
+    shards = None if sharded is None else lambda: save_sharded(tmp / "sharded", sharded, optimizer)
+    problem = write_staged(
+        tmp,
+        world,
+        every_rank=shards,
+        on_main=lambda: _write_main_files(
+            tmp, step, model, tokenizer, optimizer, scheduler, state, sharded is None, tensors or {}
+        ),
+    )
     if problem is not None:  # a full disk, a quota, a vanished mount: keep what was there
-        if world.is_main:
-            shutil.rmtree(tmp, ignore_errors=True)
         previous = [p.name for p in list_checkpoints(output_dir)]
         raise CheckpointError(
             f"cannot write checkpoint-{step} in {output_dir} ({problem}); "
@@ -192,6 +172,34 @@ def save_checkpoint(
                 shutil.rmtree(old, ignore_errors=True)
     barrier(world)
     return final
+
+
+def write_staged(
+    staging: Path,
+    world: World,
+    every_rank: Callable[[], Any] | None = None,
+    on_main: Callable[[], Any] | None = None,
+) -> str | None:
+    """Write into a fresh ``staging`` folder beside its destination: ``every_rank`` on every
+    rank (their shards), then ``on_main`` on rank 0. Returns None, or why a rank could not
+    write (the same answer on every rank), with ``staging`` removed. Checkpoints and the final
+    folder are written this way; the caller moves ``staging`` into place."""
+    folder = staging.parent
+    problem = None
+    if world.is_main:
+        shutil.rmtree(staging, ignore_errors=True)
+        problem = attempt_write(lambda: staging.mkdir(parents=True), folder)
+    problem = broadcast(problem, world)
+    if problem is None and every_rank is not None:
+        failed = attempt_write(every_rank, folder)
+        if all_reduce_sum([float(failed is not None)], world)[0]:
+            problem = failed or "another rank could not write its part"
+    if problem is None and on_main is not None and world.is_main:
+        problem = attempt_write(on_main, folder)
+    problem = broadcast(problem, world)
+    if problem is not None and world.is_main:
+        shutil.rmtree(staging, ignore_errors=True)
+    return problem
 
 
 def attempt_write(action: Callable[[], Any], folder: Path | None = None) -> str | None:

@@ -15,7 +15,6 @@ import contextlib
 import functools
 import logging
 import math
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from directpo.batching import collate_pairs
-from directpo.checkpoint import REFERENCE_FILE, attempt_write, list_checkpoints, save_checkpoint
+from directpo.checkpoint import REFERENCE_FILE, list_checkpoints, save_checkpoint, write_staged
 from directpo.config import DPOConfig
 from directpo.distributed import (
     all_reduce_sum,
@@ -399,29 +398,18 @@ def _save_final(run: Run, record: RunRecord) -> torch.nn.Module | None:
     staging = output_dir / FINAL_STAGING
     written: dict[str, torch.nn.Module] = {}
 
-    def write() -> None:
-        if run.sharded:
-            _save_sharded(run, record, staging)
-        else:
+    def write_and_publish() -> None:
+        if not run.sharded:
             written["model"] = save_final_model(staging, run.policy, record)
+        publish_final(staging, output_dir)
 
-    problem = None
-    if world.is_main:
-        shutil.rmtree(staging, ignore_errors=True)
-        problem = attempt_write(lambda: staging.mkdir(parents=True), output_dir)
-    problem = broadcast(problem, world)
-    if problem is None and run.sharded:  # every rank writes its part
-        failed = attempt_write(write, output_dir)
-        if all_reduce_sum([float(failed is not None)], world)[0]:
-            problem = failed or "another rank could not write its part"
-    elif problem is None and world.is_main:
-        problem = attempt_write(write, output_dir)
-    if problem is None and world.is_main:
-        problem = attempt_write(lambda: publish_final(staging, output_dir), output_dir)
-    problem = broadcast(problem, world)
+    problem = write_staged(
+        staging,
+        world,
+        every_rank=(lambda: _save_sharded(run, record, staging)) if run.sharded else None,
+        on_main=write_and_publish,
+    )
     if problem is not None:
-        if world.is_main:
-            shutil.rmtree(staging, ignore_errors=True)
         kept = [path.name for path in list_checkpoints(output_dir)]
         then = (
             f"its checkpoints are intact (newest {kept[-1]}): make room, then resume with "
