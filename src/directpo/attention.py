@@ -27,14 +27,14 @@ import functools
 import importlib.util
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from directpo import flexattention
-from directpo.devices import to_device
+from directpo.devices import tensors_to
 
 IMPLEMENTATION = "directpo_varlen"
 PLAN_KEY = "directpo_varlen"  # the forward keyword that carries the VarlenPlan
@@ -52,12 +52,7 @@ class VarlenPlan:
     segments: tuple[tuple[int, int, int, int], ...]  # (q start, q end, k start, k end) per segment
 
     def to(self, device: torch.device | str) -> VarlenPlan:
-        return replace(
-            self,
-            cu_seq_q=to_device(self.cu_seq_q, device),
-            cu_seq_k=to_device(self.cu_seq_k, device),
-            key_index=to_device(self.key_index, device),
-        )
+        return tensors_to(self, device)
 
 
 def build_plan(width: int, rows: Sequence[Sequence[tuple[int, int, Sequence[int]]]]) -> VarlenPlan:

@@ -140,6 +140,7 @@ def save_checkpoint(
     otherwise rank 0 writes the Hugging Face weights and ``optimizer.pt``. Rank 0 writes the
     rest, the manifest (over every rank's files) and renames the folder into place.
     ``tensors``: more safetensors files to write, by file name (TR-DPO's reference).
+    ``keep``: the name of a checkpoint ``save_total_limit`` never deletes (the best).
     """
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f".checkpoint-{step}.tmp"
@@ -164,7 +165,7 @@ def save_checkpoint(
         os.replace(tmp, final)
         _fsync(output_dir)
         if save_total_limit is not None:  # ``keep`` (the best) and this one always stay
-            protected = {final.name} | ({Path(keep).name} if keep else set())
+            protected = {final.name} | ({keep} if keep else set())
             existing = list_checkpoints(output_dir)
             surplus = len(existing) - max(save_total_limit, len(protected))
             others = [p for p in existing if p.name not in protected]

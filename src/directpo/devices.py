@@ -9,7 +9,12 @@ staging buffer alive until the copy has run.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import TypeVar
+
 import torch
+
+T = TypeVar("T")
 
 
 def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
@@ -18,3 +23,13 @@ def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     if device.type == "cuda" and tensor.device.type == "cpu":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
+
+
+def tensors_to(record: T, device: torch.device | str) -> T:
+    """A copy of the dataclass ``record`` with every tensor field on ``device`` (``to_device``)."""
+    moved = {}
+    for field in dataclasses.fields(record):  # type: ignore[arg-type]
+        value = getattr(record, field.name)
+        if isinstance(value, torch.Tensor):
+            moved[field.name] = to_device(value, device)
+    return dataclasses.replace(record, **moved)  # type: ignore[type-var]

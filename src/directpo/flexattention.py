@@ -20,12 +20,12 @@ runs the forward, which the tests compare with the dense mask.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from directpo.devices import to_device
+from directpo.devices import tensors_to
 
 IMPLEMENTATION = "directpo_flex"
 BLOCK = 128  # FlexAttention's default sparse block, and the row width multiple under it
@@ -42,13 +42,7 @@ class FlexBlocks:
     width: int
 
     def to(self, device: torch.device | str) -> FlexBlocks:
-        return replace(
-            self,
-            kv_num_blocks=to_device(self.kv_num_blocks, device),
-            kv_indices=to_device(self.kv_indices, device),
-            full_kv_num_blocks=to_device(self.full_kv_num_blocks, device),
-            full_kv_indices=to_device(self.full_kv_indices, device),
-        )
+        return tensors_to(self, device)
 
 
 def flex_blocks(

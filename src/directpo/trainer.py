@@ -356,7 +356,7 @@ def checkpoint_step(run: Run, done: int) -> Path:
             run.config.save_total_limit,
             run.world,
             run.scorer if run.sharded else None,
-            keep=str(run.output_dir / run.best.checkpoint) if run.best.checkpoint else None,
+            keep=run.best.checkpoint,
             tensors=extra,
         )
 
