@@ -287,7 +287,7 @@ def test_score_reads_a_datasets_folder_as_training_does(tiny_model_dirs, tmp_pat
     [
         (" great.", "a string"),
         ([{"role": "assistant", "content": "hi"}], "one conversation"),
-        ({"a": " great."}, "a mapping"),
+        ({"a": " great."}, "an object"),
     ],
 )
 def test_rank_needs_a_list_of_candidates(

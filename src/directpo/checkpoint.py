@@ -37,7 +37,7 @@ from directpo.distributed import (
     load_sharded,
     save_sharded,
 )
-from directpo.errors import CheckpointError
+from directpo.errors import CheckpointError, first_line
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
@@ -216,7 +216,7 @@ def attempt_write(action: Callable[[], Any], folder: Path | None = None) -> str 
     except OSError as exc:
         why = str(exc.strerror or exc)
     except (RuntimeError, SafetensorError, CheckpointException) as exc:
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        why = first_line(exc)
     else:
         return None
     if folder is not None:

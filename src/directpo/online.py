@@ -33,7 +33,7 @@ from directpo.batching import collate_sequences
 from directpo.config import DPOConfig
 from directpo.data import Text
 from directpo.distributed import World, all_gather_objects, unsharded_root
-from directpo.errors import DirectpoError, ModelLoadError
+from directpo.errors import DirectpoError, ModelLoadError, first_line
 from directpo.generate import Sample, sample_completions
 from directpo.jsonl import write_jsonl
 from directpo.sources import PairSet
@@ -79,9 +79,9 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
-        message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc)
         raise ModelLoadError(
-            f"reward_model_name_or_path '{path}': cannot load as a sequence classifier ({message})"
+            f"reward_model_name_or_path '{path}': cannot load as a sequence classifier "
+            f"({first_line(exc)})"
         ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -30,6 +30,7 @@ from directpo.distributed import (
     broadcast,
     shard,
 )
+from directpo.errors import first_line
 from directpo.reference import ReferenceProvider
 from directpo.tokenization import TokenizedPair
 
@@ -147,7 +148,7 @@ def _read_cache(path: Path, rows: int, echo: Callable[[str], None]) -> torch.Ten
             return table.float()
         problem = f"a {list(table.shape)} table, not [{rows}, 2]"
     except Exception as exc:  # safetensors raises its own error (or OSError, KeyError)
-        problem = f"unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        problem = f"unreadable ({first_line(exc)})"
     echo(f"reference log-probs: the cache {path} is {problem}: recomputing")
     return None
 
@@ -163,6 +164,6 @@ def _write_cache(path: Path, table: torch.Tensor) -> str | None:
     except Exception as exc:  # OSError, or safetensors' own error wrapping one
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0] or type(exc).__name__
+        reason = getattr(exc, "strerror", None) or first_line(exc)
         return f"cannot write {path.parent}: {reason}"
     return None

@@ -39,6 +39,7 @@ from directpo.models import (
     load_tokenizer,
     pad_token_id,
 )
+from directpo.readers import kind_of
 from directpo.tokenization import PairTokenizer
 from directpo.vision import image_values
 
@@ -311,16 +312,12 @@ def _candidates(
     if value is not None:
         one = isinstance(value, list) and bool(value) and isinstance(value[0], dict)
         if not isinstance(value, list) or one:
-            got = "one conversation" if one else f"a {_kind(value)}"
+            got = "one conversation" if one else kind_of(value)
             raise DataError(
                 f"{where}: field '{responses_column}' must be a list of candidate responses, "
                 f"got {got}"
             )
     return parse_prompt_and_responses(row, prompt_column, responses_column, where)
-
-
-def _kind(value: Any) -> str:
-    return {str: "string", dict: "mapping", bool: "boolean"}.get(type(value), type(value).__name__)
 
 
 def _encode(

@@ -40,7 +40,7 @@ from typing import Any
 from jinja2 import TemplateError, TemplateSyntaxError
 
 from directpo.data import PreferenceData, PreferenceExample, RowError, Text
-from directpo.errors import DataError, ModelLoadError
+from directpo.errors import DataError, ModelLoadError, first_line
 from directpo.vision import ImageError, VisionInputs, encode_with_images, image_token
 
 
@@ -160,10 +160,9 @@ class PairTokenizer:
                 f"{exc.lineno}); fix it, or give another with the chat_template option"
             ) from None
         except (TemplateError, ValueError) as exc:  # raise_exception(...), an undefined value
-            text = str(exc).strip().splitlines()
-            problem = text[0] if text else type(exc).__name__
             raise RowError(
-                "refused by the chat template", f"the chat template refused the row ({problem})"
+                "refused by the chat template",
+                f"the chat template refused the row ({first_line(exc)})",
             ) from None
 
     def render_prompt(self, prompt: Text, tools: list[dict[str, Any]] | None = None) -> str:
