@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from directpo.batching import Layout
 from directpo.errors import ConfigError
 from directpo.losses import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSSES, needs_reference
@@ -737,8 +735,7 @@ class DPOConfig(Options):
         """config.yaml of a run: every option as resolved, except where this run resumed from
         (rerunning the file must not go back to that checkpoint; transformers keeps it out of
         its saved arguments too)."""
-        values = {**self.to_dict(), "resume_from_checkpoint": None}
-        Path(path).write_text(yaml.safe_dump(values, sort_keys=False))
+        self.save_yaml(path, resume_from_checkpoint=None)
 
     def every(self, key: str, total_steps: int) -> int:
         """``logging_steps`` / ``eval_steps`` / ``save_steps`` in steps (a fraction in (0, 1)

@@ -63,8 +63,9 @@ class Options:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
-    def save_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+    def save_yaml(self, path: str | Path, **replaced: Any) -> None:
+        """Every option as a YAML mapping (``replaced``: values written instead of the own)."""
+        Path(path).write_text(yaml.safe_dump({**self.to_dict(), **replaced}, sort_keys=False))
 
 
 def option_help(cls: type) -> list[tuple[str, str, Any]]:
