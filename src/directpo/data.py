@@ -366,12 +366,12 @@ def _detect_layout(
 def _prompt_layout(prompt: Any, chosen: Any) -> str:
     """A row's layout from its prompt: message lists, or a prompt text whose chosen side is a
     whole conversation (HuggingFaceH4/ultrafeedback_binarized), are conversational."""
-    if isinstance(prompt, list) or (_is_message_list(chosen) and isinstance(prompt, str)):
+    if isinstance(prompt, list) or (is_message_list(chosen) and isinstance(prompt, str)):
         return "conversational"
     return "explicit"
 
 
-def _is_message_list(value: Any) -> bool:
+def is_message_list(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and isinstance(value[0], dict)
 
 

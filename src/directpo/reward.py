@@ -23,6 +23,7 @@ from directpo.data import (
     PreferenceExample,
     RowError,
     Text,
+    is_message_list,
     parse_pair,
     parse_prompt_and_responses,
     read_rows,
@@ -310,7 +311,7 @@ def _candidates(
     or message lists); a single text or one conversation is not a list of candidates."""
     value = row.get(responses_column)
     if value is not None:
-        one = isinstance(value, list) and bool(value) and isinstance(value[0], dict)
+        one = is_message_list(value)
         if not isinstance(value, list) or one:
             got = "one conversation" if one else kind_of(value)
             raise DataError(
