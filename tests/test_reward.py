@@ -317,3 +317,86 @@ def test_an_output_in_a_new_folder_gets_its_folder(tmp_path) -> None:
     target = tmp_path / "new" / "sub" / "scores.jsonl"
     check_output_file(str(target))
     assert target.parent.is_dir() and not target.exists()
+
+
+def test_a_reference_free_reward_is_beta_times_the_mean_log_prob(trained_run, tmp_path) -> None:
+    """No reference (a SimPO / ORPO run): β·log π(y|x)/|y|, from Python and from `score`
+    (whose rows carry image inputs too: the length is the response's)."""
+    _, run, pairs = trained_run
+    tokenizer = AutoTokenizer.from_pretrained(run)
+    policy = AutoModelForCausalLM.from_pretrained(run).eval()
+    got = ImplicitReward(policy, None, 0.5, tokenizer).score(["The movie was"], [" great."])
+    p_ids = tokenizer("The movie was").input_ids
+    c_ids = tokenizer(" great.").input_ids + [tokenizer.eos_token_id]
+    assert got[0] == pytest.approx(0.5 * plain_logprob(policy, p_ids, c_ids) / len(c_ids), abs=1e-5)
+    simpo = tmp_path / "simpo"
+    simpo.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        (simpo / name).write_bytes((run / name).read_bytes())
+    DPOConfig(
+        model_name_or_path=str(run), output_dir=str(simpo), loss_type=["simpo"], beta=0.5
+    ).save_record(simpo / "config.yaml")
+    summary = score_file(
+        ScoreOptions(
+            model_name_or_path=str(simpo), input=str(pairs), output=str(tmp_path / "s.jsonl")
+        ),
+        echo=quiet,
+    )
+    assert summary["pairs"] == len(SENTIMENT_PAIRS)
+    rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    scorer = ImplicitReward(policy, None, 0.5, tokenizer)
+    want = scorer.score([r["prompt"] for r in rows], [r["chosen"] for r in rows])
+    assert [r["chosen_reward"] for r in rows] == pytest.approx(want, abs=1e-6)
+
+
+def test_score_checks_its_arguments_and_rows_as_training_does(tiny_model_dirs) -> None:
+    """Bad arguments and items are one-line directpo errors (not an AssertionError or a
+    library's message); a text reply to a conversation is its assistant message, as in a file."""
+    from directpo.errors import ConfigError, DataError
+
+    llama = tiny_model_dirs["llama"]
+    scorer = ImplicitReward(llama, str(llama), beta=0.1)  # a pathlib.Path is a folder too
+    conversation = [{"role": "user", "content": "Hi"}]
+    reply = [{"role": "assistant", "content": " Hello!"}]
+    assert scorer.score([conversation], [" Hello!"]) == scorer.score([conversation], [reply])
+    assert scorer.score([conversation], [""]) == [0.0]  # an empty sample is scored too
+    bad = [
+        (([conversation], [{"role": "assistant", "content": "x"}]), "score: item 1: field "
+         "'response' must be a list of messages, got an object"),
+        ((["Hi", 3], [" a", " b"]), "score: item 2: field 'prompt' must be a string, got a number"),
+        ((["Hi"], [reply]), "score: item 1: field 'response' must be a string, got a list"),
+    ]  # fmt: skip
+    for (prompts, responses), message in bad:
+        with pytest.raises(DataError) as err:
+            scorer.score(prompts, responses)
+        assert str(err.value) == message
+    for kwargs, message in [
+        ({"beta": "0.1"}, "beta must be a number > 0 (got '0.1')"),
+        ({"beta": 0.1, "batch_size": 0}, "batch_size must be an integer >= 1 (got 0)"),
+        ({"beta": 0.1, "dtype": "fp16"}, "dtype must be one of float32, bfloat16 (got 'fp16')"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            ImplicitReward(str(llama), None, **kwargs)
+        assert str(err.value) == message
+    with pytest.raises(ConfigError, match="^reference: no such model folder: /no/such/base$"):
+        ImplicitReward(str(llama), "/no/such/base", beta=0.1)
+
+
+def test_a_response_cut_to_max_length_is_said(tiny_model_dirs, tmp_path) -> None:
+    llama = str(tiny_model_dirs["llama"])
+    scorer = ImplicitReward(llama, None, beta=0.1, max_length=12)
+    with pytest.warns(UserWarning, match=r"^truncated to fit max_length 12: 1 responses; "):
+        cut = scorer.score(["Hi", "Hi"], [" a b", " word" * 40])
+    with pytest.warns(UserWarning, match="1 responses"):
+        assert cut[1] == scorer.score("Hi", " word" * 40)  # the kept tokens' reward
+    lines: list[str] = []
+    long = {"prompt": "Hi", "response": " word" * 1100}  # over the default max_length, 1024
+    data = write_jsonl(tmp_path / "rows.jsonl", [long, {"prompt": "Hi", "response": " a"}])
+    options = ScoreOptions(
+        model_name_or_path=llama, input=str(data), output=str(tmp_path / "out.jsonl"),
+        ref_model_name_or_path=llama, beta=0.1,
+    )  # fmt: skip
+    score_file(options, echo=lines.append)
+    assert lines[0] == (
+        "truncated to fit max_length 1024: 1 responses; their rewards are of the kept tokens only"
+    )

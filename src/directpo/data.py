@@ -252,6 +252,22 @@ def parse_prompt_and_responses(
     return prompt, responses
 
 
+def parse_scored(prompt: Any, response: Any, where: str) -> tuple[Text, Text]:
+    """A prompt and one response given from Python (``ImplicitReward.score``), checked as a
+    file row's are: texts, or message lists (a text reply to a conversation is the assistant's
+    message). An empty text response is scored too: a sample may stop at once."""
+    try:
+        prompt = _text_or_messages(_field({"prompt": prompt}, "prompt"), "prompt", parts=True)
+        if isinstance(response, str) and not response.strip():
+            empty = [{"role": "assistant", "content": response}]
+            return prompt, response if isinstance(prompt, str) else empty
+        if isinstance(prompt, list):
+            return prompt, _completion_messages(response, "response", prompt)
+        return prompt, _text(response, "response")
+    except RowError as err:
+        raise DataError(f"{where}: {err.message}") from None
+
+
 def row_images(
     row: dict[str, Any], where: str, base_dir: str | None = None
 ) -> tuple[Any, ...] | None:

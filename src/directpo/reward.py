@@ -8,7 +8,9 @@ reference-free losses (SimPO, ORPO), constructed without a reference, the reward
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +28,7 @@ from directpo.data import (
     is_message_list,
     parse_pair,
     parse_prompt_and_responses,
+    parse_scored,
     read_rows,
     row_images,
     with_images,
@@ -40,6 +43,7 @@ from directpo.models import (
     load_tokenizer,
     pad_token_id,
 )
+from directpo.precision import DTYPES
 from directpo.readers import kind_of
 from directpo.tokenization import PairTokenizer
 from directpo.vision import image_values
@@ -60,10 +64,18 @@ class ImplicitReward:
         max_length: int | None = 1024,
         max_prompt_length: int | None = None,
         batch_size: int = 8,
-        dtype: str = "float32",
+        dtype: str | torch.dtype = "float32",
     ):
-        if not beta > 0:
-            raise ConfigError(f"beta must be > 0 (got {beta!r})")
+        numeric = isinstance(beta, int | float) and not isinstance(beta, bool)
+        if not (numeric and math.isfinite(beta) and beta > 0):
+            raise ConfigError(f"beta must be a number > 0 (got {beta!r})")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be an integer >= 1 (got {batch_size!r})")
+        if dtype not in DTYPES and dtype not in DTYPES.values():
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
+        policy, reference = _model_or_path(policy), _model_or_path(reference)
+        check_model_location("policy", policy if isinstance(policy, str) else None)
+        check_model_location("reference", reference if isinstance(reference, str) else None)
         self.policy = _load(policy, dtype)
         # a LoRA policy scored against its own base: the base is the policy with adapters off
         self.adapters_off = reference is not None and _is_base_of(self.policy, reference)
@@ -133,13 +145,16 @@ class ImplicitReward:
         truncated: Counter[str] = Counter()
         images = images if images is not None else [None] * len(prompts)
         rows = []
-        for prompt, response, given in zip(prompts, responses, images, strict=True):
+        for number, (prompt, response, given) in enumerate(
+            zip(prompts, responses, images, strict=True), start=1
+        ):
+            where = f"score: item {number}"
+            prompt, response = parse_scored(prompt, response, where)
             checked = image_values(given, None) if given else None
-            rows.append(
-                self.encoder.encode_scored(
-                    with_images(prompt, checked), response, checked, truncated
-                )
-            )
+            prompt = with_images(prompt, checked)
+            rows.append(_encode(self, prompt, response, where, checked, truncated))
+        if truncated:
+            warnings.warn(_truncation_note(self, truncated), stacklevel=2)
         return self.score_ids(rows).tolist()
 
     def score_pairs(self, examples: Sequence[PreferenceExample]) -> list[tuple[float, float]]:
@@ -163,7 +178,7 @@ class ImplicitReward:
                 )
             return self.beta * (policy - reference)
         if self.reference is None:
-            lengths = torch.tensor([max(len(r), 1) for _, r in rows], dtype=torch.float64)
+            lengths = torch.tensor([max(len(row[1]), 1) for row in rows], dtype=torch.float64)
             return self.beta * policy / lengths
         reference = sequence_logprobs(
             policy_logprobs_fn(self.reference), rows, pad, device, self.batch_size, progress
@@ -191,7 +206,12 @@ def _is_single(value: Any) -> bool:
     )
 
 
-def _load(model: ModelLike, dtype: str) -> torch.nn.Module:
+def _model_or_path(model: ModelLike | os.PathLike | None) -> ModelLike | None:
+    """A model object as given, a folder as a string (a ``pathlib.Path`` too)."""
+    return os.fspath(model) if isinstance(model, os.PathLike) else model
+
+
+def _load(model: ModelLike, dtype: str | torch.dtype) -> torch.nn.Module:
     if isinstance(model, str):
         device = "cuda" if torch.cuda.is_available() else "cpu"
         return load_causal_lm(model, dtype, trainable=False, device=device)
@@ -239,13 +259,16 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
             parsed.append((with_images(prompt, images), responses[0], images))
     scorer = _scorer(options)
     ids = []
+    truncated: Counter[str] = Counter()
     for (where, _), item in zip(rows, parsed, strict=True):
         label = f"{options.input}: {where}"
         if isinstance(item, PreferenceExample):
-            ids.append(_encode(scorer, item.prompt, item.chosen, label, item.images))
-            ids.append(_encode(scorer, item.prompt, item.rejected, label, item.images))
+            for response in (item.chosen, item.rejected):
+                ids.append(_encode(scorer, item.prompt, response, label, item.images, truncated))
         else:
-            ids.append(_encode(scorer, *item[:2], label, item[2]))
+            ids.append(_encode(scorer, *item[:2], label, item[2], truncated))
+    if truncated:
+        echo(_truncation_note(scorer, truncated))
     rewards = iter(scorer.score_ids(ids, progress=True).tolist())
     out, margins = [], []
     for (_, row), pair in zip(rows, is_pair, strict=True):
@@ -288,11 +311,15 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     ]
     images = [row_images(row, f"{options.input}: {where}", base_dir) for where, row in rows]
     scorer = _scorer(options)
+    truncated: Counter[str] = Counter()
     ids = [
-        _encode(scorer, with_images(prompt, image), response, f"{options.input}: {where}", image)
+        _encode(scorer, with_images(prompt, image), response, label, image, truncated)
         for (where, _), (prompt, responses), image in zip(rows, parsed, images, strict=True)
+        for label in [f"{options.input}: {where}"]
         for response in responses
     ]
+    if truncated:
+        echo(_truncation_note(scorer, truncated))
     rewards = iter(scorer.score_ids(ids, progress=True).tolist())
     out = []
     for (_, row), (_, responses) in zip(rows, parsed, strict=True):
@@ -327,8 +354,18 @@ def _encode(
     response: Text,
     label: str,
     images: tuple[Any, ...] | None = None,
+    truncated: Counter[str] | None = None,
 ) -> tuple[Any, ...]:
     try:
-        return scorer.encoder.encode_scored(prompt, response, images)
+        return scorer.encoder.encode_scored(prompt, response, images, truncated)
     except RowError as err:
         raise DataError(f"{label}: {err.message}") from None
+
+
+def _truncation_note(scorer: ImplicitReward, truncated: Counter[str]) -> str:
+    """What was cut to fit max_length / max_prompt_length: those rewards cover less text."""
+    counts = ", ".join(f"{n} {what}" for what, n in sorted(truncated.items()))
+    return (
+        f"truncated to fit max_length {scorer.encoder.max_length}: {counts}; their rewards "
+        "are of the kept tokens only"
+    )
