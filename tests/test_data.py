@@ -497,3 +497,31 @@ def test_json_reports_the_real_position_and_reads_columns(tmp_path: Path) -> Non
         path.write_text(shape)
         with pytest.raises(DataError, match="expected a list of row objects, an object holding"):
             load_preferences(str(path))
+
+
+def test_python_sources_a_notebook_passes_read_as_their_files(tmp_path: Path) -> None:
+    """train(train_dataset=...): a pathlib.Path (or a list of them) is the file; a DatasetDict
+    of one split is that split, of several a one-line refusal naming them; an empty list has
+    no rows without being called an empty file."""
+    from directpo.readers import python_source
+
+    rows = [{"prompt": "The movie was", "chosen": " good.", "rejected": " bad."}]
+    path = write_jsonl(tmp_path / "pairs.jsonl", rows)
+
+    def pairs(source: object) -> list[tuple]:
+        data = load_preferences(python_source(source, "train_dataset"))
+        return [(e.prompt, e.chosen, e.rejected) for e in data.examples]
+
+    want = pairs(str(path))
+    assert pairs(path) == want and pairs([path, path]) == want * 2
+    one = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)})
+    assert pairs(one) == want
+    two = datasets.DatasetDict({"train": one["train"], "test": one["train"]})
+    with pytest.raises(DataError) as err:
+        python_source(two, "eval_dataset")
+    assert str(err.value) == (
+        "eval_dataset: a DatasetDict of several splits (train, test); pass one, e.g. "
+        "eval_dataset=dataset['train']"
+    )
+    with pytest.raises(DataError, match=r"^rows: no rows$"):
+        load_preferences([])

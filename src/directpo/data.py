@@ -42,7 +42,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from directpo.errors import DataError, first_line
-from directpo.readers import RowError, is_path_list, kind_of, open_rows, source_label
+from directpo.readers import (
+    RowError,
+    is_path_list,
+    kind_of,
+    no_rows,
+    open_rows,
+    source_label,
+)
 from directpo.vision import IMAGE_COLUMNS, ImageError, image_values, with_image_parts
 
 Messages = list[dict[str, Any]]  # content: a string, or parts (vision prompts)
@@ -170,7 +177,7 @@ def load_preferences(
                 raise DataError(f"{label}: {where}: {err.message}") from None
             skipped[err.reason] += 1
     if not seen_any:
-        raise DataError(f"{label}: no rows (the file is empty)")
+        raise no_rows(label, source)
     if not examples:
         reasons = ", ".join(f"{n} {r}" for r, n in skipped.most_common())
         raise DataError(f"{label}: no valid rows ({reasons})")
@@ -210,7 +217,7 @@ def read_rows(source: str | Any, name: str | None = None) -> list[tuple[str, dic
             raise DataError(f"{label}: {where}: expected an object, got {kind_of(row)}")
         result.append((where, row))
     if not result:
-        raise DataError(f"{label}: no rows (the file is empty)")
+        raise no_rows(label, source)
     return result
 
 

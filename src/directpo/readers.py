@@ -69,6 +69,36 @@ def open_rows(source: Any, label: str) -> tuple[Iterable[tuple[str, Any]], list[
     )
 
 
+def python_source(source: Any, argument: str) -> Any:
+    """``train(train_dataset=...)``'s value as the readers take it: a ``pathlib.Path`` (or a
+    list of them) as a path; a ``DatasetDict`` of one split as that split (several: refused,
+    as a ``save_to_disk`` folder of several is)."""
+    if isinstance(source, os.PathLike):
+        return os.fspath(source)
+    if is_path_list(source):
+        return [os.fspath(path) for path in source]
+    if (
+        isinstance(source, dict)
+        and source
+        and all(hasattr(split, "column_names") for split in source.values())
+    ):
+        splits = list(source)
+        if len(splits) != 1:
+            raise DataError(
+                f"{argument}: a DatasetDict of several splits ({', '.join(splits)}); pass one, "
+                f"e.g. {argument}=dataset[{splits[0]!r}]"
+            )
+        return source[splits[0]]
+    return source
+
+
+def no_rows(label: str, source: Any) -> DataError:
+    """A source without rows ("the file is empty" only of a file: not of a list or Dataset)."""
+    return DataError(
+        f"{label}: no rows" + (" (the file is empty)" if isinstance(source, str) else "")
+    )
+
+
 def is_path_list(source: Any) -> bool:
     return (
         isinstance(source, list | tuple)

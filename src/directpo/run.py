@@ -56,6 +56,7 @@ from directpo.precompute import (
     precompute_reference_logps,
     weights_fingerprint,
 )
+from directpo.readers import python_source
 from directpo.reference import (
     FrozenModelReference,
     PolicyModelReference,
@@ -294,6 +295,8 @@ def _load_data(
         config.rejected_column,
         prompt_required=config.prompt_column != "prompt",
     )
+    train_dataset = python_source(train_dataset, "train_dataset")
+    eval_dataset = python_source(eval_dataset, "eval_dataset")
     source = train_dataset if train_dataset is not None else config.train_file
     names: dict[str, str | None] = {"train": None, "eval": None}  # how messages name them
     if source is None and config.dataset_name:

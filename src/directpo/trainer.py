@@ -93,8 +93,9 @@ def train(
 
     ``peft_config``: any PEFT config object (peft's LoraConfig, IA3Config, ...), in place of the
     lora_* options: the policy trains those adapters, the reference is the base without them.
-    ``train_dataset`` / ``eval_dataset`` (a ``datasets.Dataset``, a pandas DataFrame or a list of
-    dicts) replace the files.
+    ``train_dataset`` / ``eval_dataset`` (a ``datasets.Dataset`` or ``IterableDataset``, a
+    ``DatasetDict`` of one split, a pandas DataFrame, a list of dicts, or a path) replace the
+    files.
     """
     config.check_environment(
         need_train_file=train_dataset is None, eval_dataset_given=eval_dataset is not None
