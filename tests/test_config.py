@@ -233,3 +233,20 @@ def test_a_key_given_twice_a_missing_dataset_folder_and_an_output_file_are_refus
         train(DPOConfig(model_name_or_path=str(tiny_model_dirs["gpt2"]), train_file=str(pairs_file),
                         output_dir=str(file), report_to=["none"]), echo=lambda _: None)  # fmt: skip
     assert file.read_text() == "x"
+
+
+def test_paths_from_python_are_folders_and_files(tmp_path: Path) -> None:
+    """pathlib.Path values (one, or a list of files) are the paths they name; the saved record
+    holds strings, so config.yaml stays plain YAML."""
+    config = DPOConfig(
+        model_name_or_path=tmp_path / "model",
+        output_dir=tmp_path / "out",
+        train_file=[tmp_path / "a.jsonl", tmp_path / "b.jsonl"],
+        eval_file=tmp_path / "e.jsonl",
+    )
+    assert config.model_name_or_path == str(tmp_path / "model")
+    assert config.output_dir == str(tmp_path / "out")
+    assert config.train_file == [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
+    assert config.eval_file == str(tmp_path / "e.jsonl")
+    config.save_record(tmp_path / "config.yaml")
+    assert load_config(str(tmp_path / "config.yaml")) == config
