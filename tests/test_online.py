@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,9 @@ def letters(prompts, completions, **columns):
 
 def broken(prompts, completions):
     raise RuntimeError("judge offline")
+
+def ties(prompts, completions):
+    return [1.0] * len(completions)
 """
 TIMING = {"pairs/s", "tokens/s", "online/sampling_seconds"}
 
@@ -211,9 +215,32 @@ def test_reward_model_and_implicit_reward_labellers(tiny_model_dirs, tmp_path, o
     dpo_run = tmp_path / "dpo"
     pairs = write_jsonl(tmp_path / "p.jsonl", SENTIMENT_PAIRS)
     train(tiny_config(tiny_model_dirs["llama"], pairs, dpo_run, max_steps=2), echo=lambda _: None)
+    # conversational prompts: the sampled text is the assistant's reply the run scores
+    chats = [{"prompt": [{"role": "user", "content": p["prompt"]}]} for p in SENTIMENT_PAIRS]
     config = online_config(
-        tiny_model_dirs["llama"], prompts, tmp_path / "implicit", rewards, reward_fn=None,
-        implicit_reward_model=str(dpo_run), max_steps=2,
+        tiny_model_dirs["llama"], write_jsonl(tmp_path / "chats.jsonl", chats),
+        tmp_path / "implicit", rewards, reward_fn=None, implicit_reward_model=str(dpo_run),
+        max_steps=2,
     )  # fmt: skip
     rounds = [r for r in train(config, echo=lambda _: None).metrics if "online/round" in r]
     assert rounds and rounds[0]["online/samples"] == 16
+
+
+def test_a_round_without_pairs_is_said_and_warns_nothing(
+    tiny_model_dirs, tmp_path, online_files
+) -> None:
+    rewards, prompts = online_files
+    config = online_config(tiny_model_dirs["llama"], prompts, tmp_path / "out", rewards,
+                           reward_fn=f"{rewards}:ties", max_steps=2, steps_per_round=1)  # fmt: skip
+    lines: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train(config, echo=lines.append)
+    assert [r["online/pairs"] for r in result.metrics if "online/round" in r] == [0, 0]
+    said = [line for line in lines if "found no pair" in line]
+    assert said == [
+        f"online round {n} found no pair (no prompt's completions differ in reward by more "
+        "than online_reward_gap 0); its 1 step(s) update nothing"
+        for n in (0, 1)
+    ]
+    assert not [w for w in caught if "lr_scheduler" in str(w.message)]

@@ -337,3 +337,27 @@ def test_loss_modifiers_reach_policy_and_reference(
         assert weight < 1 - 1e-4, weight
     assert rows[0]["loss"] == pytest.approx(math.log(2) * weight, abs=1e-6)
     assert rows[-1]["loss"] < rows[0]["loss"]
+
+
+def test_a_notebook_config_changed_after_it_was_built_is_checked_and_used(
+    tiny_model_dirs, pairs_file, tmp_path, capsys
+) -> None:
+    """train() checks the config again: an attribute set after construction is refused or takes
+    effect as at construction (use_peft: LoRA); every line, step lines too, goes to ``echo``;
+    a foreign config or peft_config is a TypeError naming it."""
+    config = config_for(tiny_model_dirs["llama"], pairs_file, tmp_path / "bad")
+    config.learning_rate = -1.0
+    with pytest.raises(ConfigError, match=r"^learning_rate must be > 0 \(got -1.0\)$"):
+        train(config, echo=quiet)
+    config = config_for(tiny_model_dirs["llama"], pairs_file, tmp_path / "lora")
+    config.use_peft = True
+    lines: list[str] = []
+    train(config, echo=lines.append)
+    assert (tmp_path / "lora" / "adapter_config.json").is_file()
+    assert config.lora_r == 0  # the caller's object is left as it was
+    assert any(line.startswith("step 1/1 loss=") for line in lines)
+    assert "step 1/1" not in capsys.readouterr().out
+    with pytest.raises(TypeError, match="^train\\(\\) takes a directpo.DPOConfig, got types."):
+        train(__import__("types").SimpleNamespace(output_dir="x"))
+    with pytest.raises(TypeError, match="^peft_config must be a PEFT config object .* got dict$"):
+        train(config, peft_config={"r": 8})

@@ -12,10 +12,12 @@ micro-batch, metric sums are all-reduced, and rank 0 alone prints and writes (di
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +99,7 @@ def train(
     ``DatasetDict`` of one split, a pandas DataFrame, a list of dicts, or a path) replace the
     files.
     """
+    config = _checked_arguments(config, peft_config)
     config.check_environment(
         need_train_file=train_dataset is None, eval_dataset_given=eval_dataset is not None
     )
@@ -109,6 +112,23 @@ def train(
         return _train(prepare_run(config, train_dataset, eval_dataset, world, echo, peft_config))
     finally:
         teardown_world(world)
+
+
+def _checked_arguments(config: DPOConfig, peft_config: Any) -> DPOConfig:
+    """``config`` checked again as a new object: a notebook sets attributes after building it
+    (``config.bf16 = True``), and the checks and TRL translations ran only when it was built."""
+    if not isinstance(config, DPOConfig):
+        kind = f"{type(config).__module__}.{type(config).__qualname__}"
+        raise TypeError(
+            f"train() takes a directpo.DPOConfig, got {kind}; TRL's option names work there: "
+            "DPOConfig(bf16=True, ...), or load_config('trl_config.yaml')"
+        )
+    if peft_config is not None and not hasattr(peft_config, "peft_type"):
+        raise TypeError(
+            "peft_config must be a PEFT config object (e.g. peft.LoraConfig(r=16)), got "
+            f"{type(peft_config).__name__}"
+        )
+    return dataclasses.replace(config)
 
 
 def _library_output(config: DPOConfig, is_main: bool) -> None:
@@ -130,7 +150,11 @@ def _train(run: Run) -> TrainResult:
         total=total, initial=run.start_step, desc="train", dynamic_ncols=True,
         disable=not run.world.is_main or run.config.disable_tqdm,
     )  # fmt: skip
-    write = progress.write if run.world.is_main else _silent  # tqdm.write prints on every rank
+
+    def write(line: str) -> None:  # through echo (silent off rank 0), never into the bar
+        with tqdm.external_write_mode():
+            run.echo(line)
+
     with StopRequest() as stop, progress, _explain_oom(progress):
         run.window_start = time.perf_counter()
         for step in range(run.start_step, total):
@@ -139,6 +163,8 @@ def _train(run: Run) -> TrainResult:
             if round_metrics:
                 run.logger.log(done, round_metrics)
                 write(_format_metrics(done, total, round_metrics))
+                if round_metrics.get("online/pairs") == 0:
+                    write(_no_pairs(run.config, round_metrics))
             result = train_step(run, step, measure=_logs_at(run, done))
             if _due(done, run.config.sync_ref_model and run.config.ref_model_sync_steps):
                 sync_reference(run, run.config.ref_model_mixup_alpha)  # TR-DPO
@@ -159,8 +185,7 @@ def _train(run: Run) -> TrainResult:
                 checkpoint = checkpoint_step(run, done)
                 write(f"saved {checkpoint}")
             if run.best.patience_spent():
-                with tqdm.external_write_mode():  # a line of its own, not glued to the bar
-                    run.echo(f"early stopping after step {done}: {run.best.describe()}")
+                write(f"early stopping after step {done}: {run.best.describe()}")
                 break
             if stopping:
                 run.logger.close()
@@ -226,7 +251,7 @@ def train_step(run: Run, step: int, measure: bool = False) -> StepResult:
         stats.add(batch_stats.zeroed() if stand_in else batch_stats)
     stats = stats.all_reduce(world)
     if not micro_batches:  # an online round that found no pair: nothing to learn this step
-        run.scheduler.step()
+        _advance_schedule(run.scheduler)
         return StepResult(stats, 0.0, learning_rate)
     max_norm = config.max_grad_norm if config.max_grad_norm > 0 else math.inf
     grad_norm = grad_norm_value(torch.nn.utils.clip_grad_norm_(run.trainable, max_norm))
@@ -253,9 +278,27 @@ def train_step(run: Run, step: int, measure: bool = False) -> StepResult:
         run.nonfinite_in_a_row += 1
         if run.nonfinite_in_a_row > config.max_nonfinite_steps:
             _stop_nonfinite(run, step)
-    run.scheduler.step()
+    _advance_schedule(run.scheduler)
     run.optimizer.zero_grad(set_to_none=True)
     return result
+
+
+def _advance_schedule(scheduler: Any) -> None:
+    """The schedule moves on at every step, also one that updated nothing (skipped as
+    non-finite, or an online round without pairs): torch's warning that the optimizer has not
+    stepped yet names a misuse that this is not."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
+        scheduler.step()
+
+
+def _no_pairs(config: DPOConfig, metrics: dict[str, float]) -> str:
+    """Why an online round trains nothing: every prompt's rewards tied (within the gap)."""
+    return (
+        f"online round {int(metrics['online/round'])} found no pair (no prompt's completions "
+        f"differ in reward by more than online_reward_gap {config.online_reward_gap:g}); its "
+        f"{config.steps_per_round} step(s) update nothing"
+    )
 
 
 def _stop_nonfinite(run: Run, step: int) -> None:
