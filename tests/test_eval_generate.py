@@ -228,3 +228,22 @@ def test_generate_reads_a_datasets_folder_and_keeps_an_old_output_on_failure(
         "out.jsonl",
         "prompts-dataset",
     ]
+
+
+def test_eval_generate_takes_its_prompts_from_an_eval_dataset(
+    tiny_model_dirs, tmp_path, reward_file
+) -> None:
+    """train(eval_dataset=...) is held-out data like eval_file: its prompts feed eval_generate
+    (refused before as 'set eval_prompts_file or eval_file')."""
+    config = DPOConfig(
+        model_name_or_path=str(tiny_model_dirs["gpt2"]), output_dir=str(tmp_path / "out"),
+        report_to=["none"], max_steps=1, save_steps=0, eval_generate=2,
+        generate_max_new_tokens=3, reward_fn=f"{reward_file}:good",
+    )  # fmt: skip
+    result = train(config, SENTIMENT_PAIRS, SENTIMENT_PAIRS[:3], echo=lambda _: None)
+    last = result.metrics[-1]
+    assert "eval/kl" in last and "eval/loss" in last and last["eval/reward"] > 0
+    samples = (tmp_path / "out" / "samples" / "step-1.jsonl").read_text().splitlines()
+    assert [json.loads(line)["prompt"] for line in samples] == [
+        p["prompt"] for p in SENTIMENT_PAIRS[:2]
+    ]

@@ -1036,7 +1036,7 @@ class DPOConfig(Options):
                     f"{inside}); 'latest' takes the newest in output_dir"
                 )
         if self.eval_generate:
-            if not (self.eval_prompts_file or self.eval_file):
+            if not (self.eval_prompts_file or self.eval_file or eval_dataset_given):
                 raise ConfigError(
                     "eval_generate needs held-out prompts: set eval_prompts_file or eval_file"
                 )
