@@ -361,3 +361,24 @@ def test_a_notebook_config_changed_after_it_was_built_is_checked_and_used(
         train(__import__("types").SimpleNamespace(output_dir="x"))
     with pytest.raises(TypeError, match="^peft_config must be a PEFT config object .* got dict$"):
         train(config, peft_config={"r": 8})
+
+
+def test_a_run_that_fails_midway_closes_its_trackers(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """A notebook's failed train() must not leave TensorBoard's writer (or a wandb / mlflow run
+    the next train() would log into) open."""
+    from directpo import tracking
+
+    closed: list[int] = []
+    monkeypatch.setattr(tracking._TensorBoard, "close", lambda self: closed.append(1))
+
+    def failing_log_step(*args: object) -> str:
+        raise RuntimeError("disk went away")
+
+    monkeypatch.setattr("directpo.trainer.log_step", failing_log_step)
+    config = config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "out",
+                        report_to=["tensorboard"])  # fmt: skip
+    with pytest.raises(RuntimeError, match="disk went away"):
+        train(config, echo=quiet)
+    assert closed == [1]

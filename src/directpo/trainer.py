@@ -109,7 +109,15 @@ def train(
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
         _library_output(config, world.is_main)
-        return _train(prepare_run(config, train_dataset, eval_dataset, world, echo, peft_config))
+        run = prepare_run(config, train_dataset, eval_dataset, world, echo, peft_config)
+        try:
+            return _train(run)
+        except BaseException:
+            # a failed run in a notebook must not leave its trackers open for the next one
+            # (TensorBoard's writer thread; wandb / mlflow's active run, which the next run
+            # would log into, or fail to start beside)
+            run.logger.close()
+            raise
     finally:
         teardown_world(world)
 
