@@ -400,3 +400,18 @@ def test_a_response_cut_to_max_length_is_said(tiny_model_dirs, tmp_path) -> None
     assert lines[0] == (
         "truncated to fit max_length 1024: 1 responses; their rewards are of the kept tokens only"
     )
+
+
+def test_rank_returns_each_candidate_as_written(trained_run, tmp_path) -> None:
+    """A text candidate of a conversation stays text in ``ranked`` (it came back as a message
+    list), a message-list candidate stays a message list."""
+    _, run, _ = trained_run
+    prompt = [{"role": "user", "content": "The movie was"}]
+    candidates = [" great.", [{"role": "assistant", "content": " terrible."}]]
+    data = write_jsonl(tmp_path / "cands.jsonl", [{"prompt": prompt, "responses": candidates}])
+    out = tmp_path / "ranked.jsonl"
+    rank_file(RankOptions(model_name_or_path=str(run), input=str(data), output=str(out)), quiet)
+    ranked = json.loads(out.read_text())["ranked"]
+    assert sorted(map(json.dumps, (c["response"] for c in ranked))) == sorted(
+        map(json.dumps, candidates)
+    )

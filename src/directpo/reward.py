@@ -325,7 +325,8 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     for (_, row), (_, responses) in zip(rows, parsed, strict=True):
         scored = [(next(rewards), i) for i in range(len(responses))]
         order = sorted(scored, key=lambda item: (-item[0], item[1]))  # stable among ties
-        out.append({**row, "ranked": [{"response": responses[i], "reward": r} for r, i in order]})
+        given = row[options.responses_column]  # each candidate as written (text or messages)
+        out.append({**row, "ranked": [{"response": given[i], "reward": r} for r, i in order]})
     write_jsonl(options.output, out)
     echo(f"ranked {len(ids)} candidates of {len(out)} prompts into {options.output}")
     return len(out)
