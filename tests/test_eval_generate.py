@@ -21,6 +21,12 @@ def raises(prompts, completions):
 
 def short(prompts, completions):
     return [0.0]
+
+def texts(prompts, completions):
+    return ["0.5"] * len(completions)
+
+def scalar(prompts, completions):
+    return 1.0
 """
 
 
@@ -70,6 +76,11 @@ def test_training_logs_kl_reward_and_samples(
     [
         ("raises", "reward_fn '{spec}' raised ValueError: scorer offline"),
         ("short", "reward_fn '{spec}' returned 1 values for 2 completions"),
+        (
+            "texts",
+            "reward_fn '{spec}' must return one number per completion; item 1 is a string ('0.5')",
+        ),
+        ("scalar", "reward_fn '{spec}' must return a list of numbers, got float"),
     ],
 )
 def test_a_bad_reward_fn_gives_one_line_naming_it(

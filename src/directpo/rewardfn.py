@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from directpo.errors import ConfigError, DirectpoError
+from directpo.readers import kind_of
 
 RewardFn = Callable[[list[Any], list[str]], Sequence[float]]
 
@@ -61,12 +62,18 @@ def _checked(spec: str, function: Callable[..., Any]) -> RewardFn:
             values = function(prompts, completions, **columns)
         except Exception as exc:  # user code: report it, never a traceback
             raise DirectpoError(f"reward_fn '{spec}' raised {type(exc).__name__}: {exc}") from None
-        try:
-            values = [float(v) for v in values]
-        except (TypeError, ValueError):
+        if isinstance(values, str | bytes | dict) or not hasattr(values, "__iter__"):
             raise DirectpoError(
                 f"reward_fn '{spec}' must return a list of numbers, got {type(values).__name__}"
-            ) from None
+            )
+        values = list(values)
+        for number, value in enumerate(values, start=1):
+            if isinstance(value, str | bytes) or not _is_number(value):
+                raise DirectpoError(
+                    f"reward_fn '{spec}' must return one number per completion; item {number} "
+                    f"is {kind_of(value)} ({value!r:.40})"
+                )
+        values = [float(v) for v in values]
         if len(values) != len(completions):
             raise DirectpoError(
                 f"reward_fn '{spec}' returned {len(values)} values for "
@@ -77,6 +84,15 @@ def _checked(spec: str, function: Callable[..., Any]) -> RewardFn:
         return values
 
     return call
+
+
+def _is_number(value: Any) -> bool:
+    """A Python, NumPy or one-element tensor number (what float() takes without parsing)."""
+    try:
+        float(value)
+    except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of several values
+        return False
+    return True
 
 
 def check_reward_fn(reward_fn: RewardFn, prompts: list[Any]) -> None:
