@@ -415,3 +415,37 @@ def test_rank_returns_each_candidate_as_written(trained_run, tmp_path) -> None:
     assert sorted(map(json.dumps, (c["response"] for c in ranked))) == sorted(
         map(json.dumps, candidates)
     )
+
+
+def test_models_given_as_objects_score_in_eval_mode_against_the_right_reference(
+    tiny_model_dirs,
+) -> None:
+    """A model in train mode (fresh from training) scores with dropout off and is left in its
+    mode; a PEFT policy against the base object get_peft_model changed in place is scored
+    with its adapters off (it scored 0: that 'base' held the adapters too); a training run's
+    reference (``train(...).reference``) is taken as its model."""
+    from peft import LoraConfig, get_peft_model
+
+    from directpo.reference import AdapterDisabledReference
+
+    llama = str(tiny_model_dirs["llama"])
+    tokenizer = AutoTokenizer.from_pretrained(llama)
+    noisy = AutoModelForCausalLM.from_pretrained(llama, attention_dropout=0.5).train()
+    scorer = ImplicitReward(noisy, llama, 0.1, tokenizer)
+    rewards = [scorer.score("The movie was", " great.") for _ in range(3)]
+    assert rewards == [rewards[0]] * 3 and noisy.training
+    assert rewards[0] == ImplicitReward(noisy.eval(), llama, 0.1, tokenizer).score(
+        "The movie was", " great."
+    )
+
+    base = AutoModelForCausalLM.from_pretrained(llama)
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    policy = get_peft_model(base, lora).train()
+    want = ImplicitReward(policy, llama, 0.1, tokenizer).score(["The movie was"], [" great."])
+    assert want[0] != 0
+    separate = FrozenModelReference(AutoModelForCausalLM.from_pretrained(llama))
+    for reference in (base, AdapterDisabledReference(policy), separate):
+        got = ImplicitReward(policy, reference, 0.1, tokenizer).score(
+            ["The movie was"], [" great."]
+        )
+        assert got == pytest.approx(want, abs=1e-6)

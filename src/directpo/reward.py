@@ -8,11 +8,12 @@ reference-free losses (SimPO, ORPO), constructed without a reference, the reward
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from directpo.models import (
 )
 from directpo.precision import DTYPES
 from directpo.readers import kind_of
+from directpo.reference import AdapterDisabledReference, FrozenModelReference
 from directpo.tokenization import PairTokenizer
 from directpo.vision import image_values
 
@@ -77,6 +79,7 @@ class ImplicitReward:
         check_model_location("policy", policy if isinstance(policy, str) else None)
         check_model_location("reference", reference if isinstance(reference, str) else None)
         self.policy = _load(policy, dtype)
+        reference = _reference_model(reference, self.policy)
         # a LoRA policy scored against its own base: the base is the policy with adapters off
         self.adapters_off = reference is not None and _is_base_of(self.policy, reference)
         self.reference = None
@@ -166,6 +169,10 @@ class ImplicitReward:
 
     def score_ids(self, rows: list[tuple[Any, ...]], progress: bool = False) -> torch.Tensor:
         """Rewards of (prompt ids, response ids[, image inputs]) rows, float64 on CPU."""
+        with _evaluating(self.policy, self.reference):  # no dropout: the same text, one reward
+            return self._score_ids(rows, progress)
+
+    def _score_ids(self, rows: list[tuple[Any, ...]], progress: bool) -> torch.Tensor:
         pad = pad_token_id(self.tokenizer)
         device = next(self.policy.parameters()).device
         policy = sequence_logprobs(
@@ -186,13 +193,44 @@ class ImplicitReward:
         return self.beta * (policy - reference)
 
 
+def _reference_model(reference: Any, policy: torch.nn.Module) -> ModelLike | None:
+    """A training run's reference (``train(...).reference``) as the model it scores with."""
+    if isinstance(reference, FrozenModelReference):
+        return reference.model
+    if isinstance(reference, AdapterDisabledReference) and reference.model is policy:
+        return policy.get_base_model()  # LoRA: the base, i.e. the policy with adapters off
+    if reference is None or isinstance(reference, str | torch.nn.Module):
+        return reference
+    raise ConfigError(
+        f"reference must be a model, a model folder or None, got {type(reference).__name__} "
+        "(a run's precomputed or adapter reference: pass its reference folder)"
+    )
+
+
 def _is_base_of(policy: torch.nn.Module, reference: ModelLike) -> bool:
-    """``reference`` is the folder the PEFT ``policy``'s adapters were trained on."""
+    """``reference`` is the model (or folder) the PEFT ``policy``'s adapters were put on: an
+    object that get_peft_model changed in place holds the adapters too."""
     configs = getattr(policy, "peft_config", None)
+    if configs and isinstance(reference, torch.nn.Module):
+        return policy.get_base_model() is reference
     if not configs or not isinstance(reference, str):
         return False
     bases = {getattr(c, "base_model_name_or_path", None) for c in configs.values()}
     return any(b and os.path.abspath(b) == os.path.abspath(reference) for b in bases)
+
+
+@contextlib.contextmanager
+def _evaluating(*models: torch.nn.Module | None) -> Iterator[None]:
+    """``models`` in eval mode for the block, each back in its own mode after (a model fresh
+    from training, or a user's, may be in train mode: dropout would make rewards random)."""
+    modes = [(model, model.training) for model in models if model is not None]
+    for model, _ in modes:
+        model.eval()
+    try:
+        yield
+    finally:
+        for model, training in modes:
+            model.train(training)
 
 
 def _path(given: ModelLike | None, model: torch.nn.Module) -> str:
