@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import SENTIMENT_PAIRS, save_tiny_model, write_jsonl
+from tiny import SENTIMENT_PAIRS, save_tiny_model, tiny_config, write_jsonl
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from directpo.cli import main
@@ -449,3 +449,17 @@ def test_models_given_as_objects_score_in_eval_mode_against_the_right_reference(
             ["The movie was"], [" great."]
         )
         assert got == pytest.approx(want, abs=1e-6)
+
+
+def test_a_checkpoint_scores_with_its_runs_beta_and_reference(tiny_model_dirs, tmp_path) -> None:
+    """A checkpoint folder has no config.yaml of its own: its run's (the folder above) gives β
+    and the reference (it was refused: 'give --ref_model_name_or_path and --beta')."""
+    llama = tiny_model_dirs["llama"]
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
+    run = tmp_path / "run"
+    train(tiny_config(llama, pairs, run, max_steps=1, save_steps=1, beta=0.3), echo=quiet)
+    checkpoint = str(run / "checkpoint-1")
+    scorer = ImplicitReward.from_run(checkpoint)
+    assert scorer.beta == 0.3
+    want = ImplicitReward(checkpoint, str(llama), 0.3).score(["The movie was"], [" great."])
+    assert scorer.score(["The movie was"], [" great."]) == want and want[0] != 0

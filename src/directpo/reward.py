@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from directpo.checkpoint import MANIFEST
 from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
 from directpo.config import check_model_location, load_config
 from directpo.data import (
@@ -111,8 +112,11 @@ class ImplicitReward:
         beta: float | None = None,
         **kwargs: Any,
     ) -> ImplicitReward:
-        """A trained run's folder: β and the reference default to those in its config.yaml."""
+        """A trained run's folder (or one of its checkpoints): β and the reference default to
+        those in the run's config.yaml."""
         saved = Path(run_dir) / "config.yaml"
+        if not saved.is_file() and (Path(run_dir) / MANIFEST).is_file():  # a checkpoint
+            saved = Path(run_dir).parent / "config.yaml"
         config = load_config(str(saved)) if saved.is_file() else None
         if config is None and (ref_model_name_or_path is None or beta is None):
             raise ConfigError(
