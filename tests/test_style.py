@@ -18,3 +18,35 @@ def test_ruff_is_clean() -> None:
         pytest.fail("ruff is a dev dependency and must be installed")
     done = subprocess.run([ruff, "check", "src", "tests"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout
+
+
+def test_the_public_api_is_documented_typed_and_completes() -> None:
+    """What a notebook sees: every name of ``directpo.__all__`` in ``dir(directpo)`` (tab
+    completion; train and ImplicitReward are imported on first use), with a docstring, and its
+    public functions and methods with type hints on every parameter and the return."""
+    import inspect
+
+    import directpo
+
+    assert set(directpo.__all__) <= set(dir(directpo))
+    for name in directpo.__all__:
+        value = getattr(directpo, name)
+        assert value.__doc__ and not value.__doc__.startswith(f"{name}("), name  # not generated
+        functions = [value] if inspect.isfunction(value) else []
+        if inspect.isclass(value) and not issubclass(value, Exception):
+            functions += [
+                member
+                for attr, member in vars(value).items()
+                if (attr == "__init__" or not attr.startswith("_"))
+                and inspect.isfunction(getattr(member, "__func__", member))
+            ]
+        for function in functions:
+            function = getattr(function, "__func__", function)
+            signature = inspect.signature(function)
+            untyped = [
+                p.name
+                for p in signature.parameters.values()
+                if p.name not in ("self", "cls") and p.annotation is inspect.Parameter.empty
+            ]
+            assert not untyped, f"{name}.{function.__name__}: {untyped}"
+            assert signature.return_annotation is not inspect.Signature.empty, function.__name__

@@ -28,6 +28,11 @@ _LAZY = {
 }
 
 
+def __dir__() -> list[str]:
+    """The lazy names too, so that a notebook's tab completion offers ``train``."""
+    return sorted({*globals(), *_LAZY})
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib

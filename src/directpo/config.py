@@ -49,6 +49,12 @@ TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "ml
 
 @dataclass
 class DPOConfig(Options):
+    """Every option of a run, with its default (``directpo train --help`` lists them with their
+    help). Built from Python (``DPOConfig(beta=0.1, ...)``, also with TRL's names such as
+    ``bf16``, ``optim``, ``use_peft``), from YAML and flags (``load_config``, which also takes
+    TRL's other spellings); values are coerced and checked when it is built, and again by
+    ``train``, so that attributes set afterwards are checked too."""
+
     # --- model --------------------------------------------------------------------------------
     model_name_or_path: str | None = option(
         None,

@@ -47,7 +47,11 @@ from directpo.models import (
 )
 from directpo.precision import DTYPES
 from directpo.readers import kind_of
-from directpo.reference import AdapterDisabledReference, FrozenModelReference
+from directpo.reference import (
+    AdapterDisabledReference,
+    FrozenModelReference,
+    ReferenceProvider,
+)
 from directpo.tokenization import PairTokenizer
 from directpo.vision import image_values
 
@@ -55,12 +59,22 @@ ModelLike = torch.nn.Module | str
 
 
 class ImplicitReward:
-    """β·log π/π_ref of responses; ``policy`` and ``reference`` are models or folders."""
+    """β·log π/π_ref of responses (``score``), from a policy and its reference.
+
+    ``policy``: a model or a model folder (a LoRA run's adapter folder too). ``reference``: a
+    model, a folder, ``train(...).reference``, or None for a run trained without one (SimPO,
+    ORPO): the reward is then β·log π(y|x)/|y|. A PEFT policy whose reference is its own base
+    is scored with its adapters off. ``tokenizer`` (or processor) defaults to the policy's.
+    Prompts and responses are cut to ``max_length`` / ``max_prompt_length`` as in training (a
+    warning says how many); ``batch_size`` sequences per forward pass; folders load in
+    ``dtype`` on CUDA when there is one. Models run in eval mode and keep their own mode.
+    ``ImplicitReward.from_run(run_dir)`` reads β and the reference from a run's config.yaml.
+    """
 
     def __init__(
         self,
-        policy: ModelLike,
-        reference: ModelLike | None,
+        policy: ModelLike | os.PathLike,
+        reference: ModelLike | os.PathLike | ReferenceProvider | None,
         beta: float,
         tokenizer: Any = None,
         *,
@@ -68,7 +82,7 @@ class ImplicitReward:
         max_prompt_length: int | None = None,
         batch_size: int = 8,
         dtype: str | torch.dtype = "float32",
-    ):
+    ) -> None:
         numeric = isinstance(beta, int | float) and not isinstance(beta, bool)
         if not (numeric and math.isfinite(beta) and beta > 0):
             raise ConfigError(f"beta must be a number > 0 (got {beta!r})")

@@ -93,6 +93,11 @@ def train(
 ) -> TrainResult:
     """Train ``config.model_name_or_path`` with DPO; the final model goes to ``output_dir``.
 
+    Returns a ``TrainResult``: ``output_dir``, ``global_step``, ``metrics`` (every logged row,
+    as in metrics.jsonl), ``policy`` (the trained model), ``reference`` and ``tokenizer``.
+    Problems with options, data or models raise ``DirectpoError`` subclasses with a one-line
+    message (nothing exits the process); ``echo`` receives every line directpo prints.
+
     ``peft_config``: any PEFT config object (peft's LoraConfig, IA3Config, ...), in place of the
     lora_* options: the policy trains those adapters, the reference is the base without them.
     ``train_dataset`` / ``eval_dataset`` (a ``datasets.Dataset`` or ``IterableDataset``, a
