@@ -382,3 +382,18 @@ def test_a_run_that_fails_midway_closes_its_trackers(
     with pytest.raises(RuntimeError, match="disk went away"):
         train(config, echo=quiet)
     assert closed == [1]
+
+
+def test_disable_tqdm_and_log_level_last_for_the_run_only(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """In a notebook, transformers' and datasets' progress bars and verbosity are the
+    notebook's again after train() (they stayed off / at the run's level)."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    config = config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "out",
+                        disable_tqdm=True, log_level="error")  # fmt: skip
+    train(config, echo=quiet)
+    assert hf_logging.is_progress_bar_enabled() and not datasets.are_progress_bars_disabled()
+    assert hf_logging.get_verbosity() == before

@@ -113,16 +113,16 @@ def train(
         config.check_device(world.device.type)
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
-        _library_output(config, world.is_main)
-        run = prepare_run(config, train_dataset, eval_dataset, world, echo, peft_config)
-        try:
-            return _train(run)
-        except BaseException:
-            # a failed run in a notebook must not leave its trackers open for the next one
-            # (TensorBoard's writer thread; wandb / mlflow's active run, which the next run
-            # would log into, or fail to start beside)
-            run.logger.close()
-            raise
+        with _library_output(config, world.is_main):
+            run = prepare_run(config, train_dataset, eval_dataset, world, echo, peft_config)
+            try:
+                return _train(run)
+            except BaseException:
+                # a failed run in a notebook must not leave its trackers open for the next one
+                # (TensorBoard's writer thread; wandb / mlflow's active run, which the next run
+                # would log into, or fail to start beside)
+                run.logger.close()
+                raise
     finally:
         teardown_world(world)
 
@@ -144,16 +144,29 @@ def _checked_arguments(config: DPOConfig, peft_config: Any) -> DPOConfig:
     return dataclasses.replace(config)
 
 
-def _library_output(config: DPOConfig, is_main: bool) -> None:
-    """TRL's ``disable_tqdm`` and ``log_level`` for transformers' and datasets' own output."""
+@contextlib.contextmanager
+def _library_output(config: DPOConfig, is_main: bool) -> Iterator[None]:
+    """TRL's ``disable_tqdm`` and ``log_level`` for transformers' and datasets' own output,
+    during the run only: a notebook's later work gets its own settings back."""
     import datasets
     import transformers
 
+    hf_logging = transformers.utils.logging
+    bars = hf_logging.is_progress_bar_enabled(), datasets.are_progress_bars_disabled()
+    verbosity = hf_logging.get_verbosity()
     if config.disable_tqdm:
-        transformers.utils.logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()
         datasets.disable_progress_bars()
     if config.log_level != "passive" and is_main:
-        transformers.utils.logging.set_verbosity(getattr(logging, config.log_level.upper()))
+        hf_logging.set_verbosity(getattr(logging, config.log_level.upper()))
+    try:
+        yield
+    finally:
+        if bars[0]:
+            hf_logging.enable_progress_bar()
+        if not bars[1]:
+            datasets.enable_progress_bars()
+        hf_logging.set_verbosity(verbosity)
 
 
 def _train(run: Run) -> TrainResult:
