@@ -380,6 +380,14 @@ def test_score_checks_its_arguments_and_rows_as_training_does(tiny_model_dirs) -
         assert str(err.value) == message
     with pytest.raises(ConfigError, match="^reference: no such model folder: /no/such/base$"):
         ImplicitReward(str(llama), "/no/such/base", beta=0.1)
+    # any sequence of prompts (a pandas Series, a generator); lengths must agree, images too
+    import pandas as pd
+
+    got = scorer.score(pd.Series(["Hi", "Yo"]), (r for r in [" a", " b"]))
+    assert got == scorer.score(["Hi", "Yo"], [" a", " b"])
+    with pytest.raises(ValueError, match="^score needs one response and one image list per "
+                       "prompt: got 1 prompts, 1 responses, 2 image lists$"):  # fmt: skip
+        scorer.score(["Hi"], [" a"], [None, None])
 
 
 def test_a_response_cut_to_max_length_is_said(tiny_model_dirs, tmp_path) -> None:

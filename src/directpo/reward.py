@@ -161,10 +161,16 @@ class ImplicitReward:
                 raise ValueError("a single prompt needs a single response (or pass lists)")
             one = None if images is None else [images]
             return self.score([prompts], [responses], one)[0]  # type: ignore[list-item, index]
-        if len(prompts) != len(responses):
-            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        prompts, responses = list(prompts), list(responses)  # a pandas Series, a generator
+        given = images is not None
+        images = list(images) if images is not None else [None] * len(prompts)
+        if not len(prompts) == len(responses) == len(images):
+            also = f", {len(images)} image lists" if given else ""
+            raise ValueError(
+                f"score needs one response{' and one image list' * given} per prompt: got "
+                f"{len(prompts)} prompts, {len(responses)} responses{also}"
+            )
         truncated: Counter[str] = Counter()
-        images = images if images is not None else [None] * len(prompts)
         rows = []
         for number, (prompt, response, given) in enumerate(
             zip(prompts, responses, images, strict=True), start=1
