@@ -250,3 +250,16 @@ def test_paths_from_python_are_folders_and_files(tmp_path: Path) -> None:
     assert config.eval_file == str(tmp_path / "e.jsonl")
     config.save_record(tmp_path / "config.yaml")
     assert load_config(str(tmp_path / "config.yaml")) == config
+
+
+def test_a_reward_function_object_is_refused_with_how_to_name_it() -> None:
+    def judge(prompts, completions):
+        return [0.0] * len(completions)
+
+    with pytest.raises(ConfigError) as err:
+        DPOConfig(reward_fn=judge)
+    assert str(err.value) == (
+        "reward_fn is a function: give it as 'module:function' or 'path/file.py:function' "
+        "(config.yaml records it), e.g. def judge(prompts, completions) in my_rewards.py and "
+        "reward_fn='my_rewards.py:judge'"
+    )

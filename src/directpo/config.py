@@ -557,6 +557,14 @@ class DPOConfig(Options):
     )
 
     def __post_init__(self) -> None:
+        if callable(self.reward_fn):  # TRL's online trainers take functions; a config is text
+            name = getattr(self.reward_fn, "__name__", "")
+            name = name if name.isidentifier() else "my_reward"
+            raise ConfigError(
+                "reward_fn is a function: give it as 'module:function' or 'path/file.py:function' "
+                f"(config.yaml records it), e.g. def {name}(prompts, completions) in "
+                f"my_rewards.py and reward_fn='my_rewards.py:{name}'"
+            )
         # transformers' resume_from_checkpoint=True means the newest checkpoint, False none
         resume = self.resume_from_checkpoint
         if isinstance(resume, bool) or str(resume).strip().lower() in ("true", "false"):
