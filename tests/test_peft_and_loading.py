@@ -72,6 +72,40 @@ def test_any_peft_config_from_python(tiny_model_dirs, pairs_file, tmp_path) -> N
         train(config, echo=quiet, peft_config=peft_config)
 
 
+def test_a_python_lora_config_is_recorded_as_options_that_rerun_it(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """config.yaml of a run given peft.LoraConfig recorded lora_r: 0, so rerunning it trained
+    the whole model; an expressible LoraConfig now becomes the lora_* options (same adapters,
+    same losses), one that is not is said."""
+    from peft import IA3Config, LoraConfig
+
+    from directpo.config import load_config
+
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
+                      task_type="CAUSAL_LM")  # fmt: skip
+    first = tmp_path / "first"
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, first, max_steps=3,
+                         learning_rate=5e-2)  # fmt: skip
+    losses = [r["loss"] for r in rows(train(config, echo=quiet, peft_config=lora))]
+    recorded = load_config(first / "config.yaml")
+    assert (recorded.lora_r, recorded.lora_alpha) == (4, 8)
+    assert recorded.lora_target_modules == ["q_proj", "v_proj"]
+    assert config.lora_r == 0  # the caller's object is left as it was
+    recorded.output_dir = str(tmp_path / "rerun")
+    rerun = [r["loss"] for r in rows(train(recorded, echo=quiet))]
+    assert rerun == pytest.approx(losses, abs=1e-6)
+    saved = json.loads((tmp_path / "rerun" / "adapter_config.json").read_text())
+    assert (saved["r"], set(saved["target_modules"])) == (4, {"q_proj", "v_proj"})
+
+    lines: list[str] = []
+    ia3 = IA3Config(task_type="CAUSAL_LM", target_modules=["k_proj"], feedforward_modules=[])
+    config.output_dir = str(tmp_path / "ia3")
+    train(config, echo=lines.append, peft_config=ia3)
+    assert any("a IA3Config that no lora_* option expresses" in line for line in lines)
+    assert load_config(tmp_path / "ia3" / "config.yaml").lora_r == 0
+
+
 def test_continuing_an_adapter_keeps_its_start_as_the_reference(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:

@@ -472,6 +472,51 @@ def lora_config(
     )
 
 
+# LoraConfig fields that say where or how the adapters are described, not what they train
+_LORA_BOOKKEEPING = ("task_type", "base_model_name_or_path", "revision", "inference_mode")
+
+
+def lora_options_of(peft_config: Any) -> dict[str, Any] | None:
+    """directpo's lora_* options that build exactly ``peft_config``, or None when it is not a
+    LoraConfig those options can express (IA3, a LoRA with rank patterns, PiSSA init, ...)."""
+    if type(peft_config).__name__ != "LoraConfig" or not peft_config.target_modules:
+        return None
+    targets = peft_config.target_modules
+    options: dict[str, Any] = {
+        "lora_r": peft_config.r,
+        "lora_alpha": peft_config.lora_alpha,
+        "lora_dropout": peft_config.lora_dropout,
+        "lora_target_modules": [targets] if isinstance(targets, str) else sorted(targets),
+        "use_dora": peft_config.use_dora,
+        "use_rslora": peft_config.use_rslora,
+        "lora_modules_to_save": sorted(peft_config.modules_to_save or []) or None,
+        "lora_target_parameters": sorted(peft_config.target_parameters or []) or None,
+    }
+    regex = isinstance(targets, str) and targets != "all-linear"
+    if regex or not isinstance(options["lora_alpha"], int):
+        return None  # no option spells a regex of targets or a float alpha
+    rebuilt = lora_config(
+        options["lora_r"],
+        options["lora_alpha"],
+        options["lora_dropout"],
+        options["lora_target_modules"],
+        use_dora=options["use_dora"],
+        use_rslora=options["use_rslora"],
+        modules_to_save=options["lora_modules_to_save"],
+        target_parameters=options["lora_target_parameters"],
+    )
+
+    def described(config: Any) -> dict[str, Any]:
+        fields = config.to_dict()
+        for key in _LORA_BOOKKEEPING:
+            fields.pop(key, None)
+        for key in ("modules_to_save", "target_parameters"):
+            fields[key] = sorted(fields[key] or [])
+        return fields
+
+    return options if described(rebuilt) == described(peft_config) else None
+
+
 def apply_lora(
     model: torch.nn.Module, r: int, alpha: int, dropout: float, target_modules: list[str]
 ) -> torch.nn.Module:

@@ -129,8 +129,6 @@ def prepare_run(
     peft_config: Any = None,
 ) -> Run:
     output_dir = Path(config.output_dir)
-    if peft_config is not None and config.lora_r:
-        raise ConfigError("peft_config and lora_r are both given: use one of them")
     replaced = prepare_output_dir(output_dir, config)
     set_seed(config.seed)
     device = world.device

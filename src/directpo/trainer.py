@@ -43,10 +43,11 @@ from directpo.distributed import (
 )
 from directpo.distributed import setup as setup_world
 from directpo.distributed import teardown as teardown_world
-from directpo.errors import CheckpointError, TrainingStopped
+from directpo.errors import CheckpointError, ConfigError, TrainingStopped
 from directpo.generate import evaluate_generations
 from directpo.guard import check_update
 from directpo.jsonl import write_jsonl
+from directpo.models import lora_options_of
 from directpo.outputs import (
     FINAL_STAGING,
     RunRecord,
@@ -104,7 +105,7 @@ def train(
     ``DatasetDict`` of one split, a pandas DataFrame, a list of dicts, or a path) replace the
     files.
     """
-    config = _checked_arguments(config, peft_config)
+    config, peft_config = _checked_arguments(config, peft_config, echo)
     config.check_environment(
         need_train_file=train_dataset is None, eval_dataset_given=eval_dataset is not None
     )
@@ -127,9 +128,13 @@ def train(
         teardown_world(world)
 
 
-def _checked_arguments(config: DPOConfig, peft_config: Any) -> DPOConfig:
+def _checked_arguments(
+    config: DPOConfig, peft_config: Any, echo: Callable[[str], None]
+) -> tuple[DPOConfig, Any]:
     """``config`` checked again as a new object: a notebook sets attributes after building it
-    (``config.bf16 = True``), and the checks and TRL translations ran only when it was built."""
+    (``config.bf16 = True``), and the checks and TRL translations ran only when it was built.
+    A ``peft_config`` that lora_* options can express becomes those options, so that the run's
+    config.yaml reruns the same training (else it would record ``lora_r: 0``)."""
     if not isinstance(config, DPOConfig):
         kind = f"{type(config).__module__}.{type(config).__qualname__}"
         raise TypeError(
@@ -141,7 +146,19 @@ def _checked_arguments(config: DPOConfig, peft_config: Any) -> DPOConfig:
             "peft_config must be a PEFT config object (e.g. peft.LoraConfig(r=16)), got "
             f"{type(peft_config).__name__}"
         )
-    return dataclasses.replace(config)
+    if peft_config is None:
+        return dataclasses.replace(config), None
+    if config.lora_r:
+        raise ConfigError("peft_config and lora_r are both given: use one of them")
+    options = lora_options_of(peft_config)
+    if options is None:
+        echo(
+            f"peft_config: a {type(peft_config).__name__} that no lora_* option expresses; "
+            "config.yaml records the run without it (rerunning that file alone trains no "
+            "adapters): the adapters' own description is the output's adapter_config.json"
+        )
+        return dataclasses.replace(config), peft_config
+    return dataclasses.replace(config, **options), None
 
 
 @contextlib.contextmanager
