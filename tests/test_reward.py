@@ -459,6 +459,20 @@ def test_models_given_as_objects_score_in_eval_mode_against_the_right_reference(
         assert got == pytest.approx(want, abs=1e-6)
 
 
+def test_a_reference_folder_loads_beside_a_policy_object(tiny_model_dirs, monkeypatch) -> None:
+    """A policy object with a reference folder: the reference goes where the policy is. It was
+    loaded onto CUDA whenever a GPU was present, beside a policy the user kept on the CPU (a
+    device mismatch at the first score); here CUDA is made to look present."""
+    llama = str(tiny_model_dirs["llama"])
+    tokenizer = AutoTokenizer.from_pretrained(llama)
+    policy = AutoModelForCausalLM.from_pretrained(llama)
+    want = ImplicitReward(policy, llama, 0.1, tokenizer).score("The movie was", " great.")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    scorer = ImplicitReward(policy, llama, 0.1, tokenizer)
+    assert next(scorer.reference.parameters()).device.type == "cpu"
+    assert scorer.score("The movie was", " great.") == want
+
+
 def test_a_checkpoint_scores_with_its_runs_beta_and_reference(tiny_model_dirs, tmp_path) -> None:
     """A checkpoint folder has no config.yaml of its own: its run's (the folder above) gives β
     and the reference (it was refused: 'give --ref_model_name_or_path and --beta')."""

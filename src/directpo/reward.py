@@ -98,8 +98,8 @@ class ImplicitReward:
         # a LoRA policy scored against its own base: the base is the policy with adapters off
         self.adapters_off = reference is not None and _is_base_of(self.policy, reference)
         self.reference = None
-        if reference is not None and not self.adapters_off:
-            self.reference = _load(reference, dtype)
+        if reference is not None and not self.adapters_off:  # beside the policy, wherever it is
+            self.reference = _load(reference, dtype, _device_of(self.policy))
         processor = None
         if tokenizer is None:
             path = policy if isinstance(policy, str) else self.policy.name_or_path
@@ -198,7 +198,7 @@ class ImplicitReward:
 
     def _score_ids(self, rows: list[tuple[Any, ...]], progress: bool) -> torch.Tensor:
         pad = pad_token_id(self.tokenizer)
-        device = next(self.policy.parameters()).device
+        device = _device_of(self.policy)
         policy = sequence_logprobs(
             policy_logprobs_fn(self.policy), rows, pad, device, self.batch_size, progress
         )
@@ -212,7 +212,12 @@ class ImplicitReward:
             lengths = torch.tensor([max(len(row[1]), 1) for row in rows], dtype=torch.float64)
             return self.beta * policy / lengths
         reference = sequence_logprobs(
-            policy_logprobs_fn(self.reference), rows, pad, device, self.batch_size, progress
+            policy_logprobs_fn(self.reference),
+            rows,
+            pad,
+            _device_of(self.reference),  # a reference object given on another device stays there
+            self.batch_size,
+            progress,
         )
         return self.beta * (policy - reference)
 
@@ -273,11 +278,19 @@ def _model_or_path(model: ModelLike | os.PathLike | None) -> ModelLike | None:
     return os.fspath(model) if isinstance(model, os.PathLike) else model
 
 
-def _load(model: ModelLike, dtype: str | torch.dtype) -> torch.nn.Module:
+def _load(
+    model: ModelLike, dtype: str | torch.dtype, device: torch.device | None = None
+) -> torch.nn.Module:
+    """A model object as given; a folder loaded onto ``device`` (default: CUDA if present)."""
     if isinstance(model, str):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        return load_causal_lm(model, dtype, trainable=False, device=device)
+        if device is None:
+            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return load_causal_lm(model, dtype, trainable=False, device=str(device))
     return model
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 # ---------------------------------------------------------------------------------------------
