@@ -124,10 +124,12 @@ class ImplicitReward:
         run_dir: str,
         ref_model_name_or_path: str | None = None,
         beta: float | None = None,
+        *,
+        echo: Callable[[str], None] | None = None,
         **kwargs: Any,
     ) -> ImplicitReward:
         """A trained run's folder (or one of its checkpoints): β and the reference default to
-        those in the run's config.yaml."""
+        those in the run's config.yaml. ``echo`` receives notes (default: ``warnings.warn``)."""
         saved = Path(run_dir) / "config.yaml"
         if not saved.is_file() and (Path(run_dir) / MANIFEST).is_file():  # a checkpoint
             saved = Path(run_dir).parent / "config.yaml"
@@ -139,6 +141,13 @@ class ImplicitReward:
             )
         if ref_model_name_or_path is None and config is not None and config.loss_needs_reference:
             ref_model_name_or_path = config.reference_path
+            if config.sync_ref_model:  # the moved reference lives in checkpoints only
+                note = (
+                    f"{run_dir} trained with sync_ref_model (TR-DPO): its reference moved "
+                    f"during training; rewards here are against its starting model "
+                    f"{ref_model_name_or_path}"
+                )
+                (echo or _warn)(note)
         check_model_location("ref_model_name_or_path", ref_model_name_or_path)
         if config is not None:
             kwargs.setdefault("max_length", config.max_length)
@@ -297,14 +306,19 @@ def _device_of(model: torch.nn.Module) -> torch.device:
 # The score and rank commands: JSONL in, JSONL out
 
 
-def _scorer(options: RewardOptions) -> ImplicitReward:
+def _scorer(options: RewardOptions, echo: Callable[[str], None]) -> ImplicitReward:
     return ImplicitReward.from_run(
         options.model_name_or_path,
         options.ref_model_name_or_path,
         options.beta,
+        echo=echo,
         batch_size=options.batch_size,
         dtype=options.dtype,
     )
+
+
+def _warn(note: str) -> None:
+    warnings.warn(note, stacklevel=3)
 
 
 def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> dict[str, float]:
@@ -332,7 +346,7 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
                 )
             images = row_images(row, label, base_dir)
             parsed.append((with_images(prompt, images), responses[0], images))
-    scorer = _scorer(options)
+    scorer = _scorer(options, echo)
     ids = []
     truncated: Counter[str] = Counter()
     for (where, _), item in zip(rows, parsed, strict=True):
@@ -385,7 +399,7 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
         for where, row in rows
     ]
     images = [row_images(row, f"{options.input}: {where}", base_dir) for where, row in rows]
-    scorer = _scorer(options)
+    scorer = _scorer(options, echo)
     truncated: Counter[str] = Counter()
     ids = [
         _encode(scorer, with_images(prompt, image), response, label, image, truncated)
