@@ -3,6 +3,7 @@ once, one line each (trl_compat.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -208,3 +209,22 @@ def test_trl_options_that_were_dropped_now_do_what_they_ask(
         assert code == 2 and message in capsys.readouterr().err, key
     assert DPOConfig(save_steps=0.25).every("save_steps", 10) == 3  # rounded up, as HF
     assert DPOConfig(report_to="all").report_to  # every tracker installed, or none
+
+
+def test_a_trl_scripts_dpoconfig_call_ports_as_written() -> None:
+    """DPOConfig(...) from Python takes the TRL names a YAML file may use (it was a TypeError
+    'unexpected keyword argument' for remove_unused_columns, evaluation_strategy, ...)."""
+    config = DPOConfig(
+        model_name_or_path="m",
+        remove_unused_columns=False,
+        evaluation_strategy="no",
+        push_to_hub=False,
+        optim="adamw_torch_fused",
+        bf16=True,
+    )
+    assert (config.eval_strategy, config.optimizer, config.dtype) == ("no", "adamw", "bfloat16")
+    assert dataclasses.replace(config, beta=0.2).beta == 0.2
+    with pytest.raises(ConfigError, match="^DPOConfig: unknown option 'lerning_rate'; did you"):
+        DPOConfig(model_name_or_path="m", lerning_rate=1e-6)
+    with pytest.raises(ConfigError, match="^DPOConfig: push_to_hub: True is not supported"):
+        DPOConfig(model_name_or_path="m", push_to_hub=True)

@@ -10,6 +10,7 @@ with a one-line `ConfigError` that names the key.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import math
 import os
@@ -47,13 +48,31 @@ ATTN_IMPLEMENTATIONS = ("auto", "varlen", "sdpa", "eager", "flex_attention", "fl
 TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
 
+def _accepting_trl_names(cls: type) -> type:
+    """``cls(...)`` takes every TRL spelling a YAML file may use (``remove_unused_columns=False``,
+    ``evaluation_strategy=...``, ``push_to_hub=False``) with the same meaning, so a TRL script's
+    ``DPOConfig(...)`` call ports as written; an unknown name is a ConfigError with a hint."""
+    generated = cls.__init__
+    names = [f.name for f in dataclasses.fields(cls)]
+
+    @functools.wraps(generated)
+    def __init__(self: Any, *args: Any, **values: Any) -> None:
+        if values.keys() - set(names):
+            values = cls.translate(values, names, cls.__name__)  # type: ignore[attr-defined]
+        generated(self, *args, **values)
+
+    cls.__init__ = __init__  # type: ignore[misc]
+    return cls
+
+
+@_accepting_trl_names
 @dataclass
 class DPOConfig(Options):
     """Every option of a run, with its default (``directpo train --help`` lists them with their
-    help). Built from Python (``DPOConfig(beta=0.1, ...)``, also with TRL's names such as
-    ``bf16``, ``optim``, ``use_peft``), from YAML and flags (``load_config``, which also takes
-    TRL's other spellings); values are coerced and checked when it is built, and again by
-    ``train``, so that attributes set afterwards are checked too."""
+    help). Built from Python (``DPOConfig(beta=0.1, ...)``, with TRL's names too: ``bf16``,
+    ``optim``, ``use_peft``, ``remove_unused_columns``, ...), from YAML and flags
+    (``load_config``); values are coerced and checked when it is built, and again by ``train``,
+    so that attributes set afterwards are checked too."""
 
     # --- model --------------------------------------------------------------------------------
     model_name_or_path: str | None = option(
