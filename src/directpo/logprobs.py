@@ -463,16 +463,50 @@ def _reserved_token_ids(model: torch.nn.Module) -> set[int]:
     return reserved
 
 
+# Config keys of local (sliding-window) attention, where a layer sees only the last N positions.
+# transformers builds that window into the mask it makes from a 2D padding mask; a shared or
+# packed row's own mask replaces it, so every layer would see the whole prefix instead.
+_WINDOW_KEYS = (
+    "sliding_window",
+    "sliding_window_size",
+    "attention_window_size",
+    "window_size",
+    "local_attention_window_len",
+)
+
+
+def attention_window(model: torch.nn.Module) -> int | None:
+    """The shortest local-attention window the model's (text) config declares, else None."""
+    config = getattr(unwrap_peft(model), "config", None)
+    if config is None:
+        return None
+    configs = [config, config.get_text_config()] if hasattr(config, "get_text_config") else [config]
+    windows = [
+        value
+        for cfg in configs
+        for key in _WINDOW_KEYS
+        if type(value := getattr(cfg, key, None)) is int and value > 0
+    ]
+    return min(windows, default=None)
+
+
 def choose_layout(
     layout: Layout,
     models: Sequence[torch.nn.Module],
     echo: Callable[[str], None] = print,
     samples: Sequence[TokenizedPair] = (),
     runners: Sequence[torch.nn.Module | None] = (),
+    longest: int | None = None,
 ) -> Layout:
     """``layout`` if every model gives it the plain layout's log-probs, else plain (says why).
     ``samples``: real pairs checked too, ``runners``: the modules that run each model
-    (``check_layout``).
+    (``check_layout``), ``longest``: the most tokens a sequence (prompt + completion) of the
+    run can have (None: unbounded).
+
+    A model with sliding-window attention keeps ``layout`` only while no sequence is longer
+    than its window: up to there the window changes nothing, past it the layout's mask would
+    let a token see further back than the model does (``check_layout``'s short synthetic pairs
+    cannot show this).
 
     Models running ``directpo_varlen`` are checked with varlen segments, models running
     FlexAttention with the collator's blocks (rows then padded to whole blocks); if one of them
@@ -481,6 +515,16 @@ def choose_layout(
     """
     if layout.is_plain:
         return layout
+    for model in models:
+        window = attention_window(model)
+        if window is not None and (longest is None or longest > window):
+            reach = "have no length limit" if longest is None else f"reach {longest} tokens"
+            echo(
+                f"prefix_sharing/padding_free: off for {type(unwrap_peft(model)).__name__}, "
+                f"whose sliding-window attention sees the last {window} positions while "
+                f"sequences here {reach}; using the plain padded layout"
+            )
+            return PLAIN
     runners = list(runners) or [None] * len(models)
     checked = list(zip(models, runners, strict=True))
     implementations = {attention_implementation(m) for m in models}

@@ -178,7 +178,13 @@ def prepare_run(
         reference_weights = weights_fingerprint(reference_model, world if sharded else None)
     image_pairs = [pair for pair in train.pairs if pair.vision is not None][:2]
     runners = [scorer, *(reference.scorer for _ in separate_reference)] if sharded else []
-    layout = choose_layout(config.layout, [policy, *separate_reference], echo, image_pairs, runners)
+    pair_sets = [pairs for pairs in (train, data.evaluation) if pairs is not None]
+    longest = max((p.longest_sequence for s in pair_sets for p in s.pairs), default=0)
+    if isinstance(pair_source, OnlineRounds):  # sampled later: only max_length bounds them
+        longest = config.max_length
+    layout = choose_layout(
+        config.layout, [policy, *separate_reference], echo, image_pairs, runners, longest
+    )
     for runner in runners:  # FSDP2 keeps a root gathered after a forward: back to the shards
         runner.reshard()
     release_host_memory()  # before the optimizer state takes its place

@@ -55,6 +55,11 @@ class TokenizedPair:
     def num_tokens(self) -> int:
         return 2 * len(self.prompt_ids) + len(self.chosen_ids) + len(self.rejected_ids)
 
+    @property
+    def longest_sequence(self) -> int:
+        """Tokens of prompt + the longer completion."""
+        return len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids))
+
 
 @dataclass
 class TokenizedData:
