@@ -40,7 +40,7 @@ from directpo.data import (
 from directpo.distributed import World, broadcast, materialize, release_host_memory, wrap
 from directpo.errors import CheckpointError, ConfigError, DirectpoError
 from directpo.guard import UpdateProbe, check_trainable
-from directpo.logprobs import SequenceScorer, choose_layout
+from directpo.logprobs import SequenceScorer, check_heads, choose_layout
 from directpo.models import (
     check_vocabulary,
     load_processor,
@@ -182,6 +182,8 @@ def prepare_run(
     longest = max((p.longest_sequence for s in pair_sets for p in s.pairs), default=0)
     if isinstance(pair_source, OnlineRounds):  # sampled later: only max_length bounds them
         longest = config.max_length
+    if config.logprob_chunk_tokens:  # the chunked LM head computes what the model does
+        check_heads([policy, *separate_reference], echo, runners, bool(config.router_aux_loss_coef))
     layout = choose_layout(
         config.layout, [policy, *separate_reference], echo, image_pairs, runners, longest
     )
