@@ -42,6 +42,7 @@ from directpo.errors import CheckpointError, ConfigError, DirectpoError
 from directpo.guard import UpdateProbe, check_trainable
 from directpo.logprobs import SequenceScorer, check_heads, choose_layout
 from directpo.models import (
+    check_positions,
     check_vocabulary,
     load_processor,
     load_tokenizer,
@@ -157,6 +158,11 @@ def prepare_run(
         masters = MasterWeights(policy, precision.compute, streaming=world.mode != "ddp")
     pair_source = _pair_source(config, data, world, output_dir)
     total_steps = pair_source.total_steps(config.num_train_epochs, config.max_steps)
+    pair_sets = [pairs for pairs in (train, data.evaluation) if pairs is not None]
+    longest = max((p.longest_sequence for s in pair_sets for p in s.pairs), default=0)
+    if isinstance(pair_source, OnlineRounds):  # sampled later: only max_length bounds them
+        longest = config.max_length
+    check_positions(models, longest)
     separate_reference = [reference_model] if reference_model not in (None, policy) else []
     precompute = config.precompute_ref_log_probs
     policy_scorer = SequenceScorer(
@@ -178,10 +184,6 @@ def prepare_run(
         reference_weights = weights_fingerprint(reference_model, world if sharded else None)
     image_pairs = [pair for pair in train.pairs if pair.vision is not None][:2]
     runners = [scorer, *(reference.scorer for _ in separate_reference)] if sharded else []
-    pair_sets = [pairs for pairs in (train, data.evaluation) if pairs is not None]
-    longest = max((p.longest_sequence for s in pair_sets for p in s.pairs), default=0)
-    if isinstance(pair_source, OnlineRounds):  # sampled later: only max_length bounds them
-        longest = config.max_length
     if config.logprob_chunk_tokens:  # the chunked LM head computes what the model does
         check_heads([policy, *separate_reference], echo, runners, bool(config.router_aux_loss_coef))
     layout = choose_layout(
