@@ -144,7 +144,9 @@ def test_sequences_past_a_learned_position_table_are_one_line(tmp_path) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from directpo.errors import ConfigError
+    from directpo.generate import sample_completions
     from directpo.models import learned_positions
+    from directpo.reward import ImplicitReward
 
     tokenizer = build_tokenizer("gpt2")
     short = GPT2LMHeadModel(
@@ -159,3 +161,11 @@ def test_sequences_past_a_learned_position_table_are_one_line(tmp_path) -> None:
         train(tiny_config(tmp_path / "gpt2", data, tmp_path / "out"), echo=lambda _: None)
     fits = tiny_config(tmp_path / "gpt2", data, tmp_path / "fits", max_length=12)
     assert train(fits, echo=lambda _: None).metrics[0]["loss"] > 0
+    # scoring and sampling cut long prompts to the table, as to max_length / max_prompt_length
+    prompt = SENTIMENT_PAIRS[3]["prompt"] * 3
+    reward = ImplicitReward(str(tmp_path / "gpt2"), str(tmp_path / "gpt2"), 0.1)
+    assert reward.score(prompt, " Sure.") == pytest.approx(0.0, abs=1e-6)
+    samples = sample_completions(short, tokenizer, [prompt], max_new_tokens=4)
+    assert len(samples[0].prompt_ids) == 8
+    with pytest.raises(ConfigError, match=r"^max_new_tokens: 12 new tokens do not fit"):
+        sample_completions(short, tokenizer, [prompt], max_new_tokens=12)
