@@ -52,6 +52,10 @@ def load_processor(path: str, trust_remote_code: bool = False) -> Any:
     return processor
 
 
+# from_pretrained arguments that say where a model's files are: its config is read there too
+LOCATION_KWARGS = ("revision", "subfolder", "cache_dir", "local_files_only", "token")
+
+
 @dataclass(frozen=True)
 class LoadOptions:
     """How a causal LM is loaded (besides its dtype, device and whether it trains)."""
@@ -105,7 +109,11 @@ def load_causal_lm(
             ) from None
         return model.train() if trainable else model.eval()
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=options.trust_remote_code)
+        # the config from where the weights come (another revision's may differ)
+        location = {k: kwargs[k] for k in LOCATION_KWARGS if k in kwargs}
+        config = AutoConfig.from_pretrained(
+            path, trust_remote_code=options.trust_remote_code, **location
+        )
         if options.disable_dropout:
             _zero_dropout_config(config)
         # a vision-language model loads as image-text-to-text (LLaVA, Qwen2-VL, Gemma 3, ...)
