@@ -1094,7 +1094,7 @@ def check_model_location(key: str, value: str | None, subfolder: str | None = No
         if not os.path.isdir(value):
             raise ConfigError(f"{key}: no such model folder: {value} (its subfolder option)")
     if os.path.isfile(value):
-        raise ConfigError(f"{key}: {value} is a file, not a model folder")
+        raise ConfigError(f"{key}: {value} is a file, not a model folder{_gguf_hint([value])}")
     if os.path.isdir(value):
         if _has_files(value, MODEL_FILES + (TOKENIZER_FILES if "tokenizer" in key else ())):
             return
@@ -1103,10 +1103,23 @@ def check_model_location(key: str, value: str | None, subfolder: str | None = No
         what = "a datasets folder" if dataset else "not a model folder"
         shown = ", ".join(holds[:4]) + (" ..." if len(holds) > 4 else "") or "nothing"
         raise ConfigError(
-            f"{key}: {value} is {what} (no config.json or adapter_config.json; it holds {shown})"
+            f"{key}: {value} is {what} (no config.json or adapter_config.json; it holds "
+            f"{shown}){_gguf_hint(holds)}"
         )
     if _looks_local(value):
         raise ConfigError(f"{key}: no such model folder: {value}")
+
+
+def _gguf_hint(names: list[str]) -> str:
+    """What to do with a GGUF file (llama.cpp's format), which training does not read."""
+    gguf = next((os.path.basename(n) for n in names if n.lower().endswith(".gguf")), None)
+    if gguf is None:
+        return ""
+    return (
+        f"; a GGUF file is not trained from: convert it once to a model folder with "
+        f"AutoModelForCausalLM.from_pretrained(FOLDER, gguf_file='{gguf}').save_pretrained(OUT) "
+        "and the same for AutoTokenizer (needs pip install gguf)"
+    )
 
 
 def _looks_local(value: str) -> bool:
