@@ -159,10 +159,12 @@ def prepare_run(
     pair_source = _pair_source(config, data, world, output_dir)
     total_steps = pair_source.total_steps(config.num_train_epochs, config.max_steps)
     pair_sets = [pairs for pairs in (train, data.evaluation) if pairs is not None]
-    longest = max((p.longest_sequence for s in pair_sets for p in s.pairs), default=0)
-    if isinstance(pair_source, OnlineRounds):  # sampled later: only max_length bounds them
-        longest = config.max_length
-    check_positions(models, longest)
+    longest: int | None = max((p.longest_sequence for s in pair_sets for p in s.pairs), default=0)
+    check_positions(models, longest)  # sampling cuts its prompts to a position table itself
+    if isinstance(pair_source, OnlineRounds):  # sampled later: prompt limit + new tokens
+        limit = config.prompt_limit
+        sampled = None if limit is None else limit + config.generate_max_new_tokens
+        longest = None if sampled is None else max(longest or 0, sampled)
     separate_reference = [reference_model] if reference_model not in (None, policy) else []
     precompute = config.precompute_ref_log_probs
     policy_scorer = SequenceScorer(
