@@ -631,9 +631,10 @@ def choose_layout(
     for model, run in checked:
         reason = check_layout(model, layout, samples, run)
         if reason is not None:
+            name = type(unwrap_peft(model)).__name__
             echo(
-                f"prefix_sharing/padding_free: off for {type(model).__name__}, which does not "
-                f"honour the 4D attention mask ({reason}); using the plain padded layout"
+                f"prefix_sharing/padding_free: off for {name}, which does not honour the 4D "
+                f"attention mask ({reason}); using the plain padded layout"
             )
             return PLAIN
     return layout
