@@ -110,6 +110,17 @@ def test_missing_files_fail_in_environment_check(tmp_path: Path) -> None:
     config = DPOConfig(model_name_or_path=str(tmp_path / "no-model"), report_to=["none"])
     with pytest.raises(ConfigError, match="model_name_or_path: no such model folder"):
         config.check_environment()
+
+
+def test_a_gguf_model_says_how_to_convert_it(tmp_path: Path) -> None:
+    folder = tmp_path / "gguf"
+    folder.mkdir()
+    (folder / "model.Q4_K_M.gguf").write_bytes(b"GGUF")
+    hint = r"; a GGUF file is not trained from: convert it once .*gguf_file='model\.Q4_K_M\.gguf'"
+    for path in (folder, folder / "model.Q4_K_M.gguf"):
+        config = DPOConfig(model_name_or_path=str(path), report_to=["none"])
+        with pytest.raises(ConfigError, match=r"^model_name_or_path: .*" + hint):
+            config.check_environment()
     with pytest.raises(ConfigError, match="model_name_or_path is required"):
         DPOConfig().check_environment()
 

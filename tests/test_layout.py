@@ -8,10 +8,14 @@ import pytest
 import torch
 from tiny import tiny_config
 from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
 )
@@ -181,6 +185,37 @@ def test_models_that_cannot_take_the_layout_fall_back_with_a_notice() -> None:
     assert choose_layout(layout, [good, refusing], notices.append) == PLAIN
     assert len(notices) == 1 and "No4DMaskLlama" in notices[0] and "\n" not in notices[0]
     assert refusing.training  # the probe leaves the training mode as it found it
+    from directpo.models import apply_lora  # a LoRA policy: the notice names the model
+
+    wrapped = apply_lora(No4DMaskLlama(build("llama", "sdpa").config), 4, 8, 0.0, ["all-linear"])
+    assert choose_layout(layout, [wrapped], notices.append) == PLAIN
+    assert notices[-1].startswith("prefix_sharing/padding_free: off for No4DMaskLlama,")
+
+
+@pytest.mark.parametrize("family", ["mistral", "gemma2"])  # every layer / every other layer
+def test_sliding_window_models_keep_the_layout_only_within_their_window(family) -> None:
+    torch.manual_seed(0)
+    sizes = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2)
+    heads = dict(num_attention_heads=4, num_key_value_heads=2, sliding_window=16)
+    if family == "mistral":
+        model = MistralForCausalLM(MistralConfig(**sizes, **heads))
+    else:
+        model = Gemma2ForCausalLM(Gemma2Config(**sizes, **heads, head_dim=8))
+    layout = Layout(share_prefix=True, pack=True)
+    plain = model_logprobs(model, collate_pairs(PAIRS, 0))[0]
+    laid_out = model_logprobs(model, collate_pairs(PAIRS, 0, layout=layout))[0]
+    # the layout's mask lets the 31-token pair see past the window: what must never train
+    assert not torch.allclose(laid_out, plain, atol=1e-3)
+    assert check_layout(model, layout) is None  # its short synthetic pairs cannot tell
+
+    longest = max(pair.longest_sequence for pair in PAIRS)
+    notices: list[str] = []
+    assert choose_layout(layout, [model], notices.append, longest=longest) == PLAIN
+    assert len(notices) == 1 and "sliding-window attention sees the last 16" in notices[0]
+    assert choose_layout(layout, [model], notices.append) == PLAIN  # unbounded lengths
+    # up to the window it changes nothing: the layout stays
+    assert choose_layout(layout, [model], pytest.fail, longest=16) == layout
+    assert choose_layout(layout, [build("llama", "sdpa")], pytest.fail) == layout
 
 
 OPTIMISATIONS_OFF = dict(prefix_sharing=False, padding_free=False, logprob_chunk_tokens=0)

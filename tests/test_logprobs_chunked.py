@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from tiny import build_model, build_tokenizer
+from transformers import LlamaForCausalLM
 
 from directpo.batching import collate_pairs
-from directpo.logprobs import backbone_and_head, model_logprobs
+from directpo.errors import ConfigError
+from directpo.logprobs import backbone_and_head, check_heads, model_logprobs
 from directpo.models import apply_lora
 from directpo.tokenization import TokenizedPair
 
@@ -56,6 +58,35 @@ def test_models_that_transform_logits_fall_back_to_full_logits() -> None:
     model = build_model("llama", build_tokenizer("llama"))
     model.config.final_logit_softcapping = 30.0
     assert backbone_and_head(model) is None
+
+
+class ScaledLogitsLlama(LlamaForCausalLM):
+    """Logits scaled after the LM head under a name directpo does not know (Falcon-H1's
+    lm_head_multiplier, remote code)."""
+
+    def forward(self, *args, **kwargs):
+        out = super().forward(*args, **kwargs)
+        out.logits = out.logits * 0.3
+        return out
+
+
+def test_logits_transformed_under_an_unknown_name_are_measured_and_scored_whole() -> None:
+    plain = build_model("llama", build_tokenizer("llama")).eval()
+    model = ScaledLogitsLlama(plain.config).eval()
+    model.load_state_dict(plain.state_dict())
+    batch = collate_pairs(PAIRS, pad_token_id=0)
+    whole = model_logprobs(model, batch, 0)[0].detach()
+    # what the chunked path trained on before: the head's output without the model's scaling
+    assert not torch.allclose(model_logprobs(model, batch, 4)[0], whole, atol=1e-2)
+
+    notices: list[str] = []
+    check_heads([model, plain, model], notices.append)
+    assert len(notices) == 1 and "\n" not in notices[0]
+    assert notices[0].startswith("logprob_chunk_tokens: off for ScaledLogitsLlama")
+    assert backbone_and_head(model) is None and backbone_and_head(plain) is not None
+    assert torch.allclose(model_logprobs(model, batch, 4)[0], whole, atol=1e-6)
+    with pytest.raises(ConfigError, match="router_aux_loss_coef: ScaledLogitsLlama"):
+        check_heads([ScaledLogitsLlama(plain.config)], notices.append, router_aux=True)
 
 
 @pytest.mark.parametrize("chunk", [0, 3])

@@ -135,3 +135,37 @@ def test_liger_without_kernels_for_the_architecture_is_refused(tiny_model_dirs, 
     options = LoadOptions(liger_kernels={})
     with pytest.raises(ConfigError, match="no kernels for model type 'gpt2'"):
         load_causal_lm(str(tiny_model_dirs["gpt2"]), "float32", trainable=True, options=options)
+
+
+def test_sequences_past_a_learned_position_table_are_one_line(tmp_path) -> None:
+    """GPT-2 / OPT index a position table: a longer sequence was an IndexError mid-run (a
+    device-side assert on CUDA); rotary models have no table and are not limited."""
+    from tiny import SENTIMENT_PAIRS, build_model, build_tokenizer, write_jsonl
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from directpo.errors import ConfigError
+    from directpo.generate import sample_completions
+    from directpo.models import learned_positions
+    from directpo.reward import ImplicitReward
+
+    tokenizer = build_tokenizer("gpt2")
+    short = GPT2LMHeadModel(
+        GPT2Config(vocab_size=len(tokenizer), n_positions=12, n_embd=16, n_head=2, n_layer=1)
+    )
+    short.save_pretrained(tmp_path / "gpt2")
+    tokenizer.save_pretrained(tmp_path / "gpt2")
+    assert learned_positions(short) == 12
+    assert learned_positions(build_model("llama", build_tokenizer("llama"))) is None
+    data = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)  # up to 24 tokens
+    with pytest.raises(ConfigError, match=r"^max_length: sequences here reach 24 tokens but "):
+        train(tiny_config(tmp_path / "gpt2", data, tmp_path / "out"), echo=lambda _: None)
+    fits = tiny_config(tmp_path / "gpt2", data, tmp_path / "fits", max_length=12)
+    assert train(fits, echo=lambda _: None).metrics[0]["loss"] > 0
+    # scoring and sampling cut long prompts to the table, as to max_length / max_prompt_length
+    prompt = SENTIMENT_PAIRS[3]["prompt"] * 3
+    reward = ImplicitReward(str(tmp_path / "gpt2"), str(tmp_path / "gpt2"), 0.1)
+    assert reward.score(prompt, " Sure.") == pytest.approx(0.0, abs=1e-6)
+    samples = sample_completions(short, tokenizer, [prompt], max_new_tokens=4)
+    assert len(samples[0].prompt_ids) == 8
+    with pytest.raises(ConfigError, match=r"^max_new_tokens: 12 new tokens do not fit"):
+        sample_completions(short, tokenizer, [prompt], max_new_tokens=12)

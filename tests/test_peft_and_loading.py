@@ -185,3 +185,28 @@ def test_trust_remote_code_and_model_init_kwargs(tiny_model_dirs, pairs_file, tm
     assert type(result.policy).marker == "remote code ran"
     with pytest.raises(ConfigError, match="model_init_kwargs: dtype is set by directpo"):
         tiny_config(remote, pairs_file, tmp_path / "x", model_init_kwargs={"dtype": "float16"})
+
+
+def test_model_init_kwargs_subfolder_reads_config_weights_and_tokenizer_there(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """README: model_init_kwargs take from_pretrained's location arguments (subfolder,
+    revision). The config comes from there too, not from the folder above (here another
+    architecture), and a folder whose tokenizer is in the subfolder finds it."""
+    root = tmp_path / "repo"
+    shutil.copytree(tiny_model_dirs["llama"], root)
+    shutil.copytree(tiny_model_dirs["gpt2"], root / "gpt2")
+    nested = tmp_path / "nested"
+    shutil.copytree(tiny_model_dirs["gpt2"], nested / "inner")
+    for folder, name in ((root, "a"), (nested, "b")):
+        config = tiny_config(
+            folder, pairs_file, tmp_path / name,
+            model_init_kwargs={"subfolder": "gpt2" if folder == root else "inner"},
+        )  # fmt: skip
+        result = train(config, echo=quiet)
+        assert type(result.policy).__name__ == "GPT2LMHeadModel"
+        assert rows(result)[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert config.tokenizer_path == str(nested / "inner")
+    with pytest.raises(ConfigError, match=r"no such model folder: .*nested/gone \(its subfolder"):
+        gone = {"subfolder": "gone"}
+        train(tiny_config(nested, pairs_file, tmp_path / "c", model_init_kwargs=gone), echo=quiet)

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import json
+import math
+import shutil
+
 import pytest
 from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
 
@@ -84,6 +88,24 @@ def test_cache_is_reused_and_invalidated_by_new_data(
         echo=third.append,
     )
     assert any("computed for 6 pairs" in line for line in third)
+
+
+def test_cache_is_not_reused_for_the_same_weights_under_another_config(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """A config edited beside unchanged weights (here the rotary base) computes other
+    reference log-probs: the first step, policy = reference, must still be at ln 2."""
+    monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / "cache"))
+    edited = tmp_path / "edited"
+    shutil.copytree(tiny_model_dirs["llama"], edited)
+    config = json.loads((edited / "config.json").read_text())
+    config["rope_parameters"]["rope_theta"] = 7.0
+    (edited / "config.json").write_text(json.dumps(config))
+    for name, model in (("a", tiny_model_dirs["llama"]), ("b", edited)):
+        lines: list[str] = []
+        result = cached_run(model, pairs_file, tmp_path / name, lines)
+        assert any("reference log-probs: computed" in line for line in lines), name
+        assert result.metrics[0]["loss"] == pytest.approx(math.log(2), abs=1e-6), name
 
 
 def cached_run(model, data, out, lines: list[str]):

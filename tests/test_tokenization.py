@@ -312,3 +312,39 @@ def test_the_completion_starts_exactly_at_its_content_when_the_turn_is_rendered_
     prompt_text, completion_text = encoder.render(USER, _assistant("fin"))
     assert prompt_text.endswith("<|im_start|>assistant\n")
     assert completion_text == "fin<|im_end|>"  # not "final)\nfin..." (the first "fin")
+
+
+def sentencepiece_style_tokenizer():
+    """Llama 2's (legacy SentencePiece): the normalizer writes "▁" for each space and one
+    more at the start of every text; merges never cross a word's "▁"."""
+    from tiny import CORPUS
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    tok.pre_tokenizer = None
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+def test_a_completion_is_tokenized_as_it_follows_its_prompt(tokenizers) -> None:
+    tokenizer = sentencepiece_style_tokenizer()
+    example = PreferenceExample("The movie was", " wonderful and great.", " terrible.")
+    pair = PairTokenizer(tokenizer, 128).encode(example, Counter())
+    joint = tokenizer("The movie was wonderful and great.", add_special_tokens=False).input_ids
+    assert pair.prompt_ids + pair.chosen_ids == [*joint, tokenizer.eos_token_id]
+    # alone, the completion's leading space would be a "▁" token of its own
+    alone = tokenizer(" wonderful and great.", add_special_tokens=False).input_ids
+    assert tokens(tokenizer, alone)[0] == "▁" and tokens(tokenizer, pair.chosen_ids)[0] != "▁"
+    # where the whole text would merge across the boundary, the completion keeps its own tokens
+    gpt2 = tokenizers["gpt2"]
+    pair = PairTokenizer(gpt2, 128).encode(PreferenceExample("hello wor", "ld", "m"), Counter())
+    assert pair.prompt_ids == gpt2("hello wor").input_ids
+    assert pair.chosen_ids == [*gpt2("ld").input_ids, gpt2.eos_token_id]

@@ -1032,8 +1032,13 @@ class DPOConfig(Options):
             )
         if not self.model_name_or_path:
             raise ConfigError("model_name_or_path is required")
-        for key in ("model_name_or_path", "ref_model_name_or_path", "tokenizer_name_or_path"):
-            check_model_location(key, getattr(self, key))
+        reference_kwargs = self.ref_model_init_kwargs or self.model_init_kwargs
+        for key, kwargs in (
+            ("model_name_or_path", self.model_init_kwargs),
+            ("ref_model_name_or_path", reference_kwargs),
+            ("tokenizer_name_or_path", None),
+        ):
+            check_model_location(key, getattr(self, key), (kwargs or {}).get("subfolder"))
         if self.lora_r and os.path.isfile(
             os.path.join(self.model_name_or_path, "adapter_config.json")
         ):
@@ -1093,33 +1098,61 @@ class DPOConfig(Options):
 
     @property
     def tokenizer_path(self) -> str:
-        return self.tokenizer_name_or_path or self.model_name_or_path or ""
+        """tokenizer_name_or_path, else the model's folder; with model_init_kwargs' subfolder,
+        that subfolder when the folder itself has no tokenizer."""
+        if self.tokenizer_name_or_path:
+            return self.tokenizer_name_or_path
+        path = self.model_name_or_path or ""
+        inner = os.path.join(path, str((self.model_init_kwargs or {}).get("subfolder") or ""))
+        if inner != os.path.join(path, "") and os.path.isdir(inner) and not _has_files(path):
+            return inner
+        return path
 
 
 MODEL_FILES = ("config.json", "adapter_config.json")
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
 
 
-def check_model_location(key: str, value: str | None) -> None:
-    """A value that looks like a local path must be a model (or adapter) folder; a bare
-    `org/name` may be a hub id."""
+def _has_files(folder: str, names: tuple[str, ...] = TOKENIZER_FILES) -> bool:
+    return any(os.path.isfile(os.path.join(folder, name)) for name in names)
+
+
+def check_model_location(key: str, value: str | None, subfolder: str | None = None) -> None:
+    """A value that looks like a local path must be a model (or adapter) folder, or hold one
+    in ``subfolder`` (model_init_kwargs); a bare `org/name` may be a hub id."""
     if not value:
         return
+    if subfolder and os.path.isdir(value):
+        value = os.path.join(value, subfolder)
+        if not os.path.isdir(value):
+            raise ConfigError(f"{key}: no such model folder: {value} (its subfolder option)")
     if os.path.isfile(value):
-        raise ConfigError(f"{key}: {value} is a file, not a model folder")
+        raise ConfigError(f"{key}: {value} is a file, not a model folder{_gguf_hint([value])}")
     if os.path.isdir(value):
-        accepted = MODEL_FILES + (TOKENIZER_FILES if "tokenizer" in key else ())
-        if any(os.path.isfile(os.path.join(value, name)) for name in accepted):
+        if _has_files(value, MODEL_FILES + (TOKENIZER_FILES if "tokenizer" in key else ())):
             return
         holds = sorted(os.listdir(value))
         dataset = any(name in holds for name in ("dataset_info.json", "state.json"))
         what = "a datasets folder" if dataset else "not a model folder"
         shown = ", ".join(holds[:4]) + (" ..." if len(holds) > 4 else "") or "nothing"
         raise ConfigError(
-            f"{key}: {value} is {what} (no config.json or adapter_config.json; it holds {shown})"
+            f"{key}: {value} is {what} (no config.json or adapter_config.json; it holds "
+            f"{shown}){_gguf_hint(holds)}"
         )
     if _looks_local(value):
         raise ConfigError(f"{key}: no such model folder: {value}")
+
+
+def _gguf_hint(names: list[str]) -> str:
+    """What to do with a GGUF file (llama.cpp's format), which training does not read."""
+    gguf = next((os.path.basename(n) for n in names if n.lower().endswith(".gguf")), None)
+    if gguf is None:
+        return ""
+    return (
+        f"; a GGUF file is not trained from: convert it once to a model folder with "
+        f"AutoModelForCausalLM.from_pretrained(FOLDER, gguf_file='{gguf}').save_pretrained(OUT) "
+        "and the same for AutoTokenizer (needs pip install gguf)"
+    )
 
 
 def _looks_local(value: str) -> bool:

@@ -25,10 +25,16 @@ from transformers import GenerationConfig
 from directpo.command_options import GenerateOptions
 from directpo.config import DPOConfig
 from directpo.data import ImagePrompt, RowError, Text, prompt_of, prompt_with_images, read_rows
-from directpo.errors import DataError
+from directpo.errors import ConfigError, DataError
 from directpo.jsonl import write_jsonl
 from directpo.logprobs import policy_logprobs_fn, sequence_logprobs
-from directpo.models import load_causal_lm, load_processor, load_tokenizer, pad_token_id
+from directpo.models import (
+    learned_positions,
+    load_causal_lm,
+    load_processor,
+    load_tokenizer,
+    pad_token_id,
+)
 from directpo.reference import ReferenceProvider
 from directpo.rewardfn import RewardFn
 from directpo.tokenization import PairTokenizer
@@ -108,6 +114,15 @@ def sample_completions(
     until all are done, so their collectives stay in step (transformers' ``synced_gpus``).
     ``processor``: a vision-language model's, for prompts with images (``ImagePrompt``).
     """
+    positions = learned_positions(model)
+    if positions is not None:  # GPT-2, OPT: prompt + new tokens must fit the position table
+        if max_new_tokens >= positions:
+            raise ConfigError(
+                f"max_new_tokens: {max_new_tokens} new tokens do not fit the model's "
+                f"{positions} learned positions; use fewer than {positions}"
+            )
+        room = positions - max_new_tokens
+        max_prompt_length = room if max_prompt_length is None else min(max_prompt_length, room)
     encoded = encode_prompts(tokenizer, prompts, max_prompt_length, processor)
     prompt_ids = [ids for ids, _ in encoded]
     device = next(model.parameters()).device

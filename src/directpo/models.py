@@ -52,6 +52,10 @@ def load_processor(path: str, trust_remote_code: bool = False) -> Any:
     return processor
 
 
+# from_pretrained arguments that say where a model's files are: its config is read there too
+LOCATION_KWARGS = ("revision", "subfolder", "cache_dir", "local_files_only", "token")
+
+
 @dataclass(frozen=True)
 class LoadOptions:
     """How a causal LM is loaded (besides its dtype, device and whether it trains)."""
@@ -105,7 +109,11 @@ def load_causal_lm(
             ) from None
         return model.train() if trainable else model.eval()
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=options.trust_remote_code)
+        # the config from where the weights come (another revision's may differ)
+        location = {k: kwargs[k] for k in LOCATION_KWARGS if k in kwargs}
+        config = AutoConfig.from_pretrained(
+            path, trust_remote_code=options.trust_remote_code, **location
+        )
         if options.disable_dropout:
             _zero_dropout_config(config)
         # a vision-language model loads as image-text-to-text (LLaVA, Qwen2-VL, Gemma 3, ...)
@@ -410,6 +418,41 @@ def check_vocabulary(
                 f"{key} '{path}' ships another tokenizer than '{tokenizer_path}' ({len(own)} vs "
                 f"{len(vocabulary)} tokens, {differing} entries differ): policy, reference and "
                 "tokenizer must share one vocabulary"
+            )
+
+
+def learned_positions(model: torch.nn.Module) -> int | None:
+    """How many positions a model with a learned absolute position table can take (GPT-2,
+    OPT, GPT-Neo, BioGPT: its config's n_positions / max_position_embeddings), else None
+    (rotary or ALiBi positions have no table to index past)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(inner, "config", None)
+    if config is None:
+        return None
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    limits = (getattr(config, k, None) for k in ("n_positions", "max_position_embeddings"))
+    limit = next((value for value in limits if type(value) is int), None)
+    if limit is None:
+        return None
+    tokens = {id(inner.get_input_embeddings()), id(inner.get_output_embeddings())}
+    tables = (m for m in inner.modules() if isinstance(m, torch.nn.Embedding))
+    # OPT and BioGPT keep 2 more rows (an offset)
+    if any(limit <= t.num_embeddings <= limit + 2 and id(t) not in tokens for t in tables):
+        return limit
+    return None
+
+
+def check_positions(models: list[tuple[str, str, torch.nn.Module]], longest: int | None) -> None:
+    """One line, before any training, if a sequence (prompt + completion, ``longest`` tokens
+    at most; None: no limit) would index past a model's learned position table: an IndexError
+    mid-run on CPU, a device-side assert on CUDA. ``models``: as ``check_vocabulary``'s."""
+    for key, path, model in models:
+        limit = learned_positions(model)
+        if limit is not None and (longest is None or longest > limit):
+            reach = "have no length limit" if longest is None else f"reach {longest} tokens"
+            raise ConfigError(
+                f"max_length: sequences here {reach} but {key} '{path}' has {limit} learned "
+                f"positions; set max_length: {limit} (or less)"
             )
 
 

@@ -2,11 +2,12 @@
 
 One batched no-grad pass of the reference over every pair before training; the results are
 cached in ``DIRECTPO_CACHE/reference_logps/<key>.safetensors``, where the key hashes the
-reference weights (every tensor's bytes), the token ids of every pair, and the dtype, so a later
-run with the same reference, data and settings reuses them (and says so), and any change
-recomputes them. A damaged cache file counts as absent (recomputed and replaced, with a notice);
-a cache location that cannot be written is one warning line, and training goes on with the
-values just computed. The reference model can then be freed: training needs one model in memory.
+reference weights (every tensor's bytes) and config, the token ids of every pair, and the
+dtype, so a later run with the same reference, data and settings reuses them (and says so),
+and any change recomputes them. A damaged cache file counts as absent (recomputed and
+replaced, with a notice); a cache location that cannot be written is one warning line, and
+training goes on with the values just computed. The reference model can then be freed:
+training needs one model in memory.
 """
 
 from __future__ import annotations
@@ -50,13 +51,18 @@ def cache_root() -> Path:
 
 
 def weights_fingerprint(model: torch.nn.Module, world: World | None = None) -> str:
-    """A hash of every weight of ``model`` (what it computes with, adapters off or absent).
+    """A hash of every weight of ``model`` (what it computes with, adapters off or absent) and
+    of its config: the same weights under another config (ALiBi, a rope scaling, a window, a
+    soft cap edited in config.json or given as model_init_kwargs) give other log-probs.
 
     With ``world`` (an FSDP2-sharded model; every rank calls) each rank hashes its own shards
     and the digests are combined: the same weights at another world size hash differently, so
     the cache is reused at the same world size only.
     """
     digest = hashlib.blake2b(digest_size=16)
+    config = getattr(model, "config", None)
+    if hasattr(config, "to_json_string"):
+        digest.update(config.to_json_string(use_diff=False).encode())
     for name, tensor in sorted(model.state_dict().items()):
         if "lora_" in name:  # with LoRA the reference is the base: adapters do not count
             continue

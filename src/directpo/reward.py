@@ -40,6 +40,7 @@ from directpo.jsonl import write_jsonl
 from directpo.logprobs import policy_logprobs_fn, sequence_logprobs
 from directpo.models import (
     check_vocabulary,
+    learned_positions,
     load_causal_lm,
     load_processor,
     load_tokenizer,
@@ -114,6 +115,12 @@ class ImplicitReward:
                 ("ref_model_name_or_path", _path(reference, self.reference), self.reference)
             )
         check_vocabulary(tokenizer, getattr(tokenizer, "name_or_path", "") or "", models)
+        # a learned position table (GPT-2, OPT) cannot be indexed past: longer rows are cut
+        # to it as to max_length, not an IndexError
+        for _, _, model in models:
+            limit = learned_positions(model)
+            if limit is not None and (max_length is None or max_length > limit):
+                max_length = limit
         self.beta = beta
         self.batch_size = batch_size
         self.encoder = PairTokenizer(tokenizer, max_length, max_prompt_length, processor=processor)

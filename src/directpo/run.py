@@ -40,8 +40,9 @@ from directpo.data import (
 from directpo.distributed import World, broadcast, materialize, release_host_memory, wrap
 from directpo.errors import CheckpointError, ConfigError, DirectpoError
 from directpo.guard import UpdateProbe, check_trainable
-from directpo.logprobs import SequenceScorer, choose_layout
+from directpo.logprobs import SequenceScorer, check_heads, choose_layout
 from directpo.models import (
+    check_positions,
     check_vocabulary,
     load_processor,
     load_tokenizer,
@@ -156,6 +157,13 @@ def prepare_run(
         masters = MasterWeights(policy, precision.compute, streaming=world.mode != "ddp")
     pair_source = _pair_source(config, data, world, output_dir)
     total_steps = pair_source.total_steps(config.num_train_epochs, config.max_steps)
+    pair_sets = [pairs for pairs in (train, data.evaluation) if pairs is not None]
+    longest: int | None = max((p.longest_sequence for s in pair_sets for p in s.pairs), default=0)
+    check_positions(models, longest)  # sampling cuts its prompts to a position table itself
+    if isinstance(pair_source, OnlineRounds):  # sampled later: prompt limit + new tokens
+        limit = config.prompt_limit
+        sampled = None if limit is None else limit + config.generate_max_new_tokens
+        longest = None if sampled is None else max(longest or 0, sampled)
     separate_reference = [reference_model] if reference_model not in (None, policy) else []
     precompute = config.precompute_ref_log_probs
     policy_scorer = SequenceScorer(
@@ -177,7 +185,11 @@ def prepare_run(
         reference_weights = weights_fingerprint(reference_model, world if sharded else None)
     image_pairs = [pair for pair in train.pairs if pair.vision is not None][:2]
     runners = [scorer, *(reference.scorer for _ in separate_reference)] if sharded else []
-    layout = choose_layout(config.layout, [policy, *separate_reference], echo, image_pairs, runners)
+    if config.logprob_chunk_tokens:  # the chunked LM head computes what the model does
+        check_heads([policy, *separate_reference], echo, runners, bool(config.router_aux_loss_coef))
+    layout = choose_layout(
+        config.layout, [policy, *separate_reference], echo, image_pairs, runners, longest
+    )
     for runner in runners:  # FSDP2 keeps a root gathered after a forward: back to the shards
         runner.reshard()
     release_host_memory()  # before the optimizer state takes its place

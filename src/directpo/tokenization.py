@@ -2,8 +2,11 @@
 
 Rules (the same for training, evaluation and scoring):
 
-* The prompt and each completion are tokenized **separately** and concatenated, so the
-  boundary is exact by construction: no token straddles prompt and completion.
+* The boundary is exact: no token straddles prompt and completion. A completion is tokenized
+  as it follows its prompt (the tail of prompt + completion tokenized together) when that
+  leaves the prompt's own tokens unchanged, as the model reads and generates the text; else,
+  where a token would cross the boundary, on its own. (Alone, a SentencePiece-style
+  tokenizer's completion " Paris" would start with a lone "▁" the model never produces.)
 * Conversational rows are rendered with the tokenizer's chat template: the prompt with the
   generation prompt, the completion as the rest of the rendered conversation. A prompt that
   ends with an assistant message (a prefill, ``[user "Write a haiku", assistant "Autumn"]``) is
@@ -54,6 +57,11 @@ class TokenizedPair:
     @property
     def num_tokens(self) -> int:
         return 2 * len(self.prompt_ids) + len(self.chosen_ids) + len(self.rejected_ids)
+
+    @property
+    def longest_sequence(self) -> int:
+        """Tokens of prompt + the longer completion."""
+        return len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids))
 
 
 @dataclass
@@ -203,13 +211,28 @@ class PairTokenizer:
             )
         return ids
 
-    def encode_completion(self, completion_text: str) -> list[int]:
-        ids = self._ids(completion_text)
+    def encode_completion(self, completion_text: str, prompt_text: str = "") -> list[int]:
+        """The completion's ids as they follow ``prompt_text``, EOS-terminated."""
+        ids = self._completion_ids(completion_text, prompt_text)
         if self.eos_id is not None and ids[-1:] != [self.eos_id]:
             ids.append(self.eos_id)
         if not ids:
             raise RowError("empty completion", "a completion tokenizes to no tokens")
         return ids
+
+    def _completion_ids(self, completion_text: str, prompt_text: str) -> list[int]:
+        """Tokenized after its prompt, as the whole text is read (and generated), when that
+        leaves the prompt's own tokens unchanged; else on its own. A SentencePiece-style
+        tokenizer (Llama 2, Mistral v0.1) marks the start of a text: alone, " Paris" would
+        become "▁" + "▁Paris", a token pair the model never produces after "Answer:"."""
+        alone = self._ids(completion_text)
+        if not prompt_text:
+            return alone
+        head = self._ids(prompt_text)
+        joint = self._ids(prompt_text + completion_text)
+        if len(joint) > len(head) and joint[: len(head)] == head:
+            return joint[len(head) :]
+        return alone  # a token would straddle the boundary: the completion keeps its own
 
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False).input_ids)
@@ -249,10 +272,10 @@ class PairTokenizer:
         _, rejected_text = self.render(prompt, example.rejected, example.tools)
         ids, vision = self.image_prompt_ids(prompt_text, example.images)
         chosen = self.truncate_completion(
-            self.encode_completion(chosen_text), len(ids), "chosen", truncated
+            self.encode_completion(chosen_text, prompt_text), len(ids), "chosen", truncated
         )
         rejected = self.truncate_completion(
-            self.encode_completion(rejected_text), len(ids), "rejected", truncated
+            self.encode_completion(rejected_text, prompt_text), len(ids), "rejected", truncated
         )
         if chosen == rejected:
             raise RowError(
@@ -317,7 +340,7 @@ class PairTokenizer:
         prompt_text, response_text = self.render(prompt, response)
         ids, vision = self.image_prompt_ids(prompt_text, images)
         response_ids = self.truncate_completion(
-            self.encode_completion(response_text), len(ids), "responses", truncated
+            self.encode_completion(response_text, prompt_text), len(ids), "responses", truncated
         )
         return ids, response_ids, vision
 
@@ -336,7 +359,7 @@ class PairTokenizer:
             self.encode_prompt(prompt_text), truncated if count_prompt else Counter()
         )
         response_ids = self.truncate_completion(
-            self.encode_completion(response_text), len(prompt_ids), side, truncated
+            self.encode_completion(response_text, prompt_text), len(prompt_ids), side, truncated
         )
         return prompt_ids, response_ids
 
