@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import tiny_config
+from tiny import SENTIMENT_PAIRS, save_tiny_model, tiny_config, write_jsonl
 from transformers import AutoModelForCausalLM
 
 import directpo.run as run_module
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, TrainingStopped
-from directpo.guard import UpdateProbe
+from directpo.guard import UpdateProbe, UpdateStats, check_update
 from directpo.precision import MasterWeights, PrecisionPolicy
 from directpo.tracking import read_metrics
 from directpo.trainer import train
@@ -275,6 +275,30 @@ def test_guard_stops_on_an_exactly_zero_gradient(
     config = tiny_config(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "out")
     with pytest.raises(TrainingStopped, match="step 1: the gradient is exactly zero"):
         train(config, echo=quiet)
+
+
+def test_guard_waits_past_a_batch_at_the_losss_minimum(tiny_model_dirs, tmp_path) -> None:
+    """Hinge with a reference that already puts this batch's margins beyond 1/beta: loss 0 and
+    gradient 0 is the loss's minimum, not a loss cut off from the weights. The run goes on and
+    the next step is the one checked (here a learning rate below float32's resolution)."""
+    reference = save_tiny_model("llama", tmp_path / "reference", seed=1)
+    flipped = {**SENTIMENT_PAIRS[0], "chosen": SENTIMENT_PAIRS[0]["rejected"]}
+    flipped["rejected"] = SENTIMENT_PAIRS[0]["chosen"]
+    data = write_jsonl(tmp_path / "pairs.jsonl", [flipped, SENTIMENT_PAIRS[1]])
+    options = dict(
+        ref_model_name_or_path=str(reference), loss_type=["hinge"], beta=5.0,
+        per_device_train_batch_size=1, max_steps=2,
+    )  # fmt: skip
+    model = tiny_model_dirs["llama"]
+    with pytest.raises(TrainingStopped, match=r"^step 2: the update vanished"):
+        train(tiny_config(model, data, tmp_path / "a", learning_rate=1e-30, **options), echo=quiet)
+    rows = train_rows(read_metrics(tmp_path / "a"))
+    assert rows[0]["loss"] == 0.0 and rows[0]["grad_norm"] == 0.0  # step 1: saturated
+    # the guard's rule itself: zero gradient at zero loss is not judged; at a positive loss it is
+    nothing = UpdateStats(changed=0, movable=0, ratio=0.0)
+    assert check_update(nothing, 1, 1e-6, 0.0, 0.0, torch.float32, "adamw") is False
+    with pytest.raises(TrainingStopped, match="the gradient is exactly zero"):
+        check_update(nothing, 1, 1e-6, 0.0, 0.69, torch.float32, "adamw")
 
 
 def test_guard_waits_for_warmup_and_counts_kahan_compensation() -> None:

@@ -7,8 +7,10 @@ weights (at most ``SAMPLE`` elements, spread over every tensor by a stride) is r
 after an optimizer step:
 
 * after the first step whose learning rate is at least a tenth of the peak (so that warmup's
-  near-zero first steps do not count), if fewer than half of the sampled weights whose gradient
-  is non-zero changed, the run stops with one line naming the cause and the fix;
+  near-zero first steps do not count) and whose loss is not zero (a batch at the loss's
+  minimum has a zero gradient and says nothing), if the gradient is exactly zero or fewer than
+  half of the sampled weights whose gradient is non-zero changed, the run stops with one line
+  naming the cause and the fix;
 * at logging steps, ``update_ratio`` = ‖Δw‖ / ‖w‖ over the sample is logged.
 
 The effective weight of a Kahan-compensated optimizer is the weight plus its compensation, so
@@ -153,18 +155,25 @@ def check_update(
     step: int,
     learning_rate: float,
     grad_norm: float,
+    loss: float,
     weights_dtype: torch.dtype,
     optimizer_name: str,
-) -> None:
-    """Stop with one line if the step just taken left the weights where they were."""
+) -> bool:
+    """Stop with one line if the step just taken left the weights where they were.
+
+    Returns whether the step could be judged: a zero gradient at a zero loss is the loss's
+    minimum on this batch (hinge with every margin beyond 1/beta, a saturated sigmoid), not a
+    loss cut off from the weights, so the next step is checked instead."""
     if grad_norm == 0.0:
+        if loss == 0.0:
+            return False
         raise TrainingStopped(
             f"step {step}: the gradient is exactly zero, so no weight can move: the loss does "
             "not depend on the trainable parameters (check loss_type and the data: are the "
             "completions empty after truncation?)"
         )
     if stats.movable == 0 or stats.changed_fraction >= MOVED_ENOUGH:
-        return
+        return True
     moved = f"{stats.changed_fraction:.1%} of the sampled weights with a non-zero gradient changed"
     if weights_dtype in (torch.bfloat16, torch.float16) and optimizer_name != "adamw_kahan":
         raise TrainingStopped(

@@ -240,10 +240,9 @@ def train_step(run: Run, step: int, measure: bool = False) -> StepResult:
             update = run.probe.after(snapshot)
             result.update_ratio = update.ratio
             if check:
-                run.update_checked = True
-                check_update(
-                    update, step + 1, learning_rate, grad_norm, run.precision.master,
-                    config.optimizer,
+                run.update_checked = check_update(
+                    update, step + 1, learning_rate, grad_norm, result.loss,
+                    run.precision.master, config.optimizer,
                 )  # fmt: skip
         run.window.add(stats)
         run.nonfinite_in_a_row = 0
