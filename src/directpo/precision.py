@@ -154,6 +154,23 @@ class MasterWeights:
             param.grad = None
 
 
+@torch.no_grad()
+def fold_compensation(
+    parameters: list[torch.Tensor], optimizer: torch.optim.Optimizer, dtype: torch.dtype
+) -> None:
+    """Kahan-compensated AdamW (``master_weights: bfloat16``) holds the part of each update
+    that bf16 could not represent in its compensation buffer: the weight the run learned is
+    weight + compensation (as the update check counts it). At the end of training that sum
+    becomes the parameter, in ``dtype`` (the save dtype): in float32 it keeps the updates a
+    bf16 weight rounded away (after a short run at a small learning rate, nearly all of them),
+    in bf16 it is the nearest bf16 weight."""
+    for param in parameters:
+        compensation = optimizer.state.get(param, {}).get("kahan_comp")
+        if isinstance(compensation, torch.Tensor) and compensation.shape == param.shape:
+            param.data = (param.data.float() + compensation.float()).to(dtype)
+            optimizer.state[param]["kahan_comp"] = torch.zeros_like(compensation)
+
+
 def _accumulate(master: torch.Tensor, grad: torch.Tensor) -> None:
     if master.grad is None:
         master.grad = grad.to(master.dtype)

@@ -52,6 +52,7 @@ from directpo.outputs import (
     save_final_model,
     save_run_files,
 )
+from directpo.precision import fold_compensation
 from directpo.reference import ReferenceProvider
 from directpo.run import Run, on_main, prepare_run
 from directpo.signals import StopRequest
@@ -374,6 +375,8 @@ def finish(run: Run, done: int | None = None) -> TrainResult:
         note = f"{note} Weights of the best evaluation: {run.best.describe()}.".strip()
     if run.masters is not None:
         run.masters.release()  # the policy now holds the float32 masters
+    if not run.sharded:  # (FSDP2 writes from its own shard storage: not folded there yet)
+        fold_compensation(run.trainable, run.optimizer, run.precision.save)
     record = RunRecord(
         run.processor or run.tokenizer, run.config, run.train_data, run.logger.rows, note
     )
