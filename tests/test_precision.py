@@ -203,6 +203,14 @@ def test_precision_options_and_trl_spellings() -> None:
         DPOConfig(master_weights="bfloat16")
     with pytest.raises(ConfigError, match="save_dtype must be one of"):
         DPOConfig(save_dtype="float16")
+    # TRL users load the weights in bf16 this way: here it says which option does what
+    for key in ("torch_dtype", "dtype"):
+        with pytest.raises(
+            ConfigError,
+            match=rf"^model_init_kwargs: {key} is directpo's dtype option.*set dtype: bfloat16 "
+            r"\(bf16 compute over float32 master weights.*master_weights: bfloat16",
+        ):
+            DPOConfig(model_init_kwargs={key: "bfloat16"})
 
 
 # -- the silent non-learning guard ------------------------------------------------------------
