@@ -99,19 +99,27 @@ def test_bf16_trains_the_tiny_set_and_saves_bf16_on_request(tiny_model_dirs, pai
     assert "Rounding to bfloat16 for saving:" in card and "still differ from their start" in card
 
 
-def test_resume_of_a_bf16_run_is_bitwise_exact(tiny_model_dirs, pairs_file, tmp_path):
+@pytest.mark.parametrize(
+    "storage",
+    [{}, {"master_weights": "bfloat16", "optimizer": "adamw_kahan"}],
+    ids=["mixed", "bf16-storage-kahan"],
+)
+def test_resume_of_a_bf16_run_is_bitwise_exact(tiny_model_dirs, pairs_file, tmp_path, storage):
+    """Also bf16 storage + adamw_kahan, whose step count and "set up" flag live in the param
+    group (resume had reset them: Adam's bias correction restarted at the first resumed step)."""
     model = tiny_model_dirs["llama"]
     straight = tmp_path / "straight"
     config = tiny_config(
         model, pairs_file, straight, dtype="bfloat16", max_steps=4, save_steps=2,
-        per_device_train_batch_size=2,
+        per_device_train_batch_size=2, **storage,
     )  # fmt: skip
     train(config, echo=quiet)
-    # the checkpoint holds float32 masters and float32 optimizer state
+    # the checkpoint holds the masters and optimizer state in the storage dtype
+    master = torch.bfloat16 if storage else torch.float32
     step2 = load_file(straight / "checkpoint-2" / "model.safetensors")
-    assert all(t.dtype == torch.float32 for t in step2.values())
+    assert all(t.dtype == master for t in step2.values())
     optimizer = torch.load(straight / "checkpoint-2" / "optimizer.pt", weights_only=True)
-    assert all(s["exp_avg"].dtype == torch.float32 for s in optimizer["state"].values())
+    assert all(s["exp_avg"].dtype == master for s in optimizer["state"].values())
 
     resumed = tmp_path / "resumed"
     shutil.copytree(straight, resumed)
