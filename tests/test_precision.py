@@ -262,20 +262,23 @@ def test_guard_stops_bf16_storage_without_a_compensated_optimizer(
 def test_kahan_runs_save_the_compensated_weights(tiny_model_dirs, pairs_file, tmp_path):
     """bf16 storage + adamw_kahan at lr 1e-7: the updates live in the compensation buffer (a
     bf16 weight rounds them away). save_dtype: float32 writes weight + compensation, so the
-    folder holds what the run learned, as a float32 run's would; bfloat16 the nearest bf16."""
+    folder holds what the run learned, as a float32 run's would; bfloat16 the nearest bf16.
+    FSDP2 (one process) writes its shards with the compensation added too."""
     model = tiny_model_dirs["llama"]
     start = {name: w.bfloat16().float() for name, w in weights(model).items()}
     changed = {}
-    for save_dtype in ("float32", "bfloat16"):
-        out = tmp_path / save_dtype
+    for save_dtype, distributed in (("float32", "none"), ("bfloat16", "none"), ("float32", "fsdp")):
+        out = tmp_path / f"{save_dtype}-{distributed}"
         config = tiny_config(
             model, pairs_file, out, learning_rate=1e-7, max_steps=3, dtype="bfloat16",
             master_weights="bfloat16", optimizer="adamw_kahan", save_dtype=save_dtype,
+            distributed=distributed,
         )  # fmt: skip
         train(config, echo=quiet)
-        changed[save_dtype] = change(start, weights(out))[0]
-    assert changed["float32"] > 0.5  # was 0.3%: the compensation was dropped
-    assert changed["bfloat16"] < 0.05  # the nearest bf16 weights: updates below 1/256 are lost
+        changed[save_dtype, distributed] = change(start, weights(out))[0]
+    assert changed["float32", "none"] > 0.5  # was 0.2%: the compensation was dropped
+    assert changed["float32", "fsdp"] == changed["float32", "none"]
+    assert changed["bfloat16", "none"] < 0.05  # the nearest bf16: updates below 1/256 are lost
 
 
 def test_guard_stops_when_every_parameter_is_frozen(

@@ -27,6 +27,7 @@ import torch
 
 from directpo.distributed import SINGLE_PROCESS, World, all_reduce_sum
 from directpo.errors import TrainingStopped
+from directpo.precision import kahan_compensation
 
 SAMPLE = 1 << 16
 MOVED_ENOUGH = 0.5  # fraction of weights with a non-zero gradient that must change
@@ -72,9 +73,8 @@ class UpdateProbe:
         parts = []
         for param in self.parameters:
             values = self._sampled(param)
-            state = self.optimizer.state.get(param, {}) if self.optimizer is not None else {}
-            compensation = state.get("kahan_comp")
-            if isinstance(compensation, torch.Tensor) and compensation.shape == param.shape:
+            compensation = kahan_compensation(param, self.optimizer)
+            if compensation is not None:
                 values = values + self._sampled(compensation)
             parts.append(values)
         return torch.cat(parts).cpu() if parts else torch.zeros(0)

@@ -154,21 +154,32 @@ class MasterWeights:
             param.grad = None
 
 
+def kahan_compensation(
+    param: torch.Tensor, optimizer: torch.optim.Optimizer | None
+) -> torch.Tensor | None:
+    """The Kahan compensation of ``param`` (torch-optimi's AdamW on bf16 weights), or None: the
+    part of its updates that the bf16 weight could not hold, so that weight + compensation is
+    what the run learned."""
+    state = optimizer.state.get(param, {}) if optimizer is not None else {}
+    compensation = state.get("kahan_comp")
+    if isinstance(compensation, torch.Tensor) and compensation.shape == param.shape:
+        return compensation
+    return None
+
+
 @torch.no_grad()
 def fold_compensation(
     parameters: list[torch.Tensor], optimizer: torch.optim.Optimizer, dtype: torch.dtype
 ) -> None:
-    """Kahan-compensated AdamW (``master_weights: bfloat16``) holds the part of each update
-    that bf16 could not represent in its compensation buffer: the weight the run learned is
-    weight + compensation (as the update check counts it). At the end of training that sum
-    becomes the parameter, in ``dtype`` (the save dtype): in float32 it keeps the updates a
-    bf16 weight rounded away (after a short run at a small learning rate, nearly all of them),
-    in bf16 it is the nearest bf16 weight."""
+    """At the end of training, weight + Kahan compensation becomes the parameter, in ``dtype``
+    (the save dtype): in float32 it keeps the updates a bf16 weight rounded away (after a short
+    run at a small learning rate, nearly all of them), in bf16 it is the nearest bf16 weight.
+    (FSDP2 writes from its own shard storage: save_sharded_model adds them instead.)"""
     for param in parameters:
-        compensation = optimizer.state.get(param, {}).get("kahan_comp")
-        if isinstance(compensation, torch.Tensor) and compensation.shape == param.shape:
+        compensation = kahan_compensation(param, optimizer)
+        if compensation is not None:
             param.data = (param.data.float() + compensation.float()).to(dtype)
-            optimizer.state[param]["kahan_comp"] = torch.zeros_like(compensation)
+            compensation.zero_()
 
 
 def _accumulate(master: torch.Tensor, grad: torch.Tensor) -> None:

@@ -52,7 +52,7 @@ from directpo.outputs import (
     save_final_model,
     save_run_files,
 )
-from directpo.precision import fold_compensation
+from directpo.precision import fold_compensation, kahan_compensation
 from directpo.reference import ReferenceProvider
 from directpo.run import Run, on_main, prepare_run
 from directpo.signals import StopRequest
@@ -375,7 +375,7 @@ def finish(run: Run, done: int | None = None) -> TrainResult:
         note = f"{note} Weights of the best evaluation: {run.best.describe()}.".strip()
     if run.masters is not None:
         run.masters.release()  # the policy now holds the float32 masters
-    if not run.sharded:  # (FSDP2 writes from its own shard storage: not folded there yet)
+    if not run.sharded:  # (FSDP2 writes from its own shard storage: _save_sharded adds them)
         fold_compensation(run.trainable, run.optimizer, run.precision.save)
     record = RunRecord(
         run.processor or run.tokenizer, run.config, run.train_data, run.logger.rows, note
@@ -437,7 +437,12 @@ def _save_sharded(run: Run, record: RunRecord, folder: Path) -> None:
     if hasattr(policy, "peft_config"):
         save_sharded_adapter(folder, policy, dtype, world)
     else:
-        save_sharded_model(folder, run.scorer, policy, dtype, world)
+        compensations = {
+            name: compensation
+            for name, param in run.scorer.named_parameters()
+            if (compensation := kahan_compensation(param, run.optimizer)) is not None
+        }
+        save_sharded_model(folder, run.scorer, policy, dtype, world, compensations)
     if world.is_main:
         save_run_files(folder, policy, record)
 
