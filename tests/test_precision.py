@@ -188,6 +188,34 @@ def test_master_weights_accumulate_in_float32_and_push_to_the_compute_copy() -> 
         assert torch.equal(p.detach(), r + 1e-5)  # the small update survived in the masters
 
 
+def test_weights_kept_in_float32_are_trained_under_mixed_precision() -> None:
+    """A model's ``_keep_in_fp32_modules`` (gpt-oss's norms, MoE routers) stay float32 under
+    bf16 compute; a trainable one is its own master: the optimizer must see it (it was left
+    out, so those weights silently never changed)."""
+
+    class KeepsNormInFloat32(torch.nn.Module):
+        _keep_in_fp32_modules = ["norm"]
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear, self.norm = torch.nn.Linear(8, 8), torch.nn.LayerNorm(8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.norm(self.linear(x).float())
+
+    torch.manual_seed(0)
+    model = KeepsNormInFloat32()
+    masters = MasterWeights(model, torch.bfloat16)
+    assert model.linear.weight.dtype == torch.bfloat16 and model.norm.weight.dtype == torch.float32
+    trainable = masters.parameters()
+    assert len(trainable) == sum(1 for p in model.parameters() if p.requires_grad) == 4
+    start = model.norm.weight.detach().clone()
+    optimizer = torch.optim.AdamW(trainable, lr=1e-3)
+    model(torch.randn(4, 8, dtype=torch.bfloat16)).pow(3).sum().backward()
+    optimizer.step()
+    assert not torch.equal(model.norm.weight.detach(), start)
+
+
 def _bf16_grads(reference: list[torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 1)).bfloat16()
     with torch.no_grad():
