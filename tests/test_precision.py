@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import tiny_config
+from tiny import SENTIMENT_PAIRS, save_tiny_model, tiny_config, write_jsonl
 from transformers import AutoModelForCausalLM
 
 import directpo.run as run_module
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, TrainingStopped
-from directpo.guard import UpdateProbe
+from directpo.guard import UpdateProbe, UpdateStats, check_update
 from directpo.precision import MasterWeights, PrecisionPolicy
 from directpo.tracking import read_metrics
 from directpo.trainer import train
@@ -99,19 +99,27 @@ def test_bf16_trains_the_tiny_set_and_saves_bf16_on_request(tiny_model_dirs, pai
     assert "Rounding to bfloat16 for saving:" in card and "still differ from their start" in card
 
 
-def test_resume_of_a_bf16_run_is_bitwise_exact(tiny_model_dirs, pairs_file, tmp_path):
+@pytest.mark.parametrize(
+    "storage",
+    [{}, {"master_weights": "bfloat16", "optimizer": "adamw_kahan"}],
+    ids=["mixed", "bf16-storage-kahan"],
+)
+def test_resume_of_a_bf16_run_is_bitwise_exact(tiny_model_dirs, pairs_file, tmp_path, storage):
+    """Also bf16 storage + adamw_kahan, whose step count and "set up" flag live in the param
+    group (resume had reset them: Adam's bias correction restarted at the first resumed step)."""
     model = tiny_model_dirs["llama"]
     straight = tmp_path / "straight"
     config = tiny_config(
         model, pairs_file, straight, dtype="bfloat16", max_steps=4, save_steps=2,
-        per_device_train_batch_size=2,
+        per_device_train_batch_size=2, **storage,
     )  # fmt: skip
     train(config, echo=quiet)
-    # the checkpoint holds float32 masters and float32 optimizer state
+    # the checkpoint holds the masters and optimizer state in the storage dtype
+    master = torch.bfloat16 if storage else torch.float32
     step2 = load_file(straight / "checkpoint-2" / "model.safetensors")
-    assert all(t.dtype == torch.float32 for t in step2.values())
+    assert all(t.dtype == master for t in step2.values())
     optimizer = torch.load(straight / "checkpoint-2" / "optimizer.pt", weights_only=True)
-    assert all(s["exp_avg"].dtype == torch.float32 for s in optimizer["state"].values())
+    assert all(s["exp_avg"].dtype == master for s in optimizer["state"].values())
 
     resumed = tmp_path / "resumed"
     shutil.copytree(straight, resumed)
@@ -180,6 +188,34 @@ def test_master_weights_accumulate_in_float32_and_push_to_the_compute_copy() -> 
         assert torch.equal(p.detach(), r + 1e-5)  # the small update survived in the masters
 
 
+def test_weights_kept_in_float32_are_trained_under_mixed_precision() -> None:
+    """A model's ``_keep_in_fp32_modules`` (gpt-oss's norms, MoE routers) stay float32 under
+    bf16 compute; a trainable one is its own master: the optimizer must see it (it was left
+    out, so those weights silently never changed)."""
+
+    class KeepsNormInFloat32(torch.nn.Module):
+        _keep_in_fp32_modules = ["norm"]
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear, self.norm = torch.nn.Linear(8, 8), torch.nn.LayerNorm(8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.norm(self.linear(x).float())
+
+    torch.manual_seed(0)
+    model = KeepsNormInFloat32()
+    masters = MasterWeights(model, torch.bfloat16)
+    assert model.linear.weight.dtype == torch.bfloat16 and model.norm.weight.dtype == torch.float32
+    trainable = masters.parameters()
+    assert len(trainable) == sum(1 for p in model.parameters() if p.requires_grad) == 4
+    start = model.norm.weight.detach().clone()
+    optimizer = torch.optim.AdamW(trainable, lr=1e-3)
+    model(torch.randn(4, 8, dtype=torch.bfloat16)).pow(3).sum().backward()
+    optimizer.step()
+    assert not torch.equal(model.norm.weight.detach(), start)
+
+
 def _bf16_grads(reference: list[torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 1)).bfloat16()
     with torch.no_grad():
@@ -203,6 +239,14 @@ def test_precision_options_and_trl_spellings() -> None:
         DPOConfig(master_weights="bfloat16")
     with pytest.raises(ConfigError, match="save_dtype must be one of"):
         DPOConfig(save_dtype="float16")
+    # TRL users load the weights in bf16 this way: here it says which option does what
+    for key in ("torch_dtype", "dtype"):
+        with pytest.raises(
+            ConfigError,
+            match=rf"^model_init_kwargs: {key} is directpo's dtype option.*set dtype: bfloat16 "
+            r"\(bf16 compute over float32 master weights.*master_weights: bfloat16",
+        ):
+            DPOConfig(model_init_kwargs={key: "bfloat16"})
 
 
 # -- the silent non-learning guard ------------------------------------------------------------
@@ -243,6 +287,28 @@ def test_guard_stops_bf16_storage_without_a_compensated_optimizer(
     assert all(row["update_ratio"] > 0 for row in train_rows(result.metrics))
 
 
+def test_kahan_runs_save_the_compensated_weights(tiny_model_dirs, pairs_file, tmp_path):
+    """bf16 storage + adamw_kahan at lr 1e-7: the updates live in the compensation buffer (a
+    bf16 weight rounds them away). save_dtype: float32 writes weight + compensation, so the
+    folder holds what the run learned, as a float32 run's would; bfloat16 the nearest bf16.
+    FSDP2 (one process) writes its shards with the compensation added too."""
+    model = tiny_model_dirs["llama"]
+    start = {name: w.bfloat16().float() for name, w in weights(model).items()}
+    changed = {}
+    for save_dtype, distributed in (("float32", "none"), ("bfloat16", "none"), ("float32", "fsdp")):
+        out = tmp_path / f"{save_dtype}-{distributed}"
+        config = tiny_config(
+            model, pairs_file, out, learning_rate=1e-7, max_steps=3, dtype="bfloat16",
+            master_weights="bfloat16", optimizer="adamw_kahan", save_dtype=save_dtype,
+            distributed=distributed,
+        )  # fmt: skip
+        train(config, echo=quiet)
+        changed[save_dtype, distributed] = change(start, weights(out))[0]
+    assert changed["float32", "none"] > 0.5  # was 0.2%: the compensation was dropped
+    assert changed["float32", "fsdp"] == changed["float32", "none"]
+    assert changed["bfloat16", "none"] < 0.05  # the nearest bf16: updates below 1/256 are lost
+
+
 def test_guard_stops_when_every_parameter_is_frozen(
     tiny_model_dirs, pairs_file, tmp_path, monkeypatch
 ):
@@ -275,6 +341,30 @@ def test_guard_stops_on_an_exactly_zero_gradient(
     config = tiny_config(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "out")
     with pytest.raises(TrainingStopped, match="step 1: the gradient is exactly zero"):
         train(config, echo=quiet)
+
+
+def test_guard_waits_past_a_batch_at_the_losss_minimum(tiny_model_dirs, tmp_path) -> None:
+    """Hinge with a reference that already puts this batch's margins beyond 1/beta: loss 0 and
+    gradient 0 is the loss's minimum, not a loss cut off from the weights. The run goes on and
+    the next step is the one checked (here a learning rate below float32's resolution)."""
+    reference = save_tiny_model("llama", tmp_path / "reference", seed=1)
+    flipped = {**SENTIMENT_PAIRS[0], "chosen": SENTIMENT_PAIRS[0]["rejected"]}
+    flipped["rejected"] = SENTIMENT_PAIRS[0]["chosen"]
+    data = write_jsonl(tmp_path / "pairs.jsonl", [flipped, SENTIMENT_PAIRS[1]])
+    options = dict(
+        ref_model_name_or_path=str(reference), loss_type=["hinge"], beta=5.0,
+        per_device_train_batch_size=1, max_steps=2,
+    )  # fmt: skip
+    model = tiny_model_dirs["llama"]
+    with pytest.raises(TrainingStopped, match=r"^step 2: the update vanished"):
+        train(tiny_config(model, data, tmp_path / "a", learning_rate=1e-30, **options), echo=quiet)
+    rows = train_rows(read_metrics(tmp_path / "a"))
+    assert rows[0]["loss"] == 0.0 and rows[0]["grad_norm"] == 0.0  # step 1: saturated
+    # the guard's rule itself: zero gradient at zero loss is not judged; at a positive loss it is
+    nothing = UpdateStats(changed=0, movable=0, ratio=0.0)
+    assert check_update(nothing, 1, 1e-6, 0.0, 0.0, torch.float32, "adamw") is False
+    with pytest.raises(TrainingStopped, match="the gradient is exactly zero"):
+        check_update(nothing, 1, 1e-6, 0.0, 0.69, torch.float32, "adamw")
 
 
 def test_guard_waits_for_warmup_and_counts_kahan_compensation() -> None:

@@ -724,12 +724,21 @@ class DPOConfig(Options):
                 "neither load_best_model_at_end nor early_stopping_patience is set",
             )
         for name in ("model_init_kwargs", "ref_model_init_kwargs"):
-            for key in ("dtype", "torch_dtype", "quantization_config"):
-                if key in (getattr(self, name) or {}):
+            kwargs = getattr(self, name) or {}
+            for key in ("dtype", "torch_dtype"):
+                if key in kwargs:  # TRL loads the weights in it: bf16 weights barely learn
                     raise ConfigError(
-                        f"{name}: {key} is set by directpo's own options (dtype, "
-                        "load_in_4bit/8bit); remove it there"
+                        f"{name}: {key} is directpo's dtype option, for policy and reference "
+                        "together: remove it there and set dtype: bfloat16 (bf16 compute over "
+                        "float32 master weights, which keep every update; add master_weights: "
+                        "bfloat16 with optimizer: adamw_kahan to store the weights in bf16) or "
+                        "dtype: float32"
                     )
+            if "quantization_config" in kwargs:
+                raise ConfigError(
+                    f"{name}: quantization_config is set by directpo's load_in_4bit / "
+                    "load_in_8bit and bnb_4bit_* options; remove it there"
+                )
         if self.ref_model_init_kwargs is not None and (self.lora_r or not self.needs_reference):
             raise ConfigError(
                 "ref_model_init_kwargs is set but no separate reference model is loaded ("

@@ -364,13 +364,15 @@ SHARD_BYTES = 5 * 2**30  # per output safetensors file (save_pretrained's defaul
 
 def save_sharded_model(
     folder: Path, scorer: torch.nn.Module, model: torch.nn.Module, dtype: torch.dtype,
-    world: World,
+    world: World, compensations: dict[str, torch.Tensor] | None = None,
 ) -> None:  # fmt: skip
     """The final weights of an FSDP2-trained (non-PEFT) model as a Hugging Face folder, with
     no rank ever holding more than its shards: every rank writes its shards in ``dtype``, then
     ``HuggingFaceStorageWriter`` consolidates them into ``model-0000k-of-0000n.safetensors``
     files of at most ~5 GiB with ``model.safetensors.index.json``; rank 0 adds config.json.
-    Tied weights are written once, as ``save_pretrained`` does. Every rank must call."""
+    Tied weights are written once, as ``save_pretrained`` does. ``compensations`` (by
+    parameter name: Kahan-compensated bf16 weights) are added before the cast. Every rank must
+    call."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import HuggingFaceStorageWriter
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
@@ -378,11 +380,14 @@ def save_sharded_model(
     # a tied weight under its first name only (named_parameters drops the repeats, on every
     # rank alike; the state dict's DTensors of tied names are distinct objects)
     kept = {name for name, _ in scorer.named_parameters()} | {n for n, _ in scorer.named_buffers()}
-    state = {
-        checkpoint_key(name): tensor.to(dtype) if tensor.is_floating_point() else tensor
-        for name, tensor in get_model_state_dict(scorer).items()
-        if name in kept
-    }
+    compensations = compensations or {}
+    state = {}
+    for name, tensor in get_model_state_dict(scorer).items():
+        if name not in kept:
+            continue
+        if name in compensations:
+            tensor = tensor.float() + compensations[name].float()
+        state[checkpoint_key(name)] = tensor.to(dtype) if tensor.is_floating_point() else tensor
     mapping, index, size = {}, 1, 0
     for key, tensor in state.items():
         nbytes = tensor.numel() * tensor.element_size()

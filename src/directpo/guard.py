@@ -7,8 +7,10 @@ weights (at most ``SAMPLE`` elements, spread over every tensor by a stride) is r
 after an optimizer step:
 
 * after the first step whose learning rate is at least a tenth of the peak (so that warmup's
-  near-zero first steps do not count), if fewer than half of the sampled weights whose gradient
-  is non-zero changed, the run stops with one line naming the cause and the fix;
+  near-zero first steps do not count) and whose loss is not zero (a batch at the loss's
+  minimum has a zero gradient and says nothing), if the gradient is exactly zero or fewer than
+  half of the sampled weights whose gradient is non-zero changed, the run stops with one line
+  naming the cause and the fix;
 * at logging steps, ``update_ratio`` = ‖Δw‖ / ‖w‖ over the sample is logged.
 
 The effective weight of a Kahan-compensated optimizer is the weight plus its compensation, so
@@ -25,6 +27,7 @@ import torch
 
 from directpo.distributed import SINGLE_PROCESS, World, all_reduce_sum
 from directpo.errors import TrainingStopped
+from directpo.precision import kahan_compensation
 
 SAMPLE = 1 << 16
 MOVED_ENOUGH = 0.5  # fraction of weights with a non-zero gradient that must change
@@ -70,9 +73,8 @@ class UpdateProbe:
         parts = []
         for param in self.parameters:
             values = self._sampled(param)
-            state = self.optimizer.state.get(param, {}) if self.optimizer is not None else {}
-            compensation = state.get("kahan_comp")
-            if isinstance(compensation, torch.Tensor) and compensation.shape == param.shape:
+            compensation = kahan_compensation(param, self.optimizer)
+            if compensation is not None:
                 values = values + self._sampled(compensation)
             parts.append(values)
         return torch.cat(parts).cpu() if parts else torch.zeros(0)
@@ -153,18 +155,25 @@ def check_update(
     step: int,
     learning_rate: float,
     grad_norm: float,
+    loss: float,
     weights_dtype: torch.dtype,
     optimizer_name: str,
-) -> None:
-    """Stop with one line if the step just taken left the weights where they were."""
+) -> bool:
+    """Stop with one line if the step just taken left the weights where they were.
+
+    Returns whether the step could be judged: a zero gradient at a zero loss is the loss's
+    minimum on this batch (hinge with every margin beyond 1/beta, a saturated sigmoid), not a
+    loss cut off from the weights, so the next step is checked instead."""
     if grad_norm == 0.0:
+        if loss == 0.0:
+            return False
         raise TrainingStopped(
             f"step {step}: the gradient is exactly zero, so no weight can move: the loss does "
             "not depend on the trainable parameters (check loss_type and the data: are the "
             "completions empty after truncation?)"
         )
     if stats.movable == 0 or stats.changed_fraction >= MOVED_ENOUGH:
-        return
+        return True
     moved = f"{stats.changed_fraction:.1%} of the sampled weights with a non-zero gradient changed"
     if weights_dtype in (torch.bfloat16, torch.float16) and optimizer_name != "adamw_kahan":
         raise TrainingStopped(

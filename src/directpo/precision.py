@@ -77,9 +77,10 @@ class MasterWeights:
     """Float32 masters of a model's trainable parameters; the model itself holds bf16 copies.
 
     Built from a model loaded in float32: each trainable parameter's float32 tensor becomes its
-    master (no copy) and the parameter gets a bf16 copy; frozen parameters become bf16 (except
-    modules the model keeps in float32, ``_keep_in_fp32_modules``). The optimizer, gradient
-    clipping and the update check work on ``parameters()``, the masters.
+    master (no copy) and the parameter gets a bf16 copy; frozen parameters become bf16. Modules
+    the model keeps in float32 (``_keep_in_fp32_modules``: gpt-oss's norms, MoE routers) stay
+    float32 and a trainable one is its own master. The optimizer, gradient clipping and the
+    update check work on ``parameters()``: the masters and those float32 parameters.
 
     Gradients: with ``streaming`` (one process) each bf16 gradient is added into its master's
     float32 gradient as soon as backward has produced it and then freed, so no whole set of
@@ -90,6 +91,7 @@ class MasterWeights:
     def __init__(self, model: torch.nn.Module, compute: torch.dtype, *, streaming: bool = True):
         keep_fp32 = _keep_in_fp32_patterns(model)
         self.pairs: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+        self.own: list[torch.nn.Parameter] = []  # trainable and kept in float32
         self._hooks = []
         seen: set[int] = set()
         for name, param in model.named_parameters(remove_duplicate=True):
@@ -97,7 +99,9 @@ class MasterWeights:
                 continue
             seen.add(id(param))
             if any(pattern.search(name) for pattern in keep_fp32):
-                continue  # computes in float32: it is its own master
+                if param.requires_grad:  # computes in float32: it is its own master
+                    self.own.append(param)
+                continue
             if not param.requires_grad:
                 param.data = param.data.to(compute)
                 continue
@@ -109,8 +113,9 @@ class MasterWeights:
         self._master_of = {id(p): m for p, m in self.pairs}
 
     def parameters(self) -> list[torch.Tensor]:
-        """The float32 masters (leaf tensors with ``.grad``): what the optimizer updates."""
-        return [master for _, master in self.pairs]
+        """The float32 masters and the trainable float32 parameters (leaf tensors with
+        ``.grad``): what the optimizer updates."""
+        return [master for _, master in self.pairs] + self.own
 
     def _move_grad(self, param: torch.Tensor) -> None:
         master = self._master_of[id(param)]
@@ -152,6 +157,34 @@ class MasterWeights:
         for param, master in self.pairs:
             param.data = master
             param.grad = None
+
+
+def kahan_compensation(
+    param: torch.Tensor, optimizer: torch.optim.Optimizer | None
+) -> torch.Tensor | None:
+    """The Kahan compensation of ``param`` (torch-optimi's AdamW on bf16 weights), or None: the
+    part of its updates that the bf16 weight could not hold, so that weight + compensation is
+    what the run learned."""
+    state = optimizer.state.get(param, {}) if optimizer is not None else {}
+    compensation = state.get("kahan_comp")
+    if isinstance(compensation, torch.Tensor) and compensation.shape == param.shape:
+        return compensation
+    return None
+
+
+@torch.no_grad()
+def fold_compensation(
+    parameters: list[torch.Tensor], optimizer: torch.optim.Optimizer, dtype: torch.dtype
+) -> None:
+    """At the end of training, weight + Kahan compensation becomes the parameter, in ``dtype``
+    (the save dtype): in float32 it keeps the updates a bf16 weight rounded away (after a short
+    run at a small learning rate, nearly all of them), in bf16 it is the nearest bf16 weight.
+    (FSDP2 writes from its own shard storage: save_sharded_model adds them instead.)"""
+    for param in parameters:
+        compensation = kahan_compensation(param, optimizer)
+        if compensation is not None:
+            param.data = (param.data.float() + compensation.float()).to(dtype)
+            compensation.zero_()
 
 
 def _accumulate(master: torch.Tensor, grad: torch.Tensor) -> None:

@@ -72,6 +72,8 @@ from directpo.tokenization import TokenizedData, tokenize_preferences
 from directpo.tracking import MetricsLogger
 from directpo.vision import attach_rope_positions
 
+# param-group keys that come from this run's options (build_optimizer and the scheduler)
+CONFIGURED = frozenset({"initial_lr", "betas", "beta1", "beta2", "eps", "weight_decay"})
 SCHEDULER_NAMES = {  # transformers' get_scheduler names (its defaults for their parameters)
     **{name: name for name in LR_SCHEDULERS},
     "constant": "constant_with_warmup",
@@ -472,7 +474,10 @@ def _keep_this_runs_schedule(run: Run, options: list[dict[str, Any]]) -> None:
     changed = set()
     for group, mine in zip(optimizer.param_groups, options, strict=True):
         for key, value in mine.items():
-            if key != "lr" and group.get(key) != value:
+            # only the options' keys: a group also holds optimizer state (torch-optimi keeps
+            # its step count and a "set up" flag there; resetting it restarts Adam's bias
+            # correction)
+            if key in CONFIGURED and group.get(key) != value:
                 changed.add(key)
                 group[key] = value
     scheduler.base_lrs = [mine["initial_lr"] for mine in options]

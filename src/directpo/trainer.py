@@ -55,6 +55,7 @@ from directpo.outputs import (
     save_final_model,
     save_run_files,
 )
+from directpo.precision import fold_compensation, kahan_compensation
 from directpo.reference import ReferenceProvider
 from directpo.run import Run, on_main, prepare_run
 from directpo.signals import StopRequest
@@ -309,10 +310,9 @@ def train_step(run: Run, step: int, measure: bool = False) -> StepResult:
             update = run.probe.after(snapshot)
             result.update_ratio = update.ratio
             if check:
-                run.update_checked = True
-                check_update(
-                    update, step + 1, learning_rate, grad_norm, run.precision.master,
-                    config.optimizer,
+                run.update_checked = check_update(
+                    update, step + 1, learning_rate, grad_norm, result.loss,
+                    run.precision.master, config.optimizer,
                 )  # fmt: skip
         run.window.add(stats)
         run.nonfinite_in_a_row = 0
@@ -462,6 +462,8 @@ def finish(run: Run, done: int | None = None) -> TrainResult:
         note = f"{note} Weights of the best evaluation: {run.best.describe()}.".strip()
     if run.masters is not None:
         run.masters.release()  # the policy now holds the float32 masters
+    if not run.sharded:  # (FSDP2 writes from its own shard storage: _save_sharded adds them)
+        fold_compensation(run.trainable, run.optimizer, run.precision.save)
     record = RunRecord(
         run.processor or run.tokenizer, run.config, run.train_data, run.logger.rows, note
     )
@@ -522,7 +524,12 @@ def _save_sharded(run: Run, record: RunRecord, folder: Path) -> None:
     if hasattr(policy, "peft_config"):
         save_sharded_adapter(folder, policy, dtype, world)
     else:
-        save_sharded_model(folder, run.scorer, policy, dtype, world)
+        compensations = {
+            name: compensation
+            for name, param in run.scorer.named_parameters()
+            if (compensation := kahan_compensation(param, run.optimizer)) is not None
+        }
+        save_sharded_model(folder, run.scorer, policy, dtype, world, compensations)
     if world.is_main:
         save_run_files(folder, policy, record)
 
