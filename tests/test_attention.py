@@ -13,7 +13,8 @@ from tiny import tiny_config
 import directpo.attention as attention
 from directpo.attention import VarlenPlan, choose_implementation, register
 from directpo.batching import PLAIN, Layout, collate_pairs
-from directpo.logprobs import attention_allowed, attention_implementation, choose_layout
+from directpo.logprobs import attention_allowed, attention_implementation
+from directpo.model_checks import choose_layout
 from directpo.tokenization import TokenizedPair
 from directpo.trainer import train
 

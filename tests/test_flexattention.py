@@ -18,13 +18,14 @@ from torch.nn.attention.flex_attention import create_block_mask
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 import directpo.flexattention as flexattention
-import directpo.logprobs as logprobs
+import directpo.model_checks as model_checks
 from directpo.attention import choose_implementation
 from directpo.batching import PLAIN, Layout, collate_pairs
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError
 from directpo.flexattention import BLOCK, flex_blocks, register
-from directpo.logprobs import attention_implementation, choose_layout, may_attend, model_logprobs
+from directpo.logprobs import attention_implementation, may_attend, model_logprobs
+from directpo.model_checks import choose_layout
 from directpo.tokenization import TokenizedPair
 from directpo.trainer import train
 
@@ -189,7 +190,7 @@ def test_transformers_flex_models_get_the_collators_blocks_too(monkeypatch) -> N
             got = model_logprobs(flex, collate_pairs(PAIRS, 0, layout=rows))[0]
             torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     checked: list[Layout] = []
-    monkeypatch.setattr(logprobs, "check_layout", lambda m, lay, *a: checked.append(lay))
+    monkeypatch.setattr(model_checks, "check_layout", lambda m, lay, *a: checked.append(lay))
     assert choose_layout(Layout(share_prefix=True, pack=True), [flex]) == layout
     assert checked == [layout]
 

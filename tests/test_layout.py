@@ -21,7 +21,8 @@ from transformers import (
 )
 
 from directpo.batching import PLAIN, Layout, collate_pairs, pack_rows
-from directpo.logprobs import attention_allowed, check_layout, choose_layout, model_logprobs
+from directpo.logprobs import attention_allowed, model_logprobs
+from directpo.model_checks import check_layout, choose_layout
 from directpo.tokenization import TokenizedPair
 from directpo.trainer import train
 
@@ -216,6 +217,27 @@ def test_sliding_window_models_keep_the_layout_only_within_their_window(family) 
     # up to the window it changes nothing: the layout stays
     assert choose_layout(layout, [model], pytest.fail, longest=16) == layout
     assert choose_layout(layout, [build("llama", "sdpa")], pytest.fail) == layout
+
+
+def test_a_window_size_that_no_layer_uses_keeps_the_layout() -> None:
+    """A config that lists every layer as full attention (a Gemma 3 variant, older Qwen2 files
+    with use_sliding_window: false) keeps a window size it never uses: no fallback for it."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from directpo.model_checks import attention_window
+
+    sizes = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                 sliding_window=16)  # fmt: skip
+    full = Gemma3ForCausalLM(Gemma3TextConfig(**sizes, layer_types=["full_attention"] * 2))
+    assert attention_window(full) is None
+    layout = Layout(share_prefix=True, pack=True)
+    assert choose_layout(layout, [full], pytest.fail) == layout
+    plain = model_logprobs(full, collate_pairs(PAIRS, 0))[0]
+    laid_out = model_logprobs(full, collate_pairs(PAIRS, 0, layout=layout))[0]
+    assert torch.allclose(laid_out, plain, atol=1e-4)
+    mixed = Gemma3TextConfig(**sizes, layer_types=["sliding_attention", "full_attention"])
+    assert attention_window(Gemma3ForCausalLM(mixed)) == 16
 
 
 OPTIMISATIONS_OFF = dict(prefix_sharing=False, padding_free=False, logprob_chunk_tokens=0)

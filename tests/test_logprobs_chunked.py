@@ -9,7 +9,8 @@ from transformers import LlamaForCausalLM
 
 from directpo.batching import collate_pairs
 from directpo.errors import ConfigError
-from directpo.logprobs import backbone_and_head, check_heads, model_logprobs
+from directpo.logprobs import backbone_and_head, model_logprobs
+from directpo.model_checks import check_heads
 from directpo.models import apply_lora
 from directpo.tokenization import TokenizedPair
 

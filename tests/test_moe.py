@@ -142,5 +142,7 @@ def test_ref_model_init_kwargs_load_the_reference_alone(
     assert abs(rows(alone.metrics)[0]["loss"] - math.log(2)) > 1e-4
     with pytest.raises(ConfigError, match="no separate reference model is loaded"):
         tiny_config(model, pairs_file, tmp_path / "x", lora_r=4, ref_model_init_kwargs=change)
-    with pytest.raises(ConfigError, match="ref_model_init_kwargs: dtype is directpo.s dtype option"):
+    with pytest.raises(
+        ConfigError, match="ref_model_init_kwargs: dtype is directpo.s dtype option"
+    ):
         tiny_config(model, pairs_file, tmp_path / "x", ref_model_init_kwargs={"dtype": "float16"})

@@ -299,7 +299,7 @@ def test_the_readme_example_file_trains(tmp_path) -> None:
 def test_layout_check_at_start_includes_image_pairs(tmp_path) -> None:
     """check_layout scores real image pairs in both layouts (synthetic ids avoid the image
     tokens, which would be an error without their images)."""
-    from directpo.logprobs import _reserved_token_ids, check_layout
+    from directpo.model_checks import _reserved_token_ids, check_layout
 
     model, processor = build_vlm("qwen2vl")
     model.config._attn_implementation = "sdpa"

@@ -970,7 +970,7 @@ class DPOConfig(Options):
 
     @property
     def layout(self) -> Layout:
-        """The row layout asked for (``logprobs.choose_layout`` may fall back to plain)."""
+        """The row layout asked for (``model_checks.choose_layout`` may fall back to plain)."""
         return Layout(
             self.prefix_sharing,
             self.padding_free,

@@ -7,10 +7,8 @@ logits that predict token t (``Batch.predict_from``) against it, computed in flo
 
 from __future__ import annotations
 
-import math
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -21,18 +19,12 @@ from tqdm.auto import tqdm
 from directpo.attention import IMPLEMENTATION as VARLEN
 from directpo.attention import PLAN_KEY
 from directpo.batching import (
-    PLAIN,
     PROMPT_BRANCH,
     Batch,
-    Layout,
-    collate_pairs,
     collate_sequences,
 )
-from directpo.errors import ConfigError
-from directpo.flexattention import BLOCK as FLEX_BLOCK
 from directpo.flexattention import IMPLEMENTATION as FLEX
 from directpo.losses import ld_token_weights
-from directpo.tokenization import TokenizedPair
 
 
 def completion_logprobs(
@@ -355,6 +347,12 @@ _LOGIT_TRANSFORMS = (
 )
 
 
+def score_from_whole_logits(model: torch.nn.Module) -> None:
+    """From now on ``model`` (its LM head measured not to give its logits) takes the whole
+    forward, not the chunked head (``backbone_and_head`` returns None for it)."""
+    _WHOLE_LOGITS.add(unwrap_peft(model))
+
+
 def backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
     """(backbone, LM head) of a causal LM whose logits are head(last hidden state), else None."""
     hf_model = unwrap_peft(model)
@@ -402,239 +400,3 @@ def sequence_logprobs(
 
 def policy_logprobs_fn(model: torch.nn.Module) -> Callable[[Batch], torch.Tensor]:
     return lambda batch: model_logprobs(model, batch)[0]
-
-
-def check_layout(
-    model: torch.nn.Module,
-    layout: Layout,
-    samples: Sequence[TokenizedPair] = (),
-    runner: torch.nn.Module | None = None,
-) -> str | None:
-    """None if ``model`` gives the same log-probs in ``layout`` as in plain rows, else why not.
-
-    Whether a model honours a custom 4D mask and explicit position ids depends on its
-    architecture and attention kernel (ALiBi models, flash-attention-2, remote code...), so
-    it is measured: a few synthetic pairs, of different lengths and with a prompt longer than
-    its completions, are scored both ways, with ``samples`` (real pairs: a vision-language
-    model's first image pairs, so that its image path is checked too). ``runner``: the module
-    that runs ``model`` (its FSDP2-sharded scorer, whose forward gathers the shards).
-    """
-    pairs = _probe_pairs(model, samples)
-
-    def score(layout: Layout) -> torch.Tensor:
-        batch = collate_pairs(pairs, 0, layout=layout).to(next(model.parameters()).device)
-        return (runner(batch) if runner is not None else model_logprobs(model, batch))[0]
-
-    return _disagreement(model, lambda: score(PLAIN), lambda: score(layout), "the plain layout")
-
-
-def check_head(model: torch.nn.Module, runner: torch.nn.Module | None = None) -> str | None:
-    """None if ``model``'s logits are its LM head applied to its last hidden state, which the
-    chunked path (``logprob_chunk_tokens``) computes by itself, else why not: then that path is
-    off for the model (``backbone_and_head`` returns None) and its whole forward is used.
-
-    The logit transforms transformers names in a config (``_LOGIT_TRANSFORMS``) never take that
-    path; this measures the others (a multiplier under another name, a soft cap in remote
-    code), which would otherwise silently change every log-prob. ``runner``: the model's FSDP2
-    scorer, run with its chunking off and on.
-    """
-    hf_model = unwrap_peft(model)
-    if backbone_and_head(model) is None:
-        return None
-    batch = collate_pairs(_probe_pairs(model), 0).to(next(model.parameters()).device)
-
-    def score(chunk_tokens: int) -> torch.Tensor:
-        if runner is None:
-            return model_logprobs(model, batch, chunk_tokens)[0]
-        kept, runner.chunk_tokens = runner.chunk_tokens, chunk_tokens
-        try:
-            return runner(batch)[0]
-        finally:
-            runner.chunk_tokens = kept
-
-    # the two paths differ only in summation order: a tighter tolerance than the layout's
-    whole, chunked = (lambda: score(0)), (lambda: score(8))
-    reason = _disagreement(model, whole, chunked, "the model's own logits", tolerance=1e-5)
-    if reason is not None:
-        _WHOLE_LOGITS.add(hf_model)
-    return reason
-
-
-def check_heads(
-    models: Sequence[torch.nn.Module],
-    echo: Callable[[str], None] = print,
-    runners: Sequence[torch.nn.Module | None] = (),
-    router_aux: bool = False,
-) -> None:
-    """``check_head`` of the policy (first) and a separate reference: each one whose logits are
-    not its head's output is scored from its whole logits from now on (one line says so). With
-    ``router_aux`` the policy is refused instead: the MoE path needs the head apart."""
-    runners = list(runners) or [None] * len(models)
-    said = set()
-    for index, (model, runner) in enumerate(zip(models, runners, strict=True)):
-        reason = check_head(model, runner)
-        name = type(unwrap_peft(model)).__name__
-        if reason is None or name in said:  # a reference of the policy's class: said once
-            continue
-        said.add(name)
-        if router_aux and index == 0:
-            raise ConfigError(
-                f"router_aux_loss_coef: {name} transforms its logits after the LM head "
-                f"({reason}), which directpo's MoE path does not reproduce; set it to 0"
-            )
-        echo(
-            f"logprob_chunk_tokens: off for {name}, whose logits are not its LM head's output "
-            f"({reason}); scoring from its whole logits"
-        )
-
-
-def _probe_pairs(
-    model: torch.nn.Module, samples: Sequence[TokenizedPair] = ()
-) -> list[TokenizedPair]:
-    """Synthetic pairs of random tokens (different lengths, a prompt longer than its
-    completions), then ``samples``."""
-    vocab = model.get_input_embeddings().num_embeddings
-    generator = torch.Generator().manual_seed(0)
-    reserved = _reserved_token_ids(model)
-
-    def ids(n: int) -> list[int]:
-        drawn = torch.randint(0, vocab, (n,), generator=generator).tolist()
-        return [(i + 1) % vocab if i in reserved else i for i in drawn]
-
-    return [
-        TokenizedPair(ids(11), ids(3), ids(5)),
-        TokenizedPair(ids(2), ids(7), ids(1)),
-        TokenizedPair(ids(4), ids(2), ids(6)),
-        *samples,
-    ]
-
-
-def _disagreement(
-    model: torch.nn.Module,
-    expected: Callable[[], torch.Tensor],
-    measured: Callable[[], torch.Tensor],
-    what: str,
-    tolerance: float = 1e-3,
-) -> str | None:
-    """None if two scorings of the same sequences agree (in eval mode, without gradients),
-    else why not: an exception either raises (any architecture-specific refusal) or the size
-    of the difference from ``what`` the first one computes. ``tolerance``: relative, in
-    float32 (bf16 allows 0.1)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            plain, other = expected(), measured()
-    except Exception as exc:  # any architecture-specific refusal means: not supported
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
-    finally:
-        model.train(was_training)
-    dtype = float_dtype(model)
-    tolerance = tolerance if dtype in (torch.float32, torch.float64) else 0.1
-    difference = float((plain - other).abs().max())
-    if not difference <= tolerance * max(1.0, float(plain.abs().max()) / 10):
-        return f"log-probs differ from {what} by {difference:.3g}"
-    return None
-
-
-def _reserved_token_ids(model: torch.nn.Module) -> set[int]:
-    """Token ids a synthetic pair must not contain: a vision-language model's image, video and
-    vision-boundary tokens (an image token without its image is an error)."""
-    config = getattr(unwrap_peft(model), "config", None)
-    reserved = set()
-    for key, value in vars(config).items() if config is not None else ():
-        plain = key.startswith(("pad_", "bos_", "eos_", "decoder_start_"))
-        if key.endswith(("_token_id", "_token_index")) and isinstance(value, int) and not plain:
-            reserved.add(value)
-    return reserved
-
-
-# Config keys of local (sliding-window) attention, where a layer sees only the last N positions.
-# transformers builds that window into the mask it makes from a 2D padding mask; a shared or
-# packed row's own mask replaces it, so every layer would see the whole prefix instead.
-_WINDOW_KEYS = (
-    "sliding_window",
-    "sliding_window_size",
-    "attention_window_size",
-    "window_size",
-    "local_attention_window_len",
-)
-
-
-def attention_window(model: torch.nn.Module) -> int | None:
-    """The shortest local-attention window the model's (text) config declares, else None."""
-    config = getattr(unwrap_peft(model), "config", None)
-    if config is None:
-        return None
-    configs = [config, config.get_text_config()] if hasattr(config, "get_text_config") else [config]
-    windows = [
-        value
-        for cfg in configs
-        for key in _WINDOW_KEYS
-        if type(value := getattr(cfg, key, None)) is int and value > 0
-    ]
-    return min(windows, default=None)
-
-
-def choose_layout(
-    layout: Layout,
-    models: Sequence[torch.nn.Module],
-    echo: Callable[[str], None] = print,
-    samples: Sequence[TokenizedPair] = (),
-    runners: Sequence[torch.nn.Module | None] = (),
-    longest: int | None = None,
-) -> Layout:
-    """``layout`` if every model gives it the plain layout's log-probs, else plain (says why).
-    ``samples``: real pairs checked too, ``runners``: the modules that run each model
-    (``check_layout``), ``longest``: the most tokens a sequence (prompt + completion) of the
-    run can have (None: unbounded).
-
-    A model with sliding-window attention keeps ``layout`` only while no sequence is longer
-    than its window: up to there the window changes nothing, past it the layout's mask would
-    let a token see further back than the model does (``check_layout``'s short synthetic pairs
-    cannot show this).
-
-    Models running ``directpo_varlen`` are checked with varlen segments, models running
-    FlexAttention with the collator's blocks (rows then padded to whole blocks); if one of them
-    differs, every model goes back to SDPA and the dense-mask rendering of the layout is
-    checked instead.
-    """
-    if layout.is_plain:
-        return layout
-    for model in models:
-        window = attention_window(model)
-        if window is not None and (longest is None or longest > window):
-            reach = "have no length limit" if longest is None else f"reach {longest} tokens"
-            echo(
-                f"prefix_sharing/padding_free: off for {type(unwrap_peft(model)).__name__}, "
-                f"whose sliding-window attention sees the last {window} positions while "
-                f"sequences here {reach}; using the plain padded layout"
-            )
-            return PLAIN
-    runners = list(runners) or [None] * len(models)
-    checked = list(zip(models, runners, strict=True))
-    implementations = {attention_implementation(m) for m in models}
-    special = None
-    if VARLEN in implementations:
-        special, candidate = VARLEN, replace(layout, varlen=True)
-    elif implementations & {FLEX, "flex_attention"}:
-        multiple = math.lcm(layout.pad_multiple, FLEX_BLOCK)
-        special, candidate = FLEX, replace(layout, flex=True, pad_multiple=multiple)
-    if special is not None:
-        reasons = (check_layout(m, candidate, samples, run) for m, run in checked)
-        reason = next((r for r in reasons if r is not None), None)
-        if reason is None:
-            return candidate
-        echo(f"attention: {special} off ({reason}); using SDPA with a dense mask")
-        for model in models:
-            unwrap_peft(model).set_attn_implementation("sdpa")
-    for model, run in checked:
-        reason = check_layout(model, layout, samples, run)
-        if reason is not None:
-            name = type(unwrap_peft(model)).__name__
-            echo(
-                f"prefix_sharing/padding_free: off for {name}, which does not honour the 4D "
-                f"attention mask ({reason}); using the plain padded layout"
-            )
-            return PLAIN
-    return layout

@@ -40,7 +40,8 @@ from directpo.data import (
 from directpo.distributed import World, broadcast, materialize, release_host_memory, wrap
 from directpo.errors import CheckpointError, ConfigError, DirectpoError
 from directpo.guard import UpdateProbe, check_trainable
-from directpo.logprobs import SequenceScorer, check_heads, choose_layout
+from directpo.logprobs import SequenceScorer
+from directpo.model_checks import check_heads, choose_layout
 from directpo.models import (
     check_positions,
     check_vocabulary,
