@@ -39,6 +39,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from directpo.errors import DataError, first_line
@@ -102,10 +103,11 @@ class PreferenceData:
     def __len__(self) -> int:
         return len(self.examples)
 
-    @property
+    @cached_property
     def duplicates(self) -> int:
-        """Pairs that repeat an earlier one exactly (kept: a repeat weighs a pair twice)."""
-        keys = {json.dumps([e.prompt, e.chosen, e.rejected]) for e in self.examples}
+        """Pairs that repeat an earlier one exactly (kept: a repeat weighs a pair twice).
+        Counted once: a large file's texts take seconds to compare."""
+        keys = {tuple(map(_hashable, (e.prompt, e.chosen, e.rejected))) for e in self.examples}
         return len(self.examples) - len(keys)
 
     def summary(self) -> str:
@@ -116,6 +118,12 @@ class PreferenceData:
             reasons = ", ".join(f"{n} {reason}" for reason, n in self.skipped.most_common())
             text += f"; skipped {sum(self.skipped.values())} invalid rows ({reasons})"
         return text
+
+
+def _hashable(value: Text) -> str | tuple[str]:
+    """A text as itself (no copy); messages as their JSON, in a tuple, so that no text equals
+    them."""
+    return value if isinstance(value, str) else (json.dumps(value),)
 
 
 @dataclass(frozen=True)
