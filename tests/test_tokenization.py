@@ -312,3 +312,54 @@ def test_the_completion_starts_exactly_at_its_content_when_the_turn_is_rendered_
     prompt_text, completion_text = encoder.render(USER, _assistant("fin"))
     assert prompt_text.endswith("<|im_start|>assistant\n")
     assert completion_text == "fin<|im_end|>"  # not "final)\nfin..." (the first "fin")
+
+
+def test_a_large_file_is_tokenized_in_batches_with_each_prompt_once(capsys, monkeypatch) -> None:
+    """The tokenizer is called once per batch of pairs (not three or four times per pair), the
+    pairs are those of one-by-one encoding, and a progress bar names the set."""
+    from directpo.tokenization import TOKENIZE_BATCH
+
+    tokenizer = build_tokenizer("llama")
+    rows = TOKENIZE_BATCH + 7
+    texts = [
+        PreferenceExample(f"The movie {i} was", " wonderful and great.", " bad.", f"f: line {i}")
+        for i in range(rows // 2)
+    ]
+    messages = [
+        PreferenceExample(
+            [{"role": "user", "content": f"hello {i}"}], _assistant("yes"), _assistant("no"),
+            f"g: line {i}",
+        )
+        for i in range(rows - rows // 2)
+    ]  # fmt: skip
+    data = PreferenceData(texts + messages, "explicit", "f")
+    alone = PairTokenizer(tokenizer, 12, 6)
+    counts: Counter[str] = Counter()
+    expected = [alone.encode(example, counts) for example in data.examples]
+    calls = []
+    original = type(tokenizer).__call__
+
+    def counting(self, text, *args, **kwargs):
+        calls.append(len(text) if isinstance(text, list) else 1)
+        return original(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(type(tokenizer), "__call__", counting)
+    result = tokenize_preferences(data, tokenizer, 12, 6, progress="tokenize train")
+    assert result.pairs == expected and result.truncated == counts
+    assert calls[1:] == [3 * TOKENIZE_BATCH, 3 * (rows - TOKENIZE_BATCH)]  # [0]: the BOS probe
+    assert counts["prompts"] > 0 and counts["chosen"] > 0
+    assert "tokenize train: 100%" in capsys.readouterr().err
+
+
+def test_a_rejected_side_refused_by_the_template_is_reported_after_the_chosen_checks() -> None:
+    """Rows are checked in the rules' order whether tokenized alone or in a batch."""
+    tokenizer = build_tokenizer("gpt2")
+    tokenizer.chat_template = STRICT_TEMPLATE
+    bad = PreferenceExample(
+        USER, _assistant("yes"), [*_assistant("no"), *USER, *USER], "f.jsonl: line 2"
+    )
+    data = PreferenceData(_conversations(USER).examples + [bad], "conversational", "f.jsonl")
+    with pytest.raises(DataError, match="^f.jsonl: line 2: the chat template refused the row"):
+        tokenize_preferences(data, tokenizer, 64)
+    result = tokenize_preferences(data, tokenizer, 64, skip_invalid_rows=True)
+    assert len(result) == 1 and result.skipped == {"refused by the chat template": 1}
