@@ -156,10 +156,14 @@ def test_rows_identical_after_truncation_fail_or_are_skipped(tokenizers) -> None
         PreferenceExample("The movie was", " great.", " bad.", "f: line 2"),
     ]
     data = PreferenceData(examples, "explicit", "f")
-    with pytest.raises(
-        DataError, match="f: line 1: chosen and rejected are identical after truncation"
-    ):
+    with pytest.raises(DataError) as info:
         tokenize_preferences(data, tokenizers["gpt2"], max_length=5, max_prompt_length=3)
+    # the user learns what the limits left and what to change
+    assert str(info.value) == (
+        "f: line 1: chosen and rejected are identical after truncation: the prompt keeps 3 "
+        "tokens and each completion its first 2 (max_length 5), which are the same; raise "
+        "max_length, lower max_prompt_length, or set skip_invalid_rows to drop such rows"
+    )
     result = tokenize_preferences(
         data, tokenizers["gpt2"], max_length=5, max_prompt_length=3, skip_invalid_rows=True
     )

@@ -300,12 +300,21 @@ class PairTokenizer:
             self._with_eos(rejected_ids), len(prompt), "rejected", truncated
         )
         if chosen == rejected:
-            raise RowError(
-                "identical after truncation",
-                "chosen and rejected are identical after truncation (max_length / "
-                "max_completion_length cut away where they differ)",
-            )
+            raise self._identical(len(prompt), len(chosen))
         return TokenizedPair(prompt, chosen, rejected)
+
+    def _identical(self, prompt_length: int, kept: int) -> RowError:
+        """Completions that truncation cut to the same tokens: what the limits left them."""
+        limits = [f"max_length {self.max_length}"] if self.max_length < sys.maxsize else []
+        if self.max_completion_length < sys.maxsize:
+            limits.append(f"max_completion_length {self.max_completion_length}")
+        return RowError(
+            "identical after truncation",
+            f"chosen and rejected are identical after truncation: the prompt keeps "
+            f"{prompt_length} tokens and each completion its first {kept} ({', '.join(limits)}), "
+            "which are the same; raise max_length, lower max_prompt_length, or set "
+            "skip_invalid_rows to drop such rows",
+        )
 
     def encode_with_images(
         self, example: PreferenceExample, truncated: Counter[str]
@@ -329,10 +338,7 @@ class PairTokenizer:
             self.encode_completion(rejected_text), len(ids), "rejected", truncated
         )
         if chosen == rejected:
-            raise RowError(
-                "identical after truncation",
-                "chosen and rejected are identical after truncation",
-            )
+            raise self._identical(len(ids), len(chosen))
         return TokenizedPair(ids, chosen, rejected, vision)
 
     def _name_images(self, prompt: Text, images: tuple[Any, ...]) -> Text:
