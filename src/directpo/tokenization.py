@@ -105,6 +105,9 @@ class PairTokenizer:
         self.eos_id = tokenizer.eos_token_id
         probe = tokenizer("a").input_ids
         self.adds_bos = self.bos_id is not None and probe[:1] == [self.bos_id]
+        # one int object per token id, shared by every list: a tokenizer returns a new 28-byte
+        # int for each token above 256, which made stored pairs take 30 bytes a token, not 8
+        self._id_objects = list(range(len(tokenizer)))
 
     # -- rendering -----------------------------------------------------------------------------
     def render(
@@ -229,7 +232,12 @@ class PairTokenizer:
         # one call for many texts: a fast tokenizer encodes a batch on all cores, in Rust
         if not texts:
             return []
-        return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False).input_ids]
+        encoded = self.tokenizer(texts, add_special_tokens=False).input_ids
+        shared = self._id_objects
+        try:
+            return [[shared[i] for i in ids] for ids in encoded]
+        except IndexError:  # an id beyond len(tokenizer): a tokenizer that miscounts itself
+            return [list(ids) for ids in encoded]
 
     # -- whole examples ------------------------------------------------------------------------
     def encode(self, example: PreferenceExample, truncated: Counter[str]) -> TokenizedPair:
