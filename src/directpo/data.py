@@ -171,6 +171,8 @@ def load_preferences(
             if not isinstance(row, dict):
                 raise RowError("not an object", f"expected an object, got {kind_of(row)}")
             if layout is None:
+                if skip_invalid_rows and column_names is None:
+                    _require_fields(row, columns)  # a row's keys, not the file's columns
                 layout = _detect_layout(row, columns, column_names or list(row), label, where)
             examples.append(_parse_row(row, layout, columns, f"{label}: {where}", base_dir))
         except RowError as err:
@@ -365,10 +367,19 @@ def _detect_layout(
     prompt = row.get(columns.prompt)
     if isinstance(prompt, list | str) or prompt is None:
         return _prompt_layout(prompt, row.get(columns.chosen))
-    raise DataError(
-        f"{label}: {where}: field '{columns.prompt}' must be a string or a list of messages, "
-        f"got {kind_of(prompt)}"
+    raise RowError(
+        "wrong type",
+        f"field '{columns.prompt}' must be a string or a list of messages, got {kind_of(prompt)}",
     )
+
+
+def _require_fields(row: dict[str, Any], columns: Columns) -> None:
+    """In a format without a header (JSON Lines), a first row that lacks a pair column is one
+    bad row to skip; the layout comes from the next one."""
+    names = (columns.prompt,) if columns.prompt_required else ()
+    for key in (*names, columns.chosen, columns.rejected):
+        if key not in row:
+            raise RowError("missing field", f"missing field '{key}'")
 
 
 def _prompt_layout(prompt: Any, chosen: Any) -> str:
