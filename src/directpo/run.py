@@ -676,6 +676,7 @@ def _precompute_reference(run: Run, reference_weights: str) -> None:
                 run.layout,
                 run.echo,
                 run.world,
+                progress=not config.disable_tqdm,
             )
     run.kl_reference = reference if config.eval_generate else None
     if run.kl_reference is None and isinstance(reference, FrozenModelReference):
