@@ -198,6 +198,49 @@ def test_skip_invalid_rows_counts_by_reason(tmp_path: Path) -> None:
     assert "skipped 3 invalid rows" in data.summary()
 
 
+def test_skip_invalid_rows_skips_a_bad_first_line_too(tmp_path: Path) -> None:
+    """JSON Lines have no header: a first row without 'rejected', or with a number for a
+    prompt, is one bad row like any other, and the layout comes from the next row."""
+    path = tmp_path / "first_bad.jsonl"
+    path.write_text(
+        '{"prompt": "a", "chosen": "b"}\n'
+        '{"prompt": 5, "chosen": "b", "rejected": "c"}\n'
+        '{"prompt": [{"role": "user", "content": "a"}], "chosen": "y", "rejected": "z"}\n'
+        '{"prompt": [{"role": "user", "content": "b"}], "chosen": "y", "rejected": "z"}\n'
+    )
+    data = load_preferences(str(path), skip_invalid_rows=True)
+    assert len(data) == 2 and data.layout == "conversational"
+    assert data.skipped == {"missing field": 1, "wrong type": 1}
+    with pytest.raises(DataError, match="column 'rejected' not found"):  # unchanged without skip
+        load_preferences(str(path))
+
+
+def test_repeated_pairs_are_counted_once_and_texts_are_not_serialized(monkeypatch) -> None:
+    """A large file's summary is printed at the start and in the model card: the repeats are
+    counted once, without copying text rows into JSON; messages never equal their JSON text."""
+    from directpo.data import PreferenceData, PreferenceExample
+
+    user = [{"role": "user", "content": "hi"}]
+    answer = [{"role": "assistant", "content": "yes"}]
+    refusal = [{"role": "assistant", "content": "no"}]
+    as_text = json.dumps(user)
+    examples = [
+        PreferenceExample("a", "b", "c"),
+        PreferenceExample("a", "b", "c"),
+        PreferenceExample("a", "b", "d"),
+        PreferenceExample(user, answer, refusal),
+        PreferenceExample(user, answer, refusal),
+        PreferenceExample(as_text, json.dumps(answer), json.dumps(refusal)),
+    ]
+    data = PreferenceData(examples, "explicit+conversational", "f")
+    dumped = []
+    real_dumps = json.dumps
+    monkeypatch.setattr(json, "dumps", lambda value, **kw: dumped.append(1) or real_dumps(value))
+    assert data.summary() == data.summary()
+    assert data.duplicates == 2 and "2 of them repeat an earlier pair" in data.summary()
+    assert len(dumped) == 2 * 3  # each message list once, in the first summary only
+
+
 @pytest.mark.parametrize(
     "chosen, rejected, prompt",
     [

@@ -57,6 +57,24 @@ def test_precomputed_reference_gives_the_same_training(
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), key
 
 
+def test_disable_tqdm_silences_the_precompute_and_tokenize_bars(
+    tiny_model_dirs, tmp_path, monkeypatch, capsys
+) -> None:
+    from directpo.tokenization import TOKENIZE_BATCH
+
+    data = write_jsonl(tmp_path / "many.jsonl", SENTIMENT_PAIRS * (TOKENIZE_BATCH // 6 + 1))
+    for quiet in (True, False):
+        monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / f"cache{quiet}"))  # none to reuse
+        config = config_for(
+            tiny_model_dirs["gpt2"], data, tmp_path / f"out{quiet}", max_steps=1, eval_file=None,
+            precompute_ref_log_probs=True, per_device_eval_batch_size=64, disable_tqdm=quiet,
+        )  # fmt: skip
+        train(config, echo=lambda _: None)
+        err = capsys.readouterr().err
+        bars = ("reference log-probs:" in err, "tokenize train:" in err)
+        assert bars == ((False, False) if quiet else (True, True)), quiet
+
+
 def test_cache_is_reused_and_invalidated_by_new_data(
     tiny_model_dirs, pairs_file, tmp_path, monkeypatch
 ) -> None:

@@ -156,10 +156,14 @@ def test_rows_identical_after_truncation_fail_or_are_skipped(tokenizers) -> None
         PreferenceExample("The movie was", " great.", " bad.", "f: line 2"),
     ]
     data = PreferenceData(examples, "explicit", "f")
-    with pytest.raises(
-        DataError, match="f: line 1: chosen and rejected are identical after truncation"
-    ):
+    with pytest.raises(DataError) as info:
         tokenize_preferences(data, tokenizers["gpt2"], max_length=5, max_prompt_length=3)
+    # the user learns what the limits left and what to change
+    assert str(info.value) == (
+        "f: line 1: chosen and rejected are identical after truncation: the prompt keeps 3 "
+        "tokens and each completion its first 2 (max_length 5), which are the same; raise "
+        "max_length, lower max_prompt_length, or set skip_invalid_rows to drop such rows"
+    )
     result = tokenize_preferences(
         data, tokenizers["gpt2"], max_length=5, max_prompt_length=3, skip_invalid_rows=True
     )
@@ -348,3 +352,67 @@ def test_a_completion_is_tokenized_as_it_follows_its_prompt(tokenizers) -> None:
     pair = PairTokenizer(gpt2, 128).encode(PreferenceExample("hello wor", "ld", "m"), Counter())
     assert pair.prompt_ids == gpt2("hello wor").input_ids
     assert pair.chosen_ids == [*gpt2("ld").input_ids, gpt2.eos_token_id]
+
+
+def test_a_large_file_is_tokenized_in_batches_with_each_prompt_once(capsys, monkeypatch) -> None:
+    """The tokenizer is called once per batch of pairs (not three or four times per pair), the
+    pairs are those of one-by-one encoding, and a progress bar names the set."""
+    from directpo.tokenization import TOKENIZE_BATCH
+
+    tokenizer = build_tokenizer("llama")
+    rows = TOKENIZE_BATCH + 7
+    texts = [
+        PreferenceExample(f"The movie {i} was", " wonderful and great.", " bad.", f"f: line {i}")
+        for i in range(rows // 2)
+    ]
+    messages = [
+        PreferenceExample(
+            [{"role": "user", "content": f"hello {i}"}], _assistant("yes"), _assistant("no"),
+            f"g: line {i}",
+        )
+        for i in range(rows - rows // 2)
+    ]  # fmt: skip
+    data = PreferenceData(texts + messages, "explicit", "f")
+    alone = PairTokenizer(tokenizer, 12, 6)
+    counts: Counter[str] = Counter()
+    expected = [alone.encode(example, counts) for example in data.examples]
+    calls = []
+    original = type(tokenizer).__call__
+
+    def counting(self, text, *args, **kwargs):
+        calls.append(len(text) if isinstance(text, list) else 1)
+        return original(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(type(tokenizer), "__call__", counting)
+    result = tokenize_preferences(data, tokenizer, 12, 6, progress="tokenize train")
+    assert result.pairs == expected and result.truncated == counts
+    assert calls[1:] == [3 * TOKENIZE_BATCH, 3 * (rows - TOKENIZE_BATCH)]  # [0]: the BOS probe
+    assert counts["prompts"] > 0 and counts["chosen"] > 0
+    assert "tokenize train: 100%" in capsys.readouterr().err
+
+
+def test_a_rejected_side_refused_by_the_template_is_reported_after_the_chosen_checks() -> None:
+    """Rows are checked in the rules' order whether tokenized alone or in a batch."""
+    tokenizer = build_tokenizer("gpt2")
+    tokenizer.chat_template = STRICT_TEMPLATE
+    bad = PreferenceExample(
+        USER, _assistant("yes"), [*_assistant("no"), *USER, *USER], "f.jsonl: line 2"
+    )
+    data = PreferenceData(_conversations(USER).examples + [bad], "conversational", "f.jsonl")
+    with pytest.raises(DataError, match="^f.jsonl: line 2: the chat template refused the row"):
+        tokenize_preferences(data, tokenizer, 64)
+    result = tokenize_preferences(data, tokenizer, 64, skip_invalid_rows=True)
+    assert len(result) == 1 and result.skipped == {"refused by the chat template": 1}
+
+
+def test_stored_token_ids_share_one_int_object_per_id(tokenizers) -> None:
+    """A large set's pairs stay in memory for the whole run: ids above 256 are not a new int
+    object in every list (28 bytes a token more)."""
+    example = PreferenceExample("The movie was", " wonderful and great.", " terrible.")
+    data = PreferenceData([example, example], "explicit", "f")
+    first, second = tokenize_preferences(data, tokenizers["llama"], 64).pairs
+    assert first == second and max(first.chosen_ids) > 256
+    ids = zip(
+        first.prompt_ids + first.chosen_ids, second.prompt_ids + second.chosen_ids, strict=True
+    )
+    assert all(a is b for a, b in ids)

@@ -39,6 +39,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from directpo.errors import DataError, first_line
@@ -109,10 +110,11 @@ class PreferenceData:
     def __len__(self) -> int:
         return len(self.examples)
 
-    @property
+    @cached_property
     def duplicates(self) -> int:
-        """Pairs that repeat an earlier one exactly (kept: a repeat weighs a pair twice)."""
-        keys = {json.dumps([e.prompt, e.chosen, e.rejected]) for e in self.examples}
+        """Pairs that repeat an earlier one exactly (kept: a repeat weighs a pair twice).
+        Counted once: a large file's texts take seconds to compare."""
+        keys = {tuple(map(_hashable, (e.prompt, e.chosen, e.rejected))) for e in self.examples}
         return len(self.examples) - len(keys)
 
     def summary(self) -> str:
@@ -123,6 +125,12 @@ class PreferenceData:
             reasons = ", ".join(f"{n} {reason}" for reason, n in self.skipped.most_common())
             text += f"; skipped {sum(self.skipped.values())} invalid rows ({reasons})"
         return text
+
+
+def _hashable(value: Text) -> str | tuple[str]:
+    """A text as itself (no copy); messages as their JSON, in a tuple, so that no text equals
+    them."""
+    return value if isinstance(value, str) else (json.dumps(value),)
 
 
 @dataclass(frozen=True)
@@ -170,6 +178,8 @@ def load_preferences(
             if not isinstance(row, dict):
                 raise RowError("not an object", f"expected an object, got {kind_of(row)}")
             if layout is None:
+                if skip_invalid_rows and column_names is None:
+                    _require_fields(row, columns)  # a row's keys, not the file's columns
                 layout = _detect_layout(row, columns, column_names or list(row), label, where)
             examples.append(_parse_row(row, layout, columns, f"{label}: {where}", base_dir))
         except RowError as err:
@@ -380,10 +390,19 @@ def _detect_layout(
     prompt = row.get(columns.prompt)
     if isinstance(prompt, list | str) or prompt is None:
         return _prompt_layout(prompt, row.get(columns.chosen))
-    raise DataError(
-        f"{label}: {where}: field '{columns.prompt}' must be a string or a list of messages, "
-        f"got {kind_of(prompt)}"
+    raise RowError(
+        "wrong type",
+        f"field '{columns.prompt}' must be a string or a list of messages, got {kind_of(prompt)}",
     )
+
+
+def _require_fields(row: dict[str, Any], columns: Columns) -> None:
+    """In a format without a header (JSON Lines), a first row that lacks a pair column is one
+    bad row to skip; the layout comes from the next one."""
+    names = (columns.prompt,) if columns.prompt_required else ()
+    for key in (*names, columns.chosen, columns.rejected):
+        if key not in row:
+            raise RowError("missing field", f"missing field '{key}'")
 
 
 def _prompt_layout(prompt: Any, chosen: Any) -> str:

@@ -98,6 +98,7 @@ def precompute_reference_logps(
     layout: Layout = PLAIN,
     echo: Callable[[str], None] = print,
     world: World = SINGLE_PROCESS,
+    progress: bool = True,
 ) -> torch.Tensor:
     """[N, 2] reference log-probs (chosen, rejected) of every pair, from the cache if present.
 
@@ -120,7 +121,7 @@ def precompute_reference_logps(
             eval_batches(len(pairs), batch_size * world.size),
             desc="reference log-probs",
             dynamic_ncols=True,
-            disable=not world.is_main,
+            disable=not (world.is_main and progress),
         ):
             mine, stand_in = shard(indices, world)
             batch = collate_pairs([pairs[i] for i in mine], pad_token_id, layout=layout)

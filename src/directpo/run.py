@@ -137,7 +137,7 @@ def prepare_run(
     set_seed(config.seed)
     device = world.device
 
-    data = _load_data(config, train_dataset, eval_dataset, device, echo)
+    data = _load_data(config, train_dataset, eval_dataset, device, echo, world.is_main)
     tokenizer, train = data.tokenizer, data.train
 
     # -- models in the run's precision, optimizer, schedule -------------------------------
@@ -299,6 +299,7 @@ def _load_data(
     eval_dataset: Any,
     device: torch.device,
     echo: Callable[[str], None],
+    is_main: bool = True,
 ) -> RunData:
     """Read and validate every file before any model loads; tokenize; check the reward
     function and the online labeller on a couple of prompts."""
@@ -346,11 +347,12 @@ def _load_data(
     if config.chat_template:
         _replace_chat_template(config.chat_template, tokenizer, processor)
     train = PairSet([], [])
+    progress = is_main and not config.disable_tqdm
     if train_data is not None:
-        train = _tokenize(train_data, tokenizer, config, "train", echo, processor)
+        train = _tokenize(train_data, tokenizer, config, "train", echo, processor, progress)
     evaluation = None
     if eval_data:
-        evaluation = _tokenize(eval_data, tokenizer, config, "eval", echo, processor)
+        evaluation = _tokenize(eval_data, tokenizer, config, "eval", echo, processor, progress)
     data = RunData(
         tokenizer=tokenizer,
         processor=processor,
@@ -593,6 +595,7 @@ def _tokenize(
     name: str,
     echo: Callable[[str], None],
     processor: Any = None,
+    progress: bool = False,
 ) -> PairSet:
     tokenized: TokenizedData = tokenize_preferences(
         data,
@@ -603,6 +606,7 @@ def _tokenize(
         skip_invalid_rows=config.skip_invalid_rows,
         chat_template_kwargs=config.chat_template_kwargs,
         processor=processor,
+        progress=f"tokenize {name}" if progress else None,
     )
     echo(f"{name}: {tokenized.summary()}")
     return PairSet(tokenized.pairs, tokenized.sources)
@@ -691,6 +695,7 @@ def _precompute_reference(run: Run, reference_weights: str) -> None:
                 run.layout,
                 run.echo,
                 run.world,
+                progress=not config.disable_tqdm,
             )
     run.kl_reference = reference if config.eval_generate else None
     if run.kl_reference is None and isinstance(reference, FrozenModelReference):

@@ -3,9 +3,9 @@
 Rules (the same for training, evaluation and scoring):
 
 * The boundary is exact: no token straddles prompt and completion. A completion is tokenized
-  as it follows its prompt (the tail of prompt + completion tokenized together) when that
-  leaves the prompt's own tokens unchanged, as the model reads and generates the text; else,
-  where a token would cross the boundary, on its own. (Alone, a SentencePiece-style
+  as it follows its prompt (the tail of prompt + completion tokenized together, as TRL does)
+  when that leaves the prompt's own tokens unchanged, as the model reads and generates the text;
+  else, where a token would cross the boundary, on its own. (Alone, a SentencePiece-style
   tokenizer's completion " Paris" would start with a lone "▁" the model never produces.)
 * Conversational rows are rendered with the tokenizer's chat template: the prompt with the
   generation prompt, the completion as the rest of the rendered conversation. A prompt that
@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jinja2 import TemplateError, TemplateSyntaxError
+from tqdm.auto import tqdm
 
 from directpo.data import PreferenceData, PreferenceExample, RowError, Text
 from directpo.errors import DataError, ModelLoadError, first_line
@@ -112,12 +113,20 @@ class PairTokenizer:
         self.eos_id = tokenizer.eos_token_id
         probe = tokenizer("a").input_ids
         self.adds_bos = self.bos_id is not None and probe[:1] == [self.bos_id]
+        # one int object per token id, shared by every list: a tokenizer returns a new 28-byte
+        # int for each token above 256, which made stored pairs take 30 bytes a token, not 8
+        self._id_objects = list(range(len(tokenizer)))
 
     # -- rendering -----------------------------------------------------------------------------
     def render(
-        self, prompt: Text, completion: Text, tools: list[dict[str, Any]] | None = None
+        self,
+        prompt: Text,
+        completion: Text,
+        tools: list[dict[str, Any]] | None = None,
+        prompt_text: str | None = None,
     ) -> tuple[str, str]:
-        """(prompt text, completion text) ready for tokenization."""
+        """(prompt text, completion text) ready for tokenization; ``prompt_text``: the prompt
+        already rendered (``render_prompt``), when the caller has it."""
         if isinstance(prompt, str):
             assert isinstance(completion, str)
             return prompt, completion
@@ -131,7 +140,8 @@ class PairTokenizer:
                 else f"a completion must start with an assistant message, not a "
                 f"'{completion[0]['role']}' message",
             )
-        prompt_text = self.render_prompt(prompt, tools)
+        if prompt_text is None:
+            prompt_text = self.render_prompt(prompt, tools)
         full_text = self._template(_conversation(prompt, completion), tools)
         # whitespace a template writes after the last turn is formatting, never generated
         if full_text.startswith(prompt_text):
@@ -201,7 +211,9 @@ class PairTokenizer:
 
     # -- ids -----------------------------------------------------------------------------------
     def encode_prompt(self, prompt_text: str) -> list[int]:
-        ids = self._ids(prompt_text)
+        return self._with_bos(self._ids(prompt_text))
+
+    def _with_bos(self, ids: list[int]) -> list[int]:
         if self.adds_bos and ids[:1] != [self.bos_id]:
             ids = [self.bos_id, *ids]
         if not ids:
@@ -213,48 +225,136 @@ class PairTokenizer:
 
     def encode_completion(self, completion_text: str, prompt_text: str = "") -> list[int]:
         """The completion's ids as they follow ``prompt_text``, EOS-terminated."""
-        ids = self._completion_ids(completion_text, prompt_text)
+        if not prompt_text:
+            return self._with_eos(self._ids(completion_text))
+        head, joint = self._ids_many([prompt_text, prompt_text + completion_text])
+        return self._with_eos(self._tail(head, joint, completion_text))
+
+    def _tail(self, head: list[int], joint: list[int], completion_text: str) -> list[int]:
+        """The completion's ids in ``joint`` (its prompt's ids ``head`` + its own), when the
+        prompt's tokens came out unchanged there; else the completion tokenized on its own (a
+        token would straddle the boundary). A SentencePiece-style tokenizer (Llama 2, Mistral
+        v0.1) marks the start of a text: alone, " Paris" would become "▁" + "▁Paris", a token
+        pair the model never produces after "Answer:"."""
+        if len(joint) > len(head) and joint[: len(head)] == head:
+            return joint[len(head) :]
+        return self._ids(completion_text)
+
+    def _with_eos(self, ids: list[int]) -> list[int]:
         if self.eos_id is not None and ids[-1:] != [self.eos_id]:
             ids.append(self.eos_id)
         if not ids:
             raise RowError("empty completion", "a completion tokenizes to no tokens")
         return ids
 
-    def _completion_ids(self, completion_text: str, prompt_text: str) -> list[int]:
-        """Tokenized after its prompt, as the whole text is read (and generated), when that
-        leaves the prompt's own tokens unchanged; else on its own. A SentencePiece-style
-        tokenizer (Llama 2, Mistral v0.1) marks the start of a text: alone, " Paris" would
-        become "▁" + "▁Paris", a token pair the model never produces after "Answer:"."""
-        alone = self._ids(completion_text)
-        if not prompt_text:
-            return alone
-        head = self._ids(prompt_text)
-        joint = self._ids(prompt_text + completion_text)
-        if len(joint) > len(head) and joint[: len(head)] == head:
-            return joint[len(head) :]
-        return alone  # a token would straddle the boundary: the completion keeps its own
-
     def _ids(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False).input_ids)
+        return self._ids_many([text])[0]
+
+    def _ids_many(self, texts: list[str]) -> list[list[int]]:
+        # one call for many texts: a fast tokenizer encodes a batch on all cores, in Rust
+        if not texts:
+            return []
+        encoded = self.tokenizer(texts, add_special_tokens=False).input_ids
+        shared = self._id_objects
+        try:
+            return [[shared[i] for i in ids] for ids in encoded]
+        except IndexError:  # an id beyond len(tokenizer): a tokenizer that miscounts itself
+            return [list(ids) for ids in encoded]
 
     # -- whole examples ------------------------------------------------------------------------
     def encode(self, example: PreferenceExample, truncated: Counter[str]) -> TokenizedPair:
+        result = self.encode_many([example], truncated)[0]
+        if isinstance(result, RowError):
+            raise result
+        return result
+
+    def encode_many(
+        self, examples: list[PreferenceExample], truncated: Counter[str]
+    ) -> list[TokenizedPair | RowError]:
+        """Each example's pair, or the RowError that refuses it, in order. The texts of all the
+        examples are tokenized in one batch: each prompt, and each completion after it."""
+        rendered = [self._render_pair(example) for example in examples]
+        texts = [
+            text
+            for item in rendered
+            if isinstance(item, tuple)
+            for text in (item[0], *(item[0] + c for c in item[1:] if isinstance(c, str)))
+        ]
+        ids = iter(self._ids_many(texts))
+        results: list[TokenizedPair | RowError] = []
+        for example, item in zip(examples, rendered, strict=True):
+            try:
+                if item is None:
+                    results.append(self.encode_with_images(example, truncated))
+                elif isinstance(item, RowError):
+                    results.append(item)
+                else:
+                    prompt_ids = next(ids)
+                    chosen_ids = self._tail(prompt_ids, next(ids), item[1])
+                    rejected_ids = (
+                        item[2]
+                        if isinstance(item[2], RowError)
+                        else self._tail(prompt_ids, next(ids), item[2])
+                    )
+                    results.append(self._pair(prompt_ids, chosen_ids, rejected_ids, truncated))
+            except RowError as err:
+                results.append(err)
+        return results
+
+    def _render_pair(
+        self, example: PreferenceExample
+    ) -> tuple[str, str, str | RowError] | RowError | None:
+        """(prompt, chosen, rejected) texts; None for a pair with images (encoded on its own).
+        A rejected side that cannot be rendered is reported after the chosen side's checks, in
+        the order the rules apply."""
         if example.images:
-            return self.encode_with_images(example, truncated)
-        prompt, chosen = self.encode_response(
-            example.prompt, example.chosen, truncated, "chosen", tools=example.tools
-        )
-        _, rejected = self.encode_response(
-            example.prompt, example.rejected, truncated, "rejected", count_prompt=False,
-            tools=example.tools,
-        )  # fmt: skip
-        if chosen == rejected:
-            raise RowError(
-                "identical after truncation",
-                "chosen and rejected are identical after truncation (max_length / "
-                "max_completion_length cut away where they differ)",
+            return None
+        try:
+            prompt_text = self.render_prompt(example.prompt, example.tools)
+            _, chosen_text = self.render(example.prompt, example.chosen, example.tools, prompt_text)
+        except RowError as err:
+            return err
+        try:
+            _, rejected_text = self.render(
+                example.prompt, example.rejected, example.tools, prompt_text
             )
+        except RowError as err:
+            return prompt_text, chosen_text, err
+        return prompt_text, chosen_text, rejected_text
+
+    def _pair(
+        self,
+        prompt_ids: list[int],
+        chosen_ids: list[int],
+        rejected_ids: list[int] | RowError,
+        truncated: Counter[str],
+    ) -> TokenizedPair:
+        """The BOS, EOS and truncation rules applied to a pair's raw ids."""
+        prompt = self.truncate_prompt(self._with_bos(prompt_ids), truncated)
+        chosen = self.truncate_completion(
+            self._with_eos(chosen_ids), len(prompt), "chosen", truncated
+        )
+        if isinstance(rejected_ids, RowError):
+            raise rejected_ids
+        rejected = self.truncate_completion(
+            self._with_eos(rejected_ids), len(prompt), "rejected", truncated
+        )
+        if chosen == rejected:
+            raise self._identical(len(prompt), len(chosen))
         return TokenizedPair(prompt, chosen, rejected)
+
+    def _identical(self, prompt_length: int, kept: int) -> RowError:
+        """Completions that truncation cut to the same tokens: what the limits left them."""
+        limits = [f"max_length {self.max_length}"] if self.max_length < sys.maxsize else []
+        if self.max_completion_length < sys.maxsize:
+            limits.append(f"max_completion_length {self.max_completion_length}")
+        return RowError(
+            "identical after truncation",
+            f"chosen and rejected are identical after truncation: the prompt keeps "
+            f"{prompt_length} tokens and each completion its first {kept} ({', '.join(limits)}), "
+            "which are the same; raise max_length, lower max_prompt_length, or set "
+            "skip_invalid_rows to drop such rows",
+        )
 
     def encode_with_images(
         self, example: PreferenceExample, truncated: Counter[str]
@@ -278,10 +378,7 @@ class PairTokenizer:
             self.encode_completion(rejected_text, prompt_text), len(ids), "rejected", truncated
         )
         if chosen == rejected:
-            raise RowError(
-                "identical after truncation",
-                "chosen and rejected are identical after truncation",
-            )
+            raise self._identical(len(ids), len(chosen))
         return TokenizedPair(ids, chosen, rejected, vision)
 
     def _name_images(self, prompt: Text, images: tuple[Any, ...]) -> Text:
@@ -399,6 +496,9 @@ def _conversation(prompt: list[dict], completion: list[dict], mark: str = "") ->
     return [*prompt, first, *completion[1:]]
 
 
+TOKENIZE_BATCH = 128  # pairs per tokenizer call (more holds more of its output at once)
+
+
 def tokenize_preferences(
     data: PreferenceData,
     tokenizer: Any,
@@ -409,22 +509,34 @@ def tokenize_preferences(
     skip_invalid_rows: bool = False,
     chat_template_kwargs: dict[str, Any] | None = None,
     processor: Any = None,
+    progress: str | None = None,
 ) -> TokenizedData:
     """Tokenize every example; a row that cannot be tokenized fails (or is skipped).
-    ``processor``: a vision-language model's, for rows with images."""
+    ``processor``: a vision-language model's, for rows with images. ``progress``: the name of
+    a progress bar to show (a large file takes minutes)."""
     encoder = PairTokenizer(
         tokenizer, max_length, max_prompt_length, max_completion_length, chat_template_kwargs,
         processor,
     )  # fmt: skip
     result = TokenizedData(pairs=[], skipped=Counter(data.skipped))
-    for example in data.examples:
-        try:
-            result.pairs.append(encoder.encode(example, result.truncated))
-            result.sources.append(example.where)
-        except RowError as err:
-            if not skip_invalid_rows:
-                raise DataError(f"{example.where}: {err.message}") from None
-            result.skipped[err.reason] += 1
+    examples = data.examples
+    bar = tqdm(
+        total=len(examples), desc=progress, unit="pairs", dynamic_ncols=True,
+        disable=progress is None or len(examples) < TOKENIZE_BATCH,
+    )  # fmt: skip
+    with bar:
+        for start in range(0, len(examples), TOKENIZE_BATCH):
+            batch = examples[start : start + TOKENIZE_BATCH]
+            pairs = encoder.encode_many(batch, result.truncated)
+            for example, pair in zip(batch, pairs, strict=True):
+                if isinstance(pair, TokenizedPair):
+                    result.pairs.append(pair)
+                    result.sources.append(example.where)
+                elif not skip_invalid_rows:
+                    raise DataError(f"{example.where}: {pair.message}")
+                else:
+                    result.skipped[pair.reason] += 1
+            bar.update(len(batch))
     if not result.pairs:
         raise DataError(f"{data.source}: no rows left after tokenization ({result.summary()})")
     return result
