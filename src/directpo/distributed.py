@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime
+import gc
 import os
 import re
 from collections.abc import Iterator
@@ -104,8 +105,14 @@ def setup(mode: str) -> World:
     return World(mode, dist.get_rank(), dist.get_world_size(), device, owns_group)
 
 
-def teardown(world: World) -> None:
+def teardown(world: World, settled: bool = False) -> None:
+    """Destroy the process group this run made. ``settled`` (every rank finished the run): a
+    barrier first, so that no rank's gloo thread still holds an earlier collective's tensors
+    when the group's destructor joins it; the modules that use the group must be gone."""
     if world.owns_group and dist.is_initialized():
+        if settled and world.enabled:
+            dist.barrier()
+        gc.collect()  # a DDP reducer in a reference cycle holds the group too
         dist.destroy_process_group()
 
 

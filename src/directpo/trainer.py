@@ -111,6 +111,7 @@ def train(
         need_train_file=train_dataset is None, eval_dataset_given=eval_dataset is not None
     )
     world = setup_world(config.distributed)
+    run, finished = None, False
     try:
         config.check_device(world.device.type)
         if not world.is_main:
@@ -118,7 +119,9 @@ def train(
         with _library_output(config, world.is_main):
             run = prepare_run(config, train_dataset, eval_dataset, world, echo, peft_config)
             try:
-                return _train(run)
+                result = _train(run)
+                finished = True
+                return result
             except BaseException:
                 # a failed run in a notebook must not leave its trackers open for the next one
                 # (TensorBoard's writer thread; wandb / mlflow's active run, which the next run
@@ -126,7 +129,10 @@ def train(
                 run.logger.close()
                 raise
     finally:
-        teardown_world(world)
+        # DDP's reducer holds the process group: dropped after it, its destructor joined gloo's
+        # threads holding the GIL that one of them needed (a hang at exit, seen under load)
+        run = None
+        teardown_world(world, settled=finished)
 
 
 def _checked_arguments(
