@@ -397,3 +397,27 @@ def test_disable_tqdm_and_log_level_last_for_the_run_only(
     train(config, echo=quiet)
     assert hf_logging.is_progress_bar_enabled() and not datasets.are_progress_bars_disabled()
     assert hf_logging.get_verbosity() == before
+
+
+def test_a_run_keeps_token_ids_not_the_files_texts(tiny_model_dirs, tmp_path) -> None:
+    """The model card needs one line of the data; the run held every row's texts (a 150k-row
+    file: ~5 GB for the whole run) only for it."""
+    import gc
+
+    from directpo.data import PreferenceExample
+    from directpo.distributed import SINGLE_PROCESS
+    from directpo.run import prepare_run
+
+    rows = [{"prompt": f"Review {i}: the film was", "chosen": " moving.", "rejected": " dull."}
+            for i in range(200)]  # fmt: skip
+    config = tiny_config(tiny_model_dirs["llama"], None, tmp_path / "out", max_steps=1)
+
+    def examples_alive() -> int:
+        gc.collect()
+        return sum(isinstance(o, PreferenceExample) for o in gc.get_objects())
+
+    before = examples_alive()
+    run = prepare_run(config, datasets.Dataset.from_list(rows), None, SINGLE_PROCESS, quiet)
+    assert len(run.train.pairs) == 200
+    assert examples_alive() - before < 10
+    assert run.train_summary.endswith("200 pairs, layout explicit")

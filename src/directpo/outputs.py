@@ -25,7 +25,6 @@ import yaml
 
 from directpo.checkpoint import list_checkpoints
 from directpo.config import DPOConfig, option_help
-from directpo.data import PreferenceData
 from directpo.errors import ConfigError
 
 
@@ -35,7 +34,7 @@ class RunRecord:
 
     tokenizer: Any  # or the processor of a vision-language model
     config: DPOConfig
-    train_data: PreferenceData
+    train_summary: str  # the training data, in a line
     metrics: list[dict[str, Any]]
     precision_note: str = ""  # how much of the update survived save_dtype's rounding, ...
 
@@ -202,14 +201,14 @@ def save_run_files(output_dir: Path, model: torch.nn.Module, record: RunRecord) 
     config.save_record(output_dir / "config.yaml")
     vision = getattr(tokenizer, "image_processor", None) is not None  # a processor was saved
     card = model_card(
-        config, record.train_data, record.metrics, record.precision_note, vision=vision
+        config, record.train_summary, record.metrics, record.precision_note, vision=vision
     )
     (output_dir / "README.md").write_text(card)
 
 
 def model_card(
     config: DPOConfig,
-    train_data: PreferenceData,
+    train_summary: str,
     metrics: list[dict[str, Any]],
     precision_note: str = "",
     *,
@@ -236,7 +235,7 @@ def model_card(
         "",
         "## Data",
         "",
-        f"- {train_data.summary()}",
+        f"- {train_summary}",
         "",
         "## Options (differing from the defaults)",
         "",

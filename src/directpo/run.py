@@ -91,7 +91,7 @@ class Run:
     echo: Callable[[str], None]
     tokenizer: Any
     processor: Any  # a vision-language model's: saved with the model (None for text models)
-    train_data: PreferenceData
+    train_summary: str  # what the model card says of the data (its texts are not kept)
     train: PairSet
     eval: PairSet | None
     eval_prompts: list[Any]
@@ -224,7 +224,7 @@ def prepare_run(
         echo=echo,
         tokenizer=tokenizer,
         processor=data.processor,
-        train_data=data.train_data,
+        train_summary=data.train_data.summary(),
         train=train,
         eval=data.evaluation,
         eval_prompts=data.eval_prompts,
