@@ -7,7 +7,7 @@ from tiny import build_tokenizer
 
 from directpo.data import PreferenceData, PreferenceExample, RowError
 from directpo.errors import DataError
-from directpo.tokenization import PairTokenizer, tokenize_preferences
+from directpo.tokenization import CUT_BY_PROMPT, PairTokenizer, tokenize_preferences
 
 USER = [{"role": "user", "content": "hi"}]
 GEN_PROMPT = [
@@ -125,7 +125,13 @@ def test_truncation_policy_and_counts(tokenizers) -> None:
     assert len(full_chosen) > 3 and len(full_rejected) > 3
     assert pair.chosen_ids == full_chosen[:3]
     assert pair.rejected_ids == full_rejected[:3]
-    assert counts == {"prompts": 1, "chosen": 1, "rejected": 1}
+    # both completions kept under 32 tokens because the prompt took the room: counted apart
+    assert counts == {"prompts": 1, "chosen": 1, "rejected": 1, CUT_BY_PROMPT: 2}
+    counts.clear()  # cut by max_completion_length, however short, is not the prompt's doing
+    PairTokenizer(tokenizer, 64, max_completion_length=2).encode(
+        PreferenceExample(long_prompt, " Sure, here.", " No."), counts
+    )
+    assert counts == {"chosen": 1, "rejected": 1}
 
 
 def test_conversational_rows_need_a_chat_template(tokenizers) -> None:

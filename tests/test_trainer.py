@@ -421,3 +421,25 @@ def test_a_run_keeps_token_ids_not_the_files_texts(tiny_model_dirs, tmp_path) ->
     assert len(run.train.pairs) == 200
     assert examples_alive() - before < 10
     assert run.train_summary.endswith("200 pairs, layout explicit")
+
+
+def test_prompts_that_fill_max_length_are_warned_of(tiny_model_dirs, tmp_path) -> None:
+    """A multi-turn file whose prompts fill max_length trained on 1-token completions with only
+    'truncated: N prompts' said (27% of a 10k-row file); many such completions are a warning."""
+    from directpo.distributed import SINGLE_PROCESS
+    from directpo.run import prepare_run
+
+    long = "Human: tell me about the movie. " * 6
+    rows = [{"prompt": long + str(i), "chosen": " wonderful and the acting was great.",
+             "rejected": " terrible."} for i in range(4)]  # fmt: skip
+    rows.append({"prompt": "Hi", "chosen": " Hello there.", "rejected": " Go away."})
+    lines: list[str] = []
+    config = tiny_config(tiny_model_dirs["llama"], None, tmp_path / "out", max_length=40)
+    prepare_run(config, rows, None, SINGLE_PROCESS, lines.append)
+    warning = [line for line in lines if line.startswith("warning: train: ")]
+    assert len(warning) == 1 and "8 of 10 completions keep under 32 tokens" in warning[0]
+    assert any("8 completions cut under 32 tokens by their prompt" in line for line in lines)
+    lines.clear()
+    config = tiny_config(tiny_model_dirs["llama"], None, tmp_path / "out2", max_length=400)
+    prepare_run(config, rows, None, SINGLE_PROCESS, lines.append)
+    assert not any(line.startswith("warning") for line in lines)

@@ -47,6 +47,10 @@ from directpo.data import PreferenceData, PreferenceExample, RowError, Text
 from directpo.errors import DataError, ModelLoadError, first_line
 from directpo.vision import ImageError, VisionInputs, encode_with_images, image_token
 
+# a completion cut below this many tokens because its prompt fills max_length: reported apart
+SHORT_COMPLETION = 32
+CUT_BY_PROMPT = f"completions cut under {SHORT_COMPLETION} tokens by their prompt"
+
 
 @dataclass(frozen=True)
 class TokenizedPair:
@@ -74,6 +78,10 @@ class TokenizedData:
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def starved_completions(self) -> int:
+        """Completions the prompt's length left under ``SHORT_COMPLETION`` tokens."""
+        return self.truncated[CUT_BY_PROMPT]
 
     def summary(self) -> str:
         parts = [f"{len(self.pairs)} pairs tokenized"]
@@ -472,10 +480,13 @@ class PairTokenizer:
     def truncate_completion(
         self, ids: list[int], prompt_length: int, side: str, truncated: Counter[str]
     ) -> list[int]:
-        budget = min(self.max_length - prompt_length, self.max_completion_length)
+        room = self.max_length - prompt_length
+        budget = min(room, self.max_completion_length)
         if len(ids) <= budget:
             return ids
         truncated[side] += 1
+        if budget == room < SHORT_COMPLETION:
+            truncated[CUT_BY_PROMPT] += 1
         return ids[:budget]
 
 
