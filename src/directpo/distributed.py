@@ -32,7 +32,7 @@ import datetime
 import gc
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from directpo.errors import ConfigError, ModelLoadError
+from directpo.errors import ConfigError, DirectpoError, ModelLoadError
 from directpo.logprobs import SequenceScorer, unwrap_peft
 from directpo.models import WEIGHTS_FOLDER, WEIGHTS_KEYS, decoder_layers, safetensors_keys
 from directpo.precision import PrecisionPolicy
@@ -114,6 +114,20 @@ def teardown(world: World, settled: bool = False) -> None:
             dist.barrier()
         gc.collect()  # a DDP reducer in a reference cycle holds the group too
         dist.destroy_process_group()
+
+
+def on_main(world: World, action: Callable[[], Any]) -> Any:
+    """``action()`` on rank 0, its result (or its DirectpoError) on every rank."""
+    result: Any = None
+    if world.is_main:
+        try:
+            result = action()
+        except DirectpoError as exc:
+            result = exc
+    result = broadcast(result, world)
+    if isinstance(result, DirectpoError):
+        raise result
+    return result
 
 
 def shard(indices: list[int], world: World) -> tuple[list[int], bool]:

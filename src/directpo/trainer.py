@@ -36,6 +36,7 @@ from directpo.distributed import (
     consolidated_model,
     grad_norm_value,
     gradient_sync,
+    on_main,
     save_sharded_adapter,
     save_sharded_model,
     shard,
@@ -57,7 +58,7 @@ from directpo.outputs import (
 )
 from directpo.precision import fold_compensation, kahan_compensation
 from directpo.reference import ReferenceProvider
-from directpo.run import Run, on_main, prepare_run
+from directpo.run import Run, prepare_run
 from directpo.signals import StopRequest
 from directpo.step import PairStats, evaluate, pair_losses
 from directpo.sync import reference_state, sync_reference

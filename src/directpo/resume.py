@@ -1,0 +1,127 @@
+"""Resuming a run from a checkpoint: its weights, optimizer moments, schedule position, RNG and
+data order, with this run's hyperparameters; what the replaced trajectory wrote after that step
+is moved aside (checkpoints) or removed (per-step samples, online rounds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from safetensors.torch import load_file
+
+from directpo.best import BestModel
+from directpo.checkpoint import (
+    REFERENCE_FILE,
+    load_checkpoint,
+    resolve_checkpoint,
+    retire_checkpoints_after,
+)
+from directpo.distributed import on_main
+from directpo.errors import CheckpointError
+from directpo.outputs import remove
+from directpo.sources import OnlineRounds
+from directpo.step import PairStats
+from directpo.sync import load_reference_state
+
+if TYPE_CHECKING:
+    from directpo.run import Run
+
+# param-group keys that come from this run's options (build_optimizer and the scheduler)
+CONFIGURED = frozenset({"initial_lr", "betas", "beta1", "beta2", "eps", "weight_decay"})
+
+
+def resume(run: Run) -> None:
+    """Weights (the float32 masters under mixed precision), optimizer, schedule, RNG and the
+    logging window of the checkpoint that ``resume_from_checkpoint`` names."""
+    config, world = run.config, run.world
+    checkpoint = on_main(
+        world, lambda: resolve_checkpoint(config.resume_from_checkpoint, run.output_dir, run.echo)
+    )
+    options = [
+        {k: v for k, v in group.items() if k != "params"} for group in run.optimizer.param_groups
+    ]
+    if run.masters is not None:
+        with run.masters.in_model():
+            state = load_checkpoint(checkpoint, run.policy, run.optimizer, run.scheduler)
+    else:
+        sharded = run.scorer if run.sharded else None
+        state = load_checkpoint(checkpoint, run.policy, run.optimizer, run.scheduler, sharded)
+    _keep_this_runs_schedule(run, options)
+    if config.sync_ref_model:
+        _restore_reference(run, Path(checkpoint))
+    run.source.restore(state, str(checkpoint))
+    run.start_step, run.window = state["global_step"], PairStats(**state["log_window"])
+    run.best = BestModel.from_config(config, state.get("best"))
+    run.echo(f"resumed from {checkpoint} at step {run.start_step}")
+    on_main(world, lambda: retire_checkpoints_after(run.output_dir, run.start_step, run.echo))
+    if world.is_main:
+        _remove_outputs_after(run)
+
+
+def _remove_outputs_after(run: Run) -> None:
+    """Per-step files the replaced trajectory wrote after the resumed step (eval_generate's
+    samples, online rounds not yet begun): the resumed run writes its own, or none if shorter."""
+    step, folder = run.start_step, run.output_dir
+    stale = [p for p in folder.glob("samples/step-*.jsonl") if _number(p.stem) > step]
+    if isinstance(run.source, OnlineRounds):
+        per_round = run.source.steps_per_round
+        rounds = folder.glob("online/round-*.jsonl")
+        stale += [p for p in rounds if _number(p.stem) * per_round >= step]
+    remove(stale)
+
+
+def _number(stem: str) -> int:
+    """N of ``step-N`` / ``round-N`` (-1 for a name of another form)."""
+    tail = stem.rpartition("-")[2]
+    return int(tail) if tail.isdigit() else -1
+
+
+def _keep_this_runs_schedule(run: Run, options: list[dict[str, Any]]) -> None:
+    """A checkpoint restores the optimizer's moments and the schedule's position; the
+    hyperparameters (``options``: this run's param groups before loading) and the learning-rate
+    schedule stay this run's. Unchanged options give the checkpoint's values exactly; changed
+    ones (a new learning_rate, max_steps, warmup or weight_decay on resume) take effect from
+    the next step, and are said (loaded as they were, they would silently not)."""
+    optimizer, scheduler = run.optimizer, run.scheduler
+    changed = set()
+    for group, mine in zip(optimizer.param_groups, options, strict=True):
+        for key, value in mine.items():
+            # only the options' keys: a group also holds optimizer state (torch-optimi keeps
+            # its step count and a "set up" flag there; resetting it restarts Adam's bias
+            # correction)
+            if key in CONFIGURED and group.get(key) != value:
+                changed.add(key)
+                group[key] = value
+    scheduler.base_lrs = [mine["initial_lr"] for mine in options]
+    for group, base, factor in zip(
+        optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+    ):
+        lr = base * factor(scheduler.last_epoch)
+        if group["lr"] != lr:
+            changed.add("lr schedule")
+        group["lr"] = lr
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+    names = {"initial_lr": "learning_rate", "betas": "adam_beta1/2", "eps": "adam_epsilon"}
+    said = sorted(
+        {names.get(k, k) for k in changed} & {*names.values(), "lr schedule", "weight_decay"}
+    )
+    if said:
+        lr = optimizer.param_groups[0]["lr"]
+        run.echo(
+            f"resume: {', '.join(said)} changed since the checkpoint; the optimizer state "
+            f"continues under this run's values (learning rate now {lr:.3g})"
+        )
+
+
+def _restore_reference(run: Run, checkpoint: Path) -> None:
+    """TR-DPO: the reference as it was at the checkpoint (it has moved since the start)."""
+    file = checkpoint / REFERENCE_FILE
+    if not file.is_file():
+        raise CheckpointError(
+            f"checkpoint {checkpoint}: no {REFERENCE_FILE}: it was written without "
+            "sync_ref_model, so the moved reference cannot be restored"
+        )
+    try:
+        load_reference_state(run, load_file(file), f"checkpoint {file}")
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise CheckpointError(f"checkpoint {file}: cannot restore ({exc})") from None
