@@ -176,6 +176,21 @@ def test_rows_identical_after_truncation_fail_or_are_skipped(tokenizers) -> None
     assert len(result) == 1 and result.skipped == {"identical after truncation": 1}
 
 
+def test_a_skipped_row_is_not_counted_as_truncated(tokenizers) -> None:
+    # a long prompt leaves its completions 1 token each, the same: the row is skipped, and its
+    # cuts must not reach the summary or the warning on completions cut short ("22 of 20")
+    long_prompt = "The movie was wonderful and the acting was great. " * 4
+    examples = [
+        PreferenceExample(long_prompt, " great and more", " great but less", "f: line 1"),
+        PreferenceExample("The movie was", " great.", " bad.", "f: line 2"),
+    ]
+    data = PreferenceData(examples, "explicit", "f")
+    result = tokenize_preferences(data, tokenizers["gpt2"], max_length=24, skip_invalid_rows=True)
+    assert len(result) == 1 and result.skipped == {"identical after truncation": 1}
+    assert result.truncated == {} and result.starved_completions() == 0
+    assert result.summary() == "1 pairs tokenized; skipped: 1 identical after truncation"
+
+
 @pytest.mark.parametrize("style", ["llama", "gpt2"])
 def test_an_assistant_prefill_is_continued_in_the_same_turn(tokenizers, style) -> None:
     tokenizer = tokenizers[style]

@@ -291,9 +291,12 @@ class PairTokenizer:
         ids = iter(self._ids_many(texts))
         results: list[TokenizedPair | RowError] = []
         for example, item in zip(examples, rendered, strict=True):
+            # a refused row's cuts are not counted: the summary and the warning on completions
+            # cut short are about the pairs that train
+            cuts: Counter[str] = Counter()
             try:
                 if item is None:
-                    results.append(self.encode_with_images(example, truncated))
+                    results.append(self.encode_with_images(example, cuts))
                 elif isinstance(item, RowError):
                     results.append(item)
                 else:
@@ -304,7 +307,8 @@ class PairTokenizer:
                         if isinstance(item[2], RowError)
                         else self._tail(prompt_ids, next(ids), item[2])
                     )
-                    results.append(self._pair(prompt_ids, chosen_ids, rejected_ids, truncated))
+                    results.append(self._pair(prompt_ids, chosen_ids, rejected_ids, cuts))
+                truncated.update(cuts)
             except RowError as err:
                 results.append(err)
         return results
