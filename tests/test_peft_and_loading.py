@@ -82,7 +82,8 @@ def test_a_python_lora_config_is_recorded_as_options_that_rerun_it(
 
     from directpo.config import load_config
 
-    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
+    # (lora_alpha 8.0: a whole alpha written as a float is the option's 8)
+    lora = LoraConfig(r=4, lora_alpha=8.0, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
                       task_type="CAUSAL_LM")  # fmt: skip
     first = tmp_path / "first"
     config = tiny_config(tiny_model_dirs["llama"], pairs_file, first, max_steps=3,

@@ -525,9 +525,10 @@ def lora_options_of(peft_config: Any) -> dict[str, Any] | None:
     if type(peft_config).__name__ != "LoraConfig" or not peft_config.target_modules:
         return None
     targets = peft_config.target_modules
+    alpha = peft_config.lora_alpha
     options: dict[str, Any] = {
         "lora_r": peft_config.r,
-        "lora_alpha": peft_config.lora_alpha,
+        "lora_alpha": int(alpha) if isinstance(alpha, float) and alpha.is_integer() else alpha,
         "lora_dropout": peft_config.lora_dropout,
         "lora_target_modules": [targets] if isinstance(targets, str) else sorted(targets),
         "use_dora": peft_config.use_dora,
@@ -537,7 +538,7 @@ def lora_options_of(peft_config: Any) -> dict[str, Any] | None:
     }
     regex = isinstance(targets, str) and targets != "all-linear"
     if regex or not isinstance(options["lora_alpha"], int):
-        return None  # no option spells a regex of targets or a float alpha
+        return None  # no option spells a regex of targets or a fractional alpha
     rebuilt = lora_config(
         options["lora_r"],
         options["lora_alpha"],
