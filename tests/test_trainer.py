@@ -414,7 +414,7 @@ def test_a_run_keeps_token_ids_not_the_files_texts(tiny_model_dirs, tmp_path) ->
 
     def examples_alive() -> int:
         gc.collect()
-        return sum(isinstance(o, PreferenceExample) for o in gc.get_objects())
+        return sum(type(o) is PreferenceExample for o in gc.get_objects())
 
     before = examples_alive()
     run = prepare_run(config, datasets.Dataset.from_list(rows), None, SINGLE_PROCESS, quiet)

@@ -53,7 +53,7 @@ from directpo.reference import (
     FrozenModelReference,
     ReferenceProvider,
 )
-from directpo.tokenization import PairTokenizer
+from directpo.tokenization import CUT_BY_PROMPT, PairTokenizer
 from directpo.vision import image_values
 
 ModelLike = torch.nn.Module | str
@@ -461,7 +461,9 @@ def _encode(
 
 def _truncation_note(scorer: ImplicitReward, truncated: Counter[str]) -> str:
     """What was cut to fit max_length / max_prompt_length: those rewards cover less text."""
-    counts = ", ".join(f"{n} {what}" for what, n in sorted(truncated.items()))
+    counts = ", ".join(  # (which of them a long prompt cut short is training's concern)
+        f"{n} {what}" for what, n in sorted(truncated.items()) if what != CUT_BY_PROMPT
+    )
     return (
         f"truncated to fit max_length {scorer.encoder.max_length}: {counts}; their rewards "
         "are of the kept tokens only"
