@@ -231,12 +231,21 @@ class PairTokenizer:
             )
         return ids
 
-    def encode_completion(self, completion_text: str, prompt_text: str = "") -> list[int]:
-        """The completion's ids as they follow ``prompt_text``, EOS-terminated."""
-        if not prompt_text:
-            return self._with_eos(self._ids(completion_text))
-        head, joint = self._ids_many([prompt_text, prompt_text + completion_text])
-        return self._with_eos(self._tail(head, joint, completion_text))
+    def encode_completion(self, completion_text: str) -> list[int]:
+        """A completion's ids on its own, EOS-terminated."""
+        return self._with_eos(self._ids(completion_text))
+
+    def _after(
+        self, prompt_text: str, completion_texts: list[str]
+    ) -> tuple[list[int], list[list[int]]]:
+        """The prompt's raw ids and each completion's ids as they follow it (EOS-terminated),
+        from one tokenizer call."""
+        head, *joints = self._ids_many([prompt_text, *(prompt_text + t for t in completion_texts)])
+        completions = [
+            self._with_eos(self._tail(head, joint, text))
+            for joint, text in zip(joints, completion_texts, strict=True)
+        ]
+        return head, completions
 
     def _tail(self, head: list[int], joint: list[int], completion_text: str) -> list[int]:
         """The completion's ids in ``joint`` (its prompt's ids ``head`` + its own), when the
@@ -373,22 +382,13 @@ class PairTokenizer:
     ) -> TokenizedPair:
         """A pair whose prompt has images: the processor expands each image placeholder into
         the image's tokens. Such a prompt is never truncated (that would cut an image)."""
-        if self.processor is None:
-            raise RowError(
-                "images without a vision model",
-                "the row has images but the model has no image processor (not a vision-language "
-                "model); remove the images column or use a vision-language model",
-            )
         prompt = self._name_images(example.prompt, example.images)
         prompt_text, chosen_text = self.render(prompt, example.chosen, example.tools)
-        _, rejected_text = self.render(prompt, example.rejected, example.tools)
+        _, rejected_text = self.render(prompt, example.rejected, example.tools, prompt_text)
         ids, vision = self.image_prompt_ids(prompt_text, example.images)
-        chosen = self.truncate_completion(
-            self.encode_completion(chosen_text, prompt_text), len(ids), "chosen", truncated
-        )
-        rejected = self.truncate_completion(
-            self.encode_completion(rejected_text, prompt_text), len(ids), "rejected", truncated
-        )
+        _, (chosen, rejected) = self._after(prompt_text, [chosen_text, rejected_text])
+        chosen = self.truncate_completion(chosen, len(ids), "chosen", truncated)
+        rejected = self.truncate_completion(rejected, len(ids), "rejected", truncated)
         if chosen == rejected:
             raise self._identical(len(ids), len(chosen))
         return TokenizedPair(ids, chosen, rejected, vision)
@@ -448,29 +448,19 @@ class PairTokenizer:
         prompt = self._name_images(prompt, images)
         prompt_text, response_text = self.render(prompt, response)
         ids, vision = self.image_prompt_ids(prompt_text, images)
-        response_ids = self.truncate_completion(
-            self.encode_completion(response_text, prompt_text), len(ids), "responses", truncated
-        )
-        return ids, response_ids, vision
+        _, (response_ids,) = self._after(prompt_text, [response_text])
+        return ids, self.truncate_completion(response_ids, len(ids), "responses", truncated), vision
 
     def encode_response(
-        self,
-        prompt: Text,
-        response: Text,
-        truncated: Counter[str],
-        side: str = "responses",
-        count_prompt: bool = True,
-        tools: list[dict[str, Any]] | None = None,
+        self, prompt: Text, response: Text, truncated: Counter[str]
     ) -> tuple[list[int], list[int]]:
         """(prompt ids, response ids) of one prompt/response, with every rule above applied."""
-        prompt_text, response_text = self.render(prompt, response, tools)
-        prompt_ids = self.truncate_prompt(
-            self.encode_prompt(prompt_text), truncated if count_prompt else Counter()
+        prompt_text, response_text = self.render(prompt, response)
+        head, (response_ids,) = self._after(prompt_text, [response_text])
+        prompt_ids = self.truncate_prompt(self._with_bos(head), truncated)
+        return prompt_ids, self.truncate_completion(
+            response_ids, len(prompt_ids), "responses", truncated
         )
-        response_ids = self.truncate_completion(
-            self.encode_completion(response_text, prompt_text), len(prompt_ids), side, truncated
-        )
-        return prompt_ids, response_ids
 
     def truncate_prompt(self, ids: list[int], truncated: Counter[str]) -> list[int]:
         if len(ids) <= self.max_prompt_length:
