@@ -515,6 +515,27 @@ def lora_config(
     )
 
 
+# directpo's options that describe LoRA adapters (lora_config_from reads them)
+LORA_OPTIONS = (
+    "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "use_dora", "use_rslora",
+    "lora_modules_to_save", "lora_target_parameters",
+)  # fmt: skip
+
+
+def lora_config_from(options: dict[str, Any]) -> Any:
+    """The peft ``LoraConfig`` of the ``LORA_OPTIONS`` in ``options``."""
+    return lora_config(
+        options["lora_r"],
+        options["lora_alpha"],
+        options["lora_dropout"],
+        options["lora_target_modules"],
+        use_dora=options["use_dora"],
+        use_rslora=options["use_rslora"],
+        modules_to_save=options["lora_modules_to_save"],
+        target_parameters=options["lora_target_parameters"],
+    )
+
+
 # LoraConfig fields that say where or how the adapters are described, not what they train
 _LORA_BOOKKEEPING = ("task_type", "base_model_name_or_path", "revision", "inference_mode")
 
@@ -539,16 +560,7 @@ def lora_options_of(peft_config: Any) -> dict[str, Any] | None:
     regex = isinstance(targets, str) and targets != "all-linear"
     if regex or not isinstance(options["lora_alpha"], int):
         return None  # no option spells a regex of targets or a fractional alpha
-    rebuilt = lora_config(
-        options["lora_r"],
-        options["lora_alpha"],
-        options["lora_dropout"],
-        options["lora_target_modules"],
-        use_dora=options["use_dora"],
-        use_rslora=options["use_rslora"],
-        modules_to_save=options["lora_modules_to_save"],
-        target_parameters=options["lora_target_parameters"],
-    )
+    rebuilt = lora_config_from(options)
 
     def described(config: Any) -> dict[str, Any]:
         fields = config.to_dict()

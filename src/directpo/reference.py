@@ -20,13 +20,14 @@ from directpo.config import DPOConfig
 from directpo.errors import ConfigError
 from directpo.logprobs import SequenceScorer, unwrap_peft
 from directpo.models import (
+    LORA_OPTIONS,
     RESETTABLE_LORA_INITS,
     LoadOptions,
     adapter_base,
     apply_peft,
     initialize_adapters,
     load_causal_lm,
-    lora_config,
+    lora_config_from,
     meta_weights_folder,
     quantization_config,
 )
@@ -141,16 +142,7 @@ def _check_adapter_sync(config: DPOConfig) -> None:
 def _peft_config(config: DPOConfig) -> Any:
     if not config.lora_r:
         return None
-    return lora_config(
-        config.lora_r,
-        config.lora_alpha,
-        config.lora_dropout,
-        config.lora_target_modules,
-        use_dora=config.use_dora,
-        use_rslora=config.use_rslora,
-        modules_to_save=config.lora_modules_to_save,
-        target_parameters=config.lora_target_parameters,
-    )
+    return lora_config_from({key: getattr(config, key) for key in LORA_OPTIONS})
 
 
 def load_options(config: DPOConfig, attention: str) -> LoadOptions:
