@@ -125,7 +125,12 @@ def test_truncation_policy_and_counts(tokenizers) -> None:
     assert len(full_chosen) > 3 and len(full_rejected) > 3
     assert pair.chosen_ids == full_chosen[:3]
     assert pair.rejected_ids == full_rejected[:3]
-    # both completions kept under 32 tokens because the prompt took the room: counted apart
+    # 3 tokens of a 7-token max_length is not "cut short": a toy window is not held to 32
+    assert counts == {"prompts": 1, "chosen": 1, "rejected": 1}
+    counts.clear()  # a prompt that leaves under a quarter of max_length (and < 32): counted apart
+    PairTokenizer(tokenizer, max_length=12, max_prompt_length=10).encode(
+        PreferenceExample(long_prompt, " Sure, here.", " No."), counts
+    )
     assert counts == {"prompts": 1, "chosen": 1, "rejected": 1, CUT_BY_PROMPT: 2}
     counts.clear()  # cut by max_completion_length, however short, is not the prompt's doing
     PairTokenizer(tokenizer, 64, max_completion_length=2).encode(

@@ -62,7 +62,7 @@ from directpo.resume import resume
 from directpo.rewardfn import check_reward_fn, load_reward_fn
 from directpo.sources import FixedPairs, OnlineRounds, PairSet
 from directpo.step import PairStats
-from directpo.tokenization import SHORT_COMPLETION, TokenizedData, tokenize_preferences
+from directpo.tokenization import TokenizedData, short_completion_limit, tokenize_preferences
 from directpo.tracking import MetricsLogger
 from directpo.vision import attach_rope_positions
 
@@ -505,11 +505,12 @@ def _tokenize(
     echo(f"{name}: {tokenized.summary()}")
     starved, completions = tokenized.starved_completions(), 2 * len(tokenized.pairs)
     if completions and starved > completions / 10:  # a few are normal; many waste the run
+        limit = short_completion_limit(config.max_length or 0)
         echo(
-            f"warning: {name}: {starved} of {completions} completions keep under "
-            f"{SHORT_COMPLETION} tokens because their prompt fills max_length "
-            f"{config.max_length}; DPO learns little from them: raise max_length, set "
-            "max_prompt_length (prompts are cut from the left), or drop such rows"
+            f"warning: {name}: {starved} of {completions} completions keep under {limit:g} "
+            f"tokens because their prompt fills max_length {config.max_length}; DPO learns little "
+            "from them: raise max_length, set max_prompt_length (prompts are cut from the left), "
+            "or drop such rows"
         )
     return PairSet(tokenized.pairs, tokenized.sources)
 

@@ -47,9 +47,15 @@ from directpo.data import PreferenceData, PreferenceExample, RowError, Text
 from directpo.errors import DataError, ModelLoadError, first_line
 from directpo.vision import ImageError, VisionInputs, encode_with_images, image_token
 
-# a completion cut below this many tokens because its prompt fills max_length: reported apart
+# A completion its prompt left under this many tokens (or under a quarter of max_length, for a
+# short max_length) is reported apart: DPO learns little from a pair of 1-token completions.
 SHORT_COMPLETION = 32
-CUT_BY_PROMPT = f"completions cut under {SHORT_COMPLETION} tokens by their prompt"
+CUT_BY_PROMPT = "completions cut short by their prompt"
+
+
+def short_completion_limit(max_length: int) -> float:
+    """Room under which a completion cut by its prompt counts as cut short."""
+    return min(SHORT_COMPLETION, max_length / 4)
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,7 @@ class TokenizedData:
         return len(self.pairs)
 
     def starved_completions(self) -> int:
-        """Completions the prompt's length left under ``SHORT_COMPLETION`` tokens."""
+        """Completions the prompt's length left under ``short_completion_limit`` tokens."""
         return self.truncated[CUT_BY_PROMPT]
 
     def summary(self) -> str:
@@ -479,7 +485,7 @@ class PairTokenizer:
         if len(ids) <= budget:
             return ids
         truncated[side] += 1
-        if budget == room < SHORT_COMPLETION:
+        if budget == room < short_completion_limit(self.max_length):
             truncated[CUT_BY_PROMPT] += 1
         return ids[:budget]
 
