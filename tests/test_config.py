@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from directpo.config import DPOConfig, load_config, option_names
-from directpo.errors import ConfigError
+from directpo.errors import ConfigError, ConfigErrors
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -72,6 +72,27 @@ def test_impossible_values_name_the_key(overrides: dict, key: str) -> None:
         load_config(None, overrides)
     message = str(info.value)
     assert message.startswith(key) and "\n" not in message
+
+
+def test_every_wrong_value_is_reported_at_once(tmp_path: Path) -> None:
+    """A config file with three mistakes took three runs to fix: each run named one."""
+    path = write(tmp_path, "learning_rate: -1\nbeta: 0\nmax_length: 1\noptimizer: sgd\n")
+    with pytest.raises(ConfigErrors) as info:
+        load_config(path)
+    keys = sorted(problem.split()[0] for problem in info.value.problems)
+    assert keys == ["beta", "learning_rate", "max_length", "optimizer"]
+    assert str(info.value).startswith("4 options cannot be used:")
+    with pytest.raises(ConfigErrors) as info:  # values of the wrong type: all of them too
+        load_config(None, {"max_steps": "x", "beta": "y", "gradient_checkpointing": "maybe"})
+    assert sorted(p.split()[0] for p in info.value.problems) == [
+        "beta",
+        "gradient_checkpointing",
+        "max_steps",
+    ]
+    config = DPOConfig()  # outside construction, a refusal is raised at once, as before
+    config.beta = -1.0
+    with pytest.raises(ConfigError, match="beta must be > 0"):
+        config._require(config.beta > 0, "beta", "> 0")
 
 
 def test_unknown_keys_are_rejected_with_a_suggestion(tmp_path: Path) -> None:

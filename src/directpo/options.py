@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from directpo.errors import ConfigError
+from directpo.errors import ConfigError, ConfigErrors
 
 T = TypeVar("T")
 
@@ -37,10 +37,32 @@ class Options:
     """Base of the options dataclasses: coercion on construction, then ``_check_values``."""
 
     def __post_init__(self) -> None:
+        # every wrong value is reported at once: a user fixing a config file one error per run
+        # would otherwise need as many runs as mistakes
         hints = typing.get_type_hints(type(self))
+        problems: list[str] = []
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
-        self._check_values()
+            try:
+                setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
+            except ConfigError as error:
+                problems.append(str(error))
+        if problems:
+            raise ConfigErrors("", problems)
+        self._problems: list[str] | None = problems
+        try:
+            self._check_values()
+        except ConfigError as error:
+            if not problems:
+                raise
+            problems.append(str(error))  # a combination refused after values already were
+        except Exception:
+            if not problems:
+                raise
+            # a later check met a value an earlier one refused: what was refused is the news
+        finally:
+            self._problems = None
+        if problems:
+            raise ConfigErrors("", problems)
 
     def _check_values(self) -> None:
         """Subclasses refuse impossible values here."""
@@ -54,8 +76,14 @@ class Options:
         return values
 
     def _require(self, ok: bool, key: str, must: str) -> None:
-        if not ok:
-            raise ConfigError(f"{key} must be {must} (got {getattr(self, key)!r})")
+        """Refuses ``key``'s value unless ``ok``; while the values are checked at construction,
+        the refusal is collected and the checks go on."""
+        if ok:
+            return
+        problem = f"{key} must be {must} (got {getattr(self, key)!r})"
+        if getattr(self, "_problems", None) is None:
+            raise ConfigError(problem)
+        self._problems.append(problem)
 
     def _one_of(self, key: str, choices: tuple[str, ...]) -> None:
         self._require(getattr(self, key) in choices, key, "one of " + ", ".join(choices))
