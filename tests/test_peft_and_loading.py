@@ -211,3 +211,27 @@ def test_model_init_kwargs_subfolder_reads_config_weights_and_tokenizer_there(
     with pytest.raises(ConfigError, match=r"no such model folder: .*nested/gone \(its subfolder"):
         gone = {"subfolder": "gone"}
         train(tiny_config(nested, pairs_file, tmp_path / "c", model_init_kwargs=gone), echo=quiet)
+
+
+def test_all_linear_lora_on_a_mamba_hybrid_skips_what_peft_refuses() -> None:
+    """lora_r on Falcon-H1 (the default all-linear targets) stopped with peft's 'Module
+    out_proj is incompatible with Mamba-based models': peft picks the mixers' out_proj and conv1d
+    for all-linear, then refuses them. all-linear now means every layer LoRA can adapt."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from directpo.models import apply_peft, lora_config
+
+    config = AutoConfig.for_model(
+        "falcon_h1", vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, mamba_d_ssm=32,
+        mamba_n_heads=2, mamba_d_head=16, mamba_d_state=8, mamba_chunk_size=8,
+    )  # fmt: skip
+    model = apply_peft(
+        AutoModelForCausalLM.from_config(config), lora_config(4, 8, 0.0, ["all-linear"])
+    )
+    adapted = {name.split(".")[-1] for name, m in model.named_modules() if hasattr(m, "lora_A")}
+    assert {"in_proj", "q_proj", "o_proj", "down_proj"} <= adapted
+    assert not adapted & {"out_proj", "conv1d"}
+    named = lora_config(4, 8, 0.0, ["q_proj", "out_proj"])  # named by the user: peft's refusal
+    with pytest.raises(ModelLoadError, match="out_proj.*incompatible"):
+        apply_peft(AutoModelForCausalLM.from_config(config), named)

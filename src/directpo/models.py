@@ -470,6 +470,20 @@ def pad_token_id(tokenizer: Any) -> int:
     return 0
 
 
+# model types whose Mamba mixers peft refuses LoRA on (out_proj, conv1d), as peft lists them
+MAMBA_MODEL_TYPES = ("falcon_h1", "mamba", "mamba2", "falcon_mamba", "nemotron_h")
+MAMBA_LORA_EXCLUDED = r".*\.(out_proj|conv1d)$"
+
+
+def _all_linear_on_mamba(model: torch.nn.Module, peft_config: Any) -> bool:
+    return (
+        getattr(peft_config, "target_modules", None) == "all-linear"
+        and getattr(peft_config, "peft_type", None) in ("LORA", "ADALORA", "RANDLORA")
+        and not getattr(peft_config, "exclude_modules", None)
+        and getattr(getattr(model, "config", None), "model_type", None) in MAMBA_MODEL_TYPES
+    )
+
+
 def apply_peft(model: torch.nn.Module, peft_config: Any) -> torch.nn.Module:
     """Wrap ``model`` with fresh adapters of ``peft_config`` (LoRA, DoRA, rsLoRA, IA3, ...; any
     PEFT method that does not prepend virtual tokens); only the adapters are trainable."""
@@ -480,6 +494,11 @@ def apply_peft(model: torch.nn.Module, peft_config: Any) -> torch.nn.Module:
             f"peft_config: {type(peft_config).__name__} prepends virtual tokens, which the "
             "completion log-probs do not expect; use LoRA, DoRA, IA3, ..."
         )
+    if _all_linear_on_mamba(model, peft_config):
+        # peft's all-linear picks Mamba's out_proj and conv1d, then refuses them (peft's
+        # _check_lora_target_modules_mamba); all-linear means the layers LoRA can adapt
+        peft_config = copy.copy(peft_config)
+        peft_config.exclude_modules = MAMBA_LORA_EXCLUDED
     try:
         return get_peft_model(model, peft_config)
     except (ValueError, TypeError) as exc:  # e.g. target modules not found in the model
