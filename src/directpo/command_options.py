@@ -97,7 +97,11 @@ class GenerateOptions(FileCommandOptions):
     top_p: float = option(1.0, "Nucleus sampling mass (1: off).")
     top_k: int = option(0, "Top-k sampling (0: off).")
     num_return_sequences: int = option(1, "Completions per prompt.")
-    seed: int = option(42, "Sampling seed: the same seed gives the same completions.")
+    seed: int = option(
+        42,
+        "Sampling seed: the same seed, input and batch_size give the same completions (a batch "
+        "draws its samples together).",
+    )
     max_prompt_length: int = option(512, "Prompts longer than this are cut from the left.")
 
     def _check_values(self) -> None:
