@@ -81,6 +81,45 @@ def test_round_pairs() -> None:
     assert len(build_pairs(scored, "above_gap", 0.0, 1)) == 1
 
 
+TRL_STYLE = """
+def only_completions(completions, **kwargs):  # TRL's most common signature
+    return [len(c) for c in completions]
+
+def keyword_only(*, prompts, completions, completion_ids, **kwargs):
+    return [10 * len(p) + len(ids) for p, ids in zip(prompts, completion_ids)]
+
+def named(prompts, completions, bonus):  # names the one column it wants
+    return bonus
+
+def positional(p, c):  # not TRL's names: (prompts, completions) by position
+    return [len(x) for x in c]
+"""
+
+
+def test_reward_functions_are_called_as_trl_calls_them(tmp_path) -> None:
+    from directpo.online import RoundBuilder
+    from directpo.rewardfn import load_reward_fn, load_reward_fn_with_columns
+
+    module = tmp_path / "trl_rewards.py"
+    module.write_text(TRL_STYLE)
+    prompts, columns = ["ab", "abc"], [{"bonus": 1.0}, {"bonus": 2.0}]
+    samples = [sample(0, [5, 6]), sample(1, [7]), sample(1, [7, 8, 9])]
+
+    def label(name: str) -> list[float]:
+        labeller = load_reward_fn_with_columns(f"{module}:{name}")
+        builder = RoundBuilder(None, None, None, prompts, columns, labeller, None)
+        return builder._label([0, 1], samples)
+
+    texts = [s.text for s in samples]
+    assert label("only_completions") == [float(len(t)) for t in texts]
+    assert label("keyword_only") == [22.0, 31.0, 33.0]  # the samples' own token ids
+    assert label("named") == [1.0, 2.0, 2.0]
+    assert label("positional") == [float(len(t)) for t in texts]
+    # eval_generate's reward_fn: the same convention
+    evaluate = load_reward_fn(f"{module}:keyword_only")
+    assert evaluate(["ab"], ["x"], completion_ids=[[1, 2, 3]]) == [23.0]
+
+
 def test_rounds_visit_every_prompt_once_per_epoch() -> None:
     rounds = OnlineRounds(10, 4, 3, 2, 1, seed=5, build_round=lambda r, p: (PairSet([], []), {}))
     assert rounds.rounds_per_epoch == 3 and rounds.steps_per_epoch == 9

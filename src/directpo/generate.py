@@ -288,7 +288,8 @@ def evaluate_generations(
     kls = (logps - ref_logps).tolist()
     texts = [s.text for s in samples]
     sample_prompts = [prompt_of(prompts[s.prompt_index]) for s in samples]
-    rewards = reward_fn(sample_prompts, texts) if reward_fn else None
+    ids = [s.completion_ids for s in samples]
+    rewards = reward_fn(sample_prompts, texts, completion_ids=ids) if reward_fn else None
     metrics = {
         "eval/kl": sum(kls) / len(kls),
         "eval/completion_length": sum(len(s.completion_ids) for s in samples) / len(samples),

@@ -8,8 +8,8 @@ number of ``generate`` calls (a rank short of chunks repeats its last one, disca
 
 Labellers (``load_labeller``), each ``(prompts, completions, columns) -> rewards``:
 
-* ``reward_fn: module:function`` (TRL's convention: called with prompts, completions and, if it
-  takes ``**kwargs``, the prompt rows' other columns);
+* ``reward_fn: module:function`` (TRL's convention: called by keyword with prompts,
+  completions, completion_ids and the prompt rows' other columns; rewardfn.py);
 * ``reward_model_name_or_path``: an ``AutoModelForSequenceClassification`` folder; the first
   logit of prompt + completion (rendered with its tokenizer's chat template for conversations);
 * ``implicit_reward_model``: a directpo run (or DPO model) scored as β·log π/π_ref.
@@ -36,6 +36,7 @@ from directpo.distributed import World, all_gather_objects, unsharded_root
 from directpo.errors import DirectpoError, ModelLoadError, first_line
 from directpo.generate import Sample, sample_completions
 from directpo.jsonl import write_jsonl
+from directpo.rewardfn import PROBE_COMPLETION, probe_completion_ids
 from directpo.sources import PairSet
 from directpo.tokenization import TokenizedPair
 
@@ -108,10 +109,14 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
     return score
 
 
-def check_labeller(labeller: Labeller, prompts: list[Text], columns: list[dict]) -> None:
+def check_labeller(
+    labeller: Labeller, prompts: list[Text], columns: list[dict], tokenizer: Any
+) -> None:
     """Call the labeller once before training, so that a broken one fails in one line now."""
     sample = prompts[:2]
-    rewards = labeller(sample, [" This is a test completion."] * len(sample), columns[:2])
+    ids = probe_completion_ids(tokenizer, len(sample))
+    rows = [{**row, "completion_ids": i} for row, i in zip(columns[:2], ids, strict=False)]
+    rewards = labeller(sample, [PROBE_COMPLETION] * len(sample), rows)
     if len(rewards) != len(sample):
         raise DirectpoError(
             f"the online labeller returned {len(rewards)} rewards for {len(sample)} completions"
@@ -260,8 +265,12 @@ class RoundBuilder:
 
     def _label(self, indices: list[int], samples: list[Sample]) -> list[float]:
         prompts = [self.prompts[indices[s.prompt_index]] for s in samples]
-        columns = [self.columns[indices[s.prompt_index]] for s in samples]
-        rewards = self.labeller(prompts, [s.text for s in samples], columns)
+        # each sample's row: its prompt's other columns and its token ids (TRL's completion_ids)
+        rows = [
+            {**self.columns[indices[s.prompt_index]], "completion_ids": s.completion_ids}
+            for s in samples
+        ]
+        rewards = self.labeller(prompts, [s.text for s in samples], rows)
         if len(rewards) != len(samples):
             raise DirectpoError(
                 f"the online labeller returned {len(rewards)} rewards for {len(samples)} samples"

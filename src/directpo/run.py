@@ -355,13 +355,13 @@ def _load_data(
         reward_fn=load_reward_fn(config.reward_fn) if config.reward_fn else None,
     )
     if data.reward_fn is not None:
-        check_reward_fn(data.reward_fn, data.eval_prompts)
+        check_reward_fn(data.reward_fn, data.eval_prompts, tokenizer)
     if config.online:
         data.online_prompts, data.online_rows = _online_prompts(config, source, train_data, echo)
         where = str(config.prompt_file or source)
         data.train_data = train_data or OnlineData(len(data.online_prompts), where)
         data.labeller = load_labeller(config, device)
-        check_labeller(data.labeller, data.online_prompts, data.online_rows)
+        check_labeller(data.labeller, data.online_prompts, data.online_rows, tokenizer)
     return data
 
 
