@@ -863,6 +863,7 @@ class DPOConfig(Options):
         require(self.generate_temperature >= 0, "generate_temperature", ">= 0")
         require(0 < self.generate_top_p <= 1, "generate_top_p", "in (0, 1]")
         require(self.generate_top_k >= 0, "generate_top_k", ">= 0")
+        self._require_sampling("eval_generate_samples", "generate_temperature")
         if self.eval_generate == 0:
             self._reject_if_set(
                 ("eval_generate_samples", "eval_prompts_file"),
@@ -898,6 +899,7 @@ class DPOConfig(Options):
             return
         require(self.online_prompts_per_round >= 1, "online_prompts_per_round", ">= 1")
         require(self.online_samples_per_prompt >= 2, "online_samples_per_prompt", ">= 2")
+        self._require_sampling("online_samples_per_prompt", "generate_temperature")
         self._one_of("online_pairs", ("best_worst", "above_gap"))
         require(self.online_reward_gap >= 0, "online_reward_gap", ">= 0")
         require(self.online_max_pairs_per_prompt >= 0, "online_max_pairs_per_prompt", ">= 0")

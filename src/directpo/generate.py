@@ -114,6 +114,8 @@ def sample_completions(
     until all are done, so their collectives stay in step (transformers' ``synced_gpus``).
     ``processor``: a vision-language model's, for prompts with images (``ImagePrompt``).
     """
+    if temperature == 0 and num_samples > 1:  # the options refuse it; this is for library calls
+        raise ConfigError(f"{num_samples} samples per prompt need temperature > 0 (0 is greedy)")
     positions = learned_positions(model)
     if positions is not None:  # GPT-2, OPT: prompt + new tokens must fit the position table
         if max_new_tokens >= positions:
