@@ -233,18 +233,56 @@ def test_a_broken_labeller_stops_before_training(tiny_model_dirs, tmp_path, onli
             online_config(tiny_model_dirs["gpt2"], prompts, out, rewards, **options)
 
 
-def test_reward_model_and_implicit_reward_labellers(tiny_model_dirs, tmp_path, online_files):
+def tiny_judge(tiny_model_dirs, folder: Path) -> Path:
+    """A tiny reward model (Llama sequence classifier) with the tiny Llama's tokenizer."""
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    rewards, prompts = online_files
-    judge = tmp_path / "judge"
+    torch.manual_seed(0)
     model = LlamaForSequenceClassification(
         LlamaConfig(vocab_size=500, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                     num_attention_heads=2, num_key_value_heads=1, num_labels=1)
     )  # fmt: skip
-    model.save_pretrained(judge)
-    shutil.copy(tiny_model_dirs["llama"] / "tokenizer.json", judge)
-    shutil.copy(tiny_model_dirs["llama"] / "tokenizer_config.json", judge)
+    model.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(tiny_model_dirs["llama"] / name, folder)
+    return folder
+
+
+def test_reward_model_sees_the_completion_once_rendered(tiny_model_dirs, tmp_path) -> None:
+    """A prompt too long for the reward model loses its start, not the completion (the cut
+    used to keep the prompt: every completion got the same reward and no pair formed); a
+    conversation is the chat template's ids, without a second BOS."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from directpo.online import _reward_model
+
+    judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
+    model = AutoModelForSequenceClassification.from_pretrained(judge).eval()
+    tokenizer = AutoTokenizer.from_pretrained(judge)
+    score = _reward_model(str(judge), torch.device("cpu"), prompt_limit=8)
+
+    def direct(ids: list[int]) -> float:
+        with torch.no_grad():
+            return model(torch.tensor([ids])).logits[0, 0].item()
+
+    long_prompt = "word " * 40 + "The movie was"
+    completions = [" great fun.", " dull and slow."]
+    rewards = score([long_prompt] * 2, completions, [{}, {}])
+    assert rewards[0] != rewards[1]
+    for reward, completion in zip(rewards, completions, strict=True):
+        ids = tokenizer(long_prompt + completion)["input_ids"][-16:]  # 2 x prompt_limit
+        assert reward == pytest.approx(direct(ids), abs=1e-5)
+    chat = [{"role": "user", "content": "Hi"}]
+    (reward,) = _reward_model(str(judge), torch.device("cpu"), None)([chat], [" Hello!"], [{}])
+    messages = [*chat, {"role": "assistant", "content": " Hello!"}]
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    assert ids.count(tokenizer.bos_token_id) == 1
+    assert reward == pytest.approx(direct(ids), abs=1e-5)
+
+
+def test_reward_model_and_implicit_reward_labellers(tiny_model_dirs, tmp_path, online_files):
+    rewards, prompts = online_files
+    judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
     out = tmp_path / "rm"
     config = online_config(tiny_model_dirs["llama"], prompts, out, rewards, reward_fn=None,
                            reward_model_name_or_path=str(judge), max_steps=2)  # fmt: skip

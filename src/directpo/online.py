@@ -36,6 +36,7 @@ from directpo.distributed import World, all_gather_objects, unsharded_root
 from directpo.errors import DirectpoError, ModelLoadError, first_line
 from directpo.generate import Sample, sample_completions
 from directpo.jsonl import write_jsonl
+from directpo.models import learned_positions
 from directpo.rewardfn import PROBE_COMPLETION, probe_completion_ids
 from directpo.sources import PairSet
 from directpo.tokenization import TokenizedPair
@@ -87,22 +88,29 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
+    limit = None if prompt_limit is None else 2 * prompt_limit
+    positions = learned_positions(model)
+    if positions is not None:  # GPT-2-like: a longer input has no position to index
+        limit = positions if limit is None else min(limit, positions)
+
+    def encode(prompt: Text, completion: str) -> list[int]:
+        if isinstance(prompt, list):  # a conversation: the completion as the assistant turn
+            messages = [*prompt, {"role": "assistant", "content": completion}]
+            text = tokenizer.apply_chat_template(messages, tokenize=False)
+            # the template writes its own special tokens (a second BOS would change the score)
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        else:
+            ids = tokenizer(prompt + completion)["input_ids"]
+        # too long: cut the prompt's start, never the completion the reward judges
+        return ids if limit is None or len(ids) <= limit else ids[-limit:]
 
     @torch.no_grad()
     def score(prompts: list[Text], completions: list[str], _: list[dict]) -> list[float]:
-        texts = []
-        for prompt, completion in zip(prompts, completions, strict=True):
-            if isinstance(prompt, list):  # a conversation: the completion as the assistant turn
-                messages = [*prompt, {"role": "assistant", "content": completion}]
-                texts.append(tokenizer.apply_chat_template(messages, tokenize=False))
-            else:
-                texts.append(prompt + completion)
+        encoded = [encode(p, c) for p, c in zip(prompts, completions, strict=True)]
         rewards: list[float] = []
-        for start in range(0, len(texts), 16):
-            batch = tokenizer(
-                texts[start : start + 16], return_tensors="pt", padding=True, truncation=True,
-                max_length=None if prompt_limit is None else 2 * prompt_limit,
-            ).to(device)  # fmt: skip
+        for start in range(0, len(encoded), 16):
+            chunk = [{"input_ids": ids} for ids in encoded[start : start + 16]]
+            batch = tokenizer.pad(chunk, return_tensors="pt").to(device)
             rewards += model(**batch).logits[:, 0].float().tolist()
         return rewards
 
