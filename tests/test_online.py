@@ -149,6 +149,41 @@ def test_online_run_samples_labels_and_trains(tiny_model_dirs, tmp_path, online_
     assert (out / "model.safetensors").exists()
 
 
+def test_sampled_pairs_obey_the_length_options(
+    tiny_model_dirs, tmp_path, online_files, monkeypatch
+) -> None:
+    """max_completion_length caps the sampled completions and a long prompt gives up its start
+    so that prompt + completion fit max_length, as a file's pair does (both were ignored)."""
+    from directpo.online import RoundBuilder
+
+    rewards, _ = online_files
+    prompts = write_jsonl(
+        tmp_path / "long.jsonl", [{"prompt": "word " * 40 + p["prompt"]} for p in SENTIMENT_PAIRS]
+    )
+    built: list = []
+    build = RoundBuilder.__call__
+
+    def keep(self, round_index, indices):
+        pairs, metrics = build(self, round_index, indices)
+        built.extend(pairs.pairs)
+        return pairs, metrics
+
+    monkeypatch.setattr(RoundBuilder, "__call__", keep)
+    config = online_config(
+        tiny_model_dirs["llama"], prompts, tmp_path / "out", rewards, max_steps=1,
+        generate_max_new_tokens=10, max_length=16, max_completion_length=4,
+    )  # fmt: skip
+    assert config.online_sampling == (12, 4)
+    train(config, echo=lambda _: None)
+    assert built
+    for pair in built:
+        assert max(len(pair.chosen_ids), len(pair.rejected_ids)) <= 4
+        assert len(pair.prompt_ids) + max(len(pair.chosen_ids), len(pair.rejected_ids)) <= 16
+    with pytest.raises(Exception, match="max_length 8 leaves no room for a prompt"):
+        online_config(tiny_model_dirs["llama"], prompts, tmp_path / "o", rewards, max_length=8,
+                      generate_max_new_tokens=8)  # fmt: skip
+
+
 @pytest.mark.parametrize("stop_after", [3, 4])  # inside round 1, and at its end
 def test_resume_inside_or_between_rounds_is_exact(
     tiny_model_dirs, tmp_path, online_files, stop_after

@@ -904,6 +904,13 @@ class DPOConfig(Options):
         require(self.online_reward_gap >= 0, "online_reward_gap", ">= 0")
         require(self.online_max_pairs_per_prompt >= 0, "online_max_pairs_per_prompt", ">= 0")
         require(self.steps_per_round >= 1, "steps_per_round", ">= 1")
+        prompt_tokens, new_tokens = self.online_sampling
+        if prompt_tokens is not None and prompt_tokens < 1:
+            raise ConfigError(
+                f"max_length {self.max_length} leaves no room for a prompt: online rounds "
+                f"sample completions of up to {new_tokens} tokens (generate_max_new_tokens, "
+                "max_completion_length)"
+            )
         labellers = [
             name
             for name in ("reward_fn", "reward_model_name_or_path", "implicit_reward_model")
@@ -987,6 +994,20 @@ class DPOConfig(Options):
         if self.max_prompt_length is not None:
             return self.max_prompt_length
         return None if self.max_length is None else self.max_length - 1
+
+    @property
+    def online_sampling(self) -> tuple[int | None, int]:
+        """(prompt tokens, new tokens) of an online round's sampling: a sampled pair obeys the
+        length options as a file's pair does; max_completion_length caps the new tokens, and
+        the prompt gives up its start so that prompt + completion fit max_length."""
+        new_tokens = self.generate_max_new_tokens
+        if self.max_completion_length is not None:
+            new_tokens = min(new_tokens, self.max_completion_length)
+        prompt = self.prompt_limit
+        if self.max_length is not None:
+            room = self.max_length - new_tokens
+            prompt = room if prompt is None else min(prompt, room)
+        return prompt, new_tokens
 
     @property
     def needs_reference(self) -> bool:

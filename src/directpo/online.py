@@ -247,19 +247,20 @@ class RoundBuilder:
         gather = sharded and self.scorer is not None
         if gather and not self._forwarded:  # FSDP initialises on its root's first forward
             self._forward_once()
+        prompt_tokens, new_tokens = config.online_sampling  # the pairs fit max_length
         with unsharded_root(self.scorer) if gather else contextlib.nullcontext():
             return sample_completions(
                 self.policy,
                 self.tokenizer,
                 [self.prompts[i] for i in indices],
                 num_samples=config.online_samples_per_prompt,
-                max_new_tokens=config.generate_max_new_tokens,
+                max_new_tokens=new_tokens,
                 temperature=config.generate_temperature,
                 top_p=config.generate_top_p,
                 top_k=config.generate_top_k,
                 seed=(config.seed * 1_000_003 + round_index) * 10_007 + chunk_index,
                 batch_size=max(1, len(indices)),
-                max_prompt_length=config.prompt_limit,
+                max_prompt_length=prompt_tokens,
                 synced=sharded and self.world.size > 1,
             )
 

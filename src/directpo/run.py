@@ -155,8 +155,8 @@ def prepare_run(
     longest: int | None = max((p.longest_sequence for s in pair_sets for p in s.pairs), default=0)
     check_positions(models, longest)  # sampling cuts its prompts to a position table itself
     if isinstance(pair_source, OnlineRounds):  # sampled later: prompt limit + new tokens
-        limit = config.prompt_limit
-        sampled = None if limit is None else limit + config.generate_max_new_tokens
+        limit, new_tokens = config.online_sampling
+        sampled = None if limit is None else limit + new_tokens
         longest = None if sampled is None else max(longest or 0, sampled)
     separate_reference = [reference_model] if reference_model not in (None, policy) else []
     precompute = config.precompute_ref_log_probs
