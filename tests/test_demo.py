@@ -116,6 +116,10 @@ def test_pipeline_end_to_end_with_a_tiny_model(tiny_model_dirs, tmp_path, monkey
         assert cost["seconds"] > 0 and cost["peak_rss_mb"] > 100 and cost["samples_generated"] > 0
     models = {run["method"]: run["cost"]["models_in_memory"] for run in saved["runs"]}
     assert models["DPO"] == models["RL (true reward)"] == 2 and models["RLHF"] == 3
+    sampled = {run["method"]: run["cost"]["samples_generated"] for run in saved["runs"]}
+    evaluations = 2 * 2 * 2  # 2 evaluations x 2 held-out prompts x 2 samples
+    # RLHF's reward model learned from the pairs DPO trains on: their samples count for both
+    assert sampled["RLHF"] - sampled["RL (true reward)"] == sampled["DPO"] - evaluations > 0
     assert len(trainers) == len(measured_against) == 2
     for trainer, evaluator in zip(trainers, measured_against, strict=True):
         assert evaluator.reference.model is trainer.ref_model is not None

@@ -268,6 +268,8 @@ def _rloo(method: Method, exp: Experiment, run_dir: Path) -> tuple[list[dict], i
     trainer.train()
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evaluator.rows))
     sampled = profile.max_steps * completions_per_step + len(evaluator.rows) * _eval_samples(exp)
+    if method.name == "RLHF":  # its reward model learned from the pairs sampled from the reference
+        sampled += exp.reference_samples
     return evaluator.rows, models, sampled
 
 
