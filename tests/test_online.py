@@ -102,7 +102,9 @@ def test_reward_functions_are_called_as_trl_calls_them(tmp_path) -> None:
 
     module = tmp_path / "trl_rewards.py"
     module.write_text(TRL_STYLE)
-    prompts, columns = ["ab", "abc"], [{"bonus": 1.0}, {"bonus": 2.0}]
+    # a prompt file written by `directpo generate` has a completions column: not passed on
+    columns = [{"bonus": b, "completions": ["old"], "prompts": "x"} for b in (1.0, 2.0)]
+    prompts = ["ab", "abc"]
     samples = [sample(0, [5, 6]), sample(1, [7]), sample(1, [7, 8, 9])]
 
     def label(name: str) -> list[float]:

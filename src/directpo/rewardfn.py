@@ -146,11 +146,13 @@ def load_reward_fn_with_columns(
     spec: str,
 ) -> Callable[[list[Any], list[str], list[dict]], list[float]]:
     """``spec`` as an online labeller: each key of the rows (the prompt rows' other columns,
-    and ``completion_ids``) becomes a keyword list, TRL's convention (see ``_bound``)."""
+    and ``completion_ids``) becomes a keyword list, TRL's convention (see ``_bound``); a column
+    named ``prompts`` or ``completions`` (``directpo generate`` writes one) is not passed, those
+    names are the sampled ones."""
     checked = _checked(spec, _import(spec))
 
     def call(prompts: list[Any], completions: list[str], rows: list[dict]) -> list[float]:
-        keys = sorted({k for row in rows for k in row})
+        keys = sorted({k for row in rows for k in row} - {"prompts", "completions"})
         return checked(prompts, completions, **{k: [row.get(k) for row in rows] for k in keys})
 
     return call
