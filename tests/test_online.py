@@ -270,14 +270,15 @@ def test_a_broken_labeller_stops_before_training(tiny_model_dirs, tmp_path, onli
             online_config(tiny_model_dirs["gpt2"], prompts, out, rewards, **options)
 
 
-def tiny_judge(tiny_model_dirs, folder: Path) -> Path:
+def tiny_judge(tiny_model_dirs, folder: Path, vocab_size: int = 500) -> Path:
     """A tiny reward model (Llama sequence classifier) with the tiny Llama's tokenizer."""
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     torch.manual_seed(0)
     model = LlamaForSequenceClassification(
-        LlamaConfig(vocab_size=500, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                    num_attention_heads=2, num_key_value_heads=1, num_labels=1)
+        LlamaConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32,
+                    num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                    num_labels=1)
     )  # fmt: skip
     model.save_pretrained(folder)
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
@@ -315,6 +316,25 @@ def test_reward_model_sees_the_completion_once_rendered(tiny_model_dirs, tmp_pat
     ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
     assert ids.count(tokenizer.bos_token_id) == 1
     assert reward == pytest.approx(direct(ids), abs=1e-5)
+
+
+def test_a_reward_model_that_cannot_score_fails_in_one_line(
+    tiny_model_dirs, tmp_path, online_files, capsys
+) -> None:
+    rewards, prompts = online_files
+    judge = tiny_judge(tiny_model_dirs, tmp_path / "judge", vocab_size=50)  # tokenizer has 400
+    out = tmp_path / "out"
+    config = online_config(tiny_model_dirs["llama"], prompts, out, rewards, reward_fn=None,
+                           reward_model_name_or_path=str(judge))  # fmt: skip
+    config.save_yaml(tmp_path / "c.yaml")
+    code = main(["train", str(tmp_path / "c.yaml")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"directpo: error: reward_model_name_or_path '{judge}': scoring failed (IndexError: "
+        "index out of range in self)"
+    )
+    assert not (out / "metrics.jsonl").exists()
 
 
 def test_reward_model_and_implicit_reward_labellers(tiny_model_dirs, tmp_path, online_files):

@@ -62,7 +62,10 @@ def load_labeller(config: DPOConfig, device: torch.device) -> Labeller:
 
         return load_reward_fn_with_columns(config.reward_fn)
     if config.reward_model_name_or_path:
-        return _reward_model(config.reward_model_name_or_path, device, config.prompt_limit)
+        path = config.reward_model_name_or_path
+        return _reported(
+            f"reward_model_name_or_path '{path}'", _reward_model(path, device, config.prompt_limit)
+        )
     assert config.implicit_reward_model
     from directpo.reward import ImplicitReward
 
@@ -71,7 +74,24 @@ def load_labeller(config: DPOConfig, device: torch.device) -> Labeller:
     def implicit(prompts: list[Text], completions: list[str], _: list[dict]) -> list[float]:
         return list(scorer.score(prompts, completions))
 
-    return implicit
+    return _reported(f"implicit_reward_model '{config.implicit_reward_model}'", implicit)
+
+
+def _reported(name: str, labeller: Labeller) -> Labeller:
+    """``labeller`` whose failures (a model and tokenizer that do not match, ...) are one line
+    naming it, as a reward_fn's are, not a traceback."""
+
+    def call(prompts: list[Text], completions: list[str], rows: list[dict]) -> list[float]:
+        try:
+            return labeller(prompts, completions, rows)
+        except DirectpoError:
+            raise
+        except Exception as exc:  # transformers / torch raise IndexError, RuntimeError, ...
+            raise DirectpoError(
+                f"{name}: scoring failed ({type(exc).__name__}: {first_line(exc)})"
+            ) from None
+
+    return call
 
 
 def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> Labeller:
