@@ -98,7 +98,7 @@ def positional(p, c):  # not TRL's names: (prompts, completions) by position
 
 def test_reward_functions_are_called_as_trl_calls_them(tmp_path) -> None:
     from directpo.online import RoundBuilder
-    from directpo.rewardfn import load_reward_fn, load_reward_fn_with_columns
+    from directpo.rewardfn import load_reward_fn
 
     module = tmp_path / "trl_rewards.py"
     module.write_text(TRL_STYLE)
@@ -108,7 +108,7 @@ def test_reward_functions_are_called_as_trl_calls_them(tmp_path) -> None:
     samples = [sample(0, [5, 6]), sample(1, [7]), sample(1, [7, 8, 9])]
 
     def label(name: str) -> list[float]:
-        labeller = load_reward_fn_with_columns(f"{module}:{name}")
+        labeller = load_reward_fn(f"{module}:{name}")
         builder = RoundBuilder(None, None, None, prompts, columns, labeller, None)
         return builder._label([0, 1], samples)
 
@@ -117,9 +117,6 @@ def test_reward_functions_are_called_as_trl_calls_them(tmp_path) -> None:
     assert label("keyword_only") == [22.0, 31.0, 33.0]  # the samples' own token ids
     assert label("named") == [1.0, 2.0, 2.0]
     assert label("positional") == [float(len(t)) for t in texts]
-    # eval_generate's reward_fn: the same convention
-    evaluate = load_reward_fn(f"{module}:keyword_only")
-    assert evaluate(["ab"], ["x"], completion_ids=[[1, 2, 3]]) == [23.0]
 
 
 def test_rounds_visit_every_prompt_once_per_epoch() -> None:

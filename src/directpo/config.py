@@ -572,8 +572,8 @@ class DPOConfig(Options):
         "A ground-truth reward 'module:function' (or 'path/file.py:function') taking "
         "(prompts, completions) and returning one float per completion; its mean is logged as "
         "eval/reward. With online: the labeller too. Called as TRL calls reward_funcs: by "
-        "keyword, with completion_ids and (online) the prompt rows' other columns as keyword "
-        "lists when it takes **kwargs or names them.",
+        "keyword, with completion_ids and the prompt rows' other columns (prompt_file's, "
+        "eval_prompts_file's) as keyword lists when it takes **kwargs or names them.",
     )
 
     def __post_init__(self) -> None:

@@ -258,8 +258,10 @@ def evaluate_generations(
     reward_fn: RewardFn | None,
     synced: bool = False,
     processor: Any = None,
+    columns: Sequence[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Sample held-out completions; (eval/kl, eval/reward, ... metrics, one record per sample)."""
+    """Sample held-out completions; (eval/kl, eval/reward, ... metrics, one record per sample).
+    ``columns``: each prompt's row's other columns, passed on to ``reward_fn``."""
     device = next(policy.parameters()).device
     samples = sample_completions(
         policy,
@@ -290,8 +292,11 @@ def evaluate_generations(
     kls = (logps - ref_logps).tolist()
     texts = [s.text for s in samples]
     sample_prompts = [prompt_of(prompts[s.prompt_index]) for s in samples]
-    ids = [s.completion_ids for s in samples]
-    rewards = reward_fn(sample_prompts, texts, completion_ids=ids) if reward_fn else None
+    extras = [
+        {**(columns[s.prompt_index] if columns else {}), "completion_ids": s.completion_ids}
+        for s in samples
+    ]
+    rewards = reward_fn(sample_prompts, texts, extras) if reward_fn else None
     metrics = {
         "eval/kl": sum(kls) / len(kls),
         "eval/completion_length": sum(len(s.completion_ids) for s in samples) / len(samples),

@@ -37,7 +37,7 @@ from directpo.errors import DirectpoError, ModelLoadError, first_line
 from directpo.generate import Sample, sample_completions
 from directpo.jsonl import write_jsonl
 from directpo.models import learned_positions
-from directpo.rewardfn import PROBE_COMPLETION, probe_completion_ids
+from directpo.rewardfn import PROBE_COMPLETION, probe_rows
 from directpo.sources import PairSet
 from directpo.tokenization import TokenizedPair
 
@@ -58,9 +58,9 @@ class OnlineData:
 def load_labeller(config: DPOConfig, device: torch.device) -> Labeller:
     """The online labeller the config names (exactly one of three)."""
     if config.reward_fn:
-        from directpo.rewardfn import load_reward_fn_with_columns
+        from directpo.rewardfn import load_reward_fn
 
-        return load_reward_fn_with_columns(config.reward_fn)
+        return load_reward_fn(config.reward_fn)
     if config.reward_model_name_or_path:
         path = config.reward_model_name_or_path
         return _reported(
@@ -142,9 +142,7 @@ def check_labeller(
 ) -> None:
     """Call the labeller once before training, so that a broken one fails in one line now."""
     sample = prompts[:2]
-    ids = probe_completion_ids(tokenizer, len(sample))
-    rows = [{**row, "completion_ids": i} for row, i in zip(columns[:2], ids, strict=False)]
-    rewards = labeller(sample, [PROBE_COMPLETION] * len(sample), rows)
+    rewards = labeller(sample, [PROBE_COMPLETION] * len(sample), probe_rows(columns[:2], tokenizer))
     if len(rewards) != len(sample):
         raise DirectpoError(
             f"the online labeller returned {len(rewards)} rewards for {len(sample)} completions"

@@ -5,9 +5,10 @@ message list, as in the data; a completion is the sampled text), and returns one
 per completion. Anything else is a one-line error naming the function.
 
 It is called as TRL calls its ``reward_funcs``: by keyword (``prompts=``, ``completions=``,
-``completion_ids=`` and the prompt rows' other columns), so ``def f(completions, **kwargs)``
-works; a function whose parameters are not named ``completions`` gets (prompts, completions)
-by position. Extras reach it when it takes ``**kwargs`` or names them.
+``completion_ids=`` and the prompt rows' other columns as lists), so
+``def f(completions, **kwargs)`` works; a function whose parameters are not named
+``completions`` gets (prompts, completions) by position. Extras reach it when it takes
+``**kwargs`` or names them.
 """
 
 from __future__ import annotations
@@ -25,11 +26,22 @@ from typing import Any
 from directpo.errors import ConfigError, DirectpoError
 from directpo.readers import kind_of
 
-RewardFn = Callable[..., list[float]]  # (prompts, completions, **extras) -> rewards
+# (prompts, completions, rows) -> rewards; rows[i]: completion i's keyword extras (its prompt
+# row's other columns and its completion_ids)
+RewardFn = Callable[[list[Any], list[str], list[dict[str, Any]]], list[float]]
 
 
 def load_reward_fn(spec: str) -> RewardFn:
-    return _checked(spec, _import(spec))
+    """``spec`` as a ``RewardFn``: each key of the rows becomes a keyword list, TRL's
+    convention (see ``_bound``); a column named ``prompts`` or ``completions`` (``directpo
+    generate`` writes one) is not passed, those names are the sampled ones."""
+    checked = _checked(spec, _import(spec))
+
+    def call(prompts: list[Any], completions: list[str], rows: list[dict]) -> list[float]:
+        keys = sorted({k for row in rows for k in row} - {"prompts", "completions"})
+        return checked(prompts, completions, **{k: [row.get(k) for row in rows] for k in keys})
+
+    return call
 
 
 def _import(spec: str) -> Callable[..., Any]:
@@ -84,7 +96,7 @@ def _bound(function: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def _checked(spec: str, function: Callable[..., Any]) -> RewardFn:
+def _checked(spec: str, function: Callable[..., Any]) -> Callable[..., list[float]]:
     bound = _bound(function)
 
     def call(prompts: list[Any], completions: list[str], **extras: Any) -> list[float]:
@@ -125,34 +137,20 @@ def _is_number(value: Any) -> bool:
     return True
 
 
-def check_reward_fn(reward_fn: RewardFn, prompts: list[Any], tokenizer: Any) -> None:
-    """Call ``reward_fn`` once on (at most two of) ``prompts`` before training, so that a broken
-    function fails in one line now, not at the first evaluation after training work."""
+def check_reward_fn(
+    reward_fn: RewardFn, prompts: list[Any], rows: list[dict[str, Any]], tokenizer: Any
+) -> None:
+    """Call ``reward_fn`` once on (at most two of) ``prompts`` (with their ``rows``) before
+    training, so that a broken function fails in one line now, not after training work."""
     sample = prompts[:2]
     if sample:
-        completions = [PROBE_COMPLETION] * len(sample)
-        reward_fn(sample, completions, completion_ids=probe_completion_ids(tokenizer, len(sample)))
+        reward_fn(sample, [PROBE_COMPLETION] * len(sample), probe_rows(rows[:2], tokenizer))
 
 
 PROBE_COMPLETION = " This is a test completion."
 
 
-def probe_completion_ids(tokenizer: Any, count: int) -> list[list[int]]:
-    """``completion_ids`` of ``PROBE_COMPLETION`` (for the checks before training)."""
-    return [tokenizer(PROBE_COMPLETION, add_special_tokens=False)["input_ids"]] * count
-
-
-def load_reward_fn_with_columns(
-    spec: str,
-) -> Callable[[list[Any], list[str], list[dict]], list[float]]:
-    """``spec`` as an online labeller: each key of the rows (the prompt rows' other columns,
-    and ``completion_ids``) becomes a keyword list, TRL's convention (see ``_bound``); a column
-    named ``prompts`` or ``completions`` (``directpo generate`` writes one) is not passed, those
-    names are the sampled ones."""
-    checked = _checked(spec, _import(spec))
-
-    def call(prompts: list[Any], completions: list[str], rows: list[dict]) -> list[float]:
-        keys = sorted({k for row in rows for k in row} - {"prompts", "completions"})
-        return checked(prompts, completions, **{k: [row.get(k) for row in rows] for k in keys})
-
-    return call
+def probe_rows(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:
+    """``rows`` with the ``completion_ids`` of ``PROBE_COMPLETION`` (for the checks)."""
+    ids = tokenizer(PROBE_COMPLETION, add_special_tokens=False)["input_ids"]
+    return [{**row, "completion_ids": ids} for row in rows]
