@@ -274,3 +274,19 @@ def test_a_metrics_line_torn_by_a_kill_does_not_stop_the_resume(
     train(config, echo=lambda _: None)
     assert [r["step"] for r in read_metrics(run_dir)] == [1, 2, 3]
     assert all(line.endswith("}") for line in metrics.read_text().splitlines())
+
+
+def test_a_best_metric_no_evaluation_logs_is_refused_at_the_first_evaluation() -> None:
+    """metric_for_best_model naming a training metric (online/reward_mean) or a typo used to
+    be ignored: the final folder silently held the last weights, not the best."""
+    from directpo.best import BestModel
+
+    best = BestModel("eval/online/reward_mean", greater_is_better=True, keep_checkpoint=True)
+    with pytest.raises(ConfigError) as err:
+        best.update(2, {"step": 2, "eval/loss": 0.5, "eval/reward": 1.0})
+    assert str(err.value) == (
+        "metric_for_best_model: evaluations log no eval/online/reward_mean "
+        "(they log eval/loss, eval/reward)"
+    )
+    assert BestModel("", keep_checkpoint=False).update(2, {"eval/loss": 0.5}) is False
+    assert BestModel("eval/loss", keep_checkpoint=True).update(2, {"eval/loss": 0.5}) is True

@@ -295,3 +295,23 @@ def test_a_reward_function_object_is_refused_with_how_to_name_it() -> None:
         "(config.yaml records it), e.g. def judge(prompts, completions) in my_rewards.py and "
         "reward_fn='my_rewards.py:judge'"
     )
+
+
+def test_several_samples_per_prompt_need_sampling() -> None:
+    """Greedy decoding has one completion per prompt: asking for several is refused up front
+    (transformers' generate raised a ValueError traceback, after training for eval_generate)."""
+    from directpo.command_options import GenerateOptions
+    from directpo.generate import sample_completions
+
+    online = dict(online=True, reward_fn="m:f", generate_temperature=0.0)
+    with pytest.raises(ConfigError, match="online_samples_per_prompt 4 needs sampling, but "):
+        DPOConfig(**online)
+    with pytest.raises(ConfigError, match="eval_generate_samples 2 needs sampling"):
+        DPOConfig(eval_generate=2, eval_generate_samples=2, generate_temperature=0.0)
+    with pytest.raises(ConfigError, match="num_return_sequences 3 needs sampling"):
+        GenerateOptions(num_return_sequences=3, temperature=0.0)
+    with pytest.raises(ConfigError, match="need temperature > 0"):
+        sample_completions(None, None, ["hi"], num_samples=2, temperature=0.0)
+    # one greedy completion per prompt is fine
+    DPOConfig(eval_generate=2, generate_temperature=0.0)
+    GenerateOptions(temperature=0.0)

@@ -71,9 +71,23 @@ TINY = Profile(
 )
 
 
-def test_pipeline_end_to_end_with_a_tiny_model(tiny_model_dirs, tmp_path) -> None:
+def test_pipeline_end_to_end_with_a_tiny_model(tiny_model_dirs, tmp_path, monkeypatch) -> None:
     pytest.importorskip("vaderSentiment")
     pytest.importorskip("sklearn")
+    import trl
+
+    from directpo.demo import methods
+
+    # the RL methods' KL is measured against TRL's own reference: the measurement adds no
+    # model to their cost (a third model, loaded for it alone, was counted as RL's)
+    trainers, measured_against = [], []
+    for cls, seen in ((trl.RLOOTrainer, trainers), (methods._Evaluator, measured_against)):
+
+        def spy(self, *args, __init=cls.__init__, __seen=seen, **kwargs):
+            __init(self, *args, **kwargs)
+            __seen.append(self)
+
+        monkeypatch.setattr(cls, "__init__", spy)
     out = tmp_path / "demo"
     results = run_demo(
         TINY,
@@ -101,7 +115,14 @@ def test_pipeline_end_to_end_with_a_tiny_model(tiny_model_dirs, tmp_path) -> Non
         cost = run["cost"]
         assert cost["seconds"] > 0 and cost["peak_rss_mb"] > 100 and cost["samples_generated"] > 0
     models = {run["method"]: run["cost"]["models_in_memory"] for run in saved["runs"]}
-    assert models["DPO"] == 2 and models["RLHF"] == models["RL (true reward)"] + 1
+    assert models["DPO"] == models["RL (true reward)"] == 2 and models["RLHF"] == 3
+    sampled = {run["method"]: run["cost"]["samples_generated"] for run in saved["runs"]}
+    evaluations = 2 * 2 * 2  # 2 evaluations x 2 held-out prompts x 2 samples
+    # RLHF's reward model learned from the pairs DPO trains on: their samples count for both
+    assert sampled["RLHF"] - sampled["RL (true reward)"] == sampled["DPO"] - evaluations > 0
+    assert len(trainers) == len(measured_against) == 2
+    for trainer, evaluator in zip(trainers, measured_against, strict=True):
+        assert evaluator.reference.model is trainer.ref_model is not None
     assert set(saved["reward_model"]) >= {"heldout_pair_accuracy", "correlation_with_vader"}
     readme = (out / "README.md").read_text()
     assert "At equal KL" in readme and "| RLHF (lr=0.001) |" in readme

@@ -22,6 +22,9 @@ def raises(prompts, completions):
 def short(prompts, completions):
     return [0.0]
 
+def answer(completions, completion_ids, ground_truth, **kwargs):  # TRL's reward_funcs form
+    return [1000.0 * ord(g) + len(ids) for ids, g in zip(completion_ids, ground_truth)]
+
 def texts(prompts, completions):
     return ["0.5"] * len(completions)
 
@@ -69,6 +72,35 @@ def test_training_logs_kl_reward_and_samples(
     assert len(samples) == 6
     assert evals[-1]["eval/reward"] == pytest.approx(sum(len(s["completion"]) for s in samples) / 6)
     assert {s["prompt"] for s in samples} == {p["prompt"] for p in SENTIMENT_PAIRS[:3]}
+
+
+def test_reward_fn_gets_the_held_out_rows_columns_and_completion_ids(
+    tiny_model_dirs, pairs_file, tmp_path, reward_file
+) -> None:
+    """As TRL passes them: eval_prompts_file's other columns and each sample's token ids (a
+    function taking ground_truth was refused: 'missing ... argument')."""
+    heldout = write_jsonl(
+        tmp_path / "heldout.jsonl",
+        [{"prompt": "hello world,", "ground_truth": "a"}, {"prompt": "The acting was",
+                                                          "ground_truth": "e"}],
+    )  # fmt: skip
+    out = tmp_path / "out"
+    config = DPOConfig(
+        model_name_or_path=str(tiny_model_dirs["gpt2"]), train_file=str(pairs_file),
+        eval_file=str(pairs_file), eval_prompts_file=str(heldout), output_dir=str(out),
+        report_to=["none"], max_steps=1, eval_steps=1, save_steps=0, eval_generate=2,
+        eval_generate_samples=2, generate_max_new_tokens=5, reward_fn=f"{reward_file}:answer",
+    )  # fmt: skip
+    result = train(config, echo=lambda _: None)
+    samples = [json.loads(x) for x in (out / "samples" / "step-1.jsonl").read_text().splitlines()]
+    assert len(samples) == 4
+    truth = {"hello world,": "a", "The acting was": "e"}
+    for sample in samples:  # each sample got its own prompt's row and its <= 5 token ids
+        assert sample["reward"] // 1000 == ord(truth[sample["prompt"]])
+        assert 1 <= sample["reward"] % 1000 <= 5
+    assert [r["eval/reward"] for r in result.metrics if "eval/reward" in r] == [
+        pytest.approx(sum(s["reward"] for s in samples) / 4)
+    ]
 
 
 @pytest.mark.parametrize(

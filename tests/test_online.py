@@ -81,6 +81,44 @@ def test_round_pairs() -> None:
     assert len(build_pairs(scored, "above_gap", 0.0, 1)) == 1
 
 
+TRL_STYLE = """
+def only_completions(completions, **kwargs):  # TRL's most common signature
+    return [len(c) for c in completions]
+
+def keyword_only(*, prompts, completions, completion_ids, **kwargs):
+    return [10 * len(p) + len(ids) for p, ids in zip(prompts, completion_ids)]
+
+def named(prompts, completions, bonus):  # names the one column it wants
+    return bonus
+
+def positional(p, c):  # not TRL's names: (prompts, completions) by position
+    return [len(x) for x in c]
+"""
+
+
+def test_reward_functions_are_called_as_trl_calls_them(tmp_path) -> None:
+    from directpo.online import RoundBuilder
+    from directpo.rewardfn import load_reward_fn
+
+    module = tmp_path / "trl_rewards.py"
+    module.write_text(TRL_STYLE)
+    # a prompt file written by `directpo generate` has a completions column: not passed on
+    columns = [{"bonus": b, "completions": ["old"], "prompts": "x"} for b in (1.0, 2.0)]
+    prompts = ["ab", "abc"]
+    samples = [sample(0, [5, 6]), sample(1, [7]), sample(1, [7, 8, 9])]
+
+    def label(name: str) -> list[float]:
+        labeller = load_reward_fn(f"{module}:{name}")
+        builder = RoundBuilder(None, None, None, prompts, columns, labeller, None)
+        return builder._label([0, 1], samples)
+
+    texts = [s.text for s in samples]
+    assert label("only_completions") == [float(len(t)) for t in texts]
+    assert label("keyword_only") == [22.0, 31.0, 33.0]  # the samples' own token ids
+    assert label("named") == [1.0, 2.0, 2.0]
+    assert label("positional") == [float(len(t)) for t in texts]
+
+
 def test_rounds_visit_every_prompt_once_per_epoch() -> None:
     rounds = OnlineRounds(10, 4, 3, 2, 1, seed=5, build_round=lambda r, p: (PairSet([], []), {}))
     assert rounds.rounds_per_epoch == 3 and rounds.steps_per_epoch == 9
@@ -108,6 +146,41 @@ def test_online_run_samples_labels_and_trains(tiny_model_dirs, tmp_path, online_
         assert record["rewards"] == expected
     assert [r["step"] for r in result.metrics if "loss" in r] == list(range(1, 7))
     assert (out / "model.safetensors").exists()
+
+
+def test_sampled_pairs_obey_the_length_options(
+    tiny_model_dirs, tmp_path, online_files, monkeypatch
+) -> None:
+    """max_completion_length caps the sampled completions and a long prompt gives up its start
+    so that prompt + completion fit max_length, as a file's pair does (both were ignored)."""
+    from directpo.online import RoundBuilder
+
+    rewards, _ = online_files
+    prompts = write_jsonl(
+        tmp_path / "long.jsonl", [{"prompt": "word " * 40 + p["prompt"]} for p in SENTIMENT_PAIRS]
+    )
+    built: list = []
+    build = RoundBuilder.__call__
+
+    def keep(self, round_index, indices):
+        pairs, metrics = build(self, round_index, indices)
+        built.extend(pairs.pairs)
+        return pairs, metrics
+
+    monkeypatch.setattr(RoundBuilder, "__call__", keep)
+    config = online_config(
+        tiny_model_dirs["llama"], prompts, tmp_path / "out", rewards, max_steps=1,
+        generate_max_new_tokens=10, max_length=16, max_completion_length=4,
+    )  # fmt: skip
+    assert config.online_sampling == (12, 4)
+    train(config, echo=lambda _: None)
+    assert built
+    for pair in built:
+        assert max(len(pair.chosen_ids), len(pair.rejected_ids)) <= 4
+        assert len(pair.prompt_ids) + max(len(pair.chosen_ids), len(pair.rejected_ids)) <= 16
+    with pytest.raises(Exception, match="max_length 8 leaves no room for a prompt"):
+        online_config(tiny_model_dirs["llama"], prompts, tmp_path / "o", rewards, max_length=8,
+                      generate_max_new_tokens=8)  # fmt: skip
 
 
 @pytest.mark.parametrize("stop_after", [3, 4])  # inside round 1, and at its end
@@ -194,18 +267,76 @@ def test_a_broken_labeller_stops_before_training(tiny_model_dirs, tmp_path, onli
             online_config(tiny_model_dirs["gpt2"], prompts, out, rewards, **options)
 
 
-def test_reward_model_and_implicit_reward_labellers(tiny_model_dirs, tmp_path, online_files):
+def tiny_judge(tiny_model_dirs, folder: Path, vocab_size: int = 500) -> Path:
+    """A tiny reward model (Llama sequence classifier) with the tiny Llama's tokenizer."""
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    rewards, prompts = online_files
-    judge = tmp_path / "judge"
+    torch.manual_seed(0)
     model = LlamaForSequenceClassification(
-        LlamaConfig(vocab_size=500, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                    num_attention_heads=2, num_key_value_heads=1, num_labels=1)
+        LlamaConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32,
+                    num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                    num_labels=1)
     )  # fmt: skip
-    model.save_pretrained(judge)
-    shutil.copy(tiny_model_dirs["llama"] / "tokenizer.json", judge)
-    shutil.copy(tiny_model_dirs["llama"] / "tokenizer_config.json", judge)
+    model.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(tiny_model_dirs["llama"] / name, folder)
+    return folder
+
+
+def test_reward_model_sees_the_completion_once_rendered(tiny_model_dirs, tmp_path) -> None:
+    """A prompt too long for the reward model loses its start, not the completion (the cut
+    used to keep the prompt: every completion got the same reward and no pair formed); a
+    conversation is the chat template's ids, without a second BOS."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from directpo.online import _reward_model
+
+    judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
+    model = AutoModelForSequenceClassification.from_pretrained(judge).eval()
+    tokenizer = AutoTokenizer.from_pretrained(judge)
+    score = _reward_model(str(judge), torch.device("cpu"), prompt_limit=8)
+
+    def direct(ids: list[int]) -> float:
+        with torch.no_grad():
+            return model(torch.tensor([ids])).logits[0, 0].item()
+
+    long_prompt = "word " * 40 + "The movie was"
+    completions = [" great fun.", " dull and slow."]
+    rewards = score([long_prompt] * 2, completions, [{}, {}])
+    assert rewards[0] != rewards[1]
+    for reward, completion in zip(rewards, completions, strict=True):
+        ids = tokenizer(long_prompt + completion)["input_ids"][-16:]  # 2 x prompt_limit
+        assert reward == pytest.approx(direct(ids), abs=1e-5)
+    chat = [{"role": "user", "content": "Hi"}]
+    (reward,) = _reward_model(str(judge), torch.device("cpu"), None)([chat], [" Hello!"], [{}])
+    messages = [*chat, {"role": "assistant", "content": " Hello!"}]
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    assert ids.count(tokenizer.bos_token_id) == 1
+    assert reward == pytest.approx(direct(ids), abs=1e-5)
+
+
+def test_a_reward_model_that_cannot_score_fails_in_one_line(
+    tiny_model_dirs, tmp_path, online_files, capsys
+) -> None:
+    rewards, prompts = online_files
+    judge = tiny_judge(tiny_model_dirs, tmp_path / "judge", vocab_size=50)  # tokenizer has 400
+    out = tmp_path / "out"
+    config = online_config(tiny_model_dirs["llama"], prompts, out, rewards, reward_fn=None,
+                           reward_model_name_or_path=str(judge))  # fmt: skip
+    config.save_yaml(tmp_path / "c.yaml")
+    code = main(["train", str(tmp_path / "c.yaml")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"directpo: error: reward_model_name_or_path '{judge}': scoring failed (IndexError: "
+        "index out of range in self)"
+    )
+    assert not (out / "metrics.jsonl").exists()
+
+
+def test_reward_model_and_implicit_reward_labellers(tiny_model_dirs, tmp_path, online_files):
+    rewards, prompts = online_files
+    judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
     out = tmp_path / "rm"
     config = online_config(tiny_model_dirs["llama"], prompts, out, rewards, reward_fn=None,
                            reward_model_name_or_path=str(judge), max_steps=2)  # fmt: skip

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from directpo.errors import ConfigError
+
 
 @dataclass
 class BestModel:
@@ -26,8 +28,13 @@ class BestModel:
 
     def update(self, step: int, metrics: dict[str, Any]) -> bool:
         """Take an evaluation's metrics; True when it improved and its checkpoint is wanted."""
-        if not self.metric or self.metric not in metrics:
+        if not self.metric:
             return False
+        if self.metric not in metrics:  # a name no evaluation logs: never the best, say so now
+            logged = ", ".join(sorted(k for k in metrics if k.startswith("eval/")))
+            raise ConfigError(
+                f"metric_for_best_model: evaluations log no {self.metric} (they log {logged})"
+            )
         value = float(metrics[self.metric])
         improved = self.value is None or (
             value > self.value if self.greater_is_better else value < self.value

@@ -111,6 +111,7 @@ class GenerateOptions(FileCommandOptions):
         self._require(0 < self.top_p <= 1, "top_p", "in (0, 1]")
         self._require(self.top_k >= 0, "top_k", ">= 0")
         self._require(self.num_return_sequences >= 1, "num_return_sequences", ">= 1")
+        self._require_sampling("num_return_sequences", "temperature")
         self._require(self.max_prompt_length >= 1, "max_prompt_length", ">= 1")
 
 

@@ -571,8 +571,9 @@ class DPOConfig(Options):
         None,
         "A ground-truth reward 'module:function' (or 'path/file.py:function') taking "
         "(prompts, completions) and returning one float per completion; its mean is logged as "
-        "eval/reward. With online: the labeller too (given the prompt rows' other columns as "
-        "keyword lists when it takes **kwargs, TRL's convention).",
+        "eval/reward. With online: the labeller too. Called as TRL calls reward_funcs: by "
+        "keyword, with completion_ids and the prompt rows' other columns (prompt_file's, "
+        "eval_prompts_file's) as keyword lists when it takes **kwargs or names them.",
     )
 
     def __post_init__(self) -> None:
@@ -862,6 +863,7 @@ class DPOConfig(Options):
         require(self.generate_temperature >= 0, "generate_temperature", ">= 0")
         require(0 < self.generate_top_p <= 1, "generate_top_p", "in (0, 1]")
         require(self.generate_top_k >= 0, "generate_top_k", ">= 0")
+        self._require_sampling("eval_generate_samples", "generate_temperature")
         if self.eval_generate == 0:
             self._reject_if_set(
                 ("eval_generate_samples", "eval_prompts_file"),
@@ -897,10 +899,18 @@ class DPOConfig(Options):
             return
         require(self.online_prompts_per_round >= 1, "online_prompts_per_round", ">= 1")
         require(self.online_samples_per_prompt >= 2, "online_samples_per_prompt", ">= 2")
+        self._require_sampling("online_samples_per_prompt", "generate_temperature")
         self._one_of("online_pairs", ("best_worst", "above_gap"))
         require(self.online_reward_gap >= 0, "online_reward_gap", ">= 0")
         require(self.online_max_pairs_per_prompt >= 0, "online_max_pairs_per_prompt", ">= 0")
         require(self.steps_per_round >= 1, "steps_per_round", ">= 1")
+        prompt_tokens, new_tokens = self.online_sampling
+        if prompt_tokens is not None and prompt_tokens < 1:
+            raise ConfigError(
+                f"max_length {self.max_length} leaves no room for a prompt: online rounds "
+                f"sample completions of up to {new_tokens} tokens (generate_max_new_tokens, "
+                "max_completion_length)"
+            )
         labellers = [
             name
             for name in ("reward_fn", "reward_model_name_or_path", "implicit_reward_model")
@@ -984,6 +994,20 @@ class DPOConfig(Options):
         if self.max_prompt_length is not None:
             return self.max_prompt_length
         return None if self.max_length is None else self.max_length - 1
+
+    @property
+    def online_sampling(self) -> tuple[int | None, int]:
+        """(prompt tokens, new tokens) of an online round's sampling: a sampled pair obeys the
+        length options as a file's pair does; max_completion_length caps the new tokens, and
+        the prompt gives up its start so that prompt + completion fit max_length."""
+        new_tokens = self.generate_max_new_tokens
+        if self.max_completion_length is not None:
+            new_tokens = min(new_tokens, self.max_completion_length)
+        prompt = self.prompt_limit
+        if self.max_length is not None:
+            room = self.max_length - new_tokens
+            prompt = room if prompt is None else min(prompt, room)
+        return prompt, new_tokens
 
     @property
     def needs_reference(self) -> bool:

@@ -309,15 +309,24 @@ def parse_prompt(row: dict[str, Any], prompt_column: str, where: str) -> Text:
         raise DataError(f"{where}: {err.message}") from None
 
 
-def load_prompts(source: str | Any, prompt_column: str = "prompt") -> list[Text | ImagePrompt]:
+def load_prompts(
+    source: str | Any, prompt_column: str = "prompt"
+) -> tuple[list[Text | ImagePrompt], list[dict[str, Any]]]:
     """Distinct prompts (texts or message lists, with their images if the rows have an images
-    column), in file order, from a prompts or pairs file."""
+    column), in file order, from a prompts or pairs file; and the other columns of each one's
+    first row (what a reward_fn is given)."""
     label = source if isinstance(source, str) else "dataset"
     base_dir = os.path.dirname(os.path.abspath(source)) if isinstance(source, str) else None
-    return distinct_prompts(
-        prompt_with_images(row, prompt_column, f"{label}: {where}", base_dir)
-        for where, row in read_rows(source)
-    )
+    seen: set[str] = set()
+    prompts: list[Text | ImagePrompt] = []
+    others: list[dict[str, Any]] = []
+    for where, row in read_rows(source):
+        prompt = prompt_with_images(row, prompt_column, f"{label}: {where}", base_dir)
+        if _prompt_key(prompt) not in seen:
+            seen.add(_prompt_key(prompt))
+            prompts.append(prompt)
+            others.append({k: v for k, v in row.items() if k != prompt_column})
+    return prompts, others
 
 
 def prompt_with_images(
@@ -357,14 +366,16 @@ def distinct_prompts(prompts: Iterable[Any]) -> list[Any]:
     seen: set[str] = set()
     unique: list[Any] = []
     for prompt in prompts:
-        if isinstance(prompt, ImagePrompt):  # the same words about other images differ
-            key = json.dumps([prompt.prompt, [str(i) for i in prompt.images]], sort_keys=True)
-        else:
-            key = json.dumps(prompt, sort_keys=True)
-        if key not in seen:
-            seen.add(key)
+        if _prompt_key(prompt) not in seen:
+            seen.add(_prompt_key(prompt))
             unique.append(prompt)
     return unique
+
+
+def _prompt_key(prompt: Any) -> str:
+    if isinstance(prompt, ImagePrompt):  # the same words about other images differ
+        return json.dumps([prompt.prompt, [str(i) for i in prompt.images]], sort_keys=True)
+    return json.dumps(prompt, sort_keys=True)
 
 
 # ---------------------------------------------------------------------------------------------

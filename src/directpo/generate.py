@@ -114,6 +114,8 @@ def sample_completions(
     until all are done, so their collectives stay in step (transformers' ``synced_gpus``).
     ``processor``: a vision-language model's, for prompts with images (``ImagePrompt``).
     """
+    if temperature == 0 and num_samples > 1:  # the options refuse it; this is for library calls
+        raise ConfigError(f"{num_samples} samples per prompt need temperature > 0 (0 is greedy)")
     positions = learned_positions(model)
     if positions is not None:  # GPT-2, OPT: prompt + new tokens must fit the position table
         if max_new_tokens >= positions:
@@ -256,8 +258,10 @@ def evaluate_generations(
     reward_fn: RewardFn | None,
     synced: bool = False,
     processor: Any = None,
+    columns: Sequence[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Sample held-out completions; (eval/kl, eval/reward, ... metrics, one record per sample)."""
+    """Sample held-out completions; (eval/kl, eval/reward, ... metrics, one record per sample).
+    ``columns``: each prompt's row's other columns, passed on to ``reward_fn``."""
     device = next(policy.parameters()).device
     samples = sample_completions(
         policy,
@@ -288,7 +292,11 @@ def evaluate_generations(
     kls = (logps - ref_logps).tolist()
     texts = [s.text for s in samples]
     sample_prompts = [prompt_of(prompts[s.prompt_index]) for s in samples]
-    rewards = reward_fn(sample_prompts, texts) if reward_fn else None
+    extras = [
+        {**(columns[s.prompt_index] if columns else {}), "completion_ids": s.completion_ids}
+        for s in samples
+    ]
+    rewards = reward_fn(sample_prompts, texts, extras) if reward_fn else None
     metrics = {
         "eval/kl": sum(kls) / len(kls),
         "eval/completion_length": sum(len(s.completion_ids) for s in samples) / len(samples),

@@ -8,8 +8,8 @@ number of ``generate`` calls (a rank short of chunks repeats its last one, disca
 
 Labellers (``load_labeller``), each ``(prompts, completions, columns) -> rewards``:
 
-* ``reward_fn: module:function`` (TRL's convention: called with prompts, completions and, if it
-  takes ``**kwargs``, the prompt rows' other columns);
+* ``reward_fn: module:function`` (TRL's convention: called by keyword with prompts,
+  completions, completion_ids and the prompt rows' other columns; rewardfn.py);
 * ``reward_model_name_or_path``: an ``AutoModelForSequenceClassification`` folder; the first
   logit of prompt + completion (rendered with its tokenizer's chat template for conversations);
 * ``implicit_reward_model``: a directpo run (or DPO model) scored as β·log π/π_ref.
@@ -36,6 +36,8 @@ from directpo.distributed import World, all_gather_objects, unsharded_root
 from directpo.errors import DirectpoError, ModelLoadError, first_line
 from directpo.generate import Sample, sample_completions
 from directpo.jsonl import write_jsonl
+from directpo.models import learned_positions
+from directpo.rewardfn import PROBE_COMPLETION, probe_rows
 from directpo.sources import PairSet
 from directpo.tokenization import TokenizedPair
 
@@ -56,11 +58,14 @@ class OnlineData:
 def load_labeller(config: DPOConfig, device: torch.device) -> Labeller:
     """The online labeller the config names (exactly one of three)."""
     if config.reward_fn:
-        from directpo.rewardfn import load_reward_fn_with_columns
+        from directpo.rewardfn import load_reward_fn
 
-        return load_reward_fn_with_columns(config.reward_fn)
+        return load_reward_fn(config.reward_fn)
     if config.reward_model_name_or_path:
-        return _reward_model(config.reward_model_name_or_path, device, config.prompt_limit)
+        path = config.reward_model_name_or_path
+        return _reported(
+            f"reward_model_name_or_path '{path}'", _reward_model(path, device, config.prompt_limit)
+        )
     assert config.implicit_reward_model
     from directpo.reward import ImplicitReward
 
@@ -69,7 +74,24 @@ def load_labeller(config: DPOConfig, device: torch.device) -> Labeller:
     def implicit(prompts: list[Text], completions: list[str], _: list[dict]) -> list[float]:
         return list(scorer.score(prompts, completions))
 
-    return implicit
+    return _reported(f"implicit_reward_model '{config.implicit_reward_model}'", implicit)
+
+
+def _reported(name: str, labeller: Labeller) -> Labeller:
+    """``labeller`` whose failures (a model and tokenizer that do not match, ...) are one line
+    naming it, as a reward_fn's are, not a traceback."""
+
+    def call(prompts: list[Text], completions: list[str], rows: list[dict]) -> list[float]:
+        try:
+            return labeller(prompts, completions, rows)
+        except DirectpoError:
+            raise
+        except Exception as exc:  # transformers / torch raise IndexError, RuntimeError, ...
+            raise DirectpoError(
+                f"{name}: scoring failed ({type(exc).__name__}: {first_line(exc)})"
+            ) from None
+
+    return call
 
 
 def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> Labeller:
@@ -86,32 +108,41 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
+    limit = None if prompt_limit is None else 2 * prompt_limit
+    positions = learned_positions(model)
+    if positions is not None:  # GPT-2-like: a longer input has no position to index
+        limit = positions if limit is None else min(limit, positions)
+
+    def encode(prompt: Text, completion: str) -> list[int]:
+        if isinstance(prompt, list):  # a conversation: the completion as the assistant turn
+            messages = [*prompt, {"role": "assistant", "content": completion}]
+            text = tokenizer.apply_chat_template(messages, tokenize=False)
+            # the template writes its own special tokens (a second BOS would change the score)
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        else:
+            ids = tokenizer(prompt + completion)["input_ids"]
+        # too long: cut the prompt's start, never the completion the reward judges
+        return ids if limit is None or len(ids) <= limit else ids[-limit:]
 
     @torch.no_grad()
     def score(prompts: list[Text], completions: list[str], _: list[dict]) -> list[float]:
-        texts = []
-        for prompt, completion in zip(prompts, completions, strict=True):
-            if isinstance(prompt, list):  # a conversation: the completion as the assistant turn
-                messages = [*prompt, {"role": "assistant", "content": completion}]
-                texts.append(tokenizer.apply_chat_template(messages, tokenize=False))
-            else:
-                texts.append(prompt + completion)
+        encoded = [encode(p, c) for p, c in zip(prompts, completions, strict=True)]
         rewards: list[float] = []
-        for start in range(0, len(texts), 16):
-            batch = tokenizer(
-                texts[start : start + 16], return_tensors="pt", padding=True, truncation=True,
-                max_length=None if prompt_limit is None else 2 * prompt_limit,
-            ).to(device)  # fmt: skip
+        for start in range(0, len(encoded), 16):
+            chunk = [{"input_ids": ids} for ids in encoded[start : start + 16]]
+            batch = tokenizer.pad(chunk, return_tensors="pt").to(device)
             rewards += model(**batch).logits[:, 0].float().tolist()
         return rewards
 
     return score
 
 
-def check_labeller(labeller: Labeller, prompts: list[Text], columns: list[dict]) -> None:
+def check_labeller(
+    labeller: Labeller, prompts: list[Text], columns: list[dict], tokenizer: Any
+) -> None:
     """Call the labeller once before training, so that a broken one fails in one line now."""
     sample = prompts[:2]
-    rewards = labeller(sample, [" This is a test completion."] * len(sample), columns[:2])
+    rewards = labeller(sample, [PROBE_COMPLETION] * len(sample), probe_rows(columns[:2], tokenizer))
     if len(rewards) != len(sample):
         raise DirectpoError(
             f"the online labeller returned {len(rewards)} rewards for {len(sample)} completions"
@@ -234,19 +265,20 @@ class RoundBuilder:
         gather = sharded and self.scorer is not None
         if gather and not self._forwarded:  # FSDP initialises on its root's first forward
             self._forward_once()
+        prompt_tokens, new_tokens = config.online_sampling  # the pairs fit max_length
         with unsharded_root(self.scorer) if gather else contextlib.nullcontext():
             return sample_completions(
                 self.policy,
                 self.tokenizer,
                 [self.prompts[i] for i in indices],
                 num_samples=config.online_samples_per_prompt,
-                max_new_tokens=config.generate_max_new_tokens,
+                max_new_tokens=new_tokens,
                 temperature=config.generate_temperature,
                 top_p=config.generate_top_p,
                 top_k=config.generate_top_k,
                 seed=(config.seed * 1_000_003 + round_index) * 10_007 + chunk_index,
                 batch_size=max(1, len(indices)),
-                max_prompt_length=config.prompt_limit,
+                max_prompt_length=prompt_tokens,
                 synced=sharded and self.world.size > 1,
             )
 
@@ -260,8 +292,12 @@ class RoundBuilder:
 
     def _label(self, indices: list[int], samples: list[Sample]) -> list[float]:
         prompts = [self.prompts[indices[s.prompt_index]] for s in samples]
-        columns = [self.columns[indices[s.prompt_index]] for s in samples]
-        rewards = self.labeller(prompts, [s.text for s in samples], columns)
+        # each sample's row: its prompt's other columns and its token ids (TRL's completion_ids)
+        rows = [
+            {**self.columns[indices[s.prompt_index]], "completion_ids": s.completion_ids}
+            for s in samples
+        ]
+        rewards = self.labeller(prompts, [s.text for s in samples], rows)
         if len(rewards) != len(samples):
             raise DirectpoError(
                 f"the online labeller returned {len(rewards)} rewards for {len(samples)} samples"

@@ -88,6 +88,16 @@ class Options:
     def _one_of(self, key: str, choices: tuple[str, ...]) -> None:
         self._require(getattr(self, key) in choices, key, "one of " + ", ".join(choices))
 
+    def _require_sampling(self, samples_key: str, temperature_key: str) -> None:
+        """Several completions per prompt need sampling: greedy decoding (temperature 0) has
+        one completion per prompt (transformers' generate refuses to repeat it)."""
+        samples = getattr(self, samples_key)
+        if getattr(self, temperature_key) == 0 and samples > 1:
+            raise ConfigError(
+                f"{samples_key} {samples} needs sampling, but {temperature_key} is 0 (greedy "
+                f"decoding gives each prompt one completion); set {temperature_key} > 0"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 

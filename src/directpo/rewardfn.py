@@ -1,8 +1,14 @@
 """User reward functions named ``module:function`` (or ``path/to/file.py:function``).
 
 The function takes (prompts, completions), two equal-length lists (a prompt is a string or a
-message list, as in the data), and returns one finite number per completion. Anything else is a
-one-line error naming the function.
+message list, as in the data; a completion is the sampled text), and returns one finite number
+per completion. Anything else is a one-line error naming the function.
+
+It is called as TRL calls its ``reward_funcs``: by keyword (``prompts=``, ``completions=``,
+``completion_ids=`` and the prompt rows' other columns as lists), so
+``def f(completions, **kwargs)`` works; a function whose parameters are not named
+``completions`` gets (prompts, completions) by position. Extras reach it when it takes
+``**kwargs`` or names them.
 """
 
 from __future__ import annotations
@@ -13,18 +19,29 @@ import inspect
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from directpo.errors import ConfigError, DirectpoError
 from directpo.readers import kind_of
 
-RewardFn = Callable[[list[Any], list[str]], Sequence[float]]
+# (prompts, completions, rows) -> rewards; rows[i]: completion i's keyword extras (its prompt
+# row's other columns and its completion_ids)
+RewardFn = Callable[[list[Any], list[str], list[dict[str, Any]]], list[float]]
 
 
 def load_reward_fn(spec: str) -> RewardFn:
-    return _checked(spec, _import(spec))
+    """``spec`` as a ``RewardFn``: each key of the rows becomes a keyword list, TRL's
+    convention (see ``_bound``); a column named ``prompts`` or ``completions`` (``directpo
+    generate`` writes one) is not passed, those names are the sampled ones."""
+    checked = _checked(spec, _import(spec))
+
+    def call(prompts: list[Any], completions: list[str], rows: list[dict]) -> list[float]:
+        keys = sorted({k for row in rows for k in row} - {"prompts", "completions"})
+        return checked(prompts, completions, **{k: [row.get(k) for row in rows] for k in keys})
+
+    return call
 
 
 def _import(spec: str) -> Callable[..., Any]:
@@ -56,10 +73,35 @@ def _import(spec: str) -> Callable[..., Any]:
     return function
 
 
-def _checked(spec: str, function: Callable[..., Any]) -> RewardFn:
-    def call(prompts: list[Any], completions: list[str], **columns: Any) -> list[float]:
+def _bound(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` called as TRL calls a reward function: every argument by keyword, the
+    extras (``completion_ids``, columns) only when it takes ``**kwargs`` or names them; by
+    position when it has no parameter named ``completions``."""
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):  # a builtin or C function: no signature to read
+        parameters = {}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    completions = parameters.get("completions")
+    by_name = completions is not None and completions.kind is not inspect.Parameter.POSITIONAL_ONLY
+
+    def call(prompts: list[Any], completions: list[str], **extras: Any) -> Any:
+        extras = {k: v for k, v in extras.items() if takes_any or k in parameters}
+        if by_name:
+            if takes_any or "prompts" in parameters:
+                extras["prompts"] = prompts
+            return function(completions=completions, **extras)
+        return function(prompts, completions, **extras)
+
+    return call
+
+
+def _checked(spec: str, function: Callable[..., Any]) -> Callable[..., list[float]]:
+    bound = _bound(function)
+
+    def call(prompts: list[Any], completions: list[str], **extras: Any) -> list[float]:
         try:
-            values = function(prompts, completions, **columns)
+            values = bound(prompts, completions, **extras)
         except Exception as exc:  # user code: report it, never a traceback
             raise DirectpoError(f"reward_fn '{spec}' raised {type(exc).__name__}: {exc}") from None
         if isinstance(values, str | bytes | dict) or not hasattr(values, "__iter__"):
@@ -95,34 +137,20 @@ def _is_number(value: Any) -> bool:
     return True
 
 
-def check_reward_fn(reward_fn: RewardFn, prompts: list[Any]) -> None:
-    """Call ``reward_fn`` once on (at most two of) ``prompts`` before training, so that a broken
-    function fails in one line now, not at the first evaluation after training work."""
+def check_reward_fn(
+    reward_fn: RewardFn, prompts: list[Any], rows: list[dict[str, Any]], tokenizer: Any
+) -> None:
+    """Call ``reward_fn`` once on (at most two of) ``prompts`` (with their ``rows``) before
+    training, so that a broken function fails in one line now, not after training work."""
     sample = prompts[:2]
     if sample:
-        reward_fn(sample, [" This is a test completion."] * len(sample))
+        reward_fn(sample, [PROBE_COMPLETION] * len(sample), probe_rows(rows[:2], tokenizer))
 
 
-def load_reward_fn_with_columns(
-    spec: str,
-) -> Callable[[list[Any], list[str], list[dict]], list[float]]:
-    """``spec`` as an online labeller: TRL's convention, ``function(prompts, completions,
-    **columns)`` with each other column of the prompt rows as a list, when the function takes
-    ``**kwargs`` (or names the columns); else ``function(prompts, completions)``."""
-    module_function = _import(spec)
-    parameters = inspect.signature(module_function).parameters.values()
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
-    named = {p.name for p in parameters} - {"prompts", "completions"}
+PROBE_COMPLETION = " This is a test completion."
 
-    def with_columns(prompts: list[Any], completions: list[str], **columns: Any) -> Any:
-        return module_function(prompts, completions, **columns)
 
-    checked = _checked(spec, with_columns)
-
-    def call(prompts: list[Any], completions: list[str], rows: list[dict]) -> list[float]:
-        keys = {k for row in rows for k in row} if (takes_any or named) else set()
-        keys = keys if takes_any else keys & named
-        columns = {k: [row.get(k) for row in rows] for k in sorted(keys)}
-        return checked(prompts, completions, **columns)
-
-    return call
+def probe_rows(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:
+    """``rows`` with the ``completion_ids`` of ``PROBE_COMPLETION`` (for the checks)."""
+    ids = tokenizer(PROBE_COMPLETION, add_special_tokens=False)["input_ids"]
+    return [{**row, "completion_ids": ids} for row in rows]

@@ -86,6 +86,7 @@ class Run:
     train: PairSet
     eval: PairSet | None
     eval_prompts: list[Any]
+    eval_rows: list[dict[str, Any]]  # the held-out prompts' other columns, for reward_fn
     reward_fn: Callable[..., Any] | None
     precision: PrecisionPolicy
     policy: torch.nn.Module  # the Hugging Face (or peft) model
@@ -155,8 +156,8 @@ def prepare_run(
     longest: int | None = max((p.longest_sequence for s in pair_sets for p in s.pairs), default=0)
     check_positions(models, longest)  # sampling cuts its prompts to a position table itself
     if isinstance(pair_source, OnlineRounds):  # sampled later: prompt limit + new tokens
-        limit = config.prompt_limit
-        sampled = None if limit is None else limit + config.generate_max_new_tokens
+        limit, new_tokens = config.online_sampling
+        sampled = None if limit is None else limit + new_tokens
         longest = None if sampled is None else max(longest or 0, sampled)
     separate_reference = [reference_model] if reference_model not in (None, policy) else []
     precompute = config.precompute_ref_log_probs
@@ -219,6 +220,7 @@ def prepare_run(
         train=train,
         eval=data.evaluation,
         eval_prompts=data.eval_prompts,
+        eval_rows=data.eval_rows,
         reward_fn=data.reward_fn,
         precision=precision,
         policy=policy,
@@ -278,6 +280,7 @@ class RunData:
     train: PairSet
     evaluation: PairSet | None
     eval_prompts: list[Any]
+    eval_rows: list[dict[str, Any]]
     reward_fn: Callable[..., Any] | None
     online_prompts: list[Any] = field(default_factory=list)
     online_rows: list[dict[str, Any]] = field(default_factory=list)  # their other columns
@@ -344,6 +347,7 @@ def _load_data(
     evaluation = None
     if eval_data:
         evaluation = _tokenize(eval_data, tokenizer, config, "eval", echo, processor, progress)
+    held_out = _held_out_prompts(config, eval_data)
     data = RunData(
         tokenizer=tokenizer,
         processor=processor,
@@ -351,17 +355,18 @@ def _load_data(
         train_data=train_data,
         train=train,
         evaluation=evaluation,
-        eval_prompts=_held_out_prompts(config, eval_data),
+        eval_prompts=held_out[0],
+        eval_rows=held_out[1],
         reward_fn=load_reward_fn(config.reward_fn) if config.reward_fn else None,
     )
     if data.reward_fn is not None:
-        check_reward_fn(data.reward_fn, data.eval_prompts)
+        check_reward_fn(data.reward_fn, data.eval_prompts, data.eval_rows, tokenizer)
     if config.online:
         data.online_prompts, data.online_rows = _online_prompts(config, source, train_data, echo)
         where = str(config.prompt_file or source)
         data.train_data = train_data or OnlineData(len(data.online_prompts), where)
         data.labeller = load_labeller(config, device)
-        check_labeller(data.labeller, data.online_prompts, data.online_rows)
+        check_labeller(data.labeller, data.online_prompts, data.online_rows, tokenizer)
     return data
 
 
@@ -553,15 +558,17 @@ def _online_prompts(
     return prompts, rows
 
 
-def _held_out_prompts(config: DPOConfig, eval_data: Any) -> list[Any]:
-    """The first ``eval_generate`` distinct held-out prompts (none when sampling is off)."""
+def _held_out_prompts(config: DPOConfig, eval_data: Any) -> tuple[list[Any], list[dict]]:
+    """The first ``eval_generate`` distinct held-out prompts (none when sampling is off), and
+    their rows' other columns (eval_prompts_file's; for reward_fn)."""
     if not config.eval_generate:
-        return []
+        return [], []
     if config.eval_prompts_file:
-        prompts = load_prompts(config.eval_prompts_file, config.prompt_column)
+        prompts, rows = load_prompts(config.eval_prompts_file, config.prompt_column)
     else:
         prompts = distinct_prompts(example.full_prompt for example in eval_data.examples)
-    return prompts[: config.eval_generate]
+        rows = [{} for _ in prompts]
+    return prompts[: config.eval_generate], rows[: config.eval_generate]
 
 
 def _precompute_reference(run: Run, reference_weights: str) -> None:

@@ -411,6 +411,7 @@ def evaluate_step(run: Run, done: int) -> str:
             run.reward_fn,
             synced=run.sharded and world.size > 1,
             processor=run.processor,
+            columns=run.eval_rows,
         )
         if run.sharded:  # every rank generates (same seed and weights: same samples)
             with unsharded_root(run.scorer):

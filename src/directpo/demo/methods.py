@@ -216,18 +216,10 @@ def _rloo(method: Method, exp: Experiment, run_dir: Path) -> tuple[list[dict], i
     tokenizer = AutoTokenizer.from_pretrained(exp.model_dir)
     rewards: Any = vader_for_trl
     weights = None
-    models = 3  # policy, TRL's reference, directpo's frozen reference for the KL measurement
+    models = 2  # policy and TRL's reference (which the KL measurement shares)
     if method.name == "RLHF":
         model_path, weights = _reward_model(exp, run_dir)
         rewards, models = str(model_path), models + 1
-    evaluator = _Evaluator(exp, run_dir, tokenizer)
-
-    class Evaluate(TrainerCallback):
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            step = state.global_step
-            if step % profile.eval_steps == 0 or step == profile.max_steps:
-                evaluator(kwargs["model"], step)
-
     completions_per_step = profile.rl_prompts_per_step * profile.samples_per_prompt
     config = trl.RLOOConfig(
         output_dir=str(run_dir),
@@ -258,24 +250,37 @@ def _rloo(method: Method, exp: Experiment, run_dir: Path) -> tuple[list[dict], i
         args=config,
         train_dataset=datasets.Dataset.from_list([{"prompt": p} for p in exp.train_prompts]),
         processing_class=tokenizer,
-        callbacks=[Evaluate()],
     )
+    reference = trainer.ref_model  # the start model, frozen: what DPO's KL is measured against
+    if reference is None:  # beta 0: TRL holds no reference, the measurement needs its own
+        from directpo.models import load_causal_lm
+
+        reference, models = load_causal_lm(str(exp.model_dir), "float32", trainable=False), 3
+    evaluator = _Evaluator(exp, run_dir, tokenizer, reference)
+
+    class Evaluate(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            step = state.global_step
+            if step % profile.eval_steps == 0 or step == profile.max_steps:
+                evaluator(kwargs["model"], step)
+
+    trainer.add_callback(Evaluate())
     trainer.train()
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evaluator.rows))
     sampled = profile.max_steps * completions_per_step + len(evaluator.rows) * _eval_samples(exp)
+    if method.name == "RLHF":  # its reward model learned from the pairs sampled from the reference
+        sampled += exp.reference_samples
     return evaluator.rows, models, sampled
 
 
 class _Evaluator:
     """directpo's held-out measurement (eval/kl, eval/reward, samples) of a TRL policy."""
 
-    def __init__(self, exp: Experiment, run_dir: Path, tokenizer: Any):
-        from directpo.models import load_causal_lm
+    def __init__(self, exp: Experiment, run_dir: Path, tokenizer: Any, reference: Any):
         from directpo.reference import FrozenModelReference
         from directpo.rewardfn import load_reward_fn
 
         self.exp, self.run_dir, self.tokenizer = exp, run_dir, tokenizer
-        reference = load_causal_lm(str(exp.model_dir), "float32", trainable=False)
         self.reference = FrozenModelReference(reference)
         self.reward_fn = load_reward_fn(REWARD_FN)
         self.config = DPOConfig(
