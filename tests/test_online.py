@@ -249,6 +249,31 @@ def test_pairs_in_train_file_are_the_first_round(tiny_model_dirs, tmp_path, onli
     )
 
 
+def test_a_train_file_of_pairs_and_prompts_is_refused(tiny_model_dirs, tmp_path, online_files):
+    """Online DPO read a file whose first row was a prompt as prompts only: its pairs were
+    silently used as prompts. Pairs and prompts in one source (or across train files) are
+    refused in one line naming both; with skip_invalid_rows any pair makes it pairs."""
+    from directpo.errors import DataError
+
+    rewards, prompts = online_files
+    rows = [{"prompt": "A film"}, *SENTIMENT_PAIRS]
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    with pytest.raises(DataError, match=r"line 1 has no 'chosen' but line 2 has"):
+        train(online_config(tiny_model_dirs["gpt2"], mixed, tmp_path / "o1", rewards), echo=print)
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
+    both = online_config(tiny_model_dirs["gpt2"], pairs, tmp_path / "o2", rewards)
+    both.train_file = [str(pairs), str(prompts)]
+    with pytest.raises(DataError, match="pairs.jsonl holds pairs but .*prompts.jsonl only"):
+        train(both, echo=print)
+    with pytest.raises(DataError, match=r"row 1 has no 'chosen' but row 2 has"):
+        train(online_config(tiny_model_dirs["gpt2"], None, tmp_path / "o3", rewards), rows)
+    lines: list[str] = []
+    skipping = online_config(tiny_model_dirs["gpt2"], mixed, tmp_path / "o4", rewards,
+                             skip_invalid_rows=True, max_steps=1)  # fmt: skip
+    train(skipping, echo=lines.append)
+    assert any(f"{len(SENTIMENT_PAIRS)} pairs" in line for line in lines if "train" in line)
+
+
 def test_a_broken_labeller_stops_before_training(tiny_model_dirs, tmp_path, online_files, capsys):
     rewards, prompts = online_files
     out = tmp_path / "out"

@@ -31,7 +31,7 @@ from directpo.data import (
     read_rows,
 )
 from directpo.distributed import World, materialize, release_host_memory, wrap
-from directpo.errors import ConfigError
+from directpo.errors import ConfigError, DataError
 from directpo.guard import UpdateProbe, check_trainable
 from directpo.logprobs import SequenceScorer
 from directpo.model_checks import check_heads, choose_layout
@@ -315,7 +315,7 @@ def _load_data(
             names["eval"] = f"{config.dataset_name}[{config.dataset_test_split}]"
     skip = config.skip_invalid_rows
     train_data: Any = None
-    if source is not None and not (config.online and not _has_pairs(source, columns)):
+    if source is not None and not (config.online and not _has_pairs(source, columns, skip)):
         train_data = load_preferences(source, columns, skip_invalid_rows=skip, name=names["train"])
         echo(f"train: {train_data.summary()}")
     eval_data = None
@@ -530,16 +530,38 @@ def _what(source: FixedPairs | OnlineRounds, pairs: int) -> str:
     return f"{pairs} pairs"
 
 
-def _has_pairs(source: Any, columns: Columns) -> bool:
-    """Whether a train file holds pairs (not only prompts, which online DPO also takes)."""
-    if isinstance(source, str):
-        return columns.chosen in read_rows(source)[0][1]
+def _has_pairs(source: Any, columns: Columns, skip_invalid_rows: bool = False) -> bool:
+    """Whether online DPO's train source holds pairs, not only prompts (which it also takes).
+    A source of both is refused: its pairs would silently train as prompts, or its prompts be
+    refused as pairs missing a field, depending on which came first. With skip_invalid_rows,
+    any pair makes it a source of pairs (rows without one are skipped as invalid)."""
     if isinstance(source, list | tuple) and source and isinstance(source[0], str):  # files
-        return all(_has_pairs(path, columns) for path in source)
-    if isinstance(source, list | tuple):
-        return bool(source) and columns.chosen in source[0]
+        kinds = {path: _has_pairs(path, columns, skip_invalid_rows) for path in source}
+        if len(set(kinds.values())) > 1:
+            paired = next(path for path, pairs in kinds.items() if pairs)
+            prompts = next(path for path, pairs in kinds.items() if not pairs)
+            raise DataError(
+                f"train_file: {paired} holds pairs but {prompts} only prompts: give online "
+                "DPO's prompts-only files as prompt_file"
+            )
+        return all(kinds.values())
+    if isinstance(source, str) or (isinstance(source, list | tuple) and source):
+        rows = read_rows(source) if isinstance(source, str) else list(enumerate(source, 1))
+        paired = [where for where, row in rows if columns.chosen in row]
+        if paired and len(paired) < len(rows) and not skip_invalid_rows:
+            alone = next(where for where, row in rows if columns.chosen not in row)
+            label = source if isinstance(source, str) else "train_dataset"
+            raise DataError(
+                f"{label}: {_place(alone)} has no '{columns.chosen}' but {_place(paired[0])} "
+                "has: a train file holds pairs, or (for online DPO) only prompts"
+            )
+        return bool(paired)
     names = getattr(source, "column_names", None) or list(getattr(source, "columns", []))
     return columns.chosen in names
+
+
+def _place(where: str | int) -> str:
+    return f"row {where}" if isinstance(where, int) else where
 
 
 def _online_prompts(
