@@ -119,6 +119,28 @@ def test_reward_functions_are_called_as_trl_calls_them(tmp_path) -> None:
     assert label("positional") == [float(len(t)) for t in texts]
 
 
+def test_conversational_completions_reach_reward_functions_as_trl_passes_them(tmp_path) -> None:
+    """TRL hands a reward function [{"role": "assistant", "content": text}] after a message-list
+    prompt (prefixed by a prefilled assistant message); directpo passed the bare text, so a TRL
+    function reading completion[0]["content"] failed."""
+    from directpo.rewardfn import load_reward_fn
+
+    module = tmp_path / "chat_rewards.py"
+    module.write_text(
+        "def content_length(prompts, completions, **kwargs):\n"
+        "    return [float(len(c[0]['content'])) if isinstance(c, list) else -len(c)\n"
+        "            for c in completions]\n"
+    )
+    reward = load_reward_fn(f"{module}:content_length")
+    chat = [{"role": "user", "content": "Hi"}]
+    prefilled = [*chat, {"role": "assistant", "content": "Well,"}]
+    assert reward([chat, prefilled, "text"], [" hi", " yes", " no"], [{}, {}, {}]) == [
+        3.0,
+        9.0,  # "Well," + " yes"
+        -3.0,  # a text prompt's completion stays text
+    ]
+
+
 def test_rounds_visit_every_prompt_once_per_epoch() -> None:
     rounds = OnlineRounds(10, 4, 3, 2, 1, seed=5, build_round=lambda r, p: (PairSet([], []), {}))
     assert rounds.rounds_per_epoch == 3 and rounds.steps_per_epoch == 9

@@ -1,8 +1,10 @@
 """User reward functions named ``module:function`` (or ``path/to/file.py:function``).
 
 The function takes (prompts, completions), two equal-length lists (a prompt is a string or a
-message list, as in the data; a completion is the sampled text), and returns one finite number
-per completion. Anything else is a one-line error naming the function.
+message list, as in the data; a completion is the sampled text, or for a message-list prompt
+the assistant message ``[{"role": "assistant", "content": text}]``, as TRL passes it), and
+returns one finite number per completion. Anything else is a one-line error naming the
+function.
 
 It is called as TRL calls its ``reward_funcs``: by keyword (``prompts=``, ``completions=``,
 ``completion_ids=`` and the prompt rows' other columns as lists), so
@@ -39,9 +41,22 @@ def load_reward_fn(spec: str) -> RewardFn:
 
     def call(prompts: list[Any], completions: list[str], rows: list[dict]) -> list[float]:
         keys = sorted({k for row in rows for k in row} - {"prompts", "completions"})
-        return checked(prompts, completions, **{k: [row.get(k) for row in rows] for k in keys})
+        given = [as_trl_completion(p, c) for p, c in zip(prompts, completions, strict=True)]
+        return checked(prompts, given, **{k: [row.get(k) for row in rows] for k in keys})
 
     return call
+
+
+def as_trl_completion(prompt: Any, completion: str) -> str | list[dict[str, str]]:
+    """A sampled completion as TRL hands it to reward functions: the text after a text prompt;
+    after a conversation, the assistant message ``[{"role": "assistant", "content": text}]``,
+    whose content starts with a prefilled prompt's last (assistant) message."""
+    if not isinstance(prompt, list):
+        return completion
+    prefill = prompt[-1].get("content") if prompt and prompt[-1].get("role") == "assistant" else ""
+    return [
+        {"role": "assistant", "content": (prefill if isinstance(prefill, str) else "") + completion}
+    ]
 
 
 def _import(spec: str) -> Callable[..., Any]:
