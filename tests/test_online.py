@@ -227,6 +227,18 @@ def test_resume_inside_or_between_rounds_is_exact(
     assert all(torch.equal(a[k], b[k]) for k in a)
     strip = [{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(straight)]
     assert strip == [{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(resumed)]
+    # a sampling option changed on resume is used by the next rounds, and said
+    again = tmp_path / "again"
+    shutil.copytree(straight, again)
+    (again / "model.safetensors").unlink()
+    config.output_dir, config.resume_from_checkpoint = str(again), f"checkpoint-{stop_after}"
+    config.generate_temperature = 0.5
+    lines: list[str] = []
+    train(config, echo=lines.append)
+    assert any(
+        line.startswith("resume: generate_temperature 1.0 -> 0.5 since the checkpoint")
+        for line in lines
+    )
 
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])

@@ -49,7 +49,8 @@ def resume(run: Run) -> None:
     _keep_this_runs_schedule(run, options)
     if config.sync_ref_model:
         _restore_reference(run, Path(checkpoint))
-    run.source.restore(state, str(checkpoint))
+    for note in run.source.restore(state, str(checkpoint)):
+        run.echo(note)
     run.start_step, run.window = state["global_step"], PairStats(**state["log_window"])
     run.best = BestModel.from_config(config, state.get("best"))
     run.echo(f"resumed from {checkpoint} at step {run.start_step}")

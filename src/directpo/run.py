@@ -414,7 +414,18 @@ def _pair_source(
         seed=config.seed,
         build_round=builder,
         first_round=data.train if data.train.pairs else None,
+        sampling={key: getattr(config, key) for key in ONLINE_SAMPLING_OPTIONS},
     )
+
+
+# what online rounds sample, label and pair with (per_device_eval_batch_size: the chunks, each
+# with its own seed)
+ONLINE_SAMPLING_OPTIONS = (
+    "online_samples_per_prompt", "online_pairs", "online_reward_gap",
+    "online_max_pairs_per_prompt", "generate_max_new_tokens", "generate_temperature",
+    "generate_top_p", "generate_top_k", "per_device_eval_batch_size", "reward_fn",
+    "reward_model_name_or_path", "implicit_reward_model", "max_length", "max_completion_length",
+)  # fmt: skip
 
 
 def _fill_shards(

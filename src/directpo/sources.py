@@ -74,9 +74,10 @@ class FixedPairs:
             "pairs_fingerprint": self._fingerprint,
         }
 
-    def restore(self, state: dict[str, Any], checkpoint: str) -> None:
-        """Refuse a checkpoint whose data order differs from this run's."""
+    def restore(self, state: dict[str, Any], checkpoint: str) -> list[str]:
+        """Refuse a checkpoint whose data order differs from this run's (nothing to say)."""
         _check_same(state, self.state(), checkpoint)
+        return []
 
 
 # A round's pairs come from sampling with the current policy: (round, prompt indices) -> pairs
@@ -95,6 +96,8 @@ class OnlineRounds:
     seed: int
     build_round: RoundBuilder
     first_round: PairSet | None = None  # pairs given in train_file: round 0, already on-policy
+    # how rounds sample, label and pair (options by name): a change on resume is said
+    sampling: dict[str, Any] = field(default_factory=dict)
     round: int = -1  # the round whose pairs are loaded
     pairs: PairSet = field(default_factory=lambda: PairSet([], []))
     schedule: DataSchedule | None = None
@@ -173,15 +176,26 @@ class OnlineRounds:
             "round": self.round,
             "round_pairs": [[p.prompt_ids, p.chosen_ids, p.rejected_ids] for p in self.pairs.pairs],
             "round_sources": self.pairs.sources,
+            "sampling": self.sampling,
         }
 
-    def restore(self, state: dict[str, Any], checkpoint: str) -> None:
-        """Continue from a checkpoint: the same settings, and the round's pairs as they were."""
+    def restore(self, state: dict[str, Any], checkpoint: str) -> list[str]:
+        """Continue from a checkpoint: the same data order, and the round's pairs as they were.
+        Returns what is said: sampling options changed since the checkpoint, which later rounds
+        use (the run then differs from an uninterrupted one from the next round on)."""
         mine = self.state()
         _check_same(
-            state, {k: mine[k] for k in mine if k not in ("round", "round_pairs", "round_sources")},
+            state,
+            {k: mine[k] for k in mine if k not in ("round", "round_pairs", "round_sources",
+                                                   "sampling")},
             checkpoint,
         )  # fmt: skip
+        saved = state.get("sampling", {})
+        changed = [
+            f"{key} {saved[key]} -> {value}"
+            for key, value in self.sampling.items()
+            if key in saved and saved[key] != value
+        ]
         self.round = state["round"]
         pairs = [TokenizedPair(*p) for p in state["round_pairs"]]
         self.pairs = PairSet(pairs, list(state["round_sources"]))
@@ -190,6 +204,12 @@ class OnlineRounds:
             self.schedule = DataSchedule(
                 len(pairs), self.batch_size, self.accumulation, self.seed * 1_000_003 + self.round
             )
+        if not changed:
+            return []
+        return [
+            f"resume: {', '.join(changed)} since the checkpoint; rounds after round "
+            f"{self.round} sample with this run's values"
+        ]
 
 
 def pairs_fingerprint(pairs: list[TokenizedPair]) -> str:
