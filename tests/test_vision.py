@@ -325,3 +325,28 @@ def test_layout_check_at_start_includes_image_pairs(tmp_path) -> None:
     patches = pairs[0].vision.tensors["pixel_values"].shape[0]
     # plain: each image twice (chosen and rejected rows); shared+packed: once
     assert [images for images, _ in seen] == [4 * patches, 2 * patches]
+
+
+def test_base64_data_uris_and_bytes_are_the_same_image_as_its_file(tmp_path) -> None:
+    """Images as transformers' load_image takes them (a data URI, bare base64 text) or as bytes
+    give the pixels of the file they encode; a long text that is neither is one short line."""
+    import base64
+
+    from directpo.errors import DataError
+
+    _, processor = build_vlm("llava")
+    rows = image_rows(tmp_path, 1)
+    encoded = base64.b64encode((tmp_path / "img0.png").read_bytes()).decode()
+    sources = [[str(tmp_path / "img0.png")], [f"data:image/png;base64,{encoded}"], [encoded],
+               [(tmp_path / "img0.png").read_bytes()]]  # fmt: skip
+    encoder = PairTokenizer(processor.tokenizer, None, processor=processor)
+    digests = []
+    for images in sources:
+        data = load_preferences([{**rows[0], "images": images}], name="rows")
+        digests.append(encoder.encode(data.examples[0], Counter()).vision.digest)
+    assert len(set(digests)) == 1
+    with pytest.raises(DataError) as error:
+        load_preferences([{**rows[0], "images": ["x" * 5000 + ".png"]}], name="rows")
+    message = str(error.value)
+    assert "rows: row 1: field 'images': image xxx" in message and "(5004 characters)" in message
+    assert len(message) < 300
