@@ -350,3 +350,34 @@ def test_base64_data_uris_and_bytes_are_the_same_image_as_its_file(tmp_path) -> 
     message = str(error.value)
     assert "rows: row 1: field 'images': image xxx" in message and "(5004 characters)" in message
     assert len(message) < 300
+
+
+def test_datasets_image_columns_are_read_as_stored_not_decoded(tmp_path) -> None:
+    """A Dataset's Image column stays its stored bytes (decoded when a batch needs the pixels,
+    not held as pixels by every pair), in a Dataset and an IterableDataset alike; an image
+    file that is gone is the row's one-line error, not FileNotFoundError from datasets."""
+    import datasets
+
+    from directpo.errors import DataError
+
+    rows = image_rows(tmp_path, 2)
+    images = [[make_image(seed=i)] for i in range(2)]
+    dataset = datasets.Dataset.from_list(
+        [{**row, "images": pictures} for row, pictures in zip(rows, images, strict=True)]
+    ).cast_column("images", datasets.Sequence(datasets.Image()))
+    for source in (dataset, dataset.to_iterable_dataset()):
+        data = load_preferences(source)
+        assert all(isinstance(e.images[0], bytes) for e in data.examples)
+    _, processor = build_vlm("llava")
+    encoder = PairTokenizer(processor.tokenizer, None, processor=processor)
+    stored = encoder.encode(data.examples[1], Counter()).vision.tensors["pixel_values"]
+    pixels = processor.image_processor(images[1], return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(stored, pixels)
+    gone = tmp_path / "gone.png"
+    make_image(gone)
+    dataset = datasets.Dataset.from_list([{**rows[0], "images": [str(gone)]}]).cast_column(
+        "images", datasets.Sequence(datasets.Image())
+    )
+    gone.unlink()
+    with pytest.raises(DataError, match=r"^dataset: row 1: field 'images': image .*gone.png not"):
+        load_preferences(dataset)

@@ -264,8 +264,24 @@ def _disk_dataset_rows(path: str, label: str) -> tuple[Iterable[tuple[str, Any]]
 
 
 def _dataset_rows(dataset: Any) -> Iterator[tuple[str, Any]]:
-    for i, row in enumerate(dataset, start=1):
+    for i, row in enumerate(_undecoded(dataset), start=1):
         yield f"row {i}", row
+
+
+def _undecoded(dataset: Any) -> Iterable[Any]:
+    """A ``datasets`` dataset's rows with ``Image`` (and other decodable) columns as stored,
+    ``{"bytes", "path"}``: decoded while iterated, each image would be held as pixels by every
+    pair for the whole run (a missing file raised from inside ``datasets``, not as a row's
+    error); vision.py reads them when they are used. Other sources are their own rows."""
+    if hasattr(dataset, "decode") and hasattr(dataset, "features"):  # an IterableDataset
+        return dataset.decode(False)
+    if not (hasattr(dataset, "with_format") and hasattr(dataset, "features")):
+        return dataset
+    return (
+        row
+        for batch in dataset.with_format("arrow").iter(batch_size=256)
+        for row in batch.to_pylist()
+    )
 
 
 def is_dict(value: Any) -> bool:

@@ -97,7 +97,10 @@ def _image_text(text: str, base_dir: str | None) -> str | bytes:
         return _base64_bytes(payload, text)
     if BASE64_TEXT.fullmatch(text):
         return _base64_bytes(text, text)
-    raise ImageError("missing image", f"image {_shown(text)} not found (looked at {_shown(path)})")
+    raise ImageError(
+        "missing image",
+        f"image {_shown(text)} not found (looked at {_shown(os.path.abspath(path))})",
+    )
 
 
 def _base64_bytes(payload: str, text: str) -> bytes:
