@@ -319,6 +319,39 @@ def test_dataset_name_loads_a_local_dataset_with_its_splits(tiny_model_dirs, tmp
         train(config, echo=lambda _: None)
 
 
+def test_dataset_name_reads_save_to_disk_folders_and_train_file_points_to_it(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """load_dataset refuses a save_to_disk folder ("use load_from_disk"): dataset_name reads it
+    (a DatasetDict's splits, or one Dataset as the train split), and train_file given a folder
+    of data files (a hub snapshot) or several splits names dataset_name."""
+    from tiny import SENTIMENT_PAIRS, tiny_config
+
+    from directpo.trainer import train
+
+    pairs = datasets.Dataset.from_list(SENTIMENT_PAIRS)
+    datasets.DatasetDict({"train": pairs, "test": pairs.select(range(2))}).save_to_disk(
+        str(tmp_path / "dict")
+    )
+    pairs.save_to_disk(str(tmp_path / "one"))
+    for folder, evaluated in (("dict", True), ("one", False)):
+        lines: list[str] = []
+        config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / f"out-{folder}",
+                             dataset_name=str(tmp_path / folder), max_steps=1)  # fmt: skip
+        train(config, echo=lines.append)
+        assert any(line.startswith(f"train: {tmp_path / folder}[train]: 6 pairs") for line in lines)
+        assert (
+            any(line.startswith(f"eval: {tmp_path / folder}[test]: 2 pairs") for line in lines)
+            == evaluated
+        )
+    (tmp_path / "snapshot" / "data").mkdir(parents=True)
+    pairs.to_parquet(str(tmp_path / "snapshot" / "data" / "train-00000-of-00001.parquet"))
+    for folder, message in (("snapshot", "is read by dataset_name"),
+                            ("dict", "or give the folder as dataset_name")):  # fmt: skip
+        with pytest.raises(DataError, match=message):
+            load_preferences(str(tmp_path / folder))
+
+
 def test_several_train_files_are_mixed_in_order(tiny_model_dirs, tmp_path, capsys) -> None:
     """train_file: [a.jsonl, b.parquet] (also from a flag): the pairs of every file, in order,
     each file in its own layout; a bad row is named by its own file and row."""

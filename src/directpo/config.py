@@ -284,7 +284,8 @@ class DPOConfig(Options):
     dataset_name: str | None = option(
         None,
         "Training data through datasets.load_dataset (TRL's option): a local dataset folder "
-        "(or a hub id where the hub is reachable) instead of train_file.",
+        "(a hub snapshot, or a save_to_disk folder) or a hub id where the hub is reachable, "
+        "instead of train_file.",
     )
     dataset_config: str | None = option(None, "The dataset's configuration name, if any.")
     dataset_train_split: str = option("train", "The dataset split to train on.")

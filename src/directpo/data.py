@@ -46,6 +46,7 @@ from directpo.errors import DataError, first_line
 from directpo.readers import (
     RowError,
     is_path_list,
+    is_saved_dataset,
     kind_of,
     no_rows,
     open_rows,
@@ -202,7 +203,12 @@ def load_named_dataset(config: Any, split: str, *, required: bool) -> Any:
 
     name = config.dataset_name
     try:
-        loaded = datasets.load_dataset(name, config.dataset_config)
+        if is_saved_dataset(name):  # load_dataset refuses these ("use load_from_disk")
+            loaded = datasets.load_from_disk(name)
+            if isinstance(loaded, datasets.Dataset):  # one split, saved without a name
+                loaded = {config.dataset_train_split: loaded}
+        else:
+            loaded = datasets.load_dataset(name, config.dataset_config)
     except Exception as exc:  # datasets raises many types: offline, missing, malformed
         raise DataError(f"dataset_name '{name}': cannot load ({first_line(exc)})") from None
     if split not in loaded:

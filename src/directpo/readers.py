@@ -246,21 +246,36 @@ def _parquet_rows(path: str, label: str) -> tuple[list[tuple[str, Any]], list[st
 def _disk_dataset_rows(path: str, label: str) -> tuple[Iterable[tuple[str, Any]], list[str]]:
     import datasets
 
+    if not is_saved_dataset(path):
+        raise DataError(
+            f"{label}: a folder, but not a datasets.save_to_disk folder; a folder of data files "
+            "(a hub dataset's snapshot, data/train-00000-of-00001.parquet) is read by "
+            "dataset_name"
+        )
     try:
         loaded = datasets.load_from_disk(path)
     except Exception as exc:  # datasets raises FileNotFoundError or its own errors
         raise DataError(
-            f"{label}: a folder, but not a datasets.save_to_disk folder ({first_line(exc)})"
+            f"{label}: an unreadable datasets.save_to_disk folder ({first_line(exc)})"
         ) from None
     if isinstance(loaded, datasets.DatasetDict):
         splits = list(loaded)
         if len(splits) != 1:
             raise DataError(
                 f"{label}: holds several splits ({', '.join(splits)}); point to one, "
-                f"e.g. {os.path.join(path, splits[0])}"
+                f"e.g. {os.path.join(path, splits[0])}, or give the folder as dataset_name "
+                "(dataset_train_split, dataset_test_split)"
             )
         loaded = loaded[splits[0]]
     return _dataset_rows(loaded), list(loaded.column_names)
+
+
+def is_saved_dataset(path: str) -> bool:
+    """A ``datasets.save_to_disk`` folder (of a Dataset or a DatasetDict)."""
+    marks = ("dataset_dict.json",), ("state.json", "dataset_info.json")
+    return os.path.isdir(path) and any(
+        all(os.path.isfile(os.path.join(path, name)) for name in names) for names in marks
+    )
 
 
 def _dataset_rows(dataset: Any) -> Iterator[tuple[str, Any]]:
