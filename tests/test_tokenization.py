@@ -268,6 +268,37 @@ def test_tools_column_and_chat_template_kwargs_reach_the_template(tmp_path) -> N
         load_preferences(str(path))
 
 
+def test_a_rows_chat_template_kwargs_column_reaches_the_template(tmp_path) -> None:
+    """TRL's per-row chat_template_kwargs column (an object, or JSON text as CSV holds it; null
+    keys, as Arrow fills them, are unset) is passed to the template over the option's."""
+    from directpo.data import load_preferences
+
+    tokenizer = build_tokenizer("gpt2")
+    tokenizer.chat_template = TOOLS_TEMPLATE
+    row = {
+        "prompt": [{"role": "user", "content": "Weather?"}],
+        "chosen": [{"role": "assistant", "content": "Sunny."}],
+        "rejected": [{"role": "assistant", "content": "No idea."}],
+    }
+    rows = [
+        {**row, "chat_template_kwargs": {"enable_thinking": False}},
+        {**row, "chat_template_kwargs": '{"enable_thinking": false}'},
+        {**row, "chat_template_kwargs": {"enable_thinking": None}},
+        {**row, "chat_template_kwargs": None},
+        {**row, "chat_template_kwargs": {"enable_thinking": True}},
+    ]
+    data = load_preferences(rows)
+    for option, thinks in ((None, [0, 0, 1, 1, 1]), ({"enable_thinking": False}, [0, 0, 0, 0, 1])):
+        pairs = tokenize_preferences(data, tokenizer, 256, chat_template_kwargs=option).pairs
+        ends = [tokenizer.decode(p.prompt_ids).endswith("<think></think>") for p in pairs]
+        assert ends == [not think for think in thinks], option
+    with pytest.raises(DataError, match="row 1: field 'chat_template_kwargs' must be an object"):
+        load_preferences([{**row, "chat_template_kwargs": [1]}])
+    text = {"prompt": "Q", "chosen": " a", "rejected": " b"}
+    with pytest.raises(DataError, match="row 1: field 'chat_template_kwargs' needs conversational"):
+        load_preferences([{**text, "chat_template_kwargs": {"enable_thinking": False}}])
+
+
 STRICT_TEMPLATE = (  # Llama-2 / Mistral style: roles must alternate, starting with the user
     "{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
     "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant') }}"

@@ -310,7 +310,8 @@ class DPOConfig(Options):
     chat_template_kwargs: dict | None = option(
         None,
         "Extra arguments for the tokenizer's chat template (e.g. {enable_thinking: false}). "
-        "A 'tools' column (function schemas) reaches the template as its tools argument.",
+        "A 'tools' column (function schemas) reaches the template as its tools argument, and a "
+        "row's own 'chat_template_kwargs' column (TRL's) overrides these for that row.",
     )
     skip_invalid_rows: bool = option(
         False,

@@ -90,10 +90,20 @@ class PreferenceExample:
     where: str = ""
     tools: list[dict[str, Any]] | None = None  # function schemas for the chat template
     images: tuple[Any, ...] | None = None  # the prompt's images: paths, bytes or PIL images
+    chat_template_kwargs: dict[str, Any] | None = None  # the row's own, as TRL reads them
 
     @property
     def conversational(self) -> bool:
         return isinstance(self.prompt, list)
+
+    @property
+    def template_args(self) -> dict[str, Any] | None:
+        """The row's arguments for the chat template: its tools and chat_template_kwargs."""
+        args = {
+            **({"tools": self.tools} if self.tools else {}),
+            **(self.chat_template_kwargs or {}),
+        }
+        return args or None
 
     @property
     def full_prompt(self) -> Text | ImagePrompt:
@@ -457,10 +467,11 @@ def _parse_row(
     if chosen == rejected:
         raise RowError("identical chosen and rejected", "chosen and rejected are identical")
     tools = _tools(row.get("tools"), layout)
+    template_kwargs = _template_kwargs(row.get("chat_template_kwargs"), layout)
     images = _images(row, base_dir)
     if images is not None and isinstance(prompt, list):
         prompt = with_image_parts(prompt, len(images))
-    return PreferenceExample(prompt, chosen, rejected, where, tools, images)
+    return PreferenceExample(prompt, chosen, rejected, where, tools, images, template_kwargs)
 
 
 def _images(row: dict[str, Any], base_dir: str | None) -> tuple[Any, ...] | None:
@@ -489,6 +500,33 @@ def _tools(value: Any, layout: str) -> list[dict[str, Any]] | None:
     if layout != "conversational":
         raise RowError("bad tools", "field 'tools' needs conversational rows (message lists)")
     return value
+
+
+def _template_kwargs(value: Any, layout: str) -> dict[str, Any] | None:
+    """The row's ``chat_template_kwargs`` (an object, or its JSON text), as TRL passes them to
+    the chat template. A key whose value is null is left out: an Arrow column of objects gives
+    every row every key, null where the row had none."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise RowError(
+                "bad chat_template_kwargs", "field 'chat_template_kwargs' is not valid JSON"
+            ) from None
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise RowError(
+            "bad chat_template_kwargs",
+            f"field 'chat_template_kwargs' must be an object, got {kind_of(value)}",
+        )
+    value = {key: item for key, item in value.items() if item is not None}
+    if value and layout != "conversational":
+        raise RowError(
+            "bad chat_template_kwargs",
+            "field 'chat_template_kwargs' needs conversational rows (message lists)",
+        )
+    return value or None
 
 
 def _field(row: dict[str, Any], key: str) -> Any:
