@@ -299,6 +299,37 @@ def test_a_rows_chat_template_kwargs_column_reaches_the_template(tmp_path) -> No
         load_preferences([{**text, "chat_template_kwargs": {"enable_thinking": False}}])
 
 
+def test_a_reply_that_only_calls_a_tool_is_a_completion() -> None:
+    """An assistant turn with tool_calls and no text (content "" or null: how tool-calling
+    datasets write a call) is a completion; its call is what the template renders."""
+    from directpo.data import load_preferences
+
+    tokenizer = build_tokenizer("gpt2")
+    tokenizer.chat_template = CALLS_TEMPLATE
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {}}}
+    prompt = [{"role": "user", "content": "Weather?"}]
+    rejected = [{"role": "assistant", "content": "No idea."}]
+    rows = [
+        {"prompt": prompt, "rejected": rejected,
+         "chosen": [{"role": "assistant", "content": content, "tool_calls": [call]}]}
+        for content in ("", None)
+    ]  # fmt: skip
+    data = load_preferences(rows)
+    pairs = tokenize_preferences(data, tokenizer, 256).pairs
+    assert [tokenizer.decode(p.chosen_ids) for p in pairs] == [
+        "call get_weather<|im_end|><|endoftext|>"
+    ] * 2
+    with pytest.raises(DataError, match="row 1: field 'chosen' has only empty messages"):
+        load_preferences([{**rows[0], "chosen": [{"role": "assistant", "content": " "}]}])
+
+
+CALLS_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] or '' }}"
+    "{% for c in m.tool_calls or [] %}call {{ c['function']['name'] }}{% endfor %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
 STRICT_TEMPLATE = (  # Llama-2 / Mistral style: roles must alternate, starting with the user
     "{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
     "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant') }}"

@@ -629,7 +629,8 @@ def _completion_messages(value: Any, key: str, prompt: Messages | None = None) -
             f"field '{key}': message {skip + 1} has role '{completion[0]['role']}'; a completion "
             "must start with an assistant message (or repeat the whole prompt first)",
         )
-    if not any(m["content"].strip() for m in completion):
+    # an assistant turn that only calls a tool (no text) is a reply
+    if not any(m["content"].strip() or m.get("tool_calls") for m in completion):
         raise RowError("empty field", f"field '{key}' has only empty messages")
     return completion
 
