@@ -480,6 +480,13 @@ def apply_peft(model: torch.nn.Module, peft_config: Any) -> torch.nn.Module:
             f"peft_config: {type(peft_config).__name__} prepends virtual tokens, which the "
             "completion log-probs do not expect; use LoRA, DoRA, IA3, ..."
         )
+    if getattr(peft_config, "peft_type", None) == "ADALORA":
+        # without update_and_allocate after every step it never prunes its ranks
+        raise ModelLoadError(
+            "peft_config: AdaLoraConfig reallocates its ranks through the model's "
+            "update_and_allocate after every optimizer step, which directpo's loop does not "
+            "call; use LoRA (lora_r), DoRA, IA3, ..."
+        )
     try:
         return get_peft_model(model, peft_config)
     except (ValueError, TypeError) as exc:  # e.g. target modules not found in the model
