@@ -241,6 +241,15 @@ def test_repeated_pairs_are_counted_once_and_texts_are_not_serialized(monkeypatc
     assert len(dumped) == 2 * 3  # each message list once, in the first summary only
 
 
+def test_pairs_with_the_same_texts_but_other_images_or_template_arguments_are_not_repeats():
+    text = {"prompt": [{"role": "user", "content": "What is it?"}], "chosen": "A cat.",
+            "rejected": "A dog."}  # fmt: skip
+    rows = [{**text, "images": [image]} for image in (b"one", b"two", b"one")]
+    rows += [{**text, "chat_template_kwargs": {"enable_thinking": think}} for think in (0, 1, 1)]
+    data = load_preferences(rows)
+    assert data.duplicates == 2 and "2 of them repeat an earlier pair" in data.summary()
+
+
 @pytest.mark.parametrize(
     "chosen, rejected, prompt",
     [

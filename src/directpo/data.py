@@ -34,6 +34,7 @@ files, "row N" otherwise.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import Counter
@@ -125,7 +126,10 @@ class PreferenceData:
     def duplicates(self) -> int:
         """Pairs that repeat an earlier one exactly (kept: a repeat weighs a pair twice).
         Counted once: a large file's texts take seconds to compare."""
-        keys = {tuple(map(_hashable, (e.prompt, e.chosen, e.rejected))) for e in self.examples}
+        keys = {
+            (*map(_hashable, (e.prompt, e.chosen, e.rejected)), _context_key(e))
+            for e in self.examples
+        }
         return len(self.examples) - len(keys)
 
     def summary(self) -> str:
@@ -136,6 +140,19 @@ class PreferenceData:
             reasons = ", ".join(f"{n} {reason}" for reason, n in self.skipped.most_common())
             text += f"; skipped {sum(self.skipped.values())} invalid rows ({reasons})"
         return text
+
+
+def _context_key(example: PreferenceExample) -> tuple[Any, ...]:
+    """What else makes a pair differ from one with the same texts: its images (paths, a digest
+    of bytes, or the PIL object itself) and its chat template arguments."""
+    images = tuple(
+        image if isinstance(image, str)
+        else hashlib.blake2b(image, digest_size=16).digest() if isinstance(image, bytes)
+        else id(image)
+        for image in example.images or ()
+    )  # fmt: skip
+    args = example.template_args
+    return images, args and json.dumps(args, sort_keys=True, default=str)
 
 
 def _hashable(value: Text) -> str | tuple[str]:
