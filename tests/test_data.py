@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import bz2
 import functools
+import gzip
 import json
+import lzma
 from pathlib import Path
 
 import datasets
@@ -31,7 +34,18 @@ def test_every_file_format_reads_the_same_examples(tmp_path: Path) -> None:
     dataset.to_csv(str(tmp_path / "f.csv"), index=False)
     dataset.save_to_disk(str(tmp_path / "g"))
     paths += [tmp_path / "e.parquet", tmp_path / "f.csv", tmp_path / "g"]
-    for source in [*map(str, paths), dataset]:
+    # compressed text (as hub datasets keep them), an Arrow file (a datasets cache or shard)
+    for name, plain, opener in (("h.jsonl.gz", "a.jsonl", gzip.open),
+                                ("i.json.bz2", "b.json", bz2.open),
+                                ("j.csv.xz", "f.csv", lzma.open)):  # fmt: skip
+        with opener(tmp_path / name, "wb") as handle:
+            handle.write((tmp_path / plain).read_bytes())
+        paths.append(tmp_path / name)
+    paths += sorted((tmp_path / "g").glob("*.arrow"))
+    # an IterableDataset of unknown features has no column names
+    generated = datasets.IterableDataset.from_generator(lambda: iter(ROWS))
+    assert generated.column_names is None
+    for source in [*map(str, paths), dataset, generated]:
         data = load_preferences(source)
         assert data.layout == "explicit"
         assert [(e.prompt, e.chosen, e.rejected) for e in data.examples] == expected, source

@@ -277,9 +277,9 @@ class DPOConfig(Options):
     # --- data ---------------------------------------------------------------------------------
     train_file: str | list[str] | None = option(
         None,
-        "Training preferences: .jsonl, .json, .parquet, .csv, or a datasets.save_to_disk "
-        "folder; or a list of them, mixed into one set ([a.jsonl, b.parquet]). Required unless "
-        "a Dataset is passed from Python.",
+        "Training preferences: .jsonl, .json, .csv (also .gz/.bz2/.xz compressed), .parquet, "
+        ".arrow, or a datasets.save_to_disk folder; or a list of them, mixed into one set "
+        "([a.jsonl, b.parquet]). Required unless a Dataset is passed from Python.",
     )
     dataset_name: str | None = option(
         None,

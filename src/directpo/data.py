@@ -26,7 +26,8 @@ in completions (TRL's vision datasets) are joined; images belong to the prompt.
 
 Formats (read by readers.py): JSON Lines (``.jsonl``/``.ndjson``), JSON (a list of objects,
 an object holding one such list, an object of equal-length column lists, or JSON Lines saved as
-``.json``), Parquet, CSV (a cell holding a JSON list of messages is decoded), a
+``.json``), Parquet, CSV (a cell holding a JSON list of messages is decoded), the text
+formats compressed (``.jsonl.gz``, ``.json.bz2``, ``.csv.xz``), an Arrow file, a
 ``datasets.save_to_disk`` folder, or a ``datasets.Dataset`` from Python. Text files may start
 with a UTF-8 byte order mark. Row numbers in messages are 1-based: "line N" for line-oriented
 files, "row N" otherwise.
