@@ -142,8 +142,9 @@ def test_qlora_is_one_line_where_bitsandbytes_cannot_run(
                  "--lora_r", "4", "--load_in_4bit", "--bnb_4bit_quant_type", "nf4"])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and err.startswith("directpo: error: load_in_4bit/load_in_8bit need")
-    with pytest.raises(ConfigError, match="load_in_4bit is set but lora_r is 0"):
-        tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path, load_in_4bit=True)
+    for option in ("load_in_4bit", "load_in_8bit"):  # TRL: "cannot fine-tune purely quantized"
+        with pytest.raises(ConfigError, match=f"{option} is set but lora_r is 0"):
+            tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path, **{option: True})
     with pytest.raises(ConfigError, match="bnb_4bit_quant_type is set but load_in_4bit is off"):
         tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path, bnb_4bit_quant_type="fp4")
 
