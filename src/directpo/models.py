@@ -621,9 +621,14 @@ def resolve_router_aux(config: Any, policy: torch.nn.Module) -> Any:
     means the coefficient the model's config declares (a Mixture-of-Experts model that returns
     router logits, e.g. Mixtral's 0.001), else 0 (off). A coefficient set for a model with no
     router is refused. The caller's config is not modified."""
-    from directpo.logprobs import backbone_and_head, router_balance_function, unwrap_peft
+    from directpo.logprobs import (
+        backbone_and_head,
+        router_balance_function,
+        text_config,
+        unwrap_peft,
+    )
 
-    model_config = getattr(unwrap_peft(policy), "config", None)
+    model_config = text_config(unwrap_peft(policy))
     coefficient = config.router_aux_loss_coef
     if coefficient is None:
         declared = hasattr(model_config, "output_router_logits")
