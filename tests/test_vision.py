@@ -381,3 +381,33 @@ def test_datasets_image_columns_are_read_as_stored_not_decoded(tmp_path) -> None
     gone.unlink()
     with pytest.raises(DataError, match=r"^dataset: row 1: field 'images': image .*gone.png not"):
         load_preferences(dataset)
+
+
+def test_image_parts_carry_images_and_a_placeholder_without_one_is_refused(tmp_path) -> None:
+    """{"type": "image", "image": ...} parts (TRL's and transformers' chat format) are the row's
+    images; an image placeholder with no image (a bare image part, or the image token in text)
+    is the row's error: the vision model had trained on its token with no pixels behind it."""
+    from directpo.errors import DataError
+    from directpo.tokenization import tokenize_preferences
+
+    _, processor = build_vlm("llava")
+    row = image_rows(tmp_path, 1)[0]
+    question = {"type": "text", "text": "Describe the image 0."}
+    inline = {**row, "prompt": [{"role": "user", "content": [
+        {"type": "image", "image": "img0.png"}, question]}]}  # fmt: skip
+    inline.pop("images")
+    data = load_preferences(str(write(tmp_path / "rows.jsonl", [row, inline])))
+    assert data.examples[1].images == (str(tmp_path / "img0.png"),)
+    assert data.examples[0].prompt == data.examples[1].prompt
+    pairs = tokenize_preferences(data, processor.tokenizer, None, processor=processor).pairs
+    first, second = pairs
+    assert (first.prompt_ids, first.chosen_ids) == (second.prompt_ids, second.chosen_ids)
+    assert first.vision.digest == second.vision.digest
+    with pytest.raises(DataError, match="line 1: the prompt's image parts carry images and field"):
+        load_preferences(str(write(tmp_path / "rows.jsonl", [{**inline, "images": ["img0.png"]}])))
+    bare = {**inline, "prompt": [{"role": "user", "content": [{"type": "image"}, question]}]}
+    text = {"prompt": "<image>\nWhat is it?", "chosen": " red", "rejected": " blue"}
+    for placeholder in (bare, text):
+        data = load_preferences([placeholder], name="rows")
+        with pytest.raises(DataError, match="row 1: the prompt has 1 image placeholder"):
+            tokenize_preferences(data, processor.tokenizer, None, processor=processor)

@@ -320,11 +320,12 @@ def parse_scored(prompt: Any, response: Any, where: str) -> tuple[Text, Text]:
 
 
 def row_images(
-    row: dict[str, Any], where: str, base_dir: str | None = None
+    row: dict[str, Any], where: str, base_dir: str | None = None, prompt_column: str = "prompt"
 ) -> tuple[Any, ...] | None:
-    """The images of a scoring or generation row (``images`` / ``image``), or None."""
+    """The images of a scoring or generation row (``images`` / ``image``, or its prompt's
+    image parts), or None."""
     try:
-        return _images(row, base_dir)
+        return _images(row, base_dir, row.get(prompt_column))
     except RowError as err:
         raise DataError(f"{where}: {err.message}") from None
 
@@ -362,7 +363,7 @@ def prompt_with_images(
         prompt = _text_or_messages(_field(row, prompt_column), prompt_column, parts=True)
     except RowError as err:
         raise DataError(f"{where}: {err.message}") from None
-    images = row_images(row, where, base_dir)
+    images = row_images(row, where, base_dir, prompt_column)
     return ImagePrompt(with_images(prompt, images), images) if images else prompt
 
 
@@ -486,20 +487,51 @@ def _parse_row(
         raise RowError("identical chosen and rejected", "chosen and rejected are identical")
     tools = _tools(row.get("tools"), layout)
     template_kwargs = _template_kwargs(row.get("chat_template_kwargs"), layout)
-    images = _images(row, base_dir)
+    # the implicit layout's prompt (and its image parts) is the start of each conversation
+    messages = row.get(columns.chosen if layout == "implicit" else columns.prompt)
+    images = _images(row, base_dir, messages)
     if images is not None and isinstance(prompt, list):
         prompt = with_image_parts(prompt, len(images))
     return PreferenceExample(prompt, chosen, rejected, where, tools, images, template_kwargs)
 
 
-def _images(row: dict[str, Any], base_dir: str | None) -> tuple[Any, ...] | None:
+# where an image part carries its image ({"type": "image", "image": ...}; transformers' names)
+IMAGE_PART_KEYS = ("image", "url", "path")
+
+
+def _images(
+    row: dict[str, Any], base_dir: str | None, messages: Any = None
+) -> tuple[Any, ...] | None:
+    """The row's images: its ``images`` / ``image`` column, or those its prompt's image parts
+    carry (TRL's and transformers' ``{"type": "image", "image": ...}``), not both."""
     key = next((k for k in IMAGE_COLUMNS if row.get(k) not in (None, [])), None)
-    if key is None:
+    inline = _inline_images(messages)
+    if key is not None and inline:
+        raise RowError(
+            "images given twice",
+            f"the prompt's image parts carry images and field '{key}' holds images too; give "
+            "them once",
+        )
+    if key is None and not inline:
         return None
     try:
-        return image_values(row[key], base_dir)
+        return image_values(row[key] if key else inline, base_dir)
     except ImageError as err:
-        raise RowError(err.reason, f"field '{key}': {err.message}") from None
+        raise RowError(err.reason, f"field '{key or 'prompt'}': {err.message}") from None
+
+
+def _inline_images(messages: Any) -> list[Any]:
+    """The images that the image parts of a message list carry, in order."""
+    if not isinstance(messages, list):
+        return []
+    return [
+        next(part[key] for key in IMAGE_PART_KEYS if part.get(key) is not None)
+        for message in messages
+        if isinstance(message, dict) and isinstance(message.get("content"), list)
+        for part in message["content"]
+        if isinstance(part, dict) and part.get("type") == "image"
+        and any(part.get(key) is not None for key in IMAGE_PART_KEYS)
+    ]  # fmt: skip
 
 
 def _tools(value: Any, layout: str) -> list[dict[str, Any]] | None:

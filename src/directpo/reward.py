@@ -351,7 +351,7 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
                     f"{label}: field '{options.response_column}' holds several "
                     "responses; use directpo rank"
                 )
-            images = row_images(row, label, base_dir)
+            images = row_images(row, label, base_dir, options.prompt_column)
             parsed.append((with_images(prompt, images), responses[0], images))
     scorer = _scorer(options, echo)
     ids = []
@@ -405,7 +405,10 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
         )
         for where, row in rows
     ]
-    images = [row_images(row, f"{options.input}: {where}", base_dir) for where, row in rows]
+    images = [
+        row_images(row, f"{options.input}: {where}", base_dir, options.prompt_column)
+        for where, row in rows
+    ]
     scorer = _scorer(options, echo)
     truncated: Counter[str] = Counter()
     ids = [

@@ -121,6 +121,11 @@ class PairTokenizer:
         self.eos_id = tokenizer.eos_token_id
         probe = tokenizer("a").input_ids
         self.adds_bos = self.bos_id is not None and probe[:1] == [self.bos_id]
+        # a vision model's image token in a prompt without images: a placeholder with no pixels
+        self.image_token_id = None
+        if processor is not None:
+            token_id = tokenizer.convert_tokens_to_ids(image_token(processor))
+            self.image_token_id = None if token_id == tokenizer.unk_token_id else token_id
         # one int object per token id, shared by every list: a tokenizer returns a new 28-byte
         # int for each token above 256, which made stored pairs take 30 bytes a token, not 8
         self._id_objects = list(range(len(tokenizer)))
@@ -222,6 +227,15 @@ class PairTokenizer:
         return self._with_bos(self._ids(prompt_text))
 
     def _with_bos(self, ids: list[int]) -> list[int]:
+        """A text prompt's ids (a prompt without images) with the BOS rule applied."""
+        if self.image_token_id is not None and self.image_token_id in ids:
+            raise RowError(
+                "image placeholder without an image",
+                f"the prompt has {ids.count(self.image_token_id)} image placeholder(s) "
+                f"({image_token(self.processor)} or image parts) but the row has no images; add "
+                "them (an images column, or the image parts' 'image' key) or remove the "
+                "placeholders",
+            )
         if self.adds_bos and ids[:1] != [self.bos_id]:
             ids = [self.bos_id, *ids]
         if not ids:
