@@ -62,12 +62,15 @@ def encode_prompts(
     prompts: Sequence[Text | ImagePrompt],
     max_prompt_length: int | None,
     processor: Any = None,
+    chat_template_kwargs: dict[str, Any] | None = None,
 ) -> list[tuple[list[int], VisionInputs | None]]:
-    """Each prompt's ids (and image inputs, for an ``ImagePrompt``)."""
+    """Each prompt's ids (and image inputs, for an ``ImagePrompt``), rendered as training
+    renders them (``chat_template_kwargs``: the run's option)."""
     encoder = PairTokenizer(
         tokenizer,
         max_length=None if max_prompt_length is None else max_prompt_length + 1,
         max_prompt_length=max_prompt_length,
+        chat_template_kwargs=chat_template_kwargs,
         processor=processor,
     )
     encoded: list[tuple[list[int], VisionInputs | None]] = []
@@ -107,6 +110,7 @@ def sample_completions(
     progress: bool = False,
     synced: bool = False,
     processor: Any = None,
+    chat_template_kwargs: dict[str, Any] | None = None,
 ) -> list[Sample]:
     """``num_samples`` completions per prompt, grouped by prompt in input order.
 
@@ -123,7 +127,9 @@ def sample_completions(
             )
         room = positions - max_new_tokens
         max_prompt_length = room if max_prompt_length is None else min(max_prompt_length, room)
-    encoded = encode_prompts(tokenizer, prompts, max_prompt_length, processor)
+    encoded = encode_prompts(
+        tokenizer, prompts, max_prompt_length, processor, chat_template_kwargs=chat_template_kwargs
+    )
     prompt_ids = [ids for ids, _ in encoded]
     device = next(model.parameters()).device
     stops = stop_token_ids(model, tokenizer)
@@ -273,6 +279,7 @@ def evaluate_generations(
         max_prompt_length=config.prompt_limit,
         synced=synced,
         processor=processor,
+        chat_template_kwargs=config.chat_template_kwargs,
     )
     rows = [s.row for s in samples]
     pad = pad_token_id(tokenizer)

@@ -248,6 +248,7 @@ class RoundBuilder:
                 batch_size=max(1, len(indices)),
                 max_prompt_length=config.prompt_limit,
                 synced=sharded and self.world.size > 1,
+                chat_template_kwargs=config.chat_template_kwargs,
             )
 
     @torch.no_grad()
