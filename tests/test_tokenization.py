@@ -151,7 +151,8 @@ def test_conversational_rows_need_a_chat_template(tokenizers) -> None:
     )
     with pytest.raises(
         DataError,
-        match="f.jsonl: line 1: conversational rows need a tokenizer with a chat template",
+        match="f.jsonl: line 1: conversational rows need a tokenizer with a chat template: give "
+        "one with the chat_template option",
     ):
         tokenize_preferences(data, tokenizer, 64, 32)
 

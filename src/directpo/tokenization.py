@@ -218,8 +218,9 @@ class PairTokenizer:
         if not (getattr(self.tokenizer, "chat_template", None) or self._processor_template()):
             raise RowError(
                 "no chat template",
-                "conversational rows need a tokenizer with a "
-                "chat template (set tokenizer_name_or_path to one that has it)",
+                "conversational rows need a tokenizer with a chat template: give one with the "
+                "chat_template option (its text or a .jinja file), or set tokenizer_name_or_path "
+                "to a tokenizer that has one",
             )
 
     # -- ids -----------------------------------------------------------------------------------
