@@ -69,7 +69,9 @@ class ImplicitReward:
     Prompts and responses are cut to ``max_length`` / ``max_prompt_length`` as in training (a
     warning says how many); ``batch_size`` sequences per forward pass; folders load in
     ``dtype`` on CUDA when there is one. Models run in eval mode and keep their own mode.
-    ``ImplicitReward.from_run(run_dir)`` reads β and the reference from a run's config.yaml.
+    ``chat_template_kwargs``: conversations are rendered with them, as in training.
+    ``ImplicitReward.from_run(run_dir)`` reads β, the reference, the length limits and the
+    chat template arguments from a run's config.yaml.
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class ImplicitReward:
         max_prompt_length: int | None = None,
         batch_size: int = 8,
         dtype: str | torch.dtype = "float32",
+        chat_template_kwargs: dict[str, Any] | None = None,
     ) -> None:
         numeric = isinstance(beta, int | float) and not isinstance(beta, bool)
         if not (numeric and math.isfinite(beta) and beta > 0):
@@ -123,7 +126,10 @@ class ImplicitReward:
                 max_length = limit
         self.beta = beta
         self.batch_size = batch_size
-        self.encoder = PairTokenizer(tokenizer, max_length, max_prompt_length, processor=processor)
+        self.encoder = PairTokenizer(
+            tokenizer, max_length, max_prompt_length,
+            chat_template_kwargs=chat_template_kwargs, processor=processor,
+        )  # fmt: skip
 
     @classmethod
     def from_run(
@@ -159,6 +165,7 @@ class ImplicitReward:
         if config is not None:
             kwargs.setdefault("max_length", config.max_length)
             kwargs.setdefault("max_prompt_length", config.max_prompt_length)
+            kwargs.setdefault("chat_template_kwargs", config.chat_template_kwargs)
         return cls(
             run_dir, ref_model_name_or_path, beta if beta is not None else config.beta, **kwargs
         )
