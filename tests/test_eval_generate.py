@@ -271,9 +271,9 @@ THINKING_TEMPLATE = (
 def test_sampled_prompts_are_rendered_with_chat_template_kwargs(
     tiny_model_dirs, tmp_path, monkeypatch
 ) -> None:
-    """eval_generate and online rounds render their prompts as training does: with the
-    chat_template_kwargs option (Qwen3's enable_thinking: false writes <think></think>), where
-    they rendered the template's default."""
+    """eval_generate, online rounds and the generate command on a run's folder render their
+    prompts as training does: with the chat_template_kwargs option (Qwen3's enable_thinking:
+    false writes <think></think>), where they rendered the template's default."""
     import directpo.generate
     from directpo.generate import encode_prompts
     from directpo.models import load_tokenizer
@@ -310,3 +310,9 @@ def test_sampled_prompts_are_rendered_with_chat_template_kwargs(
                     max_steps=2),
           echo=lambda _: None)  # fmt: skip
     assert len(seen) >= 2 and all(kwargs == {"enable_thinking": False} for kwargs in seen)
+    # the generate command on the run's folder renders as the run trained
+    seen.clear()
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", rows[:1])
+    argv = ["generate", "--model_name_or_path", str(tmp_path / "eval"), "--input", str(prompts),
+            "--output", str(tmp_path / "out.jsonl"), "--max_new_tokens", "2"]  # fmt: skip
+    assert main(argv) == 0 and seen == [{"enable_thinking": False}]

@@ -36,6 +36,7 @@ from directpo.models import (
     pad_token_id,
 )
 from directpo.reference import ReferenceProvider
+from directpo.reward import run_config
 from directpo.rewardfn import RewardFn
 from directpo.tokenization import PairTokenizer
 from directpo.vision import VisionInputs, batch_tensors
@@ -223,6 +224,7 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
     model = load_causal_lm(
         options.model_name_or_path, options.dtype, trainable=False, device=device
     )
+    run = run_config(options.model_name_or_path)  # a run's prompts render as it trained on them
     try:
         samples = sample_completions(
             model,
@@ -238,6 +240,7 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
             max_prompt_length=options.max_prompt_length,
             progress=True,
             processor=processor,
+            chat_template_kwargs=run.chat_template_kwargs if run else None,
         )
     except RowError as err:
         raise DataError(f"{options.input}: {err.message}") from None

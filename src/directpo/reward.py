@@ -21,7 +21,7 @@ import torch
 
 from directpo.checkpoint import MANIFEST
 from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
-from directpo.config import check_model_location, load_config
+from directpo.config import DPOConfig, check_model_location, load_config
 from directpo.data import (
     Columns,
     PreferenceExample,
@@ -57,6 +57,14 @@ from directpo.tokenization import CUT_BY_PROMPT, PairTokenizer
 from directpo.vision import image_values
 
 ModelLike = torch.nn.Module | str
+
+
+def run_config(run_dir: str | os.PathLike) -> DPOConfig | None:
+    """The config.yaml of a run's folder, or of the run a checkpoint folder belongs to."""
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.is_file() and (Path(run_dir) / MANIFEST).is_file():  # a checkpoint
+        saved = Path(run_dir).parent / "config.yaml"
+    return load_config(str(saved)) if saved.is_file() else None
 
 
 class ImplicitReward:
@@ -143,10 +151,7 @@ class ImplicitReward:
     ) -> ImplicitReward:
         """A trained run's folder (or one of its checkpoints): β and the reference default to
         those in the run's config.yaml. ``echo`` receives notes (default: ``warnings.warn``)."""
-        saved = Path(run_dir) / "config.yaml"
-        if not saved.is_file() and (Path(run_dir) / MANIFEST).is_file():  # a checkpoint
-            saved = Path(run_dir).parent / "config.yaml"
-        config = load_config(str(saved)) if saved.is_file() else None
+        config = run_config(run_dir)
         if config is None and (ref_model_name_or_path is None or beta is None):
             raise ConfigError(
                 f"{run_dir} has no config.yaml from a directpo run: give "
