@@ -367,6 +367,10 @@ def test_dataset_name_reads_save_to_disk_folders_and_train_file_points_to_it(
             any(line.startswith(f"eval: {tmp_path / folder}[test]: 2 pairs") for line in lines)
             == evaluated
         )
+    config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "out-config",
+                         dataset_name=str(tmp_path / "one"), dataset_config="en")  # fmt: skip
+    with pytest.raises(DataError, match="has no configurations; remove dataset_config"):
+        train(config, echo=lambda _: None)
     (tmp_path / "snapshot" / "data").mkdir(parents=True)
     pairs.to_parquet(str(tmp_path / "snapshot" / "data" / "train-00000-of-00001.parquet"))
     for folder, message in (("snapshot", "is read by dataset_name"),

@@ -230,8 +230,14 @@ def load_named_dataset(config: Any, split: str, *, required: bool) -> Any:
     import datasets
 
     name = config.dataset_name
+    saved = is_saved_dataset(name)  # load_dataset refuses these ("use load_from_disk")
+    if saved and config.dataset_config is not None:
+        raise DataError(
+            f"dataset_name '{name}' is a datasets.save_to_disk folder, which has no "
+            f"configurations; remove dataset_config ({config.dataset_config})"
+        )
     try:
-        if is_saved_dataset(name):  # load_dataset refuses these ("use load_from_disk")
+        if saved:
             loaded = datasets.load_from_disk(name)
             if isinstance(loaded, datasets.Dataset):  # one split, saved without a name
                 loaded = {config.dataset_train_split: loaded}
