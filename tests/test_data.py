@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tiny import write_jsonl
 
 from directpo.data import Columns, load_preferences, parse_pair
-from directpo.errors import DataError
+from directpo.errors import ConfigError, DataError
 
 ROWS = [
     {"prompt": "Q: 2+2?", "chosen": " 4", "rejected": " 5"},
@@ -370,6 +370,10 @@ def test_dataset_name_reads_save_to_disk_folders_and_train_file_points_to_it(
     config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "out-config",
                          dataset_name=str(tmp_path / "one"), dataset_config="en")  # fmt: skip
     with pytest.raises(DataError, match="has no configurations; remove dataset_config"):
+        train(config, echo=lambda _: None)
+    config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "out-file",
+                         dataset_name=str(tmp_path / "one" / "state.json"))  # fmt: skip
+    with pytest.raises(ConfigError, match="state.json is a file; give it as train_file"):
         train(config, echo=lambda _: None)
     (tmp_path / "snapshot" / "data").mkdir(parents=True)
     pairs.to_parquet(str(tmp_path / "snapshot" / "data" / "train-00000-of-00001.parquet"))

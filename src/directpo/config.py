@@ -1063,6 +1063,11 @@ class DPOConfig(Options):
         name = self.dataset_name or ""
         if _looks_local(name) and not os.path.exists(os.path.expanduser(name)):
             raise ConfigError(f"dataset_name: no such dataset folder: {name}")  # not a hub id
+        if os.path.isfile(os.path.expanduser(name)):  # load_dataset finds no data in a file
+            raise ConfigError(
+                f"dataset_name: {name} is a file; give it as train_file (dataset_name reads a "
+                "dataset folder or a hub id)"
+            )
         has_data = self.train_file or self.dataset_name or (self.online and self.prompt_file)
         if need_train_file and not has_data:
             raise ConfigError(
