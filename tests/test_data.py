@@ -51,6 +51,17 @@ def test_every_file_format_reads_the_same_examples(tmp_path: Path) -> None:
         assert [(e.prompt, e.chosen, e.rejected) for e in data.examples] == expected, source
 
 
+def test_a_datasets_transform_and_format_columns_shape_its_rows() -> None:
+    """Rows are read without decoding images, but as the Dataset's own transform and format
+    columns make them (a transform that writes the prompt; a format that drops a column)."""
+    dataset = datasets.Dataset.from_list([{**row, "extra": 1} for row in ROWS])
+    upper = dataset.with_transform(lambda b: {**b, "prompt": [p.upper() for p in b["prompt"]]})
+    assert [e.prompt for e in load_preferences(upper).examples] == ["Q: 2+2?".upper(), "Q: SKY?"]
+    narrow = dataset.with_format(columns=["prompt", "chosen"])
+    with pytest.raises(DataError, match="row 1: missing field 'rejected'"):
+        load_preferences(narrow)
+
+
 def test_configurable_column_names(tmp_path: Path) -> None:
     rows = [{"q": r["prompt"], "good": r["chosen"], "bad": r["rejected"]} for r in ROWS]
     data = load_preferences(

@@ -323,13 +323,13 @@ def _undecoded(dataset: Any) -> Iterable[Any]:
         return dataset
     if hasattr(dataset, "decode"):  # an IterableDataset
         return dataset.decode(False)
-    if not hasattr(dataset, "with_format"):
-        return dataset
-    return (
-        row
-        for batch in dataset.with_format("arrow").iter(batch_size=256)
-        for row in batch.to_pylist()
+    form = getattr(dataset, "format", None) or {}
+    if not hasattr(dataset, "with_format") or form.get("type") is not None:
+        return dataset  # a transform (with_transform) or a tensor format: rows as it makes them
+    stored = dataset.with_format(
+        "arrow", columns=form.get("columns"), output_all_columns=form.get("output_all_columns")
     )
+    return (row for batch in stored.iter(batch_size=256) for row in batch.to_pylist())
 
 
 def is_dict(value: Any) -> bool:
