@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny import write_jsonl
 
-from directpo.data import Columns, load_preferences, parse_pair
+from directpo.data import Columns, distinct_prompts, load_preferences, parse_pair
 from directpo.errors import ConfigError, DataError
 
 ROWS = [
@@ -273,6 +273,11 @@ def test_pairs_with_the_same_texts_but_other_images_or_template_arguments_are_no
     rows += [{**text, "chat_template_kwargs": {"enable_thinking": think}} for think in (0, 1, 1)]
     data = load_preferences(rows)
     assert data.duplicates == 2 and "2 of them repeat an earlier pair" in data.summary()
+    # held-out prompts too: the same words about the same image bytes are one prompt
+    assert [p.images for p in distinct_prompts(e.full_prompt for e in data.examples[:3])] == [
+        (b"one",),
+        (b"two",),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -146,14 +146,19 @@ class PreferenceData:
 def _context_key(example: PreferenceExample) -> tuple[Any, ...]:
     """What else makes a pair differ from one with the same texts: its images (paths, a digest
     of bytes, or the PIL object itself) and its chat template arguments."""
-    images = tuple(
-        image if isinstance(image, str)
-        else hashlib.blake2b(image, digest_size=16).digest() if isinstance(image, bytes)
-        else id(image)
-        for image in example.images or ()
-    )  # fmt: skip
+    images = tuple(map(_image_key, example.images or ()))
     args = example.template_args
     return images, args and json.dumps(args, sort_keys=True, default=str)
+
+
+def _image_key(image: Any) -> str:
+    """An image as keys compare it: a path, a digest of its bytes (not a copy of them: an image
+    is often megabytes), or the PIL object's identity."""
+    if isinstance(image, str):
+        return image
+    if isinstance(image, bytes):
+        return hashlib.blake2b(image, digest_size=16).hexdigest()
+    return f"object {id(image)}"
 
 
 def _hashable(value: Text) -> str | tuple[str]:
@@ -399,7 +404,9 @@ def distinct_prompts(prompts: Iterable[Any]) -> list[Any]:
     unique: list[Any] = []
     for prompt in prompts:
         if isinstance(prompt, ImagePrompt):  # the same words about other images differ
-            key = json.dumps([prompt.prompt, [str(i) for i in prompt.images]], sort_keys=True)
+            key = json.dumps(
+                [prompt.prompt, [_image_key(i) for i in prompt.images]], sort_keys=True
+            )
         else:
             key = json.dumps(prompt, sort_keys=True)
         if key not in seen:
