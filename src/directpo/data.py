@@ -35,7 +35,6 @@ files, "row N" otherwise.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import Counter
@@ -54,7 +53,14 @@ from directpo.readers import (
     open_rows,
     source_label,
 )
-from directpo.vision import IMAGE_COLUMNS, ImageError, image_values, with_image_parts
+from directpo.vision import (
+    IMAGE_COLUMNS,
+    ImageError,
+    image_key,
+    image_values,
+    inline_images,
+    with_image_parts,
+)
 
 Messages = list[dict[str, Any]]  # content: a string, or parts (vision prompts)
 Text = str | Messages
@@ -146,19 +152,9 @@ class PreferenceData:
 def _context_key(example: PreferenceExample) -> tuple[Any, ...]:
     """What else makes a pair differ from one with the same texts: its images (paths, a digest
     of bytes, or the PIL object itself) and its chat template arguments."""
-    images = tuple(map(_image_key, example.images or ()))
+    images = tuple(map(image_key, example.images or ()))
     args = example.template_args
     return images, args and json.dumps(args, sort_keys=True, default=str)
-
-
-def _image_key(image: Any) -> str:
-    """An image as keys compare it: a path, a digest of its bytes (not a copy of them: an image
-    is often megabytes), or the PIL object's identity."""
-    if isinstance(image, str):
-        return image
-    if isinstance(image, bytes):
-        return hashlib.blake2b(image, digest_size=16).hexdigest()
-    return f"object {id(image)}"
 
 
 def _hashable(value: Text) -> str | tuple[str]:
@@ -404,9 +400,7 @@ def distinct_prompts(prompts: Iterable[Any]) -> list[Any]:
     unique: list[Any] = []
     for prompt in prompts:
         if isinstance(prompt, ImagePrompt):  # the same words about other images differ
-            key = json.dumps(
-                [prompt.prompt, [_image_key(i) for i in prompt.images]], sort_keys=True
-            )
+            key = json.dumps([prompt.prompt, [image_key(i) for i in prompt.images]], sort_keys=True)
         else:
             key = json.dumps(prompt, sort_keys=True)
         if key not in seen:
@@ -508,17 +502,13 @@ def _parse_row(
     return PreferenceExample(prompt, chosen, rejected, where, tools, images, template_kwargs)
 
 
-# where an image part carries its image ({"type": "image", "image": ...}; transformers' names)
-IMAGE_PART_KEYS = ("image", "url", "path")
-
-
 def _images(
     row: dict[str, Any], base_dir: str | None, messages: Any = None
 ) -> tuple[Any, ...] | None:
     """The row's images: its ``images`` / ``image`` column, or those its prompt's image parts
     carry (TRL's and transformers' ``{"type": "image", "image": ...}``), not both."""
     key = next((k for k in IMAGE_COLUMNS if row.get(k) not in (None, [])), None)
-    inline = _inline_images(messages)
+    inline = inline_images(messages)
     if key is not None and inline:
         raise RowError(
             "images given twice",
@@ -531,20 +521,6 @@ def _images(
         return image_values(row[key] if key else inline, base_dir)
     except ImageError as err:
         raise RowError(err.reason, f"field '{key or 'prompt'}': {err.message}") from None
-
-
-def _inline_images(messages: Any) -> list[Any]:
-    """The images that the image parts of a message list carry, in order."""
-    if not isinstance(messages, list):
-        return []
-    return [
-        next(part[key] for key in IMAGE_PART_KEYS if part.get(key) is not None)
-        for message in messages
-        if isinstance(message, dict) and isinstance(message.get("content"), list)
-        for part in message["content"]
-        if isinstance(part, dict) and part.get("type") == "image"
-        and any(part.get(key) is not None for key in IMAGE_PART_KEYS)
-    ]  # fmt: skip
 
 
 def _tools(value: Any, layout: str) -> list[dict[str, Any]] | None:

@@ -115,6 +115,34 @@ def _shown(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
+# where an image part carries its image ({"type": "image", "image": ...}; transformers' names)
+IMAGE_PART_KEYS = ("image", "url", "path")
+
+
+def inline_images(messages: Any) -> list[Any]:
+    """The images that the image parts of a message list carry, in order."""
+    if not isinstance(messages, list):
+        return []
+    return [
+        next(part[key] for key in IMAGE_PART_KEYS if part.get(key) is not None)
+        for message in messages
+        if isinstance(message, dict) and isinstance(message.get("content"), list)
+        for part in message["content"]
+        if isinstance(part, dict) and part.get("type") == "image"
+        and any(part.get(key) is not None for key in IMAGE_PART_KEYS)
+    ]  # fmt: skip
+
+
+def image_key(image: Any) -> str:
+    """An image as keys compare it: a path, a digest of its bytes (not a copy of them: an image
+    is often megabytes), or the PIL object's identity."""
+    if isinstance(image, str):
+        return image
+    if isinstance(image, bytes):
+        return hashlib.blake2b(image, digest_size=16).hexdigest()
+    return f"object {id(image)}"
+
+
 def open_image(value: Any) -> Any:
     """A PIL RGB image from a path, bytes or a PIL image."""
     from PIL import Image, UnidentifiedImageError
