@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import bz2
 import functools
+import gzip
 import json
+import lzma
 from pathlib import Path
 
 import datasets
@@ -10,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny import write_jsonl
 
-from directpo.data import Columns, load_preferences, parse_pair
-from directpo.errors import DataError
+from directpo.data import Columns, distinct_prompts, load_preferences, parse_pair
+from directpo.errors import ConfigError, DataError
 
 ROWS = [
     {"prompt": "Q: 2+2?", "chosen": " 4", "rejected": " 5"},
@@ -31,10 +34,32 @@ def test_every_file_format_reads_the_same_examples(tmp_path: Path) -> None:
     dataset.to_csv(str(tmp_path / "f.csv"), index=False)
     dataset.save_to_disk(str(tmp_path / "g"))
     paths += [tmp_path / "e.parquet", tmp_path / "f.csv", tmp_path / "g"]
-    for source in [*map(str, paths), dataset]:
+    # compressed text (as hub datasets keep them), an Arrow file (a datasets cache or shard)
+    for name, plain, opener in (("h.jsonl.gz", "a.jsonl", gzip.open),
+                                ("i.json.bz2", "b.json", bz2.open),
+                                ("j.csv.xz", "f.csv", lzma.open)):  # fmt: skip
+        with opener(tmp_path / name, "wb") as handle:
+            handle.write((tmp_path / plain).read_bytes())
+        paths.append(tmp_path / name)
+    paths += sorted((tmp_path / "g").glob("*.arrow"))
+    # an IterableDataset of unknown features has no column names
+    generated = datasets.IterableDataset.from_generator(lambda: iter(ROWS))
+    assert generated.column_names is None
+    for source in [*map(str, paths), dataset, generated]:
         data = load_preferences(source)
         assert data.layout == "explicit"
         assert [(e.prompt, e.chosen, e.rejected) for e in data.examples] == expected, source
+
+
+def test_a_datasets_transform_and_format_columns_shape_its_rows() -> None:
+    """Rows are read without decoding images, but as the Dataset's own transform and format
+    columns make them (a transform that writes the prompt; a format that drops a column)."""
+    dataset = datasets.Dataset.from_list([{**row, "extra": 1} for row in ROWS])
+    upper = dataset.with_transform(lambda b: {**b, "prompt": [p.upper() for p in b["prompt"]]})
+    assert [e.prompt for e in load_preferences(upper).examples] == ["Q: 2+2?".upper(), "Q: SKY?"]
+    narrow = dataset.with_format(columns=["prompt", "chosen"])
+    with pytest.raises(DataError, match="row 1: missing field 'rejected'"):
+        load_preferences(narrow)
 
 
 def test_configurable_column_names(tmp_path: Path) -> None:
@@ -241,6 +266,20 @@ def test_repeated_pairs_are_counted_once_and_texts_are_not_serialized(monkeypatc
     assert len(dumped) == 2 * 3  # each message list once, in the first summary only
 
 
+def test_pairs_with_the_same_texts_but_other_images_or_template_arguments_are_not_repeats():
+    text = {"prompt": [{"role": "user", "content": "What is it?"}], "chosen": "A cat.",
+            "rejected": "A dog."}  # fmt: skip
+    rows = [{**text, "images": [image]} for image in (b"one", b"two", b"one")]
+    rows += [{**text, "chat_template_kwargs": {"enable_thinking": think}} for think in (0, 1, 1)]
+    data = load_preferences(rows)
+    assert data.duplicates == 2 and "2 of them repeat an earlier pair" in data.summary()
+    # held-out prompts too: the same words about the same image bytes are one prompt
+    assert [p.images for p in distinct_prompts(e.full_prompt for e in data.examples[:3])] == [
+        (b"one",),
+        (b"two",),
+    ]
+
+
 @pytest.mark.parametrize(
     "chosen, rejected, prompt",
     [
@@ -317,6 +356,47 @@ def test_dataset_name_loads_a_local_dataset_with_its_splits(tiny_model_dirs, tmp
                          dataset_name="no-such-org/no-such-dataset")  # fmt: skip
     with pytest.raises(DataError, match="dataset_name 'no-such-org/no-such-dataset': cannot load"):
         train(config, echo=lambda _: None)
+
+
+def test_dataset_name_reads_save_to_disk_folders_and_train_file_points_to_it(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """load_dataset refuses a save_to_disk folder ("use load_from_disk"): dataset_name reads it
+    (a DatasetDict's splits, or one Dataset as the train split), and train_file given a folder
+    of data files (a hub snapshot) or several splits names dataset_name."""
+    from tiny import SENTIMENT_PAIRS, tiny_config
+
+    from directpo.trainer import train
+
+    pairs = datasets.Dataset.from_list(SENTIMENT_PAIRS)
+    datasets.DatasetDict({"train": pairs, "test": pairs.select(range(2))}).save_to_disk(
+        str(tmp_path / "dict")
+    )
+    pairs.save_to_disk(str(tmp_path / "one"))
+    for folder, evaluated in (("dict", True), ("one", False)):
+        lines: list[str] = []
+        config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / f"out-{folder}",
+                             dataset_name=str(tmp_path / folder), max_steps=1)  # fmt: skip
+        train(config, echo=lines.append)
+        assert any(line.startswith(f"train: {tmp_path / folder}[train]: 6 pairs") for line in lines)
+        assert (
+            any(line.startswith(f"eval: {tmp_path / folder}[test]: 2 pairs") for line in lines)
+            == evaluated
+        )
+    config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "out-config",
+                         dataset_name=str(tmp_path / "one"), dataset_config="en")  # fmt: skip
+    with pytest.raises(DataError, match="has no configurations; remove dataset_config"):
+        train(config, echo=lambda _: None)
+    config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "out-file",
+                         dataset_name=str(tmp_path / "one" / "state.json"))  # fmt: skip
+    with pytest.raises(ConfigError, match="state.json is a file; give it as train_file"):
+        train(config, echo=lambda _: None)
+    (tmp_path / "snapshot" / "data").mkdir(parents=True)
+    pairs.to_parquet(str(tmp_path / "snapshot" / "data" / "train-00000-of-00001.parquet"))
+    for folder, message in (("snapshot", "is read by dataset_name"),
+                            ("dict", "or give the folder as dataset_name")):  # fmt: skip
+        with pytest.raises(DataError, match=message):
+            load_preferences(str(tmp_path / folder))
 
 
 def test_several_train_files_are_mixed_in_order(tiny_model_dirs, tmp_path, capsys) -> None:

@@ -290,3 +290,61 @@ def test_eval_generate_takes_its_prompts_from_an_eval_dataset(
     assert [json.loads(line)["prompt"] for line in samples] == [
         p["prompt"] for p in SENTIMENT_PAIRS[:2]
     ]
+
+
+THINKING_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and not enable_thinking %}<think></think>{% endif %}"
+    "{% endif %}"
+)
+
+
+def test_sampled_prompts_are_rendered_with_chat_template_kwargs(
+    tiny_model_dirs, tmp_path, monkeypatch
+) -> None:
+    """eval_generate, online rounds and the generate command on a run's folder render their
+    prompts as training does: with the chat_template_kwargs option (Qwen3's enable_thinking:
+    false writes <think></think>), where they rendered the template's default."""
+    import directpo.generate
+    from directpo.generate import encode_prompts
+    from directpo.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_model_dirs["gpt2"]))
+    tokenizer.chat_template = THINKING_TEMPLATE
+    prompt = [{"role": "user", "content": "hello world"}]
+    for kwargs, thinks in ((None, True), ({"enable_thinking": False}, False)):
+        ((ids, _),) = encode_prompts(tokenizer, [prompt], None, chat_template_kwargs=kwargs)
+        assert tokenizer.decode(ids).endswith("<think></think>") != thinks
+    seen: list[dict | None] = []
+
+    def spy(*args, chat_template_kwargs=None, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.append(chat_template_kwargs)
+        return encode_prompts(*args, chat_template_kwargs=chat_template_kwargs, **kwargs)
+
+    monkeypatch.setattr(directpo.generate, "encode_prompts", spy)
+    rows = [{"prompt": [{"role": "user", "content": p["prompt"]}], "chosen": p["chosen"],
+             "rejected": p["rejected"]} for p in SENTIMENT_PAIRS]  # fmt: skip
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    rewards = tmp_path / "letters.py"
+    rewards.write_text(
+        "def score(prompts, completions):\n    return [len(c) for c in completions]\n"
+    )
+    common = dict(model_name_or_path=str(tiny_model_dirs["gpt2"]), report_to=["none"],
+                  chat_template=THINKING_TEMPLATE, chat_template_kwargs={"enable_thinking": False},
+                  generate_max_new_tokens=3)  # fmt: skip
+    train(DPOConfig(**common, train_file=str(pairs), output_dir=str(tmp_path / "eval"),
+                    eval_file=str(pairs), eval_generate=2, eval_steps=2, max_steps=2),
+          echo=lambda _: None)  # fmt: skip
+    train(DPOConfig(**common, train_file=str(pairs), output_dir=str(tmp_path / "online"),
+                    online=True, reward_fn=f"{rewards}:score", online_prompts_per_round=2,
+                    online_samples_per_prompt=2, steps_per_round=1, per_device_train_batch_size=1,
+                    max_steps=2),
+          echo=lambda _: None)  # fmt: skip
+    assert len(seen) >= 2 and all(kwargs == {"enable_thinking": False} for kwargs in seen)
+    # the generate command on the run's folder renders as the run trained
+    seen.clear()
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", rows[:1])
+    argv = ["generate", "--model_name_or_path", str(tmp_path / "eval"), "--input", str(prompts),
+            "--output", str(tmp_path / "out.jsonl"), "--max_new_tokens", "2"]  # fmt: skip
+    assert main(argv) == 0 and seen == [{"enable_thinking": False}]

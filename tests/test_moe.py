@@ -146,3 +146,45 @@ def test_ref_model_init_kwargs_load_the_reference_alone(
         ConfigError, match="ref_model_init_kwargs: dtype is directpo.s dtype option"
     ):
         tiny_config(model, pairs_file, tmp_path / "x", ref_model_init_kwargs={"dtype": "float16"})
+
+
+def test_a_vision_language_moe_reads_its_experts_from_the_text_config() -> None:
+    """Qwen3-VL-MoE keeps output_router_logits, router_aux_loss_coef and its experts in
+    text_config (TRL reads them there): the coefficient resolves to the declared one and the
+    router loss is the model's own, where both read 'not a Mixture-of-Experts model'."""
+    from types import SimpleNamespace
+
+    from transformers import Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration
+
+    from directpo.models import resolve_router_aux
+
+    torch.manual_seed(0)
+    text = dict(vocab_size=128, hidden_size=32, intermediate_size=64, moe_intermediate_size=16,
+                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, num_experts=4,
+                num_experts_per_tok=2, head_dim=8,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e4,
+                                 "mrope_section": [1, 1, 2]})  # fmt: skip
+    vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2,
+                  out_hidden_size=32, patch_size=14, num_position_embeddings=16,
+                  deepstack_visual_indexes=[0])  # fmt: skip
+    model = Qwen3VLMoeForConditionalGeneration(
+        Qwen3VLMoeConfig(text_config=text, vision_config=vision)
+    )
+    for name, param in model.named_parameters():  # routers start at zero: make them route
+        if name.endswith("mlp.gate.weight"):
+            torch.nn.init.normal_(param)
+    for given, expected in ((None, 0.001), (0.5, 0.5)):
+        config = SimpleNamespace(router_aux_loss_coef=given)
+        assert resolve_router_aux(config, model).router_aux_loss_coef == expected
+    pairs = [
+        TokenizedPair([1, 5, 9, 30], [40, 41], [42]),
+        TokenizedPair([1, 7], [50, 51, 52, 53], [60, 61, 62]),
+    ]
+    batch = collate_pairs(pairs, 0, layout=PLAIN)
+    *logps, aux = router_logprobs(model, batch)
+    torch.testing.assert_close(logps[0], model_logprobs(model, batch)[0])
+    expected = model(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_router_logits=True
+    ).aux_loss
+    torch.testing.assert_close(aux, expected)
+    assert float(aux) > 0

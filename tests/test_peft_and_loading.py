@@ -52,7 +52,7 @@ def test_lora_variants(tiny_model_dirs, pairs_file, tmp_path, options, check) ->
 
 
 def test_any_peft_config_from_python(tiny_model_dirs, pairs_file, tmp_path) -> None:
-    from peft import IA3Config, PromptTuningConfig
+    from peft import AdaLoraConfig, IA3Config, PromptTuningConfig
 
     out = tmp_path / "ia3"
     config = tiny_config(tiny_model_dirs["llama"], pairs_file, out, max_steps=3,
@@ -67,6 +67,9 @@ def test_any_peft_config_from_python(tiny_model_dirs, pairs_file, tmp_path) -> N
     config.output_dir = str(tmp_path / "prompt")
     with pytest.raises(ModelLoadError, match="prepends virtual tokens"):
         train(config, echo=quiet, peft_config=prompt)
+    adalora = AdaLoraConfig(task_type="CAUSAL_LM", target_modules=["q_proj"], total_step=3)
+    with pytest.raises(ModelLoadError, match="AdaLoraConfig reallocates its ranks"):
+        train(config, echo=quiet, peft_config=adalora)
     config.output_dir, config.lora_r = str(tmp_path / "both"), 4
     with pytest.raises(ConfigError, match="peft_config and lora_r are both given"):
         train(config, echo=quiet, peft_config=peft_config)
@@ -139,8 +142,9 @@ def test_qlora_is_one_line_where_bitsandbytes_cannot_run(
                  "--lora_r", "4", "--load_in_4bit", "--bnb_4bit_quant_type", "nf4"])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and err.startswith("directpo: error: load_in_4bit/load_in_8bit need")
-    with pytest.raises(ConfigError, match="load_in_4bit is set but lora_r is 0"):
-        tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path, load_in_4bit=True)
+    for option in ("load_in_4bit", "load_in_8bit"):  # TRL: "cannot fine-tune purely quantized"
+        with pytest.raises(ConfigError, match=f"{option} is set but lora_r is 0"):
+            tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path, **{option: True})
     with pytest.raises(ConfigError, match="bnb_4bit_quant_type is set but load_in_4bit is off"):
         tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path, bnb_4bit_quant_type="fp4")
 

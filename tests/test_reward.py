@@ -504,3 +504,25 @@ def test_a_tr_dpo_run_says_its_rewards_are_against_the_starting_model(
     ImplicitReward.from_run(str(run), echo=lines.append)
     assert len(lines) == 1 and "TR-DPO" in lines[0]
     assert scorer.score("The movie was", " great.") != 0
+
+
+def test_a_run_scores_conversations_rendered_with_its_chat_template_kwargs(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """A run trained with chat_template_kwargs (enable_thinking: false) scores with them: its
+    prompts were rendered after the template's default (thinking) generation prompt."""
+    from test_eval_generate import THINKING_TEMPLATE
+
+    rows = [{"prompt": [{"role": "user", "content": p["prompt"]}], "chosen": p["chosen"],
+             "rejected": p["rejected"]} for p in SENTIMENT_PAIRS]  # fmt: skip
+    run = tmp_path / "run"
+    train(tiny_config(tiny_model_dirs["gpt2"], write_jsonl(tmp_path / "p.jsonl", rows), run,
+                      max_steps=1, chat_template=THINKING_TEMPLATE,
+                      chat_template_kwargs={"enable_thinking": False}), echo=quiet)  # fmt: skip
+    scorer = ImplicitReward.from_run(str(run))
+    ids = scorer.encoder.prompt_ids(rows[0]["prompt"])
+    assert scorer.tokenizer.decode(ids).endswith("<|im_start|>assistant\n<think></think>")
+    given = ImplicitReward(str(run), str(tiny_model_dirs["gpt2"]), 0.1)  # none given: none used
+    assert not given.tokenizer.decode(given.encoder.prompt_ids(rows[0]["prompt"])).endswith(
+        "</think>"
+    )

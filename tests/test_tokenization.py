@@ -156,7 +156,8 @@ def test_conversational_rows_need_a_chat_template(tokenizers) -> None:
     )
     with pytest.raises(
         DataError,
-        match="f.jsonl: line 1: conversational rows need a tokenizer with a chat template",
+        match="f.jsonl: line 1: conversational rows need a tokenizer with a chat template: give "
+        "one with the chat_template option",
     ):
         tokenize_preferences(data, tokenizer, 64, 32)
 
@@ -271,6 +272,68 @@ def test_tools_column_and_chat_template_kwargs_reach_the_template(tmp_path) -> N
     path.write_text(__import__("json").dumps(bad[0]) + "\n")
     with pytest.raises(DataError, match="line 1: field 'tools' needs conversational rows"):
         load_preferences(str(path))
+
+
+def test_a_rows_chat_template_kwargs_column_reaches_the_template(tmp_path) -> None:
+    """TRL's per-row chat_template_kwargs column (an object, or JSON text as CSV holds it; null
+    keys, as Arrow fills them, are unset) is passed to the template over the option's."""
+    from directpo.data import load_preferences
+
+    tokenizer = build_tokenizer("gpt2")
+    tokenizer.chat_template = TOOLS_TEMPLATE
+    row = {
+        "prompt": [{"role": "user", "content": "Weather?"}],
+        "chosen": [{"role": "assistant", "content": "Sunny."}],
+        "rejected": [{"role": "assistant", "content": "No idea."}],
+    }
+    rows = [
+        {**row, "chat_template_kwargs": {"enable_thinking": False}},
+        {**row, "chat_template_kwargs": '{"enable_thinking": false}'},
+        {**row, "chat_template_kwargs": {"enable_thinking": None}},
+        {**row, "chat_template_kwargs": None},
+        {**row, "chat_template_kwargs": {"enable_thinking": True}},
+    ]
+    data = load_preferences(rows)
+    for option, thinks in ((None, [0, 0, 1, 1, 1]), ({"enable_thinking": False}, [0, 0, 0, 0, 1])):
+        pairs = tokenize_preferences(data, tokenizer, 256, chat_template_kwargs=option).pairs
+        ends = [tokenizer.decode(p.prompt_ids).endswith("<think></think>") for p in pairs]
+        assert ends == [not think for think in thinks], option
+    with pytest.raises(DataError, match="row 1: field 'chat_template_kwargs' must be an object"):
+        load_preferences([{**row, "chat_template_kwargs": [1]}])
+    text = {"prompt": "Q", "chosen": " a", "rejected": " b"}
+    with pytest.raises(DataError, match="row 1: field 'chat_template_kwargs' needs conversational"):
+        load_preferences([{**text, "chat_template_kwargs": {"enable_thinking": False}}])
+
+
+def test_a_reply_that_only_calls_a_tool_is_a_completion() -> None:
+    """An assistant turn with tool_calls and no text (content "" or null: how tool-calling
+    datasets write a call) is a completion; its call is what the template renders."""
+    from directpo.data import load_preferences
+
+    tokenizer = build_tokenizer("gpt2")
+    tokenizer.chat_template = CALLS_TEMPLATE
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {}}}
+    prompt = [{"role": "user", "content": "Weather?"}]
+    rejected = [{"role": "assistant", "content": "No idea."}]
+    rows = [
+        {"prompt": prompt, "rejected": rejected,
+         "chosen": [{"role": "assistant", "content": content, "tool_calls": [call]}]}
+        for content in ("", None)
+    ]  # fmt: skip
+    data = load_preferences(rows)
+    pairs = tokenize_preferences(data, tokenizer, 256).pairs
+    assert [tokenizer.decode(p.chosen_ids) for p in pairs] == [
+        "call get_weather<|im_end|><|endoftext|>"
+    ] * 2
+    with pytest.raises(DataError, match="row 1: field 'chosen' has only empty messages"):
+        load_preferences([{**rows[0], "chosen": [{"role": "assistant", "content": " "}]}])
+
+
+CALLS_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] or '' }}"
+    "{% for c in m.tool_calls or [] %}call {{ c['function']['name'] }}{% endfor %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 STRICT_TEMPLATE = (  # Llama-2 / Mistral style: roles must alternate, starting with the user

@@ -325,3 +325,89 @@ def test_layout_check_at_start_includes_image_pairs(tmp_path) -> None:
     patches = pairs[0].vision.tensors["pixel_values"].shape[0]
     # plain: each image twice (chosen and rejected rows); shared+packed: once
     assert [images for images, _ in seen] == [4 * patches, 2 * patches]
+
+
+def test_base64_data_uris_and_bytes_are_the_same_image_as_its_file(tmp_path) -> None:
+    """Images as transformers' load_image takes them (a data URI, bare base64 text) or as bytes
+    give the pixels of the file they encode; a long text that is neither is one short line."""
+    import base64
+
+    from directpo.errors import DataError
+
+    _, processor = build_vlm("llava")
+    rows = image_rows(tmp_path, 1)
+    encoded = base64.b64encode((tmp_path / "img0.png").read_bytes()).decode()
+    sources = [[str(tmp_path / "img0.png")], [f"data:image/png;base64,{encoded}"], [encoded],
+               [(tmp_path / "img0.png").read_bytes()]]  # fmt: skip
+    encoder = PairTokenizer(processor.tokenizer, None, processor=processor)
+    digests = []
+    for images in sources:
+        data = load_preferences([{**rows[0], "images": images}], name="rows")
+        digests.append(encoder.encode(data.examples[0], Counter()).vision.digest)
+    assert len(set(digests)) == 1
+    with pytest.raises(DataError) as error:
+        load_preferences([{**rows[0], "images": ["x" * 5000 + ".png"]}], name="rows")
+    message = str(error.value)
+    assert "rows: row 1: field 'images': image xxx" in message and "(5004 characters)" in message
+    assert len(message) < 300
+
+
+def test_datasets_image_columns_are_read_as_stored_not_decoded(tmp_path) -> None:
+    """A Dataset's Image column stays its stored bytes (decoded when a batch needs the pixels,
+    not held as pixels by every pair), in a Dataset and an IterableDataset alike; an image
+    file that is gone is the row's one-line error, not FileNotFoundError from datasets."""
+    import datasets
+
+    from directpo.errors import DataError
+
+    rows = image_rows(tmp_path, 2)
+    images = [[make_image(seed=i)] for i in range(2)]
+    dataset = datasets.Dataset.from_list(
+        [{**row, "images": pictures} for row, pictures in zip(rows, images, strict=True)]
+    ).cast_column("images", datasets.Sequence(datasets.Image()))
+    for source in (dataset, dataset.to_iterable_dataset()):
+        data = load_preferences(source)
+        assert all(isinstance(e.images[0], bytes) for e in data.examples)
+    _, processor = build_vlm("llava")
+    encoder = PairTokenizer(processor.tokenizer, None, processor=processor)
+    stored = encoder.encode(data.examples[1], Counter()).vision.tensors["pixel_values"]
+    pixels = processor.image_processor(images[1], return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(stored, pixels)
+    gone = tmp_path / "gone.png"
+    make_image(gone)
+    dataset = datasets.Dataset.from_list([{**rows[0], "images": [str(gone)]}]).cast_column(
+        "images", datasets.Sequence(datasets.Image())
+    )
+    gone.unlink()
+    with pytest.raises(DataError, match=r"^dataset: row 1: field 'images': image .*gone.png not"):
+        load_preferences(dataset)
+
+
+def test_image_parts_carry_images_and_a_placeholder_without_one_is_refused(tmp_path) -> None:
+    """{"type": "image", "image": ...} parts (TRL's and transformers' chat format) are the row's
+    images; an image placeholder with no image (a bare image part, or the image token in text)
+    is the row's error: the vision model had trained on its token with no pixels behind it."""
+    from directpo.errors import DataError
+    from directpo.tokenization import tokenize_preferences
+
+    _, processor = build_vlm("llava")
+    row = image_rows(tmp_path, 1)[0]
+    question = {"type": "text", "text": "Describe the image 0."}
+    inline = {**row, "prompt": [{"role": "user", "content": [
+        {"type": "image", "image": "img0.png"}, question]}]}  # fmt: skip
+    inline.pop("images")
+    data = load_preferences(str(write(tmp_path / "rows.jsonl", [row, inline])))
+    assert data.examples[1].images == (str(tmp_path / "img0.png"),)
+    assert data.examples[0].prompt == data.examples[1].prompt
+    pairs = tokenize_preferences(data, processor.tokenizer, None, processor=processor).pairs
+    first, second = pairs
+    assert (first.prompt_ids, first.chosen_ids) == (second.prompt_ids, second.chosen_ids)
+    assert first.vision.digest == second.vision.digest
+    with pytest.raises(DataError, match="line 1: the prompt's image parts carry images and field"):
+        load_preferences(str(write(tmp_path / "rows.jsonl", [{**inline, "images": ["img0.png"]}])))
+    bare = {**inline, "prompt": [{"role": "user", "content": [{"type": "image"}, question]}]}
+    text = {"prompt": "<image>\nWhat is it?", "chosen": " red", "rejected": " blue"}
+    for placeholder in (bare, text):
+        data = load_preferences([placeholder], name="rows")
+        with pytest.raises(DataError, match="row 1: the prompt has 1 image placeholder"):
+            tokenize_preferences(data, processor.tokenizer, None, processor=processor)

@@ -277,14 +277,15 @@ class DPOConfig(Options):
     # --- data ---------------------------------------------------------------------------------
     train_file: str | list[str] | None = option(
         None,
-        "Training preferences: .jsonl, .json, .parquet, .csv, or a datasets.save_to_disk "
-        "folder; or a list of them, mixed into one set ([a.jsonl, b.parquet]). Required unless "
-        "a Dataset is passed from Python.",
+        "Training preferences: .jsonl, .json, .csv (also .gz/.bz2/.xz compressed), .parquet, "
+        ".arrow, or a datasets.save_to_disk folder; or a list of them, mixed into one set "
+        "([a.jsonl, b.parquet]). Required unless a Dataset is passed from Python.",
     )
     dataset_name: str | None = option(
         None,
         "Training data through datasets.load_dataset (TRL's option): a local dataset folder "
-        "(or a hub id where the hub is reachable) instead of train_file.",
+        "(a hub snapshot, or a save_to_disk folder) or a hub id where the hub is reachable, "
+        "instead of train_file.",
     )
     dataset_config: str | None = option(None, "The dataset's configuration name, if any.")
     dataset_train_split: str = option("train", "The dataset split to train on.")
@@ -309,7 +310,8 @@ class DPOConfig(Options):
     chat_template_kwargs: dict | None = option(
         None,
         "Extra arguments for the tokenizer's chat template (e.g. {enable_thinking: false}). "
-        "A 'tools' column (function schemas) reaches the template as its tools argument.",
+        "A 'tools' column (function schemas) reaches the template as its tools argument, and a "
+        "row's own 'chat_template_kwargs' column (TRL's) overrides these for that row.",
     )
     skip_invalid_rows: bool = option(
         False,
@@ -699,6 +701,7 @@ class DPOConfig(Options):
                     "lora_modules_to_save",
                     "lora_target_parameters",
                     "load_in_4bit",
+                    "load_in_8bit",  # quantized weights do not train: adapters do
                 ),
                 "lora_r is 0 (no LoRA); set lora_r: 16",
             )
@@ -1085,6 +1088,11 @@ class DPOConfig(Options):
         name = self.dataset_name or ""
         if _looks_local(name) and not os.path.exists(os.path.expanduser(name)):
             raise ConfigError(f"dataset_name: no such dataset folder: {name}")  # not a hub id
+        if os.path.isfile(os.path.expanduser(name)):  # load_dataset finds no data in a file
+            raise ConfigError(
+                f"dataset_name: {name} is a file; give it as train_file (dataset_name reads a "
+                "dataset folder or a hub id)"
+            )
         has_data = self.train_file or self.dataset_name or (self.online and self.prompt_file)
         if need_train_file and not has_data:
             raise ConfigError(

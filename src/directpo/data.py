@@ -26,7 +26,8 @@ in completions (TRL's vision datasets) are joined; images belong to the prompt.
 
 Formats (read by readers.py): JSON Lines (``.jsonl``/``.ndjson``), JSON (a list of objects,
 an object holding one such list, an object of equal-length column lists, or JSON Lines saved as
-``.json``), Parquet, CSV (a cell holding a JSON list of messages is decoded), a
+``.json``), Parquet, CSV (a cell holding a JSON list of messages is decoded), the text
+formats compressed (``.jsonl.gz``, ``.json.bz2``, ``.csv.xz``), an Arrow file, a
 ``datasets.save_to_disk`` folder, or a ``datasets.Dataset`` from Python. Text files may start
 with a UTF-8 byte order mark. Row numbers in messages are 1-based: "line N" for line-oriented
 files, "row N" otherwise.
@@ -46,12 +47,20 @@ from directpo.errors import DataError, first_line
 from directpo.readers import (
     RowError,
     is_path_list,
+    is_saved_dataset,
     kind_of,
     no_rows,
     open_rows,
     source_label,
 )
-from directpo.vision import IMAGE_COLUMNS, ImageError, image_values, with_image_parts
+from directpo.vision import (
+    IMAGE_COLUMNS,
+    ImageError,
+    image_key,
+    image_values,
+    inline_images,
+    with_image_parts,
+)
 
 Messages = list[dict[str, Any]]  # content: a string, or parts (vision prompts)
 Text = str | Messages
@@ -89,10 +98,20 @@ class PreferenceExample:
     where: str = ""
     tools: list[dict[str, Any]] | None = None  # function schemas for the chat template
     images: tuple[Any, ...] | None = None  # the prompt's images: paths, bytes or PIL images
+    chat_template_kwargs: dict[str, Any] | None = None  # the row's own, as TRL reads them
 
     @property
     def conversational(self) -> bool:
         return isinstance(self.prompt, list)
+
+    @property
+    def template_args(self) -> dict[str, Any] | None:
+        """The row's arguments for the chat template: its tools and chat_template_kwargs."""
+        args = {
+            **({"tools": self.tools} if self.tools else {}),
+            **(self.chat_template_kwargs or {}),
+        }
+        return args or None
 
     @property
     def full_prompt(self) -> Text | ImagePrompt:
@@ -114,7 +133,10 @@ class PreferenceData:
     def duplicates(self) -> int:
         """Pairs that repeat an earlier one exactly (kept: a repeat weighs a pair twice).
         Counted once: a large file's texts take seconds to compare."""
-        keys = {tuple(map(_hashable, (e.prompt, e.chosen, e.rejected))) for e in self.examples}
+        keys = {
+            (*map(_hashable, (e.prompt, e.chosen, e.rejected)), _context_key(e))
+            for e in self.examples
+        }
         return len(self.examples) - len(keys)
 
     def summary(self) -> str:
@@ -125,6 +147,14 @@ class PreferenceData:
             reasons = ", ".join(f"{n} {reason}" for reason, n in self.skipped.most_common())
             text += f"; skipped {sum(self.skipped.values())} invalid rows ({reasons})"
         return text
+
+
+def _context_key(example: PreferenceExample) -> tuple[Any, ...]:
+    """What else makes a pair differ from one with the same texts: its images (paths, a digest
+    of bytes, or the PIL object itself) and its chat template arguments."""
+    images = tuple(map(image_key, example.images or ()))
+    args = example.template_args
+    return images, args and json.dumps(args, sort_keys=True, default=str)
 
 
 def _hashable(value: Text) -> str | tuple[str]:
@@ -201,8 +231,19 @@ def load_named_dataset(config: Any, split: str, *, required: bool) -> Any:
     import datasets
 
     name = config.dataset_name
+    saved = is_saved_dataset(name)  # load_dataset refuses these ("use load_from_disk")
+    if saved and config.dataset_config is not None:
+        raise DataError(
+            f"dataset_name '{name}' is a datasets.save_to_disk folder, which has no "
+            f"configurations; remove dataset_config ({config.dataset_config})"
+        )
     try:
-        loaded = datasets.load_dataset(name, config.dataset_config)
+        if saved:
+            loaded = datasets.load_from_disk(name)
+            if isinstance(loaded, datasets.Dataset):  # one split, saved without a name
+                loaded = {config.dataset_train_split: loaded}
+        else:
+            loaded = datasets.load_dataset(name, config.dataset_config)
     except Exception as exc:  # datasets raises many types: offline, missing, malformed
         raise DataError(f"dataset_name '{name}': cannot load ({first_line(exc)})") from None
     if split not in loaded:
@@ -286,11 +327,12 @@ def parse_scored(prompt: Any, response: Any, where: str) -> tuple[Text, Text]:
 
 
 def row_images(
-    row: dict[str, Any], where: str, base_dir: str | None = None
+    row: dict[str, Any], where: str, base_dir: str | None = None, prompt_column: str = "prompt"
 ) -> tuple[Any, ...] | None:
-    """The images of a scoring or generation row (``images`` / ``image``), or None."""
+    """The images of a scoring or generation row (``images`` / ``image``, or its prompt's
+    image parts), or None."""
     try:
-        return _images(row, base_dir)
+        return _images(row, base_dir, row.get(prompt_column))
     except RowError as err:
         raise DataError(f"{where}: {err.message}") from None
 
@@ -337,7 +379,7 @@ def prompt_with_images(
         prompt = _text_or_messages(_field(row, prompt_column), prompt_column, parts=True)
     except RowError as err:
         raise DataError(f"{where}: {err.message}") from None
-    images = row_images(row, where, base_dir)
+    images = row_images(row, where, base_dir, prompt_column)
     return ImagePrompt(with_images(prompt, images), images) if images else prompt
 
 
@@ -374,7 +416,7 @@ def distinct_prompts(prompts: Iterable[Any]) -> list[Any]:
 
 def _prompt_key(prompt: Any) -> str:
     if isinstance(prompt, ImagePrompt):  # the same words about other images differ
-        return json.dumps([prompt.prompt, [str(i) for i in prompt.images]], sort_keys=True)
+        return json.dumps([prompt.prompt, [image_key(i) for i in prompt.images]], sort_keys=True)
     return json.dumps(prompt, sort_keys=True)
 
 
@@ -462,20 +504,34 @@ def _parse_row(
     if chosen == rejected:
         raise RowError("identical chosen and rejected", "chosen and rejected are identical")
     tools = _tools(row.get("tools"), layout)
-    images = _images(row, base_dir)
+    template_kwargs = _template_kwargs(row.get("chat_template_kwargs"), layout)
+    # the implicit layout's prompt (and its image parts) is the start of each conversation
+    messages = row.get(columns.chosen if layout == "implicit" else columns.prompt)
+    images = _images(row, base_dir, messages)
     if images is not None and isinstance(prompt, list):
         prompt = with_image_parts(prompt, len(images))
-    return PreferenceExample(prompt, chosen, rejected, where, tools, images)
+    return PreferenceExample(prompt, chosen, rejected, where, tools, images, template_kwargs)
 
 
-def _images(row: dict[str, Any], base_dir: str | None) -> tuple[Any, ...] | None:
+def _images(
+    row: dict[str, Any], base_dir: str | None, messages: Any = None
+) -> tuple[Any, ...] | None:
+    """The row's images: its ``images`` / ``image`` column, or those its prompt's image parts
+    carry (TRL's and transformers' ``{"type": "image", "image": ...}``), not both."""
     key = next((k for k in IMAGE_COLUMNS if row.get(k) not in (None, [])), None)
-    if key is None:
+    inline = inline_images(messages)
+    if key is not None and inline:
+        raise RowError(
+            "images given twice",
+            f"the prompt's image parts carry images and field '{key}' holds images too; give "
+            "them once",
+        )
+    if key is None and not inline:
         return None
     try:
-        return image_values(row[key], base_dir)
+        return image_values(row[key] if key else inline, base_dir)
     except ImageError as err:
-        raise RowError(err.reason, f"field '{key}': {err.message}") from None
+        raise RowError(err.reason, f"field '{key or 'prompt'}': {err.message}") from None
 
 
 def _tools(value: Any, layout: str) -> list[dict[str, Any]] | None:
@@ -494,6 +550,33 @@ def _tools(value: Any, layout: str) -> list[dict[str, Any]] | None:
     if layout != "conversational":
         raise RowError("bad tools", "field 'tools' needs conversational rows (message lists)")
     return value
+
+
+def _template_kwargs(value: Any, layout: str) -> dict[str, Any] | None:
+    """The row's ``chat_template_kwargs`` (an object, or its JSON text), as TRL passes them to
+    the chat template. A key whose value is null is left out: an Arrow column of objects gives
+    every row every key, null where the row had none."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise RowError(
+                "bad chat_template_kwargs", "field 'chat_template_kwargs' is not valid JSON"
+            ) from None
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise RowError(
+            "bad chat_template_kwargs",
+            f"field 'chat_template_kwargs' must be an object, got {kind_of(value)}",
+        )
+    value = {key: item for key, item in value.items() if item is not None}
+    if value and layout != "conversational":
+        raise RowError(
+            "bad chat_template_kwargs",
+            "field 'chat_template_kwargs' needs conversational rows (message lists)",
+        )
+    return value or None
 
 
 def _field(row: dict[str, Any], key: str) -> Any:
@@ -596,7 +679,8 @@ def _completion_messages(value: Any, key: str, prompt: Messages | None = None) -
             f"field '{key}': message {skip + 1} has role '{completion[0]['role']}'; a completion "
             "must start with an assistant message (or repeat the whole prompt first)",
         )
-    if not any(m["content"].strip() for m in completion):
+    # an assistant turn that only calls a tool (no text) is a reply
+    if not any(m["content"].strip() or m.get("tool_calls") for m in completion):
         raise RowError("empty field", f"field '{key}' has only empty messages")
     return completion
 

@@ -36,6 +36,7 @@ from directpo.models import (
     pad_token_id,
 )
 from directpo.reference import ReferenceProvider
+from directpo.reward import run_config
 from directpo.rewardfn import RewardFn
 from directpo.tokenization import PairTokenizer
 from directpo.vision import VisionInputs, batch_tensors
@@ -62,12 +63,15 @@ def encode_prompts(
     prompts: Sequence[Text | ImagePrompt],
     max_prompt_length: int | None,
     processor: Any = None,
+    chat_template_kwargs: dict[str, Any] | None = None,
 ) -> list[tuple[list[int], VisionInputs | None]]:
-    """Each prompt's ids (and image inputs, for an ``ImagePrompt``)."""
+    """Each prompt's ids (and image inputs, for an ``ImagePrompt``), rendered as training
+    renders them (``chat_template_kwargs``: the run's option)."""
     encoder = PairTokenizer(
         tokenizer,
         max_length=None if max_prompt_length is None else max_prompt_length + 1,
         max_prompt_length=max_prompt_length,
+        chat_template_kwargs=chat_template_kwargs,
         processor=processor,
     )
     encoded: list[tuple[list[int], VisionInputs | None]] = []
@@ -107,6 +111,7 @@ def sample_completions(
     progress: bool = False,
     synced: bool = False,
     processor: Any = None,
+    chat_template_kwargs: dict[str, Any] | None = None,
 ) -> list[Sample]:
     """``num_samples`` completions per prompt, grouped by prompt in input order.
 
@@ -125,7 +130,9 @@ def sample_completions(
             )
         room = positions - max_new_tokens
         max_prompt_length = room if max_prompt_length is None else min(max_prompt_length, room)
-    encoded = encode_prompts(tokenizer, prompts, max_prompt_length, processor)
+    encoded = encode_prompts(
+        tokenizer, prompts, max_prompt_length, processor, chat_template_kwargs=chat_template_kwargs
+    )
     prompt_ids = [ids for ids, _ in encoded]
     device = next(model.parameters()).device
     stops = stop_token_ids(model, tokenizer)
@@ -219,6 +226,7 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
     model = load_causal_lm(
         options.model_name_or_path, options.dtype, trainable=False, device=device
     )
+    run = run_config(options.model_name_or_path)  # a run's prompts render as it trained on them
     try:
         samples = sample_completions(
             model,
@@ -234,6 +242,7 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
             max_prompt_length=options.max_prompt_length,
             progress=True,
             processor=processor,
+            chat_template_kwargs=run.chat_template_kwargs if run else None,
         )
     except RowError as err:
         raise DataError(f"{options.input}: {err.message}") from None
@@ -277,6 +286,7 @@ def evaluate_generations(
         max_prompt_length=config.prompt_limit,
         synced=synced,
         processor=processor,
+        chat_template_kwargs=config.chat_template_kwargs,
     )
     rows = [s.row for s in samples]
     pad = pad_token_id(tokenizer)

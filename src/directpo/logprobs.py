@@ -318,19 +318,27 @@ def router_logprobs(
     return (*completion_logprobs(head(hidden), batch, ld_alpha, wpo), aux)
 
 
+def text_config(model: torch.nn.Module) -> Any:
+    """The config of a model's language part: a vision-language model's ``text_config``."""
+    config = getattr(model, "config", None)
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
 def router_balance_function(
     model: torch.nn.Module,
 ) -> Callable[[Any, torch.Tensor], torch.Tensor] | None:
     """(router logits, [R, T] real-token mask) -> the load-balancing loss, for MoE models whose
-    modeling module defines ``load_balancing_loss_func`` (Mixtral, Qwen2/3-MoE, OLMoE, ...)."""
+    modeling module defines ``load_balancing_loss_func`` (Mixtral, Qwen2/3-MoE, OLMoE, ...;
+    and vision-language ones such as Qwen3-VL-MoE, whose text config holds the experts)."""
     import sys
 
     hf_model = unwrap_peft(model)
-    config = getattr(hf_model, "config", None)
+    config = text_config(hf_model)
     module = sys.modules.get(type(hf_model).__module__)
     function = getattr(module, "load_balancing_loss_func", None)
-    experts = getattr(hf_model, "num_experts", None)
+    experts = getattr(hf_model, "num_experts", None) or getattr(config, "num_experts", None)
     top_k = getattr(hf_model, "num_experts_per_tok", None)
+    top_k = top_k or getattr(config, "num_experts_per_tok", None)
     if not hasattr(config, "output_router_logits") or None in (function, experts, top_k):
         return None
     return lambda logits, mask: function(logits, experts, top_k, mask)

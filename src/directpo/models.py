@@ -478,7 +478,7 @@ MAMBA_LORA_EXCLUDED = r".*\.(out_proj|conv1d)$"
 def _all_linear_on_mamba(model: torch.nn.Module, peft_config: Any) -> bool:
     return (
         getattr(peft_config, "target_modules", None) == "all-linear"
-        and getattr(peft_config, "peft_type", None) in ("LORA", "ADALORA", "RANDLORA")
+        and getattr(peft_config, "peft_type", None) in ("LORA", "RANDLORA")
         and not getattr(peft_config, "exclude_modules", None)
         and getattr(getattr(model, "config", None), "model_type", None) in MAMBA_MODEL_TYPES
     )
@@ -493,6 +493,13 @@ def apply_peft(model: torch.nn.Module, peft_config: Any) -> torch.nn.Module:
         raise ModelLoadError(
             f"peft_config: {type(peft_config).__name__} prepends virtual tokens, which the "
             "completion log-probs do not expect; use LoRA, DoRA, IA3, ..."
+        )
+    if getattr(peft_config, "peft_type", None) == "ADALORA":
+        # without update_and_allocate after every step it never prunes its ranks
+        raise ModelLoadError(
+            "peft_config: AdaLoraConfig reallocates its ranks through the model's "
+            "update_and_allocate after every optimizer step, which directpo's loop does not "
+            "call; use LoRA (lora_r), DoRA, IA3, ..."
         )
     if _all_linear_on_mamba(model, peft_config):
         # peft's all-linear picks Mamba's out_proj and conv1d, then refuses them (peft's
@@ -633,9 +640,14 @@ def resolve_router_aux(config: Any, policy: torch.nn.Module) -> Any:
     means the coefficient the model's config declares (a Mixture-of-Experts model that returns
     router logits, e.g. Mixtral's 0.001), else 0 (off). A coefficient set for a model with no
     router is refused. The caller's config is not modified."""
-    from directpo.logprobs import backbone_and_head, router_balance_function, unwrap_peft
+    from directpo.logprobs import (
+        backbone_and_head,
+        router_balance_function,
+        text_config,
+        unwrap_peft,
+    )
 
-    model_config = getattr(unwrap_peft(policy), "config", None)
+    model_config = text_config(unwrap_peft(policy))
     coefficient = config.router_aux_loss_coef
     if coefficient is None:
         declared = hasattr(model_config, "output_router_logits")

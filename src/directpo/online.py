@@ -280,6 +280,7 @@ class RoundBuilder:
                 batch_size=max(1, len(indices)),
                 max_prompt_length=prompt_tokens,
                 synced=sharded and self.world.size > 1,
+                chat_template_kwargs=config.chat_template_kwargs,
             )
 
     @torch.no_grad()

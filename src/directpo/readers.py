@@ -1,18 +1,22 @@
 """Rows of a preference (or prompt) source, whatever its format, each with its place.
 
-``open_rows`` turns a path (JSON Lines, JSON, CSV, Parquet, a ``datasets.save_to_disk``
-folder) or a Python object (a ``datasets.Dataset``, a pandas DataFrame, a list of dicts) into
-``(where, row)`` pairs: ``where`` is "line N" for line-oriented files, "row N" otherwise, and a
-row that cannot be read is a ``RowError`` in place of the row, so the caller decides whether to
-stop or skip (``skip_invalid_rows``). Problems with the whole source are one-line
-``DataError``s naming it. What a row must hold is data.py's business.
+``open_rows`` turns a path (JSON Lines, JSON, CSV, each maybe compressed; Parquet, Arrow, a
+``datasets.save_to_disk`` folder) or a Python object (a ``datasets.Dataset``, a pandas
+DataFrame, a list of dicts) into ``(where, row)`` pairs: ``where`` is "line N" for
+line-oriented files, "row N" otherwise, and a row that cannot be read is a ``RowError`` in place
+of the row, so the caller decides whether to stop or skip (``skip_invalid_rows``). Problems
+with the whole source are one-line ``DataError``s naming it. What a row must hold is data.py's
+business.
 """
 
 from __future__ import annotations
 
 import ast
+import bz2
 import csv
+import gzip
 import json
+import lzma
 import os
 import sys
 from collections import Counter
@@ -43,13 +47,17 @@ def open_rows(source: Any, label: str) -> tuple[Iterable[tuple[str, Any]], list[
                 f"{label}: expected a file path, a datasets.Dataset, a pandas DataFrame or a "
                 f"list of dicts, got {type(source).__name__}"
             )
-        return _dataset_rows(source), list(source.column_names)
+        names = source.column_names  # None for an IterableDataset of unknown features
+        return _dataset_rows(source), None if names is None else list(names)
     path = source
     if os.path.isdir(path):
         return _disk_dataset_rows(path, label)
     if not os.path.isfile(path):
         raise DataError(f"{label}: no such file")
-    ext = os.path.splitext(path)[1].lower()
+    stem, ext = os.path.splitext(path.lower())
+    compression = ext if ext in COMPRESSED else None
+    if compression:  # data.jsonl.gz, as the hub and load_dataset's json builder keep them
+        ext = os.path.splitext(stem)[1]
     try:
         if ext in (".jsonl", ".ndjson"):
             return list(_jsonl_rows(path)), None
@@ -57,16 +65,29 @@ def open_rows(source: Any, label: str) -> tuple[Iterable[tuple[str, Any]], list[
             return _json_rows(path, label), None
         if ext == ".csv":
             return _csv_rows(path, label)
-        if ext == ".parquet":
+        if ext == ".parquet" and not compression:
             return _parquet_rows(path, label)
+        if ext == ".arrow" and not compression:  # a datasets cache or save_to_disk shard
+            return _arrow_rows(path, label)
     except UnicodeDecodeError as exc:
         raise DataError(f"{label}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise DataError(f"{label}: cannot read: {exc.strerror or exc}") from None
+    except (OSError, EOFError, lzma.LZMAError) as exc:  # EOFError: a truncated archive
+        raise DataError(f"{label}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     raise DataError(
-        f"{label}: unsupported file type '{ext or '(none)'}'; use .jsonl, .json, .parquet, "
-        ".csv or a datasets.save_to_disk folder"
+        f"{label}: unsupported file type '{(ext or '(none)') + (compression or '')}'; use "
+        ".jsonl, .json or .csv (each may be .gz, .bz2 or .xz compressed), .parquet, .arrow or "
+        "a datasets.save_to_disk folder"
     )
+
+
+# compressed text files, opened by the standard library's modules
+COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def _open_text(path: str, **options: Any) -> Any:
+    """A text file, decompressed when its name ends with a ``COMPRESSED`` extension."""
+    opener = COMPRESSED.get(os.path.splitext(path.lower())[1], open)
+    return opener(path, "rt", encoding="utf-8-sig", **options)
 
 
 def python_source(source: Any, argument: str) -> Any:
@@ -116,7 +137,7 @@ def source_label(source: Any) -> str:
 
 
 def _jsonl_rows(path: str) -> Iterator[tuple[str, Any]]:
-    with open(path, encoding="utf-8-sig") as handle:
+    with _open_text(path) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -136,7 +157,7 @@ JSON_SHAPES = (
 
 
 def _json_rows(path: str, label: str) -> list[tuple[str, Any]]:
-    with open(path, encoding="utf-8-sig") as handle:
+    with _open_text(path) as handle:
         text = handle.read()
     if not text.strip():
         return []
@@ -186,7 +207,7 @@ CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
 
 def _csv_rows(path: str, label: str) -> tuple[list[tuple[str, Any]], list[str] | None]:
     csv.field_size_limit(CSV_FIELD_LIMIT)
-    with open(path, encoding="utf-8-sig", newline="") as handle:
+    with _open_text(path, newline="") as handle:
         reader = csv.reader(handle)
         rows: list[tuple[str, Any]] = []
         start = 1  # the line where the row being read starts (a quoted field may span lines)
@@ -243,29 +264,72 @@ def _parquet_rows(path: str, label: str) -> tuple[list[tuple[str, Any]], list[st
     return rows, list(table.column_names)
 
 
+def _arrow_rows(path: str, label: str) -> tuple[Iterable[tuple[str, Any]], list[str]]:
+    import datasets
+
+    try:
+        loaded = datasets.Dataset.from_file(path)
+    except Exception as exc:  # pyarrow and datasets raise several types for a foreign file
+        raise DataError(f"{label}: not a readable Arrow file ({first_line(exc)})") from None
+    return _dataset_rows(loaded), list(loaded.column_names)
+
+
 def _disk_dataset_rows(path: str, label: str) -> tuple[Iterable[tuple[str, Any]], list[str]]:
     import datasets
 
+    if not is_saved_dataset(path):
+        raise DataError(
+            f"{label}: a folder, but not a datasets.save_to_disk folder; a folder of data files "
+            "(a hub dataset's snapshot, data/train-00000-of-00001.parquet) is read by "
+            "dataset_name"
+        )
     try:
         loaded = datasets.load_from_disk(path)
     except Exception as exc:  # datasets raises FileNotFoundError or its own errors
         raise DataError(
-            f"{label}: a folder, but not a datasets.save_to_disk folder ({first_line(exc)})"
+            f"{label}: an unreadable datasets.save_to_disk folder ({first_line(exc)})"
         ) from None
     if isinstance(loaded, datasets.DatasetDict):
         splits = list(loaded)
         if len(splits) != 1:
             raise DataError(
                 f"{label}: holds several splits ({', '.join(splits)}); point to one, "
-                f"e.g. {os.path.join(path, splits[0])}"
+                f"e.g. {os.path.join(path, splits[0])}, or give the folder as dataset_name "
+                "(dataset_train_split, dataset_test_split)"
             )
         loaded = loaded[splits[0]]
     return _dataset_rows(loaded), list(loaded.column_names)
 
 
+def is_saved_dataset(path: str) -> bool:
+    """A ``datasets.save_to_disk`` folder (of a Dataset or a DatasetDict)."""
+    marks = ("dataset_dict.json",), ("state.json", "dataset_info.json")
+    return os.path.isdir(path) and any(
+        all(os.path.isfile(os.path.join(path, name)) for name in names) for names in marks
+    )
+
+
 def _dataset_rows(dataset: Any) -> Iterator[tuple[str, Any]]:
-    for i, row in enumerate(dataset, start=1):
+    for i, row in enumerate(_undecoded(dataset), start=1):
         yield f"row {i}", row
+
+
+def _undecoded(dataset: Any) -> Iterable[Any]:
+    """A ``datasets`` dataset's rows with ``Image`` (and other decodable) columns as stored,
+    ``{"bytes", "path"}``: decoded while iterated, each image would be held as pixels by every
+    pair for the whole run (a missing file raised from inside ``datasets``, not as a row's
+    error); vision.py reads them when they are used. Other sources are their own rows."""
+    if getattr(dataset, "features", None) is None:  # also an IterableDataset's unknown ones
+        return dataset
+    if hasattr(dataset, "decode"):  # an IterableDataset
+        return dataset.decode(False)
+    form = getattr(dataset, "format", None) or {}
+    if not hasattr(dataset, "with_format") or form.get("type") is not None:
+        return dataset  # a transform (with_transform) or a tensor format: rows as it makes them
+    stored = dataset.with_format(
+        "arrow", columns=form.get("columns"), output_all_columns=form.get("output_all_columns")
+    )
+    return (row for batch in stored.iter(batch_size=256) for row in batch.to_pylist())
 
 
 def is_dict(value: Any) -> bool:

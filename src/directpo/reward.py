@@ -21,7 +21,7 @@ import torch
 
 from directpo.checkpoint import MANIFEST
 from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
-from directpo.config import check_model_location, load_config
+from directpo.config import DPOConfig, check_model_location, load_config
 from directpo.data import (
     Columns,
     PreferenceExample,
@@ -59,6 +59,14 @@ from directpo.vision import image_values
 ModelLike = torch.nn.Module | str
 
 
+def run_config(run_dir: str | os.PathLike) -> DPOConfig | None:
+    """The config.yaml of a run's folder, or of the run a checkpoint folder belongs to."""
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.is_file() and (Path(run_dir) / MANIFEST).is_file():  # a checkpoint
+        saved = Path(run_dir).parent / "config.yaml"
+    return load_config(str(saved)) if saved.is_file() else None
+
+
 class ImplicitReward:
     """β·log π/π_ref of responses (``score``), from a policy and its reference.
 
@@ -69,7 +77,9 @@ class ImplicitReward:
     Prompts and responses are cut to ``max_length`` / ``max_prompt_length`` as in training (a
     warning says how many); ``batch_size`` sequences per forward pass; folders load in
     ``dtype`` on CUDA when there is one. Models run in eval mode and keep their own mode.
-    ``ImplicitReward.from_run(run_dir)`` reads β and the reference from a run's config.yaml.
+    ``chat_template_kwargs``: conversations are rendered with them, as in training.
+    ``ImplicitReward.from_run(run_dir)`` reads β, the reference, the length limits and the
+    chat template arguments from a run's config.yaml.
     """
 
     def __init__(
@@ -83,6 +93,7 @@ class ImplicitReward:
         max_prompt_length: int | None = None,
         batch_size: int = 8,
         dtype: str | torch.dtype = "float32",
+        chat_template_kwargs: dict[str, Any] | None = None,
     ) -> None:
         numeric = isinstance(beta, int | float) and not isinstance(beta, bool)
         if not (numeric and math.isfinite(beta) and beta > 0):
@@ -123,7 +134,10 @@ class ImplicitReward:
                 max_length = limit
         self.beta = beta
         self.batch_size = batch_size
-        self.encoder = PairTokenizer(tokenizer, max_length, max_prompt_length, processor=processor)
+        self.encoder = PairTokenizer(
+            tokenizer, max_length, max_prompt_length,
+            chat_template_kwargs=chat_template_kwargs, processor=processor,
+        )  # fmt: skip
 
     @classmethod
     def from_run(
@@ -137,10 +151,7 @@ class ImplicitReward:
     ) -> ImplicitReward:
         """A trained run's folder (or one of its checkpoints): β and the reference default to
         those in the run's config.yaml. ``echo`` receives notes (default: ``warnings.warn``)."""
-        saved = Path(run_dir) / "config.yaml"
-        if not saved.is_file() and (Path(run_dir) / MANIFEST).is_file():  # a checkpoint
-            saved = Path(run_dir).parent / "config.yaml"
-        config = load_config(str(saved)) if saved.is_file() else None
+        config = run_config(run_dir)
         if config is None and (ref_model_name_or_path is None or beta is None):
             raise ConfigError(
                 f"{run_dir} has no config.yaml from a directpo run: give "
@@ -159,6 +170,7 @@ class ImplicitReward:
         if config is not None:
             kwargs.setdefault("max_length", config.max_length)
             kwargs.setdefault("max_prompt_length", config.max_prompt_length)
+            kwargs.setdefault("chat_template_kwargs", config.chat_template_kwargs)
         return cls(
             run_dir, ref_model_name_or_path, beta if beta is not None else config.beta, **kwargs
         )
@@ -351,7 +363,7 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
                     f"{label}: field '{options.response_column}' holds several "
                     "responses; use directpo rank"
                 )
-            images = row_images(row, label, base_dir)
+            images = row_images(row, label, base_dir, options.prompt_column)
             parsed.append((with_images(prompt, images), responses[0], images))
     scorer = _scorer(options, echo)
     ids = []
@@ -405,7 +417,10 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
         )
         for where, row in rows
     ]
-    images = [row_images(row, f"{options.input}: {where}", base_dir) for where, row in rows]
+    images = [
+        row_images(row, f"{options.input}: {where}", base_dir, options.prompt_column)
+        for where, row in rows
+    ]
     scorer = _scorer(options, echo)
     truncated: Counter[str] = Counter()
     ids = [

@@ -127,6 +127,11 @@ class PairTokenizer:
         self.eos_id = tokenizer.eos_token_id
         probe = tokenizer("a").input_ids
         self.adds_bos = self.bos_id is not None and probe[:1] == [self.bos_id]
+        # a vision model's image token in a prompt without images: a placeholder with no pixels
+        self.image_token_id = None
+        if processor is not None:
+            token_id = tokenizer.convert_tokens_to_ids(image_token(processor))
+            self.image_token_id = None if token_id == tokenizer.unk_token_id else token_id
         # one int object per token id, shared by every list: a tokenizer returns a new 28-byte
         # int for each token above 256, which made stored pairs take 30 bytes a token, not 8
         self._id_objects = list(range(len(tokenizer)))
@@ -136,11 +141,12 @@ class PairTokenizer:
         self,
         prompt: Text,
         completion: Text,
-        tools: list[dict[str, Any]] | None = None,
+        template_args: dict[str, Any] | None = None,
         prompt_text: str | None = None,
     ) -> tuple[str, str]:
-        """(prompt text, completion text) ready for tokenization; ``prompt_text``: the prompt
-        already rendered (``render_prompt``), when the caller has it."""
+        """(prompt text, completion text) ready for tokenization; ``template_args``: the row's
+        own chat template arguments (``PreferenceExample.template_args``); ``prompt_text``: the
+        prompt already rendered (``render_prompt``), when the caller has it."""
         if isinstance(prompt, str):
             assert isinstance(completion, str)
             return prompt, completion
@@ -155,8 +161,8 @@ class PairTokenizer:
                 f"'{completion[0]['role']}' message",
             )
         if prompt_text is None:
-            prompt_text = self.render_prompt(prompt, tools)
-        full_text = self._template(_conversation(prompt, completion), tools)
+            prompt_text = self.render_prompt(prompt, template_args)
+        full_text = self._template(_conversation(prompt, completion), template_args)
         # whitespace a template writes after the last turn is formatting, never generated
         if full_text.startswith(prompt_text):
             return prompt_text, full_text[len(prompt_text) :].rstrip()
@@ -165,7 +171,7 @@ class PairTokenizer:
         # from its content on, after the prompt exactly as generation sees it. A mark put at the
         # start of the content finds that place exactly (a search for the text could match it
         # anywhere, e.g. "fin" in a header "assistant (final)").
-        marked = self._template(_conversation(prompt, completion, COMPLETION_MARK), tools)
+        marked = self._template(_conversation(prompt, completion, COMPLETION_MARK), template_args)
         start = marked.find(COMPLETION_MARK)
         shared = len(os.path.commonprefix([prompt_text, full_text]))
         if start < shared or marked.replace(COMPLETION_MARK, "", 1) != full_text:
@@ -176,14 +182,13 @@ class PairTokenizer:
             )
         return prompt_text, full_text[start:].rstrip()
 
-    def _template(self, messages: list[dict], tools: list | None, **options: Any) -> str:
-        extra = {"tools": tools} if tools else {}
+    def _template(self, messages: list[dict], row_args: dict | None, **options: Any) -> str:
+        # the row's own arguments (TRL's chat_template_kwargs column) over the option's
+        extra = {**self.template_kwargs, **(row_args or {})}
         # a processor's template renders image parts; the tokenizer's may not have one
         templater = self.processor if self._processor_template() else self.tokenizer
         try:
-            return templater.apply_chat_template(
-                messages, tokenize=False, **extra, **self.template_kwargs, **options
-            )
+            return templater.apply_chat_template(messages, tokenize=False, **extra, **options)
         except TemplateSyntaxError as exc:  # also TemplateAssertionError (an unknown filter)
             name = getattr(templater, "name_or_path", "") or type(templater).__name__
             raise ModelLoadError(
@@ -197,7 +202,7 @@ class PairTokenizer:
                 f"the chat template refused the row ({first_line(exc)})",
             ) from None
 
-    def render_prompt(self, prompt: Text, tools: list[dict[str, Any]] | None = None) -> str:
+    def render_prompt(self, prompt: Text, template_args: dict[str, Any] | None = None) -> str:
         """The prompt as the model sees it before a completion: with the generation prompt, or,
         when it ends with an assistant message (a prefill), that message left open so that the
         completion continues it in the same turn (``continue_final_message``)."""
@@ -205,8 +210,8 @@ class PairTokenizer:
             return prompt
         self._require_chat_template()
         if _prefilled(prompt):
-            return self._template(prompt, tools, continue_final_message=True)
-        return self._template(prompt, tools, add_generation_prompt=True)
+            return self._template(prompt, template_args, continue_final_message=True)
+        return self._template(prompt, template_args, add_generation_prompt=True)
 
     def prompt_ids(self, prompt: Text) -> list[int]:
         """Prompt ids for generation or scoring: rendered, BOS rule, left-truncated."""
@@ -219,8 +224,9 @@ class PairTokenizer:
         if not (getattr(self.tokenizer, "chat_template", None) or self._processor_template()):
             raise RowError(
                 "no chat template",
-                "conversational rows need a tokenizer with a "
-                "chat template (set tokenizer_name_or_path to one that has it)",
+                "conversational rows need a tokenizer with a chat template: give one with the "
+                "chat_template option (its text or a .jinja file), or set tokenizer_name_or_path "
+                "to a tokenizer that has one",
             )
 
     # -- ids -----------------------------------------------------------------------------------
@@ -228,6 +234,15 @@ class PairTokenizer:
         return self._with_bos(self._ids(prompt_text))
 
     def _with_bos(self, ids: list[int]) -> list[int]:
+        """A text prompt's ids (a prompt without images) with the BOS rule applied."""
+        if self.image_token_id is not None and self.image_token_id in ids:
+            raise RowError(
+                "image placeholder without an image",
+                f"the prompt has {ids.count(self.image_token_id)} image placeholder(s) "
+                f"({image_token(self.processor)} or image parts) but the row has no images; add "
+                "them (an images column, or the image parts' 'image' key) or remove the "
+                "placeholders",
+            )
         if self.adds_bos and ids[:1] != [self.bos_id]:
             ids = [self.bos_id, *ids]
         if not ids:
@@ -337,13 +352,14 @@ class PairTokenizer:
         if example.images:
             return None
         try:
-            prompt_text = self.render_prompt(example.prompt, example.tools)
-            _, chosen_text = self.render(example.prompt, example.chosen, example.tools, prompt_text)
+            args = example.template_args
+            prompt_text = self.render_prompt(example.prompt, args)
+            _, chosen_text = self.render(example.prompt, example.chosen, args, prompt_text)
         except RowError as err:
             return err
         try:
             _, rejected_text = self.render(
-                example.prompt, example.rejected, example.tools, prompt_text
+                example.prompt, example.rejected, example.template_args, prompt_text
             )
         except RowError as err:
             return prompt_text, chosen_text, err
@@ -389,8 +405,9 @@ class PairTokenizer:
         """A pair whose prompt has images: the processor expands each image placeholder into
         the image's tokens. Such a prompt is never truncated (that would cut an image)."""
         prompt = self._name_images(example.prompt, example.images)
-        prompt_text, chosen_text = self.render(prompt, example.chosen, example.tools)
-        _, rejected_text = self.render(prompt, example.rejected, example.tools, prompt_text)
+        args = example.template_args
+        prompt_text, chosen_text = self.render(prompt, example.chosen, args)
+        _, rejected_text = self.render(prompt, example.rejected, args, prompt_text)
         ids, vision = self.image_prompt_ids(prompt_text, example.images)
         _, (chosen, rejected) = self._after(prompt_text, [chosen_text, rejected_text])
         chosen = self.truncate_completion(chosen, len(ids), "chosen", truncated)

@@ -1,21 +1,24 @@
 """Vision-language models: images in the data, the processor, and image inputs in batches.
 
 A row's ``images`` (or ``image``) column holds image files (paths relative to the data file),
-PIL images, or ``datasets.Image`` values. The model's processor turns a prompt and its images
-into token ids (each image placeholder expanded into the image's tokens) and pixel tensors;
-those ride with the pair (``VisionInputs``) through collation, where prefix sharing puts each
-pair's prompt, so its images, once in a row (the vision tower runs once per pair) and the plain
-layout twice. Models with 3D rotary positions (Qwen2-VL's M-RoPE) get the prompt's positions
-from the model's own ``get_rope_index`` (``attach_rope_positions``); completion tokens continue
-from the prompt's largest position on every axis, as the model itself numbers text after an
-image.
+base64 texts or data URIs, bytes, PIL images, or ``datasets.Image`` values. The model's
+processor turns a prompt and its images into token ids (each image placeholder expanded into the
+image's tokens) and pixel tensors; those ride with the pair (``VisionInputs``) through
+collation, where prefix sharing puts each pair's prompt, so its images, once in a row (the
+vision tower runs once per pair) and the plain layout twice. Models with 3D rotary positions
+(Qwen2-VL's M-RoPE) get the prompt's positions from the model's own ``get_rope_index``
+(``attach_rope_positions``); completion tokens continue from the prompt's largest position on
+every axis, as the model itself numbers text after an image.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import io
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +45,9 @@ def is_vision_config(config: Any) -> bool:
 
 
 def image_values(value: Any, base_dir: str | None) -> tuple[Any, ...]:
-    """The images of a row's ``images`` / ``image`` field, checked (files exist, no URLs)."""
+    """The images of a row's ``images`` / ``image`` field, checked (files exist, no URLs).
+    An image is a path, a PIL image, bytes, a base64 text or ``data:image/...;base64,`` URI
+    (as transformers' ``load_image`` takes them), or ``datasets.Image``'s stored dict."""
     items = value if isinstance(value, list | tuple) else [value]
     images = []
     for item in items:
@@ -52,30 +57,95 @@ def image_values(value: Any, base_dir: str | None) -> tuple[Any, ...]:
                 continue
             item = item.get("path")
         if isinstance(item, str):
-            if item.startswith(("http://", "https://")):
-                raise ImageError(
-                    "image URL",
-                    f"image {item} is a URL; directpo does not download at training time: save "
-                    "the image and give its path",
-                )
-            path = item if os.path.isabs(item) or base_dir is None else os.path.join(base_dir, item)
-            if not os.path.isfile(path):
-                raise ImageError("missing image", f"image {item} not found (looked at {path})")
-            images.append(path)
+            images.append(_image_text(item, base_dir))
+        elif isinstance(item, bytes | bytearray) and item:
+            images.append(bytes(item))
         elif hasattr(item, "convert") and hasattr(item, "size"):  # a PIL image
             images.append(item)
         else:
             raise ImageError(
-                "bad image", f"an image must be a path or a PIL image, got {type(item).__name__}"
+                "bad image",
+                "an image must be a path, a PIL image, bytes or base64 text, got "
+                f"{type(item).__name__}",
             )
     if not images:
         raise ImageError("bad image", "the images field is an empty list")
     return tuple(images)
 
 
+# base64 text holds no path separators or spaces, and an image's is long; a short text is a name
+BASE64_TEXT = re.compile(r"[A-Za-z0-9+/\n\r]{64,}={0,2}")
+
+
+def _image_text(text: str, base_dir: str | None) -> str | bytes:
+    """A path (checked to exist) or, for a data URI or base64 text, the image's bytes."""
+    if text.startswith(("http://", "https://")):
+        raise ImageError(
+            "image URL",
+            f"image {_shown(text)} is a URL; directpo does not download at training time: save "
+            "the image and give its path",
+        )
+    path = text if os.path.isabs(text) or base_dir is None else os.path.join(base_dir, text)
+    if os.path.isfile(path):
+        return path
+    if text.startswith("data:"):
+        header, _, payload = text.partition(",")
+        if not header.endswith(";base64"):
+            raise ImageError(
+                "bad image", f"image {_shown(text)} is a data URI that is not base64-encoded"
+            )
+        return _base64_bytes(payload, text)
+    if BASE64_TEXT.fullmatch(text):
+        return _base64_bytes(text, text)
+    raise ImageError(
+        "missing image",
+        f"image {_shown(text)} not found (looked at {_shown(os.path.abspath(path))})",
+    )
+
+
+def _base64_bytes(payload: str, text: str) -> bytes:
+    try:
+        return base64.b64decode(payload, validate=False)
+    except (binascii.Error, ValueError):
+        raise ImageError("bad image", f"image {_shown(text)} is not valid base64") from None
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """A text as messages show it: a base64 image is thousands of characters."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+# where an image part carries its image ({"type": "image", "image": ...}; transformers' names)
+IMAGE_PART_KEYS = ("image", "url", "path")
+
+
+def inline_images(messages: Any) -> list[Any]:
+    """The images that the image parts of a message list carry, in order."""
+    if not isinstance(messages, list):
+        return []
+    return [
+        next(part[key] for key in IMAGE_PART_KEYS if part.get(key) is not None)
+        for message in messages
+        if isinstance(message, dict) and isinstance(message.get("content"), list)
+        for part in message["content"]
+        if isinstance(part, dict) and part.get("type") == "image"
+        and any(part.get(key) is not None for key in IMAGE_PART_KEYS)
+    ]  # fmt: skip
+
+
+def image_key(image: Any) -> str:
+    """An image as keys compare it: a path, a digest of its bytes (not a copy of them: an image
+    is often megabytes), or the PIL object's identity."""
+    if isinstance(image, str):
+        return image
+    if isinstance(image, bytes):
+        return hashlib.blake2b(image, digest_size=16).hexdigest()
+    return f"object {id(image)}"
+
+
 def open_image(value: Any) -> Any:
     """A PIL RGB image from a path, bytes or a PIL image."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     try:
         if isinstance(value, bytes):
@@ -85,7 +155,9 @@ def open_image(value: Any) -> Any:
         return value.convert("RGB")
     except Exception as exc:  # PIL raises several types for a broken or foreign file
         name = value if isinstance(value, str) else "an image"
-        raise ImageError("unreadable image", f"cannot read {name} ({exc})") from None
+        # PIL's message names its BytesIO object, which tells a reader nothing
+        detail = "not an image format PIL reads" if isinstance(exc, UnidentifiedImageError) else exc
+        raise ImageError("unreadable image", f"cannot read {name} ({detail})") from None
 
 
 @dataclass
