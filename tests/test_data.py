@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny import write_jsonl
 
-from directpo.data import Columns, distinct_prompts, load_preferences, parse_pair
+from directpo.data import Columns, load_preferences, parse_pair
 from directpo.errors import ConfigError, DataError
+from directpo.prompts import distinct_prompts
 
 ROWS = [
     {"prompt": "Q: 2+2?", "chosen": " 4", "rejected": " 5"},
@@ -482,7 +483,7 @@ def test_completions_drop_a_repeated_prompt_and_must_start_with_an_assistant_mes
 
 
 def test_scored_responses_drop_a_repeated_prompt(tmp_path: Path) -> None:
-    from directpo.data import parse_prompt_and_responses
+    from directpo.prompts import parse_prompt_and_responses
 
     hello = {"role": "assistant", "content": "Hello!"}
     row = {"prompt": [USER_HI], "responses": [[USER_HI, hello], "Hey."]}

@@ -10,19 +10,16 @@ Layouts (detected from the first row, reported at start):
   and ``rejected`` lists of assistant messages (a plain string is taken as one assistant
   message). Rendered later with the tokenizer's chat template.
 * ``implicit``: only ``chosen`` and ``rejected``, each a full text or message list that
-  repeats the conversation (Anthropic HH style). The longest shared prefix is the prompt. For
-  text the cut is moved back to the last whitespace boundary before the first difference, so
-  that no word (``I'm``, ``well-known``, ``3.5``, an emoji) is split and the whitespace before
-  the first differing word starts the completions (``"...Assistant:" | " Sure..."``), which is
-  where BPE tokenizers put token boundaries anyway. For message lists the shared leading
-  messages are the prompt.
+  repeats the conversation (Anthropic HH style). The longest shared prefix is the prompt, cut
+  at a whitespace boundary for text (messages.py says how).
 
 Completions are assistant turns: message-list completions must start with an assistant message.
 Completions that repeat the prompt's messages first (the whole conversation saved in each
 column) have them dropped, as TRL's ``maybe_extract_prompt`` does; a string prompt with
 ``chosen`` / ``rejected`` conversations (HuggingFaceH4/ultrafeedback_binarized) is read as the
 implicit message layout, the string being checked against the shared user messages. Text parts
-in completions (TRL's vision datasets) are joined; images belong to the prompt.
+in completions (TRL's vision datasets) are joined; images belong to the prompt. Fields and
+messages are checked by messages.py; prompt files and rows to score are read by prompts.py.
 
 Formats (read by readers.py): JSON Lines (``.jsonl``/``.ndjson``), JSON (a list of objects,
 an object holding one such list, an object of equal-length column lists, or JSON Lines saved as
@@ -38,12 +35,23 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 from directpo.errors import DataError, first_line
+from directpo.messages import (
+    Messages,
+    Text,
+    completion_messages,
+    field_value,
+    is_message_list,
+    message_list,
+    plain_text,
+    split_implicit,
+    text_field,
+    text_or_messages,
+)
 from directpo.readers import (
     RowError,
     is_path_list,
@@ -62,12 +70,7 @@ from directpo.vision import (
     with_image_parts,
 )
 
-Messages = list[dict[str, Any]]  # content: a string, or parts (vision prompts)
-Text = str | Messages
-
 LAYOUTS = ("explicit", "conversational", "implicit")
-MESSAGE_ROLES = ("system", "user", "assistant", "tool")
-MESSAGE_EXTRAS = ("tool_calls", "name", "tool_call_id")  # kept for the chat template
 
 
 @dataclass(frozen=True)
@@ -288,138 +291,6 @@ def parse_pair(
         raise DataError(f"{where}: {err.message}") from None
 
 
-def parse_prompt_and_responses(
-    row: dict[str, Any], prompt_column: str, response_column: str, where: str
-) -> tuple[Text, list[Text]]:
-    """A prompt and one response or a list of responses (texts, or message lists)."""
-    try:
-        prompt = _text_or_messages(_field(row, prompt_column), prompt_column, parts=True)
-        value = _field(row, response_column)
-        many = isinstance(value, list) and not (value and isinstance(value[0], dict))
-        values = value if many else [value]
-        if not values:
-            raise RowError("empty field", f"field '{response_column}' is an empty list")
-        if isinstance(prompt, list):
-            responses: list[Text] = [
-                _completion_messages(v, response_column, prompt) for v in values
-            ]
-        else:
-            responses = [_text(v, response_column) for v in values]
-    except RowError as err:
-        raise DataError(f"{where}: {err.message}") from None
-    return prompt, responses
-
-
-def parse_scored(prompt: Any, response: Any, where: str) -> tuple[Text, Text]:
-    """A prompt and one response given from Python (``ImplicitReward.score``), checked as a
-    file row's are: texts, or message lists (a text reply to a conversation is the assistant's
-    message). An empty text response is scored too: a sample may stop at once."""
-    try:
-        prompt = _text_or_messages(_field({"prompt": prompt}, "prompt"), "prompt", parts=True)
-        if isinstance(response, str) and not response.strip():
-            empty = [{"role": "assistant", "content": response}]
-            return prompt, response if isinstance(prompt, str) else empty
-        if isinstance(prompt, list):
-            return prompt, _completion_messages(response, "response", prompt)
-        return prompt, _text(response, "response")
-    except RowError as err:
-        raise DataError(f"{where}: {err.message}") from None
-
-
-def row_images(
-    row: dict[str, Any], where: str, base_dir: str | None = None, prompt_column: str = "prompt"
-) -> tuple[Any, ...] | None:
-    """The images of a scoring or generation row (``images`` / ``image``, or its prompt's
-    image parts), or None."""
-    try:
-        return _images(row, base_dir, row.get(prompt_column))
-    except RowError as err:
-        raise DataError(f"{where}: {err.message}") from None
-
-
-def with_images(prompt: Text, images: tuple[Any, ...] | None) -> Text:
-    """A conversational prompt gets its images' parts (TRL's convention); text is unchanged."""
-    if images is None or isinstance(prompt, str):
-        return prompt
-    return with_image_parts(prompt, len(images))
-
-
-def parse_prompt(row: dict[str, Any], prompt_column: str, where: str) -> Text:
-    try:
-        return _text_or_messages(_field(row, prompt_column), prompt_column)
-    except RowError as err:
-        raise DataError(f"{where}: {err.message}") from None
-
-
-def load_prompts(
-    source: str | Any, prompt_column: str = "prompt"
-) -> tuple[list[Text | ImagePrompt], list[dict[str, Any]]]:
-    """Distinct prompts (texts or message lists, with their images if the rows have an images
-    column), in file order, from a prompts or pairs file; and the other columns of each one's
-    first row (what a reward_fn is given)."""
-    label = source if isinstance(source, str) else "dataset"
-    base_dir = os.path.dirname(os.path.abspath(source)) if isinstance(source, str) else None
-    seen: set[str] = set()
-    prompts: list[Text | ImagePrompt] = []
-    others: list[dict[str, Any]] = []
-    for where, row in read_rows(source):
-        prompt = prompt_with_images(row, prompt_column, f"{label}: {where}", base_dir)
-        if _prompt_key(prompt) not in seen:
-            seen.add(_prompt_key(prompt))
-            prompts.append(prompt)
-            others.append({k: v for k, v in row.items() if k != prompt_column})
-    return prompts, others
-
-
-def prompt_with_images(
-    row: dict[str, Any], prompt_column: str, where: str, base_dir: str | None
-) -> Text | ImagePrompt:
-    """A row's prompt; with an images column, an ``ImagePrompt``."""
-    try:
-        prompt = _text_or_messages(_field(row, prompt_column), prompt_column, parts=True)
-    except RowError as err:
-        raise DataError(f"{where}: {err.message}") from None
-    images = row_images(row, where, base_dir, prompt_column)
-    return ImagePrompt(with_images(prompt, images), images) if images else prompt
-
-
-def load_prompt_rows(
-    source: str | Any, prompt_column: str = "prompt"
-) -> tuple[list[Text], list[dict[str, Any]]]:
-    """Every row's prompt (text or messages) and the row's other columns, in file order (of
-    each file in turn, for a list of paths)."""
-    if is_path_list(source):
-        prompts, others = [], []
-        for path in source:
-            more, columns = load_prompt_rows(path, prompt_column)
-            prompts += more
-            others += columns
-        return prompts, others
-    label = source_label(source)
-    prompts, others = [], []
-    for where, row in read_rows(source):
-        prompts.append(parse_prompt(row, prompt_column, f"{label}: {where}"))
-        others.append({k: v for k, v in row.items() if k != prompt_column})
-    return prompts, others
-
-
-def distinct_prompts(prompts: Iterable[Any]) -> list[Any]:
-    """Prompts without repeats, in first-seen order (texts, message lists, image prompts)."""
-    seen: set[str] = set()
-    unique: list[Any] = []
-    for prompt in prompts:
-        if _prompt_key(prompt) not in seen:
-            seen.add(_prompt_key(prompt))
-            unique.append(prompt)
-    return unique
-
-
-def _prompt_key(prompt: Any) -> str:
-    if isinstance(prompt, ImagePrompt):  # the same words about other images differ
-        return json.dumps([prompt.prompt, [image_key(i) for i in prompt.images]], sort_keys=True)
-    return json.dumps(prompt, sort_keys=True)
-
-
 # ---------------------------------------------------------------------------------------------
 # Validating rows
 
@@ -466,35 +337,31 @@ def _prompt_layout(prompt: Any, chosen: Any) -> str:
     return "explicit"
 
 
-def is_message_list(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and isinstance(value[0], dict)
-
-
 def _parse_row(
     row: dict[str, Any], layout: str, columns: Columns, where: str, base_dir: str | None = None
 ) -> PreferenceExample:
-    chosen = _field(row, columns.chosen)
-    rejected = _field(row, columns.rejected)
+    chosen = field_value(row, columns.chosen)
+    rejected = field_value(row, columns.rejected)
     if layout == "implicit":
-        prompt, chosen, rejected = _split_implicit(
-            _text_or_messages(chosen, columns.chosen, parts=True),
-            _text_or_messages(rejected, columns.rejected, parts=True),
+        prompt, chosen, rejected = split_implicit(
+            text_or_messages(chosen, columns.chosen, parts=True),
+            text_or_messages(rejected, columns.rejected, parts=True),
         )
         if isinstance(prompt, list):
-            chosen = _completion_messages(chosen, columns.chosen)
-            rejected = _completion_messages(rejected, columns.rejected)
+            chosen = completion_messages(chosen, columns.chosen)
+            rejected = completion_messages(rejected, columns.rejected)
     elif layout == "explicit":
-        prompt = _text(_field(row, columns.prompt), columns.prompt)
-        chosen = _text(chosen, columns.chosen)
-        rejected = _text(rejected, columns.rejected)
+        prompt = text_field(field_value(row, columns.prompt), columns.prompt)
+        chosen = text_field(chosen, columns.chosen)
+        rejected = text_field(rejected, columns.rejected)
     else:
-        raw_prompt = _field(row, columns.prompt)
+        raw_prompt = field_value(row, columns.prompt)
         if isinstance(raw_prompt, str):
             prompt, chosen, rejected = _split_conversations(raw_prompt, chosen, rejected, columns)
         elif isinstance(raw_prompt, list):
-            prompt = _messages(raw_prompt, columns.prompt, key_allows_parts=True)
-            chosen = _completion_messages(chosen, columns.chosen, prompt)
-            rejected = _completion_messages(rejected, columns.rejected, prompt)
+            prompt = message_list(raw_prompt, columns.prompt, key_allows_parts=True)
+            chosen = completion_messages(chosen, columns.chosen, prompt)
+            rejected = completion_messages(rejected, columns.rejected, prompt)
         else:
             raise RowError(
                 "wrong type",
@@ -507,13 +374,13 @@ def _parse_row(
     template_kwargs = _template_kwargs(row.get("chat_template_kwargs"), layout)
     # the implicit layout's prompt (and its image parts) is the start of each conversation
     messages = row.get(columns.chosen if layout == "implicit" else columns.prompt)
-    images = _images(row, base_dir, messages)
+    images = images_of(row, base_dir, messages)
     if images is not None and isinstance(prompt, list):
         prompt = with_image_parts(prompt, len(images))
     return PreferenceExample(prompt, chosen, rejected, where, tools, images, template_kwargs)
 
 
-def _images(
+def images_of(
     row: dict[str, Any], base_dir: str | None, messages: Any = None
 ) -> tuple[Any, ...] | None:
     """The row's images: its ``images`` / ``image`` column, or those its prompt's image parts
@@ -579,112 +446,6 @@ def _template_kwargs(value: Any, layout: str) -> dict[str, Any] | None:
     return value or None
 
 
-def _field(row: dict[str, Any], key: str) -> Any:
-    if key not in row or row[key] is None:
-        raise RowError("missing field", f"missing field '{key}'")
-    return row[key]
-
-
-def _text(value: Any, key: str) -> str:
-    if not isinstance(value, str):
-        raise RowError("wrong type", f"field '{key}' must be a string, got {kind_of(value)}")
-    if not value.strip():
-        raise RowError("empty field", f"field '{key}' is empty")
-    return value
-
-
-def _text_or_messages(value: Any, key: str, parts: bool = False) -> Text:
-    return _messages(value, key, parts) if isinstance(value, list) else _text(value, key)
-
-
-def _content_parts(parts: list[Any], key: str, number: int) -> list[dict[str, Any]]:
-    """A message's content as parts (a vision prompt's): {"type": "text", "text": ...} and
-    {"type": "image"} (the image itself comes from the row's images column)."""
-    checked = []
-    for part in parts:
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text" and isinstance(part.get("text"), str):
-            checked.append({"type": "text", "text": part["text"]})
-        elif kind == "image":
-            checked.append({"type": "image"})
-        else:
-            raise RowError(
-                "bad message",
-                f"field '{key}': message {number} has a content part {part!r}; expected "
-                '{"type": "text", "text": ...} or {"type": "image"}',
-            )
-    return checked
-
-
-def _messages(value: Any, key: str, key_allows_parts: bool = False) -> Messages:
-    if not isinstance(value, list):
-        raise RowError(
-            "wrong type", f"field '{key}' must be a list of messages, got {kind_of(value)}"
-        )
-    if not value:
-        raise RowError("empty field", f"field '{key}' is an empty list of messages")
-    messages = []
-    for i, message in enumerate(value, start=1):
-        if not isinstance(message, dict):
-            raise RowError(
-                "bad message",
-                f"field '{key}': message {i} is {kind_of(message)}, "
-                "expected an object with 'role' and 'content'",
-            )
-        role, content = message.get("role"), message.get("content")
-        if content is None and message.get("tool_calls"):
-            content = ""  # an assistant turn that only calls tools
-        if role not in MESSAGE_ROLES:
-            raise RowError(
-                "bad message",
-                f"field '{key}': message {i} has role {role!r}, "
-                f"expected one of {', '.join(MESSAGE_ROLES)}",
-            )
-        if isinstance(content, list) and key_allows_parts:
-            content = _content_parts(content, key, i)
-        elif not isinstance(content, str):
-            raise RowError(
-                "bad message",
-                f"field '{key}': message {i} content must be a string, got {kind_of(content)}",
-            )
-        extra = {k: message[k] for k in MESSAGE_EXTRAS if message.get(k) is not None}
-        messages.append({"role": role, "content": content, **extra})
-    return messages
-
-
-def _completion_messages(value: Any, key: str, prompt: Messages | None = None) -> Messages:
-    """A completion: a text (one assistant message), or messages that start with an assistant
-    message. Messages that first repeat the whole ``prompt`` have them dropped; text parts are
-    joined into the content (TRL's vision datasets write them); an image part is an error."""
-    if isinstance(value, str):
-        return [{"role": "assistant", "content": _text(value, key)}]
-    messages = _messages(value, key, key_allows_parts=True)
-    skip = len(prompt) if prompt and messages[: len(prompt)] == prompt else 0
-    if skip == len(messages):
-        raise RowError("no completion", f"field '{key}' repeats the prompt and adds no message")
-    completion = []
-    for number, message in enumerate(messages[skip:], start=skip + 1):
-        if isinstance(message["content"], list):
-            if any(part["type"] == "image" for part in message["content"]):
-                raise RowError(
-                    "bad message",
-                    f"field '{key}': message {number} has an image part; images belong in the "
-                    "prompt (the images column)",
-                )
-            message = {**message, "content": "".join(p["text"] for p in message["content"])}
-        completion.append(message)
-    if completion[0]["role"] != "assistant":
-        raise RowError(
-            "not an assistant reply",
-            f"field '{key}': message {skip + 1} has role '{completion[0]['role']}'; a completion "
-            "must start with an assistant message (or repeat the whole prompt first)",
-        )
-    # an assistant turn that only calls a tool (no text) is a reply
-    if not any(m["content"].strip() or m.get("tool_calls") for m in completion):
-        raise RowError("empty field", f"field '{key}' has only empty messages")
-    return completion
-
-
 def _split_conversations(
     prompt: str, chosen: Any, rejected: Any, columns: Columns
 ) -> tuple[Messages, Messages, Messages]:
@@ -693,13 +454,13 @@ def _split_conversations(
     the implicit layout (TRL's ``maybe_extract_prompt``), since they keep the system turn and
     earlier turns that the text lacks. The text must be one of their user messages, so that a
     mismatched column is refused rather than trained on."""
-    text = _text(prompt, columns.prompt).strip()
-    shared, chosen, rejected = _split_implicit(
-        _messages(chosen, columns.chosen, key_allows_parts=True),
-        _messages(rejected, columns.rejected, key_allows_parts=True),
+    text = text_field(prompt, columns.prompt).strip()
+    shared, chosen, rejected = split_implicit(
+        message_list(chosen, columns.chosen, key_allows_parts=True),
+        message_list(rejected, columns.rejected, key_allows_parts=True),
     )
     assert isinstance(shared, list)
-    users = [_plain_text(m["content"]).strip() for m in shared if m["role"] == "user"]
+    users = [plain_text(m["content"]).strip() for m in shared if m["role"] == "user"]
     if text not in users:
         raise RowError(
             "prompt mismatch",
@@ -708,72 +469,6 @@ def _split_conversations(
         )
     return (
         shared,
-        _completion_messages(chosen, columns.chosen),
-        _completion_messages(rejected, columns.rejected),
+        completion_messages(chosen, columns.chosen),
+        completion_messages(rejected, columns.rejected),
     )
-
-
-def _plain_text(content: str | list[dict[str, Any]]) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text", "") for part in content)
-
-
-def _split_implicit(chosen: Text, rejected: Text) -> tuple[Text, Text, Text]:
-    if isinstance(chosen, str) != isinstance(rejected, str):
-        raise RowError(
-            "wrong type", "chosen and rejected must both be texts or both be message lists"
-        )
-    if chosen == rejected:
-        raise RowError("identical chosen and rejected", "chosen and rejected are identical")
-    if isinstance(chosen, list):
-        assert isinstance(rejected, list)
-        shared = 0
-        while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
-            shared += 1
-        if shared == 0:
-            raise RowError(
-                "no shared prompt",
-                "chosen and rejected share no leading messages to use as the prompt",
-            )
-        if shared == len(chosen) or shared == len(rejected):
-            raise RowError("no completion", "one side has no messages after the shared prompt")
-        return chosen[:shared], chosen[shared:], rejected[shared:]
-    assert isinstance(rejected, str)
-    cut = _prompt_end(chosen, rejected)
-    if cut == 0 or not chosen[:cut].strip():
-        raise RowError(
-            "no shared prompt", "chosen and rejected share no common prefix to use as the prompt"
-        )
-    shorter, longer = sorted((chosen, rejected), key=len)
-    # "...Assistant:" against "...Assistant: Sure." is an empty response, not " Sure." against
-    # a response "\n\nAssistant:"; whitespace alone is no response either
-    ends_at_label = longer.startswith(shorter) and shorter.rstrip().endswith(":")
-    if ends_at_label or not chosen[cut:].strip() or not rejected[cut:].strip():
-        raise RowError(
-            "no completion",
-            f"one side has no response after the shared prompt (it ends with "
-            f"{shorter.split()[-1]!r})",
-        )
-    return chosen[:cut], chosen[cut:], rejected[cut:]
-
-
-def _prompt_end(chosen: str, rejected: str) -> int:
-    """Where the shared prompt of two texts ends: at the last whitespace boundary before their
-    first difference, so that both completions start with the whitespace before a word (" Sure",
-    "\n\nHuman:") and no word, number, contraction or emoji is split. BPE tokenizers split
-    before such whitespace too, so prompt tokens + completion tokens = the whole text's tokens.
-    Texts that share no whitespace boundary fall back to the start of the differing run of
-    letters and digits ("Answer:" | "yes")."""
-    differ = len(os.path.commonprefix([chosen, rejected]))
-
-    def boundary(text: str, i: int) -> bool:  # whitespace at i, none before it
-        return i < len(text) and text[i].isspace() and (i == 0 or not text[i - 1].isspace())
-
-    for cut in range(differ, 0, -1):
-        if boundary(chosen, cut) and boundary(rejected, cut):
-            return cut
-    cut = differ
-    while cut > 0 and chosen[cut - 1].isalnum():
-        cut -= 1
-    return cut

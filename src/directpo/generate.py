@@ -24,10 +24,11 @@ from transformers import GenerationConfig
 
 from directpo.command_options import GenerateOptions
 from directpo.config import DPOConfig
-from directpo.data import ImagePrompt, RowError, Text, prompt_of, prompt_with_images, read_rows
+from directpo.data import ImagePrompt, RowError, prompt_of, read_rows
 from directpo.errors import ConfigError, DataError
 from directpo.jsonl import write_jsonl
 from directpo.logprobs import policy_logprobs_fn, sequence_logprobs
+from directpo.messages import Text
 from directpo.models import (
     learned_positions,
     load_causal_lm,
@@ -35,6 +36,7 @@ from directpo.models import (
     load_tokenizer,
     pad_token_id,
 )
+from directpo.prompts import prompt_with_images
 from directpo.reference import ReferenceProvider
 from directpo.reward import run_config
 from directpo.rewardfn import RewardFn

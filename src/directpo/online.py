@@ -31,11 +31,11 @@ import torch
 
 from directpo.batching import collate_sequences
 from directpo.config import DPOConfig
-from directpo.data import Text
 from directpo.distributed import World, all_gather_objects, unsharded_root
 from directpo.errors import DirectpoError, ModelLoadError, first_line
 from directpo.generate import Sample, sample_completions
 from directpo.jsonl import write_jsonl
+from directpo.messages import Text
 from directpo.models import learned_positions
 from directpo.rewardfn import PROBE_COMPLETION, probe_rows
 from directpo.sources import PairSet

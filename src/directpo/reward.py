@@ -22,22 +22,11 @@ import torch
 from directpo.checkpoint import MANIFEST
 from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
 from directpo.config import DPOConfig, check_model_location, load_config
-from directpo.data import (
-    Columns,
-    PreferenceExample,
-    RowError,
-    Text,
-    is_message_list,
-    parse_pair,
-    parse_prompt_and_responses,
-    parse_scored,
-    read_rows,
-    row_images,
-    with_images,
-)
+from directpo.data import Columns, PreferenceExample, RowError, parse_pair, read_rows
 from directpo.errors import ConfigError, DataError
 from directpo.jsonl import write_jsonl
 from directpo.logprobs import policy_logprobs_fn, sequence_logprobs
+from directpo.messages import Text, is_message_list
 from directpo.models import (
     check_vocabulary,
     learned_positions,
@@ -47,6 +36,7 @@ from directpo.models import (
     pad_token_id,
 )
 from directpo.precision import DTYPES
+from directpo.prompts import parse_prompt_and_responses, parse_scored, row_images, with_images
 from directpo.readers import kind_of
 from directpo.reference import (
     AdapterDisabledReference,

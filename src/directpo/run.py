@@ -20,16 +20,7 @@ from transformers import get_scheduler, set_seed
 from directpo.batching import Layout
 from directpo.best import BestModel
 from directpo.config import LR_SCHEDULERS, DPOConfig
-from directpo.data import (
-    Columns,
-    PreferenceData,
-    distinct_prompts,
-    load_named_dataset,
-    load_preferences,
-    load_prompt_rows,
-    load_prompts,
-    read_rows,
-)
+from directpo.data import Columns, PreferenceData, load_named_dataset, load_preferences, read_rows
 from directpo.distributed import World, materialize, release_host_memory, wrap
 from directpo.errors import ConfigError, DataError
 from directpo.guard import UpdateProbe, check_trainable
@@ -51,6 +42,7 @@ from directpo.precompute import (
     precompute_reference_logps,
     weights_fingerprint,
 )
+from directpo.prompts import distinct_prompts, load_prompt_rows, load_prompts
 from directpo.readers import python_source
 from directpo.reference import (
     FrozenModelReference,

@@ -43,8 +43,9 @@ from typing import Any
 from jinja2 import TemplateError, TemplateSyntaxError
 from tqdm.auto import tqdm
 
-from directpo.data import PreferenceData, PreferenceExample, RowError, Text
+from directpo.data import PreferenceData, PreferenceExample, RowError
 from directpo.errors import DataError, ModelLoadError, first_line
+from directpo.messages import Text
 from directpo.vision import ImageError, VisionInputs, encode_with_images, image_token
 
 # A completion its prompt left under this many tokens (or under a quarter of max_length, for a

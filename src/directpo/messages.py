@@ -1,0 +1,207 @@
+"""The texts and chat messages of a row, checked; and the prompt of an implicit pair.
+
+A field is a non-empty text, or a list of messages (``{"role", "content"}``, roles
+``system``/``user``/``assistant``/``tool``; tool calls, names and tool-call ids are kept for the
+chat template). A prompt's message content may be parts (``{"type": "text"}`` and
+``{"type": "image"}``, a vision prompt's). A completion is a text (one assistant message) or
+messages that start with an assistant message.
+
+The implicit layout's prompt is the longest shared prefix of chosen and rejected. For text the
+cut is moved back to the last whitespace boundary before the first difference, so that no word
+(``I'm``, ``well-known``, ``3.5``, an emoji) is split and the whitespace before the first
+differing word starts the completions (``"...Assistant:" | " Sure..."``), which is where BPE
+tokenizers put token boundaries anyway. For message lists the shared leading messages are the
+prompt.
+
+Every problem is a ``RowError`` (a reason to count, and the message), which the caller turns
+into a one-line error naming the file and row.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from directpo.readers import RowError, kind_of
+
+Messages = list[dict[str, Any]]  # content: a string, or parts (vision prompts)
+Text = str | Messages
+
+MESSAGE_ROLES = ("system", "user", "assistant", "tool")
+MESSAGE_EXTRAS = ("tool_calls", "name", "tool_call_id")  # kept for the chat template
+
+
+def is_message_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and isinstance(value[0], dict)
+
+
+def field_value(row: dict[str, Any], key: str) -> Any:
+    if key not in row or row[key] is None:
+        raise RowError("missing field", f"missing field '{key}'")
+    return row[key]
+
+
+def text_field(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise RowError("wrong type", f"field '{key}' must be a string, got {kind_of(value)}")
+    if not value.strip():
+        raise RowError("empty field", f"field '{key}' is empty")
+    return value
+
+
+def text_or_messages(value: Any, key: str, parts: bool = False) -> Text:
+    return message_list(value, key, parts) if isinstance(value, list) else text_field(value, key)
+
+
+def _content_parts(parts: list[Any], key: str, number: int) -> list[dict[str, Any]]:
+    """A message's content as parts (a vision prompt's): {"type": "text", "text": ...} and
+    {"type": "image"} (the image itself comes from the row's images column)."""
+    checked = []
+    for part in parts:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            checked.append({"type": "text", "text": part["text"]})
+        elif kind == "image":
+            checked.append({"type": "image"})
+        else:
+            raise RowError(
+                "bad message",
+                f"field '{key}': message {number} has a content part {part!r}; expected "
+                '{"type": "text", "text": ...} or {"type": "image"}',
+            )
+    return checked
+
+
+def message_list(value: Any, key: str, key_allows_parts: bool = False) -> Messages:
+    if not isinstance(value, list):
+        raise RowError(
+            "wrong type", f"field '{key}' must be a list of messages, got {kind_of(value)}"
+        )
+    if not value:
+        raise RowError("empty field", f"field '{key}' is an empty list of messages")
+    messages = []
+    for i, message in enumerate(value, start=1):
+        if not isinstance(message, dict):
+            raise RowError(
+                "bad message",
+                f"field '{key}': message {i} is {kind_of(message)}, "
+                "expected an object with 'role' and 'content'",
+            )
+        role, content = message.get("role"), message.get("content")
+        if content is None and message.get("tool_calls"):
+            content = ""  # an assistant turn that only calls tools
+        if role not in MESSAGE_ROLES:
+            raise RowError(
+                "bad message",
+                f"field '{key}': message {i} has role {role!r}, "
+                f"expected one of {', '.join(MESSAGE_ROLES)}",
+            )
+        if isinstance(content, list) and key_allows_parts:
+            content = _content_parts(content, key, i)
+        elif not isinstance(content, str):
+            raise RowError(
+                "bad message",
+                f"field '{key}': message {i} content must be a string, got {kind_of(content)}",
+            )
+        extra = {k: message[k] for k in MESSAGE_EXTRAS if message.get(k) is not None}
+        messages.append({"role": role, "content": content, **extra})
+    return messages
+
+
+def completion_messages(value: Any, key: str, prompt: Messages | None = None) -> Messages:
+    """A completion: a text (one assistant message), or messages that start with an assistant
+    message. Messages that first repeat the whole ``prompt`` have them dropped; text parts are
+    joined into the content (TRL's vision datasets write them); an image part is an error."""
+    if isinstance(value, str):
+        return [{"role": "assistant", "content": text_field(value, key)}]
+    messages = message_list(value, key, key_allows_parts=True)
+    skip = len(prompt) if prompt and messages[: len(prompt)] == prompt else 0
+    if skip == len(messages):
+        raise RowError("no completion", f"field '{key}' repeats the prompt and adds no message")
+    completion = []
+    for number, message in enumerate(messages[skip:], start=skip + 1):
+        if isinstance(message["content"], list):
+            if any(part["type"] == "image" for part in message["content"]):
+                raise RowError(
+                    "bad message",
+                    f"field '{key}': message {number} has an image part; images belong in the "
+                    "prompt (the images column)",
+                )
+            message = {**message, "content": "".join(p["text"] for p in message["content"])}
+        completion.append(message)
+    if completion[0]["role"] != "assistant":
+        raise RowError(
+            "not an assistant reply",
+            f"field '{key}': message {skip + 1} has role '{completion[0]['role']}'; a completion "
+            "must start with an assistant message (or repeat the whole prompt first)",
+        )
+    # an assistant turn that only calls a tool (no text) is a reply
+    if not any(m["content"].strip() or m.get("tool_calls") for m in completion):
+        raise RowError("empty field", f"field '{key}' has only empty messages")
+    return completion
+
+
+def plain_text(content: str | list[dict[str, Any]]) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content)
+
+
+def split_implicit(chosen: Text, rejected: Text) -> tuple[Text, Text, Text]:
+    if isinstance(chosen, str) != isinstance(rejected, str):
+        raise RowError(
+            "wrong type", "chosen and rejected must both be texts or both be message lists"
+        )
+    if chosen == rejected:
+        raise RowError("identical chosen and rejected", "chosen and rejected are identical")
+    if isinstance(chosen, list):
+        assert isinstance(rejected, list)
+        shared = 0
+        while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+            shared += 1
+        if shared == 0:
+            raise RowError(
+                "no shared prompt",
+                "chosen and rejected share no leading messages to use as the prompt",
+            )
+        if shared == len(chosen) or shared == len(rejected):
+            raise RowError("no completion", "one side has no messages after the shared prompt")
+        return chosen[:shared], chosen[shared:], rejected[shared:]
+    assert isinstance(rejected, str)
+    cut = _prompt_end(chosen, rejected)
+    if cut == 0 or not chosen[:cut].strip():
+        raise RowError(
+            "no shared prompt", "chosen and rejected share no common prefix to use as the prompt"
+        )
+    shorter, longer = sorted((chosen, rejected), key=len)
+    # "...Assistant:" against "...Assistant: Sure." is an empty response, not " Sure." against
+    # a response "\n\nAssistant:"; whitespace alone is no response either
+    ends_at_label = longer.startswith(shorter) and shorter.rstrip().endswith(":")
+    if ends_at_label or not chosen[cut:].strip() or not rejected[cut:].strip():
+        raise RowError(
+            "no completion",
+            f"one side has no response after the shared prompt (it ends with "
+            f"{shorter.split()[-1]!r})",
+        )
+    return chosen[:cut], chosen[cut:], rejected[cut:]
+
+
+def _prompt_end(chosen: str, rejected: str) -> int:
+    """Where the shared prompt of two texts ends: at the last whitespace boundary before their
+    first difference, so that both completions start with the whitespace before a word (" Sure",
+    "\n\nHuman:") and no word, number, contraction or emoji is split. BPE tokenizers split
+    before such whitespace too, so prompt tokens + completion tokens = the whole text's tokens.
+    Texts that share no whitespace boundary fall back to the start of the differing run of
+    letters and digits ("Answer:" | "yes")."""
+    differ = len(os.path.commonprefix([chosen, rejected]))
+
+    def boundary(text: str, i: int) -> bool:  # whitespace at i, none before it
+        return i < len(text) and text[i].isspace() and (i == 0 or not text[i - 1].isspace())
+
+    for cut in range(differ, 0, -1):
+        if boundary(chosen, cut) and boundary(rejected, cut):
+            return cut
+    cut = differ
+    while cut > 0 and chosen[cut - 1].isalnum():
+        cut -= 1
+    return cut

@@ -1,0 +1,154 @@
+"""Prompts and responses outside preference pairs: prompt files (online DPO, ``generate``,
+``eval_generate``), rows to score or rank, and prompts given from Python; each checked as a
+pair's fields are (messages.py), with its images (vision.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from directpo.data import ImagePrompt, images_of, read_rows
+from directpo.errors import DataError
+from directpo.messages import (
+    Text,
+    completion_messages,
+    field_value,
+    text_field,
+    text_or_messages,
+)
+from directpo.readers import RowError, is_path_list, source_label
+from directpo.vision import image_key, with_image_parts
+
+
+def parse_prompt_and_responses(
+    row: dict[str, Any], prompt_column: str, response_column: str, where: str
+) -> tuple[Text, list[Text]]:
+    """A prompt and one response or a list of responses (texts, or message lists)."""
+    try:
+        prompt = text_or_messages(field_value(row, prompt_column), prompt_column, parts=True)
+        value = field_value(row, response_column)
+        many = isinstance(value, list) and not (value and isinstance(value[0], dict))
+        values = value if many else [value]
+        if not values:
+            raise RowError("empty field", f"field '{response_column}' is an empty list")
+        if isinstance(prompt, list):
+            responses: list[Text] = [
+                completion_messages(v, response_column, prompt) for v in values
+            ]
+        else:
+            responses = [text_field(v, response_column) for v in values]
+    except RowError as err:
+        raise DataError(f"{where}: {err.message}") from None
+    return prompt, responses
+
+
+def parse_scored(prompt: Any, response: Any, where: str) -> tuple[Text, Text]:
+    """A prompt and one response given from Python (``ImplicitReward.score``), checked as a
+    file row's are: texts, or message lists (a text reply to a conversation is the assistant's
+    message). An empty text response is scored too: a sample may stop at once."""
+    try:
+        prompt = text_or_messages(field_value({"prompt": prompt}, "prompt"), "prompt", parts=True)
+        if isinstance(response, str) and not response.strip():
+            empty = [{"role": "assistant", "content": response}]
+            return prompt, response if isinstance(prompt, str) else empty
+        if isinstance(prompt, list):
+            return prompt, completion_messages(response, "response", prompt)
+        return prompt, text_field(response, "response")
+    except RowError as err:
+        raise DataError(f"{where}: {err.message}") from None
+
+
+def row_images(
+    row: dict[str, Any], where: str, base_dir: str | None = None, prompt_column: str = "prompt"
+) -> tuple[Any, ...] | None:
+    """The images of a scoring or generation row (``images`` / ``image``, or its prompt's
+    image parts), or None."""
+    try:
+        return images_of(row, base_dir, row.get(prompt_column))
+    except RowError as err:
+        raise DataError(f"{where}: {err.message}") from None
+
+
+def with_images(prompt: Text, images: tuple[Any, ...] | None) -> Text:
+    """A conversational prompt gets its images' parts (TRL's convention); text is unchanged."""
+    if images is None or isinstance(prompt, str):
+        return prompt
+    return with_image_parts(prompt, len(images))
+
+
+def parse_prompt(row: dict[str, Any], prompt_column: str, where: str) -> Text:
+    try:
+        return text_or_messages(field_value(row, prompt_column), prompt_column)
+    except RowError as err:
+        raise DataError(f"{where}: {err.message}") from None
+
+
+def load_prompts(
+    source: str | Any, prompt_column: str = "prompt"
+) -> tuple[list[Text | ImagePrompt], list[dict[str, Any]]]:
+    """Distinct prompts (texts or message lists, with their images if the rows have an images
+    column), in file order, from a prompts or pairs file; and the other columns of each one's
+    first row (what a reward_fn is given)."""
+    label = source if isinstance(source, str) else "dataset"
+    base_dir = os.path.dirname(os.path.abspath(source)) if isinstance(source, str) else None
+    seen: set[str] = set()
+    prompts: list[Text | ImagePrompt] = []
+    others: list[dict[str, Any]] = []
+    for where, row in read_rows(source):
+        prompt = prompt_with_images(row, prompt_column, f"{label}: {where}", base_dir)
+        if _prompt_key(prompt) not in seen:
+            seen.add(_prompt_key(prompt))
+            prompts.append(prompt)
+            others.append({k: v for k, v in row.items() if k != prompt_column})
+    return prompts, others
+
+
+def prompt_with_images(
+    row: dict[str, Any], prompt_column: str, where: str, base_dir: str | None
+) -> Text | ImagePrompt:
+    """A row's prompt; with an images column, an ``ImagePrompt``."""
+    try:
+        prompt = text_or_messages(field_value(row, prompt_column), prompt_column, parts=True)
+    except RowError as err:
+        raise DataError(f"{where}: {err.message}") from None
+    images = row_images(row, where, base_dir, prompt_column)
+    return ImagePrompt(with_images(prompt, images), images) if images else prompt
+
+
+def load_prompt_rows(
+    source: str | Any, prompt_column: str = "prompt"
+) -> tuple[list[Text], list[dict[str, Any]]]:
+    """Every row's prompt (text or messages) and the row's other columns, in file order (of
+    each file in turn, for a list of paths)."""
+    if is_path_list(source):
+        prompts, others = [], []
+        for path in source:
+            more, columns = load_prompt_rows(path, prompt_column)
+            prompts += more
+            others += columns
+        return prompts, others
+    label = source_label(source)
+    prompts, others = [], []
+    for where, row in read_rows(source):
+        prompts.append(parse_prompt(row, prompt_column, f"{label}: {where}"))
+        others.append({k: v for k, v in row.items() if k != prompt_column})
+    return prompts, others
+
+
+def distinct_prompts(prompts: Iterable[Any]) -> list[Any]:
+    """Prompts without repeats, in first-seen order (texts, message lists, image prompts)."""
+    seen: set[str] = set()
+    unique: list[Any] = []
+    for prompt in prompts:
+        if _prompt_key(prompt) not in seen:
+            seen.add(_prompt_key(prompt))
+            unique.append(prompt)
+    return unique
+
+
+def _prompt_key(prompt: Any) -> str:
+    if isinstance(prompt, ImagePrompt):  # the same words about other images differ
+        return json.dumps([prompt.prompt, [image_key(i) for i in prompt.images]], sort_keys=True)
+    return json.dumps(prompt, sort_keys=True)
