@@ -504,3 +504,33 @@ def test_a_tr_dpo_run_says_its_rewards_are_against_the_starting_model(
     ImplicitReward.from_run(str(run), echo=lines.append)
     assert len(lines) == 1 and "TR-DPO" in lines[0]
     assert scorer.score("The movie was", " great.") != 0
+
+
+@pytest.mark.parametrize("lora_r", [0, 4])
+def test_a_run_whose_model_is_in_a_subfolder_scores_as_one_in_a_plain_folder(
+    tiny_model_dirs, tmp_path, lora_r
+) -> None:
+    """model_init_kwargs' subfolder (or revision, ...) is where training found the model: score
+    and generate found the reference (and a LoRA run's base) at the folder's root and refused
+    ('... is not a model folder'). The layout must not change a reward."""
+    import shutil
+
+    llama = tiny_model_dirs["llama"]
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
+    shutil.copytree(llama, tmp_path / "nested" / "policy")
+    runs = {}
+    for name, model, kwargs in (
+        ("plain", llama, None),
+        ("nested", tmp_path / "nested", {"subfolder": "policy"}),
+    ):
+        runs[name] = tmp_path / f"run-{name}"
+        config = tiny_config(model, pairs, runs[name], lora_r=lora_r, model_init_kwargs=kwargs)
+        train(config, echo=quiet)
+    prompts, responses = ["The movie was", "I love this film,"], [" great.", " a dull waste."]
+    want = ImplicitReward.from_run(str(runs["plain"])).score(prompts, responses)
+    assert ImplicitReward.from_run(str(runs["nested"])).score(prompts, responses) == want
+    assert any(reward != 0 for reward in want)
+    prompt_file = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "The movie was"}])
+    out = tmp_path / "samples.jsonl"
+    args = ["generate", "--model_name_or_path", str(runs["nested"]), "--input", str(prompt_file)]
+    assert main([*args, "--output", str(out), "--max_new_tokens", "2"]) == 0

@@ -1041,10 +1041,9 @@ class DPOConfig(Options):
             )
         if not self.model_name_or_path:
             raise ConfigError("model_name_or_path is required")
-        reference_kwargs = self.ref_model_init_kwargs or self.model_init_kwargs
         for key, kwargs in (
             ("model_name_or_path", self.model_init_kwargs),
-            ("ref_model_name_or_path", reference_kwargs),
+            ("ref_model_name_or_path", self.reference_init_kwargs),
             ("tokenizer_name_or_path", None),
         ):
             check_model_location(key, getattr(self, key), (kwargs or {}).get("subfolder"))
@@ -1104,6 +1103,27 @@ class DPOConfig(Options):
     @property
     def reference_path(self) -> str:
         return self.ref_model_name_or_path or self.model_name_or_path or ""
+
+    @property
+    def reference_init_kwargs(self) -> dict[str, Any]:
+        """The reference's from_pretrained keyword arguments: ref_model_init_kwargs, else
+        model_init_kwargs."""
+        kwargs = self.ref_model_init_kwargs
+        return dict((self.model_init_kwargs or {}) if kwargs is None else kwargs)
+
+    @property
+    def tokenizer_location(self) -> dict[str, Any]:
+        """Where the tokenizer of ``tokenizer_path`` is: the model's revision, cache_dir, ...
+        when it is the model's own (a hub id's subfolder is tried when its root has none; a
+        local folder's tokenizer_path has chosen already)."""
+        from directpo.models import model_location
+
+        if self.tokenizer_name_or_path:
+            return {}
+        location = model_location(self.model_init_kwargs)
+        if os.path.isdir(self.model_name_or_path or ""):
+            location.pop("subfolder", None)
+        return location
 
     @property
     def tokenizer_path(self) -> str:

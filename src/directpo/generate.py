@@ -29,6 +29,8 @@ from directpo.errors import ConfigError, DataError
 from directpo.jsonl import write_jsonl
 from directpo.logprobs import policy_logprobs_fn, sequence_logprobs
 from directpo.models import (
+    LoadOptions,
+    adapter_base,
     learned_positions,
     load_causal_lm,
     load_processor,
@@ -36,6 +38,7 @@ from directpo.models import (
     pad_token_id,
 )
 from directpo.reference import ReferenceProvider
+from directpo.reward import output_location, run_config
 from directpo.rewardfn import RewardFn
 from directpo.tokenization import PairTokenizer
 from directpo.vision import VisionInputs, batch_tensors
@@ -214,8 +217,14 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
         load_tokenizer(options.model_name_or_path) if processor is None else processor.tokenizer
     )
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    path = options.model_name_or_path
+    location = output_location(path, run_config(path)) if adapter_base(path) else {}
     model = load_causal_lm(
-        options.model_name_or_path, options.dtype, trainable=False, device=device
+        path,
+        options.dtype,
+        trainable=False,
+        device=device,
+        options=LoadOptions(init_kwargs=location),
     )
     try:
         samples = sample_completions(

@@ -28,9 +28,13 @@ warnings.filterwarnings(
 )
 
 
-def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
+def load_tokenizer(
+    path: str, trust_remote_code: bool = False, location: dict[str, Any] | None = None
+) -> Any:
+    """The tokenizer of ``path``; ``location``: its model's from_pretrained location arguments
+    (``model_location``), with ``subfolder`` the place to look when ``path`` has none."""
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = _from_location(AutoTokenizer, path, location, trust_remote_code)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
         raise ModelLoadError(f"tokenizer '{path}': cannot load ({first_line(exc)})") from None
     if tokenizer.eos_token_id is None:
@@ -38,13 +42,15 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
     return tokenizer
 
 
-def load_processor(path: str, trust_remote_code: bool = False) -> Any:
+def load_processor(
+    path: str, trust_remote_code: bool = False, location: dict[str, Any] | None = None
+) -> Any:
     """A vision-language model's processor (image processor + tokenizer), or None for a
-    text-only model (whose folder has no image processor)."""
+    text-only model (whose folder has no image processor). ``location``: as load_tokenizer's."""
     from transformers import AutoProcessor
 
     try:
-        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        processor = _from_location(AutoProcessor, path, location, trust_remote_code)
     except Exception:  # a text-only folder, a foreign one: the tokenizer path decides
         return None
     if getattr(processor, "image_processor", None) is None:
@@ -52,8 +58,32 @@ def load_processor(path: str, trust_remote_code: bool = False) -> Any:
     return processor
 
 
+def _from_location(
+    auto: Any, path: str, location: dict[str, Any] | None, trust_remote_code: bool
+) -> Any:
+    """``auto.from_pretrained`` of ``path`` at the model's revision, cache, ...; the tokenizer
+    (processor) of a model whose weights are in a subfolder is the folder's own if it has one,
+    else the subfolder's (a local folder's tokenizer_path has already chosen between them)."""
+    where = dict(location or {})
+    subfolder = where.pop("subfolder", None)
+    try:
+        return auto.from_pretrained(path, trust_remote_code=trust_remote_code, **where)
+    except Exception:
+        if not subfolder:
+            raise
+    return auto.from_pretrained(
+        path, trust_remote_code=trust_remote_code, subfolder=subfolder, **where
+    )
+
+
 # from_pretrained arguments that say where a model's files are: its config is read there too
 LOCATION_KWARGS = ("revision", "subfolder", "cache_dir", "local_files_only", "token")
+
+
+def model_location(init_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``LOCATION_KWARGS`` among from_pretrained keyword arguments (model_init_kwargs):
+    where a model's files are, so also where its tokenizer, and an adapter's base, are."""
+    return {key: value for key, value in (init_kwargs or {}).items() if key in LOCATION_KWARGS}
 
 
 @dataclass(frozen=True)
@@ -110,7 +140,7 @@ def load_causal_lm(
         return model.train() if trainable else model.eval()
     try:
         # the config from where the weights come (another revision's may differ)
-        location = {k: kwargs[k] for k in LOCATION_KWARGS if k in kwargs}
+        location = model_location(kwargs)
         config = AutoConfig.from_pretrained(
             path, trust_remote_code=options.trust_remote_code, **location
         )

@@ -242,11 +242,7 @@ def load_policy_and_reference(
     reference_options = replace(
         options,
         gradient_checkpointing=False,
-        init_kwargs=dict(
-            options.init_kwargs
-            if config.ref_model_init_kwargs is None
-            else config.ref_model_init_kwargs
-        ),
+        init_kwargs=config.reference_init_kwargs,
     )
     meta = sharded and meta_weights_folder(config.reference_path, reference_options) is not None
     frozen = load_causal_lm(

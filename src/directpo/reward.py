@@ -21,7 +21,7 @@ import torch
 
 from directpo.checkpoint import MANIFEST
 from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
-from directpo.config import check_model_location, load_config
+from directpo.config import DPOConfig, check_model_location, load_config
 from directpo.data import (
     Columns,
     PreferenceExample,
@@ -39,11 +39,14 @@ from directpo.errors import ConfigError, DataError
 from directpo.jsonl import write_jsonl
 from directpo.logprobs import policy_logprobs_fn, sequence_logprobs
 from directpo.models import (
+    LoadOptions,
+    adapter_base,
     check_vocabulary,
     learned_positions,
     load_causal_lm,
     load_processor,
     load_tokenizer,
+    model_location,
     pad_token_id,
 )
 from directpo.precision import DTYPES
@@ -68,7 +71,9 @@ class ImplicitReward:
     is scored with its adapters off. ``tokenizer`` (or processor) defaults to the policy's.
     Prompts and responses are cut to ``max_length`` / ``max_prompt_length`` as in training (a
     warning says how many); ``batch_size`` sequences per forward pass; folders load in
-    ``dtype`` on CUDA when there is one. Models run in eval mode and keep their own mode.
+    ``dtype`` on CUDA when there is one, with the from_pretrained keyword arguments
+    ``policy_kwargs`` (an adapter folder's: its base's) and ``reference_kwargs`` (a revision,
+    a subfolder, ...). Models run in eval mode and keep their own mode.
     ``ImplicitReward.from_run(run_dir)`` reads β and the reference from a run's config.yaml.
     """
 
@@ -83,6 +88,8 @@ class ImplicitReward:
         max_prompt_length: int | None = None,
         batch_size: int = 8,
         dtype: str | torch.dtype = "float32",
+        policy_kwargs: dict[str, Any] | None = None,
+        reference_kwargs: dict[str, Any] | None = None,
     ) -> None:
         numeric = isinstance(beta, int | float) and not isinstance(beta, bool)
         if not (numeric and math.isfinite(beta) and beta > 0):
@@ -92,20 +99,33 @@ class ImplicitReward:
         if dtype not in DTYPES and dtype not in DTYPES.values():
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
         policy, reference = _model_or_path(policy), _model_or_path(reference)
-        check_model_location("policy", policy if isinstance(policy, str) else None)
-        check_model_location("reference", reference if isinstance(reference, str) else None)
-        self.policy = _load(policy, dtype)
+        policy_kwargs, reference_kwargs = dict(policy_kwargs or {}), dict(reference_kwargs or {})
+        for key, given, kwargs in (
+            ("policy", policy, policy_kwargs),
+            ("reference", reference, reference_kwargs),
+        ):
+            if isinstance(given, str):
+                where = None if adapter_base(given) else kwargs.get("subfolder")
+                check_model_location(key, given, where)
+        self.policy = _load(policy, dtype, None, policy_kwargs)
         reference = _reference_model(reference, self.policy)
         # a LoRA policy scored against its own base: the base is the policy with adapters off
         self.adapters_off = reference is not None and _is_base_of(self.policy, reference)
         self.reference = None
         if reference is not None and not self.adapters_off:  # beside the policy, wherever it is
-            self.reference = _load(reference, dtype, _device_of(self.policy))
+            self.reference = _load(reference, dtype, _device_of(self.policy), reference_kwargs)
         processor = None
         if tokenizer is None:
             path = policy if isinstance(policy, str) else self.policy.name_or_path
-            processor = load_processor(path)  # a vision-language model scores image prompts
-            tokenizer = load_tokenizer(path) if processor is None else processor.tokenizer
+            # the policy's own location; an adapter folder holds its tokenizer itself
+            own = isinstance(policy, str) and adapter_base(policy) is None
+            location = model_location(policy_kwargs) if own else {}
+            # a vision-language model scores image prompts
+            processor = load_processor(path, location=location)
+            if processor is None:
+                tokenizer = load_tokenizer(path, location=location)
+            else:
+                tokenizer = processor.tokenizer
         elif getattr(tokenizer, "image_processor", None) is not None:  # a processor was given
             processor, tokenizer = tokenizer, tokenizer.tokenizer
         self.tokenizer = tokenizer
@@ -136,18 +156,19 @@ class ImplicitReward:
         **kwargs: Any,
     ) -> ImplicitReward:
         """A trained run's folder (or one of its checkpoints): β and the reference default to
-        those in the run's config.yaml. ``echo`` receives notes (default: ``warnings.warn``)."""
-        saved = Path(run_dir) / "config.yaml"
-        if not saved.is_file() and (Path(run_dir) / MANIFEST).is_file():  # a checkpoint
-            saved = Path(run_dir).parent / "config.yaml"
-        config = load_config(str(saved)) if saved.is_file() else None
+        those in the run's config.yaml, and models load where training found them (its
+        model_init_kwargs' revision, subfolder, ...: a LoRA run's base, the reference).
+        ``echo`` receives notes (default: ``warnings.warn``)."""
+        config = run_config(run_dir)
         if config is None and (ref_model_name_or_path is None or beta is None):
             raise ConfigError(
                 f"{run_dir} has no config.yaml from a directpo run: give "
                 "--ref_model_name_or_path and --beta"
             )
+        kwargs.setdefault("policy_kwargs", output_location(run_dir, config))
         if ref_model_name_or_path is None and config is not None and config.loss_needs_reference:
             ref_model_name_or_path = config.reference_path
+            kwargs.setdefault("reference_kwargs", model_location(config.reference_init_kwargs))
             if config.sync_ref_model:  # the moved reference lives in checkpoints only
                 note = (
                     f"{run_dir} trained with sync_ref_model (TR-DPO): its reference moved "
@@ -155,7 +176,10 @@ class ImplicitReward:
                     f"{ref_model_name_or_path}"
                 )
                 (echo or _warn)(note)
-        check_model_location("ref_model_name_or_path", ref_model_name_or_path)
+        subfolder = (kwargs.get("reference_kwargs") or {}).get("subfolder")
+        if ref_model_name_or_path and adapter_base(ref_model_name_or_path):
+            subfolder = None  # an adapter folder's location arguments are its base's
+        check_model_location("ref_model_name_or_path", ref_model_name_or_path, subfolder)
         if config is not None:
             kwargs.setdefault("max_length", config.max_length)
             kwargs.setdefault("max_prompt_length", config.max_prompt_length)
@@ -238,6 +262,25 @@ class ImplicitReward:
         return self.beta * (policy - reference)
 
 
+def run_config(folder: str) -> DPOConfig | None:
+    """The options of the directpo run that wrote ``folder`` (its output_dir, one of its
+    checkpoints or, with merge_lora, its ``adapter`` folder: the run's config.yaml), or None."""
+    path = Path(folder)
+    saved = path / "config.yaml"
+    if not saved.is_file() and ((path / MANIFEST).is_file() or path.name == "adapter"):
+        saved = path.parent / "config.yaml"
+    return load_config(str(saved)) if saved.is_file() else None
+
+
+def output_location(folder: str, config: DPOConfig | None) -> dict[str, Any]:
+    """from_pretrained location arguments of a run's output ``folder``: a LoRA run's adapter
+    folder finds its base where training did (model_init_kwargs' revision, subfolder, ...);
+    a whole model folder is complete as it is."""
+    if config is None or adapter_base(folder) is None:
+        return {}
+    return model_location(config.model_init_kwargs)
+
+
 def _reference_model(reference: Any, policy: torch.nn.Module) -> ModelLike | None:
     """A training run's reference (``train(...).reference``) as the model it scores with."""
     if isinstance(reference, FrozenModelReference):
@@ -295,13 +338,18 @@ def _model_or_path(model: ModelLike | os.PathLike | None) -> ModelLike | None:
 
 
 def _load(
-    model: ModelLike, dtype: str | torch.dtype, device: torch.device | None = None
+    model: ModelLike,
+    dtype: str | torch.dtype,
+    device: torch.device | None = None,
+    init_kwargs: dict[str, Any] | None = None,
 ) -> torch.nn.Module:
-    """A model object as given; a folder loaded onto ``device`` (default: CUDA if present)."""
+    """A model object as given; a folder loaded onto ``device`` (default: CUDA if present)
+    with from_pretrained's ``init_kwargs``."""
     if isinstance(model, str):
         if device is None:
             device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return load_causal_lm(model, dtype, trainable=False, device=str(device))
+        options = LoadOptions(init_kwargs=dict(init_kwargs or {}))
+        return load_causal_lm(model, dtype, trainable=False, device=str(device), options=options)
     return model
 
 

@@ -324,14 +324,15 @@ def _load_data(
             name=names["eval"],
         )
         echo(f"eval: {eval_data.summary()}")
-    processor = load_processor(config.tokenizer_path, config.trust_remote_code)
+    location = config.tokenizer_location
+    processor = load_processor(config.tokenizer_path, config.trust_remote_code, location)
     if processor is not None and config.online:
         raise ConfigError(
             "online DPO with a vision-language model is not supported yet (rounds sample text "
             "prompts only); train offline on image pairs"
         )
     tokenizer = (
-        load_tokenizer(config.tokenizer_path, config.trust_remote_code)
+        load_tokenizer(config.tokenizer_path, config.trust_remote_code, location)
         if processor is None
         else processor.tokenizer
     )
