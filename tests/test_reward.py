@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from directpo.cli import main
 from directpo.command_options import RankOptions, ScoreOptions
 from directpo.config import DPOConfig
+from directpo.errors import ConfigError
 from directpo.generate import evaluate_generations
 from directpo.reference import FrozenModelReference
 from directpo.reward import ImplicitReward, rank_file, score_file
@@ -352,7 +353,7 @@ def test_a_reference_free_reward_is_beta_times_the_mean_log_prob(trained_run, tm
 def test_score_checks_its_arguments_and_rows_as_training_does(tiny_model_dirs) -> None:
     """Bad arguments and items are one-line directpo errors (not an AssertionError or a
     library's message); a text reply to a conversation is its assistant message, as in a file."""
-    from directpo.errors import ConfigError, DataError
+    from directpo.errors import DataError
 
     llama = tiny_model_dirs["llama"]
     scorer = ImplicitReward(llama, str(llama), beta=0.1)  # a pathlib.Path is a folder too
@@ -534,3 +535,32 @@ def test_a_run_whose_model_is_in_a_subfolder_scores_as_one_in_a_plain_folder(
     out = tmp_path / "samples.jsonl"
     args = ["generate", "--model_name_or_path", str(runs["nested"]), "--input", str(prompt_file)]
     assert main([*args, "--output", str(out), "--max_new_tokens", "2"]) == 0
+
+
+def test_a_run_trained_from_a_relative_folder_scores_from_any_folder(
+    tiny_model_dirs, tmp_path, monkeypatch
+) -> None:
+    """config.yaml and a LoRA run's adapter_config.json recorded the model folder as given,
+    relative to where training ran: score (and peft's AutoPeftModelForCausalLM) run from any
+    other folder looked for a hub model 'base' ("couldn't connect to huggingface.co")."""
+    import shutil
+
+    from peft import AutoPeftModelForCausalLM
+
+    shutil.copytree(tiny_model_dirs["llama"], tmp_path / "project" / "base")
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
+    monkeypatch.chdir(tmp_path / "project")
+    prompts, responses = ["The movie was", "I love this film,"], [" great.", " a dull waste."]
+    runs, here = {"full": tmp_path / "full", "lora": tmp_path / "lora"}, {}
+    for name, run in runs.items():
+        config = tiny_config(Path("base"), pairs, run, lora_r=4 if name == "lora" else 0)
+        train(config, echo=quiet)
+        here[name] = ImplicitReward.from_run(str(run)).score(prompts, responses)
+    monkeypatch.chdir(tmp_path)
+    for name, run in runs.items():
+        assert ImplicitReward.from_run(str(run)).score(prompts, responses) == here[name]
+    AutoPeftModelForCausalLM.from_pretrained(runs["lora"])  # its base, found from here too
+    shutil.rmtree(tmp_path / "project" / "base")  # deleted since: one line saying so
+    base = tmp_path / "project" / "base"
+    with pytest.raises(ConfigError, match=f"folder: {base} \\(the run's reference, named in"):
+        ImplicitReward.from_run(str(runs["full"]))

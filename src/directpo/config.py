@@ -1047,6 +1047,10 @@ class DPOConfig(Options):
             ("tokenizer_name_or_path", None),
         ):
             check_model_location(key, getattr(self, key), (kwargs or {}).get("subfolder"))
+        for key in MODEL_FOLDER_OPTIONS:  # as config.yaml, adapter_config.json and the card
+            value = getattr(self, key)  # record them: a run's outputs load from any folder
+            if value and os.path.isdir(value) and not os.path.isabs(value):
+                setattr(self, key, os.path.abspath(value))
         if self.lora_r and os.path.isfile(
             os.path.join(self.model_name_or_path, "adapter_config.json")
         ):
@@ -1139,6 +1143,11 @@ class DPOConfig(Options):
 
 
 MODEL_FILES = ("config.json", "adapter_config.json")
+# the options naming a model folder (or hub id)
+MODEL_FOLDER_OPTIONS = (
+    "model_name_or_path", "ref_model_name_or_path", "tokenizer_name_or_path",
+    "reward_model_name_or_path", "implicit_reward_model",
+)  # fmt: skip
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
 
 

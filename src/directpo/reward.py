@@ -166,7 +166,8 @@ class ImplicitReward:
                 "--ref_model_name_or_path and --beta"
             )
         kwargs.setdefault("policy_kwargs", output_location(run_dir, config))
-        if ref_model_name_or_path is None and config is not None and config.loss_needs_reference:
+        recorded = ref_model_name_or_path is None  # the run's, as config.yaml names it
+        if recorded and config is not None and config.loss_needs_reference:
             ref_model_name_or_path = config.reference_path
             kwargs.setdefault("reference_kwargs", model_location(config.reference_init_kwargs))
             if config.sync_ref_model:  # the moved reference lives in checkpoints only
@@ -179,7 +180,15 @@ class ImplicitReward:
         subfolder = (kwargs.get("reference_kwargs") or {}).get("subfolder")
         if ref_model_name_or_path and adapter_base(ref_model_name_or_path):
             subfolder = None  # an adapter folder's location arguments are its base's
-        check_model_location("ref_model_name_or_path", ref_model_name_or_path, subfolder)
+        try:
+            check_model_location("ref_model_name_or_path", ref_model_name_or_path, subfolder)
+        except ConfigError as err:  # moved or deleted since training: say where it came from
+            if not recorded:
+                raise
+            raise ConfigError(
+                f"{err} (the run's reference, named in its config.yaml; give "
+                "--ref_model_name_or_path)"
+            ) from None
         if config is not None:
             kwargs.setdefault("max_length", config.max_length)
             kwargs.setdefault("max_prompt_length", config.max_prompt_length)
