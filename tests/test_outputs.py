@@ -150,3 +150,23 @@ def test_a_signal_while_the_final_model_is_written_does_not_cost_the_run(
     assert result.global_step == 1
     assert (out / "model.safetensors").exists() and (out / "README.md").exists()
     assert "SIGTERM: writing the final model first" in capsys.readouterr().err
+
+
+def test_saved_folders_keep_the_base_models_dropout_in_config_json(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """disable_dropout zeroes the dropout of the config the layers read while training; the
+    final folder, its checkpoints and a merged LoRA model wrote that config (attn_pdrop: 0.0,
+    ...), so whoever trained the output further had no dropout. TRL's folders keep the base's."""
+    gpt2 = tiny_model_dirs["gpt2"]  # its config has dropout 0.1
+    base = json.loads((gpt2 / "config.json").read_text())
+    assert base["attn_pdrop"] == 0.1
+    full = train(tiny_config(gpt2, pairs_file, tmp_path / "full", save_steps=1), echo=quiet)
+    merged = tiny_config(gpt2, pairs_file, tmp_path / "merged", lora_r=4, merge_lora=True)
+    train(merged, echo=quiet)
+    for name, extra in (("fsdp", {}), ("fsdp-merged", {"lora_r": 4, "merge_lora": True})):
+        train(tiny_config(gpt2, pairs_file, tmp_path / name, distributed="fsdp", **extra),
+              echo=quiet)  # fmt: skip
+    for folder in ("full", "full/checkpoint-1", "merged", "fsdp", "fsdp-merged"):
+        assert json.loads((tmp_path / folder / "config.json").read_text()) == base, folder
+    assert full.policy.config.attn_pdrop == 0.0  # the trained model in memory: still off

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,11 +146,11 @@ def load_causal_lm(
         config = AutoConfig.from_pretrained(
             path, trust_remote_code=options.trust_remote_code, **location
         )
-        if options.disable_dropout:
-            _zero_dropout_config(config)
+        zeroed = _zero_dropout_config(config) if options.disable_dropout else {}
         # a vision-language model loads as image-text-to-text (LLaVA, Qwen2-VL, Gemma 3, ...)
         auto = AutoModelForImageTextToText if is_vision_config(config) else AutoModelForCausalLM
         model = auto.from_pretrained(path, config=config, dtype=DTYPES.get(dtype, dtype), **kwargs)
+        setattr(model, LOADED_DROPOUT, zeroed)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
         raise ModelLoadError(
             f"model '{path}': cannot load as a causal LM ({first_line(exc)})"
@@ -239,8 +241,7 @@ def _meta_model(
         raise ModelLoadError(f"model '{path}': no local safetensors weights to shard from")
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=options.trust_remote_code)
-        if options.disable_dropout:
-            _zero_dropout_config(config)
+        zeroed = _zero_dropout_config(config) if options.disable_dropout else {}
         extra = {}
         if options.attn_implementation != "auto":
             extra["attn_implementation"] = options.attn_implementation
@@ -253,6 +254,7 @@ def _meta_model(
                 trust_remote_code=options.trust_remote_code, **extra,
             )  # fmt: skip
         model.tie_weights()  # tied on the meta device, they stay one tensor through sharding
+        setattr(model, LOADED_DROPOUT, zeroed)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
         raise ModelLoadError(
             f"model '{path}': cannot build as a causal LM ({first_line(exc)})"
@@ -401,16 +403,45 @@ def _enable_activation_checkpointing(model: torch.nn.Module, every: int = 1) -> 
             layer.gradient_checkpointing = index % every == 0
 
 
-def _zero_dropout_config(config: Any) -> None:
-    """Dropout probabilities that models read from the config (e.g. attention_dropout)."""
-    configs = [
-        config,
-        *(getattr(config, name) for name in ("text_config",) if hasattr(config, name)),
-    ]
-    for cfg in configs:
+# a loaded model's attribute: the dropout values _zero_dropout_config replaced in its config
+LOADED_DROPOUT = "directpo_loaded_dropout"
+
+
+def _zero_dropout_config(config: Any) -> dict[str, dict[str, float]]:
+    """Dropout probabilities that models read from the config (e.g. attention_dropout), set to
+    0; returns the values replaced, by sub-config ("" for the config itself)."""
+    replaced: dict[str, dict[str, float]] = {}
+    for name in ("", "text_config"):
+        cfg = getattr(config, name, None) if name else config
+        if cfg is None:
+            continue
         for key, value in list(vars(cfg).items()):
             if ("dropout" in key or "pdrop" in key) and isinstance(value, float):
+                replaced.setdefault(name, {})[key] = value
                 setattr(cfg, key, 0.0)
+    return replaced
+
+
+@contextlib.contextmanager
+def dropout_as_loaded(model: torch.nn.Module) -> Iterator[None]:
+    """The config of ``model`` (a peft model's base's) holds its folder's dropout values inside
+    the block: disable_dropout zeroes them on the config that layers read while training, but a
+    saved folder keeps the base's for whoever trains it next (as TRL's, which zeroes only the
+    Dropout modules)."""
+    from directpo.logprobs import unwrap_peft
+
+    inner = unwrap_peft(model)
+    restored = []
+    for name, values in getattr(inner, LOADED_DROPOUT, {}).items():
+        cfg = getattr(inner.config, name) if name else inner.config
+        for key, value in values.items():
+            restored.append((cfg, key, getattr(cfg, key)))
+            setattr(cfg, key, value)
+    try:
+        yield
+    finally:
+        for cfg, key, value in restored:
+            setattr(cfg, key, value)
 
 
 def check_vocabulary(

@@ -26,6 +26,7 @@ import yaml
 from directpo.checkpoint import list_checkpoints
 from directpo.config import DPOConfig, option_help
 from directpo.errors import ConfigError
+from directpo.models import dropout_as_loaded
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,8 @@ def save_final_model(
         tokenizer.save_pretrained(output_dir / "adapter")
         model = model.merge_and_unload()
         selected = {}
-    model.save_pretrained(output_dir, safe_serialization=True, **selected)
+    with dropout_as_loaded(model):  # config.json as the base's, not as trained
+        model.save_pretrained(output_dir, safe_serialization=True, **selected)
     save_run_files(output_dir, model, record)
     return model
 
