@@ -8,7 +8,7 @@ import json
 import os
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -132,6 +132,9 @@ def load_causal_lm(
     if adapter is not None:  # a LoRA output folder: the base model with the adapter on it
         from peft import PeftModel
 
+        revision = _adapter_config(path).get("revision")
+        if revision and "revision" not in options.init_kwargs:  # as peft's AutoPeftModel does
+            options = replace(options, init_kwargs={**options.init_kwargs, "revision": revision})
         base = load_causal_lm(adapter, dtype, trainable=False, device=device, options=options)
         try:
             model = PeftModel.from_pretrained(base, path, is_trainable=trainable)
@@ -363,11 +366,7 @@ def adapter_base(path: str) -> str | None:
     config_file = os.path.join(path, "adapter_config.json")
     if not os.path.isfile(config_file) or os.path.isfile(os.path.join(path, "config.json")):
         return None
-    try:
-        with open(config_file) as handle:
-            base = json.load(handle).get("base_model_name_or_path")
-    except (OSError, ValueError):
-        raise ModelLoadError(f"model '{path}': unreadable adapter_config.json") from None
+    base = _adapter_config(path).get("base_model_name_or_path")
     if not base:
         raise ModelLoadError(
             f"model '{path}': adapter_config.json names no base_model_name_or_path"
@@ -376,6 +375,17 @@ def adapter_base(path: str) -> str | None:
         beside = os.path.join(path, base)  # a base given relative to the adapter folder
         base = beside if os.path.exists(beside) else base
     return base
+
+
+def _adapter_config(path: str) -> dict[str, Any]:
+    try:
+        with open(os.path.join(path, "adapter_config.json")) as handle:
+            fields = json.load(handle)
+    except (OSError, ValueError):
+        raise ModelLoadError(f"model '{path}': unreadable adapter_config.json") from None
+    if not isinstance(fields, dict):
+        raise ModelLoadError(f"model '{path}': unreadable adapter_config.json")
+    return fields
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -531,9 +541,13 @@ def pad_token_id(tokenizer: Any) -> int:
     return 0
 
 
-def apply_peft(model: torch.nn.Module, peft_config: Any) -> torch.nn.Module:
+def apply_peft(
+    model: torch.nn.Module, peft_config: Any, revision: str | None = None
+) -> torch.nn.Module:
     """Wrap ``model`` with fresh adapters of ``peft_config`` (LoRA, DoRA, rsLoRA, IA3, ...; any
-    PEFT method that does not prepend virtual tokens); only the adapters are trainable."""
+    PEFT method that does not prepend virtual tokens); only the adapters are trainable.
+    ``revision``: the base's (model_init_kwargs'), which the saved adapter_config.json names so
+    that peft's AutoPeftModelForCausalLM loads that base, not main's."""
     from peft import get_peft_model
 
     if getattr(peft_config, "is_prompt_learning", False):
@@ -542,7 +556,7 @@ def apply_peft(model: torch.nn.Module, peft_config: Any) -> torch.nn.Module:
             "completion log-probs do not expect; use LoRA, DoRA, IA3, ..."
         )
     try:
-        return get_peft_model(model, peft_config)
+        return get_peft_model(model, peft_config, revision=revision)
     except (ValueError, TypeError) as exc:  # e.g. target modules not found in the model
         raise ModelLoadError(f"peft: {first_line(exc)}") from None
 
