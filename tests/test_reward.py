@@ -564,3 +564,18 @@ def test_a_run_trained_from_a_relative_folder_scores_from_any_folder(
     base = tmp_path / "project" / "base"
     with pytest.raises(ConfigError, match=f"folder: {base} \\(the run's reference, named in"):
         ImplicitReward.from_run(str(runs["full"]))
+
+
+def test_a_merged_runs_adapter_folder_scores_as_its_merged_model(tiny_model_dirs, tmp_path):
+    """merge_lora writes the adapter beside the merged model, in output_dir/adapter: scoring
+    it asked for --ref_model_name_or_path and --beta, as if it were no run's."""
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
+    run = tmp_path / "run"
+    config = tiny_config(tiny_model_dirs["llama"], pairs, run, lora_r=4, merge_lora=True, beta=0.3)
+    train(config, echo=quiet)
+    prompts, responses = ["The movie was", "I love this film,"], [" great.", " a dull waste."]
+    adapter = ImplicitReward.from_run(str(run / "adapter"))
+    assert adapter.beta == 0.3 and adapter.adapters_off  # its reference: its base
+    want = ImplicitReward.from_run(str(run)).score(prompts, responses)
+    assert adapter.score(prompts, responses) == pytest.approx(want, abs=1e-5)
+    assert any(abs(reward) > 1e-4 for reward in want)
