@@ -170,3 +170,22 @@ def test_saved_folders_keep_the_base_models_dropout_in_config_json(
     for folder in ("full", "full/checkpoint-1", "merged", "fsdp", "fsdp-merged"):
         assert json.loads((tmp_path / folder / "config.json").read_text()) == base, folder
     assert full.policy.config.attn_pdrop == 0.0  # the trained model in memory: still off
+
+
+def test_the_model_card_names_a_hub_base_model_only(tmp_path) -> None:
+    """The card's base_model metadata held the local folder trained from, which the Hub refuses
+    when the folder is uploaded ('Invalid metadata in README.md'); TRL's card leaves it out."""
+    import yaml
+
+    from directpo.config import DPOConfig
+    from directpo.outputs import model_card
+
+    def metadata(model: str) -> dict:
+        card = model_card(DPOConfig(model_name_or_path=model, output_dir="out"), "6 pairs", [])
+        assert f"from `{model}`" in card  # the text names it either way
+        return yaml.safe_load(card.split("---")[1])
+
+    assert "base_model" not in metadata(str(tmp_path))
+    assert metadata("HuggingFaceTB/SmolLM2-135M-Instruct")["base_model"] == (
+        "HuggingFaceTB/SmolLM2-135M-Instruct"
+    )

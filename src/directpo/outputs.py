@@ -222,11 +222,15 @@ def model_card(
     final.pop("step", None)
     defaults = {name: default for name, _, default in option_help(DPOConfig)}
     changed = {k: v for k, v in config.to_dict().items() if v != defaults[k]}
+    base = config.model_name_or_path or ""
+    # the Hub refuses a README whose base_model is no model id (a local folder): as TRL's
+    # card, a local base is named in the text only
+    local = os.path.isdir(base) or os.path.isabs(base)
     lines = [
         "---",
         "library_name: transformers",
         "tags: [dpo, directpo]",
-        f"base_model: {config.model_name_or_path}",
+        *([] if local else [f"base_model: {base}"]),
         "---",
         "",
         f"# {Path(config.output_dir).name}",
