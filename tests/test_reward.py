@@ -579,3 +579,39 @@ def test_a_merged_runs_adapter_folder_scores_as_its_merged_model(tiny_model_dirs
     want = ImplicitReward.from_run(str(run)).score(prompts, responses)
     assert adapter.score(prompts, responses) == pytest.approx(want, abs=1e-5)
     assert any(abs(reward) > 1e-4 for reward in want)
+
+
+def test_a_model_whose_code_ships_in_its_folder_scores_and_generates_when_trusted(
+    tiny_model_dirs, tmp_path, capsys
+) -> None:
+    """A run trained with trust_remote_code writes the architecture's code beside its weights:
+    score, rank and generate had no option to run it (a dead end naming transformers' argument)."""
+    import shutil
+
+    custom = shutil.copytree(tiny_model_dirs["llama"], tmp_path / "custom")
+    (custom / "configuration_tiny.py").write_text(
+        "from transformers import LlamaConfig\n\n\nclass TinyConfig(LlamaConfig):\n"
+        "    model_type = 'tiny_custom'\n"
+    )
+    (custom / "modeling_tiny.py").write_text(
+        "from transformers import LlamaForCausalLM\n\nfrom .configuration_tiny import TinyConfig"
+        "\n\n\nclass TinyForCausalLM(LlamaForCausalLM):\n    config_class = TinyConfig\n"
+    )
+    fields = json.loads((custom / "config.json").read_text())
+    fields.update(model_type="tiny_custom", architectures=["TinyForCausalLM"], auto_map={
+        "AutoConfig": "configuration_tiny.TinyConfig",
+        "AutoModelForCausalLM": "modeling_tiny.TinyForCausalLM",
+    })  # fmt: skip
+    (custom / "config.json").write_text(json.dumps(fields))
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
+    run = tmp_path / "run"
+    train(tiny_config(custom, pairs, run, trust_remote_code=True), echo=quiet)
+    score = ["score", "--model_name_or_path", str(run), "--input", str(pairs)]
+    score += ["--output", str(tmp_path / "scored.jsonl")]
+    assert main(score) == 2
+    assert "allow its code with trust_remote_code: true" in capsys.readouterr().err
+    assert main([*score, "--trust_remote_code", "true"]) == 0
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "The movie was"}])
+    generate = ["generate", "--model_name_or_path", str(run), "--input", str(prompts)]
+    generate += ["--output", str(tmp_path / "samples.jsonl"), "--max_new_tokens", "2"]
+    assert main([*generate, "--trust_remote_code", "true"]) == 0

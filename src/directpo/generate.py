@@ -212,9 +212,12 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
         prompt_with_images(row, options.prompt_column, f"{options.input}: {where}", base_dir)
         for where, row in rows
     ]
-    processor = load_processor(options.model_name_or_path)
+    trusted = options.trust_remote_code
+    processor = load_processor(options.model_name_or_path, trusted)
     tokenizer = (
-        load_tokenizer(options.model_name_or_path) if processor is None else processor.tokenizer
+        load_tokenizer(options.model_name_or_path, trusted)
+        if processor is None
+        else processor.tokenizer
     )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     path = options.model_name_or_path
@@ -224,7 +227,7 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
         options.dtype,
         trainable=False,
         device=device,
-        options=LoadOptions(init_kwargs=location),
+        options=LoadOptions(init_kwargs=location, trust_remote_code=trusted),
     )
     try:
         samples = sample_completions(

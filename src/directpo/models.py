@@ -155,8 +155,10 @@ def load_causal_lm(
         model = auto.from_pretrained(path, config=config, dtype=DTYPES.get(dtype, dtype), **kwargs)
         setattr(model, LOADED_DROPOUT, zeroed)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
+        custom = "custom code" in str(exc) and not options.trust_remote_code
+        hint = "; allow its code with trust_remote_code: true" if custom else ""
         raise ModelLoadError(
-            f"model '{path}': cannot load as a causal LM ({first_line(exc)})"
+            f"model '{path}': cannot load as a causal LM ({first_line(exc)}){hint}"
         ) from None
     if "device_map" not in kwargs:  # accelerate placed it already
         model.to(device)

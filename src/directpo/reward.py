@@ -14,6 +14,7 @@ import os
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,8 @@ class ImplicitReward:
     warning says how many); ``batch_size`` sequences per forward pass; folders load in
     ``dtype`` on CUDA when there is one, with the from_pretrained keyword arguments
     ``policy_kwargs`` (an adapter folder's: its base's) and ``reference_kwargs`` (a revision,
-    a subfolder, ...). Models run in eval mode and keep their own mode.
+    a subfolder, ...); ``trust_remote_code`` runs the code a folder ships with. Models run in
+    eval mode and keep their own mode.
     ``ImplicitReward.from_run(run_dir)`` reads β and the reference from a run's config.yaml.
     """
 
@@ -90,6 +92,7 @@ class ImplicitReward:
         dtype: str | torch.dtype = "float32",
         policy_kwargs: dict[str, Any] | None = None,
         reference_kwargs: dict[str, Any] | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         numeric = isinstance(beta, int | float) and not isinstance(beta, bool)
         if not (numeric and math.isfinite(beta) and beta > 0):
@@ -107,13 +110,17 @@ class ImplicitReward:
             if isinstance(given, str):
                 where = None if adapter_base(given) else kwargs.get("subfolder")
                 check_model_location(key, given, where)
-        self.policy = _load(policy, dtype, None, policy_kwargs)
+        trusted = LoadOptions(trust_remote_code=trust_remote_code)
+        self.policy = _load(policy, dtype, None, replace(trusted, init_kwargs=policy_kwargs))
         reference = _reference_model(reference, self.policy)
         # a LoRA policy scored against its own base: the base is the policy with adapters off
         self.adapters_off = reference is not None and _is_base_of(self.policy, reference)
         self.reference = None
         if reference is not None and not self.adapters_off:  # beside the policy, wherever it is
-            self.reference = _load(reference, dtype, _device_of(self.policy), reference_kwargs)
+            self.reference = _load(
+                reference, dtype, _device_of(self.policy),
+                replace(trusted, init_kwargs=reference_kwargs),
+            )  # fmt: skip
         processor = None
         if tokenizer is None:
             path = policy if isinstance(policy, str) else self.policy.name_or_path
@@ -121,9 +128,9 @@ class ImplicitReward:
             own = isinstance(policy, str) and adapter_base(policy) is None
             location = model_location(policy_kwargs) if own else {}
             # a vision-language model scores image prompts
-            processor = load_processor(path, location=location)
+            processor = load_processor(path, trust_remote_code, location)
             if processor is None:
-                tokenizer = load_tokenizer(path, location=location)
+                tokenizer = load_tokenizer(path, trust_remote_code, location)
             else:
                 tokenizer = processor.tokenizer
         elif getattr(tokenizer, "image_processor", None) is not None:  # a processor was given
@@ -349,15 +356,14 @@ def _model_or_path(model: ModelLike | os.PathLike | None) -> ModelLike | None:
 def _load(
     model: ModelLike,
     dtype: str | torch.dtype,
-    device: torch.device | None = None,
-    init_kwargs: dict[str, Any] | None = None,
+    device: torch.device | None,
+    options: LoadOptions,
 ) -> torch.nn.Module:
     """A model object as given; a folder loaded onto ``device`` (default: CUDA if present)
-    with from_pretrained's ``init_kwargs``."""
+    with ``options`` (from_pretrained's keyword arguments, trust_remote_code)."""
     if isinstance(model, str):
         if device is None:
             device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        options = LoadOptions(init_kwargs=dict(init_kwargs or {}))
         return load_causal_lm(model, dtype, trainable=False, device=str(device), options=options)
     return model
 
@@ -378,6 +384,7 @@ def _scorer(options: RewardOptions, echo: Callable[[str], None]) -> ImplicitRewa
         echo=echo,
         batch_size=options.batch_size,
         dtype=options.dtype,
+        trust_remote_code=options.trust_remote_code,
     )
 
 
