@@ -569,6 +569,8 @@ def test_a_run_trained_from_a_relative_folder_scores_from_any_folder(
 def test_a_merged_runs_adapter_folder_scores_as_its_merged_model(tiny_model_dirs, tmp_path):
     """merge_lora writes the adapter beside the merged model, in output_dir/adapter: scoring
     it asked for --ref_model_name_or_path and --beta, as if it were no run's."""
+    import shutil
+
     pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
     run = tmp_path / "run"
     config = tiny_config(tiny_model_dirs["llama"], pairs, run, lora_r=4, merge_lora=True, beta=0.3)
@@ -579,6 +581,11 @@ def test_a_merged_runs_adapter_folder_scores_as_its_merged_model(tiny_model_dirs
     want = ImplicitReward.from_run(str(run)).score(prompts, responses)
     assert adapter.score(prompts, responses) == pytest.approx(want, abs=1e-5)
     assert any(abs(reward) > 1e-4 for reward in want)
+    # an adapter folder beside another tool's config.yaml is no run's: scored as given
+    other = shutil.copytree(run / "adapter", tmp_path / "other" / "adapter")
+    (other.parent / "config.yaml").write_text("base_model: x\n")
+    given = ImplicitReward.from_run(str(other), str(tiny_model_dirs["llama"]), beta=0.3)
+    assert given.score(prompts, responses) == pytest.approx(want, abs=1e-5)
 
 
 def test_a_model_whose_code_ships_in_its_folder_scores_and_generates_when_trusted(

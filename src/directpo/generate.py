@@ -13,6 +13,7 @@ top-k/top-p truncation (the defaults).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -221,7 +222,10 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
     )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     path = options.model_name_or_path
-    location = output_location(path, run_config(path)) if adapter_base(path) else {}
+    location = {}
+    if adapter_base(path):  # a LoRA run's base: where its training found it
+        with contextlib.suppress(ConfigError):  # a config.yaml of another tool: no such record
+            location = output_location(path, run_config(path))
     model = load_causal_lm(
         path,
         options.dtype,

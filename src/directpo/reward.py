@@ -283,7 +283,8 @@ def run_config(folder: str) -> DPOConfig | None:
     checkpoints or, with merge_lora, its ``adapter`` folder: the run's config.yaml), or None."""
     path = Path(folder)
     saved = path / "config.yaml"
-    if not saved.is_file() and ((path / MANIFEST).is_file() or path.name == "adapter"):
+    merged = path.name == "adapter" and (path.parent / "metrics.jsonl").is_file()  # a run's
+    if not saved.is_file() and ((path / MANIFEST).is_file() or merged):
         saved = path.parent / "config.yaml"
     return load_config(str(saved)) if saved.is_file() else None
 
