@@ -527,10 +527,18 @@ def test_a_run_whose_model_is_in_a_subfolder_scores_as_one_in_a_plain_folder(
         runs[name] = tmp_path / f"run-{name}"
         config = tiny_config(model, pairs, runs[name], lora_r=lora_r, model_init_kwargs=kwargs)
         train(config, echo=quiet)
+        if lora_r:  # training continues the adapter: the subfolder is its base's (it was
+            # refused: 'no such model folder: run/policy (its subfolder option)')
+            runs[f"{name}-continued"] = tmp_path / f"run-{name}-continued"
+            config = tiny_config(runs[name], pairs, runs[f"{name}-continued"],
+                                 model_init_kwargs=kwargs)  # fmt: skip
+            train(config, echo=quiet)
     prompts, responses = ["The movie was", "I love this film,"], [" great.", " a dull waste."]
-    want = ImplicitReward.from_run(str(runs["plain"])).score(prompts, responses)
-    assert ImplicitReward.from_run(str(runs["nested"])).score(prompts, responses) == want
-    assert any(reward != 0 for reward in want)
+    for plain in [name for name in runs if "plain" in name]:
+        want = ImplicitReward.from_run(str(runs[plain])).score(prompts, responses)
+        nested = runs[plain.replace("plain", "nested")]
+        assert ImplicitReward.from_run(str(nested)).score(prompts, responses) == want
+        assert any(reward != 0 for reward in want)
     prompt_file = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "The movie was"}])
     out = tmp_path / "samples.jsonl"
     args = ["generate", "--model_name_or_path", str(runs["nested"]), "--input", str(prompt_file)]

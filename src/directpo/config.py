@@ -1157,10 +1157,12 @@ def _has_files(folder: str, names: tuple[str, ...] = TOKENIZER_FILES) -> bool:
 
 def check_model_location(key: str, value: str | None, subfolder: str | None = None) -> None:
     """A value that looks like a local path must be a model (or adapter) folder, or hold one
-    in ``subfolder`` (model_init_kwargs); a bare `org/name` may be a hub id."""
+    in ``subfolder`` (model_init_kwargs; an adapter folder's apply to its base); a bare
+    `org/name` may be a hub id."""
     if not value:
         return
-    if subfolder and os.path.isdir(value):
+    adapter = _has_files(value, ("adapter_config.json",)) and not _has_files(value, MODEL_FILES[:1])
+    if subfolder and os.path.isdir(value) and not adapter:
         value = os.path.join(value, subfolder)
         if not os.path.isdir(value):
             raise ConfigError(f"{key}: no such model folder: {value} (its subfolder option)")

@@ -108,8 +108,7 @@ class ImplicitReward:
             ("reference", reference, reference_kwargs),
         ):
             if isinstance(given, str):
-                where = None if adapter_base(given) else kwargs.get("subfolder")
-                check_model_location(key, given, where)
+                check_model_location(key, given, kwargs.get("subfolder"))
         trusted = LoadOptions(trust_remote_code=trust_remote_code)
         self.policy = _load(policy, dtype, None, replace(trusted, init_kwargs=policy_kwargs))
         reference = _reference_model(reference, self.policy)
@@ -185,8 +184,6 @@ class ImplicitReward:
                 )
                 (echo or _warn)(note)
         subfolder = (kwargs.get("reference_kwargs") or {}).get("subfolder")
-        if ref_model_name_or_path and adapter_base(ref_model_name_or_path):
-            subfolder = None  # an adapter folder's location arguments are its base's
         try:
             check_model_location("ref_model_name_or_path", ref_model_name_or_path, subfolder)
         except ConfigError as err:  # moved or deleted since training: say where it came from
