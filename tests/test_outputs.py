@@ -189,3 +189,22 @@ def test_the_model_card_names_a_hub_base_model_only(tmp_path) -> None:
     assert metadata("HuggingFaceTB/SmolLM2-135M-Instruct")["base_model"] == (
         "HuggingFaceTB/SmolLM2-135M-Instruct"
     )
+
+
+def test_a_hub_token_in_model_init_kwargs_is_written_nowhere(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """config.yaml, the model card (uploaded with the folder) and TensorBoard's hparams held
+    model_init_kwargs' token in plain text; from_pretrained uses the login's without it."""
+    from directpo.config import load_config
+
+    secret = "hf_notarealtoken1234"
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, tmp_path / "run", save_steps=1,
+        model_init_kwargs={"token": secret, "revision": "main"}, report_to=["tensorboard"],
+    )  # fmt: skip
+    train(config, echo=quiet)
+    files = [path for path in (tmp_path / "run").rglob("*") if path.is_file()]
+    assert len(files) > 10 and not [p for p in files if secret.encode() in p.read_bytes()]
+    recorded = load_config(str(tmp_path / "run" / "config.yaml"))
+    assert recorded.model_init_kwargs == {"revision": "main"}

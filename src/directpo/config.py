@@ -776,8 +776,17 @@ class DPOConfig(Options):
     def save_record(self, path: str | Path) -> None:
         """config.yaml of a run: every option as resolved, except where this run resumed from
         (rerunning the file must not go back to that checkpoint; transformers keeps it out of
-        its saved arguments too)."""
-        self.save_yaml(path, resume_from_checkpoint=None)
+        its saved arguments too), and without secrets (``record``)."""
+        self.save_yaml(path, **{**self.record(), "resume_from_checkpoint": None})
+
+    def record(self) -> dict[str, Any]:
+        """The options as a run's files, model card and trackers show them: a hub token given
+        in model_init_kwargs left out (from_pretrained then uses the login's, as on a rerun)."""
+        values = self.to_dict()
+        for key in ("model_init_kwargs", "ref_model_init_kwargs"):
+            if values[key]:
+                values[key] = {k: v for k, v in values[key].items() if k not in SECRET_KWARGS}
+        return values
 
     def every(self, key: str, total_steps: int) -> int:
         """``logging_steps`` / ``eval_steps`` / ``save_steps`` in steps (a fraction in (0, 1)
@@ -1143,6 +1152,7 @@ class DPOConfig(Options):
 
 
 MODEL_FILES = ("config.json", "adapter_config.json")
+SECRET_KWARGS = ("token", "use_auth_token")  # from_pretrained arguments never written down
 # the options naming a model folder (or hub id)
 MODEL_FOLDER_OPTIONS = (
     "model_name_or_path", "ref_model_name_or_path", "tokenizer_name_or_path",

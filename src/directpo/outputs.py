@@ -221,7 +221,7 @@ def model_card(
     final = {**(train_rows[-1] if train_rows else {}), **(eval_rows[-1] if eval_rows else {})}
     final.pop("step", None)
     defaults = {name: default for name, _, default in option_help(DPOConfig)}
-    changed = {k: v for k, v in config.to_dict().items() if v != defaults[k]}
+    changed = {k: v for k, v in config.record().items() if v != defaults[k]}
     base = config.model_name_or_path or ""
     # the Hub refuses a README whose base_model is no model id (a local folder): as TRL's
     # card, a local base is named in the text only

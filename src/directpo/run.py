@@ -250,7 +250,7 @@ def prepare_run(
     run.logger = MetricsLogger(
         output_dir,
         config.report_to,
-        config.to_dict(),
+        config.record(),
         resume_step=run.start_step if config.resume_from_checkpoint else None,
         write=world.is_main,
     )
