@@ -152,16 +152,19 @@ def test_a_signal_while_the_final_model_is_written_does_not_cost_the_run(
     assert "SIGTERM: writing the final model first" in capsys.readouterr().err
 
 
-def test_saved_folders_keep_the_base_models_dropout_in_config_json(
+def test_saved_folders_keep_the_base_models_config_json(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:
-    """disable_dropout zeroes the dropout of the config the layers read while training; the
-    final folder, its checkpoints and a merged LoRA model wrote that config (attn_pdrop: 0.0,
-    ...), so whoever trained the output further had no dropout. TRL's folders keep the base's."""
+    """disable_dropout zeroes the dropout of the config the layers read while training, and
+    gradient checkpointing turns use_cache off; the final folder, its checkpoints and a merged
+    LoRA model wrote that config (attn_pdrop: 0.0, use_cache: false, ...), so whoever trained
+    the output further had no dropout. TRL's folders keep the base's."""
     gpt2 = tiny_model_dirs["gpt2"]  # its config has dropout 0.1
     base = json.loads((gpt2 / "config.json").read_text())
-    assert base["attn_pdrop"] == 0.1
-    full = train(tiny_config(gpt2, pairs_file, tmp_path / "full", save_steps=1), echo=quiet)
+    assert base["attn_pdrop"] == 0.1 and base["use_cache"] is True
+    config = tiny_config(gpt2, pairs_file, tmp_path / "full", save_steps=1,
+                         gradient_checkpointing=True)  # fmt: skip
+    full = train(config, echo=quiet)
     merged = tiny_config(gpt2, pairs_file, tmp_path / "merged", lora_r=4, merge_lora=True)
     train(merged, echo=quiet)
     for name, extra in (("fsdp", {}), ("fsdp-merged", {"lora_r": 4, "merge_lora": True})):
@@ -170,6 +173,7 @@ def test_saved_folders_keep_the_base_models_dropout_in_config_json(
     for folder in ("full", "full/checkpoint-1", "merged", "fsdp", "fsdp-merged"):
         assert json.loads((tmp_path / folder / "config.json").read_text()) == base, folder
     assert full.policy.config.attn_pdrop == 0.0  # the trained model in memory: still off
+    assert full.policy.config.use_cache is False
 
 
 def test_the_model_card_names_a_hub_base_model_only(tmp_path) -> None:

@@ -43,11 +43,11 @@ import torch.distributed as dist
 from directpo.errors import ConfigError, DirectpoError, ModelLoadError
 from directpo.logprobs import SequenceScorer, unwrap_peft
 from directpo.models import (
-    LOADED_DROPOUT,
+    CONFIG_AS_LOADED,
     WEIGHTS_FOLDER,
     WEIGHTS_KEYS,
+    config_as_loaded,
     decoder_layers,
-    dropout_as_loaded,
     safetensors_keys,
 )
 from directpo.precision import PrecisionPolicy
@@ -436,7 +436,7 @@ def save_sharded_model(
             (folder / "model.safetensors.index.json").unlink()
         config = unwrap_peft(model).config
         config.dtype = dtype
-        with dropout_as_loaded(model):
+        with config_as_loaded(model):
             config.save_pretrained(folder)
     barrier(world)
 
@@ -487,7 +487,7 @@ def consolidated_model(
     base = unwrap_peft(model)
     auto = AutoModelForImageTextToText if is_vision_config(base.config) else AutoModelForCausalLM
     whole = auto.from_config(base.config)
-    setattr(whole, LOADED_DROPOUT, getattr(base, LOADED_DROPOUT, {}))  # saved as the base's
+    setattr(whole, CONFIG_AS_LOADED, getattr(base, CONFIG_AS_LOADED, {}))  # saved as the base's
     configs = getattr(model, "peft_config", None)
     if configs:  # the same adapters (every one, e.g. a continued adapter's frozen "ref")
         from peft import get_peft_model

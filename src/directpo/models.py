@@ -153,7 +153,7 @@ def load_causal_lm(
         # a vision-language model loads as image-text-to-text (LLaVA, Qwen2-VL, Gemma 3, ...)
         auto = AutoModelForImageTextToText if is_vision_config(config) else AutoModelForCausalLM
         model = auto.from_pretrained(path, config=config, dtype=DTYPES.get(dtype, dtype), **kwargs)
-        setattr(model, LOADED_DROPOUT, zeroed)
+        setattr(model, CONFIG_AS_LOADED, zeroed)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
         custom = "custom code" in str(exc) and not options.trust_remote_code
         hint = "; allow its code with trust_remote_code: true" if custom else ""
@@ -259,7 +259,7 @@ def _meta_model(
                 trust_remote_code=options.trust_remote_code, **extra,
             )  # fmt: skip
         model.tie_weights()  # tied on the meta device, they stay one tensor through sharding
-        setattr(model, LOADED_DROPOUT, zeroed)
+        setattr(model, CONFIG_AS_LOADED, zeroed)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
         raise ModelLoadError(
             f"model '{path}': cannot build as a causal LM ({first_line(exc)})"
@@ -403,7 +403,10 @@ def _enable_activation_checkpointing(model: torch.nn.Module, every: int = 1) -> 
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    model.config.use_cache = False
+    loaded = getattr(model, CONFIG_AS_LOADED, {})
+    loaded.setdefault("", {}).setdefault("use_cache", getattr(model.config, "use_cache", None))
+    setattr(model, CONFIG_AS_LOADED, loaded)
+    model.config.use_cache = False  # while training only (config_as_loaded)
     if every > 1:  # transformers checkpoints a layer whose gradient_checkpointing flag is set
         layers = [m for m in decoder_layers(model) if hasattr(m, "gradient_checkpointing")]
         if not layers:
@@ -415,8 +418,9 @@ def _enable_activation_checkpointing(model: torch.nn.Module, every: int = 1) -> 
             layer.gradient_checkpointing = index % every == 0
 
 
-# a loaded model's attribute: the dropout values _zero_dropout_config replaced in its config
-LOADED_DROPOUT = "directpo_loaded_dropout"
+# a loaded model's attribute: the config values changed for training (dropout, use_cache), as
+# its folder had them, by sub-config ("" for the config itself): saved folders write these
+CONFIG_AS_LOADED = "directpo_config_as_loaded"
 
 
 def _zero_dropout_config(config: Any) -> dict[str, dict[str, float]]:
@@ -435,16 +439,16 @@ def _zero_dropout_config(config: Any) -> dict[str, dict[str, float]]:
 
 
 @contextlib.contextmanager
-def dropout_as_loaded(model: torch.nn.Module) -> Iterator[None]:
-    """The config of ``model`` (a peft model's base's) holds its folder's dropout values inside
-    the block: disable_dropout zeroes them on the config that layers read while training, but a
-    saved folder keeps the base's for whoever trains it next (as TRL's, which zeroes only the
-    Dropout modules)."""
+def config_as_loaded(model: torch.nn.Module) -> Iterator[None]:
+    """The config of ``model`` (a peft model's base's) holds its folder's values inside the
+    block: disable_dropout zeroes the dropout of the config that layers read while training,
+    gradient checkpointing turns use_cache off, but a saved folder keeps the base's for whoever
+    uses or trains it next (as TRL's, which changes only the Dropout modules and each call)."""
     from directpo.logprobs import unwrap_peft
 
     inner = unwrap_peft(model)
     restored = []
-    for name, values in getattr(inner, LOADED_DROPOUT, {}).items():
+    for name, values in getattr(inner, CONFIG_AS_LOADED, {}).items():
         cfg = getattr(inner.config, name) if name else inner.config
         for key, value in values.items():
             restored.append((cfg, key, getattr(cfg, key)))

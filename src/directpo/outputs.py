@@ -26,7 +26,7 @@ import yaml
 from directpo.checkpoint import list_checkpoints
 from directpo.config import DPOConfig, option_help
 from directpo.errors import ConfigError
-from directpo.models import dropout_as_loaded
+from directpo.models import config_as_loaded
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ def save_final_model(
         tokenizer.save_pretrained(output_dir / "adapter")
         model = model.merge_and_unload()
         selected = {}
-    with dropout_as_loaded(model):  # config.json as the base's, not as trained
+    with config_as_loaded(model):  # config.json as the base's, not as trained
         model.save_pretrained(output_dir, safe_serialization=True, **selected)
     save_run_files(output_dir, model, record)
     return model
