@@ -144,3 +144,39 @@ def test_a_lora_output_folder_works_where_a_model_folder_does(
         )  # fmt: skip
         assert code == 0, capsys.readouterr().err
         assert len(target.read_text().splitlines()) == len(rows.read_text().splitlines())
+
+
+def test_an_adapter_of_a_revision_loads_onto_that_revision(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """A LoRA run on model_init_kwargs' revision wrote adapter_config.json with revision: null:
+    peft's AutoPeftModelForCausalLM (and directpo, given the bare adapter folder) put the
+    adapter on main's weights, a silently different model."""
+    import huggingface_hub.constants
+    from peft import AutoPeftModelForCausalLM
+    from safetensors.torch import load_file, save_file
+
+    from directpo.models import LoadOptions, load_causal_lm
+
+    cache = tmp_path / "cache"
+    repo = cache / "models--tiny--revised"
+    for commit in ("a" * 40, "b" * 40):
+        shutil.copytree(tiny_model_dirs["llama"], repo / "snapshots" / commit)
+    weights = repo / "snapshots" / ("b" * 40) / "model.safetensors"
+    save_file({k: v + 0.25 for k, v in load_file(weights).items()}, weights)  # revision v2
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    (repo / "refs" / "v2").write_text("b" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # never the network
+    location = {"revision": "v2", "cache_dir": str(cache)}
+    run = tmp_path / "run"
+    train(lora_config("tiny/revised", pairs_file, run, max_steps=1, model_init_kwargs=location),
+          echo=lambda _: None)  # fmt: skip
+    want = AutoModelForCausalLM.from_pretrained("tiny/revised", **location).state_dict()
+    by_peft = AutoPeftModelForCausalLM.from_pretrained(run, cache_dir=str(cache))
+    options = LoadOptions(init_kwargs={"cache_dir": str(cache)})
+    ours = load_causal_lm(str(run), "float32", trainable=False, options=options)
+    for model in (by_peft, ours):
+        base = model.get_base_model().state_dict()
+        assert all(torch.equal(base[k], v) for k, v in want.items() if k in base)
+        assert sum(k in base for k in want) > 5

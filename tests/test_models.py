@@ -169,3 +169,27 @@ def test_sequences_past_a_learned_position_table_are_one_line(tmp_path) -> None:
     assert len(samples[0].prompt_ids) == 8
     with pytest.raises(ConfigError, match=r"^max_new_tokens: 12 new tokens do not fit"):
         sample_completions(short, tokenizer, [prompt], max_new_tokens=12)
+
+
+def test_a_hub_model_in_a_subfolder_finds_its_tokenizer_where_its_weights_are(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """A hub id with model_init_kwargs' subfolder, cache_dir, ...: the tokenizer was looked up
+    at the repository's root in the default cache (no such tokenizer) while the weights
+    came from the subfolder in cache_dir."""
+    import shutil
+
+    import huggingface_hub.constants
+    from tiny import tiny_config
+    from transformers import AutoTokenizer
+
+    repo = tmp_path / "cache" / "models--tiny--nested"
+    shutil.copytree(tiny_model_dirs["llama"], repo / "snapshots" / "0123456789abcdef" / "policy")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123456789abcdef")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # never the network
+    kwargs = {"subfolder": "policy", "cache_dir": str(tmp_path / "cache")}
+    config = tiny_config("tiny/nested", pairs_file, tmp_path / "run", model_init_kwargs=kwargs)
+    train(config, echo=lambda _: None)
+    saved = AutoTokenizer.from_pretrained(tmp_path / "run").get_vocab()
+    assert saved == AutoTokenizer.from_pretrained(tiny_model_dirs["llama"]).get_vocab()

@@ -150,3 +150,65 @@ def test_a_signal_while_the_final_model_is_written_does_not_cost_the_run(
     assert result.global_step == 1
     assert (out / "model.safetensors").exists() and (out / "README.md").exists()
     assert "SIGTERM: writing the final model first" in capsys.readouterr().err
+
+
+def test_saved_folders_keep_the_base_models_config_json(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """disable_dropout zeroes the dropout of the config the layers read while training, and
+    gradient checkpointing turns use_cache off; the final folder, its checkpoints and a merged
+    LoRA model wrote that config (attn_pdrop: 0.0, use_cache: false, ...), so whoever trained
+    the output further had no dropout. TRL's folders keep the base's."""
+    gpt2 = tiny_model_dirs["gpt2"]  # its config has dropout 0.1
+    base = json.loads((gpt2 / "config.json").read_text())
+    assert base["attn_pdrop"] == 0.1 and base["use_cache"] is True
+    config = tiny_config(gpt2, pairs_file, tmp_path / "full", save_steps=1,
+                         gradient_checkpointing=True)  # fmt: skip
+    full = train(config, echo=quiet)
+    merged = tiny_config(gpt2, pairs_file, tmp_path / "merged", lora_r=4, merge_lora=True)
+    train(merged, echo=quiet)
+    for name, extra in (("fsdp", {}), ("fsdp-merged", {"lora_r": 4, "merge_lora": True})):
+        train(tiny_config(gpt2, pairs_file, tmp_path / name, distributed="fsdp", **extra),
+              echo=quiet)  # fmt: skip
+    for folder in ("full", "full/checkpoint-1", "merged", "fsdp", "fsdp-merged"):
+        assert json.loads((tmp_path / folder / "config.json").read_text()) == base, folder
+    assert full.policy.config.attn_pdrop == 0.0  # the trained model in memory: still off
+    assert full.policy.config.use_cache is False
+
+
+def test_the_model_card_names_a_hub_base_model_only(tmp_path) -> None:
+    """The card's base_model metadata held the local folder trained from, which the Hub refuses
+    when the folder is uploaded ('Invalid metadata in README.md'); TRL's card leaves it out."""
+    import yaml
+
+    from directpo.config import DPOConfig
+    from directpo.outputs import model_card
+
+    def metadata(model: str) -> dict:
+        card = model_card(DPOConfig(model_name_or_path=model, output_dir="out"), "6 pairs", [])
+        assert f"from `{model}`" in card  # the text names it either way
+        return yaml.safe_load(card.split("---")[1])
+
+    assert "base_model" not in metadata(str(tmp_path))
+    assert metadata("HuggingFaceTB/SmolLM2-135M-Instruct")["base_model"] == (
+        "HuggingFaceTB/SmolLM2-135M-Instruct"
+    )
+
+
+def test_a_hub_token_in_model_init_kwargs_is_written_nowhere(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """config.yaml, the model card (uploaded with the folder) and TensorBoard's hparams held
+    model_init_kwargs' token in plain text; from_pretrained uses the login's without it."""
+    from directpo.config import load_config
+
+    secret = "hf_notarealtoken1234"
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, tmp_path / "run", save_steps=1,
+        model_init_kwargs={"token": secret, "revision": "main"}, report_to=["tensorboard"],
+    )  # fmt: skip
+    train(config, echo=quiet)
+    files = [path for path in (tmp_path / "run").rglob("*") if path.is_file()]
+    assert len(files) > 10 and not [p for p in files if secret.encode() in p.read_bytes()]
+    recorded = load_config(str(tmp_path / "run" / "config.yaml"))
+    assert recorded.model_init_kwargs == {"revision": "main"}

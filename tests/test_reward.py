@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from directpo.cli import main
 from directpo.command_options import RankOptions, ScoreOptions
 from directpo.config import DPOConfig
+from directpo.errors import ConfigError
 from directpo.generate import evaluate_generations
 from directpo.reference import FrozenModelReference
 from directpo.reward import ImplicitReward, rank_file, score_file
@@ -352,7 +353,7 @@ def test_a_reference_free_reward_is_beta_times_the_mean_log_prob(trained_run, tm
 def test_score_checks_its_arguments_and_rows_as_training_does(tiny_model_dirs) -> None:
     """Bad arguments and items are one-line directpo errors (not an AssertionError or a
     library's message); a text reply to a conversation is its assistant message, as in a file."""
-    from directpo.errors import ConfigError, DataError
+    from directpo.errors import DataError
 
     llama = tiny_model_dirs["llama"]
     scorer = ImplicitReward(llama, str(llama), beta=0.1)  # a pathlib.Path is a folder too
@@ -526,3 +527,128 @@ def test_a_run_scores_conversations_rendered_with_its_chat_template_kwargs(
     assert not given.tokenizer.decode(given.encoder.prompt_ids(rows[0]["prompt"])).endswith(
         "</think>"
     )
+
+
+@pytest.mark.parametrize("lora_r", [0, 4])
+def test_a_run_whose_model_is_in_a_subfolder_scores_as_one_in_a_plain_folder(
+    tiny_model_dirs, tmp_path, lora_r
+) -> None:
+    """model_init_kwargs' subfolder (or revision, ...) is where training found the model: score
+    and generate found the reference (and a LoRA run's base) at the folder's root and refused
+    ('... is not a model folder'). The layout must not change a reward."""
+    import shutil
+
+    llama = tiny_model_dirs["llama"]
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
+    shutil.copytree(llama, tmp_path / "nested" / "policy")
+    runs = {}
+    for name, model, kwargs in (
+        ("plain", llama, None),
+        ("nested", tmp_path / "nested", {"subfolder": "policy"}),
+    ):
+        runs[name] = tmp_path / f"run-{name}"
+        config = tiny_config(model, pairs, runs[name], lora_r=lora_r, model_init_kwargs=kwargs)
+        train(config, echo=quiet)
+        if lora_r:  # training continues the adapter: the subfolder is its base's (it was
+            # refused: 'no such model folder: run/policy (its subfolder option)')
+            runs[f"{name}-continued"] = tmp_path / f"run-{name}-continued"
+            config = tiny_config(runs[name], pairs, runs[f"{name}-continued"],
+                                 model_init_kwargs=kwargs)  # fmt: skip
+            train(config, echo=quiet)
+    prompts, responses = ["The movie was", "I love this film,"], [" great.", " a dull waste."]
+    for plain in [name for name in runs if "plain" in name]:
+        want = ImplicitReward.from_run(str(runs[plain])).score(prompts, responses)
+        nested = runs[plain.replace("plain", "nested")]
+        assert ImplicitReward.from_run(str(nested)).score(prompts, responses) == want
+        assert any(reward != 0 for reward in want)
+    prompt_file = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "The movie was"}])
+    out = tmp_path / "samples.jsonl"
+    args = ["generate", "--model_name_or_path", str(runs["nested"]), "--input", str(prompt_file)]
+    assert main([*args, "--output", str(out), "--max_new_tokens", "2"]) == 0
+
+
+def test_a_run_trained_from_a_relative_folder_scores_from_any_folder(
+    tiny_model_dirs, tmp_path, monkeypatch
+) -> None:
+    """config.yaml and a LoRA run's adapter_config.json recorded the model folder as given,
+    relative to where training ran: score (and peft's AutoPeftModelForCausalLM) run from any
+    other folder looked for a hub model 'base' ("couldn't connect to huggingface.co")."""
+    import shutil
+
+    from peft import AutoPeftModelForCausalLM
+
+    shutil.copytree(tiny_model_dirs["llama"], tmp_path / "project" / "base")
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
+    monkeypatch.chdir(tmp_path / "project")
+    prompts, responses = ["The movie was", "I love this film,"], [" great.", " a dull waste."]
+    runs, here = {"full": tmp_path / "full", "lora": tmp_path / "lora"}, {}
+    for name, run in runs.items():
+        config = tiny_config(Path("base"), pairs, run, lora_r=4 if name == "lora" else 0)
+        train(config, echo=quiet)
+        here[name] = ImplicitReward.from_run(str(run)).score(prompts, responses)
+    monkeypatch.chdir(tmp_path)
+    for name, run in runs.items():
+        assert ImplicitReward.from_run(str(run)).score(prompts, responses) == here[name]
+    AutoPeftModelForCausalLM.from_pretrained(runs["lora"])  # its base, found from here too
+    shutil.rmtree(tmp_path / "project" / "base")  # deleted since: one line saying so
+    base = tmp_path / "project" / "base"
+    with pytest.raises(ConfigError, match=f"folder: {base} \\(the run's reference, named in"):
+        ImplicitReward.from_run(str(runs["full"]))
+
+
+def test_a_merged_runs_adapter_folder_scores_as_its_merged_model(tiny_model_dirs, tmp_path):
+    """merge_lora writes the adapter beside the merged model, in output_dir/adapter: scoring
+    it asked for --ref_model_name_or_path and --beta, as if it were no run's."""
+    import shutil
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
+    run = tmp_path / "run"
+    config = tiny_config(tiny_model_dirs["llama"], pairs, run, lora_r=4, merge_lora=True, beta=0.3)
+    train(config, echo=quiet)
+    prompts, responses = ["The movie was", "I love this film,"], [" great.", " a dull waste."]
+    adapter = ImplicitReward.from_run(str(run / "adapter"))
+    assert adapter.beta == 0.3 and adapter.adapters_off  # its reference: its base
+    want = ImplicitReward.from_run(str(run)).score(prompts, responses)
+    assert adapter.score(prompts, responses) == pytest.approx(want, abs=1e-5)
+    assert any(abs(reward) > 1e-4 for reward in want)
+    # an adapter folder beside another tool's config.yaml is no run's: scored as given
+    other = shutil.copytree(run / "adapter", tmp_path / "other" / "adapter")
+    (other.parent / "config.yaml").write_text("base_model: x\n")
+    given = ImplicitReward.from_run(str(other), str(tiny_model_dirs["llama"]), beta=0.3)
+    assert given.score(prompts, responses) == pytest.approx(want, abs=1e-5)
+
+
+def test_a_model_whose_code_ships_in_its_folder_scores_and_generates_when_trusted(
+    tiny_model_dirs, tmp_path, capsys
+) -> None:
+    """A run trained with trust_remote_code writes the architecture's code beside its weights:
+    score, rank and generate had no option to run it (a dead end naming transformers' argument)."""
+    import shutil
+
+    custom = shutil.copytree(tiny_model_dirs["llama"], tmp_path / "custom")
+    (custom / "configuration_tiny.py").write_text(
+        "from transformers import LlamaConfig\n\n\nclass TinyConfig(LlamaConfig):\n"
+        "    model_type = 'tiny_custom'\n"
+    )
+    (custom / "modeling_tiny.py").write_text(
+        "from transformers import LlamaForCausalLM\n\nfrom .configuration_tiny import TinyConfig"
+        "\n\n\nclass TinyForCausalLM(LlamaForCausalLM):\n    config_class = TinyConfig\n"
+    )
+    fields = json.loads((custom / "config.json").read_text())
+    fields.update(model_type="tiny_custom", architectures=["TinyForCausalLM"], auto_map={
+        "AutoConfig": "configuration_tiny.TinyConfig",
+        "AutoModelForCausalLM": "modeling_tiny.TinyForCausalLM",
+    })  # fmt: skip
+    (custom / "config.json").write_text(json.dumps(fields))
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
+    run = tmp_path / "run"
+    train(tiny_config(custom, pairs, run, trust_remote_code=True), echo=quiet)
+    score = ["score", "--model_name_or_path", str(run), "--input", str(pairs)]
+    score += ["--output", str(tmp_path / "scored.jsonl")]
+    assert main(score) == 2
+    assert "allow its code with trust_remote_code: true" in capsys.readouterr().err
+    assert main([*score, "--trust_remote_code", "true"]) == 0
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "The movie was"}])
+    generate = ["generate", "--model_name_or_path", str(run), "--input", str(prompts)]
+    generate += ["--output", str(tmp_path / "samples.jsonl"), "--max_new_tokens", "2"]
+    assert main([*generate, "--trust_remote_code", "true"]) == 0

@@ -38,6 +38,7 @@ from directpo.distributed import (
     save_sharded,
 )
 from directpo.errors import CheckpointError, first_line
+from directpo.models import config_as_loaded
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
@@ -237,7 +238,8 @@ def _write_main_files(
     tensors: dict[str, dict[str, torch.Tensor]],
 ) -> None:
     if with_weights:
-        model.save_pretrained(tmp, safe_serialization=True)
+        with config_as_loaded(model):
+            model.save_pretrained(tmp, safe_serialization=True)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     for name, weights in tensors.items():
         save_file(weights, tmp / name)

@@ -29,6 +29,9 @@ class FileCommandOptions(Options):
     batch_size: int = option(8, "Sequences per forward pass.")
     dtype: str = option("float32", f"Model dtype, one of {', '.join(DTYPES)}.")
     prompt_column: str = option("prompt", "Column holding the prompt (text or messages).")
+    trust_remote_code: bool = option(
+        False, "Allow model folders whose architecture is code shipped with them (as train's)."
+    )
 
     def _check_values(self) -> None:
         self._require(self.batch_size >= 1, "batch_size", ">= 1")

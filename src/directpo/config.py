@@ -781,8 +781,17 @@ class DPOConfig(Options):
     def save_record(self, path: str | Path) -> None:
         """config.yaml of a run: every option as resolved, except where this run resumed from
         (rerunning the file must not go back to that checkpoint; transformers keeps it out of
-        its saved arguments too)."""
-        self.save_yaml(path, resume_from_checkpoint=None)
+        its saved arguments too), and without secrets (``record``)."""
+        self.save_yaml(path, **{**self.record(), "resume_from_checkpoint": None})
+
+    def record(self) -> dict[str, Any]:
+        """The options as a run's files, model card and trackers show them: a hub token given
+        in model_init_kwargs left out (from_pretrained then uses the login's, as on a rerun)."""
+        values = self.to_dict()
+        for key in ("model_init_kwargs", "ref_model_init_kwargs"):
+            if values[key]:
+                values[key] = {k: v for k, v in values[key].items() if k not in SECRET_KWARGS}
+        return values
 
     def every(self, key: str, total_steps: int) -> int:
         """``logging_steps`` / ``eval_steps`` / ``save_steps`` in steps (a fraction in (0, 1)
@@ -1069,13 +1078,16 @@ class DPOConfig(Options):
             )
         if not self.model_name_or_path:
             raise ConfigError("model_name_or_path is required")
-        reference_kwargs = self.ref_model_init_kwargs or self.model_init_kwargs
         for key, kwargs in (
             ("model_name_or_path", self.model_init_kwargs),
-            ("ref_model_name_or_path", reference_kwargs),
+            ("ref_model_name_or_path", self.reference_init_kwargs),
             ("tokenizer_name_or_path", None),
         ):
             check_model_location(key, getattr(self, key), (kwargs or {}).get("subfolder"))
+        for key in MODEL_FOLDER_OPTIONS:  # as config.yaml, adapter_config.json and the card
+            value = getattr(self, key)  # record them: a run's outputs load from any folder
+            if value and os.path.isdir(value) and not os.path.isabs(value):
+                setattr(self, key, os.path.abspath(value))
         if self.lora_r and os.path.isfile(
             os.path.join(self.model_name_or_path, "adapter_config.json")
         ):
@@ -1139,6 +1151,27 @@ class DPOConfig(Options):
         return self.ref_model_name_or_path or self.model_name_or_path or ""
 
     @property
+    def reference_init_kwargs(self) -> dict[str, Any]:
+        """The reference's from_pretrained keyword arguments: ref_model_init_kwargs, else
+        model_init_kwargs."""
+        kwargs = self.ref_model_init_kwargs
+        return dict((self.model_init_kwargs or {}) if kwargs is None else kwargs)
+
+    @property
+    def tokenizer_location(self) -> dict[str, Any]:
+        """Where the tokenizer of ``tokenizer_path`` is: the model's revision, cache_dir, ...
+        when it is the model's own (a hub id's subfolder is tried when its root has none; a
+        local folder's tokenizer_path has chosen already)."""
+        from directpo.models import model_location
+
+        if self.tokenizer_name_or_path:
+            return {}
+        location = model_location(self.model_init_kwargs)
+        if os.path.isdir(self.model_name_or_path or ""):
+            location.pop("subfolder", None)
+        return location
+
+    @property
     def tokenizer_path(self) -> str:
         """tokenizer_name_or_path, else the model's folder; with model_init_kwargs' subfolder,
         that subfolder when the folder itself has no tokenizer."""
@@ -1152,6 +1185,12 @@ class DPOConfig(Options):
 
 
 MODEL_FILES = ("config.json", "adapter_config.json")
+SECRET_KWARGS = ("token", "use_auth_token")  # from_pretrained arguments never written down
+# the options naming a model folder (or hub id)
+MODEL_FOLDER_OPTIONS = (
+    "model_name_or_path", "ref_model_name_or_path", "tokenizer_name_or_path",
+    "reward_model_name_or_path", "implicit_reward_model",
+)  # fmt: skip
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
 
 
@@ -1161,10 +1200,12 @@ def _has_files(folder: str, names: tuple[str, ...] = TOKENIZER_FILES) -> bool:
 
 def check_model_location(key: str, value: str | None, subfolder: str | None = None) -> None:
     """A value that looks like a local path must be a model (or adapter) folder, or hold one
-    in ``subfolder`` (model_init_kwargs); a bare `org/name` may be a hub id."""
+    in ``subfolder`` (model_init_kwargs; an adapter folder's apply to its base); a bare
+    `org/name` may be a hub id."""
     if not value:
         return
-    if subfolder and os.path.isdir(value):
+    adapter = _has_files(value, ("adapter_config.json",)) and not _has_files(value, MODEL_FILES[:1])
+    if subfolder and os.path.isdir(value) and not adapter:
         value = os.path.join(value, subfolder)
         if not os.path.isdir(value):
             raise ConfigError(f"{key}: no such model folder: {value} (its subfolder option)")

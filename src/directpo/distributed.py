@@ -42,7 +42,14 @@ import torch.distributed as dist
 
 from directpo.errors import ConfigError, DirectpoError, ModelLoadError
 from directpo.logprobs import SequenceScorer, unwrap_peft
-from directpo.models import WEIGHTS_FOLDER, WEIGHTS_KEYS, decoder_layers, safetensors_keys
+from directpo.models import (
+    CONFIG_AS_LOADED,
+    WEIGHTS_FOLDER,
+    WEIGHTS_KEYS,
+    config_as_loaded,
+    decoder_layers,
+    safetensors_keys,
+)
 from directpo.precision import PrecisionPolicy
 
 
@@ -429,7 +436,8 @@ def save_sharded_model(
             (folder / "model.safetensors.index.json").unlink()
         config = unwrap_peft(model).config
         config.dtype = dtype
-        config.save_pretrained(folder)
+        with config_as_loaded(model):
+            config.save_pretrained(folder)
     barrier(world)
 
 
@@ -479,6 +487,7 @@ def consolidated_model(
     base = unwrap_peft(model)
     auto = AutoModelForImageTextToText if is_vision_config(base.config) else AutoModelForCausalLM
     whole = auto.from_config(base.config)
+    setattr(whole, CONFIG_AS_LOADED, getattr(base, CONFIG_AS_LOADED, {}))  # saved as the base's
     configs = getattr(model, "peft_config", None)
     if configs:  # the same adapters (every one, e.g. a continued adapter's frozen "ref")
         from peft import get_peft_model

@@ -13,6 +13,7 @@ top-k/top-p truncation (the defaults).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from directpo.jsonl import write_jsonl
 from directpo.logprobs import policy_logprobs_fn, sequence_logprobs
 from directpo.messages import Text
 from directpo.models import (
+    LoadOptions,
     learned_positions,
     load_causal_lm,
     load_processor,
@@ -38,7 +40,7 @@ from directpo.models import (
 )
 from directpo.prompts import prompt_with_images
 from directpo.reference import ReferenceProvider
-from directpo.reward import run_config
+from directpo.reward import output_location, run_config
 from directpo.rewardfn import RewardFn
 from directpo.tokenization import PairTokenizer
 from directpo.vision import VisionInputs, batch_tensors
@@ -220,15 +222,25 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
         prompt_with_images(row, options.prompt_column, f"{options.input}: {where}", base_dir)
         for where, row in rows
     ]
-    processor = load_processor(options.model_name_or_path)
+    trusted = options.trust_remote_code
+    processor = load_processor(options.model_name_or_path, trusted)
     tokenizer = (
-        load_tokenizer(options.model_name_or_path) if processor is None else processor.tokenizer
+        load_tokenizer(options.model_name_or_path, trusted)
+        if processor is None
+        else processor.tokenizer
     )
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    path = options.model_name_or_path
+    run = None  # a run's: its prompts render as it trained on them, a LoRA base loads where it did
+    with contextlib.suppress(ConfigError):  # a config.yaml of another tool: no such record
+        run = run_config(path)
     model = load_causal_lm(
-        options.model_name_or_path, options.dtype, trainable=False, device=device
+        path,
+        options.dtype,
+        trainable=False,
+        device=device,
+        options=LoadOptions(init_kwargs=output_location(path, run), trust_remote_code=trusted),
     )
-    run = run_config(options.model_name_or_path)  # a run's prompts render as it trained on them
     try:
         samples = sample_completions(
             model,

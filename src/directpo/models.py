@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -28,9 +30,13 @@ warnings.filterwarnings(
 )
 
 
-def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
+def load_tokenizer(
+    path: str, trust_remote_code: bool = False, location: dict[str, Any] | None = None
+) -> Any:
+    """The tokenizer of ``path``; ``location``: its model's from_pretrained location arguments
+    (``model_location``), with ``subfolder`` the place to look when ``path`` has none."""
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = _from_location(AutoTokenizer, path, location, trust_remote_code)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
         raise ModelLoadError(f"tokenizer '{path}': cannot load ({first_line(exc)})") from None
     if tokenizer.eos_token_id is None:
@@ -38,13 +44,15 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
     return tokenizer
 
 
-def load_processor(path: str, trust_remote_code: bool = False) -> Any:
+def load_processor(
+    path: str, trust_remote_code: bool = False, location: dict[str, Any] | None = None
+) -> Any:
     """A vision-language model's processor (image processor + tokenizer), or None for a
-    text-only model (whose folder has no image processor)."""
+    text-only model (whose folder has no image processor). ``location``: as load_tokenizer's."""
     from transformers import AutoProcessor
 
     try:
-        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        processor = _from_location(AutoProcessor, path, location, trust_remote_code)
     except Exception:  # a text-only folder, a foreign one: the tokenizer path decides
         return None
     if getattr(processor, "image_processor", None) is None:
@@ -52,8 +60,32 @@ def load_processor(path: str, trust_remote_code: bool = False) -> Any:
     return processor
 
 
+def _from_location(
+    auto: Any, path: str, location: dict[str, Any] | None, trust_remote_code: bool
+) -> Any:
+    """``auto.from_pretrained`` of ``path`` at the model's revision, cache, ...; the tokenizer
+    (processor) of a model whose weights are in a subfolder is the folder's own if it has one,
+    else the subfolder's (a local folder's tokenizer_path has already chosen between them)."""
+    where = dict(location or {})
+    subfolder = where.pop("subfolder", None)
+    try:
+        return auto.from_pretrained(path, trust_remote_code=trust_remote_code, **where)
+    except Exception:
+        if not subfolder:
+            raise
+    return auto.from_pretrained(
+        path, trust_remote_code=trust_remote_code, subfolder=subfolder, **where
+    )
+
+
 # from_pretrained arguments that say where a model's files are: its config is read there too
 LOCATION_KWARGS = ("revision", "subfolder", "cache_dir", "local_files_only", "token")
+
+
+def model_location(init_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``LOCATION_KWARGS`` among from_pretrained keyword arguments (model_init_kwargs):
+    where a model's files are, so also where its tokenizer, and an adapter's base, are."""
+    return {key: value for key, value in (init_kwargs or {}).items() if key in LOCATION_KWARGS}
 
 
 @dataclass(frozen=True)
@@ -100,6 +132,9 @@ def load_causal_lm(
     if adapter is not None:  # a LoRA output folder: the base model with the adapter on it
         from peft import PeftModel
 
+        revision = _adapter_config(path).get("revision")
+        if revision and "revision" not in options.init_kwargs:  # as peft's AutoPeftModel does
+            options = replace(options, init_kwargs={**options.init_kwargs, "revision": revision})
         base = load_causal_lm(adapter, dtype, trainable=False, device=device, options=options)
         try:
             model = PeftModel.from_pretrained(base, path, is_trainable=trainable)
@@ -110,18 +145,20 @@ def load_causal_lm(
         return model.train() if trainable else model.eval()
     try:
         # the config from where the weights come (another revision's may differ)
-        location = {k: kwargs[k] for k in LOCATION_KWARGS if k in kwargs}
+        location = model_location(kwargs)
         config = AutoConfig.from_pretrained(
             path, trust_remote_code=options.trust_remote_code, **location
         )
-        if options.disable_dropout:
-            _zero_dropout_config(config)
+        zeroed = _zero_dropout_config(config) if options.disable_dropout else {}
         # a vision-language model loads as image-text-to-text (LLaVA, Qwen2-VL, Gemma 3, ...)
         auto = AutoModelForImageTextToText if is_vision_config(config) else AutoModelForCausalLM
         model = auto.from_pretrained(path, config=config, dtype=DTYPES.get(dtype, dtype), **kwargs)
+        setattr(model, CONFIG_AS_LOADED, zeroed)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
+        custom = "custom code" in str(exc) and not options.trust_remote_code
+        hint = "; allow its code with trust_remote_code: true" if custom else ""
         raise ModelLoadError(
-            f"model '{path}': cannot load as a causal LM ({first_line(exc)})"
+            f"model '{path}': cannot load as a causal LM ({first_line(exc)}){hint}"
         ) from None
     if "device_map" not in kwargs:  # accelerate placed it already
         model.to(device)
@@ -209,8 +246,7 @@ def _meta_model(
         raise ModelLoadError(f"model '{path}': no local safetensors weights to shard from")
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=options.trust_remote_code)
-        if options.disable_dropout:
-            _zero_dropout_config(config)
+        zeroed = _zero_dropout_config(config) if options.disable_dropout else {}
         extra = {}
         if options.attn_implementation != "auto":
             extra["attn_implementation"] = options.attn_implementation
@@ -223,6 +259,7 @@ def _meta_model(
                 trust_remote_code=options.trust_remote_code, **extra,
             )  # fmt: skip
         model.tie_weights()  # tied on the meta device, they stay one tensor through sharding
+        setattr(model, CONFIG_AS_LOADED, zeroed)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
         raise ModelLoadError(
             f"model '{path}': cannot build as a causal LM ({first_line(exc)})"
@@ -331,11 +368,7 @@ def adapter_base(path: str) -> str | None:
     config_file = os.path.join(path, "adapter_config.json")
     if not os.path.isfile(config_file) or os.path.isfile(os.path.join(path, "config.json")):
         return None
-    try:
-        with open(config_file) as handle:
-            base = json.load(handle).get("base_model_name_or_path")
-    except (OSError, ValueError):
-        raise ModelLoadError(f"model '{path}': unreadable adapter_config.json") from None
+    base = _adapter_config(path).get("base_model_name_or_path")
     if not base:
         raise ModelLoadError(
             f"model '{path}': adapter_config.json names no base_model_name_or_path"
@@ -344,6 +377,17 @@ def adapter_base(path: str) -> str | None:
         beside = os.path.join(path, base)  # a base given relative to the adapter folder
         base = beside if os.path.exists(beside) else base
     return base
+
+
+def _adapter_config(path: str) -> dict[str, Any]:
+    try:
+        with open(os.path.join(path, "adapter_config.json")) as handle:
+            fields = json.load(handle)
+    except (OSError, ValueError):
+        raise ModelLoadError(f"model '{path}': unreadable adapter_config.json") from None
+    if not isinstance(fields, dict):
+        raise ModelLoadError(f"model '{path}': unreadable adapter_config.json")
+    return fields
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -359,7 +403,10 @@ def _enable_activation_checkpointing(model: torch.nn.Module, every: int = 1) -> 
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    model.config.use_cache = False
+    loaded = getattr(model, CONFIG_AS_LOADED, {})
+    loaded.setdefault("", {}).setdefault("use_cache", getattr(model.config, "use_cache", None))
+    setattr(model, CONFIG_AS_LOADED, loaded)
+    model.config.use_cache = False  # while training only (config_as_loaded)
     if every > 1:  # transformers checkpoints a layer whose gradient_checkpointing flag is set
         layers = [m for m in decoder_layers(model) if hasattr(m, "gradient_checkpointing")]
         if not layers:
@@ -371,16 +418,46 @@ def _enable_activation_checkpointing(model: torch.nn.Module, every: int = 1) -> 
             layer.gradient_checkpointing = index % every == 0
 
 
-def _zero_dropout_config(config: Any) -> None:
-    """Dropout probabilities that models read from the config (e.g. attention_dropout)."""
-    configs = [
-        config,
-        *(getattr(config, name) for name in ("text_config",) if hasattr(config, name)),
-    ]
-    for cfg in configs:
+# a loaded model's attribute: the config values changed for training (dropout, use_cache), as
+# its folder had them, by sub-config ("" for the config itself): saved folders write these
+CONFIG_AS_LOADED = "directpo_config_as_loaded"
+
+
+def _zero_dropout_config(config: Any) -> dict[str, dict[str, float]]:
+    """Dropout probabilities that models read from the config (e.g. attention_dropout), set to
+    0; returns the values replaced, by sub-config ("" for the config itself)."""
+    replaced: dict[str, dict[str, float]] = {}
+    for name in ("", "text_config"):
+        cfg = getattr(config, name, None) if name else config
+        if cfg is None:
+            continue
         for key, value in list(vars(cfg).items()):
             if ("dropout" in key or "pdrop" in key) and isinstance(value, float):
+                replaced.setdefault(name, {})[key] = value
                 setattr(cfg, key, 0.0)
+    return replaced
+
+
+@contextlib.contextmanager
+def config_as_loaded(model: torch.nn.Module) -> Iterator[None]:
+    """The config of ``model`` (a peft model's base's) holds its folder's values inside the
+    block: disable_dropout zeroes the dropout of the config that layers read while training,
+    gradient checkpointing turns use_cache off, but a saved folder keeps the base's for whoever
+    uses or trains it next (as TRL's, which changes only the Dropout modules and each call)."""
+    from directpo.logprobs import unwrap_peft
+
+    inner = unwrap_peft(model)
+    restored = []
+    for name, values in getattr(inner, CONFIG_AS_LOADED, {}).items():
+        cfg = getattr(inner.config, name) if name else inner.config
+        for key, value in values.items():
+            restored.append((cfg, key, getattr(cfg, key)))
+            setattr(cfg, key, value)
+    try:
+        yield
+    finally:
+        for cfg, key, value in restored:
+            setattr(cfg, key, value)
 
 
 def check_vocabulary(
@@ -484,9 +561,13 @@ def _all_linear_on_mamba(model: torch.nn.Module, peft_config: Any) -> bool:
     )
 
 
-def apply_peft(model: torch.nn.Module, peft_config: Any) -> torch.nn.Module:
+def apply_peft(
+    model: torch.nn.Module, peft_config: Any, revision: str | None = None
+) -> torch.nn.Module:
     """Wrap ``model`` with fresh adapters of ``peft_config`` (LoRA, DoRA, rsLoRA, IA3, ...; any
-    PEFT method that does not prepend virtual tokens); only the adapters are trainable."""
+    PEFT method that does not prepend virtual tokens); only the adapters are trainable.
+    ``revision``: the base's (model_init_kwargs'), which the saved adapter_config.json names so
+    that peft's AutoPeftModelForCausalLM loads that base, not main's."""
     from peft import get_peft_model
 
     if getattr(peft_config, "is_prompt_learning", False):
@@ -507,7 +588,7 @@ def apply_peft(model: torch.nn.Module, peft_config: Any) -> torch.nn.Module:
         peft_config = copy.copy(peft_config)
         peft_config.exclude_modules = MAMBA_LORA_EXCLUDED
     try:
-        return get_peft_model(model, peft_config)
+        return get_peft_model(model, peft_config, revision=revision)
     except (ValueError, TypeError) as exc:  # e.g. target modules not found in the model
         raise ModelLoadError(f"peft: {first_line(exc)}") from None
 

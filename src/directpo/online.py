@@ -69,7 +69,9 @@ def load_labeller(config: DPOConfig, device: torch.device) -> Labeller:
     assert config.implicit_reward_model
     from directpo.reward import ImplicitReward
 
-    scorer = ImplicitReward.from_run(config.implicit_reward_model)
+    scorer = ImplicitReward.from_run(
+        config.implicit_reward_model, trust_remote_code=config.trust_remote_code
+    )
 
     def implicit(prompts: list[Text], completions: list[str], _: list[dict]) -> list[float]:
         return list(scorer.score(prompts, completions))

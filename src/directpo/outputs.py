@@ -26,6 +26,7 @@ import yaml
 from directpo.checkpoint import list_checkpoints
 from directpo.config import DPOConfig, option_help
 from directpo.errors import ConfigError
+from directpo.models import config_as_loaded
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,8 @@ def save_final_model(
         tokenizer.save_pretrained(output_dir / "adapter")
         model = model.merge_and_unload()
         selected = {}
-    model.save_pretrained(output_dir, safe_serialization=True, **selected)
+    with config_as_loaded(model):  # config.json as the base's, not as trained
+        model.save_pretrained(output_dir, safe_serialization=True, **selected)
     save_run_files(output_dir, model, record)
     return model
 
@@ -219,12 +221,16 @@ def model_card(
     final = {**(train_rows[-1] if train_rows else {}), **(eval_rows[-1] if eval_rows else {})}
     final.pop("step", None)
     defaults = {name: default for name, _, default in option_help(DPOConfig)}
-    changed = {k: v for k, v in config.to_dict().items() if v != defaults[k]}
+    changed = {k: v for k, v in config.record().items() if v != defaults[k]}
+    base = config.model_name_or_path or ""
+    # the Hub refuses a README whose base_model is no model id (a local folder): as TRL's
+    # card, a local base is named in the text only
+    local = os.path.isdir(base) or os.path.isabs(base)
     lines = [
         "---",
         "library_name: transformers",
         "tags: [dpo, directpo]",
-        f"base_model: {config.model_name_or_path}",
+        *([] if local else [f"base_model: {base}"]),
         "---",
         "",
         f"# {Path(config.output_dir).name}",

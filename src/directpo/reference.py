@@ -214,7 +214,7 @@ def load_policy_and_reference(
     if peft_config is not None:
         # adapters drawn from their own seeded stream: the same whether the base is real or on
         # the meta device (FSDP2), in the same order, on every rank
-        policy = apply_peft(policy, peft_config)
+        policy = apply_peft(policy, peft_config, (config.model_init_kwargs or {}).get("revision"))
         with _seeded(config.seed):
             initialize_adapters(policy)
     if (peft_config is not None or continuing) and sharded and precision.mixed:
@@ -242,11 +242,7 @@ def load_policy_and_reference(
     reference_options = replace(
         options,
         gradient_checkpointing=False,
-        init_kwargs=dict(
-            options.init_kwargs
-            if config.ref_model_init_kwargs is None
-            else config.ref_model_init_kwargs
-        ),
+        init_kwargs=config.reference_init_kwargs,
     )
     meta = sharded and meta_weights_folder(config.reference_path, reference_options) is not None
     frozen = load_causal_lm(

@@ -14,6 +14,7 @@ import os
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,14 @@ from directpo.jsonl import write_jsonl
 from directpo.logprobs import policy_logprobs_fn, sequence_logprobs
 from directpo.messages import Text, is_message_list
 from directpo.models import (
+    LoadOptions,
+    adapter_base,
     check_vocabulary,
     learned_positions,
     load_causal_lm,
     load_processor,
     load_tokenizer,
+    model_location,
     pad_token_id,
 )
 from directpo.precision import DTYPES
@@ -49,14 +53,6 @@ from directpo.vision import image_values
 ModelLike = torch.nn.Module | str
 
 
-def run_config(run_dir: str | os.PathLike) -> DPOConfig | None:
-    """The config.yaml of a run's folder, or of the run a checkpoint folder belongs to."""
-    saved = Path(run_dir) / "config.yaml"
-    if not saved.is_file() and (Path(run_dir) / MANIFEST).is_file():  # a checkpoint
-        saved = Path(run_dir).parent / "config.yaml"
-    return load_config(str(saved)) if saved.is_file() else None
-
-
 class ImplicitReward:
     """β·log π/π_ref of responses (``score``), from a policy and its reference.
 
@@ -66,10 +62,13 @@ class ImplicitReward:
     is scored with its adapters off. ``tokenizer`` (or processor) defaults to the policy's.
     Prompts and responses are cut to ``max_length`` / ``max_prompt_length`` as in training (a
     warning says how many); ``batch_size`` sequences per forward pass; folders load in
-    ``dtype`` on CUDA when there is one. Models run in eval mode and keep their own mode.
-    ``chat_template_kwargs``: conversations are rendered with them, as in training.
-    ``ImplicitReward.from_run(run_dir)`` reads β, the reference, the length limits and the
-    chat template arguments from a run's config.yaml.
+    ``dtype`` on CUDA when there is one, with the from_pretrained keyword arguments
+    ``policy_kwargs`` (an adapter folder's: its base's) and ``reference_kwargs`` (a revision,
+    a subfolder, ...); ``trust_remote_code`` runs the code a folder ships with. Models run in
+    eval mode and keep their own mode. ``chat_template_kwargs``: conversations are rendered
+    with them, as in training. ``ImplicitReward.from_run(run_dir)`` reads β, the reference,
+    where the models were loaded from, the length limits and the chat template arguments from
+    a run's config.yaml.
     """
 
     def __init__(
@@ -84,6 +83,9 @@ class ImplicitReward:
         batch_size: int = 8,
         dtype: str | torch.dtype = "float32",
         chat_template_kwargs: dict[str, Any] | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        reference_kwargs: dict[str, Any] | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         numeric = isinstance(beta, int | float) and not isinstance(beta, bool)
         if not (numeric and math.isfinite(beta) and beta > 0):
@@ -93,20 +95,36 @@ class ImplicitReward:
         if dtype not in DTYPES and dtype not in DTYPES.values():
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
         policy, reference = _model_or_path(policy), _model_or_path(reference)
-        check_model_location("policy", policy if isinstance(policy, str) else None)
-        check_model_location("reference", reference if isinstance(reference, str) else None)
-        self.policy = _load(policy, dtype)
+        policy_kwargs, reference_kwargs = dict(policy_kwargs or {}), dict(reference_kwargs or {})
+        for key, given, kwargs in (
+            ("policy", policy, policy_kwargs),
+            ("reference", reference, reference_kwargs),
+        ):
+            if isinstance(given, str):
+                check_model_location(key, given, kwargs.get("subfolder"))
+        trusted = LoadOptions(trust_remote_code=trust_remote_code)
+        self.policy = _load(policy, dtype, None, replace(trusted, init_kwargs=policy_kwargs))
         reference = _reference_model(reference, self.policy)
         # a LoRA policy scored against its own base: the base is the policy with adapters off
         self.adapters_off = reference is not None and _is_base_of(self.policy, reference)
         self.reference = None
         if reference is not None and not self.adapters_off:  # beside the policy, wherever it is
-            self.reference = _load(reference, dtype, _device_of(self.policy))
+            self.reference = _load(
+                reference, dtype, _device_of(self.policy),
+                replace(trusted, init_kwargs=reference_kwargs),
+            )  # fmt: skip
         processor = None
         if tokenizer is None:
             path = policy if isinstance(policy, str) else self.policy.name_or_path
-            processor = load_processor(path)  # a vision-language model scores image prompts
-            tokenizer = load_tokenizer(path) if processor is None else processor.tokenizer
+            # the policy's own location; an adapter folder holds its tokenizer itself
+            own = isinstance(policy, str) and adapter_base(policy) is None
+            location = model_location(policy_kwargs) if own else {}
+            # a vision-language model scores image prompts
+            processor = load_processor(path, trust_remote_code, location)
+            if processor is None:
+                tokenizer = load_tokenizer(path, trust_remote_code, location)
+            else:
+                tokenizer = processor.tokenizer
         elif getattr(tokenizer, "image_processor", None) is not None:  # a processor was given
             processor, tokenizer = tokenizer, tokenizer.tokenizer
         self.tokenizer = tokenizer
@@ -140,15 +158,20 @@ class ImplicitReward:
         **kwargs: Any,
     ) -> ImplicitReward:
         """A trained run's folder (or one of its checkpoints): β and the reference default to
-        those in the run's config.yaml. ``echo`` receives notes (default: ``warnings.warn``)."""
+        those in the run's config.yaml, and models load where training found them (its
+        model_init_kwargs' revision, subfolder, ...: a LoRA run's base, the reference).
+        ``echo`` receives notes (default: ``warnings.warn``)."""
         config = run_config(run_dir)
         if config is None and (ref_model_name_or_path is None or beta is None):
             raise ConfigError(
                 f"{run_dir} has no config.yaml from a directpo run: give "
                 "--ref_model_name_or_path and --beta"
             )
-        if ref_model_name_or_path is None and config is not None and config.loss_needs_reference:
+        kwargs.setdefault("policy_kwargs", output_location(run_dir, config))
+        recorded = ref_model_name_or_path is None  # the run's, as config.yaml names it
+        if recorded and config is not None and config.loss_needs_reference:
             ref_model_name_or_path = config.reference_path
+            kwargs.setdefault("reference_kwargs", model_location(config.reference_init_kwargs))
             if config.sync_ref_model:  # the moved reference lives in checkpoints only
                 note = (
                     f"{run_dir} trained with sync_ref_model (TR-DPO): its reference moved "
@@ -156,7 +179,16 @@ class ImplicitReward:
                     f"{ref_model_name_or_path}"
                 )
                 (echo or _warn)(note)
-        check_model_location("ref_model_name_or_path", ref_model_name_or_path)
+        subfolder = (kwargs.get("reference_kwargs") or {}).get("subfolder")
+        try:
+            check_model_location("ref_model_name_or_path", ref_model_name_or_path, subfolder)
+        except ConfigError as err:  # moved or deleted since training: say where it came from
+            if not recorded:
+                raise
+            raise ConfigError(
+                f"{err} (the run's reference, named in its config.yaml; give "
+                "--ref_model_name_or_path)"
+            ) from None
         if config is not None:
             kwargs.setdefault("max_length", config.max_length)
             kwargs.setdefault("max_prompt_length", config.max_prompt_length)
@@ -240,6 +272,26 @@ class ImplicitReward:
         return self.beta * (policy - reference)
 
 
+def run_config(folder: str | os.PathLike) -> DPOConfig | None:
+    """The options of the directpo run that wrote ``folder`` (its output_dir, one of its
+    checkpoints or, with merge_lora, its ``adapter`` folder: the run's config.yaml), or None."""
+    path = Path(folder)
+    saved = path / "config.yaml"
+    merged = path.name == "adapter" and (path.parent / "metrics.jsonl").is_file()  # a run's
+    if not saved.is_file() and ((path / MANIFEST).is_file() or merged):
+        saved = path.parent / "config.yaml"
+    return load_config(str(saved)) if saved.is_file() else None
+
+
+def output_location(folder: str, config: DPOConfig | None) -> dict[str, Any]:
+    """from_pretrained location arguments of a run's output ``folder``: a LoRA run's adapter
+    folder finds its base where training did (model_init_kwargs' revision, subfolder, ...);
+    a whole model folder is complete as it is."""
+    if config is None or adapter_base(folder) is None:
+        return {}
+    return model_location(config.model_init_kwargs)
+
+
 def _reference_model(reference: Any, policy: torch.nn.Module) -> ModelLike | None:
     """A training run's reference (``train(...).reference``) as the model it scores with."""
     if isinstance(reference, FrozenModelReference):
@@ -297,13 +349,17 @@ def _model_or_path(model: ModelLike | os.PathLike | None) -> ModelLike | None:
 
 
 def _load(
-    model: ModelLike, dtype: str | torch.dtype, device: torch.device | None = None
+    model: ModelLike,
+    dtype: str | torch.dtype,
+    device: torch.device | None,
+    options: LoadOptions,
 ) -> torch.nn.Module:
-    """A model object as given; a folder loaded onto ``device`` (default: CUDA if present)."""
+    """A model object as given; a folder loaded onto ``device`` (default: CUDA if present)
+    with ``options`` (from_pretrained's keyword arguments, trust_remote_code)."""
     if isinstance(model, str):
         if device is None:
             device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return load_causal_lm(model, dtype, trainable=False, device=str(device))
+        return load_causal_lm(model, dtype, trainable=False, device=str(device), options=options)
     return model
 
 
@@ -323,6 +379,7 @@ def _scorer(options: RewardOptions, echo: Callable[[str], None]) -> ImplicitRewa
         echo=echo,
         batch_size=options.batch_size,
         dtype=options.dtype,
+        trust_remote_code=options.trust_remote_code,
     )
 
 

@@ -244,7 +244,7 @@ def prepare_run(
     run.logger = MetricsLogger(
         output_dir,
         config.report_to,
-        config.to_dict(),
+        config.record(),
         resume_step=run.start_step if config.resume_from_checkpoint else None,
         write=world.is_main,
     )
@@ -319,14 +319,15 @@ def _load_data(
             name=names["eval"],
         )
         echo(f"eval: {eval_data.summary()}")
-    processor = load_processor(config.tokenizer_path, config.trust_remote_code)
+    location = config.tokenizer_location
+    processor = load_processor(config.tokenizer_path, config.trust_remote_code, location)
     if processor is not None and config.online:
         raise ConfigError(
             "online DPO with a vision-language model is not supported yet (rounds sample text "
             "prompts only); train offline on image pairs"
         )
     tokenizer = (
-        load_tokenizer(config.tokenizer_path, config.trust_remote_code)
+        load_tokenizer(config.tokenizer_path, config.trust_remote_code, location)
         if processor is None
         else processor.tokenizer
     )
