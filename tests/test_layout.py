@@ -186,7 +186,7 @@ def test_models_that_cannot_take_the_layout_fall_back_with_a_notice() -> None:
     assert choose_layout(layout, [good, refusing], notices.append) == PLAIN
     assert len(notices) == 1 and "No4DMaskLlama" in notices[0] and "\n" not in notices[0]
     assert refusing.training  # the probe leaves the training mode as it found it
-    from directpo.models import apply_lora  # a LoRA policy: the notice names the model
+    from directpo.adapters import apply_lora  # a LoRA policy: the notice names the model
 
     wrapped = apply_lora(No4DMaskLlama(build("llama", "sdpa").config), 4, 8, 0.0, ["all-linear"])
     assert choose_layout(layout, [wrapped], notices.append) == PLAIN

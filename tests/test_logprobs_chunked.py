@@ -7,11 +7,11 @@ import torch
 from tiny import build_model, build_tokenizer
 from transformers import LlamaForCausalLM
 
+from directpo.adapters import apply_lora
 from directpo.batching import collate_pairs
 from directpo.errors import ConfigError
 from directpo.logprobs import backbone_and_head, model_logprobs
 from directpo.model_checks import check_heads
-from directpo.models import apply_lora
 from directpo.tokenization import TokenizedPair
 
 PAIRS = [

@@ -223,7 +223,7 @@ def test_all_linear_lora_on_a_mamba_hybrid_skips_what_peft_refuses() -> None:
     for all-linear, then refuses them. all-linear now means every layer LoRA can adapt."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from directpo.models import apply_peft, lora_config
+    from directpo.adapters import apply_peft, lora_config
 
     config = AutoConfig.for_model(
         "falcon_h1", vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

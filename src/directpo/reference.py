@@ -14,23 +14,21 @@ from typing import Any, Protocol
 
 import torch
 
+from directpo.adapters import (
+    LORA_OPTIONS,
+    RESETTABLE_LORA_INITS,
+    adapter_base,
+    apply_peft,
+    initialize_adapters,
+    lora_config_from,
+    quantization_config,
+)
 from directpo.attention import choose_implementation
 from directpo.batching import Batch
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError
 from directpo.logprobs import SequenceScorer, unwrap_peft
-from directpo.models import (
-    LORA_OPTIONS,
-    RESETTABLE_LORA_INITS,
-    LoadOptions,
-    adapter_base,
-    apply_peft,
-    initialize_adapters,
-    load_causal_lm,
-    lora_config_from,
-    meta_weights_folder,
-    quantization_config,
-)
+from directpo.models import LoadOptions, load_causal_lm, meta_weights_folder
 from directpo.precision import PrecisionPolicy, cast_frozen
 from directpo.sync import REF_ADAPTER, copy_adapter
 from directpo.vision import VISION_PARTS, freeze_vision_tower, is_vision_config

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from directpo.adapters import adapter_base
 from directpo.checkpoint import MANIFEST
 from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
 from directpo.config import DPOConfig, check_model_location, load_config
@@ -30,7 +31,6 @@ from directpo.logprobs import policy_logprobs_fn, sequence_logprobs
 from directpo.messages import Text, is_message_list
 from directpo.models import (
     LoadOptions,
-    adapter_base,
     check_vocabulary,
     learned_positions,
     load_causal_lm,

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from directpo.adapters import lora_options_of
 from directpo.batching import collate_pairs
 from directpo.checkpoint import REFERENCE_FILE, list_checkpoints, save_checkpoint, write_staged
 from directpo.config import DPOConfig
@@ -48,7 +49,6 @@ from directpo.errors import CheckpointError, ConfigError, TrainingStopped
 from directpo.generate import evaluate_generations
 from directpo.guard import check_update
 from directpo.jsonl import write_jsonl
-from directpo.models import lora_options_of
 from directpo.outputs import (
     FINAL_STAGING,
     RunRecord,

@@ -1,0 +1,234 @@
+"""PEFT adapters: directpo's lora_* options as peft configs and back, adapters put on a model
+(any PEFT method that adds no virtual tokens), adapter folders, and QLoRA's quantization."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any
+
+import torch
+
+from directpo.errors import ModelLoadError, first_line
+from directpo.precision import DTYPES
+
+RESETTABLE_LORA_INITS = (True, False, "gaussian")  # peft draws these from the RNG alone
+
+
+def initialize_adapters(model: torch.nn.Module, names: list[str] | None = None) -> None:
+    """(Re)draw LoRA adapters' A and B with peft's own initialisation, module by module in
+    order: called under one seed, the values are the same whether the base is real or on the
+    meta device (where the adapters are first given CPU memory), and on every rank. Adapters
+    whose initialisation needs the base's weights (PiSSA, OLoRA, ...) keep peft's."""
+    from peft.tuners.lora import LoraLayer
+
+    configs = getattr(model, "peft_config", {})
+    for module in model.modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        for name in names or list(module.lora_A):
+            init = configs[name].init_lora_weights
+            if name not in module.lora_A or init not in RESETTABLE_LORA_INITS:
+                continue
+            if module.lora_A[name].weight.is_meta:
+                module.lora_A[name].to_empty(device="cpu")
+                module.lora_B[name].to_empty(device="cpu")
+            module.reset_lora_parameters(name, init)
+
+
+def adapter_base(path: str) -> str | None:
+    """The base model of a PEFT adapter folder (``adapter_config.json`` without ``config.json``),
+    else None."""
+    config_file = os.path.join(path, "adapter_config.json")
+    if not os.path.isfile(config_file) or os.path.isfile(os.path.join(path, "config.json")):
+        return None
+    base = adapter_config(path).get("base_model_name_or_path")
+    if not base:
+        raise ModelLoadError(
+            f"model '{path}': adapter_config.json names no base_model_name_or_path"
+        )
+    if not os.path.isabs(base) and not os.path.exists(base):
+        beside = os.path.join(path, base)  # a base given relative to the adapter folder
+        base = beside if os.path.exists(beside) else base
+    return base
+
+
+def adapter_config(path: str) -> dict[str, Any]:
+    try:
+        with open(os.path.join(path, "adapter_config.json")) as handle:
+            fields = json.load(handle)
+    except (OSError, ValueError):
+        raise ModelLoadError(f"model '{path}': unreadable adapter_config.json") from None
+    if not isinstance(fields, dict):
+        raise ModelLoadError(f"model '{path}': unreadable adapter_config.json")
+    return fields
+
+
+# model types whose Mamba mixers peft refuses LoRA on (out_proj, conv1d), as peft lists them
+MAMBA_MODEL_TYPES = ("falcon_h1", "mamba", "mamba2", "falcon_mamba", "nemotron_h")
+MAMBA_LORA_EXCLUDED = r".*\.(out_proj|conv1d)$"
+
+
+def _all_linear_on_mamba(model: torch.nn.Module, peft_config: Any) -> bool:
+    return (
+        getattr(peft_config, "target_modules", None) == "all-linear"
+        and getattr(peft_config, "peft_type", None) in ("LORA", "RANDLORA")
+        and not getattr(peft_config, "exclude_modules", None)
+        and getattr(getattr(model, "config", None), "model_type", None) in MAMBA_MODEL_TYPES
+    )
+
+
+def apply_peft(
+    model: torch.nn.Module, peft_config: Any, revision: str | None = None
+) -> torch.nn.Module:
+    """Wrap ``model`` with fresh adapters of ``peft_config`` (LoRA, DoRA, rsLoRA, IA3, ...; any
+    PEFT method that does not prepend virtual tokens); only the adapters are trainable.
+    ``revision``: the base's (model_init_kwargs'), which the saved adapter_config.json names so
+    that peft's AutoPeftModelForCausalLM loads that base, not main's."""
+    from peft import get_peft_model
+
+    if getattr(peft_config, "is_prompt_learning", False):
+        raise ModelLoadError(
+            f"peft_config: {type(peft_config).__name__} prepends virtual tokens, which the "
+            "completion log-probs do not expect; use LoRA, DoRA, IA3, ..."
+        )
+    if getattr(peft_config, "peft_type", None) == "ADALORA":
+        # without update_and_allocate after every step it never prunes its ranks
+        raise ModelLoadError(
+            "peft_config: AdaLoraConfig reallocates its ranks through the model's "
+            "update_and_allocate after every optimizer step, which directpo's loop does not "
+            "call; use LoRA (lora_r), DoRA, IA3, ..."
+        )
+    if _all_linear_on_mamba(model, peft_config):
+        # peft's all-linear picks Mamba's out_proj and conv1d, then refuses them (peft's
+        # _check_lora_target_modules_mamba); all-linear means the layers LoRA can adapt
+        peft_config = copy.copy(peft_config)
+        peft_config.exclude_modules = MAMBA_LORA_EXCLUDED
+    try:
+        return get_peft_model(model, peft_config, revision=revision)
+    except (ValueError, TypeError) as exc:  # e.g. target modules not found in the model
+        raise ModelLoadError(f"peft: {first_line(exc)}") from None
+
+
+def lora_config(
+    r: int,
+    alpha: int,
+    dropout: float,
+    target_modules: list[str],
+    *,
+    use_dora: bool = False,
+    use_rslora: bool = False,
+    modules_to_save: list[str] | None = None,
+    target_parameters: list[str] | None = None,
+) -> Any:
+    """The peft ``LoraConfig`` of directpo's lora_* options."""
+    from peft import LoraConfig
+
+    targets: str | list[str] = "all-linear" if target_modules == ["all-linear"] else target_modules
+    extra = {"target_parameters": target_parameters} if target_parameters else {}
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
+        use_dora=use_dora,
+        use_rslora=use_rslora,
+        modules_to_save=modules_to_save,
+        task_type="CAUSAL_LM",
+        **extra,
+    )
+
+
+# directpo's options that describe LoRA adapters (lora_config_from reads them)
+LORA_OPTIONS = (
+    "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "use_dora", "use_rslora",
+    "lora_modules_to_save", "lora_target_parameters",
+)  # fmt: skip
+
+
+def lora_config_from(options: dict[str, Any]) -> Any:
+    """The peft ``LoraConfig`` of the ``LORA_OPTIONS`` in ``options``."""
+    return lora_config(
+        options["lora_r"],
+        options["lora_alpha"],
+        options["lora_dropout"],
+        options["lora_target_modules"],
+        use_dora=options["use_dora"],
+        use_rslora=options["use_rslora"],
+        modules_to_save=options["lora_modules_to_save"],
+        target_parameters=options["lora_target_parameters"],
+    )
+
+
+# LoraConfig fields that say where or how the adapters are described, not what they train
+_LORA_BOOKKEEPING = ("task_type", "base_model_name_or_path", "revision", "inference_mode")
+
+
+def lora_options_of(peft_config: Any) -> dict[str, Any] | None:
+    """directpo's lora_* options that build exactly ``peft_config``, or None when it is not a
+    LoraConfig those options can express (IA3, a LoRA with rank patterns, PiSSA init, ...)."""
+    if type(peft_config).__name__ != "LoraConfig" or not peft_config.target_modules:
+        return None
+    targets = peft_config.target_modules
+    alpha = peft_config.lora_alpha
+    options: dict[str, Any] = {
+        "lora_r": peft_config.r,
+        "lora_alpha": int(alpha) if isinstance(alpha, float) and alpha.is_integer() else alpha,
+        "lora_dropout": peft_config.lora_dropout,
+        "lora_target_modules": [targets] if isinstance(targets, str) else sorted(targets),
+        "use_dora": peft_config.use_dora,
+        "use_rslora": peft_config.use_rslora,
+        "lora_modules_to_save": sorted(peft_config.modules_to_save or []) or None,
+        "lora_target_parameters": sorted(peft_config.target_parameters or []) or None,
+    }
+    regex = isinstance(targets, str) and targets != "all-linear"
+    if regex or not isinstance(options["lora_alpha"], int):
+        return None  # no option spells a regex of targets or a fractional alpha
+    rebuilt = lora_config_from(options)
+
+    def described(config: Any) -> dict[str, Any]:
+        fields = config.to_dict()
+        for key in _LORA_BOOKKEEPING:
+            fields.pop(key, None)
+        for key in ("modules_to_save", "target_parameters"):
+            fields[key] = sorted(fields[key] or [])
+        return fields
+
+    return options if described(rebuilt) == described(peft_config) else None
+
+
+def apply_lora(
+    model: torch.nn.Module, r: int, alpha: int, dropout: float, target_modules: list[str]
+) -> torch.nn.Module:
+    """Wrap ``model`` with fresh LoRA adapters (peft); only the adapters are trainable."""
+    return apply_peft(model, lora_config(r, alpha, dropout, target_modules))
+
+
+def quantization_config(config: Any) -> Any:
+    """A transformers ``BitsAndBytesConfig`` for QLoRA (load_in_4bit / load_in_8bit), or None.
+    bitsandbytes' kernels need a CUDA GPU: anywhere else this is one line, not a crash."""
+    if not (config.load_in_4bit or config.load_in_8bit):
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelLoadError(
+            "load_in_4bit/load_in_8bit need bitsandbytes: pip install bitsandbytes (and a CUDA GPU)"
+        )
+    if not torch.cuda.is_available():
+        raise ModelLoadError(
+            "load_in_4bit/load_in_8bit need a CUDA GPU (bitsandbytes' quantized kernels); on "
+            "this machine train LoRA without quantization (lora_r without load_in_4bit)"
+        )
+    from transformers import BitsAndBytesConfig
+
+    if config.load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=config.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=config.bnb_4bit_use_double_quant,
+        bnb_4bit_compute_dtype=DTYPES[config.bnb_4bit_compute_dtype or config.dtype],
+        bnb_4bit_quant_storage=DTYPES.get(config.bnb_4bit_quant_storage or "", torch.uint8),
+    )
