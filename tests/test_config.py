@@ -8,6 +8,7 @@ import pytest
 
 from directpo.config import DPOConfig, load_config, option_names
 from directpo.errors import ConfigError, ConfigErrors
+from directpo.preflight import check_environment
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -124,13 +125,13 @@ def test_missing_files_fail_in_environment_check(tmp_path: Path) -> None:
         model_name_or_path=str(model), train_file=str(tmp_path / "nope.jsonl"), report_to=["none"]
     )
     with pytest.raises(ConfigError, match="model is not a model folder .*it holds nothing"):
-        config.check_environment()
+        check_environment(config)
     (model / "config.json").write_text("{}")
     with pytest.raises(ConfigError, match="train_file: no such file"):
-        config.check_environment()
+        check_environment(config)
     config = DPOConfig(model_name_or_path=str(tmp_path / "no-model"), report_to=["none"])
     with pytest.raises(ConfigError, match="model_name_or_path: no such model folder"):
-        config.check_environment()
+        check_environment(config)
 
 
 def test_a_gguf_model_says_how_to_convert_it(tmp_path: Path) -> None:
@@ -141,9 +142,9 @@ def test_a_gguf_model_says_how_to_convert_it(tmp_path: Path) -> None:
     for path in (folder, folder / "model.Q4_K_M.gguf"):
         config = DPOConfig(model_name_or_path=str(path), report_to=["none"])
         with pytest.raises(ConfigError, match=r"^model_name_or_path: .*" + hint):
-            config.check_environment()
+            check_environment(config)
     with pytest.raises(ConfigError, match="model_name_or_path is required"):
-        DPOConfig().check_environment()
+        check_environment(DPOConfig())
 
 
 def test_every_option_has_help_and_a_default() -> None:
@@ -258,7 +259,7 @@ def test_a_key_given_twice_a_missing_dataset_folder_and_an_output_file_are_refus
         load_config(str(unhashable))
     missing = DPOConfig(model_name_or_path=str(tiny_model_dirs["gpt2"]), dataset_name="./no/data")
     with pytest.raises(ConfigError, match=r"dataset_name: no such dataset folder: \./no/data"):
-        missing.check_environment()  # at once, not after retrying the hub
+        check_environment(missing)  # at once, not after retrying the hub
     file = tmp_path / "out.txt"
     file.write_text("x")
     with pytest.raises(ConfigError, match=r"output_dir .*out\.txt is a file, not a folder"):

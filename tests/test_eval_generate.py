@@ -10,6 +10,7 @@ from tiny import SENTIMENT_PAIRS, write_jsonl
 from directpo.cli import main
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError
+from directpo.preflight import check_environment
 from directpo.trainer import train
 
 REWARD_MODULE = """
@@ -165,7 +166,7 @@ def test_reward_fn_module_in_the_current_folder(
         eval_file=str(pairs_file), eval_generate=2, report_to=["none"],
         reward_fn="cwd_rewards_xyz:good",
     )  # fmt: skip
-    config.check_environment()  # imports from the current folder
+    check_environment(config)  # imports from the current folder
 
 
 def test_reward_fn_is_checked_before_training(tiny_model_dirs, pairs_file, tmp_path) -> None:
@@ -178,13 +179,13 @@ def test_reward_fn_is_checked_before_training(tiny_model_dirs, pairs_file, tmp_p
         output_dir=str(tmp_path / "o"),
     )
     with pytest.raises(ConfigError, match="reward_fn 'no_such_module_xyz:f': cannot import"):
-        DPOConfig(**base, reward_fn="no_such_module_xyz:f").check_environment()
+        check_environment(DPOConfig(**base, reward_fn="no_such_module_xyz:f"))
     with pytest.raises(ConfigError, match="expected 'module:function'"):
-        DPOConfig(**base, reward_fn="justaname").check_environment()
+        check_environment(DPOConfig(**base, reward_fn="justaname"))
     with pytest.raises(ConfigError, match="generate_temperature is set but eval_generate is 0"):
         DPOConfig(generate_temperature=0.7)
     with pytest.raises(ConfigError, match="eval_generate needs held-out prompts"):
-        DPOConfig(**{**base, "eval_file": None}).check_environment()
+        check_environment(DPOConfig(**{**base, "eval_file": None}))
 
 
 def test_eval_prompts_file_feeds_generation(tiny_model_dirs, pairs_file, tmp_path) -> None:

@@ -26,6 +26,7 @@ from directpo.errors import ConfigError
 from directpo.flexattention import BLOCK, flex_blocks, register
 from directpo.logprobs import attention_implementation, may_attend, model_logprobs
 from directpo.model_checks import choose_layout
+from directpo.preflight import check_device
 from directpo.tokenization import TokenizedPair
 from directpo.trainer import train
 
@@ -200,8 +201,8 @@ def test_flex_is_chosen_on_cuda_and_refused_for_training_elsewhere() -> None:
     assert choose_implementation("flex_attention", cuda, torch.bfloat16, False) == "directpo_flex"
     assert choose_implementation("flex_attention", cuda, torch.bfloat16, True) == "flex_attention"
     with pytest.raises(ConfigError, match="flex_attention trains on CUDA only"):
-        DPOConfig(model_name_or_path="m", attn_implementation="flex_attention").check_device("cpu")
-    DPOConfig(model_name_or_path="m", attn_implementation="flex_attention").check_device("cuda")
+        check_device(DPOConfig(model_name_or_path="m", attn_implementation="flex_attention"), "cpu")
+    check_device(DPOConfig(model_name_or_path="m", attn_implementation="flex_attention"), "cuda")
     assert choose_layout(PLAIN, [build("llama", register())]) == PLAIN
 
 

@@ -14,6 +14,7 @@ from tiny import tiny_config
 
 from directpo.cli import main
 from directpo.errors import ConfigError, ModelLoadError
+from directpo.preflight import check_environment
 from directpo.trainer import train
 
 pytest.importorskip("peft")
@@ -129,7 +130,7 @@ def test_continuing_an_adapter_keeps_its_start_as_the_reference(
     assert any(not torch.equal(start[k], end[k]) for k in start)
     config = tiny_config(first, pairs_file, tmp_path / "x", lora_r=8)
     with pytest.raises(ConfigError, match="is an adapter folder: training continues"):
-        config.check_environment()
+        check_environment(config)
 
 
 def test_qlora_is_one_line_where_bitsandbytes_cannot_run(

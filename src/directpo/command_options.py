@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from directpo.config import DTYPES, check_model_location
+from directpo.config import DTYPES
 from directpo.errors import ConfigError
 from directpo.options import Options, option
+from directpo.preflight import check_model_location
 
 
 @dataclass

@@ -24,6 +24,7 @@ from directpo.errors import ConfigError
 from directpo.losses import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSSES, needs_reference
 from directpo.options import Options, load_options, option, option_help
 from directpo.precision import PrecisionPolicy
+from directpo.preflight import has_files
 from directpo.trl_compat import apply_trl_meanings, translate
 
 LOSS_TYPES = tuple(LOSSES)
@@ -1035,117 +1036,6 @@ class DPOConfig(Options):
             "discopop_tau": self.discopop_tau,
         }
 
-    def check_device(self, device_type: str) -> None:
-        """Options that train on CUDA only, refused before any data or model is loaded."""
-        if device_type == "cuda":
-            return
-        if self.attn_implementation == "flex_attention":
-            raise ConfigError(
-                f"attn_implementation: flex_attention trains on CUDA only (PyTorch's "
-                f"FlexAttention has no backward on {device_type}); use auto or sdpa"
-            )
-        if self.use_liger_kernel:
-            raise ConfigError(
-                f"use_liger_kernel: Liger's kernels are Triton kernels for CUDA, and this run is "
-                f"on {device_type}; remove use_liger_kernel"
-            )
-
-    def check_environment(
-        self, *, need_train_file: bool = True, eval_dataset_given: bool = False
-    ) -> None:
-        """Checks that touch the file system: run before any model loads."""
-        evaluates = self.eval_file or eval_dataset_given or self.eval_generate or self.dataset_name
-        if self.eval_strategy == "no" and evaluates:
-            raise ConfigError(
-                "eval_strategy is no but there is held-out data (eval_file / eval_generate): "
-                "remove it, or choose eval_strategy auto, steps or epoch"
-            )
-        if self.eval_strategy in ("steps", "epoch") and not evaluates:
-            raise ConfigError(
-                f"eval_strategy is {self.eval_strategy} but there is nothing to evaluate: set "
-                "eval_file (held-out pairs) or eval_generate (sampled completions)"
-            )
-        tracks = self.load_best_model_at_end or self.early_stopping_patience
-        if tracks and not evaluates:
-            raise ConfigError(
-                "load_best_model_at_end / early_stopping_patience need evaluations: set "
-                "eval_file (held-out pairs) or eval_generate"
-            )
-        if self.eval_steps and not evaluates:
-            raise ConfigError(
-                "eval_steps is set but there is nothing to evaluate: set eval_file (held-out "
-                "pairs) or eval_generate (sampled completions), or remove eval_steps"
-            )
-        if not self.model_name_or_path:
-            raise ConfigError("model_name_or_path is required")
-        for key, kwargs in (
-            ("model_name_or_path", self.model_init_kwargs),
-            ("ref_model_name_or_path", self.reference_init_kwargs),
-            ("tokenizer_name_or_path", None),
-        ):
-            check_model_location(key, getattr(self, key), (kwargs or {}).get("subfolder"))
-        for key in MODEL_FOLDER_OPTIONS:  # as config.yaml, adapter_config.json and the card
-            value = getattr(self, key)  # record them: a run's outputs load from any folder
-            if value and os.path.isdir(value) and not os.path.isabs(value):
-                setattr(self, key, os.path.abspath(value))
-        if self.lora_r and os.path.isfile(
-            os.path.join(self.model_name_or_path, "adapter_config.json")
-        ):
-            raise ConfigError(
-                f"model_name_or_path {self.model_name_or_path} is an adapter folder: training "
-                "continues that adapter; remove lora_r (and the other lora_* options)"
-            )
-        if self.dataset_name and self.train_file:
-            raise ConfigError("dataset_name and train_file are both set: choose one")
-        name = self.dataset_name or ""
-        if _looks_local(name) and not os.path.exists(os.path.expanduser(name)):
-            raise ConfigError(f"dataset_name: no such dataset folder: {name}")  # not a hub id
-        if os.path.isfile(os.path.expanduser(name)):  # load_dataset finds no data in a file
-            raise ConfigError(
-                f"dataset_name: {name} is a file; give it as train_file (dataset_name reads a "
-                "dataset folder or a hub id)"
-            )
-        has_data = self.train_file or self.dataset_name or (self.online and self.prompt_file)
-        if need_train_file and not has_data:
-            raise ConfigError(
-                "train_file is required" + (" (or prompt_file)" if self.online else "")
-            )
-        check_model_location("reward_model_name_or_path", self.reward_model_name_or_path)
-        check_model_location("implicit_reward_model", self.implicit_reward_model)
-        for key in ("train_file", "eval_file", "prompt_file"):
-            paths = getattr(self, key)
-            for path in [paths] if isinstance(paths, str) else paths or []:
-                if not os.path.exists(path):
-                    raise ConfigError(f"{key}: no such file or folder: {path}")
-        resume = self.resume_from_checkpoint
-        if resume and resume != "latest":
-            inside = os.path.join(self.output_dir, resume)  # checkpoint-500 names one there
-            if not os.path.isabs(resume) and os.path.isdir(inside):
-                self.resume_from_checkpoint = inside  # before one of that name in the cwd
-            elif not os.path.isdir(resume):
-                raise ConfigError(
-                    f"resume_from_checkpoint: no such checkpoint folder: {resume} (nor "
-                    f"{inside}); 'latest' takes the newest in output_dir"
-                )
-        if self.eval_generate:
-            if not (self.eval_prompts_file or self.eval_file or eval_dataset_given):
-                raise ConfigError(
-                    "eval_generate needs held-out prompts: set eval_prompts_file or eval_file"
-                )
-            if self.eval_prompts_file and not os.path.exists(self.eval_prompts_file):
-                raise ConfigError(f"eval_prompts_file: no such file: {self.eval_prompts_file}")
-        if self.reward_fn:
-            from directpo.rewardfn import load_reward_fn
-
-            load_reward_fn(self.reward_fn)
-        for tracker in self.report_to:
-            module = TRACKER_MODULES.get(tracker)
-            if module and importlib.util.find_spec(module) is None:
-                raise ConfigError(
-                    f"report_to: '{tracker}' is not installed (pip install {module}), "
-                    "or choose another tracker / none"
-                )
-
     @property
     def reference_path(self) -> str:
         return self.ref_model_name_or_path or self.model_name_or_path or ""
@@ -1179,68 +1069,12 @@ class DPOConfig(Options):
             return self.tokenizer_name_or_path
         path = self.model_name_or_path or ""
         inner = os.path.join(path, str((self.model_init_kwargs or {}).get("subfolder") or ""))
-        if inner != os.path.join(path, "") and os.path.isdir(inner) and not _has_files(path):
+        if inner != os.path.join(path, "") and os.path.isdir(inner) and not has_files(path):
             return inner
         return path
 
 
-MODEL_FILES = ("config.json", "adapter_config.json")
 SECRET_KWARGS = ("token", "use_auth_token")  # from_pretrained arguments never written down
-# the options naming a model folder (or hub id)
-MODEL_FOLDER_OPTIONS = (
-    "model_name_or_path", "ref_model_name_or_path", "tokenizer_name_or_path",
-    "reward_model_name_or_path", "implicit_reward_model",
-)  # fmt: skip
-TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
-
-
-def _has_files(folder: str, names: tuple[str, ...] = TOKENIZER_FILES) -> bool:
-    return any(os.path.isfile(os.path.join(folder, name)) for name in names)
-
-
-def check_model_location(key: str, value: str | None, subfolder: str | None = None) -> None:
-    """A value that looks like a local path must be a model (or adapter) folder, or hold one
-    in ``subfolder`` (model_init_kwargs; an adapter folder's apply to its base); a bare
-    `org/name` may be a hub id."""
-    if not value:
-        return
-    adapter = _has_files(value, ("adapter_config.json",)) and not _has_files(value, MODEL_FILES[:1])
-    if subfolder and os.path.isdir(value) and not adapter:
-        value = os.path.join(value, subfolder)
-        if not os.path.isdir(value):
-            raise ConfigError(f"{key}: no such model folder: {value} (its subfolder option)")
-    if os.path.isfile(value):
-        raise ConfigError(f"{key}: {value} is a file, not a model folder{_gguf_hint([value])}")
-    if os.path.isdir(value):
-        if _has_files(value, MODEL_FILES + (TOKENIZER_FILES if "tokenizer" in key else ())):
-            return
-        holds = sorted(os.listdir(value))
-        dataset = any(name in holds for name in ("dataset_info.json", "state.json"))
-        what = "a datasets folder" if dataset else "not a model folder"
-        shown = ", ".join(holds[:4]) + (" ..." if len(holds) > 4 else "") or "nothing"
-        raise ConfigError(
-            f"{key}: {value} is {what} (no config.json or adapter_config.json; it holds "
-            f"{shown}){_gguf_hint(holds)}"
-        )
-    if _looks_local(value):
-        raise ConfigError(f"{key}: no such model folder: {value}")
-
-
-def _gguf_hint(names: list[str]) -> str:
-    """What to do with a GGUF file (llama.cpp's format), which training does not read."""
-    gguf = next((os.path.basename(n) for n in names if n.lower().endswith(".gguf")), None)
-    if gguf is None:
-        return ""
-    return (
-        f"; a GGUF file is not trained from: convert it once to a model folder with "
-        f"AutoModelForCausalLM.from_pretrained(FOLDER, gguf_file='{gguf}').save_pretrained(OUT) "
-        "and the same for AutoTokenizer (needs pip install gguf)"
-    )
-
-
-def _looks_local(value: str) -> bool:
-    """A path, not a hub id (``org/name``)."""
-    return value.startswith((".", "/", "~")) or value.count("/") > 1 or "\\" in value
 
 
 def load_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> DPOConfig:

@@ -30,6 +30,7 @@ from directpo.errors import ConfigError
 from directpo.logprobs import SequenceScorer, unwrap_peft
 from directpo.models import LoadOptions, load_causal_lm, meta_weights_folder
 from directpo.precision import PrecisionPolicy, cast_frozen
+from directpo.preflight import check_device
 from directpo.sync import REF_ADAPTER, copy_adapter
 from directpo.vision import VISION_PARTS, freeze_vision_tower, is_vision_config
 
@@ -184,7 +185,7 @@ def load_policy_and_reference(
     attention = choose_implementation(
         config.attn_implementation, device, precision.compute, config.layout.is_plain
     )
-    config.check_device(device.type)
+    check_device(config, device.type)
     if sharded:
         device = torch.device("cpu")
     options = load_options(config, attention)

@@ -23,7 +23,7 @@ import torch
 from directpo.adapters import adapter_base
 from directpo.checkpoint import MANIFEST
 from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
-from directpo.config import DPOConfig, check_model_location, load_config
+from directpo.config import DPOConfig, load_config
 from directpo.data import Columns, PreferenceExample, RowError, parse_pair, read_rows
 from directpo.errors import ConfigError, DataError
 from directpo.jsonl import write_jsonl
@@ -40,6 +40,7 @@ from directpo.models import (
     pad_token_id,
 )
 from directpo.precision import DTYPES
+from directpo.preflight import check_model_location
 from directpo.prompts import parse_prompt_and_responses, parse_scored, row_images, with_images
 from directpo.readers import kind_of
 from directpo.reference import (

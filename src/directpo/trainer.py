@@ -57,6 +57,7 @@ from directpo.outputs import (
     save_run_files,
 )
 from directpo.precision import fold_compensation, kahan_compensation
+from directpo.preflight import check_device, check_environment
 from directpo.reference import ReferenceProvider
 from directpo.run import Run, prepare_run
 from directpo.signals import StopRequest
@@ -108,13 +109,13 @@ def train(
     files.
     """
     config, peft_config = _checked_arguments(config, peft_config, echo)
-    config.check_environment(
-        need_train_file=train_dataset is None, eval_dataset_given=eval_dataset is not None
+    check_environment(
+        config, need_train_file=train_dataset is None, eval_dataset_given=eval_dataset is not None
     )
     world = setup_world(config.distributed)
     run, finished = None, False
     try:
-        config.check_device(world.device.type)
+        check_device(config, world.device.type)
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
         with _library_output(config, world.is_main):
