@@ -16,6 +16,7 @@ from directpo.errors import ConfigError
 from directpo.generate import evaluate_generations
 from directpo.reference import FrozenModelReference
 from directpo.reward import ImplicitReward, rank_file, score_file
+from directpo.tokenization import tokenize_preferences
 from directpo.trainer import train
 
 
@@ -652,3 +653,29 @@ def test_a_model_whose_code_ships_in_its_folder_scores_and_generates_when_truste
     generate = ["generate", "--model_name_or_path", str(run), "--input", str(prompts)]
     generate += ["--output", str(tmp_path / "samples.jsonl"), "--max_new_tokens", "2"]
     assert main([*generate, "--trust_remote_code", "true"]) == 0
+
+
+def test_score_pairs_renders_each_rows_tools_as_training_did(tiny_model_dirs) -> None:
+    """score_pairs scored a row with tools as if it had none (a prompt training never saw)."""
+    from test_tokenization import TOOLS_TEMPLATE
+
+    from directpo.data import load_preferences
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["gpt2"]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dirs["gpt2"])
+    tokenizer.chat_template = TOOLS_TEMPLATE
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    row = {
+        "prompt": [{"role": "user", "content": "Weather?"}],
+        "chosen": [{"role": "assistant", "content": "Sunny."}],
+        "rejected": [{"role": "assistant", "content": "No idea."}],
+    }
+    data = load_preferences([{**row, "tools": [tool]}, row])
+    scorer = ImplicitReward(model, None, 1.0, tokenizer)  # reference-free: β·log π / |y|
+    with_tools, without = scorer.score_pairs(data.examples)
+    pairs = tokenize_preferences(data, tokenizer, 1024).pairs
+    for (chosen, rejected), pair in zip((with_tools, without), pairs, strict=True):
+        for reward, ids in ((chosen, pair.chosen_ids), (rejected, pair.rejected_ids)):
+            want = plain_logprob(model, pair.prompt_ids, ids) / len(ids)
+            assert reward == pytest.approx(want, abs=1e-4)
+    assert with_tools != without

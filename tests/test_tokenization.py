@@ -505,3 +505,31 @@ def test_stored_token_ids_share_one_int_object_per_id(tokenizers) -> None:
         first.prompt_ids + first.chosen_ids, second.prompt_ids + second.chosen_ids, strict=True
     )
     assert all(a is b for a, b in ids)
+
+
+def test_sampling_and_scoring_render_a_rows_tools_as_training_does() -> None:
+    """A row's tools and chat_template_kwargs reached training's template but not the held-out
+    prompts eval_generate sampled from, nor ImplicitReward.score_pairs: those rendered the
+    prompt without them, so samples and rewards were of another prompt than the one trained."""
+    from directpo.data import load_preferences
+    from directpo.generate import encode_prompts
+
+    tokenizer = build_tokenizer("gpt2")
+    tokenizer.chat_template = TOOLS_TEMPLATE
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    row = {
+        "prompt": [{"role": "user", "content": "Weather?"}],
+        "chosen": [{"role": "assistant", "content": "Sunny."}],
+        "rejected": [{"role": "assistant", "content": "No idea."}],
+        "tools": [tool],
+        "chat_template_kwargs": {"enable_thinking": False},
+    }
+    example = load_preferences([row]).examples[0]
+    pair = tokenize_preferences(load_preferences([row]), tokenizer, 256).pairs[0]
+    assert "tools: get_weather" in tokenizer.decode(pair.prompt_ids)
+    ((sampled, _),) = encode_prompts(tokenizer, [example.full_prompt], None)
+    assert sampled == pair.prompt_ids
+    encoder = PairTokenizer(tokenizer, 256)
+    for response, ids in ((example.chosen, pair.chosen_ids), (example.rejected, pair.rejected_ids)):
+        scored = encoder.encode_scored(example.prompt, response, None, None, example.template_args)
+        assert scored[:2] == (pair.prompt_ids, ids)

@@ -75,10 +75,13 @@ LAYOUTS = ("explicit", "conversational", "implicit")
 
 @dataclass(frozen=True)
 class ImagePrompt:
-    """A prompt with images, for sampling and scoring with a vision-language model."""
+    """A prompt with what renders it besides its text, for sampling and scoring: its images (a
+    vision-language model's) and its row's own chat template arguments (tools,
+    chat_template_kwargs), either of which may be empty."""
 
     prompt: Text
     images: tuple[Any, ...]
+    template_args: dict[str, Any] | None = None
 
     def describe(self) -> dict[str, Any]:
         """For JSON records: the prompt, and image paths (or a count of in-memory images)."""
@@ -118,8 +121,11 @@ class PreferenceExample:
 
     @property
     def full_prompt(self) -> Text | ImagePrompt:
-        """The prompt with its images, if any (what sampling needs)."""
-        return ImagePrompt(self.prompt, self.images) if self.images else self.prompt
+        """The prompt with its images and chat template arguments, if any (what sampling
+        needs)."""
+        if self.images or self.template_args:
+            return ImagePrompt(self.prompt, self.images or (), self.template_args)
+        return self.prompt
 
 
 @dataclass

@@ -80,8 +80,12 @@ def encode_prompts(
     )
     encoded: list[tuple[list[int], VisionInputs | None]] = []
     for prompt in prompts:
-        if isinstance(prompt, ImagePrompt):
-            encoded.append(encoder.encode_image_prompt(prompt.prompt, prompt.images))
+        if isinstance(prompt, ImagePrompt) and prompt.images:
+            encoded.append(
+                encoder.encode_image_prompt(prompt.prompt, prompt.images, prompt.template_args)
+            )
+        elif isinstance(prompt, ImagePrompt):  # a row's tools or chat_template_kwargs
+            encoded.append((encoder.prompt_ids(prompt.prompt, prompt.template_args), None))
         else:
             encoded.append((encoder.prompt_ids(prompt), None))
     return encoded
@@ -346,4 +350,6 @@ def evaluate_generations(
 
 
 def _images_of(prompt: Text | ImagePrompt) -> dict[str, Any]:
-    return {"images": prompt.describe()["images"]} if isinstance(prompt, ImagePrompt) else {}
+    if isinstance(prompt, ImagePrompt) and prompt.images:
+        return {"images": prompt.describe()["images"]}
+    return {}

@@ -149,6 +149,7 @@ def distinct_prompts(prompts: Iterable[Any]) -> list[Any]:
 
 
 def _prompt_key(prompt: Any) -> str:
-    if isinstance(prompt, ImagePrompt):  # the same words about other images differ
-        return json.dumps([prompt.prompt, [image_key(i) for i in prompt.images]], sort_keys=True)
+    if isinstance(prompt, ImagePrompt):  # the same words about other images (or tools) differ
+        images = [image_key(i) for i in prompt.images]
+        return json.dumps([prompt.prompt, images, prompt.template_args], sort_keys=True)
     return json.dumps(prompt, sort_keys=True)

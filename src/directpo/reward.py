@@ -236,11 +236,29 @@ class ImplicitReward:
         return self.score_ids(rows).tolist()
 
     def score_pairs(self, examples: Sequence[PreferenceExample]) -> list[tuple[float, float]]:
-        """(chosen reward, rejected reward) of each preference pair."""
-        prompts, images = [e.prompt for e in examples], [e.images for e in examples]
-        chosen = self.score(prompts, [e.chosen for e in examples], images)
-        rejected = self.score(prompts, [e.rejected for e in examples], images)
-        return list(zip(chosen, rejected, strict=True))
+        """(chosen reward, rejected reward) of each preference pair, rendered as training
+        renders it (its images, tools and chat_template_kwargs)."""
+        truncated: Counter[str] = Counter()
+        rows = []
+        for number, example in enumerate(examples, start=1):
+            where = example.where or f"score_pairs: item {number}"
+            for response in (example.chosen, example.rejected):
+                prompt, response = parse_scored(example.prompt, response, where)
+                rows.append(
+                    _encode(
+                        self,
+                        prompt,
+                        response,
+                        where,
+                        example.images,
+                        truncated,
+                        example.template_args,
+                    )  # fmt: skip
+                )
+        if truncated:
+            warnings.warn(_truncation_note(self, truncated), stacklevel=2)
+        rewards = self.score_ids(rows).tolist()
+        return list(zip(rewards[0::2], rewards[1::2], strict=True))
 
     def score_ids(self, rows: list[tuple[Any, ...]], progress: bool = False) -> torch.Tensor:
         """Rewards of (prompt ids, response ids[, image inputs]) rows, float64 on CPU."""
@@ -420,7 +438,17 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
         label = f"{options.input}: {where}"
         if isinstance(item, PreferenceExample):
             for response in (item.chosen, item.rejected):
-                ids.append(_encode(scorer, item.prompt, response, label, item.images, truncated))
+                ids.append(
+                    _encode(
+                        scorer,
+                        item.prompt,
+                        response,
+                        label,
+                        item.images,
+                        truncated,
+                        item.template_args,
+                    )  # fmt: skip
+                )
         else:
             ids.append(_encode(scorer, *item[:2], label, item[2], truncated))
     if truncated:
@@ -515,9 +543,10 @@ def _encode(
     label: str,
     images: tuple[Any, ...] | None = None,
     truncated: Counter[str] | None = None,
+    template_args: dict[str, Any] | None = None,
 ) -> tuple[Any, ...]:
     try:
-        return scorer.encoder.encode_scored(prompt, response, images, truncated)
+        return scorer.encoder.encode_scored(prompt, response, images, truncated, template_args)
     except RowError as err:
         raise DataError(f"{label}: {err.message}") from None
 

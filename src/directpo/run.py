@@ -576,7 +576,7 @@ def _online_prompts(
     if config.prompt_file:
         prompts, rows = load_prompt_rows(config.prompt_file, config.prompt_column)
     elif train_data is not None:
-        prompts = distinct_prompts(example.prompt for example in train_data.examples)
+        prompts = distinct_prompts(example.full_prompt for example in train_data.examples)
         rows = [{} for _ in prompts]
     else:
         prompts, rows = load_prompt_rows(source, config.prompt_column)

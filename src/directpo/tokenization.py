@@ -214,9 +214,11 @@ class PairTokenizer:
             return self._template(prompt, template_args, continue_final_message=True)
         return self._template(prompt, template_args, add_generation_prompt=True)
 
-    def prompt_ids(self, prompt: Text) -> list[int]:
-        """Prompt ids for generation or scoring: rendered, BOS rule, left-truncated."""
-        return self.truncate_prompt(self.encode_prompt(self.render_prompt(prompt)), Counter())
+    def prompt_ids(self, prompt: Text, template_args: dict[str, Any] | None = None) -> list[int]:
+        """Prompt ids for generation or scoring: rendered (with a row's own ``template_args``),
+        BOS rule, left-truncated."""
+        text = self.render_prompt(prompt, template_args)
+        return self.truncate_prompt(self.encode_prompt(text), Counter())
 
     def _processor_template(self) -> bool:
         return bool(getattr(self.processor, "chat_template", None))
@@ -453,10 +455,11 @@ class PairTokenizer:
         return ids, vision
 
     def encode_image_prompt(
-        self, prompt: Text, images: tuple[Any, ...]
+        self, prompt: Text, images: tuple[Any, ...], template_args: dict[str, Any] | None = None
     ) -> tuple[list[int], VisionInputs]:
         """A prompt with images, rendered as for sampling (the generation prompt)."""
-        return self.image_prompt_ids(self.render_prompt(self._name_images(prompt, images)), images)
+        text = self.render_prompt(self._name_images(prompt, images), template_args)
+        return self.image_prompt_ids(text, images)
 
     def encode_scored(
         self,
@@ -464,22 +467,28 @@ class PairTokenizer:
         response: Text,
         images: tuple[Any, ...] | None = None,
         truncated: Counter[str] | None = None,
+        template_args: dict[str, Any] | None = None,
     ) -> tuple[list[int], list[int], VisionInputs | None]:
-        """(prompt ids, response ids, image inputs) of one prompt/response to score."""
+        """(prompt ids, response ids, image inputs) of one prompt/response to score
+        (``template_args``: the row's own chat template arguments, as training renders it)."""
         truncated = Counter() if truncated is None else truncated
         if not images:
-            return (*self.encode_response(prompt, response, truncated), None)
+            return (*self.encode_response(prompt, response, truncated, template_args), None)
         prompt = self._name_images(prompt, images)
-        prompt_text, response_text = self.render(prompt, response)
+        prompt_text, response_text = self.render(prompt, response, template_args)
         ids, vision = self.image_prompt_ids(prompt_text, images)
         _, (response_ids,) = self._after(prompt_text, [response_text])
         return ids, self.truncate_completion(response_ids, len(ids), "responses", truncated), vision
 
     def encode_response(
-        self, prompt: Text, response: Text, truncated: Counter[str]
+        self,
+        prompt: Text,
+        response: Text,
+        truncated: Counter[str],
+        template_args: dict[str, Any] | None = None,
     ) -> tuple[list[int], list[int]]:
         """(prompt ids, response ids) of one prompt/response, with every rule above applied."""
-        prompt_text, response_text = self.render(prompt, response)
+        prompt_text, response_text = self.render(prompt, response, template_args)
         head, (response_ids,) = self._after(prompt_text, [response_text])
         prompt_ids = self.truncate_prompt(self._with_bos(head), truncated)
         return prompt_ids, self.truncate_completion(
