@@ -393,7 +393,7 @@ def save_sharded_model(
     files of at most ~5 GiB with ``model.safetensors.index.json``; rank 0 adds config.json.
     Tied weights are written once, as ``save_pretrained`` does. ``compensations`` (by
     parameter name: Kahan-compensated bf16 weights) are added before the cast. Every rank must
-    call."""
+    call; it ends with no collective (the caller, ``write_staged``, agrees on the outcome)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import HuggingFaceStorageWriter
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
@@ -430,14 +430,16 @@ def save_sharded_model(
         config = unwrap_peft(model).config
         config.dtype = dtype
         config.save_pretrained(folder)
-    barrier(world)
+    # no barrier here: a failed write on rank 0 (a full disk) would skip it, and the other
+    # ranks, waiting in it, would hang while rank 0 waits in write_staged's agreement
 
 
 def save_sharded_adapter(
     folder: Path, model: torch.nn.Module, dtype: torch.dtype, world: World
 ) -> None:
     """The trained adapter of an FSDP2-sharded PEFT model: only the adapter tensors are
-    gathered (to rank 0), never the base. Every rank must call."""
+    gathered (to rank 0), never the base. Every rank must call; as ``save_sharded_model``, it
+    ends with no collective after rank 0's writes (the caller agrees on the outcome)."""
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
@@ -453,7 +455,6 @@ def save_sharded_adapter(
         save_file({k: v.contiguous() for k, v in adapter.items()},
                   str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})  # fmt: skip
         model.peft_config[active].save_pretrained(str(folder))
-    barrier(world)
 
 
 def consolidated_model(
