@@ -110,19 +110,30 @@ def test_too_little_free_space_is_refused_before_training(
     assert not list((tmp_path / "run").glob("checkpoint-*"))
 
 
-def test_out_of_memory_names_the_knobs(tiny_model_dirs, pairs_file, tmp_path, monkeypatch) -> None:
-    def oom(*args, **kwargs):
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+@pytest.mark.parametrize("disable_tqdm", [False, True])
+def test_out_of_memory_names_the_knobs(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, disable_tqdm
+) -> None:
+    """... and the step it struck, also without the progress bar (whose count stays at the
+    start when it is off: under disable_tqdm, and on every rank but 0)."""
+    real, calls = trainer_module.pair_losses, []
 
-    monkeypatch.setattr(trainer_module, "pair_losses", oom)
-    with pytest.raises(
-        TrainingStopped,
-        match="out of GPU memory at step 1: lower "
-        "per_device_train_batch_size .* gradient_checkpointing",
-    ):
-        train(
-            config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "run"), echo=lambda _: None
-        )
+    def oom_at_step_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "pair_losses", oom_at_step_3)
+    config = config_for(
+        tiny_model_dirs["gpt2"], pairs_file, tmp_path / "run", disable_tqdm=disable_tqdm
+    )
+    with pytest.raises(TrainingStopped) as info:
+        train(config, echo=lambda _: None)
+    assert str(info.value).startswith(
+        "out of GPU memory at step 3: lower per_device_train_batch_size"
+    )
+    assert "gradient_checkpointing" in str(info.value) and info.value.rank is None
 
 
 def test_load_best_model_at_end_and_early_stopping(tiny_model_dirs, pairs_file, tmp_path) -> None:

@@ -16,6 +16,7 @@ import torch
 from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
 from transformers import AutoModelForCausalLM
 
+from directpo import trainer as trainer_module
 from directpo.batching import eval_batches
 from directpo.checkpoint import list_checkpoints, verify_checkpoint
 from directpo.distributed import World, shard
@@ -396,6 +397,20 @@ def test_fsdp_final_save_failing_on_rank_0_alone_stops_every_rank(
     assert [p.name for p in list_checkpoints(out)] == ["checkpoint-2", "checkpoint-4"]
     assert all(verify_checkpoint(p) is None for p in list_checkpoints(out))
     assert not model_files(out) and not (out / ".final.tmp").exists()
+
+
+def test_out_of_memory_on_one_rank_is_said_by_that_rank(tiny_model_dirs, five_pairs, tmp_path):
+    """An out-of-memory error strikes one rank (here rank 1, at step 2): it says so in its one
+    line (only rank 0 printed errors: the run ended with no word of why)."""
+    out = tmp_path / "run"
+    config = settings(tiny_model_dirs["llama"], five_pairs, out, batch=2, distributed="ddp")
+    config.save_yaml(tmp_path / "c.yaml")
+    fault = {"DIRECTPO_TEST_FAULT": "oom", "DIRECTPO_TEST_FAULT_RANK": "1"}
+    done = torchrun(tmp_path / "c.yaml", fault=fault, timeout=150)
+    assert done.returncode != 0
+    said = "directpo: error:"  # (rank 0's progress bar may lead the line)
+    errors = [line[line.index(said) :] for line in done.stderr.splitlines() if said in line]
+    assert errors == [f"directpo: error: rank 1: {trainer_module.OOM_HELP.format(step=2)}"]
 
 
 def _meta_loaded(config, tmp_path: Path) -> dict:

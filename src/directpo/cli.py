@@ -201,7 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = load_options(command.options, getattr(args, "config", None), overrides)
         command.run(options)
     except DirectpoError as err:
-        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank has the same error
+        # under torchrun every rank has the same error, said by rank 0, unless it is one rank's
+        # own (said by that rank: rank 0 is then waiting for it, and says nothing)
+        if err.rank is not None:
+            print(f"directpo: error: rank {err.rank}: {err}", file=sys.stderr)
+        elif os.environ.get("RANK", "0") == "0":
             print(f"directpo: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:

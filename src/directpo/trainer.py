@@ -17,6 +17,7 @@ import functools
 import logging
 import math
 import time
+import types
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -206,10 +207,10 @@ def _train(run: Run) -> TrainResult:
         with tqdm.external_write_mode():
             run.echo(line)
 
-    with StopRequest() as stop, progress, _explain_oom(progress):
+    with StopRequest() as stop, progress, _explain_oom(run) as position:
         run.window_start = time.perf_counter()
         for step in range(run.start_step, total):
-            done = step + 1
+            done = position.step = step + 1
             round_metrics = run.source.prepare(step)  # online: a new round's pairs
             if round_metrics:
                 run.logger.log(done, round_metrics)
@@ -616,9 +617,15 @@ OOM_HELP = (
 
 
 @contextlib.contextmanager
-def _explain_oom(progress: Any) -> Iterator[None]:
-    """A CUDA out-of-memory error becomes one line that names the knobs that lower memory."""
+def _explain_oom(run: Run) -> Iterator[types.SimpleNamespace]:
+    """A CUDA out-of-memory error becomes one line that names the knobs that lower memory, and
+    the step the loop sets in the namespace it yields (the progress bar's count stays at the
+    start where the bar is off: other ranks, disable_tqdm). Under torchrun it strikes one rank
+    (its batch slice, its memory): that rank says it."""
+    position = types.SimpleNamespace(step=run.start_step + 1)
     try:
-        yield
+        yield position
     except torch.cuda.OutOfMemoryError:
-        raise TrainingStopped(OOM_HELP.format(step=progress.n + 1)) from None
+        error = TrainingStopped(OOM_HELP.format(step=position.step))
+        error.rank = run.world.rank if run.world.size > 1 else None
+        raise error from None
