@@ -136,6 +136,32 @@ def test_out_of_memory_names_the_knobs(
     assert "gradient_checkpointing" in str(info.value) and info.value.rank is None
 
 
+def test_a_full_disk_while_logging_stops_in_one_line(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """metrics.jsonl refused by a full disk at step 2 (it was a traceback): one line naming the
+    file and the checkpoint to resume from, which is intact."""
+    from directpo.tracking import MetricsLogger
+
+    real_log = MetricsLogger.log
+
+    def log(self, step, metrics):
+        if step == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        real_log(self, step, metrics)
+
+    monkeypatch.setattr(MetricsLogger, "log", log)
+    out = tmp_path / "run"
+    with pytest.raises(CheckpointError) as info:
+        train(config_for(tiny_model_dirs["gpt2"], pairs_file, out), echo=lambda _: None)
+    assert str(info.value) == (
+        f"step 2: cannot write {out / 'metrics.jsonl'} (No space left on device); its "
+        "checkpoints are intact (newest checkpoint-1): make room, then resume with "
+        "resume_from_checkpoint: latest"
+    )
+    assert verify_checkpoint(out / "checkpoint-1") is None
+
+
 def test_load_best_model_at_end_and_early_stopping(tiny_model_dirs, pairs_file, tmp_path) -> None:
     """'Best' by a metric that only gets worse here (the reward margin, smaller is better): the
     first evaluation is the best; the final folder holds its weights; patience 2 stops two

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import logging
 import math
@@ -45,7 +46,7 @@ from directpo.distributed import (
 )
 from directpo.distributed import setup as setup_world
 from directpo.distributed import teardown as teardown_world
-from directpo.errors import CheckpointError, ConfigError, TrainingStopped
+from directpo.errors import CheckpointError, ConfigError, DirectpoError, TrainingStopped
 from directpo.generate import evaluate_generations
 from directpo.guard import check_update
 from directpo.jsonl import write_jsonl
@@ -207,7 +208,7 @@ def _train(run: Run) -> TrainResult:
         with tqdm.external_write_mode():
             run.echo(line)
 
-    with StopRequest() as stop, progress, _explain_oom(run) as position:
+    with StopRequest() as stop, progress, _explain_failures(run) as position:
         run.window_start = time.perf_counter()
         for step in range(run.start_step, total):
             done = position.step = step + 1
@@ -507,14 +508,9 @@ def _save_final(run: Run, record: RunRecord) -> torch.nn.Module | None:
         on_main=write_and_publish,
     )
     if problem is not None:
-        kept = [path.name for path in list_checkpoints(output_dir)]
-        then = (
-            f"its checkpoints are intact (newest {kept[-1]}): make room, then resume with "
-            "resume_from_checkpoint: latest"
-            if kept
-            else "no checkpoint holds this run (save_steps was not reached)"
+        raise CheckpointError(
+            f"cannot write the final model to {output_dir} ({problem}); {_what_is_kept(run)}"
         )
-        raise CheckpointError(f"cannot write the final model to {output_dir} ({problem}); {then}")
     barrier(world)
     return written.get("model")
 
@@ -616,16 +612,42 @@ OOM_HELP = (
 )
 
 
+# a write the disk refused (full, over quota, gone read-only), not a bug
+REFUSED_WRITES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
+
+
 @contextlib.contextmanager
-def _explain_oom(run: Run) -> Iterator[types.SimpleNamespace]:
-    """A CUDA out-of-memory error becomes one line that names the knobs that lower memory, and
-    the step the loop sets in the namespace it yields (the progress bar's count stays at the
-    start where the bar is off: other ranks, disable_tqdm). Under torchrun it strikes one rank
-    (its batch slice, its memory): that rank says it."""
+def _explain_failures(run: Run) -> Iterator[types.SimpleNamespace]:
+    """What stops the loop without being a bug, as one line naming the step the loop sets in
+    the namespace this yields (the progress bar's count stays at the start where the bar is
+    off: other ranks, disable_tqdm): a CUDA out-of-memory error, with the knobs that lower
+    memory, and a refused write of the run's record (metrics.jsonl, samples, online rounds on
+    a full disk; checkpoints and the final folder say their own). Under torchrun such an
+    error is one rank's own (its memory; rank 0 alone writes the record): that rank says it."""
     position = types.SimpleNamespace(step=run.start_step + 1)
     try:
         yield position
     except torch.cuda.OutOfMemoryError:
-        error = TrainingStopped(OOM_HELP.format(step=position.step))
-        error.rank = run.world.rank if run.world.size > 1 else None
-        raise error from None
+        error: DirectpoError = TrainingStopped(OOM_HELP.format(step=position.step))
+    except OSError as exc:
+        if exc.errno not in REFUSED_WRITES:
+            raise
+        error = CheckpointError(
+            f"step {position.step}: cannot write {exc.filename or run.output_dir} "
+            f"({exc.strerror}); {_what_is_kept(run)}"
+        )
+    else:
+        return
+    error.rank = run.world.rank if run.world.size > 1 else None
+    raise error from None
+
+
+def _what_is_kept(run: Run) -> str:
+    """After a write that failed: the run's checkpoints, and how to continue."""
+    kept = [path.name for path in list_checkpoints(run.output_dir)]
+    if not kept:
+        return "no checkpoint holds this run (save_steps was not reached)"
+    return (
+        f"its checkpoints are intact (newest {kept[-1]}): make room, then resume with "
+        "resume_from_checkpoint: latest"
+    )
