@@ -53,6 +53,7 @@ from directpo.jsonl import write_jsonl
 from directpo.models import lora_options_of
 from directpo.outputs import (
     FINAL_STAGING,
+    OutputLock,
     RunRecord,
     publish_final,
     save_final_model,
@@ -114,13 +115,14 @@ def train(
         need_train_file=train_dataset is None, eval_dataset_given=eval_dataset is not None
     )
     world = setup_world(config.distributed)
-    run, finished = None, False
+    run, finished, lock = None, False, OutputLock()
     try:
         config.check_device(world.device.type)
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
         with _library_output(config, world.is_main):
-            run = prepare_run(config, train_dataset, eval_dataset, world, echo, peft_config)
+            mine = lock if world.is_main else None  # one holder per run: rank 0
+            run = prepare_run(config, train_dataset, eval_dataset, world, echo, peft_config, mine)
             try:
                 result = _train(run)
                 finished = True
@@ -135,6 +137,7 @@ def train(
         # DDP's reducer holds the process group: dropped after it, its destructor joined gloo's
         # threads holding the GIL that one of them needed (a hang at exit, seen under load)
         run = None
+        lock.release()
         teardown_world(world, settled=finished)
 
 
