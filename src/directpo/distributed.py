@@ -43,7 +43,7 @@ import torch.distributed as dist
 from directpo.errors import ConfigError, DirectpoError, ModelLoadError
 from directpo.logprobs import SequenceScorer, unwrap_peft
 from directpo.models import WEIGHTS_FOLDER, WEIGHTS_KEYS, decoder_layers, safetensors_keys
-from directpo.precision import PrecisionPolicy
+from directpo.precision import PrecisionPolicy, float32_units
 
 
 @dataclass(frozen=True)
@@ -216,6 +216,10 @@ def wrap(
                 f"distributed: fsdp: {type(scorer.model).__name__} names no transformer block "
                 "class (_no_split_modules); use distributed: ddp"
             )
+        if precision.compute != torch.float32:  # (param_dtype unset: computed as stored)
+            for unit in float32_units(unwrap_peft(scorer.model)):
+                float32 = MixedPrecisionPolicy(reduce_dtype=torch.float32)
+                fully_shard(unit, mesh=mesh, mp_policy=float32, offload_policy=placement)
         for block in blocks:
             fully_shard(block, mesh=mesh, mp_policy=policy, offload_policy=placement)
         # a frozen reference has no backward to keep its root (embeddings, LM head) gathered
