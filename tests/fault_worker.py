@@ -3,7 +3,8 @@ on one rank only, as a full disk or an out-of-memory error strikes one process o
 
 ``DIRECTPO_TEST_FAULT`` names the fault, ``DIRECTPO_TEST_FAULT_RANK`` the rank (default 0):
 ``final_config``: writing config.json into the final folder fails with ENOSPC;
-``oom``: the second training forward raises CUDA's out-of-memory error."""
+``oom``: the second training forward raises CUDA's out-of-memory error;
+``data``: the training file cannot be read (a path that exists on one node only)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 import transformers
 
 from directpo.cli import main
+from directpo.errors import DataError
 from directpo.outputs import FINAL_STAGING
 
 
@@ -43,7 +45,20 @@ def _second_step_out_of_memory() -> None:
     trainer.pair_losses = pair_losses
 
 
-FAULTS = {"final_config": _final_config_fails, "oom": _second_step_out_of_memory}
+def _data_missing_here() -> None:
+    import directpo.run as run
+
+    def load_data(config, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        raise DataError(f"{config.train_file}: no such file (on this node only)")
+
+    run._load_data = load_data
+
+
+FAULTS = {
+    "final_config": _final_config_fails,
+    "oom": _second_step_out_of_memory,
+    "data": _data_missing_here,
+}
 
 if __name__ == "__main__":
     if os.environ["RANK"] == os.environ.get("DIRECTPO_TEST_FAULT_RANK", "0"):

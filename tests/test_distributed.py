@@ -399,18 +399,29 @@ def test_fsdp_final_save_failing_on_rank_0_alone_stops_every_rank(
     assert not model_files(out) and not (out / ".final.tmp").exists()
 
 
-def test_out_of_memory_on_one_rank_is_said_by_that_rank(tiny_model_dirs, five_pairs, tmp_path):
-    """An out-of-memory error strikes one rank (here rank 1, at step 2): it says so in its one
-    line (only rank 0 printed errors: the run ended with no word of why)."""
-    out = tmp_path / "run"
-    config = settings(tiny_model_dirs["llama"], five_pairs, out, batch=2, distributed="ddp")
+@pytest.mark.parametrize("fault", ["oom", "data", None])
+def test_an_error_of_one_rank_alone_is_said_by_that_rank(
+    tiny_model_dirs, five_pairs, tmp_path, fault
+) -> None:
+    """An out-of-memory error at step 2, or a data file missing on its node, strikes rank 1
+    alone: it says so in its one line (only rank 0 printed errors: the run ended with no word
+    of why). An error every rank has (a bad row) is said once, by rank 0."""
+    data = five_pairs
+    if fault is None:
+        data = write_jsonl(tmp_path / "bad.jsonl", [*SENTIMENT_PAIRS[:2], {"prompt": "x"}])
+    config = settings(tiny_model_dirs["llama"], data, tmp_path / "run", batch=2, distributed="ddp")
     config.save_yaml(tmp_path / "c.yaml")
-    fault = {"DIRECTPO_TEST_FAULT": "oom", "DIRECTPO_TEST_FAULT_RANK": "1"}
-    done = torchrun(tmp_path / "c.yaml", fault=fault, timeout=150)
+    injected = {"DIRECTPO_TEST_FAULT": fault, "DIRECTPO_TEST_FAULT_RANK": "1"} if fault else None
+    done = torchrun(tmp_path / "c.yaml", fault=injected, timeout=150)
     assert done.returncode != 0
     said = "directpo: error:"  # (rank 0's progress bar may lead the line)
     errors = [line[line.index(said) :] for line in done.stderr.splitlines() if said in line]
-    assert errors == [f"directpo: error: rank 1: {trainer_module.OOM_HELP.format(step=2)}"]
+    why = {
+        "oom": f"rank 1: {trainer_module.OOM_HELP.format(step=2)}",
+        "data": f"rank 1: {five_pairs}: no such file (on this node only)",
+        None: f"{data}: line 3: missing field 'chosen'",
+    }
+    assert errors == [f"directpo: error: {why[fault]}"]
 
 
 def _meta_loaded(config, tmp_path: Path) -> dict:

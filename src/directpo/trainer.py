@@ -32,6 +32,7 @@ from directpo.batching import collate_pairs
 from directpo.checkpoint import REFERENCE_FILE, list_checkpoints, save_checkpoint, write_staged
 from directpo.config import DPOConfig
 from directpo.distributed import (
+    World,
     all_reduce_sum,
     barrier,
     broadcast,
@@ -133,12 +134,29 @@ def train(
                 # would log into, or fail to start beside)
                 run.logger.close()
                 raise
+    except DirectpoError as error:
+        _claim_if_own(error, world)
+        raise
     finally:
         # DDP's reducer holds the process group: dropped after it, its destructor joined gloo's
         # threads holding the GIL that one of them needed (a hang at exit, seen under load)
         run = None
         lock.release()
         teardown_world(world, settled=finished)
+
+
+OWN_ERROR_WAIT_S = 5.0
+
+
+def _claim_if_own(error: DirectpoError, world: World) -> None:
+    """Under torchrun every rank usually meets the same error, and rank 0 says it; a rank
+    other than 0 cannot tell whether the error is its own (a data file missing on its node),
+    which rank 0, waiting for it in a collective, would never say. It waits before leaving
+    the process group (rank 0 would fail on the closed connection first), and torchrun stops
+    it meanwhile when rank 0 had the error too; one that outlives the wait is its own."""
+    if error.rank is None and world.size > 1 and not world.is_main:
+        time.sleep(OWN_ERROR_WAIT_S)
+        error.rank = world.rank
 
 
 def _checked_arguments(
