@@ -16,7 +16,7 @@ import torch
 from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
 from transformers import AutoModelForCausalLM
 
-from directpo import trainer as trainer_module
+from directpo import failures as failures_module
 from directpo.batching import eval_batches
 from directpo.checkpoint import list_checkpoints, verify_checkpoint
 from directpo.distributed import World, shard
@@ -417,7 +417,7 @@ def test_an_error_of_one_rank_alone_is_said_by_that_rank(
     said = "directpo: error:"  # (rank 0's progress bar may lead the line)
     errors = [line[line.index(said) :] for line in done.stderr.splitlines() if said in line]
     why = {
-        "oom": f"rank 1: {trainer_module.OOM_HELP.format(step=2)}",
+        "oom": f"rank 1: {failures_module.OOM_HELP.format(step=2)}",
         "data": f"rank 1: {five_pairs}: no such file (on this node only)",
         None: f"{data}: line 3: missing field 'chosen'",
     }

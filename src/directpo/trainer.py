@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import functools
 import logging
 import math
 import time
-import types
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,10 +27,9 @@ import torch
 from tqdm.auto import tqdm
 
 from directpo.batching import collate_pairs
-from directpo.checkpoint import REFERENCE_FILE, list_checkpoints, save_checkpoint, write_staged
+from directpo.checkpoint import REFERENCE_FILE, save_checkpoint, write_staged
 from directpo.config import DPOConfig
 from directpo.distributed import (
-    World,
     all_reduce_sum,
     barrier,
     broadcast,
@@ -48,6 +45,7 @@ from directpo.distributed import (
 from directpo.distributed import setup as setup_world
 from directpo.distributed import teardown as teardown_world
 from directpo.errors import CheckpointError, ConfigError, DirectpoError, TrainingStopped
+from directpo.failures import claim_if_own, explain_failures, what_is_kept
 from directpo.generate import evaluate_generations
 from directpo.guard import check_update
 from directpo.jsonl import write_jsonl
@@ -135,7 +133,7 @@ def train(
                 run.logger.close()
                 raise
     except DirectpoError as error:
-        _claim_if_own(error, world)
+        claim_if_own(error, world)
         raise
     finally:
         # DDP's reducer holds the process group: dropped after it, its destructor joined gloo's
@@ -143,20 +141,6 @@ def train(
         run = None
         lock.release()
         teardown_world(world, settled=finished)
-
-
-OWN_ERROR_WAIT_S = 5.0
-
-
-def _claim_if_own(error: DirectpoError, world: World) -> None:
-    """Under torchrun every rank usually meets the same error, and rank 0 says it; a rank
-    other than 0 cannot tell whether the error is its own (a data file missing on its node),
-    which rank 0, waiting for it in a collective, would never say. It waits before leaving
-    the process group (rank 0 would fail on the closed connection first), and torchrun stops
-    it meanwhile when rank 0 had the error too; one that outlives the wait is its own."""
-    if error.rank is None and world.size > 1 and not world.is_main:
-        time.sleep(OWN_ERROR_WAIT_S)
-        error.rank = world.rank
 
 
 def _checked_arguments(
@@ -229,7 +213,7 @@ def _train(run: Run) -> TrainResult:
         with tqdm.external_write_mode():
             run.echo(line)
 
-    with StopRequest() as stop, progress, _explain_failures(run) as position:
+    with StopRequest() as stop, progress, explain_failures(run) as position:
         run.window_start = time.perf_counter()
         for step in range(run.start_step, total):
             done = position.step = step + 1
@@ -529,9 +513,8 @@ def _save_final(run: Run, record: RunRecord) -> torch.nn.Module | None:
         on_main=write_and_publish,
     )
     if problem is not None:
-        raise CheckpointError(
-            f"cannot write the final model to {output_dir} ({problem}); {_what_is_kept(run)}"
-        )
+        kept = what_is_kept(output_dir)
+        raise CheckpointError(f"cannot write the final model to {output_dir} ({problem}); {kept}")
     barrier(world)
     return written.get("model")
 
@@ -624,51 +607,3 @@ def _samples_markdown(records: list[dict[str, Any]], limit: int = 8) -> str:
         completion = r["completion"].replace("|", "\\|").replace("\n", " ")
         lines.append(f"| {prompt} | {completion} | {r['kl']:.3f} | {r.get('reward', '')} |")
     return "\n".join(lines)
-
-
-OOM_HELP = (
-    "out of GPU memory at step {step}: lower per_device_train_batch_size (raise "
-    "gradient_accumulation_steps to keep the batch), set gradient_checkpointing: true, "
-    "precompute_ref_log_probs: true, lora_r: 16, or a smaller max_length / logprob_chunk_tokens"
-)
-
-
-# a write the disk refused (full, over quota, gone read-only), not a bug
-REFUSED_WRITES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
-
-
-@contextlib.contextmanager
-def _explain_failures(run: Run) -> Iterator[types.SimpleNamespace]:
-    """What stops the loop without being a bug, as one line naming the step the loop sets in
-    the namespace this yields (the progress bar's count stays at the start where the bar is
-    off: other ranks, disable_tqdm): a CUDA out-of-memory error, with the knobs that lower
-    memory, and a refused write of the run's record (metrics.jsonl, samples, online rounds on
-    a full disk; checkpoints and the final folder say their own). Under torchrun such an
-    error is one rank's own (its memory; rank 0 alone writes the record): that rank says it."""
-    position = types.SimpleNamespace(step=run.start_step + 1)
-    try:
-        yield position
-    except torch.cuda.OutOfMemoryError:
-        error: DirectpoError = TrainingStopped(OOM_HELP.format(step=position.step))
-    except OSError as exc:
-        if exc.errno not in REFUSED_WRITES:
-            raise
-        error = CheckpointError(
-            f"step {position.step}: cannot write {exc.filename or run.output_dir} "
-            f"({exc.strerror}); {_what_is_kept(run)}"
-        )
-    else:
-        return
-    error.rank = run.world.rank if run.world.size > 1 else None
-    raise error from None
-
-
-def _what_is_kept(run: Run) -> str:
-    """After a write that failed: the run's checkpoints, and how to continue."""
-    kept = [path.name for path in list_checkpoints(run.output_dir)]
-    if not kept:
-        return "no checkpoint holds this run (save_steps was not reached)"
-    return (
-        f"its checkpoints are intact (newest {kept[-1]}): make room, then resume with "
-        "resume_from_checkpoint: latest"
-    )
