@@ -110,19 +110,56 @@ def test_too_little_free_space_is_refused_before_training(
     assert not list((tmp_path / "run").glob("checkpoint-*"))
 
 
-def test_out_of_memory_names_the_knobs(tiny_model_dirs, pairs_file, tmp_path, monkeypatch) -> None:
-    def oom(*args, **kwargs):
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+@pytest.mark.parametrize("disable_tqdm", [False, True])
+def test_out_of_memory_names_the_knobs(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, disable_tqdm
+) -> None:
+    """... and the step it struck, also without the progress bar (whose count stays at the
+    start when it is off: under disable_tqdm, and on every rank but 0)."""
+    real, calls = trainer_module.pair_losses, []
 
-    monkeypatch.setattr(trainer_module, "pair_losses", oom)
-    with pytest.raises(
-        TrainingStopped,
-        match="out of GPU memory at step 1: lower "
-        "per_device_train_batch_size .* gradient_checkpointing",
-    ):
-        train(
-            config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "run"), echo=lambda _: None
-        )
+    def oom_at_step_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "pair_losses", oom_at_step_3)
+    config = config_for(
+        tiny_model_dirs["gpt2"], pairs_file, tmp_path / "run", disable_tqdm=disable_tqdm
+    )
+    with pytest.raises(TrainingStopped) as info:
+        train(config, echo=lambda _: None)
+    assert str(info.value).startswith(
+        "out of GPU memory at step 3: lower per_device_train_batch_size"
+    )
+    assert "gradient_checkpointing" in str(info.value) and info.value.rank is None
+
+
+def test_a_full_disk_while_logging_stops_in_one_line(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """metrics.jsonl refused by a full disk at step 2 (it was a traceback): one line naming the
+    file and the checkpoint to resume from, which is intact."""
+    from directpo.tracking import MetricsLogger
+
+    real_log = MetricsLogger.log
+
+    def log(self, step, metrics):
+        if step == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        real_log(self, step, metrics)
+
+    monkeypatch.setattr(MetricsLogger, "log", log)
+    out = tmp_path / "run"
+    with pytest.raises(CheckpointError) as info:
+        train(config_for(tiny_model_dirs["gpt2"], pairs_file, out), echo=lambda _: None)
+    assert str(info.value) == (
+        f"step 2: cannot write {out / 'metrics.jsonl'} (No space left on device); its "
+        "checkpoints are intact (newest checkpoint-1): make room, then resume with "
+        "resume_from_checkpoint: latest"
+    )
+    assert verify_checkpoint(out / "checkpoint-1") is None
 
 
 def test_load_best_model_at_end_and_early_stopping(tiny_model_dirs, pairs_file, tmp_path) -> None:

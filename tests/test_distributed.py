@@ -16,9 +16,12 @@ import torch
 from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
 from transformers import AutoModelForCausalLM
 
+from directpo import failures as failures_module
 from directpo.batching import eval_batches
+from directpo.checkpoint import list_checkpoints, verify_checkpoint
 from directpo.distributed import World, shard
 from directpo.errors import CheckpointError, ConfigError
+from directpo.outputs import model_files
 from directpo.tracking import read_metrics
 from directpo.trainer import train
 
@@ -32,8 +35,15 @@ def free_port() -> int:
 
 
 def torchrun(
-    config_file: Path, processes: int = 2, launcher: str = "torchrun"
+    config_file: Path,
+    processes: int = 2,
+    launcher: str = "torchrun",
+    fault: dict[str, str] | None = None,
+    timeout: float = 600,
 ) -> subprocess.CompletedProcess:
+    """``directpo train config_file`` on ``processes`` processes; ``fault``: the environment
+    of tests/fault_worker.py, which injects a fault on one rank. A run still going after
+    ``timeout`` seconds fails the test as a hang."""
     if launcher == "accelerate":  # sets the same variables (WORLD_SIZE, RANK, ...) as torchrun
         start = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
         start += ["--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no"]
@@ -41,9 +51,21 @@ def torchrun(
     else:
         start = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}"]
         start += [f"--master_port={free_port()}"]
-    command = [*start, "-m", "directpo", "train", str(config_file)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    program = [str(Path(__file__).with_name("fault_worker.py"))] if fault else ["-m", "directpo"]
+    command = [*start, *program, "train", str(config_file)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(fault or {})}
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # torchrun passes SIGTERM on to its workers (each in a session of its own) and
+            # kills those still running 30 s later
+            process.terminate()
+            out, err = process.communicate()
+            pytest.fail(f"torchrun hung for {timeout:.0f} s:\n{err[-3000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
 def settings(model: Path, data: Path, out: Path, batch: int, **overrides):
@@ -353,6 +375,53 @@ def test_fsdp_checkpoint_write_failure_keeps_earlier_checkpoints(
         "checkpoint-1"
     ]
     assert checkpoint_module.verify_checkpoint(out / "checkpoint-1") is None
+
+
+def test_fsdp_final_save_failing_on_rank_0_alone_stops_every_rank(
+    tiny_model_dirs, five_pairs, tmp_path
+) -> None:
+    """Rank 0's own part of the final save (config.json) fails on a full disk: every rank
+    stops with the one line (the other ranks waited in a barrier rank 0 never reached: a
+    hang), the checkpoints stay intact and no model files are published."""
+    out = tmp_path / "run"
+    config = settings(
+        tiny_model_dirs["llama"], five_pairs, out, batch=2, distributed="fsdp", save_steps=2
+    )
+    config.save_yaml(tmp_path / "c.yaml")
+    done = torchrun(tmp_path / "c.yaml", fault={"DIRECTPO_TEST_FAULT": "final_config"}, timeout=150)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("directpo: error:")]
+    assert len(errors) == 1 and "cannot write the final model" in errors[0], done.stderr[-3000:]
+    assert "No space left on device" in errors[0] and "checkpoint-4" in errors[0]
+    assert "exitcode  : 2" in done.stderr and "[rank" not in done.stderr  # no worker traceback
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-2", "checkpoint-4"]
+    assert all(verify_checkpoint(p) is None for p in list_checkpoints(out))
+    assert not model_files(out) and not (out / ".final.tmp").exists()
+
+
+@pytest.mark.parametrize("fault", ["oom", "data", None])
+def test_an_error_of_one_rank_alone_is_said_by_that_rank(
+    tiny_model_dirs, five_pairs, tmp_path, fault
+) -> None:
+    """An out-of-memory error at step 2, or a data file missing on its node, strikes rank 1
+    alone: it says so in its one line (only rank 0 printed errors: the run ended with no word
+    of why). An error every rank has (a bad row) is said once, by rank 0."""
+    data = five_pairs
+    if fault is None:
+        data = write_jsonl(tmp_path / "bad.jsonl", [*SENTIMENT_PAIRS[:2], {"prompt": "x"}])
+    config = settings(tiny_model_dirs["llama"], data, tmp_path / "run", batch=2, distributed="ddp")
+    config.save_yaml(tmp_path / "c.yaml")
+    injected = {"DIRECTPO_TEST_FAULT": fault, "DIRECTPO_TEST_FAULT_RANK": "1"} if fault else None
+    done = torchrun(tmp_path / "c.yaml", fault=injected, timeout=150)
+    assert done.returncode != 0
+    said = "directpo: error:"  # (rank 0's progress bar may lead the line)
+    errors = [line[line.index(said) :] for line in done.stderr.splitlines() if said in line]
+    why = {
+        "oom": f"rank 1: {failures_module.OOM_HELP.format(step=2)}",
+        "data": f"rank 1: {five_pairs}: no such file (on this node only)",
+        None: f"{data}: line 3: missing field 'chosen'",
+    }
+    assert errors == [f"directpo: error: {why[fault]}"]
 
 
 def _meta_loaded(config, tmp_path: Path) -> dict:

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import signal
+import socket
 
 import pytest
 import torch
@@ -212,3 +213,26 @@ def test_a_hub_token_in_model_init_kwargs_is_written_nowhere(
     assert len(files) > 10 and not [p for p in files if secret.encode() in p.read_bytes()]
     recorded = load_config(str(tmp_path / "run" / "config.yaml"))
     assert recorded.model_init_kwargs == {"revision": "main"}
+
+
+def test_a_run_already_writing_into_output_dir_refuses_a_second(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """Two runs started into one folder at once both found it empty and wrote into it together
+    (mixed checkpoints, metrics.jsonl, final files): the second is refused while the first
+    holds the folder, takes it once the first is done, and leaves no lock file behind."""
+    out = tmp_path / "run"
+    out.mkdir()
+    first = outputs_module.OutputLock()  # a run that is writing here now
+    first.acquire(out)
+    config = tiny_config(tiny_model_dirs["gpt2"], pairs_file, out, save_steps=1)
+    with pytest.raises(ConfigError) as info:
+        train(config, echo=quiet)
+    assert str(info.value) == (
+        f"output_dir {out} is in use by another run (directpo pid {os.getpid()} on "
+        f"{socket.gethostname()}); wait for it to end, or choose another output_dir"
+    )
+    assert sorted(p.name for p in out.iterdir()) == [".directpo.lock"]  # nothing written
+    first.release()
+    train(config, echo=quiet)
+    assert (out / "model.safetensors").is_file() and not (out / ".directpo.lock").exists()

@@ -407,3 +407,53 @@ def test_fsdp_lora_in_bf16_equals_one_process(tiny_model_dirs, pairs_file, tmp_p
         assert all(t.dtype == torch.float32 for t in adapter.values())
     assert runs["fsdp"] == pytest.approx(runs["none"], abs=1e-3)
     assert runs["none"][-1] < runs["none"][0]
+
+
+def test_fsdp_computes_the_modules_kept_in_float32_in_float32() -> None:
+    """gpt-oss keeps its norms in float32 (``_keep_in_fp32_modules``). FSDP2 computes a whole
+    unit in its one param_dtype, so under bf16 they were computed in bf16 there (one process
+    keeps them float32); each is now a float32 unit of its own: the same log-probs and
+    gradients as one process, bitwise."""
+    import copy
+
+    from transformers import GptOssConfig, GptOssForCausalLM
+
+    from directpo import distributed
+    from directpo.batching import collate_pairs
+    from directpo.logprobs import SequenceScorer
+    from directpo.tokenization import TokenizedPair
+
+    torch.manual_seed(0)
+    config = GptOssConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, num_local_experts=4,
+        num_experts_per_tok=2, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"],
+    )  # fmt: skip
+    model = GptOssForCausalLM(config).float()
+    with torch.no_grad():  # trained norms are not all ones (which bf16 holds exactly)
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.copy_(1 + 0.1 * torch.randn_like(param))
+    other = copy.deepcopy(model)
+    batch = collate_pairs([TokenizedPair([1, 2, 3, 9, 11], [4, 5], [6, 7, 8])], 0)
+    masters = MasterWeights(model, torch.bfloat16)
+    one = SequenceScorer(model)(batch)[0]
+    one.sum().backward()
+    world = distributed.setup("fsdp")
+    try:
+        precision = PrecisionPolicy(torch.bfloat16, torch.float32, torch.float32)
+        sharded = distributed.wrap(SequenceScorer(other), world, precision)
+        assert sharded.model.model.norm.weight.dtype == torch.float32
+        fsdp = sharded(batch)[0]
+        fsdp.sum().backward()
+        grads = {n: p.grad.full_tensor() for n, p in other.named_parameters()}
+    finally:
+        distributed.teardown(world)
+    assert torch.equal(one, fsdp)
+    norms = [n for n, _ in model.named_parameters() if "norm" in n]
+    assert len(norms) == 5
+    masters_of = dict(zip([id(p) for p, _ in masters.pairs], masters.parameters(), strict=False))
+    for name, param in model.named_parameters():
+        grad = masters_of[id(param)].grad if id(param) in masters_of else param.grad
+        assert torch.equal(grad, grads[name]), name

@@ -185,7 +185,9 @@ def write_staged(
     """Write into a fresh ``staging`` folder beside its destination: ``every_rank`` on every
     rank (their shards), then ``on_main`` on rank 0. Returns None, or why a rank could not
     write (the same answer on every rank), with ``staging`` removed. Checkpoints and the final
-    folder are written this way; the caller moves ``staging`` into place."""
+    folder are written this way; the caller moves ``staging`` into place. ``every_rank`` must
+    run no collective after a write of rank 0's alone: a failed write skips it, and the ranks
+    waiting in it would hang while rank 0 waits here."""
     folder = staging.parent
     problem = None
     if world.is_main:

@@ -201,13 +201,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = load_options(command.options, getattr(args, "config", None), overrides)
         command.run(options)
     except DirectpoError as err:
-        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank has the same error
-            print(f"directpo: error: {err}", file=sys.stderr)
+        _say_error(err)
         return err.exit_code
     except KeyboardInterrupt:
         print("directpo: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _say_error(err: DirectpoError) -> None:
+    """The error's one line. Under torchrun every rank usually has the same error, said by rank
+    0; one rank's own (``err.rank``: out of memory, a data file missing on its node) is said by
+    that rank, since rank 0 is then waiting for it and says nothing."""
+    if err.rank is not None:
+        print(f"directpo: error: rank {err.rank}: {err}", file=sys.stderr, flush=True)
+    elif os.environ.get("RANK", "0") == "0":
+        print(f"directpo: error: {err}", file=sys.stderr, flush=True)
 
 
 BOOLEAN, LIST, PATHS, VALUE = "boolean", "list", "paths", "value"

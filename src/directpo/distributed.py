@@ -50,7 +50,7 @@ from directpo.models import (
     decoder_layers,
     safetensors_keys,
 )
-from directpo.precision import PrecisionPolicy
+from directpo.precision import PrecisionPolicy, float32_units
 
 
 @dataclass(frozen=True)
@@ -223,6 +223,10 @@ def wrap(
                 f"distributed: fsdp: {type(scorer.model).__name__} names no transformer block "
                 "class (_no_split_modules); use distributed: ddp"
             )
+        if precision.compute != torch.float32:  # (param_dtype unset: computed as stored)
+            for unit in float32_units(unwrap_peft(scorer.model)):
+                float32 = MixedPrecisionPolicy(reduce_dtype=torch.float32)
+                fully_shard(unit, mesh=mesh, mp_policy=float32, offload_policy=placement)
         for block in blocks:
             fully_shard(block, mesh=mesh, mp_policy=policy, offload_policy=placement)
         # a frozen reference has no backward to keep its root (embeddings, LM head) gathered
@@ -400,7 +404,7 @@ def save_sharded_model(
     files of at most ~5 GiB with ``model.safetensors.index.json``; rank 0 adds config.json.
     Tied weights are written once, as ``save_pretrained`` does. ``compensations`` (by
     parameter name: Kahan-compensated bf16 weights) are added before the cast. Every rank must
-    call."""
+    call; it ends with no collective (the caller, ``write_staged``, agrees on the outcome)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import HuggingFaceStorageWriter
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
@@ -438,14 +442,16 @@ def save_sharded_model(
         config.dtype = dtype
         with config_as_loaded(model):
             config.save_pretrained(folder)
-    barrier(world)
+    # no barrier here: a failed write on rank 0 (a full disk) would skip it, and the other
+    # ranks, waiting in it, would hang while rank 0 waits in write_staged's agreement
 
 
 def save_sharded_adapter(
     folder: Path, model: torch.nn.Module, dtype: torch.dtype, world: World
 ) -> None:
     """The trained adapter of an FSDP2-sharded PEFT model: only the adapter tensors are
-    gathered (to rank 0), never the base. Every rank must call."""
+    gathered (to rank 0), never the base. Every rank must call; as ``save_sharded_model``, it
+    ends with no collective after rank 0's writes (the caller agrees on the outcome)."""
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
@@ -461,7 +467,6 @@ def save_sharded_adapter(
         save_file({k: v.contiguous() for k, v in adapter.items()},
                   str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})  # fmt: skip
         model.peft_config[active].save_pretrained(str(folder))
-    barrier(world)
 
 
 def consolidated_model(

@@ -10,6 +10,9 @@ class DirectpoError(Exception):
     """A user-facing error: the message is one line and complete on its own."""
 
     exit_code = 2
+    # the rank of the one process that raised it (a distributed run's out-of-memory error),
+    # None when every rank raises the same error and rank 0 alone says it
+    rank: int | None = None
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))

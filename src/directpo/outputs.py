@@ -13,9 +13,11 @@ interrupted save leaves ``output_dir`` as it was, and a folder never mixes two r
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,9 +78,63 @@ def remove(paths: list[Path]) -> None:
 RUN_FOLDERS = ("runs", "samples", "online")  # TensorBoard, eval_generate samples, online rounds
 
 
-def prepare_output_dir(output_dir: Path, config: DPOConfig) -> list[Path]:
+LOCK_FILE = ".directpo.lock"
+
+
+class OutputLock:
+    """The one run writing into an ``output_dir``: an exclusive ``flock`` on
+    ``output_dir/.directpo.lock``, held by the run's rank 0 until it ends. Two runs started
+    into one folder at once both found it empty and wrote into it together (interleaved
+    checkpoints, metrics.jsonl and final files); the second is now refused. The kernel drops
+    the lock when its process dies (SIGKILL, a crash), so no stale lock outlives a run. A file
+    system without ``flock`` (some cluster mounts) is used unlocked, as before."""
+
+    def __init__(self) -> None:
+        self.handle: Any = None
+
+    def acquire(self, output_dir: Path) -> None:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: unlocked
+            return
+        path = output_dir / LOCK_FILE
+        for _ in range(3):  # the file a finishing run unlinked is not the lock: open again
+            handle = path.open("a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                raise ConfigError(
+                    f"output_dir {output_dir} is in use by another run ({holder}); wait for "
+                    "it to end, or choose another output_dir"
+                ) from None
+            except OSError:  # flock unsupported here
+                handle.close()
+                return
+            if path.exists() and os.path.samestat(os.fstat(handle.fileno()), path.stat()):
+                handle.truncate(0)
+                handle.write(f"directpo pid {os.getpid()} on {socket.gethostname()}\n")
+                handle.flush()
+                self.handle = handle
+                return
+            handle.close()
+
+    def release(self) -> None:
+        """Unlocked and removed: the finished folder holds no lock file."""
+        if self.handle is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.handle.name)
+            self.handle.close()
+            self.handle = None
+
+
+def prepare_output_dir(
+    output_dir: Path, config: DPOConfig, lock: OutputLock | None = None
+) -> list[Path]:
     """Refuse to overwrite an earlier run, a model folder or someone's files by accident;
-    check that we can write there.
+    check that we can write there; with ``lock``, refuse a folder another run is writing.
 
     A non-empty ``output_dir`` is written into only to resume its own checkpoints, or with
     ``overwrite_output_dir``. Returns what overwriting replaces (the earlier run's checkpoints,
@@ -101,6 +157,15 @@ def prepare_output_dir(output_dir: Path, config: DPOConfig) -> list[Path]:
             )
     if output_dir.exists() and not output_dir.is_dir():
         raise ConfigError(f"output_dir {output_dir} is a file, not a folder")
+    try:  # (an empty folder made here is not refused below)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / f".directpo-write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+        if lock is not None:  # before looking inside: a run starting beside us sees it
+            lock.acquire(output_dir)
+    except OSError as exc:
+        raise ConfigError(f"output_dir {output_dir}: not writable ({exc.strerror})") from None
     previous = list_checkpoints(output_dir)
     entries = sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() else []
     entries = [name for name in entries if not name.startswith(".")]  # staging, tmp folders
@@ -118,13 +183,6 @@ def prepare_output_dir(output_dir: Path, config: DPOConfig) -> list[Path]:
             f"output_dir {output_dir} already holds {what} choose another output_dir, or set "
             "overwrite_output_dir: true (it replaces the checkpoints and model files there)"
         )
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / f".directpo-write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"output_dir {output_dir}: not writable ({exc.strerror})") from None
     if resuming_here or not entries:
         return []
     folders = [output_dir / name for name in RUN_FOLDERS if (output_dir / name).is_dir()]

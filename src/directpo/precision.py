@@ -202,6 +202,27 @@ def _keep_in_fp32_patterns(model: torch.nn.Module) -> list[re.Pattern[str]]:
     return [re.compile(rf"(^|\.){re.escape(name)}(\.|$)") for name in sorted(names)]
 
 
+def float32_units(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The outermost submodules all of whose parameters the model keeps in float32 (gpt-oss's
+    norms, MoE routers' ``gate``): under FSDP2 every parameter of a sharded unit is computed in
+    the unit's one ``param_dtype``, so each of these becomes a unit of its own computed in
+    float32, as one process computes them. (A kept parameter beside others in its module,
+    such as attention sinks, is computed in the enclosing unit's dtype: docs/distributed.md.)"""
+    keep_fp32 = _keep_in_fp32_patterns(model)
+    if not keep_fp32:
+        return []
+    units: list[torch.nn.Module] = []
+    inside: set[int] = set()  # parameters of a unit already taken
+    for name, module in model.named_modules():
+        params = list(module.named_parameters(prefix=name))
+        if not name or not params or any(id(p) in inside for _, p in params):
+            continue
+        if all(any(pattern.search(n) for pattern in keep_fp32) for n, _ in params):
+            units.append(module)
+            inside.update(id(p) for _, p in params)
+    return units
+
+
 def cast_frozen(model: torch.nn.Module, dtype: torch.dtype) -> None:
     """Frozen floating-point parameters to ``dtype`` (a LoRA base under FSDP mixed precision)."""
     keep_fp32 = _keep_in_fp32_patterns(model)

@@ -35,7 +35,7 @@ from directpo.models import (
     resolve_router_aux,
 )
 from directpo.online import OnlineData, RoundBuilder, check_labeller, load_labeller
-from directpo.outputs import model_files, prepare_output_dir, remove
+from directpo.outputs import OutputLock, model_files, prepare_output_dir, remove
 from directpo.precision import MasterWeights, PrecisionPolicy
 from directpo.precompute import (
     PrecomputedReference,
@@ -115,9 +115,11 @@ def prepare_run(
     world: World,
     echo: Callable[[str], None],
     peft_config: Any = None,
+    lock: OutputLock | None = None,
 ) -> Run:
+    """Everything a run sets up once; ``lock`` (rank 0's) is taken on ``output_dir``."""
     output_dir = Path(config.output_dir)
-    replaced = prepare_output_dir(output_dir, config)
+    replaced = prepare_output_dir(output_dir, config, lock)
     set_seed(config.seed)
     device = world.device
 

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from directpo.adapters import lora_options_of
 from directpo.batching import collate_pairs
-from directpo.checkpoint import REFERENCE_FILE, list_checkpoints, save_checkpoint, write_staged
+from directpo.checkpoint import REFERENCE_FILE, save_checkpoint, write_staged
 from directpo.config import DPOConfig
 from directpo.distributed import (
     all_reduce_sum,
@@ -45,12 +45,14 @@ from directpo.distributed import (
 )
 from directpo.distributed import setup as setup_world
 from directpo.distributed import teardown as teardown_world
-from directpo.errors import CheckpointError, ConfigError, TrainingStopped
+from directpo.errors import CheckpointError, ConfigError, DirectpoError, TrainingStopped
+from directpo.failures import claim_if_own, explain_failures, what_is_kept
 from directpo.generate import evaluate_generations
 from directpo.guard import check_update
 from directpo.jsonl import write_jsonl
 from directpo.outputs import (
     FINAL_STAGING,
+    OutputLock,
     RunRecord,
     publish_final,
     save_final_model,
@@ -113,13 +115,14 @@ def train(
         config, need_train_file=train_dataset is None, eval_dataset_given=eval_dataset is not None
     )
     world = setup_world(config.distributed)
-    run, finished = None, False
+    run, finished, lock = None, False, OutputLock()
     try:
         check_device(config, world.device.type)
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
         with _library_output(config, world.is_main):
-            run = prepare_run(config, train_dataset, eval_dataset, world, echo, peft_config)
+            mine = lock if world.is_main else None  # one holder per run: rank 0
+            run = prepare_run(config, train_dataset, eval_dataset, world, echo, peft_config, mine)
             try:
                 result = _train(run)
                 finished = True
@@ -130,10 +133,14 @@ def train(
                 # would log into, or fail to start beside)
                 run.logger.close()
                 raise
+    except DirectpoError as error:
+        claim_if_own(error, world)
+        raise
     finally:
         # DDP's reducer holds the process group: dropped after it, its destructor joined gloo's
         # threads holding the GIL that one of them needed (a hang at exit, seen under load)
         run = None
+        lock.release()
         teardown_world(world, settled=finished)
 
 
@@ -207,10 +214,10 @@ def _train(run: Run) -> TrainResult:
         with tqdm.external_write_mode():
             run.echo(line)
 
-    with StopRequest() as stop, progress, _explain_oom(progress):
+    with StopRequest() as stop, progress, explain_failures(run) as position:
         run.window_start = time.perf_counter()
         for step in range(run.start_step, total):
-            done = step + 1
+            done = position.step = step + 1
             round_metrics = run.source.prepare(step)  # online: a new round's pairs
             if round_metrics:
                 run.logger.log(done, round_metrics)
@@ -508,14 +515,8 @@ def _save_final(run: Run, record: RunRecord) -> torch.nn.Module | None:
         on_main=write_and_publish,
     )
     if problem is not None:
-        kept = [path.name for path in list_checkpoints(output_dir)]
-        then = (
-            f"its checkpoints are intact (newest {kept[-1]}): make room, then resume with "
-            "resume_from_checkpoint: latest"
-            if kept
-            else "no checkpoint holds this run (save_steps was not reached)"
-        )
-        raise CheckpointError(f"cannot write the final model to {output_dir} ({problem}); {then}")
+        kept = what_is_kept(output_dir)
+        raise CheckpointError(f"cannot write the final model to {output_dir} ({problem}); {kept}")
     barrier(world)
     return written.get("model")
 
@@ -608,19 +609,3 @@ def _samples_markdown(records: list[dict[str, Any]], limit: int = 8) -> str:
         completion = r["completion"].replace("|", "\\|").replace("\n", " ")
         lines.append(f"| {prompt} | {completion} | {r['kl']:.3f} | {r.get('reward', '')} |")
     return "\n".join(lines)
-
-
-OOM_HELP = (
-    "out of GPU memory at step {step}: lower per_device_train_batch_size (raise "
-    "gradient_accumulation_steps to keep the batch), set gradient_checkpointing: true, "
-    "precompute_ref_log_probs: true, lora_r: 16, or a smaller max_length / logprob_chunk_tokens"
-)
-
-
-@contextlib.contextmanager
-def _explain_oom(progress: Any) -> Iterator[None]:
-    """A CUDA out-of-memory error becomes one line that names the knobs that lower memory."""
-    try:
-        yield
-    except torch.cuda.OutOfMemoryError:
-        raise TrainingStopped(OOM_HELP.format(step=progress.n + 1)) from None

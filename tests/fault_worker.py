@@ -1,0 +1,66 @@
+"""Run under torchrun by tests/test_distributed.py: ``directpo`` (the CLI) with a fault injected
+on one rank only, as a full disk or an out-of-memory error strikes one process of a real job.
+
+``DIRECTPO_TEST_FAULT`` names the fault, ``DIRECTPO_TEST_FAULT_RANK`` the rank (default 0):
+``final_config``: writing config.json into the final folder fails with ENOSPC;
+``oom``: the second training forward raises CUDA's out-of-memory error;
+``data``: the training file cannot be read (a path that exists on one node only)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+
+import torch
+import transformers
+
+from directpo.cli import main
+from directpo.errors import DataError
+from directpo.outputs import FINAL_STAGING
+
+
+def _final_config_fails() -> None:
+    real = transformers.PretrainedConfig.save_pretrained
+
+    def save(self, folder, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if FINAL_STAGING in str(folder):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, folder, *args, **kwargs)
+
+    transformers.PretrainedConfig.save_pretrained = save
+
+
+def _second_step_out_of_memory() -> None:
+    import directpo.trainer as trainer
+
+    real, calls = trainer.pair_losses, []
+
+    def pair_losses(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(*args, **kwargs)
+
+    trainer.pair_losses = pair_losses
+
+
+def _data_missing_here() -> None:
+    import directpo.run as run
+
+    def load_data(config, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        raise DataError(f"{config.train_file}: no such file (on this node only)")
+
+    run._load_data = load_data
+
+
+FAULTS = {
+    "final_config": _final_config_fails,
+    "oom": _second_step_out_of_memory,
+    "data": _data_missing_here,
+}
+
+if __name__ == "__main__":
+    if os.environ["RANK"] == os.environ.get("DIRECTPO_TEST_FAULT_RANK", "0"):
+        FAULTS[os.environ["DIRECTPO_TEST_FAULT"]]()
+    sys.exit(main(sys.argv[1:]))
