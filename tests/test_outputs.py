@@ -48,6 +48,12 @@ def test_a_finished_lora_run_or_someones_files_are_not_overwritten(
         train(tiny_config(model, pairs_file, notes), echo=quiet)
     assert (notes / "README.md").read_text() == "my notes\n"
     assert (notes / "config.yaml").read_text().startswith("# my commented config")
+    stopped = tmp_path / "stopped"  # killed before save_steps: its record, no checkpoint
+    stopped.mkdir()
+    for name in ("config.yaml", "metrics.jsonl"):
+        (stopped / name).write_text("")
+    with pytest.raises(ConfigError, match=r"holds a run stopped before its first checkpoint"):
+        train(tiny_config(model, pairs_file, stopped), echo=quiet)
 
     # resuming another folder's checkpoint does not make this folder's files fair game
     donor = tmp_path / "donor"

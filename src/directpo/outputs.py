@@ -176,6 +176,8 @@ def prepare_output_dir(
             what = f"{previous[-1].name}; resume it with resume_from_checkpoint: latest,"
         elif model_files(output_dir):
             what = "a finished run (no checkpoint to resume);"
+        elif {"config.yaml", "metrics.jsonl"} <= set(entries):
+            what = "a run stopped before its first checkpoint (nothing to resume);"
         else:
             shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
             what = f"other files ({shown});"
