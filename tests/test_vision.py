@@ -411,3 +411,20 @@ def test_image_parts_carry_images_and_a_placeholder_without_one_is_refused(tmp_p
         data = load_preferences([placeholder], name="rows")
         with pytest.raises(DataError, match="row 1: the prompt has 1 image placeholder"):
             tokenize_preferences(data, processor.tokenizer, None, processor=processor)
+
+
+def test_a_csv_images_column_holding_a_list_is_that_list(tmp_path) -> None:
+    """pandas writes a list column to CSV as its repr ("['img0.png', 'img1.png']"): that cell
+    was read as one file name, not found; it is the list of images (JSON lists too)."""
+    import pandas as pd
+
+    rows = image_rows(tmp_path, 2)
+    two = {**rows[0], "images": ["img0.png", "img1.png"]}
+    two["prompt"] = [{"role": "user", "content": "Compare the images."}]
+    pd.DataFrame([two, rows[1]]).to_csv(tmp_path / "rows.csv", index=False)
+    examples = load_preferences(str(tmp_path / "rows.csv")).examples
+    assert [len(e.images) for e in examples] == [2, 1]
+    assert examples[0].images[1] == str(tmp_path / "img1.png")
+    cell = json.dumps([str(tmp_path / "img0.png"), str(tmp_path / "img1.png")])
+    json_cell = load_preferences([{**two, "images": cell}], name="rows")
+    assert len(json_cell.examples[0].images) == 2

@@ -13,10 +13,12 @@ every axis, as the model itself numbers text after an image.
 
 from __future__ import annotations
 
+import ast
 import base64
 import binascii
 import hashlib
 import io
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -48,6 +50,8 @@ def image_values(value: Any, base_dir: str | None) -> tuple[Any, ...]:
     """The images of a row's ``images`` / ``image`` field, checked (files exist, no URLs).
     An image is a path, a PIL image, bytes, a base64 text or ``data:image/...;base64,`` URI
     (as transformers' ``load_image`` takes them), or ``datasets.Image``'s stored dict."""
+    if isinstance(value, str):
+        value = _listed_paths(value)
     items = value if isinstance(value, list | tuple) else [value]
     images = []
     for item in items:
@@ -71,6 +75,22 @@ def image_values(value: Any, base_dir: str | None) -> tuple[Any, ...]:
     if not images:
         raise ImageError("bad image", "the images field is an empty list")
     return tuple(images)
+
+
+def _listed_paths(text: str) -> str | list[str]:
+    """A list of paths written as text, as a CSV holds a list column (JSON, or the Python repr
+    pandas writes: "['a.png', 'b.png']"); any other text is one image."""
+    stripped = text.strip()
+    if not (stripped.startswith("[") and stripped.endswith("]")):
+        return text
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            value = parse(stripped)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            continue
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            return value
+    return text
 
 
 # base64 text holds no path separators or spaces, and an image's is long; a short text is a name
