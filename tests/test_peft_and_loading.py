@@ -144,8 +144,16 @@ def test_qlora_is_one_line_where_bitsandbytes_cannot_run(
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and err.startswith("directpo: error: load_in_4bit/load_in_8bit need")
     for option in ("load_in_4bit", "load_in_8bit"):  # TRL: "cannot fine-tune purely quantized"
-        with pytest.raises(ConfigError, match=f"{option} is set but lora_r is 0"):
-            tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path, **{option: True})
+        quantized = tiny_config(
+            tiny_model_dirs["llama"], pairs_file, tmp_path / option, **{option: True}
+        )
+        with pytest.raises(ConfigError, match=f"{option} needs adapters"):
+            train(quantized, echo=quiet)
+        # any PEFT method from Python may adapt a quantized base (it was refused as lora_r 0)
+        from peft import IA3Config
+
+        with pytest.raises(ModelLoadError, match="load_in_4bit/load_in_8bit need"):
+            train(quantized, echo=quiet, peft_config=IA3Config(task_type="CAUSAL_LM"))
     with pytest.raises(ConfigError, match="bnb_4bit_quant_type is set but load_in_4bit is off"):
         tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path, bnb_4bit_quant_type="fp4")
 

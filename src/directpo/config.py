@@ -701,8 +701,6 @@ class DPOConfig(Options):
                     "use_rslora",
                     "lora_modules_to_save",
                     "lora_target_parameters",
-                    "load_in_4bit",
-                    "load_in_8bit",  # quantized weights do not train: adapters do
                 ),
                 "lora_r is 0 (no LoRA); set lora_r: 16",
             )

@@ -162,6 +162,13 @@ def _checked_arguments(
             "peft_config must be a PEFT config object (e.g. peft.LoraConfig(r=16)), got "
             f"{type(peft_config).__name__}"
         )
+    quantized = "load_in_4bit" if config.load_in_4bit else "load_in_8bit"
+    if (config.load_in_4bit or config.load_in_8bit) and not config.lora_r and peft_config is None:
+        # TRL: "cannot fine-tune purely quantized models"; a peft_config from Python is an adapter
+        raise ConfigError(
+            f"{quantized} needs adapters: quantized weights do not train; set lora_r: 16 (or "
+            "pass train(peft_config=...))"
+        )
     if peft_config is None:
         return dataclasses.replace(config), None
     if config.lora_r:
