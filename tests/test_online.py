@@ -434,3 +434,61 @@ def test_a_round_without_pairs_is_said_and_warns_nothing(
         for n in (0, 1)
     ]
     assert not [w for w in caught if "lr_scheduler" in str(w.message)]
+
+
+def test_labellers_read_a_pairs_rows_prompt_with_its_template_args(tiny_model_dirs, tmp_path):
+    """Online rounds of a pairs file (and eval_generate's check) hand the labeller a prompt
+    carrying its row's tools / chat_template_kwargs (an ImagePrompt without images): a
+    reward_fn got that object and the bare text, not the messages and TRL's assistant
+    message; a reward model failed ('scoring failed (TypeError'); the implicit reward refused
+    it; the round's record could not be written as JSON."""
+    from test_tokenization import TOOLS_TEMPLATE
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from directpo.data import ImagePrompt, load_preferences
+    from directpo.online import _reward_model
+    from directpo.reward import ImplicitReward
+    from directpo.rewardfn import load_reward_fn
+
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    chat = [{"role": "user", "content": "Weather?"}]
+    with_tools = ImagePrompt(chat, (), {"tools": [tool]})
+    module = tmp_path / "chat_rewards.py"
+    module.write_text(
+        "def content_length(prompts, completions):\n"
+        "    assert all(isinstance(p, list) for p in prompts), prompts\n"
+        "    return [float(len(c[0]['content'])) for c in completions]\n"
+    )
+    assert load_reward_fn(f"{module}:content_length")([with_tools], [" hi"], [{}]) == [3.0]
+    judge = _reward_model(str(tiny_judge(tiny_model_dirs, tmp_path / "judge")), "cpu", None)
+    assert judge([with_tools], [" Hello!"], [{}]) == judge([chat], [" Hello!"], [{}])
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["gpt2"]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dirs["gpt2"])
+    tokenizer.chat_template = TOOLS_TEMPLATE
+    scorer = ImplicitReward(model, None, 1.0, tokenizer)
+    row = {"prompt": chat, "chosen": [{"role": "assistant", "content": "Sunny."}],
+           "rejected": [{"role": "assistant", "content": "No idea."}], "tools": [tool]}  # fmt: skip
+    ((chosen, _),) = scorer.score_pairs(load_preferences([row]).examples)
+    assert scorer.score([with_tools], ["Sunny."]) == pytest.approx([chosen], abs=1e-6)
+    assert scorer.score([chat], ["Sunny."]) != pytest.approx([chosen], abs=1e-6)
+
+    rewards = tmp_path / "rewards.py"
+    rewards.write_text(REWARDS)
+    pairs = write_jsonl(tmp_path / "tools.jsonl", [{**p, "tools": [tool]} for p in CHAT_PAIRS])
+    out = tmp_path / "out"
+    config = online_config(tiny_model_dirs["llama"], pairs, out, rewards, max_steps=3,
+                           steps_per_round=1, online_prompts_per_round=2)  # fmt: skip
+    train(config, echo=lambda _: None)
+    records = [json.loads(line) for line in (out / "online" / "round-1.jsonl").open()]
+    assert records and all(isinstance(r["prompt"], list) for r in records)
+
+
+CHAT_PAIRS = [
+    {
+        "prompt": [{"role": "user", "content": p["prompt"]}],
+        "chosen": [{"role": "assistant", "content": p["chosen"]}],
+        "rejected": [{"role": "assistant", "content": p["rejected"]}],
+    }
+    for p in SENTIMENT_PAIRS
+]

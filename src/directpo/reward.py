@@ -24,7 +24,7 @@ from directpo.adapters import adapter_base
 from directpo.checkpoint import MANIFEST
 from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
 from directpo.config import DPOConfig, load_config
-from directpo.data import Columns, PreferenceExample, RowError, parse_pair, read_rows
+from directpo.data import Columns, ImagePrompt, PreferenceExample, RowError, parse_pair, read_rows
 from directpo.errors import ConfigError, DataError
 from directpo.jsonl import write_jsonl
 from directpo.logprobs import policy_logprobs_fn, sequence_logprobs
@@ -206,7 +206,9 @@ class ImplicitReward:
     ) -> list[float] | float:
         """The implicit reward of each (prompt, response); of one, for a single prompt (a string
         or one conversation) and response. ``images``: each prompt's images (a list of paths
-        or PIL images, or None) for a vision-language model."""
+        or PIL images, or None) for a vision-language model. A prompt may be an ``ImagePrompt``
+        (online rounds of a pairs file): rendered with its row's images, tools and
+        chat_template_kwargs, as training renders it."""
         if _is_single(prompts):
             if not _is_single(responses):
                 raise ValueError("a single prompt needs a single response (or pass lists)")
@@ -227,10 +229,13 @@ class ImplicitReward:
             zip(prompts, responses, images, strict=True), start=1
         ):
             where = f"score: item {number}"
+            args = None
+            if isinstance(prompt, ImagePrompt):
+                prompt, given, args = prompt.prompt, given or prompt.images, prompt.template_args
             prompt, response = parse_scored(prompt, response, where)
             checked = image_values(given, None) if given else None
             prompt = with_images(prompt, checked)
-            rows.append(_encode(self, prompt, response, where, checked, truncated))
+            rows.append(_encode(self, prompt, response, where, checked, truncated, args))
         if truncated:
             warnings.warn(_truncation_note(self, truncated), stacklevel=2)
         return self.score_ids(rows).tolist()
