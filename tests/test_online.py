@@ -233,12 +233,16 @@ def test_resume_inside_or_between_rounds_is_exact(
     (again / "model.safetensors").unlink()
     config.output_dir, config.resume_from_checkpoint = str(again), f"checkpoint-{stop_after}"
     config.generate_temperature = 0.5
+    config.max_prompt_length = 16  # the sampled prompts' cut (it was not said)
     lines: list[str] = []
     train(config, echo=lines.append)
     assert any(
-        line.startswith("resume: generate_temperature 1.0 -> 0.5 since the checkpoint")
+        line.startswith(
+            "resume: generate_temperature 1.0 -> 0.5, max_prompt_length None -> 16 since the "
+            "checkpoint"
+        )
         for line in lines
-    )
+    ), lines
 
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])

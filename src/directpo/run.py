@@ -414,12 +414,13 @@ def _pair_source(
 
 
 # what online rounds sample, label and pair with (per_device_eval_batch_size: the chunks, each
-# with its own seed)
+# with its own seed; max_prompt_length cuts the prompts, the chat template renders them)
 ONLINE_SAMPLING_OPTIONS = (
     "online_samples_per_prompt", "online_pairs", "online_reward_gap",
     "online_max_pairs_per_prompt", "generate_max_new_tokens", "generate_temperature",
     "generate_top_p", "generate_top_k", "per_device_eval_batch_size", "reward_fn",
     "reward_model_name_or_path", "implicit_reward_model", "max_length", "max_completion_length",
+    "max_prompt_length", "chat_template", "chat_template_kwargs",
 )  # fmt: skip
 
 
