@@ -312,6 +312,25 @@ def test_a_train_file_of_pairs_and_prompts_is_refused(tiny_model_dirs, tmp_path,
     assert any(f"{len(SENTIMENT_PAIRS)} pairs" in line for line in lines if "train" in line)
 
 
+def test_an_iterable_dataset_of_unknown_columns_is_told_pairs_or_prompts_by_its_rows() -> None:
+    """An IterableDataset from a generator has no column_names: online DPO took its pairs as
+    prompts only (no round 0 of the given pairs), and pairs mixed with prompts went unrefused."""
+    import datasets
+
+    from directpo.data import Columns
+    from directpo.errors import DataError
+    from directpo.run import _has_pairs
+
+    def iterable(rows: list[dict]) -> datasets.IterableDataset:
+        return datasets.IterableDataset.from_generator(lambda: iter(rows))
+
+    assert iterable(SENTIMENT_PAIRS).column_names is None
+    assert _has_pairs(iterable(SENTIMENT_PAIRS), Columns())
+    assert not _has_pairs(iterable([{"prompt": p["prompt"]} for p in SENTIMENT_PAIRS]), Columns())
+    with pytest.raises(DataError, match=r"train_dataset: row 1 has no 'chosen' but row 2 has"):
+        _has_pairs(iterable([{"prompt": "A film"}, *SENTIMENT_PAIRS]), Columns())
+
+
 def test_a_broken_labeller_stops_before_training(tiny_model_dirs, tmp_path, online_files, capsys):
     rewards, prompts = online_files
     out = tmp_path / "out"

@@ -552,19 +552,26 @@ def _has_pairs(source: Any, columns: Columns, skip_invalid_rows: bool = False) -
                 "DPO's prompts-only files as prompt_file"
             )
         return all(kinds.values())
-    if isinstance(source, str) or (isinstance(source, list | tuple) and source):
-        rows = read_rows(source) if isinstance(source, str) else list(enumerate(source, 1))
-        paired = [where for where, row in rows if columns.chosen in row]
-        if paired and len(paired) < len(rows) and not skip_invalid_rows:
-            alone = next(where for where, row in rows if columns.chosen not in row)
-            label = source if isinstance(source, str) else "train_dataset"
-            raise DataError(
-                f"{label}: {_place(alone)} has no '{columns.chosen}' but {_place(paired[0])} "
-                "has: a train file holds pairs, or (for online DPO) only prompts"
-            )
-        return bool(paired)
-    names = getattr(source, "column_names", None) or list(getattr(source, "columns", []))
-    return columns.chosen in names
+    if isinstance(source, list | tuple) and not source:
+        return False
+    if not isinstance(source, str | list | tuple):  # a Dataset, IterableDataset, DataFrame
+        names = getattr(source, "column_names", None) or list(getattr(source, "columns", []))
+        if names:
+            return columns.chosen in names
+        # an IterableDataset of unknown features (from a generator): its rows say
+    if isinstance(source, list | tuple):
+        rows = list(enumerate(source, 1))
+    else:
+        rows = read_rows(source, None if isinstance(source, str) else "train_dataset")
+    paired = [where for where, row in rows if columns.chosen in row]
+    if paired and len(paired) < len(rows) and not skip_invalid_rows:
+        alone = next(where for where, row in rows if columns.chosen not in row)
+        label = source if isinstance(source, str) else "train_dataset"
+        raise DataError(
+            f"{label}: {_place(alone)} has no '{columns.chosen}' but {_place(paired[0])} "
+            "has: a train file holds pairs, or (for online DPO) only prompts"
+        )
+    return bool(paired)
 
 
 def _place(where: str | int) -> str:
