@@ -41,7 +41,13 @@ from directpo.models import (
 )
 from directpo.precision import DTYPES
 from directpo.preflight import check_model_location
-from directpo.prompts import parse_prompt_and_responses, parse_scored, row_images, with_images
+from directpo.prompts import (
+    parse_prompt_and_responses,
+    parse_scored,
+    row_images,
+    template_args_of,
+    with_images,
+)
 from directpo.readers import kind_of
 from directpo.reference import (
     AdapterDisabledReference,
@@ -435,7 +441,8 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
                     "responses; use directpo rank"
                 )
             images = row_images(row, label, base_dir, options.prompt_column)
-            parsed.append((with_images(prompt, images), responses[0], images))
+            args = template_args_of(row, prompt, label)
+            parsed.append((with_images(prompt, images), responses[0], images, args))
     scorer = _scorer(options, echo)
     ids = []
     truncated: Counter[str] = Counter()
@@ -455,7 +462,7 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
                     )  # fmt: skip
                 )
         else:
-            ids.append(_encode(scorer, *item[:2], label, item[2], truncated))
+            ids.append(_encode(scorer, *item[:2], label, item[2], truncated, item[3]))
     if truncated:
         echo(_truncation_note(scorer, truncated))
     rewards = iter(scorer.score_ids(ids, progress=True).tolist())
@@ -502,11 +509,17 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
         row_images(row, f"{options.input}: {where}", base_dir, options.prompt_column)
         for where, row in rows
     ]
+    args = [
+        template_args_of(row, prompt, f"{options.input}: {where}")
+        for (where, row), (prompt, _) in zip(rows, parsed, strict=True)
+    ]
     scorer = _scorer(options, echo)
     truncated: Counter[str] = Counter()
     ids = [
-        _encode(scorer, with_images(prompt, image), response, label, image, truncated)
-        for (where, _), (prompt, responses), image in zip(rows, parsed, images, strict=True)
+        _encode(scorer, with_images(prompt, image), response, label, image, truncated, arg)
+        for (where, _), (prompt, responses), image, arg in zip(
+            rows, parsed, images, args, strict=True
+        )
         for label in [f"{options.input}: {where}"]
         for response in responses
     ]
