@@ -23,6 +23,7 @@ from directpo.config import LR_SCHEDULERS, DPOConfig
 from directpo.data import Columns, PreferenceData, load_named_dataset, load_preferences, read_rows
 from directpo.distributed import World, materialize, release_host_memory, wrap
 from directpo.errors import ConfigError, DataError
+from directpo.generate import check_prompts
 from directpo.guard import UpdateProbe, check_trainable
 from directpo.logprobs import SequenceScorer
 from directpo.model_checks import check_heads, choose_layout
@@ -343,6 +344,10 @@ def _load_data(
     if eval_data:
         evaluation = _tokenize(eval_data, tokenizer, config, "eval", echo, processor, progress)
     held_out = _held_out_prompts(config, eval_data)
+    kwargs = config.chat_template_kwargs  # a file's prompts are not rendered until sampled:
+    if config.eval_prompts_file:  # a prompt the template refuses is said before training
+        label = f"eval_prompts_file {config.eval_prompts_file}"
+        check_prompts(tokenizer, held_out[0], label, processor, kwargs)
     data = RunData(
         tokenizer=tokenizer,
         processor=processor,
@@ -359,6 +364,8 @@ def _load_data(
     if config.online:
         data.online_prompts, data.online_rows = _online_prompts(config, source, train_data, echo)
         where = str(config.prompt_file or source)
+        label = f"prompt_file {config.prompt_file}" if config.prompt_file else f"train {where}"
+        check_prompts(tokenizer, data.online_prompts, label, None, kwargs)
         data.train_data = train_data or OnlineData(len(data.online_prompts), where)
         data.labeller = load_labeller(config, device)
         check_labeller(data.labeller, data.online_prompts, data.online_rows, tokenizer)
