@@ -515,3 +515,20 @@ CHAT_PAIRS = [
     }
     for p in SENTIMENT_PAIRS
 ]
+
+
+def test_a_changed_chat_template_is_said_in_one_short_line_on_resume() -> None:
+    """The resume note printed both values of each changed sampling option: a chat template
+    given as text filled the terminal with two whole templates."""
+    template = "{% for m in messages %}{{ m['content'] }}{% endfor %}" * 4
+
+    def rounds(sampling: dict) -> OnlineRounds:
+        build = lambda r, p: (PairSet([], []), {})  # noqa: E731
+        return OnlineRounds(10, 4, 3, 2, 1, seed=5, build_round=build, sampling=sampling)
+
+    saved = {**rounds({"chat_template": None, "generate_temperature": 1.0}).state(), "round": 1}
+    now = rounds({"chat_template": template, "generate_temperature": 0.5})
+    assert now.restore(saved, "checkpoint-2") == [
+        "resume: chat_template (changed), generate_temperature 1.0 -> 0.5 since the checkpoint; "
+        "rounds after round 1 sample with this run's values"
+    ]
