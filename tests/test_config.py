@@ -96,6 +96,33 @@ def test_every_wrong_value_is_reported_at_once(tmp_path: Path) -> None:
         config._require(config.beta > 0, "beta", "> 0")
 
 
+@pytest.mark.parametrize(
+    "overrides, keys",
+    [  # each refused value alone is reported, not a check of another option reading it
+        ({"max_length": 0, "max_prompt_length": 8}, ["max_length"]),
+        ({"loss_type": [], "beta": 0.2, "simpo_gamma": 1.0}, ["loss_type"]),
+        ({"loss_type": ["bogus"], "loss_weights": [1.0, 2.0], "beta": 0}, ["beta", "loss_type"]),
+        ({"loss_type": ["bogus"], "f_divergence_type": "js_divergence"}, ["loss_type"]),
+        ({"loss_type": ["bogus"], "precompute_ref_log_probs": True}, ["loss_type"]),
+        ({"chosen_column": " ", "rejected_column": " "}, ["chosen_column", "rejected_column"]),
+        (
+            {"online": True, "train_file": None, "prompt_file": "p.jsonl", "reward_fn": "m:f",
+             "max_length": 1},
+            ["max_length"],
+        ),
+    ],
+)  # fmt: skip
+def test_a_refused_value_is_not_blamed_on_other_options(overrides: dict, keys: list) -> None:
+    """Values are checked together since every wrong value is reported at once: a later check
+    read an earlier refused value, adding a line blaming another option ('max_prompt_length
+    must be < max_length (0)', 'beta is set but no chosen loss uses it (loss_type: )') or
+    stopping the checks with a swallowed KeyError (an unknown loss_type left beta unchecked)."""
+    with pytest.raises(ConfigError) as info:
+        DPOConfig(**overrides)
+    problems = getattr(info.value, "problems", [str(info.value)])
+    assert sorted(problem.split()[0] for problem in problems) == keys, problems
+
+
 def test_unknown_keys_are_rejected_with_a_suggestion(tmp_path: Path) -> None:
     with pytest.raises(
         ConfigError, match=r"unknown option 'learnig_rate'; did you mean 'learning_rate'"

@@ -349,3 +349,44 @@ def test_sampled_prompts_are_rendered_with_chat_template_kwargs(
     argv = ["generate", "--model_name_or_path", str(tmp_path / "eval"), "--input", str(prompts),
             "--output", str(tmp_path / "out.jsonl"), "--max_new_tokens", "2"]  # fmt: skip
     assert main(argv) == 0 and seen == [{"enable_thinking": False}]
+
+
+def test_a_prompt_the_chat_template_refuses_is_said_before_training(tiny_model_dirs, tmp_path):
+    """eval_prompts_file's and online prompt_file's prompts are first rendered when sampled: one
+    the chat template refuses (a system message it does not take) was a RowError traceback at
+    the first evaluation, after training; it is now the file's one-line error, before it."""
+    from tiny import tiny_config
+
+    from directpo.errors import DataError
+
+    template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}"
+        "{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
+    chat = [{"role": "user", "content": "Hi"}]
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": chat, "chosen": [
+        {"role": "assistant", "content": "Hello!"}], "rejected": [
+        {"role": "assistant", "content": "No."}]}] * 2)  # fmt: skip
+    system = [{"role": "system", "content": "Be nice"}, *chat]
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": chat}, {"prompt": system}])
+    rewards = tmp_path / "rewards.py"
+    rewards.write_text("def length(prompts, completions):\n    return [1.0] * len(completions)\n")
+    runs = [
+        ("eval_prompts_file", dict(eval_file=str(pairs), eval_prompts_file=str(prompts),
+                                   eval_generate=2)),
+        ("prompt_file", dict(online=True, prompt_file=str(prompts),
+                             reward_fn=f"{rewards}:length")),
+    ]  # fmt: skip
+    for name, options in runs:
+        out = tmp_path / name
+        config = tiny_config(tiny_model_dirs["llama"], pairs, out, chat_template=template,
+                             generate_max_new_tokens=2, **options)  # fmt: skip
+        with pytest.raises(DataError) as info:
+            train(config, echo=lambda _: None)
+        assert str(info.value) == (
+            f"{name} {prompts}: prompt 2 ({json.dumps(system)[:57]}...): the chat template "
+            "refused the row (System role not supported)"
+        )
+        assert not (out / "metrics.jsonl").exists()

@@ -233,12 +233,16 @@ def test_resume_inside_or_between_rounds_is_exact(
     (again / "model.safetensors").unlink()
     config.output_dir, config.resume_from_checkpoint = str(again), f"checkpoint-{stop_after}"
     config.generate_temperature = 0.5
+    config.max_prompt_length = 16  # the sampled prompts' cut (it was not said)
     lines: list[str] = []
     train(config, echo=lines.append)
     assert any(
-        line.startswith("resume: generate_temperature 1.0 -> 0.5 since the checkpoint")
+        line.startswith(
+            "resume: generate_temperature 1.0 -> 0.5, max_prompt_length None -> 16 since the "
+            "checkpoint"
+        )
         for line in lines
-    )
+    ), lines
 
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
@@ -306,6 +310,25 @@ def test_a_train_file_of_pairs_and_prompts_is_refused(tiny_model_dirs, tmp_path,
                              skip_invalid_rows=True, max_steps=1)  # fmt: skip
     train(skipping, echo=lines.append)
     assert any(f"{len(SENTIMENT_PAIRS)} pairs" in line for line in lines if "train" in line)
+
+
+def test_an_iterable_dataset_of_unknown_columns_is_told_pairs_or_prompts_by_its_rows() -> None:
+    """An IterableDataset from a generator has no column_names: online DPO took its pairs as
+    prompts only (no round 0 of the given pairs), and pairs mixed with prompts went unrefused."""
+    import datasets
+
+    from directpo.data import Columns
+    from directpo.errors import DataError
+    from directpo.run import _has_pairs
+
+    def iterable(rows: list[dict]) -> datasets.IterableDataset:
+        return datasets.IterableDataset.from_generator(lambda: iter(rows))
+
+    assert iterable(SENTIMENT_PAIRS).column_names is None
+    assert _has_pairs(iterable(SENTIMENT_PAIRS), Columns())
+    assert not _has_pairs(iterable([{"prompt": p["prompt"]} for p in SENTIMENT_PAIRS]), Columns())
+    with pytest.raises(DataError, match=r"train_dataset: row 1 has no 'chosen' but row 2 has"):
+        _has_pairs(iterable([{"prompt": "A film"}, *SENTIMENT_PAIRS]), Columns())
 
 
 def test_a_broken_labeller_stops_before_training(tiny_model_dirs, tmp_path, online_files, capsys):
@@ -434,3 +457,78 @@ def test_a_round_without_pairs_is_said_and_warns_nothing(
         for n in (0, 1)
     ]
     assert not [w for w in caught if "lr_scheduler" in str(w.message)]
+
+
+def test_labellers_read_a_pairs_rows_prompt_with_its_template_args(tiny_model_dirs, tmp_path):
+    """Online rounds of a pairs file (and eval_generate's check) hand the labeller a prompt
+    carrying its row's tools / chat_template_kwargs (an ImagePrompt without images): a
+    reward_fn got that object and the bare text, not the messages and TRL's assistant
+    message; a reward model failed ('scoring failed (TypeError'); the implicit reward refused
+    it; the round's record could not be written as JSON."""
+    from test_tokenization import TOOLS_TEMPLATE
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from directpo.data import ImagePrompt, load_preferences
+    from directpo.online import _reward_model
+    from directpo.reward import ImplicitReward
+    from directpo.rewardfn import load_reward_fn
+
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    chat = [{"role": "user", "content": "Weather?"}]
+    with_tools = ImagePrompt(chat, (), {"tools": [tool]})
+    module = tmp_path / "chat_rewards.py"
+    module.write_text(
+        "def content_length(prompts, completions):\n"
+        "    assert all(isinstance(p, list) for p in prompts), prompts\n"
+        "    return [float(len(c[0]['content'])) for c in completions]\n"
+    )
+    assert load_reward_fn(f"{module}:content_length")([with_tools], [" hi"], [{}]) == [3.0]
+    judge = _reward_model(str(tiny_judge(tiny_model_dirs, tmp_path / "judge")), "cpu", None)
+    assert judge([with_tools], [" Hello!"], [{}]) == judge([chat], [" Hello!"], [{}])
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["gpt2"]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dirs["gpt2"])
+    tokenizer.chat_template = TOOLS_TEMPLATE
+    scorer = ImplicitReward(model, None, 1.0, tokenizer)
+    row = {"prompt": chat, "chosen": [{"role": "assistant", "content": "Sunny."}],
+           "rejected": [{"role": "assistant", "content": "No idea."}], "tools": [tool]}  # fmt: skip
+    ((chosen, _),) = scorer.score_pairs(load_preferences([row]).examples)
+    assert scorer.score([with_tools], ["Sunny."]) == pytest.approx([chosen], abs=1e-6)
+    assert scorer.score([chat], ["Sunny."]) != pytest.approx([chosen], abs=1e-6)
+
+    rewards = tmp_path / "rewards.py"
+    rewards.write_text(REWARDS)
+    pairs = write_jsonl(tmp_path / "tools.jsonl", [{**p, "tools": [tool]} for p in CHAT_PAIRS])
+    out = tmp_path / "out"
+    config = online_config(tiny_model_dirs["llama"], pairs, out, rewards, max_steps=3,
+                           steps_per_round=1, online_prompts_per_round=2)  # fmt: skip
+    train(config, echo=lambda _: None)
+    records = [json.loads(line) for line in (out / "online" / "round-1.jsonl").open()]
+    assert records and all(isinstance(r["prompt"], list) for r in records)
+
+
+CHAT_PAIRS = [
+    {
+        "prompt": [{"role": "user", "content": p["prompt"]}],
+        "chosen": [{"role": "assistant", "content": p["chosen"]}],
+        "rejected": [{"role": "assistant", "content": p["rejected"]}],
+    }
+    for p in SENTIMENT_PAIRS
+]
+
+
+def test_a_changed_chat_template_is_said_in_one_short_line_on_resume() -> None:
+    """The resume note printed both values of each changed sampling option: a chat template
+    given as text filled the terminal with two whole templates."""
+    template = "{% for m in messages %}{{ m['content'] }}{% endfor %}" * 4
+
+    def rounds(sampling: dict) -> OnlineRounds:
+        build = lambda r, p: (PairSet([], []), {})  # noqa: E731
+        return OnlineRounds(10, 4, 3, 2, 1, seed=5, build_round=build, sampling=sampling)
+
+    saved = {**rounds({"chat_template": None, "generate_temperature": 1.0}).state(), "round": 1}
+    now = rounds({"chat_template": template, "generate_temperature": 0.5})
+    assert now.restore(saved, "checkpoint-2") == [
+        "resume: chat_template (changed), generate_temperature 1.0 -> 0.5 since the checkpoint; "
+        "rounds after round 1 sample with this run's values"
+    ]

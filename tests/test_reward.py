@@ -679,3 +679,48 @@ def test_score_pairs_renders_each_rows_tools_as_training_did(tiny_model_dirs) ->
             want = plain_logprob(model, pair.prompt_ids, ids) / len(ids)
             assert reward == pytest.approx(want, abs=1e-4)
     assert with_tools != without
+
+
+def test_score_rank_and_prompt_rows_render_their_tools_as_pair_rows_do(tmp_path) -> None:
+    """A row's tools / chat_template_kwargs rendered a pair row's prompt (score on pairs), but
+    a prompt/response row (score), a rank row and a prompt row (generate, eval_prompts_file,
+    prompt_file) with the same columns were rendered without them: another prompt, silently."""
+    from test_tokenization import TOOLS_TEMPLATE
+
+    from directpo.data import ImagePrompt
+    from directpo.errors import DataError
+    from directpo.prompts import load_prompt_rows, load_prompts
+
+    policy = save_tiny_model("gpt2", tmp_path / "policy", seed=1)
+    reference = save_tiny_model("gpt2", tmp_path / "reference", seed=2)
+    (policy / "chat_template.jinja").write_text(TOOLS_TEMPLATE)
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    chat = [{"role": "user", "content": "Weather?"}]
+    chosen = [{"role": "assistant", "content": "Sunny."}]
+    rejected = [{"role": "assistant", "content": "No idea."}]
+    rows = [
+        {"prompt": chat, "chosen": chosen, "rejected": rejected, "tools": [tool]},
+        {"prompt": chat, "response": chosen, "tools": [tool]},
+        {"prompt": chat, "response": chosen},
+    ]
+    common = dict(model_name_or_path=str(policy), ref_model_name_or_path=str(reference), beta=1.0)
+    scored = tmp_path / "scored.jsonl"
+    options = ScoreOptions(
+        input=str(write_jsonl(tmp_path / "s.jsonl", rows)), output=str(scored), **common
+    )
+    score_file(options, echo=quiet)
+    pair, single, bare = map(json.loads, scored.read_text().splitlines())
+    assert single["reward"] == pytest.approx(pair["chosen_reward"], abs=1e-6)
+    assert bare["reward"] != pytest.approx(pair["chosen_reward"], abs=1e-6)
+    ranks = [{"prompt": chat, "responses": [chosen, rejected], "tools": [tool]}]
+    rank_file(RankOptions(input=str(write_jsonl(tmp_path / "r.jsonl", ranks)),
+                          output=str(tmp_path / "ranked.jsonl"), **common), echo=quiet)  # fmt: skip
+    ranked = json.loads((tmp_path / "ranked.jsonl").read_text())["ranked"]
+    want = sorted([pair["chosen_reward"], pair["rejected_reward"]], reverse=True)
+    assert [c["reward"] for c in ranked] == pytest.approx(want, abs=1e-6)
+    prompt_rows = [{"prompt": chat, "tools": json.dumps([tool])}, {"prompt": chat}]
+    for load in (load_prompts, load_prompt_rows):
+        (with_tools, plain), _ = load(prompt_rows)
+        assert with_tools == ImagePrompt(chat, (), {"tools": [tool]}) and plain == chat
+    with pytest.raises(DataError, match="row 1: field 'tools' needs conversational rows"):
+        load_prompts([{"prompt": "Weather?", "tools": [tool]}])

@@ -636,11 +636,12 @@ class DPOConfig(Options):
         require(self.max_steps == -1 or self.max_steps >= 1, "max_steps", "-1 or >= 1")
         require(self.max_length is None or self.max_length >= 2, "max_length", "null or >= 2")
         if self.max_prompt_length is not None:
+            limit = self.max_length if self._valid("max_length") else None  # None: no limit
+            below = "" if limit is None else f" and < max_length ({limit})"
             require(
-                self.max_prompt_length >= 1
-                and (self.max_length is None or self.max_prompt_length < self.max_length),
+                self.max_prompt_length >= 1 and (limit is None or self.max_prompt_length < limit),
                 "max_prompt_length",
-                f">= 1 and < max_length ({self.max_length}), so completions keep a token",
+                f">= 1{below}, so completions keep a token",
             )
         completion = self.max_completion_length
         require(completion is None or completion >= 1, "max_completion_length", "null or >= 1")
@@ -650,7 +651,9 @@ class DPOConfig(Options):
         for key in ("prompt_column", "chosen_column", "rejected_column", "output_dir"):
             require(bool(getattr(self, key).strip()), key, "a non-empty string")
         columns = (self.prompt_column, self.chosen_column, self.rejected_column)
-        if len(set(columns)) < 3:
+        if len(set(columns)) < 3 and self._valid(
+            "prompt_column", "chosen_column", "rejected_column"
+        ):
             raise ConfigError(
                 f"prompt_column, chosen_column and rejected_column must name different columns "
                 f"(got {', '.join(columns)})"
@@ -743,13 +746,19 @@ class DPOConfig(Options):
                     f"{name}: quantization_config is set by directpo's load_in_4bit / "
                     "load_in_8bit and bnb_4bit_* options; remove it there"
                 )
-        if self.ref_model_init_kwargs is not None and (self.lora_r or not self.needs_reference):
+        # whether a chosen loss uses a reference cannot be told from a refused loss_type
+        known = self._valid("loss_type", "lora_r")
+        if (
+            known
+            and self.ref_model_init_kwargs is not None
+            and (self.lora_r or not self.needs_reference)
+        ):
             raise ConfigError(
                 "ref_model_init_kwargs is set but no separate reference model is loaded ("
                 + ("with LoRA the reference is the base with adapters off)" if self.lora_r
                    else "no chosen loss uses a reference)")
             )  # fmt: skip
-        if self.precompute_ref_log_probs and not self.loss_needs_reference:
+        if known and self.precompute_ref_log_probs and not self.loss_needs_reference:
             raise ConfigError("precompute_ref_log_probs is set but no chosen loss uses a reference")
         self._check_reference_sync()
 
@@ -761,7 +770,7 @@ class DPOConfig(Options):
             return
         self._require(0 <= self.ref_model_mixup_alpha <= 1, "ref_model_mixup_alpha", "in [0, 1]")
         self._require(self.ref_model_sync_steps >= 1, "ref_model_sync_steps", ">= 1")
-        if not self.loss_needs_reference:
+        if self._valid("loss_type") and not self.loss_needs_reference:
             raise ConfigError("sync_ref_model is set but no chosen loss uses a reference")
         if self.precompute_ref_log_probs:
             raise ConfigError(
@@ -841,6 +850,8 @@ class DPOConfig(Options):
     def _check_loss_modifiers(self) -> None:
         self._one_of("f_divergence_type", F_DIVERGENCES)
         if self.f_divergence_type != "reverse_kl":
+            if not self._valid("f_divergence_type", "loss_type"):
+                return
             unsupported = sorted(set(self.loss_type) - F_DIVERGENCE_LOSSES)
             if unsupported:
                 raise ConfigError(
@@ -917,7 +928,12 @@ class DPOConfig(Options):
         require(self.online_max_pairs_per_prompt >= 0, "online_max_pairs_per_prompt", ">= 0")
         require(self.steps_per_round >= 1, "steps_per_round", ">= 1")
         prompt_tokens, new_tokens = self.online_sampling
-        if prompt_tokens is not None and prompt_tokens < 1:
+        lengths = ("max_length", "max_prompt_length", "max_completion_length")
+        if (
+            prompt_tokens is not None
+            and prompt_tokens < 1
+            and self._valid(*lengths, "generate_max_new_tokens")
+        ):
             raise ConfigError(
                 f"max_length {self.max_length} leaves no room for a prompt: online rounds "
                 f"sample completions of up to {new_tokens} tokens (generate_max_new_tokens, "
@@ -949,7 +965,7 @@ class DPOConfig(Options):
         require(len(set(self.loss_type)) == len(self.loss_type), "loss_type", "without repeats")
         if self.loss_weights is not None:
             require(
-                len(self.loss_weights) == len(self.loss_type),
+                len(self.loss_weights) == len(self.loss_type) or not self._valid("loss_type"),
                 "loss_weights",
                 f"one weight per loss_type ({len(self.loss_type)})",
             )
@@ -967,6 +983,8 @@ class DPOConfig(Options):
                 "label_smoothing",
                 "> 0 for exo_pair (log of it is taken; the EXO paper uses 1e-3)",
             )
+        if not self._valid("loss_type"):
+            return  # what the chosen losses read cannot be told from a refused loss_type
         # an option that no chosen loss reads would silently do nothing: refuse it
         used = {option for name in self.loss_type for option in LOSSES[name].options}
         for option_name in ("beta", "label_smoothing", "simpo_gamma", "discopop_tau"):

@@ -113,11 +113,7 @@ class PreferenceExample:
     @property
     def template_args(self) -> dict[str, Any] | None:
         """The row's arguments for the chat template: its tools and chat_template_kwargs."""
-        args = {
-            **({"tools": self.tools} if self.tools else {}),
-            **(self.chat_template_kwargs or {}),
-        }
-        return args or None
+        return _joined_args(self.tools, self.chat_template_kwargs)
 
     @property
     def full_prompt(self) -> Text | ImagePrompt:
@@ -405,6 +401,20 @@ def images_of(
         return image_values(row[key] if key else inline, base_dir)
     except ImageError as err:
         raise RowError(err.reason, f"field '{key or 'prompt'}': {err.message}") from None
+
+
+def row_template_args(row: dict[str, Any], prompt: Any) -> dict[str, Any] | None:
+    """The chat template arguments of a row holding one prompt (to score, rank or sample): its
+    ``tools`` and ``chat_template_kwargs`` columns, read as a pair row's are (a RowError when
+    they cannot be used; a text prompt has none)."""
+    layout = "conversational" if isinstance(prompt, list) else "explicit"
+    tools = _tools(row.get("tools"), layout)
+    return _joined_args(tools, _template_kwargs(row.get("chat_template_kwargs"), layout))
+
+
+def _joined_args(tools: Any, kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
+    args = {**({"tools": tools} if tools else {}), **(kwargs or {})}
+    return args or None
 
 
 def _tools(value: Any, layout: str) -> list[dict[str, Any]] | None:

@@ -14,6 +14,7 @@ top-k/top-p truncation (the defaults).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -78,17 +79,39 @@ def encode_prompts(
         chat_template_kwargs=chat_template_kwargs,
         processor=processor,
     )
-    encoded: list[tuple[list[int], VisionInputs | None]] = []
-    for prompt in prompts:
-        if isinstance(prompt, ImagePrompt) and prompt.images:
-            encoded.append(
-                encoder.encode_image_prompt(prompt.prompt, prompt.images, prompt.template_args)
-            )
-        elif isinstance(prompt, ImagePrompt):  # a row's tools or chat_template_kwargs
-            encoded.append((encoder.prompt_ids(prompt.prompt, prompt.template_args), None))
-        else:
-            encoded.append((encoder.prompt_ids(prompt), None))
-    return encoded
+    return [_encode_prompt(encoder, prompt) for prompt in prompts]
+
+
+def _encode_prompt(
+    encoder: PairTokenizer, prompt: Text | ImagePrompt
+) -> tuple[list[int], VisionInputs | None]:
+    if isinstance(prompt, ImagePrompt) and prompt.images:
+        return encoder.encode_image_prompt(prompt.prompt, prompt.images, prompt.template_args)
+    if isinstance(prompt, ImagePrompt):  # a row's tools or chat_template_kwargs
+        return encoder.prompt_ids(prompt.prompt, prompt.template_args), None
+    return encoder.prompt_ids(prompt), None
+
+
+def check_prompts(
+    tokenizer: Any,
+    prompts: Sequence[Text | ImagePrompt],
+    label: str,
+    processor: Any = None,
+    chat_template_kwargs: dict[str, Any] | None = None,
+) -> None:
+    """Render each prompt once before training, so that one the chat template refuses (a
+    system message it does not take, ...) is a one-line error naming it now, not a traceback
+    at the first evaluation or online round."""
+    encoder = PairTokenizer(
+        tokenizer, None, chat_template_kwargs=chat_template_kwargs, processor=processor
+    )
+    for number, prompt in enumerate(prompts, start=1):
+        try:
+            _encode_prompt(encoder, prompt)
+        except RowError as err:
+            shown = json.dumps(prompt_of(prompt), ensure_ascii=False)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise DataError(f"{label}: prompt {number} ({shown}): {err}") from None
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:

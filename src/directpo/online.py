@@ -31,6 +31,7 @@ import torch
 
 from directpo.batching import collate_sequences
 from directpo.config import DPOConfig
+from directpo.data import ImagePrompt, prompt_of
 from directpo.distributed import World, all_gather_objects, unsharded_root
 from directpo.errors import DirectpoError, ModelLoadError, first_line
 from directpo.generate import Sample, sample_completions
@@ -41,7 +42,9 @@ from directpo.rewardfn import PROBE_COMPLETION, probe_rows
 from directpo.sources import PairSet
 from directpo.tokenization import TokenizedPair
 
-Labeller = Callable[[list[Text], list[str], list[dict[str, Any]]], list[float]]
+# a prompt is a row's text or messages, or an ImagePrompt with the row's own chat template
+# arguments (a pairs file's tools, chat_template_kwargs): each labeller reads what it can use
+Labeller = Callable[[list[Text | ImagePrompt], list[str], list[dict[str, Any]]], list[float]]
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,9 @@ def load_labeller(config: DPOConfig, device: torch.device) -> Labeller:
         config.implicit_reward_model, trust_remote_code=config.trust_remote_code
     )
 
-    def implicit(prompts: list[Text], completions: list[str], _: list[dict]) -> list[float]:
+    def implicit(
+        prompts: list[Text | ImagePrompt], completions: list[str], _: list[dict]
+    ) -> list[float]:
         return list(scorer.score(prompts, completions))
 
     return _reported(f"implicit_reward_model '{config.implicit_reward_model}'", implicit)
@@ -83,7 +88,7 @@ def _reported(name: str, labeller: Labeller) -> Labeller:
     """``labeller`` whose failures (a model and tokenizer that do not match, ...) are one line
     naming it, as a reward_fn's are, not a traceback."""
 
-    def call(prompts: list[Text], completions: list[str], rows: list[dict]) -> list[float]:
+    def call(prompts: list[Any], completions: list[str], rows: list[dict]) -> list[float]:
         try:
             return labeller(prompts, completions, rows)
         except DirectpoError:
@@ -115,7 +120,8 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
     if positions is not None:  # GPT-2-like: a longer input has no position to index
         limit = positions if limit is None else min(limit, positions)
 
-    def encode(prompt: Text, completion: str) -> list[int]:
+    def encode(prompt: Text | ImagePrompt, completion: str) -> list[int]:
+        prompt = prompt_of(prompt)  # rendered with the reward model's own template
         if isinstance(prompt, list):  # a conversation: the completion as the assistant turn
             messages = [*prompt, {"role": "assistant", "content": completion}]
             text = tokenizer.apply_chat_template(messages, tokenize=False)
@@ -127,7 +133,9 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
         return ids if limit is None or len(ids) <= limit else ids[-limit:]
 
     @torch.no_grad()
-    def score(prompts: list[Text], completions: list[str], _: list[dict]) -> list[float]:
+    def score(
+        prompts: list[Text | ImagePrompt], completions: list[str], _: list[dict]
+    ) -> list[float]:
         encoded = [encode(p, c) for p, c in zip(prompts, completions, strict=True)]
         rewards: list[float] = []
         for start in range(0, len(encoded), 16):
@@ -140,7 +148,7 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
 
 
 def check_labeller(
-    labeller: Labeller, prompts: list[Text], columns: list[dict], tokenizer: Any
+    labeller: Labeller, prompts: list[Text | ImagePrompt], columns: list[dict], tokenizer: Any
 ) -> None:
     """Call the labeller once before training, so that a broken one fails in one line now."""
     sample = prompts[:2]
@@ -183,7 +191,7 @@ class RoundBuilder:
         config: DPOConfig,
         world: World,
         tokenizer: Any,
-        prompts: list[Text],
+        prompts: list[Text | ImagePrompt],
         columns: list[dict[str, Any]],
         labeller: Labeller,
         output_dir: Any,
@@ -212,7 +220,7 @@ class RoundBuilder:
             records.append(
                 {
                     "round": round_index,
-                    "prompt": self.prompts[prompt_index],
+                    "prompt": prompt_of(self.prompts[prompt_index]),
                     "completions": [s.text for s, _ in candidates],
                     "rewards": [r for _, r in candidates],
                     "pairs": [[c.text, r.text] for c, r, _, _ in built],

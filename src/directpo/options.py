@@ -49,6 +49,7 @@ class Options:
         if problems:
             raise ConfigErrors("", problems)
         self._problems: list[str] | None = problems
+        self._refused: set[str] = set()
         try:
             self._check_values()
         except ConfigError as error:
@@ -61,6 +62,7 @@ class Options:
             # a later check met a value an earlier one refused: what was refused is the news
         finally:
             self._problems = None
+            self._refused = set()
         if problems:
             raise ConfigErrors("", problems)
 
@@ -84,6 +86,12 @@ class Options:
         if getattr(self, "_problems", None) is None:
             raise ConfigError(problem)
         self._problems.append(problem)
+        self._refused.add(key)
+
+    def _valid(self, *keys: str) -> bool:
+        """None of ``keys``' values has been refused so far: a check that reads a refused value
+        would report a consequence of it, in words that blame another option."""
+        return not set(keys) & getattr(self, "_refused", set())
 
     def _one_of(self, key: str, choices: tuple[str, ...]) -> None:
         self._require(getattr(self, key) in choices, key, "one of " + ", ".join(choices))
@@ -92,6 +100,8 @@ class Options:
         """Several completions per prompt need sampling: greedy decoding (temperature 0) has
         one completion per prompt (transformers' generate refuses to repeat it)."""
         samples = getattr(self, samples_key)
+        if not self._valid(samples_key, temperature_key):
+            return
         if getattr(self, temperature_key) == 0 and samples > 1:
             raise ConfigError(
                 f"{samples_key} {samples} needs sampling, but {temperature_key} is 0 (greedy "

@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from directpo.data import ImagePrompt, images_of, read_rows
+from directpo.data import ImagePrompt, images_of, read_rows, row_template_args
 from directpo.errors import DataError
 from directpo.messages import (
     Text,
@@ -78,9 +78,20 @@ def with_images(prompt: Text, images: tuple[Any, ...] | None) -> Text:
     return with_image_parts(prompt, len(images))
 
 
-def parse_prompt(row: dict[str, Any], prompt_column: str, where: str) -> Text:
+def parse_prompt(row: dict[str, Any], prompt_column: str, where: str) -> Text | ImagePrompt:
+    """A row's prompt; with the row's tools or chat_template_kwargs, an ``ImagePrompt``."""
     try:
-        return text_or_messages(field_value(row, prompt_column), prompt_column)
+        prompt = text_or_messages(field_value(row, prompt_column), prompt_column)
+    except RowError as err:
+        raise DataError(f"{where}: {err.message}") from None
+    args = template_args_of(row, prompt, where)
+    return ImagePrompt(prompt, (), args) if args else prompt
+
+
+def template_args_of(row: dict[str, Any], prompt: Text, where: str) -> dict[str, Any] | None:
+    """The row's tools and chat_template_kwargs (``row_template_args``), errors naming it."""
+    try:
+        return row_template_args(row, prompt)
     except RowError as err:
         raise DataError(f"{where}: {err.message}") from None
 
@@ -108,20 +119,23 @@ def load_prompts(
 def prompt_with_images(
     row: dict[str, Any], prompt_column: str, where: str, base_dir: str | None
 ) -> Text | ImagePrompt:
-    """A row's prompt; with an images column, an ``ImagePrompt``."""
+    """A row's prompt; with images, tools or chat_template_kwargs, an ``ImagePrompt``."""
     try:
         prompt = text_or_messages(field_value(row, prompt_column), prompt_column, parts=True)
     except RowError as err:
         raise DataError(f"{where}: {err.message}") from None
     images = row_images(row, where, base_dir, prompt_column)
-    return ImagePrompt(with_images(prompt, images), images) if images else prompt
+    args = template_args_of(row, prompt, where)
+    if images or args:
+        return ImagePrompt(with_images(prompt, images), images or (), args)
+    return prompt
 
 
 def load_prompt_rows(
     source: str | Any, prompt_column: str = "prompt"
-) -> tuple[list[Text], list[dict[str, Any]]]:
-    """Every row's prompt (text or messages) and the row's other columns, in file order (of
-    each file in turn, for a list of paths)."""
+) -> tuple[list[Text | ImagePrompt], list[dict[str, Any]]]:
+    """Every row's prompt (text or messages, with its tools / chat_template_kwargs) and the
+    row's other columns, in file order (of each file in turn, for a list of paths)."""
     if is_path_list(source):
         prompts, others = [], []
         for path in source:

@@ -24,7 +24,7 @@ from directpo.adapters import adapter_base
 from directpo.checkpoint import MANIFEST
 from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
 from directpo.config import DPOConfig, load_config
-from directpo.data import Columns, PreferenceExample, RowError, parse_pair, read_rows
+from directpo.data import Columns, ImagePrompt, PreferenceExample, RowError, parse_pair, read_rows
 from directpo.errors import ConfigError, DataError
 from directpo.jsonl import write_jsonl
 from directpo.logprobs import policy_logprobs_fn, sequence_logprobs
@@ -41,7 +41,13 @@ from directpo.models import (
 )
 from directpo.precision import DTYPES
 from directpo.preflight import check_model_location
-from directpo.prompts import parse_prompt_and_responses, parse_scored, row_images, with_images
+from directpo.prompts import (
+    parse_prompt_and_responses,
+    parse_scored,
+    row_images,
+    template_args_of,
+    with_images,
+)
 from directpo.readers import kind_of
 from directpo.reference import (
     AdapterDisabledReference,
@@ -206,7 +212,9 @@ class ImplicitReward:
     ) -> list[float] | float:
         """The implicit reward of each (prompt, response); of one, for a single prompt (a string
         or one conversation) and response. ``images``: each prompt's images (a list of paths
-        or PIL images, or None) for a vision-language model."""
+        or PIL images, or None) for a vision-language model. A prompt may be an ``ImagePrompt``
+        (online rounds of a pairs file): rendered with its row's images, tools and
+        chat_template_kwargs, as training renders it."""
         if _is_single(prompts):
             if not _is_single(responses):
                 raise ValueError("a single prompt needs a single response (or pass lists)")
@@ -227,10 +235,13 @@ class ImplicitReward:
             zip(prompts, responses, images, strict=True), start=1
         ):
             where = f"score: item {number}"
+            args = None
+            if isinstance(prompt, ImagePrompt):
+                prompt, given, args = prompt.prompt, given or prompt.images, prompt.template_args
             prompt, response = parse_scored(prompt, response, where)
             checked = image_values(given, None) if given else None
             prompt = with_images(prompt, checked)
-            rows.append(_encode(self, prompt, response, where, checked, truncated))
+            rows.append(_encode(self, prompt, response, where, checked, truncated, args))
         if truncated:
             warnings.warn(_truncation_note(self, truncated), stacklevel=2)
         return self.score_ids(rows).tolist()
@@ -430,7 +441,8 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
                     "responses; use directpo rank"
                 )
             images = row_images(row, label, base_dir, options.prompt_column)
-            parsed.append((with_images(prompt, images), responses[0], images))
+            args = template_args_of(row, prompt, label)
+            parsed.append((with_images(prompt, images), responses[0], images, args))
     scorer = _scorer(options, echo)
     ids = []
     truncated: Counter[str] = Counter()
@@ -450,7 +462,7 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
                     )  # fmt: skip
                 )
         else:
-            ids.append(_encode(scorer, *item[:2], label, item[2], truncated))
+            ids.append(_encode(scorer, *item[:2], label, item[2], truncated, item[3]))
     if truncated:
         echo(_truncation_note(scorer, truncated))
     rewards = iter(scorer.score_ids(ids, progress=True).tolist())
@@ -497,11 +509,17 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
         row_images(row, f"{options.input}: {where}", base_dir, options.prompt_column)
         for where, row in rows
     ]
+    args = [
+        template_args_of(row, prompt, f"{options.input}: {where}")
+        for (where, row), (prompt, _) in zip(rows, parsed, strict=True)
+    ]
     scorer = _scorer(options, echo)
     truncated: Counter[str] = Counter()
     ids = [
-        _encode(scorer, with_images(prompt, image), response, label, image, truncated)
-        for (where, _), (prompt, responses), image in zip(rows, parsed, images, strict=True)
+        _encode(scorer, with_images(prompt, image), response, label, image, truncated, arg)
+        for (where, _), (prompt, responses), image, arg in zip(
+            rows, parsed, images, args, strict=True
+        )
         for label in [f"{options.input}: {where}"]
         for response in responses
     ]

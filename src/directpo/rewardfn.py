@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from directpo.data import prompt_of
 from directpo.errors import ConfigError, DirectpoError
 from directpo.readers import kind_of
 
@@ -41,6 +42,7 @@ def load_reward_fn(spec: str) -> RewardFn:
 
     def call(prompts: list[Any], completions: list[str], rows: list[dict]) -> list[float]:
         keys = sorted({k for row in rows for k in row} - {"prompts", "completions"})
+        prompts = [prompt_of(p) for p in prompts]  # the row's text or messages, as TRL's
         given = [as_trl_completion(p, c) for p, c in zip(prompts, completions, strict=True)]
         return checked(prompts, given, **{k: [row.get(k) for row in rows] for k in keys})
 

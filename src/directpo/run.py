@@ -23,6 +23,7 @@ from directpo.config import LR_SCHEDULERS, DPOConfig
 from directpo.data import Columns, PreferenceData, load_named_dataset, load_preferences, read_rows
 from directpo.distributed import World, materialize, release_host_memory, wrap
 from directpo.errors import ConfigError, DataError
+from directpo.generate import check_prompts
 from directpo.guard import UpdateProbe, check_trainable
 from directpo.logprobs import SequenceScorer
 from directpo.model_checks import check_heads, choose_layout
@@ -343,6 +344,10 @@ def _load_data(
     if eval_data:
         evaluation = _tokenize(eval_data, tokenizer, config, "eval", echo, processor, progress)
     held_out = _held_out_prompts(config, eval_data)
+    kwargs = config.chat_template_kwargs  # a file's prompts are not rendered until sampled:
+    if config.eval_prompts_file:  # a prompt the template refuses is said before training
+        label = f"eval_prompts_file {config.eval_prompts_file}"
+        check_prompts(tokenizer, held_out[0], label, processor, kwargs)
     data = RunData(
         tokenizer=tokenizer,
         processor=processor,
@@ -359,6 +364,8 @@ def _load_data(
     if config.online:
         data.online_prompts, data.online_rows = _online_prompts(config, source, train_data, echo)
         where = str(config.prompt_file or source)
+        label = f"prompt_file {config.prompt_file}" if config.prompt_file else f"train {where}"
+        check_prompts(tokenizer, data.online_prompts, label, None, kwargs)
         data.train_data = train_data or OnlineData(len(data.online_prompts), where)
         data.labeller = load_labeller(config, device)
         check_labeller(data.labeller, data.online_prompts, data.online_rows, tokenizer)
@@ -414,12 +421,13 @@ def _pair_source(
 
 
 # what online rounds sample, label and pair with (per_device_eval_batch_size: the chunks, each
-# with its own seed)
+# with its own seed; max_prompt_length cuts the prompts, the chat template renders them)
 ONLINE_SAMPLING_OPTIONS = (
     "online_samples_per_prompt", "online_pairs", "online_reward_gap",
     "online_max_pairs_per_prompt", "generate_max_new_tokens", "generate_temperature",
     "generate_top_p", "generate_top_k", "per_device_eval_batch_size", "reward_fn",
     "reward_model_name_or_path", "implicit_reward_model", "max_length", "max_completion_length",
+    "max_prompt_length", "chat_template", "chat_template_kwargs",
 )  # fmt: skip
 
 
@@ -551,19 +559,26 @@ def _has_pairs(source: Any, columns: Columns, skip_invalid_rows: bool = False) -
                 "DPO's prompts-only files as prompt_file"
             )
         return all(kinds.values())
-    if isinstance(source, str) or (isinstance(source, list | tuple) and source):
-        rows = read_rows(source) if isinstance(source, str) else list(enumerate(source, 1))
-        paired = [where for where, row in rows if columns.chosen in row]
-        if paired and len(paired) < len(rows) and not skip_invalid_rows:
-            alone = next(where for where, row in rows if columns.chosen not in row)
-            label = source if isinstance(source, str) else "train_dataset"
-            raise DataError(
-                f"{label}: {_place(alone)} has no '{columns.chosen}' but {_place(paired[0])} "
-                "has: a train file holds pairs, or (for online DPO) only prompts"
-            )
-        return bool(paired)
-    names = getattr(source, "column_names", None) or list(getattr(source, "columns", []))
-    return columns.chosen in names
+    if isinstance(source, list | tuple) and not source:
+        return False
+    if not isinstance(source, str | list | tuple):  # a Dataset, IterableDataset, DataFrame
+        names = getattr(source, "column_names", None) or list(getattr(source, "columns", []))
+        if names:
+            return columns.chosen in names
+        # an IterableDataset of unknown features (from a generator): its rows say
+    if isinstance(source, list | tuple):
+        rows = list(enumerate(source, 1))
+    else:
+        rows = read_rows(source, None if isinstance(source, str) else "train_dataset")
+    paired = [where for where, row in rows if columns.chosen in row]
+    if paired and len(paired) < len(rows) and not skip_invalid_rows:
+        alone = next(where for where, row in rows if columns.chosen not in row)
+        label = source if isinstance(source, str) else "train_dataset"
+        raise DataError(
+            f"{label}: {_place(alone)} has no '{columns.chosen}' but {_place(paired[0])} "
+            "has: a train file holds pairs, or (for online DPO) only prompts"
+        )
+    return bool(paired)
 
 
 def _place(where: str | int) -> str:

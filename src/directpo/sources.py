@@ -192,7 +192,7 @@ class OnlineRounds:
         )  # fmt: skip
         saved = state.get("sampling", {})
         changed = [
-            f"{key} {saved[key]} -> {value}"
+            _change(key, saved[key], value)
             for key, value in self.sampling.items()
             if key in saved and saved[key] != value
         ]
@@ -210,6 +210,13 @@ class OnlineRounds:
             f"resume: {', '.join(changed)} since the checkpoint; rounds after round "
             f"{self.round} sample with this run's values"
         ]
+
+
+def _change(key: str, before: Any, after: Any) -> str:
+    """``key before -> after``; a long value (a chat template's text) is only said changed."""
+    if max(len(str(before)), len(str(after))) > 60:
+        return f"{key} (changed)"
+    return f"{key} {before} -> {after}"
 
 
 def pairs_fingerprint(pairs: list[TokenizedPair]) -> str:
