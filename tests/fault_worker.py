@@ -51,7 +51,7 @@ def _data_missing_here() -> None:
     def load_data(config, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         raise DataError(f"{config.train_file}: no such file (on this node only)")
 
-    run._load_data = load_data
+    run.load_run_data = load_data
 
 
 FAULTS = {

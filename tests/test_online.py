@@ -319,7 +319,7 @@ def test_an_iterable_dataset_of_unknown_columns_is_told_pairs_or_prompts_by_its_
 
     from directpo.data import Columns
     from directpo.errors import DataError
-    from directpo.run import _has_pairs
+    from directpo.run_data import _has_pairs
 
     def iterable(rows: list[dict]) -> datasets.IterableDataset:
         return datasets.IterableDataset.from_generator(lambda: iter(rows))

@@ -20,22 +20,17 @@ from transformers import get_scheduler, set_seed
 from directpo.batching import Layout
 from directpo.best import BestModel
 from directpo.config import LR_SCHEDULERS, DPOConfig
-from directpo.data import Columns, PreferenceData, load_named_dataset, load_preferences, read_rows
 from directpo.distributed import World, materialize, release_host_memory, wrap
-from directpo.errors import ConfigError, DataError
-from directpo.generate import check_prompts
+from directpo.errors import ConfigError
 from directpo.guard import UpdateProbe, check_trainable
 from directpo.logprobs import SequenceScorer
 from directpo.model_checks import check_heads, choose_layout
 from directpo.models import (
     check_positions,
     check_vocabulary,
-    load_processor,
-    load_tokenizer,
-    pad_token_id,
     resolve_router_aux,
 )
-from directpo.online import OnlineData, RoundBuilder, check_labeller, load_labeller
+from directpo.online import RoundBuilder
 from directpo.outputs import OutputLock, model_files, prepare_output_dir, remove
 from directpo.precision import MasterWeights, PrecisionPolicy
 from directpo.precompute import (
@@ -43,8 +38,6 @@ from directpo.precompute import (
     precompute_reference_logps,
     weights_fingerprint,
 )
-from directpo.prompts import distinct_prompts, load_prompt_rows, load_prompts
-from directpo.readers import python_source
 from directpo.reference import (
     FrozenModelReference,
     PolicyModelReference,
@@ -52,10 +45,9 @@ from directpo.reference import (
     load_policy_and_reference,
 )
 from directpo.resume import resume
-from directpo.rewardfn import check_reward_fn, load_reward_fn
+from directpo.run_data import RunData, load_run_data
 from directpo.sources import FixedPairs, OnlineRounds, PairSet
 from directpo.step import PairStats
-from directpo.tokenization import TokenizedData, short_completion_limit, tokenize_preferences
 from directpo.tracking import MetricsLogger
 from directpo.vision import attach_rope_positions
 
@@ -124,7 +116,7 @@ def prepare_run(
     set_seed(config.seed)
     device = world.device
 
-    data = _load_data(config, train_dataset, eval_dataset, device, echo, world.is_main)
+    data = load_run_data(config, train_dataset, eval_dataset, device, echo, world.is_main)
     tokenizer, train = data.tokenizer, data.train
 
     # -- models in the run's precision, optimizer, schedule -------------------------------
@@ -264,137 +256,6 @@ def prepare_run(
     return run
 
 
-@dataclass
-class RunData:
-    """The data side of a run: tokenizer, tokenized pairs, held-out sets, online prompts."""
-
-    tokenizer: Any
-    processor: Any  # a vision-language model's (None for text models)
-    pad_id: int
-    train_data: Any  # PreferenceData, or OnlineData (what the model card says)
-    train: PairSet
-    evaluation: PairSet | None
-    eval_prompts: list[Any]
-    eval_rows: list[dict[str, Any]]
-    reward_fn: Callable[..., Any] | None
-    online_prompts: list[Any] = field(default_factory=list)
-    online_rows: list[dict[str, Any]] = field(default_factory=list)  # their other columns
-    labeller: Any = None
-
-
-def _load_data(
-    config: DPOConfig,
-    train_dataset: Any,
-    eval_dataset: Any,
-    device: torch.device,
-    echo: Callable[[str], None],
-    is_main: bool = True,
-) -> RunData:
-    """Read and validate every file before any model loads; tokenize; check the reward
-    function and the online labeller on a couple of prompts."""
-    columns = Columns(
-        config.prompt_column,
-        config.chosen_column,
-        config.rejected_column,
-        prompt_required=config.prompt_column != "prompt",
-    )
-    train_dataset = python_source(train_dataset, "train_dataset")
-    eval_dataset = python_source(eval_dataset, "eval_dataset")
-    source = train_dataset if train_dataset is not None else config.train_file
-    names: dict[str, str | None] = {"train": None, "eval": None}  # how messages name them
-    if source is None and config.dataset_name:
-        source = load_named_dataset(config, config.dataset_train_split, required=True)
-        names["train"] = f"{config.dataset_name}[{config.dataset_train_split}]"
-        if eval_dataset is None and not config.eval_file and config.eval_strategy != "no":
-            eval_dataset = load_named_dataset(config, config.dataset_test_split, required=False)
-            names["eval"] = f"{config.dataset_name}[{config.dataset_test_split}]"
-    skip = config.skip_invalid_rows
-    train_data: Any = None
-    if source is not None and not (config.online and not _has_pairs(source, columns, skip)):
-        train_data = load_preferences(source, columns, skip_invalid_rows=skip, name=names["train"])
-        echo(f"train: {train_data.summary()}")
-    eval_data = None
-    if eval_dataset is not None or config.eval_file:
-        eval_data = load_preferences(
-            eval_dataset if eval_dataset is not None else config.eval_file,
-            columns,
-            skip_invalid_rows=skip,
-            name=names["eval"],
-        )
-        echo(f"eval: {eval_data.summary()}")
-    location = config.tokenizer_location
-    processor = load_processor(config.tokenizer_path, config.trust_remote_code, location)
-    if processor is not None and config.online:
-        raise ConfigError(
-            "online DPO with a vision-language model is not supported yet (rounds sample text "
-            "prompts only); train offline on image pairs"
-        )
-    tokenizer = (
-        load_tokenizer(config.tokenizer_path, config.trust_remote_code, location)
-        if processor is None
-        else processor.tokenizer
-    )
-    if config.chat_template:
-        _replace_chat_template(config.chat_template, tokenizer, processor)
-    train = PairSet([], [])
-    progress = is_main and not config.disable_tqdm
-    if train_data is not None:
-        train = _tokenize(train_data, tokenizer, config, "train", echo, processor, progress)
-    evaluation = None
-    if eval_data:
-        evaluation = _tokenize(eval_data, tokenizer, config, "eval", echo, processor, progress)
-    held_out = _held_out_prompts(config, eval_data)
-    kwargs = config.chat_template_kwargs  # a file's prompts are not rendered until sampled:
-    if config.eval_prompts_file:  # a prompt the template refuses is said before training
-        label = f"eval_prompts_file {config.eval_prompts_file}"
-        check_prompts(tokenizer, held_out[0], label, processor, kwargs)
-    data = RunData(
-        tokenizer=tokenizer,
-        processor=processor,
-        pad_id=pad_token_id(tokenizer),
-        train_data=train_data,
-        train=train,
-        evaluation=evaluation,
-        eval_prompts=held_out[0],
-        eval_rows=held_out[1],
-        reward_fn=load_reward_fn(config.reward_fn) if config.reward_fn else None,
-    )
-    if data.reward_fn is not None:
-        check_reward_fn(data.reward_fn, data.eval_prompts, data.eval_rows, tokenizer)
-    if config.online:
-        data.online_prompts, data.online_rows = _online_prompts(config, source, train_data, echo)
-        where = str(config.prompt_file or source)
-        label = f"prompt_file {config.prompt_file}" if config.prompt_file else f"train {where}"
-        check_prompts(tokenizer, data.online_prompts, label, None, kwargs)
-        data.train_data = train_data or OnlineData(len(data.online_prompts), where)
-        data.labeller = load_labeller(config, device)
-        check_labeller(data.labeller, data.online_prompts, data.online_rows, tokenizer)
-    return data
-
-
-def _replace_chat_template(template: str, tokenizer: Any, processor: Any) -> None:
-    """``chat_template``: the text, or a file holding it (a value with no Jinja tag is a path)."""
-    if "{%" not in template and "{{" not in template:
-        try:
-            template = Path(template).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"chat_template: {template} is neither a Jinja template nor a readable file "
-                f"({getattr(exc, 'strerror', None) or exc})"
-            ) from None
-    from jinja2 import TemplateError
-    from transformers.utils.chat_template_utils import _compile_jinja_template
-
-    try:  # transformers' own compilation: the environment the template will render in
-        _compile_jinja_template(template)
-    except TemplateError as exc:
-        line = f" at template line {exc.lineno}" if getattr(exc, "lineno", None) else ""
-        raise ConfigError(f"chat_template: does not compile ({exc.message}{line})") from None
-    tokenizer.chat_template = template
-    if processor is not None:
-        processor.chat_template = template
-
-
 def _pair_source(
     config: DPOConfig, data: RunData, world: World, output_dir: Path
 ) -> FixedPairs | OnlineRounds:
@@ -501,39 +362,6 @@ def build_optimizer(
     )
 
 
-def _tokenize(
-    data: Any,
-    tokenizer: Any,
-    config: DPOConfig,
-    name: str,
-    echo: Callable[[str], None],
-    processor: Any = None,
-    progress: bool = False,
-) -> PairSet:
-    tokenized: TokenizedData = tokenize_preferences(
-        data,
-        tokenizer,
-        config.max_length,
-        config.max_prompt_length,
-        max_completion_length=config.max_completion_length,
-        skip_invalid_rows=config.skip_invalid_rows,
-        chat_template_kwargs=config.chat_template_kwargs,
-        processor=processor,
-        progress=f"tokenize {name}" if progress else None,
-    )
-    echo(f"{name}: {tokenized.summary()}")
-    starved, completions = tokenized.starved_completions(), 2 * len(tokenized.pairs)
-    if completions and starved > completions / 10:  # a few are normal; many waste the run
-        limit = short_completion_limit(config.max_length or 0)
-        echo(
-            f"warning: {name}: {starved} of {completions} completions keep under {limit:g} "
-            f"tokens because their prompt fills max_length {config.max_length}; DPO learns little "
-            "from them: raise max_length, set max_prompt_length (prompts are cut from the left), "
-            "or drop such rows"
-        )
-    return PairSet(tokenized.pairs, tokenized.sources)
-
-
 def _what(source: FixedPairs | OnlineRounds, pairs: int) -> str:
     if isinstance(source, OnlineRounds):
         first = f", round 0 from {pairs} given pairs" if source.first_round else ""
@@ -542,76 +370,6 @@ def _what(source: FixedPairs | OnlineRounds, pairs: int) -> str:
             f"{source.steps_per_round} steps per round{first}"
         )
     return f"{pairs} pairs"
-
-
-def _has_pairs(source: Any, columns: Columns, skip_invalid_rows: bool = False) -> bool:
-    """Whether online DPO's train source holds pairs, not only prompts (which it also takes).
-    A source of both is refused: its pairs would silently train as prompts, or its prompts be
-    refused as pairs missing a field, depending on which came first. With skip_invalid_rows,
-    any pair makes it a source of pairs (rows without one are skipped as invalid)."""
-    if isinstance(source, list | tuple) and source and isinstance(source[0], str):  # files
-        kinds = {path: _has_pairs(path, columns, skip_invalid_rows) for path in source}
-        if len(set(kinds.values())) > 1:
-            paired = next(path for path, pairs in kinds.items() if pairs)
-            prompts = next(path for path, pairs in kinds.items() if not pairs)
-            raise DataError(
-                f"train_file: {paired} holds pairs but {prompts} only prompts: give online "
-                "DPO's prompts-only files as prompt_file"
-            )
-        return all(kinds.values())
-    if isinstance(source, list | tuple) and not source:
-        return False
-    if not isinstance(source, str | list | tuple):  # a Dataset, IterableDataset, DataFrame
-        names = getattr(source, "column_names", None) or list(getattr(source, "columns", []))
-        if names:
-            return columns.chosen in names
-        # an IterableDataset of unknown features (from a generator): its rows say
-    if isinstance(source, list | tuple):
-        rows = list(enumerate(source, 1))
-    else:
-        rows = read_rows(source, None if isinstance(source, str) else "train_dataset")
-    paired = [where for where, row in rows if columns.chosen in row]
-    if paired and len(paired) < len(rows) and not skip_invalid_rows:
-        alone = next(where for where, row in rows if columns.chosen not in row)
-        label = source if isinstance(source, str) else "train_dataset"
-        raise DataError(
-            f"{label}: {_place(alone)} has no '{columns.chosen}' but {_place(paired[0])} "
-            "has: a train file holds pairs, or (for online DPO) only prompts"
-        )
-    return bool(paired)
-
-
-def _place(where: str | int) -> str:
-    return f"row {where}" if isinstance(where, int) else where
-
-
-def _online_prompts(
-    config: DPOConfig, source: Any, train_data: PreferenceData | None, echo: Callable[[str], None]
-) -> tuple[list[Any], list[dict[str, Any]]]:
-    """Online rounds' prompts and their rows' other columns (for the labeller): prompt_file's,
-    else the train file's (its pairs' prompts, or a prompts-only file's)."""
-    if config.prompt_file:
-        prompts, rows = load_prompt_rows(config.prompt_file, config.prompt_column)
-    elif train_data is not None:
-        prompts = distinct_prompts(example.full_prompt for example in train_data.examples)
-        rows = [{} for _ in prompts]
-    else:
-        prompts, rows = load_prompt_rows(source, config.prompt_column)
-    echo(f"online: {len(prompts)} prompts")
-    return prompts, rows
-
-
-def _held_out_prompts(config: DPOConfig, eval_data: Any) -> tuple[list[Any], list[dict]]:
-    """The first ``eval_generate`` distinct held-out prompts (none when sampling is off), and
-    their rows' other columns (eval_prompts_file's; for reward_fn)."""
-    if not config.eval_generate:
-        return [], []
-    if config.eval_prompts_file:
-        prompts, rows = load_prompts(config.eval_prompts_file, config.prompt_column)
-    else:
-        prompts = distinct_prompts(example.full_prompt for example in eval_data.examples)
-        rows = [{} for _ in prompts]
-    return prompts[: config.eval_generate], rows[: config.eval_generate]
 
 
 def _precompute_reference(run: Run, reference_weights: str) -> None:
