@@ -724,3 +724,19 @@ def test_score_rank_and_prompt_rows_render_their_tools_as_pair_rows_do(tmp_path)
         assert with_tools == ImagePrompt(chat, (), {"tools": [tool]}) and plain == chat
     with pytest.raises(DataError, match="row 1: field 'tools' needs conversational rows"):
         load_prompts([{"prompt": "Weather?", "tools": [tool]}])
+
+
+def test_one_image_prompt_scores_as_a_list_of_one(tiny_model_dirs) -> None:
+    """score(prompt, response) takes one ImagePrompt (a row's prompt with its tools) as it takes
+    one text or conversation; it was iterated as a list of prompts (TypeError)."""
+    from test_tokenization import TOOLS_TEMPLATE
+
+    from directpo.data import ImagePrompt
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["gpt2"]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dirs["gpt2"])
+    tokenizer.chat_template = TOOLS_TEMPLATE
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    prompt = ImagePrompt([{"role": "user", "content": "Weather?"}], (), {"tools": [tool]})
+    scorer = ImplicitReward(model, None, 1.0, tokenizer)
+    assert scorer.score(prompt, "Sunny.") == scorer.score([prompt], ["Sunny."])[0]

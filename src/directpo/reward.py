@@ -367,8 +367,9 @@ def _path(given: ModelLike | None, model: torch.nn.Module) -> str:
 
 
 def _is_single(value: Any) -> bool:
-    """A string, or one conversation (a list of message dicts), rather than a list of them."""
-    return isinstance(value, str) or (
+    """A string, one conversation (a list of message dicts) or one ``ImagePrompt``, rather
+    than a list of them."""
+    return isinstance(value, str | ImagePrompt) or (
         isinstance(value, list) and bool(value) and isinstance(value[0], dict)
     )
 
