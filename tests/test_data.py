@@ -359,6 +359,11 @@ def test_dataset_name_loads_a_local_dataset_with_its_splits(tiny_model_dirs, tmp
                          dataset_train_split="validation")  # fmt: skip
     with pytest.raises(DataError, match=r"no split 'validation' \(it has train, test\)"):
         train(config, echo=lambda _: None)
+    # evaluations asked for with no test split: refused, not a run that silently never evaluates
+    config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "e", dataset_name=str(folder),
+                         dataset_test_split="dev", eval_steps=2)  # fmt: skip
+    with pytest.raises(DataError, match=r"no split 'dev' .* eval_steps asks for; set dataset_test"):
+        train(config, echo=lambda _: None)
     config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "y",
                          dataset_name="no-such-org/no-such-dataset")  # fmt: skip
     with pytest.raises(DataError, match="dataset_name 'no-such-org/no-such-dataset': cannot load"):
