@@ -349,9 +349,20 @@ def test_dataset_name_loads_a_local_dataset_with_its_splits(tiny_model_dirs, tmp
     assert any(line.startswith(f"train: {folder}[train]: 6 pairs") for line in lines)
     assert any(line.startswith(f"eval: {folder}[test]: 2 pairs") for line in lines)
     assert any("eval/loss" in row for row in result.metrics)
+    lines.clear()  # TRL's eval_strategy: no leaves the test split unread (it was refused)
+    config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "no", dataset_name=str(folder),
+                         eval_strategy="no")  # fmt: skip
+    result = train(config, echo=lines.append)
+    assert not any(line.startswith("eval:") for line in lines)
+    assert not any(key.startswith("eval/") for row in result.metrics for key in row)
     config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "x", dataset_name=str(folder),
                          dataset_train_split="validation")  # fmt: skip
     with pytest.raises(DataError, match=r"no split 'validation' \(it has train, test\)"):
+        train(config, echo=lambda _: None)
+    # evaluations asked for with no test split: refused, not a run that silently never evaluates
+    config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "e", dataset_name=str(folder),
+                         dataset_test_split="dev", eval_steps=2)  # fmt: skip
+    with pytest.raises(DataError, match=r"no split 'dev' .* eval_steps asks for; set dataset_test"):
         train(config, echo=lambda _: None)
     config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "y",
                          dataset_name="no-such-org/no-such-dataset")  # fmt: skip

@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 
 import directpo.run as run_module
 from directpo.config import DPOConfig
-from directpo.errors import ConfigError, TrainingStopped
+from directpo.errors import ConfigError, ConfigErrors, TrainingStopped
 from directpo.guard import UpdateProbe, UpdateStats, check_update
 from directpo.precision import MasterWeights, PrecisionPolicy
 from directpo.tracking import read_metrics
@@ -235,6 +235,12 @@ def test_precision_options_and_trl_spellings() -> None:
     assert not DPOConfig().precision.mixed
     with pytest.raises(ConfigError, match="fp16: float16 mixed precision is not supported"):
         DPOConfig(fp16=True)
+    # refused with the other options' problems in one pass, not one per run (they raised first)
+    with pytest.raises(ConfigErrors) as refused:
+        DPOConfig(fp16=True, dtype="auto", learning_rate=-1.0)
+    assert [line.split(":")[0].split(" ")[0] for line in refused.value.problems] == [
+        "fp16", "dtype", "learning_rate",
+    ]  # fmt: skip
     with pytest.raises(ConfigError, match="master_weights is set but dtype is float32"):
         DPOConfig(master_weights="bfloat16")
     with pytest.raises(ConfigError, match="save_dtype must be one of"):

@@ -477,8 +477,8 @@ class DPOConfig(Options):
     overwrite_output_dir: bool = option(
         False,
         "Start afresh in an output_dir that already holds a run or other files (the earlier "
-        "run's checkpoints and model files are deleted; other files stay). Without it such a "
-        "folder is refused, so no work is lost by accident.",
+        "run's checkpoints, model files and runs/, samples/, online/ folders are deleted; "
+        "other files stay). Without it such a folder is refused, so no work is lost by accident.",
     )
     logging_steps: float = option(
         10,
@@ -825,18 +825,21 @@ class DPOConfig(Options):
 
     def _check_precision(self) -> None:
         if self.fp16:
-            raise ConfigError(
+            self._refuse(
+                "fp16",
                 "fp16: float16 mixed precision is not supported (its narrow range needs a loss "
-                "scaler); use bf16: true (mixed precision in bfloat16) or dtype: float32"
+                "scaler); use bf16: true (mixed precision in bfloat16) or dtype: float32",
             )
         if self.bf16:
             self.dtype = "bfloat16"
         if self.dtype == "auto":  # transformers' "as saved": training needs a decision
-            raise ConfigError(
+            self._refuse(
+                "dtype",
                 "dtype: auto is not supported: choose bfloat16 (bf16 compute over float32 "
-                "master weights, for GPUs) or float32"
+                "master weights, for GPUs) or float32",
             )
-        self._one_of("dtype", DTYPES)
+        else:
+            self._one_of("dtype", DTYPES)
         self._one_of("master_weights", DTYPES)
         self._one_of("save_dtype", SAVE_DTYPES)
         if self.dtype == "float32":

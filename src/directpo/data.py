@@ -230,11 +230,14 @@ def load_preferences(
     return PreferenceData(examples, layout, label, skipped)
 
 
-def load_named_dataset(config: Any, split: str, *, required: bool) -> Any:
-    """``config.dataset_name``'s ``split`` through ``datasets.load_dataset`` (a local folder,
-    or a hub id where the hub is reachable); None when an optional split does not exist."""
+def load_named_dataset(config: Any, key: str, *, required: str | None) -> Any:
+    """``config.dataset_name``'s split named by option ``key`` (dataset_train_split /
+    dataset_test_split) through ``datasets.load_dataset`` (a local folder, or a hub id where
+    the hub is reachable); None when the split does not exist and ``required`` (what needs
+    it, said in the error) is None."""
     import datasets
 
+    split = getattr(config, key)
     name = config.dataset_name
     saved = is_saved_dataset(name)  # load_dataset refuses these ("use load_from_disk")
     if saved and config.dataset_config is not None:
@@ -252,11 +255,11 @@ def load_named_dataset(config: Any, split: str, *, required: bool) -> Any:
     except Exception as exc:  # datasets raises many types: offline, missing, malformed
         raise DataError(f"dataset_name '{name}': cannot load ({first_line(exc)})") from None
     if split not in loaded:
-        if not required:
+        if required is None:
             return None
         raise DataError(
-            f"dataset_name '{name}': no split '{split}' (it has {', '.join(loaded)}); set "
-            "dataset_train_split"
+            f"dataset_name '{name}': no split '{split}' (it has {', '.join(loaded)}) for "
+            f"{required}; set {key}"
         )
     return loaded[split]
 

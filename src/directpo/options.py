@@ -88,6 +88,14 @@ class Options:
         self._problems.append(problem)
         self._refused.add(key)
 
+    def _refuse(self, key: str, problem: str) -> None:
+        """Refuses ``key`` with ``problem`` (a whole line), collected as ``_require`` does, so
+        that the checks after it still run and report their own problems in the same pass."""
+        if getattr(self, "_problems", None) is None:
+            raise ConfigError(problem)
+        self._problems.append(problem)
+        self._refused.add(key)
+
     def _valid(self, *keys: str) -> bool:
         """None of ``keys``' values has been refused so far: a check that reads a refused value
         would report a consequence of it, in words that blame another option."""

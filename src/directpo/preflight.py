@@ -42,10 +42,11 @@ def check_environment(
     """Checks that touch the file system: run before any model loads."""
     from directpo.config import TRACKER_MODULES as tracker_modules  # config imports this module
 
-    evaluates = (
-        config.eval_file or eval_dataset_given or config.eval_generate or config.dataset_name
-    )
-    if config.eval_strategy == "no" and evaluates:
+    held_out = config.eval_file or eval_dataset_given or config.eval_generate
+    # dataset_name's test split may be there: it counts as something to evaluate, but under
+    # eval_strategy: no it is simply not loaded (TRL's configs often say so), not refused.
+    evaluates = held_out or config.dataset_name
+    if config.eval_strategy == "no" and held_out:
         raise ConfigError(
             "eval_strategy is no but there is held-out data (eval_file / eval_generate): "
             "remove it, or choose eval_strategy auto, steps or epoch"

@@ -67,10 +67,12 @@ def load_run_data(
     source = train_dataset if train_dataset is not None else config.train_file
     names: dict[str, str | None] = {"train": None, "eval": None}  # how messages name them
     if source is None and config.dataset_name:
-        source = load_named_dataset(config, config.dataset_train_split, required=True)
+        source = load_named_dataset(config, "dataset_train_split", required="training")
         names["train"] = f"{config.dataset_name}[{config.dataset_train_split}]"
         if eval_dataset is None and not config.eval_file and config.eval_strategy != "no":
-            eval_dataset = load_named_dataset(config, config.dataset_test_split, required=False)
+            eval_dataset = load_named_dataset(
+                config, "dataset_test_split", required=_evaluation_asked(config)
+            )
             names["eval"] = f"{config.dataset_name}[{config.dataset_test_split}]"
     skip = config.skip_invalid_rows
     train_data: Any = None
@@ -260,3 +262,16 @@ def _held_out_prompts(config: DPOConfig, eval_data: Any) -> tuple[list[Any], lis
         prompts = distinct_prompts(example.full_prompt for example in eval_data.examples)
         rows = [{} for _ in prompts]
     return prompts[: config.eval_generate], rows[: config.eval_generate]
+
+
+def _evaluation_asked(config: DPOConfig) -> str | None:
+    """The option that asks for evaluations of held-out pairs, when dataset_name's test split is
+    their only source: a missing split is then an error, not a run that never evaluates."""
+    if config.eval_generate:
+        return None  # sampled completions are evaluated; the test split is optional
+    for key in ("eval_steps", "load_best_model_at_end", "early_stopping_patience"):
+        if getattr(config, key):
+            return f"the evaluations {key} asks for"
+    if config.eval_strategy in ("steps", "epoch"):
+        return f"the evaluations eval_strategy: {config.eval_strategy} asks for"
+    return None
