@@ -489,7 +489,7 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
         summary["mean_margin"] = sum(margins) / len(margins)
         echo(
             f"{len(margins)} pairs: preference accuracy {summary['accuracy']:.4f}, "
-            f"mean margin {summary['mean_margin']:.4f}"
+            f"mean margin {summary['mean_margin']:.4g}"
         )
     echo(f"wrote {len(out)} rows to {options.output}")
     return summary

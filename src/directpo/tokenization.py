@@ -556,7 +556,7 @@ def tokenize_preferences(
         tokenizer, max_length, max_prompt_length, max_completion_length, chat_template_kwargs,
         processor,
     )  # fmt: skip
-    result = TokenizedData(pairs=[], skipped=Counter(data.skipped))
+    result = TokenizedData(pairs=[])  # rows skipped when read were said by the data's summary
     examples = data.examples
     bar = tqdm(
         total=len(examples), desc=progress, unit="pairs", dynamic_ncols=True,
