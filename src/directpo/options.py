@@ -80,13 +80,8 @@ class Options:
     def _require(self, ok: bool, key: str, must: str) -> None:
         """Refuses ``key``'s value unless ``ok``; while the values are checked at construction,
         the refusal is collected and the checks go on."""
-        if ok:
-            return
-        problem = f"{key} must be {must} (got {getattr(self, key)!r})"
-        if getattr(self, "_problems", None) is None:
-            raise ConfigError(problem)
-        self._problems.append(problem)
-        self._refused.add(key)
+        if not ok:
+            self._refuse(key, f"{key} must be {must} (got {getattr(self, key)!r})")
 
     def _refuse(self, key: str, problem: str) -> None:
         """Refuses ``key`` with ``problem`` (a whole line), collected as ``_require`` does, so
