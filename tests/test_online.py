@@ -465,7 +465,7 @@ def test_labellers_read_a_pairs_rows_prompt_with_its_template_args(tiny_model_di
     reward_fn got that object and the bare text, not the messages and TRL's assistant
     message; a reward model failed ('scoring failed (TypeError'); the implicit reward refused
     it; the round's record could not be written as JSON."""
-    from test_tokenization import TOOLS_TEMPLATE
+    from test_tokenization import TOOLS_TEMPLATE, WEATHER_ROW, WEATHER_TOOL
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from directpo.data import ImagePrompt, load_preferences
@@ -473,8 +473,7 @@ def test_labellers_read_a_pairs_rows_prompt_with_its_template_args(tiny_model_di
     from directpo.reward import ImplicitReward
     from directpo.rewardfn import load_reward_fn
 
-    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
-    chat = [{"role": "user", "content": "Weather?"}]
+    tool, chat = WEATHER_TOOL, WEATHER_ROW["prompt"]
     with_tools = ImagePrompt(chat, (), {"tools": [tool]})
     module = tmp_path / "chat_rewards.py"
     module.write_text(

@@ -657,19 +657,15 @@ def test_a_model_whose_code_ships_in_its_folder_scores_and_generates_when_truste
 
 def test_score_pairs_renders_each_rows_tools_as_training_did(tiny_model_dirs) -> None:
     """score_pairs scored a row with tools as if it had none (a prompt training never saw)."""
-    from test_tokenization import TOOLS_TEMPLATE
+    from test_tokenization import TOOLS_TEMPLATE, WEATHER_ROW, WEATHER_TOOL
 
     from directpo.data import load_preferences
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["gpt2"]).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dirs["gpt2"])
     tokenizer.chat_template = TOOLS_TEMPLATE
-    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
-    row = {
-        "prompt": [{"role": "user", "content": "Weather?"}],
-        "chosen": [{"role": "assistant", "content": "Sunny."}],
-        "rejected": [{"role": "assistant", "content": "No idea."}],
-    }
+    tool = WEATHER_TOOL
+    row = WEATHER_ROW
     data = load_preferences([{**row, "tools": [tool]}, row])
     scorer = ImplicitReward(model, None, 1.0, tokenizer)  # reference-free: β·log π / |y|
     with_tools, without = scorer.score_pairs(data.examples)
@@ -685,7 +681,7 @@ def test_score_rank_and_prompt_rows_render_their_tools_as_pair_rows_do(tmp_path)
     """A row's tools / chat_template_kwargs rendered a pair row's prompt (score on pairs), but
     a prompt/response row (score), a rank row and a prompt row (generate, eval_prompts_file,
     prompt_file) with the same columns were rendered without them: another prompt, silently."""
-    from test_tokenization import TOOLS_TEMPLATE
+    from test_tokenization import TOOLS_TEMPLATE, WEATHER_ROW, WEATHER_TOOL
 
     from directpo.data import ImagePrompt
     from directpo.errors import DataError
@@ -694,10 +690,8 @@ def test_score_rank_and_prompt_rows_render_their_tools_as_pair_rows_do(tmp_path)
     policy = save_tiny_model("gpt2", tmp_path / "policy", seed=1)
     reference = save_tiny_model("gpt2", tmp_path / "reference", seed=2)
     (policy / "chat_template.jinja").write_text(TOOLS_TEMPLATE)
-    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
-    chat = [{"role": "user", "content": "Weather?"}]
-    chosen = [{"role": "assistant", "content": "Sunny."}]
-    rejected = [{"role": "assistant", "content": "No idea."}]
+    tool = WEATHER_TOOL
+    chat, chosen, rejected = (WEATHER_ROW[k] for k in ("prompt", "chosen", "rejected"))
     rows = [
         {"prompt": chat, "chosen": chosen, "rejected": rejected, "tools": [tool]},
         {"prompt": chat, "response": chosen, "tools": [tool]},
@@ -729,14 +723,14 @@ def test_score_rank_and_prompt_rows_render_their_tools_as_pair_rows_do(tmp_path)
 def test_one_image_prompt_scores_as_a_list_of_one(tiny_model_dirs) -> None:
     """score(prompt, response) takes one ImagePrompt (a row's prompt with its tools) as it takes
     one text or conversation; it was iterated as a list of prompts (TypeError)."""
-    from test_tokenization import TOOLS_TEMPLATE
+    from test_tokenization import TOOLS_TEMPLATE, WEATHER_ROW, WEATHER_TOOL
 
     from directpo.data import ImagePrompt
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["gpt2"]).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dirs["gpt2"])
     tokenizer.chat_template = TOOLS_TEMPLATE
-    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
-    prompt = ImagePrompt([{"role": "user", "content": "Weather?"}], (), {"tools": [tool]})
+    tool = WEATHER_TOOL
+    prompt = ImagePrompt(WEATHER_ROW["prompt"], (), {"tools": [tool]})
     scorer = ImplicitReward(model, None, 1.0, tokenizer)
     assert scorer.score(prompt, "Sunny.") == scorer.score([prompt], ["Sunny."])[0]

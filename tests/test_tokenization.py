@@ -239,6 +239,13 @@ TOOLS_TEMPLATE = (
     "{% if enable_thinking is defined and not enable_thinking %}<think></think>{% endif %}"
     "{% endif %}"
 )
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+# a conversational pair about the weather, for rows with tools / chat_template_kwargs
+WEATHER_ROW = {
+    "prompt": [{"role": "user", "content": "Weather?"}],
+    "chosen": [{"role": "assistant", "content": "Sunny."}],
+    "rejected": [{"role": "assistant", "content": "No idea."}],
+}
 
 
 def test_tools_column_and_chat_template_kwargs_reach_the_template(tmp_path) -> None:
@@ -246,14 +253,9 @@ def test_tools_column_and_chat_template_kwargs_reach_the_template(tmp_path) -> N
 
     tokenizer = build_tokenizer("gpt2")
     tokenizer.chat_template = TOOLS_TEMPLATE
-    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    tool = WEATHER_TOOL
     rows = [
-        {
-            "prompt": [{"role": "user", "content": "Weather?"}],
-            "chosen": [{"role": "assistant", "content": "Sunny."}],
-            "rejected": [{"role": "assistant", "content": "No idea."}],
-            "tools": [tool],
-        },
+        {**WEATHER_ROW, "tools": [tool]},
         {  # a row without tools, and tools as JSON text (as a CSV or Arrow column may hold)
             "prompt": [{"role": "user", "content": "Hi"}],
             "chosen": "Hello!",
@@ -284,11 +286,7 @@ def test_a_rows_chat_template_kwargs_column_reaches_the_template(tmp_path) -> No
 
     tokenizer = build_tokenizer("gpt2")
     tokenizer.chat_template = TOOLS_TEMPLATE
-    row = {
-        "prompt": [{"role": "user", "content": "Weather?"}],
-        "chosen": [{"role": "assistant", "content": "Sunny."}],
-        "rejected": [{"role": "assistant", "content": "No idea."}],
-    }
+    row = WEATHER_ROW
     rows = [
         {**row, "chat_template_kwargs": {"enable_thinking": False}},
         {**row, "chat_template_kwargs": '{"enable_thinking": false}'},
@@ -519,14 +517,8 @@ def test_sampling_and_scoring_render_a_rows_tools_as_training_does() -> None:
 
     tokenizer = build_tokenizer("gpt2")
     tokenizer.chat_template = TOOLS_TEMPLATE
-    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
-    row = {
-        "prompt": [{"role": "user", "content": "Weather?"}],
-        "chosen": [{"role": "assistant", "content": "Sunny."}],
-        "rejected": [{"role": "assistant", "content": "No idea."}],
-        "tools": [tool],
-        "chat_template_kwargs": {"enable_thinking": False},
-    }
+    tool = WEATHER_TOOL
+    row = {**WEATHER_ROW, "tools": [tool], "chat_template_kwargs": {"enable_thinking": False}}
     example = load_preferences([row]).examples[0]
     pair = tokenize_preferences(load_preferences([row]), tokenizer, 256).pairs[0]
     assert "tools: get_weather" in tokenizer.decode(pair.prompt_ids)
