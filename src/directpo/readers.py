@@ -242,15 +242,25 @@ def _csv_cell(text: str) -> Any:
     stripped = text.strip()
     if not (stripped.startswith("[{") and stripped.endswith("}]") and "role" in stripped):
         return text
+    value = list_in_text(stripped)
+    if value is not None and all(isinstance(m, dict) and "role" in m for m in value):
+        return value
+    return text
+
+
+def list_in_text(text: str) -> list[Any] | None:
+    """The list a text cell holds, as a CSV writes a list column: JSON, or the Python repr
+    pandas writes (``['a.png', 'b.png']``); None for any other text."""
+    stripped = text.strip()
+    if not (stripped.startswith("[") and stripped.endswith("]")):
+        return None
     value = _json_or_none(stripped)
     if value is None:
         try:
             value = ast.literal_eval(stripped)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            return text
-    if isinstance(value, list) and all(isinstance(m, dict) and "role" in m for m in value):
-        return value
-    return text
+            return None
+    return value if isinstance(value, list) else None
 
 
 def _parquet_rows(path: str, label: str) -> tuple[list[tuple[str, Any]], list[str] | None]:

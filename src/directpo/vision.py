@@ -13,18 +13,18 @@ every axis, as the model itself numbers text after an image.
 
 from __future__ import annotations
 
-import ast
 import base64
 import binascii
 import hashlib
 import io
-import json
 import os
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from directpo.readers import list_in_text
 
 IMAGE_COLUMNS = ("images", "image")
 # submodules that make up a vision tower (frozen by ``freeze_vision_tower``; no LoRA adapters)
@@ -78,18 +78,11 @@ def image_values(value: Any, base_dir: str | None) -> tuple[Any, ...]:
 
 
 def _listed_paths(text: str) -> str | list[str]:
-    """A list of paths written as text, as a CSV holds a list column (JSON, or the Python repr
-    pandas writes: "['a.png', 'b.png']"); any other text is one image."""
-    stripped = text.strip()
-    if not (stripped.startswith("[") and stripped.endswith("]")):
-        return text
-    for parse in (json.loads, ast.literal_eval):
-        try:
-            value = parse(stripped)
-        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            continue
-        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-            return value
+    """A list of paths written as text, as a CSV holds a list column (``list_in_text``); any
+    other text is one image."""
+    value = list_in_text(text)
+    if value and all(isinstance(v, str) for v in value):
+        return value
     return text
 
 
