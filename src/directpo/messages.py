@@ -35,6 +35,11 @@ def is_message_list(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and isinstance(value[0], dict)
 
 
+def is_prefilled(prompt: Text) -> bool:
+    """A conversation that ends with an assistant message (a prefill the completion continues)."""
+    return isinstance(prompt, list) and bool(prompt) and prompt[-1]["role"] == "assistant"
+
+
 def field_value(row: dict[str, Any], key: str) -> Any:
     if key not in row or row[key] is None:
         raise RowError("missing field", f"missing field '{key}'")

@@ -27,6 +27,7 @@ from typing import Any
 
 from directpo.data import prompt_of
 from directpo.errors import ConfigError, DirectpoError
+from directpo.messages import is_prefilled
 from directpo.readers import kind_of
 
 # (prompts, completions, rows) -> rewards; rows[i]: completion i's keyword extras (its prompt
@@ -55,7 +56,7 @@ def as_trl_completion(prompt: Any, completion: str) -> str | list[dict[str, str]
     whose content starts with a prefilled prompt's last (assistant) message."""
     if not isinstance(prompt, list):
         return completion
-    prefill = prompt[-1].get("content") if prompt and prompt[-1].get("role") == "assistant" else ""
+    prefill = prompt[-1].get("content") if is_prefilled(prompt) else ""
     return [
         {"role": "assistant", "content": (prefill if isinstance(prefill, str) else "") + completion}
     ]

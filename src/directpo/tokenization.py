@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from directpo.data import PreferenceData, PreferenceExample, RowError
 from directpo.errors import DataError, ModelLoadError, first_line
-from directpo.messages import Text
+from directpo.messages import Text, is_prefilled
 from directpo.vision import ImageError, VisionInputs, encode_with_images, image_token
 
 # A completion its prompt left under this many tokens (or under a quarter of max_length, for a
@@ -157,7 +157,7 @@ class PairTokenizer:
                 "not an assistant reply",
                 "the prompt ends with an assistant message (a prefill), so the completion must "
                 "start with an assistant message that continues it"
-                if _prefilled(prompt)
+                if is_prefilled(prompt)
                 else f"a completion must start with an assistant message, not a "
                 f"'{completion[0]['role']}' message",
             )
@@ -210,7 +210,7 @@ class PairTokenizer:
         if isinstance(prompt, str):
             return prompt
         self._require_chat_template()
-        if _prefilled(prompt):
+        if is_prefilled(prompt):
             return self._template(prompt, template_args, continue_final_message=True)
         return self._template(prompt, template_args, add_generation_prompt=True)
 
@@ -517,10 +517,6 @@ class PairTokenizer:
         return ids[:budget]
 
 
-def _prefilled(prompt: Text) -> bool:
-    return isinstance(prompt, list) and bool(prompt) and prompt[-1]["role"] == "assistant"
-
-
 COMPLETION_MARK = "\ue000"  # a private-use character: no text or template writes it
 
 
@@ -528,7 +524,7 @@ def _conversation(prompt: list[dict], completion: list[dict], mark: str = "") ->
     """Prompt and completion as one conversation (``mark`` before the completion's text). A
     prefilled prompt's last message and the completion's first are one assistant turn."""
     first = {**completion[0], "content": mark + completion[0]["content"]}
-    if _prefilled(prompt):
+    if is_prefilled(prompt):
         first["content"] = prompt[-1]["content"] + first["content"]
         return [*prompt[:-1], first, *completion[1:]]
     return [*prompt, first, *completion[1:]]
