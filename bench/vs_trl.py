@@ -432,6 +432,8 @@ ABLATIONS = [  # on the first model and data set, after the main runs
 
 def gpu_plan(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     """Every run in this process, most important first, within ``--budget`` seconds."""
+    import torch
+
     start = time.perf_counter()
     cases = []  # (model name, model folder, set name, data, lengths, flops)
     for model_name in args.models.split(","):
@@ -457,6 +459,10 @@ def gpu_plan(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
             str(work / f"{framework}-{model_name}-{set_name}"), args.steps, args.batch,
             args.warmup, ckpt, options,
         )  # fmt: skip
+        # each run compiles as a fresh process would: compiled code of earlier runs (other
+        # models, other shapes) counts against dynamo's recompile limit, after which the decoder
+        # layers run uncompiled (dynamo warned so before run 4's 1.5B "compile" rows)
+        torch._dynamo.reset()
         try:
             result = run(spec)
         except Exception as exc:  # report and go on: one failure must not lose the rest

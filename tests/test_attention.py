@@ -7,13 +7,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_layout import build, logps_and_grads
+from test_layout import PAIRS, build, logps_and_grads
 from tiny import tiny_config
 
 import directpo.attention as attention
 from directpo.attention import VarlenPlan, choose_implementation, register
 from directpo.batching import PLAIN, Layout, collate_pairs
-from directpo.logprobs import attention_allowed, attention_implementation
+from directpo.logprobs import attention_allowed, attention_implementation, model_logprobs
 from directpo.model_checks import choose_layout
 from directpo.tokenization import TokenizedPair
 from directpo.trainer import train
@@ -88,6 +88,38 @@ def test_varlen_gives_the_plain_layout_values_and_gradients(style, name) -> None
         torch.testing.assert_close(got[2], expected[2], atol=1e-5, rtol=1e-5)
         for key, grad in expected[3].items():
             torch.testing.assert_close(got[3][key], grad, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("style", ["llama", "qwen2", "gpt2"])
+def test_a_planned_forward_skips_transformers_packed_row_detection(style, monkeypatch) -> None:
+    """Its ``.all()`` is a device sync per forward on CUDA; a varlen forward never uses it."""
+    from test_layout import LAYOUTS
+    from transformers import masking_utils
+
+    calls: list[torch.Tensor] = []
+    detect = masking_utils.find_packed_sequence_indices
+
+    def spy(position_ids: torch.Tensor) -> torch.Tensor | None:
+        calls.append(position_ids)
+        return detect(position_ids)
+
+    monkeypatch.setattr(masking_utils, "find_packed_sequence_indices", spy)
+    varlen_model = build(style, register()).eval()
+    layout = Layout(**{**vars(LAYOUTS["shared+packed"]), "varlen": True})
+    with torch.no_grad():
+        got = model_logprobs(varlen_model, collate_pairs(PAIRS, 0, layout=layout), 0)[0]
+    assert calls == []
+    plain_model = build(style, "sdpa").eval()
+    with torch.no_grad():
+        plain = model_logprobs(plain_model, collate_pairs(PAIRS, 0, layout=PLAIN), 0)[0]
+        torch.testing.assert_close(got, plain, atol=1e-5, rtol=1e-5)
+        # any other implementation still gets the detection (the spy sees it)
+        plain_model(
+            input_ids=torch.tensor([[1, 2, 3, 4]]),
+            position_ids=torch.tensor([[0, 1, 0, 1]]),
+            use_cache=False,
+        )
+    assert len(calls) == 1
 
 
 def test_a_varlen_failure_falls_back_to_the_dense_mask(monkeypatch) -> None:

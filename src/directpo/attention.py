@@ -282,5 +282,40 @@ def register() -> str:
 
     AttentionInterface.register(IMPLEMENTATION, varlen_attention_forward)
     AttentionMaskInterface.register(IMPLEMENTATION, _varlen_mask)
+    _skip_packed_sequence_detection()
     _prepare()
     return IMPLEMENTATION
+
+
+def _skip_packed_sequence_detection() -> None:
+    """transformers looks for packed rows in ``position_ids`` before building any mask (when no
+    2D mask is given), and its ``.all()`` on that device tensor waits for the GPU: two syncs per
+    micro-batch (policy and reference forward), so the CPU can no longer queue the next
+    micro-batch while the GPU works (bench/gpu_smoke.py found them on an H200). For
+    ``directpo_varlen`` the answer is never used: a planned forward passes no 2D mask and its
+    mask function returns None whatever the rows hold. So for this implementation, and only
+    when no 2D mask is given, the position ids are withheld from that preprocessing step (the
+    model still gets them for its rotary embedding). A transformers without the step is left
+    as it is (the syncs come back, the values do not change)."""
+    from transformers import masking_utils
+
+    original = getattr(masking_utils, "_preprocess_mask_arguments", None)
+    if original is None or getattr(original, "_directpo_wrapped", False):
+        return
+    try:
+        signature = inspect.signature(original)
+    except (TypeError, ValueError):
+        return
+    if not {"config", "attention_mask", "position_ids"} <= set(signature.parameters):
+        return
+
+    @functools.wraps(original)
+    def preprocess(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        config, mask = bound.arguments["config"], bound.arguments.get("attention_mask")
+        if mask is None and getattr(config, "_attn_implementation", None) == IMPLEMENTATION:
+            bound.arguments["position_ids"] = None
+        return original(*bound.args, **bound.kwargs)
+
+    preprocess._directpo_wrapped = True  # type: ignore[attr-defined]
+    masking_utils._preprocess_mask_arguments = preprocess
