@@ -105,6 +105,9 @@ def test_a_coefficient_for_a_model_without_experts_is_refused(
         train(config, echo=quiet)
     plain = train(tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "ok"), echo=quiet)
     assert "aux_loss" not in rows(plain.metrics)[0]  # unset: off for a dense model
+    # and the card lists no coefficient the user never set (it said router_aux_loss_coef: 0.0)
+    card = (tmp_path / "ok" / "README.md").read_text()
+    assert "router_aux_loss_coef" not in card and "learning_rate" in card
 
 
 def test_lora_on_fused_expert_weights(mixtral, pairs_file, tmp_path) -> None:

@@ -498,8 +498,9 @@ def pad_token_id(tokenizer: Any) -> int:
 def resolve_router_aux(config: Any, policy: torch.nn.Module) -> Any:
     """``config`` with ``router_aux_loss_coef`` resolved for this policy, as TRL does: unset
     means the coefficient the model's config declares (a Mixture-of-Experts model that returns
-    router logits, e.g. Mixtral's 0.001), else 0 (off). A coefficient set for a model with no
-    router is refused. The caller's config is not modified."""
+    router logits, e.g. Mixtral's 0.001), else off: left unset (None), so that the saved card
+    does not list a coefficient the user never set. A coefficient set for a model with no router
+    is refused. The caller's config is not modified."""
     from directpo.logprobs import (
         backbone_and_head,
         router_balance_function,
@@ -523,5 +524,6 @@ def resolve_router_aux(config: Any, policy: torch.nn.Module) -> Any:
             "after the LM head, which directpo's MoE path does not reproduce; set it to 0"
         )
     resolved = copy.copy(config)
-    resolved.router_aux_loss_coef = float(coefficient)
+    unset_and_off = config.router_aux_loss_coef is None and not coefficient
+    resolved.router_aux_loss_coef = None if unset_and_off else float(coefficient)
     return resolved
