@@ -104,6 +104,28 @@ def test_reward_fn_gets_the_held_out_rows_columns_and_completion_ids(
     ]
 
 
+def test_reward_fn_gets_the_eval_pairs_rows_columns(
+    tiny_model_dirs, pairs_file, tmp_path, reward_file
+) -> None:
+    """Held-out prompts taken from eval_file's pairs pass their rows' other columns on, as an
+    eval_prompts_file's do (they passed none: 'missing ... ground_truth')."""
+    truth = {"The movie was": "a", "I love this film,": "e"}
+    rows = [{**p, "ground_truth": truth[p["prompt"]]} for p in SENTIMENT_PAIRS[:2]]
+    eval_pairs = write_jsonl(tmp_path / "eval_pairs.jsonl", [*rows, rows[0]])  # a repeat
+    out = tmp_path / "out"
+    config = DPOConfig(
+        model_name_or_path=str(tiny_model_dirs["gpt2"]), train_file=str(pairs_file),
+        eval_file=str(eval_pairs), output_dir=str(out), report_to=["none"], max_steps=1,
+        eval_steps=1, save_steps=0, eval_generate=2, generate_max_new_tokens=5,
+        reward_fn=f"{reward_file}:answer",
+    )  # fmt: skip
+    train(config, echo=lambda _: None)
+    samples = [json.loads(x) for x in (out / "samples" / "step-1.jsonl").read_text().splitlines()]
+    assert sorted(s["prompt"] for s in samples) == sorted(truth)
+    for sample in samples:  # its own pair row's ground_truth
+        assert sample["reward"] // 1000 == ord(truth[sample["prompt"]])
+
+
 @pytest.mark.parametrize(
     "function, message",
     [
