@@ -194,6 +194,8 @@ def prepare_run(
         num_training_steps=total_steps,
     )
     kl_reference = reference  # sampled completions need a live reference for their KL
+    if isinstance(pair_source, OnlineRounds):  # a round's objective/kl (TRL's)
+        pair_source.build_round.reference = kl_reference  # type: ignore[attr-defined]
     if not config.loss_needs_reference:
         reference = None  # loaded only for the KL: the losses never pay for its forward pass
     run = Run(
@@ -287,7 +289,8 @@ ONLINE_SAMPLING_OPTIONS = (
     "online_samples_per_prompt", "online_pairs", "online_reward_gap",
     "online_max_pairs_per_prompt", "generate_max_new_tokens", "generate_temperature",
     "generate_top_p", "generate_top_k", "per_device_eval_batch_size", "reward_fn",
-    "reward_model_name_or_path", "implicit_reward_model", "max_length", "max_completion_length",
+    "reward_model_name_or_path", "implicit_reward_model", "reward_weights", "missing_eos_penalty",
+    "max_length", "max_completion_length",
     "max_prompt_length", "chat_template", "chat_template_kwargs",
 )  # fmt: skip
 
