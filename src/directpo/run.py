@@ -26,6 +26,7 @@ from directpo.guard import UpdateProbe, check_trainable
 from directpo.logprobs import SequenceScorer
 from directpo.model_checks import check_heads, choose_layout
 from directpo.models import (
+    check_generation_room,
     check_positions,
     check_vocabulary,
     resolve_router_aux,
@@ -142,6 +143,13 @@ def prepare_run(
     pair_sets = [pairs for pairs in (train, data.evaluation) if pairs is not None]
     longest: int | None = max((p.longest_sequence for s in pair_sets for p in s.pairs), default=0)
     check_positions(models, longest)  # sampling cuts its prompts to a position table itself
+    if config.eval_generate:  # ... but its new tokens must fit
+        check_generation_room(models, config.generate_max_new_tokens, "generate_max_new_tokens")
+    elif config.online:
+        new_tokens = config.online_sampling[1]
+        capped = new_tokens < config.generate_max_new_tokens
+        option = "max_completion_length" if capped else "generate_max_new_tokens"
+        check_generation_room(models, new_tokens, option)
     if isinstance(pair_source, OnlineRounds):  # sampled later: prompt limit + new tokens
         limit, new_tokens = config.online_sampling
         sampled = None if limit is None else limit + new_tokens
