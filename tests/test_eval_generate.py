@@ -412,3 +412,35 @@ def test_a_prompt_the_chat_template_refuses_is_said_before_training(tiny_model_d
             "refused the row (System role not supported)"
         )
         assert not (out / "metrics.jsonl").exists()
+
+
+def test_sampling_ignores_the_models_generation_defaults(tiny_model_dirs, tmp_path) -> None:
+    """An instruct model's generation_config.json (repetition_penalty, min_p,
+    no_repeat_ngram_size) does not change what is sampled: transformers filled the options
+    directpo left unset from it, so online rounds and eval/kl sampled from another distribution
+    than the policy."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from directpo.generate import sample_completions
+
+    plain = tiny_model_dirs["llama"]
+    instruct = tmp_path / "instruct"
+    shutil.copytree(plain, instruct)
+    defaults = json.loads((instruct / "generation_config.json").read_text())
+    defaults |= {"repetition_penalty": 3.0, "min_p": 0.3, "no_repeat_ngram_size": 1}
+    (instruct / "generation_config.json").write_text(json.dumps(defaults))
+    tokenizer = AutoTokenizer.from_pretrained(plain)
+
+    def samples(folder: Path) -> list[list[int]]:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        before = model.generation_config.to_dict()
+        drawn = sample_completions(
+            model, tokenizer, ["The movie was", "A film"], num_samples=3, max_new_tokens=8, seed=3
+        )
+        assert model.generation_config.to_dict() == before  # the model keeps its own
+        return [s.completion_ids for s in drawn]
+
+    assert samples(instruct) == samples(plain)
