@@ -607,6 +607,8 @@ def test_missing_eos_penalty_lowers_completions_that_never_end(
     assert any(0 < share < 1 for share in ended) and all(r["online/pairs"] > 0 for r in rounds)
     with pytest.raises(Exception, match="missing_eos_penalty is set but online is off"):
         tiny_config(model, prompts, out, missing_eos_penalty=1.0)
+    with pytest.raises(Exception, match="missing_eos_penalty must be a finite number >= 0"):
+        online_config(model, prompts, out, rewards, missing_eos_penalty=-1.0)
 
 
 def test_labellers_combine_with_reward_weights(tiny_model_dirs, tmp_path, online_files) -> None:

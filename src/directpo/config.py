@@ -978,7 +978,12 @@ class DPOConfig(Options):
             "finite numbers",
         )
         penalty = self.missing_eos_penalty
-        require(penalty is None or math.isfinite(penalty), "missing_eos_penalty", "finite")
+        # subtracted: a negative one would favour completions that never end (TRL: positive)
+        require(
+            penalty is None or (math.isfinite(penalty) and penalty >= 0),
+            "missing_eos_penalty",
+            "a finite number >= 0",
+        )
         if self.precompute_ref_log_probs:
             raise ConfigError(
                 "precompute_ref_log_probs cannot be used with online: the pairs are sampled "
