@@ -104,6 +104,28 @@ def test_reward_fn_gets_the_held_out_rows_columns_and_completion_ids(
     ]
 
 
+def test_reward_fn_gets_the_eval_pairs_rows_columns(
+    tiny_model_dirs, pairs_file, tmp_path, reward_file
+) -> None:
+    """Held-out prompts taken from eval_file's pairs pass their rows' other columns on, as an
+    eval_prompts_file's do (they passed none: 'missing ... ground_truth')."""
+    truth = {"The movie was": "a", "I love this film,": "e"}
+    rows = [{**p, "ground_truth": truth[p["prompt"]]} for p in SENTIMENT_PAIRS[:2]]
+    eval_pairs = write_jsonl(tmp_path / "eval_pairs.jsonl", [*rows, rows[0]])  # a repeat
+    out = tmp_path / "out"
+    config = DPOConfig(
+        model_name_or_path=str(tiny_model_dirs["gpt2"]), train_file=str(pairs_file),
+        eval_file=str(eval_pairs), output_dir=str(out), report_to=["none"], max_steps=1,
+        eval_steps=1, save_steps=0, eval_generate=2, generate_max_new_tokens=5,
+        reward_fn=f"{reward_file}:answer",
+    )  # fmt: skip
+    train(config, echo=lambda _: None)
+    samples = [json.loads(x) for x in (out / "samples" / "step-1.jsonl").read_text().splitlines()]
+    assert sorted(s["prompt"] for s in samples) == sorted(truth)
+    for sample in samples:  # its own pair row's ground_truth
+        assert sample["reward"] // 1000 == ord(truth[sample["prompt"]])
+
+
 @pytest.mark.parametrize(
     "function, message",
     [
@@ -390,3 +412,35 @@ def test_a_prompt_the_chat_template_refuses_is_said_before_training(tiny_model_d
             "refused the row (System role not supported)"
         )
         assert not (out / "metrics.jsonl").exists()
+
+
+def test_sampling_ignores_the_models_generation_defaults(tiny_model_dirs, tmp_path) -> None:
+    """An instruct model's generation_config.json (repetition_penalty, min_p,
+    no_repeat_ngram_size) does not change what is sampled: transformers filled the options
+    directpo left unset from it, so online rounds and eval/kl sampled from another distribution
+    than the policy."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from directpo.generate import sample_completions
+
+    plain = tiny_model_dirs["llama"]
+    instruct = tmp_path / "instruct"
+    shutil.copytree(plain, instruct)
+    defaults = json.loads((instruct / "generation_config.json").read_text())
+    defaults |= {"repetition_penalty": 3.0, "min_p": 0.3, "no_repeat_ngram_size": 1}
+    (instruct / "generation_config.json").write_text(json.dumps(defaults))
+    tokenizer = AutoTokenizer.from_pretrained(plain)
+
+    def samples(folder: Path) -> list[list[int]]:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        before = model.generation_config.to_dict()
+        drawn = sample_completions(
+            model, tokenizer, ["The movie was", "A film"], num_samples=3, max_new_tokens=8, seed=3
+        )
+        assert model.generation_config.to_dict() == before  # the model keeps its own
+        return [s.completion_ids for s in drawn]
+
+    assert samples(instruct) == samples(plain)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from tiny import tiny_config
 
+from directpo.errors import ConfigError
 from directpo.models import LoadOptions, decoder_layers, load_causal_lm
 from directpo.trainer import train
 
@@ -193,3 +194,39 @@ def test_a_hub_model_in_a_subfolder_finds_its_tokenizer_where_its_weights_are(
     train(config, echo=lambda _: None)
     saved = AutoTokenizer.from_pretrained(tmp_path / "run").get_vocab()
     assert saved == AutoTokenizer.from_pretrained(tiny_model_dirs["llama"]).get_vocab()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (
+            dict(online=True, reward_fn="REWARD", generate_max_new_tokens=600),
+            "generate_max_new_tokens: 600 new tokens do not fit the 512 learned positions",
+        ),
+        (
+            dict(online=True, reward_fn="REWARD", generate_max_new_tokens=900,
+                 max_completion_length=512),
+            "max_completion_length: 512 new tokens do not fit the 512 learned positions",
+        ),
+        (
+            dict(eval_file="PAIRS", eval_generate=1, generate_max_new_tokens=512),
+            "generate_max_new_tokens: 512 new tokens do not fit the 512 learned positions",
+        ),
+    ],
+)  # fmt: skip
+def test_sampled_tokens_must_fit_learned_positions_before_training(
+    tiny_model_dirs, pairs_file, tmp_path, options, message
+) -> None:
+    """Online rounds and eval_generate sample new tokens that a GPT-2 position table must hold:
+    said before any step (it failed at the first round or evaluation, naming max_new_tokens)."""
+    out = tmp_path / "out"
+    reward = tmp_path / "length.py"
+    reward.write_text(
+        "def length(prompts, completions):\n    return [len(c) for c in completions]\n"
+    )
+    named = {"PAIRS": str(pairs_file), "REWARD": f"{reward}:length"}
+    options = {k: named.get(v, v) if isinstance(v, str) else v for k, v in options.items()}
+    config = tiny_config(tiny_model_dirs["gpt2"], pairs_file, out, max_steps=2, **options)
+    with pytest.raises(ConfigError, match=message):
+        train(config, echo=lambda _: None)
+    assert not (out / "metrics.jsonl").exists()

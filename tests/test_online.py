@@ -342,7 +342,7 @@ def test_a_broken_labeller_stops_before_training(tiny_model_dirs, tmp_path, onli
     assert code == 2 and "reward_fn" in err and "judge offline" in err and "Traceback" not in err
     assert not (out / "metrics.jsonl").exists()
     for options, message in (
-        ({"reward_fn": None}, "online needs exactly one labeller"),
+        ({"reward_fn": None}, "online needs a labeller"),
         ({"precompute_ref_log_probs": True}, "cannot be used with online"),
     ):
         with pytest.raises(Exception, match=message):
@@ -531,3 +531,128 @@ def test_a_changed_chat_template_is_said_in_one_short_line_on_resume() -> None:
         "resume: chat_template (changed), generate_temperature 1.0 -> 0.5 since the checkpoint; "
         "rounds after round 1 sample with this run's values"
     ]
+
+
+def test_round_objective_is_trls_formulas() -> None:
+    """TRL OnlineDPOTrainer's objective/* of hand-computed samples (kl = log pi - log pi_ref
+    summed over a completion; rlhf_reward = score - beta * kl; entropy = -log pi)."""
+    from directpo.online import SampleStats, round_objective
+
+    stats = [SampleStats(-2.0, -1.0, True), SampleStats(-4.0, -4.0, False)]
+    metrics = round_objective([1.0, 3.0], [2.0], stats, beta=0.5)
+    assert metrics == {
+        "objective/scores": 2.0,
+        "objective/scores_margin": 2.0,
+        "objective/kl": -0.5,
+        "objective/non_score_reward": 0.25,
+        "objective/rlhf_reward": 2.25,  # (1 + 0.5) and (3 - 0), averaged
+        "objective/entropy": 3.0,
+        "val/contain_eos_token": 0.5,
+        "beta": 0.5,
+    }
+    no_reference = round_objective([1.0, 3.0], [], [SampleStats(-2.0, None, True)] * 2, 0.5)
+    assert "objective/kl" not in no_reference and "objective/scores_margin" not in no_reference
+
+
+def test_online_rounds_log_trls_metrics(tiny_model_dirs, tmp_path, online_files) -> None:
+    """A round's row carries TRL's names (it logged online/reward_mean alone): the scores of
+    its records, the pairs' reward margins, and a KL of 0 while the policy is the reference."""
+    rewards, prompts = online_files
+    out = tmp_path / "out"
+    config = online_config(tiny_model_dirs["llama"], prompts, out, rewards, max_steps=3)
+    rounds = [r for r in train(config, echo=lambda _: None).metrics if "online/round" in r]
+    assert len(rounds) == 2 and all("online/reward_mean" not in r for r in rounds)
+    for row in rounds:
+        path = out / "online" / f"round-{int(row['online/round'])}.jsonl"
+        records = [json.loads(x) for x in path.read_text().splitlines()]
+        scores = [r for record in records for r in record["rewards"]]
+        assert row["objective/scores"] == pytest.approx(sum(scores) / len(scores))
+        margins = []
+        for record in records:
+            reward = dict(zip(record["completions"], record["rewards"], strict=True))
+            margins += [reward[chosen] - reward[rejected] for chosen, rejected in record["pairs"]]
+        assert row["objective/scores_margin"] == pytest.approx(sum(margins) / len(margins))
+        assert row["objective/entropy"] > 0 and 0 <= row["val/contain_eos_token"] <= 1
+        assert row["beta"] == config.beta
+        assert row["objective/non_score_reward"] == pytest.approx(
+            -config.beta * row["objective/kl"]
+        )
+    first, second = rounds
+    assert first["objective/kl"] == pytest.approx(0.0, abs=1e-4)  # sampled by the start model
+    assert first["objective/rlhf_reward"] == pytest.approx(first["objective/scores"], abs=1e-4)
+    assert abs(second["objective/kl"]) > 1e-3  # two steps at lr 1e-2 moved the policy
+
+
+def test_missing_eos_penalty_lowers_completions_that_never_end(
+    tiny_model_dirs, tmp_path, online_files
+) -> None:
+    """TRL's missing_eos_penalty: a completion without a stop token loses it (tied rewards
+    then pair an ended completion against one cut by the token limit)."""
+    rewards, prompts = online_files
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dirs["llama"], model)
+    generation = json.loads((model / "generation_config.json").read_text())
+    generation["eos_token_id"] = list(range(1, 400, 5))  # a stop every ~5 tokens
+    (model / "generation_config.json").write_text(json.dumps(generation))
+    out = tmp_path / "out"
+    config = online_config(model, prompts, out, rewards, reward_fn=f"{rewards}:ties",
+                           missing_eos_penalty=2.5, max_steps=3)  # fmt: skip
+    rounds = [r for r in train(config, echo=lambda _: None).metrics if "online/round" in r]
+    for row in rounds:
+        path = out / "online" / f"round-{int(row['online/round'])}.jsonl"
+        scores = [r for x in path.read_text().splitlines() for r in json.loads(x)["rewards"]]
+        assert set(scores) <= {1.0, -1.5}
+        assert row["val/contain_eos_token"] == pytest.approx(scores.count(1.0) / len(scores))
+    ended = [row["val/contain_eos_token"] for row in rounds]
+    assert any(0 < share < 1 for share in ended) and all(r["online/pairs"] > 0 for r in rounds)
+    with pytest.raises(Exception, match="missing_eos_penalty is set but online is off"):
+        tiny_config(model, prompts, out, missing_eos_penalty=1.0)
+    with pytest.raises(Exception, match="missing_eos_penalty must be a finite number >= 0"):
+        online_config(model, prompts, out, rewards, missing_eos_penalty=-1.0)
+
+
+def test_labellers_combine_with_reward_weights(tiny_model_dirs, tmp_path, online_files) -> None:
+    """TRL's reward_funcs list with reward_weights: reward_fn and a reward model together, the
+    weighted sum (refused before: 'exactly one labeller')."""
+    from directpo.online import _reward_model, load_labeller
+    from directpo.rewardfn import load_reward_fn
+
+    rewards, prompts = online_files
+    judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
+    out = tmp_path / "out"
+    both = dict(reward_model_name_or_path=str(judge), reward_weights=[2.0, -0.5])
+    config = online_config(tiny_model_dirs["llama"], prompts, out, rewards, **both)
+    texts = ["The movie was", "A film"]
+    completions = [" great eee", " bad aaa"]
+    rows = [{"completion_ids": [5, 6]}, {"completion_ids": [7]}]
+    combined = load_labeller(config, torch.device("cpu"))(texts, completions, rows)
+    letters = load_reward_fn(f"{rewards}:letters")(texts, completions, rows)
+    model = _reward_model(str(judge), torch.device("cpu"), config.prompt_limit)
+    scores = model(texts, completions, rows)
+    assert combined == pytest.approx(
+        [2 * a - 0.5 * b for a, b in zip(letters, scores, strict=True)]
+    )
+    assert letters == [3.0, -4.0]
+    with pytest.raises(Exception, match=r"reward_weights: 1 weights for 2 labellers"):
+        online_config(tiny_model_dirs["llama"], prompts, out, rewards,
+                      reward_model_name_or_path=str(judge), reward_weights=[1.0])  # fmt: skip
+
+
+def test_pairs_file_prompts_pass_their_rows_columns(tiny_model_dirs, tmp_path, online_files):
+    """Online prompts taken from a pairs file give reward_fn their rows' other columns, as a
+    prompt file's do (they gave only completion_ids: the bonus column never reached it)."""
+    rewards, _ = online_files
+    pairs = write_jsonl(
+        tmp_path / "pairs.jsonl", [{**p, "bonus": 10 * i} for i, p in enumerate(SENTIMENT_PAIRS)]
+    )
+    out = tmp_path / "out"
+    config = online_config(tiny_model_dirs["llama"], pairs, out, rewards, max_steps=2,
+                           steps_per_round=1)  # fmt: skip
+    train(config, echo=lambda _: None)
+    bonus = {p["prompt"]: 10 * i for i, p in enumerate(SENTIMENT_PAIRS)}
+    records = [json.loads(x) for x in (out / "online" / "round-1.jsonl").read_text().splitlines()]
+    assert records
+    for record in records:
+        expected = [c.count("e") - c.count("a") + bonus[record["prompt"]]
+                    for c in record["completions"]]  # fmt: skip
+        assert record["rewards"] == expected

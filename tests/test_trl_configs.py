@@ -228,3 +228,28 @@ def test_a_trl_scripts_dpoconfig_call_ports_as_written() -> None:
         DPOConfig(model_name_or_path="m", lerning_rate=1e-6)
     with pytest.raises(ConfigError, match="^DPOConfig: push_to_hub: True is not supported"):
         DPOConfig(model_name_or_path="m", push_to_hub=True)
+
+
+def test_an_online_dpo_config_ports_with_trls_names(tmp_path) -> None:
+    """TRL OnlineDPOConfig's sampling, reward model and vLLM keys: renamed to directpo's
+    generate_* / reward_model_name_or_path, or dropped when they ask for nothing different
+    (they were unknown options, top_p and top_k without a hint)."""
+    path = tmp_path / "online.yaml"
+    path.write_text(
+        "online: true\nreward_model_path: judge\nmax_new_tokens: 48\ntemperature: 0.9\n"
+        "top_p: 0.95\ntop_k: 0\nmissing_eos_penalty: 1.0\nuse_vllm: false\nvllm_mode: server\n"
+        "ds3_gather_for_generation: true\nrepetition_penalty: 1.0\nreward_weights: [1.0]\n"
+    )
+    config = load_config(str(path))
+    assert (config.reward_model_name_or_path, config.generate_max_new_tokens) == ("judge", 48)
+    assert (config.generate_temperature, config.generate_top_p, config.generate_top_k) == (
+        0.9, 0.95, 0,
+    )  # fmt: skip
+    assert config.missing_eos_penalty == 1.0 and config.reward_weights == [1.0]
+    path.write_text("online: true\nreward_fn: m:f\nuse_vllm: true\nmin_p: 0.1\njudge: pairrm\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(path))
+    lines = str(raised.value).splitlines()
+    assert any("use_vllm: True is not supported" in line for line in lines)
+    assert any("min_p: 0.1 is not supported" in line for line in lines)
+    assert any("unknown option 'judge'; did you mean 'reward_fn'" in line for line in lines)

@@ -372,6 +372,17 @@ class DPOConfig(Options):
         "Online labeller: a directpo run folder (or a DPO model with a config.yaml) scored by "
         "its implicit reward beta * log pi/pi_ref.",
     )
+    reward_weights: list[float] | None = option(
+        None,
+        "With several online labellers set (reward_fn, reward_model_name_or_path, "
+        "implicit_reward_model, in this order): the weight of each in the reward, their "
+        "weighted sum (TRL's reward_weights). Default: 1.0 each.",
+    )
+    missing_eos_penalty: float | None = option(
+        None,
+        "Online: subtracted from the reward of a sampled completion that never ended (no EOS "
+        "within the token limit), as TRL's missing_eos_penalty (null: none).",
+    )
 
     # --- loss ---------------------------------------------------------------------------------
     loss_type: list[str] = option(
@@ -576,8 +587,9 @@ class DPOConfig(Options):
         "(prompts, completions) and returning one float per completion; its mean is logged as "
         "eval/reward. With online: the labeller too. Called as TRL calls reward_funcs: by "
         "keyword, with completion_ids and the prompt rows' other columns (prompt_file's, "
-        "eval_prompts_file's) as keyword lists when it takes **kwargs or names them; after a "
-        "message-list prompt a completion is [{'role': 'assistant', 'content': text}].",
+        "eval_prompts_file's, or the pairs file's) as keyword lists when it takes **kwargs "
+        "or names them; after a message-list prompt a completion is "
+        "[{'role': 'assistant', 'content': text}].",
     )
 
     def __post_init__(self) -> None:
@@ -919,6 +931,8 @@ class DPOConfig(Options):
             "steps_per_round",
             "reward_model_name_or_path",
             "implicit_reward_model",
+            "reward_weights",
+            "missing_eos_penalty",
         )
         if not self.online:
             self._reject_if_set(online_options, "online is off; set online: true")
@@ -947,11 +961,29 @@ class DPOConfig(Options):
             for name in ("reward_fn", "reward_model_name_or_path", "implicit_reward_model")
             if getattr(self, name)
         ]
-        if len(labellers) != 1:
+        if not labellers:
             raise ConfigError(
-                "online needs exactly one labeller: reward_fn, reward_model_name_or_path or "
-                f"implicit_reward_model (got {', '.join(labellers) or 'none'})"
+                "online needs a labeller: reward_fn, reward_model_name_or_path or "
+                "implicit_reward_model (several: their sum, weighted by reward_weights)"
             )
+        weights = self.reward_weights
+        if weights is not None and len(weights) != len(labellers):
+            raise ConfigError(
+                f"reward_weights: {len(weights)} weights for {len(labellers)} labellers "
+                f"({', '.join(labellers)}): give one weight per labeller, in this order"
+            )
+        require(
+            weights is None or all(math.isfinite(w) for w in weights),
+            "reward_weights",
+            "finite numbers",
+        )
+        penalty = self.missing_eos_penalty
+        # subtracted: a negative one would favour completions that never end (TRL: positive)
+        require(
+            penalty is None or (math.isfinite(penalty) and penalty >= 0),
+            "missing_eos_penalty",
+            "a finite number >= 0",
+        )
         if self.precompute_ref_log_probs:
             raise ConfigError(
                 "precompute_ref_log_probs cannot be used with online: the pairs are sampled "

@@ -105,6 +105,8 @@ class PreferenceExample:
     tools: list[dict[str, Any]] | None = None  # function schemas for the chat template
     images: tuple[Any, ...] | None = None  # the prompt's images: paths, bytes or PIL images
     chat_template_kwargs: dict[str, Any] | None = None  # the row's own, as TRL reads them
+    # the row's other columns than the prompt (an online or eval_generate reward_fn gets them)
+    columns: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def conversational(self) -> bool:
@@ -382,7 +384,10 @@ def _parse_row(
     images = images_of(row, base_dir, messages)
     if images is not None and isinstance(prompt, list):
         prompt = with_image_parts(prompt, len(images))
-    return PreferenceExample(prompt, chosen, rejected, where, tools, images, template_kwargs)
+    others = {key: value for key, value in row.items() if key != columns.prompt}
+    return PreferenceExample(
+        prompt, chosen, rejected, where, tools, images, template_kwargs, others
+    )
 
 
 def images_of(

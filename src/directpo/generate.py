@@ -3,8 +3,9 @@
 Prompts go through the same rendering and BOS/truncation rules as training
 (`tokenization.PairTokenizer`), so a conversational prompt gets the chat template with the
 generation prompt. Sampling uses an explicit `GenerationConfig` (the model's own defaults, such
-as a top_k of 50, are not applied), and runs inside a forked RNG seeded from ``seed``: the same
-seed gives the same samples, and the caller's RNG stream (training's) is left untouched.
+as a top_k of 50 or a repetition_penalty, are not applied), and runs inside a forked RNG seeded
+from ``seed``: the same seed gives the same samples, and the caller's RNG stream (training's)
+is left untouched.
 
 The KL estimate is the mean over samples y ~ π(·|x) of Σ_t log π(y_t|x, y_<t) − log π_ref(y_t|…),
 an unbiased estimate of KL(π‖π_ref) only when sampling is from π itself: temperature 1, no
@@ -16,13 +17,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import GenerationConfig
+from transformers import GenerationConfig, GenerationMixin
 
 from directpo.command_options import GenerateOptions
 from directpo.config import DPOConfig
@@ -182,7 +183,7 @@ def sample_completions(
     model.eval()
     samples: list[Sample] = []
     devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with torch.random.fork_rng(devices=devices), _without_model_sampling_defaults(model):
         torch.manual_seed(seed)
         starts = range(0, len(prompt_ids), batch_size)
         for start in tqdm(starts, desc="generate", disable=not progress, dynamic_ncols=True):
@@ -211,6 +212,24 @@ def sample_completions(
                 )
     model.train(was_training)
     return samples
+
+
+@contextlib.contextmanager
+def _without_model_sampling_defaults(model: torch.nn.Module) -> Iterator[None]:
+    """Sampling with the options given alone: transformers fills every generation option a call
+    leaves unset (repetition_penalty, min_p, no_repeat_ngram_size, num_beams, ...) from the
+    model's generation_config.json, and an instruct model's would change the distribution
+    sampled (online rounds and the KL estimate need π itself). Its cache implementation stays."""
+    generator = next((m for m in model.modules() if isinstance(m, GenerationMixin)), None)
+    own = getattr(generator, "generation_config", None)
+    if generator is None or own is None:
+        yield
+        return
+    generator.generation_config = GenerationConfig(cache_implementation=own.cache_implementation)
+    try:
+        yield
+    finally:
+        generator.generation_config = own
 
 
 def _left_padded_images(

@@ -481,6 +481,21 @@ def check_positions(models: list[tuple[str, str, torch.nn.Module]], longest: int
             )
 
 
+def check_generation_room(
+    models: list[tuple[str, str, torch.nn.Module]], new_tokens: int, option: str
+) -> None:
+    """One line, before any training, if ``new_tokens`` sampled tokens (online rounds,
+    eval_generate) cannot fit a model's learned position table: sampling cuts a prompt to make
+    room, but the new tokens alone must fit (it failed at the first round or evaluation)."""
+    for key, path, model in models:
+        limit = learned_positions(model)
+        if limit is not None and new_tokens >= limit:
+            raise ConfigError(
+                f"{option}: {new_tokens} new tokens do not fit the {limit} learned positions of "
+                f"{key} '{path}'; use fewer than {limit}"
+            )
+
+
 def _has_tokenizer(path: str) -> bool:
     return any(
         os.path.isfile(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer_config.json")

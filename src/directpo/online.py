@@ -14,6 +14,16 @@ Labellers (``load_labeller``), each ``(prompts, completions, columns) -> rewards
   logit of prompt + completion (rendered with its tokenizer's chat template for conversations);
 * ``implicit_reward_model``: a directpo run (or DPO model) scored as β·log π/π_ref.
 
+Several of them are summed with ``reward_weights``, as TRL sums a list of ``reward_funcs``;
+``missing_eos_penalty`` is then subtracted from a completion that never ended (TRL's).
+
+A round's metrics carry TRL OnlineDPOTrainer's names and formulas, over the round's samples:
+``objective/scores`` (mean reward), ``objective/scores_margin`` (mean chosen − rejected reward
+of the pairs built), ``objective/kl`` (mean Σ_t log π − log π_ref of a sample, π the policy
+that sampled it), ``objective/non_score_reward`` (−β·kl), ``objective/rlhf_reward`` (reward −
+β·kl), ``objective/entropy`` (−mean Σ_t log π), ``val/contain_eos_token``, ``beta``; the kl
+terms only when a reference is loaded (a reference-free loss without eval_generate has none).
+
 Pairs per prompt: ``best_worst`` (the highest- against the lowest-reward completion) or
 ``above_gap`` (every pair whose gap exceeds ``online_reward_gap``, largest gaps first, at most
 ``online_max_pairs_per_prompt``); never two identical completions.
@@ -34,10 +44,12 @@ from directpo.config import DPOConfig
 from directpo.data import ImagePrompt, prompt_of
 from directpo.distributed import World, all_gather_objects, unsharded_root
 from directpo.errors import DirectpoError, ModelLoadError, first_line
-from directpo.generate import Sample, sample_completions
+from directpo.generate import Sample, sample_completions, stop_token_ids
 from directpo.jsonl import write_jsonl
+from directpo.logprobs import policy_logprobs_fn, sequence_logprobs
 from directpo.messages import Text
-from directpo.models import learned_positions
+from directpo.models import learned_positions, pad_token_id
+from directpo.reference import ReferenceProvider
 from directpo.rewardfn import PROBE_COMPLETION, probe_rows
 from directpo.sources import PairSet
 from directpo.tokenization import TokenizedPair
@@ -59,17 +71,36 @@ class OnlineData:
 
 
 def load_labeller(config: DPOConfig, device: torch.device) -> Labeller:
-    """The online labeller the config names (exactly one of three)."""
+    """The online labeller the config names: one of three, or the ``reward_weights``-weighted
+    sum of those set (in the order reward_fn, reward_model_name_or_path,
+    implicit_reward_model), as TRL sums its ``reward_funcs``."""
+    parts: list[Labeller] = []
     if config.reward_fn:
         from directpo.rewardfn import load_reward_fn
 
-        return load_reward_fn(config.reward_fn)
+        parts.append(load_reward_fn(config.reward_fn))
     if config.reward_model_name_or_path:
         path = config.reward_model_name_or_path
-        return _reported(
-            f"reward_model_name_or_path '{path}'", _reward_model(path, device, config.prompt_limit)
-        )
-    assert config.implicit_reward_model
+        model = _reward_model(path, device, config.prompt_limit)
+        parts.append(_reported(f"reward_model_name_or_path '{path}'", model))
+    if config.implicit_reward_model:
+        parts.append(_implicit(config))
+    assert parts
+    if len(parts) == 1 and config.reward_weights is None:
+        return parts[0]
+    weights = config.reward_weights or [1.0] * len(parts)
+
+    def weighted(prompts: list[Any], completions: list[str], rows: list[dict]) -> list[float]:
+        total = [0.0] * len(completions)
+        for weight, part in zip(weights, parts, strict=True):
+            values = part(prompts, completions, rows)
+            total = [t + weight * float(v) for t, v in zip(total, values, strict=True)]
+        return total
+
+    return weighted
+
+
+def _implicit(config: DPOConfig) -> Labeller:
     from directpo.reward import ImplicitReward
 
     scorer = ImplicitReward.from_run(
@@ -201,22 +232,26 @@ class RoundBuilder:
         self.output_dir = output_dir
         self.policy: torch.nn.Module | None = None  # set once the run holds it
         self.scorer: torch.nn.Module | None = None  # the FSDP root to unshard for generation
+        self.reference: ReferenceProvider | None = None  # for the samples' KL (when loaded)
         self._forwarded = False
 
     def __call__(self, round_index: int, prompt_indices: list[int]) -> tuple[PairSet, dict]:
         start = time.perf_counter()
         scored = self._sample_and_label(round_index, prompt_indices)
-        pairs, sources, records, rewards = [], [], [], []
-        for prompt_index, candidates in scored:
+        pairs, sources, records, rewards, margins = [], [], [], [], []
+        measured: list[SampleStats] = []
+        for prompt_index, candidates, stats in scored:
             rewards += [r for _, r in candidates]
+            measured += stats
             built = build_pairs(
                 candidates, self.config.online_pairs, self.config.online_reward_gap,
                 self.config.online_max_pairs_per_prompt,
             )  # fmt: skip
-            for chosen, rejected, _, _ in built:
+            for chosen, rejected, chosen_reward, rejected_reward in built:
                 ids = (chosen.prompt_ids, chosen.completion_ids, rejected.completion_ids)
                 pairs.append(TokenizedPair(*ids))
                 sources.append(f"round {round_index}, prompt {prompt_index}")
+                margins.append(chosen_reward - rejected_reward)
             records.append(
                 {
                     "round": round_index,
@@ -232,7 +267,7 @@ class RoundBuilder:
             write_jsonl(folder / f"round-{round_index}.jsonl", records)
         metrics = {
             "online/round": float(round_index),
-            "online/reward_mean": sum(rewards) / max(len(rewards), 1),
+            **round_objective(rewards, margins, measured, self.config.beta),
             "online/reward_max": max(rewards, default=0.0),
             "online/pairs": float(len(pairs)),
             "online/samples": float(len(rewards)),
@@ -242,33 +277,43 @@ class RoundBuilder:
 
     def _sample_and_label(
         self, round_index: int, prompt_indices: list[int]
-    ) -> list[tuple[int, list[tuple[Sample, float]]]]:
-        """(prompt index, [(sample, reward)]) of every prompt of the round, in round order,
-        whichever rank sampled it."""
+    ) -> list[tuple[int, list[tuple[Sample, float]], list[SampleStats]]]:
+        """(prompt index, [(sample, reward)], [its samples' stats]) of every prompt of the
+        round, in round order, whichever rank sampled it."""
         world, size = self.world, self.config.per_device_eval_batch_size
         chunks = [prompt_indices[i : i + size] for i in range(0, len(prompt_indices), size)]
         ranks = world.size if world.enabled else 1
         mine = list(range(world.rank, len(chunks), ranks))
-        scored: list[tuple[int, int, list[tuple[Sample, float]]]] = []
+        scored: list[tuple[int, int, list[tuple[Sample, float]], list[SampleStats]]] = []
         for call in range(-(-len(chunks) // ranks)):  # the same number of calls on every rank
             own = call < len(mine)
             chunk_index = mine[call] if own else mine[-1] if mine else 0
             indices = chunks[chunk_index]
-            samples = self._sample(indices, round_index, chunk_index)
+            samples, stats = self._sample(indices, round_index, chunk_index)
             if own:
                 rewards = self._label(indices, samples)
+                penalty = self.config.missing_eos_penalty  # TRL's: cut by the token limit
+                if penalty is not None:
+                    rewards = [
+                        r if stat.ended else r - penalty
+                        for r, stat in zip(rewards, stats, strict=True)
+                    ]
                 for offset in range(len(indices)):
+                    mask = [sample.prompt_index == offset for sample in samples]
                     candidates = [
                         (sample, reward)
-                        for sample, reward in zip(samples, rewards, strict=True)
-                        if sample.prompt_index == offset
+                        for sample, reward, keep in zip(samples, rewards, mask, strict=True)
+                        if keep
                     ]
-                    scored.append((chunk_index, offset, candidates))
+                    kept = [stat for stat, keep in zip(stats, mask, strict=True) if keep]
+                    scored.append((chunk_index, offset, candidates, kept))
         gathered = [item for part in all_gather_objects(scored, world) for item in part]
         gathered.sort(key=lambda item: (item[0], item[1]))
-        return [(chunks[c][offset], candidates) for c, offset, candidates in gathered]
+        return [(chunks[c][offset], cands, stats) for c, offset, cands, stats in gathered]
 
-    def _sample(self, indices: list[int], round_index: int, chunk_index: int) -> list[Sample]:
+    def _sample(
+        self, indices: list[int], round_index: int, chunk_index: int
+    ) -> tuple[list[Sample], list[SampleStats]]:
         config = self.config
         assert self.policy is not None
         sharded = self.world.mode == "fsdp"
@@ -277,7 +322,7 @@ class RoundBuilder:
             self._forward_once()
         prompt_tokens, new_tokens = config.online_sampling  # the pairs fit max_length
         with unsharded_root(self.scorer) if gather else contextlib.nullcontext():
-            return sample_completions(
+            samples = sample_completions(
                 self.policy,
                 self.tokenizer,
                 [self.prompts[i] for i in indices],
@@ -292,6 +337,31 @@ class RoundBuilder:
                 synced=sharded and self.world.size > 1,
                 chat_template_kwargs=config.chat_template_kwargs,
             )
+            return samples, self._stats(samples)
+
+    @torch.no_grad()
+    def _stats(self, samples: list[Sample]) -> list[SampleStats]:
+        """Each sample's log π (the policy that sampled it), log π_ref and whether it ended:
+        TRL's objective/* and val/contain_eos_token. A chunk's prompts at a time (an eval
+        batch), so that every FSDP rank runs as many forwards as the others: one per sample of
+        a prompt, whatever the chunk's size."""
+        assert self.policy is not None
+        rows, pad = [s.row for s in samples], pad_token_id(self.tokenizer)
+        device = self.world.device
+        width = max(1, -(-len(samples) // self.config.online_samples_per_prompt))
+        was_training = self.policy.training
+        self.policy.eval()
+        logps = sequence_logprobs(policy_logprobs_fn(self.policy), rows, pad, device, width)
+        self.policy.train(was_training)
+        ref_logps: list[float | None] = [None] * len(samples)
+        if self.reference is not None:
+            ref = sequence_logprobs(self.reference.logprobs, rows, pad, device, width)
+            ref_logps = list(ref.tolist())
+        stops = set(stop_token_ids(self.policy, self.tokenizer))
+        return [
+            SampleStats(logp, ref_logp, bool(s.completion_ids) and s.completion_ids[-1] in stops)
+            for s, logp, ref_logp in zip(samples, logps.tolist(), ref_logps, strict=True)
+        ]
 
     @torch.no_grad()
     def _forward_once(self) -> None:
@@ -314,3 +384,38 @@ class RoundBuilder:
                 f"the online labeller returned {len(rewards)} rewards for {len(samples)} samples"
             )
         return [float(r) for r in rewards]
+
+
+@dataclass(frozen=True)
+class SampleStats:
+    """A sampled completion's log π, log π_ref (None without a reference) and whether it ends
+    with a stop token."""
+
+    logp: float
+    ref_logp: float | None
+    ended: bool
+
+
+def round_objective(
+    rewards: list[float], margins: list[float], stats: list[SampleStats], beta: float
+) -> dict[str, float]:
+    """TRL OnlineDPOTrainer's metrics of a round's samples (same names, same formulas): its
+    rewards (after missing_eos_penalty), the built pairs' reward margins and the samples'
+    log-probs."""
+    n = max(len(stats), 1)
+    metrics = {"objective/scores": sum(rewards) / max(len(rewards), 1)}
+    if margins:
+        metrics["objective/scores_margin"] = sum(margins) / len(margins)
+    if stats and all(s.ref_logp is not None for s in stats):
+        kls = [s.logp - s.ref_logp for s in stats]  # type: ignore[operator]
+        kl = sum(kls) / n
+        rlhf = [r - beta * k for r, k in zip(rewards, kls, strict=True)]
+        metrics |= {
+            "objective/kl": kl,
+            "objective/non_score_reward": -beta * kl,
+            "objective/rlhf_reward": sum(rlhf) / n,
+        }
+    metrics["objective/entropy"] = -sum(s.logp for s in stats) / n
+    metrics["val/contain_eos_token"] = sum(s.ended for s in stats) / n
+    metrics["beta"] = beta
+    return metrics

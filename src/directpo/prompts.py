@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from directpo.data import ImagePrompt, images_of, read_rows, row_template_args
@@ -151,15 +151,30 @@ def load_prompt_rows(
     return prompts, others
 
 
+def distinct_example_prompts(examples: Sequence[Any]) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The distinct prompts of preference examples (with their images and chat template
+    arguments) and the other columns of each one's first row, as ``load_prompts`` gives a
+    file's (what a reward_fn is given)."""
+    firsts = _first_of_each([example.full_prompt for example in examples])
+    prompts = [examples[i].full_prompt for i in firsts]
+    return prompts, [dict(examples[i].columns or {}) for i in firsts]
+
+
 def distinct_prompts(prompts: Iterable[Any]) -> list[Any]:
     """Prompts without repeats, in first-seen order (texts, message lists, image prompts)."""
+    prompts = list(prompts)
+    return [prompts[i] for i in _first_of_each(prompts)]
+
+
+def _first_of_each(prompts: list[Any]) -> list[int]:
+    """The index of each distinct prompt's first occurrence, in order."""
     seen: set[str] = set()
-    unique: list[Any] = []
-    for prompt in prompts:
+    firsts: list[int] = []
+    for index, prompt in enumerate(prompts):
         if _prompt_key(prompt) not in seen:
             seen.add(_prompt_key(prompt))
-            unique.append(prompt)
-    return unique
+            firsts.append(index)
+    return firsts
 
 
 def _prompt_key(prompt: Any) -> str:

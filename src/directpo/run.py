@@ -26,6 +26,7 @@ from directpo.guard import UpdateProbe, check_trainable
 from directpo.logprobs import SequenceScorer
 from directpo.model_checks import check_heads, choose_layout
 from directpo.models import (
+    check_generation_room,
     check_positions,
     check_vocabulary,
     resolve_router_aux,
@@ -142,6 +143,13 @@ def prepare_run(
     pair_sets = [pairs for pairs in (train, data.evaluation) if pairs is not None]
     longest: int | None = max((p.longest_sequence for s in pair_sets for p in s.pairs), default=0)
     check_positions(models, longest)  # sampling cuts its prompts to a position table itself
+    if config.eval_generate:  # ... but its new tokens must fit
+        check_generation_room(models, config.generate_max_new_tokens, "generate_max_new_tokens")
+    elif config.online:
+        new_tokens = config.online_sampling[1]
+        capped = new_tokens < config.generate_max_new_tokens
+        option = "max_completion_length" if capped else "generate_max_new_tokens"
+        check_generation_room(models, new_tokens, option)
     if isinstance(pair_source, OnlineRounds):  # sampled later: prompt limit + new tokens
         limit, new_tokens = config.online_sampling
         sampled = None if limit is None else limit + new_tokens
@@ -194,6 +202,8 @@ def prepare_run(
         num_training_steps=total_steps,
     )
     kl_reference = reference  # sampled completions need a live reference for their KL
+    if isinstance(pair_source, OnlineRounds):  # a round's objective/kl (TRL's)
+        pair_source.build_round.reference = kl_reference  # type: ignore[attr-defined]
     if not config.loss_needs_reference:
         reference = None  # loaded only for the KL: the losses never pay for its forward pass
     run = Run(
@@ -287,7 +297,8 @@ ONLINE_SAMPLING_OPTIONS = (
     "online_samples_per_prompt", "online_pairs", "online_reward_gap",
     "online_max_pairs_per_prompt", "generate_max_new_tokens", "generate_temperature",
     "generate_top_p", "generate_top_k", "per_device_eval_batch_size", "reward_fn",
-    "reward_model_name_or_path", "implicit_reward_model", "max_length", "max_completion_length",
+    "reward_model_name_or_path", "implicit_reward_model", "reward_weights", "missing_eos_penalty",
+    "max_length", "max_completion_length",
     "max_prompt_length", "chat_template", "chat_template_kwargs",
 )  # fmt: skip
 

@@ -21,7 +21,7 @@ from directpo.models import (
     pad_token_id,
 )
 from directpo.online import OnlineData, check_labeller, load_labeller
-from directpo.prompts import distinct_prompts, load_prompt_rows, load_prompts
+from directpo.prompts import distinct_example_prompts, load_prompt_rows, load_prompts
 from directpo.readers import python_source
 from directpo.rewardfn import check_reward_fn, load_reward_fn
 from directpo.sources import PairSet
@@ -242,9 +242,8 @@ def _online_prompts(
     else the train file's (its pairs' prompts, or a prompts-only file's)."""
     if config.prompt_file:
         prompts, rows = load_prompt_rows(config.prompt_file, config.prompt_column)
-    elif train_data is not None:
-        prompts = distinct_prompts(example.full_prompt for example in train_data.examples)
-        rows = [{} for _ in prompts]
+    elif train_data is not None:  # a pairs file: its rows' other columns too, as a prompt file's
+        prompts, rows = distinct_example_prompts(train_data.examples)
     else:
         prompts, rows = load_prompt_rows(source, config.prompt_column)
     echo(f"online: {len(prompts)} prompts")
@@ -259,8 +258,7 @@ def _held_out_prompts(config: DPOConfig, eval_data: Any) -> tuple[list[Any], lis
     if config.eval_prompts_file:
         prompts, rows = load_prompts(config.eval_prompts_file, config.prompt_column)
     else:
-        prompts = distinct_prompts(example.full_prompt for example in eval_data.examples)
-        rows = [{} for _ in prompts]
+        prompts, rows = distinct_example_prompts(eval_data.examples)
     return prompts[: config.eval_generate], rows[: config.eval_generate]
 
 

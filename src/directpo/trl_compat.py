@@ -30,12 +30,20 @@ ALIASES = {  # TRL's other names for directpo options
     "max_target_length": "max_completion_length",  # TRL < 0.9
     "use_bnb_nested_quant": "bnb_4bit_use_double_quant",  # ModelConfig
     "chat_template_path": "chat_template",  # SFTConfig's spelling (a file)
+    # OnlineDPOConfig's sampling and reward model (online: true)
+    "max_new_tokens": "generate_max_new_tokens",
+    "temperature": "generate_temperature",
+    "top_p": "generate_top_p",
+    "top_k": "generate_top_k",
+    "reward_model_path": "reward_model_name_or_path",
 }
 HINTS = {  # TRL arguments that are not config keys, and the option that means the same here
     "ref_model": "ref_model_name_or_path",
     "model": "model_name_or_path",
     "processing_class": "tokenizer_name_or_path",
     "peft_config": "use_peft and lora_r",
+    "reward_funcs": "reward_fn",  # several: with reward_model_name_or_path and reward_weights
+    "judge": "reward_fn",  # a pairwise judge: write it as a reward function
 }
 
 
@@ -51,6 +59,12 @@ def _equals(*values: Any) -> Callable[[Any], bool]:
     return lambda value: value in values or _nothing(value)
 
 
+VLLM_OPTIONS = (
+    "vllm_model_impl", "vllm_structured_outputs_regex", "vllm_gpu_memory_utilization",
+    "vllm_mode", "vllm_server_base_url", "vllm_server_host", "vllm_server_port",
+    "vllm_server_timeout", "vllm_group_port", "vllm_tensor_parallel_size",
+    "vllm_enable_sleep_mode",
+)  # fmt: skip
 UPLOAD = "directpo does not upload; after training run: huggingface-cli upload REPO OUTPUT_DIR"
 # key: (accepted when, what to do otherwise)
 NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -164,6 +178,18 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "ignore_bias_buffers": (_any, ""),
     "use_flash_attention_2": (_nothing, "set attn_implementation: flash_attention_2"),
     "reference_free": (_nothing, "choose a reference-free loss_type (simpo, orpo, ...)"),
+    # OnlineDPOConfig's: online rounds sample with transformers' generate, no vLLM
+    "use_vllm": (_nothing, "online rounds sample with transformers' generate"),
+    "min_p": (_nothing, "not supported; use generate_top_p or generate_top_k"),
+    "repetition_penalty": (_equals(1.0), "sampling applies no repetition penalty"),
+    "generation_kwargs": (
+        _nothing,
+        "not supported; use generate_temperature, generate_top_p, generate_top_k",
+    ),
+    "cache_implementation": (_nothing, "generation uses the model's default cache"),
+    "ds3_gather_for_generation": (_any, ""),  # FSDP2 gathers for generation itself
+    # vLLM's settings are read only with use_vllm, which is refused above
+    **dict.fromkeys(VLLM_OPTIONS, (_any, "")),
 }
 
 
