@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import pytest
 from tiny import tiny_config
@@ -228,3 +229,61 @@ def test_a_trl_scripts_dpoconfig_call_ports_as_written() -> None:
         DPOConfig(model_name_or_path="m", lerning_rate=1e-6)
     with pytest.raises(ConfigError, match="^DPOConfig: push_to_hub: True is not supported"):
         DPOConfig(model_name_or_path="m", push_to_hub=True)
+
+
+# keys of TRL / transformers versions before TRL 1.x and transformers 5, at their defaults there
+OLDER_TRL_KEYS = {
+    "use_logits_to_keep": False,
+    "use_num_logits_to_keep": None,
+    "force_use_ref_model": False,
+    "model_adapter_name": None,
+    "ref_adapter_name": None,
+    "use_liger_loss": False,
+    "base_model_attribute_name": "model",
+    "tools": None,
+    "gradient_checkpointing_use_reentrant": False,  # ScriptArguments
+    "group_by_length": False,
+    "save_safetensors": True,
+}
+
+
+def test_every_trl_key_old_and_new_is_known(tmp_path) -> None:
+    """Every field of TRL 1.16's dataclasses (the installed ones) and of older TRL / transformers
+    versions is an option, a TRL spelling of one, or accepted / refused with what to do; none
+    is an 'unknown option' (train_sampling_strategy, DatasetMixtureConfig's keys and the older
+    keys were, some with a hint to an unrelated option: force_use_ref_model -> sync_ref_model).
+    A bare YAML `no` (false) is TRL's 'no' strategy, and a null eval_steps transformers'
+    default."""
+    trl = pytest.importorskip("trl")
+    from directpo.trl_compat import ALIASES, NO_EFFECT
+
+    names = {field.name for field in dataclasses.fields(DPOConfig)}
+    for cls in (trl.DPOConfig, trl.ModelConfig, trl.ScriptArguments, trl.DatasetMixtureConfig):
+        unknown = [
+            f.name for f in dataclasses.fields(cls) if f.name not in names | {*ALIASES, *NO_EFFECT}
+        ]
+        assert not unknown, (cls.__name__, unknown)
+
+    recipe = tmp_path / "old.yaml"
+    defaults = {**OLDER_TRL_KEYS, "train_sampling_strategy": "random", "streaming": False}
+    recipe.write_text(
+        "model_name_or_path: m\n"
+        + "".join(f"{key}: {'null' if v is None else v}\n" for key, v in defaults.items())
+        + "eval_strategy: no\nsave_strategy: no\neval_steps: null\n"
+    )
+    config = load_config(str(recipe))
+    expected = DPOConfig(model_name_or_path="m", eval_strategy="no", save_strategy="no")
+    assert config == expected
+
+    for key, value, message in (
+        ("train_sampling_strategy", "group_by_length", "directpo shuffles the pairs"),
+        ("tools", [{"type": "function"}], "chat_template_kwargs: {tools: [...]}"),
+        ("model_adapter_name", "train", "directpo trains one LoRA adapter"),
+        ("gradient_checkpointing_use_reentrant", True, "always checkpoints non-reentrant"),
+        ("datasets", [{"path": "d"}], "train_file: [a.jsonl, b.parquet]"),
+        ("save_safetensors", False, "directpo saves safetensors"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(f"{key}: {value!r} is not supported: ")):
+            DPOConfig(model_name_or_path="m", **{key: value})
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            DPOConfig(model_name_or_path="m", **{key: value})

@@ -595,6 +595,11 @@ class DPOConfig(Options):
             self.resume_from_checkpoint = (
                 "latest" if str(resume).strip().lower() == "true" else None
             )
+        for key in ("eval_strategy", "save_strategy"):  # YAML reads a bare `no` as false
+            if getattr(self, key) is False:
+                setattr(self, key, "no")
+        if self.eval_steps is None:  # transformers' null: the default (logging_steps)
+            self.eval_steps = 0
         super().__post_init__()
 
     def _check_values(self) -> None:

@@ -52,6 +52,8 @@ def _equals(*values: Any) -> Callable[[Any], bool]:
 
 
 UPLOAD = "directpo does not upload; after training run: huggingface-cli upload REPO OUTPUT_DIR"
+SHUFFLED = "directpo shuffles the pairs (seed sets the order); padding_free packs each micro-batch"
+ONE_ADAPTER = "directpo trains one LoRA adapter; with LoRA the reference is the model without it"
 # key: (accepted when, what to do otherwise)
 NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "push_to_hub": (_nothing, UPLOAD),
@@ -164,6 +166,36 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "ignore_bias_buffers": (_any, ""),
     "use_flash_attention_2": (_nothing, "set attn_implementation: flash_attention_2"),
     "reference_free": (_nothing, "choose a reference-free loss_type (simpo, orpo, ...)"),
+    # TrainingArguments (transformers 5): the order of the training pairs
+    "train_sampling_strategy": (_equals("random"), SHUFFLED),
+    # keys of TRL / transformers versions before TRL 1.x and transformers 5, so that an older
+    # recipe ports too (without them it read "unknown option", with a hint to an unrelated one)
+    "group_by_length": (_nothing, SHUFFLED),
+    "save_safetensors": (lambda value: value in (True, None), "directpo saves safetensors"),
+    "use_logits_to_keep": (_any, ""),  # only completion positions ever reach the LM head
+    "use_num_logits_to_keep": (_any, ""),
+    "force_use_ref_model": (_any, ""),  # ref_model_name_or_path is used with LoRA as it is
+    "model_adapter_name": (_nothing, ONE_ADAPTER),
+    "ref_adapter_name": (_nothing, ONE_ADAPTER),
+    "use_liger_loss": (
+        _nothing,
+        "directpo computes the completions' log-probs itself (chunked, logprob_chunk_tokens); "
+        "use_liger_kernel: true applies Liger's other kernels",
+    ),
+    "base_model_attribute_name": (_any, ""),  # read by use_liger_loss only
+    "tools": (
+        _nothing,
+        "give the tool schemas as chat_template_kwargs: {tools: [...]} (all rows) or a "
+        "'tools' column (per row)",
+    ),
+    "gradient_checkpointing_use_reentrant": (
+        _nothing,
+        "directpo always checkpoints non-reentrant",
+    ),
+    # TRL's DatasetMixtureConfig (trl dpo --config): the data is train_file / dataset_name
+    "datasets": (_nothing, "list the files, train_file: [a.jsonl, b.parquet] (used whole)"),
+    "streaming": (_nothing, "directpo reads the whole file"),
+    "test_split_size": (_nothing, "give the held-out pairs as eval_file or dataset_test_split"),
 }
 
 
