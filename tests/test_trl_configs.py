@@ -8,6 +8,7 @@ import math
 import re
 
 import pytest
+import torch
 from tiny import tiny_config
 
 from directpo.cli import main
@@ -287,3 +288,36 @@ def test_every_trl_key_old_and_new_is_known(tmp_path) -> None:
             DPOConfig(model_name_or_path="m", **{key: value})
         with pytest.raises(ConfigError, match=re.escape(message)):
             DPOConfig(model_name_or_path="m", **{key: value})
+
+
+def test_lr_scheduler_kwargs_and_the_schedules_that_need_them(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """lr_scheduler_kwargs reach transformers' schedule (cosine_with_min_lr, warmup_stable_decay,
+    cosine_with_restarts' num_cycles, ...); they were refused, and so were those schedules.
+    Arguments a schedule does not take, or lacks, are refused before any model loads."""
+    from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
+
+    from directpo.trainer import train
+
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "out", max_steps=4,
+                         per_device_train_batch_size=2, lr_scheduler_type="cosine_with_min_lr",
+                         lr_scheduler_kwargs='{"min_lr_rate": 0.5}', warmup_steps=1)  # fmt: skip
+    logged = [r["learning_rate"] for r in train(config, echo=lambda _: None).metrics if "loss" in r]
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.learning_rate)
+    expected = get_cosine_with_min_lr_schedule_with_warmup(optimizer, 1, 4, min_lr_rate=0.5)
+    assert logged == pytest.approx(
+        [config.learning_rate * expected.lr_lambdas[0](s) for s in range(4)]
+    )
+    assert logged[-1] > 0.5 * config.learning_rate  # where a plain cosine is down to a quarter
+
+    assert DPOConfig(lr_scheduler_type="warmup_stable_decay",
+                     lr_scheduler_kwargs={"num_decay_steps": 10}).lr_scheduler_kwargs  # fmt: skip
+    for options, message in (
+        ({"lr_scheduler_type": "cosine_with_min_lr"}, "One of min_lr or min_lr_rate"),
+        ({"lr_scheduler_type": "warmup_stable_decay"}, "num_decay_steps"),
+        ({"lr_scheduler_kwargs": {"min_lr_rate": 0.1}}, "unexpected keyword argument 'min_lr_r"),
+        ({"lr_scheduler_type": "constant", "lr_scheduler_kwargs": {"x": 1}}, "takes none"),
+    ):
+        with pytest.raises(ConfigError, match=f"^lr_scheduler_kwargs .*{message}"):
+            DPOConfig(**options)

@@ -35,8 +35,14 @@ SAVE_STRATEGIES = ("steps", "epoch", "no")
 # constant_with_warmup is TRL's name of constant (both warm up when warmup is set)
 LR_SCHEDULERS = (
     "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
-    "inverse_sqrt",
+    "inverse_sqrt", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay",
 )  # fmt: skip
+# schedules that cannot be built without lr_scheduler_kwargs (min_lr, num_decay_steps)
+SCHEDULERS_NEEDING_KWARGS = (
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+)
 DTYPES = ("float32", "bfloat16")
 SAVE_DTYPES = ("auto", "float32", "bfloat16")
 TRACKERS = ("tensorboard", "wandb", "mlflow", "none")
@@ -447,6 +453,12 @@ class DPOConfig(Options):
     lr_scheduler_type: str = option(
         "linear", f"Schedule after warmup, one of {', '.join(LR_SCHEDULERS)}."
     )
+    lr_scheduler_kwargs: dict | None = option(
+        None,
+        "The schedule's own arguments (TRL's option, transformers' names), e.g. {min_lr_rate: "
+        "0.1} for cosine_with_min_lr, {num_cycles: 2} for cosine_with_restarts, "
+        "{num_decay_steps: 100} for warmup_stable_decay.",
+    )
     warmup_steps: float = option(
         0,
         "Linear warmup from 0 to learning_rate over this many steps; a value in (0, 1) is a "
@@ -616,6 +628,8 @@ class DPOConfig(Options):
         require(self.adam_epsilon > 0, "adam_epsilon", "> 0")
         require(self.warmup_steps >= 0, "warmup_steps", ">= 0")
         require(0 <= self.warmup_ratio < 1, "warmup_ratio", "in [0, 1)")
+        if self._valid("lr_scheduler_type", "warmup_steps", "warmup_ratio"):
+            self._check_schedule()
         one_of("eval_strategy", EVAL_STRATEGIES)
         one_of("save_strategy", SAVE_STRATEGIES)
         require(self.max_nonfinite_steps >= 0, "max_nonfinite_steps", ">= 0")
@@ -811,6 +825,40 @@ class DPOConfig(Options):
         is of the total, rounded up as transformers does)."""
         value = getattr(self, key)
         return math.ceil(value * total_steps) if 0 < value < 1 else int(value)
+
+    def schedule(self, optimizer: Any, total_steps: int) -> Any:
+        """The learning-rate schedule of a run of ``total_steps``: transformers' scheduler of
+        that name (constant warms up too: constant_with_warmup), with lr_scheduler_kwargs."""
+        from transformers import get_scheduler
+
+        name = self.lr_scheduler_type
+        return get_scheduler(
+            "constant_with_warmup" if name == "constant" else name,
+            optimizer,
+            num_warmup_steps=self.warmup_for(total_steps),
+            num_training_steps=total_steps,
+            scheduler_specific_kwargs=self.lr_scheduler_kwargs,
+        )
+
+    def _check_schedule(self) -> None:
+        """lr_scheduler_kwargs that the schedule would not take (or, for constant, ignore),
+        and a schedule missing its required ones, are refused before any model loads."""
+        kwargs, name = self.lr_scheduler_kwargs, self.lr_scheduler_type
+        if not kwargs and name not in SCHEDULERS_NEEDING_KWARGS:
+            return
+        if name == "constant":
+            raise ConfigError(
+                f"lr_scheduler_kwargs is set but lr_scheduler_type {name} takes none (got {kwargs})"
+            )
+        import torch
+
+        try:  # built once on a stand-in optimizer: transformers checks the arguments
+            parameter = torch.zeros(1, requires_grad=True)  # lr: polynomial checks lr_end
+            self.schedule(torch.optim.SGD([parameter], lr=self.learning_rate), 100)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"lr_scheduler_kwargs {kwargs or {}} do not fit lr_scheduler_type {name}: {exc}"
+            ) from None
 
     def warmup_for(self, total_steps: int) -> int:
         """Warmup steps of a run of ``total_steps`` (a fraction in (0, 1) is of the total)."""

@@ -145,7 +145,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "label_smoothing_factor": (_nothing, "use label_smoothing (cDPO)"),
     "optim_args": (_nothing, "use adam_beta1/adam_beta2/adam_epsilon/weight_decay"),
     "optim_target_modules": (_nothing, "not supported"),
-    "lr_scheduler_kwargs": (_nothing, "not supported; lr_scheduler_type is linear/cosine/constant"),
     "accelerator_config": (_nothing, "directpo runs under torchrun or accelerate launch as it is"),
     "parallelism_config": (_nothing, "use distributed: ddp or fsdp"),
     "deepspeed": (_nothing, "use distributed: fsdp (FSDP2) under torchrun"),
