@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import warnings
 
 import pytest
 import torch
@@ -320,4 +321,34 @@ def test_lr_scheduler_kwargs_and_the_schedules_that_need_them(
         ({"lr_scheduler_type": "constant", "lr_scheduler_kwargs": {"x": 1}}, "takes none"),
     ):
         with pytest.raises(ConfigError, match=f"^lr_scheduler_kwargs .*{message}"):
+            DPOConfig(**options)
+
+
+def test_a_dumped_trl_config_ports_with_its_values(tmp_path) -> None:
+    """TRL's DPOConfig(...).to_dict() (what trackers record, what a script may pass on) ports:
+    it writes both gradient_checkpointing and activation_checkpointing, accelerator_config at
+    its defaults and pad_token as the placeholder '<PAD_TOKEN>', each of which was refused."""
+    trl = pytest.importorskip("trl")
+    import yaml
+
+    with warnings.catch_warnings():  # transformers' own deprecation of its spelling
+        warnings.simplefilter("ignore", FutureWarning)
+        trl_config = trl.DPOConfig(
+            output_dir=str(tmp_path / "out"), bf16=False, report_to="none", beta=0.3
+        )
+    dumped = trl_config.to_dict()
+    assert dumped["pad_token"] == "<PAD_TOKEN>" and dumped["accelerator_config"]
+    config = DPOConfig(**dumped)
+    assert (config.num_train_epochs, config.gradient_checkpointing, config.beta) == (3.0, True, 0.3)
+    assert (config.eval_strategy, config.optimizer, config.dtype) == ("no", "adamw", "float32")
+    recipe = tmp_path / "dumped.yaml"
+    recipe.write_text(yaml.safe_dump(dumped))
+    assert load_config(str(recipe)) == config
+
+    for options, message in (
+        ({"gradient_checkpointing": True, "activation_checkpointing": False}, "keep one"),
+        ({"accelerator_config": {"split_batches": True}}, "accelerate launch as it is"),
+        ({"pad_token": "<pad>"}, "padding is masked out"),
+    ):
+        with pytest.raises(ConfigError, match=message):
             DPOConfig(**options)

@@ -51,6 +51,21 @@ def _equals(*values: Any) -> Callable[[Any], bool]:
     return lambda value: value in values or _nothing(value)
 
 
+def _all_default(value: Any, defaults: dict[str, Any]) -> bool:
+    """A dict of options at their defaults (as a dumped TRL config writes them)."""
+    missing = object()
+    return isinstance(value, dict) and all(defaults.get(k, missing) == v for k, v in value.items())
+
+
+# transformers' AcceleratorConfig defaults, as TrainingArguments.to_dict writes them
+ACCELERATOR_DEFAULTS = {
+    "split_batches": False,
+    "dispatch_batches": None,
+    "even_batches": True,
+    "use_seedable_sampler": True,
+    "non_blocking": False,
+    "gradient_accumulation_kwargs": None,
+}
 UPLOAD = "directpo does not upload; after training run: huggingface-cli upload REPO OUTPUT_DIR"
 SHUFFLED = "directpo shuffles the pairs (seed sets the order); padding_free packs each micro-batch"
 ONE_ADAPTER = "directpo trains one LoRA adapter; with LoRA the reference is the model without it"
@@ -145,7 +160,10 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "label_smoothing_factor": (_nothing, "use label_smoothing (cDPO)"),
     "optim_args": (_nothing, "use adam_beta1/adam_beta2/adam_epsilon/weight_decay"),
     "optim_target_modules": (_nothing, "not supported"),
-    "accelerator_config": (_nothing, "directpo runs under torchrun or accelerate launch as it is"),
+    "accelerator_config": (
+        lambda value: _nothing(value) or _all_default(value, ACCELERATOR_DEFAULTS),
+        "directpo runs under torchrun or accelerate launch as it is",
+    ),
     "parallelism_config": (_nothing, "use distributed: ddp or fsdp"),
     "deepspeed": (_nothing, "use distributed: fsdp (FSDP2) under torchrun"),
     "fsdp": (
@@ -255,11 +273,16 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
     problems: list[str] = []
     flag = "--" if where == "command line" else ""  # name them as they were written
     for key, value in values.items():
+        if key.endswith("_token") and value == f"<{key.upper()}>":
+            continue  # transformers' to_dict hides every *_token value: nothing is known of it
         if key in known:
             result[key] = value
         elif key in ALIASES and ALIASES[key] in known:
             if ALIASES[key] in values:
-                problems.append(f"{flag}{key}: also given as {flag}{ALIASES[key]}; keep one")
+                # transformers' to_dict writes both spellings (gradient_checkpointing and
+                # activation_checkpointing): only a contradiction is a problem
+                if values[ALIASES[key]] != value:
+                    problems.append(f"{flag}{key}: also given as {flag}{ALIASES[key]}; keep one")
             else:
                 result[ALIASES[key]] = value
         elif key in NO_EFFECT:
