@@ -352,3 +352,23 @@ def test_a_dumped_trl_config_ports_with_its_values(tmp_path) -> None:
     ):
         with pytest.raises(ConfigError, match=message):
             DPOConfig(**options)
+
+
+def test_attn_implementation_in_model_init_kwargs_is_the_option() -> None:
+    """TRL's scripts pass attn_implementation in model_init_kwargs (over ModelConfig's): here it
+    is the attn_implementation option. Beside another value of the option (or in
+    ref_model_init_kwargs, since the option loads both models) it was overridden silently: the
+    option's kernel ran (on CUDA in bf16, auto's varlen replaced an asked-for eager)."""
+    config = DPOConfig(model_init_kwargs={"attn_implementation": "eager"})
+    assert config.attn_implementation == "eager"
+    assert DPOConfig(**config.to_dict()) == config  # config.yaml reruns as it ran
+    same = {"attn_implementation": "sdpa"}
+    assert DPOConfig(attn_implementation="sdpa", model_init_kwargs=same).attn_implementation
+    for options, name in (
+        ({"attn_implementation": "sdpa", "model_init_kwargs": {"attn_implementation": "eager"}},
+         "model_init_kwargs"),
+        ({"ref_model_name_or_path": "r", "ref_model_init_kwargs": {"attn_implementation": "eager"}},
+         "ref_model_init_kwargs"),
+    ):  # fmt: skip
+        with pytest.raises(ConfigError, match=f"^{name}: attn_implementation 'eager' contradicts"):
+            DPOConfig(**options)

@@ -227,8 +227,8 @@ TRL_OPTIMIZERS = {  # TRL / transformers' optim names -> directpo's optimizer
 
 def apply_trl_meanings(config: Any) -> None:
     """TRL's options that are DPOConfig fields, given TRL's meaning (called while a DPOConfig
-    is checked): optim, constant_with_warmup, use_peft, rpo_alpha,
-    gradient_checkpointing_kwargs, warmup."""
+    is checked): optim, constant_with_warmup, use_peft, rpo_alpha, attn_implementation in
+    model_init_kwargs, gradient_checkpointing_kwargs, warmup."""
     if config.optim is not None:
         if config.optim not in TRL_OPTIMIZERS:
             raise ConfigError(
@@ -251,6 +251,7 @@ def apply_trl_meanings(config: Any) -> None:
         config.loss_type = [*config.loss_type, "sft"]
         config.loss_weights = [*weights, config.rpo_alpha]
         config.rpo_alpha = None  # now part of loss_type / loss_weights (config.yaml says so)
+    _attention_from_init_kwargs(config)
     kwargs = config.gradient_checkpointing_kwargs
     if kwargs is not None and kwargs not in ({}, {"use_reentrant": False}):
         raise ConfigError(
@@ -263,6 +264,24 @@ def apply_trl_meanings(config: Any) -> None:
     if steps >= 1 and not float(steps).is_integer():
         raise ConfigError(
             f"warmup_steps must be a whole number of steps or a fraction in (0, 1) (got {steps})"
+        )
+
+
+def _attention_from_init_kwargs(config: Any) -> None:
+    """attn_implementation in model_init_kwargs (TRL's scripts put it there, over ModelConfig's)
+    is the attn_implementation option, which loads policy and reference alike; another value
+    beside the option (or in ref_model_init_kwargs) would be overridden without a word."""
+    option = config.attn_implementation
+    for name in ("model_init_kwargs", "ref_model_init_kwargs"):
+        attention = (getattr(config, name) or {}).get("attn_implementation")
+        if attention is None or attention == option:
+            continue
+        if name == "model_init_kwargs" and option == "auto":
+            config.attn_implementation = option = attention
+            continue
+        raise ConfigError(
+            f"{name}: attn_implementation {attention!r} contradicts attn_implementation: "
+            f"{option} (which loads policy and reference alike): keep one"
         )
 
 
