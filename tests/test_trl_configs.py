@@ -133,6 +133,7 @@ def test_trl_spellings_from_python_and_their_contradictions() -> None:
     assert (config.dtype, config.optimizer, config.lora_r) == ("bfloat16", "adamw", 16)
     assert config.loss_type == ["sigmoid", "sft"] and config.loss_weights == [1.0, 0.5]
     assert DPOConfig(optim="adamw_anyprecision").optimizer == "adamw_kahan"
+    assert DPOConfig(optim="paged_adamw_32bit").optimizer == "adamw"  # QLoRA recipes' choice
     assert DPOConfig(warmup_steps=0.1).warmup_for(50) == 5
     assert DPOConfig(warmup_ratio=0.25).warmup_for(10) == math.ceil(2.5)
     assert DPOConfig(lr_scheduler_type="constant_with_warmup").lr_scheduler_type == "constant"
@@ -143,6 +144,7 @@ def test_trl_spellings_from_python_and_their_contradictions() -> None:
         ({"warmup_steps": 2.5}, "whole number of steps"),
         ({"gradient_checkpointing_kwargs": {"use_reentrant": True}}, "non-reentrant"),
         ({"rpo_alpha": 1.0, "loss_type": ["sigmoid", "sft"]}, "already has"),
+        ({"save_strategy": "best"}, "^save_strategy: best .* load_best_model_at_end: true"),
     ):
         with pytest.raises(ConfigError, match=message):
             DPOConfig(**options)

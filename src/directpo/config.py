@@ -438,8 +438,8 @@ class DPOConfig(Options):
     learning_rate: float = option(1e-6, "Peak learning rate.")
     optim: str | None = option(
         None,
-        "TRL's spelling of optimizer: adamw_torch, adamw_torch_fused, adamw_hf (= adamw), "
-        "adamw_anyprecision (= adamw_kahan), rmsprop.",
+        "TRL's spelling of optimizer: adamw_torch, adamw_torch_fused, adamw_hf, "
+        "paged_adamw_32bit (= adamw), adamw_anyprecision (= adamw_kahan), rmsprop.",
     )
     optimizer: str = option(
         "adamw",

@@ -220,6 +220,7 @@ TRL_OPTIMIZERS = {  # TRL / transformers' optim names -> directpo's optimizer
     "adamw_torch": "adamw",
     "adamw_torch_fused": "adamw",
     "adamw_hf": "adamw",
+    "paged_adamw_32bit": "adamw",  # bitsandbytes' AdamW with paged state: the same updates
     "adamw_anyprecision": "adamw_kahan",
     "rmsprop": "rmsprop",
 }
@@ -252,6 +253,11 @@ def apply_trl_meanings(config: Any) -> None:
         config.loss_weights = [*weights, config.rpo_alpha]
         config.rpo_alpha = None  # now part of loss_type / loss_weights (config.yaml says so)
     _attention_from_init_kwargs(config)
+    if config.save_strategy == "best":  # transformers' SaveStrategy.BEST
+        raise ConfigError(
+            "save_strategy: best is not supported: load_best_model_at_end: true writes a "
+            "checkpoint at every evaluation that improves metric_for_best_model"
+        )
     kwargs = config.gradient_checkpointing_kwargs
     if kwargs is not None and kwargs not in ({}, {"use_reentrant": False}):
         raise ConfigError(
