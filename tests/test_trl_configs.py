@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import warnings
 
@@ -374,3 +375,16 @@ def test_attn_implementation_in_model_init_kwargs_is_the_option() -> None:
     ):  # fmt: skip
         with pytest.raises(ConfigError, match=f"^{name}: attn_implementation 'eager' contradicts"):
             DPOConfig(**options)
+
+
+def test_a_config_files_env_mapping_sets_the_environment(tmp_path, monkeypatch) -> None:
+    """TRL's `env:` section of a config file (TrlParser sets those variables) was 'unknown option
+    env'. It is not an option: config.yaml never records it (it may hold a token)."""
+    monkeypatch.delenv("DIRECTPO_TEST_ENV", raising=False)  # restored after the test
+    recipe = tmp_path / "env.yaml"
+    recipe.write_text("model_name_or_path: m\nenv:\n  DIRECTPO_TEST_ENV: 0\n")
+    config = load_config(str(recipe))
+    assert os.environ["DIRECTPO_TEST_ENV"] == "0" and "env" not in config.to_dict()
+    recipe.write_text("model_name_or_path: m\nenv: [DIRECTPO_TEST_ENV]\n")
+    with pytest.raises(ConfigError, match="env must be a mapping of VARIABLE: value"):
+        load_config(str(recipe))

@@ -135,9 +135,22 @@ def load_options(
     names = [f.name for f in dataclasses.fields(cls)]
     values: dict[str, Any] = {}
     if path is not None:
-        values.update(cls.translate(_read_yaml(path), names, path))  # type: ignore[attr-defined]
+        data = _read_yaml(path)
+        _set_environment(data.pop("env", None), path)
+        values.update(cls.translate(data, names, path))  # type: ignore[attr-defined]
     values.update(cls.translate(overrides or {}, names, "command line"))  # type: ignore[attr-defined]
     return cls(**values)
+
+
+def _set_environment(env: Any, path: str) -> None:
+    """A config file's ``env:`` mapping (TRL's TrlParser reads it so): environment variables
+    set before anything runs. Not an option, so never recorded: it may hold tokens."""
+    if env is None:
+        return
+    if not isinstance(env, dict):
+        raise ConfigError(f"{path}: env must be a mapping of VARIABLE: value, got {env!r}")
+    for key, value in env.items():
+        os.environ[str(key)] = str(value)
 
 
 def _read_yaml(path: str) -> dict[str, Any]:
