@@ -347,6 +347,10 @@ def test_a_dumped_trl_config_ports_with_its_values(tmp_path) -> None:
     recipe = tmp_path / "dumped.yaml"
     recipe.write_text(yaml.safe_dump(dumped))
     assert load_config(str(recipe)) == config
+    from directpo.trainer import train
+
+    with pytest.raises(TypeError, match=re.escape("DPOConfig(**config.to_dict()) ports it")):
+        train(trl_config)  # TRL's object itself: the message says how to port it
 
     for options, message in (
         ({"gradient_checkpointing": True, "activation_checkpointing": False}, "keep one"),
