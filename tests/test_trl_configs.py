@@ -135,6 +135,17 @@ def test_trl_spellings_from_python_and_their_contradictions() -> None:
     assert config.loss_type == ["sigmoid", "sft"] and config.loss_weights == [1.0, 0.5]
     assert DPOConfig(optim="adamw_anyprecision").optimizer == "adamw_kahan"
     assert DPOConfig(optim="paged_adamw_32bit").optimizer == "adamw"  # QLoRA recipes' choice
+    # SmolLM3's recipe: reentrant or not, the same gradients (it was refused)
+    assert DPOConfig(
+        gradient_checkpointing_kwargs={"use_reentrant": True}
+    ).gradient_checkpointing_kwargs
+    # ModelConfig's model_revision is model_init_kwargs' revision (it was refused unless main)
+    revised = DPOConfig(model_name_or_path="org/m", model_revision="it-SFT")
+    assert revised.model_init_kwargs == {"revision": "it-SFT"} and revised.model_revision == "main"
+    assert revised.tokenizer_location == {"revision": "it-SFT"}
+    assert DPOConfig(**revised.to_dict()) == revised  # config.yaml reruns it
+    with pytest.raises(ConfigError, match="model_revision 'v2' contradicts model_init_kwargs'"):
+        DPOConfig(model_revision="v2", model_init_kwargs={"revision": "v1"})
     assert DPOConfig(warmup_steps=0.1).warmup_for(50) == 5
     assert DPOConfig(warmup_ratio=0.25).warmup_for(10) == math.ceil(2.5)
     assert DPOConfig(lr_scheduler_type="constant_with_warmup").lr_scheduler_type == "constant"
@@ -143,7 +154,7 @@ def test_trl_spellings_from_python_and_their_contradictions() -> None:
         ({"use_peft": False, "lora_r": 8}, "lora_r is set but use_peft is false"),
         ({"warmup_steps": 3, "warmup_ratio": 0.1}, "both set"),
         ({"warmup_steps": 2.5}, "whole number of steps"),
-        ({"gradient_checkpointing_kwargs": {"use_reentrant": True}}, "non-reentrant"),
+        ({"gradient_checkpointing_kwargs": {"preserve_rng_state": False}}, "only use_reentrant"),
         ({"rpo_alpha": 1.0, "loss_type": ["sigmoid", "sft"]}, "already has"),
         ({"save_strategy": "best"}, "^save_strategy: best .* load_best_model_at_end: true"),
     ):
@@ -286,6 +297,7 @@ def test_every_trl_key_old_and_new_is_known(tmp_path) -> None:
         ("model_adapter_name", "train", "directpo trains one LoRA adapter"),
         ("gradient_checkpointing_use_reentrant", True, "always checkpoints non-reentrant"),
         ("datasets", [{"path": "d"}], "train_file: [a.jsonl, b.parquet]"),
+        ("dataset_mixture", {"datasets": [{"id": "d"}]}, "train_file: [a.jsonl, b.parquet]"),
         ("save_safetensors", False, "directpo saves safetensors"),
     ):
         with pytest.raises(ConfigError, match=re.escape(f"{key}: {value!r} is not supported: ")):

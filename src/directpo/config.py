@@ -93,6 +93,11 @@ class DPOConfig(Options):
         "revision, attn_implementation, device_map (one process), low_cpu_mem_usage, ... "
         "(dtype is the dtype option).",
     )
+    model_revision: str = option(
+        "main",
+        "TRL's ModelConfig option: the model's revision (a branch, tag or commit), i.e. "
+        "model_init_kwargs' revision.",
+    )
     trust_remote_code: bool = option(
         False, "Allow model folders whose architecture is code shipped with them."
     )
@@ -135,7 +140,8 @@ class DPOConfig(Options):
     )
     gradient_checkpointing_kwargs: dict | None = option(
         None,
-        "TRL's spelling: only {use_reentrant: false} (what directpo always does) is accepted.",
+        "TRL's spelling: only use_reentrant (either value) is accepted; directpo always "
+        "checkpoints non-reentrant, with the same gradients.",
     )
     gradient_checkpointing_every: int = option(
         1,

@@ -66,6 +66,7 @@ ACCELERATOR_DEFAULTS = {
     "non_blocking": False,
     "gradient_accumulation_kwargs": None,
 }
+MIXTURE = "list the files, train_file: [a.jsonl, b.parquet] (used whole)"
 UPLOAD = "directpo does not upload; after training run: huggingface-cli upload REPO OUTPUT_DIR"
 SHUFFLED = "directpo shuffles the pairs (seed sets the order); padding_free packs each micro-batch"
 ONE_ADAPTER = "directpo trains one LoRA adapter; with LoRA the reference is the model without it"
@@ -122,7 +123,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "full_determinism": (_nothing, "set seed; runs are deterministic on CPU"),
     "data_seed": (_nothing, "seed sets the data order"),
     "average_tokens_across_devices": (_any, ""),  # DPO losses are per pair
-    "model_revision": (_equals("main"), "use model_init_kwargs: {revision: REV}"),
     "lora_task_type": (_equals("CAUSAL_LM"), "directpo trains causal LMs"),
     "padding_free": (_any, ""),  # directpo always packs (padding_free option is its own)
     "pad_to_multiple_of": (_any, ""),  # torch_compile rounds rows to 128 tokens
@@ -178,7 +178,8 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "enable_jit_checkpoint": (_nothing, "SIGTERM/Ctrl-C always save a checkpoint"),
     "activation_offloading": (_nothing, "use gradient_checkpointing"),
     "dataset_streaming": (_nothing, "directpo reads the whole file"),
-    "dataset_mixer": (_nothing, "list the files, train_file: [a.jsonl, b.parquet] (used whole)"),
+    "dataset_mixer": (_nothing, MIXTURE),
+    "dataset_mixture": (_nothing, MIXTURE),  # the alignment-handbook's newer spelling
     "dataset_splits": (_nothing, "use dataset_train_split and dataset_test_split"),
     "ignore_bias_buffers": (_any, ""),
     "use_flash_attention_2": (_nothing, "set attn_implementation: flash_attention_2"),
@@ -210,7 +211,7 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
         "directpo always checkpoints non-reentrant",
     ),
     # TRL's DatasetMixtureConfig (trl dpo --config): the data is train_file / dataset_name
-    "datasets": (_nothing, "list the files, train_file: [a.jsonl, b.parquet] (used whole)"),
+    "datasets": (_nothing, MIXTURE),
     "streaming": (_nothing, "directpo reads the whole file"),
     "test_split_size": (_nothing, "give the held-out pairs as eval_file or dataset_test_split"),
 }
@@ -229,7 +230,7 @@ TRL_OPTIMIZERS = {  # TRL / transformers' optim names -> directpo's optimizer
 def apply_trl_meanings(config: Any) -> None:
     """TRL's options that are DPOConfig fields, given TRL's meaning (called while a DPOConfig
     is checked): optim, constant_with_warmup, use_peft, rpo_alpha, attn_implementation in
-    model_init_kwargs, gradient_checkpointing_kwargs, warmup."""
+    model_init_kwargs, gradient_checkpointing_kwargs, model_revision, warmup."""
     if config.optim is not None:
         if config.optim not in TRL_OPTIMIZERS:
             raise ConfigError(
@@ -259,11 +260,16 @@ def apply_trl_meanings(config: Any) -> None:
             "checkpoint at every evaluation that improves metric_for_best_model"
         )
     kwargs = config.gradient_checkpointing_kwargs
-    if kwargs is not None and kwargs not in ({}, {"use_reentrant": False}):
+    # use_reentrant chooses torch's implementation, not the gradients: directpo always uses the
+    # non-reentrant one (which also gives frozen-embedding LoRA models their gradients)
+    if kwargs and (
+        set(kwargs) != {"use_reentrant"} or not isinstance(kwargs["use_reentrant"], bool)
+    ):
         raise ConfigError(
-            f"gradient_checkpointing_kwargs: only {{use_reentrant: false}} is supported (got "
-            f"{kwargs}); directpo always checkpoints non-reentrant"
+            f"gradient_checkpointing_kwargs: only use_reentrant is supported (got {kwargs}); "
+            "directpo always checkpoints non-reentrant (the same gradients)"
         )
+    _revision_into_init_kwargs(config)
     if config.warmup_steps and config.warmup_ratio:
         raise ConfigError("warmup_steps and warmup_ratio are both set: keep one")
     steps = config.warmup_steps
@@ -271,6 +277,22 @@ def apply_trl_meanings(config: Any) -> None:
         raise ConfigError(
             f"warmup_steps must be a whole number of steps or a fraction in (0, 1) (got {steps})"
         )
+
+
+def _revision_into_init_kwargs(config: Any) -> None:
+    """ModelConfig's model_revision is the revision in model_init_kwargs (TRL's script puts it
+    there), for the policy, its tokenizer and a reference loaded with those kwargs."""
+    revision = config.model_revision
+    if revision in (None, "main"):
+        return
+    kwargs = dict(config.model_init_kwargs or {})
+    if kwargs.get("revision", revision) != revision:
+        raise ConfigError(
+            f"model_revision {revision!r} contradicts model_init_kwargs' revision "
+            f"{kwargs['revision']!r}: keep one"
+        )
+    config.model_init_kwargs = {**kwargs, "revision": revision}
+    config.model_revision = "main"  # now in model_init_kwargs (config.yaml says so)
 
 
 def _attention_from_init_kwargs(config: Any) -> None:
