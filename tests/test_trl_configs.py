@@ -139,6 +139,7 @@ def test_trl_spellings_from_python_and_their_contradictions() -> None:
     assert DPOConfig(
         gradient_checkpointing_kwargs={"use_reentrant": True}
     ).gradient_checkpointing_kwargs
+    assert DPOConfig(gradient_checkpointing_use_reentrant=True) == DPOConfig()  # ScriptArguments'
     # ModelConfig's model_revision is model_init_kwargs' revision (it was refused unless main)
     revised = DPOConfig(model_name_or_path="org/m", model_revision="it-SFT")
     assert revised.model_init_kwargs == {"revision": "it-SFT"} and revised.model_revision == "main"
@@ -295,7 +296,6 @@ def test_every_trl_key_old_and_new_is_known(tmp_path) -> None:
         ("train_sampling_strategy", "group_by_length", "directpo shuffles the pairs"),
         ("tools", [{"type": "function"}], "chat_template_kwargs: {tools: [...]}"),
         ("model_adapter_name", "train", "directpo trains one LoRA adapter"),
-        ("gradient_checkpointing_use_reentrant", True, "always checkpoints non-reentrant"),
         ("datasets", [{"path": "d"}], "train_file: [a.jsonl, b.parquet]"),
         ("dataset_mixture", {"datasets": [{"id": "d"}]}, "train_file: [a.jsonl, b.parquet]"),
         ("save_safetensors", False, "directpo saves safetensors"),

@@ -206,10 +206,7 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
         "give the tool schemas as chat_template_kwargs: {tools: [...]} (all rows) or a "
         "'tools' column (per row)",
     ),
-    "gradient_checkpointing_use_reentrant": (
-        _nothing,
-        "directpo always checkpoints non-reentrant",
-    ),
+    "gradient_checkpointing_use_reentrant": (_any, ""),  # the same gradients either way
     # TRL's DatasetMixtureConfig (trl dpo --config): the data is train_file / dataset_name
     "datasets": (_nothing, MIXTURE),
     "streaming": (_nothing, "directpo reads the whole file"),
