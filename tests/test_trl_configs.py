@@ -248,7 +248,8 @@ def test_a_trl_scripts_dpoconfig_call_ports_as_written() -> None:
         DPOConfig(model_name_or_path="m", push_to_hub=True)
 
 
-# keys of TRL / transformers versions before TRL 1.x and transformers 5, at their defaults there
+# keys of TRL / transformers versions before TRL 1.x and transformers 5 (at their defaults
+# there) and of the alignment-handbook's recipes
 OLDER_TRL_KEYS = {
     "use_logits_to_keep": False,
     "use_num_logits_to_keep": None,
@@ -261,6 +262,7 @@ OLDER_TRL_KEYS = {
     "gradient_checkpointing_use_reentrant": False,  # ScriptArguments
     "group_by_length": False,
     "save_safetensors": True,
+    "hub_model_revision": "v1.0",  # the alignment-handbook's
 }
 
 
@@ -404,3 +406,66 @@ def test_a_config_files_env_mapping_sets_the_environment(tmp_path, monkeypatch) 
     recipe.write_text("model_name_or_path: m\nenv: [DIRECTPO_TEST_ENV]\n")
     with pytest.raises(ConfigError, match="env must be a mapping of VARIABLE: value"):
         load_config(str(recipe))
+
+
+# the alignment-handbook's SmolLM3 DPO recipe (recipes/smollm3/dpo/apo.yaml) as written, but for
+# its hub dataset_mixture (a file here) and push_to_hub
+SMOLLM3_APO = """\
+model_name_or_path: HuggingFaceTB/SmolLM3-3B-checkpoints
+model_revision: it-SFT
+torch_dtype: bfloat16
+attn_implementation: flash_attention_2
+trust_remote_code: true
+train_file: prefs.jsonl
+dataset_num_proc: 12
+bf16: true
+do_eval: false
+eval_strategy: 'no'
+gradient_accumulation_steps: 2
+gradient_checkpointing: true
+gradient_checkpointing_kwargs:
+  use_reentrant: true
+output_dir: data/SmolLM3-DPO
+run_name: SmolLM3-DPO
+hub_strategy: every_save
+hub_model_revision: v1.0
+learning_rate: 1.0e-06
+log_level: info
+logging_steps: 1
+logging_strategy: steps
+lr_scheduler_type: cosine_with_min_lr
+lr_scheduler_kwargs:
+  min_lr_rate: 0.1
+max_grad_norm: 0.2
+beta: 0.05
+loss_type: apo_zero
+max_length: 24576
+num_train_epochs: 1
+overwrite_output_dir: true
+per_device_train_batch_size: 1
+push_to_hub: false
+padding_free: true
+report_to:
+- wandb
+save_strategy: steps
+save_steps: 0.5
+save_total_limit: 1
+seed: 42
+use_liger_kernel: true
+warmup_ratio: 0.1
+"""
+
+
+def test_the_handbooks_smollm3_recipe_loads_with_its_meaning(tmp_path) -> None:
+    """Four of its keys were refused: model_revision, hub_model_revision ('unknown option'),
+    use_reentrant: true, cosine_with_min_lr with lr_scheduler_kwargs."""
+    recipe = tmp_path / "apo.yaml"
+    recipe.write_text(SMOLLM3_APO)
+    config = load_config(str(recipe))
+    assert config.model_init_kwargs == {"revision": "it-SFT"}
+    assert (config.lr_scheduler_type, config.lr_scheduler_kwargs) == (
+        "cosine_with_min_lr", {"min_lr_rate": 0.1},
+    )  # fmt: skip
+    assert (config.dtype, config.loss_type, config.attn_implementation) == (
+        "bfloat16", ["apo_zero"], "flash_attention_2",
+    )  # fmt: skip

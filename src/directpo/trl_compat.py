@@ -79,6 +79,8 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "hub_private_repo": (_any, UPLOAD),
     "hub_always_push": (_any, UPLOAD),
     "hub_revision": (_any, UPLOAD),
+    "hub_model_revision": (_any, UPLOAD),  # the alignment-handbook's (unknown, it would be
+    # hinted 'did you mean model_revision?', which loads another model)
     "do_train": (_any, ""),  # read by TRL's scripts, not by the trainer
     "do_eval": (_any, ""),  # directpo evaluates whenever it has eval data
     "do_predict": (_nothing, "directpo does not predict; use directpo generate"),
