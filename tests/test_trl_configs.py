@@ -469,3 +469,23 @@ def test_the_handbooks_smollm3_recipe_loads_with_its_meaning(tmp_path) -> None:
     assert (config.dtype, config.loss_type, config.attn_implementation) == (
         "bfloat16", ["apo_zero"], "flash_attention_2",
     )  # fmt: skip
+
+
+def test_transformers_enums_from_a_trl_script_are_their_values(tmp_path) -> None:
+    """A TRL script's values are often transformers' str enums (trl_args.eval_strategy is
+    IntervalStrategy.STEPS): they passed every check, then config.yaml could not be written
+    (yaml RepresenterError, a traceback once training started)."""
+    from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    config = DPOConfig(
+        eval_strategy=IntervalStrategy.STEPS,
+        save_strategy=SaveStrategy.EPOCH,
+        lr_scheduler_type=SchedulerType.COSINE,
+        optim=OptimizerNames.ADAMW_TORCH_FUSED,
+    )
+    values = (config.eval_strategy, config.save_strategy, config.lr_scheduler_type, config.optim)
+    assert values == ("steps", "epoch", "cosine", "adamw_torch_fused")
+    assert all(type(value) is str for value in values)
+    config.save_record(tmp_path / "config.yaml")
+    assert load_config(str(tmp_path / "config.yaml")).lr_scheduler_type == "cosine"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import enum
 import math
 import os
 import types
@@ -206,6 +207,8 @@ _FALSE = {"false", "no", "0", "off"}
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Convert `value` (from YAML, a flag string or Python) to the field's type, or fail."""
+    if isinstance(value, enum.Enum):  # a TRL script's IntervalStrategy.STEPS, SchedulerType...:
+        value = value.value  # its value (the enum itself compares equal, but cannot be saved)
     args = typing.get_args(hint)
     if isinstance(hint, types.UnionType) and type(None) in args:
         if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
