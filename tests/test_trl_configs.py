@@ -339,6 +339,10 @@ def test_lr_scheduler_kwargs_and_the_schedules_that_need_them(
     ):
         with pytest.raises(ConfigError, match=f"^lr_scheduler_kwargs .*{message}"):
             DPOConfig(**options)
+    with pytest.raises(ConfigError) as refused:  # the schedule is not blamed for a bad lr
+        DPOConfig(lr_scheduler_type="cosine_with_min_lr", learning_rate=-1.0,
+                  lr_scheduler_kwargs={"min_lr_rate": 0.1})  # fmt: skip
+    assert str(refused.value) == "learning_rate must be > 0 (got -1.0)"
 
 
 def test_a_dumped_trl_config_ports_with_its_values(tmp_path) -> None:

@@ -634,7 +634,7 @@ class DPOConfig(Options):
         require(self.adam_epsilon > 0, "adam_epsilon", "> 0")
         require(self.warmup_steps >= 0, "warmup_steps", ">= 0")
         require(0 <= self.warmup_ratio < 1, "warmup_ratio", "in [0, 1)")
-        if self._valid("lr_scheduler_type", "warmup_steps", "warmup_ratio"):
+        if self._valid("lr_scheduler_type", "learning_rate", "warmup_steps", "warmup_ratio"):
             self._check_schedule()
         one_of("eval_strategy", EVAL_STRATEGIES)
         one_of("save_strategy", SAVE_STRATEGIES)
