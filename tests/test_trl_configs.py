@@ -493,3 +493,20 @@ def test_transformers_enums_from_a_trl_script_are_their_values(tmp_path) -> None
     assert all(type(value) is str for value in values)
     config.save_record(tmp_path / "config.yaml")
     assert load_config(str(tmp_path / "config.yaml")).lr_scheduler_type == "cosine"
+
+
+def test_no_effect_keys_written_as_flags_mean_what_they_say() -> None:
+    """`--no_push_to_hub` (HfArgumentParser's spelling), `--push_to_hub false`, `--tf32 False`,
+    `--eval_on_start 0`: the flag's text 'false' / '0' was judged as a string, so asking for
+    nothing was refused ('push_to_hub: 'false' is not supported')."""
+    from directpo.cli import _yaml_and_flags
+
+    _, flags = _yaml_and_flags(
+        ["--model_name_or_path", "m", "--no_push_to_hub", "--tf32", "False", "--eval_on_start",
+         "0", "--save_safetensors", "true", "--dataloader_drop_last", "false", "--do_eval"],
+        DPOConfig,
+    )  # fmt: skip
+    assert load_config(None, flags) == DPOConfig(model_name_or_path="m")
+    for key, value in (("push_to_hub", "true"), ("tf32", "True"), ("eval_on_start", "1")):
+        with pytest.raises(ConfigError, match=f"--{key}: '{value}' is not supported"):
+            load_config(None, {key: value})

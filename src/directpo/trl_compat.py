@@ -20,6 +20,8 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
+import yaml
+
 from directpo.errors import ConfigError, ConfigErrors
 
 ALIASES = {  # TRL's other names for directpo options
@@ -312,6 +314,17 @@ def _attention_from_init_kwargs(config: Any) -> None:
         )
 
 
+def _typed(value: Any) -> Any:
+    """A flag's text as YAML reads it ('false' -> False, '0' -> 0, '[]' -> []): `--no_push_to_hub`
+    and `--push_to_hub false` ask for what `push_to_hub: false` does (they were refused)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+
+
 def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str, Any]:
     """``values`` with TRL's spellings renamed and no-effect keys dropped; every key that cannot
     be used is reported at once (``ConfigErrors``). ``known`` are the options' own names."""
@@ -333,7 +346,7 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
                 result[ALIASES[key]] = value
         elif key in NO_EFFECT:
             accepted, instead = NO_EFFECT[key]
-            if not accepted(value):
+            if not accepted(_typed(value)):
                 problems.append(f"{flag}{key}: {value!r} is not supported: {instead}")
         else:
             close = [HINTS[key]] if key in HINTS else difflib.get_close_matches(key, known, n=1)
