@@ -340,7 +340,7 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
             if ALIASES[key] in values:
                 # transformers' to_dict writes both spellings (gradient_checkpointing and
                 # activation_checkpointing): only a contradiction is a problem
-                if values[ALIASES[key]] != value:
+                if _typed(values[ALIASES[key]]) != _typed(value):
                     problems.append(f"{flag}{key}: also given as {flag}{ALIASES[key]}; keep one")
             else:
                 result[ALIASES[key]] = value
