@@ -542,6 +542,10 @@ def test_a_prompt_text_with_whole_conversations_uses_their_shared_turns(tmp_path
     assert parse_pair(row, Columns(), "r").prompt == [system, question]
     with pytest.raises(DataError, match="line 1: field 'prompt' is text .* no user message"):
         _load_rows(tmp_path, [{**row, "prompt": "What is 3+3?"}])
+    # completions alone after a prompt text: it read 'chosen and rejected share no leading
+    # messages to use as the prompt', as if there were no prompt column
+    with pytest.raises(DataError, match="line 1: field 'prompt' is text .* assistant messages: "):
+        _load_rows(tmp_path, [{"prompt": "What is 2+2?", "chosen": [four], "rejected": [five]}])
 
 
 def test_a_utf8_byte_order_mark_is_not_part_of_the_data(tmp_path: Path) -> None:

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import re
+import warnings
 
 import pytest
+import torch
 from tiny import tiny_config
 
 from directpo.cli import main
@@ -130,6 +134,19 @@ def test_trl_spellings_from_python_and_their_contradictions() -> None:
     assert (config.dtype, config.optimizer, config.lora_r) == ("bfloat16", "adamw", 16)
     assert config.loss_type == ["sigmoid", "sft"] and config.loss_weights == [1.0, 0.5]
     assert DPOConfig(optim="adamw_anyprecision").optimizer == "adamw_kahan"
+    assert DPOConfig(optim="paged_adamw_32bit").optimizer == "adamw"  # QLoRA recipes' choice
+    # SmolLM3's recipe: reentrant or not, the same gradients (it was refused)
+    assert DPOConfig(
+        gradient_checkpointing_kwargs={"use_reentrant": True}
+    ).gradient_checkpointing_kwargs
+    assert DPOConfig(gradient_checkpointing_use_reentrant=True) == DPOConfig()  # ScriptArguments'
+    # ModelConfig's model_revision is model_init_kwargs' revision (it was refused unless main)
+    revised = DPOConfig(model_name_or_path="org/m", model_revision="it-SFT")
+    assert revised.model_init_kwargs == {"revision": "it-SFT"} and revised.model_revision == "main"
+    assert revised.tokenizer_location == {"revision": "it-SFT"}
+    assert DPOConfig(**revised.to_dict()) == revised  # config.yaml reruns it
+    with pytest.raises(ConfigError, match="model_revision 'v2' contradicts model_init_kwargs'"):
+        DPOConfig(model_revision="v2", model_init_kwargs={"revision": "v1"})
     assert DPOConfig(warmup_steps=0.1).warmup_for(50) == 5
     assert DPOConfig(warmup_ratio=0.25).warmup_for(10) == math.ceil(2.5)
     assert DPOConfig(lr_scheduler_type="constant_with_warmup").lr_scheduler_type == "constant"
@@ -138,8 +155,9 @@ def test_trl_spellings_from_python_and_their_contradictions() -> None:
         ({"use_peft": False, "lora_r": 8}, "lora_r is set but use_peft is false"),
         ({"warmup_steps": 3, "warmup_ratio": 0.1}, "both set"),
         ({"warmup_steps": 2.5}, "whole number of steps"),
-        ({"gradient_checkpointing_kwargs": {"use_reentrant": True}}, "non-reentrant"),
+        ({"gradient_checkpointing_kwargs": {"preserve_rng_state": False}}, "only use_reentrant"),
         ({"rpo_alpha": 1.0, "loss_type": ["sigmoid", "sft"]}, "already has"),
+        ({"save_strategy": "best"}, "^save_strategy: best .* load_best_model_at_end: true"),
     ):
         with pytest.raises(ConfigError, match=message):
             DPOConfig(**options)
@@ -253,3 +271,269 @@ def test_an_online_dpo_config_ports_with_trls_names(tmp_path) -> None:
     assert any("use_vllm: True is not supported" in line for line in lines)
     assert any("min_p: 0.1 is not supported" in line for line in lines)
     assert any("unknown option 'judge'; did you mean 'reward_fn'" in line for line in lines)
+
+
+# keys of TRL / transformers versions before TRL 1.x and transformers 5 (at their defaults
+# there) and of the alignment-handbook's recipes
+OLDER_TRL_KEYS = {
+    "use_logits_to_keep": False,
+    "use_num_logits_to_keep": None,
+    "force_use_ref_model": False,
+    "model_adapter_name": None,
+    "ref_adapter_name": None,
+    "use_liger_loss": False,
+    "base_model_attribute_name": "model",
+    "tools": None,
+    "gradient_checkpointing_use_reentrant": False,  # ScriptArguments
+    "group_by_length": False,
+    "save_safetensors": True,
+    "hub_model_revision": "v1.0",  # the alignment-handbook's
+}
+
+
+def test_every_trl_key_old_and_new_is_known(tmp_path) -> None:
+    """Every field of TRL 1.16's dataclasses (the installed ones) and of older TRL / transformers
+    versions is an option, a TRL spelling of one, or accepted / refused with what to do; none
+    is an 'unknown option' (train_sampling_strategy, DatasetMixtureConfig's keys and the older
+    keys were, some with a hint to an unrelated option: force_use_ref_model -> sync_ref_model).
+    A bare YAML `no` (false) is TRL's 'no' strategy, and a null eval_steps transformers'
+    default."""
+    trl = pytest.importorskip("trl")
+    from directpo.trl_compat import ALIASES, NO_EFFECT
+
+    names = {field.name for field in dataclasses.fields(DPOConfig)}
+    for cls in (trl.DPOConfig, trl.ModelConfig, trl.ScriptArguments, trl.DatasetMixtureConfig):
+        unknown = [
+            f.name for f in dataclasses.fields(cls) if f.name not in names | {*ALIASES, *NO_EFFECT}
+        ]
+        assert not unknown, (cls.__name__, unknown)
+
+    recipe = tmp_path / "old.yaml"
+    defaults = {**OLDER_TRL_KEYS, "train_sampling_strategy": "random", "streaming": False}
+    recipe.write_text(
+        "model_name_or_path: m\n"
+        + "".join(f"{key}: {'null' if v is None else v}\n" for key, v in defaults.items())
+        + "eval_strategy: no\nsave_strategy: no\neval_steps: null\n"
+    )
+    config = load_config(str(recipe))
+    expected = DPOConfig(model_name_or_path="m", eval_strategy="no", save_strategy="no")
+    assert config == expected
+
+    for key, value, message in (
+        ("train_sampling_strategy", "group_by_length", "directpo shuffles the pairs"),
+        ("tools", [{"type": "function"}], "chat_template_kwargs: {tools: [...]}"),
+        ("model_adapter_name", "train", "directpo trains one LoRA adapter"),
+        ("datasets", [{"path": "d"}], "train_file: [a.jsonl, b.parquet]"),
+        ("dataset_mixture", {"datasets": [{"id": "d"}]}, "train_file: [a.jsonl, b.parquet]"),
+        ("save_safetensors", False, "directpo saves safetensors"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(f"{key}: {value!r} is not supported: ")):
+            DPOConfig(model_name_or_path="m", **{key: value})
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            DPOConfig(model_name_or_path="m", **{key: value})
+
+
+def test_lr_scheduler_kwargs_and_the_schedules_that_need_them(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """lr_scheduler_kwargs reach transformers' schedule (cosine_with_min_lr, warmup_stable_decay,
+    cosine_with_restarts' num_cycles, ...); they were refused, and so were those schedules.
+    Arguments a schedule does not take, or lacks, are refused before any model loads."""
+    from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
+
+    from directpo.trainer import train
+
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "out", max_steps=4,
+                         per_device_train_batch_size=2, lr_scheduler_type="cosine_with_min_lr",
+                         lr_scheduler_kwargs='{"min_lr_rate": 0.5}', warmup_steps=1)  # fmt: skip
+    logged = [r["learning_rate"] for r in train(config, echo=lambda _: None).metrics if "loss" in r]
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.learning_rate)
+    expected = get_cosine_with_min_lr_schedule_with_warmup(optimizer, 1, 4, min_lr_rate=0.5)
+    assert logged == pytest.approx(
+        [config.learning_rate * expected.lr_lambdas[0](s) for s in range(4)]
+    )
+    assert logged[-1] > 0.5 * config.learning_rate  # where a plain cosine is down to a quarter
+
+    assert DPOConfig(lr_scheduler_type="warmup_stable_decay",
+                     lr_scheduler_kwargs={"num_decay_steps": 10}).lr_scheduler_kwargs  # fmt: skip
+    for options, message in (
+        ({"lr_scheduler_type": "cosine_with_min_lr"}, "One of min_lr or min_lr_rate"),
+        ({"lr_scheduler_type": "warmup_stable_decay"}, "num_decay_steps"),
+        ({"lr_scheduler_kwargs": {"min_lr_rate": 0.1}}, "unexpected keyword argument 'min_lr_r"),
+        ({"lr_scheduler_type": "constant", "lr_scheduler_kwargs": {"x": 1}}, "takes none"),
+    ):
+        with pytest.raises(ConfigError, match=f"^lr_scheduler_kwargs .*{message}"):
+            DPOConfig(**options)
+    with pytest.raises(ConfigError) as refused:  # the schedule is not blamed for a bad lr
+        DPOConfig(lr_scheduler_type="cosine_with_min_lr", learning_rate=-1.0,
+                  lr_scheduler_kwargs={"min_lr_rate": 0.1})  # fmt: skip
+    assert str(refused.value) == "learning_rate must be > 0 (got -1.0)"
+
+
+def test_a_dumped_trl_config_ports_with_its_values(tmp_path) -> None:
+    """TRL's DPOConfig(...).to_dict() (what trackers record, what a script may pass on) ports:
+    it writes both gradient_checkpointing and activation_checkpointing, accelerator_config at
+    its defaults and pad_token as the placeholder '<PAD_TOKEN>', each of which was refused."""
+    trl = pytest.importorskip("trl")
+    import yaml
+
+    with warnings.catch_warnings():  # transformers' own deprecation of its spelling
+        warnings.simplefilter("ignore", FutureWarning)
+        trl_config = trl.DPOConfig(
+            output_dir=str(tmp_path / "out"), bf16=False, report_to="none", beta=0.3
+        )
+    dumped = trl_config.to_dict()
+    assert dumped["pad_token"] == "<PAD_TOKEN>" and dumped["accelerator_config"]
+    config = DPOConfig(**dumped)
+    assert (config.num_train_epochs, config.gradient_checkpointing, config.beta) == (3.0, True, 0.3)
+    assert (config.eval_strategy, config.optimizer, config.dtype) == ("no", "adamw", "float32")
+    recipe = tmp_path / "dumped.yaml"
+    recipe.write_text(yaml.safe_dump(dumped))
+    assert load_config(str(recipe)) == config
+    from directpo.trainer import train
+
+    with pytest.raises(TypeError, match=re.escape("DPOConfig(**config.to_dict()) ports it")):
+        train(trl_config)  # TRL's object itself: the message says how to port it
+
+    for options, message in (
+        ({"gradient_checkpointing": True, "activation_checkpointing": False}, "keep one"),
+        ({"accelerator_config": {"split_batches": True}}, "accelerate launch as it is"),
+        ({"pad_token": "<pad>"}, "padding is masked out"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            DPOConfig(**options)
+
+
+def test_attn_implementation_in_model_init_kwargs_is_the_option() -> None:
+    """TRL's scripts pass attn_implementation in model_init_kwargs (over ModelConfig's): here it
+    is the attn_implementation option. Beside another value of the option (or in
+    ref_model_init_kwargs, since the option loads both models) it was overridden silently: the
+    option's kernel ran (on CUDA in bf16, auto's varlen replaced an asked-for eager)."""
+    config = DPOConfig(model_init_kwargs={"attn_implementation": "eager"})
+    assert config.attn_implementation == "eager"
+    assert DPOConfig(**config.to_dict()) == config  # config.yaml reruns as it ran
+    same = {"attn_implementation": "sdpa"}
+    assert DPOConfig(attn_implementation="sdpa", model_init_kwargs=same).attn_implementation
+    for options, name in (
+        ({"attn_implementation": "sdpa", "model_init_kwargs": {"attn_implementation": "eager"}},
+         "model_init_kwargs"),
+        ({"ref_model_name_or_path": "r", "ref_model_init_kwargs": {"attn_implementation": "eager"}},
+         "ref_model_init_kwargs"),
+    ):  # fmt: skip
+        with pytest.raises(ConfigError, match=f"^{name}: attn_implementation 'eager' contradicts"):
+            DPOConfig(**options)
+
+
+def test_a_config_files_env_mapping_sets_the_environment(tmp_path, monkeypatch) -> None:
+    """TRL's `env:` section of a config file (TrlParser sets those variables) was 'unknown option
+    env'. It is not an option: config.yaml never records it (it may hold a token)."""
+    monkeypatch.delenv("DIRECTPO_TEST_ENV", raising=False)  # restored after the test
+    recipe = tmp_path / "env.yaml"
+    recipe.write_text("model_name_or_path: m\nenv:\n  DIRECTPO_TEST_ENV: 0\n")
+    config = load_config(str(recipe))
+    assert os.environ["DIRECTPO_TEST_ENV"] == "0" and "env" not in config.to_dict()
+    recipe.write_text("model_name_or_path: m\nenv: [DIRECTPO_TEST_ENV]\n")
+    with pytest.raises(ConfigError, match="env must be a mapping of VARIABLE: value"):
+        load_config(str(recipe))
+
+
+# the alignment-handbook's SmolLM3 DPO recipe (recipes/smollm3/dpo/apo.yaml) as written, but for
+# its hub dataset_mixture (a file here) and push_to_hub
+SMOLLM3_APO = """\
+model_name_or_path: HuggingFaceTB/SmolLM3-3B-checkpoints
+model_revision: it-SFT
+torch_dtype: bfloat16
+attn_implementation: flash_attention_2
+trust_remote_code: true
+train_file: prefs.jsonl
+dataset_num_proc: 12
+bf16: true
+do_eval: false
+eval_strategy: 'no'
+gradient_accumulation_steps: 2
+gradient_checkpointing: true
+gradient_checkpointing_kwargs:
+  use_reentrant: true
+output_dir: data/SmolLM3-DPO
+run_name: SmolLM3-DPO
+hub_strategy: every_save
+hub_model_revision: v1.0
+learning_rate: 1.0e-06
+log_level: info
+logging_steps: 1
+logging_strategy: steps
+lr_scheduler_type: cosine_with_min_lr
+lr_scheduler_kwargs:
+  min_lr_rate: 0.1
+max_grad_norm: 0.2
+beta: 0.05
+loss_type: apo_zero
+max_length: 24576
+num_train_epochs: 1
+overwrite_output_dir: true
+per_device_train_batch_size: 1
+push_to_hub: false
+padding_free: true
+report_to:
+- wandb
+save_strategy: steps
+save_steps: 0.5
+save_total_limit: 1
+seed: 42
+use_liger_kernel: true
+warmup_ratio: 0.1
+"""
+
+
+def test_the_handbooks_smollm3_recipe_loads_with_its_meaning(tmp_path) -> None:
+    """Four of its keys were refused: model_revision, hub_model_revision ('unknown option'),
+    use_reentrant: true, cosine_with_min_lr with lr_scheduler_kwargs."""
+    recipe = tmp_path / "apo.yaml"
+    recipe.write_text(SMOLLM3_APO)
+    config = load_config(str(recipe))
+    assert config.model_init_kwargs == {"revision": "it-SFT"}
+    assert (config.lr_scheduler_type, config.lr_scheduler_kwargs) == (
+        "cosine_with_min_lr", {"min_lr_rate": 0.1},
+    )  # fmt: skip
+    assert (config.dtype, config.loss_type, config.attn_implementation) == (
+        "bfloat16", ["apo_zero"], "flash_attention_2",
+    )  # fmt: skip
+
+
+def test_transformers_enums_from_a_trl_script_are_their_values(tmp_path) -> None:
+    """A TRL script's values are often transformers' str enums (trl_args.eval_strategy is
+    IntervalStrategy.STEPS): they passed every check, then config.yaml could not be written
+    (yaml RepresenterError, a traceback once training started)."""
+    from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    config = DPOConfig(
+        eval_strategy=IntervalStrategy.STEPS,
+        save_strategy=SaveStrategy.EPOCH,
+        lr_scheduler_type=SchedulerType.COSINE,
+        optim=OptimizerNames.ADAMW_TORCH_FUSED,
+    )
+    values = (config.eval_strategy, config.save_strategy, config.lr_scheduler_type, config.optim)
+    assert values == ("steps", "epoch", "cosine", "adamw_torch_fused")
+    assert all(type(value) is str for value in values)
+    config.save_record(tmp_path / "config.yaml")
+    assert load_config(str(tmp_path / "config.yaml")).lr_scheduler_type == "cosine"
+
+
+def test_no_effect_keys_written_as_flags_mean_what_they_say() -> None:
+    """`--no_push_to_hub` (HfArgumentParser's spelling), `--push_to_hub false`, `--tf32 False`,
+    `--eval_on_start 0`: the flag's text 'false' / '0' was judged as a string, so asking for
+    nothing was refused ('push_to_hub: 'false' is not supported')."""
+    from directpo.cli import _yaml_and_flags
+
+    _, flags = _yaml_and_flags(
+        ["--model_name_or_path", "m", "--no_push_to_hub", "--tf32", "False", "--eval_on_start",
+         "0", "--save_safetensors", "true", "--dataloader_drop_last", "false", "--do_eval"],
+        DPOConfig,
+    )  # fmt: skip
+    assert load_config(None, flags) == DPOConfig(model_name_or_path="m")
+    both = {"gradient_checkpointing": "true", "activation_checkpointing": "True"}  # agreeing
+    assert load_config(None, both).gradient_checkpointing
+    for key, value in (("push_to_hub", "true"), ("tf32", "True"), ("eval_on_start", "1")):
+        with pytest.raises(ConfigError, match=f"--{key}: '{value}' is not supported"):
+            load_config(None, {key: value})

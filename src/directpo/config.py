@@ -35,8 +35,14 @@ SAVE_STRATEGIES = ("steps", "epoch", "no")
 # constant_with_warmup is TRL's name of constant (both warm up when warmup is set)
 LR_SCHEDULERS = (
     "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
-    "inverse_sqrt",
+    "inverse_sqrt", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay",
 )  # fmt: skip
+# schedules that cannot be built without lr_scheduler_kwargs (min_lr, num_decay_steps)
+SCHEDULERS_NEEDING_KWARGS = (
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+)
 DTYPES = ("float32", "bfloat16")
 SAVE_DTYPES = ("auto", "float32", "bfloat16")
 TRACKERS = ("tensorboard", "wandb", "mlflow", "none")
@@ -87,6 +93,11 @@ class DPOConfig(Options):
         "revision, attn_implementation, device_map (one process), low_cpu_mem_usage, ... "
         "(dtype is the dtype option).",
     )
+    model_revision: str = option(
+        "main",
+        "TRL's ModelConfig option: the model's revision (a branch, tag or commit), i.e. "
+        "model_init_kwargs' revision.",
+    )
     trust_remote_code: bool = option(
         False, "Allow model folders whose architecture is code shipped with them."
     )
@@ -129,7 +140,8 @@ class DPOConfig(Options):
     )
     gradient_checkpointing_kwargs: dict | None = option(
         None,
-        "TRL's spelling: only {use_reentrant: false} (what directpo always does) is accepted.",
+        "TRL's spelling: only use_reentrant (either value) is accepted; directpo always "
+        "checkpoints non-reentrant, with the same gradients.",
     )
     gradient_checkpointing_every: int = option(
         1,
@@ -443,8 +455,8 @@ class DPOConfig(Options):
     learning_rate: float = option(1e-6, "Peak learning rate.")
     optim: str | None = option(
         None,
-        "TRL's spelling of optimizer: adamw_torch, adamw_torch_fused, adamw_hf (= adamw), "
-        "adamw_anyprecision (= adamw_kahan), rmsprop.",
+        "TRL's spelling of optimizer: adamw_torch, adamw_torch_fused, adamw_hf, "
+        "paged_adamw_32bit (= adamw), adamw_anyprecision (= adamw_kahan), rmsprop.",
     )
     optimizer: str = option(
         "adamw",
@@ -457,6 +469,12 @@ class DPOConfig(Options):
     adam_epsilon: float = option(1e-8, "AdamW / RMSprop epsilon.")
     lr_scheduler_type: str = option(
         "linear", f"Schedule after warmup, one of {', '.join(LR_SCHEDULERS)}."
+    )
+    lr_scheduler_kwargs: dict | None = option(
+        None,
+        "The schedule's own arguments (TRL's option, transformers' names), e.g. {min_lr_rate: "
+        "0.1} for cosine_with_min_lr, {num_cycles: 2} for cosine_with_restarts, "
+        "{num_decay_steps: 100} for warmup_stable_decay.",
     )
     warmup_steps: float = option(
         0,
@@ -607,6 +625,11 @@ class DPOConfig(Options):
             self.resume_from_checkpoint = (
                 "latest" if str(resume).strip().lower() == "true" else None
             )
+        for key in ("eval_strategy", "save_strategy"):  # YAML reads a bare `no` as false
+            if getattr(self, key) is False:
+                setattr(self, key, "no")
+        if self.eval_steps is None:  # transformers' null: the default (logging_steps)
+            self.eval_steps = 0
         super().__post_init__()
 
     def _check_values(self) -> None:
@@ -623,6 +646,8 @@ class DPOConfig(Options):
         require(self.adam_epsilon > 0, "adam_epsilon", "> 0")
         require(self.warmup_steps >= 0, "warmup_steps", ">= 0")
         require(0 <= self.warmup_ratio < 1, "warmup_ratio", "in [0, 1)")
+        if self._valid("lr_scheduler_type", "learning_rate", "warmup_steps", "warmup_ratio"):
+            self._check_schedule()
         one_of("eval_strategy", EVAL_STRATEGIES)
         one_of("save_strategy", SAVE_STRATEGIES)
         require(self.max_nonfinite_steps >= 0, "max_nonfinite_steps", ">= 0")
@@ -818,6 +843,40 @@ class DPOConfig(Options):
         is of the total, rounded up as transformers does)."""
         value = getattr(self, key)
         return math.ceil(value * total_steps) if 0 < value < 1 else int(value)
+
+    def schedule(self, optimizer: Any, total_steps: int) -> Any:
+        """The learning-rate schedule of a run of ``total_steps``: transformers' scheduler of
+        that name (constant warms up too: constant_with_warmup), with lr_scheduler_kwargs."""
+        from transformers import get_scheduler
+
+        name = self.lr_scheduler_type
+        return get_scheduler(
+            "constant_with_warmup" if name == "constant" else name,
+            optimizer,
+            num_warmup_steps=self.warmup_for(total_steps),
+            num_training_steps=total_steps,
+            scheduler_specific_kwargs=self.lr_scheduler_kwargs,
+        )
+
+    def _check_schedule(self) -> None:
+        """lr_scheduler_kwargs that the schedule would not take (or, for constant, ignore),
+        and a schedule missing its required ones, are refused before any model loads."""
+        kwargs, name = self.lr_scheduler_kwargs, self.lr_scheduler_type
+        if not kwargs and name not in SCHEDULERS_NEEDING_KWARGS:
+            return
+        if name == "constant":
+            raise ConfigError(
+                f"lr_scheduler_kwargs is set but lr_scheduler_type {name} takes none (got {kwargs})"
+            )
+        import torch
+
+        try:  # built once on a stand-in optimizer: transformers checks the arguments
+            parameter = torch.zeros(1, requires_grad=True)  # lr: polynomial checks lr_end
+            self.schedule(torch.optim.SGD([parameter], lr=self.learning_rate), 100)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"lr_scheduler_kwargs {kwargs or {}} do not fit lr_scheduler_type {name}: {exc}"
+            ) from None
 
     def warmup_for(self, total_steps: int) -> int:
         """Warmup steps of a run of ``total_steps`` (a fraction in (0, 1) is of the total)."""

@@ -479,10 +479,17 @@ def _split_conversations(
     earlier turns that the text lacks. The text must be one of their user messages, so that a
     mismatched column is refused rather than trained on."""
     text = text_field(prompt, columns.prompt).strip()
-    shared, chosen, rejected = split_implicit(
-        message_list(chosen, columns.chosen, key_allows_parts=True),
-        message_list(rejected, columns.rejected, key_allows_parts=True),
-    )
+    chosen = message_list(chosen, columns.chosen, key_allows_parts=True)
+    rejected = message_list(rejected, columns.rejected, key_allows_parts=True)
+    first = (chosen[:1] or [{}])[0], (rejected[:1] or [{}])[0]
+    if first[0] != first[1] and first[0].get("role") == first[1].get("role") == "assistant":
+        raise RowError(  # completions alone: nothing says how the text is a turn
+            "prompt mismatch",
+            f"field '{columns.prompt}' is text and '{columns.chosen}' / '{columns.rejected}' "
+            "are assistant messages: write the prompt as messages too ([{role: user, content: "
+            "...}]), or the completions as texts",
+        )
+    shared, chosen, rejected = split_implicit(chosen, rejected)
     assert isinstance(shared, list)
     users = [plain_text(m["content"]).strip() for m in shared if m["role"] == "user"]
     if text not in users:

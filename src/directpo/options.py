@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import enum
 import math
 import os
 import types
@@ -135,9 +136,22 @@ def load_options(
     names = [f.name for f in dataclasses.fields(cls)]
     values: dict[str, Any] = {}
     if path is not None:
-        values.update(cls.translate(_read_yaml(path), names, path))  # type: ignore[attr-defined]
+        data = _read_yaml(path)
+        _set_environment(data.pop("env", None), path)
+        values.update(cls.translate(data, names, path))  # type: ignore[attr-defined]
     values.update(cls.translate(overrides or {}, names, "command line"))  # type: ignore[attr-defined]
     return cls(**values)
+
+
+def _set_environment(env: Any, path: str) -> None:
+    """A config file's ``env:`` mapping (TRL's TrlParser reads it so): environment variables
+    set before anything runs. Not an option, so never recorded: it may hold tokens."""
+    if env is None:
+        return
+    if not isinstance(env, dict):
+        raise ConfigError(f"{path}: env must be a mapping of VARIABLE: value, got {env!r}")
+    for key, value in env.items():
+        os.environ[str(key)] = str(value)
 
 
 def _read_yaml(path: str) -> dict[str, Any]:
@@ -193,6 +207,8 @@ _FALSE = {"false", "no", "0", "off"}
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Convert `value` (from YAML, a flag string or Python) to the field's type, or fail."""
+    if isinstance(value, enum.Enum):  # a TRL script's IntervalStrategy.STEPS, SchedulerType...:
+        value = value.value  # its value (the enum itself compares equal, but cannot be saved)
     args = typing.get_args(hint)
     if isinstance(hint, types.UnionType) and type(None) in args:
         if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import get_scheduler, set_seed
+from transformers import set_seed
 
 from directpo.batching import Layout
 from directpo.best import BestModel
-from directpo.config import LR_SCHEDULERS, DPOConfig
+from directpo.config import DPOConfig
 from directpo.distributed import World, materialize, release_host_memory, wrap
 from directpo.errors import ConfigError
 from directpo.guard import UpdateProbe, check_trainable
@@ -51,11 +51,6 @@ from directpo.sources import FixedPairs, OnlineRounds, PairSet
 from directpo.step import PairStats
 from directpo.tracking import MetricsLogger
 from directpo.vision import attach_rope_positions
-
-SCHEDULER_NAMES = {  # transformers' get_scheduler names (its defaults for their parameters)
-    **{name: name for name in LR_SCHEDULERS},
-    "constant": "constant_with_warmup",
-}
 
 
 @dataclass
@@ -195,12 +190,7 @@ def prepare_run(
             f"warning: master_weights: bfloat16 with optimizer: {config.optimizer}: updates "
             "below 1/256 of a weight are rounded away; optimizer: adamw_kahan keeps them"
         )
-    scheduler = get_scheduler(
-        SCHEDULER_NAMES[config.lr_scheduler_type],
-        optimizer,
-        num_warmup_steps=config.warmup_for(total_steps),
-        num_training_steps=total_steps,
-    )
+    scheduler = config.schedule(optimizer, total_steps)
     kl_reference = reference  # sampled completions need a live reference for their KL
     if isinstance(pair_source, OnlineRounds):  # a round's objective/kl (TRL's)
         pair_source.build_round.reference = kl_reference  # type: ignore[attr-defined]

@@ -153,9 +153,10 @@ def _checked_arguments(
     config.yaml reruns the same training (else it would record ``lora_r: 0``)."""
     if not isinstance(config, DPOConfig):
         kind = f"{type(config).__module__}.{type(config).__qualname__}"
+        ported = "DPOConfig(**config.to_dict()) ports it, " if hasattr(config, "to_dict") else ""
         raise TypeError(
             f"train() takes a directpo.DPOConfig, got {kind}; TRL's option names work there: "
-            "DPOConfig(bf16=True, ...), or load_config('trl_config.yaml')"
+            f"{ported}DPOConfig(bf16=True, ...), or load_config('trl_config.yaml')"
         )
     if peft_config is not None and not hasattr(peft_config, "peft_type"):
         raise TypeError(

@@ -20,6 +20,8 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
+import yaml
+
 from directpo.errors import ConfigError, ConfigErrors
 
 ALIASES = {  # TRL's other names for directpo options
@@ -65,7 +67,27 @@ VLLM_OPTIONS = (
     "vllm_server_timeout", "vllm_group_port", "vllm_tensor_parallel_size",
     "vllm_enable_sleep_mode",
 )  # fmt: skip
+
+
+def _all_default(value: Any, defaults: dict[str, Any]) -> bool:
+    """A dict of options at their defaults (as a dumped TRL config writes them)."""
+    missing = object()
+    return isinstance(value, dict) and all(defaults.get(k, missing) == v for k, v in value.items())
+
+
+# transformers' AcceleratorConfig defaults, as TrainingArguments.to_dict writes them
+ACCELERATOR_DEFAULTS = {
+    "split_batches": False,
+    "dispatch_batches": None,
+    "even_batches": True,
+    "use_seedable_sampler": True,
+    "non_blocking": False,
+    "gradient_accumulation_kwargs": None,
+}
+MIXTURE = "list the files, train_file: [a.jsonl, b.parquet] (used whole)"
 UPLOAD = "directpo does not upload; after training run: huggingface-cli upload REPO OUTPUT_DIR"
+SHUFFLED = "directpo shuffles the pairs (seed sets the order); padding_free packs each micro-batch"
+ONE_ADAPTER = "directpo trains one LoRA adapter; with LoRA the reference is the model without it"
 # key: (accepted when, what to do otherwise)
 NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "push_to_hub": (_nothing, UPLOAD),
@@ -75,6 +97,8 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "hub_private_repo": (_any, UPLOAD),
     "hub_always_push": (_any, UPLOAD),
     "hub_revision": (_any, UPLOAD),
+    "hub_model_revision": (_any, UPLOAD),  # the alignment-handbook's (unknown, it would be
+    # hinted 'did you mean model_revision?', which loads another model)
     "do_train": (_any, ""),  # read by TRL's scripts, not by the trainer
     "do_eval": (_any, ""),  # directpo evaluates whenever it has eval data
     "do_predict": (_nothing, "directpo does not predict; use directpo generate"),
@@ -119,7 +143,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "full_determinism": (_nothing, "set seed; runs are deterministic on CPU"),
     "data_seed": (_nothing, "seed sets the data order"),
     "average_tokens_across_devices": (_any, ""),  # DPO losses are per pair
-    "model_revision": (_equals("main"), "use model_init_kwargs: {revision: REV}"),
     "lora_task_type": (_equals("CAUSAL_LM"), "directpo trains causal LMs"),
     "padding_free": (_any, ""),  # directpo always packs (padding_free option is its own)
     "pad_to_multiple_of": (_any, ""),  # torch_compile rounds rows to 128 tokens
@@ -157,8 +180,10 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "label_smoothing_factor": (_nothing, "use label_smoothing (cDPO)"),
     "optim_args": (_nothing, "use adam_beta1/adam_beta2/adam_epsilon/weight_decay"),
     "optim_target_modules": (_nothing, "not supported"),
-    "lr_scheduler_kwargs": (_nothing, "not supported; lr_scheduler_type is linear/cosine/constant"),
-    "accelerator_config": (_nothing, "directpo runs under torchrun or accelerate launch as it is"),
+    "accelerator_config": (
+        lambda value: _nothing(value) or _all_default(value, ACCELERATOR_DEFAULTS),
+        "directpo runs under torchrun or accelerate launch as it is",
+    ),
     "parallelism_config": (_nothing, "use distributed: ddp or fsdp"),
     "deepspeed": (_nothing, "use distributed: fsdp (FSDP2) under torchrun"),
     "fsdp": (
@@ -173,7 +198,8 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "enable_jit_checkpoint": (_nothing, "SIGTERM/Ctrl-C always save a checkpoint"),
     "activation_offloading": (_nothing, "use gradient_checkpointing"),
     "dataset_streaming": (_nothing, "directpo reads the whole file"),
-    "dataset_mixer": (_nothing, "list the files, train_file: [a.jsonl, b.parquet] (used whole)"),
+    "dataset_mixer": (_nothing, MIXTURE),
+    "dataset_mixture": (_nothing, MIXTURE),  # the alignment-handbook's newer spelling
     "dataset_splits": (_nothing, "use dataset_train_split and dataset_test_split"),
     "ignore_bias_buffers": (_any, ""),
     "use_flash_attention_2": (_nothing, "set attn_implementation: flash_attention_2"),
@@ -190,6 +216,33 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "ds3_gather_for_generation": (_any, ""),  # FSDP2 gathers for generation itself
     # vLLM's settings are read only with use_vllm, which is refused above
     **dict.fromkeys(VLLM_OPTIONS, (_any, "")),
+    # TrainingArguments (transformers 5): the order of the training pairs
+    "train_sampling_strategy": (_equals("random"), SHUFFLED),
+    # keys of TRL / transformers versions before TRL 1.x and transformers 5, so that an older
+    # recipe ports too (without them it read "unknown option", with a hint to an unrelated one)
+    "group_by_length": (_nothing, SHUFFLED),
+    "save_safetensors": (lambda value: value in (True, None), "directpo saves safetensors"),
+    "use_logits_to_keep": (_any, ""),  # only completion positions ever reach the LM head
+    "use_num_logits_to_keep": (_any, ""),
+    "force_use_ref_model": (_any, ""),  # ref_model_name_or_path is used with LoRA as it is
+    "model_adapter_name": (_nothing, ONE_ADAPTER),
+    "ref_adapter_name": (_nothing, ONE_ADAPTER),
+    "use_liger_loss": (
+        _nothing,
+        "directpo computes the completions' log-probs itself (chunked, logprob_chunk_tokens); "
+        "use_liger_kernel: true applies Liger's other kernels",
+    ),
+    "base_model_attribute_name": (_any, ""),  # read by use_liger_loss only
+    "tools": (
+        _nothing,
+        "give the tool schemas as chat_template_kwargs: {tools: [...]} (all rows) or a "
+        "'tools' column (per row)",
+    ),
+    "gradient_checkpointing_use_reentrant": (_any, ""),  # the same gradients either way
+    # TRL's DatasetMixtureConfig (trl dpo --config): the data is train_file / dataset_name
+    "datasets": (_nothing, MIXTURE),
+    "streaming": (_nothing, "directpo reads the whole file"),
+    "test_split_size": (_nothing, "give the held-out pairs as eval_file or dataset_test_split"),
 }
 
 
@@ -197,6 +250,7 @@ TRL_OPTIMIZERS = {  # TRL / transformers' optim names -> directpo's optimizer
     "adamw_torch": "adamw",
     "adamw_torch_fused": "adamw",
     "adamw_hf": "adamw",
+    "paged_adamw_32bit": "adamw",  # bitsandbytes' AdamW with paged state: the same updates
     "adamw_anyprecision": "adamw_kahan",
     "rmsprop": "rmsprop",
 }
@@ -204,8 +258,8 @@ TRL_OPTIMIZERS = {  # TRL / transformers' optim names -> directpo's optimizer
 
 def apply_trl_meanings(config: Any) -> None:
     """TRL's options that are DPOConfig fields, given TRL's meaning (called while a DPOConfig
-    is checked): optim, constant_with_warmup, use_peft, rpo_alpha,
-    gradient_checkpointing_kwargs, warmup."""
+    is checked): optim, constant_with_warmup, use_peft, rpo_alpha, attn_implementation in
+    model_init_kwargs, gradient_checkpointing_kwargs, model_revision, warmup."""
     if config.optim is not None:
         if config.optim not in TRL_OPTIMIZERS:
             raise ConfigError(
@@ -228,12 +282,23 @@ def apply_trl_meanings(config: Any) -> None:
         config.loss_type = [*config.loss_type, "sft"]
         config.loss_weights = [*weights, config.rpo_alpha]
         config.rpo_alpha = None  # now part of loss_type / loss_weights (config.yaml says so)
-    kwargs = config.gradient_checkpointing_kwargs
-    if kwargs is not None and kwargs not in ({}, {"use_reentrant": False}):
+    _attention_from_init_kwargs(config)
+    if config.save_strategy == "best":  # transformers' SaveStrategy.BEST
         raise ConfigError(
-            f"gradient_checkpointing_kwargs: only {{use_reentrant: false}} is supported (got "
-            f"{kwargs}); directpo always checkpoints non-reentrant"
+            "save_strategy: best is not supported: load_best_model_at_end: true writes a "
+            "checkpoint at every evaluation that improves metric_for_best_model"
         )
+    kwargs = config.gradient_checkpointing_kwargs
+    # use_reentrant chooses torch's implementation, not the gradients: directpo always uses the
+    # non-reentrant one (which also gives frozen-embedding LoRA models their gradients)
+    if kwargs and (
+        set(kwargs) != {"use_reentrant"} or not isinstance(kwargs["use_reentrant"], bool)
+    ):
+        raise ConfigError(
+            f"gradient_checkpointing_kwargs: only use_reentrant is supported (got {kwargs}); "
+            "directpo always checkpoints non-reentrant (the same gradients)"
+        )
+    _revision_into_init_kwargs(config)
     if config.warmup_steps and config.warmup_ratio:
         raise ConfigError("warmup_steps and warmup_ratio are both set: keep one")
     steps = config.warmup_steps
@@ -243,6 +308,51 @@ def apply_trl_meanings(config: Any) -> None:
         )
 
 
+def _revision_into_init_kwargs(config: Any) -> None:
+    """ModelConfig's model_revision is the revision in model_init_kwargs (TRL's script puts it
+    there), for the policy, its tokenizer and a reference loaded with those kwargs."""
+    revision = config.model_revision
+    if revision in (None, "main"):
+        return
+    kwargs = dict(config.model_init_kwargs or {})
+    if kwargs.get("revision", revision) != revision:
+        raise ConfigError(
+            f"model_revision {revision!r} contradicts model_init_kwargs' revision "
+            f"{kwargs['revision']!r}: keep one"
+        )
+    config.model_init_kwargs = {**kwargs, "revision": revision}
+    config.model_revision = "main"  # now in model_init_kwargs (config.yaml says so)
+
+
+def _attention_from_init_kwargs(config: Any) -> None:
+    """attn_implementation in model_init_kwargs (TRL's scripts put it there, over ModelConfig's)
+    is the attn_implementation option, which loads policy and reference alike; another value
+    beside the option (or in ref_model_init_kwargs) would be overridden without a word."""
+    option = config.attn_implementation
+    for name in ("model_init_kwargs", "ref_model_init_kwargs"):
+        attention = (getattr(config, name) or {}).get("attn_implementation")
+        if attention is None or attention == option:
+            continue
+        if name == "model_init_kwargs" and option == "auto":
+            config.attn_implementation = option = attention
+            continue
+        raise ConfigError(
+            f"{name}: attn_implementation {attention!r} contradicts attn_implementation: "
+            f"{option} (which loads policy and reference alike): keep one"
+        )
+
+
+def _typed(value: Any) -> Any:
+    """A flag's text as YAML reads it ('false' -> False, '0' -> 0, '[]' -> []): `--no_push_to_hub`
+    and `--push_to_hub false` ask for what `push_to_hub: false` does (they were refused)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+
+
 def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str, Any]:
     """``values`` with TRL's spellings renamed and no-effect keys dropped; every key that cannot
     be used is reported at once (``ConfigErrors``). ``known`` are the options' own names."""
@@ -250,16 +360,21 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
     problems: list[str] = []
     flag = "--" if where == "command line" else ""  # name them as they were written
     for key, value in values.items():
+        if key.endswith("_token") and value == f"<{key.upper()}>":
+            continue  # transformers' to_dict hides every *_token value: nothing is known of it
         if key in known:
             result[key] = value
         elif key in ALIASES and ALIASES[key] in known:
             if ALIASES[key] in values:
-                problems.append(f"{flag}{key}: also given as {flag}{ALIASES[key]}; keep one")
+                # transformers' to_dict writes both spellings (gradient_checkpointing and
+                # activation_checkpointing): only a contradiction is a problem
+                if _typed(values[ALIASES[key]]) != _typed(value):
+                    problems.append(f"{flag}{key}: also given as {flag}{ALIASES[key]}; keep one")
             else:
                 result[ALIASES[key]] = value
         elif key in NO_EFFECT:
             accepted, instead = NO_EFFECT[key]
-            if not accepted(value):
+            if not accepted(_typed(value)):
                 problems.append(f"{flag}{key}: {value!r} is not supported: {instead}")
         else:
             close = [HINTS[key]] if key in HINTS else difflib.get_close_matches(key, known, n=1)
