@@ -180,3 +180,15 @@ def test_an_adapter_of_a_revision_loads_onto_that_revision(
         base = model.get_base_model().state_dict()
         assert all(torch.equal(base[k], v) for k, v in want.items() if k in base)
         assert sum(k in base for k in want) > 5
+
+
+def test_null_target_modules_are_peft_s_choice_as_in_trl(tiny_model_dirs, pairs_file, tmp_path):
+    """TRL's ModelConfig default (lora_target_modules: None, peft's modules for the
+    architecture: q_proj and v_proj for Llama) was refused as 'must be a list'."""
+    out = tmp_path / "out"
+    config = lora_config(tiny_model_dirs["llama"], pairs_file, out, lora_target_modules=None)
+    train(config, echo=lambda _: None)
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
+    with pytest.raises(ConfigError, match="lora_target_modules must be a non-empty list"):
+        DPOConfig(lora_r=8, lora_target_modules=[])

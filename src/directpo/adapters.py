@@ -115,14 +115,15 @@ def lora_config(
     r: int,
     alpha: int,
     dropout: float,
-    target_modules: list[str],
+    target_modules: list[str] | None,
     *,
     use_dora: bool = False,
     use_rslora: bool = False,
     modules_to_save: list[str] | None = None,
     target_parameters: list[str] | None = None,
 ) -> Any:
-    """The peft ``LoraConfig`` of directpo's lora_* options."""
+    """The peft ``LoraConfig`` of directpo's lora_* options (``target_modules`` None: peft's
+    modules for the architecture, as TRL's default)."""
     from peft import LoraConfig
 
     targets: str | list[str] = "all-linear" if target_modules == ["all-linear"] else target_modules

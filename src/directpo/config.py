@@ -189,8 +189,10 @@ class DPOConfig(Options):
     )
     lora_alpha: int = option(32, "LoRA scaling alpha (the update is scaled by alpha / r).")
     lora_dropout: float = option(0.0, "Dropout on the LoRA branch.")
-    lora_target_modules: list[str] = option(
-        ["all-linear"], "Modules that get adapters: names (q_proj,v_proj,...) or all-linear."
+    lora_target_modules: list[str] | None = option(
+        ["all-linear"],
+        "Modules that get adapters: names (q_proj,v_proj,...) or all-linear; null: peft's choice "
+        "for the architecture (TRL's default, e.g. q_proj,v_proj for Llama).",
     )
     use_dora: bool = option(False, "DoRA: weight-decomposed LoRA adapters (peft).")
     use_rslora: bool = option(False, "rsLoRA: scale the LoRA update by alpha/sqrt(r).")
@@ -729,7 +731,11 @@ class DPOConfig(Options):
         require(self.lora_r >= 0, "lora_r", ">= 0 (0: no LoRA)")
         require(self.lora_alpha >= 1, "lora_alpha", ">= 1")
         require(0 <= self.lora_dropout < 1, "lora_dropout", "in [0, 1)")
-        require(bool(self.lora_target_modules), "lora_target_modules", "a non-empty list")
+        require(
+            self.lora_target_modules is None or bool(self.lora_target_modules),
+            "lora_target_modules",
+            "a non-empty list (or null: peft's choice for the architecture)",
+        )
         if self.lora_r == 0:
             self._reject_if_set(
                 (
