@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import warnings
 from pathlib import Path
@@ -31,6 +32,9 @@ def broken(prompts, completions):
 
 def ties(prompts, completions):
     return [1.0] * len(completions)
+
+def only_with_e(completions, **kwargs):  # TRL's None: this function does not score it
+    return [float(c.count("e")) if "e" in c else None for c in completions]
 """
 TIMING = {"pairs/s", "tokens/s", "online/sampling_seconds"}
 
@@ -636,6 +640,39 @@ def test_labellers_combine_with_reward_weights(tiny_model_dirs, tmp_path, online
     with pytest.raises(Exception, match=r"reward_weights: 1 weights for 2 labellers"):
         online_config(tiny_model_dirs["llama"], prompts, out, rewards,
                       reward_model_name_or_path=str(judge), reward_weights=[1.0])  # fmt: skip
+
+
+def test_a_reward_of_none_is_unscored_as_in_trl(tiny_model_dirs, tmp_path, online_files):
+    """TRL lets a reward function return None for a completion it does not score (NaN, left
+    out of the weighted nansum); it was refused as 'item 1 is None'. Unscored by every
+    labeller, a completion joins no pair and no mean."""
+    from directpo.online import SampleStats, _reward_model, load_labeller, round_objective
+    from directpo.rewardfn import load_reward_fn
+
+    rewards, prompts = online_files
+    partial = load_reward_fn(f"{rewards}:only_with_e")
+    texts, completions = ["The movie was", "A film"], [" great eee", " bad aaa"]
+    rows = [{"completion_ids": [5, 6]}, {"completion_ids": [7]}]
+    got = partial(texts, completions, rows)
+    assert got[0] == 4.0 and math.isnan(got[1])
+    judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
+    both = dict(reward_fn=f"{rewards}:only_with_e", reward_model_name_or_path=str(judge),
+                reward_weights=[2.0, 1.0])  # fmt: skip
+    config = online_config(tiny_model_dirs["llama"], prompts, tmp_path / "out", rewards, **both)
+    combined = load_labeller(config, torch.device("cpu"))(texts, completions, rows)
+    scores = _reward_model(str(judge), torch.device("cpu"), config.prompt_limit)(
+        texts, completions, rows
+    )
+    assert combined == pytest.approx([2 * 4.0 + scores[0], scores[1]])  # None adds nothing
+
+    scored = [(sample(0, [5]), math.nan), (sample(0, [6]), 1.0), (sample(0, [7]), 0.0)]
+    pairs = build_pairs(scored, "best_worst", 0.0, 0)
+    assert [(c.completion_ids, r.completion_ids) for c, r, _, _ in pairs] == [([6], [7])]
+    assert all(not math.isnan(x) for _, _, a, b in build_pairs(scored, "above_gap", -9, 0)
+               for x in (a, b))  # fmt: skip
+    stats = [SampleStats(-1.0, -1.0, True)] * 3
+    metrics = round_objective([math.nan, 1.0, 0.0], [1.0], stats, beta=0.5)
+    assert metrics["objective/scores"] == 0.5 and metrics["objective/rlhf_reward"] == 0.5
 
 
 def test_pairs_file_prompts_pass_their_rows_columns(tiny_model_dirs, tmp_path, online_files):

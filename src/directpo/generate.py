@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -372,7 +373,10 @@ def evaluate_generations(
         "eval/completion_length": sum(len(s.completion_ids) for s in samples) / len(samples),
     }
     if rewards is not None:
-        metrics["eval/reward"] = sum(rewards) / len(rewards)
+        rewards = [None if math.isnan(r) else r for r in rewards]  # None: not scored
+        given = [r for r in rewards if r is not None]
+        if given:
+            metrics["eval/reward"] = sum(given) / len(given)
     records = [
         {
             "step": step,

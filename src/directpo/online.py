@@ -32,6 +32,7 @@ Pairs per prompt: ``best_worst`` (the highest- against the lowest-reward complet
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -91,11 +92,16 @@ def load_labeller(config: DPOConfig, device: torch.device) -> Labeller:
     weights = config.reward_weights or [1.0] * len(parts)
 
     def weighted(prompts: list[Any], completions: list[str], rows: list[dict]) -> list[float]:
-        total = [0.0] * len(completions)
-        for weight, part in zip(weights, parts, strict=True):
-            values = part(prompts, completions, rows)
-            total = [t + weight * float(v) for t, v in zip(total, values, strict=True)]
-        return total
+        # TRL's nansum: a part that does not score a completion (None, NaN) adds nothing; no
+        # part scoring it leaves it unscored (NaN), out of the pairs
+        terms = [part(prompts, completions, rows) for part in parts]
+        totals = []
+        for values in zip(*terms, strict=True):
+            given = [
+                w * float(v) for w, v in zip(weights, values, strict=True) if not math.isnan(v)
+            ]
+            totals.append(math.fsum(given) if given else math.nan)
+        return totals
 
     return weighted
 
@@ -194,7 +200,7 @@ def build_pairs(
     candidates: Sequence[tuple[Sample, float]], mode: str, gap: float, limit: int
 ) -> list[tuple[Sample, Sample, float, float]]:
     """(chosen, rejected, chosen reward, rejected reward) of one prompt's scored samples."""
-    usable = [(s, r) for s, r in candidates if s.completion_ids]
+    usable = [(s, r) for s, r in candidates if s.completion_ids and not math.isnan(r)]
     if mode == "best_worst":
         if len(usable) < 2:
             return []
@@ -257,7 +263,7 @@ class RoundBuilder:
                     "round": round_index,
                     "prompt": prompt_of(self.prompts[prompt_index]),
                     "completions": [s.text for s, _ in candidates],
-                    "rewards": [r for _, r in candidates],
+                    "rewards": [None if math.isnan(r) else r for _, r in candidates],
                     "pairs": [[c.text, r.text] for c, r, _, _ in built],
                 }
             )
@@ -268,7 +274,7 @@ class RoundBuilder:
         metrics = {
             "online/round": float(round_index),
             **round_objective(rewards, margins, measured, self.config.beta),
-            "online/reward_max": max(rewards, default=0.0),
+            "online/reward_max": max(scored(rewards), default=0.0),
             "online/pairs": float(len(pairs)),
             "online/samples": float(len(rewards)),
             "online/sampling_seconds": time.perf_counter() - start,
@@ -403,7 +409,7 @@ def round_objective(
     rewards (after missing_eos_penalty), the built pairs' reward margins and the samples'
     log-probs."""
     n = max(len(stats), 1)
-    metrics = {"objective/scores": sum(rewards) / max(len(rewards), 1)}
+    metrics = {"objective/scores": mean(scored(rewards))}
     if margins:
         metrics["objective/scores_margin"] = sum(margins) / len(margins)
     if stats and all(s.ref_logp is not None for s in stats):
@@ -413,9 +419,18 @@ def round_objective(
         metrics |= {
             "objective/kl": kl,
             "objective/non_score_reward": -beta * kl,
-            "objective/rlhf_reward": sum(rlhf) / n,
+            "objective/rlhf_reward": mean(scored(rlhf)),
         }
     metrics["objective/entropy"] = -sum(s.logp for s in stats) / n
     metrics["val/contain_eos_token"] = sum(s.ended for s in stats) / n
     metrics["beta"] = beta
     return metrics
+
+
+def scored(values: list[float]) -> list[float]:
+    """The values of scored completions (an unscored one's reward is NaN)."""
+    return [v for v in values if not math.isnan(v)]
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / max(len(values), 1)

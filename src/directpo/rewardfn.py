@@ -126,7 +126,9 @@ def _checked(spec: str, function: Callable[..., Any]) -> Callable[..., list[floa
             raise DirectpoError(
                 f"reward_fn '{spec}' must return a list of numbers, got {type(values).__name__}"
             )
-        values = list(values)
+        # None: the function does not score that completion (TRL's convention, e.g. a math
+        # checker beside a format checker); NaN from here on, left out of pairs and means
+        values = [math.nan if value is None else value for value in values]
         for number, value in enumerate(values, start=1):
             if isinstance(value, str | bytes) or not _is_number(value):
                 raise DirectpoError(
@@ -139,8 +141,8 @@ def _checked(spec: str, function: Callable[..., Any]) -> Callable[..., list[floa
                 f"reward_fn '{spec}' returned {len(values)} values for "
                 f"{len(completions)} completions"
             )
-        if not all(math.isfinite(v) for v in values):
-            raise DirectpoError(f"reward_fn '{spec}' returned a non-finite value")
+        if any(math.isinf(v) for v in values):
+            raise DirectpoError(f"reward_fn '{spec}' returned an infinite value")
         return values
 
     return call
