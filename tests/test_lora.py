@@ -180,3 +180,30 @@ def test_an_adapter_of_a_revision_loads_onto_that_revision(
         base = model.get_base_model().state_dict()
         assert all(torch.equal(base[k], v) for k, v in want.items() if k in base)
         assert sum(k in base for k in want) > 5
+
+
+def test_merge_lora_in_bf16_keeps_a_float32_base_exact(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """Mixed bf16 holds the LoRA base in bf16; merged into that copy, the float32 folder would
+    hold every base weight rounded to bf16 (embeddings included, never trained). The merge is
+    into the float32 base as stored, as a user merging the saved adapter gets."""
+    from peft import PeftModel
+
+    out = tmp_path / "out"
+    config = lora_config(
+        tiny_model_dirs["llama"], pairs_file, out, max_steps=2, learning_rate=1e-3,
+        merge_lora=True, dtype="bfloat16",
+    )  # fmt: skip
+    train(config, echo=lambda _: None)
+    merged = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    start = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"])
+    q_proj = "model.layers.0.self_attn.q_proj.weight"
+    untrained = start.state_dict()["model.embed_tokens.weight"].clone()
+    q_start = start.state_dict()[q_proj].clone()
+    expected = PeftModel.from_pretrained(start, out / "adapter").merge_and_unload().state_dict()
+    assert merged["model.embed_tokens.weight"].dtype == torch.float32
+    assert torch.equal(merged["model.embed_tokens.weight"], untrained)
+    for key, tensor in expected.items():
+        assert torch.allclose(merged[key], tensor, rtol=0, atol=1e-7), key
+    assert not torch.equal(merged[q_proj], q_start)  # the update is in it

@@ -25,10 +25,11 @@ from typing import Any
 import torch
 import yaml
 
+from directpo.adapters import adapter_base
 from directpo.checkpoint import list_checkpoints
 from directpo.config import DPOConfig, option_help
 from directpo.errors import ConfigError
-from directpo.models import config_as_loaded
+from directpo.models import LoadOptions, config_as_loaded, load_causal_lm, model_location
 
 
 @dataclass(frozen=True)
@@ -244,12 +245,55 @@ def save_final_model(
     if is_lora and config.merge_lora:
         model.save_pretrained(output_dir / "adapter", safe_serialization=True, **selected)
         tokenizer.save_pretrained(output_dir / "adapter")
-        model = model.merge_and_unload()
+        base = _rounded_base(model, config)
+        if base is None:
+            model = model.merge_and_unload()
+        else:
+            model = _merged_into_fresh_base(base, output_dir / "adapter", config)
         selected = {}
     with config_as_loaded(model):  # config.json as the base's, not as trained
         model.save_pretrained(output_dir, safe_serialization=True, **selected)
     save_run_files(output_dir, model, record)
     return model
+
+
+def _rounded_base(model: torch.nn.Module, config: DPOConfig) -> str | None:
+    """The base model to merge the adapter into afresh, or None when merging into the trained
+    model is exact. Training holds a LoRA base in the compute dtype (bf16 under mixed precision,
+    2 bytes a weight): merged into that copy and written in a wider save dtype, every base
+    weight of a float32 checkpoint, the untrained ones too, would be saved as its bf16
+    rounding (TRL merges into the base as loaded). A bf16 checkpoint lost nothing."""
+    compute, save = config.precision.compute, config.precision.save
+    if compute.itemsize >= save.itemsize or config.load_in_4bit or config.load_in_8bit:
+        return None
+    name = config.model_name_or_path
+    if not name or not hasattr(model, "peft_config"):
+        return None
+    base = adapter_base(name) or name
+    from transformers import AutoConfig
+
+    stored = AutoConfig.from_pretrained(
+        base,
+        trust_remote_code=config.trust_remote_code,
+        **model_location(config.model_init_kwargs),
+    ).dtype
+    if isinstance(stored, str):
+        stored = getattr(torch, stored, None)
+    if isinstance(stored, torch.dtype) and stored.itemsize <= compute.itemsize:
+        return None
+    return base
+
+
+def _merged_into_fresh_base(base: str, adapter: Path, config: DPOConfig) -> torch.nn.Module:
+    """The saved adapter merged into ``base`` loaded anew (on the CPU) in the save dtype."""
+    from peft import PeftModel
+
+    options = LoadOptions(
+        init_kwargs=dict(config.model_init_kwargs or {}),
+        trust_remote_code=config.trust_remote_code,
+    )
+    fresh = load_causal_lm(base, config.precision.save, trainable=False, options=options)
+    return PeftModel.from_pretrained(fresh, str(adapter)).merge_and_unload()
 
 
 def save_run_files(output_dir: Path, model: torch.nn.Module, record: RunRecord) -> None:
