@@ -234,18 +234,20 @@ def save_final_model(
     config, tokenizer = record.config, record.tokenizer
     save_dtype = config.precision.save
     is_lora = hasattr(model, "peft_config")
+    base = None if is_lora and not config.merge_lora else _rounded_base(model, config)
     if is_lora and not config.merge_lora:  # only the adapters are written
         for param in model.parameters():
             if param.requires_grad and param.is_floating_point():
                 param.data = param.data.to(save_dtype)
     else:  # merged in save_dtype: a bf16 base plus a float32 update must not round it away
         model.to(save_dtype)
+        if base is not None and not is_lora:
+            _restore_frozen(model, base, config)
     # the trained adapter only (a continued adapter's frozen start, "ref", is not output)
     selected = {"selected_adapters": [model.active_adapter]} if is_lora else {}
     if is_lora and config.merge_lora:
         model.save_pretrained(output_dir / "adapter", safe_serialization=True, **selected)
         tokenizer.save_pretrained(output_dir / "adapter")
-        base = _rounded_base(model, config)
         if base is None:
             model = model.merge_and_unload()
         else:
@@ -258,16 +260,17 @@ def save_final_model(
 
 
 def _rounded_base(model: torch.nn.Module, config: DPOConfig) -> str | None:
-    """The base model to merge the adapter into afresh, or None when merging into the trained
-    model is exact. Training holds a LoRA base in the compute dtype (bf16 under mixed precision,
-    2 bytes a weight): merged into that copy and written in a wider save dtype, every base
-    weight of a float32 checkpoint, the untrained ones too, would be saved as its bf16
-    rounding (TRL merges into the base as loaded). A bf16 checkpoint lost nothing."""
+    """The stored model to take frozen weights from, or None when the trained model holds them
+    exactly. Training holds frozen weights (a LoRA base, a frozen vision tower) in the compute
+    dtype (bf16 under mixed precision, 2 bytes a weight): written in a wider save dtype, every
+    frozen weight of a float32 checkpoint would be saved as its bf16 rounding, though training
+    never changed it (TRL merges into the base as loaded). A bf16 checkpoint lost nothing."""
     compute, save = config.precision.compute, config.precision.save
     if compute.itemsize >= save.itemsize or config.load_in_4bit or config.load_in_8bit:
         return None
     name = config.model_name_or_path
-    if not name or not hasattr(model, "peft_config"):
+    frozen = any(not p.requires_grad and p.is_floating_point() for p in model.parameters())
+    if not name or not (frozen or hasattr(model, "peft_config")):
         return None
     base = adapter_base(name) or name
     from transformers import AutoConfig
@@ -284,16 +287,29 @@ def _rounded_base(model: torch.nn.Module, config: DPOConfig) -> str | None:
     return base
 
 
-def _merged_into_fresh_base(base: str, adapter: Path, config: DPOConfig) -> torch.nn.Module:
-    """The saved adapter merged into ``base`` loaded anew (on the CPU) in the save dtype."""
-    from peft import PeftModel
+def _restore_frozen(model: torch.nn.Module, base: str, config: DPOConfig) -> None:
+    """The frozen weights of ``model`` (already in the save dtype) set to ``base``'s as stored."""
+    stored = dict(_fresh(base, config).named_parameters())
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if not param.requires_grad and param.is_floating_point() and name in stored:
+                param.copy_(stored[name])
 
+
+def _fresh(base: str, config: DPOConfig) -> torch.nn.Module:
+    """``base`` loaded anew on the CPU in the save dtype."""
     options = LoadOptions(
         init_kwargs=dict(config.model_init_kwargs or {}),
         trust_remote_code=config.trust_remote_code,
     )
-    fresh = load_causal_lm(base, config.precision.save, trainable=False, options=options)
-    return PeftModel.from_pretrained(fresh, str(adapter)).merge_and_unload()
+    return load_causal_lm(base, config.precision.save, trainable=False, options=options)
+
+
+def _merged_into_fresh_base(base: str, adapter: Path, config: DPOConfig) -> torch.nn.Module:
+    """The saved adapter merged into ``base`` loaded anew (on the CPU) in the save dtype."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(_fresh(base, config), str(adapter)).merge_and_unload()
 
 
 def save_run_files(output_dir: Path, model: torch.nn.Module, record: RunRecord) -> None:
