@@ -4,6 +4,7 @@ is moved aside (checkpoints) or removed (per-step samples, online rounds)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from safetensors.torch import load_file
 from directpo.best import BestModel
 from directpo.checkpoint import (
     REFERENCE_FILE,
+    STATE_FILE,
     load_checkpoint,
     resolve_checkpoint,
     retire_checkpoints_after,
@@ -37,6 +39,7 @@ def resume(run: Run) -> None:
     checkpoint = on_main(
         world, lambda: resolve_checkpoint(config.resume_from_checkpoint, run.output_dir, run.echo)
     )
+    _check_optimizer(Path(checkpoint), config.optimizer)
     options = [
         {k: v for k, v in group.items() if k != "params"} for group in run.optimizer.param_groups
     ]
@@ -57,6 +60,23 @@ def resume(run: Run) -> None:
     on_main(world, lambda: retire_checkpoints_after(run.output_dir, run.start_step, run.echo))
     if world.is_main:
         _remove_outputs_after(run)
+
+
+def _check_optimizer(checkpoint: Path, optimizer: str) -> None:
+    """The checkpoint's optimizer state is that of the optimizer that wrote it (AdamW's moments,
+    RMSprop's square averages, torch-optimi's Kahan compensation): another one cannot continue
+    from it (it failed later, with a KeyError traceback or "cannot restore ('step')")."""
+    try:
+        written = json.loads((checkpoint / STATE_FILE).read_text()).get("optimizer")
+    except (OSError, ValueError, AttributeError):
+        return  # load_checkpoint names a missing or damaged file
+    if written is not None and written != optimizer:
+        raise CheckpointError(
+            f"checkpoint {checkpoint}: written with optimizer: {written}, this run has "
+            f"optimizer: {optimizer}; its optimizer state fits only {written}: resume with "
+            f"optimizer: {written}, or start a new run from its weights (model_name_or_path: "
+            f"{checkpoint})"
+        )
 
 
 def _remove_outputs_after(run: Run) -> None:
