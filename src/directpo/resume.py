@@ -71,11 +71,14 @@ def _check_optimizer(checkpoint: Path, optimizer: str) -> None:
     except (OSError, ValueError, AttributeError):
         return  # load_checkpoint names a missing or damaged file
     if written is not None and written != optimizer:
+        # an FSDP checkpoint holds shards only (sharded/): no folder a new run can start from
+        anew = "" if (checkpoint / "sharded").is_dir() else (
+            f", or start a new run from its weights (model_name_or_path: {checkpoint})"
+        )  # fmt: skip
         raise CheckpointError(
             f"checkpoint {checkpoint}: written with optimizer: {written}, this run has "
             f"optimizer: {optimizer}; its optimizer state fits only {written}: resume with "
-            f"optimizer: {written}, or start a new run from its weights (model_name_or_path: "
-            f"{checkpoint})"
+            f"optimizer: {written}{anew}"
         )
 
 
