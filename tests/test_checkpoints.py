@@ -351,3 +351,22 @@ def test_resume_with_another_optimizer_is_refused_naming_both(
     with pytest.raises(CheckpointError, match=rf"written with optimizer: {written}, this run "
                        rf"has optimizer: {wanted}.*resume with optimizer: {written}"):  # fmt: skip
         train(config, echo=lambda _: None)
+
+
+def test_resume_of_kahan_state_over_other_weights_is_refused(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """adamw_kahan keeps a compensation for bf16 weights only: its checkpoint over float32
+    masters resumed with master_weights: bfloat16 stopped at the first step with an
+    AttributeError traceback from torch-optimi."""
+    out = tmp_path / "out"
+    kahan = {"dtype": "bfloat16", "optimizer": "adamw_kahan"}
+    train(config_for(tiny_model_dirs["llama"], pairs_file, out, max_steps=1, **kahan),
+          echo=lambda _: None)  # fmt: skip
+    config = config_for(
+        tiny_model_dirs["llama"], pairs_file, out, max_steps=2, master_weights="bfloat16",
+        resume_from_checkpoint="latest", **kahan,
+    )  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"adamw_kahan over float32 weights, this run's "
+                       r"are bfloat16 \(master_weights\)"):  # fmt: skip
+        train(config, echo=lambda _: None)
