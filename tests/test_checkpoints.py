@@ -327,3 +327,46 @@ def test_a_best_metric_no_evaluation_logs_is_refused_at_the_first_evaluation() -
     )
     assert BestModel("", keep_checkpoint=False).update(2, {"eval/loss": 0.5}) is False
     assert BestModel("eval/loss", keep_checkpoint=True).update(2, {"eval/loss": 0.5}) is True
+
+
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [({}, {"optimizer": "rmsprop"}),
+     ({"dtype": "bfloat16", "master_weights": "bfloat16", "optimizer": "adamw_kahan"}, {})],
+)  # fmt: skip
+def test_resume_with_another_optimizer_is_refused_naming_both(
+    tiny_model_dirs, pairs_file, tmp_path, first, then
+) -> None:
+    """AdamW's checkpoint resumed with rmsprop or adamw_kahan stopped at the first step with a
+    KeyError traceback; adamw_kahan's resumed with adamw said "cannot restore ('step')"."""
+    out = tmp_path / "out"
+    train(config_for(tiny_model_dirs["llama"], pairs_file, out, max_steps=1, **first),
+          echo=lambda _: None)  # fmt: skip
+    written = first.get("optimizer", "adamw")
+    wanted = then.get("optimizer", "adamw")
+    config = config_for(
+        tiny_model_dirs["llama"], pairs_file, out, max_steps=2,
+        resume_from_checkpoint="latest", **{**first, **then, "optimizer": wanted},
+    )  # fmt: skip
+    with pytest.raises(CheckpointError, match=rf"written with optimizer: {written}, this run "
+                       rf"has optimizer: {wanted}.*resume with optimizer: {written}"):  # fmt: skip
+        train(config, echo=lambda _: None)
+
+
+def test_resume_of_kahan_state_over_other_weights_is_refused(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """adamw_kahan keeps a compensation for bf16 weights only: its checkpoint over float32
+    masters resumed with master_weights: bfloat16 stopped at the first step with an
+    AttributeError traceback from torch-optimi."""
+    out = tmp_path / "out"
+    kahan = {"dtype": "bfloat16", "optimizer": "adamw_kahan"}
+    train(config_for(tiny_model_dirs["llama"], pairs_file, out, max_steps=1, **kahan),
+          echo=lambda _: None)  # fmt: skip
+    config = config_for(
+        tiny_model_dirs["llama"], pairs_file, out, max_steps=2, master_weights="bfloat16",
+        resume_from_checkpoint="latest", **kahan,
+    )  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"adamw_kahan over float32 weights, this run's "
+                       r"are bfloat16 \(master_weights\)"):  # fmt: skip
+        train(config, echo=lambda _: None)

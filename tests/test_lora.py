@@ -192,3 +192,54 @@ def test_null_target_modules_are_peft_s_choice_as_in_trl(tiny_model_dirs, pairs_
     assert sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
     with pytest.raises(ConfigError, match="lora_target_modules must be a non-empty list"):
         DPOConfig(lora_r=8, lora_target_modules=[])
+
+
+def test_merge_lora_in_bf16_keeps_a_float32_base_exact(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """Mixed bf16 holds the LoRA base in bf16; merged into that copy, the float32 folder would
+    hold every base weight rounded to bf16 (embeddings included, never trained). The merge is
+    into the float32 base as stored, as a user merging the saved adapter gets."""
+    from peft import PeftModel
+
+    out = tmp_path / "out"
+    config = lora_config(
+        tiny_model_dirs["llama"], pairs_file, out, max_steps=2, learning_rate=1e-3,
+        merge_lora=True, dtype="bfloat16",
+    )  # fmt: skip
+    train(config, echo=lambda _: None)
+    merged = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    start = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"])
+    q_proj = "model.layers.0.self_attn.q_proj.weight"
+    untrained = start.state_dict()["model.embed_tokens.weight"].clone()
+    q_start = start.state_dict()[q_proj].clone()
+    expected = PeftModel.from_pretrained(start, out / "adapter").merge_and_unload().state_dict()
+    assert merged["model.embed_tokens.weight"].dtype == torch.float32
+    assert torch.equal(merged["model.embed_tokens.weight"], untrained)
+    for key, tensor in expected.items():
+        assert torch.allclose(merged[key], tensor, rtol=0, atol=1e-7), key
+    assert not torch.equal(merged[q_proj], q_start)  # the update is in it
+
+
+def test_a_continued_adapter_can_be_merged(tiny_model_dirs, pairs_file, tmp_path) -> None:
+    """An adapter folder as model_name_or_path refuses lora_r ("remove lora_r"), and merge_lora
+    without lora_r was refused too ("set lora_r: 16"): a continued adapter could not be merged.
+    The merged folder is the base plus the continued adapter (not its frozen start, "ref")."""
+    from peft import PeftModel
+
+    first = tmp_path / "first"
+    train(
+        lora_config(tiny_model_dirs["llama"], pairs_file, first, max_steps=1), echo=lambda _: None
+    )
+    out = tmp_path / "out"
+    config = tiny_config(first, pairs_file, out, max_steps=2, learning_rate=1e-3, merge_lora=True)
+    train(config, echo=lambda _: None)
+    merged = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"])
+    expected = PeftModel.from_pretrained(base, out / "adapter").merge_and_unload().state_dict()
+    assert merged.keys() == expected.keys()
+    assert all(torch.allclose(merged[k], expected[k], rtol=0, atol=1e-7) for k in merged)
+    start = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"])
+    start = PeftModel.from_pretrained(start, first).merge_and_unload().state_dict()
+    q_proj = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.allclose(merged[q_proj], start[q_proj], atol=1e-5)  # it trained on

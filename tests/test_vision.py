@@ -428,3 +428,32 @@ def test_a_csv_images_column_holding_a_list_is_that_list(tmp_path) -> None:
     cell = json.dumps([str(tmp_path / "img0.png"), str(tmp_path / "img1.png")])
     json_cell = load_preferences([{**two, "images": cell}], name="rows")
     assert len(json_cell.examples[0].images) == 2
+
+
+def test_a_frozen_vision_tower_trained_in_bf16_is_saved_as_stored(tmp_path) -> None:
+    """Mixed bf16 holds the frozen tower in bf16; the float32 final folder held each of its
+    weights rounded to bf16, though training never changed them. Now they are the stored ones,
+    and the trained weights are the float32 masters (they still moved)."""
+    from tiny import tiny_config
+    from transformers import AutoModelForImageTextToText
+
+    from directpo.trainer import train
+
+    model_dir = save_tiny_vlm("llava", tmp_path / "model")
+    data = write(tmp_path / "rows.jsonl", image_rows(tmp_path))
+    config = tiny_config(
+        model_dir, data, tmp_path / "out", max_steps=2, per_device_train_batch_size=4,
+        learning_rate=5e-3, dtype="bfloat16",
+    )  # fmt: skip
+    train(config, echo=lambda _: None)
+    start = AutoModelForImageTextToText.from_pretrained(model_dir)
+    trained = AutoModelForImageTextToText.from_pretrained(tmp_path / "out")
+    tower = 0
+    for (name, before), after in zip(start.named_parameters(), trained.parameters(), strict=True):
+        assert after.dtype == torch.float32, name
+        if ".vision_tower." in f".{name}":
+            tower += 1
+            assert torch.equal(before, after), name
+    assert tower > 5
+    pairs = zip(start.parameters(), trained.parameters(), strict=True)
+    assert any(not torch.equal(a, b) for a, b in pairs)

@@ -737,12 +737,17 @@ class DPOConfig(Options):
             "a non-empty list (or null: peft's choice for the architecture)",
         )
         if self.lora_r == 0:
+            # an adapter folder as model_name_or_path continues that adapter (lora_r is then
+            # refused): it is merged like a new one
+            continuing = bool(self.model_name_or_path) and os.path.isfile(
+                os.path.join(self.model_name_or_path, "adapter_config.json")
+            )
             self._reject_if_set(
                 (
                     "lora_alpha",
                     "lora_dropout",
                     "lora_target_modules",
-                    "merge_lora",
+                    *(() if continuing else ("merge_lora",)),
                     "use_dora",
                     "use_rslora",
                     "lora_modules_to_save",

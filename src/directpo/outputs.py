@@ -25,10 +25,11 @@ from typing import Any
 import torch
 import yaml
 
+from directpo.adapters import adapter_base
 from directpo.checkpoint import list_checkpoints
 from directpo.config import DPOConfig, option_help
 from directpo.errors import ConfigError
-from directpo.models import config_as_loaded
+from directpo.models import LoadOptions, config_as_loaded, load_causal_lm, model_location
 
 
 @dataclass(frozen=True)
@@ -233,23 +234,82 @@ def save_final_model(
     config, tokenizer = record.config, record.tokenizer
     save_dtype = config.precision.save
     is_lora = hasattr(model, "peft_config")
+    base = None if is_lora and not config.merge_lora else _rounded_base(model, config)
     if is_lora and not config.merge_lora:  # only the adapters are written
         for param in model.parameters():
             if param.requires_grad and param.is_floating_point():
                 param.data = param.data.to(save_dtype)
     else:  # merged in save_dtype: a bf16 base plus a float32 update must not round it away
         model.to(save_dtype)
+        if base is not None and not is_lora:
+            _restore_frozen(model, base, config)
     # the trained adapter only (a continued adapter's frozen start, "ref", is not output)
     selected = {"selected_adapters": [model.active_adapter]} if is_lora else {}
     if is_lora and config.merge_lora:
         model.save_pretrained(output_dir / "adapter", safe_serialization=True, **selected)
         tokenizer.save_pretrained(output_dir / "adapter")
-        model = model.merge_and_unload()
+        if base is None:
+            model = model.merge_and_unload()
+        else:
+            model = _merged_into_fresh_base(base, output_dir / "adapter", config)
         selected = {}
     with config_as_loaded(model):  # config.json as the base's, not as trained
         model.save_pretrained(output_dir, safe_serialization=True, **selected)
     save_run_files(output_dir, model, record)
     return model
+
+
+def _rounded_base(model: torch.nn.Module, config: DPOConfig) -> str | None:
+    """The stored model to take frozen weights from, or None when the trained model holds them
+    exactly. Training holds frozen weights (a LoRA base, a frozen vision tower) in the compute
+    dtype (bf16 under mixed precision, 2 bytes a weight): written in a wider save dtype, every
+    frozen weight of a float32 checkpoint would be saved as its bf16 rounding, though training
+    never changed it (TRL merges into the base as loaded). A bf16 checkpoint lost nothing."""
+    compute, save = config.precision.compute, config.precision.save
+    if compute.itemsize >= save.itemsize or config.load_in_4bit or config.load_in_8bit:
+        return None
+    name = config.model_name_or_path
+    frozen = any(not p.requires_grad and p.is_floating_point() for p in model.parameters())
+    if not name or not (frozen or hasattr(model, "peft_config")):
+        return None
+    base = adapter_base(name) or name
+    from transformers import AutoConfig
+
+    stored = AutoConfig.from_pretrained(
+        base,
+        trust_remote_code=config.trust_remote_code,
+        **model_location(config.model_init_kwargs),
+    ).dtype
+    if isinstance(stored, str):
+        stored = getattr(torch, stored, None)
+    if isinstance(stored, torch.dtype) and stored.itemsize <= compute.itemsize:
+        return None
+    return base
+
+
+def _restore_frozen(model: torch.nn.Module, base: str, config: DPOConfig) -> None:
+    """The frozen weights of ``model`` (already in the save dtype) set to ``base``'s as stored."""
+    stored = dict(_fresh(base, config).named_parameters())
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if not param.requires_grad and param.is_floating_point() and name in stored:
+                param.copy_(stored[name])
+
+
+def _fresh(base: str, config: DPOConfig) -> torch.nn.Module:
+    """``base`` loaded anew on the CPU in the save dtype."""
+    options = LoadOptions(
+        init_kwargs=dict(config.model_init_kwargs or {}),
+        trust_remote_code=config.trust_remote_code,
+    )
+    return load_causal_lm(base, config.precision.save, trainable=False, options=options)
+
+
+def _merged_into_fresh_base(base: str, adapter: Path, config: DPOConfig) -> torch.nn.Module:
+    """The saved adapter merged into ``base`` loaded anew (on the CPU) in the save dtype."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(_fresh(base, config), str(adapter)).merge_and_unload()
 
 
 def save_run_files(output_dir: Path, model: torch.nn.Module, record: RunRecord) -> None:

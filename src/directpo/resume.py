@@ -4,6 +4,7 @@ is moved aside (checkpoints) or removed (per-step samples, online rounds)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from safetensors.torch import load_file
 from directpo.best import BestModel
 from directpo.checkpoint import (
     REFERENCE_FILE,
+    STATE_FILE,
     load_checkpoint,
     resolve_checkpoint,
     retire_checkpoints_after,
@@ -37,6 +39,8 @@ def resume(run: Run) -> None:
     checkpoint = on_main(
         world, lambda: resolve_checkpoint(config.resume_from_checkpoint, run.output_dir, run.echo)
     )
+    weights = str(run.precision.master).removeprefix("torch.")
+    _check_optimizer(Path(checkpoint), config.optimizer, weights)
     options = [
         {k: v for k, v in group.items() if k != "params"} for group in run.optimizer.param_groups
     ]
@@ -57,6 +61,41 @@ def resume(run: Run) -> None:
     on_main(world, lambda: retire_checkpoints_after(run.output_dir, run.start_step, run.echo))
     if world.is_main:
         _remove_outputs_after(run)
+
+
+def _check_optimizer(checkpoint: Path, optimizer: str, weights: str) -> None:
+    """The checkpoint's optimizer state is that of the optimizer that wrote it (AdamW's moments,
+    RMSprop's square averages, torch-optimi's Kahan compensation, kept for bf16 weights only):
+    another one, or Kahan's over bf16 weights from a state over float32 ones, cannot continue
+    from it (it failed later, with a KeyError or AttributeError traceback or "cannot restore
+    ('step')")."""
+    try:
+        state = json.loads((checkpoint / STATE_FILE).read_text())
+        written, written_weights = state.get("optimizer"), state.get("weights")
+    except (OSError, ValueError, AttributeError):
+        return  # load_checkpoint names a missing or damaged file
+    if written is None:
+        return  # a checkpoint from before these were recorded
+    # Kahan's state over float32 weights has no compensation, which bf16 weights then need (the
+    # other way resumes: float32 masters need none)
+    missing = written_weights == "float32" and weights != "float32"
+    if written == optimizer and (optimizer != "adamw_kahan" or not missing):
+        return
+    # an FSDP checkpoint holds shards only (sharded/): no folder a new run can start from
+    anew = "" if (checkpoint / "sharded").is_dir() else (
+        f", or start a new run from its weights (model_name_or_path: {checkpoint})"
+    )  # fmt: skip
+    if written == optimizer:
+        raise CheckpointError(
+            f"checkpoint {checkpoint}: written with optimizer: {optimizer} over {written_weights}"
+            f" weights, this run's are {weights} (master_weights), for which its state has no "
+            f"Kahan compensation: resume with master_weights: {written_weights}{anew}"
+        )
+    raise CheckpointError(
+        f"checkpoint {checkpoint}: written with optimizer: {written}, this run has "
+        f"optimizer: {optimizer}; its optimizer state fits only {written}: resume with "
+        f"optimizer: {written}{anew}"
+    )
 
 
 def _remove_outputs_after(run: Run) -> None:

@@ -451,6 +451,9 @@ def checkpoint_step(run: Run, done: int) -> Path:
         **run.source.state(),
         "epoch": run.source.epoch_of(done - 1),
         "best": vars(run.best),
+        # its state fits no other optimizer, nor (Kahan's) other weights (resume checks)
+        "optimizer": run.config.optimizer,
+        "weights": str(run.precision.master).removeprefix("torch."),
     }
     # TR-DPO's reference is state too (gathered on every rank, written by rank 0)
     extra = {REFERENCE_FILE: reference_state(run)} if run.config.sync_ref_model else {}
