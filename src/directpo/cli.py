@@ -211,8 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _say_error(err: DirectpoError) -> None:
     """The error's one line. Under torchrun every rank usually has the same error, said by rank
-    0; one rank's own (``err.rank``: out of memory, a data file missing on its node) is said by
-    that rank, since rank 0 is then waiting for it and says nothing."""
+    0 alone (failures.settle); one rank's own (``err.rank``: out of memory, a data file missing
+    on its node) is said by that rank, since rank 0 is then waiting for it and says nothing."""
+    if err.said_by_rank_0:
+        return
     if err.rank is not None:
         print(f"directpo: error: rank {err.rank}: {err}", file=sys.stderr, flush=True)
     elif os.environ.get("RANK", "0") == "0":
