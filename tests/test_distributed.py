@@ -165,6 +165,8 @@ def test_two_processes_equal_one_process_with_twice_the_batch(
         assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 1
     assert done.stdout.count("model saved to") == 1  # only rank 0 prints
     assert done.stdout.count("step 1/4 loss=") == 1
+    if mode == "ddp":  # transformers' bars too: rank 0's (policy, reference), not every rank's
+        assert done.stderr.count("Loading weights: 100%") == 2
     assert "2 processes" in done.stdout
     if extra.get("fsdp_offload"):
         assert "2 processes (fsdp, offloaded to CPU)" in done.stdout

@@ -196,14 +196,15 @@ def _checked_arguments(
 @contextlib.contextmanager
 def _library_output(config: DPOConfig, is_main: bool) -> Iterator[None]:
     """TRL's ``disable_tqdm`` and ``log_level`` for transformers' and datasets' own output,
-    during the run only: a notebook's later work gets its own settings back."""
+    during the run only: a notebook's later work gets its own settings back. Under torchrun,
+    their progress bars show on rank 0 alone."""
     import datasets
     import transformers
 
     hf_logging = transformers.utils.logging
     bars = hf_logging.is_progress_bar_enabled(), datasets.are_progress_bars_disabled()
     verbosity = hf_logging.get_verbosity()
-    if config.disable_tqdm:
+    if config.disable_tqdm or not is_main:  # one bar per load, not one per rank
         hf_logging.disable_progress_bar()
         datasets.disable_progress_bars()
     if config.log_level != "passive" and is_main:
