@@ -327,3 +327,25 @@ def test_a_best_metric_no_evaluation_logs_is_refused_at_the_first_evaluation() -
     )
     assert BestModel("", keep_checkpoint=False).update(2, {"eval/loss": 0.5}) is False
     assert BestModel("eval/loss", keep_checkpoint=True).update(2, {"eval/loss": 0.5}) is True
+
+
+def test_a_sharded_write_failing_on_some_ranks_names_them_and_the_cause() -> None:
+    """torch.distributed.checkpoint raises the same CheckpointException on every rank when a
+    rank's write fails; its text is each failed rank's traceback, so the line said
+    "CheckpointException ranks:dict_keys([1])" and never why (a full disk)."""
+    import traceback
+
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    def fails(failures: dict) -> None:
+        wrapped = {r: (e, traceback.StackSummary()) for r, e in failures.items()}
+        raise CheckpointException("save failed", wrapped)
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert checkpoint_module.attempt_write(lambda: fails({1: full})) == (
+        "rank 1: No space left on device"
+    )
+    mixed = {2: full, 0: full, 1: RuntimeError("torch.save failed\nmore")}
+    assert checkpoint_module.attempt_write(lambda: fails(mixed)) == (
+        "ranks 0, 2: No space left on device; rank 1: torch.save failed"
+    )
