@@ -21,7 +21,7 @@ from directpo.batching import eval_batches
 from directpo.checkpoint import list_checkpoints, verify_checkpoint
 from directpo.distributed import World, shard
 from directpo.errors import CheckpointError, ConfigError, TrainingStopped
-from directpo.outputs import model_files
+from directpo.outputs import LOCK_FILE, model_files
 from directpo.tracking import read_metrics
 from directpo.trainer import train
 
@@ -436,6 +436,7 @@ def test_an_error_of_one_rank_alone_is_said_by_that_rank(
     assert errors == [f"directpo: error: {why[fault, where]}"], done.stderr[-3000:]
     assert "[rank0]:" not in done.stderr and "[rank1]:" not in done.stderr  # no traceback
     assert not (tmp_path / "run").exists() or not model_files(tmp_path / "run")
+    assert not (tmp_path / "run" / LOCK_FILE).exists()  # released before torchrun stops rank 0
 
 
 def test_a_collective_that_lost_its_peer_is_one_line_and_any_other_error_stays_a_bug(

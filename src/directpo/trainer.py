@@ -141,6 +141,7 @@ def train(
         settle(error, world)
         raise
     except RuntimeError as error:
+        lock.release()  # first: torchrun may stop this process in peer_gone's wait
         lost = peer_gone(error, world)
         if lost is None:
             raise
