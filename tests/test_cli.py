@@ -373,3 +373,24 @@ def test_a_data_file_given_as_the_config_is_named(tmp_path, capsys, no_model_loa
 def write_jsonl_text(path, text: str):
     path.write_text(text)
     return path
+
+
+@pytest.mark.parametrize("rank", [None, "0", "1"])
+def test_ctrl_c_outside_the_training_loop_is_one_line_under_torchrun(
+    monkeypatch, capsys, rank
+) -> None:
+    """A Ctrl-C while the models load reaches every worker of a torchrun job: rank 0 (or a
+    lone process) says "interrupted" once; every worker printed it (one line per rank)."""
+    import directpo.trainer
+
+    def interrupted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise KeyboardInterrupt
+
+    if rank is None:
+        monkeypatch.delenv("RANK", raising=False)
+    else:
+        monkeypatch.setenv("RANK", rank)
+    monkeypatch.setattr(directpo.trainer, "train", interrupted)
+    assert main(["train", "--model_name_or_path", "m", "--train_file", "t.jsonl"]) == 130
+    said = capsys.readouterr().err.splitlines()
+    assert said == ([] if rank == "1" else ["directpo: interrupted"])

@@ -203,8 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DirectpoError as err:
         _say_error(err)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("directpo: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # before or after the training loop (which saves on a signal)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank got the Ctrl-C
+            print("directpo: interrupted", file=sys.stderr)
         return 130
     return 0
 
