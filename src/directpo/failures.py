@@ -79,8 +79,8 @@ def settle(error: DirectpoError, world: World) -> None:
     its own, and another rank says its own (as ``rank N: ...``) only where it differs from
     rank 0's: the same bad row, missing option or out-of-memory error on every rank is said
     once. A rank whose error rank 0 does not share (a data file missing on its node) finds
-    nothing there: rank 0 is waiting for it in a collective. It waits so long at most; torchrun
-    stops it meanwhile where rank 0 ended first (its own error said)."""
+    nothing there: rank 0 is waiting for it in a collective. It looks for OWN_ERROR_WAIT_S at
+    most; torchrun stops it meanwhile where rank 0 ended first (its own error said)."""
     if world.size <= 1 or not dist.is_initialized():
         return
     key = f"directpo/run-{world.run}/error"
