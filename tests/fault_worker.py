@@ -1,10 +1,12 @@
 """Run under torchrun by tests/test_distributed.py: ``directpo`` (the CLI) with a fault injected
 on one rank only, as a full disk or an out-of-memory error strikes one process of a real job.
 
-``DIRECTPO_TEST_FAULT`` names the fault, ``DIRECTPO_TEST_FAULT_RANK`` the rank (default 0):
+``DIRECTPO_TEST_FAULT`` names the fault, ``DIRECTPO_TEST_FAULT_RANK`` the rank (default 0; ``all``:
+every rank):
 ``final_config``: writing config.json into the final folder fails with ENOSPC;
 ``oom``: the second training forward raises CUDA's out-of-memory error;
-``data``: the training file cannot be read (a path that exists on one node only)."""
+``data``: the training file cannot be read (a path that exists on one node only);
+``missing``: the training file is not there at all (its node's disk lacks it)."""
 
 from __future__ import annotations
 
@@ -54,13 +56,21 @@ def _data_missing_here() -> None:
     run.load_run_data = load_data
 
 
+def _train_file_missing_here() -> None:
+    import directpo.preflight as preflight
+
+    real = os.path.exists
+    preflight.os.path.exists = lambda path: real(path) and not str(path).endswith(".jsonl")
+
+
 FAULTS = {
     "final_config": _final_config_fails,
     "oom": _second_step_out_of_memory,
     "data": _data_missing_here,
+    "missing": _train_file_missing_here,
 }
 
 if __name__ == "__main__":
-    if os.environ["RANK"] == os.environ.get("DIRECTPO_TEST_FAULT_RANK", "0"):
+    if os.environ.get("DIRECTPO_TEST_FAULT_RANK", "0") in (os.environ["RANK"], "all"):
         FAULTS[os.environ["DIRECTPO_TEST_FAULT"]]()
     sys.exit(main(sys.argv[1:]))

@@ -370,3 +370,25 @@ def test_resume_of_kahan_state_over_other_weights_is_refused(
     with pytest.raises(CheckpointError, match=r"adamw_kahan over float32 weights, this run's "
                        r"are bfloat16 \(master_weights\)"):  # fmt: skip
         train(config, echo=lambda _: None)
+
+
+def test_a_sharded_write_failing_on_some_ranks_names_them_and_the_cause() -> None:
+    """torch.distributed.checkpoint raises the same CheckpointException on every rank when a
+    rank's write fails; its text is each failed rank's traceback, so the line said
+    "CheckpointException ranks:dict_keys([1])" and never why (a full disk)."""
+    import traceback
+
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    def fails(failures: dict) -> None:
+        wrapped = {r: (e, traceback.StackSummary()) for r, e in failures.items()}
+        raise CheckpointException("save failed", wrapped)
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert checkpoint_module.attempt_write(lambda: fails({1: full})) == (
+        "rank 1: No space left on device"
+    )
+    mixed = {2: full, 0: full, 1: RuntimeError("torch.save failed\nmore")}
+    assert checkpoint_module.attempt_write(lambda: fails(mixed)) == (
+        "ranks 0, 2: No space left on device; rank 1: torch.save failed"
+    )

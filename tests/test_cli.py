@@ -373,3 +373,39 @@ def test_a_data_file_given_as_the_config_is_named(tmp_path, capsys, no_model_loa
 def write_jsonl_text(path, text: str):
     path.write_text(text)
     return path
+
+
+@pytest.mark.parametrize("rank", [None, "0", "1"])
+def test_ctrl_c_outside_the_training_loop_is_one_line_under_torchrun(
+    monkeypatch, capsys, rank
+) -> None:
+    """A Ctrl-C while the models load reaches every worker of a torchrun job: rank 0 (or a
+    lone process) says "interrupted" once; every worker printed it (one line per rank)."""
+    import directpo.trainer
+
+    def interrupted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise KeyboardInterrupt
+
+    if rank is None:
+        monkeypatch.delenv("RANK", raising=False)
+    else:
+        monkeypatch.setenv("RANK", rank)
+    monkeypatch.setattr(directpo.trainer, "train", interrupted)
+    assert main(["train", "--model_name_or_path", "m", "--train_file", "t.jsonl"]) == 130
+    said = capsys.readouterr().err.splitlines()
+    assert said == ([] if rank == "1" else ["directpo: interrupted"])
+
+
+@pytest.mark.parametrize("command", ["score", "rank", "generate"])
+def test_file_commands_under_torchrun_are_refused_in_one_line(
+    monkeypatch, capsys, tmp_path, command
+) -> None:
+    """``torchrun --nproc_per_node 2 -m directpo score ...`` ran the whole file in every
+    process (each writing the output, each printing its summary): refused, said by rank 0."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    argv = [command, "--model_name_or_path", str(tmp_path), "--input", str(tmp_path / "i.jsonl")]
+    assert main([*argv, "--output", str(tmp_path / "out.jsonl")]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("directpo: error: score, rank and generate run in one process")
+    assert "started 2" in line and not (tmp_path / "out.jsonl").exists()

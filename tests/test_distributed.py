@@ -20,8 +20,8 @@ from directpo import failures as failures_module
 from directpo.batching import eval_batches
 from directpo.checkpoint import list_checkpoints, verify_checkpoint
 from directpo.distributed import World, shard
-from directpo.errors import CheckpointError, ConfigError
-from directpo.outputs import model_files
+from directpo.errors import CheckpointError, ConfigError, TrainingStopped
+from directpo.outputs import LOCK_FILE, model_files
 from directpo.tracking import read_metrics
 from directpo.trainer import train
 
@@ -165,6 +165,8 @@ def test_two_processes_equal_one_process_with_twice_the_batch(
         assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 1
     assert done.stdout.count("model saved to") == 1  # only rank 0 prints
     assert done.stdout.count("step 1/4 loss=") == 1
+    if mode == "ddp":  # transformers' bars too: rank 0's (policy, reference), not every rank's
+        assert done.stderr.count("Loading weights: 100%") == 2
     assert "2 processes" in done.stdout
     if extra.get("fsdp_offload"):
         assert "2 processes (fsdp, offloaded to CPU)" in done.stdout
@@ -399,29 +401,61 @@ def test_fsdp_final_save_failing_on_rank_0_alone_stops_every_rank(
     assert not model_files(out) and not (out / ".final.tmp").exists()
 
 
-@pytest.mark.parametrize("fault", ["oom", "data", None])
+@pytest.mark.parametrize(
+    ("fault", "where"),
+    [("oom", "1"), ("data", "1"), ("missing", "1"), (None, None), ("oom", "all")],
+    ids=["oom", "data", "missing-file", "bad-row", "oom-every-rank"],
+)
 def test_an_error_of_one_rank_alone_is_said_by_that_rank(
-    tiny_model_dirs, five_pairs, tmp_path, fault
+    tiny_model_dirs, five_pairs, tmp_path, fault, where
 ) -> None:
-    """An out-of-memory error at step 2, or a data file missing on its node, strikes rank 1
-    alone: it says so in its one line (only rank 0 printed errors: the run ended with no word
-    of why). An error every rank has (a bad row) is said once, by rank 0."""
+    """An out-of-memory error at step 2, or a data file missing on its node (found as the run
+    reads it, or before, by the file checks), strikes rank 1 alone: it says so in its one line
+    (only rank 0 printed errors: the run ended with no word of why), and rank 0, whose
+    collective lost its peer, says nothing (it printed gloo's "Connection closed by peer"
+    traceback). An error every rank has (a bad row; out of memory on every rank) is said
+    once, by rank 0 (it was one line per rank)."""
     data = five_pairs
     if fault is None:
         data = write_jsonl(tmp_path / "bad.jsonl", [*SENTIMENT_PAIRS[:2], {"prompt": "x"}])
     config = settings(tiny_model_dirs["llama"], data, tmp_path / "run", batch=2, distributed="ddp")
     config.save_yaml(tmp_path / "c.yaml")
-    injected = {"DIRECTPO_TEST_FAULT": fault, "DIRECTPO_TEST_FAULT_RANK": "1"} if fault else None
+    injected = {"DIRECTPO_TEST_FAULT": fault, "DIRECTPO_TEST_FAULT_RANK": where} if fault else None
     done = torchrun(tmp_path / "c.yaml", fault=injected, timeout=150)
     assert done.returncode != 0
     said = "directpo: error:"  # (rank 0's progress bar may lead the line)
     errors = [line[line.index(said) :] for line in done.stderr.splitlines() if said in line]
+    oom = failures_module.OOM_HELP.format(step=2)
     why = {
-        "oom": f"rank 1: {failures_module.OOM_HELP.format(step=2)}",
-        "data": f"rank 1: {five_pairs}: no such file (on this node only)",
-        None: f"{data}: line 3: missing field 'chosen'",
+        ("oom", "1"): f"rank 1: {oom}",
+        ("data", "1"): f"rank 1: {five_pairs}: no such file (on this node only)",
+        ("missing", "1"): f"rank 1: train_file: no such file or folder: {five_pairs}",
+        (None, None): f"{data}: line 3: missing field 'chosen'",
+        ("oom", "all"): f"rank 0: {oom}",
     }
-    assert errors == [f"directpo: error: {why[fault]}"]
+    assert errors == [f"directpo: error: {why[fault, where]}"], done.stderr[-3000:]
+    assert "[rank0]:" not in done.stderr and "[rank1]:" not in done.stderr  # no traceback
+    assert not (tmp_path / "run").exists() or not model_files(tmp_path / "run")
+    assert not (tmp_path / "run" / LOCK_FILE).exists()  # released before torchrun stops rank 0
+
+
+def test_a_collective_that_lost_its_peer_is_one_line_and_any_other_error_stays_a_bug(
+    monkeypatch,
+) -> None:
+    """What gloo raises in the surviving rank's collective becomes one line naming this rank
+    (said only where torchrun did not stop the rank first); any other RuntimeError is a bug
+    and keeps its traceback."""
+    monkeypatch.setattr(failures_module, "OWN_ERROR_WAIT_S", 0.0)
+    world = World("ddp", rank=1, size=2)
+    gloo = RuntimeError(
+        "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer "
+        "[127.0.0.1]:18309. This is typically caused by a remote worker crashing.\nmore"
+    )
+    lost = failures_module.peer_gone(gloo, world)
+    assert isinstance(lost, TrainingStopped) and lost.rank == 1 and "\n" not in str(lost)
+    assert "another rank's process ended" in str(lost) and "Connection closed by peer" in str(lost)
+    assert failures_module.peer_gone(RuntimeError("mat1 and mat2 shapes cannot be"), world) is None
+    assert failures_module.peer_gone(gloo, World()) is None  # one process: no peer to lose
 
 
 def _meta_loaded(config, tmp_path: Path) -> dict:

@@ -189,6 +189,7 @@ def test_under_torchrun_a_signal_saves_one_complete_checkpoint(
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr[-2000:]
     assert stdout.count("stopped by SIGTERM") == 1, stdout[-2000:]  # rank 0 speaks
+    assert stderr.count("directpo: SIGTERM: finishing") == 1, stderr[-2000:]  # not one per rank
     (checkpoint,) = out.glob("checkpoint-*")
     assert verify_checkpoint(checkpoint) is None
 
@@ -197,6 +198,7 @@ def test_under_torchrun_a_signal_saves_one_complete_checkpoint(
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in the terminal
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 1 and "SignalException" in stderr, stderr[-2000:]
+    assert stderr.count("directpo: SIGINT: finishing") == 1, stderr[-2000:]
     (checkpoint,) = out.glob("checkpoint-*")
     assert verify_checkpoint(checkpoint) is None  # complete: resume_from_checkpoint: latest
 

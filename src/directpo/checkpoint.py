@@ -218,7 +218,16 @@ def attempt_write(action: Callable[[], Any], folder: Path | None = None) -> str 
         action()
     except OSError as exc:
         why = str(exc.strerror or exc)
-    except (RuntimeError, SafetensorError, CheckpointException) as exc:
+    except CheckpointException as exc:  # its text is every failed rank's traceback
+        ranks: dict[str, list[int]] = {}
+        for rank, (cause, _) in sorted(exc.failures.items()):
+            cause_text = cause.strerror if isinstance(cause, OSError) else first_line(cause)
+            ranks.setdefault(str(cause_text or cause), []).append(rank)
+        why = "; ".join(
+            f"rank{'s' * (len(r) > 1)} {', '.join(map(str, r))}: {cause}"
+            for cause, r in ranks.items()
+        ) or first_line(exc)
+    except (RuntimeError, SafetensorError) as exc:
         why = first_line(exc)
     else:
         return None

@@ -203,16 +203,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DirectpoError as err:
         _say_error(err)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("directpo: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # before or after the training loop (which saves on a signal)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank got the Ctrl-C
+            print("directpo: interrupted", file=sys.stderr)
         return 130
     return 0
 
 
 def _say_error(err: DirectpoError) -> None:
     """The error's one line. Under torchrun every rank usually has the same error, said by rank
-    0; one rank's own (``err.rank``: out of memory, a data file missing on its node) is said by
-    that rank, since rank 0 is then waiting for it and says nothing."""
+    0 alone (failures.settle); one rank's own (``err.rank``: out of memory, a data file missing
+    on its node) is said by that rank, since rank 0 is then waiting for it and says nothing."""
+    if err.said_by_rank_0:
+        return
     if err.rank is not None:
         print(f"directpo: error: rank {err.rank}: {err}", file=sys.stderr, flush=True)
     elif os.environ.get("RANK", "0") == "0":

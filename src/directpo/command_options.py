@@ -39,6 +39,12 @@ class FileCommandOptions(Options):
         self._one_of("dtype", DTYPES)
 
     def check_environment(self) -> None:
+        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        if processes > 1:  # each process would redo the whole file, all on the first GPU
+            raise ConfigError(
+                f"score, rank and generate run in one process, but the launcher started "
+                f"{processes}: run the command without torchrun / accelerate launch"
+            )
         for key in ("model_name_or_path", "input", "output"):
             if not getattr(self, key):
                 raise ConfigError(f"--{key} is required")

@@ -30,6 +30,7 @@ import contextlib
 import ctypes
 import datetime
 import gc
+import itertools
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -62,6 +63,7 @@ class World:
     size: int = 1
     device: torch.device = torch.device("cpu")
     owns_group: bool = False  # setup() created the process group (teardown() destroys it)
+    run: int = 0  # which run of this process (the same on every rank): keys in the group's store
 
     @property
     def is_main(self) -> bool:
@@ -109,7 +111,11 @@ def setup(mode: str) -> World:
             dist.init_process_group(
                 backend=backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout
             )
-    return World(mode, dist.get_rank(), dist.get_world_size(), device, owns_group)
+    run = next(_RUNS)
+    return World(mode, dist.get_rank(), dist.get_world_size(), device, owns_group, run)
+
+
+_RUNS = itertools.count()
 
 
 def teardown(world: World, settled: bool = False) -> None:

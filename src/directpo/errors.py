@@ -13,6 +13,8 @@ class DirectpoError(Exception):
     # the rank of the one process that raised it (a distributed run's out-of-memory error),
     # None when every rank raises the same error and rank 0 alone says it
     rank: int | None = None
+    # under torchrun: rank 0 met the same error and says it (this rank stays quiet)
+    said_by_rank_0: bool = False
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))

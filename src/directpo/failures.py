@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import re
 import time
 import types
 from collections.abc import Iterator
@@ -12,10 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+import torch.distributed as dist
 
 from directpo.checkpoint import list_checkpoints
 from directpo.distributed import World
-from directpo.errors import CheckpointError, DirectpoError, TrainingStopped
+from directpo.errors import CheckpointError, DirectpoError, TrainingStopped, first_line
 
 if TYPE_CHECKING:
     from directpo.run import Run
@@ -71,12 +73,56 @@ def what_is_kept(output_dir: Path) -> str:
 OWN_ERROR_WAIT_S = 5.0
 
 
-def claim_if_own(error: DirectpoError, world: World) -> None:
-    """Under torchrun every rank usually meets the same error, and rank 0 says it; a rank
-    other than 0 cannot tell whether the error is its own (a data file missing on its node),
-    which rank 0, waiting for it in a collective, would never say. It waits before leaving
-    the process group (rank 0 would fail on the closed connection first), and torchrun stops
-    it meanwhile when rank 0 had the error too; one that outlives the wait is its own."""
-    if error.rank is None and world.size > 1 and not world.is_main:
-        time.sleep(OWN_ERROR_WAIT_S)
+def settle(error: DirectpoError, world: World) -> None:
+    """Under torchrun, who says ``error``: one line per distinct failure, not one per rank.
+    Each rank that meets an error leaves its text in the process group's store; rank 0 says
+    its own, and another rank says its own (as ``rank N: ...``) only where it differs from
+    rank 0's: the same bad row, missing option or out-of-memory error on every rank is said
+    once. A rank whose error rank 0 does not share (a data file missing on its node) finds
+    nothing there: rank 0 is waiting for it in a collective. It looks for OWN_ERROR_WAIT_S at
+    most; torchrun stops it meanwhile where rank 0 ended first (its own error said)."""
+    if world.size <= 1 or not dist.is_initialized():
+        return
+    key = f"directpo/run-{world.run}/error"
+    said = str(error)
+    try:
+        store = dist.distributed_c10d._get_default_store()  # no collective: ranks are apart
+        store.set(f"{key}/{world.rank}", said)
+        if world.is_main:
+            return
+        deadline = time.monotonic() + OWN_ERROR_WAIT_S
+        # polled: a store.wait that times out logs c10d's socket warnings on stderr
+        while not store.check([f"{key}/0"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        same = store.check([f"{key}/0"]) and store.get(f"{key}/0").decode() == said
+    except (RuntimeError, ValueError):  # the store is gone (it was rank 0's, which ended)
+        same = False
+    if same:
+        error.said_by_rank_0 = True
+    elif error.rank is None:
         error.rank = world.rank
+
+
+# what gloo and NCCL say in the collective of a rank whose peer's process ended
+PEER_GONE = re.compile(
+    r"connection (closed|reset) by peer|broken pipe|remote process exited|"
+    r"communicator was aborted|failed to recv",
+    re.IGNORECASE,
+)
+
+
+def peer_gone(exc: BaseException, world: World) -> DirectpoError | None:
+    """A collective that failed because another rank's process ended: after its own error
+    (which that rank says) or a crash (torchrun's summary names its exit code or signal). Not
+    this rank's failure: it waits, and torchrun stops it meanwhile where the other process was
+    its own worker (one machine); one that outlives the wait (another node's) says it in a
+    line, never gloo's traceback beside the line of the rank that failed."""
+    if world.size <= 1 or not isinstance(exc, RuntimeError) or not PEER_GONE.search(str(exc)):
+        return None
+    time.sleep(OWN_ERROR_WAIT_S)
+    lost = TrainingStopped(
+        "another rank's process ended (its own error, or torchrun's summary, says why): "
+        f"{first_line(exc)[:120]}"
+    )
+    lost.rank = world.rank
+    return lost

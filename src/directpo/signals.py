@@ -51,11 +51,12 @@ class StopRequest:
         self.requested = signal.Signals(signum).name
         ctrl_c_again = signum == signal.SIGINT and not launched
         again = " (Ctrl-C again to stop at once)" if ctrl_c_again else ""
-        print(
-            f"\ndirectpo: {self.requested}: {self.doing}{again}",
-            file=sys.stderr,
-            flush=True,
-        )
+        if os.environ.get("RANK", "0") == "0":  # one line, not one per rank (each got it)
+            print(
+                f"\ndirectpo: {self.requested}: {self.doing}{again}",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _under_launcher() -> bool:

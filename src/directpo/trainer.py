@@ -46,7 +46,7 @@ from directpo.distributed import (
 from directpo.distributed import setup as setup_world
 from directpo.distributed import teardown as teardown_world
 from directpo.errors import CheckpointError, ConfigError, DirectpoError, TrainingStopped
-from directpo.failures import claim_if_own, explain_failures, what_is_kept
+from directpo.failures import explain_failures, peer_gone, settle, what_is_kept
 from directpo.generate import evaluate_generations
 from directpo.guard import check_update
 from directpo.jsonl import write_jsonl
@@ -111,12 +111,16 @@ def train(
     files.
     """
     config, peft_config = _checked_arguments(config, peft_config, echo)
-    check_environment(
-        config, need_train_file=train_dataset is None, eval_dataset_given=eval_dataset is not None
-    )
     world = setup_world(config.distributed)
     run, finished, lock = None, False, OutputLock()
     try:
+        # in the process group: a file missing on one node is then said by its rank (before
+        # it, that rank's error went unsaid: only rank 0 speaks of an error every rank meets)
+        check_environment(
+            config,
+            need_train_file=train_dataset is None,
+            eval_dataset_given=eval_dataset is not None,
+        )
         check_device(config, world.device.type)
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
@@ -134,8 +138,14 @@ def train(
                 run.logger.close()
                 raise
     except DirectpoError as error:
-        claim_if_own(error, world)
+        settle(error, world)
         raise
+    except RuntimeError as error:
+        lock.release()  # first: torchrun may stop this process in peer_gone's wait
+        lost = peer_gone(error, world)
+        if lost is None:
+            raise
+        raise lost from None
     finally:
         # DDP's reducer holds the process group: dropped after it, its destructor joined gloo's
         # threads holding the GIL that one of them needed (a hang at exit, seen under load)
@@ -188,14 +198,15 @@ def _checked_arguments(
 @contextlib.contextmanager
 def _library_output(config: DPOConfig, is_main: bool) -> Iterator[None]:
     """TRL's ``disable_tqdm`` and ``log_level`` for transformers' and datasets' own output,
-    during the run only: a notebook's later work gets its own settings back."""
+    during the run only: a notebook's later work gets its own settings back. Under torchrun,
+    their progress bars show on rank 0 alone."""
     import datasets
     import transformers
 
     hf_logging = transformers.utils.logging
     bars = hf_logging.is_progress_bar_enabled(), datasets.are_progress_bars_disabled()
     verbosity = hf_logging.get_verbosity()
-    if config.disable_tqdm:
+    if config.disable_tqdm or not is_main:  # one bar per load, not one per rank
         hf_logging.disable_progress_bar()
         datasets.disable_progress_bars()
     if config.log_level != "passive" and is_main:
