@@ -674,6 +674,17 @@ def test_a_reward_of_none_is_unscored_as_in_trl(tiny_model_dirs, tmp_path, onlin
     metrics = round_objective([math.nan, 1.0, 0.0], [1.0], stats, beta=0.5)
     assert metrics["objective/scores"] == 0.5 and metrics["objective/rlhf_reward"] == 0.5
 
+    out = tmp_path / "run"  # a real round: unscored completions are null in its file
+    config = online_config(tiny_model_dirs["llama"], prompts, out, rewards, max_steps=2,
+                           steps_per_round=1, reward_fn=f"{rewards}:only_with_e")  # fmt: skip
+    result = train(config, echo=lambda _: None)
+    records = [json.loads(x) for x in (out / "online" / "round-1.jsonl").read_text().splitlines()]
+    for record in records:
+        for text, reward in zip(record["completions"], record["rewards"], strict=True):
+            assert reward == (float(text.count("e")) if "e" in text else None)
+    round_rows = [row for row in result.metrics if "objective/scores" in row]
+    assert round_rows and all(math.isfinite(row["objective/scores"]) for row in round_rows)
+
 
 def test_pairs_file_prompts_pass_their_rows_columns(tiny_model_dirs, tmp_path, online_files):
     """Online prompts taken from a pairs file give reward_fn their rows' other columns, as a

@@ -274,7 +274,7 @@ class RoundBuilder:
         metrics = {
             "online/round": float(round_index),
             **round_objective(rewards, margins, measured, self.config.beta),
-            "online/reward_max": max(scored(rewards), default=0.0),
+            "online/reward_max": max(rewarded(rewards), default=0.0),
             "online/pairs": float(len(pairs)),
             "online/samples": float(len(rewards)),
             "online/sampling_seconds": time.perf_counter() - start,
@@ -409,7 +409,7 @@ def round_objective(
     rewards (after missing_eos_penalty), the built pairs' reward margins and the samples'
     log-probs."""
     n = max(len(stats), 1)
-    metrics = {"objective/scores": mean(scored(rewards))}
+    metrics = {"objective/scores": mean(rewarded(rewards))}
     if margins:
         metrics["objective/scores_margin"] = sum(margins) / len(margins)
     if stats and all(s.ref_logp is not None for s in stats):
@@ -419,7 +419,7 @@ def round_objective(
         metrics |= {
             "objective/kl": kl,
             "objective/non_score_reward": -beta * kl,
-            "objective/rlhf_reward": mean(scored(rlhf)),
+            "objective/rlhf_reward": mean(rewarded(rlhf)),
         }
     metrics["objective/entropy"] = -sum(s.logp for s in stats) / n
     metrics["val/contain_eos_token"] = sum(s.ended for s in stats) / n
@@ -427,7 +427,7 @@ def round_objective(
     return metrics
 
 
-def scored(values: list[float]) -> list[float]:
+def rewarded(values: list[float]) -> list[float]:
     """The values of scored completions (an unscored one's reward is NaN)."""
     return [v for v in values if not math.isnan(v)]
 
