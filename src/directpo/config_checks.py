@@ -1,0 +1,458 @@
+"""The value checks of ``DPOConfig`` (config.py holds the options, their defaults and help).
+
+Run when a config is built (``DPOConfig._check_values``): every impossible value, option that
+would silently do nothing, or combination that cannot run is refused before any model loads.
+Refusals go through ``Options._require`` / ``_refuse``, which collect them so that one pass
+reports every wrong value at once; a check that reads an already refused value is skipped
+(``_valid``), so no line blames another option.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+import os
+from collections.abc import Callable
+
+from directpo.config import (
+    ATTN_IMPLEMENTATIONS,
+    DISTRIBUTED_MODES,
+    DTYPES,
+    EVAL_STRATEGIES,
+    LIGER_LOSS_KERNELS,
+    LOG_LEVELS,
+    LOSS_TYPES,
+    LR_SCHEDULERS,
+    OPTIMIZERS,
+    SAVE_DTYPES,
+    SAVE_STRATEGIES,
+    SCHEDULERS_NEEDING_KWARGS,
+    TRACKER_MODULES,
+    TRACKERS,
+    DPOConfig,
+)
+from directpo.errors import ConfigError
+from directpo.losses import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSSES
+
+
+def check_values(config: DPOConfig) -> None:
+    require, one_of = config._require, config._one_of
+    check_precision(config)
+    config._apply_trl_spellings()
+    one_of("optimizer", OPTIMIZERS)
+    one_of("lr_scheduler_type", LR_SCHEDULERS)
+    check_losses(config, require)
+    require(config.learning_rate > 0, "learning_rate", "> 0")
+    require(config.weight_decay >= 0, "weight_decay", ">= 0")
+    require(0 <= config.adam_beta1 < 1, "adam_beta1", "in [0, 1)")
+    require(0 <= config.adam_beta2 < 1, "adam_beta2", "in [0, 1)")
+    require(config.adam_epsilon > 0, "adam_epsilon", "> 0")
+    require(config.warmup_steps >= 0, "warmup_steps", ">= 0")
+    require(0 <= config.warmup_ratio < 1, "warmup_ratio", "in [0, 1)")
+    if config._valid("lr_scheduler_type", "learning_rate", "warmup_steps", "warmup_ratio"):
+        check_schedule(config)
+    one_of("eval_strategy", EVAL_STRATEGIES)
+    one_of("save_strategy", SAVE_STRATEGIES)
+    require(config.max_nonfinite_steps >= 0, "max_nonfinite_steps", ">= 0")
+    for key in (
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "gradient_accumulation_steps",
+    ):
+        require(getattr(config, key) >= 1, key, ">= 1")
+    for key in ("logging_steps", "eval_steps", "save_steps"):  # steps, or a fraction
+        value = getattr(config, key)
+        low = "> 0" if key == "logging_steps" else ">= 0"
+        require(
+            (value > 0 if key == "logging_steps" else value >= 0)
+            and (value < 1 or float(value).is_integer()),
+            key,
+            f"a whole number of steps {low}, or a fraction of the total steps in (0, 1)",
+        )
+        if value >= 1 or value == 0:
+            setattr(config, key, int(value))
+    require(config.max_grad_norm >= 0, "max_grad_norm", ">= 0 (0 disables clipping)")
+    require(config.num_train_epochs > 0, "num_train_epochs", "> 0")
+    require(config.max_steps == -1 or config.max_steps >= 1, "max_steps", "-1 or >= 1")
+    require(config.max_length is None or config.max_length >= 2, "max_length", "null or >= 2")
+    if config.max_prompt_length is not None:
+        limit = config.max_length if config._valid("max_length") else None  # None: no limit
+        below = "" if limit is None else f" and < max_length ({limit})"
+        require(
+            config.max_prompt_length >= 1 and (limit is None or config.max_prompt_length < limit),
+            "max_prompt_length",
+            f">= 1{below}, so completions keep a token",
+        )
+    completion = config.max_completion_length
+    require(completion is None or completion >= 1, "max_completion_length", "null or >= 1")
+    require(
+        config.save_total_limit is None or config.save_total_limit >= 1, "save_total_limit", ">= 1"
+    )
+    for key in ("prompt_column", "chosen_column", "rejected_column", "output_dir"):
+        require(bool(getattr(config, key).strip()), key, "a non-empty string")
+    columns = (config.prompt_column, config.chosen_column, config.rejected_column)
+    if len(set(columns)) < 3 and config._valid("prompt_column", "chosen_column", "rejected_column"):
+        raise ConfigError(
+            f"prompt_column, chosen_column and rejected_column must name different columns "
+            f"(got {', '.join(columns)})"
+        )
+    if config.report_to == ["all"]:  # transformers' meaning: every tracker installed
+        config.report_to = [
+            name
+            for name, module in TRACKER_MODULES.items()
+            if importlib.util.find_spec(module) is not None
+        ] or ["none"]
+    one_of("log_level", LOG_LEVELS)
+    unknown = [t for t in config.report_to if t not in TRACKERS]
+    require(not unknown, "report_to", "a list of " + ", ".join(TRACKERS))
+    if "none" in config.report_to and len(config.report_to) > 1:
+        raise ConfigError("report_to: 'none' cannot be combined with other trackers")
+    check_generation(config, require)
+    require(config.logprob_chunk_tokens >= 0, "logprob_chunk_tokens", ">= 0 (0: off)")
+    require(config.pack_max_tokens >= 0, "pack_max_tokens", ">= 0 (0: the longest sequence)")
+    one_of("attn_implementation", ATTN_IMPLEMENTATIONS)
+    one_of("distributed", DISTRIBUTED_MODES)
+    if config.distributed != "fsdp":
+        reject_if_set(config, ("fsdp_offload",), "distributed is not fsdp")
+    if not config.padding_free:
+        reject_if_set(config, ("pack_max_tokens",), "padding_free is off")
+    require(config.gradient_checkpointing_every >= 1, "gradient_checkpointing_every", ">= 1")
+    if not config.use_liger_kernel:
+        reject_if_set(config, ("liger_kernel_config",), "use_liger_kernel is off")
+    for key in LIGER_LOSS_KERNELS:
+        if (config.liger_kernel_config or {}).get(key):
+            raise ConfigError(
+                f"liger_kernel_config: {key} must be false (Liger's loss kernels return a "
+                "loss; directpo's head computes the completion tokens' log-probs itself)"
+            )
+    if not config.gradient_checkpointing:
+        reject_if_set(config, ("gradient_checkpointing_every",), "gradient_checkpointing is off")
+    require(config.lora_r >= 0, "lora_r", ">= 0 (0: no LoRA)")
+    require(config.lora_alpha >= 1, "lora_alpha", ">= 1")
+    require(0 <= config.lora_dropout < 1, "lora_dropout", "in [0, 1)")
+    require(
+        config.lora_target_modules is None or bool(config.lora_target_modules),
+        "lora_target_modules",
+        "a non-empty list (or null: peft's choice for the architecture)",
+    )
+    if config.lora_r == 0:
+        # an adapter folder as model_name_or_path continues that adapter (lora_r is then
+        # refused): it is merged like a new one
+        continuing = bool(config.model_name_or_path) and os.path.isfile(
+            os.path.join(config.model_name_or_path, "adapter_config.json")
+        )
+        reject_if_set(
+            config,
+            (
+                "lora_alpha",
+                "lora_dropout",
+                "lora_target_modules",
+                *(() if continuing else ("merge_lora",)),
+                "use_dora",
+                "use_rslora",
+                "lora_modules_to_save",
+                "lora_target_parameters",
+            ),
+            "lora_r is 0 (no LoRA); set lora_r: 16",
+        )
+    if config.load_in_4bit and config.load_in_8bit:
+        raise ConfigError("load_in_4bit and load_in_8bit are both set: choose one")
+    if not config.load_in_4bit:
+        reject_if_set(
+            config,
+            (
+                "bnb_4bit_quant_type",
+                "bnb_4bit_use_double_quant",
+                "bnb_4bit_compute_dtype",
+                "bnb_4bit_quant_storage",
+            ),
+            "load_in_4bit is off",
+        )
+    config._one_of("bnb_4bit_quant_type", ("nf4", "fp4"))
+    for key in ("bnb_4bit_compute_dtype", "bnb_4bit_quant_storage"):
+        value = getattr(config, key)
+        config._require(value is None or value in DTYPES, key, "null, float32 or bfloat16")
+    check_loss_modifiers(config)
+    config._require(config.early_stopping_patience >= 0, "early_stopping_patience", ">= 0")
+    if not (config.load_best_model_at_end or config.early_stopping_patience):
+        reject_if_set(
+            config,
+            ("metric_for_best_model", "greater_is_better"),
+            "neither load_best_model_at_end nor early_stopping_patience is set",
+        )
+    for name in ("model_init_kwargs", "ref_model_init_kwargs"):
+        kwargs = getattr(config, name) or {}
+        for key in ("dtype", "torch_dtype"):
+            if key in kwargs:  # TRL loads the weights in it: bf16 weights barely learn
+                raise ConfigError(
+                    f"{name}: {key} is directpo's dtype option, for policy and reference "
+                    "together: remove it there and set dtype: bfloat16 (bf16 compute over "
+                    "float32 master weights, which keep every update; add master_weights: "
+                    "bfloat16 with optimizer: adamw_kahan to store the weights in bf16) or "
+                    "dtype: float32"
+                )
+        if "quantization_config" in kwargs:
+            raise ConfigError(
+                f"{name}: quantization_config is set by directpo's load_in_4bit / "
+                "load_in_8bit and bnb_4bit_* options; remove it there"
+            )
+    # whether a chosen loss uses a reference cannot be told from a refused loss_type
+    known = config._valid("loss_type", "lora_r")
+    if (
+        known
+        and config.ref_model_init_kwargs is not None
+        and (config.lora_r or not config.needs_reference)
+    ):
+        raise ConfigError(
+            "ref_model_init_kwargs is set but no separate reference model is loaded ("
+            + ("with LoRA the reference is the base with adapters off)" if config.lora_r
+               else "no chosen loss uses a reference)")
+        )  # fmt: skip
+    if known and config.precompute_ref_log_probs and not config.loss_needs_reference:
+        raise ConfigError("precompute_ref_log_probs is set but no chosen loss uses a reference")
+    check_reference_sync(config)
+
+
+def check_precision(config: DPOConfig) -> None:
+    if config.fp16:
+        config._refuse(
+            "fp16",
+            "fp16: float16 mixed precision is not supported (its narrow range needs a loss "
+            "scaler); use bf16: true (mixed precision in bfloat16) or dtype: float32",
+        )
+    if config.bf16:
+        config.dtype = "bfloat16"
+    if config.dtype == "auto":  # transformers' "as saved": training needs a decision
+        config._refuse(
+            "dtype",
+            "dtype: auto is not supported: choose bfloat16 (bf16 compute over float32 "
+            "master weights, for GPUs) or float32",
+        )
+    else:
+        config._one_of("dtype", DTYPES)
+    config._one_of("master_weights", DTYPES)
+    config._one_of("save_dtype", SAVE_DTYPES)
+    if config.dtype == "float32":
+        reject_if_set(config, ("master_weights",), "dtype is float32 (weights are float32)")
+
+
+def check_losses(config: DPOConfig, require: Callable[[bool, str, str], None]) -> None:
+    unknown = [name for name in config.loss_type if name not in LOSSES]
+    require(
+        bool(config.loss_type) and not unknown,
+        "loss_type",
+        "one or more of " + ", ".join(LOSS_TYPES),
+    )
+    require(len(set(config.loss_type)) == len(config.loss_type), "loss_type", "without repeats")
+    if config.loss_weights is not None:
+        require(
+            len(config.loss_weights) == len(config.loss_type) or not config._valid("loss_type"),
+            "loss_weights",
+            f"one weight per loss_type ({len(config.loss_type)})",
+        )
+        require(
+            all(w >= 0 for w in config.loss_weights) and any(config.loss_weights),
+            "loss_weights",
+            ">= 0 and not all 0",
+        )
+    require(config.beta > 0, "beta", "> 0")
+    require(0 <= config.label_smoothing < 0.5, "label_smoothing", "in [0, 0.5)")
+    require(config.discopop_tau > 0, "discopop_tau", "> 0")
+    if "exo_pair" in config.loss_type:
+        require(
+            config.label_smoothing > 0,
+            "label_smoothing",
+            "> 0 for exo_pair (log of it is taken; the EXO paper uses 1e-3)",
+        )
+    if not config._valid("loss_type"):
+        return  # what the chosen losses read cannot be told from a refused loss_type
+    # an option that no chosen loss reads would silently do nothing: refuse it
+    used = {option for name in config.loss_type for option in LOSSES[name].options}
+    for option_name in ("beta", "label_smoothing", "simpo_gamma", "discopop_tau"):
+        if option_name not in used:
+            users = [n for n, spec in LOSSES.items() if option_name in spec.options]
+            reject_if_set(
+                config,
+                (option_name,),
+                f"no chosen loss uses it (loss_type: "
+                f"{', '.join(config.loss_type)}); it applies to "
+                f"{', '.join(users)}",
+            )
+
+
+def check_loss_modifiers(config: DPOConfig) -> None:
+    config._one_of("f_divergence_type", F_DIVERGENCES)
+    if config.f_divergence_type != "reverse_kl":
+        if not config._valid("f_divergence_type", "loss_type"):
+            return
+        unsupported = sorted(set(config.loss_type) - F_DIVERGENCE_LOSSES)
+        if unsupported:
+            raise ConfigError(
+                f"f_divergence_type: {config.f_divergence_type} applies to "
+                f"{', '.join(sorted(F_DIVERGENCE_LOSSES))}, not {', '.join(unsupported)}"
+            )
+    else:
+        reject_if_set(config, ("f_alpha_divergence_coef",), "f_divergence_type is reverse_kl")
+    if config.ld_alpha is not None:
+        config._require(0 <= config.ld_alpha <= 1, "ld_alpha", "in [0, 1]")
+    if config.use_weighting and {"aot", "aot_unpaired"} & set(config.loss_type):
+        raise ConfigError(
+            "use_weighting cannot weight aot / aot_unpaired (their loss couples the batch)"
+        )
+
+
+def check_schedule(config: DPOConfig) -> None:
+    """lr_scheduler_kwargs that the schedule would not take (or, for constant, ignore),
+    and a schedule missing its required ones, are refused before any model loads."""
+    kwargs, name = config.lr_scheduler_kwargs, config.lr_scheduler_type
+    if not kwargs and name not in SCHEDULERS_NEEDING_KWARGS:
+        return
+    if name == "constant":
+        raise ConfigError(
+            f"lr_scheduler_kwargs is set but lr_scheduler_type {name} takes none (got {kwargs})"
+        )
+    import torch
+
+    try:  # built once on a stand-in optimizer: transformers checks the arguments
+        parameter = torch.zeros(1, requires_grad=True)  # lr: polynomial checks lr_end
+        config.schedule(torch.optim.SGD([parameter], lr=config.learning_rate), 100)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"lr_scheduler_kwargs {kwargs or {}} do not fit lr_scheduler_type {name}: {exc}"
+        ) from None
+
+
+def check_generation(config: DPOConfig, require: Callable[[bool, str, str], None]) -> None:
+    require(config.eval_generate >= 0, "eval_generate", ">= 0")
+    require(config.eval_generate_samples >= 1, "eval_generate_samples", ">= 1")
+    require(config.generate_max_new_tokens >= 1, "generate_max_new_tokens", ">= 1")
+    require(config.generate_temperature >= 0, "generate_temperature", ">= 0")
+    require(0 < config.generate_top_p <= 1, "generate_top_p", "in (0, 1]")
+    require(config.generate_top_k >= 0, "generate_top_k", ">= 0")
+    config._require_sampling("eval_generate_samples", "generate_temperature")
+    if config.eval_generate == 0:
+        reject_if_set(
+            config,
+            ("eval_generate_samples", "eval_prompts_file"),
+            "eval_generate is 0, so nothing is sampled; set eval_generate: N",
+        )
+    if config.eval_generate == 0 and not config.online:
+        reject_if_set(
+            config,
+            (
+                "generate_max_new_tokens",
+                "generate_temperature",
+                "generate_top_p",
+                "generate_top_k",
+                "reward_fn",
+            ),
+            "eval_generate is 0 and online is off, so nothing is sampled; set eval_generate",
+        )
+    check_online(config, require)
+
+
+def check_online(config: DPOConfig, require: Callable[[bool, str, str], None]) -> None:
+    online_options = (
+        "prompt_file",
+        "online_prompts_per_round",
+        "online_samples_per_prompt",
+        "online_pairs",
+        "online_reward_gap",
+        "online_max_pairs_per_prompt",
+        "steps_per_round",
+        "reward_model_name_or_path",
+        "implicit_reward_model",
+        "reward_weights",
+        "missing_eos_penalty",
+    )
+    if not config.online:
+        reject_if_set(config, online_options, "online is off; set online: true")
+        return
+    require(config.online_prompts_per_round >= 1, "online_prompts_per_round", ">= 1")
+    require(config.online_samples_per_prompt >= 2, "online_samples_per_prompt", ">= 2")
+    config._require_sampling("online_samples_per_prompt", "generate_temperature")
+    config._one_of("online_pairs", ("best_worst", "above_gap"))
+    require(config.online_reward_gap >= 0, "online_reward_gap", ">= 0")
+    require(config.online_max_pairs_per_prompt >= 0, "online_max_pairs_per_prompt", ">= 0")
+    require(config.steps_per_round >= 1, "steps_per_round", ">= 1")
+    prompt_tokens, new_tokens = config.online_sampling
+    lengths = ("max_length", "max_prompt_length", "max_completion_length")
+    if (
+        prompt_tokens is not None
+        and prompt_tokens < 1
+        and config._valid(*lengths, "generate_max_new_tokens")
+    ):
+        raise ConfigError(
+            f"max_length {config.max_length} leaves no room for a prompt: online rounds "
+            f"sample completions of up to {new_tokens} tokens (generate_max_new_tokens, "
+            "max_completion_length)"
+        )
+    labellers = [
+        name
+        for name in ("reward_fn", "reward_model_name_or_path", "implicit_reward_model")
+        if getattr(config, name)
+    ]
+    if not labellers:
+        raise ConfigError(
+            "online needs a labeller: reward_fn, reward_model_name_or_path or "
+            "implicit_reward_model (several: their sum, weighted by reward_weights)"
+        )
+    weights = config.reward_weights
+    if weights is not None and len(weights) != len(labellers):
+        raise ConfigError(
+            f"reward_weights: {len(weights)} weights for {len(labellers)} labellers "
+            f"({', '.join(labellers)}): give one weight per labeller, in this order"
+        )
+    require(
+        weights is None or all(math.isfinite(w) for w in weights),
+        "reward_weights",
+        "finite numbers",
+    )
+    penalty = config.missing_eos_penalty
+    # subtracted: a negative one would favour completions that never end (TRL: positive)
+    require(
+        penalty is None or (math.isfinite(penalty) and penalty >= 0),
+        "missing_eos_penalty",
+        "a finite number >= 0",
+    )
+    if config.precompute_ref_log_probs:
+        raise ConfigError(
+            "precompute_ref_log_probs cannot be used with online: the pairs are sampled "
+            "during training"
+        )
+
+
+def check_reference_sync(config: DPOConfig) -> None:
+    if not config.sync_ref_model:
+        reject_if_set(
+            config, ("ref_model_mixup_alpha", "ref_model_sync_steps"), "sync_ref_model is false"
+        )
+        return
+    config._require(0 <= config.ref_model_mixup_alpha <= 1, "ref_model_mixup_alpha", "in [0, 1]")
+    config._require(config.ref_model_sync_steps >= 1, "ref_model_sync_steps", ">= 1")
+    if config._valid("loss_type") and not config.loss_needs_reference:
+        raise ConfigError("sync_ref_model is set but no chosen loss uses a reference")
+    if config.precompute_ref_log_probs:
+        raise ConfigError(
+            "sync_ref_model cannot be used with precompute_ref_log_probs: the reference "
+            "changes during training, so log-probs computed once would go stale"
+        )
+    if config.ref_model_name_or_path not in (None, config.model_name_or_path):
+        raise ConfigError(
+            "sync_ref_model: the reference follows the policy, so it starts as the policy; "
+            "remove ref_model_name_or_path"
+        )
+
+
+def reject_if_set(config: DPOConfig, keys: tuple[str, ...], reason: str) -> None:
+    """An option that would silently do nothing is refused instead."""
+    for field_ in dataclasses.fields(config):
+        if field_.name in keys:
+            default = (
+                field_.default_factory()
+                if field_.default is dataclasses.MISSING
+                else field_.default
+            )
+            if getattr(config, field_.name) != default:
+                raise ConfigError(f"{field_.name} is set but {reason}")
