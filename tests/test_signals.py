@@ -231,3 +231,25 @@ def test_a_signal_after_the_steps_all_reduce_waits_for_the_next_step(
     result = trainer_module.train(config, echo=lambda _: None)
     assert result.global_step == 2  # step 1 went on; step 2's decision saw the signal
     assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-2"]
+
+
+def test_train_says_which_signal_stopped_it(tiny_model_dirs, pairs_file, tmp_path) -> None:
+    """train() stopped by a signal returned as a finished run does, so the demo went on to its
+    next method after a Ctrl-C (and judged the half-trained policy); it says the signal now."""
+    from tiny import tiny_config
+
+    from directpo.trainer import train
+
+    sent: list[str] = []
+
+    def echo(line: str) -> None:
+        if line.startswith("step 1/") and not sent:
+            sent.append(line)
+            signal.raise_signal(signal.SIGTERM)
+
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "a", max_steps=4,
+                         logging_steps=1)  # fmt: skip
+    stopped = train(config, echo=echo)
+    assert sent and stopped.stopped_by == "SIGTERM" and stopped.global_step < 4
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "b", max_steps=2)
+    assert train(config, echo=lambda _: None).stopped_by is None

@@ -79,6 +79,9 @@ class TrainResult:
     output_dir: Path
     global_step: int
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    # the signal that stopped the run early (SIGTERM, SIGINT), its checkpoint saved; a caller
+    # running more work after train() (the demo, a script) must stop too, not go on with it
+    stopped_by: str | None = None
 
     @property
     def policy(self) -> torch.nn.Module:
@@ -273,8 +276,9 @@ def _train(run: Run) -> TrainResult:
                     "continue with resume_from_checkpoint: latest"
                 )
                 return TrainResult(
-                    run.policy, run.reference, run.tokenizer, run.output_dir, done, run.logger.rows
-                )
+                    run.policy, run.reference, run.tokenizer, run.output_dir, done,
+                    run.logger.rows, stopped_by=stop.requested,
+                )  # fmt: skip
         progress.close()
         stop.doing = "writing the final model first"  # a signal now must not cost the run
         return finish(run, done if run.best.patience_spent() else None)

@@ -30,6 +30,7 @@ import torch
 
 from directpo.config import DPOConfig
 from directpo.demo.sentiment import Judge, vader_reward
+from directpo.errors import TrainingStopped
 from directpo.trainer import train
 
 REWARD_FN = "directpo.demo.sentiment:vader_reward"
@@ -172,6 +173,8 @@ def _directpo(method: Method, exp: Experiment, run_dir: Path) -> tuple[list[dict
         **options,
     )
     result = train(config, echo=lambda line: exp.echo(f"  {line}"))
+    if result.stopped_by:  # Ctrl-C stops the demo, not only this method's training
+        raise TrainingStopped(f"the demo stopped: {result.stopped_by} during {method.name}")
     sampled = exp.reference_samples  # the offline pairs were sampled from the reference
     sampled += sum(int(r.get("online/samples", 0)) for r in result.metrics)
     sampled += _evaluations(exp) * _eval_samples(exp)
