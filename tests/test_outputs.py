@@ -242,3 +242,22 @@ def test_a_run_already_writing_into_output_dir_refuses_a_second(
     first.release()
     train(config, echo=quiet)
     assert (out / "model.safetensors").is_file() and not (out / ".directpo.lock").exists()
+
+
+def test_a_run_refused_before_writing_leaves_no_folder_it_made(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """A LoRA target the model lacks is found once the model loads, after output_dir was made:
+    the empty folder stayed behind. A folder that existed before stays, as it was."""
+    from directpo.errors import DirectpoError
+
+    out = tmp_path / "new" / "run"
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, out, lora_r=4,
+                         lora_target_modules=["no_such_proj"])  # fmt: skip
+    with pytest.raises(DirectpoError, match="no_such_proj"):
+        train(config, echo=quiet)
+    assert not out.exists()
+    out.mkdir(parents=True)
+    with pytest.raises(DirectpoError, match="no_such_proj"):
+        train(config, echo=quiet)
+    assert out.is_dir() and list(out.iterdir()) == []

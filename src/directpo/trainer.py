@@ -116,6 +116,7 @@ def train(
     config, peft_config = _checked_arguments(config, peft_config, echo)
     world = setup_world(config.distributed)
     run, finished, lock = None, False, OutputLock()
+    made_output_dir = not Path(config.output_dir).exists()
     try:
         # in the process group: a file missing on one node is then said by its rank (before
         # it, that rank's error went unsaid: only rank 0 speaks of an error every rank meets)
@@ -154,6 +155,11 @@ def train(
         # threads holding the GIL that one of them needed (a hang at exit, seen under load)
         run = None
         lock.release()
+        if made_output_dir and not finished and world.is_main:
+            # a run refused before it wrote anything (a LoRA target the model lacks) leaves no
+            # empty folder that the next try would take for someone else's
+            with contextlib.suppress(OSError):
+                Path(config.output_dir).rmdir()  # only when empty
         teardown_world(world, settled=finished)
 
 
