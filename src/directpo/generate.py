@@ -318,6 +318,28 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
     return len(samples)
 
 
+def samples_logprobs(
+    samples: Sequence[Sample],
+    policy: torch.nn.Module,
+    reference: ReferenceProvider | None,
+    pad: int,
+    device: torch.device,
+    batch_size: int,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each sample's summed log π (the policy in eval mode: no dropout, as it sampled) and
+    log π_ref (None without a reference): the KL estimates of evaluations and online rounds."""
+    rows = [s.row for s in samples]
+    was_training = policy.training
+    policy.eval()
+    try:
+        logps = sequence_logprobs(policy_logprobs_fn(policy), rows, pad, device, batch_size)
+    finally:
+        policy.train(was_training)
+    if reference is None:
+        return logps, None
+    return logps, sequence_logprobs(reference.logprobs, rows, pad, device, batch_size)
+
+
 def evaluate_generations(
     policy: torch.nn.Module,
     reference: ReferenceProvider,
@@ -349,17 +371,11 @@ def evaluate_generations(
         processor=processor,
         chat_template_kwargs=config.chat_template_kwargs,
     )
-    rows = [s.row for s in samples]
-    pad = pad_token_id(tokenizer)
-    was_training = policy.training
-    policy.eval()
-    logps = sequence_logprobs(
-        policy_logprobs_fn(policy), rows, pad, device, config.per_device_eval_batch_size
-    )
-    policy.train(was_training)
-    ref_logps = sequence_logprobs(
-        reference.logprobs, rows, pad, device, config.per_device_eval_batch_size
-    )
+    logps, ref_logps = samples_logprobs(
+        samples, policy, reference, pad_token_id(tokenizer), device,
+        config.per_device_eval_batch_size,
+    )  # fmt: skip
+    assert ref_logps is not None
     kls = (logps - ref_logps).tolist()
     texts = [s.text for s in samples]
     sample_prompts = [prompt_of(prompts[s.prompt_index]) for s in samples]

@@ -45,9 +45,8 @@ from directpo.config import DPOConfig
 from directpo.data import ImagePrompt, prompt_of
 from directpo.distributed import World, all_gather_objects, unsharded_root
 from directpo.errors import DirectpoError, ModelLoadError, first_line
-from directpo.generate import Sample, sample_completions, stop_token_ids
+from directpo.generate import Sample, sample_completions, samples_logprobs, stop_token_ids
 from directpo.jsonl import write_jsonl
-from directpo.logprobs import policy_logprobs_fn, sequence_logprobs
 from directpo.messages import Text
 from directpo.models import learned_positions, pad_token_id
 from directpo.reference import ReferenceProvider
@@ -352,17 +351,12 @@ class RoundBuilder:
         batch), so that every FSDP rank runs as many forwards as the others: one per sample of
         a prompt, whatever the chunk's size."""
         assert self.policy is not None
-        rows, pad = [s.row for s in samples], pad_token_id(self.tokenizer)
-        device = self.world.device
         width = max(1, -(-len(samples) // self.config.online_samples_per_prompt))
-        was_training = self.policy.training
-        self.policy.eval()
-        logps = sequence_logprobs(policy_logprobs_fn(self.policy), rows, pad, device, width)
-        self.policy.train(was_training)
-        ref_logps: list[float | None] = [None] * len(samples)
-        if self.reference is not None:
-            ref = sequence_logprobs(self.reference.logprobs, rows, pad, device, width)
-            ref_logps = list(ref.tolist())
+        logps, ref = samples_logprobs(
+            samples, self.policy, self.reference, pad_token_id(self.tokenizer),
+            self.world.device, width,
+        )  # fmt: skip
+        ref_logps: list[float | None] = [None] * len(samples) if ref is None else ref.tolist()
         stops = set(stop_token_ids(self.policy, self.tokenizer))
         return [
             SampleStats(logp, ref_logp, bool(s.completion_ids) and s.completion_ids[-1] in stops)
