@@ -37,6 +37,32 @@ def initialize_adapters(model: torch.nn.Module, names: list[str] | None = None) 
             module.reset_lora_parameters(name, init)
 
 
+def align_dora_magnitudes(model: torch.nn.Module, compute: torch.dtype) -> None:
+    """Fresh DoRA magnitudes set to the column norms of the weights as the forward sees them:
+    ``compute``-dtype copies of the base. peft sets them from the float32 base, whose norms
+    round to other bf16 values than the bf16 base's: under mixed precision m / ||W|| was then
+    not exactly 1 and the policy started about 1e-4 off its reference (the same model with the
+    adapters off). Fresh adapters only: B is zero, so W + BA is W (a trained magnitude stays)."""
+    from peft.tuners.lora import LoraLayer
+    from peft.tuners.lora.dora import DoraLinearLayer
+    from peft.utils.integrations import dequantize_module_weight
+
+    for module in model.modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        for name, magnitude in getattr(module, "lora_magnitude_vector", {}).items():
+            if type(magnitude) is not DoraLinearLayer:
+                continue  # embeddings and convolutions: a norm over other weights and dimensions
+            lora_a, lora_b = module.lora_A[name], module.lora_B[name]
+            if lora_b.weight.is_meta or bool(lora_b.weight.detach().any()):
+                continue
+            with torch.no_grad():
+                weight = dequantize_module_weight(module.get_base_layer()).to(compute)
+                lora_weight = magnitude.get_lora_weight(lora_a, lora_b).to(compute)
+                norm = magnitude.get_weight_norm(weight, lora_weight, module.scaling[name])
+                magnitude.weight.data = norm.to(magnitude.weight.dtype)
+
+
 def adapter_base(path: str) -> str | None:
     """The base model of a PEFT adapter folder (``adapter_config.json`` without ``config.json``),
     else None."""

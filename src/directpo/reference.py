@@ -18,6 +18,7 @@ from directpo.adapters import (
     LORA_OPTIONS,
     RESETTABLE_LORA_INITS,
     adapter_base,
+    align_dora_magnitudes,
     apply_peft,
     initialize_adapters,
     lora_config_from,
@@ -216,6 +217,8 @@ def load_policy_and_reference(
         policy = apply_peft(policy, peft_config, (config.model_init_kwargs or {}).get("revision"))
         with _seeded(config.seed):
             initialize_adapters(policy)
+        if precision.mixed:
+            align_dora_magnitudes(policy, precision.compute)
     if (peft_config is not None or continuing) and sharded and precision.mixed:
         cast_frozen(policy, precision.compute)
     if not config.needs_reference:
