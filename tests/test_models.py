@@ -4,9 +4,10 @@ training trajectory of the plain run."""
 from __future__ import annotations
 
 import pytest
+import torch
 from tiny import tiny_config
 
-from directpo.errors import ConfigError
+from directpo.errors import ConfigError, TrainingStopped
 from directpo.models import LoadOptions, decoder_layers, load_causal_lm
 from directpo.trainer import train
 
@@ -47,6 +48,60 @@ def test_torch_compile_keeps_the_trajectory(tiny_model_dirs, pairs_file, tmp_pat
         tiny_config(model, pairs_file, tmp_path / "compiled", max_steps=2, torch_compile=True)
     )
     assert_same_trajectory(compiled, plain, 1e-4)
+
+
+def failing_backend(graph_module, example_inputs):
+    raise RuntimeError("No working C++ compiler found (injected)")
+
+
+@pytest.fixture
+def compile_fails(monkeypatch):
+    """Every ``Module.compile`` uses a backend that fails, as one without a C++ compiler or
+    Triton does."""
+    real = torch.nn.Module.compile
+    monkeypatch.setattr(
+        torch.nn.Module, "compile", lambda self, **kw: real(self, backend=failing_backend)
+    )
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def test_a_model_that_fails_to_compile_trains_uncompiled_after_one_line(
+    compile_fails, tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """It was read by the start-up checks as the model's own failure (prefix sharing and the
+    chunked head off, with a misleading reason), then a traceback at the first step."""
+    model = tiny_model_dirs["llama"]
+    said: list[str] = []
+    config = tiny_config(model, pairs_file, tmp_path / "c", max_steps=2, torch_compile=True)
+    compiled = [row for row in train(config, echo=said.append).metrics if "loss" in row]
+    notices = [line for line in said if "compil" in line or " off" in line]
+    assert len(notices) == 1 and notices[0].startswith(
+        "torch_compile: off, compiling LlamaForCausalLM's decoder layers failed ("
+    )
+    assert "No working C++ compiler found (injected)" in notices[0]
+    plain = train_rows(tiny_config(model, pairs_file, tmp_path / "plain", max_steps=2))
+    assert_same_trajectory(compiled, plain, 1e-5)
+
+
+def test_a_compile_failure_inside_a_step_is_one_line(
+    compile_fails, tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """A path the start-up check did not try (another shape, the backward) fails in a step."""
+    import directpo.run as run_module
+
+    monkeypatch.setattr(run_module, "check_compilation", lambda *a, **k: True)
+    config = tiny_config(
+        tiny_model_dirs["gpt2"], pairs_file, tmp_path / "c", torch_compile=True,
+        prefix_sharing=False, padding_free=False, logprob_chunk_tokens=0,
+    )  # fmt: skip
+    with pytest.raises(
+        TrainingStopped,
+        match=r"^step 1: torch.compile failed \(RuntimeError: No working C\+\+ compiler found "
+        r"\(injected\)\); set torch_compile: false$",
+    ):
+        train(config, echo=lambda _: None)
 
 
 def test_meta_build_finds_a_hub_model_in_the_local_cache(tiny_model_dirs, tmp_path, monkeypatch):

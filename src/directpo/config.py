@@ -150,7 +150,8 @@ class DPOConfig(Options):
         False,
         "Compile each decoder layer with torch.compile (regional compilation) and round rows "
         "up to multiples of 128 tokens so shapes repeat: faster steps on GPU once the first "
-        "steps have compiled.",
+        "steps have compiled. Where compiling fails at start (no C++ compiler or Triton, an "
+        "architecture it cannot trace), the run goes on uncompiled and says so.",
     )
     use_liger_kernel: bool = option(
         False,

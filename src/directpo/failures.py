@@ -18,6 +18,7 @@ import torch.distributed as dist
 from directpo.checkpoint import list_checkpoints
 from directpo.distributed import World
 from directpo.errors import CheckpointError, DirectpoError, TrainingStopped, first_line
+from directpo.models import compile_failure
 
 if TYPE_CHECKING:
     from directpo.run import Run
@@ -39,13 +40,21 @@ def explain_failures(run: Run) -> Iterator[types.SimpleNamespace]:
     the namespace this yields (the progress bar's count stays at the start where the bar is
     off: other ranks, disable_tqdm): a CUDA out-of-memory error, with the knobs that lower
     memory, and a refused write of the run's record (metrics.jsonl, samples, online rounds on
-    a full disk; checkpoints and the final folder say their own). Under torchrun such an
+    a full disk; checkpoints and the final folder say their own), torch.compile failing on a
+    shape or path the start-up check did not try. Under torchrun such an
     error is one rank's own (its memory; rank 0 alone writes the record): that rank says it."""
     position = types.SimpleNamespace(step=run.start_step + 1)
     try:
         yield position
     except torch.cuda.OutOfMemoryError:
         error: DirectpoError = TrainingStopped(OOM_HELP.format(step=position.step))
+    except RuntimeError as exc:  # a layer compiled for shapes or a path the start did not try
+        reason = compile_failure(exc)
+        if reason is None:
+            raise
+        error = TrainingStopped(
+            f"step {position.step}: torch.compile failed ({reason}); set torch_compile: false"
+        )
     except OSError as exc:
         if exc.errno not in REFUSED_WRITES:
             raise

@@ -26,6 +26,7 @@ from directpo.logprobs import (
     score_from_whole_logits,
     unwrap_peft,
 )
+from directpo.models import compile_failure, uncompile_layers
 from directpo.tokenization import TokenizedPair
 
 
@@ -51,6 +52,41 @@ def check_layout(
         return (runner(batch) if runner is not None else model_logprobs(model, batch))[0]
 
     return _disagreement(model, lambda: score(PLAIN), lambda: score(layout), "the plain layout")
+
+
+def check_compilation(
+    models: Sequence[torch.nn.Module],
+    echo: Callable[[str], None] = print,
+    runners: Sequence[torch.nn.Module | None] = (),
+) -> bool:
+    """``torch_compile``: whether the models' compiled decoder layers run, tried on a few
+    synthetic pairs before anything else runs them. Compiling fails for reasons of the machine
+    (no C++ compiler for the CPU backend, no Triton for the GPU one) or of an architecture; the
+    run then goes on uncompiled, slower, and one line says why, instead of the start-up checks
+    reading the failure as the model's and the first step ending in a traceback."""
+    runners = list(runners) or [None] * len(models)
+    for model, runner in zip(models, runners, strict=True):
+        batch = collate_pairs(_probe_pairs(model), 0).to(next(model.parameters()).device)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                runner(batch) if runner is not None else model_logprobs(model, batch)
+        except Exception as exc:
+            reason = compile_failure(exc)
+            if reason is None:
+                raise
+            for each in models:
+                uncompile_layers(each)
+            name = type(unwrap_peft(model)).__name__
+            echo(
+                f"torch_compile: off, compiling {name}'s decoder layers failed "
+                f"({reason}); training uncompiled"
+            )
+            return False
+        finally:
+            model.train(was_training)
+    return True
 
 
 def check_head(model: torch.nn.Module, runner: torch.nn.Module | None = None) -> str | None:

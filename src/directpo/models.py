@@ -345,6 +345,23 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in model.modules() if type(m).__name__ in names]
 
 
+def compile_failure(exc: BaseException) -> str | None:
+    """Why torch.compile failed, if ``exc`` is its failure (dynamo's or its backend's: no C++
+    compiler, no Triton, a kernel it cannot generate), else None (the model's own error)."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    if not isinstance(exc, TorchDynamoException):
+        return None
+    cause = getattr(exc, "inner_exception", None) or exc  # a backend's: its own error
+    return f"{type(cause).__name__}: {first_line(cause)}"[:200]
+
+
+def uncompile_layers(model: torch.nn.Module) -> None:
+    """Undo ``torch_compile``'s regional compilation: the decoder layers run eagerly."""
+    for block in decoder_layers(model):
+        block._compiled_call_impl = None
+
+
 def _enable_activation_checkpointing(model: torch.nn.Module, every: int = 1) -> None:
     kwargs = {"use_reentrant": False}  # non-reentrant: works with frozen inputs and no_grad refs
     if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x

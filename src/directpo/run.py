@@ -24,7 +24,7 @@ from directpo.distributed import World, materialize, release_host_memory, wrap
 from directpo.errors import ConfigError
 from directpo.guard import UpdateProbe, check_trainable
 from directpo.logprobs import SequenceScorer
-from directpo.model_checks import check_heads, choose_layout
+from directpo.model_checks import check_compilation, check_heads, choose_layout
 from directpo.models import (
     check_generation_room,
     check_positions,
@@ -170,6 +170,8 @@ def prepare_run(
         reference_weights = weights_fingerprint(reference_model, world if sharded else None)
     image_pairs = [pair for pair in train.pairs if pair.vision is not None][:2]
     runners = [scorer, *(reference.scorer for _ in separate_reference)] if sharded else []
+    if config.torch_compile:  # before the checks below run the compiled layers
+        check_compilation([policy, *separate_reference], echo, runners)
     if config.logprob_chunk_tokens:  # the chunked LM head computes what the model does
         check_heads([policy, *separate_reference], echo, runners, bool(config.router_aux_loss_coef))
     layout = choose_layout(
