@@ -7,7 +7,8 @@
 #      models, long-prompt (3:1) and short-prompt ~1.3-1.6k-token sequences, mixed precision on
 #      both sides; TRL at its defaults and tuned; ablations on the first model (flex_attention,
 #      use_liger_kernel on both sides, ...);
-#   3. bench/fsdp_memory.py --device cuda: peak host memory of a meta-loaded FSDP2 0.5B run.
+#   3. bench/fsdp_memory.py --device cuda: peak host memory of a meta-loaded FSDP2 0.5B run;
+#   4. bench/gpu_smoke.py compile: torch_compile on four architectures and LoRA vs eager (COMPILE_CHECK=0 skips).
 #   bash bench/gpu.sh [vs_trl.py options]     # e.g. --models qwen2.5-0.5b-random --budget 200
 # Results go to $OUT (the device tool's folder) or /tmp/directpo-gpu: smoke.txt, bench.jsonl,
 # bench.txt. Missing packages (trl, datasets, liger-kernel, ...) travel as wheels in .whl/, filled
@@ -36,6 +37,10 @@ date -u | tee -a "$OUT/versions.txt"
 if [[ "${SMOKE:-1}" == 1 ]]; then  # SMOKE=0 skips the correctness checks (a rerun)
   timeout 120 python3 bench/gpu_smoke.py 2>&1 | grep -vE "it/s\]|Loading weights|Writing model" \
     | tee "$OUT/smoke.txt"
+fi
+if [[ "${COMPILE_CHECK:-1}" == 1 ]]; then  # torch_compile across architectures (evidence for a default)
+  timeout 150 python3 bench/gpu_smoke.py compile 2>&1 | grep -vE "it/s\]|Loading weights|Writing model" \
+    | tee "$OUT/compile.txt"
 fi
 if [[ "${FSDP_MEMORY:-1}" == 1 ]]; then  # host memory of a meta-loaded FSDP2 run on the GPU
   timeout 240 python3 bench/fsdp_memory.py --device cuda --worlds 1 --out "$OUT/fsdp_memory.jsonl" \

@@ -15,6 +15,8 @@
    (``python bench/gpu_smoke.py features`` runs only these).
 6. Device syncs inside one micro-batch (varlen and flex), and use_liger_kernel's kernels against
    transformers' modules (last: Liger patches module-wide functions).
+7. ``python bench/gpu_smoke.py compile`` (bench/gpu.sh runs it after the rest): torch_compile on
+   Llama, GPT-2, Qwen2 and Gemma2 tiny models and with LoRA, bf16, against the eager run.
 Prints one line per check and a final verdict.
 """
 
@@ -329,6 +331,60 @@ def features_check(root: Path, data: Path) -> None:
     )
 
 
+def compile_check(root: Path, data: Path) -> None:
+    """``torch_compile: true`` across architectures and modes on CUDA in bf16, against the same
+    run uncompiled: the first loss is ln 2 either way, the losses agree, and no model falls back
+    to uncompiled (the evidence a compile-by-default decision needs; it is opt-in today)."""
+    from transformers import (
+        AutoTokenizer,
+        Gemma2Config,
+        Gemma2ForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    tokenizer = build_tokenizer("llama")
+    shapes = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
+    models = {"llama": save_tiny_model("llama", root / "c-llama"),
+              "gpt2": save_tiny_model("gpt2", root / "c-gpt2")}  # fmt: skip
+    for name, (config_class, model_class, extra) in {
+        "qwen2": (Qwen2Config, Qwen2ForCausalLM, {}),
+        "gemma2": (Gemma2Config, Gemma2ForCausalLM, {"head_dim": 16}),
+    }.items():
+        folder = models[name] = root / f"c-{name}"
+        model_class(config_class(**shapes, **extra)).config.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        loaded = AutoTokenizer.from_pretrained(folder)  # its class follows the model type
+        ids = dict(
+            vocab_size=len(loaded), bos_token_id=loaded.bos_token_id,
+            eos_token_id=loaded.eos_token_id, pad_token_id=loaded.pad_token_id,
+        )  # fmt: skip
+        torch.manual_seed(0)
+        model_class(config_class(**ids, **shapes, **extra)).save_pretrained(folder)
+    runs = [(name, {}) for name in models] + [("llama", {"lora_r": 8, "learning_rate": 2e-2})]
+    for name, extra in runs:
+        losses, times, notices = {}, {}, []
+        for compiled in (False, True):
+            torch._dynamo.reset()
+            start = time.perf_counter()
+            config = tiny_config(
+                models[name], data, root / f"c-out-{name}-{len(extra)}-{compiled}", max_steps=6,
+                per_device_train_batch_size=3, dtype="bfloat16", torch_compile=compiled, **extra,
+            )  # fmt: skip
+            lines: list[str] = []
+            losses[compiled] = [r["loss"] for r in _rows(train(config, echo=lines.append))]
+            times[compiled] = time.perf_counter() - start
+            notices += [line for line in lines if " off" in line]
+        gap = max(abs(a - b) for a, b in zip(losses[False], losses[True], strict=True))
+        verdict(
+            f"torch_compile {name}{' LoRA' if extra else ''} bf16",
+            abs(losses[True][0] - math.log(2)) < 1e-6 and gap < 2e-2 and not notices,
+            f"max loss gap {gap:.2e}, {times[False]:.1f} s eager, {times[True]:.1f} s compiled "
+            f"(6 steps) {notices}",
+        )
+
+
 def _rows(result: Any) -> list[dict]:
     return [r for r in result.metrics if "loss" in r]
 
@@ -338,8 +394,8 @@ def main() -> None:
     print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__, flush=True)
     root = Path(tempfile.mkdtemp())
     data = write_jsonl(root / "pairs.jsonl", SENTIMENT_PAIRS)
-    if sys.argv[1:] == ["features"]:  # only this wave's options (a short device call)
-        features_check(root, data)
+    if sys.argv[1:] in (["features"], ["compile"]):  # one group alone (a short device call)
+        (features_check if sys.argv[1] == "features" else compile_check)(root, data)
         print("GPU smoke:", "all OK" if not failures else f"{failures} FAILED", flush=True)
         return
     for check in (kernel_check, model_check):

@@ -123,6 +123,28 @@ def test_a_refused_value_is_not_blamed_on_other_options(overrides: dict, keys: l
     assert sorted(problem.split()[0] for problem in problems) == keys, problems
 
 
+def test_objects_where_options_take_values_are_named_by_class_in_one_line(
+    tiny_model_dirs,
+) -> None:
+    """A TRL habit, DPOTrainer(model=model): the model's whole repr (hundreds of lines) was the
+    error. Objects are named by their class; a model or tokenizer says how to pass it."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"])
+    with pytest.raises(ConfigError) as info:
+        DPOConfig(model_name_or_path=model)
+    assert str(info.value) == (
+        "model_name_or_path takes a folder or hub id, got a "
+        "transformers.models.llama.modeling_llama.LlamaForCausalLM object: save it first "
+        "(obj.save_pretrained('folder'), and its tokenizer there too) and pass 'folder'"
+    )
+    with pytest.raises(ConfigError, match=r"^beta must be a finite number, got a builtins.object "):
+        DPOConfig(model_name_or_path="m", beta=object())
+    with pytest.raises(ConfigError) as info:
+        DPOConfig(model_name_or_path="m", max_steps="x" * 500)
+    assert len(str(info.value)) < 150 and "\n" not in str(info.value)
+
+
 def test_unknown_keys_are_rejected_with_a_suggestion(tmp_path: Path) -> None:
     with pytest.raises(
         ConfigError, match=r"unknown option 'learnig_rate'; did you mean 'learning_rate'"

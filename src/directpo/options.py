@@ -205,6 +205,15 @@ _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
 
 
+def _shown(value: Any) -> str:
+    """``value`` in an error's one line: short values as written, an object by its class (a
+    model's repr runs to hundreds of lines)."""
+    if isinstance(value, str | int | float | bool | list | tuple | dict | type(None)):
+        text = " ".join(repr(value).split())
+        return text if len(text) <= 80 else text[:77] + "..."
+    return f"a {type(value).__module__}.{type(value).__qualname__} object"
+
+
 def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Convert `value` (from YAML, a flag string or Python) to the field's type, or fail."""
     if isinstance(value, enum.Enum):  # a TRL script's IntervalStrategy.STEPS, SchedulerType...:
@@ -230,7 +239,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             with contextlib.suppress(yaml.YAMLError):
                 value = yaml.safe_load(value)  # a flag: JSON or YAML flow mapping
         if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+            raise ConfigError(f"{key} must be a mapping, got {_shown(value)}")
         return dict(value)
     if typing.get_origin(hint) is list:
         if isinstance(value, str) and value.strip().startswith("["):
@@ -239,7 +248,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
+            raise ConfigError(f"{key} must be a list, got {_shown(value)}")
         (item,) = typing.get_args(hint)
         return [_coerce(key, v, item) for v in value]
     if hint is bool:
@@ -247,10 +256,10 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             return value
         if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
             return value.strip().lower() in _TRUE
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
+        raise ConfigError(f"{key} must be true or false, got {_shown(value)}")
     if hint is int:
         if isinstance(value, bool):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
+            raise ConfigError(f"{key} must be an integer, got {_shown(value)}")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -260,10 +269,10 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
                 return int(value.strip())
             except ValueError:
                 pass
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
+        raise ConfigError(f"{key} must be an integer, got {_shown(value)}")
     if hint is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
+            raise ConfigError(f"{key} must be a number, got {_shown(value)}")
         number = None
         if isinstance(value, int | float):
             number = float(value)
@@ -272,7 +281,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             with contextlib.suppress(ValueError):
                 number = float(value.strip())
         if number is None or not math.isfinite(number):
-            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+            raise ConfigError(f"{key} must be a finite number, got {_shown(value)}")
         return number
     if hint is str:
         if isinstance(value, str):
@@ -281,5 +290,10 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             return os.fspath(value)
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"{key} must be a string, got {value!r}")
+        if hasattr(value, "save_pretrained"):  # a model or tokenizer object, as TRL takes
+            raise ConfigError(
+                f"{key} takes a folder or hub id, got {_shown(value)}: save it first "
+                "(obj.save_pretrained('folder'), and its tokenizer there too) and pass 'folder'"
+            )
+        raise ConfigError(f"{key} must be a string, got {_shown(value)}")
     raise TypeError(f"unsupported option type for {key}: {hint}")  # programming error
