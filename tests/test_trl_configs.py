@@ -323,8 +323,7 @@ def test_every_trl_key_old_and_new_is_known(tmp_path) -> None:
         ("train_sampling_strategy", "group_by_length", "directpo shuffles the pairs"),
         ("tools", [{"type": "function"}], "chat_template_kwargs: {tools: [...]}"),
         ("model_adapter_name", "train", "directpo trains one LoRA adapter"),
-        ("datasets", [{"path": "d"}], "train_file: [a.jsonl, b.parquet]"),
-        ("dataset_mixture", {"datasets": [{"id": "d"}]}, "train_file: [a.jsonl, b.parquet]"),
+        ("dataset_mixer", {"d": 1.0}, "write it as dataset_mixture: {datasets: [{id: ..."),
         ("save_safetensors", False, "directpo saves safetensors"),
     ):
         with pytest.raises(ConfigError, match=re.escape(f"{key}: {value!r} is not supported: ")):

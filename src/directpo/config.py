@@ -305,6 +305,13 @@ class DPOConfig(Options):
     dataset_test_split: str = option(
         "test", "The split evaluated on (when the dataset has it and no eval_file is given)."
     )
+    dataset_mixture: dict | None = option(
+        None,
+        "Training pairs mixed from several sources, as the alignment-handbook's recipes give "
+        "them: {datasets: [{id, config, split, columns, weight}, ...], seed, "
+        "test_split_size} (ids: files, dataset folders, hub ids in the local cache); "
+        "test_split_size holds out the eval pairs. See README (Data).",
+    )
     eval_file: str | list[str] | None = option(
         None,
         "Held-out preferences in the same formats (or a list of files); evaluated every "
