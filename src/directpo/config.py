@@ -23,7 +23,7 @@ from directpo.losses import LOSSES, needs_reference
 from directpo.options import Options, load_options, option, option_help
 from directpo.precision import PrecisionPolicy
 from directpo.preflight import has_files
-from directpo.trl_compat import apply_trl_meanings, translate
+from directpo.trl_compat import apply_trl_meanings, one_beta, translate
 
 LOSS_TYPES = tuple(LOSSES)
 
@@ -637,6 +637,7 @@ class DPOConfig(Options):
                 setattr(self, key, "no")
         if self.eval_steps is None:  # transformers' null: the default (logging_steps)
             self.eval_steps = 0
+        self.beta = one_beta(self.beta)  # OnlineDPOConfig's beta: [0.1]
         super().__post_init__()
 
     def _check_values(self) -> None:

@@ -307,6 +307,27 @@ def apply_trl_meanings(config: Any) -> None:
         )
 
 
+def one_beta(value: Any) -> Any:
+    """``beta`` given as TRL's OnlineDPOConfig types it, ``list[float]`` (one value per epoch,
+    the last one after the list ends): a one-value list is that value, as TRL reads it too.
+    A longer list is refused: a schedule would also decide which beta the saved run's implicit
+    reward uses, and TRL 1.16 itself fails on one (it indexes the list with the trainer's
+    fractional epoch once the first step is done)."""
+    if isinstance(value, str) and value.strip().startswith("["):  # a flag: --beta [0.1]
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    if not isinstance(value, list | tuple):
+        return value
+    if len(value) == 1:
+        return value[0]
+    raise ConfigError(
+        f"beta: a list of per-epoch values ({list(value)}) is not supported; give one value "
+        "(a one-value list, [0.1], is that value)"
+    )
+
+
 def _revision_into_init_kwargs(config: Any) -> None:
     """ModelConfig's model_revision is the revision in model_init_kwargs (TRL's script puts it
     there), for the policy, its tokenizer and a reference loaded with those kwargs."""
