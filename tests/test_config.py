@@ -156,7 +156,7 @@ def test_unknown_keys_are_rejected_with_a_suggestion(tmp_path: Path) -> None:
 
 def test_wrong_yaml_types_and_broken_yaml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="beta must be a finite number"):
-        load_config(write(tmp_path, "beta: [1, 2]\n"))
+        load_config(write(tmp_path, "beta: {x: 1}\n"))
     with pytest.raises(ConfigError, match="max_steps must be an integer"):
         load_config(write(tmp_path, "max_steps: true\n"))
     with pytest.raises(ConfigError, match=r"cfg.yaml: line \d+"):

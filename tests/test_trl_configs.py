@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 import torch
+import yaml
 from tiny import tiny_config
 
 from directpo.cli import main
@@ -323,8 +324,7 @@ def test_every_trl_key_old_and_new_is_known(tmp_path) -> None:
         ("train_sampling_strategy", "group_by_length", "directpo shuffles the pairs"),
         ("tools", [{"type": "function"}], "chat_template_kwargs: {tools: [...]}"),
         ("model_adapter_name", "train", "directpo trains one LoRA adapter"),
-        ("datasets", [{"path": "d"}], "train_file: [a.jsonl, b.parquet]"),
-        ("dataset_mixture", {"datasets": [{"id": "d"}]}, "train_file: [a.jsonl, b.parquet]"),
+        ("dataset_mixer", {"d": 1.0}, "write it as dataset_mixture: {datasets: [{id: ..."),
         ("save_safetensors", False, "directpo saves safetensors"),
     ):
         with pytest.raises(ConfigError, match=re.escape(f"{key}: {value!r} is not supported: ")):
@@ -537,3 +537,25 @@ def test_no_effect_keys_written_as_flags_mean_what_they_say() -> None:
     for key, value in (("push_to_hub", "true"), ("tf32", "True"), ("eval_on_start", "1")):
         with pytest.raises(ConfigError, match=f"--{key}: '{value}' is not supported"):
             load_config(None, {key: value})
+
+
+def test_beta_as_online_dpo_configs_one_value_list_is_that_value(tmp_path) -> None:
+    """TRL's OnlineDPOConfig types beta as list[float] (one per epoch) and reads [0.1] as 0.1;
+    it was refused ('beta must be a finite number'). A longer list is refused in one line."""
+    recipe = tmp_path / "online.yaml"
+    recipe.write_text("model_name_or_path: m\nbeta: [0.2]\n")
+    config = load_config(str(recipe))
+    assert config == DPOConfig(model_name_or_path="m", beta=0.2) and config.beta == 0.2
+    assert load_config(str(recipe), {"beta": "[0.3]"}).beta == 0.3  # a flag: --beta [0.3]
+    assert DPOConfig(beta=(0.4,)).beta == 0.4 and DPOConfig(beta=[1]).loss_options()["beta"] == 1
+    config.save_record(tmp_path / "config.yaml")
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["beta"] == 0.2
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "beta: a list of per-epoch values ([0.1, 0.05]) is not supported; give one value"
+        ),
+    ):
+        DPOConfig(beta=[0.1, 0.05])
+    with pytest.raises(ConfigError, match="beta must be > 0"):
+        DPOConfig(beta=[0.0])

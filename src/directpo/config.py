@@ -23,7 +23,7 @@ from directpo.losses import LOSSES, needs_reference
 from directpo.options import Options, load_options, option, option_help
 from directpo.precision import PrecisionPolicy
 from directpo.preflight import has_files
-from directpo.trl_compat import apply_trl_meanings, translate
+from directpo.trl_compat import apply_trl_meanings, one_beta, translate
 
 LOSS_TYPES = tuple(LOSSES)
 
@@ -305,6 +305,13 @@ class DPOConfig(Options):
     dataset_train_split: str = option("train", "The dataset split to train on.")
     dataset_test_split: str = option(
         "test", "The split evaluated on (when the dataset has it and no eval_file is given)."
+    )
+    dataset_mixture: dict | None = option(
+        None,
+        "Training pairs mixed from several sources, as the alignment-handbook's recipes give "
+        "them: {datasets: [{id, config, split, columns, weight}, ...], seed, "
+        "test_split_size} (ids: files, dataset folders, hub ids in the local cache); "
+        "test_split_size holds out the eval pairs. See README (Data).",
     )
     eval_file: str | list[str] | None = option(
         None,
@@ -631,6 +638,7 @@ class DPOConfig(Options):
                 setattr(self, key, "no")
         if self.eval_steps is None:  # transformers' null: the default (logging_steps)
             self.eval_steps = 0
+        self.beta = one_beta(self.beta)  # OnlineDPOConfig's beta: [0.1]
         super().__post_init__()
 
     def _check_values(self) -> None:

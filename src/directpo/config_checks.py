@@ -34,6 +34,7 @@ from directpo.config import (
 )
 from directpo.errors import ConfigError
 from directpo.losses import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSSES
+from directpo.mixture import check_mixture
 
 
 def check_values(config: DPOConfig) -> None:
@@ -97,6 +98,11 @@ def check_values(config: DPOConfig) -> None:
             f"prompt_column, chosen_column and rejected_column must name different columns "
             f"(got {', '.join(columns)})"
         )
+    if config.dataset_mixture is not None:
+        try:
+            check_mixture(config)
+        except ConfigError as error:
+            config._refuse("dataset_mixture", str(error))
     if config.report_to == ["all"]:  # transformers' meaning: every tracker installed
         config.report_to = [
             name

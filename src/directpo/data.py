@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -203,6 +204,22 @@ def load_preferences(
     rows, column_names = open_rows(source, label)
     # image paths are relative to the data file's folder
     base_dir = os.path.dirname(os.path.abspath(source)) if isinstance(source, str) else None
+    data = preferences_of_rows(rows, column_names, label, columns, skip_invalid_rows, base_dir)
+    if data is None:
+        raise no_rows(label, source)
+    return data
+
+
+def preferences_of_rows(
+    rows: Iterable[tuple[str, Any]],
+    column_names: list[str] | None,
+    label: str,
+    columns: Columns,
+    skip_invalid_rows: bool,
+    base_dir: str | None,
+) -> PreferenceData | None:
+    """The validated pairs of ``open_rows``' rows (``label``: the source, as messages name it;
+    each example's ``where`` is "label: where"); None when there are no rows at all."""
     examples: list[PreferenceExample] = []
     skipped: Counter[str] = Counter()
     layout: str | None = None
@@ -224,7 +241,7 @@ def load_preferences(
                 raise DataError(f"{label}: {where}: {err.message}") from None
             skipped[err.reason] += 1
     if not seen_any:
-        raise no_rows(label, source)
+        return None
     if not examples:
         reasons = ", ".join(f"{n} {r}" for r, n in skipped.most_common())
         raise DataError(f"{label}: no valid rows ({reasons})")
@@ -237,25 +254,11 @@ def load_named_dataset(config: Any, key: str, *, required: str | None) -> Any:
     dataset_test_split) through ``datasets.load_dataset`` (a local folder, or a hub id where
     the hub is reachable); None when the split does not exist and ``required`` (what needs
     it, said in the error) is None."""
-    import datasets
-
     split = getattr(config, key)
     name = config.dataset_name
-    saved = is_saved_dataset(name)  # load_dataset refuses these ("use load_from_disk")
-    if saved and config.dataset_config is not None:
-        raise DataError(
-            f"dataset_name '{name}' is a datasets.save_to_disk folder, which has no "
-            f"configurations; remove dataset_config ({config.dataset_config})"
-        )
-    try:
-        if saved:
-            loaded = datasets.load_from_disk(name)
-            if isinstance(loaded, datasets.Dataset):  # one split, saved without a name
-                loaded = {config.dataset_train_split: loaded}
-        else:
-            loaded = datasets.load_dataset(name, config.dataset_config)
-    except Exception as exc:  # datasets raises many types: offline, missing, malformed
-        raise DataError(f"dataset_name '{name}': cannot load ({first_line(exc)})") from None
+    loaded = dataset_splits(
+        name, config.dataset_config, f"dataset_name '{name}'", config.dataset_train_split
+    )
     if split not in loaded:
         if required is None:
             return None
@@ -264,6 +267,41 @@ def load_named_dataset(config: Any, key: str, *, required: str | None) -> Any:
             f"{required}; set {key}"
         )
     return loaded[split]
+
+
+def dataset_splits(
+    name: str,
+    dataset_config: str | None,
+    label: str,
+    lone_split: str,
+    config_key: str = "dataset_config",
+    **options: Any,
+) -> Any:
+    """The splits (a mapping) of a dataset folder, a ``save_to_disk`` folder (one saved
+    Dataset is the split ``lone_split``) or a hub id (offline: from the local cache), through
+    ``datasets``; ``options`` go to ``load_dataset`` (data_dir, data_files). ``label`` names
+    the source in the one-line error, ``config_key`` the option holding ``dataset_config``."""
+    import datasets
+
+    saved = is_saved_dataset(name)  # load_dataset refuses these ("use load_from_disk")
+    given = {config_key: dataset_config, **options}
+    extra = next((key for key, value in given.items() if value is not None), None)
+    if saved and extra is not None:
+        raise DataError(
+            f"{label} is a datasets.save_to_disk folder, which has no configurations; "
+            f"remove {extra} ({given[extra]})"
+        )
+    try:
+        if saved:
+            loaded = datasets.load_from_disk(name)
+            if isinstance(loaded, datasets.Dataset):  # one split, saved without a name
+                loaded = {lone_split: loaded}
+        else:
+            options = {key: value for key, value in options.items() if value is not None}
+            loaded = datasets.load_dataset(name, dataset_config, **options)
+    except Exception as exc:  # datasets raises many types: offline, missing, malformed
+        raise DataError(f"{label}: cannot load ({first_line(exc)})") from None
+    return loaded
 
 
 def read_rows(source: str | Any, name: str | None = None) -> list[tuple[str, dict[str, Any]]]:

@@ -45,7 +45,8 @@ def check_environment(
     held_out = config.eval_file or eval_dataset_given or config.eval_generate
     # dataset_name's test split may be there: it counts as something to evaluate, but under
     # eval_strategy: no it is simply not loaded (TRL's configs often say so), not refused.
-    evaluates = held_out or config.dataset_name
+    mixture = config.dataset_mixture
+    evaluates = held_out or config.dataset_name or (mixture or {}).get("test_split_size")
     if config.eval_strategy == "no" and held_out:
         raise ConfigError(
             "eval_strategy is no but there is held-out data (eval_file / eval_generate): "
@@ -89,14 +90,19 @@ def check_environment(
     if config.dataset_name and config.train_file:
         raise ConfigError("dataset_name and train_file are both set: choose one")
     name = config.dataset_name or ""
-    if _looks_local(name) and not os.path.exists(os.path.expanduser(name)):
+    if looks_local(name) and not os.path.exists(os.path.expanduser(name)):
         raise ConfigError(f"dataset_name: no such dataset folder: {name}")  # not a hub id
     if os.path.isfile(os.path.expanduser(name)):  # load_dataset finds no data in a file
         raise ConfigError(
             f"dataset_name: {name} is a file; give it as train_file (dataset_name reads a "
             "dataset folder or a hub id)"
         )
-    has_data = config.train_file or config.dataset_name or (config.online and config.prompt_file)
+    has_data = (
+        config.train_file
+        or config.dataset_name
+        or config.dataset_mixture
+        or (config.online and config.prompt_file)
+    )
     if need_train_file and not has_data:
         raise ConfigError("train_file is required" + (" (or prompt_file)" if config.online else ""))
     check_model_location("reward_model_name_or_path", config.reward_model_name_or_path)
@@ -117,7 +123,8 @@ def check_environment(
                 f"{inside}); 'latest' takes the newest in output_dir"
             )
     if config.eval_generate:
-        if not (config.eval_prompts_file or config.eval_file or eval_dataset_given):
+        split = (mixture or {}).get("test_split_size")
+        if not (config.eval_prompts_file or config.eval_file or eval_dataset_given or split):
             raise ConfigError(
                 "eval_generate needs held-out prompts: set eval_prompts_file or eval_file"
             )
@@ -168,7 +175,7 @@ def check_model_location(key: str, value: str | None, subfolder: str | None = No
             f"{key}: {value} is {what} (no config.json or adapter_config.json; it holds "
             f"{shown}){_gguf_hint(holds)}"
         )
-    if _looks_local(value):
+    if looks_local(value):
         raise ConfigError(f"{key}: no such model folder: {value}")
 
 
@@ -184,6 +191,6 @@ def _gguf_hint(names: list[str]) -> str:
     )
 
 
-def _looks_local(value: str) -> bool:
+def looks_local(value: str) -> bool:
     """A path, not a hub id (``org/name``)."""
     return value.startswith((".", "/", "~")) or value.count("/") > 1 or "\\" in value

@@ -15,6 +15,7 @@ from directpo.config import DPOConfig
 from directpo.data import Columns, PreferenceData, load_named_dataset, load_preferences, read_rows
 from directpo.errors import ConfigError, DataError
 from directpo.generate import check_prompts
+from directpo.mixture import load_mixture
 from directpo.models import (
     load_processor,
     load_tokenizer,
@@ -64,6 +65,8 @@ def load_run_data(
     )
     train_dataset = python_source(train_dataset, "train_dataset")
     eval_dataset = python_source(eval_dataset, "eval_dataset")
+    if config.dataset_mixture is not None and train_dataset is not None:
+        raise ConfigError("dataset_mixture and train_dataset are both given: choose one")
     source = train_dataset if train_dataset is not None else config.train_file
     names: dict[str, str | None] = {"train": None, "eval": None}  # how messages name them
     if source is None and config.dataset_name:
@@ -76,10 +79,12 @@ def load_run_data(
             names["eval"] = f"{config.dataset_name}[{config.dataset_test_split}]"
     skip = config.skip_invalid_rows
     train_data: Any = None
+    eval_data = None
     if source is not None and not (config.online and not _has_pairs(source, columns, skip)):
         train_data = load_preferences(source, columns, skip_invalid_rows=skip, name=names["train"])
         echo(f"train: {train_data.summary()}")
-    eval_data = None
+    elif config.dataset_mixture is not None:
+        train_data, eval_data = _mixture(config, columns, eval_dataset, echo)
     if eval_dataset is not None or config.eval_file:
         eval_data = load_preferences(
             eval_dataset if eval_dataset is not None else config.eval_file,
@@ -129,13 +134,39 @@ def load_run_data(
         check_reward_fn(data.reward_fn, data.eval_prompts, data.eval_rows, tokenizer)
     if config.online:
         data.online_prompts, data.online_rows = _online_prompts(config, source, train_data, echo)
-        where = str(config.prompt_file or source)
+        where = str(config.prompt_file or source or train_data.source)
         label = f"prompt_file {config.prompt_file}" if config.prompt_file else f"train {where}"
         check_prompts(tokenizer, data.online_prompts, label, None, kwargs)
         data.train_data = train_data or OnlineData(len(data.online_prompts), where)
         data.labeller = load_labeller(config, device)
         check_labeller(data.labeller, data.online_prompts, data.online_rows, tokenizer)
     return data
+
+
+def _mixture(
+    config: DPOConfig,
+    columns: Columns,
+    eval_dataset: Any,
+    echo: Callable[[str], None],
+) -> tuple[PreferenceData, PreferenceData | None]:
+    """dataset_mixture's training pairs, and its held-out ones (test_split_size) unless
+    eval_strategy is no (they are then held out of training, unevaluated, as in TRL)."""
+    mixed = load_mixture(
+        config.dataset_mixture or {}, columns, skip_invalid_rows=config.skip_invalid_rows,
+        echo=echo,
+    )  # fmt: skip
+    echo(f"train: {mixed.train.summary()}")
+    if mixed.test is None:
+        return mixed.train, None
+    if eval_dataset is not None:
+        raise ConfigError(
+            "dataset_mixture's test_split_size and eval_dataset both give held-out pairs: keep one"
+        )
+    if config.eval_strategy == "no":
+        echo(f"eval: {len(mixed.test)} held-out pairs not evaluated (eval_strategy: no)")
+        return mixed.train, None
+    echo(f"eval: {mixed.test.summary()}")
+    return mixed.train, mixed.test
 
 
 def _replace_chat_template(template: str, tokenizer: Any, processor: Any) -> None:

@@ -84,7 +84,7 @@ ACCELERATOR_DEFAULTS = {
     "non_blocking": False,
     "gradient_accumulation_kwargs": None,
 }
-MIXTURE = "list the files, train_file: [a.jsonl, b.parquet] (used whole)"
+MIXTURE = "write it as dataset_mixture: {datasets: [{id: ..., split: ..., weight: ...}]}"
 UPLOAD = "directpo does not upload; after training run: huggingface-cli upload REPO OUTPUT_DIR"
 SHUFFLED = "directpo shuffles the pairs (seed sets the order); padding_free packs each micro-batch"
 ONE_ADAPTER = "directpo trains one LoRA adapter; with LoRA the reference is the model without it"
@@ -199,7 +199,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "activation_offloading": (_nothing, "use gradient_checkpointing"),
     "dataset_streaming": (_nothing, "directpo reads the whole file"),
     "dataset_mixer": (_nothing, MIXTURE),
-    "dataset_mixture": (_nothing, MIXTURE),  # the alignment-handbook's newer spelling
     "dataset_splits": (_nothing, "use dataset_train_split and dataset_test_split"),
     "ignore_bias_buffers": (_any, ""),
     "use_flash_attention_2": (_nothing, "set attn_implementation: flash_attention_2"),
@@ -240,9 +239,9 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "gradient_checkpointing_use_reentrant": (_any, ""),  # the same gradients either way
     # TRL's DatasetMixtureConfig (trl dpo --config): the data is train_file / dataset_name
-    "datasets": (_nothing, MIXTURE),
+    "datasets": (_nothing, MIXTURE),  # when not read as dataset_mixture (_trl_mixture)
     "streaming": (_nothing, "directpo reads the whole file"),
-    "test_split_size": (_nothing, "give the held-out pairs as eval_file or dataset_test_split"),
+    "test_split_size": (_nothing, "it belongs in dataset_mixture, with the datasets it splits"),
 }
 
 
@@ -308,6 +307,27 @@ def apply_trl_meanings(config: Any) -> None:
         )
 
 
+def one_beta(value: Any) -> Any:
+    """``beta`` given as TRL's OnlineDPOConfig types it, ``list[float]`` (one value per epoch,
+    the last one after the list ends): a one-value list is that value, as TRL reads it too.
+    A longer list is refused: a schedule would also decide which beta the saved run's implicit
+    reward uses, and TRL 1.16 itself fails on one (it indexes the list with the trainer's
+    fractional epoch once the first step is done)."""
+    if isinstance(value, str) and value.strip().startswith("["):  # a flag: --beta [0.1]
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    if not isinstance(value, list | tuple):
+        return value
+    if len(value) == 1:
+        return value[0]
+    raise ConfigError(
+        f"beta: a list of per-epoch values ({list(value)}) is not supported; give one value "
+        "(a one-value list, [0.1], is that value)"
+    )
+
+
 def _revision_into_init_kwargs(config: Any) -> None:
     """ModelConfig's model_revision is the revision in model_init_kwargs (TRL's script puts it
     there), for the policy, its tokenizer and a reference loaded with those kwargs."""
@@ -353,9 +373,23 @@ def _typed(value: Any) -> Any:
         return value
 
 
+def _trl_mixture(values: dict[str, Any]) -> dict[str, Any]:
+    """TRL's DatasetMixtureConfig (``trl dpo --config``: ``datasets`` and ``test_split_size`` at
+    the top level) read as ``dataset_mixture``: the same sources, each used whole (TRL
+    concatenates them; its test split is unseeded, here dataset_mixture's seed 0 draws it)."""
+    entries = values.get("datasets")
+    if not isinstance(entries, list) or not entries or "dataset_mixture" in values:
+        return values
+    size = values.get("test_split_size")
+    mixture = {"datasets": entries, **({} if size is None else {"test_split_size": size})}
+    rest = {k: v for k, v in values.items() if k not in ("datasets", "test_split_size")}
+    return {**rest, "dataset_mixture": mixture}
+
+
 def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str, Any]:
     """``values`` with TRL's spellings renamed and no-effect keys dropped; every key that cannot
     be used is reported at once (``ConfigErrors``). ``known`` are the options' own names."""
+    values = _trl_mixture(values)
     result: dict[str, Any] = {}
     problems: list[str] = []
     flag = "--" if where == "command line" else ""  # name them as they were written

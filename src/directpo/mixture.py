@@ -1,0 +1,308 @@
+"""``dataset_mixture``: training (and held-out) pairs drawn from several sources, as the
+alignment-handbook's recipes write them and its ``get_dataset`` builds them::
+
+    dataset_mixture:
+      datasets:
+        - id: HuggingFaceH4/ultrafeedback_binarized  # a hub id (offline: the local cache), a
+          config: default                            # dataset folder, or a data file
+          split: train_prefs
+          columns: [chosen, rejected]
+          weight: 0.5
+      seed: 0
+      test_split_size: 2000   # a fraction in (0, 1), or a number of rows
+
+The rows are the handbook's, row for row (``datasets``' own permutations: numpy's PCG64 seeded
+with ``seed``): each source is restricted to ``columns``, shuffled and cut to its first
+``int(rows * weight)`` rows (``weight`` defaults to 1.0: all rows, shuffled); the sources are
+concatenated in order and shuffled; ``test_split_size`` then holds out rows as
+``Dataset.train_test_split(test_size, seed=seed)`` does. Entries may use TRL's
+``DatasetConfig`` names too (``path`` for ``id``, ``name`` for ``config``, ``data_dir``,
+``data_files``). Each source is read by readers.py / ``datasets`` as ``train_file`` or
+``dataset_name`` would read it, and its rows are validated in its own layout, so an error names
+the source and its row. Everything is a function of the files and ``seed``: every process of a
+run, and a resumed run, has the same pairs in the same order.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from directpo.data import Columns, PreferenceData, dataset_splits, preferences_of_rows
+from directpo.errors import ConfigError, DataError
+from directpo.preflight import looks_local
+from directpo.readers import RowError, open_rows
+
+ENTRY_KEYS = ("id", "config", "split", "columns", "weight", "data_dir", "data_files")
+TRL_NAMES = {"path": "id", "name": "config"}  # TRL's DatasetConfig spellings
+MIXTURE_KEYS = ("datasets", "seed", "test_split_size")
+FILE_SUFFIXES = tuple(
+    f"{ext}{packed}"
+    for ext in (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".arrow")
+    for packed in ("", ".gz", ".bz2", ".xz")
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One entry of ``dataset_mixture.datasets``."""
+
+    id: str
+    config: str | None = None
+    split: str = "train"
+    columns: tuple[str, ...] | None = None
+    weight: float = 1.0  # the handbook's default: every row, shuffled
+    data_dir: str | None = None
+    data_files: Any = None
+
+    @property
+    def label(self) -> str:
+        """How messages name it: a file by its path, a dataset by id[split]."""
+        is_file = os.path.isfile(os.path.expanduser(self.id)) or self.id.endswith(FILE_SUFFIXES)
+        return self.id if is_file else f"{self.id}[{self.split}]"
+
+
+@dataclass(frozen=True)
+class Mixture:
+    sources: tuple[Source, ...]
+    seed: int = 0
+    test_split_size: float | int | None = None
+
+
+def parse_mixture(value: Any) -> Mixture:
+    """``dataset_mixture``'s mapping, checked (a ConfigError naming the key otherwise)."""
+    where = "dataset_mixture"
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping with a 'datasets' list, got {value!r}")
+    _known(value, MIXTURE_KEYS, where)
+    entries = value.get("datasets")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(
+            f"{where}: datasets must be a non-empty list of sources ({{id: ..., split: ..., "
+            f"weight: ...}}), got {entries!r}"
+        )
+    sources = tuple(_source(entry, f"{where}: datasets[{i}]") for i, entry in enumerate(entries))
+    seed = value.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"{where}: seed must be an integer, got {seed!r}")
+    size = value.get("test_split_size")
+    if size is not None:
+        fraction = isinstance(size, float) and 0 < size < 1
+        count = isinstance(size, int) and not isinstance(size, bool) and size >= 1
+        if not (fraction or count):
+            raise ConfigError(
+                f"{where}: test_split_size must be a fraction in (0, 1) or a number of rows "
+                f">= 1, got {size!r}"
+            )
+    return Mixture(sources, seed, size)
+
+
+def _known(entry: dict[str, Any], names: tuple[str, ...], where: str) -> None:
+    for key in entry:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"{where}: unknown key '{key}'{hint}")
+
+
+def _source(entry: Any, where: str) -> Source:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where} must be a mapping ({{id: ..., split: ...}}), got {entry!r}")
+    values = dict(entry)
+    for trl, ours in TRL_NAMES.items():
+        if trl in values:
+            if ours in values:
+                raise ConfigError(f"{where}: {trl} and {ours} name the same thing; keep one")
+            values[ours] = values.pop(trl)
+    if "fraction" in values:  # TRL's: shares of the mixture, each source's first rows
+        raise ConfigError(
+            f"{where}: fraction (TRL's share of the mixture) is not supported; use weight, "
+            "the fraction of this source's rows kept (shuffled by seed)"
+        )
+    _known(values, ENTRY_KEYS, where)
+    source = values.get("id")
+    if not isinstance(source, str) or not source:
+        raise ConfigError(f"{where}: id (a hub id, a dataset folder or a file) is required")
+    for key in ("config", "split", "data_dir"):
+        if values.get(key) is not None and not isinstance(values[key], str):
+            raise ConfigError(f"{where}: {key} must be a string, got {values[key]!r}")
+    columns = values.get("columns")
+    if columns is not None and (
+        not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns)
+    ):
+        raise ConfigError(f"{where}: columns must be a list of column names, got {columns!r}")
+    weight = values.get("weight")
+    weight = 1.0 if weight is None else weight
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 1:
+        raise ConfigError(
+            f"{where}: weight must be a fraction in (0, 1] of the source's rows, got {weight!r}"
+        )
+    files = values.get("data_files")
+    if files is not None and not _files_value(files):
+        raise ConfigError(
+            f"{where}: data_files must be a path, a list of paths or a mapping of split: "
+            f"path(s), got {files!r}"
+        )
+    return Source(
+        source, values.get("config"), values.get("split") or "train",
+        tuple(columns) if columns else None, float(weight), values.get("data_dir"), files,
+    )  # fmt: skip
+
+
+def _files_value(files: Any) -> bool:
+    """data_files as load_dataset takes them: a path, paths, or split: path(s)."""
+    if isinstance(files, dict):
+        return all(map(_paths, files.values()))
+    return _paths(files)
+
+
+def _paths(value: Any) -> bool:
+    return isinstance(value, str) or (
+        isinstance(value, list) and all(isinstance(item, str) for item in value)
+    )
+
+
+def check_mixture(config: Any) -> None:
+    """The mixture's own checks, and the options it cannot be combined with."""
+    mixture = parse_mixture(config.dataset_mixture)
+    for key in ("train_file", "dataset_name"):
+        if getattr(config, key):
+            raise ConfigError(f"dataset_mixture and {key} are both set: choose one")
+    if mixture.test_split_size is not None and config.eval_file:
+        raise ConfigError(
+            "dataset_mixture's test_split_size and eval_file both give held-out pairs: keep one"
+        )
+
+
+@dataclass
+class MixedData:
+    """The mixture's training pairs, and its held-out pairs when test_split_size is set."""
+
+    train: PreferenceData
+    test: PreferenceData | None
+
+
+def load_mixture(
+    value: dict[str, Any],
+    columns: Columns,
+    *,
+    skip_invalid_rows: bool = False,
+    echo: Callable[[str], None] = lambda _: None,
+) -> MixedData:
+    """Read every source, keep its share, mix and split (see the module docstring)."""
+    mixture = parse_mixture(value)
+    kept: list[tuple[int, str]] = []  # (entry, where) of each row, in the concatenation's order
+    examples: list[dict[str, Any]] = []  # per entry: where -> example (a skipped row: absent)
+    layouts: list[str] = []
+    for index, source in enumerate(mixture.sources):
+        rows, names, base_dir = _source_rows(source)
+        total = len(rows)
+        rows = [rows[i] for i in _shuffled(total, mixture.seed)[: int(total * source.weight)]]
+        kept += [(index, where) for where, _ in rows]
+        data = None  # a weight may keep no row of a small source
+        if rows:
+            data = preferences_of_rows(
+                rows, names, source.label, columns, skip_invalid_rows, base_dir
+            )
+        examples.append({e.where: e for e in data.examples} if data else {})
+        if data:
+            layouts.append(data.layout)
+        summary = data.summary() if data else f"{source.label}: no pairs"
+        echo(f"dataset_mixture: {summary} ({len(rows)} of {total} rows, weight {source.weight:g})")
+    if not kept:
+        raise DataError("dataset_mixture: no rows (the weights keep none)")
+    mixed = [kept[i] for i in _shuffled(len(kept), mixture.seed)]
+    train, test = mixed, []
+    if mixture.test_split_size is not None:
+        train, test = _train_test_split(mixed, mixture.test_split_size, mixture.seed)
+    layout = "+".join(dict.fromkeys(layouts))
+    labels = ", ".join(source.label for source in mixture.sources)
+
+    def pairs(rows: list[tuple[int, str]], split: str) -> PreferenceData:
+        found = [examples[i].get(f"{mixture.sources[i].label}: {where}") for i, where in rows]
+        chosen = [example for example in found if example is not None]
+        if not chosen:
+            raise DataError(f"dataset_mixture: no valid rows in its {split} split")
+        skipped = Counter({"reasons per source above": len(found) - len(chosen)})
+        name = f"dataset_mixture[{split}] of {labels}"
+        return PreferenceData(chosen, layout, name, +skipped)
+
+    return MixedData(pairs(train, "train"), pairs(test, "test") if test else None)
+
+
+def _shuffled(count: int, seed: int) -> list[int]:
+    """``Dataset.shuffle(seed=seed)``'s order of ``count`` rows."""
+    return np.random.default_rng(seed).permutation(count).tolist()
+
+
+def _train_test_split(rows: list[Any], size: float | int, seed: int) -> tuple[list, list]:
+    """``Dataset.train_test_split(test_size=size, seed=seed)``'s (train, test) rows."""
+    total = len(rows)
+    test = math.ceil(size * total) if isinstance(size, float) else size
+    if test >= total:
+        raise DataError(
+            f"dataset_mixture: test_split_size {size} leaves no training pairs (the mixture "
+            f"has {total} rows)"
+        )
+    order = np.random.default_rng(seed).permutation(total).tolist()
+    return [rows[i] for i in order[test:]], [rows[i] for i in order[:test]]
+
+
+def _source_rows(source: Source) -> tuple[list[tuple[str, Any]], list[str] | None, str | None]:
+    """A source's rows as (where, row or RowError), restricted to its columns; its column names
+    when the format declares them; the folder its image paths are relative to."""
+    label = f"dataset_mixture: {source.label}"
+    path = os.path.expanduser(source.id)
+    base_dir = None
+    if os.path.isfile(path):
+        extra = [k for k in ("config", "data_dir", "data_files") if getattr(source, k)]
+        if extra or source.split != "train":
+            given = extra[0] if extra else f"split {source.split!r}"
+            raise DataError(
+                f"{label}: a file holds one split (train) and no configurations; remove "
+                f"{given}, or list each file as its own source"
+            )
+        rows, names = open_rows(path, source.label)
+        base_dir = os.path.dirname(os.path.abspath(path))
+    elif (looks_local(source.id) or source.id.endswith(FILE_SUFFIXES)) and not (
+        os.path.exists(path)
+    ):  # a path (not a hub id, which would be looked up on the hub, in vain, for a while)
+        raise DataError(f"{label}: no such file or folder")
+    else:
+        splits = dataset_splits(
+            path, source.config, label, "train", "config",
+            data_dir=source.data_dir, data_files=source.data_files,
+        )  # fmt: skip
+        if source.split not in splits:
+            raise DataError(
+                f"{label}: no split '{source.split}' (it has {', '.join(splits)}); set split"
+            )
+        rows, names = open_rows(splits[source.split], source.label)
+    rows = list(rows)
+    if not rows:
+        raise DataError(f"{label}: no rows")
+    if source.columns is None:
+        return rows, names, base_dir
+    if names is not None:
+        missing = [c for c in source.columns if c not in names]
+        if missing:
+            raise DataError(
+                f"{label}: column '{missing[0]}' not found (columns: {', '.join(names)}); "
+                "fix the source's columns"
+            )
+        names = list(source.columns)
+    return [(where, _select(row, source.columns)) for where, row in rows], names, base_dir
+
+
+def _select(row: Any, columns: tuple[str, ...]) -> Any:
+    """``select_columns``: the row's listed columns (a row without one fails validation)."""
+    if isinstance(row, RowError) or not isinstance(row, dict):
+        return row
+    return {key: row[key] for key in columns if key in row}

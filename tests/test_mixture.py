@@ -1,0 +1,245 @@
+"""dataset_mixture: the alignment-handbook's (and TRL's) way to give several sources."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import datasets
+import pytest
+import torch
+import yaml
+from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
+
+from directpo.config import DPOConfig, load_config
+from directpo.data import Columns
+from directpo.errors import ConfigError, DataError
+from directpo.mixture import load_mixture
+from directpo.preflight import check_environment
+
+A_ROWS = [
+    {"prompt": f"Question {i}?", "chosen": f" good {i}", "rejected": f" bad {i}", "score": i}
+    for i in range(10)
+]
+B_ROWS = [
+    {"prompt": f"Other {i}?", "chosen": f" yes {i}", "rejected": f" no {i}", "id": f"b{i}"}
+    for i in range(8)
+]
+
+# an alignment-handbook recipe (recipes/smollm2/dpo/config.yaml) as written, but for its hub
+# sources (local files here) and push_to_hub
+HANDBOOK_RECIPE = """\
+model_name_or_path: {model}
+torch_dtype: null
+dataset_mixture:
+  datasets:
+    - id: {a}
+      columns:
+        - prompt
+        - chosen
+        - rejected
+      weight: 1.0
+    - id: {b}
+      split: train
+      columns: [prompt, chosen, rejected]
+      weight: 0.5
+  test_split_size: 0.25
+  seed: 3
+dataset_num_proc: 12
+beta: 0.5
+do_eval: true
+hub_private_repo: true
+eval_strategy: steps
+eval_steps: 2
+gradient_accumulation_steps: 1
+gradient_checkpointing_kwargs:
+  use_reentrant: False
+hub_model_id: smollm2-1.7B-dpo
+learning_rate: 1.0e-3
+log_level: info
+logging_steps: 1
+lr_scheduler_type: cosine
+max_length: 64
+optim: adamw_torch
+output_dir: {out}
+per_device_train_batch_size: 2
+per_device_eval_batch_size: 4
+push_to_hub: false
+report_to: [none]
+save_strategy: "no"
+seed: 42
+warmup_ratio: 0.1
+"""
+
+
+def _sources(tmp_path):
+    a = write_jsonl(tmp_path / "a.jsonl", A_ROWS)
+    b = tmp_path / "b.parquet"
+    datasets.Dataset.from_list(B_ROWS).to_parquet(str(b))
+    return a, b
+
+
+def _handbook(seed: int, test_size: float | int) -> tuple[list, list]:
+    """The handbook's get_dataset, with datasets' own operations, on the same rows."""
+    parts = []
+    for rows, weight in ((A_ROWS, 1.0), (B_ROWS, 0.5)):
+        ds = datasets.Dataset.from_list(rows).select_columns(["prompt", "chosen", "rejected"])
+        parts.append(ds.shuffle(seed=seed).select(range(int(len(ds) * weight))))
+    mixed = datasets.concatenate_datasets(parts).shuffle(seed=seed)
+    split = mixed.train_test_split(test_size=test_size, seed=seed)
+    return [
+        [(r["prompt"], r["chosen"], r["rejected"]) for r in split[name]]
+        for name in ("train", "test")
+    ]
+
+
+def _triples(data) -> list[tuple]:
+    return [(e.prompt, e.chosen, e.rejected) for e in data.examples]
+
+
+def test_a_handbook_recipe_loads_and_mixes_the_handbooks_rows(tiny_model_dirs, tmp_path) -> None:
+    """dataset_mixture was refused ('list the files'); an alignment-handbook recipe now loads,
+    and its pairs are the handbook's, row for row and in order: weight 0.5 keeps 4 of b's 8
+    rows (shuffled by seed), columns drop the others, test_split_size 0.25 holds out
+    ceil(0.25 * 14) = 4 of the 14 (a count too), each as datasets' own operations do."""
+    a, b = _sources(tmp_path)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(HANDBOOK_RECIPE.format(model=tiny_model_dirs["gpt2"], a=a, b=b,
+                                             out=tmp_path / "out"))  # fmt: skip
+    config = load_config(str(recipe))
+    assert config.dataset_mixture["seed"] == 3 and config.train_file is None
+    lines: list[str] = []
+    mixed = load_mixture(config.dataset_mixture, Columns(), echo=lines.append)
+    train_rows, test_rows = _handbook(3, 0.25)
+    assert (len(mixed.train), len(mixed.test)) == (10, 4)
+    assert _triples(mixed.train) == train_rows and _triples(mixed.test) == test_rows
+    assert all(example.columns == {"chosen": e[1], "rejected": e[2]}
+               for example, e in zip(mixed.train.examples, train_rows, strict=True))  # fmt: skip
+    assert f"dataset_mixture: {b}: 4 pairs, layout explicit (4 of 8 rows, weight 0.5)" in (lines)
+    assert mixed.train.examples[0].where.startswith((f"{a}: line ", f"{b}: row "))
+    # a count of rows; another seed draws other rows, the same counts
+    value = {**config.dataset_mixture, "test_split_size": 3}
+    mixed = load_mixture(value, Columns())
+    assert (_triples(mixed.train), _triples(mixed.test)) == tuple(_handbook(3, 3))
+    other = load_mixture({**value, "seed": 4}, Columns())
+    assert len(other.test) == 3 and _triples(other.train) != _triples(mixed.train)
+    # TRL's DatasetMixtureConfig at the top level (trl dpo --config), with its spellings
+    trl = DPOConfig(datasets=[{"path": str(a), "columns": ["prompt", "chosen", "rejected"]},
+                              {"path": str(b), "split": "train"}], test_split_size=0.2)  # fmt: skip
+    assert trl.dataset_mixture == {
+        "datasets": [{"path": str(a), "columns": ["prompt", "chosen", "rejected"]},
+                     {"path": str(b), "split": "train"}], "test_split_size": 0.2,
+    }  # fmt: skip
+    mixed = load_mixture(trl.dataset_mixture, Columns())
+    assert (len(mixed.train), len(mixed.test)) == (14, 4)  # each used whole: 18 rows
+    assert sorted(_triples(mixed.train) + _triples(mixed.test)) == sorted(
+        (r["prompt"], r["chosen"], r["rejected"]) for r in A_ROWS + B_ROWS
+    )
+
+
+def test_a_mixture_trains_evaluates_records_and_resumes_exactly(tiny_model_dirs, tmp_path) -> None:
+    """Its test split is evaluated; config.yaml and the model card record the mixture (a rerun
+    of config.yaml reads the same pairs); an interrupted run resumes on the same pairs, to the
+    same weights."""
+    from directpo.trainer import train
+
+    a, b = _sources(tmp_path)
+    mixture = {"datasets": [{"id": str(a), "weight": 1.0}, {"id": str(b), "weight": 0.5}],
+               "seed": 1, "test_split_size": 2}  # fmt: skip
+    settings = dict(dataset_mixture=mixture, max_steps=4, save_steps=2, eval_steps=4,
+                    per_device_train_batch_size=4)  # fmt: skip
+    lines: list[str] = []
+    full = train(
+        tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "full", **settings),
+        echo=lines.append,
+    )
+    assert any(line.startswith("train: dataset_mixture[train] of ") and ": 12 pairs" in line
+               for line in lines)  # fmt: skip
+    assert any(line.startswith("eval: dataset_mixture[test]") and ": 2 pairs" in line
+               for line in lines)  # fmt: skip
+    assert any("eval/loss" in row for row in full.metrics)
+    recorded = yaml.safe_load((tmp_path / "full" / "config.yaml").read_text())
+    assert recorded["dataset_mixture"] == mixture
+    card = (tmp_path / "full" / "README.md").read_text()
+    assert "dataset_mixture[train] of" in card and "test_split_size: 2" in card
+
+    resumed_dir = tmp_path / "resumed"
+    resumed_dir.mkdir()
+    shutil.copytree(tmp_path / "full" / "checkpoint-2", resumed_dir / "checkpoint-2")
+    resumed = train(
+        tiny_config(tiny_model_dirs["gpt2"], None, resumed_dir, resume_from_checkpoint="latest",
+                    **settings),
+        echo=lambda _: None,
+    )  # fmt: skip
+    for key, tensor in full.policy.state_dict().items():
+        assert torch.equal(tensor, resumed.policy.state_dict()[key]), key
+    other = {**mixture, "seed": 2}  # other pairs: refused, not trained on silently
+    with pytest.raises(ConfigError, match="was trained on other pairs"):
+        train(
+            tiny_config(tiny_model_dirs["gpt2"], None, resumed_dir,
+                        resume_from_checkpoint="checkpoint-2", **{**settings,
+                                                                  "dataset_mixture": other}),
+            echo=lambda _: None,
+        )  # fmt: skip
+
+
+def test_a_mixtures_bad_sources_rows_and_combinations_are_one_line(
+    tiny_model_dirs, tmp_path
+) -> None:
+    a, b = _sources(tmp_path)
+    bad = write_jsonl(
+        tmp_path / "bad.jsonl",
+        [*SENTIMENT_PAIRS[:2], {"prompt": "x", "chosen": 1, "rejected": "y"}],
+    )
+    columns = Columns()
+
+    def mixture(*entries: dict, **more) -> dict:
+        return {"datasets": list(entries), **more}
+
+    with pytest.raises(DataError, match=re.escape(f"{bad}: line 3: ")):
+        load_mixture(mixture({"id": str(a)}, {"id": str(bad)}), columns)
+    skipped = load_mixture(mixture({"id": str(a)}, {"id": str(bad)}), columns,
+                           skip_invalid_rows=True)  # fmt: skip
+    assert len(skipped.train) == 12 and "skipped 1 invalid rows" in skipped.train.summary()
+    for entry, message in (
+        ({"id": str(tmp_path / "none.jsonl")}, f"{tmp_path}/none.jsonl: no such file or folder"),
+        ({"id": "data/none.jsonl"}, "dataset_mixture: data/none.jsonl: no such file or folder"),
+        ({"id": str(b), "columns": ["prompt", "answer"]}, "column 'answer' not found"),
+        ({"id": str(a), "split": "test"}, "a file holds one split (train)"),
+    ):  # fmt: skip
+        with pytest.raises(DataError, match=re.escape(message)):
+            load_mixture(mixture(entry), columns)
+    with pytest.raises(DataError, match="test_split_size 18 leaves no training pairs"):
+        load_mixture(mixture({"id": str(a)}, {"id": str(b)}, test_split_size=18), columns)
+    saved = tmp_path / "saved"
+    splits = {"train": B_ROWS, "test": A_ROWS}
+    datasets.DatasetDict(
+        {name: datasets.Dataset.from_list(rows) for name, rows in splits.items()}
+    ).save_to_disk(str(saved))
+    assert len(load_mixture(mixture({"id": str(saved), "split": "test"}), columns).train) == 10
+    with pytest.raises(DataError, match=r"no split 'dev' \(it has train, test\)"):
+        load_mixture(mixture({"id": str(saved), "split": "dev"}), columns)
+    for options, message in (
+        (dict(dataset_mixture=mixture({"id": "d", "wieght": 1})),
+         "dataset_mixture: datasets[0]: unknown key 'wieght'; did you mean 'weight'?"),
+        (dict(dataset_mixture=mixture({"id": "d", "weight": 1.5})), "weight must be a fraction"),
+        (dict(dataset_mixture=mixture({"path": "d", "fraction": 0.5})),
+         "fraction (TRL's share of the mixture) is not supported; use weight"),
+        (dict(dataset_mixture={"datasets": []}), "datasets must be a non-empty list"),
+        (dict(dataset_mixture=mixture({"id": "d"}, test_split_size=1.0)),
+         "test_split_size must be a fraction in (0, 1) or a number of rows"),
+        (dict(dataset_mixture=mixture({"id": "d"}), train_file="a.jsonl"),
+         "dataset_mixture and train_file are both set"),
+        (dict(dataset_mixture=mixture({"id": "d"}), dataset_name="d"),
+         "dataset_mixture and dataset_name are both set"),
+        (dict(dataset_mixture=mixture({"id": "d"}, test_split_size=2), eval_file="e.jsonl"),
+         "test_split_size and eval_file both give held-out pairs"),
+        (dict(dataset_mixer={"d": 1.0}), "write it as dataset_mixture:"),
+    ):  # fmt: skip
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            DPOConfig(model_name_or_path="m", **options)
+    # its test split gives eval_generate its prompts (refused: "set eval_file")
+    check_environment(
+        DPOConfig(model_name_or_path=str(tiny_model_dirs["gpt2"]), eval_generate=1,
+                  dataset_mixture=mixture({"id": str(a)}, test_split_size=2))
+    )  # fmt: skip
