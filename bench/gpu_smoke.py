@@ -377,11 +377,14 @@ def compile_check(root: Path, data: Path) -> None:
             times[compiled] = time.perf_counter() - start
             notices += [line for line in lines if " off" in line]
         gap = max(abs(a - b) for a, b in zip(losses[False], losses[True], strict=True))
+        # with LoRA the policy (adapters on) and the reference (off) are two compiled graphs,
+        # fused differently: their bf16 roundings differ, so the first loss is ln 2 to ~1e-4
+        start = abs(losses[True][0] - math.log(2))
         verdict(
             f"torch_compile {name}{' LoRA' if extra else ''} bf16",
-            abs(losses[True][0] - math.log(2)) < 1e-6 and gap < 2e-2 and not notices,
-            f"max loss gap {gap:.2e}, {times[False]:.1f} s eager, {times[True]:.1f} s compiled "
-            f"(6 steps) {notices}",
+            start < (1e-3 if extra else 1e-6) and gap < 2e-2 and not notices,
+            f"first loss - ln 2 {start:.1e}, max loss gap {gap:.2e}, {times[False]:.1f} s "
+            f"eager, {times[True]:.1f} s compiled (6 steps) {notices}",
         )
 
 
