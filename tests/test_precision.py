@@ -254,6 +254,11 @@ def test_precision_options_and_trl_spellings() -> None:
     assert [line.split(":")[0].split(" ")[0] for line in refused.value.problems] == [
         "fp16", "dtype", "learning_rate",
     ]  # fmt: skip
+    # bf16: true made dtype: float16 bfloat16 silently; ModelConfig's auto and float32 mean it
+    with pytest.raises(ConfigError, match=r"^dtype: float16 with bf16: true: float16 is not"):
+        DPOConfig(bf16=True, torch_dtype="float16")
+    assert DPOConfig(bf16=True, dtype="auto").dtype == "bfloat16"
+    assert DPOConfig(bf16=True, dtype="float32").precision.mixed
     with pytest.raises(ConfigError, match="master_weights is set but dtype is float32"):
         DPOConfig(master_weights="bfloat16")
     with pytest.raises(ConfigError, match="save_dtype must be one of"):

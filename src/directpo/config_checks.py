@@ -227,7 +227,14 @@ def check_precision(config: DPOConfig) -> None:
             "fp16: float16 mixed precision is not supported (its narrow range needs a loss "
             "scaler); use bf16: true (mixed precision in bfloat16) or dtype: float32",
         )
-    if config.bf16:
+    if config.bf16 and config.dtype == "float16":  # bf16 would have overridden it silently
+        config._refuse(
+            "dtype",
+            "dtype: float16 with bf16: true: float16 is not supported (its narrow range needs a "
+            "loss scaler); remove dtype (bf16: true means dtype: bfloat16, bf16 compute over "
+            "float32 master weights)",
+        )
+    elif config.bf16:
         config.dtype = "bfloat16"
     if config.dtype == "auto":  # transformers' "as saved": training needs a decision
         config._refuse(
@@ -235,7 +242,7 @@ def check_precision(config: DPOConfig) -> None:
             "dtype: auto is not supported: choose bfloat16 (bf16 compute over float32 "
             "master weights, for GPUs) or float32",
         )
-    else:
+    elif config._valid("dtype"):
         config._one_of("dtype", DTYPES)
     config._one_of("master_weights", DTYPES)
     config._one_of("save_dtype", SAVE_DTYPES)
