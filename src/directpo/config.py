@@ -463,7 +463,11 @@ class DPOConfig(Options):
         f"Optimizer, one of {', '.join(OPTIMIZERS)} (the DPO paper used rmsprop). adamw_kahan: "
         "AdamW with Kahan-compensated updates (torch-optimi), for master_weights: bfloat16.",
     )
-    weight_decay: float = option(0.0, "Decoupled weight decay (adamw) or L2 penalty (rmsprop).")
+    weight_decay: float = option(
+        0.0,
+        "Decoupled weight decay (adamw) or L2 penalty (rmsprop); biases and norm weights are "
+        "not decayed (as in transformers' Trainer).",
+    )
     adam_beta1: float = option(0.9, "AdamW beta1.")
     adam_beta2: float = option(0.999, "AdamW beta2.")
     adam_epsilon: float = option(1e-8, "AdamW / RMSprop epsilon.")

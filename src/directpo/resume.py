@@ -20,6 +20,7 @@ from directpo.checkpoint import (
 )
 from directpo.distributed import on_main
 from directpo.errors import CheckpointError
+from directpo.optimizers import fit_saved_groups, no_decay_ids
 from directpo.outputs import remove
 from directpo.sources import OnlineRounds
 from directpo.step import PairStats
@@ -44,12 +45,17 @@ def resume(run: Run) -> None:
     options = [
         {k: v for k, v in group.items() if k != "params"} for group in run.optimizer.param_groups
     ]
+    no_decay = no_decay_ids(run.policy, run.masters)
+
+    def fit(saved: dict[str, Any]) -> dict[str, Any]:  # saved with(out) weight decay's groups
+        return fit_saved_groups(saved, run.optimizer, run.trainable, no_decay)
+
     if run.masters is not None:
         with run.masters.in_model():
-            state = load_checkpoint(checkpoint, run.policy, run.optimizer, run.scheduler)
+            state = load_checkpoint(checkpoint, run.policy, run.optimizer, run.scheduler, None, fit)
     else:
         sharded = run.scorer if run.sharded else None
-        state = load_checkpoint(checkpoint, run.policy, run.optimizer, run.scheduler, sharded)
+        state = load_checkpoint(checkpoint, run.policy, run.optimizer, run.scheduler, sharded, fit)
     _keep_this_runs_schedule(run, options)
     if config.sync_ref_model:
         _restore_reference(run, Path(checkpoint))
