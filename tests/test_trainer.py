@@ -465,3 +465,16 @@ def test_weight_decay_spares_biases_and_norms_as_transformers_trainer(
     assert len(decayed) < len(weights[0.0])  # the model has biases or norms
     for name, tensor in weights[0.0].items():
         assert torch.equal(tensor, weights[0.5][name]) == (name not in decayed), name
+
+
+def test_logged_epoch_counts_micro_batches_as_transformers_trainer(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    # 6 pairs, batch 1 x accumulation 4: an epoch is 6 micro-batches in 2 steps (4, then 2);
+    # transformers' epoch = micro-batches done / micro-batches per epoch
+    config = config_for(
+        tiny_model_dirs["llama"], pairs_file, tmp_path / "out", max_steps=3,
+        per_device_train_batch_size=1, gradient_accumulation_steps=4,
+    )  # fmt: skip
+    epochs = [row["epoch"] for row in train_rows(train(config, echo=quiet).metrics)]
+    assert epochs == pytest.approx([4 / 6, 1.0, 1 + 4 / 6])

@@ -410,7 +410,7 @@ def log_step(run: Run, done: int, result: StepResult) -> str:
         "learning_rate": result.learning_rate,
         "pairs/s": window.pairs / seconds,
         "tokens/s": window.tokens / seconds,
-        "epoch": done / run.source.steps_per_epoch,
+        "epoch": run.source.epochs_done(done),
     }
     if result.update_ratio is not None:
         metrics["update_ratio"] = result.update_ratio
