@@ -426,3 +426,15 @@ def test_resume_with_weight_decay_turned_on(run_dir, tiny_model_dirs, pairs_file
     )  # fmt: skip
     assert train(config, echo=lines.append).global_step == 3
     assert any(line.startswith("resume: weight_decay changed") for line in lines)
+
+
+def test_resume_past_the_runs_last_step_is_refused(run_dir, tiny_model_dirs, pairs_file) -> None:
+    # the final folder would silently get step 3's weights from a run of 2 steps
+    config = config_for(
+        tiny_model_dirs["gpt2"], pairs_file, run_dir, resume_from_checkpoint="latest", max_steps=2
+    )
+    with pytest.raises(ConfigError, match="is at step 3, past this run's 2 steps"):
+        train(config, echo=lambda _: None)
+    assert sorted(p.name for p in run_dir.glob("*checkpoint-*")) == [
+        "checkpoint-1", "checkpoint-2", "checkpoint-3",
+    ]  # fmt: skip

@@ -19,7 +19,7 @@ from directpo.checkpoint import (
     retire_checkpoints_after,
 )
 from directpo.distributed import on_main
-from directpo.errors import CheckpointError
+from directpo.errors import CheckpointError, ConfigError
 from directpo.optimizers import fit_saved_groups, no_decay_ids
 from directpo.outputs import remove
 from directpo.sources import OnlineRounds
@@ -62,6 +62,12 @@ def resume(run: Run) -> None:
     for note in run.source.restore(state, str(checkpoint)):
         run.echo(note)
     run.start_step, run.window = state["global_step"], PairStats(**state["log_window"])
+    if run.start_step > run.total_steps:  # the final folder would get a later step's weights
+        raise ConfigError(
+            f"resume_from_checkpoint: {checkpoint} is at step {run.start_step}, past this run's "
+            f"{run.total_steps} steps (max_steps / num_train_epochs): raise them, or resume from "
+            "an earlier checkpoint"
+        )
     run.best = BestModel.from_config(config, state.get("best"))
     run.echo(f"resumed from {checkpoint} at step {run.start_step}")
     on_main(world, lambda: retire_checkpoints_after(run.output_dir, run.start_step, run.echo))

@@ -244,6 +244,7 @@ def _train(run: Run) -> TrainResult:
 
     with StopRequest() as stop, progress, explain_failures(run) as position:
         run.window_start = time.perf_counter()
+        done = run.start_step  # (a run resumed at its last step trains no step)
         for step in range(run.start_step, total):
             done = position.step = step + 1
             round_metrics = run.source.prepare(step)  # online: a new round's pairs
