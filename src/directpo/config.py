@@ -493,7 +493,9 @@ class DPOConfig(Options):
     gradient_accumulation_steps: int = option(
         1, "Micro-batches per optimizer step; the loss is the mean over all pairs of the step."
     )
-    max_grad_norm: float = option(1.0, "Clip the gradient's global L2 norm to this; 0 disables.")
+    max_grad_norm: float = option(
+        1.0, "Clip the gradient's global L2 norm to this; 0 (or null) disables."
+    )
     num_train_epochs: float = option(1.0, "Passes over the training data (may be fractional).")
     max_steps: int = option(-1, "Total optimizer steps; when > 0 it overrides num_train_epochs.")
     max_nonfinite_steps: int = option(
@@ -634,6 +636,8 @@ class DPOConfig(Options):
                 setattr(self, key, "no")
         if self.eval_steps is None:  # transformers' null: the default (logging_steps)
             self.eval_steps = 0
+        if self.max_grad_norm is None:  # transformers 4's null: no clipping
+            self.max_grad_norm = 0.0
         super().__post_init__()
 
     def _check_values(self) -> None:
