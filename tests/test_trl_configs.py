@@ -539,3 +539,6 @@ def test_no_effect_keys_written_as_flags_mean_what_they_say() -> None:
     for key, value in (("push_to_hub", "true"), ("tf32", "True"), ("eval_on_start", "1")):
         with pytest.raises(ConfigError, match=f"--{key}: '{value}' is not supported"):
             load_config(None, {key: value})
+    # a null written as a flag means what it means in a file (it was 'not a finite number')
+    nulls = load_config(None, {"eval_steps": "null", "max_grad_norm": "None"})
+    assert (nulls.eval_steps, nulls.max_grad_norm) == (0, 0.0)

@@ -634,10 +634,11 @@ class DPOConfig(Options):
         for key in ("eval_strategy", "save_strategy"):  # YAML reads a bare `no` as false
             if getattr(self, key) is False:
                 setattr(self, key, "no")
-        if self.eval_steps is None:  # transformers' null: the default (logging_steps)
-            self.eval_steps = 0
-        if self.max_grad_norm is None:  # transformers 4's null: no clipping
-            self.max_grad_norm = 0.0
+        # transformers' null (in a file, or a flag's text): eval_steps' default (logging_steps),
+        # and in transformers 4 a max_grad_norm of no clipping
+        for key, meaning in (("eval_steps", 0), ("max_grad_norm", 0.0)):
+            if str(getattr(self, key)).strip().lower() in ("none", "null", "~"):
+                setattr(self, key, meaning)
         super().__post_init__()
 
     def _check_values(self) -> None:
