@@ -392,3 +392,49 @@ def test_a_sharded_write_failing_on_some_ranks_names_them_and_the_cause() -> Non
     assert checkpoint_module.attempt_write(lambda: fails(mixed)) == (
         "ranks 0, 2: No space left on device; rank 1: torch.save failed"
     )
+
+
+@pytest.mark.parametrize("decays", [(0.0, 0.1), (0.1, 0.0)])
+def test_optimizer_state_follows_its_tensors_when_weight_decay_regroups(decays) -> None:
+    # weight decay puts biases and norms into a second param group: a checkpoint saved with
+    # the other grouping (weight_decay changed on resume, or written before the split) resumes
+    # with each tensor's own moments
+    from directpo.optimizers import build_optimizer, fit_saved_groups, no_decay_ids
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    params = list(model.parameters())
+    no_decay = no_decay_ids(model, None)
+    assert {id(p) for p in params} - no_decay == {id(model[0].weight), id(model[2].weight)}
+    saved_with, resumed_with = (DPOConfig(weight_decay=decay) for decay in decays)
+    before = build_optimizer(params, saved_with, no_decay=no_decay)
+    model(torch.randn(5, 3)).square().sum().backward()
+    before.step()
+    after = build_optimizer(params, resumed_with, no_decay=no_decay)
+    assert len(before.param_groups) != len(after.param_groups)
+    after.load_state_dict(fit_saved_groups(before.state_dict(), after, params, no_decay))
+    for param in params:
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(after.state[param][key], before.state[param][key]), key
+
+
+def test_resume_with_weight_decay_turned_on(run_dir, tiny_model_dirs, pairs_file) -> None:
+    lines: list[str] = []  # run_dir trained without weight decay: one param group
+    config = config_for(
+        tiny_model_dirs["gpt2"], pairs_file, run_dir, resume_from_checkpoint="checkpoint-2",
+        weight_decay=0.1,
+    )  # fmt: skip
+    assert train(config, echo=lines.append).global_step == 3
+    assert any(line.startswith("resume: weight_decay changed") for line in lines)
+
+
+def test_resume_past_the_runs_last_step_is_refused(run_dir, tiny_model_dirs, pairs_file) -> None:
+    # the final folder would silently get step 3's weights from a run of 2 steps
+    config = config_for(
+        tiny_model_dirs["gpt2"], pairs_file, run_dir, resume_from_checkpoint="latest", max_steps=2
+    )
+    with pytest.raises(ConfigError, match="is at step 3, past this run's 2 steps"):
+        train(config, echo=lambda _: None)
+    assert sorted(p.name for p in run_dir.glob("*checkpoint-*")) == [
+        "checkpoint-1", "checkpoint-2", "checkpoint-3",
+    ]  # fmt: skip

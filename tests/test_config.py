@@ -66,6 +66,8 @@ def test_flags_alone_work_and_lists_split_on_commas() -> None:
         ({"pack_max_tokens": "-1"}, "pack_max_tokens"),
         ({"padding_free": "false", "pack_max_tokens": "512"}, "pack_max_tokens"),
         ({"prefix_sharing": "sometimes"}, "prefix_sharing"),
+        ({"optimizer": "rmsprop", "adam_beta2": "0.95"}, "adam_beta2"),  # ignored by RMSprop
+        ({"optim": "rmsprop", "adam_beta1": "0.8"}, "adam_beta1"),
     ],
 )
 def test_impossible_values_name_the_key(overrides: dict, key: str) -> None:

@@ -444,3 +444,37 @@ def test_prompts_that_fill_max_length_are_warned_of(tiny_model_dirs, tmp_path) -
     config = tiny_config(tiny_model_dirs["llama"], None, tmp_path / "out2", max_length=400)
     prepare_run(config, rows, None, SINGLE_PROCESS, lines.append)
     assert not any(line.startswith("warning") for line in lines)
+
+
+@pytest.mark.parametrize(("style", "dtype"), [("gpt2", "float32"), ("llama", "bfloat16")])
+def test_weight_decay_spares_biases_and_norms_as_transformers_trainer(
+    tiny_model_dirs, pairs_file, tmp_path, style, dtype
+) -> None:
+    # after one step, weight decay changes exactly the weights that transformers' Trainer (so
+    # TRL) decays: biases and norm weights keep Adam's update alone
+    from transformers import Trainer
+
+    model = tiny_model_dirs[style]
+    weights = {}
+    for decay in (0.0, 0.5):
+        out = tmp_path / str(decay)
+        config = config_for(model, pairs_file, out, weight_decay=decay, dtype=dtype)
+        weights[decay] = dict(train(config, echo=quiet).policy.named_parameters())
+    base = AutoModelForCausalLM.from_pretrained(model)
+    decayed = set(Trainer.get_decay_parameter_names(None, base))
+    assert len(decayed) < len(weights[0.0])  # the model has biases or norms
+    for name, tensor in weights[0.0].items():
+        assert torch.equal(tensor, weights[0.5][name]) == (name not in decayed), name
+
+
+def test_logged_epoch_counts_micro_batches_as_transformers_trainer(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    # 6 pairs, batch 1 x accumulation 4: an epoch is 6 micro-batches in 2 steps (4, then 2);
+    # transformers' epoch = micro-batches done / micro-batches per epoch
+    config = config_for(
+        tiny_model_dirs["llama"], pairs_file, tmp_path / "out", max_steps=3,
+        per_device_train_batch_size=1, gradient_accumulation_steps=4,
+    )  # fmt: skip
+    epochs = [row["epoch"] for row in train_rows(train(config, echo=quiet).metrics)]
+    assert epochs == pytest.approx([4 / 6, 1.0, 1 + 4 / 6])

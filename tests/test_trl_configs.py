@@ -297,8 +297,8 @@ def test_every_trl_key_old_and_new_is_known(tmp_path) -> None:
     versions is an option, a TRL spelling of one, or accepted / refused with what to do; none
     is an 'unknown option' (train_sampling_strategy, DatasetMixtureConfig's keys and the older
     keys were, some with a hint to an unrelated option: force_use_ref_model -> sync_ref_model).
-    A bare YAML `no` (false) is TRL's 'no' strategy, and a null eval_steps transformers'
-    default."""
+    A bare YAML `no` (false) is TRL's 'no' strategy, a null eval_steps transformers'
+    default, and a null max_grad_norm no clipping (transformers 4)."""
     trl = pytest.importorskip("trl")
     from directpo.trl_compat import ALIASES, NO_EFFECT
 
@@ -314,10 +314,12 @@ def test_every_trl_key_old_and_new_is_known(tmp_path) -> None:
     recipe.write_text(
         "model_name_or_path: m\n"
         + "".join(f"{key}: {'null' if v is None else v}\n" for key, v in defaults.items())
-        + "eval_strategy: no\nsave_strategy: no\neval_steps: null\n"
-    )
+        + "eval_strategy: no\nsave_strategy: no\neval_steps: null\nmax_grad_norm: null\n"
+    )  # transformers 4's null max_grad_norm: no clipping
     config = load_config(str(recipe))
-    expected = DPOConfig(model_name_or_path="m", eval_strategy="no", save_strategy="no")
+    expected = DPOConfig(
+        model_name_or_path="m", eval_strategy="no", save_strategy="no", max_grad_norm=0
+    )
     assert config == expected
 
     for key, value, message in (
@@ -537,6 +539,9 @@ def test_no_effect_keys_written_as_flags_mean_what_they_say() -> None:
     for key, value in (("push_to_hub", "true"), ("tf32", "True"), ("eval_on_start", "1")):
         with pytest.raises(ConfigError, match=f"--{key}: '{value}' is not supported"):
             load_config(None, {key: value})
+    # a null written as a flag means what it means in a file (it was 'not a finite number')
+    nulls = load_config(None, {"eval_steps": "null", "max_grad_norm": "None"})
+    assert (nulls.eval_steps, nulls.max_grad_norm) == (0, 0.0)
 
 
 def test_beta_as_online_dpo_configs_one_value_list_is_that_value(tmp_path) -> None:

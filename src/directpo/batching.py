@@ -332,6 +332,13 @@ class DataSchedule:
     def epoch_of(self, step: int) -> int:
         return step // self.steps_per_epoch
 
+    def epochs_done(self, steps: int) -> float:
+        """Epochs after ``steps`` optimizer steps, counted in micro-batches as transformers'
+        Trainer counts its ``epoch`` (an epoch's last step may hold fewer of them)."""
+        epoch, within = divmod(steps - 1, self.steps_per_epoch)
+        done = min((within + 1) * self.accumulation, self.micro_batches_per_epoch)
+        return epoch + done / self.micro_batches_per_epoch
+
     @functools.lru_cache(maxsize=2)  # noqa: B019 - frozen and tiny; one epoch is reused
     def permutation(self, epoch: int) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)

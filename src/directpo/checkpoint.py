@@ -291,11 +291,14 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     sharded: torch.nn.Module | None = None,
+    fit_optimizer_state: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Restore weights, optimizer, scheduler and RNG from ``path``; return the trainer state.
 
     With ``sharded`` (an FSDP module; every rank calls) the weights and optimizer come from the
-    ``sharded/`` folder that ``save_checkpoint`` wrote at the same world size.
+    ``sharded/`` folder that ``save_checkpoint`` wrote at the same world size (keyed by
+    parameter names). ``fit_optimizer_state`` adapts the saved optimizer state (keyed by
+    position) to this optimizer's param groups first (optimizers.fit_saved_groups).
     """
     try:
         if sharded is not None:
@@ -308,14 +311,28 @@ def load_checkpoint(
                     f"checkpoint {path}: written by distributed: fsdp; resume with the same setting"
                 )
             load_model_weights(model, path)
-            optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+            saved = torch.load(path / "optimizer.pt", weights_only=True)
+            if fit_optimizer_state is not None:
+                saved = fit_optimizer_state(saved)
+            optimizer.load_state_dict(saved)
+        schedule = torch.load(path / "scheduler.pt", weights_only=True)
+        scheduler.load_state_dict(_per_group(schedule, len(optimizer.param_groups)))
         _set_rng_state(torch.load(path / "rng_state.pt", weights_only=False))
         return json.loads((path / STATE_FILE).read_text())
     except CheckpointError:
         raise
     except Exception as exc:  # a damaged or foreign file: name it, never a traceback
         raise CheckpointError(f"checkpoint {path}: cannot restore ({exc})") from None
+
+
+def _per_group(schedule: dict[str, Any], groups: int) -> dict[str, Any]:
+    """A schedule's state saved for another number of param groups (weight decay's second
+    group came or went): every group follows the first group's schedule, as they all do."""
+    for key in ("base_lrs", "_last_lr", "lr_lambdas"):
+        values = schedule.get(key)
+        if isinstance(values, list) and values and len(values) != groups:
+            schedule[key] = [values[0]] * groups
+    return schedule
 
 
 def load_model_weights(model: torch.nn.Module, folder: Path) -> None:

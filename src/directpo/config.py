@@ -471,7 +471,11 @@ class DPOConfig(Options):
         f"Optimizer, one of {', '.join(OPTIMIZERS)} (the DPO paper used rmsprop). adamw_kahan: "
         "AdamW with Kahan-compensated updates (torch-optimi), for master_weights: bfloat16.",
     )
-    weight_decay: float = option(0.0, "Decoupled weight decay (adamw) or L2 penalty (rmsprop).")
+    weight_decay: float = option(
+        0.0,
+        "Decoupled weight decay (adamw) or L2 penalty (rmsprop); biases and norm weights are "
+        "not decayed (as in transformers' Trainer).",
+    )
     adam_beta1: float = option(0.9, "AdamW beta1.")
     adam_beta2: float = option(0.999, "AdamW beta2.")
     adam_epsilon: float = option(1e-8, "AdamW / RMSprop epsilon.")
@@ -497,7 +501,9 @@ class DPOConfig(Options):
     gradient_accumulation_steps: int = option(
         1, "Micro-batches per optimizer step; the loss is the mean over all pairs of the step."
     )
-    max_grad_norm: float = option(1.0, "Clip the gradient's global L2 norm to this; 0 disables.")
+    max_grad_norm: float = option(
+        1.0, "Clip the gradient's global L2 norm to this; 0 (or null) disables."
+    )
     num_train_epochs: float = option(1.0, "Passes over the training data (may be fractional).")
     max_steps: int = option(-1, "Total optimizer steps; when > 0 it overrides num_train_epochs.")
     max_nonfinite_steps: int = option(
@@ -636,8 +642,11 @@ class DPOConfig(Options):
         for key in ("eval_strategy", "save_strategy"):  # YAML reads a bare `no` as false
             if getattr(self, key) is False:
                 setattr(self, key, "no")
-        if self.eval_steps is None:  # transformers' null: the default (logging_steps)
-            self.eval_steps = 0
+        # transformers' null (in a file, or a flag's text): eval_steps' default (logging_steps),
+        # and in transformers 4 a max_grad_norm of no clipping
+        for key, meaning in (("eval_steps", 0), ("max_grad_norm", 0.0)):
+            if str(getattr(self, key)).strip().lower() in ("none", "null", "~"):
+                setattr(self, key, meaning)
         self.beta = one_beta(self.beta)  # OnlineDPOConfig's beta: [0.1]
         super().__post_init__()
 

@@ -49,6 +49,8 @@ def check_values(config: DPOConfig) -> None:
     require(0 <= config.adam_beta1 < 1, "adam_beta1", "in [0, 1)")
     require(0 <= config.adam_beta2 < 1, "adam_beta2", "in [0, 1)")
     require(config.adam_epsilon > 0, "adam_epsilon", "> 0")
+    if config.optimizer == "rmsprop":  # torch's RMSprop has no betas (its alpha: 0.99)
+        reject_if_set(config, ("adam_beta1", "adam_beta2"), "optimizer is rmsprop, which has none")
     require(config.warmup_steps >= 0, "warmup_steps", ">= 0")
     require(0 <= config.warmup_ratio < 1, "warmup_ratio", "in [0, 1)")
     if config._valid("lr_scheduler_type", "learning_rate", "warmup_steps", "warmup_ratio"):

@@ -19,7 +19,8 @@ from directpo.checkpoint import (
     retire_checkpoints_after,
 )
 from directpo.distributed import on_main
-from directpo.errors import CheckpointError
+from directpo.errors import CheckpointError, ConfigError
+from directpo.optimizers import fit_saved_groups, no_decay_ids
 from directpo.outputs import remove
 from directpo.sources import OnlineRounds
 from directpo.step import PairStats
@@ -44,18 +45,29 @@ def resume(run: Run) -> None:
     options = [
         {k: v for k, v in group.items() if k != "params"} for group in run.optimizer.param_groups
     ]
+    no_decay = no_decay_ids(run.policy, run.masters)
+
+    def fit(saved: dict[str, Any]) -> dict[str, Any]:  # saved with(out) weight decay's groups
+        return fit_saved_groups(saved, run.optimizer, run.trainable, no_decay)
+
     if run.masters is not None:
         with run.masters.in_model():
-            state = load_checkpoint(checkpoint, run.policy, run.optimizer, run.scheduler)
+            state = load_checkpoint(checkpoint, run.policy, run.optimizer, run.scheduler, None, fit)
     else:
         sharded = run.scorer if run.sharded else None
-        state = load_checkpoint(checkpoint, run.policy, run.optimizer, run.scheduler, sharded)
+        state = load_checkpoint(checkpoint, run.policy, run.optimizer, run.scheduler, sharded, fit)
     _keep_this_runs_schedule(run, options)
     if config.sync_ref_model:
         _restore_reference(run, Path(checkpoint))
     for note in run.source.restore(state, str(checkpoint)):
         run.echo(note)
     run.start_step, run.window = state["global_step"], PairStats(**state["log_window"])
+    if run.start_step > run.total_steps:  # the final folder would get a later step's weights
+        raise ConfigError(
+            f"resume_from_checkpoint: {checkpoint} is at step {run.start_step}, past this run's "
+            f"{run.total_steps} steps (max_steps / num_train_epochs): raise them, or resume from "
+            "an earlier checkpoint"
+        )
     run.best = BestModel.from_config(config, state.get("best"))
     run.echo(f"resumed from {checkpoint} at step {run.start_step}")
     on_main(world, lambda: retire_checkpoints_after(run.output_dir, run.start_step, run.echo))

@@ -32,6 +32,7 @@ from directpo.models import (
     resolve_router_aux,
 )
 from directpo.online import RoundBuilder
+from directpo.optimizers import build_optimizer, no_decay_ids
 from directpo.outputs import OutputLock, model_files, prepare_output_dir, remove
 from directpo.precision import MasterWeights, PrecisionPolicy
 from directpo.precompute import (
@@ -186,7 +187,8 @@ def prepare_run(
     else:
         trainable = [p for p in scorer.parameters() if p.requires_grad]
     check_trainable(trainable)
-    optimizer = build_optimizer(trainable, config, None if sharded else device)
+    no_decay = no_decay_ids(policy, masters) if config.weight_decay else set()
+    optimizer = build_optimizer(trainable, config, None if sharded else device, no_decay)
     if precision.master == torch.bfloat16 and config.optimizer != "adamw_kahan":
         echo(
             f"warning: master_weights: bfloat16 with optimizer: {config.optimizer}: updates "
@@ -329,40 +331,6 @@ def _precision_words(precision: PrecisionPolicy) -> str:
         return str(dtype).removeprefix("torch.")
 
     return f"compute {name(precision.compute)}, weights {name(precision.master)}"
-
-
-def build_optimizer(
-    params: list[torch.Tensor], config: DPOConfig, device: torch.device | None = None
-) -> torch.optim.Optimizer:
-    """The configured optimizer over ``params`` (fused AdamW on CUDA float32 weights)."""
-    if config.optimizer == "rmsprop":
-        return torch.optim.RMSprop(
-            params,
-            lr=config.learning_rate,
-            eps=config.adam_epsilon,
-            weight_decay=config.weight_decay,
-        )
-    betas = (config.adam_beta1, config.adam_beta2)
-    if config.optimizer == "adamw_kahan":
-        from optimi import AdamW as KahanAdamW
-
-        return KahanAdamW(
-            params,
-            lr=config.learning_rate,
-            betas=betas,
-            eps=config.adam_epsilon,
-            weight_decay=config.weight_decay,
-            kahan_sum=True,
-        )
-    fused = device is not None and device.type == "cuda"
-    return torch.optim.AdamW(
-        params,
-        lr=config.learning_rate,
-        eps=config.adam_epsilon,
-        betas=betas,
-        weight_decay=config.weight_decay,
-        fused=fused or None,
-    )
 
 
 def _what(source: FixedPairs | OnlineRounds, pairs: int) -> str:

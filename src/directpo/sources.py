@@ -62,6 +62,9 @@ class FixedPairs:
     def epoch_of(self, step: int) -> int:
         return self.schedule.epoch_of(step)
 
+    def epochs_done(self, steps: int) -> float:
+        return self.schedule.epochs_done(steps)
+
     def state(self) -> dict[str, Any]:
         schedule = self.schedule
         if self._fingerprint is None:
@@ -120,6 +123,9 @@ class OnlineRounds:
 
     def epoch_of(self, step: int) -> int:
         return step // self.steps_per_epoch
+
+    def epochs_done(self, steps: int) -> float:
+        return steps / self.steps_per_epoch
 
     def round_of(self, step: int) -> int:
         return step // self.steps_per_round

@@ -244,6 +244,7 @@ def _train(run: Run) -> TrainResult:
 
     with StopRequest() as stop, progress, explain_failures(run) as position:
         run.window_start = time.perf_counter()
+        done = run.start_step  # (a run resumed at its last step trains no step)
         for step in range(run.start_step, total):
             done = position.step = step + 1
             round_metrics = run.source.prepare(step)  # online: a new round's pairs
@@ -410,7 +411,7 @@ def log_step(run: Run, done: int, result: StepResult) -> str:
         "learning_rate": result.learning_rate,
         "pairs/s": window.pairs / seconds,
         "tokens/s": window.tokens / seconds,
-        "epoch": done / run.source.steps_per_epoch,
+        "epoch": run.source.epochs_done(done),
     }
     if result.update_ratio is not None:
         metrics["update_ratio"] = result.update_ratio
