@@ -449,6 +449,25 @@ def test_attn_implementation_in_model_init_kwargs_is_the_option() -> None:
             DPOConfig(**options)
 
 
+def test_trust_remote_code_in_model_init_kwargs_is_the_option() -> None:
+    """TRL's dpo script puts trust_remote_code in model_init_kwargs (and TRL's trainer lets it
+    win): here it stayed in the kwargs while the option, which loads the config, tokenizer and
+    reference, said false, so a model folder with code was refused as untrusted."""
+    config = DPOConfig(model_init_kwargs={"trust_remote_code": True, "revision": "v1"})
+    assert config.trust_remote_code is True
+    assert config.model_init_kwargs == {"revision": "v1"}  # the option now (config.yaml too)
+    assert DPOConfig(**config.to_dict()) == config
+    assert DPOConfig(model_init_kwargs={"trust_remote_code": False}).model_init_kwargs is None
+    for options, name in (
+        ({"trust_remote_code": True, "model_init_kwargs": {"trust_remote_code": False}},
+         "model_init_kwargs"),
+        ({"ref_model_name_or_path": "r", "ref_model_init_kwargs": {"trust_remote_code": True}},
+         "ref_model_init_kwargs"),
+    ):  # fmt: skip
+        with pytest.raises(ConfigError, match=f"^{name}: trust_remote_code .* contradicts"):
+            DPOConfig(**options)
+
+
 def test_a_config_files_env_mapping_sets_the_environment(tmp_path, monkeypatch) -> None:
     """TRL's `env:` section of a config file (TrlParser sets those variables) was 'unknown option
     env'. It is not an option: config.yaml never records it (it may hold a token)."""
