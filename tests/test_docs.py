@@ -210,3 +210,19 @@ def test_every_documented_metric_is_logged_under_that_name() -> None:
             if named and f'"{span}"' not in source:
                 missing.add(f"{path.name}: {span}")
     assert not missing, sorted(missing)
+
+
+def test_every_file_and_test_the_docs_point_to_exists() -> None:
+    """``src/directpo/losses.py``, ``tests/test_layout.py::test_training_trajectory_...``,
+    ``bench/fsdp_memory.py``, links to ``docs/*.md``: each exists (a test name may end in
+    ``...``: a prefix)."""
+    missing = []
+    pattern = r"\b((?:src|tests|bench|examples|docs|img)/[\w./*-]*[\w*])(?:::(\w+))?"
+    for path in DOCS:
+        for match in re.finditer(pattern, _text(path)):
+            name, test = match.groups()
+            if not (list(ROOT.glob(name)) or list(path.parent.glob(name))):
+                missing.append(f"{path.name}: {name}")
+            elif test and not re.search(rf"^def {test}", _text(ROOT / name), re.M):
+                missing.append(f"{path.name}: {name}::{test}")
+    assert not missing, missing
