@@ -226,3 +226,14 @@ def test_every_file_and_test_the_docs_point_to_exists() -> None:
             elif test and not re.search(rf"^def {test}", _text(ROOT / name), re.M):
                 missing.append(f"{path.name}: {name}::{test}")
     assert not missing, missing
+
+
+def test_the_example_configs_load() -> None:
+    """examples/*.yaml, as the README runs them (the model given by a flag)."""
+    from directpo.config import load_config
+
+    examples = sorted((ROOT / "examples").glob("*.yaml"))
+    assert examples
+    for example in examples:
+        config = load_config(str(example), {"model_name_or_path": "path/to/model"})
+        assert config.output_dir, example.name
