@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from directpo.cli import COMMANDS, _yaml_and_flags, build_parser
-from directpo.config import DPOConfig
+from directpo.config import DPOConfig, load_config
 from directpo.errors import ConfigError
 from directpo.losses import LOSSES
 from directpo.trl_compat import ALIASES, NO_EFFECT
@@ -230,8 +230,6 @@ def test_every_file_and_test_the_docs_point_to_exists() -> None:
 
 def test_the_example_configs_load() -> None:
     """examples/*.yaml, as the README runs them (the model given by a flag)."""
-    from directpo.config import load_config
-
     examples = sorted((ROOT / "examples").glob("*.yaml"))
     assert examples
     for example in examples:
