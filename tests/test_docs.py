@@ -30,16 +30,15 @@ def _text(path: Path) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def _fences(text: str) -> list[tuple[str, str, int]]:
-    """(language, body, first line number) of every fenced block, opening and closing fences
-    paired in order."""
-    blocks, language, body, start = [], None, [], 0
-    for number, line in enumerate(text.splitlines(), start=1):
+def _fences(text: str) -> list[tuple[str, str]]:
+    """(language, body) of every fenced block, opening and closing fences paired in order."""
+    blocks, language, body = [], None, []
+    for line in text.splitlines():
         if line.startswith("```"):
             if language is None:
-                language, body, start = line[3:].strip(), [], number + 1
+                language, body = line[3:].strip(), []
             else:
-                blocks.append((language, "\n".join(body), start))
+                blocks.append((language, "\n".join(body)))
                 language = None
         elif language is not None:
             body.append(line)
@@ -47,13 +46,13 @@ def _fences(text: str) -> list[tuple[str, str, int]]:
 
 
 def _blocks(text: str, languages: tuple[str, ...]) -> list[str]:
-    return [body for language, body, _ in _fences(text) if language in languages]
+    return [body for language, body in _fences(text) if language in languages]
 
 
 def _inline_code(text: str) -> list[str]:
     """Inline code spans (outside fenced blocks)."""
     prose = text
-    for _, body, _ in _fences(text):
+    for _, body in _fences(text):
         prose = prose.replace(body, "")
     return re.findall(r"(?<!`)`([^`\n]+)`(?!`)", prose)
 
