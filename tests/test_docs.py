@@ -150,31 +150,45 @@ def _documented_default(text: str, default: object) -> str | None:
         try:
             ok = float(word) == default
         except ValueError:
-            ok = False
+            ok = word == "off" and default == 0  # lora_r: 0 (off)
     else:
         ok = word == str(default).lower()
     return None if ok else f"documented {text!r}, the default is {default!r}"
 
 
-def test_the_readme_option_table_names_real_options_with_their_defaults() -> None:
-    text = _text(ROOT / "README.md")
-    table = text.split("### 5. Every option", 1)[1].split("**TRL configs port.**", 1)[0]
-    rows = [line for line in table.splitlines() if line.startswith("| `")]
-    assert len(rows) > 20
+def _option_tables() -> list[tuple[str, str, str]]:
+    """(doc, names cell, defaults cell) of every row of a table with 'option' and 'default'
+    columns (README's "Every option", performance.md's techniques)."""
+    rows = []
+    for path in DOCS:
+        columns = None
+        for line in _text(path).splitlines():
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if not line.startswith("|"):
+                columns = None
+            elif "option" in cells and "default" in cells:
+                columns = (cells.index("option"), cells.index("default"))
+            elif columns and not set(line) <= set("|-: "):
+                rows.append((path.name, cells[columns[0]], cells[columns[1]]))
+    return rows
+
+
+def test_option_tables_name_real_options_with_their_defaults() -> None:
+    rows = _option_tables()
+    assert len(rows) > 25
     problems = []
-    for row in rows:
-        names_cell, defaults_cell = row.split("|")[1:3]
+    for doc, names_cell, defaults_cell in rows:
         # `tools` column: a data column, not an option
         names = re.findall(r"`([a-z_0-9]+)`(?! column)", names_cell)
-        problems += [f"{name}: not an option" for name in names if name not in FIELDS]
-        defaults = [d for d in re.split(r",\s|\s/\s", defaults_cell.strip()) if d]
+        problems += [f"{doc}: {name}: not an option" for name in names if name not in FIELDS]
+        defaults = [d for d in re.split(r",\s|\s/\s", defaults_cell) if d]
         for name, documented in zip(names, defaults, strict=False):
             if name in FIELDS and documented not in ("…", "—"):
                 field = FIELDS[name]
                 real = field.default_factory() if field.default is dataclasses.MISSING else None
                 real = field.default if real is None else real
                 problem = _documented_default(documented, real)
-                problems += [f"{name}: {problem}"] if problem else []
+                problems += [f"{doc}: {name}: {problem}"] if problem else []
     assert not problems, problems
 
 
