@@ -197,6 +197,13 @@ def test_trust_remote_code_and_model_init_kwargs(tiny_model_dirs, pairs_file, tm
         echo=quiet,
     )  # fmt: skip
     assert type(result.policy).marker == "remote code ran"
+    # TRL's spelling (its dpo script puts it in model_init_kwargs): the same trust
+    result = train(
+        tiny_config(remote, pairs_file, tmp_path / "trl", max_steps=1,
+                    model_init_kwargs={"trust_remote_code": True}),
+        echo=quiet,
+    )  # fmt: skip
+    assert type(result.policy).marker == "remote code ran"
     with pytest.raises(ConfigError, match="model_init_kwargs: dtype is directpo.s dtype option"):
         tiny_config(remote, pairs_file, tmp_path / "x", model_init_kwargs={"dtype": "float16"})
 

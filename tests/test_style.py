@@ -16,8 +16,11 @@ def test_ruff_is_clean() -> None:
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     if not Path(ruff).exists():
         pytest.fail("ruff is a dev dependency and must be installed")
-    done = subprocess.run([ruff, "check", "src", "tests"], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout
+    for command in (["check"], ["format", "--check"]):  # as `make lint` and the project's rules
+        done = subprocess.run(
+            [ruff, *command, "src", "tests", "bench"], cwd=ROOT, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stdout
 
 
 def test_the_public_api_is_documented_typed_and_completes() -> None:

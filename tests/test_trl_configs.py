@@ -16,7 +16,7 @@ from tiny import tiny_config
 
 from directpo.cli import main
 from directpo.config import DPOConfig, load_config
-from directpo.errors import ConfigError
+from directpo.errors import ConfigError, ConfigErrors
 from directpo.tracking import read_metrics
 
 # the keys a TRL DPO recipe (alignment-handbook style) carries, written for the tiny model
@@ -110,6 +110,31 @@ def test_unusable_trl_options_are_all_named_at_once(tiny_model_dirs, pairs_file,
     assert lines[3].startswith("  neftune_noise_alpha: 5 is not supported")
     assert lines[4] == "  unknown option 'learnin_rate'; did you mean 'learning_rate'?"
     assert len(lines) == 5
+
+
+def test_refused_trl_keys_and_wrong_values_are_named_in_one_pass(tmp_path) -> None:
+    """A TRL config with tf32 (a key directpo refuses) and fp16 / a Liger loss kernel (values
+    refused by the options' checks) took two runs to fix: the second pass named fp16 only once
+    tf32 was gone. Every problem, of the file and of the flags, is one error now."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "tf32: true\nfp16: true\nuse_liger_kernel: true\n"
+        "liger_kernel_config: {cross_entropy: true}\n"
+    )
+    with pytest.raises(ConfigErrors) as info:
+        load_config(str(recipe), {"learning_rate": "-1", "bogus": "3"})
+    problems = info.value.problems
+    assert [p.split(":")[0].split()[0] for p in problems] == [
+        "tf32", "unknown", "fp16", "learning_rate", "liger_kernel_config"
+    ]  # fmt: skip
+    assert problems[1] == "unknown option '--bogus'"
+    assert str(info.value).startswith(f"{recipe}: 5 options cannot be used:")
+    with pytest.raises(ConfigErrors) as info:  # from Python, TRL's names and values alike
+        DPOConfig(tf32=True, fp16=True, beta=-1)
+    assert [p.split(":")[0].split()[0] for p in info.value.problems] == ["tf32", "fp16", "beta"]
+    with pytest.raises(ConfigError, match="^DPOConfig: tf32: True is not supported"):
+        DPOConfig(tf32=True, beta=0.2)  # alone, as before
+    assert load_config(None, {"torch_dtype": "bfloat16"}).dtype == "bfloat16"
 
 
 def test_trl_command_line_style(tiny_model_dirs, pairs_file, tmp_path, capsys) -> None:
@@ -423,6 +448,25 @@ def test_attn_implementation_in_model_init_kwargs_is_the_option() -> None:
          "ref_model_init_kwargs"),
     ):  # fmt: skip
         with pytest.raises(ConfigError, match=f"^{name}: attn_implementation 'eager' contradicts"):
+            DPOConfig(**options)
+
+
+def test_trust_remote_code_in_model_init_kwargs_is_the_option() -> None:
+    """TRL's dpo script puts trust_remote_code in model_init_kwargs (and TRL's trainer lets it
+    win): here it stayed in the kwargs while the option, which loads the config, tokenizer and
+    reference, said false, so a model folder with code was refused as untrusted."""
+    config = DPOConfig(model_init_kwargs={"trust_remote_code": True, "revision": "v1"})
+    assert config.trust_remote_code is True
+    assert config.model_init_kwargs == {"revision": "v1"}  # the option now (config.yaml too)
+    assert DPOConfig(**config.to_dict()) == config
+    assert DPOConfig(model_init_kwargs={"trust_remote_code": False}).model_init_kwargs is None
+    for options, name in (
+        ({"trust_remote_code": True, "model_init_kwargs": {"trust_remote_code": False}},
+         "model_init_kwargs"),
+        ({"ref_model_name_or_path": "r", "ref_model_init_kwargs": {"trust_remote_code": True}},
+         "ref_model_init_kwargs"),
+    ):  # fmt: skip
+        with pytest.raises(ConfigError, match=f"^{name}: trust_remote_code .* contradicts"):
             DPOConfig(**options)
 
 

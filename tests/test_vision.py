@@ -457,3 +457,20 @@ def test_a_frozen_vision_tower_trained_in_bf16_is_saved_as_stored(tmp_path) -> N
     assert tower > 5
     pairs = zip(start.parameters(), trained.parameters(), strict=True)
     assert any(not torch.equal(a, b) for a, b in pairs)
+
+
+def test_a_prompt_with_images_too_long_names_the_limit_the_user_can_raise(tmp_path) -> None:
+    """A prompt with images is never cut; too long, it is refused naming the limit. Without
+    max_prompt_length the refusal said 'more than max_prompt_length 19; raise it' for a run that
+    set only max_length 20: an option the user never set, at a value they never wrote."""
+    from directpo.errors import DataError
+    from directpo.tokenization import tokenize_preferences
+
+    _, processor = build_vlm("llava")
+    data = load_preferences(str(write(tmp_path / "rows.jsonl", image_rows(tmp_path, 1))))
+    for limits, named in (
+        ({"max_length": 20}, r"more than max_length 20 \(a prompt keeps at most one less\)"),
+        ({"max_length": 200, "max_prompt_length": 10}, "more than max_prompt_length 10 allows"),
+    ):
+        with pytest.raises(DataError, match=f"line 1: the prompt with its image tokens .*{named}"):
+            tokenize_preferences(data, processor.tokenizer, processor=processor, **limits)

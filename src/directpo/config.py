@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from directpo.batching import Layout
-from directpo.errors import ConfigError
+from directpo.errors import ConfigError, ConfigErrors
 from directpo.losses import LOSSES, needs_reference
-from directpo.options import Options, load_options, option, option_help
+from directpo.options import Options, load_options, option, option_help, translate_usable
 from directpo.precision import PrecisionPolicy
 from directpo.preflight import has_files
 from directpo.trl_compat import apply_trl_meanings, one_beta, translate
@@ -62,9 +62,15 @@ def _accepting_trl_names(cls: type) -> type:
 
     @functools.wraps(generated)
     def __init__(self: Any, *args: Any, **values: Any) -> None:
+        refused = None
         if values.keys() - set(names):
-            values = cls.translate(values, names, cls.__name__)  # type: ignore[attr-defined]
-        generated(self, *args, **values)
+            values, refused = translate_usable(cls, values, names, cls.__name__)
+        try:
+            generated(self, *args, **values)
+        except ConfigError as error:  # with the refused names: every problem in one pass
+            raise ConfigErrors.joined([refused, error] if refused else [error]) from None
+        if refused:
+            raise refused
 
     cls.__init__ = __init__  # type: ignore[misc]
     return cls

@@ -38,6 +38,16 @@ class ConfigErrors(ConfigError):
             )
         Exception.__init__(self, message)
         self.problems = lines
+        self.where = where
+
+    @staticmethod
+    def joined(errors: list[ConfigError]) -> ConfigError:
+        """Several errors of one pass as one (the only one as it is), headed by the first's
+        place (``config.yaml: ``) as it is alone."""
+        if len(errors) == 1:
+            return errors[0]
+        lines = [line for error in errors for line in getattr(error, "problems", [str(error)])]
+        return ConfigErrors(getattr(errors[0], "where", ""), lines)
 
 
 class DataError(DirectpoError):

@@ -135,12 +135,40 @@ def load_options(
     """Read the optional YAML file, apply ``overrides`` (e.g. from flags) on top, and validate."""
     names = [f.name for f in dataclasses.fields(cls)]
     values: dict[str, Any] = {}
+    refused: list[ConfigError] = []
+    sources = [(overrides or {}, "command line")]
     if path is not None:
         data = _read_yaml(path)
         _set_environment(data.pop("env", None), path)
-        values.update(cls.translate(data, names, path))  # type: ignore[attr-defined]
-    values.update(cls.translate(overrides or {}, names, "command line"))  # type: ignore[attr-defined]
-    return cls(**values)
+        sources.insert(0, (data, path))
+    for given, where in sources:
+        usable, error = translate_usable(cls, given, names, where)
+        values.update(usable)
+        refused += [error] if error else []
+    try:
+        built = cls(**values)
+    except ConfigError as error:
+        raise ConfigErrors.joined([*refused, error]) from None
+    if refused:
+        raise ConfigErrors.joined(refused)
+    return built
+
+
+def translate_usable(
+    cls: type, values: dict[str, Any], names: list[str], where: str
+) -> tuple[dict[str, Any], ConfigError | None]:
+    """``cls.translate(values)``; when it refuses keys (TRL's unsupported ones, unknown ones),
+    the keys it takes alone, with the refusal, so that their values are still checked and one
+    pass reports every problem: a TRL config with ``tf32: true`` and ``fp16: true`` took two
+    runs to fix, the second key refused only once the first was gone."""
+    try:
+        return cls.translate(values, names, where), None  # type: ignore[attr-defined]
+    except ConfigError as error:
+        usable: dict[str, Any] = {}
+        for key, value in values.items():
+            with contextlib.suppress(ConfigError):
+                usable.update(cls.translate({key: value}, names, where))  # type: ignore[attr-defined]
+        return usable, error
 
 
 def _set_environment(env: Any, path: str) -> None:

@@ -3,8 +3,8 @@
 The function takes (prompts, completions), two equal-length lists (a prompt is a string or a
 message list, as in the data; a completion is the sampled text, or for a message-list prompt
 the assistant message ``[{"role": "assistant", "content": text}]``, as TRL passes it), and
-returns one finite number per completion. Anything else is a one-line error naming the
-function.
+returns one finite number per completion, or None for one it does not score (TRL's
+convention). Anything else is a one-line error naming the function.
 
 It is called as TRL calls its ``reward_funcs``: by keyword (``prompts=``, ``completions=``,
 ``completion_ids=`` and the prompt rows' other columns as lists), so

@@ -120,8 +120,11 @@ class PairTokenizer:
         self.processor = processor  # a vision-language model's: prompts with images
         self.template_kwargs = dict(chat_template_kwargs or {})
         self.max_length = max_length if max_length is not None else sys.maxsize
+        # the option that limits prompts, as a refusal names it (the one the user can raise)
+        self.prompt_limit = f"max_prompt_length {max_prompt_length}"
         if max_prompt_length is None:
             max_prompt_length = self.max_length - 1
+            self.prompt_limit = f"max_length {self.max_length} (a prompt keeps at most one less)"
         self.max_prompt_length = max_prompt_length
         self.max_completion_length = max_completion_length or sys.maxsize
         self.bos_id = tokenizer.bos_token_id
@@ -449,8 +452,8 @@ class PairTokenizer:
             raise RowError(
                 "prompt too long",
                 f"the prompt with its image tokens has {len(ids)} tokens, more than "
-                f"max_prompt_length {self.max_prompt_length}; raise it (a prompt with images is "
-                "not truncated: that would cut an image)",
+                f"{self.prompt_limit} allows; raise it (a prompt with images is not truncated: "
+                "that would cut an image)",
             )
         return ids, vision
 

@@ -258,7 +258,8 @@ TRL_OPTIMIZERS = {  # TRL / transformers' optim names -> directpo's optimizer
 def apply_trl_meanings(config: Any) -> None:
     """TRL's options that are DPOConfig fields, given TRL's meaning (called while a DPOConfig
     is checked): optim, constant_with_warmup, use_peft, rpo_alpha, attn_implementation in
-    model_init_kwargs, gradient_checkpointing_kwargs, model_revision, warmup."""
+    model_init_kwargs, its trust_remote_code, gradient_checkpointing_kwargs, model_revision,
+    warmup."""
     if config.optim is not None:
         if config.optim not in TRL_OPTIMIZERS:
             raise ConfigError(
@@ -282,6 +283,7 @@ def apply_trl_meanings(config: Any) -> None:
         config.loss_weights = [*weights, config.rpo_alpha]
         config.rpo_alpha = None  # now part of loss_type / loss_weights (config.yaml says so)
     _attention_from_init_kwargs(config)
+    _trust_from_init_kwargs(config)
     if config.save_strategy == "best":  # transformers' SaveStrategy.BEST
         raise ConfigError(
             "save_strategy: best is not supported: load_best_model_at_end: true writes a "
@@ -360,6 +362,29 @@ def _attention_from_init_kwargs(config: Any) -> None:
             f"{name}: attn_implementation {attention!r} contradicts attn_implementation: "
             f"{option} (which loads policy and reference alike): keep one"
         )
+
+
+def _trust_from_init_kwargs(config: Any) -> None:
+    """trust_remote_code in model_init_kwargs (TRL's dpo script puts it there, and TRL's trainer
+    lets it win over its own option) is the trust_remote_code option, which also loads the
+    config, tokenizer and reference: left in the kwargs alone, a model folder with code failed
+    with 'allow its code with trust_remote_code: true', the option the user thought was set."""
+    for name in ("model_init_kwargs", "ref_model_init_kwargs"):
+        kwargs = getattr(config, name)
+        if not kwargs or "trust_remote_code" not in kwargs:
+            continue
+        trust = kwargs["trust_remote_code"]
+        if trust is True and not config.trust_remote_code and name == "model_init_kwargs":
+            config.trust_remote_code = True
+        elif trust is not config.trust_remote_code:
+            raise ConfigError(
+                f"{name}: trust_remote_code {trust!r} contradicts trust_remote_code: "
+                f"{config.trust_remote_code}: set the option alone (it loads every model folder "
+                "and tokenizer of the run)"
+            )
+        # now the option (config.yaml says so)
+        rest = {k: v for k, v in kwargs.items() if k != "trust_remote_code"}
+        setattr(config, name, rest or None)
 
 
 def _typed(value: Any) -> Any:

@@ -1,0 +1,250 @@
+"""The docs, read as a new user reads them: every option, flag, YAML key, default, module and
+metric name that README.md and docs/*.md show must exist with that name (and that default),
+so the docs cannot drift from the code. Fast: no model loads, nothing trains."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from directpo.cli import COMMANDS, _yaml_and_flags, build_parser
+from directpo.config import DPOConfig, load_config
+from directpo.errors import ConfigError
+from directpo.losses import LOSSES
+from directpo.trl_compat import ALIASES, NO_EFFECT
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FIELDS = {f.name: f for f in dataclasses.fields(DPOConfig)}
+NAMES = list(FIELDS)
+# names a TRL config may use: directpo's options, TRL's other spellings, harmless TRL keys
+CONFIG_KEYS = set(FIELDS) | set(ALIASES) | set(NO_EFFECT)
+
+
+def _text(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def _fences(text: str) -> list[tuple[str, str]]:
+    """(language, body) of every fenced block, opening and closing fences paired in order."""
+    blocks, language, body = [], None, []
+    for line in text.splitlines():
+        if line.startswith("```"):
+            if language is None:
+                language, body = line[3:].strip(), []
+            else:
+                blocks.append((language, "\n".join(body)))
+                language = None
+        elif language is not None:
+            body.append(line)
+    return blocks
+
+
+def _blocks(text: str, languages: tuple[str, ...]) -> list[str]:
+    return [body for language, body in _fences(text) if language in languages]
+
+
+def _inline_code(text: str) -> list[str]:
+    """Inline code spans (outside fenced blocks)."""
+    prose = text
+    for _, body in _fences(text):
+        prose = prose.replace(body, "")
+    return re.findall(r"(?<!`)`([^`\n]+)`(?!`)", prose)
+
+
+def _command_lines(text: str) -> list[list[str]]:
+    """Every ``directpo COMMAND ...`` in bash blocks and inline code, as the tokens after the
+    command name (continued lines joined, comments cut; tokens before ``directpo``, such as
+    torchrun's or accelerate's own flags, are not directpo's)."""
+    lines = []
+    for block in _blocks(text, ("bash", "sh", "")):
+        lines += block.replace("\\\n", " ").splitlines()
+    lines += _inline_code(text)
+    found = []
+    for line in lines:
+        line = line.split(" # ", 1)[0]
+        match = re.search(r"(?:^|\s)(?:-m )?directpo (\w+)(.*)$", line)
+        if match and match.group(1) in COMMANDS:
+            tokens = [t for t in shlex.split(match.group(2)) if t not in ("...", "…")]
+            found.append([match.group(1), *tokens])
+    return found
+
+
+COMMAND_LINES = [(path.name, argv) for path in DOCS for argv in _command_lines(_text(path))]
+
+
+def test_the_docs_show_directpo_command_lines() -> None:
+    commands = {argv[0] for _, argv in COMMAND_LINES}
+    assert {"train", "score", "rank", "generate"} <= commands  # the extraction itself works
+
+
+@pytest.mark.parametrize(
+    ("doc", "argv"), COMMAND_LINES, ids=[" ".join(argv)[:60] for _, argv in COMMAND_LINES]
+)
+def test_every_flag_on_a_documented_command_line_is_an_option(doc: str, argv: list[str]) -> None:
+    command = COMMANDS[argv[0]]
+    if "--help" in argv:
+        return
+    if command.takes_yaml:  # as main() reads it: directpo's flags and TRL's, judged at once
+        _, flags = _yaml_and_flags(argv[1:], command.options)
+        command.options.translate(flags, NAMES, "command line")
+    else:
+        _, unknown = build_parser().parse_known_args(argv)
+        assert not [t for t in unknown if t.startswith("-")], f"{doc}: {' '.join(argv)}"
+
+
+def test_every_key_of_a_documented_yaml_block_is_an_option() -> None:
+    for path in DOCS:
+        for block in _blocks(_text(path), ("yaml", "yml")):
+            values = yaml.safe_load(block)
+            try:
+                DPOConfig.translate(values, NAMES, path.name)
+            except ConfigError as error:
+                pytest.fail(f"{path.name}: {error}")
+
+
+def test_every_inline_option_is_an_option() -> None:
+    """``key: value`` and ``--key`` spans in the prose name options (or TRL's names: the docs
+    also show TRL keys that are refused, so only the name is checked here)."""
+    cli_names = set()
+    for command in COMMANDS.values():
+        cli_names |= {f.name for f in dataclasses.fields(command.options)}
+    unknown = []
+    for path in DOCS:
+        for span in _inline_code(_text(path)):
+            match = re.match(r"^([a-z][a-z0-9_]*): ", span)
+            if match and match.group(1) != "directpo" and match.group(1) not in CONFIG_KEYS:
+                unknown.append(f"{path.name}: `{span}`")
+            # a span of flags alone (`--skip_invalid_rows true`); flags in a command line are
+            # checked with their command above, those of bench scripts and launchers are theirs
+            flags = re.findall(r"(?:^|\s)--([a-z][a-z0-9_]*)", span) if span[:2] == "--" else []
+            for flag in flags:
+                name = flag[3:] if flag.startswith("no_") else flag
+                if name not in CONFIG_KEYS | cli_names | {"config", "help"}:
+                    unknown.append(f"{path.name}: `{span}`")
+        for match in re.finditer(r"DPOConfig\(([^)]*)\)", _text(path)):
+            unknown += [
+                f"{path.name}: DPOConfig({key}=...)"
+                for key in re.findall(r"(\w+)=", match.group(1))
+                if key not in CONFIG_KEYS
+            ]
+    assert not unknown, unknown
+
+
+def _documented_default(text: str, default: object) -> str | None:
+    """Why ``text`` (a README default cell) is not ``default``, or None when it agrees or is
+    words describing a computed default (``the policy's start``, ``the model's (MoE)``)."""
+    word = text.strip().split(" ")[0].lower()
+    if default is None or isinstance(default, dict):
+        return None
+    if isinstance(default, list) and len(default) == 1:
+        default = default[0]
+    if isinstance(default, bool):
+        ok = word in (("true", "on") if default else ("false", "off"))
+    elif isinstance(default, int | float):
+        try:
+            ok = float(word) == default
+        except ValueError:
+            ok = word == "off" and default == 0  # lora_r: 0 (off)
+    else:
+        ok = word == str(default).lower()
+    return None if ok else f"documented {text!r}, the default is {default!r}"
+
+
+def _option_tables() -> list[tuple[str, str, str]]:
+    """(doc, names cell, defaults cell) of every row of a table with 'option' and 'default'
+    columns (README's "Every option", performance.md's techniques)."""
+    rows = []
+    for path in DOCS:
+        columns = None
+        for line in _text(path).splitlines():
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if not line.startswith("|"):
+                columns = None
+            elif "option" in cells and "default" in cells:
+                columns = (cells.index("option"), cells.index("default"))
+            elif columns and not set(line) <= set("|-: "):
+                rows.append((path.name, cells[columns[0]], cells[columns[1]]))
+    return rows
+
+
+def test_option_tables_name_real_options_with_their_defaults() -> None:
+    rows = _option_tables()
+    assert len(rows) > 25
+    problems = []
+    for doc, names_cell, defaults_cell in rows:
+        # `tools` column: a data column, not an option
+        names = re.findall(r"`([a-z_0-9]+)`(?! column)", names_cell)
+        problems += [f"{doc}: {name}: not an option" for name in names if name not in FIELDS]
+        defaults = [d for d in re.split(r",\s|\s/\s", defaults_cell) if d]
+        for name, documented in zip(names, defaults, strict=False):
+            if name in FIELDS and documented not in ("…", "—"):
+                field = FIELDS[name]
+                real = field.default_factory() if field.default is dataclasses.MISSING else None
+                real = field.default if real is None else real
+                problem = _documented_default(documented, real)
+                problems += [f"{doc}: {name}: {problem}"] if problem else []
+    assert not problems, problems
+
+
+def test_the_loss_table_lists_every_loss() -> None:
+    text = _text(ROOT / "docs" / "losses.md")
+    header, *documented = re.findall(r"^\| `([a-z_]+)` \|", text, re.M)
+    assert header == "loss_type"
+    assert sorted(documented) == sorted(LOSSES)
+    assert f"one of {len(LOSSES)} losses" in _text(ROOT / "README.md")
+
+
+def test_the_design_module_table_lists_every_module() -> None:
+    text = _text(ROOT / "docs" / "design.md")
+    listed = set(re.findall(r"`([a-z_]+\.py)`", text))
+    modules = {p.name for p in (ROOT / "src" / "directpo").glob("*.py")}
+    modules -= {"__init__.py", "__main__.py"}
+    assert modules - listed == set(), "modules missing from docs/design.md"
+    assert listed - modules == set(), "docs/design.md names modules that do not exist"
+
+
+# metric names the docs mention as former ones ("it was online/reward_mean before")
+RETIRED_METRICS = {"online/reward_mean"}
+
+
+def test_every_documented_metric_is_logged_under_that_name() -> None:
+    source = "\n".join(_text(p) for p in (ROOT / "src" / "directpo").rglob("*.py"))
+    pattern = r"^(?:rewards|logps|objective|val|online|eval|loss|wpo)/[a-z_]+(?:/[a-z_]+)?$"
+    missing = set()
+    for path in DOCS:
+        for span in _inline_code(_text(path)):
+            named = re.match(pattern, span) and span not in RETIRED_METRICS
+            if named and f'"{span}"' not in source:
+                missing.add(f"{path.name}: {span}")
+    assert not missing, sorted(missing)
+
+
+def test_every_file_and_test_the_docs_point_to_exists() -> None:
+    """``src/directpo/losses.py``, ``tests/test_layout.py::test_training_trajectory_...``,
+    ``bench/fsdp_memory.py``, links to ``docs/*.md``: each exists (a test name may end in
+    ``...``: a prefix)."""
+    missing = []
+    pattern = r"\b((?:src|tests|bench|examples|docs|img)/[\w./*-]*[\w*])(?:::(\w+))?"
+    for path in DOCS:
+        for match in re.finditer(pattern, _text(path)):
+            name, test = match.groups()
+            if not (list(ROOT.glob(name)) or list(path.parent.glob(name))):
+                missing.append(f"{path.name}: {name}")
+            elif test and not re.search(rf"^def {test}", _text(ROOT / name), re.M):
+                missing.append(f"{path.name}: {name}::{test}")
+    assert not missing, missing
+
+
+def test_the_example_configs_load() -> None:
+    """examples/*.yaml, as the README runs them (the model given by a flag)."""
+    examples = sorted((ROOT / "examples").glob("*.yaml"))
+    assert examples
+    for example in examples:
+        config = load_config(str(example), {"model_name_or_path": "path/to/model"})
+        assert config.output_dir, example.name
