@@ -2,13 +2,16 @@
 #
 # torch: an existing torch is kept. If the python3 that creates the venv already imports
 # torch (a user's CUDA/ROCm build), the venv sees it through --system-site-packages. On a
-# machine without CUDA, torch==2.13.0 (CPU build) is installed before the package, so pip
-# never resolves a multi-GB CUDA wheel; with CUDA present, pip's default torch is used.
+# machine without CUDA, torch==2.13.0's CPU build is installed before the package, so pip
+# never resolves a multi-GB CUDA wheel: a wheel pip's find-links already hold (offline, as on
+# our CI machines), else the one from PyTorch's CPU index (PyPI's Linux wheel bundles CUDA);
+# with CUDA present, pip's default torch is used.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.directpo-installed
 CPU_TORCH := torch==2.13.0
+CPU_TORCH_INDEX := https://download.pytorch.org/whl/cpu
 
 .PHONY: demo test lint install clean
 
@@ -39,8 +42,10 @@ $(STAMP): pyproject.toml | $(PY)
 		echo "torch already present: $$($(PY) -c 'import torch; print(torch.__version__)')"; \
 	elif command -v nvidia-smi >/dev/null 2>&1; then \
 		$(PY) -m pip install -q torch; \
-	else \
+	elif $(PY) -m pip install -q --no-deps --no-index $(CPU_TORCH) >/dev/null 2>&1; then \
 		$(PY) -m pip install -q $(CPU_TORCH); \
+	else \
+		$(PY) -m pip install -q $(CPU_TORCH) --extra-index-url $(CPU_TORCH_INDEX); \
 	fi
 	$(PY) -m pip install -q -e '.[dev,demo]'
 	touch $(STAMP)
