@@ -191,3 +191,58 @@ def test_a_vision_language_moe_reads_its_experts_from_the_text_config() -> None:
     ).aux_loss
     torch.testing.assert_close(aux, expected)
     assert float(aux) > 0
+
+
+def granite_moe() -> torch.nn.Module:
+    """A Mixture-of-Experts model that divides its logits after the LM head (logits_scaling)."""
+    from transformers import GraniteMoeConfig, GraniteMoeForCausalLM
+
+    torch.manual_seed(0)
+    return GraniteMoeForCausalLM(
+        GraniteMoeConfig(vocab_size=len(build_tokenizer("llama")), hidden_size=32,
+                         intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2)
+    )  # fmt: skip
+
+
+def llama4_text() -> torch.nn.Module:
+    """Llama 4's config declares a router coefficient, its module no load-balancing loss."""
+    from transformers import Llama4ForCausalLM, Llama4TextConfig
+
+    return Llama4ForCausalLM(
+        Llama4TextConfig(vocab_size=97, hidden_size=32, intermediate_size=32,
+                         intermediate_size_mlp=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, head_dim=8, num_local_experts=2)
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("build", [granite_moe, llama4_text])
+def test_a_declared_coefficient_directpo_cannot_compute_is_off_with_a_notice(build) -> None:
+    """Only the model's config asks for the router loss (the user set nothing): the default run
+    trains without it and says so, where it was refused as if the user had set it; a
+    coefficient the user sets is still refused."""
+    from types import SimpleNamespace
+
+    from directpo.models import resolve_router_aux
+
+    model = build()
+    declared = model.config.router_aux_loss_coef
+    assert declared and hasattr(model.config, "output_router_logits")
+    notices: list[str] = []
+    resolved = resolve_router_aux(SimpleNamespace(router_aux_loss_coef=None), model, notices.append)
+    assert resolved.router_aux_loss_coef is None  # off, and no coefficient on the card
+    name = type(model).__name__
+    assert len(notices) == 1 and "\n" not in notices[0]
+    assert notices[0].startswith(f"router_aux_loss_coef: off, though {name}'s config declares")
+    with pytest.raises(ConfigError, match=f"router_aux_loss_coef.*{name}"):
+        resolve_router_aux(SimpleNamespace(router_aux_loss_coef=0.01), model, pytest.fail)
+
+
+def test_a_granite_moe_trains_with_default_options(pairs_file, tmp_path) -> None:
+    folder = tmp_path / "granitemoe"
+    granite_moe().save_pretrained(folder)
+    build_tokenizer("llama").save_pretrained(folder)
+    notices: list[str] = []
+    result = train(tiny_config(folder, pairs_file, tmp_path / "out"), echo=notices.append)
+    assert result.global_step == 1 and "aux_loss" not in rows(result.metrics)[0]
+    assert any(n.startswith("router_aux_loss_coef: off") for n in notices)

@@ -121,7 +121,7 @@ def prepare_run(
     policy, reference = load_policy_and_reference(
         config, device, precision, sharded=sharded, peft_config=peft_config
     )
-    config = resolve_router_aux(config, policy)
+    config = resolve_router_aux(config, policy, echo)
     for pair_set in (train, data.evaluation):  # 3D rotary models: the image prompts' positions
         if pair_set is not None:
             attach_rope_positions(policy, pair_set.pairs)
