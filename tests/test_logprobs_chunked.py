@@ -9,7 +9,6 @@ from transformers import LlamaForCausalLM
 
 from directpo.adapters import apply_lora
 from directpo.batching import collate_pairs
-from directpo.errors import ConfigError
 from directpo.logprobs import backbone_and_head, model_logprobs
 from directpo.model_checks import check_heads
 from directpo.tokenization import TokenizedPair
@@ -86,8 +85,6 @@ def test_logits_transformed_under_an_unknown_name_are_measured_and_scored_whole(
     assert notices[0].startswith("logprob_chunk_tokens: off for ScaledLogitsLlama")
     assert backbone_and_head(model) is None and backbone_and_head(plain) is not None
     assert torch.allclose(model_logprobs(model, batch, 4)[0], whole, atol=1e-6)
-    with pytest.raises(ConfigError, match="router_aux_loss_coef: ScaledLogitsLlama"):
-        check_heads([ScaledLogitsLlama(plain.config)], notices.append, router_aux=True)
 
 
 @pytest.mark.parametrize("chunk", [0, 3])

@@ -304,11 +304,19 @@ def router_logprobs(
 ) -> tuple[torch.Tensor, ...]:
     """``model_logprobs`` of a Mixture-of-Experts model and its load-balancing loss (Switch
     Transformer's, the architecture's own ``load_balancing_loss_func``) over the batch's real
-    tokens: (log-probs, token counts, Σ log(1 − p), WPO sums, aux loss)."""
-    parts = backbone_and_head(model)
+    tokens: (log-probs, token counts, Σ log(1 − p), WPO sums, aux loss).
+
+    A model whose logits are not its LM head's output (``backbone_and_head`` is None: Granite-MoE
+    divides them by ``logits_scaling``) runs its whole forward, its backbone asked for the router
+    logits: the model's own loss would read a shared/packed batch's 4D mask as a padding mask."""
     balance = router_balance_function(model)
-    if parts is None or balance is None:
+    if balance is None:
         raise ValueError(f"{type(unwrap_peft(model)).__name__}: no router load-balancing loss")
+    parts = backbone_and_head(model)
+    if parts is None:
+        logits, router = _whole_forward_and_router_logits(model, model_inputs(model, batch))
+        aux = balance(router, batch.attention_mask)
+        return (*completion_logprobs(logits, batch, ld_alpha, wpo), aux)
     backbone, head = parts
     out = backbone(**model_inputs(model, batch), use_cache=False, output_router_logits=True)
     hidden = out.last_hidden_state
@@ -316,6 +324,32 @@ def router_logprobs(
     if chunk_tokens > 0:
         return (*_chunked_head(head, hidden, batch, chunk_tokens, ld_alpha, wpo), aux)
     return (*completion_logprobs(head(hidden), batch, ld_alpha, wpo), aux)
+
+
+def _whole_forward_and_router_logits(
+    model: torch.nn.Module, inputs: dict[str, Any]
+) -> tuple[torch.Tensor, Any]:
+    """The model's own logits, and its backbone's router logits from the same forward (hooks:
+    the backbone is told to record them, the model not to compute its loss from them)."""
+    backbone = unwrap_peft(model).base_model
+    recorded: list[Any] = []
+
+    def ask(module: torch.nn.Module, args: Any, kwargs: dict[str, Any]) -> Any:
+        return args, {**kwargs, "output_router_logits": True}
+
+    def keep(module: torch.nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+        recorded.append(output.router_logits)
+
+    handles = [
+        backbone.register_forward_pre_hook(ask, with_kwargs=True),
+        backbone.register_forward_hook(keep, with_kwargs=True),
+    ]
+    try:
+        logits = model(**inputs, use_cache=False, output_router_logits=False).logits
+    finally:
+        for handle in handles:
+            handle.remove()
+    return logits, recorded[-1]
 
 
 def text_config(model: torch.nn.Module) -> Any:

@@ -15,7 +15,6 @@ import torch
 
 from directpo.attention import IMPLEMENTATION as VARLEN
 from directpo.batching import PLAIN, Layout, collate_pairs
-from directpo.errors import ConfigError
 from directpo.flexattention import BLOCK as FLEX_BLOCK
 from directpo.flexattention import IMPLEMENTATION as FLEX
 from directpo.logprobs import (
@@ -88,24 +87,18 @@ def check_heads(
     models: Sequence[torch.nn.Module],
     echo: Callable[[str], None] = print,
     runners: Sequence[torch.nn.Module | None] = (),
-    router_aux: bool = False,
 ) -> None:
     """``check_head`` of the policy (first) and a separate reference: each one whose logits are
-    not its head's output is scored from its whole logits from now on (one line says so). With
-    ``router_aux`` the policy is refused instead: the MoE path needs the head apart."""
+    not its head's output is scored from its whole logits from now on (one line says so; a
+    Mixture-of-Experts policy's router loss then comes from that whole forward too)."""
     runners = list(runners) or [None] * len(models)
     said = set()
-    for index, (model, runner) in enumerate(zip(models, runners, strict=True)):
+    for model, runner in zip(models, runners, strict=True):
         reason = check_head(model, runner)
         name = type(unwrap_peft(model)).__name__
         if reason is None or name in said:  # a reference of the policy's class: said once
             continue
         said.add(name)
-        if router_aux and index == 0:
-            raise ConfigError(
-                f"router_aux_loss_coef: {name} transforms its logits after the LM head "
-                f"({reason}), which directpo's MoE path does not reproduce; set it to 0"
-            )
         echo(
             f"logprob_chunk_tokens: off for {name}, whose logits are not its LM head's output "
             f"({reason}); scoring from its whole logits"

@@ -516,16 +516,11 @@ def resolve_router_aux(
     """``config`` with ``router_aux_loss_coef`` resolved for this policy, as TRL does: unset
     means the coefficient the model's config declares (a Mixture-of-Experts model that returns
     router logits, e.g. Mixtral's 0.001), else off: left unset (None), so that the saved card
-    does not list a coefficient the user never set. A coefficient set for a model whose router
-    loss directpo cannot compute is refused; one only its config declares is turned off with
-    a notice (``echo``), not refused: the run is what the user asked for, minus that term. The
-    caller's config is not modified."""
-    from directpo.logprobs import (
-        backbone_and_head,
-        router_balance_function,
-        text_config,
-        unwrap_peft,
-    )
+    does not list a coefficient the user never set. A coefficient set for a model with no router
+    loss directpo can compute is refused; one only its config declares is turned off with a
+    notice (``echo``), not refused: the user asked for nothing. The caller's config is not
+    modified."""
+    from directpo.logprobs import router_balance_function, text_config, unwrap_peft
 
     model_config = text_config(unwrap_peft(policy))
     name = type(unwrap_peft(policy)).__name__
@@ -533,19 +528,11 @@ def resolve_router_aux(
     if coefficient is None:
         declared = hasattr(model_config, "output_router_logits")
         coefficient = float(getattr(model_config, "router_aux_loss_coef", 0.0) or 0.0) * declared
-    refusal = None
     if coefficient and router_balance_function(policy) is None:
         problem = f"{name} is not a Mixture-of-Experts model with a load-balancing loss"
-        refusal = f"router_aux_loss_coef is {coefficient} but {problem}; remove it"
-    elif coefficient and backbone_and_head(policy) is None:
-        problem = (
-            f"{name} transforms its logits after the LM head, which directpo's MoE path does "
-            "not reproduce"
-        )
-        refusal = f"router_aux_loss_coef: {problem}; set it to 0"
-    if refusal is not None and config.router_aux_loss_coef is not None:
-        raise ConfigError(refusal)
-    if refusal is not None:  # only the model's config asked for it
+        if config.router_aux_loss_coef is not None:
+            raise ConfigError(f"router_aux_loss_coef is {coefficient} but {problem}; remove it")
+        # only the model's config asked for it (Llama 4: no load_balancing_loss_func)
         echo(f"router_aux_loss_coef: off, though {name}'s config declares {coefficient}: {problem}")
         coefficient = 0.0
     resolved = copy.copy(config)

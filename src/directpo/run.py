@@ -171,7 +171,7 @@ def prepare_run(
     image_pairs = [pair for pair in train.pairs if pair.vision is not None][:2]
     runners = [scorer, *(reference.scorer for _ in separate_reference)] if sharded else []
     if config.logprob_chunk_tokens:  # the chunked LM head computes what the model does
-        check_heads([policy, *separate_reference], echo, runners, bool(config.router_aux_loss_coef))
+        check_heads([policy, *separate_reference], echo, runners)
     layout = choose_layout(
         config.layout, [policy, *separate_reference], echo, image_pairs, runners, longest
     )
