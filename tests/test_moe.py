@@ -283,3 +283,29 @@ def test_a_granite_moe_trains_with_its_declared_coefficient(pairs_file, tmp_path
     build_tokenizer("llama").save_pretrained(folder)
     result = train(tiny_config(folder, pairs_file, tmp_path / "out"), echo=quiet)
     assert result.global_step == 1 and rows(result.metrics)[0]["aux_loss"] > 0
+
+
+@pytest.mark.parametrize("moe", [False, True])
+def test_a_load_balancing_function_of_other_parameters_is_not_called_as_switchs(
+    moe, pairs_file, tmp_path
+) -> None:
+    """Doge's load_balancing_loss_func also takes num_keys: a dense Doge (its config declares a
+    coefficient) failed at the first step with an IndexError, an MoE one would have had its
+    top-k passed as num_keys. Unset: off with a notice; set: refused."""
+    from transformers import DogeConfig, DogeForCausalLM
+
+    torch.manual_seed(0)
+    config = DogeConfig(vocab_size=len(build_tokenizer("llama")), hidden_size=32,
+                        intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, is_moe=moe, num_experts=16,
+                        num_experts_per_tok=2)  # fmt: skip
+    folder = tmp_path / "doge"
+    DogeForCausalLM(config).save_pretrained(folder)
+    build_tokenizer("llama").save_pretrained(folder)
+    notices: list[str] = []
+    result = train(tiny_config(folder, pairs_file, tmp_path / "out"), echo=notices.append)
+    assert result.global_step == 1 and "aux_loss" not in rows(result.metrics)[0]
+    assert any(n.startswith("router_aux_loss_coef: off, though DogeForCausalLM") for n in notices)
+    set_by_user = tiny_config(folder, pairs_file, tmp_path / "set", router_aux_loss_coef=0.01)
+    with pytest.raises(ConfigError, match="router_aux_loss_coef is 0.01 but DogeForCausalLM"):
+        train(set_by_user, echo=quiet)

@@ -363,7 +363,10 @@ def router_balance_function(
 ) -> Callable[[Any, torch.Tensor], torch.Tensor] | None:
     """(router logits, [R, T] real-token mask) -> the load-balancing loss, for MoE models whose
     modeling module defines ``load_balancing_loss_func`` (Mixtral, Qwen2/3-MoE, OLMoE, ...;
-    and vision-language ones such as Qwen3-VL-MoE, whose text config holds the experts)."""
+    and vision-language ones such as Qwen3-VL-MoE, whose text config holds the experts).
+    None for a function of other parameters (Doge's also takes ``num_keys``: called as Switch's,
+    a dense Doge failed at the first step, an MoE one got its top-k as that)."""
+    import inspect
     import sys
 
     hf_model = unwrap_peft(model)
@@ -375,7 +378,13 @@ def router_balance_function(
     top_k = top_k or getattr(config, "num_experts_per_tok", None)
     if not hasattr(config, "output_router_logits") or None in (function, experts, top_k):
         return None
+    if list(inspect.signature(function).parameters)[1:] != [*_SWITCH_BALANCE_PARAMETERS]:
+        return None
     return lambda logits, mask: function(logits, experts, top_k, mask)
+
+
+# Mixtral's load_balancing_loss_func(gate_logits, num_experts, top_k, attention_mask)
+_SWITCH_BALANCE_PARAMETERS = ("num_experts", "top_k", "attention_mask")
 
 
 # Configs whose models transform logits after the LM head: the chunked path would skip that.
