@@ -323,7 +323,7 @@ def router_logprobs(
     aux = balance(out.router_logits, batch.attention_mask)
     if chunk_tokens > 0:
         return (*_chunked_head(head, hidden, batch, chunk_tokens, ld_alpha, wpo), aux)
-    return (*completion_logprobs(head(hidden), batch, ld_alpha, wpo), aux)
+    return (*completion_logprobs(_apply_head(head, hidden), batch, ld_alpha, wpo), aux)
 
 
 def _whole_forward_and_router_logits(
@@ -423,7 +423,14 @@ def _head_logprobs(
     head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, wpo: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``_token_logprobs`` of one chunk of hidden states."""
-    return _token_logprobs(head(hidden), targets, wpo)
+    return _token_logprobs(_apply_head(head, hidden), targets, wpo)
+
+
+def _apply_head(head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """``head(hidden)`` in the head's dtype, as Mamba's own forward does: its residual stream
+    stays float32 under bf16 (residual_in_fp32), a bf16 head would refuse it."""
+    dtype = getattr(head, "weight", hidden).dtype
+    return head(hidden.to(dtype) if dtype.is_floating_point else hidden)
 
 
 @torch.no_grad()
