@@ -205,6 +205,24 @@ def _has_local_layers(config: object) -> bool:
     return not kinds or any(kind != "full_attention" for kind in kinds)
 
 
+# transformers' layer kinds (``config.layer_types``) that carry a state from token to token
+# (Mamba, gated DeltaNet, RG-LRU, short convolutions; "hybrid": such a mixer beside attention):
+# along a shared or packed row that state runs from one sequence into the next, which no mask
+# stops. Measuring cannot always tell (check_layout's short probes in bf16 differ by less than
+# bf16's tolerance, while real pairs differ by nats), so these never share or pack.
+_STATEFUL_LAYERS = ("linear_attention", "conv", "hybrid", "hybrid_sliding")
+
+
+def stateful_layers(model: torch.nn.Module) -> str | None:
+    """The first layer kind of the model's (text) config that carries a recurrent state, or None."""
+    config = getattr(unwrap_peft(model), "config", None)
+    if config is None:
+        return None
+    configs = [config, config.get_text_config()] if hasattr(config, "get_text_config") else [config]
+    kinds = [kind for cfg in configs for kind in getattr(cfg, "layer_types", None) or ()]
+    return next((kind for kind in kinds if kind in _STATEFUL_LAYERS), None)
+
+
 def choose_layout(
     layout: Layout,
     models: Sequence[torch.nn.Module],
@@ -221,7 +239,7 @@ def choose_layout(
     A model with sliding-window attention keeps ``layout`` only while no sequence is longer
     than its window: up to there the window changes nothing, past it the layout's mask would
     let a token see further back than the model does (``check_layout``'s short synthetic pairs
-    cannot show this).
+    cannot show this). A model with recurrent layers (``stateful_layers``) never keeps it.
 
     Models running ``directpo_varlen`` are checked with varlen segments, models running
     FlexAttention with the collator's blocks (rows then padded to whole blocks); if one of them
@@ -238,6 +256,14 @@ def choose_layout(
                 f"prefix_sharing/padding_free: off for {type(unwrap_peft(model)).__name__}, "
                 f"whose sliding-window attention sees the last {window} positions while "
                 f"sequences here {reach}; using the plain padded layout"
+            )
+            return PLAIN
+        kind = stateful_layers(model)
+        if kind is not None:
+            echo(
+                f"prefix_sharing/padding_free: off for {type(unwrap_peft(model)).__name__}, "
+                f"whose {kind} layers carry a state from token to token, which would run from "
+                "one sequence of a row into the next; using the plain padded layout"
             )
             return PLAIN
     runners = list(runners) or [None] * len(models)
