@@ -240,6 +240,49 @@ def test_a_window_size_that_no_layer_uses_keeps_the_layout() -> None:
     assert attention_window(Gemma3ForCausalLM(mixed)) == 16
 
 
+def falcon_h1() -> torch.nn.Module:
+    """A hybrid whose every layer runs a Mamba-2 mixer beside attention (layer_types: hybrid)."""
+    from transformers import FalconH1Config, FalconH1ForCausalLM
+
+    torch.manual_seed(0)
+    config = FalconH1Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                            head_dim=8, mamba_d_ssm=64, mamba_n_heads=8, mamba_d_head=8,
+                            mamba_d_state=8, initializer_range=0.2)  # fmt: skip
+    return FalconH1ForCausalLM(config).to(torch.bfloat16).eval()
+
+
+def lfm2() -> torch.nn.Module:
+    from transformers import Lfm2Config, Lfm2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Lfm2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                        layer_types=["conv", "full_attention"], initializer_range=0.2)  # fmt: skip
+    return Lfm2ForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("make", [falcon_h1, lfm2])
+def test_models_with_recurrent_layers_never_share_or_pack(make) -> None:
+    """A recurrent state (Mamba, short conv) runs from one sequence of a row into the next: the
+    layout is wrong for them by nats on real pairs, while check_layout's short probes in bf16
+    stayed within its tolerance (a bf16 Falcon-H1 trained on those log-probs)."""
+    from directpo.model_checks import stateful_layers
+
+    model = make()
+    layout = Layout(share_prefix=True, pack=True)
+    with torch.no_grad():
+        plain = model_logprobs(model, collate_pairs(PAIRS, 0))[0]
+        laid_out = model_logprobs(model, collate_pairs(PAIRS, 0, layout=layout))[0]
+    assert (laid_out - plain).abs().max() > 0.3
+    notices: list[str] = []
+    assert choose_layout(layout, [model], notices.append, longest=32) == PLAIN
+    assert len(notices) == 1 and "\n" not in notices[0]
+    assert "layers carry a state from token to token" in notices[0]
+    assert stateful_layers(model) in ("hybrid", "conv")
+    assert stateful_layers(build("llama", "sdpa")) is None
+
+
 OPTIMISATIONS_OFF = dict(prefix_sharing=False, padding_free=False, logprob_chunk_tokens=0)
 OPTIMISATIONS_ON = dict(logprob_chunk_tokens=7, precompute_ref_log_probs=True)
 

@@ -9,7 +9,6 @@ from transformers import LlamaForCausalLM
 
 from directpo.adapters import apply_lora
 from directpo.batching import collate_pairs
-from directpo.errors import ConfigError
 from directpo.logprobs import backbone_and_head, model_logprobs
 from directpo.model_checks import check_heads
 from directpo.tokenization import TokenizedPair
@@ -86,8 +85,6 @@ def test_logits_transformed_under_an_unknown_name_are_measured_and_scored_whole(
     assert notices[0].startswith("logprob_chunk_tokens: off for ScaledLogitsLlama")
     assert backbone_and_head(model) is None and backbone_and_head(plain) is not None
     assert torch.allclose(model_logprobs(model, batch, 4)[0], whole, atol=1e-6)
-    with pytest.raises(ConfigError, match="router_aux_loss_coef: ScaledLogitsLlama"):
-        check_heads([ScaledLogitsLlama(plain.config)], notices.append, router_aux=True)
 
 
 @pytest.mark.parametrize("chunk", [0, 3])
@@ -110,3 +107,21 @@ def test_wpo_aligned_sums_only_when_asked(chunk) -> None:
         assert torch.allclose(aligned.double(), expected, atol=1e-4)
         assert expected.abs().min() > 1e-2  # not trivially zero
         assert torch.equal(model_logprobs(model, batch, chunk)[3], torch.zeros_like(aligned))
+
+
+def test_a_float32_residual_stream_meets_a_bf16_head_in_the_heads_dtype() -> None:
+    """Mamba keeps its residual stream float32 under bf16 (residual_in_fp32) and casts it to its
+    head's dtype in its own forward; the chunked head refused it (a dtype error, which
+    check_heads read as 'logits are not its LM head's output': chunking off for every Mamba)."""
+    from transformers import MambaConfig, MambaForCausalLM
+
+    torch.manual_seed(0)
+    config = MambaConfig(vocab_size=64, hidden_size=32, state_size=8, num_hidden_layers=2,
+                         residual_in_fp32=True)  # fmt: skip
+    model = MambaForCausalLM(config).to(torch.bfloat16).eval()
+    batch = collate_pairs(PAIRS, pad_token_id=0)
+    with torch.no_grad():
+        whole, chunked = model_logprobs(model, batch, 0)[0], model_logprobs(model, batch, 4)[0]
+    torch.testing.assert_close(chunked, whole, atol=0.05, rtol=1e-3)
+    check_heads([model], pytest.fail)  # no notice: the chunked path stays on
+    assert backbone_and_head(model) is not None

@@ -6,16 +6,24 @@ from __future__ import annotations
 import math
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from tiny import build_tokenizer, save_tiny_model, tiny_config
-from transformers import MixtralConfig, MixtralForCausalLM
+from transformers import (
+    GraniteMoeConfig,
+    GraniteMoeForCausalLM,
+    MixtralConfig,
+    MixtralForCausalLM,
+)
 
 from directpo.batching import PLAIN, Layout, collate_pairs
 from directpo.errors import ConfigError
-from directpo.logprobs import model_logprobs, router_logprobs
+from directpo.logprobs import model_inputs, model_logprobs, router_logprobs
+from directpo.model_checks import check_heads
+from directpo.models import resolve_router_aux
 from directpo.tokenization import TokenizedPair
 from directpo.trainer import train
 
@@ -191,3 +199,113 @@ def test_a_vision_language_moe_reads_its_experts_from_the_text_config() -> None:
     ).aux_loss
     torch.testing.assert_close(aux, expected)
     assert float(aux) > 0
+
+
+def granite_moe() -> GraniteMoeForCausalLM:
+    """A Mixture-of-Experts model that divides its logits after the LM head (logits_scaling)."""
+    torch.manual_seed(0)
+    model = GraniteMoeForCausalLM(
+        GraniteMoeConfig(vocab_size=len(build_tokenizer("llama")), hidden_size=32,
+                         intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+                         logits_scaling=4.0)
+    )  # fmt: skip
+    for name, param in model.named_parameters():  # routers start at zero: make them route
+        if "router" in name:
+            torch.nn.init.normal_(param)
+    return model
+
+
+def scale_logits(model: torch.nn.Module) -> torch.nn.Module:
+    """Logits scaled after the LM head under no config name (remote code): only measured."""
+    forward = model.forward
+
+    def scaled(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        out.logits = out.logits * 0.3
+        return out
+
+    model.forward = scaled
+    return model
+
+
+@pytest.mark.parametrize("build", ["granite", "measured"])
+def test_a_model_that_transforms_its_logits_gets_its_router_loss_from_its_whole_forward(
+    mixtral, build
+) -> None:
+    """Granite-MoE (logits / logits_scaling), or a model check_heads measured to transform its
+    logits: log-probs of its own logits and its own aux loss, where a default run was refused
+    ('set it to 0', an option the user never set)."""
+    if build == "granite":
+        model = granite_moe().eval()
+    else:
+        model = scale_logits(MixtralForCausalLM.from_pretrained(mixtral).eval())
+        notices: list[str] = []
+        check_heads([model], notices.append)
+        assert len(notices) == 1 and "scoring from its whole logits" in notices[0]
+    pairs = [
+        TokenizedPair([1, 5, 9, 30], [40, 41], [42]),
+        TokenizedPair([1, 7], [50, 51, 52, 53], [60, 61, 62]),
+    ]
+    for layout in (Layout(share_prefix=True, pack=True), PLAIN):  # a 4D mask: no crash
+        batch = collate_pairs(pairs, 0, layout=layout)
+        *logps, aux = router_logprobs(model, batch, 4)
+        for ours, whole in zip(logps, model_logprobs(model, batch), strict=True):
+            torch.testing.assert_close(ours, whole)
+    own = model(**model_inputs(model, batch), output_router_logits=True).aux_loss  # plain rows
+    torch.testing.assert_close(aux, own)
+    assert resolve_router_aux(SimpleNamespace(router_aux_loss_coef=None), model, pytest.fail)
+
+
+def test_a_declared_coefficient_without_a_router_loss_is_off_with_a_notice() -> None:
+    """Llama 4's config declares a coefficient, its module no load-balancing loss: unset, the
+    run trains without it and says so (it was refused: 'remove it'); set, it is refused."""
+    from transformers import Llama4ForCausalLM, Llama4TextConfig
+
+    model = Llama4ForCausalLM(
+        Llama4TextConfig(vocab_size=97, hidden_size=32, intermediate_size=32,
+                         intermediate_size_mlp=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, head_dim=8, num_local_experts=2)
+    )  # fmt: skip
+    assert model.config.router_aux_loss_coef and hasattr(model.config, "output_router_logits")
+    notices: list[str] = []
+    resolved = resolve_router_aux(SimpleNamespace(router_aux_loss_coef=None), model, notices.append)
+    assert resolved.router_aux_loss_coef is None  # off, and no coefficient on the card
+    assert len(notices) == 1 and "\n" not in notices[0]
+    assert notices[0].startswith("router_aux_loss_coef: off, though Llama4ForCausalLM's config")
+    with pytest.raises(ConfigError, match="not a Mixture-of-Experts model"):
+        resolve_router_aux(SimpleNamespace(router_aux_loss_coef=0.01), model, pytest.fail)
+
+
+def test_a_granite_moe_trains_with_its_declared_coefficient(pairs_file, tmp_path) -> None:
+    folder = tmp_path / "granitemoe"
+    granite_moe().save_pretrained(folder)
+    build_tokenizer("llama").save_pretrained(folder)
+    result = train(tiny_config(folder, pairs_file, tmp_path / "out"), echo=quiet)
+    assert result.global_step == 1 and rows(result.metrics)[0]["aux_loss"] > 0
+
+
+@pytest.mark.parametrize("moe", [False, True])
+def test_a_load_balancing_function_of_other_parameters_is_not_called_as_switchs(
+    moe, pairs_file, tmp_path
+) -> None:
+    """Doge's load_balancing_loss_func also takes num_keys: a dense Doge (its config declares a
+    coefficient) failed at the first step with an IndexError, an MoE one would have had its
+    top-k passed as num_keys. Unset: off with a notice; set: refused."""
+    from transformers import DogeConfig, DogeForCausalLM
+
+    torch.manual_seed(0)
+    config = DogeConfig(vocab_size=len(build_tokenizer("llama")), hidden_size=32,
+                        intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, is_moe=moe, num_experts=16,
+                        num_experts_per_tok=2)  # fmt: skip
+    folder = tmp_path / "doge"
+    DogeForCausalLM(config).save_pretrained(folder)
+    build_tokenizer("llama").save_pretrained(folder)
+    notices: list[str] = []
+    result = train(tiny_config(folder, pairs_file, tmp_path / "out"), echo=notices.append)
+    assert result.global_step == 1 and "aux_loss" not in rows(result.metrics)[0]
+    assert any(n.startswith("router_aux_loss_coef: off, though DogeForCausalLM") for n in notices)
+    set_by_user = tiny_config(folder, pairs_file, tmp_path / "set", router_aux_loss_coef=0.01)
+    with pytest.raises(ConfigError, match="router_aux_loss_coef is 0.01 but DogeForCausalLM"):
+        train(set_by_user, echo=quiet)

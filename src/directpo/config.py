@@ -462,7 +462,8 @@ class DPOConfig(Options):
         None,
         "Mixture-of-Experts policies: weight of the router load-balancing loss added to the "
         "loss (logged as aux_loss). null: the coefficient the model's config declares "
-        "(Mixtral, Qwen-MoE: 0.001), as TRL; 0: off. Refused for a model without experts.",
+        "(Mixtral, Qwen-MoE: 0.001), as TRL, or off with a notice for a model without a "
+        "load-balancing loss (Llama 4); 0: off. Refused for a model without experts.",
     )
 
     # --- optimisation -------------------------------------------------------------------------

@@ -304,18 +304,52 @@ def router_logprobs(
 ) -> tuple[torch.Tensor, ...]:
     """``model_logprobs`` of a Mixture-of-Experts model and its load-balancing loss (Switch
     Transformer's, the architecture's own ``load_balancing_loss_func``) over the batch's real
-    tokens: (log-probs, token counts, Σ log(1 − p), WPO sums, aux loss)."""
-    parts = backbone_and_head(model)
+    tokens: (log-probs, token counts, Σ log(1 − p), WPO sums, aux loss).
+
+    A model whose logits are not its LM head's output (``backbone_and_head`` is None: Granite-MoE
+    divides them by ``logits_scaling``) runs its whole forward, its backbone asked for the router
+    logits: the model's own loss would read a shared/packed batch's 4D mask as a padding mask."""
     balance = router_balance_function(model)
-    if parts is None or balance is None:
+    if balance is None:
         raise ValueError(f"{type(unwrap_peft(model)).__name__}: no router load-balancing loss")
+    parts = backbone_and_head(model)
+    if parts is None:
+        logits, router = _whole_forward_and_router_logits(model, model_inputs(model, batch))
+        aux = balance(router, batch.attention_mask)
+        return (*completion_logprobs(logits, batch, ld_alpha, wpo), aux)
     backbone, head = parts
     out = backbone(**model_inputs(model, batch), use_cache=False, output_router_logits=True)
     hidden = out.last_hidden_state
     aux = balance(out.router_logits, batch.attention_mask)
     if chunk_tokens > 0:
         return (*_chunked_head(head, hidden, batch, chunk_tokens, ld_alpha, wpo), aux)
-    return (*completion_logprobs(head(hidden), batch, ld_alpha, wpo), aux)
+    return (*completion_logprobs(_apply_head(head, hidden), batch, ld_alpha, wpo), aux)
+
+
+def _whole_forward_and_router_logits(
+    model: torch.nn.Module, inputs: dict[str, Any]
+) -> tuple[torch.Tensor, Any]:
+    """The model's own logits, and its backbone's router logits from the same forward (hooks:
+    the backbone is told to record them, the model not to compute its loss from them)."""
+    backbone = unwrap_peft(model).base_model
+    recorded: list[Any] = []
+
+    def ask(module: torch.nn.Module, args: Any, kwargs: dict[str, Any]) -> Any:
+        return args, {**kwargs, "output_router_logits": True}
+
+    def keep(module: torch.nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+        recorded.append(output.router_logits)
+
+    handles = [
+        backbone.register_forward_pre_hook(ask, with_kwargs=True),
+        backbone.register_forward_hook(keep, with_kwargs=True),
+    ]
+    try:
+        logits = model(**inputs, use_cache=False, output_router_logits=False).logits
+    finally:
+        for handle in handles:
+            handle.remove()
+    return logits, recorded[-1]
 
 
 def text_config(model: torch.nn.Module) -> Any:
@@ -329,7 +363,10 @@ def router_balance_function(
 ) -> Callable[[Any, torch.Tensor], torch.Tensor] | None:
     """(router logits, [R, T] real-token mask) -> the load-balancing loss, for MoE models whose
     modeling module defines ``load_balancing_loss_func`` (Mixtral, Qwen2/3-MoE, OLMoE, ...;
-    and vision-language ones such as Qwen3-VL-MoE, whose text config holds the experts)."""
+    and vision-language ones such as Qwen3-VL-MoE, whose text config holds the experts).
+    None for a function of other parameters (Doge's also takes ``num_keys``: called as Switch's,
+    a dense Doge failed at the first step, an MoE one got its top-k as that)."""
+    import inspect
     import sys
 
     hf_model = unwrap_peft(model)
@@ -341,7 +378,13 @@ def router_balance_function(
     top_k = top_k or getattr(config, "num_experts_per_tok", None)
     if not hasattr(config, "output_router_logits") or None in (function, experts, top_k):
         return None
+    if list(inspect.signature(function).parameters)[1:] != [*_SWITCH_BALANCE_PARAMETERS]:
+        return None
     return lambda logits, mask: function(logits, experts, top_k, mask)
+
+
+# Mixtral's load_balancing_loss_func(gate_logits, num_experts, top_k, attention_mask)
+_SWITCH_BALANCE_PARAMETERS = ("num_experts", "top_k", "attention_mask")
 
 
 # Configs whose models transform logits after the LM head: the chunked path would skip that.
@@ -380,7 +423,14 @@ def _head_logprobs(
     head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, wpo: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``_token_logprobs`` of one chunk of hidden states."""
-    return _token_logprobs(head(hidden), targets, wpo)
+    return _token_logprobs(_apply_head(head, hidden), targets, wpo)
+
+
+def _apply_head(head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """``head(hidden)`` in the head's dtype, as Mamba's own forward does: its residual stream
+    stays float32 under bf16 (residual_in_fp32), a bf16 head would refuse it."""
+    dtype = getattr(head, "weight", hidden).dtype
+    return head(hidden.to(dtype) if dtype.is_floating_point else hidden)
 
 
 @torch.no_grad()

@@ -15,7 +15,6 @@ import torch
 
 from directpo.attention import IMPLEMENTATION as VARLEN
 from directpo.batching import PLAIN, Layout, collate_pairs
-from directpo.errors import ConfigError
 from directpo.flexattention import BLOCK as FLEX_BLOCK
 from directpo.flexattention import IMPLEMENTATION as FLEX
 from directpo.logprobs import (
@@ -124,24 +123,18 @@ def check_heads(
     models: Sequence[torch.nn.Module],
     echo: Callable[[str], None] = print,
     runners: Sequence[torch.nn.Module | None] = (),
-    router_aux: bool = False,
 ) -> None:
     """``check_head`` of the policy (first) and a separate reference: each one whose logits are
-    not its head's output is scored from its whole logits from now on (one line says so). With
-    ``router_aux`` the policy is refused instead: the MoE path needs the head apart."""
+    not its head's output is scored from its whole logits from now on (one line says so; a
+    Mixture-of-Experts policy's router loss then comes from that whole forward too)."""
     runners = list(runners) or [None] * len(models)
     said = set()
-    for index, (model, runner) in enumerate(zip(models, runners, strict=True)):
+    for model, runner in zip(models, runners, strict=True):
         reason = check_head(model, runner)
         name = type(unwrap_peft(model)).__name__
         if reason is None or name in said:  # a reference of the policy's class: said once
             continue
         said.add(name)
-        if router_aux and index == 0:
-            raise ConfigError(
-                f"router_aux_loss_coef: {name} transforms its logits after the LM head "
-                f"({reason}), which directpo's MoE path does not reproduce; set it to 0"
-            )
         echo(
             f"logprob_chunk_tokens: off for {name}, whose logits are not its LM head's output "
             f"({reason}); scoring from its whole logits"
@@ -248,6 +241,24 @@ def _has_local_layers(config: object) -> bool:
     return not kinds or any(kind != "full_attention" for kind in kinds)
 
 
+# transformers' layer kinds (``config.layer_types``) that carry a state from token to token
+# (Mamba, gated DeltaNet, RG-LRU, short convolutions; "hybrid": such a mixer beside attention):
+# along a shared or packed row that state runs from one sequence into the next, which no mask
+# stops. Measuring cannot always tell (check_layout's short probes in bf16 differ by less than
+# bf16's tolerance, while real pairs differ by nats), so these never share or pack.
+_STATEFUL_LAYERS = ("linear_attention", "conv", "hybrid", "hybrid_sliding")
+
+
+def stateful_layers(model: torch.nn.Module) -> str | None:
+    """The first layer kind of the model's (text) config that carries a recurrent state, or None."""
+    config = getattr(unwrap_peft(model), "config", None)
+    if config is None:
+        return None
+    configs = [config, config.get_text_config()] if hasattr(config, "get_text_config") else [config]
+    kinds = [kind for cfg in configs for kind in getattr(cfg, "layer_types", None) or ()]
+    return next((kind for kind in kinds if kind in _STATEFUL_LAYERS), None)
+
+
 def choose_layout(
     layout: Layout,
     models: Sequence[torch.nn.Module],
@@ -264,7 +275,7 @@ def choose_layout(
     A model with sliding-window attention keeps ``layout`` only while no sequence is longer
     than its window: up to there the window changes nothing, past it the layout's mask would
     let a token see further back than the model does (``check_layout``'s short synthetic pairs
-    cannot show this).
+    cannot show this). A model with recurrent layers (``stateful_layers``) never keeps it.
 
     Models running ``directpo_varlen`` are checked with varlen segments, models running
     FlexAttention with the collator's blocks (rows then padded to whole blocks); if one of them
@@ -281,6 +292,14 @@ def choose_layout(
                 f"prefix_sharing/padding_free: off for {type(unwrap_peft(model)).__name__}, "
                 f"whose sliding-window attention sees the last {window} positions while "
                 f"sequences here {reach}; using the plain padded layout"
+            )
+            return PLAIN
+        kind = stateful_layers(model)
+        if kind is not None:
+            echo(
+                f"prefix_sharing/padding_free: off for {type(unwrap_peft(model)).__name__}, "
+                f"whose {kind} layers carry a state from token to token, which would run from "
+                "one sequence of a row into the next; using the plain padded layout"
             )
             return PLAIN
     runners = list(runners) or [None] * len(models)

@@ -6,7 +6,7 @@ import contextlib
 import copy
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -527,34 +527,31 @@ def pad_token_id(tokenizer: Any) -> int:
     return 0
 
 
-def resolve_router_aux(config: Any, policy: torch.nn.Module) -> Any:
+def resolve_router_aux(
+    config: Any, policy: torch.nn.Module, echo: Callable[[str], None] = print
+) -> Any:
     """``config`` with ``router_aux_loss_coef`` resolved for this policy, as TRL does: unset
     means the coefficient the model's config declares (a Mixture-of-Experts model that returns
     router logits, e.g. Mixtral's 0.001), else off: left unset (None), so that the saved card
     does not list a coefficient the user never set. A coefficient set for a model with no router
-    is refused. The caller's config is not modified."""
-    from directpo.logprobs import (
-        backbone_and_head,
-        router_balance_function,
-        text_config,
-        unwrap_peft,
-    )
+    loss directpo can compute is refused; one only its config declares is turned off with a
+    notice (``echo``), not refused: the user asked for nothing. The caller's config is not
+    modified."""
+    from directpo.logprobs import router_balance_function, text_config, unwrap_peft
 
     model_config = text_config(unwrap_peft(policy))
+    name = type(unwrap_peft(policy)).__name__
     coefficient = config.router_aux_loss_coef
     if coefficient is None:
         declared = hasattr(model_config, "output_router_logits")
         coefficient = float(getattr(model_config, "router_aux_loss_coef", 0.0) or 0.0) * declared
     if coefficient and router_balance_function(policy) is None:
-        raise ConfigError(
-            f"router_aux_loss_coef is {coefficient} but {type(unwrap_peft(policy)).__name__} is "
-            "not a Mixture-of-Experts model with a load-balancing loss; remove it"
-        )
-    if coefficient and backbone_and_head(policy) is None:
-        raise ConfigError(
-            f"router_aux_loss_coef: {type(unwrap_peft(policy)).__name__} transforms its logits "
-            "after the LM head, which directpo's MoE path does not reproduce; set it to 0"
-        )
+        problem = f"{name} is not a Mixture-of-Experts model with a load-balancing loss"
+        if config.router_aux_loss_coef is not None:
+            raise ConfigError(f"router_aux_loss_coef is {coefficient} but {problem}; remove it")
+        # only the model's config asked for it (Llama 4: no load_balancing_loss_func)
+        echo(f"router_aux_loss_coef: off, though {name}'s config declares {coefficient}: {problem}")
+        coefficient = 0.0
     resolved = copy.copy(config)
     unset_and_off = config.router_aux_loss_coef is None and not coefficient
     resolved.router_aux_loss_coef = None if unset_and_off else float(coefficient)

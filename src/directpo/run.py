@@ -122,7 +122,7 @@ def prepare_run(
     policy, reference = load_policy_and_reference(
         config, device, precision, sharded=sharded, peft_config=peft_config
     )
-    config = resolve_router_aux(config, policy)
+    config = resolve_router_aux(config, policy, echo)
     for pair_set in (train, data.evaluation):  # 3D rotary models: the image prompts' positions
         if pair_set is not None:
             attach_rope_positions(policy, pair_set.pairs)
@@ -174,7 +174,7 @@ def prepare_run(
     if config.torch_compile:  # before the checks below run the compiled layers
         check_compilation([policy, *separate_reference], echo, runners)
     if config.logprob_chunk_tokens:  # the chunked LM head computes what the model does
-        check_heads([policy, *separate_reference], echo, runners, bool(config.router_aux_loss_coef))
+        check_heads([policy, *separate_reference], echo, runners)
     layout = choose_layout(
         config.layout, [policy, *separate_reference], echo, image_pairs, runners, longest
     )
