@@ -5,6 +5,7 @@ import math
 import shutil
 
 import pytest
+import torch
 from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
 
 from directpo.config import DPOConfig
@@ -193,3 +194,42 @@ def test_an_unwritable_cache_warns_and_training_goes_on(
         [m["loss"] for m in plain.metrics], rel=1e-5
     )
     assert (tmp_path / "pre" / "config.yaml").is_file()
+
+
+def random_adapter(base, folder, seed: int):
+    """A LoRA adapter folder on ``base`` with random (nonzero) factors drawn from ``seed``."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("where", ["model_name_or_path", "ref_model_name_or_path"])
+def test_two_adapters_on_one_base_do_not_share_a_cache(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, where
+) -> None:
+    """The reference is an adapter on a base (a continued adapter's start, or an adapter folder
+    as the reference): another adapter on the same base is another reference. Its cache key
+    counted the base's weights only, so the second adapter read the first one's log-probs."""
+    monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / "cache"))
+    base = tiny_model_dirs["llama"]
+    for name, seed in (("a", 1), ("b", 2), ("a2", 1)):
+        adapter = random_adapter(base, tmp_path / f"adapter_{name}", seed)
+        models = {"model_name_or_path": adapter}
+        if where == "ref_model_name_or_path":
+            models = {"model_name_or_path": base, "ref_model_name_or_path": adapter}
+        lines: list[str] = []
+        config = config_for(
+            base, pairs_file, tmp_path / name, eval_file=None, precompute_ref_log_probs=True,
+            max_steps=1, **models,
+        )  # fmt: skip
+        result = train(config, echo=lines.append)
+        computed = any("reference log-probs: computed" in line for line in lines)
+        assert computed == (name != "a2"), name  # the same adapter again reuses its cache
+        if where == "model_name_or_path":  # policy == reference at the first step
+            assert result.metrics[0]["loss"] == pytest.approx(math.log(2), abs=1e-6), name

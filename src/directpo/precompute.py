@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -50,10 +51,16 @@ def cache_root() -> Path:
     return Path(root) / "reference_logps"
 
 
-def weights_fingerprint(model: torch.nn.Module, world: World | None = None) -> str:
-    """A hash of every weight of ``model`` (what it computes with, adapters off or absent) and
-    of its config: the same weights under another config (ALiBi, a rope scaling, a window, a
-    soft cap edited in config.json or given as model_init_kwargs) give other log-probs.
+def weights_fingerprint(
+    model: torch.nn.Module, world: World | None = None, adapter: str | None = None
+) -> str:
+    """A hash of every weight of ``model`` that the reference computes with and of its config:
+    the same weights under another config (ALiBi, a rope scaling, a window, a soft cap edited in
+    config.json or given as model_init_kwargs) give other log-probs.
+
+    A peft model's adapters do not count (the reference is its base, adapters off), except
+    ``adapter``, the one the reference runs with (a continued adapter's start): its weights and
+    its config (rank, alpha, targets) count, or two adapters on one base would share a cache.
 
     With ``world`` (an FSDP2-sharded model; every rank calls) each rank hashes its own shards
     and the digests are combined: the same weights at another world size hash differently, so
@@ -63,8 +70,14 @@ def weights_fingerprint(model: torch.nn.Module, world: World | None = None) -> s
     config = getattr(model, "config", None)
     if hasattr(config, "to_json_string"):
         digest.update(config.to_json_string(use_diff=False).encode())
+    adapters = getattr(model, "peft_config", None) or {}
+    if adapter is not None:
+        settings = adapters[adapter].to_dict()
+        digest.update(json.dumps(settings, sort_keys=True, default=_canonical).encode())
     for name, tensor in sorted(model.state_dict().items()):
-        if "lora_" in name:  # with LoRA the reference is the base: adapters do not count
+        # peft names every adapter tensor (lora_A.<name>, modules_to_save.<name>, ...)
+        owners = set(name.split(".")) & adapters.keys()
+        if owners and owners != {adapter}:  # an adapter the reference runs without
             continue
         to_local = getattr(tensor, "to_local", None)
         local = to_local() if to_local is not None else tensor
@@ -74,6 +87,14 @@ def weights_fingerprint(model: torch.nn.Module, world: World | None = None) -> s
         return digest.hexdigest()
     shards = all_gather_objects(digest.hexdigest(), world)
     return hashlib.blake2b("|".join(shards).encode(), digest_size=16).hexdigest()
+
+
+def _canonical(value: object) -> object:
+    """JSON for what json cannot write: a set (peft's target_modules) in sorted order, since
+    its iteration order changes from one process to the next; anything else as its str."""
+    if isinstance(value, set | frozenset):
+        return sorted(map(str, value))
+    return str(value)
 
 
 def data_fingerprint(pairs: Sequence[TokenizedPair]) -> str:

@@ -49,6 +49,8 @@ class FrozenModelReference:
         self, model: torch.nn.Module, chunk_tokens: int = 0, ld_alpha: float | None = None
     ):
         self.model = model.eval().requires_grad_(False)
+        # an adapter folder as ref_model_name_or_path: its base runs with that adapter on
+        self.adapter: str | None = getattr(model, "active_adapter", None)
         # the module that runs: replaced by its DDP/FSDP-wrapped form in distributed training
         self.scorer: torch.nn.Module = SequenceScorer(self.model, chunk_tokens, ld_alpha)
 
@@ -59,6 +61,8 @@ class FrozenModelReference:
 
 class PolicyModelReference:
     """A reference computed by the policy's own peft model, with its adapters switched."""
+
+    adapter: str | None = None  # the adapter the reference runs with (None: adapters off)
 
     def __init__(
         self, peft_model: torch.nn.Module, chunk_tokens: int = 0, ld_alpha: float | None = None
@@ -73,6 +77,8 @@ class AdapterReference(PolicyModelReference):
     """Continuing an adapter: π_ref is the policy with its starting adapter, loaded a second
     time as the frozen adapter ``ref``, switched in for the reference pass. (TR-DPO with LoRA
     uses the same: a ``ref`` adapter that starts as a copy of the policy's, sync.py.)"""
+
+    adapter = REF_ADAPTER
 
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> torch.Tensor:

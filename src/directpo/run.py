@@ -167,7 +167,9 @@ def prepare_run(
         _fill_shards(config, world, scorer, reference, echo)
     reference_weights = ""
     if precompute:
-        reference_weights = weights_fingerprint(reference_model, world if sharded else None)
+        reference_weights = weights_fingerprint(
+            reference_model, world if sharded else None, getattr(reference, "adapter", None)
+        )
     image_pairs = [pair for pair in train.pairs if pair.vision is not None][:2]
     runners = [scorer, *(reference.scorer for _ in separate_reference)] if sharded else []
     if config.torch_compile:  # before the checks below run the compiled layers
