@@ -205,14 +205,16 @@ def check_values(config: DPOConfig) -> None:
             )
     # whether a chosen loss uses a reference cannot be told from a refused loss_type
     known = config._valid("loss_type", "lora_r")
+    own_base = config.ref_model_name_or_path in (None, config.model_name_or_path)
     if (
         known
         and config.ref_model_init_kwargs is not None
-        and (config.lora_r or not config.needs_reference)
+        and ((config.lora_r and own_base) or not config.needs_reference)
     ):
         raise ConfigError(
             "ref_model_init_kwargs is set but no separate reference model is loaded ("
-            + ("with LoRA the reference is the base with adapters off)" if config.lora_r
+            + ("with LoRA the reference is the base with adapters off; a separate one is "
+               "loaded with ref_model_name_or_path)" if config.needs_reference
                else "no chosen loss uses a reference)")
         )  # fmt: skip
     if known and config.precompute_ref_log_probs and not config.loss_needs_reference:

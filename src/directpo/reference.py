@@ -233,6 +233,15 @@ def load_policy_and_reference(
     if config.ref_model_name_or_path is None or (
         config.reference_path == config.model_name_or_path
     ):
+        if (continuing or peft_config is not None) and config.ref_model_init_kwargs is not None:
+            # (lora_r is refused so in the config's checks; an adapter folder or a Python
+            # peft_config shows only here) the kwargs would be ignored without a word
+            raise ConfigError(
+                "ref_model_init_kwargs is set but no separate reference model is loaded (the "
+                "reference is the policy's "
+                + ("adapter as it starts" if continuing else "base with adapters off")
+                + "; a separate one is loaded with ref_model_name_or_path)"
+            )
         if continuing:  # the adapter's start, loaded again beside it, frozen
             if config.sync_ref_model:
                 _check_adapter_sync(config)
