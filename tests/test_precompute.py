@@ -233,3 +233,38 @@ def test_two_adapters_on_one_base_do_not_share_a_cache(
         assert computed == (name != "a2"), name  # the same adapter again reuses its cache
         if where == "model_name_or_path":  # policy == reference at the first step
             assert result.metrics[0]["loss"] == pytest.approx(math.log(2), abs=1e-6), name
+
+
+def test_precompute_ref_batch_size_sets_the_pass_batches(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """TRL's precompute_ref_batch_size sizes the reference pass (it was accepted and ignored:
+    per_device_eval_batch_size was used, e.g. a size chosen to fit memory did nothing)."""
+    import directpo.precompute
+    from directpo.errors import ConfigError
+
+    monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / "cache"))
+    sizes: list[int] = []
+    collate = directpo.precompute.collate_pairs
+    monkeypatch.setattr(
+        directpo.precompute,
+        "collate_pairs",
+        lambda pairs, *args, **kwargs: sizes.append(len(pairs)) or collate(pairs, *args, **kwargs),
+    )
+    model = tiny_model_dirs["gpt2"]
+    for name, size, expected in (("a", 2, [2, 2, 2]), ("b", None, [3, 3])):
+        sizes.clear()
+        monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / f"cache_{name}"))
+        config = config_for(
+            model, pairs_file, tmp_path / name, eval_file=None, precompute_ref_log_probs=True,
+            precompute_ref_batch_size=size, max_steps=1,
+        )  # fmt: skip
+        train(config, echo=lambda _: None)
+        assert sizes == expected, name
+    with pytest.raises(ConfigError, match="precompute_ref_batch_size is set but precompute_ref"):
+        config_for(model, pairs_file, tmp_path / "c", precompute_ref_batch_size=4)
+    with pytest.raises(ConfigError, match="precompute_ref_batch_size must be null or >= 1"):
+        config_for(
+            model, pairs_file, tmp_path / "c", precompute_ref_log_probs=True,
+            precompute_ref_batch_size=0,
+        )  # fmt: skip

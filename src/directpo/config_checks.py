@@ -219,6 +219,13 @@ def check_values(config: DPOConfig) -> None:
         )  # fmt: skip
     if known and config.precompute_ref_log_probs and not config.loss_needs_reference:
         raise ConfigError("precompute_ref_log_probs is set but no chosen loss uses a reference")
+    if not config.precompute_ref_log_probs:
+        reject_if_set(config, ("precompute_ref_batch_size",), "precompute_ref_log_probs is false")
+    elif config.precompute_ref_batch_size is not None:
+        size = config.precompute_ref_batch_size
+        config._require(
+            isinstance(size, int) and size >= 1, "precompute_ref_batch_size", "null or >= 1"
+        )
     check_reference_sync(config)
 
 

@@ -391,7 +391,7 @@ def _precompute_reference(run: Run, reference_weights: str) -> None:
                 reference_weights,
                 pair_set.pairs,
                 run.pad_id,
-                config.per_device_eval_batch_size,
+                config.precompute_ref_batch_size or config.per_device_eval_batch_size,
                 run.world.device,
                 settings,
                 run.layout,
