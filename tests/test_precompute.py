@@ -8,6 +8,7 @@ import pytest
 import torch
 from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
 
+import directpo
 from directpo.config import DPOConfig
 from directpo.precompute import PrecomputedReference
 from directpo.trainer import train
@@ -107,6 +108,14 @@ def test_cache_is_reused_and_invalidated_by_new_data(
         echo=third.append,
     )
     assert any("computed for 6 pairs" in line for line in third)
+    # a cache written by another directpo version is not read (it may have scored otherwise)
+    monkeypatch.setattr(directpo, "__version__", "0.0.1")
+    fourth: list[str] = []
+    train(
+        config_for(model, changed, tmp_path / "d", eval_file=None, precompute_ref_log_probs=True),
+        echo=fourth.append,
+    )
+    assert any("computed for 6 pairs" in line for line in fourth)
 
 
 def test_cache_is_not_reused_for_the_same_weights_under_another_config(

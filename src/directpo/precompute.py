@@ -2,12 +2,12 @@
 
 One batched no-grad pass of the reference over every pair before training; the results are
 cached in ``DIRECTPO_CACHE/reference_logps/<key>.safetensors``, where the key hashes the
-reference weights (every tensor's bytes) and config, the token ids of every pair, and the
-dtype, so a later run with the same reference, data and settings reuses them (and says so),
-and any change recomputes them. A damaged cache file counts as absent (recomputed and
-replaced, with a notice); a cache location that cannot be written is one warning line, and
-training goes on with the values just computed. The reference model can then be freed:
-training needs one model in memory.
+reference weights (every tensor's bytes) and config (and the adapter it runs with), the token
+ids of every pair, the dtype and the directpo version, so a later run with the same reference,
+data and settings reuses them (and says so), and any change recomputes them. A damaged cache
+file counts as absent (recomputed and replaced, with a notice); a cache location that cannot
+be written is one warning line, and training goes on with the values just computed. The
+reference model can then be freed: training needs one model in memory.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+import directpo
 from directpo.batching import PLAIN, Batch, Layout, collate_pairs, eval_batches
 from directpo.distributed import (
     SINGLE_PROCESS,
@@ -127,8 +128,11 @@ def precompute_reference_logps(
     distributed training each rank scores its slice of every batch of ``batch_size × world``
     pairs and the table is summed across ranks; rank 0 alone reads and writes the cache.
     """
+    # another directpo may score otherwise (a fixed truncation or scoring rule): its cache is not
+    # this one's, since the table alone cannot tell
+    version = directpo.__version__
     key = hashlib.blake2b(
-        f"{weights_key}|{data_fingerprint(pairs)}|{settings}".encode(), digest_size=16
+        f"{weights_key}|{data_fingerprint(pairs)}|{settings}|{version}".encode(), digest_size=16
     ).hexdigest()
     path = cache_root() / f"{key}.safetensors"
     cached = _read_cache(path, len(pairs), echo) if world.is_main else None
