@@ -140,7 +140,10 @@ class ImplicitReward:
             models.append(
                 ("ref_model_name_or_path", _path(reference, self.reference), self.reference)
             )
-        check_vocabulary(tokenizer, getattr(tokenizer, "name_or_path", "") or "", models)
+        for note in check_vocabulary(
+            tokenizer, getattr(tokenizer, "name_or_path", "") or "", models
+        ):
+            warnings.warn(note, stacklevel=2)
         # a learned position table (GPT-2, OPT) cannot be indexed past: longer rows are cut
         # to it as to max_length, not an IndexError
         for _, _, model in models:

@@ -129,7 +129,8 @@ def prepare_run(
     models = [("model_name_or_path", config.model_name_or_path, policy)]
     if reference_model not in (None, policy):
         models.append(("ref_model_name_or_path", config.reference_path, reference_model))
-    check_vocabulary(tokenizer, config.tokenizer_path, models)
+    for note in check_vocabulary(tokenizer, config.tokenizer_path, models):
+        echo(note)
     masters = None
     if precision.mixed and not sharded:  # FSDP2 keeps the float32 masters as its shards
         masters = MasterWeights(policy, precision.compute, streaming=world.mode != "ddp")
