@@ -164,6 +164,29 @@ def test_ref_model_init_kwargs_load_a_separate_reference_beside_adapters(
         train(config, echo=quiet)
 
 
+def test_an_adapter_folder_without_a_tokenizer_reads_its_bases(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """peft's save_pretrained writes the adapter alone: continuing it (and scoring with it) takes
+    the base's tokenizer (it failed: "tokenizer '<adapter>': cannot load (Couldn't instantiate
+    the backend tokenizer from one of: )")."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from directpo.reward import ImplicitReward
+
+    base = tiny_model_dirs["llama"]
+    adapter = tmp_path / "adapter"
+    model = AutoModelForCausalLM.from_pretrained(base)
+    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(adapter)
+    assert not (adapter / "tokenizer.json").exists()
+    result = train(tiny_config(adapter, pairs_file, tmp_path / "out"), echo=quiet)
+    assert rows(result)[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert (tmp_path / "out" / "tokenizer.json").is_file()  # the output has one to load with
+    scorer = ImplicitReward(str(adapter), str(base), beta=0.1)
+    assert scorer.tokenizer.get_vocab() == result.tokenizer.get_vocab()
+
+
 def test_qlora_is_one_line_where_bitsandbytes_cannot_run(
     tiny_model_dirs, pairs_file, tmp_path, capsys
 ) -> None:

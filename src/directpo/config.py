@@ -800,7 +800,9 @@ class DPOConfig(Options):
         inner = os.path.join(path, str((self.model_init_kwargs or {}).get("subfolder") or ""))
         if inner != os.path.join(path, "") and os.path.isdir(inner) and not has_files(path):
             return inner
-        return path
+        from directpo.adapters import tokenizer_folder  # (imports torch)
+
+        return tokenizer_folder(path)
 
 
 SECRET_KWARGS = ("token", "use_auth_token")  # from_pretrained arguments never written down

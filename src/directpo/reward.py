@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from directpo.adapters import adapter_base
+from directpo.adapters import adapter_base, tokenizer_folder
 from directpo.checkpoint import MANIFEST
 from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
 from directpo.config import DPOConfig, load_config
@@ -123,6 +123,7 @@ class ImplicitReward:
         processor = None
         if tokenizer is None:
             path = policy if isinstance(policy, str) else self.policy.name_or_path
+            path = tokenizer_folder(path) if isinstance(policy, str) else path
             # the policy's own location; an adapter folder holds its tokenizer itself
             own = isinstance(policy, str) and adapter_base(policy) is None
             location = model_location(policy_kwargs) if own else {}
