@@ -133,6 +133,7 @@ def test_resume_across_a_sync_continues_the_same_run(tiny_model_dirs, pairs_file
         ({"ref_model_sync_steps": 0}, "ref_model_sync_steps must be >= 1"),
         ({"lora_r": 4}, "ref_model_mixup_alpha 0.6 would mix two adapters"),
         ({"ref_model_name_or_path": "elsewhere"}, "remove ref_model_name_or_path"),
+        ({"ref_model_init_kwargs": {"subfolder": "x"}}, "remove ref_model_init_kwargs"),
         ({"sync_ref_model": False, "ref_model_sync_steps": 8}, "set but sync_ref_model is false"),
     ],
 )

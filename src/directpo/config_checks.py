@@ -458,6 +458,11 @@ def check_reference_sync(config: DPOConfig) -> None:
             "sync_ref_model: the reference follows the policy, so it starts as the policy; "
             "remove ref_model_name_or_path"
         )
+    if config.ref_model_init_kwargs is not None:  # (another revision or subfolder: not the start)
+        raise ConfigError(
+            "sync_ref_model: the reference follows the policy, so it starts as the policy, "
+            "loaded as it is (model_init_kwargs); remove ref_model_init_kwargs"
+        )
 
 
 def reject_if_set(config: DPOConfig, keys: tuple[str, ...], reason: str) -> None:
