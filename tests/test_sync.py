@@ -123,6 +123,14 @@ def test_resume_across_a_sync_continues_the_same_run(tiny_model_dirs, pairs_file
     with pytest.raises(CheckpointError, match="no reference.safetensors: it was written without"):
         train(config, echo=quiet)
 
+    # ... nor a TR-DPO checkpoint as plain DPO (its moved reference was dropped without a word)
+    values.pop("ref_model_mixup_alpha"), values.pop("ref_model_sync_steps")
+    (whole / "model.safetensors").unlink()
+    config = tiny_config(model, pairs_file, whole, resume_from_checkpoint="latest",
+                         **{**values, "sync_ref_model": False})  # fmt: skip
+    with pytest.raises(CheckpointError, match="written by TR-DPO .sync_ref_model.: its reference"):
+        train(config, echo=quiet)
+
 
 @pytest.mark.parametrize(
     "options, message",
