@@ -217,6 +217,11 @@ def check_values(config: DPOConfig) -> None:
                "loaded with ref_model_name_or_path)" if config.needs_reference
                else "no chosen loss uses a reference)")
         )  # fmt: skip
+    if known and not own_base and not config.needs_reference:
+        raise ConfigError(  # (it was not loaded, without a word)
+            "ref_model_name_or_path is set but no chosen loss uses a reference (loss_type: "
+            f"{', '.join(config.loss_type)}), nor eval_generate's KL"
+        )
     if known and config.precompute_ref_log_probs and not config.loss_needs_reference:
         raise ConfigError("precompute_ref_log_probs is set but no chosen loss uses a reference")
     if not config.precompute_ref_log_probs:
