@@ -75,3 +75,38 @@ def test_scoring_and_the_api_refuse_a_mismatched_reference(tiny_model_dirs, tmp_
     )  # fmt: skip
     assert code == 2 and "another tokenizer" in err and err.count("\n") == 1
     assert not (tmp_path / "scored.jsonl").exists()
+
+
+def test_a_reference_of_another_family_without_a_tokenizer_is_warned_of(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """A reference folder with weights only (save_pretrained of the model alone) cannot have its
+    vocabulary compared: a gpt2 reference of a llama policy trained silently on wrong
+    log-probs. Another model_type is said in one warning line; the same family is not."""
+    import shutil
+    import warnings
+
+    from tiny import tiny_config
+
+    from directpo.trainer import train
+
+    for style in ("gpt2", "llama"):
+        bare = tmp_path / f"bare_{style}"
+        bare.mkdir()
+        for name in ("config.json", "model.safetensors"):
+            shutil.copy(tiny_model_dirs[style] / name, bare / name)
+        lines: list[str] = []
+        config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / f"o_{style}",
+                             ref_model_name_or_path=str(bare))  # fmt: skip
+        train(config, echo=lines.append)
+        notes = [line for line in lines if line.startswith("warning: ref_model_name_or_path")]
+        if style == "gpt2":
+            (note,) = notes
+            assert "is a gpt2 model" in note and "a llama one" in note and "\n" not in note
+            with pytest.warns(UserWarning, match="is a gpt2 model and .* a llama one"):
+                ImplicitReward(str(tiny_model_dirs["llama"]), str(bare), beta=0.1)
+        else:
+            assert notes == []
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", UserWarning)
+                ImplicitReward(str(tiny_model_dirs["llama"]), str(bare), beta=0.1)

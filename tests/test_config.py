@@ -290,6 +290,13 @@ def test_reference_needed_only_by_reference_based_losses() -> None:
     # the KL of eval_generate needs a reference even when the losses do not
     sampling = DPOConfig(loss_type=["sft"], eval_generate=4)
     assert sampling.needs_reference and not sampling.loss_needs_reference
+    # a reference no loss (nor eval_generate) reads was not loaded: refused, not ignored
+    DPOConfig(loss_type=["simpo"], eval_generate=4, ref_model_name_or_path="ref")
+    with pytest.raises(ConfigError, match=re.escape(
+        "ref_model_name_or_path is set but no chosen loss uses a reference (loss_type: simpo, "
+        "sft), nor eval_generate's KL"
+    )):  # fmt: skip
+        DPOConfig(loss_type=["simpo", "sft"], ref_model_name_or_path="ref")
 
 
 def test_a_key_given_twice_a_missing_dataset_folder_and_an_output_file_are_refused(

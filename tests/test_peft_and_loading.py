@@ -133,6 +133,60 @@ def test_continuing_an_adapter_keeps_its_start_as_the_reference(
         check_environment(config)
 
 
+def test_ref_model_init_kwargs_load_a_separate_reference_beside_adapters(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """LoRA with a separate reference (TRL's force_use_ref_model): ref_model_init_kwargs load
+    it (they were refused as 'no separate reference model is loaded'). Where the reference is
+    the policy's own adapter start, they are refused (they were ignored without a word)."""
+    from tiny import save_tiny_model
+
+    other = tmp_path / "other"
+    save_tiny_model("llama", other / "inner", seed=1)
+    llama = tiny_model_dirs["llama"]
+    common = dict(lora_r=4, max_steps=1)
+    direct = train(
+        tiny_config(llama, pairs_file, tmp_path / "direct",
+                    ref_model_name_or_path=str(other / "inner"), **common),
+        echo=quiet,
+    )  # fmt: skip
+    kwargs = train(
+        tiny_config(llama, pairs_file, tmp_path / "kwargs", ref_model_name_or_path=str(other),
+                    ref_model_init_kwargs={"subfolder": "inner"}, **common),
+        echo=quiet,
+    )  # fmt: skip
+    assert abs(rows(direct)[0]["loss"] - math.log(2)) > 1e-4  # the other model is the reference
+    assert rows(kwargs)[0]["loss"] == rows(direct)[0]["loss"]
+    adapter = tmp_path / "kwargs"  # an adapter folder: continuing it, π_ref is its start
+    config = tiny_config(adapter, pairs_file, tmp_path / "x", ref_model_init_kwargs={"a": 1})
+    with pytest.raises(ConfigError, match="no separate reference model is loaded .the reference "
+                       "is the policy's adapter as it starts"):  # fmt: skip
+        train(config, echo=quiet)
+
+
+def test_an_adapter_folder_without_a_tokenizer_reads_its_bases(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """peft's save_pretrained writes the adapter alone: continuing it (and scoring with it) takes
+    the base's tokenizer (it failed: "tokenizer '<adapter>': cannot load (Couldn't instantiate
+    the backend tokenizer from one of: )")."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from directpo.reward import ImplicitReward
+
+    base = tiny_model_dirs["llama"]
+    adapter = tmp_path / "adapter"
+    model = AutoModelForCausalLM.from_pretrained(base)
+    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(adapter)
+    assert not (adapter / "tokenizer.json").exists()
+    result = train(tiny_config(adapter, pairs_file, tmp_path / "out"), echo=quiet)
+    assert rows(result)[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert (tmp_path / "out" / "tokenizer.json").is_file()  # the output has one to load with
+    scorer = ImplicitReward(str(adapter), str(base), beta=0.1)
+    assert scorer.tokenizer.get_vocab() == result.tokenizer.get_vocab()
+
+
 def test_qlora_is_one_line_where_bitsandbytes_cannot_run(
     tiny_model_dirs, pairs_file, tmp_path, capsys
 ) -> None:

@@ -5,8 +5,10 @@ import math
 import shutil
 
 import pytest
+import torch
 from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
 
+import directpo
 from directpo.config import DPOConfig
 from directpo.precompute import PrecomputedReference
 from directpo.trainer import train
@@ -106,6 +108,14 @@ def test_cache_is_reused_and_invalidated_by_new_data(
         echo=third.append,
     )
     assert any("computed for 6 pairs" in line for line in third)
+    # a cache written by another directpo version is not read (it may have scored otherwise)
+    monkeypatch.setattr(directpo, "__version__", "0.0.1")
+    fourth: list[str] = []
+    train(
+        config_for(model, changed, tmp_path / "d", eval_file=None, precompute_ref_log_probs=True),
+        echo=fourth.append,
+    )
+    assert any("computed for 6 pairs" in line for line in fourth)
 
 
 def test_cache_is_not_reused_for_the_same_weights_under_another_config(
@@ -193,3 +203,77 @@ def test_an_unwritable_cache_warns_and_training_goes_on(
         [m["loss"] for m in plain.metrics], rel=1e-5
     )
     assert (tmp_path / "pre" / "config.yaml").is_file()
+
+
+def random_adapter(base, folder, seed: int):
+    """A LoRA adapter folder on ``base`` with random (nonzero) factors drawn from ``seed``."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("where", ["model_name_or_path", "ref_model_name_or_path"])
+def test_two_adapters_on_one_base_do_not_share_a_cache(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, where
+) -> None:
+    """The reference is an adapter on a base (a continued adapter's start, or an adapter folder
+    as the reference): another adapter on the same base is another reference. Its cache key
+    counted the base's weights only, so the second adapter read the first one's log-probs."""
+    monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / "cache"))
+    base = tiny_model_dirs["llama"]
+    for name, seed in (("a", 1), ("b", 2), ("a2", 1)):
+        adapter = random_adapter(base, tmp_path / f"adapter_{name}", seed)
+        models = {"model_name_or_path": adapter}
+        if where == "ref_model_name_or_path":
+            models = {"model_name_or_path": base, "ref_model_name_or_path": adapter}
+        lines: list[str] = []
+        config = config_for(
+            base, pairs_file, tmp_path / name, eval_file=None, precompute_ref_log_probs=True,
+            max_steps=1, **models,
+        )  # fmt: skip
+        result = train(config, echo=lines.append)
+        computed = any("reference log-probs: computed" in line for line in lines)
+        assert computed == (name != "a2"), name  # the same adapter again reuses its cache
+        if where == "model_name_or_path":  # policy == reference at the first step
+            assert result.metrics[0]["loss"] == pytest.approx(math.log(2), abs=1e-6), name
+
+
+def test_precompute_ref_batch_size_sets_the_pass_batches(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """TRL's precompute_ref_batch_size sizes the reference pass (it was accepted and ignored:
+    per_device_eval_batch_size was used, e.g. a size chosen to fit memory did nothing)."""
+    import directpo.precompute
+    from directpo.errors import ConfigError
+
+    monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / "cache"))
+    sizes: list[int] = []
+    collate = directpo.precompute.collate_pairs
+    monkeypatch.setattr(
+        directpo.precompute,
+        "collate_pairs",
+        lambda pairs, *args, **kwargs: sizes.append(len(pairs)) or collate(pairs, *args, **kwargs),
+    )
+    model = tiny_model_dirs["gpt2"]
+    for name, size, expected in (("a", 2, [2, 2, 2]), ("b", None, [3, 3])):
+        sizes.clear()
+        monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / f"cache_{name}"))
+        config = config_for(
+            model, pairs_file, tmp_path / name, eval_file=None, precompute_ref_log_probs=True,
+            precompute_ref_batch_size=size, max_steps=1,
+        )  # fmt: skip
+        train(config, echo=lambda _: None)
+        assert sizes == expected, name
+    with pytest.raises(ConfigError, match="precompute_ref_batch_size is set but precompute_ref"):
+        config_for(model, pairs_file, tmp_path / "c", precompute_ref_batch_size=4)
+    with pytest.raises(ConfigError, match="precompute_ref_batch_size must be null or >= 1"):
+        config_for(
+            model, pairs_file, tmp_path / "c", precompute_ref_log_probs=True,
+            precompute_ref_batch_size=0,
+        )  # fmt: skip

@@ -123,6 +123,14 @@ def test_resume_across_a_sync_continues_the_same_run(tiny_model_dirs, pairs_file
     with pytest.raises(CheckpointError, match="no reference.safetensors: it was written without"):
         train(config, echo=quiet)
 
+    # ... nor a TR-DPO checkpoint as plain DPO (its moved reference was dropped without a word)
+    values.pop("ref_model_mixup_alpha"), values.pop("ref_model_sync_steps")
+    (whole / "model.safetensors").unlink()
+    config = tiny_config(model, pairs_file, whole, resume_from_checkpoint="latest",
+                         **{**values, "sync_ref_model": False})  # fmt: skip
+    with pytest.raises(CheckpointError, match="written by TR-DPO .sync_ref_model.: its reference"):
+        train(config, echo=quiet)
+
 
 @pytest.mark.parametrize(
     "options, message",
@@ -133,6 +141,7 @@ def test_resume_across_a_sync_continues_the_same_run(tiny_model_dirs, pairs_file
         ({"ref_model_sync_steps": 0}, "ref_model_sync_steps must be >= 1"),
         ({"lora_r": 4}, "ref_model_mixup_alpha 0.6 would mix two adapters"),
         ({"ref_model_name_or_path": "elsewhere"}, "remove ref_model_name_or_path"),
+        ({"ref_model_init_kwargs": {"subfolder": "x"}}, "remove ref_model_init_kwargs"),
         ({"sync_ref_model": False, "ref_model_sync_steps": 8}, "set but sync_ref_model is false"),
     ],
 )

@@ -351,6 +351,7 @@ def test_every_trl_key_old_and_new_is_known(tmp_path) -> None:
         ("train_sampling_strategy", "group_by_length", "directpo shuffles the pairs"),
         ("tools", [{"type": "function"}], "chat_template_kwargs: {tools: [...]}"),
         ("model_adapter_name", "train", "directpo trains one LoRA adapter"),
+        ("ref_adapter_name", "reference", "an adapter folder given as model_name_or_path"),
         ("dataset_mixer", {"d": 1.0}, "write it as dataset_mixture: {datasets: [{id: ..."),
         ("save_safetensors", False, "directpo saves safetensors"),
     ):

@@ -81,8 +81,7 @@ def trl_step(
 def directpo_step(models, rows, **options) -> dict[str, float]:
     policy_dir, ref_dir = models
     config = DPOConfig(
-        model_name_or_path=str(policy_dir),
-        ref_model_name_or_path=str(ref_dir),
+        model_name_or_path=str(policy_dir),  # (the reference is built below, from ref_dir)
         report_to=["none"],
         **options,
     )

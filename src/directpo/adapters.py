@@ -80,6 +80,15 @@ def adapter_base(path: str) -> str | None:
     return base
 
 
+def tokenizer_folder(path: str) -> str:
+    """Where the tokenizer of model ``path`` is: the folder itself, or for an adapter folder
+    holding none (peft's save_pretrained writes only the adapter) its base model."""
+    names = ("tokenizer_config.json", "tokenizer.json")
+    if any(os.path.isfile(os.path.join(path, name)) for name in names):
+        return path
+    return adapter_base(path) or path
+
+
 def adapter_config(path: str) -> dict[str, Any]:
     try:
         with open(os.path.join(path, "adapter_config.json")) as handle:

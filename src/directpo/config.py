@@ -283,6 +283,11 @@ class DPOConfig(Options):
         "disk, reused by a later run with the same reference, data and settings), then free the "
         "reference model.",
     )
+    precompute_ref_batch_size: int | None = option(
+        None,
+        "Pairs per batch of the precompute_ref_log_probs pass (no gradients: it can be larger "
+        "than training's). Default: per_device_eval_batch_size.",
+    )
     sync_ref_model: bool = option(
         False,
         "TR-DPO (Gorbatovski et al. 2024): every ref_model_sync_steps steps the reference moves "
@@ -811,7 +816,9 @@ class DPOConfig(Options):
         inner = os.path.join(path, str((self.model_init_kwargs or {}).get("subfolder") or ""))
         if inner != os.path.join(path, "") and os.path.isdir(inner) and not has_files(path):
             return inner
-        return path
+        from directpo.adapters import tokenizer_folder  # (imports torch)
+
+        return tokenizer_folder(path)
 
 
 SECRET_KWARGS = ("token", "use_auth_token")  # from_pretrained arguments never written down

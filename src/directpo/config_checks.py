@@ -207,18 +207,32 @@ def check_values(config: DPOConfig) -> None:
             )
     # whether a chosen loss uses a reference cannot be told from a refused loss_type
     known = config._valid("loss_type", "lora_r")
+    own_base = config.ref_model_name_or_path in (None, config.model_name_or_path)
     if (
         known
         and config.ref_model_init_kwargs is not None
-        and (config.lora_r or not config.needs_reference)
+        and ((config.lora_r and own_base) or not config.needs_reference)
     ):
         raise ConfigError(
             "ref_model_init_kwargs is set but no separate reference model is loaded ("
-            + ("with LoRA the reference is the base with adapters off)" if config.lora_r
+            + ("with LoRA the reference is the base with adapters off; a separate one is "
+               "loaded with ref_model_name_or_path)" if config.needs_reference
                else "no chosen loss uses a reference)")
         )  # fmt: skip
+    if known and not own_base and not config.needs_reference:
+        raise ConfigError(  # (it was not loaded, without a word)
+            "ref_model_name_or_path is set but no chosen loss uses a reference (loss_type: "
+            f"{', '.join(config.loss_type)}), nor eval_generate's KL"
+        )
     if known and config.precompute_ref_log_probs and not config.loss_needs_reference:
         raise ConfigError("precompute_ref_log_probs is set but no chosen loss uses a reference")
+    if not config.precompute_ref_log_probs:
+        reject_if_set(config, ("precompute_ref_batch_size",), "precompute_ref_log_probs is false")
+    elif config.precompute_ref_batch_size is not None:
+        size = config.precompute_ref_batch_size
+        config._require(
+            isinstance(size, int) and size >= 1, "precompute_ref_batch_size", "null or >= 1"
+        )
     check_reference_sync(config)
 
 
@@ -457,6 +471,11 @@ def check_reference_sync(config: DPOConfig) -> None:
         raise ConfigError(
             "sync_ref_model: the reference follows the policy, so it starts as the policy; "
             "remove ref_model_name_or_path"
+        )
+    if config.ref_model_init_kwargs is not None:  # (another revision or subfolder: not the start)
+        raise ConfigError(
+            "sync_ref_model: the reference follows the policy, so it starts as the policy, "
+            "loaded as it is (model_init_kwargs); remove ref_model_init_kwargs"
         )
 
 

@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, GenerationMixin
 
+from directpo.adapters import tokenizer_folder
 from directpo.command_options import GenerateOptions
 from directpo.config import DPOConfig
 from directpo.data import ImagePrompt, RowError, prompt_of, read_rows
@@ -270,12 +271,9 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
         for where, row in rows
     ]
     trusted = options.trust_remote_code
-    processor = load_processor(options.model_name_or_path, trusted)
-    tokenizer = (
-        load_tokenizer(options.model_name_or_path, trusted)
-        if processor is None
-        else processor.tokenizer
-    )
+    own = tokenizer_folder(options.model_name_or_path)  # an adapter folder's may be its base's
+    processor = load_processor(own, trusted)
+    tokenizer = load_tokenizer(own, trusted) if processor is None else processor.tokenizer
     device = "cuda" if torch.cuda.is_available() else "cpu"
     path = options.model_name_or_path
     run = None  # a run's: its prompts render as it trained on them, a LoRA base loads where it did

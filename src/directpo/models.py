@@ -429,31 +429,46 @@ def check_vocabulary(
     tokenizer: Any,
     tokenizer_path: str,
     models: list[tuple[str, str, torch.nn.Module]],
-) -> None:
+) -> list[str]:
     """One line, before any training, if the tokenizer and the models cannot work together.
 
     ``models`` are (option name, path, model): the policy and the reference. Each must have an
     embedding row for every token of the tokenizer, and a model folder that ships its own
     tokenizer must ship this one (the same vocabulary, special tokens included): a reference of
     another family would otherwise give meaningless log-probs, or an index error mid-run.
+
+    Returns warnings, for the caller to say: a later model whose folder has no tokenizer to
+    compare and whose model_type is not the first's (another family, most likely another
+    vocabulary, which nothing else would reveal).
     """
     tokens = len(tokenizer)
     vocabulary: dict[str, int] | None = None
-    for key, path, model in models:
+    notes: list[str] = []
+    family = _model_type(models[0][2]) if models else None
+    for index, (key, path, model) in enumerate(models):
         rows = model.get_input_embeddings().weight.shape[0]
         if tokens > rows:
             raise ModelLoadError(
                 f"{key} '{path}' has {rows} token embeddings but the tokenizer "
                 f"'{tokenizer_path}' has {tokens} tokens: they do not belong together"
             )
-        if os.path.abspath(path) == os.path.abspath(tokenizer_path) or not _has_tokenizer(path):
+        if os.path.abspath(path) == os.path.abspath(tokenizer_path):
+            continue
+        own = None
+        if _has_tokenizer(path):
+            with contextlib.suppress(Exception):  # unreadable beside the weights: not compared
+                own = AutoTokenizer.from_pretrained(path).get_vocab()
+        if own is None:
+            if index and _model_type(model) != family:
+                notes.append(
+                    f"warning: {key} '{path}' is a {_model_type(model)} model and "
+                    f"'{models[0][1]}' a {family} one, and its folder has no tokenizer to "
+                    f"compare with '{tokenizer_path}': its log-probs mean something only if it "
+                    "was trained on that vocabulary (add its tokenizer files to have it checked)"
+                )
             continue
         if vocabulary is None:
             vocabulary = tokenizer.get_vocab()
-        try:
-            own = AutoTokenizer.from_pretrained(path).get_vocab()
-        except Exception:  # an unreadable tokenizer beside the weights: nothing to compare
-            continue
         if own != vocabulary:
             differing = len(set(own.items()) ^ set(vocabulary.items()))
             raise ModelLoadError(
@@ -461,6 +476,7 @@ def check_vocabulary(
                 f"{len(vocabulary)} tokens, {differing} entries differ): policy, reference and "
                 "tokenizer must share one vocabulary"
             )
+    return notes
 
 
 def learned_positions(model: torch.nn.Module) -> int | None:
@@ -511,6 +527,12 @@ def check_generation_room(
                 f"{option}: {new_tokens} new tokens do not fit the {limit} learned positions of "
                 f"{key} '{path}'; use fewer than {limit}"
             )
+
+
+def _model_type(model: torch.nn.Module) -> str | None:
+    from directpo.logprobs import unwrap_peft
+
+    return getattr(getattr(unwrap_peft(model), "config", None), "model_type", None)
 
 
 def _has_tokenizer(path: str) -> bool:

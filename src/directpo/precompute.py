@@ -2,18 +2,19 @@
 
 One batched no-grad pass of the reference over every pair before training; the results are
 cached in ``DIRECTPO_CACHE/reference_logps/<key>.safetensors``, where the key hashes the
-reference weights (every tensor's bytes) and config, the token ids of every pair, and the
-dtype, so a later run with the same reference, data and settings reuses them (and says so),
-and any change recomputes them. A damaged cache file counts as absent (recomputed and
-replaced, with a notice); a cache location that cannot be written is one warning line, and
-training goes on with the values just computed. The reference model can then be freed:
-training needs one model in memory.
+reference weights (every tensor's bytes) and config (and the adapter it runs with), the token
+ids of every pair, the dtype and the directpo version, so a later run with the same reference,
+data and settings reuses them (and says so), and any change recomputes them. A damaged cache
+file counts as absent (recomputed and replaced, with a notice); a cache location that cannot
+be written is one warning line, and training goes on with the values just computed. The
+reference model can then be freed: training needs one model in memory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+import directpo
 from directpo.batching import PLAIN, Batch, Layout, collate_pairs, eval_batches
 from directpo.distributed import (
     SINGLE_PROCESS,
@@ -50,10 +52,16 @@ def cache_root() -> Path:
     return Path(root) / "reference_logps"
 
 
-def weights_fingerprint(model: torch.nn.Module, world: World | None = None) -> str:
-    """A hash of every weight of ``model`` (what it computes with, adapters off or absent) and
-    of its config: the same weights under another config (ALiBi, a rope scaling, a window, a
-    soft cap edited in config.json or given as model_init_kwargs) give other log-probs.
+def weights_fingerprint(
+    model: torch.nn.Module, world: World | None = None, adapter: str | None = None
+) -> str:
+    """A hash of every weight of ``model`` that the reference computes with and of its config:
+    the same weights under another config (ALiBi, a rope scaling, a window, a soft cap edited in
+    config.json or given as model_init_kwargs) give other log-probs.
+
+    A peft model's adapters do not count (the reference is its base, adapters off), except
+    ``adapter``, the one the reference runs with (a continued adapter's start): its weights and
+    its config (rank, alpha, targets) count, or two adapters on one base would share a cache.
 
     With ``world`` (an FSDP2-sharded model; every rank calls) each rank hashes its own shards
     and the digests are combined: the same weights at another world size hash differently, so
@@ -63,8 +71,14 @@ def weights_fingerprint(model: torch.nn.Module, world: World | None = None) -> s
     config = getattr(model, "config", None)
     if hasattr(config, "to_json_string"):
         digest.update(config.to_json_string(use_diff=False).encode())
+    adapters = getattr(model, "peft_config", None) or {}
+    if adapter is not None:
+        settings = adapters[adapter].to_dict()
+        digest.update(json.dumps(settings, sort_keys=True, default=_canonical).encode())
     for name, tensor in sorted(model.state_dict().items()):
-        if "lora_" in name:  # with LoRA the reference is the base: adapters do not count
+        # peft names every adapter tensor (lora_A.<name>, modules_to_save.<name>, ...)
+        owners = set(name.split(".")) & adapters.keys()
+        if owners and owners != {adapter}:  # an adapter the reference runs without
             continue
         to_local = getattr(tensor, "to_local", None)
         local = to_local() if to_local is not None else tensor
@@ -74,6 +88,14 @@ def weights_fingerprint(model: torch.nn.Module, world: World | None = None) -> s
         return digest.hexdigest()
     shards = all_gather_objects(digest.hexdigest(), world)
     return hashlib.blake2b("|".join(shards).encode(), digest_size=16).hexdigest()
+
+
+def _canonical(value: object) -> object:
+    """JSON for what json cannot write: a set (peft's target_modules) in sorted order, since
+    its iteration order changes from one process to the next; anything else as its str."""
+    if isinstance(value, set | frozenset):
+        return sorted(map(str, value))
+    return str(value)
 
 
 def data_fingerprint(pairs: Sequence[TokenizedPair]) -> str:
@@ -106,8 +128,11 @@ def precompute_reference_logps(
     distributed training each rank scores its slice of every batch of ``batch_size × world``
     pairs and the table is summed across ranks; rank 0 alone reads and writes the cache.
     """
+    # another directpo may score otherwise (a fixed truncation or scoring rule): its cache is not
+    # this one's, since the table alone cannot tell
+    version = directpo.__version__
     key = hashlib.blake2b(
-        f"{weights_key}|{data_fingerprint(pairs)}|{settings}".encode(), digest_size=16
+        f"{weights_key}|{data_fingerprint(pairs)}|{settings}|{version}".encode(), digest_size=16
     ).hexdigest()
     path = cache_root() / f"{key}.safetensors"
     cached = _read_cache(path, len(pairs), echo) if world.is_main else None

@@ -49,6 +49,8 @@ class FrozenModelReference:
         self, model: torch.nn.Module, chunk_tokens: int = 0, ld_alpha: float | None = None
     ):
         self.model = model.eval().requires_grad_(False)
+        # an adapter folder as ref_model_name_or_path: its base runs with that adapter on
+        self.adapter: str | None = getattr(model, "active_adapter", None)
         # the module that runs: replaced by its DDP/FSDP-wrapped form in distributed training
         self.scorer: torch.nn.Module = SequenceScorer(self.model, chunk_tokens, ld_alpha)
 
@@ -59,6 +61,8 @@ class FrozenModelReference:
 
 class PolicyModelReference:
     """A reference computed by the policy's own peft model, with its adapters switched."""
+
+    adapter: str | None = None  # the adapter the reference runs with (None: adapters off)
 
     def __init__(
         self, peft_model: torch.nn.Module, chunk_tokens: int = 0, ld_alpha: float | None = None
@@ -73,6 +77,8 @@ class AdapterReference(PolicyModelReference):
     """Continuing an adapter: π_ref is the policy with its starting adapter, loaded a second
     time as the frozen adapter ``ref``, switched in for the reference pass. (TR-DPO with LoRA
     uses the same: a ``ref`` adapter that starts as a copy of the policy's, sync.py.)"""
+
+    adapter = REF_ADAPTER
 
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> torch.Tensor:
@@ -227,6 +233,15 @@ def load_policy_and_reference(
     if config.ref_model_name_or_path is None or (
         config.reference_path == config.model_name_or_path
     ):
+        if (continuing or peft_config is not None) and config.ref_model_init_kwargs is not None:
+            # (lora_r is refused so in the config's checks; an adapter folder or a Python
+            # peft_config shows only here) the kwargs would be ignored without a word
+            raise ConfigError(
+                "ref_model_init_kwargs is set but no separate reference model is loaded (the "
+                "reference is the policy's "
+                + ("adapter as it starts" if continuing else "base with adapters off")
+                + "; a separate one is loaded with ref_model_name_or_path)"
+            )
         if continuing:  # the adapter's start, loaded again beside it, frozen
             if config.sync_ref_model:
                 _check_adapter_sync(config)

@@ -40,6 +40,12 @@ def resume(run: Run) -> None:
     checkpoint = on_main(
         world, lambda: resolve_checkpoint(config.resume_from_checkpoint, run.output_dir, run.echo)
     )
+    if not config.sync_ref_model and (Path(checkpoint) / REFERENCE_FILE).is_file():
+        raise CheckpointError(  # (it went on against the starting model without a word)
+            f"checkpoint {checkpoint} was written by TR-DPO (sync_ref_model): its reference has "
+            "moved since the start; resume with sync_ref_model: true (or delete its "
+            f"{REFERENCE_FILE} to go on as plain DPO against the starting model)"
+        )
     weights = str(run.precision.master).removeprefix("torch.")
     _check_optimizer(Path(checkpoint), config.optimizer, weights)
     options = [

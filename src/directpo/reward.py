@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from directpo.adapters import adapter_base
+from directpo.adapters import adapter_base, tokenizer_folder
 from directpo.checkpoint import MANIFEST
 from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
 from directpo.config import DPOConfig, load_config
@@ -123,6 +123,7 @@ class ImplicitReward:
         processor = None
         if tokenizer is None:
             path = policy if isinstance(policy, str) else self.policy.name_or_path
+            path = tokenizer_folder(path) if isinstance(policy, str) else path
             # the policy's own location; an adapter folder holds its tokenizer itself
             own = isinstance(policy, str) and adapter_base(policy) is None
             location = model_location(policy_kwargs) if own else {}
@@ -140,7 +141,10 @@ class ImplicitReward:
             models.append(
                 ("ref_model_name_or_path", _path(reference, self.reference), self.reference)
             )
-        check_vocabulary(tokenizer, getattr(tokenizer, "name_or_path", "") or "", models)
+        for note in check_vocabulary(
+            tokenizer, getattr(tokenizer, "name_or_path", "") or "", models
+        ):
+            warnings.warn(note, stacklevel=2)
         # a learned position table (GPT-2, OPT) cannot be indexed past: longer rows are cut
         # to it as to max_length, not an IndexError
         for _, _, model in models:

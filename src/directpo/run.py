@@ -130,7 +130,8 @@ def prepare_run(
     models = [("model_name_or_path", config.model_name_or_path, policy)]
     if reference_model not in (None, policy):
         models.append(("ref_model_name_or_path", config.reference_path, reference_model))
-    check_vocabulary(tokenizer, config.tokenizer_path, models)
+    for note in check_vocabulary(tokenizer, config.tokenizer_path, models):
+        echo(note)
     masters = None
     if precision.mixed and not sharded:  # FSDP2 keeps the float32 masters as its shards
         masters = MasterWeights(policy, precision.compute, streaming=world.mode != "ddp")
@@ -168,7 +169,9 @@ def prepare_run(
         _fill_shards(config, world, scorer, reference, echo)
     reference_weights = ""
     if precompute:
-        reference_weights = weights_fingerprint(reference_model, world if sharded else None)
+        reference_weights = weights_fingerprint(
+            reference_model, world if sharded else None, getattr(reference, "adapter", None)
+        )
     image_pairs = [pair for pair in train.pairs if pair.vision is not None][:2]
     runners = [scorer, *(reference.scorer for _ in separate_reference)] if sharded else []
     if config.torch_compile:  # before the checks below run the compiled layers
@@ -357,7 +360,7 @@ def _precompute_reference(run: Run, reference_weights: str) -> None:
                 reference_weights,
                 pair_set.pairs,
                 run.pad_id,
-                config.per_device_eval_batch_size,
+                config.precompute_ref_batch_size or config.per_device_eval_batch_size,
                 run.world.device,
                 settings,
                 run.layout,

@@ -87,7 +87,11 @@ ACCELERATOR_DEFAULTS = {
 MIXTURE = "write it as dataset_mixture: {datasets: [{id: ..., split: ..., weight: ...}]}"
 UPLOAD = "directpo does not upload; after training run: huggingface-cli upload REPO OUTPUT_DIR"
 SHUFFLED = "directpo shuffles the pairs (seed sets the order); padding_free packs each micro-batch"
-ONE_ADAPTER = "directpo trains one LoRA adapter; with LoRA the reference is the model without it"
+ONE_ADAPTER = (  # TRL's two names for one adapter loaded twice: an adapter folder here
+    "directpo trains one LoRA adapter: a new one (lora_r; the reference is the model without "
+    "it), or an adapter folder given as model_name_or_path, continued (the reference is that "
+    "adapter as it starts, loaded a second time)"
+)
 # key: (accepted when, what to do otherwise)
 NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "push_to_hub": (_nothing, UPLOAD),
@@ -161,7 +165,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
         "completions are cut from the right; to keep them whole, cap prompts with "
         "max_prompt_length (prompts are cut from the left)",
     ),
-    "precompute_ref_batch_size": (_any, ""),  # per_device_eval_batch_size is used
     "generate_during_eval": (_nothing, "use eval_generate: N"),
     "is_encoder_decoder": (_nothing, "directpo trains decoder-only causal LMs"),
     "project": (_any, ""),
