@@ -89,7 +89,9 @@ def assert_same_metrics(ours: list[dict], theirs: list[dict], tolerance: float =
     compared = 0
     for a, b in zip(ours, theirs, strict=True):
         assert a.keys() == b.keys()
-        for key in a.keys() - TIMING:
+        # epoch counts micro-batches, as transformers' Trainer does: with another accumulation
+        # an epoch's last step holds another share of them (the steps themselves are compared)
+        for key in a.keys() - TIMING - {"epoch"}:
             expected = pytest.approx(b[key], rel=tolerance, abs=tolerance)
             assert a[key] == expected, (a["step"], key)
             compared += 1
