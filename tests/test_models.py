@@ -7,7 +7,7 @@ import pytest
 import torch
 from tiny import tiny_config
 
-from directpo.errors import ConfigError, TrainingStopped
+from directpo.errors import ConfigError, ModelLoadError, TrainingStopped
 from directpo.models import LoadOptions, decoder_layers, load_causal_lm
 from directpo.trainer import train
 
@@ -102,6 +102,37 @@ def test_a_compile_failure_inside_a_step_is_one_line(
         r"\(injected\)\); set torch_compile: false$",
     ):
         train(config, echo=lambda _: None)
+
+
+def test_an_unreachable_hub_id_is_said_after_one_request(pairs_file, tmp_path, monkeypatch):
+    """A folder name with a typo on an offline machine is a hub id: every file of the
+    processor, tokenizer and config loaders retried in turn (3 minutes here). One config
+    request now decides, and no other loader runs."""
+    import directpo.models as models_module
+
+    asked: list[str] = []
+
+    def offline(path, **kwargs):
+        asked.append(path)
+        raise OSError(
+            "We couldn't connect to 'https://huggingface.co' to load the files, and couldn't "
+            "find them in the cached files."
+        )
+
+    def never(*args, **kwargs):
+        raise AssertionError("a loader ran after the hub was found unreachable")
+
+    monkeypatch.setattr(models_module.AutoConfig, "from_pretrained", offline)
+    monkeypatch.setattr(models_module, "_from_location", never)
+    config = tiny_config("nosuchdir", pairs_file, tmp_path / "out")
+    with pytest.raises(ModelLoadError) as info:
+        train(config, echo=lambda _: None)
+    assert str(info.value) == (
+        "'nosuchdir' is no local folder, and as a hub id it cannot be loaded: We couldn't "
+        "connect to 'https://huggingface.co' to load the files, and couldn't find them in the "
+        "cached files."
+    )
+    assert asked == ["nosuchdir"]
 
 
 def test_meta_build_finds_a_hub_model_in_the_local_cache(tiny_model_dirs, tmp_path, monkeypatch):

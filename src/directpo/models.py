@@ -51,6 +51,8 @@ def load_processor(
     text-only model (whose folder has no image processor). ``location``: as load_tokenizer's."""
     from transformers import AutoProcessor
 
+    if not os.path.exists(path):
+        _check_hub_reachable(path, location)
     try:
         processor = _from_location(AutoProcessor, path, location, trust_remote_code)
     except Exception:  # a text-only folder, a foreign one: the tokenizer path decides
@@ -58,6 +60,32 @@ def load_processor(
     if getattr(processor, "image_processor", None) is None:
         return None
     return processor
+
+
+HUB_UNREACHABLE = "couldn't connect to"  # transformers' words when the hub cannot be reached
+
+
+def _check_hub_reachable(path: str, location: dict[str, Any] | None) -> None:
+    """A name that is no local path is a hub id: its config.json is fetched once (or found in
+    the local cache) before the processor, tokenizer and weights are looked for. Where the hub
+    cannot be reached and nothing is cached (a typo of a folder name on an offline machine),
+    this one request fails after huggingface_hub's retries (~20 s) and says so, instead of
+    every file of every loader retrying in turn (3 minutes). Other failures (a repo without
+    config.json: a tokenizer alone) are left to the loaders that follow."""
+    where = dict(location or {})
+    places = [where, {k: v for k, v in where.items() if k != "subfolder"}]  # weights', root
+    for place in places[: 1 + ("subfolder" in where)]:
+        try:
+            AutoConfig.from_pretrained(path, **place)
+            return
+        except Exception as exc:  # noqa: BLE001 - only the hub's unreachability is decided
+            if HUB_UNREACHABLE not in str(exc):
+                return
+            unreachable = exc
+    raise ModelLoadError(
+        f"'{path}' is no local folder, and as a hub id it cannot be loaded: "
+        f"{first_line(unreachable)}"
+    )
 
 
 def _from_location(
