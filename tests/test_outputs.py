@@ -95,12 +95,13 @@ def test_overwriting_replaces_the_earlier_runs_model_files(
     (out / "samples").mkdir()
     (out / "samples" / "step-9.jsonl").write_text("{}\n")  # the earlier run's per-step files
     (out / "retired-checkpoint-7").mkdir()  # and what one of its resumes moved aside
+    (out / "curves.png").write_bytes(b"PNG")  # and `directpo plot`'s curves of it
     train(tiny_config(model, pairs_file, out, lora_r=4, overwrite_output_dir=True), echo=quiet)
     assert not (out / "model.safetensors").exists() and not (out / "config.json").exists()
     assert not list(out.glob("checkpoint-*"))
     assert (out / "mine.txt").read_text() == "keep me"
     assert not (out / "samples").exists() and not (out / "runs").exists()
-    assert not (out / "retired-checkpoint-7").exists()
+    assert not (out / "retired-checkpoint-7").exists() and not (out / "curves.png").exists()
     adapter_config = json.loads((out / "adapter_config.json").read_text())
     assert os.path.samefile(adapter_config["base_model_name_or_path"], model)
 

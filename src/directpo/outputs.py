@@ -77,6 +77,7 @@ def remove(paths: list[Path]) -> None:
 
 # what directpo writes beside the model, per run: replaced by overwrite_output_dir too
 RUN_FOLDERS = ("runs", "samples", "online")  # TensorBoard, eval_generate samples, online rounds
+RUN_FILES = ("curves.png",)  # directpo plot's default output: the earlier run's curves
 
 
 LOCK_FILE = ".directpo.lock"
@@ -139,8 +140,9 @@ def prepare_output_dir(
 
     A non-empty ``output_dir`` is written into only to resume its own checkpoints, or with
     ``overwrite_output_dir``. Returns what overwriting replaces (the earlier run's checkpoints,
-    model files and ``RUN_FOLDERS``; other files stay, README.md / config.yaml / metrics.jsonl
-    are rewritten): deleted only once everything else has been validated and loaded.
+    model files, ``RUN_FOLDERS`` and ``RUN_FILES``; other files stay, README.md / config.yaml /
+    metrics.jsonl are rewritten): deleted only once everything else has been validated and
+    loaded.
     """
     for key in ("model_name_or_path", "ref_model_name_or_path", "tokenizer_name_or_path"):
         source = getattr(config, key)
@@ -189,6 +191,7 @@ def prepare_output_dir(
     if resuming_here or not entries:
         return []
     folders = [output_dir / name for name in RUN_FOLDERS if (output_dir / name).is_dir()]
+    folders += [output_dir / name for name in RUN_FILES if (output_dir / name).is_file()]
     retired = sorted(output_dir.glob("retired-checkpoint-*"))  # moved aside by a resume
     return previous + retired + model_files(output_dir) + folders
 
