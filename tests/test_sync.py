@@ -94,6 +94,30 @@ def test_the_hard_update_makes_every_step_start_from_the_policy(
         )
 
 
+def test_lora_tr_dpo_checkpoints_hold_the_trained_adapter_alone_and_resume_exactly(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """peft saved every adapter: each checkpoint also held the "ref" adapter in ref/, a copy of
+    reference.safetensors, which is what resume restores the moved reference from."""
+    values = dict(
+        max_steps=4, save_steps=1, per_device_train_batch_size=2, sync_ref_model=True,
+        ref_model_mixup_alpha=1.0, ref_model_sync_steps=3, lora_r=4, learning_rate=5e-2,
+    )  # fmt: skip
+    model, whole = tiny_model_dirs["llama"], tmp_path / "whole"
+    train(tiny_config(model, pairs_file, whole, **values), echo=quiet)
+    assert (whole / "checkpoint-2" / "reference.safetensors").is_file()
+    assert not (whole / "checkpoint-2" / "ref").exists()
+    saved = load_file(whole / "checkpoint-2" / "adapter_model.safetensors")
+    assert saved and not any(".ref." in key for key in saved)
+    part = tmp_path / "part"
+    shutil.copytree(whole / "checkpoint-2", part / "checkpoint-2")
+    train(tiny_config(model, pairs_file, part, resume_from_checkpoint="latest", **values),
+          echo=quiet)  # fmt: skip
+    final = load_file(whole / "adapter_model.safetensors")
+    for name, value in load_file(part / "adapter_model.safetensors").items():
+        torch.testing.assert_close(value, final[name], rtol=0, atol=1e-6)
+
+
 def test_resume_across_a_sync_continues_the_same_run(tiny_model_dirs, pairs_file, tmp_path) -> None:
     model = tiny_model_dirs["llama"]
     values = dict(

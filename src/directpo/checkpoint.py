@@ -249,8 +249,13 @@ def _write_main_files(
     tensors: dict[str, dict[str, torch.Tensor]],
 ) -> None:
     if with_weights:
+        # the trained adapter only: a second one (TR-DPO's or a continued adapter's reference,
+        # "ref") is restored from reference.safetensors or from where the run started
+        selected = (
+            {"selected_adapters": [model.active_adapter]} if hasattr(model, "peft_config") else {}
+        )
         with config_as_loaded(model):
-            model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(tmp, safe_serialization=True, **selected)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     for name, weights in tensors.items():
         save_file(weights, tmp / name)
