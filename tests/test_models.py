@@ -133,6 +133,11 @@ def test_an_unreachable_hub_id_is_said_after_one_request(pairs_file, tmp_path, m
         "cached files."
     )
     assert asked == ["nosuchdir"]
+    # a repo the local cache holds anything of is left to the loaders (offline, a file it lacks
+    # reads as unreachable: a tokenizer-only repo has no config.json)
+    (tmp_path / "cache" / "models--org--tok").mkdir(parents=True)
+    models_module._check_hub_reachable("org/tok", {"cache_dir": str(tmp_path / "cache")})
+    assert asked == ["nosuchdir"]
 
 
 def test_meta_build_finds_a_hub_model_in_the_local_cache(tiny_model_dirs, tmp_path, monkeypatch):

@@ -71,8 +71,15 @@ def _check_hub_reachable(path: str, location: dict[str, Any] | None) -> None:
     cannot be reached and nothing is cached (a typo of a folder name on an offline machine),
     this one request fails after huggingface_hub's retries (~20 s) and says so, instead of
     every file of every loader retrying in turn (3 minutes). Other failures (a repo without
-    config.json: a tokenizer alone) are left to the loaders that follow."""
+    config.json: a tokenizer alone) are left to the loaders that follow, and so is a repo the
+    local cache holds anything of (offline, a file it lacks would read as unreachable)."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
     where = dict(location or {})
+    cache = where.get("cache_dir") or constants.HF_HUB_CACHE
+    if os.path.isdir(os.path.join(cache, repo_folder_name(repo_id=path, repo_type="model"))):
+        return
     places = [where, {k: v for k, v in where.items() if k != "subfolder"}]  # weights', root
     for place in places[: 1 + ("subfolder" in where)]:
         try:
