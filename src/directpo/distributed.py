@@ -386,12 +386,34 @@ def save_sharded(folder: os.PathLike, scorer: torch.nn.Module, optimizer: Any) -
 
 
 def load_sharded(folder: os.PathLike, scorer: torch.nn.Module, optimizer: Any) -> None:
+    """Every rank reads its shards of model and optimizer. A checkpoint saved with the other
+    param grouping (weight decay's second group, optimizers.py) resumes too: its moments are
+    keyed by parameter name, so only the groups' options are read in its layout, then the
+    groups are this optimizer's (their options the saved first group's, as fit_saved_groups
+    does; resume.py then applies this run's)."""
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     model_state, optimizer_state = get_state_dict(scorer, optimizer)
+    groups = optimizer_state["param_groups"]
+    saved = dcp.FileSystemReader(folder).read_metadata().state_dict_metadata
+    count = len({key.split(".")[2] for key in saved if key.startswith("optimizer.param_groups.")})
+    regroup = count not in (0, len(groups))
+    if regroup:
+        optimizer_state = {
+            **optimizer_state,
+            "param_groups": [dict(groups[0]) for _ in range(count)],
+        }
     state = {"model": model_state, "optimizer": optimizer_state}
-    dcp.load(state, checkpoint_id=folder)
+    try:
+        dcp.load(state, checkpoint_id=folder)
+    except CheckpointException as exc:  # a BaseException, which no `except Exception` catches
+        raise RuntimeError(str(exc).strip().splitlines()[-1]) from None
+    if regroup:
+        first = state["optimizer"]["param_groups"][0]
+        fitted = [{**first, "params": group["params"]} for group in groups]
+        state["optimizer"] = {**state["optimizer"], "param_groups": fitted}
     set_state_dict(
         scorer, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
     )
