@@ -325,6 +325,33 @@ def test_lora_two_processes_equal_one_process(tiny_model_dirs, five_pairs, tmp_p
         assert torch.allclose(a, b, atol=1e-4), name
 
 
+def test_fsdp_lora_modules_to_save_trains_as_without_fsdp(
+    tiny_model_dirs, five_pairs, tmp_path
+) -> None:
+    """peft's modules_to_save holds a module twice (original_module, the trained copy), both
+    one tensor of the model's files: FSDP's meta build filled only one and refused the run
+    ('no weights for ...modules_to_save.default.weight')."""
+    from peft import AutoPeftModelForCausalLM
+
+    lora = dict(lora_r=4, lora_alpha=8, lora_modules_to_save=["norm"], learning_rate=1e-3)
+    runs = {}
+    for distributed in ("none", "fsdp"):
+        out = tmp_path / distributed
+        config = settings(
+            tiny_model_dirs["llama"], five_pairs, out, batch=4, distributed=distributed, **lora
+        )
+        train(config, echo=lambda _: None)
+        runs[distributed] = read_metrics(out)
+        merged = AutoPeftModelForCausalLM.from_pretrained(out).merge_and_unload()
+        runs[distributed, "model"] = merged
+    assert_same_metrics(runs["fsdp"], runs["none"])
+    ours, theirs = runs["fsdp", "model"], runs["none", "model"]
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5), name
+    start = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"])
+    assert not torch.equal(ours.model.norm.weight, start.model.norm.weight)  # trained copy
+
+
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_eval_generate_samples_as_one_process(tiny_model_dirs, five_pairs, tmp_path, mode) -> None:
     sampling = dict(eval_generate=3, eval_generate_samples=2, generate_max_new_tokens=5)

@@ -296,19 +296,28 @@ def materialize(module: torch.nn.Module, device: torch.device) -> bool:
     state = get_model_state_dict(module)  # clean names, the parameters themselves
     available = safetensors_keys(folder)
     wanted: dict[str, torch.Tensor] = {}
+    copies: list[tuple[torch.Tensor, str]] = []  # a second parameter of the same file tensor
     for name, tensor in state.items():
         key = checkpoint_key(name)
         key = file_keys.get(key, key)  # the name the files use (transformers' renamings)
         owner = id(tensor) if id(tensor) in params else None  # usually the parameter itself
         if owner is None:
             owner = next((i for i, p in params.items() if _same(p, tensor)), None)
-        if owner in unfilled and key in available and key not in wanted:
-            wanted[key] = tensor
+        if owner in unfilled and key in available:
+            # peft's modules_to_save holds the module twice (original_module and the trained
+            # copy): both start as the file's tensor, which dcp reads into one of them
+            if key in wanted:
+                copies.append((tensor, key))
+            else:
+                wanted[key] = tensor
             unfilled.discard(owner)
     if unfilled:
         names = [n for n, p in module.named_parameters() if id(p) in unfilled]
         raise ModelLoadError(f"{folder}: no weights for {', '.join(names[:3])} in its files")
     dcp.load(wanted, storage_reader=HuggingFaceStorageReader(folder))
+    with torch.no_grad():
+        for tensor, key in copies:  # the same shape, so the same shards on this rank
+            _local(tensor).copy_(_local(wanted[key]))
     return True
 
 
