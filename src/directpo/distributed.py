@@ -404,6 +404,8 @@ def load_sharded(folder: os.PathLike, scorer: torch.nn.Module, optimizer: Any) -
     from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+    from directpo.optimizers import own_options
+
     model_state, optimizer_state = get_state_dict(scorer, optimizer)
     groups = optimizer_state["param_groups"]
     saved = dcp.FileSystemReader(folder).read_metadata().state_dict_metadata
@@ -421,7 +423,7 @@ def load_sharded(folder: os.PathLike, scorer: torch.nn.Module, optimizer: Any) -
         raise RuntimeError(str(exc).strip().splitlines()[-1]) from None
     if regroup:
         first = state["optimizer"]["param_groups"][0]
-        fitted = [{**first, "params": group["params"]} for group in groups]
+        fitted = [{**own_options(first), "params": group["params"]} for group in groups]
         state["optimizer"] = {**state["optimizer"], "param_groups": fitted}
     set_state_dict(
         scorer, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
