@@ -418,6 +418,30 @@ def test_optimizer_state_follows_its_tensors_when_weight_decay_regroups(decays) 
             assert torch.equal(after.state[param][key], before.state[param][key]), key
 
 
+@pytest.mark.parametrize("decays", [(0.0, 0.1), (0.1, 0.0)])
+def test_kahan_step_counts_stay_per_group_when_weight_decay_regroups(decays) -> None:
+    # torch-optimi keeps its step count in the param group: the regrouped groups shared the
+    # saved group's tensor, which each group then advanced (step 4 after 2 steps + 1: Adam's
+    # bias correction silently off)
+    from directpo.optimizers import build_optimizer, fit_saved_groups, no_decay_ids
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    params = list(model.parameters())
+    no_decay = no_decay_ids(model, None)
+    saved_with, resumed_with = (
+        DPOConfig(weight_decay=decay, optimizer="adamw_kahan") for decay in decays
+    )
+    before = build_optimizer(params, saved_with, no_decay=no_decay)
+    for _ in range(2):
+        model(torch.randn(5, 3)).square().sum().backward()
+        before.step()
+    after = build_optimizer(params, resumed_with, no_decay=no_decay)
+    after.load_state_dict(fit_saved_groups(before.state_dict(), after, params, no_decay))
+    model(torch.randn(5, 3)).square().sum().backward()
+    after.step()
+    assert [int(group["step"]) for group in after.param_groups] == [3] * len(after.param_groups)
+
+
 def test_resume_with_weight_decay_turned_on(run_dir, tiny_model_dirs, pairs_file) -> None:
     lines: list[str] = []  # run_dir trained without weight decay: one param group
     config = config_for(

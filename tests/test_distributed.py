@@ -268,6 +268,39 @@ def test_fsdp_resume_continues_the_same_trajectory(
         train(config, echo=lambda _: None)
 
 
+def test_fsdp_resume_with_weight_decay_changed(tiny_model_dirs, five_pairs, tmp_path) -> None:
+    """A sharded checkpoint saved without weight decay (one param group) resumes with it (two:
+    norms undecayed), and back, as a plain checkpoint does (optimizers.fit_saved_groups); it
+    failed in torch.distributed.checkpoint with a traceback (missing param_groups.1 keys)."""
+    runs = {}
+    for distributed in ("none", "fsdp"):
+        for before, after in ((0.0, 0.1), (0.1, 0.0)):
+            out = tmp_path / f"{distributed}-{before}"
+            config = settings(
+                tiny_model_dirs["llama"], five_pairs, out, batch=4, save_steps=2,
+                distributed=distributed, weight_decay=before, learning_rate=1e-3,
+            )  # fmt: skip
+            train(config, echo=lambda _: None)
+            shutil.rmtree(out / "checkpoint-4")
+            config.weight_decay, config.resume_from_checkpoint = after, "latest"
+            config.overwrite_output_dir = False
+            lines: list[str] = []
+            train(config, echo=lines.append)
+            assert any("weight_decay changed since the checkpoint" in line for line in lines)
+            runs[distributed, before] = AutoModelForCausalLM.from_pretrained(out)
+    # another model's sharded checkpoint is said in one line (torch's CheckpointException is
+    # a BaseException: it escaped as a traceback)
+    config.resume_from_checkpoint = str(out / "checkpoint-2")
+    config.model_name_or_path = config.ref_model_name_or_path = tiny_model_dirs["gpt2"]
+    with pytest.raises(CheckpointError, match="checkpoint-2: cannot restore") as info:
+        train(config, echo=lambda _: None)
+    assert "\n" not in str(info.value) and "Missing key" in str(info.value)
+    for before in (0.0, 0.1):
+        plain, sharded = runs["none", before], runs["fsdp", before]
+        for (name, a), b in zip(sharded.named_parameters(), plain.parameters(), strict=True):
+            assert torch.allclose(a, b, atol=1e-5), (before, name)
+
+
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_lora_two_processes_equal_one_process(tiny_model_dirs, five_pairs, tmp_path, mode) -> None:
     """LoRA: the reference is the policy with adapters off, also when the policy is sharded."""
@@ -290,6 +323,33 @@ def test_lora_two_processes_equal_one_process(tiny_model_dirs, five_pairs, tmp_p
     theirs = AutoPeftModelForCausalLM.from_pretrained(single).merge_and_unload()
     for (name, a), b in zip(ours.named_parameters(), theirs.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-4), name
+
+
+def test_fsdp_lora_modules_to_save_trains_as_without_fsdp(
+    tiny_model_dirs, five_pairs, tmp_path
+) -> None:
+    """peft's modules_to_save holds a module twice (original_module, the trained copy), both
+    one tensor of the model's files: FSDP's meta build filled only one and refused the run
+    ('no weights for ...modules_to_save.default.weight')."""
+    from peft import AutoPeftModelForCausalLM
+
+    lora = dict(lora_r=4, lora_alpha=8, lora_modules_to_save=["norm"], learning_rate=1e-3)
+    runs = {}
+    for distributed in ("none", "fsdp"):
+        out = tmp_path / distributed
+        config = settings(
+            tiny_model_dirs["llama"], five_pairs, out, batch=4, distributed=distributed, **lora
+        )
+        train(config, echo=lambda _: None)
+        runs[distributed] = read_metrics(out)
+        merged = AutoPeftModelForCausalLM.from_pretrained(out).merge_and_unload()
+        runs[distributed, "model"] = merged
+    assert_same_metrics(runs["fsdp"], runs["none"])
+    ours, theirs = runs["fsdp", "model"], runs["none", "model"]
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5), name
+    start = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"])
+    assert not torch.equal(ours.model.norm.weight, start.model.norm.weight)  # trained copy
 
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])

@@ -296,19 +296,28 @@ def materialize(module: torch.nn.Module, device: torch.device) -> bool:
     state = get_model_state_dict(module)  # clean names, the parameters themselves
     available = safetensors_keys(folder)
     wanted: dict[str, torch.Tensor] = {}
+    copies: list[tuple[torch.Tensor, str]] = []  # a second parameter of the same file tensor
     for name, tensor in state.items():
         key = checkpoint_key(name)
         key = file_keys.get(key, key)  # the name the files use (transformers' renamings)
         owner = id(tensor) if id(tensor) in params else None  # usually the parameter itself
         if owner is None:
             owner = next((i for i, p in params.items() if _same(p, tensor)), None)
-        if owner in unfilled and key in available and key not in wanted:
-            wanted[key] = tensor
+        if owner in unfilled and key in available:
+            # peft's modules_to_save holds the module twice (original_module and the trained
+            # copy): both start as the file's tensor, which dcp reads into one of them
+            if key in wanted:
+                copies.append((tensor, key))
+            else:
+                wanted[key] = tensor
             unfilled.discard(owner)
     if unfilled:
         names = [n for n, p in module.named_parameters() if id(p) in unfilled]
         raise ModelLoadError(f"{folder}: no weights for {', '.join(names[:3])} in its files")
     dcp.load(wanted, storage_reader=HuggingFaceStorageReader(folder))
+    with torch.no_grad():
+        for tensor, key in copies:  # the same shape, so the same shards on this rank
+            _local(tensor).copy_(_local(wanted[key]))
     return True
 
 
@@ -386,12 +395,36 @@ def save_sharded(folder: os.PathLike, scorer: torch.nn.Module, optimizer: Any) -
 
 
 def load_sharded(folder: os.PathLike, scorer: torch.nn.Module, optimizer: Any) -> None:
+    """Every rank reads its shards of model and optimizer. A checkpoint saved with the other
+    param grouping (weight decay's second group, optimizers.py) resumes too: its moments are
+    keyed by parameter name, so only the groups' options are read in its layout, then the
+    groups are this optimizer's (their options the saved first group's, as fit_saved_groups
+    does; resume.py then applies this run's)."""
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+    from directpo.optimizers import own_options
+
     model_state, optimizer_state = get_state_dict(scorer, optimizer)
+    groups = optimizer_state["param_groups"]
+    saved = dcp.FileSystemReader(folder).read_metadata().state_dict_metadata
+    count = len({key.split(".")[2] for key in saved if key.startswith("optimizer.param_groups.")})
+    regroup = count not in (0, len(groups))
+    if regroup:
+        optimizer_state = {
+            **optimizer_state,
+            "param_groups": [dict(groups[0]) for _ in range(count)],
+        }
     state = {"model": model_state, "optimizer": optimizer_state}
-    dcp.load(state, checkpoint_id=folder)
+    try:
+        dcp.load(state, checkpoint_id=folder)
+    except CheckpointException as exc:  # a BaseException, which no `except Exception` catches
+        raise RuntimeError(str(exc).strip().splitlines()[-1]) from None
+    if regroup:
+        first = state["optimizer"]["param_groups"][0]
+        fitted = [{**own_options(first), "params": group["params"]} for group in groups]
+        state["optimizer"] = {**state["optimizer"], "param_groups": fitted}
     set_state_dict(
         scorer, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
     )

@@ -112,5 +112,11 @@ def fit_saved_groups(
                 state[index] = saved["state"][old]
             indices.append(index)
             index += 1
-        fitted.append({**groups[0], "params": indices})
+        fitted.append({**own_options(groups[0]), "params": indices})
     return {"state": state, "param_groups": fitted}
+
+
+def own_options(group: dict[str, Any]) -> dict[str, Any]:
+    """A param group's options for another group: its tensors copied (torch-optimi counts
+    steps in a group tensor, which each group sharing it would advance: twice per step)."""
+    return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in group.items()}

@@ -565,6 +565,9 @@ def _save_sharded(run: Run, record: RunRecord, folder: Path) -> None:
             save_final_model(folder, whole, record)
         return
     if hasattr(policy, "peft_config"):
+        # an evaluation's forward leaves FSDP2's root gathered, its parameters then views of
+        # a freed buffer (a modules_to_save copy of the final norm was written as garbage)
+        run.scorer.reshard()
         save_sharded_adapter(folder, policy, dtype, world)
     else:
         compensations = {
