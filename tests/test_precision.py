@@ -261,6 +261,13 @@ def test_precision_options_and_trl_spellings() -> None:
     assert DPOConfig(bf16=True, dtype="float32").precision.mixed
     with pytest.raises(ConfigError, match="master_weights is set but dtype is float32"):
         DPOConfig(master_weights="bfloat16")
+    # optimi's and torch's decay act on the bf16 weights themselves: at lr 5e-7 it rounded away
+    # (final weights bit-identical to a run without it)
+    with pytest.raises(ConfigError, match=r"^weight_decay: 0.1 with master_weights: bfloat16 does"):
+        DPOConfig(
+            dtype="bfloat16", master_weights="bfloat16", optimizer="adamw_kahan", weight_decay=0.1
+        )
+    assert DPOConfig(dtype="bfloat16", weight_decay=0.1).precision.mixed
     with pytest.raises(ConfigError, match="save_dtype must be one of"):
         DPOConfig(save_dtype="float16")
     # TRL users load the weights in bf16 this way: here it says which option does what

@@ -264,6 +264,14 @@ def check_precision(config: DPOConfig) -> None:
     config._one_of("save_dtype", SAVE_DTYPES)
     if config.dtype == "float32":
         reject_if_set(config, ("master_weights",), "dtype is float32 (weights are float32)")
+    elif config.master_weights == "bfloat16" and config.weight_decay:
+        config._refuse(
+            "weight_decay",
+            f"weight_decay: {config.weight_decay} with master_weights: bfloat16 does nothing: the "
+            "optimizers multiply the bf16 weights by (1 - lr x weight_decay) outside any "
+            "compensation, which rounds to 1 at DPO learning rates; use the default float32 "
+            "master weights, or weight_decay: 0",
+        )
 
 
 def check_losses(config: DPOConfig, require: Callable[[bool, str, str], None]) -> None:
