@@ -12,6 +12,7 @@ import torch
 
 from directpo.errors import ModelLoadError, first_line
 from directpo.precision import DTYPES
+from directpo.preflight import has_files
 
 RESETTABLE_LORA_INITS = (True, False, "gaussian")  # peft draws these from the RNG alone
 
@@ -83,8 +84,7 @@ def adapter_base(path: str) -> str | None:
 def tokenizer_folder(path: str) -> str:
     """Where the tokenizer of model ``path`` is: the folder itself, or for an adapter folder
     holding none (peft's save_pretrained writes only the adapter) its base model."""
-    names = ("tokenizer_config.json", "tokenizer.json")
-    if any(os.path.isfile(os.path.join(path, name)) for name in names):
+    if has_files(path):  # its tokenizer files
         return path
     return adapter_base(path) or path
 

@@ -251,7 +251,7 @@ def _train_test_split(rows: list[Any], size: float | int, seed: int) -> tuple[li
             f"dataset_mixture: test_split_size {size} leaves no training pairs (the mixture "
             f"has {total} rows)"
         )
-    order = np.random.default_rng(seed).permutation(total).tolist()
+    order = _shuffled(total, seed)
     return [rows[i] for i in order[test:]], [rows[i] for i in order[:test]]
 
 

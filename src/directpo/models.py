@@ -21,6 +21,7 @@ from transformers import (
 from directpo.adapters import adapter_base, adapter_config
 from directpo.errors import ConfigError, ModelLoadError, first_line
 from directpo.precision import DTYPES
+from directpo.preflight import has_files
 from directpo.vision import is_vision_config
 
 # peft reads transformers' renamed attribute on every PeftModel: a warning between the two
@@ -490,7 +491,7 @@ def check_vocabulary(
         if os.path.abspath(path) == os.path.abspath(tokenizer_path):
             continue
         own = None
-        if _has_tokenizer(path):
+        if has_files(path):
             with contextlib.suppress(Exception):  # unreadable beside the weights: not compared
                 own = AutoTokenizer.from_pretrained(path).get_vocab()
         if own is None:
@@ -568,12 +569,6 @@ def _model_type(model: torch.nn.Module) -> str | None:
     from directpo.logprobs import unwrap_peft
 
     return getattr(getattr(unwrap_peft(model), "config", None), "model_type", None)
-
-
-def _has_tokenizer(path: str) -> bool:
-    return any(
-        os.path.isfile(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer_config.json")
-    )
 
 
 def pad_token_id(tokenizer: Any) -> int:

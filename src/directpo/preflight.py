@@ -45,8 +45,8 @@ def check_environment(
     held_out = config.eval_file or eval_dataset_given or config.eval_generate
     # dataset_name's test split may be there: it counts as something to evaluate, but under
     # eval_strategy: no it is simply not loaded (TRL's configs often say so), not refused.
-    mixture = config.dataset_mixture
-    evaluates = held_out or config.dataset_name or (mixture or {}).get("test_split_size")
+    mixture_split = (config.dataset_mixture or {}).get("test_split_size")  # held-out pairs
+    evaluates = held_out or config.dataset_name or mixture_split
     if config.eval_strategy == "no" and held_out:
         raise ConfigError(
             "eval_strategy is no but there is held-out data (eval_file / eval_generate): "
@@ -123,8 +123,9 @@ def check_environment(
                 f"{inside}); 'latest' takes the newest in output_dir"
             )
     if config.eval_generate:
-        split = (mixture or {}).get("test_split_size")
-        if not (config.eval_prompts_file or config.eval_file or eval_dataset_given or split):
+        if not (
+            config.eval_prompts_file or config.eval_file or eval_dataset_given or mixture_split
+        ):
             raise ConfigError(
                 "eval_generate needs held-out prompts: set eval_prompts_file or eval_file"
             )
