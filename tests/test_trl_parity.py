@@ -14,6 +14,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+import torch
 from tiny import SENTIMENT_PAIRS, save_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -135,13 +136,16 @@ def test_combined_sigmoid_and_sft_match_trl(models, tmp_path) -> None:
 def test_sft_matches_trl_on_equal_lengths_and_differs_by_design_otherwise(models, tmp_path) -> None:
     theirs = trl_step(models, EQUAL_CHOSEN, tmp_path, loss_type=["sft"])
     ours = directpo_step(models, EQUAL_CHOSEN, loss_type=["sft"])
-    assert_same(ours, theirs, ("loss", "logps/chosen", "logps/rejected"))
+    assert_same(ours, theirs, ("loss",))
+    # reference-free here: logps/* are per-token means (TRL's DPOTrainer logs sums)
+    (length,) = {len(c) for _, c, _ in ours["_tokenized"]}
+    assert ours["logps/chosen"] * length == pytest.approx(theirs["logps/chosen"], rel=1e-5)
     # unequal lengths: TRL weighs tokens, we weigh sequences
     theirs = trl_step(models, SENTIMENT_PAIRS, tmp_path, loss_type=["sft"])
     ours = directpo_step(models, SENTIMENT_PAIRS, loss_type=["sft"])
     lengths = [len(c) for _, c, _ in ours["_tokenized"]]
     assert len(set(lengths)) > 1
-    token_mean = -ours["logps/chosen"] * len(lengths) / sum(lengths)
+    token_mean = -theirs["logps/chosen"] * len(lengths) / sum(lengths)  # TRL's: sums
     assert theirs["loss"] == pytest.approx(token_mean, rel=1e-6)
     assert ours["loss"] != pytest.approx(theirs["loss"], rel=1e-5)  # a real, visible difference
 
@@ -260,3 +264,59 @@ def test_vision_language_first_batch_equals_trl(tmp_path, style) -> None:
         assert ours["loss"] == pytest.approx(theirs["loss"], abs=1e-5)
         assert_same(ours, theirs, METRICS)
     assert ours["rewards/margins"] != 0
+
+
+def trl_reference_free_step(models, rows, tmp_path, trainer: str, **options) -> dict[str, float]:
+    """TRL's CPOTrainer (``trainer="cpo"``) or ORPOTrainer: loss and metrics of one batch."""
+    from trl.experimental.cpo import CPOConfig, CPOTrainer
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    cpo = trainer == "cpo"
+    config, trainer_class = (CPOConfig, CPOTrainer) if cpo else (ORPOConfig, ORPOTrainer)
+    args = config(
+        output_dir=str(tmp_path / trainer), per_device_train_batch_size=len(rows),
+        report_to="none", use_cpu=True, bf16=False, **options,
+    )  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(models[0])
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token  # these trainers need one
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = trainer_class(
+            model=AutoModelForCausalLM.from_pretrained(models[0]),
+            args=args,
+            train_dataset=datasets.Dataset.from_list(rows),
+            processing_class=tokenizer,
+        )
+        run.model.train()
+        batch = next(iter(run.get_train_dataloader()))
+        loss, metrics = run.get_batch_loss_metrics(run.model, batch)
+    return {"loss": loss.item(), **{key: float(value) for key, value in metrics.items()}}
+
+
+def test_simpo_and_orpo_metrics_are_those_of_trls_cpo_and_orpo_trainers(tmp_path) -> None:
+    """Without a reference, logps/* are per-token means and rewards/* = β·logps/*, as TRL's
+    CPOTrainer (loss_type: simpo) and ORPOTrainer log them (they were sums here: n times
+    TRL's curve). SimPO's loss equals CPO's with cpo_alpha = 0; ORPO's differs by design (TRL's
+    NLL also counts the prompt's tokens, docs/losses.md). Llama: its tokenizer adds BOS, which
+    these two trainers add to every prompt (GPT-2's would get one that DPOTrainer leaves out)."""
+    models = (save_tiny_model("llama", tmp_path / "llama"), None)
+    simpo = {"beta": 2.0, "simpo_gamma": 0.5, "label_smoothing": 0.1}
+    theirs = trl_reference_free_step(
+        models, SENTIMENT_PAIRS, tmp_path, "cpo", loss_type="simpo", cpo_alpha=0.0, **simpo
+    )
+    ours = directpo_step(models, SENTIMENT_PAIRS, loss_type=["simpo"], **simpo)
+    assert_same(ours, theirs, ("loss", *METRICS))
+    theirs = trl_reference_free_step(models, SENTIMENT_PAIRS, tmp_path, "orpo", beta=0.2)
+    ours = directpo_step(models, SENTIMENT_PAIRS, loss_type=["orpo"], beta=0.2)
+    assert_same(ours, theirs, METRICS)
+    # independently: the mean over pairs of each completion's mean token log-prob
+    policy = AutoModelForCausalLM.from_pretrained(models[0])
+    means = []
+    for prompt, chosen, _ in ours["_tokenized"]:
+        ids = torch.tensor([[*prompt, *chosen]])
+        with torch.no_grad():
+            logp = policy(ids).logits[0, :-1].float().log_softmax(-1)
+        token = logp[len(prompt) - 1 :].gather(1, ids[0, len(prompt) :, None])
+        means.append(token.mean().item())
+    assert ours["logps/chosen"] == pytest.approx(sum(means) / len(means), rel=1e-5)
+    assert ours["rewards/chosen"] == pytest.approx(0.2 * ours["logps/chosen"], rel=1e-5)

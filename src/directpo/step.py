@@ -141,13 +141,18 @@ def pair_losses(
     if lp.router_aux_loss is not None:  # TRL's way: loss + coefficient × the batch's aux loss
         losses = losses + config.router_aux_loss_coef * lp.router_aux_loss
     chosen_rewards, rejected_rewards = implicit_rewards(lp, config.beta)
+    # without a reference the reward is β·π̄, and logps/* are π̄ too (rewards = β·logps), as
+    # TRL's CPOTrainer (simpo) and ORPOTrainer log them; with one, sums, as its DPOTrainer
+    chosen_logps, rejected_logps = (
+        (lp.chosen_mean, lp.rejected_mean) if lp.ref_chosen is None else (lp.chosen, lp.rejected)
+    )
     sums: dict[str, float | torch.Tensor] = {
         "loss": losses.detach().sum(),
         "rewards/chosen": chosen_rewards.detach().sum(),
         "rewards/rejected": rejected_rewards.detach().sum(),
         "rewards/accuracies": (chosen_rewards > rejected_rewards).float().sum(),
-        "logps/chosen": lp.chosen.detach().sum(),
-        "logps/rejected": lp.rejected.detach().sum(),
+        "logps/chosen": chosen_logps.detach().sum(),
+        "logps/rejected": rejected_logps.detach().sum(),
     }
     sums |= {f"loss/{name}": value.detach().sum() for name, value in components.items()}
     if lp.router_aux_loss is not None:
