@@ -63,9 +63,9 @@ def build(style: str, attention: str) -> torch.nn.Module:
 
 def logps_and_grads(model, layout, chunk_tokens):
     model.zero_grad()
-    logps, counts, log1m, _ = model_logprobs(
+    logps, counts, log1m = model_logprobs(
         model, collate_pairs(PAIRS, 0, layout=layout), chunk_tokens
-    )
+    )[:3]
     (logps * torch.linspace(0.5, 1.5, len(logps))).sum().add(0.3 * log1m.sum()).backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return logps.detach(), counts, log1m.detach(), grads

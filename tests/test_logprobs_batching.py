@@ -33,7 +33,7 @@ def test_completion_logprobs_equal_a_plain_loop() -> None:
     torch.manual_seed(0)
     batch = collate_pairs(PAIRS, pad_token_id=0)
     logits = torch.randn(4, 5, 13, dtype=torch.float64)
-    logps, counts, log1m, _ = completion_logprobs(logits, batch)
+    logps, counts, log1m = completion_logprobs(logits, batch)[:3]
     completion_spans = [(2, 5), (1, 2), (2, 3), (1, 5)]
     for row, (first, end) in enumerate(completion_spans):
         expected = expected_log1m = 0.0

@@ -22,7 +22,7 @@ PAIRS = [
 
 def run(model, batch, chunk):
     model.zero_grad()
-    logps, counts, log1m, _ = model_logprobs(model, batch, chunk)
+    logps, counts, log1m = model_logprobs(model, batch, chunk)[:3]
     (logps.sum() + 0.3 * log1m.sum()).backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return logps.detach(), counts, log1m.detach(), grads
@@ -107,6 +107,50 @@ def test_wpo_aligned_sums_only_when_asked(chunk) -> None:
         assert torch.allclose(aligned.double(), expected, atol=1e-4)
         assert expected.abs().min() > 1e-2  # not trivially zero
         assert torch.equal(model_logprobs(model, batch, chunk)[3], torch.zeros_like(aligned))
+
+
+def brute_force_diagnostics(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """[K, 3] in float64: the vocabulary-mean logit, −Σ_v p_v log p_v, target == argmax."""
+    logits = logits.double()
+    probs = logits.softmax(-1)
+    top1 = (logits.argmax(-1) == targets).double()
+    return torch.stack([logits.mean(-1), -(probs * probs.log()).sum(-1), top1], 1)
+
+
+def test_token_diagnostics_are_trls_token_statistics() -> None:
+    """TRL's logits/*, entropy and mean_token_accuracy per token, against the formulas."""
+    from directpo.logprobs import _token_logprobs
+
+    torch.manual_seed(0)
+    logits = torch.randn(6, 11, dtype=torch.float64) * 3
+    targets = torch.tensor([0, 1, 2, 3, 4, 5])
+    logits[1, 1] = logits[3, 9] = 30.0  # the target is the argmax (row 1), is not (row 3)
+    stats = _token_logprobs(logits, targets, diagnostics=True)[3]
+    assert torch.allclose(stats, brute_force_diagnostics(logits, targets), atol=1e-9)
+    assert stats[1, 2] == 1 and stats[3, 2] == 0 and stats[1, 1] < 1e-6 < stats[0, 1]
+
+
+@pytest.mark.parametrize("chunk", [0, 3])
+@pytest.mark.parametrize("share", [False, True])
+def test_diagnostics_sum_per_sequence_on_every_path_and_only_when_asked(chunk, share) -> None:
+    """The per-sequence sums of the diagnostics, from the whole or the chunked head and from
+    plain or prefix-shared packed rows, equal the brute force over the plain batch's logits;
+    zeros unless asked (the reference never pays for them)."""
+    from directpo.batching import Layout
+
+    model = build_model("llama", build_tokenizer("llama")).eval()
+    batch = collate_pairs(PAIRS, pad_token_id=0)
+    layout = Layout(share_prefix=True, pack=True) if share else None
+    scored = batch if layout is None else collate_pairs(PAIRS, pad_token_id=0, layout=layout)
+    with torch.no_grad():
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        token = brute_force_diagnostics(logits.flatten(0, 1)[batch.predict_from], batch.target_ids)
+        expected = torch.zeros(batch.num_sequences, 3, dtype=torch.float64)
+        expected.index_add_(0, batch.target_sequence, token)
+        got = model_logprobs(model, scored, chunk, diagnostics=True)[4]
+        assert torch.allclose(got.double(), expected, atol=1e-4)
+        assert expected[:, 1].min() > 1.0  # entropies of a random model: far from zero
+        assert torch.equal(model_logprobs(model, scored, chunk)[4], torch.zeros_like(got))
 
 
 def test_a_float32_residual_stream_meets_a_bf16_head_in_the_heads_dtype() -> None:

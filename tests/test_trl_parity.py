@@ -24,12 +24,13 @@ from directpo.data import load_preferences
 from directpo.losses import LOSSES
 from directpo.models import pad_token_id
 from directpo.reference import FrozenModelReference
-from directpo.step import METRIC_ORDER, pair_losses
+from directpo.step import METRIC_ORDER, TOKEN_MEANS, pair_losses
 from directpo.tokenization import tokenize_preferences
 
 trl = pytest.importorskip("trl")
 
-METRICS = METRIC_ORDER[1:]  # rewards/* and logps/*, as TRL names them
+# rewards/* and logps/*, and the token means logits/*, entropy, mean_token_accuracy (TRL's names)
+METRICS = (*METRIC_ORDER[1:], *TOKEN_MEANS)
 SHARED = sorted(n for n in LOSSES if n not in ("simpo", "orpo", "unlikelihood"))  # TRL DPO set
 SMOOTHED = {"robust", "exo_pair", "aot", "aot_unpaired"}
 EQUAL_CHOSEN = [dict(row, chosen=" great.") for row in SENTIMENT_PAIRS]
@@ -305,10 +306,11 @@ def test_simpo_and_orpo_metrics_are_those_of_trls_cpo_and_orpo_trainers(tmp_path
         models, SENTIMENT_PAIRS, tmp_path, "cpo", loss_type="simpo", cpo_alpha=0.0, **simpo
     )
     ours = directpo_step(models, SENTIMENT_PAIRS, loss_type=["simpo"], **simpo)
-    assert_same(ours, theirs, ("loss", *METRICS))
+    # (their logits/* average every position of the padded rows, prompt and padding too)
+    assert_same(ours, theirs, ("loss", *METRIC_ORDER[1:]))
     theirs = trl_reference_free_step(models, SENTIMENT_PAIRS, tmp_path, "orpo", beta=0.2)
     ours = directpo_step(models, SENTIMENT_PAIRS, loss_type=["orpo"], beta=0.2)
-    assert_same(ours, theirs, METRICS)
+    assert_same(ours, theirs, METRIC_ORDER[1:])
     # independently: the mean over pairs of each completion's mean token log-prob
     policy = AutoModelForCausalLM.from_pretrained(models[0])
     means = []
@@ -320,3 +322,46 @@ def test_simpo_and_orpo_metrics_are_those_of_trls_cpo_and_orpo_trainers(tmp_path
         means.append(token.mean().item())
     assert ours["logps/chosen"] == pytest.approx(sum(means) / len(means), rel=1e-5)
     assert ours["rewards/chosen"] == pytest.approx(0.2 * ours["logps/chosen"], rel=1e-5)
+
+
+def test_three_steps_log_every_metric_trl_logs_with_its_value(models, tmp_path) -> None:
+    """trainer.train() of TRL and directpo's train(), three optimizer steps on the whole batch:
+    each step's row holds every name TRL logs, with its value (num_tokens: the prompt and
+    completion tokens of every sequence so far; grad_norm before clipping; the step's lr)."""
+    from directpo.trainer import train
+
+    options = dict(
+        loss_type=["sigmoid"], beta=0.3, learning_rate=1e-3, lr_scheduler_type="linear",
+        max_steps=3, max_grad_norm=1.0, per_device_train_batch_size=len(SENTIMENT_PAIRS),
+        logging_steps=1, seed=42,
+    )  # fmt: skip
+    args = trl.DPOConfig(
+        output_dir=str(tmp_path / "trl"), report_to="none", use_cpu=True, bf16=False,
+        save_strategy="no", disable_tqdm=True, **options,
+    )  # fmt: skip
+    policy_dir, ref_dir = models
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = trl.DPOTrainer(
+            model=AutoModelForCausalLM.from_pretrained(policy_dir),
+            ref_model=AutoModelForCausalLM.from_pretrained(ref_dir),
+            args=args,
+            train_dataset=datasets.Dataset.from_list(SENTIMENT_PAIRS),
+            processing_class=AutoTokenizer.from_pretrained(policy_dir),
+        )
+        trainer.train()
+    theirs = [row for row in trainer.state.log_history if "loss" in row]
+    config = DPOConfig(
+        model_name_or_path=str(policy_dir), ref_model_name_or_path=str(ref_dir),
+        output_dir=str(tmp_path / "ours"), report_to=["none"], save_steps=0, **options,
+    )  # fmt: skip
+    ours = train(config, train_dataset=SENTIMENT_PAIRS, echo=lambda *_: None).metrics
+    assert len(ours) == len(theirs) == 3
+    for mine, row in zip(ours, theirs, strict=True):
+        assert {"num_tokens", "entropy", "logits/chosen", "mean_token_accuracy"} <= row.keys()
+        for key, value in row.items():
+            assert mine[key] == pytest.approx(value, abs=1e-5, rel=1e-5), (row["step"], key)
+    assert ours[-1]["num_tokens"] == 3 * sum(
+        2 * len(p) + len(c) + len(r)
+        for p, c, r in directpo_step(models, SENTIMENT_PAIRS)["_tokenized"]
+    )

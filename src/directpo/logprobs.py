@@ -28,8 +28,12 @@ from directpo.losses import ld_token_weights
 
 
 def completion_logprobs(
-    logits: torch.Tensor, batch: Batch, ld_alpha: float | None = None, wpo: bool = False
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    logits: torch.Tensor,
+    batch: Batch,
+    ld_alpha: float | None = None,
+    wpo: bool = False,
+    diagnostics: bool = False,
+) -> tuple[torch.Tensor, ...]:
     """Per-sequence sums of completion-token log-probs, token counts, and unlikelihood sums.
 
     Args:
@@ -37,17 +41,20 @@ def completion_logprobs(
         batch: says which logits score which completion token of which sequence.
 
     Returns:
-        (logps, token_counts, log1m, aligned), each [num_sequences], where logps = Σ_t log p_t,
-        log1m = Σ_t log(1 − p_t) over completion tokens (for the unlikelihood loss; p_t is
-        capped at 1 − 1e-5 as in Welleck et al. 2019) and aligned = Σ_t [log p_t − log Σ_v p_v²]
-        (WPO's weight, detached; computed only with ``wpo``, else zeros: it costs two more
-        passes over the logits). Float32, or float64 for float64 logits. With ``ld_alpha``,
-        logps weighs each completion's tokens past the pair's shorter one by it (LD-DPO).
+        (logps, token_counts, log1m, aligned, diagnostics), the first four [num_sequences],
+        where logps = Σ_t log p_t, log1m = Σ_t log(1 − p_t) over completion tokens (for the
+        unlikelihood loss; p_t is capped at 1 − 1e-5 as in Welleck et al. 2019) and aligned =
+        Σ_t [log p_t − log Σ_v p_v²] (WPO's weight, detached; computed only with ``wpo``, else
+        zeros: it costs two more passes over the logits). ``diagnostics`` [num_sequences, 3]:
+        Σ_t of the mean logit over the vocabulary, of the entropy and of "y_t is the argmax"
+        (TRL's logits/*, entropy and mean_token_accuracy; detached; zeros unless asked).
+        Float32, or float64 for float64 logits. With ``ld_alpha``, logps weighs each
+        completion's tokens past the pair's shorter one by it (LD-DPO).
     """
-    token_logps, token_log1m, token_aligned = _token_logprobs(
-        logits.flatten(0, 1)[batch.predict_from], batch.target_ids, wpo
+    per_token = _token_logprobs(
+        logits.flatten(0, 1)[batch.predict_from], batch.target_ids, wpo, diagnostics
     )
-    return _per_sequence(batch, token_logps, token_log1m, token_aligned, ld_alpha)
+    return _per_sequence(batch, *per_token, ld_alpha)
 
 
 def model_logprobs(
@@ -56,7 +63,8 @@ def model_logprobs(
     chunk_tokens: int = 0,
     ld_alpha: float | None = None,
     wpo: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    diagnostics: bool = False,
+) -> tuple[torch.Tensor, ...]:
     """Run ``model`` on the batch; ``completion_logprobs`` of every sequence (chosen first).
 
     With ``chunk_tokens > 0`` (and a model whose logits are a plain linear head over its last
@@ -65,16 +73,17 @@ def model_logprobs(
     chunk is ever alive. Otherwise the full logits are built (``completion_logprobs``).
 
     ``ld_alpha``: LD-DPO's weighting of each completion's tokens past the pair's shorter one.
-    Returns (log-probs, token counts, Σ log(1 − p), Σ [log p − log Σ_v p_v²] (WPO)), each [2B].
+    Returns (log-probs, token counts, Σ log(1 − p), Σ [log p − log Σ_v p_v²] (WPO)), each [2B],
+    and the [2B, 3] ``diagnostics`` sums (``completion_logprobs``).
     """
     inputs = model_inputs(model, batch)
     parts = backbone_and_head(model) if chunk_tokens > 0 else None
     if parts is None:
         logits = model(**inputs, use_cache=False).logits
-        return completion_logprobs(logits, batch, ld_alpha, wpo)
+        return completion_logprobs(logits, batch, ld_alpha, wpo, diagnostics)
     backbone, head = parts
     hidden = backbone(**inputs, use_cache=False).last_hidden_state
-    return _chunked_head(head, hidden, batch, chunk_tokens, ld_alpha, wpo)
+    return _chunked_head(head, hidden, batch, chunk_tokens, ld_alpha, wpo, diagnostics)
 
 
 def _chunked_head(
@@ -84,21 +93,24 @@ def _chunked_head(
     chunk_tokens: int,
     ld_alpha: float | None,
     wpo: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    diagnostics: bool = False,
+) -> tuple[torch.Tensor, ...]:
     selected = hidden.flatten(0, 1)[batch.predict_from]  # [K, H]: only the scoring positions
     targets = batch.target_ids
-    parts_of: list[list[torch.Tensor]] = [[], [], []]
+    parts_of: list[list[torch.Tensor]] = [[], [], [], []]
     for start in range(0, selected.shape[0], chunk_tokens):
         end = start + chunk_tokens
+        # the no-grad diagnostics come last: checkpoint's early stop skips them on recompute
         chunk = checkpoint(
-            _head_logprobs, head, selected[start:end], targets[start:end], wpo,
+            _head_logprobs, head, selected[start:end], targets[start:end], wpo, diagnostics,
             use_reentrant=False,
         )  # fmt: skip
         for collected, part in zip(parts_of, chunk, strict=True):
             collected.append(part)
     empty = hidden.new_zeros(0, dtype=torch.float32)
-    logps, log1m, aligned = (torch.cat(p) if p else empty for p in parts_of)
-    return _per_sequence(batch, logps, log1m, aligned, ld_alpha)
+    logps, log1m, aligned = (torch.cat(p) if p else empty for p in parts_of[:3])
+    stats = torch.cat(parts_of[3]) if parts_of[3] else empty.reshape(0, len(DIAGNOSTICS))
+    return _per_sequence(batch, logps, log1m, aligned, stats, ld_alpha)
 
 
 def _per_sequence(
@@ -106,16 +118,19 @@ def _per_sequence(
     token_logps: torch.Tensor,
     token_log1m: torch.Tensor,
     token_aligned: torch.Tensor,
+    token_stats: torch.Tensor,
     ld_alpha: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, ...]:
     zeros = token_logps.new_zeros(batch.num_sequences)
     if ld_alpha is not None and batch.num_pairs:
         token_logps = token_logps * _ld_weights(batch, ld_alpha).to(token_logps.dtype)
+    stats = token_stats.new_zeros(batch.num_sequences, token_stats.shape[1])
     return (
         zeros.index_add(0, batch.target_sequence, token_logps),
         batch.completion_tokens,
         zeros.index_add(0, batch.target_sequence, token_log1m),
         zeros.index_add(0, batch.target_sequence, token_aligned),
+        stats.index_add(0, batch.target_sequence, token_stats),
     )
 
 
@@ -133,20 +148,46 @@ def _ld_weights(batch: Batch, alpha: float) -> torch.Tensor:
     return ld_token_weights(position, counts[sequence], partner[sequence], alpha)
 
 
+# the columns of ``completion_logprobs``' diagnostics: TRL DPOTrainer's per-token statistics
+DIAGNOSTICS = ("mean_logit", "entropy", "top1")
+
+
 def _token_logprobs(
-    logits: torch.Tensor, targets: torch.Tensor, wpo: bool = False
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """log p, log(1 − p) and log p − log Σ_v p_v² (WPO, detached; zeros unless ``wpo``) of each
-    target token from its [K, V] logits, in float32 or more."""
+    logits: torch.Tensor, targets: torch.Tensor, wpo: bool = False, diagnostics: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """log p, log(1 − p), log p − log Σ_v p_v² (WPO, detached; zeros unless ``wpo``) and the
+    [K, 3] ``DIAGNOSTICS`` (zeros unless asked) of each target token from its [K, V] logits, in
+    float32 or more."""
     if logits.dtype != torch.float64:  # bf16 log-softmax loses too much: at least float32
         logits = logits.float()
     logp = -F.cross_entropy(logits, targets, reduction="none")
     log1m = torch.log1p(-logp.exp().clamp(max=1 - 1e-5))
-    if not wpo:
-        return logp, log1m, torch.zeros_like(logp.detach())
-    with torch.no_grad():  # Σ_v p_v² = exp(logsumexp(2·logits) − 2·logsumexp(logits))
-        log_sum_sq = torch.logsumexp(2 * logits, -1) - 2 * torch.logsumexp(logits, -1)
-    return logp, log1m, logp.detach() - log_sum_sq
+    aligned = torch.zeros_like(logp.detach())
+    if wpo:
+        with torch.no_grad():  # Σ_v p_v² = exp(logsumexp(2·logits) − 2·logsumexp(logits))
+            log_sum_sq = torch.logsumexp(2 * logits, -1) - 2 * torch.logsumexp(logits, -1)
+        aligned = logp.detach() - log_sum_sq
+    if not diagnostics:
+        return logp, log1m, aligned, aligned.new_zeros(len(logp), len(DIAGNOSTICS))
+    return logp, log1m, aligned, _token_diagnostics(logits.detach(), targets, logp.detach())
+
+
+@torch.no_grad()
+def _token_diagnostics(
+    logits: torch.Tensor, targets: torch.Tensor, logp: torch.Tensor
+) -> torch.Tensor:
+    """[K, 3]: each token's mean logit over the vocabulary, the entropy −Σ_v p_v log p_v of its
+    distribution, and 1 where the target is the argmax (TRL's tie rule: the first maximum).
+    The entropy goes through [rows, V] blocks of at most ~16M values: a whole batch's softmax
+    would double the logits' memory."""
+    log_normalizer = logits.gather(1, targets[:, None])[:, 0] - logp  # logsumexp, from logp
+    expected = torch.empty_like(logp)
+    rows = max(1, (1 << 24) // max(logits.shape[-1], 1))
+    for start in range(0, len(logits), rows):
+        block = logits[start : start + rows]
+        expected[start : start + rows] = torch.linalg.vecdot(block.softmax(-1), block)
+    top1 = logits.argmax(-1) == targets
+    return torch.stack([logits.mean(-1), log_normalizer - expected, top1.to(logp.dtype)], 1)
 
 
 def model_inputs(model: torch.nn.Module, batch: Batch) -> dict[str, Any]:
@@ -272,7 +313,8 @@ class SequenceScorer(torch.nn.Module):
 
     ``router_aux``: a Mixture-of-Experts policy also returns its load-balancing loss (a fifth
     output, ``router_aux_loss``); the reference never computes it. ``wpo``: also WPO's aligned
-    log-probs (``completion_logprobs``).
+    log-probs (``completion_logprobs``). The policy's diagnostics are always computed (TRL's
+    logged statistics; the reference's are not).
     """
 
     def __init__(
@@ -291,7 +333,7 @@ class SequenceScorer(torch.nn.Module):
         self.wpo = wpo
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, ...]:
-        scoring = (self.model, batch, self.chunk_tokens, self.ld_alpha, self.wpo)
+        scoring = (self.model, batch, self.chunk_tokens, self.ld_alpha, self.wpo, True)
         return router_logprobs(*scoring) if self.router_aux else model_logprobs(*scoring)
 
 
@@ -301,10 +343,11 @@ def router_logprobs(
     chunk_tokens: int = 0,
     ld_alpha: float | None = None,
     wpo: bool = False,
+    diagnostics: bool = False,
 ) -> tuple[torch.Tensor, ...]:
     """``model_logprobs`` of a Mixture-of-Experts model and its load-balancing loss (Switch
     Transformer's, the architecture's own ``load_balancing_loss_func``) over the batch's real
-    tokens: (log-probs, token counts, Σ log(1 − p), WPO sums, aux loss).
+    tokens: (log-probs, token counts, Σ log(1 − p), WPO sums, diagnostics, aux loss).
 
     A model whose logits are not its LM head's output (``backbone_and_head`` is None: Granite-MoE
     divides them by ``logits_scaling``) runs its whole forward, its backbone asked for the router
@@ -316,14 +359,16 @@ def router_logprobs(
     if parts is None:
         logits, router = _whole_forward_and_router_logits(model, model_inputs(model, batch))
         aux = balance(router, batch.attention_mask)
-        return (*completion_logprobs(logits, batch, ld_alpha, wpo), aux)
+        return (*completion_logprobs(logits, batch, ld_alpha, wpo, diagnostics), aux)
     backbone, head = parts
     out = backbone(**model_inputs(model, batch), use_cache=False, output_router_logits=True)
     hidden = out.last_hidden_state
     aux = balance(out.router_logits, batch.attention_mask)
     if chunk_tokens > 0:
-        return (*_chunked_head(head, hidden, batch, chunk_tokens, ld_alpha, wpo), aux)
-    return (*completion_logprobs(_apply_head(head, hidden), batch, ld_alpha, wpo), aux)
+        scored = _chunked_head(head, hidden, batch, chunk_tokens, ld_alpha, wpo, diagnostics)
+        return (*scored, aux)
+    logits = _apply_head(head, hidden)
+    return (*completion_logprobs(logits, batch, ld_alpha, wpo, diagnostics), aux)
 
 
 def _whole_forward_and_router_logits(
@@ -420,10 +465,14 @@ def backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn
 
 
 def _head_logprobs(
-    head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, wpo: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    head: torch.nn.Module,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    wpo: bool,
+    diagnostics: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``_token_logprobs`` of one chunk of hidden states."""
-    return _token_logprobs(_apply_head(head, hidden), targets, wpo)
+    return _token_logprobs(_apply_head(head, hidden), targets, wpo, diagnostics)
 
 
 def _apply_head(head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:

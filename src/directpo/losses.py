@@ -42,6 +42,8 @@ class PairLogps:
     rejected_weight: torch.Tensor | None = None
     # a Mixture-of-Experts policy's load-balancing loss over the batch (router_aux_loss_coef)
     router_aux_loss: torch.Tensor | None = None
+    # for metrics only: [2B, 3] per-sequence sums of logprobs.DIAGNOSTICS (chosen rows first)
+    token_stats: torch.Tensor | None = None
 
     @property
     def chosen_logratios(self) -> torch.Tensor:

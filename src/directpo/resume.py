@@ -68,6 +68,7 @@ def resume(run: Run) -> None:
     for note in run.source.restore(state, str(checkpoint)):
         run.echo(note)
     run.start_step, run.window = state["global_step"], PairStats(**state["log_window"])
+    run.num_tokens = state.get("num_tokens", 0)  # (not in checkpoints of earlier versions)
     if run.start_step > run.total_steps:  # the final folder would get a later step's weights
         raise ConfigError(
             f"resume_from_checkpoint: {checkpoint} is at step {run.start_step}, past this run's "

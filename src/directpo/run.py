@@ -87,6 +87,7 @@ class Run:
     start_step: int = 0
     logger: MetricsLogger = field(init=False)
     window: PairStats = field(default_factory=PairStats)  # metrics since the last log line
+    num_tokens: int = 0  # prompt + completion tokens of every sequence trained on (TRL's)
     window_start: float = field(default_factory=time.perf_counter)
     nonfinite_in_a_row: int = 0
     update_checked: bool = False  # the first real update was checked (guard.py)

@@ -33,6 +33,14 @@ METRIC_ORDER = (
     "logps/chosen",
     "logps/rejected",
 )
+# TRL DPOTrainer's per-token statistics of the policy: each is a mean over the tokens that the
+# named count sums (completion tokens only), not over pairs
+TOKEN_MEANS = {
+    "logits/chosen": "tokens/chosen",
+    "logits/rejected": "tokens/rejected",
+    "entropy": "tokens/completions",
+    "mean_token_accuracy": "tokens/chosen",
+}
 
 
 @dataclass
@@ -82,8 +90,14 @@ class PairStats:
         if not self.sums:  # every step of the window was skipped
             return {}
         n = max(self.pairs, 1)
-        means = {key: value / n for key, value in self.materialized().sums.items()}
+        sums = self.materialized().sums
+        means = {key: value / n for key, value in sums.items()}
         means["rewards/margins"] = means["rewards/chosen"] - means["rewards/rejected"]
+        for key, count in TOKEN_MEANS.items():
+            if key in sums:
+                means[key] = sums[key] / max(sums[count], 1.0)
+        for count in set(TOKEN_MEANS.values()):
+            means.pop(count, None)
         ordered = {key: means[key] for key in METRIC_ORDER}
         return ordered | {key: means[key] for key in sorted(means) if key not in ordered}
 
@@ -106,9 +120,9 @@ def batch_logps(
     if isinstance(inner, SequenceScorer):
         outputs = policy(batch)
     else:
-        outputs = model_logprobs(policy, batch, chunk_tokens, ld_alpha, use_weighting)
-    policy_logps, token_counts, log1m, aligned = outputs[:4]
-    router_aux = outputs[4] if len(outputs) > 4 else None  # a MoE policy's balancing loss
+        outputs = model_logprobs(policy, batch, chunk_tokens, ld_alpha, use_weighting, True)
+    policy_logps, token_counts, log1m, aligned, token_stats = outputs[:5]
+    router_aux = outputs[5] if len(outputs) > 5 else None  # a MoE policy's balancing loss
     reference_logps = reference.logprobs(batch) if reference is not None else None
     weights = wpo_weight(aligned, token_counts) if use_weighting else None
     return PairLogps(
@@ -122,6 +136,7 @@ def batch_logps(
         chosen_weight=None if weights is None else weights[:n],
         rejected_weight=None if weights is None else weights[n:],
         router_aux_loss=router_aux,
+        token_stats=token_stats,
     )
 
 
@@ -155,11 +170,31 @@ def pair_losses(
         "logps/rejected": rejected_logps.detach().sum(),
     }
     sums |= {f"loss/{name}": value.detach().sum() for name, value in components.items()}
+    if lp.token_stats is not None:
+        sums |= _token_sums(lp.token_stats, lp.chosen_tokens, lp.rejected_tokens)
     if lp.router_aux_loss is not None:
         sums["aux_loss"] = lp.router_aux_loss.detach() * batch.num_pairs
     if lp.chosen_weight is not None and lp.rejected_weight is not None:
         sums["wpo/pair_weight"] = (lp.chosen_weight * lp.rejected_weight).sum()
     return losses, PairStats(pairs=batch.num_pairs, tokens=batch.sequence_tokens, sums=sums)
+
+
+def _token_sums(
+    stats: torch.Tensor, chosen_tokens: torch.Tensor, rejected_tokens: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The sums behind ``TOKEN_MEANS``: TRL averages logits/* and mean_token_accuracy over the
+    chosen (rejected) completions' tokens, entropy over both."""
+    n = len(chosen_tokens)
+    chosen, rejected = stats[:n].detach(), stats[n:].detach()
+    return {
+        "logits/chosen": chosen[:, 0].sum(),
+        "logits/rejected": rejected[:, 0].sum(),
+        "entropy": stats[:, 1].detach().sum(),
+        "mean_token_accuracy": chosen[:, 2].sum(),
+        "tokens/chosen": chosen_tokens.sum().to(stats.dtype),
+        "tokens/rejected": rejected_tokens.sum().to(stats.dtype),
+        "tokens/completions": (chosen_tokens.sum() + rejected_tokens.sum()).to(stats.dtype),
+    }
 
 
 @torch.no_grad()

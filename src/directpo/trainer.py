@@ -339,6 +339,7 @@ def train_step(run: Run, step: int, measure: bool = False) -> StepResult:
             run.masters.collect_grads()  # (streamed already in one process)
         stats.add(batch_stats.zeroed() if stand_in else batch_stats)
     stats = stats.all_reduce(world)
+    run.num_tokens += stats.tokens
     if not micro_batches:  # an online round that found no pair: nothing to learn this step
         _advance_schedule(run.scheduler)
         return StepResult(stats, 0.0, learning_rate)
@@ -411,6 +412,7 @@ def log_step(run: Run, done: int, result: StepResult) -> str:
         "learning_rate": result.learning_rate,
         "pairs/s": window.pairs / seconds,
         "tokens/s": window.tokens / seconds,
+        "num_tokens": run.num_tokens,
         "epoch": run.source.epochs_done(done),
     }
     if result.update_ratio is not None:
@@ -470,6 +472,7 @@ def checkpoint_step(run: Run, done: int) -> Path:
     """A resumable checkpoint (float32 masters under mixed precision) of step ``done``."""
     state = {
         "log_window": vars(run.window),
+        "num_tokens": run.num_tokens,
         **run.source.state(),
         "epoch": run.source.epoch_of(done - 1),
         "best": vars(run.best),
