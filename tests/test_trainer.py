@@ -5,6 +5,7 @@ import math
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import datasets
 import pytest
@@ -183,6 +184,36 @@ def test_python_api_with_a_dataset_and_tensorboard(tiny_model_dirs, tmp_path) ->
     )
     assert result.global_step == 2
     assert list((out / "runs").glob("events.out.tfevents.*"))
+    # TRL's names there (transformers' rewrite_logs), so the curves overlay a TRL run's
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set(EventAccumulator(str(out / "runs")).Reload().Tags()["scalars"])
+    assert {"train/loss", "train/rewards/chosen", "train/logps/chosen", "train/entropy"} <= tags
+    assert not {"loss", "rewards/chosen"} & tags
+    loss = EventAccumulator(str(out / "runs")).Reload().Scalars("train/loss")
+    assert [e.step for e in loss] == [row["step"] for row in result.metrics]
+    assert [e.value for e in loss] == pytest.approx([row["loss"] for row in result.metrics])
+
+
+def test_wandb_and_mlflow_get_trls_names() -> None:
+    """wandb: train/... and eval/... with train/global_step (TRL's x-axis); MLflow: the plain
+    names and eval_..., as transformers' callbacks log a TRL run."""
+    from directpo.tracking import _MLflow, _Wandb
+
+    logged = []
+    wandb, mlflow = object.__new__(_Wandb), object.__new__(_MLflow)
+    wandb.run = SimpleNamespace(log=lambda metrics, step: logged.append((metrics, step)))
+    mlflow.mlflow = SimpleNamespace(
+        log_metrics=lambda metrics, step: logged.append((metrics, step))
+    )
+    metrics = {"loss": 0.5, "rewards/chosen": 0.1, "eval/loss": 0.7, "eval/rewards/margins": 0.2}
+    wandb.log(7, metrics)
+    mlflow.log(7, metrics)
+    assert logged == [
+        ({"train/loss": 0.5, "train/rewards/chosen": 0.1, "eval/loss": 0.7,
+          "eval/rewards/margins": 0.2, "train/global_step": 7}, 7),
+        ({"loss": 0.5, "rewards/chosen": 0.1, "eval_loss": 0.7, "eval_rewards/margins": 0.2}, 7),
+    ]  # fmt: skip
 
 
 def test_refuses_to_overwrite_a_finished_run(tiny_model_dirs, pairs_file, tmp_path) -> None:

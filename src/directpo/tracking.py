@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,20 @@ class MetricsLogger:
             tracker.close()
 
 
+def trl_tracker_names(metrics: dict[str, float]) -> dict[str, float]:
+    """The names TRL's runs show in TensorBoard and wandb (transformers' ``rewrite_logs``):
+    ``eval/...`` as it is, every training metric under ``train/`` (``train/loss``,
+    ``train/rewards/chosen``), so that a directpo run's curves overlay a TRL run's."""
+    return {k if k.startswith("eval/") else f"train/{k}": v for k, v in metrics.items()}
+
+
+def mlflow_names(metrics: dict[str, float]) -> dict[str, float]:
+    """TRL's names in MLflow (transformers logs them unprefixed): ``loss``, ``rewards/chosen``,
+    ``eval_loss``; characters MLflow refuses become ``_``, as transformers does."""
+    renamed = {f"eval_{k[5:]}" if k.startswith("eval/") else k: v for k, v in metrics.items()}
+    return {re.sub(r"[^0-9A-Za-z_\-\. :/]", "_", k): v for k, v in renamed.items()}
+
+
 class _TensorBoard:
     def __init__(self, folder: Path):
         from torch.utils.tensorboard import SummaryWriter
@@ -83,7 +98,7 @@ class _TensorBoard:
         self.writer = SummaryWriter(log_dir=str(folder))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        for key, value in metrics.items():
+        for key, value in trl_tracker_names(metrics).items():
             self.writer.add_scalar(key, value, step)
         self.writer.flush()
 
@@ -104,7 +119,8 @@ class _Wandb:
         )
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        self.run.log(metrics, step=step)
+        # train/global_step: the x-axis TRL's runs declare, so both plot against the step
+        self.run.log({**trl_tracker_names(metrics), "train/global_step": step}, step=step)
 
     def log_text(self, step: int, tag: str, text: str) -> None:
         self.run.log({tag: self.wandb.Html(f"<pre>{text}</pre>")}, step=step)
@@ -122,7 +138,7 @@ class _MLflow:
         mlflow.log_params({k: str(v)[:500] for k, v in config.items()})
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        self.mlflow.log_metrics({k.replace("/", "_"): v for k, v in metrics.items()}, step=step)
+        self.mlflow.log_metrics(mlflow_names(metrics), step=step)
 
     def log_text(self, step: int, tag: str, text: str) -> None:
         self.mlflow.log_text(text, f"{tag.replace('/', '_')}_{step}.txt")
