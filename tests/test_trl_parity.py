@@ -298,8 +298,9 @@ def test_simpo_and_orpo_metrics_are_those_of_trls_cpo_and_orpo_trainers(tmp_path
     """Without a reference, logps/* are per-token means and rewards/* = β·logps/*, as TRL's
     CPOTrainer (loss_type: simpo) and ORPOTrainer log them (they were sums here: n times
     TRL's curve). SimPO's loss equals CPO's with cpo_alpha = 0; ORPO's differs by design (TRL's
-    NLL also counts the prompt's tokens, docs/losses.md). Llama: its tokenizer adds BOS, which
-    these two trainers add to every prompt (GPT-2's would get one that DPOTrainer leaves out)."""
+    NLL also counts the prompt's tokens, docs/losses.md), its log_odds_* metrics do not.
+    Llama: its tokenizer adds BOS, which these two trainers add to every prompt (GPT-2's would
+    get one that DPOTrainer leaves out)."""
     models = (save_tiny_model("llama", tmp_path / "llama"), None)
     simpo = {"beta": 2.0, "simpo_gamma": 0.5, "label_smoothing": 0.1}
     theirs = trl_reference_free_step(
@@ -310,7 +311,7 @@ def test_simpo_and_orpo_metrics_are_those_of_trls_cpo_and_orpo_trainers(tmp_path
     assert_same(ours, theirs, ("loss", *METRIC_ORDER[1:]))
     theirs = trl_reference_free_step(models, SENTIMENT_PAIRS, tmp_path, "orpo", beta=0.2)
     ours = directpo_step(models, SENTIMENT_PAIRS, loss_type=["orpo"], beta=0.2)
-    assert_same(ours, theirs, METRIC_ORDER[1:])
+    assert_same(ours, theirs, (*METRIC_ORDER[1:], "log_odds_ratio", "log_odds_chosen"))
     # independently: the mean over pairs of each completion's mean token log-prob
     policy = AutoModelForCausalLM.from_pretrained(models[0])
     means = []

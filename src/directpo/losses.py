@@ -271,12 +271,17 @@ def orpo_loss(lp: PairLogps, beta: float) -> torch.Tensor:
 
     L = −π̄_w − β·log σ(log odds(y_w) − log odds(y_l)),  odds(y) = P(y)/(1 − P(y)), P(y) = exp(π̄)
 
-    β is the paper's λ. log(1 − exp(π̄)) is computed with log1p(−exp(·)) for stability.
+    β is the paper's λ.
     """
-    log_odds = (lp.chosen_mean - lp.rejected_mean) - (
+    return -lp.chosen_mean - beta * F.logsigmoid(orpo_log_odds(lp))
+
+
+def orpo_log_odds(lp: PairLogps) -> torch.Tensor:
+    """ORPO's log odds ratio log odds(y_w) − log odds(y_l) per pair, odds(y) = e^π̄/(1 − e^π̄);
+    log(1 − exp(π̄)) is computed with log1p(−exp(·)) for stability."""
+    return (lp.chosen_mean - lp.rejected_mean) - (
         torch.log1p(-torch.exp(lp.chosen_mean)) - torch.log1p(-torch.exp(lp.rejected_mean))
     )
-    return -lp.chosen_mean - beta * F.logsigmoid(log_odds)
 
 
 # --- loss modifiers: TRL's f_divergence_type, use_weighting and ld_alpha -----------------------

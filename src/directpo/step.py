@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from directpo.batching import PLAIN, Batch, Layout, collate_pairs, eval_batches
 from directpo.config import DPOConfig
@@ -17,6 +18,7 @@ from directpo.logprobs import SequenceScorer, model_logprobs
 from directpo.losses import (
     PairLogps,
     implicit_rewards,
+    orpo_log_odds,
     preference_loss,
     with_f_divergence,
     wpo_weight,
@@ -172,6 +174,12 @@ def pair_losses(
     sums |= {f"loss/{name}": value.detach().sum() for name, value in components.items()}
     if lp.token_stats is not None:
         sums |= _token_sums(lp.token_stats, lp.chosen_tokens, lp.rejected_tokens)
+    # TRL ORPOTrainer's names: log_odds_ratio is the mean log σ(log odds ratio), log_odds_chosen
+    # the mean log odds ratio itself
+    if "orpo" in config.loss_type:
+        log_odds = orpo_log_odds(lp).detach()
+        sums["log_odds_ratio"] = F.logsigmoid(log_odds).sum()
+        sums["log_odds_chosen"] = log_odds.sum()
     if lp.router_aux_loss is not None:
         sums["aux_loss"] = lp.router_aux_loss.detach() * batch.num_pairs
     if lp.chosen_weight is not None and lp.rejected_weight is not None:
