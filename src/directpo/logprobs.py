@@ -178,16 +178,21 @@ def _token_diagnostics(
 ) -> torch.Tensor:
     """[K, 3]: each token's mean logit over the vocabulary, the entropy −Σ_v p_v log p_v of its
     distribution, and 1 where the target is the argmax (TRL's tie rule: the first maximum).
-    The entropy goes through [rows, V] blocks of at most ~16M values: a whole batch's softmax
-    would double the logits' memory."""
-    log_normalizer = logits.gather(1, targets[:, None])[:, 0] - logp  # logsumexp, from logp
-    expected = torch.empty_like(logp)
+    The entropy is log Σ e^s − Σ e^s·s / Σ e^s with s = z − max z: 5e-7 in float32 at a real
+    model's logits (~30), where logsumexp − E[z] cancels to ~1e-4 and Σ p·log p to ~3e-5. It
+    goes through [rows, V] blocks of at most ~16M values: a whole batch's would double the
+    logits' memory."""
+    entropy = torch.empty_like(logp)
     rows = max(1, (1 << 24) // max(logits.shape[-1], 1))
     for start in range(0, len(logits), rows):
         block = logits[start : start + rows]
-        expected[start : start + rows] = torch.linalg.vecdot(block.softmax(-1), block)
+        shifted = block - block.amax(-1, keepdim=True)  # s = z − max z: both terms below small
+        weights = shifted.exp()
+        total = weights.sum(-1)
+        shifted.clamp_(min=torch.finfo(shifted.dtype).min)  # a −inf logit: 0·(−inf) → 0
+        entropy[start : start + rows] = total.log() - weights.mul_(shifted).sum(-1) / total
     top1 = logits.argmax(-1) == targets
-    return torch.stack([logits.mean(-1), log_normalizer - expected, top1.to(logp.dtype)], 1)
+    return torch.stack([logits.mean(-1), entropy, top1.to(logp.dtype)], 1)
 
 
 def model_inputs(model: torch.nn.Module, batch: Batch) -> dict[str, Any]:
