@@ -183,10 +183,22 @@ def test_trl_spellings_from_python_and_their_contradictions() -> None:
         ({"warmup_steps": 2.5}, "whole number of steps"),
         ({"gradient_checkpointing_kwargs": {"preserve_rng_state": False}}, "only use_reentrant"),
         ({"rpo_alpha": 1.0, "loss_type": ["sigmoid", "sft"]}, "already has"),
+        ({"cpo_alpha": 1.0, "loss_type": ["sigmoid"]}, "^cpo_alpha is TRL CPOTrainer's; .* simpo"),
         ({"save_strategy": "best"}, "^save_strategy: best .* load_best_model_at_end: true"),
     ):
         with pytest.raises(ConfigError, match=message):
             DPOConfig(**options)
+
+
+def test_a_cpo_config_trains_simpo_with_its_nll_weight() -> None:
+    """TRL CPOConfig's cpo_alpha (SimPO recipes set it, 0 for SimPO alone) was refused as an
+    unknown option with a hint to rpo_alpha; it is the sft weight, as rpo_alpha."""
+    simpo = {"loss_type": "simpo", "beta": 2.0, "simpo_gamma": 0.5}
+    config = DPOConfig(**simpo, cpo_alpha=0.3)
+    assert config.loss_type == ["simpo", "sft"] and config.loss_weights == [1.0, 0.3]
+    assert config.cpo_alpha is None and DPOConfig(**config.to_dict()) == config  # config.yaml
+    alone = DPOConfig(**simpo, cpo_alpha=0.0)
+    assert alone.loss_type == ["simpo"] and alone.loss_weights is None
 
 
 def test_eval_and_save_strategies(tiny_model_dirs, pairs_file, tmp_path) -> None:

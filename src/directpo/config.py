@@ -462,6 +462,11 @@ class DPOConfig(Options):
         "RPO (TRL's older option): adds the sft loss (NLL of the chosen completion) with this "
         "weight, i.e. loss_type [..., sft] with loss_weights [..., rpo_alpha].",
     )
+    cpo_alpha: float | None = option(
+        None,
+        "TRL CPOConfig's NLL weight, for loss_type simpo: adds the sft loss with this weight "
+        "(0: none). TRL's default is 1.0: a CPOConfig that leaves it out trains SimPO + NLL.",
+    )
     discopop_tau: float = option(0.05, "DiscoPOP's temperature tau of the mixing weight.")
     router_aux_loss_coef: float | None = option(
         None,

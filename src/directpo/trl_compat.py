@@ -278,13 +278,7 @@ def apply_trl_meanings(config: Any) -> None:
         config.lora_r = 16  # TRL ModelConfig's default rank
     if config.use_peft is False and config.lora_r:
         raise ConfigError("lora_r is set but use_peft is false: remove one of them")
-    if config.rpo_alpha is not None:
-        if "sft" in config.loss_type:
-            raise ConfigError("rpo_alpha adds the sft loss, which loss_type already has")
-        weights = config.loss_weights or [1.0] * len(config.loss_type)
-        config.loss_type = [*config.loss_type, "sft"]
-        config.loss_weights = [*weights, config.rpo_alpha]
-        config.rpo_alpha = None  # now part of loss_type / loss_weights (config.yaml says so)
+    _nll_weight(config)
     _attention_from_init_kwargs(config)
     _trust_from_init_kwargs(config)
     if config.save_strategy == "best":  # transformers' SaveStrategy.BEST
@@ -347,6 +341,29 @@ def _revision_into_init_kwargs(config: Any) -> None:
         )
     config.model_init_kwargs = {**kwargs, "revision": revision}
     config.model_revision = "main"  # now in model_init_kwargs (config.yaml says so)
+
+
+def _nll_weight(config: Any) -> None:
+    """rpo_alpha (DPOConfig) and cpo_alpha (CPOConfig): the chosen completion's NLL added with
+    that weight, i.e. loss_type [..., sft], loss_weights [..., alpha] (config.yaml says so)."""
+    if config.cpo_alpha is not None and config.loss_type != ["simpo"]:
+        # TRL's CPO losses (sigmoid, hinge, ipo) compare the policy's sums without a reference
+        raise ConfigError(
+            f"cpo_alpha is TRL CPOTrainer's; its loss_type {', '.join(config.loss_type)} has no "
+            "reference model, which directpo's losses of that name have: use loss_type simpo "
+            "(SimPO, as CPOTrainer's), or drop cpo_alpha for DPO's losses"
+        )
+    for name in ("rpo_alpha", "cpo_alpha"):
+        alpha = getattr(config, name)
+        if alpha is None:
+            continue
+        if "sft" in config.loss_type:
+            raise ConfigError(f"{name} adds the sft loss, which loss_type already has")
+        if alpha:  # cpo_alpha: 0 is SimPO alone
+            weights = config.loss_weights or [1.0] * len(config.loss_type)
+            config.loss_type = [*config.loss_type, "sft"]
+            config.loss_weights = [*weights, alpha]
+        setattr(config, name, None)  # now part of loss_type / loss_weights
 
 
 def _attention_from_init_kwargs(config: Any) -> None:
