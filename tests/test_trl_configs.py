@@ -199,6 +199,10 @@ def test_a_cpo_config_trains_simpo_with_its_nll_weight() -> None:
     assert config.cpo_alpha is None and DPOConfig(**config.to_dict()) == config  # config.yaml
     alone = DPOConfig(**simpo, cpo_alpha=0.0)
     assert alone.loss_type == ["simpo"] and alone.loss_weights is None
+    # CPOConfig's AlphaPO alpha at its default is SimPO (it was "unknown option; ld_alpha?")
+    assert DPOConfig(**simpo, cpo_alpha=0.0, alpha=0.0) == alone
+    with pytest.raises(ConfigError, match="alpha: 0.25 is not supported: AlphaPO.s reward"):
+        DPOConfig(**simpo, alpha=0.25)
 
 
 def test_eval_and_save_strategies(tiny_model_dirs, pairs_file, tmp_path) -> None:

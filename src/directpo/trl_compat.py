@@ -206,6 +206,8 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "ignore_bias_buffers": (_any, ""),
     "use_flash_attention_2": (_nothing, "set attn_implementation: flash_attention_2"),
     "reference_free": (_nothing, "choose a reference-free loss_type (simpo, orpo, ...)"),
+    # CPOConfig's AlphaPO reward transform; its default 0 is SimPO's reward
+    "alpha": (_equals(0.0), "AlphaPO's reward transform; directpo has SimPO's (alpha 0)"),
     # OnlineDPOConfig's: online rounds sample with transformers' generate, no vLLM
     "use_vllm": (_nothing, "online rounds sample with transformers' generate"),
     "min_p": (_nothing, "not supported; use generate_top_p or generate_top_k"),
