@@ -195,6 +195,43 @@ def test_python_api_with_a_dataset_and_tensorboard(tiny_model_dirs, tmp_path) ->
     assert [e.value for e in loss] == pytest.approx([row["loss"] for row in result.metrics])
 
 
+def test_token_statistics_are_computed_on_the_steps_that_log_alone(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """TRL's logits/*, entropy and mean_token_accuracy cost passes over the logits: a step
+    that does not log skips them, and a logged step's values are those every-step logging
+    gives at that step (they never touch the training)."""
+    import directpo.logprobs as logprobs
+
+    computed = []
+    original = logprobs._token_diagnostics
+    monkeypatch.setattr(
+        logprobs, "_token_diagnostics", lambda *a: computed.append(1) or original(*a)
+    )
+    options = dict(max_steps=4, per_device_train_batch_size=2, save_steps=0)
+    every = train(
+        config_for(
+            tiny_model_dirs["llama"], pairs_file, tmp_path / "a", logging_steps=1, **options
+        ),
+        echo=quiet,
+    ).metrics
+    calls_every = len(computed)
+    computed.clear()
+    second = train(
+        config_for(
+            tiny_model_dirs["llama"], pairs_file, tmp_path / "b", logging_steps=2, **options
+        ),
+        echo=quiet,
+    ).metrics
+    assert calls_every > 0 and len(computed) == calls_every / 2
+    assert [row["step"] for row in second] == [2, 4]
+    for row in second:
+        same_step = every[row["step"] - 1]
+        for key in ("logits/chosen", "logits/rejected", "entropy", "mean_token_accuracy"):
+            assert row[key] == pytest.approx(same_step[key], rel=1e-6), key
+        assert row["num_tokens"] == same_step["num_tokens"]
+
+
 def test_wandb_and_mlflow_get_trls_names() -> None:
     """wandb: train/... and eval/... with train/global_step (TRL's x-axis); MLflow: the plain
     names and eval_..., as transformers' callbacks log a TRL run."""

@@ -318,8 +318,11 @@ class SequenceScorer(torch.nn.Module):
 
     ``router_aux``: a Mixture-of-Experts policy also returns its load-balancing loss (a fifth
     output, ``router_aux_loss``); the reference never computes it. ``wpo``: also WPO's aligned
-    log-probs (``completion_logprobs``). The policy's diagnostics are always computed (TRL's
-    logged statistics; the reference's are not).
+    log-probs (``completion_logprobs``). ``forward(batch, diagnostics=True)``: also the
+    per-token statistics TRL logs (logits/*, entropy, mean_token_accuracy); the training loop
+    asks for the policy's only on the steps that log, since they cost four more passes over
+    the completion logits, memory-bound work that is no small part of the LM head's time on a
+    GPU. The reference never computes them.
     """
 
     def __init__(
@@ -337,8 +340,8 @@ class SequenceScorer(torch.nn.Module):
         self.router_aux = router_aux
         self.wpo = wpo
 
-    def forward(self, batch: Batch) -> tuple[torch.Tensor, ...]:
-        scoring = (self.model, batch, self.chunk_tokens, self.ld_alpha, self.wpo, True)
+    def forward(self, batch: Batch, diagnostics: bool = False) -> tuple[torch.Tensor, ...]:
+        scoring = (self.model, batch, self.chunk_tokens, self.ld_alpha, self.wpo, diagnostics)
         return router_logprobs(*scoring) if self.router_aux else model_logprobs(*scoring)
 
 

@@ -111,18 +111,20 @@ def batch_logps(
     chunk_tokens: int = 0,
     ld_alpha: float | None = None,
     use_weighting: bool = False,
+    diagnostics: bool = True,
 ) -> PairLogps:
     """Policy (with graph) and reference log-probs of a paired batch.
 
     ``policy`` is a causal LM, or a ``SequenceScorer`` (possibly DDP/FSDP-wrapped) around one
     (which then applies its own ``ld_alpha``). ``use_weighting``: WPO's sequence weights.
+    ``diagnostics``: also the policy's per-token statistics (TRL's logits/*, entropy...).
     """
     n = batch.num_pairs
     inner = getattr(policy, "module", policy)  # DDP keeps the scorer in .module
     if isinstance(inner, SequenceScorer):
-        outputs = policy(batch)
+        outputs = policy(batch, diagnostics)
     else:
-        outputs = model_logprobs(policy, batch, chunk_tokens, ld_alpha, use_weighting, True)
+        outputs = model_logprobs(policy, batch, chunk_tokens, ld_alpha, use_weighting, diagnostics)
     policy_logps, token_counts, log1m, aligned, token_stats = outputs[:5]
     router_aux = outputs[5] if len(outputs) > 5 else None  # a MoE policy's balancing loss
     reference_logps = reference.logprobs(batch) if reference is not None else None
@@ -138,18 +140,23 @@ def batch_logps(
         chosen_weight=None if weights is None else weights[:n],
         rejected_weight=None if weights is None else weights[n:],
         router_aux_loss=router_aux,
-        token_stats=token_stats,
+        token_stats=token_stats if diagnostics else None,
     )
 
 
 def pair_losses(
-    policy: torch.nn.Module, reference: ReferenceProvider | None, batch: Batch, config: DPOConfig
+    policy: torch.nn.Module,
+    reference: ReferenceProvider | None,
+    batch: Batch,
+    config: DPOConfig,
+    diagnostics: bool = True,
 ) -> tuple[torch.Tensor, PairStats]:
     """Per-pair losses of one batch (with graph) and the detached sums for metrics (tensors:
-    ``PairStats.materialized`` reads them, so the device is not waited for here)."""
+    ``PairStats.materialized`` reads them, so the device is not waited for here).
+    ``diagnostics``: also TRL's per-token statistics (the training loop: on steps that log)."""
     lp = batch_logps(
         policy, reference, batch, config.logprob_chunk_tokens, config.ld_alpha,
-        config.use_weighting,
+        config.use_weighting, diagnostics,
     )  # fmt: skip
     scored = with_f_divergence(lp, config.f_divergence_type, config.f_alpha_divergence_coef)
     losses, components = preference_loss(

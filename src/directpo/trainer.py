@@ -311,7 +311,8 @@ def train_step(run: Run, step: int, measure: bool = False) -> StepResult:
     The loss of each micro-batch is weighted so that the gradient is the mean over all pairs
     of the step, exactly as one large batch would give, whatever the micro-batch sizes and the
     number of ranks. A step whose loss or gradient is not finite is skipped (weights untouched)
-    and counted; too many in a row stop the run. ``measure``: also report ``update_ratio``.
+    and counted; too many in a row stop the run. ``measure`` (a step that logs): also report
+    ``update_ratio`` and TRL's per-token statistics (logits/*, entropy, mean_token_accuracy).
     """
     config, world, pair_set = run.config, run.world, run.source.pairs
     micro_batches = run.source.micro_batches(step)
@@ -331,7 +332,7 @@ def train_step(run: Run, step: int, measure: bool = False) -> StepResult:
         ).to(world.device)
         last = number == len(micro_batches) - 1
         with gradient_sync(run.scorer, enabled=last or sync_every_micro_batch):
-            losses, batch_stats = pair_losses(run.scorer, run.reference, batch, config)
+            losses, batch_stats = pair_losses(run.scorer, run.reference, batch, config, measure)
             # x world size: DDP and FSDP average the ranks' gradients
             weight = 0.0 if stand_in else world.size / step_pairs
             (losses.sum() * weight).backward()
