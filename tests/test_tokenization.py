@@ -528,3 +528,36 @@ def test_sampling_and_scoring_render_a_rows_tools_as_training_does() -> None:
     for response, ids in ((example.chosen, pair.chosen_ids), (example.rejected, pair.rejected_ids)):
         scored = encoder.encode_scored(example.prompt, response, None, None, example.template_args)
         assert scored[:2] == (pair.prompt_ids, ids)
+
+
+REASONING_TEMPLATE = (  # Qwen3's way: an assistant turn's reasoning_content in a think block
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m.reasoning_content %}<think>{{ m.reasoning_content }}</think>{% endif %}"
+    "{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_every_key_of_a_message_reaches_the_chat_template(tmp_path) -> None:
+    """A message's other keys (Qwen3's reasoning_content, gpt-oss' thinking, ...) are the
+    template's to read, as TRL passes them; they were dropped, so a chosen reply trained
+    without its reasoning. A null key (an Arrow column's filler) is no key."""
+    import datasets
+
+    from directpo.data import load_preferences
+
+    tokenizer = build_tokenizer("gpt2")
+    tokenizer.chat_template = REASONING_TEMPLATE
+    row = {
+        **WEATHER_ROW,
+        "chosen": [{"role": "assistant", "content": "Sunny.", "reasoning_content": "look"}],
+    }
+    datasets.Dataset.from_list([row]).to_parquet(str(tmp_path / "r.parquet"))
+    for source in ([row], str(tmp_path / "r.parquet")):
+        data = load_preferences(source)
+        assert data.examples[0].rejected == _assistant("No idea.")  # its null key is gone
+        pair = tokenize_preferences(data, tokenizer, 256).pairs[0]
+        assert (
+            tokenizer.decode(pair.chosen_ids) == "<think>look</think>Sunny.<|im_end|><|endoftext|>"
+        )
+        assert tokenizer.decode(pair.rejected_ids) == "No idea.<|im_end|><|endoftext|>"

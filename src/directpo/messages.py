@@ -1,9 +1,10 @@
 """The texts and chat messages of a row, checked; and the prompt of an implicit pair.
 
 A field is a non-empty text, or a list of messages (``{"role", "content"}``, roles
-``system``/``user``/``assistant``/``tool``; tool calls, names and tool-call ids are kept for the
-chat template). A prompt's message content may be parts (``{"type": "text"}`` and
-``{"type": "image"}``, a vision prompt's). A completion is a text (one assistant message) or
+``system``/``user``/``assistant``/``tool``; every other key a message has, such as tool calls,
+tool-call ids or Qwen3's ``reasoning_content``, is kept for the chat template, as TRL passes
+it). A prompt's message content may be parts (``{"type": "text"}`` and ``{"type": "image"}``,
+a vision prompt's). A completion is a text (one assistant message) or
 messages that start with an assistant message.
 
 The implicit layout's prompt is the longest shared prefix of chosen and rejected. For text the
@@ -28,7 +29,6 @@ Messages = list[dict[str, Any]]  # content: a string, or parts (vision prompts)
 Text = str | Messages
 
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
-MESSAGE_EXTRAS = ("tool_calls", "name", "tool_call_id")  # kept for the chat template
 
 
 def is_message_list(value: Any) -> bool:
@@ -108,7 +108,9 @@ def message_list(value: Any, key: str, key_allows_parts: bool = False) -> Messag
                 "bad message",
                 f"field '{key}': message {i} content must be a string, got {kind_of(content)}",
             )
-        extra = {k: message[k] for k in MESSAGE_EXTRAS if message.get(k) is not None}
+        # every other key reaches the template (tool_calls, reasoning_content, thinking, ...);
+        # a null is a key the message lacks (an Arrow column gives every message every key)
+        extra = {k: v for k, v in message.items() if k not in ("role", "content") and v is not None}
         messages.append({"role": role, "content": content, **extra})
     return messages
 
