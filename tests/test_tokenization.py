@@ -561,3 +561,36 @@ def test_every_key_of_a_message_reaches_the_chat_template(tmp_path) -> None:
             tokenizer.decode(pair.chosen_ids) == "<think>look</think>Sunny.<|im_end|><|endoftext|>"
         )
         assert tokenizer.decode(pair.rejected_ids) == "No idea.<|im_end|><|endoftext|>"
+
+
+def test_text_parts_reach_a_text_only_template_as_one_string(tokenizers) -> None:
+    """Content as [{"type": "text", "text": ...}] (the newer transformers format) in a prompt:
+    a template written for strings printed the parts' repr into the prompt (the tiny llama's
+    ``{{ m['content'] }}``) or failed with a traceback (Qwen2.5's ``'\\n' + content``). For a
+    text-only model the parts are joined; an image part is refused."""
+    parts = [{"type": "text", "text": "What is "}, {"type": "text", "text": "2+2?"}]
+    plain = [{"role": "user", "content": "What is 2+2?"}]
+    for tokenizer in tokenizers.values():
+        encoder = PairTokenizer(tokenizer, 64)
+        assert encoder.prompt_ids([{"role": "user", "content": parts}]) == encoder.prompt_ids(plain)
+    image = [{"role": "user", "content": [{"type": "image"}, *parts]}]
+    with pytest.raises(RowError, match="message 1 of the prompt has an image part but the model"):
+        PairTokenizer(tokenizers["gpt2"], 64).prompt_ids(image)
+
+
+def test_a_chat_template_failing_on_a_row_is_a_row_error_not_a_traceback() -> None:
+    """A template's own code may fail on a row's values (a TypeError, not a TemplateError)."""
+    tokenizer = build_tokenizer("gpt2")
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ m['content'] }}{% if m.weight %}{{ m.weight + 1 }}{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    data = _conversations(USER, [{"role": "user", "content": "hi", "weight": "x"}])
+    with pytest.raises(DataError) as info:
+        tokenize_preferences(data, tokenizer, 64)
+    assert str(info.value) == (
+        "f.jsonl: line 2: the chat template failed on the row (TypeError: can only concatenate "
+        'str (not "int") to str)'
+    )
+    result = tokenize_preferences(data, tokenizer, 64, skip_invalid_rows=True)
+    assert len(result) == 1 and result.skipped == {"refused by the chat template": 1}

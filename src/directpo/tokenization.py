@@ -15,9 +15,10 @@ Rules (the same for training, evaluation and scoring):
   empty ``<think></think>`` with ``enable_thinking: false``) gets the completion from its
   content on, after the prompt as generation sees it; one that renders neither way is an error
   for that row. A completion starts with an assistant message. A template that raises for a
-  row (``raise_exception("Conversation roles must alternate...")``) refuses that row (an
-  error, or a skip with ``skip_invalid_rows``); one that does not compile is an error naming
-  the tokenizer.
+  row (``raise_exception("Conversation roles must alternate...")``, or its code failing on the
+  row's values) refuses that row (an error, or a skip with ``skip_invalid_rows``); one that does
+  not compile is an error naming the tokenizer. A text-only model's template gets content given
+  as text parts (``[{"type": "text", "text": ...}]``) joined into one string.
 * **BOS exactly once**: it is prepended only if the tokenizer adds one by default (Llama-style)
   and the rendered prompt does not already start with it (templates that write their own).
   Tokenizers that add none (GPT-2 style) get none.
@@ -191,6 +192,8 @@ class PairTokenizer:
         extra = {**self.template_kwargs, **(row_args or {})}
         # a processor's template renders image parts; the tokenizer's may not have one
         templater = self.processor if self._processor_template() else self.tokenizer
+        if self.processor is None:
+            messages = _text_contents(messages)
         try:
             return templater.apply_chat_template(messages, tokenize=False, **extra, **options)
         except TemplateSyntaxError as exc:  # also TemplateAssertionError (an unknown filter)
@@ -204,6 +207,11 @@ class PairTokenizer:
             raise RowError(
                 "refused by the chat template",
                 f"the chat template refused the row ({first_line(exc)})",
+            ) from None
+        except Exception as exc:  # the template's own code failing on this row's values
+            raise RowError(
+                "refused by the chat template",
+                f"the chat template failed on the row ({type(exc).__name__}: {first_line(exc)})",
             ) from None
 
     def render_prompt(self, prompt: Text, template_args: dict[str, Any] | None = None) -> str:
@@ -531,6 +539,29 @@ def _conversation(prompt: list[dict], completion: list[dict], mark: str = "") ->
         first["content"] = prompt[-1]["content"] + first["content"]
         return [*prompt[:-1], first, *completion[1:]]
     return [*prompt, first, *completion[1:]]
+
+
+def _text_contents(messages: list[dict]) -> list[dict]:
+    """Messages for a text-only model's template: content given as text parts (the newer
+    transformers format) joined into one string, as completions' are. Templates written for
+    string content would otherwise print the parts' repr into the prompt (``trim`` on a list)
+    or fail on them; a model without an image processor cannot read an image part."""
+    if all(isinstance(message["content"], str) for message in messages):
+        return messages
+    joined = []
+    for number, message in enumerate(messages, start=1):
+        content = message["content"]
+        if isinstance(content, list):
+            if any(part["type"] != "text" for part in content):
+                raise RowError(
+                    "images without a vision model",
+                    f"message {number} of the prompt has an image part but the model has no "
+                    "image processor (not a vision-language model); remove the image parts or "
+                    "use a vision-language model",
+                )
+            message = {**message, "content": "".join(part["text"] for part in content)}
+        joined.append(message)
+    return joined
 
 
 TOKENIZE_BATCH = 128  # pairs per tokenizer call (more holds more of its output at once)
