@@ -664,3 +664,37 @@ def test_python_sources_a_notebook_passes_read_as_their_files(tmp_path: Path) ->
     )
     with pytest.raises(DataError, match=r"^rows: no rows$"):
         load_preferences([])
+
+
+def test_a_prompt_in_a_column_of_another_name_is_not_read_from_the_completions(
+    tmp_path: Path,
+) -> None:
+    """Intel/orca_dpo_pairs (system, question, chosen, rejected) has no prompt column: read as
+    the implicit layout, replies that start alike ("The answer is") became a prompt and the
+    question was never seen. The question column is named instead; set as prompt_column it is
+    the prompt."""
+    orca = [
+        {"system": "Be exact.", "question": "What is 1+1?",
+         "chosen": "The answer is 2.", "rejected": "The answer is 3."},
+        {"system": "", "question": "Sky?", "chosen": "Blue.", "rejected": "Green."},
+    ]  # fmt: skip
+    path = write_jsonl(tmp_path / "orca.jsonl", orca)
+    with pytest.raises(DataError) as info:
+        load_preferences(str(path))
+    assert str(info.value).startswith(
+        f"{path}: line 1: there is no 'prompt' column, so the prompt would be the start that "
+        "'chosen' and 'rejected' share (the implicit layout), but they do not contain column "
+        "'question'; set prompt_column: question (column 'system' is read by no layout"
+    )
+    data = load_preferences(str(path), Columns(prompt="question", prompt_required=True))
+    assert [(e.prompt, e.chosen) for e in data.examples] == [
+        ("What is 1+1?", "The answer is 2."),
+        ("Sky?", "Blue."),
+    ]
+    # Anthropic HH with its question kept in a column of its own: the texts contain it
+    hh = {"question": "Hi", "chosen": "\n\nHuman: Hi\n\nAssistant: Hello!",
+          "rejected": "\n\nHuman: Hi\n\nAssistant: Go away."}  # fmt: skip
+    assert load_preferences([hh]).examples[0].prompt == "\n\nHuman: Hi\n\nAssistant:"
+    # a row whose completions share nothing says where the prompt should be
+    with pytest.raises(DataError, match="if another column holds the prompt, set prompt_column"):
+        load_preferences([{"chosen": "yes", "rejected": "no", "id": "x"}])
