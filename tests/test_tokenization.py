@@ -594,3 +594,33 @@ def test_a_chat_template_failing_on_a_row_is_a_row_error_not_a_traceback() -> No
     )
     result = tokenize_preferences(data, tokenizer, 64, skip_invalid_rows=True)
     assert len(result) == 1 and result.skipped == {"refused by the chat template": 1}
+
+
+def test_a_chat_template_that_ignores_tools_refuses_the_row() -> None:
+    """Templates written before tool calling (Llama 3.0, Gemma, Mistral v0.1) render neither the
+    tools nor an assistant's tool_calls: the prompt lost its tool list and the chosen call
+    trained as an empty turn. A row whose tools or calls are not in the rendered text is
+    refused (or skipped); a template that renders them is unchanged."""
+    from directpo.data import load_preferences
+
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {}}}
+    calls = {**WEATHER_ROW, "chosen": [{"role": "assistant", "content": "", "tool_calls": [call]}]}
+    rows = [{**WEATHER_ROW, "tools": [WEATHER_TOOL]}, calls, WEATHER_ROW]
+    tokenizer = build_tokenizer("gpt2")  # its ChatML template ignores both
+    with pytest.raises(DataError) as info:
+        tokenize_preferences(load_preferences(rows), tokenizer, 256)
+    assert str(info.value) == (
+        "rows: row 1: the chat template does not render the row's tools ('get_weather' is not "
+        "in the text it writes); give one that does with the chat_template option"
+    )
+    skipped = tokenize_preferences(load_preferences(rows), tokenizer, 256, skip_invalid_rows=True)
+    assert len(skipped) == 1 and skipped.skipped == {"chat template ignores tools": 2}
+    with pytest.raises(RowError, match="does not render the row's tools"):  # sampling too
+        PairTokenizer(tokenizer, 64, chat_template_kwargs={"tools": [WEATHER_TOOL]}).prompt_ids(
+            USER
+        )
+    tokenizer.chat_template = TOOLS_TEMPLATE
+    with pytest.raises(DataError, match="row 2: .* render the completion's tool calls"):
+        tokenize_preferences(load_preferences(rows), tokenizer, 256)
+    tokenizer.chat_template = TOOLS_TEMPLATE.split("{% for m")[0] + CALLS_TEMPLATE
+    assert len(tokenize_preferences(load_preferences(rows), tokenizer, 256)) == 3

@@ -148,6 +148,41 @@ def completion_messages(value: Any, key: str, prompt: Messages | None = None) ->
     return completion
 
 
+def function_names(message: dict) -> list[str]:
+    """The function names of a message's tool calls (or of tool schemas given as its
+    ``tool_calls``): ``{"type": "function", "function": {"name": ...}}`` or ``{"name": ...}``."""
+    names = []
+    for call in message.get("tool_calls") or ():
+        function = call.get("function", call) if isinstance(call, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str) and name:
+            names.append(name)
+    return names
+
+
+def text_contents(messages: list[dict]) -> list[dict]:
+    """Messages for a text-only model's template: content given as text parts (the newer
+    transformers format) joined into one string, as completions' are. Templates written for
+    string content would otherwise print the parts' repr into the prompt (``trim`` on a list)
+    or fail on them; a model without an image processor cannot read an image part."""
+    if all(isinstance(message["content"], str) for message in messages):
+        return messages
+    joined = []
+    for number, message in enumerate(messages, start=1):
+        content = message["content"]
+        if isinstance(content, list):
+            if any(part["type"] != "text" for part in content):
+                raise RowError(
+                    "images without a vision model",
+                    f"message {number} of the prompt has an image part but the model has no "
+                    "image processor (not a vision-language model); remove the image parts or "
+                    "use a vision-language model",
+                )
+            message = {**message, "content": "".join(part["text"] for part in content)}
+        joined.append(message)
+    return joined
+
+
 def plain_text(content: str | list[dict[str, Any]]) -> str:
     if isinstance(content, str):
         return content

@@ -18,7 +18,9 @@ Rules (the same for training, evaluation and scoring):
   row (``raise_exception("Conversation roles must alternate...")``, or its code failing on the
   row's values) refuses that row (an error, or a skip with ``skip_invalid_rows``); one that does
   not compile is an error naming the tokenizer. A text-only model's template gets content given
-  as text parts (``[{"type": "text", "text": ...}]``) joined into one string.
+  as text parts (``[{"type": "text", "text": ...}]``) joined into one string. A row whose tools
+  or completion tool calls the template does not write (templates older than tool calling) is
+  refused: its call would train as an empty turn.
 * **BOS exactly once**: it is prepended only if the tokenizer adds one by default (Llama-style)
   and the rendered prompt does not already start with it (templates that write their own).
   Tokenizers that add none (GPT-2 style) get none.
@@ -46,7 +48,7 @@ from tqdm.auto import tqdm
 
 from directpo.data import PreferenceData, PreferenceExample, RowError
 from directpo.errors import DataError, ModelLoadError, first_line
-from directpo.messages import Text, is_prefilled
+from directpo.messages import Text, function_names, is_prefilled, text_contents
 from directpo.vision import ImageError, VisionInputs, encode_with_images, image_token
 
 # A completion its prompt left under this many tokens (or under a quarter of max_length, for a
@@ -167,6 +169,16 @@ class PairTokenizer:
             )
         if prompt_text is None:
             prompt_text = self.render_prompt(prompt, template_args)
+        prompt_text, completion_text = self._split_rendered(
+            prompt, completion, template_args, prompt_text
+        )
+        calls = [name for message in completion for name in function_names(message)]
+        _require_rendered(calls, completion_text, "the completion's tool calls")
+        return prompt_text, completion_text
+
+    def _split_rendered(
+        self, prompt: Text, completion: Text, template_args: dict | None, prompt_text: str
+    ) -> tuple[str, str]:
         full_text = self._template(_conversation(prompt, completion), template_args)
         # whitespace a template writes after the last turn is formatting, never generated
         if full_text.startswith(prompt_text):
@@ -193,7 +205,7 @@ class PairTokenizer:
         # a processor's template renders image parts; the tokenizer's may not have one
         templater = self.processor if self._processor_template() else self.tokenizer
         if self.processor is None:
-            messages = _text_contents(messages)
+            messages = text_contents(messages)
         try:
             return templater.apply_chat_template(messages, tokenize=False, **extra, **options)
         except TemplateSyntaxError as exc:  # also TemplateAssertionError (an unknown filter)
@@ -222,8 +234,12 @@ class PairTokenizer:
             return prompt
         self._require_chat_template()
         if is_prefilled(prompt):
-            return self._template(prompt, template_args, continue_final_message=True)
-        return self._template(prompt, template_args, add_generation_prompt=True)
+            text = self._template(prompt, template_args, continue_final_message=True)
+        else:
+            text = self._template(prompt, template_args, add_generation_prompt=True)
+        tools = {**self.template_kwargs, **(template_args or {})}.get("tools") or ()
+        _require_rendered(function_names({"tool_calls": tools}), text, "the row's tools")
+        return text
 
     def prompt_ids(self, prompt: Text, template_args: dict[str, Any] | None = None) -> list[int]:
         """Prompt ids for generation or scoring: rendered (with a row's own ``template_args``),
@@ -541,27 +557,16 @@ def _conversation(prompt: list[dict], completion: list[dict], mark: str = "") ->
     return [*prompt, first, *completion[1:]]
 
 
-def _text_contents(messages: list[dict]) -> list[dict]:
-    """Messages for a text-only model's template: content given as text parts (the newer
-    transformers format) joined into one string, as completions' are. Templates written for
-    string content would otherwise print the parts' repr into the prompt (``trim`` on a list)
-    or fail on them; a model without an image processor cannot read an image part."""
-    if all(isinstance(message["content"], str) for message in messages):
-        return messages
-    joined = []
-    for number, message in enumerate(messages, start=1):
-        content = message["content"]
-        if isinstance(content, list):
-            if any(part["type"] != "text" for part in content):
-                raise RowError(
-                    "images without a vision model",
-                    f"message {number} of the prompt has an image part but the model has no "
-                    "image processor (not a vision-language model); remove the image parts or "
-                    "use a vision-language model",
-                )
-            message = {**message, "content": "".join(part["text"] for part in content)}
-        joined.append(message)
-    return joined
+def _require_rendered(names: list[str], text: str, what: str) -> None:
+    """Templates written before tool calling (Llama 3.0, Gemma, Mistral v0.1) render neither
+    ``tools`` nor ``tool_calls``: the turn would train as if the call were not there."""
+    missing = next((name for name in names if name not in text), None)
+    if missing is not None:
+        raise RowError(
+            "chat template ignores tools",
+            f"the chat template does not render {what} ('{missing}' is not in the text it "
+            "writes); give one that does with the chat_template option",
+        )
 
 
 TOKENIZE_BATCH = 128  # pairs per tokenizer call (more holds more of its output at once)
