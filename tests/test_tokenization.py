@@ -182,6 +182,31 @@ def test_rows_identical_after_truncation_fail_or_are_skipped(tokenizers) -> None
     assert len(result) == 1 and result.skipped == {"identical after truncation": 1}
 
 
+def test_texts_that_give_the_same_tokens_are_not_called_truncated(tokenizers) -> None:
+    """Replies that differ only in whitespace a chat template trims (Gemma, Llama 3) or in an
+    EOS written out were refused as "identical after truncation" with advice to raise
+    max_length, though nothing was cut (and "(...)" empty with no limits)."""
+    trimming = build_tokenizer("gpt2")
+    trimming.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] | trim }}"
+        "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    rows = [
+        (trimming, PreferenceExample(USER, _assistant("Hello"), _assistant("Hello "), "f: line 1")),
+        (tokenizers["llama"], PreferenceExample("Hi", " Hello", " Hello</s>", "f: line 1")),
+    ]
+    for tokenizer, example in rows:
+        data = PreferenceData([example], "explicit", "f")
+        for max_length in (None, 64):
+            with pytest.raises(DataError) as info:
+                tokenize_preferences(data, tokenizer, max_length)
+            assert str(info.value) == (
+                "f: line 1: chosen and rejected differ as texts but not as tokens (the chat "
+                "template trims whitespace, or one writes out the EOS token the other gets "
+                "appended): the pair prefers nothing"
+            )
+
+
 def test_a_skipped_row_is_not_counted_as_truncated(tokenizers) -> None:
     # a long prompt leaves its completions 1 token each, the same: the row is skipped, and its
     # cuts must not reach the summary or the warning on completions cut short ("22 of 20")

@@ -404,17 +404,33 @@ class PairTokenizer:
     ) -> TokenizedPair:
         """The BOS, EOS and truncation rules applied to a pair's raw ids."""
         prompt = self.truncate_prompt(self._with_bos(prompt_ids), truncated)
-        chosen = self.truncate_completion(
-            self._with_eos(chosen_ids), len(prompt), "chosen", truncated
-        )
+        whole = self._with_eos(chosen_ids)
+        chosen = self.truncate_completion(whole, len(prompt), "chosen", truncated)
         if isinstance(rejected_ids, RowError):
             raise rejected_ids
-        rejected = self.truncate_completion(
-            self._with_eos(rejected_ids), len(prompt), "rejected", truncated
-        )
-        if chosen == rejected:
-            raise self._identical(len(prompt), len(chosen))
+        whole_rejected = self._with_eos(rejected_ids)
+        rejected = self.truncate_completion(whole_rejected, len(prompt), "rejected", truncated)
+        self._require_distinct(len(prompt), (whole, whole_rejected), (chosen, rejected))
         return TokenizedPair(prompt, chosen, rejected)
+
+    def _require_distinct(
+        self,
+        prompt_length: int,
+        whole: tuple[list[int], list[int]],
+        kept: tuple[list[int], list[int]],
+    ) -> None:
+        """Chosen and rejected must differ in the tokens that train: texts that differ only in
+        what the chat template trims (Gemma's and Llama 3's ``trim``) or in an EOS one writes
+        out are the same reply; and the limits may cut two replies to the same start."""
+        if whole[0] == whole[1]:
+            raise RowError(
+                "identical chosen and rejected",
+                "chosen and rejected differ as texts but not as tokens (the chat template trims "
+                "whitespace, or one writes out the EOS token the other gets appended): the pair "
+                "prefers nothing",
+            )
+        if kept[0] == kept[1]:
+            raise self._identical(prompt_length, len(kept[0]))
 
     def _identical(self, prompt_length: int, kept: int) -> RowError:
         """Completions that truncation cut to the same tokens: what the limits left them."""
@@ -440,10 +456,10 @@ class PairTokenizer:
         _, rejected_text = self.render(prompt, example.rejected, args, prompt_text)
         ids, vision = self.image_prompt_ids(prompt_text, example.images)
         _, (chosen, rejected) = self._after(prompt_text, [chosen_text, rejected_text])
+        whole = chosen, rejected
         chosen = self.truncate_completion(chosen, len(ids), "chosen", truncated)
         rejected = self.truncate_completion(rejected, len(ids), "rejected", truncated)
-        if chosen == rejected:
-            raise self._identical(len(ids), len(chosen))
+        self._require_distinct(len(ids), whole, (chosen, rejected))
         return TokenizedPair(ids, chosen, rejected, vision)
 
     def _name_images(self, prompt: Text, images: tuple[Any, ...]) -> Text:
