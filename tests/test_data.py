@@ -698,3 +698,33 @@ def test_a_prompt_in_a_column_of_another_name_is_not_read_from_the_completions(
     # a row whose completions share nothing says where the prompt should be
     with pytest.raises(DataError, match="if another column holds the prompt, set prompt_column"):
         load_preferences([{"chosen": "yes", "rejected": "no", "id": "x"}])
+
+
+def test_tool_schemas_and_calls_read_from_arrow_lack_other_rows_keys(tmp_path: Path) -> None:
+    """Arrow (Parquet, save_to_disk, a Dataset) gives each object of a column every key of any
+    row's: the chat template rendered a call {"city": "Paris", "query": null, "limit": null}
+    and a schema with another tool's parameters as nulls. Every format now gives the JSON
+    Lines file's pairs."""
+
+    def row(name: str, arguments: dict, parameters: dict) -> dict:
+        call = {"type": "function", "function": {"name": name, "arguments": arguments}}
+        schema = {"type": "object", "properties": parameters}
+        tool = {"type": "function", "function": {"name": name, "parameters": schema}}
+        return {
+            "prompt": [USER_HI],
+            "chosen": [{"role": "assistant", "content": "", "tool_calls": [call]}],
+            "rejected": [{"role": "assistant", "content": "No."}],
+            "tools": [tool],
+        }
+
+    rows = [
+        row("get_weather", {"city": "Paris"}, {"city": {"type": "string"}}),
+        row("search", {"query": "cats", "limit": 3}, {"query": {"type": "string"}}),
+    ]
+    jsonl = load_preferences(str(write_jsonl(tmp_path / "t.jsonl", rows))).examples
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "t.parquet"))
+    parquet = load_preferences(str(tmp_path / "t.parquet")).examples
+    for ours, theirs in zip(parquet, jsonl, strict=True):
+        assert (ours.chosen, ours.tools) == (theirs.chosen, theirs.tools)
+    assert parquet[0].chosen[0]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}
+    assert "null" not in json.dumps([e.tools for e in parquet])

@@ -53,6 +53,7 @@ from directpo.messages import (
     split_implicit,
     text_field,
     text_or_messages,
+    without_nulls,
 )
 from directpo.readers import (
     RowError,
@@ -523,7 +524,8 @@ def _joined_args(tools: Any, kwargs: dict[str, Any] | None) -> dict[str, Any] | 
 
 
 def _tools(value: Any, layout: str) -> list[dict[str, Any]] | None:
-    """The row's ``tools`` (a list of function schemas, or its JSON text), for the template."""
+    """The row's ``tools`` (a list of function schemas, or its JSON text), for the template;
+    a null in a schema is a key the row lacks (``without_nulls``)."""
     if value is None or value == []:
         return None
     if isinstance(value, str):
@@ -537,7 +539,7 @@ def _tools(value: Any, layout: str) -> list[dict[str, Any]] | None:
         )
     if layout != "conversational":
         raise RowError("bad tools", "field 'tools' needs conversational rows (message lists)")
-    return value
+    return without_nulls(value)
 
 
 def _template_kwargs(value: Any, layout: str) -> dict[str, Any] | None:
