@@ -686,6 +686,8 @@ def test_a_prompt_in_a_column_of_another_name_is_not_read_from_the_completions(
         "'chosen' and 'rejected' share (the implicit layout), but they do not contain column "
         "'question'; set prompt_column: question (column 'system' is read by no layout"
     )
+    with pytest.raises(DataError, match="^f: line 1: there is no 'prompt' column"):  # score
+        parse_pair(orca[0], Columns(), "f: line 1")
     data = load_preferences(str(path), Columns(prompt="question", prompt_required=True))
     assert [(e.prompt, e.chosen) for e in data.examples] == [
         ("What is 1+1?", "The answer is 2."),

@@ -327,11 +327,11 @@ def parse_pair(
 ) -> PreferenceExample:
     """One preference row in any layout, validated as in training (image paths relative to
     ``base_dir``)."""
-    layout = (
-        "implicit"
-        if columns.prompt not in row
-        else _prompt_layout(row[columns.prompt], row.get(columns.chosen))
-    )
+    if columns.prompt in row:
+        layout = _prompt_layout(row[columns.prompt], row.get(columns.chosen))
+    else:
+        layout = "implicit"
+        _refuse_unread_prompt(row, columns, list(row), where)
     try:
         return _parse_row(row, layout, columns, where, base_dir)
     except RowError as err:
