@@ -730,3 +730,29 @@ def test_tool_schemas_and_calls_read_from_arrow_lack_other_rows_keys(tmp_path: P
         assert (ours.chosen, ours.tools) == (theirs.chosen, theirs.tools)
     assert parquet[0].chosen[0]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}
     assert "null" not in json.dumps([e.tools for e in parquet])
+
+
+def test_a_dataframe_read_from_parquet_gives_the_files_pairs(tmp_path: Path) -> None:
+    """pandas.read_parquet holds each list (a conversation, a message's tool calls) as a NumPy
+    array: train(train_dataset=pd.read_parquet(...)) of HuggingFaceH4/ultrafeedback_binarized
+    was refused ("field 'chosen' must be a string, got ndarray")."""
+    import pandas as pd
+
+    question = {"role": "user", "content": "What is 2+2?"}
+    rows = [
+        {
+            "prompt": "What is 2+2?",
+            "chosen": [question, {"role": "assistant", "content": "4"}],
+            "rejected": [question, {"role": "assistant", "content": "5"}],
+            "score_chosen": 9.0,
+        }
+    ]
+    path = tmp_path / "uf.parquet"
+    datasets.Dataset.from_list(rows).to_parquet(str(path))
+    frame = load_preferences(pd.read_parquet(path)).examples
+    from_file = load_preferences(str(path)).examples
+    assert [(e.prompt, e.chosen, e.rejected) for e in frame] == [
+        (e.prompt, e.chosen, e.rejected) for e in from_file
+    ]
+    assert frame[0].chosen == [{"role": "assistant", "content": "4"}]
+    assert type(frame[0].columns["score_chosen"]) is float
