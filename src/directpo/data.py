@@ -382,9 +382,9 @@ def _refuse_unread_prompt(
     """Refuse the implicit layout for a file whose prompt is in a column of its own: one whose
     text the chosen side does not contain."""
     chosen = row.get(columns.chosen)
-    if isinstance(chosen, list):
-        messages = [m for m in chosen if isinstance(m, dict)]
-        chosen = "\n".join(plain_text(m.get("content") or "") for m in messages)
+    if isinstance(chosen, list):  # not validated yet: only the texts it holds
+        contents = [m.get("content") for m in chosen if isinstance(m, dict)]
+        chosen = "\n".join(text for text in contents if isinstance(text, str))
     if not isinstance(chosen, str):
         return
     unread = [
