@@ -756,3 +756,18 @@ def test_a_dataframe_read_from_parquet_gives_the_files_pairs(tmp_path: Path) -> 
     ]
     assert frame[0].chosen == [{"role": "assistant", "content": "4"}]
     assert type(frame[0].columns["score_chosen"]) is float
+
+
+def test_a_message_key_of_a_non_json_type_is_its_text() -> None:
+    """Every message key reaches the template, so an Arrow timestamp (a datetime) in a message
+    stopped the run with a TypeError traceback where pairs are compared as JSON."""
+    import datetime
+
+    created = datetime.datetime(2024, 1, 1)
+    rows = [{"prompt": [{**USER_HI, "created": created}], "chosen": "a", "rejected": "b"}] * 2
+    data = load_preferences(rows)
+    assert data.examples[0].prompt == [{**USER_HI, "created": "2024-01-01 00:00:00"}]
+    assert (
+        data.summary()
+        == "rows: 2 pairs, layout conversational, 1 of them repeat an earlier pair (kept)"
+    )

@@ -51,9 +51,9 @@ from directpo.messages import (
     message_list,
     plain_text,
     split_implicit,
+    template_values,
     text_field,
     text_or_messages,
-    without_nulls,
 )
 from directpo.readers import (
     RowError,
@@ -525,7 +525,7 @@ def _joined_args(tools: Any, kwargs: dict[str, Any] | None) -> dict[str, Any] | 
 
 def _tools(value: Any, layout: str) -> list[dict[str, Any]] | None:
     """The row's ``tools`` (a list of function schemas, or its JSON text), for the template;
-    a null in a schema is a key the row lacks (``without_nulls``)."""
+    a null in a schema is a key the row lacks (``template_values``)."""
     if value is None or value == []:
         return None
     if isinstance(value, str):
@@ -539,7 +539,7 @@ def _tools(value: Any, layout: str) -> list[dict[str, Any]] | None:
         )
     if layout != "conversational":
         raise RowError("bad tools", "field 'tools' needs conversational rows (message lists)")
-    return without_nulls(value)
+    return template_values(value)
 
 
 def _template_kwargs(value: Any, layout: str) -> dict[str, Any] | None:

@@ -109,23 +109,25 @@ def message_list(value: Any, key: str, key_allows_parts: bool = False) -> Messag
                 f"field '{key}': message {i} content must be a string, got {kind_of(content)}",
             )
         # every other key reaches the template (tool_calls, reasoning_content, thinking, ...)
-        extra = without_nulls({k: v for k, v in message.items() if k not in ("role", "content")})
+        extra = template_values({k: v for k, v in message.items() if k not in ("role", "content")})
         messages.append({"role": role, "content": content, **extra})
     return messages
 
 
-def without_nulls(value: Any) -> Any:
-    """``value`` with every null-valued key of its objects left out, at any depth. Arrow
-    (Parquet, save_to_disk, a ``datasets.Dataset``; TRL's JSON Lines too, read through it) gives
-    each object of a column every key any row's object has, null where the row had none: tool
-    calls rendered ``{"city": "Paris", "query": null}`` and tool schemas other tools'
-    parameters. A key written as null in a JSON Lines row is read as absent too, so that every
-    format gives the same pairs."""
+def template_values(value: Any) -> Any:
+    """``value`` as the chat template gets it: every null-valued key of its objects left out,
+    at any depth. Arrow (Parquet, save_to_disk, a ``datasets.Dataset``; TRL's JSON Lines too,
+    read through it) gives each object of a column every key any row's object has, null where
+    the row had none: tool calls rendered ``{"city": "Paris", "query": null}`` and tool
+    schemas other tools' parameters. A key written as null in a JSON Lines row is read as
+    absent too, so that every format gives the same pairs. A value of another type than JSON's
+    (an Arrow timestamp's datetime) is its text: pairs and prompts are compared and recorded as
+    JSON."""
     if isinstance(value, dict):
-        return {key: without_nulls(item) for key, item in value.items() if item is not None}
-    if isinstance(value, list):
-        return [without_nulls(item) for item in value]
-    return value
+        return {key: template_values(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list | tuple):
+        return [template_values(item) for item in value]
+    return value if isinstance(value, str | int | float | bool) else str(value)
 
 
 def completion_messages(value: Any, key: str, prompt: Messages | None = None) -> Messages:
