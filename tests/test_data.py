@@ -664,3 +664,110 @@ def test_python_sources_a_notebook_passes_read_as_their_files(tmp_path: Path) ->
     )
     with pytest.raises(DataError, match=r"^rows: no rows$"):
         load_preferences([])
+
+
+def test_a_prompt_in_a_column_of_another_name_is_not_read_from_the_completions(
+    tmp_path: Path,
+) -> None:
+    """Intel/orca_dpo_pairs (system, question, chosen, rejected) has no prompt column: read as
+    the implicit layout, replies that start alike ("The answer is") became a prompt and the
+    question was never seen. The question column is named instead; set as prompt_column it is
+    the prompt."""
+    orca = [
+        {"system": "Be exact.", "question": "What is 1+1?",
+         "chosen": "The answer is 2.", "rejected": "The answer is 3."},
+        {"system": "", "question": "Sky?", "chosen": "Blue.", "rejected": "Green."},
+    ]  # fmt: skip
+    path = write_jsonl(tmp_path / "orca.jsonl", orca)
+    with pytest.raises(DataError) as info:
+        load_preferences(str(path))
+    assert str(info.value).startswith(
+        f"{path}: line 1: there is no 'prompt' column, so the prompt would be the start that "
+        "'chosen' and 'rejected' share (the implicit layout), but they do not contain column "
+        "'question'; set prompt_column: question (column 'system' is read by no layout"
+    )
+    with pytest.raises(DataError, match="^f: line 1: there is no 'prompt' column"):  # score
+        parse_pair(orca[0], Columns(), "f: line 1")
+    data = load_preferences(str(path), Columns(prompt="question", prompt_required=True))
+    assert [(e.prompt, e.chosen) for e in data.examples] == [
+        ("What is 1+1?", "The answer is 2."),
+        ("Sky?", "Blue."),
+    ]
+    # Anthropic HH with its question kept in a column of its own: the texts contain it
+    hh = {"question": "Hi", "chosen": "\n\nHuman: Hi\n\nAssistant: Hello!",
+          "rejected": "\n\nHuman: Hi\n\nAssistant: Go away."}  # fmt: skip
+    assert load_preferences([hh]).examples[0].prompt == "\n\nHuman: Hi\n\nAssistant:"
+    # a row whose completions share nothing says where the prompt should be
+    with pytest.raises(DataError, match="if another column holds the prompt, set prompt_column"):
+        load_preferences([{"chosen": "yes", "rejected": "no", "id": "x"}])
+
+
+def test_tool_schemas_and_calls_read_from_arrow_lack_other_rows_keys(tmp_path: Path) -> None:
+    """Arrow (Parquet, save_to_disk, a Dataset) gives each object of a column every key of any
+    row's: the chat template rendered a call {"city": "Paris", "query": null, "limit": null}
+    and a schema with another tool's parameters as nulls. Every format now gives the JSON
+    Lines file's pairs."""
+
+    def row(name: str, arguments: dict, parameters: dict) -> dict:
+        call = {"type": "function", "function": {"name": name, "arguments": arguments}}
+        schema = {"type": "object", "properties": parameters}
+        tool = {"type": "function", "function": {"name": name, "parameters": schema}}
+        return {
+            "prompt": [USER_HI],
+            "chosen": [{"role": "assistant", "content": "", "tool_calls": [call]}],
+            "rejected": [{"role": "assistant", "content": "No."}],
+            "tools": [tool],
+        }
+
+    rows = [
+        row("get_weather", {"city": "Paris"}, {"city": {"type": "string"}}),
+        row("search", {"query": "cats", "limit": 3}, {"query": {"type": "string"}}),
+    ]
+    jsonl = load_preferences(str(write_jsonl(tmp_path / "t.jsonl", rows))).examples
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "t.parquet"))
+    parquet = load_preferences(str(tmp_path / "t.parquet")).examples
+    for ours, theirs in zip(parquet, jsonl, strict=True):
+        assert (ours.chosen, ours.tools) == (theirs.chosen, theirs.tools)
+    assert parquet[0].chosen[0]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}
+    assert "null" not in json.dumps([e.tools for e in parquet])
+
+
+def test_a_dataframe_read_from_parquet_gives_the_files_pairs(tmp_path: Path) -> None:
+    """pandas.read_parquet holds each list (a conversation, a message's tool calls) as a NumPy
+    array: train(train_dataset=pd.read_parquet(...)) of HuggingFaceH4/ultrafeedback_binarized
+    was refused ("field 'chosen' must be a string, got ndarray")."""
+    import pandas as pd
+
+    question = {"role": "user", "content": "What is 2+2?"}
+    rows = [
+        {
+            "prompt": "What is 2+2?",
+            "chosen": [question, {"role": "assistant", "content": "4"}],
+            "rejected": [question, {"role": "assistant", "content": "5"}],
+            "score_chosen": 9.0,
+        }
+    ]
+    path = tmp_path / "uf.parquet"
+    datasets.Dataset.from_list(rows).to_parquet(str(path))
+    frame = load_preferences(pd.read_parquet(path)).examples
+    from_file = load_preferences(str(path)).examples
+    assert [(e.prompt, e.chosen, e.rejected) for e in frame] == [
+        (e.prompt, e.chosen, e.rejected) for e in from_file
+    ]
+    assert frame[0].chosen == [{"role": "assistant", "content": "4"}]
+    assert type(frame[0].columns["score_chosen"]) is float
+
+
+def test_a_message_key_of_a_non_json_type_is_its_text() -> None:
+    """Every message key reaches the template, so an Arrow timestamp (a datetime) in a message
+    stopped the run with a TypeError traceback where pairs are compared as JSON."""
+    import datetime
+
+    created = datetime.datetime(2024, 1, 1)
+    rows = [{"prompt": [{**USER_HI, "created": created}], "chosen": "a", "rejected": "b"}] * 2
+    data = load_preferences(rows)
+    assert data.examples[0].prompt == [{**USER_HI, "created": "2024-01-01 00:00:00"}]
+    assert (
+        data.summary()
+        == "rows: 2 pairs, layout conversational, 1 of them repeat an earlier pair (kept)"
+    )

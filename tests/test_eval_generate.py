@@ -444,3 +444,32 @@ def test_sampling_ignores_the_models_generation_defaults(tiny_model_dirs, tmp_pa
         return [s.completion_ids for s in drawn]
 
     assert samples(instruct) == samples(plain)
+
+
+def test_generate_names_the_row_a_chat_template_refuses_before_loading_the_model(
+    tiny_model_dirs, tmp_path, capsys, monkeypatch
+) -> None:
+    """A prompt the template refuses (Gemma's "System role not supported") was said after the
+    model loaded, naming the file but not the row."""
+    import shutil
+
+    from test_tokenization import STRICT_TEMPLATE
+
+    import directpo.generate
+
+    model = tmp_path / "strict"
+    shutil.copytree(tiny_model_dirs["gpt2"], model)
+    (model / "chat_template.jinja").write_text(STRICT_TEMPLATE)
+    user = {"role": "user", "content": "Hi"}
+    prompts = write_jsonl(
+        tmp_path / "p.jsonl",
+        [{"prompt": [user]}, {"prompt": [{"role": "system", "content": "Be brief."}, user]}],
+    )
+    monkeypatch.setattr(directpo.generate, "load_causal_lm", None)  # never reached
+    argv = ["generate", "--model_name_or_path", str(model), "--input", str(prompts),
+            "--output", str(tmp_path / "out.jsonl"), "--max_new_tokens", "2"]  # fmt: skip
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"directpo: error: {prompts}: line 2: the chat template refused the row (Conversation "
+        "roles must alternate user/assistant/user/assistant)\n"
+    )

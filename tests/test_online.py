@@ -504,7 +504,8 @@ def test_labellers_read_a_pairs_rows_prompt_with_its_template_args(tiny_model_di
     pairs = write_jsonl(tmp_path / "tools.jsonl", [{**p, "tools": [tool]} for p in CHAT_PAIRS])
     out = tmp_path / "out"
     config = online_config(tiny_model_dirs["llama"], pairs, out, rewards, max_steps=3,
-                           steps_per_round=1, online_prompts_per_round=2)  # fmt: skip
+                           steps_per_round=1, online_prompts_per_round=2,
+                           chat_template=TOOLS_TEMPLATE)  # one that writes the tools  # fmt: skip
     train(config, echo=lambda _: None)
     records = [json.loads(line) for line in (out / "online" / "round-1.jsonl").open()]
     assert records and all(isinstance(r["prompt"], list) for r in records)

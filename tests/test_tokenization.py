@@ -182,6 +182,31 @@ def test_rows_identical_after_truncation_fail_or_are_skipped(tokenizers) -> None
     assert len(result) == 1 and result.skipped == {"identical after truncation": 1}
 
 
+def test_texts_that_give_the_same_tokens_are_not_called_truncated(tokenizers) -> None:
+    """Replies that differ only in whitespace a chat template trims (Gemma, Llama 3) or in an
+    EOS written out were refused as "identical after truncation" with advice to raise
+    max_length, though nothing was cut (and "(...)" empty with no limits)."""
+    trimming = build_tokenizer("gpt2")
+    trimming.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] | trim }}"
+        "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    rows = [
+        (trimming, PreferenceExample(USER, _assistant("Hello"), _assistant("Hello "), "f: line 1")),
+        (tokenizers["llama"], PreferenceExample("Hi", " Hello", " Hello</s>", "f: line 1")),
+    ]
+    for tokenizer, example in rows:
+        data = PreferenceData([example], "explicit", "f")
+        for max_length in (None, 64):
+            with pytest.raises(DataError) as info:
+                tokenize_preferences(data, tokenizer, max_length)
+            assert str(info.value) == (
+                "f: line 1: chosen and rejected differ as texts but not as tokens (the chat "
+                "template trims whitespace, or one writes out the EOS token the other gets "
+                "appended): the pair prefers nothing"
+            )
+
+
 def test_a_skipped_row_is_not_counted_as_truncated(tokenizers) -> None:
     # a long prompt leaves its completions 1 token each, the same: the row is skipped, and its
     # cuts must not reach the summary or the warning on completions cut short ("22 of 20")
@@ -528,3 +553,99 @@ def test_sampling_and_scoring_render_a_rows_tools_as_training_does() -> None:
     for response, ids in ((example.chosen, pair.chosen_ids), (example.rejected, pair.rejected_ids)):
         scored = encoder.encode_scored(example.prompt, response, None, None, example.template_args)
         assert scored[:2] == (pair.prompt_ids, ids)
+
+
+REASONING_TEMPLATE = (  # Qwen3's way: an assistant turn's reasoning_content in a think block
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m.reasoning_content %}<think>{{ m.reasoning_content }}</think>{% endif %}"
+    "{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_every_key_of_a_message_reaches_the_chat_template(tmp_path) -> None:
+    """A message's other keys (Qwen3's reasoning_content, gpt-oss' thinking, ...) are the
+    template's to read, as TRL passes them; they were dropped, so a chosen reply trained
+    without its reasoning. A null key (an Arrow column's filler) is no key."""
+    import datasets
+
+    from directpo.data import load_preferences
+
+    tokenizer = build_tokenizer("gpt2")
+    tokenizer.chat_template = REASONING_TEMPLATE
+    row = {
+        **WEATHER_ROW,
+        "chosen": [{"role": "assistant", "content": "Sunny.", "reasoning_content": "look"}],
+    }
+    datasets.Dataset.from_list([row]).to_parquet(str(tmp_path / "r.parquet"))
+    for source in ([row], str(tmp_path / "r.parquet")):
+        data = load_preferences(source)
+        assert data.examples[0].rejected == _assistant("No idea.")  # its null key is gone
+        pair = tokenize_preferences(data, tokenizer, 256).pairs[0]
+        assert (
+            tokenizer.decode(pair.chosen_ids) == "<think>look</think>Sunny.<|im_end|><|endoftext|>"
+        )
+        assert tokenizer.decode(pair.rejected_ids) == "No idea.<|im_end|><|endoftext|>"
+
+
+def test_text_parts_reach_a_text_only_template_as_one_string(tokenizers) -> None:
+    """Content as [{"type": "text", "text": ...}] (the newer transformers format) in a prompt:
+    a template written for strings printed the parts' repr into the prompt (the tiny llama's
+    ``{{ m['content'] }}``) or failed with a traceback (Qwen2.5's ``'\\n' + content``). For a
+    text-only model the parts are joined; an image part is refused."""
+    parts = [{"type": "text", "text": "What is "}, {"type": "text", "text": "2+2?"}]
+    plain = [{"role": "user", "content": "What is 2+2?"}]
+    for tokenizer in tokenizers.values():
+        encoder = PairTokenizer(tokenizer, 64)
+        assert encoder.prompt_ids([{"role": "user", "content": parts}]) == encoder.prompt_ids(plain)
+    image = [{"role": "user", "content": [{"type": "image"}, *parts]}]
+    with pytest.raises(RowError, match="message 1 of the prompt has an image part but the model"):
+        PairTokenizer(tokenizers["gpt2"], 64).prompt_ids(image)
+
+
+def test_a_chat_template_failing_on_a_row_is_a_row_error_not_a_traceback() -> None:
+    """A template's own code may fail on a row's values (a TypeError, not a TemplateError)."""
+    tokenizer = build_tokenizer("gpt2")
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ m['content'] }}{% if m.weight %}{{ m.weight + 1 }}{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    data = _conversations(USER, [{"role": "user", "content": "hi", "weight": "x"}])
+    with pytest.raises(DataError) as info:
+        tokenize_preferences(data, tokenizer, 64)
+    assert str(info.value) == (
+        "f.jsonl: line 2: the chat template failed on the row (TypeError: can only concatenate "
+        'str (not "int") to str)'
+    )
+    result = tokenize_preferences(data, tokenizer, 64, skip_invalid_rows=True)
+    assert len(result) == 1 and result.skipped == {"refused by the chat template": 1}
+
+
+def test_a_chat_template_that_ignores_tools_refuses_the_row() -> None:
+    """Templates written before tool calling (Llama 3.0, Gemma, Mistral v0.1) render neither the
+    tools nor an assistant's tool_calls: the prompt lost its tool list and the chosen call
+    trained as an empty turn. A row whose tools or calls are not in the rendered text is
+    refused (or skipped); a template that renders them is unchanged."""
+    from directpo.data import load_preferences
+
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {}}}
+    calls = {**WEATHER_ROW, "chosen": [{"role": "assistant", "content": "", "tool_calls": [call]}]}
+    rows = [{**WEATHER_ROW, "tools": [WEATHER_TOOL]}, calls, WEATHER_ROW]
+    tokenizer = build_tokenizer("gpt2")  # its ChatML template ignores both
+    with pytest.raises(DataError) as info:
+        tokenize_preferences(load_preferences(rows), tokenizer, 256)
+    assert str(info.value) == (
+        "rows: row 1: the chat template does not render the row's tools ('get_weather' is not "
+        "in the text it writes); give one that does with the chat_template option"
+    )
+    skipped = tokenize_preferences(load_preferences(rows), tokenizer, 256, skip_invalid_rows=True)
+    assert len(skipped) == 1 and skipped.skipped == {"chat template ignores tools": 2}
+    with pytest.raises(RowError, match="does not render the row's tools"):  # sampling too
+        PairTokenizer(tokenizer, 64, chat_template_kwargs={"tools": [WEATHER_TOOL]}).prompt_ids(
+            USER
+        )
+    tokenizer.chat_template = TOOLS_TEMPLATE
+    with pytest.raises(DataError, match="row 2: .* render the completion's tool calls"):
+        tokenize_preferences(load_preferences(rows), tokenizer, 256)
+    tokenizer.chat_template = TOOLS_TEMPLATE.split("{% for m")[0] + CALLS_TEMPLATE
+    assert len(tokenize_preferences(load_preferences(rows), tokenizer, 256)) == 3

@@ -514,6 +514,36 @@ def test_prompts_that_fill_max_length_are_warned_of(tiny_model_dirs, tmp_path) -
     assert not any(line.startswith("warning") for line in lines)
 
 
+def test_a_chat_template_that_writes_todays_date_is_noted(tiny_model_dirs, tmp_path) -> None:
+    """Llama 3.1+ templates write strftime_now's date into every prompt: a run resumed on
+    another day was refused as "trained on other pairs" with no word of why."""
+    from directpo.distributed import SINGLE_PROCESS
+    from directpo.run import prepare_run
+
+    dated = (
+        "{% if not date_string is defined %}{% set date_string = strftime_now('%d %b %Y') %}"
+        "{% endif %}Today Date: {{ date_string }}\n{% for m in messages %}{{ m['content'] }}"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    user = [{"role": "user", "content": "Hi"}]
+    rows = [{"prompt": user, "chosen": "Hello.", "rejected": "Go."}]
+    notes = []
+    for kwargs in (None, {"date_string": "26 Jul 2024"}):
+        lines: list[str] = []
+        config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / str(len(notes)),
+                             chat_template=dated, chat_template_kwargs=kwargs)  # fmt: skip
+        run = prepare_run(config, rows, None, SINGLE_PROCESS, lines.append)
+        notes.append([line for line in lines if "writes today's date" in line])
+        prompt = run.tokenizer.decode(run.train.pairs[0].prompt_ids)
+        assert prompt.startswith("Today Date: " + (kwargs or {}).get("date_string", ""))
+    assert notes[0] == [
+        "note: the chat template writes today's date into each prompt (strftime_now, as Llama "
+        "3.1+ templates do), so a resume on another day sees other prompts and is refused; pin "
+        "it with chat_template_kwargs: {date_string: '26 Jul 2024'}"
+    ]
+    assert notes[1] == []
+
+
 @pytest.mark.parametrize(("style", "dtype"), [("gpt2", "float32"), ("llama", "bfloat16")])
 def test_weight_decay_spares_biases_and_norms_as_transformers_trainer(
     tiny_model_dirs, pairs_file, tmp_path, style, dtype

@@ -11,7 +11,8 @@ Layouts (detected from the first row, reported at start):
   message). Rendered later with the tokenizer's chat template.
 * ``implicit``: only ``chosen`` and ``rejected``, each a full text or message list that
   repeats the conversation (Anthropic HH style). The longest shared prefix is the prompt, cut
-  at a whitespace boundary for text (messages.py says how).
+  at a whitespace boundary for text (messages.py says how). A row with a prompt-like column the
+  texts lack (``question``, ``instruction``: Intel/orca_dpo_pairs) is refused, naming it.
 
 Completions are assistant turns: message-list completions must start with an assistant message.
 Completions that repeat the prompt's messages first (the whole conversation saved in each
@@ -50,6 +51,7 @@ from directpo.messages import (
     message_list,
     plain_text,
     split_implicit,
+    template_values,
     text_field,
     text_or_messages,
 )
@@ -325,11 +327,11 @@ def parse_pair(
 ) -> PreferenceExample:
     """One preference row in any layout, validated as in training (image paths relative to
     ``base_dir``)."""
-    layout = (
-        "implicit"
-        if columns.prompt not in row
-        else _prompt_layout(row[columns.prompt], row.get(columns.chosen))
-    )
+    if columns.prompt in row:
+        layout = _prompt_layout(row[columns.prompt], row.get(columns.chosen))
+    else:
+        layout = "implicit"
+        _refuse_unread_prompt(row, columns, list(row), where)
     try:
         return _parse_row(row, layout, columns, where, base_dir)
     except RowError as err:
@@ -355,6 +357,7 @@ def _detect_layout(
                 f"{label}: column '{columns.prompt}' not found "
                 f"(columns: {', '.join(map(str, names))}); set prompt_column"
             )
+        _refuse_unread_prompt(row, columns, names, f"{label}: {where}")
         return "implicit"
     prompt = row.get(columns.prompt)
     if isinstance(prompt, list | str) or prompt is None:
@@ -362,6 +365,54 @@ def _detect_layout(
     raise RowError(
         "wrong type",
         f"field '{columns.prompt}' must be a string or a list of messages, got {kind_of(prompt)}",
+    )
+
+
+# Columns that hold the prompt in well-known datasets (Intel/orca_dpo_pairs' system and
+# question, Alpaca-style instruction and input): beside chosen and rejected without a prompt
+# column, the implicit layout would take the prompt from the completions' shared start (e.g.
+# "The answer is") and train without the question.
+PROMPT_LIKE_COLUMNS = ("question", "instruction", "input", "query", "problem")
+SYSTEM_COLUMNS = ("system", "system_prompt")
+
+
+def _refuse_unread_prompt(
+    row: dict[str, Any], columns: Columns, names: list[str], where: str
+) -> None:
+    """Refuse the implicit layout for a file whose prompt is in a column of its own: one whose
+    text the chosen side does not contain."""
+    chosen = row.get(columns.chosen)
+    if isinstance(chosen, list):  # not validated yet: only the texts it holds
+        contents = [m.get("content") for m in chosen if isinstance(m, dict)]
+        chosen = "\n".join(text for text in contents if isinstance(text, str))
+    if not isinstance(chosen, str):
+        return
+    unread = [
+        name
+        for name in (*PROMPT_LIKE_COLUMNS, *SYSTEM_COLUMNS)
+        if name in names
+        and isinstance(row.get(name), str)
+        and row[name].strip()
+        and row[name].strip() not in chosen
+    ]
+    if not unread:
+        return
+    prompt = next((name for name in unread if name not in SYSTEM_COLUMNS), None)
+    fix = (
+        f"set prompt_column: {prompt}"
+        if prompt
+        else f"put the prompt in a '{columns.prompt}' column"
+    )
+    system = next((name for name in unread if name in SYSTEM_COLUMNS), None)
+    if system:
+        fix += (
+            f" (column '{system}' is read by no layout: to keep it, write the prompt as "
+            "messages, [{role: system, ...}, {role: user, ...}])"
+        )
+    raise DataError(
+        f"{where}: there is no '{columns.prompt}' column, so the prompt would be the start "
+        f"that '{columns.chosen}' and '{columns.rejected}' share (the implicit layout), but "
+        f"they do not contain column '{unread[0]}'; {fix}"
     )
 
 
@@ -388,10 +439,19 @@ def _parse_row(
     chosen = field_value(row, columns.chosen)
     rejected = field_value(row, columns.rejected)
     if layout == "implicit":
-        prompt, chosen, rejected = split_implicit(
-            text_or_messages(chosen, columns.chosen, parts=True),
-            text_or_messages(rejected, columns.rejected, parts=True),
-        )
+        try:
+            prompt, chosen, rejected = split_implicit(
+                text_or_messages(chosen, columns.chosen, parts=True),
+                text_or_messages(rejected, columns.rejected, parts=True),
+            )
+        except RowError as err:
+            if err.reason != "no shared prompt":
+                raise
+            raise RowError(  # the likely cause: the prompt is in a column of another name
+                err.reason,
+                f"{err.message} (with no '{columns.prompt}' column, each must hold the whole "
+                "conversation; if another column holds the prompt, set prompt_column)",
+            ) from None
         if isinstance(prompt, list):
             chosen = completion_messages(chosen, columns.chosen)
             rejected = completion_messages(rejected, columns.rejected)
@@ -464,7 +524,8 @@ def _joined_args(tools: Any, kwargs: dict[str, Any] | None) -> dict[str, Any] | 
 
 
 def _tools(value: Any, layout: str) -> list[dict[str, Any]] | None:
-    """The row's ``tools`` (a list of function schemas, or its JSON text), for the template."""
+    """The row's ``tools`` (a list of function schemas, or its JSON text), for the template;
+    a null in a schema is a key the row lacks (``template_values``)."""
     if value is None or value == []:
         return None
     if isinstance(value, str):
@@ -478,7 +539,7 @@ def _tools(value: Any, layout: str) -> list[dict[str, Any]] | None:
         )
     if layout != "conversational":
         raise RowError("bad tools", "field 'tools' needs conversational rows (message lists)")
-    return value
+    return template_values(value)
 
 
 def _template_kwargs(value: Any, layout: str) -> dict[str, Any] | None:

@@ -101,10 +101,12 @@ def check_prompts(
     label: str,
     processor: Any = None,
     chat_template_kwargs: dict[str, Any] | None = None,
+    places: Sequence[str] | None = None,
 ) -> None:
-    """Render each prompt once before training, so that one the chat template refuses (a
-    system message it does not take, ...) is a one-line error naming it now, not a traceback
-    at the first evaluation or online round."""
+    """Render each prompt once before training (or before ``generate`` loads the model), so
+    that one the chat template refuses (a system message it does not take, ...) is a one-line
+    error naming it now, not a traceback at the first evaluation or online round. ``places``:
+    each prompt's row ("line 3"), to name it by."""
     encoder = PairTokenizer(
         tokenizer, None, chat_template_kwargs=chat_template_kwargs, processor=processor
     )
@@ -112,6 +114,8 @@ def check_prompts(
         try:
             _encode_prompt(encoder, prompt)
         except RowError as err:
+            if places is not None:
+                raise DataError(f"{label}: {places[number - 1]}: {err.message}") from None
             shown = json.dumps(prompt_of(prompt), ensure_ascii=False)
             shown = shown if len(shown) <= 60 else shown[:57] + "..."
             raise DataError(f"{label}: prompt {number} ({shown}): {err}") from None
@@ -279,6 +283,10 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
     run = None  # a run's: its prompts render as it trained on them, a LoRA base loads where it did
     with contextlib.suppress(ConfigError):  # a config.yaml of another tool: no such record
         run = run_config(path)
+    template_kwargs = run.chat_template_kwargs if run else None
+    # a prompt the chat template refuses is named by its row before the model loads
+    places = [where for where, _ in rows]
+    check_prompts(tokenizer, prompts, options.input, processor, template_kwargs, places)
     model = load_causal_lm(
         path,
         options.dtype,
@@ -301,7 +309,7 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
             max_prompt_length=options.max_prompt_length,
             progress=True,
             processor=processor,
-            chat_template_kwargs=run.chat_template_kwargs if run else None,
+            chat_template_kwargs=template_kwargs,
         )
     except RowError as err:
         raise DataError(f"{options.input}: {err.message}") from None

@@ -1,9 +1,10 @@
 """The texts and chat messages of a row, checked; and the prompt of an implicit pair.
 
 A field is a non-empty text, or a list of messages (``{"role", "content"}``, roles
-``system``/``user``/``assistant``/``tool``; tool calls, names and tool-call ids are kept for the
-chat template). A prompt's message content may be parts (``{"type": "text"}`` and
-``{"type": "image"}``, a vision prompt's). A completion is a text (one assistant message) or
+``system``/``user``/``assistant``/``tool``; every other key a message has, such as tool calls,
+tool-call ids or Qwen3's ``reasoning_content``, is kept for the chat template, as TRL passes
+it). A prompt's message content may be parts (``{"type": "text"}`` and ``{"type": "image"}``,
+a vision prompt's). A completion is a text (one assistant message) or
 messages that start with an assistant message.
 
 The implicit layout's prompt is the longest shared prefix of chosen and rejected. For text the
@@ -28,7 +29,6 @@ Messages = list[dict[str, Any]]  # content: a string, or parts (vision prompts)
 Text = str | Messages
 
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
-MESSAGE_EXTRAS = ("tool_calls", "name", "tool_call_id")  # kept for the chat template
 
 
 def is_message_list(value: Any) -> bool:
@@ -108,9 +108,26 @@ def message_list(value: Any, key: str, key_allows_parts: bool = False) -> Messag
                 "bad message",
                 f"field '{key}': message {i} content must be a string, got {kind_of(content)}",
             )
-        extra = {k: message[k] for k in MESSAGE_EXTRAS if message.get(k) is not None}
+        # every other key reaches the template (tool_calls, reasoning_content, thinking, ...)
+        extra = template_values({k: v for k, v in message.items() if k not in ("role", "content")})
         messages.append({"role": role, "content": content, **extra})
     return messages
+
+
+def template_values(value: Any) -> Any:
+    """``value`` as the chat template gets it: every null-valued key of its objects left out,
+    at any depth. Arrow (Parquet, save_to_disk, a ``datasets.Dataset``; TRL's JSON Lines too,
+    read through it) gives each object of a column every key any row's object has, null where
+    the row had none: tool calls rendered ``{"city": "Paris", "query": null}`` and tool
+    schemas other tools' parameters. A key written as null in a JSON Lines row is read as
+    absent too, so that every format gives the same pairs. A value of another type than JSON's
+    (an Arrow timestamp's datetime) is its text: pairs and prompts are compared and recorded as
+    JSON."""
+    if isinstance(value, dict):
+        return {key: template_values(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list | tuple):
+        return [template_values(item) for item in value]
+    return value if isinstance(value, str | int | float | bool) else str(value)
 
 
 def completion_messages(value: Any, key: str, prompt: Messages | None = None) -> Messages:
@@ -144,6 +161,41 @@ def completion_messages(value: Any, key: str, prompt: Messages | None = None) ->
     if not any(m["content"].strip() or m.get("tool_calls") for m in completion):
         raise RowError("empty field", f"field '{key}' has only empty messages")
     return completion
+
+
+def function_names(message: dict) -> list[str]:
+    """The function names of a message's tool calls (or of tool schemas given as its
+    ``tool_calls``): ``{"type": "function", "function": {"name": ...}}`` or ``{"name": ...}``."""
+    names = []
+    for call in message.get("tool_calls") or ():
+        function = call.get("function", call) if isinstance(call, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str) and name:
+            names.append(name)
+    return names
+
+
+def text_contents(messages: list[dict]) -> list[dict]:
+    """Messages for a text-only model's template: content given as text parts (the newer
+    transformers format) joined into one string, as completions' are. Templates written for
+    string content would otherwise print the parts' repr into the prompt (``trim`` on a list)
+    or fail on them; a model without an image processor cannot read an image part."""
+    if all(isinstance(message["content"], str) for message in messages):
+        return messages
+    joined = []
+    for number, message in enumerate(messages, start=1):
+        content = message["content"]
+        if isinstance(content, list):
+            if any(part["type"] != "text" for part in content):
+                raise RowError(
+                    "images without a vision model",
+                    f"message {number} of the prompt has an image part but the model has no "
+                    "image processor (not a vision-language model); remove the image parts or "
+                    "use a vision-language model",
+                )
+            message = {**message, "content": "".join(part["text"] for part in content)}
+        joined.append(message)
+    return joined
 
 
 def plain_text(content: str | list[dict[str, Any]]) -> str:

@@ -40,7 +40,8 @@ def open_rows(source: Any, label: str) -> tuple[Iterable[tuple[str, Any]], list[
     if isinstance(source, list | tuple):  # rows from Python: dicts
         return _dataset_rows(source), None
     if hasattr(source, "to_dict") and hasattr(source, "columns"):  # a pandas DataFrame
-        return _dataset_rows(source.to_dict("records")), [str(c) for c in source.columns]
+        rows = map(_python_values, source.to_dict("records"))
+        return _dataset_rows(list(rows)), [str(c) for c in source.columns]
     if not isinstance(source, str):
         if not hasattr(source, "column_names"):
             raise DataError(
@@ -317,6 +318,17 @@ def is_saved_dataset(path: str) -> bool:
     return os.path.isdir(path) and any(
         all(os.path.isfile(os.path.join(path, name)) for name in names) for names in marks
     )
+
+
+def _python_values(value: Any) -> Any:
+    """A DataFrame cell as JSON would give it: ``pandas.read_parquet`` holds each list (a
+    conversation, its messages' tool calls) as a NumPy array, which no layout reads as a list
+    ("field 'chosen' must be a string, got ndarray"), and numbers as NumPy scalars."""
+    if isinstance(value, dict):
+        return {key: _python_values(item) for key, item in value.items()}
+    if isinstance(value, list | tuple) or type(value).__name__ == "ndarray":
+        return [_python_values(item) for item in value]
+    return value.item() if type(value).__module__ == "numpy" else value
 
 
 def _dataset_rows(dataset: Any) -> Iterator[tuple[str, Any]]:

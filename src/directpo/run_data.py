@@ -107,6 +107,12 @@ def load_run_data(
     )
     if config.chat_template:
         _replace_chat_template(config.chat_template, tokenizer, processor)
+    if train_data is not None and _writes_todays_date(tokenizer, config, train_data):
+        echo(
+            "note: the chat template writes today's date into each prompt (strftime_now, as "
+            "Llama 3.1+ templates do), so a resume on another day sees other prompts and is "
+            "refused; pin it with chat_template_kwargs: {date_string: '26 Jul 2024'}"
+        )
     train = PairSet([], [])
     progress = is_main and not config.disable_tqdm
     if train_data is not None:
@@ -190,6 +196,17 @@ def _replace_chat_template(template: str, tokenizer: Any, processor: Any) -> Non
     tokenizer.chat_template = template
     if processor is not None:
         processor.chat_template = template
+
+
+def _writes_todays_date(tokenizer: Any, config: DPOConfig, data: PreferenceData) -> bool:
+    """Whether conversational pairs are rendered with a template that reads the clock (Llama
+    3.1 to 3.3: "Today Date: ..." unless date_string is given)."""
+    template = str(getattr(tokenizer, "chat_template", None) or "")
+    return (
+        "strftime_now" in template
+        and "date_string" not in (config.chat_template_kwargs or {})
+        and any(example.conversational for example in data.examples)
+    )
 
 
 def _tokenize(

@@ -242,8 +242,10 @@ def _check_same(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> 
         if key == "pairs_fingerprint" and key in saved and saved[key] != value:
             raise ConfigError(
                 f"resume_from_checkpoint: {checkpoint} was trained on other pairs (the data "
-                "file's rows, their order, the tokenizer or the truncation options differ); "
-                "resume with the same data, or start a new output_dir"
+                "file's rows, their order, the tokenizer, the truncation options or the date a "
+                "chat template writes, as Llama 3.1+ do, differ); resume with the same data "
+                "(the date pinned by chat_template_kwargs: {date_string: ...}), or start a new "
+                "output_dir"
             )
         if key != "pairs_fingerprint" and saved.get(key) != value:
             raise ConfigError(

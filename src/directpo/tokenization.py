@@ -15,9 +15,12 @@ Rules (the same for training, evaluation and scoring):
   empty ``<think></think>`` with ``enable_thinking: false``) gets the completion from its
   content on, after the prompt as generation sees it; one that renders neither way is an error
   for that row. A completion starts with an assistant message. A template that raises for a
-  row (``raise_exception("Conversation roles must alternate...")``) refuses that row (an
-  error, or a skip with ``skip_invalid_rows``); one that does not compile is an error naming
-  the tokenizer.
+  row (``raise_exception("Conversation roles must alternate...")``, or its code failing on the
+  row's values) refuses that row (an error, or a skip with ``skip_invalid_rows``); one that does
+  not compile is an error naming the tokenizer. A text-only model's template gets content given
+  as text parts (``[{"type": "text", "text": ...}]``) joined into one string. A row whose tools
+  or completion tool calls the template does not write (templates older than tool calling) is
+  refused: its call would train as an empty turn.
 * **BOS exactly once**: it is prepended only if the tokenizer adds one by default (Llama-style)
   and the rendered prompt does not already start with it (templates that write their own).
   Tokenizers that add none (GPT-2 style) get none.
@@ -45,7 +48,7 @@ from tqdm.auto import tqdm
 
 from directpo.data import PreferenceData, PreferenceExample, RowError
 from directpo.errors import DataError, ModelLoadError, first_line
-from directpo.messages import Text, is_prefilled
+from directpo.messages import Text, function_names, is_prefilled, text_contents
 from directpo.vision import ImageError, VisionInputs, encode_with_images, image_token
 
 # A completion its prompt left under this many tokens (or under a quarter of max_length, for a
@@ -166,6 +169,16 @@ class PairTokenizer:
             )
         if prompt_text is None:
             prompt_text = self.render_prompt(prompt, template_args)
+        prompt_text, completion_text = self._split_rendered(
+            prompt, completion, template_args, prompt_text
+        )
+        calls = [name for message in completion for name in function_names(message)]
+        _require_rendered(calls, completion_text, "the completion's tool calls")
+        return prompt_text, completion_text
+
+    def _split_rendered(
+        self, prompt: Text, completion: Text, template_args: dict | None, prompt_text: str
+    ) -> tuple[str, str]:
         full_text = self._template(_conversation(prompt, completion), template_args)
         # whitespace a template writes after the last turn is formatting, never generated
         if full_text.startswith(prompt_text):
@@ -191,6 +204,8 @@ class PairTokenizer:
         extra = {**self.template_kwargs, **(row_args or {})}
         # a processor's template renders image parts; the tokenizer's may not have one
         templater = self.processor if self._processor_template() else self.tokenizer
+        if self.processor is None:
+            messages = text_contents(messages)
         try:
             return templater.apply_chat_template(messages, tokenize=False, **extra, **options)
         except TemplateSyntaxError as exc:  # also TemplateAssertionError (an unknown filter)
@@ -205,6 +220,11 @@ class PairTokenizer:
                 "refused by the chat template",
                 f"the chat template refused the row ({first_line(exc)})",
             ) from None
+        except Exception as exc:  # the template's own code failing on this row's values
+            raise RowError(
+                "refused by the chat template",
+                f"the chat template failed on the row ({type(exc).__name__}: {first_line(exc)})",
+            ) from None
 
     def render_prompt(self, prompt: Text, template_args: dict[str, Any] | None = None) -> str:
         """The prompt as the model sees it before a completion: with the generation prompt, or,
@@ -214,8 +234,12 @@ class PairTokenizer:
             return prompt
         self._require_chat_template()
         if is_prefilled(prompt):
-            return self._template(prompt, template_args, continue_final_message=True)
-        return self._template(prompt, template_args, add_generation_prompt=True)
+            text = self._template(prompt, template_args, continue_final_message=True)
+        else:
+            text = self._template(prompt, template_args, add_generation_prompt=True)
+        tools = {**self.template_kwargs, **(template_args or {})}.get("tools") or ()
+        _require_rendered(function_names({"tool_calls": tools}), text, "the row's tools")
+        return text
 
     def prompt_ids(self, prompt: Text, template_args: dict[str, Any] | None = None) -> list[int]:
         """Prompt ids for generation or scoring: rendered (with a row's own ``template_args``),
@@ -380,17 +404,33 @@ class PairTokenizer:
     ) -> TokenizedPair:
         """The BOS, EOS and truncation rules applied to a pair's raw ids."""
         prompt = self.truncate_prompt(self._with_bos(prompt_ids), truncated)
-        chosen = self.truncate_completion(
-            self._with_eos(chosen_ids), len(prompt), "chosen", truncated
-        )
+        whole = self._with_eos(chosen_ids)
+        chosen = self.truncate_completion(whole, len(prompt), "chosen", truncated)
         if isinstance(rejected_ids, RowError):
             raise rejected_ids
-        rejected = self.truncate_completion(
-            self._with_eos(rejected_ids), len(prompt), "rejected", truncated
-        )
-        if chosen == rejected:
-            raise self._identical(len(prompt), len(chosen))
+        whole_rejected = self._with_eos(rejected_ids)
+        rejected = self.truncate_completion(whole_rejected, len(prompt), "rejected", truncated)
+        self._require_distinct(len(prompt), (whole, whole_rejected), (chosen, rejected))
         return TokenizedPair(prompt, chosen, rejected)
+
+    def _require_distinct(
+        self,
+        prompt_length: int,
+        whole: tuple[list[int], list[int]],
+        kept: tuple[list[int], list[int]],
+    ) -> None:
+        """Chosen and rejected must differ in the tokens that train: texts that differ only in
+        what the chat template trims (Gemma's and Llama 3's ``trim``) or in an EOS one writes
+        out are the same reply; and the limits may cut two replies to the same start."""
+        if whole[0] == whole[1]:
+            raise RowError(
+                "identical chosen and rejected",
+                "chosen and rejected differ as texts but not as tokens (the chat template trims "
+                "whitespace, or one writes out the EOS token the other gets appended): the pair "
+                "prefers nothing",
+            )
+        if kept[0] == kept[1]:
+            raise self._identical(prompt_length, len(kept[0]))
 
     def _identical(self, prompt_length: int, kept: int) -> RowError:
         """Completions that truncation cut to the same tokens: what the limits left them."""
@@ -416,10 +456,10 @@ class PairTokenizer:
         _, rejected_text = self.render(prompt, example.rejected, args, prompt_text)
         ids, vision = self.image_prompt_ids(prompt_text, example.images)
         _, (chosen, rejected) = self._after(prompt_text, [chosen_text, rejected_text])
+        whole = chosen, rejected
         chosen = self.truncate_completion(chosen, len(ids), "chosen", truncated)
         rejected = self.truncate_completion(rejected, len(ids), "rejected", truncated)
-        if chosen == rejected:
-            raise self._identical(len(ids), len(chosen))
+        self._require_distinct(len(ids), whole, (chosen, rejected))
         return TokenizedPair(ids, chosen, rejected, vision)
 
     def _name_images(self, prompt: Text, images: tuple[Any, ...]) -> Text:
@@ -531,6 +571,18 @@ def _conversation(prompt: list[dict], completion: list[dict], mark: str = "") ->
         first["content"] = prompt[-1]["content"] + first["content"]
         return [*prompt[:-1], first, *completion[1:]]
     return [*prompt, first, *completion[1:]]
+
+
+def _require_rendered(names: list[str], text: str, what: str) -> None:
+    """Templates written before tool calling (Llama 3.0, Gemma, Mistral v0.1) render neither
+    ``tools`` nor ``tool_calls``: the turn would train as if the call were not there."""
+    missing = next((name for name in names if name not in text), None)
+    if missing is not None:
+        raise RowError(
+            "chat template ignores tools",
+            f"the chat template does not render {what} ('{missing}' is not in the text it "
+            "writes); give one that does with the chat_template option",
+        )
 
 
 TOKENIZE_BATCH = 128  # pairs per tokenizer call (more holds more of its output at once)
