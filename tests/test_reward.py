@@ -734,3 +734,27 @@ def test_one_image_prompt_scores_as_a_list_of_one(tiny_model_dirs) -> None:
     prompt = ImagePrompt(WEATHER_ROW["prompt"], (), {"tools": [tool]})
     scorer = ImplicitReward(model, None, 1.0, tokenizer)
     assert scorer.score(prompt, "Sunny.") == scorer.score([prompt], ["Sunny."])[0]
+
+
+def test_a_pairs_rows_text_prompt_over_whole_conversations_is_their_shared_turns() -> None:
+    """HuggingFaceH4/ultrafeedback_binarized as a prompt file (generate, prompt_file,
+    eval_prompts_file): its prompt column is a bare text, its chosen / rejected whole
+    conversations. Training reads the prompt as their shared turns (with the system turn); the
+    prompt files read the bare text, which a chat model then got without its template."""
+    from directpo.errors import DataError
+    from directpo.prompts import load_prompt_rows, load_prompts
+
+    system = {"role": "system", "content": "Be brief."}
+    user = {"role": "user", "content": "How do I bake bread?"}
+    row = {
+        "prompt": "How do I bake bread?",
+        "chosen": [system, user, {"role": "assistant", "content": "Knead, rise, bake."}],
+        "rejected": [system, user, {"role": "assistant", "content": "Buy some."}],
+        "score_chosen": 8.0,
+    }
+    for load in (load_prompts, load_prompt_rows):
+        prompts, others = load([row])
+        assert prompts == [[system, user]] and others[0]["score_chosen"] == 8.0
+    assert load_prompts([{"prompt": "Bread?"}])[0] == ["Bread?"]  # a prompt file as before
+    with pytest.raises(DataError, match="row 1: .*no user message they share is that text"):
+        load_prompts([{**row, "prompt": "Something else"}])

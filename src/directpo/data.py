@@ -462,7 +462,7 @@ def _parse_row(
     else:
         raw_prompt = field_value(row, columns.prompt)
         if isinstance(raw_prompt, str):
-            prompt, chosen, rejected = _split_conversations(raw_prompt, chosen, rejected, columns)
+            prompt, chosen, rejected = split_conversations(raw_prompt, chosen, rejected, columns)
         elif isinstance(raw_prompt, list):
             prompt = message_list(raw_prompt, columns.prompt, key_allows_parts=True)
             chosen = completion_messages(chosen, columns.chosen, prompt)
@@ -569,7 +569,7 @@ def _template_kwargs(value: Any, layout: str) -> dict[str, Any] | None:
     return value or None
 
 
-def _split_conversations(
+def split_conversations(
     prompt: str, chosen: Any, rejected: Any, columns: Columns
 ) -> tuple[Messages, Messages, Messages]:
     """A prompt text with chosen and rejected conversations that repeat it (as in

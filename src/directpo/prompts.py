@@ -9,12 +9,20 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from directpo.data import ImagePrompt, images_of, read_rows, row_template_args
+from directpo.data import (
+    Columns,
+    ImagePrompt,
+    images_of,
+    read_rows,
+    row_template_args,
+    split_conversations,
+)
 from directpo.errors import DataError
 from directpo.messages import (
     Text,
     completion_messages,
     field_value,
+    is_message_list,
     text_field,
     text_or_messages,
 )
@@ -82,10 +90,21 @@ def parse_prompt(row: dict[str, Any], prompt_column: str, where: str) -> Text | 
     """A row's prompt; with the row's tools or chat_template_kwargs, an ``ImagePrompt``."""
     try:
         prompt = text_or_messages(field_value(row, prompt_column), prompt_column)
+        prompt = _conversation_prompt(row, prompt_column, prompt)
     except RowError as err:
         raise DataError(f"{where}: {err.message}") from None
     args = template_args_of(row, prompt, where)
     return ImagePrompt(prompt, (), args) if args else prompt
+
+
+def _conversation_prompt(row: dict[str, Any], prompt_column: str, prompt: Text) -> Text:
+    """A pairs row's prompt text whose ``chosen`` / ``rejected`` are whole conversations
+    (HuggingFaceH4/ultrafeedback_binarized) is their shared leading messages, as training reads
+    it: sampled from as a bare text, a chat model would get no template (and no system turn)."""
+    chosen, rejected = row.get("chosen"), row.get("rejected")
+    if not (isinstance(prompt, str) and is_message_list(chosen) and is_message_list(rejected)):
+        return prompt
+    return split_conversations(prompt, chosen, rejected, Columns(prompt=prompt_column))[0]
 
 
 def template_args_of(row: dict[str, Any], prompt: Text, where: str) -> dict[str, Any] | None:
@@ -122,6 +141,7 @@ def prompt_with_images(
     """A row's prompt; with images, tools or chat_template_kwargs, an ``ImagePrompt``."""
     try:
         prompt = text_or_messages(field_value(row, prompt_column), prompt_column, parts=True)
+        prompt = _conversation_prompt(row, prompt_column, prompt)
     except RowError as err:
         raise DataError(f"{where}: {err.message}") from None
     images = row_images(row, where, base_dir, prompt_column)
