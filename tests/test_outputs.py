@@ -3,6 +3,7 @@ someone's files or the model it starts from."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -112,6 +113,45 @@ def test_overwriting_replaces_the_earlier_runs_model_files(
     saved = load_file(out / "model.safetensors")
     state = loaded.state_dict()
     assert all(torch.equal(state[k], saved[k]) for k in saved)
+
+
+def test_overwriting_deletes_only_what_a_run_wrote_in_folders_of_its_names(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """overwrite_output_dir deleted runs/, samples/, online/ and adapter/ whole, and a
+    vocab.json or config.json where no model was: someone's own files kept there went too
+    (and a folder holding a config.json alone was called "a finished run")."""
+    out = tmp_path / "project"
+    mine = {
+        "samples/my_data.jsonl": '{"a": 1}\n',
+        "runs/exp1/notes.txt": "my TensorBoard notes",
+        "online/urls.txt": "https://example.org",
+        "adapter/notes.txt": "adapter ideas",
+        "vocab.json": '{"my": 1}',
+    }
+    earlier = [  # what an earlier run (eval_generate, online, TensorBoard, merge_lora) wrote
+        "samples/step-3.jsonl", "online/round-0.jsonl", "runs/old/events.out.tfevents.1.host",
+        "adapter/adapter_model.safetensors", "adapter/adapter_config.json", "adapter/README.md",
+    ]  # fmt: skip
+    for name, text in [*mine.items(), *((name, "{}") for name in earlier)]:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    model = tiny_model_dirs["llama"]
+    settings = tmp_path / "settings"  # a config.json is no model
+    settings.mkdir()
+    (settings / "config.json").write_text('{"port": 80}')
+    with pytest.raises(ConfigError, match=r"already holds other files \(config\.json\);"):
+        train(tiny_config(model, pairs_file, settings), echo=quiet)
+    train(tiny_config(model, pairs_file, out, overwrite_output_dir=True), echo=quiet)
+    assert {name: (out / name).read_text() for name in mine} == mine
+    assert not [name for name in earlier if (out / name).exists()]
+    assert not (out / "runs" / "old").exists()  # emptied by the removal: gone with it
+    assert sorted(p.name for p in (out / "adapter").iterdir()) == ["notes.txt"]
+
+    merged = tiny_config(model, pairs_file, out, lora_r=4, merge_lora=True)
+    train(dataclasses.replace(merged, overwrite_output_dir=True), echo=quiet)
+    assert (out / "adapter" / "notes.txt").read_text() == "adapter ideas"
+    assert (out / "adapter" / "adapter_model.safetensors").stat().st_size > 2
 
 
 def test_a_full_disk_at_the_final_save_is_one_line_and_leaves_the_folder_as_it_was(

@@ -238,7 +238,7 @@ def prepare_run(
 
     # -- resume, or replace an earlier run (only now that data and models are known good) ---
     if world.is_main:
-        remove(replaced)
+        remove(replaced, prune_below=output_dir)
     if config.resume_from_checkpoint:
         resume(run)
     if _bits(precision.save) < _bits(precision.master):
