@@ -462,3 +462,32 @@ def test_resume_past_the_runs_last_step_is_refused(run_dir, tiny_model_dirs, pai
     assert sorted(p.name for p in run_dir.glob("*checkpoint-*")) == [
         "checkpoint-1", "checkpoint-2", "checkpoint-3",
     ]  # fmt: skip
+
+
+def test_what_a_killed_run_left_half_written_is_removed_by_the_next(
+    run_dir, tiny_model_dirs, pairs_file
+) -> None:
+    """A kill mid-checkpoint (or mid final save) leaves its hidden staging folder; it was removed
+    only by a later save of the same step, so a resume with other save_steps, or an overwrite,
+    kept a model's worth of disk in it for good."""
+
+    def kill_leftovers() -> list[str]:
+        for name in (".checkpoint-5.tmp", ".final.tmp"):
+            (run_dir / name).mkdir()
+            (run_dir / name / "model.safetensors").write_bytes(b"half written")
+        return sorted(p.name for p in run_dir.glob(".*.tmp"))
+
+    assert kill_leftovers() == [".checkpoint-5.tmp", ".final.tmp"]
+    model = tiny_model_dirs["gpt2"]
+    train(
+        config_for(model, pairs_file, run_dir, resume_from_checkpoint="latest"), echo=lambda _: None
+    )
+    assert not list(run_dir.glob(".*.tmp"))
+    assert verify_checkpoint(run_dir / "checkpoint-3") is None
+
+    kill_leftovers()
+    train(
+        config_for(model, pairs_file, run_dir, overwrite_output_dir=True, max_steps=1),
+        echo=lambda _: None,
+    )
+    assert not list(run_dir.glob(".*.tmp"))

@@ -43,6 +43,7 @@ from directpo.models import config_as_loaded
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
 MANIFEST = "manifest.json"
+STAGING = ".checkpoint-{step}.tmp"  # where checkpoint-STEP is written before its rename
 REFERENCE_FILE = "reference.safetensors"  # TR-DPO's moving reference
 
 
@@ -144,7 +145,7 @@ def save_checkpoint(
     ``keep``: the name of a checkpoint ``save_total_limit`` never deletes (the best).
     """
     final = output_dir / f"checkpoint-{step}"
-    tmp = output_dir / f".checkpoint-{step}.tmp"
+    tmp = output_dir / STAGING.format(step=step)
     shards = None if sharded is None else lambda: save_sharded(tmp / "sharded", sharded, optimizer)
     problem = write_staged(
         tmp,

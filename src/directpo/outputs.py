@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from directpo.adapters import adapter_base
-from directpo.checkpoint import list_checkpoints
+from directpo.checkpoint import STAGING, list_checkpoints
 from directpo.config import DPOConfig, option_help
 from directpo.errors import ConfigError
 from directpo.models import LoadOptions, config_as_loaded, load_causal_lm, model_location
@@ -182,10 +182,11 @@ def prepare_output_dir(
     check that we can write there; with ``lock``, refuse a folder another run is writing.
 
     A non-empty ``output_dir`` is written into only to resume its own checkpoints, or with
-    ``overwrite_output_dir``. Returns what overwriting replaces (the earlier run's checkpoints,
-    model files, and its files in ``RUN_FOLDERS`` and ``RUN_FILES``; other files stay,
-    README.md / config.yaml / metrics.jsonl are rewritten): deleted only once everything else
-    has been validated and loaded.
+    ``overwrite_output_dir``. Returns what a killed run left half written (staging folders) and
+    what overwriting replaces (the earlier run's checkpoints, model files, and its files in
+    ``RUN_FOLDERS`` and ``RUN_FILES``; other files stay, README.md / config.yaml /
+    metrics.jsonl are rewritten): deleted only once everything else has been validated and
+    loaded.
     """
     for key in ("model_name_or_path", "ref_model_name_or_path", "tokenizer_name_or_path"):
         source = getattr(config, key)
@@ -231,10 +232,15 @@ def prepare_output_dir(
             f"output_dir {output_dir} already holds {what} choose another output_dir, or set "
             "overwrite_output_dir: true (it replaces the checkpoints and model files there)"
         )
+    # half-written checkpoints and final folders of a killed run (hidden, never resumed from):
+    # nothing else removed them, and each kept a model's worth of disk for good
+    staged = sorted(output_dir.glob(STAGING.format(step="*"))) + [
+        path for path in [output_dir / FINAL_STAGING] if path.is_dir()
+    ]
     if resuming_here or not entries:
-        return []
+        return staged
     retired = sorted(output_dir.glob("retired-checkpoint-*"))  # moved aside by a resume
-    return previous + retired + model_files(output_dir) + run_files(output_dir)
+    return staged + previous + retired + model_files(output_dir) + run_files(output_dir)
 
 
 def inside(path: str | Path, folder: str | Path) -> bool:
