@@ -99,15 +99,26 @@ def test_too_little_free_space_is_refused_before_training(
 ) -> None:
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(run_module.shutil, "disk_usage", lambda _: usage(10**6, 0, 1000))
-    with pytest.raises(
+    with pytest.raises(  # (a small model's sizes in MiB: both were "0.00 GiB")
         ConfigError,
-        match=r"0\.00 GiB free, but the final model and one "
-        r"checkpoint need about",
+        match=r"0\.0 MiB free, but the final model and one checkpoint need about 0\.[1-9] MiB$",
     ):
         train(
             config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "run"), echo=lambda _: None
         )
     assert not list((tmp_path / "run").glob("checkpoint-*"))
+
+
+def test_overwriting_counts_the_space_it_frees(run_dir, tiny_model_dirs, pairs_file, monkeypatch):
+    """An overwrite on a disk the earlier run had filled was refused for want of the space
+    its own deletions give back."""
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(run_module.shutil, "disk_usage", lambda _: usage(10**7, 0, 1000))
+    config = config_for(
+        tiny_model_dirs["gpt2"], pairs_file, run_dir, max_steps=1, overwrite_output_dir=True
+    )
+    assert train(config, echo=lambda _: None).global_step == 1
+    assert [p.name for p in run_dir.glob("checkpoint-*")] == ["checkpoint-1"]
 
 
 @pytest.mark.parametrize("disable_tqdm", [False, True])
