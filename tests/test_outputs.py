@@ -243,6 +243,28 @@ def test_the_model_card_names_a_hub_base_model_only(tmp_path) -> None:
     )
 
 
+def test_the_model_card_lists_the_hub_datasets_trained_on(tmp_path) -> None:
+    """TRL's card lists dataset_name in its metadata (the Hub links model and dataset); directpo's
+    had no datasets at all. A local folder or file is no id the Hub accepts: left out."""
+    import yaml
+
+    from directpo.config import DPOConfig
+    from directpo.outputs import model_card
+
+    def datasets(**options) -> list[str] | None:
+        config = DPOConfig(model_name_or_path="m", output_dir="out", **options)
+        return yaml.safe_load(model_card(config, "6 pairs", []).split("---")[1]).get("datasets")
+
+    assert datasets(dataset_name="trl-lib/ultrafeedback_binarized") == [
+        "trl-lib/ultrafeedback_binarized"
+    ]
+    local = tmp_path / "pairs"
+    local.mkdir()
+    assert datasets(dataset_name=str(local)) is None
+    mixture = {"datasets": [{"id": "HuggingFaceH4/ultrafeedback_binarized"}, {"id": str(local)}]}
+    assert datasets(dataset_mixture=mixture) == ["HuggingFaceH4/ultrafeedback_binarized"]
+
+
 def test_a_hub_token_in_model_init_kwargs_is_written_nowhere(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import os
+import re
 import shutil
 import socket
 from dataclasses import dataclass
@@ -403,11 +404,13 @@ def model_card(
     # the Hub refuses a README whose base_model is no model id (a local folder): as TRL's
     # card, a local base is named in the text only
     local = os.path.isdir(base) or os.path.isabs(base)
+    datasets = _hub_datasets(config)  # the Hub links the card to them (TRL's card lists them)
     lines = [
         "---",
         "library_name: transformers",
         "tags: [dpo, directpo]",
         *([] if local else [f"base_model: {base}"]),
+        *([f"datasets: [{', '.join(datasets)}]"] if datasets else []),
         "---",
         "",
         f"# {Path(config.output_dir).name}",
@@ -456,6 +459,18 @@ def model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def _hub_datasets(config: DPOConfig) -> list[str]:
+    """The hub ids the training data came from (dataset_name, dataset_mixture's ids): not a
+    local file or folder, which the Hub refuses in the card's metadata."""
+    mixture = (config.dataset_mixture or {}).get("datasets") or []
+    ids = [config.dataset_name, *(entry.get("id") for entry in mixture if isinstance(entry, dict))]
+    found = [i for i in ids if isinstance(i, str) and HUB_ID.fullmatch(i) and not os.path.exists(i)]
+    return list(dict.fromkeys(found))
 
 
 def _precision_summary(config: DPOConfig) -> str:
