@@ -502,3 +502,34 @@ def test_what_a_killed_run_left_half_written_is_removed_by_the_next(
         echo=lambda _: None,
     )
     assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_resume_with_other_adapter_settings_is_refused_naming_them(
+    run_dir, tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """A LoRA checkpoint resumed without LoRA said "'LlamaForCausalLM' object has no attribute
+    'peft_config'", with another lora_r a screenful of size mismatches, and a full checkpoint
+    resumed with LoRA a list of missing keys; another lora_alpha (or rsLoRA) resumed without a
+    word, each update then scaled otherwise than it was trained."""
+    model, out = tiny_model_dirs["llama"], tmp_path / "lora"
+    train(config_for(model, pairs_file, out, max_steps=1, lora_r=4), echo=lambda _: None)
+
+    def resumed(folder, **options):
+        config = config_for(model, pairs_file, folder, resume_from_checkpoint="latest", **options)
+        with pytest.raises(CheckpointError) as refused:
+            train(config, echo=lambda _: None)
+        return str(refused.value)
+
+    assert "written with lora_r: 4, this run has lora_r: 0; " in resumed(out)
+    assert "written with lora_r: 4, this run has lora_r: 8; " in resumed(out, lora_r=8)
+    said = resumed(out, lora_r=4, lora_alpha=8)
+    assert "written with lora_alpha: 32, this run has lora_alpha: 8; " in said
+    assert said.endswith("resume with lora_alpha: 32, or start a new run from its weights "
+                         f"(model_name_or_path: {out / 'checkpoint-1'})")  # fmt: skip
+    assert "written with use_rslora: False" in resumed(out, lora_r=4, use_rslora=True)
+    full = resumed(run_dir, lora_r=4, model_name_or_path=str(tiny_model_dirs["gpt2"]))
+    assert "written with lora_r: 0, this run has lora_r: 4; " in full
+    # the same settings (lora_dropout may change) resume
+    config = config_for(model, pairs_file, out, max_steps=2, lora_r=4, lora_dropout=0.1,
+                        resume_from_checkpoint="latest")  # fmt: skip
+    assert train(config, echo=lambda _: None).global_step == 2
