@@ -533,3 +533,26 @@ def test_resume_with_other_adapter_settings_is_refused_naming_them(
     config = config_for(model, pairs_file, out, max_steps=2, lora_r=4, lora_dropout=0.1,
                         resume_from_checkpoint="latest")  # fmt: skip
     assert train(config, echo=lambda _: None).global_step == 2
+
+
+def test_weights_of_another_model_size_are_refused_in_a_short_line(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """torch's size-mismatch error listed every tensor: a line of kilobytes for a real model."""
+    from safetensors.torch import save_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from directpo.checkpoint import load_model_weights
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"])
+    narrower = AutoConfig.from_pretrained(tiny_model_dirs["llama"])
+    narrower.intermediate_size = 48
+    other = AutoModelForCausalLM.from_config(narrower)
+    (tmp_path / "ckpt").mkdir()
+    save_file(dict(other.state_dict()), tmp_path / "ckpt" / "model.safetensors")
+    with pytest.raises(CheckpointError) as refused:
+        load_model_weights(model, tmp_path / "ckpt")
+    said = str(refused.value)
+    assert said.endswith("weights do not fit the model: 6 tensors have other shapes "
+                         "(model.layers.0.mlp.down_proj.weight: [32, 48] in the checkpoint, "
+                         "[32, 64] in the model); it was written for another model")  # fmt: skip
