@@ -99,15 +99,26 @@ def test_too_little_free_space_is_refused_before_training(
 ) -> None:
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(run_module.shutil, "disk_usage", lambda _: usage(10**6, 0, 1000))
-    with pytest.raises(
+    with pytest.raises(  # (a small model's sizes in MiB: both were "0.00 GiB")
         ConfigError,
-        match=r"0\.00 GiB free, but the final model and one "
-        r"checkpoint need about",
+        match=r"0\.0 MiB free, but the final model and one checkpoint need about 0\.[1-9] MiB$",
     ):
         train(
             config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "run"), echo=lambda _: None
         )
     assert not list((tmp_path / "run").glob("checkpoint-*"))
+
+
+def test_overwriting_counts_the_space_it_frees(run_dir, tiny_model_dirs, pairs_file, monkeypatch):
+    """An overwrite on a disk the earlier run had filled was refused for want of the space
+    its own deletions give back."""
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(run_module.shutil, "disk_usage", lambda _: usage(10**7, 0, 1000))
+    config = config_for(
+        tiny_model_dirs["gpt2"], pairs_file, run_dir, max_steps=1, overwrite_output_dir=True
+    )
+    assert train(config, echo=lambda _: None).global_step == 1
+    assert [p.name for p in run_dir.glob("checkpoint-*")] == ["checkpoint-1"]
 
 
 @pytest.mark.parametrize("disable_tqdm", [False, True])
@@ -462,3 +473,86 @@ def test_resume_past_the_runs_last_step_is_refused(run_dir, tiny_model_dirs, pai
     assert sorted(p.name for p in run_dir.glob("*checkpoint-*")) == [
         "checkpoint-1", "checkpoint-2", "checkpoint-3",
     ]  # fmt: skip
+
+
+def test_what_a_killed_run_left_half_written_is_removed_by_the_next(
+    run_dir, tiny_model_dirs, pairs_file
+) -> None:
+    """A kill mid-checkpoint (or mid final save) leaves its hidden staging folder; it was removed
+    only by a later save of the same step, so a resume with other save_steps, or an overwrite,
+    kept a model's worth of disk in it for good."""
+
+    def kill_leftovers() -> list[str]:
+        for name in (".checkpoint-5.tmp", ".final.tmp"):
+            (run_dir / name).mkdir()
+            (run_dir / name / "model.safetensors").write_bytes(b"half written")
+        return sorted(p.name for p in run_dir.glob(".*.tmp"))
+
+    assert kill_leftovers() == [".checkpoint-5.tmp", ".final.tmp"]
+    model = tiny_model_dirs["gpt2"]
+    train(
+        config_for(model, pairs_file, run_dir, resume_from_checkpoint="latest"), echo=lambda _: None
+    )
+    assert not list(run_dir.glob(".*.tmp"))
+    assert verify_checkpoint(run_dir / "checkpoint-3") is None
+
+    kill_leftovers()
+    train(
+        config_for(model, pairs_file, run_dir, overwrite_output_dir=True, max_steps=1),
+        echo=lambda _: None,
+    )
+    assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_resume_with_other_adapter_settings_is_refused_naming_them(
+    run_dir, tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """A LoRA checkpoint resumed without LoRA said "'LlamaForCausalLM' object has no attribute
+    'peft_config'", with another lora_r a screenful of size mismatches, and a full checkpoint
+    resumed with LoRA a list of missing keys; another lora_alpha (or rsLoRA) resumed without a
+    word, each update then scaled otherwise than it was trained."""
+    model, out = tiny_model_dirs["llama"], tmp_path / "lora"
+    train(config_for(model, pairs_file, out, max_steps=1, lora_r=4), echo=lambda _: None)
+
+    def resumed(folder, **options):
+        config = config_for(model, pairs_file, folder, resume_from_checkpoint="latest", **options)
+        with pytest.raises(CheckpointError) as refused:
+            train(config, echo=lambda _: None)
+        return str(refused.value)
+
+    assert "written with lora_r: 4, this run has lora_r: 0; " in resumed(out)
+    assert "written with lora_r: 4, this run has lora_r: 8; " in resumed(out, lora_r=8)
+    said = resumed(out, lora_r=4, lora_alpha=8)
+    assert "written with lora_alpha: 32, this run has lora_alpha: 8; " in said
+    assert said.endswith("resume with lora_alpha: 32, or start a new run from its weights "
+                         f"(model_name_or_path: {out / 'checkpoint-1'})")  # fmt: skip
+    assert "written with use_rslora: False" in resumed(out, lora_r=4, use_rslora=True)
+    full = resumed(run_dir, lora_r=4, model_name_or_path=str(tiny_model_dirs["gpt2"]))
+    assert "written with lora_r: 0, this run has lora_r: 4; " in full
+    # the same settings (lora_dropout may change) resume
+    config = config_for(model, pairs_file, out, max_steps=2, lora_r=4, lora_dropout=0.1,
+                        resume_from_checkpoint="latest")  # fmt: skip
+    assert train(config, echo=lambda _: None).global_step == 2
+
+
+def test_weights_of_another_model_size_are_refused_in_a_short_line(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """torch's size-mismatch error listed every tensor: a line of kilobytes for a real model."""
+    from safetensors.torch import save_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from directpo.checkpoint import load_model_weights
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"])
+    narrower = AutoConfig.from_pretrained(tiny_model_dirs["llama"])
+    narrower.intermediate_size = 48
+    other = AutoModelForCausalLM.from_config(narrower)
+    (tmp_path / "ckpt").mkdir()
+    save_file(dict(other.state_dict()), tmp_path / "ckpt" / "model.safetensors")
+    with pytest.raises(CheckpointError) as refused:
+        load_model_weights(model, tmp_path / "ckpt")
+    said = str(refused.value)
+    assert said.endswith("weights do not fit the model: 6 tensors have other shapes "
+                         "(model.layers.0.mlp.down_proj.weight: [32, 48] in the checkpoint, "
+                         "[32, 64] in the model); it was written for another model")  # fmt: skip

@@ -185,6 +185,28 @@ def test_missing_files_fail_in_environment_check(tmp_path: Path) -> None:
         check_environment(config)
 
 
+def test_resume_from_checkpoint_names_a_checkpoint_not_the_run_folder(
+    tiny_model_dirs, pairs_file, tmp_path: Path
+) -> None:
+    """output_dir itself was refused as "no manifest (incomplete or not a directpo
+    checkpoint)"; a missing absolute path was named twice ("X (nor X)")."""
+    out = tmp_path / "run"
+    out.mkdir()
+    for named in (str(out), f"{out}/", "."):
+        config = DPOConfig(model_name_or_path=str(tiny_model_dirs["llama"]),
+                           train_file=str(pairs_file), output_dir=str(out), report_to=["none"],
+                           resume_from_checkpoint=named)  # fmt: skip
+        with pytest.raises(ConfigError, match=r"is output_dir itself, not one of its checkp"):
+            check_environment(config)
+    config.resume_from_checkpoint = str(out / "checkpoint-9")
+    with pytest.raises(ConfigError) as missing:
+        check_environment(config)
+    assert str(missing.value) == (
+        f"resume_from_checkpoint: no such checkpoint folder: {out / 'checkpoint-9'}; 'latest' "
+        "takes the newest in output_dir"
+    )
+
+
 def test_a_gguf_model_says_how_to_convert_it(tmp_path: Path) -> None:
     folder = tmp_path / "gguf"
     folder.mkdir()

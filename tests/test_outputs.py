@@ -3,6 +3,7 @@ someone's files or the model it starts from."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -114,6 +115,45 @@ def test_overwriting_replaces_the_earlier_runs_model_files(
     assert all(torch.equal(state[k], saved[k]) for k in saved)
 
 
+def test_overwriting_deletes_only_what_a_run_wrote_in_folders_of_its_names(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """overwrite_output_dir deleted runs/, samples/, online/ and adapter/ whole, and a
+    vocab.json or config.json where no model was: someone's own files kept there went too
+    (and a folder holding a config.json alone was called "a finished run")."""
+    out = tmp_path / "project"
+    mine = {
+        "samples/my_data.jsonl": '{"a": 1}\n',
+        "runs/exp1/notes.txt": "my TensorBoard notes",
+        "online/urls.txt": "https://example.org",
+        "adapter/notes.txt": "adapter ideas",
+        "vocab.json": '{"my": 1}',
+    }
+    earlier = [  # what an earlier run (eval_generate, online, TensorBoard, merge_lora) wrote
+        "samples/step-3.jsonl", "online/round-0.jsonl", "runs/old/events.out.tfevents.1.host",
+        "adapter/adapter_model.safetensors", "adapter/adapter_config.json", "adapter/README.md",
+    ]  # fmt: skip
+    for name, text in [*mine.items(), *((name, "{}") for name in earlier)]:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    model = tiny_model_dirs["llama"]
+    settings = tmp_path / "settings"  # a config.json is no model
+    settings.mkdir()
+    (settings / "config.json").write_text('{"port": 80}')
+    with pytest.raises(ConfigError, match=r"already holds other files \(config\.json\);"):
+        train(tiny_config(model, pairs_file, settings), echo=quiet)
+    train(tiny_config(model, pairs_file, out, overwrite_output_dir=True), echo=quiet)
+    assert {name: (out / name).read_text() for name in mine} == mine
+    assert not [name for name in earlier if (out / name).exists()]
+    assert not (out / "runs" / "old").exists()  # emptied by the removal: gone with it
+    assert sorted(p.name for p in (out / "adapter").iterdir()) == ["notes.txt"]
+
+    merged = tiny_config(model, pairs_file, out, lora_r=4, merge_lora=True)
+    train(dataclasses.replace(merged, overwrite_output_dir=True), echo=quiet)
+    assert (out / "adapter" / "notes.txt").read_text() == "adapter ideas"
+    assert (out / "adapter" / "adapter_model.safetensors").stat().st_size > 2
+
+
 def test_a_full_disk_at_the_final_save_is_one_line_and_leaves_the_folder_as_it_was(
     tiny_model_dirs, pairs_file, tmp_path, monkeypatch
 ) -> None:
@@ -201,6 +241,28 @@ def test_the_model_card_names_a_hub_base_model_only(tmp_path) -> None:
     assert metadata("HuggingFaceTB/SmolLM2-135M-Instruct")["base_model"] == (
         "HuggingFaceTB/SmolLM2-135M-Instruct"
     )
+
+
+def test_the_model_card_lists_the_hub_datasets_trained_on(tmp_path) -> None:
+    """TRL's card lists dataset_name in its metadata (the Hub links model and dataset); directpo's
+    had no datasets at all. A local folder or file is no id the Hub accepts: left out."""
+    import yaml
+
+    from directpo.config import DPOConfig
+    from directpo.outputs import model_card
+
+    def datasets(**options) -> list[str] | None:
+        config = DPOConfig(model_name_or_path="m", output_dir="out", **options)
+        return yaml.safe_load(model_card(config, "6 pairs", []).split("---")[1]).get("datasets")
+
+    assert datasets(dataset_name="trl-lib/ultrafeedback_binarized") == [
+        "trl-lib/ultrafeedback_binarized"
+    ]
+    local = tmp_path / "pairs"
+    local.mkdir()
+    assert datasets(dataset_name=str(local)) is None
+    mixture = {"datasets": [{"id": "HuggingFaceH4/ultrafeedback_binarized"}, {"id": str(local)}]}
+    assert datasets(dataset_mixture=mixture) == ["HuggingFaceH4/ultrafeedback_binarized"]
 
 
 def test_a_hub_token_in_model_init_kwargs_is_written_nowhere(

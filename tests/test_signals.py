@@ -253,3 +253,30 @@ def test_train_says_which_signal_stopped_it(tiny_model_dirs, pairs_file, tmp_pat
     assert sent and stopped.stopped_by == "SIGTERM" and stopped.global_step < 4
     config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "b", max_steps=2)
     assert train(config, echo=lambda _: None).stopped_by is None
+
+
+def test_sigterm_before_training_says_so_cleans_up_and_exits_143(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """A SIGTERM while data loaded (or models, or the reference precomputed) ended the process
+    without a word, leaving the lock and the folder the run had just made; it now unwinds as
+    Ctrl-C does: one line, exit 128 + 15, nothing left behind."""
+    out = tmp_path / "run"
+    script = (
+        "import os, signal, sys\n"
+        "import directpo.run as run\n"
+        "real = run.load_run_data\n"
+        "def loading(*args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return real(*args, **kwargs)\n"
+        "run.load_run_data = loading\n"
+        "from directpo.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    args = command(tiny_model_dirs["llama"], pairs_file, out)[3:]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 143, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == ["directpo: terminated (SIGTERM)"]
+    assert not out.exists()  # its lock released and the empty folder it made removed

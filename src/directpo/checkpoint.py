@@ -43,6 +43,7 @@ from directpo.models import config_as_loaded
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
 MANIFEST = "manifest.json"
+STAGING = ".checkpoint-{step}.tmp"  # where checkpoint-STEP is written before its rename
 REFERENCE_FILE = "reference.safetensors"  # TR-DPO's moving reference
 
 
@@ -144,7 +145,7 @@ def save_checkpoint(
     ``keep``: the name of a checkpoint ``save_total_limit`` never deletes (the best).
     """
     final = output_dir / f"checkpoint-{step}"
-    tmp = output_dir / f".checkpoint-{step}.tmp"
+    tmp = output_dir / STAGING.format(step=step)
     shards = None if sharded is None else lambda: save_sharded(tmp / "sharded", sharded, optimizer)
     problem = write_staged(
         tmp,
@@ -359,6 +360,7 @@ def load_model_weights(model: torch.nn.Module, folder: Path) -> None:
     state: dict[str, torch.Tensor] = {}
     for file in files:
         state.update(load_file(file))
+    _check_shapes(folder, state, model.state_dict())
     missing, unexpected = model.load_state_dict(state, strict=False)
     # save_pretrained omits tied weights (e.g. lm_head tied to the embeddings): a missing key is
     # fine only if its tensor is shared with one that was loaded.
@@ -368,6 +370,21 @@ def load_model_weights(model: torch.nn.Module, folder: Path) -> None:
         raise CheckpointError(
             f"checkpoint {folder}: weights do not match the model "
             f"(missing {untied[:3]}, unexpected {unexpected[:3]})"
+        )
+
+
+def _check_shapes(
+    folder: Path, saved: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]
+) -> None:
+    """One line for weights of another model size (torch listed every mismatched tensor: a
+    line of kilobytes for a real model)."""
+    other = [k for k, v in saved.items() if k in expected and v.shape != expected[k].shape]
+    if other:
+        first = other[0]
+        raise CheckpointError(
+            f"checkpoint {folder}: weights do not fit the model: {len(other)} tensors have "
+            f"other shapes ({first}: {list(saved[first].shape)} in the checkpoint, "
+            f"{list(expected[first].shape)} in the model); it was written for another model"
         )
 
 

@@ -38,6 +38,7 @@ from directpo.command_options import (
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DirectpoError
 from directpo.options import load_options, option_help
+from directpo.signals import Terminated, sigterm_unwinds
 
 
 class _Parser(argparse.ArgumentParser):
@@ -170,6 +171,11 @@ NEGATIVE_VALUE = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with sigterm_unwinds():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         argv = _attach_negative_values(sys.argv[1:] if argv is None else argv)
@@ -207,6 +213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank got the Ctrl-C
             print("directpo: interrupted", file=sys.stderr)
         return 130
+    except Terminated:  # the same, by SIGTERM (128 + 15, as the shell reports a killed process)
+        if os.environ.get("RANK", "0") == "0":
+            print("directpo: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     return 0
 
 

@@ -537,8 +537,9 @@ class DPOConfig(Options):
     overwrite_output_dir: bool = option(
         False,
         "Start afresh in an output_dir that already holds a run or other files (the earlier "
-        "run's checkpoints, model files and runs/, samples/, online/ folders are deleted; "
-        "other files stay). Without it such a folder is refused, so no work is lost by accident.",
+        "run's checkpoints, model files and what it wrote in runs/, samples/, online/ are "
+        "deleted; other files stay, in those folders too). Without it such a folder is refused, "
+        "so no work is lost by accident.",
     )
     logging_steps: float = option(
         10,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import os
+import re
 import shutil
 import socket
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import torch
 import yaml
 
 from directpo.adapters import adapter_base
-from directpo.checkpoint import list_checkpoints
+from directpo.checkpoint import STAGING, list_checkpoints
 from directpo.config import DPOConfig, option_help
 from directpo.errors import ConfigError
 from directpo.models import LoadOptions, config_as_loaded, load_causal_lm, model_location
@@ -44,40 +45,83 @@ class RunRecord:
 
 
 FINAL_STAGING = ".final.tmp"
+# a model folder's weights (a model's, an adapter's): what makes a folder hold a saved model
+WEIGHTS = (
+    "model.safetensors", "model-*-of-*.safetensors", "pytorch_model*.bin",
+    "adapter_model.safetensors", "adapter_model.bin",
+)  # fmt: skip
 # a Hugging Face model folder's own files (weights, configs, adapter, tokenizer, processor):
 # what one run's final folder writes and another run's must not leave behind
-MODEL_FILES = (
-    "config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
-    "model.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json",
-    "adapter_model.safetensors", "adapter_model.bin", "adapter_config.json", "adapter",
+MODEL_FILES = WEIGHTS + (
+    "config.json", "generation_config.json", "model.safetensors.index.json",
+    "pytorch_model.bin.index.json", "adapter_config.json",
     "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
     "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
     "preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json",
 )  # fmt: skip
+ADAPTER_FOLDER = "adapter"  # merge_lora's adapter, beside the merged model
 
 
 def model_files(folder: Path) -> list[Path]:
-    """The entries of ``folder`` that belong to a saved model (``MODEL_FILES``)."""
-    if not folder.is_dir():
+    """The files of the model saved in ``folder`` (``MODEL_FILES``) and in its ``adapter/``
+    folder, each only if it holds weights: a config.json or vocab.json without a model is
+    someone's own file, and a folder named adapter/ may hold someone's notes beside it."""
+    # (peft writes its own card into the adapter's folder)
+    adapter = _model_files_in(folder / ADAPTER_FOLDER, MODEL_FILES + ("README.md",))
+    return _model_files_in(folder, MODEL_FILES) + adapter
+
+
+def _model_files_in(folder: Path, names: tuple[str, ...]) -> list[Path]:
+    if not folder.is_dir() or folder.is_symlink():
         return []
-    return sorted(
-        entry
-        for entry in folder.iterdir()
-        if any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in MODEL_FILES)
-    )
+    entries = [entry for entry in folder.iterdir() if entry.is_file()]
+    if not any(_matches(entry, WEIGHTS) for entry in entries):
+        return []
+    return sorted(entry for entry in entries if _matches(entry, names))
 
 
-def remove(paths: list[Path]) -> None:
+def _matches(entry: Path, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in patterns)
+
+
+def remove(paths: list[Path], prune_below: Path | None = None) -> None:
+    """Delete ``paths`` (folders whole); with ``prune_below``, also each folder under it that
+    their removal left empty (an earlier run's runs/RUN_NAME/, samples/)."""
     for path in paths:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
+        parent = path.parent
+        while prune_below is not None and parent != prune_below and inside(parent, prune_below):
+            try:
+                parent.rmdir()  # only if empty: someone's files in it stay, and so does it
+            except OSError:
+                break
+            parent = parent.parent
 
 
-# what directpo writes beside the model, per run: replaced by overwrite_output_dir too
-RUN_FOLDERS = ("runs", "samples", "online")  # TensorBoard, eval_generate samples, online rounds
+# what directpo writes beside the model, per run, by folder: replaced by overwrite_output_dir
+# too; only these files, since a folder of that name may hold someone's own (their data in
+# samples/, their TensorBoard runs) which overwriting deleted with the folder
+RUN_FOLDERS = {
+    "runs": "**/events.out.tfevents.*",  # TensorBoard (runs/RUN_NAME/)
+    "samples": "step-*.jsonl",  # eval_generate's samples
+    "online": "round-*.jsonl",  # online rounds
+}
 RUN_FILES = ("curves.png",)  # directpo plot's default output: the earlier run's curves
+
+
+def run_files(output_dir: Path) -> list[Path]:
+    """What an earlier run wrote in ``RUN_FOLDERS`` and ``RUN_FILES``."""
+    found = [
+        path
+        for name, pattern in RUN_FOLDERS.items()
+        if (output_dir / name).is_dir() and not (output_dir / name).is_symlink()
+        for path in sorted((output_dir / name).glob(pattern))
+        if path.is_file()
+    ]
+    return found + [output_dir / name for name in RUN_FILES if (output_dir / name).is_file()]
 
 
 LOCK_FILE = ".directpo.lock"
@@ -139,8 +183,9 @@ def prepare_output_dir(
     check that we can write there; with ``lock``, refuse a folder another run is writing.
 
     A non-empty ``output_dir`` is written into only to resume its own checkpoints, or with
-    ``overwrite_output_dir``. Returns what overwriting replaces (the earlier run's checkpoints,
-    model files, ``RUN_FOLDERS`` and ``RUN_FILES``; other files stay, README.md / config.yaml /
+    ``overwrite_output_dir``. Returns what a killed run left half written (staging folders) and
+    what overwriting replaces (the earlier run's checkpoints, model files, and its files in
+    ``RUN_FOLDERS`` and ``RUN_FILES``; other files stay, README.md / config.yaml /
     metrics.jsonl are rewritten): deleted only once everything else has been validated and
     loaded.
     """
@@ -188,12 +233,15 @@ def prepare_output_dir(
             f"output_dir {output_dir} already holds {what} choose another output_dir, or set "
             "overwrite_output_dir: true (it replaces the checkpoints and model files there)"
         )
+    # half-written checkpoints and final folders of a killed run (hidden, never resumed from):
+    # nothing else removed them, and each kept a model's worth of disk for good
+    staged = sorted(output_dir.glob(STAGING.format(step="*"))) + [
+        path for path in [output_dir / FINAL_STAGING] if path.is_dir()
+    ]
     if resuming_here or not entries:
-        return []
-    folders = [output_dir / name for name in RUN_FOLDERS if (output_dir / name).is_dir()]
-    folders += [output_dir / name for name in RUN_FILES if (output_dir / name).is_file()]
+        return staged
     retired = sorted(output_dir.glob("retired-checkpoint-*"))  # moved aside by a resume
-    return previous + retired + model_files(output_dir) + folders
+    return staged + previous + retired + model_files(output_dir) + run_files(output_dir)
 
 
 def inside(path: str | Path, folder: str | Path) -> bool:
@@ -216,12 +264,19 @@ def publish_final(staging: Path, output_dir: Path) -> None:
     removing the model files an earlier save left there (renames: no copy, no half state
     worth resuming from)."""
     remove(model_files(output_dir))
-    for entry in sorted(staging.iterdir()):
-        target = output_dir / entry.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        os.replace(entry, target)
-    staging.rmdir()
+    _move_into(staging, output_dir)
+
+
+def _move_into(source: Path, folder: Path) -> None:
+    """Every entry of ``source`` renamed into ``folder``; a folder already there (adapter/,
+    its earlier model files removed) takes the entries, so that what else it holds stays."""
+    for entry in sorted(source.iterdir()):
+        target = folder / entry.name
+        if entry.is_dir() and target.is_dir() and not target.is_symlink():
+            _move_into(entry, target)
+        else:
+            os.replace(entry, target)
+    source.rmdir()
 
 
 def save_final_model(
@@ -349,11 +404,13 @@ def model_card(
     # the Hub refuses a README whose base_model is no model id (a local folder): as TRL's
     # card, a local base is named in the text only
     local = os.path.isdir(base) or os.path.isabs(base)
+    datasets = _hub_datasets(config)  # the Hub links the card to them (TRL's card lists them)
     lines = [
         "---",
         "library_name: transformers",
         "tags: [dpo, directpo]",
         *([] if local else [f"base_model: {base}"]),
+        *([f"datasets: [{', '.join(datasets)}]"] if datasets else []),
         "---",
         "",
         f"# {Path(config.output_dir).name}",
@@ -402,6 +459,18 @@ def model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def _hub_datasets(config: DPOConfig) -> list[str]:
+    """The hub ids the training data came from (dataset_name, dataset_mixture's ids): not a
+    local file or folder, which the Hub refuses in the card's metadata."""
+    mixture = (config.dataset_mixture or {}).get("datasets") or []
+    ids = [config.dataset_name, *(entry.get("id") for entry in mixture if isinstance(entry, dict))]
+    found = [i for i in ids if isinstance(i, str) and HUB_ID.fullmatch(i) and not os.path.exists(i)]
+    return list(dict.fromkeys(found))
 
 
 def _precision_summary(config: DPOConfig) -> str:

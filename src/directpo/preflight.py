@@ -118,9 +118,16 @@ def check_environment(
         if not os.path.isabs(resume) and os.path.isdir(inside):
             config.resume_from_checkpoint = inside  # before one of that name in the cwd
         elif not os.path.isdir(resume):
+            nor = "" if os.path.isabs(resume) else f" (nor {inside})"  # (the same path twice)
             raise ConfigError(
-                f"resume_from_checkpoint: no such checkpoint folder: {resume} (nor "
-                f"{inside}); 'latest' takes the newest in output_dir"
+                f"resume_from_checkpoint: no such checkpoint folder: {resume}{nor}; 'latest' "
+                "takes the newest in output_dir"
+            )
+        named = config.resume_from_checkpoint
+        if os.path.isdir(config.output_dir) and os.path.samefile(named, config.output_dir):
+            raise ConfigError(  # (it said "no manifest (incomplete or not a directpo checkpoint)")
+                f"resume_from_checkpoint: {resume} is output_dir itself, not one of its "
+                "checkpoints: name a checkpoint-N folder, or 'latest' (the newest that verifies)"
             )
     if config.eval_generate:
         if not (

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from safetensors.torch import load_file
 
+from directpo.adapters import lora_options_of
 from directpo.best import BestModel
 from directpo.checkpoint import (
     REFERENCE_FILE,
@@ -48,6 +49,7 @@ def resume(run: Run) -> None:
         )
     weights = str(run.precision.master).removeprefix("torch.")
     _check_optimizer(Path(checkpoint), config.optimizer, weights)
+    _check_adapter(Path(checkpoint), run.policy)
     options = [
         {k: v for k, v in group.items() if k != "params"} for group in run.optimizer.param_groups
     ]
@@ -115,6 +117,64 @@ def _check_optimizer(checkpoint: Path, optimizer: str, weights: str) -> None:
         f"optimizer: {optimizer}; its optimizer state fits only {written}: resume with "
         f"optimizer: {written}{anew}"
     )
+
+
+# the lora_* options that decide what a checkpoint's adapter weights are (their shapes, which
+# modules carry them, how they scale the update); lora_dropout may change on resume
+ADAPTER_SHAPE = (
+    "lora_r", "lora_alpha", "lora_target_modules", "lora_target_parameters",
+    "lora_modules_to_save", "use_dora", "use_rslora",
+)  # fmt: skip
+
+
+def _check_adapter(checkpoint: Path, policy: Any) -> None:
+    """The checkpoint's weights are those of this run's adapter settings: a LoRA checkpoint
+    resumed without LoRA, a full one with it, or an adapter of another rank failed with
+    "'LlamaForCausalLM' object has no attribute 'peft_config'", a list of missing keys or a
+    screenful of size mismatches; another lora_alpha or rsLoRA loaded and went on with each
+    update scaled otherwise than it was trained, without a word."""
+    if (checkpoint / "sharded").is_dir():
+        return  # FSDP's checkpoint: its state names the parameters (load_sharded says)
+    mine = policy.peft_config[policy.active_adapter] if hasattr(policy, "peft_config") else None
+    try:
+        saved = _saved_adapter(checkpoint)
+    except (OSError, ValueError, TypeError):
+        return  # load_checkpoint names a damaged file
+    if (saved is None) != (mine is None):  # whole weights on one side, an adapter on the other
+        differ, saved_options, my_options = ["lora_r"], _rank(saved), _rank(mine)
+    elif saved is None:
+        return
+    else:
+        saved_options, my_options = lora_options_of(saved), lora_options_of(mine)
+        if saved_options is None or my_options is None:
+            return  # an adapter no lora_* option expresses (a peft_config from Python)
+        differ = [key for key in ADAPTER_SHAPE if saved_options[key] != my_options[key]]
+    if not differ:
+        return
+
+    def said(options: dict[str, Any]) -> str:
+        return ", ".join(f"{key}: {options[key]}" for key in differ)
+
+    raise CheckpointError(
+        f"checkpoint {checkpoint}: written with {said(saved_options)}, this run has "
+        f"{said(my_options)}; its weights fit only its own adapter settings: resume with "
+        f"{said(saved_options)}, or start a new run from its weights (model_name_or_path: "
+        f"{checkpoint})"
+    )
+
+
+def _saved_adapter(checkpoint: Path) -> Any:
+    """The peft config of the checkpoint's adapter, or None when it holds whole weights."""
+    if not (checkpoint / "adapter_model.safetensors").is_file():
+        return None
+    from peft import PeftConfig
+
+    return PeftConfig.from_pretrained(str(checkpoint))
+
+
+def _rank(adapter: Any) -> dict[str, Any]:
+    """{"lora_r": r}: 0 for whole weights (no adapter)."""
+    return {"lora_r": 0 if adapter is None else getattr(adapter, "r", type(adapter).__name__)}
 
 
 def _remove_outputs_after(run: Run) -> None:

@@ -235,11 +235,11 @@ def prepare_run(
     )
     if config.precompute_ref_log_probs:
         _precompute_reference(run, reference_weights)
-    _check_free_space(output_dir, policy, config)
+    _check_free_space(output_dir, policy, config, freed=_disk_size(replaced))
 
     # -- resume, or replace an earlier run (only now that data and models are known good) ---
     if world.is_main:
-        remove(replaced)
+        remove(replaced, prune_below=output_dir)
     if config.resume_from_checkpoint:
         resume(run)
     if _bits(precision.save) < _bits(precision.master):
@@ -377,8 +377,12 @@ def _precompute_reference(run: Run, reference_weights: str) -> None:
     run.reference = PrecomputedReference()
 
 
-def _check_free_space(output_dir: Path, policy: torch.nn.Module, config: DPOConfig) -> None:
-    """Refuse to start when the disk cannot hold the final model and one checkpoint."""
+def _check_free_space(
+    output_dir: Path, policy: torch.nn.Module, config: DPOConfig, freed: int = 0
+) -> None:
+    """Refuse to start when the disk cannot hold the final model and one checkpoint, counting
+    ``freed``: what this run deletes before it writes (an overwritten run's checkpoints, which
+    refused an overwrite for want of the space they would give back)."""
     trainable = [p for p in policy.parameters() if p.requires_grad]
     precision = config.precision
     master_bytes = torch.finfo(precision.master).bits // 8
@@ -393,9 +397,21 @@ def _check_free_space(output_dir: Path, policy: torch.nn.Module, config: DPOConf
     optimizer_bytes = optimizer_states * master_bytes * count(trainable)
     checkpoint = checkpoint_weights + optimizer_bytes if config.save_steps else 0
     need = 1.1 * (final * save_bytes + checkpoint)
-    free = shutil.disk_usage(output_dir).free
+    free = shutil.disk_usage(output_dir).free + freed
     if free < need:
+        replaced = f" (with the {_amount(freed)} overwriting frees)" if freed else ""
         raise ConfigError(
-            f"output_dir {output_dir}: {free / 2**30:.2f} GiB free, but the final model and "
-            f"one checkpoint need about {need / 2**30:.2f} GiB"
+            f"output_dir {output_dir}: {_amount(free)} free{replaced}, but the final model and "
+            f"one checkpoint need about {_amount(need)}"
         )
+
+
+def _amount(size: float) -> str:
+    """Bytes in GiB, or MiB below one (a small model's "0.00 GiB free, need 0.00 GiB")."""
+    return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
+
+
+def _disk_size(paths: list[Path]) -> int:
+    """Bytes of the files at and under ``paths`` (links not followed)."""
+    files = [p for path in paths for p in ([path] if not path.is_dir() else path.rglob("*"))]
+    return sum(p.lstat().st_size for p in files if p.is_file() and not p.is_symlink())

@@ -10,14 +10,21 @@ received when it shuts its workers down. A worker that took the two as "Ctrl-C t
 without its checkpoint whenever the forwarded copy arrived after the first was handled (on a
 busy machine); there, a repeated SIGINT is the same request, and stopping at once is the
 launcher's business (it kills workers that outlast its shutdown timeout).
+
+Outside the loop (loading, tokenizing, precomputing the reference; the commands other than
+train) a SIGTERM raises ``Terminated`` in the CLI, as Ctrl-C raises KeyboardInterrupt: the run's
+cleanup (its lock, the empty folder it made, the process group) runs and the CLI says it in a
+line and exits 143, where the default action ended the process without a word.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from types import FrameType, TracebackType
 
 
@@ -62,3 +69,25 @@ class StopRequest:
 def _under_launcher() -> bool:
     """Started by torchrun / accelerate launch (which set these for every worker)."""
     return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
+
+
+class Terminated(BaseException):
+    """SIGTERM outside the training loop; not an Exception, so that no ``except Exception``
+    takes it for a failure of the code it interrupts (as KeyboardInterrupt)."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """Inside the block (in the main thread), SIGTERM raises ``Terminated``."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
