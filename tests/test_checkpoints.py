@@ -405,6 +405,20 @@ def test_a_sharded_write_failing_on_some_ranks_names_them_and_the_cause() -> Non
     )
 
 
+def test_torch_saves_full_disk_text_is_said_in_words(tmp_path) -> None:
+    """On a full disk torch.save raises its C++ assertion: "[enforce fail at
+    inline_container.cc:672] . unexpected pos 264000 vs 263892" was the whole reason given."""
+
+    def fails() -> None:
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:672] . unexpected pos 264000 vs 263892"
+        )
+
+    why = checkpoint_module.attempt_write(fails, tmp_path)
+    assert why.startswith("torch.save could not write the whole file (unexpected pos 264000")
+    assert why.endswith("MiB free on that disk") and "enforce fail" not in why
+
+
 @pytest.mark.parametrize("decays", [(0.0, 0.1), (0.1, 0.0)])
 def test_optimizer_state_follows_its_tensors_when_weight_decay_regroups(decays) -> None:
     # weight decay puts biases and norms into a second param group: a checkpoint saved with

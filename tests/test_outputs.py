@@ -324,3 +324,18 @@ def test_a_run_refused_before_writing_leaves_no_folder_it_made(
     with pytest.raises(DirectpoError, match="no_such_proj"):
         train(config, echo=quiet)
     assert out.is_dir() and list(out.iterdir()) == []
+
+
+def test_the_model_cards_snippet_is_python_for_any_output_folder() -> None:
+    """The card's "Use" code put output_dir inside double quotes as it was: a folder with a
+    quote, or a Windows path's backslashes, made it a syntax error or another path."""
+    import ast
+
+    from directpo.config import DPOConfig
+    from directpo.outputs import model_card
+
+    for folder in ('runs/the "best" one', "C:\\runs\\new", "it's"):
+        card = model_card(DPOConfig(model_name_or_path="m", output_dir=folder), "6 pairs", [])
+        code = card.split("```python\n")[1].split("```")[0]
+        calls = [n for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call)]
+        assert [c.args[0].value for c in calls] == [folder, folder]

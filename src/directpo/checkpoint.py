@@ -230,6 +230,9 @@ def attempt_write(action: Callable[[], Any], folder: Path | None = None) -> str 
         ) or first_line(exc)
     except (RuntimeError, SafetensorError) as exc:
         why = first_line(exc)
+        if "inline_container" in why or "PytorchStreamWriter" in why:  # torch.save's C++ text
+            detail = why.rsplit("] ", 1)[-1].lstrip(". ")
+            why = f"torch.save could not write the whole file ({detail})"
     else:
         return None
     if folder is not None:

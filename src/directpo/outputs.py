@@ -405,6 +405,7 @@ def model_card(
     # card, a local base is named in the text only
     local = os.path.isdir(base) or os.path.isabs(base)
     datasets = _hub_datasets(config)  # the Hub links the card to them (TRL's card lists them)
+    folder = str(config.output_dir)  # written with repr: a quote or a backslash stays valid
     lines = [
         "---",
         "library_name: transformers",
@@ -445,14 +446,14 @@ def model_card(
         *(
             [
                 "from transformers import AutoModelForImageTextToText, AutoProcessor",
-                f'model = AutoModelForImageTextToText.from_pretrained("{config.output_dir}")',
-                f'processor = AutoProcessor.from_pretrained("{config.output_dir}")',
+                f"model = AutoModelForImageTextToText.from_pretrained({folder!r})",
+                f"processor = AutoProcessor.from_pretrained({folder!r})",
             ]
             if vision
             else [
                 "from transformers import AutoModelForCausalLM, AutoTokenizer",
-                f'model = AutoModelForCausalLM.from_pretrained("{config.output_dir}")',
-                f'tokenizer = AutoTokenizer.from_pretrained("{config.output_dir}")',
+                f"model = AutoModelForCausalLM.from_pretrained({folder!r})",
+                f"tokenizer = AutoTokenizer.from_pretrained({folder!r})",
             ]
         ),
         "```",
