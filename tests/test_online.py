@@ -399,6 +399,10 @@ def test_reward_model_sees_the_completion_once_rendered(tiny_model_dirs, tmp_pat
     ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
     assert ids.count(tokenizer.bos_token_id) == 1
     assert reward == pytest.approx(direct(ids), abs=1e-5)
+    # a prompt written as text parts is the same conversation to a text classifier's template
+    parts = [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]
+    (same,) = _reward_model(str(judge), torch.device("cpu"), None)([parts], [" Hello!"], [{}])
+    assert same == reward
 
 
 def test_a_reward_model_that_cannot_score_fails_in_one_line(

@@ -47,7 +47,7 @@ from directpo.distributed import World, all_gather_objects, unsharded_root
 from directpo.errors import DirectpoError, ModelLoadError, first_line
 from directpo.generate import Sample, sample_completions, samples_logprobs, stop_token_ids
 from directpo.jsonl import write_jsonl
-from directpo.messages import Text
+from directpo.messages import Text, text_contents
 from directpo.models import learned_positions, pad_token_id
 from directpo.reference import ReferenceProvider
 from directpo.rewardfn import PROBE_COMPLETION, probe_rows
@@ -160,7 +160,8 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
         prompt = prompt_of(prompt)  # rendered with the reward model's own template
         if isinstance(prompt, list):  # a conversation: the completion as the assistant turn
             messages = [*prompt, {"role": "assistant", "content": completion}]
-            text = tokenizer.apply_chat_template(messages, tokenize=False)
+            # a text classifier's template is written for string contents, as a policy's is
+            text = tokenizer.apply_chat_template(text_contents(messages), tokenize=False)
             # the template writes its own special tokens (a second BOS would change the score)
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         else:
