@@ -374,3 +374,24 @@ def test_several_samples_per_prompt_need_sampling() -> None:
     # one greedy completion per prompt is fine
     DPOConfig(eval_generate=2, generate_temperature=0.0)
     GenerateOptions(temperature=0.0)
+
+
+def test_an_option_set_after_construction_is_spelt_as_at_construction() -> None:
+    """``config.lerning_rate = 1e-5`` in a notebook was a plain attribute that nothing read:
+    the run trained at the default rate without a word. Setting an option takes the names the
+    constructor takes (TRL's renamed and no-effect ones too) and refuses the others."""
+    config = DPOConfig(model_name_or_path="m")
+    with pytest.raises(
+        ConfigError,
+        match=r"^DPOConfig: unknown option 'lerning_rate'; did you mean 'learning_rate'\?$",
+    ):
+        config.lerning_rate = 1e-5
+    assert "lerning_rate" not in vars(config)
+    with pytest.raises(ConfigError, match=r"push_to_hub: True is not supported"):
+        config.push_to_hub = True
+    config.evaluation_strategy = "no"  # transformers < 4.46's name: renamed
+    config.push_to_hub = False  # asks for nothing: dropped
+    config.beta = 0.3
+    assert (config.eval_strategy, config.beta) == ("no", 0.3)
+    assert not {"evaluation_strategy", "push_to_hub"} & set(vars(config))
+    assert dataclasses.replace(config) == config

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import difflib
 import enum
+import functools
 import math
 import os
 import types
@@ -25,6 +26,11 @@ import yaml
 from directpo.errors import ConfigError, ConfigErrors
 
 T = TypeVar("T")
+
+
+@functools.cache
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
 
 
 def option(default: Any, help: str, **kwargs: Any) -> Any:
@@ -66,6 +72,21 @@ class Options:
             self._refused = set()
         if problems:
             raise ConfigErrors("", problems)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """An option set after construction (``config.beta = 0.2`` in a notebook) goes through
+        the constructor's spellings: a TRL name is renamed (``evaluation_strategy``) or dropped
+        where it asks for nothing (``push_to_hub = False``), and a misspelt one is refused. A
+        plain attribute would hold ``lerning_rate`` where nothing reads it: a run with the
+        default, without a word."""
+        if name.startswith("_") or name in _field_names(type(self)):
+            object.__setattr__(self, name, value)
+            return
+        cls = type(self)
+        for key, translated in cls.translate(
+            {name: value}, _field_names(cls), cls.__name__
+        ).items():  # type: ignore[attr-defined]
+            object.__setattr__(self, key, translated)
 
     def _check_values(self) -> None:
         """Subclasses refuse impossible values here."""
