@@ -384,6 +384,29 @@ def test_a_run_that_fails_midway_closes_its_trackers(
     assert closed == [1]
 
 
+def test_the_callers_random_generators_are_its_own_again_after_train(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """train() seeds random, numpy and torch with the run's seed; left so, a sweep drawing its
+    settings with random.choice between runs drew the same settings after every run."""
+    import random
+
+    import numpy as np
+
+    def draws() -> tuple:
+        return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+    random.seed(11), np.random.seed(11), torch.manual_seed(11)
+    expected = draws()
+    random.seed(11), np.random.seed(11), torch.manual_seed(11)
+    first = train(config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "a"), echo=quiet)
+    assert draws() == expected
+    second = train(config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "b"), echo=quiet)
+    assert draws() != expected  # not the same state after every run
+    losses = [[row["loss"] for row in train_rows(r.metrics)] for r in (first, second)]
+    assert losses[0] == losses[1]  # the runs themselves are still seeded
+
+
 def test_disable_tqdm_and_log_level_last_for_the_run_only(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:

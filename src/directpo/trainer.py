@@ -60,6 +60,7 @@ from directpo.outputs import (
 )
 from directpo.precision import fold_compensation, kahan_compensation
 from directpo.preflight import check_device, check_environment
+from directpo.process_state import kept_for_caller
 from directpo.reference import ReferenceProvider
 from directpo.run import Run, prepare_run
 from directpo.signals import StopRequest
@@ -128,7 +129,7 @@ def train(
         check_device(config, world.device.type)
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
-        with _library_output(config, world.is_main):
+        with _library_output(config, world.is_main), kept_for_caller(world.device):
             mine = lock if world.is_main else None  # one holder per run: rank 0
             run = prepare_run(config, train_dataset, eval_dataset, world, echo, peft_config, mine)
             try:
