@@ -407,6 +407,33 @@ def test_the_callers_random_generators_are_its_own_again_after_train(
     assert losses[0] == losses[1]  # the runs themselves are still seeded
 
 
+@pytest.mark.parametrize("stop", ["interrupt", "error"])
+def test_a_stopped_run_does_not_keep_its_models_alive_in_the_error(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, stop
+) -> None:
+    """A notebook keeps the last error (sys.last_exc); its frames held the run's policy,
+    reference and optimizer state, so a retry after running out of GPU memory found it full."""
+    import gc
+    import weakref
+
+    from directpo.errors import TrainingStopped
+
+    held: list[weakref.ref] = []
+
+    def stopping_step(run, step, measure=False):
+        held.extend(weakref.ref(m) for m in (run.policy, run.reference.model, run.optimizer))
+        raise KeyboardInterrupt if stop == "interrupt" else TrainingStopped("out of memory")
+
+    monkeypatch.setattr("directpo.trainer.train_step", stopping_step)
+    config = config_for(tiny_model_dirs["llama"], pairs_file, tmp_path / "out")
+    with pytest.raises((KeyboardInterrupt, TrainingStopped)) as caught:
+        train(config, echo=quiet)
+    gc.collect()
+    assert len(held) == 3 and [ref() for ref in held] == [None, None, None]
+    shown = "".join(__import__("traceback").format_exception(caught.value))
+    assert "in stopping_step" in shown  # the traceback still names every frame
+
+
 def test_disable_tqdm_and_log_level_last_for_the_run_only(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:
