@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from directpo.config import DPOConfig, load_config, option_names
 from directpo.errors import ConfigError, ConfigErrors
@@ -395,3 +396,15 @@ def test_an_option_set_after_construction_is_spelt_as_at_construction() -> None:
     assert (config.eval_strategy, config.beta) == ("no", 0.3)
     assert not {"evaluation_strategy", "push_to_hub"} & set(vars(config))
     assert dataclasses.replace(config) == config
+
+
+def test_load_config_takes_a_mapping_as_a_files_contents(tmp_path: Path) -> None:
+    """``load_config(dict)`` failed inside os.stat (a TypeError about paths); a mapping is read
+    as a YAML file's contents: TRL's names, its ``env:`` and the overrides on top."""
+    given = {"model_name_or_path": "m", "evaluation_strategy": "no", "beta": "0.5"}
+    config = load_config(given, {"beta": 0.25})
+    assert (config.eval_strategy, config.beta) == ("no", 0.25)
+    assert config == load_config(Path(write(tmp_path, yaml.safe_dump(given))), {"beta": 0.25})
+    assert "evaluation_strategy" in given  # the caller's dict is left as it was
+    with pytest.raises(ConfigError, match=r"^config: unknown option 'betaa'; did you mean 'beta'"):
+        load_config({"betaa": 0.1})

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -824,8 +825,12 @@ class DPOConfig(Options):
 SECRET_KWARGS = ("token", "use_auth_token")  # from_pretrained arguments never written down
 
 
-def load_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> DPOConfig:
-    """Read the optional YAML file, apply ``overrides`` (e.g. from flags) on top, and validate."""
+def load_config(
+    path: str | os.PathLike | Mapping[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> DPOConfig:
+    """Read the optional YAML file (or a dict of its contents: TRL's names, ``env:``), apply
+    ``overrides`` (e.g. from flags) on top, and validate."""
     return load_options(DPOConfig, path, overrides)
 
 

@@ -17,6 +17,7 @@ import math
 import os
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -151,17 +152,23 @@ def option_help(cls: type) -> list[tuple[str, str, Any]]:
 
 
 def load_options(
-    cls: type[T], path: str | None = None, overrides: dict[str, Any] | None = None
+    cls: type[T],
+    path: str | os.PathLike | Mapping[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> T:
-    """Read the optional YAML file, apply ``overrides`` (e.g. from flags) on top, and validate."""
+    """Read the optional YAML file (or a mapping of its contents, e.g. ``yaml.safe_load``'s),
+    apply ``overrides`` (e.g. from flags) on top, and validate."""
     names = [f.name for f in dataclasses.fields(cls)]
     values: dict[str, Any] = {}
     refused: list[ConfigError] = []
     sources = [(overrides or {}, "command line")]
+    if isinstance(path, Mapping):
+        data, where = dict(path), "config"
+    elif path is not None:
+        data, where = _read_yaml(os.fspath(path)), os.fspath(path)
     if path is not None:
-        data = _read_yaml(path)
-        _set_environment(data.pop("env", None), path)
-        sources.insert(0, (data, path))
+        _set_environment(data.pop("env", None), where)
+        sources.insert(0, (data, where))
     for given, where in sources:
         usable, error = translate_usable(cls, given, names, where)
         values.update(usable)
