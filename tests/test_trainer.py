@@ -339,6 +339,17 @@ def test_loss_modifiers_reach_policy_and_reference(
     assert rows[-1]["loss"] < rows[0]["loss"]
 
 
+def test_what_train_returns_is_public_and_documented() -> None:
+    """A script annotating ``-> directpo.TrainResult`` met an AttributeError; ``stopped_by``,
+    which a script must read to stop after a signal, was missing from train's docstring."""
+    import directpo
+    from directpo.trainer import TrainResult
+
+    assert directpo.TrainResult is TrainResult and "TrainResult" in directpo.__all__
+    documented = {"output_dir", "global_step", "metrics", "policy", "reference", "stopped_by"}
+    assert all(f"``{name}``" in train.__doc__ for name in documented)
+
+
 def test_a_notebook_config_changed_after_it_was_built_is_checked_and_used(
     tiny_model_dirs, pairs_file, tmp_path, capsys
 ) -> None:

@@ -18,6 +18,7 @@ __all__ = [
     "DirectpoError",
     "ImplicitReward",
     "ModelLoadError",
+    "TrainResult",
     "load_config",
     "train",
 ]
@@ -25,6 +26,7 @@ __all__ = [
 _LAZY = {
     "train": ("directpo.trainer", "train"),
     "ImplicitReward": ("directpo.reward", "ImplicitReward"),
+    "TrainResult": ("directpo.trainer", "TrainResult"),  # what train returns, for type hints
 }
 
 

@@ -104,7 +104,8 @@ def train(
     """Train ``config.model_name_or_path`` with DPO; the final model goes to ``output_dir``.
 
     Returns a ``TrainResult``: ``output_dir``, ``global_step``, ``metrics`` (every logged row,
-    as in metrics.jsonl), ``policy`` (the trained model), ``reference`` and ``tokenizer``.
+    as in metrics.jsonl), ``policy`` (the trained model), ``reference``, ``tokenizer`` and
+    ``stopped_by`` (the signal that stopped the run after its checkpoint, else None).
     Problems with options, data or models raise ``DirectpoError`` subclasses with a one-line
     message (nothing exits the process); ``echo`` receives every line directpo prints.
 
