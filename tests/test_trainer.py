@@ -350,6 +350,30 @@ def test_what_train_returns_is_public_and_documented() -> None:
     assert all(f"``{name}``" in train.__doc__ for name in documented)
 
 
+def test_a_runs_config_yaml_says_which_datasets_came_from_train_arguments(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """config.yaml records train_file: null for pairs given as train_dataset: rerunning it
+    failed, and without eval_dataset a rerun did not evaluate, without a word. The file says
+    so, and load_config(it) with the same datasets reruns the run."""
+    from directpo.config import load_config
+
+    rows = SENTIMENT_PAIRS
+    config = config_for(tiny_model_dirs["llama"], None, tmp_path / "out", max_steps=2)
+    first = train(config, train_dataset=rows, eval_dataset=rows[:2], echo=quiet)
+    record = tmp_path / "out" / "config.yaml"
+    assert record.read_text().splitlines()[0] == (
+        "# train_dataset and eval_dataset given to train(), not as options: rerun with "
+        "train(load_config('config.yaml'), train_dataset=..., eval_dataset=...)"
+    )
+    again = load_config(record, {"output_dir": str(tmp_path / "again")})
+    second = train(again, train_dataset=rows, eval_dataset=rows[:2], echo=quiet)
+    assert [row.get("loss") for row in first.metrics] == [row.get("loss") for row in second.metrics]
+    assert (tmp_path / "again" / "config.yaml").read_text() == record.read_text().replace(
+        str(tmp_path / "out"), str(tmp_path / "again")
+    )
+
+
 def test_a_notebook_config_changed_after_it_was_built_is_checked_and_used(
     tiny_model_dirs, pairs_file, tmp_path, capsys
 ) -> None:

@@ -671,11 +671,19 @@ class DPOConfig(Options):
     def _apply_trl_spellings(self) -> None:
         apply_trl_meanings(self)
 
-    def save_record(self, path: str | Path) -> None:
+    def save_record(self, path: str | Path, from_python: tuple[str, ...] = ()) -> None:
         """config.yaml of a run: every option as resolved, except where this run resumed from
         (rerunning the file must not go back to that checkpoint; transformers keeps it out of
-        its saved arguments too), and without secrets (``record``)."""
+        its saved arguments too), and without secrets (``record``). ``from_python``: the
+        datasets given to train() as arguments, which no option records: a comment says that a
+        rerun needs them again (without eval_dataset it would not evaluate, without a word)."""
         self.save_yaml(path, **{**self.record(), "resume_from_checkpoint": None})
+        if from_python:
+            again = ", ".join(f"{name}=..." for name in from_python)
+            Path(path).write_text(
+                f"# {' and '.join(from_python)} given to train(), not as options: rerun with "
+                f"train(load_config('config.yaml'), {again})\n" + Path(path).read_text()
+            )
 
     def record(self) -> dict[str, Any]:
         """The options as a run's files, model card and trackers show them: a hub token given

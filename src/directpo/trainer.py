@@ -516,8 +516,9 @@ def finish(run: Run, done: int | None = None) -> TrainResult:
     if not run.sharded:  # (FSDP2 writes from its own shard storage: _save_sharded adds them)
         fold_compensation(run.trainable, run.optimizer, run.precision.save)
     record = RunRecord(
-        run.processor or run.tokenizer, run.config, run.train_summary, run.logger.rows, note
-    )
+        run.processor or run.tokenizer, run.config, run.train_summary, run.logger.rows, note,
+        run.from_python,
+    )  # fmt: skip
     final = _save_final(run, record)
     if final is not None and final is not policy:  # LoRA merged into the base
         policy, reference = final, None
