@@ -374,6 +374,19 @@ def test_a_runs_config_yaml_says_which_datasets_came_from_train_arguments(
     )
 
 
+def test_echo_none_trains_silently_and_a_value_that_is_no_function_is_refused_first(
+    tiny_model_dirs, pairs_file, tmp_path, capsys
+) -> None:
+    """``echo=None`` (a callback's usual "none") failed with "'NoneType' object is not
+    callable" at the first line, once the output folder was made; it means silence."""
+    config = config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "out", disable_tqdm=True)
+    result = train(config, echo=None)
+    assert result.global_step == 1 and capsys.readouterr().out == ""
+    with pytest.raises(TypeError, match="^echo must be a function of a line"):
+        train(config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "new"), echo="quiet")
+    assert not (tmp_path / "new").exists()
+
+
 def test_a_notebook_config_changed_after_it_was_built_is_checked_and_used(
     tiny_model_dirs, pairs_file, tmp_path, capsys
 ) -> None:

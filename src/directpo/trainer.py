@@ -98,7 +98,7 @@ def train(
     train_dataset: Any = None,
     eval_dataset: Any = None,
     *,
-    echo: Callable[[str], None] = print,
+    echo: Callable[[str], None] | None = print,
     peft_config: Any = None,
 ) -> TrainResult:
     """Train ``config.model_name_or_path`` with DPO; the final model goes to ``output_dir``.
@@ -107,7 +107,8 @@ def train(
     as in metrics.jsonl), ``policy`` (the trained model), ``reference``, ``tokenizer`` and
     ``stopped_by`` (the signal that stopped the run after its checkpoint, else None).
     Problems with options, data or models raise ``DirectpoError`` subclasses with a one-line
-    message (nothing exits the process); ``echo`` receives every line directpo prints.
+    message (nothing exits the process); ``echo`` receives every line directpo prints (None:
+    nothing is printed; the progress bar is ``disable_tqdm``'s).
 
     ``peft_config``: any PEFT config object (peft's LoraConfig, IA3Config, ...), in place of the
     lora_* options: the policy trains those adapters, the reference is the base without them.
@@ -115,6 +116,10 @@ def train(
     ``DatasetDict`` of one split, a pandas DataFrame, a list of dicts, or a path) replace the
     files.
     """
+    if echo is None:
+        echo = _silent
+    elif not callable(echo):  # else a TypeError at the first line, after the output folder
+        raise TypeError(f"echo must be a function of a line (print), or None; got {echo!r}")
     config, peft_config = _checked_arguments(config, peft_config, echo)
     world = setup_world(config.distributed)
     run, finished, lock = None, False, OutputLock()
