@@ -387,6 +387,22 @@ def test_echo_none_trains_silently_and_a_value_that_is_no_function_is_refused_fi
     assert not (tmp_path / "new").exists()
 
 
+def test_the_returned_policy_answers_as_the_saved_folder_does(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """train()'s policy was left in training mode: with disable_dropout: false its outputs
+    had dropout in them, differing from the saved folder's and from call to call."""
+    config = config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "out",
+                        disable_dropout=False)  # fmt: skip
+    policy = train(config, echo=quiet).policy
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        first, second = policy(ids).logits, policy(ids).logits
+        saved = AutoModelForCausalLM.from_pretrained(tmp_path / "out")(ids).logits
+    assert torch.equal(first, second)
+    assert torch.allclose(first, saved, atol=1e-6)
+
+
 def test_a_notebook_config_changed_after_it_was_built_is_checked_and_used(
     tiny_model_dirs, pairs_file, tmp_path, capsys
 ) -> None:

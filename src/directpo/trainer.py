@@ -72,7 +72,8 @@ from directpo.sync import reference_state, sync_reference
 class TrainResult:
     """What ``train`` returns. Under ``distributed: fsdp`` the trained shards go with the
     process group, so ``policy`` is read back from ``output_dir`` (the final folder) on first
-    use, whole, by the process that asks, and ``reference`` is None."""
+    use, whole, by the process that asks, and ``reference`` is None. ``policy`` is in eval
+    mode, as from_pretrained gives the saved folder (``policy.train()`` to train it on)."""
 
     trained: torch.nn.Module | None  # None: read back from output_dir on first use
     reference: ReferenceProvider | None
@@ -83,6 +84,13 @@ class TrainResult:
     # the signal that stopped the run early (SIGTERM, SIGINT), its checkpoint saved; a caller
     # running more work after train() (the demo, a script) must stop too, not go on with it
     stopped_by: str | None = None
+
+    def __post_init__(self) -> None:
+        # left in training mode, a disable_dropout: false policy sampled and scored with its
+        # dropout on (greedy outputs that differed from the saved folder's, and from call to
+        # call); its checkpointed layers are plain layers in eval mode too
+        if self.trained is not None:
+            self.trained.eval()
 
     @property
     def policy(self) -> torch.nn.Module:
