@@ -12,6 +12,7 @@ micro-batch, metric sums are all-reduced, and rank 0 alone prints and writes (di
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import logging
@@ -215,7 +216,9 @@ def _checked_arguments(
             "config.yaml records the run without it (rerunning that file alone trains no "
             "adapters): the adapters' own description is the output's adapter_config.json"
         )
-        return dataclasses.replace(config), peft_config
+        # a copy: peft fills the one it is given for this model (target_modules, the base's
+        # path), and the caller's object, reused for another model, then named this one's layers
+        return dataclasses.replace(config), copy.deepcopy(peft_config)
     return dataclasses.replace(config, **options), None
 
 
