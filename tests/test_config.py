@@ -408,3 +408,21 @@ def test_load_config_takes_a_mapping_as_a_files_contents(tmp_path: Path) -> None
     assert "evaluation_strategy" in given  # the caller's dict is left as it was
     with pytest.raises(ConfigError, match=r"^config: unknown option 'betaa'; did you mean 'beta'"):
         load_config({"betaa": 0.1})
+
+
+def test_numpy_and_torch_numbers_are_the_values_they_hold() -> None:
+    """A notebook sweep over np.arange / np.logspace (or a DataFrame's column) gives numpy
+    scalars: "max_steps must be an integer, got a numpy.int64 object" refused them all."""
+    import numpy as np
+    import torch
+
+    config = DPOConfig(
+        model_name_or_path="m", max_steps=np.int64(7), beta=np.float32(0.25),
+        learning_rate=torch.tensor(0.5), gradient_checkpointing=np.bool_(True),
+        loss_type=["sigmoid", "sft"], loss_weights=np.array([1.0, 0.5]),
+    )  # fmt: skip
+    assert (config.max_steps, config.beta, config.learning_rate) == (7, 0.25, 0.5)
+    assert config.gradient_checkpointing is True and config.loss_weights == [1.0, 0.5]
+    assert type(config.max_steps) is int and type(config.beta) is float
+    with pytest.raises(ConfigError, match="max_steps must be an integer, got 2.5"):
+        DPOConfig(model_name_or_path="m", max_steps=np.float64(2.5))

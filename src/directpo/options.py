@@ -274,6 +274,10 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Convert `value` (from YAML, a flag string or Python) to the field's type, or fail."""
     if isinstance(value, enum.Enum):  # a TRL script's IntervalStrategy.STEPS, SchedulerType...:
         value = value.value  # its value (the enum itself compares equal, but cannot be saved)
+    if type(value).__module__ in ("numpy", "torch") and hasattr(value, "tolist"):
+        # a notebook's sweep over np.arange / np.logspace / a DataFrame's column gives numpy
+        # scalars ("max_steps must be an integer, got a numpy.int64 object"): their values
+        value = value.tolist()
     args = typing.get_args(hint)
     if isinstance(hint, types.UnionType) and type(None) in args:
         if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
