@@ -346,6 +346,13 @@ def test_what_train_returns_is_public_and_documented() -> None:
     from directpo.trainer import TrainResult
 
     assert directpo.TrainResult is TrainResult and "TrainResult" in directpo.__all__
+    # every error train() raises can be caught by its name: an `except directpo.TrainingStopped`
+    # (out of memory) met an AttributeError, raised in place of the error it was to catch
+    from directpo import errors
+
+    raised = [v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, Exception)]
+    assert all(getattr(directpo, kind.__name__, None) is kind for kind in raised if
+               kind is not errors.ConfigErrors)  # fmt: skip
     documented = {"output_dir", "global_step", "metrics", "policy", "reference", "stopped_by"}
     assert all(f"``{name}``" in train.__doc__ for name in documented)
 

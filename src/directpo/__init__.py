@@ -7,11 +7,19 @@ responses with the trained policy as a reward model (both imported on first use)
 from typing import Any
 
 from directpo.config import DPOConfig, load_config
-from directpo.errors import ConfigError, DataError, DirectpoError, ModelLoadError
+from directpo.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DirectpoError,
+    ModelLoadError,
+    TrainingStopped,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointError",
     "ConfigError",
     "DPOConfig",
     "DataError",
@@ -19,6 +27,7 @@ __all__ = [
     "ImplicitReward",
     "ModelLoadError",
     "TrainResult",
+    "TrainingStopped",
     "load_config",
     "train",
 ]
