@@ -66,7 +66,9 @@ class ImplicitReward:
 
     ``policy``: a model or a model folder (a LoRA run's adapter folder too). ``reference``: a
     model, a folder, ``train(...).reference``, or None for a run trained without one (SimPO,
-    ORPO): the reward is then β·log π(y|x)/|y|. A PEFT policy whose reference is its own base
+    ORPO): the reward is then β·log π(y|x)/|y|. After ``merge_lora`` or under FSDP,
+    ``train(...).reference`` is None although the run had one: score such a run with
+    ``ImplicitReward.from_run(result.output_dir)``. A PEFT policy whose reference is its own base
     is scored with its adapters off. ``tokenizer`` (or processor) defaults to the policy's.
     Prompts and responses are cut to ``max_length`` / ``max_prompt_length`` as in training (a
     warning says how many); ``batch_size`` sequences per forward pass; folders load in
