@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from directpo.config import DPOConfig, load_config, option_names
 from directpo.errors import ConfigError, ConfigErrors
@@ -396,3 +397,54 @@ def test_several_samples_per_prompt_need_sampling() -> None:
     # one greedy completion per prompt is fine
     DPOConfig(eval_generate=2, generate_temperature=0.0)
     GenerateOptions(temperature=0.0)
+
+
+def test_an_option_set_after_construction_is_spelt_as_at_construction() -> None:
+    """``config.lerning_rate = 1e-5`` in a notebook was a plain attribute that nothing read:
+    the run trained at the default rate without a word. Setting an option takes the names the
+    constructor takes (TRL's renamed and no-effect ones too) and refuses the others."""
+    config = DPOConfig(model_name_or_path="m")
+    with pytest.raises(
+        ConfigError,
+        match=r"^DPOConfig: unknown option 'lerning_rate'; did you mean 'learning_rate'\?$",
+    ):
+        config.lerning_rate = 1e-5
+    assert "lerning_rate" not in vars(config)
+    with pytest.raises(ConfigError, match=r"push_to_hub: True is not supported"):
+        config.push_to_hub = True
+    config.evaluation_strategy = "no"  # transformers < 4.46's name: renamed
+    config.push_to_hub = False  # asks for nothing: dropped
+    config.beta = 0.3
+    assert (config.eval_strategy, config.beta) == ("no", 0.3)
+    assert not {"evaluation_strategy", "push_to_hub"} & set(vars(config))
+    assert dataclasses.replace(config) == config
+
+
+def test_load_config_takes_a_mapping_as_a_files_contents(tmp_path: Path) -> None:
+    """``load_config(dict)`` failed inside os.stat (a TypeError about paths); a mapping is read
+    as a YAML file's contents: TRL's names, its ``env:`` and the overrides on top."""
+    given = {"model_name_or_path": "m", "evaluation_strategy": "no", "beta": "0.5"}
+    config = load_config(given, {"beta": 0.25})
+    assert (config.eval_strategy, config.beta) == ("no", 0.25)
+    assert config == load_config(Path(write(tmp_path, yaml.safe_dump(given))), {"beta": 0.25})
+    assert "evaluation_strategy" in given  # the caller's dict is left as it was
+    with pytest.raises(ConfigError, match=r"^config: unknown option 'betaa'; did you mean 'beta'"):
+        load_config({"betaa": 0.1})
+
+
+def test_numpy_and_torch_numbers_are_the_values_they_hold() -> None:
+    """A notebook sweep over np.arange / np.logspace (or a DataFrame's column) gives numpy
+    scalars: "max_steps must be an integer, got a numpy.int64 object" refused them all."""
+    import numpy as np
+    import torch
+
+    config = DPOConfig(
+        model_name_or_path="m", max_steps=np.int64(7), beta=np.float32(0.25),
+        learning_rate=torch.tensor(0.5), gradient_checkpointing=np.bool_(True),
+        loss_type=["sigmoid", "sft"], loss_weights=np.array([1.0, 0.5]),
+    )  # fmt: skip
+    assert (config.max_steps, config.beta, config.learning_rate) == (7, 0.25, 0.5)
+    assert config.gradient_checkpointing is True and config.loss_weights == [1.0, 0.5]
+    assert type(config.max_steps) is int and type(config.beta) is float
+    with pytest.raises(ConfigError, match="max_steps must be an integer, got 2.5"):
+        DPOConfig(model_name_or_path="m", max_steps=np.float64(2.5))

@@ -333,6 +333,26 @@ def _byte_level_tokenizer():
     return build_tokenizer("gpt2")
 
 
+def test_rows_from_python_are_named_by_the_argument_that_gave_them(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """A bad row of train_dataset and one of eval_dataset were both "rows: ...": which list to
+    fix was left to guess. A file given as train_dataset is still named by its path."""
+    from tiny import SENTIMENT_PAIRS, tiny_config
+
+    from directpo.trainer import train
+
+    config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "out")
+    broken = [{"prompt": "x", "chosen": " y"}]
+    with pytest.raises(DataError, match=r"^eval_dataset: column 'rejected' not found"):
+        train(config, SENTIMENT_PAIRS, broken, echo=lambda _: None)
+    with pytest.raises(DataError, match=r"^train_dataset: row 2: missing field 'chosen'$"):
+        train(config, [SENTIMENT_PAIRS[0], {"prompt": "x", "rejected": " z"}], echo=lambda _: None)
+    path = write_jsonl(tmp_path / "bad.jsonl", broken)
+    with pytest.raises(DataError, match=f"^{path}: column 'rejected' not found"):
+        train(config, str(path), echo=lambda _: None)
+
+
 def test_dataset_name_loads_a_local_dataset_with_its_splits(tiny_model_dirs, tmp_path) -> None:
     """TRL's dataset_name / dataset_train_split / dataset_test_split, through load_dataset."""
     from tiny import SENTIMENT_PAIRS, tiny_config

@@ -171,6 +171,22 @@ def test_combination_is_the_weighted_sum_with_components() -> None:
     assert parts["sft"].tolist() == pytest.approx(expected("sft"), abs=1e-12)
 
 
+def test_combination_takes_each_losss_defaults_and_refuses_unknown_names() -> None:
+    """Standalone use: an option not given is the loss's own default (it was a KeyError), and a
+    misspelt option (it was dropped without a word), loss or weight count is a ValueError."""
+    lp = pair_logps()
+    total, _ = preference_loss(lp, ["sigmoid"], None, beta=BETA)
+    assert total.tolist() == pytest.approx(expected("sigmoid", eps=0.0), abs=1e-12)
+    with pytest.raises(ValueError, match="^unknown loss option 'label_smothing'; did you mean"):
+        preference_loss(lp, ["sigmoid"], None, beta=BETA, label_smothing=EPS)
+    with pytest.raises(ValueError, match="^unknown loss 'simpo_loss'; did you mean 'simpo'"):
+        preference_loss(lp, ["simpo_loss"], None, beta=BETA)
+    with pytest.raises(ValueError, match="^1 loss_weights for 2 loss_types"):
+        preference_loss(lp, ["sigmoid", "sft"], [1.0], beta=BETA)
+    with pytest.raises(ValueError, match="^loss 'aot' needs ref_chosen and ref_rejected"):
+        preference_loss(pair_logps(reference=False), ["simpo", "aot"], None, **OPTIONS)
+
+
 def test_rewards_are_beta_logratios_or_mean_logps_without_reference() -> None:
     chosen, rejected = implicit_rewards(pair_logps(), BETA)
     assert chosen.tolist() == pytest.approx([BETA * (a - b) for a, b in zip(PC, RC, strict=True)])

@@ -76,6 +76,22 @@ def test_any_peft_config_from_python(tiny_model_dirs, pairs_file, tmp_path) -> N
         train(config, echo=quiet, peft_config=peft_config)
 
 
+def test_a_peft_config_serves_another_model_after_a_run(tiny_model_dirs, pairs_file, tmp_path):
+    """peft filled the caller's config object for the first model (target_modules, the base's
+    path): a notebook reusing its IA3Config for another architecture was refused ("Target
+    modules {'k_proj', ...} not found"). train() leaves the caller's object as it was."""
+    from peft import IA3Config
+
+    ia3 = IA3Config(task_type="CAUSAL_LM")  # peft's default modules for each model type
+    before = ia3.to_dict()
+    for style in ("llama", "gpt2"):
+        config = tiny_config(tiny_model_dirs[style], pairs_file, tmp_path / style)
+        train(config, echo=quiet, peft_config=ia3)
+        assert ia3.to_dict() == before
+        saved = json.loads((tmp_path / style / "adapter_config.json").read_text())
+        assert saved["base_model_name_or_path"] == str(tiny_model_dirs[style])
+
+
 def test_a_python_lora_config_is_recorded_as_options_that_rerun_it(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:

@@ -74,6 +74,11 @@ def test_implicit_reward_is_beta_times_the_log_ratio(trained_run) -> None:
     # one prompt and one response: one number, not one per character
     single = ImplicitReward(policy, reference, 0.2, tokenizer).score(prompts[0], responses[0])
     assert single == pytest.approx(got[0], abs=1e-4)
+    # numpy's numbers, as a sweep over np.linspace gives them (np.float32's were refused)
+    import numpy as np
+
+    swept = ImplicitReward(policy, reference, np.float32(0.2), tokenizer, batch_size=np.int64(1))
+    assert swept.score(prompts, responses) == pytest.approx(got, abs=1e-4)
 
 
 def test_score_before_and_after_training(trained_run, tmp_path, capsys) -> None:

@@ -407,6 +407,77 @@ def test_loss_modifiers_reach_policy_and_reference(
     assert rows[-1]["loss"] < rows[0]["loss"]
 
 
+def test_what_train_returns_is_public_and_documented() -> None:
+    """A script annotating ``-> directpo.TrainResult`` met an AttributeError; ``stopped_by``,
+    which a script must read to stop after a signal, was missing from train's docstring."""
+    import directpo
+    from directpo.trainer import TrainResult
+
+    assert directpo.TrainResult is TrainResult and "TrainResult" in directpo.__all__
+    # every error train() raises can be caught by its name: an `except directpo.TrainingStopped`
+    # (out of memory) met an AttributeError, raised in place of the error it was to catch
+    from directpo import errors
+
+    raised = [v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, Exception)]
+    assert all(getattr(directpo, kind.__name__, None) is kind for kind in raised if
+               kind is not errors.ConfigErrors)  # fmt: skip
+    documented = {"output_dir", "global_step", "metrics", "policy", "reference", "stopped_by"}
+    assert all(f"``{name}``" in train.__doc__ for name in documented)
+
+
+def test_a_runs_config_yaml_says_which_datasets_came_from_train_arguments(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """config.yaml records train_file: null for pairs given as train_dataset: rerunning it
+    failed, and without eval_dataset a rerun did not evaluate, without a word. The file says
+    so, and load_config(it) with the same datasets reruns the run."""
+    from directpo.config import load_config
+
+    rows = SENTIMENT_PAIRS
+    config = config_for(tiny_model_dirs["llama"], None, tmp_path / "out", max_steps=2)
+    first = train(config, train_dataset=rows, eval_dataset=rows[:2], echo=quiet)
+    record = tmp_path / "out" / "config.yaml"
+    assert record.read_text().splitlines()[0] == (
+        "# train_dataset and eval_dataset given to train(), not as options: rerun with "
+        "train(load_config('config.yaml'), train_dataset=..., eval_dataset=...)"
+    )
+    again = load_config(record, {"output_dir": str(tmp_path / "again")})
+    second = train(again, train_dataset=rows, eval_dataset=rows[:2], echo=quiet)
+    assert [row.get("loss") for row in first.metrics] == [row.get("loss") for row in second.metrics]
+    assert (tmp_path / "again" / "config.yaml").read_text() == record.read_text().replace(
+        str(tmp_path / "out"), str(tmp_path / "again")
+    )
+
+
+def test_echo_none_trains_silently_and_a_value_that_is_no_function_is_refused_first(
+    tiny_model_dirs, pairs_file, tmp_path, capsys
+) -> None:
+    """``echo=None`` (a callback's usual "none") failed with "'NoneType' object is not
+    callable" at the first line, once the output folder was made; it means silence."""
+    config = config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "out", disable_tqdm=True)
+    result = train(config, echo=None)
+    assert result.global_step == 1 and capsys.readouterr().out == ""
+    with pytest.raises(TypeError, match="^echo must be a function of a line"):
+        train(config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "new"), echo="quiet")
+    assert not (tmp_path / "new").exists()
+
+
+def test_the_returned_policy_answers_as_the_saved_folder_does(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """train()'s policy was left in training mode: with disable_dropout: false its outputs
+    had dropout in them, differing from the saved folder's and from call to call."""
+    config = config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "out",
+                        disable_dropout=False)  # fmt: skip
+    policy = train(config, echo=quiet).policy
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        first, second = policy(ids).logits, policy(ids).logits
+        saved = AutoModelForCausalLM.from_pretrained(tmp_path / "out")(ids).logits
+    assert torch.equal(first, second)
+    assert torch.allclose(first, saved, atol=1e-6)
+
+
 def test_a_notebook_config_changed_after_it_was_built_is_checked_and_used(
     tiny_model_dirs, pairs_file, tmp_path, capsys
 ) -> None:
@@ -450,6 +521,56 @@ def test_a_run_that_fails_midway_closes_its_trackers(
     with pytest.raises(RuntimeError, match="disk went away"):
         train(config, echo=quiet)
     assert closed == [1]
+
+
+def test_the_callers_random_generators_are_its_own_again_after_train(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """train() seeds random, numpy and torch with the run's seed; left so, a sweep drawing its
+    settings with random.choice between runs drew the same settings after every run."""
+    import random
+
+    import numpy as np
+
+    def draws() -> tuple:
+        return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+    random.seed(11), np.random.seed(11), torch.manual_seed(11)
+    expected = draws()
+    random.seed(11), np.random.seed(11), torch.manual_seed(11)
+    first = train(config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "a"), echo=quiet)
+    assert draws() == expected
+    second = train(config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "b"), echo=quiet)
+    assert draws() != expected  # not the same state after every run
+    losses = [[row["loss"] for row in train_rows(r.metrics)] for r in (first, second)]
+    assert losses[0] == losses[1]  # the runs themselves are still seeded
+
+
+@pytest.mark.parametrize("stop", ["interrupt", "error"])
+def test_a_stopped_run_does_not_keep_its_models_alive_in_the_error(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, stop
+) -> None:
+    """A notebook keeps the last error (sys.last_exc); its frames held the run's policy,
+    reference and optimizer state, so a retry after running out of GPU memory found it full."""
+    import gc
+    import weakref
+
+    from directpo.errors import TrainingStopped
+
+    held: list[weakref.ref] = []
+
+    def stopping_step(run, step, measure=False):
+        held.extend(weakref.ref(m) for m in (run.policy, run.reference.model, run.optimizer))
+        raise KeyboardInterrupt if stop == "interrupt" else TrainingStopped("out of memory")
+
+    monkeypatch.setattr("directpo.trainer.train_step", stopping_step)
+    config = config_for(tiny_model_dirs["llama"], pairs_file, tmp_path / "out")
+    with pytest.raises((KeyboardInterrupt, TrainingStopped)) as caught:
+        train(config, echo=quiet)
+    gc.collect()
+    assert len(held) == 3 and [ref() for ref in held] == [None, None, None]
+    shown = "".join(__import__("traceback").format_exception(caught.value))
+    assert "in stopping_step" in shown  # the traceback still names every frame
 
 
 def test_disable_tqdm_and_log_level_last_for_the_run_only(

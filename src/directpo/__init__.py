@@ -7,17 +7,27 @@ responses with the trained policy as a reward model (both imported on first use)
 from typing import Any
 
 from directpo.config import DPOConfig, load_config
-from directpo.errors import ConfigError, DataError, DirectpoError, ModelLoadError
+from directpo.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DirectpoError,
+    ModelLoadError,
+    TrainingStopped,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointError",
     "ConfigError",
     "DPOConfig",
     "DataError",
     "DirectpoError",
     "ImplicitReward",
     "ModelLoadError",
+    "TrainResult",
+    "TrainingStopped",
     "load_config",
     "train",
 ]
@@ -25,6 +35,7 @@ __all__ = [
 _LAZY = {
     "train": ("directpo.trainer", "train"),
     "ImplicitReward": ("directpo.reward", "ImplicitReward"),
+    "TrainResult": ("directpo.trainer", "TrainResult"),  # what train returns, for type hints
 }
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -676,11 +677,19 @@ class DPOConfig(Options):
     def _apply_trl_spellings(self) -> None:
         apply_trl_meanings(self)
 
-    def save_record(self, path: str | Path) -> None:
+    def save_record(self, path: str | Path, from_python: tuple[str, ...] = ()) -> None:
         """config.yaml of a run: every option as resolved, except where this run resumed from
         (rerunning the file must not go back to that checkpoint; transformers keeps it out of
-        its saved arguments too), and without secrets (``record``)."""
+        its saved arguments too), and without secrets (``record``). ``from_python``: the
+        datasets given to train() as arguments, which no option records: a comment says that a
+        rerun needs them again (without eval_dataset it would not evaluate, without a word)."""
         self.save_yaml(path, **{**self.record(), "resume_from_checkpoint": None})
+        if from_python:
+            again = ", ".join(f"{name}=..." for name in from_python)
+            Path(path).write_text(
+                f"# {' and '.join(from_python)} given to train(), not as options: rerun with "
+                f"train(load_config('config.yaml'), {again})\n" + Path(path).read_text()
+            )
 
     def record(self) -> dict[str, Any]:
         """The options as a run's files, model card and trackers show them: a hub token given
@@ -830,8 +839,12 @@ class DPOConfig(Options):
 SECRET_KWARGS = ("token", "use_auth_token")  # from_pretrained arguments never written down
 
 
-def load_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> DPOConfig:
-    """Read the optional YAML file, apply ``overrides`` (e.g. from flags) on top, and validate."""
+def load_config(
+    path: str | os.PathLike | Mapping[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> DPOConfig:
+    """Read the optional YAML file (or a dict of its contents: TRL's names, ``env:``), apply
+    ``overrides`` (e.g. from flags) on top, and validate."""
     return load_options(DPOConfig, path, overrides)
 
 

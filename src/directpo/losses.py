@@ -15,6 +15,7 @@ said in the function (``sigmoid`` applies ε; ``sft`` is a per-sequence mean).
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -394,18 +395,48 @@ def preference_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Σ_k w_k · L_k per pair ([B]), and each component L_k ([B]) for logging.
 
-    ``options`` holds every loss option by name (beta, label_smoothing, simpo_gamma,
-    discopop_tau); each loss takes the ones it declares.
+    ``options`` holds loss options by name (beta, label_smoothing, simpo_gamma, discopop_tau);
+    each loss takes the ones it declares, and its own default for one not given
+    (``preference_loss(lp, ["sigmoid"], None, beta=0.1)`` is DPO without smoothing). A name
+    that is no loss or no loss option, or a reference-based loss without reference log-probs,
+    is a ValueError: a misspelt ``label_smothing=0.1`` was dropped without a word.
     """
+    _check_loss_arguments(lp, loss_types, loss_weights, options)
     weights = loss_weights or [1.0] * len(loss_types)
     components = {}
     for name in loss_types:
         spec = LOSSES[name]
-        components[name] = spec.fn(lp, **{key: options[key] for key in spec.options})
+        given = {key: options[key] for key in spec.options if key in options}
+        components[name] = spec.fn(lp, **given)
         if lp.chosen_weight is not None and lp.rejected_weight is not None:  # WPO
             components[name] = components[name] * lp.chosen_weight * lp.rejected_weight
     total = sum(w * components[name] for name, w in zip(loss_types, weights, strict=True))
     return total, components
+
+
+def _check_loss_arguments(
+    lp: PairLogps,
+    loss_types: Sequence[str],
+    loss_weights: Sequence[float] | None,
+    options: dict[str, float],
+) -> None:
+    known = {key for spec in LOSSES.values() for key in spec.options}
+    for kind, names, choices in (
+        ("loss", [n for n in loss_types if n not in LOSSES], list(LOSSES)),
+        ("loss option", [k for k in options if k not in known], sorted(known)),
+    ):
+        for name in names:
+            close = difflib.get_close_matches(name, choices, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"unknown {kind} {name!r}; {hint}known: {', '.join(choices)}")
+    if loss_weights is not None and len(loss_weights) != len(loss_types):
+        raise ValueError(
+            f"{len(loss_weights)} loss_weights for {len(loss_types)} loss_types: give one each"
+        )
+    if lp.ref_chosen is None or lp.ref_rejected is None:
+        for name in loss_types:
+            if LOSSES[name].needs_reference:
+                raise ValueError(f"loss {name!r} needs ref_chosen and ref_rejected log-probs")
 
 
 def implicit_rewards(lp: PairLogps, beta: float) -> tuple[torch.Tensor, torch.Tensor]:

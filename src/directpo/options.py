@@ -12,10 +12,12 @@ import contextlib
 import dataclasses
 import difflib
 import enum
+import functools
 import math
 import os
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +27,11 @@ import yaml
 from directpo.errors import ConfigError, ConfigErrors
 
 T = TypeVar("T")
+
+
+@functools.cache
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
 
 
 def option(default: Any, help: str, **kwargs: Any) -> Any:
@@ -66,6 +73,21 @@ class Options:
             self._refused = set()
         if problems:
             raise ConfigErrors("", problems)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """An option set after construction (``config.beta = 0.2`` in a notebook) goes through
+        the constructor's spellings: a TRL name is renamed (``evaluation_strategy``) or dropped
+        where it asks for nothing (``push_to_hub = False``), and a misspelt one is refused. A
+        plain attribute would hold ``lerning_rate`` where nothing reads it: a run with the
+        default, without a word."""
+        if name.startswith("_") or name in _field_names(type(self)):
+            object.__setattr__(self, name, value)
+            return
+        cls = type(self)
+        for key, translated in cls.translate(
+            {name: value}, _field_names(cls), cls.__name__
+        ).items():  # type: ignore[attr-defined]
+            object.__setattr__(self, key, translated)
 
     def _check_values(self) -> None:
         """Subclasses refuse impossible values here."""
@@ -130,17 +152,23 @@ def option_help(cls: type) -> list[tuple[str, str, Any]]:
 
 
 def load_options(
-    cls: type[T], path: str | None = None, overrides: dict[str, Any] | None = None
+    cls: type[T],
+    path: str | os.PathLike | Mapping[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> T:
-    """Read the optional YAML file, apply ``overrides`` (e.g. from flags) on top, and validate."""
+    """Read the optional YAML file (or a mapping of its contents, e.g. ``yaml.safe_load``'s),
+    apply ``overrides`` (e.g. from flags) on top, and validate."""
     names = [f.name for f in dataclasses.fields(cls)]
     values: dict[str, Any] = {}
     refused: list[ConfigError] = []
     sources = [(overrides or {}, "command line")]
+    if isinstance(path, Mapping):
+        data, where = dict(path), "config"
+    elif path is not None:
+        data, where = _read_yaml(os.fspath(path)), os.fspath(path)
     if path is not None:
-        data = _read_yaml(path)
-        _set_environment(data.pop("env", None), path)
-        sources.insert(0, (data, path))
+        _set_environment(data.pop("env", None), where)
+        sources.insert(0, (data, where))
     for given, where in sources:
         usable, error = translate_usable(cls, given, names, where)
         values.update(usable)
@@ -246,6 +274,10 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Convert `value` (from YAML, a flag string or Python) to the field's type, or fail."""
     if isinstance(value, enum.Enum):  # a TRL script's IntervalStrategy.STEPS, SchedulerType...:
         value = value.value  # its value (the enum itself compares equal, but cannot be saved)
+    if type(value).__module__ in ("numpy", "torch") and hasattr(value, "tolist"):
+        # a notebook's sweep over np.arange / np.logspace / a DataFrame's column gives numpy
+        # scalars ("max_steps must be an integer, got a numpy.int64 object"): their values
+        value = value.tolist()
     args = typing.get_args(hint)
     if isinstance(hint, types.UnionType) and type(None) in args:
         if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):

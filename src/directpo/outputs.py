@@ -42,6 +42,7 @@ class RunRecord:
     train_summary: str  # the training data, in a line
     metrics: list[dict[str, Any]]
     precision_note: str = ""  # how much of the update survived save_dtype's rounding, ...
+    from_python: tuple[str, ...] = ()  # the datasets given to train() (config.save_record)
 
 
 FINAL_STAGING = ".final.tmp"
@@ -378,7 +379,7 @@ def save_run_files(output_dir: Path, model: torch.nn.Module, record: RunRecord) 
     generation_config = getattr(model, "generation_config", None)
     if generation_config is not None:
         generation_config.save_pretrained(output_dir)
-    config.save_record(output_dir / "config.yaml")
+    config.save_record(output_dir / "config.yaml", record.from_python)
     vision = getattr(tokenizer, "image_processor", None) is not None  # a processor was saved
     card = model_card(
         config, record.train_summary, record.metrics, record.precision_note, vision=vision

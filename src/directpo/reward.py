@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 import warnings
 from collections import Counter
@@ -65,7 +66,9 @@ class ImplicitReward:
 
     ``policy``: a model or a model folder (a LoRA run's adapter folder too). ``reference``: a
     model, a folder, ``train(...).reference``, or None for a run trained without one (SimPO,
-    ORPO): the reward is then β·log π(y|x)/|y|. A PEFT policy whose reference is its own base
+    ORPO): the reward is then β·log π(y|x)/|y|. After ``merge_lora`` or under FSDP,
+    ``train(...).reference`` is None although the run had one: score such a run with
+    ``ImplicitReward.from_run(result.output_dir)``. A PEFT policy whose reference is its own base
     is scored with its adapters off. ``tokenizer`` (or processor) defaults to the policy's.
     Prompts and responses are cut to ``max_length`` / ``max_prompt_length`` as in training (a
     warning says how many); ``batch_size`` sequences per forward pass; folders load in
@@ -94,11 +97,14 @@ class ImplicitReward:
         reference_kwargs: dict[str, Any] | None = None,
         trust_remote_code: bool = False,
     ) -> None:
-        numeric = isinstance(beta, int | float) and not isinstance(beta, bool)
+        # numbers.Real / Integral: numpy's scalars too (a sweep over np.linspace's betas)
+        numeric = isinstance(beta, numbers.Real) and not isinstance(beta, bool)
         if not (numeric and math.isfinite(beta) and beta > 0):
             raise ConfigError(f"beta must be a number > 0 (got {beta!r})")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        integral = isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)
+        if not integral or batch_size < 1:
             raise ConfigError(f"batch_size must be an integer >= 1 (got {batch_size!r})")
+        beta, batch_size = float(beta), int(batch_size)
         if dtype not in DTYPES and dtype not in DTYPES.values():
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
         policy, reference = _model_or_path(policy), _model_or_path(reference)

@@ -85,6 +85,7 @@ class Run:
     total_steps: int
     probe: UpdateProbe
     start_step: int = 0
+    from_python: tuple[str, ...] = ()  # train_dataset / eval_dataset given to train()
     logger: MetricsLogger = field(init=False)
     window: PairStats = field(default_factory=PairStats)  # metrics since the last log line
     num_tokens: int = 0  # prompt + completion tokens of every sequence trained on (TRL's)
@@ -232,6 +233,11 @@ def prepare_run(
         total_steps=total_steps,
         probe=UpdateProbe(trainable, optimizer, world),
         best=BestModel.from_config(config),
+        from_python=tuple(
+            name
+            for name, given in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset))
+            if given is not None
+        ),
     )
     if config.precompute_ref_log_probs:
         _precompute_reference(run, reference_weights)
@@ -252,7 +258,8 @@ def prepare_run(
         write=world.is_main,
     )
     if world.is_main and not model_files(output_dir):  # a finished run's record stays its own
-        config.save_record(output_dir / "config.yaml")  # until this run's final save
+        # until this run's final save
+        config.save_record(output_dir / "config.yaml", run.from_python)
     offloaded = ", offloaded to CPU" if config.fsdp_offload else ""
     processes = f" x {world.size} processes ({world.mode}{offloaded})" if world.enabled else ""
     echo(

@@ -4,6 +4,7 @@ and tokenized (``load_run_data`` -> ``RunData``)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from directpo.models import (
 )
 from directpo.online import OnlineData, check_labeller, load_labeller
 from directpo.prompts import distinct_example_prompts, load_prompt_rows, load_prompts
-from directpo.readers import python_source
+from directpo.readers import is_path_list, python_source
 from directpo.rewardfn import check_reward_fn, load_reward_fn
 from directpo.sources import PairSet
 from directpo.tokenization import TokenizedData, short_completion_limit, tokenize_preferences
@@ -68,7 +69,12 @@ def load_run_data(
     if config.dataset_mixture is not None and train_dataset is not None:
         raise ConfigError("dataset_mixture and train_dataset are both given: choose one")
     source = train_dataset if train_dataset is not None else config.train_file
-    names: dict[str, str | None] = {"train": None, "eval": None}  # how messages name them
+    # how messages name them: a file by its path, rows from Python by the argument
+    # (both were "rows: ...", whether the train or the eval rows lacked a column)
+    names: dict[str, str | None] = {
+        "train": _argument_name(train_dataset, "train_dataset"),
+        "eval": _argument_name(eval_dataset, "eval_dataset"),
+    }
     if source is None and config.dataset_name:
         source = load_named_dataset(config, "dataset_train_split", required="training")
         names["train"] = f"{config.dataset_name}[{config.dataset_train_split}]"
@@ -240,6 +246,13 @@ def _tokenize(
             "or drop such rows"
         )
     return PairSet(tokenized.pairs, tokenized.sources)
+
+
+def _argument_name(source: Any, name: str) -> str | None:
+    """``name`` for rows given from Python; None for a path or paths, which name themselves."""
+    if source is None or isinstance(source, str | os.PathLike) or is_path_list(source):
+        return None
+    return name
 
 
 def _has_pairs(source: Any, columns: Columns, skip_invalid_rows: bool = False) -> bool:

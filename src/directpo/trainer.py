@@ -12,6 +12,7 @@ micro-batch, metric sums are all-reduced, and rank 0 alone prints and writes (di
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import logging
@@ -60,6 +61,7 @@ from directpo.outputs import (
 )
 from directpo.precision import fold_compensation, kahan_compensation
 from directpo.preflight import check_device, check_environment
+from directpo.process_state import kept_for_caller
 from directpo.reference import ReferenceProvider
 from directpo.run import Run, prepare_run
 from directpo.signals import StopRequest
@@ -71,7 +73,8 @@ from directpo.sync import reference_state, sync_reference
 class TrainResult:
     """What ``train`` returns. Under ``distributed: fsdp`` the trained shards go with the
     process group, so ``policy`` is read back from ``output_dir`` (the final folder) on first
-    use, whole, by the process that asks, and ``reference`` is None."""
+    use, whole, by the process that asks, and ``reference`` is None. ``policy`` is in eval
+    mode, as from_pretrained gives the saved folder (``policy.train()`` to train it on)."""
 
     trained: torch.nn.Module | None  # None: read back from output_dir on first use
     reference: ReferenceProvider | None
@@ -82,6 +85,13 @@ class TrainResult:
     # the signal that stopped the run early (SIGTERM, SIGINT), its checkpoint saved; a caller
     # running more work after train() (the demo, a script) must stop too, not go on with it
     stopped_by: str | None = None
+
+    def __post_init__(self) -> None:
+        # left in training mode, a disable_dropout: false policy sampled and scored with its
+        # dropout on (greedy outputs that differed from the saved folder's, and from call to
+        # call); its checkpointed layers are plain layers in eval mode too
+        if self.trained is not None:
+            self.trained.eval()
 
     @property
     def policy(self) -> torch.nn.Module:
@@ -97,15 +107,17 @@ def train(
     train_dataset: Any = None,
     eval_dataset: Any = None,
     *,
-    echo: Callable[[str], None] = print,
+    echo: Callable[[str], None] | None = print,
     peft_config: Any = None,
 ) -> TrainResult:
     """Train ``config.model_name_or_path`` with DPO; the final model goes to ``output_dir``.
 
     Returns a ``TrainResult``: ``output_dir``, ``global_step``, ``metrics`` (every logged row,
-    as in metrics.jsonl), ``policy`` (the trained model), ``reference`` and ``tokenizer``.
+    as in metrics.jsonl), ``policy`` (the trained model), ``reference``, ``tokenizer`` and
+    ``stopped_by`` (the signal that stopped the run after its checkpoint, else None).
     Problems with options, data or models raise ``DirectpoError`` subclasses with a one-line
-    message (nothing exits the process); ``echo`` receives every line directpo prints.
+    message (nothing exits the process); ``echo`` receives every line directpo prints (None:
+    nothing is printed; the progress bar is ``disable_tqdm``'s).
 
     ``peft_config``: any PEFT config object (peft's LoraConfig, IA3Config, ...), in place of the
     lora_* options: the policy trains those adapters, the reference is the base without them.
@@ -113,6 +125,10 @@ def train(
     ``DatasetDict`` of one split, a pandas DataFrame, a list of dicts, or a path) replace the
     files.
     """
+    if echo is None:
+        echo = _silent
+    elif not callable(echo):  # else a TypeError at the first line, after the output folder
+        raise TypeError(f"echo must be a function of a line (print), or None; got {echo!r}")
     config, peft_config = _checked_arguments(config, peft_config, echo)
     world = setup_world(config.distributed)
     run, finished, lock = None, False, OutputLock()
@@ -128,7 +144,7 @@ def train(
         check_device(config, world.device.type)
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
-        with _library_output(config, world.is_main):
+        with _library_output(config, world.is_main), kept_for_caller(world.device):
             mine = lock if world.is_main else None  # one holder per run: rank 0
             run = prepare_run(config, train_dataset, eval_dataset, world, echo, peft_config, mine)
             try:
@@ -200,7 +216,9 @@ def _checked_arguments(
             "config.yaml records the run without it (rerunning that file alone trains no "
             "adapters): the adapters' own description is the output's adapter_config.json"
         )
-        return dataclasses.replace(config), peft_config
+        # a copy: peft fills the one it is given for this model (target_modules, the base's
+        # path), and the caller's object, reused for another model, then named this one's layers
+        return dataclasses.replace(config), copy.deepcopy(peft_config)
     return dataclasses.replace(config, **options), None
 
 
@@ -518,8 +536,9 @@ def finish(run: Run, done: int | None = None) -> TrainResult:
     if not run.sharded:  # (FSDP2 writes from its own shard storage: _save_sharded adds them)
         fold_compensation(run.trainable, run.optimizer, run.precision.save)
     record = RunRecord(
-        run.processor or run.tokenizer, run.config, run.train_summary, run.logger.rows, note
-    )
+        run.processor or run.tokenizer, run.config, run.train_summary, run.logger.rows, note,
+        run.from_python,
+    )  # fmt: skip
     final = _save_final(run, record)
     if final is not None and final is not policy:  # LoRA merged into the base
         policy, reference = final, None
