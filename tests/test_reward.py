@@ -610,12 +610,16 @@ def test_a_merged_runs_adapter_folder_scores_as_its_merged_model(tiny_model_dirs
     pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
     run = tmp_path / "run"
     config = tiny_config(tiny_model_dirs["llama"], pairs, run, lora_r=4, merge_lora=True, beta=0.3)
-    train(config, echo=quiet)
+    result = train(config, echo=quiet)
     prompts, responses = ["The movie was", "I love this film,"], [" great.", " a dull waste."]
     adapter = ImplicitReward.from_run(str(run / "adapter"))
     assert adapter.beta == 0.3 and adapter.adapters_off  # its reference: its base
     want = ImplicitReward.from_run(str(run)).score(prompts, responses)
     assert adapter.score(prompts, responses) == pytest.approx(want, abs=1e-5)
+    # in memory: the merge consumed the base the reference ran on; it is loaded again (it was
+    # None, which ImplicitReward reads as a reference-free run: another reward, silently)
+    in_memory = ImplicitReward(result.policy, result.reference, beta=0.3)
+    assert in_memory.score(prompts, responses) == pytest.approx(want, abs=1e-5)
     assert any(abs(reward) > 1e-4 for reward in want)
     # an adapter folder beside another tool's config.yaml is no run's: scored as given
     other = shutil.copytree(run / "adapter", tmp_path / "other" / "adapter")
@@ -763,3 +767,18 @@ def test_a_pairs_rows_text_prompt_over_whole_conversations_is_their_shared_turns
     assert load_prompts([{"prompt": "Bread?"}])[0] == ["Bread?"]  # a prompt file as before
     with pytest.raises(DataError, match="row 1: .*no user message they share is that text"):
         load_prompts([{**row, "prompt": "Something else"}])
+
+
+def test_a_precomputed_runs_result_scores_against_its_reference(tiny_model_dirs, tmp_path):
+    """precompute_ref_log_probs lets the reference model go after its pass: the result's
+    reference (the cache, which scores no new response) is loaded again on first use."""
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
+    run = tmp_path / "run"
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs, run, precompute_ref_log_probs=True, learning_rate=1e-2
+    )
+    result = train(config, echo=quiet)
+    prompts, responses = ["The movie was"], [" great."]
+    want = ImplicitReward.from_run(str(run)).score(prompts, responses)
+    got = ImplicitReward(result.policy, result.reference, config.beta).score(prompts, responses)
+    assert got == pytest.approx(want, abs=1e-5) and abs(want[0]) > 1e-4

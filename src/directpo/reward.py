@@ -66,19 +66,19 @@ class ImplicitReward:
 
     ``policy``: a model or a model folder (a LoRA run's adapter folder too). ``reference``: a
     model, a folder, ``train(...).reference``, or None for a run trained without one (SimPO,
-    ORPO): the reward is then β·log π(y|x)/|y|. After ``merge_lora`` or under FSDP,
-    ``train(...).reference`` is None although the run had one: score such a run with
-    ``ImplicitReward.from_run(result.output_dir)``. A PEFT policy whose reference is its own base
-    is scored with its adapters off. ``tokenizer`` (or processor) defaults to the policy's.
+    ORPO): the reward is then β·log π(y|x)/|y|. After ``merge_lora``,
+    ``precompute_ref_log_probs`` or under FSDP, ``train(...).reference`` is the run's reference
+    loaded again (a TR-DPO run's, which moved: None; score it with
+    ``ImplicitReward.from_run(result.output_dir)``). A PEFT policy whose reference is its own
+    base is scored with its adapters off. ``tokenizer`` (or processor) defaults to the policy's.
     Prompts and responses are cut to ``max_length`` / ``max_prompt_length`` as in training (a
-    warning says how many); ``batch_size`` sequences per forward pass; folders load in
-    ``dtype`` on CUDA when there is one, with the from_pretrained keyword arguments
-    ``policy_kwargs`` (an adapter folder's: its base's) and ``reference_kwargs`` (a revision,
-    a subfolder, ...); ``trust_remote_code`` runs the code a folder ships with. Models run in
-    eval mode and keep their own mode. ``chat_template_kwargs``: conversations are rendered
-    with them, as in training. ``ImplicitReward.from_run(run_dir)`` reads β, the reference,
-    where the models were loaded from, the length limits and the chat template arguments from
-    a run's config.yaml.
+    warning says how many); ``batch_size`` sequences per forward pass; folders load in ``dtype``
+    on CUDA when there is one, with the from_pretrained keyword arguments ``policy_kwargs`` (an
+    adapter folder's: its base's) and ``reference_kwargs`` (a revision, a subfolder, ...);
+    ``trust_remote_code`` runs the code a folder ships with. Models run in eval mode and keep
+    their own mode. ``chat_template_kwargs``: conversations are rendered with them, as in
+    training. ``ImplicitReward.from_run(run_dir)`` reads β, the reference, where the models were
+    loaded from, the length limits and the chat template arguments from a run's config.yaml.
     """
 
     def __init__(

@@ -60,6 +60,7 @@ from directpo.outputs import (
     save_run_files,
 )
 from directpo.precision import fold_compensation, kahan_compensation
+from directpo.precompute import PrecomputedReference
 from directpo.preflight import check_device, check_environment
 from directpo.process_state import kept_for_caller
 from directpo.reference import ReferenceProvider
@@ -73,11 +74,15 @@ from directpo.sync import reference_state, sync_reference
 class TrainResult:
     """What ``train`` returns. Under ``distributed: fsdp`` the trained shards go with the
     process group, so ``policy`` is read back from ``output_dir`` (the final folder) on first
-    use, whole, by the process that asks, and ``reference`` is None. ``policy`` is in eval
-    mode, as from_pretrained gives the saved folder (``policy.train()`` to train it on)."""
+    use, whole, by the process that asks. ``reference`` is None for a run without one; after
+    ``merge_lora`` (the base now holds the merge), ``precompute_ref_log_probs`` (its model was
+    let go) and under FSDP it is loaded again where the run found it, on first use (a TR-DPO
+    reference, which moved, is not: None). ``policy`` is
+    in eval mode, as from_pretrained gives the saved folder (``policy.train()`` to train it
+    on)."""
 
     trained: torch.nn.Module | None  # None: read back from output_dir on first use
-    reference: ReferenceProvider | None
+    kept_reference: ReferenceProvider | None
     tokenizer: Any
     output_dir: Path
     global_step: int
@@ -85,6 +90,8 @@ class TrainResult:
     # the signal that stopped the run early (SIGTERM, SIGINT), its checkpoint saved; a caller
     # running more work after train() (the demo, a script) must stop too, not go on with it
     stopped_by: str | None = None
+    # where the run's reference loads from when it was not kept: (folder, from_pretrained kwargs)
+    reference_source: tuple[str, dict[str, Any], bool] | None = None
 
     def __post_init__(self) -> None:
         # left in training mode, a disable_dropout: false policy sampled and scored with its
@@ -100,6 +107,18 @@ class TrainResult:
 
             self.trained = load_causal_lm(str(self.output_dir), "auto", trainable=False)
         return self.trained
+
+    @property
+    def reference(self) -> ReferenceProvider | None:
+        if self.kept_reference is None and self.reference_source is not None:
+            from directpo.models import LoadOptions, load_causal_lm
+            from directpo.reference import FrozenModelReference
+
+            folder, kwargs, remote_code = self.reference_source
+            options = LoadOptions(init_kwargs=kwargs, trust_remote_code=remote_code)
+            model = load_causal_lm(folder, "auto", trainable=False, options=options)
+            self.kept_reference = FrozenModelReference(model)
+        return self.kept_reference
 
 
 def train(
@@ -545,9 +564,16 @@ def finish(run: Run, done: int | None = None) -> TrainResult:
     run.echo(f"model saved to {run.output_dir}")
     if run.sharded:  # the shards are gone with the process group: TrainResult reads the folder
         policy, reference = None, None
+    config = run.config
+    if isinstance(reference, PrecomputedReference):  # its model was let go after the pass
+        reference = None
+    reloaded = None  # a reference it no longer holds is loaded again where the run found it
+    if reference is None and run.reference is not None and not config.sync_ref_model:
+        reloaded = (config.reference_path, config.reference_init_kwargs, config.trust_remote_code)
     return TrainResult(
-        policy, reference, run.tokenizer, run.output_dir, done or run.total_steps, run.logger.rows
-    )
+        policy, reference, run.tokenizer, run.output_dir, done or run.total_steps, run.logger.rows,
+        reference_source=reloaded,
+    )  # fmt: skip
 
 
 def _save_final(run: Run, record: RunRecord) -> torch.nn.Module | None:
