@@ -364,6 +364,19 @@ def test_dataset_name_loads_a_local_dataset_with_its_splits(tiny_model_dirs, tmp
                          dataset_test_split="dev", eval_steps=2)  # fmt: skip
     with pytest.raises(DataError, match=r"no split 'dev' .* eval_steps asks for; set dataset_test"):
         train(config, echo=lambda _: None)
+    # a test split named but absent: refused by that name (it was a run that never evaluated)
+    config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "d", dataset_name=str(folder),
+                         dataset_test_split="validation")  # fmt: skip
+    with pytest.raises(DataError, match=r"no split 'validation' .* dataset_test_split names; set"):
+        train(config, echo=lambda _: None)
+    # best model / early stopping under eval_strategy: no (the test split only held out): they
+    # were silently never applied, the output the last step's weights
+    for key, value in (("load_best_model_at_end", True), ("early_stopping_patience", 2)):
+        config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "n",
+                             dataset_name=str(folder), eval_strategy="no",
+                             **{key: value})  # fmt: skip
+        with pytest.raises(ConfigError, match="need evaluations, and eval_strategy is no"):
+            train(config, echo=lambda _: None)
     config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "y",
                          dataset_name="no-such-org/no-such-dataset")  # fmt: skip
     with pytest.raises(DataError, match="dataset_name 'no-such-org/no-such-dataset': cannot load"):

@@ -315,7 +315,9 @@ class DPOConfig(Options):
     dataset_config: str | None = option(None, "The dataset's configuration name, if any.")
     dataset_train_split: str = option("train", "The dataset split to train on.")
     dataset_test_split: str = option(
-        "test", "The split evaluated on (when the dataset has it and no eval_file is given)."
+        "test",
+        "The split evaluated on (when no eval_file is given; test is optional, a split named "
+        "otherwise must exist).",
     )
     dataset_mixture: dict | None = option(
         None,

@@ -58,6 +58,11 @@ def check_environment(
             "eval_file (held-out pairs) or eval_generate (sampled completions)"
         )
     tracks = config.load_best_model_at_end or config.early_stopping_patience
+    if tracks and config.eval_strategy == "no":  # a test split is then only held out
+        raise ConfigError(
+            "load_best_model_at_end / early_stopping_patience need evaluations, and "
+            "eval_strategy is no: choose eval_strategy auto, steps or epoch"
+        )
     if tracks and not evaluates:
         raise ConfigError(
             "load_best_model_at_end / early_stopping_patience need evaluations: set "
