@@ -679,6 +679,33 @@ def test_python_sources_a_notebook_passes_read_as_their_files(tmp_path: Path) ->
         load_preferences([])
 
 
+def test_python_train_and_eval_data_are_named_by_their_argument(
+    tiny_model_dirs, tmp_path: Path
+) -> None:
+    """A bad row of train(eval_dataset=[...]) read "rows: row 2: ...", as train_dataset's did:
+    which of the two was not said. Each is named by its argument (a file by its path)."""
+    import pandas as pd
+    from tiny import SENTIMENT_PAIRS, tiny_config
+
+    from directpo.trainer import train
+
+    bad = [SENTIMENT_PAIRS[0], {"prompt": "a", "chosen": " b", "rejected": " b"}]
+    config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "out")
+    lines: list[str] = []
+    for rows in (bad, pd.DataFrame(bad), datasets.Dataset.from_list(bad)):
+        with pytest.raises(DataError) as err:
+            train(config, SENTIMENT_PAIRS, rows, echo=lines.append)
+        assert str(err.value) == "eval_dataset: row 2: chosen and rejected are identical"
+        with pytest.raises(DataError) as err:
+            train(config, rows, SENTIMENT_PAIRS, echo=lines.append)
+        assert str(err.value) == "train_dataset: row 2: chosen and rejected are identical"
+    assert lines[0].startswith("train: train_dataset: 6 pairs")
+    path = write_jsonl(tmp_path / "bad.jsonl", bad)
+    with pytest.raises(DataError) as err:
+        train(config, SENTIMENT_PAIRS, path, echo=lines.append)
+    assert str(err.value) == f"{path}: line 2: chosen and rejected are identical"
+
+
 def test_a_prompt_in_a_column_of_another_name_is_not_read_from_the_completions(
     tmp_path: Path,
 ) -> None:

@@ -23,7 +23,7 @@ from directpo.models import (
 )
 from directpo.online import OnlineData, check_labeller, load_labeller
 from directpo.prompts import distinct_example_prompts, load_prompt_rows, load_prompts
-from directpo.readers import python_source
+from directpo.readers import is_path_list, python_source
 from directpo.rewardfn import check_reward_fn, load_reward_fn
 from directpo.sources import PairSet
 from directpo.tokenization import TokenizedData, short_completion_limit, tokenize_preferences
@@ -68,7 +68,12 @@ def load_run_data(
     if config.dataset_mixture is not None and train_dataset is not None:
         raise ConfigError("dataset_mixture and train_dataset are both given: choose one")
     source = train_dataset if train_dataset is not None else config.train_file
-    names: dict[str, str | None] = {"train": None, "eval": None}  # how messages name them
+    # how messages name them: a file by its path, Python data by its argument (a bad row of
+    # eval_dataset read "rows: row 2: ...", as train_dataset's did)
+    names = {
+        "train": _argument(train_dataset, "train_dataset"),
+        "eval": _argument(eval_dataset, "eval_dataset"),
+    }
     if source is None and config.dataset_name:
         source = load_named_dataset(config, "dataset_train_split", required="training")
         names["train"] = f"{config.dataset_name}[{config.dataset_train_split}]"
@@ -308,6 +313,11 @@ def _held_out_prompts(config: DPOConfig, eval_data: Any) -> tuple[list[Any], lis
     else:
         prompts, rows = distinct_example_prompts(eval_data.examples)
     return prompts[: config.eval_generate], rows[: config.eval_generate]
+
+
+def _argument(source: Any, argument: str) -> str | None:
+    """``argument`` for rows given from Python; None for files, which are named by their path."""
+    return None if source is None or isinstance(source, str) or is_path_list(source) else argument
 
 
 def _evaluation_asked(config: DPOConfig) -> str | None:
