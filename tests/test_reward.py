@@ -147,6 +147,37 @@ def test_rank_orders_by_the_scores_score_gives(trained_run, tmp_path) -> None:
     assert [c["reward"] for c in ranked["ranked"]] == pytest.approx([r["reward"] for r in by_score])
 
 
+def test_an_empty_sample_in_a_file_is_scored_and_ranked_as_from_python(
+    trained_run, tmp_path
+) -> None:
+    """A sample that stops at once is an empty completion (directpo generate writes it):
+    ImplicitReward.score scored it, but score and rank refused the whole file ("field
+    'responses' is empty"). Its reward is β·log-ratio of the end of sequence alone."""
+    start, run, _ = trained_run
+    conversation = [{"role": "user", "content": "The movie was"}]
+    rows = [
+        {"prompt": prompt, "responses": ["", " great."]}
+        for prompt in ("The movie was", conversation)
+    ]
+    data = write_jsonl(tmp_path / "cands.jsonl", rows)
+    out = tmp_path / "ranked.jsonl"
+    rank_file(RankOptions(model_name_or_path=str(run), input=str(data), output=str(out)), quiet)
+    ranked = [json.loads(line)["ranked"] for line in out.read_text().splitlines()]
+    scorer = ImplicitReward.from_run(str(run))
+    for row, got in zip(rows, ranked, strict=True):
+        empty = next(c["reward"] for c in got if c["response"] == "")
+        assert empty == pytest.approx(scorer.score(row["prompt"], ""), abs=1e-6)
+    single = write_jsonl(tmp_path / "single.jsonl", [{"prompt": "The movie was", "response": ""}])
+    score_file(ScoreOptions(model_name_or_path=str(run), input=str(single), output=str(out)), quiet)
+    tokenizer = AutoTokenizer.from_pretrained(run)
+    policy = AutoModelForCausalLM.from_pretrained(run).eval()
+    reference = AutoModelForCausalLM.from_pretrained(start).eval()
+    p_ids, eos = tokenizer("The movie was").input_ids, [tokenizer.eos_token_id]
+    want = 0.2 * (plain_logprob(policy, p_ids, eos) - plain_logprob(reference, p_ids, eos))
+    assert json.loads(out.read_text())["reward"] == pytest.approx(want, abs=1e-5)
+    assert want != 0
+
+
 def test_kl_estimate_zero_at_start_positive_after_training(trained_run) -> None:
     start, run, _ = trained_run
     tokenizer = AutoTokenizer.from_pretrained(start)
