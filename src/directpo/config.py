@@ -559,6 +559,11 @@ class DPOConfig(Options):
         "(every eval_steps, default logging_steps, and at the end), epoch (at each epoch's end), "
         "no (never).",
     )
+    eval_on_start: bool = option(
+        False,
+        "Also evaluate before the first step (TRL's option): the starting model's baseline, "
+        "logged at step 0 (a resumed run does not repeat it; not a candidate for best model).",
+    )
     logging_first_step: bool = option(False, "Also log the first step (TRL's option).")
     run_name: str | None = option(
         None, "Name of the run in wandb / mlflow, and TensorBoard's subfolder of output_dir/runs."

@@ -57,16 +57,20 @@ def check_environment(
             f"eval_strategy is {config.eval_strategy} but there is nothing to evaluate: set "
             "eval_file (held-out pairs) or eval_generate (sampled completions)"
         )
-    tracks = config.load_best_model_at_end or config.early_stopping_patience
-    if tracks and config.eval_strategy == "no":  # a test split is then only held out
+    asking = [
+        key
+        for key in ("load_best_model_at_end", "early_stopping_patience", "eval_on_start")
+        if getattr(config, key)
+    ]
+    if asking and config.eval_strategy == "no":  # a test split is then only held out
         raise ConfigError(
-            "load_best_model_at_end / early_stopping_patience need evaluations, and "
-            "eval_strategy is no: choose eval_strategy auto, steps or epoch"
+            f"{' / '.join(asking)} need evaluations, and eval_strategy is no: choose "
+            "eval_strategy auto, steps or epoch"
         )
-    if tracks and not evaluates:
+    if asking and not evaluates:
         raise ConfigError(
-            "load_best_model_at_end / early_stopping_patience need evaluations: set "
-            "eval_file (held-out pairs) or eval_generate"
+            f"{' / '.join(asking)} need evaluations: set eval_file (held-out pairs) or "
+            "eval_generate"
         )
     if config.eval_steps and not evaluates:
         raise ConfigError(

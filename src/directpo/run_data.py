@@ -325,7 +325,12 @@ def _evaluation_asked(config: DPOConfig) -> str | None:
     their only source: a missing split is then an error, not a run that never evaluates. A split
     named other than the default "test" is asked for by that name (TRL's script fails on it too)."""
     if not config.eval_generate:  # with it sampled completions are evaluated: split optional
-        for key in ("eval_steps", "load_best_model_at_end", "early_stopping_patience"):
+        for key in (
+            "eval_steps",
+            "eval_on_start",
+            "load_best_model_at_end",
+            "early_stopping_patience",
+        ):
             if getattr(config, key):
                 return f"the evaluations {key} asks for"
         if config.eval_strategy in ("steps", "epoch"):
