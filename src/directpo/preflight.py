@@ -139,8 +139,13 @@ def check_environment(
                 "checkpoints: name a checkpoint-N folder, or 'latest' (the newest that verifies)"
             )
     if config.eval_generate:
+        test_split = config.dataset_name and config.eval_strategy != "no"  # its prompts
         if not (
-            config.eval_prompts_file or config.eval_file or eval_dataset_given or mixture_split
+            config.eval_prompts_file
+            or config.eval_file
+            or eval_dataset_given
+            or mixture_split
+            or test_split
         ):
             raise ConfigError(
                 "eval_generate needs held-out prompts: set eval_prompts_file or eval_file"

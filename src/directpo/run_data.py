@@ -324,6 +324,8 @@ def _evaluation_asked(config: DPOConfig) -> str | None:
     """The option that asks for evaluations of held-out pairs, when dataset_name's test split is
     their only source: a missing split is then an error, not a run that never evaluates. A split
     named other than the default "test" is asked for by that name (TRL's script fails on it too)."""
+    if config.eval_generate and not config.eval_prompts_file:
+        return "the held-out prompts eval_generate samples"
     if not config.eval_generate:  # with it sampled completions are evaluated: split optional
         for key in (
             "eval_steps",
