@@ -506,3 +506,33 @@ def test_eval_generate_samples_the_prompts_of_a_dataset_name_test_split(
                        output_dir=str(tmp_path / "x"))  # fmt: skip
     with pytest.raises(DataError, match=r"no split 'test' .* eval_generate samples; set dataset"):
         train(config, echo=lambda _: None)
+
+
+def test_a_best_metric_sampling_does_not_log_is_refused_before_training(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """early_stopping_patience / load_best_model_at_end with eval_generate as the only
+    evaluation tracked the default eval/loss, which sampling never logs: the run failed at its
+    first evaluation, after the steps before it. Refused before step 1; sampling's metrics
+    work."""
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "The movie was"}])
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
+    options = dict(
+        model_name_or_path=str(tiny_model_dirs["gpt2"]), train_file=str(pairs),
+        output_dir=str(tmp_path / "run"), report_to=["none"], max_steps=2, eval_steps=1,
+        save_steps=0, eval_generate=1, eval_prompts_file=str(prompts), generate_max_new_tokens=2,
+        early_stopping_patience=5, logging_steps=1,
+    )  # fmt: skip
+    lines: list[str] = []
+    for metric in (None, "rewards/accuracies", "eval_reward"):
+        with pytest.raises(ConfigError) as err:
+            train(DPOConfig(**options, metric_for_best_model=metric), echo=lines.append)
+        assert str(err.value) == (
+            f"metric_for_best_model: evaluations log no eval/"
+            f"{(metric or 'loss').removeprefix('eval_')} (they log eval/completion_length, "
+            "eval/kl)"
+        )
+    assert not any(line.startswith("step ") for line in lines)  # no step trained
+    config = DPOConfig(**options, metric_for_best_model="eval_kl", greater_is_better=False)
+    result = train(config, echo=lambda _: None)
+    assert [row["step"] for row in result.metrics if "eval/kl" in row] == [1, 2]
