@@ -570,3 +570,26 @@ def test_weights_of_another_model_size_are_refused_in_a_short_line(
     assert said.endswith("weights do not fit the model: 6 tensors have other shapes "
                          "(model.layers.0.mlp.down_proj.weight: [32, 48] in the checkpoint, "
                          "[32, 64] in the model); it was written for another model")  # fmt: skip
+
+
+def test_a_best_metric_no_evaluation_logs_is_refused_before_the_first_step(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """metric_for_best_model spelled as a classification run spells it (eval_accuracy) failed
+    the run at its first evaluation, after eval_steps of training; the names an evaluation logs
+    are known at start (one held-out pair's metrics), so it fails before step 1."""
+    lines: list[str] = []
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, tmp_path / "run", max_steps=2, eval_steps=2,
+        eval_file=str(pairs_file), load_best_model_at_end=True,
+        metric_for_best_model="eval_accuracy",
+    )  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        train(config, echo=lines.append)
+    assert str(err.value).startswith(
+        "metric_for_best_model: evaluations log no eval/accuracy (they log eval/entropy, "
+    )
+    assert "eval/rewards/accuracies" in str(err.value)
+    assert not any(line.startswith("step ") for line in lines)  # no step trained
+    config.metric_for_best_model = "eval_rewards/accuracies"  # TRL's spelling of a logged one
+    assert train(config, echo=lines.append).global_step == 2

@@ -384,6 +384,19 @@ def test_dataset_name_loads_a_local_dataset_with_its_splits(tiny_model_dirs, tmp
                          dataset_test_split="dev", eval_steps=2)  # fmt: skip
     with pytest.raises(DataError, match=r"no split 'dev' .* eval_steps asks for; set dataset_test"):
         train(config, echo=lambda _: None)
+    # a test split named but absent: refused by that name (it was a run that never evaluated)
+    config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "d", dataset_name=str(folder),
+                         dataset_test_split="validation")  # fmt: skip
+    with pytest.raises(DataError, match=r"no split 'validation' .* dataset_test_split names; set"):
+        train(config, echo=lambda _: None)
+    # best model / early stopping under eval_strategy: no (the test split only held out): they
+    # were silently never applied, the output the last step's weights
+    for key, value in (("load_best_model_at_end", True), ("early_stopping_patience", 2)):
+        config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "n",
+                             dataset_name=str(folder), eval_strategy="no",
+                             **{key: value})  # fmt: skip
+        with pytest.raises(ConfigError, match="need evaluations, and eval_strategy is no"):
+            train(config, echo=lambda _: None)
     config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "y",
                          dataset_name="no-such-org/no-such-dataset")  # fmt: skip
     with pytest.raises(DataError, match="dataset_name 'no-such-org/no-such-dataset': cannot load"):
@@ -684,6 +697,33 @@ def test_python_sources_a_notebook_passes_read_as_their_files(tmp_path: Path) ->
     )
     with pytest.raises(DataError, match=r"^rows: no rows$"):
         load_preferences([])
+
+
+def test_python_train_and_eval_data_are_named_by_their_argument(
+    tiny_model_dirs, tmp_path: Path
+) -> None:
+    """A bad row of train(eval_dataset=[...]) read "rows: row 2: ...", as train_dataset's did:
+    which of the two was not said. Each is named by its argument (a file by its path)."""
+    import pandas as pd
+    from tiny import SENTIMENT_PAIRS, tiny_config
+
+    from directpo.trainer import train
+
+    bad = [SENTIMENT_PAIRS[0], {"prompt": "a", "chosen": " b", "rejected": " b"}]
+    config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "out")
+    lines: list[str] = []
+    for rows in (bad, pd.DataFrame(bad), datasets.Dataset.from_list(bad)):
+        with pytest.raises(DataError) as err:
+            train(config, SENTIMENT_PAIRS, rows, echo=lines.append)
+        assert str(err.value) == "eval_dataset: row 2: chosen and rejected are identical"
+        with pytest.raises(DataError) as err:
+            train(config, rows, SENTIMENT_PAIRS, echo=lines.append)
+        assert str(err.value) == "train_dataset: row 2: chosen and rejected are identical"
+    assert lines[0].startswith("train: train_dataset: 6 pairs")
+    path = write_jsonl(tmp_path / "bad.jsonl", bad)
+    with pytest.raises(DataError) as err:
+        train(config, SENTIMENT_PAIRS, path, echo=lines.append)
+    assert str(err.value) == f"{path}: line 2: chosen and rejected are identical"
 
 
 def test_a_prompt_in_a_column_of_another_name_is_not_read_from_the_completions(

@@ -9,7 +9,7 @@ from tiny import SENTIMENT_PAIRS, write_jsonl
 
 from directpo.cli import main
 from directpo.config import DPOConfig
-from directpo.errors import ConfigError
+from directpo.errors import ConfigError, DataError
 from directpo.preflight import check_environment
 from directpo.trainer import train
 
@@ -473,3 +473,66 @@ def test_generate_names_the_row_a_chat_template_refuses_before_loading_the_model
         f"directpo: error: {prompts}: line 2: the chat template refused the row (Conversation "
         "roles must alternate user/assistant/user/assistant)\n"
     )
+
+
+def test_eval_generate_samples_the_prompts_of_a_dataset_name_test_split(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """dataset_name's test split gives the held-out pairs as eval_file does, but eval_generate
+    was refused beside it ('set eval_prompts_file or eval_file'). Its distinct prompts are
+    sampled; a missing test split is said in one line (the run had nothing to sample)."""
+    import datasets
+
+    test = [{**SENTIMENT_PAIRS[0], "prompt": "A held-out prompt:"}]
+    folder = tmp_path / "prefs"
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list(SENTIMENT_PAIRS),
+            "test": datasets.Dataset.from_list(test),
+        }
+    ).save_to_disk(str(folder))
+    options = dict(
+        model_name_or_path=str(tiny_model_dirs["gpt2"]), dataset_name=str(folder),
+        report_to=["none"], max_steps=1, save_steps=0, eval_generate=2, generate_max_new_tokens=2,
+    )  # fmt: skip
+    result = train(DPOConfig(**options, output_dir=str(tmp_path / "run")), echo=lambda _: None)
+    assert "eval/kl" in result.metrics[-1] and "eval/loss" in result.metrics[-1]
+    samples = (tmp_path / "run" / "samples" / "step-1.jsonl").read_text().splitlines()
+    assert [json.loads(line)["prompt"] for line in samples] == ["A held-out prompt:"]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(SENTIMENT_PAIRS)}).save_to_disk(
+        str(tmp_path / "no-test")
+    )
+    config = DPOConfig(**{**options, "dataset_name": str(tmp_path / "no-test")},
+                       output_dir=str(tmp_path / "x"))  # fmt: skip
+    with pytest.raises(DataError, match=r"no split 'test' .* eval_generate samples; set dataset"):
+        train(config, echo=lambda _: None)
+
+
+def test_a_best_metric_sampling_does_not_log_is_refused_before_training(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """early_stopping_patience / load_best_model_at_end with eval_generate as the only
+    evaluation tracked the default eval/loss, which sampling never logs: the run failed at its
+    first evaluation, after the steps before it. Refused before step 1; sampling's metrics
+    work."""
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "The movie was"}])
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
+    options = dict(
+        model_name_or_path=str(tiny_model_dirs["gpt2"]), train_file=str(pairs),
+        output_dir=str(tmp_path / "run"), report_to=["none"], max_steps=2, eval_steps=1,
+        save_steps=0, eval_generate=1, eval_prompts_file=str(prompts), generate_max_new_tokens=2,
+        early_stopping_patience=5, logging_steps=1,
+    )  # fmt: skip
+    lines: list[str] = []
+    for metric in (None, "rewards/accuracies", "eval_reward"):
+        with pytest.raises(ConfigError) as err:
+            train(DPOConfig(**options, metric_for_best_model=metric), echo=lines.append)
+        assert str(err.value) == (
+            f"metric_for_best_model: evaluations log no eval/"
+            f"{(metric or 'loss').removeprefix('eval_')} (they log eval/completion_length, "
+            "eval/kl)"
+        )
+    assert not any(line.startswith("step ") for line in lines)  # no step trained
+    config = DPOConfig(**options, metric_for_best_model="eval_kl", greater_is_better=False)
+    result = train(config, echo=lambda _: None)
+    assert [row["step"] for row in result.metrics if "eval/kl" in row] == [1, 2]

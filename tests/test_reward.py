@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from directpo.cli import main
 from directpo.command_options import RankOptions, ScoreOptions
 from directpo.config import DPOConfig
-from directpo.errors import ConfigError
+from directpo.errors import ConfigError, DataError
 from directpo.generate import evaluate_generations
 from directpo.reference import FrozenModelReference
 from directpo.reward import ImplicitReward, rank_file, score_file
@@ -150,6 +150,78 @@ def test_rank_orders_by_the_scores_score_gives(trained_run, tmp_path) -> None:
     by_score = sorted(scored, key=lambda r: -r["reward"])
     assert [c["response"] for c in ranked["ranked"]] == [r["response"] for r in by_score]
     assert [c["reward"] for c in ranked["ranked"]] == pytest.approx([r["reward"] for r in by_score])
+
+
+def test_an_empty_sample_in_a_file_is_scored_and_ranked_as_from_python(
+    trained_run, tmp_path
+) -> None:
+    """A sample that stops at once is an empty completion (directpo generate writes it):
+    ImplicitReward.score scored it, but score and rank refused the whole file ("field
+    'responses' is empty"). Its reward is β·log-ratio of the end of sequence alone."""
+    start, run, _ = trained_run
+    conversation = [{"role": "user", "content": "The movie was"}]
+    rows = [
+        {"prompt": prompt, "responses": ["", " great."]}
+        for prompt in ("The movie was", conversation)
+    ]
+    data = write_jsonl(tmp_path / "cands.jsonl", rows)
+    out = tmp_path / "ranked.jsonl"
+    rank_file(RankOptions(model_name_or_path=str(run), input=str(data), output=str(out)), quiet)
+    ranked = [json.loads(line)["ranked"] for line in out.read_text().splitlines()]
+    scorer = ImplicitReward.from_run(str(run))
+    for row, got in zip(rows, ranked, strict=True):
+        empty = next(c["reward"] for c in got if c["response"] == "")
+        assert empty == pytest.approx(scorer.score(row["prompt"], ""), abs=1e-6)
+    single = write_jsonl(tmp_path / "single.jsonl", [{"prompt": "The movie was", "response": ""}])
+    score_file(ScoreOptions(model_name_or_path=str(run), input=str(single), output=str(out)), quiet)
+    tokenizer = AutoTokenizer.from_pretrained(run)
+    policy = AutoModelForCausalLM.from_pretrained(run).eval()
+    reference = AutoModelForCausalLM.from_pretrained(start).eval()
+    p_ids, eos = tokenizer("The movie was").input_ids, [tokenizer.eos_token_id]
+    want = 0.2 * (plain_logprob(policy, p_ids, eos) - plain_logprob(reference, p_ids, eos))
+    assert json.loads(out.read_text())["reward"] == pytest.approx(want, abs=1e-5)
+    assert want != 0
+
+
+def test_generates_and_trls_columns_score_and_rank_as_they_are(trained_run, tmp_path) -> None:
+    """directpo generate writes 'completions', which rank read only as --responses_column
+    completions ("missing field 'responses'"); TRL's prompt-completion rows ('completion') were
+    refused by score. Each is read when a row lacks the default column, with the same rewards.
+    A row with chosen but no rejected (nor response) lacks 'rejected', not 'response'."""
+    _, run, _ = trained_run
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "The movie was"}])
+    generated = tmp_path / "generated.jsonl"
+    assert main(["generate", "--model_name_or_path", str(run), "--input", str(prompts),
+                 "--output", str(generated), "--num_return_sequences", "3",
+                 "--max_new_tokens", "4"]) == 0  # fmt: skip
+
+    def ranked(column: str | None) -> list[dict]:
+        out = tmp_path / "ranked.jsonl"
+        given = {} if column is None else {"responses_column": column}
+        options = RankOptions(
+            model_name_or_path=str(run), input=str(generated), output=str(out), **given
+        )
+        rank_file(options, quiet)
+        return json.loads(out.read_text())["ranked"]
+
+    assert ranked(None) == ranked("completions")
+    completions = json.loads(generated.read_text())["completions"]
+    rows = [{"prompt": "The movie was", key: c} for c in completions for key in ("response",
+            "completion")]  # fmt: skip
+    single = write_jsonl(tmp_path / "single.jsonl", rows)
+    out = tmp_path / "scored.jsonl"
+    score_file(ScoreOptions(model_name_or_path=str(run), input=str(single), output=str(out)), quiet)
+    rewards = [json.loads(line)["reward"] for line in out.read_text().splitlines()]
+    assert rewards[0::2] == pytest.approx(rewards[1::2], abs=1e-6)
+    want = [c["reward"] for c in ranked(None)]
+    assert sorted(rewards[0::2], reverse=True) == pytest.approx(want, abs=1e-6)
+    for present, missing in (("chosen", "rejected"), ("rejected", "chosen")):
+        half = write_jsonl(tmp_path / "half.jsonl", [{"prompt": "a", present: " b"}])
+        with pytest.raises(DataError) as err:
+            score_file(
+                ScoreOptions(model_name_or_path=str(run), input=str(half), output=str(out)), quiet
+            )
+        assert str(err.value) == f"{half}: line 1: missing field '{missing}'"
 
 
 def test_kl_estimate_zero_at_start_positive_after_training(trained_run) -> None:

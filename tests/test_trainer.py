@@ -697,3 +697,29 @@ def test_logged_epoch_counts_micro_batches_as_transformers_trainer(
     )  # fmt: skip
     epochs = [row["epoch"] for row in train_rows(train(config, echo=quiet).metrics)]
     assert epochs == pytest.approx([4 / 6, 1.0, 1 + 4 / 6])
+
+
+def test_eval_on_start_logs_the_starting_models_baseline_at_step_0(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """TRL's eval_on_start was refused: the baseline a run starts from (policy = reference:
+    loss ln 2, every reward 0) is logged at step 0. As in transformers it is no candidate for
+    the best model (here it would be: a smaller margin is 'better'); it asks for evaluations."""
+    lines: list[str] = []
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, tmp_path / "run", max_steps=2,
+        eval_file=str(pairs_file), eval_steps=2, eval_on_start=True, load_best_model_at_end=True,
+        metric_for_best_model="eval_rewards/margins", greater_is_better=False,
+    )  # fmt: skip
+    result = train(config, echo=lines.append)
+    evals = [row for row in result.metrics if "eval/loss" in row]
+    assert [row["step"] for row in evals] == [0, 2]
+    assert evals[0]["eval/loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert evals[0]["eval/rewards/chosen"] == evals[0]["eval/rewards/margins"] == 0
+    assert evals[1]["eval/rewards/margins"] > 0
+    assert [row["step"] for row in read_metrics(tmp_path / "run") if "eval/loss" in row] == [0, 2]
+    assert not (tmp_path / "run" / "checkpoint-0").exists()
+    assert any(line.startswith("loaded the best model: step 2") for line in lines)
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "x", eval_on_start=True)
+    with pytest.raises(ConfigError, match="^eval_on_start need evaluations: set eval_file"):
+        train(config, echo=quiet)

@@ -597,7 +597,7 @@ def test_no_effect_keys_written_as_flags_mean_what_they_say() -> None:
     assert load_config(None, flags) == DPOConfig(model_name_or_path="m")
     both = {"gradient_checkpointing": "true", "activation_checkpointing": "True"}  # agreeing
     assert load_config(None, both).gradient_checkpointing
-    for key, value in (("push_to_hub", "true"), ("tf32", "True"), ("eval_on_start", "1")):
+    for key, value in (("push_to_hub", "true"), ("tf32", "True"), ("use_cpu", "1")):
         with pytest.raises(ConfigError, match=f"--{key}: '{value}' is not supported"):
             load_config(None, {key: value})
     # a null written as a flag means what it means in a file (it was 'not a finite number')

@@ -9,6 +9,7 @@ a row without improvement. The tracker is part of every checkpoint, so both surv
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,11 +31,7 @@ class BestModel:
         """Take an evaluation's metrics; True when it improved and its checkpoint is wanted."""
         if not self.metric:
             return False
-        if self.metric not in metrics:  # a name no evaluation logs: never the best, say so now
-            logged = ", ".join(sorted(k for k in metrics if k.startswith("eval/")))
-            raise ConfigError(
-                f"metric_for_best_model: evaluations log no {self.metric} (they log {logged})"
-            )
+        self.check_logged(metrics)  # a name no evaluation logs: never the best, say so now
         value = float(metrics[self.metric])
         improved = self.value is None or (
             value > self.value if self.greater_is_better else value < self.value
@@ -46,6 +43,14 @@ class BestModel:
         if self.keep_checkpoint:  # named before it is written: every checkpoint's state agrees
             self.checkpoint = f"checkpoint-{step}"
         return self.keep_checkpoint
+
+    def check_logged(self, names: Iterable[str]) -> None:
+        names = set(names)
+        if self.metric and self.metric not in names:
+            logged = ", ".join(sorted(k for k in names if k.startswith("eval/")))
+            raise ConfigError(
+                f"metric_for_best_model: evaluations log no {self.metric} (they log {logged})"
+            )
 
     def patience_spent(self) -> bool:
         return self.patience > 0 and self.evals_without_improvement >= self.patience
@@ -68,6 +73,11 @@ class BestModel:
             best.checkpoint = saved.get("checkpoint")
             best.evals_without_improvement = saved.get("evals_without_improvement", 0)
         return best
+
+
+def sampled_metrics(config: Any) -> list[str]:
+    """What eval_generate logs (generate.evaluate_generations)."""
+    return ["eval/completion_length", "eval/kl"] + ["eval/reward"] * bool(config.reward_fn)
 
 
 def metric_name(name: str | None) -> str:

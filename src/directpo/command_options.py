@@ -92,12 +92,20 @@ class RewardOptions(FileCommandOptions):
 class ScoreOptions(RewardOptions):
     chosen_column: str = option("chosen", "Column of the preferred response (pair rows).")
     rejected_column: str = option("rejected", "Column of the dispreferred response (pair rows).")
-    response_column: str = option("response", "Column of the response (single-response rows).")
+    response_column: str = option(
+        "response",
+        "Column of the response (single-response rows); a row without response is read from "
+        "TRL's completion column.",
+    )
 
 
 @dataclass
 class RankOptions(RewardOptions):
-    responses_column: str = option("responses", "Column holding the list of candidates.")
+    responses_column: str = option(
+        "responses",
+        "Column holding the list of candidates; a row without responses is read from "
+        "completions (as directpo generate writes them).",
+    )
 
 
 @dataclass

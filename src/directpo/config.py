@@ -316,7 +316,9 @@ class DPOConfig(Options):
     dataset_config: str | None = option(None, "The dataset's configuration name, if any.")
     dataset_train_split: str = option("train", "The dataset split to train on.")
     dataset_test_split: str = option(
-        "test", "The split evaluated on (when the dataset has it and no eval_file is given)."
+        "test",
+        "The split evaluated on (when no eval_file is given; test is optional, a split named "
+        "otherwise must exist).",
     )
     dataset_mixture: dict | None = option(
         None,
@@ -557,6 +559,11 @@ class DPOConfig(Options):
         "When to evaluate (TRL's option): auto (every eval_steps if set, and at the end), steps "
         "(every eval_steps, default logging_steps, and at the end), epoch (at each epoch's end), "
         "no (never).",
+    )
+    eval_on_start: bool = option(
+        False,
+        "Also evaluate before the first step (TRL's option): the starting model's baseline, "
+        "logged at step 0 (a resumed run does not repeat it; not a candidate for best model).",
     )
     logging_first_step: bool = option(False, "Also log the first step (TRL's option).")
     run_name: str | None = option(

@@ -57,11 +57,20 @@ def check_environment(
             f"eval_strategy is {config.eval_strategy} but there is nothing to evaluate: set "
             "eval_file (held-out pairs) or eval_generate (sampled completions)"
         )
-    tracks = config.load_best_model_at_end or config.early_stopping_patience
-    if tracks and not evaluates:
+    asking = [
+        key
+        for key in ("load_best_model_at_end", "early_stopping_patience", "eval_on_start")
+        if getattr(config, key)
+    ]
+    if asking and config.eval_strategy == "no":  # a test split is then only held out
         raise ConfigError(
-            "load_best_model_at_end / early_stopping_patience need evaluations: set "
-            "eval_file (held-out pairs) or eval_generate"
+            f"{' / '.join(asking)} need evaluations, and eval_strategy is no: choose "
+            "eval_strategy auto, steps or epoch"
+        )
+    if asking and not evaluates:
+        raise ConfigError(
+            f"{' / '.join(asking)} need evaluations: set eval_file (held-out pairs) or "
+            "eval_generate"
         )
     if config.eval_steps and not evaluates:
         raise ConfigError(
@@ -130,8 +139,13 @@ def check_environment(
                 "checkpoints: name a checkpoint-N folder, or 'latest' (the newest that verifies)"
             )
     if config.eval_generate:
+        test_split = config.dataset_name and config.eval_strategy != "no"  # its prompts
         if not (
-            config.eval_prompts_file or config.eval_file or eval_dataset_given or mixture_split
+            config.eval_prompts_file
+            or config.eval_file
+            or eval_dataset_given
+            or mixture_split
+            or test_split
         ):
             raise ConfigError(
                 "eval_generate needs held-out prompts: set eval_prompts_file or eval_file"

@@ -41,12 +41,7 @@ def parse_prompt_and_responses(
         values = value if many else [value]
         if not values:
             raise RowError("empty field", f"field '{response_column}' is an empty list")
-        if isinstance(prompt, list):
-            responses: list[Text] = [
-                completion_messages(v, response_column, prompt) for v in values
-            ]
-        else:
-            responses = [text_field(v, response_column) for v in values]
+        responses = [_scored_response(prompt, v, response_column) for v in values]
     except RowError as err:
         raise DataError(f"{where}: {err.message}") from None
     return prompt, responses
@@ -54,18 +49,23 @@ def parse_prompt_and_responses(
 
 def parse_scored(prompt: Any, response: Any, where: str) -> tuple[Text, Text]:
     """A prompt and one response given from Python (``ImplicitReward.score``), checked as a
-    file row's are: texts, or message lists (a text reply to a conversation is the assistant's
-    message). An empty text response is scored too: a sample may stop at once."""
+    file row's are."""
     try:
         prompt = text_or_messages(field_value({"prompt": prompt}, "prompt"), "prompt", parts=True)
-        if isinstance(response, str) and not response.strip():
-            empty = [{"role": "assistant", "content": response}]
-            return prompt, response if isinstance(prompt, str) else empty
-        if isinstance(prompt, list):
-            return prompt, completion_messages(response, "response", prompt)
-        return prompt, text_field(response, "response")
+        return prompt, _scored_response(prompt, response, "response")
     except RowError as err:
         raise DataError(f"{where}: {err.message}") from None
+
+
+def _scored_response(prompt: Text, response: Any, key: str) -> Text:
+    """A response to score: a text, or messages (a text reply to a conversation is the
+    assistant's message). An empty text is scored too, in a file as from Python: a sample may
+    stop at once (directpo generate writes it), and a file of them was refused for it."""
+    if isinstance(response, str) and not response.strip():
+        return response if isinstance(prompt, str) else [{"role": "assistant", "content": response}]
+    if isinstance(prompt, list):
+        return completion_messages(response, key, prompt)
+    return text_field(response, key)
 
 
 def row_images(

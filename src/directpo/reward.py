@@ -435,25 +435,29 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
     rows = read_rows(options.input)
     base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
     columns = Columns(options.prompt_column, options.chosen_column, options.rejected_column)
-    is_pair = [options.chosen_column in row and options.rejected_column in row for _, row in rows]
+    pair_columns = (options.chosen_column, options.rejected_column)
+    responses = [_response_column(row, options.response_column) for _, row in rows]
+    # a row with one of chosen / rejected and no response is a pair that lacks the other
+    is_pair = [
+        all(c in row for c in pair_columns)
+        or (any(c in row for c in pair_columns) and r not in row)
+        for (_, row), r in zip(rows, responses, strict=True)
+    ]
     # validate every row before loading any model
     parsed = []
-    for (where, row), pair in zip(rows, is_pair, strict=True):
+    for (where, row), pair, column in zip(rows, is_pair, responses, strict=True):
         label = f"{options.input}: {where}"
         if pair:
             parsed.append(parse_pair(row, columns, label, base_dir))
         else:
-            prompt, responses = parse_prompt_and_responses(
-                row, options.prompt_column, options.response_column, label
-            )
-            if len(responses) != 1:
+            prompt, given = parse_prompt_and_responses(row, options.prompt_column, column, label)
+            if len(given) != 1:
                 raise DataError(
-                    f"{label}: field '{options.response_column}' holds several "
-                    "responses; use directpo rank"
+                    f"{label}: field '{column}' holds several responses; use directpo rank"
                 )
             images = row_images(row, label, base_dir, options.prompt_column)
             args = template_args_of(row, prompt, label)
-            parsed.append((with_images(prompt, images), responses[0], images, args))
+            parsed.append((with_images(prompt, images), given[0], images, args))
     scorer = _scorer(options, echo)
     ids = []
     truncated: Counter[str] = Counter()
@@ -510,11 +514,10 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     options.check_environment()
     rows = read_rows(options.input)
     base_dir = os.path.dirname(os.path.abspath(options.input))
+    columns = [_response_column(row, options.responses_column) for _, row in rows]
     parsed = [
-        _candidates(
-            row, options.prompt_column, options.responses_column, f"{options.input}: {where}"
-        )
-        for where, row in rows
+        _candidates(row, options.prompt_column, column, f"{options.input}: {where}")
+        for (where, row), column in zip(rows, columns, strict=True)
     ]
     images = [
         row_images(row, f"{options.input}: {where}", base_dir, options.prompt_column)
@@ -538,14 +541,26 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
         echo(_truncation_note(scorer, truncated))
     rewards = iter(scorer.score_ids(ids, progress=True).tolist())
     out = []
-    for (_, row), (_, responses) in zip(rows, parsed, strict=True):
+    for (_, row), (_, responses), column in zip(rows, parsed, columns, strict=True):
         scored = [(next(rewards), i) for i in range(len(responses))]
         order = sorted(scored, key=lambda item: (-item[0], item[1]))  # stable among ties
-        given = row[options.responses_column]  # each candidate as written (text or messages)
+        given = row[column]  # each candidate as written (text or messages)
         out.append({**row, "ranked": [{"response": given[i], "reward": r} for r, i in order]})
     write_jsonl(options.output, out)
     echo(f"ranked {len(ids)} candidates of {len(out)} prompts into {options.output}")
     return len(out)
+
+
+# TRL's names for the response columns (its prompt-completion datasets; the completions of
+# reward functions), which directpo generate writes too: read when a row lacks the default's
+TRL_RESPONSE_COLUMNS = {"response": "completion", "responses": "completions"}
+
+
+def _response_column(row: dict[str, Any], column: str) -> str:
+    """``column``, or TRL's name for it when the row has only that: generate's output ranks
+    as it is (it was "missing field 'responses'")."""
+    other = TRL_RESPONSE_COLUMNS.get(column)
+    return other if other is not None and column not in row and other in row else column
 
 
 def _candidates(

@@ -18,7 +18,7 @@ import torch
 from transformers import set_seed
 
 from directpo.batching import Layout
-from directpo.best import BestModel
+from directpo.best import BestModel, sampled_metrics
 from directpo.config import DPOConfig
 from directpo.distributed import World, materialize, release_host_memory, wrap
 from directpo.errors import ConfigError
@@ -49,7 +49,7 @@ from directpo.reference import (
 from directpo.resume import resume
 from directpo.run_data import RunData, load_run_data
 from directpo.sources import FixedPairs, OnlineRounds, PairSet
-from directpo.step import PairStats
+from directpo.step import PairStats, evaluate
 from directpo.tracking import MetricsLogger
 from directpo.vision import attach_rope_positions
 
@@ -241,6 +241,8 @@ def prepare_run(
     )
     if config.precompute_ref_log_probs:
         _precompute_reference(run, reference_weights)
+    # a metric no evaluation logs (a typo, eval_accuracy) failed at the first evaluation
+    run.best.check_logged(_evaluation_metrics(run))
     _check_free_space(output_dir, policy, config, freed=_disk_size(replaced))
 
     # -- resume, or replace an earlier run (only now that data and models are known good) ---
@@ -269,6 +271,22 @@ def prepare_run(
         + (f", {_precision_words(precision)}" if precision.compute != torch.float32 else "")
     )
     return run
+
+
+def _evaluation_metrics(run: Run) -> list[str]:
+    """The names an evaluation logs: sampling's, and the pair metrics of one held-out pair
+    (they depend on the losses, MoE, WPO, ...: computed, not listed). None when none is
+    tracked (best model, early stopping)."""
+    if not run.best.metric:
+        return []
+    logged = sampled_metrics(run.config) if run.eval_prompts else []
+    if run.eval:
+        table = run.eval.reference_table
+        logged += evaluate(
+            run.scorer, run.reference, run.eval.pairs[:1], run.config, run.pad_id,
+            run.world.device, run.layout, None if table is None else table[:1], run.world,
+        )  # fmt: skip
+    return logged
 
 
 def _pair_source(

@@ -325,12 +325,21 @@ def _held_out_prompts(config: DPOConfig, eval_data: Any) -> tuple[list[Any], lis
 
 def _evaluation_asked(config: DPOConfig) -> str | None:
     """The option that asks for evaluations of held-out pairs, when dataset_name's test split is
-    their only source: a missing split is then an error, not a run that never evaluates."""
-    if config.eval_generate:
-        return None  # sampled completions are evaluated; the test split is optional
-    for key in ("eval_steps", "load_best_model_at_end", "early_stopping_patience"):
-        if getattr(config, key):
-            return f"the evaluations {key} asks for"
-    if config.eval_strategy in ("steps", "epoch"):
-        return f"the evaluations eval_strategy: {config.eval_strategy} asks for"
+    their only source: a missing split is then an error, not a run that never evaluates. A split
+    named other than the default "test" is asked for by that name (TRL's script fails on it too)."""
+    if config.eval_generate and not config.eval_prompts_file:
+        return "the held-out prompts eval_generate samples"
+    if not config.eval_generate:  # with it sampled completions are evaluated: split optional
+        for key in (
+            "eval_steps",
+            "eval_on_start",
+            "load_best_model_at_end",
+            "early_stopping_patience",
+        ):
+            if getattr(config, key):
+                return f"the evaluations {key} asks for"
+        if config.eval_strategy in ("steps", "epoch"):
+            return f"the evaluations eval_strategy: {config.eval_strategy} asks for"
+    if config.dataset_test_split != DPOConfig.__dataclass_fields__["dataset_test_split"].default:
+        return "the held-out pairs dataset_test_split names"
     return None

@@ -282,6 +282,10 @@ def _train(run: Run) -> TrainResult:
     with StopRequest() as stop, progress, explain_failures(run) as position:
         run.window_start = time.perf_counter()
         done = run.start_step  # (a run resumed at its last step trains no step)
+        # (every run that evaluates does so at its last step)
+        if run.config.eval_on_start and done == 0 and _evaluates_at(run, run.total_steps):
+            # the starting model's baseline; as in transformers, not a candidate for best
+            write(evaluate_step(run, 0))
         for step in range(run.start_step, total):
             done = position.step = step + 1
             round_metrics = run.source.prepare(step)  # online: a new round's pairs

@@ -139,7 +139,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "batch_eval_metrics": (_nothing, "directpo logs its own eval metrics"),
     "include_for_metrics": (_nothing, "directpo logs its own eval metrics"),
     "eval_delay": (_nothing, "use eval_steps"),
-    "eval_on_start": (_nothing, "not supported; the first eval is at eval_steps"),
     "save_on_each_node": (_nothing, "rank 0 writes (FSDP: every rank its shards)"),
     "save_only_model": (_nothing, "checkpoints always hold the optimizer (exact resume)"),
     "ignore_data_skip": (_nothing, "resume always continues the exact data order"),
