@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM
 from directpo import failures as failures_module
 from directpo.batching import eval_batches
 from directpo.checkpoint import list_checkpoints, verify_checkpoint
+from directpo.config import DPOConfig
 from directpo.distributed import World, shard
 from directpo.errors import CheckpointError, ConfigError, TrainingStopped
 from directpo.outputs import LOCK_FILE, model_files
@@ -649,3 +650,29 @@ def test_fsdp_offload_puts_every_unit_under_cpu_offload(tiny_model_dirs) -> None
         assert all(isinstance(policy, CPUOffloadPolicy) for policy in policies)
     finally:
         distributed.teardown(world)
+
+
+def test_ddp_timeout_is_the_process_groups_timeout(
+    tiny_model_dirs, five_pairs, tmp_path, monkeypatch
+) -> None:
+    """ddp_timeout (transformers' seconds; handbook recipes raise it for long rank-0 work) is
+    how long a collective waits: it was accepted and ignored, every group waiting 30 minutes."""
+    import datetime
+
+    from directpo import distributed
+
+    timeouts = []
+    original = distributed.dist.init_process_group
+
+    def recording(*args, **kwargs):
+        timeouts.append(kwargs["timeout"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(distributed.dist, "init_process_group", recording)
+    options = {"per_device_train_batch_size": 4, "distributed": "ddp", "ddp_timeout": 5400}
+    config = tiny_config(tiny_model_dirs["llama"], five_pairs, tmp_path / "out", **options)
+    train(config, echo=lambda _: None)
+    assert timeouts == [datetime.timedelta(seconds=5400)]
+    assert DPOConfig().ddp_timeout == 1800  # transformers' default
+    with pytest.raises(ConfigError, match=r"ddp_timeout must be > 0 \(seconds\)"):
+        DPOConfig(ddp_timeout=0)

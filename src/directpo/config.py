@@ -271,6 +271,11 @@ class DPOConfig(Options):
         "float32 and computed in dtype), none, or auto (ddp when launched on several "
         "processes). See docs/distributed.md.",
     )
+    ddp_timeout: int = option(
+        1800,
+        "TRL's (transformers') option: seconds a process of a ddp / fsdp run waits at a "
+        "collective before the run fails; raise it when one process works long alone.",
+    )
     fsdp_offload: bool = option(
         False,
         "With distributed: fsdp: keep parameters, gradients and optimizer state in CPU memory "

@@ -82,9 +82,10 @@ def launched_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def setup(mode: str) -> World:
+def setup(mode: str, timeout_s: float = 1800) -> World:
     """Join the process group that torchrun started (or make a one-process group for fsdp/ddp
-    without a launcher); pick this rank's device."""
+    without a launcher); pick this rank's device. ``timeout_s``: how long a collective waits
+    (ddp_timeout)."""
     size = launched_size()
     if mode == "auto":
         mode = "ddp" if size > 1 else "none"
@@ -104,7 +105,7 @@ def setup(mode: str) -> World:
     owns_group = not dist.is_initialized()  # else the caller's group: leave it to the caller
     if owns_group:
         backend = "nccl" if device.type == "cuda" else "gloo"
-        timeout = datetime.timedelta(minutes=30)
+        timeout = datetime.timedelta(seconds=timeout_s)
         if "WORLD_SIZE" in os.environ:  # a launcher's rendezvous (MASTER_ADDR, RANK, ...)
             dist.init_process_group(backend=backend, timeout=timeout)
         else:  # one process without a launcher: an in-process store, no port

@@ -114,7 +114,7 @@ def train(
     files.
     """
     config, peft_config = _checked_arguments(config, peft_config, echo)
-    world = setup_world(config.distributed)
+    world = setup_world(config.distributed, config.ddp_timeout)
     run, finished, lock = None, False, OutputLock()
     made_output_dir = not Path(config.output_dir).exists()
     try:

@@ -141,7 +141,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "ddp_bucket_cap_mb": (_any, ""),
     "ddp_broadcast_buffers": (_any, ""),
     "ddp_static_graph": (_any, ""),
-    "ddp_timeout": (_any, ""),
     "ddp_backend": (_any, ""),  # nccl on CUDA, gloo on CPU
     "local_rank": (_any, ""),  # torchrun's LOCAL_RANK is read
     "use_cache": (_nothing, "the KV cache is off during training"),
