@@ -676,3 +676,20 @@ def test_ddp_timeout_is_the_process_groups_timeout(
     assert DPOConfig().ddp_timeout == 1800  # transformers' default
     with pytest.raises(ConfigError, match=r"ddp_timeout must be > 0 \(seconds\)"):
         DPOConfig(ddp_timeout=0)
+
+
+def test_a_device_map_is_refused_under_ddp_and_fsdp(tiny_model_dirs, five_pairs, tmp_path) -> None:
+    """model_init_kwargs' device_map spreads a model over every GPU its process sees, where a
+    ddp / fsdp rank keeps its model on its own GPU: it was passed on (DDP then moved the model,
+    leaving accelerate's hooks sending activations to the mapped devices). One process keeps it."""
+    reference = shutil.copytree(tiny_model_dirs["llama"], tmp_path / "reference")
+    for mode, name in (("ddp", "model_init_kwargs"), ("fsdp", "ref_model_init_kwargs")):
+        config = tiny_config(tiny_model_dirs["llama"], five_pairs, tmp_path / mode,
+                             distributed=mode, **{name: {"device_map": "auto"}},
+                             ref_model_name_or_path=str(reference))  # fmt: skip
+        with pytest.raises(ConfigError, match=f"^{name}: device_map .* distributed: {mode} "):
+            train(config, echo=lambda _: None)
+        assert not (tmp_path / mode).exists()  # refused before anything was loaded or written
+    config = tiny_config(tiny_model_dirs["llama"], five_pairs, tmp_path / "one",
+                         model_init_kwargs={"device_map": "auto"})  # fmt: skip
+    assert train(config, echo=lambda _: None).global_step == 1

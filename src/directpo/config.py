@@ -94,8 +94,8 @@ class DPOConfig(Options):
     model_init_kwargs: dict | None = option(
         None,
         "Keyword arguments for from_pretrained of policy and reference (TRL's option): "
-        "revision, attn_implementation, device_map (one process), low_cpu_mem_usage, ... "
-        "(dtype is the dtype option).",
+        "revision, attn_implementation, device_map (one process: refused under ddp / fsdp), "
+        "low_cpu_mem_usage, ... (dtype is the dtype option).",
     )
     model_revision: str = option(
         "main",

@@ -125,7 +125,7 @@ def train(
             need_train_file=train_dataset is None,
             eval_dataset_given=eval_dataset is not None,
         )
-        check_device(config, world.device.type)
+        check_device(config, world.device.type, world.mode)
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
         with _library_output(config, world.is_main):
