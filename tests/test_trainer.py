@@ -576,3 +576,30 @@ def test_logged_epoch_counts_micro_batches_as_transformers_trainer(
     )  # fmt: skip
     epochs = [row["epoch"] for row in train_rows(train(config, echo=quiet).metrics)]
     assert epochs == pytest.approx([4 / 6, 1.0, 1 + 4 / 6])
+
+
+def test_the_start_line_names_the_attention_and_checkpointing_chosen(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """attn_implementation: auto picks by device and dtype (varlen on CUDA in bf16, else SDPA)
+    and the start-up checks may fall back: the start line says what the policy runs, and
+    whether activations are recomputed (off by default, where TRL's default is on). It said
+    neither, so a GPU user could not tell whether the fast kernel ran."""
+    from directpo import attention, run
+    from directpo.precision import PrecisionPolicy
+
+    def start_line(out: str, **options) -> str:
+        lines: list[str] = []
+        config = config_for(tiny_model_dirs["llama"], pairs_file, tmp_path / out, **options)
+        train(config, echo=lines.append)
+        return next(line for line in lines if line.startswith("training "))
+
+    assert start_line("default").endswith(" accumulation, attention sdpa")
+    line = start_line("varlen", attn_implementation="varlen", gradient_checkpointing=True)
+    assert line.endswith(", attention varlen (math), gradient checkpointing")  # exact on CPU
+    policy = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"])
+    policy.config._attn_implementation = attention.IMPLEMENTATION
+    monkeypatch.setattr(attention, "available_backend", lambda device: "flash_attn")
+    cuda, bf16 = torch.device("cuda"), PrecisionPolicy(compute=torch.bfloat16)
+    assert run._kernel_words(policy, cuda, bf16, False) == "attention varlen (flash_attn)"
+    assert run._kernel_words(policy, cuda, PrecisionPolicy(), False) == "attention varlen (math)"
