@@ -693,3 +693,28 @@ def test_a_device_map_is_refused_under_ddp_and_fsdp(tiny_model_dirs, five_pairs,
     config = tiny_config(tiny_model_dirs["llama"], five_pairs, tmp_path / "one",
                          model_init_kwargs={"device_map": "auto"})  # fmt: skip
     assert train(config, echo=lambda _: None).global_step == 1
+
+
+def test_an_accelerate_configs_fsdp_or_deepspeed_is_not_ignored(
+    tiny_model_dirs, five_pairs, tmp_path, monkeypatch
+) -> None:
+    """`accelerate launch --config_file fsdp.yaml` (or a ZeRO-3 one, as TRL's and the
+    handbook's recipes launch) passes its choice as environment variables, which went unread:
+    every rank trained the whole model under DDP. FSDP's makes distributed: auto fsdp;
+    DeepSpeed's, or FSDP's beside distributed: ddp or without fsdp_offload, is refused."""
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    lines: list[str] = []
+    train(tiny_config(tiny_model_dirs["llama"], five_pairs, tmp_path / "auto"), echo=lines.append)
+    assert any(" x 1 processes (fsdp)" in line for line in lines if line.startswith("training"))
+    for env, options, message in (
+        ({"FSDP_OFFLOAD_PARAMS": "true"}, {}, "set fsdp_offload: true"),
+        ({}, {"distributed": "ddp"}, "asks for FSDP but distributed is ddp"),
+        ({"ACCELERATE_USE_DEEPSPEED": "true"}, {}, "asks for DeepSpeed, which directpo does not"),
+    ):
+        with monkeypatch.context() as patched:
+            for key, value in env.items():
+                patched.setenv(key, value)
+            config = tiny_config(tiny_model_dirs["llama"], five_pairs, tmp_path / "x", **options)
+            with pytest.raises(ConfigError, match=message):
+                train(config, echo=lambda _: None)
+    assert not (tmp_path / "x").exists()

@@ -37,6 +37,7 @@ from directpo.distributed import (
     consolidated_model,
     grad_norm_value,
     gradient_sync,
+    launcher_mode,
     on_main,
     save_sharded_adapter,
     save_sharded_model,
@@ -114,7 +115,8 @@ def train(
     files.
     """
     config, peft_config = _checked_arguments(config, peft_config, echo)
-    world = setup_world(config.distributed, config.ddp_timeout)
+    mode = launcher_mode(config.distributed, config.fsdp_offload)
+    world = setup_world(mode, config.ddp_timeout)
     run, finished, lock = None, False, OutputLock()
     made_output_dir = not Path(config.output_dir).exists()
     try:
