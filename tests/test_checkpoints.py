@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import errno
 import json
+import random
 import shutil
 from collections import namedtuple
 
@@ -593,3 +594,19 @@ def test_a_best_metric_no_evaluation_logs_is_refused_before_the_first_step(
     assert not any(line.startswith("step ") for line in lines)  # no step trained
     config.metric_for_best_model = "eval_rewards/accuracies"  # TRL's spelling of a logged one
     assert train(config, echo=lines.append).global_step == 2
+
+
+def test_resume_on_a_machine_with_fewer_gpus_restores_the_gpus_it_has(monkeypatch) -> None:
+    """rng_state.pt holds one CUDA state per GPU the saving process saw (8 on a node where all
+    were visible); resumed where fewer are, torch indexed past the devices, an IndexError that
+    surfaced at CUDA's lazy initialisation. The states of the GPUs present are restored."""
+    saved = {"python": random.getstate(), "numpy": None, "torch": None}
+    saved["cuda"] = [torch.full((16,), i, dtype=torch.uint8) for i in range(8)]
+    restored: list[list[torch.Tensor]] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: restored.append(states))
+    monkeypatch.setattr(checkpoint_module.np.random, "set_state", lambda state: None)
+    monkeypatch.setattr(torch, "set_rng_state", lambda state: None)
+    checkpoint_module._set_rng_state(saved)
+    assert [[int(s[0]) for s in states] for states in restored] == [[0, 1]]

@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM
 from directpo import failures as failures_module
 from directpo.batching import eval_batches
 from directpo.checkpoint import list_checkpoints, verify_checkpoint
+from directpo.config import DPOConfig
 from directpo.distributed import World, shard
 from directpo.errors import CheckpointError, ConfigError, TrainingStopped
 from directpo.outputs import LOCK_FILE, model_files
@@ -84,7 +85,11 @@ def settings(model: Path, data: Path, out: Path, batch: int, **overrides):
     )
 
 
-def assert_same_metrics(ours: list[dict], theirs: list[dict], tolerance: float = 1e-4) -> None:
+def assert_same_metrics(
+    ours: list[dict], theirs: list[dict], tolerance: float = 1e-4, counted: float | None = None
+) -> None:
+    """``counted``: the tolerance of mean_token_accuracy (a share of argmax hits, which bf16
+    noise flips a token at a time at a random model's near-ties), if not ``tolerance``."""
     assert [row["step"] for row in ours] == [row["step"] for row in theirs]
     compared = 0
     for a, b in zip(ours, theirs, strict=True):
@@ -92,7 +97,8 @@ def assert_same_metrics(ours: list[dict], theirs: list[dict], tolerance: float =
         # epoch counts micro-batches, as transformers' Trainer does: with another accumulation
         # an epoch's last step holds another share of them (the steps themselves are compared)
         for key in a.keys() - TIMING - {"epoch"}:
-            expected = pytest.approx(b[key], rel=tolerance, abs=tolerance)
+            allowed = counted if counted is not None and "token_accuracy" in key else tolerance
+            expected = pytest.approx(b[key], rel=allowed, abs=allowed)
             assert a[key] == expected, (a["step"], key)
             compared += 1
     assert compared > 20
@@ -202,7 +208,7 @@ def test_bf16_two_processes_follow_the_one_process_bf16_trajectory(
     config.save_yaml(tmp_path / "config.yaml")
     done = torchrun(tmp_path / "config.yaml")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert_same_metrics(read_metrics(out), read_metrics(single), tolerance=2e-2)
+    assert_same_metrics(read_metrics(out), read_metrics(single), tolerance=2e-2, counted=0.05)
     ours = AutoModelForCausalLM.from_pretrained(out)
     theirs = AutoModelForCausalLM.from_pretrained(single)
     assert ours.dtype == theirs.dtype == torch.float32  # the masters
@@ -649,3 +655,71 @@ def test_fsdp_offload_puts_every_unit_under_cpu_offload(tiny_model_dirs) -> None
         assert all(isinstance(policy, CPUOffloadPolicy) for policy in policies)
     finally:
         distributed.teardown(world)
+
+
+def test_ddp_timeout_is_the_process_groups_timeout(
+    tiny_model_dirs, five_pairs, tmp_path, monkeypatch
+) -> None:
+    """ddp_timeout (transformers' seconds; handbook recipes raise it for long rank-0 work) is
+    how long a collective waits: it was accepted and ignored, every group waiting 30 minutes."""
+    import datetime
+
+    from directpo import distributed
+
+    timeouts = []
+    original = distributed.dist.init_process_group
+
+    def recording(*args, **kwargs):
+        timeouts.append(kwargs["timeout"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(distributed.dist, "init_process_group", recording)
+    options = {"per_device_train_batch_size": 4, "distributed": "ddp", "ddp_timeout": 5400}
+    config = tiny_config(tiny_model_dirs["llama"], five_pairs, tmp_path / "out", **options)
+    train(config, echo=lambda _: None)
+    assert timeouts == [datetime.timedelta(seconds=5400)]
+    assert DPOConfig().ddp_timeout == 1800  # transformers' default
+    with pytest.raises(ConfigError, match=r"ddp_timeout must be > 0 \(seconds\)"):
+        DPOConfig(ddp_timeout=0)
+
+
+def test_a_device_map_is_refused_under_ddp_and_fsdp(tiny_model_dirs, five_pairs, tmp_path) -> None:
+    """model_init_kwargs' device_map spreads a model over every GPU its process sees, where a
+    ddp / fsdp rank keeps its model on its own GPU: it was passed on (DDP then moved the model,
+    leaving accelerate's hooks sending activations to the mapped devices). One process keeps it."""
+    reference = shutil.copytree(tiny_model_dirs["llama"], tmp_path / "reference")
+    for mode, name in (("ddp", "model_init_kwargs"), ("fsdp", "ref_model_init_kwargs")):
+        config = tiny_config(tiny_model_dirs["llama"], five_pairs, tmp_path / mode,
+                             distributed=mode, **{name: {"device_map": "auto"}},
+                             ref_model_name_or_path=str(reference))  # fmt: skip
+        with pytest.raises(ConfigError, match=f"^{name}: device_map .* distributed: {mode} "):
+            train(config, echo=lambda _: None)
+        assert not (tmp_path / mode).exists()  # refused before anything was loaded or written
+    config = tiny_config(tiny_model_dirs["llama"], five_pairs, tmp_path / "one",
+                         model_init_kwargs={"device_map": "auto"})  # fmt: skip
+    assert train(config, echo=lambda _: None).global_step == 1
+
+
+def test_an_accelerate_configs_fsdp_or_deepspeed_is_not_ignored(
+    tiny_model_dirs, five_pairs, tmp_path, monkeypatch
+) -> None:
+    """`accelerate launch --config_file fsdp.yaml` (or a ZeRO-3 one, as TRL's and the
+    handbook's recipes launch) passes its choice as environment variables, which went unread:
+    every rank trained the whole model under DDP. FSDP's makes distributed: auto fsdp;
+    DeepSpeed's, or FSDP's beside distributed: ddp or without fsdp_offload, is refused."""
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    lines: list[str] = []
+    train(tiny_config(tiny_model_dirs["llama"], five_pairs, tmp_path / "auto"), echo=lines.append)
+    assert any(" x 1 processes (fsdp)" in line for line in lines if line.startswith("training"))
+    for env, options, message in (
+        ({"FSDP_OFFLOAD_PARAMS": "true"}, {}, "set fsdp_offload: true"),
+        ({}, {"distributed": "ddp"}, "asks for FSDP but distributed is ddp"),
+        ({"ACCELERATE_USE_DEEPSPEED": "true"}, {}, "asks for DeepSpeed, which directpo does not"),
+    ):
+        with monkeypatch.context() as patched:
+            for key, value in env.items():
+                patched.setenv(key, value)
+            config = tiny_config(tiny_model_dirs["llama"], five_pairs, tmp_path / "x", **options)
+            with pytest.raises(ConfigError, match=message):
+                train(config, echo=lambda _: None)
+    assert not (tmp_path / "x").exists()

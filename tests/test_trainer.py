@@ -723,3 +723,30 @@ def test_eval_on_start_logs_the_starting_models_baseline_at_step_0(
     config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "x", eval_on_start=True)
     with pytest.raises(ConfigError, match="^eval_on_start need evaluations: set eval_file"):
         train(config, echo=quiet)
+
+
+def test_the_start_line_names_the_attention_and_checkpointing_chosen(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """attn_implementation: auto picks by device and dtype (varlen on CUDA in bf16, else SDPA)
+    and the start-up checks may fall back: the start line says what the policy runs, and
+    whether activations are recomputed (off by default, where TRL's default is on). It said
+    neither, so a GPU user could not tell whether the fast kernel ran."""
+    from directpo import attention, run
+    from directpo.precision import PrecisionPolicy
+
+    def start_line(out: str, **options) -> str:
+        lines: list[str] = []
+        config = config_for(tiny_model_dirs["llama"], pairs_file, tmp_path / out, **options)
+        train(config, echo=lines.append)
+        return next(line for line in lines if line.startswith("training "))
+
+    assert start_line("default").endswith(" accumulation, attention sdpa")
+    line = start_line("varlen", attn_implementation="varlen", gradient_checkpointing=True)
+    assert line.endswith(", attention varlen (math), gradient checkpointing")  # exact on CPU
+    policy = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"])
+    policy.config._attn_implementation = attention.IMPLEMENTATION
+    monkeypatch.setattr(attention, "available_backend", lambda device: "flash_attn")
+    cuda, bf16 = torch.device("cuda"), PrecisionPolicy(compute=torch.bfloat16)
+    assert run._kernel_words(policy, cuda, bf16, False) == "attention varlen (flash_attn)"
+    assert run._kernel_words(policy, cuda, PrecisionPolicy(), False) == "attention varlen (math)"

@@ -625,3 +625,74 @@ def test_beta_as_online_dpo_configs_one_value_list_is_that_value(tmp_path) -> No
         DPOConfig(beta=[0.1, 0.05])
     with pytest.raises(ConfigError, match="beta must be > 0"):
         DPOConfig(beta=[0.0])
+
+
+# transformers 4's TrainingArguments keys (gone in transformers 5) at their defaults there, as a
+# recipe or a dumped config of that time writes them
+TRANSFORMERS_4_KEYS = {
+    "half_precision_backend": "auto", "fp16_backend": "auto", "fp16_opt_level": "O1",
+    "no_cuda": False, "use_mps_device": False, "use_ipex": False, "xpu_backend": None,
+    "tpu_num_cores": None, "tpu_metrics_debug": False, "jit_mode_eval": False,
+    "torchdynamo": None, "past_index": -1, "push_to_hub_model_id": None,
+    "push_to_hub_organization": None, "push_to_hub_token": None, "mp_parameters": "",
+    "sharded_ddp": [], "fsdp_min_num_params": 0, "fsdp_transformer_layer_cls_to_wrap": None,
+    "split_batches": None, "dispatch_batches": None, "per_gpu_train_batch_size": None,
+    "per_gpu_eval_batch_size": None, "adafactor": False, "include_tokens_per_second": False,
+    "include_inputs_for_metrics": False, "use_legacy_prediction_loop": False, "ray_scope": "last",
+}  # fmt: skip
+
+
+def test_a_transformers_4_recipe_ports_and_its_gpu_choices_are_named(tmp_path) -> None:
+    """transformers 4's TrainingArguments keys (half_precision_backend, no_cuda, per_gpu_*, ...)
+    at their defaults ask for nothing directpo does otherwise; each read "unknown option"
+    (some with a hint to an unrelated one: fp16_opt_level -> log_level). Another value is
+    refused with what to do, and no refusal says "not supported: not supported"."""
+    recipe = tmp_path / "old.yaml"
+    recipe.write_text(yaml.safe_dump({"model_name_or_path": "m", **TRANSFORMERS_4_KEYS}))
+    assert load_config(str(recipe)) == DPOConfig(model_name_or_path="m")
+    for key, value, message in (
+        ("half_precision_backend", "cpu_amp", "bf16: true is directpo's own mixed precision"),
+        ("no_cuda", True, "CUDA_VISIBLE_DEVICES= directpo train"),
+        ("per_gpu_train_batch_size", 4, "use per_device_train_batch_size"),
+        ("adafactor", True, "choose optim: adamw_torch,"),
+        ("fsdp_transformer_layer_cls_to_wrap", "LlamaDecoderLayer", "use distributed: fsdp"),
+        ("tf32", True, "bf16 compute is the fast path"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(f"{key}: {value!r} is not supported: ")):
+            DPOConfig(model_name_or_path="m", **{key: value})
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            DPOConfig(model_name_or_path="m", **{key: value})
+    with pytest.raises(ConfigErrors) as refused:
+        DPOConfig(debug="underflow_overflow", optim_target_modules=["q_proj"], min_p=0.1)
+    assert not any("not supported: not supported" in p for p in refused.value.problems)
+    assert "debug: 'underflow_overflow' is not supported" in refused.value.problems
+
+
+def test_torch_compile_backend_and_mode_at_directpos_settings_compile(tmp_path) -> None:
+    """transformers compiles whenever torch_compile_backend or torch_compile_mode is set, and
+    writes torch_compile_backend: inductor into every dump of a compiled config: TRL's
+    DPOConfig(torch_compile=True).to_dict() was refused for it. inductor and the default mode
+    are torch_compile: true here; another backend or mode, or a contradicting explicit
+    torch_compile: false, is refused."""
+    trl = pytest.importorskip("trl")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dumped = trl.DPOConfig(
+            output_dir=str(tmp_path / "out"), bf16=False, report_to="none", torch_compile=True
+        ).to_dict()
+    assert dumped["torch_compile_backend"] == "inductor"
+    assert DPOConfig(**dumped).torch_compile is True
+    for given in ({"torch_compile_backend": "inductor"}, {"torch_compile_mode": "default"}):
+        config = DPOConfig(**given)
+        assert config.torch_compile is True and config == DPOConfig(torch_compile=True)
+    recipe = tmp_path / "compiled.yaml"
+    recipe.write_text("model_name_or_path: m\ntorch_compile_backend: inductor\n")
+    assert load_config(str(recipe)).torch_compile is True
+    for given in (
+        {"torch_compile_backend": "aot_eager"},
+        {"torch_compile": True, "torch_compile_mode": "max-autotune"},
+        {"torch_compile": False, "torch_compile_backend": "inductor"},
+    ):
+        with pytest.raises(ConfigError, match="is not supported: torch_compile: true compiles"):
+            DPOConfig(**given)

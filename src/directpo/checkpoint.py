@@ -407,4 +407,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # one state per GPU the saving process saw: a machine with fewer GPUs (or fewer made
+        # visible) restores those it has; torch indexed past its devices (an IndexError,
+        # raised at CUDA's lazy initialisation, far from the resume)
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])

@@ -95,8 +95,8 @@ class DPOConfig(Options):
     model_init_kwargs: dict | None = option(
         None,
         "Keyword arguments for from_pretrained of policy and reference (TRL's option): "
-        "revision, attn_implementation, device_map (one process), low_cpu_mem_usage, ... "
-        "(dtype is the dtype option).",
+        "revision, attn_implementation, device_map (one process: refused under ddp / fsdp), "
+        "low_cpu_mem_usage, ... (dtype is the dtype option).",
     )
     model_revision: str = option(
         "main",
@@ -271,6 +271,11 @@ class DPOConfig(Options):
         "fsdp (shard policy and reference per transformer block with FSDP2; weights kept in "
         "float32 and computed in dtype), none, or auto (ddp when launched on several "
         "processes). See docs/distributed.md.",
+    )
+    ddp_timeout: int = option(
+        1800,
+        "TRL's (transformers') option: seconds a process of a ddp / fsdp run waits at a "
+        "collective before the run fails; raise it when one process works long alone.",
     )
     fsdp_offload: bool = option(
         False,

@@ -121,6 +121,7 @@ def check_values(config: DPOConfig) -> None:
     require(config.pack_max_tokens >= 0, "pack_max_tokens", ">= 0 (0: the longest sequence)")
     one_of("attn_implementation", ATTN_IMPLEMENTATIONS)
     one_of("distributed", DISTRIBUTED_MODES)
+    require(config.ddp_timeout > 0, "ddp_timeout", "> 0 (seconds)")
     if config.distributed != "fsdp":
         reject_if_set(config, ("fsdp_offload",), "distributed is not fsdp")
     if not config.padding_free:

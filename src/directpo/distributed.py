@@ -82,9 +82,40 @@ def launched_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def setup(mode: str) -> World:
+def launcher_mode(mode: str, offload: bool) -> str:
+    """``distributed`` as an ``accelerate launch`` config asks for it: such a config's FSDP or
+    DeepSpeed choice reaches the processes only as environment variables, which went unread
+    (a handbook launch with an FSDP or ZeRO-3 config trained every rank with the whole model
+    under DDP). FSDP makes ``auto`` fsdp; DeepSpeed and contradictions are refused."""
+
+    def asked(variable: str) -> bool:
+        return os.environ.get(variable, "").lower() == "true"
+
+    if asked("ACCELERATE_USE_DEEPSPEED"):
+        raise ConfigError(
+            "accelerate launch's config asks for DeepSpeed, which directpo does not run: launch "
+            "without deepspeed_config (or with torchrun) and set distributed: fsdp (FSDP2 "
+            "shards policy, gradients and optimizer state, as ZeRO-3 does)"
+        )
+    if not asked("ACCELERATE_USE_FSDP"):
+        return mode
+    if mode not in ("auto", "fsdp"):
+        raise ConfigError(
+            f"accelerate launch's config asks for FSDP but distributed is {mode}: set "
+            "distributed: fsdp (or auto), or launch without the FSDP config"
+        )
+    if asked("FSDP_OFFLOAD_PARAMS") and not offload:
+        raise ConfigError(
+            "accelerate launch's config asks for fsdp_offload_params: set fsdp_offload: true "
+            "(with distributed: fsdp), or turn it off in the accelerate config"
+        )
+    return "fsdp"
+
+
+def setup(mode: str, timeout_s: float = 1800) -> World:
     """Join the process group that torchrun started (or make a one-process group for fsdp/ddp
-    without a launcher); pick this rank's device."""
+    without a launcher); pick this rank's device. ``timeout_s``: how long a collective waits
+    (ddp_timeout)."""
     size = launched_size()
     if mode == "auto":
         mode = "ddp" if size > 1 else "none"
@@ -104,7 +135,7 @@ def setup(mode: str) -> World:
     owns_group = not dist.is_initialized()  # else the caller's group: leave it to the caller
     if owns_group:
         backend = "nccl" if device.type == "cuda" else "gloo"
-        timeout = datetime.timedelta(minutes=30)
+        timeout = datetime.timedelta(seconds=timeout_s)
         if "WORLD_SIZE" in os.environ:  # a launcher's rendezvous (MASTER_ADDR, RANK, ...)
             dist.init_process_group(backend=backend, timeout=timeout)
         else:  # one process without a launcher: an in-process store, no port

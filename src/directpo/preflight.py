@@ -20,8 +20,17 @@ MODEL_FOLDER_OPTIONS = (
 )  # fmt: skip
 
 
-def check_device(config: DPOConfig, device_type: str) -> None:
-    """Options that train on CUDA only, refused before any data or model is loaded."""
+def check_device(config: DPOConfig, device_type: str, processes: str = "none") -> None:
+    """Options that train on CUDA only, or in one process only (``processes``: the run's
+    distributed mode), refused before any data or model is loaded."""
+    for name in ("model_init_kwargs", "ref_model_init_kwargs"):
+        if processes != "none" and "device_map" in (getattr(config, name) or {}):
+            # each rank places its model on its own GPU; a device map spread it over every GPU
+            # the rank sees (accelerate's hooks then send activations back to those devices)
+            raise ConfigError(
+                f"{name}: device_map places a model in one process only; under distributed: "
+                f"{processes} each process puts its model on its own GPU: remove device_map"
+            )
     if device_type == "cuda":
         return
     if config.attn_implementation == "flex_attention":

@@ -17,13 +17,14 @@ from typing import Any
 import torch
 from transformers import set_seed
 
+from directpo import attention, flexattention
 from directpo.batching import Layout
 from directpo.best import BestModel, sampled_metrics
 from directpo.config import DPOConfig
 from directpo.distributed import World, materialize, release_host_memory, wrap
 from directpo.errors import ConfigError
 from directpo.guard import UpdateProbe, check_trainable
-from directpo.logprobs import SequenceScorer
+from directpo.logprobs import SequenceScorer, attention_implementation
 from directpo.model_checks import check_compilation, check_heads, choose_layout
 from directpo.models import (
     check_generation_room,
@@ -269,6 +270,7 @@ def prepare_run(
         f"{_what(pair_source, len(train.pairs))}, batch {config.per_device_train_batch_size} x "
         f"{config.gradient_accumulation_steps} accumulation{processes}"
         + (f", {_precision_words(precision)}" if precision.compute != torch.float32 else "")
+        + f", {_kernel_words(policy, device, precision, config.gradient_checkpointing)}"
     )
     return run
 
@@ -360,6 +362,21 @@ def _precision_words(precision: PrecisionPolicy) -> str:
         return str(dtype).removeprefix("torch.")
 
     return f"compute {name(precision.compute)}, weights {name(precision.master)}"
+
+
+def _kernel_words(
+    policy: torch.nn.Module, device: torch.device, precision: PrecisionPolicy, checkpointing: bool
+) -> str:
+    """The attention the policy trains with and whether activations are recomputed: auto
+    chooses by device and dtype, and the start-up checks may fall back, so only the outcome
+    tells a GPU user whether the fast kernel runs."""
+    name = attention_implementation(policy)
+    if name == attention.IMPLEMENTATION:  # its kernel: fast on CUDA in bf16, else exact math
+        fast = precision.compute in (torch.bfloat16, torch.float16)
+        name = f"varlen ({fast and attention.available_backend(device) or 'math'})"
+    elif name == flexattention.IMPLEMENTATION:
+        name = "flex_attention"
+    return f"attention {name}" + (", gradient checkpointing" if checkpointing else "")
 
 
 def _what(source: FixedPairs | OnlineRounds, pairs: int) -> str:

@@ -38,6 +38,7 @@ from directpo.distributed import (
     consolidated_model,
     grad_norm_value,
     gradient_sync,
+    launcher_mode,
     on_main,
     save_sharded_adapter,
     save_sharded_model,
@@ -149,7 +150,8 @@ def train(
     elif not callable(echo):  # else a TypeError at the first line, after the output folder
         raise TypeError(f"echo must be a function of a line (print), or None; got {echo!r}")
     config, peft_config = _checked_arguments(config, peft_config, echo)
-    world = setup_world(config.distributed)
+    mode = launcher_mode(config.distributed, config.fsdp_offload)
+    world = setup_world(mode, config.ddp_timeout)
     run, finished, lock = None, False, OutputLock()
     made_output_dir = not Path(config.output_dir).exists()
     try:
@@ -160,7 +162,7 @@ def train(
             need_train_file=train_dataset is None,
             eval_dataset_given=eval_dataset is not None,
         )
-        check_device(config, world.device.type)
+        check_device(config, world.device.type, world.mode)
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
         with _library_output(config, world.is_main), kept_for_caller(world.device):

@@ -87,11 +87,26 @@ ACCELERATOR_DEFAULTS = {
 MIXTURE = "write it as dataset_mixture: {datasets: [{id: ..., split: ..., weight: ...}]}"
 UPLOAD = "directpo does not upload; after training run: huggingface-cli upload REPO OUTPUT_DIR"
 SHUFFLED = "directpo shuffles the pairs (seed sets the order); padding_free packs each micro-batch"
+FSDP = "use distributed: fsdp (FSDP2) under torchrun, fsdp_offload: true to offload"
+COMPILED = "torch_compile: true compiles each decoder layer with inductor in its default mode"
+DEVICES = "directpo trains on CUDA or the CPU"
+HIDE_GPUS = "hide the GPUs instead: CUDA_VISIBLE_DEVICES= directpo train ..."
+EVAL_METRICS = "directpo logs its own eval metrics"
+# torch_compile_backend / torch_compile_mode values that ask for what torch_compile does here
+COMPILE_DEFAULTS = {"torch_compile_backend": "inductor", "torch_compile_mode": "default"}
 ONE_ADAPTER = (  # TRL's two names for one adapter loaded twice: an adapter folder here
     "directpo trains one LoRA adapter: a new one (lora_r; the reference is the model without "
     "it), or an adapter folder given as model_name_or_path, continued (the reference is that "
     "adapter as it starts, loaded a second time)"
 )
+TRL_OPTIMIZERS = {  # TRL / transformers' optim names -> directpo's optimizer
+    "adamw_torch": "adamw",
+    "adamw_torch_fused": "adamw",
+    "adamw_hf": "adamw",
+    "paged_adamw_32bit": "adamw",  # bitsandbytes' AdamW with paged state: the same updates
+    "adamw_anyprecision": "adamw_kahan",
+    "rmsprop": "rmsprop",
+}
 # key: (accepted when, what to do otherwise)
 NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "push_to_hub": (_nothing, UPLOAD),
@@ -126,7 +141,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "ddp_bucket_cap_mb": (_any, ""),
     "ddp_broadcast_buffers": (_any, ""),
     "ddp_static_graph": (_any, ""),
-    "ddp_timeout": (_any, ""),
     "ddp_backend": (_any, ""),  # nccl on CUDA, gloo on CPU
     "local_rank": (_any, ""),  # torchrun's LOCAL_RANK is read
     "use_cache": (_nothing, "the KV cache is off during training"),
@@ -136,8 +150,8 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eval_use_gather_object": (_any, ""),
     "eval_accumulation_steps": (_any, ""),
     "prediction_loss_only": (_any, ""),
-    "batch_eval_metrics": (_nothing, "directpo logs its own eval metrics"),
-    "include_for_metrics": (_nothing, "directpo logs its own eval metrics"),
+    "batch_eval_metrics": (_nothing, EVAL_METRICS),
+    "include_for_metrics": (_nothing, EVAL_METRICS),
     "eval_delay": (_nothing, "use eval_steps"),
     "save_on_each_node": (_nothing, "rank 0 writes (FSDP: every rank its shards)"),
     "save_only_model": (_nothing, "checkpoints always hold the optimizer (exact resume)"),
@@ -170,33 +184,28 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trackio_space_id": (_any, ""),
     "trackio_bucket_id": (_any, ""),
     "trackio_static_space_id": (_any, ""),
-    "use_cpu": (_nothing, "hide the GPUs instead: CUDA_VISIBLE_DEVICES= directpo train ..."),
-    "tf32": (_nothing, "not supported; bf16 compute is the fast path (dtype: bfloat16)"),
+    "use_cpu": (_nothing, HIDE_GPUS),
+    "tf32": (_nothing, "bf16 compute is the fast path (dtype: bfloat16)"),
     "bf16_full_eval": (_nothing, "evaluation runs in dtype"),
     "fp16_full_eval": (_nothing, "evaluation runs in dtype"),
-    "torch_compile_backend": (_nothing, "torch_compile uses the default backend"),
-    "torch_compile_mode": (_nothing, "torch_compile uses the default mode"),
-    "torch_empty_cache_steps": (_nothing, "not supported"),
+    # inductor and the default mode are torch_compile: true (_trl_compile); others are refused
+    "torch_compile_backend": (_nothing, COMPILED),
+    "torch_compile_mode": (_nothing, COMPILED),
+    "torch_empty_cache_steps": (_nothing, ""),
     "auto_find_batch_size": (_nothing, "set per_device_train_batch_size"),
-    "neftune_noise_alpha": (_nothing, "not supported (NEFTune is an SFT technique)"),
+    "neftune_noise_alpha": (_nothing, "NEFTune is an SFT technique"),
     "label_smoothing_factor": (_nothing, "use label_smoothing (cDPO)"),
     "optim_args": (_nothing, "use adam_beta1/adam_beta2/adam_epsilon/weight_decay"),
-    "optim_target_modules": (_nothing, "not supported"),
+    "optim_target_modules": (_nothing, ""),
     "accelerator_config": (
         lambda value: _nothing(value) or _all_default(value, ACCELERATOR_DEFAULTS),
         "directpo runs under torchrun or accelerate launch as it is",
     ),
     "parallelism_config": (_nothing, "use distributed: ddp or fsdp"),
     "deepspeed": (_nothing, "use distributed: fsdp (FSDP2) under torchrun"),
-    "fsdp": (
-        _nothing,
-        "use distributed: fsdp (FSDP2) under torchrun, fsdp_offload: true to offload",
-    ),
-    "fsdp_config": (
-        _nothing,
-        "use distributed: fsdp (FSDP2) under torchrun, fsdp_offload: true to offload",
-    ),
-    "debug": (_nothing, "not supported"),
+    "fsdp": (_nothing, FSDP),
+    "fsdp_config": (_nothing, FSDP),
+    "debug": (_nothing, ""),
     "enable_jit_checkpoint": (_nothing, "SIGTERM/Ctrl-C always save a checkpoint"),
     "activation_offloading": (_nothing, "use gradient_checkpointing"),
     "dataset_streaming": (_nothing, "directpo reads the whole file"),
@@ -209,11 +218,11 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "alpha": (_equals(0.0), "AlphaPO's reward transform; directpo has SimPO's (alpha 0)"),
     # OnlineDPOConfig's: online rounds sample with transformers' generate, no vLLM
     "use_vllm": (_nothing, "online rounds sample with transformers' generate"),
-    "min_p": (_nothing, "not supported; use generate_top_p or generate_top_k"),
+    "min_p": (_nothing, "use generate_top_p or generate_top_k"),
     "repetition_penalty": (_equals(1.0), "sampling applies no repetition penalty"),
     "generation_kwargs": (
         _nothing,
-        "not supported; use generate_temperature, generate_top_p, generate_top_k",
+        "use generate_temperature, generate_top_p, generate_top_k",
     ),
     "cache_implementation": (_nothing, "generation uses the model's default cache"),
     "ds3_gather_for_generation": (_any, ""),  # FSDP2 gathers for generation itself
@@ -246,16 +255,36 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "datasets": (_nothing, MIXTURE),  # when not read as dataset_mixture (_trl_mixture)
     "streaming": (_nothing, "directpo reads the whole file"),
     "test_split_size": (_nothing, "it belongs in dataset_mixture, with the datasets it splits"),
-}
-
-
-TRL_OPTIMIZERS = {  # TRL / transformers' optim names -> directpo's optimizer
-    "adamw_torch": "adamw",
-    "adamw_torch_fused": "adamw",
-    "adamw_hf": "adamw",
-    "paged_adamw_32bit": "adamw",  # bitsandbytes' AdamW with paged state: the same updates
-    "adamw_anyprecision": "adamw_kahan",
-    "rmsprop": "rmsprop",
+    # transformers 4's TrainingArguments keys, gone in transformers 5: a recipe (or a dump of
+    # one, which writes every key) of that time read "unknown option" at their defaults too
+    "half_precision_backend": (_equals("auto"), "bf16: true is directpo's own mixed precision"),
+    "fp16_backend": (_equals("auto"), "bf16: true is directpo's own mixed precision"),
+    "fp16_opt_level": (_any, ""),  # apex's, read only with fp16 (refused)
+    "no_cuda": (_nothing, HIDE_GPUS),
+    "use_mps_device": (_nothing, DEVICES),
+    "use_ipex": (_nothing, DEVICES),
+    "xpu_backend": (_nothing, DEVICES),
+    "tpu_num_cores": (_nothing, DEVICES),
+    "tpu_metrics_debug": (_nothing, DEVICES),
+    "jit_mode_eval": (_nothing, "evaluation runs the model as trained"),
+    "torchdynamo": (_nothing, "use torch_compile: true"),
+    "past_index": (lambda value: value in (-1, None), "not used by causal LMs"),
+    "push_to_hub_model_id": (_any, UPLOAD),
+    "push_to_hub_organization": (_any, UPLOAD),
+    "push_to_hub_token": (_any, UPLOAD),
+    "mp_parameters": (_nothing, FSDP),
+    "sharded_ddp": (_nothing, FSDP),
+    "fsdp_min_num_params": (_nothing, FSDP),
+    "fsdp_transformer_layer_cls_to_wrap": (_nothing, FSDP),
+    "split_batches": (_nothing, "directpo runs under torchrun or accelerate launch as it is"),
+    "dispatch_batches": (_nothing, "directpo runs under torchrun or accelerate launch as it is"),
+    "per_gpu_train_batch_size": (_nothing, "use per_device_train_batch_size"),
+    "per_gpu_eval_batch_size": (_nothing, "use per_device_eval_batch_size"),
+    "adafactor": (_nothing, f"choose optim: {', '.join(TRL_OPTIMIZERS)}"),
+    "include_tokens_per_second": (_any, ""),  # tokens/s is always logged
+    "include_inputs_for_metrics": (_nothing, EVAL_METRICS),
+    "use_legacy_prediction_loop": (_nothing, EVAL_METRICS),
+    "ray_scope": (_any, ""),  # hyperparameter search only
 }
 
 
@@ -432,10 +461,22 @@ def _trl_mixture(values: dict[str, Any]) -> dict[str, Any]:
     return {**rest, "dataset_mixture": mixture}
 
 
+def _trl_compile(values: dict[str, Any]) -> dict[str, Any]:
+    """``torch_compile_backend: inductor`` / ``torch_compile_mode: default`` are what
+    ``torch_compile: true`` does here, and transformers compiles whenever either is set (it
+    also writes the backend into every dump of a compiled config, which was refused). Beside
+    an explicit ``torch_compile: false`` they stay, and are refused as a contradiction would be."""
+    asked = [k for k, default in COMPILE_DEFAULTS.items() if _typed(values.get(k)) == default]
+    if not asked or ("torch_compile" in values and not _typed(values["torch_compile"])):
+        return values
+    rest = {k: v for k, v in values.items() if k not in asked}
+    return {**rest, "torch_compile": True}
+
+
 def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str, Any]:
     """``values`` with TRL's spellings renamed and no-effect keys dropped; every key that cannot
     be used is reported at once (``ConfigErrors``). ``known`` are the options' own names."""
-    values = _trl_mixture(values)
+    values = _trl_compile(_trl_mixture(values))
     result: dict[str, Any] = {}
     problems: list[str] = []
     flag = "--" if where == "command line" else ""  # name them as they were written
@@ -455,7 +496,8 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
         elif key in NO_EFFECT:
             accepted, instead = NO_EFFECT[key]
             if not accepted(_typed(value)):
-                problems.append(f"{flag}{key}: {value!r} is not supported: {instead}")
+                reason = f": {instead}" if instead else ""
+                problems.append(f"{flag}{key}: {value!r} is not supported{reason}")
         else:
             close = [HINTS[key]] if key in HINTS else difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean '{flag}{close[0]}'?" if close else ""
