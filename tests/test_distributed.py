@@ -723,3 +723,30 @@ def test_an_accelerate_configs_fsdp_or_deepspeed_is_not_ignored(
             with pytest.raises(ConfigError, match=message):
                 train(config, echo=lambda _: None)
     assert not (tmp_path / "x").exists()
+
+
+def test_an_accelerate_configs_mixed_precision_is_not_ignored(
+    tiny_model_dirs, five_pairs, tmp_path, monkeypatch
+) -> None:
+    """`accelerate launch --mixed_precision bf16` (or a config's mixed_precision) arrives as an
+    environment variable: a run without bf16: true trained in float32 without a word. bf16 with
+    bf16 trains; bf16 without it, and fp16, are refused before anything is written; accelerate's
+    default (no) leaves the run's own choice."""
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    for options, message in (
+        ({}, "asks for mixed_precision bf16 but this run computes in float32: set bf16: true"),
+        ({"bf16": True, "ACCELERATE": "fp16"}, "mixed_precision fp16, which directpo does not"),
+    ):
+        with monkeypatch.context() as patched:
+            if "ACCELERATE" in options:
+                patched.setenv("ACCELERATE_MIXED_PRECISION", options.pop("ACCELERATE"))
+            config = tiny_config(tiny_model_dirs["llama"], five_pairs, tmp_path / "x", **options)
+            with pytest.raises(ConfigError, match=message):
+                train(config, echo=lambda _: None)
+    assert not (tmp_path / "x").exists()
+    lines: list[str] = []
+    config = tiny_config(tiny_model_dirs["llama"], five_pairs, tmp_path / "bf16", bf16=True)
+    train(config, echo=lines.append)
+    assert any("compute bfloat16" in line for line in lines if line.startswith("training"))
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    train(tiny_config(tiny_model_dirs["llama"], five_pairs, tmp_path / "no"), echo=lambda _: None)

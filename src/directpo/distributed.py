@@ -112,6 +112,24 @@ def launcher_mode(mode: str, offload: bool) -> str:
     return "fsdp"
 
 
+def check_launcher_precision(compute: torch.dtype) -> None:
+    """An ``accelerate launch`` config's mixed_precision, which also reaches the processes only
+    as an environment variable: bf16 asked there while the run computes in float32 trained in
+    float32 without a word. It is refused unless it agrees (accelerate's default, no, is left
+    to the run's own options)."""
+    asked = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if asked in ("fp16", "fp8"):
+        raise ConfigError(
+            f"accelerate launch's config asks for mixed_precision {asked}, which directpo does "
+            "not run: use bf16 (bf16: true), and launch with --mixed_precision bf16 or no"
+        )
+    if asked == "bf16" and compute != torch.bfloat16:
+        raise ConfigError(
+            "accelerate launch's config asks for mixed_precision bf16 but this run computes in "
+            "float32: set bf16: true, or launch with --mixed_precision no"
+        )
+
+
 def setup(mode: str, timeout_s: float = 1800) -> World:
     """Join the process group that torchrun started (or make a one-process group for fsdp/ddp
     without a launcher); pick this rank's device. ``timeout_s``: how long a collective waits

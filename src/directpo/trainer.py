@@ -35,6 +35,7 @@ from directpo.distributed import (
     all_reduce_sum,
     barrier,
     broadcast,
+    check_launcher_precision,
     consolidated_model,
     grad_norm_value,
     gradient_sync,
@@ -151,6 +152,7 @@ def train(
         raise TypeError(f"echo must be a function of a line (print), or None; got {echo!r}")
     config, peft_config = _checked_arguments(config, peft_config, echo)
     mode = launcher_mode(config.distributed, config.fsdp_offload)
+    check_launcher_precision(config.precision.compute)
     world = setup_world(mode, config.ddp_timeout)
     run, finished, lock = None, False, OutputLock()
     made_output_dir = not Path(config.output_dir).exists()
