@@ -44,10 +44,13 @@ def test_checkpointing_every_other_layer(tiny_model_dirs, pairs_file, tmp_path) 
 def test_torch_compile_keeps_the_trajectory(tiny_model_dirs, pairs_file, tmp_path) -> None:
     model = tiny_model_dirs["gpt2"]
     plain = train_rows(tiny_config(model, pairs_file, tmp_path / "plain", max_steps=2))
-    compiled = train_rows(
-        tiny_config(model, pairs_file, tmp_path / "compiled", max_steps=2, torch_compile=True)
-    )
+    said: list[str] = []
+    config = tiny_config(model, pairs_file, tmp_path / "compiled", max_steps=2, torch_compile=True)
+    compiled = [row for row in train(config, echo=said.append).metrics if "loss" in row]
     assert_same_trajectory(compiled, plain, 1e-4)
+    # the start line says so (a GPU user could not tell whether the layers compiled)
+    start = next(line for line in said if line.startswith("training "))
+    assert start.endswith(", compiled decoder layers")
 
 
 def failing_backend(graph_module, example_inputs):
@@ -81,6 +84,7 @@ def test_a_model_that_fails_to_compile_trains_uncompiled_after_one_line(
         "torch_compile: off, compiling LlamaForCausalLM's decoder layers failed ("
     )
     assert "No working C++ compiler found (injected)" in notices[0]
+    assert not next(line for line in said if line.startswith("training ")).endswith("layers")
     plain = train_rows(tiny_config(model, pairs_file, tmp_path / "plain", max_steps=2))
     assert_same_trajectory(compiled, plain, 1e-5)
 

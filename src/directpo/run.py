@@ -177,8 +177,9 @@ def prepare_run(
         )
     image_pairs = [pair for pair in train.pairs if pair.vision is not None][:2]
     runners = [scorer, *(reference.scorer for _ in separate_reference)] if sharded else []
-    if config.torch_compile:  # before the checks below run the compiled layers
-        check_compilation([policy, *separate_reference], echo, runners)
+    compiled = False  # before the checks below run the compiled layers: do they compile?
+    if config.torch_compile:
+        compiled = check_compilation([policy, *separate_reference], echo, runners)
     if config.logprob_chunk_tokens:  # the chunked LM head computes what the model does
         check_heads([policy, *separate_reference], echo, runners)
     layout = choose_layout(
@@ -271,6 +272,7 @@ def prepare_run(
         f"{config.gradient_accumulation_steps} accumulation{processes}"
         + (f", {_precision_words(precision)}" if precision.compute != torch.float32 else "")
         + f", {_kernel_words(policy, device, precision, config.gradient_checkpointing)}"
+        + (", compiled decoder layers" if compiled else "")
     )
     return run
 
