@@ -74,7 +74,8 @@ from directpo.sync import reference_state, sync_reference
 class TrainResult:
     """What ``train`` returns. Under ``distributed: fsdp`` the trained shards go with the
     process group, so ``policy`` is read back from ``output_dir`` (the final folder) on first
-    use, whole, by the process that asks. ``reference`` is None for a run without one; after
+    use, whole, by the process that asks (a run stopped by a signal has no final folder: its
+    ``policy`` says to resume it). ``reference`` is None for a run without one; after
     ``merge_lora`` (the base now holds the merge), ``precompute_ref_log_probs`` (its model was
     let go) and under FSDP it is loaded again where the run found it, on first use, as the run
     loaded it (``reload_reference``; a TR-DPO reference, which moved, is not: None). ``policy``
@@ -102,6 +103,14 @@ class TrainResult:
 
     @property
     def policy(self) -> torch.nn.Module:
+        if self.trained is None and self.stopped_by is not None:  # FSDP's shards are gone
+            raise CheckpointError(
+                f"the run stopped by {self.stopped_by} after step {self.global_step} trained "
+                f"under FSDP: its weights are checkpoint-{self.global_step}'s shards in "
+                f"{self.output_dir}, which no process holds whole; resume it "
+                "(resume_from_checkpoint: latest) to write the final model that result.policy "
+                "reads"
+            )
         if self.trained is None:
             from directpo.models import load_causal_lm
 
@@ -553,8 +562,6 @@ def finish(run: Run, done: int | None = None) -> TrainResult:
     if final is not None and final is not policy:  # LoRA merged into the base
         policy, reference = final, None
     run.echo(f"model saved to {run.output_dir}")
-    if run.sharded:  # the shards are gone with the process group: TrainResult reads the folder
-        policy, reference = None, None
     return _result(run, policy, reference, done or run.total_steps)
 
 
@@ -570,6 +577,8 @@ def _result(
     (FSDP's is read back on the CPU) in the run's compute dtype; a TR-DPO one, which moved,
     is not."""
     config = run.config
+    if run.sharded:  # the shards go with the process group: policy reads the final folder
+        policy, reference = None, None
     if isinstance(reference, PrecomputedReference):  # its model was let go after the pass
         reference = None
     reloaded = None
