@@ -84,7 +84,11 @@ def settings(model: Path, data: Path, out: Path, batch: int, **overrides):
     )
 
 
-def assert_same_metrics(ours: list[dict], theirs: list[dict], tolerance: float = 1e-4) -> None:
+def assert_same_metrics(
+    ours: list[dict], theirs: list[dict], tolerance: float = 1e-4, counts: float | None = None
+) -> None:
+    """``counts``: the absolute tolerance of mean_token_accuracy, a share of argmax hits that
+    bf16 noise moves a whole token at a time (a near tie flips: 1 of the ~23 eval tokens)."""
     assert [row["step"] for row in ours] == [row["step"] for row in theirs]
     compared = 0
     for a, b in zip(ours, theirs, strict=True):
@@ -92,7 +96,8 @@ def assert_same_metrics(ours: list[dict], theirs: list[dict], tolerance: float =
         # epoch counts micro-batches, as transformers' Trainer does: with another accumulation
         # an epoch's last step holds another share of them (the steps themselves are compared)
         for key in a.keys() - TIMING - {"epoch"}:
-            expected = pytest.approx(b[key], rel=tolerance, abs=tolerance)
+            within = counts if counts and key.endswith("mean_token_accuracy") else tolerance
+            expected = pytest.approx(b[key], rel=tolerance, abs=within)
             assert a[key] == expected, (a["step"], key)
             compared += 1
     assert compared > 20
@@ -202,7 +207,7 @@ def test_bf16_two_processes_follow_the_one_process_bf16_trajectory(
     config.save_yaml(tmp_path / "config.yaml")
     done = torchrun(tmp_path / "config.yaml")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert_same_metrics(read_metrics(out), read_metrics(single), tolerance=2e-2)
+    assert_same_metrics(read_metrics(out), read_metrics(single), tolerance=2e-2, counts=0.05)
     ours = AutoModelForCausalLM.from_pretrained(out)
     theirs = AutoModelForCausalLM.from_pretrained(single)
     assert ours.dtype == theirs.dtype == torch.float32  # the masters
