@@ -550,6 +550,32 @@ def test_resume_with_other_adapter_settings_is_refused_naming_them(
     assert train(config, echo=lambda _: None).global_step == 2
 
 
+def test_resume_of_a_peft_config_checkpoint_with_other_adapters_names_its_kind(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """A checkpoint of train(peft_config=IA3Config(...)) resumed without it said "written with
+    lora_r: IA3Config ... resume with lora_r: IA3Config", a setting that does not exist, and
+    with lora_r a list of unexpected keys; the same peft_config resumes."""
+    from peft import IA3Config
+
+    model, out = tiny_model_dirs["llama"], tmp_path / "ia3"
+
+    def run(steps: int, peft_config=None, **options):
+        config = config_for(model, pairs_file, out, max_steps=steps, **options)
+        return train(config, peft_config=peft_config, echo=lambda _: None)
+
+    run(1, IA3Config(task_type="CAUSAL_LM"))
+    for options, mine in (({}, "lora_r: 0"), ({"lora_r": 4}, "lora_r: 4")):
+        with pytest.raises(CheckpointError) as refused:
+            run(2, resume_from_checkpoint="latest", **options)
+        assert f"written with peft_config IA3Config, this run has {mine}; " in str(refused.value)
+        assert "resume with train(peft_config=...) of the IA3Config it was written" in str(
+            refused.value
+        )
+    resumed = run(2, IA3Config(task_type="CAUSAL_LM"), resume_from_checkpoint="latest")
+    assert resumed.global_step == 2
+
+
 def test_weights_of_another_model_size_are_refused_in_a_short_line(
     tiny_model_dirs, tmp_path
 ) -> None:

@@ -818,6 +818,27 @@ def test_a_dataframe_read_from_parquet_gives_the_files_pairs(tmp_path: Path) -> 
     assert type(frame[0].columns["score_chosen"]) is float
 
 
+def test_a_dataframes_missing_cells_are_absent_as_in_the_file(tmp_path: Path) -> None:
+    """pandas fills a column with NaN in the rows that lack it: a DataFrame of rows where one
+    has images, tools or chat_template_kwargs refused the others ('got a number', 'got float');
+    its missing cells are nulls, as Arrow and a JSON Lines row without the key read them."""
+    import pandas as pd
+
+    question = [{"role": "user", "content": "What is 2+2?"}]
+    pair = {"prompt": question, "chosen": "4", "rejected": "5"}
+    rows = [{**pair, "chat_template_kwargs": {"x": 1}, "score": 1.0}, pair, {**pair, "margin": 2}]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    frame = load_preferences(pd.DataFrame(rows)).examples
+    from_file = load_preferences(str(path)).examples
+    assert [(e.prompt, e.chosen, e.chat_template_kwargs) for e in frame] == [
+        (e.prompt, e.chosen, e.chat_template_kwargs) for e in from_file
+    ]
+    assert frame[1].columns.get("score") is None
+    with pytest.raises(DataError, match="row 2: missing field 'chosen'"):
+        load_preferences(pd.DataFrame([pair, {**pair, "chosen": float("nan")}]))
+
+
 def test_a_message_key_of_a_non_json_type_is_its_text() -> None:
     """Every message key reaches the template, so an Arrow timestamp (a datetime) in a message
     stopped the run with a TypeError traceback where pairs are compared as JSON."""

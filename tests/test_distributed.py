@@ -394,8 +394,13 @@ def test_fsdp_on_one_process_without_a_launcher(tiny_model_dirs, five_pairs, tmp
     )
     assert any("1 processes (fsdp)" in line for line in lines)
     assert_same_metrics(sharded.metrics, plain.metrics)
-    # the shards went with the process group: the result's policy is the saved folder, plain
-    assert sharded.trained is None and sharded.reference is None
+    # the shards went with the process group: the result's policy is the saved folder, plain,
+    # and its reference is loaded again on first use, as the run loaded it
+    assert sharded.trained is None and sharded.kept_reference is None
+    for a, b in zip(
+        sharded.reference.model.parameters(), plain.reference.model.parameters(), strict=True
+    ):
+        assert a.device.type == "cpu" and torch.equal(a, b)
     for (name, a), b in zip(
         sharded.policy.named_parameters(), plain.policy.parameters(), strict=True
     ):
@@ -413,6 +418,27 @@ def test_fsdp_on_one_process_without_a_launcher(tiny_model_dirs, five_pairs, tmp
         reloaded = AutoModelForCausalLM.from_pretrained(out)
         assert reloaded.dtype == expected
         assert reloaded.lm_head.weight.data_ptr() == reloaded.transformer.wte.weight.data_ptr()
+
+
+def test_an_fsdp_run_stopped_by_a_signal_refuses_its_policy_naming_the_checkpoint(
+    tiny_model_dirs, five_pairs, tmp_path
+) -> None:
+    """A stopped FSDP run returned its sharded policy, whose parameters the process group took
+    with it: using it failed with "got mixed torch.Tensor and DTensor"; it says where the
+    weights are and how to finish the run."""
+    import signal
+
+    def echo(line: str) -> None:
+        if line.startswith("step 1/"):
+            signal.raise_signal(signal.SIGTERM)
+
+    out = tmp_path / "fsdp"
+    config = settings(tiny_model_dirs["llama"], five_pairs, out, batch=2, distributed="fsdp")
+    stopped = train(config, echo=echo)
+    step = stopped.global_step
+    assert stopped.stopped_by == "SIGTERM" and step < config.max_steps
+    with pytest.raises(CheckpointError, match=rf"checkpoint-{step}'s shards .* resume it"):
+        stopped.policy  # noqa: B018 - the property reads the weights
 
 
 def test_fsdp_checkpoint_write_failure_keeps_earlier_checkpoints(

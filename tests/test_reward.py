@@ -854,3 +854,32 @@ def test_a_precomputed_runs_result_scores_against_its_reference(tiny_model_dirs,
     want = ImplicitReward.from_run(str(run)).score(prompts, responses)
     got = ImplicitReward(result.policy, result.reference, config.beta).score(prompts, responses)
     assert got == pytest.approx(want, abs=1e-5) and abs(want[0]) > 1e-4
+
+
+def test_a_results_reloaded_reference_scores_as_the_kept_one(tiny_model_dirs, tmp_path) -> None:
+    """A reference the run let go of (a merge, a precomputed table) is loaded again as the run
+    loaded it: in the run's compute dtype (a bf16-saved model trained in float32 came back in
+    bf16, rewards 50% off the kept reference's) and, for a LoRA run, as the policy with its
+    adapters off (not a second copy of the base)."""
+    folder = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"]).to(
+        torch.bfloat16
+    ).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dirs["llama"]).save_pretrained(folder)
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
+    prompts, responses = ["The movie was", "The movie was"], [" great.", " a dull waste."]
+
+    def rewards(**options) -> tuple[list[float], object]:
+        out = tmp_path / "-".join(options) if options else tmp_path / "plain"
+        result = train(tiny_config(folder, pairs, out, **options), echo=quiet)
+        scorer = ImplicitReward(result.policy, result.reference, beta=0.1)
+        return scorer.score(prompts, responses), result
+
+    kept, result = rewards()
+    assert next(result.reference.model.parameters()).dtype == torch.float32
+    assert any(abs(reward) > 1e-4 for reward in kept)
+    assert rewards(precompute_ref_log_probs=True)[0] == kept
+    lora, _ = rewards(lora_r=4)
+    assert rewards(lora_r=4, merge_lora=True)[0] == pytest.approx(lora, abs=1e-6)
+    lora_precomputed, result = rewards(lora_r=4, precompute_ref_log_probs=True)
+    assert lora_precomputed == lora and result.reference.model is result.policy

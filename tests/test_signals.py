@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -280,3 +281,28 @@ def test_sigterm_before_training_says_so_cleans_up_and_exits_143(
     assert done.returncode == 143, done.stderr[-2000:]
     assert done.stderr.strip().splitlines() == ["directpo: terminated (SIGTERM)"]
     assert not out.exists()  # its lock released and the empty folder it made removed
+
+
+def test_a_precomputed_run_stopped_by_a_signal_returns_its_reference(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """The result of a run stopped early held the precomputed table as its reference, which
+    ImplicitReward refused ('a run's precomputed ... reference'); it is the model again."""
+    from tiny import tiny_config
+
+    from directpo.reward import ImplicitReward
+    from directpo.trainer import train
+
+    def echo(line: str) -> None:
+        if line.startswith("step 1/"):
+            signal.raise_signal(signal.SIGTERM)
+
+    model = tiny_model_dirs["llama"]
+    config = tiny_config(model, pairs_file, tmp_path / "a", max_steps=4, learning_rate=1e-2,
+                         precompute_ref_log_probs=True)  # fmt: skip
+    stopped = train(config, echo=echo)
+    assert stopped.stopped_by == "SIGTERM"
+    prompts, responses = ["The movie was"], [" great."]
+    got = ImplicitReward(stopped.policy, stopped.reference, 0.1).score(prompts, responses)
+    want = ImplicitReward(stopped.policy, str(model), 0.1).score(prompts, responses)
+    assert got == pytest.approx(want, abs=1e-6) and abs(want[0]) > 1e-4

@@ -40,8 +40,10 @@ def open_rows(source: Any, label: str) -> tuple[Iterable[tuple[str, Any]], list[
     if isinstance(source, list | tuple):  # rows from Python: dicts
         return _dataset_rows(source), None
     if hasattr(source, "to_dict") and hasattr(source, "columns"):  # a pandas DataFrame
-        rows = map(_python_values, source.to_dict("records"))
-        return _dataset_rows(list(rows)), [str(c) for c in source.columns]
+        rows = [
+            {key: _cell(value) for key, value in row.items()} for row in source.to_dict("records")
+        ]
+        return _dataset_rows(rows), [str(c) for c in source.columns]
     if not isinstance(source, str):
         if not hasattr(source, "column_names"):
             raise DataError(
@@ -318,6 +320,18 @@ def is_saved_dataset(path: str) -> bool:
     return os.path.isdir(path) and any(
         all(os.path.isfile(os.path.join(path, name)) for name in names) for names in marks
     )
+
+
+def _cell(value: Any) -> Any:
+    """A DataFrame cell as its row would hold it in a file: a missing one (NaN, None, pd.NA,
+    NaT: pandas fills a column with NaN in the rows without it) is null, as Arrow reads it and
+    a JSON Lines row without the key; else ``_python_values``. (A row given images, tools or
+    chat_template_kwargs gave the rows without them NaN, refused as 'got a number'.)"""
+    import pandas as pd
+
+    if pd.api.types.is_scalar(value) and pd.isna(value):
+        return None
+    return _python_values(value)
 
 
 def _python_values(value: Any) -> Any:

@@ -256,6 +256,17 @@ def load_policy_and_reference(
             return policy, AdapterReference(policy, chunk, ld_alpha)
         if peft_config is not None:
             return policy, AdapterDisabledReference(policy, chunk, ld_alpha)
+    return policy, _frozen_reference(config, device, precision, options, sharded)
+
+
+def _frozen_reference(
+    config: DPOConfig,
+    device: torch.device,
+    precision: PrecisionPolicy,
+    options: LoadOptions,
+    sharded: bool = False,
+) -> FrozenModelReference:
+    """The reference model of ``reference_path``, frozen, in the compute dtype on ``device``."""
     reference_options = replace(
         options,
         gradient_checkpointing=False,
@@ -269,4 +280,22 @@ def load_policy_and_reference(
         device=device,
         options=replace(reference_options, meta=meta),
     )
-    return policy, FrozenModelReference(frozen, config.logprob_chunk_tokens, config.ld_alpha)
+    return FrozenModelReference(frozen, config.logprob_chunk_tokens, config.ld_alpha)
+
+
+def reload_reference(
+    config: DPOConfig, policy: torch.nn.Module | None, device: torch.device
+) -> ReferenceProvider:
+    """A finished run's reference, which it let go of (precompute_ref_log_probs, merge_lora,
+    FSDP), as the run scored with it: ``policy`` with its adapters off where that was the
+    reference (a second copy of the base would double a LoRA run's memory), else the reference
+    model loaded as the run loaded it, in its compute dtype on ``device`` (the policy's: a
+    bf16-saved model read in float32 by a float32 run scored other rewards in its own dtype,
+    and a reference on another device than the policy cannot score beside it)."""
+    own_base = config.ref_model_name_or_path in (None, config.model_name_or_path)
+    continuing = adapter_base(config.model_name_or_path) is not None
+    if policy is not None and hasattr(policy, "peft_config") and own_base and not continuing:
+        return AdapterDisabledReference(policy, config.logprob_chunk_tokens, config.ld_alpha)
+    precision = config.precision
+    attention = choose_implementation(config.attn_implementation, device, precision.compute, True)
+    return _frozen_reference(config, device, precision, load_options(config, attention))

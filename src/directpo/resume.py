@@ -140,27 +140,42 @@ def _check_adapter(checkpoint: Path, policy: Any) -> None:
         saved = _saved_adapter(checkpoint)
     except (OSError, ValueError, TypeError):
         return  # load_checkpoint names a damaged file
-    if (saved is None) != (mine is None):  # whole weights on one side, an adapter on the other
-        differ, saved_options, my_options = ["lora_r"], _rank(saved), _rank(mine)
-    elif saved is None:
+    if saved is None and mine is None:
         return
-    else:
-        saved_options, my_options = lora_options_of(saved), lora_options_of(mine)
-        if saved_options is None or my_options is None:
-            return  # an adapter no lora_* option expresses (a peft_config from Python)
+    saved_options = None if saved is None else lora_options_of(saved)
+    my_options = None if mine is None else lora_options_of(mine)
+    if saved_options is not None and my_options is not None:
         differ = [key for key in ADAPTER_SHAPE if saved_options[key] != my_options[key]]
-    if not differ:
+        if differ:
+            said = [", ".join(f"{k}: {o[k]}" for k in differ) for o in (saved_options, my_options)]
+            raise _other_adapter(checkpoint, *said, said[0])
         return
+    if None not in (saved, mine) and type(saved) is type(mine):
+        return  # two adapters of a kind no lora_* option expresses: loading them says
+    # whole weights on one side, or adapters of other kinds (a peft_config from Python, as an
+    # IA3Config: "resume with lora_r: IA3Config" named no setting that exists)
+    fix = written = _adapter_kind(saved)
+    if written.startswith("peft_config"):
+        fix = f"train(peft_config=...) of the {type(saved).__name__} it was written with"
+    raise _other_adapter(checkpoint, written, _adapter_kind(mine), fix)
 
-    def said(options: dict[str, Any]) -> str:
-        return ", ".join(f"{key}: {options[key]}" for key in differ)
 
-    raise CheckpointError(
-        f"checkpoint {checkpoint}: written with {said(saved_options)}, this run has "
-        f"{said(my_options)}; its weights fit only its own adapter settings: resume with "
-        f"{said(saved_options)}, or start a new run from its weights (model_name_or_path: "
-        f"{checkpoint})"
+def _other_adapter(checkpoint: Path, saved: str, mine: str, fix: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {checkpoint}: written with {saved}, this run has {mine}; its weights fit "
+        f"only its own adapter settings: resume with {fix}, or start a new run from its "
+        f"weights (model_name_or_path: {checkpoint})"
     )
+
+
+def _adapter_kind(adapter: Any) -> str:
+    """``lora_r: r`` (0: whole weights), or the kind of an adapter other than LoRA."""
+    if adapter is None:
+        return "lora_r: 0"
+    kind = getattr(adapter, "peft_type", None)
+    if getattr(kind, "value", kind) == "LORA":
+        return f"lora_r: {adapter.r}"
+    return f"peft_config {type(adapter).__name__}"
 
 
 def _saved_adapter(checkpoint: Path) -> Any:
@@ -170,11 +185,6 @@ def _saved_adapter(checkpoint: Path) -> Any:
     from peft import PeftConfig
 
     return PeftConfig.from_pretrained(str(checkpoint))
-
-
-def _rank(adapter: Any) -> dict[str, Any]:
-    """{"lora_r": r}: 0 for whole weights (no adapter)."""
-    return {"lora_r": 0 if adapter is None else getattr(adapter, "r", type(adapter).__name__)}
 
 
 def _remove_outputs_after(run: Run) -> None:

@@ -65,7 +65,7 @@ from directpo.precision import fold_compensation, kahan_compensation
 from directpo.precompute import PrecomputedReference
 from directpo.preflight import check_device, check_environment
 from directpo.process_state import kept_for_caller
-from directpo.reference import ReferenceProvider
+from directpo.reference import ReferenceProvider, reload_reference
 from directpo.run import Run, prepare_run
 from directpo.signals import StopRequest
 from directpo.step import PairStats, evaluate, pair_losses
@@ -76,11 +76,12 @@ from directpo.sync import reference_state, sync_reference
 class TrainResult:
     """What ``train`` returns. Under ``distributed: fsdp`` the trained shards go with the
     process group, so ``policy`` is read back from ``output_dir`` (the final folder) on first
-    use, whole, by the process that asks. ``reference`` is None for a run without one; after
+    use, whole, by the process that asks (a run stopped by a signal has no final folder: its
+    ``policy`` says to resume it). ``reference`` is None for a run without one; after
     ``merge_lora`` (the base now holds the merge), ``precompute_ref_log_probs`` (its model was
-    let go) and under FSDP it is loaded again where the run found it, on first use (a TR-DPO
-    reference, which moved, is not: None). ``policy`` is
-    in eval mode, as from_pretrained gives the saved folder (``policy.train()`` to train it
+    let go) and under FSDP it is loaded again where the run found it, on first use, as the run
+    loaded it (``reload_reference``; a TR-DPO reference, which moved, is not: None). ``policy``
+    is in eval mode, as from_pretrained gives the saved folder (``policy.train()`` to train it
     on)."""
 
     trained: torch.nn.Module | None  # None: read back from output_dir on first use
@@ -92,8 +93,8 @@ class TrainResult:
     # the signal that stopped the run early (SIGTERM, SIGINT), its checkpoint saved; a caller
     # running more work after train() (the demo, a script) must stop too, not go on with it
     stopped_by: str | None = None
-    # where the run's reference loads from when it was not kept: (folder, from_pretrained kwargs)
-    reference_source: tuple[str, dict[str, Any], bool] | None = None
+    # the run's reference again, when it was not kept (reference.reload_reference)
+    reference_source: Callable[[], ReferenceProvider] | None = None
 
     def __post_init__(self) -> None:
         # left in training mode, a disable_dropout: false policy sampled and scored with its
@@ -104,6 +105,14 @@ class TrainResult:
 
     @property
     def policy(self) -> torch.nn.Module:
+        if self.trained is None and self.stopped_by is not None:  # FSDP's shards are gone
+            raise CheckpointError(
+                f"the run stopped by {self.stopped_by} after step {self.global_step} trained "
+                f"under FSDP: its weights are checkpoint-{self.global_step}'s shards in "
+                f"{self.output_dir}, which no process holds whole; resume it "
+                "(resume_from_checkpoint: latest) to write the final model that result.policy "
+                "reads"
+            )
         if self.trained is None:
             from directpo.models import load_causal_lm
 
@@ -113,13 +122,7 @@ class TrainResult:
     @property
     def reference(self) -> ReferenceProvider | None:
         if self.kept_reference is None and self.reference_source is not None:
-            from directpo.models import LoadOptions, load_causal_lm
-            from directpo.reference import FrozenModelReference
-
-            folder, kwargs, remote_code = self.reference_source
-            options = LoadOptions(init_kwargs=kwargs, trust_remote_code=remote_code)
-            model = load_causal_lm(folder, "auto", trainable=False, options=options)
-            self.kept_reference = FrozenModelReference(model)
+            self.kept_reference = self.reference_source()
         return self.kept_reference
 
 
@@ -327,10 +330,7 @@ def _train(run: Run) -> TrainResult:
                     f"stopped by {stop.requested} after step {done}; checkpoint {checkpoint}; "
                     "continue with resume_from_checkpoint: latest"
                 )
-                return TrainResult(
-                    run.policy, run.reference, run.tokenizer, run.output_dir, done,
-                    run.logger.rows, stopped_by=stop.requested,
-                )  # fmt: skip
+                return _result(run, run.policy, run.reference, done, stop.requested)
         progress.close()
         stop.doing = "writing the final model first"  # a signal now must not cost the run
         return finish(run, done if run.best.patience_spent() else None)
@@ -570,17 +570,32 @@ def finish(run: Run, done: int | None = None) -> TrainResult:
     if final is not None and final is not policy:  # LoRA merged into the base
         policy, reference = final, None
     run.echo(f"model saved to {run.output_dir}")
-    if run.sharded:  # the shards are gone with the process group: TrainResult reads the folder
-        policy, reference = None, None
+    return _result(run, policy, reference, done or run.total_steps)
+
+
+def _result(
+    run: Run,
+    policy: torch.nn.Module | None,
+    reference: ReferenceProvider | None,
+    done: int,
+    stopped_by: str | None = None,
+) -> TrainResult:
+    """What train() returns: a reference the run no longer holds (its precomputed table, a
+    base the merge consumed, FSDP's shards) is loaded again on first use, beside the policy
+    (FSDP's is read back on the CPU) in the run's compute dtype; a TR-DPO one, which moved,
+    is not."""
     config = run.config
+    if run.sharded:  # the shards go with the process group: policy reads the final folder
+        policy, reference = None, None
     if isinstance(reference, PrecomputedReference):  # its model was let go after the pass
         reference = None
-    reloaded = None  # a reference it no longer holds is loaded again where the run found it
+    reloaded = None
     if reference is None and run.reference is not None and not config.sync_ref_model:
-        reloaded = (config.reference_path, config.reference_init_kwargs, config.trust_remote_code)
+        device = torch.device("cpu") if run.sharded else run.world.device
+        reloaded = functools.partial(reload_reference, config, policy, device)
     return TrainResult(
-        policy, reference, run.tokenizer, run.output_dir, done or run.total_steps, run.logger.rows,
-        reference_source=reloaded,
+        policy, reference, run.tokenizer, run.output_dir, done, run.logger.rows,
+        stopped_by=stopped_by, reference_source=reloaded,
     )  # fmt: skip
 
 
