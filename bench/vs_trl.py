@@ -174,11 +174,12 @@ def run(spec: RunSpec) -> dict[str, Any]:
 
 
 def _run_directpo(spec: RunSpec, common: dict, cuda: bool) -> tuple[list[float], dict]:
+    import directpo.finish
     import directpo.trainer as trainer
     from directpo.config import DPOConfig
 
     # the bench measures training, not writing a multi-GB folder at the end
-    trainer.save_final_model = lambda *args, **kwargs: args[1]
+    directpo.finish.save_final_model = lambda *args, **kwargs: args[1]
     config = DPOConfig(
         model_name_or_path=spec.model,
         train_file=spec.data,

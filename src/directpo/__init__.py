@@ -35,7 +35,7 @@ __all__ = [
 _LAZY = {
     "train": ("directpo.trainer", "train"),
     "ImplicitReward": ("directpo.reward", "ImplicitReward"),
-    "TrainResult": ("directpo.trainer", "TrainResult"),  # what train returns, for type hints
+    "TrainResult": ("directpo.finish", "TrainResult"),  # what train returns, for type hints
 }
 
 

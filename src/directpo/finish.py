@@ -1,0 +1,206 @@
+"""The end of a run: the final model folder (``finish``, written once, whole, or not at all)
+and what ``train`` returns (``TrainResult``), also after a stop."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from directpo.checkpoint import write_staged
+from directpo.distributed import (
+    barrier,
+    consolidated_model,
+    save_sharded_adapter,
+    save_sharded_model,
+)
+from directpo.errors import CheckpointError
+from directpo.failures import what_is_kept
+from directpo.outputs import (
+    FINAL_STAGING,
+    RunRecord,
+    publish_final,
+    save_final_model,
+    save_run_files,
+)
+from directpo.precision import fold_compensation, kahan_compensation
+from directpo.precompute import PrecomputedReference
+from directpo.reference import ReferenceProvider, reload_reference
+from directpo.run import Run
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns. Under ``distributed: fsdp`` the trained shards go with the
+    process group, so ``policy`` is read back from ``output_dir`` (the final folder) on first
+    use, whole, by the process that asks (a run stopped by a signal has no final folder: its
+    ``policy`` says to resume it). ``reference`` is None for a run without one; after
+    ``merge_lora`` (the base now holds the merge), ``precompute_ref_log_probs`` (its model was
+    let go) and under FSDP it is loaded again where the run found it, on first use, as the run
+    loaded it (``reload_reference``; a TR-DPO reference, which moved, is not: None). ``policy``
+    is in eval mode, as from_pretrained gives the saved folder (``policy.train()`` to train it
+    on)."""
+
+    trained: torch.nn.Module | None  # None: read back from output_dir on first use
+    kept_reference: ReferenceProvider | None
+    tokenizer: Any
+    output_dir: Path
+    global_step: int
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    # the signal that stopped the run early (SIGTERM, SIGINT), its checkpoint saved; a caller
+    # running more work after train() (the demo, a script) must stop too, not go on with it
+    stopped_by: str | None = None
+    # the run's reference again, when it was not kept (reference.reload_reference)
+    reference_source: Callable[[], ReferenceProvider] | None = None
+
+    def __post_init__(self) -> None:
+        # left in training mode, a disable_dropout: false policy sampled and scored with its
+        # dropout on (greedy outputs that differed from the saved folder's, and from call to
+        # call); its checkpointed layers are plain layers in eval mode too
+        if self.trained is not None:
+            self.trained.eval()
+
+    @property
+    def policy(self) -> torch.nn.Module:
+        if self.trained is None and self.stopped_by is not None:  # FSDP's shards are gone
+            raise CheckpointError(
+                f"the run stopped by {self.stopped_by} after step {self.global_step} trained "
+                f"under FSDP: its weights are checkpoint-{self.global_step}'s shards in "
+                f"{self.output_dir}, which no process holds whole; resume it "
+                "(resume_from_checkpoint: latest) to write the final model that result.policy "
+                "reads"
+            )
+        if self.trained is None:
+            from directpo.models import load_causal_lm
+
+            self.trained = load_causal_lm(str(self.output_dir), "auto", trainable=False)
+        return self.trained
+
+    @property
+    def reference(self) -> ReferenceProvider | None:
+        if self.kept_reference is None and self.reference_source is not None:
+            self.kept_reference = self.reference_source()
+        return self.kept_reference
+
+
+def finish(run: Run, done: int | None = None) -> TrainResult:
+    """The final model folder (in ``save_dtype``), written by rank 0: the last weights, or with
+    ``load_best_model_at_end`` those of the best evaluation's checkpoint."""
+    run.logger.close()
+    if run.config.load_best_model_at_end and run.best.checkpoint:
+        _load_best(run)
+    policy, reference = run.policy, run.reference
+    note = ""
+    if run.start_sample is not None:  # every rank takes part (the counts are all-reduced)
+        note = run.probe.rounding_note(run.start_sample, run.precision.save, run.start_step)
+    if run.config.load_best_model_at_end and run.best.checkpoint:
+        note = f"{note} Weights of the best evaluation: {run.best.describe()}.".strip()
+    if run.masters is not None:
+        run.masters.release()  # the policy now holds the float32 masters
+    if not run.sharded:  # (FSDP2 writes from its own shard storage: _save_sharded adds them)
+        fold_compensation(run.trainable, run.optimizer, run.precision.save)
+    record = RunRecord(
+        run.processor or run.tokenizer, run.config, run.train_summary, run.logger.rows, note,
+        run.from_python,
+    )  # fmt: skip
+    final = _save_final(run, record)
+    if final is not None and final is not policy:  # LoRA merged into the base
+        policy, reference = final, None
+    run.echo(f"model saved to {run.output_dir}")
+    return train_result(run, policy, reference, done or run.total_steps)
+
+
+def train_result(
+    run: Run,
+    policy: torch.nn.Module | None,
+    reference: ReferenceProvider | None,
+    done: int,
+    stopped_by: str | None = None,
+) -> TrainResult:
+    """What train() returns: a reference the run no longer holds (its precomputed table, a
+    base the merge consumed, FSDP's shards) is loaded again on first use, beside the policy
+    (FSDP's is read back on the CPU) in the run's compute dtype; a TR-DPO one, which moved,
+    is not."""
+    config = run.config
+    if run.sharded:  # the shards go with the process group: policy reads the final folder
+        policy, reference = None, None
+    if isinstance(reference, PrecomputedReference):  # its model was let go after the pass
+        reference = None
+    reloaded = None
+    if reference is None and run.reference is not None and not config.sync_ref_model:
+        device = torch.device("cpu") if run.sharded else run.world.device
+        reloaded = functools.partial(reload_reference, config, policy, device)
+    return TrainResult(
+        policy, reference, run.tokenizer, run.output_dir, done, run.logger.rows,
+        stopped_by=stopped_by, reference_source=reloaded,
+    )  # fmt: skip
+
+
+def _save_final(run: Run, record: RunRecord) -> torch.nn.Module | None:
+    """The final folder, written whole into a staging folder by rank 0 (FSDP: every rank
+    takes part) and moved into ``output_dir`` (``publish_final``); returns the model it holds
+    on rank 0. A failed write (a full disk) stops in one line and leaves ``output_dir`` and its
+    checkpoints as they were."""
+    world, output_dir = run.world, run.output_dir
+    staging = output_dir / FINAL_STAGING
+    written: dict[str, torch.nn.Module] = {}
+
+    def write_and_publish() -> None:
+        if not run.sharded:
+            written["model"] = save_final_model(staging, run.policy, record)
+        publish_final(staging, output_dir)
+
+    problem = write_staged(
+        staging,
+        world,
+        every_rank=(lambda: _save_sharded(run, record, staging)) if run.sharded else None,
+        on_main=write_and_publish,
+    )
+    if problem is not None:
+        kept = what_is_kept(output_dir)
+        raise CheckpointError(f"cannot write the final model to {output_dir} ({problem}); {kept}")
+    barrier(world)
+    return written.get("model")
+
+
+def _save_sharded(run: Run, record: RunRecord, folder: Path) -> None:
+    """FSDP2's final folder: full weights written shard by shard and consolidated into
+    safetensors files, or the adapter alone gathered; no rank holds the whole model, except
+    with ``merge_lora`` (merging needs the whole base: it is gathered on rank 0)."""
+    policy, world, dtype = run.policy, run.world, run.precision.save
+    if hasattr(policy, "peft_config") and run.config.merge_lora:
+        whole = consolidated_model(run.scorer, policy, dtype, world)
+        if world.is_main:
+            save_final_model(folder, whole, record)
+        return
+    if hasattr(policy, "peft_config"):
+        # an evaluation's forward leaves FSDP2's root gathered, its parameters then views of
+        # a freed buffer (a modules_to_save copy of the final norm was written as garbage)
+        run.scorer.reshard()
+        save_sharded_adapter(folder, policy, dtype, world)
+    else:
+        compensations = {
+            name: compensation
+            for name, param in run.scorer.named_parameters()
+            if (compensation := kahan_compensation(param, run.optimizer)) is not None
+        }
+        save_sharded_model(folder, run.scorer, policy, dtype, world, compensations)
+    if world.is_main:
+        save_run_files(folder, policy, record)
+
+
+def _load_best(run: Run) -> None:
+    """The best checkpoint's weights into the policy, for the final folder."""
+    from directpo.checkpoint import load_checkpoint
+
+    path = run.output_dir / run.best.checkpoint
+    masters = run.masters.in_model() if run.masters is not None else contextlib.nullcontext()
+    with masters:
+        sharded = run.scorer if run.sharded else None
+        load_checkpoint(path, run.policy, run.optimizer, run.scheduler, sharded)
+    run.echo(f"loaded the best model: {run.best.describe()}")
