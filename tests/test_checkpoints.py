@@ -636,3 +636,26 @@ def test_resume_on_a_machine_with_fewer_gpus_restores_the_gpus_it_has(monkeypatc
     monkeypatch.setattr(torch, "set_rng_state", lambda state: None)
     checkpoint_module._set_rng_state(saved)
     assert [[int(s[0]) for s in states] for states in restored] == [[0, 1]]
+
+
+def test_early_stopping_threshold_is_transformers_early_stopping_callbacks() -> None:
+    """early_stopping_threshold (EarlyStoppingCallback's) was an unknown option. A gain of at
+    most the threshold is still the best (load_best_model_at_end) but counts against the
+    patience, as in transformers; without early_stopping_patience it does nothing: refused."""
+    from directpo.best import BestModel
+
+    config = DPOConfig(
+        eval_file="e.jsonl", early_stopping_patience=2, early_stopping_threshold=0.1,
+        load_best_model_at_end=True, metric_for_best_model="eval_loss",
+    )  # fmt: skip
+    best = BestModel.from_config(config)
+    spent = []
+    for step, loss in enumerate([1.0, 0.95, 0.80, 0.79, 0.78], start=1):
+        best.update(step, {"eval/loss": loss})
+        spent.append(best.patience_spent())
+    assert spent == [False, False, False, False, True]
+    assert (best.value, best.step, best.checkpoint) == (0.78, 5, "checkpoint-5")
+    with pytest.raises(ConfigError, match="early_stopping_threshold is set but early_stopping_pa"):
+        DPOConfig(early_stopping_threshold=0.1)
+    with pytest.raises(ConfigError, match="early_stopping_threshold must be >= 0"):
+        DPOConfig(eval_file="e.jsonl", early_stopping_patience=1, early_stopping_threshold=-1.0)

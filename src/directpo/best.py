@@ -22,6 +22,7 @@ class BestModel:
     greater_is_better: bool = False
     keep_checkpoint: bool = False  # load_best_model_at_end
     patience: int = 0  # early_stopping_patience (0: never stop early)
+    threshold: float = 0.0  # early_stopping_threshold: the gain that resets the patience count
     value: float | None = None
     step: int | None = None
     checkpoint: str | None = None  # its folder's name in output_dir
@@ -36,10 +37,15 @@ class BestModel:
         improved = self.value is None or (
             value > self.value if self.greater_is_better else value < self.value
         )
-        if not improved:
+        # as transformers' EarlyStoppingCallback: a gain of at most the threshold is a new best
+        # (for load_best_model_at_end), but does not reset the patience count
+        if improved and (self.value is None or abs(value - self.value) > self.threshold):
+            self.evals_without_improvement = 0
+        else:
             self.evals_without_improvement += 1
+        if not improved:
             return False
-        self.value, self.step, self.evals_without_improvement = value, step, 0
+        self.value, self.step = value, step
         if self.keep_checkpoint:  # named before it is written: every checkpoint's state agrees
             self.checkpoint = f"checkpoint-{step}"
         return self.keep_checkpoint
@@ -67,7 +73,10 @@ class BestModel:
         greater = config.greater_is_better
         if greater is None:
             greater = not metric.endswith("loss")
-        best = cls(metric, greater, config.load_best_model_at_end, config.early_stopping_patience)
+        best = cls(
+            metric, greater, config.load_best_model_at_end, config.early_stopping_patience,
+            config.early_stopping_threshold,
+        )  # fmt: skip
         if saved:  # resume: what the interrupted run had found
             best.value, best.step = saved.get("value"), saved.get("step")
             best.checkpoint = saved.get("checkpoint")

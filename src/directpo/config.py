@@ -603,6 +603,11 @@ class DPOConfig(Options):
     early_stopping_patience: int = option(
         0, "Stop after this many evaluations in a row without improvement (0: never)."
     )
+    early_stopping_threshold: float = option(
+        0.0,
+        "With early_stopping_patience: an evaluation counts as an improvement only when it "
+        "betters the best so far by more than this (transformers' EarlyStoppingCallback).",
+    )
     resume_from_checkpoint: str | None = option(
         None, "Continue a run: a checkpoint folder, or 'latest' for the newest one in output_dir."
     )

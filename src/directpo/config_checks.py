@@ -184,6 +184,11 @@ def check_values(config: DPOConfig) -> None:
         config._require(value is None or value in DTYPES, key, "null, float32 or bfloat16")
     check_loss_modifiers(config)
     config._require(config.early_stopping_patience >= 0, "early_stopping_patience", ">= 0")
+    config._require(config.early_stopping_threshold >= 0, "early_stopping_threshold", ">= 0")
+    if not config.early_stopping_patience:
+        reject_if_set(
+            config, ("early_stopping_threshold",), "early_stopping_patience is 0 (never stops)"
+        )
     if not (config.load_best_model_at_end or config.early_stopping_patience):
         reject_if_set(
             config,

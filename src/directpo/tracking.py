@@ -49,7 +49,7 @@ class MetricsLogger:
             if resume_step is not None and row.get("step", 0) <= resume_step
         ]
         if write:
-            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp = self.path.with_name(f".{self.path.name}.tmp")  # hidden, as every staging file
             tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
             os.replace(tmp, self.path)
         self.rows = kept
