@@ -536,3 +536,23 @@ def test_a_best_metric_sampling_does_not_log_is_refused_before_training(
     config = DPOConfig(**options, metric_for_best_model="eval_kl", greater_is_better=False)
     result = train(config, echo=lambda _: None)
     assert [row["step"] for row in result.metrics if "eval/kl" in row] == [1, 2]
+
+
+def test_a_precomputed_run_that_samples_returns_the_reference_it_kept(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """precompute_ref_log_probs with eval_generate keeps the reference model for the samples'
+    KL: train()'s result returns it rather than loading a second copy from disk."""
+    import directpo.finish as finish_module
+
+    reloads = []
+    monkeypatch.setattr(finish_module, "reload_reference", lambda *a: reloads.append(a))
+    config = DPOConfig(
+        model_name_or_path=str(tiny_model_dirs["llama"]), train_file=str(pairs_file),
+        eval_file=str(pairs_file), output_dir=str(tmp_path / "run"), report_to=["none"],
+        max_steps=1, eval_steps=1, save_steps=0, eval_generate=2, generate_max_new_tokens=3,
+        precompute_ref_log_probs=True,
+    )  # fmt: skip
+    result = train(config, echo=lambda _: None)
+    assert result.reference is not None and result.reference.model is not result.policy
+    assert reloads == [] and result.reference_source is None

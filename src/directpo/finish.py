@@ -129,8 +129,8 @@ def train_result(
     config = run.config
     if run.sharded:  # the shards go with the process group: policy reads the final folder
         policy, reference = None, None
-    if isinstance(reference, PrecomputedReference):  # its model was let go after the pass
-        reference = None
+    if isinstance(reference, PrecomputedReference):  # its model was let go after the pass,
+        reference = run.kl_reference  # unless eval_generate's KL kept it
     reloaded = None
     if reference is None and run.reference is not None and not config.sync_ref_model:
         device = torch.device("cpu") if run.sharded else run.world.device
