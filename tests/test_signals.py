@@ -234,6 +234,34 @@ def test_a_signal_after_the_steps_all_reduce_waits_for_the_next_step(
     assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-2"]
 
 
+def test_a_signal_during_an_evaluation_stops_after_that_step(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """The stop was decided before the evaluation: a signal during one (minutes on a large
+    held-out set) trained one more step before its checkpoint."""
+    from tiny import tiny_config
+
+    import directpo.trainer as trainer_module
+
+    real = trainer_module.evaluate_step
+
+    def interrupted(run, done):
+        line = real(run, done)
+        if done == 2:
+            signal.raise_signal(signal.SIGTERM)
+        return line
+
+    monkeypatch.setattr(trainer_module, "evaluate_step", interrupted)
+    out = tmp_path / "run"
+    config = tiny_config(
+        tiny_model_dirs["gpt2"], pairs_file, out, max_steps=5, per_device_train_batch_size=2,
+        eval_file=str(pairs_file), eval_steps=1, save_steps=0,
+    )  # fmt: skip
+    result = trainer_module.train(config, echo=lambda _: None)
+    assert (result.global_step, result.stopped_by) == (2, "SIGTERM")
+    assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-2"]
+
+
 def test_train_says_which_signal_stopped_it(tiny_model_dirs, pairs_file, tmp_path) -> None:
     """train() stopped by a signal returned as a finished run does, so the demo went on to its
     next method after a Ctrl-C (and judged the half-trained policy); it says the signal now."""

@@ -241,17 +241,18 @@ def _train(run: Run) -> TrainResult:
                 sync_reference(run, run.config.ref_model_mixup_alpha)  # TR-DPO
             progress.update(1)
             progress.set_postfix(loss=f"{result.loss:.4f}")
-            # decided once, the same on every rank: a signal landing after this all-reduce
-            # waits for the next step (acting on it here alone put the ranks one collective apart)
-            stopping = _stop_requested(run, stop)
-            if stopping:
-                stop.requested = stop.requested or "another rank's signal"
             if _logs_at(run, done):
                 write(log_step(run, done, result))
             improved = False
             if _evaluates_at(run, done):
                 write(evaluate_step(run, done))
                 improved = run.best.update(done, run.logger.rows[-1])
+            # decided once, the same on every rank, after the evaluation (a signal during it
+            # stops this step): one landing after this all-reduce waits for the next step
+            # (acting on it here alone put the ranks one collective apart)
+            stopping = _stop_requested(run, stop)
+            if stopping:
+                stop.requested = stop.requested or "another rank's signal"
             if _saves_at(run, done) or stopping or improved:
                 checkpoint = checkpoint_step(run, done)
                 write(f"saved {checkpoint}")
