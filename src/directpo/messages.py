@@ -193,7 +193,7 @@ def text_contents(messages: list[dict]) -> list[dict]:
                     "image processor (not a vision-language model); remove the image parts or "
                     "use a vision-language model",
                 )
-            message = {**message, "content": "".join(part["text"] for part in content)}
+            message = {**message, "content": plain_text(content)}
         joined.append(message)
     return joined
 
