@@ -17,3 +17,13 @@ def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
 @pytest.fixture
 def pairs_file(tmp_path: Path) -> Path:
     return write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
+
+
+@pytest.fixture(autouse=True)
+def _hub_offline_flags_kept():
+    """A test that finds the hub unreachable sets the libraries' offline mode for the process
+    (directpo.hub): given back after each test, so that no test sees another's."""
+    from directpo.hub import offline_flags_kept
+
+    with offline_flags_kept():
+        yield

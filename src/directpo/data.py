@@ -42,6 +42,7 @@ from functools import cached_property
 from typing import Any
 
 from directpo.errors import DataError, first_line
+from directpo.hub import cache_only_where_unreachable, unreachable_reason
 from directpo.messages import (
     Messages,
     Text,
@@ -293,6 +294,7 @@ def dataset_splits(
             f"{label} is a datasets.save_to_disk folder, which has no configurations; "
             f"remove {extra} ({given[extra]})"
         )
+    offline = False
     try:
         if saved:
             loaded = datasets.load_from_disk(name)
@@ -300,9 +302,11 @@ def dataset_splits(
                 loaded = {lone_split: loaded}
         else:
             options = {key: value for key, value in options.items() if value is not None}
+            offline = cache_only_where_unreachable(name)
             loaded = datasets.load_dataset(name, dataset_config, **options)
     except Exception as exc:  # datasets raises many types: offline, missing, malformed
-        raise DataError(f"{label}: cannot load ({first_line(exc)})") from None
+        why = f"; {unreachable_reason()}, so only the local cache was read" if offline else ""
+        raise DataError(f"{label}: cannot load ({first_line(exc)}){why}") from None
     return loaded
 
 

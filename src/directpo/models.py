@@ -20,6 +20,7 @@ from transformers import (
 
 from directpo.adapters import adapter_base, adapter_config
 from directpo.errors import ConfigError, ModelLoadError, first_line
+from directpo.hub import cache_only_where_unreachable, unreachable_reason
 from directpo.precision import DTYPES
 from directpo.preflight import has_files
 from directpo.vision import is_vision_config
@@ -36,6 +37,7 @@ def load_tokenizer(
 ) -> Any:
     """The tokenizer of ``path``; ``location``: its model's from_pretrained location arguments
     (``model_location``), with ``subfolder`` the place to look when ``path`` has none."""
+    cache_only_where_unreachable(path)
     try:
         tokenizer = _from_location(AutoTokenizer, path, location, trust_remote_code)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
@@ -77,10 +79,16 @@ def _check_hub_reachable(path: str, location: dict[str, Any] | None) -> None:
     from huggingface_hub import constants
     from huggingface_hub.file_download import repo_folder_name
 
+    offline = cache_only_where_unreachable(path)
     where = dict(location or {})
     cache = where.get("cache_dir") or constants.HF_HUB_CACHE
     if os.path.isdir(os.path.join(cache, repo_folder_name(repo_id=path, repo_type="model"))):
         return
+    if offline:
+        raise ModelLoadError(
+            f"'{path}' is no local folder, and as a hub id it cannot be loaded: "
+            f"{unreachable_reason()}, and the local cache holds no copy of it"
+        )
     places = [where, {k: v for k, v in where.items() if k != "subfolder"}]  # weights', root
     for place in places[: 1 + ("subfolder" in where)]:
         try:
@@ -152,6 +160,7 @@ def load_causal_lm(
 ) -> torch.nn.Module:
     """An ``AutoModelForCausalLM`` from ``path`` (or a PEFT adapter folder: its base with the
     adapter on it); frozen and in eval mode unless trainable."""
+    cache_only_where_unreachable(path)
     kwargs: dict[str, Any] = dict(options.init_kwargs)
     if options.attn_implementation != "auto":
         kwargs["attn_implementation"] = options.attn_implementation

@@ -46,6 +46,7 @@ from directpo.data import ImagePrompt, prompt_of
 from directpo.distributed import World, all_gather_objects, unsharded_root
 from directpo.errors import DirectpoError, ModelLoadError, first_line
 from directpo.generate import Sample, sample_completions, samples_logprobs, stop_token_ids
+from directpo.hub import cache_only_where_unreachable
 from directpo.jsonl import write_jsonl
 from directpo.messages import Text, text_contents
 from directpo.models import learned_positions, pad_token_id
@@ -140,6 +141,7 @@ def _reported(name: str, labeller: Labeller) -> Labeller:
 def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> Labeller:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    cache_only_where_unreachable(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()

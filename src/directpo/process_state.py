@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from directpo.errors import DirectpoError
+from directpo.hub import offline_flags_kept
 
 # a stop a user answers by changing the run and trying again, not a bug to inspect in %debug
 STOPS = (DirectpoError, KeyboardInterrupt, MemoryError, torch.OutOfMemoryError)
@@ -29,12 +30,13 @@ STOPS = (DirectpoError, KeyboardInterrupt, MemoryError, torch.OutOfMemoryError)
 
 @contextlib.contextmanager
 def kept_for_caller(device: torch.device) -> Iterator[None]:
-    """The caller's random generators (CPU, and ``device``'s on CUDA) as they were, after the
-    block; a stop raised in it releases its frames (``release_frames``)."""
+    """The caller's random generators (CPU, and ``device``'s on CUDA) and the hub's offline
+    flags (``hub.cache_only_where_unreachable``) as they were, after the block; a stop raised
+    in it releases its frames (``release_frames``)."""
     python_state, numpy_state = random.getstate(), np.random.get_state()
     devices = [device.index or 0] if device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), offline_flags_kept():
             yield
     except STOPS as error:
         release_frames(error)

@@ -1,0 +1,118 @@
+"""A hub id on a machine that cannot reach the hub: one connection attempt decides, and the
+local cache is read at once (it was minutes of retries, request by request)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+from tiny import tiny_config
+
+import directpo.hub as hub
+from directpo import train
+from directpo.data import dataset_splits
+from directpo.errors import DataError, ModelLoadError
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every host name looked up (none resolves), and the probe asked afresh."""
+    looked_up: list[str] = []
+
+    def unresolvable(host, *args, **kwargs):
+        looked_up.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unresolvable)
+    for name in hub.PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    hub._why_unreachable.cache_clear()
+    yield looked_up
+    hub._why_unreachable.cache_clear()
+
+
+def _hub_cached_model(tiny_model: Path, cache: Path, repo: str) -> None:
+    """``tiny_model``'s files as huggingface_hub's cache keeps a downloaded snapshot."""
+    entry = cache / ("models--" + repo.replace("/", "--"))
+    snapshot = entry / "snapshots" / "0123abc"
+    shutil.copytree(tiny_model, snapshot)
+    (entry / "refs").mkdir()
+    (entry / "refs" / "main").write_text("0123abc")
+
+
+def test_a_hub_model_in_the_local_cache_loads_with_one_lookup_of_the_hub(
+    no_network, tiny_model_dirs, pairs_file, tmp_path
+):
+    cache = tmp_path / "hub"
+    _hub_cached_model(tiny_model_dirs["llama"], cache, "someorg/tiny")
+    config = tiny_config(Path("someorg/tiny"), pairs_file, tmp_path / "out",
+                         model_init_kwargs={"cache_dir": str(cache)})  # fmt: skip
+    train(config, echo=lambda _: None)
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    assert no_network == [hub.hub_host()]  # the probe; no loader asked the network
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is False  # train() gave the flag back
+
+
+def test_a_hub_model_the_cache_lacks_is_one_line_without_retries(no_network, pairs_file, tmp_path):
+    config = tiny_config(Path("someorg/absent"), pairs_file, tmp_path / "out")
+    with pytest.raises(ModelLoadError) as info:
+        train(config, echo=lambda _: None)
+    assert str(info.value) == (
+        "'someorg/absent' is no local folder, and as a hub id it cannot be loaded: the Hub "
+        "(huggingface.co) cannot be reached from this machine, and the local cache holds no "
+        "copy of it"
+    )
+    assert no_network == ["huggingface.co"]
+
+
+def test_a_hub_dataset_in_the_local_cache_is_read_at_once(no_network, tmp_path, pairs_file):
+    import datasets
+
+    cache = tmp_path / "datasets"
+    datasets.load_dataset("json", data_files={"train": str(pairs_file)}, cache_dir=str(cache))
+    built = next((cache / "json").glob("default-*/0.0.0/*"))
+    cached = cache / "someorg___pairs" / "default" / "0.0.0" / built.name
+    shutil.copytree(built, cached)
+    (cached / "json-train.arrow").rename(cached / "pairs-train.arrow")
+    no_network.clear()  # the json builder's own lookups
+    splits = dataset_splits("someorg/pairs", None, "dataset_name", "train", cache_dir=str(cache))
+    rows = [row["chosen"] for row in splits["train"]]
+    assert rows == [json.loads(line)["chosen"] for line in pairs_file.read_text().splitlines()]
+    assert no_network == ["huggingface.co"]
+    with pytest.raises(DataError) as info:
+        dataset_splits("someorg/absent", None, "dataset_name", "train", cache_dir=str(cache))
+    assert str(info.value).startswith("dataset_name: cannot load (")
+    assert str(info.value).endswith(
+        "; the Hub (huggingface.co) cannot be reached from this machine, so only the local "
+        "cache was read"
+    )
+    assert no_network == ["huggingface.co"]
+
+
+def test_offline_mode_set_by_the_user_is_named_and_nothing_is_looked_up(
+    no_network, monkeypatch, pairs_file, tmp_path
+):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    hub._why_unreachable.cache_clear()
+    config = tiny_config(Path("someorg/absent"), pairs_file, tmp_path / "out")
+    with pytest.raises(ModelLoadError, match=r"offline mode is set \(HF_HUB_OFFLINE\), and"):
+        train(config, echo=lambda _: None)
+    assert no_network == []
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is True
+
+
+def test_local_paths_never_ask_the_hub(no_network, tiny_model_dirs, pairs_file, tmp_path):
+    train(tiny_config(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "out"), echo=None)
+    assert no_network == []
+
+
+def test_behind_a_proxy_the_hub_counts_as_reachable(no_network, monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert hub.hub_reachable() is True
+    assert hub.cache_only_where_unreachable("someorg/tiny") is False
+    assert no_network == []
