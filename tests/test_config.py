@@ -62,6 +62,8 @@ def test_flags_alone_work_and_lists_split_on_commas() -> None:
         ({"logging_steps": "0"}, "logging_steps"),
         ({"save_steps": "2.5"}, "save_steps"),
         ({"prompt_column": "chosen"}, "prompt_column"),
+        ({"system_column": "chosen"}, "system_column"),
+        ({"system_column": " "}, "system_column"),
         ({"distributed": "deepspeed"}, "distributed"),
         ({"attn_implementation": "flash"}, "attn_implementation"),
         ({"pack_max_tokens": "-1"}, "pack_max_tokens"),

@@ -665,6 +665,36 @@ def test_a_chat_template_that_writes_todays_date_is_noted(tiny_model_dirs, tmp_p
     assert notes[1] == []
 
 
+def test_system_column_reaches_the_chat_template(tiny_model_dirs, tmp_path) -> None:
+    """Intel/orca_dpo_pairs' system text was lost (no option read it); system_column makes it
+    each prompt's system turn, and a tokenizer without a chat template is refused at start,
+    naming the option, rather than every text row as "conversational"."""
+    import shutil
+
+    from directpo.distributed import SINGLE_PROCESS
+    from directpo.run import prepare_run
+
+    rows = [
+        {"system": "Be exact.", "question": "What is 1+1?", "chosen": "2.", "rejected": "3."},
+        {"system": "", "question": "Sky?", "chosen": "Blue.", "rejected": "Green."},
+    ]
+    config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "out",
+                         prompt_column="question", system_column="system")  # fmt: skip
+    run = prepare_run(config, rows, None, SINGLE_PROCESS, lambda line: None)
+    prompts = [run.tokenizer.decode(pair.prompt_ids) for pair in run.train.pairs]
+    assert sorted(prompts) == sorted([
+        "<|im_start|>system\nBe exact.<|im_end|>\n<|im_start|>user\nWhat is 1+1?<|im_end|>\n"
+        "<|im_start|>assistant\n",
+        "<|im_start|>user\nSky?<|im_end|>\n<|im_start|>assistant\n",
+    ])  # fmt: skip
+    bare = shutil.copytree(tiny_model_dirs["gpt2"], tmp_path / "bare")
+    (bare / "chat_template.jinja").unlink()
+    config = tiny_config(bare, None, tmp_path / "out2", prompt_column="question",
+                         system_column="system")  # fmt: skip
+    with pytest.raises(ConfigError, match="^system_column 'system' makes each prompt a conv"):
+        prepare_run(config, rows, None, SINGLE_PROCESS, lambda line: None)
+
+
 @pytest.mark.parametrize(("style", "dtype"), [("gpt2", "float32"), ("llama", "bfloat16")])
 def test_weight_decay_spares_biases_and_norms_as_transformers_trainer(
     tiny_model_dirs, pairs_file, tmp_path, style, dtype

@@ -342,6 +342,12 @@ class DPOConfig(Options):
     )
     chosen_column: str = option("chosen", "Column holding the preferred completion.")
     rejected_column: str = option("rejected", "Column holding the dispreferred completion.")
+    system_column: str | None = option(
+        None,
+        "Column whose text opens each prompt as its system turn (Intel/orca_dpo_pairs' system): "
+        "text prompts become a user turn and completions assistant turns, rendered with the "
+        "chat template; an empty cell adds no system turn.",
+    )
     chat_template: str | None = option(
         None,
         "A Jinja chat template replacing the tokenizer's (its text, or a .jinja file): used for "

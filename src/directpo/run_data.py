@@ -63,6 +63,7 @@ def load_run_data(
         config.chosen_column,
         config.rejected_column,
         prompt_required=config.prompt_column != "prompt",
+        system=config.system_column,
     )
     train_dataset = python_source(train_dataset, "train_dataset")
     eval_dataset = python_source(eval_dataset, "eval_dataset")
@@ -113,6 +114,15 @@ def load_run_data(
     )
     if config.chat_template:
         _replace_chat_template(config.chat_template, tokenizer, processor)
+    if config.system_column and not (
+        getattr(tokenizer, "chat_template", None) or getattr(processor, "chat_template", None)
+    ):  # else each row would be refused as "conversational", which a text file is not
+        raise ConfigError(
+            f"system_column '{config.system_column}' makes each prompt a conversation (a system "
+            "turn, then the prompt as the user turn), which needs a chat template, and the "
+            "tokenizer has none: give one with the chat_template option, or leave "
+            "system_column unset to train on the prompts as texts"
+        )
     if train_data is not None and _writes_todays_date(tokenizer, config, train_data):
         echo(
             "note: the chat template writes today's date into each prompt (strftime_now, as "
@@ -302,11 +312,13 @@ def _online_prompts(
     """Online rounds' prompts and their rows' other columns (for the labeller): prompt_file's,
     else the train file's (its pairs' prompts, or a prompts-only file's)."""
     if config.prompt_file:
-        prompts, rows = load_prompt_rows(config.prompt_file, config.prompt_column)
+        prompts, rows = load_prompt_rows(
+            config.prompt_file, config.prompt_column, config.system_column
+        )
     elif train_data is not None:  # a pairs file: its rows' other columns too, as a prompt file's
         prompts, rows = distinct_example_prompts(train_data.examples)
     else:
-        prompts, rows = load_prompt_rows(source, config.prompt_column)
+        prompts, rows = load_prompt_rows(source, config.prompt_column, config.system_column)
     echo(f"online: {len(prompts)} prompts")
     return prompts, rows
 
@@ -317,7 +329,9 @@ def _held_out_prompts(config: DPOConfig, eval_data: Any) -> tuple[list[Any], lis
     if not config.eval_generate:
         return [], []
     if config.eval_prompts_file:
-        prompts, rows = load_prompts(config.eval_prompts_file, config.prompt_column)
+        prompts, rows = load_prompts(
+            config.eval_prompts_file, config.prompt_column, config.system_column
+        )
     else:
         prompts, rows = distinct_example_prompts(eval_data.examples)
     return prompts[: config.eval_generate], rows[: config.eval_generate]
