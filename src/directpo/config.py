@@ -332,10 +332,12 @@ class DPOConfig(Options):
         "test_split_size} (ids: files, dataset folders, hub ids in the local cache); "
         "test_split_size holds out the eval pairs. See README (Data).",
     )
-    eval_file: str | list[str] | None = option(
+    eval_file: str | list[str] | dict[str, str | list[str]] | None = option(
         None,
-        "Held-out preferences in the same formats (or a list of files); evaluated every "
-        "eval_steps and at the end.",
+        "Held-out preferences in the same formats (or a list of files, one set); evaluated every "
+        "eval_steps and at the end. Named sets, {chat: a.jsonl, code: [b.jsonl, c.jsonl]}, are "
+        "each evaluated and logged apart (eval/chat_loss, ...), as transformers' Trainer logs "
+        "an eval_dataset dict.",
     )
     prompt_column: str = option(
         "prompt", "Column holding the prompt (absent in the implicit-prompt layout)."

@@ -270,6 +270,20 @@ def _shown(value: Any) -> str:
     return f"a {type(value).__module__}.{type(value).__qualname__} object"
 
 
+def _named_paths(key: str, value: Mapping) -> dict[str, Any]:
+    """Named sets of files ({chat: a.jsonl, code: [b.jsonl, c.jsonl]}): a name becomes part of
+    metric names (eval/chat_loss), so it is a plain word."""
+    if not value:
+        raise ConfigError(f"{key} must name at least one set")
+    for name in value:
+        if not (isinstance(name, str) and name.replace("-", "_").isidentifier()):
+            raise ConfigError(
+                f"{key}: set name {_shown(name)} must be a word of letters, digits, _ or - "
+                "(it becomes part of metric names: eval/<name>_loss)"
+            )
+    return {name: _coerce(f"{key}.{name}", paths, str | list[str]) for name, paths in value.items()}
+
+
 def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Convert `value` (from YAML, a flag string or Python) to the field's type, or fail."""
     if isinstance(value, enum.Enum):  # a TRL script's IntervalStrategy.STEPS, SchedulerType...:
@@ -285,6 +299,13 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         args = tuple(a for a in args if a is not type(None))
         if len(args) == 1:
             (hint,) = args
+    if set(args) == {str, list[str], dict[str, str | list[str]]}:  # eval_file: {chat: a.jsonl}
+        if isinstance(value, str) and value.strip().startswith("{"):
+            with contextlib.suppress(yaml.YAMLError):
+                value = yaml.safe_load(value)  # a flag: a YAML flow mapping
+        if isinstance(value, Mapping):
+            return _named_paths(key, value)
+        args = (str, list[str])
     if set(args) == {str, list[str]}:  # one path or several (train_file: [a.jsonl, b.parquet])
         if isinstance(value, str) and value.strip().startswith("["):
             with contextlib.suppress(yaml.YAMLError):

@@ -127,6 +127,12 @@ def check_environment(
     check_model_location("implicit_reward_model", config.implicit_reward_model)
     for key in ("train_file", "eval_file", "prompt_file"):
         paths = getattr(config, key)
+        if isinstance(paths, dict):  # named eval sets
+            paths = [
+                p
+                for named in paths.values()
+                for p in ([named] if isinstance(named, str) else named)
+            ]
         for path in [paths] if isinstance(paths, str) else paths or []:
             if not os.path.exists(path):
                 raise ConfigError(f"{key}: no such file or folder: {path}")

@@ -57,7 +57,7 @@ from directpo.preflight import check_device, check_environment
 from directpo.process_state import kept_for_caller
 from directpo.run import Run, prepare_run
 from directpo.signals import StopRequest
-from directpo.step import PairStats, evaluate, pair_losses
+from directpo.step import PairStats, eval_set_metrics, evaluate, pair_losses
 from directpo.sync import reference_state, sync_reference
 
 
@@ -409,18 +409,20 @@ def log_step(run: Run, done: int, result: StepResult) -> str:
 def evaluate_step(run: Run, done: int) -> str:
     """Held-out pair metrics, and (with ``eval_generate``) sampled completions' KL and reward."""
     config, world = run.config, run.world
-    evaluation = run.eval
-    metrics = evaluate(
-        run.scorer,
-        run.reference,
-        evaluation.pairs if evaluation else None,
-        config,
-        run.pad_id,
-        world.device,
-        run.layout,
-        evaluation.reference_table if evaluation else None,
-        world,
-    )
+    metrics: dict[str, float] = {}
+    for name, pair_set in run.evals.items():  # named sets: eval/<name>_loss, as transformers'
+        scores = evaluate(
+            run.scorer,
+            run.reference,
+            pair_set.pairs,
+            config,
+            run.pad_id,
+            world.device,
+            run.layout,
+            pair_set.reference_table,
+            world,
+        )
+        metrics |= eval_set_metrics(name, scores)
     if run.eval_prompts:
         sample = functools.partial(
             evaluate_generations,
@@ -496,7 +498,7 @@ def _evaluates_at(run: Run, done: int) -> bool:
     """eval_strategy: auto / steps (every eval_steps, or logging_steps; and at the end),
     epoch (at each epoch's end), no."""
     config = run.config
-    if not (run.eval or run.eval_prompts) or config.eval_strategy == "no":
+    if not (run.evals or run.eval_prompts) or config.eval_strategy == "no":
         return False
     if config.eval_strategy == "epoch":
         return _due(done, run.source.steps_per_epoch, run.total_steps)
