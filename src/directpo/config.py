@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from directpo.batching import Layout
-from directpo.errors import ConfigError, ConfigErrors
+from directpo.errors import ConfigError, ConfigErrors, respelled
 from directpo.losses import LOSSES, needs_reference
 from directpo.options import Options, load_options, option, option_help, translate_usable
 from directpo.precision import PrecisionPolicy
 from directpo.preflight import has_files
-from directpo.trl_compat import apply_trl_meanings, one_beta, translate
+from directpo.trl_compat import apply_trl_meanings, one_beta, spellings, translate
 
 LOSS_TYPES = tuple(LOSSES)
 
@@ -63,12 +63,14 @@ def _accepting_trl_names(cls: type) -> type:
 
     @functools.wraps(generated)
     def __init__(self: Any, *args: Any, **values: Any) -> None:
-        refused = None
+        refused, spelled = None, {}
         if values.keys() - set(names):
+            spelled = cls.spellings(values, cls.__name__)
             values, refused = translate_usable(cls, values, names, cls.__name__)
         try:
             generated(self, *args, **values)
         except ConfigError as error:  # with the refused names: every problem in one pass
+            error = respelled(error, spelled)  # named as written: max_new_tokens=, not its alias
             raise ConfigErrors.joined([refused, error] if refused else [error]) from None
         if refused:
             raise refused
@@ -751,6 +753,11 @@ class DPOConfig(Options):
         if fraction:
             return math.ceil(fraction * total_steps)
         return int(self.warmup_steps)
+
+    @classmethod
+    def spellings(cls, values: dict[str, Any], where: str) -> dict[str, str]:
+        """TRL's spellings that translate renames, as the user wrote them (trl_compat.py)."""
+        return spellings(values, where)
 
     @classmethod
     def translate(cls, values: dict[str, Any], names: list[str], where: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from directpo.errors import ConfigError, ConfigErrors
+from directpo.errors import ConfigError, ConfigErrors, respelled
 
 T = TypeVar("T")
 
@@ -91,6 +91,11 @@ class Options:
 
     def _check_values(self) -> None:
         """Subclasses refuse impossible values here."""
+
+    @classmethod
+    def spellings(cls, values: dict[str, Any], where: str) -> dict[str, str]:
+        """The options ``translate`` renames, each with the key the user wrote (none here)."""
+        return {}
 
     @classmethod
     def translate(cls, values: dict[str, Any], names: list[str], where: str) -> dict[str, Any]:
@@ -169,14 +174,17 @@ def load_options(
     if path is not None:
         _set_environment(data.pop("env", None), where)
         sources.insert(0, (data, where))
+    spelled: dict[str, str] = {}  # a value's option as the source that set it last wrote it
     for given, where in sources:
         usable, error = translate_usable(cls, given, names, where)
+        renamed = cls.spellings(given, where)  # type: ignore[attr-defined]
+        spelled = {k: v for k, v in spelled.items() if k not in usable} | renamed
         values.update(usable)
         refused += [error] if error else []
     try:
         built = cls(**values)
     except ConfigError as error:
-        raise ConfigErrors.joined([*refused, error]) from None
+        raise ConfigErrors.joined([*refused, respelled(error, spelled)]) from None
     if refused:
         raise ConfigErrors.joined(refused)
     return built
