@@ -23,7 +23,7 @@ from directpo.errors import ConfigError, ConfigErrors, respelled
 from directpo.losses import LOSSES, needs_reference
 from directpo.options import Options, load_options, option, option_help, translate_usable
 from directpo.precision import PrecisionPolicy
-from directpo.preflight import has_files
+from directpo.preflight import absolute_paths, has_files
 from directpo.trl_compat import apply_trl_meanings, one_beta, spellings, translate
 
 LOSS_TYPES = tuple(LOSSES)
@@ -721,7 +721,7 @@ class DPOConfig(Options):
     def record(self) -> dict[str, Any]:
         """The options as a run's files, model card and trackers show them: a hub token given
         in model_init_kwargs left out (from_pretrained then uses the login's, as on a rerun)."""
-        values = self.to_dict()
+        values = absolute_paths(self.to_dict())  # rerun or resumed from any folder
         for key in ("model_init_kwargs", "ref_model_init_kwargs"):
             if values[key]:
                 values[key] = {k: v for k, v in values[key].items() if k not in SECRET_KWARGS}
