@@ -74,6 +74,7 @@ def _accepting_trl_names(cls: type) -> type:
             raise ConfigErrors.joined([refused, error] if refused else [error]) from None
         if refused:
             raise refused
+        object.__setattr__(self, "_spelled", spelled)  # for train()'s check of it again
 
     cls.__init__ = __init__  # type: ignore[misc]
     return cls

@@ -82,12 +82,16 @@ class Options:
         default, without a word."""
         if name.startswith("_") or name in _field_names(type(self)):
             object.__setattr__(self, name, value)
+            self.__dict__.get("_spelled", {}).pop(name, None)  # now set by its own name
             return
         cls = type(self)
         for key, translated in cls.translate(
             {name: value}, _field_names(cls), cls.__name__
         ).items():  # type: ignore[attr-defined]
             object.__setattr__(self, key, translated)
+        # a later check (train() builds the config again) names it as it was set
+        spelled = {**self.__dict__.get("_spelled", {}), **cls.spellings({name: value}, "")}
+        object.__setattr__(self, "_spelled", spelled)
 
     def _check_values(self) -> None:
         """Subclasses refuse impossible values here."""

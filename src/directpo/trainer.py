@@ -44,7 +44,7 @@ from directpo.distributed import (
 )
 from directpo.distributed import setup as setup_world
 from directpo.distributed import teardown as teardown_world
-from directpo.errors import ConfigError, DirectpoError, TrainingStopped
+from directpo.errors import ConfigError, DirectpoError, TrainingStopped, respelled
 from directpo.failures import explain_failures, peer_gone, settle
 from directpo.finish import TrainResult, finish, train_result
 from directpo.generate import evaluate_generations
@@ -167,7 +167,7 @@ def _checked_arguments(
             "pass train(peft_config=...))"
         )
     if peft_config is None:
-        return dataclasses.replace(config), None
+        return _rebuilt(config), None
     if config.lora_r:
         raise ConfigError("peft_config and lora_r are both given: use one of them")
     options = lora_options_of(peft_config)
@@ -179,8 +179,17 @@ def _checked_arguments(
         )
         # a copy: peft fills the one it is given for this model (target_modules, the base's
         # path), and the caller's object, reused for another model, then named this one's layers
-        return dataclasses.replace(config), copy.deepcopy(peft_config)
-    return dataclasses.replace(config, **options), None
+        return _rebuilt(config), copy.deepcopy(peft_config)
+    return _rebuilt(config, **options), None
+
+
+def _rebuilt(config: DPOConfig, **options: Any) -> DPOConfig:
+    """``config`` built again (its values checked), a refused value named as it was set: a TRL
+    alias set after construction (``config.max_new_tokens = 0``) by that alias."""
+    try:
+        return dataclasses.replace(config, **options)
+    except ConfigError as error:
+        raise respelled(error, config.__dict__.get("_spelled", {})) from None
 
 
 @contextlib.contextmanager
