@@ -659,3 +659,36 @@ def test_early_stopping_threshold_is_transformers_early_stopping_callbacks() -> 
         DPOConfig(early_stopping_threshold=0.1)
     with pytest.raises(ConfigError, match="early_stopping_threshold must be >= 0"):
         DPOConfig(eval_file="e.jsonl", early_stopping_patience=1, early_stopping_threshold=-1.0)
+
+
+def test_a_runs_config_yaml_resumes_from_any_working_directory(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """config.yaml stored data paths as given: a run started with train_file: pairs.jsonl,
+    resumed (or rerun) from another folder, read no file there, or another one of that name.
+    A run's local files and folders are recorded as absolute paths, as its model folders are."""
+    from directpo.config import load_config
+
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(pairs_file, work / "pairs.jsonl")
+    (work / "template.jinja").write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    monkeypatch.chdir(work)
+    config = tiny_config(tiny_model_dirs["gpt2"], None, "run", train_file="pairs.jsonl",
+                         eval_file={"held": ["pairs.jsonl"]}, chat_template="template.jinja",
+                         save_steps=1, max_steps=1, per_device_train_batch_size=3)  # fmt: skip
+    train(config, echo=lambda _: None)
+    saved = yaml.safe_load((work / "run" / "config.yaml").read_text())
+    assert saved["train_file"] == str(work / "pairs.jsonl")
+    assert saved["eval_file"] == {"held": [str(work / "pairs.jsonl")]}
+    assert saved["chat_template"] == str(work / "template.jinja")
+    assert saved["output_dir"] == str(work / "run")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config(str(work / "run" / "config.yaml"),
+                         {"resume_from_checkpoint": "latest", "max_steps": "2"})  # fmt: skip
+    lines: list[str] = []
+    train(config, echo=lines.append)
+    assert any(line.startswith("resumed from") for line in lines), lines
+    assert (work / "run" / "checkpoint-2").is_dir() and not (elsewhere / "run").exists()

@@ -32,6 +32,23 @@ def test_yaml_values_are_typed_and_flags_override(tmp_path: Path) -> None:
     assert config.report_to == ["none"]
 
 
+def test_eval_file_takes_named_sets_from_yaml_and_flags(tmp_path: Path) -> None:
+    """Named eval sets (transformers' eval_dataset dict) have a YAML form: a mapping of names
+    to a file or a list of files; a name that cannot be part of a metric name is refused."""
+    path = write(tmp_path, "eval_file: {chat: a.jsonl, code: [b.jsonl, c.jsonl]}\n")
+    expected = {"chat": "a.jsonl", "code": ["b.jsonl", "c.jsonl"]}
+    assert load_config(path).eval_file == expected
+    assert (
+        load_config(None, {"eval_file": "{chat: a.jsonl, code: [b.jsonl, c.jsonl]}"}).eval_file
+        == expected
+    )
+    assert load_config(None, {"eval_file": "a.jsonl"}).eval_file == "a.jsonl"
+    with pytest.raises(ConfigError, match="^eval_file: set name 'a/b' must be a word"):
+        load_config(None, {"eval_file": {"a/b": "x.jsonl"}})
+    with pytest.raises(ConfigError, match="^eval_file.chat must name at least one file"):
+        load_config(None, {"eval_file": {"chat": []}})
+
+
 def test_flags_alone_work_and_lists_split_on_commas() -> None:
     config = load_config(
         None,
@@ -62,6 +79,8 @@ def test_flags_alone_work_and_lists_split_on_commas() -> None:
         ({"logging_steps": "0"}, "logging_steps"),
         ({"save_steps": "2.5"}, "save_steps"),
         ({"prompt_column": "chosen"}, "prompt_column"),
+        ({"system_column": "chosen"}, "system_column"),
+        ({"system_column": " "}, "system_column"),
         ({"distributed": "deepspeed"}, "distributed"),
         ({"attn_implementation": "flash"}, "attn_implementation"),
         ({"pack_max_tokens": "-1"}, "pack_max_tokens"),

@@ -744,7 +744,8 @@ def test_a_prompt_in_a_column_of_another_name_is_not_read_from_the_completions(
     assert str(info.value).startswith(
         f"{path}: line 1: there is no 'prompt' column, so the prompt would be the start that "
         "'chosen' and 'rejected' share (the implicit layout), but they do not contain column "
-        "'question'; set prompt_column: question (column 'system' is read by no layout"
+        "'question'; set prompt_column: question and system_column: system (its text becomes "
+        "each prompt's system turn)"
     )
     with pytest.raises(DataError, match="^f: line 1: there is no 'prompt' column"):  # score
         parse_pair(orca[0], Columns(), "f: line 1")
@@ -760,6 +761,57 @@ def test_a_prompt_in_a_column_of_another_name_is_not_read_from_the_completions(
     # a row whose completions share nothing says where the prompt should be
     with pytest.raises(DataError, match="if another column holds the prompt, set prompt_column"):
         load_preferences([{"chosen": "yes", "rejected": "no", "id": "x"}])
+
+
+def test_system_column_opens_each_prompt_with_a_system_turn(tmp_path: Path) -> None:
+    """Intel/orca_dpo_pairs' system column had no option: with prompt_column: question the
+    system text was lost. system_column makes it the system turn of a conversation (an empty
+    cell, none), in training pairs, score's pair rows and prompt files alike."""
+    from directpo.prompts import load_prompt_rows, load_prompts, parse_prompt_and_responses
+
+    orca = [
+        {"system": "Be exact.", "question": "What is 1+1?",
+         "chosen": "The answer is 2.", "rejected": "The answer is 3."},
+        {"system": "", "question": "Sky?", "chosen": "Blue.", "rejected": "Green."},
+    ]  # fmt: skip
+    path = write_jsonl(tmp_path / "orca.jsonl", orca)
+    columns = Columns(prompt="question", prompt_required=True, system="system")
+    data = load_preferences(str(path), columns)
+    assert data.layout == "conversational"
+    system = {"role": "system", "content": "Be exact."}
+    first = [system, {"role": "user", "content": "What is 1+1?"}]
+    assert [(e.prompt, e.chosen, e.rejected) for e in data.examples] == [
+        (first, [{"role": "assistant", "content": "The answer is 2."}],
+         [{"role": "assistant", "content": "The answer is 3."}]),
+        ([{"role": "user", "content": "Sky?"}], [{"role": "assistant", "content": "Blue."}],
+         [{"role": "assistant", "content": "Green."}]),
+    ]  # fmt: skip
+    assert parse_pair(orca[0], columns, "f").prompt == first  # score's pair rows
+    assert parse_prompt_and_responses(orca[0], "question", "chosen", "f", "system") == (
+        first, [[{"role": "assistant", "content": "The answer is 2."}]]
+    )  # fmt: skip
+    for load in (load_prompts, load_prompt_rows):  # prompt_file, eval_prompts_file, generate
+        assert load(str(path), "question", "system")[0][0] == first
+    # message prompts get it in front; one with its own system turn is refused
+    chat = {"system": "Be exact.", "prompt": [{"role": "user", "content": "Hi"}],
+            "chosen": "Hello.", "rejected": "Bye."}  # fmt: skip
+    with_system = Columns(system="system")
+    assert parse_pair(chat, with_system, "f").prompt == [system, *chat["prompt"]]
+    twice = {**chat, "prompt": [system, *chat["prompt"]]}
+    with pytest.raises(
+        DataError, match="^f: field 'system' .system_column. and the prompt's first"
+    ):
+        parse_pair(twice, with_system, "f")
+    assert parse_pair({**twice, "system": ""}, with_system, "f").prompt == twice["prompt"]
+    with pytest.raises(DataError, match="field 'system' .system_column. must be a string, got"):
+        parse_pair({**chat, "system": 3}, with_system, "f")
+    with pytest.raises(DataError, match="column 'sys' not found .* set system_column"):
+        load_preferences(str(path), Columns("question", prompt_required=True, system="sys"))
+    # the implicit text layout's prompt is a transcript, with no turns to put it before
+    hh = {"system": "Be kind.", "chosen": "Human: Hi Assistant: Hello!",
+          "rejected": "Human: Hi Assistant: Go away."}  # fmt: skip
+    with pytest.raises(DataError, match="system_column 'system' needs a prompt column"):
+        load_preferences([hh], with_system)
 
 
 def test_tool_schemas_and_calls_read_from_arrow_lack_other_rows_keys(tmp_path: Path) -> None:

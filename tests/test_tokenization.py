@@ -649,3 +649,62 @@ def test_a_chat_template_that_ignores_tools_refuses_the_row() -> None:
         tokenize_preferences(load_preferences(rows), tokenizer, 256)
     tokenizer.chat_template = TOOLS_TEMPLATE.split("{% for m")[0] + CALLS_TEMPLATE
     assert len(tokenize_preferences(load_preferences(rows), tokenizer, 256)) == 3
+
+
+# Qwen3's template, cut to what decides the case: a finished assistant turn moves its
+# <think>...</think> (or reasoning_content) into a reasoning block; the generation prompt of
+# enable_thinking: false is an empty one
+QWEN3_THINKING = (
+    "{% for m in messages %}{% if m.role == 'assistant' %}"
+    "{% set content = m.content %}{% set reasoning = m.reasoning_content or '' %}"
+    "{% if '</think>' in content %}"
+    "{% set reasoning = content.split('</think>')[0].split('<think>')[-1].strip('\\n') %}"
+    "{% set content = content.split('</think>')[-1].lstrip('\\n') %}{% endif %}"
+    "<|im_start|>assistant\n<think>\n{{ reasoning }}\n</think>\n\n{{ content }}<|im_end|>\n"
+    "{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n"
+    "{% endif %}{% endif %}"
+)
+
+
+def test_a_thinking_reply_after_enable_thinking_false_says_what_to_change() -> None:
+    """Qwen3 with enable_thinking: false and a chosen reply holding <think>...</think> was
+    refused as "the chat template does not render the prompt as a prefix of the whole
+    conversation": true, but it named neither the reasoning nor the option (and a reply's
+    reasoning_content was dropped without a word). The message says both, and what to change;
+    with thinking on, or without the reasoning, the row trains."""
+    tokenizer = build_tokenizer("gpt2")
+    tokenizer.chat_template = QWEN3_THINKING
+    thinking = [{"role": "assistant", "content": "<think>\nadd them\n</think>\n\n4"}]
+    plain = [{"role": "assistant", "content": "5"}]
+    by_key = [{"role": "assistant", "content": "4", "reasoning_content": "add them"}]
+
+    def tokenize(chosen: list, kwargs: dict | None) -> list:
+        example = PreferenceExample(USER, chosen, plain, "f.jsonl: line 1")
+        data = PreferenceData([example], "conversational", "f.jsonl")
+        return tokenize_preferences(data, tokenizer, 256, chat_template_kwargs=kwargs).pairs
+
+    for chosen in (thinking, by_key):
+        with pytest.raises(DataError) as info:
+            tokenize(chosen, {"enable_thinking": False})
+        assert str(info.value) == (
+            "f.jsonl: line 1: the completion holds reasoning (<think>...</think> or "
+            "reasoning_content), but the chat template ends the prompt with an empty "
+            "<think></think> (chat_template_kwargs enable_thinking: false), so no reply can "
+            "think after it: to train replies that reason, drop enable_thinking: false (or set "
+            "it true); to train without thinking, remove the <think>...</think> blocks (and "
+            "reasoning_content) from the replies"
+        )
+        (pair,) = tokenize(chosen, None)
+        assert tokenizer.decode(pair.chosen_ids).startswith("<think>\nadd them\n</think>\n\n4")
+    (pair,) = tokenize([{"role": "assistant", "content": "4"}], {"enable_thinking": False})
+    assert tokenizer.decode(pair.prompt_ids).endswith("<think>\n\n</think>\n\n")
+    # another template whose prompt is no prefix of the conversation: where the texts part
+    tokenizer.chat_template = QWEN3_THINKING.replace("prompt %}<|im_start|>", "prompt %}[BOT]")
+    with pytest.raises(DataError) as info:
+        tokenize(thinking, None)
+    assert str(info.value).endswith(
+        "a prefix of the whole conversation (the prompt goes on '[BOT]assistant\\n' where the "
+        "conversation has '<|im_start|>assistant\\n<think>\\nadd them\\n<')"
+    )

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import datasets
 import pytest
 import torch
-from tiny import SENTIMENT_PAIRS, tiny_config
+from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
 from transformers import AutoModelForCausalLM
 
 from directpo.errors import ConfigError, DataError
@@ -665,6 +665,36 @@ def test_a_chat_template_that_writes_todays_date_is_noted(tiny_model_dirs, tmp_p
     assert notes[1] == []
 
 
+def test_system_column_reaches_the_chat_template(tiny_model_dirs, tmp_path) -> None:
+    """Intel/orca_dpo_pairs' system text was lost (no option read it); system_column makes it
+    each prompt's system turn, and a tokenizer without a chat template is refused at start,
+    naming the option, rather than every text row as "conversational"."""
+    import shutil
+
+    from directpo.distributed import SINGLE_PROCESS
+    from directpo.run import prepare_run
+
+    rows = [
+        {"system": "Be exact.", "question": "What is 1+1?", "chosen": "2.", "rejected": "3."},
+        {"system": "", "question": "Sky?", "chosen": "Blue.", "rejected": "Green."},
+    ]
+    config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "out",
+                         prompt_column="question", system_column="system")  # fmt: skip
+    run = prepare_run(config, rows, None, SINGLE_PROCESS, lambda line: None)
+    prompts = [run.tokenizer.decode(pair.prompt_ids) for pair in run.train.pairs]
+    assert sorted(prompts) == sorted([
+        "<|im_start|>system\nBe exact.<|im_end|>\n<|im_start|>user\nWhat is 1+1?<|im_end|>\n"
+        "<|im_start|>assistant\n",
+        "<|im_start|>user\nSky?<|im_end|>\n<|im_start|>assistant\n",
+    ])  # fmt: skip
+    bare = shutil.copytree(tiny_model_dirs["gpt2"], tmp_path / "bare")
+    (bare / "chat_template.jinja").unlink()
+    config = tiny_config(bare, None, tmp_path / "out2", prompt_column="question",
+                         system_column="system")  # fmt: skip
+    with pytest.raises(ConfigError, match="^system_column 'system' makes each prompt a conv"):
+        prepare_run(config, rows, None, SINGLE_PROCESS, lambda line: None)
+
+
 @pytest.mark.parametrize(("style", "dtype"), [("gpt2", "float32"), ("llama", "bfloat16")])
 def test_weight_decay_spares_biases_and_norms_as_transformers_trainer(
     tiny_model_dirs, pairs_file, tmp_path, style, dtype
@@ -723,6 +753,63 @@ def test_eval_on_start_logs_the_starting_models_baseline_at_step_0(
     config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "x", eval_on_start=True)
     with pytest.raises(ConfigError, match="^eval_on_start need evaluations: set eval_file"):
         train(config, echo=quiet)
+
+
+def test_named_eval_sets_log_each_set_under_its_name(tiny_model_dirs, tmp_path) -> None:
+    """transformers' Trainer (so TRL) takes eval_dataset={"name": ds, ...} and logs
+    eval_<name>_loss ...; directpo refused a dict. Each set is now evaluated on its own pairs
+    (the same values as that set given alone), logged eval/<name>_..., and
+    metric_for_best_model may name one (eval_chat_loss); eval_file takes the same mapping."""
+    from directpo.demo.plots import _series
+
+    chat, code = SENTIMENT_PAIRS[:4], SENTIMENT_PAIRS[4:8]
+    alone = train(
+        tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "alone", max_steps=1),
+        SENTIMENT_PAIRS, code, echo=quiet,
+    )  # fmt: skip
+    lines: list[str] = []
+    config = tiny_config(
+        tiny_model_dirs["gpt2"], None, tmp_path / "named", max_steps=1,
+        metric_for_best_model="eval_chat_loss", load_best_model_at_end=True,
+    )  # fmt: skip
+    named = train(config, SENTIMENT_PAIRS, {"chat": chat, "code": code}, echo=lines.append)
+    (expected,) = [row for row in alone.metrics if "eval/loss" in row]
+    (row,) = [row for row in named.metrics if "eval/code_loss" in row]
+    metrics = [key.removeprefix("eval/") for key in expected if key.startswith("eval/")]
+    assert metrics and {f"eval/chat_{m}" for m in metrics} | {
+        f"eval/code_{m}" for m in metrics
+    } == {key for key in row if key.startswith("eval/")}
+    for metric in metrics:
+        assert row[f"eval/code_{metric}"] == pytest.approx(expected[f"eval/{metric}"], rel=1e-5)
+    assert any(line.startswith("loaded the best model: step 1, eval/chat_loss") for line in lines)
+    assert list(_series(named.metrics, "loss")) == ["train", "eval chat", "eval code"]
+    # the YAML form: eval_file: {name: file(s)}
+    files = {name: str(write_jsonl(tmp_path / f"{name}.jsonl", rows))
+             for name, rows in (("chat", chat), ("code", code))}  # fmt: skip
+    config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "files", max_steps=1,
+                         eval_file=files)  # fmt: skip
+    (row,) = [
+        r for r in train(config, SENTIMENT_PAIRS, echo=quiet).metrics if "eval/code_loss" in r
+    ]
+    assert row["eval/code_loss"] == pytest.approx(expected["eval/loss"], rel=1e-5)
+    # the default metric (eval/loss) is no set's: said with the names logged
+    config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "x", max_steps=1,
+                         load_best_model_at_end=True)  # fmt: skip
+    with pytest.raises(ConfigError, match="^metric_for_best_model: evaluations log no eval/loss "
+                                          r"\(they log eval/chat_entropy"):  # fmt: skip
+        train(config, SENTIMENT_PAIRS, {"chat": chat}, echo=quiet)
+    with pytest.raises(ConfigError, match=r"^eval_dataset\['a b'\]: a set name must be a word"):
+        train(config, SENTIMENT_PAIRS, {"a b": chat}, echo=quiet)
+    # a DatasetDict of several splits is named sets, as transformers' Trainer takes it; of one
+    # split, that split unnamed (as train_dataset's)
+    from directpo.run_data import _named_eval_sets
+
+    split = datasets.Dataset.from_list(chat)
+    several = datasets.DatasetDict({"valid": split, "test": split})
+    assert {k: v[1] for k, v in _named_eval_sets(config, several).items()} == {
+        "valid": "eval_dataset['valid']", "test": "eval_dataset['test']"
+    }  # fmt: skip
+    assert _named_eval_sets(config, datasets.DatasetDict({"test": split})) == {}
 
 
 def test_the_start_line_names_the_attention_and_checkpointing_chosen(

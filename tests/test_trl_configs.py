@@ -137,6 +137,46 @@ def test_refused_trl_keys_and_wrong_values_are_named_in_one_pass(tmp_path) -> No
     assert load_config(None, {"torch_dtype": "bfloat16"}).dtype == "bfloat16"
 
 
+def test_a_wrong_value_under_a_trl_alias_is_named_as_written(tmp_path) -> None:
+    """A TRL alias with a bad value was refused under directpo's name ("generate_max_new_tokens
+    must be >= 1"), which the user's file, flags or call do not hold. It is named as written
+    now, with directpo's name beside it; a flag that sets directpo's name wins that name back."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("max_new_tokens: -5\ntorch_dtype: float64\nmax_target_length: 0\n")
+    with pytest.raises(ConfigErrors) as info:
+        load_config(str(recipe), {"eval_generate": "2", "eval_file": str(recipe)})
+    assert info.value.problems == [
+        "torch_dtype (directpo: dtype) must be one of float32, bfloat16 (got 'float64')",
+        "max_target_length (directpo: max_completion_length) must be null or >= 1 (got 0)",
+        "max_new_tokens (directpo: generate_max_new_tokens) must be >= 1 (got -5)",
+    ]
+    with pytest.raises(ConfigError, match=r"^--temperature \(directpo: generate_temperature\) "
+                                          "must be a finite number"):  # fmt: skip
+        load_config(None, {"temperature": "hot"})
+    with pytest.raises(ConfigError) as info:  # directpo's own name, given last, is as written
+        load_config(str(recipe), {"generate_max_new_tokens": "0", "max_target_length": "4",
+                                  "dtype": "float32"})  # fmt: skip
+    assert info.value.problems[0] == "generate_max_new_tokens must be >= 1 (got 0)"
+    with pytest.raises(ConfigError, match=r"^max_new_tokens \(directpo: generate_max_new_tokens\)"
+                                          " must be >= 1"):  # fmt: skip
+        DPOConfig(max_new_tokens=0, eval_generate=2, eval_file="e.jsonl")
+    from directpo.trainer import _checked_arguments
+
+    config = DPOConfig(temperature=0.5, eval_generate=2, eval_file="e.jsonl")
+    config.max_new_tokens = 0  # set in a notebook: checked again by train()
+    config.temperature = -1.0
+    config.generate_temperature = -2.0  # directpo's own name, set last, is as written
+    with pytest.raises(ConfigError) as info:
+        _checked_arguments(config, None, print)
+    assert info.value.problems == [
+        "max_new_tokens (directpo: generate_max_new_tokens) must be >= 1 (got 0)",
+        "generate_temperature must be >= 0 (got -2.0)",
+    ]
+    recipe.write_text("datasets: [{id: data.jsonl, weight: 7}]\n")  # TRL's mixture keys
+    with pytest.raises(ConfigError, match=r"^datasets \(directpo: dataset_mixture\): "):
+        load_config(str(recipe))
+
+
 def test_trl_command_line_style(tiny_model_dirs, pairs_file, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     recipe = tmp_path / "base.yaml"

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 from directpo.config import DTYPES
+from directpo.config_checks import check_columns
 from directpo.errors import ConfigError
 from directpo.options import Options, option
 from directpo.preflight import check_model_location
@@ -30,6 +31,10 @@ class FileCommandOptions(Options):
     batch_size: int = option(8, "Sequences per forward pass.")
     dtype: str = option("float32", f"Model dtype, one of {', '.join(DTYPES)}.")
     prompt_column: str = option("prompt", "Column holding the prompt (text or messages).")
+    system_column: str | None = option(
+        None,
+        "Column whose text opens each prompt as its system turn (as train's system_column).",
+    )
     trust_remote_code: bool = option(
         False, "Allow model folders whose architecture is code shipped with them (as train's)."
     )
@@ -37,6 +42,7 @@ class FileCommandOptions(Options):
     def _check_values(self) -> None:
         self._require(self.batch_size >= 1, "batch_size", ">= 1")
         self._one_of("dtype", DTYPES)
+        check_columns(self)
 
     def check_environment(self) -> None:
         processes = int(os.environ.get("WORLD_SIZE", "1"))

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from directpo.batching import Layout
-from directpo.errors import ConfigError, ConfigErrors
+from directpo.errors import ConfigError, ConfigErrors, respelled
 from directpo.losses import LOSSES, needs_reference
 from directpo.options import Options, load_options, option, option_help, translate_usable
 from directpo.precision import PrecisionPolicy
-from directpo.preflight import has_files
-from directpo.trl_compat import apply_trl_meanings, one_beta, translate
+from directpo.preflight import absolute_paths, has_files
+from directpo.trl_compat import apply_trl_meanings, one_beta, spellings, translate
 
 LOSS_TYPES = tuple(LOSSES)
 
@@ -63,15 +63,18 @@ def _accepting_trl_names(cls: type) -> type:
 
     @functools.wraps(generated)
     def __init__(self: Any, *args: Any, **values: Any) -> None:
-        refused = None
+        refused, spelled = None, {}
         if values.keys() - set(names):
+            spelled = cls.spellings(values, cls.__name__)
             values, refused = translate_usable(cls, values, names, cls.__name__)
         try:
             generated(self, *args, **values)
         except ConfigError as error:  # with the refused names: every problem in one pass
+            error = respelled(error, spelled)  # named as written: max_new_tokens=, not its alias
             raise ConfigErrors.joined([refused, error] if refused else [error]) from None
         if refused:
             raise refused
+        object.__setattr__(self, "_spelled", spelled)  # for train()'s check of it again
 
     cls.__init__ = __init__  # type: ignore[misc]
     return cls
@@ -332,16 +335,24 @@ class DPOConfig(Options):
         "test_split_size} (ids: files, dataset folders, hub ids in the local cache); "
         "test_split_size holds out the eval pairs. See README (Data).",
     )
-    eval_file: str | list[str] | None = option(
+    eval_file: str | list[str] | dict[str, str | list[str]] | None = option(
         None,
-        "Held-out preferences in the same formats (or a list of files); evaluated every "
-        "eval_steps and at the end.",
+        "Held-out preferences in the same formats (or a list of files, one set); evaluated every "
+        "eval_steps and at the end. Named sets, {chat: a.jsonl, code: [b.jsonl, c.jsonl]}, are "
+        "each evaluated and logged apart (eval/chat_loss, ...), as transformers' Trainer logs "
+        "an eval_dataset dict.",
     )
     prompt_column: str = option(
         "prompt", "Column holding the prompt (absent in the implicit-prompt layout)."
     )
     chosen_column: str = option("chosen", "Column holding the preferred completion.")
     rejected_column: str = option("rejected", "Column holding the dispreferred completion.")
+    system_column: str | None = option(
+        None,
+        "Column whose text opens each prompt as its system turn (Intel/orca_dpo_pairs' system): "
+        "text prompts become a user turn and completions assistant turns, rendered with the "
+        "chat template; an empty cell adds no system turn.",
+    )
     chat_template: str | None = option(
         None,
         "A Jinja chat template replacing the tokenizer's (its text, or a .jinja file): used for "
@@ -711,7 +722,7 @@ class DPOConfig(Options):
     def record(self) -> dict[str, Any]:
         """The options as a run's files, model card and trackers show them: a hub token given
         in model_init_kwargs left out (from_pretrained then uses the login's, as on a rerun)."""
-        values = self.to_dict()
+        values = absolute_paths(self.to_dict())  # rerun or resumed from any folder
         for key in ("model_init_kwargs", "ref_model_init_kwargs"):
             if values[key]:
                 values[key] = {k: v for k, v in values[key].items() if k not in SECRET_KWARGS}
@@ -743,6 +754,11 @@ class DPOConfig(Options):
         if fraction:
             return math.ceil(fraction * total_steps)
         return int(self.warmup_steps)
+
+    @classmethod
+    def spellings(cls, values: dict[str, Any], where: str) -> dict[str, str]:
+        """TRL's spellings that translate renames, as the user wrote them (trl_compat.py)."""
+        return spellings(values, where)
 
     @classmethod
     def translate(cls, values: dict[str, Any], names: list[str], where: str) -> dict[str, Any]:

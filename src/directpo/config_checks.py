@@ -35,6 +35,28 @@ from directpo.config import (
 from directpo.errors import ConfigError
 from directpo.losses import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSSES
 from directpo.mixture import check_mixture
+from directpo.options import Options
+
+
+def check_columns(options: Options) -> None:
+    """The column options (a DPOConfig's, or score / rank / generate's) name distinct columns."""
+    keys = [k for k in ("prompt_column", "chosen_column", "rejected_column") if hasattr(options, k)]
+    columns = [getattr(options, key) for key in keys]
+    if len(set(columns)) < len(columns) and options._valid(*keys):
+        raise ConfigError(
+            f"{', '.join(keys[:-1])} and {keys[-1]} must name different columns "
+            f"(got {', '.join(columns)})"
+        )
+    system = getattr(options, "system_column", None)
+    if system is None:
+        return
+    options._require(bool(system.strip()), "system_column", "a column name, or null")
+    same = next((key for key in keys if getattr(options, key) == system), None)
+    if same is not None:
+        options._refuse(
+            "system_column",
+            f"system_column must name a column of its own (got {system!r}, which is {same} too)",
+        )
 
 
 def check_values(config: DPOConfig) -> None:
@@ -94,12 +116,7 @@ def check_values(config: DPOConfig) -> None:
     )
     for key in ("prompt_column", "chosen_column", "rejected_column", "output_dir"):
         require(bool(getattr(config, key).strip()), key, "a non-empty string")
-    columns = (config.prompt_column, config.chosen_column, config.rejected_column)
-    if len(set(columns)) < 3 and config._valid("prompt_column", "chosen_column", "rejected_column"):
-        raise ConfigError(
-            f"prompt_column, chosen_column and rejected_column must name different columns "
-            f"(got {', '.join(columns)})"
-        )
+    check_columns(config)
     if config.dataset_mixture is not None:
         try:
             check_mixture(config)

@@ -52,6 +52,7 @@ from directpo.messages import (
     message_list,
     plain_text,
     split_implicit,
+    system_prompt,
     template_values,
     text_field,
     text_or_messages,
@@ -181,6 +182,8 @@ class Columns:
     rejected: str = "rejected"
     # a non-default prompt column must exist; the default one may be absent (implicit layout)
     prompt_required: bool = False
+    # a column whose text is each prompt's system turn (Intel/orca_dpo_pairs' system)
+    system: str | None = None
 
 
 def load_preferences(
@@ -249,6 +252,8 @@ def preferences_of_rows(
         reasons = ", ".join(f"{n} {r}" for r, n in skipped.most_common())
         raise DataError(f"{label}: no valid rows ({reasons})")
     assert layout is not None
+    if columns.system is not None and layout == "explicit":  # text prompts became turns
+        layout = "conversational"
     return PreferenceData(examples, layout, label, skipped)
 
 
@@ -355,6 +360,11 @@ def _detect_layout(
                 f"{label}: column '{key}' not found (columns: {', '.join(map(str, names))}); "
                 "set chosen_column / rejected_column"
             )
+    if columns.system is not None and columns.system not in names:
+        raise DataError(
+            f"{label}: column '{columns.system}' not found "
+            f"(columns: {', '.join(map(str, names))}); set system_column"
+        )
     if columns.prompt not in names:
         if columns.prompt_required:
             raise DataError(
@@ -395,6 +405,7 @@ def _refuse_unread_prompt(
         name
         for name in (*PROMPT_LIKE_COLUMNS, *SYSTEM_COLUMNS)
         if name in names
+        and name != columns.system
         and isinstance(row.get(name), str)
         and row[name].strip()
         and row[name].strip() not in chosen
@@ -409,10 +420,7 @@ def _refuse_unread_prompt(
     )
     system = next((name for name in unread if name in SYSTEM_COLUMNS), None)
     if system:
-        fix += (
-            f" (column '{system}' is read by no layout: to keep it, write the prompt as "
-            "messages, [{role: system, ...}, {role: user, ...}])"
-        )
+        fix += f" and system_column: {system} (its text becomes each prompt's system turn)"
     raise DataError(
         f"{where}: there is no '{columns.prompt}' column, so the prompt would be the start "
         f"that '{columns.chosen}' and '{columns.rejected}' share (the implicit layout), but "
@@ -477,6 +485,10 @@ def _parse_row(
                 f"field '{columns.prompt}' must be a list of messages "
                 f"like the first row's, got {kind_of(raw_prompt)}",
             )
+    if columns.system is not None:
+        prompt, chosen, rejected = _with_system_turn(
+            row, columns, layout, (prompt, chosen, rejected)
+        )
     if chosen == rejected:
         raise RowError("identical chosen and rejected", "chosen and rejected are identical")
     tools = _tools(row.get("tools"), layout)
@@ -489,6 +501,28 @@ def _parse_row(
     others = {key: value for key, value in row.items() if key != columns.prompt}
     return PreferenceExample(
         prompt, chosen, rejected, where, tools, images, template_kwargs, others
+    )
+
+
+def _with_system_turn(
+    row: dict[str, Any], columns: Columns, layout: str, pair: tuple[Text, Text, Text]
+) -> tuple[Messages, Messages, Messages]:
+    """A pair whose prompt opens with the row's system column as the system turn: a text
+    prompt becomes the user turn, its completions assistant turns (a chat template renders
+    them), so that the system text reaches the model where the model was trained to see it."""
+    prompt, chosen, rejected = pair
+    assert columns.system is not None
+    if layout == "implicit" and isinstance(prompt, str):
+        raise RowError(  # "\n\nHuman: ...\n\nAssistant:" is a transcript, not a user turn
+            "no prompt for the system turn",
+            f"system_column '{columns.system}' needs a prompt column ('{columns.prompt}' is "
+            "absent) or conversations: the prompt shared by chosen and rejected texts has no "
+            "turns to put a system turn before",
+        )
+    return (
+        system_prompt(row, columns.system, prompt),
+        completion_messages(chosen, columns.chosen),
+        completion_messages(rejected, columns.rejected),
     )
 
 

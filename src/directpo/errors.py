@@ -5,6 +5,10 @@ Every problem caused by user input (config, data file, model path) raises a subc
 that line and exits with code 2; nothing else about the failure is shown (no traceback).
 """
 
+from __future__ import annotations
+
+import re
+
 
 class DirectpoError(Exception):
     """A user-facing error: the message is one line and complete on its own."""
@@ -48,6 +52,30 @@ class ConfigErrors(ConfigError):
             return errors[0]
         lines = [line for error in errors for line in getattr(error, "problems", [str(error)])]
         return ConfigErrors(getattr(errors[0], "where", ""), lines)
+
+
+def respelled(error: ConfigError, spellings: dict[str, str]) -> ConfigError:
+    """``error`` with each option in ``spellings`` named as the user wrote it, first mention of
+    each line: "max_new_tokens (directpo: generate_max_new_tokens) must be >= 1" (TRL's
+    alias is what their file holds; directpo's name is what ``--help`` and config.yaml show)."""
+    if not spellings:
+        return error
+    pattern = re.compile(r"(?<![\w./-])(" + "|".join(map(re.escape, spellings)) + r")(?![\w/])")
+
+    def line_of(problem: str) -> str:
+        seen: set[str] = set()
+
+        def name(match: re.Match[str]) -> str:
+            option = match.group(1)
+            if option in seen:
+                return option
+            seen.add(option)
+            return f"{spellings[option]} (directpo: {option})"
+
+        return pattern.sub(name, problem)
+
+    problems = getattr(error, "problems", None) or [str(error)]
+    return ConfigErrors(getattr(error, "where", ""), [line_of(line) for line in problems])
 
 
 class DataError(DirectpoError):

@@ -271,7 +271,9 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
     rows = read_rows(options.input)
     base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
     prompts = [
-        prompt_with_images(row, options.prompt_column, f"{options.input}: {where}", base_dir)
+        prompt_with_images(
+            row, options.prompt_column, f"{options.input}: {where}", base_dir, options.system_column
+        )
         for where, row in rows
     ]
     trusted = options.trust_remote_code

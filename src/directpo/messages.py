@@ -114,6 +114,28 @@ def message_list(value: Any, key: str, key_allows_parts: bool = False) -> Messag
     return messages
 
 
+def system_prompt(row: dict[str, Any], key: str, prompt: Text) -> Messages:
+    """``prompt`` as messages that open with the text of the row's ``key`` column as a system
+    message; an empty or null one adds none (Intel/orca_dpo_pairs leaves many empty). A
+    prompt that has its own system message is refused: which one to keep is the user's call."""
+    system = row.get(key)
+    if system is not None and not isinstance(system, str):
+        raise RowError(
+            "wrong type", f"field '{key}' (system_column) must be a string, got {kind_of(system)}"
+        )
+    if isinstance(prompt, str):
+        prompt = [{"role": "user", "content": prompt}]
+    if not (system and system.strip()):
+        return prompt
+    if prompt[0]["role"] == "system":
+        raise RowError(
+            "system turn given twice",
+            f"field '{key}' (system_column) and the prompt's first message both give a system "
+            "turn; keep one",
+        )
+    return [{"role": "system", "content": system}, *prompt]
+
+
 def template_values(value: Any) -> Any:
     """``value`` as the chat template gets it: every null-valued key of its objects left out,
     at any depth. Arrow (Parquet, save_to_disk, a ``datasets.Dataset``; TRL's JSON Lines too,

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from directpo.errors import ConfigError, ConfigErrors
+from directpo.errors import ConfigError, ConfigErrors, respelled
 
 T = TypeVar("T")
 
@@ -82,15 +82,24 @@ class Options:
         default, without a word."""
         if name.startswith("_") or name in _field_names(type(self)):
             object.__setattr__(self, name, value)
+            self.__dict__.get("_spelled", {}).pop(name, None)  # now set by its own name
             return
         cls = type(self)
         for key, translated in cls.translate(
             {name: value}, _field_names(cls), cls.__name__
         ).items():  # type: ignore[attr-defined]
             object.__setattr__(self, key, translated)
+        # a later check (train() builds the config again) names it as it was set
+        spelled = {**self.__dict__.get("_spelled", {}), **cls.spellings({name: value}, "")}
+        object.__setattr__(self, "_spelled", spelled)
 
     def _check_values(self) -> None:
         """Subclasses refuse impossible values here."""
+
+    @classmethod
+    def spellings(cls, values: dict[str, Any], where: str) -> dict[str, str]:
+        """The options ``translate`` renames, each with the key the user wrote (none here)."""
+        return {}
 
     @classmethod
     def translate(cls, values: dict[str, Any], names: list[str], where: str) -> dict[str, Any]:
@@ -169,14 +178,17 @@ def load_options(
     if path is not None:
         _set_environment(data.pop("env", None), where)
         sources.insert(0, (data, where))
+    spelled: dict[str, str] = {}  # a value's option as the source that set it last wrote it
     for given, where in sources:
         usable, error = translate_usable(cls, given, names, where)
+        renamed = cls.spellings(given, where)  # type: ignore[attr-defined]
+        spelled = {k: v for k, v in spelled.items() if k not in usable} | renamed
         values.update(usable)
         refused += [error] if error else []
     try:
         built = cls(**values)
     except ConfigError as error:
-        raise ConfigErrors.joined([*refused, error]) from None
+        raise ConfigErrors.joined([*refused, respelled(error, spelled)]) from None
     if refused:
         raise ConfigErrors.joined(refused)
     return built
@@ -270,6 +282,20 @@ def _shown(value: Any) -> str:
     return f"a {type(value).__module__}.{type(value).__qualname__} object"
 
 
+def _named_paths(key: str, value: Mapping) -> dict[str, Any]:
+    """Named sets of files ({chat: a.jsonl, code: [b.jsonl, c.jsonl]}): a name becomes part of
+    metric names (eval/chat_loss), so it is a plain word."""
+    if not value:
+        raise ConfigError(f"{key} must name at least one set")
+    for name in value:
+        if not (isinstance(name, str) and name.replace("-", "_").isidentifier()):
+            raise ConfigError(
+                f"{key}: set name {_shown(name)} must be a word of letters, digits, _ or - "
+                "(it becomes part of metric names: eval/<name>_loss)"
+            )
+    return {name: _coerce(f"{key}.{name}", paths, str | list[str]) for name, paths in value.items()}
+
+
 def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Convert `value` (from YAML, a flag string or Python) to the field's type, or fail."""
     if isinstance(value, enum.Enum):  # a TRL script's IntervalStrategy.STEPS, SchedulerType...:
@@ -285,6 +311,13 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         args = tuple(a for a in args if a is not type(None))
         if len(args) == 1:
             (hint,) = args
+    if set(args) == {str, list[str], dict[str, str | list[str]]}:  # eval_file: {chat: a.jsonl}
+        if isinstance(value, str) and value.strip().startswith("{"):
+            with contextlib.suppress(yaml.YAMLError):
+                value = yaml.safe_load(value)  # a flag: a YAML flow mapping
+        if isinstance(value, Mapping):
+            return _named_paths(key, value)
+        args = (str, list[str])
     if set(args) == {str, list[str]}:  # one path or several (train_file: [a.jsonl, b.parquet])
         if isinstance(value, str) and value.strip().startswith("["):
             with contextlib.suppress(yaml.YAMLError):

@@ -396,7 +396,7 @@ def model_card(
     vision: bool = False,
 ) -> str:
     train_rows = [row for row in metrics if "loss" in row]
-    eval_rows = [row for row in metrics if "eval/loss" in row]
+    eval_rows = [row for row in metrics if any(key.startswith("eval/") for key in row)]
     final = {**(train_rows[-1] if train_rows else {}), **(eval_rows[-1] if eval_rows else {})}
     final.pop("step", None)
     defaults = {name: default for name, _, default in option_help(DPOConfig)}

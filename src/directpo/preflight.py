@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from directpo.errors import ConfigError
 
@@ -18,6 +18,50 @@ MODEL_FOLDER_OPTIONS = (
     "model_name_or_path", "ref_model_name_or_path", "tokenizer_name_or_path",
     "reward_model_name_or_path", "implicit_reward_model",
 )  # fmt: skip
+
+
+def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
+    """A run's recorded options (config.yaml) with its local files and folders as absolute
+    paths, as its model folders are: a relative train_file, eval_file, output_dir, ... read
+    another file (or none) when the run was resumed, or its config.yaml rerun, from another
+    working directory. Hub ids and 'module:function' specs stay as given."""
+    values = dict(values)
+    for key in ("train_file", "eval_file", "prompt_file", "eval_prompts_file"):
+        values[key] = _absolute(values[key])
+    for key in ("output_dir", "logging_dir"):
+        values[key] = values[key] and os.path.abspath(values[key])
+    for key in ("dataset_name", "chat_template"):  # a hub id / a template's text otherwise
+        path = values[key]
+        if isinstance(path, str) and "{" not in path and os.path.exists(path):
+            values[key] = os.path.abspath(path)
+    mixture = values.get("dataset_mixture")
+    if isinstance(mixture, dict) and isinstance(mixture.get("datasets"), list):
+        entries = [
+            {**entry, "id": os.path.abspath(entry["id"])}
+            if isinstance(entry, dict)
+            and isinstance(entry.get("id"), str)
+            and os.path.exists(entry["id"])
+            else entry
+            for entry in mixture["datasets"]
+        ]
+        values["dataset_mixture"] = {**mixture, "datasets": entries}
+    spec = values.get("reward_fn")  # 'path/file.py:function' (a module name stays)
+    if isinstance(spec, str) and ":" in spec:
+        file, name = spec.rsplit(":", 1)
+        if file.endswith(".py") and os.path.isfile(file):
+            values["reward_fn"] = f"{os.path.abspath(file)}:{name}"
+    return values
+
+
+def _absolute(paths: Any) -> Any:
+    """A path, a list of them or named sets of them ({name: path(s)}), each made absolute."""
+    if isinstance(paths, str):
+        return os.path.abspath(paths)
+    if isinstance(paths, list):
+        return [_absolute(path) for path in paths]
+    if isinstance(paths, dict):
+        return {name: _absolute(path) for name, path in paths.items()}
+    return paths
 
 
 def check_device(config: DPOConfig, device_type: str, processes: str = "none") -> None:
@@ -127,6 +171,12 @@ def check_environment(
     check_model_location("implicit_reward_model", config.implicit_reward_model)
     for key in ("train_file", "eval_file", "prompt_file"):
         paths = getattr(config, key)
+        if isinstance(paths, dict):  # named eval sets
+            paths = [
+                p
+                for named in paths.values()
+                for p in ([named] if isinstance(named, str) else named)
+            ]
         for path in [paths] if isinstance(paths, str) else paths or []:
             if not os.path.exists(path):
                 raise ConfigError(f"{key}: no such file or folder: {path}")

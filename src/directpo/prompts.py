@@ -23,6 +23,7 @@ from directpo.messages import (
     completion_messages,
     field_value,
     is_message_list,
+    system_prompt,
     text_field,
     text_or_messages,
 )
@@ -31,11 +32,17 @@ from directpo.vision import image_key, with_image_parts
 
 
 def parse_prompt_and_responses(
-    row: dict[str, Any], prompt_column: str, response_column: str, where: str
+    row: dict[str, Any],
+    prompt_column: str,
+    response_column: str,
+    where: str,
+    system_column: str | None = None,
 ) -> tuple[Text, list[Text]]:
     """A prompt and one response or a list of responses (texts, or message lists)."""
     try:
         prompt = text_or_messages(field_value(row, prompt_column), prompt_column, parts=True)
+        if system_column is not None:
+            prompt = system_prompt(row, system_column, prompt)
         value = field_value(row, response_column)
         many = isinstance(value, list) and not (value and isinstance(value[0], dict))
         values = value if many else [value]
@@ -86,15 +93,28 @@ def with_images(prompt: Text, images: tuple[Any, ...] | None) -> Text:
     return with_image_parts(prompt, len(images))
 
 
-def parse_prompt(row: dict[str, Any], prompt_column: str, where: str) -> Text | ImagePrompt:
+def parse_prompt(
+    row: dict[str, Any], prompt_column: str, where: str, system_column: str | None = None
+) -> Text | ImagePrompt:
     """A row's prompt; with the row's tools or chat_template_kwargs, an ``ImagePrompt``."""
-    try:
-        prompt = text_or_messages(field_value(row, prompt_column), prompt_column)
-        prompt = _conversation_prompt(row, prompt_column, prompt)
-    except RowError as err:
-        raise DataError(f"{where}: {err.message}") from None
+    prompt = _row_prompt(row, prompt_column, system_column, where, parts=False)
     args = template_args_of(row, prompt, where)
     return ImagePrompt(prompt, (), args) if args else prompt
+
+
+def _row_prompt(
+    row: dict[str, Any], prompt_column: str, system_column: str | None, where: str, parts: bool
+) -> Text:
+    """A prompt row's prompt, read as a pair row's is: its conversation's shared turns, and the
+    system column's text as its system turn."""
+    try:
+        prompt = text_or_messages(field_value(row, prompt_column), prompt_column, parts=parts)
+        prompt = _conversation_prompt(row, prompt_column, prompt)
+        if system_column is not None:
+            prompt = system_prompt(row, system_column, prompt)
+    except RowError as err:
+        raise DataError(f"{where}: {err.message}") from None
+    return prompt
 
 
 def _conversation_prompt(row: dict[str, Any], prompt_column: str, prompt: Text) -> Text:
@@ -116,7 +136,7 @@ def template_args_of(row: dict[str, Any], prompt: Text, where: str) -> dict[str,
 
 
 def load_prompts(
-    source: str | Any, prompt_column: str = "prompt"
+    source: str | Any, prompt_column: str = "prompt", system_column: str | None = None
 ) -> tuple[list[Text | ImagePrompt], list[dict[str, Any]]]:
     """Distinct prompts (texts or message lists, with their images if the rows have an images
     column), in file order, from a prompts or pairs file; and the other columns of each one's
@@ -127,7 +147,9 @@ def load_prompts(
     prompts: list[Text | ImagePrompt] = []
     others: list[dict[str, Any]] = []
     for where, row in read_rows(source):
-        prompt = prompt_with_images(row, prompt_column, f"{label}: {where}", base_dir)
+        prompt = prompt_with_images(
+            row, prompt_column, f"{label}: {where}", base_dir, system_column
+        )
         if _prompt_key(prompt) not in seen:
             seen.add(_prompt_key(prompt))
             prompts.append(prompt)
@@ -136,14 +158,14 @@ def load_prompts(
 
 
 def prompt_with_images(
-    row: dict[str, Any], prompt_column: str, where: str, base_dir: str | None
+    row: dict[str, Any],
+    prompt_column: str,
+    where: str,
+    base_dir: str | None,
+    system_column: str | None = None,
 ) -> Text | ImagePrompt:
     """A row's prompt; with images, tools or chat_template_kwargs, an ``ImagePrompt``."""
-    try:
-        prompt = text_or_messages(field_value(row, prompt_column), prompt_column, parts=True)
-        prompt = _conversation_prompt(row, prompt_column, prompt)
-    except RowError as err:
-        raise DataError(f"{where}: {err.message}") from None
+    prompt = _row_prompt(row, prompt_column, system_column, where, parts=True)
     images = row_images(row, where, base_dir, prompt_column)
     args = template_args_of(row, prompt, where)
     if images or args:
@@ -152,21 +174,21 @@ def prompt_with_images(
 
 
 def load_prompt_rows(
-    source: str | Any, prompt_column: str = "prompt"
+    source: str | Any, prompt_column: str = "prompt", system_column: str | None = None
 ) -> tuple[list[Text | ImagePrompt], list[dict[str, Any]]]:
     """Every row's prompt (text or messages, with its tools / chat_template_kwargs) and the
     row's other columns, in file order (of each file in turn, for a list of paths)."""
     if is_path_list(source):
         prompts, others = [], []
         for path in source:
-            more, columns = load_prompt_rows(path, prompt_column)
+            more, columns = load_prompt_rows(path, prompt_column, system_column)
             prompts += more
             others += columns
         return prompts, others
     label = source_label(source)
     prompts, others = [], []
     for where, row in read_rows(source):
-        prompts.append(parse_prompt(row, prompt_column, f"{label}: {where}"))
+        prompts.append(parse_prompt(row, prompt_column, f"{label}: {where}", system_column))
         others.append({k: v for k, v in row.items() if k != prompt_column})
     return prompts, others
 

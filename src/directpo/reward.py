@@ -434,7 +434,12 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
     options.check_environment()
     rows = read_rows(options.input)
     base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
-    columns = Columns(options.prompt_column, options.chosen_column, options.rejected_column)
+    columns = Columns(
+        options.prompt_column,
+        options.chosen_column,
+        options.rejected_column,
+        system=options.system_column,
+    )
     pair_columns = (options.chosen_column, options.rejected_column)
     responses = [_response_column(row, options.response_column) for _, row in rows]
     # a row with one of chosen / rejected and no response is a pair that lacks the other
@@ -450,7 +455,9 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
         if pair:
             parsed.append(parse_pair(row, columns, label, base_dir))
         else:
-            prompt, given = parse_prompt_and_responses(row, options.prompt_column, column, label)
+            prompt, given = parse_prompt_and_responses(
+                row, options.prompt_column, column, label, options.system_column
+            )
             if len(given) != 1:
                 raise DataError(
                     f"{label}: field '{column}' holds several responses; use directpo rank"
@@ -516,7 +523,7 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     base_dir = os.path.dirname(os.path.abspath(options.input))
     columns = [_response_column(row, options.responses_column) for _, row in rows]
     parsed = [
-        _candidates(row, options.prompt_column, column, f"{options.input}: {where}")
+        _candidates(row, options, column, f"{options.input}: {where}")
         for (where, row), column in zip(rows, columns, strict=True)
     ]
     images = [
@@ -564,7 +571,7 @@ def _response_column(row: dict[str, Any], column: str) -> str:
 
 
 def _candidates(
-    row: dict[str, Any], prompt_column: str, responses_column: str, where: str
+    row: dict[str, Any], options: RankOptions, responses_column: str, where: str
 ) -> tuple[Text, list[Text]]:
     """A rank row's prompt and candidates: ``responses_column`` must hold a list of them (texts,
     or message lists); a single text or one conversation is not a list of candidates."""
@@ -577,7 +584,9 @@ def _candidates(
                 f"{where}: field '{responses_column}' must be a list of candidate responses, "
                 f"got {got}"
             )
-    return parse_prompt_and_responses(row, prompt_column, responses_column, where)
+    return parse_prompt_and_responses(
+        row, options.prompt_column, responses_column, where, options.system_column
+    )
 
 
 def _encode(

@@ -50,7 +50,7 @@ from directpo.reference import (
 from directpo.resume import resume
 from directpo.run_data import RunData, load_run_data
 from directpo.sources import FixedPairs, OnlineRounds, PairSet
-from directpo.step import PairStats, evaluate
+from directpo.step import PairStats, eval_set_metrics, evaluate
 from directpo.tracking import MetricsLogger
 from directpo.vision import attach_rope_positions
 
@@ -67,7 +67,7 @@ class Run:
     processor: Any  # a vision-language model's: saved with the model (None for text models)
     train_summary: str  # what the model card says of the data (its texts are not kept)
     train: PairSet
-    eval: PairSet | None
+    evals: dict[str, PairSet]  # held-out pairs by set name ("": the one unnamed set)
     eval_prompts: list[Any]
     eval_rows: list[dict[str, Any]]  # the held-out prompts' other columns, for reward_fn
     reward_fn: Callable[..., Any] | None
@@ -126,9 +126,8 @@ def prepare_run(
         config, device, precision, sharded=sharded, peft_config=peft_config
     )
     config = resolve_router_aux(config, policy, echo)
-    for pair_set in (train, data.evaluation):  # 3D rotary models: the image prompts' positions
-        if pair_set is not None:
-            attach_rope_positions(policy, pair_set.pairs)
+    for pair_set in (train, *data.evaluations.values()):  # 3D rotary models: the image
+        attach_rope_positions(policy, pair_set.pairs)  # prompts' positions
     reference_model = getattr(reference, "model", None)
     models = [("model_name_or_path", config.model_name_or_path, policy)]
     if reference_model not in (None, policy):
@@ -140,7 +139,7 @@ def prepare_run(
         masters = MasterWeights(policy, precision.compute, streaming=world.mode != "ddp")
     pair_source = _pair_source(config, data, world, output_dir)
     total_steps = pair_source.total_steps(config.num_train_epochs, config.max_steps)
-    pair_sets = [pairs for pairs in (train, data.evaluation) if pairs is not None]
+    pair_sets = [train, *data.evaluations.values()]
     longest: int | None = max((p.longest_sequence for s in pair_sets for p in s.pairs), default=0)
     check_positions(models, longest)  # sampling cuts its prompts to a position table itself
     if config.eval_generate:  # ... but its new tokens must fit
@@ -216,7 +215,7 @@ def prepare_run(
         processor=data.processor,
         train_summary=data.train_data.summary(),
         train=train,
-        eval=data.evaluation,
+        evals=data.evaluations,
         eval_prompts=data.eval_prompts,
         eval_rows=data.eval_rows,
         reward_fn=data.reward_fn,
@@ -284,12 +283,12 @@ def _evaluation_metrics(run: Run) -> list[str]:
     if not run.best.metric:
         return []
     logged = sampled_metrics(run.config) if run.eval_prompts else []
-    if run.eval:
-        table = run.eval.reference_table
-        logged += evaluate(
-            run.scorer, run.reference, run.eval.pairs[:1], run.config, run.pad_id,
+    for name, pair_set in run.evals.items():
+        table = pair_set.reference_table
+        logged += eval_set_metrics(name, evaluate(
+            run.scorer, run.reference, pair_set.pairs[:1], run.config, run.pad_id,
             run.world.device, run.layout, None if table is None else table[:1], run.world,
-        )  # fmt: skip
+        ))  # fmt: skip
     return logged
 
 
@@ -398,8 +397,8 @@ def _precompute_reference(run: Run, reference_weights: str) -> None:
     config, reference = run.config, run.reference
     model = reference.model  # a frozen copy, or the LoRA policy with adapters disabled
     settings = f"{config.dtype}|{type(model).__name__}|ld_alpha={config.ld_alpha}"
-    for pair_set in (run.train, run.eval):
-        if pair_set is not None and pair_set.pairs:
+    for pair_set in (run.train, *run.evals.values()):
+        if pair_set.pairs:
             pair_set.reference_table = precompute_reference_logps(
                 reference,
                 reference_weights,

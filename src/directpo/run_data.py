@@ -39,7 +39,7 @@ class RunData:
     pad_id: int
     train_data: Any  # PreferenceData, or OnlineData (what the model card says)
     train: PairSet
-    evaluation: PairSet | None
+    evaluations: dict[str, PairSet]  # held-out pairs by set name ("": the one unnamed set)
     eval_prompts: list[Any]
     eval_rows: list[dict[str, Any]]
     reward_fn: Callable[..., Any] | None
@@ -63,9 +63,11 @@ def load_run_data(
         config.chosen_column,
         config.rejected_column,
         prompt_required=config.prompt_column != "prompt",
+        system=config.system_column,
     )
     train_dataset = python_source(train_dataset, "train_dataset")
-    eval_dataset = python_source(eval_dataset, "eval_dataset")
+    named_evals = _named_eval_sets(config, eval_dataset)
+    eval_dataset = None if named_evals else python_source(eval_dataset, "eval_dataset")
     if config.dataset_mixture is not None and train_dataset is not None:
         raise ConfigError("dataset_mixture and train_dataset are both given: choose one")
     source = train_dataset if train_dataset is not None else config.train_file
@@ -78,27 +80,39 @@ def load_run_data(
     if source is None and config.dataset_name:
         source = load_named_dataset(config, "dataset_train_split", required="training")
         names["train"] = f"{config.dataset_name}[{config.dataset_train_split}]"
-        if eval_dataset is None and not config.eval_file and config.eval_strategy != "no":
+        if (
+            eval_dataset is None
+            and not named_evals
+            and not config.eval_file
+            and config.eval_strategy != "no"
+        ):
             eval_dataset = load_named_dataset(
                 config, "dataset_test_split", required=_evaluation_asked(config)
             )
             names["eval"] = f"{config.dataset_name}[{config.dataset_test_split}]"
     skip = config.skip_invalid_rows
     train_data: Any = None
-    eval_data = None
+    eval_data: dict[str, PreferenceData] = {}
     if source is not None and not (config.online and not _has_pairs(source, columns, skip)):
         train_data = load_preferences(source, columns, skip_invalid_rows=skip, name=names["train"])
         echo(f"train: {train_data.summary()}")
     elif config.dataset_mixture is not None:
-        train_data, eval_data = _mixture(config, columns, eval_dataset, echo)
-    if eval_dataset is not None or config.eval_file:
-        eval_data = load_preferences(
+        train_data, test = _mixture(config, columns, eval_dataset or named_evals or None, echo)
+        eval_data = {"": test} if test is not None else {}
+    if named_evals:
+        for set_name, (eval_source, label) in named_evals.items():
+            eval_data[set_name] = load_preferences(
+                eval_source, columns, skip_invalid_rows=skip, name=label
+            )
+            echo(f"eval {set_name}: {eval_data[set_name].summary()}")
+    elif eval_dataset is not None or config.eval_file:
+        eval_data[""] = load_preferences(
             eval_dataset if eval_dataset is not None else config.eval_file,
             columns,
             skip_invalid_rows=skip,
             name=names["eval"],
         )
-        echo(f"eval: {eval_data.summary()}")
+        echo(f"eval: {eval_data[''].summary()}")
     location = config.tokenizer_location
     processor = load_processor(config.tokenizer_path, config.trust_remote_code, location)
     if processor is not None and config.online:
@@ -113,6 +127,15 @@ def load_run_data(
     )
     if config.chat_template:
         _replace_chat_template(config.chat_template, tokenizer, processor)
+    if config.system_column and not (
+        getattr(tokenizer, "chat_template", None) or getattr(processor, "chat_template", None)
+    ):  # else each row would be refused as "conversational", which a text file is not
+        raise ConfigError(
+            f"system_column '{config.system_column}' makes each prompt a conversation (a system "
+            "turn, then the prompt as the user turn), which needs a chat template, and the "
+            "tokenizer has none: give one with the chat_template option, or leave "
+            "system_column unset to train on the prompts as texts"
+        )
     if train_data is not None and _writes_todays_date(tokenizer, config, train_data):
         echo(
             "note: the chat template writes today's date into each prompt (strftime_now, as "
@@ -123,10 +146,13 @@ def load_run_data(
     progress = is_main and not config.disable_tqdm
     if train_data is not None:
         train = _tokenize(train_data, tokenizer, config, "train", echo, processor, progress)
-    evaluation = None
-    if eval_data:
-        evaluation = _tokenize(eval_data, tokenizer, config, "eval", echo, processor, progress)
-    held_out = _held_out_prompts(config, eval_data)
+    evaluations = {
+        set_name: _tokenize(
+            data, tokenizer, config, f"eval {set_name}".strip(), echo, processor, progress
+        )
+        for set_name, data in eval_data.items()
+    }
+    held_out = _held_out_prompts(config, [e for d in eval_data.values() for e in d.examples])
     kwargs = config.chat_template_kwargs  # a file's prompts are not rendered until sampled:
     if config.eval_prompts_file:  # a prompt the template refuses is said before training
         label = f"eval_prompts_file {config.eval_prompts_file}"
@@ -137,7 +163,7 @@ def load_run_data(
         pad_id=pad_token_id(tokenizer),
         train_data=train_data,
         train=train,
-        evaluation=evaluation,
+        evaluations=evaluations,
         eval_prompts=held_out[0],
         eval_rows=held_out[1],
         reward_fn=load_reward_fn(config.reward_fn) if config.reward_fn else None,
@@ -248,6 +274,35 @@ def _tokenize(
     return PairSet(tokenized.pairs, tokenized.sources)
 
 
+def _named_eval_sets(config: DPOConfig, eval_dataset: Any) -> dict[str, tuple[Any, str]]:
+    """Named eval sets, each (source, label), as transformers' Trainer takes an ``eval_dataset``
+    dict (a DatasetDict of several splits too: TRL's scripts pass one), or from eval_file's
+    mapping {name: file(s)}; empty for one unnamed set."""
+    if isinstance(eval_dataset, dict) and not (
+        len(eval_dataset) == 1 and type(eval_dataset).__name__ == "DatasetDict"
+    ):  # (a DatasetDict of one split is that split, unnamed, as for train_dataset)
+        if not eval_dataset:
+            raise ConfigError("eval_dataset is an empty dict: give it at least one named set")
+        sets = {}
+        for set_name, value in eval_dataset.items():
+            where = f"eval_dataset[{set_name!r}]"
+            if not (isinstance(set_name, str) and set_name.replace("-", "_").isidentifier()):
+                raise ConfigError(
+                    f"{where}: a set name must be a word of letters, digits, _ or - (it "
+                    f"becomes part of metric names: eval/<name>_loss)"
+                )
+            if isinstance(value, dict):
+                raise ConfigError(f"{where}: a set is rows, a path or a Dataset, not a dict")
+            source = python_source(value, where)
+            sets[set_name] = (source, _argument_name(source, where))
+        return sets
+    if isinstance(config.eval_file, dict):
+        if eval_dataset is not None:
+            raise ConfigError("eval_file and eval_dataset both give held-out pairs: keep one")
+        return {set_name: (paths, None) for set_name, paths in config.eval_file.items()}
+    return {}
+
+
 def _argument_name(source: Any, name: str) -> str | None:
     """``name`` for rows given from Python; None for a path or paths, which name themselves."""
     if source is None or isinstance(source, str | os.PathLike) or is_path_list(source):
@@ -302,24 +357,28 @@ def _online_prompts(
     """Online rounds' prompts and their rows' other columns (for the labeller): prompt_file's,
     else the train file's (its pairs' prompts, or a prompts-only file's)."""
     if config.prompt_file:
-        prompts, rows = load_prompt_rows(config.prompt_file, config.prompt_column)
+        prompts, rows = load_prompt_rows(
+            config.prompt_file, config.prompt_column, config.system_column
+        )
     elif train_data is not None:  # a pairs file: its rows' other columns too, as a prompt file's
         prompts, rows = distinct_example_prompts(train_data.examples)
     else:
-        prompts, rows = load_prompt_rows(source, config.prompt_column)
+        prompts, rows = load_prompt_rows(source, config.prompt_column, config.system_column)
     echo(f"online: {len(prompts)} prompts")
     return prompts, rows
 
 
-def _held_out_prompts(config: DPOConfig, eval_data: Any) -> tuple[list[Any], list[dict]]:
+def _held_out_prompts(config: DPOConfig, examples: list[Any]) -> tuple[list[Any], list[dict]]:
     """The first ``eval_generate`` distinct held-out prompts (none when sampling is off), and
     their rows' other columns (eval_prompts_file's; for reward_fn)."""
     if not config.eval_generate:
         return [], []
     if config.eval_prompts_file:
-        prompts, rows = load_prompts(config.eval_prompts_file, config.prompt_column)
+        prompts, rows = load_prompts(
+            config.eval_prompts_file, config.prompt_column, config.system_column
+        )
     else:
-        prompts, rows = distinct_example_prompts(eval_data.examples)
+        prompts, rows = distinct_example_prompts(examples)  # of every eval set, in order
     return prompts[: config.eval_generate], rows[: config.eval_generate]
 
 

@@ -242,3 +242,11 @@ def evaluate(
         total.add(stats.zeroed() if stand_in else stats)
     policy.train(was_training)
     return {f"eval/{key}": value for key, value in total.all_reduce(world).means().items()}
+
+
+def eval_set_metrics(name: str, metrics: dict[str, float]) -> dict[str, float]:
+    """A named eval set's metrics as transformers' Trainer names those of an ``eval_dataset``
+    dict (eval_<name>_loss; logged here as eval/<name>_loss); the unnamed set's unchanged."""
+    if not name:
+        return metrics
+    return {f"eval/{name}_{key.removeprefix('eval/')}": value for key, value in metrics.items()}

@@ -38,6 +38,7 @@ Rules (the same for training, evaluation and scoring):
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ from tqdm.auto import tqdm
 
 from directpo.data import PreferenceData, PreferenceExample, RowError
 from directpo.errors import DataError, ModelLoadError, first_line
-from directpo.messages import Text, function_names, is_prefilled, text_contents
+from directpo.messages import Messages, Text, function_names, is_prefilled, text_contents
 from directpo.vision import ImageError, VisionInputs, encode_with_images, image_token
 
 # A completion its prompt left under this many tokens (or under a quarter of max_length, for a
@@ -183,6 +184,9 @@ class PairTokenizer:
         # whitespace a template writes after the last turn is formatting, never generated
         if full_text.startswith(prompt_text):
             return prompt_text, full_text[len(prompt_text) :].rstrip()
+        if _thinks(completion) and EMPTY_THINKING.search(prompt_text):
+            # (the turn from its content on would train the reply with its reasoning dropped)
+            raise RowError("chat template", THINKING_CLOSED)
         # Some templates write the generation prompt differently from a finished turn (Qwen3's
         # empty <think></think> with enable_thinking: false): the completion is then the turn
         # from its content on, after the prompt exactly as generation sees it. A mark put at the
@@ -192,11 +196,7 @@ class PairTokenizer:
         start = marked.find(COMPLETION_MARK)
         shared = len(os.path.commonprefix([prompt_text, full_text]))
         if start < shared or marked.replace(COMPLETION_MARK, "", 1) != full_text:
-            raise RowError(
-                "chat template",
-                "the chat template does not render the prompt as a "
-                "prefix of the whole conversation",
-            )
+            raise RowError("chat template", _not_a_prefix(prompt_text, full_text))
         return prompt_text, full_text[start:].rstrip()
 
     def _template(self, messages: list[dict], row_args: dict | None, **options: Any) -> str:
@@ -571,6 +571,38 @@ def _conversation(prompt: list[dict], completion: list[dict], mark: str = "") ->
         first["content"] = prompt[-1]["content"] + first["content"]
         return [*prompt[:-1], first, *completion[1:]]
     return [*prompt, first, *completion[1:]]
+
+
+EMPTY_THINKING = re.compile(r"<think>\s*</think>\s*$")  # Qwen3's enable_thinking: false
+
+
+THINKING_CLOSED = (
+    "the completion holds reasoning (<think>...</think> or reasoning_content), but the chat "
+    "template ends the prompt with an empty <think></think> (chat_template_kwargs "
+    "enable_thinking: false), so no reply can think after it: to train replies that reason, "
+    "drop enable_thinking: false (or set it true); to train without thinking, remove the "
+    "<think>...</think> blocks (and reasoning_content) from the replies"
+)
+
+
+def _thinks(completion: Messages) -> bool:
+    """A completion with reasoning: a <think> block in its text, or Qwen3's reasoning_content."""
+    return any(
+        (isinstance(m.get("content"), str) and "</think>" in m["content"])
+        or (isinstance(m.get("reasoning_content"), str) and m["reasoning_content"].strip())
+        for m in completion
+    )
+
+
+def _not_a_prefix(prompt_text: str, full_text: str) -> str:
+    """Where a row's prompt, rendered for generation, and its whole conversation part, so that
+    the template's branch that writes them differently can be found."""
+    shared = len(os.path.commonprefix([prompt_text, full_text]))
+    return (
+        "the chat template does not render the prompt as a prefix of the whole conversation "
+        f"(the prompt goes on {prompt_text[shared : shared + 40]!r} where the conversation "
+        f"has {full_text[shared : shared + 40]!r})"
+    )
 
 
 def _require_rendered(names: list[str], text: str, what: str) -> None:

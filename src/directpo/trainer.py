@@ -44,7 +44,7 @@ from directpo.distributed import (
 )
 from directpo.distributed import setup as setup_world
 from directpo.distributed import teardown as teardown_world
-from directpo.errors import ConfigError, DirectpoError, TrainingStopped
+from directpo.errors import ConfigError, DirectpoError, TrainingStopped, respelled
 from directpo.failures import explain_failures, peer_gone, settle
 from directpo.finish import TrainResult, finish, train_result
 from directpo.generate import evaluate_generations
@@ -57,7 +57,7 @@ from directpo.preflight import check_device, check_environment
 from directpo.process_state import kept_for_caller
 from directpo.run import Run, prepare_run
 from directpo.signals import StopRequest
-from directpo.step import PairStats, evaluate, pair_losses
+from directpo.step import PairStats, eval_set_metrics, evaluate, pair_losses
 from directpo.sync import reference_state, sync_reference
 
 
@@ -167,7 +167,7 @@ def _checked_arguments(
             "pass train(peft_config=...))"
         )
     if peft_config is None:
-        return dataclasses.replace(config), None
+        return _rebuilt(config), None
     if config.lora_r:
         raise ConfigError("peft_config and lora_r are both given: use one of them")
     options = lora_options_of(peft_config)
@@ -179,8 +179,17 @@ def _checked_arguments(
         )
         # a copy: peft fills the one it is given for this model (target_modules, the base's
         # path), and the caller's object, reused for another model, then named this one's layers
-        return dataclasses.replace(config), copy.deepcopy(peft_config)
-    return dataclasses.replace(config, **options), None
+        return _rebuilt(config), copy.deepcopy(peft_config)
+    return _rebuilt(config, **options), None
+
+
+def _rebuilt(config: DPOConfig, **options: Any) -> DPOConfig:
+    """``config`` built again (its values checked), a refused value named as it was set: a TRL
+    alias set after construction (``config.max_new_tokens = 0``) by that alias."""
+    try:
+        return dataclasses.replace(config, **options)
+    except ConfigError as error:
+        raise respelled(error, config.__dict__.get("_spelled", {})) from None
 
 
 @contextlib.contextmanager
@@ -409,18 +418,20 @@ def log_step(run: Run, done: int, result: StepResult) -> str:
 def evaluate_step(run: Run, done: int) -> str:
     """Held-out pair metrics, and (with ``eval_generate``) sampled completions' KL and reward."""
     config, world = run.config, run.world
-    evaluation = run.eval
-    metrics = evaluate(
-        run.scorer,
-        run.reference,
-        evaluation.pairs if evaluation else None,
-        config,
-        run.pad_id,
-        world.device,
-        run.layout,
-        evaluation.reference_table if evaluation else None,
-        world,
-    )
+    metrics: dict[str, float] = {}
+    for name, pair_set in run.evals.items():  # named sets: eval/<name>_loss, as transformers'
+        scores = evaluate(
+            run.scorer,
+            run.reference,
+            pair_set.pairs,
+            config,
+            run.pad_id,
+            world.device,
+            run.layout,
+            pair_set.reference_table,
+            world,
+        )
+        metrics |= eval_set_metrics(name, scores)
     if run.eval_prompts:
         sample = functools.partial(
             evaluate_generations,
@@ -496,7 +507,7 @@ def _evaluates_at(run: Run, done: int) -> bool:
     """eval_strategy: auto / steps (every eval_steps, or logging_steps; and at the end),
     epoch (at each epoch's end), no."""
     config = run.config
-    if not (run.eval or run.eval_prompts) or config.eval_strategy == "no":
+    if not (run.evals or run.eval_prompts) or config.eval_strategy == "no":
         return False
     if config.eval_strategy == "epoch":
         return _due(done, run.source.steps_per_epoch, run.total_steps)

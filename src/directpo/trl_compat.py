@@ -473,6 +473,21 @@ def _trl_compile(values: dict[str, Any]) -> dict[str, Any]:
     return {**rest, "torch_compile": True}
 
 
+def spellings(values: dict[str, Any], where: str) -> dict[str, str]:
+    """The options ``translate`` renames, each with the key as the user wrote it
+    ({"generate_max_new_tokens": "max_new_tokens"}), so that a refused value is named as it
+    stands in their file or call (``respelled``), not by a name they never wrote."""
+    flag = "--" if where == "command line" else ""
+    renamed = {
+        ALIASES[key]: f"{flag}{key}"
+        for key in values
+        if key in ALIASES and ALIASES[key] not in values
+    }
+    if _trl_mixture(values) is not values:  # TRL's top-level datasets: [...]
+        renamed["dataset_mixture"] = f"{flag}datasets"
+    return renamed
+
+
 def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str, Any]:
     """``values`` with TRL's spellings renamed and no-effect keys dropped; every key that cannot
     be used is reported at once (``ConfigErrors``). ``known`` are the options' own names."""

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 CURVES = (
-    ("loss", "training loss"),
+    ("loss", "loss"),
     ("rewards/margins", "reward margin"),
     ("rewards/accuracies", "reward accuracy"),
 )
@@ -23,14 +23,17 @@ def _pyplot() -> Any:
 
 
 def plot_curves(runs: Sequence[tuple[str, list[dict[str, Any]]]], path: str | Path) -> Path:
-    """One panel per training metric, one line per run (label, metrics.jsonl rows)."""
+    """One panel per training metric, one line per run (label, metrics.jsonl rows), and a
+    dashed one per evaluated set."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 3.6))
     for axis, (key, title) in zip(axes, CURVES, strict=True):
         for label, rows in runs:
-            points = [(r["step"], r[key]) for r in rows if key in r]
-            if points:
-                axis.plot(*zip(*points, strict=True), label=label, linewidth=1.5)
+            for name, series in _series(rows, key).items():
+                points = [(r["step"], r[series]) for r in rows if series in r]
+                line = "-" if name == "train" else "--"
+                shown = label if name == "train" else f"{label} {name}"
+                axis.plot(*zip(*points, strict=True), line, label=shown, linewidth=1.5)
         axis.set_title(title)
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
@@ -39,6 +42,25 @@ def plot_curves(runs: Sequence[tuple[str, list[dict[str, Any]]]], path: str | Pa
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def _series(rows: list[dict[str, Any]], key: str) -> dict[str, str]:
+    """The logged series of a training metric: its training values, the eval set's (eval/loss)
+    and each named eval set's (eval/chat_loss, as transformers names an eval_dataset dict's),
+    as {legend name: metric name}, in first-logged order."""
+    series: dict[str, str] = {}
+    for row in rows:
+        if key in row:
+            series.setdefault("train", key)
+        if f"eval/{key}" in row:
+            series.setdefault("eval", f"eval/{key}")
+        # a named set logs eval/<name>_loss and eval/<name>_rewards/margins (eval/aux_loss is
+        # a metric of the unnamed set, not a set "aux")
+        sets = [n[5:-5] for n in row if n.startswith("eval/") and n.endswith("_loss")]
+        for stem in sets:
+            if f"eval/{stem}_rewards/margins" in row and f"eval/{stem}_{key}" in row:
+                series.setdefault(f"eval {stem}", f"eval/{stem}_{key}")
+    return series
 
 
 def plot_frontier(results: dict[str, Any], path: str | Path) -> Path:
