@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import math
 import os
 import re
 import shutil
@@ -395,7 +396,8 @@ def model_card(
     *,
     vision: bool = False,
 ) -> str:
-    train_rows = [row for row in metrics if "loss" in row]
+    # (a row of skipped non-finite steps only holds NaN: the card gives the last measured one)
+    train_rows = [row for row in metrics if math.isfinite(row.get("loss", math.nan))]
     eval_rows = [row for row in metrics if "eval/loss" in row]
     final = {**(train_rows[-1] if train_rows else {}), **(eval_rows[-1] if eval_rows else {})}
     final.pop("step", None)
