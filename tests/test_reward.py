@@ -566,21 +566,26 @@ def test_a_checkpoint_scores_with_its_runs_beta_and_reference(tiny_model_dirs, t
     assert scorer.score(["The movie was"], [" great."]) == want and want[0] != 0
 
 
-def test_a_tr_dpo_run_says_its_rewards_are_against_the_starting_model(
+def test_a_tr_dpo_run_says_which_reference_its_rewards_are_against(
     tiny_model_dirs, tmp_path
 ) -> None:
-    """sync_ref_model moves the reference during training and only checkpoints keep it: scoring
-    the final folder against the starting model was silent."""
+    """sync_ref_model moves the reference during training: the final folder is scored against
+    the moved reference it holds in reference/ (test_sync.py), and says so; a checkpoint
+    (its reference in reference.safetensors) against the starting model, and says so (it was
+    silent)."""
     llama = tiny_model_dirs["llama"]
     pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
     run = tmp_path / "run"
     config = tiny_config(llama, pairs, run, max_steps=2, sync_ref_model=True,
-                         ref_model_sync_steps=1)  # fmt: skip
+                         ref_model_sync_steps=1, save_steps=1)  # fmt: skip
     train(config, echo=quiet)
+    with pytest.warns(UserWarning, match=f"sync_ref_model .*moved reference {run}/reference"):
+        ImplicitReward.from_run(str(run))
+    checkpoint = run / "checkpoint-1"
     with pytest.warns(UserWarning, match=f"sync_ref_model .*starting model {llama}$"):
-        scorer = ImplicitReward.from_run(str(run))
+        scorer = ImplicitReward.from_run(str(checkpoint))
     lines: list[str] = []
-    ImplicitReward.from_run(str(run), echo=lines.append)
+    ImplicitReward.from_run(str(checkpoint), echo=lines.append)
     assert len(lines) == 1 and "TR-DPO" in lines[0]
     assert scorer.score("The movie was", " great.") != 0
 

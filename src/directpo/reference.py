@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -265,16 +266,19 @@ def _frozen_reference(
     precision: PrecisionPolicy,
     options: LoadOptions,
     sharded: bool = False,
+    path: str | None = None,
 ) -> FrozenModelReference:
-    """The reference model of ``reference_path``, frozen, in the compute dtype on ``device``."""
+    """The reference model of ``path`` (default ``reference_path``), frozen, in the compute
+    dtype on ``device``."""
+    path = path or config.reference_path
     reference_options = replace(
         options,
         gradient_checkpointing=False,
         init_kwargs=config.reference_init_kwargs,
     )
-    meta = sharded and meta_weights_folder(config.reference_path, reference_options) is not None
+    meta = sharded and meta_weights_folder(path, reference_options) is not None
     frozen = load_causal_lm(
-        config.reference_path,
+        path,
         precision.compute,
         trainable=False,
         device=device,
@@ -299,3 +303,13 @@ def reload_reference(
     precision = config.precision
     attention = choose_implementation(config.attn_implementation, device, precision.compute, True)
     return _frozen_reference(config, device, precision, load_options(config, attention))
+
+
+def moved_reference(config: DPOConfig, folder: Path, device: torch.device) -> ReferenceProvider:
+    """A TR-DPO run's reference as its final folder holds it (``folder``: its ``reference/``,
+    a model folder, or an adapter folder on the policy's base), loaded as the run loaded its
+    reference: in the compute dtype, on ``device``."""
+    precision = config.precision
+    attention = choose_implementation(config.attn_implementation, device, precision.compute, True)
+    options = load_options(config, attention)
+    return _frozen_reference(config, device, precision, options, path=str(folder))

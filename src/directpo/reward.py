@@ -40,6 +40,7 @@ from directpo.models import (
     model_location,
     pad_token_id,
 )
+from directpo.outputs import REFERENCE_FOLDER
 from directpo.precision import DTYPES
 from directpo.preflight import check_model_location
 from directpo.prompts import (
@@ -188,14 +189,21 @@ class ImplicitReward:
         recorded = ref_model_name_or_path is None  # the run's, as config.yaml names it
         if recorded and config is not None and config.loss_needs_reference:
             ref_model_name_or_path = config.reference_path
-            kwargs.setdefault("reference_kwargs", model_location(config.reference_init_kwargs))
-            if config.sync_ref_model:  # the moved reference lives in checkpoints only
-                note = (
+            moved = Path(run_dir) / REFERENCE_FOLDER  # TR-DPO's, as the policy last trained
+            # against it (TRL: the reward is relative to the reference at hand); a checkpoint's
+            # is its reference.safetensors, which no folder loads: the starting model
+            held = any((moved / name).is_file() for name in ("config.json", "adapter_config.json"))
+            if config.sync_ref_model and held:
+                start, ref_model_name_or_path = ref_model_name_or_path, str(moved)
+                against = f"its moved reference {moved} (the starting model: {start})"
+            else:
+                kwargs.setdefault("reference_kwargs", model_location(config.reference_init_kwargs))
+                against = f"its starting model {ref_model_name_or_path}"
+            if config.sync_ref_model:
+                (echo or _warn)(
                     f"{run_dir} trained with sync_ref_model (TR-DPO): its reference moved "
-                    f"during training; rewards here are against its starting model "
-                    f"{ref_model_name_or_path}"
+                    f"during training; rewards here are against {against}"
                 )
-                (echo or _warn)(note)
         subfolder = (kwargs.get("reference_kwargs") or {}).get("subfolder")
         try:
             check_model_location("ref_model_name_or_path", ref_model_name_or_path, subfolder)
