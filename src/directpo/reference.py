@@ -231,9 +231,7 @@ def load_policy_and_reference(
     if not config.needs_reference:
         return policy, None  # reference-free losses never load one
     chunk, ld_alpha = config.logprob_chunk_tokens, config.ld_alpha
-    if config.ref_model_name_or_path is None or (
-        config.reference_path == config.model_name_or_path
-    ):
+    if config.own_reference:
         if (continuing or peft_config is not None) and config.ref_model_init_kwargs is not None:
             # (lora_r is refused so in the config's checks; an adapter folder or a Python
             # peft_config shows only here) the kwargs would be ignored without a word
@@ -296,7 +294,7 @@ def reload_reference(
     model loaded as the run loaded it, in its compute dtype on ``device`` (the policy's: a
     bf16-saved model read in float32 by a float32 run scored other rewards in its own dtype,
     and a reference on another device than the policy cannot score beside it)."""
-    own_base = config.ref_model_name_or_path in (None, config.model_name_or_path)
+    own_base = config.own_reference
     continuing = adapter_base(config.model_name_or_path) is not None
     if policy is not None and hasattr(policy, "peft_config") and own_base and not continuing:
         return AdapterDisabledReference(policy, config.logprob_chunk_tokens, config.ld_alpha)
