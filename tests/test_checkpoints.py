@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import random
 import shutil
 from collections import namedtuple
@@ -636,6 +637,20 @@ def test_resume_on_a_machine_with_fewer_gpus_restores_the_gpus_it_has(monkeypatc
     monkeypatch.setattr(torch, "set_rng_state", lambda state: None)
     checkpoint_module._set_rng_state(saved)
     assert [[int(s[0]) for s in states] for states in restored] == [[0, 1]]
+
+
+def test_a_nan_evaluation_is_never_the_best() -> None:
+    """A NaN first evaluation became the best, and no later value compared better with it:
+    load_best_model_at_end kept the NaN step's weights (and early stopping counted every
+    evaluation after it as no gain)."""
+    from directpo.best import BestModel
+
+    for greater in (False, True):
+        best = BestModel("eval/loss", greater_is_better=greater, keep_checkpoint=True)
+        kept = [best.update(step, {"eval/loss": value})
+                for step, value in enumerate([math.nan, 0.7, math.nan, 0.6], start=1)]  # fmt: skip
+        assert kept == [False, True, False, not greater], greater
+        assert (best.step, best.evals_without_improvement) == ((2, 2) if greater else (4, 0))
 
 
 def test_early_stopping_threshold_is_transformers_early_stopping_callbacks() -> None:
