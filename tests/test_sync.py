@@ -235,7 +235,7 @@ def test_rewards_are_relative_to_the_moved_reference_saved_beside_the_model(
     result = train(
         tiny_config(model, pairs_file, out, max_steps=2, per_device_train_batch_size=3,
                     sync_ref_model=True, ref_model_mixup_alpha=1.0, ref_model_sync_steps=1,
-                    **extra),
+                    save_steps=1, **extra),
         echo=quiet,
     )  # fmt: skip
     assert (out / "reference" / ("adapter_config.json" if lora else "config.json")).is_file()
@@ -253,6 +253,14 @@ def test_rewards_are_relative_to_the_moved_reference_saved_beside_the_model(
     assert max(abs(r) for r in starting.score(prompts, responses)) > 1e-3
     card = (out / "README.md").read_text()
     assert "`reference/` holds it as the policy last trained against it" in card
+    # a checkpoint: its own moved reference (reference.safetensors), not the starting model's
+    notes.clear()
+    at_1 = ImplicitReward.from_run(str(out / "checkpoint-1"), echo=notes.append)
+    assert at_1.score(prompts, responses) == pytest.approx([0.0] * 3, abs=1e-6)
+    assert (
+        f"against its moved reference {out / 'checkpoint-1' / 'reference.safetensors'}"
+        in (notes[0])
+    )
 
 
 def test_the_best_models_reference_is_the_one_saved_beside_it(

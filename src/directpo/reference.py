@@ -83,12 +83,18 @@ class AdapterReference(PolicyModelReference):
 
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> torch.Tensor:
+        with self.switched_in():
+            return self.scorer(batch)[0]
+
+    @contextlib.contextmanager
+    def switched_in(self) -> Iterator[None]:
+        """The model runs as the reference (eval mode, ``ref`` active) inside the block."""
         was_training, active = self.model.training, self.model.active_adapter
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.model.eval()
         self.model.set_adapter(REF_ADAPTER)
         try:
-            logps = self.scorer(batch)[0]
+            yield
         finally:
             self.model.set_adapter(active)
             for param in self.model.parameters():  # set_adapter moves requires_grad: restore
@@ -96,7 +102,6 @@ class AdapterReference(PolicyModelReference):
             for param in trainable:
                 param.requires_grad_(True)
             self.model.train(was_training)
-        return logps
 
 
 class AdapterDisabledReference(PolicyModelReference):
