@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from tiny import tiny_config
+from transformers import AutoModelForCausalLM
 
 import directpo.checkpoint as checkpoint_module
 import directpo.run as run_module
@@ -109,6 +110,27 @@ def test_too_little_free_space_is_refused_before_training(
             config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "run"), echo=lambda _: None
         )
     assert not list((tmp_path / "run").glob("checkpoint-*"))
+
+
+def test_the_free_space_check_counts_tr_dpos_moved_reference(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """TR-DPO writes its moved reference beside the final model (reference/) and in each
+    checkpoint: a second copy of the model the check did not count."""
+    import re
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(run_module.shutil, "disk_usage", lambda _: usage(10**6, 0, 0))
+    model = tiny_model_dirs["gpt2"]
+    needs = []
+    for sync in (False, True):
+        config = config_for(model, pairs_file, tmp_path / "run", sync_ref_model=sync)
+        with pytest.raises(ConfigError, match="need about") as err:
+            train(config, echo=lambda _: None)
+        needs.append(float(re.search(r"need about ([\d.]+) MiB", str(err.value)).group(1)))
+    params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model).parameters())
+    # float32: one copy beside the final model, one in the checkpoint, with the 10% margin
+    assert needs[1] - needs[0] == pytest.approx(1.1 * 2 * 4 * params / 2**20, abs=0.1)
 
 
 def test_overwriting_counts_the_space_it_frees(run_dir, tiny_model_dirs, pairs_file, monkeypatch):
