@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import random
 import shutil
 from collections import namedtuple
@@ -10,6 +11,7 @@ import pytest
 import torch
 import yaml
 from tiny import tiny_config
+from transformers import AutoModelForCausalLM
 
 import directpo.checkpoint as checkpoint_module
 import directpo.run as run_module
@@ -108,6 +110,27 @@ def test_too_little_free_space_is_refused_before_training(
             config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "run"), echo=lambda _: None
         )
     assert not list((tmp_path / "run").glob("checkpoint-*"))
+
+
+def test_the_free_space_check_counts_tr_dpos_moved_reference(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """TR-DPO writes its moved reference beside the final model (reference/) and in each
+    checkpoint: a second copy of the model the check did not count."""
+    import re
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(run_module.shutil, "disk_usage", lambda _: usage(10**6, 0, 0))
+    model = tiny_model_dirs["gpt2"]
+    needs = []
+    for sync in (False, True):
+        config = config_for(model, pairs_file, tmp_path / "run", sync_ref_model=sync)
+        with pytest.raises(ConfigError, match="need about") as err:
+            train(config, echo=lambda _: None)
+        needs.append(float(re.search(r"need about ([\d.]+) MiB", str(err.value)).group(1)))
+    params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model).parameters())
+    # float32: one copy beside the final model, one in the checkpoint, with the 10% margin
+    assert needs[1] - needs[0] == pytest.approx(1.1 * 2 * 4 * params / 2**20, abs=0.1)
 
 
 def test_overwriting_counts_the_space_it_frees(run_dir, tiny_model_dirs, pairs_file, monkeypatch):
@@ -636,6 +659,20 @@ def test_resume_on_a_machine_with_fewer_gpus_restores_the_gpus_it_has(monkeypatc
     monkeypatch.setattr(torch, "set_rng_state", lambda state: None)
     checkpoint_module._set_rng_state(saved)
     assert [[int(s[0]) for s in states] for states in restored] == [[0, 1]]
+
+
+def test_a_nan_evaluation_is_never_the_best() -> None:
+    """A NaN first evaluation became the best, and no later value compared better with it:
+    load_best_model_at_end kept the NaN step's weights (and early stopping counted every
+    evaluation after it as no gain)."""
+    from directpo.best import BestModel
+
+    for greater in (False, True):
+        best = BestModel("eval/loss", greater_is_better=greater, keep_checkpoint=True)
+        kept = [best.update(step, {"eval/loss": value})
+                for step, value in enumerate([math.nan, 0.7, math.nan, 0.6], start=1)]  # fmt: skip
+        assert kept == [False, True, False, not greater], greater
+        assert (best.step, best.evals_without_improvement) == ((2, 2) if greater else (4, 0))
 
 
 def test_early_stopping_threshold_is_transformers_early_stopping_callbacks() -> None:

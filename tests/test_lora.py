@@ -54,6 +54,36 @@ def test_lora_reference_is_the_base_with_adapters_off(
     assert not (out / "model.safetensors").exists()
 
 
+def test_the_policys_own_folder_spelled_otherwise_is_no_separate_reference(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """ref_model_name_or_path naming the policy's folder with a trailing slash or through a
+    link loaded a second, frozen copy of the model (twice the memory) in place of the base with
+    adapters off, and sync_ref_model refused it as another model."""
+    loads = []
+    real = reference_module.load_causal_lm
+    monkeypatch.setattr(
+        reference_module,
+        "load_causal_lm",
+        lambda *a, **k: loads.append(k["trainable"]) or real(*a, **k),
+    )
+    model = tiny_model_dirs["llama"]
+    (tmp_path / "link").symlink_to(model, target_is_directory=True)
+    for name, spelled in (("slash", f"{model}/"), ("link", str(tmp_path / "link"))):
+        loads.clear()
+        config = lora_config(
+            model, pairs_file, tmp_path / f"out_{name}", max_steps=1, ref_model_name_or_path=spelled
+        )
+        result = train(config, echo=lambda _: None)
+        assert loads == [True], name  # one model in memory
+        assert isinstance(result.reference, reference_module.AdapterDisabledReference), name
+        tiny_config(model, pairs_file, tmp_path / "tr", ref_model_name_or_path=spelled,
+                    sync_ref_model=True)  # fmt: skip
+    with pytest.raises(ConfigError, match="sync_ref_model: the reference follows the policy"):
+        tiny_config(model, pairs_file, tmp_path / "tr", ref_model_name_or_path=str(tmp_path),
+                    sync_ref_model=True)  # fmt: skip
+
+
 def test_merge_lora_writes_a_plain_model_with_the_same_logits(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:

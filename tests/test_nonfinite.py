@@ -39,11 +39,40 @@ def test_a_nan_step_is_skipped_and_counted(
         config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "out"), echo=lambda _: None
     )
     rows = {row["step"]: row for row in result.metrics}
-    assert rows[2].get("nonfinite_steps") == 1 and "loss" not in rows[2], rows
+    assert rows[2].get("nonfinite_steps") == 1, rows
     assert all(
         "nonfinite_steps" not in rows[s] and math.isfinite(rows[s]["loss"]) for s in (1, 3, 4)
     )
     assert all(torch.isfinite(p).all() for p in result.policy.parameters())
+    # the skipped step's row has every key of the others (it lacked the pair metrics and
+    # TRL's token statistics: logits/*, entropy, mean_token_accuracy), NaN as nothing that
+    # trained was measured; its update moved nothing
+    assert rows[2].keys() == rows[1].keys() | {"nonfinite_steps"}
+    measured = [k for k in rows[1] if k.startswith(("loss", "rewards/", "logps/", "logits/"))]
+    assert {"entropy", "mean_token_accuracy", "logits/chosen", "rewards/margins"} < set(rows[1])
+    assert all(math.isnan(rows[2][k]) for k in [*measured, "entropy", "mean_token_accuracy"])
+    assert rows[2]["update_ratio"] == 0.0
+
+
+def test_a_skipped_step_in_a_window_leaves_the_kept_steps_means(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """With logging_steps 2 the window of steps 1-2 logs step 1's means (the skipped step's
+    NaN stays out), and a final window of one skipped step still logs every key."""
+    poison(monkeypatch, {2, 3})
+    result = train(
+        config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "out", logging_steps=2,
+                   max_steps=3),
+        echo=lambda _: None,
+    )  # fmt: skip
+    rows = {row["step"]: row for row in result.metrics}
+    assert rows[2]["nonfinite_steps"] == 1 and math.isfinite(rows[2]["loss"])
+    # TRL's token statistics are measured at the logging step, which was skipped: NaN
+    assert math.isnan(rows[2]["entropy"]) and math.isnan(rows[2]["logits/chosen"])
+    assert rows[3].keys() == rows[2].keys() and math.isnan(rows[3]["entropy"])
+    # the model card's final metrics are the last measured ones, not the NaN row's
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert f"| loss | {rows[2]['loss']:.6g} |" in card
 
 
 def test_repeated_nans_stop_the_run_naming_step_and_rows(

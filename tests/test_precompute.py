@@ -277,3 +277,73 @@ def test_precompute_ref_batch_size_sets_the_pass_batches(
             model, pairs_file, tmp_path / "c", precompute_ref_log_probs=True,
             precompute_ref_batch_size=0,
         )  # fmt: skip
+
+
+def test_an_interrupted_pass_continues_where_it_stopped(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """Ctrl-C (or a crash) during the reference pass lost all of it: the next run (a resume,
+    or the same command) scored every pair again, hours on a large set. Its pieces are now
+    kept, and the continued table is bit-identical to an uninterrupted pass's."""
+    from safetensors.torch import load_file
+
+    import directpo.precompute
+
+    monkeypatch.setattr(directpo.precompute, "CHUNK_PAIRS", 4)  # a piece every 4 pairs
+    calls: list[int] = []
+    collate = directpo.precompute.collate_pairs
+
+    def counted(pairs, *args, **kwargs):
+        calls.append(len(pairs))
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return collate(pairs, *args, **kwargs)
+
+    monkeypatch.setattr(directpo.precompute, "collate_pairs", counted)
+    model = tiny_model_dirs["llama"]
+
+    def run(cache: str, out: str, lines: list[str]):
+        monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / cache))
+        config = config_for(
+            model, pairs_file, tmp_path / out, eval_file=None, precompute_ref_log_probs=True,
+            precompute_ref_batch_size=1, max_steps=1,
+        )  # fmt: skip
+        return train(config, echo=lines.append)
+
+    stop_at = 0
+    whole = run("whole", "w", [])
+    # interrupted at the 6th pair: 4 in a saved piece, the 5th kept as the process stops
+    calls.clear()
+    stop_at = 6
+    with pytest.raises(KeyboardInterrupt):
+        run("cache", "a", [])
+    (partial,) = (tmp_path / "cache" / "reference_logps").glob("*.partial")
+    assert sorted(p.name for p in partial.iterdir()) == ["0.safetensors", "4.safetensors"]
+    calls.clear()
+    lines: list[str] = []
+    again = run("cache", "b", lines)
+    assert calls == [1]  # only the 6th pair is scored again
+    assert any("continuing an interrupted pass at pair 5 of 6" in line for line in lines)
+    tables = [
+        load_file(next((tmp_path / cache / "reference_logps").glob("*.safetensors")))["logps"]
+        for cache in ("whole", "cache")
+    ]
+    assert torch.equal(tables[0], tables[1])
+    assert [m["loss"] for m in again.metrics] == [m["loss"] for m in whole.metrics]
+    assert not partial.exists()  # the pieces go once the whole table is cached
+    # a piece cut short by a crash: the pass continues from the pieces before it
+    calls.clear()
+    stop_at = 6
+    with pytest.raises(KeyboardInterrupt):
+        run("cut", "c", [])
+    (partial,) = (tmp_path / "cut" / "reference_logps").glob("*.partial")
+    (partial / "4.safetensors").write_bytes(b"\xff" * 10)
+    calls.clear()
+    lines = []
+    run("cut", "d", lines)
+    assert calls == [1, 1]
+    notes = [line for line in lines if "piece" in line or "continuing" in line]
+    assert len(notes) == 2 and "4.safetensors is unreadable (" in notes[0]
+    assert "continuing an interrupted pass at pair 4 of 6" in notes[1]
+    cut = load_file(next((tmp_path / "cut" / "reference_logps").glob("*.safetensors")))["logps"]
+    assert torch.equal(cut, tables[0])

@@ -566,21 +566,29 @@ def test_a_checkpoint_scores_with_its_runs_beta_and_reference(tiny_model_dirs, t
     assert scorer.score(["The movie was"], [" great."]) == want and want[0] != 0
 
 
-def test_a_tr_dpo_run_says_its_rewards_are_against_the_starting_model(
+def test_a_tr_dpo_run_says_which_reference_its_rewards_are_against(
     tiny_model_dirs, tmp_path
 ) -> None:
-    """sync_ref_model moves the reference during training and only checkpoints keep it: scoring
-    the final folder against the starting model was silent."""
+    """sync_ref_model moves the reference during training: the final folder is scored against
+    the moved reference it holds in reference/, a checkpoint against its reference.safetensors
+    (test_sync.py), a folder without either against the starting model; each says so (it was
+    silent)."""
     llama = tiny_model_dirs["llama"]
     pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
     run = tmp_path / "run"
     config = tiny_config(llama, pairs, run, max_steps=2, sync_ref_model=True,
-                         ref_model_sync_steps=1)  # fmt: skip
+                         ref_model_sync_steps=1, save_steps=1)  # fmt: skip
     train(config, echo=quiet)
+    with pytest.warns(UserWarning, match=f"sync_ref_model .*moved reference {run}/reference"):
+        ImplicitReward.from_run(str(run))
+    checkpoint = run / "checkpoint-1"
+    with pytest.warns(UserWarning, match=f"moved reference {checkpoint}/reference.safetensors"):
+        ImplicitReward.from_run(str(checkpoint))
+    (checkpoint / "reference.safetensors").unlink()  # (as one written by an older directpo)
     with pytest.warns(UserWarning, match=f"sync_ref_model .*starting model {llama}$"):
-        scorer = ImplicitReward.from_run(str(run))
+        scorer = ImplicitReward.from_run(str(checkpoint))
     lines: list[str] = []
-    ImplicitReward.from_run(str(run), echo=lines.append)
+    ImplicitReward.from_run(str(checkpoint), echo=lines.append)
     assert len(lines) == 1 and "TR-DPO" in lines[0]
     assert scorer.score("The movie was", " great.") != 0
 
@@ -883,3 +891,27 @@ def test_a_results_reloaded_reference_scores_as_the_kept_one(tiny_model_dirs, tm
     assert rewards(lora_r=4, merge_lora=True)[0] == pytest.approx(lora, abs=1e-6)
     lora_precomputed, result = rewards(lora_r=4, precompute_ref_log_probs=True)
     assert lora_precomputed == lora and result.reference.model is result.policy
+
+
+def test_a_continued_adapters_returned_reference_scores_in_memory(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """Continuing an adapter, train()'s reference is the adapter's start, the "ref" adapter on
+    the policy: ImplicitReward(result.policy, result.reference, beta) refused it ("pass its
+    reference folder"), though the README scores what train() returned that way."""
+    llama = tiny_model_dirs["llama"]
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
+    common = dict(max_steps=1, learning_rate=5e-2)
+    train(tiny_config(llama, pairs, tmp_path / "first", lora_r=4, **common), echo=quiet)
+    result = train(tiny_config(tmp_path / "first", pairs, tmp_path / "on", **common), echo=quiet)
+    trainable = [n for n, p in result.policy.named_parameters() if p.requires_grad]
+    in_memory = ImplicitReward(result.policy, result.reference, beta=0.1)
+    rewards = in_memory.score(["The movie was", "I love this film,"], [" great.", " dull."])
+    on_disk = ImplicitReward.from_run(str(tmp_path / "on"), beta=0.1)
+    assert rewards == pytest.approx(
+        on_disk.score(["The movie was", "I love this film,"], [" great.", " dull."]), abs=1e-6
+    )
+    assert max(abs(r) for r in rewards) > 1e-4  # the policy moved from its start
+    # the policy is as it was: its own adapter active, the same weights trainable
+    assert result.policy.active_adapter == "default"
+    assert [n for n, p in result.policy.named_parameters() if p.requires_grad] == trainable

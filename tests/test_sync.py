@@ -209,3 +209,76 @@ def test_two_processes_sync_as_one_process(tiny_model_dirs, tmp_path, mode) -> N
     assert ours.keys() == theirs.keys()
     for name, value in theirs.items():
         torch.testing.assert_close(ours[name], value, rtol=0, atol=1e-4)
+    # the final folder's moved reference (FSDP2: written from the shards), as one process's
+    from transformers import AutoModelForCausalLM
+
+    ours, theirs = (
+        AutoModelForCausalLM.from_pretrained(folder / "reference").state_dict()
+        for folder in (out, single)
+    )
+    for name, value in theirs.items():
+        torch.testing.assert_close(ours[name], value, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("lora", [0, 4], ids=["full", "lora"])
+def test_rewards_are_relative_to_the_moved_reference_saved_beside_the_model(
+    tiny_model_dirs, pairs_file, tmp_path, lora
+) -> None:
+    """score / rank / from_run scored a TR-DPO run against its starting model, not the reference
+    its policy trained against, which lived in checkpoints only (and train()'s LoRA reference,
+    the "ref" adapter, was refused by ImplicitReward). The final folder now holds it in
+    reference/; with alpha 1 at every step it is the policy, so every reward is 0."""
+    from directpo import ImplicitReward
+
+    model, out = tiny_model_dirs["llama"], tmp_path / "tr"
+    extra = {"lora_r": 4, "learning_rate": 5e-2} if lora else {}
+    result = train(
+        tiny_config(model, pairs_file, out, max_steps=2, per_device_train_batch_size=3,
+                    sync_ref_model=True, ref_model_mixup_alpha=1.0, ref_model_sync_steps=1,
+                    save_steps=1, **extra),
+        echo=quiet,
+    )  # fmt: skip
+    assert (out / "reference" / ("adapter_config.json" if lora else "config.json")).is_file()
+    prompts = [row["prompt"] for row in SENTIMENT_PAIRS[:3]]
+    responses = [row["chosen"] for row in SENTIMENT_PAIRS[:3]]
+    notes: list[str] = []
+    moved = ImplicitReward.from_run(str(out), echo=notes.append).score(prompts, responses)
+    assert moved == pytest.approx([0.0] * 3, abs=1e-6)
+    (note,) = notes
+    assert f"against its moved reference {out / 'reference'} (the starting model: {model})" in note
+    in_memory = ImplicitReward(result.policy, result.reference, beta=0.1)
+    assert in_memory.score(prompts, responses) == pytest.approx(moved, abs=1e-6)
+    # the starting model on request: the policy has moved away from it
+    starting = ImplicitReward.from_run(str(out), ref_model_name_or_path=str(model))
+    assert max(abs(r) for r in starting.score(prompts, responses)) > 1e-3
+    card = (out / "README.md").read_text()
+    assert "`reference/` holds it as the policy last trained against it" in card
+    # a checkpoint: its own moved reference (reference.safetensors), not the starting model's
+    notes.clear()
+    at_1 = ImplicitReward.from_run(str(out / "checkpoint-1"), echo=notes.append)
+    assert at_1.score(prompts, responses) == pytest.approx([0.0] * 3, abs=1e-6)
+    assert (
+        f"against its moved reference {out / 'checkpoint-1' / 'reference.safetensors'}"
+        in (notes[0])
+    )
+
+
+def test_the_best_models_reference_is_the_one_saved_beside_it(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """load_best_model_at_end: the final policy is the best checkpoint's, and so is reference/
+    (the reference that policy trained against), not the last step's."""
+    out = tmp_path / "run"
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, out, max_steps=3, save_steps=1, eval_steps=1,
+        eval_file=str(pairs_file), sync_ref_model=True, ref_model_mixup_alpha=0.5,
+        ref_model_sync_steps=1, load_best_model_at_end=True, metric_for_best_model="eval_loss",
+        greater_is_better=True, learning_rate=0.1,  # the worst: the first step's
+    )  # fmt: skip
+    lines: list[str] = []
+    train(config, echo=lines.append)
+    assert "loaded the best model: step 1," in "\n".join(lines)
+    saved = weights(out / "reference")
+    for step in (1, 3):
+        moved = reference(out / f"checkpoint-{step}")
+        assert all(torch.equal(saved[k], moved[k]) for k in moved) == (step == 1), step

@@ -9,6 +9,7 @@ a row without improvement. The tracker is part of every checkpoint, so both surv
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -34,8 +35,11 @@ class BestModel:
             return False
         self.check_logged(metrics)  # a name no evaluation logs: never the best, say so now
         value = float(metrics[self.metric])
-        improved = self.value is None or (
-            value > self.value if self.greater_is_better else value < self.value
+        # a NaN evaluation (a diverged policy, a bf16 overflow) is never the best: taken first,
+        # no later value compared better with it, and load_best_model_at_end kept its weights
+        improved = not math.isnan(value) and (
+            self.value is None
+            or (value > self.value if self.greater_is_better else value < self.value)
         )
         # as transformers' EarlyStoppingCallback: a gain of at most the threshold is a new best
         # (for load_best_model_at_end), but does not reset the patience count

@@ -834,6 +834,19 @@ class DPOConfig(Options):
         return self.ref_model_name_or_path or self.model_name_or_path or ""
 
     @property
+    def own_reference(self) -> bool:
+        """No separate reference: ref_model_name_or_path unset or naming the policy's own
+        location, also spelled otherwise (a trailing slash, ./, a link to the folder): a second
+        copy of it doubled the memory, and with LoRA was loaded in place of the base with
+        adapters off."""
+        ref, own = self.ref_model_name_or_path, self.model_name_or_path
+        if ref is None or ref == own:
+            return True
+        return (
+            bool(own) and os.path.isdir(ref) and os.path.isdir(own) and os.path.samefile(ref, own)
+        )
+
+    @property
     def reference_init_kwargs(self) -> dict[str, Any]:
         """The reference's from_pretrained keyword arguments: ref_model_init_kwargs, else
         model_init_kwargs."""

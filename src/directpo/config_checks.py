@@ -230,7 +230,7 @@ def check_values(config: DPOConfig) -> None:
             )
     # whether a chosen loss uses a reference cannot be told from a refused loss_type
     known = config._valid("loss_type", "lora_r")
-    own_base = config.ref_model_name_or_path in (None, config.model_name_or_path)
+    own_base = config.own_reference
     if (
         known
         and config.ref_model_init_kwargs is not None
@@ -498,7 +498,7 @@ def check_reference_sync(config: DPOConfig) -> None:
             "sync_ref_model cannot be used with precompute_ref_log_probs: the reference "
             "changes during training, so log-probs computed once would go stale"
         )
-    if config.ref_model_name_or_path not in (None, config.model_name_or_path):
+    if not config.own_reference:
         raise ConfigError(
             "sync_ref_model: the reference follows the policy, so it starts as the policy; "
             "remove ref_model_name_or_path"

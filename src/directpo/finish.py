@@ -21,8 +21,10 @@ from directpo.distributed import (
 )
 from directpo.errors import CheckpointError
 from directpo.failures import what_is_kept
+from directpo.models import config_as_loaded
 from directpo.outputs import (
     FINAL_STAGING,
+    REFERENCE_FOLDER,
     RunRecord,
     publish_final,
     save_final_model,
@@ -30,8 +32,15 @@ from directpo.outputs import (
 )
 from directpo.precision import fold_compensation, kahan_compensation
 from directpo.precompute import PrecomputedReference
-from directpo.reference import ReferenceProvider, reload_reference
+from directpo.reference import (
+    AdapterReference,
+    FrozenModelReference,
+    ReferenceProvider,
+    moved_reference,
+    reload_reference,
+)
 from directpo.run import Run
+from directpo.sync import REF_ADAPTER, reference_state
 
 
 @dataclass
@@ -42,7 +51,9 @@ class TrainResult:
     ``policy`` says to resume it). ``reference`` is None for a run without one; after
     ``merge_lora`` (the base now holds the merge), ``precompute_ref_log_probs`` (its model was
     let go) and under FSDP it is loaded again where the run found it, on first use, as the run
-    loaded it (``reload_reference``; a TR-DPO reference, which moved, is not: None). ``policy``
+    loaded it (``reload_reference``). A TR-DPO (``sync_ref_model``) run's is the reference as
+    it moved, as the policy last trained against it: the one held, or ``output_dir/reference``
+    loaded on first use (a run stopped by a signal has none: its checkpoint holds it). ``policy``
     is in eval mode, as from_pretrained gives the saved folder (``policy.train()`` to train it
     on)."""
 
@@ -132,8 +143,15 @@ def train_result(
     if isinstance(reference, PrecomputedReference):  # its model was let go after the pass,
         reference = run.kl_reference  # unless eval_generate's KL kept it
     reloaded = None
-    if reference is None and run.reference is not None and not config.sync_ref_model:
-        device = torch.device("cpu") if run.sharded else run.world.device
+    device = torch.device("cpu") if run.sharded else run.world.device
+    moved = run.output_dir / REFERENCE_FOLDER
+    if config.sync_ref_model and not isinstance(reference, FrozenModelReference):
+        # TR-DPO's reference, as the final folder holds it (the ``ref`` adapter, switched in
+        # on the policy, is no model ImplicitReward can take; a merge or FSDP let it go)
+        reference = None
+        if stopped_by is None and moved.is_dir():
+            reloaded = functools.partial(moved_reference, config, moved, device)
+    elif reference is None and run.reference is not None and not config.sync_ref_model:
         reloaded = functools.partial(reload_reference, config, policy, device)
     return TrainResult(
         policy, reference, run.tokenizer, run.output_dir, done, run.logger.rows,
@@ -152,6 +170,8 @@ def _save_final(run: Run, record: RunRecord) -> torch.nn.Module | None:
 
     def write_and_publish() -> None:
         if not run.sharded:
+            if run.config.sync_ref_model:  # before the policy's save merges or casts it
+                _save_moved_reference(run, staging / REFERENCE_FOLDER)
             written["model"] = save_final_model(staging, run.policy, record)
         publish_final(staging, output_dir)
 
@@ -173,6 +193,8 @@ def _save_sharded(run: Run, record: RunRecord, folder: Path) -> None:
     safetensors files, or the adapter alone gathered; no rank holds the whole model, except
     with ``merge_lora`` (merging needs the whole base: it is gathered on rank 0)."""
     policy, world, dtype = run.policy, run.world, run.precision.save
+    if run.config.sync_ref_model:
+        _save_moved_reference(run, folder / REFERENCE_FOLDER)
     if hasattr(policy, "peft_config") and run.config.merge_lora:
         whole = consolidated_model(run.scorer, policy, dtype, world)
         if world.is_main:
@@ -203,4 +225,37 @@ def _load_best(run: Run) -> None:
     with masters:
         sharded = run.scorer if run.sharded else None
         load_checkpoint(path, run.policy, run.optimizer, run.scheduler, sharded)
+    if run.config.sync_ref_model:  # the reference that policy trained against, for reference/
+        from directpo.resume import restore_reference
+
+        restore_reference(run, path)
     run.echo(f"loaded the best model: {run.best.describe()}")
+
+
+def _save_moved_reference(run: Run, folder: Path) -> None:
+    """TR-DPO: the reference as the policy last trained against it (not the starting model),
+    as a model folder, ``output_dir/reference``: the reference the final policy's implicit
+    reward is relative to (``directpo score`` and ``ImplicitReward.from_run`` take it). Held
+    and written in the compute dtype it scored in. A full copy of the model (or, with LoRA,
+    the frozen ``ref`` adapter on the same base). Under FSDP every rank calls."""
+    reference = run.reference
+    if isinstance(reference, AdapterReference):  # the ref adapter: an adapter folder
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        state = {name.removeprefix("model."): value for name, value in reference_state(run).items()}
+        if not run.world.is_main:
+            return
+        policy = run.policy
+        tensors = get_peft_model_state_dict(policy, state_dict=state, adapter_name=REF_ADAPTER)
+        folder.mkdir(parents=True)
+        weights = {key: value.contiguous() for key, value in tensors.items()}
+        save_file(weights, folder / "adapter_model.safetensors", metadata={"format": "pt"})
+        policy.peft_config[REF_ADAPTER].save_pretrained(str(folder))
+    elif run.sharded:
+        save_sharded_model(
+            folder, reference.scorer, reference.model, run.precision.compute, run.world
+        )
+    else:
+        with config_as_loaded(reference.model):
+            reference.model.save_pretrained(folder, safe_serialization=True)

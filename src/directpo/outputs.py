@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import math
 import os
 import re
 import shutil
@@ -61,15 +62,20 @@ MODEL_FILES = WEIGHTS + (
     "preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json",
 )  # fmt: skip
 ADAPTER_FOLDER = "adapter"  # merge_lora's adapter, beside the merged model
+REFERENCE_FOLDER = "reference"  # TR-DPO's moved reference, beside the final model
 
 
 def model_files(folder: Path) -> list[Path]:
-    """The files of the model saved in ``folder`` (``MODEL_FILES``) and in its ``adapter/``
-    folder, each only if it holds weights: a config.json or vocab.json without a model is
-    someone's own file, and a folder named adapter/ may hold someone's notes beside it."""
+    """The files of the model saved in ``folder`` (``MODEL_FILES``) and in its ``adapter/`` and
+    ``reference/`` folders, each only if it holds weights: a config.json or vocab.json without
+    a model is someone's own file, and a folder named adapter/ may hold someone's notes."""
     # (peft writes its own card into the adapter's folder)
-    adapter = _model_files_in(folder / ADAPTER_FOLDER, MODEL_FILES + ("README.md",))
-    return _model_files_in(folder, MODEL_FILES) + adapter
+    beside = [
+        file
+        for name in (ADAPTER_FOLDER, REFERENCE_FOLDER)
+        for file in _model_files_in(folder / name, MODEL_FILES + ("README.md",))
+    ]
+    return _model_files_in(folder, MODEL_FILES) + beside
 
 
 def _model_files_in(folder: Path, names: tuple[str, ...]) -> list[Path]:
@@ -395,7 +401,8 @@ def model_card(
     *,
     vision: bool = False,
 ) -> str:
-    train_rows = [row for row in metrics if "loss" in row]
+    # (a row of skipped non-finite steps only holds NaN: the card gives the last measured one)
+    train_rows = [row for row in metrics if math.isfinite(row.get("loss", math.nan))]
     eval_rows = [row for row in metrics if any(key.startswith("eval/") for key in row)]
     final = {**(train_rows[-1] if train_rows else {}), **(eval_rows[-1] if eval_rows else {})}
     final.pop("step", None)
@@ -435,6 +442,19 @@ def model_card(
         "",
         precision_note or _precision_summary(config),
         "",
+        *(
+            [
+                "## Reference",
+                "",
+                "TR-DPO (`sync_ref_model`): the reference moved with the policy. "
+                f"`{REFERENCE_FOLDER}/` holds it as the policy last trained against it; implicit "
+                "rewards (`directpo score`, `ImplicitReward.from_run`) are relative to it, not "
+                f"to the starting model `{config.model_name_or_path}`.",
+                "",
+            ]
+            if config.sync_ref_model
+            else []
+        ),
         "## Final metrics",
         "",
         "| metric | value |",

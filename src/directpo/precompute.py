@@ -8,6 +8,11 @@ data and settings reuses them (and says so), and any change recomputes them. A d
 file counts as absent (recomputed and replaced, with a notice); a cache location that cannot
 be written is one warning line, and training goes on with the values just computed. The
 reference model can then be freed: training needs one model in memory.
+
+An interrupted pass (Ctrl-C, a signal, a crash, a lost node) keeps what it scored: every
+``CHUNK_PAIRS`` pairs go to ``<key>.partial/`` as they are done, and the next run with the same
+key (a resume, or the same command again) continues after them, with a line saying so. With the
+same batch size the table is bit-identical to an uninterrupted pass's.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -45,6 +51,55 @@ class PrecomputedReference:
         if batch.reference_logps is None:
             raise RuntimeError("batch has no precomputed reference log-probs")
         return batch.reference_logps
+
+
+CHUNK_PAIRS = 4096  # pairs per saved piece of an unfinished pass: the most an interruption loses
+
+
+class Pieces:
+    """The saved rows of an unfinished reference pass, ``<key>.partial/<first row>.safetensors``
+    (consecutive rows, float64 as computed), so that a pass stopped by Ctrl-C, a signal or a
+    crash continues where it stopped: hours of a large set's pass are not scored again. Removed
+    once the whole table is cached."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.writable = True  # a location that refused one piece is not tried again
+
+    def load(self, rows: int, echo: Callable[[str], None]) -> tuple[torch.Tensor, int] | None:
+        """The table with the saved rows filled in and how many there are, or None."""
+        if not self.folder.is_dir():
+            return None
+        files = {int(f.stem): f for f in self.folder.glob("*.safetensors") if f.stem.isdigit()}
+        table, done = torch.zeros(rows, 2, dtype=torch.float64), 0
+        while done in files:  # consecutive pieces from the first row (a later one is stale)
+            try:
+                piece = load_file(files[done])["logps"]
+                problem = None
+                if piece.dim() != 2 or piece.shape[1] != 2 or not 0 < len(piece) <= rows - done:
+                    problem = f"a {list(piece.shape)} table"
+            except Exception as exc:  # safetensors' own error, OSError, KeyError
+                problem = f"unreadable ({first_line(exc)})"
+            if problem is not None:  # cut short by a crash: from here on it is scored again
+                echo(f"reference log-probs: the saved piece {files[done]} is {problem}")
+                break
+            table[done : done + len(piece)] = piece.double()
+            done += len(piece)
+        if not done:
+            return None
+        echo(
+            f"reference log-probs: continuing an interrupted pass at pair {done} of {rows} "
+            f"(saved in {self.folder})"
+        )
+        return table, done
+
+    def save(self, first: int, rows: torch.Tensor) -> None:
+        if self.writable:  # else the whole table's write says why nothing is cached
+            problem = _write_cache(self.folder / f"{first}.safetensors", rows.clone())
+            self.writable = problem is None
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def cache_root() -> Path:
@@ -140,25 +195,47 @@ def precompute_reference_logps(
     if cached is not None:
         echo(f"reference log-probs: reusing the cache {path}")
         return cached
-    table = torch.zeros(len(pairs), 2, dtype=torch.float64)
-    with torch.no_grad():
-        for indices in tqdm(
-            eval_batches(len(pairs), batch_size * world.size),
-            desc="reference log-probs",
-            dynamic_ncols=True,
-            disable=not (world.is_main and progress),
-        ):
-            mine, stand_in = shard(indices, world)
-            batch = collate_pairs([pairs[i] for i in mine], pad_token_id, layout=layout)
-            logps = reference.logprobs(batch.to(device)).double().cpu()
-            if not stand_in:
-                table[mine, 0] = logps[: batch.num_pairs]
-                table[mine, 1] = logps[batch.num_pairs :]
-    table = torch.tensor(all_reduce_sum(table.flatten().tolist(), world)).view(-1, 2).float()
+    pieces = Pieces(path.with_name(f"{key}.partial"))
+    start = pieces.load(len(pairs), echo) if world.is_main else None
+    table, first = broadcast(start, world) or (torch.zeros(len(pairs), 2, dtype=torch.float64), 0)
+    global_batch = batch_size * world.size
+    batches = [[first + i for i in b] for b in eval_batches(len(pairs) - first, global_batch)]
+    every = max(1, CHUNK_PAIRS // global_batch)
+    saved = done = first  # rows up to ``saved`` are summed over the ranks (and saved)
+    bar = tqdm(
+        desc="reference log-probs", total=len(pairs), initial=first, unit="pairs",
+        dynamic_ncols=True, disable=not (world.is_main and progress),
+    )  # fmt: skip
+    try:
+        with torch.no_grad(), bar:
+            for number, indices in enumerate(batches, 1):
+                mine, stand_in = shard(indices, world)
+                batch = collate_pairs([pairs[i] for i in mine], pad_token_id, layout=layout)
+                logps = reference.logprobs(batch.to(device)).double().cpu()
+                if not stand_in:
+                    table[mine, 0] = logps[: batch.num_pairs]
+                    table[mine, 1] = logps[batch.num_pairs :]
+                done = indices[-1] + 1
+                bar.update(len(indices))
+                if number % every == 0 or number == len(batches):
+                    # each row is one rank's (zeros on the others): the sum is exact
+                    summed = all_reduce_sum(table[saved:done].flatten().tolist(), world)
+                    table[saved:done] = torch.tensor(summed, dtype=torch.float64).view(-1, 2)
+                    if world.is_main:
+                        pieces.save(saved, table[saved:done])
+                    saved = done
+    except BaseException:
+        # one process keeps its batches since the last piece too (with several, the other
+        # ranks' rows need a collective, which an interrupted process cannot make)
+        if not world.enabled and done > saved:
+            pieces.save(saved, table[saved:done])
+        raise
+    table = table.float()
     if not world.is_main:
         return table
     problem = _write_cache(path, table)
     if problem is None:
+        pieces.remove()
         echo(f"reference log-probs: computed for {len(pairs)} pairs, cached in {path}")
     else:
         echo(

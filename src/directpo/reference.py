@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -82,12 +83,18 @@ class AdapterReference(PolicyModelReference):
 
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> torch.Tensor:
+        with self.switched_in():
+            return self.scorer(batch)[0]
+
+    @contextlib.contextmanager
+    def switched_in(self) -> Iterator[None]:
+        """The model runs as the reference (eval mode, ``ref`` active) inside the block."""
         was_training, active = self.model.training, self.model.active_adapter
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.model.eval()
         self.model.set_adapter(REF_ADAPTER)
         try:
-            logps = self.scorer(batch)[0]
+            yield
         finally:
             self.model.set_adapter(active)
             for param in self.model.parameters():  # set_adapter moves requires_grad: restore
@@ -95,7 +102,6 @@ class AdapterReference(PolicyModelReference):
             for param in trainable:
                 param.requires_grad_(True)
             self.model.train(was_training)
-        return logps
 
 
 class AdapterDisabledReference(PolicyModelReference):
@@ -230,9 +236,7 @@ def load_policy_and_reference(
     if not config.needs_reference:
         return policy, None  # reference-free losses never load one
     chunk, ld_alpha = config.logprob_chunk_tokens, config.ld_alpha
-    if config.ref_model_name_or_path is None or (
-        config.reference_path == config.model_name_or_path
-    ):
+    if config.own_reference:
         if (continuing or peft_config is not None) and config.ref_model_init_kwargs is not None:
             # (lora_r is refused so in the config's checks; an adapter folder or a Python
             # peft_config shows only here) the kwargs would be ignored without a word
@@ -265,16 +269,19 @@ def _frozen_reference(
     precision: PrecisionPolicy,
     options: LoadOptions,
     sharded: bool = False,
+    path: str | None = None,
 ) -> FrozenModelReference:
-    """The reference model of ``reference_path``, frozen, in the compute dtype on ``device``."""
+    """The reference model of ``path`` (default ``reference_path``), frozen, in the compute
+    dtype on ``device``."""
+    path = path or config.reference_path
     reference_options = replace(
         options,
         gradient_checkpointing=False,
         init_kwargs=config.reference_init_kwargs,
     )
-    meta = sharded and meta_weights_folder(config.reference_path, reference_options) is not None
+    meta = sharded and meta_weights_folder(path, reference_options) is not None
     frozen = load_causal_lm(
-        config.reference_path,
+        path,
         precision.compute,
         trainable=False,
         device=device,
@@ -292,10 +299,20 @@ def reload_reference(
     model loaded as the run loaded it, in its compute dtype on ``device`` (the policy's: a
     bf16-saved model read in float32 by a float32 run scored other rewards in its own dtype,
     and a reference on another device than the policy cannot score beside it)."""
-    own_base = config.ref_model_name_or_path in (None, config.model_name_or_path)
+    own_base = config.own_reference
     continuing = adapter_base(config.model_name_or_path) is not None
     if policy is not None and hasattr(policy, "peft_config") and own_base and not continuing:
         return AdapterDisabledReference(policy, config.logprob_chunk_tokens, config.ld_alpha)
     precision = config.precision
     attention = choose_implementation(config.attn_implementation, device, precision.compute, True)
     return _frozen_reference(config, device, precision, load_options(config, attention))
+
+
+def moved_reference(config: DPOConfig, folder: Path, device: torch.device) -> ReferenceProvider:
+    """A TR-DPO run's reference as its final folder holds it (``folder``: its ``reference/``,
+    a model folder, or an adapter folder on the policy's base), loaded as the run loaded its
+    reference: in the compute dtype, on ``device``."""
+    precision = config.precision
+    attention = choose_implementation(config.attn_implementation, device, precision.compute, True)
+    options = load_options(config, attention)
+    return _frozen_reference(config, device, precision, options, path=str(folder))

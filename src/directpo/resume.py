@@ -66,7 +66,7 @@ def resume(run: Run) -> None:
         state = load_checkpoint(checkpoint, run.policy, run.optimizer, run.scheduler, sharded, fit)
     _keep_this_runs_schedule(run, options)
     if config.sync_ref_model:
-        _restore_reference(run, Path(checkpoint))
+        restore_reference(run, Path(checkpoint))
     for note in run.source.restore(state, str(checkpoint)):
         run.echo(note)
     run.start_step, run.window = state["global_step"], PairStats(**state["log_window"])
@@ -242,7 +242,7 @@ def _keep_this_runs_schedule(run: Run, options: list[dict[str, Any]]) -> None:
         )
 
 
-def _restore_reference(run: Run, checkpoint: Path) -> None:
+def restore_reference(run: Run, checkpoint: Path) -> None:
     """TR-DPO: the reference as it was at the checkpoint (it has moved since the start)."""
     file = checkpoint / REFERENCE_FILE
     if not file.is_file():

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from directpo.adapters import adapter_base, tokenizer_folder
-from directpo.checkpoint import MANIFEST
+from directpo.checkpoint import MANIFEST, REFERENCE_FILE
 from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
 from directpo.config import DPOConfig, load_config
 from directpo.data import Columns, ImagePrompt, PreferenceExample, RowError, parse_pair, read_rows
@@ -40,6 +40,7 @@ from directpo.models import (
     model_location,
     pad_token_id,
 )
+from directpo.outputs import REFERENCE_FOLDER
 from directpo.precision import DTYPES
 from directpo.preflight import check_model_location
 from directpo.prompts import (
@@ -52,9 +53,11 @@ from directpo.prompts import (
 from directpo.readers import kind_of
 from directpo.reference import (
     AdapterDisabledReference,
+    AdapterReference,
     FrozenModelReference,
     ReferenceProvider,
 )
+from directpo.sync import checkpoint_reference
 from directpo.tokenization import CUT_BY_PROMPT, PairTokenizer
 from directpo.vision import image_values
 
@@ -117,7 +120,10 @@ class ImplicitReward:
                 check_model_location(key, given, kwargs.get("subfolder"))
         trusted = LoadOptions(trust_remote_code=trust_remote_code)
         self.policy = _load(policy, dtype, None, replace(trusted, init_kwargs=policy_kwargs))
-        reference = _reference_model(reference, self.policy)
+        # train()'s reference of a continued adapter: its start, the "ref" adapter on the policy
+        own = isinstance(reference, AdapterReference) and reference.model is self.policy
+        self.reference_adapter = reference if own else None
+        reference = None if own else _reference_model(reference, self.policy)
         # a LoRA policy scored against its own base: the base is the policy with adapters off
         self.adapters_off = reference is not None and _is_base_of(self.policy, reference)
         self.reference = None
@@ -186,16 +192,26 @@ class ImplicitReward:
             )
         kwargs.setdefault("policy_kwargs", output_location(run_dir, config))
         recorded = ref_model_name_or_path is None  # the run's, as config.yaml names it
+        in_checkpoint = False  # a TR-DPO checkpoint's moved reference: its reference.safetensors
         if recorded and config is not None and config.loss_needs_reference:
-            ref_model_name_or_path = config.reference_path
-            kwargs.setdefault("reference_kwargs", model_location(config.reference_init_kwargs))
-            if config.sync_ref_model:  # the moved reference lives in checkpoints only
-                note = (
+            start = ref_model_name_or_path = config.reference_path
+            # TR-DPO's, as the policy last trained against it (TRL: the reward is relative to
+            # the reference at hand): the final folder's reference/, a checkpoint's file
+            moved = Path(run_dir) / REFERENCE_FOLDER
+            held = any((moved / name).is_file() for name in ("config.json", "adapter_config.json"))
+            if config.sync_ref_model and held:
+                ref_model_name_or_path = str(moved)
+            else:
+                kwargs.setdefault("reference_kwargs", model_location(config.reference_init_kwargs))
+                moved = Path(run_dir) / REFERENCE_FILE
+                in_checkpoint = config.sync_ref_model and moved.is_file()
+            if config.sync_ref_model:
+                against = f"its moved reference {moved} (the starting model: {start})"
+                (echo or _warn)(
                     f"{run_dir} trained with sync_ref_model (TR-DPO): its reference moved "
-                    f"during training; rewards here are against its starting model "
-                    f"{ref_model_name_or_path}"
+                    "during training; rewards here are against "
+                    + (against if held or in_checkpoint else f"its starting model {start}")
                 )
-                (echo or _warn)(note)
         subfolder = (kwargs.get("reference_kwargs") or {}).get("subfolder")
         try:
             check_model_location("ref_model_name_or_path", ref_model_name_or_path, subfolder)
@@ -210,9 +226,10 @@ class ImplicitReward:
             kwargs.setdefault("max_length", config.max_length)
             kwargs.setdefault("max_prompt_length", config.max_prompt_length)
             kwargs.setdefault("chat_template_kwargs", config.chat_template_kwargs)
-        return cls(
-            run_dir, ref_model_name_or_path, beta if beta is not None else config.beta, **kwargs
-        )
+        reference: ModelLike | None = ref_model_name_or_path
+        if in_checkpoint:
+            reference = checkpoint_reference(Path(run_dir), start, kwargs)
+        return cls(run_dir, reference, beta if beta is not None else config.beta, **kwargs)
 
     def score(
         self,
@@ -292,8 +309,9 @@ class ImplicitReward:
         policy = sequence_logprobs(
             policy_logprobs_fn(self.policy), rows, pad, device, self.batch_size, progress
         )
-        if self.adapters_off:
-            with self.policy.disable_adapter():
+        if self.adapters_off or self.reference_adapter is not None:
+            own = self.reference_adapter
+            with own.switched_in() if own is not None else self.policy.disable_adapter():
                 reference = sequence_logprobs(
                     policy_logprobs_fn(self.policy), rows, pad, device, self.batch_size, progress
                 )

@@ -439,7 +439,12 @@ def _check_free_space(
     optimizer_states = {"adamw": 2, "adamw_kahan": 3, "rmsprop": 1}[config.optimizer]
     optimizer_bytes = optimizer_states * master_bytes * count(trainable)
     checkpoint = checkpoint_weights + optimizer_bytes if config.save_steps else 0
-    need = 1.1 * (final * save_bytes + checkpoint)
+    # TR-DPO's moved reference, in the compute dtype, beside the final model and in checkpoints
+    moved = 0
+    if config.sync_ref_model:
+        moved = count(trainable if config.lora_r else policy.parameters())
+        moved *= torch.finfo(precision.compute).bits // 8
+    need = 1.1 * (final * save_bytes + moved + (checkpoint + moved if checkpoint else 0))
     free = shutil.disk_usage(output_dir).free + freed
     if free < need:
         replaced = f" (with the {_amount(freed)} overwriting frees)" if freed else ""

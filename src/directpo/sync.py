@@ -20,6 +20,7 @@ The reference is state: checkpoints hold it (``reference.safetensors``) and resu
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -117,3 +118,37 @@ def load_reference_state(run: Any, state: dict[str, torch.Tensor], where: str) -
 
             whole = distribute_tensor(whole.to(_local(param).device), mesh, param.placements)
         _local(param).copy_(_local(whole))
+
+
+@torch.no_grad()
+def checkpoint_reference(checkpoint: Path, start: str, scoring: dict[str, Any]) -> torch.nn.Module:
+    """A TR-DPO checkpoint's moved reference as a model of its own: the starting model ``start``
+    (with LoRA: the checkpoint's adapter folder, its ``ref`` adapter's weights put in place of
+    the trained ones) with the checkpoint's reference weights, on CUDA when there is one, as
+    ImplicitReward's keyword arguments ``scoring`` load a reference (dtype, reference_kwargs,
+    trust_remote_code)."""
+    from safetensors.torch import load_file
+
+    from directpo.checkpoint import REFERENCE_FILE
+    from directpo.errors import ConfigError
+    from directpo.models import LoadOptions, load_causal_lm
+
+    options = LoadOptions(
+        init_kwargs=dict(scoring.get("reference_kwargs") or {}),
+        trust_remote_code=scoring.get("trust_remote_code", False),
+    )
+    dtype = scoring.get("dtype", "float32")
+    state = load_file(checkpoint / REFERENCE_FILE)
+    lora = any(f".{REF_ADAPTER}." in key for key in state)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    where = str(checkpoint) if lora else start
+    model = load_causal_lm(where, dtype, trainable=False, device=device, options=options)
+    params = dict(model.named_parameters())
+    for key, value in state.items():  # keyed as the trainer's scorer names them
+        name = key.removeprefix("model.").replace(f".{REF_ADAPTER}.", ".default.")
+        if name not in params or params[name].shape != value.shape:
+            raise ConfigError(
+                f"{checkpoint / REFERENCE_FILE}: its weight {key} fits no weight of {where}"
+            )
+        params[name].copy_(value)
+    return model

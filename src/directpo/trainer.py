@@ -354,6 +354,8 @@ def train_step(run: Run, step: int, measure: bool = False) -> StepResult:
         run.window.add(stats)
         run.nonfinite_in_a_row = 0
     else:  # a NaN/Inf never reaches the weights: skip the update, count it
+        if measure:
+            result.update_ratio = 0.0  # the weights did not move
         run.window.nonfinite_steps += 1
         run.nonfinite_in_a_row += 1
         if run.nonfinite_in_a_row > config.max_nonfinite_steps:
@@ -397,8 +399,15 @@ def log_step(run: Run, done: int, result: StepResult) -> str:
     """Means over the steps since the last log line; written to metrics.jsonl and trackers."""
     seconds = max(time.perf_counter() - run.window_start, 1e-9)
     window = run.window
+    # over the steps that updated (a skipped one's NaN stays out); TRL's token statistics are
+    # measured at the logging step alone. What no kept step measured (the window was all
+    # skipped, or the logging step was) is NaN, so that every row has the same keys (a
+    # dashboard's columns, a pandas frame): transformers logs a NaN loss as NaN too, and a last
+    # finite value would be made up
+    means = window.means()
+    means = {key: means.get(key, math.nan) for key in result.stats.means()} | means
     metrics = {
-        **window.means(),
+        **means,
         "grad_norm": result.grad_norm,
         "learning_rate": result.learning_rate,
         "pairs/s": window.pairs / seconds,
