@@ -852,3 +852,32 @@ def test_a_message_key_of_a_non_json_type_is_its_text() -> None:
         data.summary()
         == "rows: 2 pairs, layout conversational, 1 of them repeat an earlier pair (kept)"
     )
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv", "parquet"])
+def test_iter_rows_holds_one_row_at_a_time(tmp_path: Path, kind: str) -> None:
+    """score and rank stream a file of any size: iter_rows gives read_rows' rows one at a time,
+    in memory that does not grow with the file (read_rows held a JSON Lines, CSV or Parquet
+    file whole)."""
+    import tracemalloc
+
+    import pandas as pd
+
+    from directpo.data import iter_rows, read_rows
+
+    rows = [{"prompt": f"p{i} " * 20, "chosen": "a" * 50, "rejected": "b"} for i in range(6000)]
+    path = str(tmp_path / f"rows.{kind}")
+    if kind == "jsonl":
+        write_jsonl(Path(path), rows)
+    else:
+        frame = pd.DataFrame(rows)
+        frame.to_csv(path, index=False) if kind == "csv" else frame.to_parquet(path)
+    assert [row for _, row in iter_rows(path)] == rows
+    peaks = []
+    for read in (lambda: read_rows(path), lambda: sum(1 for _ in iter_rows(path))):
+        tracemalloc.start()
+        read()
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    whole, streamed = peaks
+    assert streamed < whole / 5, (whole, streamed)

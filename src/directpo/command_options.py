@@ -25,7 +25,9 @@ class FileCommandOptions(Options):
         "Input rows: .jsonl, .json, .parquet, .csv or a datasets.save_to_disk folder. Required.",
     )
     output: str | None = option(
-        None, "Output .jsonl file (written whole, then renamed; never a folder). Required."
+        None,
+        "Output .jsonl file, never a folder; it appears once complete (score and rank write a "
+        "hidden .OUTPUT.KEY.partial as they go, which the same command continues). Required.",
     )
     batch_size: int = option(8, "Sequences per forward pass.")
     dtype: str = option("float32", f"Model dtype, one of {', '.join(DTYPES)}.")
