@@ -153,4 +153,8 @@ class DemoOptions(Options):
 @dataclass
 class PlotOptions(Options):
     run_dir: str | None = option(None, "A training run's output_dir (holds metrics.jsonl).")
-    output: str | None = option(None, "The PNG to write. Default: RUN_DIR/curves.png.")
+    output: str | None = option(
+        None,
+        "The image to write (.png, .pdf, .svg, .jpg, ...; its folder is made). "
+        "Default: RUN_DIR/curves.png.",
+    )
