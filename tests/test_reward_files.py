@@ -201,6 +201,15 @@ def test_a_staging_file_is_cut_at_a_line_a_killed_run_left_half_written(tmp_path
     with StagedJsonl(target, "k", ["r"]) as first:
         with pytest.raises(ConfigError, match="another process is writing"):
             StagedJsonl(target, "k", ["r"])
+        # one of other options is discarded, unless a process is writing it now
+        with StagedJsonl(target, "other", ["r"]):
+            assert first.staging.exists()
         first.write([{"a": 0}])
         first.commit()
     assert read(target) == [{"a": 0}]
+    assert not (tmp_path / ".out.jsonl.other.partial").exists()  # nothing written: removed
+    (tmp_path / ".out.jsonl.other.partial").write_text('{"a": 5}\n')
+    with StagedJsonl(target, "k", ["r"]) as out:
+        assert out.resumed({"a": 5}) is None
+        out.commit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]

@@ -55,8 +55,9 @@ class StagedJsonl:
     continued; one of another key is discarded. ``resumed(row)`` gives back, in order, each
     staged row while the input's rows are those it was made from (every field but the
     ``added`` ones equal); from the first that is not (or a line cut short) on, the staging
-    file is cut there and new rows follow. Used as a context manager: on an error the rows
-    written so far are kept (flushed to disk) and a Ctrl-C or SIGTERM says where, in one line."""
+    file is cut there and new rows follow. Used as a context manager: on an error (or without
+    ``commit``) the rows written so far are kept (flushed to disk), and a Ctrl-C or SIGTERM
+    says where, in one line."""
 
     def __init__(self, path: str | Path, key: str, added: Collection[str]) -> None:
         self.target = Path(path)
@@ -67,7 +68,7 @@ class StagedJsonl:
         self._resuming = True
         self._kept = 0  # where the rows resumed so far end, in bytes
         for stale in self.target.parent.glob(f".{self.target.name}.*.partial"):
-            if stale != self.staging:  # another command's or other options': not continued
+            if stale != self.staging and not _locked(stale):  # other options': not continued
                 with contextlib.suppress(OSError):
                     stale.unlink()
         try:
@@ -78,13 +79,7 @@ class StagedJsonl:
         self._handle.seek(0)
 
     def _lock(self) -> None:
-        try:
-            import fcntl
-        except ImportError:  # Windows: no advisory locks
-            return
-        try:
-            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        if not _try_lock(self._handle):
             self._handle.close()
             raise ConfigError(
                 f"output: another process is writing {self.target} (it holds {self.staging})"
@@ -143,7 +138,7 @@ class StagedJsonl:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if exc is None or self._handle.closed:
+        if self._handle.closed:  # committed
             return
         with contextlib.suppress(OSError):
             self._handle.flush()
@@ -159,6 +154,29 @@ class StagedJsonl:
             raise type(exc)(
                 f"{rows} kept in {self.staging}; the same command continues from there"
             ) from None
+
+
+def _locked(path: Path) -> bool:
+    """A staging file another process is writing now (it holds its lock)."""
+    try:
+        with path.open("rb") as handle:
+            return not _try_lock(handle)
+    except OSError:  # gone meanwhile
+        return True
+
+
+def _try_lock(handle: Any) -> bool:
+    """Take the file's lock, unless another process holds it (the kernel drops it when the
+    holder closes the file or dies)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks
+        return True
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
 
 
 def _row_or_none(line: bytes) -> dict[str, Any] | None:
