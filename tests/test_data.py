@@ -438,10 +438,19 @@ def test_dataset_name_reads_save_to_disk_folders_and_train_file_points_to_it(
         train(config, echo=lambda _: None)
     (tmp_path / "snapshot" / "data").mkdir(parents=True)
     pairs.to_parquet(str(tmp_path / "snapshot" / "data" / "train-00000-of-00001.parquet"))
-    for folder, message in (("snapshot", "is read by dataset_name"),
+    for folder, message in (("snapshot", "is read whole by train's dataset_name"),
                             ("dict", "or give the folder as dataset_name")):  # fmt: skip
         with pytest.raises(DataError, match=message):
             load_preferences(str(tmp_path / folder))
+    # score, rank and generate, which have no dataset_name, are shown the file to give
+    from directpo.data import read_rows
+
+    shard = tmp_path / "snapshot" / "data" / "train-00000-of-00001.parquet"
+    with pytest.raises(DataError, match=f"; give one of its data files \\({shard}\\);"):
+        read_rows(str(tmp_path / "snapshot"))
+    (tmp_path / "bare").mkdir()
+    with pytest.raises(DataError, match="bare: a folder, .*; it holds no data files;"):
+        read_rows(str(tmp_path / "bare"))
 
 
 def test_several_train_files_are_mixed_in_order(tiny_model_dirs, tmp_path, capsys) -> None:

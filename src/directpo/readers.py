@@ -337,10 +337,12 @@ def _disk_dataset_rows(path: str, label: str) -> tuple[Iterable[tuple[str, Any]]
     import datasets
 
     if not is_saved_dataset(path):
+        # score, rank, generate and train_file take one of its files; train's dataset_name all
+        found = _first_data_file(path)
+        give = f"give one of its data files ({found})" if found else "it holds no data files"
         raise DataError(
-            f"{label}: a folder, but not a datasets.save_to_disk folder; a folder of data files "
-            "(a hub dataset's snapshot, data/train-00000-of-00001.parquet) is read by "
-            "dataset_name"
+            f"{label}: a folder, but not a datasets.save_to_disk folder; {give}; a folder of "
+            "data files (a hub dataset's snapshot) is read whole by train's dataset_name"
         )
     try:
         loaded = datasets.load_from_disk(path)
@@ -358,6 +360,20 @@ def _disk_dataset_rows(path: str, label: str) -> tuple[Iterable[tuple[str, Any]]
             )
         loaded = loaded[splits[0]]
     return _dataset_rows(loaded), list(loaded.column_names)
+
+
+def _first_data_file(folder: str) -> str | None:
+    """The first file, in sorted order, of a type ``open_rows`` reads (data/train-...parquet)."""
+    kinds = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".arrow")
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # not .cache, .git
+        for name in sorted(files):
+            stem, ext = os.path.splitext(name.lower())
+            if ext in COMPRESSED:
+                ext = os.path.splitext(stem)[1]
+            if ext in kinds:
+                return os.path.join(root, name)
+    return None
 
 
 def is_saved_dataset(path: str) -> bool:
