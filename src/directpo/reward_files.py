@@ -100,7 +100,7 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
         out.commit()
     if truncated:
         echo(truncation_note(scorer, truncated))
-    summary: dict[str, float] = {"rows": total, "pairs": len(margins)}
+    summary: dict[str, float] = {"rows": out.written, "pairs": len(margins)}
     if margins:
         summary["accuracy"] = sum(m > 0 for m in margins) / len(margins)
         summary["mean_margin"] = sum(margins) / len(margins)
@@ -108,7 +108,7 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
             f"{len(margins)} pairs: preference accuracy {summary['accuracy']:.4f}, "
             f"mean margin {summary['mean_margin']:.4g}"
         )
-    echo(f"wrote {total} rows to {options.output}{_resumed_note(out)}")
+    echo(f"wrote {out.written} rows to {options.output}{_resumed_note(out)}")
     return summary
 
 
@@ -178,10 +178,10 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     if truncated:
         echo(truncation_note(scorer, truncated))
     echo(
-        f"ranked {candidates} candidates of {total} prompts into {options.output}"
+        f"ranked {candidates} candidates of {out.written} prompts into {options.output}"
         f"{_resumed_note(out)}"
     )
-    return total
+    return out.written
 
 
 def _rank_items(
