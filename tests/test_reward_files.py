@@ -189,27 +189,32 @@ def test_a_staging_file_is_cut_at_a_line_a_killed_run_left_half_written(tmp_path
     rows = [{"a": i} for i in range(3)]
     staging = tmp_path / ".out.jsonl.k.partial"
     staging.write_text('{"a": 0, "r": 1}\n{"a": 1, "r": 2}\n{"a": 2, "r"')
-    with StagedJsonl(target, "k", ["r"]) as out:
-        assert out.resumed(rows[0]) == {"a": 0, "r": 1}
-        assert out.resumed(rows[1]) == {"a": 1, "r": 2}
-        assert out.resumed(rows[2]) is None  # cut short: scored again
+    with StagedJsonl(target, "k") as out:
+        assert out.resumed(rows[0], ["r"]) == {"a": 0, "r": 1}
+        assert out.resumed(rows[1], ["r"]) == {"a": 1, "r": 2}
+        assert out.resumed(rows[2], ["r"]) is None  # cut short: scored again
         out.write([{"a": 2, "r": 3}])
         out.commit()
     assert read(target) == [{"a": i, "r": i + 1} for i in range(3)]
     assert list(tmp_path.iterdir()) == [target]
     # a second process writing the same output with the same options is refused
-    with StagedJsonl(target, "k", ["r"]) as first:
+    with StagedJsonl(target, "k") as first:
         with pytest.raises(ConfigError, match="another process is writing"):
-            StagedJsonl(target, "k", ["r"])
+            StagedJsonl(target, "k")
         # one of other options is discarded, unless a process is writing it now
-        with StagedJsonl(target, "other", ["r"]):
+        with StagedJsonl(target, "other"):
             assert first.staging.exists()
         first.write([{"a": 0}])
         first.commit()
     assert read(target) == [{"a": 0}]
     assert not (tmp_path / ".out.jsonl.other.partial").exists()  # nothing written: removed
     (tmp_path / ".out.jsonl.other.partial").write_text('{"a": 5}\n')
-    with StagedJsonl(target, "k", ["r"]) as out:
-        assert out.resumed({"a": 5}) is None
+    with StagedJsonl(target, "k") as out:
+        assert out.resumed({"a": 5}, ["r"]) is None  # of other options; and it lacks r
         out.commit()
+    # a field of the row's own that a command adds to other rows (a pair row's "reward",
+    # edited since) is the row's: compared, not taken from the staged row
+    staging.write_text('{"a": 0, "reward": 1, "r": 5}\n')
+    with StagedJsonl(target, "k") as out:
+        assert out.resumed({"a": 0, "reward": 2}, ["r"]) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]

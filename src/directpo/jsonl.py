@@ -52,17 +52,16 @@ class StagedJsonl:
     """Rows appended a chunk at a time to ``.NAME.KEY.partial`` beside ``path``, renamed over
     ``path`` by ``commit``. ``key`` names the options the rows were made with: a staging file
     of the same key, left by a run that stopped (Ctrl-C, a crash, a killed process), is
-    continued; one of another key is discarded. ``resumed(row)`` gives back, in order, each
-    staged row while the input's rows are those it was made from (every field but the
-    ``added`` ones equal); from the first that is not (or a line cut short) on, the staging
+    continued; one of another key is discarded. ``resumed(row, added)`` gives back, in order,
+    each staged row while the input's rows are those it was made from (``row`` plus the fields
+    ``added``); from the first that is not (or a line cut short) on, the staging
     file is cut there and new rows follow. Used as a context manager: on an error (or without
     ``commit``) the rows written so far are kept (flushed to disk), and a Ctrl-C or SIGTERM
     says where, in one line."""
 
-    def __init__(self, path: str | Path, key: str, added: Collection[str]) -> None:
+    def __init__(self, path: str | Path, key: str) -> None:
         self.target = Path(path)
         self.staging = self.target.with_name(f".{self.target.name}.{key}.partial")
-        self.added = set(added)
         self.written = 0  # rows in the staging file, resumed ones included
         self.resumed_rows = 0
         self._resuming = True
@@ -85,14 +84,18 @@ class StagedJsonl:
                 f"output: another process is writing {self.target} (it holds {self.staging})"
             ) from None
 
-    def resumed(self, row: dict[str, Any]) -> dict[str, Any] | None:
-        """The staged row made from ``row``, or None: ``row`` is to be written anew."""
+    def resumed(self, row: dict[str, Any], added: Collection[str]) -> dict[str, Any] | None:
+        """The staged row made from ``row`` (its fields, and the ``added`` ones its output
+        gains), or None: ``row`` is to be written anew."""
         if not self._resuming:
             return None
         line = self._handle.readline()
         staged = _row_or_none(line) if line.endswith(b"\n") else None
-        if staged is None or _fields(staged, self.added) != _fields(
-            json.loads(_line(row, self.target, self.written + 1)), self.added
+        if (
+            staged is None
+            or not set(added) <= set(staged)
+            or _fields(staged, added)
+            != _fields(json.loads(_line(row, self.target, self.written + 1)), added)
         ):
             self._stop_resuming()
             return None
@@ -187,7 +190,7 @@ def _row_or_none(line: bytes) -> dict[str, Any] | None:
     return row if isinstance(row, dict) else None
 
 
-def _fields(row: dict[str, Any], added: set[str]) -> dict[str, Any]:
+def _fields(row: dict[str, Any], added: Collection[str]) -> dict[str, Any]:
     return {key: value for key, value in row.items() if key not in added}
 
 

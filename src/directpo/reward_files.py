@@ -38,7 +38,8 @@ Item = TypeVar("Item")
 # sequences scored (and rows written) per chunk, rounded up to whole batches
 CHUNK_SEQUENCES = 256
 
-SCORE_COLUMNS = ("reward", "chosen_reward", "rejected_reward", "margin")
+# what score adds to a pair row, and to a row of one response
+PAIR_COLUMNS, RESPONSE_COLUMNS = ("chosen_reward", "rejected_reward", "margin"), ("reward",)
 
 
 def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> dict[str, float]:
@@ -47,15 +48,15 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
     options.check_environment()
     base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
     total = sum(1 for _ in _score_items(options, base_dir))  # every row checked before loading
-    with StagedJsonl(options.output, _resume_key(options), SCORE_COLUMNS) as out:
+    with StagedJsonl(options.output, _resume_key(options)) as out:
         scorer = _scorer(options, echo)
         truncated: Counter[str] = Counter()
         margins: list[float] = []  # one float a pair: 8 bytes, not the row
 
         def encoded() -> Iterator[tuple[tuple[dict[str, Any], bool], list[tuple[Any, ...]]]]:
             for label, row, item in _score_items(options, base_dir):
-                staged = out.resumed(row)
                 pair = isinstance(item, PreferenceExample)
+                staged = out.resumed(row, PAIR_COLUMNS if pair else RESPONSE_COLUMNS)
                 if staged is not None:  # written by an earlier, stopped run
                     if pair:
                         margins.append(staged["chosen_reward"] - staged["rejected_reward"])
@@ -141,7 +142,7 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     options.check_environment()
     base_dir = os.path.dirname(os.path.abspath(options.input))
     total = sum(1 for _ in _rank_items(options, base_dir))  # every row checked before loading
-    with StagedJsonl(options.output, _resume_key(options), ("ranked",)) as out:
+    with StagedJsonl(options.output, _resume_key(options)) as out:
         scorer = _scorer(options, echo)
         truncated: Counter[str] = Counter()
         candidates = 0
@@ -150,7 +151,7 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
             nonlocal candidates
             for label, row, column, prompt, responses, image, arg in _rank_items(options, base_dir):
                 candidates += len(responses)
-                if out.resumed(row) is not None:  # written by an earlier, stopped run
+                if out.resumed(row, ("ranked",)) is not None:  # written by an earlier, stopped run
                     bar.update()
                     continue
                 prompt = with_images(prompt, image)
