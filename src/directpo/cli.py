@@ -56,13 +56,13 @@ def _train(options: DPOConfig) -> None:
 
 
 def _score(options: ScoreOptions) -> None:
-    from directpo.reward import score_file
+    from directpo.reward_files import score_file
 
     score_file(options)
 
 
 def _rank(options: RankOptions) -> None:
-    from directpo.reward import rank_file
+    from directpo.reward_files import rank_file
 
     rank_file(options)
 
@@ -209,15 +209,20 @@ def _main(argv: Sequence[str] | None) -> int:
     except DirectpoError as err:
         _say_error(err)
         return err.exit_code
-    except KeyboardInterrupt:  # before or after the training loop (which saves on a signal)
+    except KeyboardInterrupt as err:  # before or after the training loop (which saves on one)
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank got the Ctrl-C
-            print("directpo: interrupted", file=sys.stderr)
+            print(_stopped("interrupted", err), file=sys.stderr)
         return 130
-    except Terminated:  # the same, by SIGTERM (128 + 15, as the shell reports a killed process)
+    except Terminated as err:  # the same, by SIGTERM (128 + 15, as the shell reports a kill)
         if os.environ.get("RANK", "0") == "0":
-            print("directpo: terminated (SIGTERM)", file=sys.stderr)
+            print(_stopped("terminated (SIGTERM)", err), file=sys.stderr)
         return 143
     return 0
+
+
+def _stopped(word: str, err: BaseException) -> str:
+    """One line; a command that keeps its partial work (score, rank) says where after it."""
+    return f"directpo: {word}" + (f": {err}" if str(err) else "")
 
 
 def _say_error(err: DirectpoError) -> None:

@@ -26,7 +26,9 @@ class FileCommandOptions(Options):
         "Input rows: .jsonl, .json, .parquet, .csv or a datasets.save_to_disk folder. Required.",
     )
     output: str | None = option(
-        None, "Output .jsonl file (written whole, then renamed; never a folder). Required."
+        None,
+        "Output .jsonl file, never a folder; it appears once complete (score and rank write a "
+        "hidden .OUTPUT.KEY.partial as they go, which the same command continues). Required.",
     )
     batch_size: int = option(8, "Sequences per forward pass.")
     dtype: str = option("float32", f"Model dtype, one of {', '.join(DTYPES)}.")
@@ -157,4 +159,8 @@ class DemoOptions(Options):
 @dataclass
 class PlotOptions(Options):
     run_dir: str | None = option(None, "A training run's output_dir (holds metrics.jsonl).")
-    output: str | None = option(None, "The PNG to write. Default: RUN_DIR/curves.png.")
+    output: str | None = option(
+        None,
+        "The image to write (.png, .pdf, .svg, .jpg, ...; its folder is made). "
+        "Default: RUN_DIR/curves.png.",
+    )

@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -317,18 +317,24 @@ def dataset_splits(
 
 def read_rows(source: str | Any, name: str | None = None) -> list[tuple[str, dict[str, Any]]]:
     """Every row of a file (or Dataset) as (where, row); any unreadable row is a DataError."""
+    return list(iter_rows(source, name))
+
+
+def iter_rows(source: str | Any, name: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``read_rows``' rows one at a time, read as they are iterated: a JSON Lines, CSV or
+    Parquet file of any size is never held whole."""
     label = name or source_label(source)
-    rows, _ = open_rows(source, label)
-    result = []
+    rows, _ = open_rows(source, label, lazy=True)
+    empty = True
     for where, row in rows:
         if isinstance(row, RowError):
             raise DataError(f"{label}: {where}: {row.message}")
         if not isinstance(row, dict):
             raise DataError(f"{label}: {where}: expected an object, got {kind_of(row)}")
-        result.append((where, row))
-    if not result:
+        empty = False
+        yield where, row
+    if empty:
         raise no_rows(label, source)
-    return result
 
 
 def parse_pair(

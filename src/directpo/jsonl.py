@@ -5,6 +5,10 @@ either the old file or the complete new one. On any failure the temporary file i
 the problem is a one-line ``DataError`` naming the output. Values JSON has no type for, as a
 Parquet file or a datasets folder may hold, are written as their nearest JSON form (dates and
 times in ISO 8601, bytes in base64, NumPy scalars and arrays as numbers and lists).
+
+``StagedJsonl`` writes a long command's output (score, rank) as it goes, into a hidden staging
+file renamed over the target at the end: the target is still old-or-complete, and a run
+stopped part way keeps what it wrote for the same command to continue from.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ import base64
 import contextlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
-from directpo.errors import DataError
+from directpo.errors import ConfigError, DataError
+from directpo.signals import Terminated
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
@@ -40,6 +46,152 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
             raise DataError(f"cannot write {target}: {exc.strerror or exc}") from None
         raise
     return count
+
+
+class StagedJsonl:
+    """Rows appended a chunk at a time to ``.NAME.KEY.partial`` beside ``path``, renamed over
+    ``path`` by ``commit``. ``key`` names the options the rows were made with: a staging file
+    of the same key, left by a run that stopped (Ctrl-C, a crash, a killed process), is
+    continued; one of another key is discarded. ``resumed(row, added)`` gives back, in order,
+    each staged row while the input's rows are those it was made from (``row`` plus the fields
+    ``added``); from the first that is not (or a line cut short) on, the staging
+    file is cut there and new rows follow. Used as a context manager: on an error (or without
+    ``commit``) the rows written so far are kept (flushed to disk), and a Ctrl-C or SIGTERM
+    says where, in one line."""
+
+    def __init__(self, path: str | Path, key: str) -> None:
+        self.target = Path(path)
+        self.staging = self.target.with_name(f".{self.target.name}.{key}.partial")
+        self.written = 0  # rows in the staging file, resumed ones included
+        self.resumed_rows = 0
+        self._resuming = True
+        self._kept = 0  # where the rows resumed so far end, in bytes
+        for stale in self.target.parent.glob(f".{self.target.name}.*.partial"):
+            if stale != self.staging and not _locked(stale):  # other options': not continued
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+        try:
+            self._handle = self.staging.open("a+b")  # appends; read back from the start
+        except OSError as exc:
+            raise DataError(f"cannot write {self.staging}: {exc.strerror or exc}") from None
+        self._lock()
+        self._handle.seek(0)
+
+    def _lock(self) -> None:
+        if not _try_lock(self._handle):
+            self._handle.close()
+            raise ConfigError(
+                f"output: another process is writing {self.target} (it holds {self.staging})"
+            ) from None
+
+    def resumed(self, row: dict[str, Any], added: Collection[str]) -> dict[str, Any] | None:
+        """The staged row made from ``row`` (its fields, and the ``added`` ones its output
+        gains), or None: ``row`` is to be written anew."""
+        if not self._resuming:
+            return None
+        line = self._handle.readline()
+        staged = _row_or_none(line) if line.endswith(b"\n") else None
+        if (
+            staged is None
+            or not set(added) <= set(staged)
+            or _fields(staged, added)
+            != _fields(json.loads(_line(row, self.target, self.written + 1)), added)
+        ):
+            self._stop_resuming()
+            return None
+        self._kept = self._handle.tell()
+        self.written += 1
+        self.resumed_rows += 1
+        return staged
+
+    def _stop_resuming(self) -> None:
+        if self._resuming:
+            self._resuming = False
+            self._handle.truncate(self._kept)  # what followed was not made from this input
+            self._handle.seek(self._kept)
+
+    def write(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Append ``rows`` and hand them to the OS (a Ctrl-C after this keeps them)."""
+        self._stop_resuming()
+        try:
+            for row in rows:
+                self._handle.write(_line(row, self.target, self.written + 1).encode("utf-8"))
+                self.written += 1
+            self._handle.flush()
+        except OSError as exc:
+            raise DataError(f"cannot write {self.staging}: {exc.strerror or exc}") from None
+
+    def commit(self) -> None:
+        """Rename the complete staging file over the target."""
+        self._stop_resuming()  # staged rows past the input's end are not part of it
+        try:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            os.replace(self.staging, self.target)
+        except OSError as exc:
+            raise DataError(f"cannot write {self.target}: {exc.strerror or exc}") from None
+
+    def __enter__(self) -> StagedJsonl:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._handle.closed:  # committed
+            return
+        with contextlib.suppress(OSError):
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        self._handle.close()
+        with contextlib.suppress(OSError):
+            if self.staging.stat().st_size == 0:  # nothing to continue from
+                self.staging.unlink()
+                return
+        if isinstance(exc, KeyboardInterrupt | Terminated):  # the cli prints it after its word
+            # still resuming: the earlier run's rows, not yet compared with the input, are kept
+            rows = "the rows written so far are" if self._resuming else f"{self.written} rows are"
+            raise type(exc)(
+                f"{rows} kept in {self.staging}; the same command continues from there"
+            ) from None
+
+
+def _locked(path: Path) -> bool:
+    """A staging file another process is writing now (it holds its lock)."""
+    try:
+        with path.open("rb") as handle:
+            return not _try_lock(handle)
+    except OSError:  # gone meanwhile
+        return True
+
+
+def _try_lock(handle: Any) -> bool:
+    """Take the file's lock, unless another process holds it (the kernel drops it when the
+    holder closes the file or dies)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks
+        return True
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _row_or_none(line: bytes) -> dict[str, Any] | None:
+    try:
+        row = json.loads(line)
+    except ValueError:  # a line cut short by a killed process, or not UTF-8
+        return None
+    return row if isinstance(row, dict) else None
+
+
+def _fields(row: dict[str, Any], added: Collection[str]) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if key not in added}
 
 
 def _line(row: dict[str, Any], target: Path, number: int) -> str:

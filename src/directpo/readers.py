@@ -35,8 +35,12 @@ class RowError(Exception):
         self.message = message
 
 
-def open_rows(source: Any, label: str) -> tuple[Iterable[tuple[str, Any]], list[str] | None]:
-    """(rows as (where, row-or-RowError), column names when the format declares them)."""
+def open_rows(
+    source: Any, label: str, lazy: bool = False
+) -> tuple[Iterable[tuple[str, Any]], list[str] | None]:
+    """(rows as (where, row-or-RowError), column names when the format declares them).
+    ``lazy``: a JSON Lines, CSV or Parquet file is read as its rows are iterated, never held
+    whole (score and rank stream a file of any size); a JSON document is read whole."""
     if isinstance(source, list | tuple):  # rows from Python: dicts
         return _dataset_rows(source), None
     if hasattr(source, "to_dict") and hasattr(source, "columns"):  # a pandas DataFrame
@@ -61,26 +65,46 @@ def open_rows(source: Any, label: str) -> tuple[Iterable[tuple[str, Any]], list[
     compression = ext if ext in COMPRESSED else None
     if compression:  # data.jsonl.gz, as the hub and load_dataset's json builder keep them
         ext = os.path.splitext(stem)[1]
+    names: list[str] | None = None
     try:
         if ext in (".jsonl", ".ndjson"):
-            return list(_jsonl_rows(path)), None
-        if ext == ".json":
-            return _json_rows(path, label), None
-        if ext == ".csv":
-            return _csv_rows(path, label)
-        if ext == ".parquet" and not compression:
-            return _parquet_rows(path, label)
-        if ext == ".arrow" and not compression:  # a datasets cache or save_to_disk shard
+            rows: Iterable[tuple[str, Any]] = _jsonl_rows(path)
+        elif ext == ".json":
+            rows = _json_rows(path, label)
+        elif ext == ".csv":
+            rows, names = _csv_rows(path, label)
+        elif ext == ".parquet" and not compression:
+            rows, names = _parquet_rows(path, label)
+        elif ext == ".arrow" and not compression:  # a datasets cache or save_to_disk shard
             return _arrow_rows(path, label)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{label}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except (OSError, EOFError, lzma.LZMAError) as exc:  # EOFError: a truncated archive
-        raise DataError(f"{label}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+        else:
+            rows = None
+        if rows is not None:  # a file's rows: read now, or as they are iterated
+            rows = _reading(rows, label)
+            return (rows if lazy else list(rows)), names
+    except (UnicodeDecodeError, OSError, EOFError, lzma.LZMAError) as exc:
+        raise _unreadable(exc, label) from None
     raise DataError(
         f"{label}: unsupported file type '{(ext or '(none)') + (compression or '')}'; use "
         ".jsonl, .json or .csv (each may be .gz, .bz2 or .xz compressed), .parquet, .arrow or "
         "a datasets.save_to_disk folder"
     )
+
+
+def _reading(rows: Iterable[tuple[str, Any]], label: str) -> Iterator[tuple[str, Any]]:
+    """``rows``, a file that cannot be read as it goes (a bad byte, a truncated archive) a
+    one-line DataError."""
+    try:
+        yield from rows
+    except (UnicodeDecodeError, OSError, EOFError, lzma.LZMAError) as exc:
+        raise _unreadable(exc, label) from None
+
+
+def _unreadable(exc: Exception, label: str) -> DataError:
+    if isinstance(exc, UnicodeDecodeError):
+        return DataError(f"{label}: not UTF-8 text ({exc.reason} at byte {exc.start})")
+    # EOFError: a truncated archive
+    return DataError(f"{label}: cannot read: {getattr(exc, 'strerror', None) or exc}")
 
 
 # compressed text files, opened by the standard library's modules
@@ -208,25 +232,34 @@ def _json_table(data: Any, label: str) -> list[Any]:
 CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
 
 
-def _csv_rows(path: str, label: str) -> tuple[list[tuple[str, Any]], list[str] | None]:
+def _csv_rows(path: str, label: str) -> tuple[Iterator[tuple[str, Any]], list[str]]:
+    """(the rows, read as they are iterated; the header, read now)."""
     csv.field_size_limit(CSV_FIELD_LIMIT)
     with _open_text(path, newline="") as handle:
         reader = csv.reader(handle)
-        rows: list[tuple[str, Any]] = []
-        start = 1  # the line where the row being read starts (a quoted field may span lines)
         try:
             header = [name.strip() for name in next(reader, [])]
-            repeated = [name for name, n in Counter(header).items() if n > 1]
-            if repeated:
-                raise DataError(f"{label}: the header names column '{repeated[0]}' twice")
+        except csv.Error as exc:
+            raise DataError(f"{label}: line 1: invalid CSV ({exc})") from None
+    repeated = [name for name, n in Counter(header).items() if n > 1]
+    if repeated:
+        raise DataError(f"{label}: the header names column '{repeated[0]}' twice")
+    return _csv_records(path, label, header), header
+
+
+def _csv_records(path: str, label: str, header: list[str]) -> Iterator[tuple[str, Any]]:
+    with _open_text(path, newline="") as handle:
+        reader = csv.reader(handle)
+        start = 1  # the line where the row being read starts (a quoted field may span lines)
+        try:
+            next(reader, None)  # the header
             start = reader.line_num + 1
             for fields in reader:
                 if fields:  # a blank line
-                    rows.append((f"line {start}", _csv_row(header, fields)))
+                    yield f"line {start}", _csv_row(header, fields)
                 start = reader.line_num + 1
         except csv.Error as exc:
             raise DataError(f"{label}: line {start}: invalid CSV ({exc})") from None
-        return rows, header
 
 
 def _csv_row(header: list[str], fields: list[str]) -> dict[str, Any] | RowError:
@@ -266,15 +299,28 @@ def list_in_text(text: str) -> list[Any] | None:
     return value if isinstance(value, list) else None
 
 
-def _parquet_rows(path: str, label: str) -> tuple[list[tuple[str, Any]], list[str] | None]:
+def _parquet_rows(path: str, label: str) -> tuple[Iterator[tuple[str, Any]], list[str]]:
+    """(the rows, read a record batch at a time as they are iterated; the column names)."""
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        table = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several unrelated types for a damaged file
         raise DataError(f"{label}: not a readable Parquet file ({first_line(exc)})") from None
-    rows = [(f"row {i}", row) for i, row in enumerate(table.to_pylist(), start=1)]
-    return rows, list(table.column_names)
+    return _parquet_records(table, label), list(table.schema_arrow.names)
+
+
+def _parquet_records(table: Any, label: str) -> Iterator[tuple[str, Any]]:
+    number = 0
+    try:
+        for batch in table.iter_batches(batch_size=1024):
+            for row in batch.to_pylist():
+                number += 1
+                yield f"row {number}", row
+    except Exception as exc:  # a damaged page, found when it is read
+        raise DataError(f"{label}: not a readable Parquet file ({first_line(exc)})") from None
+    finally:
+        table.close()
 
 
 def _arrow_rows(path: str, label: str) -> tuple[Iterable[tuple[str, Any]], list[str]]:
@@ -291,10 +337,12 @@ def _disk_dataset_rows(path: str, label: str) -> tuple[Iterable[tuple[str, Any]]
     import datasets
 
     if not is_saved_dataset(path):
+        # score, rank, generate and train_file take one of its files; train's dataset_name all
+        found = _first_data_file(path)
+        give = f"give one of its data files ({found})" if found else "it holds no data files"
         raise DataError(
-            f"{label}: a folder, but not a datasets.save_to_disk folder; a folder of data files "
-            "(a hub dataset's snapshot, data/train-00000-of-00001.parquet) is read by "
-            "dataset_name"
+            f"{label}: a folder, but not a datasets.save_to_disk folder; {give}; a folder of "
+            "data files (a hub dataset's snapshot) is read whole by train's dataset_name"
         )
     try:
         loaded = datasets.load_from_disk(path)
@@ -312,6 +360,20 @@ def _disk_dataset_rows(path: str, label: str) -> tuple[Iterable[tuple[str, Any]]
             )
         loaded = loaded[splits[0]]
     return _dataset_rows(loaded), list(loaded.column_names)
+
+
+def _first_data_file(folder: str) -> str | None:
+    """The first file, in sorted order, of a type ``open_rows`` reads (data/train-...parquet)."""
+    kinds = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".arrow")
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # not .cache, .git
+        for name in sorted(files):
+            stem, ext = os.path.splitext(name.lower())
+            if ext in COMPRESSED:
+                ext = os.path.splitext(stem)[1]
+            if ext in kinds:
+                return os.path.join(root, name)
+    return None
 
 
 def is_saved_dataset(path: str) -> bool:

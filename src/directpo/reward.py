@@ -23,13 +23,11 @@ import torch
 
 from directpo.adapters import adapter_base, tokenizer_folder
 from directpo.checkpoint import MANIFEST, REFERENCE_FILE
-from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
 from directpo.config import DPOConfig, load_config
-from directpo.data import Columns, ImagePrompt, PreferenceExample, RowError, parse_pair, read_rows
+from directpo.data import ImagePrompt, PreferenceExample, RowError
 from directpo.errors import ConfigError, DataError
-from directpo.jsonl import write_jsonl
 from directpo.logprobs import policy_logprobs_fn, sequence_logprobs
-from directpo.messages import Text, is_message_list
+from directpo.messages import Text
 from directpo.models import (
     LoadOptions,
     check_vocabulary,
@@ -44,13 +42,9 @@ from directpo.outputs import REFERENCE_FOLDER
 from directpo.precision import DTYPES
 from directpo.preflight import check_model_location
 from directpo.prompts import (
-    parse_prompt_and_responses,
     parse_scored,
-    row_images,
-    template_args_of,
     with_images,
 )
-from directpo.readers import kind_of
 from directpo.reference import (
     AdapterDisabledReference,
     AdapterReference,
@@ -268,9 +262,9 @@ class ImplicitReward:
             prompt, response = parse_scored(prompt, response, where)
             checked = image_values(given, None) if given else None
             prompt = with_images(prompt, checked)
-            rows.append(_encode(self, prompt, response, where, checked, truncated, args))
+            rows.append(encode_row(self, prompt, response, where, checked, truncated, args))
         if truncated:
-            warnings.warn(_truncation_note(self, truncated), stacklevel=2)
+            warnings.warn(truncation_note(self, truncated), stacklevel=2)
         return self.score_ids(rows).tolist()
 
     def score_pairs(self, examples: Sequence[PreferenceExample]) -> list[tuple[float, float]]:
@@ -283,7 +277,7 @@ class ImplicitReward:
             for response in (example.chosen, example.rejected):
                 prompt, response = parse_scored(example.prompt, response, where)
                 rows.append(
-                    _encode(
+                    encode_row(
                         self,
                         prompt,
                         response,
@@ -294,7 +288,7 @@ class ImplicitReward:
                     )  # fmt: skip
                 )
         if truncated:
-            warnings.warn(_truncation_note(self, truncated), stacklevel=2)
+            warnings.warn(truncation_note(self, truncated), stacklevel=2)
         rewards = self.score_ids(rows).tolist()
         return list(zip(rewards[0::2], rewards[1::2], strict=True))
 
@@ -426,188 +420,11 @@ def _device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-# ---------------------------------------------------------------------------------------------
-# The score and rank commands: JSONL in, JSONL out
-
-
-def _scorer(options: RewardOptions, echo: Callable[[str], None]) -> ImplicitReward:
-    return ImplicitReward.from_run(
-        options.model_name_or_path,
-        options.ref_model_name_or_path,
-        options.beta,
-        echo=echo,
-        batch_size=options.batch_size,
-        dtype=options.dtype,
-        trust_remote_code=options.trust_remote_code,
-    )
-
-
 def _warn(note: str) -> None:
     warnings.warn(note, stacklevel=3)
 
 
-def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> dict[str, float]:
-    """Add ``reward`` to single-response rows, or ``chosen_reward``, ``rejected_reward`` and
-    ``margin`` to preference rows; report accuracy and mean margin over the pairs."""
-    options.check_environment()
-    rows = read_rows(options.input)
-    base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
-    columns = Columns(
-        options.prompt_column,
-        options.chosen_column,
-        options.rejected_column,
-        system=options.system_column,
-    )
-    pair_columns = (options.chosen_column, options.rejected_column)
-    responses = [_response_column(row, options.response_column) for _, row in rows]
-    # a row with one of chosen / rejected and no response is a pair that lacks the other
-    is_pair = [
-        all(c in row for c in pair_columns)
-        or (any(c in row for c in pair_columns) and r not in row)
-        for (_, row), r in zip(rows, responses, strict=True)
-    ]
-    # validate every row before loading any model
-    parsed = []
-    for (where, row), pair, column in zip(rows, is_pair, responses, strict=True):
-        label = f"{options.input}: {where}"
-        if pair:
-            parsed.append(parse_pair(row, columns, label, base_dir))
-        else:
-            prompt, given = parse_prompt_and_responses(
-                row, options.prompt_column, column, label, options.system_column
-            )
-            if len(given) != 1:
-                raise DataError(
-                    f"{label}: field '{column}' holds several responses; use directpo rank"
-                )
-            images = row_images(row, label, base_dir, options.prompt_column)
-            args = template_args_of(row, prompt, label)
-            parsed.append((with_images(prompt, images), given[0], images, args))
-    scorer = _scorer(options, echo)
-    ids = []
-    truncated: Counter[str] = Counter()
-    for (where, _), item in zip(rows, parsed, strict=True):
-        label = f"{options.input}: {where}"
-        if isinstance(item, PreferenceExample):
-            for response in (item.chosen, item.rejected):
-                ids.append(
-                    _encode(
-                        scorer,
-                        item.prompt,
-                        response,
-                        label,
-                        item.images,
-                        truncated,
-                        item.template_args,
-                    )  # fmt: skip
-                )
-        else:
-            ids.append(_encode(scorer, *item[:2], label, item[2], truncated, item[3]))
-    if truncated:
-        echo(_truncation_note(scorer, truncated))
-    rewards = iter(scorer.score_ids(ids, progress=True).tolist())
-    out, margins = [], []
-    for (_, row), pair in zip(rows, is_pair, strict=True):
-        if pair:
-            chosen, rejected = next(rewards), next(rewards)
-            margins.append(chosen - rejected)
-            out.append(
-                {
-                    **row,
-                    "chosen_reward": chosen,
-                    "rejected_reward": rejected,
-                    "margin": chosen - rejected,
-                }
-            )
-        else:
-            out.append({**row, "reward": next(rewards)})
-    write_jsonl(options.output, out)
-    summary: dict[str, float] = {"rows": len(out), "pairs": len(margins)}
-    if margins:
-        summary["accuracy"] = sum(m > 0 for m in margins) / len(margins)
-        summary["mean_margin"] = sum(margins) / len(margins)
-        echo(
-            f"{len(margins)} pairs: preference accuracy {summary['accuracy']:.4f}, "
-            f"mean margin {summary['mean_margin']:.4g}"
-        )
-    echo(f"wrote {len(out)} rows to {options.output}")
-    return summary
-
-
-def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
-    """Add ``ranked``: the candidates sorted by implicit reward, best first, with their rewards."""
-    options.check_environment()
-    rows = read_rows(options.input)
-    base_dir = os.path.dirname(os.path.abspath(options.input))
-    columns = [_response_column(row, options.responses_column) for _, row in rows]
-    parsed = [
-        _candidates(row, options, column, f"{options.input}: {where}")
-        for (where, row), column in zip(rows, columns, strict=True)
-    ]
-    images = [
-        row_images(row, f"{options.input}: {where}", base_dir, options.prompt_column)
-        for where, row in rows
-    ]
-    args = [
-        template_args_of(row, prompt, f"{options.input}: {where}")
-        for (where, row), (prompt, _) in zip(rows, parsed, strict=True)
-    ]
-    scorer = _scorer(options, echo)
-    truncated: Counter[str] = Counter()
-    ids = [
-        _encode(scorer, with_images(prompt, image), response, label, image, truncated, arg)
-        for (where, _), (prompt, responses), image, arg in zip(
-            rows, parsed, images, args, strict=True
-        )
-        for label in [f"{options.input}: {where}"]
-        for response in responses
-    ]
-    if truncated:
-        echo(_truncation_note(scorer, truncated))
-    rewards = iter(scorer.score_ids(ids, progress=True).tolist())
-    out = []
-    for (_, row), (_, responses), column in zip(rows, parsed, columns, strict=True):
-        scored = [(next(rewards), i) for i in range(len(responses))]
-        order = sorted(scored, key=lambda item: (-item[0], item[1]))  # stable among ties
-        given = row[column]  # each candidate as written (text or messages)
-        out.append({**row, "ranked": [{"response": given[i], "reward": r} for r, i in order]})
-    write_jsonl(options.output, out)
-    echo(f"ranked {len(ids)} candidates of {len(out)} prompts into {options.output}")
-    return len(out)
-
-
-# TRL's names for the response columns (its prompt-completion datasets; the completions of
-# reward functions), which directpo generate writes too: read when a row lacks the default's
-TRL_RESPONSE_COLUMNS = {"response": "completion", "responses": "completions"}
-
-
-def _response_column(row: dict[str, Any], column: str) -> str:
-    """``column``, or TRL's name for it when the row has only that: generate's output ranks
-    as it is (it was "missing field 'responses'")."""
-    other = TRL_RESPONSE_COLUMNS.get(column)
-    return other if other is not None and column not in row and other in row else column
-
-
-def _candidates(
-    row: dict[str, Any], options: RankOptions, responses_column: str, where: str
-) -> tuple[Text, list[Text]]:
-    """A rank row's prompt and candidates: ``responses_column`` must hold a list of them (texts,
-    or message lists); a single text or one conversation is not a list of candidates."""
-    value = row.get(responses_column)
-    if value is not None:
-        one = is_message_list(value)
-        if not isinstance(value, list) or one:
-            got = "one conversation" if one else kind_of(value)
-            raise DataError(
-                f"{where}: field '{responses_column}' must be a list of candidate responses, "
-                f"got {got}"
-            )
-    return parse_prompt_and_responses(
-        row, options.prompt_column, responses_column, where, options.system_column
-    )
-
-
-def _encode(
+def encode_row(
     scorer: ImplicitReward,
     prompt: Text,
     response: Text,
@@ -616,13 +433,15 @@ def _encode(
     truncated: Counter[str] | None = None,
     template_args: dict[str, Any] | None = None,
 ) -> tuple[Any, ...]:
+    """(prompt ids, response ids[, image inputs]) of one scored row; its problem a one-line
+    DataError naming ``label``."""
     try:
         return scorer.encoder.encode_scored(prompt, response, images, truncated, template_args)
     except RowError as err:
         raise DataError(f"{label}: {err.message}") from None
 
 
-def _truncation_note(scorer: ImplicitReward, truncated: Counter[str]) -> str:
+def truncation_note(scorer: ImplicitReward, truncated: Counter[str]) -> str:
     """What was cut to fit max_length / max_prompt_length: those rewards cover less text."""
     counts = ", ".join(  # (which of them a long prompt cut short is training's concern)
         f"{n} {what}" for what, n in sorted(truncated.items()) if what != CUT_BY_PROMPT

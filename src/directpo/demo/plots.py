@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +14,7 @@ CURVES = (
     ("rewards/margins", "reward margin"),
     ("rewards/accuracies", "reward accuracy"),
 )
+EVAL_LINE_STYLES = ("--", ":", "-.")  # a run's eval sets, in the colour of its training line
 
 
 def _pyplot() -> Any:
@@ -23,23 +27,28 @@ def _pyplot() -> Any:
 
 
 def plot_curves(runs: Sequence[tuple[str, list[dict[str, Any]]]], path: str | Path) -> Path:
-    """One panel per training metric, one line per run (label, metrics.jsonl rows), and a
-    dashed one per evaluated set."""
+    """One panel per training metric, one line per run (label, metrics.jsonl rows); its
+    evaluations (``eval/`` rows, and each named eval set's), dashed, in the run's colour."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 3.6))
     for axis, (key, title) in zip(axes, CURVES, strict=True):
         for label, rows in runs:
+            colour = None
+            eval_styles = itertools.cycle(EVAL_LINE_STYLES)
             for name, series in _series(rows, key).items():
                 points = [(r["step"], r[series]) for r in rows if series in r]
-                line = "-" if name == "train" else "--"
+                style = "-" if name == "train" else next(eval_styles)
                 shown = label if name == "train" else f"{label} {name}"
-                axis.plot(*zip(*points, strict=True), line, label=shown, linewidth=1.5)
+                (line,) = axis.plot(
+                    *zip(*points, strict=True), style, label=shown, linewidth=1.5, color=colour
+                )
+                colour = line.get_color()
         axis.set_title(title)
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, Path(path))
     plt.close(fig)
     return Path(path)
 
@@ -61,6 +70,19 @@ def _series(rows: list[dict[str, Any]], key: str) -> dict[str, str]:
             if f"eval/{stem}_rewards/margins" in row and f"eval/{stem}_{key}" in row:
                 series.setdefault(f"eval {stem}", f"eval/{stem}_{key}")
     return series
+
+
+def _save(fig: Any, path: Path) -> None:
+    """Into a hidden file beside ``path``, then renamed: an earlier figure stays whole until
+    the new one is."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        fig.savefig(tmp, dpi=120, format=path.suffix[1:].lower())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def plot_frontier(results: dict[str, Any], path: str | Path) -> Path:
@@ -94,7 +116,37 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
     from directpo.errors import DirectpoError
     from directpo.tracking import read_metrics
 
+    if not Path(run_dir).is_dir():
+        raise DirectpoError(f"{run_dir}: no such run folder")
     rows = read_metrics(run_dir)
     if not rows:
         raise DirectpoError(f"{run_dir}: no metrics.jsonl with logged steps")
-    return plot_curves([(Path(run_dir).name, rows)], output or Path(run_dir) / "curves.png")
+    path = Path(output or Path(run_dir) / "curves.png")
+    _check_image_path(path)
+    return plot_curves([(Path(run_dir).resolve().name, rows)], path)
+
+
+def _check_image_path(path: Path) -> None:
+    """An image file matplotlib can write, its folder made: matplotlib wrote ``--output x`` or
+    ``--output some_folder`` to x.png or some_folder.png and was said to have written x, and
+    a missing folder was a traceback."""
+    from directpo.errors import ConfigError
+
+    if path.is_dir():
+        raise ConfigError(f"output: {path} is a folder; give a file name such as {path}/curves.png")
+    _pyplot()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    kinds = FigureCanvasAgg.get_supported_filetypes()
+    kind = path.suffix[1:].lower()
+    if kind not in kinds:
+        raise ConfigError(
+            f"output: {path}: give an image file name ending in one of "
+            f"{', '.join('.' + k for k in sorted(kinds))} (got {path.suffix or '(none)'})"
+        )
+    try:  # a new folder for the figure is made, as score's and train's are
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"output: cannot make the folder {path.parent} ({exc.strerror})"
+        ) from None

@@ -1,0 +1,315 @@
+"""The score and rank commands: rows in, JSON Lines out, streamed.
+
+A file is read twice, a row at a time: first every row is checked (before any model loads, so
+a bad row is named at once), then rows are encoded, scored and written a chunk at a time, so
+memory does not grow with the file. The output goes through ``jsonl.StagedJsonl``: it appears
+complete or not at all, and a run stopped part way (Ctrl-C, a crash) is continued by the same
+command from the rows it had written. Chunks are whole forward batches of the sequences in
+file order, the batches of scoring every row at once: the rewards do not depend on the chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+from tqdm.auto import tqdm
+
+from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
+from directpo.data import Columns, PreferenceExample, iter_rows, parse_pair
+from directpo.errors import DataError
+from directpo.jsonl import StagedJsonl
+from directpo.messages import Text, is_message_list
+from directpo.prompts import (
+    parse_prompt_and_responses,
+    row_images,
+    template_args_of,
+    with_images,
+)
+from directpo.readers import kind_of
+from directpo.reward import ImplicitReward, encode_row, truncation_note
+
+Item = TypeVar("Item")
+
+# sequences scored (and rows written) per chunk, rounded up to whole batches
+CHUNK_SEQUENCES = 256
+
+# what score adds to a pair row, and to a row of one response
+PAIR_COLUMNS, RESPONSE_COLUMNS = ("chosen_reward", "rejected_reward", "margin"), ("reward",)
+
+
+def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> dict[str, float]:
+    """Add ``reward`` to single-response rows, or ``chosen_reward``, ``rejected_reward`` and
+    ``margin`` to preference rows; report accuracy and mean margin over the pairs."""
+    options.check_environment()
+    base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
+    total = sum(1 for _ in _score_items(options, base_dir))  # every row checked before loading
+    with StagedJsonl(options.output, _resume_key(options)) as out:
+        scorer = _scorer(options, echo)
+        truncated: Counter[str] = Counter()
+        margins: list[float] = []  # one float a pair: 8 bytes, not the row
+
+        def encoded() -> Iterator[tuple[tuple[dict[str, Any], bool], list[tuple[Any, ...]]]]:
+            for label, row, item in _score_items(options, base_dir):
+                pair = isinstance(item, PreferenceExample)
+                staged = out.resumed(row, PAIR_COLUMNS if pair else RESPONSE_COLUMNS)
+                if staged is not None:  # written by an earlier, stopped run
+                    if pair:
+                        margins.append(staged["chosen_reward"] - staged["rejected_reward"])
+                    bar.update()
+                    continue
+                if pair:
+                    ids = [
+                        encode_row(
+                            scorer,
+                            item.prompt,
+                            response,
+                            label,
+                            item.images,
+                            truncated,
+                            item.template_args,
+                        )  # fmt: skip
+                        for response in (item.chosen, item.rejected)
+                    ]
+                else:
+                    ids = [encode_row(scorer, *item[:2], label, item[2], truncated, item[3])]
+                yield (row, pair), ids
+
+        with _progress(total, "score") as bar:
+            for chunk in _scored_in_chunks(scorer, encoded()):
+                rows = []
+                for (row, pair), rewards in chunk:
+                    if pair:
+                        chosen, rejected = rewards
+                        margins.append(chosen - rejected)
+                        rows.append(
+                            {
+                                **row,
+                                "chosen_reward": chosen,
+                                "rejected_reward": rejected,
+                                "margin": chosen - rejected,
+                            }
+                        )
+                    else:
+                        rows.append({**row, "reward": rewards[0]})
+                out.write(rows)
+                bar.update(len(rows))
+        out.commit()
+    if truncated:
+        echo(truncation_note(scorer, truncated))
+    summary: dict[str, float] = {"rows": out.written, "pairs": len(margins)}
+    if margins:
+        summary["accuracy"] = sum(m > 0 for m in margins) / len(margins)
+        summary["mean_margin"] = sum(margins) / len(margins)
+        echo(
+            f"{len(margins)} pairs: preference accuracy {summary['accuracy']:.4f}, "
+            f"mean margin {summary['mean_margin']:.4g}"
+        )
+    echo(f"wrote {out.written} rows to {options.output}{_resumed_note(out)}")
+    return summary
+
+
+def _score_items(
+    options: ScoreOptions, base_dir: str
+) -> Iterator[tuple[str, dict[str, Any], PreferenceExample | tuple[Any, ...]]]:
+    """(label, row, parsed row) of each input row: a preference pair, or (prompt, response,
+    images, template arguments) of a single response; a bad row a DataError naming it."""
+    columns = Columns(
+        options.prompt_column,
+        options.chosen_column,
+        options.rejected_column,
+        system=options.system_column,
+    )
+    pair_columns = (options.chosen_column, options.rejected_column)
+    for where, row in iter_rows(options.input):
+        label = f"{options.input}: {where}"
+        column = _response_column(row, options.response_column)
+        # a row with one of chosen / rejected and no response is a pair that lacks the other
+        if all(c in row for c in pair_columns) or (
+            any(c in row for c in pair_columns) and column not in row
+        ):
+            yield label, row, parse_pair(row, columns, label, base_dir)
+            continue
+        prompt, given = parse_prompt_and_responses(
+            row, options.prompt_column, column, label, options.system_column
+        )
+        if len(given) != 1:
+            raise DataError(f"{label}: field '{column}' holds several responses; use directpo rank")
+        images = row_images(row, label, base_dir, options.prompt_column)
+        args = template_args_of(row, prompt, label)
+        yield label, row, (with_images(prompt, images), given[0], images, args)
+
+
+def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
+    """Add ``ranked``: the candidates sorted by implicit reward, best first, with their rewards."""
+    options.check_environment()
+    base_dir = os.path.dirname(os.path.abspath(options.input))
+    total = sum(1 for _ in _rank_items(options, base_dir))  # every row checked before loading
+    with StagedJsonl(options.output, _resume_key(options)) as out:
+        scorer = _scorer(options, echo)
+        truncated: Counter[str] = Counter()
+        candidates = 0
+
+        def encoded() -> Iterator[tuple[tuple[dict[str, Any], str], list[tuple[Any, ...]]]]:
+            nonlocal candidates
+            for label, row, column, prompt, responses, image, arg in _rank_items(options, base_dir):
+                candidates += len(responses)
+                if out.resumed(row, ("ranked",)) is not None:  # written by an earlier, stopped run
+                    bar.update()
+                    continue
+                prompt = with_images(prompt, image)
+                yield (
+                    (row, column),
+                    [
+                        encode_row(scorer, prompt, response, label, image, truncated, arg)
+                        for response in responses
+                    ],
+                )
+
+        with _progress(total, "rank") as bar:
+            for chunk in _scored_in_chunks(scorer, encoded()):
+                rows = []
+                for (row, column), rewards in chunk:
+                    scored = [(reward, i) for i, reward in enumerate(rewards)]
+                    order = sorted(scored, key=lambda item: (-item[0], item[1]))  # ties: stable
+                    given = row[column]  # each candidate as written (text or messages)
+                    rows.append(
+                        {**row, "ranked": [{"response": given[i], "reward": r} for r, i in order]}
+                    )
+                out.write(rows)
+                bar.update(len(rows))
+        out.commit()
+    if truncated:
+        echo(truncation_note(scorer, truncated))
+    echo(
+        f"ranked {candidates} candidates of {out.written} prompts into {options.output}"
+        f"{_resumed_note(out)}"
+    )
+    return out.written
+
+
+def _rank_items(
+    options: RankOptions, base_dir: str
+) -> Iterator[tuple[str, dict[str, Any], str, Text, list[Text], Any, dict[str, Any] | None]]:
+    """(label, row, candidates' column, prompt, candidates, images, template arguments) of each
+    input row; a bad row a DataError naming it."""
+    for where, row in iter_rows(options.input):
+        label = f"{options.input}: {where}"
+        column = _response_column(row, options.responses_column)
+        prompt, responses = _candidates(row, options, column, label)
+        images = row_images(row, label, base_dir, options.prompt_column)
+        args = template_args_of(row, prompt, label)
+        yield label, row, column, prompt, responses, images, args
+
+
+def _scored_in_chunks(
+    scorer: ImplicitReward, items: Iterable[tuple[Item, list[tuple[Any, ...]]]]
+) -> Iterator[list[tuple[Item, list[float]]]]:
+    """Lists of (item, the rewards of its sequences), in order, as chunks of whole batches of
+    the sequences are scored: only a chunk's rows are held (a row of many candidates may span
+    chunks), and each batch holds the sequences it would if every row were scored at once."""
+    size = scorer.batch_size * -(-CHUNK_SEQUENCES // scorer.batch_size)
+    waiting: deque[tuple[Item, int]] = deque()  # items and how many sequences each has
+    sequences: list[tuple[Any, ...]] = []
+    rewards: list[float] = []
+
+    def finished() -> list[tuple[Item, list[float]]]:
+        done = []
+        while waiting and waiting[0][1] <= len(rewards):
+            item, count = waiting.popleft()
+            done.append((item, rewards[:count]))
+            del rewards[:count]
+        return done
+
+    for item, ids in items:
+        waiting.append((item, len(ids)))
+        sequences += ids
+        while len(sequences) >= size:
+            rewards += scorer.score_ids(sequences[:size]).tolist()
+            del sequences[:size]
+            yield finished()
+    if sequences:
+        rewards += scorer.score_ids(sequences).tolist()
+    yield finished()
+
+
+def _progress(total: int, name: str) -> Any:
+    return tqdm(total=total, desc=name, unit="row", dynamic_ncols=True)
+
+
+def _resume_key(options: RewardOptions) -> str:
+    """What the rewards depend on besides the rows (not batch_size): a stopped run's partial
+    output is continued only by a run of the same options on the same model folders."""
+    chosen = {
+        key: value
+        for key, value in vars(options).items()
+        if key not in ("input", "output", "batch_size", "trust_remote_code")
+    }
+    chosen["command"] = type(options).__name__
+    chosen["models"] = [
+        _folder_state(path) for path in (options.model_name_or_path, options.ref_model_name_or_path)
+    ]
+    text = json.dumps(chosen, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _folder_state(path: str | None) -> Any:
+    """A model folder's absolute path and its files' modification times (retrained there:
+    other rewards); a hub name as given."""
+    if path is None or not os.path.isdir(path):
+        return path
+    times = sorted((e.name, e.stat().st_mtime_ns) for e in os.scandir(path) if e.is_file())
+    return [os.path.abspath(path), times]
+
+
+def _resumed_note(out: StagedJsonl) -> str:
+    if not out.resumed_rows:
+        return ""
+    return f" ({out.resumed_rows} of them from an earlier run that stopped)"
+
+
+def _scorer(options: RewardOptions, echo: Callable[[str], None]) -> ImplicitReward:
+    return ImplicitReward.from_run(
+        options.model_name_or_path,
+        options.ref_model_name_or_path,
+        options.beta,
+        echo=echo,
+        batch_size=options.batch_size,
+        dtype=options.dtype,
+        trust_remote_code=options.trust_remote_code,
+    )
+
+
+# TRL's names for the response columns (its prompt-completion datasets; the completions of
+# reward functions), which directpo generate writes too: read when a row lacks the default's
+TRL_RESPONSE_COLUMNS = {"response": "completion", "responses": "completions"}
+
+
+def _response_column(row: dict[str, Any], column: str) -> str:
+    """``column``, or TRL's name for it when the row has only that: generate's output ranks
+    as it is (it was "missing field 'responses'")."""
+    other = TRL_RESPONSE_COLUMNS.get(column)
+    return other if other is not None and column not in row and other in row else column
+
+
+def _candidates(
+    row: dict[str, Any], options: RankOptions, responses_column: str, where: str
+) -> tuple[Text, list[Text]]:
+    """A rank row's prompt and candidates: ``responses_column`` must hold a list of them (texts,
+    or message lists); a single text or one conversation is not a list of candidates."""
+    value = row.get(responses_column)
+    if value is not None:
+        one = is_message_list(value)
+        if not isinstance(value, list) or one:
+            got = "one conversation" if one else kind_of(value)
+            raise DataError(
+                f"{where}: field '{responses_column}' must be a list of candidate responses, "
+                f"got {got}"
+            )
+    return parse_prompt_and_responses(
+        row, options.prompt_column, responses_column, where, options.system_column
+    )

@@ -1,0 +1,220 @@
+"""score and rank stream their files: a chunk at a time, through a staging file that a stopped
+run leaves for the same command to continue from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tiny import SENTIMENT_PAIRS, save_tiny_model, write_jsonl
+
+from directpo.cli import main
+from directpo.command_options import RankOptions, ScoreOptions
+from directpo.errors import ConfigError
+from directpo.jsonl import StagedJsonl
+from directpo.reward import ImplicitReward
+from directpo.reward_files import rank_file, score_file
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> tuple[Path, Path]:
+    """(policy, reference): two different tiny models, so that rewards are not all 0."""
+    root = tmp_path_factory.mktemp("stream")
+    return save_tiny_model("llama", root / "policy", seed=1), save_tiny_model("llama", root / "ref")
+
+
+def mixed_rows(count: int) -> list[dict]:
+    """Pairs and single-response rows, each with its id."""
+    rows = []
+    for i in range(count):
+        pair = SENTIMENT_PAIRS[i % len(SENTIMENT_PAIRS)]
+        row = {**pair, "id": i} if i % 3 else {"prompt": pair["prompt"], "response": pair["chosen"]}
+        rows.append(row)
+    return rows
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def same_rows(got: list[dict], want: list[dict], tolerance: float = 1e-6) -> bool:
+    """Equal rows, their rewards to within ``tolerance`` (another batch_size pads otherwise)."""
+
+    def numbers(value):
+        if isinstance(value, float):
+            return pytest.approx(value, abs=tolerance)
+        if isinstance(value, dict):
+            return {k: numbers(v) for k, v in value.items()}
+        return [numbers(v) for v in value] if isinstance(value, list) else value
+
+    return got == numbers(want)
+
+
+def options(kind, models, data: Path, out: Path, **more):
+    policy, reference = models
+    return kind(
+        model_name_or_path=str(policy), ref_model_name_or_path=str(reference), beta=0.1,
+        input=str(data), output=str(out), **more,
+    )  # fmt: skip
+
+
+def stop_at_call(monkeypatch, number: int | None) -> list[int]:
+    """score_ids raises KeyboardInterrupt (a Ctrl-C) at its ``number``-th call (None: never);
+    returns the number of sequences each call was given."""
+    calls: list[int] = []
+    real = ImplicitReward.score_ids
+
+    def score_ids(self, rows, progress=False):
+        calls.append(len(rows))
+        if len(calls) == number:
+            raise KeyboardInterrupt
+        return real(self, rows, progress)
+
+    monkeypatch.setattr(ImplicitReward, "score_ids", score_ids)
+    return calls
+
+
+def test_score_and_rank_write_the_rewards_of_scoring_every_row_at_once(
+    models, tmp_path, monkeypatch
+) -> None:
+    """Chunks are whole batches of the sequences in file order: the same rewards as one call
+    over every row, in the file's order, whatever the chunk; another batch_size agrees."""
+    monkeypatch.setattr("directpo.reward_files.CHUNK_SEQUENCES", 3)  # 2 batches of 2
+    rows = mixed_rows(11)
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    summary = score_file(options(ScoreOptions, models, data, tmp_path / "s.jsonl", batch_size=2))
+    scored = read(tmp_path / "s.jsonl")
+    scorer = ImplicitReward(*models, beta=0.1, batch_size=2)
+    want = scorer.score(
+        [r["prompt"] for r in rows for _ in (("chosen", "rejected") if "chosen" in r else [1])],
+        [r[k] for r in rows for k in (("chosen", "rejected") if "chosen" in r else ["response"])],
+    )
+    got = []
+    for row, out in zip(rows, scored, strict=True):
+        assert {k: out[k] for k in row} == row  # every field kept, in the file's order
+        got += (
+            [out["chosen_reward"], out["rejected_reward"]] if "chosen" in row else [out["reward"]]
+        )
+        if "chosen" in row:
+            assert out["margin"] == out["chosen_reward"] - out["rejected_reward"]
+    assert got == want  # exactly: the same batches
+    assert len(scored) == summary["rows"] == 11 and summary["pairs"] == 7
+    margins = [r["margin"] for r in scored if "margin" in r]
+    assert summary["mean_margin"] == pytest.approx(sum(margins) / 7)
+    score_file(options(ScoreOptions, models, data, tmp_path / "s5.jsonl", batch_size=5), quiet)
+    assert same_rows(read(tmp_path / "s5.jsonl"), scored, 1e-5)
+    # rank: a row of 5 candidates spans chunks
+    cands = [
+        {"prompt": "The movie was", "responses": [p["chosen"] for p in SENTIMENT_PAIRS[:n]]}
+        for n in (5, 1, 3, 2)
+    ]
+    data = write_jsonl(tmp_path / "cands.jsonl", cands)
+    rank_file(options(RankOptions, models, data, tmp_path / "r.jsonl", batch_size=2), quiet)
+    ranked = read(tmp_path / "r.jsonl")
+    for row, out in zip(cands, ranked, strict=True):
+        rewards = scorer.score([row["prompt"]] * len(row["responses"]), row["responses"])
+        want = sorted(zip(rewards, row["responses"], strict=True), key=lambda x: -x[0])
+        assert [(c["reward"], c["response"]) for c in out["ranked"]] == want
+
+
+@pytest.mark.parametrize("command", ["score", "rank"])
+def test_a_stopped_run_keeps_its_rows_and_the_same_command_continues(
+    models, tmp_path, monkeypatch, capsys, command
+) -> None:
+    """A Ctrl-C at row 90k kept nothing: every row was held and written at the end. Now each
+    chunk is written as it is scored, to a staging file; the output appears only complete."""
+    monkeypatch.setattr("directpo.reward_files.CHUNK_SEQUENCES", 4)
+    if command == "score":
+        rows = mixed_rows(12)
+    else:
+        rows = [
+            {"prompt": p["prompt"], "responses": [p["chosen"], p["rejected"]]}
+            for p in SENTIMENT_PAIRS * 2
+        ]
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    out = tmp_path / "out" / "scored.jsonl"
+    args = [command, "--model_name_or_path", str(models[0]), "--ref_model_name_or_path",
+            str(models[1]), "--beta", "0.1", "--batch_size", "2", "--input", str(data),
+            "--output", str(out)]  # fmt: skip
+    assert main([*args[:-1], str(tmp_path / "whole.jsonl")]) == 0
+    whole = read(tmp_path / "whole.jsonl")
+    capsys.readouterr()
+    calls = stop_at_call(monkeypatch, 3)
+    assert main(args) == 130
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert not out.exists()
+    [staging] = out.parent.iterdir()
+    kept = read(staging)
+    assert kept == whole[: len(kept)] and 0 < len(kept) < len(rows)
+    assert err == (
+        f"directpo: interrupted: {len(kept)} rows are kept in {staging}; the same command "
+        "continues from there"
+    )
+    # the same command again: only the rows not kept are scored
+    calls = stop_at_call(monkeypatch, None)
+    assert main(args) == 0
+    assert f"({len(kept)} of them from an earlier run that stopped)" in capsys.readouterr().out
+    assert same_rows(read(out), whole)
+    assert list(out.parent.iterdir()) == [out]
+    assert sum(calls) == sum(1 if "response" in row else 2 for row in rows[len(kept) :])
+    # an edited row: the kept rows before it are continued, those from it on scored anew
+    stop_at_call(monkeypatch, 3)
+    assert main(args) == 130
+    capsys.readouterr()
+    [staging] = [p for p in out.parent.iterdir() if p != out]
+    kept = read(staging)
+    rows[1] = {**rows[1], "prompt": "Edited:"}
+    write_jsonl(data, rows)
+    stop_at_call(monkeypatch, None)
+    assert main(args) == 0
+    assert "(1 of them from an earlier run that stopped)" in capsys.readouterr().out
+    again = read(out)
+    assert same_rows(again[:1], whole[:1]) and again[1]["prompt"] == "Edited:"
+    # other options (beta): a stopped run's rows are not continued
+    stop_at_call(monkeypatch, 3)
+    assert main(args) == 130
+    stop_at_call(monkeypatch, None)
+    assert main([*args, "--beta", "0.2"]) == 0
+    assert "earlier run" not in capsys.readouterr().out
+    assert list(out.parent.iterdir()) == [out]
+
+
+def test_a_staging_file_is_cut_at_a_line_a_killed_run_left_half_written(tmp_path) -> None:
+    target = tmp_path / "out.jsonl"
+    rows = [{"a": i} for i in range(3)]
+    staging = tmp_path / ".out.jsonl.k.partial"
+    staging.write_text('{"a": 0, "r": 1}\n{"a": 1, "r": 2}\n{"a": 2, "r"')
+    with StagedJsonl(target, "k") as out:
+        assert out.resumed(rows[0], ["r"]) == {"a": 0, "r": 1}
+        assert out.resumed(rows[1], ["r"]) == {"a": 1, "r": 2}
+        assert out.resumed(rows[2], ["r"]) is None  # cut short: scored again
+        out.write([{"a": 2, "r": 3}])
+        out.commit()
+    assert read(target) == [{"a": i, "r": i + 1} for i in range(3)]
+    assert list(tmp_path.iterdir()) == [target]
+    # a second process writing the same output with the same options is refused
+    with StagedJsonl(target, "k") as first:
+        with pytest.raises(ConfigError, match="another process is writing"):
+            StagedJsonl(target, "k")
+        # one of other options is discarded, unless a process is writing it now
+        with StagedJsonl(target, "other"):
+            assert first.staging.exists()
+        first.write([{"a": 0}])
+        first.commit()
+    assert read(target) == [{"a": 0}]
+    assert not (tmp_path / ".out.jsonl.other.partial").exists()  # nothing written: removed
+    (tmp_path / ".out.jsonl.other.partial").write_text('{"a": 5}\n')
+    with StagedJsonl(target, "k") as out:
+        assert out.resumed({"a": 5}, ["r"]) is None  # of other options; and it lacks r
+        out.commit()
+    # a field of the row's own that a command adds to other rows (a pair row's "reward",
+    # edited since) is the row's: compared, not taken from the staged row
+    staging.write_text('{"a": 0, "reward": 1, "r": 5}\n')
+    with StagedJsonl(target, "k") as out:
+        assert out.resumed({"a": 0, "reward": 2}, ["r"]) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
