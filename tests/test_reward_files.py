@@ -218,3 +218,41 @@ def test_a_staging_file_is_cut_at_a_line_a_killed_run_left_half_written(tmp_path
     with StagedJsonl(target, "k") as out:
         assert out.resumed({"a": 0, "reward": 2}, ["r"]) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
+def test_system_column_scores_and_ranks_as_the_conversation_it_opens(models, tmp_path):
+    """Orca-style rows (system, question, chosen, rejected) score as conversational rows that
+    open with that system turn, in score and rank alike."""
+    orca, chat, candidates, chat_candidates = [], [], [], []
+    for i, pair in enumerate(SENTIMENT_PAIRS[:3]):
+        system = f"You are reviewer {i}."
+        orca.append({"system": system, "question": pair["prompt"], **{k: pair[k] for k in
+                     ("chosen", "rejected")}})  # fmt: skip
+        prompt = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": pair["prompt"]},
+        ]
+        answers = [[{"role": "assistant", "content": pair[k]}] for k in ("chosen", "rejected")]
+        chat.append({"prompt": prompt, "chosen": answers[0], "rejected": answers[1]})
+        candidates.append({"system": system, "question": pair["prompt"],
+                           "responses": [pair["chosen"], pair["rejected"]]})  # fmt: skip
+        chat_candidates.append({"prompt": prompt, "responses": answers})
+    given = dict(prompt_column="question", system_column="system")
+    score_file(options(ScoreOptions, models, write_jsonl(tmp_path / "o.jsonl", orca),
+                       tmp_path / "o_out.jsonl", **given), echo=quiet)  # fmt: skip
+    score_file(options(ScoreOptions, models, write_jsonl(tmp_path / "c.jsonl", chat),
+                       tmp_path / "c_out.jsonl"), echo=quiet)  # fmt: skip
+    as_orca, as_chat = read(tmp_path / "o_out.jsonl"), read(tmp_path / "c_out.jsonl")
+    assert [r["margin"] for r in as_orca] == pytest.approx([r["margin"] for r in as_chat])
+    rank_file(options(RankOptions, models, write_jsonl(tmp_path / "r.jsonl", candidates),
+                      tmp_path / "r_out.jsonl", **given), echo=quiet)  # fmt: skip
+    rank_file(options(RankOptions, models, write_jsonl(tmp_path / "rc.jsonl", chat_candidates),
+                      tmp_path / "rc_out.jsonl"), echo=quiet)  # fmt: skip
+    rewards = [c["reward"] for r in read(tmp_path / "r_out.jsonl") for c in r["ranked"]]
+    chat_rewards = [c["reward"] for r in read(tmp_path / "rc_out.jsonl") for c in r["ranked"]]
+    assert rewards == pytest.approx(chat_rewards)
+    # without system_column the system text is not in the prompt: other rewards
+    score_file(options(ScoreOptions, models, tmp_path / "o.jsonl", tmp_path / "n_out.jsonl",
+                       prompt_column="question"), echo=quiet)  # fmt: skip
+    plain = [r["margin"] for r in read(tmp_path / "n_out.jsonl")]
+    assert plain != pytest.approx([r["margin"] for r in as_chat])
