@@ -226,8 +226,8 @@ def test_plot_draws_evaluations_and_writes_only_an_image_file(tmp_path, monkeypa
     assert main(["plot", str(run), "--output", str(out)]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
     assert drawn == {
-        ("training loss", "run"): [1, 2, 3, 4],
-        ("training loss", "run eval"): [2, 4],
+        ("loss", "run"): [1, 2, 3, 4],
+        ("loss", "run eval"): [2, 4],
         ("reward margin", "run"): [1, 2, 3, 4],
         ("reward accuracy", "run eval"): [2, 4],
     }
