@@ -149,6 +149,48 @@ def test_continuing_an_adapter_keeps_its_start_as_the_reference(
         check_environment(config)
 
 
+@pytest.mark.parametrize("init", ["pissa", "olora"])
+def test_adapters_that_rewrite_the_base_keep_the_starting_model_as_the_reference(
+    tiny_model_dirs, pairs_file, tmp_path, init
+) -> None:
+    """PiSSA and OLoRA move part of each base weight into the adapter (W = W_res + B0 A0): with
+    the adapters off the model was W_res, which served as the reference (the first loss was
+    not ln 2), and continuing such an adapter loaded it a second time as the reference, which
+    made peft rewrite the base again under the policy too."""
+    from peft import LoraConfig, PeftModel
+    from transformers import AutoModelForCausalLM
+
+    llama, first = tiny_model_dirs["llama"], tmp_path / "first"
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=init)
+    config = tiny_config(llama, pairs_file, first, max_steps=2, learning_rate=5e-2)
+    assert rows(train(config, echo=quiet, peft_config=lora))[0]["loss"] == pytest.approx(
+        math.log(2), abs=1e-6
+    )
+    continued = train(tiny_config(first, pairs_file, tmp_path / "second", max_steps=1,
+                                  learning_rate=1e-3), echo=quiet)  # fmt: skip
+    assert rows(continued)[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    saved = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llama), first)
+    trained = dict(continued.policy.get_base_model().named_parameters())
+    for name, weight in saved.get_base_model().named_parameters():
+        if "base_layer" in name:  # the base under the adapter, as peft loads the folder once
+            assert torch.equal(trained[name], weight), name
+
+
+@pytest.mark.parametrize("init, step", [("eva", "initialize_lora_eva_weights"),
+                                        ("lora_ga", "preprocess_loraga")])  # fmt: skip
+def test_initialisations_computed_from_data_are_refused(
+    tiny_model_dirs, pairs_file, tmp_path, init, step
+) -> None:
+    """EVA and LoRA-GA start from a peft pass over data that directpo never runs: peft then
+    started plain LoRA adapters without a word."""
+    from peft import LoraConfig
+
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "out", max_steps=1)
+    lora = LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=init)
+    with pytest.raises(ModelLoadError, match=f"init_lora_weights '{init}' .* {step}"):
+        train(config, echo=quiet, peft_config=lora)
+
+
 def test_ref_model_init_kwargs_load_a_separate_reference_beside_adapters(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:

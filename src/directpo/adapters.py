@@ -64,6 +64,35 @@ def align_dora_magnitudes(model: torch.nn.Module, compute: torch.dtype) -> None:
                 magnitude.weight.data = norm.to(magnitude.weight.dtype)
 
 
+# LoRA initialisations that move part of each base weight into the adapter (W = W_res + B0 A0):
+# the base with adapters off is then W_res, not the model the run starts from, and peft
+# redoes the subtraction whenever such an adapter is added or loaded again
+_BASE_REWRITING_INITS = ("pissa", "olora", "corda", "loftq")  # pissa: also pissa_niter_<n>
+# initialisations computed from data by a peft call on the model before training
+# (initialize_lora_eva_weights, preprocess_loraga, preprocess_corda): without it peft starts
+# plain LoRA adapters (eva, lora_ga) or stops (corda)
+_DATA_DRIVEN_INITS = {"eva": "initialize_lora_eva_weights", "lora_ga": "preprocess_loraga",
+                      "corda": "preprocess_corda"}  # fmt: skip
+
+
+def rewrites_base(peft_config: Any) -> bool:
+    """Whether ``peft_config``'s adapters start by rewriting the base weights (PiSSA, OLoRA,
+    CorDA, LoftQ): the reference is then the starting adapter, never the adapters off."""
+    init = getattr(peft_config, "init_lora_weights", True)
+    return isinstance(init, str) and init.lower().startswith(_BASE_REWRITING_INITS)
+
+
+def reference_adapter_config(peft_config: Any) -> Any:
+    """``peft_config`` for a frozen copy of an adapter added beside it (its values copied in
+    afterwards): initialised plainly, since a base-rewriting init would rewrite the base again
+    under both adapters."""
+    if not rewrites_base(peft_config):
+        return peft_config
+    plain = copy.copy(peft_config)
+    plain.init_lora_weights = True
+    return plain
+
+
 def adapter_base(path: str) -> str | None:
     """The base model of a PEFT adapter folder (``adapter_config.json`` without ``config.json``),
     else None."""
@@ -134,6 +163,14 @@ def apply_peft(
             "peft_config: AdaLoraConfig reallocates its ranks through the model's "
             "update_and_allocate after every optimizer step, which directpo's loop does not "
             "call; use LoRA (lora_r), DoRA, IA3, ..."
+        )
+    init = getattr(peft_config, "init_lora_weights", True)
+    if isinstance(init, str) and init.lower() in _DATA_DRIVEN_INITS:
+        raise ModelLoadError(
+            f"peft_config: init_lora_weights '{init}' is computed from data by peft's "
+            f"{_DATA_DRIVEN_INITS[init.lower()]} on the model before training, which directpo "
+            "(loading the model itself) never runs: the adapters would not start as asked; use "
+            "init_lora_weights True, 'gaussian', 'pissa' or 'olora'"
         )
     if _all_linear_on_mamba(model, peft_config):
         # peft's all-linear picks Mamba's out_proj and conv1d, then refuses them (peft's
