@@ -191,6 +191,32 @@ def test_initialisations_computed_from_data_are_refused(
         train(config, echo=quiet, peft_config=lora)
 
 
+@pytest.mark.parametrize(
+    "options, python, error",
+    [
+        ({"lora_target_modules": ["q_proj", "v_prj"]}, False,
+         r"lora_target_modules .*'v_prj' matches no layer .*: down_proj, .*v_proj"),
+        ({"lora_modules_to_save": ["lm_head", "embed_out"]}, False,
+         r"lora_modules_to_save .*'embed_out' matches no module .*: embed_tokens, lm_head"),
+        ({"target_modules": ["q_proj", "nope"], "modules_to_save": ["norm"]}, True,
+         r"target_modules\): 'nope' matches no layer"),
+    ],
+)  # fmt: skip
+def test_a_listed_module_that_matches_nothing_is_refused(
+    tiny_model_dirs, pairs_file, tmp_path, options, python, error
+) -> None:
+    """peft drops a target or modules_to_save name that matches no module without a word (it
+    stops only when none matches): a typo or another architecture's name trained less than
+    asked, e.g. no head trained in full."""
+    from peft import LoraConfig
+
+    lora = {"peft_config": LoraConfig(r=4, **options)} if python else {}
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "out", max_steps=1,
+                         **({} if python else {"lora_r": 4, **options}))  # fmt: skip
+    with pytest.raises(ModelLoadError, match=error):
+        train(config, echo=quiet, **lora)
+
+
 def test_ref_model_init_kwargs_load_a_separate_reference_beside_adapters(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:

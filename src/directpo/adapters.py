@@ -177,10 +177,65 @@ def apply_peft(
         # _check_lora_target_modules_mamba); all-linear means the layers LoRA can adapt
         peft_config = copy.copy(peft_config)
         peft_config.exclude_modules = MAMBA_LORA_EXCLUDED
+    # as given: peft fills in the config (all-linear, null) with the names it chose
+    targets = getattr(peft_config, "target_modules", None)
+    targets = list(targets) if isinstance(targets, list | set | tuple) else None
+    to_save = list(getattr(peft_config, "modules_to_save", None) or [])
     try:
-        return get_peft_model(model, peft_config, revision=revision)
+        wrapped = get_peft_model(model, peft_config, revision=revision)
     except (ValueError, TypeError) as exc:  # e.g. target modules not found in the model
         raise ModelLoadError(f"peft: {first_line(exc)}") from None
+    _check_names_matched(wrapped, targets, to_save)
+    return wrapped
+
+
+def _check_names_matched(
+    model: torch.nn.Module, targets: list[str] | None, to_save: list[str]
+) -> None:
+    """Every name listed in target_modules and modules_to_save matched a module: peft drops a
+    name that matches none without a word (it stops only when no target matches at all), so a
+    misspelt or other architecture's name trained less than asked (lm_head on a model whose
+    head is embed_out: nothing trained in full). ``targets`` None: a regex, all-linear or
+    peft's choice."""
+    from peft.utils import ModulesToSaveWrapper
+
+    if targets:
+        adapted = getattr(model, "targeted_module_names", [])
+        # peft's rule for a list: the whole name, or its end after a dot
+        missing = [t for t in targets if not any(a == t or a.endswith(f".{t}") for a in adapted)]
+        if missing:
+            layers = ", ".join(_linear_names(model))
+            raise ModelLoadError(
+                f"lora_target_modules (target_modules): {', '.join(map(repr, missing))} "
+                f"{_match(missing)} no layer of the model; its linear layers: {layers}"
+            )
+    saved = [n for n, m in model.named_modules() if isinstance(m, ModulesToSaveWrapper)]
+    # peft's rule for modules_to_save: the end of the name
+    missing = [k for k in to_save if not any(n.endswith(k) for n in saved)]
+    if missing:
+        base = model.get_base_model()
+        ends = {base.get_input_embeddings(), base.get_output_embeddings()}
+        names = [n.rsplit(".", 1)[-1] for n, m in base.named_modules() if n and m in ends]
+        raise ModelLoadError(
+            f"lora_modules_to_save (modules_to_save): {', '.join(map(repr, missing))} "
+            f"{_match(missing)} no module of the model (peft matches the end of a module's "
+            f"name); its embeddings and LM head: {', '.join(names)}"
+        )
+
+
+def _match(names: list[str]) -> str:
+    return "matches" if len(names) == 1 else "match"
+
+
+def _linear_names(model: torch.nn.Module) -> list[str]:
+    """The last names of the model's own linear layers (transformers' Conv1D in GPT-2 too), not
+    the adapters' or peft's copies of them."""
+    names = set()
+    for name, module in model.named_modules():
+        linear = isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
+        if linear and ".lora_" not in name and ".modules_to_save." not in name:
+            names.add(name.removesuffix(".base_layer").removesuffix(".original_module"))
+    return sorted({name.rsplit(".", 1)[-1] for name in names})
 
 
 def lora_config(
