@@ -200,14 +200,17 @@ def test_initialisations_computed_from_data_are_refused(
          r"lora_modules_to_save .*'embed_out' matches no module .*: embed_tokens, lm_head"),
         ({"target_modules": ["q_proj", "nope"], "modules_to_save": ["norm"]}, True,
          r"target_modules\): 'nope' matches no layer"),
+        ({"lora_target_parameters": ["mlp.experts.gate_up_proj"]}, False,
+         r"lora_target_parameters .*'mlp.experts.gate_up_proj' matches no parameter"),
     ],
 )  # fmt: skip
 def test_a_listed_module_that_matches_nothing_is_refused(
     tiny_model_dirs, pairs_file, tmp_path, options, python, error
 ) -> None:
-    """peft drops a target or modules_to_save name that matches no module without a word (it
-    stops only when none matches): a typo or another architecture's name trained less than
-    asked, e.g. no head trained in full."""
+    """peft drops a target, modules_to_save or target_parameters name that matches nothing
+    without a word (it stops only when no target matches): a typo or another architecture's
+    name trained less than asked, e.g. no head trained in full, no expert adapted on a dense
+    model."""
     from peft import LoraConfig
 
     lora = {"peft_config": LoraConfig(r=4, **options)} if python else {}

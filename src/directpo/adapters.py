@@ -181,28 +181,40 @@ def apply_peft(
     targets = getattr(peft_config, "target_modules", None)
     targets = list(targets) if isinstance(targets, list | set | tuple) else None
     to_save = list(getattr(peft_config, "modules_to_save", None) or [])
+    parameters = list(getattr(peft_config, "target_parameters", None) or [])
     try:
         wrapped = get_peft_model(model, peft_config, revision=revision)
     except (ValueError, TypeError) as exc:  # e.g. target modules not found in the model
         raise ModelLoadError(f"peft: {first_line(exc)}") from None
-    _check_names_matched(wrapped, targets, to_save)
+    _check_names_matched(wrapped, targets, to_save, parameters)
     return wrapped
 
 
+def _unmatched(names: list[str], matched: list[str]) -> list[str]:
+    # peft's rule for target_modules (a list) and target_parameters: the whole name, or its
+    # end after a dot
+    return [t for t in names if not any(m == t or m.endswith(f".{t}") for m in matched)]
+
+
 def _check_names_matched(
-    model: torch.nn.Module, targets: list[str] | None, to_save: list[str]
+    model: torch.nn.Module, targets: list[str] | None, to_save: list[str], parameters: list[str]
 ) -> None:
-    """Every name listed in target_modules and modules_to_save matched a module: peft drops a
-    name that matches none without a word (it stops only when no target matches at all), so a
-    misspelt or other architecture's name trained less than asked (lm_head on a model whose
-    head is embed_out: nothing trained in full). ``targets`` None: a regex, all-linear or
-    peft's choice."""
+    """Every name listed in target_modules, modules_to_save and target_parameters matched:
+    peft drops a name that matches nothing without a word (it stops only when no target
+    matches at all), so a misspelt or other architecture's name trained less than asked
+    (lm_head on a model whose head is embed_out: nothing trained in full). ``targets`` None:
+    a regex, all-linear or peft's choice."""
     from peft.utils import ModulesToSaveWrapper
 
+    missing = _unmatched(parameters, getattr(model, "targeted_parameter_names", []))
+    if missing:
+        raise ModelLoadError(
+            f"lora_target_parameters (target_parameters): {', '.join(map(repr, missing))} "
+            f"{_match(missing)} no parameter of the model (peft matches the end of a "
+            "parameter's name, e.g. mlp.experts.gate_up_proj)"
+        )
     if targets:
-        adapted = getattr(model, "targeted_module_names", [])
-        # peft's rule for a list: the whole name, or its end after a dot
-        missing = [t for t in targets if not any(a == t or a.endswith(f".{t}") for a in adapted)]
+        missing = _unmatched(targets, getattr(model, "targeted_module_names", []))
         if missing:
             layers = ", ".join(_linear_names(model))
             raise ModelLoadError(
