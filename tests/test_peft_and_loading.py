@@ -274,6 +274,42 @@ def test_an_adapter_folder_without_a_tokenizer_reads_its_bases(
     assert scorer.tokenizer.get_vocab() == result.tokenizer.get_vocab()
 
 
+def test_an_adapter_whose_base_folder_is_gone_is_one_line(
+    tiny_model_dirs, pairs_file, tmp_path, capsys
+) -> None:
+    """An adapter folder naming a base folder that is not there (moved, trained elsewhere):
+    generate ended in huggingface_hub's traceback (the path taken for a hub id), train and
+    score in "model '/gone/llama': cannot load as a causal LM (Repo id must be in the form
+    ...)", naming neither the adapter folder nor its adapter_config.json."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    adapter = tmp_path / "adapter"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"])
+    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(adapter)
+    fields = json.loads((adapter / "adapter_config.json").read_text())
+    gone = str(tmp_path / "gone" / "llama")
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({**fields, "base_model_name_or_path": gone})
+    )
+    capsys.readouterr()
+    io = ["--input", str(pairs_file), "--output", str(tmp_path / "out.jsonl")]
+    for argv in (
+        ["generate", *io],
+        ["score", *io, "--ref_model_name_or_path", str(tiny_model_dirs["llama"]), "--beta", "0.1"],
+        ["train", "--train_file", str(pairs_file), "--output_dir", str(tmp_path / "o")],
+    ):
+        assert main([*argv, "--model_name_or_path", str(adapter)]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        assert err.strip().splitlines()[-1] == (
+            f"directpo: error: model '{adapter}': its adapter_config.json names "
+            f"base_model_name_or_path '{gone}', which is no folder here (moved, or the adapter "
+            "was trained on another machine): put the base model there, or set "
+            "base_model_name_or_path to its folder or hub id"
+        )
+
+
 def test_qlora_is_one_line_where_bitsandbytes_cannot_run(
     tiny_model_dirs, pairs_file, tmp_path, capsys
 ) -> None:

@@ -12,7 +12,7 @@ import torch
 
 from directpo.errors import ModelLoadError, first_line
 from directpo.precision import DTYPES
-from directpo.preflight import has_files
+from directpo.preflight import has_files, looks_local
 
 RESETTABLE_LORA_INITS = (True, False, "gaussian")  # peft draws these from the RNG alone
 
@@ -107,6 +107,13 @@ def adapter_base(path: str) -> str | None:
     if not os.path.isabs(base) and not os.path.exists(base):
         beside = os.path.join(path, base)  # a base given relative to the adapter folder
         base = beside if os.path.exists(beside) else base
+    if looks_local(base) and not os.path.isdir(base):
+        # (else peft and transformers took the path for a hub id, or a traceback)
+        raise ModelLoadError(
+            f"model '{path}': its adapter_config.json names base_model_name_or_path '{base}', "
+            "which is no folder here (moved, or the adapter was trained on another machine): "
+            "put the base model there, or set base_model_name_or_path to its folder or hub id"
+        )
     return base
 
 
