@@ -310,6 +310,25 @@ def test_an_adapter_whose_base_folder_is_gone_is_one_line(
         )
 
 
+def test_a_folder_holding_a_model_and_an_adapter_is_refused_for_training(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """config.json and adapter_config.json in one folder: transformers loads the model with the
+    adapter frozen on it, so training stopped at "no trainable parameters" (with lora_r: "is
+    an adapter folder: training continues that adapter", which it did not)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    both = tmp_path / "both"
+    shutil.copytree(tiny_model_dirs["llama"], both)
+    model = AutoModelForCausalLM.from_pretrained(both)
+    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(both)
+    for lora in ({}, {"lora_r": 4}):
+        config = tiny_config(both, pairs_file, tmp_path / "out", max_steps=1, **lora)
+        with pytest.raises(ConfigError, match="holds a model .config.json. and an adapter"):
+            train(config, echo=quiet)
+
+
 def test_qlora_is_one_line_where_bitsandbytes_cannot_run(
     tiny_model_dirs, pairs_file, tmp_path, capsys
 ) -> None:
