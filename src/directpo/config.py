@@ -176,7 +176,8 @@ class DPOConfig(Options):
     disable_dropout: bool = option(
         True,
         "Set every dropout probability of policy and reference to 0, so that log-probs are "
-        "deterministic and policy == reference gives exactly zero reward at the start.",
+        "deterministic and policy == reference gives exactly zero reward at the start "
+        "(lora_dropout, the LoRA branch's, stays as set; TRL's zeroes it too).",
     )
     use_peft: bool | None = option(
         None,
