@@ -76,6 +76,26 @@ def test_any_peft_config_from_python(tiny_model_dirs, pairs_file, tmp_path) -> N
         train(config, echo=quiet, peft_config=peft_config)
 
 
+def test_trainable_token_indices_train_those_embedding_rows(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """peft's trainable_token_indices wraps the input embeddings in a TrainableTokensWrapper,
+    which has no num_embeddings: the run stopped in an AttributeError traceback (the LM head
+    check read the vocabulary size there)."""
+    from peft import LoraConfig
+
+    out = tmp_path / "out"
+    lora = LoraConfig(r=4, target_modules=["c_attn"], trainable_token_indices=[5, 9, 20])
+    config = tiny_config(tiny_model_dirs["gpt2"], pairs_file, out, max_steps=2, learning_rate=5e-2)
+    result = train(config, echo=quiet, peft_config=lora)
+    assert rows(result)[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    trainable = sum(p.numel() for p in result.policy.parameters() if p.requires_grad)
+    assert trainable == result.policy.get_nb_trainable_parameters()[0]
+    delta = load_file(out / "adapter_model.safetensors")
+    rows_trained = [v for k, v in delta.items() if "trainable_tokens_delta" in k]
+    assert [tuple(v.shape) for v in rows_trained] == [(3, 32)] and rows_trained[0].any()
+
+
 def test_a_peft_config_serves_another_model_after_a_run(tiny_model_dirs, pairs_file, tmp_path):
     """peft filled the caller's config object for the first model (target_modules, the base's
     path): a notebook reusing its IA3Config for another architecture was refused ("Target
