@@ -76,6 +76,26 @@ def test_any_peft_config_from_python(tiny_model_dirs, pairs_file, tmp_path) -> N
         train(config, echo=quiet, peft_config=peft_config)
 
 
+def test_trainable_token_indices_train_those_embedding_rows(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """peft's trainable_token_indices wraps the input embeddings in a TrainableTokensWrapper,
+    which has no num_embeddings: the run stopped in an AttributeError traceback (the LM head
+    check read the vocabulary size there)."""
+    from peft import LoraConfig
+
+    out = tmp_path / "out"
+    lora = LoraConfig(r=4, target_modules=["c_attn"], trainable_token_indices=[5, 9, 20])
+    config = tiny_config(tiny_model_dirs["gpt2"], pairs_file, out, max_steps=2, learning_rate=5e-2)
+    result = train(config, echo=quiet, peft_config=lora)
+    assert rows(result)[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    trainable = sum(p.numel() for p in result.policy.parameters() if p.requires_grad)
+    assert trainable == result.policy.get_nb_trainable_parameters()[0]
+    delta = load_file(out / "adapter_model.safetensors")
+    rows_trained = [v for k, v in delta.items() if "trainable_tokens_delta" in k]
+    assert [tuple(v.shape) for v in rows_trained] == [(3, 32)] and rows_trained[0].any()
+
+
 def test_a_peft_config_serves_another_model_after_a_run(tiny_model_dirs, pairs_file, tmp_path):
     """peft filled the caller's config object for the first model (target_modules, the base's
     path): a notebook reusing its IA3Config for another architecture was refused ("Target
@@ -149,6 +169,77 @@ def test_continuing_an_adapter_keeps_its_start_as_the_reference(
         check_environment(config)
 
 
+@pytest.mark.parametrize("init", ["pissa", "olora"])
+def test_adapters_that_rewrite_the_base_keep_the_starting_model_as_the_reference(
+    tiny_model_dirs, pairs_file, tmp_path, init
+) -> None:
+    """PiSSA and OLoRA move part of each base weight into the adapter (W = W_res + B0 A0): with
+    the adapters off the model was W_res, which served as the reference (the first loss was
+    not ln 2), and continuing such an adapter loaded it a second time as the reference, which
+    made peft rewrite the base again under the policy too."""
+    from peft import LoraConfig, PeftModel
+    from transformers import AutoModelForCausalLM
+
+    llama, first = tiny_model_dirs["llama"], tmp_path / "first"
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=init)
+    config = tiny_config(llama, pairs_file, first, max_steps=2, learning_rate=5e-2)
+    assert rows(train(config, echo=quiet, peft_config=lora))[0]["loss"] == pytest.approx(
+        math.log(2), abs=1e-6
+    )
+    continued = train(tiny_config(first, pairs_file, tmp_path / "second", max_steps=1,
+                                  learning_rate=1e-3), echo=quiet)  # fmt: skip
+    assert rows(continued)[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    saved = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llama), first)
+    trained = dict(continued.policy.get_base_model().named_parameters())
+    for name, weight in saved.get_base_model().named_parameters():
+        if "base_layer" in name:  # the base under the adapter, as peft loads the folder once
+            assert torch.equal(trained[name], weight), name
+
+
+@pytest.mark.parametrize("init, step", [("eva", "initialize_lora_eva_weights"),
+                                        ("lora_ga", "preprocess_loraga")])  # fmt: skip
+def test_initialisations_computed_from_data_are_refused(
+    tiny_model_dirs, pairs_file, tmp_path, init, step
+) -> None:
+    """EVA and LoRA-GA start from a peft pass over data that directpo never runs: peft then
+    started plain LoRA adapters without a word."""
+    from peft import LoraConfig
+
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "out", max_steps=1)
+    lora = LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=init)
+    with pytest.raises(ModelLoadError, match=f"init_lora_weights '{init}' .* {step}"):
+        train(config, echo=quiet, peft_config=lora)
+
+
+@pytest.mark.parametrize(
+    "options, python, error",
+    [
+        ({"lora_target_modules": ["q_proj", "v_prj"]}, False,
+         r"lora_target_modules .*'v_prj' matches no layer .*: down_proj, .*v_proj"),
+        ({"lora_modules_to_save": ["lm_head", "embed_out"]}, False,
+         r"lora_modules_to_save .*'embed_out' matches no module .*: embed_tokens, lm_head"),
+        ({"target_modules": ["q_proj", "nope"], "modules_to_save": ["norm"]}, True,
+         r"target_modules\): 'nope' matches no layer"),
+        ({"lora_target_parameters": ["mlp.experts.gate_up_proj"]}, False,
+         r"lora_target_parameters .*'mlp.experts.gate_up_proj' matches no parameter"),
+    ],
+)  # fmt: skip
+def test_a_listed_module_that_matches_nothing_is_refused(
+    tiny_model_dirs, pairs_file, tmp_path, options, python, error
+) -> None:
+    """peft drops a target, modules_to_save or target_parameters name that matches nothing
+    without a word (it stops only when no target matches): a typo or another architecture's
+    name trained less than asked, e.g. no head trained in full, no expert adapted on a dense
+    model."""
+    from peft import LoraConfig
+
+    lora = {"peft_config": LoraConfig(r=4, **options)} if python else {}
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "out", max_steps=1,
+                         **({} if python else {"lora_r": 4, **options}))  # fmt: skip
+    with pytest.raises(ModelLoadError, match=error):
+        train(config, echo=quiet, **lora)
+
+
 def test_ref_model_init_kwargs_load_a_separate_reference_beside_adapters(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:
@@ -201,6 +292,61 @@ def test_an_adapter_folder_without_a_tokenizer_reads_its_bases(
     assert (tmp_path / "out" / "tokenizer.json").is_file()  # the output has one to load with
     scorer = ImplicitReward(str(adapter), str(base), beta=0.1)
     assert scorer.tokenizer.get_vocab() == result.tokenizer.get_vocab()
+
+
+def test_an_adapter_whose_base_folder_is_gone_is_one_line(
+    tiny_model_dirs, pairs_file, tmp_path, capsys
+) -> None:
+    """An adapter folder naming a base folder that is not there (moved, trained elsewhere):
+    generate ended in huggingface_hub's traceback (the path taken for a hub id), train and
+    score in "model '/gone/llama': cannot load as a causal LM (Repo id must be in the form
+    ...)", naming neither the adapter folder nor its adapter_config.json."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    adapter = tmp_path / "adapter"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"])
+    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(adapter)
+    fields = json.loads((adapter / "adapter_config.json").read_text())
+    gone = str(tmp_path / "gone" / "llama")
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({**fields, "base_model_name_or_path": gone})
+    )
+    capsys.readouterr()
+    io = ["--input", str(pairs_file), "--output", str(tmp_path / "out.jsonl")]
+    for argv in (
+        ["generate", *io],
+        ["score", *io, "--ref_model_name_or_path", str(tiny_model_dirs["llama"]), "--beta", "0.1"],
+        ["train", "--train_file", str(pairs_file), "--output_dir", str(tmp_path / "o")],
+    ):
+        assert main([*argv, "--model_name_or_path", str(adapter)]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        assert err.strip().splitlines()[-1] == (
+            f"directpo: error: model '{adapter}': its adapter_config.json names "
+            f"base_model_name_or_path '{gone}', which is no folder here (moved, or the adapter "
+            "was trained on another machine): put the base model there, or set "
+            "base_model_name_or_path to its folder or hub id"
+        )
+
+
+def test_a_folder_holding_a_model_and_an_adapter_is_refused_for_training(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """config.json and adapter_config.json in one folder: transformers loads the model with the
+    adapter frozen on it, so training stopped at "no trainable parameters" (with lora_r: "is
+    an adapter folder: training continues that adapter", which it did not)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    both = tmp_path / "both"
+    shutil.copytree(tiny_model_dirs["llama"], both)
+    model = AutoModelForCausalLM.from_pretrained(both)
+    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(both)
+    for lora in ({}, {"lora_r": 4}):
+        config = tiny_config(both, pairs_file, tmp_path / "out", max_steps=1, **lora)
+        with pytest.raises(ConfigError, match="holds a model .config.json. and an adapter"):
+            train(config, echo=quiet)
 
 
 def test_qlora_is_one_line_where_bitsandbytes_cannot_run(

@@ -539,6 +539,24 @@ def test_models_given_as_objects_score_in_eval_mode_against_the_right_reference(
         assert got == pytest.approx(want, abs=1e-6)
 
 
+def test_an_adapter_that_rewrote_its_base_scores_against_the_base_as_stored(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """A PiSSA adapter's base with the adapter off is W_res, not the base: a fresh adapter (the
+    base itself) scored a nonzero reward against its base, which ran as the adapters off."""
+    from peft import LoraConfig, get_peft_model
+
+    llama = str(tiny_model_dirs["llama"])
+    pissa = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights="pissa")
+    get_peft_model(AutoModelForCausalLM.from_pretrained(llama), pissa).save_pretrained(
+        tmp_path / "pissa"
+    )
+    scorer = ImplicitReward(
+        str(tmp_path / "pissa"), llama, 1.0, AutoTokenizer.from_pretrained(llama)
+    )
+    assert scorer.score(["The movie was"], [" great."]) == pytest.approx([0.0], abs=1e-5)
+
+
 def test_a_reference_folder_loads_beside_a_policy_object(tiny_model_dirs, monkeypatch) -> None:
     """A policy object with a reference folder: the reference goes where the policy is. It was
     loaded onto CUDA whenever a GPU was present, beside a policy the user kept on the CPU (a

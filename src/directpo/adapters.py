@@ -12,7 +12,7 @@ import torch
 
 from directpo.errors import ModelLoadError, first_line
 from directpo.precision import DTYPES
-from directpo.preflight import has_files
+from directpo.preflight import has_files, looks_local
 
 RESETTABLE_LORA_INITS = (True, False, "gaussian")  # peft draws these from the RNG alone
 
@@ -64,6 +64,35 @@ def align_dora_magnitudes(model: torch.nn.Module, compute: torch.dtype) -> None:
                 magnitude.weight.data = norm.to(magnitude.weight.dtype)
 
 
+# LoRA initialisations that move part of each base weight into the adapter (W = W_res + B0 A0):
+# the base with adapters off is then W_res, not the model the run starts from, and peft
+# redoes the subtraction whenever such an adapter is added or loaded again
+_BASE_REWRITING_INITS = ("pissa", "olora", "corda", "loftq")  # pissa: also pissa_niter_<n>
+# initialisations computed from data by a peft call on the model before training
+# (initialize_lora_eva_weights, preprocess_loraga, preprocess_corda): without it peft starts
+# plain LoRA adapters (eva, lora_ga) or stops (corda)
+_DATA_DRIVEN_INITS = {"eva": "initialize_lora_eva_weights", "lora_ga": "preprocess_loraga",
+                      "corda": "preprocess_corda"}  # fmt: skip
+
+
+def rewrites_base(peft_config: Any) -> bool:
+    """Whether ``peft_config``'s adapters start by rewriting the base weights (PiSSA, OLoRA,
+    CorDA, LoftQ): the reference is then the starting adapter, never the adapters off."""
+    init = getattr(peft_config, "init_lora_weights", True)
+    return isinstance(init, str) and init.lower().startswith(_BASE_REWRITING_INITS)
+
+
+def reference_adapter_config(peft_config: Any) -> Any:
+    """``peft_config`` for a frozen copy of an adapter added beside it (its values copied in
+    afterwards): initialised plainly, since a base-rewriting init would rewrite the base again
+    under both adapters."""
+    if not rewrites_base(peft_config):
+        return peft_config
+    plain = copy.copy(peft_config)
+    plain.init_lora_weights = True
+    return plain
+
+
 def adapter_base(path: str) -> str | None:
     """The base model of a PEFT adapter folder (``adapter_config.json`` without ``config.json``),
     else None."""
@@ -78,6 +107,13 @@ def adapter_base(path: str) -> str | None:
     if not os.path.isabs(base) and not os.path.exists(base):
         beside = os.path.join(path, base)  # a base given relative to the adapter folder
         base = beside if os.path.exists(beside) else base
+    if looks_local(base) and not os.path.isdir(base):
+        # (else peft and transformers took the path for a hub id, or a traceback)
+        raise ModelLoadError(
+            f"model '{path}': its adapter_config.json names base_model_name_or_path '{base}', "
+            "which is no folder here (moved, or the adapter was trained on another machine): "
+            "put the base model there, or set base_model_name_or_path to its folder or hub id"
+        )
     return base
 
 
@@ -135,15 +171,90 @@ def apply_peft(
             "update_and_allocate after every optimizer step, which directpo's loop does not "
             "call; use LoRA (lora_r), DoRA, IA3, ..."
         )
+    init = getattr(peft_config, "init_lora_weights", True)
+    if isinstance(init, str) and init.lower() in _DATA_DRIVEN_INITS:
+        raise ModelLoadError(
+            f"peft_config: init_lora_weights '{init}' is computed from data by peft's "
+            f"{_DATA_DRIVEN_INITS[init.lower()]} on the model before training, which directpo "
+            "(loading the model itself) never runs: the adapters would not start as asked; use "
+            "init_lora_weights True, 'gaussian', 'pissa' or 'olora'"
+        )
     if _all_linear_on_mamba(model, peft_config):
         # peft's all-linear picks Mamba's out_proj and conv1d, then refuses them (peft's
         # _check_lora_target_modules_mamba); all-linear means the layers LoRA can adapt
         peft_config = copy.copy(peft_config)
         peft_config.exclude_modules = MAMBA_LORA_EXCLUDED
+    # as given: peft fills in the config (all-linear, null) with the names it chose
+    targets = getattr(peft_config, "target_modules", None)
+    targets = list(targets) if isinstance(targets, list | set | tuple) else None
+    to_save = list(getattr(peft_config, "modules_to_save", None) or [])
+    parameters = list(getattr(peft_config, "target_parameters", None) or [])
     try:
-        return get_peft_model(model, peft_config, revision=revision)
+        wrapped = get_peft_model(model, peft_config, revision=revision)
     except (ValueError, TypeError) as exc:  # e.g. target modules not found in the model
         raise ModelLoadError(f"peft: {first_line(exc)}") from None
+    _check_names_matched(wrapped, targets, to_save, parameters)
+    return wrapped
+
+
+def _unmatched(names: list[str], matched: list[str]) -> list[str]:
+    # peft's rule for target_modules (a list) and target_parameters: the whole name, or its
+    # end after a dot
+    return [t for t in names if not any(m == t or m.endswith(f".{t}") for m in matched)]
+
+
+def _check_names_matched(
+    model: torch.nn.Module, targets: list[str] | None, to_save: list[str], parameters: list[str]
+) -> None:
+    """Every name listed in target_modules, modules_to_save and target_parameters matched:
+    peft drops a name that matches nothing without a word (it stops only when no target
+    matches at all), so a misspelt or other architecture's name trained less than asked
+    (lm_head on a model whose head is embed_out: nothing trained in full). ``targets`` None:
+    a regex, all-linear or peft's choice."""
+    from peft.utils import ModulesToSaveWrapper
+
+    missing = _unmatched(parameters, getattr(model, "targeted_parameter_names", []))
+    if missing:
+        raise ModelLoadError(
+            f"lora_target_parameters (target_parameters): {', '.join(map(repr, missing))} "
+            f"{_match(missing)} no parameter of the model (peft matches the end of a "
+            "parameter's name, e.g. mlp.experts.gate_up_proj)"
+        )
+    if targets:
+        missing = _unmatched(targets, getattr(model, "targeted_module_names", []))
+        if missing:
+            layers = ", ".join(_linear_names(model))
+            raise ModelLoadError(
+                f"lora_target_modules (target_modules): {', '.join(map(repr, missing))} "
+                f"{_match(missing)} no layer of the model; its linear layers: {layers}"
+            )
+    saved = [n for n, m in model.named_modules() if isinstance(m, ModulesToSaveWrapper)]
+    # peft's rule for modules_to_save: the end of the name
+    missing = [k for k in to_save if not any(n.endswith(k) for n in saved)]
+    if missing:
+        base = model.get_base_model()
+        ends = {base.get_input_embeddings(), base.get_output_embeddings()}
+        names = [n.rsplit(".", 1)[-1] for n, m in base.named_modules() if n and m in ends]
+        raise ModelLoadError(
+            f"lora_modules_to_save (modules_to_save): {', '.join(map(repr, missing))} "
+            f"{_match(missing)} no module of the model (peft matches the end of a module's "
+            f"name); its embeddings and LM head: {', '.join(names)}"
+        )
+
+
+def _match(names: list[str]) -> str:
+    return "matches" if len(names) == 1 else "match"
+
+
+def _linear_names(model: torch.nn.Module) -> list[str]:
+    """The last names of the model's own linear layers (transformers' Conv1D in GPT-2 too), not
+    the adapters' or peft's copies of them."""
+    names = set()
+    for name, module in model.named_modules():
+        linear = isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
+        if linear and ".lora_" not in name and ".modules_to_save." not in name:
+            names.add(name.removesuffix(".base_layer").removesuffix(".original_module"))
+    return sorted({name.rsplit(".", 1)[-1] for name in names})
 
 
 def lora_config(

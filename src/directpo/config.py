@@ -179,7 +179,8 @@ class DPOConfig(Options):
     disable_dropout: bool = option(
         True,
         "Set every dropout probability of policy and reference to 0, so that log-probs are "
-        "deterministic and policy == reference gives exactly zero reward at the start.",
+        "deterministic and policy == reference gives exactly zero reward at the start "
+        "(lora_dropout, the LoRA branch's, stays as set; TRL's zeroes it too).",
     )
     use_peft: bool | None = option(
         None,
@@ -201,7 +202,8 @@ class DPOConfig(Options):
     lora_target_modules: list[str] | None = option(
         ["all-linear"],
         "Modules that get adapters: names (q_proj,v_proj,...) or all-linear; null: peft's choice "
-        "for the architecture (TRL's default, e.g. q_proj,v_proj for Llama).",
+        "for the architecture (TRL's default, e.g. q_proj,v_proj for Llama). A name that "
+        "matches no layer is refused (peft would drop it).",
     )
     use_dora: bool = option(False, "DoRA: weight-decomposed LoRA adapters (peft).")
     use_rslora: bool = option(False, "rsLoRA: scale the LoRA update by alpha/sqrt(r).")
@@ -211,7 +213,9 @@ class DPOConfig(Options):
         "fused expert weights (mlp.experts.gate_up_proj); peft's target_parameters.",
     )
     lora_modules_to_save: list[str] | None = option(
-        None, "Modules trained in full beside the adapters (e.g. lm_head, embed_tokens)."
+        None,
+        "Modules trained in full beside the adapters (e.g. lm_head, embed_tokens); a name that "
+        "matches no module is refused (peft would drop it).",
     )
     load_in_4bit: bool = option(
         False,

@@ -146,7 +146,9 @@ def _probe_pairs(
 ) -> list[TokenizedPair]:
     """Synthetic pairs of random tokens (different lengths, a prompt longer than its
     completions), then ``samples``."""
-    vocab = model.get_input_embeddings().num_embeddings
+    # the table's rows: peft's TrainableTokensWrapper (trainable_token_indices) has no
+    # num_embeddings
+    vocab = model.get_input_embeddings().weight.shape[0]
     generator = torch.Generator().manual_seed(0)
     reserved = _reserved_token_ids(model)
 

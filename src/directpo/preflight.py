@@ -142,6 +142,17 @@ def check_environment(
         value = getattr(config, key)  # record them: a run's outputs load from any folder
         if value and os.path.isdir(value) and not os.path.isabs(value):
             setattr(config, key, os.path.abspath(value))
+    folder = config.model_name_or_path
+    if has_files(folder, ("adapter_config.json",)) and has_files(folder, ("config.json",)):
+        # transformers loads such a folder as its model with the adapter on it, frozen: the
+        # policy had no weight to train ("no trainable parameters")
+        raise ConfigError(
+            f"model_name_or_path {folder} holds a model (config.json) and an adapter "
+            "(adapter_config.json) together, which loads as the model with the adapter frozen "
+            "on it: to continue the adapter, move adapter_config.json and adapter_model.* to a "
+            "folder of their own (base_model_name_or_path: this folder); to train the model, "
+            "move them out"
+        )
     if config.lora_r and os.path.isfile(
         os.path.join(config.model_name_or_path, "adapter_config.json")
     ):

@@ -24,6 +24,8 @@ from directpo.adapters import (
     initialize_adapters,
     lora_config_from,
     quantization_config,
+    reference_adapter_config,
+    rewrites_base,
 )
 from directpo.attention import choose_implementation
 from directpo.batching import Batch
@@ -246,14 +248,22 @@ def load_policy_and_reference(
                 + ("adapter as it starts" if continuing else "base with adapters off")
                 + "; a separate one is loaded with ref_model_name_or_path)"
             )
-        if continuing:  # the adapter's start, loaded again beside it, frozen
+        if continuing:  # the adapter's start, a frozen copy beside it
             if config.sync_ref_model:
                 _check_adapter_sync(config)
-            policy.load_adapter(config.model_name_or_path, adapter_name=REF_ADAPTER)
+            started = policy.peft_config[policy.active_adapter]
+            if rewrites_base(started):  # loading it again would rewrite the base again
+                policy.add_adapter(REF_ADAPTER, reference_adapter_config(started))
+                copy_adapter(policy)
+            else:
+                policy.load_adapter(config.model_name_or_path, adapter_name=REF_ADAPTER)
             return policy, AdapterReference(policy, chunk, ld_alpha)
-        if peft_config is not None and config.sync_ref_model:  # TR-DPO: a second adapter
-            _check_adapter_sync(config)
-            policy.add_adapter(REF_ADAPTER, peft_config)
+        if peft_config is not None and (config.sync_ref_model or rewrites_base(peft_config)):
+            # TR-DPO, or adapters that rewrote the base (PiSSA, OLoRA): with them off the
+            # model is not the start, a frozen copy of the starting adapter is
+            if config.sync_ref_model:
+                _check_adapter_sync(config)
+            policy.add_adapter(REF_ADAPTER, reference_adapter_config(peft_config))
             with _seeded(config.seed):  # memory on a meta base; the values are then a copy
                 initialize_adapters(policy, [REF_ADAPTER])
             copy_adapter(policy)
@@ -301,7 +311,9 @@ def reload_reference(
     and a reference on another device than the policy cannot score beside it)."""
     own_base = config.own_reference
     continuing = adapter_base(config.model_name_or_path) is not None
-    if policy is not None and hasattr(policy, "peft_config") and own_base and not continuing:
+    adapters = getattr(policy, "peft_config", None)
+    # adapters that rewrote the base (PiSSA, ...): the start is the base as stored, not theirs off
+    if adapters and own_base and not continuing and not any(map(rewrites_base, adapters.values())):
         return AdapterDisabledReference(policy, config.logprob_chunk_tokens, config.ld_alpha)
     precision = config.precision
     attention = choose_implementation(config.attn_implementation, device, precision.compute, True)

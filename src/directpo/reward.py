@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from directpo.adapters import adapter_base, tokenizer_folder
+from directpo.adapters import adapter_base, rewrites_base, tokenizer_folder
 from directpo.checkpoint import MANIFEST, REFERENCE_FILE
 from directpo.config import DPOConfig, load_config
 from directpo.data import ImagePrompt, PreferenceExample, RowError
@@ -360,8 +360,11 @@ def _reference_model(reference: Any, policy: torch.nn.Module) -> ModelLike | Non
 
 def _is_base_of(policy: torch.nn.Module, reference: ModelLike) -> bool:
     """``reference`` is the model (or folder) the PEFT ``policy``'s adapters were put on: an
-    object that get_peft_model changed in place holds the adapters too."""
+    object that get_peft_model changed in place holds the adapters too. Never for adapters that
+    rewrote the base (PiSSA, ...): with them off it is not the base as stored."""
     configs = getattr(policy, "peft_config", None)
+    if configs and any(map(rewrites_base, configs.values())):
+        return False
     if configs and isinstance(reference, torch.nn.Module):
         return policy.get_base_model() is reference
     if not configs or not isinstance(reference, str):
