@@ -129,7 +129,26 @@ def test_lora_options_without_lora_are_refused() -> None:
     with pytest.raises(ConfigError, match="lora_alpha is set but lora_r is 0"):
         DPOConfig(lora_alpha=8)
     with pytest.raises(ConfigError, match="merge_lora is set but lora_r is 0"):
-        DPOConfig(merge_lora=True)
+        train(DPOConfig(merge_lora=True), echo=None)
+
+
+def test_merge_lora_merges_a_peft_config_from_python(tiny_model_dirs, pairs_file, tmp_path):
+    """merge_lora was refused at DPOConfig(...) (lora_r 0) before train() could see the
+    peft_config: a LoRA given as a Python object could not be merged."""
+    from peft import LoraConfig
+
+    out = tmp_path / "out"
+    config = tiny_config(tiny_model_dirs["gpt2"], pairs_file, out, merge_lora=True,
+                         learning_rate=5e-2)  # fmt: skip
+    result = train(config, echo=None, peft_config=LoraConfig(r=4, lora_alpha=8))
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    assert not (out / "adapter_config.json").exists()
+    plain = AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = torch.tensor([[3, 17, 42, 99]])
+    with torch.no_grad():
+        assert torch.allclose(plain(ids).logits, result.policy.eval()(ids).logits, atol=1e-5)
+        start = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["gpt2"]).eval()
+        assert not torch.allclose(plain(ids).logits, start(ids).logits, atol=1e-4)
 
 
 def test_a_lora_output_folder_works_where_a_model_folder_does(

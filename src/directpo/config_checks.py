@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import math
-import os
 from collections.abc import Callable
 
 from directpo.config import (
@@ -163,18 +162,13 @@ def check_values(config: DPOConfig) -> None:
         "a non-empty list (or null: peft's choice for the architecture)",
     )
     if config.lora_r == 0:
-        # an adapter folder as model_name_or_path continues that adapter (lora_r is then
-        # refused): it is merged like a new one
-        continuing = bool(config.model_name_or_path) and os.path.isfile(
-            os.path.join(config.model_name_or_path, "adapter_config.json")
-        )
+        # merge_lora without lora_r is checked by train(), which knows of a peft_config
         reject_if_set(
             config,
             (
                 "lora_alpha",
                 "lora_dropout",
                 "lora_target_modules",
-                *(() if continuing else ("merge_lora",)),
                 "use_dora",
                 "use_rslora",
                 "lora_modules_to_save",

@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import logging
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -165,6 +166,15 @@ def _checked_arguments(
         raise ConfigError(
             f"{quantized} needs adapters: quantized weights do not train; set lora_r: 16 (or "
             "pass train(peft_config=...))"
+        )
+    # an adapter folder as model_name_or_path continues that adapter: it is merged like a new one
+    continuing = bool(config.model_name_or_path) and os.path.isfile(
+        os.path.join(config.model_name_or_path, "adapter_config.json")
+    )
+    if config.merge_lora and not (config.lora_r or peft_config is not None or continuing):
+        raise ConfigError(
+            "merge_lora is set but lora_r is 0 (no LoRA); set lora_r: 16 (or pass "
+            "train(peft_config=...))"
         )
     if peft_config is None:
         return _rebuilt(config), None
