@@ -474,3 +474,31 @@ def test_a_prompt_with_images_too_long_names_the_limit_the_user_can_raise(tmp_pa
     ):
         with pytest.raises(DataError, match=f"line 1: the prompt with its image tokens .*{named}"):
             tokenize_preferences(data, processor.tokenizer, processor=processor, **limits)
+
+
+@pytest.mark.parametrize("style", ["gemma3", "idefics3"])
+def test_pairs_whose_image_inputs_differ_in_shape_batch_as_each_alone(style, tmp_path) -> None:
+    """A batch of rows with one image, two images, a short and a wide one and prompts of other
+    lengths: Gemma 3's per-token token_type_ids (its image tokens see each other) follow the
+    tokens, and Idefics3's [1, tiles, ...] pixels (tiles vary with the images) are padded as its
+    processor pads them; each pair's log-probs are those it has alone (a traceback before)."""
+    model, processor = build_vlm(style)
+    model.config._attn_implementation = "sdpa"
+    make_image(tmp_path / "wide.png", seed=5, size=100, height=30)
+    rows = image_rows(tmp_path, 3)
+    rows[1]["images"] = ["img1.png", "img2.png"]
+    rows[1]["prompt"][0]["content"] = "Compare the two images, their colours and shapes."
+    rows[2]["images"] = ["wide.png"]
+    data = load_preferences(str(write(tmp_path / "rows.jsonl", rows)))
+    encoder = PairTokenizer(processor.tokenizer, None, processor=processor)
+    pairs = [encoder.encode(example, Counter()) for example in data.examples]
+    pad = processor.tokenizer.pad_token_id
+    alone = [model_logprobs(model, collate_pairs([pair], pad))[0].detach() for pair in pairs]
+    expected = torch.stack(alone, 1).flatten()  # chosen of each pair, then rejected
+    for layout in (PLAIN, Layout(share_prefix=True)):
+        batch = collate_pairs(pairs, pad, layout=layout)
+        logps = model_logprobs(model, batch)[0].detach()
+        torch.testing.assert_close(logps, expected, rtol=1e-5, atol=1e-4)
+    if style == "gemma3":  # its image tokens are marked for the model, padding is not
+        types = collate_pairs(pairs, pad).token_types["token_type_ids"]
+        assert int(types.sum()) == 2 * 4 * (1 + 2 + 1)  # 4 tokens an image, chosen and rejected
