@@ -14,6 +14,7 @@ from tiny_vlm import build_vlm, make_image, save_tiny_vlm
 from directpo.batching import PLAIN, Layout, collate_pairs
 from directpo.data import load_preferences
 from directpo.logprobs import model_logprobs
+from directpo.model_checks import choose_layout
 from directpo.tokenization import PairTokenizer
 from directpo.vision import attach_rope_positions
 
@@ -495,10 +496,15 @@ def test_pairs_whose_image_inputs_differ_in_shape_batch_as_each_alone(style, tmp
     pad = processor.tokenizer.pad_token_id
     alone = [model_logprobs(model, collate_pairs([pair], pad))[0].detach() for pair in pairs]
     expected = torch.stack(alone, 1).flatten()  # chosen of each pair, then rejected
-    for layout in (PLAIN, Layout(share_prefix=True)):
+    shared = Layout(share_prefix=True)
+    for layout in (PLAIN,) if style == "gemma3" else (PLAIN, shared):
         batch = collate_pairs(pairs, pad, layout=layout)
         logps = model_logprobs(model, batch)[0].detach()
         torch.testing.assert_close(logps, expected, rtol=1e-5, atol=1e-4)
     if style == "gemma3":  # its image tokens are marked for the model, padding is not
         types = collate_pairs(pairs, pad).token_types["token_type_ids"]
         assert int(types.sum()) == 2 * 4 * (1 + 2 + 1)  # 4 tokens an image, chosen and rejected
+        # which the shared rows' mask would not say: Gemma 3 trains in the plain layout
+        lines: list[str] = []
+        assert choose_layout(shared, [model], lines.append, pairs[:2], longest=100) == PLAIN
+        assert "token_type_ids let tokens see later ones" in lines[0]

@@ -33,7 +33,9 @@ VISION_PARTS = (*VISION_TOWERS, "multi_modal_projector")
 # a processor's per-token outputs (Qwen2-VL's mm_token_type_ids; Gemma 3's token_type_ids, which
 # make its image tokens see each other): they are laid out with the tokens, not the images
 MM_TYPES = "mm_token_type_ids"
-TOKEN_TYPE_KEYS = (MM_TYPES, "token_type_ids")
+# from which a model makes its own attention mask: Gemma 3's image tokens see each other
+OWN_MASK_TYPES = "token_type_ids"
+TOKEN_TYPE_KEYS = (MM_TYPES, OWN_MASK_TYPES)
 
 
 class ImageError(Exception):
