@@ -508,3 +508,24 @@ def test_pairs_whose_image_inputs_differ_in_shape_batch_as_each_alone(style, tmp
         lines: list[str] = []
         assert choose_layout(shared, [model], lines.append, pairs[:2], longest=100) == PLAIN
         assert "token_type_ids let tokens see later ones" in lines[0]
+
+
+def test_an_exif_rotated_photo_is_read_upright_as_datasets_decodes_it(tmp_path) -> None:
+    """A JPEG stored 60x20 with EXIF orientation 6 (a phone photo held upright) is the 20x60
+    image that datasets.Image decodes for TRL, from a path, bytes or a stored dataset value."""
+    import datasets
+    from PIL import Image
+
+    from directpo.vision import image_values, open_image
+
+    stored = make_image(seed=3, size=60, height=20)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to view
+    stored.save(tmp_path / "photo.jpg", exif=exif)
+    decoded = datasets.Dataset.from_dict({"image": [str(tmp_path / "photo.jpg")]})
+    decoded = decoded.cast_column("image", datasets.Image())[0]["image"].convert("RGB")
+    assert decoded.size == (20, 60)
+    raw = (tmp_path / "photo.jpg").read_bytes()
+    for value in ("photo.jpg", raw, {"bytes": raw, "path": None}):
+        (image,) = image_values(value, str(tmp_path))
+        assert list(open_image(image).getdata()) == list(decoded.getdata())

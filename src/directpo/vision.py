@@ -163,14 +163,16 @@ def image_key(image: Any) -> str:
 
 
 def open_image(value: Any) -> Any:
-    """A PIL RGB image from a path, bytes or a PIL image."""
-    from PIL import Image, UnidentifiedImageError
+    """A PIL RGB image from a path, bytes or a PIL image. A file is turned as its EXIF
+    orientation says (a phone's photo is stored sideways), as ``datasets.Image`` decodes it for
+    TRL and transformers' ``load_image`` reads it; a PIL image is taken as it is."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         if isinstance(value, bytes):
-            value = Image.open(io.BytesIO(value))
+            value = ImageOps.exif_transpose(Image.open(io.BytesIO(value)))
         elif isinstance(value, str):
-            value = Image.open(value)
+            value = ImageOps.exif_transpose(Image.open(value))
         return value.convert("RGB")
     except Exception as exc:  # PIL raises several types for a broken or foreign file
         name = value if isinstance(value, str) else "an image"
