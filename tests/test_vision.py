@@ -529,3 +529,27 @@ def test_an_exif_rotated_photo_is_read_upright_as_datasets_decodes_it(tmp_path) 
     for value in ("photo.jpg", raw, {"bytes": raw, "path": None}):
         (image,) = image_values(value, str(tmp_path))
         assert list(open_image(image).getdata()) == list(decoded.getdata())
+
+
+def test_image_parts_go_in_the_first_user_turn_when_no_message_names_one(tmp_path) -> None:
+    """A system turn written as text parts, or a user turn as text parts without an image part,
+    names no image: the row's images go first in the first user turn, as for string contents
+    (TRL's rlaif-v style rows). They were refused: 0 image tokens for 1 image."""
+    _, processor = build_vlm("llava")
+    rows = image_rows(tmp_path, 2)
+    rows[0]["prompt"] = [
+        {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+        {"role": "user", "content": "Describe the image 0."},
+    ]
+    rows[1]["prompt"] = [
+        {"role": "user", "content": [{"type": "text", "text": "Describe the image 1."}]}
+    ]
+    data = load_preferences(str(write(tmp_path / "rows.jsonl", rows)))
+    encoder = PairTokenizer(processor.tokenizer, None, processor=processor)
+    image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+    texts = ("Describe the image 0.", "Describe the image 1.")
+    for example, text in zip(data.examples, texts, strict=True):
+        user = example.prompt[-1]
+        assert user["content"] == [{"type": "image"}, {"type": "text", "text": text}]
+        pair = encoder.encode(example, Counter())
+        assert pair.prompt_ids.count(image_id) == 16  # one image's tokens

@@ -221,12 +221,17 @@ def image_token(processor: Any) -> str:
 def with_image_parts(prompt: Any, count: int) -> Any:
     """A conversational prompt whose messages name no image gets ``count`` image parts at the
     start of its first user message (TRL's convention)."""
-    if any(isinstance(m["content"], list) for m in prompt):
+    named = (
+        isinstance(m["content"], list) and any(part["type"] == "image" for part in m["content"])
+        for m in prompt
+    )
+    if any(named):  # a system turn's text parts name no image
         return prompt
     first_user = next((i for i, m in enumerate(prompt) if m["role"] == "user"), 0)
     parts = [{"type": "image"} for _ in range(count)]
     message = prompt[first_user]
-    parts.append({"type": "text", "text": message["content"]})
+    content = message["content"]
+    parts += content if isinstance(content, list) else [{"type": "text", "text": content}]
     return [*prompt[:first_user], {**message, "content": parts}, *prompt[first_user + 1 :]]
 
 
