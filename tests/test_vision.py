@@ -553,3 +553,19 @@ def test_image_parts_go_in_the_first_user_turn_when_no_message_names_one(tmp_pat
         assert user["content"] == [{"type": "image"}, {"type": "text", "text": text}]
         pair = encoder.encode(example, Counter())
         assert pair.prompt_ids.count(image_id) == 16  # one image's tokens
+
+
+def test_lora_leaves_idefics3s_connector_alone_as_other_projectors(tmp_path) -> None:
+    """Idefics3 / SmolVLM call their projector "connector": with LoRA the adapters go on the
+    language model only, as on LLaVA's multi_modal_projector (it got adapters)."""
+    from safetensors.torch import load_file
+    from tiny import tiny_config
+
+    from directpo.trainer import train
+
+    model_dir = save_tiny_vlm("idefics3", tmp_path / "model")
+    data = write(tmp_path / "rows.jsonl", image_rows(tmp_path, 2))
+    out = tmp_path / "lora"
+    train(tiny_config(model_dir, data, out, max_steps=1, lora_r=4), echo=lambda _: None)
+    keys = list(load_file(out / "adapter_model.safetensors"))
+    assert keys and all(".text_model." in key for key in keys), [k for k in keys if "text" not in k]

@@ -29,7 +29,8 @@ from directpo.readers import list_in_text
 IMAGE_COLUMNS = ("images", "image")
 # submodules that make up a vision tower (frozen by ``freeze_vision_tower``; no LoRA adapters)
 VISION_TOWERS = ("vision_tower", "visual", "vision_model")
-VISION_PARTS = (*VISION_TOWERS, "multi_modal_projector")
+# and its projector (Idefics3's and SmolVLM's "connector"), which LoRA adapters leave alone too
+VISION_PARTS = (*VISION_TOWERS, "multi_modal_projector", "connector")
 # a processor's per-token outputs (Qwen2-VL's mm_token_type_ids; Gemma 3's token_type_ids, which
 # make its image tokens see each other): they are laid out with the tokens, not the images
 MM_TYPES = "mm_token_type_ids"
