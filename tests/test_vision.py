@@ -569,3 +569,19 @@ def test_lora_leaves_idefics3s_connector_alone_as_other_projectors(tmp_path) -> 
     train(tiny_config(model_dir, data, out, max_steps=1, lora_r=4), echo=lambda _: None)
     keys = list(load_file(out / "adapter_model.safetensors"))
     assert keys and all(".text_model." in key for key in keys), [k for k in keys if "text" not in k]
+
+
+def test_an_unfrozen_vision_tower_with_lora_is_refused(tmp_path, capsys) -> None:
+    """freeze_vision_tower: false with LoRA: only adapters train, none on the vision tower, so
+    it stayed frozen without a word; the option is refused instead (one line, exit 2)."""
+    from directpo.cli import main
+
+    model_dir = save_tiny_vlm("llava", tmp_path / "model")
+    data = write(tmp_path / "rows.jsonl", image_rows(tmp_path, 2))
+    capsys.readouterr()
+    code = main(["train", "--model_name_or_path", str(model_dir), "--train_file", str(data),
+                 "--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--report_to", "none",
+                 "--lora_r", "4", "--freeze_vision_tower", "false"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err, err
+    assert err.splitlines()[-1].startswith("directpo: error: freeze_vision_tower: false"), err
