@@ -329,3 +329,37 @@ def test_sampled_tokens_must_fit_learned_positions_before_training(
     with pytest.raises(ConfigError, match=message):
         train(config, echo=lambda _: None)
     assert not (out / "metrics.jsonl").exists()
+
+
+def test_a_vision_models_processor_that_cannot_load_is_named(
+    tiny_model_dirs, tmp_path, monkeypatch, capsys
+) -> None:
+    """A vision-language model whose processor fails to load (Qwen2-VL's video processor needs
+    torchvision) is refused with the loader's reason: its image rows were refused as given to
+    'not a vision-language model'. A text-only folder still has no processor (None)."""
+    import json
+
+    import transformers
+    from tiny_vlm import make_image, save_tiny_vlm
+
+    from directpo.cli import main
+    from directpo.models import load_processor
+
+    def fails(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - from_pretrained's
+        raise ImportError("\nQwen2VLVideoProcessor requires the Torchvision library but it was not")
+
+    model_dir = save_tiny_vlm("qwen2vl", tmp_path / "vlm")
+    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", staticmethod(fails))
+    with pytest.raises(ModelLoadError, match="vision-language model .*requires the Torchvision"):
+        load_processor(str(model_dir))
+    assert load_processor(str(tiny_model_dirs["llama"])) is None
+    make_image(tmp_path / "a.png")
+    row = {"images": ["a.png"], "prompt": "What is it?", "chosen": " a cat.", "rejected": " a dog."}
+    data = tmp_path / "rows.jsonl"
+    data.write_text(json.dumps(row) + "\n")
+    capsys.readouterr()
+    code = main(["train", "--model_name_or_path", str(model_dir), "--train_file", str(data),
+                 "--output_dir", str(tmp_path / "out"), "--report_to", "none"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "requires the Torchvision library" in err, err
+    assert "not a vision-language model" not in err and len(err.splitlines()) == 1

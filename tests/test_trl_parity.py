@@ -215,7 +215,7 @@ def test_tr_dpo_sync_equals_trls_callback(models, alpha) -> None:
     )
 
 
-@pytest.mark.parametrize("style", ["llava", "qwen2vl"])
+@pytest.mark.parametrize("style", ["llava", "qwen2vl", "gemma3"])
 def test_vision_language_first_batch_equals_trl(tmp_path, style) -> None:
     """A tiny VLM with images: TRL's first-batch loss and rewards (TRL encodes each image
     twice; directpo once per pair with prefix sharing). TRL 1.16's vision collator adds neither
@@ -229,10 +229,11 @@ def test_vision_language_first_batch_equals_trl(tmp_path, style) -> None:
 
     policy_dir = save_tiny_vlm(style, tmp_path / "policy", seed=0)
     ref_dir = save_tiny_vlm(style, tmp_path / "ref", seed=1)
-    bos, placeholder, eos = (
-        ("<s>", "<image>", "</s>") if style == "llava"
-        else ("", "<|vision_start|><|image_pad|><|vision_end|>", "<|im_end|>")
-    )  # fmt: skip
+    bos, placeholder, eos = {
+        "llava": ("<s>", "<image>", "</s>"),
+        "qwen2vl": ("", "<|vision_start|><|image_pad|><|vision_end|>", "<|im_end|>"),
+        "gemma3": ("<bos>", "<start_of_image>", "<eos>"),  # its image tokens see each other
+    }[style]
     rows = [
         {"images": [make_image(seed=i, size=40 + 8 * i)],
          "prompt": f"{bos}{placeholder}Describe the image {i}:",
@@ -257,7 +258,8 @@ def test_vision_language_first_batch_equals_trl(tmp_path, style) -> None:
     from directpo.batching import Layout
 
     pad = processor.tokenizer.pad_token_id
-    for layout in (None, Layout(share_prefix=True, pack=True)):
+    # Gemma 3 trains in plain rows (choose_layout: its image tokens see each other)
+    for layout in (None,) if style == "gemma3" else (None, Layout(share_prefix=True, pack=True)):
         collated = collate_pairs(data.pairs, pad) if layout is None else collate_pairs(
             data.pairs, pad, layout=layout
         )  # fmt: skip

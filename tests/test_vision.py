@@ -14,6 +14,7 @@ from tiny_vlm import build_vlm, make_image, save_tiny_vlm
 from directpo.batching import PLAIN, Layout, collate_pairs
 from directpo.data import load_preferences
 from directpo.logprobs import model_logprobs
+from directpo.model_checks import choose_layout
 from directpo.tokenization import PairTokenizer
 from directpo.vision import attach_rope_positions
 
@@ -474,3 +475,113 @@ def test_a_prompt_with_images_too_long_names_the_limit_the_user_can_raise(tmp_pa
     ):
         with pytest.raises(DataError, match=f"line 1: the prompt with its image tokens .*{named}"):
             tokenize_preferences(data, processor.tokenizer, processor=processor, **limits)
+
+
+@pytest.mark.parametrize("style", ["gemma3", "idefics3"])
+def test_pairs_whose_image_inputs_differ_in_shape_batch_as_each_alone(style, tmp_path) -> None:
+    """A batch of rows with one image, two images, a short and a wide one and prompts of other
+    lengths: Gemma 3's per-token token_type_ids (its image tokens see each other) follow the
+    tokens, and Idefics3's [1, tiles, ...] pixels (tiles vary with the images) are padded as its
+    processor pads them; each pair's log-probs are those it has alone (a traceback before)."""
+    model, processor = build_vlm(style)
+    model.config._attn_implementation = "sdpa"
+    make_image(tmp_path / "wide.png", seed=5, size=100, height=30)
+    rows = image_rows(tmp_path, 3)
+    rows[1]["images"] = ["img1.png", "img2.png"]
+    rows[1]["prompt"][0]["content"] = "Compare the two images, their colours and shapes."
+    rows[2]["images"] = ["wide.png"]
+    data = load_preferences(str(write(tmp_path / "rows.jsonl", rows)))
+    encoder = PairTokenizer(processor.tokenizer, None, processor=processor)
+    pairs = [encoder.encode(example, Counter()) for example in data.examples]
+    pad = processor.tokenizer.pad_token_id
+    alone = [model_logprobs(model, collate_pairs([pair], pad))[0].detach() for pair in pairs]
+    expected = torch.stack(alone, 1).flatten()  # chosen of each pair, then rejected
+    shared = Layout(share_prefix=True)
+    for layout in (PLAIN,) if style == "gemma3" else (PLAIN, shared):
+        batch = collate_pairs(pairs, pad, layout=layout)
+        logps = model_logprobs(model, batch)[0].detach()
+        torch.testing.assert_close(logps, expected, rtol=1e-5, atol=1e-4)
+    if style == "gemma3":  # its image tokens are marked for the model, padding is not
+        types = collate_pairs(pairs, pad).token_types["token_type_ids"]
+        assert int(types.sum()) == 2 * 4 * (1 + 2 + 1)  # 4 tokens an image, chosen and rejected
+        # which the shared rows' mask would not say: Gemma 3 trains in the plain layout
+        lines: list[str] = []
+        assert choose_layout(shared, [model], lines.append, pairs[:2], longest=100) == PLAIN
+        assert "token_type_ids let tokens see later ones" in lines[0]
+
+
+def test_an_exif_rotated_photo_is_read_upright_as_datasets_decodes_it(tmp_path) -> None:
+    """A JPEG stored 60x20 with EXIF orientation 6 (a phone photo held upright) is the 20x60
+    image that datasets.Image decodes for TRL, from a path, bytes or a stored dataset value."""
+    import datasets
+    from PIL import Image
+
+    from directpo.vision import image_values, open_image
+
+    stored = make_image(seed=3, size=60, height=20)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to view
+    stored.save(tmp_path / "photo.jpg", exif=exif)
+    decoded = datasets.Dataset.from_dict({"image": [str(tmp_path / "photo.jpg")]})
+    decoded = decoded.cast_column("image", datasets.Image())[0]["image"].convert("RGB")
+    assert decoded.size == (20, 60)
+    raw = (tmp_path / "photo.jpg").read_bytes()
+    for value in ("photo.jpg", raw, {"bytes": raw, "path": None}):
+        (image,) = image_values(value, str(tmp_path))
+        assert list(open_image(image).getdata()) == list(decoded.getdata())
+
+
+def test_image_parts_go_in_the_first_user_turn_when_no_message_names_one(tmp_path) -> None:
+    """A system turn written as text parts, or a user turn as text parts without an image part,
+    names no image: the row's images go first in the first user turn, as for string contents
+    (TRL's rlaif-v style rows). They were refused: 0 image tokens for 1 image."""
+    _, processor = build_vlm("llava")
+    rows = image_rows(tmp_path, 2)
+    rows[0]["prompt"] = [
+        {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+        {"role": "user", "content": "Describe the image 0."},
+    ]
+    rows[1]["prompt"] = [
+        {"role": "user", "content": [{"type": "text", "text": "Describe the image 1."}]}
+    ]
+    data = load_preferences(str(write(tmp_path / "rows.jsonl", rows)))
+    encoder = PairTokenizer(processor.tokenizer, None, processor=processor)
+    image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+    texts = ("Describe the image 0.", "Describe the image 1.")
+    for example, text in zip(data.examples, texts, strict=True):
+        user = example.prompt[-1]
+        assert user["content"] == [{"type": "image"}, {"type": "text", "text": text}]
+        pair = encoder.encode(example, Counter())
+        assert pair.prompt_ids.count(image_id) == 16  # one image's tokens
+
+
+def test_lora_leaves_idefics3s_connector_alone_as_other_projectors(tmp_path) -> None:
+    """Idefics3 / SmolVLM call their projector "connector": with LoRA the adapters go on the
+    language model only, as on LLaVA's multi_modal_projector (it got adapters)."""
+    from safetensors.torch import load_file
+    from tiny import tiny_config
+
+    from directpo.trainer import train
+
+    model_dir = save_tiny_vlm("idefics3", tmp_path / "model")
+    data = write(tmp_path / "rows.jsonl", image_rows(tmp_path, 2))
+    out = tmp_path / "lora"
+    train(tiny_config(model_dir, data, out, max_steps=1, lora_r=4), echo=lambda _: None)
+    keys = list(load_file(out / "adapter_model.safetensors"))
+    assert keys and all(".text_model." in key for key in keys), [k for k in keys if "text" not in k]
+
+
+def test_an_unfrozen_vision_tower_with_lora_is_refused(tmp_path, capsys) -> None:
+    """freeze_vision_tower: false with LoRA: only adapters train, none on the vision tower, so
+    it stayed frozen without a word; the option is refused instead (one line, exit 2)."""
+    from directpo.cli import main
+
+    model_dir = save_tiny_vlm("llava", tmp_path / "model")
+    data = write(tmp_path / "rows.jsonl", image_rows(tmp_path, 2))
+    capsys.readouterr()
+    code = main(["train", "--model_name_or_path", str(model_dir), "--train_file", str(data),
+                 "--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--report_to", "none",
+                 "--lora_r", "4", "--freeze_vision_tower", "false"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err, err
+    assert err.splitlines()[-1].startswith("directpo: error: freeze_vision_tower: false"), err

@@ -1,4 +1,5 @@
-"""Tiny random vision-language models with offline processors (LLaVA-style and Qwen2-VL-style).
+"""Tiny random vision-language models with offline processors (LLaVA, Qwen2-VL, Gemma 3 and
+Idefics3 / SmolVLM styles).
 
 The tokenizer is the tests' byte-level BPE with each architecture's image tokens; the image
 processors are the PIL ones (no torchvision here). Qwen2-VL's processor class requires a video
@@ -19,6 +20,14 @@ from transformers import (
     AutoProcessor,
     CLIPImageProcessorPil,
     CLIPVisionConfig,
+    Gemma3Config,
+    Gemma3ForConditionalGeneration,
+    Gemma3ImageProcessorPil,
+    Gemma3Processor,
+    Idefics3Config,
+    Idefics3ForConditionalGeneration,
+    Idefics3ImageProcessorPil,
+    Idefics3Processor,
     LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
@@ -94,7 +103,12 @@ AutoProcessor.register(Qwen2VLConfig, TinyQwen2VLProcessor, exist_ok=True)
 
 def build_vlm(style: str, seed: int = 0, image_size: int = 32) -> tuple[torch.nn.Module, object]:
     """(model, processor) of a tiny ``llava`` (CLIP image_size² images in 8x8 patches: 16 image
-    tokens at 32) or ``qwen2vl`` (56x56 images -> 4 merged image tokens, 3D rotary positions)."""
+    tokens at 32), ``qwen2vl`` (56x56 images -> 4 merged image tokens, 3D rotary positions),
+    ``gemma3`` (4 tokens an image, which see each other: the processor's token_type_ids) or
+    ``idefics3`` (an image is 1 to 5 tiles of 4 tokens, as its size and aspect ratio ask)."""
+    if style in ("gemma3", "idefics3"):
+        torch.manual_seed(seed)
+        return _build_gemma3() if style == "gemma3" else _build_idefics3()
     tokenizer = build_tokenizer(style)
     torch.manual_seed(seed)
     if style == "llava":
@@ -150,6 +164,86 @@ def build_vlm(style: str, seed: int = 0, image_size: int = 32) -> tuple[torch.nn
     return Qwen2VLForConditionalGeneration(config), processor
 
 
+def _template(turn: str, image: str, end: str, generation: str) -> str:
+    """A chat template of TRL-style content parts; ``turn`` opens a message (``m`` in scope)."""
+    return (
+        "{% for m in messages %}" + turn + "{% if m['content'] is string %}{{ m['content'] }}"
+        "{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}" + image +
+        "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}" + end +
+        "{% endfor %}{% if add_generation_prompt %}" + generation + "{% endif %}"
+    )  # fmt: skip
+
+
+def _build_gemma3() -> tuple[torch.nn.Module, object]:
+    specials = ["<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>",
+                "<start_of_image>", "<end_of_image>", "<image_soft_token>"]  # fmt: skip
+    tok = train_byte_level_bpe(specials, CORPUS)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", 0)]
+    )
+    turn = "<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
+    template = "{{ bos_token }}" + _template(
+        turn, "<start_of_image>", "<end_of_turn>\n", "<start_of_turn>model\n"
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+        chat_template=template, extra_special_tokens={"boi_token": "<start_of_image>",
+        "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"},
+    )  # fmt: skip
+    processor = Gemma3Processor(
+        image_processor=Gemma3ImageProcessorPil(size={"height": 32, "width": 32}),
+        tokenizer=tokenizer, chat_template=template, image_seq_length=4,
+    )  # fmt: skip
+    config = Gemma3Config(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=512,
+            sliding_window=512, bos_token_id=0, eos_token_id=1, pad_token_id=2,
+        ),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, image_size=32, patch_size=8),
+        mm_tokens_per_image=4, boi_token_index=tokenizer.convert_tokens_to_ids("<start_of_image>"),
+        eoi_token_index=tokenizer.convert_tokens_to_ids("<end_of_image>"),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image_soft_token>"),
+        bos_token_id=0, eos_token_id=1, pad_token_id=2,
+    )  # fmt: skip
+    return Gemma3ForConditionalGeneration(config), processor
+
+
+def _build_idefics3() -> tuple[torch.nn.Module, object]:
+    tiles = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
+    specials = ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>",
+                "<fake_token_around_image>", "<image>", "<global-img>", *tiles]  # fmt: skip
+    template = "<|im_start|>" + _template(
+        "{{ m['role'] | capitalize }}:", "<image>", "<end_of_utterance>\n", "Assistant:"
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=train_byte_level_bpe(specials, CORPUS), bos_token="<|im_start|>",
+        eos_token="<end_of_utterance>", pad_token="<|endoftext|>", chat_template=template,
+    )  # fmt: skip
+    image_processor = Idefics3ImageProcessorPil(
+        size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True
+    )
+    processor = Idefics3Processor(
+        image_processor=image_processor, tokenizer=tokenizer, image_seq_len=4,
+        chat_template=template,
+    )  # fmt: skip
+    config = Idefics3Config(
+        text_config=dict(
+            model_type="llama", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+            tie_word_embeddings=False,
+        ),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, image_size=32, patch_size=8),
+        scale_factor=2, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+    )  # fmt: skip
+    return Idefics3ForConditionalGeneration(config), processor
+
+
 def save_tiny_vlm(style: str, folder: Path, seed: int = 0, image_size: int = 32) -> Path:
     model, processor = build_vlm(style, seed, image_size)
     model.save_pretrained(folder)
@@ -157,10 +251,14 @@ def save_tiny_vlm(style: str, folder: Path, seed: int = 0, image_size: int = 32)
     return folder
 
 
-def make_image(path: Path | None = None, seed: int = 0, size: int = 40) -> Image.Image:
-    """A random RGB image (saved to ``path`` when given)."""
+def make_image(
+    path: Path | None = None, seed: int = 0, size: int = 40, height: int | None = None
+) -> Image.Image:
+    """A random RGB image, ``size`` wide and ``height`` (or ``size``) high (saved to ``path``
+    when given)."""
     rng = np.random.default_rng(seed)
-    image = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), "RGB")
+    shape = (height or size, size, 3)
+    image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), "RGB")
     if path is not None:
         image.save(path)
     return image

@@ -82,9 +82,10 @@ class Batch:
     varlen: VarlenPlan | None = None  # segments for varlen attention (layout.varlen)
     flex: FlexBlocks | None = None  # FlexAttention's visited blocks (layout.flex)
     # vision-language models: image tensors in row order (pixel_values, image_grid_thw, ...)
-    # and mm_token_type_ids [R, T]; position_ids are then [3, R, T] for 3D rotary models
+    # and per-token types [R, T] by input name (mm_token_type_ids, Gemma 3's token_type_ids);
+    # position_ids are then [3, R, T] for 3D rotary models
     images: dict[str, torch.Tensor] | None = None
-    token_types: torch.Tensor | None = None
+    token_types: dict[str, torch.Tensor] | None = None
     token_counts: torch.Tensor | None = None  # completion_tokens, kept from before a move
     # the BlockMask of ``flex``, made once for the policy's and the reference's forwards (an
     # init field: DDP rebuilds dataclass inputs with replace())
@@ -132,7 +133,9 @@ class Batch:
             varlen=None if self.varlen is None else self.varlen.to(device),
             flex=None if self.flex is None else self.flex.to(device),
             images=None if self.images is None else {k: move(v) for k, v in self.images.items()},
-            token_types=move(self.token_types),
+            token_types=None
+            if self.token_types is None
+            else {k: to_device(v, device) for k, v in self.token_types.items()},
             _block_mask=None,  # made again on the new device
         )
 
@@ -232,8 +235,8 @@ def collate_segments(
     # 3D rotary models: [3, R, T] positions (text tokens count alike on every axis)
     rope_3d = any(v is not None and v.positions is not None for v in visions)
     positions_3d = torch.zeros((3, *shape), dtype=torch.long) if rope_3d else None
-    typed = any(v is not None and v.token_types is not None for v in visions)
-    token_types = torch.zeros(shape, dtype=torch.long) if typed else None
+    type_keys = sorted({key for v in visions if v is not None for key in v.token_types})
+    token_types = {key: torch.zeros(shape, dtype=torch.long) for key in type_keys}
     row_images: list[VisionInputs] = []  # in the order the rows show their image tokens
     for r, row in enumerate(rows):
         offset = 0
@@ -250,8 +253,8 @@ def collate_segments(
             first = n_prompt if prompt_positions is None else int(prompt_positions.max()) + 1
             if vision is not None:
                 row_images.append(vision)
-                if token_types is not None and vision.token_types is not None:
-                    token_types[r, offset : offset + n_prompt] = torch.tensor(vision.token_types)
+                for key, types in vision.token_types.items():
+                    token_types[key][r, offset : offset + n_prompt] = torch.tensor(types)
             branches = [PROMPT_BRANCH] * n_prompt
             for branch, (completion, sequence) in enumerate(
                 zip(segment.completions, segment.sequences, strict=True), start=1
@@ -297,7 +300,7 @@ def collate_segments(
         varlen=build_plan(width, spans) if layout.varlen and not plain else None,
         flex=flex_blocks(width, spans) if layout.flex and not plain else None,
         images=batch_tensors(row_images) if row_images else None,
-        token_types=token_types,
+        token_types=token_types or None,
     )
 
 

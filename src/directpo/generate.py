@@ -248,12 +248,12 @@ def _left_padded_images(
     images = batch_tensors(visions)
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
     images = {k: v.to(dtype) if v.is_floating_point() else v for k, v in images.items()}
-    if any(vision.token_types is not None for vision in visions):
+    for key in sorted({key for vision in visions for key in vision.token_types}):
         types = torch.zeros((len(encoded), width), dtype=torch.long)
         for i, (ids, vision) in enumerate(encoded):
-            if vision is not None and vision.token_types is not None:
-                types[i, width - len(ids) :] = torch.tensor(vision.token_types)
-        images["mm_token_type_ids"] = types
+            if vision is not None and key in vision.token_types:
+                types[i, width - len(ids) :] = torch.tensor(vision.token_types[key])
+        images[key] = types
     return images
 
 

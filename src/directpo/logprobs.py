@@ -213,9 +213,7 @@ def _image_inputs(model: torch.nn.Module, batch: Batch) -> dict[str, Any]:
     inputs: dict[str, Any] = {}
     for key, value in (batch.images or {}).items():  # pixels in the model's dtype
         inputs[key] = value.to(float_dtype(model)) if value.is_floating_point() else value
-    if batch.token_types is not None:
-        inputs["mm_token_type_ids"] = batch.token_types
-    return inputs
+    return {**inputs, **(batch.token_types or {})}
 
 
 def _text_inputs(model: torch.nn.Module, batch: Batch) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from directpo.logprobs import (
 )
 from directpo.models import compile_failure, uncompile_layers
 from directpo.tokenization import TokenizedPair
+from directpo.vision import OWN_MASK_TYPES
 
 
 def check_layout(
@@ -277,7 +278,8 @@ def choose_layout(
     A model with sliding-window attention keeps ``layout`` only while no sequence is longer
     than its window: up to there the window changes nothing, past it the layout's mask would
     let a token see further back than the model does (``check_layout``'s short synthetic pairs
-    cannot show this). A model with recurrent layers (``stateful_layers``) never keeps it.
+    cannot show this). A model with recurrent layers (``stateful_layers``) never keeps it, nor
+    one whose image pairs come with ``token_type_ids`` (a mask of its own making).
 
     Models running ``directpo_varlen`` are checked with varlen segments, models running
     FlexAttention with the collator's blocks (rows then padded to whole blocks); if one of them
@@ -304,6 +306,15 @@ def choose_layout(
                 "one sequence of a row into the next; using the plain padded layout"
             )
             return PLAIN
+    if any(s.vision is not None and OWN_MASK_TYPES in s.vision.token_types for s in samples):
+        # measured, the difference is a tiny random model's noise, a real model's is not
+        echo(
+            f"prefix_sharing/padding_free: off for {type(unwrap_peft(models[0])).__name__}, "
+            f"whose {OWN_MASK_TYPES} let tokens see later ones (Gemma 3's image tokens see "
+            "each other), which the shared rows' causal mask cannot say; using the plain "
+            "padded layout"
+        )
+        return PLAIN
     runners = list(runners) or [None] * len(models)
     checked = list(zip(models, runners, strict=True))
     implementations = {attention_implementation(m) for m in models}

@@ -58,11 +58,25 @@ def load_processor(
         _check_hub_reachable(path, location)
     try:
         processor = _from_location(AutoProcessor, path, location, trust_remote_code)
-    except Exception:  # a text-only folder, a foreign one: the tokenizer path decides
+    except Exception as exc:  # a text-only folder, a foreign one: the tokenizer path decides
+        if _is_vision_folder(path, location, trust_remote_code):
+            # else its image rows were refused as given to "not a vision-language model"
+            raise ModelLoadError(
+                f"processor of the vision-language model '{path}': cannot load ({first_line(exc)})"
+            ) from None
         return None
     if getattr(processor, "image_processor", None) is None:
         return None
     return processor
+
+
+def _is_vision_folder(path: str, location: dict[str, Any] | None, trust_remote_code: bool) -> bool:
+    """Whether ``path`` holds a vision-language model's config (a tokenizer-only folder: no)."""
+    try:
+        config = _from_location(AutoConfig, path, location, trust_remote_code)
+    except Exception:  # noqa: BLE001 - no config: no model to say anything of
+        return False
+    return is_vision_config(config)
 
 
 HUB_UNREACHABLE = "couldn't connect to"  # transformers' words when the hub cannot be reached

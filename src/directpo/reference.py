@@ -215,6 +215,13 @@ def load_policy_and_reference(
     vision = is_vision_config(getattr(unwrap_peft(policy), "config", None))
     if vision and config.freeze_vision_tower:
         freeze_vision_tower(policy)
+    if vision and not config.freeze_vision_tower and (peft_config is not None or config.lora_r):
+        # with adapters only they train, and the vision tower gets none: it stayed frozen
+        raise ConfigError(
+            "freeze_vision_tower: false trains the vision tower, but with LoRA only the adapters "
+            "train and they go on the language model only; leave freeze_vision_tower true, or "
+            "set lora_r 0 to train every weight"
+        )
     if options.quantization is not None:
         from peft import prepare_model_for_kbit_training
 

@@ -486,8 +486,7 @@ class PairTokenizer:
             raise RowError(err.reason, err.message) from None
         if self.adds_bos and ids[:1] != [self.bos_id]:
             ids = [self.bos_id, *ids]
-            if vision.token_types is not None:
-                vision.token_types = [0, *vision.token_types]
+            vision.token_types = {key: [0, *types] for key, types in vision.token_types.items()}
         if len(ids) > self.max_prompt_length:
             raise RowError(
                 "prompt too long",

@@ -29,7 +29,14 @@ from directpo.readers import list_in_text
 IMAGE_COLUMNS = ("images", "image")
 # submodules that make up a vision tower (frozen by ``freeze_vision_tower``; no LoRA adapters)
 VISION_TOWERS = ("vision_tower", "visual", "vision_model")
-VISION_PARTS = (*VISION_TOWERS, "multi_modal_projector")
+# and its projector (Idefics3's and SmolVLM's "connector"), which LoRA adapters leave alone too
+VISION_PARTS = (*VISION_TOWERS, "multi_modal_projector", "connector")
+# a processor's per-token outputs (Qwen2-VL's mm_token_type_ids; Gemma 3's token_type_ids, which
+# make its image tokens see each other): they are laid out with the tokens, not the images
+MM_TYPES = "mm_token_type_ids"
+# from which a model makes its own attention mask: Gemma 3's image tokens see each other
+OWN_MASK_TYPES = "token_type_ids"
+TOKEN_TYPE_KEYS = (MM_TYPES, OWN_MASK_TYPES)
 
 
 class ImageError(Exception):
@@ -157,14 +164,16 @@ def image_key(image: Any) -> str:
 
 
 def open_image(value: Any) -> Any:
-    """A PIL RGB image from a path, bytes or a PIL image."""
-    from PIL import Image, UnidentifiedImageError
+    """A PIL RGB image from a path, bytes or a PIL image. A file is turned as its EXIF
+    orientation says (a phone's photo is stored sideways), as ``datasets.Image`` decodes it for
+    TRL and transformers' ``load_image`` reads it; a PIL image is taken as it is."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         if isinstance(value, bytes):
-            value = Image.open(io.BytesIO(value))
+            value = ImageOps.exif_transpose(Image.open(io.BytesIO(value)))
         elif isinstance(value, str):
-            value = Image.open(value)
+            value = ImageOps.exif_transpose(Image.open(value))
         return value.convert("RGB")
     except Exception as exc:  # PIL raises several types for a broken or foreign file
         name = value if isinstance(value, str) else "an image"
@@ -178,7 +187,7 @@ class VisionInputs:
     """A prompt's image inputs, as its processor returned them."""
 
     tensors: dict[str, torch.Tensor]  # pixel_values (+ image_grid_thw, image_sizes, ...)
-    token_types: list[int] | None  # the prompt's mm_token_type_ids, for models that use them
+    token_types: dict[str, list[int]]  # the prompt's TOKEN_TYPE_KEYS outputs, by name
     digest: str  # of the pixels: part of the precomputed reference's cache key
     positions: torch.Tensor | None = None  # [3, prompt tokens] for 3D rotary models
 
@@ -197,14 +206,13 @@ def encode_with_images(
         raise ImageError("image tokens", str(exc).splitlines()[0]) from None
     ids = out.pop("input_ids")[0].tolist()
     out.pop("attention_mask", None)
-    types = out.pop("mm_token_type_ids", None)
+    types = {key: out.pop(key)[0].tolist() for key in TOKEN_TYPE_KEYS if key in out}
     tensors = {key: value for key, value in out.items() if isinstance(value, torch.Tensor)}
     digest = hashlib.blake2b(digest_size=16)
     for key in sorted(tensors):
         digest.update(key.encode())
         digest.update(tensors[key].detach().cpu().contiguous().numpy().tobytes())
-    token_types = None if types is None else types[0].tolist()
-    return ids, VisionInputs(tensors, token_types, digest.hexdigest())
+    return ids, VisionInputs(tensors, types, digest.hexdigest())
 
 
 def image_token(processor: Any) -> str:
@@ -214,12 +222,17 @@ def image_token(processor: Any) -> str:
 def with_image_parts(prompt: Any, count: int) -> Any:
     """A conversational prompt whose messages name no image gets ``count`` image parts at the
     start of its first user message (TRL's convention)."""
-    if any(isinstance(m["content"], list) for m in prompt):
+    named = (
+        isinstance(m["content"], list) and any(part["type"] == "image" for part in m["content"])
+        for m in prompt
+    )
+    if any(named):  # a system turn's text parts name no image
         return prompt
     first_user = next((i for i, m in enumerate(prompt) if m["role"] == "user"), 0)
     parts = [{"type": "image"} for _ in range(count)]
     message = prompt[first_user]
-    parts.append({"type": "text", "text": message["content"]})
+    content = message["content"]
+    parts += content if isinstance(content, list) else [{"type": "text", "text": content}]
     return [*prompt[:first_user], {**message, "content": parts}, *prompt[first_user + 1 :]]
 
 
@@ -227,7 +240,25 @@ def batch_tensors(inputs: list[VisionInputs]) -> dict[str, torch.Tensor]:
     """The image tensors of a batch: each key's tensors concatenated in row order."""
     if not inputs:
         return {}
-    return {key: torch.cat([v.tensors[key] for v in inputs]) for key in inputs[0].tensors}
+    return {key: torch.cat(_padded([v.tensors[key] for v in inputs])) for key in inputs[0].tensors}
+
+
+def _padded(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Tensors zero-padded to one shape after their first dimension, as a processor pads the
+    prompts it is given together: Idefics3's and LLaVA-NeXT's [1, tiles, ...] pixels differ in
+    tiles with a row's image count and aspect ratio, and zero tiles are what those models skip
+    (a zero pixel_attention_mask; the image_sizes' tile count)."""
+    shapes = {tuple(t.shape[1:]) for t in tensors}
+    if len(shapes) == 1 or len({len(shape) for shape in shapes}) != 1:
+        return tensors
+    most = [max(sizes) for sizes in zip(*shapes, strict=True)]
+    padded = []
+    for tensor in tensors:
+        pad: list[int] = []
+        for size, target in zip(reversed(tensor.shape[1:]), reversed(most), strict=True):
+            pad += [0, target - size]
+        padded.append(torch.nn.functional.pad(tensor, pad))
+    return padded
 
 
 def rope_index_function(model: torch.nn.Module) -> Any:
@@ -253,7 +284,7 @@ def attach_rope_positions(model: torch.nn.Module, pairs: list[Any]) -> None:
         if vision is None or vision.positions is not None:
             continue
         ids = torch.tensor([pair.prompt_ids])
-        types = torch.tensor([vision.token_types or [0] * len(pair.prompt_ids)])
+        types = torch.tensor([vision.token_types.get(MM_TYPES) or [0] * len(pair.prompt_ids)])
         positions, _ = function(
             ids, mm_token_type_ids=types, image_grid_thw=vision.tensors.get("image_grid_thw"),
             attention_mask=torch.ones_like(ids),
