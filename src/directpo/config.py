@@ -163,6 +163,25 @@ class DPOConfig(Options):
         "steps have compiled. Where compiling fails at start (no C++ compiler or Triton, an "
         "architecture it cannot trace), the run goes on uncompiled and says so.",
     )
+    tf32: bool | None = option(
+        None,
+        "TF32 matmuls and convolutions in float32 compute on CUDA (transformers' tf32, on "
+        "Ampere or newer GPUs): true allows them (faster, ~10 mantissa bits), false forbids "
+        "them, null leaves torch's setting. Restored when train() returns. No effect on the CPU.",
+    )
+    full_determinism: bool = option(
+        False,
+        "transformers' enable_full_determinism: torch.use_deterministic_algorithms, cuDNN "
+        "deterministic (no benchmark), CUBLAS_WORKSPACE_CONFIG=:16:8, CUDA_LAUNCH_BLOCKING=1 and "
+        "FLASH_ATTENTION_DETERMINISTIC=1, so that GPU runs repeat bit for bit (slower; an op "
+        "without a deterministic kernel then fails naming itself). Restored when train() returns.",
+    )
+    torch_empty_cache_steps: int | None = option(
+        None,
+        "Empty the accelerator's memory cache (torch.cuda.empty_cache) after every this many "
+        "optimizer steps (transformers' option): less fragmentation and peak memory, some speed "
+        "lost. null: never. No effect on the CPU.",
+    )
     use_liger_kernel: bool = option(
         False,
         "Liger's Triton kernels (TRL's option; CUDA, pip install liger-kernel) for the RMSNorm, "
@@ -548,6 +567,12 @@ class DPOConfig(Options):
         "(nonfinite_steps); after more than this many in a row the run stops with a message.",
     )
     seed: int = option(42, "Seed for data order, initialisation of any new weights, and RNG.")
+    data_seed: int | None = option(
+        None,
+        "Seed of the data order alone (the pairs' shuffling each epoch, online rounds' prompts), "
+        "as transformers' data_seed; seed then sets initialisation, dropout and sampling. null: "
+        "seed.",
+    )
 
     # --- outputs ------------------------------------------------------------------------------
     output_dir: str = option(
@@ -580,6 +605,11 @@ class DPOConfig(Options):
         False,
         "Also evaluate before the first step (TRL's option): the starting model's baseline, "
         "logged at step 0 (a resumed run does not repeat it; not a candidate for best model).",
+    )
+    eval_delay: float = option(
+        0,
+        "No evaluation before this many optimizer steps (eval_strategy steps / auto) or epochs "
+        "(epoch), the last step's too (transformers' eval_delay). 0: none.",
     )
     logging_first_step: bool = option(False, "Also log the first step (TRL's option).")
     run_name: str | None = option(

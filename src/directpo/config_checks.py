@@ -80,6 +80,13 @@ def check_values(config: DPOConfig) -> None:
     one_of("eval_strategy", EVAL_STRATEGIES)
     one_of("save_strategy", SAVE_STRATEGIES)
     require(config.max_nonfinite_steps >= 0, "max_nonfinite_steps", ">= 0")
+    steps = config.torch_empty_cache_steps
+    require(steps is None or steps >= 1, "torch_empty_cache_steps", "null or >= 1")
+    require(
+        config.eval_delay >= 0, "eval_delay", ">= 0 (steps, or epochs with eval_strategy epoch)"
+    )
+    if config.eval_strategy == "no":
+        reject_if_set(config, ("eval_delay",), "eval_strategy is no (nothing is evaluated)")
     for key in (
         "per_device_train_batch_size",
         "per_device_eval_batch_size",

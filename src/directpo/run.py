@@ -298,8 +298,10 @@ def _pair_source(
     """Each step's pairs: the file's, or online rounds (the first one the file's pairs)."""
     global_batch = config.per_device_train_batch_size * world.size  # one process's batch
     accumulation = config.gradient_accumulation_steps
+    # data_seed (transformers'): the order alone; seed keeps initialisation, dropout, sampling
+    order_seed = config.seed if config.data_seed is None else config.data_seed
     if not config.online:
-        return FixedPairs(data.train, global_batch, accumulation, config.seed)
+        return FixedPairs(data.train, global_batch, accumulation, order_seed)
     builder = RoundBuilder(
         config, world, data.tokenizer, data.online_prompts, data.online_rows,
         labeller=data.labeller, output_dir=output_dir,
@@ -310,7 +312,7 @@ def _pair_source(
         steps_per_round=config.steps_per_round,
         batch_size=global_batch,
         accumulation=accumulation,
-        seed=config.seed,
+        seed=order_seed,
         build_round=builder,
         first_round=data.train if data.train.pairs else None,
         sampling={key: getattr(config, key) for key in ONLINE_SAMPLING_OPTIONS},

@@ -54,7 +54,7 @@ from directpo.outputs import (
     OutputLock,
 )
 from directpo.preflight import check_device, check_environment
-from directpo.process_state import kept_for_caller
+from directpo.process_state import kept_for_caller, numeric_switches
 from directpo.run import Run, prepare_run
 from directpo.signals import StopRequest
 from directpo.step import PairStats, eval_set_metrics, evaluate, pair_losses
@@ -105,7 +105,8 @@ def train(
         check_device(config, world.device.type, world.mode)
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
-        with _library_output(config, world.is_main), kept_for_caller(world.device):
+        switches = numeric_switches(config.tf32, config.full_determinism, world.device, echo)
+        with _library_output(config, world.is_main), kept_for_caller(world.device), switches:
             mine = lock if world.is_main else None  # one holder per run: rank 0
             run = prepare_run(config, train_dataset, eval_dataset, world, echo, peft_config, mine)
             try:
@@ -234,7 +235,7 @@ def _train(run: Run) -> TrainResult:
         run.window_start = time.perf_counter()
         done = run.start_step  # (a run resumed at its last step trains no step)
         # (every run that evaluates does so at its last step)
-        if run.config.eval_on_start and done == 0 and _evaluates_at(run, run.total_steps):
+        if run.config.eval_on_start and done == 0 and _evaluates(run):
             # the starting model's baseline; as in transformers, not a candidate for best
             write(evaluate_step(run, 0))
         for step in range(run.start_step, total):
@@ -246,6 +247,8 @@ def _train(run: Run) -> TrainResult:
                 if round_metrics.get("online/pairs") == 0:
                     write(_no_pairs(run.config, round_metrics))
             result = train_step(run, step, measure=_logs_at(run, done))
+            if _due(done, run.config.torch_empty_cache_steps or 0):
+                torch.cuda.empty_cache()  # transformers' torch_empty_cache_steps (CPU: nothing)
             if _due(done, run.config.sync_ref_model and run.config.ref_model_sync_steps):
                 sync_reference(run, run.config.ref_model_mixup_alpha)  # TR-DPO
             progress.update(1)
@@ -512,16 +515,24 @@ def _logs_at(run: Run, done: int) -> bool:
     return first or _due(done, run.config.every("logging_steps", run.total_steps), run.total_steps)
 
 
+def _evaluates(run: Run) -> bool:
+    """The run has something to evaluate and an eval_strategy that does."""
+    return bool(run.evals or run.eval_prompts) and run.config.eval_strategy != "no"
+
+
 def _evaluates_at(run: Run, done: int) -> bool:
     """eval_strategy: auto / steps (every eval_steps, or logging_steps; and at the end),
-    epoch (at each epoch's end), no."""
+    epoch (at each epoch's end), no; none before eval_delay steps (epochs) have passed, the
+    last step's neither (transformers' rule)."""
     config = run.config
-    if not (run.evals or run.eval_prompts) or config.eval_strategy == "no":
+    if not _evaluates(run):
         return False
     if config.eval_strategy == "epoch":
-        return _due(done, run.source.steps_per_epoch, run.total_steps)
+        waited = run.source.epochs_done(done) >= config.eval_delay
+        return waited and _due(done, run.source.steps_per_epoch, run.total_steps)
     key = "eval_steps" if config.eval_steps or config.eval_strategy != "steps" else "logging_steps"
-    return _due(done, config.every(key, run.total_steps), run.total_steps)
+    every = config.every(key, run.total_steps)
+    return done >= config.eval_delay and _due(done, every, run.total_steps)
 
 
 def _saves_at(run: Run, done: int) -> bool:
