@@ -630,6 +630,13 @@ class DPOConfig(Options):
         "Keep at most this many checkpoints (oldest deleted once a new one is complete); "
         "default keeps all.",
     )
+    save_only_model: bool = option(
+        False,
+        "Checkpoints hold the model (and tokenizer) without optimizer, schedule and RNG state "
+        "(transformers' option): a fraction of the disk, but such a checkpoint cannot be resumed "
+        "(resume_from_checkpoint refuses it; load_best_model_at_end still works). The checkpoint "
+        "a signal writes (SIGTERM, Ctrl-C) stays complete, so that the run can continue.",
+    )
     load_best_model_at_end: bool = option(
         False,
         "Checkpoint every evaluation that improves metric_for_best_model (kept whatever "

@@ -87,6 +87,13 @@ def check_values(config: DPOConfig) -> None:
     )
     if config.eval_strategy == "no":
         reject_if_set(config, ("eval_delay",), "eval_strategy is no (nothing is evaluated)")
+    if config.save_strategy == "no" and not config.load_best_model_at_end:
+        reject_if_set(
+            config,
+            ("save_only_model",),
+            "save_strategy is no and load_best_model_at_end is off: the only checkpoint is a "
+            "signal's, which stays complete",
+        )
     for key in (
         "per_device_train_batch_size",
         "per_device_eval_batch_size",

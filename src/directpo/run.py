@@ -440,6 +440,8 @@ def _check_free_space(
     final = count(policy.parameters() if config.merge_lora or not config.lora_r else trainable)
     optimizer_states = {"adamw": 2, "adamw_kahan": 3, "rmsprop": 1}[config.optimizer]
     optimizer_bytes = optimizer_states * master_bytes * count(trainable)
+    if config.save_only_model:  # (a signal's checkpoint still holds it, if the disk allows)
+        optimizer_bytes = 0
     checkpoint = checkpoint_weights + optimizer_bytes if config.save_steps else 0
     # TR-DPO's moved reference, in the compute dtype, beside the final model and in checkpoints
     moved = 0

@@ -266,7 +266,10 @@ def _train(run: Run) -> TrainResult:
             if stopping:
                 stop.requested = stop.requested or "another rank's signal"
             if _saves_at(run, done) or stopping or improved:
-                checkpoint = checkpoint_step(run, done)
+                # a signal's checkpoint is the run's to continue from: complete whatever
+                # save_only_model says
+                model_only = run.config.save_only_model and not stopping
+                checkpoint = checkpoint_step(run, done, model_only)
                 write(f"saved {checkpoint}")
             if run.best.patience_spent():
                 write(f"early stopping after step {done}: {run.best.describe()}")
@@ -473,8 +476,9 @@ def evaluate_step(run: Run, done: int) -> str:
     return _format_metrics(done, run.total_steps, metrics)
 
 
-def checkpoint_step(run: Run, done: int) -> Path:
-    """A resumable checkpoint (float32 masters under mixed precision) of step ``done``."""
+def checkpoint_step(run: Run, done: int, model_only: bool = False) -> Path:
+    """A resumable checkpoint (float32 masters under mixed precision) of step ``done``; with
+    ``model_only`` (save_only_model), its weights without optimizer state, not resumable."""
     state = {
         "log_window": vars(run.window),
         "num_tokens": run.num_tokens,
@@ -502,6 +506,7 @@ def checkpoint_step(run: Run, done: int) -> Path:
             run.scorer if run.sharded else None,
             keep=run.best.checkpoint,
             tensors=extra,
+            model_only=model_only,
         )
 
 

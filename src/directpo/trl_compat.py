@@ -153,7 +153,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "batch_eval_metrics": (_nothing, EVAL_METRICS),
     "include_for_metrics": (_nothing, EVAL_METRICS),
     "save_on_each_node": (_nothing, "rank 0 writes (FSDP: every rank its shards)"),
-    "save_only_model": (_nothing, "checkpoints always hold the optimizer (exact resume)"),
     "ignore_data_skip": (_nothing, "resume always continues the exact data order"),
     "restore_callback_states_from_checkpoint": (_nothing, "directpo has no callbacks"),
     "average_tokens_across_devices": (_any, ""),  # DPO losses are per pair
