@@ -348,12 +348,11 @@ def test_an_online_dpo_config_ports_with_trls_names(tmp_path) -> None:
         0.9, 0.95, 0,
     )  # fmt: skip
     assert config.missing_eos_penalty == 1.0 and config.reward_weights == [1.0]
-    path.write_text("online: true\nreward_fn: m:f\nuse_vllm: true\nmin_p: 0.1\njudge: pairrm\n")
+    path.write_text("online: true\nreward_fn: m:f\nuse_vllm: true\njudge: pairrm\n")
     with pytest.raises(ConfigError) as raised:
         load_config(str(path))
     lines = str(raised.value).splitlines()
     assert any("use_vllm: True is not supported" in line for line in lines)
-    assert any("min_p: 0.1 is not supported" in line for line in lines)
     assert any("unknown option 'judge'; did you mean 'reward_fn'" in line for line in lines)
 
 
@@ -704,7 +703,7 @@ def test_a_transformers_4_recipe_ports_and_its_gpu_choices_are_named(tmp_path) -
         with pytest.raises(ConfigError, match=re.escape(message)):
             DPOConfig(model_name_or_path="m", **{key: value})
     with pytest.raises(ConfigErrors) as refused:
-        DPOConfig(debug="underflow_overflow", optim_target_modules=["q_proj"], min_p=0.1)
+        DPOConfig(debug="underflow_overflow", optim_target_modules=["q_proj"], use_vllm=True)
     assert not any("not supported: not supported" in p for p in refused.value.problems)
     assert "debug: 'underflow_overflow' is not supported" in refused.value.problems
 

@@ -697,6 +697,28 @@ class DPOConfig(Options):
         1.0, "Nucleus sampling mass (1: off; the KL estimate assumes off)."
     )
     generate_top_k: int = option(0, "Top-k sampling (0: off; the KL estimate assumes off).")
+    generate_min_p: float | None = option(
+        None,
+        "Min-p sampling (TRL's min_p): drop tokens below this fraction of the most likely one's "
+        "probability, in [0, 1] (null: off; the KL estimate assumes off).",
+    )
+    generate_repetition_penalty: float = option(
+        1.0,
+        "Repetition penalty (TRL's repetition_penalty, > 0): above 1 the prompt's and the "
+        "completion's tokens so far are made less likely (1: off; the KL estimate assumes off).",
+    )
+    generate_cache_implementation: str | None = option(
+        None,
+        "The KV cache of sampling (TRL's cache_implementation): static, dynamic, offloaded, ... "
+        "(transformers' names). null: the model's own.",
+    )
+    generation_kwargs: dict | None = option(
+        None,
+        "More of transformers' GenerationConfig for every sampling (online rounds, "
+        "eval_generate), TRL's option, e.g. {no_repeat_ngram_size: 3, suppress_tokens: [13]}. "
+        "Keys that directpo's own options set (temperature: generate_temperature, ...) are "
+        "refused, naming the option.",
+    )
     reward_fn: str | None = option(
         None,
         "A ground-truth reward 'module:function' (or 'path/file.py:function') taking "
@@ -852,6 +874,20 @@ class DPOConfig(Options):
             room = self.max_length - new_tokens
             prompt = room if prompt is None else min(prompt, room)
         return prompt, new_tokens
+
+    @property
+    def generation_extras(self) -> dict[str, Any]:
+        """The GenerationConfig keys of sampling beyond temperature, top_p and top_k: min_p,
+        repetition_penalty, cache_implementation and generation_kwargs (at their off values
+        none, so that sampling stays what it was)."""
+        extras: dict[str, Any] = {}
+        if self.generate_min_p is not None:
+            extras["min_p"] = self.generate_min_p
+        if self.generate_repetition_penalty != 1.0:
+            extras["repetition_penalty"] = self.generate_repetition_penalty
+        if self.generate_cache_implementation is not None:
+            extras["cache_implementation"] = self.generate_cache_implementation
+        return {**extras, **(self.generation_kwargs or {})}
 
     @property
     def needs_reference(self) -> bool:

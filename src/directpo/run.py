@@ -324,7 +324,8 @@ def _pair_source(
 ONLINE_SAMPLING_OPTIONS = (
     "online_samples_per_prompt", "online_pairs", "online_reward_gap",
     "online_max_pairs_per_prompt", "generate_max_new_tokens", "generate_temperature",
-    "generate_top_p", "generate_top_k", "per_device_eval_batch_size", "reward_fn",
+    "generate_top_p", "generate_top_k", "generate_min_p", "generate_repetition_penalty",
+    "generate_cache_implementation", "generation_kwargs", "per_device_eval_batch_size", "reward_fn",
     "reward_model_name_or_path", "implicit_reward_model", "reward_weights", "missing_eos_penalty",
     "max_length", "max_completion_length",
     "max_prompt_length", "chat_template", "chat_template_kwargs",

@@ -37,6 +37,9 @@ ALIASES = {  # TRL's other names for directpo options
     "temperature": "generate_temperature",
     "top_p": "generate_top_p",
     "top_k": "generate_top_k",
+    "min_p": "generate_min_p",
+    "repetition_penalty": "generate_repetition_penalty",
+    "cache_implementation": "generate_cache_implementation",
     "reward_model_path": "reward_model_name_or_path",
 }
 HINTS = {  # TRL arguments that are not config keys, and the option that means the same here
@@ -212,13 +215,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "alpha": (_equals(0.0), "AlphaPO's reward transform; directpo has SimPO's (alpha 0)"),
     # OnlineDPOConfig's: online rounds sample with transformers' generate, no vLLM
     "use_vllm": (_nothing, "online rounds sample with transformers' generate"),
-    "min_p": (_nothing, "use generate_top_p or generate_top_k"),
-    "repetition_penalty": (_equals(1.0), "sampling applies no repetition penalty"),
-    "generation_kwargs": (
-        _nothing,
-        "use generate_temperature, generate_top_p, generate_top_k",
-    ),
-    "cache_implementation": (_nothing, "generation uses the model's default cache"),
     "ds3_gather_for_generation": (_any, ""),  # FSDP2 gathers for generation itself
     # vLLM's settings are read only with use_vllm, which is refused above
     **dict.fromkeys(VLLM_OPTIONS, (_any, "")),
