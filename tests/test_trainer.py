@@ -989,3 +989,64 @@ def test_eval_delay_holds_evaluations_back(
     )  # fmt: skip
     result = train(config, echo=quiet)
     assert [row["step"] for row in result.metrics if "eval/loss" in row] == evaluated
+
+
+def test_auto_find_batch_size_retries_a_step_in_halves_with_the_same_pairs(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """TRL's auto_find_batch_size was refused. A step that runs out of GPU memory (injected
+    here past 2 pairs per micro-batch) runs again with its micro-batches halved (accumulation
+    doubled), until it fits: the same pairs per step and the same loss, so the weights are
+    those of a run with those micro-batches set. Without the option, or once a
+    micro-batch holds one pair, the error stops the run as before."""
+    import directpo.trainer as trainer_module
+    from directpo.errors import TrainingStopped
+
+    real = trainer_module.pair_losses
+    sizes: list[int] = []
+
+    def limited(limit):
+        def pair_losses(*args, **kwargs):
+            losses, stats = real(*args, **kwargs)
+            sizes.append(len(losses))
+            if len(losses) > limit:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return losses, stats
+
+        return pair_losses
+
+    model = tiny_model_dirs["llama"]
+    common = dict(max_steps=3, per_device_train_batch_size=6)
+    plain = train(tiny_config(model, pairs_file, tmp_path / "plain", **common), echo=quiet)
+    small = dict(per_device_train_batch_size=2, gradient_accumulation_steps=3)  # what it finds
+    smaller = train(
+        tiny_config(model, pairs_file, tmp_path / "small", **{**common, **small}), echo=quiet
+    )
+    monkeypatch.setattr(trainer_module, "pair_losses", limited(2))
+    lines: list[str] = []
+    config = tiny_config(model, pairs_file, tmp_path / "fit", auto_find_batch_size=True, **common)
+    fitted = train(config, echo=lines.append)
+    assert sizes == [6, 3] + [2, 2, 2] * 3  # then micro-batches of 2 for every step
+    said = [line for line in lines if line.startswith("step 1: out of GPU memory")]
+    assert said == [
+        "step 1: out of GPU memory with micro-batches of 6 pairs; auto_find_batch_size: trying "
+        "it again as per_device_train_batch_size 3, gradient_accumulation_steps 2 (the same "
+        "pairs per step)",
+        "step 1: out of GPU memory with micro-batches of 3 pairs; auto_find_batch_size: trying "
+        "it again as per_device_train_batch_size 2, gradient_accumulation_steps 4 (the same "
+        "pairs per step)",
+    ]
+    # the micro-batches it found, op for op: the same weights; the whole batch: the same loss
+    for key, tensor in smaller.policy.state_dict().items():
+        assert torch.equal(tensor, fitted.policy.state_dict()[key]), key
+    for a, b in zip(train_rows(plain.metrics), train_rows(fitted.metrics), strict=True):
+        for key in ("loss", "rewards/margins", "grad_norm"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+    monkeypatch.setattr(trainer_module, "pair_losses", limited(0))  # not even one pair fits
+    with pytest.raises(TrainingStopped, match="^out of GPU memory at step 1: .*auto_find"):
+        train(dataclasses.replace(config, output_dir=str(tmp_path / "none")), echo=quiet)
+    sizes.clear()
+    config = tiny_config(model, pairs_file, tmp_path / "off", **common)
+    with pytest.raises(TrainingStopped, match="^out of GPU memory at step 1"):
+        train(config, echo=quiet)
+    assert sizes == [6]

@@ -556,6 +556,13 @@ class DPOConfig(Options):
     gradient_accumulation_steps: int = option(
         1, "Micro-batches per optimizer step; the loss is the mean over all pairs of the step."
     )
+    auto_find_batch_size: bool = option(
+        False,
+        "A step that runs out of GPU memory is run again in micro-batches half the size "
+        "(per_device_train_batch_size halved, gradient_accumulation_steps doubled: the same "
+        "pairs per step, the same loss), until it fits; kept for the rest of the run, and said. "
+        "One process only.",
+    )
     max_grad_norm: float = option(
         1.0, "Clip the gradient's global L2 norm to this; 0 (or null) disables."
     )

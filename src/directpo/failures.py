@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 OOM_HELP = (
     "out of GPU memory at step {step}: lower per_device_train_batch_size (raise "
-    "gradient_accumulation_steps to keep the batch), set gradient_checkpointing: true, "
+    "gradient_accumulation_steps to keep the batch; auto_find_batch_size: true does it), set "
+    "gradient_checkpointing: true, "
     "precompute_ref_log_probs: true, lora_r: 16, or a smaller max_length / logprob_chunk_tokens"
 )
 

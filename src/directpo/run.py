@@ -95,6 +95,7 @@ class Run:
     update_checked: bool = False  # the first real update was checked (guard.py)
     best: BestModel = field(default_factory=BestModel)  # load_best / early stopping (best.py)
     start_sample: torch.Tensor | None = None  # sampled weights at start, when saving rounds them
+    micro_split: int = 1  # auto_find_batch_size: each micro-batch run in this many pieces
 
     @property
     def sharded(self) -> bool:
@@ -112,6 +113,11 @@ def prepare_run(
 ) -> Run:
     """Everything a run sets up once; ``lock`` (rank 0's) is taken on ``output_dir``."""
     output_dir = Path(config.output_dir)
+    if config.auto_find_batch_size and world.size > 1:  # (one rank alone would retry a step)
+        raise ConfigError(
+            "auto_find_batch_size works in one process: under torchrun every rank would have to "
+            "retry the same step; set per_device_train_batch_size (and gradient_accumulation_steps)"
+        )
     replaced = prepare_output_dir(output_dir, config, lock)
     set_seed(config.seed)
     device = world.device

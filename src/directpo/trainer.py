@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from directpo.adapters import lora_options_of
+from directpo.batch_fit import retry_smaller, split_micro_batches
 from directpo.batching import collate_pairs
 from directpo.checkpoint import REFERENCE_FILE, save_checkpoint
 from directpo.config import DPOConfig
@@ -310,32 +311,16 @@ def train_step(run: Run, step: int, measure: bool = False) -> StepResult:
     and counted; too many in a row stop the run. ``measure`` (a step that logs): also report
     ``update_ratio`` and TRL's per-token statistics (logits/*, entropy, mean_token_accuracy).
     """
-    config, world, pair_set = run.config, run.world, run.source.pairs
-    micro_batches = run.source.micro_batches(step)
-    step_pairs = sum(len(indices) for indices in micro_batches)  # over all ranks
+    config = run.config
     learning_rate = run.scheduler.get_last_lr()[0]
-    # DDP under mixed precision reduces every micro-batch (in float32) into the masters
-    sync_every_micro_batch = run.masters is not None and world.mode == "ddp"
-    stats = PairStats()
-    for number, indices in enumerate(micro_batches):
-        mine, stand_in = shard(indices, world)
-        table = pair_set.reference_table
-        batch = collate_pairs(
-            [pair_set.pairs[i] for i in mine],
-            run.pad_id,
-            None if table is None else table[mine],
-            run.layout,
-        ).to(world.device)
-        last = number == len(micro_batches) - 1
-        with gradient_sync(run.scorer, enabled=last or sync_every_micro_batch):
-            losses, batch_stats = pair_losses(run.scorer, run.reference, batch, config, measure)
-            # x world size: DDP and FSDP average the ranks' gradients
-            weight = 0.0 if stand_in else world.size / step_pairs
-            (losses.sum() * weight).backward()
-        if run.masters is not None:
-            run.masters.collect_grads()  # (streamed already in one process)
-        stats.add(batch_stats.zeroed() if stand_in else batch_stats)
-    stats = stats.all_reduce(world)
+    stats = None
+    while stats is None:  # auto_find_batch_size: again in smaller micro-batches (batch_fit.py)
+        micro_batches = split_micro_batches(run.source.micro_batches(step), run.micro_split)
+        try:
+            stats = _accumulate(run, micro_batches, measure)
+        except torch.OutOfMemoryError as error:
+            if not retry_smaller(run, step, error):
+                raise
     run.num_tokens += stats.tokens
     if not micro_batches:  # an online round that found no pair: nothing to learn this step
         _advance_schedule(run.scheduler)
@@ -369,6 +354,34 @@ def train_step(run: Run, step: int, measure: bool = False) -> StepResult:
     _advance_schedule(run.scheduler)
     run.optimizer.zero_grad(set_to_none=True)
     return result
+
+
+def _accumulate(run: Run, micro_batches: list[list[int]], measure: bool) -> PairStats:
+    """Every micro-batch's forward and backward (gradients accumulated); the metric sums."""
+    config, world, pair_set = run.config, run.world, run.source.pairs
+    step_pairs = sum(len(indices) for indices in micro_batches)  # over all ranks
+    # DDP under mixed precision reduces every micro-batch (in float32) into the masters
+    sync_every_micro_batch = run.masters is not None and world.mode == "ddp"
+    stats = PairStats()
+    for number, indices in enumerate(micro_batches):
+        mine, stand_in = shard(indices, world)
+        table = pair_set.reference_table
+        batch = collate_pairs(
+            [pair_set.pairs[i] for i in mine],
+            run.pad_id,
+            None if table is None else table[mine],
+            run.layout,
+        ).to(world.device)
+        last = number == len(micro_batches) - 1
+        with gradient_sync(run.scorer, enabled=last or sync_every_micro_batch):
+            losses, batch_stats = pair_losses(run.scorer, run.reference, batch, config, measure)
+            # x world size: DDP and FSDP average the ranks' gradients
+            weight = 0.0 if stand_in else world.size / step_pairs
+            (losses.sum() * weight).backward()
+        if run.masters is not None:
+            run.masters.collect_grads()  # (streamed already in one process)
+        stats.add(batch_stats.zeroed() if stand_in else batch_stats)
+    return stats.all_reduce(world)
 
 
 def _advance_schedule(scheduler: Any) -> None:

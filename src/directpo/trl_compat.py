@@ -189,7 +189,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     # inductor and the default mode are torch_compile: true (_trl_compile); others are refused
     "torch_compile_backend": (_nothing, COMPILED),
     "torch_compile_mode": (_nothing, COMPILED),
-    "auto_find_batch_size": (_nothing, "set per_device_train_batch_size"),
     "neftune_noise_alpha": (_nothing, "NEFTune is an SFT technique"),
     "label_smoothing_factor": (_nothing, "use label_smoothing (cDPO)"),
     "optim_args": (_nothing, "use adam_beta1/adam_beta2/adam_epsilon/weight_decay"),
