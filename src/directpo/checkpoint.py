@@ -94,16 +94,33 @@ def resolve_checkpoint(
                 echo(f"resume: took {candidate.name}, the newest checkpoint that verifies")
                 return candidate
             skipped.append((candidate.name, problem))
-        reasons = "; ".join(f"{name}: {why}" for name, why in skipped)
+        grouped: dict[str, list[str]] = {}  # (every save_only_model checkpoint says the same)
+        for name, why in skipped:
+            grouped.setdefault(why, []).append(name)
+        reasons = "; ".join(f"{', '.join(names)}: {why}" for why, names in grouped.items())
+        model_only = [Path(output_dir) / name for name, why in skipped if why == MODEL_ONLY]
+        instead = f"; {_start_from(model_only[0])}" if model_only else ""
         raise CheckpointError(
             f"resume_from_checkpoint: latest: no usable checkpoint in {output_dir}"
             + (f" ({reasons})" if reasons else "")
+            + instead
         )
     path = Path(value)
-    problem = verify_checkpoint(path) or _not_resumable(path)
+    problem = verify_checkpoint(path)
+    if problem is None and _not_resumable(path):
+        problem = f"{MODEL_ONLY}; {_start_from(path)}"
     if problem is not None:
         raise CheckpointError(f"resume_from_checkpoint: {value}: {problem}")
     return path
+
+
+MODEL_ONLY = (
+    "written with save_only_model: true (no optimizer, schedule or RNG state): not resumable"
+)
+
+
+def _start_from(path: Path) -> str:
+    return f"start a new run from its weights (model_name_or_path: {path})"
 
 
 def _not_resumable(path: Path) -> str | None:
@@ -114,12 +131,7 @@ def _not_resumable(path: Path) -> str | None:
         model_only = json.loads((path / STATE_FILE).read_text()).get("model_only")
     except (OSError, ValueError, AttributeError):
         return None  # the restore names what is wrong with the file
-    if not model_only:
-        return None
-    return (
-        "written with save_only_model: true (no optimizer, schedule or RNG state), so it cannot "
-        f"resume; start a new run from its weights (model_name_or_path: {path})"
-    )
+    return MODEL_ONLY if model_only else None
 
 
 def retire_checkpoints_after(output_dir: Path, step: int, echo: Callable[[str], None]) -> None:
