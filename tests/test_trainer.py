@@ -987,8 +987,11 @@ def test_eval_delay_holds_evaluations_back(
         per_device_train_batch_size=3, eval_file=str(pairs_file), eval_strategy=strategy,
         eval_steps=2 if strategy == "steps" else 0, eval_delay=delay,
     )  # fmt: skip
-    result = train(config, echo=quiet)
+    lines: list[str] = []
+    result = train(config, echo=lines.append)
     assert [row["step"] for row in result.metrics if "eval/loss" in row] == evaluated
+    said = "eval_delay 7: no evaluation in this run (6 steps); lower eval_delay to evaluate "
+    assert (said + "after fewer steps" in lines) == (not evaluated)
 
 
 def test_auto_find_batch_size_retries_a_step_in_halves_with_the_same_pairs(
@@ -1050,3 +1053,30 @@ def test_auto_find_batch_size_retries_a_step_in_halves_with_the_same_pairs(
     with pytest.raises(TrainingStopped, match="^out of GPU memory at step 1"):
         train(config, echo=quiet)
     assert sizes == [6]
+
+
+def test_an_op_full_determinism_refuses_stops_the_run_in_one_line(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """Under full_determinism an op with no deterministic CUDA kernel raises torch's paragraph
+    (a traceback mid-run); it is one line naming the op and the option now."""
+    import directpo.trainer as trainer_module
+    from directpo.errors import TrainingStopped
+
+    def nondeterministic(*args, **kwargs):
+        raise RuntimeError(
+            "index_add_cuda_ does not have a deterministic implementation, but you set "
+            "'torch.use_deterministic_algorithms(True)'. You can turn off determinism just for "
+            "this operation, or you can use the 'warn_only=True' option, if that's acceptable."
+        )
+
+    monkeypatch.setattr(trainer_module, "pair_losses", nondeterministic)
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, tmp_path / "run", full_determinism=True
+    )
+    with pytest.raises(TrainingStopped) as stopped:
+        train(config, echo=quiet)
+    assert str(stopped.value) == (
+        "step 1: full_determinism: index_add_cuda_ has no deterministic implementation on this "
+        "device (torch.use_deterministic_algorithms); set full_determinism: false"
+    )

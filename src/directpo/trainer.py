@@ -239,6 +239,10 @@ def _train(run: Run) -> TrainResult:
         if run.config.eval_on_start and done == 0 and _evaluates(run):
             # the starting model's baseline; as in transformers, not a candidate for best
             write(evaluate_step(run, 0))
+        later = range(done + 1, total + 1)  # eval_delay past the end: said
+        delayed = run.config.eval_delay and _evaluates(run)
+        if delayed and not any(_evaluates_at(run, step) for step in later):
+            write(_no_evaluation(run))
         for step in range(run.start_step, total):
             done = position.step = step + 1
             round_metrics = run.source.prepare(step)  # online: a new round's pairs
@@ -551,6 +555,16 @@ def _evaluates_at(run: Run, done: int) -> bool:
     key = "eval_steps" if config.eval_steps or config.eval_strategy != "steps" else "logging_steps"
     every = config.every(key, run.total_steps)
     return done >= config.eval_delay and _due(done, every, run.total_steps)
+
+
+def _no_evaluation(run: Run) -> str:
+    unit = "epochs" if run.config.eval_strategy == "epoch" else "steps"
+    best = run.config.load_best_model_at_end
+    return (
+        f"eval_delay {run.config.eval_delay:g}: no evaluation in this run ({run.total_steps} "
+        f"steps){'; load_best_model_at_end keeps the last step' if best else ''}; lower "
+        f"eval_delay to evaluate after fewer {unit}"
+    )
 
 
 def _saves_at(run: Run, done: int) -> bool:
