@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import math
@@ -729,3 +730,75 @@ def test_a_runs_config_yaml_resumes_from_any_working_directory(
     train(config, echo=lines.append)
     assert any(line.startswith("resumed from") for line in lines), lines
     assert (work / "run" / "checkpoint-2").is_dir() and not (elsewhere / "run").exists()
+
+
+def test_save_only_model_writes_weights_alone_loads_the_best_and_never_resumes(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """TRL's save_only_model was refused. Its checkpoints hold no optimizer, schedule or RNG
+    state; load_best_model_at_end still gives the best evaluation's weights (those of the
+    same run with full checkpoints); such a checkpoint is refused as a resume point in one
+    line (transformers cannot resume one either), and 'latest' passes over it to a complete
+    one: the checkpoint a signal writes, complete so that the run continues exactly."""
+    settings = dict(
+        max_steps=4, save_steps=2, per_device_train_batch_size=2, eval_file=str(pairs_file),
+        eval_steps=1, load_best_model_at_end=True, metric_for_best_model="eval/rewards/margins",
+        greater_is_better=False,
+    )  # fmt: skip
+    model = tiny_model_dirs["llama"]
+    full = train(tiny_config(model, pairs_file, tmp_path / "full", **settings), echo=_quiet)
+    lines: list[str] = []
+    config = tiny_config(model, pairs_file, tmp_path / "only", save_only_model=True, **settings)
+    only = train(config, echo=lines.append)
+    assert any(line.startswith("loaded the best model: step 1") for line in lines)
+    for key, tensor in full.policy.state_dict().items():
+        assert torch.equal(tensor, only.policy.state_dict()[key]), key
+    state_files = {"optimizer.pt", "scheduler.pt", "rng_state.pt"}
+    for step in (1, 2, 4):
+        files = {p.name for p in (tmp_path / "only" / f"checkpoint-{step}").iterdir()}
+        assert "model.safetensors" in files and not files & state_files
+        assert verify_checkpoint(tmp_path / "only" / f"checkpoint-{step}") is None
+        assert state_files <= {p.name for p in (tmp_path / "full" / f"checkpoint-{step}").iterdir()}
+    resumed = dataclasses.replace(config, resume_from_checkpoint="latest")
+    with pytest.raises(CheckpointError) as refused:
+        train(resumed, echo=_quiet)
+    only = tmp_path / "only"
+    assert str(refused.value) == (
+        f"resume_from_checkpoint: latest: no usable checkpoint in {only} (checkpoint-4, "
+        "checkpoint-2, checkpoint-1: written with save_only_model: true (no optimizer, schedule "
+        "or RNG state): not resumable); start a new run from its weights (model_name_or_path: "
+        f"{only / 'checkpoint-4'})"
+    )
+    explicit = dataclasses.replace(
+        config, resume_from_checkpoint=str(tmp_path / "only/checkpoint-4")
+    )
+    with pytest.raises(CheckpointError, match="not resumable; start a new run from its weights"):
+        train(explicit, echo=_quiet)
+
+    # a signal after step 3: its checkpoint is complete, and the run continues from it exactly
+    real = trainer_module._stop_requested
+
+    def signal_at_step_3(run, stop):
+        if run.logger.rows and run.logger.rows[-1]["step"] == 3:
+            stop.requested = "SIGTERM"
+        return real(run, stop)
+
+    plain = dict(max_steps=4, save_steps=1, per_device_train_batch_size=2)
+    whole = train(tiny_config(model, pairs_file, tmp_path / "whole", **plain), echo=_quiet)
+    monkeypatch.setattr(trainer_module, "_stop_requested", signal_at_step_3)
+    config = tiny_config(model, pairs_file, tmp_path / "stopped", save_only_model=True, **plain)
+    assert train(config, echo=_quiet).stopped_by == "SIGTERM"
+    monkeypatch.setattr(trainer_module, "_stop_requested", real)
+    files = {p.name for p in (tmp_path / "stopped" / "checkpoint-3").iterdir()}
+    assert state_files <= files
+    lines.clear()
+    continued = train(
+        dataclasses.replace(config, resume_from_checkpoint="latest"), echo=lines.append
+    )
+    assert "resume: took checkpoint-3, the newest checkpoint that verifies" in lines
+    for key, tensor in whole.policy.state_dict().items():
+        assert torch.equal(tensor, continued.policy.state_dict()[key]), key
+
+
+def _quiet(_: str) -> None:
+    pass

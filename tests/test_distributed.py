@@ -776,3 +776,31 @@ def test_an_accelerate_configs_mixed_precision_is_not_ignored(
     assert any("compute bfloat16" in line for line in lines if line.startswith("training"))
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     train(tiny_config(tiny_model_dirs["llama"], five_pairs, tmp_path / "no"), echo=lambda _: None)
+
+
+def test_fsdp_save_only_model_shards_the_weights_alone_and_loads_the_best(
+    tiny_model_dirs, five_pairs, tmp_path
+) -> None:
+    """save_only_model under distributed: fsdp: each checkpoint's shards hold the model without
+    optimizer state, and load_best_model_at_end reads the best one's weights from them (the
+    same final weights as with complete checkpoints)."""
+    import torch.distributed.checkpoint as dcp
+
+    best = dict(
+        distributed="fsdp", save_steps=2, load_best_model_at_end=True,
+        metric_for_best_model="eval/rewards/margins", greater_is_better=False,
+    )  # fmt: skip
+    model = tiny_model_dirs["llama"]
+    runs = {}
+    for only in (False, True):
+        out = tmp_path / f"only-{only}"
+        config = settings(model, five_pairs, out, batch=4, save_only_model=only, **best)
+        config.eval_steps = 1
+        lines: list[str] = []
+        train(config, echo=lines.append)
+        assert any(line.startswith("loaded the best model: step 1") for line in lines)
+        runs[only] = AutoModelForCausalLM.from_pretrained(out)
+        saved = dcp.FileSystemReader(out / "checkpoint-1" / "sharded").read_metadata()
+        assert any(key.startswith("optimizer.") for key in saved.state_dict_metadata) != only
+    for (name, a), b in zip(runs[True].named_parameters(), runs[False].parameters(), strict=True):
+        assert torch.equal(a, b), name

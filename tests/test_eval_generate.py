@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -556,3 +557,75 @@ def test_a_precomputed_run_that_samples_returns_the_reference_it_kept(
     result = train(config, echo=lambda _: None)
     assert result.reference is not None and result.reference.model is not result.policy
     assert reloads == [] and result.reference_source is None
+
+
+def test_trls_sampling_options_reach_generate_and_change_the_samples(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """OnlineDPOConfig's repetition_penalty, min_p, cache_implementation and generation_kwargs
+    were refused. They reach model.generate's GenerationConfig (eval_generate here; online
+    rounds sample through the same call): a repetition penalty of 2.0 gives other completions
+    than none (greedy: a random tiny model's near-uniform logits hardly move a sample), and
+    the seed still makes a run's samples repeat."""
+    from transformers import GenerationMixin
+
+    seen: list[dict] = []
+    generate = GenerationMixin.generate
+
+    def recording(self, *args, **kwargs):
+        seen.append(kwargs["generation_config"].to_dict())
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(GenerationMixin, "generate", recording)
+
+    def samples(name: str, **sampling) -> list[str]:
+        out = tmp_path / name
+        config = DPOConfig(
+            model_name_or_path=str(tiny_model_dirs["llama"]), train_file=str(pairs_file),
+            eval_file=str(pairs_file), output_dir=str(out), report_to=["none"], max_steps=1,
+            save_steps=0, eval_generate=3, generate_max_new_tokens=12, **sampling,
+        )  # fmt: skip
+        train(config, echo=lambda _: None)
+        lines = (out / "samples" / "step-1.jsonl").read_text().splitlines()
+        return [json.loads(line)["completion"] for line in lines]
+
+    plain = samples("plain", temperature=0)
+    assert seen[-1]["repetition_penalty"] in (None, 1.0) and seen[-1]["min_p"] is None
+    penalised = samples("penalised", temperature=0, repetition_penalty=2.0)
+    assert seen[-1]["repetition_penalty"] == 2.0
+    assert penalised != plain
+    drawn = samples("drawn", eval_generate_samples=2, repetition_penalty=2.0)
+    assert samples("again", eval_generate_samples=2, repetition_penalty=2.0) == drawn
+    samples(
+        "all", min_p=0.05, cache_implementation="static",
+        generation_kwargs={"no_repeat_ngram_size": 2, "suppress_tokens": [5]},
+    )  # fmt: skip
+    wanted = {"min_p": 0.05, "cache_implementation": "static", "no_repeat_ngram_size": 2}
+    assert {key: seen[-1][key] for key in wanted} == wanted
+    assert seen[-1]["suppress_tokens"] == [5] and seen[-1]["temperature"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"temperature": 0.5}, "generation_kwargs: temperature is set by directpo's own "
+         "options: use generate_temperature"),
+        ({"num_return_sequences": 2}, "use eval_generate_samples / online_samples_per_prompt"),
+        ({"no_repeat_ngram": 2}, "'no_repeat_ngram' is not an option of transformers' "
+         "GenerationConfig; did you mean no_repeat_ngram_size?"),
+    ],
+)  # fmt: skip
+def test_generation_kwargs_that_directpo_sets_or_transformers_lacks_are_refused(
+    kwargs, message
+) -> None:
+    base = dict(model_name_or_path="m", eval_generate=2)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        DPOConfig(**base, generation_kwargs=kwargs)
+    with pytest.raises(ConfigError, match="^cache_implementation .*Invalid `cache_implementation`"):
+        DPOConfig(**base, cache_implementation="bogus")
+    with pytest.raises(ConfigError, match="repetition_penalty .* must be > 0"):
+        DPOConfig(**base, repetition_penalty=0)
+    with pytest.raises(
+        ConfigError, match=r"^min_p \(directpo: generate_min_p\) is set but eval_generate is 0"
+    ):
+        DPOConfig(model_name_or_path="m", min_p=0.1)

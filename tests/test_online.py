@@ -709,3 +709,49 @@ def test_pairs_file_prompts_pass_their_rows_columns(tiny_model_dirs, tmp_path, o
         expected = [c.count("e") - c.count("a") + bonus[record["prompt"]]
                     for c in record["completions"]]  # fmt: skip
         assert record["rewards"] == expected
+
+
+def test_online_rounds_sample_with_trls_sampling_options_and_data_seed(
+    tiny_model_dirs, tmp_path, online_files, monkeypatch
+) -> None:
+    """OnlineDPOConfig's repetition_penalty, min_p and generation_kwargs (refused before)
+    reach every round's model.generate; data_seed orders the rounds' prompts, seed the
+    sampling (transformers' split of the two)."""
+    from transformers import GenerationMixin
+
+    rewards, prompts = online_files
+    configs: list[dict] = []
+    generate = GenerationMixin.generate
+
+    def recording(self, *args, **kwargs):
+        configs.append(kwargs["generation_config"].to_dict())
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(GenerationMixin, "generate", recording)
+    rounds: dict[str, list] = {}
+    prompts_of = OnlineRounds.round_prompts
+    current: list[str] = []
+
+    def recording_prompts(self, round_index):
+        indices = prompts_of(self, round_index)
+        rounds.setdefault(current[0], []).append(indices)
+        return indices
+
+    monkeypatch.setattr(OnlineRounds, "round_prompts", recording_prompts)
+    sampling = dict(
+        repetition_penalty=1.5, min_p=0.01, generation_kwargs={"no_repeat_ngram_size": 2}
+    )
+    for name, seeds in {"a": (1, 7), "b": (2, 7), "c": (1, 8)}.items():
+        current[:] = [name]
+        config = online_config(
+            tiny_model_dirs["llama"], prompts, tmp_path / name, rewards, max_steps=4,
+            seed=seeds[0], data_seed=seeds[1], **sampling,
+        )  # fmt: skip
+        train(config, echo=lambda _: None)
+    assert configs and all(
+        (c["repetition_penalty"], c["min_p"], c["no_repeat_ngram_size"]) == (1.5, 0.01, 2)
+        for c in configs
+    )
+    assert rounds["a"] == rounds["b"] != rounds["c"]
+    samples = {name: (tmp_path / name / "online" / "round-1.jsonl").read_text() for name in "ab"}
+    assert samples["a"] != samples["b"]  # the same prompts, sampled under another seed

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -837,3 +838,245 @@ def test_the_start_line_names_the_attention_and_checkpointing_chosen(
     cuda, bf16 = torch.device("cuda"), PrecisionPolicy(compute=torch.bfloat16)
     assert run._kernel_words(policy, cuda, bf16, False) == "attention varlen (flash_attn)"
     assert run._kernel_words(policy, cuda, PrecisionPolicy(), False) == "attention varlen (math)"
+
+
+def test_tf32_sets_cudas_matmul_precision_for_the_run_and_gives_it_back() -> None:
+    """TRL's tf32 was refused. On CUDA it sets the float32 precision of matmuls and cuDNN (each
+    backend itself: the generic switch transformers sets does not override one set before);
+    the caller's setting is back afterwards; on the CPU it changes nothing and says so."""
+    from directpo.process_state import _tf32_switches, numeric_switches
+
+    def values() -> list:
+        return [getattr(target, name) for target, name, _, _ in _tf32_switches()]
+
+    before = values()
+    lines: list[str] = []
+    for wanted in (True, False):
+        with numeric_switches(wanted, False, torch.device("cuda"), lines.append):
+            inside = values()
+        assert inside == [on if wanted else off for _, _, on, off in _tf32_switches()]
+        assert values() == before
+    with numeric_switches(True, False, torch.device("cpu"), lines.append):
+        assert values() == before
+    assert lines == ["tf32: true has no effect on the CPU (TF32 is a CUDA matmul mode)"]
+
+
+def test_full_determinism_holds_during_the_run_and_is_undone_after(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """TRL's full_determinism was refused. As transformers' enable_full_determinism: torch's
+    deterministic algorithms, cuDNN deterministic without benchmark and the variables CUDA and
+    cuBLAS read, during the run (a CPU run trains under them); the caller's state after it."""
+    import os
+
+    import directpo.trainer as trainer_module
+
+    seen = []
+    step = trainer_module.train_step
+
+    def recording(*args, **kwargs):
+        seen.append((
+            torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        ))  # fmt: skip
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "train_step", recording)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "a", max_steps=2)
+    plain = train(config, echo=quiet)
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, tmp_path / "b", max_steps=2, full_determinism=True
+    )
+    determined = train(config, echo=quiet)
+    assert seen == [(False, False, False, None)] * 2 + [(True, True, False, ":16:8")] * 2
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    # the same numbers (the CPU's kernels are deterministic already)
+    assert [r["loss"] for r in train_rows(plain.metrics)] == [
+        r["loss"] for r in train_rows(determined.metrics)
+    ]
+
+
+def test_torch_empty_cache_steps_empties_the_cache_every_n_steps(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """TRL's torch_empty_cache_steps was refused: the accelerator's cache is emptied after
+    every N-th optimizer step (steps 2 and 4 of 5 here), as transformers does."""
+    import directpo.trainer as trainer_module
+
+    calls: list[int] = []
+    step = trainer_module.train_step
+
+    def counting(run, index, **kwargs):
+        calls.append(-(index + 1))  # the step about to run
+        return step(run, index, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "train_step", counting)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append(0))
+    for every in (None, 2):
+        calls.clear()
+        config = tiny_config(
+            tiny_model_dirs["llama"], pairs_file, tmp_path / f"run{every}", max_steps=5,
+            per_device_train_batch_size=2, torch_empty_cache_steps=every,
+        )  # fmt: skip
+        train(config, echo=quiet)
+        emptied_after = [-calls[i - 1] for i, call in enumerate(calls) if call == 0 and i]
+        assert emptied_after == ([] if every is None else [2, 4])
+
+
+def test_data_seed_orders_the_pairs_and_seed_the_rest(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """TRL's data_seed was refused ('seed sets the data order'). As in transformers, it alone
+    orders the pairs; seed still sets everything else (here a LoRA adapter's initialisation);
+    a run resumed with it continues exactly, and one resumed with another is refused."""
+    from directpo.sources import FixedPairs
+
+    orders: dict[str, list] = {}
+    batches = FixedPairs.micro_batches
+    current: list[str] = []
+
+    def recording(self, step):
+        indices = batches(self, step)
+        orders.setdefault(current[0], []).append(indices)
+        return indices
+
+    monkeypatch.setattr(FixedPairs, "micro_batches", recording)
+    model = tiny_model_dirs["llama"]
+    common = dict(max_steps=4, per_device_train_batch_size=2, lora_r=4, save_steps=2)
+    results = {}
+    for name, seeds in {
+        "a": dict(seed=1, data_seed=7), "b": dict(seed=2, data_seed=7),
+        "c": dict(seed=1, data_seed=8), "d": dict(seed=1, data_seed=None),
+    }.items():  # fmt: skip
+        current[:] = [name]
+        config = tiny_config(model, pairs_file, tmp_path / name, **common, **seeds)
+        results[name] = train(config, echo=quiet).policy.state_dict()
+    assert orders["a"] == orders["b"]
+    assert orders["a"] != orders["c"] and orders["c"] != orders["d"]
+    lora = [key for key in results["a"] if "lora_A" in key]
+    assert lora and not torch.equal(results["a"][lora[0]], results["b"][lora[0]])
+    # resumed at step 2 with the same options: the uninterrupted run's weights exactly
+    resumed_dir = tmp_path / "resumed"
+    resumed_dir.mkdir()
+    shutil.copytree(tmp_path / "a" / "checkpoint-2", resumed_dir / "checkpoint-2")
+    current[:] = ["resumed"]
+    config = tiny_config(
+        model, pairs_file, resumed_dir, **common, seed=1, data_seed=7,
+        resume_from_checkpoint="latest",
+    )  # fmt: skip
+    resumed = train(config, echo=quiet).policy.state_dict()
+    assert all(torch.equal(resumed[key], results["a"][key]) for key in results["a"])
+    config = dataclasses.replace(config, data_seed=8, resume_from_checkpoint="latest")
+    with pytest.raises(ConfigError, match="data_seed"):
+        train(config, echo=quiet)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "delay", "evaluated"),
+    [("steps", 3, [4, 6]), ("steps", 7, []), ("epoch", 2, [4, 6]), ("steps", 0, [2, 4, 6])],
+)
+def test_eval_delay_holds_evaluations_back(
+    tiny_model_dirs, pairs_file, tmp_path, strategy, delay, evaluated
+) -> None:
+    """TRL's eval_delay was refused ('use eval_steps'). As transformers: no evaluation before
+    that many steps (eval_strategy steps) or epochs (epoch), the last step's neither."""
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, tmp_path / "run", max_steps=6,
+        per_device_train_batch_size=3, eval_file=str(pairs_file), eval_strategy=strategy,
+        eval_steps=2 if strategy == "steps" else 0, eval_delay=delay,
+    )  # fmt: skip
+    lines: list[str] = []
+    result = train(config, echo=lines.append)
+    assert [row["step"] for row in result.metrics if "eval/loss" in row] == evaluated
+    said = "eval_delay 7: no evaluation in this run (6 steps); lower eval_delay to evaluate "
+    assert (said + "after fewer steps" in lines) == (not evaluated)
+
+
+def test_auto_find_batch_size_retries_a_step_in_halves_with_the_same_pairs(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """TRL's auto_find_batch_size was refused. A step that runs out of GPU memory (injected
+    here past 2 pairs per micro-batch) runs again with its micro-batches halved (accumulation
+    doubled), until it fits: the same pairs per step and the same loss, so the weights are
+    those of a run with those micro-batches set. Without the option, or once a
+    micro-batch holds one pair, the error stops the run as before."""
+    import directpo.trainer as trainer_module
+    from directpo.errors import TrainingStopped
+
+    real = trainer_module.pair_losses
+    sizes: list[int] = []
+
+    def limited(limit):
+        def pair_losses(*args, **kwargs):
+            losses, stats = real(*args, **kwargs)
+            sizes.append(len(losses))
+            if len(losses) > limit:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return losses, stats
+
+        return pair_losses
+
+    model = tiny_model_dirs["llama"]
+    common = dict(max_steps=3, per_device_train_batch_size=6)
+    plain = train(tiny_config(model, pairs_file, tmp_path / "plain", **common), echo=quiet)
+    small = dict(per_device_train_batch_size=2, gradient_accumulation_steps=3)  # what it finds
+    smaller = train(
+        tiny_config(model, pairs_file, tmp_path / "small", **{**common, **small}), echo=quiet
+    )
+    monkeypatch.setattr(trainer_module, "pair_losses", limited(2))
+    lines: list[str] = []
+    config = tiny_config(model, pairs_file, tmp_path / "fit", auto_find_batch_size=True, **common)
+    fitted = train(config, echo=lines.append)
+    assert sizes == [6, 3] + [2, 2, 2] * 3  # then micro-batches of 2 for every step
+    said = [line for line in lines if line.startswith("step 1: out of GPU memory")]
+    assert said == [
+        "step 1: out of GPU memory with micro-batches of 6 pairs; auto_find_batch_size: trying "
+        "it again as per_device_train_batch_size 3, gradient_accumulation_steps 2 (the same "
+        "pairs per step)",
+        "step 1: out of GPU memory with micro-batches of 3 pairs; auto_find_batch_size: trying "
+        "it again as per_device_train_batch_size 2, gradient_accumulation_steps 4 (the same "
+        "pairs per step)",
+    ]
+    # the micro-batches it found, op for op: the same weights; the whole batch: the same loss
+    for key, tensor in smaller.policy.state_dict().items():
+        assert torch.equal(tensor, fitted.policy.state_dict()[key]), key
+    for a, b in zip(train_rows(plain.metrics), train_rows(fitted.metrics), strict=True):
+        for key in ("loss", "rewards/margins", "grad_norm"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+    monkeypatch.setattr(trainer_module, "pair_losses", limited(0))  # not even one pair fits
+    with pytest.raises(TrainingStopped, match="^out of GPU memory at step 1: .*auto_find"):
+        train(dataclasses.replace(config, output_dir=str(tmp_path / "none")), echo=quiet)
+    sizes.clear()
+    config = tiny_config(model, pairs_file, tmp_path / "off", **common)
+    with pytest.raises(TrainingStopped, match="^out of GPU memory at step 1"):
+        train(config, echo=quiet)
+    assert sizes == [6]
+
+
+def test_an_op_full_determinism_refuses_stops_the_run_in_one_line(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """Under full_determinism an op with no deterministic CUDA kernel raises torch's paragraph
+    (a traceback mid-run); it is one line naming the op and the option now."""
+    import directpo.trainer as trainer_module
+    from directpo.errors import TrainingStopped
+
+    def nondeterministic(*args, **kwargs):
+        raise RuntimeError(
+            "index_add_cuda_ does not have a deterministic implementation, but you set "
+            "'torch.use_deterministic_algorithms(True)'. You can turn off determinism just for "
+            "this operation, or you can use the 'warn_only=True' option, if that's acceptable."
+        )
+
+    monkeypatch.setattr(trainer_module, "pair_losses", nondeterministic)
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, tmp_path / "run", full_determinism=True
+    )
+    with pytest.raises(TrainingStopped) as stopped:
+        train(config, echo=quiet)
+    assert str(stopped.value) == (
+        "step 1: full_determinism: index_add_cuda_ has no deterministic implementation on this "
+        "device (torch.use_deterministic_algorithms); set full_determinism: false"
+    )

@@ -113,27 +113,29 @@ def test_unusable_trl_options_are_all_named_at_once(tiny_model_dirs, pairs_file,
 
 
 def test_refused_trl_keys_and_wrong_values_are_named_in_one_pass(tmp_path) -> None:
-    """A TRL config with tf32 (a key directpo refuses) and fp16 / a Liger loss kernel (values
-    refused by the options' checks) took two runs to fix: the second pass named fp16 only once
-    tf32 was gone. Every problem, of the file and of the flags, is one error now."""
+    """A TRL config with neftune_noise_alpha (a key directpo refuses) and fp16 / a Liger loss
+    kernel (values refused by the options' checks) took two runs to fix: the second pass named
+    fp16 only once the refused key was gone. Every problem, of the file and of the flags, is
+    one error now."""
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
-        "tf32: true\nfp16: true\nuse_liger_kernel: true\n"
+        "neftune_noise_alpha: 5\nfp16: true\nuse_liger_kernel: true\n"
         "liger_kernel_config: {cross_entropy: true}\n"
     )
     with pytest.raises(ConfigErrors) as info:
         load_config(str(recipe), {"learning_rate": "-1", "bogus": "3"})
     problems = info.value.problems
     assert [p.split(":")[0].split()[0] for p in problems] == [
-        "tf32", "unknown", "fp16", "learning_rate", "liger_kernel_config"
+        "neftune_noise_alpha", "unknown", "fp16", "learning_rate", "liger_kernel_config"
     ]  # fmt: skip
     assert problems[1] == "unknown option '--bogus'"
     assert str(info.value).startswith(f"{recipe}: 5 options cannot be used:")
     with pytest.raises(ConfigErrors) as info:  # from Python, TRL's names and values alike
-        DPOConfig(tf32=True, fp16=True, beta=-1)
-    assert [p.split(":")[0].split()[0] for p in info.value.problems] == ["tf32", "fp16", "beta"]
-    with pytest.raises(ConfigError, match="^DPOConfig: tf32: True is not supported"):
-        DPOConfig(tf32=True, beta=0.2)  # alone, as before
+        DPOConfig(neftune_noise_alpha=5, fp16=True, beta=-1)
+    problems = [p.split(":")[0].split()[0] for p in info.value.problems]
+    assert problems == ["neftune_noise_alpha", "fp16", "beta"]
+    with pytest.raises(ConfigError, match="^DPOConfig: neftune_noise_alpha: 5 is not supported"):
+        DPOConfig(neftune_noise_alpha=5, beta=0.2)  # alone, as before
     assert load_config(None, {"torch_dtype": "bfloat16"}).dtype == "bfloat16"
 
 
@@ -346,12 +348,11 @@ def test_an_online_dpo_config_ports_with_trls_names(tmp_path) -> None:
         0.9, 0.95, 0,
     )  # fmt: skip
     assert config.missing_eos_penalty == 1.0 and config.reward_weights == [1.0]
-    path.write_text("online: true\nreward_fn: m:f\nuse_vllm: true\nmin_p: 0.1\njudge: pairrm\n")
+    path.write_text("online: true\nreward_fn: m:f\nuse_vllm: true\njudge: pairrm\n")
     with pytest.raises(ConfigError) as raised:
         load_config(str(path))
     lines = str(raised.value).splitlines()
     assert any("use_vllm: True is not supported" in line for line in lines)
-    assert any("min_p: 0.1 is not supported" in line for line in lines)
     assert any("unknown option 'judge'; did you mean 'reward_fn'" in line for line in lines)
 
 
@@ -624,20 +625,20 @@ def test_transformers_enums_from_a_trl_script_are_their_values(tmp_path) -> None
 
 
 def test_no_effect_keys_written_as_flags_mean_what_they_say() -> None:
-    """`--no_push_to_hub` (HfArgumentParser's spelling), `--push_to_hub false`, `--tf32 False`,
+    """`--no_push_to_hub` (HfArgumentParser's spelling), `--push_to_hub false`, `--use_cpu False`,
     `--eval_on_start 0`: the flag's text 'false' / '0' was judged as a string, so asking for
     nothing was refused ('push_to_hub: 'false' is not supported')."""
     from directpo.cli import _yaml_and_flags
 
     _, flags = _yaml_and_flags(
-        ["--model_name_or_path", "m", "--no_push_to_hub", "--tf32", "False", "--eval_on_start",
+        ["--model_name_or_path", "m", "--no_push_to_hub", "--use_cpu", "False", "--eval_on_start",
          "0", "--save_safetensors", "true", "--dataloader_drop_last", "false", "--do_eval"],
         DPOConfig,
     )  # fmt: skip
     assert load_config(None, flags) == DPOConfig(model_name_or_path="m")
     both = {"gradient_checkpointing": "true", "activation_checkpointing": "True"}  # agreeing
     assert load_config(None, both).gradient_checkpointing
-    for key, value in (("push_to_hub", "true"), ("tf32", "True"), ("use_cpu", "1")):
+    for key, value in (("push_to_hub", "true"), ("neftune_noise_alpha", "5"), ("use_cpu", "1")):
         with pytest.raises(ConfigError, match=f"--{key}: '{value}' is not supported"):
             load_config(None, {key: value})
     # a null written as a flag means what it means in a file (it was 'not a finite number')
@@ -696,14 +697,13 @@ def test_a_transformers_4_recipe_ports_and_its_gpu_choices_are_named(tmp_path) -
         ("per_gpu_train_batch_size", 4, "use per_device_train_batch_size"),
         ("adafactor", True, "choose optim: adamw_torch,"),
         ("fsdp_transformer_layer_cls_to_wrap", "LlamaDecoderLayer", "use distributed: fsdp"),
-        ("tf32", True, "bf16 compute is the fast path"),
     ):
         with pytest.raises(ConfigError, match=re.escape(f"{key}: {value!r} is not supported: ")):
             DPOConfig(model_name_or_path="m", **{key: value})
         with pytest.raises(ConfigError, match=re.escape(message)):
             DPOConfig(model_name_or_path="m", **{key: value})
     with pytest.raises(ConfigErrors) as refused:
-        DPOConfig(debug="underflow_overflow", optim_target_modules=["q_proj"], min_p=0.1)
+        DPOConfig(debug="underflow_overflow", optim_target_modules=["q_proj"], use_vllm=True)
     assert not any("not supported: not supported" in p for p in refused.value.problems)
     assert "debug: 'underflow_overflow' is not supported" in refused.value.problems
 

@@ -87,23 +87,51 @@ def resolve_checkpoint(
     if value == "latest":
         skipped = []
         for candidate in reversed(list_checkpoints(output_dir)):
-            problem = verify_checkpoint(candidate)
+            problem = verify_checkpoint(candidate) or _not_resumable(candidate)
             if problem is None:
                 for name, why in skipped:
                     echo(f"resume: skipped {name}: {why}")
                 echo(f"resume: took {candidate.name}, the newest checkpoint that verifies")
                 return candidate
             skipped.append((candidate.name, problem))
-        reasons = "; ".join(f"{name}: {why}" for name, why in skipped)
+        grouped: dict[str, list[str]] = {}  # (every save_only_model checkpoint says the same)
+        for name, why in skipped:
+            grouped.setdefault(why, []).append(name)
+        reasons = "; ".join(f"{', '.join(names)}: {why}" for why, names in grouped.items())
+        model_only = [Path(output_dir) / name for name, why in skipped if why == MODEL_ONLY]
+        instead = f"; {_start_from(model_only[0])}" if model_only else ""
         raise CheckpointError(
             f"resume_from_checkpoint: latest: no usable checkpoint in {output_dir}"
             + (f" ({reasons})" if reasons else "")
+            + instead
         )
     path = Path(value)
     problem = verify_checkpoint(path)
+    if problem is None and _not_resumable(path):
+        problem = f"{MODEL_ONLY}; {_start_from(path)}"
     if problem is not None:
         raise CheckpointError(f"resume_from_checkpoint: {value}: {problem}")
     return path
+
+
+MODEL_ONLY = (
+    "written with save_only_model: true (no optimizer, schedule or RNG state): not resumable"
+)
+
+
+def _start_from(path: Path) -> str:
+    return f"start a new run from its weights (model_name_or_path: {path})"
+
+
+def _not_resumable(path: Path) -> str | None:
+    """Why a (verified) checkpoint cannot continue a run: one written with save_only_model holds
+    no optimizer state (transformers cannot resume one either; restarting AdamW's moments and
+    the schedule would make another run, not this one continued)."""
+    try:
+        model_only = json.loads((path / STATE_FILE).read_text()).get("model_only")
+    except (OSError, ValueError, AttributeError):
+        return None  # the restore names what is wrong with the file
+    return MODEL_ONLY if model_only else None
 
 
 def retire_checkpoints_after(output_dir: Path, step: int, echo: Callable[[str], None]) -> None:
@@ -134,6 +162,7 @@ def save_checkpoint(
     sharded: torch.nn.Module | None = None,
     keep: str | None = None,
     tensors: dict[str, dict[str, torch.Tensor]] | None = None,
+    model_only: bool = False,
 ) -> Path:
     """Write ``checkpoint-STEP``; every rank calls it in distributed training.
 
@@ -143,18 +172,25 @@ def save_checkpoint(
     rest, the manifest (over every rank's files) and renames the folder into place.
     ``tensors``: more safetensors files to write, by file name (TR-DPO's reference).
     ``keep``: the name of a checkpoint ``save_total_limit`` never deletes (the best).
+    ``model_only`` (save_only_model): no optimizer, schedule or RNG state; such a checkpoint
+    loads as a model (and as the best one) but does not resume (``resumable``).
     """
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / STAGING.format(step=step)
-    shards = None if sharded is None else lambda: save_sharded(tmp / "sharded", sharded, optimizer)
+    kept_optimizer = None if model_only else optimizer
+    shards = (
+        None if sharded is None else lambda: save_sharded(tmp / "sharded", sharded, kept_optimizer)
+    )
+    state = {**state, "model_only": True} if model_only else state
     problem = write_staged(
         tmp,
         world,
         every_rank=shards,
         on_main=lambda: _write_main_files(
-            tmp, step, model, tokenizer, optimizer, scheduler, state, sharded is None, tensors or {}
+            tmp, step, model, tokenizer, kept_optimizer, scheduler, state, sharded is None,
+            tensors or {},
         ),
-    )
+    )  # fmt: skip
     if problem is not None:  # a full disk, a quota, a vanished mount: keep what was there
         previous = [p.name for p in list_checkpoints(output_dir)]
         raise CheckpointError(
@@ -246,12 +282,14 @@ def _write_main_files(
     step: int,
     model: torch.nn.Module,
     tokenizer: Any,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     scheduler: Any,
     state: dict[str, Any],
     with_weights: bool,
     tensors: dict[str, dict[str, torch.Tensor]],
 ) -> None:
+    """The files rank 0 writes; without ``optimizer`` (save_only_model) no optimizer,
+    schedule or RNG state."""
     if with_weights:
         # the trained adapter only: a second one (TR-DPO's or a continued adapter's reference,
         # "ref") is restored from reference.safetensors or from where the run started
@@ -260,12 +298,14 @@ def _write_main_files(
         )
         with config_as_loaded(model):
             model.save_pretrained(tmp, safe_serialization=True, **selected)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     for name, weights in tensors.items():
         save_file(weights, tmp / name)
     tokenizer.save_pretrained(tmp)
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(_rng_state(), tmp / "rng_state.pt")
+    if optimizer is not None:
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(_rng_state(), tmp / "rng_state.pt")
     (tmp / STATE_FILE).write_text(json.dumps({**state, "global_step": step}, indent=2))
     files = {}
     for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
@@ -301,8 +341,10 @@ def load_checkpoint(
     scheduler: Any,
     sharded: torch.nn.Module | None = None,
     fit_optimizer_state: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    weights_only: bool = False,
 ) -> dict[str, Any]:
     """Restore weights, optimizer, scheduler and RNG from ``path``; return the trainer state.
+    ``weights_only``: the weights alone (the best model, from any checkpoint).
 
     With ``sharded`` (an FSDP module; every rank calls) the weights and optimizer come from the
     ``sharded/`` folder that ``save_checkpoint`` wrote at the same world size (keyed by
@@ -313,13 +355,16 @@ def load_checkpoint(
         if sharded is not None:
             if not (path / "sharded").is_dir():
                 raise CheckpointError(f"checkpoint {path}: not an FSDP checkpoint (no sharded/)")
-            load_sharded(path / "sharded", sharded, optimizer)
+            load_sharded(path / "sharded", sharded, None if weights_only else optimizer)
         else:
             if (path / "sharded").is_dir():
                 raise CheckpointError(
                     f"checkpoint {path}: written by distributed: fsdp; resume with the same setting"
                 )
             load_model_weights(model, path)
+        if weights_only:
+            return json.loads((path / STATE_FILE).read_text())
+        if sharded is None:
             saved = torch.load(path / "optimizer.pt", weights_only=True)
             if fit_optimizer_state is not None:
                 saved = fit_optimizer_state(saved)

@@ -163,6 +163,25 @@ class DPOConfig(Options):
         "steps have compiled. Where compiling fails at start (no C++ compiler or Triton, an "
         "architecture it cannot trace), the run goes on uncompiled and says so.",
     )
+    tf32: bool | None = option(
+        None,
+        "TF32 matmuls and convolutions in float32 compute on CUDA (transformers' tf32, on "
+        "Ampere or newer GPUs): true allows them (faster, ~10 mantissa bits), false forbids "
+        "them, null leaves torch's setting. Restored when train() returns. No effect on the CPU.",
+    )
+    full_determinism: bool = option(
+        False,
+        "transformers' enable_full_determinism: torch.use_deterministic_algorithms, cuDNN "
+        "deterministic (no benchmark), CUBLAS_WORKSPACE_CONFIG=:16:8, CUDA_LAUNCH_BLOCKING=1 and "
+        "FLASH_ATTENTION_DETERMINISTIC=1, so that GPU runs repeat bit for bit (slower; an op "
+        "without a deterministic kernel then fails naming itself). Restored when train() returns.",
+    )
+    torch_empty_cache_steps: int | None = option(
+        None,
+        "Empty the accelerator's memory cache (torch.cuda.empty_cache) after every this many "
+        "optimizer steps (transformers' option): less fragmentation and peak memory, some speed "
+        "lost. null: never. No effect on the CPU.",
+    )
     use_liger_kernel: bool = option(
         False,
         "Liger's Triton kernels (TRL's option; CUDA, pip install liger-kernel) for the RMSNorm, "
@@ -541,6 +560,13 @@ class DPOConfig(Options):
     gradient_accumulation_steps: int = option(
         1, "Micro-batches per optimizer step; the loss is the mean over all pairs of the step."
     )
+    auto_find_batch_size: bool = option(
+        False,
+        "A step that runs out of GPU memory is run again in micro-batches half the size "
+        "(per_device_train_batch_size halved, gradient_accumulation_steps doubled: the same "
+        "pairs per step, the same loss), until it fits; kept for the rest of the run, and said. "
+        "One process only.",
+    )
     max_grad_norm: float = option(
         1.0, "Clip the gradient's global L2 norm to this; 0 (or null) disables."
     )
@@ -552,6 +578,12 @@ class DPOConfig(Options):
         "(nonfinite_steps); after more than this many in a row the run stops with a message.",
     )
     seed: int = option(42, "Seed for data order, initialisation of any new weights, and RNG.")
+    data_seed: int | None = option(
+        None,
+        "Seed of the data order alone (the pairs' shuffling each epoch, online rounds' prompts), "
+        "as transformers' data_seed; seed then sets initialisation, dropout and sampling. null: "
+        "seed.",
+    )
 
     # --- outputs ------------------------------------------------------------------------------
     output_dir: str = option(
@@ -585,6 +617,11 @@ class DPOConfig(Options):
         "Also evaluate before the first step (TRL's option): the starting model's baseline, "
         "logged at step 0 (a resumed run does not repeat it; not a candidate for best model).",
     )
+    eval_delay: float = option(
+        0,
+        "No evaluation before this many optimizer steps (eval_strategy steps / auto) or epochs "
+        "(epoch), the last step's too (transformers' eval_delay). 0: none.",
+    )
     logging_first_step: bool = option(False, "Also log the first step (TRL's option).")
     run_name: str | None = option(
         None, "Name of the run in wandb / mlflow, and TensorBoard's subfolder of output_dir/runs."
@@ -603,6 +640,13 @@ class DPOConfig(Options):
         None,
         "Keep at most this many checkpoints (oldest deleted once a new one is complete); "
         "default keeps all.",
+    )
+    save_only_model: bool = option(
+        False,
+        "Checkpoints hold the model (and tokenizer) without optimizer, schedule and RNG state "
+        "(transformers' option): a fraction of the disk, but such a checkpoint cannot be resumed "
+        "(resume_from_checkpoint refuses it; load_best_model_at_end still works). The checkpoint "
+        "a signal writes (SIGTERM, Ctrl-C) stays complete, so that the run can continue.",
     )
     load_best_model_at_end: bool = option(
         False,
@@ -664,6 +708,28 @@ class DPOConfig(Options):
         1.0, "Nucleus sampling mass (1: off; the KL estimate assumes off)."
     )
     generate_top_k: int = option(0, "Top-k sampling (0: off; the KL estimate assumes off).")
+    generate_min_p: float | None = option(
+        None,
+        "Min-p sampling (TRL's min_p): drop tokens below this fraction of the most likely one's "
+        "probability, in [0, 1] (null: off; the KL estimate assumes off).",
+    )
+    generate_repetition_penalty: float = option(
+        1.0,
+        "Repetition penalty (TRL's repetition_penalty, > 0): above 1 the prompt's and the "
+        "completion's tokens so far are made less likely (1: off; the KL estimate assumes off).",
+    )
+    generate_cache_implementation: str | None = option(
+        None,
+        "The KV cache of sampling (TRL's cache_implementation): static, dynamic, offloaded, ... "
+        "(transformers' names). null: the model's own.",
+    )
+    generation_kwargs: dict | None = option(
+        None,
+        "More of transformers' GenerationConfig for every sampling (online rounds, "
+        "eval_generate), TRL's option, e.g. {no_repeat_ngram_size: 3, suppress_tokens: [13]}. "
+        "Keys that directpo's own options set (temperature: generate_temperature, ...) are "
+        "refused, naming the option.",
+    )
     reward_fn: str | None = option(
         None,
         "A ground-truth reward 'module:function' (or 'path/file.py:function') taking "
@@ -819,6 +885,20 @@ class DPOConfig(Options):
             room = self.max_length - new_tokens
             prompt = room if prompt is None else min(prompt, room)
         return prompt, new_tokens
+
+    @property
+    def generation_extras(self) -> dict[str, Any]:
+        """The GenerationConfig keys of sampling beyond temperature, top_p and top_k: min_p,
+        repetition_penalty, cache_implementation and generation_kwargs (at their off values
+        none, so that sampling stays what it was)."""
+        extras: dict[str, Any] = {}
+        if self.generate_min_p is not None:
+            extras["min_p"] = self.generate_min_p
+        if self.generate_repetition_penalty != 1.0:
+            extras["repetition_penalty"] = self.generate_repetition_penalty
+        if self.generate_cache_implementation is not None:
+            extras["cache_implementation"] = self.generate_cache_implementation
+        return {**extras, **(self.generation_kwargs or {})}
 
     @property
     def needs_reference(self) -> bool:

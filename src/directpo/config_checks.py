@@ -10,6 +10,7 @@ reports every wrong value at once; a check that reads an already refused value i
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.util
 import math
 from collections.abc import Callable
@@ -79,6 +80,20 @@ def check_values(config: DPOConfig) -> None:
     one_of("eval_strategy", EVAL_STRATEGIES)
     one_of("save_strategy", SAVE_STRATEGIES)
     require(config.max_nonfinite_steps >= 0, "max_nonfinite_steps", ">= 0")
+    steps = config.torch_empty_cache_steps
+    require(steps is None or steps >= 1, "torch_empty_cache_steps", "null or >= 1")
+    require(
+        config.eval_delay >= 0, "eval_delay", ">= 0 (steps, or epochs with eval_strategy epoch)"
+    )
+    if config.eval_strategy == "no":
+        reject_if_set(config, ("eval_delay",), "eval_strategy is no (nothing is evaluated)")
+    if config.save_strategy == "no" and not config.load_best_model_at_end:
+        reject_if_set(
+            config,
+            ("save_only_model",),
+            "save_strategy is no and load_best_model_at_end is off: the only checkpoint is a "
+            "signal's, which stays complete",
+        )
     for key in (
         "per_device_train_batch_size",
         "per_device_eval_batch_size",
@@ -384,6 +399,10 @@ def check_generation(config: DPOConfig, require: Callable[[bool, str, str], None
     require(config.generate_temperature >= 0, "generate_temperature", ">= 0")
     require(0 < config.generate_top_p <= 1, "generate_top_p", "in (0, 1]")
     require(config.generate_top_k >= 0, "generate_top_k", ">= 0")
+    min_p = config.generate_min_p
+    require(min_p is None or 0 <= min_p <= 1, "generate_min_p", "null or in [0, 1]")
+    require(config.generate_repetition_penalty > 0, "generate_repetition_penalty", "> 0")
+    check_generation_kwargs(config)
     config._require_sampling("eval_generate_samples", "generate_temperature")
     if config.eval_generate == 0:
         reject_if_set(
@@ -399,11 +418,71 @@ def check_generation(config: DPOConfig, require: Callable[[bool, str, str], None
                 "generate_temperature",
                 "generate_top_p",
                 "generate_top_k",
+                "generate_min_p",
+                "generate_repetition_penalty",
+                "generate_cache_implementation",
+                "generation_kwargs",
                 "reward_fn",
             ),
             "eval_generate is 0 and online is off, so nothing is sampled; set eval_generate",
         )
     check_online(config, require)
+
+
+# generate() keys that directpo's options set (or whose output it reads): the option to use
+OWN_GENERATION_KEYS = {
+    "max_new_tokens": "generate_max_new_tokens",
+    "max_length": "generate_max_new_tokens",
+    "temperature": "generate_temperature",
+    "do_sample": "generate_temperature (0: greedy)",
+    "top_p": "generate_top_p",
+    "top_k": "generate_top_k",
+    "min_p": "generate_min_p",
+    "repetition_penalty": "generate_repetition_penalty",
+    "cache_implementation": "generate_cache_implementation",
+    "num_return_sequences": "eval_generate_samples / online_samples_per_prompt",
+    **dict.fromkeys(("eos_token_id", "pad_token_id", "bos_token_id"), "the tokenizer's tokens"),
+    **dict.fromkeys(
+        ("return_dict_in_generate", "output_scores", "output_logits", "output_attentions",
+         "output_hidden_states"),
+        "nothing: directpo reads the sampled ids alone",
+    ),
+}  # fmt: skip
+
+
+def check_generation_kwargs(config: DPOConfig) -> None:
+    """generation_kwargs holds GenerationConfig keys that no option of directpo's sets (TRL lets
+    them override its own options, which here would be recorded with values not used), and the
+    sampling options hold values transformers accepts: refused now, not at the first sample."""
+    from transformers import GenerationConfig
+
+    kwargs = config.generation_kwargs or {}
+    if not isinstance(kwargs, dict):
+        return config._refuse("generation_kwargs", "generation_kwargs must be a mapping")
+    known = GenerationConfig().to_dict()
+    for key in kwargs:
+        if key in OWN_GENERATION_KEYS:
+            return config._refuse(
+                "generation_kwargs",
+                f"generation_kwargs: {key} is set by directpo's own options: use "
+                f"{OWN_GENERATION_KEYS[key]}",
+            )
+        if key not in known or key.startswith("_"):
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            return config._refuse(
+                "generation_kwargs",
+                f"generation_kwargs: {key!r} is not an option of transformers' "
+                f"GenerationConfig{hint}",
+            )
+    if not config._valid("generate_min_p", "generate_repetition_penalty"):
+        return None
+    try:
+        GenerationConfig(do_sample=True, **config.generation_extras).validate(strict=True)
+    except (ValueError, TypeError) as error:
+        where = "generation_kwargs" if kwargs else "generate_cache_implementation"
+        config._refuse(where, f"{where}: {str(error).splitlines()[0]}")
+    return None
 
 
 def check_online(config: DPOConfig, require: Callable[[bool, str, str], None]) -> None:

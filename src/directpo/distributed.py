@@ -435,10 +435,14 @@ def full_model_state(scorer: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_sharded(folder: os.PathLike, scorer: torch.nn.Module, optimizer: Any) -> None:
-    """Every rank writes its shards of model and optimizer (torch.distributed.checkpoint)."""
+    """Every rank writes its shards of model and optimizer (torch.distributed.checkpoint);
+    of the model alone when ``optimizer`` is None (save_only_model)."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
 
+    if optimizer is None:
+        dcp.save({"model": get_model_state_dict(scorer)}, checkpoint_id=folder)
+        return
     model_state, optimizer_state = get_state_dict(scorer, optimizer)
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=folder)
 
@@ -455,6 +459,19 @@ def load_sharded(folder: os.PathLike, scorer: torch.nn.Module, optimizer: Any) -
 
     from directpo.optimizers import own_options
 
+    if optimizer is None:  # the weights alone (the best model of a run)
+        from torch.distributed.checkpoint.state_dict import (
+            get_model_state_dict,
+            set_model_state_dict,
+        )
+
+        weights = {"model": get_model_state_dict(scorer)}
+        try:
+            dcp.load(weights, checkpoint_id=folder)
+        except CheckpointException as exc:
+            raise RuntimeError(str(exc).strip().splitlines()[-1]) from None
+        set_model_state_dict(scorer, weights["model"])
+        return
     model_state, optimizer_state = get_state_dict(scorer, optimizer)
     groups = optimizer_state["param_groups"]
     saved = dcp.FileSystemReader(folder).read_metadata().state_dict_metadata

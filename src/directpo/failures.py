@@ -25,10 +25,14 @@ if TYPE_CHECKING:
 
 OOM_HELP = (
     "out of GPU memory at step {step}: lower per_device_train_batch_size (raise "
-    "gradient_accumulation_steps to keep the batch), set gradient_checkpointing: true, "
+    "gradient_accumulation_steps to keep the batch; auto_find_batch_size: true does it), set "
+    "gradient_checkpointing: true, "
     "precompute_ref_log_probs: true, lora_r: 16, or a smaller max_length / logprob_chunk_tokens"
 )
 
+
+# torch's error for an op without a deterministic kernel under use_deterministic_algorithms
+NONDETERMINISTIC = "does not have a deterministic implementation"
 
 # a write the disk refused (full, over quota, gone read-only), not a bug
 REFUSED_WRITES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
@@ -41,7 +45,8 @@ def explain_failures(run: Run) -> Iterator[types.SimpleNamespace]:
     off: other ranks, disable_tqdm): a CUDA out-of-memory error, with the knobs that lower
     memory, and a refused write of the run's record (metrics.jsonl, samples, online rounds on
     a full disk; checkpoints and the final folder say their own), torch.compile failing on a
-    shape or path the start-up check did not try. Under torchrun such an
+    shape or path the start-up check did not try, an op without a deterministic kernel under
+    full_determinism. Under torchrun such an
     error is one rank's own (its memory; rank 0 alone writes the record): that rank says it."""
     position = types.SimpleNamespace(step=run.start_step + 1)
     try:
@@ -50,11 +55,20 @@ def explain_failures(run: Run) -> Iterator[types.SimpleNamespace]:
         error: DirectpoError = TrainingStopped(OOM_HELP.format(step=position.step))
     except RuntimeError as exc:  # a layer compiled for shapes or a path the start did not try
         reason = compile_failure(exc)
-        if reason is None:
+        text = str(exc)
+        if reason is None and NONDETERMINISTIC in text:  # full_determinism met such an op
+            operation = text.split(NONDETERMINISTIC)[0].strip()
+            error = TrainingStopped(
+                f"step {position.step}: full_determinism: {operation} has no deterministic "
+                "implementation on this device (torch.use_deterministic_algorithms); set "
+                "full_determinism: false"
+            )
+        elif reason is None:
             raise
-        error = TrainingStopped(
-            f"step {position.step}: torch.compile failed ({reason}); set torch_compile: false"
-        )
+        else:
+            error = TrainingStopped(
+                f"step {position.step}: torch.compile failed ({reason}); set torch_compile: false"
+            )
     except OSError as exc:
         if exc.errno not in REFUSED_WRITES:
             raise

@@ -224,7 +224,7 @@ def _load_best(run: Run) -> None:
     masters = run.masters.in_model() if run.masters is not None else contextlib.nullcontext()
     with masters:
         sharded = run.scorer if run.sharded else None
-        load_checkpoint(path, run.policy, run.optimizer, run.scheduler, sharded)
+        load_checkpoint(path, run.policy, run.optimizer, run.scheduler, sharded, weights_only=True)
     if run.config.sync_ref_model:  # the reference that policy trained against, for reference/
         from directpo.resume import restore_reference
 

@@ -150,8 +150,12 @@ def sample_completions(
     synced: bool = False,
     processor: Any = None,
     chat_template_kwargs: dict[str, Any] | None = None,
+    extras: dict[str, Any] | None = None,
 ) -> list[Sample]:
     """``num_samples`` completions per prompt, grouped by prompt in input order.
+
+    ``extras``: more GenerationConfig keys when sampling (min_p, repetition_penalty,
+    cache_implementation, a run's generation_kwargs: ``DPOConfig.generation_extras``).
 
     ``synced``: every rank of a sharded (FSDP) model runs this together; each keeps stepping
     until all are done, so their collectives stay in step (transformers' ``synced_gpus``).
@@ -184,6 +188,7 @@ def sample_completions(
         num_return_sequences=num_samples,
         eos_token_id=stops,
         pad_token_id=pad_id,
+        **(extras or {}),
     )
     was_training = model.training
     model.eval()
@@ -378,6 +383,7 @@ def evaluate_generations(
         synced=synced,
         processor=processor,
         chat_template_kwargs=config.chat_template_kwargs,
+        extras=config.generation_extras,
     )
     logps, ref_logps = samples_logprobs(
         samples, policy, reference, pad_token_id(tokenizer), device,

@@ -344,6 +344,7 @@ class RoundBuilder:
                 max_prompt_length=prompt_tokens,
                 synced=sharded and self.world.size > 1,
                 chat_template_kwargs=config.chat_template_kwargs,
+                extras=config.generation_extras,
             )
             return samples, self._stats(samples)
 

@@ -5,6 +5,10 @@ Trainer does), so that it is reproducible; the caller gets its own generators ba
 Left seeded, a sweep that drew its settings with ``random`` between runs drew the same ones
 after every run, since each run left the generators in the same state.
 
+``tf32`` and ``full_determinism`` (transformers' options) set process-wide switches: torch's
+float32 precision of CUDA matmuls and cuDNN, its deterministic-algorithms mode and the
+environment variables CUDA reads; they too are the caller's again afterwards.
+
 An error that stops a run holds, in its traceback's frames, the run's models, optimizer state
 and batches; a notebook keeps the last error (``sys.last_exc``), so a second try (a smaller
 batch after running out of GPU memory) found the memory still taken. The errors that are a
@@ -14,9 +18,11 @@ stop rather than a bug give those frames' locals up; the traceback still shows e
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,3 +64,71 @@ def release_frames(error: BaseException) -> None:
         seen.add(id(current))
         traceback.clear_frames(current.__traceback__)
         pending += [current.__cause__, current.__context__]
+
+
+# transformers' enable_full_determinism: what CUDA, cuBLAS, flash-attn (and Ascend) read
+DETERMINISTIC_ENVIRONMENT = {
+    "CUDA_LAUNCH_BLOCKING": "1",
+    "CUBLAS_WORKSPACE_CONFIG": ":16:8",
+    "ASCEND_LAUNCH_BLOCKING": "1",
+    "HCCL_DETERMINISTIC": "1",
+    "FLASH_ATTENTION_DETERMINISTIC": "1",
+}
+
+
+def _tf32_switches() -> list[tuple[Any, str, Any, Any]]:
+    """(object, attribute, TF32 value, IEEE value) of CUDA's matmul and cuDNN precision. Each
+    backend is set itself (torch >= 2.9's fp32_precision): the generic torch.backends switch,
+    which transformers sets, does not override a backend that code set before, through the
+    new API or the old allow_tf32 (which sets the backend's own)."""
+    backends = torch.backends
+    if hasattr(backends.cuda.matmul, "fp32_precision"):
+        cudnn = backends.cudnn
+        objects = (backends.cuda.matmul, cudnn, cudnn.conv, cudnn.rnn)
+        return [(o, "fp32_precision", "tf32", "ieee") for o in objects]
+    return [
+        (backends.cuda.matmul, "allow_tf32", True, False),
+        (backends.cudnn, "allow_tf32", True, False),
+    ]
+
+
+@contextlib.contextmanager
+def numeric_switches(
+    tf32: bool | None,
+    full_determinism: bool,
+    device: torch.device,
+    echo: Callable[[str], None] = print,
+) -> Iterator[None]:
+    """``tf32`` (CUDA only; None: as it is) and ``full_determinism`` (transformers'
+    enable_full_determinism) for the block; the switches and variables as they were after it."""
+    restore: list[tuple[Any, str, Any]] = []
+    environment = {key: os.environ.get(key) for key in DETERMINISTIC_ENVIRONMENT}
+    if tf32 is not None and device.type != "cuda":
+        echo(f"tf32: {str(tf32).lower()} has no effect on the CPU (TF32 is a CUDA matmul mode)")
+    elif tf32 is not None:
+        for target, name, on, off in _tf32_switches():
+            restore.append((target, name, getattr(target, name)))
+            setattr(target, name, on if tf32 else off)
+    if full_determinism:
+        cudnn = torch.backends.cudnn
+        restore += [(cudnn, "deterministic", cudnn.deterministic)]
+        restore += [(cudnn, "benchmark", cudnn.benchmark)]
+        deterministic = (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+        )
+        os.environ.update(DETERMINISTIC_ENVIRONMENT)
+        torch.use_deterministic_algorithms(True)
+        cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        for target, name, value in reversed(restore):
+            setattr(target, name, value)
+        if full_determinism:
+            torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+            for key, value in environment.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value

@@ -95,6 +95,7 @@ class Run:
     update_checked: bool = False  # the first real update was checked (guard.py)
     best: BestModel = field(default_factory=BestModel)  # load_best / early stopping (best.py)
     start_sample: torch.Tensor | None = None  # sampled weights at start, when saving rounds them
+    micro_split: int = 1  # auto_find_batch_size: each micro-batch run in this many pieces
 
     @property
     def sharded(self) -> bool:
@@ -112,6 +113,11 @@ def prepare_run(
 ) -> Run:
     """Everything a run sets up once; ``lock`` (rank 0's) is taken on ``output_dir``."""
     output_dir = Path(config.output_dir)
+    if config.auto_find_batch_size and world.size > 1:  # (one rank alone would retry a step)
+        raise ConfigError(
+            "auto_find_batch_size works in one process: under torchrun every rank would have to "
+            "retry the same step; set per_device_train_batch_size (and gradient_accumulation_steps)"
+        )
     replaced = prepare_output_dir(output_dir, config, lock)
     set_seed(config.seed)
     device = world.device
@@ -298,8 +304,10 @@ def _pair_source(
     """Each step's pairs: the file's, or online rounds (the first one the file's pairs)."""
     global_batch = config.per_device_train_batch_size * world.size  # one process's batch
     accumulation = config.gradient_accumulation_steps
+    # data_seed (transformers'): the order alone; seed keeps initialisation, dropout, sampling
+    order_seed = config.seed if config.data_seed is None else config.data_seed
     if not config.online:
-        return FixedPairs(data.train, global_batch, accumulation, config.seed)
+        return FixedPairs(data.train, global_batch, accumulation, order_seed)
     builder = RoundBuilder(
         config, world, data.tokenizer, data.online_prompts, data.online_rows,
         labeller=data.labeller, output_dir=output_dir,
@@ -310,7 +318,7 @@ def _pair_source(
         steps_per_round=config.steps_per_round,
         batch_size=global_batch,
         accumulation=accumulation,
-        seed=config.seed,
+        seed=order_seed,
         build_round=builder,
         first_round=data.train if data.train.pairs else None,
         sampling={key: getattr(config, key) for key in ONLINE_SAMPLING_OPTIONS},
@@ -322,7 +330,8 @@ def _pair_source(
 ONLINE_SAMPLING_OPTIONS = (
     "online_samples_per_prompt", "online_pairs", "online_reward_gap",
     "online_max_pairs_per_prompt", "generate_max_new_tokens", "generate_temperature",
-    "generate_top_p", "generate_top_k", "per_device_eval_batch_size", "reward_fn",
+    "generate_top_p", "generate_top_k", "generate_min_p", "generate_repetition_penalty",
+    "generate_cache_implementation", "generation_kwargs", "per_device_eval_batch_size", "reward_fn",
     "reward_model_name_or_path", "implicit_reward_model", "reward_weights", "missing_eos_penalty",
     "max_length", "max_completion_length",
     "max_prompt_length", "chat_template", "chat_template_kwargs",
@@ -438,6 +447,8 @@ def _check_free_space(
     final = count(policy.parameters() if config.merge_lora or not config.lora_r else trainable)
     optimizer_states = {"adamw": 2, "adamw_kahan": 3, "rmsprop": 1}[config.optimizer]
     optimizer_bytes = optimizer_states * master_bytes * count(trainable)
+    if config.save_only_model:  # (a signal's checkpoint still holds it, if the disk allows)
+        optimizer_bytes = 0
     checkpoint = checkpoint_weights + optimizer_bytes if config.save_steps else 0
     # TR-DPO's moved reference, in the compute dtype, beside the final model and in checkpoints
     moved = 0

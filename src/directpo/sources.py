@@ -237,7 +237,10 @@ def pairs_fingerprint(pairs: list[TokenizedPair]) -> str:
 
 
 def _check_same(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> None:
-    names = {"batch_size": "batch_size (per_device_train_batch_size x processes)"}
+    names = {
+        "batch_size": "batch_size (per_device_train_batch_size x processes)",
+        "seed": "the data order's seed (data_seed, or seed when data_seed is null)",
+    }
     for key, value in now.items():
         if key == "pairs_fingerprint" and key in saved and saved[key] != value:
             raise ConfigError(

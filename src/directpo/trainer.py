@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from directpo.adapters import lora_options_of
+from directpo.batch_fit import retry_smaller, split_micro_batches
 from directpo.batching import collate_pairs
 from directpo.checkpoint import REFERENCE_FILE, save_checkpoint
 from directpo.config import DPOConfig
@@ -55,7 +56,7 @@ from directpo.outputs import (
     OutputLock,
 )
 from directpo.preflight import check_device, check_environment
-from directpo.process_state import kept_for_caller
+from directpo.process_state import kept_for_caller, numeric_switches
 from directpo.run import Run, prepare_run
 from directpo.signals import StopRequest
 from directpo.step import PairStats, eval_set_metrics, evaluate, pair_losses
@@ -106,7 +107,8 @@ def train(
         check_device(config, world.device.type, world.mode)
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
-        with _library_output(config, world.is_main), kept_for_caller(world.device):
+        switches = numeric_switches(config.tf32, config.full_determinism, world.device, echo)
+        with _library_output(config, world.is_main), kept_for_caller(world.device), switches:
             mine = lock if world.is_main else None  # one holder per run: rank 0
             run = prepare_run(config, train_dataset, eval_dataset, world, echo, peft_config, mine)
             try:
@@ -244,9 +246,13 @@ def _train(run: Run) -> TrainResult:
         run.window_start = time.perf_counter()
         done = run.start_step  # (a run resumed at its last step trains no step)
         # (every run that evaluates does so at its last step)
-        if run.config.eval_on_start and done == 0 and _evaluates_at(run, run.total_steps):
+        if run.config.eval_on_start and done == 0 and _evaluates(run):
             # the starting model's baseline; as in transformers, not a candidate for best
             write(evaluate_step(run, 0))
+        later = range(done + 1, total + 1)  # eval_delay past the end: said
+        delayed = run.config.eval_delay and _evaluates(run)
+        if delayed and not any(_evaluates_at(run, step) for step in later):
+            write(_no_evaluation(run))
         for step in range(run.start_step, total):
             done = position.step = step + 1
             round_metrics = run.source.prepare(step)  # online: a new round's pairs
@@ -256,6 +262,8 @@ def _train(run: Run) -> TrainResult:
                 if round_metrics.get("online/pairs") == 0:
                     write(_no_pairs(run.config, round_metrics))
             result = train_step(run, step, measure=_logs_at(run, done))
+            if _due(done, run.config.torch_empty_cache_steps or 0):
+                torch.cuda.empty_cache()  # transformers' torch_empty_cache_steps (CPU: nothing)
             if _due(done, run.config.sync_ref_model and run.config.ref_model_sync_steps):
                 sync_reference(run, run.config.ref_model_mixup_alpha)  # TR-DPO
             progress.update(1)
@@ -273,7 +281,10 @@ def _train(run: Run) -> TrainResult:
             if stopping:
                 stop.requested = stop.requested or "another rank's signal"
             if _saves_at(run, done) or stopping or improved:
-                checkpoint = checkpoint_step(run, done)
+                # a signal's checkpoint is the run's to continue from: complete whatever
+                # save_only_model says
+                model_only = run.config.save_only_model and not stopping
+                checkpoint = checkpoint_step(run, done, model_only)
                 write(f"saved {checkpoint}")
             if run.best.patience_spent():
                 write(f"early stopping after step {done}: {run.best.describe()}")
@@ -314,32 +325,16 @@ def train_step(run: Run, step: int, measure: bool = False) -> StepResult:
     and counted; too many in a row stop the run. ``measure`` (a step that logs): also report
     ``update_ratio`` and TRL's per-token statistics (logits/*, entropy, mean_token_accuracy).
     """
-    config, world, pair_set = run.config, run.world, run.source.pairs
-    micro_batches = run.source.micro_batches(step)
-    step_pairs = sum(len(indices) for indices in micro_batches)  # over all ranks
+    config = run.config
     learning_rate = run.scheduler.get_last_lr()[0]
-    # DDP under mixed precision reduces every micro-batch (in float32) into the masters
-    sync_every_micro_batch = run.masters is not None and world.mode == "ddp"
-    stats = PairStats()
-    for number, indices in enumerate(micro_batches):
-        mine, stand_in = shard(indices, world)
-        table = pair_set.reference_table
-        batch = collate_pairs(
-            [pair_set.pairs[i] for i in mine],
-            run.pad_id,
-            None if table is None else table[mine],
-            run.layout,
-        ).to(world.device)
-        last = number == len(micro_batches) - 1
-        with gradient_sync(run.scorer, enabled=last or sync_every_micro_batch):
-            losses, batch_stats = pair_losses(run.scorer, run.reference, batch, config, measure)
-            # x world size: DDP and FSDP average the ranks' gradients
-            weight = 0.0 if stand_in else world.size / step_pairs
-            (losses.sum() * weight).backward()
-        if run.masters is not None:
-            run.masters.collect_grads()  # (streamed already in one process)
-        stats.add(batch_stats.zeroed() if stand_in else batch_stats)
-    stats = stats.all_reduce(world)
+    stats = None
+    while stats is None:  # auto_find_batch_size: again in smaller micro-batches (batch_fit.py)
+        micro_batches = split_micro_batches(run.source.micro_batches(step), run.micro_split)
+        try:
+            stats = _accumulate(run, micro_batches, measure)
+        except torch.OutOfMemoryError as error:
+            if not retry_smaller(run, step, error):
+                raise
     run.num_tokens += stats.tokens
     if not micro_batches:  # an online round that found no pair: nothing to learn this step
         _advance_schedule(run.scheduler)
@@ -373,6 +368,34 @@ def train_step(run: Run, step: int, measure: bool = False) -> StepResult:
     _advance_schedule(run.scheduler)
     run.optimizer.zero_grad(set_to_none=True)
     return result
+
+
+def _accumulate(run: Run, micro_batches: list[list[int]], measure: bool) -> PairStats:
+    """Every micro-batch's forward and backward (gradients accumulated); the metric sums."""
+    config, world, pair_set = run.config, run.world, run.source.pairs
+    step_pairs = sum(len(indices) for indices in micro_batches)  # over all ranks
+    # DDP under mixed precision reduces every micro-batch (in float32) into the masters
+    sync_every_micro_batch = run.masters is not None and world.mode == "ddp"
+    stats = PairStats()
+    for number, indices in enumerate(micro_batches):
+        mine, stand_in = shard(indices, world)
+        table = pair_set.reference_table
+        batch = collate_pairs(
+            [pair_set.pairs[i] for i in mine],
+            run.pad_id,
+            None if table is None else table[mine],
+            run.layout,
+        ).to(world.device)
+        last = number == len(micro_batches) - 1
+        with gradient_sync(run.scorer, enabled=last or sync_every_micro_batch):
+            losses, batch_stats = pair_losses(run.scorer, run.reference, batch, config, measure)
+            # x world size: DDP and FSDP average the ranks' gradients
+            weight = 0.0 if stand_in else world.size / step_pairs
+            (losses.sum() * weight).backward()
+        if run.masters is not None:
+            run.masters.collect_grads()  # (streamed already in one process)
+        stats.add(batch_stats.zeroed() if stand_in else batch_stats)
+    return stats.all_reduce(world)
 
 
 def _advance_schedule(scheduler: Any) -> None:
@@ -480,8 +503,9 @@ def evaluate_step(run: Run, done: int) -> str:
     return _format_metrics(done, run.total_steps, metrics)
 
 
-def checkpoint_step(run: Run, done: int) -> Path:
-    """A resumable checkpoint (float32 masters under mixed precision) of step ``done``."""
+def checkpoint_step(run: Run, done: int, model_only: bool = False) -> Path:
+    """A resumable checkpoint (float32 masters under mixed precision) of step ``done``; with
+    ``model_only`` (save_only_model), its weights without optimizer state, not resumable."""
     state = {
         "log_window": vars(run.window),
         "num_tokens": run.num_tokens,
@@ -509,6 +533,7 @@ def checkpoint_step(run: Run, done: int) -> Path:
             run.scorer if run.sharded else None,
             keep=run.best.checkpoint,
             tensors=extra,
+            model_only=model_only,
         )
 
 
@@ -522,16 +547,34 @@ def _logs_at(run: Run, done: int) -> bool:
     return first or _due(done, run.config.every("logging_steps", run.total_steps), run.total_steps)
 
 
+def _evaluates(run: Run) -> bool:
+    """The run has something to evaluate and an eval_strategy that does."""
+    return bool(run.evals or run.eval_prompts) and run.config.eval_strategy != "no"
+
+
 def _evaluates_at(run: Run, done: int) -> bool:
     """eval_strategy: auto / steps (every eval_steps, or logging_steps; and at the end),
-    epoch (at each epoch's end), no."""
+    epoch (at each epoch's end), no; none before eval_delay steps (epochs) have passed, the
+    last step's neither (transformers' rule)."""
     config = run.config
-    if not (run.evals or run.eval_prompts) or config.eval_strategy == "no":
+    if not _evaluates(run):
         return False
     if config.eval_strategy == "epoch":
-        return _due(done, run.source.steps_per_epoch, run.total_steps)
+        waited = run.source.epochs_done(done) >= config.eval_delay
+        return waited and _due(done, run.source.steps_per_epoch, run.total_steps)
     key = "eval_steps" if config.eval_steps or config.eval_strategy != "steps" else "logging_steps"
-    return _due(done, config.every(key, run.total_steps), run.total_steps)
+    every = config.every(key, run.total_steps)
+    return done >= config.eval_delay and _due(done, every, run.total_steps)
+
+
+def _no_evaluation(run: Run) -> str:
+    unit = "epochs" if run.config.eval_strategy == "epoch" else "steps"
+    best = run.config.load_best_model_at_end
+    return (
+        f"eval_delay {run.config.eval_delay:g}: no evaluation in this run ({run.total_steps} "
+        f"steps){'; load_best_model_at_end keeps the last step' if best else ''}; lower "
+        f"eval_delay to evaluate after fewer {unit}"
+    )
 
 
 def _saves_at(run: Run, done: int) -> bool:

@@ -37,6 +37,9 @@ ALIASES = {  # TRL's other names for directpo options
     "temperature": "generate_temperature",
     "top_p": "generate_top_p",
     "top_k": "generate_top_k",
+    "min_p": "generate_min_p",
+    "repetition_penalty": "generate_repetition_penalty",
+    "cache_implementation": "generate_cache_implementation",
     "reward_model_path": "reward_model_name_or_path",
 }
 HINTS = {  # TRL arguments that are not config keys, and the option that means the same here
@@ -152,13 +155,9 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "prediction_loss_only": (_any, ""),
     "batch_eval_metrics": (_nothing, EVAL_METRICS),
     "include_for_metrics": (_nothing, EVAL_METRICS),
-    "eval_delay": (_nothing, "use eval_steps"),
     "save_on_each_node": (_nothing, "rank 0 writes (FSDP: every rank its shards)"),
-    "save_only_model": (_nothing, "checkpoints always hold the optimizer (exact resume)"),
     "ignore_data_skip": (_nothing, "resume always continues the exact data order"),
     "restore_callback_states_from_checkpoint": (_nothing, "directpo has no callbacks"),
-    "full_determinism": (_nothing, "set seed; runs are deterministic on CPU"),
-    "data_seed": (_nothing, "seed sets the data order"),
     "average_tokens_across_devices": (_any, ""),  # DPO losses are per pair
     "lora_task_type": (_equals("CAUSAL_LM"), "directpo trains causal LMs"),
     "padding_free": (_any, ""),  # directpo always packs (padding_free option is its own)
@@ -185,14 +184,11 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trackio_bucket_id": (_any, ""),
     "trackio_static_space_id": (_any, ""),
     "use_cpu": (_nothing, HIDE_GPUS),
-    "tf32": (_nothing, "bf16 compute is the fast path (dtype: bfloat16)"),
     "bf16_full_eval": (_nothing, "evaluation runs in dtype"),
     "fp16_full_eval": (_nothing, "evaluation runs in dtype"),
     # inductor and the default mode are torch_compile: true (_trl_compile); others are refused
     "torch_compile_backend": (_nothing, COMPILED),
     "torch_compile_mode": (_nothing, COMPILED),
-    "torch_empty_cache_steps": (_nothing, ""),
-    "auto_find_batch_size": (_nothing, "set per_device_train_batch_size"),
     "neftune_noise_alpha": (_nothing, "NEFTune is an SFT technique"),
     "label_smoothing_factor": (_nothing, "use label_smoothing (cDPO)"),
     "optim_args": (_nothing, "use adam_beta1/adam_beta2/adam_epsilon/weight_decay"),
@@ -218,13 +214,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "alpha": (_equals(0.0), "AlphaPO's reward transform; directpo has SimPO's (alpha 0)"),
     # OnlineDPOConfig's: online rounds sample with transformers' generate, no vLLM
     "use_vllm": (_nothing, "online rounds sample with transformers' generate"),
-    "min_p": (_nothing, "use generate_top_p or generate_top_k"),
-    "repetition_penalty": (_equals(1.0), "sampling applies no repetition penalty"),
-    "generation_kwargs": (
-        _nothing,
-        "use generate_temperature, generate_top_p, generate_top_k",
-    ),
-    "cache_implementation": (_nothing, "generation uses the model's default cache"),
     "ds3_gather_for_generation": (_any, ""),  # FSDP2 gathers for generation itself
     # vLLM's settings are read only with use_vllm, which is refused above
     **dict.fromkeys(VLLM_OPTIONS, (_any, "")),
