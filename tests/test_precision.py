@@ -255,7 +255,9 @@ def test_precision_options_and_trl_spellings() -> None:
         "fp16", "dtype", "learning_rate",
     ]  # fmt: skip
     # bf16: true made dtype: float16 bfloat16 silently; ModelConfig's auto and float32 mean it
-    with pytest.raises(ConfigError, match=r"^torch_dtype \(directpo: dtype\): float16 with bf16: true: float16 is not"):
+    with pytest.raises(
+        ConfigError, match=r"^torch_dtype \(directpo: dtype\): float16 with bf16: true: float16 is"
+    ):
         DPOConfig(bf16=True, torch_dtype="float16")
     assert DPOConfig(bf16=True, dtype="auto").dtype == "bfloat16"
     assert DPOConfig(bf16=True, dtype="float32").precision.mixed
