@@ -245,14 +245,7 @@ def _train(run: Run) -> TrainResult:
     with StopRequest() as stop, progress, explain_failures(run) as position:
         run.window_start = time.perf_counter()
         done = run.start_step  # (a run resumed at its last step trains no step)
-        # (every run that evaluates does so at its last step)
-        if run.config.eval_on_start and done == 0 and _evaluates(run):
-            # the starting model's baseline; as in transformers, not a candidate for best
-            write(evaluate_step(run, 0))
-        later = range(done + 1, total + 1)  # eval_delay past the end: said
-        delayed = run.config.eval_delay and _evaluates(run)
-        if delayed and not any(_evaluates_at(run, step) for step in later):
-            write(_no_evaluation(run))
+        _evaluate_at_start(run, write)
         for step in range(run.start_step, total):
             done = position.step = step + 1
             round_metrics = run.source.prepare(step)  # online: a new round's pairs
@@ -535,6 +528,17 @@ def checkpoint_step(run: Run, done: int, model_only: bool = False) -> Path:
             tensors=extra,
             model_only=model_only,
         )
+
+
+def _evaluate_at_start(run: Run, write: Callable[[str], None]) -> None:
+    """``eval_on_start``'s baseline of the starting model (as in transformers, never the best);
+    an ``eval_delay`` that holds back every evaluation of the run is said at once."""
+    if run.config.eval_on_start and run.start_step == 0 and _evaluates(run):
+        write(evaluate_step(run, 0))
+    later = range(run.start_step + 1, run.total_steps + 1)
+    delayed = run.config.eval_delay and _evaluates(run)
+    if delayed and not any(_evaluates_at(run, step) for step in later):
+        write(_no_evaluation(run))
 
 
 def _due(done: int, every: int, total: int | None = None) -> bool:
