@@ -27,8 +27,9 @@ class FileCommandOptions(Options):
     )
     output: str | None = option(
         None,
-        "Output .jsonl file, never a folder; it appears once complete (score and rank write a "
-        "hidden .OUTPUT.KEY.partial as they go, which the same command continues). Required.",
+        "Output .jsonl file, never a folder; it appears once complete (score, rank and generate "
+        "write a hidden .OUTPUT.KEY.partial as they go, which the same command continues). "
+        "Required.",
     )
     batch_size: int = option(8, "Sequences per forward pass.")
     dtype: str = option("float32", f"Model dtype, one of {', '.join(DTYPES)}.")
@@ -118,6 +119,12 @@ class RankOptions(RewardOptions):
 
 @dataclass
 class GenerateOptions(FileCommandOptions):
+    batch_size: int = option(
+        8,
+        "Sequences per forward pass: each call samples batch_size // num_return_sequences "
+        "prompts (at least one), all their completions at once; a prompt with more "
+        "completions than batch_size draws them batch_size at a time.",
+    )
     max_new_tokens: int = option(64, "Maximum new tokens per completion.")
     temperature: float = option(1.0, "Sampling temperature (0: greedy).")
     top_p: float = option(1.0, "Nucleus sampling mass (1: off).")
@@ -125,8 +132,9 @@ class GenerateOptions(FileCommandOptions):
     num_return_sequences: int = option(1, "Completions per prompt.")
     seed: int = option(
         42,
-        "Sampling seed: the same seed, input and batch_size give the same completions (a batch "
-        "draws its samples together).",
+        "Sampling seed: the same seed, input and batch_size give the same completions, also "
+        "when a stopped run is continued (each call's prompts draw their samples together, "
+        "from a seed mixed from this one and the call's first row).",
     )
     max_prompt_length: int = option(512, "Prompts longer than this are cut from the left.")
 

@@ -6,15 +6,16 @@ the problem is a one-line ``DataError`` naming the output. Values JSON has no ty
 Parquet file or a datasets folder may hold, are written as their nearest JSON form (dates and
 times in ISO 8601, bytes in base64, NumPy scalars and arrays as numbers and lists).
 
-``StagedJsonl`` writes a long command's output (score, rank) as it goes, into a hidden staging
-file renamed over the target at the end: the target is still old-or-complete, and a run
-stopped part way keeps what it wrote for the same command to continue from.
+``StagedJsonl`` writes a long command's output (score, rank, generate) as it goes, into a
+hidden staging file renamed over the target at the end: the target is still old-or-complete,
+and a run stopped part way keeps what it wrote for the same command to continue from.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Collection, Iterable
@@ -104,6 +105,12 @@ class StagedJsonl:
         self.resumed_rows += 1
         return staged
 
+    def resumed_note(self) -> str:
+        """`` (N of them from an earlier run that stopped)`` for the command's last line."""
+        if not self.resumed_rows:
+            return ""
+        return f" ({self.resumed_rows} of them from an earlier run that stopped)"
+
     def _stop_resuming(self) -> None:
         if self._resuming:
             self._resuming = False
@@ -157,6 +164,26 @@ class StagedJsonl:
             raise type(exc)(
                 f"{rows} kept in {self.staging}; the same command continues from there"
             ) from None
+
+
+def options_key(options: object, ignored: Collection[str], folders: Iterable[str | None]) -> str:
+    """A ``StagedJsonl`` key: what a command's rows depend on besides the input rows, i.e. its
+    options (those ``ignored`` left out: the input and output names, ...) and the state of the
+    model ``folders`` (retrained there: other rows). A stopped run's partial output is continued
+    only by a run of the same key."""
+    chosen = {key: value for key, value in vars(options).items() if key not in ignored}
+    chosen["command"] = type(options).__name__
+    chosen["models"] = [_folder_state(path) for path in folders]
+    text = json.dumps(chosen, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _folder_state(path: str | None) -> Any:
+    """A model folder's absolute path and its files' modification times; a hub name as given."""
+    if path is None or not os.path.isdir(path):
+        return path
+    times = sorted((e.name, e.stat().st_mtime_ns) for e in os.scandir(path) if e.is_file())
+    return [os.path.abspath(path), times]
 
 
 def _locked(path: Path) -> bool:

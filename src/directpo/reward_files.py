@@ -10,8 +10,6 @@ file order, the batches of scoring every row at once: the rewards do not depend 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -22,7 +20,7 @@ from tqdm.auto import tqdm
 from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
 from directpo.data import Columns, PreferenceExample, iter_rows, parse_pair
 from directpo.errors import DataError
-from directpo.jsonl import StagedJsonl
+from directpo.jsonl import StagedJsonl, options_key
 from directpo.messages import Text, is_message_list
 from directpo.prompts import (
     parse_prompt_and_responses,
@@ -109,7 +107,7 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
             f"{len(margins)} pairs: preference accuracy {summary['accuracy']:.4f}, "
             f"mean margin {summary['mean_margin']:.4g}"
         )
-    echo(f"wrote {out.written} rows to {options.output}{_resumed_note(out)}")
+    echo(f"wrote {out.written} rows to {options.output}{out.resumed_note()}")
     return summary
 
 
@@ -187,7 +185,7 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
         echo(truncation_note(scorer, truncated))
     echo(
         f"ranked {candidates} candidates of {out.written} prompts into {options.output}"
-        f"{_resumed_note(out)}"
+        f"{out.resumed_note()}"
     )
     return out.written
 
@@ -244,32 +242,10 @@ def _progress(total: int, name: str) -> Any:
 def _resume_key(options: RewardOptions) -> str:
     """What the rewards depend on besides the rows (not batch_size): a stopped run's partial
     output is continued only by a run of the same options on the same model folders."""
-    chosen = {
-        key: value
-        for key, value in vars(options).items()
-        if key not in ("input", "output", "batch_size", "trust_remote_code")
-    }
-    chosen["command"] = type(options).__name__
-    chosen["models"] = [
-        _folder_state(path) for path in (options.model_name_or_path, options.ref_model_name_or_path)
-    ]
-    text = json.dumps(chosen, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-
-
-def _folder_state(path: str | None) -> Any:
-    """A model folder's absolute path and its files' modification times (retrained there:
-    other rewards); a hub name as given."""
-    if path is None or not os.path.isdir(path):
-        return path
-    times = sorted((e.name, e.stat().st_mtime_ns) for e in os.scandir(path) if e.is_file())
-    return [os.path.abspath(path), times]
-
-
-def _resumed_note(out: StagedJsonl) -> str:
-    if not out.resumed_rows:
-        return ""
-    return f" ({out.resumed_rows} of them from an earlier run that stopped)"
+    ignored = ("input", "output", "batch_size", "trust_remote_code")
+    return options_key(
+        options, ignored, (options.model_name_or_path, options.ref_model_name_or_path)
+    )
 
 
 def _scorer(options: RewardOptions, echo: Callable[[str], None]) -> ImplicitReward:
