@@ -4,6 +4,7 @@ command to continue from, each call of prompts seeded from its first row."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from tiny import SENTIMENT_PAIRS, save_tiny_model, write_jsonl
 
 import directpo.generate as generate
 from directpo.cli import main
+from directpo.config import DPOConfig
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +116,30 @@ def test_a_bad_row_is_one_line_before_the_model_loads_and_nothing_is_written(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"directpo: error: {data}: line 5: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.jsonl"]
+
+
+def test_a_runs_prompt_column_system_turn_and_prompt_limit_are_its_config_yamls(
+    model, tmp_path, capsys
+) -> None:
+    """generate from a run trained on a 'question' column with a system turn and a prompt
+    limit sampled (or refused) its rows as plain prompts cut at 512 tokens unless each option
+    was given again. Now those left unset are the run's, said in one line."""
+    run = tmp_path / "run"
+    shutil.copytree(model, run)
+    DPOConfig(
+        model_name_or_path=str(model), prompt_column="question", system_column="system",
+        max_prompt_length=3,
+    ).save_yaml(run / "config.yaml")  # fmt: skip
+    rows = [{"question": r["prompt"], "system": f"Persona {r['id']}."} for r in prompt_rows(3)]
+    data = write_jsonl(tmp_path / "prompts.jsonl", rows)
+    args = ["generate", "--model_name_or_path", str(run), "--input", str(data),
+            "--max_new_tokens", "4"]  # fmt: skip
+    assert main([*args, "--output", str(tmp_path / "a.jsonl")]) == 0
+    assert (
+        "from the run's config.yaml (no option gave them): prompt_column 'question', "
+        "system_column 'system', max_prompt_length 3\n"
+    ) in capsys.readouterr().out
+    given = ["--prompt_column", "question", "--system_column", "system", "--max_prompt_length", "3"]
+    assert main([*args, *given, "--output", str(tmp_path / "b.jsonl")]) == 0
+    assert "config.yaml" not in capsys.readouterr().out
+    assert read(tmp_path / "a.jsonl") == read(tmp_path / "b.jsonl")

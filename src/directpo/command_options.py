@@ -6,8 +6,11 @@ builds the command's flags from them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, ClassVar, Self
 
 from directpo.config import DTYPES
 from directpo.config_checks import check_columns
@@ -33,19 +36,45 @@ class FileCommandOptions(Options):
     )
     batch_size: int = option(8, "Sequences per forward pass.")
     dtype: str = option("float32", f"Model dtype, one of {', '.join(DTYPES)}.")
-    prompt_column: str = option("prompt", "Column holding the prompt (text or messages).")
+    prompt_column: str | None = option(
+        None,
+        "Column holding the prompt (text or messages). Default: the run's prompt_column (a "
+        "directpo run folder's config.yaml), else prompt.",
+    )
     system_column: str | None = option(
         None,
-        "Column whose text opens each prompt as its system turn (as train's system_column).",
+        "Column whose text opens each prompt as its system turn (as train's system_column). "
+        "Default: the run's system_column, else none.",
     )
     trust_remote_code: bool = option(
         False, "Allow model folders whose architecture is code shipped with them (as train's)."
     )
 
+    # the options a directpo run's config.yaml gives when left unset (None): the run's
+    # attribute, and the value for a model folder that is not a run
+    FROM_RUN: ClassVar[dict[str, tuple[str, Any]]] = {
+        "prompt_column": ("prompt_column", "prompt"),
+        "system_column": ("system_column", None),
+    }
+
     def _check_values(self) -> None:
         self._require(self.batch_size >= 1, "batch_size", ">= 1")
         self._one_of("dtype", DTYPES)
         check_columns(self)
+
+    def with_run_defaults(self, run: Any, echo: Callable[[str], None]) -> Self:
+        """These options with each left unset taken from ``run`` (the DPOConfig of the run
+        that wrote model_name_or_path, or None), else its default: a run trained on a
+        'question' column with a system turn reads and renders its rows as it trained on
+        them. ``echo`` names, in one line, those the run set to other than the defaults."""
+        taken = {}
+        for key, (attribute, default) in self.FROM_RUN.items():
+            if getattr(self, key) is None:
+                taken[key] = default if run is None else getattr(run, attribute)
+        said = [f"{k} {v!r}" for k, v in taken.items() if v != self.FROM_RUN[k][1]]
+        if said:
+            echo(f"from the run's config.yaml (no option gave them): {', '.join(said)}")
+        return dataclasses.replace(self, **taken)
 
     def check_environment(self) -> None:
         processes = int(os.environ.get("WORLD_SIZE", "1"))
@@ -99,13 +128,23 @@ class RewardOptions(FileCommandOptions):
 
 @dataclass
 class ScoreOptions(RewardOptions):
-    chosen_column: str = option("chosen", "Column of the preferred response (pair rows).")
-    rejected_column: str = option("rejected", "Column of the dispreferred response (pair rows).")
+    chosen_column: str | None = option(
+        None, "Column of the preferred response (pair rows). Default: the run's, else chosen."
+    )
+    rejected_column: str | None = option(
+        None,
+        "Column of the dispreferred response (pair rows). Default: the run's, else rejected.",
+    )
     response_column: str = option(
         "response",
         "Column of the response (single-response rows); a row without response is read from "
         "TRL's completion column.",
     )
+    FROM_RUN: ClassVar[dict[str, tuple[str, Any]]] = {
+        **FileCommandOptions.FROM_RUN,
+        "chosen_column": ("chosen_column", "chosen"),
+        "rejected_column": ("rejected_column", "rejected"),
+    }
 
 
 @dataclass
@@ -136,7 +175,15 @@ class GenerateOptions(FileCommandOptions):
         "when a stopped run is continued (each call's prompts draw their samples together, "
         "from a seed mixed from this one and the call's first row).",
     )
-    max_prompt_length: int = option(512, "Prompts longer than this are cut from the left.")
+    max_prompt_length: int | None = option(
+        None,
+        "Prompts longer than this are cut from the left. Default: the run's prompt limit "
+        "(max_prompt_length, else max_length - 1), else 512.",
+    )
+    FROM_RUN: ClassVar[dict[str, tuple[str, Any]]] = {
+        **FileCommandOptions.FROM_RUN,
+        "max_prompt_length": ("prompt_limit", 512),
+    }
 
     def _check_values(self) -> None:
         super()._check_values()
@@ -146,7 +193,8 @@ class GenerateOptions(FileCommandOptions):
         self._require(self.top_k >= 0, "top_k", ">= 0")
         self._require(self.num_return_sequences >= 1, "num_return_sequences", ">= 1")
         self._require_sampling("num_return_sequences", "temperature")
-        self._require(self.max_prompt_length >= 1, "max_prompt_length", ">= 1")
+        limit = self.max_prompt_length
+        self._require(limit is None or limit >= 1, "max_prompt_length", ">= 1")
 
 
 @dataclass

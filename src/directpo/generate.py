@@ -283,15 +283,16 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
     uninterrupted run writes."""
     options.check_environment()
     base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
-    trusted = options.trust_remote_code
-    own = tokenizer_folder(options.model_name_or_path)  # an adapter folder's may be its base's
-    processor = load_processor(own, trusted)
-    tokenizer = load_tokenizer(own, trusted) if processor is None else processor.tokenizer
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     path = options.model_name_or_path
     run = None  # a run's: its prompts render as it trained on them, a LoRA base loads where it did
     with contextlib.suppress(ConfigError):  # a config.yaml of another tool: no such record
         run = run_config(path)
+    options = options.with_run_defaults(run, echo)
+    trusted = options.trust_remote_code
+    own = tokenizer_folder(path)  # an adapter folder's may be its base's
+    processor = load_processor(own, trusted)
+    tokenizer = load_tokenizer(own, trusted) if processor is None else processor.tokenizer
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     template_kwargs = run.chat_template_kwargs if run else None
     # every row parsed, and a prompt the chat template refuses named, before the model loads
     prompts, places = itertools.tee(_prompt_rows(options, base_dir))

@@ -10,6 +10,7 @@ file order, the batches of scoring every row at once: the rewards do not depend 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 
 from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
 from directpo.data import Columns, PreferenceExample, iter_rows, parse_pair
-from directpo.errors import DataError
+from directpo.errors import ConfigError, DataError
 from directpo.jsonl import StagedJsonl, options_key
 from directpo.messages import Text, is_message_list
 from directpo.prompts import (
@@ -29,9 +30,10 @@ from directpo.prompts import (
     with_images,
 )
 from directpo.readers import kind_of
-from directpo.reward import ImplicitReward, encode_row, truncation_note
+from directpo.reward import ImplicitReward, encode_row, run_config, truncation_note
 
 Item = TypeVar("Item")
+Options = TypeVar("Options", bound=RewardOptions)
 
 # sequences scored (and rows written) per chunk, rounded up to whole batches
 CHUNK_SEQUENCES = 256
@@ -44,6 +46,7 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
     """Add ``reward`` to single-response rows, or ``chosen_reward``, ``rejected_reward`` and
     ``margin`` to preference rows; report accuracy and mean margin over the pairs."""
     options.check_environment()
+    options = _with_run_defaults(options, echo)
     base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
     total = sum(1 for _ in _score_items(options, base_dir))  # every row checked before loading
     with StagedJsonl(options.output, _resume_key(options)) as out:
@@ -145,6 +148,7 @@ def _score_items(
 def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     """Add ``ranked``: the candidates sorted by implicit reward, best first, with their rewards."""
     options.check_environment()
+    options = _with_run_defaults(options, echo)
     base_dir = os.path.dirname(os.path.abspath(options.input))
     total = sum(1 for _ in _rank_items(options, base_dir))  # every row checked before loading
     with StagedJsonl(options.output, _resume_key(options)) as out:
@@ -246,6 +250,14 @@ def _resume_key(options: RewardOptions) -> str:
     return options_key(
         options, ignored, (options.model_name_or_path, options.ref_model_name_or_path)
     )
+
+
+def _with_run_defaults(options: Options, echo: Callable[[str], None]) -> Options:
+    """``options`` with those left unset taken from the run that wrote the model folder."""
+    run = None
+    with contextlib.suppress(ConfigError):  # a config.yaml of another tool: not a run
+        run = run_config(options.model_name_or_path)
+    return options.with_run_defaults(run, echo)
 
 
 def _scorer(options: RewardOptions, echo: Callable[[str], None]) -> ImplicitReward:
