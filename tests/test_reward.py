@@ -393,10 +393,15 @@ def test_rank_needs_a_list_of_candidates(
 
 def test_an_output_in_a_new_folder_gets_its_folder(tmp_path) -> None:
     from directpo.command_options import check_output_file
+    from directpo.jsonl import StagedJsonl
 
     target = tmp_path / "new" / "sub" / "scores.jsonl"
-    check_output_file(str(target))
-    assert target.parent.is_dir() and not target.exists()
+    check_output_file(str(target))  # writable: made once the rows passed (StagedJsonl)
+    assert not (tmp_path / "new").exists()
+    with StagedJsonl(target, "key") as out:
+        out.write([{"a": 1}])
+        out.commit()
+    assert target.read_text() == '{"a": 1}\n'
 
 
 def test_a_reference_free_reward_is_beta_times_the_mean_log_prob(trained_run, tmp_path) -> None:

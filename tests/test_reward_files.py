@@ -307,3 +307,45 @@ def test_a_runs_columns_and_system_turn_are_taken_from_its_config_yaml(models, t
                           output=str(tmp_path / "r3.jsonl")), said.append)  # fmt: skip
     assert not any("config.yaml" in line for line in said)
     assert read(tmp_path / "r3.jsonl")[0]["ranked"] != read(tmp_path / "r2.jsonl")[0]["ranked"]
+
+
+@pytest.mark.parametrize("command", ["score", "rank", "generate"])
+def test_a_failed_command_leaves_no_empty_output_folder_behind(
+    models, tmp_path, monkeypatch, capsys, command
+) -> None:
+    """The output's missing folders were made before the rows were checked: a bad row (or a
+    model that would not load) left them behind, empty. Now they are made once the rows
+    passed, and taken back while empty when the command fails."""
+    good = {"prompt": "The movie was", "response": " x", "responses": [" x", " y"]}
+    rows = [good, good, {**good, "prompt": 5}]
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    out = tmp_path / "new" / "deeper" / "out.jsonl"
+    args = [
+        command,
+        "--model_name_or_path",
+        str(models[0]),
+        "--ref_model_name_or_path",
+        str(models[1]),
+        "--beta",
+        "0.1",
+        "--input",
+        str(data),
+        "--output",
+        str(out),
+    ]
+    if command == "generate":
+        args = [a for a in args if a not in ("--ref_model_name_or_path", str(models[1]))]
+        args = [a for a in args if a not in ("--beta", "0.1")]
+    assert main(args) == 2
+    assert f"{data}: line 3: " in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]
+
+    def refuse(*args, **kwargs):
+        raise ConfigError("model_name_or_path: cannot load (a test's refusal)")
+
+    monkeypatch.setattr(f"directpo.{'generate' if command == 'generate' else 'reward'}"
+                        ".load_causal_lm", refuse)  # fmt: skip
+    write_jsonl(data, rows[:2])
+    assert main(args) == 2
+    assert "a test's refusal" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]

@@ -10,11 +10,13 @@ import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from directpo.config import DTYPES
 from directpo.config_checks import check_columns
 from directpo.errors import ConfigError
+from directpo.folders import nearest_existing
 from directpo.options import Options, option
 from directpo.preflight import check_model_location
 
@@ -106,12 +108,14 @@ def check_output_file(path: str) -> None:
             f"output: {path}: the output is JSON Lines, so it must end in .jsonl (got {ext})"
         )
     folder = os.path.dirname(os.path.abspath(path))
-    try:  # a new folder for the output is made, as train makes its output_dir
-        os.makedirs(folder, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"output: cannot make the folder {folder} ({exc.strerror})") from None
-    if not os.access(folder, os.W_OK):
-        raise ConfigError(f"output: cannot write in {folder}")
+    # a new folder for the output is made (as train makes its output_dir) once the input rows
+    # passed their checks (jsonl.StagedJsonl): a bad row leaves no empty folder behind
+    start = nearest_existing(Path(folder))
+    if not start.is_dir():
+        raise ConfigError(f"output: cannot make the folder {folder} ({start} is a file)")
+    if not os.access(start, os.W_OK):
+        where = folder if str(start) == folder else f"{start} (to make {folder})"
+        raise ConfigError(f"output: cannot write in {where}")
 
 
 @dataclass

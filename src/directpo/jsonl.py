@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from directpo.errors import ConfigError, DataError
+from directpo.folders import missing_folders, remove_empty
 from directpo.signals import Terminated
 
 
@@ -67,6 +68,13 @@ class StagedJsonl:
         self.resumed_rows = 0
         self._resuming = True
         self._kept = 0  # where the rows resumed so far end, in bytes
+        self._made = missing_folders(self.target.parent)  # removed again if nothing is kept
+        try:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(
+                f"cannot make the folder {self.target.parent}: {exc.strerror or exc}"
+            ) from None
         for stale in self.target.parent.glob(f".{self.target.name}.*.partial"):
             if stale != self.staging and not _locked(stale):  # other options': not continued
                 with contextlib.suppress(OSError):
@@ -74,6 +82,7 @@ class StagedJsonl:
         try:
             self._handle = self.staging.open("a+b")  # appends; read back from the start
         except OSError as exc:
+            remove_empty(self._made)
             raise DataError(f"cannot write {self.staging}: {exc.strerror or exc}") from None
         self._lock()
         self._handle.seek(0)
@@ -157,6 +166,7 @@ class StagedJsonl:
         with contextlib.suppress(OSError):
             if self.staging.stat().st_size == 0:  # nothing to continue from
                 self.staging.unlink()
+                remove_empty(self._made)  # made for this output: no empty folder is left
                 return
         if isinstance(exc, KeyboardInterrupt | Terminated):  # the cli prints it after its word
             # still resuming: the earlier run's rows, not yet compared with the input, are kept
