@@ -226,8 +226,8 @@ def test_plot_draws_evaluations_and_writes_only_an_image_file(tmp_path, monkeypa
     assert main(["plot", str(run), "--output", str(out)]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
     assert drawn == {
-        ("training loss", "run"): [1, 2, 3, 4],
-        ("training loss", "run eval"): [2, 4],
+        ("loss", "run"): [1, 2, 3, 4],
+        ("loss", "run eval"): [2, 4],
         ("reward margin", "run"): [1, 2, 3, 4],
         ("reward accuracy", "run eval"): [2, 4],
     }
@@ -246,3 +246,39 @@ def test_plot_draws_evaluations_and_writes_only_an_image_file(tmp_path, monkeypa
     assert (
         capsys.readouterr().err == f"directpo: error: {tmp_path / 'nothing'}: no such run folder\n"
     )
+
+
+def test_plot_draws_an_online_runs_sample_reward_and_kl(tmp_path, monkeypatch) -> None:
+    """An online DPO run logs the reward and KL of each round's samples (objective/scores,
+    objective/kl, TRL's names), the curves it is judged by; plot drew only the pair metrics."""
+    from directpo.demo import plots
+
+    run = tmp_path / "online"
+    run.mkdir()
+    rows = [{"step": s, "loss": 0.7 - s / 100, "rewards/margins": s / 10} for s in (1, 2, 3, 4)]
+    rows += [
+        {"step": s, "online/round": s // 2, "objective/scores": s / 3, "objective/kl": s / 5}
+        for s in (1, 3)
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    drawn: dict[str, dict[str, list]] = {}
+    real_save = plots._save
+
+    def save(fig, path):
+        drawn.clear()
+        for axis in fig.axes:
+            drawn[axis.get_title()] = {
+                line.get_label(): list(zip(line.get_xdata(), line.get_ydata(), strict=True))
+                for line in axis.lines
+            }
+        real_save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", save)
+    assert main(["plot", str(run)]) == 0
+    assert drawn["online reward (objective/scores)"] == {"online": [(1, 1 / 3), (3, 1.0)]}
+    assert drawn["online KL(π‖π_ref) (objective/kl)"] == {"online": [(1, 0.2), (3, 0.6)]}
+    assert list(drawn)[:3] == ["loss", "reward margin", "reward accuracy"]
+    # an offline run: the three panels alone
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+    assert main(["plot", str(run)]) == 0
+    assert list(drawn) == ["loss", "reward margin", "reward accuracy"]

@@ -14,6 +14,11 @@ CURVES = (
     ("rewards/margins", "reward margin"),
     ("rewards/accuracies", "reward accuracy"),
 )
+# an online DPO run's (TRL's names): drawn when a run logged them
+ONLINE_CURVES = (
+    ("objective/scores", "online reward (objective/scores)"),
+    ("objective/kl", "online KL(π‖π_ref) (objective/kl)"),
+)
 EVAL_LINE_STYLES = ("--", ":", "-.")  # a run's eval sets, in the colour of its training line
 
 
@@ -28,10 +33,13 @@ def _pyplot() -> Any:
 
 def plot_curves(runs: Sequence[tuple[str, list[dict[str, Any]]]], path: str | Path) -> Path:
     """One panel per training metric, one line per run (label, metrics.jsonl rows); its
-    evaluations (``eval/`` rows, and each named eval set's), dashed, in the run's colour."""
+    evaluations (``eval/`` rows, and each named eval set's), dashed, in the run's colour. An
+    online run's reward and KL of its samples get a panel each."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 3.6))
-    for axis, (key, title) in zip(axes, CURVES, strict=True):
+    logged = {key for _, rows in runs for row in rows for key in row}
+    curves = CURVES + tuple(curve for curve in ONLINE_CURVES if curve[0] in logged)
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.6))
+    for axis, (key, title) in zip(axes, curves, strict=True):
         for label, rows in runs:
             colour = None
             eval_styles = itertools.cycle(EVAL_LINE_STYLES)
