@@ -55,18 +55,20 @@ def test_a_stopped_generate_keeps_its_rows_and_the_same_command_continues(
     the end, and one seeded stream ran through the file, so a second run could not take up
     where the first stopped. Now each call's rows are written as sampled, and each call is
     seeded from its first row: stopped (even mid-call, by a killed process) and continued, the
-    output is the uninterrupted run's, row for row. 3 samples with batch_size 2: each prompt
-    draws 2 then 1."""
+    output is the uninterrupted run's, row for row. batch_size counts sequences per forward
+    pass (it counted prompts, each sampled num_return_sequences times): 3 samples with
+    batch_size 2 are drawn 2, then 1."""
     rows = prompt_rows(7)
+    batch_size = {2: 4, 3: 2}[samples]  # 2 prompts a call; 1 prompt a call, in 2 calls
     data = write_jsonl(tmp_path / "prompts.jsonl", rows)
     out = tmp_path / "out" / "samples.jsonl"
     args = ["generate", "--model_name_or_path", str(model), "--input", str(data),
             "--max_new_tokens", "4", "--num_return_sequences", str(samples), "--batch_size",
-            str(2 * samples - 2), "--output", str(out)]  # fmt: skip
+            str(batch_size), "--output", str(out)]  # fmt: skip
     whole_path = tmp_path / "whole.jsonl"
     whole_calls = stop_at_call(monkeypatch, None)
     assert main([*args[:-1], str(whole_path)]) == 0
-    assert max(whole_calls) <= 2 * samples - 2  # batch_size: sequences per forward pass
+    assert max(whole_calls) == batch_size  # sequences per forward pass, at most
     whole = read(whole_path)
     assert [{k: r[k] for k in ("id", "prompt")} for r in whole] == rows  # order and fields kept
     assert all(len(r["completions"]) == samples for r in whole)
