@@ -285,8 +285,10 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
     base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
     path = options.model_name_or_path
     run = None  # a run's: its prompts render as it trained on them, a LoRA base loads where it did
-    with contextlib.suppress(ConfigError):  # a config.yaml of another tool: no such record
+    try:
         run = run_config(path)
+    except ConfigError as err:  # a config.yaml of another tool: no such record
+        echo(f"config.yaml not used (not a directpo run's): {err}")
     options = options.with_run_defaults(run, echo)
     trusted = options.trust_remote_code
     own = tokenizer_folder(path)  # an adapter folder's may be its base's
