@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from tiny import SENTIMENT_PAIRS, save_tiny_model, write_jsonl
 
 import directpo.generate as generate
@@ -145,3 +146,41 @@ def test_a_runs_prompt_column_system_turn_and_prompt_limit_are_its_config_yamls(
     assert main([*args, *given, "--output", str(tmp_path / "b.jsonl")]) == 0
     assert "config.yaml" not in capsys.readouterr().out
     assert read(tmp_path / "a.jsonl") == read(tmp_path / "b.jsonl")
+
+
+def test_out_of_memory_is_one_line_and_a_smaller_batch_size_continues_the_rows_kept(
+    model, tmp_path, monkeypatch, capsys
+) -> None:
+    """Out of GPU memory, generate printed torch's traceback and kept its staging file without
+    a word; lowering batch_size, the remedy, changed the staging key, so the rows kept were
+    thrown away and sampled again. Now the error says to lower batch_size and where the rows
+    are; a run with a smaller one continues them (its own rows as a run at that size)."""
+    data = write_jsonl(tmp_path / "prompts.jsonl", prompt_rows(6))
+    out = tmp_path / "samples.jsonl"
+    args = ["generate", "--model_name_or_path", str(model), "--input", str(data),
+            "--max_new_tokens", "3", "--output", str(out)]  # fmt: skip
+    real = generate.sample_completions
+    calls = []
+
+    def sample(model, tokenizer, prompts, **kwargs):
+        calls.append(len(prompts))
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(model, tokenizer, prompts, **kwargs)
+
+    monkeypatch.setattr(generate, "sample_completions", sample)
+    assert main([*args, "--batch_size", "2"]) == 2
+    [staging] = [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.splitlines()[-1] == (
+        "directpo: error: batch_size: out of memory after 2 rows; lower --batch_size (2 rows are "
+        f"kept in {staging}; the same command continues from there, another batch_size too)"
+    )
+    kept = read(staging)
+    calls.clear()
+    monkeypatch.setattr(generate, "sample_completions", real)
+    assert main([*args, "--batch_size", "1"]) == 0
+    assert "(2 of them from an earlier run that stopped)" in capsys.readouterr().out
+    assert read(out)[:2] == kept
+    assert main([*args, "--batch_size", "1", "--output", str(tmp_path / "one.jsonl")]) == 0
+    assert read(out)[2:] == read(tmp_path / "one.jsonl")[2:]

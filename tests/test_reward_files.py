@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from tiny import SENTIMENT_PAIRS, save_tiny_model, write_jsonl
 
 from directpo.cli import main
@@ -349,3 +350,37 @@ def test_a_failed_command_leaves_no_empty_output_folder_behind(
     assert main(args) == 2
     assert "a test's refusal" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]
+
+
+def test_score_out_of_memory_is_one_line_naming_the_rows_kept(
+    models, tmp_path, monkeypatch, capsys
+) -> None:
+    """Out of GPU memory, score printed torch's traceback and kept its rows without a word."""
+    monkeypatch.setattr("directpo.reward_files.CHUNK_SEQUENCES", 2)
+    data = write_jsonl(tmp_path / "rows.jsonl", mixed_rows(6))
+    out = tmp_path / "scored.jsonl"
+    args = ["score", "--model_name_or_path", str(models[0]), "--ref_model_name_or_path",
+            str(models[1]), "--beta", "0.1", "--input", str(data),
+            "--output", str(out)]  # fmt: skip
+    real = ImplicitReward.score_ids
+    calls = []
+
+    def score_ids(self, rows, progress=False):
+        calls.append(len(rows))
+        if len(calls) == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, rows, progress)
+
+    monkeypatch.setattr(ImplicitReward, "score_ids", score_ids)
+    assert main([*args, "--batch_size", "2"]) == 2
+    err = capsys.readouterr().err
+    [staging] = [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    written = len(read(staging))
+    assert "Traceback" not in err and err.splitlines()[-1] == (
+        f"directpo: error: batch_size: out of memory after {written} rows; lower --batch_size "
+        f"({written} rows are kept in {staging}; the same command continues from there, "
+        "another batch_size too)"
+    )
+    monkeypatch.setattr(ImplicitReward, "score_ids", real)
+    assert main([*args, "--batch_size", "1"]) == 0
+    assert f"({written} of them from an earlier run that stopped)" in capsys.readouterr().out

@@ -177,7 +177,8 @@ class GenerateOptions(FileCommandOptions):
         42,
         "Sampling seed: the same seed, input and batch_size give the same completions, also "
         "when a stopped run is continued (each call's prompts draw their samples together, "
-        "from a seed mixed from this one and the call's first row).",
+        "from a seed mixed from this one and the call's first row; a run continued with "
+        "another batch_size keeps the earlier rows as they were sampled).",
     )
     max_prompt_length: int | None = option(
         None,

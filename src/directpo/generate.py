@@ -280,7 +280,8 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
     from. A call samples the prompts of rows [k·P, (k+1)·P) (P = batch_size //
     num_return_sequences, at least 1), seeded from (seed, k·P): a row's completions depend on
     the seed, batch_size and its call's rows only, so a continued run writes what one
-    uninterrupted run writes."""
+    uninterrupted run writes (continued with another batch_size, after running out of memory,
+    the rows kept are the earlier batch_size's)."""
     options.check_environment()
     base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
     path = options.model_name_or_path
@@ -307,7 +308,8 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
         (where for where, _, _ in places),
     )
     per_call = max(1, options.batch_size // options.num_return_sequences)
-    ignored = ("input", "output", "trust_remote_code")
+    # not batch_size: after running out of memory, a smaller one continues the rows kept
+    ignored = ("input", "output", "batch_size", "trust_remote_code")
     with StagedJsonl(options.output, options_key(options, ignored, [path])) as out:
         model = load_causal_lm(
             path,

@@ -163,16 +163,25 @@ class StagedJsonl:
             self._handle.flush()
             os.fsync(self._handle.fileno())
         self._handle.close()
+        kept = None
         with contextlib.suppress(OSError):
             if self.staging.stat().st_size == 0:  # nothing to continue from
                 self.staging.unlink()
                 remove_empty(self._made)  # made for this output: no empty folder is left
-                return
-        if isinstance(exc, KeyboardInterrupt | Terminated):  # the cli prints it after its word
-            # still resuming: the earlier run's rows, not yet compared with the input, are kept
-            rows = "the rows written so far are" if self._resuming else f"{self.written} rows are"
-            raise type(exc)(
-                f"{rows} kept in {self.staging}; the same command continues from there"
+            else:
+                # still resuming: the earlier run's rows, not yet compared with the input, stay
+                rows = (
+                    "the rows written so far are" if self._resuming else f"{self.written} rows are"
+                )
+                kept = f"{rows} kept in {self.staging}; the same command continues from there"
+        if isinstance(exc, KeyboardInterrupt | Terminated) and kept:  # the cli prints its word
+            raise type(exc)(kept) from None
+        # torch.OutOfMemoryError (not imported here) or MemoryError: not a bug, and the kept
+        # rows need not be sampled again by a run with a smaller batch_size
+        if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+            raise ConfigError(
+                f"batch_size: out of memory after {self.written} rows; lower --batch_size"
+                + (f" ({kept}, another batch_size too)" if kept else "")
             ) from None
 
 
