@@ -248,9 +248,10 @@ def test_plot_draws_evaluations_and_writes_only_an_image_file(tmp_path, monkeypa
     )
 
 
-def test_plot_draws_an_online_runs_sample_reward_and_kl(tmp_path, monkeypatch) -> None:
+def test_plot_draws_the_reward_and_kl_of_a_runs_samples(tmp_path, monkeypatch) -> None:
     """An online DPO run logs the reward and KL of each round's samples (objective/scores,
-    objective/kl, TRL's names), the curves it is judged by; plot drew only the pair metrics."""
+    objective/kl, TRL's names), the curves it is judged by, and eval_generate those of held-out
+    samples (eval/reward, eval/kl); plot drew only the pair metrics."""
     from directpo.demo import plots
 
     run = tmp_path / "online"
@@ -260,7 +261,7 @@ def test_plot_draws_an_online_runs_sample_reward_and_kl(tmp_path, monkeypatch) -
         {"step": s, "online/round": s // 2, "objective/scores": s / 3, "objective/kl": s / 5}
         for s in (1, 3)
     ]
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows += [{"step": 4, "eval/loss": 0.6, "eval/kl": 0.5, "eval/reward": 2.0}]
     drawn: dict[str, dict[str, list]] = {}
     real_save = plots._save
 
@@ -273,12 +274,17 @@ def test_plot_draws_an_online_runs_sample_reward_and_kl(tmp_path, monkeypatch) -
             }
         real_save(fig, path)
 
+    def plot(rows: list[dict]) -> None:
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        assert main(["plot", str(run)]) == 0
+
     monkeypatch.setattr(plots, "_save", save)
-    assert main(["plot", str(run)]) == 0
-    assert drawn["online reward (objective/scores)"] == {"online": [(1, 1 / 3), (3, 1.0)]}
-    assert drawn["online KL(π‖π_ref) (objective/kl)"] == {"online": [(1, 0.2), (3, 0.6)]}
-    assert list(drawn)[:3] == ["loss", "reward margin", "reward accuracy"]
-    # an offline run: the three panels alone
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
-    assert main(["plot", str(run)]) == 0
+    reward, kl = [title for _, title, _ in plots.SAMPLE_CURVES]
+    plot(rows)
+    assert drawn[reward] == {"online": [(1, 1 / 3), (3, 1.0)], "online eval": [(4, 2.0)]}
+    assert drawn[kl] == {"online": [(1, 0.2), (3, 0.6)], "online eval": [(4, 0.5)]}
+    assert list(drawn) == ["loss", "reward margin", "reward accuracy", reward, kl]
+    plot(rows[:4] + rows[-1:])  # offline, with eval_generate
+    assert drawn[kl] == {"online eval": [(4, 0.5)]}
+    plot(rows[:4])  # offline: the three panels alone
     assert list(drawn) == ["loss", "reward margin", "reward accuracy"]
