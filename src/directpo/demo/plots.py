@@ -63,11 +63,13 @@ def plot_curves(runs: Sequence[tuple[str, list[dict[str, Any]]]], path: str | Pa
     return Path(path)
 
 
-def _series(rows: list[dict[str, Any]], key: str, eval_key: str) -> dict[str, str]:
+def _series(rows: list[dict[str, Any]], key: str, eval_key: str | None = None) -> dict[str, str]:
     """The logged series of a training metric: its training values, the eval set's
-    (``eval_key``: eval/loss) and each named eval set's (eval/chat_loss, as transformers names
-    an eval_dataset dict's), as {legend name: metric name}, in first-logged order."""
+    (``eval_key``, by default eval/KEY) and each named eval set's (eval/chat_loss, as
+    transformers names an eval_dataset dict's), as {legend name: metric name}, in first-logged
+    order."""
     series: dict[str, str] = {}
+    eval_key = eval_key or f"eval/{key}"
     for row in rows:
         if key in row:
             series.setdefault("train", key)
