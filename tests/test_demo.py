@@ -246,3 +246,45 @@ def test_plot_draws_evaluations_and_writes_only_an_image_file(tmp_path, monkeypa
     assert (
         capsys.readouterr().err == f"directpo: error: {tmp_path / 'nothing'}: no such run folder\n"
     )
+
+
+def test_plot_draws_the_reward_and_kl_of_a_runs_samples(tmp_path, monkeypatch) -> None:
+    """An online DPO run logs the reward and KL of each round's samples (objective/scores,
+    objective/kl, TRL's names), the curves it is judged by, and eval_generate those of held-out
+    samples (eval/reward, eval/kl); plot drew only the pair metrics."""
+    from directpo.demo import plots
+
+    run = tmp_path / "online"
+    run.mkdir()
+    rows = [{"step": s, "loss": 0.7 - s / 100, "rewards/margins": s / 10} for s in (1, 2, 3, 4)]
+    rows += [
+        {"step": s, "online/round": s // 2, "objective/scores": s / 3, "objective/kl": s / 5}
+        for s in (1, 3)
+    ]
+    rows += [{"step": 4, "eval/loss": 0.6, "eval/kl": 0.5, "eval/reward": 2.0}]
+    drawn: dict[str, dict[str, list]] = {}
+    real_save = plots._save
+
+    def save(fig, path):
+        drawn.clear()
+        for axis in fig.axes:
+            drawn[axis.get_title()] = {
+                line.get_label(): list(zip(line.get_xdata(), line.get_ydata(), strict=True))
+                for line in axis.lines
+            }
+        real_save(fig, path)
+
+    def plot(rows: list[dict]) -> None:
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        assert main(["plot", str(run)]) == 0
+
+    monkeypatch.setattr(plots, "_save", save)
+    reward, kl = [title for _, title, _ in plots.SAMPLE_CURVES]
+    plot(rows)
+    assert drawn[reward] == {"online": [(1, 1 / 3), (3, 1.0)], "online eval": [(4, 2.0)]}
+    assert drawn[kl] == {"online": [(1, 0.2), (3, 0.6)], "online eval": [(4, 0.5)]}
+    assert list(drawn) == ["loss", "reward margin", "reward accuracy", reward, kl]
+    plot(rows[:4] + rows[-1:])  # offline, with eval_generate
+    assert drawn[kl] == {"online eval": [(4, 0.5)]}
+    plot(rows[:4])  # offline: the three panels alone
+    assert list(drawn) == ["loss", "reward margin", "reward accuracy"]

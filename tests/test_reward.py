@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -393,10 +394,15 @@ def test_rank_needs_a_list_of_candidates(
 
 def test_an_output_in_a_new_folder_gets_its_folder(tmp_path) -> None:
     from directpo.command_options import check_output_file
+    from directpo.jsonl import StagedJsonl
 
     target = tmp_path / "new" / "sub" / "scores.jsonl"
-    check_output_file(str(target))
-    assert target.parent.is_dir() and not target.exists()
+    check_output_file(str(target))  # writable: made once the rows passed (StagedJsonl)
+    assert not (tmp_path / "new").exists()
+    with StagedJsonl(target, "key") as out:
+        out.write([{"a": 1}])
+        out.commit()
+    assert target.read_text() == '{"a": 1}\n'
 
 
 def test_a_reference_free_reward_is_beta_times_the_mean_log_prob(trained_run, tmp_path) -> None:
@@ -934,3 +940,32 @@ def test_a_continued_adapters_returned_reference_scores_in_memory(
     # the policy is as it was: its own adapter active, the same weights trainable
     assert result.policy.active_adapter == "default"
     assert [n for n, p in result.policy.named_parameters() if p.requires_grad] == trainable
+
+
+def test_a_model_folder_with_another_tools_config_yaml_scores_when_beta_and_reference_are_given(
+    tiny_model_dirs, pairs_file, tmp_path, capsys
+) -> None:
+    """A model folder holding another tool's config.yaml could not be scored at all: the file
+    was read as a directpo run's, and its first unknown key was the error even with
+    --ref_model_name_or_path and --beta given. Now it is said, in one line, not to be used;
+    without them the error says what to give. generate said nothing of it."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dirs["llama"], model)
+    (model / "config.yaml").write_text("base_model: llama\nsequence_len: 64\n")
+    out = str(tmp_path / "scored.jsonl")
+    args = ["score", "--model_name_or_path", str(model), "--input", str(pairs_file)]
+    given = ["--ref_model_name_or_path", str(tiny_model_dirs["llama"]), "--beta", "0.1"]
+    assert main([*args, *given, "--output", out]) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert said[0].startswith(f"config.yaml not used (not a directpo run's): {model}/config.yaml")
+    rows = [json.loads(line) for line in Path(out).read_text().splitlines()]
+    assert all(row["margin"] == 0 for row in rows)  # the same model as policy and reference
+    assert main([*args, "--output", str(tmp_path / "other.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith(
+        "(not a directpo run's config.yaml? give --ref_model_name_or_path and --beta)\n"
+    )
+    generate = ["generate", "--model_name_or_path", str(model), "--input", str(pairs_file),
+                "--max_new_tokens", "2", "--output", str(tmp_path / "samples.jsonl")]  # fmt: skip
+    assert main(generate) == 0
+    assert "config.yaml not used (not a directpo run's)" in capsys.readouterr().out

@@ -4,13 +4,16 @@ run leaves for the same command to continue from."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from tiny import SENTIMENT_PAIRS, save_tiny_model, write_jsonl
 
 from directpo.cli import main
 from directpo.command_options import RankOptions, ScoreOptions
+from directpo.config import DPOConfig
 from directpo.errors import ConfigError
 from directpo.jsonl import StagedJsonl
 from directpo.reward import ImplicitReward
@@ -256,3 +259,128 @@ def test_system_column_scores_and_ranks_as_the_conversation_it_opens(models, tmp
                        prompt_column="question"), echo=quiet)  # fmt: skip
     plain = [r["margin"] for r in read(tmp_path / "n_out.jsonl")]
     assert plain != pytest.approx([r["margin"] for r in as_chat])
+
+
+def test_a_runs_columns_and_system_turn_are_taken_from_its_config_yaml(models, tmp_path):
+    """A run trained with system_column (and its own column names) was scored, ranked and
+    sampled from without them unless each was given again: with a default prompt column its
+    rows silently lost their system turn (and the chat rendering it brings). Now the options
+    left unset are the run's, said in one line; a given option still wins."""
+    run = tmp_path / "run"
+    shutil.copytree(models[0], run)
+    DPOConfig(
+        model_name_or_path=str(models[1]), beta=0.1, chosen_column="good",
+        rejected_column="bad", system_column="system",
+    ).save_yaml(run / "config.yaml")  # fmt: skip
+    rows = [
+        {"system": f"You are reviewer {i}.", "prompt": p["prompt"], "good": p["chosen"],
+         "bad": p["rejected"]}
+        for i, p in enumerate(SENTIMENT_PAIRS[:3])
+    ]  # fmt: skip
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    said: list[str] = []
+    score_file(ScoreOptions(model_name_or_path=str(run), input=str(data),
+                            output=str(tmp_path / "run.jsonl")), said.append)  # fmt: skip
+    assert said[0] == (
+        "from the run's config.yaml (no option gave them): system_column 'system', "
+        "chosen_column 'good', rejected_column 'bad'"
+    )
+    given = dict(system_column="system", chosen_column="good", rejected_column="bad")
+    score_file(options(ScoreOptions, models, data, tmp_path / "given.jsonl", **given), quiet)
+    assert read(tmp_path / "run.jsonl") == read(tmp_path / "given.jsonl")
+    # rank, and a given option over the run's
+    candidates = [
+        {k: r[k] for k in ("system", "prompt")} | {"responses": [r["good"]]} for r in rows
+    ]
+    data = write_jsonl(tmp_path / "cands.jsonl", candidates)
+    said.clear()
+    rank_file(RankOptions(model_name_or_path=str(run), input=str(data),
+                          output=str(tmp_path / "ranked.jsonl")), said.append)  # fmt: skip
+    assert said[0] == "from the run's config.yaml (no option gave them): system_column 'system'"
+    rank_file(options(RankOptions, models, data, tmp_path / "r2.jsonl", system_column="system"),
+              quiet)  # fmt: skip
+    assert read(tmp_path / "ranked.jsonl") == read(tmp_path / "r2.jsonl")
+    other = write_jsonl(
+        tmp_path / "other.jsonl", [{**c, "persona": "Be brief."} for c in candidates]
+    )
+    said.clear()
+    rank_file(RankOptions(model_name_or_path=str(run), input=str(other), system_column="persona",
+                          output=str(tmp_path / "r3.jsonl")), said.append)  # fmt: skip
+    assert not any("config.yaml" in line for line in said)
+    assert read(tmp_path / "r3.jsonl")[0]["ranked"] != read(tmp_path / "r2.jsonl")[0]["ranked"]
+
+
+@pytest.mark.parametrize("command", ["score", "rank", "generate"])
+def test_a_failed_command_leaves_no_empty_output_folder_behind(
+    models, tmp_path, monkeypatch, capsys, command
+) -> None:
+    """The output's missing folders were made before the rows were checked: a bad row (or a
+    model that would not load) left them behind, empty. Now they are made once the rows
+    passed, and taken back while empty when the command fails."""
+    good = {"prompt": "The movie was", "response": " x", "responses": [" x", " y"]}
+    rows = [good, good, {**good, "prompt": 5}]
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    out = tmp_path / "new" / "deeper" / "out.jsonl"
+    args = [
+        command,
+        "--model_name_or_path",
+        str(models[0]),
+        "--ref_model_name_or_path",
+        str(models[1]),
+        "--beta",
+        "0.1",
+        "--input",
+        str(data),
+        "--output",
+        str(out),
+    ]
+    if command == "generate":
+        args = [a for a in args if a not in ("--ref_model_name_or_path", str(models[1]))]
+        args = [a for a in args if a not in ("--beta", "0.1")]
+    assert main(args) == 2
+    assert f"{data}: line 3: " in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]
+
+    def refuse(*args, **kwargs):
+        raise ConfigError("model_name_or_path: cannot load (a test's refusal)")
+
+    monkeypatch.setattr(f"directpo.{'generate' if command == 'generate' else 'reward'}"
+                        ".load_causal_lm", refuse)  # fmt: skip
+    write_jsonl(data, rows[:2])
+    assert main(args) == 2
+    assert "a test's refusal" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]
+
+
+def test_score_out_of_memory_is_one_line_naming_the_rows_kept(
+    models, tmp_path, monkeypatch, capsys
+) -> None:
+    """Out of GPU memory, score printed torch's traceback and kept its rows without a word."""
+    monkeypatch.setattr("directpo.reward_files.CHUNK_SEQUENCES", 2)
+    data = write_jsonl(tmp_path / "rows.jsonl", mixed_rows(6))
+    out = tmp_path / "scored.jsonl"
+    args = ["score", "--model_name_or_path", str(models[0]), "--ref_model_name_or_path",
+            str(models[1]), "--beta", "0.1", "--input", str(data),
+            "--output", str(out)]  # fmt: skip
+    real = ImplicitReward.score_ids
+    calls = []
+
+    def score_ids(self, rows, progress=False):
+        calls.append(len(rows))
+        if len(calls) == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, rows, progress)
+
+    monkeypatch.setattr(ImplicitReward, "score_ids", score_ids)
+    assert main([*args, "--batch_size", "2"]) == 2
+    err = capsys.readouterr().err
+    [staging] = [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    written = len(read(staging))
+    assert "Traceback" not in err and err.splitlines()[-1] == (
+        f"directpo: error: batch_size: out of memory after {written} rows; lower --batch_size "
+        f"({written} rows are kept in {staging}; the same command continues from there, "
+        "another batch_size too)"
+    )
+    monkeypatch.setattr(ImplicitReward, "score_ids", real)
+    assert main([*args, "--batch_size", "1"]) == 0
+    assert f"({written} of them from an earlier run that stopped)" in capsys.readouterr().out

@@ -463,6 +463,20 @@ def test_echo_none_trains_silently_and_a_value_that_is_no_function_is_refused_fi
     assert not (tmp_path / "new").exists()
 
 
+def test_a_bad_row_leaves_no_empty_output_folders_behind(tiny_model_dirs, tmp_path) -> None:
+    """train made output_dir and its missing parents before reading the rows; a bad row took
+    back output_dir alone, leaving the parents it had made empty."""
+    data = write_jsonl(tmp_path / "bad.jsonl", [*SENTIMENT_PAIRS[:2], {"prompt": 5}])
+    out = tmp_path / "new" / "deeper" / "run"
+    with pytest.raises(DataError, match="line 3"):
+        train(config_for(tiny_model_dirs["gpt2"], data, out), echo=quiet)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl"]
+    (tmp_path / "kept").mkdir()  # a folder that was there stays, with what someone put in it
+    with pytest.raises(DataError, match="line 3"):
+        train(config_for(tiny_model_dirs["gpt2"], data, tmp_path / "kept" / "a" / "run"))
+    assert list((tmp_path / "kept").iterdir()) == []
+
+
 def test_the_returned_policy_answers_as_the_saved_folder_does(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:

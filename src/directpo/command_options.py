@@ -6,12 +6,17 @@ builds the command's flags from them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self
 
 from directpo.config import DTYPES
 from directpo.config_checks import check_columns
 from directpo.errors import ConfigError
+from directpo.folders import nearest_existing
 from directpo.options import Options, option
 from directpo.preflight import check_model_location
 
@@ -27,24 +32,51 @@ class FileCommandOptions(Options):
     )
     output: str | None = option(
         None,
-        "Output .jsonl file, never a folder; it appears once complete (score and rank write a "
-        "hidden .OUTPUT.KEY.partial as they go, which the same command continues). Required.",
+        "Output .jsonl file, never a folder; it appears once complete (score, rank and generate "
+        "write a hidden .OUTPUT.KEY.partial as they go, which the same command continues). "
+        "Required.",
     )
     batch_size: int = option(8, "Sequences per forward pass.")
     dtype: str = option("float32", f"Model dtype, one of {', '.join(DTYPES)}.")
-    prompt_column: str = option("prompt", "Column holding the prompt (text or messages).")
+    prompt_column: str | None = option(
+        None,
+        "Column holding the prompt (text or messages). Default: the run's prompt_column (a "
+        "directpo run folder's config.yaml), else prompt.",
+    )
     system_column: str | None = option(
         None,
-        "Column whose text opens each prompt as its system turn (as train's system_column).",
+        "Column whose text opens each prompt as its system turn (as train's system_column). "
+        "Default: the run's system_column, else none.",
     )
     trust_remote_code: bool = option(
         False, "Allow model folders whose architecture is code shipped with them (as train's)."
     )
 
+    # the options a directpo run's config.yaml gives when left unset (None): the run's
+    # attribute, and the value for a model folder that is not a run
+    FROM_RUN: ClassVar[dict[str, tuple[str, Any]]] = {
+        "prompt_column": ("prompt_column", "prompt"),
+        "system_column": ("system_column", None),
+    }
+
     def _check_values(self) -> None:
         self._require(self.batch_size >= 1, "batch_size", ">= 1")
         self._one_of("dtype", DTYPES)
         check_columns(self)
+
+    def with_run_defaults(self, run: Any, echo: Callable[[str], None]) -> Self:
+        """These options with each left unset taken from ``run`` (the DPOConfig of the run
+        that wrote model_name_or_path, or None), else its default: a run trained on a
+        'question' column with a system turn reads and renders its rows as it trained on
+        them. ``echo`` names, in one line, those the run set to other than the defaults."""
+        taken = {}
+        for key, (attribute, default) in self.FROM_RUN.items():
+            if getattr(self, key) is None:
+                taken[key] = default if run is None else getattr(run, attribute)
+        said = [f"{k} {v!r}" for k, v in taken.items() if v != self.FROM_RUN[k][1]]
+        if said:
+            echo(f"from the run's config.yaml (no option gave them): {', '.join(said)}")
+        return dataclasses.replace(self, **taken)
 
     def check_environment(self) -> None:
         processes = int(os.environ.get("WORLD_SIZE", "1"))
@@ -76,12 +108,14 @@ def check_output_file(path: str) -> None:
             f"output: {path}: the output is JSON Lines, so it must end in .jsonl (got {ext})"
         )
     folder = os.path.dirname(os.path.abspath(path))
-    try:  # a new folder for the output is made, as train makes its output_dir
-        os.makedirs(folder, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"output: cannot make the folder {folder} ({exc.strerror})") from None
-    if not os.access(folder, os.W_OK):
-        raise ConfigError(f"output: cannot write in {folder}")
+    # a new folder for the output is made (as train makes its output_dir) once the input rows
+    # passed their checks (jsonl.StagedJsonl): a bad row leaves no empty folder behind
+    start = nearest_existing(Path(folder))
+    if not start.is_dir():
+        raise ConfigError(f"output: cannot make the folder {folder} ({start} is a file)")
+    if not os.access(start, os.W_OK):
+        where = folder if str(start) == folder else f"{start} (to make {folder})"
+        raise ConfigError(f"output: cannot write in {where}")
 
 
 @dataclass
@@ -98,13 +132,23 @@ class RewardOptions(FileCommandOptions):
 
 @dataclass
 class ScoreOptions(RewardOptions):
-    chosen_column: str = option("chosen", "Column of the preferred response (pair rows).")
-    rejected_column: str = option("rejected", "Column of the dispreferred response (pair rows).")
+    chosen_column: str | None = option(
+        None, "Column of the preferred response (pair rows). Default: the run's, else chosen."
+    )
+    rejected_column: str | None = option(
+        None,
+        "Column of the dispreferred response (pair rows). Default: the run's, else rejected.",
+    )
     response_column: str = option(
         "response",
         "Column of the response (single-response rows); a row without response is read from "
         "TRL's completion column.",
     )
+    FROM_RUN: ClassVar[dict[str, tuple[str, Any]]] = {
+        **FileCommandOptions.FROM_RUN,
+        "chosen_column": ("chosen_column", "chosen"),
+        "rejected_column": ("rejected_column", "rejected"),
+    }
 
 
 @dataclass
@@ -118,6 +162,12 @@ class RankOptions(RewardOptions):
 
 @dataclass
 class GenerateOptions(FileCommandOptions):
+    batch_size: int = option(
+        8,
+        "Sequences per forward pass: each call samples batch_size // num_return_sequences "
+        "prompts (at least one), all their completions at once; a prompt with more "
+        "completions than batch_size draws them batch_size at a time.",
+    )
     max_new_tokens: int = option(64, "Maximum new tokens per completion.")
     temperature: float = option(1.0, "Sampling temperature (0: greedy).")
     top_p: float = option(1.0, "Nucleus sampling mass (1: off).")
@@ -125,10 +175,20 @@ class GenerateOptions(FileCommandOptions):
     num_return_sequences: int = option(1, "Completions per prompt.")
     seed: int = option(
         42,
-        "Sampling seed: the same seed, input and batch_size give the same completions (a batch "
-        "draws its samples together).",
+        "Sampling seed: the same seed, input and batch_size give the same completions, also "
+        "when a stopped run is continued (each call's prompts draw their samples together, "
+        "from a seed mixed from this one and the call's first row; a run continued with "
+        "another batch_size keeps the earlier rows as they were sampled).",
     )
-    max_prompt_length: int = option(512, "Prompts longer than this are cut from the left.")
+    max_prompt_length: int | None = option(
+        None,
+        "Prompts longer than this are cut from the left. Default: the run's prompt limit "
+        "(max_prompt_length, else max_length - 1), else 512.",
+    )
+    FROM_RUN: ClassVar[dict[str, tuple[str, Any]]] = {
+        **FileCommandOptions.FROM_RUN,
+        "max_prompt_length": ("prompt_limit", 512),
+    }
 
     def _check_values(self) -> None:
         super()._check_values()
@@ -138,7 +198,8 @@ class GenerateOptions(FileCommandOptions):
         self._require(self.top_k >= 0, "top_k", ">= 0")
         self._require(self.num_return_sequences >= 1, "num_return_sequences", ">= 1")
         self._require_sampling("num_return_sequences", "temperature")
-        self._require(self.max_prompt_length >= 1, "max_prompt_length", ">= 1")
+        limit = self.max_prompt_length
+        self._require(limit is None or limit >= 1, "max_prompt_length", ">= 1")
 
 
 @dataclass

@@ -41,6 +41,7 @@ from directpo.options import Options
 def check_columns(options: Options) -> None:
     """The column options (a DPOConfig's, or score / rank / generate's) name distinct columns."""
     keys = [k for k in ("prompt_column", "chosen_column", "rejected_column") if hasattr(options, k)]
+    keys = [k for k in keys if getattr(options, k) is not None]  # score's: the run's, later
     columns = [getattr(options, key) for key in keys]
     if len(set(columns)) < len(columns) and options._valid(*keys):
         raise ConfigError(

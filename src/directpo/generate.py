@@ -15,12 +15,13 @@ top-k/top-p truncation (the defaults).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -29,9 +30,9 @@ from transformers import GenerationConfig, GenerationMixin
 from directpo.adapters import tokenizer_folder
 from directpo.command_options import GenerateOptions
 from directpo.config import DPOConfig
-from directpo.data import ImagePrompt, RowError, prompt_of, read_rows
+from directpo.data import ImagePrompt, RowError, iter_rows, prompt_of
 from directpo.errors import ConfigError, DataError
-from directpo.jsonl import write_jsonl
+from directpo.jsonl import StagedJsonl, options_key
 from directpo.logprobs import policy_logprobs_fn, sequence_logprobs
 from directpo.messages import Text
 from directpo.models import (
@@ -48,6 +49,8 @@ from directpo.reward import output_location, run_config
 from directpo.rewardfn import RewardFn
 from directpo.tokenization import PairTokenizer
 from directpo.vision import VisionInputs, batch_tensors
+
+Item = TypeVar("Item")
 
 
 @dataclass
@@ -97,28 +100,31 @@ def _encode_prompt(
 
 def check_prompts(
     tokenizer: Any,
-    prompts: Sequence[Text | ImagePrompt],
+    prompts: Iterable[Text | ImagePrompt],
     label: str,
     processor: Any = None,
     chat_template_kwargs: dict[str, Any] | None = None,
-    places: Sequence[str] | None = None,
-) -> None:
+    places: Iterable[str] | None = None,
+) -> int:
     """Render each prompt once before training (or before ``generate`` loads the model), so
     that one the chat template refuses (a system message it does not take, ...) is a one-line
     error naming it now, not a traceback at the first evaluation or online round. ``places``:
-    each prompt's row ("line 3"), to name it by."""
+    each prompt's row ("line 3"), to name it by. Returns how many prompts there were."""
     encoder = PairTokenizer(
         tokenizer, None, chat_template_kwargs=chat_template_kwargs, processor=processor
     )
-    for number, prompt in enumerate(prompts, start=1):
+    named = itertools.repeat(None) if places is None else places
+    number = 0
+    for number, (prompt, place) in enumerate(zip(prompts, named, strict=False), start=1):
         try:
             _encode_prompt(encoder, prompt)
         except RowError as err:
-            if places is not None:
-                raise DataError(f"{label}: {places[number - 1]}: {err.message}") from None
+            if place is not None:
+                raise DataError(f"{label}: {place}: {err.message}") from None
             shown = json.dumps(prompt_of(prompt), ensure_ascii=False)
             shown = shown if len(shown) <= 60 else shown[:57] + "..."
             raise DataError(f"{label}: prompt {number} ({shown}): {err}") from None
+    return number
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -271,64 +277,141 @@ def _until_stop(ids: list[int], stops: list[int]) -> list[int]:
 
 def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print) -> int:
     """Sample completions for every prompt row; rows keep their fields and gain
-    ``completions`` (a list of ``num_return_sequences`` strings)."""
+    ``completions`` (a list of ``num_return_sequences`` strings).
+
+    The file is read twice, a row at a time (as score and rank read theirs): every prompt is
+    parsed and rendered before the model loads, then rows are sampled and written a call at a
+    time through a ``StagedJsonl``, which a stopped run leaves for the same command to continue
+    from. A call samples the prompts of rows [k·P, (k+1)·P) (P = batch_size //
+    num_return_sequences, at least 1), seeded from (seed, k·P): a row's completions depend on
+    the seed, batch_size and its call's rows only, so a continued run writes what one
+    uninterrupted run writes (continued with another batch_size, after running out of memory,
+    the rows kept are the earlier batch_size's)."""
     options.check_environment()
-    rows = read_rows(options.input)
     base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
-    prompts = [
-        prompt_with_images(
-            row, options.prompt_column, f"{options.input}: {where}", base_dir, options.system_column
-        )
-        for where, row in rows
-    ]
+    path = options.model_name_or_path
+    run = None  # a run's: its prompts render as it trained on them, a LoRA base loads where it did
+    try:
+        run = run_config(path)
+    except ConfigError as err:  # a config.yaml of another tool: no such record
+        echo(f"config.yaml not used (not a directpo run's): {err}")
+    options = options.with_run_defaults(run, echo)
     trusted = options.trust_remote_code
-    own = tokenizer_folder(options.model_name_or_path)  # an adapter folder's may be its base's
+    own = tokenizer_folder(path)  # an adapter folder's may be its base's
     processor = load_processor(own, trusted)
     tokenizer = load_tokenizer(own, trusted) if processor is None else processor.tokenizer
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    path = options.model_name_or_path
-    run = None  # a run's: its prompts render as it trained on them, a LoRA base loads where it did
-    with contextlib.suppress(ConfigError):  # a config.yaml of another tool: no such record
-        run = run_config(path)
     template_kwargs = run.chat_template_kwargs if run else None
-    # a prompt the chat template refuses is named by its row before the model loads
-    places = [where for where, _ in rows]
-    check_prompts(tokenizer, prompts, options.input, processor, template_kwargs, places)
-    model = load_causal_lm(
-        path,
-        options.dtype,
-        trainable=False,
-        device=device,
-        options=LoadOptions(init_kwargs=output_location(path, run), trust_remote_code=trusted),
+    # every row parsed, and a prompt the chat template refuses named, before the model loads
+    prompts, places = itertools.tee(_prompt_rows(options, base_dir))
+    total = check_prompts(
+        tokenizer,
+        (prompt for _, _, prompt in prompts),
+        options.input,
+        processor,
+        template_kwargs,
+        (where for where, _, _ in places),
     )
-    try:
-        samples = sample_completions(
-            model,
-            tokenizer,
-            prompts,
-            num_samples=options.num_return_sequences,
-            max_new_tokens=options.max_new_tokens,
-            temperature=options.temperature,
-            top_p=options.top_p,
-            top_k=options.top_k,
-            seed=options.seed,
-            batch_size=options.batch_size,
-            max_prompt_length=options.max_prompt_length,
-            progress=True,
-            processor=processor,
-            chat_template_kwargs=template_kwargs,
+    per_call = max(1, options.batch_size // options.num_return_sequences)
+    # not batch_size: after running out of memory, a smaller one continues the rows kept
+    ignored = ("input", "output", "batch_size", "trust_remote_code")
+    with StagedJsonl(options.output, options_key(options, ignored, [path])) as out:
+        model = load_causal_lm(
+            path,
+            options.dtype,
+            trainable=False,
+            device=device,
+            options=LoadOptions(init_kwargs=output_location(path, run), trust_remote_code=trusted),
         )
-    except RowError as err:
-        raise DataError(f"{options.input}: {err.message}") from None
-    completions: list[list[str]] = [[] for _ in rows]
-    for sample in samples:
-        completions[sample.prompt_index].append(sample.text)
-    write_jsonl(
-        options.output,
-        ({**row, "completions": texts} for (_, row), texts in zip(rows, completions, strict=True)),
-    )
-    echo(f"wrote {len(samples)} completions for {len(rows)} prompts to {options.output}")
-    return len(samples)
+        written = 0  # completions
+        bar = tqdm(total=total, desc="generate", unit="row", dynamic_ncols=True)
+        with bar:
+            for first, call in _calls(_prompt_rows(options, base_dir), per_call):
+                # the rows an earlier, stopped run wrote: their call is sampled whole again
+                # (the same batch, the same samples) when only some of its rows were kept
+                kept = [out.resumed(row, ("completions",)) for _, row, _ in call]
+                written += sum(len(row["completions"]) for row in kept if row is not None)
+                fresh = [item for item, row in zip(call, kept, strict=True) if row is None]
+                if fresh:
+                    texts = _sampled(
+                        model, tokenizer, processor, template_kwargs, options, call, first
+                    )
+                    new = texts[len(call) - len(fresh) :]
+                    out.write(
+                        {**row, "completions": t} for (_, row, _), t in zip(fresh, new, strict=True)
+                    )
+                    written += sum(map(len, new))
+                bar.update(len(call))
+        out.commit()
+    note = out.resumed_note()
+    echo(f"wrote {written} completions for {out.written} prompts to {options.output}{note}")
+    return written
+
+
+def _prompt_rows(
+    options: GenerateOptions, base_dir: str
+) -> Iterator[tuple[str, dict[str, Any], Text | ImagePrompt]]:
+    """(where, row, prompt) of each input row, read as iterated; a bad row a DataError."""
+    for where, row in iter_rows(options.input):
+        label = f"{options.input}: {where}"
+        prompt = prompt_with_images(
+            row, options.prompt_column, label, base_dir, options.system_column
+        )
+        yield where, row, prompt
+
+
+def _calls(items: Iterable[Item], size: int) -> Iterator[tuple[int, list[Item]]]:
+    """(index of the first, items) of each run of ``size`` consecutive items."""
+    iterator = iter(items)
+    first = 0
+    while call := list(itertools.islice(iterator, size)):
+        yield first, call
+        first += len(call)
+
+
+def _sampled(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    processor: Any,
+    template_kwargs: dict[str, Any] | None,
+    options: GenerateOptions,
+    call: list[tuple[str, dict[str, Any], Text | ImagePrompt]],
+    first: int,
+) -> list[list[str]]:
+    """Each of the call's prompts' ``num_return_sequences`` completions. A prompt whose samples
+    outnumber batch_size (then alone in its call) draws them batch_size at a time."""
+    wanted = options.num_return_sequences
+    parts = [options.batch_size] * (wanted // options.batch_size) + [wanted % options.batch_size]
+    texts: list[list[str]] = [[] for _ in call]
+    for part, count in enumerate(c for c in parts if c):
+        try:
+            samples = sample_completions(
+                model,
+                tokenizer,
+                [prompt for _, _, prompt in call],
+                num_samples=count,
+                max_new_tokens=options.max_new_tokens,
+                temperature=options.temperature,
+                top_p=options.top_p,
+                top_k=options.top_k,
+                seed=call_seed(options.seed, first, part),
+                batch_size=len(call),
+                max_prompt_length=options.max_prompt_length,
+                processor=processor,
+                chat_template_kwargs=template_kwargs,
+            )
+        except RowError as err:
+            raise DataError(f"{options.input}: {err.message}") from None
+        for sample in samples:
+            texts[sample.prompt_index].append(sample.text)
+    return texts
+
+
+def call_seed(seed: int, first: int, part: int = 0) -> int:
+    """The seed of the sampling call whose first prompt is row ``first`` (its ``part``-th, for
+    a prompt sampled over several calls): ``seed`` itself for the first call, so that a file
+    sampled in one call draws as before; others by a fixed odd-multiplier mix (a 64-bit seed)."""
+    return (seed + first * 0x9E3779B97F4A7C15 + part * 0xBF58476D1CE4E5B9) % 2**64
 
 
 def samples_logprobs(

@@ -6,15 +6,16 @@ the problem is a one-line ``DataError`` naming the output. Values JSON has no ty
 Parquet file or a datasets folder may hold, are written as their nearest JSON form (dates and
 times in ISO 8601, bytes in base64, NumPy scalars and arrays as numbers and lists).
 
-``StagedJsonl`` writes a long command's output (score, rank) as it goes, into a hidden staging
-file renamed over the target at the end: the target is still old-or-complete, and a run
-stopped part way keeps what it wrote for the same command to continue from.
+``StagedJsonl`` writes a long command's output (score, rank, generate) as it goes, into a
+hidden staging file renamed over the target at the end: the target is still old-or-complete,
+and a run stopped part way keeps what it wrote for the same command to continue from.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Collection, Iterable
@@ -23,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from directpo.errors import ConfigError, DataError
+from directpo.folders import missing_folders, remove_empty
 from directpo.signals import Terminated
 
 
@@ -66,6 +68,13 @@ class StagedJsonl:
         self.resumed_rows = 0
         self._resuming = True
         self._kept = 0  # where the rows resumed so far end, in bytes
+        self._made = missing_folders(self.target.parent)  # removed again if nothing is kept
+        try:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(
+                f"cannot make the folder {self.target.parent}: {exc.strerror or exc}"
+            ) from None
         for stale in self.target.parent.glob(f".{self.target.name}.*.partial"):
             if stale != self.staging and not _locked(stale):  # other options': not continued
                 with contextlib.suppress(OSError):
@@ -73,6 +82,7 @@ class StagedJsonl:
         try:
             self._handle = self.staging.open("a+b")  # appends; read back from the start
         except OSError as exc:
+            remove_empty(self._made)
             raise DataError(f"cannot write {self.staging}: {exc.strerror or exc}") from None
         self._lock()
         self._handle.seek(0)
@@ -103,6 +113,12 @@ class StagedJsonl:
         self.written += 1
         self.resumed_rows += 1
         return staged
+
+    def resumed_note(self) -> str:
+        """`` (N of them from an earlier run that stopped)`` for the command's last line."""
+        if not self.resumed_rows:
+            return ""
+        return f" ({self.resumed_rows} of them from an earlier run that stopped)"
 
     def _stop_resuming(self) -> None:
         if self._resuming:
@@ -147,16 +163,46 @@ class StagedJsonl:
             self._handle.flush()
             os.fsync(self._handle.fileno())
         self._handle.close()
+        kept = None
         with contextlib.suppress(OSError):
             if self.staging.stat().st_size == 0:  # nothing to continue from
                 self.staging.unlink()
-                return
-        if isinstance(exc, KeyboardInterrupt | Terminated):  # the cli prints it after its word
-            # still resuming: the earlier run's rows, not yet compared with the input, are kept
-            rows = "the rows written so far are" if self._resuming else f"{self.written} rows are"
-            raise type(exc)(
-                f"{rows} kept in {self.staging}; the same command continues from there"
+                remove_empty(self._made)  # made for this output: no empty folder is left
+            else:
+                # still resuming: the earlier run's rows, not yet compared with the input, stay
+                rows = (
+                    "the rows written so far are" if self._resuming else f"{self.written} rows are"
+                )
+                kept = f"{rows} kept in {self.staging}; the same command continues from there"
+        if isinstance(exc, KeyboardInterrupt | Terminated) and kept:  # the cli prints its word
+            raise type(exc)(kept) from None
+        # torch.OutOfMemoryError (not imported here) or MemoryError: not a bug, and the kept
+        # rows need not be sampled again by a run with a smaller batch_size
+        if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+            raise ConfigError(
+                f"batch_size: out of memory after {self.written} rows; lower --batch_size"
+                + (f" ({kept}, another batch_size too)" if kept else "")
             ) from None
+
+
+def options_key(options: object, ignored: Collection[str], folders: Iterable[str | None]) -> str:
+    """A ``StagedJsonl`` key: what a command's rows depend on besides the input rows, i.e. its
+    options (those ``ignored`` left out: the input and output names, ...) and the state of the
+    model ``folders`` (retrained there: other rows). A stopped run's partial output is continued
+    only by a run of the same key."""
+    chosen = {key: value for key, value in vars(options).items() if key not in ignored}
+    chosen["command"] = type(options).__name__
+    chosen["models"] = [_folder_state(path) for path in folders]
+    text = json.dumps(chosen, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _folder_state(path: str | None) -> Any:
+    """A model folder's absolute path and its files' modification times; a hub name as given."""
+    if path is None or not os.path.isdir(path):
+        return path
+    times = sorted((e.name, e.stat().st_mtime_ns) for e in os.scandir(path) if e.is_file())
+    return [os.path.abspath(path), times]
 
 
 def _locked(path: Path) -> bool:

@@ -178,8 +178,18 @@ class ImplicitReward:
         those in the run's config.yaml, and models load where training found them (its
         model_init_kwargs' revision, subfolder, ...: a LoRA run's base, the reference).
         ``echo`` receives notes (default: ``warnings.warn``)."""
-        config = run_config(run_dir)
-        if config is None and (ref_model_name_or_path is None or beta is None):
+        given = ref_model_name_or_path is not None and beta is not None
+        try:
+            config = run_config(run_dir)
+        except ConfigError as err:  # another tool's config.yaml: a model folder like any other
+            if not given:
+                raise ConfigError(
+                    f"{err} (not a directpo run's config.yaml? give --ref_model_name_or_path "
+                    "and --beta)"
+                ) from None
+            (echo or _warn)(f"config.yaml not used (not a directpo run's): {err}")
+            config = None
+        if config is None and not given:
             raise ConfigError(
                 f"{run_dir} has no config.yaml from a directpo run: give "
                 "--ref_model_name_or_path and --beta"

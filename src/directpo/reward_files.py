@@ -10,8 +10,7 @@ file order, the batches of scoring every row at once: the rewards do not depend 
 
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -21,8 +20,8 @@ from tqdm.auto import tqdm
 
 from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
 from directpo.data import Columns, PreferenceExample, iter_rows, parse_pair
-from directpo.errors import DataError
-from directpo.jsonl import StagedJsonl
+from directpo.errors import ConfigError, DataError
+from directpo.jsonl import StagedJsonl, options_key
 from directpo.messages import Text, is_message_list
 from directpo.prompts import (
     parse_prompt_and_responses,
@@ -31,9 +30,10 @@ from directpo.prompts import (
     with_images,
 )
 from directpo.readers import kind_of
-from directpo.reward import ImplicitReward, encode_row, truncation_note
+from directpo.reward import ImplicitReward, encode_row, run_config, truncation_note
 
 Item = TypeVar("Item")
+Options = TypeVar("Options", bound=RewardOptions)
 
 # sequences scored (and rows written) per chunk, rounded up to whole batches
 CHUNK_SEQUENCES = 256
@@ -46,6 +46,7 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
     """Add ``reward`` to single-response rows, or ``chosen_reward``, ``rejected_reward`` and
     ``margin`` to preference rows; report accuracy and mean margin over the pairs."""
     options.check_environment()
+    options = _with_run_defaults(options, echo)
     base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
     total = sum(1 for _ in _score_items(options, base_dir))  # every row checked before loading
     with StagedJsonl(options.output, _resume_key(options)) as out:
@@ -109,7 +110,7 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
             f"{len(margins)} pairs: preference accuracy {summary['accuracy']:.4f}, "
             f"mean margin {summary['mean_margin']:.4g}"
         )
-    echo(f"wrote {out.written} rows to {options.output}{_resumed_note(out)}")
+    echo(f"wrote {out.written} rows to {options.output}{out.resumed_note()}")
     return summary
 
 
@@ -147,6 +148,7 @@ def _score_items(
 def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     """Add ``ranked``: the candidates sorted by implicit reward, best first, with their rewards."""
     options.check_environment()
+    options = _with_run_defaults(options, echo)
     base_dir = os.path.dirname(os.path.abspath(options.input))
     total = sum(1 for _ in _rank_items(options, base_dir))  # every row checked before loading
     with StagedJsonl(options.output, _resume_key(options)) as out:
@@ -187,7 +189,7 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
         echo(truncation_note(scorer, truncated))
     echo(
         f"ranked {candidates} candidates of {out.written} prompts into {options.output}"
-        f"{_resumed_note(out)}"
+        f"{out.resumed_note()}"
     )
     return out.written
 
@@ -244,32 +246,18 @@ def _progress(total: int, name: str) -> Any:
 def _resume_key(options: RewardOptions) -> str:
     """What the rewards depend on besides the rows (not batch_size): a stopped run's partial
     output is continued only by a run of the same options on the same model folders."""
-    chosen = {
-        key: value
-        for key, value in vars(options).items()
-        if key not in ("input", "output", "batch_size", "trust_remote_code")
-    }
-    chosen["command"] = type(options).__name__
-    chosen["models"] = [
-        _folder_state(path) for path in (options.model_name_or_path, options.ref_model_name_or_path)
-    ]
-    text = json.dumps(chosen, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    ignored = ("input", "output", "batch_size", "trust_remote_code")
+    return options_key(
+        options, ignored, (options.model_name_or_path, options.ref_model_name_or_path)
+    )
 
 
-def _folder_state(path: str | None) -> Any:
-    """A model folder's absolute path and its files' modification times (retrained there:
-    other rewards); a hub name as given."""
-    if path is None or not os.path.isdir(path):
-        return path
-    times = sorted((e.name, e.stat().st_mtime_ns) for e in os.scandir(path) if e.is_file())
-    return [os.path.abspath(path), times]
-
-
-def _resumed_note(out: StagedJsonl) -> str:
-    if not out.resumed_rows:
-        return ""
-    return f" ({out.resumed_rows} of them from an earlier run that stopped)"
+def _with_run_defaults(options: Options, echo: Callable[[str], None]) -> Options:
+    """``options`` with those left unset taken from the run that wrote the model folder."""
+    run = None
+    with contextlib.suppress(ConfigError):  # a config.yaml of another tool: not a run
+        run = run_config(options.model_name_or_path)
+    return options.with_run_defaults(run, echo)
 
 
 def _scorer(options: RewardOptions, echo: Callable[[str], None]) -> ImplicitReward:

@@ -49,6 +49,7 @@ from directpo.distributed import teardown as teardown_world
 from directpo.errors import ConfigError, DirectpoError, TrainingStopped, respelled
 from directpo.failures import explain_failures, peer_gone, settle
 from directpo.finish import TrainResult, finish, train_result
+from directpo.folders import missing_folders, remove_empty
 from directpo.generate import evaluate_generations
 from directpo.guard import check_update
 from directpo.jsonl import write_jsonl
@@ -95,7 +96,7 @@ def train(
     check_launcher_precision(config.precision.compute)
     world = setup_world(mode, config.ddp_timeout)
     run, finished, lock = None, False, OutputLock()
-    made_output_dir = not Path(config.output_dir).exists()
+    made_output_dir = missing_folders(Path(config.output_dir))  # its missing parents too
     try:
         # in the process group: a file missing on one node is then said by its rank (before
         # it, that rank's error went unsaid: only rank 0 speaks of an error every rank meets)
@@ -136,10 +137,9 @@ def train(
         run = None
         lock.release()
         if made_output_dir and not finished and world.is_main:
-            # a run refused before it wrote anything (a LoRA target the model lacks) leaves no
-            # empty folder that the next try would take for someone else's
-            with contextlib.suppress(OSError):
-                Path(config.output_dir).rmdir()  # only when empty
+            # a run refused before it wrote anything (a LoRA target the model lacks, a bad
+            # row) leaves no empty folder that the next try would take for someone else's
+            remove_empty(made_output_dir)
         teardown_world(world, settled=finished)
 
 

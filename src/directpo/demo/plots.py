@@ -14,6 +14,12 @@ CURVES = (
     ("rewards/margins", "reward margin"),
     ("rewards/accuracies", "reward accuracy"),
 )
+# the reward and KL of sampled completions, drawn when a run logged them: an online run's
+# rounds (TRL's objective/ names) and, as their eval lines, eval_generate's held-out samples
+SAMPLE_CURVES = (
+    ("objective/scores", "sample reward (objective/scores, eval/reward)", "eval/reward"),
+    ("objective/kl", "sample KL(π‖π_ref) (objective/kl, eval/kl)", "eval/kl"),
+)
 EVAL_LINE_STYLES = ("--", ":", "-.")  # a run's eval sets, in the colour of its training line
 
 
@@ -28,14 +34,18 @@ def _pyplot() -> Any:
 
 def plot_curves(runs: Sequence[tuple[str, list[dict[str, Any]]]], path: str | Path) -> Path:
     """One panel per training metric, one line per run (label, metrics.jsonl rows); its
-    evaluations (``eval/`` rows, and each named eval set's), dashed, in the run's colour."""
+    evaluations (``eval/`` rows, and each named eval set's), dashed, in the run's colour. The
+    reward and KL of sampled completions (an online run's, eval_generate's) get a panel each."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 3.6))
-    for axis, (key, title) in zip(axes, CURVES, strict=True):
+    logged = {key for _, rows in runs for row in rows for key in row}
+    curves = [(key, title, f"eval/{key}") for key, title in CURVES]
+    curves += [curve for curve in SAMPLE_CURVES if {curve[0], curve[2]} & logged]
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.6))
+    for axis, (key, title, eval_key) in zip(axes, curves, strict=True):
         for label, rows in runs:
             colour = None
             eval_styles = itertools.cycle(EVAL_LINE_STYLES)
-            for name, series in _series(rows, key).items():
+            for name, series in _series(rows, key, eval_key).items():
                 points = [(r["step"], r[series]) for r in rows if series in r]
                 style = "-" if name == "train" else next(eval_styles)
                 shown = label if name == "train" else f"{label} {name}"
@@ -53,16 +63,18 @@ def plot_curves(runs: Sequence[tuple[str, list[dict[str, Any]]]], path: str | Pa
     return Path(path)
 
 
-def _series(rows: list[dict[str, Any]], key: str) -> dict[str, str]:
-    """The logged series of a training metric: its training values, the eval set's (eval/loss)
-    and each named eval set's (eval/chat_loss, as transformers names an eval_dataset dict's),
-    as {legend name: metric name}, in first-logged order."""
+def _series(rows: list[dict[str, Any]], key: str, eval_key: str | None = None) -> dict[str, str]:
+    """The logged series of a training metric: its training values, the eval set's
+    (``eval_key``, by default eval/KEY) and each named eval set's (eval/chat_loss, as
+    transformers names an eval_dataset dict's), as {legend name: metric name}, in first-logged
+    order."""
     series: dict[str, str] = {}
+    eval_key = eval_key or f"eval/{key}"
     for row in rows:
         if key in row:
             series.setdefault("train", key)
-        if f"eval/{key}" in row:
-            series.setdefault("eval", f"eval/{key}")
+        if eval_key in row:
+            series.setdefault("eval", eval_key)
         # a named set logs eval/<name>_loss and eval/<name>_rewards/margins (eval/aux_loss is
         # a metric of the unnamed set, not a set "aux")
         sets = [n[5:-5] for n in row if n.startswith("eval/") and n.endswith("_loss")]

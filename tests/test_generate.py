@@ -1,0 +1,186 @@
+"""directpo generate: rows streamed through a staging file that a stopped run leaves for the same
+command to continue from, each call of prompts seeded from its first row."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import SENTIMENT_PAIRS, save_tiny_model, write_jsonl
+
+import directpo.generate as generate
+from directpo.cli import main
+from directpo.config import DPOConfig
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return save_tiny_model("llama", tmp_path_factory.mktemp("generate") / "llama")
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def prompt_rows(count: int) -> list[dict]:
+    return [
+        {"id": i, "prompt": SENTIMENT_PAIRS[i % len(SENTIMENT_PAIRS)]["prompt"]}
+        for i in range(count)
+    ]
+
+
+def stop_at_call(monkeypatch, number: int | None) -> list[int]:
+    """sample_completions raises KeyboardInterrupt (a Ctrl-C) at its ``number``-th call (None:
+    never); returns the sequences each call sampled in one forward pass."""
+    calls: list[int] = []
+    real = generate.sample_completions
+
+    def sample(model, tokenizer, prompts, **kwargs):
+        calls.append(min(len(prompts), kwargs["batch_size"]) * kwargs["num_samples"])
+        if len(calls) == number:
+            raise KeyboardInterrupt
+        return real(model, tokenizer, prompts, **kwargs)
+
+    monkeypatch.setattr(generate, "sample_completions", sample)
+    return calls
+
+
+@pytest.mark.parametrize("samples", [2, 3])
+def test_a_stopped_generate_keeps_its_rows_and_the_same_command_continues(
+    model, tmp_path, monkeypatch, capsys, samples
+) -> None:
+    """A Ctrl-C at prompt 9,000 of 10,000 lost every sample: generate held them all and wrote at
+    the end, and one seeded stream ran through the file, so a second run could not take up
+    where the first stopped. Now each call's rows are written as sampled, and each call is
+    seeded from its first row: stopped (even mid-call, by a killed process) and continued, the
+    output is the uninterrupted run's, row for row. batch_size counts sequences per forward
+    pass (it counted prompts, each sampled num_return_sequences times): 3 samples with
+    batch_size 2 are drawn 2, then 1."""
+    rows = prompt_rows(7)
+    batch_size = {2: 4, 3: 2}[samples]  # 2 prompts a call; 1 prompt a call, in 2 calls
+    data = write_jsonl(tmp_path / "prompts.jsonl", rows)
+    out = tmp_path / "out" / "samples.jsonl"
+    args = ["generate", "--model_name_or_path", str(model), "--input", str(data),
+            "--max_new_tokens", "4", "--num_return_sequences", str(samples), "--batch_size",
+            str(batch_size), "--output", str(out)]  # fmt: skip
+    whole_path = tmp_path / "whole.jsonl"
+    whole_calls = stop_at_call(monkeypatch, None)
+    assert main([*args[:-1], str(whole_path)]) == 0
+    assert max(whole_calls) == batch_size  # sequences per forward pass, at most
+    whole = read(whole_path)
+    assert [{k: r[k] for k in ("id", "prompt")} for r in whole] == rows  # order and fields kept
+    assert all(len(r["completions"]) == samples for r in whole)
+    assert len({json.dumps(r["completions"]) for r in whole}) > 1
+    capsys.readouterr()
+    stop_at_call(monkeypatch, 3)
+    assert main(args) == 130
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert not out.exists()
+    [staging] = out.parent.iterdir()
+    kept = read(staging)
+    assert kept == whole[: len(kept)] and 0 < len(kept) < len(rows)
+    assert err == (
+        f"directpo: interrupted: {len(kept)} rows are kept in {staging}; the same command "
+        "continues from there"
+    )
+    calls = stop_at_call(monkeypatch, None)
+    assert main(args) == 0
+    said = capsys.readouterr().out
+    assert f"for 7 prompts to {out} ({len(kept)} of them from an earlier run that stopped)" in said
+    assert read(out) == whole
+    assert list(out.parent.iterdir()) == [out]
+    assert 0 < len(calls) < len(whole_calls)  # the kept rows were not sampled again
+    # a process killed mid-write: the staging file ends inside a call, with a cut line
+    stop_at_call(monkeypatch, 3)
+    assert main(args) == 130
+    [staging] = [p for p in out.parent.iterdir() if p != out]
+    lines = staging.read_text().splitlines(keepends=True)
+    staging.write_text("".join(lines[:-1]) + lines[-1][:5])
+    stop_at_call(monkeypatch, None)
+    assert main(args) == 0
+    assert read(out) == whole
+
+
+def test_a_bad_row_is_one_line_before_the_model_loads_and_nothing_is_written(
+    model, tmp_path, monkeypatch, capsys
+) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before every row was checked")
+
+    monkeypatch.setattr(generate, "load_causal_lm", refuse)
+    rows = [*prompt_rows(4), {"prompt": 5}, *prompt_rows(2)]
+    data = write_jsonl(tmp_path / "prompts.jsonl", rows)
+    out = tmp_path / "samples.jsonl"
+    args = ["generate", "--model_name_or_path", str(model), "--input", str(data)]
+    assert main([*args, "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"directpo: error: {data}: line 5: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.jsonl"]
+
+
+def test_a_runs_prompt_column_system_turn_and_prompt_limit_are_its_config_yamls(
+    model, tmp_path, capsys
+) -> None:
+    """generate from a run trained on a 'question' column with a system turn and a prompt
+    limit sampled (or refused) its rows as plain prompts cut at 512 tokens unless each option
+    was given again. Now those left unset are the run's, said in one line."""
+    run = tmp_path / "run"
+    shutil.copytree(model, run)
+    DPOConfig(
+        model_name_or_path=str(model), prompt_column="question", system_column="system",
+        max_prompt_length=3,
+    ).save_yaml(run / "config.yaml")  # fmt: skip
+    rows = [{"question": r["prompt"], "system": f"Persona {r['id']}."} for r in prompt_rows(3)]
+    data = write_jsonl(tmp_path / "prompts.jsonl", rows)
+    args = ["generate", "--model_name_or_path", str(run), "--input", str(data),
+            "--max_new_tokens", "4"]  # fmt: skip
+    assert main([*args, "--output", str(tmp_path / "a.jsonl")]) == 0
+    assert (
+        "from the run's config.yaml (no option gave them): prompt_column 'question', "
+        "system_column 'system', max_prompt_length 3\n"
+    ) in capsys.readouterr().out
+    given = ["--prompt_column", "question", "--system_column", "system", "--max_prompt_length", "3"]
+    assert main([*args, *given, "--output", str(tmp_path / "b.jsonl")]) == 0
+    assert "config.yaml" not in capsys.readouterr().out
+    assert read(tmp_path / "a.jsonl") == read(tmp_path / "b.jsonl")
+
+
+def test_out_of_memory_is_one_line_and_a_smaller_batch_size_continues_the_rows_kept(
+    model, tmp_path, monkeypatch, capsys
+) -> None:
+    """Out of GPU memory, generate printed torch's traceback and kept its staging file without
+    a word; lowering batch_size, the remedy, changed the staging key, so the rows kept were
+    thrown away and sampled again. Now the error says to lower batch_size and where the rows
+    are; a run with a smaller one continues them (its own rows as a run at that size)."""
+    data = write_jsonl(tmp_path / "prompts.jsonl", prompt_rows(6))
+    out = tmp_path / "samples.jsonl"
+    args = ["generate", "--model_name_or_path", str(model), "--input", str(data),
+            "--max_new_tokens", "3", "--output", str(out)]  # fmt: skip
+    real = generate.sample_completions
+    calls = []
+
+    def sample(model, tokenizer, prompts, **kwargs):
+        calls.append(len(prompts))
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(model, tokenizer, prompts, **kwargs)
+
+    monkeypatch.setattr(generate, "sample_completions", sample)
+    assert main([*args, "--batch_size", "2"]) == 2
+    [staging] = [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.splitlines()[-1] == (
+        "directpo: error: batch_size: out of memory after 2 rows; lower --batch_size (2 rows are "
+        f"kept in {staging}; the same command continues from there, another batch_size too)"
+    )
+    kept = read(staging)
+    calls.clear()
+    monkeypatch.setattr(generate, "sample_completions", real)
+    assert main([*args, "--batch_size", "1"]) == 0
+    assert "(2 of them from an earlier run that stopped)" in capsys.readouterr().out
+    assert read(out)[:2] == kept
+    assert main([*args, "--batch_size", "1", "--output", str(tmp_path / "one.jsonl")]) == 0
+    assert read(out)[2:] == read(tmp_path / "one.jsonl")[2:]
