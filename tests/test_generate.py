@@ -184,3 +184,36 @@ def test_out_of_memory_is_one_line_and_a_smaller_batch_size_continues_the_rows_k
     assert read(out)[:2] == kept
     assert main([*args, "--batch_size", "1", "--output", str(tmp_path / "one.jsonl")]) == 0
     assert read(out)[2:] == read(tmp_path / "one.jsonl")[2:]
+
+
+def test_min_p_and_repetition_penalty_reach_generate_and_change_the_samples(
+    model, tmp_path, monkeypatch
+) -> None:
+    """generate takes the sampling options a run's online rounds take (TRL's min_p and
+    repetition_penalty): they reach GenerationConfig, and a penalty changes greedy samples."""
+    from transformers import GenerationMixin
+
+    seen: list[dict] = []
+    real = GenerationMixin.generate
+
+    def recording(self, *args, **kwargs):
+        seen.append(kwargs["generation_config"].to_dict())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(GenerationMixin, "generate", recording)
+    data = write_jsonl(tmp_path / "prompts.jsonl", prompt_rows(3))
+
+    def completions(name: str, *flags: str) -> list:
+        out = tmp_path / f"{name}.jsonl"
+        given = ["--temperature", "0", "--max_new_tokens", "12", *flags]
+        assert main(["generate", "--model_name_or_path", str(model), "--input", str(data),
+                     "--output", str(out), *given]) == 0  # fmt: skip
+        return [row["completions"] for row in read(out)]
+
+    plain = completions("plain")
+    assert seen[-1]["repetition_penalty"] in (None, 1.0) and seen[-1]["min_p"] is None
+    penalised = completions("penalised", "--repetition_penalty", "2.0", "--min_p", "0.05")
+    assert seen[-1]["repetition_penalty"] == 2.0 and seen[-1]["min_p"] == 0.05
+    assert penalised != plain
+    assert main(["generate", "--model_name_or_path", str(model), "--input", str(data),
+                 "--output", str(tmp_path / "x.jsonl"), "--min_p", "2"]) == 2  # fmt: skip

@@ -173,6 +173,12 @@ class GenerateOptions(FileCommandOptions):
     top_p: float = option(1.0, "Nucleus sampling mass (1: off).")
     top_k: int = option(0, "Top-k sampling (0: off).")
     num_return_sequences: int = option(1, "Completions per prompt.")
+    min_p: float | None = option(
+        None, "Min-p sampling: drop tokens below min_p times the top token's probability."
+    )
+    repetition_penalty: float = option(
+        1.0, "Penalty on tokens already in the prompt or completion (1: off; TRL's, as train's)."
+    )
     seed: int = option(
         42,
         "Sampling seed: the same seed, input and batch_size give the same completions, also "
@@ -197,9 +203,21 @@ class GenerateOptions(FileCommandOptions):
         self._require(0 < self.top_p <= 1, "top_p", "in (0, 1]")
         self._require(self.top_k >= 0, "top_k", ">= 0")
         self._require(self.num_return_sequences >= 1, "num_return_sequences", ">= 1")
+        self._require(self.min_p is None or 0 <= self.min_p <= 1, "min_p", "null or in [0, 1]")
+        self._require(self.repetition_penalty > 0, "repetition_penalty", "> 0")
         self._require_sampling("num_return_sequences", "temperature")
         limit = self.max_prompt_length
         self._require(limit is None or limit >= 1, "max_prompt_length", ">= 1")
+
+    @property
+    def sampling_extras(self) -> dict[str, Any]:
+        """GenerationConfig keys beyond temperature, top_p and top_k (as DPOConfig's)."""
+        extras: dict[str, Any] = {}
+        if self.min_p is not None:
+            extras["min_p"] = self.min_p
+        if self.repetition_penalty != 1.0:
+            extras["repetition_penalty"] = self.repetition_penalty
+        return extras
 
 
 @dataclass

@@ -399,6 +399,7 @@ def _sampled(
                 max_prompt_length=options.max_prompt_length,
                 processor=processor,
                 chat_template_kwargs=template_kwargs,
+                extras=options.sampling_extras,
             )
         except RowError as err:
             raise DataError(f"{options.input}: {err.message}") from None
