@@ -556,7 +556,11 @@ class DPOConfig(Options):
         0.0, "Warmup as a fraction of the total steps (TRL's older spelling)."
     )
     per_device_train_batch_size: int = option(8, "Preference pairs per micro-batch.")
-    per_device_eval_batch_size: int = option(8, "Preference pairs per evaluation batch.")
+    per_device_eval_batch_size: int = option(
+        8,
+        "Preference pairs per evaluation batch; eval_generate samples this many prompts per "
+        "call, each eval_generate_samples times.",
+    )
     gradient_accumulation_steps: int = option(
         1, "Micro-batches per optimizer step; the loss is the mean over all pairs of the step."
     )
