@@ -94,6 +94,37 @@ def test_the_hard_update_makes_every_step_start_from_the_policy(
         )
 
 
+def test_trainable_tokens_follow_the_policy_into_the_moved_reference(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """A peft_config with trainable_token_indices: peft names those rows
+    token_adapter.trainable_tokens_delta.ref (the adapter last, not .ref.), so TR-DPO never
+    moved them, checkpoints lacked them and the final save ended in peft's KeyError traceback
+    after the last step."""
+    from peft import LoraConfig
+
+    from directpo import ImplicitReward
+
+    lora = LoraConfig(r=4, target_modules=["q_proj"], trainable_token_indices=list(range(5, 13)))
+    out = tmp_path / "tr"
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, out, max_steps=2, per_device_train_batch_size=3,
+        sync_ref_model=True, ref_model_mixup_alpha=1.0, ref_model_sync_steps=1, save_steps=1,
+        learning_rate=5e-2,
+    )  # fmt: skip
+    result = train(config, echo=quiet, peft_config=lora)
+    assert losses(result.metrics) == pytest.approx([LN2] * 2, abs=1e-6)
+    rows = {n: p for n, p in result.policy.named_parameters() if "trainable_tokens" in n}
+    (moved,) = [p for n, p in rows.items() if n.endswith(".ref")]
+    (trained,) = [p for n, p in rows.items() if n.endswith(".default")]
+    assert torch.equal(moved, trained) and not moved.requires_grad
+    assert any("trainable_tokens_delta.ref" in key for key in reference(out / "checkpoint-1"))
+    prompts = [row["prompt"] for row in SENTIMENT_PAIRS[:3]]
+    responses = [row["chosen"] for row in SENTIMENT_PAIRS[:3]]
+    rewards = ImplicitReward.from_run(str(out)).score(prompts, responses)
+    assert rewards == pytest.approx([0.0] * 3, abs=1e-6)
+
+
 def test_lora_tr_dpo_checkpoints_hold_the_trained_adapter_alone_and_resume_exactly(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:
