@@ -467,6 +467,13 @@ def check_generation_kwargs(config: DPOConfig) -> None:
                 f"generation_kwargs: {key} is set by directpo's own options: use "
                 f"{OWN_GENERATION_KEYS[key]}",
             )
+        if key == "stop_strings":  # transformers matches them with a tokenizer generate lacks
+            return config._refuse(
+                "generation_kwargs",
+                "generation_kwargs: stop_strings is not supported: samples end at the "
+                "tokenizer's end-of-sequence tokens (sampling stopped at the first evaluation "
+                "or round with transformers' 'we could not locate a tokenizer')",
+            )
         if key not in known or key.startswith("_"):
             close = difflib.get_close_matches(key, list(known), n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
@@ -477,11 +484,20 @@ def check_generation_kwargs(config: DPOConfig) -> None:
             )
     if not config._valid("generate_min_p", "generate_repetition_penalty"):
         return None
+    # with the samples per prompt asked for: num_beams below them stopped the run at its first
+    # evaluation or round (transformers checks them together when generating)
+    samples = max(config.eval_generate_samples, config.online_samples_per_prompt * config.online)
     try:
-        GenerationConfig(do_sample=True, **config.generation_extras).validate(strict=True)
+        extras = config.generation_extras
+        GenerationConfig(do_sample=True, num_return_sequences=samples, **extras).validate(
+            strict=True
+        )
     except (ValueError, TypeError) as error:
         where = "generation_kwargs" if kwargs else "generate_cache_implementation"
-        config._refuse(where, f"{where}: {str(error).splitlines()[0]}")
+        said = str(error).splitlines()[0]
+        if "num_return_sequences" in said:
+            said += " (num_return_sequences: eval_generate_samples / online_samples_per_prompt)"
+        config._refuse(where, f"{where}: {said}")
     return None
 
 
