@@ -276,3 +276,23 @@ def test_a_runs_config_yaml_records_every_mixture_path_absolute(tmp_path, monkey
         {"id": "json", "data_files": "https://example.com/p.jsonl"},
     ]
     assert config.dataset_mixture == mixture  # the run itself reads them as given
+
+
+def test_a_sources_columns_that_leave_out_system_column_are_named(tmp_path) -> None:
+    """system_column with a source whose columns list leaves it out: the error said the file
+    lacked the column ("sys.jsonl: column 'system' not found ..."), which it holds."""
+    rows = [{**row, "system": "Answer briefly."} for row in SENTIMENT_PAIRS[:3]]
+    source = write_jsonl(tmp_path / "sys.jsonl", rows)
+    columns = Columns(system="system")
+    entry = {"id": str(source), "columns": ["prompt", "chosen", "rejected"]}
+    with pytest.raises(DataError) as info:
+        load_mixture({"datasets": [entry]}, columns)
+    assert str(info.value) == (
+        f"dataset_mixture: {source}: its columns (prompt, chosen, rejected) leave out "
+        "system_column 'system'; add it to them"
+    )
+    entry["columns"].append("system")
+    mixed = load_mixture({"datasets": [entry]}, columns).train
+    assert [e.prompt[0] for e in mixed.examples] == [
+        {"role": "system", "content": "Answer briefly."}
+    ] * 3
