@@ -15,6 +15,7 @@ import importlib.util
 import math
 from collections.abc import Callable
 
+from directpo.best import default_metric_unlogged
 from directpo.config import (
     ATTN_IMPLEMENTATIONS,
     DISTRIBUTED_MODES,
@@ -215,7 +216,10 @@ def check_values(config: DPOConfig) -> None:
         reject_if_set(
             config, ("early_stopping_threshold",), "early_stopping_patience is 0 (never stops)"
         )
-    if not (config.load_best_model_at_end or config.early_stopping_patience):
+    tracked = config.load_best_model_at_end or config.early_stopping_patience
+    if tracked and config.metric_for_best_model is None and isinstance(config.eval_file, dict):
+        raise ConfigError(default_metric_unlogged(config.eval_file))
+    if not tracked:
         reject_if_set(
             config,
             ("metric_for_best_model", "greater_is_better"),
