@@ -994,6 +994,21 @@ def test_eval_delay_holds_evaluations_back(
     assert (said + "after fewer steps" in lines) == (not evaluated)
 
 
+def test_eval_delay_without_anything_to_evaluate_is_refused(tiny_model_dirs, pairs_file) -> None:
+    """eval_delay with no held-out data was taken without a word (eval_steps is refused so)."""
+    from directpo.preflight import check_environment
+
+    config = tiny_config(tiny_model_dirs["gpt2"], pairs_file, pairs_file.parent, eval_delay=2)
+    with pytest.raises(ConfigError) as err:
+        check_environment(config)
+    assert str(err.value) == (
+        "eval_delay is set but there is nothing to evaluate: set eval_file (held-out pairs) or "
+        "eval_generate (sampled completions), or remove eval_delay"
+    )
+    check_environment(config, eval_dataset_given=True)  # train(eval_dataset=...) evaluates
+    check_environment(dataclasses.replace(config, eval_file=str(pairs_file)))
+
+
 def test_auto_find_batch_size_retries_a_step_in_halves_with_the_same_pairs(
     tiny_model_dirs, pairs_file, tmp_path, monkeypatch
 ) -> None:

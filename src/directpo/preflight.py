@@ -146,11 +146,12 @@ def check_environment(
             f"{' / '.join(asking)} need evaluations: set eval_file (held-out pairs) or "
             "eval_generate"
         )
-    if config.eval_steps and not evaluates:
-        raise ConfigError(
-            "eval_steps is set but there is nothing to evaluate: set eval_file (held-out "
-            "pairs) or eval_generate (sampled completions), or remove eval_steps"
-        )
+    for key in ("eval_steps", "eval_delay"):  # (eval_delay was taken without a word)
+        if getattr(config, key) and not evaluates:
+            raise ConfigError(
+                f"{key} is set but there is nothing to evaluate: set eval_file (held-out "
+                f"pairs) or eval_generate (sampled completions), or remove {key}"
+            )
     if not config.model_name_or_path:
         raise ConfigError("model_name_or_path is required")
     for key, kwargs in (
