@@ -1070,6 +1070,30 @@ def test_auto_find_batch_size_retries_a_step_in_halves_with_the_same_pairs(
     assert sizes == [6]
 
 
+def test_out_of_memory_in_an_evaluation_names_the_evaluations_batch(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """An evaluation out of GPU memory was said as a training step's, with the training knobs
+    (per_device_train_batch_size, "auto_find_batch_size: true does it"), which change nothing
+    there, even with auto_find_batch_size on."""
+    import directpo.trainer as trainer_module
+    from directpo.errors import TrainingStopped
+
+    def evaluate(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer_module, "evaluate", evaluate)
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "out", max_steps=2,
+                         eval_file=str(pairs_file), eval_steps=2, auto_find_batch_size=True,
+                         per_device_eval_batch_size=4)  # fmt: skip
+    with pytest.raises(TrainingStopped) as stopped:
+        train(config, echo=quiet)
+    assert str(stopped.value) == (
+        "out of GPU memory evaluating at step 2: lower per_device_eval_batch_size (now 4; the "
+        "held-out pairs' batches and eval_generate's sampling chunks)"
+    )
+
+
 def test_an_op_full_determinism_refuses_stops_the_run_in_one_line(
     tiny_model_dirs, pairs_file, tmp_path, monkeypatch
 ) -> None:
