@@ -646,6 +646,32 @@ def test_a_best_metric_no_evaluation_logs_is_refused_before_the_first_step(
     assert train(config, echo=lines.append).global_step == 2
 
 
+def test_named_eval_sets_without_metric_for_best_model_name_the_option_to_set(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """load_best_model_at_end with named eval sets and no metric_for_best_model was refused as
+    "metric_for_best_model: evaluations log no eval/loss (they log <24 names>)", an option the
+    user had not set, and only once the model had loaded (eval_file's sets are known at once)."""
+    wanted = (
+        "load_best_model_at_end / early_stopping_patience compare metric_for_best_model, by "
+        "default eval_loss, which named eval sets do not log (each logs its own): set "
+        "metric_for_best_model to one of theirs (eval_chat_loss, eval_code_loss, or another of "
+        "their metrics)"
+    )
+    sets = {"chat": str(pairs_file), "code": str(pairs_file)}
+    for tracked in (dict(load_best_model_at_end=True), dict(early_stopping_patience=1)):
+        with pytest.raises(ConfigError) as err:
+            DPOConfig(model_name_or_path="m", eval_file=sets, **tracked)
+        assert str(err.value) == wanted
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "run", max_steps=1,
+                         load_best_model_at_end=True)  # fmt: skip
+    with pytest.raises(ConfigError) as err:  # sets from Python: known once they are read
+        train(config, eval_dataset={"chat": str(pairs_file), "code": str(pairs_file)}, echo=None)
+    assert str(err.value) == wanted
+    DPOConfig(model_name_or_path="m", eval_file=sets, load_best_model_at_end=True,
+              metric_for_best_model="eval_code_loss")  # fmt: skip
+
+
 def test_resume_on_a_machine_with_fewer_gpus_restores_the_gpus_it_has(monkeypatch) -> None:
     """rng_state.pt holds one CUDA state per GPU the saving process saw (8 on a node where all
     were visible); resumed where fewer are, torch indexed past the devices, an IndexError that

@@ -336,6 +336,23 @@ def test_lists_take_commas_or_several_values(
     assert captured_training[-1].train_file == str(pairs_file)
 
 
+def test_named_eval_sets_are_one_flag_value(
+    tiny_model_dirs, pairs_file, tmp_path, captured_training
+) -> None:
+    """--eval_file '{chat: a.jsonl, code: [b.jsonl, c.jsonl]}' (the help's form of named eval
+    sets) was cut at its commas into file names: "eval_file: no such file or folder: {chat:
+    a.jsonl"."""
+    other = write_jsonl_text(tmp_path / "other.jsonl", GOOD)
+    argv = train_argv(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "o")
+    for value in (
+        f"{{chat: {pairs_file}, code: [{pairs_file}, {other}]}}",
+        f'{{"chat": "{pairs_file}", "code": ["{pairs_file}", "{other}"]}}',
+    ):
+        assert main([*argv, "--eval_file", value]) == 0
+        sets = captured_training[-1].eval_file
+        assert sets == {"chat": str(pairs_file), "code": [str(pairs_file), str(other)]}
+
+
 def test_a_list_ends_at_the_yaml_file_and_a_stray_value_is_explained(
     tiny_model_dirs, pairs_file, tmp_path, capsys, captured_training
 ) -> None:

@@ -613,6 +613,12 @@ def test_trls_sampling_options_reach_generate_and_change_the_samples(
         ({"num_return_sequences": 2}, "use eval_generate_samples / online_samples_per_prompt"),
         ({"no_repeat_ngram": 2}, "'no_repeat_ngram' is not an option of transformers' "
          "GenerationConfig; did you mean no_repeat_ngram_size?"),
+        # transformers' refusals at generate time stopped the run at its first evaluation, in
+        # a traceback: one line before the run
+        ({"num_beams": 2}, "generation_kwargs: `num_return_sequences` (3) has to be smaller or "
+         "equal to `num_beams` (2). (num_return_sequences: eval_generate_samples / "
+         "online_samples_per_prompt)"),
+        ({"stop_strings": ["."]}, "generation_kwargs: stop_strings is not supported"),
     ],
 )  # fmt: skip
 def test_generation_kwargs_that_directpo_sets_or_transformers_lacks_are_refused(
@@ -620,7 +626,9 @@ def test_generation_kwargs_that_directpo_sets_or_transformers_lacks_are_refused(
 ) -> None:
     base = dict(model_name_or_path="m", eval_generate=2)
     with pytest.raises(ConfigError, match=re.escape(message)):
-        DPOConfig(**base, generation_kwargs=kwargs)
+        DPOConfig(**base, generation_kwargs=kwargs, eval_generate_samples=3)
+    if "num_beams" in kwargs:  # as many beams as samples: sampled by beam search, as asked
+        DPOConfig(**base, generation_kwargs=kwargs, eval_generate_samples=2)
     with pytest.raises(ConfigError, match="^cache_implementation .*Invalid `cache_implementation`"):
         DPOConfig(**base, cache_implementation="bogus")
     with pytest.raises(ConfigError, match="repetition_penalty .* must be > 0"):

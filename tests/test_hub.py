@@ -116,3 +116,20 @@ def test_behind_a_proxy_the_hub_counts_as_reachable(no_network, monkeypatch):
     assert hub.hub_reachable() is True
     assert hub.cache_only_where_unreachable("someorg/tiny") is False
     assert no_network == []
+
+
+def test_implicit_reward_gives_the_offline_flag_back(no_network, tiny_model_dirs, tmp_path):
+    """ImplicitReward (score, rank) with a hub id on a machine without the Hub left the
+    libraries' offline mode set in the caller's process for good, loaded or not: train()
+    gives it back."""
+    from directpo import ImplicitReward
+
+    cache = tmp_path / "hub"
+    _hub_cached_model(tiny_model_dirs["llama"], cache, "someorg/tiny")
+    scorer = ImplicitReward("someorg/tiny", None, beta=0.1, policy_kwargs={"cache_dir": str(cache)})
+    assert len(scorer.score(["The movie was"], [" great."])) == 1
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is False
+    with pytest.raises(ModelLoadError):
+        ImplicitReward("someorg/absent", None, beta=0.1)
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is False
+    assert no_network == ["huggingface.co"]  # one probe for the process

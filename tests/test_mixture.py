@@ -243,3 +243,56 @@ def test_a_mixtures_bad_sources_rows_and_combinations_are_one_line(
         DPOConfig(model_name_or_path=str(tiny_model_dirs["gpt2"]), eval_generate=1,
                   dataset_mixture=mixture({"id": str(a)}, test_split_size=2))
     )  # fmt: skip
+
+
+def test_a_runs_config_yaml_records_every_mixture_path_absolute(tmp_path, monkeypatch) -> None:
+    """config.yaml recorded a mixture's local id as absolute but not TRL's spelling of it
+    (path:), nor the data_files (data_dir) a builder's name reads from the working directory:
+    the run's config.yaml rerun from another folder was 'p.jsonl: no such file or folder', or
+    read another file of that name. A folder's own data_files (read inside it) and URLs stay."""
+    work = tmp_path / "work"
+    (work / "folder").mkdir(parents=True)
+    for path in (work / "p.jsonl", work / "folder" / "f.jsonl"):
+        write_jsonl(path, SENTIMENT_PAIRS)
+    monkeypatch.chdir(work)
+    mixture = {
+        "datasets": [
+            {"path": "p.jsonl"},
+            {"id": "json", "data_files": "p.jsonl"},
+            {"id": "json", "data_files": {"train": ["p.jsonl"]}},
+            {"id": "json", "data_dir": "folder", "data_files": "f.jsonl"},
+            {"id": "folder", "data_files": "f.jsonl"},
+            {"id": "json", "data_files": "https://example.com/p.jsonl"},
+        ]
+    }
+    config = DPOConfig(model_name_or_path="m", dataset_mixture=mixture)
+    recorded = config.record()["dataset_mixture"]["datasets"]
+    assert recorded == [
+        {"path": str(work / "p.jsonl")},
+        {"id": "json", "data_files": str(work / "p.jsonl")},
+        {"id": "json", "data_files": {"train": [str(work / "p.jsonl")]}},
+        {"id": "json", "data_dir": str(work / "folder"), "data_files": "f.jsonl"},
+        {"id": str(work / "folder"), "data_files": "f.jsonl"},
+        {"id": "json", "data_files": "https://example.com/p.jsonl"},
+    ]
+    assert config.dataset_mixture == mixture  # the run itself reads them as given
+
+
+def test_a_sources_columns_that_leave_out_system_column_are_named(tmp_path) -> None:
+    """system_column with a source whose columns list leaves it out: the error said the file
+    lacked the column ("sys.jsonl: column 'system' not found ..."), which it holds."""
+    rows = [{**row, "system": "Answer briefly."} for row in SENTIMENT_PAIRS[:3]]
+    source = write_jsonl(tmp_path / "sys.jsonl", rows)
+    columns = Columns(system="system")
+    entry = {"id": str(source), "columns": ["prompt", "chosen", "rejected"]}
+    with pytest.raises(DataError) as info:
+        load_mixture({"datasets": [entry]}, columns)
+    assert str(info.value) == (
+        f"dataset_mixture: {source}: its columns (prompt, chosen, rejected) leave out "
+        "system_column 'system'; add it to them"
+    )
+    entry["columns"].append("system")
+    mixed = load_mixture({"datasets": [entry]}, columns).train
+    assert [e.prompt[0] for e in mixed.examples] == [
+        {"role": "system", "content": "Answer briefly."}
+    ] * 3

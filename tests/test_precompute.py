@@ -347,3 +347,40 @@ def test_an_interrupted_pass_continues_where_it_stopped(
     assert "continuing an interrupted pass at pair 4 of 6" in notes[1]
     cut = load_file(next((tmp_path / "cut" / "reference_logps").glob("*.safetensors")))["logps"]
     assert torch.equal(cut, tables[0])
+
+
+def test_out_of_memory_in_the_reference_pass_is_one_line(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """The reference pass runs before the training loop, whose out-of-memory line it lacked: a
+    precompute_ref_batch_size (per_device_eval_batch_size, 8 by default) too large for the GPU
+    ended in torch's traceback. The pairs scored before it are kept for the next run."""
+    import directpo.precompute
+    from directpo.errors import TrainingStopped
+
+    collate = directpo.precompute.collate_pairs
+    calls: list[int] = []
+
+    def limited(pairs, *args, **kwargs):
+        calls.append(len(pairs))
+        if len(calls) == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return collate(pairs, *args, **kwargs)
+
+    monkeypatch.setattr(directpo.precompute, "collate_pairs", limited)
+    monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / "cache"))
+    config = config_for(
+        tiny_model_dirs["llama"], pairs_file, tmp_path / "out", eval_file=None,
+        precompute_ref_log_probs=True, precompute_ref_batch_size=2, max_steps=1,
+    )  # fmt: skip
+    with pytest.raises(TrainingStopped) as stopped:
+        train(config, echo=None)
+    assert str(stopped.value) == (
+        "out of GPU memory in the reference log-probs pass (precompute_ref_log_probs), batches "
+        "of 2 pairs: lower precompute_ref_batch_size; the pairs scored are kept and the next "
+        "run continues after them"
+    )
+    monkeypatch.setattr(directpo.precompute, "collate_pairs", collate)
+    lines: list[str] = []
+    train(config, echo=lines.append)
+    assert any("continuing an interrupted pass at pair 4 of 6" in line for line in lines)

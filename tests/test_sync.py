@@ -94,6 +94,37 @@ def test_the_hard_update_makes_every_step_start_from_the_policy(
         )
 
 
+def test_trainable_tokens_follow_the_policy_into_the_moved_reference(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """A peft_config with trainable_token_indices: peft names those rows
+    token_adapter.trainable_tokens_delta.ref (the adapter last, not .ref.), so TR-DPO never
+    moved them, checkpoints lacked them and the final save ended in peft's KeyError traceback
+    after the last step."""
+    from peft import LoraConfig
+
+    from directpo import ImplicitReward
+
+    lora = LoraConfig(r=4, target_modules=["q_proj"], trainable_token_indices=list(range(5, 13)))
+    out = tmp_path / "tr"
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, out, max_steps=2, per_device_train_batch_size=3,
+        sync_ref_model=True, ref_model_mixup_alpha=1.0, ref_model_sync_steps=1, save_steps=1,
+        learning_rate=5e-2,
+    )  # fmt: skip
+    result = train(config, echo=quiet, peft_config=lora)
+    assert losses(result.metrics) == pytest.approx([LN2] * 2, abs=1e-6)
+    rows = {n: p for n, p in result.policy.named_parameters() if "trainable_tokens" in n}
+    (moved,) = [p for n, p in rows.items() if n.endswith(".ref")]
+    (trained,) = [p for n, p in rows.items() if n.endswith(".default")]
+    assert torch.equal(moved, trained) and not moved.requires_grad
+    assert any("trainable_tokens_delta.ref" in key for key in reference(out / "checkpoint-1"))
+    prompts = [row["prompt"] for row in SENTIMENT_PAIRS[:3]]
+    responses = [row["chosen"] for row in SENTIMENT_PAIRS[:3]]
+    rewards = ImplicitReward.from_run(str(out)).score(prompts, responses)
+    assert rewards == pytest.approx([0.0] * 3, abs=1e-6)
+
+
 def test_lora_tr_dpo_checkpoints_hold_the_trained_adapter_alone_and_resume_exactly(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:
@@ -220,23 +251,31 @@ def test_two_processes_sync_as_one_process(tiny_model_dirs, tmp_path, mode) -> N
         torch.testing.assert_close(ours[name], value, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("lora", [0, 4], ids=["full", "lora"])
+@pytest.mark.parametrize("lora", [0, 4, "pissa"], ids=["full", "lora", "pissa"])
 def test_rewards_are_relative_to_the_moved_reference_saved_beside_the_model(
     tiny_model_dirs, pairs_file, tmp_path, lora
 ) -> None:
     """score / rank / from_run scored a TR-DPO run against its starting model, not the reference
     its policy trained against, which lived in checkpoints only (and train()'s LoRA reference,
     the "ref" adapter, was refused by ImplicitReward). The final folder now holds it in
-    reference/; with alpha 1 at every step it is the policy, so every reward is 0."""
+    reference/; with alpha 1 at every step it is the policy, so every reward is 0. PiSSA: the
+    ref adapter ran on the base its init rewrote; reference/ was saved as a plain adapter, which
+    loaded it on the stored base (rewards of 0.07 nats against a reference equal to the policy)."""
+    from peft import LoraConfig
+
     from directpo import ImplicitReward
 
     model, out = tiny_model_dirs["llama"], tmp_path / "tr"
-    extra = {"lora_r": 4, "learning_rate": 5e-2} if lora else {}
+    extra = {"lora_r": 4, "learning_rate": 5e-2} if lora == 4 else {}
+    peft_config = None
+    if lora == "pissa":
+        peft_config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=lora)
+        extra = {"learning_rate": 5e-2}
     result = train(
         tiny_config(model, pairs_file, out, max_steps=2, per_device_train_batch_size=3,
                     sync_ref_model=True, ref_model_mixup_alpha=1.0, ref_model_sync_steps=1,
                     save_steps=1, **extra),
-        echo=quiet,
+        echo=quiet, peft_config=peft_config,
     )  # fmt: skip
     assert (out / "reference" / ("adapter_config.json" if lora else "config.json")).is_file()
     prompts = [row["prompt"] for row in SENTIMENT_PAIRS[:3]]

@@ -807,11 +807,11 @@ def test_named_eval_sets_log_each_set_under_its_name(tiny_model_dirs, tmp_path) 
         r for r in train(config, SENTIMENT_PAIRS, echo=quiet).metrics if "eval/code_loss" in r
     ]
     assert row["eval/code_loss"] == pytest.approx(expected["eval/loss"], rel=1e-5)
-    # the default metric (eval/loss) is no set's: said with the names logged
+    # the default metric (eval/loss) is no set's: said with the sets' losses
     config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "x", max_steps=1,
                          load_best_model_at_end=True)  # fmt: skip
-    with pytest.raises(ConfigError, match="^metric_for_best_model: evaluations log no eval/loss "
-                                          r"\(they log eval/chat_entropy"):  # fmt: skip
+    with pytest.raises(ConfigError, match=r"by default eval_loss, which named eval sets do not "
+                                          r"log .*\(eval_chat_loss, or another"):  # fmt: skip
         train(config, SENTIMENT_PAIRS, {"chat": chat}, echo=quiet)
     with pytest.raises(ConfigError, match=r"^eval_dataset\['a b'\]: a set name must be a word"):
         train(config, SENTIMENT_PAIRS, {"a b": chat}, echo=quiet)
@@ -1008,6 +1008,21 @@ def test_eval_delay_holds_evaluations_back(
     assert (said + "after fewer steps" in lines) == (not evaluated)
 
 
+def test_eval_delay_without_anything_to_evaluate_is_refused(tiny_model_dirs, pairs_file) -> None:
+    """eval_delay with no held-out data was taken without a word (eval_steps is refused so)."""
+    from directpo.preflight import check_environment
+
+    config = tiny_config(tiny_model_dirs["gpt2"], pairs_file, pairs_file.parent, eval_delay=2)
+    with pytest.raises(ConfigError) as err:
+        check_environment(config)
+    assert str(err.value) == (
+        "eval_delay is set but there is nothing to evaluate: set eval_file (held-out pairs) or "
+        "eval_generate (sampled completions), or remove eval_delay"
+    )
+    check_environment(config, eval_dataset_given=True)  # train(eval_dataset=...) evaluates
+    check_environment(dataclasses.replace(config, eval_file=str(pairs_file)))
+
+
 def test_auto_find_batch_size_retries_a_step_in_halves_with_the_same_pairs(
     tiny_model_dirs, pairs_file, tmp_path, monkeypatch
 ) -> None:
@@ -1067,6 +1082,30 @@ def test_auto_find_batch_size_retries_a_step_in_halves_with_the_same_pairs(
     with pytest.raises(TrainingStopped, match="^out of GPU memory at step 1"):
         train(config, echo=quiet)
     assert sizes == [6]
+
+
+def test_out_of_memory_in_an_evaluation_names_the_evaluations_batch(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """An evaluation out of GPU memory was said as a training step's, with the training knobs
+    (per_device_train_batch_size, "auto_find_batch_size: true does it"), which change nothing
+    there, even with auto_find_batch_size on."""
+    import directpo.trainer as trainer_module
+    from directpo.errors import TrainingStopped
+
+    def evaluate(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer_module, "evaluate", evaluate)
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "out", max_steps=2,
+                         eval_file=str(pairs_file), eval_steps=2, auto_find_batch_size=True,
+                         per_device_eval_batch_size=4)  # fmt: skip
+    with pytest.raises(TrainingStopped) as stopped:
+        train(config, echo=quiet)
+    assert str(stopped.value) == (
+        "out of GPU memory evaluating at step 2: lower per_device_eval_batch_size (now 4; the "
+        "held-out pairs' batches and eval_generate's sampling chunks)"
+    )
 
 
 def test_an_op_full_determinism_refuses_stops_the_run_in_one_line(

@@ -57,6 +57,9 @@ class BestModel:
     def check_logged(self, names: Iterable[str]) -> None:
         names = set(names)
         if self.metric and self.metric not in names:
+            sets = [k[5:-5] for k in sorted(names) if _is_set_loss(k)]
+            if self.metric == "eval/loss" and sets:  # the default: named sets log none
+                raise ConfigError(default_metric_unlogged(sets))
             logged = ", ".join(sorted(k for k in names if k.startswith("eval/")))
             raise ConfigError(
                 f"metric_for_best_model: evaluations log no {self.metric} (they log {logged})"
@@ -86,6 +89,22 @@ class BestModel:
             best.checkpoint = saved.get("checkpoint")
             best.evals_without_improvement = saved.get("evals_without_improvement", 0)
         return best
+
+
+def _is_set_loss(name: str) -> bool:
+    """``eval/<set>_loss``: a named eval set's loss."""
+    return name.startswith("eval/") and name.endswith("_loss") and "/" not in name[5:]
+
+
+def default_metric_unlogged(sets: Iterable[str]) -> str:
+    """Named eval sets and no metric_for_best_model: its default, eval_loss, is never logged
+    (the user set no such option, which the error named as if they had)."""
+    names = ", ".join(f"eval_{name}_loss" for name in sets)
+    return (
+        "load_best_model_at_end / early_stopping_patience compare metric_for_best_model, by "
+        "default eval_loss, which named eval sets do not log (each logs its own): set "
+        f"metric_for_best_model to one of theirs ({names}, or another of their metrics)"
+    )
 
 
 def sampled_metrics(config: Any) -> list[str]:

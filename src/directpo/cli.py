@@ -263,11 +263,12 @@ def _flag_value(kind: str, values: list[str]) -> Any:
 
     A list option splits each value on commas. A list of data files does too, unless the value
     names an existing path (a file name may hold a comma, rarely) or is a YAML flow list
-    (``[a.jsonl, b.jsonl]``); one file stays a string."""
+    (``[a.jsonl, b.jsonl]``) or mapping (eval_file's named sets, ``{chat: a.jsonl, code:
+    b.jsonl}``, which the commas cut into pieces named as files); one file stays a string."""
     if kind == PATHS:
         paths = []
         for value in values:
-            whole = os.path.exists(value) or value.strip().startswith("[")
+            whole = os.path.exists(value) or value.strip().startswith(("[", "{"))
             paths += [value] if whole else [p.strip() for p in value.split(",") if p.strip()]
         return paths[0] if len(paths) == 1 else paths
     if len(values) == 1:

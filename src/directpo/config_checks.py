@@ -15,6 +15,7 @@ import importlib.util
 import math
 from collections.abc import Callable
 
+from directpo.best import default_metric_unlogged
 from directpo.config import (
     ATTN_IMPLEMENTATIONS,
     DISTRIBUTED_MODES,
@@ -216,7 +217,10 @@ def check_values(config: DPOConfig) -> None:
         reject_if_set(
             config, ("early_stopping_threshold",), "early_stopping_patience is 0 (never stops)"
         )
-    if not (config.load_best_model_at_end or config.early_stopping_patience):
+    tracked = config.load_best_model_at_end or config.early_stopping_patience
+    if tracked and config.metric_for_best_model is None and isinstance(config.eval_file, dict):
+        raise ConfigError(default_metric_unlogged(config.eval_file))
+    if not tracked:
         reject_if_set(
             config,
             ("metric_for_best_model", "greater_is_better"),
@@ -468,6 +472,13 @@ def check_generation_kwargs(config: DPOConfig) -> None:
                 f"generation_kwargs: {key} is set by directpo's own options: use "
                 f"{OWN_GENERATION_KEYS[key]}",
             )
+        if key == "stop_strings":  # transformers matches them with a tokenizer generate lacks
+            return config._refuse(
+                "generation_kwargs",
+                "generation_kwargs: stop_strings is not supported: samples end at the "
+                "tokenizer's end-of-sequence tokens (sampling stopped at the first evaluation "
+                "or round with transformers' 'we could not locate a tokenizer')",
+            )
         if key not in known or key.startswith("_"):
             close = difflib.get_close_matches(key, list(known), n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
@@ -478,11 +489,20 @@ def check_generation_kwargs(config: DPOConfig) -> None:
             )
     if not config._valid("generate_min_p", "generate_repetition_penalty"):
         return None
+    # with the samples per prompt asked for: num_beams below them stopped the run at its first
+    # evaluation or round (transformers checks them together when generating)
+    samples = max(config.eval_generate_samples, config.online_samples_per_prompt * config.online)
     try:
-        GenerationConfig(do_sample=True, **config.generation_extras).validate(strict=True)
+        extras = config.generation_extras
+        GenerationConfig(do_sample=True, num_return_sequences=samples, **extras).validate(
+            strict=True
+        )
     except (ValueError, TypeError) as error:
         where = "generation_kwargs" if kwargs else "generate_cache_implementation"
-        config._refuse(where, f"{where}: {str(error).splitlines()[0]}")
+        said = str(error).splitlines()[0]
+        if "num_return_sequences" in said:
+            said += " (num_return_sequences: eval_generate_samples / online_samples_per_prompt)"
+        config._refuse(where, f"{where}: {said}")
     return None
 
 

@@ -30,6 +30,12 @@ OOM_HELP = (
     "precompute_ref_log_probs: true, lora_r: 16, or a smaller max_length / logprob_chunk_tokens"
 )
 
+# an evaluation's batches are per_device_eval_batch_size's (auto_find_batch_size halves the
+# training step's alone): the training advice sent users to options that change nothing there
+EVAL_OOM_HELP = (
+    "out of GPU memory evaluating at step {step}: lower per_device_eval_batch_size (now "
+    "{batch}; the held-out pairs' batches and eval_generate's sampling chunks)"
+)
 
 # torch's error for an op without a deterministic kernel under use_deterministic_algorithms
 NONDETERMINISTIC = "does not have a deterministic implementation"
@@ -48,11 +54,13 @@ def explain_failures(run: Run) -> Iterator[types.SimpleNamespace]:
     shape or path the start-up check did not try, an op without a deterministic kernel under
     full_determinism. Under torchrun such an
     error is one rank's own (its memory; rank 0 alone writes the record): that rank says it."""
-    position = types.SimpleNamespace(step=run.start_step + 1)
+    position = types.SimpleNamespace(step=run.start_step + 1, evaluating=False)
     try:
         yield position
     except torch.cuda.OutOfMemoryError:
-        error: DirectpoError = TrainingStopped(OOM_HELP.format(step=position.step))
+        said = EVAL_OOM_HELP if position.evaluating else OOM_HELP
+        batch = run.config.per_device_eval_batch_size
+        error: DirectpoError = TrainingStopped(said.format(step=position.step, batch=batch))
     except RuntimeError as exc:  # a layer compiled for shapes or a path the start did not try
         reason = compile_failure(exc)
         text = str(exc)

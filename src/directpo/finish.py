@@ -4,6 +4,7 @@ and what ``train`` returns (``TrainResult``), also after a stop."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -251,7 +252,13 @@ def _save_moved_reference(run: Run, folder: Path) -> None:
         folder.mkdir(parents=True)
         weights = {key: value.contiguous() for key, value in tensors.items()}
         save_file(weights, folder / "adapter_model.safetensors", metadata={"format": "pt"})
-        policy.peft_config[REF_ADAPTER].save_pretrained(str(folder))
+        saved = copy.copy(policy.peft_config[REF_ADAPTER])
+        # the ref adapter ran on the base a PiSSA/OLoRA init rewrote (W_res), which peft
+        # rebuilds on load only when the folder names that init: as written (plain), it was
+        # put on the stored base, another reference than training's
+        trained = [c for name, c in policy.peft_config.items() if name != REF_ADAPTER]
+        saved.init_lora_weights = trained[0].init_lora_weights
+        saved.save_pretrained(str(folder))
     elif run.sharded:
         save_sharded_model(
             folder, reference.scorer, reference.model, run.precision.compute, run.world

@@ -64,8 +64,8 @@ def cache_only_where_unreachable(name: str) -> bool:
     """For ``name`` a hub id (no local path): where the hub cannot be reached, huggingface_hub's,
     transformers' and datasets' offline mode is set for the process (they read it at call
     time), so every later load reads the local cache at once; returns whether it is set.
-    ``train()`` gives the caller the flags back as they were (``offline_flags_kept``); score,
-    rank and generate leave them set (their command's process ends with them)."""
+    ``train()`` and ``ImplicitReward`` (score, rank) give the caller the flags back as they
+    were (``offline_flags_kept``); generate leaves them set (its process ends with them)."""
     if os.path.exists(os.path.expanduser(name)) or hub_reachable():
         return False
     for module in _offline_flags():

@@ -202,6 +202,12 @@ def load_mixture(
     examples: list[dict[str, Any]] = []  # per entry: where -> example (a skipped row: absent)
     layouts: list[str] = []
     for index, source in enumerate(mixture.sources):
+        if columns.system is not None and source.columns and columns.system not in source.columns:
+            # kept out by the entry's columns, not missing from its file (which it was said to be)
+            raise DataError(
+                f"dataset_mixture: {source.label}: its columns ({', '.join(source.columns)}) "
+                f"leave out system_column '{columns.system}'; add it to them"
+            )
         rows, names, base_dir = _source_rows(source)
         total = len(rows)
         rows = [rows[i] for i in _shuffled(total, mixture.seed)[: int(total * source.weight)]]

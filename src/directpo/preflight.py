@@ -36,14 +36,7 @@ def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
             values[key] = os.path.abspath(path)
     mixture = values.get("dataset_mixture")
     if isinstance(mixture, dict) and isinstance(mixture.get("datasets"), list):
-        entries = [
-            {**entry, "id": os.path.abspath(entry["id"])}
-            if isinstance(entry, dict)
-            and isinstance(entry.get("id"), str)
-            and os.path.exists(entry["id"])
-            else entry
-            for entry in mixture["datasets"]
-        ]
+        entries = [_absolute_source(e) if isinstance(e, dict) else e for e in mixture["datasets"]]
         values["dataset_mixture"] = {**mixture, "datasets": entries}
     spec = values.get("reward_fn")  # 'path/file.py:function' (a module name stays)
     if isinstance(spec, str) and ":" in spec:
@@ -53,10 +46,38 @@ def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+def _absolute_source(entry: dict[str, Any]) -> dict[str, Any]:
+    """A dataset_mixture entry with its local paths absolute: its id (or TRL's ``path``) when
+    it is a file or folder here; with a builder's name (``id: json``) its data_dir, else its
+    data_files, which datasets reads from the working directory (a folder's own data_files
+    and data_dir are read inside it, which is made absolute)."""
+    entry = dict(entry)
+    key = "path" if "path" in entry and "id" not in entry else "id"
+    source = entry.get(key)
+    if not isinstance(source, str):
+        return entry
+    if os.path.exists(source):
+        entry[key] = os.path.abspath(source)
+    elif source in _packaged_builders():
+        if isinstance(entry.get("data_dir"), str):
+            entry["data_dir"] = os.path.abspath(entry["data_dir"])
+        elif entry.get("data_files") is not None:
+            entry["data_files"] = _absolute(entry["data_files"])
+    return entry
+
+
+def _packaged_builders() -> set[str]:
+    """The names datasets reads local files with (json, csv, parquet, ...), not hub ids."""
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+    return set(_PACKAGED_DATASETS_MODULES)
+
+
 def _absolute(paths: Any) -> Any:
-    """A path, a list of them or named sets of them ({name: path(s)}), each made absolute."""
-    if isinstance(paths, str):
-        return os.path.abspath(paths)
+    """A path, a list of them or named sets of them ({name: path(s)}, or data_files' split:
+    path(s)), each made absolute."""
+    if isinstance(paths, str):  # (a URL, hf://..., stays)
+        return paths if "://" in paths else os.path.abspath(paths)
     if isinstance(paths, list):
         return [_absolute(path) for path in paths]
     if isinstance(paths, dict):
@@ -125,11 +146,12 @@ def check_environment(
             f"{' / '.join(asking)} need evaluations: set eval_file (held-out pairs) or "
             "eval_generate"
         )
-    if config.eval_steps and not evaluates:
-        raise ConfigError(
-            "eval_steps is set but there is nothing to evaluate: set eval_file (held-out "
-            "pairs) or eval_generate (sampled completions), or remove eval_steps"
-        )
+    for key in ("eval_steps", "eval_delay"):  # (eval_delay was taken without a word)
+        if getattr(config, key) and not evaluates:
+            raise ConfigError(
+                f"{key} is set but there is nothing to evaluate: set eval_file (held-out "
+                f"pairs) or eval_generate (sampled completions), or remove {key}"
+            )
     if not config.model_name_or_path:
         raise ConfigError("model_name_or_path is required")
     for key, kwargs in (

@@ -26,6 +26,7 @@ from directpo.checkpoint import MANIFEST, REFERENCE_FILE
 from directpo.config import DPOConfig, load_config
 from directpo.data import ImagePrompt, PreferenceExample, RowError
 from directpo.errors import ConfigError, DataError
+from directpo.hub import offline_flags_kept
 from directpo.logprobs import policy_logprobs_fn, sequence_logprobs
 from directpo.messages import Text
 from directpo.models import (
@@ -78,6 +79,9 @@ class ImplicitReward:
     loaded from, the length limits and the chat template arguments from a run's config.yaml.
     """
 
+    # a hub id on a machine without the Hub sets the libraries' offline mode while loading
+    # (hub.py): given back after, as train() does, else a notebook stayed offline for good
+    @offline_flags_kept()
     def __init__(
         self,
         policy: ModelLike | os.PathLike,
@@ -165,6 +169,7 @@ class ImplicitReward:
         )  # fmt: skip
 
     @classmethod
+    @offline_flags_kept()
     def from_run(
         cls,
         run_dir: str,

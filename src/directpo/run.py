@@ -22,7 +22,7 @@ from directpo.batching import Layout
 from directpo.best import BestModel, sampled_metrics
 from directpo.config import DPOConfig
 from directpo.distributed import World, materialize, release_host_memory, wrap
-from directpo.errors import ConfigError
+from directpo.errors import ConfigError, TrainingStopped
 from directpo.guard import UpdateProbe, check_trainable
 from directpo.logprobs import SequenceScorer, attention_implementation
 from directpo.model_checks import check_compilation, check_heads, choose_layout
@@ -406,14 +406,17 @@ def _precompute_reference(run: Run, reference_weights: str) -> None:
     config, reference = run.config, run.reference
     model = reference.model  # a frozen copy, or the LoRA policy with adapters disabled
     settings = f"{config.dtype}|{type(model).__name__}|ld_alpha={config.ld_alpha}"
+    batch = config.precompute_ref_batch_size or config.per_device_eval_batch_size
     for pair_set in (run.train, *run.evals.values()):
-        if pair_set.pairs:
+        if not pair_set.pairs:
+            continue
+        try:
             pair_set.reference_table = precompute_reference_logps(
                 reference,
                 reference_weights,
                 pair_set.pairs,
                 run.pad_id,
-                config.precompute_ref_batch_size or config.per_device_eval_batch_size,
+                batch,
                 run.world.device,
                 settings,
                 run.layout,
@@ -421,6 +424,12 @@ def _precompute_reference(run: Run, reference_weights: str) -> None:
                 run.world,
                 progress=not config.disable_tqdm,
             )
+        except torch.OutOfMemoryError:  # before the loop, whose failures say their own
+            raise TrainingStopped(
+                f"out of GPU memory in the reference log-probs pass (precompute_ref_log_probs), "
+                f"batches of {batch} pairs: lower precompute_ref_batch_size; the pairs scored "
+                "are kept and the next run continues after them"
+            ) from None
     run.kl_reference = reference if config.eval_generate else None
     if run.kl_reference is None and isinstance(reference, FrozenModelReference):
         del reference.model, reference.scorer  # training now holds one model in memory

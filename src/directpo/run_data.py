@@ -391,6 +391,7 @@ def _evaluation_asked(config: DPOConfig) -> str | None:
     if not config.eval_generate:  # with it sampled completions are evaluated: split optional
         for key in (
             "eval_steps",
+            "eval_delay",
             "eval_on_start",
             "load_best_model_at_end",
             "early_stopping_patience",

@@ -28,6 +28,18 @@ import torch
 REF_ADAPTER = "ref"
 
 
+def in_ref_adapter(name: str) -> bool:
+    """A weight of the ``ref`` adapter: peft names it ``...lora_A.ref.weight``, or ends the
+    name with it (trainable_token_indices' ``token_adapter.trainable_tokens_delta.ref``, which
+    a test for ``.ref.`` missed: TR-DPO left those rows behind and its final save failed)."""
+    return REF_ADAPTER in name.split(".")
+
+
+def policy_twin(name: str) -> str:
+    """The policy's (``default`` adapter's) weight that the ``ref`` adapter's ``name`` copies."""
+    return ".".join("default" if part == REF_ADAPTER else part for part in name.split("."))
+
+
 def _strip(name: str) -> str:
     return name.removeprefix("module.")  # DDP's wrapper
 
@@ -56,7 +68,7 @@ def reference_parameters(run: Any) -> dict[str, torch.Tensor]:
     """The reference's weights that follow the policy, by name (sharded under FSDP2)."""
     _resharded(run)
     if _own_adapter(run):
-        return {_strip(n): p for n, p in run.scorer.named_parameters() if f".{REF_ADAPTER}." in n}
+        return {_strip(n): p for n, p in run.scorer.named_parameters() if in_ref_adapter(n)}
     return {_strip(n): p for n, p in run.reference.scorer.named_parameters()}
 
 
@@ -67,7 +79,7 @@ def reference_pairs(run: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
     masters = run.masters._master_of if run.masters is not None else {}
     pairs = []
     for name, reference in reference_parameters(run).items():
-        source = name.replace(f".{REF_ADAPTER}.", ".default.") if _own_adapter(run) else name
+        source = policy_twin(name) if _own_adapter(run) else name
         if source not in policy:
             raise RuntimeError(f"sync_ref_model: the policy has no weight {source}")
         followed = policy[source]
@@ -88,8 +100,8 @@ def copy_adapter(model: torch.nn.Module) -> None:
     """The ``ref`` adapter, frozen, set to the policy's ``default`` adapter."""
     params = dict(model.named_parameters())
     for name, param in params.items():
-        if f".{REF_ADAPTER}." in name:
-            param.copy_(params[name.replace(f".{REF_ADAPTER}.", ".default.")])
+        if in_ref_adapter(name):
+            param.copy_(params[policy_twin(name)])
             param.requires_grad_(False)
 
 
@@ -139,13 +151,13 @@ def checkpoint_reference(checkpoint: Path, start: str, scoring: dict[str, Any]) 
     )
     dtype = scoring.get("dtype", "float32")
     state = load_file(checkpoint / REFERENCE_FILE)
-    lora = any(f".{REF_ADAPTER}." in key for key in state)
+    lora = any(map(in_ref_adapter, state))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     where = str(checkpoint) if lora else start
     model = load_causal_lm(where, dtype, trainable=False, device=device, options=options)
     params = dict(model.named_parameters())
     for key, value in state.items():  # keyed as the trainer's scorer names them
-        name = key.removeprefix("model.").replace(f".{REF_ADAPTER}.", ".default.")
+        name = policy_twin(key.removeprefix("model."))
         if name not in params or params[name].shape != value.shape:
             raise ConfigError(
                 f"{checkpoint / REFERENCE_FILE}: its weight {key} fits no weight of {where}"

@@ -245,7 +245,9 @@ def _train(run: Run) -> TrainResult:
     with StopRequest() as stop, progress, explain_failures(run) as position:
         run.window_start = time.perf_counter()
         done = run.start_step  # (a run resumed at its last step trains no step)
+        position.evaluating = True
         _evaluate_at_start(run, write)
+        position.evaluating = False
         for step in range(run.start_step, total):
             done = position.step = step + 1
             round_metrics = run.source.prepare(step)  # online: a new round's pairs
@@ -265,7 +267,9 @@ def _train(run: Run) -> TrainResult:
                 write(log_step(run, done, result))
             improved = False
             if _evaluates_at(run, done):
+                position.evaluating = True
                 write(evaluate_step(run, done))
+                position.evaluating = False
                 improved = run.best.update(done, run.logger.rows[-1])
             # decided once, the same on every rank, after the evaluation (a signal during it
             # stops this step): one landing after this all-reduce waits for the next step
