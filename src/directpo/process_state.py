@@ -1,5 +1,8 @@
 """What ``train()`` leaves to the process that called it: a notebook or a script goes on after it.
 
+During the run, TRL's ``disable_tqdm`` and ``log_level`` govern transformers' and datasets'
+own output (``library_output``); the caller's settings come back after it.
+
 The run seeds Python's, numpy's and torch's generators with its ``seed`` (as transformers'
 Trainer does), so that it is reproducible; the caller gets its own generators back afterwards.
 Left seeded, a sweep that drew its settings with ``random`` between runs drew the same ones
@@ -18,17 +21,21 @@ stop rather than a bug give those frames' locals up; the traceback still shows e
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import traceback
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from directpo.errors import DirectpoError
 from directpo.hub import offline_flags_kept
+
+if TYPE_CHECKING:
+    from directpo.config import DPOConfig
 
 # a stop a user answers by changing the run and trying again, not a bug to inspect in %debug
 STOPS = (DirectpoError, KeyboardInterrupt, MemoryError, torch.OutOfMemoryError)
@@ -132,3 +139,29 @@ def numeric_switches(
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+
+
+@contextlib.contextmanager
+def library_output(config: DPOConfig, is_main: bool) -> Iterator[None]:
+    """TRL's ``disable_tqdm`` and ``log_level`` for transformers' and datasets' own output,
+    during the run only: a notebook's later work gets its own settings back. Under torchrun,
+    their progress bars show on rank 0 alone."""
+    import datasets
+    import transformers
+
+    hf_logging = transformers.utils.logging
+    bars = hf_logging.is_progress_bar_enabled(), datasets.are_progress_bars_disabled()
+    verbosity = hf_logging.get_verbosity()
+    if config.disable_tqdm or not is_main:  # one bar per load, not one per rank
+        hf_logging.disable_progress_bar()
+        datasets.disable_progress_bars()
+    if config.log_level != "passive" and is_main:
+        hf_logging.set_verbosity(getattr(logging, config.log_level.upper()))
+    try:
+        yield
+    finally:
+        if bars[0]:
+            hf_logging.enable_progress_bar()
+        if not bars[1]:
+            datasets.enable_progress_bars()
+        hf_logging.set_verbosity(verbosity)

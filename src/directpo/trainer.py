@@ -12,15 +12,11 @@ micro-batch, metric sums are all-reduced, and rank 0 alone prints and writes (di
 from __future__ import annotations
 
 import contextlib
-import copy
-import dataclasses
 import functools
-import logging
 import math
-import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from directpo.adapters import lora_options_of
+from directpo.arguments import checked_arguments
 from directpo.batch_fit import retry_smaller, split_micro_batches
 from directpo.batching import collate_pairs
 from directpo.checkpoint import REFERENCE_FILE, save_checkpoint
@@ -46,7 +42,7 @@ from directpo.distributed import (
 )
 from directpo.distributed import setup as setup_world
 from directpo.distributed import teardown as teardown_world
-from directpo.errors import ConfigError, DirectpoError, TrainingStopped, respelled
+from directpo.errors import DirectpoError, TrainingStopped
 from directpo.failures import explain_failures, peer_gone, settle
 from directpo.finish import TrainResult, finish, train_result
 from directpo.folders import missing_folders, remove_empty
@@ -57,7 +53,7 @@ from directpo.outputs import (
     OutputLock,
 )
 from directpo.preflight import check_device, check_environment
-from directpo.process_state import kept_for_caller, numeric_switches
+from directpo.process_state import kept_for_caller, library_output, numeric_switches
 from directpo.run import Run, prepare_run
 from directpo.signals import StopRequest
 from directpo.step import PairStats, eval_set_metrics, evaluate, pair_losses
@@ -91,7 +87,7 @@ def train(
         echo = _silent
     elif not callable(echo):  # else a TypeError at the first line, after the output folder
         raise TypeError(f"echo must be a function of a line (print), or None; got {echo!r}")
-    config, peft_config = _checked_arguments(config, peft_config, echo)
+    config, peft_config = checked_arguments(config, peft_config, echo)
     mode = launcher_mode(config.distributed, config.fsdp_offload)
     check_launcher_precision(config.precision.compute)
     world = setup_world(mode, config.ddp_timeout)
@@ -109,7 +105,7 @@ def train(
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
         switches = numeric_switches(config.tf32, config.full_determinism, world.device, echo)
-        with _library_output(config, world.is_main), kept_for_caller(world.device), switches:
+        with library_output(config, world.is_main), kept_for_caller(world.device), switches:
             mine = lock if world.is_main else None  # one holder per run: rank 0
             run = prepare_run(config, train_dataset, eval_dataset, world, echo, peft_config, mine)
             try:
@@ -141,93 +137,6 @@ def train(
             # row) leaves no empty folder that the next try would take for someone else's
             remove_empty(made_output_dir)
         teardown_world(world, settled=finished)
-
-
-def _checked_arguments(
-    config: DPOConfig, peft_config: Any, echo: Callable[[str], None]
-) -> tuple[DPOConfig, Any]:
-    """``config`` checked again as a new object: a notebook sets attributes after building it
-    (``config.bf16 = True``), and the checks and TRL translations ran only when it was built.
-    A ``peft_config`` that lora_* options can express becomes those options, so that the run's
-    config.yaml reruns the same training (else it would record ``lora_r: 0``)."""
-    if not isinstance(config, DPOConfig):
-        kind = f"{type(config).__module__}.{type(config).__qualname__}"
-        ported = "DPOConfig(**config.to_dict()) ports it, " if hasattr(config, "to_dict") else ""
-        raise TypeError(
-            f"train() takes a directpo.DPOConfig, got {kind}; TRL's option names work there: "
-            f"{ported}DPOConfig(bf16=True, ...), or load_config('trl_config.yaml')"
-        )
-    if peft_config is not None and not hasattr(peft_config, "peft_type"):
-        raise TypeError(
-            "peft_config must be a PEFT config object (e.g. peft.LoraConfig(r=16)), got "
-            f"{type(peft_config).__name__}"
-        )
-    quantized = "load_in_4bit" if config.load_in_4bit else "load_in_8bit"
-    if (config.load_in_4bit or config.load_in_8bit) and not config.lora_r and peft_config is None:
-        # TRL: "cannot fine-tune purely quantized models"; a peft_config from Python is an adapter
-        raise ConfigError(
-            f"{quantized} needs adapters: quantized weights do not train; set lora_r: 16 (or "
-            "pass train(peft_config=...))"
-        )
-    # an adapter folder as model_name_or_path continues that adapter: it is merged like a new one
-    continuing = bool(config.model_name_or_path) and os.path.isfile(
-        os.path.join(config.model_name_or_path, "adapter_config.json")
-    )
-    if config.merge_lora and not (config.lora_r or peft_config is not None or continuing):
-        raise ConfigError(
-            "merge_lora is set but lora_r is 0 (no LoRA); set lora_r: 16 (or pass "
-            "train(peft_config=...))"
-        )
-    if peft_config is None:
-        return _rebuilt(config), None
-    if config.lora_r:
-        raise ConfigError("peft_config and lora_r are both given: use one of them")
-    options = lora_options_of(peft_config)
-    if options is None:
-        echo(
-            f"peft_config: a {type(peft_config).__name__} that no lora_* option expresses; "
-            "config.yaml records the run without it (rerunning that file alone trains no "
-            "adapters): the adapters' own description is the output's adapter_config.json"
-        )
-        # a copy: peft fills the one it is given for this model (target_modules, the base's
-        # path), and the caller's object, reused for another model, then named this one's layers
-        return _rebuilt(config), copy.deepcopy(peft_config)
-    return _rebuilt(config, **options), None
-
-
-def _rebuilt(config: DPOConfig, **options: Any) -> DPOConfig:
-    """``config`` built again (its values checked), a refused value named as it was set: a TRL
-    alias set after construction (``config.max_new_tokens = 0``) by that alias."""
-    try:
-        return dataclasses.replace(config, **options)
-    except ConfigError as error:
-        raise respelled(error, config.__dict__.get("_spelled", {})) from None
-
-
-@contextlib.contextmanager
-def _library_output(config: DPOConfig, is_main: bool) -> Iterator[None]:
-    """TRL's ``disable_tqdm`` and ``log_level`` for transformers' and datasets' own output,
-    during the run only: a notebook's later work gets its own settings back. Under torchrun,
-    their progress bars show on rank 0 alone."""
-    import datasets
-    import transformers
-
-    hf_logging = transformers.utils.logging
-    bars = hf_logging.is_progress_bar_enabled(), datasets.are_progress_bars_disabled()
-    verbosity = hf_logging.get_verbosity()
-    if config.disable_tqdm or not is_main:  # one bar per load, not one per rank
-        hf_logging.disable_progress_bar()
-        datasets.disable_progress_bars()
-    if config.log_level != "passive" and is_main:
-        hf_logging.set_verbosity(getattr(logging, config.log_level.upper()))
-    try:
-        yield
-    finally:
-        if bars[0]:
-            hf_logging.enable_progress_bar()
-        if not bars[1]:
-            datasets.enable_progress_bars()
-        hf_logging.set_verbosity(verbosity)
 
 
 def _train(run: Run) -> TrainResult:

@@ -1,0 +1,76 @@
+"""What ``train()`` is given, checked before anything loads: the config built again (a notebook
+sets attributes after building it), a ``peft_config`` from Python turned into the lora_* options
+that express it (so that the run's config.yaml reruns the same training)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from collections.abc import Callable
+from typing import Any
+
+from directpo.adapters import lora_options_of
+from directpo.config import DPOConfig
+from directpo.errors import ConfigError, respelled
+
+
+def checked_arguments(
+    config: DPOConfig, peft_config: Any, echo: Callable[[str], None]
+) -> tuple[DPOConfig, Any]:
+    """``config`` checked again as a new object: a notebook sets attributes after building it
+    (``config.bf16 = True``), and the checks and TRL translations ran only when it was built.
+    A ``peft_config`` that lora_* options can express becomes those options, so that the run's
+    config.yaml reruns the same training (else it would record ``lora_r: 0``)."""
+    if not isinstance(config, DPOConfig):
+        kind = f"{type(config).__module__}.{type(config).__qualname__}"
+        ported = "DPOConfig(**config.to_dict()) ports it, " if hasattr(config, "to_dict") else ""
+        raise TypeError(
+            f"train() takes a directpo.DPOConfig, got {kind}; TRL's option names work there: "
+            f"{ported}DPOConfig(bf16=True, ...), or load_config('trl_config.yaml')"
+        )
+    if peft_config is not None and not hasattr(peft_config, "peft_type"):
+        raise TypeError(
+            "peft_config must be a PEFT config object (e.g. peft.LoraConfig(r=16)), got "
+            f"{type(peft_config).__name__}"
+        )
+    quantized = "load_in_4bit" if config.load_in_4bit else "load_in_8bit"
+    if (config.load_in_4bit or config.load_in_8bit) and not config.lora_r and peft_config is None:
+        # TRL: "cannot fine-tune purely quantized models"; a peft_config from Python is an adapter
+        raise ConfigError(
+            f"{quantized} needs adapters: quantized weights do not train; set lora_r: 16 (or "
+            "pass train(peft_config=...))"
+        )
+    # an adapter folder as model_name_or_path continues that adapter: it is merged like a new one
+    continuing = bool(config.model_name_or_path) and os.path.isfile(
+        os.path.join(config.model_name_or_path, "adapter_config.json")
+    )
+    if config.merge_lora and not (config.lora_r or peft_config is not None or continuing):
+        raise ConfigError(
+            "merge_lora is set but lora_r is 0 (no LoRA); set lora_r: 16 (or pass "
+            "train(peft_config=...))"
+        )
+    if peft_config is None:
+        return rebuilt_config(config), None
+    if config.lora_r:
+        raise ConfigError("peft_config and lora_r are both given: use one of them")
+    options = lora_options_of(peft_config)
+    if options is None:
+        echo(
+            f"peft_config: a {type(peft_config).__name__} that no lora_* option expresses; "
+            "config.yaml records the run without it (rerunning that file alone trains no "
+            "adapters): the adapters' own description is the output's adapter_config.json"
+        )
+        # a copy: peft fills the one it is given for this model (target_modules, the base's
+        # path), and the caller's object, reused for another model, then named this one's layers
+        return rebuilt_config(config), copy.deepcopy(peft_config)
+    return rebuilt_config(config, **options), None
+
+
+def rebuilt_config(config: DPOConfig, **options: Any) -> DPOConfig:
+    """``config`` built again (its values checked), a refused value named as it was set: a TRL
+    alias set after construction (``config.max_new_tokens = 0``) by that alias."""
+    try:
+        return dataclasses.replace(config, **options)
+    except ConfigError as error:
+        raise respelled(error, config.__dict__.get("_spelled", {})) from None
