@@ -637,3 +637,24 @@ def test_generation_kwargs_that_directpo_sets_or_transformers_lacks_are_refused(
         ConfigError, match=r"^min_p \(directpo: generate_min_p\) is set but eval_generate is 0"
     ):
         DPOConfig(model_name_or_path="m", min_p=0.1)
+
+
+def test_eval_generate_samples_each_named_sets_prompts_in_turn(tiny_model_dirs, tmp_path) -> None:
+    """With named eval sets, the first eval_generate held-out prompts were the first set's alone
+    (set after set): a large first set left the others unsampled. They are taken in turn."""
+    from directpo.trainer import train
+
+    def pairs(prefix: str, count: int) -> list[dict]:
+        return [{"prompt": f"{prefix} {i}:", "chosen": " good.", "rejected": " bad."}
+                for i in range(count)]  # fmt: skip
+
+    big, small = pairs("Big", 5), pairs("Small", 2)
+    config = DPOConfig(
+        model_name_or_path=str(tiny_model_dirs["gpt2"]), output_dir=str(tmp_path / "out"),
+        report_to=["none"], max_steps=1, save_steps=0, eval_generate=5,
+        generate_max_new_tokens=2,
+    )  # fmt: skip
+    train(config, train_dataset=big, eval_dataset={"big": big, "small": small}, echo=None)
+    rows = (tmp_path / "out" / "samples" / "step-1.jsonl").read_text().splitlines()
+    prompts = [json.loads(row)["prompt"] for row in rows]
+    assert prompts == ["Big 0:", "Small 0:", "Big 1:", "Small 1:", "Big 2:"]

@@ -4,6 +4,7 @@ pair's fields are (messages.py), with its images (vision.py)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -200,6 +201,20 @@ def distinct_example_prompts(examples: Sequence[Any]) -> tuple[list[Any], list[d
     firsts = _first_of_each([example.full_prompt for example in examples])
     prompts = [examples[i].full_prompt for i in firsts]
     return prompts, [dict(examples[i].columns or {}) for i in firsts]
+
+
+def prompts_in_turn(
+    example_sets: Sequence[Sequence[Any]],
+) -> tuple[list[Any], list[dict[str, Any]]]:
+    """``distinct_example_prompts`` of several sets (named eval sets), taken one of each set's
+    at a time, without repeats: the first N held-out prompts sample every set, where set after
+    set gave them all to a large first one."""
+    queues = [
+        list(zip(*distinct_example_prompts(examples), strict=True)) for examples in example_sets
+    ]
+    taken = [item for turn in itertools.zip_longest(*queues) for item in turn if item is not None]
+    firsts = _first_of_each([prompt for prompt, _ in taken])
+    return [taken[i][0] for i in firsts], [taken[i][1] for i in firsts]
 
 
 def distinct_prompts(prompts: Iterable[Any]) -> list[Any]:

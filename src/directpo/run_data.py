@@ -23,7 +23,12 @@ from directpo.models import (
     pad_token_id,
 )
 from directpo.online import OnlineData, check_labeller, load_labeller
-from directpo.prompts import distinct_example_prompts, load_prompt_rows, load_prompts
+from directpo.prompts import (
+    distinct_example_prompts,
+    load_prompt_rows,
+    load_prompts,
+    prompts_in_turn,
+)
 from directpo.readers import is_path_list, python_source
 from directpo.rewardfn import check_reward_fn, load_reward_fn
 from directpo.sources import PairSet
@@ -152,7 +157,7 @@ def load_run_data(
         )
         for set_name, data in eval_data.items()
     }
-    held_out = _held_out_prompts(config, [e for d in eval_data.values() for e in d.examples])
+    held_out = _held_out_prompts(config, [data.examples for data in eval_data.values()])
     kwargs = config.chat_template_kwargs  # a file's prompts are not rendered until sampled:
     if config.eval_prompts_file:  # a prompt the template refuses is said before training
         label = f"eval_prompts_file {config.eval_prompts_file}"
@@ -368,9 +373,11 @@ def _online_prompts(
     return prompts, rows
 
 
-def _held_out_prompts(config: DPOConfig, examples: list[Any]) -> tuple[list[Any], list[dict]]:
-    """The first ``eval_generate`` distinct held-out prompts (none when sampling is off), and
-    their rows' other columns (eval_prompts_file's; for reward_fn)."""
+def _held_out_prompts(
+    config: DPOConfig, example_sets: list[list[Any]]
+) -> tuple[list[Any], list[dict]]:
+    """The first ``eval_generate`` distinct held-out prompts (none when sampling is off), of
+    each eval set in turn, and their rows' other columns (eval_prompts_file's; for reward_fn)."""
     if not config.eval_generate:
         return [], []
     if config.eval_prompts_file:
@@ -378,7 +385,7 @@ def _held_out_prompts(config: DPOConfig, examples: list[Any]) -> tuple[list[Any]
             config.eval_prompts_file, config.prompt_column, config.system_column
         )
     else:
-        prompts, rows = distinct_example_prompts(examples)  # of every eval set, in order
+        prompts, rows = prompts_in_turn(example_sets)
     return prompts[: config.eval_generate], rows[: config.eval_generate]
 
 
