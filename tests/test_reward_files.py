@@ -384,3 +384,28 @@ def test_score_out_of_memory_is_one_line_naming_the_rows_kept(
     monkeypatch.setattr(ImplicitReward, "score_ids", real)
     assert main([*args, "--batch_size", "1"]) == 0
     assert f"({written} of them from an earlier run that stopped)" in capsys.readouterr().out
+
+
+def test_an_empty_system_column_scores_without_the_runs_system_turn(models, tmp_path):
+    """--system_column '' says no system turn, whatever the run had: a run's inherited
+    system_column could not be switched off ('none' reads as unset, which inherits it)."""
+    run = tmp_path / "run"
+    shutil.copytree(models[0], run)
+    DPOConfig(model_name_or_path=str(models[1]), beta=0.1,
+              system_column="system").save_yaml(run / "config.yaml")  # fmt: skip
+    rows = [{"system": f"You are reviewer {i}.", **p} for i, p in enumerate(SENTIMENT_PAIRS[:3])]
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    said: list[str] = []
+    score_file(ScoreOptions(model_name_or_path=str(run), input=str(data), system_column="",
+                            output=str(tmp_path / "off.jsonl")), said.append)  # fmt: skip
+    assert not any(line.startswith("from the run") for line in said)
+    plain = write_jsonl(tmp_path / "plain.jsonl", [
+        {k: v for k, v in row.items() if k != "system"} for row in rows])  # fmt: skip
+    score_file(options(ScoreOptions, models, plain, tmp_path / "plain_out.jsonl"), quiet)
+    off = [r["margin"] for r in read(tmp_path / "off.jsonl")]
+    assert off == pytest.approx([r["margin"] for r in read(tmp_path / "plain_out.jsonl")])
+    score_file(ScoreOptions(model_name_or_path=str(run), input=str(data),
+                            output=str(tmp_path / "on.jsonl")), quiet)  # fmt: skip
+    assert [r["margin"] for r in read(tmp_path / "on.jsonl")] != pytest.approx(off)
+    with pytest.raises(ConfigError, match="system_column must be a column name, or null"):
+        DPOConfig(system_column="")

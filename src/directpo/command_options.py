@@ -46,7 +46,8 @@ class FileCommandOptions(Options):
     system_column: str | None = option(
         None,
         "Column whose text opens each prompt as its system turn (as train's system_column). "
-        "Default: the run's system_column, else none.",
+        "Default: the run's system_column, else none; '' (an empty value): none, whatever the "
+        "run had.",
     )
     trust_remote_code: bool = option(
         False, "Allow model folders whose architecture is code shipped with them (as train's)."
@@ -69,10 +70,12 @@ class FileCommandOptions(Options):
         that wrote model_name_or_path, or None), else its default: a run trained on a
         'question' column with a system turn reads and renders its rows as it trained on
         them. ``echo`` names, in one line, those the run set to other than the defaults."""
-        taken = {}
+        taken: dict[str, Any] = {}
         for key, (attribute, default) in self.FROM_RUN.items():
             if getattr(self, key) is None:
                 taken[key] = default if run is None else getattr(run, attribute)
+            elif getattr(self, key) == "" and default is None:  # said off: the run's is not taken
+                taken[key] = None
         said = [f"{k} {v!r}" for k, v in taken.items() if v != self.FROM_RUN[k][1]]
         if said:
             echo(f"from the run's config.yaml (no option gave them): {', '.join(said)}")

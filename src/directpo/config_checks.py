@@ -50,8 +50,8 @@ def check_columns(options: Options) -> None:
             f"(got {', '.join(columns)})"
         )
     system = getattr(options, "system_column", None)
-    if system is None:
-        return
+    if system is None or (system == "" and hasattr(options, "FROM_RUN")):
+        return  # (score / rank / generate: "" says no system turn, whatever the run had)
     options._require(bool(system.strip()), "system_column", "a column name, or null")
     same = next((key for key in keys if getattr(options, key) == system), None)
     if same is not None:
