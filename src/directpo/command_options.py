@@ -53,6 +53,10 @@ class FileCommandOptions(Options):
         False, "Allow model folders whose architecture is code shipped with them (as train's)."
     )
 
+    # the options the rows written do not depend on: a stopped run is continued with others
+    # (batch_size: a smaller one after running out of memory) as StagedJsonl's key leaves them
+    NOT_IN_ROWS: ClassVar[tuple[str, ...]] = ("input", "output", "batch_size", "trust_remote_code")
+
     # the options a directpo run's config.yaml gives when left unset (None): the run's
     # attribute, and the value for a model folder that is not a run
     FROM_RUN: ClassVar[dict[str, tuple[str, Any]]] = {

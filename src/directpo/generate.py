@@ -313,9 +313,7 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
         (where for where, _, _ in places),
     )
     per_call = max(1, options.batch_size // options.num_return_sequences)
-    # not batch_size: after running out of memory, a smaller one continues the rows kept
-    ignored = ("input", "output", "batch_size", "trust_remote_code")
-    with StagedJsonl(options.output, options_key(options, ignored, [path])) as out:
+    with StagedJsonl(options.output, options_key(options, options.NOT_IN_ROWS, [path])) as out:
         model = load_causal_lm(
             path,
             options.dtype,

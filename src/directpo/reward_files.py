@@ -246,9 +246,8 @@ def _progress(total: int, name: str) -> Any:
 def _resume_key(options: RewardOptions) -> str:
     """What the rewards depend on besides the rows (not batch_size): a stopped run's partial
     output is continued only by a run of the same options on the same model folders."""
-    ignored = ("input", "output", "batch_size", "trust_remote_code")
     return options_key(
-        options, ignored, (options.model_name_or_path, options.ref_model_name_or_path)
+        options, options.NOT_IN_ROWS, (options.model_name_or_path, options.ref_model_name_or_path)
     )
 
 
