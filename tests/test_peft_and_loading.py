@@ -471,3 +471,51 @@ def test_all_linear_lora_on_a_mamba_hybrid_skips_what_peft_refuses() -> None:
     named = lora_config(4, 8, 0.0, ["q_proj", "out_proj"])  # named by the user: peft's refusal
     with pytest.raises(ModelLoadError, match="out_proj.*incompatible"):
         apply_peft(AutoModelForCausalLM.from_config(config), named)
+
+
+def _completion_logps(model, tokenizer) -> torch.Tensor:
+    ids = tokenizer(["The movie was wonderful.", "Human: Hi Assistant: Sure."], padding=True,
+                    return_tensors="pt")  # fmt: skip
+    with torch.no_grad():
+        logits = model(**ids).logits.float()
+    return logits.log_softmax(-1)[:, :-1].gather(-1, ids.input_ids[:, 1:, None])[..., 0]
+
+
+@pytest.mark.parametrize(
+    "init, merge",
+    [("pissa_niter_2", False), ("pissa_niter_2", True), ("pissa", False), ("olora", False)],
+)
+def test_adapters_that_rewrite_the_base_reload_as_trained(
+    tiny_model_dirs, pairs_file, tmp_path, init, merge
+) -> None:
+    """A PiSSA / OLoRA adapter trains on W_res = W - B0 A0, which peft computes again whenever
+    the folder is loaded: with the randomized SVD (pissa_niter_N) another W_res, so the saved
+    folder (and merge_lora's, merged through it) was another model than the one trained. The
+    folders hold plain LoRA on the stored base (peft's conversion: [A | A0], [B | -B0]), which
+    transformers + peft load as trained, and checkpoints resume from them."""
+    from peft import LoraConfig, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    llama, out = tiny_model_dirs["llama"], tmp_path / "out"
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=init)
+    config = tiny_config(llama, pairs_file, out, max_steps=3, learning_rate=5e-2,
+                         merge_lora=merge, save_steps=1)  # fmt: skip
+    result = train(config, echo=quiet, peft_config=lora)
+    tokenizer = AutoTokenizer.from_pretrained(llama)
+    trained = _completion_logps(result.policy, tokenizer)
+    torch.manual_seed(123)  # another randomized SVD than training's
+    if merge:
+        reloaded = AutoModelForCausalLM.from_pretrained(out)
+    else:
+        reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llama), out)
+    torch.testing.assert_close(_completion_logps(reloaded, tokenizer), trained,
+                               atol=1e-5, rtol=0)  # fmt: skip
+    if merge:
+        return
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 8  # [A | A0]
+    saved = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llama),
+                                      out / "checkpoint-3")  # fmt: skip
+    torch.testing.assert_close(_completion_logps(saved, tokenizer), trained, atol=1e-5, rtol=0)
+    config.resume_from_checkpoint = str(out / "checkpoint-2")
+    resumed = train(config, echo=quiet, peft_config=lora)
+    assert rows(resumed)[-1]["loss"] == pytest.approx(rows(result)[-1]["loss"], abs=1e-6)
