@@ -132,7 +132,7 @@ def test_a_python_lora_config_is_recorded_as_options_that_rerun_it(
     recorded = load_config(first / "config.yaml")
     assert (recorded.lora_r, recorded.lora_alpha) == (4, 8)
     assert recorded.lora_target_modules == ["q_proj", "v_proj"]
-    assert config.lora_r == 0  # the caller's object is left as it was
+    assert config.lora_r is None  # the caller's object is left as it was
     recorded.output_dir = str(tmp_path / "rerun")
     rerun = [r["loss"] for r in rows(train(recorded, echo=quiet))]
     assert rerun == pytest.approx(losses, abs=1e-6)
@@ -144,7 +144,7 @@ def test_a_python_lora_config_is_recorded_as_options_that_rerun_it(
     config.output_dir = str(tmp_path / "ia3")
     train(config, echo=lines.append, peft_config=ia3)
     assert any("a IA3Config that no lora_* option expresses" in line for line in lines)
-    assert load_config(tmp_path / "ia3" / "config.yaml").lora_r == 0
+    assert load_config(tmp_path / "ia3" / "config.yaml").lora_r is None
 
 
 def test_continuing_an_adapter_keeps_its_start_as_the_reference(

@@ -170,7 +170,7 @@ def check_values(config: DPOConfig) -> None:
             )
     if not config.gradient_checkpointing:
         reject_if_set(config, ("gradient_checkpointing_every",), "gradient_checkpointing is off")
-    require(config.lora_r >= 0, "lora_r", ">= 0 (0: no LoRA)")
+    require(config.lora_r is None or config.lora_r >= 0, "lora_r", ">= 0 (0: no LoRA)")
     require(config.lora_alpha >= 1, "lora_alpha", ">= 1")
     require(0 <= config.lora_dropout < 1, "lora_dropout", "in [0, 1)")
     require(
@@ -178,7 +178,7 @@ def check_values(config: DPOConfig) -> None:
         "lora_target_modules",
         "a non-empty list (or null: peft's choice for the architecture)",
     )
-    if config.lora_r == 0:
+    if not config.lora_r:
         # merge_lora without lora_r is checked by train(), which knows of a peft_config
         reject_if_set(
             config,

@@ -294,7 +294,13 @@ def apply_trl_meanings(config: Any) -> None:
         config.lr_scheduler_type, config.lr_scheduler_type
     )
     if config.use_peft and config.lora_r == 0:
-        config.lora_r = 16  # TRL ModelConfig's default rank
+        # (once the unset rank: a rank of 0 asked for became 16 without a word)
+        raise ConfigError(
+            "lora_r: 0 with use_peft: true: an adapter of rank 0 trains nothing (peft refuses "
+            "it); remove lora_r for rank 16 (TRL's default), or use_peft to train every weight"
+        )
+    if config.use_peft and config.lora_r is None:  # unset stays unset without use_peft: set
+        config.lora_r = 16  # later (a notebook), use_peft still means TRL ModelConfig's rank
     if config.use_peft is False and config.lora_r:
         raise ConfigError("lora_r is set but use_peft is false: remove one of them")
     _nll_weight(config)
