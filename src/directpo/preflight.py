@@ -20,6 +20,10 @@ MODEL_FOLDER_OPTIONS = (
 )  # fmt: skip
 
 
+# from_pretrained arguments that name a local folder (read from the working directory)
+PATH_KWARGS = ("cache_dir", "offload_folder")
+
+
 def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
     """A run's recorded options (config.yaml) with its local files and folders as absolute
     paths, as its model folders are: a relative train_file, eval_file, output_dir, ... read
@@ -38,6 +42,13 @@ def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
     if isinstance(mixture, dict) and isinstance(mixture.get("datasets"), list):
         entries = [_absolute_source(e) if isinstance(e, dict) else e for e in mixture["datasets"]]
         values["dataset_mixture"] = {**mixture, "datasets": entries}
+    for key in ("model_init_kwargs", "ref_model_init_kwargs"):  # from_pretrained's folders
+        kwargs = values.get(key)
+        if isinstance(kwargs, dict):
+            values[key] = {
+                name: _absolute(value) if name in PATH_KWARGS and isinstance(value, str) else value
+                for name, value in kwargs.items()
+            }
     spec = values.get("reward_fn")  # 'path/file.py:function' (a module name stays)
     if isinstance(spec, str) and ":" in spec:
         file, name = spec.rsplit(":", 1)
