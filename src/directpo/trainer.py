@@ -238,7 +238,7 @@ def train_step(run: Run, step: int, measure: bool = False) -> StepResult:
         micro_batches = split_micro_batches(run.source.micro_batches(step), run.micro_split)
         try:
             stats = _accumulate(run, micro_batches, measure)
-        except torch.OutOfMemoryError as error:
+        except (RuntimeError, MemoryError) as error:  # the CPU / MPS allocators' are plain
             if not retry_smaller(run, step, error):
                 raise
     run.num_tokens += stats.tokens
