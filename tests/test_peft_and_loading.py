@@ -167,6 +167,19 @@ def test_continuing_an_adapter_keeps_its_start_as_the_reference(
     config = tiny_config(first, pairs_file, tmp_path / "x", lora_r=8)
     with pytest.raises(ConfigError, match="is an adapter folder: training continues"):
         check_environment(config)
+    # TRL's use_peft: true kept beside an adapter folder asks for PEFT training: the adapter
+    # is continued (it meant a new rank-16 adapter, refused: "remove lora_r", never set)
+    config = tiny_config(first, pairs_file, tmp_path / "peft", max_steps=1, use_peft=True)
+    assert config.lora_r is None
+    train(config, echo=quiet)
+    assert load_file(tmp_path / "peft" / "adapter_model.safetensors").keys() == start.keys()
+    # a lora_* option beside it was refused with "set lora_r: 16", which is refused in turn
+    with pytest.raises(
+        ConfigError,
+        match="^lora_dropout is set but model_name_or_path .* is an "
+        "adapter folder, continued with the settings of its adapter_config",
+    ):
+        tiny_config(first, pairs_file, tmp_path / "y", lora_dropout=0.1)  # fmt: skip
 
 
 @pytest.mark.parametrize("init", ["pissa", "olora"])

@@ -37,6 +37,7 @@ from directpo.errors import ConfigError
 from directpo.losses import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSSES
 from directpo.mixture import check_mixture
 from directpo.options import Options
+from directpo.preflight import is_adapter_folder
 
 
 def check_columns(options: Options) -> None:
@@ -191,7 +192,12 @@ def check_values(config: DPOConfig) -> None:
                 "lora_modules_to_save",
                 "lora_target_parameters",
             ),
-            "lora_r is 0 (no LoRA); set lora_r: 16",
+            (
+                f"model_name_or_path {config.model_name_or_path} is an adapter folder, "
+                "continued with the settings of its adapter_config.json; remove the lora_* options"
+                if is_adapter_folder(config.model_name_or_path)
+                else "lora_r is 0 (no LoRA); set lora_r: 16"
+            ),
         )
     if config.load_in_4bit and config.load_in_8bit:
         raise ConfigError("load_in_4bit and load_in_8bit are both set: choose one")

@@ -20,6 +20,16 @@ MODEL_FOLDER_OPTIONS = (
 )  # fmt: skip
 
 
+def is_adapter_folder(path: Any) -> bool:
+    """Whether ``path`` is a local PEFT adapter folder (adapter_config.json, no config.json),
+    which training continues with the settings it was saved with."""
+    if not isinstance(path, str) or not path:
+        return False
+    return os.path.isfile(os.path.join(path, "adapter_config.json")) and not os.path.isfile(
+        os.path.join(path, "config.json")
+    )
+
+
 # from_pretrained arguments that name a local folder (read from the working directory)
 PATH_KWARGS = ("cache_dir", "offload_folder")
 
@@ -186,9 +196,7 @@ def check_environment(
             "folder of their own (base_model_name_or_path: this folder); to train the model, "
             "move them out"
         )
-    if config.lora_r and os.path.isfile(
-        os.path.join(config.model_name_or_path, "adapter_config.json")
-    ):
+    if config.lora_r and is_adapter_folder(config.model_name_or_path):
         raise ConfigError(
             f"model_name_or_path {config.model_name_or_path} is an adapter folder: training "
             "continues that adapter; remove lora_r (and the other lora_* options)"
