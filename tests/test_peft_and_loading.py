@@ -147,6 +147,32 @@ def test_a_python_lora_config_is_recorded_as_options_that_rerun_it(
     assert load_config(tmp_path / "ia3" / "config.yaml").lora_r is None
 
 
+def test_use_peft_with_a_peft_config_from_python_trains_that_config(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """TRL's DPOTrainer(peft_config=get_peft_config(model_args)): use_peft: true turns PEFT on,
+    the peft_config says which. use_peft's default rank 16 stood beside it: "peft_config and
+    lora_r are both given" though no lora_r was. An explicit lora_r still is refused."""
+    from peft import IA3Config, LoraConfig
+
+    from directpo.config import load_config
+
+    llama = tiny_model_dirs["llama"]
+    for name, peft_config, rank in (
+        ("lora", LoraConfig(r=4, target_modules=["q_proj"]), 4),
+        ("ia3", IA3Config(target_modules=["k_proj"], feedforward_modules=[]), None),
+    ):
+        out = tmp_path / name
+        config = tiny_config(llama, pairs_file, out, max_steps=1, use_peft=True)
+        train(config, echo=quiet, peft_config=peft_config)
+        saved = json.loads((out / "adapter_config.json").read_text())
+        assert saved["peft_type"] == peft_config.peft_type.value and saved.get("r") == rank
+        assert load_config(out / "config.yaml").lora_r == rank  # reruns what trained
+    config = tiny_config(llama, pairs_file, tmp_path / "x", max_steps=1, use_peft=True, lora_r=8)
+    with pytest.raises(ConfigError, match="peft_config and lora_r are both given"):
+        train(config, echo=quiet, peft_config=LoraConfig(r=4, target_modules=["q_proj"]))
+
+
 def test_continuing_an_adapter_keeps_its_start_as_the_reference(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:

@@ -306,6 +306,7 @@ def apply_trl_meanings(config: Any) -> None:
     continuing = is_adapter_folder(config.model_name_or_path)
     if config.use_peft and config.lora_r is None and not continuing:
         config.lora_r = 16
+        config._rank_of_use_peft = True  # a peft_config given to train() replaces it
     if config.use_peft is False and config.lora_r:
         raise ConfigError("lora_r is set but use_peft is false: remove one of them")
     _nll_weight(config)
