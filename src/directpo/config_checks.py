@@ -37,7 +37,7 @@ from directpo.errors import ConfigError
 from directpo.losses import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSSES
 from directpo.mixture import check_mixture
 from directpo.options import Options
-from directpo.preflight import is_adapter_folder
+from directpo.preflight import expand_home, is_adapter_folder
 
 
 def check_columns(options: Options) -> None:
@@ -64,6 +64,7 @@ def check_columns(options: Options) -> None:
 
 def check_values(config: DPOConfig) -> None:
     require, one_of = config._require, config._one_of
+    expand_home(config)
     check_precision(config)
     config._apply_trl_spellings()
     one_of("optimizer", OPTIMIZERS)

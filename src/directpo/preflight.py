@@ -34,6 +34,40 @@ def is_adapter_folder(path: Any) -> bool:
 PATH_KWARGS = ("cache_dir", "offload_folder")
 
 
+# options that may name local files or folders (model_init_kwargs': PATH_KWARGS)
+PATH_OPTIONS = (
+    *MODEL_FOLDER_OPTIONS, "train_file", "eval_file", "prompt_file", "eval_prompts_file",
+    "output_dir", "logging_dir", "dataset_name", "chat_template", "resume_from_checkpoint",
+    "reward_fn",
+)  # fmt: skip
+
+
+def expand_home(config: Any) -> None:
+    """A leading ``~`` of every path option (nested ones too) as the home folder, as a shell
+    reads it: YAML and Python do not, and ``model_name_or_path: ~/models/x`` was refused as
+    "no such model folder" (a train_file read as missing, an output_dir made as ./~)."""
+    for key in PATH_OPTIONS:
+        value = getattr(config, key)
+        if _home_expanded(value) != value:  # (a set option forgets how it was spelled)
+            setattr(config, key, _home_expanded(value))
+    for key in ("model_init_kwargs", "ref_model_init_kwargs"):
+        kwargs = getattr(config, key)
+        if isinstance(kwargs, dict):
+            expanded = {k: _home_expanded(v) if k in PATH_KWARGS else v for k, v in kwargs.items()}
+            if expanded != kwargs:
+                setattr(config, key, expanded)
+
+
+def _home_expanded(value: Any) -> Any:
+    if isinstance(value, str):  # (a hub id or a template's text never starts with ~/)
+        return os.path.expanduser(value) if value.startswith("~/") or value == "~" else value
+    if isinstance(value, list):
+        return [_home_expanded(item) for item in value]
+    if isinstance(value, dict):
+        return {name: _home_expanded(item) for name, item in value.items()}
+    return value
+
+
 def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
     """A run's recorded options (config.yaml) with its local files and folders as absolute
     paths, as its model folders are: a relative train_file, eval_file, output_dir, ... read
