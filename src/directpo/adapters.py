@@ -150,7 +150,9 @@ def write_as_plain_lora(model: torch.nn.Module, folder: Path) -> None:
     (folder / "adapter_config.json").write_text(json.dumps(fields, indent=2, sort_keys=True))
 
 
-def as_trained_adapter(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> dict:
+def as_trained_adapter(
+    model: torch.nn.Module, tensors: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """The adapter weights ``tensors`` of a folder ``write_as_plain_lora`` wrote, back in the
     form ``model`` trains (A, B of rank r on W_res: the first r rows of [A | A0], columns of
     [B | -B0]); any other weights as they are."""

@@ -37,7 +37,7 @@ from directpo.errors import ConfigError
 from directpo.losses import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSSES
 from directpo.mixture import check_mixture
 from directpo.options import Options
-from directpo.preflight import expand_home, is_adapter_folder
+from directpo.preflight import expand_home, lora_off_reason
 
 
 def check_columns(options: Options) -> None:
@@ -193,12 +193,7 @@ def check_values(config: DPOConfig) -> None:
                 "lora_modules_to_save",
                 "lora_target_parameters",
             ),
-            (
-                f"model_name_or_path {config.model_name_or_path} is an adapter folder, "
-                "continued with the settings of its adapter_config.json; remove the lora_* options"
-                if is_adapter_folder(config.model_name_or_path)
-                else "lora_r is 0 (no LoRA); set lora_r: 16"
-            ),
+            lora_off_reason(config.model_name_or_path),
         )
     if config.load_in_4bit and config.load_in_8bit:
         raise ConfigError("load_in_4bit and load_in_8bit are both set: choose one")

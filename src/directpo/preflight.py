@@ -30,6 +30,17 @@ def is_adapter_folder(path: Any) -> bool:
     )
 
 
+def lora_off_reason(model: str | None) -> str:
+    """Why a lora_* option does nothing without lora_r: no LoRA, or an adapter folder as the
+    model, continued as saved (its advice, "set lora_r: 16", was refused in turn there)."""
+    if is_adapter_folder(model):
+        return (
+            f"model_name_or_path {model} is an adapter folder, continued with the settings of "
+            "its adapter_config.json; remove the lora_* options"
+        )
+    return "lora_r is 0 (no LoRA); set lora_r: 16"
+
+
 # from_pretrained arguments that name a local folder (read from the working directory)
 PATH_KWARGS = ("cache_dir", "offload_folder")
 
