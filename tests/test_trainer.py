@@ -1177,3 +1177,37 @@ def test_an_op_full_determinism_refuses_stops_the_run_in_one_line(
         "step 1: full_determinism: index_add_cuda_ has no deterministic implementation on this "
         "device (torch.use_deterministic_algorithms); set full_determinism: false"
     )
+
+
+@pytest.mark.parametrize("where", ["loading", "checks"])
+def test_out_of_memory_before_the_first_step_is_one_line(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, where
+) -> None:
+    """Out of memory while a run set up (loading the models, the start-up checks) was torch's
+    traceback; in the layout check it was read as the model not honouring the shared layout
+    (a fallback to the plain one, which needs more memory, and a misleading notice)."""
+    from transformers import LlamaModel
+
+    import directpo.run as run_module
+    from directpo.errors import TrainingStopped
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError(CPU_OOM if where == "checks" else "CUDA error: out of memory")
+
+    if where == "loading":
+        monkeypatch.setattr(run_module, "load_policy_and_reference", out_of_memory)
+    else:
+        real = LlamaModel.forward
+
+        def forward(self, *args, **kwargs):  # the checks run in eval mode, training does not
+            return real(self, *args, **kwargs) if self.training else out_of_memory()
+
+        monkeypatch.setattr(LlamaModel, "forward", forward)
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "out", max_steps=1,
+                         lora_r=4)  # fmt: skip
+    lines: list[str] = []
+    with pytest.raises(TrainingStopped) as stopped:
+        train(config, echo=lines.append)
+    kind = "host" if where == "checks" else "GPU"
+    assert str(stopped.value).startswith(f"out of {kind} memory before the first step (loading")
+    assert not any("layout" in line and "Error" in line for line in lines), lines

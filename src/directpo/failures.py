@@ -151,6 +151,20 @@ PEER_GONE = re.compile(
 )
 
 
+SETUP_OOM_HELP = (
+    "out of {kind} memory before the first step (loading the models and optimizer, the "
+    "start-up checks on a few short pairs): train LoRA adapters (lora_r: 16; load_in_4bit on a "
+    "GPU), set precompute_ref_log_probs: true (no reference model held), or a smaller model"
+)
+
+
+def setup_out_of_memory(exc: BaseException) -> DirectpoError | None:
+    """Running out of memory while a run sets up, as one line (the loop says its own), else
+    None."""
+    kind = memory_kind(exc)
+    return None if kind is None else TrainingStopped(SETUP_OOM_HELP.format(kind=kind))
+
+
 def peer_gone(exc: BaseException, world: World) -> DirectpoError | None:
     """A collective that failed because another rank's process ended: after its own error
     (which that rank says) or a crash (torchrun's summary names its exit code or signal). Not
