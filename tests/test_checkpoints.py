@@ -740,9 +740,20 @@ def test_a_runs_config_yaml_resumes_from_any_working_directory(
     monkeypatch.chdir(work)
     config = tiny_config(tiny_model_dirs["gpt2"], None, "run", train_file="pairs.jsonl",
                          eval_file={"held": ["pairs.jsonl"]}, chat_template="template.jinja",
-                         save_steps=1, max_steps=1, per_device_train_batch_size=3)  # fmt: skip
+                         save_steps=1, max_steps=1, per_device_train_batch_size=3,
+                         model_init_kwargs={"cache_dir": "hub"})  # fmt: skip
     train(config, echo=lambda _: None)
     saved = yaml.safe_load((work / "run" / "config.yaml").read_text())
+    # (nested in a dict option: it stayed relative, another cache from another folder)
+    assert saved["model_init_kwargs"] == {"cache_dir": str(work / "hub")}
+    reference = dataclasses.replace(config, ref_model_name_or_path=str(tiny_model_dirs["gpt2"]),
+                                    ref_model_init_kwargs={"cache_dir": "hub", "revision": "v1",
+                                                           "offload_folder": "off"})  # fmt: skip
+    assert reference.record()["ref_model_init_kwargs"] == {
+        "cache_dir": str(work / "hub"),
+        "revision": "v1",
+        "offload_folder": str(work / "off"),
+    }
     assert saved["train_file"] == str(work / "pairs.jsonl")
     assert saved["eval_file"] == {"held": [str(work / "pairs.jsonl")]}
     assert saved["chat_template"] == str(work / "template.jinja")

@@ -467,3 +467,24 @@ def test_numpy_and_torch_numbers_are_the_values_they_hold() -> None:
     assert type(config.max_steps) is int and type(config.beta) is float
     with pytest.raises(ConfigError, match="max_steps must be an integer, got 2.5"):
         DPOConfig(model_name_or_path="m", max_steps=np.float64(2.5))
+
+
+def test_a_leading_tilde_in_a_path_option_is_the_home_folder(tmp_path, monkeypatch) -> None:
+    """YAML and Python do not expand ``~`` as a shell does: ``model_name_or_path: ~/models/x``
+    was refused as "no such model folder" though it was there, a train_file read as missing,
+    an output_dir made as ./~. Every path option, nested ones too, reads it as the home folder."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = DPOConfig(
+        model_name_or_path="~/models/x", train_file=["~/a.jsonl", "b.jsonl"],
+        eval_file={"chat": "~/c.jsonl"}, output_dir="~/runs/dpo",
+        model_init_kwargs={"cache_dir": "~/hub", "revision": "~main"},
+        reward_fn="~/rewards.py:score", eval_generate=2, chat_template="~/template.jinja",
+    )  # fmt: skip
+    assert config.model_name_or_path == f"{tmp_path}/models/x"
+    assert config.train_file == [f"{tmp_path}/a.jsonl", "b.jsonl"]
+    assert config.eval_file == {"chat": f"{tmp_path}/c.jsonl"}
+    assert config.output_dir == f"{tmp_path}/runs/dpo"
+    assert config.model_init_kwargs == {"cache_dir": f"{tmp_path}/hub", "revision": "~main"}
+    assert config.reward_fn == f"{tmp_path}/rewards.py:score"
+    assert config.chat_template == f"{tmp_path}/template.jinja"
+    assert DPOConfig(model_name_or_path="org/model").model_name_or_path == "org/model"

@@ -132,7 +132,7 @@ def test_a_python_lora_config_is_recorded_as_options_that_rerun_it(
     recorded = load_config(first / "config.yaml")
     assert (recorded.lora_r, recorded.lora_alpha) == (4, 8)
     assert recorded.lora_target_modules == ["q_proj", "v_proj"]
-    assert config.lora_r == 0  # the caller's object is left as it was
+    assert config.lora_r is None  # the caller's object is left as it was
     recorded.output_dir = str(tmp_path / "rerun")
     rerun = [r["loss"] for r in rows(train(recorded, echo=quiet))]
     assert rerun == pytest.approx(losses, abs=1e-6)
@@ -144,7 +144,33 @@ def test_a_python_lora_config_is_recorded_as_options_that_rerun_it(
     config.output_dir = str(tmp_path / "ia3")
     train(config, echo=lines.append, peft_config=ia3)
     assert any("a IA3Config that no lora_* option expresses" in line for line in lines)
-    assert load_config(tmp_path / "ia3" / "config.yaml").lora_r == 0
+    assert load_config(tmp_path / "ia3" / "config.yaml").lora_r is None
+
+
+def test_use_peft_with_a_peft_config_from_python_trains_that_config(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """TRL's DPOTrainer(peft_config=get_peft_config(model_args)): use_peft: true turns PEFT on,
+    the peft_config says which. use_peft's default rank 16 stood beside it: "peft_config and
+    lora_r are both given" though no lora_r was. An explicit lora_r still is refused."""
+    from peft import IA3Config, LoraConfig
+
+    from directpo.config import load_config
+
+    llama = tiny_model_dirs["llama"]
+    for name, peft_config, rank in (
+        ("lora", LoraConfig(r=4, target_modules=["q_proj"]), 4),
+        ("ia3", IA3Config(target_modules=["k_proj"], feedforward_modules=[]), None),
+    ):
+        out = tmp_path / name
+        config = tiny_config(llama, pairs_file, out, max_steps=1, use_peft=True)
+        train(config, echo=quiet, peft_config=peft_config)
+        saved = json.loads((out / "adapter_config.json").read_text())
+        assert saved["peft_type"] == peft_config.peft_type.value and saved.get("r") == rank
+        assert load_config(out / "config.yaml").lora_r == rank  # reruns what trained
+    config = tiny_config(llama, pairs_file, tmp_path / "x", max_steps=1, use_peft=True, lora_r=8)
+    with pytest.raises(ConfigError, match="peft_config and lora_r are both given"):
+        train(config, echo=quiet, peft_config=LoraConfig(r=4, target_modules=["q_proj"]))
 
 
 def test_continuing_an_adapter_keeps_its_start_as_the_reference(
@@ -167,6 +193,19 @@ def test_continuing_an_adapter_keeps_its_start_as_the_reference(
     config = tiny_config(first, pairs_file, tmp_path / "x", lora_r=8)
     with pytest.raises(ConfigError, match="is an adapter folder: training continues"):
         check_environment(config)
+    # TRL's use_peft: true kept beside an adapter folder asks for PEFT training: the adapter
+    # is continued (it meant a new rank-16 adapter, refused: "remove lora_r", never set)
+    config = tiny_config(first, pairs_file, tmp_path / "peft", max_steps=1, use_peft=True)
+    assert config.lora_r is None
+    train(config, echo=quiet)
+    assert load_file(tmp_path / "peft" / "adapter_model.safetensors").keys() == start.keys()
+    # a lora_* option beside it was refused with "set lora_r: 16", which is refused in turn
+    with pytest.raises(
+        ConfigError,
+        match="^lora_dropout is set but model_name_or_path .* is an "
+        "adapter folder, continued with the settings of its adapter_config",
+    ):
+        tiny_config(first, pairs_file, tmp_path / "y", lora_dropout=0.1)  # fmt: skip
 
 
 @pytest.mark.parametrize("init", ["pissa", "olora"])
@@ -471,3 +510,51 @@ def test_all_linear_lora_on_a_mamba_hybrid_skips_what_peft_refuses() -> None:
     named = lora_config(4, 8, 0.0, ["q_proj", "out_proj"])  # named by the user: peft's refusal
     with pytest.raises(ModelLoadError, match="out_proj.*incompatible"):
         apply_peft(AutoModelForCausalLM.from_config(config), named)
+
+
+def _completion_logps(model, tokenizer) -> torch.Tensor:
+    ids = tokenizer(["The movie was wonderful.", "Human: Hi Assistant: Sure."], padding=True,
+                    return_tensors="pt")  # fmt: skip
+    with torch.no_grad():
+        logits = model(**ids).logits.float()
+    return logits.log_softmax(-1)[:, :-1].gather(-1, ids.input_ids[:, 1:, None])[..., 0]
+
+
+@pytest.mark.parametrize(
+    "init, merge",
+    [("pissa_niter_2", False), ("pissa_niter_2", True), ("pissa", False), ("olora", False)],
+)
+def test_adapters_that_rewrite_the_base_reload_as_trained(
+    tiny_model_dirs, pairs_file, tmp_path, init, merge
+) -> None:
+    """A PiSSA / OLoRA adapter trains on W_res = W - B0 A0, which peft computes again whenever
+    the folder is loaded: with the randomized SVD (pissa_niter_N) another W_res, so the saved
+    folder (and merge_lora's, merged through it) was another model than the one trained. The
+    folders hold plain LoRA on the stored base (peft's conversion: [A | A0], [B | -B0]), which
+    transformers + peft load as trained, and checkpoints resume from them."""
+    from peft import LoraConfig, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    llama, out = tiny_model_dirs["llama"], tmp_path / "out"
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=init)
+    config = tiny_config(llama, pairs_file, out, max_steps=3, learning_rate=5e-2,
+                         merge_lora=merge, save_steps=1)  # fmt: skip
+    result = train(config, echo=quiet, peft_config=lora)
+    tokenizer = AutoTokenizer.from_pretrained(llama)
+    trained = _completion_logps(result.policy, tokenizer)
+    torch.manual_seed(123)  # another randomized SVD than training's
+    if merge:
+        reloaded = AutoModelForCausalLM.from_pretrained(out)
+    else:
+        reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llama), out)
+    torch.testing.assert_close(_completion_logps(reloaded, tokenizer), trained,
+                               atol=1e-5, rtol=0)  # fmt: skip
+    if merge:
+        return
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 8  # [A | A0]
+    saved = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llama),
+                                      out / "checkpoint-3")  # fmt: skip
+    torch.testing.assert_close(_completion_logps(saved, tokenizer), trained, atol=1e-5, rtol=0)
+    config.resume_from_checkpoint = str(out / "checkpoint-2")
+    resumed = train(config, echo=quiet, peft_config=lora)
+    assert rows(resumed)[-1]["loss"] == pytest.approx(rows(result)[-1]["loss"], abs=1e-6)

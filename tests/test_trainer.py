@@ -508,7 +508,7 @@ def test_a_notebook_config_changed_after_it_was_built_is_checked_and_used(
     lines: list[str] = []
     train(config, echo=lines.append)
     assert (tmp_path / "lora" / "adapter_config.json").is_file()
-    assert config.lora_r == 0  # the caller's object is left as it was
+    assert config.lora_r is None  # the caller's object is left as it was
     assert any(line.startswith("step 1/1 loss=") for line in lines)
     assert "step 1/1" not in capsys.readouterr().out
     with pytest.raises(TypeError, match="^train\\(\\) takes a directpo.DPOConfig, got types."):
@@ -1084,6 +1084,50 @@ def test_auto_find_batch_size_retries_a_step_in_halves_with_the_same_pairs(
     assert sizes == [6]
 
 
+CPU_OOM = (
+    "[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: can't allocate memory: you "
+    "tried to allocate 6710886400 bytes. Error code 12 (Cannot allocate memory)"
+)
+MPS_OOM = "MPS backend out of memory (MPS allocated: 17.84 GB, other allocations: 1.23 GB)"
+
+
+@pytest.mark.parametrize("message, kind", [(CPU_OOM, "host"), (MPS_OOM, "MPS")])
+def test_other_allocators_out_of_memory_are_retried_and_said_in_one_line(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, message, kind
+) -> None:
+    """The CPU allocator (and MPS) run out with a plain RuntimeError, not torch.OutOfMemoryError:
+    auto_find_batch_size did not retry the step, and the run stopped with torch's traceback.
+    Now both are retried as the GPU's is, and said in one line naming the memory."""
+    from transformers import LlamaModel
+
+    from directpo.errors import TrainingStopped
+
+    real = LlamaModel.forward  # the decoder: directpo runs its own LM head
+    rows_seen: list[int] = []
+
+    def forward(self, input_ids=None, **kwargs):
+        rows_seen.append(len(input_ids))  # chosen and rejected rows together
+        if len(input_ids) == 8:  # the step's 4 pairs at once (the checks at start use fewer)
+            raise RuntimeError(message)
+        return real(self, input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(LlamaModel, "forward", forward)
+    model = tiny_model_dirs["llama"]
+    lines: list[str] = []
+    plain = dict(max_steps=1, per_device_train_batch_size=4, prefix_sharing=False,
+                 padding_free=False)  # 2 rows a pair  # fmt: skip
+    config = tiny_config(model, pairs_file, tmp_path / "fit", auto_find_batch_size=True,
+                         **plain)  # fmt: skip
+    train(config, echo=lines.append)
+    # then two micro-batches of 2 pairs, each through the reference and the policy
+    assert rows_seen[rows_seen.index(8) :] == [8, 4, 4, 4, 4]
+    said = f"step 1: out of {kind} memory with micro-batches of 4 pairs; auto_find_batch_size"
+    assert any(line.startswith(said) for line in lines)
+    config = tiny_config(model, pairs_file, tmp_path / "off", **plain)
+    with pytest.raises(TrainingStopped, match=f"^out of {kind} memory at step 1: lower per_dev"):
+        train(config, echo=quiet)
+
+
 def test_out_of_memory_in_an_evaluation_names_the_evaluations_batch(
     tiny_model_dirs, pairs_file, tmp_path, monkeypatch
 ) -> None:
@@ -1133,3 +1177,37 @@ def test_an_op_full_determinism_refuses_stops_the_run_in_one_line(
         "step 1: full_determinism: index_add_cuda_ has no deterministic implementation on this "
         "device (torch.use_deterministic_algorithms); set full_determinism: false"
     )
+
+
+@pytest.mark.parametrize("where", ["loading", "checks"])
+def test_out_of_memory_before_the_first_step_is_one_line(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, where
+) -> None:
+    """Out of memory while a run set up (loading the models, the start-up checks) was torch's
+    traceback; in the layout check it was read as the model not honouring the shared layout
+    (a fallback to the plain one, which needs more memory, and a misleading notice)."""
+    from transformers import LlamaModel
+
+    import directpo.run as run_module
+    from directpo.errors import TrainingStopped
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError(CPU_OOM if where == "checks" else "CUDA error: out of memory")
+
+    if where == "loading":
+        monkeypatch.setattr(run_module, "load_policy_and_reference", out_of_memory)
+    else:
+        real = LlamaModel.forward
+
+        def forward(self, *args, **kwargs):  # the checks run in eval mode, training does not
+            return real(self, *args, **kwargs) if self.training else out_of_memory()
+
+        monkeypatch.setattr(LlamaModel, "forward", forward)
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "out", max_steps=1,
+                         lora_r=4)  # fmt: skip
+    lines: list[str] = []
+    with pytest.raises(TrainingStopped) as stopped:
+        train(config, echo=lines.append)
+    kind = "host" if where == "checks" else "GPU"
+    assert str(stopped.value).startswith(f"out of {kind} memory before the first step (loading")
+    assert not any("layout" in line and "Error" in line for line in lines), lines

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
+import weakref
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -91,6 +94,79 @@ def reference_adapter_config(peft_config: Any) -> Any:
     plain = copy.copy(peft_config)
     plain.init_lora_weights = True
     return plain
+
+
+# the fresh A0 / B0 of each model's base-rewriting adapter, kept to write it as plain LoRA
+_STARTS: weakref.WeakKeyDictionary[torch.nn.Module, dict[str, torch.Tensor]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def remember_start(model: torch.nn.Module) -> None:
+    """Keep a CPU copy of the active adapter's starting A0 / B0 when its initialisation
+    rewrote the base (PiSSA, OLoRA): peft computes W_res again whenever such a folder is
+    loaded, from a randomized SVD with pissa_niter_N (another W_res: another model), so the
+    folders directpo writes hold the adapter as plain LoRA on the stored base instead."""
+    config = model.peft_config[model.active_adapter]
+    if not rewrites_base(config):
+        return
+    from peft import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(model, adapter_name=model.active_adapter)
+    _STARTS[model] = {
+        key: value.detach().to("cpu", torch.float32, copy=True)
+        for key, value in state.items()
+        if ".lora_A." in key or ".lora_B." in key
+    }
+
+
+def write_as_plain_lora(model: torch.nn.Module, folder: Path) -> None:
+    """Rewrite the adapter folder ``folder`` of ``model``'s base-rewriting adapter as peft's
+    ``path_initial_model_for_weight_conversion`` does: W_res + BA = W + [B | -B0][A | A0], a
+    LoRA of rank 2r with the same scaling, loaded on the stored W with no SVD (so the same
+    model wherever it loads). No-op for other adapters."""
+    start = _STARTS.get(model)
+    if start is None:
+        return
+    from safetensors.torch import load_file, save_file
+
+    weights = folder / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    for key, value in tensors.items():
+        if key in start:
+            initial = start[key].to(value.dtype)
+            if ".lora_A." in key:
+                tensors[key] = torch.cat([value, initial], dim=0)
+            else:
+                tensors[key] = torch.cat([value, -initial], dim=1)
+    save_file(tensors, weights, metadata={"format": "pt"})
+    fields = adapter_config(str(folder))
+    fields["init_lora_weights"] = True
+    fields["r"] *= 2
+    # scaling alpha / r (rsLoRA: alpha / sqrt(r)) kept as trained
+    fields["lora_alpha"] *= math.sqrt(2) if fields.get("use_rslora") else 2
+    for pattern in ("rank_pattern", "alpha_pattern"):
+        fields[pattern] = {k: 2 * v for k, v in (fields.get(pattern) or {}).items()}
+    (folder / "adapter_config.json").write_text(json.dumps(fields, indent=2, sort_keys=True))
+
+
+def as_trained_adapter(
+    model: torch.nn.Module, tensors: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The adapter weights ``tensors`` of a folder ``write_as_plain_lora`` wrote, back in the
+    form ``model`` trains (A, B of rank r on W_res: the first r rows of [A | A0], columns of
+    [B | -B0]); any other weights as they are."""
+    start = _STARTS.get(model, {})
+    kept = {}
+    for key, value in tensors.items():
+        rank = start[key].shape[0 if ".lora_A." in key else 1] if key in start else None
+        doubled = rank is not None and value.shape[0 if ".lora_A." in key else 1] == 2 * rank
+        if doubled and ".lora_A." in key:
+            value = value[:rank]
+        elif doubled:
+            value = value[:, :rank]
+        kept[key] = value
+    return kept
 
 
 def adapter_base(path: str) -> str | None:

@@ -52,8 +52,11 @@ def checked_arguments(
         )
     if peft_config is None:
         return rebuilt_config(config), None
-    if config.lora_r:
+    if config.lora_r and not getattr(config, "_rank_of_use_peft", False):
         raise ConfigError("peft_config and lora_r are both given: use one of them")
+    # use_peft: true turns PEFT on, the peft_config says which (TRL's DPOTrainer(peft_config=
+    # get_peft_config(model_args))): its default rank 16 stood beside it and was refused
+    unset = {"lora_r": None, "use_peft": None}
     options = lora_options_of(peft_config)
     if options is None:
         echo(
@@ -63,8 +66,8 @@ def checked_arguments(
         )
         # a copy: peft fills the one it is given for this model (target_modules, the base's
         # path), and the caller's object, reused for another model, then named this one's layers
-        return rebuilt_config(config), copy.deepcopy(peft_config)
-    return rebuilt_config(config, **options), None
+        return rebuilt_config(config, **unset), copy.deepcopy(peft_config)
+    return rebuilt_config(config, **{**unset, **options}), None
 
 
 def rebuilt_config(config: DPOConfig, **options: Any) -> DPOConfig:

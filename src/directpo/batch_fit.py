@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from directpo.errors import memory_kind
 from directpo.process_state import release_frames
 
 
@@ -33,10 +34,14 @@ def split_micro_batches(micro_batches: list[list[int]], split: int) -> list[list
 
 
 def retry_smaller(run: Any, step: int, error: BaseException) -> bool:
-    """After ``error`` (out of memory) in step ``step``'s forward or backward: whether it can be
-    run again in smaller micro-batches; if so the gradients of the attempt are dropped, its
-    memory freed and the new sizes said. The optimizer has not stepped: nothing else changed."""
+    """After ``error`` in step ``step``'s forward or backward: whether it ran out of memory (the
+    GPU's, or the host's: errors.memory_kind) and can be run again in smaller micro-batches; if
+    so the gradients of the attempt are dropped, its memory freed and the new sizes said. The
+    optimizer has not stepped: nothing else changed."""
     config = run.config
+    kind = memory_kind(error)
+    if kind is None:
+        return False
     micro_batches = split_micro_batches(run.source.micro_batches(step), run.micro_split)
     largest = max((len(indices) for indices in micro_batches), default=0)
     if not config.auto_find_batch_size or largest <= 1:
@@ -51,7 +56,7 @@ def retry_smaller(run: Any, step: int, error: BaseException) -> bool:
     batch = math.ceil(config.per_device_train_batch_size / run.micro_split)
     accumulation = config.gradient_accumulation_steps * run.micro_split
     run.echo(
-        f"step {step + 1}: out of GPU memory with micro-batches of {largest} pairs; "
+        f"step {step + 1}: out of {kind} memory with micro-batches of {largest} pairs; "
         f"auto_find_batch_size: trying it again as per_device_train_batch_size {batch}, "
         f"gradient_accumulation_steps {accumulation} (the same pairs per step)"
     )

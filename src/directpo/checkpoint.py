@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from directpo.adapters import as_trained_adapter, write_as_plain_lora
 from directpo.distributed import (
     SINGLE_PROCESS,
     World,
@@ -298,6 +299,7 @@ def _write_main_files(
         )
         with config_as_loaded(model):
             model.save_pretrained(tmp, safe_serialization=True, **selected)
+        write_as_plain_lora(model, tmp)  # loadable as trained; resume takes the rank-r part
         if optimizer is not None:
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     for name, weights in tensors.items():
@@ -395,7 +397,7 @@ def load_model_weights(model: torch.nn.Module, folder: Path) -> None:
     if adapter.is_file():  # a LoRA checkpoint holds the adapter weights only
         from peft import set_peft_model_state_dict
 
-        result = set_peft_model_state_dict(model, load_file(adapter))
+        result = set_peft_model_state_dict(model, as_trained_adapter(model, load_file(adapter)))
         if result.unexpected_keys:
             raise CheckpointError(
                 f"checkpoint {folder}: adapter does not match the model "

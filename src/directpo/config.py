@@ -211,9 +211,10 @@ class DPOConfig(Options):
         "Vision-language models: keep the vision tower's weights frozen (its projector and the "
         "language model train). With LoRA, adapters go on the language model only.",
     )
-    lora_r: int = option(
-        0,
-        "LoRA rank (peft); 0 trains every weight. With LoRA the reference is the same model "
+    lora_r: int | None = option(
+        None,
+        "LoRA rank (peft); 0 or unset trains every weight (unset with use_peft: 16, TRL's "
+        "default; 0 with use_peft is refused). With LoRA the reference is the same model "
         "with its adapters disabled, so no second copy is loaded.",
     )
     lora_alpha: int = option(32, "LoRA scaling alpha (the update is scaled by alpha / r).")

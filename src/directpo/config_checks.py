@@ -37,6 +37,7 @@ from directpo.errors import ConfigError
 from directpo.losses import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSSES
 from directpo.mixture import check_mixture
 from directpo.options import Options
+from directpo.preflight import expand_home, lora_off_reason
 
 
 def check_columns(options: Options) -> None:
@@ -63,6 +64,7 @@ def check_columns(options: Options) -> None:
 
 def check_values(config: DPOConfig) -> None:
     require, one_of = config._require, config._one_of
+    expand_home(config)
     check_precision(config)
     config._apply_trl_spellings()
     one_of("optimizer", OPTIMIZERS)
@@ -170,7 +172,7 @@ def check_values(config: DPOConfig) -> None:
             )
     if not config.gradient_checkpointing:
         reject_if_set(config, ("gradient_checkpointing_every",), "gradient_checkpointing is off")
-    require(config.lora_r >= 0, "lora_r", ">= 0 (0: no LoRA)")
+    require(config.lora_r is None or config.lora_r >= 0, "lora_r", ">= 0 (0: no LoRA)")
     require(config.lora_alpha >= 1, "lora_alpha", ">= 1")
     require(0 <= config.lora_dropout < 1, "lora_dropout", "in [0, 1)")
     require(
@@ -178,7 +180,7 @@ def check_values(config: DPOConfig) -> None:
         "lora_target_modules",
         "a non-empty list (or null: peft's choice for the architecture)",
     )
-    if config.lora_r == 0:
+    if not config.lora_r:
         # merge_lora without lora_r is checked by train(), which knows of a peft_config
         reject_if_set(
             config,
@@ -191,7 +193,7 @@ def check_values(config: DPOConfig) -> None:
                 "lora_modules_to_save",
                 "lora_target_parameters",
             ),
-            "lora_r is 0 (no LoRA); set lora_r: 16",
+            lora_off_reason(config.model_name_or_path),
         )
     if config.load_in_4bit and config.load_in_8bit:
         raise ConfigError("load_in_4bit and load_in_8bit are both set: choose one")

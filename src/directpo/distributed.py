@@ -560,6 +560,8 @@ def save_sharded_adapter(
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
+    from directpo.adapters import write_as_plain_lora
+
     active = model.active_adapter
     gathered = {}
     for name, param in model.named_parameters():
@@ -572,6 +574,7 @@ def save_sharded_adapter(
         save_file({k: v.contiguous() for k, v in adapter.items()},
                   str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})  # fmt: skip
         model.peft_config[active].save_pretrained(str(folder))
+        write_as_plain_lora(model, folder)
 
 
 def consolidated_model(

@@ -100,3 +100,28 @@ def first_line(exc: BaseException) -> str:
     """The first line of a library's exception message (at most 300 characters), or its type."""
     lines = str(exc).strip().splitlines()
     return lines[0][:300] if lines else type(exc).__name__
+
+
+# the allocators' words for running out: torch.OutOfMemoryError (CUDA, ROCm, XPU) is one, but
+# the CPU allocator ("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: can't allocate
+# memory"), MPS ("MPS backend out of memory") and others raise a plain RuntimeError
+_OUT_OF_MEMORY = re.compile(
+    r"out of memory|can't allocate memory|not enough memory|cannot allocate memory", re.I
+)
+
+
+def memory_kind(exc: BaseException) -> str | None:
+    """Which memory ``exc`` says ran out: "GPU" (torch.OutOfMemoryError), "MPS", or "host" (the
+    CPU allocator, Python's MemoryError); None for any other error."""
+    if isinstance(exc, MemoryError):
+        return "host"
+    if not isinstance(exc, RuntimeError):
+        return None
+    text = str(exc)
+    if type(exc).__name__ == "OutOfMemoryError":
+        return "host" if "CPUAllocator" in text else "GPU"
+    if not _OUT_OF_MEMORY.search(text):
+        return None
+    if "CPUAllocator" in text or "alloc_cpu" in text:
+        return "host"
+    return "MPS" if "MPS" in text else "GPU"  # (XPU's, HIP's plain "... out of memory")

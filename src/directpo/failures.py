@@ -12,19 +12,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 import torch.distributed as dist
 
 from directpo.checkpoint import list_checkpoints
 from directpo.distributed import World
-from directpo.errors import CheckpointError, DirectpoError, TrainingStopped, first_line
+from directpo.errors import (
+    CheckpointError,
+    DirectpoError,
+    TrainingStopped,
+    first_line,
+    memory_kind,
+)
 from directpo.models import compile_failure
 
 if TYPE_CHECKING:
     from directpo.run import Run
 
 OOM_HELP = (
-    "out of GPU memory at step {step}: lower per_device_train_batch_size (raise "
+    "out of {kind} memory at step {step}: lower per_device_train_batch_size (raise "
     "gradient_accumulation_steps to keep the batch; auto_find_batch_size: true does it), set "
     "gradient_checkpointing: true, "
     "precompute_ref_log_probs: true, lora_r: 16, or a smaller max_length / logprob_chunk_tokens"
@@ -33,7 +38,7 @@ OOM_HELP = (
 # an evaluation's batches are per_device_eval_batch_size's (auto_find_batch_size halves the
 # training step's alone): the training advice sent users to options that change nothing there
 EVAL_OOM_HELP = (
-    "out of GPU memory evaluating at step {step}: lower per_device_eval_batch_size (now "
+    "out of {kind} memory evaluating at step {step}: lower per_device_eval_batch_size (now "
     "{batch}; the held-out pairs' batches and eval_generate's sampling chunks)"
 )
 
@@ -48,7 +53,8 @@ REFUSED_WRITES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS
 def explain_failures(run: Run) -> Iterator[types.SimpleNamespace]:
     """What stops the loop without being a bug, as one line naming the step the loop sets in
     the namespace this yields (the progress bar's count stays at the start where the bar is
-    off: other ranks, disable_tqdm): a CUDA out-of-memory error, with the knobs that lower
+    off: other ranks, disable_tqdm): running out of memory (the GPU's or, in torch's
+    RuntimeError of the CPU allocator, the host's: errors.memory_kind), with the knobs that lower
     memory, and a refused write of the run's record (metrics.jsonl, samples, online rounds on
     a full disk; checkpoints and the final folder say their own), torch.compile failing on a
     shape or path the start-up check did not try, an op without a deterministic kernel under
@@ -57,14 +63,17 @@ def explain_failures(run: Run) -> Iterator[types.SimpleNamespace]:
     position = types.SimpleNamespace(step=run.start_step + 1, evaluating=False)
     try:
         yield position
-    except torch.cuda.OutOfMemoryError:
-        said = EVAL_OOM_HELP if position.evaluating else OOM_HELP
-        batch = run.config.per_device_eval_batch_size
-        error: DirectpoError = TrainingStopped(said.format(step=position.step, batch=batch))
-    except RuntimeError as exc:  # a layer compiled for shapes or a path the start did not try
-        reason = compile_failure(exc)
+    except (RuntimeError, MemoryError) as exc:
+        kind = memory_kind(exc)  # (the CPU / MPS allocators' are plain RuntimeErrors)
+        reason = None if kind or isinstance(exc, MemoryError) else compile_failure(exc)
         text = str(exc)
-        if reason is None and NONDETERMINISTIC in text:  # full_determinism met such an op
+        if kind is not None:
+            said = EVAL_OOM_HELP if position.evaluating else OOM_HELP
+            batch = run.config.per_device_eval_batch_size
+            error: DirectpoError = TrainingStopped(
+                said.format(step=position.step, batch=batch, kind=kind)
+            )
+        elif reason is None and NONDETERMINISTIC in text:  # full_determinism met such an op
             operation = text.split(NONDETERMINISTIC)[0].strip()
             error = TrainingStopped(
                 f"step {position.step}: full_determinism: {operation} has no deterministic "
@@ -140,6 +149,20 @@ PEER_GONE = re.compile(
     r"communicator was aborted|failed to recv",
     re.IGNORECASE,
 )
+
+
+SETUP_OOM_HELP = (
+    "out of {kind} memory before the first step (loading the models and optimizer, the "
+    "start-up checks on a few short pairs): train LoRA adapters (lora_r: 16; load_in_4bit on a "
+    "GPU), set precompute_ref_log_probs: true (no reference model held), or a smaller model"
+)
+
+
+def setup_out_of_memory(exc: BaseException) -> DirectpoError | None:
+    """Running out of memory while a run sets up, as one line (the loop says its own), else
+    None."""
+    kind = memory_kind(exc)
+    return None if kind is None else TrainingStopped(SETUP_OOM_HELP.format(kind=kind))
 
 
 def peer_gone(exc: BaseException, world: World) -> DirectpoError | None:

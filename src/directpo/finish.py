@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from directpo.adapters import write_as_plain_lora
 from directpo.checkpoint import write_staged
 from directpo.distributed import (
     barrier,
@@ -259,6 +260,7 @@ def _save_moved_reference(run: Run, folder: Path) -> None:
         trained = [c for name, c in policy.peft_config.items() if name != REF_ADAPTER]
         saved.init_lora_weights = trained[0].init_lora_weights
         saved.save_pretrained(str(folder))
+        write_as_plain_lora(policy, folder)  # ... unless written on the stored base
     elif run.sharded:
         save_sharded_model(
             folder, reference.scorer, reference.model, run.precision.compute, run.world

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from directpo.errors import ConfigError, DataError
+from directpo.errors import ConfigError, DataError, memory_kind
 from directpo.folders import missing_folders, remove_empty
 from directpo.signals import Terminated
 
@@ -176,9 +176,9 @@ class StagedJsonl:
                 kept = f"{rows} kept in {self.staging}; the same command continues from there"
         if isinstance(exc, KeyboardInterrupt | Terminated) and kept:  # the cli prints its word
             raise type(exc)(kept) from None
-        # torch.OutOfMemoryError (not imported here) or MemoryError: not a bug, and the kept
-        # rows need not be sampled again by a run with a smaller batch_size
-        if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        # out of memory (torch.OutOfMemoryError, the CPU allocator's RuntimeError, MemoryError):
+        # not a bug, and the kept rows need not be sampled again with a smaller batch_size
+        if memory_kind(exc) is not None:
             raise ConfigError(
                 f"batch_size: out of memory after {self.written} rows; lower --batch_size"
                 + (f" ({kept}, another batch_size too)" if kept else "")

@@ -15,6 +15,7 @@ import torch
 
 from directpo.attention import IMPLEMENTATION as VARLEN
 from directpo.batching import PLAIN, Layout, collate_pairs
+from directpo.errors import memory_kind
 from directpo.flexattention import BLOCK as FLEX_BLOCK
 from directpo.flexattention import IMPLEMENTATION as FLEX
 from directpo.logprobs import (
@@ -182,6 +183,8 @@ def _disagreement(
         with torch.no_grad():
             plain, other = expected(), measured()
     except Exception as exc:  # any architecture-specific refusal means: not supported
+        if memory_kind(exc) is not None:  # (not the layout's fault: training would run out too)
+            raise
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
     finally:
         model.train(was_training)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import yaml
 
-from directpo.adapters import adapter_base
+from directpo.adapters import adapter_base, write_as_plain_lora
 from directpo.checkpoint import STAGING, list_checkpoints
 from directpo.config import DPOConfig, option_help
 from directpo.errors import ConfigError
@@ -312,6 +312,7 @@ def save_final_model(
     selected = {"selected_adapters": [model.active_adapter]} if is_lora else {}
     if is_lora and config.merge_lora:
         model.save_pretrained(output_dir / "adapter", safe_serialization=True, **selected)
+        write_as_plain_lora(model, output_dir / "adapter")  # what the fresh base merges
         tokenizer.save_pretrained(output_dir / "adapter")
         if base is None:
             model = model.merge_and_unload()
@@ -320,6 +321,7 @@ def save_final_model(
         selected = {}
     with config_as_loaded(model):  # config.json as the base's, not as trained
         model.save_pretrained(output_dir, safe_serialization=True, **selected)
+    write_as_plain_lora(model, output_dir)
     save_run_files(output_dir, model, record)
     return model
 

@@ -20,6 +20,65 @@ MODEL_FOLDER_OPTIONS = (
 )  # fmt: skip
 
 
+def is_adapter_folder(path: Any) -> bool:
+    """Whether ``path`` is a local PEFT adapter folder (adapter_config.json, no config.json),
+    which training continues with the settings it was saved with."""
+    if not isinstance(path, str) or not path:
+        return False
+    return os.path.isfile(os.path.join(path, "adapter_config.json")) and not os.path.isfile(
+        os.path.join(path, "config.json")
+    )
+
+
+def lora_off_reason(model: str | None) -> str:
+    """Why a lora_* option does nothing without lora_r: no LoRA, or an adapter folder as the
+    model, continued as saved (its advice, "set lora_r: 16", was refused in turn there)."""
+    if is_adapter_folder(model):
+        return (
+            f"model_name_or_path {model} is an adapter folder, continued with the settings of "
+            "its adapter_config.json; remove the lora_* options"
+        )
+    return "lora_r is 0 (no LoRA); set lora_r: 16"
+
+
+# from_pretrained arguments that name a local folder (read from the working directory)
+PATH_KWARGS = ("cache_dir", "offload_folder")
+
+
+# options that may name local files or folders (model_init_kwargs': PATH_KWARGS)
+PATH_OPTIONS = (
+    *MODEL_FOLDER_OPTIONS, "train_file", "eval_file", "prompt_file", "eval_prompts_file",
+    "output_dir", "logging_dir", "dataset_name", "chat_template", "resume_from_checkpoint",
+    "reward_fn",
+)  # fmt: skip
+
+
+def expand_home(config: Any) -> None:
+    """A leading ``~`` of every path option (nested ones too) as the home folder, as a shell
+    reads it: YAML and Python do not, and ``model_name_or_path: ~/models/x`` was refused as
+    "no such model folder" (a train_file read as missing, an output_dir made as ./~)."""
+    for key in PATH_OPTIONS:
+        value = getattr(config, key)
+        if _home_expanded(value) != value:  # (a set option forgets how it was spelled)
+            setattr(config, key, _home_expanded(value))
+    for key in ("model_init_kwargs", "ref_model_init_kwargs"):
+        kwargs = getattr(config, key)
+        if isinstance(kwargs, dict):
+            expanded = {k: _home_expanded(v) if k in PATH_KWARGS else v for k, v in kwargs.items()}
+            if expanded != kwargs:
+                setattr(config, key, expanded)
+
+
+def _home_expanded(value: Any) -> Any:
+    if isinstance(value, str):  # (a hub id or a template's text never starts with ~/)
+        return os.path.expanduser(value) if value.startswith("~/") or value == "~" else value
+    if isinstance(value, list):
+        return [_home_expanded(item) for item in value]
+    if isinstance(value, dict):
+        return {name: _home_expanded(item) for name, item in value.items()}
+    return value
+
+
 def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
     """A run's recorded options (config.yaml) with its local files and folders as absolute
     paths, as its model folders are: a relative train_file, eval_file, output_dir, ... read
@@ -38,6 +97,13 @@ def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
     if isinstance(mixture, dict) and isinstance(mixture.get("datasets"), list):
         entries = [_absolute_source(e) if isinstance(e, dict) else e for e in mixture["datasets"]]
         values["dataset_mixture"] = {**mixture, "datasets": entries}
+    for key in ("model_init_kwargs", "ref_model_init_kwargs"):  # from_pretrained's folders
+        kwargs = values.get(key)
+        if isinstance(kwargs, dict):
+            values[key] = {
+                name: _absolute(value) if name in PATH_KWARGS and isinstance(value, str) else value
+                for name, value in kwargs.items()
+            }
     spec = values.get("reward_fn")  # 'path/file.py:function' (a module name stays)
     if isinstance(spec, str) and ":" in spec:
         file, name = spec.rsplit(":", 1)
@@ -175,9 +241,7 @@ def check_environment(
             "folder of their own (base_model_name_or_path: this folder); to train the model, "
             "move them out"
         )
-    if config.lora_r and os.path.isfile(
-        os.path.join(config.model_name_or_path, "adapter_config.json")
-    ):
+    if config.lora_r and is_adapter_folder(config.model_name_or_path):
         raise ConfigError(
             f"model_name_or_path {config.model_name_or_path} is an adapter folder: training "
             "continues that adapter; remove lora_r (and the other lora_* options)"

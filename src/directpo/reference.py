@@ -25,6 +25,7 @@ from directpo.adapters import (
     lora_config_from,
     quantization_config,
     reference_adapter_config,
+    remember_start,
     rewrites_base,
 )
 from directpo.attention import choose_implementation
@@ -238,6 +239,7 @@ def load_policy_and_reference(
         policy = apply_peft(policy, peft_config, (config.model_init_kwargs or {}).get("revision"))
         with _seeded(config.seed):
             initialize_adapters(policy)
+        remember_start(policy)  # a PiSSA / OLoRA start: its folders are written as plain LoRA
         if precision.mixed:
             align_dora_magnitudes(policy, precision.compute)
     if (peft_config is not None or continuing) and sharded and precision.mixed:

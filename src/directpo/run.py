@@ -22,7 +22,7 @@ from directpo.batching import Layout
 from directpo.best import BestModel, sampled_metrics
 from directpo.config import DPOConfig
 from directpo.distributed import World, materialize, release_host_memory, wrap
-from directpo.errors import ConfigError, TrainingStopped
+from directpo.errors import ConfigError, TrainingStopped, memory_kind
 from directpo.guard import UpdateProbe, check_trainable
 from directpo.logprobs import SequenceScorer, attention_implementation
 from directpo.model_checks import check_compilation, check_heads, choose_layout
@@ -424,9 +424,12 @@ def _precompute_reference(run: Run, reference_weights: str) -> None:
                 run.world,
                 progress=not config.disable_tqdm,
             )
-        except torch.OutOfMemoryError:  # before the loop, whose failures say their own
+        except (RuntimeError, MemoryError) as exc:  # before the loop, which says its own
+            if memory_kind(exc) is None:
+                raise
             raise TrainingStopped(
-                f"out of GPU memory in the reference log-probs pass (precompute_ref_log_probs), "
+                f"out of {memory_kind(exc)} memory in the reference log-probs pass "
+                "(precompute_ref_log_probs), "
                 f"batches of {batch} pairs: lower precompute_ref_batch_size; the pairs scored "
                 "are kept and the next run continues after them"
             ) from None

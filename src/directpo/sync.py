@@ -158,9 +158,25 @@ def checkpoint_reference(checkpoint: Path, start: str, scoring: dict[str, Any]) 
     params = dict(model.named_parameters())
     for key, value in state.items():  # keyed as the trainer's scorer names them
         name = policy_twin(key.removeprefix("model."))
-        if name not in params or params[name].shape != value.shape:
+        target = _rank_r_part(params[name], value) if name in params else None
+        if target is None:
             raise ConfigError(
                 f"{checkpoint / REFERENCE_FILE}: its weight {key} fits no weight of {where}"
             )
-        params[name].copy_(value)
+        target.copy_(value)
     return model
+
+
+def _rank_r_part(param: torch.Tensor, value: torch.Tensor) -> torch.Tensor | None:
+    """Where reference weight ``value`` goes in ``param``: all of it, or for a PiSSA / OLoRA
+    checkpoint written as plain LoRA ([A | A0], [B | -B0], adapters.write_as_plain_lora) its
+    first r rows of A / columns of B (the start, the other half, is the reference's too);
+    None when it fits neither way."""
+    if param.shape == value.shape:
+        return param
+    if param.dim() == 2 and value.dim() == 2:
+        if param.shape == (2 * value.shape[0], value.shape[1]):
+            return param[: value.shape[0]]
+        if param.shape == (value.shape[0], 2 * value.shape[1]):
+            return param[:, : value.shape[1]]
+    return None

@@ -43,7 +43,7 @@ from directpo.distributed import (
 from directpo.distributed import setup as setup_world
 from directpo.distributed import teardown as teardown_world
 from directpo.errors import DirectpoError, TrainingStopped
-from directpo.failures import explain_failures, peer_gone, settle
+from directpo.failures import explain_failures, peer_gone, settle, setup_out_of_memory
 from directpo.finish import TrainResult, finish, train_result
 from directpo.folders import missing_folders, remove_empty
 from directpo.generate import evaluate_generations
@@ -107,7 +107,14 @@ def train(
         switches = numeric_switches(config.tf32, config.full_determinism, world.device, echo)
         with library_output(config, world.is_main), kept_for_caller(world.device), switches:
             mine = lock if world.is_main else None  # one holder per run: rank 0
-            run = prepare_run(config, train_dataset, eval_dataset, world, echo, peft_config, mine)
+            try:
+                run = prepare_run(
+                    config, train_dataset, eval_dataset, world, echo, peft_config, mine
+                )
+            except (RuntimeError, MemoryError) as error:  # (the loop says its own)
+                if (stopped := setup_out_of_memory(error)) is None:
+                    raise
+                raise stopped from None
             try:
                 result = _train(run)
                 finished = True
@@ -238,7 +245,7 @@ def train_step(run: Run, step: int, measure: bool = False) -> StepResult:
         micro_batches = split_micro_batches(run.source.micro_batches(step), run.micro_split)
         try:
             stats = _accumulate(run, micro_batches, measure)
-        except torch.OutOfMemoryError as error:
+        except (RuntimeError, MemoryError) as error:  # the CPU / MPS allocators' are plain
             if not retry_smaller(run, step, error):
                 raise
     run.num_tokens += stats.tokens

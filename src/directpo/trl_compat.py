@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from directpo.errors import ConfigError, ConfigErrors
+from directpo.preflight import is_adapter_folder
 
 ALIASES = {  # TRL's other names for directpo options
     "evaluation_strategy": "eval_strategy",  # transformers < 4.46
@@ -294,7 +295,18 @@ def apply_trl_meanings(config: Any) -> None:
         config.lr_scheduler_type, config.lr_scheduler_type
     )
     if config.use_peft and config.lora_r == 0:
-        config.lora_r = 16  # TRL ModelConfig's default rank
+        # (once the unset rank: a rank of 0 asked for became 16 without a word)
+        raise ConfigError(
+            "lora_r: 0 with use_peft: true: an adapter of rank 0 trains nothing (peft refuses "
+            "it); remove lora_r for rank 16 (TRL's default), or use_peft to train every weight"
+        )
+    # unset stays unset without use_peft: set later (a notebook), use_peft still means TRL
+    # ModelConfig's rank; an adapter folder as the model is continued with its own (use_peft
+    # then asked for it: its new rank-16 adapter was refused, "remove lora_r", never set)
+    continuing = is_adapter_folder(config.model_name_or_path)
+    if config.use_peft and config.lora_r is None and not continuing:
+        config.lora_r = 16
+        config._rank_of_use_peft = True  # a peft_config given to train() replaces it
     if config.use_peft is False and config.lora_r:
         raise ConfigError("lora_r is set but use_peft is false: remove one of them")
     _nll_weight(config)
