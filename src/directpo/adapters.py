@@ -144,9 +144,10 @@ def write_as_plain_lora(model: torch.nn.Module, folder: Path) -> None:
     fields["init_lora_weights"] = True
     fields["r"] *= 2
     # scaling alpha / r (rsLoRA: alpha / sqrt(r)) kept as trained
-    fields["lora_alpha"] *= math.sqrt(2) if fields.get("use_rslora") else 2
-    for pattern in ("rank_pattern", "alpha_pattern"):
-        fields[pattern] = {k: 2 * v for k, v in (fields.get(pattern) or {}).items()}
+    alpha_factor = math.sqrt(2) if fields.get("use_rslora") else 2
+    fields["lora_alpha"] *= alpha_factor
+    for pattern, factor in (("rank_pattern", 2), ("alpha_pattern", alpha_factor)):
+        fields[pattern] = {k: factor * v for k, v in (fields.get(pattern) or {}).items()}
     (folder / "adapter_config.json").write_text(json.dumps(fields, indent=2, sort_keys=True))
 
 
