@@ -261,6 +261,44 @@ def test_system_column_scores_and_ranks_as_the_conversation_it_opens(models, tmp
     assert plain != pytest.approx([r["margin"] for r in as_chat])
 
 
+def test_a_runs_column_the_input_lacks_gives_way_to_the_inputs_default_named_one(
+    models, tmp_path, capsys
+):
+    """A run trained on custom columns (question, good, bad) could not score a file of the
+    default names (prompt, chosen, rejected): its inherited columns failed with "missing
+    field" after the note. Now an inherited column the file lacks, where the file has the
+    default-named one, is that one, said in one line; a given option still wins."""
+    run = tmp_path / "run"
+    shutil.copytree(models[0], run)
+    DPOConfig(
+        model_name_or_path=str(models[1]), beta=0.1, prompt_column="question",
+        chosen_column="good", rejected_column="bad",
+    ).save_yaml(run / "config.yaml")  # fmt: skip
+    data = write_jsonl(tmp_path / "rows.jsonl", SENTIMENT_PAIRS[:3])
+    said: list[str] = []
+    score_file(ScoreOptions(model_name_or_path=str(run), input=str(data),
+                            output=str(tmp_path / "run.jsonl")), said.append)  # fmt: skip
+    assert said[0] == (
+        "the input's own columns (no option gave them): prompt_column 'prompt' (the input has "
+        "no 'question', the run's), chosen_column 'chosen' (the input has no 'good', the "
+        "run's), rejected_column 'rejected' (the input has no 'bad', the run's)"
+    )
+    score_file(options(ScoreOptions, models, data, tmp_path / "plain.jsonl"), quiet)
+    assert read(tmp_path / "run.jsonl") == read(tmp_path / "plain.jsonl")
+    # rank: the prompt column alike
+    cands = [{"prompt": p["prompt"], "responses": [p["chosen"]]} for p in SENTIMENT_PAIRS[:2]]
+    ranked = write_jsonl(tmp_path / "cands.jsonl", cands)
+    rank_file(RankOptions(model_name_or_path=str(run), input=str(ranked),
+                          output=str(tmp_path / "ranked.jsonl")), quiet)  # fmt: skip
+    assert len(read(tmp_path / "ranked.jsonl")) == 2
+    # a column given on the command line is not replaced
+    args = ["score", "--model_name_or_path", str(run), "--input", str(data),
+            "--output", str(tmp_path / "given.jsonl"), "--prompt_column", "question"]  # fmt: skip
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "no 'question' column" in capsys.readouterr().err
+
+
 def test_a_runs_columns_and_system_turn_are_taken_from_its_config_yaml(models, tmp_path):
     """A run trained with system_column (and its own column names) was scored, ranked and
     sampled from without them unless each was given again: with a default prompt column its

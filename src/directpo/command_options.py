@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -69,20 +69,32 @@ class FileCommandOptions(Options):
         self._one_of("dtype", DTYPES)
         check_columns(self)
 
-    def with_run_defaults(self, run: Any, echo: Callable[[str], None]) -> Self:
+    def with_run_defaults(
+        self, run: Any, echo: Callable[[str], None], file_columns: Collection[str] | None = None
+    ) -> Self:
         """These options with each left unset taken from ``run`` (the DPOConfig of the run
         that wrote model_name_or_path, or None), else its default: a run trained on a
         'question' column with a system turn reads and renders its rows as it trained on
-        them. ``echo`` names, in one line, those the run set to other than the defaults."""
+        them. A column of the run's that the input lacks (``file_columns``: its first row's
+        fields) where it has the default-named one is that one: a run trained on 'question'
+        scores a file of 'prompt' rows. A given option always wins. ``echo`` names, in one
+        line, those the run set to other than the defaults, and those not taken."""
         taken: dict[str, Any] = {}
+        passed_over: list[str] = []
         for key, (attribute, default) in self.FROM_RUN.items():
             if getattr(self, key) is None:
-                taken[key] = default if run is None else getattr(run, attribute)
+                value = default if run is None else getattr(run, attribute)
+                if _falls_back(key, value, default, file_columns):
+                    passed_over.append(f"{key} {default!r} (the input has no {value!r}, the run's)")
+                    value = default
+                taken[key] = value
             elif getattr(self, key) == "" and default is None:  # said off: the run's is not taken
                 taken[key] = None
         said = [f"{k} {v!r}" for k, v in taken.items() if v != self.FROM_RUN[k][1]]
         if said:
             echo(f"from the run's config.yaml (no option gave them): {', '.join(said)}")
+        if passed_over:
+            echo(f"the input's own columns (no option gave them): {', '.join(passed_over)}")
         return dataclasses.replace(self, **taken)
 
     def check_environment(self) -> None:
@@ -99,6 +111,20 @@ class FileCommandOptions(Options):
         if not os.path.exists(self.input):  # a file, or a folder as training reads it
             raise ConfigError(f"input: no such file or folder: {self.input}")
         check_output_file(self.output)
+
+
+def _falls_back(key: str, value: Any, default: Any, file_columns: Collection[str] | None) -> bool:
+    """Whether the run's column name ``value`` for option ``key`` gives way to the default's:
+    the input has the default-named column and not the run's (the system column, whose
+    default is none, is never required: a row without it has no system turn)."""
+    return (
+        file_columns is not None
+        and key.endswith("_column")
+        and isinstance(default, str)
+        and value != default
+        and value not in file_columns
+        and default in file_columns
+    )
 
 
 OUTPUT_EXTENSIONS = (".jsonl", ".ndjson")

@@ -43,7 +43,7 @@ from directpo.models import (
     load_tokenizer,
     pad_token_id,
 )
-from directpo.prompts import prompt_with_images
+from directpo.prompts import first_row_fields, prompt_with_images
 from directpo.reference import ReferenceProvider
 from directpo.reward import output_location, run_config
 from directpo.rewardfn import RewardFn
@@ -295,7 +295,7 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
         run = run_config(path)
     except ConfigError as err:  # a config.yaml of another tool: no such record
         echo(f"config.yaml not used (not a directpo run's): {err}")
-    options = options.with_run_defaults(run, echo)
+    options = options.with_run_defaults(run, echo, first_row_fields(options.input))
     trusted = options.trust_remote_code
     own = tokenizer_folder(path)  # an adapter folder's may be its base's
     processor = load_processor(own, trusted)

@@ -24,6 +24,7 @@ from directpo.errors import ConfigError, DataError
 from directpo.jsonl import StagedJsonl, options_key
 from directpo.messages import Text, is_message_list
 from directpo.prompts import (
+    first_row_fields,
     parse_prompt_and_responses,
     row_images,
     template_args_of,
@@ -252,11 +253,12 @@ def _resume_key(options: RewardOptions) -> str:
 
 
 def _with_run_defaults(options: Options, echo: Callable[[str], None]) -> Options:
-    """``options`` with those left unset taken from the run that wrote the model folder."""
+    """``options`` with those left unset taken from the run that wrote the model folder (its
+    column names where the input has them)."""
     run = None
     with contextlib.suppress(ConfigError):  # a config.yaml of another tool: not a run
         run = run_config(options.model_name_or_path)
-    return options.with_run_defaults(run, echo)
+    return options.with_run_defaults(run, echo, first_row_fields(options.input))
 
 
 def _scorer(options: RewardOptions, echo: Callable[[str], None]) -> ImplicitReward:
