@@ -217,3 +217,27 @@ def test_min_p_and_repetition_penalty_reach_generate_and_change_the_samples(
     assert penalised != plain
     assert main(["generate", "--model_name_or_path", str(model), "--input", str(data),
                  "--output", str(tmp_path / "x.jsonl"), "--min_p", "2"]) == 2  # fmt: skip
+
+
+def test_a_row_that_has_completions_already_is_refused_and_another_field_can_be_named(
+    model, tmp_path, capsys
+) -> None:
+    """generate wrote its samples over a 'completions' field the input rows already had (its
+    own output fed back, a dataset's field), losing it without a word. Now such a row is
+    refused in one line naming it and --completions_column, which writes them elsewhere."""
+    rows = [{**r, "completions": [f"kept {r['id']}"]} for r in prompt_rows(3)]
+    data = write_jsonl(tmp_path / "prompts.jsonl", rows)
+    args = ["generate", "--model_name_or_path", str(model), "--input", str(data),
+            "--max_new_tokens", "3"]  # fmt: skip
+    assert main([*args, "--output", str(tmp_path / "a.jsonl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"directpo: error: {data}: line 1: the row already has a field 'completions', which "
+        "generate would overwrite; name another with --completions_column"
+    ]
+    assert not (tmp_path / "a.jsonl").exists()
+    out = tmp_path / "b.jsonl"
+    assert main([*args, "--output", str(out), "--completions_column", "second"]) == 0
+    got = read(out)
+    assert [r["completions"] for r in got] == [r["completions"] for r in rows]
+    assert all(len(r["second"]) == 1 and isinstance(r["second"][0], str) for r in got)

@@ -219,6 +219,11 @@ class GenerateOptions(FileCommandOptions):
         "from a seed mixed from this one and the call's first row; a run continued with "
         "another batch_size keeps the earlier rows as they were sampled).",
     )
+    completions_column: str = option(
+        "completions",
+        "Field each row's completions are written to (rank reads completions as its "
+        "candidates); a row that already has it is refused, not overwritten.",
+    )
     max_prompt_length: int | None = option(
         None,
         "Prompts longer than this are cut from the left. Default: the run's prompt limit "
@@ -238,6 +243,7 @@ class GenerateOptions(FileCommandOptions):
         self._require(self.num_return_sequences >= 1, "num_return_sequences", ">= 1")
         self._require(self.min_p is None or 0 <= self.min_p <= 1, "min_p", "null or in [0, 1]")
         self._require(self.repetition_penalty > 0, "repetition_penalty", "> 0")
+        self._require(bool(self.completions_column.strip()), "completions_column", "a field name")
         self._require_sampling("num_return_sequences", "temperature")
         limit = self.max_prompt_length
         self._require(limit is None or limit >= 1, "max_prompt_length", ">= 1")

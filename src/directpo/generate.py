@@ -277,7 +277,8 @@ def _until_stop(ids: list[int], stops: list[int]) -> list[int]:
 
 def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print) -> int:
     """Sample completions for every prompt row; rows keep their fields and gain
-    ``completions`` (a list of ``num_return_sequences`` strings).
+    ``completions`` (``completions_column``: a list of ``num_return_sequences`` strings; a row
+    that has that field already is refused, not written over).
 
     The file is read twice, a row at a time (as score and rank read theirs): every prompt is
     parsed and rendered before the model loads, then rows are sampled and written a call at a
@@ -322,22 +323,21 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
             options=LoadOptions(init_kwargs=output_location(path, run), trust_remote_code=trusted),
         )
         written = 0  # completions
+        field = options.completions_column
         bar = tqdm(total=total, desc="generate", unit="row", dynamic_ncols=True)
         with bar:
             for first, call in _calls(_prompt_rows(options, base_dir), per_call):
                 # the rows an earlier, stopped run wrote: their call is sampled whole again
                 # (the same batch, the same samples) when only some of its rows were kept
-                kept = [out.resumed(row, ("completions",)) for _, row, _ in call]
-                written += sum(len(row["completions"]) for row in kept if row is not None)
+                kept = [out.resumed(row, (field,)) for _, row, _ in call]
+                written += sum(len(row[field]) for row in kept if row is not None)
                 fresh = [item for item, row in zip(call, kept, strict=True) if row is None]
                 if fresh:
                     texts = _sampled(
                         model, tokenizer, processor, template_kwargs, options, call, first
                     )
                     new = texts[len(call) - len(fresh) :]
-                    out.write(
-                        {**row, "completions": t} for (_, row, _), t in zip(fresh, new, strict=True)
-                    )
+                    out.write({**row, field: t} for (_, row, _), t in zip(fresh, new, strict=True))
                     written += sum(map(len, new))
                 bar.update(len(call))
         out.commit()
@@ -352,6 +352,11 @@ def _prompt_rows(
     """(where, row, prompt) of each input row, read as iterated; a bad row a DataError."""
     for where, row in iter_rows(options.input):
         label = f"{options.input}: {where}"
+        if options.completions_column in row:  # written over, its data would be lost
+            raise DataError(
+                f"{label}: the row already has a field '{options.completions_column}', which "
+                "generate would overwrite; name another with --completions_column"
+            )
         prompt = prompt_with_images(
             row, options.prompt_column, label, base_dir, options.system_column
         )
