@@ -136,6 +136,34 @@ def test_cache_is_not_reused_for_the_same_weights_under_another_config(
         assert result.metrics[0]["loss"] == pytest.approx(math.log(2), abs=1e-6), name
 
 
+def test_cache_is_not_reused_under_another_layout_kernel_or_chunked_head(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """The cache key left out the row layout (plain / prefix-shared / packed), the attention
+    kernel and logprob_chunk_tokens: a run with any of them changed read another's table,
+    computed otherwise (in bf16 on a GPU, by more than rounding). Now each recomputes; the
+    same settings still reuse."""
+    monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / "cache"))
+    model = tiny_model_dirs["llama"]
+    runs = {
+        "a": {},
+        "plain": {"prefix_sharing": False, "padding_free": False},
+        "eager": {"attn_implementation": "eager"},
+        "chunk": {"logprob_chunk_tokens": 0},
+        "again": {},
+    }
+    computed = {}
+    for name, overrides in runs.items():
+        lines: list[str] = []
+        config = config_for(
+            model, pairs_file, tmp_path / name, eval_file=None, precompute_ref_log_probs=True,
+            **overrides,
+        )  # fmt: skip
+        train(config, echo=lines.append)
+        computed[name] = any("reference log-probs: computed" in line for line in lines)
+    assert computed == {"a": True, "plain": True, "eager": True, "chunk": True, "again": False}
+
+
 def cached_run(model, data, out, lines: list[str]):
     return train(
         config_for(model, data, out, eval_file=None, precompute_ref_log_probs=True),

@@ -3,7 +3,8 @@
 One batched no-grad pass of the reference over every pair before training; the results are
 cached in ``DIRECTPO_CACHE/reference_logps/<key>.safetensors``, where the key hashes the
 reference weights (every tensor's bytes) and config (and the adapter it runs with), the token
-ids of every pair, the dtype and the directpo version, so a later run with the same reference,
+ids of every pair, what else sets the numbers (``scoring_settings``: dtype, row layout,
+attention kernel, chunked head) and the directpo version, so a later run with the same reference,
 data and settings reuses them (and says so), and any change recomputes them. A damaged cache
 file counts as absent (recomputed and replaced, with a notice); a cache location that cannot
 be written is one warning line, and training goes on with the values just computed. The
@@ -24,6 +25,7 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -42,6 +44,9 @@ from directpo.distributed import (
 from directpo.errors import first_line
 from directpo.reference import ReferenceProvider
 from directpo.tokenization import TokenizedPair
+
+if TYPE_CHECKING:
+    from directpo.config import DPOConfig
 
 
 class PrecomputedReference:
@@ -151,6 +156,32 @@ def _canonical(value: object) -> object:
     if isinstance(value, set | frozenset):
         return sorted(map(str, value))
     return str(value)
+
+
+def scoring_settings(
+    config: DPOConfig, model: torch.nn.Module, layout: Layout, world: World = SINGLE_PROCESS
+) -> str:
+    """What, besides the weights and the token ids, sets the numbers of the reference pass: the
+    precision (``dtype``; TF32 matmuls on CUDA), the row layout (prefix-shared or packed rows
+    and how they pack), the attention kernel the model runs (SDPA, eager, varlen segments,
+    FlexAttention: in bf16 they differ by more than rounding, summed over a completion), the
+    chunked LM head, Liger's kernels and LD-DPO's alpha. The token ids already hold the
+    max_length / truncation, chat template, system column and tokenizer. Left out: the batch
+    size, which only pads rows otherwise (a pass out of memory continues at a smaller one), and
+    torch_compile, which fuses the same kernels."""
+    attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    return "|".join(
+        (
+            config.dtype,
+            f"tf32={config.tf32 if world.device.type == 'cuda' else None}",
+            type(model).__name__,
+            f"ld_alpha={config.ld_alpha}",
+            f"layout={layout!r}",
+            f"attention={attention}",
+            f"chunk={config.logprob_chunk_tokens}",
+            f"liger={json.dumps(config.liger_kernels(), sort_keys=True)}",
+        )
+    )
 
 
 def data_fingerprint(pairs: Sequence[TokenizedPair]) -> str:
