@@ -14,6 +14,7 @@ from tiny import SENTIMENT_PAIRS, save_tiny_model, write_jsonl
 import directpo.generate as generate
 from directpo.cli import main
 from directpo.config import DPOConfig
+from directpo.seeded_sampling import SeededSampling
 
 
 @pytest.fixture(scope="module")
@@ -241,3 +242,38 @@ def test_a_row_that_has_completions_already_is_refused_and_another_field_can_be_
     got = read(out)
     assert [r["completions"] for r in got] == [r["completions"] for r in rows]
     assert all(len(r["second"]) == 1 and isinstance(r["second"][0], str) for r in got)
+
+
+def test_the_samples_of_a_row_depend_on_the_seed_and_the_row_not_on_batch_size(
+    model, tmp_path
+) -> None:
+    """The same --seed with another --batch_size sampled other completions: every prompt of a
+    call drew from one shared stream. Now each completion draws from its own generator (the
+    seed, the row's index, its number), so batch_size changes only the speed; another seed
+    still samples others, and a prompt's completions differ from each other."""
+    data = write_jsonl(tmp_path / "prompts.jsonl", prompt_rows(5))
+    args = ["generate", "--model_name_or_path", str(model), "--input", str(data),
+            "--max_new_tokens", "6", "--num_return_sequences", "3", "--top_k", "50"]  # fmt: skip
+    got = {}
+    for size, seed in ((1, 7), (3, 7), (16, 7), (3, 8)):
+        out = tmp_path / f"b{size}-s{seed}.jsonl"
+        assert (
+            main([*args, "--batch_size", str(size), "--seed", str(seed), "--output", str(out)]) == 0
+        )
+        got[size, seed] = [row["completions"] for row in read(out)]
+    assert got[1, 7] == got[3, 7] == got[16, 7]
+    assert got[3, 8] != got[3, 7]
+    assert all(len(set(texts)) == 3 for texts in got[1, 7])
+
+
+def test_seeded_sampling_draws_from_the_warped_distribution() -> None:
+    """The Gumbel-max draw of SeededSampling samples softmax(scores): its frequencies over
+    many seeded rows match the probabilities, and the same seed draws the same token."""
+    scores = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0]))
+    rows = 20000
+    processor = SeededSampling(range(rows))
+    drawn = processor(None, scores.expand(rows, -1).clone()).argmax(-1)
+    frequencies = torch.bincount(drawn, minlength=5).double() / rows
+    assert frequencies.tolist() == pytest.approx([0.5, 0.3, 0.15, 0.05, 0.0], abs=0.015)
+    again = SeededSampling([5, 5, 6])(None, scores.expand(3, -1).clone()).argmax(-1)
+    assert again[0] == again[1] == drawn[5] and again[2] == drawn[6]

@@ -199,7 +199,8 @@ class GenerateOptions(FileCommandOptions):
         8,
         "Sequences per forward pass: each call samples batch_size // num_return_sequences "
         "prompts (at least one), all their completions at once; a prompt with more "
-        "completions than batch_size draws them batch_size at a time.",
+        "completions than batch_size draws them batch_size at a time. It changes the speed, "
+        "not the samples.",
     )
     max_new_tokens: int = option(64, "Maximum new tokens per completion.")
     temperature: float = option(1.0, "Sampling temperature (0: greedy).")
@@ -214,10 +215,10 @@ class GenerateOptions(FileCommandOptions):
     )
     seed: int = option(
         42,
-        "Sampling seed: the same seed, input and batch_size give the same completions, also "
-        "when a stopped run is continued (each call's prompts draw their samples together, "
-        "from a seed mixed from this one and the call's first row; a run continued with "
-        "another batch_size keeps the earlier rows as they were sampled).",
+        "Sampling seed: each completion draws from its own generator, seeded from this seed, "
+        "its row's index and its number, so the same seed and input give the same completions "
+        "whatever batch_size (up to rounding: another batch pads the prompts otherwise), also "
+        "when a stopped run is continued.",
     )
     completions_column: str = option(
         "completions",

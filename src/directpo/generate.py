@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import torch
 from tqdm.auto import tqdm
-from transformers import GenerationConfig, GenerationMixin
+from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList
 
 from directpo.adapters import tokenizer_folder
 from directpo.command_options import GenerateOptions
@@ -47,6 +47,7 @@ from directpo.prompts import first_row_fields, prompt_with_images
 from directpo.reference import ReferenceProvider
 from directpo.reward import output_location, run_config
 from directpo.rewardfn import RewardFn
+from directpo.seeded_sampling import SeededSampling, row_seed, sample_seed, warpers_of
 from directpo.tokenization import PairTokenizer
 from directpo.vision import VisionInputs, batch_tensors
 
@@ -157,8 +158,14 @@ def sample_completions(
     processor: Any = None,
     chat_template_kwargs: dict[str, Any] | None = None,
     extras: dict[str, Any] | None = None,
+    seeds: Sequence[int] | None = None,
+    first_sample: int = 0,
 ) -> list[Sample]:
     """``num_samples`` completions per prompt, grouped by prompt in input order.
+
+    ``seeds``: one per prompt; each completion then draws from its own generator, seeded from
+    its prompt's seed and its number (``first_sample`` onwards), not from the shared stream:
+    a prompt's samples do not depend on the prompts batched with it (``SeededSampling``).
 
     ``extras``: more GenerationConfig keys when sampling (min_p, repetition_penalty,
     cache_implementation, a run's generation_kwargs: ``DPOConfig.generation_extras``).
@@ -185,16 +192,21 @@ def sample_completions(
     device = next(model.parameters()).device
     stops = stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    extras = dict(extras or {})
+    seeded = seeds is not None and temperature > 0
+    # seeded: the warpers run as processors (min_p among them), the others stay transformers'
+    warpers = warpers_of(temperature, top_p, top_k, extras.pop("min_p", None)) if seeded else None
+    sampled = temperature > 0 and not seeded  # seeded: argmax of Gumbel-perturbed scores
     config = GenerationConfig(
-        do_sample=temperature > 0,
-        temperature=temperature if temperature > 0 else None,
-        top_p=top_p if temperature > 0 else None,
-        top_k=top_k if temperature > 0 else None,
+        do_sample=sampled,
+        temperature=temperature if sampled else None,
+        top_p=top_p if sampled else None,
+        top_k=top_k if sampled else None,
         max_new_tokens=max_new_tokens,
-        num_return_sequences=num_samples,
+        num_return_sequences=1 if seeded else num_samples,  # seeded: the prompts repeated
         eos_token_id=stops,
         pad_token_id=pad_id,
-        **(extras or {}),
+        **extras,
     )
     was_training = model.training
     model.eval()
@@ -205,6 +217,13 @@ def sample_completions(
         starts = range(0, len(prompt_ids), batch_size)
         for start in tqdm(starts, desc="generate", disable=not progress, dynamic_ncols=True):
             chunk = prompt_ids[start : start + batch_size]
+            processors = None
+            if warpers is not None and seeds is not None:
+                chunk = [ids for ids in chunk for _ in range(num_samples)]
+                numbers = range(first_sample, first_sample + num_samples)
+                mine = seeds[start : start + batch_size]
+                row_seeds = [sample_seed(prompt_seed, n) for prompt_seed in mine for n in numbers]
+                processors = LogitsProcessorList([*warpers, SeededSampling(row_seeds)])
             width = max(map(len, chunk))
             # left padding: every prompt ends where generation starts
             input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
@@ -212,12 +231,16 @@ def sample_completions(
             for i, ids in enumerate(chunk):
                 input_ids[i, width - len(ids) :] = torch.tensor(ids)
                 attention_mask[i, width - len(ids) :] = 1
-            images = _left_padded_images(encoded[start : start + batch_size], width, model)
+            visions = encoded[start : start + batch_size]
+            if processors is not None:
+                visions = [vision for vision in visions for _ in range(num_samples)]
+            images = _left_padded_images(visions, width, model)
             output = model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
                 **{key: value.to(device) for key, value in images.items()},
                 generation_config=config,
+                logits_processor=processors,
                 synced_gpus=synced,
             )
             for row, generated in enumerate(output[:, width:].tolist()):
@@ -284,10 +307,10 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
     parsed and rendered before the model loads, then rows are sampled and written a call at a
     time through a ``StagedJsonl``, which a stopped run leaves for the same command to continue
     from. A call samples the prompts of rows [k·P, (k+1)·P) (P = batch_size //
-    num_return_sequences, at least 1), seeded from (seed, k·P): a row's completions depend on
-    the seed, batch_size and its call's rows only, so a continued run writes what one
-    uninterrupted run writes (continued with another batch_size, after running out of memory,
-    the rows kept are the earlier batch_size's)."""
+    num_return_sequences, at least 1); each completion draws from its own generator, seeded from
+    (seed, its row's index, its number): a row's completions depend on the seed and the row, not
+    on batch_size, so a continued run (at any batch_size) writes what one uninterrupted run
+    writes, to within the rounding of another batch's padding."""
     options.check_environment()
     base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
     path = options.model_name_or_path
@@ -327,17 +350,16 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
         bar = tqdm(total=total, desc="generate", unit="row", dynamic_ncols=True)
         with bar:
             for first, call in _calls(_prompt_rows(options, base_dir), per_call):
-                # the rows an earlier, stopped run wrote: their call is sampled whole again
-                # (the same batch, the same samples) when only some of its rows were kept
+                # the rows an earlier, stopped run wrote are kept; each other row's samples
+                # depend on its index alone, not on the rows sampled with it
                 kept = [out.resumed(row, (field,)) for _, row, _ in call]
                 written += sum(len(row[field]) for row in kept if row is not None)
-                fresh = [item for item, row in zip(call, kept, strict=True) if row is None]
+                fresh = [(first + i, item) for i, item in enumerate(call) if kept[i] is None]
                 if fresh:
-                    texts = _sampled(
-                        model, tokenizer, processor, template_kwargs, options, call, first
+                    new = _sampled(model, tokenizer, processor, template_kwargs, options, fresh)
+                    out.write(
+                        {**row, field: t} for (_, (_, row, _)), t in zip(fresh, new, strict=True)
                     )
-                    new = texts[len(call) - len(fresh) :]
-                    out.write({**row, field: t} for (_, row, _), t in zip(fresh, new, strict=True))
                     written += sum(map(len, new))
                 bar.update(len(call))
         out.commit()
@@ -378,44 +400,41 @@ def _sampled(
     processor: Any,
     template_kwargs: dict[str, Any] | None,
     options: GenerateOptions,
-    call: list[tuple[str, dict[str, Any], Text | ImagePrompt]],
-    first: int,
+    rows: list[tuple[int, tuple[str, dict[str, Any], Text | ImagePrompt]]],
 ) -> list[list[str]]:
-    """Each of the call's prompts' ``num_return_sequences`` completions. A prompt whose samples
-    outnumber batch_size (then alone in its call) draws them batch_size at a time."""
+    """Each (index, row)'s ``num_return_sequences`` completions, the k-th drawn from a seed of
+    ``--seed``, the row's index and k (``SeededSampling``). A prompt whose samples outnumber
+    batch_size (then alone in its call) draws them batch_size at a time."""
     wanted = options.num_return_sequences
     parts = [options.batch_size] * (wanted // options.batch_size) + [wanted % options.batch_size]
-    texts: list[list[str]] = [[] for _ in call]
-    for part, count in enumerate(c for c in parts if c):
+    texts: list[list[str]] = [[] for _ in rows]
+    first_sample = 0
+    for count in (c for c in parts if c):
         try:
             samples = sample_completions(
                 model,
                 tokenizer,
-                [prompt for _, _, prompt in call],
+                [prompt for _, (_, _, prompt) in rows],
                 num_samples=count,
                 max_new_tokens=options.max_new_tokens,
                 temperature=options.temperature,
                 top_p=options.top_p,
                 top_k=options.top_k,
-                seed=call_seed(options.seed, first, part),
-                batch_size=len(call),
+                seed=options.seed,
+                batch_size=len(rows),
                 max_prompt_length=options.max_prompt_length,
                 processor=processor,
                 chat_template_kwargs=template_kwargs,
                 extras=options.sampling_extras,
+                seeds=[row_seed(options.seed, index) for index, _ in rows],
+                first_sample=first_sample,
             )
         except RowError as err:
             raise DataError(f"{options.input}: {err.message}") from None
         for sample in samples:
             texts[sample.prompt_index].append(sample.text)
+        first_sample += count
     return texts
-
-
-def call_seed(seed: int, first: int, part: int = 0) -> int:
-    """The seed of the sampling call whose first prompt is row ``first`` (its ``part``-th, for
-    a prompt sampled over several calls): ``seed`` itself for the first call, so that a file
-    sampled in one call draws as before; others by a fixed odd-multiplier mix (a 64-bit seed)."""
-    return (seed + first * 0x9E3779B97F4A7C15 + part * 0xBF58476D1CE4E5B9) % 2**64
 
 
 def samples_logprobs(
