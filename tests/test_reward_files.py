@@ -447,3 +447,17 @@ def test_an_empty_system_column_scores_without_the_runs_system_turn(models, tmp_
     assert [r["margin"] for r in read(tmp_path / "on.jsonl")] != pytest.approx(off)
     with pytest.raises(ConfigError, match="system_column must be a column name, or null"):
         DPOConfig(system_column="")
+
+
+def test_a_long_prompt_is_counted_once_per_row_in_the_truncation_note(models, tmp_path):
+    """A pair whose prompt was cut was reported as "2 prompts" (its prompt is encoded with
+    each response), and a rank row as one prompt per candidate. Now a row's prompt counts once."""
+    long = "word " * 1500
+    pair = write_jsonl(tmp_path / "pair.jsonl", [{**SENTIMENT_PAIRS[0], "prompt": long}])
+    said: list[str] = []
+    score_file(options(ScoreOptions, models, pair, tmp_path / "s.jsonl"), said.append)
+    assert said[0].startswith("truncated to fit max_length 1024: 1 prompts, 2 responses; ")
+    cands = write_jsonl(tmp_path / "c.jsonl", [{"prompt": long, "responses": [" a", " b", " c"]}])
+    said.clear()
+    rank_file(options(RankOptions, models, cands, tmp_path / "r.jsonl"), said.append)
+    assert said[0].startswith("truncated to fit max_length 1024: 1 prompts, 3 responses; ")

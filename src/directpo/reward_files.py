@@ -65,20 +65,11 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
                     bar.update()
                     continue
                 if pair:
-                    ids = [
-                        encode_row(
-                            scorer,
-                            item.prompt,
-                            response,
-                            label,
-                            item.images,
-                            truncated,
-                            item.template_args,
-                        )  # fmt: skip
-                        for response in (item.chosen, item.rejected)
-                    ]
+                    responses = [item.chosen, item.rejected]
+                    ids = _encoded(scorer, item.prompt, responses, label, item.images,
+                                   truncated, item.template_args)  # fmt: skip
                 else:
-                    ids = [encode_row(scorer, *item[:2], label, item[2], truncated, item[3])]
+                    ids = _encoded(scorer, item[0], [item[1]], label, item[2], truncated, item[3])
                 yield (row, pair), ids
 
         with _progress(total, "score") as bar:
@@ -167,10 +158,7 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
                 prompt = with_images(prompt, image)
                 yield (
                     (row, column),
-                    [
-                        encode_row(scorer, prompt, response, label, image, truncated, arg)
-                        for response in responses
-                    ],
+                    _encoded(scorer, prompt, responses, label, image, truncated, arg),
                 )
 
         with _progress(total, "rank") as bar:
@@ -207,6 +195,28 @@ def _rank_items(
         images = row_images(row, label, base_dir, options.prompt_column)
         args = template_args_of(row, prompt, label)
         yield label, row, column, prompt, responses, images, args
+
+
+def _encoded(
+    scorer: ImplicitReward,
+    prompt: Any,
+    responses: list[Text],
+    label: str,
+    images: Any,
+    truncated: Counter[str],
+    template_args: dict[str, Any] | None,
+) -> list[tuple[Any, ...]]:
+    """The sequences of one row's responses, its truncations added to ``truncated`` with its
+    prompt counted once (it is encoded with each response: a pair's long prompt was "2
+    prompts", a rank row's one per candidate)."""
+    cut: Counter[str] = Counter()
+    ids = [
+        encode_row(scorer, prompt, response, label, images, cut, template_args)
+        for response in responses
+    ]
+    cut["prompts"] = min(cut["prompts"], 1)
+    truncated.update(+cut)
+    return ids
 
 
 def _scored_in_chunks(
