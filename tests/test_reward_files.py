@@ -461,3 +461,44 @@ def test_a_long_prompt_is_counted_once_per_row_in_the_truncation_note(models, tm
     said.clear()
     rank_file(options(RankOptions, models, cands, tmp_path / "r.jsonl"), said.append)
     assert said[0].startswith("truncated to fit max_length 1024: 1 prompts, 3 responses; ")
+
+
+def test_a_row_that_has_a_field_to_be_written_is_refused_and_a_prefix_writes_others(
+    models, tmp_path, capsys
+):
+    """score wrote its rewards over fields the rows had (a dataset's own 'reward' label, a file
+    scored before by another model), and rank its 'ranked': their values were lost. Now such a
+    row is refused in one line naming it and --output_prefix, which writes prefixed fields."""
+    policy, reference = models
+    common = ["--model_name_or_path", str(policy), "--ref_model_name_or_path", str(reference),
+              "--beta", "0.1"]  # fmt: skip
+    labelled = [{"prompt": p["prompt"], "response": p["chosen"], "reward": 1.0}
+                for p in SENTIMENT_PAIRS[:2]]  # fmt: skip
+    data = write_jsonl(tmp_path / "labelled.jsonl", labelled)
+    args = ["score", *common, "--input", str(data)]
+    capsys.readouterr()
+    assert main([*args, "--output", str(tmp_path / "a.jsonl")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"directpo: error: {data}: line 1: the row already has a field 'reward', which would be "
+        "overwritten; give --output_prefix (e.g. --output_prefix run2_) to write run2_reward "
+        "instead"
+    ]
+    assert main([*args, "--output", str(tmp_path / "b.jsonl"), "--output_prefix", "m_"]) == 0
+    got = read(tmp_path / "b.jsonl")
+    assert [r["reward"] for r in got] == [1.0, 1.0] and all("m_reward" in r for r in got)
+    # a file scored before: pairs
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS[:2])
+    score_file(options(ScoreOptions, models, pairs, tmp_path / "scored.jsonl"), quiet)
+    again = ["score", *common, "--input", str(tmp_path / "scored.jsonl")]
+    assert main([*again, "--output", str(tmp_path / "c.jsonl")]) == 2
+    assert "field 'chosen_reward'" in capsys.readouterr().err
+    # rank's output ranked again
+    cands = [{"prompt": p["prompt"], "responses": [p["chosen"], p["rejected"]]}
+             for p in SENTIMENT_PAIRS[:2]]  # fmt: skip
+    data = write_jsonl(tmp_path / "cands.jsonl", cands)
+    rank_file(options(RankOptions, models, data, tmp_path / "ranked.jsonl"), quiet)
+    rank = ["rank", *common, "--input", str(tmp_path / "ranked.jsonl")]
+    assert main([*rank, "--output", str(tmp_path / "d.jsonl")]) == 2
+    assert "field 'ranked'" in capsys.readouterr().err
+    assert main([*rank, "--output", str(tmp_path / "e.jsonl"), "--output_prefix", "x_"]) == 0
+    assert all(r["x_ranked"] and r["ranked"] for r in read(tmp_path / "e.jsonl"))

@@ -157,6 +157,12 @@ class RewardOptions(FileCommandOptions):
         None, "Reference model. Default: the one recorded in the run's config.yaml."
     )
     beta: float | None = option(None, "beta of the implicit reward. Default: the run's.")
+    output_prefix: str = option(
+        "",
+        "Prefix of the fields written (score: chosen_reward, rejected_reward, margin, reward; "
+        "rank: ranked): run2_ writes run2_chosen_reward, ...; a row that already has a field "
+        "to be written is refused, not overwritten.",
+    )
 
     def _check_values(self) -> None:
         super()._check_values()
