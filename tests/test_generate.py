@@ -277,3 +277,17 @@ def test_seeded_sampling_draws_from_the_warped_distribution() -> None:
     assert frequencies.tolist() == pytest.approx([0.5, 0.3, 0.15, 0.05, 0.0], abs=0.015)
     again = SeededSampling([5, 5, 6])(None, scores.expand(3, -1).clone()).argmax(-1)
     assert again[0] == again[1] == drawn[5] and again[2] == drawn[6]
+
+
+def test_prompts_cut_to_max_prompt_length_are_said(model, tmp_path, capsys) -> None:
+    """generate cut a prompt longer than max_prompt_length from the left and sampled from its
+    last tokens without a word (score says what it truncated). Now it says how many."""
+    rows = [{"prompt": "word " * 40}, {"prompt": "short"}]
+    data = write_jsonl(tmp_path / "prompts.jsonl", rows)
+    args = ["generate", "--model_name_or_path", str(model), "--input", str(data),
+            "--output", str(tmp_path / "o.jsonl"), "--max_new_tokens", "2",
+            "--max_prompt_length", "8", "--num_return_sequences", "3",
+            "--batch_size", "2"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "1 prompts longer than max_prompt_length 8 tokens were cut from the left\n" in out

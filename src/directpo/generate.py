@@ -19,6 +19,7 @@ import itertools
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -76,9 +77,11 @@ def encode_prompts(
     max_prompt_length: int | None,
     processor: Any = None,
     chat_template_kwargs: dict[str, Any] | None = None,
+    truncated: Counter[str] | None = None,
 ) -> list[tuple[list[int], VisionInputs | None]]:
     """Each prompt's ids (and image inputs, for an ``ImagePrompt``), rendered as training
-    renders them (``chat_template_kwargs``: the run's option)."""
+    renders them (``chat_template_kwargs``: the run's option); text prompts cut to
+    ``max_prompt_length`` are counted in ``truncated``."""
     encoder = PairTokenizer(
         tokenizer,
         max_length=None if max_prompt_length is None else max_prompt_length + 1,
@@ -86,17 +89,17 @@ def encode_prompts(
         chat_template_kwargs=chat_template_kwargs,
         processor=processor,
     )
-    return [_encode_prompt(encoder, prompt) for prompt in prompts]
+    return [_encode_prompt(encoder, prompt, truncated) for prompt in prompts]
 
 
 def _encode_prompt(
-    encoder: PairTokenizer, prompt: Text | ImagePrompt
+    encoder: PairTokenizer, prompt: Text | ImagePrompt, truncated: Counter[str] | None = None
 ) -> tuple[list[int], VisionInputs | None]:
     if isinstance(prompt, ImagePrompt) and prompt.images:
         return encoder.encode_image_prompt(prompt.prompt, prompt.images, prompt.template_args)
     if isinstance(prompt, ImagePrompt):  # a row's tools or chat_template_kwargs
-        return encoder.prompt_ids(prompt.prompt, prompt.template_args), None
-    return encoder.prompt_ids(prompt), None
+        return encoder.prompt_ids(prompt.prompt, prompt.template_args, truncated), None
+    return encoder.prompt_ids(prompt, truncated=truncated), None
 
 
 def check_prompts(
@@ -160,6 +163,7 @@ def sample_completions(
     extras: dict[str, Any] | None = None,
     seeds: Sequence[int] | None = None,
     first_sample: int = 0,
+    truncated: Counter[str] | None = None,
 ) -> list[Sample]:
     """``num_samples`` completions per prompt, grouped by prompt in input order.
 
@@ -186,7 +190,12 @@ def sample_completions(
         room = positions - max_new_tokens
         max_prompt_length = room if max_prompt_length is None else min(max_prompt_length, room)
     encoded = encode_prompts(
-        tokenizer, prompts, max_prompt_length, processor, chat_template_kwargs=chat_template_kwargs
+        tokenizer,
+        prompts,
+        max_prompt_length,
+        processor,
+        chat_template_kwargs=chat_template_kwargs,
+        truncated=truncated,
     )
     prompt_ids = [ids for ids, _ in encoded]
     device = next(model.parameters()).device
@@ -347,6 +356,7 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
         )
         written = 0  # completions
         field = options.completions_column
+        truncated: Counter[str] = Counter()  # prompts cut to max_prompt_length
         bar = tqdm(total=total, desc="generate", unit="row", dynamic_ncols=True)
         with bar:
             for first, call in _calls(_prompt_rows(options, base_dir), per_call):
@@ -356,7 +366,9 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
                 written += sum(len(row[field]) for row in kept if row is not None)
                 fresh = [(first + i, item) for i, item in enumerate(call) if kept[i] is None]
                 if fresh:
-                    new = _sampled(model, tokenizer, processor, template_kwargs, options, fresh)
+                    new = _sampled(
+                        model, tokenizer, processor, template_kwargs, options, fresh, truncated
+                    )
                     out.write(
                         {**row, field: t} for (_, (_, row, _)), t in zip(fresh, new, strict=True)
                     )
@@ -364,6 +376,11 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
                 bar.update(len(call))
         out.commit()
     note = out.resumed_note()
+    if truncated["prompts"]:  # sampled from their last tokens: say so, as score does
+        echo(
+            f"{truncated['prompts']} prompts longer than max_prompt_length "
+            f"{options.max_prompt_length} tokens were cut from the left"
+        )
     echo(f"wrote {written} completions for {out.written} prompts to {options.output}{note}")
     return written
 
@@ -401,6 +418,7 @@ def _sampled(
     template_kwargs: dict[str, Any] | None,
     options: GenerateOptions,
     rows: list[tuple[int, tuple[str, dict[str, Any], Text | ImagePrompt]]],
+    truncated: Counter[str],
 ) -> list[list[str]]:
     """Each (index, row)'s ``num_return_sequences`` completions, the k-th drawn from a seed of
     ``--seed``, the row's index and k (``SeededSampling``). A prompt whose samples outnumber
@@ -409,7 +427,7 @@ def _sampled(
     parts = [options.batch_size] * (wanted // options.batch_size) + [wanted % options.batch_size]
     texts: list[list[str]] = [[] for _ in rows]
     first_sample = 0
-    for count in (c for c in parts if c):
+    for part, count in enumerate(c for c in parts if c):
         try:
             samples = sample_completions(
                 model,
@@ -428,6 +446,7 @@ def _sampled(
                 extras=options.sampling_extras,
                 seeds=[row_seed(options.seed, index) for index, _ in rows],
                 first_sample=first_sample,
+                truncated=truncated if part == 0 else None,  # each prompt counted once
             )
         except RowError as err:
             raise DataError(f"{options.input}: {err.message}") from None
