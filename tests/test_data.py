@@ -439,7 +439,7 @@ def test_dataset_name_reads_save_to_disk_folders_and_train_file_points_to_it(
     (tmp_path / "snapshot" / "data").mkdir(parents=True)
     pairs.to_parquet(str(tmp_path / "snapshot" / "data" / "train-00000-of-00001.parquet"))
     for folder, message in (("snapshot", "is read whole by train's dataset_name"),
-                            ("dict", "or give the folder as dataset_name")):  # fmt: skip
+                            ("dict", "or give the folder as train's dataset_name")):  # fmt: skip
         with pytest.raises(DataError, match=message):
             load_preferences(str(tmp_path / folder))
     # score, rank and generate, which have no dataset_name, are shown the file to give

@@ -14,6 +14,7 @@ from tiny import SENTIMENT_PAIRS, save_tiny_model, write_jsonl
 import directpo.generate as generate
 from directpo.cli import main
 from directpo.config import DPOConfig
+from directpo.seeded_sampling import SeededSampling
 
 
 @pytest.fixture(scope="module")
@@ -217,3 +218,76 @@ def test_min_p_and_repetition_penalty_reach_generate_and_change_the_samples(
     assert penalised != plain
     assert main(["generate", "--model_name_or_path", str(model), "--input", str(data),
                  "--output", str(tmp_path / "x.jsonl"), "--min_p", "2"]) == 2  # fmt: skip
+
+
+def test_a_row_that_has_completions_already_is_refused_and_another_field_can_be_named(
+    model, tmp_path, capsys
+) -> None:
+    """generate wrote its samples over a 'completions' field the input rows already had (its
+    own output fed back, a dataset's field), losing it without a word. Now such a row is
+    refused in one line naming it and --completions_column, which writes them elsewhere."""
+    rows = [{**r, "completions": [f"kept {r['id']}"]} for r in prompt_rows(3)]
+    data = write_jsonl(tmp_path / "prompts.jsonl", rows)
+    args = ["generate", "--model_name_or_path", str(model), "--input", str(data),
+            "--max_new_tokens", "3"]  # fmt: skip
+    assert main([*args, "--output", str(tmp_path / "a.jsonl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"directpo: error: {data}: line 1: the row already has a field 'completions', which "
+        "generate would overwrite; name another with --completions_column"
+    ]
+    assert not (tmp_path / "a.jsonl").exists()
+    out = tmp_path / "b.jsonl"
+    assert main([*args, "--output", str(out), "--completions_column", "second"]) == 0
+    got = read(out)
+    assert [r["completions"] for r in got] == [r["completions"] for r in rows]
+    assert all(len(r["second"]) == 1 and isinstance(r["second"][0], str) for r in got)
+
+
+def test_the_samples_of_a_row_depend_on_the_seed_and_the_row_not_on_batch_size(
+    model, tmp_path
+) -> None:
+    """The same --seed with another --batch_size sampled other completions: every prompt of a
+    call drew from one shared stream. Now each completion draws from its own generator (the
+    seed, the row's index, its number), so batch_size changes only the speed; another seed
+    still samples others, and a prompt's completions differ from each other."""
+    data = write_jsonl(tmp_path / "prompts.jsonl", prompt_rows(5))
+    args = ["generate", "--model_name_or_path", str(model), "--input", str(data),
+            "--max_new_tokens", "6", "--num_return_sequences", "3", "--top_k", "50"]  # fmt: skip
+    got = {}
+    for size, seed in ((1, 7), (3, 7), (16, 7), (3, 8)):
+        out = tmp_path / f"b{size}-s{seed}.jsonl"
+        assert (
+            main([*args, "--batch_size", str(size), "--seed", str(seed), "--output", str(out)]) == 0
+        )
+        got[size, seed] = [row["completions"] for row in read(out)]
+    assert got[1, 7] == got[3, 7] == got[16, 7]
+    assert got[3, 8] != got[3, 7]
+    assert all(len(set(texts)) == 3 for texts in got[1, 7])
+
+
+def test_seeded_sampling_draws_from_the_warped_distribution() -> None:
+    """The Gumbel-max draw of SeededSampling samples softmax(scores): its frequencies over
+    many seeded rows match the probabilities, and the same seed draws the same token."""
+    scores = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0]))
+    rows = 20000
+    processor = SeededSampling(range(rows))
+    drawn = processor(None, scores.expand(rows, -1).clone()).argmax(-1)
+    frequencies = torch.bincount(drawn, minlength=5).double() / rows
+    assert frequencies.tolist() == pytest.approx([0.5, 0.3, 0.15, 0.05, 0.0], abs=0.015)
+    again = SeededSampling([5, 5, 6])(None, scores.expand(3, -1).clone()).argmax(-1)
+    assert again[0] == again[1] == drawn[5] and again[2] == drawn[6]
+
+
+def test_prompts_cut_to_max_prompt_length_are_said(model, tmp_path, capsys) -> None:
+    """generate cut a prompt longer than max_prompt_length from the left and sampled from its
+    last tokens without a word (score says what it truncated). Now it says how many."""
+    rows = [{"prompt": "word " * 40}, {"prompt": "short"}]
+    data = write_jsonl(tmp_path / "prompts.jsonl", rows)
+    args = ["generate", "--model_name_or_path", str(model), "--input", str(data),
+            "--output", str(tmp_path / "o.jsonl"), "--max_new_tokens", "2",
+            "--max_prompt_length", "8", "--num_return_sequences", "3",
+            "--batch_size", "2"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "1 prompts longer than max_prompt_length 8 tokens were cut from the left\n" in out

@@ -136,6 +136,34 @@ def test_cache_is_not_reused_for_the_same_weights_under_another_config(
         assert result.metrics[0]["loss"] == pytest.approx(math.log(2), abs=1e-6), name
 
 
+def test_cache_is_not_reused_under_another_layout_kernel_or_chunked_head(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """The cache key left out the row layout (plain / prefix-shared / packed), the attention
+    kernel and logprob_chunk_tokens: a run with any of them changed read another's table,
+    computed otherwise (in bf16 on a GPU, by more than rounding). Now each recomputes; the
+    same settings still reuse."""
+    monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / "cache"))
+    model = tiny_model_dirs["llama"]
+    runs = {
+        "a": {},
+        "plain": {"prefix_sharing": False, "padding_free": False},
+        "eager": {"attn_implementation": "eager"},
+        "chunk": {"logprob_chunk_tokens": 0},
+        "again": {},
+    }
+    computed = {}
+    for name, overrides in runs.items():
+        lines: list[str] = []
+        config = config_for(
+            model, pairs_file, tmp_path / name, eval_file=None, precompute_ref_log_probs=True,
+            **overrides,
+        )  # fmt: skip
+        train(config, echo=lines.append)
+        computed[name] = any("reference log-probs: computed" in line for line in lines)
+    assert computed == {"a": True, "plain": True, "eager": True, "chunk": True, "again": False}
+
+
 def cached_run(model, data, out, lines: list[str]):
     return train(
         config_for(model, data, out, eval_file=None, precompute_ref_log_probs=True),
@@ -384,3 +412,47 @@ def test_out_of_memory_in_the_reference_pass_is_one_line(
     lines: list[str] = []
     train(config, echo=lines.append)
     assert any("continuing an interrupted pass at pair 4 of 6" in line for line in lines)
+
+
+def test_each_rank_keeps_its_rows_since_the_last_piece_when_stopped(tmp_path, monkeypatch):
+    """Under torchrun an interrupted pass kept only whole 4,096-pair pieces: the batches each
+    rank scored since the last one were lost (their sum over ranks needs a collective). Now
+    each rank keeps its own rows of them; the next pass continues after the whole batches they
+    cover together, with the values an uninterrupted pass computes."""
+    import directpo.precompute as precompute
+    from directpo.distributed import World
+    from directpo.tokenization import TokenizedPair
+
+    monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(precompute, "all_reduce_sum", lambda values, world: values)
+    monkeypatch.setattr(precompute, "broadcast", lambda value, world: value)
+    pairs = [TokenizedPair([1, i + 1], [i + 2], [i + 3, 1]) for i in range(10)]
+
+    class Reference:  # a sequence's log-prob: the sum of its ids, whatever its batch
+        def __init__(self, stop_at: int | None = None):
+            self.calls, self.stop_at = 0, stop_at
+
+        def logprobs(self, batch):
+            self.calls += 1
+            if self.calls == self.stop_at:
+                raise KeyboardInterrupt
+            return batch.input_ids.sum(1).double()
+
+    def table(reference, world=precompute.SINGLE_PROCESS, lines=None, batch=1):
+        return precompute.precompute_reference_logps(
+            reference, "weights", pairs, 0, batch, torch.device("cpu"), "settings",
+            echo=(lines if lines is not None else []).append, world=world, progress=False,
+        )  # fmt: skip
+
+    # batches of 2 pairs (1 a rank): rank 0 stops after pairs 0 and 2, rank 1 after pair 1
+    for rank, stop_at in ((0, 3), (1, 2)):
+        with pytest.raises(KeyboardInterrupt):
+            table(Reference(stop_at), World(mode="ddp", rank=rank, size=2))
+    lines: list[str] = []
+    continued = Reference()
+    got = table(continued, lines=lines, batch=2)  # the same batches of 2 pairs, one process
+    assert "reference log-probs: continuing an interrupted pass at pair 2 of 10" in lines[0]
+    assert continued.calls == 4  # pairs 2..9: pair 2, whose batch was not whole, again
+    want = torch.tensor([[sum(p.prompt_ids + p.chosen_ids), sum(p.prompt_ids + p.rejected_ids)]
+                         for p in pairs], dtype=torch.float32)  # fmt: skip
+    assert torch.equal(got, want)

@@ -261,6 +261,44 @@ def test_system_column_scores_and_ranks_as_the_conversation_it_opens(models, tmp
     assert plain != pytest.approx([r["margin"] for r in as_chat])
 
 
+def test_a_runs_column_the_input_lacks_gives_way_to_the_inputs_default_named_one(
+    models, tmp_path, capsys
+):
+    """A run trained on custom columns (question, good, bad) could not score a file of the
+    default names (prompt, chosen, rejected): its inherited columns failed with "missing
+    field" after the note. Now an inherited column the file lacks, where the file has the
+    default-named one, is that one, said in one line; a given option still wins."""
+    run = tmp_path / "run"
+    shutil.copytree(models[0], run)
+    DPOConfig(
+        model_name_or_path=str(models[1]), beta=0.1, prompt_column="question",
+        chosen_column="good", rejected_column="bad",
+    ).save_yaml(run / "config.yaml")  # fmt: skip
+    data = write_jsonl(tmp_path / "rows.jsonl", SENTIMENT_PAIRS[:3])
+    said: list[str] = []
+    score_file(ScoreOptions(model_name_or_path=str(run), input=str(data),
+                            output=str(tmp_path / "run.jsonl")), said.append)  # fmt: skip
+    assert said[0] == (
+        "the input's own columns (no option gave them): prompt_column 'prompt' (the input has "
+        "no 'question', the run's), chosen_column 'chosen' (the input has no 'good', the "
+        "run's), rejected_column 'rejected' (the input has no 'bad', the run's)"
+    )
+    score_file(options(ScoreOptions, models, data, tmp_path / "plain.jsonl"), quiet)
+    assert read(tmp_path / "run.jsonl") == read(tmp_path / "plain.jsonl")
+    # rank: the prompt column alike
+    cands = [{"prompt": p["prompt"], "responses": [p["chosen"]]} for p in SENTIMENT_PAIRS[:2]]
+    ranked = write_jsonl(tmp_path / "cands.jsonl", cands)
+    rank_file(RankOptions(model_name_or_path=str(run), input=str(ranked),
+                          output=str(tmp_path / "ranked.jsonl")), quiet)  # fmt: skip
+    assert len(read(tmp_path / "ranked.jsonl")) == 2
+    # a column given on the command line is not replaced
+    args = ["score", "--model_name_or_path", str(run), "--input", str(data),
+            "--output", str(tmp_path / "given.jsonl"), "--prompt_column", "question"]  # fmt: skip
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "no 'question' column" in capsys.readouterr().err
+
+
 def test_a_runs_columns_and_system_turn_are_taken_from_its_config_yaml(models, tmp_path):
     """A run trained with system_column (and its own column names) was scored, ranked and
     sampled from without them unless each was given again: with a default prompt column its
@@ -409,3 +447,58 @@ def test_an_empty_system_column_scores_without_the_runs_system_turn(models, tmp_
     assert [r["margin"] for r in read(tmp_path / "on.jsonl")] != pytest.approx(off)
     with pytest.raises(ConfigError, match="system_column must be a column name, or null"):
         DPOConfig(system_column="")
+
+
+def test_a_long_prompt_is_counted_once_per_row_in_the_truncation_note(models, tmp_path):
+    """A pair whose prompt was cut was reported as "2 prompts" (its prompt is encoded with
+    each response), and a rank row as one prompt per candidate. Now a row's prompt counts once."""
+    long = "word " * 1500
+    pair = write_jsonl(tmp_path / "pair.jsonl", [{**SENTIMENT_PAIRS[0], "prompt": long}])
+    said: list[str] = []
+    score_file(options(ScoreOptions, models, pair, tmp_path / "s.jsonl"), said.append)
+    assert said[0].startswith("truncated to fit max_length 1024: 1 prompts, 2 responses; ")
+    cands = write_jsonl(tmp_path / "c.jsonl", [{"prompt": long, "responses": [" a", " b", " c"]}])
+    said.clear()
+    rank_file(options(RankOptions, models, cands, tmp_path / "r.jsonl"), said.append)
+    assert said[0].startswith("truncated to fit max_length 1024: 1 prompts, 3 responses; ")
+
+
+def test_a_row_that_has_a_field_to_be_written_is_refused_and_a_prefix_writes_others(
+    models, tmp_path, capsys
+):
+    """score wrote its rewards over fields the rows had (a dataset's own 'reward' label, a file
+    scored before by another model), and rank its 'ranked': their values were lost. Now such a
+    row is refused in one line naming it and --output_prefix, which writes prefixed fields."""
+    policy, reference = models
+    common = ["--model_name_or_path", str(policy), "--ref_model_name_or_path", str(reference),
+              "--beta", "0.1"]  # fmt: skip
+    labelled = [{"prompt": p["prompt"], "response": p["chosen"], "reward": 1.0}
+                for p in SENTIMENT_PAIRS[:2]]  # fmt: skip
+    data = write_jsonl(tmp_path / "labelled.jsonl", labelled)
+    args = ["score", *common, "--input", str(data)]
+    capsys.readouterr()
+    assert main([*args, "--output", str(tmp_path / "a.jsonl")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"directpo: error: {data}: line 1: the row already has a field 'reward', which would be "
+        "overwritten; give --output_prefix (e.g. --output_prefix run2_) to write run2_reward "
+        "instead"
+    ]
+    assert main([*args, "--output", str(tmp_path / "b.jsonl"), "--output_prefix", "m_"]) == 0
+    got = read(tmp_path / "b.jsonl")
+    assert [r["reward"] for r in got] == [1.0, 1.0] and all("m_reward" in r for r in got)
+    # a file scored before: pairs
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS[:2])
+    score_file(options(ScoreOptions, models, pairs, tmp_path / "scored.jsonl"), quiet)
+    again = ["score", *common, "--input", str(tmp_path / "scored.jsonl")]
+    assert main([*again, "--output", str(tmp_path / "c.jsonl")]) == 2
+    assert "field 'chosen_reward'" in capsys.readouterr().err
+    # rank's output ranked again
+    cands = [{"prompt": p["prompt"], "responses": [p["chosen"], p["rejected"]]}
+             for p in SENTIMENT_PAIRS[:2]]  # fmt: skip
+    data = write_jsonl(tmp_path / "cands.jsonl", cands)
+    rank_file(options(RankOptions, models, data, tmp_path / "ranked.jsonl"), quiet)
+    rank = ["rank", *common, "--input", str(tmp_path / "ranked.jsonl")]
+    assert main([*rank, "--output", str(tmp_path / "d.jsonl")]) == 2
+    assert "field 'ranked'" in capsys.readouterr().err
+    assert main([*rank, "--output", str(tmp_path / "e.jsonl"), "--output_prefix", "x_"]) == 0
+    assert all(r["x_ranked"] and r["ranked"] for r in read(tmp_path / "e.jsonl"))

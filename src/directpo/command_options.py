@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -69,20 +69,32 @@ class FileCommandOptions(Options):
         self._one_of("dtype", DTYPES)
         check_columns(self)
 
-    def with_run_defaults(self, run: Any, echo: Callable[[str], None]) -> Self:
+    def with_run_defaults(
+        self, run: Any, echo: Callable[[str], None], file_columns: Collection[str] | None = None
+    ) -> Self:
         """These options with each left unset taken from ``run`` (the DPOConfig of the run
         that wrote model_name_or_path, or None), else its default: a run trained on a
         'question' column with a system turn reads and renders its rows as it trained on
-        them. ``echo`` names, in one line, those the run set to other than the defaults."""
+        them. A column of the run's that the input lacks (``file_columns``: its first row's
+        fields) where it has the default-named one is that one: a run trained on 'question'
+        scores a file of 'prompt' rows. A given option always wins. ``echo`` names, in one
+        line, those the run set to other than the defaults, and those not taken."""
         taken: dict[str, Any] = {}
+        passed_over: list[str] = []
         for key, (attribute, default) in self.FROM_RUN.items():
             if getattr(self, key) is None:
-                taken[key] = default if run is None else getattr(run, attribute)
+                value = default if run is None else getattr(run, attribute)
+                if _falls_back(key, value, default, file_columns):
+                    passed_over.append(f"{key} {default!r} (the input has no {value!r}, the run's)")
+                    value = default
+                taken[key] = value
             elif getattr(self, key) == "" and default is None:  # said off: the run's is not taken
                 taken[key] = None
         said = [f"{k} {v!r}" for k, v in taken.items() if v != self.FROM_RUN[k][1]]
         if said:
             echo(f"from the run's config.yaml (no option gave them): {', '.join(said)}")
+        if passed_over:
+            echo(f"the input's own columns (no option gave them): {', '.join(passed_over)}")
         return dataclasses.replace(self, **taken)
 
     def check_environment(self) -> None:
@@ -99,6 +111,20 @@ class FileCommandOptions(Options):
         if not os.path.exists(self.input):  # a file, or a folder as training reads it
             raise ConfigError(f"input: no such file or folder: {self.input}")
         check_output_file(self.output)
+
+
+def _falls_back(key: str, value: Any, default: Any, file_columns: Collection[str] | None) -> bool:
+    """Whether the run's column name ``value`` for option ``key`` gives way to the default's:
+    the input has the default-named column and not the run's (the system column, whose
+    default is none, is never required: a row without it has no system turn)."""
+    return (
+        file_columns is not None
+        and key.endswith("_column")
+        and isinstance(default, str)
+        and value != default
+        and value not in file_columns
+        and default in file_columns
+    )
 
 
 OUTPUT_EXTENSIONS = (".jsonl", ".ndjson")
@@ -131,6 +157,12 @@ class RewardOptions(FileCommandOptions):
         None, "Reference model. Default: the one recorded in the run's config.yaml."
     )
     beta: float | None = option(None, "beta of the implicit reward. Default: the run's.")
+    output_prefix: str = option(
+        "",
+        "Prefix of the fields written (score: chosen_reward, rejected_reward, margin, reward; "
+        "rank: ranked): run2_ writes run2_chosen_reward, ...; a row that already has a field "
+        "to be written is refused, not overwritten.",
+    )
 
     def _check_values(self) -> None:
         super()._check_values()
@@ -173,7 +205,8 @@ class GenerateOptions(FileCommandOptions):
         8,
         "Sequences per forward pass: each call samples batch_size // num_return_sequences "
         "prompts (at least one), all their completions at once; a prompt with more "
-        "completions than batch_size draws them batch_size at a time.",
+        "completions than batch_size draws them batch_size at a time. It changes the speed, "
+        "not the samples.",
     )
     max_new_tokens: int = option(64, "Maximum new tokens per completion.")
     temperature: float = option(1.0, "Sampling temperature (0: greedy).")
@@ -188,10 +221,15 @@ class GenerateOptions(FileCommandOptions):
     )
     seed: int = option(
         42,
-        "Sampling seed: the same seed, input and batch_size give the same completions, also "
-        "when a stopped run is continued (each call's prompts draw their samples together, "
-        "from a seed mixed from this one and the call's first row; a run continued with "
-        "another batch_size keeps the earlier rows as they were sampled).",
+        "Sampling seed: each completion draws from its own generator, seeded from this seed, "
+        "its row's index and its number, so the same seed and input give the same completions "
+        "whatever batch_size (up to rounding: another batch pads the prompts otherwise), also "
+        "when a stopped run is continued.",
+    )
+    completions_column: str = option(
+        "completions",
+        "Field each row's completions are written to (rank reads completions as its "
+        "candidates); a row that already has it is refused, not overwritten.",
     )
     max_prompt_length: int | None = option(
         None,
@@ -212,6 +250,7 @@ class GenerateOptions(FileCommandOptions):
         self._require(self.num_return_sequences >= 1, "num_return_sequences", ">= 1")
         self._require(self.min_p is None or 0 <= self.min_p <= 1, "min_p", "null or in [0, 1]")
         self._require(self.repetition_penalty > 0, "repetition_penalty", "> 0")
+        self._require(bool(self.completions_column.strip()), "completions_column", "a field name")
         self._require_sampling("num_return_sequences", "temperature")
         limit = self.max_prompt_length
         self._require(limit is None or limit >= 1, "max_prompt_length", ">= 1")

@@ -19,13 +19,14 @@ import itertools
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 from tqdm.auto import tqdm
-from transformers import GenerationConfig, GenerationMixin
+from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList
 
 from directpo.adapters import tokenizer_folder
 from directpo.command_options import GenerateOptions
@@ -43,10 +44,11 @@ from directpo.models import (
     load_tokenizer,
     pad_token_id,
 )
-from directpo.prompts import prompt_with_images
+from directpo.prompts import first_row_fields, prompt_with_images
 from directpo.reference import ReferenceProvider
 from directpo.reward import output_location, run_config
 from directpo.rewardfn import RewardFn
+from directpo.seeded_sampling import SeededSampling, row_seed, sample_seed, warpers_of
 from directpo.tokenization import PairTokenizer
 from directpo.vision import VisionInputs, batch_tensors
 
@@ -75,9 +77,11 @@ def encode_prompts(
     max_prompt_length: int | None,
     processor: Any = None,
     chat_template_kwargs: dict[str, Any] | None = None,
+    truncated: Counter[str] | None = None,
 ) -> list[tuple[list[int], VisionInputs | None]]:
     """Each prompt's ids (and image inputs, for an ``ImagePrompt``), rendered as training
-    renders them (``chat_template_kwargs``: the run's option)."""
+    renders them (``chat_template_kwargs``: the run's option); text prompts cut to
+    ``max_prompt_length`` are counted in ``truncated``."""
     encoder = PairTokenizer(
         tokenizer,
         max_length=None if max_prompt_length is None else max_prompt_length + 1,
@@ -85,17 +89,17 @@ def encode_prompts(
         chat_template_kwargs=chat_template_kwargs,
         processor=processor,
     )
-    return [_encode_prompt(encoder, prompt) for prompt in prompts]
+    return [_encode_prompt(encoder, prompt, truncated) for prompt in prompts]
 
 
 def _encode_prompt(
-    encoder: PairTokenizer, prompt: Text | ImagePrompt
+    encoder: PairTokenizer, prompt: Text | ImagePrompt, truncated: Counter[str] | None = None
 ) -> tuple[list[int], VisionInputs | None]:
     if isinstance(prompt, ImagePrompt) and prompt.images:
         return encoder.encode_image_prompt(prompt.prompt, prompt.images, prompt.template_args)
     if isinstance(prompt, ImagePrompt):  # a row's tools or chat_template_kwargs
-        return encoder.prompt_ids(prompt.prompt, prompt.template_args), None
-    return encoder.prompt_ids(prompt), None
+        return encoder.prompt_ids(prompt.prompt, prompt.template_args, truncated), None
+    return encoder.prompt_ids(prompt, truncated=truncated), None
 
 
 def check_prompts(
@@ -157,8 +161,15 @@ def sample_completions(
     processor: Any = None,
     chat_template_kwargs: dict[str, Any] | None = None,
     extras: dict[str, Any] | None = None,
+    seeds: Sequence[int] | None = None,
+    first_sample: int = 0,
+    truncated: Counter[str] | None = None,
 ) -> list[Sample]:
     """``num_samples`` completions per prompt, grouped by prompt in input order.
+
+    ``seeds``: one per prompt; each completion then draws from its own generator, seeded from
+    its prompt's seed and its number (``first_sample`` onwards), not from the shared stream:
+    a prompt's samples do not depend on the prompts batched with it (``SeededSampling``).
 
     ``extras``: more GenerationConfig keys when sampling (min_p, repetition_penalty,
     cache_implementation, a run's generation_kwargs: ``DPOConfig.generation_extras``).
@@ -179,22 +190,32 @@ def sample_completions(
         room = positions - max_new_tokens
         max_prompt_length = room if max_prompt_length is None else min(max_prompt_length, room)
     encoded = encode_prompts(
-        tokenizer, prompts, max_prompt_length, processor, chat_template_kwargs=chat_template_kwargs
+        tokenizer,
+        prompts,
+        max_prompt_length,
+        processor,
+        chat_template_kwargs=chat_template_kwargs,
+        truncated=truncated,
     )
     prompt_ids = [ids for ids, _ in encoded]
     device = next(model.parameters()).device
     stops = stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    extras = dict(extras or {})
+    seeded = seeds is not None and temperature > 0
+    # seeded: the warpers run as processors (min_p among them), the others stay transformers'
+    warpers = warpers_of(temperature, top_p, top_k, extras.pop("min_p", None)) if seeded else None
+    sampled = temperature > 0 and not seeded  # seeded: argmax of Gumbel-perturbed scores
     config = GenerationConfig(
-        do_sample=temperature > 0,
-        temperature=temperature if temperature > 0 else None,
-        top_p=top_p if temperature > 0 else None,
-        top_k=top_k if temperature > 0 else None,
+        do_sample=sampled,
+        temperature=temperature if sampled else None,
+        top_p=top_p if sampled else None,
+        top_k=top_k if sampled else None,
         max_new_tokens=max_new_tokens,
-        num_return_sequences=num_samples,
+        num_return_sequences=1 if seeded else num_samples,  # seeded: the prompts repeated
         eos_token_id=stops,
         pad_token_id=pad_id,
-        **(extras or {}),
+        **extras,
     )
     was_training = model.training
     model.eval()
@@ -205,6 +226,13 @@ def sample_completions(
         starts = range(0, len(prompt_ids), batch_size)
         for start in tqdm(starts, desc="generate", disable=not progress, dynamic_ncols=True):
             chunk = prompt_ids[start : start + batch_size]
+            processors = None
+            if warpers is not None and seeds is not None:
+                chunk = [ids for ids in chunk for _ in range(num_samples)]
+                numbers = range(first_sample, first_sample + num_samples)
+                mine = seeds[start : start + batch_size]
+                row_seeds = [sample_seed(prompt_seed, n) for prompt_seed in mine for n in numbers]
+                processors = LogitsProcessorList([*warpers, SeededSampling(row_seeds)])
             width = max(map(len, chunk))
             # left padding: every prompt ends where generation starts
             input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
@@ -212,12 +240,16 @@ def sample_completions(
             for i, ids in enumerate(chunk):
                 input_ids[i, width - len(ids) :] = torch.tensor(ids)
                 attention_mask[i, width - len(ids) :] = 1
-            images = _left_padded_images(encoded[start : start + batch_size], width, model)
+            visions = encoded[start : start + batch_size]
+            if processors is not None:
+                visions = [vision for vision in visions for _ in range(num_samples)]
+            images = _left_padded_images(visions, width, model)
             output = model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
                 **{key: value.to(device) for key, value in images.items()},
                 generation_config=config,
+                logits_processor=processors,
                 synced_gpus=synced,
             )
             for row, generated in enumerate(output[:, width:].tolist()):
@@ -277,16 +309,17 @@ def _until_stop(ids: list[int], stops: list[int]) -> list[int]:
 
 def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print) -> int:
     """Sample completions for every prompt row; rows keep their fields and gain
-    ``completions`` (a list of ``num_return_sequences`` strings).
+    ``completions`` (``completions_column``: a list of ``num_return_sequences`` strings; a row
+    that has that field already is refused, not written over).
 
     The file is read twice, a row at a time (as score and rank read theirs): every prompt is
     parsed and rendered before the model loads, then rows are sampled and written a call at a
     time through a ``StagedJsonl``, which a stopped run leaves for the same command to continue
     from. A call samples the prompts of rows [k·P, (k+1)·P) (P = batch_size //
-    num_return_sequences, at least 1), seeded from (seed, k·P): a row's completions depend on
-    the seed, batch_size and its call's rows only, so a continued run writes what one
-    uninterrupted run writes (continued with another batch_size, after running out of memory,
-    the rows kept are the earlier batch_size's)."""
+    num_return_sequences, at least 1); each completion draws from its own generator, seeded from
+    (seed, its row's index, its number): a row's completions depend on the seed and the row, not
+    on batch_size, so a continued run (at any batch_size) writes what one uninterrupted run
+    writes, to within the rounding of another batch's padding."""
     options.check_environment()
     base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
     path = options.model_name_or_path
@@ -295,7 +328,7 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
         run = run_config(path)
     except ConfigError as err:  # a config.yaml of another tool: no such record
         echo(f"config.yaml not used (not a directpo run's): {err}")
-    options = options.with_run_defaults(run, echo)
+    options = options.with_run_defaults(run, echo, first_row_fields(options.input))
     trusted = options.trust_remote_code
     own = tokenizer_folder(path)  # an adapter folder's may be its base's
     processor = load_processor(own, trusted)
@@ -322,26 +355,32 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
             options=LoadOptions(init_kwargs=output_location(path, run), trust_remote_code=trusted),
         )
         written = 0  # completions
+        field = options.completions_column
+        truncated: Counter[str] = Counter()  # prompts cut to max_prompt_length
         bar = tqdm(total=total, desc="generate", unit="row", dynamic_ncols=True)
         with bar:
             for first, call in _calls(_prompt_rows(options, base_dir), per_call):
-                # the rows an earlier, stopped run wrote: their call is sampled whole again
-                # (the same batch, the same samples) when only some of its rows were kept
-                kept = [out.resumed(row, ("completions",)) for _, row, _ in call]
-                written += sum(len(row["completions"]) for row in kept if row is not None)
-                fresh = [item for item, row in zip(call, kept, strict=True) if row is None]
+                # the rows an earlier, stopped run wrote are kept; each other row's samples
+                # depend on its index alone, not on the rows sampled with it
+                kept = [out.resumed(row, (field,)) for _, row, _ in call]
+                written += sum(len(row[field]) for row in kept if row is not None)
+                fresh = [(first + i, item) for i, item in enumerate(call) if kept[i] is None]
                 if fresh:
-                    texts = _sampled(
-                        model, tokenizer, processor, template_kwargs, options, call, first
+                    new = _sampled(
+                        model, tokenizer, processor, template_kwargs, options, fresh, truncated
                     )
-                    new = texts[len(call) - len(fresh) :]
                     out.write(
-                        {**row, "completions": t} for (_, row, _), t in zip(fresh, new, strict=True)
+                        {**row, field: t} for (_, (_, row, _)), t in zip(fresh, new, strict=True)
                     )
                     written += sum(map(len, new))
                 bar.update(len(call))
         out.commit()
     note = out.resumed_note()
+    if truncated["prompts"]:  # sampled from their last tokens: say so, as score does
+        echo(
+            f"{truncated['prompts']} prompts longer than max_prompt_length "
+            f"{options.max_prompt_length} tokens were cut from the left"
+        )
     echo(f"wrote {written} completions for {out.written} prompts to {options.output}{note}")
     return written
 
@@ -352,6 +391,11 @@ def _prompt_rows(
     """(where, row, prompt) of each input row, read as iterated; a bad row a DataError."""
     for where, row in iter_rows(options.input):
         label = f"{options.input}: {where}"
+        if options.completions_column in row:  # written over, its data would be lost
+            raise DataError(
+                f"{label}: the row already has a field '{options.completions_column}', which "
+                "generate would overwrite; name another with --completions_column"
+            )
         prompt = prompt_with_images(
             row, options.prompt_column, label, base_dir, options.system_column
         )
@@ -373,44 +417,43 @@ def _sampled(
     processor: Any,
     template_kwargs: dict[str, Any] | None,
     options: GenerateOptions,
-    call: list[tuple[str, dict[str, Any], Text | ImagePrompt]],
-    first: int,
+    rows: list[tuple[int, tuple[str, dict[str, Any], Text | ImagePrompt]]],
+    truncated: Counter[str],
 ) -> list[list[str]]:
-    """Each of the call's prompts' ``num_return_sequences`` completions. A prompt whose samples
-    outnumber batch_size (then alone in its call) draws them batch_size at a time."""
+    """Each (index, row)'s ``num_return_sequences`` completions, the k-th drawn from a seed of
+    ``--seed``, the row's index and k (``SeededSampling``). A prompt whose samples outnumber
+    batch_size (then alone in its call) draws them batch_size at a time."""
     wanted = options.num_return_sequences
     parts = [options.batch_size] * (wanted // options.batch_size) + [wanted % options.batch_size]
-    texts: list[list[str]] = [[] for _ in call]
+    texts: list[list[str]] = [[] for _ in rows]
+    first_sample = 0
     for part, count in enumerate(c for c in parts if c):
         try:
             samples = sample_completions(
                 model,
                 tokenizer,
-                [prompt for _, _, prompt in call],
+                [prompt for _, (_, _, prompt) in rows],
                 num_samples=count,
                 max_new_tokens=options.max_new_tokens,
                 temperature=options.temperature,
                 top_p=options.top_p,
                 top_k=options.top_k,
-                seed=call_seed(options.seed, first, part),
-                batch_size=len(call),
+                seed=options.seed,
+                batch_size=len(rows),
                 max_prompt_length=options.max_prompt_length,
                 processor=processor,
                 chat_template_kwargs=template_kwargs,
                 extras=options.sampling_extras,
+                seeds=[row_seed(options.seed, index) for index, _ in rows],
+                first_sample=first_sample,
+                truncated=truncated if part == 0 else None,  # each prompt counted once
             )
         except RowError as err:
             raise DataError(f"{options.input}: {err.message}") from None
         for sample in samples:
             texts[sample.prompt_index].append(sample.text)
+        first_sample += count
     return texts
-
-
-def call_seed(seed: int, first: int, part: int = 0) -> int:
-    """The seed of the sampling call whose first prompt is row ``first`` (its ``part``-th, for
-    a prompt sampled over several calls): ``seed`` itself for the first call, so that a file
-    sampled in one call draws as before; others by a fixed odd-multiplier mix (a 64-bit seed)."""
-    return (seed + first * 0x9E3779B97F4A7C15 + part * 0xBF58476D1CE4E5B9) % 2**64
 
 
 def samples_logprobs(

@@ -3,7 +3,8 @@
 One batched no-grad pass of the reference over every pair before training; the results are
 cached in ``DIRECTPO_CACHE/reference_logps/<key>.safetensors``, where the key hashes the
 reference weights (every tensor's bytes) and config (and the adapter it runs with), the token
-ids of every pair, the dtype and the directpo version, so a later run with the same reference,
+ids of every pair, what else sets the numbers (``scoring_settings``: dtype, row layout,
+attention kernel, chunked head) and the directpo version, so a later run with the same reference,
 data and settings reuses them (and says so), and any change recomputes them. A damaged cache
 file counts as absent (recomputed and replaced, with a notice); a cache location that cannot
 be written is one warning line, and training goes on with the values just computed. The
@@ -11,7 +12,9 @@ reference model can then be freed: training needs one model in memory.
 
 An interrupted pass (Ctrl-C, a signal, a crash, a lost node) keeps what it scored: every
 ``CHUNK_PAIRS`` pairs go to ``<key>.partial/`` as they are done, and the next run with the same
-key (a resume, or the same command again) continues after them, with a line saying so. With the
+key (a resume, or the same command again) continues after them, with a line saying so. A
+stopped process keeps the batches since the last piece too (under torchrun each rank its own
+rows of them, which the next pass combines). With the
 same batch size the table is bit-identical to an uninterrupted pass's.
 """
 
@@ -24,6 +27,7 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -42,6 +46,9 @@ from directpo.distributed import (
 from directpo.errors import first_line
 from directpo.reference import ReferenceProvider
 from directpo.tokenization import TokenizedPair
+
+if TYPE_CHECKING:
+    from directpo.config import DPOConfig
 
 
 class PrecomputedReference:
@@ -66,8 +73,11 @@ class Pieces:
         self.folder = folder
         self.writable = True  # a location that refused one piece is not tried again
 
-    def load(self, rows: int, echo: Callable[[str], None]) -> tuple[torch.Tensor, int] | None:
-        """The table with the saved rows filled in and how many there are, or None."""
+    def load(
+        self, rows: int, echo: Callable[[str], None], batch: int = 1
+    ) -> tuple[torch.Tensor, int] | None:
+        """The table with the saved rows filled in and how many there are, or None. ``batch``:
+        the pass's global batch; rank tails (``save_tail``) count in whole batches of it."""
         if not self.folder.is_dir():
             return None
         files = {int(f.stem): f for f in self.folder.glob("*.safetensors") if f.stem.isdigit()}
@@ -85,6 +95,7 @@ class Pieces:
                 break
             table[done : done + len(piece)] = piece.double()
             done += len(piece)
+        done = self._with_tails(table, done, batch, echo)
         if not done:
             return None
         echo(
@@ -97,6 +108,45 @@ class Pieces:
         if self.writable:  # else the whole table's write says why nothing is cached
             problem = _write_cache(self.folder / f"{first}.safetensors", rows.clone())
             self.writable = problem is None
+
+    def save_tail(self, first: int, rank: int, indices: list[int], logps: torch.Tensor) -> None:
+        """The rows one rank of several scored after the last piece (``indices``, from row
+        ``first`` on), kept when it is stopped: the rows of the other ranks need a collective
+        that an interrupted process cannot make, so each rank keeps its own."""
+        rows = torch.tensor(indices, dtype=torch.int64)
+        if self.writable and indices:
+            path = self.folder / f"{first}.rank{rank}.safetensors"
+            self.writable = _write_cache(path, {"logps": logps.clone(), "rows": rows}) is None
+
+    def _with_tails(
+        self, table: torch.Tensor, done: int, batch: int, echo: Callable[[str], None]
+    ) -> int:
+        """``done`` moved past the whole batches that the ranks' tails at row ``done`` cover
+        together (each rank keeps its slice of every batch it finished: a batch counts once
+        every rank's slice is there). Their rows are filled in ``table``; no other row past
+        ``done`` is left non-zero, since the ranks' rows are summed."""
+        covered = torch.zeros(len(table) - done, dtype=torch.bool)
+        tails = sorted(self.folder.glob(f"{done}.rank*.safetensors"))
+        for path in tails:
+            try:
+                saved = load_file(path)
+                rows, logps = saved["rows"] - done, saved["logps"].double()
+                if rows.numel() and (rows.min() < 0 or rows.max() >= len(covered)):
+                    raise ValueError("rows out of range")
+            except Exception as exc:  # damaged: those rows are scored again
+                echo(f"reference log-probs: the saved piece {path} is unreadable ({exc})")
+                continue
+            table[rows + done] = logps
+            covered[rows] = True
+        whole = int(covered.int().cumprod(0).sum())
+        if whole < len(covered):  # only whole batches: the rest is scored again as before
+            whole -= whole % batch
+        table[done + whole :] = 0
+        if whole:  # one piece now, which later pieces follow (a tail is read at its row only)
+            self.save(done, table[done : done + whole])
+            for path in tails if self.writable else ():
+                path.unlink(missing_ok=True)
+        return done + whole
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -153,6 +203,32 @@ def _canonical(value: object) -> object:
     return str(value)
 
 
+def scoring_settings(
+    config: DPOConfig, model: torch.nn.Module, layout: Layout, world: World = SINGLE_PROCESS
+) -> str:
+    """What, besides the weights and the token ids, sets the numbers of the reference pass: the
+    precision (``dtype``; TF32 matmuls on CUDA), the row layout (prefix-shared or packed rows
+    and how they pack), the attention kernel the model runs (SDPA, eager, varlen segments,
+    FlexAttention: in bf16 they differ by more than rounding, summed over a completion), the
+    chunked LM head, Liger's kernels and LD-DPO's alpha. The token ids already hold the
+    max_length / truncation, chat template, system column and tokenizer. Left out: the batch
+    size, which only pads rows otherwise (a pass out of memory continues at a smaller one), and
+    torch_compile, which fuses the same kernels."""
+    attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    return "|".join(
+        (
+            config.dtype,
+            f"tf32={config.tf32 if world.device.type == 'cuda' else None}",
+            type(model).__name__,
+            f"ld_alpha={config.ld_alpha}",
+            f"layout={layout!r}",
+            f"attention={attention}",
+            f"chunk={config.logprob_chunk_tokens}",
+            f"liger={json.dumps(config.liger_kernels(), sort_keys=True)}",
+        )
+    )
+
+
 def data_fingerprint(pairs: Sequence[TokenizedPair]) -> str:
     digest = hashlib.blake2b(digest_size=16)
     for pair in pairs:
@@ -196,12 +272,13 @@ def precompute_reference_logps(
         echo(f"reference log-probs: reusing the cache {path}")
         return cached
     pieces = Pieces(path.with_name(f"{key}.partial"))
-    start = pieces.load(len(pairs), echo) if world.is_main else None
-    table, first = broadcast(start, world) or (torch.zeros(len(pairs), 2, dtype=torch.float64), 0)
     global_batch = batch_size * world.size
+    start = pieces.load(len(pairs), echo, global_batch) if world.is_main else None
+    table, first = broadcast(start, world) or (torch.zeros(len(pairs), 2, dtype=torch.float64), 0)
     batches = [[first + i for i in b] for b in eval_batches(len(pairs) - first, global_batch)]
     every = max(1, CHUNK_PAIRS // global_batch)
     saved = done = first  # rows up to ``saved`` are summed over the ranks (and saved)
+    fresh: list[int] = []  # the rows this rank scored since then
     bar = tqdm(
         desc="reference log-probs", total=len(pairs), initial=first, unit="pairs",
         dynamic_ncols=True, disable=not (world.is_main and progress),
@@ -215,6 +292,7 @@ def precompute_reference_logps(
                 if not stand_in:
                     table[mine, 0] = logps[: batch.num_pairs]
                     table[mine, 1] = logps[batch.num_pairs :]
+                    fresh += mine
                 done = indices[-1] + 1
                 bar.update(len(indices))
                 if number % every == 0 or number == len(batches):
@@ -223,12 +301,15 @@ def precompute_reference_logps(
                     table[saved:done] = torch.tensor(summed, dtype=torch.float64).view(-1, 2)
                     if world.is_main:
                         pieces.save(saved, table[saved:done])
-                    saved = done
+                    saved, fresh = done, []
     except BaseException:
-        # one process keeps its batches since the last piece too (with several, the other
-        # ranks' rows need a collective, which an interrupted process cannot make)
+        # the batches since the last piece are kept too: one process's as a piece, each
+        # rank's own rows of them as its tail (the sum over ranks needs a collective, which
+        # an interrupted process cannot make)
         if not world.enabled and done > saved:
             pieces.save(saved, table[saved:done])
+        elif world.enabled:
+            pieces.save_tail(saved, world.rank, fresh, table[fresh])
         raise
     table = table.float()
     if not world.is_main:
@@ -262,13 +343,14 @@ def _read_cache(path: Path, rows: int, echo: Callable[[str], None]) -> torch.Ten
     return None
 
 
-def _write_cache(path: Path, table: torch.Tensor) -> str | None:
-    """Save ``table`` at ``path`` via a temporary file and a rename; None, or why it could not
-    be written (a read-only or full disk): the caller goes on without a cache."""
+def _write_cache(path: Path, table: torch.Tensor | dict[str, torch.Tensor]) -> str | None:
+    """Save ``table`` (the log-probs, or named tensors) at ``path`` via a temporary file and a
+    rename; None, or why it could not be written (a read-only or full disk): the caller goes on
+    without a cache."""
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"logps": table}, str(tmp))
+        save_file(table if isinstance(table, dict) else {"logps": table}, str(tmp))
         os.replace(tmp, path)
     except Exception as exc:  # OSError, or safetensors' own error wrapping one
         with contextlib.suppress(OSError):

@@ -14,6 +14,7 @@ from directpo.data import (
     Columns,
     ImagePrompt,
     images_of,
+    iter_rows,
     read_rows,
     row_template_args,
     split_conversations,
@@ -30,6 +31,14 @@ from directpo.messages import (
 )
 from directpo.readers import RowError, is_path_list, source_label
 from directpo.vision import image_key, with_image_parts
+
+
+def first_row_fields(source: str) -> set[str]:
+    """The fields of a file's first row (a command's input): which of its column names the
+    file uses, read without reading the rest."""
+    for _, row in iter_rows(source):
+        return set(row)
+    return set()
 
 
 def parse_prompt_and_responses(

@@ -355,8 +355,8 @@ def _disk_dataset_rows(path: str, label: str) -> tuple[Iterable[tuple[str, Any]]
         if len(splits) != 1:
             raise DataError(
                 f"{label}: holds several splits ({', '.join(splits)}); point to one, "
-                f"e.g. {os.path.join(path, splits[0])}, or give the folder as dataset_name "
-                "(dataset_train_split, dataset_test_split)"
+                f"e.g. {os.path.join(path, splits[0])}, or give the folder as train's "
+                "dataset_name (dataset_train_split, dataset_test_split)"
             )
         loaded = loaded[splits[0]]
     return _dataset_rows(loaded), list(loaded.column_names)

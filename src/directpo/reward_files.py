@@ -24,6 +24,7 @@ from directpo.errors import ConfigError, DataError
 from directpo.jsonl import StagedJsonl, options_key
 from directpo.messages import Text, is_message_list
 from directpo.prompts import (
+    first_row_fields,
     parse_prompt_and_responses,
     row_images,
     template_args_of,
@@ -49,6 +50,10 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
     options = _with_run_defaults(options, echo)
     base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
     total = sum(1 for _ in _score_items(options, base_dir))  # every row checked before loading
+
+    def named(fields: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(options.output_prefix + field for field in fields)
+
     with StagedJsonl(options.output, _resume_key(options)) as out:
         scorer = _scorer(options, echo)
         truncated: Counter[str] = Counter()
@@ -57,27 +62,19 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
         def encoded() -> Iterator[tuple[tuple[dict[str, Any], bool], list[tuple[Any, ...]]]]:
             for label, row, item in _score_items(options, base_dir):
                 pair = isinstance(item, PreferenceExample)
-                staged = out.resumed(row, PAIR_COLUMNS if pair else RESPONSE_COLUMNS)
+                staged = out.resumed(row, named(PAIR_COLUMNS if pair else RESPONSE_COLUMNS))
                 if staged is not None:  # written by an earlier, stopped run
                     if pair:
-                        margins.append(staged["chosen_reward"] - staged["rejected_reward"])
+                        chosen, rejected = named(("chosen_reward", "rejected_reward"))
+                        margins.append(staged[chosen] - staged[rejected])
                     bar.update()
                     continue
                 if pair:
-                    ids = [
-                        encode_row(
-                            scorer,
-                            item.prompt,
-                            response,
-                            label,
-                            item.images,
-                            truncated,
-                            item.template_args,
-                        )  # fmt: skip
-                        for response in (item.chosen, item.rejected)
-                    ]
+                    responses = [item.chosen, item.rejected]
+                    ids = _encoded(scorer, item.prompt, responses, label, item.images,
+                                   truncated, item.template_args)  # fmt: skip
                 else:
-                    ids = [encode_row(scorer, *item[:2], label, item[2], truncated, item[3])]
+                    ids = _encoded(scorer, item[0], [item[1]], label, item[2], truncated, item[3])
                 yield (row, pair), ids
 
         with _progress(total, "score") as bar:
@@ -87,16 +84,11 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
                     if pair:
                         chosen, rejected = rewards
                         margins.append(chosen - rejected)
-                        rows.append(
-                            {
-                                **row,
-                                "chosen_reward": chosen,
-                                "rejected_reward": rejected,
-                                "margin": chosen - rejected,
-                            }
-                        )
+                        values = [chosen, rejected, chosen - rejected]
                     else:
-                        rows.append({**row, "reward": rewards[0]})
+                        values = rewards
+                    fields = named(PAIR_COLUMNS if pair else RESPONSE_COLUMNS)
+                    rows.append({**row, **dict(zip(fields, values, strict=True))})
                 out.write(rows)
                 bar.update(len(rows))
         out.commit()
@@ -133,8 +125,10 @@ def _score_items(
         if all(c in row for c in pair_columns) or (
             any(c in row for c in pair_columns) and column not in row
         ):
+            _check_not_written(row, PAIR_COLUMNS, options, label)
             yield label, row, parse_pair(row, columns, label, base_dir)
             continue
+        _check_not_written(row, RESPONSE_COLUMNS, options, label)
         prompt, given = parse_prompt_and_responses(
             row, options.prompt_column, column, label, options.system_column
         )
@@ -151,6 +145,7 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     options = _with_run_defaults(options, echo)
     base_dir = os.path.dirname(os.path.abspath(options.input))
     total = sum(1 for _ in _rank_items(options, base_dir))  # every row checked before loading
+    ranked = options.output_prefix + "ranked"
     with StagedJsonl(options.output, _resume_key(options)) as out:
         scorer = _scorer(options, echo)
         truncated: Counter[str] = Counter()
@@ -160,16 +155,13 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
             nonlocal candidates
             for label, row, column, prompt, responses, image, arg in _rank_items(options, base_dir):
                 candidates += len(responses)
-                if out.resumed(row, ("ranked",)) is not None:  # written by an earlier, stopped run
+                if out.resumed(row, (ranked,)) is not None:  # written by an earlier, stopped run
                     bar.update()
                     continue
                 prompt = with_images(prompt, image)
                 yield (
                     (row, column),
-                    [
-                        encode_row(scorer, prompt, response, label, image, truncated, arg)
-                        for response in responses
-                    ],
+                    _encoded(scorer, prompt, responses, label, image, truncated, arg),
                 )
 
         with _progress(total, "rank") as bar:
@@ -180,7 +172,7 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
                     order = sorted(scored, key=lambda item: (-item[0], item[1]))  # ties: stable
                     given = row[column]  # each candidate as written (text or messages)
                     rows.append(
-                        {**row, "ranked": [{"response": given[i], "reward": r} for r, i in order]}
+                        {**row, ranked: [{"response": given[i], "reward": r} for r, i in order]}
                     )
                 out.write(rows)
                 bar.update(len(rows))
@@ -202,10 +194,47 @@ def _rank_items(
     for where, row in iter_rows(options.input):
         label = f"{options.input}: {where}"
         column = _response_column(row, options.responses_column)
+        _check_not_written(row, ("ranked",), options, label)
         prompt, responses = _candidates(row, options, column, label)
         images = row_images(row, label, base_dir, options.prompt_column)
         args = template_args_of(row, prompt, label)
         yield label, row, column, prompt, responses, images, args
+
+
+def _encoded(
+    scorer: ImplicitReward,
+    prompt: Any,
+    responses: list[Text],
+    label: str,
+    images: Any,
+    truncated: Counter[str],
+    template_args: dict[str, Any] | None,
+) -> list[tuple[Any, ...]]:
+    """The sequences of one row's responses, its truncations added to ``truncated`` with its
+    prompt counted once (it is encoded with each response: a pair's long prompt was "2
+    prompts", a rank row's one per candidate)."""
+    cut: Counter[str] = Counter()
+    ids = [
+        encode_row(scorer, prompt, response, label, images, cut, template_args)
+        for response in responses
+    ]
+    cut["prompts"] = min(cut["prompts"], 1)
+    truncated.update(+cut)
+    return ids
+
+
+def _check_not_written(
+    row: dict[str, Any], fields: tuple[str, ...], options: RewardOptions, where: str
+) -> None:
+    """Refuse a row that has a field the command would write: its value would be lost (a file
+    scored before, or a dataset's own reward column)."""
+    taken = [options.output_prefix + f for f in fields if options.output_prefix + f in row]
+    if taken:
+        raise DataError(
+            f"{where}: the row already has a field '{taken[0]}', which would be overwritten; "
+            "give --output_prefix (e.g. --output_prefix run2_) to write run2_"
+            f"{taken[0][len(options.output_prefix) :]} instead"
+        )
 
 
 def _scored_in_chunks(
@@ -252,11 +281,12 @@ def _resume_key(options: RewardOptions) -> str:
 
 
 def _with_run_defaults(options: Options, echo: Callable[[str], None]) -> Options:
-    """``options`` with those left unset taken from the run that wrote the model folder."""
+    """``options`` with those left unset taken from the run that wrote the model folder (its
+    column names where the input has them)."""
     run = None
     with contextlib.suppress(ConfigError):  # a config.yaml of another tool: not a run
         run = run_config(options.model_name_or_path)
-    return options.with_run_defaults(run, echo)
+    return options.with_run_defaults(run, echo, first_row_fields(options.input))
 
 
 def _scorer(options: RewardOptions, echo: Callable[[str], None]) -> ImplicitReward:

@@ -39,6 +39,7 @@ from directpo.precision import MasterWeights, PrecisionPolicy
 from directpo.precompute import (
     PrecomputedReference,
     precompute_reference_logps,
+    scoring_settings,
     weights_fingerprint,
 )
 from directpo.reference import (
@@ -405,7 +406,7 @@ def _precompute_reference(run: Run, reference_weights: str) -> None:
     needs it for the KL of samples."""
     config, reference = run.config, run.reference
     model = reference.model  # a frozen copy, or the LoRA policy with adapters disabled
-    settings = f"{config.dtype}|{type(model).__name__}|ld_alpha={config.ld_alpha}"
+    settings = scoring_settings(config, model, run.layout, run.world)
     batch = config.precompute_ref_batch_size or config.per_device_eval_batch_size
     for pair_set in (run.train, *run.evals.values()):
         if not pair_set.pairs:

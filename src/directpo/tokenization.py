@@ -241,11 +241,18 @@ class PairTokenizer:
         _require_rendered(function_names({"tool_calls": tools}), text, "the row's tools")
         return text
 
-    def prompt_ids(self, prompt: Text, template_args: dict[str, Any] | None = None) -> list[int]:
+    def prompt_ids(
+        self,
+        prompt: Text,
+        template_args: dict[str, Any] | None = None,
+        truncated: Counter[str] | None = None,
+    ) -> list[int]:
         """Prompt ids for generation or scoring: rendered (with a row's own ``template_args``),
-        BOS rule, left-truncated."""
+        BOS rule, left-truncated (counted in ``truncated``)."""
         text = self.render_prompt(prompt, template_args)
-        return self.truncate_prompt(self.encode_prompt(text), Counter())
+        return self.truncate_prompt(
+            self.encode_prompt(text), truncated if truncated is not None else Counter()
+        )
 
     def _processor_template(self) -> bool:
         return bool(getattr(self.processor, "chat_template", None))
