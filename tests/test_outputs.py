@@ -339,3 +339,21 @@ def test_the_model_cards_snippet_is_python_for_any_output_folder() -> None:
         code = card.split("```python\n")[1].split("```")[0]
         calls = [n for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call)]
         assert [c.args[0].value for c in calls] == [folder, folder]
+
+
+def test_the_model_card_of_an_adapter_folder_says_peft(tiny_model_dirs, pairs_file, tmp_path):
+    """A LoRA run's folder holds an adapter, but its card said library_name: transformers
+    (replacing the card peft writes, which says peft): uploaded, the Hub took it for a full
+    model. A merged run's folder is a plain model; its adapter/ keeps peft's own card."""
+    import yaml
+
+    def metadata(folder) -> dict:
+        return yaml.safe_load((folder / "README.md").read_text().split("---")[1])
+
+    llama = tiny_model_dirs["llama"]
+    train(tiny_config(llama, pairs_file, tmp_path / "lora", lora_r=4), echo=quiet)
+    train(tiny_config(llama, pairs_file, tmp_path / "merged", lora_r=4, merge_lora=True),
+          echo=quiet)  # fmt: skip
+    assert metadata(tmp_path / "lora")["library_name"] == "peft"
+    assert metadata(tmp_path / "merged")["library_name"] == "transformers"
+    assert metadata(tmp_path / "merged" / "adapter")["library_name"] == "peft"

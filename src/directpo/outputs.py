@@ -387,8 +387,14 @@ def save_run_files(output_dir: Path, model: torch.nn.Module, record: RunRecord) 
         generation_config.save_pretrained(output_dir)
     config.save_record(output_dir / "config.yaml", record.from_python)
     vision = getattr(tokenizer, "image_processor", None) is not None  # a processor was saved
+    adapter = (output_dir / "adapter_config.json").is_file()  # LoRA without merge_lora
     card = model_card(
-        config, record.train_summary, record.metrics, record.precision_note, vision=vision
+        config,
+        record.train_summary,
+        record.metrics,
+        record.precision_note,
+        vision=vision,
+        adapter=adapter,
     )
     (output_dir / "README.md").write_text(card)
 
@@ -400,7 +406,12 @@ def model_card(
     precision_note: str = "",
     *,
     vision: bool = False,
+    adapter: bool = False,
 ) -> str:
+    """The folder's README.md: Hub metadata, what was trained from what, the options that
+    differ from the defaults, the precision, the final metrics and how to load it. ``adapter``:
+    the folder holds a PEFT adapter, which the Hub knows by ``library_name: peft`` (peft's own
+    card says so; as ``transformers`` the Hub offered code that loads no adapter)."""
     # (a row of skipped non-finite steps only holds NaN: the card gives the last measured one)
     train_rows = [row for row in metrics if math.isfinite(row.get("loss", math.nan))]
     eval_rows = [row for row in metrics if any(key.startswith("eval/") for key in row)]
@@ -416,7 +427,7 @@ def model_card(
     folder = str(config.output_dir)  # written with repr: a quote or a backslash stays valid
     lines = [
         "---",
-        "library_name: transformers",
+        f"library_name: {'peft' if adapter else 'transformers'}",
         "tags: [dpo, directpo]",
         *([] if local else [f"base_model: {base}"]),
         *([f"datasets: [{', '.join(datasets)}]"] if datasets else []),
