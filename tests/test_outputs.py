@@ -357,3 +357,19 @@ def test_the_model_card_of_an_adapter_folder_says_peft(tiny_model_dirs, pairs_fi
     assert metadata(tmp_path / "lora")["library_name"] == "peft"
     assert metadata(tmp_path / "merged")["library_name"] == "transformers"
     assert metadata(tmp_path / "merged" / "adapter")["library_name"] == "peft"
+
+
+def test_the_model_card_says_how_it_trained_beside_the_rounding_note() -> None:
+    """With save_dtype bfloat16 the rounding note replaced the precision line: the card no
+    longer said that the run was mixed precision, nor in which dtype the weights were saved."""
+    from directpo.config import DPOConfig
+    from directpo.outputs import model_card
+
+    config = DPOConfig(model_name_or_path="m", output_dir="out", bf16=True, save_dtype="bfloat16")
+    note = "Rounding to bfloat16 for saving: 99.0% of the weights ... still differ."
+    card = model_card(config, "6 pairs", [], note)
+    precision = card.split("## Precision\n\n")[1].split("\n")[0]
+    assert precision == (
+        "Trained in mixed precision (bfloat16 compute, float32 master weights); weights saved "
+        f"in bfloat16. {note}"
+    )

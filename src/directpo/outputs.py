@@ -451,7 +451,8 @@ def model_card(
         "",
         "## Precision",
         "",
-        precision_note or _precision_summary(config),
+        # how it was trained and saved, then what the rounding to save_dtype kept
+        " ".join(filter(None, (_precision_summary(config), precision_note))),
         "",
         *(
             [
