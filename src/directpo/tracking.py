@@ -29,7 +29,7 @@ class MetricsLogger:
     """Appends one JSON object per logged step; forwards the same values to trackers.
 
     On resume from step S, rows logged after S (by the interrupted run) are dropped first, so
-    the file holds each step once, in order.
+    the file holds each step once, in order; TensorBoard hides them too (its purge_step).
     """
 
     def __init__(
@@ -54,7 +54,7 @@ class MetricsLogger:
             os.replace(tmp, self.path)
         self.rows = kept
         self._trackers = [
-            _open_tracker(name, output_dir, config)
+            _open_tracker(name, output_dir, config, resume_step)
             for name in report_to
             if name != "none" and write
         ]
@@ -92,10 +92,13 @@ def mlflow_names(metrics: dict[str, float]) -> dict[str, float]:
 
 
 class _TensorBoard:
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, resume_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(folder))
+        # a resumed run logs steps S+1, ... again: purge_step hides the interrupted run's
+        # events of those steps (in its own files), else each shows twice, as two curves
+        purge = None if resume_step is None else resume_step + 1
+        self.writer = SummaryWriter(log_dir=str(folder), purge_step=purge)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         for key, value in trl_tracker_names(metrics).items():
@@ -147,13 +150,15 @@ class _MLflow:
         self.mlflow.end_run()
 
 
-def _open_tracker(name: str, output_dir: Path, config: dict[str, Any]) -> Any:
+def _open_tracker(
+    name: str, output_dir: Path, config: dict[str, Any], resume_step: int | None = None
+) -> Any:
     try:
         if name == "tensorboard":
             folder = config.get("logging_dir") or output_dir / "runs" / (
                 config.get("run_name") or ""
             )
-            return _TensorBoard(Path(folder))
+            return _TensorBoard(Path(folder), resume_step)
         if name == "wandb":
             return _Wandb(output_dir, config)
         if name == "mlflow":

@@ -1,0 +1,25 @@
+"""Metrics: metrics.jsonl and the trackers hold the same rows, resumed runs included."""
+
+from __future__ import annotations
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from directpo.tracking import MetricsLogger, read_metrics
+
+
+def test_a_resumed_run_shows_each_step_once_in_tensorboard_as_in_metrics_jsonl(tmp_path):
+    """Resumed from step 2, a run logs steps 3 and 4 again: metrics.jsonl dropped the
+    interrupted run's rows of those steps, but its TensorBoard events stayed, so TensorBoard
+    drew each of them twice (the old value and the new) beside a file holding it once."""
+    first = MetricsLogger(tmp_path, ["tensorboard"], {})
+    for step in range(1, 5):
+        first.log(step, {"loss": float(step)})
+    first.close()
+    resumed = MetricsLogger(tmp_path, ["tensorboard"], {}, resume_step=2)
+    for step in (3, 4):
+        resumed.log(step, {"loss": 10.0 * step})
+    resumed.close()
+    shown = EventAccumulator(str(tmp_path / "runs")).Reload().Scalars("train/loss")
+    expected = [(1, 1.0), (2, 2.0), (3, 30.0), (4, 40.0)]
+    assert [(event.step, event.value) for event in shown] == expected
+    assert [(row["step"], row["loss"]) for row in read_metrics(tmp_path)] == expected
