@@ -373,3 +373,32 @@ def test_the_model_card_says_how_it_trained_beside_the_rounding_note() -> None:
         "Trained in mixed precision (bfloat16 compute, float32 master weights); weights saved "
         f"in bfloat16. {note}"
     )
+
+
+def test_the_model_card_of_the_best_model_gives_that_evaluations_metrics(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """With load_best_model_at_end the folder holds the best evaluation's weights, but the
+    card's metrics table was the last step's: a reader saw another model's eval/loss (and an
+    eval/rewards/margins contradicting the best value the card names)."""
+    import yaml
+
+    out = tmp_path / "best"
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, out, max_steps=4, eval_file=str(pairs_file),
+        eval_steps=2, load_best_model_at_end=True, greater_is_better=False,
+        metric_for_best_model="eval/rewards/margins",
+    )  # fmt: skip
+    result = train(config, echo=quiet)
+    evals = {row["step"]: row for row in result.metrics if "eval/loss" in row}
+    assert evals[4]["eval/rewards/margins"] > evals[2]["eval/rewards/margins"]  # 2 is best
+    card = (out / "README.md").read_text()
+    section = card.split("## Final metrics\n\n")[1].split("## Use")[0]
+    assert section.startswith("At step 2, the weights saved here:")
+    rows = [line.strip("| ").split(" | ") for line in section.splitlines()[2:] if line]
+    table = {name: value for name, value in rows[2:]}  # past the header and its rule
+    trained = [row for row in result.metrics if row["step"] == 2 and "loss" in row]
+    assert float(table["eval/loss"]) == pytest.approx(evals[2]["eval/loss"], rel=1e-5)
+    assert float(table["loss"]) == pytest.approx(trained[0]["loss"], rel=1e-5)
+    assert "Weights of the best evaluation: step 2" in card
+    assert yaml.safe_load(card.split("---")[1])["library_name"] == "transformers"

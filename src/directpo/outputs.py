@@ -416,7 +416,7 @@ def model_card(
     train_rows = [row for row in metrics if math.isfinite(row.get("loss", math.nan))]
     eval_rows = [row for row in metrics if any(key.startswith("eval/") for key in row)]
     final = {**(train_rows[-1] if train_rows else {}), **(eval_rows[-1] if eval_rows else {})}
-    final.pop("step", None)
+    step = final.pop("step", None)
     defaults = {name: default for name, _, default in option_help(DPOConfig)}
     changed = {k: v for k, v in config.record().items() if v != defaults[k]}
     base = config.model_name_or_path or ""
@@ -469,6 +469,7 @@ def model_card(
         ),
         "## Final metrics",
         "",
+        *([f"At step {step}, the weights saved here:", ""] if step is not None else []),
         "| metric | value |",
         "|---|---|",
         *(f"| {k} | {v:.6g} |" for k, v in final.items() if isinstance(v, int | float)),
