@@ -402,3 +402,26 @@ def test_the_model_card_of_the_best_model_gives_that_evaluations_metrics(
     assert float(table["loss"]) == pytest.approx(trained[0]["loss"], rel=1e-5)
     assert "Weights of the best evaluation: step 2" in card
     assert yaml.safe_load(card.split("---")[1])["library_name"] == "transformers"
+
+
+def test_an_fsdp_runs_folders_keep_the_base_models_generation_config(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """FSDP builds the model from config.json on the meta device (and a merge from config
+    again), so its folders wrote a generation_config.json derived from config.json: a chat
+    model's end-of-turn ids (eos_token_id [1, 4], where vLLM and TGI stop) and its sampling
+    defaults were lost, where a one-process run keeps them."""
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dirs["llama"], base)
+    stored = json.loads((base / "generation_config.json").read_text())
+    wanted = {"eos_token_id": [1, 4], "temperature": 0.6, "top_p": 0.9, "do_sample": True}
+    (base / "generation_config.json").write_text(json.dumps({**stored, **wanted}))
+    runs = {"fsdp": {}, "merged": {"lora_r": 4, "merge_lora": True}}
+    for name, extra in runs.items():
+        train(tiny_config(base, pairs_file, tmp_path / name, distributed="fsdp", **extra),
+              echo=quiet)  # fmt: skip
+    for folder in ("fsdp", "merged"):
+        saved = json.loads((tmp_path / folder / "generation_config.json").read_text())
+        assert {key: saved.get(key) for key in wanted} == wanted, folder
