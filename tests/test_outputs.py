@@ -425,3 +425,27 @@ def test_an_fsdp_runs_folders_keep_the_base_models_generation_config(
     for folder in ("fsdp", "merged"):
         saved = json.loads((tmp_path / folder / "generation_config.json").read_text())
         assert {key: saved.get(key) for key in wanted} == wanted, folder
+
+
+def test_the_model_cards_code_loads_from_hub_model_id() -> None:
+    """TRL's hub_model_id (the repository the folder is uploaded to) was accepted and dropped:
+    the card, uploaded with `huggingface-cli upload`, told readers to load the trainer's local
+    folder ('/home/me/runs/dpo'). It now loads from the repository; a value that is no
+    repository id is refused in one line."""
+    import ast
+
+    from directpo.config import DPOConfig, load_config
+    from directpo.outputs import model_card
+
+    def loaded_from(config: DPOConfig) -> list[str]:
+        code = model_card(config, "6 pairs", []).split("```python\n")[1].split("```")[0]
+        return [n.args[0].value for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call)]
+
+    config = load_config(None, {"model_name_or_path": "m", "output_dir": "/home/me/runs/dpo",
+                                "hub_model_id": "me/tiny-dpo"})  # fmt: skip
+    assert loaded_from(config) == ["me/tiny-dpo", "me/tiny-dpo"]
+    assert loaded_from(dataclasses.replace(config, hub_model_id=None)) == [
+        "/home/me/runs/dpo", "/home/me/runs/dpo",
+    ]  # fmt: skip
+    with pytest.raises(ConfigError, match="hub_model_id must be a Hub repository id"):
+        DPOConfig(model_name_or_path="m", hub_model_id="/home/me/runs/dpo")

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,8 @@ DISTRIBUTED_MODES = ("auto", "none", "ddp", "fsdp")
 LIGER_LOSS_KERNELS = ("cross_entropy", "fused_linear_cross_entropy")
 ATTN_IMPLEMENTATIONS = ("auto", "varlen", "sdpa", "eager", "flex_attention", "flash_attention_2")
 TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+# a Hub repository id, [user/]name: what the model card's metadata and code may name
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
 def _accepting_trl_names(cls: type) -> type:
@@ -629,6 +632,12 @@ class DPOConfig(Options):
     logging_first_step: bool = option(False, "Also log the first step (TRL's option).")
     run_name: str | None = option(
         None, "Name of the run in wandb / mlflow, and TensorBoard's subfolder of output_dir/runs."
+    )
+    hub_model_id: str | None = option(
+        None,
+        "The Hub repository output_dir is meant for, user/name (TRL's option; directpo does "
+        "not upload: huggingface-cli upload REPO OUTPUT_DIR): the model card's code loads it "
+        "from there, not from the local folder.",
     )
     save_steps: float = option(
         500,

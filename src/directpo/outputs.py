@@ -17,7 +17,6 @@ import contextlib
 import fnmatch
 import math
 import os
-import re
 import shutil
 import socket
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ import yaml
 
 from directpo.adapters import adapter_base
 from directpo.checkpoint import STAGING, list_checkpoints
-from directpo.config import DPOConfig, option_help
+from directpo.config import HUB_ID, DPOConfig, option_help
 from directpo.errors import ConfigError
 from directpo.models import LoadOptions, config_as_loaded, load_causal_lm, model_location
 
@@ -424,7 +423,9 @@ def model_card(
     # card, a local base is named in the text only
     local = os.path.isdir(base) or os.path.isabs(base)
     datasets = _hub_datasets(config)  # the Hub links the card to them (TRL's card lists them)
-    folder = str(config.output_dir)  # written with repr: a quote or a backslash stays valid
+    # where a reader loads it from: the Hub repository it is meant for, else this folder
+    # (written with repr: a quote or a backslash stays valid)
+    folder = config.hub_model_id or str(config.output_dir)
     lines = [
         "---",
         f"library_name: {'peft' if adapter else 'transformers'}",
@@ -494,9 +495,6 @@ def model_card(
         "",
     ]
     return "\n".join(lines)
-
-
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
 def _hub_datasets(config: DPOConfig) -> list[str]:

@@ -113,7 +113,6 @@ TRL_OPTIMIZERS = {  # TRL / transformers' optim names -> directpo's optimizer
 # key: (accepted when, what to do otherwise)
 NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "push_to_hub": (_nothing, UPLOAD),
-    "hub_model_id": (_any, UPLOAD),
     "hub_strategy": (_any, UPLOAD),
     "hub_token": (_any, UPLOAD),
     "hub_private_repo": (_any, UPLOAD),
