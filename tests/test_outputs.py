@@ -449,3 +449,26 @@ def test_the_model_cards_code_loads_from_hub_model_id() -> None:
     ]  # fmt: skip
     with pytest.raises(ConfigError, match="hub_model_id must be a Hub repository id"):
         DPOConfig(model_name_or_path="m", hub_model_id="/home/me/runs/dpo")
+
+
+def test_the_model_card_names_the_hub_id_of_a_cached_snapshot_folder(tmp_path) -> None:
+    """On a machine without internet the model is often named by its folder in the Hugging
+    Face cache (config.yaml records it so): the card then had no base_model, though the folder
+    says which hub model it is, and the Hub's model tree lost the link."""
+    import yaml
+
+    from directpo.config import DPOConfig
+    from directpo.outputs import model_card
+
+    def base_model(model: str) -> str | None:
+        card = model_card(DPOConfig(model_name_or_path=model, output_dir="out"), "6 pairs", [])
+        return yaml.safe_load(card.split("---")[1]).get("base_model")
+
+    snapshot = tmp_path / "hub/models--HuggingFaceTB--SmolLM2-135M-Instruct/snapshots/0a1b2c"
+    snapshot.mkdir(parents=True)
+    assert base_model(str(snapshot)) == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    legacy = tmp_path / "hub/models--gpt2/snapshots/0a1b2c"
+    legacy.mkdir(parents=True)
+    assert base_model(f"{legacy}/") == "gpt2"
+    assert base_model(str(snapshot.parent)) is None  # not a snapshot: a local folder
+    assert base_model(str(tmp_path)) is None

@@ -17,6 +17,7 @@ import contextlib
 import fnmatch
 import math
 import os
+import re
 import shutil
 import socket
 from dataclasses import dataclass
@@ -422,6 +423,7 @@ def model_card(
     # the Hub refuses a README whose base_model is no model id (a local folder): as TRL's
     # card, a local base is named in the text only
     local = os.path.isdir(base) or os.path.isabs(base)
+    hub_base = _snapshot_id(base) if local else base
     datasets = _hub_datasets(config)  # the Hub links the card to them (TRL's card lists them)
     # where a reader loads it from: the Hub repository it is meant for, else this folder
     # (written with repr: a quote or a backslash stays valid)
@@ -430,7 +432,7 @@ def model_card(
         "---",
         f"library_name: {'peft' if adapter else 'transformers'}",
         "tags: [dpo, directpo]",
-        *([] if local else [f"base_model: {base}"]),
+        *([f"base_model: {hub_base}"] if hub_base else []),
         *([f"datasets: [{', '.join(datasets)}]"] if datasets else []),
         "---",
         "",
@@ -495,6 +497,19 @@ def model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+# a model's folder in the Hugging Face cache: HF_HUB_CACHE/models--ORG--NAME/snapshots/REVISION
+CACHE_SNAPSHOT = re.compile(r"models--([^/]+)/snapshots/[^/]+/?$")
+
+
+def _snapshot_id(folder: str) -> str | None:
+    """The hub id of a folder of the Hugging Face cache (``.../models--HuggingFaceTB--
+    SmolLM2-135M-Instruct/snapshots/REV``, as a machine without internet names the model),
+    else None: a local folder is no id the Hub accepts as base_model."""
+    found = CACHE_SNAPSHOT.search(folder.replace("\\", "/"))
+    hub_id = found.group(1).replace("--", "/", 1) if found else None
+    return hub_id if hub_id and HUB_ID.fullmatch(hub_id) else None
 
 
 def _hub_datasets(config: DPOConfig) -> list[str]:
