@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +52,6 @@ DISTRIBUTED_MODES = ("auto", "none", "ddp", "fsdp")
 LIGER_LOSS_KERNELS = ("cross_entropy", "fused_linear_cross_entropy")
 ATTN_IMPLEMENTATIONS = ("auto", "varlen", "sdpa", "eager", "flex_attention", "flash_attention_2")
 TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
-# a Hub repository id, [user/]name: what the model card's metadata and code may name
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
 def _accepting_trl_names(cls: type) -> type:

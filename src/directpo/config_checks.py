@@ -21,7 +21,6 @@ from directpo.config import (
     DISTRIBUTED_MODES,
     DTYPES,
     EVAL_STRATEGIES,
-    HUB_ID,
     LIGER_LOSS_KERNELS,
     LOG_LEVELS,
     LOSS_TYPES,
@@ -35,6 +34,7 @@ from directpo.config import (
     DPOConfig,
 )
 from directpo.errors import ConfigError
+from directpo.hub import HUB_ID
 from directpo.losses import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSSES
 from directpo.mixture import check_mixture
 from directpo.options import Options

@@ -17,7 +17,6 @@ import contextlib
 import fnmatch
 import math
 import os
-import re
 import shutil
 import socket
 from dataclasses import dataclass
@@ -29,8 +28,9 @@ import yaml
 
 from directpo.adapters import adapter_base
 from directpo.checkpoint import STAGING, list_checkpoints
-from directpo.config import HUB_ID, DPOConfig, option_help
+from directpo.config import DPOConfig, option_help
 from directpo.errors import ConfigError
+from directpo.hub import HUB_ID, hub_model_name, hub_safe_card
 from directpo.models import LoadOptions, config_as_loaded, load_causal_lm, model_location
 
 
@@ -312,6 +312,7 @@ def save_final_model(
     selected = {"selected_adapters": [model.active_adapter]} if is_lora else {}
     if is_lora and config.merge_lora:
         model.save_pretrained(output_dir / "adapter", safe_serialization=True, **selected)
+        hub_safe_card(output_dir / "adapter")  # peft's card names a local base by its path
         tokenizer.save_pretrained(output_dir / "adapter")
         if base is None:
             model = model.merge_and_unload()
@@ -422,8 +423,7 @@ def model_card(
     base = config.model_name_or_path or ""
     # the Hub refuses a README whose base_model is no model id (a local folder): as TRL's
     # card, a local base is named in the text only
-    local = os.path.isdir(base) or os.path.isabs(base)
-    hub_base = _snapshot_id(base) if local else base
+    hub_base = hub_model_name(base) if base else None
     datasets = _hub_datasets(config)  # the Hub links the card to them (TRL's card lists them)
     # where a reader loads it from: the Hub repository it is meant for, else this folder
     # (written with repr: a quote or a backslash stays valid)
@@ -497,19 +497,6 @@ def model_card(
         "",
     ]
     return "\n".join(lines)
-
-
-# a model's folder in the Hugging Face cache: HF_HUB_CACHE/models--ORG--NAME/snapshots/REVISION
-CACHE_SNAPSHOT = re.compile(r"models--([^/]+)/snapshots/[^/]+/?$")
-
-
-def _snapshot_id(folder: str) -> str | None:
-    """The hub id of a folder of the Hugging Face cache (``.../models--HuggingFaceTB--
-    SmolLM2-135M-Instruct/snapshots/REV``, as a machine without internet names the model),
-    else None: a local folder is no id the Hub accepts as base_model."""
-    found = CACHE_SNAPSHOT.search(folder.replace("\\", "/"))
-    hub_id = found.group(1).replace("--", "/", 1) if found else None
-    return hub_id if hub_id and HUB_ID.fullmatch(hub_id) else None
 
 
 def _hub_datasets(config: DPOConfig) -> list[str]:
