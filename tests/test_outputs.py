@@ -472,3 +472,26 @@ def test_the_model_card_names_the_hub_id_of_a_cached_snapshot_folder(tmp_path) -
     assert base_model(f"{legacy}/") == "gpt2"
     assert base_model(str(snapshot.parent)) is None  # not a snapshot: a local folder
     assert base_model(str(tmp_path)) is None
+
+
+def test_the_model_cards_datasets_are_hub_ids_only_and_cached_ones_by_id(tmp_path) -> None:
+    """A mixture entry read by a datasets builder (`id: json` with data_files) was listed as
+    the Hub dataset 'json'; a dataset given as its Hugging Face cache folder was left out."""
+    import yaml
+
+    from directpo.config import DPOConfig
+    from directpo.outputs import model_card
+
+    def datasets(**options) -> list[str] | None:
+        config = DPOConfig(model_name_or_path="m", output_dir="out", **options)
+        return yaml.safe_load(model_card(config, "6 pairs", []).split("---")[1]).get("datasets")
+
+    built = {"id": "json", "data_files": str(tmp_path / "pairs.jsonl")}
+    mixture = {"datasets": [built, {"id": "HuggingFaceH4/ultrafeedback_binarized"}]}
+    assert datasets(dataset_mixture=mixture) == ["HuggingFaceH4/ultrafeedback_binarized"]
+    cached = tmp_path / "hub" / "datasets--trl-lib--ultrafeedback_binarized" / "snapshots" / "0a"
+    cached.mkdir(parents=True)
+    assert datasets(dataset_name=str(cached)) == ["trl-lib/ultrafeedback_binarized"]
+    model_snapshot = tmp_path / "hub" / "models--me--tiny" / "snapshots" / "0a"
+    model_snapshot.mkdir(parents=True)
+    assert datasets(dataset_name=str(model_snapshot)) is None  # a model's folder: no dataset

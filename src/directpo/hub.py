@@ -108,19 +108,21 @@ def _offline_flags() -> list[Any]:
 
 # a Hub repository id, [user/]name: what a model card's metadata and code may name
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-# a model's folder in the Hugging Face cache: HF_HUB_CACHE/models--ORG--NAME/snapshots/REVISION
-CACHE_SNAPSHOT = re.compile(r"models--([^/]+)/snapshots/[^/]+/?$")
+# a repository's folder in the Hugging Face cache: HF_HUB_CACHE/KINDs--ORG--NAME/snapshots/REV
+CACHE_SNAPSHOT = re.compile(r"(models|datasets)--([^/]+)/snapshots/[^/]+/?$")
 
 
-def hub_model_name(name: str) -> str | None:
+def hub_model_name(name: str, kind: str = "models") -> str | None:
     """``name`` as the Hub knows it: a hub id as it is, the id of a folder of the Hugging Face
     cache (``.../models--HuggingFaceTB--SmolLM2-135M-Instruct/snapshots/REV``, as a machine
-    without internet names the model), else None: a local folder is no id the Hub accepts as
-    a card's base_model (it refuses the README)."""
-    if not (os.path.isdir(name) or os.path.isabs(name)):
+    without internet names the model; ``kind`` datasets: ``datasets--ORG--NAME/...``), else
+    None: a local folder is no id the Hub accepts in a card's metadata (it refuses the
+    README)."""
+    if not (os.path.exists(name) or os.path.isabs(name)):
         return name
     found = CACHE_SNAPSHOT.search(name.replace("\\", "/"))
-    hub_id = found.group(1).replace("--", "/", 1) if found else None
+    found = found if found and found.group(1) == kind else None
+    hub_id = found.group(2).replace("--", "/", 1) if found else None
     return hub_id if hub_id and HUB_ID.fullmatch(hub_id) else None
 
 

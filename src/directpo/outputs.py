@@ -32,6 +32,7 @@ from directpo.config import DPOConfig, option_help
 from directpo.errors import ConfigError
 from directpo.hub import HUB_ID, hub_model_name, hub_safe_card
 from directpo.models import LoadOptions, config_as_loaded, load_causal_lm, model_location
+from directpo.preflight import packaged_builders
 
 
 @dataclass(frozen=True)
@@ -500,11 +501,13 @@ def model_card(
 
 
 def _hub_datasets(config: DPOConfig) -> list[str]:
-    """The hub ids the training data came from (dataset_name, dataset_mixture's ids): not a
-    local file or folder, which the Hub refuses in the card's metadata."""
+    """The hub ids the training data came from (dataset_name, dataset_mixture's ids; a folder
+    of the Hugging Face cache by its id): not a local file or folder, which the Hub refuses in
+    the card's metadata, nor a datasets builder (``id: json`` with data_files)."""
     mixture = (config.dataset_mixture or {}).get("datasets") or []
     ids = [config.dataset_name, *(entry.get("id") for entry in mixture if isinstance(entry, dict))]
-    found = [i for i in ids if isinstance(i, str) and HUB_ID.fullmatch(i) and not os.path.exists(i)]
+    named = [hub_model_name(i, "datasets") for i in ids if isinstance(i, str)]
+    found = [i for i in named if i and HUB_ID.fullmatch(i) and i not in packaged_builders()]
     return list(dict.fromkeys(found))
 
 

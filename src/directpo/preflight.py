@@ -58,7 +58,7 @@ def _absolute_source(entry: dict[str, Any]) -> dict[str, Any]:
         return entry
     if os.path.exists(source):
         entry[key] = os.path.abspath(source)
-    elif source in _packaged_builders():
+    elif source in packaged_builders():
         if isinstance(entry.get("data_dir"), str):
             entry["data_dir"] = os.path.abspath(entry["data_dir"])
         elif entry.get("data_files") is not None:
@@ -66,7 +66,7 @@ def _absolute_source(entry: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def _packaged_builders() -> set[str]:
+def packaged_builders() -> set[str]:
     """The names datasets reads local files with (json, csv, parquet, ...), not hub ids."""
     from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
 
