@@ -495,3 +495,27 @@ def test_the_model_cards_datasets_are_hub_ids_only_and_cached_ones_by_id(tmp_pat
     model_snapshot = tmp_path / "hub" / "models--me--tiny" / "snapshots" / "0a"
     model_snapshot.mkdir(parents=True)
     assert datasets(dataset_name=str(model_snapshot)) is None  # a model's folder: no dataset
+
+
+def test_overwriting_refuses_to_replace_someones_readme_or_config_yaml(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """overwrite_output_dir lets a run into a folder of someone's files ("other files stay"),
+    but a run writes README.md and config.yaml (and metrics.jsonl) there: a config.yaml kept
+    beside the outputs, or one's notes in README.md, were replaced without a word. They are
+    refused by name; an earlier run's own are replaced as before."""
+    out = tmp_path / "exp1"
+    out.mkdir()
+    (out / "config.yaml").write_text("beta: 0.2  # my settings\n")
+    (out / "notes.txt").write_text("mine")
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, out, overwrite_output_dir=True)
+    with pytest.raises(ConfigError, match=r"holds config.yaml, which no directpo run wrote"):
+        train(config, echo=quiet)
+    assert (out / "config.yaml").read_text() == "beta: 0.2  # my settings\n"
+    (out / "config.yaml").unlink()
+    train(config, echo=quiet)
+    train(config, echo=quiet)  # over its own run: README.md, config.yaml, metrics.jsonl
+    for kept in (out / "README.md", out / "config.yaml", out / "notes.txt"):
+        assert kept.is_file()
+    (out / "model.safetensors").unlink()  # the run's record alone still reads as a run's
+    train(config, echo=quiet)

@@ -597,7 +597,8 @@ class DPOConfig(Options):
         False,
         "Start afresh in an output_dir that already holds a run or other files (the earlier "
         "run's checkpoints, model files and what it wrote in runs/, samples/, online/ are "
-        "deleted; other files stay, in those folders too). Without it such a folder is refused, "
+        "deleted; other files stay, in those folders too; a README.md or config.yaml that no run "
+        "wrote is refused, not replaced). Without it such a folder is refused, "
         "so no work is lost by accident.",
     )
     logging_steps: float = option(

@@ -241,6 +241,14 @@ def prepare_output_dir(
             f"output_dir {output_dir} already holds {what} choose another output_dir, or set "
             "overwrite_output_dir: true (it replaces the checkpoints and model files there)"
         )
+    if entries and not resuming_here:  # overwriting: what the run rewrites must be a run's
+        theirs = _someones_run_files(output_dir, previous, entries)
+        if theirs:
+            raise ConfigError(
+                f"output_dir {output_dir} holds {', '.join(theirs)}, which no directpo run "
+                "wrote there and this run would replace (overwrite_output_dir keeps only other "
+                "files): move them, or choose another output_dir"
+            )
     # half-written checkpoints and final folders of a killed run (hidden, never resumed from):
     # nothing else removed them, and each kept a model's worth of disk for good
     staged = sorted(output_dir.glob(STAGING.format(step="*"))) + [
@@ -250,6 +258,24 @@ def prepare_output_dir(
         return staged
     retired = sorted(output_dir.glob("retired-checkpoint-*"))  # moved aside by a resume
     return staged + previous + retired + model_files(output_dir) + run_files(output_dir)
+
+
+REWRITTEN = ("README.md", "config.yaml", "metrics.jsonl")  # a run's files beside the model
+CARD_TAGS = "tags: [dpo, directpo]"  # the model card's metadata line that says directpo wrote it
+
+
+def _someones_run_files(output_dir: Path, previous: list[Path], entries: list[str]) -> list[str]:
+    """The files of ``REWRITTEN`` in ``output_dir`` that no earlier run wrote: someone's own
+    (a config.yaml kept beside its outputs, notes in README.md), which overwriting replaced
+    without a word. An earlier run shows by its checkpoints, its model files, or config.yaml
+    with metrics.jsonl (a run stopped before its first checkpoint); a model card directpo
+    wrote says so in its tags."""
+    if previous or model_files(output_dir) or {"config.yaml", "metrics.jsonl"} <= set(entries):
+        return []
+    card = output_dir / "README.md"
+    front = card.read_text(errors="replace").split("\n---\n")[0] if card.is_file() else ""
+    ours = f"\n{CARD_TAGS}\n" in front
+    return [name for name in REWRITTEN if name in entries and not (name == "README.md" and ours)]
 
 
 def inside(path: str | Path, folder: str | Path) -> bool:
@@ -432,7 +458,7 @@ def model_card(
     lines = [
         "---",
         f"library_name: {'peft' if adapter else 'transformers'}",
-        "tags: [dpo, directpo]",
+        CARD_TAGS,
         *([f"base_model: {hub_base}"] if hub_base else []),
         *([f"datasets: [{', '.join(datasets)}]"] if datasets else []),
         "---",
