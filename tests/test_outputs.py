@@ -501,7 +501,7 @@ def test_overwriting_refuses_to_replace_someones_readme_or_config_yaml(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:
     """overwrite_output_dir lets a run into a folder of someone's files ("other files stay"),
-    but a run writes README.md and config.yaml (and metrics.jsonl) there: a config.yaml kept
+    but a run writes README.md and config.yaml there: a config.yaml kept
     beside the outputs, or one's notes in README.md, were replaced without a word. They are
     refused by name; an earlier run's own are replaced as before."""
     out = tmp_path / "exp1"
@@ -514,7 +514,7 @@ def test_overwriting_refuses_to_replace_someones_readme_or_config_yaml(
     assert (out / "config.yaml").read_text() == "beta: 0.2  # my settings\n"
     (out / "config.yaml").unlink()
     train(config, echo=quiet)
-    train(config, echo=quiet)  # over its own run: README.md, config.yaml, metrics.jsonl
+    train(config, echo=quiet)  # over its own run: its README.md and config.yaml
     for kept in (out / "README.md", out / "config.yaml", out / "notes.txt"):
         assert kept.is_file()
     (out / "model.safetensors").unlink()  # the run's record alone still reads as a run's

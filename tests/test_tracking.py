@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from directpo.errors import DirectpoError
 from directpo.tracking import MetricsLogger, read_metrics
 
 
@@ -23,3 +25,16 @@ def test_a_resumed_run_shows_each_step_once_in_tensorboard_as_in_metrics_jsonl(t
     expected = [(1, 1.0), (2, 2.0), (3, 30.0), (4, 40.0)]
     assert [(event.step, event.value) for event in shown] == expected
     assert [(row["step"], row["loss"]) for row in read_metrics(tmp_path)] == expected
+
+
+def test_a_tracker_that_fails_to_start_leaves_no_metrics_file(tmp_path):
+    """A tracker failing to start (a logging_dir under a file) stopped the run after
+    metrics.jsonl was written: the folder then read as holding someone's files, refused
+    without overwrite_output_dir, and a folder the run made was not removed."""
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "out"
+    out.mkdir()
+    config = {"logging_dir": str(tmp_path / "afile" / "tb")}
+    with pytest.raises(DirectpoError, match="report_to: 'tensorboard' failed to start"):
+        MetricsLogger(out, ["tensorboard"], config)
+    assert list(out.iterdir()) == []

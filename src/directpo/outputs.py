@@ -260,7 +260,7 @@ def prepare_output_dir(
     return staged + previous + retired + model_files(output_dir) + run_files(output_dir)
 
 
-REWRITTEN = ("README.md", "config.yaml", "metrics.jsonl")  # a run's files beside the model
+REWRITTEN = ("README.md", "config.yaml")  # a run's files beside the model, besides metrics
 CARD_TAGS = "tags: [dpo, directpo]"  # the model card's metadata line that says directpo wrote it
 
 

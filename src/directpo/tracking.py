@@ -43,6 +43,16 @@ class MetricsLogger:
         """``write=False`` (ranks other than 0): keep the rows in memory, write nothing."""
         self.path = output_dir / METRICS_FILE
         self.write = write
+        # the trackers first: one that fails to start (a logging_dir that cannot be made) leaves
+        # no metrics.jsonl, which made the folder read as someone's for the next try
+        self._trackers: list[Any] = []
+        for name in report_to if write else []:
+            if name != "none":
+                try:
+                    self._trackers.append(_open_tracker(name, output_dir, config, resume_step))
+                except DirectpoError:
+                    self.close()
+                    raise
         kept = [
             row
             for row in read_metrics(output_dir)
@@ -53,11 +63,6 @@ class MetricsLogger:
             tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
             os.replace(tmp, self.path)
         self.rows = kept
-        self._trackers = [
-            _open_tracker(name, output_dir, config, resume_step)
-            for name in report_to
-            if name != "none" and write
-        ]
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         row = {"step": step, **metrics}
