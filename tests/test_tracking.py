@@ -38,3 +38,17 @@ def test_a_tracker_that_fails_to_start_leaves_no_metrics_file(tmp_path):
     with pytest.raises(DirectpoError, match="report_to: 'tensorboard' failed to start"):
         MetricsLogger(out, ["tensorboard"], config)
     assert list(out.iterdir()) == []
+
+
+def test_an_absolute_run_name_keeps_tensorboard_under_runs(tmp_path):
+    """transformers' default run_name is output_dir, which a dumped TRL config writes out, often
+    absolute: TensorBoard's folder, output_dir/runs/RUN_NAME, was then that path itself (the
+    events beside the model, where overwriting a run does not look) or left runs/ with '..'."""
+    out = tmp_path / "out"
+    for run_name, below in ((str(out), out.relative_to("/")), ("../../up", "up")):
+        logger = MetricsLogger(out, ["tensorboard"], {"run_name": run_name})
+        logger.log(1, {"loss": 1.0})
+        logger.close()
+        assert list((out / "runs" / below).glob("events.out.tfevents.*")), run_name
+    assert not list(out.glob("events.out.tfevents.*"))
+    assert not list(tmp_path.glob("up"))

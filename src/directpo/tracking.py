@@ -155,14 +155,21 @@ class _MLflow:
         self.mlflow.end_run()
 
 
+def _below(run_name: str | None) -> Path:
+    """``run_name`` as a folder under runs/: transformers' default run_name is output_dir, which
+    a dumped TRL config writes out (often absolute): joined as it was, TensorBoard wrote into
+    that path (output_dir itself, beside the model) or above runs/ with '..'."""
+    parts = [part for part in Path(run_name or "").parts if part not in (os.sep, "..", ".")]
+    return Path(*parts) if parts else Path()
+
+
 def _open_tracker(
     name: str, output_dir: Path, config: dict[str, Any], resume_step: int | None = None
 ) -> Any:
     try:
         if name == "tensorboard":
-            folder = config.get("logging_dir") or output_dir / "runs" / (
-                config.get("run_name") or ""
-            )
+            below = _below(config.get("run_name"))
+            folder = config.get("logging_dir") or output_dir / "runs" / below
             return _TensorBoard(Path(folder), resume_step)
         if name == "wandb":
             return _Wandb(output_dir, config)
