@@ -255,6 +255,22 @@ def check_environment(
                 f"report_to: '{tracker}' is not installed (pip install {module}), "
                 "or choose another tracker / none"
             )
+    if config.logging_dir and "tensorboard" in config.report_to:
+        _check_makeable("logging_dir", config.logging_dir)
+
+
+def _check_makeable(key: str, folder: str) -> None:
+    """``folder`` exists as a writable folder, or can be made: said before any model loads (the
+    tracker that writes there started only after them, minutes later for a large model)."""
+    from pathlib import Path
+
+    from directpo.folders import nearest_existing
+
+    start = nearest_existing(Path(folder))
+    if not start.is_dir():
+        raise ConfigError(f"{key}: {folder} cannot be made: {start} is a file")
+    if not os.access(start, os.W_OK):
+        raise ConfigError(f"{key}: {folder} is not writable ({start})")
 
 
 MODEL_FILES = ("config.json", "adapter_config.json")
