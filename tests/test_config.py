@@ -205,6 +205,24 @@ def test_missing_files_fail_in_environment_check(tmp_path: Path) -> None:
         check_environment(config)
 
 
+def test_a_logging_dir_that_cannot_be_made_is_refused_before_any_model_loads(
+    tiny_model_dirs, pairs_file, tmp_path: Path
+) -> None:
+    """TensorBoard's logging_dir under a file was found when the tracker started, after the
+    models loaded (minutes for a large one): it is said by the environment check."""
+    (tmp_path / "afile").write_text("")
+    config = DPOConfig(
+        model_name_or_path=str(tiny_model_dirs["llama"]), train_file=str(pairs_file),
+        logging_dir=str(tmp_path / "afile" / "tb"), report_to=["tensorboard"],
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="logging_dir: .*afile/tb cannot be made: .* is a file"):
+        check_environment(config)
+    config.report_to = ["none"]  # no tracker writes there
+    check_environment(config)
+    config.report_to, config.logging_dir = ["tensorboard"], str(tmp_path / "new" / "tb")
+    check_environment(config)  # made when the tracker starts
+
+
 def test_resume_from_checkpoint_names_a_checkpoint_not_the_run_folder(
     tiny_model_dirs, pairs_file, tmp_path: Path
 ) -> None:

@@ -133,3 +133,32 @@ def test_implicit_reward_gives_the_offline_flag_back(no_network, tiny_model_dirs
         ImplicitReward("someorg/absent", None, beta=0.1)
     assert huggingface_hub.constants.HF_HUB_OFFLINE is False
     assert no_network == ["huggingface.co"]  # one probe for the process
+
+
+def test_a_lora_runs_adapter_cards_name_their_base_as_the_hub_accepts(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """The cards peft writes into merge_lora's adapter/ and into each LoRA checkpoint named a
+    local base by its absolute path (base_model: /home/me/llama, tag base_model:adapter:/...):
+    the Hub refuses such a README, so an uploaded adapter was rejected. A base read from the
+    Hugging Face cache is named by its hub id, as in the run's own card."""
+    import yaml
+
+    def metadata(card: Path) -> dict:
+        return yaml.safe_load(card.read_text().split("---\n")[1])
+
+    snapshot = tmp_path / "hub" / "models--me--tiny-llama" / "snapshots" / "0a1b2c"
+    shutil.copytree(tiny_model_dirs["llama"], snapshot)
+    for base, named in ((tiny_model_dirs["llama"], None), (snapshot, "me/tiny-llama")):
+        out = tmp_path / f"out-{named is None}"
+        train(tiny_config(base, pairs_file, out, lora_r=4, merge_lora=True, save_steps=1),
+              echo=None)  # fmt: skip
+        for card in (out / "adapter" / "README.md", out / "checkpoint-1" / "README.md"):
+            found = metadata(card)
+            assert found.get("base_model") == named, card
+            assert found["library_name"] == "peft"
+            assert not [tag for tag in found["tags"] if str(base) in tag], card
+            if named:
+                assert f"base_model:adapter:{named}" in found["tags"]
+            assert "# Model Card" in card.read_text()  # peft's text stays
+        assert metadata(out / "README.md").get("base_model") == named

@@ -339,3 +339,183 @@ def test_the_model_cards_snippet_is_python_for_any_output_folder() -> None:
         code = card.split("```python\n")[1].split("```")[0]
         calls = [n for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call)]
         assert [c.args[0].value for c in calls] == [folder, folder]
+
+
+def test_the_model_card_of_an_adapter_folder_says_peft(tiny_model_dirs, pairs_file, tmp_path):
+    """A LoRA run's folder holds an adapter, but its card said library_name: transformers
+    (replacing the card peft writes, which says peft): uploaded, the Hub took it for a full
+    model. A merged run's folder is a plain model; its adapter/ keeps peft's own card."""
+    import yaml
+
+    def metadata(folder) -> dict:
+        return yaml.safe_load((folder / "README.md").read_text().split("---")[1])
+
+    llama = tiny_model_dirs["llama"]
+    train(tiny_config(llama, pairs_file, tmp_path / "lora", lora_r=4), echo=quiet)
+    train(tiny_config(llama, pairs_file, tmp_path / "merged", lora_r=4, merge_lora=True),
+          echo=quiet)  # fmt: skip
+    assert metadata(tmp_path / "lora")["library_name"] == "peft"
+    assert metadata(tmp_path / "merged")["library_name"] == "transformers"
+    assert metadata(tmp_path / "merged" / "adapter")["library_name"] == "peft"
+
+
+def test_the_model_card_says_how_it_trained_beside_the_rounding_note() -> None:
+    """With save_dtype bfloat16 the rounding note replaced the precision line: the card no
+    longer said that the run was mixed precision, nor in which dtype the weights were saved."""
+    from directpo.config import DPOConfig
+    from directpo.outputs import model_card
+
+    config = DPOConfig(model_name_or_path="m", output_dir="out", bf16=True, save_dtype="bfloat16")
+    note = "Rounding to bfloat16 for saving: 99.0% of the weights ... still differ."
+    card = model_card(config, "6 pairs", [], note)
+    precision = card.split("## Precision\n\n")[1].split("\n")[0]
+    assert precision == (
+        "Trained in mixed precision (bfloat16 compute, float32 master weights); weights saved "
+        f"in bfloat16. {note}"
+    )
+
+
+def test_the_model_card_of_the_best_model_gives_that_evaluations_metrics(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """With load_best_model_at_end the folder holds the best evaluation's weights, but the
+    card's metrics table was the last step's: a reader saw another model's eval/loss (and an
+    eval/rewards/margins contradicting the best value the card names)."""
+    import yaml
+
+    out = tmp_path / "best"
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, out, max_steps=4, eval_file=str(pairs_file),
+        eval_steps=2, load_best_model_at_end=True, greater_is_better=False,
+        metric_for_best_model="eval/rewards/margins",
+    )  # fmt: skip
+    result = train(config, echo=quiet)
+    evals = {row["step"]: row for row in result.metrics if "eval/loss" in row}
+    assert evals[4]["eval/rewards/margins"] > evals[2]["eval/rewards/margins"]  # 2 is best
+    card = (out / "README.md").read_text()
+    section = card.split("## Final metrics\n\n")[1].split("## Use")[0]
+    assert section.startswith("At step 2, the weights saved here:")
+    rows = [line.strip("| ").split(" | ") for line in section.splitlines()[2:] if line]
+    table = {name: value for name, value in rows[2:]}  # past the header and its rule
+    trained = [row for row in result.metrics if row["step"] == 2 and "loss" in row]
+    assert float(table["eval/loss"]) == pytest.approx(evals[2]["eval/loss"], rel=1e-5)
+    assert float(table["loss"]) == pytest.approx(trained[0]["loss"], rel=1e-5)
+    assert "Weights of the best evaluation: step 2" in card
+    assert yaml.safe_load(card.split("---")[1])["library_name"] == "transformers"
+
+
+def test_an_fsdp_runs_folders_keep_the_base_models_generation_config(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """FSDP builds the model from config.json on the meta device (and a merge from config
+    again), so its folders wrote a generation_config.json derived from config.json: a chat
+    model's end-of-turn ids (eos_token_id [1, 4], where vLLM and TGI stop) and its sampling
+    defaults were lost, where a one-process run keeps them."""
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dirs["llama"], base)
+    stored = json.loads((base / "generation_config.json").read_text())
+    wanted = {"eos_token_id": [1, 4], "temperature": 0.6, "top_p": 0.9, "do_sample": True}
+    (base / "generation_config.json").write_text(json.dumps({**stored, **wanted}))
+    runs = {"fsdp": {}, "merged": {"lora_r": 4, "merge_lora": True}}
+    for name, extra in runs.items():
+        train(tiny_config(base, pairs_file, tmp_path / name, distributed="fsdp", **extra),
+              echo=quiet)  # fmt: skip
+    for folder in ("fsdp", "merged"):
+        saved = json.loads((tmp_path / folder / "generation_config.json").read_text())
+        assert {key: saved.get(key) for key in wanted} == wanted, folder
+
+
+def test_the_model_cards_code_loads_from_hub_model_id() -> None:
+    """TRL's hub_model_id (the repository the folder is uploaded to) was accepted and dropped:
+    the card, uploaded with `huggingface-cli upload`, told readers to load the trainer's local
+    folder ('/home/me/runs/dpo'). It now loads from the repository; a value that is no
+    repository id is refused in one line."""
+    import ast
+
+    from directpo.config import DPOConfig, load_config
+    from directpo.outputs import model_card
+
+    def loaded_from(config: DPOConfig) -> list[str]:
+        code = model_card(config, "6 pairs", []).split("```python\n")[1].split("```")[0]
+        return [n.args[0].value for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call)]
+
+    config = load_config(None, {"model_name_or_path": "m", "output_dir": "/home/me/runs/dpo",
+                                "hub_model_id": "me/tiny-dpo"})  # fmt: skip
+    assert loaded_from(config) == ["me/tiny-dpo", "me/tiny-dpo"]
+    assert loaded_from(dataclasses.replace(config, hub_model_id=None)) == [
+        "/home/me/runs/dpo", "/home/me/runs/dpo",
+    ]  # fmt: skip
+    with pytest.raises(ConfigError, match="hub_model_id must be a Hub repository id"):
+        DPOConfig(model_name_or_path="m", hub_model_id="/home/me/runs/dpo")
+
+
+def test_the_model_card_names_the_hub_id_of_a_cached_snapshot_folder(tmp_path) -> None:
+    """On a machine without internet the model is often named by its folder in the Hugging
+    Face cache (config.yaml records it so): the card then had no base_model, though the folder
+    says which hub model it is, and the Hub's model tree lost the link."""
+    import yaml
+
+    from directpo.config import DPOConfig
+    from directpo.outputs import model_card
+
+    def base_model(model: str) -> str | None:
+        card = model_card(DPOConfig(model_name_or_path=model, output_dir="out"), "6 pairs", [])
+        return yaml.safe_load(card.split("---")[1]).get("base_model")
+
+    snapshot = tmp_path / "hub/models--HuggingFaceTB--SmolLM2-135M-Instruct/snapshots/0a1b2c"
+    snapshot.mkdir(parents=True)
+    assert base_model(str(snapshot)) == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    legacy = tmp_path / "hub/models--gpt2/snapshots/0a1b2c"
+    legacy.mkdir(parents=True)
+    assert base_model(f"{legacy}/") == "gpt2"
+    assert base_model(str(snapshot.parent)) is None  # not a snapshot: a local folder
+    assert base_model(str(tmp_path)) is None
+
+
+def test_the_model_cards_datasets_are_hub_ids_only_and_cached_ones_by_id(tmp_path) -> None:
+    """A mixture entry read by a datasets builder (`id: json` with data_files) was listed as
+    the Hub dataset 'json'; a dataset given as its Hugging Face cache folder was left out."""
+    import yaml
+
+    from directpo.config import DPOConfig
+    from directpo.outputs import model_card
+
+    def datasets(**options) -> list[str] | None:
+        config = DPOConfig(model_name_or_path="m", output_dir="out", **options)
+        return yaml.safe_load(model_card(config, "6 pairs", []).split("---")[1]).get("datasets")
+
+    built = {"id": "json", "data_files": str(tmp_path / "pairs.jsonl")}
+    mixture = {"datasets": [built, {"id": "HuggingFaceH4/ultrafeedback_binarized"}]}
+    assert datasets(dataset_mixture=mixture) == ["HuggingFaceH4/ultrafeedback_binarized"]
+    cached = tmp_path / "hub" / "datasets--trl-lib--ultrafeedback_binarized" / "snapshots" / "0a"
+    cached.mkdir(parents=True)
+    assert datasets(dataset_name=str(cached)) == ["trl-lib/ultrafeedback_binarized"]
+    model_snapshot = tmp_path / "hub" / "models--me--tiny" / "snapshots" / "0a"
+    model_snapshot.mkdir(parents=True)
+    assert datasets(dataset_name=str(model_snapshot)) is None  # a model's folder: no dataset
+
+
+def test_overwriting_refuses_to_replace_someones_readme_or_config_yaml(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """overwrite_output_dir lets a run into a folder of someone's files ("other files stay"),
+    but a run writes README.md and config.yaml there: a config.yaml kept
+    beside the outputs, or one's notes in README.md, were replaced without a word. They are
+    refused by name; an earlier run's own are replaced as before."""
+    out = tmp_path / "exp1"
+    out.mkdir()
+    (out / "config.yaml").write_text("beta: 0.2  # my settings\n")
+    (out / "notes.txt").write_text("mine")
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, out, overwrite_output_dir=True)
+    with pytest.raises(ConfigError, match=r"holds config.yaml, which no directpo run wrote"):
+        train(config, echo=quiet)
+    assert (out / "config.yaml").read_text() == "beta: 0.2  # my settings\n"
+    (out / "config.yaml").unlink()
+    train(config, echo=quiet)
+    train(config, echo=quiet)  # over its own run: its README.md and config.yaml
+    for kept in (out / "README.md", out / "config.yaml", out / "notes.txt"):
+        assert kept.is_file()
+    (out / "model.safetensors").unlink()  # the run's record alone still reads as a run's
+    train(config, echo=quiet)

@@ -648,6 +648,22 @@ def test_no_effect_keys_written_as_flags_mean_what_they_say() -> None:
     assert (nulls.eval_steps, nulls.max_grad_norm) == (0, 0.0)
 
 
+def test_logging_strategy_no_is_refused_not_ignored(tmp_path) -> None:
+    """`logging_strategy: no` (TRL: log nothing) passed as a key that asks for nothing, since
+    "no" (a bare YAML no reads as false) was taken for unset: the run logged every
+    logging_steps to the trackers as if the key were not there."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model_name_or_path: m\nlogging_strategy: no\n")  # YAML reads False
+    with pytest.raises(ConfigError, match="logging_strategy: False is not supported: directpo"):
+        load_config(str(recipe))
+    for value in ("no", "epoch"):
+        with pytest.raises(ConfigError, match=f"--logging_strategy: '{value}' is not supported"):
+            load_config(None, {"logging_strategy": value})
+    with pytest.raises(ConfigError, match="logging_strategy: 'no' is not supported"):
+        DPOConfig(logging_strategy="no")
+    assert load_config(None, {"logging_strategy": "steps"}) == DPOConfig()
+
+
 def test_beta_as_online_dpo_configs_one_value_list_is_that_value(tmp_path) -> None:
     """TRL's OnlineDPOConfig types beta as list[float] (one per epoch) and reads [0.1] as 0.1;
     it was refused ('beta must be a finite number'). A longer list is refused in one line."""

@@ -39,6 +39,7 @@ from directpo.distributed import (
     save_sharded,
 )
 from directpo.errors import CheckpointError, first_line
+from directpo.hub import hub_safe_card
 from directpo.models import config_as_loaded
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -300,6 +301,7 @@ def _write_main_files(
         with config_as_loaded(model):
             model.save_pretrained(tmp, safe_serialization=True, **selected)
         write_as_plain_lora(model, tmp)  # loadable as trained; resume takes the rank-r part
+        hub_safe_card(tmp)  # an adapter's: peft's card names a local base by its path
         if optimizer is not None:
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     for name, weights in tensors.items():

@@ -598,7 +598,8 @@ class DPOConfig(Options):
         False,
         "Start afresh in an output_dir that already holds a run or other files (the earlier "
         "run's checkpoints, model files and what it wrote in runs/, samples/, online/ are "
-        "deleted; other files stay, in those folders too). Without it such a folder is refused, "
+        "deleted; other files stay, in those folders too; a README.md or config.yaml that no run "
+        "wrote is refused, not replaced). Without it such a folder is refused, "
         "so no work is lost by accident.",
     )
     logging_steps: float = option(
@@ -630,6 +631,12 @@ class DPOConfig(Options):
     logging_first_step: bool = option(False, "Also log the first step (TRL's option).")
     run_name: str | None = option(
         None, "Name of the run in wandb / mlflow, and TensorBoard's subfolder of output_dir/runs."
+    )
+    hub_model_id: str | None = option(
+        None,
+        "The Hub repository output_dir is meant for, user/name (TRL's option; directpo does "
+        "not upload: huggingface-cli upload REPO OUTPUT_DIR): the model card's code loads it "
+        "from there, not from the local folder.",
     )
     save_steps: float = option(
         500,

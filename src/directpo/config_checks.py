@@ -34,6 +34,7 @@ from directpo.config import (
     DPOConfig,
 )
 from directpo.errors import ConfigError
+from directpo.hub import HUB_ID
 from directpo.losses import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSSES
 from directpo.mixture import check_mixture
 from directpo.options import Options
@@ -147,6 +148,8 @@ def check_values(config: DPOConfig) -> None:
             if importlib.util.find_spec(module) is not None
         ] or ["none"]
     one_of("log_level", LOG_LEVELS)
+    hub_id = config.hub_model_id is None or bool(HUB_ID.fullmatch(str(config.hub_model_id)))
+    require(hub_id, "hub_model_id", "a Hub repository id, user/name")
     unknown = [t for t in config.report_to if t not in TRACKERS]
     require(not unknown, "report_to", "a list of " + ", ".join(TRACKERS))
     if "none" in config.report_to and len(config.report_to) > 1:

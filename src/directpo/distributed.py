@@ -27,6 +27,7 @@ the model.
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import datetime
 import gc
@@ -601,6 +602,7 @@ def consolidated_model(
     auto = AutoModelForImageTextToText if is_vision_config(base.config) else AutoModelForCausalLM
     whole = auto.from_config(base.config)
     setattr(whole, CONFIG_AS_LOADED, getattr(base, CONFIG_AS_LOADED, {}))  # saved as the base's
+    whole.generation_config = copy.deepcopy(base.generation_config)  # not from config.json's
     configs = getattr(model, "peft_config", None)
     if configs:  # the same adapters (every one, e.g. a continued adapter's frozen "ref")
         from peft import get_peft_model

@@ -117,8 +117,12 @@ def finish(run: Run, done: int | None = None) -> TrainResult:
         run.masters.release()  # the policy now holds the float32 masters
     if not run.sharded:  # (FSDP2 writes from its own shard storage: _save_sharded adds them)
         fold_compensation(run.trainable, run.optimizer, run.precision.save)
+    rows = run.logger.rows
+    if run.config.load_best_model_at_end and run.best.checkpoint:
+        # the card's metrics are the saved weights': the best evaluation's, not the last step's
+        rows = [row for row in rows if row.get("step", 0) <= run.best.step]
     record = RunRecord(
-        run.processor or run.tokenizer, run.config, run.train_summary, run.logger.rows, note,
+        run.processor or run.tokenizer, run.config, run.train_summary, rows, note,
         run.from_python,
     )  # fmt: skip
     final = _save_final(run, record)

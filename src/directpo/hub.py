@@ -9,6 +9,9 @@ mode is set (the local cache at once) and the error says why.
 
 Behind a proxy (``HTTPS_PROXY``, ``ALL_PROXY``) a direct connection says nothing about the
 hub, so the hub counts as reachable and the libraries' own behaviour is kept.
+
+Also the names the Hub accepts in a model card: a base model read from a local folder has no
+hub id there, unless the folder is the Hugging Face cache's copy of one (``hub_model_name``).
 """
 
 from __future__ import annotations
@@ -16,11 +19,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+import yaml
 
 PROBE_TIMEOUT_S = 3.0
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
@@ -97,3 +104,48 @@ def _offline_flags() -> list[Any]:
     from huggingface_hub import constants
 
     return [constants] + ([_datasets_config()] if _datasets_config() else [])
+
+
+# a Hub repository id, [user/]name: what a model card's metadata and code may name
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+# a repository's folder in the Hugging Face cache: HF_HUB_CACHE/KINDs--ORG--NAME/snapshots/REV
+CACHE_SNAPSHOT = re.compile(r"(models|datasets)--([^/]+)/snapshots/[^/]+/?$")
+
+
+def hub_model_name(name: str, kind: str = "models") -> str | None:
+    """``name`` as the Hub knows it: a hub id as it is, the id of a folder of the Hugging Face
+    cache (``.../models--HuggingFaceTB--SmolLM2-135M-Instruct/snapshots/REV``, as a machine
+    without internet names the model; ``kind`` datasets: ``datasets--ORG--NAME/...``), else
+    None: a local folder is no id the Hub accepts in a card's metadata (it refuses the
+    README)."""
+    if not (os.path.exists(name) or os.path.isabs(name)):
+        return name
+    found = CACHE_SNAPSHOT.search(name.replace("\\", "/"))
+    found = found if found and found.group(1) == kind else None
+    hub_id = found.group(2).replace("--", "/", 1) if found else None
+    return hub_id if hub_id and HUB_ID.fullmatch(hub_id) else None
+
+
+def hub_safe_card(folder: Path) -> None:
+    """The README.md peft writes into an adapter folder, with its base named as the Hub knows
+    it (``hub_model_name``): peft writes the base as given, a local folder's absolute path in
+    ``base_model`` and a ``base_model:adapter:PATH`` tag, and the Hub refused the uploaded
+    adapter ('Invalid metadata in README.md')."""
+    card = folder / "README.md"
+    text = card.read_text() if card.is_file() else ""
+    parts = text.split("---\n", 2)
+    if len(parts) < 3 or parts[0]:
+        return
+    metadata = yaml.safe_load(parts[1]) or {}
+    base = metadata.get("base_model")
+    if not isinstance(base, str) or hub_model_name(base) == base:
+        return
+    name = hub_model_name(base)
+    metadata.pop("base_model")
+    tags = [tag for tag in metadata.get("tags") or [] if tag != f"base_model:adapter:{base}"]
+    if name is not None:
+        metadata["base_model"] = name
+        tags.append(f"base_model:adapter:{name}")
+    metadata["tags"] = tags
+    front = yaml.safe_dump(metadata, sort_keys=False)
+    card.write_text(f"---\n{front}---\n{parts[2]}")

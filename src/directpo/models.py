@@ -16,6 +16,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForImageTextToText,
     AutoTokenizer,
+    GenerationConfig,
 )
 
 from directpo.adapters import adapter_base, adapter_config
@@ -319,6 +320,7 @@ def _meta_model(
             )  # fmt: skip
         model.tie_weights()  # tied on the meta device, they stay one tensor through sharding
         setattr(model, CONFIG_AS_LOADED, zeroed)
+        _stored_generation_config(model, folder)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
         raise ModelLoadError(
             f"model '{path}': cannot build as a causal LM ({first_line(exc)})"
@@ -327,6 +329,15 @@ def _meta_model(
         return None
     setattr(model, WEIGHTS_FOLDER, folder)
     return _prepared(model, trainable, options)
+
+
+def _stored_generation_config(model: torch.nn.Module, folder: str) -> None:
+    """The folder's generation_config.json on a model built from its config, as from_pretrained
+    loads it: from_config derives one from config.json alone, so an FSDP run's final folder
+    lost the base's (a chat model's end-of-turn ids in eos_token_id, where vLLM and TGI stop;
+    its sampling defaults)."""
+    if os.path.isfile(os.path.join(folder, "generation_config.json")):
+        model.generation_config = GenerationConfig.from_pretrained(folder)
 
 
 def _cached_snapshot(path: str) -> str:

@@ -17,7 +17,6 @@ import contextlib
 import fnmatch
 import math
 import os
-import re
 import shutil
 import socket
 from dataclasses import dataclass
@@ -31,7 +30,9 @@ from directpo.adapters import adapter_base, write_as_plain_lora
 from directpo.checkpoint import STAGING, list_checkpoints
 from directpo.config import DPOConfig, option_help
 from directpo.errors import ConfigError
+from directpo.hub import HUB_ID, hub_model_name, hub_safe_card
 from directpo.models import LoadOptions, config_as_loaded, load_causal_lm, model_location
+from directpo.preflight import packaged_builders
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,14 @@ def prepare_output_dir(
             f"output_dir {output_dir} already holds {what} choose another output_dir, or set "
             "overwrite_output_dir: true (it replaces the checkpoints and model files there)"
         )
+    if entries and not resuming_here:  # overwriting: what the run rewrites must be a run's
+        theirs = _someones_run_files(output_dir, previous, entries)
+        if theirs:
+            raise ConfigError(
+                f"output_dir {output_dir} holds {', '.join(theirs)}, which no directpo run "
+                "wrote there and this run would replace (overwrite_output_dir keeps only other "
+                "files): move them, or choose another output_dir"
+            )
     # half-written checkpoints and final folders of a killed run (hidden, never resumed from):
     # nothing else removed them, and each kept a model's worth of disk for good
     staged = sorted(output_dir.glob(STAGING.format(step="*"))) + [
@@ -249,6 +258,24 @@ def prepare_output_dir(
         return staged
     retired = sorted(output_dir.glob("retired-checkpoint-*"))  # moved aside by a resume
     return staged + previous + retired + model_files(output_dir) + run_files(output_dir)
+
+
+REWRITTEN = ("README.md", "config.yaml")  # a run's files beside the model, besides metrics
+CARD_TAGS = "tags: [dpo, directpo]"  # the model card's metadata line that says directpo wrote it
+
+
+def _someones_run_files(output_dir: Path, previous: list[Path], entries: list[str]) -> list[str]:
+    """The files of ``REWRITTEN`` in ``output_dir`` that no earlier run wrote: someone's own
+    (a config.yaml kept beside its outputs, notes in README.md), which overwriting replaced
+    without a word. An earlier run shows by its checkpoints, its model files, or config.yaml
+    with metrics.jsonl (a run stopped before its first checkpoint); a model card directpo
+    wrote says so in its tags."""
+    if previous or model_files(output_dir) or {"config.yaml", "metrics.jsonl"} <= set(entries):
+        return []
+    card = output_dir / "README.md"
+    front = card.read_text(errors="replace").split("\n---\n")[0] if card.is_file() else ""
+    ours = f"\n{CARD_TAGS}\n" in front
+    return [name for name in REWRITTEN if name in entries and not (name == "README.md" and ours)]
 
 
 def inside(path: str | Path, folder: str | Path) -> bool:
@@ -313,6 +340,7 @@ def save_final_model(
     if is_lora and config.merge_lora:
         model.save_pretrained(output_dir / "adapter", safe_serialization=True, **selected)
         write_as_plain_lora(model, output_dir / "adapter")  # what the fresh base merges
+        hub_safe_card(output_dir / "adapter")  # peft's card names a local base by its path
         tokenizer.save_pretrained(output_dir / "adapter")
         if base is None:
             model = model.merge_and_unload()
@@ -389,8 +417,14 @@ def save_run_files(output_dir: Path, model: torch.nn.Module, record: RunRecord) 
         generation_config.save_pretrained(output_dir)
     config.save_record(output_dir / "config.yaml", record.from_python)
     vision = getattr(tokenizer, "image_processor", None) is not None  # a processor was saved
+    adapter = (output_dir / "adapter_config.json").is_file()  # LoRA without merge_lora
     card = model_card(
-        config, record.train_summary, record.metrics, record.precision_note, vision=vision
+        config,
+        record.train_summary,
+        record.metrics,
+        record.precision_note,
+        vision=vision,
+        adapter=adapter,
     )
     (output_dir / "README.md").write_text(card)
 
@@ -402,25 +436,32 @@ def model_card(
     precision_note: str = "",
     *,
     vision: bool = False,
+    adapter: bool = False,
 ) -> str:
+    """The folder's README.md: Hub metadata, what was trained from what, the options that
+    differ from the defaults, the precision, the final metrics and how to load it. ``adapter``:
+    the folder holds a PEFT adapter, which the Hub knows by ``library_name: peft`` (peft's own
+    card says so; as ``transformers`` the Hub offered code that loads no adapter)."""
     # (a row of skipped non-finite steps only holds NaN: the card gives the last measured one)
     train_rows = [row for row in metrics if math.isfinite(row.get("loss", math.nan))]
     eval_rows = [row for row in metrics if any(key.startswith("eval/") for key in row)]
     final = {**(train_rows[-1] if train_rows else {}), **(eval_rows[-1] if eval_rows else {})}
-    final.pop("step", None)
+    step = final.pop("step", None)
     defaults = {name: default for name, _, default in option_help(DPOConfig)}
     changed = {k: v for k, v in config.record().items() if v != defaults[k]}
     base = config.model_name_or_path or ""
     # the Hub refuses a README whose base_model is no model id (a local folder): as TRL's
     # card, a local base is named in the text only
-    local = os.path.isdir(base) or os.path.isabs(base)
+    hub_base = hub_model_name(base) if base else None
     datasets = _hub_datasets(config)  # the Hub links the card to them (TRL's card lists them)
-    folder = str(config.output_dir)  # written with repr: a quote or a backslash stays valid
+    # where a reader loads it from: the Hub repository it is meant for, else this folder
+    # (written with repr: a quote or a backslash stays valid)
+    folder = config.hub_model_id or str(config.output_dir)
     lines = [
         "---",
-        "library_name: transformers",
-        "tags: [dpo, directpo]",
-        *([] if local else [f"base_model: {base}"]),
+        f"library_name: {'peft' if adapter else 'transformers'}",
+        CARD_TAGS,
+        *([f"base_model: {hub_base}"] if hub_base else []),
         *([f"datasets: [{', '.join(datasets)}]"] if datasets else []),
         "---",
         "",
@@ -442,7 +483,8 @@ def model_card(
         "",
         "## Precision",
         "",
-        precision_note or _precision_summary(config),
+        # how it was trained and saved, then what the rounding to save_dtype kept
+        " ".join(filter(None, (_precision_summary(config), precision_note))),
         "",
         *(
             [
@@ -459,6 +501,7 @@ def model_card(
         ),
         "## Final metrics",
         "",
+        *([f"At step {step}, the weights saved here:", ""] if step is not None else []),
         "| metric | value |",
         "|---|---|",
         *(f"| {k} | {v:.6g} |" for k, v in final.items() if isinstance(v, int | float)),
@@ -485,15 +528,14 @@ def model_card(
     return "\n".join(lines)
 
 
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-
-
 def _hub_datasets(config: DPOConfig) -> list[str]:
-    """The hub ids the training data came from (dataset_name, dataset_mixture's ids): not a
-    local file or folder, which the Hub refuses in the card's metadata."""
+    """The hub ids the training data came from (dataset_name, dataset_mixture's ids; a folder
+    of the Hugging Face cache by its id): not a local file or folder, which the Hub refuses in
+    the card's metadata, nor a datasets builder (``id: json`` with data_files)."""
     mixture = (config.dataset_mixture or {}).get("datasets") or []
     ids = [config.dataset_name, *(entry.get("id") for entry in mixture if isinstance(entry, dict))]
-    found = [i for i in ids if isinstance(i, str) and HUB_ID.fullmatch(i) and not os.path.exists(i)]
+    named = [hub_model_name(i, "datasets") for i in ids if isinstance(i, str)]
+    found = [i for i in named if i and HUB_ID.fullmatch(i) and i not in packaged_builders()]
     return list(dict.fromkeys(found))
 
 

@@ -124,7 +124,7 @@ def _absolute_source(entry: dict[str, Any]) -> dict[str, Any]:
         return entry
     if os.path.exists(source):
         entry[key] = os.path.abspath(source)
-    elif source in _packaged_builders():
+    elif source in packaged_builders():
         if isinstance(entry.get("data_dir"), str):
             entry["data_dir"] = os.path.abspath(entry["data_dir"])
         elif entry.get("data_files") is not None:
@@ -132,7 +132,7 @@ def _absolute_source(entry: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def _packaged_builders() -> set[str]:
+def packaged_builders() -> set[str]:
     """The names datasets reads local files with (json, csv, parquet, ...), not hub ids."""
     from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
 
@@ -319,6 +319,22 @@ def check_environment(
                 f"report_to: '{tracker}' is not installed (pip install {module}), "
                 "or choose another tracker / none"
             )
+    if config.logging_dir and "tensorboard" in config.report_to:
+        _check_makeable("logging_dir", config.logging_dir)
+
+
+def _check_makeable(key: str, folder: str) -> None:
+    """``folder`` exists as a writable folder, or can be made: said before any model loads (the
+    tracker that writes there started only after them, minutes later for a large model)."""
+    from pathlib import Path
+
+    from directpo.folders import nearest_existing
+
+    start = nearest_existing(Path(folder))
+    if not start.is_dir():
+        raise ConfigError(f"{key}: {folder} cannot be made: {start} is a file")
+    if not os.access(start, os.W_OK):
+        raise ConfigError(f"{key}: {folder} is not writable ({start})")
 
 
 MODEL_FILES = ("config.json", "adapter_config.json")

@@ -29,7 +29,7 @@ class MetricsLogger:
     """Appends one JSON object per logged step; forwards the same values to trackers.
 
     On resume from step S, rows logged after S (by the interrupted run) are dropped first, so
-    the file holds each step once, in order.
+    the file holds each step once, in order; TensorBoard hides them too (its purge_step).
     """
 
     def __init__(
@@ -43,6 +43,16 @@ class MetricsLogger:
         """``write=False`` (ranks other than 0): keep the rows in memory, write nothing."""
         self.path = output_dir / METRICS_FILE
         self.write = write
+        # the trackers first: one that fails to start (a logging_dir that cannot be made) leaves
+        # no metrics.jsonl, which made the folder read as someone's for the next try
+        self._trackers: list[Any] = []
+        for name in report_to if write else []:
+            if name != "none":
+                try:
+                    self._trackers.append(_open_tracker(name, output_dir, config, resume_step))
+                except DirectpoError:
+                    self.close()
+                    raise
         kept = [
             row
             for row in read_metrics(output_dir)
@@ -53,11 +63,6 @@ class MetricsLogger:
             tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
             os.replace(tmp, self.path)
         self.rows = kept
-        self._trackers = [
-            _open_tracker(name, output_dir, config)
-            for name in report_to
-            if name != "none" and write
-        ]
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         row = {"step": step, **metrics}
@@ -92,10 +97,13 @@ def mlflow_names(metrics: dict[str, float]) -> dict[str, float]:
 
 
 class _TensorBoard:
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, resume_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(folder))
+        # a resumed run logs steps S+1, ... again: purge_step hides the interrupted run's
+        # events of those steps (in its own files), else each shows twice, as two curves
+        purge = None if resume_step is None else resume_step + 1
+        self.writer = SummaryWriter(log_dir=str(folder), purge_step=purge)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         for key, value in trl_tracker_names(metrics).items():
@@ -147,13 +155,22 @@ class _MLflow:
         self.mlflow.end_run()
 
 
-def _open_tracker(name: str, output_dir: Path, config: dict[str, Any]) -> Any:
+def _below(run_name: str | None) -> Path:
+    """``run_name`` as a folder under runs/: transformers' default run_name is output_dir, which
+    a dumped TRL config writes out (often absolute): joined as it was, TensorBoard wrote into
+    that path (output_dir itself, beside the model) or above runs/ with '..'."""
+    parts = [part for part in Path(run_name or "").parts if part not in (os.sep, "..", ".")]
+    return Path(*parts) if parts else Path()
+
+
+def _open_tracker(
+    name: str, output_dir: Path, config: dict[str, Any], resume_step: int | None = None
+) -> Any:
     try:
         if name == "tensorboard":
-            folder = config.get("logging_dir") or output_dir / "runs" / (
-                config.get("run_name") or ""
-            )
-            return _TensorBoard(Path(folder))
+            below = _below(config.get("run_name"))
+            folder = config.get("logging_dir") or output_dir / "runs" / below
+            return _TensorBoard(Path(folder), resume_step)
         if name == "wandb":
             return _Wandb(output_dir, config)
         if name == "mlflow":

@@ -114,7 +114,6 @@ TRL_OPTIMIZERS = {  # TRL / transformers' optim names -> directpo's optimizer
 # key: (accepted when, what to do otherwise)
 NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "push_to_hub": (_nothing, UPLOAD),
-    "hub_model_id": (_any, UPLOAD),
     "hub_strategy": (_any, UPLOAD),
     "hub_token": (_any, UPLOAD),
     "hub_private_repo": (_any, UPLOAD),
@@ -128,7 +127,12 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "log_level_replica": (_any, ""),
     "log_on_each_node": (_any, ""),
     "logging_nan_inf_filter": (_any, "directpo skips and counts non-finite steps"),
-    "logging_strategy": (_equals("steps"), "directpo logs every logging_steps"),
+    # not _equals: its "no" (a bare YAML no: False) asks for no logging, which was then done
+    "logging_strategy": (
+        lambda value: value in ("steps", None),
+        "directpo logs every logging_steps and the last step (metrics.jsonl always; "
+        "report_to: none keeps the trackers off)",
+    ),
     "remove_unused_columns": (_any, ""),  # directpo reads only its own columns
     "label_names": (_any, ""),
     "length_column_name": (_any, ""),
