@@ -392,6 +392,12 @@ class DPOConfig(Options):
         "Skip rows that fail validation (and report how many, by reason) instead of "
         "stopping at the first one.",
     )
+    cache_tokenized: bool = option(
+        True,
+        "Cache the tokenized pairs in DIRECTPO_CACHE/tokenized (default ~/.cache/directpo), "
+        "keyed by the pairs, the tokenizer and every tokenization option, so that a rerun with "
+        "other hyperparameters does not tokenize again (rows with images are not cached).",
+    )
     max_length: int | None = option(
         1024,
         "Maximum tokens of prompt + completion (null: no limit). Completions are cut from the "

@@ -32,6 +32,7 @@ from directpo.prompts import (
 from directpo.readers import is_path_list, python_source
 from directpo.rewardfn import check_reward_fn, load_reward_fn
 from directpo.sources import PairSet
+from directpo.token_cache import cached_tokenization
 from directpo.tokenization import TokenizedData, short_completion_limit, tokenize_preferences
 
 
@@ -255,17 +256,24 @@ def _tokenize(
     processor: Any = None,
     progress: bool = False,
 ) -> PairSet:
-    tokenized: TokenizedData = tokenize_preferences(
-        data,
-        tokenizer,
-        config.max_length,
-        config.max_prompt_length,
-        max_completion_length=config.max_completion_length,
-        skip_invalid_rows=config.skip_invalid_rows,
-        chat_template_kwargs=config.chat_template_kwargs,
-        processor=processor,
-        progress=f"tokenize {name}" if progress else None,
-    )
+    options = {
+        "max_length": config.max_length,
+        "max_prompt_length": config.max_prompt_length,
+        "max_completion_length": config.max_completion_length,
+        "skip_invalid_rows": config.skip_invalid_rows,
+        "chat_template_kwargs": config.chat_template_kwargs,
+    }
+
+    def tokenize() -> TokenizedData:
+        return tokenize_preferences(
+            data, tokenizer, **options, processor=processor,
+            progress=f"tokenize {name}" if progress else None,
+        )  # fmt: skip
+
+    if config.cache_tokenized and processor is None:
+        tokenized = cached_tokenization(data, tokenizer, options, tokenize, echo, name)
+    else:
+        tokenized = tokenize()
     echo(f"{name}: {tokenized.summary()}")
     starved, completions = tokenized.starved_completions(), 2 * len(tokenized.pairs)
     if completions and starved > completions / 10:  # a few are normal; many waste the run
