@@ -494,6 +494,40 @@ def test_several_train_files_are_mixed_in_order(tiny_model_dirs, tmp_path, capsy
     )
 
 
+def test_a_glob_pattern_in_train_file_reads_the_files_it_matches(tiny_model_dirs, tmp_path) -> None:
+    """train_file: 'shards/*' (as datasets' data_files takes it) was "no such file or folder":
+    it is every matching file, sorted, of any format and layout (here a JSON Lines file of texts
+    and a Parquet file of messages); eval_file too; a pattern that matches nothing is one line."""
+    from tiny import SENTIMENT_PAIRS, tiny_config
+
+    from directpo.trainer import train
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_jsonl(shards / "a.jsonl", SENTIMENT_PAIRS[:3])
+    messages = [
+        {
+            "prompt": [{"role": "user", "content": r["prompt"]}],
+            "chosen": [{"role": "assistant", "content": r["chosen"]}],
+            "rejected": [{"role": "assistant", "content": r["rejected"]}],
+        }
+        for r in SENTIMENT_PAIRS[3:]
+    ]
+    datasets.Dataset.from_list(messages).to_parquet(str(shards / "b.parquet"))
+    lines: list[str] = []
+    config = tiny_config(
+        tiny_model_dirs["llama"], None, tmp_path / "out", train_file=str(shards / "*"),
+        eval_file=[str(shards / "a.*")], max_length=64,
+    )  # fmt: skip
+    train(config, echo=lines.append)
+    expected = f"train: {shards / 'a.jsonl'} + {shards / 'b.parquet'}: {len(SENTIMENT_PAIRS)} pairs"
+    assert any(line.startswith(expected + ", layout explicit+conversational") for line in lines)
+    assert any(line.startswith(f"eval: {shards / 'a.jsonl'}: 3 pairs") for line in lines)
+    missing = tiny_config(tiny_model_dirs["llama"], str(tmp_path / "none-*.jsonl"), tmp_path / "o")
+    with pytest.raises(ConfigError, match=r"^train_file: no file matches the pattern .*none-\*"):
+        train(missing)
+
+
 USER_HI = {"role": "user", "content": "Hi"}
 
 

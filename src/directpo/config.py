@@ -336,7 +336,8 @@ class DPOConfig(Options):
         None,
         "Training preferences: .jsonl, .json, .csv (also .gz/.bz2/.xz compressed), .parquet, "
         ".arrow, or a datasets.save_to_disk folder; or a list of them, mixed into one set "
-        "([a.jsonl, b.parquet]). Required unless a Dataset is passed from Python.",
+        "([a.jsonl, b.parquet]); a glob pattern (shards/*.parquet) is the files it matches, "
+        "sorted. Required unless a Dataset is passed from Python.",
     )
     dataset_name: str | None = option(
         None,
