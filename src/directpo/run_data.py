@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from directpo.config import DPOConfig
-from directpo.data import Columns, PreferenceData, load_named_dataset, load_preferences, read_rows
+from directpo.data import Columns, PreferenceData, load_preferences, read_rows
 from directpo.errors import ConfigError, DataError
 from directpo.generate import check_prompts
 from directpo.mixture import load_mixture
@@ -29,7 +29,7 @@ from directpo.prompts import (
     load_prompts,
     prompts_in_turn,
 )
-from directpo.readers import is_path_list, python_source
+from directpo.readers import is_path_list, load_named_dataset, python_source
 from directpo.rewardfn import check_reward_fn, load_reward_fn
 from directpo.sources import PairSet
 from directpo.token_cache import cached_tokenization
