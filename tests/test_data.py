@@ -528,6 +528,24 @@ def test_a_glob_pattern_in_train_file_reads_the_files_it_matches(tiny_model_dirs
         train(missing)
 
 
+def test_one_line_names_the_first_bad_row_and_counts_the_others(tmp_path) -> None:
+    """Bad rows deep in a large file: the error named the first only, so a file with five took
+    five runs to fix; it still names the first, and counts and places the rest."""
+    rows = [{"prompt": f"p{i}", "chosen": " a", "rejected": " b"} for i in range(3000)]
+    for i in (2500, 2700, 2800, 2900, 2950):
+        rows[i] = {"prompt": "p", "chosen": " a"}
+    path = write_jsonl(tmp_path / "big.jsonl", rows)
+    with pytest.raises(DataError) as raised:
+        load_preferences(str(path))
+    assert str(raised.value) == (
+        f"{path}: line 2501: missing field 'rejected' (4 more rows are invalid: line 2701, "
+        "line 2801, line 2901, ...; skip_invalid_rows: true skips them)"
+    )
+    rows[2800] = rows[2900] = rows[2950] = rows[0]
+    with pytest.raises(DataError, match=r"2501: .* \(1 more row is invalid: line 2701; skip_"):
+        load_preferences(str(write_jsonl(path, rows)))
+
+
 USER_HI = {"role": "user", "content": "Hi"}
 
 

@@ -228,6 +228,7 @@ def preferences_of_rows(
     skipped: Counter[str] = Counter()
     layout: str | None = None
     seen_any = False
+    refused: list[str] = []  # without skip_invalid_rows: the first one's error, others' places
     for where, row in rows:
         seen_any = True
         try:
@@ -241,9 +242,11 @@ def preferences_of_rows(
                 layout = _detect_layout(row, columns, column_names or list(row), label, where)
             examples.append(_parse_row(row, layout, columns, f"{label}: {where}", base_dir))
         except RowError as err:
-            if not skip_invalid_rows:
-                raise DataError(f"{label}: {where}: {err.message}") from None
+            if not skip_invalid_rows:  # the other rows are checked too (seconds for 100k):
+                refused.append(where if refused else f"{label}: {where}: {err.message}")
             skipped[err.reason] += 1
+    if refused:  # one line that says how many rows to fix, not one run per bad row
+        raise DataError(refused[0] + _more_refused(refused[1:]))
     if not seen_any:
         return None
     if not examples:
@@ -253,6 +256,15 @@ def preferences_of_rows(
     if columns.system is not None and layout == "explicit":  # text prompts became turns
         layout = "conversational"
     return PreferenceData(examples, layout, label, skipped)
+
+
+def _more_refused(places: list[str], shown: int = 3) -> str:
+    """The rows refused after the first, counted, the first few named."""
+    if not places:
+        return ""
+    named = ", ".join(places[:shown]) + (", ..." if len(places) > shown else "")
+    rows = "row is" if len(places) == 1 else "rows are"
+    return f" ({len(places)} more {rows} invalid: {named}; skip_invalid_rows: true skips them)"
 
 
 def read_rows(source: str | Any, name: str | None = None) -> list[tuple[str, dict[str, Any]]]:
