@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from collections import Counter
 from pathlib import Path
 
@@ -49,6 +50,8 @@ def test_a_rerun_reads_the_tokenized_pairs_from_the_cache(tmp_path, monkeypatch,
     assert calls["tokenize"] == 1
     assert again == first
     assert "read from the cache" in said[0]
+    (cached,) = token_cache.cache_folder().glob("*.npz")  # readable as any file the user writes
+    assert stat.S_IMODE(cached.stat().st_mode) == 0o666 & ~token_cache._umask()
     assert said[1:] == said_first  # the same summary and warnings
 
 
@@ -148,3 +151,17 @@ def test_cache_tokenized_false_and_an_unwritable_cache_tokenize_every_time(
     _, said = _run(data, tokenizer, on, calls, monkeypatch)
     assert calls["tokenize"] == 3
     assert any("not cached" in line for line in said)
+
+
+def test_ids_of_a_large_vocabulary_come_back_whole(tmp_path) -> None:
+    """Ids are stored in 2 bytes where they fit, else 4: an id above 65535 is not wrapped."""
+    from directpo.data import PreferenceData, PreferenceExample
+    from directpo.tokenization import TokenizedData, TokenizedPair
+
+    for big in (65535, 65536, 151_000):
+        data = PreferenceData([PreferenceExample("p", "a", "b", where="line 1")], "explicit", "f")
+        pairs = [TokenizedPair([1, big], [big, 2], [3])]
+        path = tmp_path / f"{big}.npz"
+        assert token_cache._write(path, TokenizedData(pairs, ["line 1"]), data) is None
+        back = token_cache._read(path, data, 1000, print, "train")
+        assert back is not None and back.pairs == pairs and back.sources == ["line 1"]

@@ -119,14 +119,10 @@ def _write(path: Path, tokenized: TokenizedData, data: PreferenceData) -> str | 
         [(len(p.prompt_ids), len(p.chosen_ids), len(p.rejected_ids)) for p in pairs],
         dtype=np.int64,
     ).reshape(-1, 3)
-    ids = np.empty(int(lengths.sum()), dtype=np.int32)
-    at = 0
-    for pair in pairs:
-        for part in (pair.prompt_ids, pair.chosen_ids, pair.rejected_ids):
-            ids[at : at + len(part)] = part
-            at += len(part)
-    if not len(ids) or int(ids.max()) < 2**16:  # a vocabulary under 65536: half the disk
-        ids = ids.astype(np.uint16)
+    try:  # 2 bytes a token for a vocabulary under 65536 (most), else 4
+        ids = _flat_ids(pairs, int(lengths.sum()), np.uint16)
+    except OverflowError:
+        ids = _flat_ids(pairs, int(lengths.sum()), np.int32)
     meta = {
         "truncated": dict(tokenized.truncated),
         "skipped": dict(tokenized.skipped),
@@ -143,11 +139,30 @@ def _write(path: Path, tokenized: TokenizedData, data: PreferenceData) -> str | 
                 kept=np.array(_kept_rows(data, tokenized.sources), dtype=np.int64),
                 meta=np.array(json.dumps(meta)),
             )
+        os.chmod(temporary, 0o666 & ~_umask())  # as open() would make it (mkstemp: 0600)
         os.replace(temporary, path)
     except OSError as exc:
         return exc.strerror or str(exc)
     _prune(path.parent)
     return None
+
+
+def _flat_ids(pairs: list[TokenizedPair], total: int, dtype: type) -> np.ndarray:
+    """Every pair's prompt, chosen and rejected ids, end to end (an id the type cannot hold
+    raises OverflowError)."""
+    ids = np.empty(total, dtype=dtype)
+    at = 0
+    for pair in pairs:
+        for part in (pair.prompt_ids, pair.chosen_ids, pair.rejected_ids):
+            ids[at : at + len(part)] = part
+            at += len(part)
+    return ids
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _kept_rows(data: PreferenceData, sources: list[str]) -> list[int]:
