@@ -546,6 +546,30 @@ def test_one_line_names_the_first_bad_row_and_counts_the_others(tmp_path) -> Non
         load_preferences(str(write_jsonl(path, rows)))
 
 
+def test_a_lone_surrogate_is_the_rows_error_not_the_tokenizers_traceback(tmp_path) -> None:
+    """JSON's "\\ud83d" without its pair (text cut inside an emoji) reached the tokenizer, whose
+    TypeError for the whole batch named no row; it is the row's one-line error (or a skip)."""
+    lines = [
+        '{"prompt": "fine", "chosen": " a", "rejected": " b"}',
+        '{"prompt": "ok", "chosen": " a", "rejected": " b \\ud83d"}',
+        '{"prompt": [{"role": "user", "content": "x\\udc00"}], "chosen": " a", "rejected": " b"}',
+    ]
+    path = tmp_path / "s.jsonl"
+    path.write_text("\n".join(lines[:2]) + "\n")
+    with pytest.raises(DataError) as raised:
+        load_preferences(str(path))
+    assert str(raised.value) == (
+        f"{path}: line 2: field 'rejected' holds a lone UTF-16 surrogate ('\\ud83d' at "
+        "character 4), half of a character, which no tokenizer encodes; remove it"
+    )
+    path.write_text(lines[2] + "\n")
+    with pytest.raises(DataError, match=r"line 1: field 'prompt' holds a lone UTF-16 surrogate"):
+        load_preferences(str(path))
+    path.write_text("\n".join(lines) + "\n")
+    data = load_preferences(str(path), skip_invalid_rows=True)
+    assert len(data) == 1 and data.skipped == {"lone surrogate": 2}
+
+
 USER_HI = {"role": "user", "content": "Hi"}
 
 

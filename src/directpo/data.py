@@ -50,6 +50,7 @@ from directpo.messages import (
     is_message_list,
     message_list,
     plain_text,
+    require_encodable,
     split_implicit,
     system_prompt,
     template_values,
@@ -406,6 +407,8 @@ def _prompt_layout(prompt: Any, chosen: Any) -> str:
 def _parse_row(
     row: dict[str, Any], layout: str, columns: Columns, where: str, base_dir: str | None = None
 ) -> PreferenceExample:
+    for key in (columns.prompt, columns.chosen, columns.rejected, columns.system or "", "tools"):
+        require_encodable(row.get(key), key)
     chosen = field_value(row, columns.chosen)
     rejected = field_value(row, columns.rejected)
     if layout == "implicit":

@@ -93,7 +93,7 @@ def tokenization_key(data: PreferenceData, tokenizer: Any, options: dict[str, An
         digest.update((Path(__file__).parent / module).read_bytes())
     for example in data.examples:
         row = [example.prompt, example.chosen, example.rejected, example.template_args]
-        digest.update(json.dumps(row, ensure_ascii=False, default=repr).encode())
+        digest.update(json.dumps(row, default=repr).encode())  # (ASCII: a lone surrogate too)
         digest.update(b"\0")
     return digest.hexdigest()
 
