@@ -165,3 +165,25 @@ def test_ids_of_a_large_vocabulary_come_back_whole(tmp_path) -> None:
         assert token_cache._write(path, TokenizedData(pairs, ["line 1"]), data) is None
         back = token_cache._read(path, data, 1000, print, "train")
         assert back is not None and back.pairs == pairs and back.sources == ["line 1"]
+
+
+def test_a_read_only_cache_is_read_and_a_tokenizer_that_cannot_save_is_not_cached(
+    tmp_path, monkeypatch
+) -> None:
+    tokenizer = build_tokenizer("llama")
+    data = load_preferences(str(write_jsonl(tmp_path / "p.jsonl", SENTIMENT_PAIRS)))
+    config = tiny_config(tmp_path, None, tmp_path / "out")
+    calls: Counter = Counter()
+    first, _ = _run(data, tokenizer, config, calls, monkeypatch)
+
+    def refused(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(token_cache.os, "utime", refused)  # a cache shared read-only
+        again, said = _run(data, tokenizer, config, calls, monkeypatch)
+    assert again == first and calls["tokenize"] == 1 and "read from the cache" in said[0]
+    monkeypatch.setattr(tokenizer, "save_pretrained", refused)
+    for _ in range(2):
+        assert _run(data, tokenizer, config, calls, monkeypatch)[0] == first
+    assert calls["tokenize"] == 3

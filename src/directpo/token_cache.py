@@ -17,6 +17,7 @@ cannot be written is one line, and the run goes on. The newest ``KEEP_ENTRIES`` 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -101,14 +102,14 @@ def tokenization_key(data: PreferenceData, tokenizer: Any, options: dict[str, An
 def _tokenizer_digest(tokenizer: Any) -> bytes | None:
     """The files ``save_pretrained`` writes for the tokenizer, hashed (None if it cannot)."""
     digest = hashlib.blake2b(type(tokenizer).__name__.encode(), digest_size=20)
-    with tempfile.TemporaryDirectory(prefix="directpo-tokenizer-") as folder:
-        try:
+    try:
+        with tempfile.TemporaryDirectory(prefix="directpo-tokenizer-") as folder:
             tokenizer.save_pretrained(folder)
-        except Exception:  # a custom tokenizer that cannot save itself: not keyed, not cached
-            return None
-        for file in sorted(Path(folder).rglob("*")):
-            if file.is_file():
-                digest.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
+            for file in sorted(Path(folder).rglob("*")):
+                if file.is_file():
+                    digest.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
+    except Exception:  # a tokenizer that cannot save itself, no temporary folder: not cached
+        return None
     return digest.digest()
 
 
@@ -196,7 +197,8 @@ def _read(
     except Exception as exc:  # numpy raises several types for a file cut short or garbled
         echo(f"{name}: the cached tokenized pairs are unreadable ({first_line(exc)}): tokenizing")
         return None
-    os.utime(path)  # the newest used are the ones kept
+    with contextlib.suppress(OSError):  # (a cache shared read-only is still read)
+        os.utime(path)  # the newest used are the ones kept
     return TokenizedData(
         pairs=_pairs(ids, lengths, max(vocab, int(ids.max()) + 1 if len(ids) else 0)),
         sources=[data.examples[i].where for i in kept.tolist()],
