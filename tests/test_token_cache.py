@@ -187,3 +187,32 @@ def test_a_read_only_cache_is_read_and_a_tokenizer_that_cannot_save_is_not_cache
     for _ in range(2):
         assert _run(data, tokenizer, config, calls, monkeypatch)[0] == first
     assert calls["tokenize"] == 3
+
+
+def test_a_template_that_writes_the_date_is_keyed_by_the_date_it_writes(tmp_path, monkeypatch):
+    """Llama 3.1+ templates write today's date (strftime_now): the same rows are other ids on
+    another day, which must not read the ids cached the day before."""
+    import datetime
+
+    import transformers.utils.chat_template_utils as templates
+
+    class Clock:
+        today = datetime.datetime(2026, 3, 1)
+
+        @classmethod
+        def now(cls) -> datetime.datetime:
+            return cls.today
+
+    monkeypatch.setattr(templates, "datetime", Clock)
+    data = load_preferences(str(write_jsonl(tmp_path / "p.jsonl", CONVERSATIONS[:3])))
+    config = tiny_config(tmp_path, None, tmp_path / "out", max_length=64)
+    tokenizer = build_tokenizer("llama")
+    tokenizer.chat_template = "{{ strftime_now('%d %b %Y') }}" + tokenizer.chat_template
+    calls: Counter = Counter()
+    ids = {}
+    for day in (1, 1, 2, 1):
+        Clock.today = datetime.datetime(2026, 3, day)
+        ids[day] = _run(data, tokenizer, config, calls, monkeypatch)[0][0]
+    assert calls["tokenize"] == 2  # day 1, day 2; day 1 again from the cache
+    assert ids[1] != ids[2]
+    assert "02 Mar 2026" in tokenizer.decode(ids[2][0][0])

@@ -6,7 +6,8 @@ The pairs are cached in ``DIRECTPO_CACHE/tokenized/<key>.npz``, where the key ha
 that decides the ids: each validated pair's texts or messages and its chat template arguments
 (what reading made of the file, so the file's format, columns, ``system_column`` and the
 mixture all count), the tokenizer as ``save_pretrained`` writes it (vocabulary, merges, special
-tokens, chat template, the ``chat_template`` option's replacement), the tokenization options,
+tokens, chat template, the ``chat_template`` option's replacement; what a template that reads
+the clock writes now, Llama 3.1+'s date), the tokenization options,
 the source of the tokenization rules and the library versions. Where a row sits (its "line N")
 does not count: it names the row, and is read again from this run's rows.
 
@@ -73,7 +74,8 @@ def cached_tokenization(
 
 
 def tokenization_key(data: PreferenceData, tokenizer: Any, options: dict[str, Any]) -> str | None:
-    """The hash of everything that decides the pairs' ids; None for pairs with images."""
+    """The hash of everything that decides the pairs' ids; None for pairs with images or
+    a tokenizer that cannot be keyed."""
     if any(example.images for example in data.examples):
         return None
     tokenizer_digest = _tokenizer_digest(tokenizer)
@@ -90,6 +92,10 @@ def tokenization_key(data: PreferenceData, tokenizer: Any, options: dict[str, An
     }
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     digest.update(tokenizer_digest)
+    clock = _clock_in_template(tokenizer, options.get("chat_template_kwargs"))
+    if clock is None:
+        return None
+    digest.update(clock.encode())
     for module in RULES:
         digest.update((Path(__file__).parent / module).read_bytes())
     for example in data.examples:
@@ -97,6 +103,22 @@ def tokenization_key(data: PreferenceData, tokenizer: Any, options: dict[str, An
         digest.update(json.dumps(row, default=repr).encode())  # (ASCII: a lone surrogate too)
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def _clock_in_template(tokenizer: Any, template_kwargs: dict[str, Any] | None) -> str | None:
+    """What a chat template that reads the clock (``strftime_now``: Llama 3.1+ write "Today
+    Date: ...") writes now, as a probe renders it: the same pairs are other ids on another
+    day (or minute, for a template that writes the time, which is then never reused). "" for
+    a template that does not read it; None when the probe cannot be rendered (not cached)."""
+    if "strftime_now" not in str(getattr(tokenizer, "chat_template", None) or ""):
+        return ""
+    probe = [{"role": "user", "content": "x"}]
+    try:
+        return tokenizer.apply_chat_template(
+            probe, tokenize=False, add_generation_prompt=True, **(template_kwargs or {})
+        )
+    except Exception:  # a template that refuses the probe: its date cannot be read
+        return None
 
 
 def _tokenizer_digest(tokenizer: Any) -> bytes | None:
