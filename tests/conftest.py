@@ -27,3 +27,11 @@ def _hub_offline_flags_kept():
 
     with offline_flags_kept():
         yield
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Each test its own DIRECTPO_CACHE (tokenized pairs, reference log-probs): none writes to
+    the user's, and none reads what another test cached (a test that counts tokenizer calls
+    would see none)."""
+    monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path_factory.mktemp("directpo-cache")))

@@ -494,6 +494,82 @@ def test_several_train_files_are_mixed_in_order(tiny_model_dirs, tmp_path, capsy
     )
 
 
+def test_a_glob_pattern_in_train_file_reads_the_files_it_matches(tiny_model_dirs, tmp_path) -> None:
+    """train_file: 'shards/*' (as datasets' data_files takes it) was "no such file or folder":
+    it is every matching file, sorted, of any format and layout (here a JSON Lines file of texts
+    and a Parquet file of messages); eval_file too; a pattern that matches nothing is one line."""
+    from tiny import SENTIMENT_PAIRS, tiny_config
+
+    from directpo.trainer import train
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_jsonl(shards / "a.jsonl", SENTIMENT_PAIRS[:3])
+    messages = [
+        {
+            "prompt": [{"role": "user", "content": r["prompt"]}],
+            "chosen": [{"role": "assistant", "content": r["chosen"]}],
+            "rejected": [{"role": "assistant", "content": r["rejected"]}],
+        }
+        for r in SENTIMENT_PAIRS[3:]
+    ]
+    datasets.Dataset.from_list(messages).to_parquet(str(shards / "b.parquet"))
+    lines: list[str] = []
+    config = tiny_config(
+        tiny_model_dirs["llama"], None, tmp_path / "out", train_file=str(shards / "*"),
+        eval_file=[str(shards / "a.*")], max_length=64,
+    )  # fmt: skip
+    train(config, echo=lines.append)
+    expected = f"train: {shards / 'a.jsonl'} + {shards / 'b.parquet'}: {len(SENTIMENT_PAIRS)} pairs"
+    assert any(line.startswith(expected + ", layout explicit+conversational") for line in lines)
+    assert any(line.startswith(f"eval: {shards / 'a.jsonl'}: 3 pairs") for line in lines)
+    missing = tiny_config(tiny_model_dirs["llama"], str(tmp_path / "none-*.jsonl"), tmp_path / "o")
+    with pytest.raises(ConfigError, match=r"^train_file: no file matches the pattern .*none-\*"):
+        train(missing)
+
+
+def test_one_line_names_the_first_bad_row_and_counts_the_others(tmp_path) -> None:
+    """Bad rows deep in a large file: the error named the first only, so a file with five took
+    five runs to fix; it still names the first, and counts and places the rest."""
+    rows = [{"prompt": f"p{i}", "chosen": " a", "rejected": " b"} for i in range(3000)]
+    for i in (2500, 2700, 2800, 2900, 2950):
+        rows[i] = {"prompt": "p", "chosen": " a"}
+    path = write_jsonl(tmp_path / "big.jsonl", rows)
+    with pytest.raises(DataError) as raised:
+        load_preferences(str(path))
+    assert str(raised.value) == (
+        f"{path}: line 2501: missing field 'rejected' (4 more rows are invalid: line 2701, "
+        "line 2801, line 2901, ...; skip_invalid_rows: true skips them)"
+    )
+    rows[2800] = rows[2900] = rows[2950] = rows[0]
+    with pytest.raises(DataError, match=r"2501: .* \(1 more row is invalid: line 2701; skip_"):
+        load_preferences(str(write_jsonl(path, rows)))
+
+
+def test_a_lone_surrogate_is_the_rows_error_not_the_tokenizers_traceback(tmp_path) -> None:
+    """JSON's "\\ud83d" without its pair (text cut inside an emoji) reached the tokenizer, whose
+    TypeError for the whole batch named no row; it is the row's one-line error (or a skip)."""
+    lines = [
+        '{"prompt": "fine", "chosen": " a", "rejected": " b"}',
+        '{"prompt": "ok", "chosen": " a", "rejected": " b \\ud83d"}',
+        '{"prompt": [{"role": "user", "content": "x\\udc00"}], "chosen": " a", "rejected": " b"}',
+    ]
+    path = tmp_path / "s.jsonl"
+    path.write_text("\n".join(lines[:2]) + "\n")
+    with pytest.raises(DataError) as raised:
+        load_preferences(str(path))
+    assert str(raised.value) == (
+        f"{path}: line 2: field 'rejected' holds a lone UTF-16 surrogate ('\\ud83d' at "
+        "character 4), half of a character, which no tokenizer encodes; remove it"
+    )
+    path.write_text(lines[2] + "\n")
+    with pytest.raises(DataError, match=r"line 1: field 'prompt' holds a lone UTF-16 surrogate"):
+        load_preferences(str(path))
+    path.write_text("\n".join(lines) + "\n")
+    data = load_preferences(str(path), skip_invalid_rows=True)
+    assert len(data) == 1 and data.skipped == {"lone surrogate": 2}
+
+
 USER_HI = {"role": "user", "content": "Hi"}
 
 

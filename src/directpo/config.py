@@ -337,7 +337,8 @@ class DPOConfig(Options):
         None,
         "Training preferences: .jsonl, .json, .csv (also .gz/.bz2/.xz compressed), .parquet, "
         ".arrow, or a datasets.save_to_disk folder; or a list of them, mixed into one set "
-        "([a.jsonl, b.parquet]). Required unless a Dataset is passed from Python.",
+        "([a.jsonl, b.parquet]); a glob pattern (shards/*.parquet) is the files it matches, "
+        "sorted. Required unless a Dataset is passed from Python.",
     )
     dataset_name: str | None = option(
         None,
@@ -392,6 +393,12 @@ class DPOConfig(Options):
         False,
         "Skip rows that fail validation (and report how many, by reason) instead of "
         "stopping at the first one.",
+    )
+    cache_tokenized: bool = option(
+        True,
+        "Cache the tokenized pairs in DIRECTPO_CACHE/tokenized (default ~/.cache/directpo), "
+        "keyed by the pairs, the tokenizer and every tokenization option, so that a rerun with "
+        "other hyperparameters does not tokenize again (rows with images are not cached).",
     )
     max_length: int | None = option(
         1024,

@@ -41,8 +41,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from directpo.errors import DataError, first_line
-from directpo.hub import cache_only_where_unreachable, unreachable_reason
+from directpo.errors import DataError
 from directpo.messages import (
     Messages,
     Text,
@@ -51,6 +50,7 @@ from directpo.messages import (
     is_message_list,
     message_list,
     plain_text,
+    require_encodable,
     split_implicit,
     system_prompt,
     template_values,
@@ -60,7 +60,6 @@ from directpo.messages import (
 from directpo.readers import (
     RowError,
     is_path_list,
-    is_saved_dataset,
     kind_of,
     no_rows,
     open_rows,
@@ -230,6 +229,7 @@ def preferences_of_rows(
     skipped: Counter[str] = Counter()
     layout: str | None = None
     seen_any = False
+    refused: list[str] = []  # without skip_invalid_rows: the first one's error, others' places
     for where, row in rows:
         seen_any = True
         try:
@@ -243,9 +243,11 @@ def preferences_of_rows(
                 layout = _detect_layout(row, columns, column_names or list(row), label, where)
             examples.append(_parse_row(row, layout, columns, f"{label}: {where}", base_dir))
         except RowError as err:
-            if not skip_invalid_rows:
-                raise DataError(f"{label}: {where}: {err.message}") from None
+            if not skip_invalid_rows:  # the other rows are checked too (seconds for 100k):
+                refused.append(where if refused else f"{label}: {where}: {err.message}")
             skipped[err.reason] += 1
+    if refused:  # one line that says how many rows to fix, not one run per bad row
+        raise DataError(refused[0] + _more_refused(refused[1:]))
     if not seen_any:
         return None
     if not examples:
@@ -257,62 +259,13 @@ def preferences_of_rows(
     return PreferenceData(examples, layout, label, skipped)
 
 
-def load_named_dataset(config: Any, key: str, *, required: str | None) -> Any:
-    """``config.dataset_name``'s split named by option ``key`` (dataset_train_split /
-    dataset_test_split) through ``datasets.load_dataset`` (a local folder, or a hub id where
-    the hub is reachable); None when the split does not exist and ``required`` (what needs
-    it, said in the error) is None."""
-    split = getattr(config, key)
-    name = config.dataset_name
-    loaded = dataset_splits(
-        name, config.dataset_config, f"dataset_name '{name}'", config.dataset_train_split
-    )
-    if split not in loaded:
-        if required is None:
-            return None
-        raise DataError(
-            f"dataset_name '{name}': no split '{split}' (it has {', '.join(loaded)}) for "
-            f"{required}; set {key}"
-        )
-    return loaded[split]
-
-
-def dataset_splits(
-    name: str,
-    dataset_config: str | None,
-    label: str,
-    lone_split: str,
-    config_key: str = "dataset_config",
-    **options: Any,
-) -> Any:
-    """The splits (a mapping) of a dataset folder, a ``save_to_disk`` folder (one saved
-    Dataset is the split ``lone_split``) or a hub id (offline: from the local cache), through
-    ``datasets``; ``options`` go to ``load_dataset`` (data_dir, data_files). ``label`` names
-    the source in the one-line error, ``config_key`` the option holding ``dataset_config``."""
-    import datasets
-
-    saved = is_saved_dataset(name)  # load_dataset refuses these ("use load_from_disk")
-    given = {config_key: dataset_config, **options}
-    extra = next((key for key, value in given.items() if value is not None), None)
-    if saved and extra is not None:
-        raise DataError(
-            f"{label} is a datasets.save_to_disk folder, which has no configurations; "
-            f"remove {extra} ({given[extra]})"
-        )
-    offline = False
-    try:
-        if saved:
-            loaded = datasets.load_from_disk(name)
-            if isinstance(loaded, datasets.Dataset):  # one split, saved without a name
-                loaded = {lone_split: loaded}
-        else:
-            options = {key: value for key, value in options.items() if value is not None}
-            offline = cache_only_where_unreachable(name)
-            loaded = datasets.load_dataset(name, dataset_config, **options)
-    except Exception as exc:  # datasets raises many types: offline, missing, malformed
-        why = f"; {unreachable_reason()}, so only the local cache was read" if offline else ""
-        raise DataError(f"{label}: cannot load ({first_line(exc)}){why}") from None
-    return loaded
+def _more_refused(places: list[str], shown: int = 3) -> str:
+    """The rows refused after the first, counted, the first few named."""
+    if not places:
+        return ""
+    named = ", ".join(places[:shown]) + (", ..." if len(places) > shown else "")
+    rows = "row is" if len(places) == 1 else "rows are"
+    return f" ({len(places)} more {rows} invalid: {named}; skip_invalid_rows: true skips them)"
 
 
 def read_rows(source: str | Any, name: str | None = None) -> list[tuple[str, dict[str, Any]]]:
@@ -454,6 +407,8 @@ def _prompt_layout(prompt: Any, chosen: Any) -> str:
 def _parse_row(
     row: dict[str, Any], layout: str, columns: Columns, where: str, base_dir: str | None = None
 ) -> PreferenceExample:
+    for key in (columns.prompt, columns.chosen, columns.rejected, columns.system or "", "tools"):
+        require_encodable(row.get(key), key)
     chosen = field_value(row, columns.chosen)
     rejected = field_value(row, columns.rejected)
     if layout == "implicit":

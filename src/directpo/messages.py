@@ -46,6 +46,27 @@ def field_value(row: dict[str, Any], key: str) -> Any:
     return row[key]
 
 
+def require_encodable(value: Any, key: str) -> None:
+    """Refuse a text holding a lone UTF-16 surrogate (JSON's "\\ud83d" without its pair, left
+    where scraped text was cut inside an emoji): no tokenizer encodes it, and the fast ones
+    raised a TypeError for the whole batch, naming no row."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise RowError(
+                "lone surrogate",
+                f"field '{key}' holds a lone UTF-16 surrogate ({value[exc.start]!r} at character "
+                f"{exc.start + 1}), half of a character, which no tokenizer encodes; remove it",
+            ) from None
+    elif isinstance(value, dict):
+        for item in value.values():
+            require_encodable(item, key)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            require_encodable(item, key)
+
+
 def text_field(value: Any, key: str) -> str:
     if not isinstance(value, str):
         raise RowError("wrong type", f"field '{key}' must be a string, got {kind_of(value)}")

@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from directpo.data import Columns, PreferenceData, dataset_splits, preferences_of_rows
+from directpo.data import Columns, PreferenceData, preferences_of_rows
 from directpo.errors import ConfigError, DataError
 from directpo.preflight import looks_local
-from directpo.readers import RowError, open_rows
+from directpo.readers import RowError, dataset_splits, open_rows
 
 ENTRY_KEYS = ("id", "config", "split", "columns", "weight", "data_dir", "data_files")
 TRL_NAMES = {"path": "id", "name": "config"}  # TRL's DatasetConfig spellings

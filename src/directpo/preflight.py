@@ -4,6 +4,7 @@ tracker that must be installed, a reward function that must import."""
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import os
 from typing import TYPE_CHECKING, Any
@@ -110,6 +111,30 @@ def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
         if file.endswith(".py") and os.path.isfile(file):
             values["reward_fn"] = f"{os.path.abspath(file)}:{name}"
     return values
+
+
+PATTERN_CHARACTERS = "*?["
+
+
+def expand_patterns(key: str, value: Any) -> Any:
+    """train_file / eval_file with each glob pattern (``data/*.jsonl``, ``shards/**/*.parquet``,
+    as datasets' data_files takes them) replaced by the files it matches, in sorted order (a
+    path that exists is itself, whatever its characters); a pattern that matches nothing is
+    one line. Named eval sets (a dict) are expanded set by set."""
+    if isinstance(value, dict):
+        return {name: expand_patterns(f"{key} {name}", paths) for name, paths in value.items()}
+    if value is None:
+        return value
+    paths: list[str] = []
+    for path in [value] if isinstance(value, str) else value:
+        if os.path.exists(path) or not any(c in str(path) for c in PATTERN_CHARACTERS):
+            paths.append(path)
+            continue
+        found = sorted(glob.glob(os.path.expanduser(path), recursive=True))
+        if not found:
+            raise ConfigError(f"{key}: no file matches the pattern {path}")
+        paths += found
+    return paths[0] if isinstance(value, str) and len(paths) == 1 else paths
 
 
 def _absolute_source(entry: dict[str, Any]) -> dict[str, Any]:
@@ -266,6 +291,8 @@ def check_environment(
         raise ConfigError("train_file is required" + (" (or prompt_file)" if config.online else ""))
     check_model_location("reward_model_name_or_path", config.reward_model_name_or_path)
     check_model_location("implicit_reward_model", config.implicit_reward_model)
+    for key in ("train_file", "eval_file"):
+        setattr(config, key, expand_patterns(key, getattr(config, key)))
     for key in ("train_file", "eval_file", "prompt_file"):
         paths = getattr(config, key)
         if isinstance(paths, dict):  # named eval sets

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from directpo.errors import DataError, first_line
+from directpo.hub import cache_only_where_unreachable, unreachable_reason
 
 
 class RowError(Exception):
@@ -138,6 +139,64 @@ def python_source(source: Any, argument: str) -> Any:
             )
         return source[splits[0]]
     return source
+
+
+def load_named_dataset(config: Any, key: str, *, required: str | None) -> Any:
+    """``config.dataset_name``'s split named by option ``key`` (dataset_train_split /
+    dataset_test_split) through ``datasets.load_dataset`` (a local folder, or a hub id where
+    the hub is reachable); None when the split does not exist and ``required`` (what needs
+    it, said in the error) is None."""
+    split = getattr(config, key)
+    name = config.dataset_name
+    loaded = dataset_splits(
+        name, config.dataset_config, f"dataset_name '{name}'", config.dataset_train_split
+    )
+    if split not in loaded:
+        if required is None:
+            return None
+        raise DataError(
+            f"dataset_name '{name}': no split '{split}' (it has {', '.join(loaded)}) for "
+            f"{required}; set {key}"
+        )
+    return loaded[split]
+
+
+def dataset_splits(
+    name: str,
+    dataset_config: str | None,
+    label: str,
+    lone_split: str,
+    config_key: str = "dataset_config",
+    **options: Any,
+) -> Any:
+    """The splits (a mapping) of a dataset folder, a ``save_to_disk`` folder (one saved
+    Dataset is the split ``lone_split``) or a hub id (offline: from the local cache), through
+    ``datasets``; ``options`` go to ``load_dataset`` (data_dir, data_files). ``label`` names
+    the source in the one-line error, ``config_key`` the option holding ``dataset_config``."""
+    import datasets
+
+    saved = is_saved_dataset(name)  # load_dataset refuses these ("use load_from_disk")
+    given = {config_key: dataset_config, **options}
+    extra = next((key for key, value in given.items() if value is not None), None)
+    if saved and extra is not None:
+        raise DataError(
+            f"{label} is a datasets.save_to_disk folder, which has no configurations; "
+            f"remove {extra} ({given[extra]})"
+        )
+    offline = False
+    try:
+        if saved:
+            loaded = datasets.load_from_disk(name)
+            if isinstance(loaded, datasets.Dataset):  # one split, saved without a name
+                loaded = {lone_split: loaded}
+        else:
+            options = {key: value for key, value in options.items() if value is not None}
+            offline = cache_only_where_unreachable(name)
+            loaded = datasets.load_dataset(name, dataset_config, **options)
+    except Exception as exc:  # datasets raises many types: offline, missing, malformed
+        why = f"; {unreachable_reason()}, so only the local cache was read" if offline else ""
+        raise DataError(f"{label}: cannot load ({first_line(exc)}){why}") from None
+    return loaded
 
 
 def no_rows(label: str, source: Any) -> DataError:

@@ -1,0 +1,262 @@
+"""Tokenized pairs cached between runs (``cache_tokenized``, on by default).
+
+Tokenizing is most of a large file's start: 100k pairs of a few hundred words each take minutes
+on a CPU (as TRL's ``map`` does), every time a run changes only ``beta`` or the learning rate.
+The pairs are cached in ``DIRECTPO_CACHE/tokenized/<key>.npz``, where the key hashes everything
+that decides the ids: each validated pair's texts or messages and its chat template arguments
+(what reading made of the file, so the file's format, columns, ``system_column`` and the
+mixture all count), the tokenizer as ``save_pretrained`` writes it (vocabulary, merges, special
+tokens, chat template, the ``chat_template`` option's replacement; what a template that reads
+the clock writes now, Llama 3.1+'s date), the tokenization options,
+the source of the tokenization rules and the library versions. Where a row sits (its "line N")
+does not count: it names the row, and is read again from this run's rows.
+
+Rows with images (or a vision-language model's processor) are not cached: their pixels would
+have to be hashed. A damaged file counts as absent (tokenized again, replaced); a cache that
+cannot be written is one line, and the run goes on. The newest ``KEEP_ENTRIES`` files are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import directpo
+from directpo.data import PreferenceData
+from directpo.errors import first_line
+from directpo.tokenization import TokenizedData, TokenizedPair
+
+FORMAT = 1  # of the files: a change of layout makes other keys
+KEEP_ENTRIES = 8  # cache files kept, newest used first: each is 2-4 bytes a token
+RULES = ("tokenization.py", "vision.py")  # the modules whose code decides the ids
+
+
+def cache_folder() -> Path:
+    root = os.environ.get("DIRECTPO_CACHE") or Path.home() / ".cache" / "directpo"
+    return Path(root) / "tokenized"
+
+
+def cached_tokenization(
+    data: PreferenceData,
+    tokenizer: Any,
+    options: dict[str, Any],
+    tokenize: Callable[[], TokenizedData],
+    echo: Callable[[str], None],
+    name: str,
+) -> TokenizedData:
+    """``tokenize()``'s result, read from the cache when an earlier run with the same key
+    wrote it, else computed and written (``options``: every tokenization option)."""
+    key = tokenization_key(data, tokenizer, options)
+    if key is None:
+        return tokenize()
+    path = cache_folder() / f"{key}.npz"
+    cached = _read(path, data, len(tokenizer), echo, name)
+    if cached is not None:
+        echo(f"{name}: tokenized pairs read from the cache ({path})")
+        return cached
+    tokenized = tokenize()
+    problem = _write(path, tokenized, data)
+    if problem:
+        echo(
+            f"{name}: tokenized pairs not cached ({problem}); training goes on (set "
+            "DIRECTPO_CACHE to a writable folder, or cache_tokenized: false)"
+        )
+    return tokenized
+
+
+def tokenization_key(data: PreferenceData, tokenizer: Any, options: dict[str, Any]) -> str | None:
+    """The hash of everything that decides the pairs' ids; None for pairs with images or
+    a tokenizer that cannot be keyed."""
+    if any(example.images for example in data.examples):
+        return None
+    tokenizer_digest = _tokenizer_digest(tokenizer)
+    if tokenizer_digest is None:
+        return None
+    import tokenizers
+    import transformers
+
+    digest = hashlib.blake2b(digest_size=20)
+    settings = {
+        "format": FORMAT,
+        "options": options,
+        "versions": [directpo.__version__, transformers.__version__, tokenizers.__version__],
+    }
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    digest.update(tokenizer_digest)
+    clock = _clock_in_template(tokenizer, options.get("chat_template_kwargs"))
+    if clock is None:
+        return None
+    digest.update(clock.encode())
+    for module in RULES:
+        digest.update((Path(__file__).parent / module).read_bytes())
+    for example in data.examples:
+        row = [example.prompt, example.chosen, example.rejected, example.template_args]
+        digest.update(json.dumps(row, default=repr).encode())  # (ASCII: a lone surrogate too)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _clock_in_template(tokenizer: Any, template_kwargs: dict[str, Any] | None) -> str | None:
+    """What a chat template that reads the clock (``strftime_now``: Llama 3.1+ write "Today
+    Date: ...") writes now, as a probe renders it: the same pairs are other ids on another
+    day (or minute, for a template that writes the time, which is then never reused). "" for
+    a template that does not read it; None when the probe cannot be rendered (not cached)."""
+    if "strftime_now" not in str(getattr(tokenizer, "chat_template", None) or ""):
+        return ""
+    probe = [{"role": "user", "content": "x"}]
+    try:
+        return tokenizer.apply_chat_template(
+            probe, tokenize=False, add_generation_prompt=True, **(template_kwargs or {})
+        )
+    except Exception:  # a template that refuses the probe: its date cannot be read
+        return None
+
+
+def _tokenizer_digest(tokenizer: Any) -> bytes | None:
+    """The files ``save_pretrained`` writes for the tokenizer, hashed (None if it cannot)."""
+    digest = hashlib.blake2b(type(tokenizer).__name__.encode(), digest_size=20)
+    try:
+        with tempfile.TemporaryDirectory(prefix="directpo-tokenizer-") as folder:
+            tokenizer.save_pretrained(folder)
+            for file in sorted(Path(folder).rglob("*")):
+                if file.is_file():
+                    digest.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
+    except Exception:  # a tokenizer that cannot save itself, no temporary folder: not cached
+        return None
+    return digest.digest()
+
+
+def _write(path: Path, tokenized: TokenizedData, data: PreferenceData) -> str | None:
+    """Write the pairs as flat ids plus lengths (an atomic rename); a problem, or None."""
+    pairs = tokenized.pairs
+    lengths = np.array(
+        [(len(p.prompt_ids), len(p.chosen_ids), len(p.rejected_ids)) for p in pairs],
+        dtype=np.int64,
+    ).reshape(-1, 3)
+    try:  # 2 bytes a token for a vocabulary under 65536 (most), else 4
+        ids = _flat_ids(pairs, int(lengths.sum()), np.uint16)
+    except OverflowError:
+        ids = _flat_ids(pairs, int(lengths.sum()), np.int32)
+    meta = {
+        "truncated": dict(tokenized.truncated),
+        "skipped": dict(tokenized.skipped),
+        "examples": len(data.examples),
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(handle, "wb") as file:
+            np.savez(
+                file,
+                ids=ids,
+                lengths=lengths,
+                kept=np.array(_kept_rows(data, tokenized.sources), dtype=np.int64),
+                meta=np.array(json.dumps(meta)),
+            )
+        os.chmod(temporary, 0o666 & ~_umask())  # as open() would make it (mkstemp: 0600)
+        os.replace(temporary, path)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    _prune(path.parent)
+    return None
+
+
+def _flat_ids(pairs: list[TokenizedPair], total: int, dtype: type) -> np.ndarray:
+    """Every pair's prompt, chosen and rejected ids, end to end (an id the type cannot hold
+    raises OverflowError)."""
+    ids = np.empty(total, dtype=dtype)
+    at = 0
+    for pair in pairs:
+        for part in (pair.prompt_ids, pair.chosen_ids, pair.rejected_ids):
+            ids[at : at + len(part)] = part
+            at += len(part)
+    return ids
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _kept_rows(data: PreferenceData, sources: list[str]) -> list[int]:
+    """The index of each tokenized pair's example (``sources`` are theirs, in order; a row
+    refused with skip_invalid_rows has none)."""
+    kept, at = [], 0
+    for index, example in enumerate(data.examples):
+        if at < len(sources) and example.where == sources[at]:
+            kept.append(index)
+            at += 1
+    return kept
+
+
+def _read(
+    path: Path, data: PreferenceData, vocab: int, echo: Callable[[str], None], name: str
+) -> TokenizedData | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as stored:
+            ids, lengths, kept = stored["ids"], stored["lengths"], stored["kept"]
+            meta = json.loads(str(stored["meta"]))
+        if (
+            meta["examples"] != len(data.examples)
+            or lengths.shape != (len(kept), 3)
+            or int(lengths.sum()) != len(ids)
+            or (len(kept) and not 0 <= kept.min() <= kept.max() < len(data.examples))
+            or (len(ids) and int(ids.min()) < 0)
+        ):
+            raise ValueError("its arrays do not fit the pairs")
+    except Exception as exc:  # numpy raises several types for a file cut short or garbled
+        echo(f"{name}: the cached tokenized pairs are unreadable ({first_line(exc)}): tokenizing")
+        return None
+    with contextlib.suppress(OSError):  # (a cache shared read-only is still read)
+        os.utime(path)  # the newest used are the ones kept
+    return TokenizedData(
+        pairs=_pairs(ids, lengths, max(vocab, int(ids.max()) + 1 if len(ids) else 0)),
+        sources=[data.examples[i].where for i in kept.tolist()],
+        truncated=Counter(meta["truncated"]),
+        skipped=Counter(meta["skipped"]),
+    )
+
+
+def _pairs(ids: np.ndarray, lengths: np.ndarray, vocab: int) -> list[TokenizedPair]:
+    """Pairs of lists of shared int objects, as the tokenizer's are (tokenization.py: an int
+    per token above 256 would take 28 bytes more), built a slice at a time (a whole file's ids
+    as Python ints at once would take that memory, briefly, for every token)."""
+    shared = list(range(vocab))
+    ends = np.cumsum(lengths.reshape(-1))
+    pairs: list[TokenizedPair] = []
+    step = 1024
+    for first in range(0, len(lengths), step):
+        start = int(ends[3 * first - 1]) if first else 0
+        stop = int(ends[3 * min(first + step, len(lengths)) - 1]) if len(lengths) else 0
+        chunk = [shared[i] for i in ids[start:stop].tolist()]
+        at = 0
+        for row in lengths[first : first + step].tolist():
+            parts = []
+            for length in row:
+                parts.append(chunk[at : at + length])
+                at += length
+            pairs.append(TokenizedPair(*parts))
+    return pairs
+
+
+def _prune(folder: Path) -> None:
+    """Keep the newest ``KEEP_ENTRIES`` files (another run may be reading an older one: a
+    file removed under it stays readable on POSIX until closed)."""
+    try:
+        files = sorted(folder.glob("*.npz"), key=lambda f: f.stat().st_mtime, reverse=True)
+        for stale in files[KEEP_ENTRIES:]:
+            stale.unlink(missing_ok=True)
+    except OSError:
+        pass  # another run pruned them first

@@ -1,0 +1,218 @@
+"""The tokenized pairs' cache: a rerun reads it; anything that changes the ids misses it."""
+
+from __future__ import annotations
+
+import stat
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from tiny import SENTIMENT_PAIRS, build_tokenizer, tiny_config, write_jsonl
+
+from directpo import token_cache
+from directpo.data import load_preferences
+from directpo.run_data import _tokenize
+from directpo.tokenization import tokenize_preferences
+
+CONVERSATIONS = [
+    {
+        "prompt": [{"role": "user", "content": row["prompt"]}],
+        "chosen": [{"role": "assistant", "content": row["chosen"]}],
+        "rejected": [{"role": "assistant", "content": row["rejected"]}],
+    }
+    for row in SENTIMENT_PAIRS
+]
+
+
+def _run(data, tokenizer, config, calls: Counter, monkeypatch) -> tuple[list, list[str]]:
+    """``_tokenize`` as a run calls it, counting real tokenizations; (ids, lines said)."""
+
+    def counted(*args, **kwargs):
+        calls["tokenize"] += 1
+        return tokenize_preferences(*args, **kwargs)
+
+    monkeypatch.setattr("directpo.run_data.tokenize_preferences", counted)
+    said: list[str] = []
+    pairs = _tokenize(data, tokenizer, config, "train", said.append)
+    ids = [(p.prompt_ids, p.chosen_ids, p.rejected_ids) for p in pairs.pairs]
+    return [ids, pairs.sources], said
+
+
+@pytest.mark.parametrize("rows", [SENTIMENT_PAIRS, CONVERSATIONS], ids=["text", "messages"])
+def test_a_rerun_reads_the_tokenized_pairs_from_the_cache(tmp_path, monkeypatch, rows) -> None:
+    tokenizer = build_tokenizer("llama")
+    data = load_preferences(str(write_jsonl(tmp_path / "pairs.jsonl", rows)))
+    config = tiny_config(tmp_path, None, tmp_path / "out", max_length=64)
+    calls: Counter = Counter()
+    first, said_first = _run(data, tokenizer, config, calls, monkeypatch)
+    config.beta = 0.5  # a hyperparameter that does not touch the ids
+    again, said = _run(data, tokenizer, config, calls, monkeypatch)
+    assert calls["tokenize"] == 1
+    assert again == first
+    assert "read from the cache" in said[0]
+    (cached,) = token_cache.cache_folder().glob("*.npz")  # readable as any file the user writes
+    assert stat.S_IMODE(cached.stat().st_mode) == 0o666 & ~token_cache._umask()
+    assert said[1:] == said_first  # the same summary and warnings
+
+
+def _variants(tmp_path: Path):
+    """(what changed, data, tokenizer, config overrides): each must give other ids."""
+    base = write_jsonl(tmp_path / "a.jsonl", CONVERSATIONS)
+    edited = [dict(row) for row in CONVERSATIONS]
+    edited[3] = {**edited[3], "chosen": [{"role": "assistant", "content": " a movie."}]}
+    other_template = build_tokenizer("llama")
+    other_template.chat_template = other_template.chat_template.replace("<|im_start|>", "<s>")
+    yield "nothing", base, build_tokenizer("llama"), {}
+    yield "a row's text", write_jsonl(tmp_path / "b.jsonl", edited), build_tokenizer("llama"), {}
+    yield "max_length", base, build_tokenizer("llama"), {"max_length": 40}
+    yield "max_prompt_length", base, build_tokenizer("llama"), {"max_prompt_length": 10}
+    yield "max_completion_length", base, build_tokenizer("llama"), {"max_completion_length": 2}
+    kwargs = {"chat_template_kwargs": {"unused": True}}  # same ids, still another key
+    yield "chat_template_kwargs", base, build_tokenizer("llama"), kwargs
+    yield "the chat template", base, other_template, {}
+    yield "the tokenizer", base, build_tokenizer("gpt2"), {}
+
+
+def test_anything_that_changes_the_ids_misses_the_cache(tmp_path, monkeypatch) -> None:
+    """Every variant is tokenized afresh and its ids are what tokenizing it gives, never a
+    neighbour's; the unchanged run is read from the cache."""
+    calls: Counter = Counter()
+    keys = set()
+    for what, path, tokenizer, overrides in _variants(tmp_path):
+        config = tiny_config(tmp_path, None, tmp_path / "out", **{"max_length": 64, **overrides})
+        data = load_preferences(str(path))
+        before = calls["tokenize"]
+        ids, _ = _run(data, tokenizer, config, calls, monkeypatch)
+        options = {k: getattr(config, k) for k in ("max_length", "max_prompt_length")}
+        keys.add(
+            token_cache.tokenization_key(
+                data, tokenizer, {**options, "more": config.max_completion_length}
+            )
+        )
+        fresh = tokenize_preferences(
+            data, tokenizer, **options, max_completion_length=config.max_completion_length,
+            chat_template_kwargs=config.chat_template_kwargs,
+        )  # fmt: skip
+        assert ids[0] == [(p.prompt_ids, p.chosen_ids, p.rejected_ids) for p in fresh.pairs]
+        assert calls["tokenize"] == before + 1, what  # no earlier variant's cache was read
+        if what == "nothing":  # and this one, once more, is read from the cache
+            _run(data, tokenizer, config, calls, monkeypatch)
+            assert calls["tokenize"] == before + 1
+    assert len(keys) == 7  # "nothing" and chat_template_kwargs share these options' key
+
+
+def test_skipped_rows_and_sources_come_back_from_the_cache(tmp_path, monkeypatch) -> None:
+    """A row refused by tokenization (cut to the same first token) is skipped again, and each
+    pair keeps its own row's place."""
+    same_start = {"prompt": "The movie was", "chosen": " wonderful x", "rejected": " wonderful y"}
+    rows = [SENTIMENT_PAIRS[0], same_start, *SENTIMENT_PAIRS[1:3]]
+    tokenizer = build_tokenizer("gpt2")
+    data = load_preferences(str(write_jsonl(tmp_path / "p.jsonl", rows)))
+    config = tiny_config(
+        tmp_path, None, tmp_path / "out", max_completion_length=1, skip_invalid_rows=True
+    )
+    calls: Counter = Counter()
+    first, said_first = _run(data, tokenizer, config, calls, monkeypatch)
+    again, said = _run(data, tokenizer, config, calls, monkeypatch)
+    assert calls["tokenize"] == 1 and again == first
+    assert said[1:] == said_first and "2 identical after truncation" in said[1]
+    assert [where.split(": ")[1] for where in again[1]] == ["line 1", "line 4"]
+
+
+def test_a_damaged_cache_file_is_tokenized_again_and_replaced(tmp_path, monkeypatch) -> None:
+    tokenizer = build_tokenizer("llama")
+    data = load_preferences(str(write_jsonl(tmp_path / "p.jsonl", SENTIMENT_PAIRS)))
+    config = tiny_config(tmp_path, None, tmp_path / "out")
+    calls: Counter = Counter()
+    first, _ = _run(data, tokenizer, config, calls, monkeypatch)
+    (cached,) = token_cache.cache_folder().glob("*.npz")
+    cached.write_bytes(cached.read_bytes()[:100])
+    again, said = _run(data, tokenizer, config, calls, monkeypatch)
+    assert again == first and calls["tokenize"] == 2
+    assert any("unreadable" in line for line in said)
+    assert _run(data, tokenizer, config, calls, monkeypatch)[0] == first
+    assert calls["tokenize"] == 2  # the file was written again
+
+
+def test_cache_tokenized_false_and_an_unwritable_cache_tokenize_every_time(
+    tmp_path, monkeypatch
+) -> None:
+    tokenizer = build_tokenizer("llama")
+    data = load_preferences(str(write_jsonl(tmp_path / "p.jsonl", SENTIMENT_PAIRS)))
+    calls: Counter = Counter()
+    off = tiny_config(tmp_path, None, tmp_path / "out", cache_tokenized=False)
+    _run(data, tokenizer, off, calls, monkeypatch)
+    _run(data, tokenizer, off, calls, monkeypatch)
+    assert calls["tokenize"] == 2 and not token_cache.cache_folder().exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("DIRECTPO_CACHE", str(blocker))  # a file: no folder can be made in it
+    on = tiny_config(tmp_path, None, tmp_path / "out")
+    _, said = _run(data, tokenizer, on, calls, monkeypatch)
+    assert calls["tokenize"] == 3
+    assert any("not cached" in line for line in said)
+
+
+def test_ids_of_a_large_vocabulary_come_back_whole(tmp_path) -> None:
+    """Ids are stored in 2 bytes where they fit, else 4: an id above 65535 is not wrapped."""
+    from directpo.data import PreferenceData, PreferenceExample
+    from directpo.tokenization import TokenizedData, TokenizedPair
+
+    for big in (65535, 65536, 151_000):
+        data = PreferenceData([PreferenceExample("p", "a", "b", where="line 1")], "explicit", "f")
+        pairs = [TokenizedPair([1, big], [big, 2], [3])]
+        path = tmp_path / f"{big}.npz"
+        assert token_cache._write(path, TokenizedData(pairs, ["line 1"]), data) is None
+        back = token_cache._read(path, data, 1000, print, "train")
+        assert back is not None and back.pairs == pairs and back.sources == ["line 1"]
+
+
+def test_a_read_only_cache_is_read_and_a_tokenizer_that_cannot_save_is_not_cached(
+    tmp_path, monkeypatch
+) -> None:
+    tokenizer = build_tokenizer("llama")
+    data = load_preferences(str(write_jsonl(tmp_path / "p.jsonl", SENTIMENT_PAIRS)))
+    config = tiny_config(tmp_path, None, tmp_path / "out")
+    calls: Counter = Counter()
+    first, _ = _run(data, tokenizer, config, calls, monkeypatch)
+
+    def refused(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(token_cache.os, "utime", refused)  # a cache shared read-only
+        again, said = _run(data, tokenizer, config, calls, monkeypatch)
+    assert again == first and calls["tokenize"] == 1 and "read from the cache" in said[0]
+    monkeypatch.setattr(tokenizer, "save_pretrained", refused)
+    for _ in range(2):
+        assert _run(data, tokenizer, config, calls, monkeypatch)[0] == first
+    assert calls["tokenize"] == 3
+
+
+def test_a_template_that_writes_the_date_is_keyed_by_the_date_it_writes(tmp_path, monkeypatch):
+    """Llama 3.1+ templates write today's date (strftime_now): the same rows are other ids on
+    another day, which must not read the ids cached the day before."""
+    import datetime
+
+    import transformers.utils.chat_template_utils as templates
+
+    class Clock:
+        today = datetime.datetime(2026, 3, 1)
+
+        @classmethod
+        def now(cls) -> datetime.datetime:
+            return cls.today
+
+    monkeypatch.setattr(templates, "datetime", Clock)
+    data = load_preferences(str(write_jsonl(tmp_path / "p.jsonl", CONVERSATIONS[:3])))
+    config = tiny_config(tmp_path, None, tmp_path / "out", max_length=64)
+    tokenizer = build_tokenizer("llama")
+    tokenizer.chat_template = "{{ strftime_now('%d %b %Y') }}" + tokenizer.chat_template
+    calls: Counter = Counter()
+    ids = {}
+    for day in (1, 1, 2, 1):
+        Clock.today = datetime.datetime(2026, 3, day)
+        ids[day] = _run(data, tokenizer, config, calls, monkeypatch)[0][0]
+    assert calls["tokenize"] == 2  # day 1, day 2; day 1 again from the cache
+    assert ids[1] != ids[2]
+    assert "02 Mar 2026" in tokenizer.decode(ids[2][0][0])
