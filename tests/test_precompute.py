@@ -456,3 +456,26 @@ def test_each_rank_keeps_its_rows_since_the_last_piece_when_stopped(tmp_path, mo
     want = torch.tensor([[sum(p.prompt_ids + p.chosen_ids), sum(p.prompt_ids + p.rejected_ids)]
                          for p in pairs], dtype=torch.float32)  # fmt: skip
     assert torch.equal(got, want)
+
+
+def test_data_fingerprint_is_the_hash_of_each_id_in_four_little_endian_bytes():
+    """The cache key's data part: changing how it is computed must not change existing keys
+    (caches written before stay valid), so it is checked against the rule spelled out per id."""
+    import hashlib
+
+    from directpo.precompute import data_fingerprint
+    from directpo.tokenization import TokenizedPair
+
+    pairs = [
+        TokenizedPair([1, 2, 151_645], [0, 65_535, 65_536], []),
+        TokenizedPair([], [7], [2**31 + 5, 3]),
+    ]
+    digest = hashlib.blake2b(digest_size=16)
+    for pair in pairs:
+        for ids in (pair.prompt_ids, pair.chosen_ids, pair.rejected_ids):
+            digest.update(len(ids).to_bytes(4, "little"))
+            for token in ids:
+                digest.update(token.to_bytes(4, "little"))
+    assert data_fingerprint(pairs) == digest.hexdigest()
+    moved = [TokenizedPair([1, 2], [151_645, 0, 65_535, 65_536], []), pairs[1]]
+    assert data_fingerprint(moved) != data_fingerprint(pairs)  # the boundaries count
