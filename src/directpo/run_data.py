@@ -20,6 +20,7 @@ from directpo.mixture import load_mixture
 from directpo.models import (
     load_processor,
     load_tokenizer,
+    model_location,
     pad_token_id,
 )
 from directpo.online import OnlineData, check_labeller, load_labeller
@@ -32,6 +33,7 @@ from directpo.prompts import (
 from directpo.readers import is_path_list, python_source
 from directpo.rewardfn import check_reward_fn, load_reward_fn
 from directpo.sources import PairSet
+from directpo.stops import generation_stop_ids
 from directpo.tokenization import TokenizedData, short_completion_limit, tokenize_preferences
 
 
@@ -149,11 +151,12 @@ def load_run_data(
         )
     train = PairSet([], [])
     progress = is_main and not config.disable_tqdm
+    stops = _stop_ids(config) if train_data is not None or eval_data else []
     if train_data is not None:
-        train = _tokenize(train_data, tokenizer, config, "train", echo, processor, progress)
+        train = _tokenize(train_data, tokenizer, config, "train", echo, processor, progress, stops)
     evaluations = {
         set_name: _tokenize(
-            data, tokenizer, config, f"eval {set_name}".strip(), echo, processor, progress
+            data, tokenizer, config, f"eval {set_name}".strip(), echo, processor, progress, stops
         )
         for set_name, data in eval_data.items()
     }
@@ -254,6 +257,7 @@ def _tokenize(
     echo: Callable[[str], None],
     processor: Any = None,
     progress: bool = False,
+    stop_ids: list[int] | None = None,
 ) -> PairSet:
     tokenized: TokenizedData = tokenize_preferences(
         data,
@@ -265,6 +269,7 @@ def _tokenize(
         chat_template_kwargs=config.chat_template_kwargs,
         processor=processor,
         progress=f"tokenize {name}" if progress else None,
+        stop_ids=stop_ids or (),
     )
     echo(f"{name}: {tokenized.summary()}")
     starved, completions = tokenized.starved_completions(), 2 * len(tokenized.pairs)
@@ -277,6 +282,18 @@ def _tokenize(
             "or drop such rows"
         )
     return PairSet(tokenized.pairs, tokenized.sources)
+
+
+def _stop_ids(config: DPOConfig) -> list[int]:
+    """The policy's generation stop tokens (its end-of-turn), where completions end: the model
+    folder's, else its tokenizer folder's (an adapter folder's base)."""
+    location = model_location(config.model_init_kwargs)
+    found = generation_stop_ids(config.model_name_or_path or "", location, config.trust_remote_code)
+    if found or not config.model_name_or_path:
+        return found
+    return generation_stop_ids(
+        config.tokenizer_path, config.tokenizer_location, config.trust_remote_code
+    )
 
 
 def _named_eval_sets(config: DPOConfig, eval_dataset: Any) -> dict[str, tuple[Any, str]]:

@@ -24,11 +24,12 @@ Rules (the same for training, evaluation and scoring):
 * **BOS exactly once**: it is prepended only if the tokenizer adds one by default (Llama-style)
   and the rendered prompt does not already start with it (templates that write their own).
   Tokenizers that add none (GPT-2 style) get none.
-* **EOS exactly once**: appended to each completion unless it already ends with it (chat
-  templates whose end-of-turn token is EOS). Whitespace a chat template writes after the last
-  turn (``"</s>\n"``) is dropped: generation stops at the end of the turn, so it is never
-  sampled. A template whose end-of-turn token is not EOS (ChatML's ``<|im_end|>`` with another
-  EOS) keeps it, and EOS follows it.
+* **A completion ends at the token that stops generation** (stops.py): EOS, or an end-of-turn
+  the model's generation config lists (Llama 3's ``<|eot_id|>``, Gemma's ``<end_of_turn>``,
+  Phi-3's ``<|end|>``), with nothing after it: whitespace or an EOS a chat template writes after
+  the last turn (``"</s>\n"``, ``"<|end|>\n<|endoftext|>"``) is never sampled. A completion not
+  ending with a stop token gets EOS appended (text rows; ChatML's ``<|im_end|>`` when the model
+  stops only at another EOS).
 * **Truncation**: a prompt longer than ``max_prompt_length`` (default: ``max_length`` − 1, so
   that a completion keeps a token) loses tokens from the left (a leading BOS is kept); then each
   completion is cut from the right to ``max_completion_length`` and to fit ``max_length``.
@@ -41,6 +42,7 @@ import os
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +52,7 @@ from tqdm.auto import tqdm
 from directpo.data import PreferenceData, PreferenceExample, RowError
 from directpo.errors import DataError, ModelLoadError, first_line
 from directpo.messages import Messages, Text, function_names, is_prefilled, text_contents
+from directpo.stops import end_at_stop
 from directpo.vision import ImageError, VisionInputs, encode_with_images, image_token
 
 # A completion its prompt left under this many tokens (or under a quarter of max_length, for a
@@ -119,6 +122,7 @@ class PairTokenizer:
         max_completion_length: int | None = None,
         chat_template_kwargs: dict[str, Any] | None = None,
         processor: Any = None,
+        stop_ids: Iterable[int] = (),
     ):
         self.tokenizer = tokenizer
         self.processor = processor  # a vision-language model's: prompts with images
@@ -133,6 +137,9 @@ class PairTokenizer:
         self.max_completion_length = max_completion_length or sys.maxsize
         self.bos_id = tokenizer.bos_token_id
         self.eos_id = tokenizer.eos_token_id
+        # the tokens that stop generation (stops.py): EOS and the model's configured end-of-turn
+        self.stops = {self.eos_id, *stop_ids} - {None}
+        self._blank: dict[int, bool] = {}
         probe = tokenizer("a").input_ids
         self.adds_bos = self.bos_id is not None and probe[:1] == [self.bos_id]
         # a vision model's image token in a prompt without images: a placeholder with no pixels
@@ -309,11 +316,18 @@ class PairTokenizer:
         return self._ids(completion_text)
 
     def _with_eos(self, ids: list[int]) -> list[int]:
-        if self.eos_id is not None and ids[-1:] != [self.eos_id]:
+        """The completion up to the stop token that ends it, else with EOS appended."""
+        ids = end_at_stop(ids, self.stops, self._is_blank)
+        if self.eos_id is not None and not (ids and ids[-1] in self.stops):
             ids.append(self.eos_id)
         if not ids:
             raise RowError("empty completion", "a completion tokenizes to no tokens")
         return ids
+
+    def _is_blank(self, token_id: int) -> bool:
+        if token_id not in self._blank:
+            self._blank[token_id] = not self.tokenizer.decode([token_id]).strip()
+        return self._blank[token_id]
 
     def _ids(self, text: str) -> list[int]:
         return self._ids_many([text])[0]
@@ -630,13 +644,15 @@ def tokenize_preferences(
     chat_template_kwargs: dict[str, Any] | None = None,
     processor: Any = None,
     progress: str | None = None,
+    stop_ids: Iterable[int] = (),
 ) -> TokenizedData:
     """Tokenize every example; a row that cannot be tokenized fails (or is skipped).
     ``processor``: a vision-language model's, for rows with images. ``progress``: the name of
-    a progress bar to show (a large file takes minutes)."""
+    a progress bar to show (a large file takes minutes). ``stop_ids``: the model's own stop
+    tokens besides EOS (``stops.generation_stop_ids``), where completions end."""
     encoder = PairTokenizer(
         tokenizer, max_length, max_prompt_length, max_completion_length, chat_template_kwargs,
-        processor,
+        processor, stop_ids,
     )  # fmt: skip
     result = TokenizedData(pairs=[])  # rows skipped when read were said by the data's summary
     examples = data.examples
