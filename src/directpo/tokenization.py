@@ -12,9 +12,10 @@ Rules (the same for training, evaluation and scoring):
   ends with an assistant message (a prefill, ``[user "Write a haiku", assistant "Autumn"]``) is
   left open (``continue_final_message``) and the completion continues that message in the same
   turn. A template that renders the generation prompt differently from a finished turn (Qwen3's
-  empty ``<think></think>`` with ``enable_thinking: false``) gets the completion from its
-  content on, after the prompt as generation sees it; one that renders neither way is an error
-  for that row. A completion starts with an assistant message. A template that raises for a
+  empty ``<think></think>`` with ``enable_thinking: false``; Mistral v0.3's system message in
+  the last user turn) gets the completion from its content on (with the whitespace the turn
+  writes before it), after the prompt as generation sees it; one that renders neither way is
+  an error for that row. A completion starts with an assistant message. A template that raises for a
   row (``raise_exception("Conversation roles must alternate...")``, or its code failing on the
   row's values) refuses that row (an error, or a skip with ``skip_invalid_rows``); one that does
   not compile is an error naming the tokenizer. A text-only model's template gets content given
@@ -204,7 +205,8 @@ class PairTokenizer:
         shared = len(os.path.commonprefix([prompt_text, full_text]))
         if start < shared or marked.replace(COMPLETION_MARK, "", 1) != full_text:
             raise RowError("chat template", _not_a_prefix(prompt_text, full_text))
-        return prompt_text, full_text[start:].rstrip()
+        gap = _gap(marked[:start], prompt_text)
+        return prompt_text, gap + full_text[start:].rstrip()
 
     def _template(self, messages: list[dict], row_args: dict | None, **options: Any) -> str:
         # the row's own arguments (TRL's chat_template_kwargs column) over the option's
@@ -584,6 +586,16 @@ def _conversation(prompt: list[dict], completion: list[dict], mark: str = "") ->
         first["content"] = prompt[-1]["content"] + first["content"]
         return [*prompt[:-1], first, *completion[1:]]
     return [*prompt, first, *completion[1:]]
+
+
+def _gap(before_content: str, prompt_text: str) -> str:
+    """The whitespace a finished turn writes before its content (Mistral's ``"[/INST] "``)
+    less what the prompt already ends with: the model generates it after the prompt, so it
+    begins the completion (without it, " 4" would train as "4", a token the model never
+    samples there)."""
+    gap = before_content[len(before_content.rstrip()) :]
+    kept = next(n for n in range(len(gap), -1, -1) if prompt_text.endswith(gap[:n]))
+    return gap[kept:]
 
 
 EMPTY_THINKING = re.compile(r"<think>\s*</think>\s*$")  # Qwen3's enable_thinking: false
