@@ -39,20 +39,20 @@ Rules (the same for training, evaluation and scoring):
 
 from __future__ import annotations
 
-import os
-import re
 import sys
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from jinja2 import TemplateError, TemplateSyntaxError
 from tqdm.auto import tqdm
 
+from directpo.chat_split import require_rendered, split_rendered
 from directpo.data import PreferenceData, PreferenceExample, RowError
 from directpo.errors import DataError, ModelLoadError, first_line
-from directpo.messages import Messages, Text, function_names, is_prefilled, text_contents
+from directpo.messages import Text, function_names, is_prefilled, text_contents
 from directpo.stops import end_at_stop
 from directpo.vision import ImageError, VisionInputs, encode_with_images, image_token
 
@@ -178,35 +178,11 @@ class PairTokenizer:
             )
         if prompt_text is None:
             prompt_text = self.render_prompt(prompt, template_args)
-        prompt_text, completion_text = self._split_rendered(
-            prompt, completion, template_args, prompt_text
-        )
+        render = partial(self._template, row_args=template_args)
+        _, completion_text = split_rendered(render, prompt, completion, prompt_text)
         calls = [name for message in completion for name in function_names(message)]
-        _require_rendered(calls, completion_text, "the completion's tool calls")
+        require_rendered(calls, completion_text, "the completion's tool calls")
         return prompt_text, completion_text
-
-    def _split_rendered(
-        self, prompt: Text, completion: Text, template_args: dict | None, prompt_text: str
-    ) -> tuple[str, str]:
-        full_text = self._template(_conversation(prompt, completion), template_args)
-        # whitespace a template writes after the last turn is formatting, never generated
-        if full_text.startswith(prompt_text):
-            return prompt_text, full_text[len(prompt_text) :].rstrip()
-        if _thinks(completion) and EMPTY_THINKING.search(prompt_text):
-            # (the turn from its content on would train the reply with its reasoning dropped)
-            raise RowError("chat template", THINKING_CLOSED)
-        # Some templates write the generation prompt differently from a finished turn (Qwen3's
-        # empty <think></think> with enable_thinking: false): the completion is then the turn
-        # from its content on, after the prompt exactly as generation sees it. A mark put at the
-        # start of the content finds that place exactly (a search for the text could match it
-        # anywhere, e.g. "fin" in a header "assistant (final)").
-        marked = self._template(_conversation(prompt, completion, COMPLETION_MARK), template_args)
-        start = marked.find(COMPLETION_MARK)
-        shared = len(os.path.commonprefix([prompt_text, full_text]))
-        if start < shared or marked.replace(COMPLETION_MARK, "", 1) != full_text:
-            raise RowError("chat template", _not_a_prefix(prompt_text, full_text))
-        gap = _gap(marked[:start], prompt_text)
-        return prompt_text, gap + full_text[start:].rstrip()
 
     def _template(self, messages: list[dict], row_args: dict | None, **options: Any) -> str:
         # the row's own arguments (TRL's chat_template_kwargs column) over the option's
@@ -247,7 +223,7 @@ class PairTokenizer:
         else:
             text = self._template(prompt, template_args, add_generation_prompt=True)
         tools = {**self.template_kwargs, **(template_args or {})}.get("tools") or ()
-        _require_rendered(function_names({"tool_calls": tools}), text, "the row's tools")
+        require_rendered(function_names({"tool_calls": tools}), text, "the row's tools")
         return text
 
     def prompt_ids(self, prompt: Text, template_args: dict[str, Any] | None = None) -> list[int]:
@@ -573,73 +549,6 @@ class PairTokenizer:
         if budget == room < short_completion_limit(self.max_length):
             truncated[CUT_BY_PROMPT] += 1
         return ids[:budget]
-
-
-COMPLETION_MARK = "\ue000"  # a private-use character: no text or template writes it
-
-
-def _conversation(prompt: list[dict], completion: list[dict], mark: str = "") -> list[dict]:
-    """Prompt and completion as one conversation (``mark`` before the completion's text). A
-    prefilled prompt's last message and the completion's first are one assistant turn."""
-    first = {**completion[0], "content": mark + completion[0]["content"]}
-    if is_prefilled(prompt):
-        first["content"] = prompt[-1]["content"] + first["content"]
-        return [*prompt[:-1], first, *completion[1:]]
-    return [*prompt, first, *completion[1:]]
-
-
-def _gap(before_content: str, prompt_text: str) -> str:
-    """The whitespace a finished turn writes before its content (Mistral's ``"[/INST] "``)
-    less what the prompt already ends with: the model generates it after the prompt, so it
-    begins the completion (without it, " 4" would train as "4", a token the model never
-    samples there)."""
-    gap = before_content[len(before_content.rstrip()) :]
-    kept = next(n for n in range(len(gap), -1, -1) if prompt_text.endswith(gap[:n]))
-    return gap[kept:]
-
-
-EMPTY_THINKING = re.compile(r"<think>\s*</think>\s*$")  # Qwen3's enable_thinking: false
-
-
-THINKING_CLOSED = (
-    "the completion holds reasoning (<think>...</think> or reasoning_content), but the chat "
-    "template ends the prompt with an empty <think></think> (chat_template_kwargs "
-    "enable_thinking: false), so no reply can think after it: to train replies that reason, "
-    "drop enable_thinking: false (or set it true); to train without thinking, remove the "
-    "<think>...</think> blocks (and reasoning_content) from the replies"
-)
-
-
-def _thinks(completion: Messages) -> bool:
-    """A completion with reasoning: a <think> block in its text, or Qwen3's reasoning_content."""
-    return any(
-        (isinstance(m.get("content"), str) and "</think>" in m["content"])
-        or (isinstance(m.get("reasoning_content"), str) and m["reasoning_content"].strip())
-        for m in completion
-    )
-
-
-def _not_a_prefix(prompt_text: str, full_text: str) -> str:
-    """Where a row's prompt, rendered for generation, and its whole conversation part, so that
-    the template's branch that writes them differently can be found."""
-    shared = len(os.path.commonprefix([prompt_text, full_text]))
-    return (
-        "the chat template does not render the prompt as a prefix of the whole conversation "
-        f"(the prompt goes on {prompt_text[shared : shared + 40]!r} where the conversation "
-        f"has {full_text[shared : shared + 40]!r})"
-    )
-
-
-def _require_rendered(names: list[str], text: str, what: str) -> None:
-    """Templates written before tool calling (Llama 3.0, Gemma, Mistral v0.1) render neither
-    ``tools`` nor ``tool_calls``: the turn would train as if the call were not there."""
-    missing = next((name for name in names if name not in text), None)
-    if missing is not None:
-        raise RowError(
-            "chat template ignores tools",
-            f"the chat template does not render {what} ('{missing}' is not in the text it "
-            "writes); give one that does with the chat_template option",
-        )
 
 
 TOKENIZE_BATCH = 128  # pairs per tokenizer call (more holds more of its output at once)
