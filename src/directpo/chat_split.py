@@ -20,6 +20,10 @@ def split_rendered(
     """(prompt text, completion text) of a conversational pair; ``render``: the row's chat
     template; ``prompt_text``: the prompt as generation renders it."""
     full_text = render(conversation(prompt, completion))
+    shared = len(os.path.commonprefix([prompt_text, full_text]))
+    require_reasoning(completion, full_text[shared:])
+    if OPEN_THINKING.search(prompt_text) and not thinks(completion):
+        raise RowError("reply without reasoning", NO_REASONING)
     # whitespace a template writes after the last turn is formatting, never generated
     if full_text.startswith(prompt_text):
         return prompt_text, full_text[len(prompt_text) :].rstrip()
@@ -33,7 +37,6 @@ def split_rendered(
     # anywhere, e.g. "fin" in a header "assistant (final)").
     marked = render(conversation(prompt, completion, COMPLETION_MARK))
     start = marked.find(COMPLETION_MARK)
-    shared = len(os.path.commonprefix([prompt_text, full_text]))
     if start < shared or marked.replace(COMPLETION_MARK, "", 1) != full_text:
         raise RowError("chat template", not_a_prefix(prompt_text, full_text))
     gap = completion_gap(marked[:start], prompt_text)
@@ -64,6 +67,14 @@ def completion_gap(before_content: str, prompt_text: str) -> str:
 
 
 EMPTY_THINKING = re.compile(r"<think>\s*</think>\s*$")  # Qwen3's enable_thinking: false
+OPEN_THINKING = re.compile(r"<think>\s*$")  # DeepSeek-R1's and QwQ's generation prompt
+
+NO_REASONING = (
+    "the chat template's generation prompt opens a <think> block (DeepSeek-R1, QwQ), so the "
+    "model writes its reasoning first, but the reply has none (no </think>): it would train as "
+    "reasoning that never ends; give the replies their <think>...</think> reasoning, or a "
+    "template whose generation prompt does not open one with the chat_template option"
+)
 
 
 THINKING_CLOSED = (
@@ -82,6 +93,27 @@ def thinks(completion: Messages) -> bool:
         or (isinstance(m.get("reasoning_content"), str) and m["reasoning_content"].strip())
         for m in completion
     )
+
+
+def require_reasoning(completion: Messages, rendered: str) -> None:
+    """Templates that drop a finished turn's reasoning (DeepSeek-R1's and QwQ's keep only what
+    follows ``</think>``) would train a reply that reasons as one that does not: refused.
+    ``rendered``: the conversation's text after what it shares with the prompt."""
+    for message in completion:
+        content, reasoning = message.get("content"), message.get("reasoning_content")
+        parts = [reasoning] if isinstance(reasoning, str) else []
+        if isinstance(content, str) and "</think>" in content:
+            parts.append(content.split("</think>")[0].split("<think>")[-1])
+        if any(part.strip() and part.strip() not in rendered for part in parts):
+            raise RowError("chat template drops reasoning", REASONING_DROPPED)
+
+
+REASONING_DROPPED = (
+    "the chat template drops the reply's reasoning (<think>...</think> or reasoning_content) "
+    "from the conversation it renders (DeepSeek-R1's and QwQ's keep only the text after "
+    "</think>), so the reply would train without it: give a template that keeps the last "
+    "turn's reasoning with the chat_template option, or remove the reasoning from the replies"
+)
 
 
 def not_a_prefix(prompt_text: str, full_text: str) -> str:
