@@ -185,6 +185,15 @@ def completion_messages(value: Any, key: str, prompt: Messages | None = None) ->
     return completion
 
 
+def others_turn(completion: Text) -> str | None:
+    """The role of a completion's first message the model does not write (a tool's result, a
+    user turn between replies), or None: a chat template renders its tokens into the
+    completion, which trains them as the policy's own."""
+    if isinstance(completion, str):
+        return None
+    return next((m["role"] for m in completion if m["role"] != "assistant"), None)
+
+
 def function_names(message: dict) -> list[str]:
     """The function names of a message's tool calls (or of tool schemas given as its
     ``tool_calls``): ``{"type": "function", "function": {"name": ...}}`` or ``{"name": ...}``."""

@@ -16,6 +16,7 @@ from directpo.config import DPOConfig
 from directpo.data import Columns, PreferenceData, load_named_dataset, load_preferences, read_rows
 from directpo.errors import ConfigError, DataError
 from directpo.generate import check_prompts
+from directpo.messages import others_turn
 from directpo.mixture import load_mixture
 from directpo.models import (
     load_processor,
@@ -272,6 +273,19 @@ def _tokenize(
         stop_ids=stop_ids or (),
     )
     echo(f"{name}: {tokenized.summary()}")
+    others = [
+        (example.where, role)
+        for example in data.examples
+        for role in [others_turn(example.chosen) or others_turn(example.rejected)]
+        if role
+    ]
+    if others:  # a per-token mask would leave them out; until then, said once
+        echo(
+            f"note: {name}: {len(others)} pairs' completions hold messages the model does not "
+            f"write (first: {others[0][0]}, a '{others[0][1]}' message): their tokens train as "
+            "the policy's own (as in TRL); to train only its replies, end each completion "
+            "before the first such message"
+        )
     starved, completions = tokenized.starved_completions(), 2 * len(tokenized.pairs)
     if completions and starved > completions / 10:  # a few are normal; many waste the run
         limit = short_completion_limit(config.max_length or 0)

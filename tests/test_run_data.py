@@ -1,0 +1,38 @@
+"""What a run reads before any model loads (run_data.py): notes said once at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tiny import save_tiny_model, tiny_config
+
+from directpo.run_data import load_run_data
+
+USER = {"role": "user", "content": "weather in Paris?"}
+CHECK = {"role": "assistant", "content": "let me check"}
+
+
+def test_completions_with_turns_the_model_does_not_write_are_said_at_start(tmp_path: Path) -> None:
+    folder = save_tiny_model("gpt2", tmp_path / "m")
+    reply = {"role": "assistant", "content": "sunny"}
+    rows = [
+        {"prompt": [USER], "chosen": [reply], "rejected": [{"role": "assistant", "content": "no"}]},
+        {
+            "prompt": [USER],
+            "chosen": [CHECK, {"role": "tool", "content": "22C"}, reply],
+            "rejected": [{"role": "assistant", "content": "no idea"}],
+        },
+    ]
+    lines: list[str] = []
+    config = tiny_config(folder, None, tmp_path / "out")
+    load_run_data(config, rows, None, torch.device("cpu"), lines.append)
+    notes = [line for line in lines if "does not write" in line]
+    assert notes == [
+        "note: train: 1 pairs' completions hold messages the model does not write (first: "
+        "train_dataset: row 2, a 'tool' message): their tokens train as the policy's own (as "
+        "in TRL); to train only its replies, end each completion before the first such message"
+    ]
+    lines.clear()
+    load_run_data(config, rows[:1], None, torch.device("cpu"), lines.append)
+    assert not [line for line in lines if "does not write" in line]
