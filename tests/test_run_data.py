@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -36,3 +37,19 @@ def test_completions_with_turns_the_model_does_not_write_are_said_at_start(tmp_p
     lines.clear()
     load_run_data(config, rows[:1], None, torch.device("cpu"), lines.append)
     assert not [line for line in lines if "does not write" in line]
+
+
+def test_an_adapter_folders_completions_end_at_its_bases_stop_tokens(tmp_path: Path) -> None:
+    from directpo.run_data import _stop_ids
+
+    base = save_tiny_model("gpt2", tmp_path / "base")
+    (base / "generation_config.json").write_text(json.dumps({"eos_token_id": [0, 2]}))
+    adapter = tmp_path / "adapter"  # a LoRA run's output: adapter files, no config.json
+    adapter.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # and its own tokenizer
+        (adapter / name).write_bytes((base / name).read_bytes())
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": str(base), "peft_type": "LORA"})
+    )
+    assert _stop_ids(tiny_config(adapter, None, tmp_path / "out")) == [0, 2]
+    assert _stop_ids(tiny_config(base, None, tmp_path / "out")) == [0, 2]

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from directpo.adapters import adapter_base
 from directpo.config import DPOConfig
 from directpo.data import Columns, PreferenceData, load_named_dataset, load_preferences, read_rows
 from directpo.errors import ConfigError, DataError
@@ -300,14 +301,18 @@ def _tokenize(
 
 def _stop_ids(config: DPOConfig) -> list[int]:
     """The policy's generation stop tokens (its end-of-turn), where completions end: the model
-    folder's, else its tokenizer folder's (an adapter folder's base)."""
+    folder's, else (an adapter folder) its base's, else its tokenizer folder's."""
+    path = config.model_name_or_path or ""
     location = model_location(config.model_init_kwargs)
-    found = generation_stop_ids(config.model_name_or_path or "", location, config.trust_remote_code)
-    if found or not config.model_name_or_path:
-        return found
-    return generation_stop_ids(
-        config.tokenizer_path, config.tokenizer_location, config.trust_remote_code
-    )
+    base = adapter_base(path) if os.path.isdir(path) else None
+    for where, at in ((path, location), (base, {}), (config.tokenizer_path, None)):
+        if where:
+            found = generation_stop_ids(
+                where, config.tokenizer_location if at is None else at, config.trust_remote_code
+            )
+            if found:
+                return found
+    return []
 
 
 def _named_eval_sets(config: DPOConfig, eval_dataset: Any) -> dict[str, tuple[Any, str]]:
