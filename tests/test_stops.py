@@ -129,3 +129,18 @@ def test_training_reads_the_models_stop_tokens(tmp_path: Path) -> None:
     (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [0, end]}))
     data = load_run_data(config, rows, None, torch.device("cpu"), lambda line: None)
     assert tokenizer.decode(data.train.pairs[0].chosen_ids) == "wonderful<|im_end|>"
+
+
+def test_scoring_ends_a_response_where_the_policy_stops(tmp_path: Path) -> None:
+    from directpo.reward import ImplicitReward
+
+    folder = save_tiny_model("gpt2", tmp_path / "m")  # ChatML: <|im_end|> ends each turn
+    scorer = ImplicitReward(str(folder), str(folder), 0.1)
+    end = scorer.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    prompt, response = PAIR.prompt, PAIR.chosen
+    _, ids = scorer.encoder.encode_response(prompt, response, Counter())
+    assert scorer.tokenizer.decode(ids) == "wonderful<|im_end|><|endoftext|>"
+    scorer.policy.generation_config.eos_token_id = [0, end]  # an instruct model's
+    scorer = ImplicitReward(scorer.policy, str(folder), 0.1, scorer.tokenizer)
+    _, ids = scorer.encoder.encode_response(prompt, response, Counter())
+    assert scorer.tokenizer.decode(ids) == "wonderful<|im_end|>"  # as training's completions
