@@ -28,7 +28,9 @@ from directpo.readers import RowError, kind_of
 Messages = list[dict[str, Any]]  # content: a string, or parts (vision prompts)
 Text = str | Messages
 
-MESSAGE_ROLES = ("system", "user", "assistant", "tool")
+# Llama 3.1 names a tool's result "ipython" (its template takes "tool" too); OpenAI's chat format
+# and gpt-oss's template have a "developer" turn
+MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool", "ipython")
 
 
 def is_message_list(value: Any) -> bool:
