@@ -303,15 +303,15 @@ def _stop_ids(config: DPOConfig) -> list[int]:
     """The policy's generation stop tokens (its end-of-turn), where completions end: the model
     folder's, else (an adapter folder) its base's, else its tokenizer folder's."""
     path = config.model_name_or_path or ""
-    location = model_location(config.model_init_kwargs)
+    places = [(path, model_location(config.model_init_kwargs))]
     base = adapter_base(path) if os.path.isdir(path) else None
-    for where, at in ((path, location), (base, {}), (config.tokenizer_path, None)):
-        if where:
-            found = generation_stop_ids(
-                where, config.tokenizer_location if at is None else at, config.trust_remote_code
-            )
-            if found:
-                return found
+    if base:
+        places.append((base, {}))
+    places.append((config.tokenizer_path, config.tokenizer_location))
+    for where, location in places:
+        found = generation_stop_ids(where, location, config.trust_remote_code) if where else []
+        if found:
+            return found
     return []
 
 

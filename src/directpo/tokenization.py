@@ -15,8 +15,9 @@ Rules (the same for training, evaluation and scoring):
   empty ``<think></think>`` with ``enable_thinking: false``; Mistral v0.3's system message in
   the last user turn) gets the completion from its content on (with the whitespace the turn
   writes before it), after the prompt as generation sees it; one that renders neither way is
-  an error for that row. A completion starts with an assistant message. A template that raises for a
-  row (``raise_exception("Conversation roles must alternate...")``, or its code failing on the
+  an error for that row, as is a reply whose reasoning the template drops (chat_split.py). A
+  completion starts with an assistant message. A template that raises for a row
+  (``raise_exception("Conversation roles must alternate...")``, or its code failing on the
   row's values) refuses that row (an error, or a skip with ``skip_invalid_rows``); one that does
   not compile is an error naming the tokenizer. A text-only model's template gets content given
   as text parts (``[{"type": "text", "text": ...}]``) joined into one string. A row whose tools
