@@ -53,3 +53,32 @@ def test_an_adapter_folders_completions_end_at_its_bases_stop_tokens(tmp_path: P
     )
     assert _stop_ids(tiny_config(adapter, None, tmp_path / "out")) == [0, 2]
     assert _stop_ids(tiny_config(base, None, tmp_path / "out")) == [0, 2]
+
+
+def test_chat_template_names_a_jinja_file_a_json_file_or_a_folder(tmp_path: Path) -> None:
+    import pytest
+
+    from directpo.errors import ConfigError
+
+    folder = save_tiny_model("gpt2", tmp_path / "m")
+    template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    other = tmp_path / "other"  # another model's folder, as TRL's chat_template_path takes
+    other.mkdir()
+    (other / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    (tmp_path / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+    (tmp_path / "t.jinja").write_text(template)
+    named = [{"name": "default", "template": template}, {"name": "tool_use", "template": "x"}]
+    (tmp_path / "named.json").write_text(json.dumps({"chat_template": named}))
+    rows = [{"prompt": [USER], "chosen": "sunny", "rejected": "no"}]
+    for given in ("t.jinja", "chat_template.json", "named.json", "other"):
+        config = tiny_config(folder, None, tmp_path / "out", chat_template=str(tmp_path / given))
+        data = load_run_data(config, rows, None, torch.device("cpu"), lambda line: None)
+        # (a JSON file was the template itself: every prompt rendered as '{"chat_template": ...')
+        assert data.tokenizer.chat_template == template, given
+        assert data.tokenizer.decode(data.train.pairs[0].prompt_ids).startswith("[user] weather")
+    (tmp_path / "bad.json").write_text(json.dumps({"template": template}))
+    (tmp_path / "empty").mkdir()
+    for given, message in (("bad.json", "JSON without a chat_template"), ("empty", "no chat")):
+        config = tiny_config(folder, None, tmp_path / "out", chat_template=str(tmp_path / given))
+        with pytest.raises(ConfigError, match=f"^chat_template: .*{message}"):
+            load_run_data(config, rows, None, torch.device("cpu"), lambda line: None)

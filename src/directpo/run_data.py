@@ -4,6 +4,7 @@ and tokenized (``load_run_data`` -> ``RunData``)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -220,13 +221,7 @@ def _mixture(
 def _replace_chat_template(template: str, tokenizer: Any, processor: Any) -> None:
     """``chat_template``: the text, or a file holding it (a value with no Jinja tag is a path)."""
     if "{%" not in template and "{{" not in template:
-        try:
-            template = Path(template).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"chat_template: {template} is neither a Jinja template nor a readable file "
-                f"({getattr(exc, 'strerror', None) or exc})"
-            ) from None
+        template = _template_file(template)
     from jinja2 import TemplateError
     from transformers.utils.chat_template_utils import _compile_jinja_template
 
@@ -238,6 +233,44 @@ def _replace_chat_template(template: str, tokenizer: Any, processor: Any) -> Non
     tokenizer.chat_template = template
     if processor is not None:
         processor.chat_template = template
+
+
+TEMPLATE_FILES = ("chat_template.jinja", "tokenizer_config.json", "chat_template.json")
+
+
+def _template_file(path: str) -> str:
+    """The template a ``chat_template`` path names: a .jinja file's text; the ``chat_template``
+    of a .json file (tokenizer_config.json, a processor's chat_template.json); a model or
+    tokenizer folder's (TRL's chat_template_path takes one). A JSON file read as the template
+    itself rendered its own text, braces and all, as every conversation."""
+    place = Path(path)
+    if place.is_dir():
+        found = next((place / name for name in TEMPLATE_FILES if (place / name).is_file()), None)
+        if found is None:
+            raise ConfigError(
+                f"chat_template: the folder {path} holds no chat template (none of "
+                f"{', '.join(TEMPLATE_FILES)})"
+            )
+        place = found
+    try:
+        text = place.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"chat_template: {path} is neither a Jinja template nor a readable file "
+            f"({getattr(exc, 'strerror', None) or exc})"
+        ) from None
+    if place.suffix != ".json":
+        return text
+    try:
+        stored = json.loads(text).get("chat_template")
+    except (ValueError, AttributeError):
+        stored = None
+    if isinstance(stored, list):  # several named templates (tokenizer_config.json): the default
+        named = {t.get("name"): t.get("template") for t in stored if isinstance(t, dict)}
+        stored = named.get("default")
+    if not isinstance(stored, str) or not stored:
+        raise ConfigError(f"chat_template: {place} is JSON without a chat_template text in it")
+    return stored
 
 
 def _writes_todays_date(tokenizer: Any, config: DPOConfig, data: PreferenceData) -> bool:
