@@ -1018,3 +1018,15 @@ def test_iter_rows_holds_one_row_at_a_time(tmp_path: Path, kind: str) -> None:
         tracemalloc.stop()
     whole, streamed = peaks
     assert streamed < whole / 5, (whole, streamed)
+
+
+def test_llama_3_1s_ipython_and_openais_developer_roles_are_messages(tmp_path: Path) -> None:
+    # they were refused ("expected one of system, user, assistant, tool"), though the families'
+    # templates render them
+    developer = {"role": "developer", "content": "Answer briefly."}
+    result = {"role": "ipython", "content": '{"temperature": 22}'}
+    prompt = [developer, USER_HI, {"role": "assistant", "content": "checking"}, result]
+    row = {"prompt": prompt, "chosen": "Sunny.", "rejected": "No idea."}
+    assert _load_rows(tmp_path, [row]).examples[0].prompt == prompt
+    with pytest.raises(DataError, match="role 'human', expected one of"):
+        _load_rows(tmp_path, [{**row, "prompt": [{"role": "human", "content": "Hi"}]}])

@@ -1,14 +1,90 @@
-"""What a run reads before its models load, and what it keeps of it."""
+"""What a run reads before any model loads (run_data.py): notes said once at start, and what
+it keeps of the rows."""
 
 from __future__ import annotations
 
 import gc
+import json
+from pathlib import Path
 
 import torch
-from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
+from tiny import SENTIMENT_PAIRS, save_tiny_model, tiny_config, write_jsonl
 
 from directpo.data import PreferenceExample
 from directpo.run_data import load_run_data
+
+USER = {"role": "user", "content": "weather in Paris?"}
+CHECK = {"role": "assistant", "content": "let me check"}
+
+
+def test_completions_with_turns_the_model_does_not_write_are_said_at_start(tmp_path: Path) -> None:
+    folder = save_tiny_model("gpt2", tmp_path / "m")
+    reply = {"role": "assistant", "content": "sunny"}
+    rows = [
+        {"prompt": [USER], "chosen": [reply], "rejected": [{"role": "assistant", "content": "no"}]},
+        {
+            "prompt": [USER],
+            "chosen": [CHECK, {"role": "tool", "content": "22C"}, reply],
+            "rejected": [{"role": "assistant", "content": "no idea"}],
+        },
+    ]
+    lines: list[str] = []
+    config = tiny_config(folder, None, tmp_path / "out")
+    load_run_data(config, rows, None, torch.device("cpu"), lines.append)
+    notes = [line for line in lines if "does not write" in line]
+    assert notes == [
+        "note: train: 1 pairs' completions hold messages the model does not write (first: "
+        "train_dataset: row 2, a 'tool' message): their tokens train as the policy's own (as "
+        "in TRL); to train only its replies, end each completion before the first such message"
+    ]
+    lines.clear()
+    load_run_data(config, rows[:1], None, torch.device("cpu"), lines.append)
+    assert not [line for line in lines if "does not write" in line]
+
+
+def test_an_adapter_folders_completions_end_at_its_bases_stop_tokens(tmp_path: Path) -> None:
+    from directpo.run_data import _stop_ids
+
+    base = save_tiny_model("gpt2", tmp_path / "base")
+    (base / "generation_config.json").write_text(json.dumps({"eos_token_id": [0, 2]}))
+    adapter = tmp_path / "adapter"  # a LoRA run's output: adapter files, no config.json
+    adapter.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # and its own tokenizer
+        (adapter / name).write_bytes((base / name).read_bytes())
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": str(base), "peft_type": "LORA"})
+    )
+    assert _stop_ids(tiny_config(adapter, None, tmp_path / "out")) == [0, 2]
+    assert _stop_ids(tiny_config(base, None, tmp_path / "out")) == [0, 2]
+
+
+def test_chat_template_names_a_jinja_file_a_json_file_or_a_folder(tmp_path: Path) -> None:
+    import pytest
+
+    from directpo.errors import ConfigError
+
+    folder = save_tiny_model("gpt2", tmp_path / "m")
+    template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    other = tmp_path / "other"  # another model's folder, as TRL's chat_template_path takes
+    other.mkdir()
+    (other / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    (tmp_path / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+    (tmp_path / "t.jinja").write_text(template)
+    named = [{"name": "default", "template": template}, {"name": "tool_use", "template": "x"}]
+    (tmp_path / "named.json").write_text(json.dumps({"chat_template": named}))
+    rows = [{"prompt": [USER], "chosen": "sunny", "rejected": "no"}]
+    for given in ("t.jinja", "chat_template.json", "named.json", "other"):
+        config = tiny_config(folder, None, tmp_path / "out", chat_template=str(tmp_path / given))
+        data = load_run_data(config, rows, None, torch.device("cpu"), lambda line: None)
+        # (a JSON file was the template itself: every prompt rendered as '{"chat_template": ...')
+        assert data.tokenizer.chat_template == template, given
+        assert data.tokenizer.decode(data.train.pairs[0].prompt_ids).startswith("[user] weather")
+    (tmp_path / "bad.json").write_text(json.dumps({"template": template}))
+    (tmp_path / "empty").mkdir()
+    for given, message in (("bad.json", "JSON without a chat_template"), ("empty", "no chat")):
+        config = tiny_config(folder, None, tmp_path / "out", chat_template=str(tmp_path / given))
+        with pytest.raises(ConfigError, match=f"^chat_template: .*{message}"):
+            load_run_data(config, rows, None, torch.device("cpu"), lambda line: None)
 
 
 def test_the_validated_rows_are_let_go_once_tokenized(tiny_model_dirs, tmp_path) -> None:
@@ -19,7 +95,9 @@ def test_the_validated_rows_are_let_go_once_tokenized(tiny_model_dirs, tmp_path)
     said: list[str] = []
     data = load_run_data(config, None, None, torch.device("cpu"), said.append)
     gc.collect()
-    assert not [o for o in gc.get_objects() if type(o) is PreferenceExample]
+    # (other test modules hold examples of their own: only this file's rows count)
+    kept = [o for o in gc.get_objects() if type(o) is PreferenceExample]
+    assert not [o for o in kept if str(pairs) in o.where]
     assert len(data.train.pairs) == len(SENTIMENT_PAIRS)
     assert data.train_data.summary() == f"{pairs}: {len(SENTIMENT_PAIRS)} pairs, layout explicit"
     assert said[0] == f"train: {data.train_data.summary()}"

@@ -708,3 +708,36 @@ def test_a_thinking_reply_after_enable_thinking_false_says_what_to_change() -> N
         "a prefix of the whole conversation (the prompt goes on '[BOT]assistant\\n' where the "
         "conversation has '<|im_start|>assistant\\n<think>\\nadd them\\n<')"
     )
+
+
+MISTRAL_V03 = (  # Mistral-7B-Instruct-v0.3's template (without tools): the system message goes
+    # into the last user turn, so the prompt alone and the whole conversation render it apart
+    '{%- if messages[0]["role"] == "system" %}{%- set system_message = messages[0]["content"] %}'
+    "{%- set loop_messages = messages[1:] %}{%- else %}{%- set loop_messages = messages %}"
+    "{%- endif %}{{- bos_token }}{%- for message in loop_messages %}"
+    '{%- if message["role"] == "user" %}{%- if loop.last and system_message is defined %}'
+    '{{- "[INST] " + system_message + "\\n\\n" + message["content"] + "[/INST]" }}{%- else %}'
+    '{{- "[INST] " + message["content"] + "[/INST]" }}{%- endif %}'
+    '{%- elif message["role"] == "assistant" %}{{- " " + message["content"]|trim + eos_token}}'
+    "{%- endif %}{%- endfor %}"
+)
+
+
+def test_the_space_a_turn_writes_before_its_content_begins_the_completion(tokenizers) -> None:
+    tokenizer = build_tokenizer("llama")
+    tokenizer.chat_template = MISTRAL_V03
+    system = [{"role": "system", "content": "Be brief."}]
+    example = PreferenceExample(
+        [*system, {"role": "user", "content": "hi"}],
+        [{"role": "assistant", "content": "hello"}],
+        [{"role": "assistant", "content": "no"}],
+    )
+    pair = PairTokenizer(tokenizer, 128).encode(example, Counter())
+    # the prompt as generation sees it (the system message in the last user turn) ...
+    assert tokenizer.decode(pair.prompt_ids) == "<s>[INST] Be brief.\n\nhi[/INST]"
+    # ... and the completion as the model writes it after "[/INST]": with the space the template
+    # puts before each reply (it was "hello</s>", a first token the model never samples there)
+    assert tokenizer.decode(pair.chosen_ids) == " hello</s>"
+    without_system = PreferenceExample(example.prompt[1:], example.chosen, example.rejected)
+    same = PairTokenizer(tokenizer, 128).encode(without_system, Counter())
+    assert same.chosen_ids == pair.chosen_ids

@@ -380,8 +380,9 @@ class DPOConfig(Options):
     )
     chat_template: str | None = option(
         None,
-        "A Jinja chat template replacing the tokenizer's (its text, or a .jinja file): used for "
-        "conversational rows and saved with the final model.",
+        "A Jinja chat template replacing the tokenizer's (its text, a .jinja file, a .json file "
+        "holding one, or a model folder): used for conversational rows and saved with the final "
+        "model.",
     )
     chat_template_kwargs: dict | None = option(
         None,

@@ -28,7 +28,9 @@ from directpo.readers import RowError, kind_of
 Messages = list[dict[str, Any]]  # content: a string, or parts (vision prompts)
 Text = str | Messages
 
-MESSAGE_ROLES = ("system", "user", "assistant", "tool")
+# Llama 3.1 names a tool's result "ipython" (its template takes "tool" too); OpenAI's chat format
+# and gpt-oss's template have a "developer" turn
+MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool", "ipython")
 
 
 def is_message_list(value: Any) -> bool:
@@ -204,6 +206,15 @@ def completion_messages(value: Any, key: str, prompt: Messages | None = None) ->
     if not any(m["content"].strip() or m.get("tool_calls") for m in completion):
         raise RowError("empty field", f"field '{key}' has only empty messages")
     return completion
+
+
+def others_turn(completion: Text) -> str | None:
+    """The role of a completion's first message the model does not write (a tool's result, a
+    user turn between replies), or None: a chat template renders its tokens into the
+    completion, which trains them as the policy's own."""
+    if isinstance(completion, str):
+        return None
+    return next((m["role"] for m in completion if m["role"] != "assistant"), None)
 
 
 def function_names(message: dict) -> list[str]:

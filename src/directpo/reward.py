@@ -163,9 +163,13 @@ class ImplicitReward:
                 max_length = limit
         self.beta = beta
         self.batch_size = batch_size
+        from directpo.generate import stop_token_ids
+
+        # responses end where the policy stops generating, as training's completions do
         self.encoder = PairTokenizer(
             tokenizer, max_length, max_prompt_length,
             chat_template_kwargs=chat_template_kwargs, processor=processor,
+            stop_ids=stop_token_ids(self.policy, tokenizer),
         )  # fmt: skip
 
     @classmethod

@@ -4,6 +4,7 @@ and tokenized (``load_run_data`` -> ``RunData``)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,14 +13,17 @@ from typing import Any
 
 import torch
 
+from directpo.adapters import adapter_base
 from directpo.config import DPOConfig
 from directpo.data import Columns, PreferenceData, load_preferences, read_rows
 from directpo.errors import ConfigError, DataError
 from directpo.generate import check_prompts
+from directpo.messages import others_turn
 from directpo.mixture import load_mixture
 from directpo.models import (
     load_processor,
     load_tokenizer,
+    model_location,
     pad_token_id,
 )
 from directpo.online import OnlineData, check_labeller, load_labeller
@@ -32,6 +36,7 @@ from directpo.prompts import (
 from directpo.readers import is_path_list, load_named_dataset, python_source
 from directpo.rewardfn import check_reward_fn, load_reward_fn
 from directpo.sources import PairSet
+from directpo.stops import generation_stop_ids
 from directpo.token_cache import cached_tokenization
 from directpo.tokenization import TokenizedData, short_completion_limit, tokenize_preferences
 
@@ -150,11 +155,12 @@ def load_run_data(
         )
     train = PairSet([], [])
     progress = is_main and not config.disable_tqdm
+    stops = _stop_ids(config) if train_data is not None or eval_data else []
     if train_data is not None:
-        train = _tokenize(train_data, tokenizer, config, "train", echo, processor, progress)
+        train = _tokenize(train_data, tokenizer, config, "train", echo, processor, progress, stops)
     evaluations = {
         set_name: _tokenize(
-            data, tokenizer, config, f"eval {set_name}".strip(), echo, processor, progress
+            data, tokenizer, config, f"eval {set_name}".strip(), echo, processor, progress, stops
         )
         for set_name, data in eval_data.items()
     }
@@ -231,13 +237,7 @@ def _mixture(
 def _replace_chat_template(template: str, tokenizer: Any, processor: Any) -> None:
     """``chat_template``: the text, or a file holding it (a value with no Jinja tag is a path)."""
     if "{%" not in template and "{{" not in template:
-        try:
-            template = Path(template).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"chat_template: {template} is neither a Jinja template nor a readable file "
-                f"({getattr(exc, 'strerror', None) or exc})"
-            ) from None
+        template = _template_file(template)
     from jinja2 import TemplateError
     from transformers.utils.chat_template_utils import _compile_jinja_template
 
@@ -249,6 +249,44 @@ def _replace_chat_template(template: str, tokenizer: Any, processor: Any) -> Non
     tokenizer.chat_template = template
     if processor is not None:
         processor.chat_template = template
+
+
+TEMPLATE_FILES = ("chat_template.jinja", "tokenizer_config.json", "chat_template.json")
+
+
+def _template_file(path: str) -> str:
+    """The template a ``chat_template`` path names: a .jinja file's text; the ``chat_template``
+    of a .json file (tokenizer_config.json, a processor's chat_template.json); a model or
+    tokenizer folder's (TRL's chat_template_path takes one). A JSON file read as the template
+    itself rendered its own text, braces and all, as every conversation."""
+    place = Path(path)
+    if place.is_dir():
+        found = next((place / name for name in TEMPLATE_FILES if (place / name).is_file()), None)
+        if found is None:
+            raise ConfigError(
+                f"chat_template: the folder {path} holds no chat template (none of "
+                f"{', '.join(TEMPLATE_FILES)})"
+            )
+        place = found
+    try:
+        text = place.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"chat_template: {path} is neither a Jinja template nor a readable file "
+            f"({getattr(exc, 'strerror', None) or exc})"
+        ) from None
+    if place.suffix != ".json":
+        return text
+    try:
+        stored = json.loads(text).get("chat_template")
+    except (ValueError, AttributeError):
+        stored = None
+    if isinstance(stored, list):  # several named templates (tokenizer_config.json): the default
+        named = {t.get("name"): t.get("template") for t in stored if isinstance(t, dict)}
+        stored = named.get("default")
+    if not isinstance(stored, str) or not stored:
+        raise ConfigError(f"chat_template: {place} is JSON without a chat_template text in it")
+    return stored
 
 
 def _writes_todays_date(tokenizer: Any, config: DPOConfig, data: PreferenceData) -> bool:
@@ -270,6 +308,7 @@ def _tokenize(
     echo: Callable[[str], None],
     processor: Any = None,
     progress: bool = False,
+    stop_ids: list[int] | None = None,
 ) -> PairSet:
     options = {
         "max_length": config.max_length,
@@ -277,6 +316,7 @@ def _tokenize(
         "max_completion_length": config.max_completion_length,
         "skip_invalid_rows": config.skip_invalid_rows,
         "chat_template_kwargs": config.chat_template_kwargs,
+        "stop_ids": list(stop_ids or ()),
     }
 
     def tokenize() -> TokenizedData:
@@ -290,6 +330,19 @@ def _tokenize(
     else:
         tokenized = tokenize()
     echo(f"{name}: {tokenized.summary()}")
+    others = [
+        (example.where, role)
+        for example in data.examples
+        for role in [others_turn(example.chosen) or others_turn(example.rejected)]
+        if role
+    ]
+    if others:  # a per-token mask would leave them out; until then, said once
+        echo(
+            f"note: {name}: {len(others)} pairs' completions hold messages the model does not "
+            f"write (first: {others[0][0]}, a '{others[0][1]}' message): their tokens train as "
+            "the policy's own (as in TRL); to train only its replies, end each completion "
+            "before the first such message"
+        )
     starved, completions = tokenized.starved_completions(), 2 * len(tokenized.pairs)
     if completions and starved > completions / 10:  # a few are normal; many waste the run
         limit = short_completion_limit(config.max_length or 0)
@@ -300,6 +353,22 @@ def _tokenize(
             "or drop such rows"
         )
     return PairSet(tokenized.pairs, tokenized.sources)
+
+
+def _stop_ids(config: DPOConfig) -> list[int]:
+    """The policy's generation stop tokens (its end-of-turn), where completions end: the model
+    folder's, else (an adapter folder) its base's, else its tokenizer folder's."""
+    path = config.model_name_or_path or ""
+    places = [(path, model_location(config.model_init_kwargs))]
+    base = adapter_base(path) if os.path.isdir(path) else None
+    if base:
+        places.append((base, {}))
+    places.append((config.tokenizer_path, config.tokenizer_location))
+    for where, location in places:
+        found = generation_stop_ids(where, location, config.trust_remote_code) if where else []
+        if found:
+            return found
+    return []
 
 
 def _named_eval_sets(config: DPOConfig, eval_dataset: Any) -> dict[str, tuple[Any, str]]:

@@ -12,10 +12,12 @@ Rules (the same for training, evaluation and scoring):
   ends with an assistant message (a prefill, ``[user "Write a haiku", assistant "Autumn"]``) is
   left open (``continue_final_message``) and the completion continues that message in the same
   turn. A template that renders the generation prompt differently from a finished turn (Qwen3's
-  empty ``<think></think>`` with ``enable_thinking: false``) gets the completion from its
-  content on, after the prompt as generation sees it; one that renders neither way is an error
-  for that row. A completion starts with an assistant message. A template that raises for a
-  row (``raise_exception("Conversation roles must alternate...")``, or its code failing on the
+  empty ``<think></think>`` with ``enable_thinking: false``; Mistral v0.3's system message in
+  the last user turn) gets the completion from its content on (with the whitespace the turn
+  writes before it), after the prompt as generation sees it; one that renders neither way is
+  an error for that row, as is a reply whose reasoning the template drops (chat_split.py). A
+  completion starts with an assistant message. A template that raises for a row
+  (``raise_exception("Conversation roles must alternate...")``, or its code failing on the
   row's values) refuses that row (an error, or a skip with ``skip_invalid_rows``); one that does
   not compile is an error naming the tokenizer. A text-only model's template gets content given
   as text parts (``[{"type": "text", "text": ...}]``) joined into one string. A row whose tools
@@ -24,11 +26,12 @@ Rules (the same for training, evaluation and scoring):
 * **BOS exactly once**: it is prepended only if the tokenizer adds one by default (Llama-style)
   and the rendered prompt does not already start with it (templates that write their own).
   Tokenizers that add none (GPT-2 style) get none.
-* **EOS exactly once**: appended to each completion unless it already ends with it (chat
-  templates whose end-of-turn token is EOS). Whitespace a chat template writes after the last
-  turn (``"</s>\n"``) is dropped: generation stops at the end of the turn, so it is never
-  sampled. A template whose end-of-turn token is not EOS (ChatML's ``<|im_end|>`` with another
-  EOS) keeps it, and EOS follows it.
+* **A completion ends at the token that stops generation** (stops.py): EOS, or an end-of-turn
+  the model's generation config lists (Llama 3's ``<|eot_id|>``, Gemma's ``<end_of_turn>``,
+  Phi-3's ``<|end|>``), with nothing after it: whitespace or an EOS a chat template writes after
+  the last turn (``"</s>\n"``, ``"<|end|>\n<|endoftext|>"``) is never sampled. A completion not
+  ending with a stop token gets EOS appended (text rows; ChatML's ``<|im_end|>`` when the model
+  stops only at another EOS).
 * **Truncation**: a prompt longer than ``max_prompt_length`` (default: ``max_length`` − 1, so
   that a completion keeps a token) loses tokens from the left (a leading BOS is kept); then each
   completion is cut from the right to ``max_completion_length`` and to fit ``max_length``.
@@ -37,19 +40,21 @@ Rules (the same for training, evaluation and scoring):
 
 from __future__ import annotations
 
-import os
-import re
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from jinja2 import TemplateError, TemplateSyntaxError
 from tqdm.auto import tqdm
 
+from directpo.chat_split import require_rendered, split_rendered
 from directpo.data import PreferenceData, PreferenceExample, RowError
 from directpo.errors import DataError, ModelLoadError, first_line
-from directpo.messages import Messages, Text, function_names, is_prefilled, text_contents
+from directpo.messages import Text, function_names, is_prefilled, text_contents
+from directpo.stops import end_at_stop
 from directpo.vision import ImageError, VisionInputs, encode_with_images, image_token
 
 # A completion its prompt left under this many tokens (or under a quarter of max_length, for a
@@ -119,6 +124,7 @@ class PairTokenizer:
         max_completion_length: int | None = None,
         chat_template_kwargs: dict[str, Any] | None = None,
         processor: Any = None,
+        stop_ids: Iterable[int] = (),
     ):
         self.tokenizer = tokenizer
         self.processor = processor  # a vision-language model's: prompts with images
@@ -133,6 +139,9 @@ class PairTokenizer:
         self.max_completion_length = max_completion_length or sys.maxsize
         self.bos_id = tokenizer.bos_token_id
         self.eos_id = tokenizer.eos_token_id
+        # the tokens that stop generation (stops.py): EOS and the model's configured end-of-turn
+        self.stops = {self.eos_id, *stop_ids} - {None}
+        self._blank: dict[int, bool] = {}
         probe = tokenizer("a").input_ids
         self.adds_bos = self.bos_id is not None and probe[:1] == [self.bos_id]
         # a vision model's image token in a prompt without images: a placeholder with no pixels
@@ -170,34 +179,11 @@ class PairTokenizer:
             )
         if prompt_text is None:
             prompt_text = self.render_prompt(prompt, template_args)
-        prompt_text, completion_text = self._split_rendered(
-            prompt, completion, template_args, prompt_text
-        )
+        render = partial(self._template, row_args=template_args)
+        _, completion_text = split_rendered(render, prompt, completion, prompt_text)
         calls = [name for message in completion for name in function_names(message)]
-        _require_rendered(calls, completion_text, "the completion's tool calls")
+        require_rendered(calls, completion_text, "the completion's tool calls")
         return prompt_text, completion_text
-
-    def _split_rendered(
-        self, prompt: Text, completion: Text, template_args: dict | None, prompt_text: str
-    ) -> tuple[str, str]:
-        full_text = self._template(_conversation(prompt, completion), template_args)
-        # whitespace a template writes after the last turn is formatting, never generated
-        if full_text.startswith(prompt_text):
-            return prompt_text, full_text[len(prompt_text) :].rstrip()
-        if _thinks(completion) and EMPTY_THINKING.search(prompt_text):
-            # (the turn from its content on would train the reply with its reasoning dropped)
-            raise RowError("chat template", THINKING_CLOSED)
-        # Some templates write the generation prompt differently from a finished turn (Qwen3's
-        # empty <think></think> with enable_thinking: false): the completion is then the turn
-        # from its content on, after the prompt exactly as generation sees it. A mark put at the
-        # start of the content finds that place exactly (a search for the text could match it
-        # anywhere, e.g. "fin" in a header "assistant (final)").
-        marked = self._template(_conversation(prompt, completion, COMPLETION_MARK), template_args)
-        start = marked.find(COMPLETION_MARK)
-        shared = len(os.path.commonprefix([prompt_text, full_text]))
-        if start < shared or marked.replace(COMPLETION_MARK, "", 1) != full_text:
-            raise RowError("chat template", _not_a_prefix(prompt_text, full_text))
-        return prompt_text, full_text[start:].rstrip()
 
     def _template(self, messages: list[dict], row_args: dict | None, **options: Any) -> str:
         # the row's own arguments (TRL's chat_template_kwargs column) over the option's
@@ -238,7 +224,7 @@ class PairTokenizer:
         else:
             text = self._template(prompt, template_args, add_generation_prompt=True)
         tools = {**self.template_kwargs, **(template_args or {})}.get("tools") or ()
-        _require_rendered(function_names({"tool_calls": tools}), text, "the row's tools")
+        require_rendered(function_names({"tool_calls": tools}), text, "the row's tools")
         return text
 
     def prompt_ids(
@@ -316,11 +302,18 @@ class PairTokenizer:
         return self._ids(completion_text)
 
     def _with_eos(self, ids: list[int]) -> list[int]:
-        if self.eos_id is not None and ids[-1:] != [self.eos_id]:
+        """The completion up to the stop token that ends it, else with EOS appended."""
+        ids = end_at_stop(ids, self.stops, self._is_blank)
+        if self.eos_id is not None and not (ids and ids[-1] in self.stops):
             ids.append(self.eos_id)
         if not ids:
             raise RowError("empty completion", "a completion tokenizes to no tokens")
         return ids
+
+    def _is_blank(self, token_id: int) -> bool:
+        if token_id not in self._blank:
+            self._blank[token_id] = not self.tokenizer.decode([token_id]).strip()
+        return self._blank[token_id]
 
     def _ids(self, text: str) -> list[int]:
         return self._ids_many([text])[0]
@@ -566,63 +559,6 @@ class PairTokenizer:
         return ids[:budget]
 
 
-COMPLETION_MARK = "\ue000"  # a private-use character: no text or template writes it
-
-
-def _conversation(prompt: list[dict], completion: list[dict], mark: str = "") -> list[dict]:
-    """Prompt and completion as one conversation (``mark`` before the completion's text). A
-    prefilled prompt's last message and the completion's first are one assistant turn."""
-    first = {**completion[0], "content": mark + completion[0]["content"]}
-    if is_prefilled(prompt):
-        first["content"] = prompt[-1]["content"] + first["content"]
-        return [*prompt[:-1], first, *completion[1:]]
-    return [*prompt, first, *completion[1:]]
-
-
-EMPTY_THINKING = re.compile(r"<think>\s*</think>\s*$")  # Qwen3's enable_thinking: false
-
-
-THINKING_CLOSED = (
-    "the completion holds reasoning (<think>...</think> or reasoning_content), but the chat "
-    "template ends the prompt with an empty <think></think> (chat_template_kwargs "
-    "enable_thinking: false), so no reply can think after it: to train replies that reason, "
-    "drop enable_thinking: false (or set it true); to train without thinking, remove the "
-    "<think>...</think> blocks (and reasoning_content) from the replies"
-)
-
-
-def _thinks(completion: Messages) -> bool:
-    """A completion with reasoning: a <think> block in its text, or Qwen3's reasoning_content."""
-    return any(
-        (isinstance(m.get("content"), str) and "</think>" in m["content"])
-        or (isinstance(m.get("reasoning_content"), str) and m["reasoning_content"].strip())
-        for m in completion
-    )
-
-
-def _not_a_prefix(prompt_text: str, full_text: str) -> str:
-    """Where a row's prompt, rendered for generation, and its whole conversation part, so that
-    the template's branch that writes them differently can be found."""
-    shared = len(os.path.commonprefix([prompt_text, full_text]))
-    return (
-        "the chat template does not render the prompt as a prefix of the whole conversation "
-        f"(the prompt goes on {prompt_text[shared : shared + 40]!r} where the conversation "
-        f"has {full_text[shared : shared + 40]!r})"
-    )
-
-
-def _require_rendered(names: list[str], text: str, what: str) -> None:
-    """Templates written before tool calling (Llama 3.0, Gemma, Mistral v0.1) render neither
-    ``tools`` nor ``tool_calls``: the turn would train as if the call were not there."""
-    missing = next((name for name in names if name not in text), None)
-    if missing is not None:
-        raise RowError(
-            "chat template ignores tools",
-            f"the chat template does not render {what} ('{missing}' is not in the text it "
-            "writes); give one that does with the chat_template option",
-        )
-
-
 TOKENIZE_BATCH = 128  # pairs per tokenizer call (more holds more of its output at once)
 
 
@@ -637,13 +573,15 @@ def tokenize_preferences(
     chat_template_kwargs: dict[str, Any] | None = None,
     processor: Any = None,
     progress: str | None = None,
+    stop_ids: Iterable[int] = (),
 ) -> TokenizedData:
     """Tokenize every example; a row that cannot be tokenized fails (or is skipped).
     ``processor``: a vision-language model's, for rows with images. ``progress``: the name of
-    a progress bar to show (a large file takes minutes)."""
+    a progress bar to show (a large file takes minutes). ``stop_ids``: the model's own stop
+    tokens besides EOS (``stops.generation_stop_ids``), where completions end."""
     encoder = PairTokenizer(
         tokenizer, max_length, max_prompt_length, max_completion_length, chat_template_kwargs,
-        processor,
+        processor, stop_ids,
     )  # fmt: skip
     result = TokenizedData(pairs=[])  # rows skipped when read were said by the data's summary
     examples = data.examples

@@ -1,0 +1,139 @@
+"""How a chat template's rendering of a conversation is split into prompt and completion:
+the conversation of a prompt and its completion, the mark that finds where a completion's
+content starts when the prompt is not a prefix of the conversation, the whitespace the turn
+writes before it, and the refusals of renderings that cannot train (reasoning after an empty
+think block, tools the template does not write)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+
+from directpo.data import RowError
+from directpo.messages import Messages, is_prefilled
+
+
+def split_rendered(
+    render: Callable[[list[dict]], str], prompt: Messages, completion: Messages, prompt_text: str
+) -> tuple[str, str]:
+    """(prompt text, completion text) of a conversational pair; ``render``: the row's chat
+    template; ``prompt_text``: the prompt as generation renders it."""
+    full_text = render(conversation(prompt, completion))
+    shared = len(os.path.commonprefix([prompt_text, full_text]))
+    require_reasoning(completion, full_text[shared:])
+    if OPEN_THINKING.search(prompt_text) and not thinks(completion):
+        raise RowError("reply without reasoning", NO_REASONING)
+    # whitespace a template writes after the last turn is formatting, never generated
+    if full_text.startswith(prompt_text):
+        return prompt_text, full_text[len(prompt_text) :].rstrip()
+    if thinks(completion) and EMPTY_THINKING.search(prompt_text):
+        # (the turn from its content on would train the reply with its reasoning dropped)
+        raise RowError("chat template", THINKING_CLOSED)
+    # Some templates write the generation prompt differently from a finished turn (Qwen3's
+    # empty <think></think> with enable_thinking: false): the completion is then the turn
+    # from its content on, after the prompt exactly as generation sees it. A mark put at the
+    # start of the content finds that place exactly (a search for the text could match it
+    # anywhere, e.g. "fin" in a header "assistant (final)").
+    marked = render(conversation(prompt, completion, COMPLETION_MARK))
+    start = marked.find(COMPLETION_MARK)
+    if start < shared or marked.replace(COMPLETION_MARK, "", 1) != full_text:
+        raise RowError("chat template", not_a_prefix(prompt_text, full_text))
+    gap = completion_gap(marked[:start], prompt_text)
+    return prompt_text, gap + full_text[start:].rstrip()
+
+
+COMPLETION_MARK = "\ue000"  # a private-use character: no text or template writes it
+
+
+def conversation(prompt: list[dict], completion: list[dict], mark: str = "") -> list[dict]:
+    """Prompt and completion as one conversation (``mark`` before the completion's text). A
+    prefilled prompt's last message and the completion's first are one assistant turn."""
+    first = {**completion[0], "content": mark + completion[0]["content"]}
+    if is_prefilled(prompt):
+        first["content"] = prompt[-1]["content"] + first["content"]
+        return [*prompt[:-1], first, *completion[1:]]
+    return [*prompt, first, *completion[1:]]
+
+
+def completion_gap(before_content: str, prompt_text: str) -> str:
+    """The whitespace a finished turn writes before its content (Mistral's ``"[/INST] "``)
+    less what the prompt already ends with: the model generates it after the prompt, so it
+    begins the completion (without it, " 4" would train as "4", a token the model never
+    samples there)."""
+    gap = before_content[len(before_content.rstrip()) :]
+    kept = next(n for n in range(len(gap), -1, -1) if prompt_text.endswith(gap[:n]))
+    return gap[kept:]
+
+
+EMPTY_THINKING = re.compile(r"<think>\s*</think>\s*$")  # Qwen3's enable_thinking: false
+OPEN_THINKING = re.compile(r"<think>\s*$")  # DeepSeek-R1's and QwQ's generation prompt
+
+NO_REASONING = (
+    "the chat template's generation prompt opens a <think> block (DeepSeek-R1, QwQ), so the "
+    "model writes its reasoning first, but the reply has none (no </think>): it would train as "
+    "reasoning that never ends; give the replies their <think>...</think> reasoning, or a "
+    "template whose generation prompt does not open one with the chat_template option"
+)
+
+
+THINKING_CLOSED = (
+    "the completion holds reasoning (<think>...</think> or reasoning_content), but the chat "
+    "template ends the prompt with an empty <think></think> (chat_template_kwargs "
+    "enable_thinking: false), so no reply can think after it: to train replies that reason, "
+    "drop enable_thinking: false (or set it true); to train without thinking, remove the "
+    "<think>...</think> blocks (and reasoning_content) from the replies"
+)
+
+
+def thinks(completion: Messages) -> bool:
+    """A completion with reasoning: a <think> block in its text, or Qwen3's reasoning_content."""
+    return any(
+        (isinstance(m.get("content"), str) and "</think>" in m["content"])
+        or (isinstance(m.get("reasoning_content"), str) and m["reasoning_content"].strip())
+        for m in completion
+    )
+
+
+def require_reasoning(completion: Messages, rendered: str) -> None:
+    """Templates that drop a finished turn's reasoning (DeepSeek-R1's and QwQ's keep only what
+    follows ``</think>``) would train a reply that reasons as one that does not: refused.
+    ``rendered``: the conversation's text after what it shares with the prompt."""
+    for message in completion:
+        content, reasoning = message.get("content"), message.get("reasoning_content")
+        parts = [reasoning] if isinstance(reasoning, str) else []
+        if isinstance(content, str) and "</think>" in content:
+            parts.append(content.split("</think>")[0].split("<think>")[-1])
+        if any(part.strip() and part.strip() not in rendered for part in parts):
+            raise RowError("chat template drops reasoning", REASONING_DROPPED)
+
+
+REASONING_DROPPED = (
+    "the chat template drops the reply's reasoning (<think>...</think> or reasoning_content) "
+    "from the conversation it renders (DeepSeek-R1's and QwQ's keep only the text after "
+    "</think>), so the reply would train without it: give a template that keeps the last "
+    "turn's reasoning with the chat_template option, or remove the reasoning from the replies"
+)
+
+
+def not_a_prefix(prompt_text: str, full_text: str) -> str:
+    """Where a row's prompt, rendered for generation, and its whole conversation part, so that
+    the template's branch that writes them differently can be found."""
+    shared = len(os.path.commonprefix([prompt_text, full_text]))
+    return (
+        "the chat template does not render the prompt as a prefix of the whole conversation "
+        f"(the prompt goes on {prompt_text[shared : shared + 40]!r} where the conversation "
+        f"has {full_text[shared : shared + 40]!r})"
+    )
+
+
+def require_rendered(names: list[str], text: str, what: str) -> None:
+    """Templates written before tool calling (Llama 3.0, Gemma, Mistral v0.1) render neither
+    ``tools`` nor ``tool_calls``: the turn would train as if the call were not there."""
+    missing = next((name for name in names if name not in text), None)
+    if missing is not None:
+        raise RowError(
+            "chat template ignores tools",
+            f"the chat template does not render {what} ('{missing}' is not in the text it "
+            "writes); give one that does with the chat_template option",
+        )
