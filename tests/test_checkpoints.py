@@ -839,3 +839,23 @@ def test_save_only_model_writes_weights_alone_loads_the_best_and_never_resumes(
 
 def _quiet(_: str) -> None:
     pass
+
+
+def test_a_checkpoint_tokenized_by_other_rules_is_named_as_such_only_where_its_pairs_differ():
+    """A checkpoint written before a change of the tokenization rules (no number recorded:
+    rules 1) resumes as ever where its data gives the same ids, and where it does not, the
+    refusal says that directpo changed, not the data (the user changed nothing)."""
+    from directpo.sources import _check_same
+    from directpo.tokenization import TOKENIZATION_RULES
+
+    now = {"batch_size": 2, "seed": 1, "pairs_fingerprint": "a"}
+    now["tokenization_rules"] = TOKENIZATION_RULES
+    old = {"batch_size": 2, "seed": 1, "pairs_fingerprint": "a"}
+    _check_same(old, now, "ckpt")  # the same ids: resumes
+    _check_same({**old, "tokenization_rules": TOKENIZATION_RULES}, now, "ckpt")
+    with pytest.raises(ConfigError, match=r"ckpt was tokenized by an earlier directpo .*rules 1"):
+        _check_same({**old, "pairs_fingerprint": "b"}, now, "ckpt")
+    with pytest.raises(ConfigError, match=r"ckpt was trained on other pairs"):
+        _check_same(
+            {**old, "pairs_fingerprint": "b", "tokenization_rules": TOKENIZATION_RULES}, now, "ckpt"
+        )

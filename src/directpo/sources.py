@@ -26,7 +26,7 @@ import torch
 
 from directpo.batching import DataSchedule
 from directpo.errors import ConfigError
-from directpo.tokenization import TokenizedPair
+from directpo.tokenization import TOKENIZATION_RULES, TokenizedPair
 
 
 @dataclass
@@ -75,6 +75,7 @@ class FixedPairs:
             "accumulation": schedule.accumulation,
             "seed": schedule.seed,
             "pairs_fingerprint": self._fingerprint,
+            "tokenization_rules": TOKENIZATION_RULES,
         }
 
     def restore(self, state: dict[str, Any], checkpoint: str) -> list[str]:
@@ -241,7 +242,24 @@ def _check_same(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> 
         "batch_size": "batch_size (per_device_train_batch_size x processes)",
         "seed": "the data order's seed (data_seed, or seed when data_seed is null)",
     }
+    rules = saved.get("tokenization_rules", 1)  # (checkpoints before the number: 1)
     for key, value in now.items():
+        if key == "tokenization_rules":
+            continue  # said only where the pairs differ (the rules may not touch this data)
+        if (
+            key == "pairs_fingerprint"
+            and key in saved
+            and saved[key] != value
+            and rules != (now.get("tokenization_rules", rules))
+        ):
+            raise ConfigError(
+                f"resume_from_checkpoint: {checkpoint} was tokenized by an earlier directpo "
+                f"(tokenization rules {rules}, now {TOKENIZATION_RULES}: a chat completion ends "
+                "at the model's end-of-turn token, with no EOS after it), so its pairs are other "
+                "ids now and the run cannot continue as it was; to go on from its weights, train "
+                f"a new output_dir with model_name_or_path: {checkpoint} and "
+                "ref_model_name_or_path: the run's starting model"
+            )
         if key == "pairs_fingerprint" and key in saved and saved[key] != value:
             raise ConfigError(
                 f"resume_from_checkpoint: {checkpoint} was trained on other pairs (the data "

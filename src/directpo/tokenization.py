@@ -68,6 +68,12 @@ def short_completion_limit(max_length: int) -> float:
     return min(SHORT_COMPLETION, max_length / 4)
 
 
+# Raised whenever a change of these rules gives existing data other ids: a checkpoint records
+# it, and a resume whose pairs differ says that directpo, not the data, changed. 2: a chat
+# completion ends at the model's own stop token (end-of-turn), with no EOS after it.
+TOKENIZATION_RULES = 2
+
+
 @dataclass(frozen=True)
 class TokenizedPair:
     prompt_ids: list[int]
