@@ -172,6 +172,39 @@ def test_out_of_memory_names_the_knobs(
     assert "gradient_checkpointing" in str(info.value) and info.value.rank is None
 
 
+@pytest.mark.parametrize(
+    ("overrides", "advised"),
+    [
+        ({}, ["gradient_checkpointing: true", "precompute_ref_log_probs: true", "lora_r: 16"]),
+        ({"lora_r": 4, "gradient_checkpointing": True, "precompute_ref_log_probs": True}, []),
+        ({"loss_type": ["simpo"], "lora_r": 4}, ["gradient_checkpointing: true"]),
+    ],
+    ids=["full", "lora-precomputed-checkpointed", "reference-free-lora"],
+)
+def test_out_of_memory_advises_only_what_the_run_does_not_do_yet(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, overrides, advised
+) -> None:
+    """The advice named lora_r: 16, precompute_ref_log_probs and gradient_checkpointing to a
+    run that had them (or no reference to precompute), which changes nothing."""
+    real, calls = trainer_module.pair_losses, []
+
+    def oom_at_step_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "pair_losses", oom_at_step_2)
+    config = config_for(tiny_model_dirs["llama"], pairs_file, tmp_path / "run", **overrides)
+    with pytest.raises(TrainingStopped) as info:
+        train(config, echo=lambda _: None)
+    said = str(info.value)
+    assert said.startswith("out of GPU memory at step 2: lower per_device_train_batch_size")
+    knobs = ["gradient_checkpointing: true", "precompute_ref_log_probs: true", "lora_r: 16"]
+    assert [knob for knob in knobs if knob in said] == advised
+    assert said.endswith("a smaller max_length / logprob_chunk_tokens")
+
+
 def test_a_full_disk_while_logging_stops_in_one_line(
     tiny_model_dirs, pairs_file, tmp_path, monkeypatch
 ) -> None:
