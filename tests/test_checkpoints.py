@@ -870,5 +870,32 @@ def test_save_only_model_writes_weights_alone_loads_the_best_and_never_resumes(
         assert torch.equal(tensor, continued.policy.state_dict()[key]), key
 
 
+def test_a_save_only_model_checkpoint_is_refused_before_the_data_and_models_load(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """Resuming from a save_only_model checkpoint (named, or 'latest' where all are) was refused
+    after the data was tokenized and the models loaded (minutes for a large model); its state
+    file says so at once, in the same line."""
+    out = tmp_path / "only"
+    config = tiny_config(tiny_model_dirs["gpt2"], pairs_file, out, max_steps=2, save_steps=1,
+                         save_only_model=True)  # fmt: skip
+    train(config, echo=_quiet)
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the data and models were loaded before the refusal")
+
+    monkeypatch.setattr(run_module, "load_run_data", loaded)
+    for value, said, start in [
+        (str(out / "checkpoint-1"), f"{out / 'checkpoint-1'}: ", "checkpoint-1"),
+        ("latest", f"latest: no usable checkpoint in {out} (checkpoint-2, checkpoint-1: ",
+         "checkpoint-2"),
+    ]:  # fmt: skip
+        with pytest.raises(CheckpointError) as refused:
+            train(dataclasses.replace(config, resume_from_checkpoint=value), echo=_quiet)
+        assert str(refused.value).startswith(f"resume_from_checkpoint: {said}written with "
+                                             "save_only_model: true")  # fmt: skip
+        assert str(refused.value).endswith(f"(model_name_or_path: {out / start})")
+
+
 def _quiet(_: str) -> None:
     pass
