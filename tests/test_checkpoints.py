@@ -172,6 +172,39 @@ def test_out_of_memory_names_the_knobs(
     assert "gradient_checkpointing" in str(info.value) and info.value.rank is None
 
 
+@pytest.mark.parametrize(
+    ("overrides", "advised"),
+    [
+        ({}, ["gradient_checkpointing: true", "precompute_ref_log_probs: true", "lora_r: 16"]),
+        ({"lora_r": 4, "gradient_checkpointing": True, "precompute_ref_log_probs": True}, []),
+        ({"loss_type": ["simpo"], "lora_r": 4}, ["gradient_checkpointing: true"]),
+    ],
+    ids=["full", "lora-precomputed-checkpointed", "reference-free-lora"],
+)
+def test_out_of_memory_advises_only_what_the_run_does_not_do_yet(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, overrides, advised
+) -> None:
+    """The advice named lora_r: 16, precompute_ref_log_probs and gradient_checkpointing to a
+    run that had them (or no reference to precompute), which changes nothing."""
+    real, calls = trainer_module.pair_losses, []
+
+    def oom_at_step_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "pair_losses", oom_at_step_2)
+    config = config_for(tiny_model_dirs["llama"], pairs_file, tmp_path / "run", **overrides)
+    with pytest.raises(TrainingStopped) as info:
+        train(config, echo=lambda _: None)
+    said = str(info.value)
+    assert said.startswith("out of GPU memory at step 2: lower per_device_train_batch_size")
+    knobs = ["gradient_checkpointing: true", "precompute_ref_log_probs: true", "lora_r: 16"]
+    assert [knob for knob in knobs if knob in said] == advised
+    assert said.endswith("a smaller max_length / logprob_chunk_tokens")
+
+
 def test_a_full_disk_while_logging_stops_in_one_line(
     tiny_model_dirs, pairs_file, tmp_path, monkeypatch
 ) -> None:
@@ -835,6 +868,33 @@ def test_save_only_model_writes_weights_alone_loads_the_best_and_never_resumes(
     assert "resume: took checkpoint-3, the newest checkpoint that verifies" in lines
     for key, tensor in whole.policy.state_dict().items():
         assert torch.equal(tensor, continued.policy.state_dict()[key]), key
+
+
+def test_a_save_only_model_checkpoint_is_refused_before_the_data_and_models_load(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """Resuming from a save_only_model checkpoint (named, or 'latest' where all are) was refused
+    after the data was tokenized and the models loaded (minutes for a large model); its state
+    file says so at once, in the same line."""
+    out = tmp_path / "only"
+    config = tiny_config(tiny_model_dirs["gpt2"], pairs_file, out, max_steps=2, save_steps=1,
+                         save_only_model=True)  # fmt: skip
+    train(config, echo=_quiet)
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the data and models were loaded before the refusal")
+
+    monkeypatch.setattr(run_module, "load_run_data", loaded)
+    for value, said, start in [
+        (str(out / "checkpoint-1"), f"{out / 'checkpoint-1'}: ", "checkpoint-1"),
+        ("latest", f"latest: no usable checkpoint in {out} (checkpoint-2, checkpoint-1: ",
+         "checkpoint-2"),
+    ]:  # fmt: skip
+        with pytest.raises(CheckpointError) as refused:
+            train(dataclasses.replace(config, resume_from_checkpoint=value), echo=_quiet)
+        assert str(refused.value).startswith(f"resume_from_checkpoint: {said}written with "
+                                             "save_only_model: true")  # fmt: skip
+        assert str(refused.value).endswith(f"(model_name_or_path: {out / start})")
 
 
 def _quiet(_: str) -> None:

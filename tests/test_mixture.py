@@ -296,3 +296,21 @@ def test_a_sources_columns_that_leave_out_system_column_are_named(tmp_path) -> N
     assert [e.prompt[0] for e in mixed.examples] == [
         {"role": "system", "content": "Answer briefly."}
     ] * 3
+
+
+def test_builder_entries_are_named_by_their_files(tmp_path) -> None:
+    """Two `id: json` entries (the handbook's spelling for local files) were both "json[train]":
+    a bad row's line named no file, and the mixture's summaries could not be told apart."""
+    good = write_jsonl(tmp_path / "good.jsonl", A_ROWS[:3])
+    bad = write_jsonl(tmp_path / "bad.jsonl", [*A_ROWS[3:5], {**A_ROWS[5], "rejected": None}])
+    said: list[str] = []
+    mixture = {
+        "datasets": [
+            {"id": "json", "data_files": str(good)},
+            {"id": "json", "data_files": {"train": [str(bad), str(good)]}},
+        ]
+    }
+    with pytest.raises(DataError) as refused:
+        load_mixture(mixture, Columns(), echo=said.append)
+    assert said[0].startswith(f"dataset_mixture: json({good})[train]: 3 pairs")
+    assert str(refused.value).startswith(f"json({bad} and 1 more)[train]: row 3: ")

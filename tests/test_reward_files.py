@@ -502,3 +502,35 @@ def test_a_row_that_has_a_field_to_be_written_is_refused_and_a_prefix_writes_oth
     assert "field 'ranked'" in capsys.readouterr().err
     assert main([*rank, "--output", str(tmp_path / "e.jsonl"), "--output_prefix", "x_"]) == 0
     assert all(r["x_ranked"] and r["ranked"] for r in read(tmp_path / "e.jsonl"))
+
+
+def test_a_row_without_its_responses_field_names_the_fields_it_has_and_the_option(
+    models, tmp_path, capsys
+):
+    """generate --completions_column samples, then rank: the error was "missing field
+    'responses'", as if the row held no candidates; it now names the fields the row has and
+    the option that reads them (score's single responses alike)."""
+    policy, reference = models
+    common = ["--model_name_or_path", str(policy), "--ref_model_name_or_path", str(reference),
+              "--beta", "0.1"]  # fmt: skip
+    rows = [{"prompt": p["prompt"], "samples": [p["chosen"], p["rejected"]]}
+            for p in SENTIMENT_PAIRS[:2]]  # fmt: skip
+    data = write_jsonl(tmp_path / "sampled.jsonl", rows)
+    capsys.readouterr()
+    assert main(["rank", *common, "--input", str(data), "--output", str(tmp_path / "r.jsonl")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"directpo: error: {data}: line 1: missing field 'responses' (nor 'completions'); the "
+        "row has 'prompt', 'samples': name the field of its responses with --responses_column"
+    ]
+    assert not (tmp_path / "r.jsonl").exists()
+    args = ["--input", str(data), "--output", str(tmp_path / "r.jsonl")]
+    assert main(["rank", *common, *args, "--responses_column", "samples"]) == 0
+    assert [len(r["ranked"]) for r in read(tmp_path / "r.jsonl")] == [2, 2]
+    single = write_jsonl(tmp_path / "single.jsonl", [{"prompt": "x", "answer": " y"}])
+    args = ["--input", str(single), "--output", str(tmp_path / "s.jsonl")]
+    assert main(["score", *common, *args]) == 2
+    assert (
+        "missing field 'response' (nor 'completion'); the row has 'prompt', 'answer': "
+        "name the field of its responses with --response_column" in capsys.readouterr().err
+    )
+    assert main(["score", *common, *args, "--response_column", "answer"]) == 0

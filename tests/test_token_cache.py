@@ -216,3 +216,36 @@ def test_a_template_that_writes_the_date_is_keyed_by_the_date_it_writes(tmp_path
     assert calls["tokenize"] == 2  # day 1, day 2; day 1 again from the cache
     assert ids[1] != ids[2]
     assert "02 Mar 2026" in tokenizer.decode(ids[2][0][0])
+
+
+def test_the_key_follows_the_code_of_every_module_that_renders_or_encodes(tmp_path, monkeypatch):
+    """An upgrade that changes how a message's content reaches the chat template (messages.py's
+    text parts joined, a prefill's test) gives other ids for the same rows: the key hashes the
+    source of every directpo module whose functions tokenization.py and vision.py call (data.py
+    and readers.py: their result, the rows, is hashed instead)."""
+    import inspect
+    import sys
+    from pathlib import Path
+
+    import directpo.tokenization
+    import directpo.vision
+
+    tokenizer = build_tokenizer("llama")
+    data = load_preferences(str(write_jsonl(tmp_path / "p.jsonl", CONVERSATIONS)))
+    options = {"max_length": 64}
+    key = token_cache.tokenization_key(data, tokenizer, options)
+    called = {
+        Path(sys.modules[value.__module__].__file__).name
+        for module in (directpo.tokenization, directpo.vision)
+        for value in vars(module).values()
+        if inspect.isfunction(value) and value.__module__.startswith("directpo.")
+    } - {"data.py", "readers.py", "errors.py"}
+    assert "messages.py" in called
+    real = Path.read_bytes
+    for name in sorted(called):
+        with monkeypatch.context() as patch:
+            patch.setattr(
+                Path, "read_bytes",
+                lambda self, n=name: real(self) + b"# edited" if self.name == n else real(self),
+            )  # fmt: skip
+            assert token_cache.tokenization_key(data, tokenizer, options) != key, name

@@ -1210,4 +1210,6 @@ def test_out_of_memory_before_the_first_step_is_one_line(
         train(config, echo=lines.append)
     kind = "host" if where == "checks" else "GPU"
     assert str(stopped.value).startswith(f"out of {kind} memory before the first step (loading")
+    assert "lora_r: 16" not in str(stopped.value)  # (it trains LoRA already)
+    assert "load_in_4bit" in str(stopped.value) and "precompute_ref_log_probs" in str(stopped.value)
     assert not any("layout" in line and "Error" in line for line in lines), lines

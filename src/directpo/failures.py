@@ -26,14 +26,39 @@ from directpo.errors import (
 from directpo.models import compile_failure
 
 if TYPE_CHECKING:
+    from directpo.config import DPOConfig
     from directpo.run import Run
 
 OOM_HELP = (
     "out of {kind} memory at step {step}: lower per_device_train_batch_size (raise "
     "gradient_accumulation_steps to keep the batch; auto_find_batch_size: true does it), set "
-    "gradient_checkpointing: true, "
-    "precompute_ref_log_probs: true, lora_r: 16, or a smaller max_length / logprob_chunk_tokens"
+    "{knobs}"
 )
+
+
+def memory_knobs(config: DPOConfig, lora: bool) -> str:
+    """The options that lower a step's memory, less those the run has already (the advice
+    named lora_r: 16 and precompute_ref_log_probs: true to a run with LoRA and a precomputed
+    reference, which changes nothing)."""
+    knobs = [] if config.gradient_checkpointing else ["gradient_checkpointing: true"]
+    if _can_precompute(config):
+        knobs.append("precompute_ref_log_probs: true")
+    if not lora:
+        knobs.append("lora_r: 16")
+    smaller = "a smaller max_length / logprob_chunk_tokens"
+    return ", ".join([*knobs, f"or {smaller}"]) if knobs else smaller
+
+
+def _can_precompute(config: DPOConfig) -> bool:
+    """A run that holds a reference model it could precompute instead (online pairs and
+    TR-DPO's moving reference cannot be precomputed)."""
+    return not (
+        config.precompute_ref_log_probs
+        or not config.loss_needs_reference
+        or config.online
+        or config.sync_ref_model
+    )
+
 
 # an evaluation's batches are per_device_eval_batch_size's (auto_find_batch_size halves the
 # training step's alone): the training advice sent users to options that change nothing there
@@ -70,8 +95,9 @@ def explain_failures(run: Run) -> Iterator[types.SimpleNamespace]:
         if kind is not None:
             said = EVAL_OOM_HELP if position.evaluating else OOM_HELP
             batch = run.config.per_device_eval_batch_size
+            knobs = memory_knobs(run.config, hasattr(run.policy, "peft_config"))
             error: DirectpoError = TrainingStopped(
-                said.format(step=position.step, batch=batch, kind=kind)
+                said.format(step=position.step, batch=batch, kind=kind, knobs=knobs)
             )
         elif reason is None and NONDETERMINISTIC in text:  # full_determinism met such an op
             operation = text.split(NONDETERMINISTIC)[0].strip()
@@ -153,16 +179,26 @@ PEER_GONE = re.compile(
 
 SETUP_OOM_HELP = (
     "out of {kind} memory before the first step (loading the models and optimizer, the "
-    "start-up checks on a few short pairs): train LoRA adapters (lora_r: 16; load_in_4bit on a "
-    "GPU), set precompute_ref_log_probs: true (no reference model held), or a smaller model"
+    "start-up checks on a few short pairs): {knobs}"
 )
 
 
-def setup_out_of_memory(exc: BaseException) -> DirectpoError | None:
-    """Running out of memory while a run sets up, as one line (the loop says its own), else
-    None."""
+def setup_out_of_memory(exc: BaseException, config: DPOConfig, lora: bool) -> DirectpoError | None:
+    """Running out of memory while a run sets up, as one line naming what lowers memory there
+    and the run does not do yet (``lora``: it trains adapters), else None (the loop says its
+    own)."""
     kind = memory_kind(exc)
-    return None if kind is None else TrainingStopped(SETUP_OOM_HELP.format(kind=kind))
+    if kind is None:
+        return None
+    knobs = []
+    if not lora:
+        knobs.append("train LoRA adapters (lora_r: 16; load_in_4bit on a GPU)")
+    elif not (config.load_in_4bit or config.load_in_8bit):
+        knobs.append("load the base quantized (load_in_4bit, on a GPU)")
+    if _can_precompute(config):
+        knobs.append("set precompute_ref_log_probs: true (no reference model held)")
+    said = ", ".join([*knobs, "or a smaller model"]) if knobs else "use a smaller model"
+    return TrainingStopped(SETUP_OOM_HELP.format(kind=kind, knobs=said))
 
 
 def peer_gone(exc: BaseException, world: World) -> DirectpoError | None:

@@ -64,9 +64,27 @@ class Source:
 
     @property
     def label(self) -> str:
-        """How messages name it: a file by its path, a dataset by id[split]."""
+        """How messages name it: a file by its path, a dataset by id[split], with the files of
+        a builder's entry (``id: json`` with data_files: two of them were both "json[train]",
+        and a bad row's line named no file)."""
         is_file = os.path.isfile(os.path.expanduser(self.id)) or self.id.endswith(FILE_SUFFIXES)
-        return self.id if is_file else f"{self.id}[{self.split}]"
+        if is_file:
+            return self.id
+        files = self.data_dir or _files_named(self.data_files, self.split)
+        return f"{self.id}({files})[{self.split}]" if files else f"{self.id}[{self.split}]"
+
+
+def _files_named(data_files: Any, split: str) -> str:
+    """data_files in a label: a path, the first of a list and how many more, a mapping's entry
+    for ``split`` (else all of it); "" for none."""
+    if isinstance(data_files, dict):
+        return _files_named(data_files.get(split, list(data_files.values())), split)
+    if isinstance(data_files, list | tuple):
+        names = [_files_named(item, split) for item in data_files]
+        names = [name for name in names if name]
+        more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+        return f"{names[0]}{more}" if names else ""
+    return str(data_files) if data_files else ""
 
 
 @dataclass(frozen=True)

@@ -321,6 +321,10 @@ def check_environment(
                 f"resume_from_checkpoint: {resume} is output_dir itself, not one of its "
                 "checkpoints: name a checkpoint-N folder, or 'latest' (the newest that verifies)"
             )
+    if resume:
+        from directpo.checkpoint import refuse_model_only  # (it imports the model machinery)
+
+        refuse_model_only(config.resume_from_checkpoint, config.output_dir)
     if config.eval_generate:
         test_split = config.dataset_name and config.eval_strategy != "no"  # its prompts
         if not (

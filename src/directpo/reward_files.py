@@ -129,6 +129,7 @@ def _score_items(
             yield label, row, parse_pair(row, columns, label, base_dir)
             continue
         _check_not_written(row, RESPONSE_COLUMNS, options, label)
+        _require_responses(row, column, "response_column", label)
         prompt, given = parse_prompt_and_responses(
             row, options.prompt_column, column, label, options.system_column
         )
@@ -194,6 +195,7 @@ def _rank_items(
     for where, row in iter_rows(options.input):
         label = f"{options.input}: {where}"
         column = _response_column(row, options.responses_column)
+        _require_responses(row, column, "responses_column", label)
         _check_not_written(row, ("ranked",), options, label)
         prompt, responses = _candidates(row, options, column, label)
         images = row_images(row, label, base_dir, options.prompt_column)
@@ -311,6 +313,21 @@ def _response_column(row: dict[str, Any], column: str) -> str:
     as it is (it was "missing field 'responses'")."""
     other = TRL_RESPONSE_COLUMNS.get(column)
     return other if other is not None and column not in row and other in row else column
+
+
+def _require_responses(row: dict[str, Any], column: str, option: str, where: str) -> None:
+    """A row without the field of responses (nor TRL's name for it): one line naming the
+    fields it has and the option that reads another (a file generate --completions_column
+    wrote was "missing field 'responses'", as if it held none)."""
+    other = TRL_RESPONSE_COLUMNS.get(column)
+    if column in row or other in row:
+        return
+    also = f" (nor '{other}')" if other else ""
+    fields = ", ".join(f"'{name}'" for name in list(row)[:6]) + (", ..." if len(row) > 6 else "")
+    raise DataError(
+        f"{where}: missing field '{column}'{also}; the row has {fields or 'no field'}: name the "
+        f"field of its responses with --{option}"
+    )
 
 
 def _candidates(

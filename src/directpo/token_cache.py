@@ -37,8 +37,9 @@ from directpo.tokenization import TokenizedData, TokenizedPair
 
 FORMAT = 1  # of the files: a change of layout makes other keys
 KEEP_ENTRIES = 8  # cache files kept, newest used first: each is 2-4 bytes a token
-# the modules whose code decides the ids
-RULES = ("tokenization.py", "chat_split.py", "stops.py", "vision.py")
+# the modules whose code decides the ids (messages.py: how message content reaches the chat
+# template, text parts joined; data.py's rows are hashed as what it made of them)
+RULES = ("tokenization.py", "chat_split.py", "stops.py", "vision.py", "messages.py")
 
 
 def cache_folder() -> Path:
