@@ -176,6 +176,10 @@ def dataset_splits(
     import datasets
 
     saved = is_saved_dataset(name)  # load_dataset refuses these ("use load_from_disk")
+    if saved and dataset_config == "default":
+        # the name of a dataset without named configurations (load_dataset takes it for a
+        # data folder): a recipe's `config: default` still reads that dataset saved to disk
+        dataset_config = None
     given = {config_key: dataset_config, **options}
     extra = next((key for key, value in given.items() if value is not None), None)
     if saved and extra is not None:
