@@ -30,7 +30,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tiny import SENTIMENT_PAIRS, build_tokenizer, save_tiny_model, tiny_config, write_jsonl
+
+# the test suite's tiny models: `python bench/gpu_smoke.py features`, as docs/performance.md
+# runs it, failed with "No module named 'tiny'" unless PYTHONPATH named tests/
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from tiny import (  # noqa: E402
+    SENTIMENT_PAIRS,
+    build_tokenizer,
+    save_tiny_model,
+    tiny_config,
+    write_jsonl,
+)
 
 import directpo.attention as attention
 import directpo.flexattention as flexattention

@@ -43,6 +43,10 @@ def test_every_file_format_reads_the_same_examples(tmp_path: Path) -> None:
             handle.write((tmp_path / plain).read_bytes())
         paths.append(tmp_path / name)
     paths += sorted((tmp_path / "g").glob("*.arrow"))
+    # an Arrow IPC file (pandas' to_feather, polars' write_ipc): it was "not a readable Arrow
+    # file", only datasets' stream format was read
+    dataset.to_pandas().to_feather(tmp_path / "k.arrow")
+    paths.append(tmp_path / "k.arrow")
     # an IterableDataset of unknown features has no column names
     generated = datasets.IterableDataset.from_generator(lambda: iter(ROWS))
     assert generated.column_names is None

@@ -3,6 +3,7 @@ formula in plain Python (math on floats, never the implementation), plus gradche
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -185,6 +186,29 @@ def test_combination_takes_each_losss_defaults_and_refuses_unknown_names() -> No
         preference_loss(lp, ["sigmoid", "sft"], [1.0], beta=BETA)
     with pytest.raises(ValueError, match="^loss 'aot' needs ref_chosen and ref_rejected"):
         preference_loss(pair_logps(reference=False), ["simpo", "aot"], None, **OPTIONS)
+
+
+def test_an_option_left_out_is_the_configs_default_or_a_value_error() -> None:
+    """docs/losses.md: an option not given takes the loss's own default. simpo and discopop
+    had none (a TypeError from the call); their defaults are DPOConfig's, and an option with no
+    default (beta, EXO's label_smoothing) is a ValueError naming it."""
+    from directpo.config import DPOConfig
+
+    defaults = DPOConfig(model_name_or_path="m")
+    lp = pair_logps()
+    for name, option in (("simpo", "simpo_gamma"), ("discopop", "discopop_tau")):
+        given = {option: getattr(defaults, option)}
+        total, _ = preference_loss(lp, [name], None, beta=BETA)
+        assert total.tolist() == LOSSES[name].fn(lp, beta=BETA, **given).tolist()
+    for name in sorted(LOSSES):
+        for option in LOSSES[name].options:
+            default = inspect.signature(LOSSES[name].fn).parameters[option].default
+            if default is not inspect.Parameter.empty:
+                assert default == getattr(defaults, option), (name, option)
+    with pytest.raises(ValueError, match="^loss 'sigmoid' needs beta \\(it has no default\\)"):
+        preference_loss(lp, ["sigmoid"], None)
+    with pytest.raises(ValueError, match="^loss 'exo_pair' needs label_smoothing"):
+        preference_loss(lp, ["exo_pair"], None, beta=BETA)
 
 
 def test_rewards_are_beta_logratios_or_mean_logps_without_reference() -> None:

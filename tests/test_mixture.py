@@ -217,6 +217,13 @@ def test_a_mixtures_bad_sources_rows_and_combinations_are_one_line(
         {name: datasets.Dataset.from_list(rows) for name, rows in splits.items()}
     ).save_to_disk(str(saved))
     assert len(load_mixture(mixture({"id": str(saved), "split": "test"}), columns).train) == 10
+    # the handbook's `config: default` (the hub dataset's only configuration) reads its copy
+    # saved to disk, as load_dataset takes "default" for a folder of data files; another name
+    # is still refused
+    entry = {"id": str(saved), "config": "default", "split": "test"}
+    assert len(load_mixture(mixture(entry), columns).train) == 10
+    with pytest.raises(DataError, match=r"has no configurations; remove config \(en\)"):
+        load_mixture(mixture({**entry, "config": "en"}), columns)
     with pytest.raises(DataError, match=r"no split 'dev' \(it has train, test\)"):
         load_mixture(mixture({"id": str(saved), "split": "dev"}), columns)
     for options, message in (

@@ -229,6 +229,32 @@ def test_liger_refusals_are_one_line(tiny_model_dirs, pairs_file, tmp_path, monk
         train(config, echo=lambda line: None)
 
 
+def test_flash_attention_off_cuda_is_refused_before_the_data_is_read(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """attn_implementation: flash_attention_2 (the handbook's recipes write it) on a CPU was
+    refused by transformers only once the model loaded, after the pairs were tokenized."""
+    from directpo.config import DPOConfig
+    from directpo.preflight import check_device
+
+    config = tiny_config(
+        tiny_model_dirs["llama"],
+        pairs_file,
+        tmp_path / "o",
+        attn_implementation="flash_attention_2",
+    )
+    lines: list[str] = []
+    with pytest.raises(ConfigError, match="flash_attention_2 runs on CUDA only .* on cpu; use"):
+        train(config, echo=lines.append)
+    assert lines == []  # nothing read, tokenized or loaded first
+    for device in ("mps", "cpu"):
+        with pytest.raises(ConfigError, match=f"this run is on {device}"):
+            check_device(
+                DPOConfig(model_name_or_path="m", attn_implementation="flash_attention_2"), device
+            )
+    check_device(DPOConfig(model_name_or_path="m", attn_implementation="flash_attention_2"), "cuda")
+
+
 def test_liger_without_kernels_for_the_architecture_is_refused(tiny_model_dirs, fake_liger):
     from directpo.errors import ConfigError
 

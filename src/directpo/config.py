@@ -289,7 +289,7 @@ class DPOConfig(Options):
         "segments through FlashAttention-2 varlen / PyTorch's varlen_attn, no dense mask; a "
         "slow exact fallback elsewhere), sdpa (a dense 4D mask per row), eager, flex_attention "
         "(FlexAttention over block-sparse masks from the layout; trains on CUDA only), "
-        "flash_attention_2 (no 4D masks: prefix_sharing and "
+        "flash_attention_2 (CUDA only; no 4D masks: prefix_sharing and "
         "padding_free then fall back).",
     )
     distributed: str = option(

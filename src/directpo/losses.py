@@ -16,6 +16,7 @@ said in the function (``sigmoid`` applies ε; ``sft`` is a per-sequence mean).
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -208,7 +209,7 @@ def apo_down_loss(lp: PairLogps, beta: float) -> torch.Tensor:
     return torch.sigmoid(beta * chosen) + 1 - torch.sigmoid(beta * (chosen - lp.rejected_logratios))
 
 
-def discopop_loss(lp: PairLogps, beta: float, discopop_tau: float) -> torch.Tensor:
+def discopop_loss(lp: PairLogps, beta: float, discopop_tau: float = 0.05) -> torch.Tensor:
     """DiscoPOP, log-ratio modulated loss (Chris Lu et al. 2024, https://arxiv.org/abs/2406.08414,
     Eq. 5). With z = β·h and m = σ(z/τ):  L = (1 − m)·(−log σ(z)) + m·exp(−z)."""
     z = beta * (lp.chosen_logratios - lp.rejected_logratios)
@@ -254,7 +255,7 @@ def unlikelihood_loss(lp: PairLogps) -> torch.Tensor:
 
 
 def simpo_loss(
-    lp: PairLogps, beta: float, simpo_gamma: float, label_smoothing: float = 0.0
+    lp: PairLogps, beta: float, simpo_gamma: float = 0.5, label_smoothing: float = 0.0
 ) -> torch.Tensor:
     """SimPO (Meng et al. 2024, https://arxiv.org/abs/2405.14734), reference-free.
 
@@ -433,10 +434,20 @@ def _check_loss_arguments(
         raise ValueError(
             f"{len(loss_weights)} loss_weights for {len(loss_types)} loss_types: give one each"
         )
+    for name in loss_types:  # an option without a default was a TypeError from the call
+        missing = [key for key in required_options(name) if key not in options]
+        if missing:
+            raise ValueError(f"loss {name!r} needs {', '.join(missing)} (it has no default)")
     if lp.ref_chosen is None or lp.ref_rejected is None:
         for name in loss_types:
             if LOSSES[name].needs_reference:
                 raise ValueError(f"loss {name!r} needs ref_chosen and ref_rejected log-probs")
+
+
+def required_options(name: str) -> list[str]:
+    """The options of loss ``name`` that its function has no default for (beta; EXO's ε)."""
+    parameters = inspect.signature(LOSSES[name].fn).parameters
+    return [k for k in LOSSES[name].options if parameters[k].default is inspect.Parameter.empty]
 
 
 def implicit_rewards(lp: PairLogps, beta: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -194,6 +194,12 @@ def check_device(config: DPOConfig, device_type: str, processes: str = "none") -
             f"attn_implementation: flex_attention trains on CUDA only (PyTorch's "
             f"FlexAttention has no backward on {device_type}); use auto or sdpa"
         )
+    if config.attn_implementation == "flash_attention_2":
+        # transformers would refuse it only when the model loads, after the data was tokenized
+        raise ConfigError(
+            f"attn_implementation: flash_attention_2 runs on CUDA only (FlashAttention's "
+            f"kernels), and this run is on {device_type}; use auto or sdpa"
+        )
     if config.use_liger_kernel:
         raise ConfigError(
             f"use_liger_kernel: Liger's kernels are Triton kernels for CUDA, and this run is "

@@ -176,6 +176,10 @@ def dataset_splits(
     import datasets
 
     saved = is_saved_dataset(name)  # load_dataset refuses these ("use load_from_disk")
+    if saved and dataset_config == "default":
+        # the name of a dataset without named configurations (load_dataset takes it for a
+        # data folder): a recipe's `config: default` still reads that dataset saved to disk
+        dataset_config = None
     given = {config_key: dataset_config, **options}
     extra = next((key for key, value in given.items() if value is not None), None)
     if saved and extra is not None:
@@ -383,10 +387,19 @@ def _parquet_records(table: Any, label: str) -> Iterator[tuple[str, Any]]:
 
 
 def _arrow_rows(path: str, label: str) -> tuple[Iterable[tuple[str, Any]], list[str]]:
+    """An Arrow stream (datasets' cache and save_to_disk shards) or an Arrow IPC file (the
+    ``ARROW1`` format that pyarrow's ``ipc.new_file``, polars' ``write_ipc`` and
+    ``pandas.to_feather`` write), memory-mapped either way."""
     import datasets
+    import pyarrow as pa
 
     try:
-        loaded = datasets.Dataset.from_file(path)
+        with open(path, "rb") as handle:
+            is_ipc_file = handle.read(6) == b"ARROW1"
+        if is_ipc_file:  # Dataset.from_file reads the stream format only
+            loaded = datasets.Dataset(pa.ipc.open_file(pa.memory_map(path)).read_all())
+        else:
+            loaded = datasets.Dataset.from_file(path)
     except Exception as exc:  # pyarrow and datasets raise several types for a foreign file
         raise DataError(f"{label}: not a readable Arrow file ({first_line(exc)})") from None
     return _dataset_rows(loaded), list(loaded.column_names)
