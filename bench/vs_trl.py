@@ -383,8 +383,9 @@ def cpu_plan(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
         for set_name in args.sets.split(","):
             words = SETS[set_name]
             data = work / f"{set_name}.jsonl"
+            prompt_words, completion_words = (round(n * args.scale) for n in words)
             make_data(
-                data, words[0] * args.scale, words[1] * args.scale, args.batch * args.steps, 0,
+                data, prompt_words, completion_words, args.batch * args.steps, 0,
                 image_token="<image>" if model_name == "tiny-vlm" else None,
             )  # fmt: skip
             flops = training_flops(str(model), pair_lengths(str(model), str(data)))
