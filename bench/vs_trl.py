@@ -4,6 +4,8 @@
     python bench/vs_trl.py --models tiny --steps 8
     python bench/vs_trl.py --plan gpu --models qwen2.5-0.5b-random,qwen2.5-1.5b-random
     python bench/vs_trl.py --models tiny-vlm --sets image-prompt   # a LLaVA-style VLM, images
+    python bench/vs_trl.py --models smollm2 --sets long-prompt --scale 20 --batch 1 --steps 3 \
+        --gradient_checkpointing false   # ~3k-token pairs: peak RSS at long sequences
 
 Precision is the same policy on both sides: float32 on CPU; on CUDA mixed precision, float32
 weights and optimizer state with bf16 compute (TRL: a float32 model with ``bf16=True``, its
