@@ -4,6 +4,8 @@
     python bench/vs_trl.py --models tiny --steps 8
     python bench/vs_trl.py --plan gpu --models qwen2.5-0.5b-random,qwen2.5-1.5b-random
     python bench/vs_trl.py --models tiny-vlm --sets image-prompt   # a LLaVA-style VLM, images
+    python bench/vs_trl.py --models smollm2 --sets long-prompt --scale 20 --batch 1 --steps 3 \
+        --gradient_checkpointing false   # ~3k-token pairs: peak RSS at long sequences
 
 Precision is the same policy on both sides: float32 on CPU; on CUDA mixed precision, float32
 weights and optimizer state with bf16 compute (TRL: a float32 model with ``bf16=True``, its
@@ -383,8 +385,9 @@ def cpu_plan(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
         for set_name in args.sets.split(","):
             words = SETS[set_name]
             data = work / f"{set_name}.jsonl"
+            prompt_words, completion_words = (round(n * args.scale) for n in words)
             make_data(
-                data, words[0] * args.scale, words[1] * args.scale, args.batch * args.steps, 0,
+                data, prompt_words, completion_words, args.batch * args.steps, 0,
                 image_token="<image>" if model_name == "tiny-vlm" else None,
             )  # fmt: skip
             flops = training_flops(str(model), pair_lengths(str(model), str(data)))

@@ -323,3 +323,60 @@ def test_training_trajectory_is_the_same_with_optimisations_on_and_off(
         off.policy.named_parameters(), on.policy.parameters(), strict=True
     ):
         assert torch.allclose(p_on, p_off, atol=1e-4), name
+
+
+def test_sequences_past_the_trained_positions_of_a_rotary_model_are_noted() -> None:
+    """A rotary model has no position table to index past (check_positions refuses those):
+    sequences longer than its max_position_embeddings trained silently on extrapolated
+    positions. Now one note per model folder, none within the range or with rope scaling."""
+    from directpo.model_checks import trained_positions_notes
+
+    sizes = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=1)
+    sizes.update(num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    plain = Qwen2ForCausalLM(Qwen2Config(**sizes))
+    models = [("model_name_or_path", "m", plain), ("ref_model_name_or_path", "m", plain)]
+    notes = trained_positions_notes(models, 65)
+    assert notes == [
+        "note: sequences here reach 65 tokens, past the 64 positions model_name_or_path 'm' was "
+        "trained on (max_position_embeddings): positions beyond are extrapolated, which "
+        "degrades most models; set max_length: 64 to cut them"
+    ]
+    assert "have no length limit" in trained_positions_notes(models, None)[0]
+    assert trained_positions_notes(models, 64) == []
+    for scaling in ({"rope_type": "linear", "factor": 4.0}, {"rope_type": "yarn", "factor": 4.0}):
+        scaled = Qwen2ForCausalLM(Qwen2Config(**sizes, rope_scaling=scaling))
+        assert trained_positions_notes([("model_name_or_path", "s", scaled)], 200) == []
+        # the scaled rotary positions of shared/packed rows give the plain rows' log-probs
+        layout = Layout(share_prefix=True, pack=True)
+        assert choose_layout(layout, [scaled], pytest.fail, longest=200) == layout
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=64, n_embd=16, n_head=2))
+    assert trained_positions_notes([("model_name_or_path", "g", gpt2)], 65) == []  # refused
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sdpa_layers_share_one_additive_mask(monkeypatch, dtype) -> None:
+    """A boolean 4D mask is converted to a float one inside every SDPA call, and each copy is
+    kept for backward: a [T, T] float tensor per layer (7.5 GB more than the plain layout for
+    SmolLM2 at 8k tokens on CPU). The layout's mask now reaches every layer as one additive
+    tensor in the model's dtype, and gives the plain rows' log-probs."""
+    import torch.nn.functional as F
+
+    masks: list[torch.Tensor] = []
+    sdpa = F.scaled_dot_product_attention
+
+    def recording(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        masks.append(kwargs.get("attn_mask"))
+        return sdpa(*args, **kwargs)
+
+    model = build("llama", "sdpa").to(dtype)
+    plain = model_logprobs(model, collate_pairs(PAIRS, 0))[0]
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
+    layout = LAYOUTS["shared+packed"]
+    batch = collate_pairs(PAIRS, 0, layout=layout)
+    shared = model_logprobs(model, batch)[0]
+    assert len(masks) == 2 and masks[0] is masks[1]  # one tensor for both layers
+    assert masks[0].dtype == dtype
+    allowed = attention_allowed(batch)[:, None]
+    assert torch.equal(masks[0] == 0, allowed)
+    assert bool((masks[0][~allowed] == torch.finfo(dtype).min).all())
+    assert torch.allclose(shared, plain, atol=1e-4 if dtype == torch.float32 else 0.3)

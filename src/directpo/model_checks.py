@@ -24,9 +24,10 @@ from directpo.logprobs import (
     float_dtype,
     model_logprobs,
     score_from_whole_logits,
+    text_config,
     unwrap_peft,
 )
-from directpo.models import compile_failure, uncompile_layers
+from directpo.models import compile_failure, learned_positions, uncompile_layers
 from directpo.tokenization import TokenizedPair
 from directpo.vision import OWN_MASK_TYPES
 
@@ -345,3 +346,39 @@ def choose_layout(
             )
             return PLAIN
     return layout
+
+
+def trained_positions_notes(
+    models: Sequence[tuple[str, str, torch.nn.Module]], longest: int | None
+) -> list[str]:
+    """A line for each model without a position table (rotary, ALiBi: ``check_positions``
+    refuses the others) whose sequences here (``longest`` tokens, None: no limit) reach past
+    the positions it was trained on (``max_position_embeddings``). Nothing fails there: the
+    positions are extrapolated, which degrades most models, so a run that did not mean to
+    train them is told. A rope scaling other than the default (linear, yarn, ...) is a
+    context the user extended on purpose: no line."""
+    notes: dict[str, str] = {}  # by folder: a reference loaded from the policy's says nothing new
+    for key, path, model in models:
+        config = text_config(unwrap_peft(model))
+        limit = getattr(config, "max_position_embeddings", None)
+        if path in notes or type(limit) is not int or learned_positions(model) is not None:
+            continue
+        if (longest is not None and longest <= limit) or _scaled_rope(config):
+            continue
+        reach = "have no length limit" if longest is None else f"reach {longest} tokens"
+        notes[path] = (
+            f"note: sequences here {reach}, past the {limit} positions {key} '{path}' was "
+            f"trained on (max_position_embeddings): positions beyond are extrapolated, which "
+            f"degrades most models; set max_length: {limit} to cut them"
+        )
+    return list(notes.values())
+
+
+def _scaled_rope(config: object) -> bool:
+    """Does ``config`` scale its rotary positions (rope_type other than default)? transformers
+    5 keeps ``rope_parameters``, per layer kind for some models (Gemma 3), older configs
+    ``rope_scaling``."""
+    found = [getattr(config, "rope_parameters", None), getattr(config, "rope_scaling", None)]
+    dicts = [d for d in found if isinstance(d, dict)]
+    dicts += [v for d in dicts for v in d.values() if isinstance(v, dict)]
+    return any(d.get("rope_type", d.get("type", "default")) != "default" for d in dicts)

@@ -25,7 +25,12 @@ from directpo.distributed import World, materialize, release_host_memory, wrap
 from directpo.errors import ConfigError, TrainingStopped, memory_kind
 from directpo.guard import UpdateProbe, check_trainable
 from directpo.logprobs import SequenceScorer, attention_implementation
-from directpo.model_checks import check_compilation, check_heads, choose_layout
+from directpo.model_checks import (
+    check_compilation,
+    check_heads,
+    choose_layout,
+    trained_positions_notes,
+)
 from directpo.models import (
     check_generation_room,
     check_positions,
@@ -149,6 +154,8 @@ def prepare_run(
     pair_sets = [train, *data.evaluations.values()]
     longest: int | None = max((p.longest_sequence for s in pair_sets for p in s.pairs), default=0)
     check_positions(models, longest)  # sampling cuts its prompts to a position table itself
+    for note in trained_positions_notes(models, longest):
+        echo(note)
     if config.eval_generate:  # ... but its new tokens must fit
         check_generation_room(models, config.generate_max_new_tokens, "generate_max_new_tokens")
     elif config.online:
