@@ -919,3 +919,32 @@ def test_a_checkpoint_tokenized_by_other_rules_is_named_as_such_only_where_its_p
         _check_same(
             {**old, "pairs_fingerprint": "b", "tokenization_rules": TOKENIZATION_RULES}, now, "ckpt"
         )
+
+
+def test_a_resume_that_changes_the_loss_says_which_options_changed(
+    run_dir, tiny_model_dirs, pairs_file
+) -> None:
+    """A checkpoint records the options that decide what a step optimizes; a resume under
+    another beta or loss_type trained on without a word (its curves then changed for no visible
+    reason). The same options say nothing."""
+    from directpo.resume import OBJECTIVE
+
+    state = json.loads((run_dir / "checkpoint-2" / "trainer_state.json").read_text())
+    assert set(state["objective"]) == set(OBJECTIVE)
+    assert state["objective"]["beta"] == 0.1 and state["objective"]["loss_type"] == ["sigmoid"]
+
+    def resumed(**options) -> list[str]:
+        lines: list[str] = []
+        config = config_for(
+            tiny_model_dirs["gpt2"], pairs_file, run_dir, max_steps=3,
+            resume_from_checkpoint=str(run_dir / "checkpoint-2"), **options,
+        )  # fmt: skip
+        train(config, echo=lines.append)
+        return [line for line in lines if "changed since the checkpoint" in line]
+
+    assert resumed() == []
+    said = resumed(beta=0.3, loss_type=["ipo"])
+    assert said == [
+        "resume: loss_type ['sigmoid'] -> ['ipo'], beta 0.1 -> 0.3 changed since the checkpoint; "
+        "the steps after 2 optimize this run's objective (the loss and reward curves change there)"
+    ]

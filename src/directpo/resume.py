@@ -28,6 +28,7 @@ from directpo.step import PairStats
 from directpo.sync import load_reference_state
 
 if TYPE_CHECKING:
+    from directpo.config import DPOConfig
     from directpo.run import Run
 
 # param-group keys that come from this run's options (build_optimizer and the scheduler)
@@ -69,6 +70,7 @@ def resume(run: Run) -> None:
         restore_reference(run, Path(checkpoint))
     for note in run.source.restore(state, str(checkpoint)):
         run.echo(note)
+    _say_objective_changes(run, state.get("objective"), state["global_step"])
     run.start_step, run.window = state["global_step"], PairStats(**state["log_window"])
     run.num_tokens = state.get("num_tokens", 0)  # (not in checkpoints of earlier versions)
     if run.start_step > run.total_steps:  # the final folder would get a later step's weights
@@ -82,6 +84,35 @@ def resume(run: Run) -> None:
     on_main(world, lambda: retire_checkpoints_after(run.output_dir, run.start_step, run.echo))
     if world.is_main:
         _remove_outputs_after(run)
+
+
+# the options that decide what a step optimizes: a checkpoint records them, and a resume that
+# changes one says so (it trained on silently: the curves then change for no visible reason)
+OBJECTIVE = (
+    "loss_type", "loss_weights", "beta", "label_smoothing", "simpo_gamma", "discopop_tau",
+    "ld_alpha", "use_weighting", "f_divergence_type", "f_alpha_divergence_coef", "rpo_alpha",
+    "router_aux_loss_coef", "ref_model_mixup_alpha", "ref_model_sync_steps",
+)  # fmt: skip
+
+
+def objective(config: DPOConfig) -> dict[str, Any]:
+    """The values of ``OBJECTIVE`` in ``config``, as trainer_state.json holds them."""
+    return json.loads(json.dumps({name: getattr(config, name) for name in OBJECTIVE}))
+
+
+def _say_objective_changes(run: Run, saved: dict[str, Any] | None, step: int) -> None:
+    if not saved:
+        return  # a checkpoint from before they were recorded
+    changed = [
+        f"{name} {saved[name]} -> {value}"
+        for name, value in objective(run.config).items()
+        if name in saved and saved[name] != value
+    ]
+    if changed:
+        run.echo(
+            f"resume: {', '.join(changed)} changed since the checkpoint; the steps after "
+            f"{step} optimize this run's objective (the loss and reward curves change there)"
+        )
 
 
 def _check_optimizer(checkpoint: Path, optimizer: str, weights: str) -> None:

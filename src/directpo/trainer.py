@@ -54,6 +54,7 @@ from directpo.outputs import (
 )
 from directpo.preflight import check_device, check_environment, is_adapter_folder
 from directpo.process_state import kept_for_caller, library_output, numeric_switches
+from directpo.resume import objective
 from directpo.run import Run, prepare_run
 from directpo.signals import StopRequest
 from directpo.step import PairStats, eval_set_metrics, evaluate, pair_losses
@@ -431,6 +432,7 @@ def checkpoint_step(run: Run, done: int, model_only: bool = False) -> Path:
         **run.source.state(),
         "epoch": run.source.epoch_of(done - 1),
         "best": vars(run.best),
+        "objective": objective(run.config),
         # its state fits no other optimizer, nor (Kahan's) other weights (resume checks)
         "optimizer": run.config.optimizer,
         "weights": str(run.precision.master).removeprefix("torch."),
