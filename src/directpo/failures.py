@@ -10,7 +10,7 @@ import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch.distributed as dist
 
@@ -24,6 +24,7 @@ from directpo.errors import (
     memory_kind,
 )
 from directpo.models import compile_failure
+from directpo.preflight import is_adapter_folder
 
 if TYPE_CHECKING:
     from directpo.config import DPOConfig
@@ -183,13 +184,20 @@ SETUP_OOM_HELP = (
 )
 
 
-def setup_out_of_memory(exc: BaseException, config: DPOConfig, lora: bool) -> DirectpoError | None:
+def setup_out_of_memory(
+    exc: BaseException, config: DPOConfig, peft_config: Any = None
+) -> DirectpoError | None:
     """Running out of memory while a run sets up, as one line naming what lowers memory there
-    and the run does not do yet (``lora``: it trains adapters), else None (the loop says its
-    own)."""
+    and the run does not do yet, else None (the loop says its own)."""
     kind = memory_kind(exc)
     if kind is None:
         return None
+    # LoRA: the lora_* options, a peft_config from Python, or an adapter folder continued
+    lora = (
+        bool(config.lora_r)
+        or peft_config is not None
+        or is_adapter_folder(config.model_name_or_path)
+    )
     knobs = []
     if not lora:
         knobs.append("train LoRA adapters (lora_r: 16; load_in_4bit on a GPU)")

@@ -52,7 +52,7 @@ from directpo.jsonl import write_jsonl
 from directpo.outputs import (
     OutputLock,
 )
-from directpo.preflight import check_device, check_environment, is_adapter_folder
+from directpo.preflight import check_device, check_environment
 from directpo.process_state import kept_for_caller, library_output, numeric_switches
 from directpo.resume import objective
 from directpo.run import Run, prepare_run
@@ -113,13 +113,7 @@ def train(
                     config, train_dataset, eval_dataset, world, echo, peft_config, mine
                 )
             except (RuntimeError, MemoryError) as error:  # (the loop says its own)
-                # (LoRA: the lora_* options, a peft_config, or an adapter folder continued)
-                lora = (
-                    bool(config.lora_r)
-                    or peft_config is not None
-                    or is_adapter_folder(config.model_name_or_path)
-                )
-                if (stopped := setup_out_of_memory(error, config, lora)) is None:
+                if (stopped := setup_out_of_memory(error, config, peft_config)) is None:
                     raise
                 raise stopped from None
             try:
