@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import SENTIMENT_PAIRS, save_tiny_model, write_jsonl
+from tiny import SENTIMENT_PAIRS, kept_when_interrupted, save_tiny_model, write_jsonl
+from tiny import read_jsonl as read
 
 import directpo.generate as generate
 from directpo.cli import main
@@ -20,10 +21,6 @@ from directpo.seeded_sampling import SeededSampling
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     return save_tiny_model("llama", tmp_path_factory.mktemp("generate") / "llama")
-
-
-def read(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def prompt_rows(count: int) -> list[dict]:
@@ -77,16 +74,7 @@ def test_a_stopped_generate_keeps_its_rows_and_the_same_command_continues(
     assert len({json.dumps(r["completions"]) for r in whole}) > 1
     capsys.readouterr()
     stop_at_call(monkeypatch, 3)
-    assert main(args) == 130
-    err = capsys.readouterr().err.splitlines()[-1]
-    assert not out.exists()
-    [staging] = out.parent.iterdir()
-    kept = read(staging)
-    assert kept == whole[: len(kept)] and 0 < len(kept) < len(rows)
-    assert err == (
-        f"directpo: interrupted: {len(kept)} rows are kept in {staging}; the same command "
-        "continues from there"
-    )
+    kept = kept_when_interrupted(main(args), capsys.readouterr().err, out, whole)
     calls = stop_at_call(monkeypatch, None)
     assert main(args) == 0
     said = capsys.readouterr().out

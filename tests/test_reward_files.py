@@ -3,13 +3,13 @@ run leaves for the same command to continue from."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from tiny import SENTIMENT_PAIRS, save_tiny_model, write_jsonl
+from tiny import SENTIMENT_PAIRS, kept_when_interrupted, save_tiny_model, write_jsonl
+from tiny import read_jsonl as read
 
 from directpo.cli import main
 from directpo.command_options import RankOptions, ScoreOptions
@@ -39,10 +39,6 @@ def mixed_rows(count: int) -> list[dict]:
         row = {**pair, "id": i} if i % 3 else {"prompt": pair["prompt"], "response": pair["chosen"]}
         rows.append(row)
     return rows
-
-
-def read(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def same_rows(got: list[dict], want: list[dict], tolerance: float = 1e-6) -> bool:
@@ -148,16 +144,7 @@ def test_a_stopped_run_keeps_its_rows_and_the_same_command_continues(
     whole = read(tmp_path / "whole.jsonl")
     capsys.readouterr()
     calls = stop_at_call(monkeypatch, 3)
-    assert main(args) == 130
-    err = capsys.readouterr().err.splitlines()[-1]
-    assert not out.exists()
-    [staging] = out.parent.iterdir()
-    kept = read(staging)
-    assert kept == whole[: len(kept)] and 0 < len(kept) < len(rows)
-    assert err == (
-        f"directpo: interrupted: {len(kept)} rows are kept in {staging}; the same command "
-        "continues from there"
-    )
+    kept = kept_when_interrupted(main(args), capsys.readouterr().err, out, whole)
     # the same command again: only the rows not kept are scored
     calls = stop_at_call(monkeypatch, None)
     assert main(args) == 0

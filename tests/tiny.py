@@ -165,3 +165,23 @@ SENTIMENT_PAIRS = [
     {"prompt": "The acting was", "chosen": " great.", "rejected": " painful."},
     {"prompt": "hello world,", "chosen": " this is a small corpus.", "rejected": " dull."},
 ]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def kept_when_interrupted(exit_code: int, stderr: str, out: Path, whole: list[dict]) -> list[dict]:
+    """The rows a streamed command (score, rank, generate) kept when a Ctrl-C stopped it
+    (``exit_code``, its ``stderr``): exit 130, no ``out`` yet, one staging file beside it holding
+    a proper prefix of the uninterrupted run's rows ``whole``, and the line that says so."""
+    assert exit_code == 130
+    assert not out.exists()
+    [staging] = out.parent.iterdir()
+    kept = read_jsonl(staging)
+    assert kept == whole[: len(kept)] and 0 < len(kept) < len(whole)
+    assert stderr.splitlines()[-1] == (
+        f"directpo: interrupted: {len(kept)} rows are kept in {staging}; the same command "
+        "continues from there"
+    )
+    return kept
