@@ -62,6 +62,15 @@ def options(kind, models, data: Path, out: Path, **more):
     )  # fmt: skip
 
 
+def run_folder(models, tmp_path: Path, **options) -> Path:
+    """A run's folder as training leaves it: the policy (models[0]) and a config.yaml of a run
+    from models[1] with ``options`` (score and rank then take models[1] as the reference)."""
+    run = tmp_path / "run"
+    shutil.copytree(models[0], run)
+    DPOConfig(model_name_or_path=str(models[1]), beta=0.1, **options).save_yaml(run / "config.yaml")
+    return run
+
+
 def stop_at_call(monkeypatch, number: int | None) -> list[int]:
     """score_ids raises KeyboardInterrupt (a Ctrl-C) at its ``number``-th call (None: never);
     returns the number of sequences each call was given."""
@@ -255,12 +264,9 @@ def test_a_runs_column_the_input_lacks_gives_way_to_the_inputs_default_named_one
     default names (prompt, chosen, rejected): its inherited columns failed with "missing
     field" after the note. Now an inherited column the file lacks, where the file has the
     default-named one, is that one, said in one line; a given option still wins."""
-    run = tmp_path / "run"
-    shutil.copytree(models[0], run)
-    DPOConfig(
-        model_name_or_path=str(models[1]), beta=0.1, prompt_column="question",
-        chosen_column="good", rejected_column="bad",
-    ).save_yaml(run / "config.yaml")  # fmt: skip
+    run = run_folder(
+        models, tmp_path, prompt_column="question", chosen_column="good", rejected_column="bad"
+    )
     data = write_jsonl(tmp_path / "rows.jsonl", SENTIMENT_PAIRS[:3])
     said: list[str] = []
     score_file(ScoreOptions(model_name_or_path=str(run), input=str(data),
@@ -291,12 +297,9 @@ def test_a_runs_columns_and_system_turn_are_taken_from_its_config_yaml(models, t
     sampled from without them unless each was given again: with a default prompt column its
     rows silently lost their system turn (and the chat rendering it brings). Now the options
     left unset are the run's, said in one line; a given option still wins."""
-    run = tmp_path / "run"
-    shutil.copytree(models[0], run)
-    DPOConfig(
-        model_name_or_path=str(models[1]), beta=0.1, chosen_column="good",
-        rejected_column="bad", system_column="system",
-    ).save_yaml(run / "config.yaml")  # fmt: skip
+    run = run_folder(
+        models, tmp_path, chosen_column="good", rejected_column="bad", system_column="system"
+    )
     rows = [
         {"system": f"You are reviewer {i}.", "prompt": p["prompt"], "good": p["chosen"],
          "bad": p["rejected"]}
@@ -414,10 +417,7 @@ def test_score_out_of_memory_is_one_line_naming_the_rows_kept(
 def test_an_empty_system_column_scores_without_the_runs_system_turn(models, tmp_path):
     """--system_column '' says no system turn, whatever the run had: a run's inherited
     system_column could not be switched off ('none' reads as unset, which inherits it)."""
-    run = tmp_path / "run"
-    shutil.copytree(models[0], run)
-    DPOConfig(model_name_or_path=str(models[1]), beta=0.1,
-              system_column="system").save_yaml(run / "config.yaml")  # fmt: skip
+    run = run_folder(models, tmp_path, system_column="system")
     rows = [{"system": f"You are reviewer {i}.", **p} for i, p in enumerate(SENTIMENT_PAIRS[:3])]
     data = write_jsonl(tmp_path / "rows.jsonl", rows)
     said: list[str] = []
