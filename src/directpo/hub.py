@@ -138,9 +138,9 @@ def hub_safe_card(folder: Path) -> None:
         return
     metadata = yaml.safe_load(parts[1]) or {}
     base = metadata.get("base_model")
-    if not isinstance(base, str) or hub_model_name(base) == base:
+    name = hub_model_name(base) if isinstance(base, str) else base
+    if name == base:  # a hub id already, or no base named
         return
-    name = hub_model_name(base)
     metadata.pop("base_model")
     tags = [tag for tag in metadata.get("tags") or [] if tag != f"base_model:adapter:{base}"]
     if name is not None:
