@@ -506,3 +506,17 @@ def test_a_leading_tilde_in_a_path_option_is_the_home_folder(tmp_path, monkeypat
     assert config.reward_fn == f"{tmp_path}/rewards.py:score"
     assert config.chat_template == f"{tmp_path}/template.jinja"
     assert DPOConfig(model_name_or_path="org/model").model_name_or_path == "org/model"
+
+
+def test_sampling_only_options_beside_greedy_decoding_are_refused() -> None:
+    """generate_top_p/top_k/min_p with generate_temperature 0 changed nothing (greedy decoding
+    takes the most likely token; transformers only warned). They are refused, as TRL's names."""
+    base = {"model_name_or_path": "m", "eval_generate": 2, "generate_temperature": 0}
+    DPOConfig(**base, generate_repetition_penalty=1.5)  # applies to greedy decoding too
+    with pytest.raises(ConfigError, match=r"generate_min_p only shapes sampling, but "):
+        DPOConfig(**base, generate_min_p=0.1)
+    with pytest.raises(ConfigError, match=r"generate_top_p and generate_top_k only shape"):
+        DPOConfig(**base, generate_top_p=0.9, generate_top_k=4)
+    with pytest.raises(ConfigError, match=r"^min_p \(directpo: generate_min_p\) only shapes"):
+        DPOConfig(model_name_or_path="m", eval_generate=2, temperature=0, min_p=0.1)
+    DPOConfig(**{**base, "generate_temperature": 0.7}, generate_min_p=0.1, generate_top_k=4)

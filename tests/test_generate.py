@@ -176,10 +176,12 @@ def test_out_of_memory_is_one_line_and_a_smaller_batch_size_continues_the_rows_k
 
 
 def test_min_p_and_repetition_penalty_reach_generate_and_change_the_samples(
-    model, tmp_path, monkeypatch
+    model, tmp_path, monkeypatch, capsys
 ) -> None:
     """generate takes the sampling options a run's online rounds take (TRL's min_p and
-    repetition_penalty): they reach GenerationConfig, and a penalty changes greedy samples."""
+    repetition_penalty): a penalty reaches GenerationConfig and changes greedy samples, min_p
+    changes sampled ones; min_p (top_p, top_k) beside greedy decoding, where transformers only
+    warned and it changed nothing, is refused in one line."""
     from transformers import GenerationMixin
 
     seen: list[dict] = []
@@ -192,20 +194,30 @@ def test_min_p_and_repetition_penalty_reach_generate_and_change_the_samples(
     monkeypatch.setattr(GenerationMixin, "generate", recording)
     data = write_jsonl(tmp_path / "prompts.jsonl", prompt_rows(3))
 
-    def completions(name: str, *flags: str) -> list:
-        out = tmp_path / f"{name}.jsonl"
-        given = ["--temperature", "0", "--max_new_tokens", "12", *flags]
-        assert main(["generate", "--model_name_or_path", str(model), "--input", str(data),
-                     "--output", str(out), *given]) == 0  # fmt: skip
-        return [row["completions"] for row in read(out)]
+    def run(name: str, *flags: str) -> int:
+        return main(["generate", "--model_name_or_path", str(model), "--input", str(data),
+                     "--output", str(tmp_path / f"{name}.jsonl"), "--max_new_tokens", "12",
+                     *flags])  # fmt: skip
 
-    plain = completions("plain")
+    def completions(name: str, *flags: str) -> list:
+        assert run(name, *flags) == 0
+        return [row["completions"] for row in read(tmp_path / f"{name}.jsonl")]
+
+    plain = completions("plain", "--temperature", "0")
     assert seen[-1]["repetition_penalty"] in (None, 1.0) and seen[-1]["min_p"] is None
-    penalised = completions("penalised", "--repetition_penalty", "2.0", "--min_p", "0.05")
-    assert seen[-1]["repetition_penalty"] == 2.0 and seen[-1]["min_p"] == 0.05
+    penalised = completions("penalised", "--temperature", "0", "--repetition_penalty", "2.0")
+    assert seen[-1]["repetition_penalty"] == 2.0
     assert penalised != plain
-    assert main(["generate", "--model_name_or_path", str(model), "--input", str(data),
-                 "--output", str(tmp_path / "x.jsonl"), "--min_p", "2"]) == 2  # fmt: skip
+    sampled = completions("sampled", "--seed", "3")
+    assert completions("narrowed", "--seed", "3", "--min_p", "0.9") != sampled
+    capsys.readouterr()
+    assert run("greedy_min_p", "--temperature", "0", "--min_p", "0.05") == 2
+    line = capsys.readouterr().err.strip()
+    assert "min_p only shapes sampling, but temperature is 0" in line and "\n" not in line
+    assert run("greedy_top", "--temperature", "0", "--top_p", "0.9", "--top_k", "5") == 2
+    assert "top_p and top_k only shape sampling" in capsys.readouterr().err
+    assert not (tmp_path / "greedy_min_p.jsonl").exists()
+    assert run("x", "--min_p", "2") == 2
 
 
 def test_a_row_that_has_completions_already_is_refused_and_another_field_can_be_named(

@@ -252,6 +252,7 @@ class GenerateOptions(FileCommandOptions):
         self._require(self.repetition_penalty > 0, "repetition_penalty", "> 0")
         self._require(bool(self.completions_column.strip()), "completions_column", "a field name")
         self._require_sampling("num_return_sequences", "temperature")
+        self._refuse_sampling_only("temperature", ("top_p", "top_k", "min_p"))
         limit = self.max_prompt_length
         self._require(limit is None or limit >= 1, "max_prompt_length", ">= 1")
 

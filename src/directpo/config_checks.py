@@ -414,6 +414,9 @@ def check_generation(config: DPOConfig, require: Callable[[bool, str, str], None
     require(config.generate_repetition_penalty > 0, "generate_repetition_penalty", "> 0")
     check_generation_kwargs(config)
     config._require_sampling("eval_generate_samples", "generate_temperature")
+    config._refuse_sampling_only(
+        "generate_temperature", ("generate_top_p", "generate_top_k", "generate_min_p")
+    )
     if config.eval_generate == 0:
         reject_if_set(
             config,

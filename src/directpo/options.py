@@ -143,6 +143,22 @@ class Options:
                 f"decoding gives each prompt one completion); set {temperature_key} > 0"
             )
 
+    def _refuse_sampling_only(self, temperature_key: str, keys: tuple[str, ...]) -> None:
+        """top_p, top_k and min_p choose which tokens may be drawn; greedy decoding (temperature
+        0) takes the most likely token whatever they say (transformers only warns), so giving
+        them beside it is refused rather than silently doing nothing."""
+        if not self._valid(temperature_key, *keys) or getattr(self, temperature_key) != 0:
+            return
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        given = [key for key in keys if getattr(self, key) != defaults[key]]
+        if given:
+            self._refuse(
+                given[0],
+                f"{' and '.join(given)} only shape{'s' if len(given) == 1 else ''} sampling, "
+                f"but {temperature_key} is 0 (greedy decoding takes the most likely token); "
+                f"drop {'it' if len(given) == 1 else 'them'} or set {temperature_key} > 0",
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
