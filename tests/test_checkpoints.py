@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM
 import directpo.checkpoint as checkpoint_module
 import directpo.run as run_module
 import directpo.trainer as trainer_module
-from directpo.checkpoint import resolve_checkpoint, verify_checkpoint
+from directpo.checkpoint import read_state, resolve_checkpoint, verify_checkpoint
 from directpo.config import DPOConfig
 from directpo.errors import CheckpointError, ConfigError, TrainingStopped
 from directpo.trainer import train
@@ -276,11 +276,11 @@ def test_load_best_model_at_end_and_early_stopping(tiny_model_dirs, pairs_file, 
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     kept = [r for r in read_metrics(resumed) if r["step"] <= 4]
     (resumed / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
-    state = json.loads((resumed / "checkpoint-4" / "trainer_state.json").read_text())
+    state = read_state(resumed / "checkpoint-4")
     assert state["best"]["step"] == 2 and state["best"]["checkpoint"] == "checkpoint-2"
     # the checkpoint an improvement writes names itself as the best (resuming from it must not
     # go back to the previous best, or to none)
-    state = json.loads((resumed / "checkpoint-2" / "trainer_state.json").read_text())
+    state = read_state(resumed / "checkpoint-2")
     assert state["best"]["step"] == 2 and state["best"]["checkpoint"] == "checkpoint-2"
     shutil.rmtree(straight)  # the resumed run must use its own copy of the best checkpoint
     run_config.output_dir, run_config.resume_from_checkpoint = str(resumed), "latest"
@@ -929,7 +929,7 @@ def test_a_resume_that_changes_the_loss_says_which_options_changed(
     reason). The same options say nothing."""
     from directpo.resume import OBJECTIVE
 
-    state = json.loads((run_dir / "checkpoint-2" / "trainer_state.json").read_text())
+    state = read_state(run_dir / "checkpoint-2")
     assert set(state["objective"]) == set(OBJECTIVE)
     assert state["objective"]["beta"] == 0.1 and state["objective"]["loss_type"] == ["sigmoid"]
 

@@ -1,8 +1,9 @@
 """Resumable checkpoints in ``output_dir/checkpoint-STEP/``.
 
 A checkpoint is a loadable Hugging Face folder (weights, config, tokenizer) plus
-``optimizer.pt``, ``scheduler.pt``, ``rng_state.pt`` and ``trainer_state.json`` (step, data
-position, the logging window in progress). It is written to a hidden temporary folder, every
+``optimizer.pt``, ``scheduler.pt``, ``rng_state.pt`` and ``trainer_state.json`` (transformers'
+``TrainerState`` layout, with directpo's step, data position and logging window in progress
+inside: ``trainer_state``). It is written to a hidden temporary folder, every
 file flushed to disk (fsync), then ``manifest.json`` (step, and each file's size and BLAKE2
 checksum) is written last, and the folder is renamed into place: a crash mid-write never leaves
 a half checkpoint under a ``checkpoint-STEP`` name. ``latest`` takes the newest checkpoint whose
@@ -41,6 +42,7 @@ from directpo.distributed import (
 from directpo.errors import CheckpointError, first_line
 from directpo.hub import hub_safe_card
 from directpo.models import config_as_loaded
+from directpo.trainer_state import own_state, trainer_state
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
@@ -149,8 +151,8 @@ def _not_resumable(path: Path) -> str | None:
     no optimizer state (transformers cannot resume one either; restarting AdamW's moments and
     the schedule would make another run, not this one continued)."""
     try:
-        model_only = json.loads((path / STATE_FILE).read_text()).get("model_only")
-    except (OSError, ValueError, AttributeError):
+        model_only = read_state(path).get("model_only")
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return None  # the restore names what is wrong with the file
     return MODEL_ONLY if model_only else None
 
@@ -184,6 +186,7 @@ def save_checkpoint(
     keep: str | None = None,
     tensors: dict[str, dict[str, torch.Tensor]] | None = None,
     model_only: bool = False,
+    fields: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``checkpoint-STEP``; every rank calls it in distributed training.
 
@@ -195,6 +198,8 @@ def save_checkpoint(
     ``keep``: the name of a checkpoint ``save_total_limit`` never deletes (the best).
     ``model_only`` (save_only_model): no optimizer, schedule or RNG state; such a checkpoint
     loads as a model (and as the best one) but does not resume (``resumable``).
+    ``state`` is directpo's resume state; ``fields`` the ``TrainerState`` fields of
+    trainer_state.json (``trainer_state.run_fields``).
     """
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / STAGING.format(step=step)
@@ -203,6 +208,7 @@ def save_checkpoint(
         None if sharded is None else lambda: save_sharded(tmp / "sharded", sharded, kept_optimizer)
     )
     state = {**state, "model_only": True} if model_only else state
+    state = trainer_state(step, state, fields or {})
     problem = write_staged(
         tmp,
         world,
@@ -329,7 +335,7 @@ def _write_main_files(
     if optimizer is not None:
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(_rng_state(), tmp / "rng_state.pt")
-    (tmp / STATE_FILE).write_text(json.dumps({**state, "global_step": step}, indent=2))
+    (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
     files = {}
     for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
         _fsync(file)
@@ -386,7 +392,7 @@ def load_checkpoint(
                 )
             load_model_weights(model, path)
         if weights_only:
-            return json.loads((path / STATE_FILE).read_text())
+            return read_state(path)
         if sharded is None:
             saved = torch.load(path / "optimizer.pt", weights_only=True)
             if fit_optimizer_state is not None:
@@ -395,11 +401,17 @@ def load_checkpoint(
         schedule = torch.load(path / "scheduler.pt", weights_only=True)
         scheduler.load_state_dict(_per_group(schedule, len(optimizer.param_groups)))
         _set_rng_state(torch.load(path / "rng_state.pt", weights_only=False))
-        return json.loads((path / STATE_FILE).read_text())
+        return read_state(path)
     except CheckpointError:
         raise
     except Exception as exc:  # a damaged or foreign file: name it, never a traceback
         raise CheckpointError(f"checkpoint {path}: cannot restore ({exc})") from None
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """directpo's resume state in ``path``'s trainer_state.json (either layout, see
+    ``trainer_state``)."""
+    return own_state(json.loads((path / STATE_FILE).read_text()))
 
 
 def _per_group(schedule: dict[str, Any], groups: int) -> dict[str, Any]:

@@ -59,6 +59,7 @@ from directpo.run import Run, prepare_run
 from directpo.signals import StopRequest
 from directpo.step import PairStats, eval_set_metrics, evaluate, pair_losses
 from directpo.sync import reference_state, sync_reference
+from directpo.trainer_state import best_checkpoint_name, run_fields
 
 
 def train(
@@ -424,7 +425,6 @@ def checkpoint_step(run: Run, done: int, model_only: bool = False) -> Path:
         "log_window": vars(run.window),
         "num_tokens": run.num_tokens,
         **run.source.state(),
-        "epoch": run.source.epoch_of(done - 1),
         "best": vars(run.best),
         "objective": objective(run.config),
         # its state fits no other optimizer, nor (Kahan's) other weights (resume checks)
@@ -446,9 +446,10 @@ def checkpoint_step(run: Run, done: int, model_only: bool = False) -> Path:
             run.config.save_total_limit,
             run.world,
             run.scorer if run.sharded else None,
-            keep=run.best.checkpoint,
+            keep=best_checkpoint_name(run, done),  # (transformers keeps it too)
             tensors=extra,
             model_only=model_only,
+            fields=run_fields(run, done) if run.world.is_main else None,
         )
 
 

@@ -1,0 +1,95 @@
+"""``trainer_state.json`` in transformers' ``TrainerState`` layout.
+
+Tools written for transformers' checkpoints read this file: ``TrainerState.load_from_json``
+(which takes its fields and no others), plotting scripts over ``log_history``, "which
+checkpoint was best" scripts over ``best_model_checkpoint`` / ``best_metric``, model-card
+generators. The file therefore holds exactly ``TrainerState``'s fields, with transformers'
+meanings and metric names (``loss``, ``eval_loss``, ``eval_rewards/chosen``); what directpo's
+resume needs (data order, logging window, best-model tracker, objective) goes under
+``stateful_callbacks["directpo"]``, the field transformers keeps for its callbacks' own state.
+Checkpoints of earlier versions held directpo's state at the top level; ``own_state`` reads
+both.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from directpo.run import Run
+
+OWN_STATE = "directpo"  # the stateful_callbacks entry that holds directpo's resume state
+
+
+def trainer_state(step: int, own: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """The file's content: ``TrainerState``'s fields (``fields`` gives those a run knows; the
+    rest take transformers' defaults for a single, non-search run) with ``own`` inside."""
+    return {
+        "epoch": 0.0, "global_step": step, "max_steps": 0, "logging_steps": 500,
+        "eval_steps": 500, "save_steps": 500, "train_batch_size": None, "num_train_epochs": 0,
+        "num_input_tokens_seen": 0, "total_flos": 0.0, "log_history": [], "best_metric": None,
+        "best_global_step": None, "best_model_checkpoint": None, "is_local_process_zero": True,
+        "is_world_process_zero": True, "is_hyper_param_search": False, "trial_name": None,
+        "trial_params": None,
+        **fields,
+        "stateful_callbacks": {OWN_STATE: own},
+    }  # fmt: skip
+
+
+def own_state(saved: dict[str, Any]) -> dict[str, Any]:
+    """directpo's resume state (with ``global_step``) from a trainer_state.json of either
+    layout: this one's, or the flat one of earlier versions."""
+    callbacks = saved.get("stateful_callbacks")
+    if isinstance(callbacks, dict) and OWN_STATE in callbacks:
+        return {**callbacks[OWN_STATE], "global_step": saved["global_step"]}
+    return saved
+
+
+def log_history(rows: list[dict[str, Any]], steps_per_epoch: int) -> list[dict[str, Any]]:
+    """metrics.jsonl's rows as transformers logs them: evaluation metrics ``eval_<name>``
+    (``eval/rewards/chosen`` -> ``eval_rewards/chosen``), every entry with its ``epoch``
+    (fractional, as in training rows) and its ``step``."""
+    history = []
+    for row in rows:
+        step = row.get("step", 0)
+        entry = {(f"eval_{k[5:]}" if k.startswith("eval/") else k): v for k, v in row.items()}
+        entry.pop("step", None)
+        entry.setdefault("epoch", step / steps_per_epoch)
+        history.append({**entry, "step": step})
+    return history
+
+
+def best_checkpoint_name(run: Run, done: int) -> str | None:
+    """The checkpoint folder of the best evaluation, as transformers names it: the one
+    ``load_best_model_at_end`` wrote, else (early stopping alone) the checkpoint written at the
+    best evaluation's step, if there is one."""
+    best = run.best
+    if best.checkpoint or best.step is None:
+        return best.checkpoint
+    name = f"checkpoint-{best.step}"
+    return name if best.step == done or (run.output_dir / name).is_dir() else None
+
+
+def run_fields(run: Run, done: int) -> dict[str, Any]:
+    """The ``TrainerState`` fields of ``run`` after step ``done`` (rank 0's logged rows)."""
+    config, total = run.config, run.total_steps
+    per_epoch = run.source.steps_per_epoch
+    logging_steps = config.every("logging_steps", total)
+    best = best_checkpoint_name(run, done)
+    return {
+        "epoch": run.source.epochs_done(done),
+        "max_steps": total,
+        "logging_steps": logging_steps,
+        # transformers' eval_steps defaults to logging_steps, as directpo's does
+        "eval_steps": config.every("eval_steps", total) or logging_steps,
+        "save_steps": config.every("save_steps", total),
+        "train_batch_size": config.per_device_train_batch_size,
+        "num_train_epochs": math.ceil(total / per_epoch),
+        "num_input_tokens_seen": run.num_tokens,
+        "log_history": log_history(run.logger.rows, per_epoch),
+        "best_metric": run.best.value,
+        "best_global_step": run.best.step,
+        "best_model_checkpoint": None if best is None else str(Path(run.output_dir) / best),
+    }

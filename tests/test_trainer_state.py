@@ -1,0 +1,93 @@
+"""trainer_state.json as transformers' tools read it (directpo.trainer_state)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny import tiny_config
+from transformers import TrainerState
+
+from directpo.checkpoint import MANIFEST, STATE_FILE, _checksum, read_state
+from directpo.tracking import read_metrics
+from directpo.trainer import train
+
+
+def best_run_config(model, data, out, **overrides):
+    return tiny_config(
+        model, data, out, max_steps=4, eval_file=str(data), eval_steps=2, save_steps=2,
+        load_best_model_at_end=True, metric_for_best_model="eval_rewards/margins",
+        greater_is_better=False, **overrides,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def best_run(tiny_model_dirs, pairs_file, tmp_path):
+    out = tmp_path / "run"
+    train(best_run_config(tiny_model_dirs["llama"], pairs_file, out), echo=lambda _: None)
+    return out
+
+
+def test_trainer_state_loads_as_transformers_trainer_state(best_run) -> None:
+    """transformers' TrainerState.load_from_json took no directpo file (unexpected keyword
+    'log_window'); its log_history and best_* fields were missing."""
+    state = TrainerState.load_from_json(str(best_run / "checkpoint-4" / STATE_FILE))
+    rows = read_metrics(best_run)
+    assert (state.global_step, state.max_steps, state.eval_steps, state.save_steps) == (4, 4, 2, 2)
+    assert state.epoch == [r for r in rows if "loss" in r][-1]["epoch"]
+    assert state.train_batch_size == 6 and state.num_train_epochs >= 1
+    train_rows = [e for e in state.log_history if "loss" in e]
+    eval_rows = [e for e in state.log_history if "eval_loss" in e]
+    assert [e["step"] for e in train_rows] == [1, 2, 3, 4]
+    assert [e["step"] for e in eval_rows] == [2, 4]
+    logged = {r["step"]: r for r in rows if "loss" in r}
+    for entry in train_rows:
+        for key in ("loss", "learning_rate", "epoch", "rewards/chosen", "grad_norm"):
+            assert entry[key] == logged[entry["step"]][key]
+    evals = {r["step"]: r for r in rows if "eval/loss" in r}
+    for entry in eval_rows:
+        assert entry["eval_rewards/chosen"] == evals[entry["step"]]["eval/rewards/chosen"]
+        assert entry["epoch"] == logged[entry["step"]]["epoch"]
+        assert not any(key.startswith("eval/") for key in entry)
+    # the best (smallest margin) is the first evaluation's, as the tracker says
+    assert state.best_model_checkpoint == str(best_run / "checkpoint-2")
+    assert state.best_global_step == 2
+    assert state.best_metric == evals[2]["eval/rewards/margins"]
+    # the checkpoint the improvement writes names itself
+    first = TrainerState.load_from_json(str(best_run / "checkpoint-2" / STATE_FILE))
+    assert first.best_model_checkpoint == str(best_run / "checkpoint-2")
+    assert [e["step"] for e in first.log_history] == [1, 2, 2]
+    assert read_state(best_run / "checkpoint-4")["best"]["checkpoint"] == "checkpoint-2"
+
+
+def test_a_checkpoint_in_the_earlier_flat_layout_still_resumes(
+    best_run, tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """A checkpoint of an earlier version (directpo's state at the top level) resumes to the
+    same weights as the uninterrupted run."""
+    resumed = tmp_path / "resumed"
+    shutil.copytree(best_run, resumed)
+    shutil.rmtree(resumed / "checkpoint-4")
+    checkpoint = resumed / "checkpoint-2"
+    saved = json.loads((checkpoint / STATE_FILE).read_text())
+    flat = {**saved["stateful_callbacks"]["directpo"], "global_step": 2, "epoch": 1}
+    (checkpoint / STATE_FILE).write_text(json.dumps(flat, indent=2))
+    manifest = json.loads((checkpoint / MANIFEST).read_text())
+    file = checkpoint / STATE_FILE
+    manifest["files"][STATE_FILE] = {"size": file.stat().st_size, "blake2b": _checksum(file)}
+    (checkpoint / MANIFEST).write_text(json.dumps(manifest))
+    assert read_state(checkpoint)["best"]["step"] == 2
+    config = best_run_config(
+        tiny_model_dirs["llama"], pairs_file, resumed, resume_from_checkpoint="latest"
+    )
+    lines: list[str] = []
+    train(config, echo=lines.append)
+    assert f"resumed from {checkpoint} at step 2" in lines
+    straight = load_file(best_run / "checkpoint-4" / "model.safetensors")
+    again = load_file(resumed / "checkpoint-4" / "model.safetensors")
+    assert all(torch.allclose(straight[k], again[k], atol=1e-6) for k in straight)
+    state = TrainerState.load_from_json(str(resumed / "checkpoint-4" / STATE_FILE))
+    assert [e["step"] for e in state.log_history if "loss" in e] == [1, 2, 3, 4]
