@@ -91,3 +91,39 @@ def test_a_checkpoint_in_the_earlier_flat_layout_still_resumes(
     assert all(torch.allclose(straight[k], again[k], atol=1e-6) for k in straight)
     state = TrainerState.load_from_json(str(resumed / "checkpoint-4" / STATE_FILE))
     assert [e["step"] for e in state.log_history if "loss" in e] == [1, 2, 3, 4]
+
+
+def test_the_final_folder_has_transformers_results_and_state_files(best_run) -> None:
+    """An alignment-handbook user reads train_results.json, eval_results.json, all_results.json
+    and trainer_state.json beside the model (transformers' save_metrics / save_state): the
+    folder had none of them. eval_results are the saved (best) weights' evaluation."""
+    rows = read_metrics(best_run)
+    train_rows = [r for r in rows if "loss" in r]
+    trained = json.loads((best_run / "train_results.json").read_text())
+    assert trained["epoch"] == train_rows[-1]["epoch"]
+    # each logged row is the mean of one step here (logging_steps 1)
+    assert trained["train_loss"] == pytest.approx(sum(r["loss"] for r in train_rows) / 4)
+    assert trained["train_runtime"] > 0 and trained["train_steps_per_second"] > 0
+    assert trained["train_samples_per_second"] == pytest.approx(
+        6 * trained["train_steps_per_second"], rel=0.01
+    )
+    evaluated = json.loads((best_run / "eval_results.json").read_text())
+    best = next(r for r in rows if r["step"] == 2 and "eval/loss" in r)
+    assert evaluated["eval_loss"] == best["eval/loss"]
+    assert evaluated["eval_rewards/margins"] == best["eval/rewards/margins"]
+    both = json.loads((best_run / "all_results.json").read_text())
+    assert both == {**evaluated, **trained}
+    state = TrainerState.load_from_json(str(best_run / STATE_FILE))
+    assert state.global_step == 4 and state.best_model_checkpoint == str(best_run / "checkpoint-2")
+    assert len(state.log_history) == len(rows)
+
+
+def test_overwriting_a_run_removes_its_results_files(best_run, tiny_model_dirs, pairs_file):
+    """A run that overwrites another and stops before its end must not leave the earlier run's
+    results beside its own checkpoints, passing for its own."""
+    from directpo.outputs import prepare_output_dir
+
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, best_run, overwrite_output_dir=True)
+    replaced = prepare_output_dir(best_run, config)
+    for name in ("train_results.json", "eval_results.json", "all_results.json", STATE_FILE):
+        assert best_run / name in replaced

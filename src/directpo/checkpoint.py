@@ -42,10 +42,9 @@ from directpo.distributed import (
 from directpo.errors import CheckpointError, first_line
 from directpo.hub import hub_safe_card
 from directpo.models import config_as_loaded
-from directpo.trainer_state import own_state, trainer_state
+from directpo.trainer_state import STATE_FILE, own_state, trainer_state
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-STATE_FILE = "trainer_state.json"
 MANIFEST = "manifest.json"
 STAGING = ".checkpoint-{step}.tmp"  # where checkpoint-STEP is written before its rename
 REFERENCE_FILE = "reference.safetensors"  # TR-DPO's moving reference

@@ -161,7 +161,7 @@ def _train(run: Run) -> TrainResult:
             run.echo(line)
 
     with StopRequest() as stop, progress, explain_failures(run) as position:
-        run.window_start = time.perf_counter()
+        run.window_start = run.train_start = time.perf_counter()
         done = run.start_step  # (a run resumed at its last step trains no step)
         position.evaluating = True
         _evaluate_at_start(run, write)

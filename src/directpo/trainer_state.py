@@ -14,18 +14,21 @@ both.
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from directpo.run import Run
 
+STATE_FILE = "trainer_state.json"
 OWN_STATE = "directpo"  # the stateful_callbacks entry that holds directpo's resume state
 
 
-def trainer_state(step: int, own: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+def trainer_state(step: int, own: dict[str, Any] | None, fields: dict[str, Any]) -> dict[str, Any]:
     """The file's content: ``TrainerState``'s fields (``fields`` gives those a run knows; the
-    rest take transformers' defaults for a single, non-search run) with ``own`` inside."""
+    rest take transformers' defaults for a single, non-search run) with ``own`` inside (None:
+    no resume state)."""
     return {
         "epoch": 0.0, "global_step": step, "max_steps": 0, "logging_steps": 500,
         "eval_steps": 500, "save_steps": 500, "train_batch_size": None, "num_train_epochs": 0,
@@ -34,7 +37,7 @@ def trainer_state(step: int, own: dict[str, Any], fields: dict[str, Any]) -> dic
         "is_world_process_zero": True, "is_hyper_param_search": False, "trial_name": None,
         "trial_params": None,
         **fields,
-        "stateful_callbacks": {OWN_STATE: own},
+        "stateful_callbacks": {} if own is None else {OWN_STATE: own},
     }  # fmt: skip
 
 
@@ -93,3 +96,55 @@ def run_fields(run: Run, done: int) -> dict[str, Any]:
         "best_global_step": run.best.step,
         "best_model_checkpoint": None if best is None else str(Path(run.output_dir) / best),
     }
+
+
+def final_files(run: Run, done: int, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What transformers' ``trainer.save_metrics("train" / "eval", ...)`` and
+    ``trainer.save_state()`` write beside the final model (alignment-handbook scripts and
+    model-card tools read them): ``train_results.json`` (the ``TrainOutput`` metrics of this
+    process's steps), ``eval_results.json`` (the last evaluation of ``rows``, the saved
+    weights' rows), ``all_results.json`` (both) and ``trainer_state.json`` (no resume state:
+    the final folder resumes nothing)."""
+    config = run.config
+    seconds = max(time.perf_counter() - run.train_start, 1e-9)
+    steps = done - run.start_step
+    pairs = steps * config.per_device_train_batch_size * config.gradient_accumulation_steps
+    pairs *= run.world.size
+    epoch = run.source.epochs_done(done)
+    train = {
+        "epoch": epoch,
+        "total_flos": 0.0,  # (not counted)
+        "train_loss": train_loss(run.logger.rows, run.start_step),
+        "train_runtime": round(seconds, 4),  # transformers' speed_metrics rounding
+        "train_samples_per_second": round(pairs / seconds, 3),
+        "train_steps_per_second": round(steps / seconds, 3),
+    }
+    evals = [entry for entry in log_history(rows, run.source.steps_per_epoch) if _is_eval(entry)]
+    files = {"train_results.json": train, "all_results.json": dict(train)}
+    if evals:
+        last = {k: v for k, v in evals[-1].items() if k != "step"}
+        files["eval_results.json"] = last
+        files["all_results.json"] = {**last, **train}  # the run's epoch, as transformers' own
+    files[STATE_FILE] = trainer_state(done, None, run_fields(run, done))
+    return files
+
+
+def train_loss(rows: list[dict[str, Any]], start: int) -> float:
+    """transformers' ``train_loss``: the mean loss over the steps after ``start`` (each logged
+    row is the mean of the steps since the previous one; a NaN row, all steps skipped, counts
+    for none)."""
+    total = weight = 0.0
+    previous = start
+    for row in rows:
+        step = row.get("step", 0)
+        if "loss" not in row or step <= start:
+            continue
+        if math.isfinite(row["loss"]):
+            total += row["loss"] * (step - previous)
+            weight += step - previous
+        previous = step
+    return total / weight if weight else math.nan
+
+
+def _is_eval(entry: dict[str, Any]) -> bool:
+    return any(key.startswith("eval_") for key in entry)
