@@ -948,3 +948,26 @@ def test_a_resume_that_changes_the_loss_says_which_options_changed(
         "resume: loss_type ['sigmoid'] -> ['ipo'], beta 0.1 -> 0.3 changed since the checkpoint; "
         "the steps after 2 optimize this run's objective (the loss and reward curves change there)"
     ]
+
+
+def test_a_checkpoint_records_the_options_it_was_trained_with(
+    run_dir, tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """transformers' checkpoints carry training_args.bin; directpo's carried no options: a
+    resume with another beta rewrote output_dir/config.yaml, and score then read the earlier
+    checkpoints as trained at the new beta; a checkpoint copied elsewhere had no record."""
+    from directpo.reward import run_config
+
+    config = config_for(
+        tiny_model_dirs["gpt2"], pairs_file, run_dir, beta=0.5,
+        resume_from_checkpoint=str(run_dir / "checkpoint-1"),
+    )  # fmt: skip
+    train(config, echo=lambda _: None)
+    assert run_config(run_dir).beta == 0.5
+    assert run_config(run_dir / "retired-checkpoint-2").beta == 0.1
+    assert run_config(run_dir / "checkpoint-1").beta == 0.1
+    assert run_config(run_dir / "checkpoint-2").beta == 0.5
+    copied = shutil.copytree(run_dir / "retired-checkpoint-3", tmp_path / "elsewhere")
+    saved = run_config(copied)
+    assert saved.beta == 0.1 and saved.resume_from_checkpoint is None
+    assert verify_checkpoint(run_dir / "checkpoint-2") is None  # listed in the manifest

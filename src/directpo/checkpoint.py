@@ -3,13 +3,14 @@
 A checkpoint is a loadable Hugging Face folder (weights, config, tokenizer) plus
 ``optimizer.pt``, ``scheduler.pt``, ``rng_state.pt`` and ``trainer_state.json`` (transformers'
 ``TrainerState`` layout, with directpo's step, data position and logging window in progress
-inside: ``trainer_state``). It is written to a hidden temporary folder, every
-file flushed to disk (fsync), then ``manifest.json`` (step, and each file's size and BLAKE2
-checksum) is written last, and the folder is renamed into place: a crash mid-write never leaves
-a half checkpoint under a ``checkpoint-STEP`` name. ``latest`` takes the newest checkpoint whose
-manifest verifies and says why it skipped others. Old checkpoints are deleted (by
-``save_total_limit``) only after the new one is complete; a failed write (a full disk) removes
-its temporary folder and leaves the previous checkpoints as they were.
+inside: ``trainer_state``) and ``config.yaml`` (the options it was trained with, where
+transformers writes training_args.bin: a pickle of its classes). It is written to a hidden
+temporary folder, every file flushed to disk (fsync), then ``manifest.json`` (step, and each
+file's size and BLAKE2 checksum) is written last, and the folder is renamed into place: a crash
+mid-write never leaves a half checkpoint under a ``checkpoint-STEP`` name. ``latest`` takes the
+newest checkpoint whose manifest verifies and says why it skipped others. Old checkpoints are
+deleted (by ``save_total_limit``) only after the new one is complete; a failed write (a full
+disk) removes its temporary folder and leaves the previous checkpoints as they were.
 """
 
 from __future__ import annotations
@@ -186,6 +187,7 @@ def save_checkpoint(
     tensors: dict[str, dict[str, torch.Tensor]] | None = None,
     model_only: bool = False,
     fields: dict[str, Any] | None = None,
+    record: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write ``checkpoint-STEP``; every rank calls it in distributed training.
 
@@ -198,7 +200,8 @@ def save_checkpoint(
     ``model_only`` (save_only_model): no optimizer, schedule or RNG state; such a checkpoint
     loads as a model (and as the best one) but does not resume (``resumable``).
     ``state`` is directpo's resume state; ``fields`` the ``TrainerState`` fields of
-    trainer_state.json (``trainer_state.run_fields``).
+    trainer_state.json (``trainer_state.run_fields``). ``record`` writes the run's options
+    into the folder (its config.yaml: transformers' checkpoints carry training_args.bin).
     """
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / STAGING.format(step=step)
@@ -214,7 +217,7 @@ def save_checkpoint(
         every_rank=shards,
         on_main=lambda: _write_main_files(
             tmp, step, model, tokenizer, kept_optimizer, scheduler, state, sharded is None,
-            tensors or {},
+            tensors or {}, record,
         ),
     )  # fmt: skip
     if problem is not None:  # a full disk, a quota, a vanished mount: keep what was there
@@ -313,6 +316,7 @@ def _write_main_files(
     state: dict[str, Any],
     with_weights: bool,
     tensors: dict[str, dict[str, torch.Tensor]],
+    record: Callable[[Path], None] | None = None,
 ) -> None:
     """The files rank 0 writes; without ``optimizer`` (save_only_model) no optimizer,
     schedule or RNG state."""
@@ -335,6 +339,8 @@ def _write_main_files(
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(_rng_state(), tmp / "rng_state.pt")
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+    if record is not None:
+        record(tmp)
     files = {}
     for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
         _fsync(file)

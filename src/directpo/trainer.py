@@ -450,6 +450,9 @@ def checkpoint_step(run: Run, done: int, model_only: bool = False) -> Path:
             tensors=extra,
             model_only=model_only,
             fields=run_fields(run, done) if run.world.is_main else None,
+            # the options it was trained with: output_dir's config.yaml is this run's until a
+            # resume with other options rewrites it, and a copied checkpoint leaves it behind
+            record=lambda folder: run.config.save_record(folder / "config.yaml", run.from_python),
         )
 
 
