@@ -127,3 +127,20 @@ def test_overwriting_a_run_removes_its_results_files(best_run, tiny_model_dirs, 
     replaced = prepare_output_dir(best_run, config)
     for name in ("train_results.json", "eval_results.json", "all_results.json", STATE_FILE):
         assert best_run / name in replaced
+
+
+def test_early_stoppings_best_checkpoint_is_named_and_kept(tiny_model_dirs, pairs_file, tmp_path):
+    """With early_stopping_patience alone (no load_best_model_at_end), transformers names the
+    best evaluation's checkpoint in best_model_checkpoint and save_total_limit keeps it;
+    directpo's deleted it (save_total_limit: 1 kept the last checkpoint only)."""
+    out = tmp_path / "early"
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, out, max_steps=6, eval_file=str(pairs_file),
+        eval_steps=2, save_steps=2, save_total_limit=1, early_stopping_patience=3,
+        metric_for_best_model="eval_rewards/margins", greater_is_better=False,
+    )  # fmt: skip
+    train(config, echo=lambda _: None)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-6"]
+    state = TrainerState.load_from_json(str(out / "checkpoint-6" / STATE_FILE))
+    assert state.best_model_checkpoint == str(out / "checkpoint-2")
+    assert state.best_global_step == 2
