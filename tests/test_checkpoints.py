@@ -971,3 +971,23 @@ def test_a_checkpoint_records_the_options_it_was_trained_with(
     saved = run_config(copied)
     assert saved.beta == 0.1 and saved.resume_from_checkpoint is None
     assert verify_checkpoint(run_dir / "checkpoint-2") is None  # listed in the manifest
+
+
+def test_latest_with_no_checkpoint_is_refused_before_the_data_and_models_load(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """resume_from_checkpoint: true (latest) in a folder without checkpoints was refused only
+    after the data was tokenized and the models loaded (minutes for a large model)."""
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the data and models were loaded before the refusal")
+
+    monkeypatch.setattr(run_module, "load_run_data", loaded)
+    out = tmp_path / "fresh"
+    config = tiny_config(tiny_model_dirs["gpt2"], pairs_file, out, resume_from_checkpoint=True)
+    with pytest.raises(CheckpointError) as refused:
+        train(config, echo=_quiet)
+    assert str(refused.value) == (
+        f"resume_from_checkpoint: latest: no checkpoint in {out} to resume; set "
+        "resume_from_checkpoint: null to start a new run"
+    )

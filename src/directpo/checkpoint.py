@@ -126,15 +126,20 @@ MODEL_ONLY = (
 def refuse_model_only(value: str, output_dir: str | Path) -> None:
     """Before any model loads: the CheckpointError ``resolve_checkpoint`` would raise after
     loading them (minutes for a large model) when the checkpoint named, or every checkpoint
-    of ``latest``, was written with save_only_model; reading their state files is cheap
-    (their checksums are verified later)."""
+    of ``latest``, was written with save_only_model, or ``latest`` finds none; reading their
+    state files is cheap (their checksums are verified later)."""
     if value != "latest":
         if _not_resumable(Path(value)):
             problem = f"{MODEL_ONLY}; {_start_from(Path(value))}"
             raise CheckpointError(f"resume_from_checkpoint: {value}: {problem}")
         return
     candidates = list(reversed(list_checkpoints(output_dir)))
-    if candidates and all(_not_resumable(path) for path in candidates):
+    if not candidates:  # (said only after the data and models had loaded)
+        raise CheckpointError(
+            f"resume_from_checkpoint: latest: no checkpoint in {output_dir} to resume; set "
+            "resume_from_checkpoint: null to start a new run"
+        )
+    if all(_not_resumable(path) for path in candidates):
         names = ", ".join(path.name for path in candidates)
         raise CheckpointError(
             f"resume_from_checkpoint: latest: no usable checkpoint in {output_dir} ({names}: "
