@@ -13,6 +13,7 @@ both.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -62,6 +63,22 @@ def log_history(rows: list[dict[str, Any]], steps_per_epoch: int) -> list[dict[s
         entry.setdefault("epoch", step / steps_per_epoch)
         history.append({**entry, "step": step})
     return history
+
+
+def logged_rows(folder: str | Path) -> list[dict[str, Any]]:
+    """The ``log_history`` of ``folder``'s trainer_state.json (a checkpoint's, a finished
+    run's, a transformers / TRL run's) as metrics.jsonl's rows (``eval_loss`` ->
+    ``eval/loss``), or [] when it has none."""
+    try:
+        history = json.loads((Path(folder) / STATE_FILE).read_text()).get("log_history")
+    except (OSError, ValueError, AttributeError):
+        return []
+    rows = []
+    for entry in history if isinstance(history, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("step"), int):
+            named = {(f"eval/{k[5:]}" if k.startswith("eval_") else k): v for k, v in entry.items()}
+            rows.append({"step": named.pop("step"), **named})
+    return rows
 
 
 def best_checkpoint_name(run: Run, done: int) -> str | None:
