@@ -991,3 +991,31 @@ def test_latest_with_no_checkpoint_is_refused_before_the_data_and_models_load(
         f"resume_from_checkpoint: latest: no checkpoint in {out} to resume; set "
         "resume_from_checkpoint: null to start a new run"
     )
+
+
+def test_a_trl_checkpoint_is_refused_before_loading_naming_what_to_do(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """A TRL run's checkpoint-N (training_args.bin, no manifest) given to resume_from_checkpoint
+    was refused after the models loaded as "no manifest (incomplete or not a directpo
+    checkpoint)", as if it were damaged; now at once, saying what it is and what to do."""
+    trl = tmp_path / "trl" / "checkpoint-500"
+    shutil.copytree(tiny_model_dirs["gpt2"], trl)
+    (trl / "training_args.bin").write_bytes(b"pickle")
+    (trl / "trainer_state.json").write_text('{"global_step": 500, "log_history": []}')
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the data and models were loaded before the refusal")
+
+    monkeypatch.setattr(run_module, "load_run_data", loaded)
+    config = tiny_config(
+        tiny_model_dirs["gpt2"], pairs_file, tmp_path / "out", resume_from_checkpoint=str(trl)
+    )
+    with pytest.raises(CheckpointError) as refused:
+        train(config, echo=_quiet)
+    assert str(refused.value) == (
+        f"resume_from_checkpoint: {trl}: written by transformers' Trainer (a TRL run: "
+        "training_args.bin), not by directpo: its optimizer state and data order continue only "
+        f"there; start a new run from its weights (model_name_or_path: {trl})"
+    )
+    assert verify_checkpoint(trl).startswith("written by transformers' Trainer")

@@ -68,7 +68,7 @@ def verify_checkpoint(path: Path) -> str | None:
     """None if every file the manifest lists is there with its size and checksum, else why."""
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
-        return "no manifest (incomplete or not a directpo checkpoint)"
+        return _foreign(path) or "no manifest (incomplete or not a directpo checkpoint)"
     try:
         manifest = json.loads(manifest_path.read_text())
         files = manifest["files"]
@@ -129,6 +129,9 @@ def refuse_model_only(value: str, output_dir: str | Path) -> None:
     of ``latest``, was written with save_only_model, or ``latest`` finds none; reading their
     state files is cheap (their checksums are verified later)."""
     if value != "latest":
+        foreign = _foreign(Path(value))
+        if foreign:
+            raise CheckpointError(f"resume_from_checkpoint: {value}: {foreign}")
         if _not_resumable(Path(value)):
             problem = f"{MODEL_ONLY}; {_start_from(Path(value))}"
             raise CheckpointError(f"resume_from_checkpoint: {value}: {problem}")
@@ -145,6 +148,17 @@ def refuse_model_only(value: str, output_dir: str | Path) -> None:
             f"resume_from_checkpoint: latest: no usable checkpoint in {output_dir} ({names}: "
             f"{MODEL_ONLY}); {_start_from(candidates[0])}"
         )
+
+
+def _foreign(path: Path) -> str | None:
+    """Why a checkpoint transformers' Trainer wrote (a TRL run's: training_args.bin, no
+    manifest) cannot continue here: its optimizer and data order are its trainer's."""
+    if (path / MANIFEST).is_file() or not (path / "training_args.bin").is_file():
+        return None
+    return (
+        "written by transformers' Trainer (a TRL run: training_args.bin), not by directpo: its "
+        f"optimizer state and data order continue only there; {_start_from(path)}"
+    )
 
 
 def _start_from(path: Path) -> str:
