@@ -115,7 +115,7 @@ def test_the_final_folder_has_transformers_results_and_state_files(best_run) -> 
     assert both == {**evaluated, **trained}
     state = TrainerState.load_from_json(str(best_run / STATE_FILE))
     assert state.global_step == 4 and state.best_model_checkpoint == str(best_run / "checkpoint-2")
-    assert len(state.log_history) == len(rows)
+    assert len(state.log_history) == len(rows) + 1  # and the train summary
 
 
 def test_overwriting_a_run_removes_its_results_files(best_run, tiny_model_dirs, pairs_file):
@@ -144,3 +144,22 @@ def test_early_stoppings_best_checkpoint_is_named_and_kept(tiny_model_dirs, pair
     state = TrainerState.load_from_json(str(out / "checkpoint-6" / STATE_FILE))
     assert state.best_model_checkpoint == str(out / "checkpoint-2")
     assert state.best_global_step == 2
+
+
+def test_transformers_model_card_generator_reads_the_final_trainer_state(best_run) -> None:
+    """transformers' parse_log_history (its model cards' "Training results" table) finds the
+    run by the train summary that ends transformers' log; directpo's log had none, and the
+    card generator found no training results."""
+    from transformers.modelcard import parse_log_history
+
+    state = TrainerState.load_from_json(str(best_run / STATE_FILE))
+    train_log, lines, eval_results = parse_log_history(state.log_history)
+    trained = json.loads((best_run / "train_results.json").read_text())
+    assert train_log == {**trained, "step": 4}
+    rows = read_metrics(best_run)
+    assert [line["Step"] for line in lines] == [2, 4]
+    assert [line["Validation Loss"] for line in lines] == [
+        r["eval/loss"] for r in rows if "eval/loss" in r
+    ]
+    assert lines[0]["Training Loss"] == next(r["loss"] for r in rows if r["step"] == 2)
+    assert eval_results["Loss"] == lines[-1]["Validation Loss"]

@@ -121,7 +121,7 @@ def final_files(run: Run, done: int, rows: list[dict[str, Any]]) -> dict[str, di
     model-card tools read them): ``train_results.json`` (the ``TrainOutput`` metrics of this
     process's steps), ``eval_results.json`` (the last evaluation of ``rows``, the saved
     weights' rows), ``all_results.json`` (both) and ``trainer_state.json`` (no resume state:
-    the final folder resumes nothing)."""
+    the final folder resumes nothing; its log ends with the train summary, as transformers')."""
     config = run.config
     seconds = max(time.perf_counter() - run.train_start, 1e-9)
     steps = done - run.start_step
@@ -142,7 +142,11 @@ def final_files(run: Run, done: int, rows: list[dict[str, Any]]) -> dict[str, di
         last = {k: v for k, v in evals[-1].items() if k != "step"}
         files["eval_results.json"] = last
         files["all_results.json"] = {**last, **train}  # the run's epoch, as transformers' own
-    files[STATE_FILE] = trainer_state(done, None, run_fields(run, done))
+    state = trainer_state(done, None, run_fields(run, done))
+    # transformers' log ends with the run's summary: model-card generators (its
+    # parse_log_history) find the training results table by it
+    state["log_history"].append({**train, "step": done})
+    files[STATE_FILE] = state
     return files
 
 
