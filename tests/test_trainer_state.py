@@ -163,3 +163,22 @@ def test_transformers_model_card_generator_reads_the_final_trainer_state(best_ru
     ]
     assert lines[0]["Training Loss"] == next(r["loss"] for r in rows if r["step"] == 2)
     assert eval_results["Loss"] == lines[-1]["Validation Loss"]
+
+
+def test_the_final_state_names_no_checkpoint_that_was_not_written(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """Early stopping alone, the last evaluation the best, no checkpoint at the last step: the
+    final trainer_state.json named checkpoint-6, which does not exist."""
+    out = tmp_path / "run"
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, out, max_steps=6, eval_file=str(pairs_file),
+        eval_steps=2, save_steps=4, early_stopping_patience=3,
+        metric_for_best_model="eval_rewards/margins", greater_is_better=True,
+    )  # fmt: skip
+    train(config, echo=lambda _: None)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"]
+    state = TrainerState.load_from_json(str(out / STATE_FILE))
+    assert state.best_global_step == 6 and state.best_model_checkpoint is None
+    at_4 = TrainerState.load_from_json(str(out / "checkpoint-4" / STATE_FILE))
+    assert at_4.best_model_checkpoint == str(out / "checkpoint-4")

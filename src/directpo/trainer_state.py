@@ -81,23 +81,24 @@ def logged_rows(folder: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def best_checkpoint_name(run: Run, done: int) -> str | None:
+def best_checkpoint_name(run: Run, saving: int | None) -> str | None:
     """The checkpoint folder of the best evaluation, as transformers names it: the one
     ``load_best_model_at_end`` wrote, else (early stopping alone) the checkpoint written at the
-    best evaluation's step, if there is one."""
+    best evaluation's step, if there is one (``saving``: the step being saved now, if any)."""
     best = run.best
     if best.checkpoint or best.step is None:
         return best.checkpoint
     name = f"checkpoint-{best.step}"
-    return name if best.step == done or (run.output_dir / name).is_dir() else None
+    return name if best.step == saving or (run.output_dir / name).is_dir() else None
 
 
-def run_fields(run: Run, done: int) -> dict[str, Any]:
-    """The ``TrainerState`` fields of ``run`` after step ``done`` (rank 0's logged rows)."""
+def run_fields(run: Run, done: int, saving: bool = True) -> dict[str, Any]:
+    """The ``TrainerState`` fields of ``run`` after step ``done`` (rank 0's logged rows), for
+    its checkpoint (``saving``) or the final folder."""
     config, total = run.config, run.total_steps
     per_epoch = run.source.steps_per_epoch
     logging_steps = config.every("logging_steps", total)
-    best = best_checkpoint_name(run, done)
+    best = best_checkpoint_name(run, done if saving else None)
     return {
         "epoch": run.source.epochs_done(done),
         "max_steps": total,
@@ -142,7 +143,7 @@ def final_files(run: Run, done: int, rows: list[dict[str, Any]]) -> dict[str, di
         last = {k: v for k, v in evals[-1].items() if k != "step"}
         files["eval_results.json"] = last
         files["all_results.json"] = {**last, **train}  # the run's epoch, as transformers' own
-    state = trainer_state(done, None, run_fields(run, done))
+    state = trainer_state(done, None, run_fields(run, done, saving=False))
     # transformers' log ends with the run's summary: model-card generators (its
     # parse_log_history) find the training results table by it
     state["log_history"].append({**train, "step": done})
