@@ -1019,3 +1019,11 @@ def test_a_trl_checkpoint_is_refused_before_loading_naming_what_to_do(
         f"there; start a new run from its weights (model_name_or_path: {trl})"
     )
     assert verify_checkpoint(trl).startswith("written by transformers' Trainer")
+    # latest in a TRL run's output_dir: the same, at once
+    config = dataclasses.replace(config, output_dir=str(trl.parent), resume_from_checkpoint=True)
+    with pytest.raises(CheckpointError) as refused:
+        train(config, echo=_quiet)
+    assert str(refused.value).startswith(
+        f"resume_from_checkpoint: latest: no directpo checkpoint in {trl.parent} (checkpoint-500: "
+        "written by transformers' Trainer"
+    )

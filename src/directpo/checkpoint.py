@@ -142,6 +142,12 @@ def refuse_model_only(value: str, output_dir: str | Path) -> None:
             f"resume_from_checkpoint: latest: no checkpoint in {output_dir} to resume; set "
             "resume_from_checkpoint: null to start a new run"
         )
+    if all(_foreign(path) for path in candidates):  # a TRL run's output_dir
+        names = ", ".join(path.name for path in candidates)
+        raise CheckpointError(
+            f"resume_from_checkpoint: latest: no directpo checkpoint in {output_dir} ({names}: "
+            f"{_foreign(candidates[0])})"
+        )
     if all(_not_resumable(path) for path in candidates):
         names = ", ".join(path.name for path in candidates)
         raise CheckpointError(
