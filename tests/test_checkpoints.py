@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM
 import directpo.checkpoint as checkpoint_module
 import directpo.run as run_module
 import directpo.trainer as trainer_module
-from directpo.checkpoint import resolve_checkpoint, verify_checkpoint
+from directpo.checkpoint import read_state, resolve_checkpoint, verify_checkpoint
 from directpo.config import DPOConfig
 from directpo.errors import CheckpointError, ConfigError, TrainingStopped
 from directpo.trainer import train
@@ -276,11 +276,11 @@ def test_load_best_model_at_end_and_early_stopping(tiny_model_dirs, pairs_file, 
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     kept = [r for r in read_metrics(resumed) if r["step"] <= 4]
     (resumed / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
-    state = json.loads((resumed / "checkpoint-4" / "trainer_state.json").read_text())
+    state = read_state(resumed / "checkpoint-4")
     assert state["best"]["step"] == 2 and state["best"]["checkpoint"] == "checkpoint-2"
     # the checkpoint an improvement writes names itself as the best (resuming from it must not
     # go back to the previous best, or to none)
-    state = json.loads((resumed / "checkpoint-2" / "trainer_state.json").read_text())
+    state = read_state(resumed / "checkpoint-2")
     assert state["best"]["step"] == 2 and state["best"]["checkpoint"] == "checkpoint-2"
     shutil.rmtree(straight)  # the resumed run must use its own copy of the best checkpoint
     run_config.output_dir, run_config.resume_from_checkpoint = str(resumed), "latest"
@@ -929,7 +929,7 @@ def test_a_resume_that_changes_the_loss_says_which_options_changed(
     reason). The same options say nothing."""
     from directpo.resume import OBJECTIVE
 
-    state = json.loads((run_dir / "checkpoint-2" / "trainer_state.json").read_text())
+    state = read_state(run_dir / "checkpoint-2")
     assert set(state["objective"]) == set(OBJECTIVE)
     assert state["objective"]["beta"] == 0.1 and state["objective"]["loss_type"] == ["sigmoid"]
 
@@ -948,3 +948,82 @@ def test_a_resume_that_changes_the_loss_says_which_options_changed(
         "resume: loss_type ['sigmoid'] -> ['ipo'], beta 0.1 -> 0.3 changed since the checkpoint; "
         "the steps after 2 optimize this run's objective (the loss and reward curves change there)"
     ]
+
+
+def test_a_checkpoint_records_the_options_it_was_trained_with(
+    run_dir, tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """transformers' checkpoints carry training_args.bin; directpo's carried no options: a
+    resume with another beta rewrote output_dir/config.yaml, and score then read the earlier
+    checkpoints as trained at the new beta; a checkpoint copied elsewhere had no record."""
+    from directpo.reward import run_config
+
+    config = config_for(
+        tiny_model_dirs["gpt2"], pairs_file, run_dir, beta=0.5,
+        resume_from_checkpoint=str(run_dir / "checkpoint-1"),
+    )  # fmt: skip
+    train(config, echo=lambda _: None)
+    assert run_config(run_dir).beta == 0.5
+    assert run_config(run_dir / "retired-checkpoint-2").beta == 0.1
+    assert run_config(run_dir / "checkpoint-1").beta == 0.1
+    assert run_config(run_dir / "checkpoint-2").beta == 0.5
+    copied = shutil.copytree(run_dir / "retired-checkpoint-3", tmp_path / "elsewhere")
+    saved = run_config(copied)
+    assert saved.beta == 0.1 and saved.resume_from_checkpoint is None
+    assert verify_checkpoint(run_dir / "checkpoint-2") is None  # listed in the manifest
+
+
+def test_latest_with_no_checkpoint_is_refused_before_the_data_and_models_load(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """resume_from_checkpoint: true (latest) in a folder without checkpoints was refused only
+    after the data was tokenized and the models loaded (minutes for a large model)."""
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the data and models were loaded before the refusal")
+
+    monkeypatch.setattr(run_module, "load_run_data", loaded)
+    out = tmp_path / "fresh"
+    config = tiny_config(tiny_model_dirs["gpt2"], pairs_file, out, resume_from_checkpoint=True)
+    with pytest.raises(CheckpointError) as refused:
+        train(config, echo=_quiet)
+    assert str(refused.value) == (
+        f"resume_from_checkpoint: latest: no checkpoint in {out} to resume; set "
+        "resume_from_checkpoint: null to start a new run"
+    )
+
+
+def test_a_trl_checkpoint_is_refused_before_loading_naming_what_to_do(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """A TRL run's checkpoint-N (training_args.bin, no manifest) given to resume_from_checkpoint
+    was refused after the models loaded as "no manifest (incomplete or not a directpo
+    checkpoint)", as if it were damaged; now at once, saying what it is and what to do."""
+    trl = tmp_path / "trl" / "checkpoint-500"
+    shutil.copytree(tiny_model_dirs["gpt2"], trl)
+    (trl / "training_args.bin").write_bytes(b"pickle")
+    (trl / "trainer_state.json").write_text('{"global_step": 500, "log_history": []}')
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the data and models were loaded before the refusal")
+
+    monkeypatch.setattr(run_module, "load_run_data", loaded)
+    config = tiny_config(
+        tiny_model_dirs["gpt2"], pairs_file, tmp_path / "out", resume_from_checkpoint=str(trl)
+    )
+    with pytest.raises(CheckpointError) as refused:
+        train(config, echo=_quiet)
+    assert str(refused.value) == (
+        f"resume_from_checkpoint: {trl}: written by transformers' Trainer (a TRL run: "
+        "training_args.bin), not by directpo: its optimizer state and data order continue only "
+        f"there; start a new run from its weights (model_name_or_path: {trl})"
+    )
+    assert verify_checkpoint(trl).startswith("written by transformers' Trainer")
+    # latest in a TRL run's output_dir: the same, at once
+    config = dataclasses.replace(config, output_dir=str(trl.parent), resume_from_checkpoint=True)
+    with pytest.raises(CheckpointError) as refused:
+        train(config, echo=_quiet)
+    assert str(refused.value).startswith(
+        f"resume_from_checkpoint: latest: no directpo checkpoint in {trl.parent} (checkpoint-500: "
+        "written by transformers' Trainer"
+    )

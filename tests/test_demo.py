@@ -288,3 +288,34 @@ def test_plot_draws_the_reward_and_kl_of_a_runs_samples(tmp_path, monkeypatch) -
     assert drawn[kl] == {"online eval": [(4, 0.5)]}
     plot(rows[:4])  # offline: the three panels alone
     assert list(drawn) == ["loss", "reward margin", "reward accuracy"]
+
+
+def test_plot_reads_the_log_history_of_a_checkpoint_or_a_trl_run(tmp_path, monkeypatch) -> None:
+    """``directpo plot out/checkpoint-4`` (or a TRL run's folder) said "no metrics.jsonl",
+    though its trainer_state.json holds the whole log (transformers' names: eval_loss)."""
+    from directpo.demo import plots
+
+    folder = tmp_path / "checkpoint-4"
+    folder.mkdir()
+    history = [
+        {"loss": 0.7 - s / 100, "rewards/margins": s / 10, "epoch": s / 4, "step": s}
+        for s in (1, 2, 3, 4)
+    ]
+    history += [{"eval_loss": 0.6, "eval_rewards/margins": 0.3, "eval_runtime": 1.0, "step": 4}]
+    history += [{"train_runtime": 9.0, "train_loss": 0.68, "epoch": 1.0, "step": 4}]
+    (folder / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    drawn = {}
+
+    def save(fig, path):
+        for axis in fig.axes:
+            for line in axis.lines:
+                drawn[(axis.get_title(), line.get_label())] = list(line.get_xdata())
+
+    monkeypatch.setattr(plots, "_save", save)
+    assert main(["plot", str(folder)]) == 0
+    assert drawn == {
+        ("loss", "checkpoint-4"): [1, 2, 3, 4],
+        ("loss", "checkpoint-4 eval"): [4],
+        ("reward margin", "checkpoint-4"): [1, 2, 3, 4],
+        ("reward margin", "checkpoint-4 eval"): [4],
+    }

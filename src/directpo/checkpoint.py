@@ -1,14 +1,16 @@
 """Resumable checkpoints in ``output_dir/checkpoint-STEP/``.
 
 A checkpoint is a loadable Hugging Face folder (weights, config, tokenizer) plus
-``optimizer.pt``, ``scheduler.pt``, ``rng_state.pt`` and ``trainer_state.json`` (step, data
-position, the logging window in progress). It is written to a hidden temporary folder, every
-file flushed to disk (fsync), then ``manifest.json`` (step, and each file's size and BLAKE2
-checksum) is written last, and the folder is renamed into place: a crash mid-write never leaves
-a half checkpoint under a ``checkpoint-STEP`` name. ``latest`` takes the newest checkpoint whose
-manifest verifies and says why it skipped others. Old checkpoints are deleted (by
-``save_total_limit``) only after the new one is complete; a failed write (a full disk) removes
-its temporary folder and leaves the previous checkpoints as they were.
+``optimizer.pt``, ``scheduler.pt``, ``rng_state.pt`` and ``trainer_state.json`` (transformers'
+``TrainerState`` layout, with directpo's step, data position and logging window in progress
+inside: ``trainer_state``) and ``config.yaml`` (the options it was trained with, where
+transformers writes training_args.bin: a pickle of its classes). It is written to a hidden
+temporary folder, every file flushed to disk (fsync), then ``manifest.json`` (step, and each
+file's size and BLAKE2 checksum) is written last, and the folder is renamed into place: a crash
+mid-write never leaves a half checkpoint under a ``checkpoint-STEP`` name. ``latest`` takes the
+newest checkpoint whose manifest verifies and says why it skipped others. Old checkpoints are
+deleted (by ``save_total_limit``) only after the new one is complete; a failed write (a full
+disk) removes its temporary folder and leaves the previous checkpoints as they were.
 """
 
 from __future__ import annotations
@@ -41,9 +43,9 @@ from directpo.distributed import (
 from directpo.errors import CheckpointError, first_line
 from directpo.hub import hub_safe_card
 from directpo.models import config_as_loaded
+from directpo.trainer_state import STATE_FILE, own_state, trainer_state
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-STATE_FILE = "trainer_state.json"
 MANIFEST = "manifest.json"
 STAGING = ".checkpoint-{step}.tmp"  # where checkpoint-STEP is written before its rename
 REFERENCE_FILE = "reference.safetensors"  # TR-DPO's moving reference
@@ -66,7 +68,7 @@ def verify_checkpoint(path: Path) -> str | None:
     """None if every file the manifest lists is there with its size and checksum, else why."""
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
-        return "no manifest (incomplete or not a directpo checkpoint)"
+        return _foreign(path) or "no manifest (incomplete or not a directpo checkpoint)"
     try:
         manifest = json.loads(manifest_path.read_text())
         files = manifest["files"]
@@ -124,20 +126,45 @@ MODEL_ONLY = (
 def refuse_model_only(value: str, output_dir: str | Path) -> None:
     """Before any model loads: the CheckpointError ``resolve_checkpoint`` would raise after
     loading them (minutes for a large model) when the checkpoint named, or every checkpoint
-    of ``latest``, was written with save_only_model; reading their state files is cheap
-    (their checksums are verified later)."""
+    of ``latest``, was written with save_only_model, or ``latest`` finds none; reading their
+    state files is cheap (their checksums are verified later)."""
     if value != "latest":
+        foreign = _foreign(Path(value))
+        if foreign:
+            raise CheckpointError(f"resume_from_checkpoint: {value}: {foreign}")
         if _not_resumable(Path(value)):
             problem = f"{MODEL_ONLY}; {_start_from(Path(value))}"
             raise CheckpointError(f"resume_from_checkpoint: {value}: {problem}")
         return
     candidates = list(reversed(list_checkpoints(output_dir)))
-    if candidates and all(_not_resumable(path) for path in candidates):
+    if not candidates:  # (said only after the data and models had loaded)
+        raise CheckpointError(
+            f"resume_from_checkpoint: latest: no checkpoint in {output_dir} to resume; set "
+            "resume_from_checkpoint: null to start a new run"
+        )
+    if all(_foreign(path) for path in candidates):  # a TRL run's output_dir
+        names = ", ".join(path.name for path in candidates)
+        raise CheckpointError(
+            f"resume_from_checkpoint: latest: no directpo checkpoint in {output_dir} ({names}: "
+            f"{_foreign(candidates[0])})"
+        )
+    if all(_not_resumable(path) for path in candidates):
         names = ", ".join(path.name for path in candidates)
         raise CheckpointError(
             f"resume_from_checkpoint: latest: no usable checkpoint in {output_dir} ({names}: "
             f"{MODEL_ONLY}); {_start_from(candidates[0])}"
         )
+
+
+def _foreign(path: Path) -> str | None:
+    """Why a checkpoint transformers' Trainer wrote (a TRL run's: training_args.bin, no
+    manifest) cannot continue here: its optimizer and data order are its trainer's."""
+    if (path / MANIFEST).is_file() or not (path / "training_args.bin").is_file():
+        return None
+    return (
+        "written by transformers' Trainer (a TRL run: training_args.bin), not by directpo: its "
+        f"optimizer state and data order continue only there; {_start_from(path)}"
+    )
 
 
 def _start_from(path: Path) -> str:
@@ -149,8 +176,8 @@ def _not_resumable(path: Path) -> str | None:
     no optimizer state (transformers cannot resume one either; restarting AdamW's moments and
     the schedule would make another run, not this one continued)."""
     try:
-        model_only = json.loads((path / STATE_FILE).read_text()).get("model_only")
-    except (OSError, ValueError, AttributeError):
+        model_only = read_state(path).get("model_only")
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return None  # the restore names what is wrong with the file
     return MODEL_ONLY if model_only else None
 
@@ -184,6 +211,8 @@ def save_checkpoint(
     keep: str | None = None,
     tensors: dict[str, dict[str, torch.Tensor]] | None = None,
     model_only: bool = False,
+    fields: dict[str, Any] | None = None,
+    record: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write ``checkpoint-STEP``; every rank calls it in distributed training.
 
@@ -195,6 +224,9 @@ def save_checkpoint(
     ``keep``: the name of a checkpoint ``save_total_limit`` never deletes (the best).
     ``model_only`` (save_only_model): no optimizer, schedule or RNG state; such a checkpoint
     loads as a model (and as the best one) but does not resume (``resumable``).
+    ``state`` is directpo's resume state; ``fields`` the ``TrainerState`` fields of
+    trainer_state.json (``trainer_state.run_fields``). ``record`` writes the run's options
+    into the folder (its config.yaml: transformers' checkpoints carry training_args.bin).
     """
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / STAGING.format(step=step)
@@ -203,13 +235,14 @@ def save_checkpoint(
         None if sharded is None else lambda: save_sharded(tmp / "sharded", sharded, kept_optimizer)
     )
     state = {**state, "model_only": True} if model_only else state
+    state = trainer_state(step, state, fields or {})
     problem = write_staged(
         tmp,
         world,
         every_rank=shards,
         on_main=lambda: _write_main_files(
             tmp, step, model, tokenizer, kept_optimizer, scheduler, state, sharded is None,
-            tensors or {},
+            tensors or {}, record,
         ),
     )  # fmt: skip
     if problem is not None:  # a full disk, a quota, a vanished mount: keep what was there
@@ -308,6 +341,7 @@ def _write_main_files(
     state: dict[str, Any],
     with_weights: bool,
     tensors: dict[str, dict[str, torch.Tensor]],
+    record: Callable[[Path], None] | None = None,
 ) -> None:
     """The files rank 0 writes; without ``optimizer`` (save_only_model) no optimizer,
     schedule or RNG state."""
@@ -329,7 +363,9 @@ def _write_main_files(
     if optimizer is not None:
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(_rng_state(), tmp / "rng_state.pt")
-    (tmp / STATE_FILE).write_text(json.dumps({**state, "global_step": step}, indent=2))
+    (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+    if record is not None:
+        record(tmp)
     files = {}
     for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
         _fsync(file)
@@ -386,7 +422,7 @@ def load_checkpoint(
                 )
             load_model_weights(model, path)
         if weights_only:
-            return json.loads((path / STATE_FILE).read_text())
+            return read_state(path)
         if sharded is None:
             saved = torch.load(path / "optimizer.pt", weights_only=True)
             if fit_optimizer_state is not None:
@@ -395,11 +431,17 @@ def load_checkpoint(
         schedule = torch.load(path / "scheduler.pt", weights_only=True)
         scheduler.load_state_dict(_per_group(schedule, len(optimizer.param_groups)))
         _set_rng_state(torch.load(path / "rng_state.pt", weights_only=False))
-        return json.loads((path / STATE_FILE).read_text())
+        return read_state(path)
     except CheckpointError:
         raise
     except Exception as exc:  # a damaged or foreign file: name it, never a traceback
         raise CheckpointError(f"checkpoint {path}: cannot restore ({exc})") from None
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """directpo's resume state in ``path``'s trainer_state.json (either layout, see
+    ``trainer_state``)."""
+    return own_state(json.loads((path / STATE_FILE).read_text()))
 
 
 def _per_group(schedule: dict[str, Any], groups: int) -> dict[str, Any]:

@@ -284,7 +284,11 @@ class DemoOptions(Options):
 
 @dataclass
 class PlotOptions(Options):
-    run_dir: str | None = option(None, "A training run's output_dir (holds metrics.jsonl).")
+    run_dir: str | None = option(
+        None,
+        "A training run's output_dir (holds metrics.jsonl), or a folder with a "
+        "trainer_state.json (a checkpoint; a transformers / TRL run's output_dir).",
+    )
     output: str | None = option(
         None,
         "The image to write (.png, .pdf, .svg, .jpg, ...; its folder is made). "

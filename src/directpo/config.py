@@ -659,7 +659,9 @@ class DPOConfig(Options):
     save_total_limit: int | None = option(
         None,
         "Keep at most this many checkpoints (oldest deleted once a new one is complete); "
-        "default keeps all.",
+        "the best evaluation's (trainer_state.json's best_model_checkpoint, with "
+        "load_best_model_at_end or early_stopping_patience) is kept too, as transformers "
+        "does; default keeps all.",
     )
     save_only_model: bool = option(
         False,

@@ -43,6 +43,7 @@ from directpo.reference import (
 )
 from directpo.run import Run
 from directpo.sync import REF_ADAPTER, reference_state
+from directpo.trainer_state import final_files
 
 
 @dataclass
@@ -123,7 +124,7 @@ def finish(run: Run, done: int | None = None) -> TrainResult:
         rows = [row for row in rows if row.get("step", 0) <= run.best.step]
     record = RunRecord(
         run.processor or run.tokenizer, run.config, run.train_summary, rows, note,
-        run.from_python,
+        run.from_python, final_files(run, done or run.total_steps, rows),
     )  # fmt: skip
     final = _save_final(run, record)
     if final is not None and final is not policy:  # LoRA merged into the base

@@ -2,8 +2,9 @@
 
 ``output_dir`` holds config.json, model.safetensors, generation_config.json and the tokenizer
 files (``AutoModelForCausalLM.from_pretrained(output_dir)`` needs nothing from directpo), and
-beside them ``config.yaml`` (the resolved directpo options), ``metrics.jsonl`` and a
-``README.md`` model card.
+beside them ``config.yaml`` (the resolved directpo options), ``metrics.jsonl``, a ``README.md``
+model card and the files transformers' ``save_metrics`` / ``save_state`` write
+(``train_results.json``, ``eval_results.json``, ``all_results.json``, ``trainer_state.json``).
 
 The folder is written whole into ``output_dir/.final.tmp`` and only then moved into place
 (``publish_final``), replacing every model file an earlier save left there: a failed or
@@ -15,11 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import json
 import math
 import os
 import shutil
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,8 @@ class RunRecord:
     metrics: list[dict[str, Any]]
     precision_note: str = ""  # how much of the update survived save_dtype's rounding, ...
     from_python: tuple[str, ...] = ()  # the datasets given to train() (config.save_record)
+    # transformers' files beside the model: train/eval/all_results.json, trainer_state.json
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 FINAL_STAGING = ".final.tmp"
@@ -117,7 +121,12 @@ RUN_FOLDERS = {
     "samples": "step-*.jsonl",  # eval_generate's samples
     "online": "round-*.jsonl",  # online rounds
 }
-RUN_FILES = ("curves.png",)  # directpo plot's default output: the earlier run's curves
+# directpo plot's default output (the earlier run's curves), and transformers' save_metrics /
+# save_state files of the final folder (an earlier run's would pass for this one's)
+RUN_FILES = (
+    "curves.png", "train_results.json", "eval_results.json", "all_results.json",
+    "trainer_state.json",
+)  # fmt: skip
 
 
 def run_files(output_dir: Path) -> list[Path]:
@@ -409,7 +418,7 @@ def _merged_into_fresh_base(base: str, adapter: Path, config: DPOConfig) -> torc
 
 def save_run_files(output_dir: Path, model: torch.nn.Module, record: RunRecord) -> None:
     """Everything of the final folder but the weights: tokenizer (or processor), generation
-    config, config.yaml and the model card."""
+    config, config.yaml, the model card and transformers' results files (``record.results``)."""
     tokenizer, config = record.tokenizer, record.config
     tokenizer.save_pretrained(output_dir)
     generation_config = getattr(model, "generation_config", None)
@@ -427,6 +436,8 @@ def save_run_files(output_dir: Path, model: torch.nn.Module, record: RunRecord) 
         adapter=adapter,
     )
     (output_dir / "README.md").write_text(card)
+    for name, content in record.results.items():
+        (output_dir / name).write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
 
 
 def model_card(

@@ -14,8 +14,8 @@ from directpo.adapters import lora_options_of
 from directpo.best import BestModel
 from directpo.checkpoint import (
     REFERENCE_FILE,
-    STATE_FILE,
     load_checkpoint,
+    read_state,
     resolve_checkpoint,
     retire_checkpoints_after,
 )
@@ -122,9 +122,9 @@ def _check_optimizer(checkpoint: Path, optimizer: str, weights: str) -> None:
     from it (it failed later, with a KeyError or AttributeError traceback or "cannot restore
     ('step')")."""
     try:
-        state = json.loads((checkpoint / STATE_FILE).read_text())
+        state = read_state(checkpoint)
         written, written_weights = state.get("optimizer"), state.get("weights")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return  # load_checkpoint names a missing or damaged file
     if written is None:
         return  # a checkpoint from before these were recorded

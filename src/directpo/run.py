@@ -97,6 +97,7 @@ class Run:
     window: PairStats = field(default_factory=PairStats)  # metrics since the last log line
     num_tokens: int = 0  # prompt + completion tokens of every sequence trained on (TRL's)
     window_start: float = field(default_factory=time.perf_counter)
+    train_start: float = field(default_factory=time.perf_counter)  # the loop's first step
     nonfinite_in_a_row: int = 0
     update_checked: bool = False  # the first real update was checked (guard.py)
     best: BestModel = field(default_factory=BestModel)  # load_best / early stopping (best.py)

@@ -59,6 +59,7 @@ from directpo.run import Run, prepare_run
 from directpo.signals import StopRequest
 from directpo.step import PairStats, eval_set_metrics, evaluate, pair_losses
 from directpo.sync import reference_state, sync_reference
+from directpo.trainer_state import best_checkpoint_name, run_fields
 
 
 def train(
@@ -160,7 +161,7 @@ def _train(run: Run) -> TrainResult:
             run.echo(line)
 
     with StopRequest() as stop, progress, explain_failures(run) as position:
-        run.window_start = time.perf_counter()
+        run.window_start = run.train_start = time.perf_counter()
         done = run.start_step  # (a run resumed at its last step trains no step)
         position.evaluating = True
         _evaluate_at_start(run, write)
@@ -424,7 +425,6 @@ def checkpoint_step(run: Run, done: int, model_only: bool = False) -> Path:
         "log_window": vars(run.window),
         "num_tokens": run.num_tokens,
         **run.source.state(),
-        "epoch": run.source.epoch_of(done - 1),
         "best": vars(run.best),
         "objective": objective(run.config),
         # its state fits no other optimizer, nor (Kahan's) other weights (resume checks)
@@ -446,9 +446,13 @@ def checkpoint_step(run: Run, done: int, model_only: bool = False) -> Path:
             run.config.save_total_limit,
             run.world,
             run.scorer if run.sharded else None,
-            keep=run.best.checkpoint,
+            keep=best_checkpoint_name(run, done),  # (transformers keeps it too)
             tensors=extra,
             model_only=model_only,
+            fields=run_fields(run, done) if run.world.is_main else None,
+            # the options it was trained with: output_dir's config.yaml is this run's until a
+            # resume with other options rewrites it, and a copied checkpoint leaves it behind
+            record=lambda folder: run.config.save_record(folder / "config.yaml", run.from_python),
         )
 
 

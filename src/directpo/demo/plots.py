@@ -124,15 +124,20 @@ def plot_frontier(results: dict[str, Any], path: str | Path) -> Path:
 
 
 def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
-    """``directpo plot RUN_DIR``: the curves of one run, from its metrics.jsonl."""
+    """``directpo plot RUN_DIR``: the curves of one run, from its metrics.jsonl, else from the
+    log_history of its trainer_state.json (a checkpoint folder, a transformers / TRL run)."""
     from directpo.errors import DirectpoError
     from directpo.tracking import read_metrics
+    from directpo.trainer_state import logged_rows
 
     if not Path(run_dir).is_dir():
         raise DirectpoError(f"{run_dir}: no such run folder")
-    rows = read_metrics(run_dir)
+    rows = read_metrics(run_dir) or logged_rows(run_dir)
     if not rows:
-        raise DirectpoError(f"{run_dir}: no metrics.jsonl with logged steps")
+        raise DirectpoError(
+            f"{run_dir}: no metrics.jsonl with logged steps, nor a trainer_state.json with a "
+            "log_history"
+        )
     path = Path(output or Path(run_dir) / "curves.png")
     _check_image_path(path)
     return plot_curves([(Path(run_dir).resolve().name, rows)], path)
