@@ -547,6 +547,9 @@ def test_a_run_that_fails_midway_closes_its_trackers(
 
     closed: list[int] = []
     monkeypatch.setattr(tracking._TensorBoard, "close", lambda self: closed.append(1))
+    opened: list[object] = []
+    real_open = tracking._open_tracker
+    monkeypatch.setattr(tracking, "_open_tracker", lambda *a: opened.append(1) or real_open(*a))
 
     def failing_log_step(*args: object) -> str:
         raise RuntimeError("disk went away")
@@ -557,6 +560,14 @@ def test_a_run_that_fails_midway_closes_its_trackers(
     with pytest.raises(RuntimeError, match="disk went away"):
         train(config, echo=quiet)
     assert closed == [1]
+
+    def failing_echo(line: str) -> None:  # a notebook's own callback, broken (or Ctrl-C there)
+        if line.startswith("training "):  # the setup's last line: trackers were open then
+            raise ValueError("my echo broke")
+
+    with pytest.raises(ValueError, match="my echo broke"):
+        train(dataclasses.replace(config, output_dir=str(tmp_path / "echo")), echo=failing_echo)
+    assert len(opened) == len(closed)  # (it opened TensorBoard's writer before that line)
 
 
 def test_the_callers_random_generators_are_its_own_again_after_train(
