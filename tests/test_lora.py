@@ -292,3 +292,35 @@ def test_a_continued_adapter_can_be_merged(tiny_model_dirs, pairs_file, tmp_path
     start = PeftModel.from_pretrained(start, first).merge_and_unload().state_dict()
     q_proj = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.allclose(merged[q_proj], start[q_proj], atol=1e-5)  # it trained on
+
+
+def test_a_step_retried_after_the_reference_ran_out_of_memory_trains_in_train_mode(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """The reference pass (adapters off) put the policy in eval mode and, when it raised (out
+    of memory, retried by auto_find_batch_size), left it there: every later step trained with
+    LoRA's dropout off. Evaluations and sampling restore the mode the same way."""
+    import directpo.trainer as trainer_module
+
+    real = trainer_module.pair_losses
+    modes: list[bool] = []
+
+    def reference_out_of_memory(scorer, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    def pair_losses(policy, reference, batch, *args, **kwargs):
+        model = reference.model
+        modes.append(model.training)
+        if len(modes) == 1:  # the first micro-batch's reference pass runs out of memory
+            scorer, reference.scorer = reference.scorer, reference_out_of_memory
+            try:
+                return real(policy, reference, batch, *args, **kwargs)
+            finally:
+                reference.scorer = scorer
+        return real(policy, reference, batch, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "pair_losses", pair_losses)
+    config = lora_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "out",
+                         max_steps=2, lora_dropout=0.1, auto_find_batch_size=True)  # fmt: skip
+    train(config, echo=lambda _: None)
+    assert len(modes) > 2 and all(modes)

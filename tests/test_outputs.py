@@ -221,7 +221,7 @@ def test_saved_folders_keep_the_base_models_config_json(
     for folder in ("full", "full/checkpoint-1", "merged", "fsdp", "fsdp-merged"):
         assert json.loads((tmp_path / folder / "config.json").read_text()) == base, folder
     assert full.policy.config.attn_pdrop == 0.0  # the trained model in memory: still off
-    assert full.policy.config.use_cache is False
+    assert full.policy.config.use_cache is True  # (training's alone: finish.as_saved)
 
 
 def test_the_model_card_names_a_hub_base_model_only(tmp_path) -> None:

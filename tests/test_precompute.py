@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -479,3 +480,18 @@ def test_data_fingerprint_is_the_hash_of_each_id_in_four_little_endian_bytes():
     assert data_fingerprint(pairs) == digest.hexdigest()
     moved = [TokenizedPair([1, 2], [151_645, 0, 65_535, 65_536], []), pairs[1]]
     assert data_fingerprint(moved) != data_fingerprint(pairs)  # the boundaries count
+
+
+def test_ctrl_c_while_a_cache_file_is_written_leaves_no_partial_file(tmp_path, monkeypatch):
+    """The temporary file was removed after an error but not after Ctrl-C (KeyboardInterrupt
+    is no Exception): each interrupted write left a half-written file in the cache."""
+    import directpo.precompute
+
+    def interrupted(tensors, filename):
+        Path(filename).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(directpo.precompute, "save_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        directpo.precompute._write_cache(tmp_path / "table.safetensors", torch.zeros(3))
+    assert list(tmp_path.iterdir()) == []

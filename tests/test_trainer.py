@@ -493,6 +493,27 @@ def test_the_returned_policy_answers_as_the_saved_folder_does(
     assert torch.allclose(first, saved, atol=1e-6)
 
 
+@pytest.mark.parametrize("lora", [False, True])
+def test_the_returned_policy_has_the_saved_folders_use_cache_and_no_checkpointing(
+    tiny_model_dirs, pairs_file, tmp_path, lora
+) -> None:
+    """train()'s policy kept what only training's steps needed: activation checkpointing on
+    and use_cache off (gradient_checkpointing); a notebook's policy.train() went on
+    checkpointing, and policy.save_pretrained() wrote use_cache: false. disable_dropout's zeros
+    stay (the model as trained, as TRL's)."""
+    from transformers import AutoConfig
+
+    config = config_for(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "out",
+                        gradient_checkpointing=True, disable_dropout=True,
+                        **({"lora_r": 4} if lora else {}))  # fmt: skip
+    policy = train(config, echo=quiet).policy
+    inner = policy.get_base_model() if lora else policy
+    assert AutoConfig.from_pretrained(tiny_model_dirs["gpt2"]).use_cache is True
+    assert inner.config.use_cache is True and inner.config.attn_pdrop == 0.0
+    assert not any(getattr(m, "gradient_checkpointing", False) for m in inner.modules())
+    assert not any(m._forward_hooks for m in inner.modules())  # inputs made to require grads
+
+
 def test_a_notebook_config_changed_after_it_was_built_is_checked_and_used(
     tiny_model_dirs, pairs_file, tmp_path, capsys
 ) -> None:
@@ -526,6 +547,9 @@ def test_a_run_that_fails_midway_closes_its_trackers(
 
     closed: list[int] = []
     monkeypatch.setattr(tracking._TensorBoard, "close", lambda self: closed.append(1))
+    opened: list[object] = []
+    real_open = tracking._open_tracker
+    monkeypatch.setattr(tracking, "_open_tracker", lambda *a: opened.append(1) or real_open(*a))
 
     def failing_log_step(*args: object) -> str:
         raise RuntimeError("disk went away")
@@ -536,6 +560,14 @@ def test_a_run_that_fails_midway_closes_its_trackers(
     with pytest.raises(RuntimeError, match="disk went away"):
         train(config, echo=quiet)
     assert closed == [1]
+
+    def failing_echo(line: str) -> None:  # a notebook's own callback, broken (or Ctrl-C there)
+        if line.startswith("training "):  # the setup's last line: trackers were open then
+            raise ValueError("my echo broke")
+
+    with pytest.raises(ValueError, match="my echo broke"):
+        train(dataclasses.replace(config, output_dir=str(tmp_path / "echo")), echo=failing_echo)
+    assert len(opened) == len(closed)  # (it opened TensorBoard's writer before that line)
 
 
 def test_the_callers_random_generators_are_its_own_again_after_train(

@@ -23,7 +23,8 @@ from directpo.distributed import (
 )
 from directpo.errors import CheckpointError
 from directpo.failures import what_is_kept
-from directpo.models import config_as_loaded
+from directpo.logprobs import unwrap_peft
+from directpo.models import CONFIG_AS_LOADED, config_as_loaded
 from directpo.outputs import (
     FINAL_STAGING,
     REFERENCE_FOLDER,
@@ -78,6 +79,7 @@ class TrainResult:
         # call); its checkpointed layers are plain layers in eval mode too
         if self.trained is not None:
             self.trained.eval()
+            as_saved(self.trained)
 
     @property
     def policy(self) -> torch.nn.Module:
@@ -100,6 +102,37 @@ class TrainResult:
         if self.kept_reference is None and self.reference_source is not None:
             self.kept_reference = self.reference_source()
         return self.kept_reference
+
+
+def as_saved(model: torch.nn.Module) -> None:
+    """``model`` (a peft model's base) without what only training's steps needed: no activation
+    checkpointing, and ``use_cache`` as the saved folder has it (gradient checkpointing turned it
+    off). Kept, ``policy.train()`` in a notebook went on checkpointing every layer and the
+    policy's ``save_pretrained()`` wrote use_cache: false. disable_dropout's zeros stay, as
+    TRL's model keeps its dropout off: the model as trained."""
+    inner = unwrap_peft(model)
+    loaded = getattr(inner, CONFIG_AS_LOADED, {}).get("", {})
+    if "use_cache" in loaded:
+        inner.config.use_cache = loaded.pop("use_cache")
+    if hasattr(inner, "activation_checkpointing_disable"):  # transformers >= 5.2x
+        if inner.is_activation_checkpointing:
+            inner.activation_checkpointing_disable()
+    elif getattr(inner, "is_gradient_checkpointing", False):
+        inner.gradient_checkpointing_disable()
+    _drop_input_grad_hooks(inner)
+
+
+def _drop_input_grad_hooks(model: torch.nn.Module) -> None:
+    """The hooks that make the embeddings' output require grad, which checkpointing with frozen
+    embeddings needs: transformers' disable removes only the last one it put on (peft's
+    preparation puts on a second), and only for its own peft integration."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    hooks = getattr(embeddings, "_forward_hooks", {})
+    for key, hook in list(hooks.items()):
+        if getattr(hook, "__name__", "").startswith("make_inputs_require_grad"):
+            del hooks[key]
+    if hasattr(model, "_require_grads_hooks"):
+        model._require_grads_hooks = []
 
 
 def finish(run: Run, done: int | None = None) -> TrainResult:

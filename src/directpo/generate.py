@@ -34,7 +34,7 @@ from directpo.config import DPOConfig
 from directpo.data import ImagePrompt, RowError, iter_rows, prompt_of
 from directpo.errors import ConfigError, DataError
 from directpo.jsonl import StagedJsonl, options_key
-from directpo.logprobs import policy_logprobs_fn, sequence_logprobs
+from directpo.logprobs import evaluating, policy_logprobs_fn, sequence_logprobs
 from directpo.messages import Text
 from directpo.models import (
     LoadOptions,
@@ -217,11 +217,14 @@ def sample_completions(
         pad_token_id=pad_id,
         **extras,
     )
-    was_training = model.training
-    model.eval()
     samples: list[Sample] = []
     devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), _without_model_sampling_defaults(model):
+    # evaluating: the model's own mode again after, also after an error (Ctrl-C, out of memory)
+    with (
+        torch.random.fork_rng(devices=devices),
+        _without_model_sampling_defaults(model),
+        evaluating(model),
+    ):
         torch.manual_seed(seed)
         starts = range(0, len(prompt_ids), batch_size)
         for start in tqdm(starts, desc="generate", disable=not progress, dynamic_ncols=True):
@@ -259,7 +262,6 @@ def sample_completions(
                 samples.append(
                     Sample(index, prompt_ids[index], completion, text, encoded[index][1])
                 )
-    model.train(was_training)
     return samples
 
 
@@ -467,12 +469,8 @@ def samples_logprobs(
     """Each sample's summed log π (the policy in eval mode: no dropout, as it sampled) and
     log π_ref (None without a reference): the KL estimates of evaluations and online rounds."""
     rows = [s.row for s in samples]
-    was_training = policy.training
-    policy.eval()
-    try:
+    with evaluating(policy):
         logps = sequence_logprobs(policy_logprobs_fn(policy), rows, pad, device, batch_size)
-    finally:
-        policy.train(was_training)
     if reference is None:
         return logps, None
     return logps, sequence_logprobs(reference.logprobs, rows, pad, device, batch_size)

@@ -7,8 +7,9 @@ logits that predict token t (``Batch.predict_from``) against it, computed in flo
 
 from __future__ import annotations
 
+import contextlib
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -516,3 +517,17 @@ def sequence_logprobs(
 
 def policy_logprobs_fn(model: torch.nn.Module) -> Callable[[Batch], torch.Tensor]:
     return lambda batch: model_logprobs(model, batch)[0]
+
+
+@contextlib.contextmanager
+def evaluating(*models: torch.nn.Module | None) -> Iterator[None]:
+    """``models`` in eval mode for the block, each back in its own mode after (a model fresh
+    from training, or a user's, may be in train mode: dropout would make rewards random)."""
+    modes = [(model, model.training) for model in models if model is not None]
+    for model, _ in modes:
+        model.eval()
+    try:
+        yield
+    finally:
+        for model, training in modes:
+            model.train(training)

@@ -356,8 +356,9 @@ def _write_cache(path: Path, table: torch.Tensor | dict[str, torch.Tensor]) -> s
         save_file(table if isinstance(table, dict) else {"logps": table}, str(tmp))
         os.replace(tmp, path)
     except Exception as exc:  # OSError, or safetensors' own error wrapping one
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         reason = getattr(exc, "strerror", None) or first_line(exc)
         return f"cannot write {path.parent}: {reason}"
+    finally:  # also after Ctrl-C, which left a half-written file in the cache for good
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return None

@@ -32,7 +32,7 @@ from directpo.attention import choose_implementation
 from directpo.batching import Batch
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError
-from directpo.logprobs import SequenceScorer, unwrap_peft
+from directpo.logprobs import SequenceScorer, evaluating, unwrap_peft
 from directpo.models import LoadOptions, load_causal_lm, meta_weights_folder
 from directpo.precision import PrecisionPolicy, cast_frozen
 from directpo.preflight import check_device
@@ -112,12 +112,10 @@ class AdapterDisabledReference(PolicyModelReference):
 
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> torch.Tensor:
-        was_training = self.model.training
-        self.model.eval()  # LoRA dropout must not act on the reference pass
-        with self.model.disable_adapter():
-            logps = self.scorer(batch)[0]
-        self.model.train(was_training)
-        return logps
+        # eval: LoRA dropout must not act on the reference pass; the policy's mode again after,
+        # also after an out-of-memory error (auto_find_batch_size retries the step)
+        with evaluating(self.model), self.model.disable_adapter():
+            return self.scorer(batch)[0]
 
 
 VISION_ADAPTER_EXCLUDE = rf".*\b({'|'.join(VISION_PARTS)})\b.*"

@@ -8,13 +8,12 @@ reference-free losses (SimPO, ORPO), constructed without a reference, the reward
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 import os
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from directpo.config import DPOConfig, load_config
 from directpo.data import ImagePrompt, PreferenceExample, RowError
 from directpo.errors import ConfigError, DataError
 from directpo.hub import offline_flags_kept
-from directpo.logprobs import policy_logprobs_fn, sequence_logprobs
+from directpo.logprobs import evaluating, policy_logprobs_fn, sequence_logprobs
 from directpo.messages import Text
 from directpo.models import (
     LoadOptions,
@@ -313,7 +312,7 @@ class ImplicitReward:
 
     def score_ids(self, rows: list[tuple[Any, ...]], progress: bool = False) -> torch.Tensor:
         """Rewards of (prompt ids, response ids[, image inputs]) rows, float64 on CPU."""
-        with _evaluating(self.policy, self.reference):  # no dropout: the same text, one reward
+        with evaluating(self.policy, self.reference):  # no dropout: the same text, one reward
             return self._score_ids(rows, progress)
 
     def _score_ids(self, rows: list[tuple[Any, ...]], progress: bool) -> torch.Tensor:
@@ -390,20 +389,6 @@ def _is_base_of(policy: torch.nn.Module, reference: ModelLike) -> bool:
         return False
     bases = {getattr(c, "base_model_name_or_path", None) for c in configs.values()}
     return any(b and os.path.abspath(b) == os.path.abspath(reference) for b in bases)
-
-
-@contextlib.contextmanager
-def _evaluating(*models: torch.nn.Module | None) -> Iterator[None]:
-    """``models`` in eval mode for the block, each back in its own mode after (a model fresh
-    from training, or a user's, may be in train mode: dropout would make rewards random)."""
-    modes = [(model, model.training) for model in models if model is not None]
-    for model, _ in modes:
-        model.eval()
-    try:
-        yield
-    finally:
-        for model, training in modes:
-            model.train(training)
 
 
 def _path(given: ModelLike | None, model: torch.nn.Module) -> str:

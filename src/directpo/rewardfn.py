@@ -23,6 +23,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from directpo.data import prompt_of
@@ -71,14 +72,11 @@ def _import(spec: str) -> Callable[..., Any]:
             path = Path(module_name)
             if not path.is_file():
                 raise ConfigError(f"reward_fn '{spec}': no such file {module_name}")
-            module_spec = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[path.stem] = module
-            module_spec.loader.exec_module(module)
+            module = _file_module(path)
         else:
             if os.getcwd() not in sys.path and "" not in sys.path:
                 sys.path.append(os.getcwd())  # `module:function` of a file in the current folder
-            module = importlib.import_module(module_name)
+            module = _current_module(module_name)
     except ConfigError:
         raise
     except Exception as exc:  # any import-time failure of user code
@@ -89,6 +87,41 @@ def _import(spec: str) -> Callable[..., Any]:
     if not callable(function):
         raise ConfigError(f"reward_fn '{spec}': {module_name} has no function {attr}")
     return function
+
+
+# a reward file's module is registered under this prefix (dataclasses and pickle look a class's
+# module up in sys.modules): under its bare name, rewards/utils.py replaced the notebook's own
+# `utils` module, or a stdlib one (code.py, types.py), for the rest of the process
+FILE_MODULE_PREFIX = "directpo_reward_file_"
+
+# module name -> its source file's mtime when directpo last imported it
+_SOURCE_TIMES: dict[str, int] = {}
+
+
+def _file_module(path: Path) -> ModuleType:
+    """``path`` executed as it is now (each run reads the file again)."""
+    name = FILE_MODULE_PREFIX + path.stem
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def _current_module(name: str) -> ModuleType:
+    """The module ``name``, imported again when its source file changed since directpo last
+    imported it: in a notebook, a reward function fixed after the error it raised ran as it
+    was (Python's import returns the module it already holds), so the rerun failed the same."""
+    imported = name in sys.modules
+    module = importlib.import_module(name)
+    source = getattr(module, "__file__", None)
+    if source is None or not os.path.isfile(source):
+        return module
+    mtime = os.stat(source).st_mtime_ns
+    if imported and _SOURCE_TIMES.get(name, mtime) != mtime:
+        module = importlib.reload(module)
+    _SOURCE_TIMES[name] = mtime
+    return module
 
 
 def _bound(function: Callable[..., Any]) -> Callable[..., Any]:

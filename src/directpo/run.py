@@ -268,13 +268,6 @@ def prepare_run(
         resume(run)
     if _bits(precision.save) < _bits(precision.master):
         run.start_sample = run.probe.weights()  # to say what rounding at save costs
-    run.logger = MetricsLogger(
-        output_dir,
-        config.report_to,
-        config.record(),
-        resume_step=run.start_step if config.resume_from_checkpoint else None,
-        write=world.is_main,
-    )
     if world.is_main and not model_files(output_dir):  # a finished run's record stays its own
         # until this run's final save
         config.save_record(output_dir / "config.yaml", run.from_python)
@@ -287,6 +280,15 @@ def prepare_run(
         + (f", {_precision_words(precision)}" if precision.compute != torch.float32 else "")
         + f", {_kernel_words(policy, device, precision, config.gradient_checkpointing)}"
         + (", compiled decoder layers" if compiled else "")
+    )
+    # last: nothing after it can fail (the echo above is the caller's function), so trackers
+    # (TensorBoard's thread, a wandb / mlflow run) are only open where the loop closes them
+    run.logger = MetricsLogger(
+        output_dir,
+        config.report_to,
+        config.record(),
+        resume_step=run.start_step if config.resume_from_checkpoint else None,
+        write=world.is_main,
     )
     return run
 

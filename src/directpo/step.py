@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from directpo.batching import PLAIN, Batch, Layout, collate_pairs, eval_batches
 from directpo.config import DPOConfig
 from directpo.distributed import SINGLE_PROCESS, World, all_reduce_sum, shard
-from directpo.logprobs import SequenceScorer, model_logprobs
+from directpo.logprobs import SequenceScorer, evaluating, model_logprobs
 from directpo.losses import (
     PairLogps,
     implicit_rewards,
@@ -231,16 +231,14 @@ def evaluate(
     """
     if not pairs:
         return {}
-    was_training = policy.training
-    policy.eval()
     total = PairStats()
-    for indices in eval_batches(len(pairs), config.per_device_eval_batch_size * world.size):
-        mine, stand_in = shard(indices, world)
-        table = None if reference_table is None else reference_table[mine]
-        batch = collate_pairs([pairs[i] for i in mine], pad_id, table, layout).to(device)
-        stats = pair_losses(policy, reference, batch, config)[1]
-        total.add(stats.zeroed() if stand_in else stats)
-    policy.train(was_training)
+    with evaluating(policy):  # the caller's mode again after, also after an error
+        for indices in eval_batches(len(pairs), config.per_device_eval_batch_size * world.size):
+            mine, stand_in = shard(indices, world)
+            table = None if reference_table is None else reference_table[mine]
+            batch = collate_pairs([pairs[i] for i in mine], pad_id, table, layout).to(device)
+            stats = pair_losses(policy, reference, batch, config)[1]
+            total.add(stats.zeroed() if stand_in else stats)
     return {f"eval/{key}": value for key, value in total.all_reduce(world).means().items()}
 
 
