@@ -39,8 +39,9 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -111,6 +112,7 @@ class MasterWeights:
             if streaming:
                 self._hooks.append(param.register_post_accumulate_grad_hook(self._move_grad))
         self._master_of = {id(p): m for p, m in self.pairs}
+        self.model = model
 
     def parameters(self) -> list[torch.Tensor]:
         """The float32 masters and the trainable float32 parameters (leaf tensors with
@@ -140,14 +142,10 @@ class MasterWeights:
     def in_model(self) -> Iterator[None]:
         """The model holds the masters while inside: save_pretrained writes float32 weights and
         load_state_dict writes into the masters; the compute copy is refreshed on the way out."""
-        computes = [param.data for param, _ in self.pairs]
-        for param, master in self.pairs:
-            param.data = master
         try:
-            yield
+            with holding([self.model], lambda tensor: self._master_of.get(id(tensor))):
+                yield
         finally:
-            for (param, _), compute in zip(self.pairs, computes, strict=True):
-                param.data = compute
             self.push()
 
     def release(self) -> None:
@@ -157,6 +155,41 @@ class MasterWeights:
         for param, master in self.pairs:
             param.data = master
             param.grad = None
+
+
+@contextlib.contextmanager
+def holding(
+    models: list[torch.nn.Module], replacement: Callable[[torch.Tensor], torch.Tensor | None]
+) -> Iterator[None]:
+    """Inside, each parameter and buffer of ``models`` for which ``replacement`` gives a tensor
+    is replaced by it in its modules (shared tensors, tied weights, by the same one); the
+    originals are put back on the way out. The modules' entries are swapped, never a
+    parameter's ``.data``: giving a parameter data of another dtype drops its gradient
+    accumulator, and with it DDP's gradient hook, so that from then on the ranks train apart
+    without a word (each on its own gradients)."""
+    new_of: dict[int, torch.Tensor | None] = {}
+    swapped: list[tuple[dict[str, Any], str, torch.Tensor]] = []
+    modules = {id(m): m for model in models for m in model.modules()}.values()
+    for module in modules:
+        for entries in (module._parameters, module._buffers):
+            for name, tensor in entries.items():
+                if tensor is None:
+                    continue
+                if id(tensor) not in new_of:
+                    new = replacement(tensor)
+                    as_parameter = new is not None and isinstance(tensor, torch.nn.Parameter)
+                    new_of[id(tensor)] = (
+                        torch.nn.Parameter(new, requires_grad=False) if as_parameter else new
+                    )
+                if new_of[id(tensor)] is not None:
+                    swapped.append((entries, name, tensor))
+    for entries, name, tensor in swapped:
+        entries[name] = new_of[id(tensor)]
+    try:
+        yield
+    finally:
+        for entries, name, tensor in swapped:
+            entries[name] = tensor
 
 
 def kahan_compensation(
