@@ -7,6 +7,7 @@ metrics logger. The loop (trainer.py) then only reads and updates the ``Run``.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Callable
@@ -40,7 +41,12 @@ from directpo.models import (
 from directpo.online import RoundBuilder
 from directpo.optimizers import build_optimizer, no_decay_ids
 from directpo.outputs import OutputLock, model_files, prepare_output_dir, remove
-from directpo.precision import MasterWeights, PrecisionPolicy
+from directpo.precision import (
+    MasterWeights,
+    PrecisionPolicy,
+    evaluates_in_float32,
+    float32_compute,
+)
 from directpo.precompute import (
     PrecomputedReference,
     precompute_reference_logps,
@@ -102,6 +108,7 @@ class Run:
     best: BestModel = field(default_factory=BestModel)  # load_best / early stopping (best.py)
     start_sample: torch.Tensor | None = None  # sampled weights at start, when saving rounds them
     micro_split: int = 1  # auto_find_batch_size: each micro-batch run in this many pieces
+    eval_float32: bool = False  # held-out pairs computed in float32 (eval_dtype)
 
     @property
     def sharded(self) -> bool:
@@ -134,6 +141,9 @@ def prepare_run(
     # -- models in the run's precision, optimizer, schedule -------------------------------
     precision = config.precision
     sharded = world.mode == "fsdp"  # loaded on CPU; fully_shard moves the shards
+    eval_float32 = evaluates_in_float32(
+        config.eval_dtype, precision.compute, config.attn_implementation, sharded
+    )
     policy, reference = load_policy_and_reference(
         config, device, precision, sharded=sharded, peft_config=peft_config
     )
@@ -149,6 +159,8 @@ def prepare_run(
     masters = None
     if precision.mixed and not sharded:  # FSDP2 keeps the float32 masters as its shards
         masters = MasterWeights(policy, precision.compute, streaming=world.mode != "ddp")
+    if eval_float32 and isinstance(reference, FrozenModelReference) and masters is not None:
+        eval_float32 = _float32_start_kept(config, masters, echo)
     pair_source = _pair_source(config, data, world, output_dir)
     total_steps = pair_source.total_steps(config.num_train_epochs, config.max_steps)
     pair_sets = [train, *data.evaluations.values()]
@@ -248,6 +260,7 @@ def prepare_run(
         total_steps=total_steps,
         probe=UpdateProbe(trainable, optimizer, world),
         best=BestModel.from_config(config),
+        eval_float32=eval_float32,
         from_python=tuple(
             name
             for name, given in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset))
@@ -407,31 +420,68 @@ def _what(source: FixedPairs | OnlineRounds, pairs: int) -> str:
     return f"{pairs} pairs"
 
 
+def _float32_start_kept(config: DPOConfig, masters: MasterWeights, echo: Callable) -> bool:
+    """Whether a float32 evaluation can read the reward from the start: not when the policy's
+    float32 masters hold bits below bf16's grid (a model stored in float32) that its separate
+    reference, held in bf16, lacks: that rounding would read as reward before any update."""
+    if masters.on_compute_grid():
+        return True
+    problem = (
+        f"{config.model_name_or_path} is stored in float32 and its reference is held in bf16, "
+        "so a float32 evaluation would read the start's rounding as reward"
+    )
+    if config.eval_dtype == "float32":
+        raise ConfigError(
+            f"eval_dtype: float32: {problem}; save the model in bfloat16 first, train adapters "
+            "(lora_r), or use eval_dtype: auto (bfloat16 here)"
+        )
+    echo(f"note: held-out metrics are computed in bfloat16: {problem}")
+    return False
+
+
+def evaluation_precision(run: Run) -> contextlib.AbstractContextManager[None]:
+    """Inside, the held-out metrics are computed in the precision ``eval_dtype`` chose: the
+    policy and a separate reference model in float32 (precision.float32_compute), or as
+    training computes."""
+    if not run.eval_float32:
+        return contextlib.nullcontext()
+    models = [run.policy]
+    for provider in (run.reference, run.kl_reference):
+        model = getattr(provider, "model", None)
+        if model is not None and all(model is not m for m in models):
+            models.append(model)
+    return float32_compute(models, run.masters)
+
+
 def _precompute_reference(run: Run, reference_weights: str) -> None:
     """Reference log-probs of every pair, computed (or read from the cache) up front and
     attached to the pair sets; the reference model is then freed unless ``eval_generate``
     needs it for the KL of samples."""
     config, reference = run.config, run.reference
     model = reference.model  # a frozen copy, or the LoRA policy with adapters disabled
-    settings = scoring_settings(config, model, run.layout, run.world)
     batch = config.precompute_ref_batch_size or config.per_device_eval_batch_size
     for pair_set in (run.train, *run.evals.values()):
         if not pair_set.pairs:
             continue
+        # held-out pairs in the precision they are evaluated in (eval_dtype), training's in its
+        in_float32 = run.eval_float32 and pair_set is not run.train
+        dtype = "float32" if in_float32 else None
+        settings = scoring_settings(config, model, run.layout, run.world, dtype)
         try:
-            pair_set.reference_table = precompute_reference_logps(
-                reference,
-                reference_weights,
-                pair_set.pairs,
-                run.pad_id,
-                batch,
-                run.world.device,
-                settings,
-                run.layout,
-                run.echo,
-                run.world,
-                progress=not config.disable_tqdm,
-            )
+            with evaluation_precision(run) if in_float32 else contextlib.nullcontext():
+                pair_set.reference_table = precompute_reference_logps(
+                    reference,
+                    reference_weights,
+                    pair_set.pairs,
+                    run.pad_id,
+                    batch,
+                    run.world.device,
+                    settings,
+                    run.layout,
+                    run.echo,
+                    run.world,
+                    progress=not config.disable_tqdm,
+                )
         except (RuntimeError, MemoryError) as exc:  # before the loop, which says its own
             if memory_kind(exc) is None:
                 raise
