@@ -118,11 +118,6 @@ class MasterWeights:
         self._master_of = {id(p): m for p, m in self.pairs}
         self.model = model
 
-    def on_compute_grid(self) -> bool:
-        """Every master equals its compute copy (a model stored in bf16, before any update): a
-        float32-stored one's masters hold bits that its bf16 reference lacks."""
-        return all(torch.equal(master, param.data.to(master.dtype)) for param, master in self.pairs)
-
     def parameters(self) -> list[torch.Tensor]:
         """The float32 masters and the trainable float32 parameters (leaf tensors with
         ``.grad``): what the optimizer updates."""
@@ -164,6 +159,28 @@ class MasterWeights:
         for param, master in self.pairs:
             param.data = master
             param.grad = None
+
+
+class FrozenMasters:
+    """A frozen model (the reference) loaded in float32, held in bf16 for compute, with the
+    float32 weights kept where bf16 cannot hold them (a model stored in float32): a float32
+    evaluation then runs it as stored, as the policy's float32 masters start (exactly 0
+    reward at step 0). A model stored in bf16 keeps nothing: its weights are on bf16's grid.
+    (Frozen: DDP hooks none of these parameters, so their data may change dtype.)"""
+
+    def __init__(self, model: torch.nn.Module, compute: torch.dtype):
+        keep_fp32 = _keep_in_fp32_patterns(model)
+        self._master_of: dict[int, torch.Tensor] = {}
+        for name, param in model.named_parameters():
+            if not param.is_floating_point() or any(p.search(name) for p in keep_fp32):
+                continue
+            stored = param.data
+            param.data = stored.to(compute)
+            if not torch.equal(param.data.to(stored.dtype), stored):
+                self._master_of[id(param)] = stored
+
+    def __bool__(self) -> bool:
+        return bool(self._master_of)
 
 
 def evaluates_in_float32(
@@ -223,16 +240,19 @@ def holding(
 
 
 @contextlib.contextmanager
-def float32_compute(models: list[torch.nn.Module], masters: MasterWeights | None) -> Iterator[None]:
+def float32_compute(
+    models: list[torch.nn.Module], masters: list[MasterWeights | FrozenMasters | None]
+) -> Iterator[None]:
     """Inside, ``models`` compute in float32: each trainable parameter is replaced by its
-    float32 master (or a float32 copy: bf16 storage), and every frozen bf16 weight and buffer
+    float32 master (or a float32 copy: bf16 storage), a frozen one that keeps its float32
+    weights (``FrozenMasters``) by them, and every other frozen bf16 weight and buffer
     is upcast in place and cast back on the way out (exact: bf16 values are float32 values),
     so a policy and a reference that share a start give reward 0 there. Costs 2 more bytes per
     frozen bf16 weight for the duration. (Frozen ones in place: DDP hooks no accumulator of
     theirs, and a copy would cost twice the memory.)"""
-    master_of = {} if masters is None else masters._master_of
+    master_of = {k: v for kept in masters if kept is not None for k, v in kept._master_of.items()}
 
-    def trainable_in_float32(tensor: torch.Tensor) -> torch.Tensor | None:
+    def in_float32(tensor: torch.Tensor) -> torch.Tensor | None:
         if id(tensor) in master_of:
             return master_of[id(tensor)]
         return tensor.float() if tensor.requires_grad and _upcastable(tensor) else None
@@ -241,9 +261,9 @@ def float32_compute(models: list[torch.nn.Module], masters: MasterWeights | None
         id(t): t
         for model in models
         for t in (*model.parameters(), *model.buffers())
-        if not t.requires_grad and _upcastable(t)
+        if not t.requires_grad and _upcastable(t) and id(t) not in master_of
     }.values()
-    with holding(models, trainable_in_float32):
+    with holding(models, in_float32):
         for tensor in frozen:
             tensor.data = tensor.data.float()
         try:

@@ -42,6 +42,7 @@ from directpo.online import RoundBuilder
 from directpo.optimizers import build_optimizer, no_decay_ids
 from directpo.outputs import OutputLock, model_files, prepare_output_dir, remove
 from directpo.precision import (
+    FrozenMasters,
     MasterWeights,
     PrecisionPolicy,
     evaluates_in_float32,
@@ -109,6 +110,7 @@ class Run:
     start_sample: torch.Tensor | None = None  # sampled weights at start, when saving rounds them
     micro_split: int = 1  # auto_find_batch_size: each micro-batch run in this many pieces
     eval_float32: bool = False  # held-out pairs computed in float32 (eval_dtype)
+    reference_masters: FrozenMasters | None = None  # a separate reference's float32 weights
 
     @property
     def sharded(self) -> bool:
@@ -145,8 +147,14 @@ def prepare_run(
         config.eval_dtype, precision.compute, config.attn_implementation, sharded
     )
     policy, reference = load_policy_and_reference(
-        config, device, precision, sharded=sharded, peft_config=peft_config
-    )
+        config, device, precision, sharded=sharded, peft_config=peft_config,
+        reference_dtype=torch.float32 if eval_float32 else None,
+    )  # fmt: skip
+    reference_masters = None  # a separate reference's float32 weights, for float32 evaluation
+    if eval_float32 and isinstance(reference, FrozenModelReference):
+        reference_masters = FrozenMasters(reference.model, precision.compute) or None
+        if config.sync_ref_model:  # TR-DPO moves the bf16 reference: upcast as it moves
+            reference_masters = None
     config = resolve_router_aux(config, policy, echo)
     for pair_set in (train, *data.evaluations.values()):  # 3D rotary models: the image
         attach_rope_positions(policy, pair_set.pairs)  # prompts' positions
@@ -159,8 +167,6 @@ def prepare_run(
     masters = None
     if precision.mixed and not sharded:  # FSDP2 keeps the float32 masters as its shards
         masters = MasterWeights(policy, precision.compute, streaming=world.mode != "ddp")
-    if eval_float32 and isinstance(reference, FrozenModelReference) and masters is not None:
-        eval_float32 = _float32_start_kept(config, masters, echo)
     pair_source = _pair_source(config, data, world, output_dir)
     total_steps = pair_source.total_steps(config.num_train_epochs, config.max_steps)
     pair_sets = [train, *data.evaluations.values()]
@@ -261,6 +267,7 @@ def prepare_run(
         probe=UpdateProbe(trainable, optimizer, world),
         best=BestModel.from_config(config),
         eval_float32=eval_float32,
+        reference_masters=reference_masters,
         from_python=tuple(
             name
             for name, given in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset))
@@ -420,25 +427,6 @@ def _what(source: FixedPairs | OnlineRounds, pairs: int) -> str:
     return f"{pairs} pairs"
 
 
-def _float32_start_kept(config: DPOConfig, masters: MasterWeights, echo: Callable) -> bool:
-    """Whether a float32 evaluation can read the reward from the start: not when the policy's
-    float32 masters hold bits below bf16's grid (a model stored in float32) that its separate
-    reference, held in bf16, lacks: that rounding would read as reward before any update."""
-    if masters.on_compute_grid():
-        return True
-    problem = (
-        f"{config.model_name_or_path} is stored in float32 and its reference is held in bf16, "
-        "so a float32 evaluation would read the start's rounding as reward"
-    )
-    if config.eval_dtype == "float32":
-        raise ConfigError(
-            f"eval_dtype: float32: {problem}; save the model in bfloat16 first, train adapters "
-            "(lora_r), or use eval_dtype: auto (bfloat16 here)"
-        )
-    echo(f"note: held-out metrics are computed in bfloat16: {problem}")
-    return False
-
-
 def evaluation_precision(run: Run) -> contextlib.AbstractContextManager[None]:
     """Inside, the held-out metrics are computed in the precision ``eval_dtype`` chose: the
     policy and a separate reference model in float32 (precision.float32_compute), or as
@@ -450,7 +438,7 @@ def evaluation_precision(run: Run) -> contextlib.AbstractContextManager[None]:
         model = getattr(provider, "model", None)
         if model is not None and all(model is not m for m in models):
             models.append(model)
-    return float32_compute(models, run.masters)
+    return float32_compute(models, [run.masters, run.reference_masters])
 
 
 def _precompute_reference(run: Run, reference_weights: str) -> None:
@@ -494,6 +482,7 @@ def _precompute_reference(run: Run, reference_weights: str) -> None:
     run.kl_reference = reference if config.eval_generate else None
     if run.kl_reference is None and isinstance(reference, FrozenModelReference):
         del reference.model, reference.scorer  # training now holds one model in memory
+        run.reference_masters = None
         if run.world.device.type == "cuda":
             torch.cuda.empty_cache()
     run.reference = PrecomputedReference()
