@@ -11,10 +11,12 @@ Two styles, so that tokenization rules are exercised both ways:
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     GPT2Config,
@@ -121,6 +123,16 @@ def save_tiny_model(style: str, folder: Path, seed: int = 0) -> Path:
     model = build_model(style, tokenizer, seed)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return folder
+
+
+def bf16_grid_copy(model: Path, folder: Path) -> Path:
+    """The tiny model with every weight on bf16's grid (as hub models are stored), in float32:
+    the run's bf16 reference and its float32 masters then start equal."""
+    shutil.copytree(model, folder)
+    tensors = load_file(folder / "model.safetensors")
+    rounded = {k: v.to(torch.bfloat16).float() for k, v in tensors.items()}
+    save_file(rounded, folder / "model.safetensors", metadata={"format": "pt"})
     return folder
 
 

@@ -143,6 +143,16 @@ class DPOConfig(Options):
         "under mixed precision), float32, or bfloat16 (half the size; the model card then says "
         "how much of the update survived the rounding).",
     )
+    eval_dtype: str = option(
+        "auto",
+        "Compute dtype of the held-out pair metrics (eval/rewards/*, eval/loss, and what "
+        "metric_for_best_model and early stopping read): auto (float32 under dtype bfloat16, "
+        "except under FSDP or flash_attention_2: bfloat16), float32 (the float32 masters, the "
+        "frozen bf16 weights upcast, the reference alike (a separate one stored in float32 "
+        "keeps its float32 weights): reward 0 at the start, and a young "
+        "adapter's change that bf16 rounds away is seen), or bfloat16 (as training computes; "
+        "transformers' bf16_full_eval: true).",
+    )
     gradient_checkpointing: bool = option(
         False, "Recompute activations in the backward pass: less memory, ~30% slower."
     )

@@ -304,6 +304,20 @@ def check_precision(config: DPOConfig) -> None:
         config._one_of("dtype", DTYPES)
     config._one_of("master_weights", DTYPES)
     config._one_of("save_dtype", SAVE_DTYPES)
+    config._one_of("eval_dtype", SAVE_DTYPES)
+    if config.dtype == "float32" and config.eval_dtype == "bfloat16":
+        config._refuse(
+            "eval_dtype",
+            "eval_dtype: bfloat16 under dtype: float32: the run computes in float32 and so does "
+            "its evaluation; set dtype: bfloat16 (mixed precision) to evaluate as bf16 computes",
+        )
+    if config.eval_dtype == "float32" and config.attn_implementation == "flash_attention_2":
+        config._refuse(
+            "eval_dtype",
+            "eval_dtype: float32 with attn_implementation: flash_attention_2, whose kernels "
+            "compute in bf16/fp16 only; use attn_implementation: varlen or sdpa, or eval_dtype: "
+            "auto (evaluates in bfloat16 with flash_attention_2)",
+        )
     if config.dtype == "float32":
         reject_if_set(config, ("master_weights",), "dtype is float32 (weights are float32)")
     elif config.master_weights == "bfloat16" and config.weight_decay:

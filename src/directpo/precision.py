@@ -10,7 +10,9 @@
   into the master's float32 gradient, the optimizer state is float32 and the optimizer updates
   the masters; after each step the compute copy is refreshed from them;
 * frozen weights (the reference model, a LoRA base) are held and run in bf16 only;
-* checkpoints and (by default, ``save_dtype: auto``) the final folder hold the float32 masters.
+* checkpoints and (by default, ``save_dtype: auto``) the final folder hold the float32 masters;
+* held-out metrics are computed in float32 (``eval_dtype: auto``, ``float32_compute``): the
+  masters swapped in, the frozen bf16 weights upcast, since bf16 rounds early changes away.
 
 Why: bf16 has an 8-bit mantissa, so an update smaller than ~1/256 of a weight is rounded away.
 At DPO's learning rates (1e-6) Adam moves a weight of ~1e-2 by ~1e-6: a policy *stored* in bf16
@@ -39,10 +41,13 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+from directpo.errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -111,6 +116,7 @@ class MasterWeights:
             if streaming:
                 self._hooks.append(param.register_post_accumulate_grad_hook(self._move_grad))
         self._master_of = {id(p): m for p, m in self.pairs}
+        self.model = model
 
     def parameters(self) -> list[torch.Tensor]:
         """The float32 masters and the trainable float32 parameters (leaf tensors with
@@ -140,14 +146,10 @@ class MasterWeights:
     def in_model(self) -> Iterator[None]:
         """The model holds the masters while inside: save_pretrained writes float32 weights and
         load_state_dict writes into the masters; the compute copy is refreshed on the way out."""
-        computes = [param.data for param, _ in self.pairs]
-        for param, master in self.pairs:
-            param.data = master
         try:
-            yield
+            with holding([self.model], lambda tensor: self._master_of.get(id(tensor))):
+                yield
         finally:
-            for (param, _), compute in zip(self.pairs, computes, strict=True):
-                param.data = compute
             self.push()
 
     def release(self) -> None:
@@ -157,6 +159,125 @@ class MasterWeights:
         for param, master in self.pairs:
             param.data = master
             param.grad = None
+
+
+class FrozenMasters:
+    """A frozen model (the reference) loaded in float32, held in bf16 for compute, with the
+    float32 weights kept where bf16 cannot hold them (a model stored in float32): a float32
+    evaluation then runs it as stored, as the policy's float32 masters start (exactly 0
+    reward at step 0). A model stored in bf16 keeps nothing: its weights are on bf16's grid.
+    (Frozen: DDP hooks none of these parameters, so their data may change dtype.)"""
+
+    def __init__(self, model: torch.nn.Module, compute: torch.dtype):
+        keep_fp32 = _keep_in_fp32_patterns(model)
+        self._master_of: dict[int, torch.Tensor] = {}
+        for name, param in model.named_parameters():
+            if not param.is_floating_point() or any(p.search(name) for p in keep_fp32):
+                continue
+            stored = param.data
+            param.data = stored.to(compute)
+            if not torch.equal(param.data.to(stored.dtype), stored):
+                self._master_of[id(param)] = stored
+
+    def __bool__(self) -> bool:
+        return bool(self._master_of)
+
+
+def evaluates_in_float32(
+    eval_dtype: str, compute: torch.dtype, attention: str, sharded: bool
+) -> bool:
+    """Whether held-out metrics are computed in float32 (``eval_dtype``; config.py): bf16's
+    grid rounds a young adapter's contribution and the first steps' updates back onto the
+    start, so a bf16 evaluation reads rewards far below the weights' (SmolLM2-135M with LoRA,
+    after 4 steps: a held-out margin of 0.030 where float32 reads 0.060). ``auto`` keeps bf16
+    where float32 cannot run as the run is set up: FSDP2 gathers its shards in bf16,
+    FlashAttention-2 has no float32 kernel."""
+    if compute == torch.float32 or eval_dtype == "bfloat16":
+        return False
+    if eval_dtype == "float32":
+        if sharded:
+            raise ConfigError(
+                "eval_dtype: float32 under FSDP: the sharded model is gathered in bf16 for every "
+                "forward; use eval_dtype: auto (bfloat16 under FSDP), or distributed: ddp"
+            )
+        return True
+    return not sharded and attention != "flash_attention_2"
+
+
+@contextlib.contextmanager
+def holding(
+    models: list[torch.nn.Module], replacement: Callable[[torch.Tensor], torch.Tensor | None]
+) -> Iterator[None]:
+    """Inside, each parameter and buffer of ``models`` for which ``replacement`` gives a tensor
+    is replaced by it in its modules (shared tensors, tied weights, by the same one); the
+    originals are put back on the way out. The modules' entries are swapped, never a
+    parameter's ``.data``: giving a parameter data of another dtype drops its gradient
+    accumulator, and with it DDP's gradient hook, so that from then on the ranks train apart
+    without a word (each on its own gradients)."""
+    new_of: dict[int, torch.Tensor | None] = {}
+    swapped: list[tuple[dict[str, Any], str, torch.Tensor]] = []
+    modules = {id(m): m for model in models for m in model.modules()}.values()
+    for module in modules:
+        for entries in (module._parameters, module._buffers):
+            for name, tensor in entries.items():
+                if tensor is None:
+                    continue
+                if id(tensor) not in new_of:
+                    new = replacement(tensor)
+                    as_parameter = new is not None and isinstance(tensor, torch.nn.Parameter)
+                    new_of[id(tensor)] = (
+                        torch.nn.Parameter(new, requires_grad=False) if as_parameter else new
+                    )
+                if new_of[id(tensor)] is not None:
+                    swapped.append((entries, name, tensor))
+    for entries, name, tensor in swapped:
+        entries[name] = new_of[id(tensor)]
+    try:
+        yield
+    finally:
+        for entries, name, tensor in swapped:
+            entries[name] = tensor
+
+
+@contextlib.contextmanager
+def float32_compute(
+    models: list[torch.nn.Module], masters: list[MasterWeights | FrozenMasters | None]
+) -> Iterator[None]:
+    """Inside, ``models`` compute in float32: each trainable parameter is replaced by its
+    float32 master (or a float32 copy: bf16 storage), a frozen one that keeps its float32
+    weights (``FrozenMasters``) by them, and every other frozen bf16 weight and buffer
+    is upcast in place and cast back on the way out (exact: bf16 values are float32 values),
+    so a policy and a reference that share a start give reward 0 there. Costs 2 more bytes per
+    frozen bf16 weight for the duration. (Frozen ones in place: DDP hooks no accumulator of
+    theirs, and a copy would cost twice the memory.)"""
+    master_of = {k: v for kept in masters if kept is not None for k, v in kept._master_of.items()}
+
+    def in_float32(tensor: torch.Tensor) -> torch.Tensor | None:
+        if id(tensor) in master_of:
+            return master_of[id(tensor)]
+        return tensor.float() if tensor.requires_grad and _upcastable(tensor) else None
+
+    frozen = {
+        id(t): t
+        for model in models
+        for t in (*model.parameters(), *model.buffers())
+        if not t.requires_grad and _upcastable(t) and id(t) not in master_of
+    }.values()
+    with holding(models, in_float32):
+        for tensor in frozen:
+            tensor.data = tensor.data.float()
+        try:
+            yield
+        finally:
+            for tensor in frozen:
+                tensor.data = tensor.data.to(torch.bfloat16)
+
+
+def _upcastable(tensor: torch.Tensor) -> bool:
+    """A bf16 weight or buffer (a quantized base's packed storage, bitsandbytes' Params4bit
+    in bf16 storage, is not a weight's value: never cast)."""
+    plain = type(tensor) in (torch.nn.Parameter, torch.Tensor)
+    return plain and tensor.dtype == torch.bfloat16
 
 
 def kahan_compensation(

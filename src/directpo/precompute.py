@@ -205,7 +205,11 @@ def _canonical(value: object) -> object:
 
 
 def scoring_settings(
-    config: DPOConfig, model: torch.nn.Module, layout: Layout, world: World = SINGLE_PROCESS
+    config: DPOConfig,
+    model: torch.nn.Module,
+    layout: Layout,
+    world: World = SINGLE_PROCESS,
+    dtype: str | None = None,
 ) -> str:
     """What, besides the weights and the token ids, sets the numbers of the reference pass: the
     precision (``dtype``; TF32 matmuls on CUDA), the row layout (prefix-shared or packed rows
@@ -214,11 +218,12 @@ def scoring_settings(
     chunked LM head, Liger's kernels and LD-DPO's alpha. The token ids already hold the
     max_length / truncation, chat template, system column and tokenizer. Left out: the batch
     size, which only pads rows otherwise (a pass out of memory continues at a smaller one), and
-    torch_compile, which fuses the same kernels."""
+    torch_compile, which fuses the same kernels. ``dtype``: the pass's, where it is not the run's
+    (held-out pairs evaluated in float32, eval_dtype)."""
     attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
     return "|".join(
         (
-            config.dtype,
+            dtype or config.dtype,
             f"tf32={config.tf32 if world.device.type == 'cuda' else None}",
             type(model).__name__,
             f"ld_alpha={config.ld_alpha}",

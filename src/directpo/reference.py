@@ -180,14 +180,17 @@ def load_policy_and_reference(
     *,
     sharded: bool = False,
     peft_config: Any = None,
+    reference_dtype: torch.dtype | None = None,
 ) -> tuple[torch.nn.Module, ReferenceProvider | None]:
     """The trainable policy (with LoRA adapters if ``lora_r``) and its reference provider, for
     training on ``device`` (``sharded``: loaded on the CPU, for FSDP2 to shard and move).
 
     The policy is loaded in its masters' dtype (float32 under mixed precision: the trainer then
     splits it into a bf16 compute copy and float32 masters, or FSDP2 shards the masters), the
-    reference in the compute dtype. Under FSDP mixed precision a LoRA base is frozen: it is cast
-    to the compute dtype here (only the adapters keep float32 masters).
+    reference in the compute dtype (or ``reference_dtype``: float32 for a run that evaluates in
+    float32, precision.FrozenMasters then keeps it beside a compute copy). Under FSDP mixed
+    precision a LoRA base is frozen: it is cast to the compute dtype here (only the adapters
+    keep float32 masters).
 
     PEFT: ``peft_config`` (any PEFT config object, from Python) or the lora_* options add fresh
     adapters, and the reference is the base with them off. A ``model_name_or_path`` that is an
@@ -277,7 +280,8 @@ def load_policy_and_reference(
             return policy, AdapterReference(policy, chunk, ld_alpha)
         if peft_config is not None:
             return policy, AdapterDisabledReference(policy, chunk, ld_alpha)
-    return policy, _frozen_reference(config, device, precision, options, sharded)
+    dtype = reference_dtype or precision.compute
+    return policy, _frozen_reference(config, device, precision, options, sharded, dtype=dtype)
 
 
 def _frozen_reference(
@@ -287,9 +291,10 @@ def _frozen_reference(
     options: LoadOptions,
     sharded: bool = False,
     path: str | None = None,
+    dtype: torch.dtype | None = None,
 ) -> FrozenModelReference:
-    """The reference model of ``path`` (default ``reference_path``), frozen, in the compute
-    dtype on ``device``."""
+    """The reference model of ``path`` (default ``reference_path``), frozen, in ``dtype``
+    (default: the compute dtype) on ``device``."""
     path = path or config.reference_path
     reference_options = replace(
         options,
@@ -299,7 +304,7 @@ def _frozen_reference(
     meta = sharded and meta_weights_folder(path, reference_options) is not None
     frozen = load_causal_lm(
         path,
-        precision.compute,
+        dtype or precision.compute,
         trainable=False,
         device=device,
         options=replace(reference_options, meta=meta),

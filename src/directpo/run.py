@@ -7,6 +7,7 @@ metrics logger. The loop (trainer.py) then only reads and updates the ``Run``.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Callable
@@ -40,7 +41,13 @@ from directpo.models import (
 from directpo.online import RoundBuilder
 from directpo.optimizers import build_optimizer, no_decay_ids
 from directpo.outputs import OutputLock, model_files, prepare_output_dir, remove
-from directpo.precision import MasterWeights, PrecisionPolicy
+from directpo.precision import (
+    FrozenMasters,
+    MasterWeights,
+    PrecisionPolicy,
+    evaluates_in_float32,
+    float32_compute,
+)
 from directpo.precompute import (
     PrecomputedReference,
     precompute_reference_logps,
@@ -103,6 +110,8 @@ class Run:
     best: BestModel = field(default_factory=BestModel)  # load_best / early stopping (best.py)
     start_sample: torch.Tensor | None = None  # sampled weights at start, when saving rounds them
     micro_split: int = 1  # auto_find_batch_size: each micro-batch run in this many pieces
+    eval_float32: bool = False  # held-out pairs computed in float32 (eval_dtype)
+    reference_masters: FrozenMasters | None = None  # a separate reference's float32 weights
 
     @property
     def sharded(self) -> bool:
@@ -135,9 +144,18 @@ def prepare_run(
     # -- models in the run's precision, optimizer, schedule -------------------------------
     precision = config.precision
     sharded = world.mode == "fsdp"  # loaded on CPU; fully_shard moves the shards
-    policy, reference = load_policy_and_reference(
-        config, device, precision, sharded=sharded, peft_config=peft_config
+    eval_float32 = evaluates_in_float32(
+        config.eval_dtype, precision.compute, config.attn_implementation, sharded
     )
+    policy, reference = load_policy_and_reference(
+        config, device, precision, sharded=sharded, peft_config=peft_config,
+        reference_dtype=torch.float32 if eval_float32 else None,
+    )  # fmt: skip
+    reference_masters = None  # a separate reference's float32 weights, for float32 evaluation
+    if eval_float32 and isinstance(reference, FrozenModelReference):
+        reference_masters = FrozenMasters(reference.model, precision.compute) or None
+        if config.sync_ref_model:  # TR-DPO moves the bf16 reference: upcast as it moves
+            reference_masters = None
     config = resolve_router_aux(config, policy, echo)
     for pair_set in (train, *data.evaluations.values()):  # 3D rotary models: the image
         attach_rope_positions(policy, pair_set.pairs)  # prompts' positions
@@ -249,6 +267,8 @@ def prepare_run(
         total_steps=total_steps,
         probe=UpdateProbe(trainable, optimizer, world),
         best=BestModel.from_config(config),
+        eval_float32=eval_float32,
+        reference_masters=reference_masters,
         from_python=tuple(
             name
             for name, given in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset))
@@ -410,31 +430,49 @@ def _what(source: FixedPairs | OnlineRounds, pairs: int) -> str:
     return f"{pairs} pairs"
 
 
+def evaluation_precision(run: Run) -> contextlib.AbstractContextManager[None]:
+    """Inside, the held-out metrics are computed in the precision ``eval_dtype`` chose: the
+    policy and a separate reference model in float32 (precision.float32_compute), or as
+    training computes."""
+    if not run.eval_float32:
+        return contextlib.nullcontext()
+    models = [run.policy]
+    for provider in (run.reference, run.kl_reference):
+        model = getattr(provider, "model", None)
+        if model is not None and all(model is not m for m in models):
+            models.append(model)
+    return float32_compute(models, [run.masters, run.reference_masters])
+
+
 def _precompute_reference(run: Run, reference_weights: str) -> None:
     """Reference log-probs of every pair, computed (or read from the cache) up front and
     attached to the pair sets; the reference model is then freed unless ``eval_generate``
     needs it for the KL of samples."""
     config, reference = run.config, run.reference
     model = reference.model  # a frozen copy, or the LoRA policy with adapters disabled
-    settings = scoring_settings(config, model, run.layout, run.world)
     batch = config.precompute_ref_batch_size or config.per_device_eval_batch_size
     for pair_set in (run.train, *run.evals.values()):
         if not pair_set.pairs:
             continue
+        # held-out pairs in the precision they are evaluated in (eval_dtype), training's in its
+        in_float32 = run.eval_float32 and pair_set is not run.train
+        dtype = "float32" if in_float32 else None
+        settings = scoring_settings(config, model, run.layout, run.world, dtype)
         try:
-            pair_set.reference_table = precompute_reference_logps(
-                reference,
-                reference_weights,
-                pair_set.pairs,
-                run.pad_id,
-                batch,
-                run.world.device,
-                settings,
-                run.layout,
-                run.echo,
-                run.world,
-                progress=not config.disable_tqdm,
-            )
+            with evaluation_precision(run) if in_float32 else contextlib.nullcontext():
+                pair_set.reference_table = precompute_reference_logps(
+                    reference,
+                    reference_weights,
+                    pair_set.pairs,
+                    run.pad_id,
+                    batch,
+                    run.world.device,
+                    settings,
+                    run.layout,
+                    run.echo,
+                    run.world,
+                    progress=not config.disable_tqdm,
+                )
         except (RuntimeError, MemoryError) as exc:  # before the loop, which says its own
             if memory_kind(exc) is None:
                 raise
@@ -447,6 +485,7 @@ def _precompute_reference(run: Run, reference_weights: str) -> None:
     run.kl_reference = reference if config.eval_generate else None
     if run.kl_reference is None and isinstance(reference, FrozenModelReference):
         del reference.model, reference.scorer  # training now holds one model in memory
+        run.reference_masters = None
         if run.world.device.type == "cuda":
             torch.cuda.empty_cache()
     run.reference = PrecomputedReference()

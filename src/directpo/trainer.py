@@ -55,7 +55,7 @@ from directpo.outputs import (
 from directpo.preflight import check_device, check_environment
 from directpo.process_state import kept_for_caller, library_output, numeric_switches
 from directpo.resume import objective
-from directpo.run import Run, prepare_run
+from directpo.run import Run, evaluation_precision, prepare_run
 from directpo.signals import StopRequest
 from directpo.step import PairStats, eval_set_metrics, evaluate, pair_losses
 from directpo.sync import reference_state, sync_reference
@@ -376,19 +376,20 @@ def evaluate_step(run: Run, done: int) -> str:
     """Held-out pair metrics, and (with ``eval_generate``) sampled completions' KL and reward."""
     config, world = run.config, run.world
     metrics: dict[str, float] = {}
-    for name, pair_set in run.evals.items():  # named sets: eval/<name>_loss, as transformers'
-        scores = evaluate(
-            run.scorer,
-            run.reference,
-            pair_set.pairs,
-            config,
-            run.pad_id,
-            world.device,
-            run.layout,
-            pair_set.reference_table,
-            world,
-        )
-        metrics |= eval_set_metrics(name, scores)
+    with evaluation_precision(run):  # float32 by default under bf16 (eval_dtype)
+        for name, pair_set in run.evals.items():  # named sets: eval/<name>_loss (transformers')
+            scores = evaluate(
+                run.scorer,
+                run.reference,
+                pair_set.pairs,
+                config,
+                run.pad_id,
+                world.device,
+                run.layout,
+                pair_set.reference_table,
+                world,
+            )
+            metrics |= eval_set_metrics(name, scores)
     if run.eval_prompts:
         sample = functools.partial(
             evaluate_generations,

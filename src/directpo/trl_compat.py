@@ -189,8 +189,8 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trackio_bucket_id": (_any, ""),
     "trackio_static_space_id": (_any, ""),
     "use_cpu": (_nothing, HIDE_GPUS),
-    "bf16_full_eval": (_nothing, "evaluation runs in dtype"),
-    "fp16_full_eval": (_nothing, "evaluation runs in dtype"),
+    "bf16_full_eval": (_nothing, "use eval_dtype: bfloat16 (with dtype: bfloat16)"),
+    "fp16_full_eval": (_nothing, "float16 is not supported; eval_dtype: bfloat16 is the bf16 one"),
     # inductor and the default mode are torch_compile: true (_trl_compile); others are refused
     "torch_compile_backend": (_nothing, COMPILED),
     "torch_compile_mode": (_nothing, COMPILED),

@@ -1,0 +1,126 @@
+"""Held-out metrics of bf16 runs computed in float32 (eval_dtype; precision.float32_compute):
+as float32 reads the same weights, and exactly 0 at the start."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_distributed import torchrun
+from tiny import SENTIMENT_PAIRS, bf16_grid_copy, tiny_config, write_jsonl
+
+from directpo.config import DPOConfig
+from directpo.errors import ConfigError
+from directpo.precision import MasterWeights, evaluates_in_float32, float32_compute
+from directpo.reward import ImplicitReward
+from directpo.tracking import read_metrics
+from directpo.trainer import train
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def eval_rows(metrics: list[dict]) -> list[dict]:
+    return [row for row in metrics if "eval/rewards/chosen" in row]
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        {"lora_r": 4, "learning_rate": 5e-3},
+        {"lora_r": 4, "learning_rate": 5e-3, "precompute_ref_log_probs": True},
+        {"learning_rate": 1e-5},
+        {"learning_rate": 1e-5, "stored": "float32"},
+        {"learning_rate": 1e-5, "stored": "float32", "precompute_ref_log_probs": True},
+    ],
+    ids=["lora", "lora-precomputed", "full", "full-float32-stored", "full-precomputed"],
+)
+def test_bf16_runs_evaluate_in_float32_as_their_saved_weights_score(
+    tiny_model_dirs, pairs_file, tmp_path, setup
+):
+    """A bf16 run's held-out rewards read as float32 reads the same weights (they read far
+    lower: bf16 rounds a young adapter's contribution, and updates below half its grid, back
+    onto the start), and are exactly 0 before any update."""
+    setup = dict(setup)
+    model = tiny_model_dirs["llama"]  # stored in float32: its reference is kept in float32 too
+    if setup.pop("stored", "bfloat16") == "bfloat16":  # as hub models: on bf16's grid
+        model = bf16_grid_copy(model, tmp_path / "model")
+    out = tmp_path / "out"
+    config = tiny_config(
+        model, pairs_file, out, dtype="bfloat16", max_steps=3, eval_file=str(pairs_file),
+        eval_on_start=True, eval_steps=3, **setup,
+    )  # fmt: skip
+    assert_float32_rewards(eval_rows(train(config, echo=quiet).metrics), out, SENTIMENT_PAIRS)
+
+
+def assert_float32_rewards(evaluations: list[dict], out, pairs: list[dict]) -> None:
+    """Held-out rewards 0 at the start and, at the end, float32 scoring's of the saved run."""
+    start, end = evaluations[0], evaluations[-1]
+    assert start["eval/rewards/chosen"] == 0.0 and start["eval/rewards/rejected"] == 0.0
+    scorer = ImplicitReward.from_run(str(out))  # float32
+    prompts = [pair["prompt"] for pair in pairs]
+    for side in ("chosen", "rejected"):
+        rewards = scorer.score(prompts, [pair[side] for pair in pairs])
+        assert end[f"eval/rewards/{side}"] == pytest.approx(sum(rewards) / len(rewards), abs=2e-6)
+    assert abs(end["eval/rewards/margins"]) > 1e-4  # the run moved: the check above can fail
+
+
+def test_ddp_bf16_lora_evaluates_in_float32_as_its_saved_adapter_scores(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """Two gloo processes: each rank upcasts its replica and scores its slice of the pairs."""
+    pairs = SENTIMENT_PAIRS[:5]
+    data = write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    model = bf16_grid_copy(tiny_model_dirs["llama"], tmp_path / "model")
+    out = tmp_path / "run"
+    config = tiny_config(
+        model, data, out, dtype="bfloat16", lora_r=4, max_steps=2, eval_file=str(data),
+        eval_on_start=True, eval_steps=2, per_device_train_batch_size=2,
+        per_device_eval_batch_size=2, distributed="ddp",
+    )  # fmt: skip
+    config.save_yaml(tmp_path / "config.yaml")
+    done = torchrun(tmp_path / "config.yaml")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_float32_rewards(eval_rows(read_metrics(out)), out, pairs)
+
+
+def test_eval_dtype_choices_and_where_float32_cannot_run() -> None:
+    assert DPOConfig().eval_dtype == "auto"
+    with pytest.raises(ConfigError, match="eval_dtype must be one of"):
+        DPOConfig(dtype="bfloat16", eval_dtype="float16")
+    with pytest.raises(ConfigError, match=r"^eval_dtype: bfloat16 under dtype: float32"):
+        DPOConfig(eval_dtype="bfloat16")
+    with pytest.raises(ConfigError, match=r"^eval_dtype: float32 with attn_implementation: flash"):
+        DPOConfig(dtype="bfloat16", eval_dtype="float32", attn_implementation="flash_attention_2")
+    bf16, f32 = torch.bfloat16, torch.float32
+    assert evaluates_in_float32("auto", bf16, "auto", sharded=False)
+    assert not evaluates_in_float32("auto", f32, "auto", sharded=False)  # float32 already
+    assert not evaluates_in_float32("bfloat16", bf16, "auto", sharded=False)
+    assert not evaluates_in_float32("auto", bf16, "auto", sharded=True)  # FSDP gathers in bf16
+    assert not evaluates_in_float32("auto", bf16, "flash_attention_2", sharded=False)
+    with pytest.raises(ConfigError, match=r"^eval_dtype: float32 under FSDP"):
+        evaluates_in_float32("float32", bf16, "auto", sharded=True)
+
+
+def test_float32_compute_upcasts_and_gives_back_the_same_bf16_weights() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2, bias=False))
+    model[1].requires_grad_(False)
+    masters = MasterWeights(model, torch.bfloat16)
+    frozen = model[1].weight.data.clone()
+    x = torch.randn(3, 4)
+    with float32_compute([model], [masters]):
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        assert model[0].weight.data_ptr() == masters.pairs[0][1].data_ptr()  # the master itself
+        got = model(x)
+    expected = x @ masters.pairs[0][1].T + masters.pairs[1][1]
+    assert torch.allclose(got, expected @ frozen.float().T, atol=1e-6)
+    assert model[1].weight.dtype == torch.bfloat16 and torch.equal(model[1].weight.data, frozen)
+    assert model[0].weight.dtype == torch.bfloat16
+    # the parameter is the one DDP hooked: its gradient accumulator is still the same
+    accumulator = model[0].weight.view_as(model[0].weight).grad_fn.next_functions[0][0]
+    fired: list[int] = []
+    accumulator.register_hook(lambda *_: fired.append(1))
+    with torch.no_grad(), float32_compute([model], [masters]):
+        model(x)
+    model(x.to(torch.bfloat16)).sum().backward()
+    assert fired == [1]
