@@ -124,3 +124,30 @@ def test_float32_compute_upcasts_and_gives_back_the_same_bf16_weights() -> None:
         model(x)
     model(x.to(torch.bfloat16)).sum().backward()
     assert fired == [1]
+
+
+def test_a_bf16_run_without_held_out_pairs_keeps_no_float32_reference(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """The float32 copy of a reference stored in float32 (4 more bytes per weight) is for the
+    held-out evaluation alone: a run with nothing to evaluate keeps none and loads the
+    reference in bf16 as before."""
+    import directpo.run as run_module
+
+    kept: list[bool] = []
+    real = run_module.FrozenMasters
+
+    def recording(model, compute):
+        masters = real(model, compute)
+        kept.append(bool(masters))
+        return masters
+
+    monkeypatch.setattr(run_module, "FrozenMasters", recording)
+    common = {"dtype": "bfloat16", "max_steps": 1, "learning_rate": 1e-5}
+    model = tiny_model_dirs["llama"]  # stored in float32
+    train(tiny_config(model, pairs_file, tmp_path / "plain", **common), echo=quiet)
+    assert kept == []
+    evaluated = tiny_config(model, pairs_file, tmp_path / "eval", eval_file=str(pairs_file),
+                            **common)  # fmt: skip
+    train(evaluated, echo=quiet)
+    assert kept == [True]

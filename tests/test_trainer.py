@@ -1182,6 +1182,12 @@ def test_out_of_memory_in_an_evaluation_names_the_evaluations_batch(
         "out of GPU memory evaluating at step 2: lower per_device_eval_batch_size (now 4; the "
         "held-out pairs' batches and eval_generate's sampling chunks)"
     )
+    # a bf16 run evaluates in float32 (eval_dtype: auto): the advice names the way back to bf16
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "bf16", max_steps=2,
+                         eval_file=str(pairs_file), eval_steps=2, bf16=True,
+                         per_device_eval_batch_size=4)  # fmt: skip
+    with pytest.raises(TrainingStopped, match=r"chunks\), or set eval_dtype: bfloat16 \(the"):
+        train(config, echo=quiet)
 
 
 def test_an_op_full_determinism_refuses_stops_the_run_in_one_line(

@@ -68,6 +68,12 @@ EVAL_OOM_HELP = (
     "{batch}; the held-out pairs' batches and eval_generate's sampling chunks)"
 )
 
+# eval_dtype auto's float32 evaluation (precision.py) holds the frozen bf16 weights upcast
+EVAL_FLOAT32_HELP = (
+    ", or set eval_dtype: bfloat16 (the float32 evaluation holds frozen weights in float32, 2 "
+    "more bytes each)"
+)
+
 # torch's error for an op without a deterministic kernel under use_deterministic_algorithms
 NONDETERMINISTIC = "does not have a deterministic implementation"
 
@@ -95,6 +101,8 @@ def explain_failures(run: Run) -> Iterator[types.SimpleNamespace]:
         text = str(exc)
         if kind is not None:
             said = EVAL_OOM_HELP if position.evaluating else OOM_HELP
+            if position.evaluating and run.eval_float32:
+                said += EVAL_FLOAT32_HELP
             batch = run.config.per_device_eval_batch_size
             knobs = memory_knobs(run.config, hasattr(run.policy, "peft_config"))
             error: DirectpoError = TrainingStopped(

@@ -146,7 +146,7 @@ def prepare_run(
     sharded = world.mode == "fsdp"  # loaded on CPU; fully_shard moves the shards
     eval_float32 = evaluates_in_float32(
         config.eval_dtype, precision.compute, config.attn_implementation, sharded
-    )
+    ) and any(pair_set.pairs for pair_set in data.evaluations.values())  # (no held-out: no cost)
     policy, reference = load_policy_and_reference(
         config, device, precision, sharded=sharded, peft_config=peft_config,
         reference_dtype=torch.float32 if eval_float32 else None,
