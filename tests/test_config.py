@@ -252,7 +252,7 @@ def test_a_gguf_model_says_how_to_convert_it(tmp_path: Path) -> None:
     hint = r"; a GGUF file is not trained from: convert it once .*gguf_file='model\.Q4_K_M\.gguf'"
     for path in (folder, folder / "model.Q4_K_M.gguf"):
         config = DPOConfig(model_name_or_path=str(path), report_to=["none"])
-        with pytest.raises(ConfigError, match=r"^model_name_or_path: .*" + hint):
+        with pytest.raises(ConfigError, match=r"model_name_or_path: .*" + hint):
             check_environment(config)
     with pytest.raises(ConfigError, match="model_name_or_path is required"):
         check_environment(DPOConfig())

@@ -52,7 +52,7 @@ from directpo.jsonl import write_jsonl
 from directpo.outputs import (
     OutputLock,
 )
-from directpo.preflight import check_device, check_environment
+from directpo.preflight import check_run
 from directpo.process_state import kept_for_caller, library_output, numeric_switches
 from directpo.resume import objective
 from directpo.run import Run, prepare_run
@@ -97,12 +97,13 @@ def train(
     try:
         # in the process group: a file missing on one node is then said by its rank (before
         # it, that rank's error went unsaid: only rank 0 speaks of an error every rank meets)
-        check_environment(
+        check_run(
             config,
+            world.device.type,
+            world.mode,
             need_train_file=train_dataset is None,
             eval_dataset_given=eval_dataset is not None,
         )
-        check_device(config, world.device.type, world.mode)
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
         switches = numeric_switches(config.tf32, config.full_determinism, world.device, echo)
