@@ -506,3 +506,34 @@ def test_a_leading_tilde_in_a_path_option_is_the_home_folder(tmp_path, monkeypat
     assert config.reward_fn == f"{tmp_path}/rewards.py:score"
     assert config.chat_template == f"{tmp_path}/template.jinja"
     assert DPOConfig(model_name_or_path="org/model").model_name_or_path == "org/model"
+
+
+def test_every_refused_combination_is_reported_in_one_pass() -> None:
+    """A combination refused (report_to none with a tracker, 4-bit with 8-bit, a dtype in
+    model_init_kwargs, an option set that would do nothing) stopped the checks: the options
+    after it were reported only on the next run, one run per mistake."""
+    with pytest.raises(ConfigError) as refused:
+        DPOConfig(
+            model_init_kwargs={"torch_dtype": "bfloat16"},
+            lora_dropout=0.1,
+            report_to=["none", "tensorboard"],
+            load_in_4bit=True,
+            load_in_8bit=True,
+            attn_implementation="flash3",
+            sync_ref_model=False,
+            ref_model_sync_steps=8,
+            ref_model_mixup_alpha=0.5,
+        )
+    lines = str(refused.value).splitlines()
+    assert lines[0] == "7 options cannot be used:"
+    said = "\n".join(lines[1:])
+    for problem in (
+        "report_to: 'none' cannot be combined with other trackers",
+        "lora_dropout is set but",
+        "attn_implementation must be one of",
+        "load_in_4bit and load_in_8bit are both set: choose one",
+        "model_init_kwargs: torch_dtype is directpo's dtype option",
+        "ref_model_mixup_alpha is set but sync_ref_model is false",
+        "ref_model_sync_steps is set but sync_ref_model is false",
+    ):
+        assert problem in said

@@ -153,7 +153,7 @@ def check_values(config: DPOConfig) -> None:
     unknown = [t for t in config.report_to if t not in TRACKERS]
     require(not unknown, "report_to", "a list of " + ", ".join(TRACKERS))
     if "none" in config.report_to and len(config.report_to) > 1:
-        raise ConfigError("report_to: 'none' cannot be combined with other trackers")
+        config._refuse("report_to", "report_to: 'none' cannot be combined with other trackers")
     check_generation(config, require)
     require(config.logprob_chunk_tokens >= 0, "logprob_chunk_tokens", ">= 0 (0: off)")
     require(config.pack_max_tokens >= 0, "pack_max_tokens", ">= 0 (0: the longest sequence)")
@@ -169,9 +169,10 @@ def check_values(config: DPOConfig) -> None:
         reject_if_set(config, ("liger_kernel_config",), "use_liger_kernel is off")
     for key in LIGER_LOSS_KERNELS:
         if (config.liger_kernel_config or {}).get(key):
-            raise ConfigError(
+            config._refuse(
+                "liger_kernel_config",
                 f"liger_kernel_config: {key} must be false (Liger's loss kernels return a "
-                "loss; directpo's head computes the completion tokens' log-probs itself)"
+                "loss; directpo's head computes the completion tokens' log-probs itself)",
             )
     if not config.gradient_checkpointing:
         reject_if_set(config, ("gradient_checkpointing_every",), "gradient_checkpointing is off")
@@ -199,7 +200,7 @@ def check_values(config: DPOConfig) -> None:
             lora_off_reason(config.model_name_or_path),
         )
     if config.load_in_4bit and config.load_in_8bit:
-        raise ConfigError("load_in_4bit and load_in_8bit are both set: choose one")
+        config._refuse("load_in_4bit", "load_in_4bit and load_in_8bit are both set: choose one")
     if not config.load_in_4bit:
         reject_if_set(
             config,
@@ -224,7 +225,7 @@ def check_values(config: DPOConfig) -> None:
         )
     tracked = config.load_best_model_at_end or config.early_stopping_patience
     if tracked and config.metric_for_best_model is None and isinstance(config.eval_file, dict):
-        raise ConfigError(default_metric_unlogged(config.eval_file))
+        config._refuse("metric_for_best_model", default_metric_unlogged(config.eval_file))
     if not tracked:
         reject_if_set(
             config,
@@ -235,17 +236,19 @@ def check_values(config: DPOConfig) -> None:
         kwargs = getattr(config, name) or {}
         for key in ("dtype", "torch_dtype"):
             if key in kwargs:  # TRL loads the weights in it: bf16 weights barely learn
-                raise ConfigError(
+                config._refuse(
+                    name,
                     f"{name}: {key} is directpo's dtype option, for policy and reference "
                     "together: remove it there and set dtype: bfloat16 (bf16 compute over "
                     "float32 master weights, which keep every update; add master_weights: "
                     "bfloat16 with optimizer: adamw_kahan to store the weights in bf16) or "
-                    "dtype: float32"
+                    "dtype: float32",
                 )
         if "quantization_config" in kwargs:
-            raise ConfigError(
+            config._refuse(
+                name,
                 f"{name}: quantization_config is set by directpo's load_in_4bit / "
-                "load_in_8bit and bnb_4bit_* options; remove it there"
+                "load_in_8bit and bnb_4bit_* options; remove it there",
             )
     # whether a chosen loss uses a reference cannot be told from a refused loss_type
     known = config._valid("loss_type", "lora_r")
@@ -255,19 +258,24 @@ def check_values(config: DPOConfig) -> None:
         and config.ref_model_init_kwargs is not None
         and ((config.lora_r and own_base) or not config.needs_reference)
     ):
-        raise ConfigError(
+        config._refuse(
+            "ref_model_init_kwargs",
             "ref_model_init_kwargs is set but no separate reference model is loaded ("
             + ("with LoRA the reference is the base with adapters off; a separate one is "
                "loaded with ref_model_name_or_path)" if config.needs_reference
                else "no chosen loss uses a reference)")
         )  # fmt: skip
     if known and not own_base and not config.needs_reference:
-        raise ConfigError(  # (it was not loaded, without a word)
+        config._refuse(  # (it was not loaded, without a word)
+            "ref_model_name_or_path",
             "ref_model_name_or_path is set but no chosen loss uses a reference (loss_type: "
-            f"{', '.join(config.loss_type)}), nor eval_generate's KL"
+            f"{', '.join(config.loss_type)}), nor eval_generate's KL",
         )
     if known and config.precompute_ref_log_probs and not config.loss_needs_reference:
-        raise ConfigError("precompute_ref_log_probs is set but no chosen loss uses a reference")
+        config._refuse(
+            "precompute_ref_log_probs",
+            "precompute_ref_log_probs is set but no chosen loss uses a reference",
+        )
     if not config.precompute_ref_log_probs:
         reject_if_set(config, ("precompute_ref_batch_size",), "precompute_ref_log_probs is false")
     elif config.precompute_ref_batch_size is not None:
@@ -367,17 +375,19 @@ def check_loss_modifiers(config: DPOConfig) -> None:
             return
         unsupported = sorted(set(config.loss_type) - F_DIVERGENCE_LOSSES)
         if unsupported:
-            raise ConfigError(
+            config._refuse(
+                "f_divergence_type",
                 f"f_divergence_type: {config.f_divergence_type} applies to "
-                f"{', '.join(sorted(F_DIVERGENCE_LOSSES))}, not {', '.join(unsupported)}"
+                f"{', '.join(sorted(F_DIVERGENCE_LOSSES))}, not {', '.join(unsupported)}",
             )
     else:
         reject_if_set(config, ("f_alpha_divergence_coef",), "f_divergence_type is reverse_kl")
     if config.ld_alpha is not None:
         config._require(0 <= config.ld_alpha <= 1, "ld_alpha", "in [0, 1]")
     if config.use_weighting and {"aot", "aot_unpaired"} & set(config.loss_type):
-        raise ConfigError(
-            "use_weighting cannot weight aot / aot_unpaired (their loss couples the batch)"
+        config._refuse(
+            "use_weighting",
+            "use_weighting cannot weight aot / aot_unpaired (their loss couples the batch)",
         )
 
 
@@ -388,9 +398,11 @@ def check_schedule(config: DPOConfig) -> None:
     if not kwargs and name not in SCHEDULERS_NEEDING_KWARGS:
         return
     if name == "constant":
-        raise ConfigError(
-            f"lr_scheduler_kwargs is set but lr_scheduler_type {name} takes none (got {kwargs})"
+        config._refuse(
+            "lr_scheduler_kwargs",
+            f"lr_scheduler_kwargs is set but lr_scheduler_type {name} takes none (got {kwargs})",
         )
+        return
     import torch
 
     try:  # built once on a stand-in optimizer: transformers checks the arguments
@@ -542,10 +554,11 @@ def check_online(config: DPOConfig, require: Callable[[bool, str, str], None]) -
         and prompt_tokens < 1
         and config._valid(*lengths, "generate_max_new_tokens")
     ):
-        raise ConfigError(
+        config._refuse(
+            "max_length",
             f"max_length {config.max_length} leaves no room for a prompt: online rounds "
             f"sample completions of up to {new_tokens} tokens (generate_max_new_tokens, "
-            "max_completion_length)"
+            "max_completion_length)",
         )
     labellers = [
         name
@@ -553,15 +566,17 @@ def check_online(config: DPOConfig, require: Callable[[bool, str, str], None]) -
         if getattr(config, name)
     ]
     if not labellers:
-        raise ConfigError(
+        config._refuse(
+            "online",
             "online needs a labeller: reward_fn, reward_model_name_or_path or "
-            "implicit_reward_model (several: their sum, weighted by reward_weights)"
+            "implicit_reward_model (several: their sum, weighted by reward_weights)",
         )
     weights = config.reward_weights
-    if weights is not None and len(weights) != len(labellers):
-        raise ConfigError(
+    if weights is not None and labellers and len(weights) != len(labellers):
+        config._refuse(
+            "reward_weights",
             f"reward_weights: {len(weights)} weights for {len(labellers)} labellers "
-            f"({', '.join(labellers)}): give one weight per labeller, in this order"
+            f"({', '.join(labellers)}): give one weight per labeller, in this order",
         )
     require(
         weights is None or all(math.isfinite(w) for w in weights),
@@ -576,9 +591,10 @@ def check_online(config: DPOConfig, require: Callable[[bool, str, str], None]) -
         "a finite number >= 0",
     )
     if config.precompute_ref_log_probs:
-        raise ConfigError(
+        config._refuse(
+            "precompute_ref_log_probs",
             "precompute_ref_log_probs cannot be used with online: the pairs are sampled "
-            "during training"
+            "during training",
         )
 
 
@@ -591,21 +607,26 @@ def check_reference_sync(config: DPOConfig) -> None:
     config._require(0 <= config.ref_model_mixup_alpha <= 1, "ref_model_mixup_alpha", "in [0, 1]")
     config._require(config.ref_model_sync_steps >= 1, "ref_model_sync_steps", ">= 1")
     if config._valid("loss_type") and not config.loss_needs_reference:
-        raise ConfigError("sync_ref_model is set but no chosen loss uses a reference")
+        config._refuse(
+            "sync_ref_model", "sync_ref_model is set but no chosen loss uses a reference"
+        )
     if config.precompute_ref_log_probs:
-        raise ConfigError(
+        config._refuse(
+            "sync_ref_model",
             "sync_ref_model cannot be used with precompute_ref_log_probs: the reference "
-            "changes during training, so log-probs computed once would go stale"
+            "changes during training, so log-probs computed once would go stale",
         )
     if not config.own_reference:
-        raise ConfigError(
+        config._refuse(
+            "sync_ref_model",
             "sync_ref_model: the reference follows the policy, so it starts as the policy; "
-            "remove ref_model_name_or_path"
+            "remove ref_model_name_or_path",
         )
     if config.ref_model_init_kwargs is not None:  # (another revision or subfolder: not the start)
-        raise ConfigError(
+        config._refuse(
+            "sync_ref_model",
             "sync_ref_model: the reference follows the policy, so it starts as the policy, "
-            "loaded as it is (model_init_kwargs); remove ref_model_init_kwargs"
+            "loaded as it is (model_init_kwargs); remove ref_model_init_kwargs",
         )
 
 
@@ -618,5 +639,5 @@ def reject_if_set(config: DPOConfig, keys: tuple[str, ...], reason: str) -> None
                 if field_.default is dataclasses.MISSING
                 else field_.default
             )
-            if getattr(config, field_.name) != default:
-                raise ConfigError(f"{field_.name} is set but {reason}")
+            if getattr(config, field_.name) != default:  # each one said, the checks go on
+                config._refuse(field_.name, f"{field_.name} is set but {reason}")
