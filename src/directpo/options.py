@@ -174,7 +174,7 @@ def load_options(
     if isinstance(path, Mapping):
         data, where = dict(path), "config"
     elif path is not None:
-        data, where = _read_yaml(os.fspath(path)), os.fspath(path)
+        data, where = read_yaml(os.fspath(path)), os.fspath(path)
     if path is not None:
         _set_environment(data.pop("env", None), where)
         sources.insert(0, (data, where))
@@ -222,7 +222,8 @@ def _set_environment(env: Any, path: str) -> None:
         os.environ[str(key)] = str(value)
 
 
-def _read_yaml(path: str) -> dict[str, Any]:
+def read_yaml(path: str) -> dict[str, Any]:
+    """The option: value mapping of a YAML file, or a one-line ConfigError."""
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     try:
