@@ -8,8 +8,12 @@ import pytest
 from tiny import save_tiny_model
 
 import directpo.config
+import directpo.preflight
 import directpo.run
 from directpo.cli import main
+from directpo.config import DPOConfig
+from directpo.errors import ConfigError
+from directpo.preflight import check_device
 
 
 @pytest.fixture
@@ -58,3 +62,21 @@ def test_every_environment_and_device_problem_is_reported_in_one_pass(
     assert "attn_implementation: flash_attention_2 runs on CUDA only" in lines[4]
     assert "use_liger_kernel: Liger's kernels are Triton kernels for CUDA" in lines[5]
     assert "Traceback" not in err
+
+
+def test_cuda_kernels_that_are_not_installed_are_refused_before_loading(monkeypatch) -> None:
+    """On CUDA, use_liger_kernel without liger-kernel and flash_attention_2 without flash-attn
+    were refused only when the model loaded, after the data was read and tokenized."""
+    installed: set[str] = set()
+    monkeypatch.setattr(directpo.preflight, "_installed", lambda module: module in installed)
+    config = DPOConfig(
+        model_name_or_path="m", use_liger_kernel=True, attn_implementation="flash_attention_2"
+    )
+    with pytest.raises(ConfigError) as refused:
+        check_device(config, "cuda")
+    lines = str(refused.value).splitlines()
+    assert lines[0] == "2 options cannot be used:"
+    assert "use_liger_kernel: liger-kernel is not installed; pip install liger-kernel" in lines[1]
+    assert "attn_implementation: flash_attention_2 needs flash-attn" in lines[2]
+    installed |= {"liger_kernel", "kernels"}  # transformers then takes the Hub's flash-attn
+    check_device(config, "cuda")

@@ -212,7 +212,32 @@ def check_device(config: DPOConfig, device_type: str, processes: str = "none") -
             )
     if device_type != "cuda":
         problems += _cuda_only(config, device_type)
+    else:
+        problems += _kernels_missing(config)
     refuse_all(problems)
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _kernels_missing(config: DPOConfig) -> list[str]:
+    """The CUDA options whose package is not installed, each in a line: refused when the model
+    loads, after the data was read and tokenized (minutes on a large set)."""
+    problems = []
+    if config.use_liger_kernel and not _installed("liger_kernel"):
+        problems.append(
+            "use_liger_kernel: liger-kernel is not installed; pip install liger-kernel, or "
+            "remove use_liger_kernel"
+        )
+    # transformers takes the Hub's flash-attn kernel instead where the kernels package is there
+    flash = _installed("flash_attn") or _installed("kernels")
+    if config.attn_implementation == "flash_attention_2" and not flash:
+        problems.append(
+            "attn_implementation: flash_attention_2 needs flash-attn (pip install flash-attn "
+            "--no-build-isolation, or pip install kernels for the Hub's build); or use auto"
+        )
+    return problems
 
 
 def _cuda_only(config: DPOConfig, device_type: str) -> list[str]:
