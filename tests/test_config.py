@@ -537,3 +537,18 @@ def test_every_refused_combination_is_reported_in_one_pass() -> None:
         "ref_model_sync_steps is set but sync_ref_model is false",
     ):
         assert problem in said
+
+
+def test_a_value_of_the_wrong_type_does_not_hide_the_other_problems() -> None:
+    """``seed: abc`` stopped the checks before any value was judged: report_to's tracker and
+    beta's sign were said only on the next run. A line that would judge the default standing in
+    for a wrong-typed value (lora_alpha set "without lora_r") is not said."""
+    with pytest.raises(ConfigError) as refused:
+        DPOConfig(seed="abc", lora_r="sixteen", lora_alpha=64, beta=-1, report_to=["comet_ml"])
+    assert str(refused.value).splitlines() == [
+        "4 options cannot be used:",
+        "  lora_r must be an integer, got 'sixteen'",
+        "  seed must be an integer, got 'abc'",
+        "  beta must be > 0 (got -1.0)",
+        "  report_to must be a list of tensorboard, wandb, mlflow, none (got ['comet_ml'])",
+    ]

@@ -15,6 +15,7 @@ import enum
 import functools
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -49,28 +50,32 @@ class Options:
         # would otherwise need as many runs as mistakes
         hints = typing.get_type_hints(type(self))
         problems: list[str] = []
+        untyped: set[str] = set()  # options whose value is not of their type
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             try:
                 setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
             except ConfigError as error:
                 problems.append(str(error))
-        if problems:
-            raise ConfigErrors("", problems)
-        self._problems: list[str] | None = problems
-        self._refused: set[str] = set()
+                untyped.add(f.name)
+                setattr(self, f.name, _default(f))  # the other options are still checked
+        checked: list[str] = []
+        self._problems: list[str] | None = checked
+        self._refused: set[str] = set(untyped)
         try:
             self._check_values()
         except ConfigError as error:
-            if not problems:
+            if not (problems or checked):
                 raise
-            problems.append(str(error))  # a combination refused after values already were
+            checked.append(str(error))  # a combination refused after values already were
         except Exception:
-            if not problems:
+            if not (problems or checked):
                 raise
             # a later check met a value an earlier one refused: what was refused is the news
         finally:
             self._problems = None
             self._refused = set()
+        # a line naming an option of the wrong type judged its default, not the user's value
+        problems += [line for line in checked if not _names_any(line, untyped)]
         if problems:
             raise ConfigErrors("", problems)
 
@@ -149,6 +154,15 @@ class Options:
     def save_yaml(self, path: str | Path, **replaced: Any) -> None:
         """Every option as a YAML mapping (``replaced``: values written instead of the own)."""
         Path(path).write_text(yaml.safe_dump({**self.to_dict(), **replaced}, sort_keys=False))
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+
+
+def _names_any(line: str, keys: set[str]) -> bool:
+    """Whether ``line`` names one of ``keys`` as a word (not inside another option's name)."""
+    return any(re.search(rf"(?<![\w.]){re.escape(key)}(?!\w)", line) for key in keys)
 
 
 def option_help(cls: type) -> list[tuple[str, str, Any]]:
