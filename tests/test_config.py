@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import directpo.config
 from directpo.config import DPOConfig, load_config, option_names
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.preflight import check_environment
@@ -552,3 +553,16 @@ def test_a_value_of_the_wrong_type_does_not_hide_the_other_problems() -> None:
         "  beta must be > 0 (got -1.0)",
         "  report_to must be a list of tensorboard, wandb, mlflow, none (got ['comet_ml'])",
     ]
+
+
+def test_wandb_disabled_is_honoured_or_refused(monkeypatch) -> None:
+    """WANDB_DISABLED (TRL users' switch; transformers 5 no longer reads it) was ignored: a run
+    with report_to: all or wandb logged to wandb all the same."""
+    monkeypatch.setitem(directpo.config.TRACKER_MODULES, "wandb", "yaml")  # "installed"
+    assert DPOConfig(report_to=["all"]).report_to == ["tensorboard", "wandb"]
+    monkeypatch.setenv("WANDB_DISABLED", "true")
+    assert DPOConfig(report_to=["all"]).report_to == ["tensorboard"]
+    with pytest.raises(ConfigError, match="report_to has wandb but WANDB_DISABLED is set"):
+        DPOConfig(report_to=["wandb"])
+    monkeypatch.setenv("WANDB_DISABLED", "false")
+    assert DPOConfig(report_to=["wandb"]).report_to == ["wandb"]

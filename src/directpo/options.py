@@ -165,6 +165,19 @@ def _names_any(line: str, keys: set[str]) -> bool:
     return any(re.search(rf"(?<![\w.]){re.escape(key)}(?!\w)", line) for key in keys)
 
 
+def reject_if_set(config: Options, keys: tuple[str, ...], reason: str) -> None:
+    """An option that would silently do nothing is refused instead."""
+    for field_ in dataclasses.fields(config):  # type: ignore[arg-type]
+        if field_.name in keys:
+            default = (
+                field_.default_factory()
+                if field_.default is dataclasses.MISSING
+                else field_.default
+            )
+            if getattr(config, field_.name) != default:  # each one said, the checks go on
+                config._refuse(field_.name, f"{field_.name} is set but {reason}")
+
+
 def option_help(cls: type) -> list[tuple[str, str, Any]]:
     """(name, help, default) of every option of an options dataclass, in declaration order."""
     rows = []
