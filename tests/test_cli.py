@@ -446,3 +446,16 @@ def test_a_replaced_value_is_said(tmp_path, capsys, monkeypatch) -> None:
         "directpo: note: --bf16 is given 2 times: the last one (false) is used",
         f"directpo: note: --beta 0.5 replaces {recipe}'s beta: 0.1",
     ]
+
+
+def test_dashed_flag_names_are_the_options_as_in_hf_argument_parser(capsys, monkeypatch) -> None:
+    """``--learning-rate 1e-6`` and ``--no-bf16`` (HfArgumentParser takes them; TRL's scripts
+    write them) were unknown options."""
+    seen = []
+    monkeypatch.setitem(COMMANDS, "train", dataclasses.replace(COMMANDS["train"], run=seen.append))
+    flags = ("--learning-rate", "1e-6", "--per-device-train-batch-size=2", "--bf16", "--no-bf16")
+    code, _ = run_cli(capsys, "train", *flags)
+    assert code == 0
+    options = seen[0]
+    assert (options.learning_rate, options.per_device_train_batch_size) == (1e-6, 2)
+    assert options.bf16 is False

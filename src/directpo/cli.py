@@ -11,7 +11,8 @@ flag wins). Every option but a boolean needs a value (``--output_dir`` alone is 
 alone is true (``--bf16``). A list takes several values, comma-separated or one after another
 (``--lora_target_modules q_proj,k_proj`` or ``--lora_target_modules q_proj k_proj``); so does a
 list of data files (``--train_file a.jsonl,b.parquet``), except that a value naming an existing
-path is one path even if it holds a comma.
+path is one path even if it holds a comma. Dashes in a flag's name are underscores
+(``--learning-rate``, ``--no-bf16``), as transformers' HfArgumentParser takes them.
 """
 
 from __future__ import annotations
@@ -168,6 +169,17 @@ def _attach_negative_values(argv: Sequence[str]) -> list[str]:
     return joined
 
 
+def _underscored(argv: Sequence[str]) -> list[str]:
+    """``--learning-rate`` -> ``--learning_rate``, ``--no-bf16`` -> ``--no_bf16``: the dashed
+    spellings transformers' HfArgumentParser takes too, which TRL's scripts write."""
+    return [
+        "--" + token[2:].partition("=")[0].replace("-", "_") + "".join(token.partition("=")[1:])
+        if token.startswith("--") and len(token) > 2
+        else token
+        for token in argv
+    ]
+
+
 NEGATIVE_VALUE = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
 
 
@@ -179,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
-        argv = _attach_negative_values(sys.argv[1:] if argv is None else argv)
+        argv = _underscored(_attach_negative_values(sys.argv[1:] if argv is None else argv))
         if argv and argv[0] in COMMANDS and COMMANDS[argv[0]].takes_yaml:
             help_asked = any(token in ("-h", "--help") for token in argv[1:])
             if not help_asked:  # TRL's flags too: read here, judged all at once
