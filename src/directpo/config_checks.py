@@ -36,7 +36,7 @@ from directpo.hub import HUB_ID
 from directpo.losses import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSSES
 from directpo.mixture import check_mixture
 from directpo.options import Options, reject_if_set
-from directpo.preflight import expand_home, lora_off_reason
+from directpo.preflight import adapter_sync_problem, expand_home, lora_off_reason
 from directpo.sampling_checks import check_generation
 
 
@@ -435,6 +435,9 @@ def check_reference_sync(config: DPOConfig) -> None:
         return
     config._require(0 <= config.ref_model_mixup_alpha <= 1, "ref_model_mixup_alpha", "in [0, 1]")
     config._require(config.ref_model_sync_steps >= 1, "ref_model_sync_steps", ">= 1")
+    problem = config.lora_r and adapter_sync_problem(config.ref_model_mixup_alpha)
+    if problem and config._valid("lora_r", "ref_model_mixup_alpha"):  # (refused once loaded)
+        config._refuse("ref_model_mixup_alpha", problem)
     if config._valid("loss_type") and not config.loss_needs_reference:
         config._refuse(
             "sync_ref_model", "sync_ref_model is set but no chosen loss uses a reference"

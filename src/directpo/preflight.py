@@ -43,6 +43,17 @@ def lora_off_reason(model: str | None) -> str:
     return "lora_r is 0 (no LoRA); set lora_r: 16"
 
 
+def adapter_sync_problem(mixup_alpha: float) -> str | None:
+    """Why TR-DPO with adapters cannot take ``mixup_alpha`` (None: it can)."""
+    if mixup_alpha == 1:
+        return None
+    return (
+        f"sync_ref_model with an adapter: ref_model_mixup_alpha {mixup_alpha} would mix two "
+        "adapters, and a mix of low-rank products is not an adapter of the same rank; use "
+        "ref_model_mixup_alpha: 1.0 (the hard update) or full fine-tuning"
+    )
+
+
 # from_pretrained arguments that name a local folder (read from the working directory)
 PATH_KWARGS = ("cache_dir", "offload_folder")
 
@@ -356,6 +367,9 @@ def _check_models(config: DPOConfig, problems: list[str]) -> None:
             "folder of their own (base_model_name_or_path: this folder); to train the model, "
             "move them out"
         )
+    sync = config.sync_ref_model and adapter_sync_problem(config.ref_model_mixup_alpha)
+    if sync and is_adapter_folder(config.model_name_or_path):  # (lora_r: the config's checks)
+        problems.append(sync)  # (it was refused once the model had loaded)
     if config.lora_r and is_adapter_folder(config.model_name_or_path):
         raise ConfigError(
             f"model_name_or_path {config.model_name_or_path} is an adapter folder: training "
