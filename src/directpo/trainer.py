@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from directpo.arguments import checked_arguments
+from directpo.arguments import checked_arguments, config_with
 from directpo.batch_fit import retry_smaller, split_micro_batches
 from directpo.batching import collate_pairs
 from directpo.checkpoint import REFERENCE_FILE, save_checkpoint
@@ -62,12 +62,13 @@ from directpo.sync import reference_state, sync_reference
 
 
 def train(
-    config: DPOConfig,
+    config: DPOConfig | None = None,
     train_dataset: Any = None,
     eval_dataset: Any = None,
     *,
     echo: Callable[[str], None] | None = print,
     peft_config: Any = None,
+    **options: Any,
 ) -> TrainResult:
     """Train ``config.model_name_or_path`` with DPO; the final model goes to ``output_dir``.
 
@@ -82,13 +83,14 @@ def train(
     lora_* options: the policy trains those adapters, the reference is the base without them.
     ``train_dataset`` / ``eval_dataset`` (a ``datasets.Dataset`` or ``IterableDataset``, a
     ``DatasetDict`` of one split, a pandas DataFrame, a list of dicts, or a path) replace the
-    files.
+    files. ``options`` are DPOConfig's (``train(model_name_or_path=..., train_file=...)``), over
+    ``config``'s values when it is given (``train(config, beta=0.2)``).
     """
     if echo is None:
         echo = _silent
     elif not callable(echo):  # else a TypeError at the first line, after the output folder
         raise TypeError(f"echo must be a function of a line (print), or None; got {echo!r}")
-    config, peft_config = checked_arguments(config, peft_config, echo)
+    config, peft_config = checked_arguments(config_with(config, options), peft_config, echo)
     mode = launcher_mode(config.distributed, config.fsdp_offload)
     check_launcher_precision(config.precision.compute)
     world = setup_world(mode, config.ddp_timeout)
