@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
 import pytest
 
 import directpo.reference
-from directpo.cli import main
+from directpo.cli import COMMANDS, main
 from directpo.config import option_names
 from directpo.tracking import read_metrics
 
@@ -112,6 +113,7 @@ def test_bad_options_fail_before_any_model_loads(
     data.write_text(GOOD)
     code, err = run_cli(capsys, *train_argv(tiny_model_dirs["gpt2"], data, tmp_path / "o", *flags))
     assert code == 2
+    err = err.split("is used\n")[-1]  # (after the note on a flag these flags give again)
     assert err.startswith("directpo: error: ") and message in err and err.count("\n") == 1
 
 
@@ -360,6 +362,7 @@ def test_a_list_ends_at_the_yaml_file_and_a_stray_value_is_explained(
     cfg.write_text("max_steps: 3\n")
     argv = train_argv(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "o")
     assert main([*argv, "--report_to", "none", str(cfg)]) == 0
+    capsys.readouterr()  # (its note: --report_to given twice)
     assert captured_training[-1].max_steps == 3 and captured_training[-1].report_to == ["none"]
     code, err = run_cli(capsys, "train", str(cfg), "--output_dir", "a", "b")
     assert code == 2
@@ -426,3 +429,33 @@ def test_file_commands_under_torchrun_are_refused_in_one_line(
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("directpo: error: score, rank and generate run in one process")
     assert "started 2" in line and not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_replaced_value_is_said(tmp_path, capsys, monkeypatch) -> None:
+    """``--beta 0.1 ... --beta 0.5`` trained with 0.5 without a word (the last flag won), as did
+    a flag replacing the YAML file's value; each is now said in a note, and the last one wins."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("beta: 0.1\nbf16: false\nmax_steps: 3\n")
+    seen = []
+    monkeypatch.setitem(COMMANDS, "train", dataclasses.replace(COMMANDS["train"], run=seen.append))
+    flags = ("--beta", "0.2", "--beta=0.5", "--bf16", "--no_bf16", "--max_steps", "3")
+    code, err = run_cli(capsys, "train", str(recipe), *flags)
+    assert code == 0 and seen[0].beta == 0.5 and seen[0].bf16 is False
+    assert err.splitlines() == [
+        "directpo: note: --beta is given 2 times: the last one (0.5) is used",
+        "directpo: note: --bf16 is given 2 times: the last one (false) is used",
+        f"directpo: note: --beta 0.5 replaces {recipe}'s beta: 0.1",
+    ]
+
+
+def test_dashed_flag_names_are_the_options_as_in_hf_argument_parser(capsys, monkeypatch) -> None:
+    """``--learning-rate 1e-6`` and ``--no-bf16`` (HfArgumentParser takes them; TRL's scripts
+    write them) were unknown options."""
+    seen = []
+    monkeypatch.setitem(COMMANDS, "train", dataclasses.replace(COMMANDS["train"], run=seen.append))
+    flags = ("--learning-rate", "1e-6", "--per-device-train-batch-size=2", "--bf16", "--no-bf16")
+    code, _ = run_cli(capsys, "train", *flags)
+    assert code == 0
+    options = seen[0]
+    assert (options.learning_rate, options.per_device_train_batch_size) == (1e-6, 2)
+    assert options.bf16 is False

@@ -7,6 +7,7 @@ import pytest
 import torch
 from tiny import tiny_config
 
+import directpo.preflight
 from directpo.errors import ConfigError, ModelLoadError, TrainingStopped
 from directpo.models import LoadOptions, decoder_layers, load_causal_lm
 from directpo.trainer import train
@@ -230,7 +231,7 @@ def test_liger_refusals_are_one_line(tiny_model_dirs, pairs_file, tmp_path, monk
 
 
 def test_flash_attention_off_cuda_is_refused_before_the_data_is_read(
-    tiny_model_dirs, pairs_file, tmp_path
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
 ) -> None:
     """attn_implementation: flash_attention_2 (the handbook's recipes write it) on a CPU was
     refused by transformers only once the model loaded, after the pairs were tokenized."""
@@ -252,6 +253,7 @@ def test_flash_attention_off_cuda_is_refused_before_the_data_is_read(
             check_device(
                 DPOConfig(model_name_or_path="m", attn_implementation="flash_attention_2"), device
             )
+    monkeypatch.setattr(directpo.preflight, "_installed", lambda module: module == "flash_attn")
     check_device(DPOConfig(model_name_or_path="m", attn_implementation="flash_attention_2"), "cuda")
 
 

@@ -321,3 +321,23 @@ def test_the_best_models_reference_is_the_one_saved_beside_it(
     for step in (1, 3):
         moved = reference(out / f"checkpoint-{step}")
         assert all(torch.equal(saved[k], moved[k]) for k in moved) == (step == 1), step
+
+
+def test_tr_dpo_with_adapters_and_a_soft_update_is_refused_before_anything_loads(
+    tmp_path,
+) -> None:
+    """lora_r (or an adapter folder as the model) with sync_ref_model and TRL's default
+    ref_model_mixup_alpha 0.6 was refused only once the policy had loaded, after the data was
+    read and tokenized: now by the config's checks, and the adapter folder's before loading."""
+    from directpo.config import DPOConfig
+    from directpo.preflight import check_environment
+
+    with pytest.raises(ConfigError, match="ref_model_mixup_alpha 0.6 would mix two adapters"):
+        DPOConfig(model_name_or_path="m", lora_r=4, sync_ref_model=True)
+    DPOConfig(model_name_or_path="m", lora_r=4, sync_ref_model=True, ref_model_mixup_alpha=1.0)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    config = DPOConfig(model_name_or_path=str(adapter), sync_ref_model=True)
+    with pytest.raises(ConfigError, match="ref_model_mixup_alpha 0.6 would mix two adapters"):
+        check_environment(config, need_train_file=False)

@@ -14,6 +14,7 @@ import torch
 from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
 from transformers import AutoModelForCausalLM
 
+from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DataError
 from directpo.losses import LOSSES
 from directpo.tracking import read_metrics
@@ -1251,3 +1252,27 @@ def test_out_of_memory_before_the_first_step_is_one_line(
     assert "lora_r: 16" not in str(stopped.value)  # (it trains LoRA already)
     assert "load_in_4bit" in str(stopped.value) and "precompute_ref_log_probs" in str(stopped.value)
     assert not any("layout" in line and "Error" in line for line in lines), lines
+
+
+def test_options_given_to_train_are_the_configs(tmp_path, monkeypatch) -> None:
+    """``train(model_name_or_path=..., beta=0.2)`` and ``train(config, lerning_rate=...)`` were
+    TypeErrors ("unexpected keyword argument") naming no real option; they are DPOConfig's
+    options, a misspelt one refused with the closest real one, before anything loads."""
+    import directpo.trainer
+
+    seen: list[DPOConfig] = []
+
+    def stop(config, peft_config, echo):
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(directpo.trainer, "checked_arguments", stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(model_name_or_path="m", train_file="p.jsonl", beta=0.2, echo=None)
+    assert (seen[0].model_name_or_path, seen[0].beta) == ("m", 0.2)
+    base = DPOConfig(model_name_or_path="m", beta=0.3, learning_rate=1e-6)
+    with pytest.raises(KeyboardInterrupt):
+        train(base, beta=0.2, echo=None)
+    assert (seen[1].beta, seen[1].learning_rate, base.beta) == (0.2, 1e-6, 0.3)
+    with pytest.raises(ConfigError, match="option 'lerning_rate'; did you mean 'learning_rate'"):
+        train(base, lerning_rate=1e-5, echo=None)

@@ -70,6 +70,18 @@ def checked_arguments(
     return rebuilt_config(config, **{**unset, **options}), None
 
 
+def config_with(config: DPOConfig | None, options: dict[str, Any]) -> DPOConfig | None:
+    """``train(config, beta=0.2)`` or ``train(model_name_or_path=..., ...)``: ``options`` as
+    DPOConfig takes them (TRL's names too; a misspelt one refused with the closest real one),
+    over ``config``'s values. They were a TypeError naming no option ("unexpected keyword
+    argument 'lerning_rate'")."""
+    if not options:
+        return config
+    if config is None:
+        return DPOConfig(**options)
+    return rebuilt_config(config, **options) if isinstance(config, DPOConfig) else config
+
+
 def rebuilt_config(config: DPOConfig, **options: Any) -> DPOConfig:
     """``config`` built again (its values checked), a refused value named as it was set: a TRL
     alias set after construction (``config.max_new_tokens = 0``) by that alias."""

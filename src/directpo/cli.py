@@ -6,11 +6,13 @@
     directpo generate --model_name_or_path MODEL --input PROMPTS --output FILE
 
 Every option of a command's options dataclass is a flag; for train, a flag overrides the YAML
-file. Every option but a boolean needs a value (``--output_dir`` alone is an error); a boolean
+file. A flag given twice, or replacing a value of the YAML file, is said in a note (the last
+flag wins). Every option but a boolean needs a value (``--output_dir`` alone is an error); a boolean
 alone is true (``--bf16``). A list takes several values, comma-separated or one after another
 (``--lora_target_modules q_proj,k_proj`` or ``--lora_target_modules q_proj k_proj``); so does a
 list of data files (``--train_file a.jsonl,b.parquet``), except that a value naming an existing
-path is one path even if it holds a comma.
+path is one path even if it holds a comma. Dashes in a flag's name are underscores
+(``--learning-rate``, ``--no-bf16``), as transformers' HfArgumentParser takes them.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from directpo.command_options import (
 )
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DirectpoError
-from directpo.options import load_options, option_help
+from directpo.options import load_options, option_help, read_yaml
 from directpo.signals import Terminated, sigterm_unwinds
 
 
@@ -167,6 +169,17 @@ def _attach_negative_values(argv: Sequence[str]) -> list[str]:
     return joined
 
 
+def _underscored(argv: Sequence[str]) -> list[str]:
+    """``--learning-rate`` -> ``--learning_rate``, ``--no-bf16`` -> ``--no_bf16``: the dashed
+    spellings transformers' HfArgumentParser takes too, which TRL's scripts write."""
+    return [
+        "--" + token[2:].partition("=")[0].replace("-", "_") + "".join(token.partition("=")[1:])
+        if token.startswith("--") and len(token) > 2
+        else token
+        for token in argv
+    ]
+
+
 NEGATIVE_VALUE = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
 
 
@@ -178,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
-        argv = _attach_negative_values(sys.argv[1:] if argv is None else argv)
+        argv = _underscored(_attach_negative_values(sys.argv[1:] if argv is None else argv))
         if argv and argv[0] in COMMANDS and COMMANDS[argv[0]].takes_yaml:
             help_asked = any(token in ("-h", "--help") for token in argv[1:])
             if not help_asked:  # TRL's flags too: read here, judged all at once
@@ -186,7 +199,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 config_file, overrides = _yaml_and_flags(argv[1:], command.options)
                 if config_file is not None:
                     _refuse_data_file(config_file)
-                command.run(load_options(command.options, config_file, overrides))
+                command.run(_loaded(command.options, config_file, overrides, argv[1:]))
                 return 0
         args, unknown = parser.parse_known_args(argv)
         if args.command is None:
@@ -204,8 +217,8 @@ def _main(argv: Sequence[str] | None) -> int:
         }
         if "positional" in overrides:
             overrides[command.positional] = overrides.pop("positional")
-        options = load_options(command.options, getattr(args, "config", None), overrides)
-        command.run(options)
+        config_file = getattr(args, "config", None)
+        command.run(_loaded(command.options, config_file, overrides, argv[1:]))
     except DirectpoError as err:
         _say_error(err)
         return err.exit_code
@@ -218,6 +231,51 @@ def _main(argv: Sequence[str] | None) -> int:
             print(_stopped("terminated (SIGTERM)", err), file=sys.stderr)
         return 143
     return 0
+
+
+def _loaded(
+    options: type, config_file: str | None, overrides: dict[str, Any], tokens: Sequence[str]
+) -> Any:
+    """The options of the YAML file and flags; a value replaced by a later flag, or a YAML value
+    by a flag, is said in a note (either took effect without a word: ``--beta 0.1 ... --beta
+    0.5`` trained with 0.5, and a flag meant for another run overrode the recipe unseen)."""
+    built = load_options(options, config_file, overrides)
+    if os.environ.get("RANK", "0") == "0":
+        for note in _replaced_values(tokens, config_file, overrides):
+            print(f"directpo: note: {note}", file=sys.stderr)
+    return built
+
+
+def _replaced_values(
+    tokens: Sequence[str], config_file: str | None, overrides: dict[str, Any]
+) -> list[str]:
+    """A line for each flag given more than once (``--no_bf16`` sets bf16), and for each flag
+    that replaces another value of the YAML file."""
+    counts: dict[str, int] = {}
+    for token in tokens:
+        if token.startswith("--") and len(token) > 2:
+            key = token[2:].partition("=")[0]
+            key = key[3:] if key.startswith("no_") else key
+            counts[key] = counts.get(key, 0) + 1
+    notes = [
+        f"--{key} is given {count} times: the last one ({_shown(overrides.get(key))}) is used"
+        for key, count in counts.items()
+        if count > 1
+    ]
+    recipe: dict[str, Any] = {}
+    if config_file is not None:
+        with contextlib.suppress(ConfigError):
+            recipe = read_yaml(config_file)
+    notes += [
+        f"--{key} {_shown(value)} replaces {config_file}'s {key}: {_shown(recipe[key])}"
+        for key, value in overrides.items()
+        if key in recipe and str(recipe[key]).lower() != str(value).lower()
+    ]
+    return notes
+
+
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _stopped(word: str, err: BaseException) -> str:

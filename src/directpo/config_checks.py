@@ -9,10 +9,8 @@ reports every wrong value at once; a check that reads an already refused value i
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import importlib.util
-import math
+import os
 from collections.abc import Callable
 
 from directpo.best import default_metric_unlogged
@@ -37,8 +35,9 @@ from directpo.errors import ConfigError
 from directpo.hub import HUB_ID
 from directpo.losses import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSSES
 from directpo.mixture import check_mixture
-from directpo.options import Options
-from directpo.preflight import expand_home, lora_off_reason
+from directpo.options import Options, reject_if_set
+from directpo.preflight import adapter_sync_problem, expand_home, lora_off_reason
+from directpo.sampling_checks import check_generation
 
 
 def check_columns(options: Options) -> None:
@@ -141,19 +140,14 @@ def check_values(config: DPOConfig) -> None:
             check_mixture(config)
         except ConfigError as error:
             config._refuse("dataset_mixture", str(error))
-    if config.report_to == ["all"]:  # transformers' meaning: every tracker installed
-        config.report_to = [
-            name
-            for name, module in TRACKER_MODULES.items()
-            if importlib.util.find_spec(module) is not None
-        ] or ["none"]
+    check_wandb_disabled(config)
     one_of("log_level", LOG_LEVELS)
     hub_id = config.hub_model_id is None or bool(HUB_ID.fullmatch(str(config.hub_model_id)))
     require(hub_id, "hub_model_id", "a Hub repository id, user/name")
     unknown = [t for t in config.report_to if t not in TRACKERS]
     require(not unknown, "report_to", "a list of " + ", ".join(TRACKERS))
     if "none" in config.report_to and len(config.report_to) > 1:
-        raise ConfigError("report_to: 'none' cannot be combined with other trackers")
+        config._refuse("report_to", "report_to: 'none' cannot be combined with other trackers")
     check_generation(config, require)
     require(config.logprob_chunk_tokens >= 0, "logprob_chunk_tokens", ">= 0 (0: off)")
     require(config.pack_max_tokens >= 0, "pack_max_tokens", ">= 0 (0: the longest sequence)")
@@ -169,9 +163,10 @@ def check_values(config: DPOConfig) -> None:
         reject_if_set(config, ("liger_kernel_config",), "use_liger_kernel is off")
     for key in LIGER_LOSS_KERNELS:
         if (config.liger_kernel_config or {}).get(key):
-            raise ConfigError(
+            config._refuse(
+                "liger_kernel_config",
                 f"liger_kernel_config: {key} must be false (Liger's loss kernels return a "
-                "loss; directpo's head computes the completion tokens' log-probs itself)"
+                "loss; directpo's head computes the completion tokens' log-probs itself)",
             )
     if not config.gradient_checkpointing:
         reject_if_set(config, ("gradient_checkpointing_every",), "gradient_checkpointing is off")
@@ -199,7 +194,7 @@ def check_values(config: DPOConfig) -> None:
             lora_off_reason(config.model_name_or_path),
         )
     if config.load_in_4bit and config.load_in_8bit:
-        raise ConfigError("load_in_4bit and load_in_8bit are both set: choose one")
+        config._refuse("load_in_4bit", "load_in_4bit and load_in_8bit are both set: choose one")
     if not config.load_in_4bit:
         reject_if_set(
             config,
@@ -224,7 +219,7 @@ def check_values(config: DPOConfig) -> None:
         )
     tracked = config.load_best_model_at_end or config.early_stopping_patience
     if tracked and config.metric_for_best_model is None and isinstance(config.eval_file, dict):
-        raise ConfigError(default_metric_unlogged(config.eval_file))
+        config._refuse("metric_for_best_model", default_metric_unlogged(config.eval_file))
     if not tracked:
         reject_if_set(
             config,
@@ -235,17 +230,19 @@ def check_values(config: DPOConfig) -> None:
         kwargs = getattr(config, name) or {}
         for key in ("dtype", "torch_dtype"):
             if key in kwargs:  # TRL loads the weights in it: bf16 weights barely learn
-                raise ConfigError(
+                config._refuse(
+                    name,
                     f"{name}: {key} is directpo's dtype option, for policy and reference "
                     "together: remove it there and set dtype: bfloat16 (bf16 compute over "
                     "float32 master weights, which keep every update; add master_weights: "
                     "bfloat16 with optimizer: adamw_kahan to store the weights in bf16) or "
-                    "dtype: float32"
+                    "dtype: float32",
                 )
         if "quantization_config" in kwargs:
-            raise ConfigError(
+            config._refuse(
+                name,
                 f"{name}: quantization_config is set by directpo's load_in_4bit / "
-                "load_in_8bit and bnb_4bit_* options; remove it there"
+                "load_in_8bit and bnb_4bit_* options; remove it there",
             )
     # whether a chosen loss uses a reference cannot be told from a refused loss_type
     known = config._valid("loss_type", "lora_r")
@@ -255,19 +252,24 @@ def check_values(config: DPOConfig) -> None:
         and config.ref_model_init_kwargs is not None
         and ((config.lora_r and own_base) or not config.needs_reference)
     ):
-        raise ConfigError(
+        config._refuse(
+            "ref_model_init_kwargs",
             "ref_model_init_kwargs is set but no separate reference model is loaded ("
             + ("with LoRA the reference is the base with adapters off; a separate one is "
                "loaded with ref_model_name_or_path)" if config.needs_reference
                else "no chosen loss uses a reference)")
         )  # fmt: skip
     if known and not own_base and not config.needs_reference:
-        raise ConfigError(  # (it was not loaded, without a word)
+        config._refuse(  # (it was not loaded, without a word)
+            "ref_model_name_or_path",
             "ref_model_name_or_path is set but no chosen loss uses a reference (loss_type: "
-            f"{', '.join(config.loss_type)}), nor eval_generate's KL"
+            f"{', '.join(config.loss_type)}), nor eval_generate's KL",
         )
     if known and config.precompute_ref_log_probs and not config.loss_needs_reference:
-        raise ConfigError("precompute_ref_log_probs is set but no chosen loss uses a reference")
+        config._refuse(
+            "precompute_ref_log_probs",
+            "precompute_ref_log_probs is set but no chosen loss uses a reference",
+        )
     if not config.precompute_ref_log_probs:
         reject_if_set(config, ("precompute_ref_batch_size",), "precompute_ref_log_probs is false")
     elif config.precompute_ref_batch_size is not None:
@@ -276,6 +278,25 @@ def check_values(config: DPOConfig) -> None:
             isinstance(size, int) and size >= 1, "precompute_ref_batch_size", "null or >= 1"
         )
     check_reference_sync(config)
+
+
+def check_wandb_disabled(config: DPOConfig) -> None:
+    """``report_to: all`` as transformers took it (every tracker installed), and wandb with
+    WANDB_DISABLED set (TRL users' way to turn it off; transformers 5 no longer reads it):
+    left out of all, refused where named, instead of a run logged to wandb regardless."""
+    disabled = os.environ.get("WANDB_DISABLED", "").strip().lower() in ("1", "true", "yes", "on")
+    if config.report_to == ["all"]:
+        config.report_to = [
+            name
+            for name, module in TRACKER_MODULES.items()
+            if importlib.util.find_spec(module) is not None and not (disabled and name == "wandb")
+        ] or ["none"]
+    if disabled and "wandb" in config.report_to:
+        config._refuse(
+            "report_to",
+            "report_to has wandb but WANDB_DISABLED is set: remove wandb from report_to, or "
+            "unset WANDB_DISABLED (WANDB_MODE=offline logs without uploading)",
+        )
 
 
 def check_precision(config: DPOConfig) -> None:
@@ -381,17 +402,19 @@ def check_loss_modifiers(config: DPOConfig) -> None:
             return
         unsupported = sorted(set(config.loss_type) - F_DIVERGENCE_LOSSES)
         if unsupported:
-            raise ConfigError(
+            config._refuse(
+                "f_divergence_type",
                 f"f_divergence_type: {config.f_divergence_type} applies to "
-                f"{', '.join(sorted(F_DIVERGENCE_LOSSES))}, not {', '.join(unsupported)}"
+                f"{', '.join(sorted(F_DIVERGENCE_LOSSES))}, not {', '.join(unsupported)}",
             )
     else:
         reject_if_set(config, ("f_alpha_divergence_coef",), "f_divergence_type is reverse_kl")
     if config.ld_alpha is not None:
         config._require(0 <= config.ld_alpha <= 1, "ld_alpha", "in [0, 1]")
     if config.use_weighting and {"aot", "aot_unpaired"} & set(config.loss_type):
-        raise ConfigError(
-            "use_weighting cannot weight aot / aot_unpaired (their loss couples the batch)"
+        config._refuse(
+            "use_weighting",
+            "use_weighting cannot weight aot / aot_unpaired (their loss couples the batch)",
         )
 
 
@@ -402,9 +425,11 @@ def check_schedule(config: DPOConfig) -> None:
     if not kwargs and name not in SCHEDULERS_NEEDING_KWARGS:
         return
     if name == "constant":
-        raise ConfigError(
-            f"lr_scheduler_kwargs is set but lr_scheduler_type {name} takes none (got {kwargs})"
+        config._refuse(
+            "lr_scheduler_kwargs",
+            f"lr_scheduler_kwargs is set but lr_scheduler_type {name} takes none (got {kwargs})",
         )
+        return
     import torch
 
     try:  # built once on a stand-in optimizer: transformers checks the arguments
@@ -416,189 +441,6 @@ def check_schedule(config: DPOConfig) -> None:
         ) from None
 
 
-def check_generation(config: DPOConfig, require: Callable[[bool, str, str], None]) -> None:
-    require(config.eval_generate >= 0, "eval_generate", ">= 0")
-    require(config.eval_generate_samples >= 1, "eval_generate_samples", ">= 1")
-    require(config.generate_max_new_tokens >= 1, "generate_max_new_tokens", ">= 1")
-    require(config.generate_temperature >= 0, "generate_temperature", ">= 0")
-    require(0 < config.generate_top_p <= 1, "generate_top_p", "in (0, 1]")
-    require(config.generate_top_k >= 0, "generate_top_k", ">= 0")
-    min_p = config.generate_min_p
-    require(min_p is None or 0 <= min_p <= 1, "generate_min_p", "null or in [0, 1]")
-    require(config.generate_repetition_penalty > 0, "generate_repetition_penalty", "> 0")
-    check_generation_kwargs(config)
-    config._require_sampling("eval_generate_samples", "generate_temperature")
-    config._refuse_sampling_only(
-        "generate_temperature", ("generate_top_p", "generate_top_k", "generate_min_p")
-    )
-    if config.eval_generate == 0:
-        reject_if_set(
-            config,
-            ("eval_generate_samples", "eval_prompts_file"),
-            "eval_generate is 0, so nothing is sampled; set eval_generate: N",
-        )
-    if config.eval_generate == 0 and not config.online:
-        reject_if_set(
-            config,
-            (
-                "generate_max_new_tokens",
-                "generate_temperature",
-                "generate_top_p",
-                "generate_top_k",
-                "generate_min_p",
-                "generate_repetition_penalty",
-                "generate_cache_implementation",
-                "generation_kwargs",
-                "reward_fn",
-            ),
-            "eval_generate is 0 and online is off, so nothing is sampled; set eval_generate",
-        )
-    check_online(config, require)
-
-
-# generate() keys that directpo's options set (or whose output it reads): the option to use
-OWN_GENERATION_KEYS = {
-    "max_new_tokens": "generate_max_new_tokens",
-    "max_length": "generate_max_new_tokens",
-    "temperature": "generate_temperature",
-    "do_sample": "generate_temperature (0: greedy)",
-    "top_p": "generate_top_p",
-    "top_k": "generate_top_k",
-    "min_p": "generate_min_p",
-    "repetition_penalty": "generate_repetition_penalty",
-    "cache_implementation": "generate_cache_implementation",
-    "num_return_sequences": "eval_generate_samples / online_samples_per_prompt",
-    **dict.fromkeys(("eos_token_id", "pad_token_id", "bos_token_id"), "the tokenizer's tokens"),
-    **dict.fromkeys(
-        ("return_dict_in_generate", "output_scores", "output_logits", "output_attentions",
-         "output_hidden_states"),
-        "nothing: directpo reads the sampled ids alone",
-    ),
-}  # fmt: skip
-
-
-def check_generation_kwargs(config: DPOConfig) -> None:
-    """generation_kwargs holds GenerationConfig keys that no option of directpo's sets (TRL lets
-    them override its own options, which here would be recorded with values not used), and the
-    sampling options hold values transformers accepts: refused now, not at the first sample."""
-    from transformers import GenerationConfig
-
-    kwargs = config.generation_kwargs or {}
-    if not isinstance(kwargs, dict):
-        return config._refuse("generation_kwargs", "generation_kwargs must be a mapping")
-    known = GenerationConfig().to_dict()
-    for key in kwargs:
-        if key in OWN_GENERATION_KEYS:
-            return config._refuse(
-                "generation_kwargs",
-                f"generation_kwargs: {key} is set by directpo's own options: use "
-                f"{OWN_GENERATION_KEYS[key]}",
-            )
-        if key == "stop_strings":  # transformers matches them with a tokenizer generate lacks
-            return config._refuse(
-                "generation_kwargs",
-                "generation_kwargs: stop_strings is not supported: samples end at the "
-                "tokenizer's end-of-sequence tokens (sampling stopped at the first evaluation "
-                "or round with transformers' 'we could not locate a tokenizer')",
-            )
-        if key not in known or key.startswith("_"):
-            close = difflib.get_close_matches(key, list(known), n=1)
-            hint = f"; did you mean {close[0]}?" if close else ""
-            return config._refuse(
-                "generation_kwargs",
-                f"generation_kwargs: {key!r} is not an option of transformers' "
-                f"GenerationConfig{hint}",
-            )
-    if not config._valid("generate_min_p", "generate_repetition_penalty"):
-        return None
-    # with the samples per prompt asked for: num_beams below them stopped the run at its first
-    # evaluation or round (transformers checks them together when generating)
-    samples = max(config.eval_generate_samples, config.online_samples_per_prompt * config.online)
-    try:
-        extras = config.generation_extras
-        GenerationConfig(do_sample=True, num_return_sequences=samples, **extras).validate(
-            strict=True
-        )
-    except (ValueError, TypeError) as error:
-        where = "generation_kwargs" if kwargs else "generate_cache_implementation"
-        said = str(error).splitlines()[0]
-        if "num_return_sequences" in said:
-            said += " (num_return_sequences: eval_generate_samples / online_samples_per_prompt)"
-        config._refuse(where, f"{where}: {said}")
-    return None
-
-
-def check_online(config: DPOConfig, require: Callable[[bool, str, str], None]) -> None:
-    online_options = (
-        "prompt_file",
-        "online_prompts_per_round",
-        "online_samples_per_prompt",
-        "online_pairs",
-        "online_reward_gap",
-        "online_max_pairs_per_prompt",
-        "steps_per_round",
-        "reward_model_name_or_path",
-        "implicit_reward_model",
-        "reward_weights",
-        "missing_eos_penalty",
-    )
-    if not config.online:
-        reject_if_set(config, online_options, "online is off; set online: true")
-        return
-    require(config.online_prompts_per_round >= 1, "online_prompts_per_round", ">= 1")
-    require(config.online_samples_per_prompt >= 2, "online_samples_per_prompt", ">= 2")
-    config._require_sampling("online_samples_per_prompt", "generate_temperature")
-    config._one_of("online_pairs", ("best_worst", "above_gap"))
-    require(config.online_reward_gap >= 0, "online_reward_gap", ">= 0")
-    require(config.online_max_pairs_per_prompt >= 0, "online_max_pairs_per_prompt", ">= 0")
-    require(config.steps_per_round >= 1, "steps_per_round", ">= 1")
-    prompt_tokens, new_tokens = config.online_sampling
-    lengths = ("max_length", "max_prompt_length", "max_completion_length")
-    if (
-        prompt_tokens is not None
-        and prompt_tokens < 1
-        and config._valid(*lengths, "generate_max_new_tokens")
-    ):
-        raise ConfigError(
-            f"max_length {config.max_length} leaves no room for a prompt: online rounds "
-            f"sample completions of up to {new_tokens} tokens (generate_max_new_tokens, "
-            "max_completion_length)"
-        )
-    labellers = [
-        name
-        for name in ("reward_fn", "reward_model_name_or_path", "implicit_reward_model")
-        if getattr(config, name)
-    ]
-    if not labellers:
-        raise ConfigError(
-            "online needs a labeller: reward_fn, reward_model_name_or_path or "
-            "implicit_reward_model (several: their sum, weighted by reward_weights)"
-        )
-    weights = config.reward_weights
-    if weights is not None and len(weights) != len(labellers):
-        raise ConfigError(
-            f"reward_weights: {len(weights)} weights for {len(labellers)} labellers "
-            f"({', '.join(labellers)}): give one weight per labeller, in this order"
-        )
-    require(
-        weights is None or all(math.isfinite(w) for w in weights),
-        "reward_weights",
-        "finite numbers",
-    )
-    penalty = config.missing_eos_penalty
-    # subtracted: a negative one would favour completions that never end (TRL: positive)
-    require(
-        penalty is None or (math.isfinite(penalty) and penalty >= 0),
-        "missing_eos_penalty",
-        "a finite number >= 0",
-    )
-    if config.precompute_ref_log_probs:
-        raise ConfigError(
-            "precompute_ref_log_probs cannot be used with online: the pairs are sampled "
-            "during training"
-        )
-
-
 def check_reference_sync(config: DPOConfig) -> None:
     if not config.sync_ref_model:
         reject_if_set(
@@ -607,33 +449,28 @@ def check_reference_sync(config: DPOConfig) -> None:
         return
     config._require(0 <= config.ref_model_mixup_alpha <= 1, "ref_model_mixup_alpha", "in [0, 1]")
     config._require(config.ref_model_sync_steps >= 1, "ref_model_sync_steps", ">= 1")
+    problem = config.lora_r and adapter_sync_problem(config.ref_model_mixup_alpha)
+    if problem and config._valid("lora_r", "ref_model_mixup_alpha"):  # (refused once loaded)
+        config._refuse("ref_model_mixup_alpha", problem)
     if config._valid("loss_type") and not config.loss_needs_reference:
-        raise ConfigError("sync_ref_model is set but no chosen loss uses a reference")
+        config._refuse(
+            "sync_ref_model", "sync_ref_model is set but no chosen loss uses a reference"
+        )
     if config.precompute_ref_log_probs:
-        raise ConfigError(
+        config._refuse(
+            "sync_ref_model",
             "sync_ref_model cannot be used with precompute_ref_log_probs: the reference "
-            "changes during training, so log-probs computed once would go stale"
+            "changes during training, so log-probs computed once would go stale",
         )
     if not config.own_reference:
-        raise ConfigError(
+        config._refuse(
+            "sync_ref_model",
             "sync_ref_model: the reference follows the policy, so it starts as the policy; "
-            "remove ref_model_name_or_path"
+            "remove ref_model_name_or_path",
         )
     if config.ref_model_init_kwargs is not None:  # (another revision or subfolder: not the start)
-        raise ConfigError(
+        config._refuse(
+            "sync_ref_model",
             "sync_ref_model: the reference follows the policy, so it starts as the policy, "
-            "loaded as it is (model_init_kwargs); remove ref_model_init_kwargs"
+            "loaded as it is (model_init_kwargs); remove ref_model_init_kwargs",
         )
-
-
-def reject_if_set(config: DPOConfig, keys: tuple[str, ...], reason: str) -> None:
-    """An option that would silently do nothing is refused instead."""
-    for field_ in dataclasses.fields(config):
-        if field_.name in keys:
-            default = (
-                field_.default_factory()
-                if field_.default is dataclasses.MISSING
-                else field_.default
-            )
-            if getattr(config, field_.name) != default:
-                raise ConfigError(f"{field_.name} is set but {reason}")

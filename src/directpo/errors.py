@@ -7,7 +7,9 @@ that line and exits with code 2; nothing else about the failure is shown (no tra
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 
 
 class DirectpoError(Exception):
@@ -52,6 +54,23 @@ class ConfigErrors(ConfigError):
             return errors[0]
         lines = [line for error in errors for line in getattr(error, "problems", [str(error)])]
         return ConfigErrors(getattr(errors[0], "where", ""), lines)
+
+
+@contextlib.contextmanager
+def collected(problems: list[str]) -> Iterator[None]:
+    """Runs the checks inside, adding a refusal's lines to ``problems`` instead of raising it:
+    independent checks then report every problem in one pass (a config fixed one error per run
+    needs as many runs as mistakes, each perhaps loading a model first)."""
+    try:
+        yield
+    except ConfigError as error:
+        problems.extend(getattr(error, "problems", None) or [str(error)])
+
+
+def refuse_all(problems: list[str]) -> None:
+    """Raises the ``problems`` collected (one ``ConfigError`` of them all), if any."""
+    if problems:
+        raise ConfigErrors("", problems)
 
 
 def respelled(error: ConfigError, spellings: dict[str, str]) -> ConfigError:

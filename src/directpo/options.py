@@ -15,6 +15,7 @@ import enum
 import functools
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -49,28 +50,32 @@ class Options:
         # would otherwise need as many runs as mistakes
         hints = typing.get_type_hints(type(self))
         problems: list[str] = []
+        untyped: set[str] = set()  # options whose value is not of their type
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             try:
                 setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
             except ConfigError as error:
                 problems.append(str(error))
-        if problems:
-            raise ConfigErrors("", problems)
-        self._problems: list[str] | None = problems
-        self._refused: set[str] = set()
+                untyped.add(f.name)
+                setattr(self, f.name, _default(f))  # the other options are still checked
+        checked: list[str] = []
+        self._problems: list[str] | None = checked
+        self._refused: set[str] = set(untyped)
         try:
             self._check_values()
         except ConfigError as error:
-            if not problems:
+            if not (problems or checked):
                 raise
-            problems.append(str(error))  # a combination refused after values already were
+            checked.append(str(error))  # a combination refused after values already were
         except Exception:
-            if not problems:
+            if not (problems or checked):
                 raise
             # a later check met a value an earlier one refused: what was refused is the news
         finally:
             self._problems = None
             self._refused = set()
+        # a line naming an option of the wrong type judged its default, not the user's value
+        problems += [line for line in checked if not _names_any(line, untyped)]
         if problems:
             raise ConfigErrors("", problems)
 
@@ -167,6 +172,28 @@ class Options:
         Path(path).write_text(yaml.safe_dump({**self.to_dict(), **replaced}, sort_keys=False))
 
 
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+
+
+def _names_any(line: str, keys: set[str]) -> bool:
+    """Whether ``line`` names one of ``keys`` as a word (not inside another option's name)."""
+    return any(re.search(rf"(?<![\w.]){re.escape(key)}(?!\w)", line) for key in keys)
+
+
+def reject_if_set(config: Options, keys: tuple[str, ...], reason: str) -> None:
+    """An option that would silently do nothing is refused instead."""
+    for field_ in dataclasses.fields(config):  # type: ignore[arg-type]
+        if field_.name in keys:
+            default = (
+                field_.default_factory()
+                if field_.default is dataclasses.MISSING
+                else field_.default
+            )
+            if getattr(config, field_.name) != default:  # each one said, the checks go on
+                config._refuse(field_.name, f"{field_.name} is set but {reason}")
+
+
 def option_help(cls: type) -> list[tuple[str, str, Any]]:
     """(name, help, default) of every option of an options dataclass, in declaration order."""
     rows = []
@@ -190,7 +217,7 @@ def load_options(
     if isinstance(path, Mapping):
         data, where = dict(path), "config"
     elif path is not None:
-        data, where = _read_yaml(os.fspath(path)), os.fspath(path)
+        data, where = read_yaml(os.fspath(path)), os.fspath(path)
     if path is not None:
         _set_environment(data.pop("env", None), where)
         sources.insert(0, (data, where))
@@ -238,7 +265,8 @@ def _set_environment(env: Any, path: str) -> None:
         os.environ[str(key)] = str(value)
 
 
-def _read_yaml(path: str) -> dict[str, Any]:
+def read_yaml(path: str) -> dict[str, Any]:
+    """The option: value mapping of a YAML file, or a one-line ConfigError."""
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     try:

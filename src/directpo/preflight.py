@@ -7,9 +7,10 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from directpo.errors import ConfigError
+from directpo.errors import ConfigError, collected, refuse_all
 
 if TYPE_CHECKING:
     from directpo.config import DPOConfig
@@ -40,6 +41,17 @@ def lora_off_reason(model: str | None) -> str:
             "its adapter_config.json; remove the lora_* options"
         )
     return "lora_r is 0 (no LoRA); set lora_r: 16"
+
+
+def adapter_sync_problem(mixup_alpha: float) -> str | None:
+    """Why TR-DPO with adapters cannot take ``mixup_alpha`` (None: it can)."""
+    if mixup_alpha == 1:
+        return None
+    return (
+        f"sync_ref_model with an adapter: ref_model_mixup_alpha {mixup_alpha} would mix two "
+        "adapters, and a mix of low-rank products is not an adapter of the same rank; use "
+        "ref_model_mixup_alpha: 1.0 (the hard update) or full fine-tuning"
+    )
 
 
 # from_pretrained arguments that name a local folder (read from the working directory)
@@ -176,48 +188,124 @@ def _absolute(paths: Any) -> Any:
     return paths
 
 
+def check_run(
+    config: DPOConfig,
+    device_type: str,
+    processes: str = "none",
+    *,
+    need_train_file: bool = True,
+    eval_dataset_given: bool = False,
+) -> None:
+    """``check_environment`` and ``check_device`` together: every problem of both in one pass
+    (a run on CPU with use_liger_kernel, flash_attention_2 and a missing train_file took three
+    runs to fix, one refusal each)."""
+    problems: list[str] = []
+    with collected(problems):
+        check_environment(
+            config, need_train_file=need_train_file, eval_dataset_given=eval_dataset_given
+        )
+    with collected(problems):
+        check_device(config, device_type, processes)
+    refuse_all(problems)
+
+
 def check_device(config: DPOConfig, device_type: str, processes: str = "none") -> None:
     """Options that train on CUDA only, or in one process only (``processes``: the run's
-    distributed mode), refused before any data or model is loaded."""
+    distributed mode), refused before any data or model is loaded; all of them at once."""
+    problems: list[str] = []
     for name in ("model_init_kwargs", "ref_model_init_kwargs"):
         if processes != "none" and "device_map" in (getattr(config, name) or {}):
             # each rank places its model on its own GPU; a device map spread it over every GPU
             # the rank sees (accelerate's hooks then send activations back to those devices)
-            raise ConfigError(
+            problems.append(
                 f"{name}: device_map places a model in one process only; under distributed: "
                 f"{processes} each process puts its model on its own GPU: remove device_map"
             )
-    if device_type == "cuda":
-        return
+    if device_type != "cuda":
+        problems += _cuda_only(config, device_type)
+    else:
+        problems += _kernels_missing(config)
+    refuse_all(problems)
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _kernels_missing(config: DPOConfig) -> list[str]:
+    """The CUDA options whose package is not installed, each in a line: refused when the model
+    loads, after the data was read and tokenized (minutes on a large set)."""
+    problems = []
+    if config.use_liger_kernel and not _installed("liger_kernel"):
+        problems.append(
+            "use_liger_kernel: liger-kernel is not installed; pip install liger-kernel, or "
+            "remove use_liger_kernel"
+        )
+    # transformers takes the Hub's flash-attn kernel instead where the kernels package is there
+    flash = _installed("flash_attn") or _installed("kernels")
+    if config.attn_implementation == "flash_attention_2" and not flash:
+        problems.append(
+            "attn_implementation: flash_attention_2 needs flash-attn (pip install flash-attn "
+            "--no-build-isolation, or pip install kernels for the Hub's build); or use auto"
+        )
+    return problems
+
+
+def _cuda_only(config: DPOConfig, device_type: str) -> list[str]:
+    """The options set that need CUDA, each in a line, for a run on ``device_type``."""
+    problems = []
     if config.attn_implementation == "flex_attention":
-        raise ConfigError(
+        problems.append(
             f"attn_implementation: flex_attention trains on CUDA only (PyTorch's "
             f"FlexAttention has no backward on {device_type}); use auto or sdpa"
         )
     if config.attn_implementation == "flash_attention_2":
         # transformers would refuse it only when the model loads, after the data was tokenized
-        raise ConfigError(
+        problems.append(
             f"attn_implementation: flash_attention_2 runs on CUDA only (FlashAttention's "
             f"kernels), and this run is on {device_type}; use auto or sdpa"
         )
     if config.use_liger_kernel:
-        raise ConfigError(
+        problems.append(
             f"use_liger_kernel: Liger's kernels are Triton kernels for CUDA, and this run is "
             f"on {device_type}; remove use_liger_kernel"
         )
+    return problems
 
 
 def check_environment(
     config: DPOConfig, *, need_train_file: bool = True, eval_dataset_given: bool = False
 ) -> None:
-    """Checks that touch the file system: run before any model loads."""
-    from directpo.config import TRACKER_MODULES as tracker_modules  # config imports this module
+    """Checks that touch the file system: run before any model loads. Each check below reads
+    no value another refuses, so all of their problems are reported in one pass."""
+    problems: list[str] = []
+    checks: tuple[Callable[[], None], ...] = (
+        lambda: _check_evaluation(config, eval_dataset_given),
+        lambda: _check_models(config, problems),
+        lambda: _check_data(config, need_train_file, problems),
+        lambda: _check_resume(config),
+        lambda: _check_eval_generate(config, eval_dataset_given),
+        lambda: _check_reward_fn(config),
+        lambda: _check_trackers(config, problems),
+    )
+    for check in checks:
+        with collected(problems):
+            check()
+    refuse_all(problems)
 
+
+def _evaluates(config: DPOConfig, eval_dataset_given: bool) -> bool:
+    """Whether the run has something to evaluate."""
     held_out = config.eval_file or eval_dataset_given or config.eval_generate
     # dataset_name's test split may be there: it counts as something to evaluate, but under
     # eval_strategy: no it is simply not loaded (TRL's configs often say so), not refused.
     mixture_split = (config.dataset_mixture or {}).get("test_split_size")  # held-out pairs
-    evaluates = held_out or config.dataset_name or mixture_split
+    return bool(held_out or config.dataset_name or mixture_split)
+
+
+def _check_evaluation(config: DPOConfig, eval_dataset_given: bool) -> None:
+    held_out = config.eval_file or eval_dataset_given or config.eval_generate
+    evaluates = _evaluates(config, eval_dataset_given)
     if config.eval_strategy == "no" and held_out:
         raise ConfigError(
             "eval_strategy is no but there is held-out data (eval_file / eval_generate): "
@@ -249,14 +337,21 @@ def check_environment(
                 f"{key} is set but there is nothing to evaluate: set eval_file (held-out "
                 f"pairs) or eval_generate (sampled completions), or remove {key}"
             )
+
+
+def _check_models(config: DPOConfig, problems: list[str]) -> None:
+    """The model, reference and tokenizer folders (or hub ids); each refused on its own."""
     if not config.model_name_or_path:
         raise ConfigError("model_name_or_path is required")
     for key, kwargs in (
         ("model_name_or_path", config.model_init_kwargs),
         ("ref_model_name_or_path", config.reference_init_kwargs),
         ("tokenizer_name_or_path", None),
+        ("reward_model_name_or_path", None),
+        ("implicit_reward_model", None),
     ):
-        check_model_location(key, getattr(config, key), (kwargs or {}).get("subfolder"))
+        with collected(problems):
+            check_model_location(key, getattr(config, key), (kwargs or {}).get("subfolder"))
     for key in MODEL_FOLDER_OPTIONS:  # as config.yaml, adapter_config.json and the card
         value = getattr(config, key)  # record them: a run's outputs load from any folder
         if value and os.path.isdir(value) and not os.path.isabs(value):
@@ -272,18 +367,25 @@ def check_environment(
             "folder of their own (base_model_name_or_path: this folder); to train the model, "
             "move them out"
         )
+    sync = config.sync_ref_model and adapter_sync_problem(config.ref_model_mixup_alpha)
+    if sync and is_adapter_folder(config.model_name_or_path):  # (lora_r: the config's checks)
+        problems.append(sync)  # (it was refused once the model had loaded)
     if config.lora_r and is_adapter_folder(config.model_name_or_path):
         raise ConfigError(
             f"model_name_or_path {config.model_name_or_path} is an adapter folder: training "
             "continues that adapter; remove lora_r (and the other lora_* options)"
         )
+
+
+def _check_data(config: DPOConfig, need_train_file: bool, problems: list[str]) -> None:
+    """The data's sources: one of them, each file or folder there (every missing one said)."""
     if config.dataset_name and config.train_file:
         raise ConfigError("dataset_name and train_file are both set: choose one")
     name = config.dataset_name or ""
     if looks_local(name) and not os.path.exists(os.path.expanduser(name)):
-        raise ConfigError(f"dataset_name: no such dataset folder: {name}")  # not a hub id
+        problems.append(f"dataset_name: no such dataset folder: {name}")  # not a hub id
     if os.path.isfile(os.path.expanduser(name)):  # load_dataset finds no data in a file
-        raise ConfigError(
+        problems.append(
             f"dataset_name: {name} is a file; give it as train_file (dataset_name reads a "
             "dataset folder or a hub id)"
         )
@@ -294,13 +396,16 @@ def check_environment(
         or (config.online and config.prompt_file)
     )
     if need_train_file and not has_data:
-        raise ConfigError("train_file is required" + (" (or prompt_file)" if config.online else ""))
-    check_model_location("reward_model_name_or_path", config.reward_model_name_or_path)
-    check_model_location("implicit_reward_model", config.implicit_reward_model)
+        problems.append("train_file is required" + (" (or prompt_file)" if config.online else ""))
+    unmatched: set[str] = set()  # a pattern that matched nothing is not a missing file too
     for key in ("train_file", "eval_file"):
-        setattr(config, key, expand_patterns(key, getattr(config, key)))
+        before = len(problems)
+        with collected(problems):
+            setattr(config, key, expand_patterns(key, getattr(config, key)))
+        if len(problems) > before:
+            unmatched.add(key)
     for key in ("train_file", "eval_file", "prompt_file"):
-        paths = getattr(config, key)
+        paths = None if key in unmatched else getattr(config, key)
         if isinstance(paths, dict):  # named eval sets
             paths = [
                 p
@@ -309,7 +414,10 @@ def check_environment(
             ]
         for path in [paths] if isinstance(paths, str) else paths or []:
             if not os.path.exists(path):
-                raise ConfigError(f"{key}: no such file or folder: {path}")
+                problems.append(f"{key}: no such file or folder: {path}")
+
+
+def _check_resume(config: DPOConfig) -> None:
     resume = config.resume_from_checkpoint
     if resume and resume != "latest":
         inside = os.path.join(config.output_dir, resume)  # checkpoint-500 names one there
@@ -331,28 +439,42 @@ def check_environment(
         from directpo.checkpoint import refuse_model_only  # (it imports the model machinery)
 
         refuse_model_only(config.resume_from_checkpoint, config.output_dir)
-    if config.eval_generate:
-        test_split = config.dataset_name and config.eval_strategy != "no"  # its prompts
-        if not (
-            config.eval_prompts_file
-            or config.eval_file
-            or eval_dataset_given
-            or mixture_split
-            or test_split
-        ):
-            raise ConfigError(
-                "eval_generate needs held-out prompts: set eval_prompts_file or eval_file"
-            )
-        if config.eval_prompts_file and not os.path.exists(config.eval_prompts_file):
-            raise ConfigError(f"eval_prompts_file: no such file: {config.eval_prompts_file}")
+
+
+def _check_eval_generate(config: DPOConfig, eval_dataset_given: bool) -> None:
+    if not config.eval_generate:
+        return
+    mixture_split = (config.dataset_mixture or {}).get("test_split_size")
+    test_split = config.dataset_name and config.eval_strategy != "no"  # its prompts
+    if not (
+        config.eval_prompts_file
+        or config.eval_file
+        or eval_dataset_given
+        or mixture_split
+        or test_split
+    ):
+        raise ConfigError(
+            "eval_generate needs held-out prompts: set eval_prompts_file or eval_file"
+        )
+    if config.eval_prompts_file and not os.path.exists(config.eval_prompts_file):
+        raise ConfigError(f"eval_prompts_file: no such file: {config.eval_prompts_file}")
+
+
+def _check_reward_fn(config: DPOConfig) -> None:
     if config.reward_fn:
         from directpo.rewardfn import load_reward_fn
 
         load_reward_fn(config.reward_fn)
+
+
+def _check_trackers(config: DPOConfig, problems: list[str]) -> None:
+    """Each tracker in report_to installed; TensorBoard's logging_dir writable."""
+    from directpo.config import TRACKER_MODULES as tracker_modules  # config imports this module
+
     for tracker in config.report_to:
         module = tracker_modules.get(tracker)
         if module and importlib.util.find_spec(module) is None:
-            raise ConfigError(
+            problems.append(
                 f"report_to: '{tracker}' is not installed (pip install {module}), "
                 "or choose another tracker / none"
             )

@@ -35,7 +35,7 @@ from directpo.errors import ConfigError
 from directpo.logprobs import SequenceScorer, evaluating, unwrap_peft
 from directpo.models import LoadOptions, load_causal_lm, meta_weights_folder
 from directpo.precision import PrecisionPolicy, cast_frozen
-from directpo.preflight import check_device
+from directpo.preflight import adapter_sync_problem, check_device
 from directpo.sync import REF_ADAPTER, copy_adapter
 from directpo.vision import VISION_PARTS, freeze_vision_tower, is_vision_config
 
@@ -144,12 +144,10 @@ def _seeded(seed: int) -> Iterator[None]:
 
 
 def _check_adapter_sync(config: DPOConfig) -> None:
-    if config.ref_model_mixup_alpha != 1:
-        raise ConfigError(
-            f"sync_ref_model with an adapter: ref_model_mixup_alpha {config.ref_model_mixup_alpha} "
-            "would mix two adapters, and a mix of low-rank products is not an adapter of the same "
-            "rank; use ref_model_mixup_alpha: 1.0 (the hard update) or full fine-tuning"
-        )
+    """(a peft_config lora_* options cannot express: seen here only; the rest before loading)"""
+    problem = adapter_sync_problem(config.ref_model_mixup_alpha)
+    if problem:
+        raise ConfigError(problem)
 
 
 def _peft_config(config: DPOConfig) -> Any:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from directpo.arguments import checked_arguments
+from directpo.arguments import checked_arguments, config_with
 from directpo.batch_fit import retry_smaller, split_micro_batches
 from directpo.batching import collate_pairs
 from directpo.checkpoint import REFERENCE_FILE, save_checkpoint
@@ -52,7 +52,7 @@ from directpo.jsonl import write_jsonl
 from directpo.outputs import (
     OutputLock,
 )
-from directpo.preflight import check_device, check_environment
+from directpo.preflight import check_run
 from directpo.process_state import kept_for_caller, library_output, numeric_switches
 from directpo.resume import objective
 from directpo.run import Run, evaluation_precision, prepare_run
@@ -63,12 +63,13 @@ from directpo.trainer_state import best_checkpoint_name, run_fields
 
 
 def train(
-    config: DPOConfig,
+    config: DPOConfig | None = None,
     train_dataset: Any = None,
     eval_dataset: Any = None,
     *,
     echo: Callable[[str], None] | None = print,
     peft_config: Any = None,
+    **options: Any,
 ) -> TrainResult:
     """Train ``config.model_name_or_path`` with DPO; the final model goes to ``output_dir``.
 
@@ -83,13 +84,14 @@ def train(
     lora_* options: the policy trains those adapters, the reference is the base without them.
     ``train_dataset`` / ``eval_dataset`` (a ``datasets.Dataset`` or ``IterableDataset``, a
     ``DatasetDict`` of one split, a pandas DataFrame, a list of dicts, or a path) replace the
-    files.
+    files. ``options`` are DPOConfig's (``train(model_name_or_path=..., train_file=...)``), over
+    ``config``'s values when it is given (``train(config, beta=0.2)``).
     """
     if echo is None:
         echo = _silent
     elif not callable(echo):  # else a TypeError at the first line, after the output folder
         raise TypeError(f"echo must be a function of a line (print), or None; got {echo!r}")
-    config, peft_config = checked_arguments(config, peft_config, echo)
+    config, peft_config = checked_arguments(config_with(config, options), peft_config, echo)
     mode = launcher_mode(config.distributed, config.fsdp_offload)
     check_launcher_precision(config.precision.compute)
     world = setup_world(mode, config.ddp_timeout)
@@ -98,12 +100,13 @@ def train(
     try:
         # in the process group: a file missing on one node is then said by its rank (before
         # it, that rank's error went unsaid: only rank 0 speaks of an error every rank meets)
-        check_environment(
+        check_run(
             config,
+            world.device.type,
+            world.mode,
             need_train_file=train_dataset is None,
             eval_dataset_given=eval_dataset is not None,
         )
-        check_device(config, world.device.type, world.mode)
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
         switches = numeric_switches(config.tf32, config.full_determinism, world.device, echo)

@@ -1,0 +1,82 @@
+"""The checks before any data or model loads: every problem of a run reported in one pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tiny import save_tiny_model
+
+import directpo.config
+import directpo.preflight
+import directpo.run
+from directpo.cli import main
+from directpo.config import DPOConfig
+from directpo.errors import ConfigError
+from directpo.preflight import check_device
+
+
+@pytest.fixture
+def nothing_loads(monkeypatch):
+    """A refused run must stop before its data or model loads."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("data or a model was loaded before the options were checked")
+
+    monkeypatch.setattr(directpo.run, "load_run_data", refuse)
+
+
+def test_every_environment_and_device_problem_is_reported_in_one_pass(
+    tmp_path: Path, capsys, monkeypatch, nothing_loads
+) -> None:
+    """CUDA-only options on CPU, a tracker not installed, a missing file and evaluation with
+    nothing to evaluate were refused one per run (five runs to fix this command)."""
+    monkeypatch.setitem(directpo.config.TRACKER_MODULES, "wandb", "a_module_nobody_has")
+    model = save_tiny_model("llama", tmp_path / "model")
+    capsys.readouterr()  # (its progress bar)
+    code = main(
+        [
+            "train",
+            "--model_name_or_path",
+            str(model),
+            "--train_file",
+            str(tmp_path / "missing.jsonl"),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--eval_strategy",
+            "steps",
+            "--report_to",
+            "wandb",
+            "--use_liger_kernel",
+            "--attn_implementation",
+            "flash_attention_2",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert lines[0] == "directpo: error: 5 options cannot be used:"
+    assert "eval_strategy is steps but there is nothing to evaluate" in lines[1]
+    assert f"train_file: no such file or folder: {tmp_path / 'missing.jsonl'}" in lines[2]
+    assert "report_to: 'wandb' is not installed (pip install a_module_nobody_has)" in lines[3]
+    assert "attn_implementation: flash_attention_2 runs on CUDA only" in lines[4]
+    assert "use_liger_kernel: Liger's kernels are Triton kernels for CUDA" in lines[5]
+    assert "Traceback" not in err
+
+
+def test_cuda_kernels_that_are_not_installed_are_refused_before_loading(monkeypatch) -> None:
+    """On CUDA, use_liger_kernel without liger-kernel and flash_attention_2 without flash-attn
+    were refused only when the model loaded, after the data was read and tokenized."""
+    installed: set[str] = set()
+    monkeypatch.setattr(directpo.preflight, "_installed", lambda module: module in installed)
+    config = DPOConfig(
+        model_name_or_path="m", use_liger_kernel=True, attn_implementation="flash_attention_2"
+    )
+    with pytest.raises(ConfigError) as refused:
+        check_device(config, "cuda")
+    lines = str(refused.value).splitlines()
+    assert lines[0] == "2 options cannot be used:"
+    assert "use_liger_kernel: liger-kernel is not installed; pip install liger-kernel" in lines[1]
+    assert "attn_implementation: flash_attention_2 needs flash-attn" in lines[2]
+    installed |= {"liger_kernel", "kernels"}  # transformers then takes the Hub's flash-attn
+    check_device(config, "cuda")
