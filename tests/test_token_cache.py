@@ -163,7 +163,7 @@ def test_ids_of_a_large_vocabulary_come_back_whole(tmp_path) -> None:
         pairs = [TokenizedPair([1, big], [big, 2], [3])]
         path = tmp_path / f"{big}.npz"
         assert token_cache._write(path, TokenizedData(pairs, ["line 1"]), data) is None
-        back = token_cache._read(path, data, 1000, print, "train")
+        back = token_cache._read(path, data, print, "train")
         assert back is not None and back.pairs == pairs and back.sources == ["line 1"]
 
 

@@ -520,19 +520,6 @@ def test_a_rejected_side_refused_by_the_template_is_reported_after_the_chosen_ch
     assert len(result) == 1 and result.skipped == {"refused by the chat template": 1}
 
 
-def test_stored_token_ids_share_one_int_object_per_id(tokenizers) -> None:
-    """A large set's pairs stay in memory for the whole run: ids above 256 are not a new int
-    object in every list (28 bytes a token more)."""
-    example = PreferenceExample("The movie was", " wonderful and great.", " terrible.")
-    data = PreferenceData([example, example], "explicit", "f")
-    first, second = tokenize_preferences(data, tokenizers["llama"], 64).pairs
-    assert first == second and max(first.chosen_ids) > 256
-    ids = zip(
-        first.prompt_ids + first.chosen_ids, second.prompt_ids + second.chosen_ids, strict=True
-    )
-    assert all(a is b for a, b in ids)
-
-
 def test_sampling_and_scoring_render_a_rows_tools_as_training_does() -> None:
     """A row's tools and chat_template_kwargs reached training's template but not the held-out
     prompts eval_generate sampled from, nor ImplicitReward.score_pairs: those rendered the

@@ -40,6 +40,7 @@ from directpo.models import (
 from directpo.online import RoundBuilder
 from directpo.optimizers import build_optimizer, no_decay_ids
 from directpo.outputs import OutputLock, model_files, prepare_output_dir, remove
+from directpo.pair_store import longest_sequence
 from directpo.precision import MasterWeights, PrecisionPolicy
 from directpo.precompute import (
     PrecomputedReference,
@@ -152,7 +153,7 @@ def prepare_run(
     pair_source = _pair_source(config, data, world, output_dir)
     total_steps = pair_source.total_steps(config.num_train_epochs, config.max_steps)
     pair_sets = [train, *data.evaluations.values()]
-    longest: int | None = max((p.longest_sequence for s in pair_sets for p in s.pairs), default=0)
+    longest: int | None = max((longest_sequence(s.pairs) for s in pair_sets), default=0)
     check_positions(models, longest)  # sampling cuts its prompts to a position table itself
     for note in trained_positions_notes(models, longest):
         echo(note)
