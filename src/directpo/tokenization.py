@@ -51,7 +51,7 @@ from jinja2 import TemplateError, TemplateSyntaxError
 from tqdm.auto import tqdm
 
 from directpo.chat_split import require_rendered, split_rendered
-from directpo.data import PreferenceData, PreferenceExample, RowError
+from directpo.data import PreferenceData, PreferenceExample, RowError, more_refused
 from directpo.errors import DataError, ModelLoadError, first_line
 from directpo.messages import Text, function_names, is_prefilled, text_contents
 from directpo.pair_store import PairStoreBuilder, TokenizedPair
@@ -568,6 +568,7 @@ def tokenize_preferences(
     )  # fmt: skip
     result = TokenizedData(pairs=[])  # rows skipped when read were said by the data's summary
     kept = PairStoreBuilder()  # ids held compactly from the start: lists of 100k pairs take GBs
+    refused: list[str] = []  # without skip_invalid_rows: the first one's error, others' places
     examples = data.examples
     bar = tqdm(
         total=len(examples), desc=progress, unit="pairs", dynamic_ncols=True,
@@ -579,14 +580,25 @@ def tokenize_preferences(
             pairs = encoder.encode_many(batch, result.truncated)
             for example, pair in zip(batch, pairs, strict=True):
                 if isinstance(pair, TokenizedPair):
-                    kept.append(pair)
-                    result.sources.append(example.where)
-                elif not skip_invalid_rows:
-                    raise DataError(f"{example.where}: {pair.message}")
+                    if not refused:  # (once a row is refused, no pair is kept: the run stops)
+                        kept.append(pair)
+                        result.sources.append(example.where)
+                elif not skip_invalid_rows:  # the other rows are checked too, as data.py does
+                    refused.append(_place(example.where, data.source, pair, first=not refused))
                 else:
                     result.skipped[pair.reason] += 1
             bar.update(len(batch))
+    if refused:  # one line that says how many rows to fix, not one run per bad row
+        raise DataError(refused[0] + more_refused(refused[1:]))
     result.pairs = kept.build()
     if not result.pairs:
         raise DataError(f"{data.source}: no rows left after tokenization ({result.summary()})")
     return result
+
+
+def _place(where: str, source: str, error: RowError, first: bool) -> str:
+    """The first refused row with its error; a later one by its place in the source (its
+    file's name kept where pairs of several files are mixed)."""
+    if first:
+        return f"{where}: {error.message}"
+    return where.removeprefix(f"{source}: ")
