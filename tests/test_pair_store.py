@@ -13,10 +13,17 @@ from tiny import SENTIMENT_PAIRS, build_tokenizer, write_jsonl
 
 from directpo.batching import PLAIN, Layout, collate_pairs
 from directpo.data import load_preferences
-from directpo.pair_store import PairStore, TokenizedPair, longest_sequence, pair_store
+from directpo.pair_store import (
+    PairStore,
+    TokenizedPair,
+    longest_sequence,
+    pair_store,
+    with_images,
+)
 from directpo.precompute import data_fingerprint
 from directpo.sources import pairs_fingerprint
 from directpo.tokenization import PairTokenizer, tokenize_preferences
+from directpo.vision import VisionInputs
 
 PACKED = Layout(share_prefix=True, pack=True, pack_max_tokens=64)
 LAYOUTS = [PLAIN, Layout(share_prefix=True), PACKED]
@@ -73,3 +80,13 @@ def test_ids_are_held_in_two_bytes_a_token_or_four_for_a_large_vocabulary() -> N
     assert all(type(i) is int for i in large[0].prompt_ids)  # not numpy scalars
     with pytest.raises(IndexError):
         large[3000]
+
+
+def test_a_pairs_image_inputs_stay_with_it_and_are_found_without_lists() -> None:
+    vision = VisionInputs({"pixel_values": torch.zeros(1, 3)}, {}, "d")
+    pairs = [TokenizedPair([1], [2], [3]), TokenizedPair([4], [5], [6], vision)] * 2
+    store = pair_store(pairs)
+    assert store[1].vision is vision and store[3].vision is vision and store[0].vision is None
+    assert with_images(store) == with_images(pairs) == [pairs[1], pairs[3]]
+    assert with_images(store, 1) == [pairs[1]]
+    assert data_fingerprint(store) == data_fingerprint(pairs)

@@ -185,3 +185,11 @@ def id_parts(
         return
     for pair in pairs:
         yield pair.prompt_ids, pair.chosen_ids, pair.rejected_ids, pair.vision
+
+
+def with_images(pairs: Sequence[TokenizedPair], limit: int | None = None) -> list[TokenizedPair]:
+    """The pairs whose prompts have images (the first ``limit``), found in a store's index of
+    them rather than by making every pair into lists."""
+    if isinstance(pairs, PairStore):
+        return [pairs[i] for i in sorted(pairs.vision)[:limit]]
+    return [pair for pair in pairs if pair.vision is not None][:limit]

@@ -40,7 +40,7 @@ from directpo.models import (
 from directpo.online import RoundBuilder
 from directpo.optimizers import build_optimizer, no_decay_ids
 from directpo.outputs import OutputLock, model_files, prepare_output_dir, remove
-from directpo.pair_store import longest_sequence
+from directpo.pair_store import longest_sequence, with_images
 from directpo.precision import MasterWeights, PrecisionPolicy
 from directpo.precompute import (
     PrecomputedReference,
@@ -140,7 +140,7 @@ def prepare_run(
     )
     config = resolve_router_aux(config, policy, echo)
     for pair_set in (train, *data.evaluations.values()):  # 3D rotary models: the image
-        attach_rope_positions(policy, pair_set.pairs)  # prompts' positions
+        attach_rope_positions(policy, with_images(pair_set.pairs))  # prompts' positions
     reference_model = getattr(reference, "model", None)
     models = [("model_name_or_path", config.model_name_or_path, policy)]
     if reference_model not in (None, policy):
@@ -189,7 +189,7 @@ def prepare_run(
         reference_weights = weights_fingerprint(
             reference_model, world if sharded else None, getattr(reference, "adapter", None)
         )
-    image_pairs = [pair for pair in train.pairs if pair.vision is not None][:2]
+    image_pairs = with_images(train.pairs, 2)
     runners = [scorer, *(reference.scorer for _ in separate_reference)] if sharded else []
     compiled = False  # before the checks below run the compiled layers: do they compile?
     if config.torch_compile:
