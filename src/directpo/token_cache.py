@@ -198,6 +198,7 @@ def _read(
             meta["examples"] != len(data.examples)
             or lengths.shape != (len(kept), 3)
             or int(lengths.sum()) != len(ids)
+            or (len(lengths) and int(lengths.min()) < 0)
             or (len(kept) and not 0 <= kept.min() <= kept.max() < len(data.examples))
             or ids.ndim != 1
             or ids.dtype.kind not in "iu"  # (ids held as read: never floats or objects)
