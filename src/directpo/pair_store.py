@@ -139,19 +139,15 @@ class PairStoreBuilder:
             self._flush()
 
     def _flush(self) -> None:
-        if self._pending:
-            self._chunks.append(np.array(self._pending, dtype=np.int64))
+        if self._pending:  # each chunk as narrow as its ids (int64 chunks took 8 bytes a token)
+            chunk = np.array(self._pending, dtype=np.int64)
+            self._chunks.append(chunk.astype(smallest_dtype(int(chunk.max()))))
         self._pending, self._pending_pairs = [], 0
 
     def build(self) -> PairStore:
         self._flush()
-        top = max((int(chunk.max()) for chunk in self._chunks if len(chunk)), default=0)
-        dtype = smallest_dtype(top)
-        ids = np.empty(sum(len(c) for c in self._chunks), dtype=dtype)
-        at = 0
-        for chunk in self._chunks:
-            ids[at : at + len(chunk)] = chunk
-            at += len(chunk)
+        dtype = np.result_type(np.uint16, *(chunk.dtype for chunk in self._chunks))
+        ids = np.concatenate([np.empty(0, dtype), *self._chunks], dtype=dtype)
         self._chunks = []
         lengths = np.array(self._lengths, dtype=np.int64).reshape(-1, 3)
         return PairStore(ids, lengths, self._vision)
