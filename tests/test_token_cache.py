@@ -6,6 +6,7 @@ import stat
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tiny import SENTIMENT_PAIRS, build_tokenizer, tiny_config, write_jsonl
 
@@ -134,6 +135,32 @@ def test_a_damaged_cache_file_is_tokenized_again_and_replaced(tmp_path, monkeypa
     assert calls["tokenize"] == 2  # the file was written again
 
 
+@pytest.mark.parametrize("garble", ["float ids", "negative lengths", "2-D ids"])
+def test_cache_arrays_of_the_wrong_kind_are_never_read_as_ids(tmp_path, monkeypatch, garble):
+    """The pairs are held as the file's arrays: ids that are not integers, or lengths that
+    slice the buffer backwards, would be batches of other tokens (or a traceback)."""
+    tokenizer = build_tokenizer("llama")
+    data = load_preferences(str(write_jsonl(tmp_path / "p.jsonl", SENTIMENT_PAIRS)))
+    config = tiny_config(tmp_path, None, tmp_path / "out")
+    calls: Counter = Counter()
+    first, _ = _run(data, tokenizer, config, calls, monkeypatch)
+    (cached,) = token_cache.cache_folder().glob("*.npz")
+    with np.load(cached) as stored:
+        arrays = dict(stored)
+    if garble == "float ids":
+        arrays["ids"] = arrays["ids"].astype(np.float64) + 0.5
+    elif garble == "negative lengths":  # the same total
+        chosen = arrays["lengths"][0, 1]
+        arrays["lengths"][0, 0] += 2 * chosen
+        arrays["lengths"][0, 1] = -chosen
+    else:
+        arrays["ids"] = arrays["ids"].reshape(1, -1)
+    np.savez(cached, **arrays)
+    again, said = _run(data, tokenizer, config, calls, monkeypatch)
+    assert again == first and calls["tokenize"] == 2
+    assert any("unreadable" in line for line in said)
+
+
 def test_cache_tokenized_false_and_an_unwritable_cache_tokenize_every_time(
     tmp_path, monkeypatch
 ) -> None:
@@ -163,7 +190,7 @@ def test_ids_of_a_large_vocabulary_come_back_whole(tmp_path) -> None:
         pairs = [TokenizedPair([1, big], [big, 2], [3])]
         path = tmp_path / f"{big}.npz"
         assert token_cache._write(path, TokenizedData(pairs, ["line 1"]), data) is None
-        back = token_cache._read(path, data, 1000, print, "train")
+        back = token_cache._read(path, data, print, "train")
         assert back is not None and back.pairs == pairs and back.sources == ["line 1"]
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 from tiny import build_tokenizer
@@ -520,19 +521,6 @@ def test_a_rejected_side_refused_by_the_template_is_reported_after_the_chosen_ch
     assert len(result) == 1 and result.skipped == {"refused by the chat template": 1}
 
 
-def test_stored_token_ids_share_one_int_object_per_id(tokenizers) -> None:
-    """A large set's pairs stay in memory for the whole run: ids above 256 are not a new int
-    object in every list (28 bytes a token more)."""
-    example = PreferenceExample("The movie was", " wonderful and great.", " terrible.")
-    data = PreferenceData([example, example], "explicit", "f")
-    first, second = tokenize_preferences(data, tokenizers["llama"], 64).pairs
-    assert first == second and max(first.chosen_ids) > 256
-    ids = zip(
-        first.prompt_ids + first.chosen_ids, second.prompt_ids + second.chosen_ids, strict=True
-    )
-    assert all(a is b for a, b in ids)
-
-
 def test_sampling_and_scoring_render_a_rows_tools_as_training_does() -> None:
     """A row's tools and chat_template_kwargs reached training's template but not the held-out
     prompts eval_generate sampled from, nor ImplicitReward.score_pairs: those rendered the
@@ -636,7 +624,8 @@ def test_a_chat_template_that_ignores_tools_refuses_the_row() -> None:
         tokenize_preferences(load_preferences(rows), tokenizer, 256)
     assert str(info.value) == (
         "rows: row 1: the chat template does not render the row's tools ('get_weather' is not "
-        "in the text it writes); give one that does with the chat_template option"
+        "in the text it writes); give one that does with the chat_template option (1 more row "
+        "is invalid: row 2; skip_invalid_rows: true skips them)"
     )
     skipped = tokenize_preferences(load_preferences(rows), tokenizer, 256, skip_invalid_rows=True)
     assert len(skipped) == 1 and skipped.skipped == {"chat template ignores tools": 2}
@@ -741,3 +730,29 @@ def test_the_space_a_turn_writes_before_its_content_begins_the_completion(tokeni
     without_system = PreferenceExample(example.prompt[1:], example.chosen, example.rejected)
     same = PairTokenizer(tokenizer, 128).encode(without_system, Counter())
     assert same.chosen_ids == pair.chosen_ids
+
+
+def test_every_row_refused_at_tokenization_is_counted_in_one_line() -> None:
+    """A run stopped at the first row the tokenizer refused, after tokenizing every row before
+    it: a file with several such rows took one run per row. They are counted as the validation
+    pass counts its rows: the first with its error, the next few by place, in one line."""
+    tokenizer = build_tokenizer("gpt2")
+    tokenizer.chat_template = STRICT_TEMPLATE
+    refused_by_template = [*_assistant("no"), *USER, *USER]
+    examples = []
+    for i in range(1, 301):
+        rejected = refused_by_template if i in (87, 150, 151, 299) else _assistant("no")
+        examples.append(PreferenceExample(USER, _assistant("yes"), rejected, f"f.jsonl: line {i}"))
+    cut_alike = PreferenceExample(USER, _assistant("yes yes"), _assistant("yes no"), "")
+    examples[199] = replace(cut_alike, where="f.jsonl: line 200")  # identical once cut
+    data = PreferenceData(examples, "conversational", "f.jsonl")
+    prompt = len(PairTokenizer(tokenizer, 99).encode(examples[0], Counter()).prompt_ids)
+    with pytest.raises(DataError) as info:
+        tokenize_preferences(data, tokenizer, prompt + 1)
+    assert str(info.value) == (
+        "f.jsonl: line 87: the chat template refused the row (Conversation roles must alternate "
+        "user/assistant/user/assistant) (4 more rows are invalid: line 150, line 151, line 200, "
+        "...; skip_invalid_rows: true skips them)"
+    )
+    kept = tokenize_preferences(data, tokenizer, prompt + 1, skip_invalid_rows=True)
+    assert len(kept) == 295 and sum(kept.skipped.values()) == 5

@@ -247,7 +247,7 @@ def preferences_of_rows(
                 refused.append(where if refused else f"{label}: {where}: {err.message}")
             skipped[err.reason] += 1
     if refused:  # one line that says how many rows to fix, not one run per bad row
-        raise DataError(refused[0] + _more_refused(refused[1:]))
+        raise DataError(refused[0] + more_refused(refused[1:]))
     if not seen_any:
         return None
     if not examples:
@@ -259,7 +259,7 @@ def preferences_of_rows(
     return PreferenceData(examples, layout, label, skipped)
 
 
-def _more_refused(places: list[str], shown: int = 3) -> str:
+def more_refused(places: list[str], shown: int = 3) -> str:
     """The rows refused after the first, counted, the first few named."""
     if not places:
         return ""

@@ -45,6 +45,7 @@ from directpo.distributed import (
     shard,
 )
 from directpo.errors import first_line
+from directpo.pair_store import id_parts
 from directpo.reference import ReferenceProvider
 from directpo.tokenization import TokenizedPair
 
@@ -237,14 +238,14 @@ def scoring_settings(
 
 def data_fingerprint(pairs: Sequence[TokenizedPair]) -> str:
     digest = hashlib.blake2b(digest_size=16)
-    for pair in pairs:
-        for ids in (pair.prompt_ids, pair.chosen_ids, pair.rejected_ids):
+    for *parts, vision in id_parts(pairs):
+        for ids in parts:
             digest.update(len(ids).to_bytes(4, "little"))
             # 4 little-endian bytes an id, as int.to_bytes wrote them one by one (the same keys),
             # a whole sequence at a time: per-id calls took 37 s for 100k pairs
             digest.update(np.asarray(ids, dtype="<u4").tobytes())
-        if pair.vision is not None:  # the same image tokens with other pixels differ
-            digest.update(pair.vision.digest.encode())
+        if vision is not None:  # the same image tokens with other pixels differ
+            digest.update(vision.digest.encode())
     return digest.hexdigest()
 
 

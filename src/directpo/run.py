@@ -41,6 +41,7 @@ from directpo.models import (
 from directpo.online import RoundBuilder
 from directpo.optimizers import build_optimizer, no_decay_ids
 from directpo.outputs import OutputLock, model_files, prepare_output_dir, remove
+from directpo.pair_store import longest_sequence, with_images
 from directpo.precision import (
     FrozenMasters,
     MasterWeights,
@@ -158,7 +159,7 @@ def prepare_run(
             reference_masters = None
     config = resolve_router_aux(config, policy, echo)
     for pair_set in (train, *data.evaluations.values()):  # 3D rotary models: the image
-        attach_rope_positions(policy, pair_set.pairs)  # prompts' positions
+        attach_rope_positions(policy, with_images(pair_set.pairs))  # prompts' positions
     reference_model = getattr(reference, "model", None)
     models = [("model_name_or_path", config.model_name_or_path, policy)]
     if reference_model not in (None, policy):
@@ -171,7 +172,7 @@ def prepare_run(
     pair_source = _pair_source(config, data, world, output_dir)
     total_steps = pair_source.total_steps(config.num_train_epochs, config.max_steps)
     pair_sets = [train, *data.evaluations.values()]
-    longest: int | None = max((p.longest_sequence for s in pair_sets for p in s.pairs), default=0)
+    longest: int | None = max((longest_sequence(s.pairs) for s in pair_sets), default=0)
     check_positions(models, longest)  # sampling cuts its prompts to a position table itself
     for note in trained_positions_notes(models, longest):
         echo(note)
@@ -207,7 +208,7 @@ def prepare_run(
         reference_weights = weights_fingerprint(
             reference_model, world if sharded else None, getattr(reference, "adapter", None)
         )
-    image_pairs = [pair for pair in train.pairs if pair.vision is not None][:2]
+    image_pairs = with_images(train.pairs, 2)
     runners = [scorer, *(reference.scorer for _ in separate_reference)] if sharded else []
     compiled = False  # before the checks below run the compiled layers: do they compile?
     if config.torch_compile:

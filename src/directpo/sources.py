@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ import torch
 
 from directpo.batching import DataSchedule
 from directpo.errors import ConfigError
+from directpo.pair_store import id_parts
 from directpo.tokenization import TOKENIZATION_RULES, TokenizedPair
 
 
@@ -33,7 +34,7 @@ from directpo.tokenization import TOKENIZATION_RULES, TokenizedPair
 class PairSet:
     """Tokenized pairs, the row each came from, and their precomputed reference log-probs."""
 
-    pairs: list[TokenizedPair]
+    pairs: Sequence[TokenizedPair]  # a PairStore for a file's pairs (pair_store.py)
     sources: list[str]
     reference_table: torch.Tensor | None = None  # [N, 2] when precomputed
 
@@ -226,12 +227,12 @@ def _change(key: str, before: Any, after: Any) -> str:
     return f"{key} {before} -> {after}"
 
 
-def pairs_fingerprint(pairs: list[TokenizedPair]) -> str:
+def pairs_fingerprint(pairs: Sequence[TokenizedPair]) -> str:
     """A checksum of the tokenized pairs in their order (the data a checkpoint was trained on:
     file, rows, tokenizer and truncation options)."""
     digest = hashlib.blake2b(digest_size=16)
-    for pair in pairs:
-        for ids in (pair.prompt_ids, pair.chosen_ids, pair.rejected_ids):
+    for *parts, _ in id_parts(pairs):
+        for ids in parts:
             digest.update(np.asarray(ids, dtype=np.int64).tobytes())
             digest.update(b"|")
     return digest.hexdigest()

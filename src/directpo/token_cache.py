@@ -33,7 +33,8 @@ import numpy as np
 import directpo
 from directpo.data import PreferenceData
 from directpo.errors import first_line
-from directpo.tokenization import TokenizedData, TokenizedPair
+from directpo.pair_store import PairStore, pair_store
+from directpo.tokenization import TokenizedData
 
 FORMAT = 1  # of the files: a change of layout makes other keys
 KEEP_ENTRIES = 8  # cache files kept, newest used first: each is 2-4 bytes a token
@@ -61,7 +62,7 @@ def cached_tokenization(
     if key is None:
         return tokenize()
     path = cache_folder() / f"{key}.npz"
-    cached = _read(path, data, len(tokenizer), echo, name)
+    cached = _read(path, data, echo, name)
     if cached is not None:
         echo(f"{name}: tokenized pairs read from the cache ({path})")
         return cached
@@ -139,15 +140,10 @@ def _tokenizer_digest(tokenizer: Any) -> bytes | None:
 
 def _write(path: Path, tokenized: TokenizedData, data: PreferenceData) -> str | None:
     """Write the pairs as flat ids plus lengths (an atomic rename); a problem, or None."""
-    pairs = tokenized.pairs
-    lengths = np.array(
-        [(len(p.prompt_ids), len(p.chosen_ids), len(p.rejected_ids)) for p in pairs],
-        dtype=np.int64,
-    ).reshape(-1, 3)
-    try:  # 2 bytes a token for a vocabulary under 65536 (most), else 4
-        ids = _flat_ids(pairs, int(lengths.sum()), np.uint16)
-    except OverflowError:
-        ids = _flat_ids(pairs, int(lengths.sum()), np.int32)
+    store = pair_store(tokenized.pairs)  # (already one after tokenize_preferences)
+    ids, lengths = store.ids, store.lengths
+    if ids.dtype.itemsize > 4:  # (the file holds 2 or 4 bytes an id, as it always has)
+        return "a token id does not fit 32 bits"
     meta = {
         "truncated": dict(tokenized.truncated),
         "skipped": dict(tokenized.skipped),
@@ -172,18 +168,6 @@ def _write(path: Path, tokenized: TokenizedData, data: PreferenceData) -> str | 
     return None
 
 
-def _flat_ids(pairs: list[TokenizedPair], total: int, dtype: type) -> np.ndarray:
-    """Every pair's prompt, chosen and rejected ids, end to end (an id the type cannot hold
-    raises OverflowError)."""
-    ids = np.empty(total, dtype=dtype)
-    at = 0
-    for pair in pairs:
-        for part in (pair.prompt_ids, pair.chosen_ids, pair.rejected_ids):
-            ids[at : at + len(part)] = part
-            at += len(part)
-    return ids
-
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -202,7 +186,7 @@ def _kept_rows(data: PreferenceData, sources: list[str]) -> list[int]:
 
 
 def _read(
-    path: Path, data: PreferenceData, vocab: int, echo: Callable[[str], None], name: str
+    path: Path, data: PreferenceData, echo: Callable[[str], None], name: str
 ) -> TokenizedData | None:
     if not path.is_file():
         return None
@@ -214,7 +198,10 @@ def _read(
             meta["examples"] != len(data.examples)
             or lengths.shape != (len(kept), 3)
             or int(lengths.sum()) != len(ids)
+            or (len(lengths) and int(lengths.min()) < 0)
             or (len(kept) and not 0 <= kept.min() <= kept.max() < len(data.examples))
+            or ids.ndim != 1
+            or ids.dtype.kind not in "iu"  # (ids held as read: never floats or objects)
             or (len(ids) and int(ids.min()) < 0)
         ):
             raise ValueError("its arrays do not fit the pairs")
@@ -224,33 +211,11 @@ def _read(
     with contextlib.suppress(OSError):  # (a cache shared read-only is still read)
         os.utime(path)  # the newest used are the ones kept
     return TokenizedData(
-        pairs=_pairs(ids, lengths, max(vocab, int(ids.max()) + 1 if len(ids) else 0)),
+        pairs=PairStore(ids, lengths),  # held as read: 2 or 4 bytes an id
         sources=[data.examples[i].where for i in kept.tolist()],
         truncated=Counter(meta["truncated"]),
         skipped=Counter(meta["skipped"]),
     )
-
-
-def _pairs(ids: np.ndarray, lengths: np.ndarray, vocab: int) -> list[TokenizedPair]:
-    """Pairs of lists of shared int objects, as the tokenizer's are (tokenization.py: an int
-    per token above 256 would take 28 bytes more), built a slice at a time (a whole file's ids
-    as Python ints at once would take that memory, briefly, for every token)."""
-    shared = list(range(vocab))
-    ends = np.cumsum(lengths.reshape(-1))
-    pairs: list[TokenizedPair] = []
-    step = 1024
-    for first in range(0, len(lengths), step):
-        start = int(ends[3 * first - 1]) if first else 0
-        stop = int(ends[3 * min(first + step, len(lengths)) - 1]) if len(lengths) else 0
-        chunk = [shared[i] for i in ids[start:stop].tolist()]
-        at = 0
-        for row in lengths[first : first + step].tolist():
-            parts = []
-            for length in row:
-                parts.append(chunk[at : at + length])
-                at += length
-            pairs.append(TokenizedPair(*parts))
-    return pairs
 
 
 def _prune(folder: Path) -> None:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -51,9 +51,10 @@ from jinja2 import TemplateError, TemplateSyntaxError
 from tqdm.auto import tqdm
 
 from directpo.chat_split import require_rendered, split_rendered
-from directpo.data import PreferenceData, PreferenceExample, RowError
+from directpo.data import PreferenceData, PreferenceExample, RowError, more_refused
 from directpo.errors import DataError, ModelLoadError, first_line
 from directpo.messages import Text, function_names, is_prefilled, text_contents
+from directpo.pair_store import PairStoreBuilder, TokenizedPair
 from directpo.stops import end_at_stop
 from directpo.vision import ImageError, VisionInputs, encode_with_images, image_token
 
@@ -74,26 +75,9 @@ def short_completion_limit(max_length: int) -> float:
 TOKENIZATION_RULES = 2
 
 
-@dataclass(frozen=True)
-class TokenizedPair:
-    prompt_ids: list[int]
-    chosen_ids: list[int]
-    rejected_ids: list[int]
-    vision: VisionInputs | None = None  # the prompt's image inputs (vision-language models)
-
-    @property
-    def num_tokens(self) -> int:
-        return 2 * len(self.prompt_ids) + len(self.chosen_ids) + len(self.rejected_ids)
-
-    @property
-    def longest_sequence(self) -> int:
-        """Tokens of prompt + the longer completion."""
-        return len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids))
-
-
 @dataclass
 class TokenizedData:
-    pairs: list[TokenizedPair]
+    pairs: Sequence[TokenizedPair]  # a PairStore once tokenized (pair_store.py)
     sources: list[str] = field(default_factory=list)  # "file: line N" of each pair
     truncated: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
@@ -155,9 +139,6 @@ class PairTokenizer:
         if processor is not None:
             token_id = tokenizer.convert_tokens_to_ids(image_token(processor))
             self.image_token_id = None if token_id == tokenizer.unk_token_id else token_id
-        # one int object per token id, shared by every list: a tokenizer returns a new 28-byte
-        # int for each token above 256, which made stored pairs take 30 bytes a token, not 8
-        self._id_objects = list(range(len(tokenizer)))
 
     # -- rendering -----------------------------------------------------------------------------
     def render(
@@ -328,12 +309,8 @@ class PairTokenizer:
         # one call for many texts: a fast tokenizer encodes a batch on all cores, in Rust
         if not texts:
             return []
-        encoded = self.tokenizer(texts, add_special_tokens=False).input_ids
-        shared = self._id_objects
-        try:
-            return [[shared[i] for i in ids] for ids in encoded]
-        except IndexError:  # an id beyond len(tokenizer): a tokenizer that miscounts itself
-            return [list(ids) for ids in encoded]
+        # (lists while a batch is worked on; a file's pairs are held in a PairStore)
+        return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False).input_ids]
 
     # -- whole examples ------------------------------------------------------------------------
     def encode(self, example: PreferenceExample, truncated: Counter[str]) -> TokenizedPair:
@@ -590,6 +567,8 @@ def tokenize_preferences(
         processor, stop_ids,
     )  # fmt: skip
     result = TokenizedData(pairs=[])  # rows skipped when read were said by the data's summary
+    kept = PairStoreBuilder()  # ids held compactly from the start: lists of 100k pairs take GBs
+    refused: list[str] = []  # without skip_invalid_rows: the first one's error, others' places
     examples = data.examples
     bar = tqdm(
         total=len(examples), desc=progress, unit="pairs", dynamic_ncols=True,
@@ -601,13 +580,25 @@ def tokenize_preferences(
             pairs = encoder.encode_many(batch, result.truncated)
             for example, pair in zip(batch, pairs, strict=True):
                 if isinstance(pair, TokenizedPair):
-                    result.pairs.append(pair)
-                    result.sources.append(example.where)
-                elif not skip_invalid_rows:
-                    raise DataError(f"{example.where}: {pair.message}")
+                    if not refused:  # (once a row is refused, no pair is kept: the run stops)
+                        kept.append(pair)
+                        result.sources.append(example.where)
+                elif not skip_invalid_rows:  # the other rows are checked too, as data.py does
+                    refused.append(_place(example.where, data.source, pair, first=not refused))
                 else:
                     result.skipped[pair.reason] += 1
             bar.update(len(batch))
+    if refused:  # one line that says how many rows to fix, not one run per bad row
+        raise DataError(refused[0] + more_refused(refused[1:]))
+    result.pairs = kept.build()
     if not result.pairs:
         raise DataError(f"{data.source}: no rows left after tokenization ({result.summary()})")
     return result
+
+
+def _place(where: str, source: str, error: RowError, first: bool) -> str:
+    """The first refused row with its error; a later one by its place in the source (its
+    file's name kept where pairs of several files are mixed)."""
+    if first:
+        return f"{where}: {error.message}"
+    return where.removeprefix(f"{source}: ")
