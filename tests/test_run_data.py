@@ -101,3 +101,31 @@ def test_the_validated_rows_are_let_go_once_tokenized(tiny_model_dirs, tmp_path)
     assert len(data.train.pairs) == len(SENTIMENT_PAIRS)
     assert data.train_data.summary() == f"{pairs}: {len(SENTIMENT_PAIRS)} pairs, layout explicit"
     assert said[0] == f"train: {data.train_data.summary()}"
+
+
+def test_a_stream_with_max_steps_is_read_only_as_far_as_the_run_trains(tmp_path: Path) -> None:
+    """An endless IterableDataset (``load_dataset(..., streaming=True)``) with max_steps was
+    read until memory ran out, before the first step; now its first max_steps × pairs-per-step
+    rows are read, as TRL's run reads them (``world_size`` processes take that many each step)."""
+    import datasets
+
+    folder = save_tiny_model("gpt2", tmp_path / "m")
+    read: list[int] = []
+
+    def endless():  # noqa: ANN202
+        number = 0
+        while True:
+            number += 1
+            read.append(number)
+            yield {"prompt": f"Q: {number}?", "chosen": " yes", "rejected": " no"}
+
+    stream = datasets.IterableDataset.from_generator(endless)
+    lines: list[str] = []
+    config = tiny_config(
+        folder, None, tmp_path / "out", max_steps=3, per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+    )  # fmt: skip
+    data = load_run_data(config, stream, None, torch.device("cpu"), lines.append, world_size=2)
+    assert len(data.train.pairs) == 3 * 2 * 2 * 2
+    assert len(read) < 100  # (a generator may run a row or two ahead)
+    assert any("its first 24 rows are read" in line for line in lines)
