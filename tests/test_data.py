@@ -1034,3 +1034,25 @@ def test_llama_3_1s_ipython_and_openais_developer_roles_are_messages(tmp_path: P
     assert _load_rows(tmp_path, [row]).examples[0].prompt == prompt
     with pytest.raises(DataError, match="role 'human', expected one of"):
         _load_rows(tmp_path, [{**row, "prompt": [{"role": "human", "content": "Hi"}]}])
+
+
+def test_token_ids_without_text_and_a_list_of_datasets_are_one_line_each() -> None:
+    """A dataset TRL had tokenized (chosen_input_ids, no text) was told to "set chosen_column /
+    rejected_column"; a list of Datasets as eval_dataset was "row 1: expected an object, got
+    Dataset"."""
+    from directpo.readers import python_source
+
+    ids = datasets.Dataset.from_list(
+        [{"prompt_input_ids": [1], "chosen_input_ids": [2], "rejected_input_ids": [3]}]
+    )
+    with pytest.raises(DataError, match="'chosen_input_ids' holds token ids, but directpo"):
+        load_preferences(ids)
+    ids = ids.rename_columns({"chosen_input_ids": "chosen_ids", "rejected_input_ids": "r"})
+    with pytest.raises(DataError, match="'chosen_ids' holds token ids"):
+        load_preferences(ids)
+    sets = [datasets.Dataset.from_list(ROWS)] * 2
+    with pytest.raises(DataError, match="^eval_dataset: a list of datasets; pass one .*named"):
+        python_source(sets, "eval_dataset")
+    with pytest.raises(DataError, match=r"^train_dataset: a list of datasets; pass one \("):
+        python_source(tuple(sets), "train_dataset")
+    assert python_source(ROWS, "train_dataset") == ROWS  # a list of rows is rows

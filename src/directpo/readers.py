@@ -126,6 +126,13 @@ def python_source(source: Any, argument: str) -> Any:
         return os.fspath(source)
     if is_path_list(source):
         return [os.fspath(path) for path in source]
+    if isinstance(source, list | tuple) and any(map(_is_table, source)):
+        # (its rows were "row 1: expected an object, got Dataset")
+        several = "a dict of named sets, evaluated apart" if argument == "eval_dataset" else ""
+        raise DataError(
+            f"{argument}: a list of datasets; pass one (datasets.concatenate_datasets joins "
+            f"them){f', or {several}' if several else ''}"
+        )
     if (
         isinstance(source, dict)
         and source
@@ -139,6 +146,11 @@ def python_source(source: Any, argument: str) -> Any:
             )
         return source[splits[0]]
     return source
+
+
+def _is_table(value: Any) -> bool:
+    """A Dataset, IterableDataset or DataFrame (not a row)."""
+    return hasattr(value, "column_names") or hasattr(value, "columns")
 
 
 def load_named_dataset(config: Any, key: str, *, required: str | None) -> Any:
