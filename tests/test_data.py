@@ -1056,3 +1056,25 @@ def test_token_ids_without_text_and_a_list_of_datasets_are_one_line_each() -> No
     with pytest.raises(DataError, match=r"^train_dataset: a list of datasets; pass one \("):
         python_source(tuple(sets), "train_dataset")
     assert python_source(ROWS, "train_dataset") == ROWS  # a list of rows is rows
+
+
+def test_a_dataset_folder_of_several_configs_names_them_when_none_is_given(tmp_path) -> None:
+    """A local dataset (parquet shards, a README listing configs) without dataset_config was
+    "cannot load (Config name is missing.)": the configs it has were on the lines cut off."""
+    from directpo.readers import dataset_splits
+
+    for config in ("en", "fr"):
+        (tmp_path / config).mkdir()
+        datasets.Dataset.from_list(ROWS).to_parquet(tmp_path / config / "train.parquet")
+    (tmp_path / "README.md").write_text(
+        "---\nconfigs:\n"
+        + "".join(f"- config_name: {c}\n  data_files: {c}/train.parquet\n" for c in ("en", "fr"))
+        + "---\n"
+    )
+    with pytest.raises(
+        DataError,
+        match=r"^x: cannot load \(Config name is missing; it has \['en', 'fr'\]\); set "
+        r"dataset_config$",
+    ):
+        dataset_splits(str(tmp_path), None, "x", "train")
+    assert dataset_splits(str(tmp_path), "fr", "x", "train")["train"].num_rows == len(ROWS)

@@ -211,7 +211,13 @@ def dataset_splits(
             loaded = datasets.load_dataset(name, dataset_config, **options)
     except Exception as exc:  # datasets raises many types: offline, missing, malformed
         why = f"; {unreachable_reason()}, so only the local cache was read" if offline else ""
-        raise DataError(f"{label}: cannot load ({first_line(exc)}){why}") from None
+        problem = first_line(exc)
+        # "Config name is missing." alone: the configurations are on the lines after it
+        configs = [line for line in str(exc).splitlines() if "available configs:" in line]
+        if configs:
+            problem = f"{problem.rstrip('.')}; it has {configs[0].split(':', 1)[1].strip()}"
+            why = f"{why}; set {config_key}"
+        raise DataError(f"{label}: cannot load ({problem}){why}") from None
     return loaded
 
 
