@@ -129,3 +129,10 @@ def test_a_stream_with_max_steps_is_read_only_as_far_as_the_run_trains(tmp_path:
     assert len(data.train.pairs) == 3 * 2 * 2 * 2
     assert len(read) < 100  # (a generator may run a row or two ahead)
     assert any("its first 24 rows are read" in line for line in lines)
+    # without max_steps a (finite) stream is read whole, and said to be
+    lines.clear()
+    finite = datasets.IterableDataset.from_generator(lambda: (row for row in SENTIMENT_PAIRS))
+    config = tiny_config(folder, None, tmp_path / "all", max_steps=-1)
+    data = load_run_data(config, finite, None, torch.device("cpu"), lines.append)
+    assert len(data.train.pairs) == len(SENTIMENT_PAIRS)
+    assert any("without max_steps: it is read whole" in line for line in lines)
