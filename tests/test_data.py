@@ -1078,3 +1078,20 @@ def test_a_dataset_folder_of_several_configs_names_them_when_none_is_given(tmp_p
     ):
         dataset_splits(str(tmp_path), None, "x", "train")
     assert dataset_splits(str(tmp_path), "fr", "x", "train")["train"].num_rows == len(ROWS)
+
+
+def test_a_dataset_in_any_format_gives_its_rows() -> None:
+    """A Dataset set to numpy / pandas / arrow format (with_format, as a user who inspected it
+    leaves it) gave ndarrays ("field 'prompt' must be ..., got ndarray") or one-row tables
+    ("row 1: expected an object, got DataFrame"); its rows are read as stored, its columns
+    kept."""
+    user = {"role": "user", "content": "hi"}
+    rows = [{"prompt": [user], "chosen": " yes", "rejected": " no", "extra": i} for i in range(2)]
+    dataset = datasets.Dataset.from_list(rows)
+    for kind in ("numpy", "pandas", "arrow", "torch"):
+        data = load_preferences(dataset.with_format(kind))
+        assert data.layout == "conversational", kind
+        assert [e.prompt for e in data.examples] == [[user], [user]], kind
+    narrow = dataset.with_format("numpy", columns=["prompt", "chosen"])
+    with pytest.raises(DataError, match="row 1: missing field 'rejected'"):
+        load_preferences(narrow)

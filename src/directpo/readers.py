@@ -512,8 +512,10 @@ def _undecoded(dataset: Any) -> Iterable[Any]:
     if hasattr(dataset, "decode"):  # an IterableDataset
         return dataset.decode(False)
     form = getattr(dataset, "format", None) or {}
-    if not hasattr(dataset, "with_format") or form.get("type") is not None:
-        return dataset  # a transform (with_transform) or a tensor format: rows as it makes them
+    if not hasattr(dataset, "with_format") or form.get("type") == "custom":
+        return dataset  # a transform (with_transform): rows as it makes them
+    # a format (numpy, pandas, arrow, torch) holds the same values in other types: its rows
+    # were ndarrays ("field 'prompt' must be a string ..., got ndarray") or one-row tables
     stored = dataset.with_format(
         "arrow", columns=form.get("columns"), output_all_columns=form.get("output_all_columns")
     )
