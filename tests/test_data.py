@@ -1095,3 +1095,21 @@ def test_a_dataset_in_any_format_gives_its_rows() -> None:
     narrow = dataset.with_format("numpy", columns=["prompt", "chosen"])
     with pytest.raises(DataError, match="row 1: missing field 'rejected'"):
         load_preferences(narrow)
+
+
+def test_a_dict_of_columns_is_refused_in_one_line() -> None:
+    """{"prompt": [...], "chosen": [...], "rejected": [...]} (Dataset.from_dict's layout) was
+    "got dict" as train_dataset, and as eval_dataset (a dict of named sets) its texts were
+    read as file paths: "Q: 0?: no such file"."""
+    from directpo.config import DPOConfig
+    from directpo.readers import python_source
+    from directpo.run_data import _named_eval_sets
+
+    columns = {key: [row[key] for row in ROWS] for key in ROWS[0]}
+    config = DPOConfig(model_name_or_path="m", train_file="t.jsonl")
+    with pytest.raises(DataError, match=r"^eval_dataset: a dict of columns \(prompt, chosen, rej"):
+        _named_eval_sets(config, columns)
+    with pytest.raises(DataError, match=r"^train_dataset: a dict of columns .*from_dict"):
+        python_source(columns, "train_dataset")
+    named = _named_eval_sets(config, {"chosen": ROWS, "rejected": ROWS[:1]})  # sets so named
+    assert list(named) == ["chosen", "rejected"]

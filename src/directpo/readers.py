@@ -126,6 +126,7 @@ def python_source(source: Any, argument: str) -> Any:
         return os.fspath(source)
     if is_path_list(source):
         return [os.fspath(path) for path in source]
+    refuse_column_dict(source, argument)
     if isinstance(source, list | tuple) and any(map(_is_table, source)):
         # (its rows were "row 1: expected an object, got Dataset")
         several = "a dict of named sets, evaluated apart" if argument == "eval_dataset" else ""
@@ -146,6 +147,20 @@ def python_source(source: Any, argument: str) -> Any:
             )
         return source[splits[0]]
     return source
+
+
+def refuse_column_dict(value: Any, argument: str) -> None:
+    """A plain dict of equal-length column lists holding chosen and rejected (the layout
+    ``Dataset.from_dict`` takes) refused in one line: it was "got dict", and as eval_dataset
+    (a dict of named sets) its texts were read as file paths ("Q: 1?: no such file")."""
+    if not (type(value) is dict and {"chosen", "rejected"} <= set(value)):
+        return
+    lists = [column for column in value.values() if isinstance(column, list | tuple)]
+    if len(lists) == len(value) and len({len(column) for column in lists}) == 1:
+        raise DataError(
+            f"{argument}: a dict of columns ({', '.join(map(str, value))}); give its rows, "
+            f"e.g. datasets.Dataset.from_dict({argument})"
+        )
 
 
 def _is_table(value: Any) -> bool:

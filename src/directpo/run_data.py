@@ -33,7 +33,12 @@ from directpo.prompts import (
     load_prompts,
     prompts_in_turn,
 )
-from directpo.readers import is_path_list, load_named_dataset, python_source
+from directpo.readers import (
+    is_path_list,
+    load_named_dataset,
+    python_source,
+    refuse_column_dict,
+)
 from directpo.rewardfn import check_reward_fn, load_reward_fn
 from directpo.sources import PairSet
 from directpo.stops import generation_stop_ids
@@ -378,6 +383,7 @@ def _named_eval_sets(config: DPOConfig, eval_dataset: Any) -> dict[str, tuple[An
     """Named eval sets, each (source, label), as transformers' Trainer takes an ``eval_dataset``
     dict (a DatasetDict of several splits too: TRL's scripts pass one), or from eval_file's
     mapping {name: file(s)}; empty for one unnamed set."""
+    refuse_column_dict(eval_dataset, "eval_dataset")
     if isinstance(eval_dataset, dict) and not (
         len(eval_dataset) == 1 and type(eval_dataset).__name__ == "DatasetDict"
     ):  # (a DatasetDict of one split is that split, unnamed, as for train_dataset)
