@@ -1027,3 +1027,13 @@ def test_a_trl_checkpoint_is_refused_before_loading_naming_what_to_do(
         f"resume_from_checkpoint: latest: no directpo checkpoint in {trl.parent} (checkpoint-500: "
         "written by transformers' Trainer"
     )
+
+
+def test_a_resume_over_more_of_a_stream_says_what_the_pairs_are() -> None:
+    """A run over a stream resumed with a longer max_steps reads more of it: the refusal was
+    "trained with num_examples=12, this run has 24", not saying why they differ."""
+    from directpo.sources import _check_same
+
+    with pytest.raises(ConfigError, match=r"ckpt was trained with the pairs read \(of a stream: "
+                       r"max_steps x pairs per step\)=12, this run has 24"):  # fmt: skip
+        _check_same({"num_examples": 12}, {"num_examples": 24}, "ckpt")

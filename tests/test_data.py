@@ -1034,3 +1034,82 @@ def test_llama_3_1s_ipython_and_openais_developer_roles_are_messages(tmp_path: P
     assert _load_rows(tmp_path, [row]).examples[0].prompt == prompt
     with pytest.raises(DataError, match="role 'human', expected one of"):
         _load_rows(tmp_path, [{**row, "prompt": [{"role": "human", "content": "Hi"}]}])
+
+
+def test_token_ids_without_text_and_a_list_of_datasets_are_one_line_each() -> None:
+    """A dataset TRL had tokenized (chosen_input_ids, no text) was told to "set chosen_column /
+    rejected_column"; a list of Datasets as eval_dataset was "row 1: expected an object, got
+    Dataset"."""
+    from directpo.readers import python_source
+
+    ids = datasets.Dataset.from_list(
+        [{"prompt_input_ids": [1], "chosen_input_ids": [2], "rejected_input_ids": [3]}]
+    )
+    with pytest.raises(DataError, match="'chosen_input_ids' holds token ids, but directpo"):
+        load_preferences(ids)
+    ids = ids.rename_columns({"chosen_input_ids": "chosen_ids", "rejected_input_ids": "r"})
+    with pytest.raises(DataError, match="'chosen_ids' holds token ids"):
+        load_preferences(ids)
+    sets = [datasets.Dataset.from_list(ROWS)] * 2
+    with pytest.raises(DataError, match="^eval_dataset: a list of datasets; pass one .*named"):
+        python_source(sets, "eval_dataset")
+    with pytest.raises(DataError, match=r"^train_dataset: a list of datasets; pass one \("):
+        python_source(tuple(sets), "train_dataset")
+    assert python_source(ROWS, "train_dataset") == ROWS  # a list of rows is rows
+
+
+def test_a_dataset_folder_of_several_configs_names_them_when_none_is_given(tmp_path) -> None:
+    """A local dataset (parquet shards, a README listing configs) without dataset_config was
+    "cannot load (Config name is missing.)": the configs it has were on the lines cut off."""
+    from directpo.readers import dataset_splits
+
+    for config in ("en", "fr"):
+        (tmp_path / config).mkdir()
+        datasets.Dataset.from_list(ROWS).to_parquet(tmp_path / config / "train.parquet")
+    (tmp_path / "README.md").write_text(
+        "---\nconfigs:\n"
+        + "".join(f"- config_name: {c}\n  data_files: {c}/train.parquet\n" for c in ("en", "fr"))
+        + "---\n"
+    )
+    with pytest.raises(
+        DataError,
+        match=r"^x: cannot load \(Config name is missing; it has \['en', 'fr'\]\); set "
+        r"dataset_config$",
+    ):
+        dataset_splits(str(tmp_path), None, "x", "train")
+    assert dataset_splits(str(tmp_path), "fr", "x", "train")["train"].num_rows == len(ROWS)
+
+
+def test_a_dataset_in_any_format_gives_its_rows() -> None:
+    """A Dataset set to numpy / pandas / arrow format (with_format, as a user who inspected it
+    leaves it) gave ndarrays ("field 'prompt' must be ..., got ndarray") or one-row tables
+    ("row 1: expected an object, got DataFrame"); its rows are read as stored, its columns
+    kept."""
+    user = {"role": "user", "content": "hi"}
+    rows = [{"prompt": [user], "chosen": " yes", "rejected": " no", "extra": i} for i in range(2)]
+    dataset = datasets.Dataset.from_list(rows)
+    for kind in ("numpy", "pandas", "arrow", "torch"):
+        data = load_preferences(dataset.with_format(kind))
+        assert data.layout == "conversational", kind
+        assert [e.prompt for e in data.examples] == [[user], [user]], kind
+    narrow = dataset.with_format("numpy", columns=["prompt", "chosen"])
+    with pytest.raises(DataError, match="row 1: missing field 'rejected'"):
+        load_preferences(narrow)
+
+
+def test_a_dict_of_columns_is_refused_in_one_line() -> None:
+    """{"prompt": [...], "chosen": [...], "rejected": [...]} (Dataset.from_dict's layout) was
+    "got dict" as train_dataset, and as eval_dataset (a dict of named sets) its texts were
+    read as file paths: "Q: 0?: no such file"."""
+    from directpo.config import DPOConfig
+    from directpo.readers import python_source
+    from directpo.run_data import _named_eval_sets
+
+    columns = {key: [row[key] for row in ROWS] for key in ROWS[0]}
+    config = DPOConfig(model_name_or_path="m", train_file="t.jsonl")
+    with pytest.raises(DataError, match=r"^eval_dataset: a dict of columns \(prompt, chosen, rej"):
+        _named_eval_sets(config, columns)
+    with pytest.raises(DataError, match=r"^train_dataset: a dict of columns .*from_dict"):
+        python_source(columns, "train_dataset")
+    named = _named_eval_sets(config, {"chosen": ROWS, "rejected": ROWS[:1]})  # sets so named
+    assert list(named) == ["chosen", "rejected"]

@@ -101,3 +101,38 @@ def test_the_validated_rows_are_let_go_once_tokenized(tiny_model_dirs, tmp_path)
     assert len(data.train.pairs) == len(SENTIMENT_PAIRS)
     assert data.train_data.summary() == f"{pairs}: {len(SENTIMENT_PAIRS)} pairs, layout explicit"
     assert said[0] == f"train: {data.train_data.summary()}"
+
+
+def test_a_stream_with_max_steps_is_read_only_as_far_as_the_run_trains(tmp_path: Path) -> None:
+    """An endless IterableDataset (``load_dataset(..., streaming=True)``) with max_steps was
+    read until memory ran out, before the first step; now its first max_steps × pairs-per-step
+    rows are read, as TRL's run reads them (``world_size`` processes take that many each step)."""
+    import datasets
+
+    folder = save_tiny_model("gpt2", tmp_path / "m")
+    read: list[int] = []
+
+    def endless():  # noqa: ANN202
+        number = 0
+        while True:
+            number += 1
+            read.append(number)
+            yield {"prompt": f"Q: {number}?", "chosen": " yes", "rejected": " no"}
+
+    stream = datasets.IterableDataset.from_generator(endless)
+    lines: list[str] = []
+    config = tiny_config(
+        folder, None, tmp_path / "out", max_steps=3, per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+    )  # fmt: skip
+    data = load_run_data(config, stream, None, torch.device("cpu"), lines.append, world_size=2)
+    assert len(data.train.pairs) == 3 * 2 * 2 * 2
+    assert len(read) < 100  # (a generator may run a row or two ahead)
+    assert any("its first 24 rows are read" in line for line in lines)
+    # without max_steps a (finite) stream is read whole, and said to be
+    lines.clear()
+    finite = datasets.IterableDataset.from_generator(lambda: (row for row in SENTIMENT_PAIRS))
+    config = tiny_config(folder, None, tmp_path / "all", max_steps=-1)
+    data = load_run_data(config, finite, None, torch.device("cpu"), lines.append)
+    assert len(data.train.pairs) == len(SENTIMENT_PAIRS)
+    assert any("without max_steps: it is read whole" in line for line in lines)

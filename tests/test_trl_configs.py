@@ -754,3 +754,20 @@ def test_torch_compile_backend_and_mode_at_directpos_settings_compile(tmp_path) 
     ):
         with pytest.raises(ConfigError, match="is not supported: torch_compile: true compiles"):
             DPOConfig(**given)
+
+
+def test_dataset_streaming_says_where_a_stream_is_taken(
+    tiny_model_dirs, pairs_file, tmp_path, capsys
+) -> None:
+    """dataset_streaming: true was refused as "directpo reads the whole file", though train()
+    takes load_dataset(..., streaming=True) and reads only max_steps' rows of it."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"model_name_or_path: {tiny_model_dirs['llama']}\ntrain_file: {pairs_file}\n"
+        "dataset_streaming: true\n"
+    )
+    code = main(["train", str(recipe), "--output_dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "dataset_streaming: True is not supported: dataset_name is read whole; to stream" in err
+    assert "train_dataset=load_dataset(..., streaming=True)) with max_steps" in err

@@ -314,10 +314,13 @@ def _detect_layout(
     row: dict[str, Any], columns: Columns, names: list[str], label: str, where: str
 ) -> str:
     for key in (columns.chosen, columns.rejected):
-        if key not in names:
+        if key not in names:  # TRL's token ids: chosen_input_ids (before 1.0), chosen_ids (1.x)
+            ids = [f"{key}{end}" for end in ("_input_ids", "_ids") if f"{key}{end}" in names]
+            fix = "set chosen_column / rejected_column"
+            if ids:  # TRL 1.x tokenizes the text too: ids alone would be a KeyError there
+                fix = f"'{ids[0]}' holds token ids, but directpo tokenizes the text itself"
             raise DataError(
-                f"{label}: column '{key}' not found (columns: {', '.join(map(str, names))}); "
-                "set chosen_column / rejected_column"
+                f"{label}: column '{key}' not found (columns: {', '.join(map(str, names))}); {fix}"
             )
     if columns.system is not None and columns.system not in names:
         raise DataError(

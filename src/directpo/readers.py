@@ -126,6 +126,14 @@ def python_source(source: Any, argument: str) -> Any:
         return os.fspath(source)
     if is_path_list(source):
         return [os.fspath(path) for path in source]
+    refuse_column_dict(source, argument)
+    if isinstance(source, list | tuple) and any(map(_is_table, source)):
+        # (its rows were "row 1: expected an object, got Dataset")
+        several = "a dict of named sets, evaluated apart" if argument == "eval_dataset" else ""
+        raise DataError(
+            f"{argument}: a list of datasets; pass one (datasets.concatenate_datasets joins "
+            f"them){f', or {several}' if several else ''}"
+        )
     if (
         isinstance(source, dict)
         and source
@@ -139,6 +147,25 @@ def python_source(source: Any, argument: str) -> Any:
             )
         return source[splits[0]]
     return source
+
+
+def refuse_column_dict(value: Any, argument: str) -> None:
+    """A plain dict of equal-length column lists holding chosen and rejected (the layout
+    ``Dataset.from_dict`` takes) refused in one line: it was "got dict", and as eval_dataset
+    (a dict of named sets) its texts were read as file paths ("Q: 1?: no such file")."""
+    if not (type(value) is dict and {"chosen", "rejected"} <= set(value)):
+        return
+    lists = [column for column in value.values() if isinstance(column, list | tuple)]
+    if len(lists) == len(value) and len({len(column) for column in lists}) == 1:
+        raise DataError(
+            f"{argument}: a dict of columns ({', '.join(map(str, value))}); give its rows, "
+            f"e.g. datasets.Dataset.from_dict({argument})"
+        )
+
+
+def _is_table(value: Any) -> bool:
+    """A Dataset, IterableDataset or DataFrame (not a row)."""
+    return hasattr(value, "column_names") or hasattr(value, "columns")
 
 
 def load_named_dataset(config: Any, key: str, *, required: str | None) -> Any:
@@ -199,7 +226,13 @@ def dataset_splits(
             loaded = datasets.load_dataset(name, dataset_config, **options)
     except Exception as exc:  # datasets raises many types: offline, missing, malformed
         why = f"; {unreachable_reason()}, so only the local cache was read" if offline else ""
-        raise DataError(f"{label}: cannot load ({first_line(exc)}){why}") from None
+        problem = first_line(exc)
+        # "Config name is missing." alone: the configurations are on the lines after it
+        configs = [line for line in str(exc).splitlines() if "available configs:" in line]
+        if configs:
+            problem = f"{problem.rstrip('.')}; it has {configs[0].split(':', 1)[1].strip()}"
+            why = f"{why}; set {config_key}"
+        raise DataError(f"{label}: cannot load ({problem}){why}") from None
     return loaded
 
 
@@ -494,8 +527,10 @@ def _undecoded(dataset: Any) -> Iterable[Any]:
     if hasattr(dataset, "decode"):  # an IterableDataset
         return dataset.decode(False)
     form = getattr(dataset, "format", None) or {}
-    if not hasattr(dataset, "with_format") or form.get("type") is not None:
-        return dataset  # a transform (with_transform) or a tensor format: rows as it makes them
+    if not hasattr(dataset, "with_format") or form.get("type") == "custom":
+        return dataset  # a transform (with_transform): rows as it makes them
+    # a format (numpy, pandas, arrow, torch) holds the same values in other types: its rows
+    # were ndarrays ("field 'prompt' must be a string ..., got ndarray") or one-row tables
     stored = dataset.with_format(
         "arrow", columns=form.get("columns"), output_all_columns=form.get("output_all_columns")
     )

@@ -139,7 +139,9 @@ def prepare_run(
     set_seed(config.seed)
     device = world.device
 
-    data = load_run_data(config, train_dataset, eval_dataset, device, echo, world.is_main)
+    data = load_run_data(
+        config, train_dataset, eval_dataset, device, echo, world.is_main, world.size
+    )
     tokenizer, train = data.tokenizer, data.train
 
     # -- models in the run's precision, optimizer, schedule -------------------------------

@@ -33,7 +33,12 @@ from directpo.prompts import (
     load_prompts,
     prompts_in_turn,
 )
-from directpo.readers import is_path_list, load_named_dataset, python_source
+from directpo.readers import (
+    is_path_list,
+    load_named_dataset,
+    python_source,
+    refuse_column_dict,
+)
 from directpo.rewardfn import check_reward_fn, load_reward_fn
 from directpo.sources import PairSet
 from directpo.stops import generation_stop_ids
@@ -66,6 +71,7 @@ def load_run_data(
     device: torch.device,
     echo: Callable[[str], None],
     is_main: bool = True,
+    world_size: int = 1,
 ) -> RunData:
     """Read and validate every file before any model loads; tokenize; check the reward
     function and the online labeller on a couple of prompts."""
@@ -77,6 +83,8 @@ def load_run_data(
         system=config.system_column,
     )
     train_dataset = python_source(train_dataset, "train_dataset")
+    if is_stream(train_dataset) and not config.online:
+        train_dataset = stream_head(train_dataset, config, world_size, echo)
     named_evals = _named_eval_sets(config, eval_dataset)
     eval_dataset = None if named_evals else python_source(eval_dataset, "eval_dataset")
     if config.dataset_mixture is not None and train_dataset is not None:
@@ -375,6 +383,7 @@ def _named_eval_sets(config: DPOConfig, eval_dataset: Any) -> dict[str, tuple[An
     """Named eval sets, each (source, label), as transformers' Trainer takes an ``eval_dataset``
     dict (a DatasetDict of several splits too: TRL's scripts pass one), or from eval_file's
     mapping {name: file(s)}; empty for one unnamed set."""
+    refuse_column_dict(eval_dataset, "eval_dataset")
     if isinstance(eval_dataset, dict) and not (
         len(eval_dataset) == 1 and type(eval_dataset).__name__ == "DatasetDict"
     ):  # (a DatasetDict of one split is that split, unnamed, as for train_dataset)
@@ -442,6 +451,33 @@ def _has_pairs(source: Any, columns: Columns, skip_invalid_rows: bool = False) -
             "has: a train file holds pairs, or (for online DPO) only prompts"
         )
     return bool(paired)
+
+
+def is_stream(source: Any) -> bool:
+    """A ``datasets.IterableDataset`` (``load_dataset(..., streaming=True)``, a generator)."""
+    return type(source).__name__ == "IterableDataset" and hasattr(source, "take")
+
+
+def stream_head(
+    stream: Any, config: DPOConfig, world_size: int, echo: Callable[[str], None]
+) -> Any:
+    """The rows of a stream that the run trains on, which directpo holds in memory. With
+    max_steps, its first max_steps × pairs-per-step rows, what TRL's run over the stream reads
+    (an endless one was read until memory ran out, before the first step); without, the whole
+    stream, each epoch over it, as a Dataset's (TRL refuses a stream without max_steps)."""
+    if config.max_steps <= 0:
+        echo(
+            "train_dataset: a stream (IterableDataset) without max_steps: it is read whole "
+            "before the first step (an endless one never ends: set max_steps)"
+        )
+        return stream
+    per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps
+    rows = config.max_steps * per_step * world_size
+    echo(
+        f"train_dataset: a stream (IterableDataset): its first {rows} rows are read, "
+        f"{config.max_steps} steps of {per_step * world_size} pairs (max_steps)"
+    )
+    return stream.take(rows)
 
 
 def _place(where: str | int) -> str:

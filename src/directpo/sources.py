@@ -242,6 +242,9 @@ def _check_same(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> 
     names = {
         "batch_size": "batch_size (per_device_train_batch_size x processes)",
         "seed": "the data order's seed (data_seed, or seed when data_seed is null)",
+        # (a stream's pairs are its first max_steps x pairs-per-step rows: a longer max_steps
+        # reads more of them, and "num_examples=12" alone did not say why they differ)
+        "num_examples": "the pairs read (of a stream: max_steps x pairs per step)",
     }
     rules = saved.get("tokenization_rules", 1)  # (checkpoints before the number: 1)
     for key, value in now.items():
@@ -263,8 +266,8 @@ def _check_same(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> 
             )
         if key == "pairs_fingerprint" and key in saved and saved[key] != value:
             raise ConfigError(
-                f"resume_from_checkpoint: {checkpoint} was trained on other pairs (the data "
-                "file's rows, their order, the tokenizer, the truncation options or the date a "
+                f"resume_from_checkpoint: {checkpoint} was trained on other pairs (the data's "
+                "rows, their order, the tokenizer, the truncation options or the date a "
                 "chat template writes, as Llama 3.1+ do, differ); resume with the same data "
                 "(the date pinned by chat_template_kwargs: {date_string: ...}), or start a new "
                 "output_dir"

@@ -92,6 +92,11 @@ MIXTURE = "write it as dataset_mixture: {datasets: [{id: ..., split: ..., weight
 UPLOAD = "directpo does not upload; after training run: huggingface-cli upload REPO OUTPUT_DIR"
 SHUFFLED = "directpo shuffles the pairs (seed sets the order); padding_free packs each micro-batch"
 FSDP = "use distributed: fsdp (FSDP2) under torchrun, fsdp_offload: true to offload"
+# (what a TRL user streams for, reading only the steps' rows, goes through train() in Python)
+STREAMING = (
+    "dataset_name is read whole; to stream, pass train(config, train_dataset=load_dataset(..., "
+    "streaming=True)) with max_steps"
+)
 COMPILED = "torch_compile: true compiles each decoder layer with inductor in its default mode"
 DEVICES = "directpo trains on CUDA or the CPU"
 HIDE_GPUS = "hide the GPUs instead: CUDA_VISIBLE_DEVICES= directpo train ..."
@@ -209,7 +214,7 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "debug": (_nothing, ""),
     "enable_jit_checkpoint": (_nothing, "SIGTERM/Ctrl-C always save a checkpoint"),
     "activation_offloading": (_nothing, "use gradient_checkpointing"),
-    "dataset_streaming": (_nothing, "directpo reads the whole file"),
+    "dataset_streaming": (_nothing, STREAMING),
     "dataset_mixer": (_nothing, MIXTURE),
     "dataset_splits": (_nothing, "use dataset_train_split and dataset_test_split"),
     "ignore_bias_buffers": (_any, ""),
@@ -247,7 +252,7 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "gradient_checkpointing_use_reentrant": (_any, ""),  # the same gradients either way
     # TRL's DatasetMixtureConfig (trl dpo --config): the data is train_file / dataset_name
     "datasets": (_nothing, MIXTURE),  # when not read as dataset_mixture (_trl_mixture)
-    "streaming": (_nothing, "directpo reads the whole file"),
+    "streaming": (_nothing, STREAMING),
     "test_split_size": (_nothing, "it belongs in dataset_mixture, with the datasets it splits"),
     # transformers 4's TrainingArguments keys, gone in transformers 5: a recipe (or a dump of
     # one, which writes every key) of that time read "unknown option" at their defaults too
