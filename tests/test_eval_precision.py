@@ -151,3 +151,20 @@ def test_a_bf16_run_without_held_out_pairs_keeps_no_float32_reference(
                             **common)  # fmt: skip
     train(evaluated, echo=quiet)
     assert kept == [True]
+
+
+def test_tr_dpo_on_a_float32_stored_model_evaluates_0_before_its_first_sync(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """sync_ref_model kept no float32 reference: the step-0 evaluation ran a bf16-rounded
+    reference against the float32 masters (rewards 3e-5, not 0). The float32 start is kept
+    until the first sync moves the reference, then dropped."""
+    out = tmp_path / "out"
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, out, dtype="bfloat16", max_steps=2,
+        learning_rate=1e-4, eval_file=str(pairs_file), eval_on_start=True, eval_steps=2,
+        sync_ref_model=True, ref_model_sync_steps=1, ref_model_mixup_alpha=0.5,
+    )  # fmt: skip
+    start, end = eval_rows(train(config, echo=quiet).metrics)
+    assert start["eval/rewards/chosen"] == 0.0 and start["eval/rewards/rejected"] == 0.0
+    assert end["eval/rewards/chosen"] != 0.0

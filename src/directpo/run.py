@@ -153,9 +153,8 @@ def prepare_run(
     )  # fmt: skip
     reference_masters = None  # a separate reference's float32 weights, for float32 evaluation
     if eval_float32 and isinstance(reference, FrozenModelReference):
+        # (TR-DPO: kept until its first sync moves the bf16 reference; sync.py drops them)
         reference_masters = FrozenMasters(reference.model, precision.compute) or None
-        if config.sync_ref_model:  # TR-DPO moves the bf16 reference: upcast as it moves
-            reference_masters = None
     config = resolve_router_aux(config, policy, echo)
     for pair_set in (train, *data.evaluations.values()):  # 3D rotary models: the image
         attach_rope_positions(policy, pair_set.pairs)  # prompts' positions
