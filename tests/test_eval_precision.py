@@ -168,3 +168,21 @@ def test_tr_dpo_on_a_float32_stored_model_evaluates_0_before_its_first_sync(
     start, end = eval_rows(train(config, echo=quiet).metrics)
     assert start["eval/rewards/chosen"] == 0.0 and start["eval/rewards/rejected"] == 0.0
     assert end["eval/rewards/chosen"] != 0.0
+
+
+def test_a_continued_adapter_evaluates_in_float32_against_its_float32_start(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """Continuing an adapter folder: the reference is the frozen ``ref`` copy of the adapter,
+    which was held in bf16 only, so the float32 evaluation read rewards of -1e-5 at step 0 and
+    a reference other than the saved adapter's. Its float32 start is kept now."""
+    model = bf16_grid_copy(tiny_model_dirs["llama"], tmp_path / "model")
+    first = tmp_path / "first"
+    common = {"dtype": "bfloat16", "lora_r": 4, "learning_rate": 5e-3, "max_steps": 2}
+    train(tiny_config(model, pairs_file, first, **common), echo=quiet)
+    out = tmp_path / "out"
+    config = tiny_config(
+        first, pairs_file, out, **(common | {"lora_r": 0}), eval_file=str(pairs_file),
+        eval_on_start=True, eval_steps=2,
+    )  # fmt: skip
+    assert_float32_rewards(eval_rows(train(config, echo=quiet).metrics), out, SENTIMENT_PAIRS)

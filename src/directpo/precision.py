@@ -166,13 +166,22 @@ class FrozenMasters:
     float32 weights kept where bf16 cannot hold them (a model stored in float32): a float32
     evaluation then runs it as stored, as the policy's float32 masters start (exactly 0
     reward at step 0). A model stored in bf16 keeps nothing: its weights are on bf16's grid.
-    (Frozen: DDP hooks none of these parameters, so their data may change dtype.)"""
+    ``only``: the parameters, by name, that are the reference (a continued adapter's frozen
+    ``ref`` copy inside the policy). (Frozen: DDP hooks none of these parameters, so their
+    data may change dtype.)"""
 
-    def __init__(self, model: torch.nn.Module, compute: torch.dtype):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        compute: torch.dtype,
+        only: Callable[[str], bool] | None = None,
+    ):
         keep_fp32 = _keep_in_fp32_patterns(model)
         self._master_of: dict[int, torch.Tensor] = {}
         for name, param in model.named_parameters():
             if not param.is_floating_point() or any(p.search(name) for p in keep_fp32):
+                continue
+            if only is not None and not only(name):
                 continue
             stored = param.data
             param.data = stored.to(compute)

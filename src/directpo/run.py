@@ -55,6 +55,7 @@ from directpo.precompute import (
     weights_fingerprint,
 )
 from directpo.reference import (
+    AdapterReference,
     FrozenModelReference,
     PolicyModelReference,
     ReferenceProvider,
@@ -64,6 +65,7 @@ from directpo.resume import resume
 from directpo.run_data import RunData, load_run_data
 from directpo.sources import FixedPairs, OnlineRounds, PairSet
 from directpo.step import PairStats, eval_set_metrics, evaluate
+from directpo.sync import in_ref_adapter
 from directpo.tracking import MetricsLogger
 from directpo.vision import attach_rope_positions
 
@@ -111,7 +113,7 @@ class Run:
     start_sample: torch.Tensor | None = None  # sampled weights at start, when saving rounds them
     micro_split: int = 1  # auto_find_batch_size: each micro-batch run in this many pieces
     eval_float32: bool = False  # held-out pairs computed in float32 (eval_dtype)
-    reference_masters: FrozenMasters | None = None  # a separate reference's float32 weights
+    reference_masters: FrozenMasters | None = None  # the reference's float32 weights (frozen)
 
     @property
     def sharded(self) -> bool:
@@ -155,6 +157,8 @@ def prepare_run(
     if eval_float32 and isinstance(reference, FrozenModelReference):
         # (TR-DPO: kept until its first sync moves the bf16 reference; sync.py drops them)
         reference_masters = FrozenMasters(reference.model, precision.compute) or None
+    elif eval_float32 and isinstance(reference, AdapterReference):  # its float32 ref adapter
+        reference_masters = FrozenMasters(policy, precision.compute, in_ref_adapter) or None
     config = resolve_router_aux(config, policy, echo)
     for pair_set in (train, *data.evaluations.values()):  # 3D rotary models: the image
         attach_rope_positions(policy, pair_set.pairs)  # prompts' positions
