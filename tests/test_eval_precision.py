@@ -186,3 +186,38 @@ def test_a_continued_adapter_evaluates_in_float32_against_its_float32_start(
         eval_on_start=True, eval_steps=2,
     )  # fmt: skip
     assert_float32_rewards(eval_rows(train(config, echo=quiet).metrics), out, SENTIMENT_PAIRS)
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [{"loss_type": ["simpo"]}, {"precompute_ref_log_probs": True}],
+    ids=["reference-free", "precomputed"],
+)
+def test_a_reference_kept_only_for_the_kl_keeps_no_float32_copy(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, setup
+) -> None:
+    """eval_generate's KL samples and scores in bf16: a reference that the held-out losses do
+    not run (SimPO; precomputed log-probs) kept a float32 copy of every weight for the whole
+    run (4 bytes a weight) and was upcast at each evaluation for nothing."""
+    import directpo.trainer as trainer_module
+
+    kept: list[tuple[int, bool, set[torch.dtype]]] = []
+    real = trainer_module.evaluate_step
+
+    def spying(run, done):
+        line = real(run, done)
+        dtypes = {p.dtype for p in run.kl_reference.model.parameters()}
+        kept.append((done, run.reference_masters is not None, dtypes))
+        return line
+
+    monkeypatch.setattr(trainer_module, "evaluate_step", spying)
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, tmp_path / "out", dtype="bfloat16", max_steps=1,
+        learning_rate=1e-4, eval_file=str(pairs_file), eval_on_start=True, eval_steps=1,
+        eval_generate=2, eval_generate_samples=1, generate_max_new_tokens=3, **setup,
+    )  # fmt: skip
+    start = eval_rows(train(config, echo=quiet).metrics)[0]
+    assert kept == [(0, False, {torch.bfloat16}), (1, False, {torch.bfloat16})]
+    assert start["eval/kl"] == 0.0
+    if "precompute_ref_log_probs" in setup:
+        assert start["eval/rewards/chosen"] == 0.0

@@ -149,15 +149,18 @@ def prepare_run(
     eval_float32 = evaluates_in_float32(
         config.eval_dtype, precision.compute, config.attn_implementation, sharded
     ) and any(pair_set.pairs for pair_set in data.evaluations.values())  # (no held-out: no cost)
+    # the reference's float32 weights serve the held-out pairs' losses alone: a reference loaded
+    # only for eval_generate's (or online's) KL, which is sampled and scored in bf16, keeps none
+    reference_float32 = eval_float32 and config.loss_needs_reference
     policy, reference = load_policy_and_reference(
         config, device, precision, sharded=sharded, peft_config=peft_config,
-        reference_dtype=torch.float32 if eval_float32 else None,
+        reference_dtype=torch.float32 if reference_float32 else None,
     )  # fmt: skip
-    reference_masters = None  # a separate reference's float32 weights, for float32 evaluation
-    if eval_float32 and isinstance(reference, FrozenModelReference):
+    reference_masters = None  # the reference's float32 weights, for float32 evaluation
+    if reference_float32 and isinstance(reference, FrozenModelReference):
         # (TR-DPO: kept until its first sync moves the bf16 reference; sync.py drops them)
         reference_masters = FrozenMasters(reference.model, precision.compute) or None
-    elif eval_float32 and isinstance(reference, AdapterReference):  # its float32 ref adapter
+    elif reference_float32 and isinstance(reference, AdapterReference):  # its float32 ref adapter
         reference_masters = FrozenMasters(policy, precision.compute, in_ref_adapter) or None
     config = resolve_router_aux(config, policy, echo)
     for pair_set in (train, *data.evaluations.values()):  # 3D rotary models: the image
@@ -436,14 +439,14 @@ def _what(source: FixedPairs | OnlineRounds, pairs: int) -> str:
 def evaluation_precision(run: Run) -> contextlib.AbstractContextManager[None]:
     """Inside, the held-out metrics are computed in the precision ``eval_dtype`` chose: the
     policy and a separate reference model in float32 (precision.float32_compute), or as
-    training computes."""
+    training computes. (A reference kept only for eval_generate's KL is not upcast: the KL is
+    measured in bf16, outside.)"""
     if not run.eval_float32:
         return contextlib.nullcontext()
     models = [run.policy]
-    for provider in (run.reference, run.kl_reference):
-        model = getattr(provider, "model", None)
-        if model is not None and all(model is not m for m in models):
-            models.append(model)
+    model = getattr(run.reference, "model", None)
+    if model is not None and model is not run.policy:
+        models.append(model)
     return float32_compute(models, [run.masters, run.reference_masters])
 
 
@@ -486,9 +489,9 @@ def _precompute_reference(run: Run, reference_weights: str) -> None:
                 "are kept and the next run continues after them"
             ) from None
     run.kl_reference = reference if config.eval_generate else None
+    run.reference_masters = None  # for the held-out reference pass alone: done (KL is bf16)
     if run.kl_reference is None and isinstance(reference, FrozenModelReference):
         del reference.model, reference.scorer  # training now holds one model in memory
-        run.reference_masters = None
         if run.world.device.type == "cuda":
             torch.cuda.empty_cache()
     run.reference = PrecomputedReference()
