@@ -221,3 +221,36 @@ def test_a_reference_kept_only_for_the_kl_keeps_no_float32_copy(
     assert start["eval/kl"] == 0.0
     if "precompute_ref_log_probs" in setup:
         assert start["eval/rewards/chosen"] == 0.0
+
+
+def test_the_float32_evaluation_of_a_compiled_model_runs_eagerly() -> None:
+    """torch_compile: float32 weights were a new variant of every compiled decoder layer (one
+    recompile each, taking a LoRA run's layers past dynamo's recompile limit); the float32
+    pass now runs eagerly, as float32 scoring does."""
+    from types import SimpleNamespace
+
+    from torch._dynamo.testing import CompileCounter
+
+    from directpo.run import evaluation_precision
+
+    class Two(torch.nn.Sequential):  # (dynamo skips torch.nn's own forwards)
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self[1](self[0](x))
+
+    model = Two(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    masters = MasterWeights(model, torch.bfloat16)
+    counter = CompileCounter()
+    model.compile(backend=counter)
+    x = torch.randn(3, 4)
+    with torch.no_grad():
+        model(x.to(torch.bfloat16))
+        run = SimpleNamespace(
+            eval_float32=True, policy=model, reference=None, masters=masters,
+            reference_masters=None, config=SimpleNamespace(torch_compile=True),
+        )  # fmt: skip
+        with evaluation_precision(run):
+            got = model(x)
+        (w1, b1), (w2, b2) = [(masters.pairs[i][1], masters.pairs[i + 1][1]) for i in (0, 2)]
+    assert counter.frame_count == 1
+    assert torch.equal(got, torch.nn.functional.linear(x @ w1.T + b1, w2, b2))
+    assert model[0].weight.dtype == torch.bfloat16

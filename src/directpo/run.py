@@ -440,14 +440,21 @@ def evaluation_precision(run: Run) -> contextlib.AbstractContextManager[None]:
     """Inside, the held-out metrics are computed in the precision ``eval_dtype`` chose: the
     policy and a separate reference model in float32 (precision.float32_compute), or as
     training computes. (A reference kept only for eval_generate's KL is not upcast: the KL is
-    measured in bf16, outside.)"""
+    measured in bf16, outside.) Under ``torch_compile`` the float32 pass runs eagerly: float32
+    weights are a new variant of every compiled decoder layer (a recompile each, which pushed
+    a LoRA run's layers past dynamo's recompile limit), and eager is what float32 scoring
+    (``directpo score``) runs."""
     if not run.eval_float32:
         return contextlib.nullcontext()
     models = [run.policy]
     model = getattr(run.reference, "model", None)
     if model is not None and model is not run.policy:
         models.append(model)
-    return float32_compute(models, [run.masters, run.reference_masters])
+    stack = contextlib.ExitStack()
+    stack.enter_context(float32_compute(models, [run.masters, run.reference_masters]))
+    if run.config.torch_compile and hasattr(torch.compiler, "set_stance"):  # (torch >= 2.6)
+        stack.enter_context(torch.compiler.set_stance("force_eager"))
+    return stack
 
 
 def _precompute_reference(run: Run, reference_weights: str) -> None:
