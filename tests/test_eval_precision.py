@@ -32,8 +32,21 @@ def eval_rows(metrics: list[dict]) -> list[dict]:
         {"learning_rate": 1e-5},
         {"learning_rate": 1e-5, "stored": "float32"},
         {"learning_rate": 1e-5, "stored": "float32", "precompute_ref_log_probs": True},
+        {
+            "learning_rate": 1e-3,
+            "master_weights": "bfloat16",
+            "optimizer": "adamw_kahan",
+            "save_dtype": "float32",
+        },  # (read without the compensation the float32 save holds)
     ],
-    ids=["lora", "lora-precomputed", "full", "full-float32-stored", "full-precomputed"],
+    ids=[
+        "lora",
+        "lora-precomputed",
+        "full",
+        "full-float32-stored",
+        "full-precomputed",
+        "full-kahan-float32-save",
+    ],
 )
 def test_bf16_runs_evaluate_in_float32_as_their_saved_weights_score(
     tiny_model_dirs, pairs_file, tmp_path, setup
@@ -246,7 +259,8 @@ def test_the_float32_evaluation_of_a_compiled_model_runs_eagerly() -> None:
         model(x.to(torch.bfloat16))
         run = SimpleNamespace(
             eval_float32=True, policy=model, reference=None, masters=masters,
-            reference_masters=None, config=SimpleNamespace(torch_compile=True),
+            reference_masters=None, config=SimpleNamespace(torch_compile=True), optimizer=None,
+            precision=SimpleNamespace(save=torch.float32),
         )  # fmt: skip
         with evaluation_precision(run):
             got = model(x)

@@ -250,7 +250,9 @@ def holding(
 
 @contextlib.contextmanager
 def float32_compute(
-    models: list[torch.nn.Module], masters: list[MasterWeights | FrozenMasters | None]
+    models: list[torch.nn.Module],
+    masters: list[MasterWeights | FrozenMasters | None],
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> Iterator[None]:
     """Inside, ``models`` compute in float32: each trainable parameter is replaced by its
     float32 master (or a float32 copy: bf16 storage), a frozen one that keeps its float32
@@ -258,13 +260,18 @@ def float32_compute(
     is upcast in place and cast back on the way out (exact: bf16 values are float32 values),
     so a policy and a reference that share a start give reward 0 there. Costs 2 more bytes per
     frozen bf16 weight for the duration. (Frozen ones in place: DDP hooks no accumulator of
-    theirs, and a copy would cost twice the memory.)"""
+    theirs, and a copy would cost twice the memory.) ``optimizer``: a bf16-stored trainable
+    weight is read with its Kahan compensation added (what the run learned, and what a float32
+    final save holds; fold_compensation)."""
     master_of = {k: v for kept in masters if kept is not None for k, v in kept._master_of.items()}
 
     def in_float32(tensor: torch.Tensor) -> torch.Tensor | None:
         if id(tensor) in master_of:
             return master_of[id(tensor)]
-        return tensor.float() if tensor.requires_grad and _upcastable(tensor) else None
+        if not (tensor.requires_grad and _upcastable(tensor)):
+            return None
+        compensation = kahan_compensation(tensor, optimizer)
+        return tensor.float() + compensation.float() if compensation is not None else tensor.float()
 
     frozen = {
         id(t): t

@@ -451,7 +451,10 @@ def evaluation_precision(run: Run) -> contextlib.AbstractContextManager[None]:
     if model is not None and model is not run.policy:
         models.append(model)
     stack = contextlib.ExitStack()
-    stack.enter_context(float32_compute(models, [run.masters, run.reference_masters]))
+    # bf16-stored weights with Kahan AdamW: read with their compensation when the final save
+    # keeps it (save_dtype: float32); a bf16 save rounds it onto the weights, as they are read
+    kahan = run.optimizer if run.precision.save == torch.float32 else None
+    stack.enter_context(float32_compute(models, [run.masters, run.reference_masters], kahan))
     if run.config.torch_compile and hasattr(torch.compiler, "set_stance"):  # (torch >= 2.6)
         stack.enter_context(torch.compiler.set_stance("force_eager"))
     return stack
