@@ -32,8 +32,21 @@ def eval_rows(metrics: list[dict]) -> list[dict]:
         {"learning_rate": 1e-5},
         {"learning_rate": 1e-5, "stored": "float32"},
         {"learning_rate": 1e-5, "stored": "float32", "precompute_ref_log_probs": True},
+        {
+            "learning_rate": 1e-3,
+            "master_weights": "bfloat16",
+            "optimizer": "adamw_kahan",
+            "save_dtype": "float32",
+        },  # (read without the compensation the float32 save holds)
     ],
-    ids=["lora", "lora-precomputed", "full", "full-float32-stored", "full-precomputed"],
+    ids=[
+        "lora",
+        "lora-precomputed",
+        "full",
+        "full-float32-stored",
+        "full-precomputed",
+        "full-kahan-float32-save",
+    ],
 )
 def test_bf16_runs_evaluate_in_float32_as_their_saved_weights_score(
     tiny_model_dirs, pairs_file, tmp_path, setup
@@ -151,3 +164,107 @@ def test_a_bf16_run_without_held_out_pairs_keeps_no_float32_reference(
                             **common)  # fmt: skip
     train(evaluated, echo=quiet)
     assert kept == [True]
+
+
+def test_tr_dpo_on_a_float32_stored_model_evaluates_0_before_its_first_sync(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """sync_ref_model kept no float32 reference: the step-0 evaluation ran a bf16-rounded
+    reference against the float32 masters (rewards 3e-5, not 0). The float32 start is kept
+    until the first sync moves the reference, then dropped."""
+    out = tmp_path / "out"
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, out, dtype="bfloat16", max_steps=2,
+        learning_rate=1e-4, eval_file=str(pairs_file), eval_on_start=True, eval_steps=2,
+        sync_ref_model=True, ref_model_sync_steps=1, ref_model_mixup_alpha=0.5,
+    )  # fmt: skip
+    start, end = eval_rows(train(config, echo=quiet).metrics)
+    assert start["eval/rewards/chosen"] == 0.0 and start["eval/rewards/rejected"] == 0.0
+    assert end["eval/rewards/chosen"] != 0.0
+
+
+def test_a_continued_adapter_evaluates_in_float32_against_its_float32_start(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """Continuing an adapter folder: the reference is the frozen ``ref`` copy of the adapter,
+    which was held in bf16 only, so the float32 evaluation read rewards of -1e-5 at step 0 and
+    a reference other than the saved adapter's. Its float32 start is kept now."""
+    model = bf16_grid_copy(tiny_model_dirs["llama"], tmp_path / "model")
+    first = tmp_path / "first"
+    common = {"dtype": "bfloat16", "lora_r": 4, "learning_rate": 5e-3, "max_steps": 2}
+    train(tiny_config(model, pairs_file, first, **common), echo=quiet)
+    out = tmp_path / "out"
+    config = tiny_config(
+        first, pairs_file, out, **(common | {"lora_r": 0}), eval_file=str(pairs_file),
+        eval_on_start=True, eval_steps=2,
+    )  # fmt: skip
+    assert_float32_rewards(eval_rows(train(config, echo=quiet).metrics), out, SENTIMENT_PAIRS)
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [{"loss_type": ["simpo"]}, {"precompute_ref_log_probs": True}],
+    ids=["reference-free", "precomputed"],
+)
+def test_a_reference_kept_only_for_the_kl_keeps_no_float32_copy(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, setup
+) -> None:
+    """eval_generate's KL samples and scores in bf16: a reference that the held-out losses do
+    not run (SimPO; precomputed log-probs) kept a float32 copy of every weight for the whole
+    run (4 bytes a weight) and was upcast at each evaluation for nothing."""
+    import directpo.trainer as trainer_module
+
+    kept: list[tuple[int, bool, set[torch.dtype]]] = []
+    real = trainer_module.evaluate_step
+
+    def spying(run, done):
+        line = real(run, done)
+        dtypes = {p.dtype for p in run.kl_reference.model.parameters()}
+        kept.append((done, run.reference_masters is not None, dtypes))
+        return line
+
+    monkeypatch.setattr(trainer_module, "evaluate_step", spying)
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, tmp_path / "out", dtype="bfloat16", max_steps=1,
+        learning_rate=1e-4, eval_file=str(pairs_file), eval_on_start=True, eval_steps=1,
+        eval_generate=2, eval_generate_samples=1, generate_max_new_tokens=3, **setup,
+    )  # fmt: skip
+    start = eval_rows(train(config, echo=quiet).metrics)[0]
+    assert kept == [(0, False, {torch.bfloat16}), (1, False, {torch.bfloat16})]
+    assert start["eval/kl"] == 0.0
+    if "precompute_ref_log_probs" in setup:
+        assert start["eval/rewards/chosen"] == 0.0
+
+
+def test_the_float32_evaluation_of_a_compiled_model_runs_eagerly() -> None:
+    """torch_compile: float32 weights were a new variant of every compiled decoder layer (one
+    recompile each, taking a LoRA run's layers past dynamo's recompile limit); the float32
+    pass now runs eagerly, as float32 scoring does."""
+    from types import SimpleNamespace
+
+    from torch._dynamo.testing import CompileCounter
+
+    from directpo.run import evaluation_precision
+
+    class Two(torch.nn.Sequential):  # (dynamo skips torch.nn's own forwards)
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self[1](self[0](x))
+
+    model = Two(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    masters = MasterWeights(model, torch.bfloat16)
+    counter = CompileCounter()
+    model.compile(backend=counter)
+    x = torch.randn(3, 4)
+    with torch.no_grad():
+        model(x.to(torch.bfloat16))
+        run = SimpleNamespace(
+            eval_float32=True, policy=model, reference=None, masters=masters,
+            reference_masters=None, config=SimpleNamespace(torch_compile=True), optimizer=None,
+            precision=SimpleNamespace(save=torch.float32),
+        )  # fmt: skip
+        with evaluation_precision(run):
+            got = model(x)
+        (w1, b1), (w2, b2) = [(masters.pairs[i][1], masters.pairs[i + 1][1]) for i in (0, 2)]
+    assert counter.frame_count == 1
+    assert torch.equal(got, torch.nn.functional.linear(x @ w1.T + b1, w2, b2))
+    assert model[0].weight.dtype == torch.bfloat16

@@ -166,13 +166,22 @@ class FrozenMasters:
     float32 weights kept where bf16 cannot hold them (a model stored in float32): a float32
     evaluation then runs it as stored, as the policy's float32 masters start (exactly 0
     reward at step 0). A model stored in bf16 keeps nothing: its weights are on bf16's grid.
-    (Frozen: DDP hooks none of these parameters, so their data may change dtype.)"""
+    ``only``: the parameters, by name, that are the reference (a continued adapter's frozen
+    ``ref`` copy inside the policy). (Frozen: DDP hooks none of these parameters, so their
+    data may change dtype.)"""
 
-    def __init__(self, model: torch.nn.Module, compute: torch.dtype):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        compute: torch.dtype,
+        only: Callable[[str], bool] | None = None,
+    ):
         keep_fp32 = _keep_in_fp32_patterns(model)
         self._master_of: dict[int, torch.Tensor] = {}
         for name, param in model.named_parameters():
             if not param.is_floating_point() or any(p.search(name) for p in keep_fp32):
+                continue
+            if only is not None and not only(name):
                 continue
             stored = param.data
             param.data = stored.to(compute)
@@ -241,7 +250,9 @@ def holding(
 
 @contextlib.contextmanager
 def float32_compute(
-    models: list[torch.nn.Module], masters: list[MasterWeights | FrozenMasters | None]
+    models: list[torch.nn.Module],
+    masters: list[MasterWeights | FrozenMasters | None],
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> Iterator[None]:
     """Inside, ``models`` compute in float32: each trainable parameter is replaced by its
     float32 master (or a float32 copy: bf16 storage), a frozen one that keeps its float32
@@ -249,13 +260,18 @@ def float32_compute(
     is upcast in place and cast back on the way out (exact: bf16 values are float32 values),
     so a policy and a reference that share a start give reward 0 there. Costs 2 more bytes per
     frozen bf16 weight for the duration. (Frozen ones in place: DDP hooks no accumulator of
-    theirs, and a copy would cost twice the memory.)"""
+    theirs, and a copy would cost twice the memory.) ``optimizer``: a bf16-stored trainable
+    weight is read with its Kahan compensation added (what the run learned, and what a float32
+    final save holds; fold_compensation)."""
     master_of = {k: v for kept in masters if kept is not None for k, v in kept._master_of.items()}
 
     def in_float32(tensor: torch.Tensor) -> torch.Tensor | None:
         if id(tensor) in master_of:
             return master_of[id(tensor)]
-        return tensor.float() if tensor.requires_grad and _upcastable(tensor) else None
+        if not (tensor.requires_grad and _upcastable(tensor)):
+            return None
+        compensation = kahan_compensation(tensor, optimizer)
+        return tensor.float() + compensation.float() if compensation is not None else tensor.float()
 
     frozen = {
         id(t): t

@@ -56,6 +56,7 @@ from directpo.precompute import (
     weights_fingerprint,
 )
 from directpo.reference import (
+    AdapterReference,
     FrozenModelReference,
     PolicyModelReference,
     ReferenceProvider,
@@ -65,6 +66,7 @@ from directpo.resume import resume
 from directpo.run_data import RunData, load_run_data
 from directpo.sources import FixedPairs, OnlineRounds, PairSet
 from directpo.step import PairStats, eval_set_metrics, evaluate
+from directpo.sync import in_ref_adapter
 from directpo.tracking import MetricsLogger
 from directpo.vision import attach_rope_positions
 
@@ -112,7 +114,7 @@ class Run:
     start_sample: torch.Tensor | None = None  # sampled weights at start, when saving rounds them
     micro_split: int = 1  # auto_find_batch_size: each micro-batch run in this many pieces
     eval_float32: bool = False  # held-out pairs computed in float32 (eval_dtype)
-    reference_masters: FrozenMasters | None = None  # a separate reference's float32 weights
+    reference_masters: FrozenMasters | None = None  # the reference's float32 weights (frozen)
 
     @property
     def sharded(self) -> bool:
@@ -150,15 +152,19 @@ def prepare_run(
     eval_float32 = evaluates_in_float32(
         config.eval_dtype, precision.compute, config.attn_implementation, sharded
     ) and any(pair_set.pairs for pair_set in data.evaluations.values())  # (no held-out: no cost)
+    # the reference's float32 weights serve the held-out pairs' losses alone: a reference loaded
+    # only for eval_generate's (or online's) KL, which is sampled and scored in bf16, keeps none
+    reference_float32 = eval_float32 and config.loss_needs_reference
     policy, reference = load_policy_and_reference(
         config, device, precision, sharded=sharded, peft_config=peft_config,
-        reference_dtype=torch.float32 if eval_float32 else None,
+        reference_dtype=torch.float32 if reference_float32 else None,
     )  # fmt: skip
-    reference_masters = None  # a separate reference's float32 weights, for float32 evaluation
-    if eval_float32 and isinstance(reference, FrozenModelReference):
+    reference_masters = None  # the reference's float32 weights, for float32 evaluation
+    if reference_float32 and isinstance(reference, FrozenModelReference):
+        # (TR-DPO: kept until its first sync moves the bf16 reference; sync.py drops them)
         reference_masters = FrozenMasters(reference.model, precision.compute) or None
-        if config.sync_ref_model:  # TR-DPO moves the bf16 reference: upcast as it moves
-            reference_masters = None
+    elif reference_float32 and isinstance(reference, AdapterReference):  # its float32 ref adapter
+        reference_masters = FrozenMasters(policy, precision.compute, in_ref_adapter) or None
     config = resolve_router_aux(config, policy, echo)
     for pair_set in (train, *data.evaluations.values()):  # 3D rotary models: the image
         attach_rope_positions(policy, with_images(pair_set.pairs))  # prompts' positions
@@ -436,15 +442,25 @@ def _what(source: FixedPairs | OnlineRounds, pairs: int) -> str:
 def evaluation_precision(run: Run) -> contextlib.AbstractContextManager[None]:
     """Inside, the held-out metrics are computed in the precision ``eval_dtype`` chose: the
     policy and a separate reference model in float32 (precision.float32_compute), or as
-    training computes."""
+    training computes. (A reference kept only for eval_generate's KL is not upcast: the KL is
+    measured in bf16, outside.) Under ``torch_compile`` the float32 pass runs eagerly: float32
+    weights are a new variant of every compiled decoder layer (a recompile each, which pushed
+    a LoRA run's layers past dynamo's recompile limit), and eager is what float32 scoring
+    (``directpo score``) runs."""
     if not run.eval_float32:
         return contextlib.nullcontext()
     models = [run.policy]
-    for provider in (run.reference, run.kl_reference):
-        model = getattr(provider, "model", None)
-        if model is not None and all(model is not m for m in models):
-            models.append(model)
-    return float32_compute(models, [run.masters, run.reference_masters])
+    model = getattr(run.reference, "model", None)
+    if model is not None and model is not run.policy:
+        models.append(model)
+    stack = contextlib.ExitStack()
+    # bf16-stored weights with Kahan AdamW: read with their compensation when the final save
+    # keeps it (save_dtype: float32); a bf16 save rounds it onto the weights, as they are read
+    kahan = run.optimizer if run.precision.save == torch.float32 else None
+    stack.enter_context(float32_compute(models, [run.masters, run.reference_masters], kahan))
+    if run.config.torch_compile and hasattr(torch.compiler, "set_stance"):  # (torch >= 2.6)
+        stack.enter_context(torch.compiler.set_stance("force_eager"))
+    return stack
 
 
 def _precompute_reference(run: Run, reference_weights: str) -> None:
@@ -486,9 +502,9 @@ def _precompute_reference(run: Run, reference_weights: str) -> None:
                 "are kept and the next run continues after them"
             ) from None
     run.kl_reference = reference if config.eval_generate else None
+    run.reference_masters = None  # for the held-out reference pass alone: done (KL is bf16)
     if run.kl_reference is None and isinstance(reference, FrozenModelReference):
         del reference.model, reference.scorer  # training now holds one model in memory
-        run.reference_masters = None
         if run.world.device.type == "cuda":
             torch.cuda.empty_cache()
     run.reference = PrecomputedReference()

@@ -89,7 +89,9 @@ def reference_pairs(run: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 @torch.no_grad()
 def sync_reference(run: Any, alpha: float) -> None:
-    """θ_ref ← α·θ_π + (1 − α)·θ_ref, computed in float32, each rank on its own shards."""
+    """θ_ref ← α·θ_π + (1 − α)·θ_ref, computed in float32, each rank on its own shards. The
+    reference's float32 start (kept for a float32 evaluation) is stale from here: dropped."""
+    run.reference_masters = None
     for reference, policy in reference_pairs(run):
         target = _local(reference)
         target.copy_(torch.lerp(target.float(), _local(policy).float(), alpha))
@@ -117,7 +119,9 @@ def reference_state(run: Any) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def load_reference_state(run: Any, state: dict[str, torch.Tensor], where: str) -> None:
-    """Put a checkpoint's reference weights back (every rank calls, with the whole state)."""
+    """Put a checkpoint's reference weights back (every rank calls, with the whole state); the
+    float32 start a float32 evaluation would read is not them: dropped."""
+    run.reference_masters = None
     parameters = reference_parameters(run)
     missing = sorted(set(parameters) - set(state))
     if missing:
