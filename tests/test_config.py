@@ -547,6 +547,27 @@ def test_greedy_decoding_with_several_samples_hides_no_other_problem() -> None:
     ]
 
 
+def test_same_columns_or_unfit_scheduler_kwargs_hide_no_other_problem() -> None:
+    """Two options naming one column, and lr_scheduler_kwargs the scheduler does not take, were
+    raised at once: lora_alpha without lora_r (and every check after them) came a run later."""
+    from directpo.command_options import ScoreOptions
+
+    for refused in (
+        dict(chosen_column="x", rejected_column="x"),
+        dict(lr_scheduler_type="cosine", lr_scheduler_kwargs={"bogus": 1}),
+    ):
+        with pytest.raises(ConfigErrors) as error:
+            DPOConfig(**refused, lora_alpha=3)
+        assert len(error.value.problems) == 2
+        assert error.value.problems[1].startswith("lora_alpha is set but lora_r is 0")
+    with pytest.raises(ConfigErrors) as error:
+        ScoreOptions(chosen_column="x", rejected_column="x", batch_size=0)
+    assert error.value.problems == [
+        "batch_size must be >= 1 (got 0)",
+        "chosen_column and rejected_column must name different columns (got x, x)",
+    ]
+
+
 def test_every_refused_combination_is_reported_in_one_pass() -> None:
     """A combination refused (report_to none with a tracker, 4-bit with 8-bit, a dtype in
     model_init_kwargs, an option set that would do nothing) stopped the checks: the options
