@@ -523,6 +523,51 @@ def test_sampling_only_options_beside_greedy_decoding_are_refused() -> None:
     DPOConfig(**{**base, "generate_temperature": 0.7}, generate_min_p=0.1, generate_top_k=4)
 
 
+def test_greedy_decoding_with_several_samples_hides_no_other_problem() -> None:
+    """Several samples per prompt under greedy decoding was raised at once, so every check after
+    it (top_k beside greedy decoding, lora_alpha without lora_r, generate's max_prompt_length)
+    was said only on the next run."""
+    from directpo.command_options import GenerateOptions
+
+    greedy = dict(eval_generate=2, eval_prompts_file="p.jsonl", generate_temperature=0)
+    with pytest.raises(ConfigErrors) as refused:
+        DPOConfig(**greedy, eval_generate_samples=2, generate_top_k=5, lora_alpha=3)
+    lines = refused.value.problems
+    assert len(lines) == 3
+    assert lines[0].startswith("eval_generate_samples 2 needs sampling")
+    assert lines[1].startswith("generate_top_k only shapes sampling")
+    assert lines[2].startswith("lora_alpha is set but lora_r is 0")
+    with pytest.raises(ConfigErrors) as refused:
+        GenerateOptions(temperature=0, num_return_sequences=2, top_k=5, max_prompt_length=0)
+    lines = refused.value.problems
+    assert [line.split()[0] for line in lines] == [
+        "num_return_sequences",
+        "top_k",
+        "max_prompt_length",
+    ]
+
+
+def test_same_columns_or_unfit_scheduler_kwargs_hide_no_other_problem() -> None:
+    """Two options naming one column, and lr_scheduler_kwargs the scheduler does not take, were
+    raised at once: lora_alpha without lora_r (and every check after them) came a run later."""
+    from directpo.command_options import ScoreOptions
+
+    for refused in (
+        dict(chosen_column="x", rejected_column="x"),
+        dict(lr_scheduler_type="cosine", lr_scheduler_kwargs={"bogus": 1}),
+    ):
+        with pytest.raises(ConfigErrors) as error:
+            DPOConfig(**refused, lora_alpha=3)
+        assert len(error.value.problems) == 2
+        assert error.value.problems[1].startswith("lora_alpha is set but lora_r is 0")
+    with pytest.raises(ConfigErrors) as error:
+        ScoreOptions(chosen_column="x", rejected_column="x", batch_size=0)
+    assert error.value.problems == [
+        "batch_size must be >= 1 (got 0)",
+        "chosen_column and rejected_column must name different columns (got x, x)",
+    ]
+
+
 def test_every_refused_combination_is_reported_in_one_pass() -> None:
     """A combination refused (report_to none with a tracker, 4-bit with 8-bit, a dtype in
     model_init_kwargs, an option set that would do nothing) stopped the checks: the options

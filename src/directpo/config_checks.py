@@ -46,9 +46,11 @@ def check_columns(options: Options) -> None:
     keys = [k for k in keys if getattr(options, k) is not None]  # score's: the run's, later
     columns = [getattr(options, key) for key in keys]
     if len(set(columns)) < len(columns) and options._valid(*keys):
-        raise ConfigError(
+        # collected, not raised: a raise here hid every check after it until the next run
+        options._refuse(
+            keys[-1],
             f"{', '.join(keys[:-1])} and {keys[-1]} must name different columns "
-            f"(got {', '.join(columns)})"
+            f"(got {', '.join(columns)})",
         )
     system = getattr(options, "system_column", None)
     if system is None or (system == "" and hasattr(options, "FROM_RUN")):
@@ -435,10 +437,11 @@ def check_schedule(config: DPOConfig) -> None:
     try:  # built once on a stand-in optimizer: transformers checks the arguments
         parameter = torch.zeros(1, requires_grad=True)  # lr: polynomial checks lr_end
         config.schedule(torch.optim.SGD([parameter], lr=config.learning_rate), 100)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"lr_scheduler_kwargs {kwargs or {}} do not fit lr_scheduler_type {name}: {exc}"
-        ) from None
+    except (TypeError, ValueError) as exc:  # collected: the checks after it still run
+        config._refuse(
+            "lr_scheduler_kwargs",
+            f"lr_scheduler_kwargs {kwargs or {}} do not fit lr_scheduler_type {name}: {exc}",
+        )
 
 
 def check_reference_sync(config: DPOConfig) -> None:

@@ -138,14 +138,17 @@ class Options:
 
     def _require_sampling(self, samples_key: str, temperature_key: str) -> None:
         """Several completions per prompt need sampling: greedy decoding (temperature 0) has
-        one completion per prompt (transformers' generate refuses to repeat it)."""
+        one completion per prompt (transformers' generate refuses to repeat it). Collected as
+        ``_refuse`` does: raised, it hid every check after it (top_k beside greedy decoding,
+        lora_alpha without lora_r) until the next run."""
         samples = getattr(self, samples_key)
         if not self._valid(samples_key, temperature_key):
             return
         if getattr(self, temperature_key) == 0 and samples > 1:
-            raise ConfigError(
+            self._refuse(
+                samples_key,
                 f"{samples_key} {samples} needs sampling, but {temperature_key} is 0 (greedy "
-                f"decoding gives each prompt one completion); set {temperature_key} > 0"
+                f"decoding gives each prompt one completion); set {temperature_key} > 0",
             )
 
     def _refuse_sampling_only(self, temperature_key: str, keys: tuple[str, ...]) -> None:
