@@ -524,11 +524,13 @@ def test_an_error_of_one_rank_alone_is_said_by_that_rank(
     why = {
         ("oom", "1"): f"rank 1: {oom}",
         ("data", "1"): f"rank 1: {five_pairs}: no such file (on this node only)",
-        ("missing", "1"): f"rank 1: train_file: no such file or folder: {five_pairs}",
+        ("missing", "1"): "rank 1: 2 options cannot be used:",  # train_file, eval_file: below
         (None, None): f"{data}: line 3: missing field 'chosen'",
         ("oom", "all"): f"rank 0: {oom}",
     }
     assert errors == [f"directpo: error: {why[fault, where]}"], done.stderr[-3000:]
+    if fault == "missing":
+        assert f"  train_file: no such file or folder: {five_pairs}\n" in done.stderr
     assert "[rank0]:" not in done.stderr and "[rank1]:" not in done.stderr  # no traceback
     assert not (tmp_path / "run").exists() or not model_files(tmp_path / "run")
     assert not (tmp_path / "run" / LOCK_FILE).exists()  # released before torchrun stops rank 0
@@ -540,7 +542,7 @@ def test_a_collective_that_lost_its_peer_is_one_line_and_any_other_error_stays_a
     """What gloo raises in the surviving rank's collective becomes one line naming this rank
     (said only where torchrun did not stop the rank first); any other RuntimeError is a bug
     and keeps its traceback."""
-    monkeypatch.setattr(failures_module, "OWN_ERROR_WAIT_S", 0.0)
+    monkeypatch.setattr(failures_module, "PEER_EXIT_WAIT_S", 0.0)
     world = World("ddp", rank=1, size=2)
     gloo = RuntimeError(
         "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer "

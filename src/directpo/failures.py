@@ -146,6 +146,11 @@ def what_is_kept(output_dir: Path) -> str:
 
 
 OWN_ERROR_WAIT_S = 5.0
+# how long a rank whose collective lost its peer waits before saying so: on one machine torchrun
+# stops it once the failed rank's process has ended, and a process with torch and transformers
+# loaded took up to 8 s to end on a busy 2-core machine (rank 0's line then stood beside the
+# failed rank's own, a second, misleading cause)
+PEER_EXIT_WAIT_S = 30.0
 
 
 def settle(error: DirectpoError, world: World) -> None:
@@ -225,7 +230,7 @@ def peer_gone(exc: BaseException, world: World) -> DirectpoError | None:
     line, never gloo's traceback beside the line of the rank that failed."""
     if world.size <= 1 or not isinstance(exc, RuntimeError) or not PEER_GONE.search(str(exc)):
         return None
-    time.sleep(OWN_ERROR_WAIT_S)
+    time.sleep(PEER_EXIT_WAIT_S)
     lost = TrainingStopped(
         "another rank's process ended (its own error, or torchrun's summary, says why): "
         f"{first_line(exc)[:120]}"
