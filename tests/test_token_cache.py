@@ -120,13 +120,19 @@ def test_skipped_rows_and_sources_come_back_from_the_cache(tmp_path, monkeypatch
     assert [where.split(": ")[1] for where in again[1]] == ["line 1", "line 4"]
 
 
-def test_a_damaged_cache_file_is_tokenized_again_and_replaced(tmp_path, monkeypatch) -> None:
+def _cached_once(tmp_path, monkeypatch):
+    """The sentiment pairs tokenized once through the cache, and the file it wrote."""
     tokenizer = build_tokenizer("llama")
     data = load_preferences(str(write_jsonl(tmp_path / "p.jsonl", SENTIMENT_PAIRS)))
     config = tiny_config(tmp_path, None, tmp_path / "out")
     calls: Counter = Counter()
     first, _ = _run(data, tokenizer, config, calls, monkeypatch)
     (cached,) = token_cache.cache_folder().glob("*.npz")
+    return data, tokenizer, config, calls, first, cached
+
+
+def test_a_damaged_cache_file_is_tokenized_again_and_replaced(tmp_path, monkeypatch) -> None:
+    data, tokenizer, config, calls, first, cached = _cached_once(tmp_path, monkeypatch)
     cached.write_bytes(cached.read_bytes()[:100])
     again, said = _run(data, tokenizer, config, calls, monkeypatch)
     assert again == first and calls["tokenize"] == 2
@@ -139,12 +145,7 @@ def test_a_damaged_cache_file_is_tokenized_again_and_replaced(tmp_path, monkeypa
 def test_cache_arrays_of_the_wrong_kind_are_never_read_as_ids(tmp_path, monkeypatch, garble):
     """The pairs are held as the file's arrays: ids that are not integers, or lengths that
     slice the buffer backwards, would be batches of other tokens (or a traceback)."""
-    tokenizer = build_tokenizer("llama")
-    data = load_preferences(str(write_jsonl(tmp_path / "p.jsonl", SENTIMENT_PAIRS)))
-    config = tiny_config(tmp_path, None, tmp_path / "out")
-    calls: Counter = Counter()
-    first, _ = _run(data, tokenizer, config, calls, monkeypatch)
-    (cached,) = token_cache.cache_folder().glob("*.npz")
+    data, tokenizer, config, calls, first, cached = _cached_once(tmp_path, monkeypatch)
     with np.load(cached) as stored:
         arrays = dict(stored)
     if garble == "float ids":
