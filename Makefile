@@ -12,6 +12,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.directpo-installed
 CPU_TORCH := torch==2.13.0
 CPU_TORCH_INDEX := https://download.pytorch.org/whl/cpu
+# `make test` runs one pytest-xdist worker per core, at most 4 (each worker loads torch and
+# transformers; tests/conftest.py gives each an equal share of the cores). TEST_WORKERS=0 runs
+# them in one process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 
 .PHONY: demo test lint install clean
 
@@ -20,7 +24,7 @@ demo: $(STAMP)
 	$(VENV)/bin/directpo demo --profile quick --output_dir demo_output
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

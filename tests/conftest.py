@@ -1,11 +1,25 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from tiny import SENTIMENT_PAIRS, save_tiny_model, write_jsonl
 
 STYLES = ("llama", "gpt2")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`make test` runs one worker per core, at most 4) each worker gets an
+    equal share of the cores, as do the processes it starts (torchrun ranks, CLI runs): torch's
+    default of every core per process would have the workers' threads fight over the cores."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        import torch
+
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
