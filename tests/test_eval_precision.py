@@ -268,3 +268,41 @@ def test_the_float32_evaluation_of_a_compiled_model_runs_eagerly() -> None:
     assert counter.frame_count == 1
     assert torch.equal(got, torch.nn.functional.linear(x @ w1.T + b1, w2, b2))
     assert model[0].weight.dtype == torch.bfloat16
+
+
+def test_a_resume_from_a_bf16_evaluated_checkpoint_says_its_best_is_a_bf16_value(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """A checkpoint written before eval_dtype (a bf16 run evaluated in bf16) resumed: its best
+    value, a bf16 reading, was compared with float32 evaluations without a word."""
+    import json
+
+    from directpo.checkpoint import _checksum
+
+    out = tmp_path / "out"
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, out, dtype="bfloat16", lora_r=4, max_steps=1,
+        eval_file=str(pairs_file), eval_steps=1, save_steps=1, early_stopping_patience=3,
+    )  # fmt: skip
+    train(config, echo=quiet)
+    checkpoint = out / "checkpoint-1"
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    own = state["stateful_callbacks"]["directpo"]
+    assert own["eval_dtype"] == "float32"
+    # as written before eval_dtype existed: no record of it, in the state or the options
+    del own["eval_dtype"]
+    (checkpoint / "trainer_state.json").write_text(json.dumps(state))
+    options = (checkpoint / "config.yaml").read_text().splitlines()
+    kept = [line for line in options if not line.startswith("eval_dtype:")]
+    (checkpoint / "config.yaml").write_text("\n".join(kept) + "\n")
+    manifest = json.loads((checkpoint / "manifest.json").read_text())
+    for name in ("trainer_state.json", "config.yaml"):
+        size, digest = (checkpoint / name).stat().st_size, _checksum(checkpoint / name)
+        manifest["files"][name] = {"size": size, "blake2b": digest}
+    (checkpoint / "manifest.json").write_text(json.dumps(manifest))
+    lines: list[str] = []
+    config.max_steps, config.resume_from_checkpoint = 2, str(checkpoint)
+    train(config, echo=lines.append)
+    best = own["best"]["value"]
+    said = [line for line in lines if "computed in bfloat16, from here in float32" in line]
+    assert len(said) == 1 and f"eval/loss so far ({best:.6g}, step 1)" in said[0]

@@ -54,7 +54,7 @@ from directpo.outputs import (
 )
 from directpo.preflight import check_run
 from directpo.process_state import kept_for_caller, library_output, numeric_switches
-from directpo.resume import objective
+from directpo.resume import held_out_dtype, objective
 from directpo.run import Run, evaluation_precision, prepare_run
 from directpo.signals import StopRequest
 from directpo.step import PairStats, eval_set_metrics, evaluate, pair_losses
@@ -434,6 +434,7 @@ def checkpoint_step(run: Run, done: int, model_only: bool = False) -> Path:
         # its state fits no other optimizer, nor (Kahan's) other weights (resume checks)
         "optimizer": run.config.optimizer,
         "weights": str(run.precision.master).removeprefix("torch."),
+        "eval_dtype": held_out_dtype(run),  # what the best value and eval curves were read in
     }
     # TR-DPO's reference is state too (gathered on every rank, written by rank 0)
     extra = {REFERENCE_FILE: reference_state(run)} if run.config.sync_ref_model else {}
