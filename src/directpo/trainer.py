@@ -406,6 +406,7 @@ def evaluate_step(run: Run, done: int) -> str:
             synced=run.sharded and world.size > 1,
             processor=run.processor,
             columns=run.eval_rows,
+            scoring=lambda: evaluation_precision(run),  # sampled as trained, scored as evaluated
         )
         if run.sharded:  # every rank generates (same seed and weights: same samples)
             with unsharded_root(run.scorer):
