@@ -79,6 +79,10 @@ def assert_float32_rewards(evaluations: list[dict], out, pairs: list[dict]) -> N
         rewards = scorer.score(prompts, [pair[side] for pair in pairs])
         assert end[f"eval/rewards/{side}"] == pytest.approx(sum(rewards) / len(rewards), abs=2e-6)
     assert abs(end["eval/rewards/margins"]) > 1e-4  # the run moved: the check above can fail
+    # the card says which of its numbers are float32's (the training ones are bf16's)
+    card = (out / "README.md").read_text()
+    assert "Held-out metrics (eval/*) were computed in float32 (eval_dtype)." in card
+    assert "Training metrics (loss, rewards/*, logps/*) are those of the bfloat16 forward." in card
 
 
 def test_ddp_bf16_lora_evaluates_in_float32_as_its_saved_adapter_scores(
