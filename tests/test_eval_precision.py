@@ -3,10 +3,13 @@ as float32 reads the same weights, and exactly 0 at the start."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from test_distributed import torchrun
 from tiny import SENTIMENT_PAIRS, bf16_grid_copy, tiny_config, write_jsonl
+from transformers import AutoModelForCausalLM
 
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError
@@ -76,6 +79,10 @@ def assert_float32_rewards(evaluations: list[dict], out, pairs: list[dict]) -> N
         rewards = scorer.score(prompts, [pair[side] for pair in pairs])
         assert end[f"eval/rewards/{side}"] == pytest.approx(sum(rewards) / len(rewards), abs=2e-6)
     assert abs(end["eval/rewards/margins"]) > 1e-4  # the run moved: the check above can fail
+    # the card says which of its numbers are float32's (the training ones are bf16's)
+    card = (out / "README.md").read_text()
+    assert "Held-out metrics (eval/*) were computed in float32 (eval_dtype)." in card
+    assert "Training metrics (loss, rewards/*, logps/*) are those of the bfloat16 forward." in card
 
 
 def test_ddp_bf16_lora_evaluates_in_float32_as_its_saved_adapter_scores(
@@ -203,37 +210,47 @@ def test_a_continued_adapter_evaluates_in_float32_against_its_float32_start(
 
 @pytest.mark.parametrize(
     "setup",
-    [{"loss_type": ["simpo"]}, {"precompute_ref_log_probs": True}],
-    ids=["reference-free", "precomputed"],
+    [{"loss_type": ["simpo"]}, {"precompute_ref_log_probs": True}, {"lora_r": 4}],
+    ids=["reference-free", "precomputed", "lora"],
 )
-def test_a_reference_kept_only_for_the_kl_keeps_no_float32_copy(
+def test_eval_generate_scores_its_samples_kl_in_float32(
     tiny_model_dirs, pairs_file, tmp_path, monkeypatch, setup
 ) -> None:
-    """eval_generate's KL samples and scores in bf16: a reference that the held-out losses do
-    not run (SimPO; precomputed log-probs) kept a float32 copy of every weight for the whole
-    run (4 bytes a weight) and was upcast at each evaluation for nothing."""
-    import directpo.trainer as trainer_module
+    """eval_generate's KL was scored in bf16: a young policy's eval/kl read bf16's rounding
+    noise (SmolLM2-135M LoRA after 2 steps: -0.030, samples +-0.3 nats apart, where float32
+    reads 0.009). Its samples are now scored as the held-out pairs are: in float32, against
+    the float32 start (a reference the losses never run, SimPO's or a precomputed one, keeps
+    its float32 weights for it), so eval/kl is exactly 0 at step 0 and the logged log-probs
+    are float32 scoring's of the saved model."""
+    import directpo.generate as generate
+    from directpo.reference import FrozenModelReference
 
-    kept: list[tuple[int, bool, set[torch.dtype]]] = []
-    real = trainer_module.evaluate_step
+    drawn: list = []
 
-    def spying(run, done):
-        line = real(run, done)
-        dtypes = {p.dtype for p in run.kl_reference.model.parameters()}
-        kept.append((done, run.reference_masters is not None, dtypes))
-        return line
+    def recording(*args, **kwargs):
+        drawn.append(real(*args, **kwargs))
+        return drawn[-1]
 
-    monkeypatch.setattr(trainer_module, "evaluate_step", spying)
+    real = generate.sample_completions
+    monkeypatch.setattr(generate, "sample_completions", recording)
+    base, out = tiny_model_dirs["llama"], tmp_path / "out"  # stored in float32
+    if "lora_r" in setup:  # a LoRA base is held in bf16 only: one on its grid (README §6)
+        base = bf16_grid_copy(base, tmp_path / "model")
     config = tiny_config(
-        tiny_model_dirs["llama"], pairs_file, tmp_path / "out", dtype="bfloat16", max_steps=1,
-        learning_rate=1e-4, eval_file=str(pairs_file), eval_on_start=True, eval_steps=1,
-        eval_generate=2, eval_generate_samples=1, generate_max_new_tokens=3, **setup,
+        base, pairs_file, out, dtype="bfloat16", max_steps=1, learning_rate=1e-3,
+        eval_file=str(pairs_file), eval_on_start=True, eval_steps=1, eval_generate=2,
+        eval_generate_samples=1, generate_max_new_tokens=3, **setup,
     )  # fmt: skip
-    start = eval_rows(train(config, echo=quiet).metrics)[0]
-    assert kept == [(0, False, {torch.bfloat16}), (1, False, {torch.bfloat16})]
-    assert start["eval/kl"] == 0.0
-    if "precompute_ref_log_probs" in setup:
-        assert start["eval/rewards/chosen"] == 0.0
+    assert eval_rows(train(config, echo=quiet).metrics)[0]["eval/kl"] == 0.0
+    records = [json.loads(line) for line in (out / "samples" / "step-1.jsonl").open()]
+    policy = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    start = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    reference = FrozenModelReference(start)
+    logps, ref_logps = generate.samples_logprobs(
+        drawn[-1], policy, reference, 0, torch.device("cpu"), 2
+    )
+    assert [r["logp"] for r in records] == pytest.approx(logps.tolist(), abs=1e-5)
+    assert [r["ref_logp"] for r in records] == pytest.approx(ref_logps.tolist(), abs=1e-5)
 
 
 def test_the_float32_evaluation_of_a_compiled_model_runs_eagerly() -> None:
@@ -258,7 +275,7 @@ def test_the_float32_evaluation_of_a_compiled_model_runs_eagerly() -> None:
     with torch.no_grad():
         model(x.to(torch.bfloat16))
         run = SimpleNamespace(
-            eval_float32=True, policy=model, reference=None, masters=masters,
+            eval_float32=True, policy=model, reference=None, kl_reference=None, masters=masters,
             reference_masters=None, config=SimpleNamespace(torch_compile=True), optimizer=None,
             precision=SimpleNamespace(save=torch.float32),
         )  # fmt: skip
@@ -268,3 +285,39 @@ def test_the_float32_evaluation_of_a_compiled_model_runs_eagerly() -> None:
     assert counter.frame_count == 1
     assert torch.equal(got, torch.nn.functional.linear(x @ w1.T + b1, w2, b2))
     assert model[0].weight.dtype == torch.bfloat16
+
+
+def test_a_resume_from_a_bf16_evaluated_checkpoint_says_its_best_is_a_bf16_value(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """A checkpoint written before eval_dtype (a bf16 run evaluated in bf16) resumed: its best
+    value, a bf16 reading, was compared with float32 evaluations without a word."""
+    from directpo.checkpoint import _checksum
+
+    out = tmp_path / "out"
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, out, dtype="bfloat16", lora_r=4, max_steps=1,
+        eval_file=str(pairs_file), eval_steps=1, save_steps=1, early_stopping_patience=3,
+    )  # fmt: skip
+    train(config, echo=quiet)
+    checkpoint = out / "checkpoint-1"
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    own = state["stateful_callbacks"]["directpo"]
+    assert own["eval_dtype"] == "float32"
+    # as written before eval_dtype existed: no record of it, in the state or the options
+    del own["eval_dtype"]
+    (checkpoint / "trainer_state.json").write_text(json.dumps(state))
+    options = (checkpoint / "config.yaml").read_text().splitlines()
+    kept = [line for line in options if not line.startswith("eval_dtype:")]
+    (checkpoint / "config.yaml").write_text("\n".join(kept) + "\n")
+    manifest = json.loads((checkpoint / "manifest.json").read_text())
+    for name in ("trainer_state.json", "config.yaml"):
+        size, digest = (checkpoint / name).stat().st_size, _checksum(checkpoint / name)
+        manifest["files"][name] = {"size": size, "blake2b": digest}
+    (checkpoint / "manifest.json").write_text(json.dumps(manifest))
+    lines: list[str] = []
+    config.max_steps, config.resume_from_checkpoint = 2, str(checkpoint)
+    train(config, echo=lines.append)
+    best = own["best"]["value"]
+    said = [line for line in lines if "computed in bfloat16, from here in float32" in line]
+    assert len(said) == 1 and f"eval/loss so far ({best:.6g}, step 1)" in said[0]

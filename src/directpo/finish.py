@@ -42,6 +42,7 @@ from directpo.reference import (
     moved_reference,
     reload_reference,
 )
+from directpo.resume import held_out_dtype
 from directpo.run import Run
 from directpo.sync import REF_ADAPTER, reference_state
 from directpo.trainer_state import final_files
@@ -147,6 +148,7 @@ def finish(run: Run, done: int | None = None) -> TrainResult:
         note = run.probe.rounding_note(run.start_sample, run.precision.save, run.start_step)
     if run.config.load_best_model_at_end and run.best.checkpoint:
         note = f"{note} Weights of the best evaluation: {run.best.describe()}.".strip()
+    note = f"{note} {metrics_precision(run)}".strip()
     if run.masters is not None:
         run.masters.release()  # the policy now holds the float32 masters
     if not run.sharded:  # (FSDP2 writes from its own shard storage: _save_sharded adds them)
@@ -164,6 +166,19 @@ def finish(run: Run, done: int | None = None) -> TrainResult:
         policy, reference = final, None
     run.echo(f"model saved to {run.output_dir}")
     return train_result(run, policy, reference, done or run.total_steps)
+
+
+def metrics_precision(run: Run) -> str:
+    """The card's sentence on what its metrics were computed in, under bf16: the training
+    metrics are the bf16 forward's the loss came from (they read low early), the held-out ones
+    eval_dtype's (float32 by default); "" for a float32 run, where all are float32."""
+    if run.precision.compute == torch.float32:
+        return ""
+    trained = "Training metrics (loss, rewards/*, logps/*) are those of the bfloat16 forward."
+    held_out = held_out_dtype(run)
+    if held_out is None:
+        return trained
+    return f"{trained} Held-out metrics (eval/*) were computed in {held_out} (eval_dtype)."
 
 
 def train_result(

@@ -487,9 +487,12 @@ def evaluate_generations(
     synced: bool = False,
     processor: Any = None,
     columns: Sequence[dict[str, Any]] | None = None,
+    scoring: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Sample held-out completions; (eval/kl, eval/reward, ... metrics, one record per sample).
-    ``columns``: each prompt's row's other columns, passed on to ``reward_fn``."""
+    ``columns``: each prompt's row's other columns, passed on to ``reward_fn``. ``scoring``:
+    the precision the samples' log-probs (their KL) are computed in (eval_dtype's float32
+    under bf16: bf16 reads a young policy's KL as rounding noise of +-0.2 nats a sample)."""
     device = next(policy.parameters()).device
     samples = sample_completions(
         policy,
@@ -508,10 +511,11 @@ def evaluate_generations(
         chat_template_kwargs=config.chat_template_kwargs,
         extras=config.generation_extras,
     )
-    logps, ref_logps = samples_logprobs(
-        samples, policy, reference, pad_token_id(tokenizer), device,
-        config.per_device_eval_batch_size,
-    )  # fmt: skip
+    with scoring():
+        logps, ref_logps = samples_logprobs(
+            samples, policy, reference, pad_token_id(tokenizer), device,
+            config.per_device_eval_batch_size,
+        )  # fmt: skip
     assert ref_logps is not None
     kls = (logps - ref_logps).tolist()
     texts = [s.text for s in samples]

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+import yaml
 from safetensors.torch import load_file
 
 from directpo.adapters import lora_options_of
@@ -23,9 +25,11 @@ from directpo.distributed import on_main
 from directpo.errors import CheckpointError, ConfigError
 from directpo.optimizers import fit_saved_groups, no_decay_ids
 from directpo.outputs import remove
+from directpo.precision import evaluates_in_float32
 from directpo.sources import OnlineRounds
 from directpo.step import PairStats
 from directpo.sync import load_reference_state
+from directpo.trainer_state import STATE_FILE
 
 if TYPE_CHECKING:
     from directpo.config import DPOConfig
@@ -80,6 +84,7 @@ def resume(run: Run) -> None:
             "an earlier checkpoint"
         )
     run.best = BestModel.from_config(config, state.get("best"))
+    _say_eval_dtype_change(run, state, Path(checkpoint))
     run.echo(f"resumed from {checkpoint} at step {run.start_step}")
     on_main(world, lambda: retire_checkpoints_after(run.output_dir, run.start_step, run.echo))
     if world.is_main:
@@ -113,6 +118,62 @@ def _say_objective_changes(run: Run, saved: dict[str, Any] | None, step: int) ->
             f"resume: {', '.join(changed)} changed since the checkpoint; the steps after "
             f"{step} optimize this run's objective (the loss and reward curves change there)"
         )
+
+
+def held_out_dtype(run: Run) -> str | None:
+    """The dtype the held-out pair metrics are computed in (None: the run has none); each
+    checkpoint records it, so that a resume that evaluates otherwise says so."""
+    if not any(pair_set.pairs for pair_set in run.evals.values()):
+        return None
+    return "float32" if run.eval_float32 else str(run.precision.compute).removeprefix("torch.")
+
+
+def _say_eval_dtype_change(run: Run, state: dict[str, Any], checkpoint: Path) -> None:
+    """A checkpoint whose held-out metrics were computed in another dtype than this run's (one
+    written before eval_dtype, whose bf16 runs evaluated in bf16; or another eval_dtype): the
+    eval curves step at the resume, and the best value so far is compared as it was read."""
+    now = held_out_dtype(run)
+    before = state["eval_dtype"] if "eval_dtype" in state else _evaluated_in(checkpoint)
+    if now is None or before is None or before == now:
+        return
+    best = run.best
+    compared = (
+        f"; the best {best.metric} so far ({best.value:.6g}, step {best.step}) is a {before} "
+        f"value, compared as it is with this run's {now} ones"
+        if best.value is not None
+        else ""
+    )
+    run.echo(
+        f"resume: the held-out metrics up to step {state['global_step']} were computed in "
+        f"{before}, from here in {now} (eval_dtype): the eval curves step there{compared}"
+    )
+
+
+def _evaluated_in(checkpoint: Path) -> str | None:
+    """The dtype a checkpoint that records none (written before eval_dtype's record) had its
+    held-out metrics computed in, from its config.yaml; None without evaluations or a record."""
+    try:
+        logged = json.loads((checkpoint / STATE_FILE).read_text()).get("log_history") or []
+        options = yaml.safe_load((checkpoint / "config.yaml").read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    if not isinstance(options, dict) or not any(
+        key.startswith("eval_") for entry in logged for key in entry
+    ):
+        return None
+    compute = options.get("dtype")
+    if compute != "bfloat16":
+        return "float32" if compute == "float32" else None
+    if "eval_dtype" not in options:  # before eval_dtype: bf16 runs evaluated in bf16
+        return "bfloat16"
+    try:
+        float32 = evaluates_in_float32(
+            options["eval_dtype"], torch.bfloat16, options.get("attn_implementation", ""),
+            options.get("distributed") == "fsdp",
+        )  # fmt: skip
+    except ConfigError:
+        return None
+    return "float32" if float32 else "bfloat16"
 
 
 def _check_optimizer(checkpoint: Path, optimizer: str, weights: str) -> None:

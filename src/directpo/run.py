@@ -152,9 +152,9 @@ def prepare_run(
     eval_float32 = evaluates_in_float32(
         config.eval_dtype, precision.compute, config.attn_implementation, sharded
     ) and any(pair_set.pairs for pair_set in data.evaluations.values())  # (no held-out: no cost)
-    # the reference's float32 weights serve the held-out pairs' losses alone: a reference loaded
-    # only for eval_generate's (or online's) KL, which is sampled and scored in bf16, keeps none
-    reference_float32 = eval_float32 and config.loss_needs_reference
+    # the reference's float32 weights serve the held-out pairs' losses and eval_generate's KL
+    # (its samples scored in float32 too): one loaded only for online rounds' KL keeps none
+    reference_float32 = eval_float32 and (config.loss_needs_reference or config.eval_generate > 0)
     policy, reference = load_policy_and_reference(
         config, device, precision, sharded=sharded, peft_config=peft_config,
         reference_dtype=torch.float32 if reference_float32 else None,
@@ -441,18 +441,19 @@ def _what(source: FixedPairs | OnlineRounds, pairs: int) -> str:
 
 def evaluation_precision(run: Run) -> contextlib.AbstractContextManager[None]:
     """Inside, the held-out metrics are computed in the precision ``eval_dtype`` chose: the
-    policy and a separate reference model in float32 (precision.float32_compute), or as
-    training computes. (A reference kept only for eval_generate's KL is not upcast: the KL is
-    measured in bf16, outside.) Under ``torch_compile`` the float32 pass runs eagerly: float32
-    weights are a new variant of every compiled decoder layer (a recompile each, which pushed
-    a LoRA run's layers past dynamo's recompile limit), and eager is what float32 scoring
-    (``directpo score``) runs."""
+    policy and a separate reference model (the loss's, eval_generate's) in float32
+    (precision.float32_compute), or as training computes. (eval_generate samples outside, as
+    training computes, and scores its samples' KL inside.) Under ``torch_compile`` the float32
+    pass runs eagerly: float32 weights are a new variant of every compiled decoder layer (a
+    recompile each, which pushed a LoRA run's layers past dynamo's recompile limit), and eager
+    is what float32 scoring (``directpo score``) runs."""
     if not run.eval_float32:
         return contextlib.nullcontext()
     models = [run.policy]
-    model = getattr(run.reference, "model", None)
-    if model is not None and model is not run.policy:
-        models.append(model)
+    for reference in (run.reference, run.kl_reference):
+        model = getattr(reference, "model", None)
+        if model is not None and all(model is not m for m in models):
+            models.append(model)
     stack = contextlib.ExitStack()
     # bf16-stored weights with Kahan AdamW: read with their compensation when the final save
     # keeps it (save_dtype: float32); a bf16 save rounds it onto the weights, as they are read
@@ -502,7 +503,8 @@ def _precompute_reference(run: Run, reference_weights: str) -> None:
                 "are kept and the next run continues after them"
             ) from None
     run.kl_reference = reference if config.eval_generate else None
-    run.reference_masters = None  # for the held-out reference pass alone: done (KL is bf16)
+    if run.kl_reference is None:  # its float32 weights served the held-out pass alone: done
+        run.reference_masters = None
     if run.kl_reference is None and isinstance(reference, FrozenModelReference):
         del reference.model, reference.scorer  # training now holds one model in memory
         if run.world.device.type == "cuda":

@@ -54,7 +54,7 @@ from directpo.outputs import (
 )
 from directpo.preflight import check_run
 from directpo.process_state import kept_for_caller, library_output, numeric_switches
-from directpo.resume import objective
+from directpo.resume import held_out_dtype, objective
 from directpo.run import Run, evaluation_precision, prepare_run
 from directpo.signals import StopRequest
 from directpo.step import PairStats, eval_set_metrics, evaluate, pair_losses
@@ -406,6 +406,7 @@ def evaluate_step(run: Run, done: int) -> str:
             synced=run.sharded and world.size > 1,
             processor=run.processor,
             columns=run.eval_rows,
+            scoring=lambda: evaluation_precision(run),  # sampled as trained, scored as evaluated
         )
         if run.sharded:  # every rank generates (same seed and weights: same samples)
             with unsharded_root(run.scorer):
@@ -434,6 +435,7 @@ def checkpoint_step(run: Run, done: int, model_only: bool = False) -> Path:
         # its state fits no other optimizer, nor (Kahan's) other weights (resume checks)
         "optimizer": run.config.optimizer,
         "weights": str(run.precision.master).removeprefix("torch."),
+        "eval_dtype": held_out_dtype(run),  # what the best value and eval curves were read in
     }
     # TR-DPO's reference is state too (gathered on every rank, written by rank 0)
     extra = {REFERENCE_FILE: reference_state(run)} if run.config.sync_ref_model else {}
