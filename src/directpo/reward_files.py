@@ -14,6 +14,7 @@ import contextlib
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
@@ -24,6 +25,7 @@ from directpo.errors import ConfigError, DataError
 from directpo.jsonl import StagedJsonl, options_key
 from directpo.messages import Text, is_message_list
 from directpo.prompts import (
+    check_every_row,
     first_row_fields,
     parse_prompt_and_responses,
     row_images,
@@ -49,7 +51,8 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
     options.check_environment()
     options = _with_run_defaults(options, echo)
     base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
-    total = sum(1 for _ in _score_items(options, base_dir))  # every row checked before loading
+    # every row checked before loading, every bad one said at once
+    total = check_every_row(options.input, partial(_score_item, options, base_dir))
 
     def named(fields: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(options.output_prefix + field for field in fields)
@@ -109,8 +112,17 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
 def _score_items(
     options: ScoreOptions, base_dir: str
 ) -> Iterator[tuple[str, dict[str, Any], PreferenceExample | tuple[Any, ...]]]:
-    """(label, row, parsed row) of each input row: a preference pair, or (prompt, response,
-    images, template arguments) of a single response; a bad row a DataError naming it."""
+    """(label, row, parsed row) of each input row (``_score_item``); the rows were checked."""
+    for where, row in iter_rows(options.input):
+        label = f"{options.input}: {where}"
+        yield label, row, _score_item(options, base_dir, label, row)
+
+
+def _score_item(
+    options: ScoreOptions, base_dir: str, label: str, row: dict[str, Any]
+) -> PreferenceExample | tuple[Any, ...]:
+    """A row to score: a preference pair, or (prompt, response, images, template arguments)
+    of a single response; a bad row a DataError naming it."""
     columns = Columns(
         options.prompt_column,
         options.chosen_column,
@@ -118,26 +130,23 @@ def _score_items(
         system=options.system_column,
     )
     pair_columns = (options.chosen_column, options.rejected_column)
-    for where, row in iter_rows(options.input):
-        label = f"{options.input}: {where}"
-        column = _response_column(row, options.response_column)
-        # a row with one of chosen / rejected and no response is a pair that lacks the other
-        if all(c in row for c in pair_columns) or (
-            any(c in row for c in pair_columns) and column not in row
-        ):
-            _check_not_written(row, PAIR_COLUMNS, options, label)
-            yield label, row, parse_pair(row, columns, label, base_dir)
-            continue
-        _check_not_written(row, RESPONSE_COLUMNS, options, label)
-        _require_responses(row, column, "response_column", label)
-        prompt, given = parse_prompt_and_responses(
-            row, options.prompt_column, column, label, options.system_column
-        )
-        if len(given) != 1:
-            raise DataError(f"{label}: field '{column}' holds several responses; use directpo rank")
-        images = row_images(row, label, base_dir, options.prompt_column)
-        args = template_args_of(row, prompt, label)
-        yield label, row, (with_images(prompt, images), given[0], images, args)
+    column = _response_column(row, options.response_column)
+    # a row with one of chosen / rejected and no response is a pair that lacks the other
+    if all(c in row for c in pair_columns) or (
+        any(c in row for c in pair_columns) and column not in row
+    ):
+        _check_not_written(row, PAIR_COLUMNS, options, label)
+        return parse_pair(row, columns, label, base_dir)
+    _check_not_written(row, RESPONSE_COLUMNS, options, label)
+    _require_responses(row, column, "response_column", label)
+    prompt, given = parse_prompt_and_responses(
+        row, options.prompt_column, column, label, options.system_column
+    )
+    if len(given) != 1:
+        raise DataError(f"{label}: field '{column}' holds several responses; use directpo rank")
+    images = row_images(row, label, base_dir, options.prompt_column)
+    args = template_args_of(row, prompt, label)
+    return with_images(prompt, images), given[0], images, args
 
 
 def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
@@ -145,7 +154,8 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     options.check_environment()
     options = _with_run_defaults(options, echo)
     base_dir = os.path.dirname(os.path.abspath(options.input))
-    total = sum(1 for _ in _rank_items(options, base_dir))  # every row checked before loading
+    # every row checked before loading, every bad one said at once
+    total = check_every_row(options.input, partial(_rank_item, options, base_dir))
     ranked = options.output_prefix + "ranked"
     with StagedJsonl(options.output, _resume_key(options)) as out:
         scorer = _scorer(options, echo)
@@ -191,16 +201,24 @@ def _rank_items(
     options: RankOptions, base_dir: str
 ) -> Iterator[tuple[str, dict[str, Any], str, Text, list[Text], Any, dict[str, Any] | None]]:
     """(label, row, candidates' column, prompt, candidates, images, template arguments) of each
-    input row; a bad row a DataError naming it."""
+    input row (``_rank_item``); the rows were checked."""
     for where, row in iter_rows(options.input):
         label = f"{options.input}: {where}"
-        column = _response_column(row, options.responses_column)
-        _require_responses(row, column, "responses_column", label)
-        _check_not_written(row, ("ranked",), options, label)
-        prompt, responses = _candidates(row, options, column, label)
-        images = row_images(row, label, base_dir, options.prompt_column)
-        args = template_args_of(row, prompt, label)
-        yield label, row, column, prompt, responses, images, args
+        yield label, row, *_rank_item(options, base_dir, label, row)
+
+
+def _rank_item(
+    options: RankOptions, base_dir: str, label: str, row: dict[str, Any]
+) -> tuple[str, Text, list[Text], Any, dict[str, Any] | None]:
+    """A row to rank: (candidates' column, prompt, candidates, images, template arguments); a
+    bad row a DataError naming it."""
+    column = _response_column(row, options.responses_column)
+    _require_responses(row, column, "responses_column", label)
+    _check_not_written(row, ("ranked",), options, label)
+    prompt, responses = _candidates(row, options, column, label)
+    images = row_images(row, label, base_dir, options.prompt_column)
+    args = template_args_of(row, prompt, label)
+    return column, prompt, responses, images, args
 
 
 def _encoded(
