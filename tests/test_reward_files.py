@@ -561,5 +561,21 @@ def test_every_bad_row_of_score_and_rank_is_said_in_one_line_before_loading(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"directpo: error: {data}: line 2: missing field")
     assert err[0].endswith("(2 more rows are invalid: line 3, line 4)")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["candidates.jsonl", "pairs.csv",
-                                                          "pairs.jsonl"]  # fmt: skip
+    # a row the chat template refuses was said alone, after the rows before it were scored
+    strict = shutil.copytree(policy, tmp_path / "strict")
+    (strict / "chat_template.jinja").write_text(
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}"
+        "{% endif %}{{ m['content'] }}\n{% endfor %}"
+    )
+    chat = [{"role": "user", "content": "Hi"}]
+    system = [{"role": "system", "content": "Be nice"}, *chat]
+    rows = [{"prompt": p, "responses": [" a", " b"]} for p in (chat, system, chat, system)]
+    data = write_jsonl(tmp_path / "chats.jsonl", rows)
+    common[1] = str(strict)
+    assert main(["rank", *common, "--input", str(data)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"directpo: error: {data}: line 2: the chat template refused the row (no system) (1 "
+        "more row is invalid: line 4)"
+    )
+    assert not (tmp_path / "out.jsonl").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")]
