@@ -129,8 +129,8 @@ def test_every_wrong_value_is_reported_at_once(tmp_path: Path) -> None:
         ({"loss_type": ["bogus"], "precompute_ref_log_probs": True}, ["loss_type"]),
         ({"chosen_column": " ", "rejected_column": " "}, ["chosen_column", "rejected_column"]),
         (
-            {"online": True, "train_file": None, "prompt_file": "p.jsonl", "reward_fn": "m:f",
-             "max_length": 1},
+            {"online": True, "train_file": None, "prompt_file": __file__, "reward_fn": "m:f",
+             "max_length": 1},  # (a file that is there: a missing one is said too)
             ["max_length"],
         ),
     ],

@@ -228,6 +228,29 @@ def test_skip_invalid_rows_counts_by_reason(tmp_path: Path) -> None:
     assert "skipped 3 invalid rows" in data.summary()
 
 
+def test_a_line_that_is_not_utf8_is_its_rows_error_not_the_files(tmp_path: Path) -> None:
+    """One byte of Latin-1 in a 50k-line file made the whole file "not UTF-8 text (invalid
+    continuation byte at byte 48213)": no line named, the other bad rows unsaid, and
+    skip_invalid_rows could not skip it. It is now that line's problem (a CSV row's too)."""
+    good = b'{"prompt": "a", "chosen": "b", "rejected": "c"}\n'
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(good + b'{"prompt": "caf\xe9", "chosen": "b", "rejected": "c"}\n' + good
+                     + b'{"prompt": "a", "rejected": "c"}\n')  # fmt: skip
+    with pytest.raises(DataError) as err:
+        load_preferences(str(path))
+    assert str(err.value) == (
+        f"{path}: line 2: not UTF-8 text (byte 0xe9 at column 16) (1 more row is invalid: "
+        "line 4; skip_invalid_rows: true skips them)"
+    )
+    data = load_preferences(str(path), skip_invalid_rows=True)
+    assert len(data) == 2 and data.skipped == {"not UTF-8": 1, "missing field": 1}
+    csv_path = tmp_path / "latin1.csv"
+    csv_path.write_bytes(b"prompt,chosen,rejected\na,b,c\ncaf\xe9,b,c\n")
+    with pytest.raises(DataError, match=r"line 3: field 'prompt': not UTF-8 text \(byte 0xe9"):
+        load_preferences(str(csv_path))
+    assert len(load_preferences(str(csv_path), skip_invalid_rows=True)) == 1
+
+
 def test_skip_invalid_rows_skips_a_bad_first_line_too(tmp_path: Path) -> None:
     """JSON Lines have no header: a first row without 'rejected', or with a number for a
     prompt, is one bad row like any other, and the layout comes from the next row."""

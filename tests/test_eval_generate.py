@@ -393,12 +393,15 @@ def test_a_prompt_the_chat_template_refuses_is_said_before_training(tiny_model_d
         {"role": "assistant", "content": "Hello!"}], "rejected": [
         {"role": "assistant", "content": "No."}]}] * 2)  # fmt: skip
     system = [{"role": "system", "content": "Be nice"}, *chat]
-    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": chat}, {"prompt": system}])
+    other = [{"role": "system", "content": "Be kind"}, *chat]  # each refused prompt is counted
+    prompts = write_jsonl(
+        tmp_path / "prompts.jsonl", [{"prompt": p} for p in (chat, system, other)]
+    )
     rewards = tmp_path / "rewards.py"
     rewards.write_text("def length(prompts, completions):\n    return [1.0] * len(completions)\n")
     runs = [
         ("eval_prompts_file", dict(eval_file=str(pairs), eval_prompts_file=str(prompts),
-                                   eval_generate=2)),
+                                   eval_generate=3)),
         ("prompt_file", dict(online=True, prompt_file=str(prompts),
                              reward_fn=f"{rewards}:length")),
     ]  # fmt: skip
@@ -410,7 +413,7 @@ def test_a_prompt_the_chat_template_refuses_is_said_before_training(tiny_model_d
             train(config, echo=lambda _: None)
         assert str(info.value) == (
             f"{name} {prompts}: prompt 2 ({json.dumps(system)[:57]}...): the chat template "
-            "refused the row (System role not supported)"
+            "refused the row (System role not supported) (1 more row is invalid: prompt 3)"
         )
         assert not (out / "metrics.jsonl").exists()
 

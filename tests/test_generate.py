@@ -100,13 +100,19 @@ def test_a_bad_row_is_one_line_before_the_model_loads_and_nothing_is_written(
         raise AssertionError("the model was loaded before every row was checked")
 
     monkeypatch.setattr(generate, "load_causal_lm", refuse)
-    rows = [*prompt_rows(4), {"prompt": 5}, *prompt_rows(2)]
-    data = write_jsonl(tmp_path / "prompts.jsonl", rows)
+    # every bad row is said in the one line (each was a run of its own: the first stopped it),
+    # a first line that is not JSON too (it stopped the reading of the file's column names)
+    bad = [{"prompt": 5}, *prompt_rows(2), {"text": "x"}, {"prompt": "a", "completions": []}]
+    data = write_jsonl(tmp_path / "prompts.jsonl", [*prompt_rows(4), *bad])
+    data.write_text("not json\n" + data.read_text())
     out = tmp_path / "samples.jsonl"
     args = ["generate", "--model_name_or_path", str(model), "--input", str(data)]
     assert main([*args, "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"directpo: error: {data}: line 5: ")
+    assert err == [
+        f"directpo: error: {data}: line 1: invalid JSON (Expecting value at column 1) (3 more "
+        "rows are invalid: line 6, line 9, line 10)"
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.jsonl"]
 
 
@@ -234,7 +240,8 @@ def test_a_row_that_has_completions_already_is_refused_and_another_field_can_be_
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
         f"directpo: error: {data}: line 1: the row already has a field 'completions', which "
-        "generate would overwrite; name another with --completions_column"
+        "generate would overwrite; name another with --completions_column (2 more rows are "
+        "invalid: line 2, line 3)"
     ]
     assert not (tmp_path / "a.jsonl").exists()
     out = tmp_path / "b.jsonl"

@@ -64,6 +64,57 @@ def test_every_environment_and_device_problem_is_reported_in_one_pass(
     assert "Traceback" not in err
 
 
+def test_a_refused_value_and_a_missing_file_are_said_in_one_pass(tmp_path: Path, capsys) -> None:
+    """The file checks ran on a config whose values passed: beta -1 and a missing train_file
+    (score's batch_size 0 and a missing input) took two runs to fix; a command's missing model,
+    reference, input and a bad output name took one run each."""
+    nomodel, noref, missing = tmp_path / "nomodel", tmp_path / "noref", tmp_path / "gone.jsonl"
+    train = [
+        "train",
+        "--model_name_or_path",
+        str(nomodel),
+        "--train_file",
+        str(missing),
+        "--eval_file",
+        f"{{a: {missing}}}",
+        "--output_dir",
+        str(tmp_path),
+        "--beta",
+        "-1",
+    ]
+    score = [
+        "score",
+        "--model_name_or_path",
+        str(nomodel),
+        "--ref_model_name_or_path",
+        str(noref),
+        "--input",
+        str(missing),
+        "--output",
+        str(tmp_path / "o.csv"),
+    ]
+    model_lines = [f"model_name_or_path: no such model folder: {nomodel}"]
+    score_lines = [
+        *model_lines,
+        f"ref_model_name_or_path: no such model folder: {noref}",
+        f"input: no such file or folder: {missing}",
+        f"output: {tmp_path / 'o.csv'}: the output is JSON Lines, so it must end in .jsonl "
+        "(got .csv)",
+    ]
+    for argv, problems in (
+        (train, ["beta must be > 0 (got -1.0)", *model_lines,
+                 f"train_file: no such file or folder: {missing}",
+                 f"eval_file: no such file or folder: {missing}"]),
+        ([*score, "--batch_size", "0"], ["batch_size must be >= 1 (got 0)", *score_lines]),
+        (score, score_lines),
+    ):  # fmt: skip
+        assert main(argv) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"directpo: error: {len(problems)} options cannot be used:",
+            *(f"  {line}" for line in problems),
+        ]
+
+
 def test_cuda_kernels_that_are_not_installed_are_refused_before_loading(monkeypatch) -> None:
     """On CUDA, use_liger_kernel without liger-kernel and flash_attention_2 without flash-attn
     were refused only when the model loaded, after the data was read and tokenized."""

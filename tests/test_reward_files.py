@@ -468,7 +468,7 @@ def test_a_row_that_has_a_field_to_be_written_is_refused_and_a_prefix_writes_oth
     assert capsys.readouterr().err.strip().splitlines() == [
         f"directpo: error: {data}: line 1: the row already has a field 'reward', which would be "
         "overwritten; give --output_prefix (e.g. --output_prefix run2_) to write run2_reward "
-        "instead"
+        "instead (1 more row is invalid: line 2)"
     ]
     assert main([*args, "--output", str(tmp_path / "b.jsonl"), "--output_prefix", "m_"]) == 0
     got = read(tmp_path / "b.jsonl")
@@ -507,7 +507,8 @@ def test_a_row_without_its_responses_field_names_the_fields_it_has_and_the_optio
     assert main(["rank", *common, "--input", str(data), "--output", str(tmp_path / "r.jsonl")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"directpo: error: {data}: line 1: missing field 'responses' (nor 'completions'); the "
-        "row has 'prompt', 'samples': name the field of its responses with --responses_column"
+        "row has 'prompt', 'samples': name the field of its responses with --responses_column "
+        "(1 more row is invalid: line 2)"
     ]
     assert not (tmp_path / "r.jsonl").exists()
     args = ["--input", str(data), "--output", str(tmp_path / "r.jsonl")]
@@ -521,3 +522,60 @@ def test_a_row_without_its_responses_field_names_the_fields_it_has_and_the_optio
         "name the field of its responses with --response_column" in capsys.readouterr().err
     )
     assert main(["score", *common, *args, "--response_column", "answer"]) == 0
+
+
+def test_every_bad_row_of_score_and_rank_is_said_in_one_line_before_loading(
+    models, tmp_path, monkeypatch, capsys
+):
+    """score and rank stopped at their first bad row (a 50k-row file was fixed one row per
+    run); every row is now checked first and the bad ones said in one line (refused, not
+    skipped: each input row has its output row), before any model loads, nothing written."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before every row was checked")
+
+    monkeypatch.setattr(ImplicitReward, "from_run", refuse)
+    good = SENTIMENT_PAIRS[0]
+    pairs = [good, {"prompt": "a", "rejected": "b"}, {**good, "chosen": ""}, good,
+             {**good, "chosen": 5}, {**good, "rejected": good["chosen"]}]  # fmt: skip
+    data = write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    data.write_text(data.read_text() + "\n{oops\n")  # a blank line, then not JSON: line 8
+    policy, reference = models
+    common = ["--model_name_or_path", str(policy), "--ref_model_name_or_path", str(reference),
+              "--beta", "0.1", "--output", str(tmp_path / "out.jsonl")]  # fmt: skip
+    assert main(["score", *common, "--input", str(data)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"directpo: error: {data}: line 2: missing field 'chosen' (4 more rows are invalid: "
+        "line 3, line 5, line 6, ...)"
+    ]
+    csv = tmp_path / "pairs.csv"  # a CSV's rows by their line, as training names them
+    csv.write_text("prompt,chosen,rejected\na,b,c\na,,c\na,b,b\n")
+    assert main(["score", *common, "--input", str(csv)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"directpo: error: {csv}: line 3: field 'chosen' is empty (1 more row is invalid: line 4)"
+    )
+    rows = [{"prompt": "a", "responses": [" b", " c"]}, {"prompt": "a"}, {"prompt": 3,
+            "responses": [" b"]}, {"prompt": "a", "responses": " b"}]  # fmt: skip
+    data = write_jsonl(tmp_path / "candidates.jsonl", rows)
+    assert main(["rank", *common, "--input", str(data)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"directpo: error: {data}: line 2: missing field")
+    assert err[0].endswith("(2 more rows are invalid: line 3, line 4)")
+    # a row the chat template refuses was said alone, after the rows before it were scored
+    strict = shutil.copytree(policy, tmp_path / "strict")
+    (strict / "chat_template.jinja").write_text(
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}"
+        "{% endif %}{{ m['content'] }}\n{% endfor %}"
+    )
+    chat = [{"role": "user", "content": "Hi"}]
+    system = [{"role": "system", "content": "Be nice"}, *chat]
+    rows = [{"prompt": p, "responses": [" a", " b"]} for p in (chat, system, chat, system)]
+    data = write_jsonl(tmp_path / "chats.jsonl", rows)
+    common[1] = str(strict)
+    assert main(["rank", *common, "--input", str(data)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"directpo: error: {data}: line 2: the chat template refused the row (no system) (1 "
+        "more row is invalid: line 4)"
+    )
+    assert not (tmp_path / "out.jsonl").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")]

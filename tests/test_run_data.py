@@ -136,3 +136,42 @@ def test_a_stream_with_max_steps_is_read_only_as_far_as_the_run_trains(tmp_path:
     data = load_run_data(config, finite, None, torch.device("cpu"), lines.append)
     assert len(data.train.pairs) == len(SENTIMENT_PAIRS)
     assert any("without max_steps: it is read whole" in line for line in lines)
+
+
+def test_the_bad_rows_of_the_train_file_and_of_each_eval_file_are_said_together(
+    tiny_model_dirs, tmp_path: Path
+) -> None:
+    """A bad eval file was said only once the train file's rows were fixed (two runs, the
+    second perhaps after minutes of reading); every file's bad rows are now one line."""
+    import pytest
+
+    from directpo.errors import DataError
+
+    good = SENTIMENT_PAIRS[0]
+    train = write_jsonl(tmp_path / "train.jsonl", [good, {**good, "chosen": ""}])
+    chat = write_jsonl(tmp_path / "chat.jsonl", [good, {"prompt": "a", "rejected": "b"}])
+    code = write_jsonl(tmp_path / "code.jsonl", [good, good])
+    config = tiny_config(tiny_model_dirs["llama"], train, tmp_path / "out",
+                         eval_file={"chat": str(chat), "code": str(code)})  # fmt: skip
+    with pytest.raises(DataError) as err:
+        load_run_data(config, None, None, torch.device("cpu"), lambda _: None)
+    assert str(err.value) == (
+        f"{train}: line 2: field 'chosen' is empty; {chat}: line 2: missing field 'chosen'"
+    )
+    # rows refused when tokenized (a system message the template refuses) likewise
+    template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}"
+        "{% endif %}{{ m['content'] }}\n{% endfor %}"
+    )
+    user = [{"role": "user", "content": "Hi"}]
+    pair = {"prompt": user, "chosen": [{"role": "assistant", "content": "Hello"}],
+            "rejected": [{"role": "assistant", "content": "No"}]}  # fmt: skip
+    bad = {**pair, "prompt": [{"role": "system", "content": "Be nice"}, *user]}
+    train = write_jsonl(tmp_path / "train.jsonl", [pair, bad])
+    chat = write_jsonl(tmp_path / "chat.jsonl", [bad, pair])
+    config = tiny_config(tiny_model_dirs["llama"], train, tmp_path / "out", chat_template=template,
+                         eval_file={"chat": str(chat), "code": str(code)})  # fmt: skip
+    with pytest.raises(DataError) as err:
+        load_run_data(config, None, None, torch.device("cpu"), lambda _: None)
+    refused = "the chat template refused the row (no system)"
+    assert str(err.value) == f"{train}: line 2: {refused}; {chat}: line 1: {refused}"

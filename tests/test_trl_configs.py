@@ -161,10 +161,10 @@ def test_a_wrong_value_under_a_trl_alias_is_named_as_written(tmp_path) -> None:
     assert info.value.problems[0] == "generate_max_new_tokens must be >= 1 (got 0)"
     with pytest.raises(ConfigError, match=r"^max_new_tokens \(directpo: generate_max_new_tokens\)"
                                           " must be >= 1"):  # fmt: skip
-        DPOConfig(max_new_tokens=0, eval_generate=2, eval_file="e.jsonl")
+        DPOConfig(max_new_tokens=0, eval_generate=2, eval_file=str(recipe))
     from directpo.arguments import checked_arguments
 
-    config = DPOConfig(temperature=0.5, eval_generate=2, eval_file="e.jsonl")
+    config = DPOConfig(temperature=0.5, eval_generate=2, eval_file=str(recipe))
     config.max_new_tokens = 0  # set in a notebook: checked again by train()
     config.temperature = -1.0
     config.generate_temperature = -2.0  # directpo's own name, set last, is as written

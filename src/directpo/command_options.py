@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Self
 
 from directpo.config import DTYPES
 from directpo.config_checks import check_columns
-from directpo.errors import ConfigError
+from directpo.errors import ConfigError, collected, refuse_all
 from directpo.folders import nearest_existing
 from directpo.options import Options, option
 from directpo.preflight import check_model_location
@@ -56,6 +56,8 @@ class FileCommandOptions(Options):
     # the options the rows written do not depend on: a stopped run is continued with others
     # (batch_size: a smaller one after running out of memory) as StagedJsonl's key leaves them
     NOT_IN_ROWS: ClassVar[tuple[str, ...]] = ("input", "output", "batch_size", "trust_remote_code")
+    # the model folders the command reads (checked before the rows are read)
+    MODEL_KEYS: ClassVar[tuple[str, ...]] = ("model_name_or_path",)
 
     # the options a directpo run's config.yaml gives when left unset (None): the run's
     # attribute, and the value for a model folder that is not a run
@@ -104,13 +106,22 @@ class FileCommandOptions(Options):
                 f"score, rank and generate run in one process, but the launcher started "
                 f"{processes}: run the command without torchrun / accelerate launch"
             )
-        for key in ("model_name_or_path", "input", "output"):
-            if not getattr(self, key):
-                raise ConfigError(f"--{key} is required")
-        check_model_location("model_name_or_path", self.model_name_or_path)
-        if not os.path.exists(self.input):  # a file, or a folder as training reads it
-            raise ConfigError(f"input: no such file or folder: {self.input}")
-        check_output_file(self.output)
+        # every problem in one pass: a missing model folder and a missing input were two runs
+        keys = ("model_name_or_path", "input", "output")
+        refuse_all([f"--{key} is required" for key in keys if not getattr(self, key)])
+        refuse_all(self._path_problems())
+
+    def _path_problems(self) -> list[str]:
+        problems: list[str] = []
+        for key in self.MODEL_KEYS:
+            with collected(problems):
+                check_model_location(key, getattr(self, key))
+        if self.input and not os.path.exists(self.input):  # a file, or a folder as training reads
+            problems.append(f"input: no such file or folder: {self.input}")
+        if self.output:
+            with collected(problems):
+                check_output_file(self.output)
+        return problems
 
 
 def _falls_back(key: str, value: Any, default: Any, file_columns: Collection[str] | None) -> bool:
@@ -153,6 +164,8 @@ def check_output_file(path: str) -> None:
 
 @dataclass
 class RewardOptions(FileCommandOptions):
+    MODEL_KEYS: ClassVar[tuple[str, ...]] = ("model_name_or_path", "ref_model_name_or_path")
+
     ref_model_name_or_path: str | None = option(
         None, "Reference model. Default: the one recorded in the run's config.yaml."
     )

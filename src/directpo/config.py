@@ -805,6 +805,11 @@ class DPOConfig(Options):
 
         check_values(self)
 
+    def _path_problems(self) -> list[str]:
+        from directpo.preflight import missing_paths  # it imports this module
+
+        return missing_paths(self)
+
     def _apply_trl_spellings(self) -> None:
         apply_trl_meanings(self)
 

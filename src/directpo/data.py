@@ -259,13 +259,16 @@ def preferences_of_rows(
     return PreferenceData(examples, layout, label, skipped)
 
 
-def more_refused(places: list[str], shown: int = 3) -> str:
-    """The rows refused after the first, counted, the first few named."""
+def more_refused(
+    places: list[str], shown: int = 3, hint: str = "; skip_invalid_rows: true skips them"
+) -> str:
+    """The rows refused after the first, counted, the first few named (``hint``: what skips
+    them, where the command has such an option)."""
     if not places:
         return ""
     named = ", ".join(places[:shown]) + (", ..." if len(places) > shown else "")
     rows = "row is" if len(places) == 1 else "rows are"
-    return f" ({len(places)} more {rows} invalid: {named}; skip_invalid_rows: true skips them)"
+    return f" ({len(places)} more {rows} invalid: {named}{hint})"
 
 
 def read_rows(source: str | Any, name: str | None = None) -> list[tuple[str, dict[str, Any]]]:

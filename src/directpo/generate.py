@@ -22,6 +22,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import torch
@@ -44,7 +45,7 @@ from directpo.models import (
     load_tokenizer,
     pad_token_id,
 )
-from directpo.prompts import first_row_fields, prompt_with_images
+from directpo.prompts import check_every_row, first_row_fields, prompt_with_images, refuse_rows
 from directpo.reference import ReferenceProvider
 from directpo.reward import output_location, run_config
 from directpo.rewardfn import RewardFn
@@ -119,15 +120,17 @@ def check_prompts(
     )
     named = itertools.repeat(None) if places is None else places
     number = 0
+    refused: list[str] = []  # every refused prompt said at once, as a file's bad rows are
     for number, (prompt, place) in enumerate(zip(prompts, named, strict=False), start=1):
         try:
             _encode_prompt(encoder, prompt)
         except RowError as err:
-            if place is not None:
-                raise DataError(f"{label}: {place}: {err.message}") from None
-            shown = json.dumps(prompt_of(prompt), ensure_ascii=False)
-            shown = shown if len(shown) <= 60 else shown[:57] + "..."
-            raise DataError(f"{label}: prompt {number} ({shown}): {err}") from None
+            where = place or f"prompt {number}"
+            if not refused and place is None:
+                shown = json.dumps(prompt_of(prompt), ensure_ascii=False)
+                where += f" ({shown if len(shown) <= 60 else shown[:57] + '...'})"
+            refused.append(where if refused else f"{label}: {where}: {err.message}")
+    refuse_rows(refused)
     return number
 
 
@@ -337,16 +340,12 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
     tokenizer = load_tokenizer(own, trusted) if processor is None else processor.tokenizer
     device = "cuda" if torch.cuda.is_available() else "cpu"
     template_kwargs = run.chat_template_kwargs if run else None
-    # every row parsed, and a prompt the chat template refuses named, before the model loads
-    prompts, places = itertools.tee(_prompt_rows(options, base_dir))
-    total = check_prompts(
-        tokenizer,
-        (prompt for _, _, prompt in prompts),
-        options.input,
-        processor,
-        template_kwargs,
-        (where for where, _, _ in places),
+    # every row parsed and its prompt rendered before the model loads: every bad row, and
+    # every prompt the chat template refuses, said at once
+    encoder = PairTokenizer(
+        tokenizer, None, chat_template_kwargs=template_kwargs, processor=processor
     )
+    total = check_every_row(options.input, partial(_rendered_prompt, options, base_dir, encoder))
     per_call = max(1, options.batch_size // options.num_return_sequences)
     with StagedJsonl(options.output, options_key(options, options.NOT_IN_ROWS, [path])) as out:
         model = load_causal_lm(
@@ -390,18 +389,37 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
 def _prompt_rows(
     options: GenerateOptions, base_dir: str
 ) -> Iterator[tuple[str, dict[str, Any], Text | ImagePrompt]]:
-    """(where, row, prompt) of each input row, read as iterated; a bad row a DataError."""
+    """(where, row, prompt) of each input row, read as iterated; the rows were checked."""
     for where, row in iter_rows(options.input):
-        label = f"{options.input}: {where}"
-        if options.completions_column in row:  # written over, its data would be lost
-            raise DataError(
-                f"{label}: the row already has a field '{options.completions_column}', which "
-                "generate would overwrite; name another with --completions_column"
-            )
-        prompt = prompt_with_images(
-            row, options.prompt_column, label, base_dir, options.system_column
+        yield where, row, _prompt_row(options, base_dir, f"{options.input}: {where}", row)
+
+
+def _prompt_row(
+    options: GenerateOptions, base_dir: str, label: str, row: dict[str, Any]
+) -> Text | ImagePrompt:
+    """A row's prompt; a bad row a DataError naming it."""
+    if options.completions_column in row:  # written over, its data would be lost
+        raise DataError(
+            f"{label}: the row already has a field '{options.completions_column}', which "
+            "generate would overwrite; name another with --completions_column"
         )
-        yield where, row, prompt
+    return prompt_with_images(row, options.prompt_column, label, base_dir, options.system_column)
+
+
+def _rendered_prompt(
+    options: GenerateOptions,
+    base_dir: str,
+    encoder: PairTokenizer,
+    label: str,
+    row: dict[str, Any],
+) -> None:
+    """``_prompt_row``'s prompt rendered once: one the chat template refuses (a system message
+    it does not take, ...) is a DataError naming its row, before the model loads."""
+    prompt = _prompt_row(options, base_dir, label, row)
+    try:
+        _encode_prompt(encoder, prompt)
+    except RowError as err:
+        raise DataError(f"{label}: {err.message}") from None
 
 
 def _calls(items: Iterable[Item], size: int) -> Iterator[tuple[int, list[Item]]]:

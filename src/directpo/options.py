@@ -77,6 +77,10 @@ class Options:
         # a line naming an option of the wrong type judged its default, not the user's value
         problems += [line for line in checked if not _names_any(line, untyped)]
         if problems:
+            # the paths it names that are not there, said with them: the file checks run on a
+            # config whose values passed, so a missing file was said only on the next run
+            with contextlib.suppress(Exception):  # (a value that no check read may be odd)
+                problems += [line for line in self._path_problems() if line not in problems]
             raise ConfigErrors("", problems)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -100,6 +104,11 @@ class Options:
 
     def _check_values(self) -> None:
         """Subclasses refuse impossible values here."""
+
+    def _path_problems(self) -> list[str]:
+        """The local files and folders the options name that are not there, one line each (a
+        subclass's; read only when values are refused, to say them in the same pass)."""
+        return []
 
     @classmethod
     def spellings(cls, values: dict[str, Any], where: str) -> dict[str, str]:

@@ -417,6 +417,32 @@ def _check_data(config: DPOConfig, need_train_file: bool, problems: list[str]) -
                 problems.append(f"{key}: no such file or folder: {path}")
 
 
+def missing_paths(config: DPOConfig) -> list[str]:
+    """The model folders and data files the config names that are not there, one line each:
+    said beside its refused values (``check_environment`` runs on a config whose values
+    passed, so a missing train_file was said only once beta was fixed). Glob patterns and
+    hub ids are left to ``check_environment``."""
+    problems: list[str] = []
+    init = config.model_init_kwargs if isinstance(config.model_init_kwargs, dict) else {}
+    for key in ("model_name_or_path", "ref_model_name_or_path", "tokenizer_name_or_path"):
+        subfolder = init.get("subfolder") if key == "model_name_or_path" else None
+        with collected(problems):
+            check_model_location(key, getattr(config, key), subfolder)
+    for key in ("train_file", "eval_file", "prompt_file"):
+        paths = getattr(config, key)
+        named = paths.values() if isinstance(paths, dict) else [paths]
+        for path in (
+            p for group in named for p in ([group] if isinstance(group, str) else group or [])
+        ):
+            if (
+                isinstance(path, str)
+                and not any(c in path for c in "*?[")
+                and not os.path.exists(os.path.expanduser(path))
+            ):
+                problems.append(f"{key}: no such file or folder: {path}")
+    return problems
+
+
 def _check_resume(config: DPOConfig) -> None:
     resume = config.resume_from_checkpoint
     if resume and resume != "latest":

@@ -7,15 +7,14 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from directpo.data import (
     Columns,
     ImagePrompt,
     images_of,
-    iter_rows,
-    read_rows,
+    more_refused,
     row_template_args,
     split_conversations,
 )
@@ -29,16 +28,69 @@ from directpo.messages import (
     text_field,
     text_or_messages,
 )
-from directpo.readers import RowError, is_path_list, source_label
+from directpo.readers import (
+    RowError,
+    is_path_list,
+    kind_of,
+    no_rows,
+    open_rows,
+    source_label,
+)
 from directpo.vision import image_key, with_image_parts
+
+Item = TypeVar("Item")
 
 
 def first_row_fields(source: str) -> set[str]:
-    """The fields of a file's first row (a command's input): which of its column names the
-    file uses, read without reading the rest."""
-    for _, row in iter_rows(source):
-        return set(row)
+    """The fields of a file's first readable row (a command's input): which of its column
+    names the file uses, read without reading the rest (a bad first row is said with the
+    others, by ``check_every_row``)."""
+    rows, _ = open_rows(source, source_label(source), lazy=True)
+    for _, row in rows:
+        if isinstance(row, dict):
+            return set(row)
     return set()
+
+
+def valid_rows(
+    source: Any, parse: Callable[[str, dict[str, Any]], Item], refused: list[str]
+) -> Iterator[tuple[str, dict[str, Any], Item]]:
+    """(where, row, ``parse(label, row)``) of each row of ``source`` that parses, read as
+    iterated; each row that does not (unreadable, not an object, or ``parse``'s DataError) is
+    added to ``refused`` (the first with its error, the others by place) and passed over, so
+    that one pass names every bad row."""
+    label = source_label(source)
+    rows, _ = open_rows(source, label, lazy=True)
+    for where, row in rows:
+        try:
+            if isinstance(row, RowError):
+                raise DataError(f"{label}: {where}: {row.message}")
+            if not isinstance(row, dict):
+                raise DataError(f"{label}: {where}: expected an object, got {kind_of(row)}")
+            item = parse(f"{label}: {where}", row)
+        except DataError as err:
+            refused.append(where if refused else str(err))
+            continue
+        yield where, row, item
+
+
+def refuse_rows(refused: list[str], hint: str = "") -> None:
+    """One DataError of the rows ``valid_rows`` refused, if any: the first with its problem,
+    the others counted and the first few named (a 50k-row file was fixed one row per run)."""
+    if refused:
+        raise DataError(refused[0] + more_refused(refused[1:], hint=hint))
+
+
+def check_every_row(source: str, parse: Callable[[str, dict[str, Any]], Any]) -> int:
+    """How many rows ``source`` has, each checked by ``parse`` before any model loads (score,
+    rank and generate); every bad row said in one DataError (the commands write a row for
+    each input row: a bad one is refused, not skipped)."""
+    refused: list[str] = []
+    count = sum(1 for _ in valid_rows(source, parse, refused))
+    refuse_rows(refused)
+    if not count:
+        raise no_rows(source_label(source), source)
+    return count
 
 
 def parse_prompt_and_responses(
@@ -156,14 +208,19 @@ def load_prompts(
     seen: set[str] = set()
     prompts: list[Text | ImagePrompt] = []
     others: list[dict[str, Any]] = []
-    for where, row in read_rows(source):
-        prompt = prompt_with_images(
-            row, prompt_column, f"{label}: {where}", base_dir, system_column
-        )
+    refused: list[str] = []  # every bad row said at once, as a pairs file's are
+
+    def parse(where: str, row: dict[str, Any]) -> Text | ImagePrompt:
+        return prompt_with_images(row, prompt_column, where, base_dir, system_column)
+
+    for _, row, prompt in valid_rows(source, parse, refused):
         if _prompt_key(prompt) not in seen:
             seen.add(_prompt_key(prompt))
             prompts.append(prompt)
             others.append({k: v for k, v in row.items() if k != prompt_column})
+    refuse_rows(refused)
+    if not refused and not seen:
+        raise no_rows(label, source)
     return prompts, others
 
 
@@ -195,11 +252,18 @@ def load_prompt_rows(
             prompts += more
             others += columns
         return prompts, others
-    label = source_label(source)
     prompts, others = [], []
-    for where, row in read_rows(source):
-        prompts.append(parse_prompt(row, prompt_column, f"{label}: {where}", system_column))
+    refused: list[str] = []  # every bad row said at once, as a pairs file's are
+
+    def parse(where: str, row: dict[str, Any]) -> Text | ImagePrompt:
+        return parse_prompt(row, prompt_column, where, system_column)
+
+    for _, row, prompt in valid_rows(source, parse, refused):
+        prompts.append(prompt)
         others.append({k: v for k, v in row.items() if k != prompt_column})
+    refuse_rows(refused)
+    if not prompts:
+        raise no_rows(source_label(source), source)
     return prompts, others
 
 

@@ -18,6 +18,7 @@ import gzip
 import json
 import lzma
 import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -106,6 +107,23 @@ def _unreadable(exc: Exception, label: str) -> DataError:
         return DataError(f"{label}: not UTF-8 text ({exc.reason} at byte {exc.start})")
     # EOFError: a truncated archive
     return DataError(f"{label}: cannot read: {getattr(exc, 'strerror', None) or exc}")
+
+
+# what ``errors="surrogateescape"`` decodes a byte that is not UTF-8 to: U+DC80..U+DCFF
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def _not_utf8(text: str) -> RowError | None:
+    """A line (or CSV row) read with ``errors="surrogateescape"`` that holds a byte that is
+    not UTF-8, as its row's error: the other rows are still read, where one bad byte made the
+    whole file "not UTF-8 text (... at byte 48213)", no line named."""
+    found = _ESCAPED_BYTE.search(text)
+    if found is None:
+        return None
+    byte = ord(found.group()) - 0xDC00
+    return RowError(
+        "not UTF-8", f"not UTF-8 text (byte 0x{byte:02x} at column {found.start() + 1})"
+    )
 
 
 # compressed text files, opened by the standard library's modules
@@ -260,9 +278,12 @@ def source_label(source: Any) -> str:
 
 
 def _jsonl_rows(path: str) -> Iterator[tuple[str, Any]]:
-    with _open_text(path) as handle:
+    with _open_text(path, errors="surrogateescape") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
+                continue
+            if (bad := _not_utf8(line)) is not None:
+                yield f"line {number}", bad
                 continue
             try:
                 yield f"line {number}", json.loads(line)
@@ -331,12 +352,14 @@ CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
 def _csv_rows(path: str, label: str) -> tuple[Iterator[tuple[str, Any]], list[str]]:
     """(the rows, read as they are iterated; the header, read now)."""
     csv.field_size_limit(CSV_FIELD_LIMIT)
-    with _open_text(path, newline="") as handle:
+    with _open_text(path, newline="", errors="surrogateescape") as handle:
         reader = csv.reader(handle)
         try:
             header = [name.strip() for name in next(reader, [])]
         except csv.Error as exc:
             raise DataError(f"{label}: line 1: invalid CSV ({exc})") from None
+    if (bad := _not_utf8(",".join(header))) is not None:
+        raise DataError(f"{label}: line 1 (the header): {bad.message}")
     repeated = [name for name, n in Counter(header).items() if n > 1]
     if repeated:
         raise DataError(f"{label}: the header names column '{repeated[0]}' twice")
@@ -344,7 +367,7 @@ def _csv_rows(path: str, label: str) -> tuple[Iterator[tuple[str, Any]], list[st
 
 
 def _csv_records(path: str, label: str, header: list[str]) -> Iterator[tuple[str, Any]]:
-    with _open_text(path, newline="") as handle:
+    with _open_text(path, newline="", errors="surrogateescape") as handle:
         reader = csv.reader(handle)
         start = 1  # the line where the row being read starts (a quoted field may span lines)
         try:
@@ -359,6 +382,9 @@ def _csv_records(path: str, label: str, header: list[str]) -> Iterator[tuple[str
 
 
 def _csv_row(header: list[str], fields: list[str]) -> dict[str, Any] | RowError:
+    for name, text in zip(header, fields, strict=False):
+        if (bad := _not_utf8(text)) is not None:
+            return RowError(bad.reason, f"field '{name}': {bad.message}")
     if len(fields) != len(header):
         hint = " (quote fields that contain commas)" if len(fields) > len(header) else ""
         return RowError(

@@ -8,6 +8,7 @@ reference-free losses (SimPO, ORPO), constructed without a reference, the reward
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
@@ -57,6 +58,9 @@ from directpo.vision import image_values
 
 ModelLike = torch.nn.Module | str
 
+# the tokens a scored sequence keeps when no run's config.yaml says (training's default)
+SCORE_MAX_LENGTH = 1024
+
 
 class ImplicitReward:
     """β·log π/π_ref of responses (``score``), from a policy and its reference.
@@ -88,7 +92,7 @@ class ImplicitReward:
         beta: float,
         tokenizer: Any = None,
         *,
-        max_length: int | None = 1024,
+        max_length: int | None = SCORE_MAX_LENGTH,
         max_prompt_length: int | None = None,
         batch_size: int = 8,
         dtype: str | torch.dtype = "float32",
@@ -130,18 +134,12 @@ class ImplicitReward:
                 replace(trusted, init_kwargs=reference_kwargs),
             )  # fmt: skip
         processor = None
-        if tokenizer is None:
-            path = policy if isinstance(policy, str) else self.policy.name_or_path
-            path = tokenizer_folder(path) if isinstance(policy, str) else path
-            # the policy's own location; an adapter folder holds its tokenizer itself
-            own = isinstance(policy, str) and adapter_base(policy) is None
-            location = model_location(policy_kwargs) if own else {}
-            # a vision-language model scores image prompts
-            processor = load_processor(path, trust_remote_code, location)
-            if processor is None:
-                tokenizer = load_tokenizer(path, trust_remote_code, location)
-            else:
-                tokenizer = processor.tokenizer
+        if tokenizer is None and isinstance(policy, str):
+            tokenizer, processor = folder_tokenizer(policy, policy_kwargs, trust_remote_code)
+        elif tokenizer is None:
+            tokenizer, processor = folder_tokenizer(
+                self.policy.name_or_path, {}, trust_remote_code, own_folder=True
+            )
         elif getattr(tokenizer, "image_processor", None) is not None:  # a processor was given
             processor, tokenizer = tokenizer, tokenizer.tokenizer
         self.tokenizer = tokenizer
@@ -351,6 +349,43 @@ def run_config(folder: str | os.PathLike) -> DPOConfig | None:
     if not saved.is_file() and ((path / MANIFEST).is_file() or merged):
         saved = path.parent / "config.yaml"
     return load_config(str(saved)) if saved.is_file() else None
+
+
+def folder_tokenizer(
+    path: str, policy_kwargs: dict[str, Any], trust_remote_code: bool, own_folder: bool = False
+) -> tuple[Any, Any]:
+    """(tokenizer, processor or None) of the policy at ``path``: its own folder's (an adapter
+    folder's base's where it holds none; ``own_folder``: the folder as it is, a model object's
+    name), where its ``policy_kwargs`` place it; a vision-language model's processor."""
+    folder = path if own_folder else tokenizer_folder(path)
+    # the policy's own location; an adapter folder holds its tokenizer itself
+    own = not own_folder and adapter_base(path) is None
+    location = model_location(policy_kwargs) if own else {}
+    processor = load_processor(folder, trust_remote_code, location)
+    if processor is None:
+        return load_tokenizer(folder, trust_remote_code, location), None
+    return processor.tokenizer, processor
+
+
+def row_encoder(run_dir: str, trust_remote_code: bool = False) -> PairTokenizer:
+    """The encoder ``ImplicitReward.from_run(run_dir)`` renders rows with, without its models,
+    so that a row the chat template (or the tokenizer, the processor) refuses is said before
+    they load, with every other such row: it was said alone, after rows were scored. (The
+    model's stop tokens and a learned position table's limit, which only shorten rows, are
+    left out.)"""
+    config = None
+    with contextlib.suppress(ConfigError):  # a config.yaml of another tool: not a run
+        config = run_config(run_dir)
+    tokenizer, processor = folder_tokenizer(
+        run_dir, output_location(run_dir, config), trust_remote_code
+    )
+    return PairTokenizer(
+        tokenizer,
+        config.max_length if config else SCORE_MAX_LENGTH,
+        config.max_prompt_length if config else None,
+        chat_template_kwargs=config.chat_template_kwargs if config else None,
+        processor=processor,
+    )
 
 
 def output_location(folder: str, config: DPOConfig | None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import contextlib
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
@@ -24,14 +25,16 @@ from directpo.errors import ConfigError, DataError
 from directpo.jsonl import StagedJsonl, options_key
 from directpo.messages import Text, is_message_list
 from directpo.prompts import (
+    check_every_row,
     first_row_fields,
     parse_prompt_and_responses,
     row_images,
     template_args_of,
     with_images,
 )
-from directpo.readers import kind_of
-from directpo.reward import ImplicitReward, encode_row, run_config, truncation_note
+from directpo.readers import RowError, kind_of
+from directpo.reward import ImplicitReward, row_encoder, run_config, truncation_note
+from directpo.tokenization import PairTokenizer
 
 Item = TypeVar("Item")
 Options = TypeVar("Options", bound=RewardOptions)
@@ -49,7 +52,9 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
     options.check_environment()
     options = _with_run_defaults(options, echo)
     base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
-    total = sum(1 for _ in _score_items(options, base_dir))  # every row checked before loading
+    # every row checked and rendered before loading, every bad one said at once
+    parse = partial(_score_item, options, base_dir)
+    total = check_every_row(options.input, _rendered(options, parse, _score_sequences))
 
     def named(fields: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(options.output_prefix + field for field in fields)
@@ -69,13 +74,10 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
                         margins.append(staged[chosen] - staged[rejected])
                     bar.update()
                     continue
-                if pair:
-                    responses = [item.chosen, item.rejected]
-                    ids = _encoded(scorer, item.prompt, responses, label, item.images,
-                                   truncated, item.template_args)  # fmt: skip
-                else:
-                    ids = _encoded(scorer, item[0], [item[1]], label, item[2], truncated, item[3])
-                yield (row, pair), ids
+                yield (
+                    (row, pair),
+                    _encoded(scorer.encoder, _score_sequences(item), label, truncated),
+                )
 
         with _progress(total, "score") as bar:
             for chunk in _scored_in_chunks(scorer, encoded()):
@@ -109,8 +111,17 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
 def _score_items(
     options: ScoreOptions, base_dir: str
 ) -> Iterator[tuple[str, dict[str, Any], PreferenceExample | tuple[Any, ...]]]:
-    """(label, row, parsed row) of each input row: a preference pair, or (prompt, response,
-    images, template arguments) of a single response; a bad row a DataError naming it."""
+    """(label, row, parsed row) of each input row (``_score_item``); the rows were checked."""
+    for where, row in iter_rows(options.input):
+        label = f"{options.input}: {where}"
+        yield label, row, _score_item(options, base_dir, label, row)
+
+
+def _score_item(
+    options: ScoreOptions, base_dir: str, label: str, row: dict[str, Any]
+) -> PreferenceExample | tuple[Any, ...]:
+    """A row to score: a preference pair, or (prompt, response, images, template arguments)
+    of a single response; a bad row a DataError naming it."""
     columns = Columns(
         options.prompt_column,
         options.chosen_column,
@@ -118,26 +129,23 @@ def _score_items(
         system=options.system_column,
     )
     pair_columns = (options.chosen_column, options.rejected_column)
-    for where, row in iter_rows(options.input):
-        label = f"{options.input}: {where}"
-        column = _response_column(row, options.response_column)
-        # a row with one of chosen / rejected and no response is a pair that lacks the other
-        if all(c in row for c in pair_columns) or (
-            any(c in row for c in pair_columns) and column not in row
-        ):
-            _check_not_written(row, PAIR_COLUMNS, options, label)
-            yield label, row, parse_pair(row, columns, label, base_dir)
-            continue
-        _check_not_written(row, RESPONSE_COLUMNS, options, label)
-        _require_responses(row, column, "response_column", label)
-        prompt, given = parse_prompt_and_responses(
-            row, options.prompt_column, column, label, options.system_column
-        )
-        if len(given) != 1:
-            raise DataError(f"{label}: field '{column}' holds several responses; use directpo rank")
-        images = row_images(row, label, base_dir, options.prompt_column)
-        args = template_args_of(row, prompt, label)
-        yield label, row, (with_images(prompt, images), given[0], images, args)
+    column = _response_column(row, options.response_column)
+    # a row with one of chosen / rejected and no response is a pair that lacks the other
+    if all(c in row for c in pair_columns) or (
+        any(c in row for c in pair_columns) and column not in row
+    ):
+        _check_not_written(row, PAIR_COLUMNS, options, label)
+        return parse_pair(row, columns, label, base_dir)
+    _check_not_written(row, RESPONSE_COLUMNS, options, label)
+    _require_responses(row, column, "response_column", label)
+    prompt, given = parse_prompt_and_responses(
+        row, options.prompt_column, column, label, options.system_column
+    )
+    if len(given) != 1:
+        raise DataError(f"{label}: field '{column}' holds several responses; use directpo rank")
+    images = row_images(row, label, base_dir, options.prompt_column)
+    args = template_args_of(row, prompt, label)
+    return with_images(prompt, images), given[0], images, args
 
 
 def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
@@ -145,7 +153,9 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     options.check_environment()
     options = _with_run_defaults(options, echo)
     base_dir = os.path.dirname(os.path.abspath(options.input))
-    total = sum(1 for _ in _rank_items(options, base_dir))  # every row checked before loading
+    # every row checked and rendered before loading, every bad one said at once
+    parse = partial(_rank_item, options, base_dir)
+    total = check_every_row(options.input, _rendered(options, parse, _rank_sequences))
     ranked = options.output_prefix + "ranked"
     with StagedJsonl(options.output, _resume_key(options)) as out:
         scorer = _scorer(options, echo)
@@ -159,11 +169,8 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
                 if out.resumed(row, (ranked,)) is not None:  # written by an earlier, stopped run
                     bar.update()
                     continue
-                prompt = with_images(prompt, image)
-                yield (
-                    (row, column),
-                    _encoded(scorer, prompt, responses, label, image, truncated, arg),
-                )
+                sequences = _rank_sequences((column, prompt, responses, image, arg))
+                yield (row, column), _encoded(scorer.encoder, sequences, label, truncated)
 
         with _progress(total, "rank") as bar:
             for chunk in _scored_in_chunks(scorer, encoded()):
@@ -191,35 +198,74 @@ def _rank_items(
     options: RankOptions, base_dir: str
 ) -> Iterator[tuple[str, dict[str, Any], str, Text, list[Text], Any, dict[str, Any] | None]]:
     """(label, row, candidates' column, prompt, candidates, images, template arguments) of each
-    input row; a bad row a DataError naming it."""
+    input row (``_rank_item``); the rows were checked."""
     for where, row in iter_rows(options.input):
         label = f"{options.input}: {where}"
-        column = _response_column(row, options.responses_column)
-        _require_responses(row, column, "responses_column", label)
-        _check_not_written(row, ("ranked",), options, label)
-        prompt, responses = _candidates(row, options, column, label)
-        images = row_images(row, label, base_dir, options.prompt_column)
-        args = template_args_of(row, prompt, label)
-        yield label, row, column, prompt, responses, images, args
+        yield label, row, *_rank_item(options, base_dir, label, row)
+
+
+def _rank_item(
+    options: RankOptions, base_dir: str, label: str, row: dict[str, Any]
+) -> tuple[str, Text, list[Text], Any, dict[str, Any] | None]:
+    """A row to rank: (candidates' column, prompt, candidates, images, template arguments); a
+    bad row a DataError naming it."""
+    column = _response_column(row, options.responses_column)
+    _require_responses(row, column, "responses_column", label)
+    _check_not_written(row, ("ranked",), options, label)
+    prompt, responses = _candidates(row, options, column, label)
+    images = row_images(row, label, base_dir, options.prompt_column)
+    args = template_args_of(row, prompt, label)
+    return column, prompt, responses, images, args
+
+
+# what a row scores: (prompt, responses, images, template arguments)
+Sequences = tuple[Any, list[Text], Any, dict[str, Any] | None]
+
+
+def _score_sequences(item: PreferenceExample | tuple[Any, ...]) -> Sequences:
+    """What a row to score (``_score_item``'s) scores."""
+    if isinstance(item, PreferenceExample):
+        return item.prompt, [item.chosen, item.rejected], item.images, item.template_args
+    return item[0], [item[1]], item[2], item[3]
+
+
+def _rank_sequences(item: tuple[str, Text, list[Text], Any, Any]) -> Sequences:
+    """What a row to rank (``_rank_item``'s) scores."""
+    _, prompt, responses, images, args = item
+    return with_images(prompt, images), responses, images, args
+
+
+def _rendered(
+    options: RewardOptions,
+    parse: Callable[[str, dict[str, Any]], Item],
+    sequences: Callable[[Item], Sequences],
+) -> Callable[[str, dict[str, Any]], None]:
+    """``parse`` and then the row's sequences encoded by the model folder's tokenizer (the
+    first pass's check: a row the chat template refuses is said with the other bad rows,
+    before the models load, where it was said alone after rows were scored)."""
+    encoder = row_encoder(options.model_name_or_path, options.trust_remote_code)
+
+    def check(label: str, row: dict[str, Any]) -> None:
+        _encoded(encoder, sequences(parse(label, row)), label, Counter())
+
+    return check
 
 
 def _encoded(
-    scorer: ImplicitReward,
-    prompt: Any,
-    responses: list[Text],
-    label: str,
-    images: Any,
-    truncated: Counter[str],
-    template_args: dict[str, Any] | None,
+    encoder: PairTokenizer, sequences: Sequences, label: str, truncated: Counter[str]
 ) -> list[tuple[Any, ...]]:
     """The sequences of one row's responses, its truncations added to ``truncated`` with its
     prompt counted once (it is encoded with each response: a pair's long prompt was "2
-    prompts", a rank row's one per candidate)."""
+    prompts", a rank row's one per candidate); a row that cannot be encoded a DataError."""
+    prompt, responses, images, template_args = sequences
     cut: Counter[str] = Counter()
-    ids = [
-        encode_row(scorer, prompt, response, label, images, cut, template_args)
-        for response in responses
-    ]
+    try:
+        ids = [
+            encoder.encode_scored(prompt, response, images, cut, template_args)
+            for response in responses
+        ]
+    except RowError as err:
+        raise DataError(f"{label}: {err.message}") from None
     cut["prompts"] = min(cut["prompts"], 1)
     truncated.update(+cut)
     return ids

@@ -4,9 +4,10 @@ and tokenized (``load_run_data`` -> ``RunData``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,26 +113,34 @@ def load_run_data(
     skip = config.skip_invalid_rows
     train_data: Any = None
     eval_data: dict[str, PreferenceData] = {}
+    refused: list[DataError] = []  # the train file's and eval files' bad rows, said together
     if source is not None and not (config.online and not _has_pairs(source, columns, skip)):
-        train_data = load_preferences(source, columns, skip_invalid_rows=skip, name=names["train"])
-        echo(f"train: {train_data.summary()}")
+        with _collected(refused):
+            train_data = load_preferences(
+                source, columns, skip_invalid_rows=skip, name=names["train"]
+            )
+            echo(f"train: {train_data.summary()}")
     elif config.dataset_mixture is not None:
         train_data, test = _mixture(config, columns, eval_dataset or named_evals or None, echo)
         eval_data = {"": test} if test is not None else {}
     if named_evals:
         for set_name, (eval_source, label) in named_evals.items():
-            eval_data[set_name] = load_preferences(
-                eval_source, columns, skip_invalid_rows=skip, name=label
-            )
-            echo(f"eval {set_name}: {eval_data[set_name].summary()}")
+            with _collected(refused):
+                eval_data[set_name] = load_preferences(
+                    eval_source, columns, skip_invalid_rows=skip, name=label
+                )
+                echo(f"eval {set_name}: {eval_data[set_name].summary()}")
     elif eval_dataset is not None or config.eval_file:
-        eval_data[""] = load_preferences(
-            eval_dataset if eval_dataset is not None else config.eval_file,
-            columns,
-            skip_invalid_rows=skip,
-            name=names["eval"],
-        )
-        echo(f"eval: {eval_data[''].summary()}")
+        with _collected(refused):
+            eval_data[""] = load_preferences(
+                eval_dataset if eval_dataset is not None else config.eval_file,
+                columns,
+                skip_invalid_rows=skip,
+                name=names["eval"],
+            )
+            echo(f"eval: {eval_data[''].summary()}")
+    if refused:  # one line: a bad eval file was said only once the train file was fixed
+        raise DataError("; ".join(map(str, refused)))
     location = config.tokenizer_location
     processor = load_processor(config.tokenizer_path, config.trust_remote_code, location)
     if processor is not None and config.online:
@@ -165,13 +174,19 @@ def load_run_data(
     progress = is_main and not config.disable_tqdm
     stops = _stop_ids(config) if train_data is not None or eval_data else []
     if train_data is not None:
-        train = _tokenize(train_data, tokenizer, config, "train", echo, processor, progress, stops)
-    evaluations = {
-        set_name: _tokenize(
-            data, tokenizer, config, f"eval {set_name}".strip(), echo, processor, progress, stops
-        )
-        for set_name, data in eval_data.items()
-    }
+        with _collected(refused):  # (rows refused when tokenized: every file's said together)
+            train = _tokenize(
+                train_data, tokenizer, config, "train", echo, processor, progress, stops
+            )
+    evaluations = {}
+    for set_name, data in eval_data.items():
+        with _collected(refused):
+            evaluations[set_name] = _tokenize(
+                data, tokenizer, config, f"eval {set_name}".strip(), echo, processor, progress,
+                stops,
+            )  # fmt: skip
+    if refused:
+        raise DataError("; ".join(map(str, refused)))
     held_out = _held_out_prompts(config, [data.examples for data in eval_data.values()])
     kwargs = config.chat_template_kwargs  # a file's prompts are not rendered until sampled:
     if config.eval_prompts_file:  # a prompt the template refuses is said before training
@@ -478,6 +493,16 @@ def stream_head(
         f"{config.max_steps} steps of {per_step * world_size} pairs (max_steps)"
     )
     return stream.take(rows)
+
+
+@contextlib.contextmanager
+def _collected(refused: list[DataError]) -> Iterator[None]:
+    """The DataError of the source read inside added to ``refused``, so that the next source is
+    read too and every file's bad rows are said in one pass."""
+    try:
+        yield
+    except DataError as error:
+        refused.append(error)
 
 
 def _place(where: str | int) -> str:

@@ -1,0 +1,26 @@
+"""Prompt files (online prompt_file, eval_prompts_file): every bad row said in one line."""
+
+from __future__ import annotations
+
+import pytest
+from tiny import write_jsonl
+
+from directpo.errors import DataError
+from directpo.prompts import load_prompt_rows, load_prompts
+
+
+@pytest.mark.parametrize("load", [load_prompts, load_prompt_rows])
+def test_every_bad_row_of_a_prompt_file_is_said_at_once(tmp_path, load) -> None:
+    """A prompt file stopped at its first bad row (fixed one row per run); its bad rows are now
+    said together, as a pairs file's are (a prompt file has no rows to skip)."""
+    rows = [{"prompt": "a"}, {"prompt": 5}, {"text": "b"}, {"prompt": "c"}, {"prompt": ""}]
+    path = write_jsonl(tmp_path / "prompts.jsonl", rows)
+    path.write_text(path.read_text() + "{oops\n")
+    with pytest.raises(DataError) as err:
+        load(str(path))
+    assert str(err.value) == (
+        f"{path}: line 2: field 'prompt' must be a string, got a number (3 more rows are "
+        "invalid: line 3, line 5, line 6)"
+    )
+    path.write_text('{"prompt": "a"}\n{"prompt": "b"}\n{"prompt": "a"}\n')
+    assert len(load(str(path))[0]) == (2 if load is load_prompts else 3)
