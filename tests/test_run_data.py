@@ -136,3 +136,43 @@ def test_a_stream_with_max_steps_is_read_only_as_far_as_the_run_trains(tmp_path:
     data = load_run_data(config, finite, None, torch.device("cpu"), lines.append)
     assert len(data.train.pairs) == len(SENTIMENT_PAIRS)
     assert any("without max_steps: it is read whole" in line for line in lines)
+
+
+def _endless_pairs(read: list[int], cap: int = 2_000):  # noqa: ANN202
+    """An endless generator of pairs, counting what was read; past ``cap`` rows it raises, so
+    that a run reading it whole fails instead of hanging."""
+    number = 0
+    while True:
+        number += 1
+        if number > cap:
+            raise RuntimeError(f"read past {cap} rows of an endless stream")
+        read.append(number)
+        yield {"prompt": f"Q: {number}?", "chosen": " yes", "rejected": " no"}
+
+
+def test_held_out_sets_are_read_only_as_far_as_max_eval_samples(tmp_path: Path) -> None:
+    """An endless IterableDataset given as eval_dataset was read whole before the first step
+    (it never ended); max_eval_samples reads only each set's first N rows, of a stream or a
+    file (the rest never read), and a stream without it is said to be read whole."""
+    import datasets
+
+    folder = save_tiny_model("gpt2", tmp_path / "m")
+    read: list[int] = []
+    stream = datasets.IterableDataset.from_generator(lambda: _endless_pairs(read))
+    pairs = write_jsonl(tmp_path / "eval.jsonl", SENTIMENT_PAIRS + [{"broken": 1}])
+    config = tiny_config(folder, None, tmp_path / "out", max_eval_samples=5)
+    lines: list[str] = []
+    evals = {"endless": stream, "file": [str(pairs), str(pairs)]}
+    data = load_run_data(config, SENTIMENT_PAIRS, evals, torch.device("cpu"), lines.append)
+    assert len(data.evaluations["endless"].pairs) == 5
+    assert data.evaluations["endless"].sources[-1] == "eval_dataset['endless']: row 5"
+    assert len(read) < 100  # (a generator may run a row or two ahead)
+    # a file's bad last row is never read: the first five rows are the set
+    assert len(data.evaluations["file"].pairs) == 5
+    assert not any("without max_eval_samples" in line for line in lines)
+    lines.clear()
+    finite = datasets.IterableDataset.from_generator(lambda: (row for row in SENTIMENT_PAIRS))
+    config = tiny_config(folder, None, tmp_path / "all")
+    data = load_run_data(config, SENTIMENT_PAIRS, finite, torch.device("cpu"), lines.append)
+    assert len(data.evaluations[""].pairs) == len(SENTIMENT_PAIRS)
+    assert any("without max_eval_samples: it is read whole" in line for line in lines)

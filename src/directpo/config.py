@@ -377,6 +377,12 @@ class DPOConfig(Options):
         "each evaluated and logged apart (eval/chat_loss, ...), as transformers' Trainer logs "
         "an eval_dataset dict.",
     )
+    max_eval_samples: int | None = option(
+        None,
+        "Held-out pairs evaluated at most: the first N rows of each eval set, the rest never "
+        "read (an eval_dataset stream, load_dataset(..., streaming=True), is read only that "
+        "far: an endless one needs it). null: every pair.",
+    )
     prompt_column: str = option(
         "prompt", "Column holding the prompt (absent in the implicit-prompt layout)."
     )

@@ -120,6 +120,11 @@ def check_values(config: DPOConfig) -> None:
     require(config.max_grad_norm >= 0, "max_grad_norm", ">= 0 (0 disables clipping)")
     require(config.num_train_epochs > 0, "num_train_epochs", "> 0")
     require(config.max_steps == -1 or config.max_steps >= 1, "max_steps", "-1 or >= 1")
+    require(
+        config.max_eval_samples is None or config.max_eval_samples >= 1,
+        "max_eval_samples",
+        "null (every pair) or >= 1",
+    )
     require(config.max_length is None or config.max_length >= 2, "max_length", "null or >= 2")
     if config.max_prompt_length is not None:
         limit = config.max_length if config._valid("max_length") else None  # None: no limit

@@ -33,6 +33,7 @@ files, "row N" otherwise.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections import Counter
@@ -191,14 +192,19 @@ def load_preferences(
     *,
     skip_invalid_rows: bool = False,
     name: str | None = None,
+    max_rows: int | None = None,
 ) -> PreferenceData:
     """Read and validate a preference file (path), several files (a list of paths: their
     pairs mixed into one set, in order; each file may have its own layout) or a
-    ``datasets.Dataset``."""
+    ``datasets.Dataset``. ``max_rows``: only the first rows are read, as they are iterated (a
+    stream's, or a JSON Lines / CSV / Parquet file's: the rest is never read)."""
     if is_path_list(source):
-        parts = [
-            load_preferences(path, columns, skip_invalid_rows=skip_invalid_rows) for path in source
-        ]
+        parts: list[PreferenceData] = []
+        for path in source:
+            left = None if max_rows is None else max_rows - sum(map(_rows_read, parts))
+            if left is None or left > 0:
+                parts.append(load_preferences(path, columns, skip_invalid_rows=skip_invalid_rows,
+                                              max_rows=left))  # fmt: skip
         return PreferenceData(
             [example for part in parts for example in part.examples],
             "+".join(dict.fromkeys(part.layout for part in parts)),
@@ -206,13 +212,19 @@ def load_preferences(
             sum((part.skipped for part in parts), Counter()),
         )
     label = name or source_label(source)
-    rows, column_names = open_rows(source, label)
+    rows, column_names = open_rows(source, label, lazy=max_rows is not None)
+    if max_rows is not None:
+        rows = itertools.islice(rows, max_rows)
     # image paths are relative to the data file's folder
     base_dir = os.path.dirname(os.path.abspath(source)) if isinstance(source, str) else None
     data = preferences_of_rows(rows, column_names, label, columns, skip_invalid_rows, base_dir)
     if data is None:
         raise no_rows(label, source)
     return data
+
+
+def _rows_read(data: PreferenceData) -> int:
+    return len(data.examples) + sum(data.skipped.values())
 
 
 def preferences_of_rows(

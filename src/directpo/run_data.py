@@ -120,16 +120,15 @@ def load_run_data(
         eval_data = {"": test} if test is not None else {}
     if named_evals:
         for set_name, (eval_source, label) in named_evals.items():
-            eval_data[set_name] = load_preferences(
-                eval_source, columns, skip_invalid_rows=skip, name=label
-            )
+            eval_data[set_name] = _held_out_pairs(eval_source, columns, config, label, echo)
             echo(f"eval {set_name}: {eval_data[set_name].summary()}")
     elif eval_dataset is not None or config.eval_file:
-        eval_data[""] = load_preferences(
+        eval_data[""] = _held_out_pairs(
             eval_dataset if eval_dataset is not None else config.eval_file,
             columns,
-            skip_invalid_rows=skip,
-            name=names["eval"],
+            config,
+            names["eval"],
+            echo,
         )
         echo(f"eval: {eval_data[''].summary()}")
     location = config.tokenizer_location
@@ -238,8 +237,28 @@ def _mixture(
     if config.eval_strategy == "no":
         echo(f"eval: {len(mixed.test)} held-out pairs not evaluated (eval_strategy: no)")
         return mixed.train, None
-    echo(f"eval: {mixed.test.summary()}")
-    return mixed.train, mixed.test
+    test = mixed.test
+    if config.max_eval_samples is not None:  # the split is made whole (the handbook's rows)
+        test = PreferenceData(test.examples[: config.max_eval_samples], test.layout, test.source)
+    echo(f"eval: {test.summary()}")
+    return mixed.train, test
+
+
+def _held_out_pairs(
+    source: Any, columns: Columns, config: DPOConfig, name: str | None, echo: Callable[[str], None]
+) -> PreferenceData:
+    """An eval set's pairs: its first max_eval_samples rows only, the rest never read. A stream
+    was read whole before the first step, so an endless one never ended; without the option
+    that is said."""
+    if is_stream(source) and config.max_eval_samples is None:
+        echo(
+            f"{name or 'eval_dataset'}: a stream (IterableDataset) without max_eval_samples: it is "
+            "read whole before the first step (an endless one never ends: set max_eval_samples)"
+        )
+    return load_preferences(
+        source, columns, skip_invalid_rows=config.skip_invalid_rows, name=name,
+        max_rows=config.max_eval_samples,
+    )  # fmt: skip
 
 
 def _replace_chat_template(template: str, tokenizer: Any, processor: Any) -> None:
