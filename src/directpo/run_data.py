@@ -83,7 +83,8 @@ def load_run_data(
         system=config.system_column,
     )
     train_dataset = python_source(train_dataset, "train_dataset")
-    if is_stream(train_dataset) and not config.online:
+    streamed = is_stream(train_dataset) and not config.online
+    if streamed:
         train_dataset = stream_head(train_dataset, config, world_size, echo)
     named_evals = _named_eval_sets(config, eval_dataset)
     eval_dataset = None if named_evals else python_source(eval_dataset, "eval_dataset")
@@ -165,6 +166,7 @@ def load_run_data(
     stops = _stop_ids(config) if train_data is not None or eval_data else []
     if train_data is not None:
         train = _tokenize(train_data, tokenizer, config, "train", echo, processor, progress, stops)
+        train.streamed = streamed
     evaluations = {
         set_name: _tokenize(
             data, tokenizer, config, f"eval {set_name}".strip(), echo, processor, progress, stops
@@ -483,7 +485,9 @@ def stream_head(
     """The rows of a stream that the run trains on, which directpo holds in memory. With
     max_steps, its first max_steps × pairs-per-step rows, what TRL's run over the stream reads
     (an endless one was read until memory ran out, before the first step); without, the whole
-    stream, each epoch over it, as a Dataset's (TRL refuses a stream without max_steps)."""
+    stream, each epoch over it (TRL refuses a stream without max_steps). Either is trained in
+    the stream's order, as TRL's run takes it, so a longer max_steps begins with a shorter
+    one's steps (a resume may raise it)."""
     if config.max_steps <= 0:
         echo(
             "train_dataset: a stream (IterableDataset) without max_steps: it is read whole "
@@ -494,7 +498,8 @@ def stream_head(
     rows = config.max_steps * per_step * world_size
     echo(
         f"train_dataset: a stream (IterableDataset): its first {rows} rows are read, "
-        f"{config.max_steps} steps of {per_step * world_size} pairs (max_steps)"
+        f"{config.max_steps} steps of {per_step * world_size} pairs (max_steps), in the "
+        "stream's order as TRL reads it (stream.shuffle(seed=..., buffer_size=...) mixes it)"
     )
     return stream.take(rows)
 
