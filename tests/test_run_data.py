@@ -176,3 +176,31 @@ def test_held_out_sets_are_read_only_as_far_as_max_eval_samples(tmp_path: Path) 
     data = load_run_data(config, SENTIMENT_PAIRS, finite, torch.device("cpu"), lines.append)
     assert len(data.evaluations[""].pairs) == len(SENTIMENT_PAIRS)
     assert any("without max_eval_samples: it is read whole" in line for line in lines)
+
+
+def test_online_dpo_reads_of_a_stream_only_the_prompts_its_rounds_sample(tmp_path: Path) -> None:
+    """Online DPO read an endless stream of prompts whole before the first round (it never
+    ended); with max_steps it reads the prompts of its rounds: ceil(max_steps / steps_per_round)
+    rounds of online_prompts_per_round."""
+    import datasets
+
+    folder = save_tiny_model("gpt2", tmp_path / "m")
+    rewards = tmp_path / "rewards.py"
+    rewards.write_text(
+        "def length(prompts, completions, **kw):\n    return [len(c) for c in completions]\n"
+    )
+    read: list[int] = []
+
+    def prompts():  # noqa: ANN202
+        yield from ({"prompt": row["prompt"]} for row in _endless_pairs(read))
+
+    stream = datasets.IterableDataset.from_generator(prompts)
+    config = tiny_config(
+        folder, None, tmp_path / "out", online=True, reward_fn=f"{rewards}:length", max_steps=3,
+        steps_per_round=2, online_prompts_per_round=4,
+    )  # fmt: skip
+    lines: list[str] = []
+    data = load_run_data(config, stream, None, torch.device("cpu"), lines.append)
+    assert [str(p) for p in data.online_prompts] == [f"Q: {n}?" for n in range(1, 9)]
+    assert len(read) < 100
+    assert any("its first 8 rows are read, 2 online rounds of 4 prompts" in line for line in lines)

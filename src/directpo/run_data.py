@@ -5,6 +5,7 @@ and tokenized (``load_run_data`` -> ``RunData``)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,7 +85,7 @@ def load_run_data(
     )
     train_dataset = python_source(train_dataset, "train_dataset")
     streamed = is_stream(train_dataset) and not config.online
-    if streamed:
+    if is_stream(train_dataset):
         train_dataset = stream_head(train_dataset, config, world_size, echo)
     named_evals = _named_eval_sets(config, eval_dataset)
     eval_dataset = None if named_evals else python_source(eval_dataset, "eval_dataset")
@@ -494,13 +495,18 @@ def stream_head(
             "before the first step (an endless one never ends: set max_steps)"
         )
         return stream
-    per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps
-    rows = config.max_steps * per_step * world_size
-    echo(
-        f"train_dataset: a stream (IterableDataset): its first {rows} rows are read, "
-        f"{config.max_steps} steps of {per_step * world_size} pairs (max_steps), in the "
-        "stream's order as TRL reads it (stream.shuffle(seed=..., buffer_size=...) mixes it)"
-    )
+    if config.online:  # online rounds sample the prompts of the rows: as many as they take
+        rounds = math.ceil(config.max_steps / config.steps_per_round)
+        rows = rounds * config.online_prompts_per_round
+        what = f"{rounds} online rounds of {config.online_prompts_per_round} prompts (max_steps)"
+    else:
+        per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps
+        rows = config.max_steps * per_step * world_size
+        what = (
+            f"{config.max_steps} steps of {per_step * world_size} pairs (max_steps), in the "
+            "stream's order as TRL reads it (stream.shuffle(seed=..., buffer_size=...) mixes it)"
+        )
+    echo(f"train_dataset: a stream (IterableDataset): its first {rows} rows are read, {what}")
     return stream.take(rows)
 
 
