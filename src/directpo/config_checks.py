@@ -147,6 +147,7 @@ def check_values(config: DPOConfig) -> None:
             check_mixture(config)
         except ConfigError as error:
             config._refuse("dataset_mixture", str(error))
+    check_streaming(config)
     check_wandb_disabled(config)
     one_of("log_level", LOG_LEVELS)
     hub_id = config.hub_model_id is None or bool(HUB_ID.fullmatch(str(config.hub_model_id)))
@@ -285,6 +286,26 @@ def check_values(config: DPOConfig) -> None:
             isinstance(size, int) and size >= 1, "precompute_ref_batch_size", "null or >= 1"
         )
     check_reference_sync(config)
+
+
+def check_streaming(config: DPOConfig) -> None:
+    """dataset_streaming reads the rows the run's steps take, so they must be counted; the
+    sources it cannot read in part are refused (it asked "read only what is trained on")."""
+    if not config.dataset_streaming:
+        return
+    if config.max_steps < 1:
+        config._refuse(
+            "dataset_streaming",
+            "dataset_streaming: true reads only the rows max_steps trains on: set max_steps "
+            "(TRL needs it with a stream too), or leave dataset_streaming off to read them all",
+        )
+    for key, why in (
+        ("online", "online DPO reads its prompts whole; pass train(config, "
+                   "train_dataset=load_dataset(..., streaming=True)) to read only its rounds'"),
+        ("dataset_mixture", "dataset_mixture shuffles each source whole, as the handbook does"),
+    ):  # fmt: skip
+        if getattr(config, key):
+            config._refuse("dataset_streaming", f"dataset_streaming: true with {key}: {why}")
 
 
 def check_wandb_disabled(config: DPOConfig) -> None:

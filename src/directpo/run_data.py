@@ -84,7 +84,7 @@ def load_run_data(
         system=config.system_column,
     )
     train_dataset = python_source(train_dataset, "train_dataset")
-    streamed = is_stream(train_dataset) and not config.online
+    streamed = (is_stream(train_dataset) or config.dataset_streaming) and not config.online
     if is_stream(train_dataset):
         train_dataset = stream_head(train_dataset, config, world_size, echo)
     named_evals = _named_eval_sets(config, eval_dataset)
@@ -115,7 +115,10 @@ def load_run_data(
     train_data: Any = None
     eval_data: dict[str, PreferenceData] = {}
     if source is not None and not (config.online and not _has_pairs(source, columns, skip)):
-        train_data = load_preferences(source, columns, skip_invalid_rows=skip, name=names["train"])
+        train_data = load_preferences(
+            source, columns, skip_invalid_rows=skip, name=names["train"],
+            max_rows=_streamed_rows(config, world_size, echo),
+        )  # fmt: skip
         echo(f"train: {train_data.summary()}")
     elif config.dataset_mixture is not None:
         train_data, test = _mixture(config, columns, eval_dataset or named_evals or None, echo)
@@ -495,19 +498,31 @@ def stream_head(
             "before the first step (an endless one never ends: set max_steps)"
         )
         return stream
+    rows, what = _rows_trained(config, world_size)
+    echo(f"train_dataset: a stream (IterableDataset): its first {rows} rows are read, {what}")
+    return stream.take(rows)
+
+
+def _rows_trained(config: DPOConfig, world_size: int) -> tuple[int, str]:
+    """The rows of a stream that a run of max_steps reads, and why that many."""
     if config.online:  # online rounds sample the prompts of the rows: as many as they take
         rounds = math.ceil(config.max_steps / config.steps_per_round)
         rows = rounds * config.online_prompts_per_round
-        what = f"{rounds} online rounds of {config.online_prompts_per_round} prompts (max_steps)"
-    else:
-        per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps
-        rows = config.max_steps * per_step * world_size
-        what = (
-            f"{config.max_steps} steps of {per_step * world_size} pairs (max_steps), in the "
-            "stream's order as TRL reads it (stream.shuffle(seed=..., buffer_size=...) mixes it)"
-        )
-    echo(f"train_dataset: a stream (IterableDataset): its first {rows} rows are read, {what}")
-    return stream.take(rows)
+        return rows, f"{rounds} online rounds of {config.online_prompts_per_round} prompts"
+    per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps
+    return config.max_steps * per_step * world_size, (
+        f"{config.max_steps} steps of {per_step * world_size} pairs (max_steps), in the "
+        "stream's order as TRL reads it (stream.shuffle(seed=..., buffer_size=...) mixes it)"
+    )
+
+
+def _streamed_rows(config: DPOConfig, world_size: int, echo: Callable[[str], None]) -> int | None:
+    """dataset_streaming's bound on the train source's rows (None: read them all)."""
+    if not config.dataset_streaming:
+        return None
+    rows, what = _rows_trained(config, world_size)
+    echo(f"train: dataset_streaming: its first {rows} rows are read, {what}")
+    return rows
 
 
 def _place(where: str | int) -> str:
