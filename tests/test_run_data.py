@@ -128,7 +128,15 @@ def test_a_stream_with_max_steps_is_read_only_as_far_as_the_run_trains(tmp_path:
     data = load_run_data(config, stream, None, torch.device("cpu"), lines.append, world_size=2)
     assert len(data.train.pairs) == 3 * 2 * 2 * 2
     assert len(read) < 100  # (a generator may run a row or two ahead)
-    assert any("its first 24 rows are read" in line for line in lines)
+    assert any("its first 24 pairs are read" in line for line in lines)
+    # rows skipped as invalid do not count: the steps get the pairs they take (they were fewer,
+    # and the last steps trained the first pairs again)
+    gappy = datasets.IterableDataset.from_generator(
+        lambda: ({"prompt": "Q"} if n % 3 == 0 else row for n, row in enumerate(endless()))
+    )
+    config.skip_invalid_rows = True
+    data = load_run_data(config, gappy, None, torch.device("cpu"), lines.append, world_size=2)
+    assert len(data.train.pairs) == 24
     # without max_steps a (finite) stream is read whole, and said to be
     lines.clear()
     finite = datasets.IterableDataset.from_generator(lambda: (row for row in SENTIMENT_PAIRS))

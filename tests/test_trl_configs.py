@@ -773,7 +773,7 @@ def test_dataset_streaming_reads_only_the_rows_max_steps_trains_on(
     )
     assert main(["train", str(recipe), "--output_dir", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
-    assert "train: dataset_streaming: its first 4 rows are read, 2 steps of 2 pairs" in out
+    assert "train: dataset_streaming: its first 4 pairs are read, 2 steps of 2 pairs" in out
     assert f"train: {pairs}: 4 pairs, layout explicit" in out
     code = main(["train", str(recipe), "--max_steps", "-1", "--output_dir", str(tmp_path / "p")])
     err = capsys.readouterr().err

@@ -85,8 +85,8 @@ def load_run_data(
     )
     train_dataset = python_source(train_dataset, "train_dataset")
     streamed = (is_stream(train_dataset) or config.dataset_streaming) and not config.online
-    if is_stream(train_dataset):
-        train_dataset = stream_head(train_dataset, config, world_size, echo)
+    if is_stream(train_dataset) and config.online:
+        train_dataset = stream_head(train_dataset, config, echo)
     named_evals = _named_eval_sets(config, eval_dataset)
     eval_dataset = None if named_evals else python_source(eval_dataset, "eval_dataset")
     if config.dataset_mixture is not None and train_dataset is not None:
@@ -117,7 +117,7 @@ def load_run_data(
     if source is not None and not (config.online and not _has_pairs(source, columns, skip)):
         train_data = load_preferences(
             source, columns, skip_invalid_rows=skip, name=names["train"],
-            max_rows=_streamed_rows(config, world_size, echo),
+            max_pairs=_pairs_trained(config, source, world_size, echo) if streamed else None,
         )  # fmt: skip
         echo(f"train: {train_data.summary()}")
     elif config.dataset_mixture is not None:
@@ -263,7 +263,7 @@ def _held_out_pairs(
         )
     return load_preferences(
         source, columns, skip_invalid_rows=config.skip_invalid_rows, name=name,
-        max_rows=config.max_eval_samples,
+        max_pairs=config.max_eval_samples,
     )  # fmt: skip
 
 
@@ -483,46 +483,53 @@ def is_stream(source: Any) -> bool:
     return type(source).__name__ == "IterableDataset" and hasattr(source, "take")
 
 
-def stream_head(
-    stream: Any, config: DPOConfig, world_size: int, echo: Callable[[str], None]
-) -> Any:
-    """The rows of a stream that the run trains on, which directpo holds in memory. With
-    max_steps, its first max_steps × pairs-per-step rows, what TRL's run over the stream reads
-    (an endless one was read until memory ran out, before the first step); without, the whole
-    stream, each epoch over it (TRL refuses a stream without max_steps). Either is trained in
-    the stream's order, as TRL's run takes it, so a longer max_steps begins with a shorter
-    one's steps (a resume may raise it)."""
-    if config.max_steps <= 0:
-        echo(
-            "train_dataset: a stream (IterableDataset) without max_steps: it is read whole "
-            "before the first step (an endless one never ends: set max_steps)"
-        )
+def stream_head(stream: Any, config: DPOConfig, echo: Callable[[str], None]) -> Any:
+    """The rows of an online run's stream that its rounds sample (an endless one was read until
+    memory ran out, before the first round): ⌈max_steps / steps_per_round⌉ rounds of
+    online_prompts_per_round; without max_steps, the whole stream."""
+    if _read_whole(config, "train_dataset: a stream (IterableDataset)", echo):
         return stream
-    rows, what = _rows_trained(config, world_size)
-    echo(f"train_dataset: a stream (IterableDataset): its first {rows} rows are read, {what}")
+    rounds = math.ceil(config.max_steps / config.steps_per_round)
+    rows = rounds * config.online_prompts_per_round
+    echo(
+        f"train_dataset: a stream (IterableDataset): its first {rows} rows are read, {rounds} "
+        f"online rounds of {config.online_prompts_per_round} prompts (max_steps)"
+    )
     return stream.take(rows)
 
 
-def _rows_trained(config: DPOConfig, world_size: int) -> tuple[int, str]:
-    """The rows of a stream that a run of max_steps reads, and why that many."""
-    if config.online:  # online rounds sample the prompts of the rows: as many as they take
-        rounds = math.ceil(config.max_steps / config.steps_per_round)
-        rows = rounds * config.online_prompts_per_round
-        return rows, f"{rounds} online rounds of {config.online_prompts_per_round} prompts"
-    per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps
-    return config.max_steps * per_step * world_size, (
-        f"{config.max_steps} steps of {per_step * world_size} pairs (max_steps), in the "
-        "stream's order as TRL reads it (stream.shuffle(seed=..., buffer_size=...) mixes it)"
-    )
-
-
-def _streamed_rows(config: DPOConfig, world_size: int, echo: Callable[[str], None]) -> int | None:
-    """dataset_streaming's bound on the train source's rows (None: read them all)."""
-    if not config.dataset_streaming:
+def _pairs_trained(
+    config: DPOConfig, source: Any, world_size: int, echo: Callable[[str], None]
+) -> int | None:
+    """How many pairs of a stream (a train_dataset stream, or dataset_streaming's source) a run
+    of max_steps reads: max_steps × pairs per step, what TRL's run over it reads (an endless one
+    was read until memory ran out, before the first step); rows skipped as invalid do not count.
+    None without max_steps: the whole stream, each epoch over it (TRL refuses that). They are
+    trained in the stream's order, as TRL's run takes it, so a longer max_steps begins with a
+    shorter one's steps (a resume may raise it)."""
+    stream = is_stream(source)
+    label = "train_dataset: a stream (IterableDataset)" if stream else "train: dataset_streaming"
+    if _read_whole(config, label, echo):
         return None
-    rows, what = _rows_trained(config, world_size)
-    echo(f"train: dataset_streaming: its first {rows} rows are read, {what}")
-    return rows
+    per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps
+    pairs = config.max_steps * per_step * world_size
+    echo(
+        f"{label}: its first {pairs} pairs are read, {config.max_steps} steps of "
+        f"{per_step * world_size} pairs (max_steps), in the stream's order as TRL reads it "
+        "(stream.shuffle(seed=..., buffer_size=...) mixes it)"
+    )
+    return pairs
+
+
+def _read_whole(config: DPOConfig, label: str, echo: Callable[[str], None]) -> bool:
+    """Whether a stream is read whole (no max_steps), which is said."""
+    if config.max_steps > 0:
+        return False
+    echo(
+        f"{label} without max_steps: it is read whole before the first step (an endless one "
+        "never ends: set max_steps)"
+    )
+    return True
 
 
 def _place(where: str | int) -> str:
