@@ -1064,7 +1064,7 @@ def test_a_resume_over_more_of_a_stream_goes_on_as_one_longer_run(tiny_model_dir
     whole, _ = run(tmp_path / "whole", 4)
     run(tmp_path / "part", 2)
     resumed, lines = run(tmp_path / "part", 4, resume_from_checkpoint="latest")
-    assert any("read the stream's first 4 rows, this run reads 8" in line for line in lines)
+    assert any("read the stream's first 4 pairs, this run reads 8" in line for line in lines)
     losses = [{r["step"]: r["loss"] for r in read_metrics(tmp_path / n)} for n in ("whole", "part")]
     assert losses[1] == losses[0] and len(losses[0]) == 4
     for a, b in zip(whole.policy.parameters(), resumed.policy.parameters(), strict=True):

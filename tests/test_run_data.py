@@ -212,3 +212,24 @@ def test_online_dpo_reads_of_a_stream_only_the_prompts_its_rounds_sample(tmp_pat
     assert [str(p) for p in data.online_prompts] == [f"Q: {n}?" for n in range(1, 9)]
     assert len(read) < 100
     assert any("its first 8 rows are read, 2 online rounds of 4 prompts" in line for line in lines)
+
+
+def test_dataset_streaming_reads_a_dataset_folder_as_a_stream(tmp_path: Path) -> None:
+    """dataset_streaming with dataset_name (a local folder of data files) loads its splits with
+    load_dataset(..., streaming=True), offline: the train split's first max_steps × pairs per
+    step pairs are read, and the test split is a stream whose reading the run says."""
+    folder = save_tiny_model("gpt2", tmp_path / "m")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for split in ("train", "test"):
+        write_jsonl(data_dir / f"{split}.jsonl", SENTIMENT_PAIRS * 3)
+    config = tiny_config(
+        folder, None, tmp_path / "out", dataset_name=str(data_dir), dataset_streaming=True,
+        max_steps=1, per_device_train_batch_size=2,
+    )  # fmt: skip
+    lines: list[str] = []
+    data = load_run_data(config, None, None, torch.device("cpu"), lines.append)
+    assert len(data.train.pairs) == 2 and data.train.streamed
+    assert len(data.evaluations[""].pairs) == 3 * len(SENTIMENT_PAIRS)
+    assert any(line.startswith("train: dataset_streaming: its first 2 pairs") for line in lines)
+    assert any("[test]: a stream (IterableDataset) without max_eval_samples" in x for x in lines)

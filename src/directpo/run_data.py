@@ -117,7 +117,7 @@ def load_run_data(
     if source is not None and not (config.online and not _has_pairs(source, columns, skip)):
         train_data = load_preferences(
             source, columns, skip_invalid_rows=skip, name=names["train"],
-            max_pairs=_pairs_trained(config, source, world_size, echo) if streamed else None,
+            max_pairs=_pairs_trained(config, world_size, echo) if streamed else None,
         )  # fmt: skip
         echo(f"train: {train_data.summary()}")
     elif config.dataset_mixture is not None:
@@ -498,17 +498,16 @@ def stream_head(stream: Any, config: DPOConfig, echo: Callable[[str], None]) -> 
     return stream.take(rows)
 
 
-def _pairs_trained(
-    config: DPOConfig, source: Any, world_size: int, echo: Callable[[str], None]
-) -> int | None:
+def _pairs_trained(config: DPOConfig, world_size: int, echo: Callable[[str], None]) -> int | None:
     """How many pairs of a stream (a train_dataset stream, or dataset_streaming's source) a run
     of max_steps reads: max_steps × pairs per step, what TRL's run over it reads (an endless one
     was read until memory ran out, before the first step); rows skipped as invalid do not count.
     None without max_steps: the whole stream, each epoch over it (TRL refuses that). They are
     trained in the stream's order, as TRL's run takes it, so a longer max_steps begins with a
     shorter one's steps (a resume may raise it)."""
-    stream = is_stream(source)
-    label = "train_dataset: a stream (IterableDataset)" if stream else "train: dataset_streaming"
+    label = "train_dataset: a stream (IterableDataset)"
+    if config.dataset_streaming:  # (dataset_name's is a stream too: the option says why)
+        label = "train: dataset_streaming"
     if _read_whole(config, label, echo):
         return None
     per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps

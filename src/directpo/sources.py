@@ -96,7 +96,7 @@ class FixedPairs:
         prefix = pairs_fingerprint(self.pairs.pairs[:seen])
         _check_same(state, {**now, "num_examples": seen, "pairs_fingerprint": prefix}, checkpoint)
         return [
-            f"resume: {checkpoint} read the stream's first {seen} rows, this run reads "
+            f"resume: {checkpoint} read the stream's first {seen} pairs, this run reads "
             f"{now['num_examples']} (max_steps): it goes on through them in the stream's order, "
             "as an uninterrupted run of this max_steps"
         ]
