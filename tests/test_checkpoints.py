@@ -5,6 +5,7 @@ import errno
 import json
 import math
 import random
+import re
 import shutil
 from collections import namedtuple
 
@@ -1069,3 +1070,24 @@ def test_a_resume_over_more_of_a_stream_goes_on_as_one_longer_run(tiny_model_dir
     assert losses[1] == losses[0] and len(losses[0]) == 4
     for a, b in zip(whole.policy.parameters(), resumed.policy.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_resume_over_the_same_pairs_given_otherwise_than_as_a_stream_is_refused() -> None:
+    """A stream's pairs train in its order, other data shuffled: a run over a stream resumed
+    with the same rows as a list (or the reverse, or a checkpoint of a stream from before its
+    pairs were in order) passed every check and went on in another order."""
+    from directpo.sources import FixedPairs, PairSet
+    from directpo.tokenization import TokenizedPair
+
+    pairs = [TokenizedPair([1], [2], [3]), TokenizedPair([1], [3], [2])]
+    stream, listed = (FixedPairs(PairSet(pairs, ["a", "b"], streamed=s), 1, 1, 0) for s in (1, 0))
+    for saved, now, said in (
+        (stream, listed, "trained its pairs in their order (a stream), this run's shuffled"),
+        (listed, stream, "trained its pairs shuffled (a Dataset or file), this run's in their"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(f"ckpt {said}")):
+            now.restore(saved.state(), "ckpt")
+    old = {k: v for k, v in listed.state().items() if k != "streamed"}  # before the key
+    assert listed.restore(old, "ckpt") == []
+    with pytest.raises(ConfigError, match=r"ckpt trained its pairs shuffled"):
+        stream.restore(old, "ckpt")

@@ -80,7 +80,7 @@ class FixedPairs:
             "seed": schedule.seed,
             "pairs_fingerprint": self._fingerprint,
             "tokenization_rules": TOKENIZATION_RULES,
-            **({"streamed": True} if self.pairs.streamed else {}),
+            "streamed": self.pairs.streamed,
         }
 
     def restore(self, state: dict[str, Any], checkpoint: str) -> list[str]:
@@ -262,12 +262,19 @@ def _check_same(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> 
         # (a stream's pairs are its first max_steps x pairs-per-step rows: a longer max_steps
         # reads more of them, and "num_examples=12" alone did not say why they differ)
         "num_examples": "the pairs read (of a stream: max_steps x pairs per step)",
-        # (checkpoints of a stream before it was trained in order: shuffled)
-        "streamed": "a stream's pairs in their order",
     }
     rules = saved.get("tokenization_rules", 1)  # (checkpoints before the number: 1)
+    # a stream's pairs train in its order, other data shuffled (checkpoints before: shuffled)
+    if "streamed" in now and saved.get("streamed", False) != now["streamed"]:
+        kinds = ("shuffled (a Dataset or file)", "in their order (a stream)")
+        raise ConfigError(
+            f"resume_from_checkpoint: {checkpoint} trained its pairs "
+            f"{kinds[bool(saved.get('streamed'))]}, this run's {kinds[now['streamed']]}, so its "
+            "steps would take other pairs; resume with the data as it was given "
+            "(dataset_streaming too), or start a new output_dir"
+        )
     for key, value in now.items():
-        if key == "tokenization_rules":
+        if key in ("tokenization_rules", "streamed"):
             continue  # said only where the pairs differ (the rules may not touch this data)
         if (
             key == "pairs_fingerprint"
