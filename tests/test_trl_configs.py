@@ -771,10 +771,14 @@ def test_dataset_streaming_reads_only_the_rows_max_steps_trains_on(
         "dataset_streaming: true\nmax_steps: 2\nper_device_train_batch_size: 2\n"
         "report_to: none\nsave_steps: 0\ndisable_tqdm: true\n"
     )
-    assert main(["train", str(recipe), "--output_dir", str(tmp_path / "o")]) == 0
-    out = capsys.readouterr().out
-    assert "train: dataset_streaming: its first 4 pairs are read, 2 steps of 2 pairs" in out
-    assert f"train: {pairs}: 4 pairs, layout explicit" in out
+    from directpo.run_data import load_run_data
+
+    lines: list[str] = []  # (what train reads before any model loads: no training run needed)
+    config = load_config(str(recipe), {"output_dir": str(tmp_path / "o")})
+    data = load_run_data(config, None, None, torch.device("cpu"), lines.append)
+    assert len(data.train.pairs) == 4 and data.train.streamed
+    assert "train: dataset_streaming: its first 4 pairs are read, 2 steps of 2 pairs" in lines[0]
+    assert f"train: {pairs}: 4 pairs, layout explicit" in lines
     code = main(["train", str(recipe), "--max_steps", "-1", "--output_dir", str(tmp_path / "p")])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
