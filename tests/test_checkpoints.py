@@ -5,6 +5,7 @@ import errno
 import json
 import math
 import random
+import re
 import shutil
 from collections import namedtuple
 
@@ -1037,3 +1038,56 @@ def test_a_resume_over_more_of_a_stream_says_what_the_pairs_are() -> None:
     with pytest.raises(ConfigError, match=r"ckpt was trained with the pairs read \(of a stream: "
                        r"max_steps x pairs per step\)=12, this run has 24"):  # fmt: skip
         _check_same({"num_examples": 12}, {"num_examples": 24}, "ckpt")
+
+
+def test_a_resume_over_more_of_a_stream_goes_on_as_one_longer_run(tiny_model_dirs, tmp_path):
+    """A run over a stream resumed with a longer max_steps was refused (it reads more rows).
+    A stream's pairs are now trained in its order, as TRL reads it, so the longer run's first
+    steps are the shorter one's: the resume continues through the rows it had not read, with
+    the weights and losses of one uninterrupted run of that max_steps."""
+    import datasets
+
+    from directpo.tracking import read_metrics
+
+    def stream():  # noqa: ANN202
+        return datasets.IterableDataset.from_generator(
+            lambda: ({"prompt": f"Q{n}:", "chosen": " yes", "rejected": " no"} for n in range(99))
+        )
+
+    def run(out, max_steps, **more):  # noqa: ANN001, ANN202
+        config = config_for(
+            tiny_model_dirs["gpt2"], None, out, max_steps=max_steps, save_steps=2,
+            per_device_train_batch_size=2, lr_scheduler_type="constant", **more,
+        )  # fmt: skip
+        lines: list[str] = []
+        return train(config, train_dataset=stream(), echo=lines.append), lines
+
+    whole, _ = run(tmp_path / "whole", 4)
+    run(tmp_path / "part", 2)
+    resumed, lines = run(tmp_path / "part", 4, resume_from_checkpoint="latest")
+    assert any("read the stream's first 4 pairs, this run reads 8" in line for line in lines)
+    losses = [{r["step"]: r["loss"] for r in read_metrics(tmp_path / n)} for n in ("whole", "part")]
+    assert losses[1] == losses[0] and len(losses[0]) == 4
+    for a, b in zip(whole.policy.parameters(), resumed.policy.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_resume_over_the_same_pairs_given_otherwise_than_as_a_stream_is_refused() -> None:
+    """A stream's pairs train in its order, other data shuffled: a run over a stream resumed
+    with the same rows as a list (or the reverse, or a checkpoint of a stream from before its
+    pairs were in order) passed every check and went on in another order."""
+    from directpo.sources import FixedPairs, PairSet
+    from directpo.tokenization import TokenizedPair
+
+    pairs = [TokenizedPair([1], [2], [3]), TokenizedPair([1], [3], [2])]
+    stream, listed = (FixedPairs(PairSet(pairs, ["a", "b"], streamed=s), 1, 1, 0) for s in (1, 0))
+    for saved, now, said in (
+        (stream, listed, "trained its pairs in their order (a stream), this run's shuffled"),
+        (listed, stream, "trained its pairs shuffled (a Dataset or file), this run's in their"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(f"ckpt {said}")):
+            now.restore(saved.state(), "ckpt")
+    old = {k: v for k, v in listed.state().items() if k != "streamed"}  # before the key
+    assert listed.restore(old, "ckpt") == []
+    with pytest.raises(ConfigError, match=r"ckpt trained its pairs shuffled"):
+        stream.restore(old, "ckpt")

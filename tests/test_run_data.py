@@ -128,7 +128,15 @@ def test_a_stream_with_max_steps_is_read_only_as_far_as_the_run_trains(tmp_path:
     data = load_run_data(config, stream, None, torch.device("cpu"), lines.append, world_size=2)
     assert len(data.train.pairs) == 3 * 2 * 2 * 2
     assert len(read) < 100  # (a generator may run a row or two ahead)
-    assert any("its first 24 rows are read" in line for line in lines)
+    assert any("its first 24 pairs are read" in line for line in lines)
+    # rows skipped as invalid do not count: the steps get the pairs they take (they were fewer,
+    # and the last steps trained the first pairs again)
+    gappy = datasets.IterableDataset.from_generator(
+        lambda: ({"prompt": "Q"} if n % 3 == 0 else row for n, row in enumerate(endless()))
+    )
+    config.skip_invalid_rows = True
+    data = load_run_data(config, gappy, None, torch.device("cpu"), lines.append, world_size=2)
+    assert len(data.train.pairs) == 24
     # without max_steps a (finite) stream is read whole, and said to be
     lines.clear()
     finite = datasets.IterableDataset.from_generator(lambda: (row for row in SENTIMENT_PAIRS))
@@ -175,3 +183,92 @@ def test_the_bad_rows_of_the_train_file_and_of_each_eval_file_are_said_together(
         load_run_data(config, None, None, torch.device("cpu"), lambda _: None)
     refused = "the chat template refused the row (no system)"
     assert str(err.value) == f"{train}: line 2: {refused}; {chat}: line 1: {refused}"
+
+
+def _endless_pairs(read: list[int], cap: int = 2_000):  # noqa: ANN202
+    """An endless generator of pairs, counting what was read; past ``cap`` rows it raises, so
+    that a run reading it whole fails instead of hanging."""
+    number = 0
+    while True:
+        number += 1
+        if number > cap:
+            raise RuntimeError(f"read past {cap} rows of an endless stream")
+        read.append(number)
+        yield {"prompt": f"Q: {number}?", "chosen": " yes", "rejected": " no"}
+
+
+def test_held_out_sets_are_read_only_as_far_as_max_eval_samples(tmp_path: Path) -> None:
+    """An endless IterableDataset given as eval_dataset was read whole before the first step
+    (it never ended); max_eval_samples reads only each set's first N rows, of a stream or a
+    file (the rest never read), and a stream without it is said to be read whole."""
+    import datasets
+
+    folder = save_tiny_model("gpt2", tmp_path / "m")
+    read: list[int] = []
+    stream = datasets.IterableDataset.from_generator(lambda: _endless_pairs(read))
+    pairs = write_jsonl(tmp_path / "eval.jsonl", SENTIMENT_PAIRS + [{"broken": 1}])
+    config = tiny_config(folder, None, tmp_path / "out", max_eval_samples=5)
+    lines: list[str] = []
+    evals = {"endless": stream, "file": [str(pairs), str(pairs)]}
+    data = load_run_data(config, SENTIMENT_PAIRS, evals, torch.device("cpu"), lines.append)
+    assert len(data.evaluations["endless"].pairs) == 5
+    assert data.evaluations["endless"].sources[-1] == "eval_dataset['endless']: row 5"
+    assert len(read) < 100  # (a generator may run a row or two ahead)
+    # a file's bad last row is never read: the first five rows are the set
+    assert len(data.evaluations["file"].pairs) == 5
+    assert not any("without max_eval_samples" in line for line in lines)
+    lines.clear()
+    finite = datasets.IterableDataset.from_generator(lambda: (row for row in SENTIMENT_PAIRS))
+    config = tiny_config(folder, None, tmp_path / "all")
+    data = load_run_data(config, SENTIMENT_PAIRS, finite, torch.device("cpu"), lines.append)
+    assert len(data.evaluations[""].pairs) == len(SENTIMENT_PAIRS)
+    assert any("without max_eval_samples: it is read whole" in line for line in lines)
+
+
+def test_online_dpo_reads_of_a_stream_only_the_prompts_its_rounds_sample(tmp_path: Path) -> None:
+    """Online DPO read an endless stream of prompts whole before the first round (it never
+    ended); with max_steps it reads the prompts of its rounds: ceil(max_steps / steps_per_round)
+    rounds of online_prompts_per_round."""
+    import datasets
+
+    folder = save_tiny_model("gpt2", tmp_path / "m")
+    rewards = tmp_path / "rewards.py"
+    rewards.write_text(
+        "def length(prompts, completions, **kw):\n    return [len(c) for c in completions]\n"
+    )
+    read: list[int] = []
+
+    def prompts():  # noqa: ANN202
+        yield from ({"prompt": row["prompt"]} for row in _endless_pairs(read))
+
+    stream = datasets.IterableDataset.from_generator(prompts)
+    config = tiny_config(
+        folder, None, tmp_path / "out", online=True, reward_fn=f"{rewards}:length", max_steps=3,
+        steps_per_round=2, online_prompts_per_round=4,
+    )  # fmt: skip
+    lines: list[str] = []
+    data = load_run_data(config, stream, None, torch.device("cpu"), lines.append)
+    assert [str(p) for p in data.online_prompts] == [f"Q: {n}?" for n in range(1, 9)]
+    assert len(read) < 100
+    assert any("its first 8 rows are read, 2 online rounds of 4 prompts" in line for line in lines)
+
+
+def test_dataset_streaming_reads_a_dataset_folder_as_a_stream(tmp_path: Path) -> None:
+    """dataset_streaming with dataset_name (a local folder of data files) loads its splits with
+    load_dataset(..., streaming=True), offline: the train split's first max_steps × pairs per
+    step pairs are read, and the test split is a stream whose reading the run says."""
+    folder = save_tiny_model("gpt2", tmp_path / "m")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for split in ("train", "test"):
+        write_jsonl(data_dir / f"{split}.jsonl", SENTIMENT_PAIRS * 3)
+    config = tiny_config(
+        folder, None, tmp_path / "out", dataset_name=str(data_dir), dataset_streaming=True,
+        max_steps=1, per_device_train_batch_size=2,
+    )  # fmt: skip
+    lines: list[str] = []
+    data = load_run_data(config, None, None, torch.device("cpu"), lines.append)
+    assert len(data.train.pairs) == 2 and data.train.streamed
+    assert len(data.evaluations[""].pairs) == 3 * len(SENTIMENT_PAIRS)
+    assert any(line.startswith("train: dataset_streaming: its first 2 pairs") for line in lines)
+    assert any("[test]: a stream (IterableDataset) without max_eval_samples" in x for x in lines)

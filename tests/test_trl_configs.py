@@ -4,6 +4,7 @@ once, one line each (trl_compat.py)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import re
@@ -12,7 +13,7 @@ import warnings
 import pytest
 import torch
 import yaml
-from tiny import tiny_config
+from tiny import SENTIMENT_PAIRS, tiny_config
 
 from directpo.cli import main
 from directpo.config import DPOConfig, load_config
@@ -756,18 +757,29 @@ def test_torch_compile_backend_and_mode_at_directpos_settings_compile(tmp_path) 
             DPOConfig(**given)
 
 
-def test_dataset_streaming_says_where_a_stream_is_taken(
-    tiny_model_dirs, pairs_file, tmp_path, capsys
+def test_dataset_streaming_reads_only_the_rows_max_steps_trains_on(
+    tiny_model_dirs, tmp_path, capsys
 ) -> None:
-    """dataset_streaming: true was refused as "directpo reads the whole file", though train()
-    takes load_dataset(..., streaming=True) and reads only max_steps' rows of it."""
+    """dataset_streaming: true (TRL's ScriptArguments) was refused: a local file could not be
+    streamed from the CLI. It now reads only the rows max_steps trains on (a bad row after them
+    is never read), in their order; without max_steps it is refused in one line."""
+    pairs = tmp_path / "prefs.jsonl"
+    pairs.write_text("".join(json.dumps(row) + "\n" for row in SENTIMENT_PAIRS) + "not json\n")
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
-        f"model_name_or_path: {tiny_model_dirs['llama']}\ntrain_file: {pairs_file}\n"
-        "dataset_streaming: true\n"
+        f"model_name_or_path: {tiny_model_dirs['gpt2']}\ntrain_file: {pairs}\n"
+        "dataset_streaming: true\nmax_steps: 2\nper_device_train_batch_size: 2\n"
+        "report_to: none\nsave_steps: 0\ndisable_tqdm: true\n"
     )
-    code = main(["train", str(recipe), "--output_dir", str(tmp_path / "o")])
+    from directpo.run_data import load_run_data
+
+    lines: list[str] = []  # (what train reads before any model loads: no training run needed)
+    config = load_config(str(recipe), {"output_dir": str(tmp_path / "o")})
+    data = load_run_data(config, None, None, torch.device("cpu"), lines.append)
+    assert len(data.train.pairs) == 4 and data.train.streamed
+    assert "train: dataset_streaming: its first 4 pairs are read, 2 steps of 2 pairs" in lines[0]
+    assert f"train: {pairs}: 4 pairs, layout explicit" in lines
+    code = main(["train", str(recipe), "--max_steps", "-1", "--output_dir", str(tmp_path / "p")])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
-    assert "dataset_streaming: True is not supported: dataset_name is read whole; to stream" in err
-    assert "train_dataset=load_dataset(..., streaming=True)) with max_steps" in err
+    assert "dataset_streaming: true reads only the rows max_steps trains on: set max_steps" in err

@@ -318,6 +318,9 @@ class DataSchedule:
     batch_size: int
     accumulation: int
     seed: int
+    # False: the pairs in their order, every epoch (a stream's, as TRL reads an
+    # IterableDataset: a longer run over it then trains the shorter one's steps first)
+    shuffle: bool = True
 
     @property
     def micro_batches_per_epoch(self) -> int:
@@ -344,6 +347,8 @@ class DataSchedule:
 
     @functools.lru_cache(maxsize=2)  # noqa: B019 - frozen and tiny; one epoch is reused
     def permutation(self, epoch: int) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.num_examples))
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.num_examples, generator=generator).tolist()
 

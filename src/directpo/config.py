@@ -356,6 +356,14 @@ class DPOConfig(Options):
         "(a hub snapshot, or a save_to_disk folder) or a hub id where the hub is reachable, "
         "instead of train_file.",
     )
+    dataset_streaming: bool = option(
+        False,
+        "Read the training data as a stream (TRL's option): only the rows max_steps trains on "
+        "(max_steps x pairs per step), in their order, of train_file (JSON Lines, CSV, "
+        "Parquet, a save_to_disk folder; a .json document is parsed whole) or dataset_name "
+        "(load_dataset(..., streaming=True)); the rest is never read. Needs max_steps; a "
+        "resume may raise it.",
+    )
     dataset_config: str | None = option(None, "The dataset's configuration name, if any.")
     dataset_train_split: str = option("train", "The dataset split to train on.")
     dataset_test_split: str = option(
@@ -376,6 +384,12 @@ class DPOConfig(Options):
         "eval_steps and at the end. Named sets, {chat: a.jsonl, code: [b.jsonl, c.jsonl]}, are "
         "each evaluated and logged apart (eval/chat_loss, ...), as transformers' Trainer logs "
         "an eval_dataset dict.",
+    )
+    max_eval_samples: int | None = option(
+        None,
+        "Held-out pairs evaluated at most: the first N rows of each eval set, the rest never "
+        "read (an eval_dataset stream, load_dataset(..., streaming=True), is read only that "
+        "far: an endless one needs it). null: every pair.",
     )
     prompt_column: str = option(
         "prompt", "Column holding the prompt (absent in the implicit-prompt layout)."

@@ -120,6 +120,11 @@ def check_values(config: DPOConfig) -> None:
     require(config.max_grad_norm >= 0, "max_grad_norm", ">= 0 (0 disables clipping)")
     require(config.num_train_epochs > 0, "num_train_epochs", "> 0")
     require(config.max_steps == -1 or config.max_steps >= 1, "max_steps", "-1 or >= 1")
+    require(
+        config.max_eval_samples is None or config.max_eval_samples >= 1,
+        "max_eval_samples",
+        "null (every pair) or >= 1",
+    )
     require(config.max_length is None or config.max_length >= 2, "max_length", "null or >= 2")
     if config.max_prompt_length is not None:
         limit = config.max_length if config._valid("max_length") else None  # None: no limit
@@ -142,6 +147,7 @@ def check_values(config: DPOConfig) -> None:
             check_mixture(config)
         except ConfigError as error:
             config._refuse("dataset_mixture", str(error))
+    check_streaming(config)
     check_wandb_disabled(config)
     one_of("log_level", LOG_LEVELS)
     hub_id = config.hub_model_id is None or bool(HUB_ID.fullmatch(str(config.hub_model_id)))
@@ -280,6 +286,26 @@ def check_values(config: DPOConfig) -> None:
             isinstance(size, int) and size >= 1, "precompute_ref_batch_size", "null or >= 1"
         )
     check_reference_sync(config)
+
+
+def check_streaming(config: DPOConfig) -> None:
+    """dataset_streaming reads the rows the run's steps take, so they must be counted; the
+    sources it cannot read in part are refused (it asked "read only what is trained on")."""
+    if not config.dataset_streaming:
+        return
+    if config.max_steps < 1:
+        config._refuse(
+            "dataset_streaming",
+            "dataset_streaming: true reads only the rows max_steps trains on: set max_steps "
+            "(TRL needs it with a stream too), or leave dataset_streaming off to read them all",
+        )
+    for key, why in (
+        ("online", "online DPO reads its prompts whole; pass train(config, "
+                   "train_dataset=load_dataset(..., streaming=True)) to read only its rounds'"),
+        ("dataset_mixture", "dataset_mixture shuffles each source whole, as the handbook does"),
+    ):  # fmt: skip
+        if getattr(config, key):
+            config._refuse("dataset_streaming", f"dataset_streaming: true with {key}: {why}")
 
 
 def check_wandb_disabled(config: DPOConfig) -> None:

@@ -191,14 +191,20 @@ def load_preferences(
     *,
     skip_invalid_rows: bool = False,
     name: str | None = None,
+    max_pairs: int | None = None,
 ) -> PreferenceData:
     """Read and validate a preference file (path), several files (a list of paths: their
     pairs mixed into one set, in order; each file may have its own layout) or a
-    ``datasets.Dataset``."""
+    ``datasets.Dataset``. ``max_pairs``: rows are read, as they are iterated, until that many
+    pairs are valid (of a stream, or a JSON Lines / CSV / Parquet file: the rest is never read;
+    a row skipped as invalid does not count, so a run's steps get the pairs they take)."""
     if is_path_list(source):
-        parts = [
-            load_preferences(path, columns, skip_invalid_rows=skip_invalid_rows) for path in source
-        ]
+        parts: list[PreferenceData] = []
+        for path in source:
+            left = None if max_pairs is None else max_pairs - sum(len(p.examples) for p in parts)
+            if left is None or left > 0:
+                parts.append(load_preferences(path, columns, skip_invalid_rows=skip_invalid_rows,
+                                              max_pairs=left))  # fmt: skip
         return PreferenceData(
             [example for part in parts for example in part.examples],
             "+".join(dict.fromkeys(part.layout for part in parts)),
@@ -206,10 +212,12 @@ def load_preferences(
             sum((part.skipped for part in parts), Counter()),
         )
     label = name or source_label(source)
-    rows, column_names = open_rows(source, label)
+    rows, column_names = open_rows(source, label, lazy=max_pairs is not None)
     # image paths are relative to the data file's folder
     base_dir = os.path.dirname(os.path.abspath(source)) if isinstance(source, str) else None
-    data = preferences_of_rows(rows, column_names, label, columns, skip_invalid_rows, base_dir)
+    data = preferences_of_rows(
+        rows, column_names, label, columns, skip_invalid_rows, base_dir, max_pairs
+    )
     if data is None:
         raise no_rows(label, source)
     return data
@@ -222,6 +230,7 @@ def preferences_of_rows(
     columns: Columns,
     skip_invalid_rows: bool,
     base_dir: str | None,
+    max_pairs: int | None = None,
 ) -> PreferenceData | None:
     """The validated pairs of ``open_rows``' rows (``label``: the source, as messages name it;
     each example's ``where`` is "label: where"); None when there are no rows at all."""
@@ -246,6 +255,9 @@ def preferences_of_rows(
             if not skip_invalid_rows:  # the other rows are checked too (seconds for 100k):
                 refused.append(where if refused else f"{label}: {where}: {err.message}")
             skipped[err.reason] += 1
+        # (checked after a row, so that no row past the last one taken is read)
+        if max_pairs is not None and len(examples) + len(refused) >= max_pairs:
+            break
     if refused:  # one line that says how many rows to fix, not one run per bad row
         raise DataError(refused[0] + more_refused(refused[1:]))
     if not seen_any:

@@ -193,9 +193,13 @@ def load_named_dataset(config: Any, key: str, *, required: str | None) -> Any:
     it, said in the error) is None."""
     split = getattr(config, key)
     name = config.dataset_name
+    # dataset_streaming: load_dataset reads the files as they are iterated (a save_to_disk
+    # folder is memory-mapped: its rows are read as iterated too)
+    streaming = True if config.dataset_streaming and not is_saved_dataset(name) else None
     loaded = dataset_splits(
-        name, config.dataset_config, f"dataset_name '{name}'", config.dataset_train_split
-    )
+        name, config.dataset_config, f"dataset_name '{name}'", config.dataset_train_split,
+        streaming=streaming,
+    )  # fmt: skip
     if split not in loaded:
         if required is None:
             return None

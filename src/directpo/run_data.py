@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -84,8 +85,9 @@ def load_run_data(
         system=config.system_column,
     )
     train_dataset = python_source(train_dataset, "train_dataset")
-    if is_stream(train_dataset) and not config.online:
-        train_dataset = stream_head(train_dataset, config, world_size, echo)
+    streamed = (is_stream(train_dataset) or config.dataset_streaming) and not config.online
+    if is_stream(train_dataset) and config.online:
+        train_dataset = stream_head(train_dataset, config, echo)
     named_evals = _named_eval_sets(config, eval_dataset)
     eval_dataset = None if named_evals else python_source(eval_dataset, "eval_dataset")
     if config.dataset_mixture is not None and train_dataset is not None:
@@ -117,8 +119,9 @@ def load_run_data(
     if source is not None and not (config.online and not _has_pairs(source, columns, skip)):
         with _collected(refused):
             train_data = load_preferences(
-                source, columns, skip_invalid_rows=skip, name=names["train"]
-            )
+                source, columns, skip_invalid_rows=skip, name=names["train"],
+                max_pairs=_pairs_trained(config, world_size, echo) if streamed else None,
+            )  # fmt: skip
             echo(f"train: {train_data.summary()}")
     elif config.dataset_mixture is not None:
         train_data, test = _mixture(config, columns, eval_dataset or named_evals or None, echo)
@@ -126,17 +129,16 @@ def load_run_data(
     if named_evals:
         for set_name, (eval_source, label) in named_evals.items():
             with _collected(refused):
-                eval_data[set_name] = load_preferences(
-                    eval_source, columns, skip_invalid_rows=skip, name=label
-                )
+                eval_data[set_name] = _held_out_pairs(eval_source, columns, config, label, echo)
                 echo(f"eval {set_name}: {eval_data[set_name].summary()}")
     elif eval_dataset is not None or config.eval_file:
         with _collected(refused):
-            eval_data[""] = load_preferences(
+            eval_data[""] = _held_out_pairs(
                 eval_dataset if eval_dataset is not None else config.eval_file,
                 columns,
-                skip_invalid_rows=skip,
-                name=names["eval"],
+                config,
+                names["eval"],
+                echo,
             )
             echo(f"eval: {eval_data[''].summary()}")
     if refused:  # one line: a bad eval file was said only once the train file was fixed
@@ -178,6 +180,7 @@ def load_run_data(
             train = _tokenize(
                 train_data, tokenizer, config, "train", echo, processor, progress, stops
             )
+            train.streamed = streamed
     evaluations = {}
     for set_name, data in eval_data.items():
         with _collected(refused):
@@ -253,8 +256,28 @@ def _mixture(
     if config.eval_strategy == "no":
         echo(f"eval: {len(mixed.test)} held-out pairs not evaluated (eval_strategy: no)")
         return mixed.train, None
-    echo(f"eval: {mixed.test.summary()}")
-    return mixed.train, mixed.test
+    test = mixed.test
+    if config.max_eval_samples is not None:  # the split is made whole (the handbook's rows)
+        test = PreferenceData(test.examples[: config.max_eval_samples], test.layout, test.source)
+    echo(f"eval: {test.summary()}")
+    return mixed.train, test
+
+
+def _held_out_pairs(
+    source: Any, columns: Columns, config: DPOConfig, name: str | None, echo: Callable[[str], None]
+) -> PreferenceData:
+    """An eval set's pairs: its first max_eval_samples rows only, the rest never read. A stream
+    was read whole before the first step, so an endless one never ended; without the option
+    that is said."""
+    if is_stream(source) and config.max_eval_samples is None:
+        echo(
+            f"{name or 'eval_dataset'}: a stream (IterableDataset) without max_eval_samples: it is "
+            "read whole before the first step (an endless one never ends: set max_eval_samples)"
+        )
+    return load_preferences(
+        source, columns, skip_invalid_rows=config.skip_invalid_rows, name=name,
+        max_pairs=config.max_eval_samples,
+    )  # fmt: skip
 
 
 def _replace_chat_template(template: str, tokenizer: Any, processor: Any) -> None:
@@ -473,24 +496,17 @@ def is_stream(source: Any) -> bool:
     return type(source).__name__ == "IterableDataset" and hasattr(source, "take")
 
 
-def stream_head(
-    stream: Any, config: DPOConfig, world_size: int, echo: Callable[[str], None]
-) -> Any:
-    """The rows of a stream that the run trains on, which directpo holds in memory. With
-    max_steps, its first max_steps × pairs-per-step rows, what TRL's run over the stream reads
-    (an endless one was read until memory ran out, before the first step); without, the whole
-    stream, each epoch over it, as a Dataset's (TRL refuses a stream without max_steps)."""
-    if config.max_steps <= 0:
-        echo(
-            "train_dataset: a stream (IterableDataset) without max_steps: it is read whole "
-            "before the first step (an endless one never ends: set max_steps)"
-        )
+def stream_head(stream: Any, config: DPOConfig, echo: Callable[[str], None]) -> Any:
+    """The rows of an online run's stream that its rounds sample (an endless one was read until
+    memory ran out, before the first round): ⌈max_steps / steps_per_round⌉ rounds of
+    online_prompts_per_round; without max_steps, the whole stream."""
+    if _read_whole(config, "train_dataset: a stream (IterableDataset)", echo):
         return stream
-    per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps
-    rows = config.max_steps * per_step * world_size
+    rounds = math.ceil(config.max_steps / config.steps_per_round)
+    rows = rounds * config.online_prompts_per_round
     echo(
-        f"train_dataset: a stream (IterableDataset): its first {rows} rows are read, "
-        f"{config.max_steps} steps of {per_step * world_size} pairs (max_steps)"
+        f"train_dataset: a stream (IterableDataset): its first {rows} rows are read, {rounds} "
+        f"online rounds of {config.online_prompts_per_round} prompts (max_steps)"
     )
     return stream.take(rows)
 
@@ -503,6 +519,39 @@ def _collected(refused: list[DataError]) -> Iterator[None]:
         yield
     except DataError as error:
         refused.append(error)
+
+
+def _pairs_trained(config: DPOConfig, world_size: int, echo: Callable[[str], None]) -> int | None:
+    """How many pairs of a stream (a train_dataset stream, or dataset_streaming's source) a run
+    of max_steps reads: max_steps × pairs per step, what TRL's run over it reads (an endless one
+    was read until memory ran out, before the first step); rows skipped as invalid do not count.
+    None without max_steps: the whole stream, each epoch over it (TRL refuses that). They are
+    trained in the stream's order, as TRL's run takes it, so a longer max_steps begins with a
+    shorter one's steps (a resume may raise it)."""
+    label = "train_dataset: a stream (IterableDataset)"
+    if config.dataset_streaming:  # (dataset_name's is a stream too: the option says why)
+        label = "train: dataset_streaming"
+    if _read_whole(config, label, echo):
+        return None
+    per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps
+    pairs = config.max_steps * per_step * world_size
+    echo(
+        f"{label}: its first {pairs} pairs are read, {config.max_steps} steps of "
+        f"{per_step * world_size} pairs (max_steps), in the stream's order as TRL reads it "
+        "(stream.shuffle(seed=..., buffer_size=...) mixes it)"
+    )
+    return pairs
+
+
+def _read_whole(config: DPOConfig, label: str, echo: Callable[[str], None]) -> bool:
+    """Whether a stream is read whole (no max_steps), which is said."""
+    if config.max_steps > 0:
+        return False
+    echo(
+        f"{label} without max_steps: it is read whole before the first step (an endless one "
+        "never ends: set max_steps)"
+    )
+    return True
 
 
 def _place(where: str | int) -> str:

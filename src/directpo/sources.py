@@ -37,6 +37,7 @@ class PairSet:
     pairs: Sequence[TokenizedPair]  # a PairStore for a file's pairs (pair_store.py)
     sources: list[str]
     reference_table: torch.Tensor | None = None  # [N, 2] when precomputed
+    streamed: bool = False  # a stream's first rows: trained in their order, never shuffled
 
 
 class FixedPairs:
@@ -44,7 +45,9 @@ class FixedPairs:
 
     def __init__(self, pairs: PairSet, batch_size: int, accumulation: int, seed: int):
         self.pairs = pairs
-        self.schedule = DataSchedule(len(pairs.pairs), batch_size, accumulation, seed)
+        self.schedule = DataSchedule(
+            len(pairs.pairs), batch_size, accumulation, seed, shuffle=not pairs.streamed
+        )
         self._fingerprint: str | None = None
 
     @property
@@ -77,12 +80,26 @@ class FixedPairs:
             "seed": schedule.seed,
             "pairs_fingerprint": self._fingerprint,
             "tokenization_rules": TOKENIZATION_RULES,
+            "streamed": self.pairs.streamed,
         }
 
     def restore(self, state: dict[str, Any], checkpoint: str) -> list[str]:
-        """Refuse a checkpoint whose data order differs from this run's (nothing to say)."""
-        _check_same(state, self.state(), checkpoint)
-        return []
+        """Refuse a checkpoint whose data order differs from this run's. A stream's pairs are
+        trained in order, so a longer max_steps, which reads more of it, continues as an
+        uninterrupted run of that max_steps would, when the checkpoint's rows begin this run's:
+        said in a line (it was refused)."""
+        now, seen = self.state(), state.get("num_examples")
+        longer = now.get("streamed") and state.get("streamed") and seen < now["num_examples"]
+        if not longer:
+            _check_same(state, now, checkpoint)
+            return []
+        prefix = pairs_fingerprint(self.pairs.pairs[:seen])
+        _check_same(state, {**now, "num_examples": seen, "pairs_fingerprint": prefix}, checkpoint)
+        return [
+            f"resume: {checkpoint} read the stream's first {seen} pairs, this run reads "
+            f"{now['num_examples']} (max_steps): it goes on through them in the stream's order, "
+            "as an uninterrupted run of this max_steps"
+        ]
 
 
 # A round's pairs come from sampling with the current policy: (round, prompt indices) -> pairs
@@ -247,8 +264,17 @@ def _check_same(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> 
         "num_examples": "the pairs read (of a stream: max_steps x pairs per step)",
     }
     rules = saved.get("tokenization_rules", 1)  # (checkpoints before the number: 1)
+    # a stream's pairs train in its order, other data shuffled (checkpoints before: shuffled)
+    if "streamed" in now and saved.get("streamed", False) != now["streamed"]:
+        kinds = ("shuffled (a Dataset or file)", "in their order (a stream)")
+        raise ConfigError(
+            f"resume_from_checkpoint: {checkpoint} trained its pairs "
+            f"{kinds[bool(saved.get('streamed'))]}, this run's {kinds[now['streamed']]}, so its "
+            "steps would take other pairs; resume with the data as it was given "
+            "(dataset_streaming too), or start a new output_dir"
+        )
     for key, value in now.items():
-        if key == "tokenization_rules":
+        if key in ("tokenization_rules", "streamed"):
             continue  # said only where the pairs differ (the rules may not touch this data)
         if (
             key == "pairs_fingerprint"

@@ -92,10 +92,9 @@ MIXTURE = "write it as dataset_mixture: {datasets: [{id: ..., split: ..., weight
 UPLOAD = "directpo does not upload; after training run: huggingface-cli upload REPO OUTPUT_DIR"
 SHUFFLED = "directpo shuffles the pairs (seed sets the order); padding_free packs each micro-batch"
 FSDP = "use distributed: fsdp (FSDP2) under torchrun, fsdp_offload: true to offload"
-# (what a TRL user streams for, reading only the steps' rows, goes through train() in Python)
-STREAMING = (
-    "dataset_name is read whole; to stream, pass train(config, train_dataset=load_dataset(..., "
-    "streaming=True)) with max_steps"
+STREAMING = (  # DatasetMixtureConfig's streaming: the mixture shuffles each source whole
+    "dataset_mixture shuffles each source whole; to read only the rows max_steps trains on, "
+    "give one source as train_file or dataset_name with dataset_streaming: true"
 )
 COMPILED = "torch_compile: true compiles each decoder layer with inductor in its default mode"
 DEVICES = "directpo trains on CUDA or the CPU"
@@ -214,7 +213,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "debug": (_nothing, ""),
     "enable_jit_checkpoint": (_nothing, "SIGTERM/Ctrl-C always save a checkpoint"),
     "activation_offloading": (_nothing, "use gradient_checkpointing"),
-    "dataset_streaming": (_nothing, STREAMING),
     "dataset_mixer": (_nothing, MIXTURE),
     "dataset_splits": (_nothing, "use dataset_train_split and dataset_test_split"),
     "ignore_bias_buffers": (_any, ""),
