@@ -146,6 +146,8 @@ def test_bad_images_are_one_line_errors_naming_the_row(tmp_path, capsys) -> None
     cases = [
         ({"images": ["missing.png"]}, "line 3: field 'images': image missing.png not found"),
         ({"image": "https://example.com/a.png"}, "line 3: field 'image': image https://example"),
+        # a deep path is said whole (cut at 80 characters, its file name was lost)
+        ({"images": [f"{'d' * 90}/shot.png"]}, f"image {'d' * 90}/shot.png not found (looked at"),
         ({"images": ["broken.png"]}, "line 3: cannot read"),
     ]
     for change, message in cases:

@@ -117,9 +117,11 @@ def _image_text(text: str, base_dir: str | None) -> str | bytes:
         return _base64_bytes(payload, text)
     if BASE64_TEXT.fullmatch(text):
         return _base64_bytes(text, text)
+    # a path is shown whole (cut at 80 characters, a deep folder's file name was lost)
     raise ImageError(
         "missing image",
-        f"image {_shown(text)} not found (looked at {_shown(os.path.abspath(path))})",
+        f"image {_shown(text, PATH_SHOWN)} not found (looked at "
+        f"{_shown(os.path.abspath(path), PATH_SHOWN)})",
     )
 
 
@@ -128,6 +130,9 @@ def _base64_bytes(payload: str, text: str) -> bytes:
         return base64.b64decode(payload, validate=False)
     except (binascii.Error, ValueError):
         raise ImageError("bad image", f"image {_shown(text)} is not valid base64") from None
+
+
+PATH_SHOWN = 4096  # PATH_MAX on Linux
 
 
 def _shown(text: str, limit: int = 80) -> str:
