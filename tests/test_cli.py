@@ -459,3 +459,25 @@ def test_dashed_flag_names_are_the_options_as_in_hf_argument_parser(capsys, monk
     options = seen[0]
     assert (options.learning_rate, options.per_device_train_batch_size) == (1e-6, 2)
     assert options.bf16 is False
+
+
+def test_version_is_one_line_with_the_libraries_and_exit_0(capsys) -> None:
+    """``directpo --version`` printed the whole help and exited 2 (no such option)."""
+    import tomllib
+    from pathlib import Path
+
+    import directpo
+
+    for flag in ("--version", "-V"):
+        with pytest.raises(SystemExit) as info:
+            main([flag])
+        assert info.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"directpo {directpo.__version__} (torch ") and "transformers " in out
+        assert out.count("\n") == 1 and "usage" not in out  # (not wrapped at the terminal width)
+    from directpo.cli import build_parser
+
+    args, _ = build_parser().parse_known_args(["score", "--input", "x.jsonl"])
+    assert "version" not in vars(args)  # (no command reads it as one of its options)
+    pyproject = Path(directpo.__file__).parents[2] / "pyproject.toml"
+    assert tomllib.loads(pyproject.read_text())["project"]["version"] == directpo.__version__

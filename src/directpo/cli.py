@@ -114,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Direct Preference Optimization for causal language models.",
         allow_abbrev=False,
     )
+    parser.add_argument(  # (it printed the whole help and exited 2)
+        "-V",
+        "--version",
+        nargs=0,
+        action=_Version,
+        default=argparse.SUPPRESS,  # (else every command read an option 'version')
+        help="show the versions and exit",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, command in COMMANDS.items():
         first = "[CONFIG.yaml] " if command.takes_yaml else ""
@@ -154,6 +162,29 @@ def build_parser() -> argparse.ArgumentParser:
                 **bare,  # TRL's style: a bare --bf16 means true
             )
     return parser
+
+
+class _Version(argparse.Action):
+    """argparse's own version action wraps the line at the terminal's width."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(version_line())
+        parser.exit()
+
+
+def version_line() -> str:
+    """directpo's version, and those of the libraries a bug report needs (read from the
+    installed packages' metadata: nothing is imported, so it answers at once)."""
+    from importlib import metadata
+
+    from directpo import __version__
+
+    versions = []
+    for package in ("torch", "transformers", "peft", "trl"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions.append(f"{package} {metadata.version(package)}")
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"directpo {__version__} ({', '.join(versions)}, Python {python})"
 
 
 def _attach_negative_values(argv: Sequence[str]) -> list[str]:
