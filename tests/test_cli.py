@@ -481,3 +481,17 @@ def test_version_is_one_line_with_the_libraries_and_exit_0(capsys) -> None:
     assert "version" not in vars(args)  # (no command reads it as one of its options)
     pyproject = Path(directpo.__file__).parents[2] / "pyproject.toml"
     assert tomllib.loads(pyproject.read_text())["project"]["version"] == directpo.__version__
+
+
+def test_the_package_says_it_is_typed() -> None:
+    """Without PEP 561's py.typed (in the wheel too), mypy read ``from directpo import train``
+    as an untyped module ("missing library stubs or py.typed marker"): the hints went unused."""
+    import tomllib
+    from pathlib import Path
+
+    import directpo
+
+    package = Path(directpo.__file__).parent
+    assert (package / "py.typed").is_file()
+    pyproject = tomllib.loads((package.parents[1] / "pyproject.toml").read_text())
+    assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["directpo"]
