@@ -125,6 +125,17 @@ def test_help_lists_every_option_with_its_default(capsys) -> None:
     for name in option_names():
         assert f"--{name}" in out, name
     assert "(default: 0.1)" in out  # beta
+    # in sections (153 options in one list hid the LoRA ones among the rest), in the order the
+    # config declares them; TRL's other spellings said
+    from directpo.cli import TRAIN_HELP_GROUPS
+
+    firsts = [option_names().index(first) for _, first in TRAIN_HELP_GROUPS]
+    assert firsts == sorted(firsts) and firsts[0] == 0
+    headings = [out.index(f"\n{title}:\n") for title, _ in TRAIN_HELP_GROUPS]
+    assert headings == sorted(headings)
+    lora = out.index("  --lora_r ")
+    assert headings[2] < lora < headings[3]  # under "adapters (LoRA, QLoRA)"
+    assert "evaluation_strategy (eval_strategy)" in " ".join(out.split())
 
 
 def test_flags_override_the_yaml_file(tiny_model_dirs, pairs_file, tmp_path, capsys) -> None:

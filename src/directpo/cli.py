@@ -41,6 +41,7 @@ from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DirectpoError
 from directpo.options import load_options, option_help, read_yaml
 from directpo.signals import Terminated, sigterm_unwinds
+from directpo.trl_compat import ALIASES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,6 +90,34 @@ def _plot(options: PlotOptions) -> None:
     print(f"wrote {plot_run(options.run_dir, options.output)}")
 
 
+# train --help's sections: each title and its first option (DPOConfig declares its options
+# section by section); 153 options in one list hid, say, every LoRA option among the rest
+TRAIN_HELP_GROUPS = (
+    ("model", "model_name_or_path"),
+    ("precision and speed", "dtype"),
+    ("adapters (LoRA, QLoRA)", "use_peft"),
+    ("memory and row layout", "logprob_chunk_tokens"),
+    ("distributed (torchrun)", "distributed"),
+    ("reference model", "precompute_ref_log_probs"),
+    ("data", "train_file"),
+    ("online DPO", "online"),
+    ("loss", "loss_type"),
+    ("optimisation", "learning_rate"),
+    ("outputs, logging, evaluation and checkpoints", "output_dir"),
+    ("generation during evaluation (reward and KL)", "eval_generate"),
+)
+
+
+def _trl_names_epilog() -> str:
+    """TRL's other spellings, which train reads too (they are no options of their own)."""
+    renamed = ", ".join(f"{trl} ({ours})" for trl, ours in ALIASES.items())
+    return (
+        f"TRL's names are read too: {renamed}; TRL keys that ask for nothing done differently "
+        "here (push_to_hub: false, dataloader_num_workers, do_eval, ...) are accepted, and any "
+        "other is refused naming what to use instead."
+    )
+
+
 @dataclass(frozen=True)
 class Command:
     options: type
@@ -96,10 +125,19 @@ class Command:
     help: str
     takes_yaml: bool = False
     positional: str | None = None  # an option that may also be given as the first argument
+    groups: tuple[tuple[str, str], ...] = ()  # --help's sections: (title, first option)
+    epilog: Callable[[], str] | None = None
 
 
 COMMANDS = {
-    "train": Command(DPOConfig, _train, "train a model with DPO", takes_yaml=True),
+    "train": Command(
+        DPOConfig,
+        _train,
+        "train a model with DPO",
+        takes_yaml=True,
+        groups=TRAIN_HELP_GROUPS,
+        epilog=_trl_names_epilog,
+    ),
     "score": Command(ScoreOptions, _score, "implicit reward of responses or preference pairs"),
     "rank": Command(RankOptions, _rank, "sort candidate responses by implicit reward"),
     "generate": Command(GenerateOptions, _generate, "sample completions for prompts"),
@@ -129,7 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
             first = f"{command.positional.upper()} "
         usage = f"directpo {name} {first}[--option VALUE ...]"
         sub = commands.add_parser(
-            name, help=command.help, description=command.help + ".", usage=usage, allow_abbrev=False
+            name,
+            help=command.help,
+            description=command.help + ".",
+            usage=usage,
+            allow_abbrev=False,
+            epilog=command.epilog() if command.epilog else None,
         )
         if command.takes_yaml:
             sub.add_argument(
@@ -147,14 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
                 help=f"same as --{command.positional}",
             )
         kinds = _option_kinds(command.options)
+        starts = dict((first, title) for title, first in command.groups)
+        group: Any = sub
         for option_name, help_text, default in option_help(command.options):
+            if option_name in starts:
+                group = sub.add_argument_group(starts[option_name])
             shown = ",".join(map(str, default)) if isinstance(default, list) else default
             bare: dict[str, Any] = {}
             if kinds[option_name] == BOOLEAN:
                 bare = {"nargs": "?", "const": "true"}
             elif kinds[option_name] in (LIST, PATHS):
                 bare = {"nargs": "+"}
-            sub.add_argument(
+            group.add_argument(
                 f"--{option_name}",
                 default=argparse.SUPPRESS,
                 metavar="VALUE",
