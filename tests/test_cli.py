@@ -146,9 +146,12 @@ def test_flags_override_the_yaml_file(tiny_model_dirs, pairs_file, tmp_path, cap
         f"output_dir: {out}\nmax_steps: 5\nlogging_steps: 1\nreport_to: none\n"
         "learning_rate: 1e-4\n"
     )
-    code, _ = run_cli(capsys, "train", str(cfg), "--max_steps", "2")
-    assert code == 0
+    assert main(["train", str(cfg), "--max_steps", "2"]) == 0
     assert [row["step"] for row in read_metrics(out)] == [1, 2]
+    # the last line says how to use the run (it ended at "model saved to ...")
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith(f"next: directpo score --model_name_or_path {out} --input PAIRS.jsonl")
+    assert f"directpo plot {out} " in last
     assert "max_steps: 2" in (out / "config.yaml").read_text()
 
 

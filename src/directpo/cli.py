@@ -24,6 +24,7 @@ import difflib
 import json
 import os
 import re
+import shlex
 import sys
 import typing
 from collections.abc import Callable, Sequence
@@ -55,7 +56,20 @@ class _Parser(argparse.ArgumentParser):
 def _train(options: DPOConfig) -> None:
     from directpo.trainer import train  # heavy imports only when used
 
-    train(options)
+    result = train(options)
+    if result is not None and result.stopped_by is None and os.environ.get("RANK", "0") == "0":
+        print(next_steps(str(result.output_dir), options.eval_file))  # (a stop says "resume")
+
+
+def next_steps(output_dir: str, eval_file: Any) -> str:
+    """The commands that use a finished run (it ended at "model saved to ..."): its held-out
+    pairs scored by the implicit reward when they are one file, its curves drawn."""
+    run = shlex.quote(output_dir)
+    pairs = shlex.quote(eval_file) if isinstance(eval_file, str) else "PAIRS.jsonl"
+    return (
+        f"next: directpo score --model_name_or_path {run} --input {pairs} --output "
+        f"scored.jsonl (its implicit rewards); directpo plot {run} (training curves)"
+    )
 
 
 def _score(options: ScoreOptions) -> None:
