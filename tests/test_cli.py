@@ -509,3 +509,18 @@ def test_the_package_says_it_is_typed() -> None:
     assert (package / "py.typed").is_file()
     pyproject = tomllib.loads((package.parents[1] / "pyproject.toml").read_text())
     assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["directpo"]
+
+
+@pytest.mark.parametrize("first", [["a.yaml"], ["--config", "a.yaml"]])
+def test_two_config_files_are_refused(tmp_path, capsys, monkeypatch, first) -> None:
+    """``train a.yaml --config b.yaml`` read b.yaml alone: a.yaml's model and data were
+    dropped without a word (and the error said they were missing)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.yaml").write_text("model_name_or_path: m\ntrain_file: t.jsonl\n")
+    (tmp_path / "b.yaml").write_text("beta: 0.5\n")
+    code, err = run_cli(capsys, "train", *first, "--config", "b.yaml")
+    assert code == 2
+    assert (
+        err == "directpo: error: two config files, a.yaml and --config b.yaml: give one "
+        "(flags override its values)\n"
+    )

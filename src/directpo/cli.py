@@ -498,9 +498,14 @@ def _yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, d
             if kind not in (LIST, PATHS):
                 break
         if key == "config":
-            config_file = values[0] if values else None
-            if config_file is None:
+            if not values:
                 raise ConfigError("option --config needs a value")
+            if config_file is not None:  # (the first was dropped unsaid, its options with it)
+                raise ConfigError(
+                    f"two config files, {config_file} and --config {values[0]}: give one (flags "
+                    "override its values)"
+                )
+            config_file = values[0]
         elif key.startswith("no_") and not values:
             flags[key[3:]] = "false"  # HfArgumentParser's --no_remove_unused_columns
         elif not values and kind in (BOOLEAN, "unknown"):
