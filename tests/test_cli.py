@@ -136,6 +136,7 @@ def test_help_lists_every_option_with_its_default(capsys) -> None:
     lora = out.index("  --lora_r ")
     assert headings[2] < lora < headings[3]  # under "adapters (LoRA, QLoRA)"
     assert "evaluation_strategy (eval_strategy)" in " ".join(out.split())
+    assert "or --config FILE, TRL's spelling" in " ".join(out.split())
 
 
 def test_flags_override_the_yaml_file(tiny_model_dirs, pairs_file, tmp_path, capsys) -> None:

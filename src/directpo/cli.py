@@ -193,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "config",
                 nargs="?",
                 metavar="CONFIG.yaml",
-                help="optional YAML file of options; flags override it",
+                help="optional YAML file of options (or --config FILE, TRL's spelling); flags "
+                "override it",
             )
         if command.positional:
             sub.add_argument(
