@@ -525,3 +525,18 @@ def test_two_config_files_are_refused(tmp_path, capsys, monkeypatch, first) -> N
         err == "directpo: error: two config files, a.yaml and --config b.yaml: give one "
         "(flags override its values)\n"
     )
+
+
+@pytest.mark.parametrize(
+    "word, said",
+    [
+        ("trian", "did you mean 'train'?"),
+        ("Score", "did you mean 'score'?"),
+        ("fit", "the commands are train, score, rank, generate, demo, plot"),
+    ],
+)
+def test_a_misspelt_command_is_named_with_the_one_meant(capsys, word, said) -> None:
+    """argparse's "argument COMMAND: invalid choice: 'trian' (choose from ...)" left the reader
+    to find the command meant."""
+    code, err = run_cli(capsys, word, "--beta", "0.1")
+    assert (code, err) == (2, f"directpo: error: unknown command '{word}'; {said}\n")

@@ -50,7 +50,15 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         missing = re.match(r"argument (--\w+): expected (one|at least one) argument", message)
-        raise ConfigError(f"option {missing[1]} needs a value" if missing else message)
+        if missing:
+            raise ConfigError(f"option {missing[1]} needs a value")
+        typo = re.match(r"argument COMMAND: invalid choice: '([^']*)'", message)
+        if typo:  # (argparse listed the commands, and let the reader find the one meant)
+            close = difflib.get_close_matches(typo[1].lower(), COMMANDS, n=1)
+            every = f"the commands are {', '.join(COMMANDS)}"
+            hint = f"did you mean '{close[0]}'?" if close else every
+            raise ConfigError(f"unknown command '{typo[1]}'; {hint}")
+        raise ConfigError(message)
 
 
 def _train(options: DPOConfig) -> None:
