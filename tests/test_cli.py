@@ -125,6 +125,18 @@ def test_help_lists_every_option_with_its_default(capsys) -> None:
     for name in option_names():
         assert f"--{name}" in out, name
     assert "(default: 0.1)" in out  # beta
+    # in sections (153 options in one list hid the LoRA ones among the rest), in the order the
+    # config declares them; TRL's other spellings said
+    from directpo.cli import TRAIN_HELP_GROUPS
+
+    firsts = [option_names().index(first) for _, first in TRAIN_HELP_GROUPS]
+    assert firsts == sorted(firsts) and firsts[0] == 0
+    headings = [out.index(f"\n{title}:\n") for title, _ in TRAIN_HELP_GROUPS]
+    assert headings == sorted(headings)
+    lora = out.index("  --lora_r ")
+    assert headings[2] < lora < headings[3]  # under "adapters (LoRA, QLoRA)"
+    assert "evaluation_strategy (eval_strategy)" in " ".join(out.split())
+    assert "or --config FILE, TRL's spelling" in " ".join(out.split())
 
 
 def test_flags_override_the_yaml_file(tiny_model_dirs, pairs_file, tmp_path, capsys) -> None:
@@ -135,9 +147,12 @@ def test_flags_override_the_yaml_file(tiny_model_dirs, pairs_file, tmp_path, cap
         f"output_dir: {out}\nmax_steps: 5\nlogging_steps: 1\nreport_to: none\n"
         "learning_rate: 1e-4\n"
     )
-    code, _ = run_cli(capsys, "train", str(cfg), "--max_steps", "2")
-    assert code == 0
+    assert main(["train", str(cfg), "--max_steps", "2"]) == 0
     assert [row["step"] for row in read_metrics(out)] == [1, 2]
+    # the last line says how to use the run (it ended at "model saved to ...")
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith(f"next: directpo score --model_name_or_path {out} --input PAIRS.jsonl")
+    assert f"directpo plot {out} " in last
     assert "max_steps: 2" in (out / "config.yaml").read_text()
 
 
@@ -459,3 +474,69 @@ def test_dashed_flag_names_are_the_options_as_in_hf_argument_parser(capsys, monk
     options = seen[0]
     assert (options.learning_rate, options.per_device_train_batch_size) == (1e-6, 2)
     assert options.bf16 is False
+
+
+def test_version_is_one_line_with_the_libraries_and_exit_0(capsys) -> None:
+    """``directpo --version`` printed the whole help and exited 2 (no such option)."""
+    import tomllib
+    from pathlib import Path
+
+    import directpo
+
+    for flag in ("--version", "-V"):
+        with pytest.raises(SystemExit) as info:
+            main([flag])
+        assert info.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"directpo {directpo.__version__} (torch ") and "transformers " in out
+        assert out.count("\n") == 1 and "usage" not in out  # (not wrapped at the terminal width)
+    from directpo.cli import build_parser
+
+    args, _ = build_parser().parse_known_args(["score", "--input", "x.jsonl"])
+    assert "version" not in vars(args)  # (no command reads it as one of its options)
+    pyproject = Path(directpo.__file__).parents[2] / "pyproject.toml"
+    assert tomllib.loads(pyproject.read_text())["project"]["version"] == directpo.__version__
+
+
+def test_the_package_says_it_is_typed() -> None:
+    """Without PEP 561's py.typed (in the wheel too), mypy read ``from directpo import train``
+    as an untyped module ("missing library stubs or py.typed marker"): the hints went unused."""
+    import tomllib
+    from pathlib import Path
+
+    import directpo
+
+    package = Path(directpo.__file__).parent
+    assert (package / "py.typed").is_file()
+    pyproject = tomllib.loads((package.parents[1] / "pyproject.toml").read_text())
+    assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["directpo"]
+
+
+@pytest.mark.parametrize("first", [["a.yaml"], ["--config", "a.yaml"]])
+def test_two_config_files_are_refused(tmp_path, capsys, monkeypatch, first) -> None:
+    """``train a.yaml --config b.yaml`` read b.yaml alone: a.yaml's model and data were
+    dropped without a word (and the error said they were missing)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.yaml").write_text("model_name_or_path: m\ntrain_file: t.jsonl\n")
+    (tmp_path / "b.yaml").write_text("beta: 0.5\n")
+    code, err = run_cli(capsys, "train", *first, "--config", "b.yaml")
+    assert code == 2
+    assert (
+        err == "directpo: error: two config files, a.yaml and --config b.yaml: give one "
+        "(flags override its values)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "word, said",
+    [
+        ("trian", "did you mean 'train'?"),
+        ("Score", "did you mean 'score'?"),
+        ("fit", "the commands are train, score, rank, generate, demo, plot"),
+    ],
+)
+def test_a_misspelt_command_is_named_with_the_one_meant(capsys, word, said) -> None:
+    """argparse's "argument COMMAND: invalid choice: 'trian' (choose from ...)" left the reader
+    to find the command meant."""
+    code, err = run_cli(capsys, word, "--beta", "0.1")
+    assert (code, err) == (2, f"directpo: error: unknown command '{word}'; {said}\n")

@@ -136,6 +136,37 @@ def test_every_inline_option_is_an_option() -> None:
     assert not unknown, unknown
 
 
+def test_every_keyword_of_a_documented_api_call_is_taken() -> None:
+    """``train(config, beta=0.2)``, ``ImplicitReward(..., beta=0.1)``: each keyword the docs
+    pass is a parameter of that function (train's: a DPOConfig option too; from_run passes
+    ImplicitReward's on)."""
+    import inspect
+
+    import directpo
+
+    def parameters(function: object) -> set[str]:
+        return set(inspect.signature(function).parameters)  # type: ignore[arg-type]
+
+    reward = parameters(directpo.ImplicitReward)
+    takes = {
+        "train": parameters(directpo.train) | CONFIG_KEYS,
+        "ImplicitReward": reward,
+        "ImplicitReward.from_run": parameters(directpo.ImplicitReward.from_run) | reward,
+    }
+    unknown, seen = [], set()
+    for path in DOCS:
+        calls = r"(?<![\w.])(ImplicitReward\.from_run|ImplicitReward|train)\(([^()]*)\)"
+        for match in re.finditer(calls, _text(path)):
+            seen.add(match.group(1))
+            unknown += [
+                f"{path.name}: {match.group(1)}({key}=...)"
+                for key in re.findall(r"(\w+)=", match.group(2))
+                if key not in takes[match.group(1)]
+            ]
+    assert seen == set(takes)  # the extraction itself works
+    assert not unknown, unknown
+
+
 def _documented_default(text: str, default: object) -> str | None:
     """Why ``text`` (a README default cell) is not ``default``, or None when it agrees or is
     words describing a computed default (``the policy's start``, ``the model's (MoE)``)."""

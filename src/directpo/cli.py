@@ -24,6 +24,7 @@ import difflib
 import json
 import os
 import re
+import shlex
 import sys
 import typing
 from collections.abc import Callable, Sequence
@@ -41,6 +42,7 @@ from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DirectpoError
 from directpo.options import load_options, option_help, read_yaml
 from directpo.signals import Terminated, sigterm_unwinds
+from directpo.trl_compat import ALIASES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,13 +50,34 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         missing = re.match(r"argument (--\w+): expected (one|at least one) argument", message)
-        raise ConfigError(f"option {missing[1]} needs a value" if missing else message)
+        if missing:
+            raise ConfigError(f"option {missing[1]} needs a value")
+        typo = re.match(r"argument COMMAND: invalid choice: '([^']*)'", message)
+        if typo:  # (argparse listed the commands, and let the reader find the one meant)
+            close = difflib.get_close_matches(typo[1].lower(), COMMANDS, n=1)
+            every = f"the commands are {', '.join(COMMANDS)}"
+            hint = f"did you mean '{close[0]}'?" if close else every
+            raise ConfigError(f"unknown command '{typo[1]}'; {hint}")
+        raise ConfigError(message)
 
 
 def _train(options: DPOConfig) -> None:
     from directpo.trainer import train  # heavy imports only when used
 
-    train(options)
+    result = train(options)
+    if result is not None and result.stopped_by is None and os.environ.get("RANK", "0") == "0":
+        print(next_steps(str(result.output_dir), options.eval_file))  # (a stop says "resume")
+
+
+def next_steps(output_dir: str, eval_file: Any) -> str:
+    """The commands that use a finished run (it ended at "model saved to ..."): its held-out
+    pairs scored by the implicit reward when they are one file, its curves drawn."""
+    run = shlex.quote(output_dir)
+    pairs = shlex.quote(eval_file) if isinstance(eval_file, str) else "PAIRS.jsonl"
+    return (
+        f"next: directpo score --model_name_or_path {run} --input {pairs} --output "
+        f"scored.jsonl (its implicit rewards); directpo plot {run} (training curves)"
+    )
 
 
 def _score(options: ScoreOptions) -> None:
@@ -89,6 +112,34 @@ def _plot(options: PlotOptions) -> None:
     print(f"wrote {plot_run(options.run_dir, options.output)}")
 
 
+# train --help's sections: each title and its first option (DPOConfig declares its options
+# section by section); 153 options in one list hid, say, every LoRA option among the rest
+TRAIN_HELP_GROUPS = (
+    ("model", "model_name_or_path"),
+    ("precision and speed", "dtype"),
+    ("adapters (LoRA, QLoRA)", "use_peft"),
+    ("memory and row layout", "logprob_chunk_tokens"),
+    ("distributed (torchrun)", "distributed"),
+    ("reference model", "precompute_ref_log_probs"),
+    ("data", "train_file"),
+    ("online DPO", "online"),
+    ("loss", "loss_type"),
+    ("optimisation", "learning_rate"),
+    ("outputs, logging, evaluation and checkpoints", "output_dir"),
+    ("generation during evaluation (reward and KL)", "eval_generate"),
+)
+
+
+def _trl_names_epilog() -> str:
+    """TRL's other spellings, which train reads too (they are no options of their own)."""
+    renamed = ", ".join(f"{trl} ({ours})" for trl, ours in ALIASES.items())
+    return (
+        f"TRL's names are read too: {renamed}; TRL keys that ask for nothing done differently "
+        "here (push_to_hub: false, dataloader_num_workers, do_eval, ...) are accepted, and any "
+        "other is refused naming what to use instead."
+    )
+
+
 @dataclass(frozen=True)
 class Command:
     options: type
@@ -96,10 +147,19 @@ class Command:
     help: str
     takes_yaml: bool = False
     positional: str | None = None  # an option that may also be given as the first argument
+    groups: tuple[tuple[str, str], ...] = ()  # --help's sections: (title, first option)
+    epilog: Callable[[], str] | None = None
 
 
 COMMANDS = {
-    "train": Command(DPOConfig, _train, "train a model with DPO", takes_yaml=True),
+    "train": Command(
+        DPOConfig,
+        _train,
+        "train a model with DPO",
+        takes_yaml=True,
+        groups=TRAIN_HELP_GROUPS,
+        epilog=_trl_names_epilog,
+    ),
     "score": Command(ScoreOptions, _score, "implicit reward of responses or preference pairs"),
     "rank": Command(RankOptions, _rank, "sort candidate responses by implicit reward"),
     "generate": Command(GenerateOptions, _generate, "sample completions for prompts"),
@@ -114,6 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Direct Preference Optimization for causal language models.",
         allow_abbrev=False,
     )
+    parser.add_argument(  # (it printed the whole help and exited 2)
+        "-V",
+        "--version",
+        nargs=0,
+        action=_Version,
+        default=argparse.SUPPRESS,  # (else every command read an option 'version')
+        help="show the versions and exit",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, command in COMMANDS.items():
         first = "[CONFIG.yaml] " if command.takes_yaml else ""
@@ -121,14 +189,20 @@ def build_parser() -> argparse.ArgumentParser:
             first = f"{command.positional.upper()} "
         usage = f"directpo {name} {first}[--option VALUE ...]"
         sub = commands.add_parser(
-            name, help=command.help, description=command.help + ".", usage=usage, allow_abbrev=False
+            name,
+            help=command.help,
+            description=command.help + ".",
+            usage=usage,
+            allow_abbrev=False,
+            epilog=command.epilog() if command.epilog else None,
         )
         if command.takes_yaml:
             sub.add_argument(
                 "config",
                 nargs="?",
                 metavar="CONFIG.yaml",
-                help="optional YAML file of options; flags override it",
+                help="optional YAML file of options (or --config FILE, TRL's spelling); flags "
+                "override it",
             )
         if command.positional:
             sub.add_argument(
@@ -139,14 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
                 help=f"same as --{command.positional}",
             )
         kinds = _option_kinds(command.options)
+        starts = dict((first, title) for title, first in command.groups)
+        group: Any = sub
         for option_name, help_text, default in option_help(command.options):
+            if option_name in starts:
+                group = sub.add_argument_group(starts[option_name])
             shown = ",".join(map(str, default)) if isinstance(default, list) else default
             bare: dict[str, Any] = {}
             if kinds[option_name] == BOOLEAN:
                 bare = {"nargs": "?", "const": "true"}
             elif kinds[option_name] in (LIST, PATHS):
                 bare = {"nargs": "+"}
-            sub.add_argument(
+            group.add_argument(
                 f"--{option_name}",
                 default=argparse.SUPPRESS,
                 metavar="VALUE",
@@ -154,6 +232,29 @@ def build_parser() -> argparse.ArgumentParser:
                 **bare,  # TRL's style: a bare --bf16 means true
             )
     return parser
+
+
+class _Version(argparse.Action):
+    """argparse's own version action wraps the line at the terminal's width."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(version_line())
+        parser.exit()
+
+
+def version_line() -> str:
+    """directpo's version, and those of the libraries a bug report needs (read from the
+    installed packages' metadata: nothing is imported, so it answers at once)."""
+    from importlib import metadata
+
+    from directpo import __version__
+
+    versions = []
+    for package in ("torch", "transformers", "peft", "trl"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions.append(f"{package} {metadata.version(package)}")
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"directpo {__version__} ({', '.join(versions)}, Python {python})"
 
 
 def _attach_negative_values(argv: Sequence[str]) -> list[str]:
@@ -406,9 +507,14 @@ def _yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, d
             if kind not in (LIST, PATHS):
                 break
         if key == "config":
-            config_file = values[0] if values else None
-            if config_file is None:
+            if not values:
                 raise ConfigError("option --config needs a value")
+            if config_file is not None:  # (the first was dropped unsaid, its options with it)
+                raise ConfigError(
+                    f"two config files, {config_file} and --config {values[0]}: give one (flags "
+                    "override its values)"
+                )
+            config_file = values[0]
         elif key.startswith("no_") and not values:
             flags[key[3:]] = "false"  # HfArgumentParser's --no_remove_unused_columns
         elif not values and kind in (BOOLEAN, "unknown"):
