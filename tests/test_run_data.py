@@ -166,6 +166,11 @@ def test_the_bad_rows_of_the_train_file_and_of_each_eval_file_are_said_together(
     assert str(err.value) == (
         f"{train}: line 2: field 'chosen' is empty; {chat}: line 2: missing field 'chosen'"
     )
+    # one file given as train and eval file: its bad row said once, not twice
+    config = tiny_config(tiny_model_dirs["llama"], train, tmp_path / "out", eval_file=str(train))
+    with pytest.raises(DataError) as err:
+        load_run_data(config, None, None, torch.device("cpu"), lambda _: None)
+    assert str(err.value) == f"{train}: line 2: field 'chosen' is empty"
     # rows refused when tokenized (a system message the template refuses) likewise
     template = (
         "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}"

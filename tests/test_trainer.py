@@ -877,6 +877,7 @@ def test_the_start_line_names_the_attention_and_checkpointing_chosen(
         return next(line for line in lines if line.startswith("training "))
 
     assert start_line("default").endswith(" accumulation, attention sdpa")
+    assert start_line("one", max_steps=1).startswith("training 1 step (")  # (not "1 steps")
     line = start_line("varlen", attn_implementation="varlen", gradient_checkpointing=True)
     assert line.endswith(", attention varlen (math), gradient checkpointing")  # exact on CPU
     policy = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"])

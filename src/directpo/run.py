@@ -303,7 +303,8 @@ def prepare_run(
     offloaded = ", offloaded to CPU" if config.fsdp_offload else ""
     processes = f" x {world.size} processes ({world.mode}{offloaded})" if world.enabled else ""
     echo(
-        f"training {total_steps} steps ({pair_source.steps_per_epoch} per epoch) on {device}, "
+        f"training {_count(total_steps, 'step')} ({pair_source.steps_per_epoch} per epoch) on "
+        f"{device}, "
         f"{_what(pair_source, len(train.pairs))}, batch {config.per_device_train_batch_size} x "
         f"{config.gradient_accumulation_steps} accumulation{processes}"
         + (f", {_precision_words(precision)}" if precision.compute != torch.float32 else "")
@@ -437,6 +438,11 @@ def _what(source: FixedPairs | OnlineRounds, pairs: int) -> str:
             f"{source.steps_per_round} steps per round{first}"
         )
     return f"{pairs} pairs"
+
+
+def _count(number: int, noun: str) -> str:
+    """'1 step', '2 steps'."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def evaluation_precision(run: Run) -> contextlib.AbstractContextManager[None]:

@@ -142,7 +142,7 @@ def load_run_data(
             )
             echo(f"eval: {eval_data[''].summary()}")
     if refused:  # one line: a bad eval file was said only once the train file was fixed
-        raise DataError("; ".join(map(str, refused)))
+        raise _joined(refused)
     location = config.tokenizer_location
     processor = load_processor(config.tokenizer_path, config.trust_remote_code, location)
     if processor is not None and config.online:
@@ -189,7 +189,7 @@ def load_run_data(
                 stops,
             )  # fmt: skip
     if refused:
-        raise DataError("; ".join(map(str, refused)))
+        raise _joined(refused)
     held_out = _held_out_prompts(config, [data.examples for data in eval_data.values()])
     kwargs = config.chat_template_kwargs  # a file's prompts are not rendered until sampled:
     if config.eval_prompts_file:  # a prompt the template refuses is said before training
@@ -519,6 +519,11 @@ def _collected(refused: list[DataError]) -> Iterator[None]:
         yield
     except DataError as error:
         refused.append(error)
+
+
+def _joined(refused: list[DataError]) -> DataError:
+    """One error of every source's; a file given as train and eval file is said once."""
+    return DataError("; ".join(dict.fromkeys(map(str, refused))))
 
 
 def _pairs_trained(config: DPOConfig, world_size: int, echo: Callable[[str], None]) -> int | None:

@@ -120,8 +120,7 @@ def _image_text(text: str, base_dir: str | None) -> str | bytes:
     # a path is shown whole (cut at 80 characters, a deep folder's file name was lost)
     raise ImageError(
         "missing image",
-        f"image {_shown(text, PATH_SHOWN)} not found (looked at "
-        f"{_shown(os.path.abspath(path), PATH_SHOWN)})",
+        f"image {_shown_path(text)} not found (looked at {_shown_path(os.path.abspath(path))})",
     )
 
 
@@ -132,12 +131,15 @@ def _base64_bytes(payload: str, text: str) -> bytes:
         raise ImageError("bad image", f"image {_shown(text)} is not valid base64") from None
 
 
-PATH_SHOWN = 4096  # PATH_MAX on Linux
-
-
 def _shown(text: str, limit: int = 80) -> str:
     """A text as messages show it: a base64 image is thousands of characters."""
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _shown_path(text: str) -> str:
+    """A path as messages show it: whole up to 1024 characters (a deep folder's; cut at 80, its
+    file name was lost), else data that is no path, cut as ``_shown`` cuts it."""
+    return text if len(text) <= 1024 else _shown(text)
 
 
 # where an image part carries its image ({"type": "image", "image": ...}; transformers' names)
