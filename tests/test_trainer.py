@@ -1277,3 +1277,36 @@ def test_options_given_to_train_are_the_configs(tmp_path, monkeypatch) -> None:
     assert (seen[1].beta, seen[1].learning_rate, base.beta) == (0.2, 1e-6, 0.3)
     with pytest.raises(ConfigError, match="option 'lerning_rate'; did you mean 'learning_rate'"):
         train(base, lerning_rate=1e-5, echo=None)
+
+
+def test_trls_trainer_arguments_given_to_train_are_taken_or_said(tmp_path, monkeypatch) -> None:
+    """TRL's ``DPOTrainer(model=..., args=..., processing_class=...)`` keywords were "unknown
+    option 'args'" or a misleading did-you-mean: ``args`` is the config, a model or tokenizer
+    named by a string its option; a loaded object, or an argument with no counterpart, is one
+    line saying what to give instead, before anything loads."""
+    import directpo.trainer
+
+    seen: list[DPOConfig] = []
+
+    def stop(config, peft_config, echo):
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(directpo.trainer, "checked_arguments", stop)
+    base = DPOConfig(model_name_or_path="m", beta=0.3)
+    with pytest.raises(KeyboardInterrupt):
+        train(args=base, model="other", ref_model=tmp_path, processing_class="tok", echo=None)
+    assert (seen[0].model_name_or_path, seen[0].ref_model_name_or_path) == ("other", str(tmp_path))
+    assert (seen[0].tokenizer_name_or_path, seen[0].beta) == ("tok", 0.3)
+
+    class LoadedModel:
+        name_or_path = "/models/base"
+
+    with pytest.raises(ConfigError) as refused:
+        train(base, model=LoadedModel(), callbacks=[], args=base, echo=None)
+    said = str(refused.value)
+    assert said.startswith("train(): 3 ") and "give the config once" in said
+    assert "save this LoadedModel (.save_pretrained(DIR)) and give model_name_or_path=DIR" in said
+    assert "(model_name_or_path='/models/base' if it is that folder's, unchanged)" in said
+    assert "callbacks (TRL's DPOTrainer argument): directpo takes no callbacks" in said
+    assert len(seen) == 1

@@ -12,7 +12,7 @@ from typing import Any
 
 from directpo.adapters import lora_options_of
 from directpo.config import DPOConfig
-from directpo.errors import ConfigError, respelled
+from directpo.errors import ConfigError, ConfigErrors, respelled
 
 
 def checked_arguments(
@@ -70,11 +70,69 @@ def checked_arguments(
     return rebuilt_config(config, **{**unset, **options}), None
 
 
+# TRL's DPOTrainer(...) arguments that name a model or tokenizer: the option that loads it
+TRAINER_LOCATIONS = {
+    "model": "model_name_or_path",
+    "ref_model": "ref_model_name_or_path",
+    "processing_class": "tokenizer_name_or_path",
+    "tokenizer": "tokenizer_name_or_path",
+}
+# TRL's DPOTrainer(...) arguments directpo has no counterpart for, and what does their job here
+TRAINER_ONLY = {
+    "callbacks": "directpo takes no callbacks: report_to logs each row to trackers, and the "
+    "result's metrics hold every logged row",
+    "optimizers": "set optim, learning_rate, lr_scheduler_type (and their _kwargs) instead",
+    "optimizer_cls_and_kwargs": "set optim and optim_args instead",
+    "data_collator": "directpo builds its own batches (prefix sharing, packing)",
+    "compute_metrics": "held-out metrics are DPO's (eval_file); eval_generate with reward_fn "
+    "scores sampled completions",
+    "preprocess_logits_for_metrics": "held-out metrics are DPO's (eval_file)",
+    "model_init": "give model_name_or_path",
+}
+
+
+def trainer_arguments(
+    config: DPOConfig | None, options: dict[str, Any]
+) -> tuple[DPOConfig | None, dict[str, Any]]:
+    """TRL's ``DPOTrainer(model=..., args=..., processing_class=...)`` keywords given to
+    ``train()``: ``args`` is the config, a model or tokenizer named by a string its option; a
+    loaded model or tokenizer object, and arguments with no counterpart, are refused in one
+    line saying what to give instead (they were "unknown option 'args'", or a did-you-mean)."""
+    options = dict(options)
+    problems: list[str] = []
+    if "args" in options:
+        args = options.pop("args")
+        if config is not None:
+            problems.append("train(config, args=...): give the config once")
+        config = args
+    for name, option in TRAINER_LOCATIONS.items():
+        if name not in options:
+            continue
+        given = options.pop(name)
+        if isinstance(given, str | os.PathLike):
+            options[option] = os.fspath(given)
+            continue
+        origin = getattr(given, "name_or_path", "") or ""
+        unchanged = f" ({option}={origin!r} if it is that folder's, unchanged)" if origin else ""
+        problems.append(
+            f"{name}: train() loads its models and tokenizer from folders or hub ids (in the "
+            f"precision and layout it trains); save this {type(given).__name__} "
+            f"(.save_pretrained(DIR)) and give {option}=DIR{unchanged}"
+        )
+    for name in sorted(TRAINER_ONLY.keys() & options.keys()):
+        options.pop(name)
+        problems.append(f"{name} (TRL's DPOTrainer argument): {TRAINER_ONLY[name]}")
+    if problems:
+        raise ConfigErrors("train()", problems)
+    return config, options
+
+
 def config_with(config: DPOConfig | None, options: dict[str, Any]) -> DPOConfig | None:
     """``train(config, beta=0.2)`` or ``train(model_name_or_path=..., ...)``: ``options`` as
     DPOConfig takes them (TRL's names too; a misspelt one refused with the closest real one),
     over ``config``'s values. They were a TypeError naming no option ("unexpected keyword
     argument 'lerning_rate'")."""
+    config, options = trainer_arguments(config, options)
     if not options:
         return config
     if config is None:
