@@ -133,12 +133,12 @@ def test_shards_are_disjoint_contiguous_and_cover_the_batch() -> None:
     [
         ("ddp", False, "torchrun", 1, {}),
         ("ddp", False, "accelerate", 2, {}),  # 2 ranks x batch 1 x 2 micro-batches = 4 pairs
-        ("fsdp", False, "torchrun", 1, {}),
+        # (plain fsdp: the first run of test_fsdp_resume_continues_the_same_trajectory)
         ("fsdp", True, "torchrun", 2, {}),
         # per-layer activation checkpointing inside FSDP2 units, shards and Adam state on CPU
         ("fsdp", False, "torchrun", 1, {"gradient_checkpointing": True, "fsdp_offload": True}),
     ],
-    ids=["ddp", "ddp-accelerate", "fsdp", "fsdp-precompute", "fsdp-checkpointing-offload"],
+    ids=["ddp", "ddp-accelerate", "fsdp-precompute", "fsdp-checkpointing-offload"],
 )
 def test_two_processes_equal_one_process_with_twice_the_batch(
     tiny_model_dirs,
@@ -171,6 +171,14 @@ def test_two_processes_equal_one_process_with_twice_the_batch(
     if precompute:  # each rank scored its slices; the gathered table was cached by rank 0
         assert "reference log-probs: computed for 5 pairs" in done.stdout
         assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 1
+    assert_equals_one_process(done, out, single, mode, extra)
+
+
+def assert_equals_one_process(
+    done: subprocess.CompletedProcess, out: Path, single: Path, mode: str, extra: dict
+) -> None:
+    """A 2-process run of ``settings`` (batch 2, save_steps 2) in ``out`` said what rank 0
+    alone says and trained as the one-process run ``single`` with twice the batch."""
     assert done.stdout.count("model saved to") == 1  # only rank 0 prints
     assert done.stdout.count("step 1/4 loss=") == 1
     if mode == "ddp":  # transformers' bars too: rank 0's (policy, reference), not every rank's
@@ -232,6 +240,8 @@ def test_fsdp_resume_continues_the_same_trajectory(
     config.save_yaml(tmp_path / "first.yaml")
     first = torchrun(tmp_path / "first.yaml")
     assert first.returncode == 0, first.stderr[-3000:]
+    # (one launch for two checks: the plain FSDP run equals one process with twice the batch)
+    assert_equals_one_process(first, out, single, "fsdp", {})
     # what a stop after step 2 leaves: checkpoint-2, the metrics of steps 1-2, no final model
     shutil.rmtree(out / "checkpoint-4")
     (out / "model.safetensors").unlink()
