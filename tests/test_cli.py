@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import subprocess
 import sys
@@ -496,6 +497,20 @@ def test_version_is_one_line_with_the_libraries_and_exit_0(capsys) -> None:
     assert "version" not in vars(args)  # (no command reads it as one of its options)
     pyproject = Path(directpo.__file__).parents[2] / "pyproject.toml"
     assert tomllib.loads(pyproject.read_text())["project"]["version"] == directpo.__version__
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["train", "--help"], ["score", "-h"], []])
+def test_version_and_help_are_printed_by_rank_0_alone(argv, capsys, monkeypatch) -> None:
+    """Under torchrun every rank runs the command line: --version and --help were printed once
+    per process, interleaved; the other ranks now print nothing and exit as rank 0 does."""
+    printed = {}
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        with pytest.raises(SystemExit) if argv else contextlib.nullcontext():
+            main(argv)
+        captured = capsys.readouterr()
+        printed[rank] = captured.out + captured.err
+    assert "directpo" in printed["0"] and printed["1"] == ""
 
 
 def test_the_package_says_it_is_typed() -> None:
