@@ -33,7 +33,7 @@ def test_completions_with_turns_the_model_does_not_write_are_said_at_start(tmp_p
     load_run_data(config, rows, None, torch.device("cpu"), lines.append)
     notes = [line for line in lines if "does not write" in line]
     assert notes == [
-        "note: train: 1 pairs' completions hold messages the model does not write (first: "
+        "note: train: 1 pair's completions hold messages the model does not write (first: "
         "train_dataset: row 2, a 'tool' message): their tokens train as the policy's own (as "
         "in TRL); to train only its replies, end each completion before the first such message"
     ]

@@ -383,8 +383,9 @@ def _tokenize(
         if role
     ]
     if others:  # a per-token mask would leave them out; until then, said once
+        whose = "pair's" if len(others) == 1 else "pairs'"
         echo(
-            f"note: {name}: {len(others)} pairs' completions hold messages the model does not "
+            f"note: {name}: {len(others)} {whose} completions hold messages the model does not "
             f"write (first: {others[0][0]}, a '{others[0][1]}' message): their tokens train as "
             "the policy's own (as in TRL); to train only its replies, end each completion "
             "before the first such message"
