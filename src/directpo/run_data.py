@@ -523,8 +523,13 @@ def _collected(refused: list[DataError]) -> Iterator[None]:
 
 
 def _joined(refused: list[DataError]) -> DataError:
-    """One error of every source's; a file given as train and eval file is said once."""
-    return DataError("; ".join(dict.fromkeys(map(str, refused))))
+    """One error of every source's; a file given as train and eval file is said once. A stream
+    read only so far (dataset_streaming) counts fewer of the file's bad rows than the whole
+    read of it as eval file: the line that counts more is said, its first row once."""
+    said = list(dict.fromkeys(map(str, refused)))
+    return DataError(
+        "; ".join(text for text in said if not any(o.startswith(f"{text} (") for o in said))
+    )
 
 
 def _pairs_trained(config: DPOConfig, world_size: int, echo: Callable[[str], None]) -> int | None:
