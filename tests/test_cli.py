@@ -155,6 +155,11 @@ def test_flags_override_the_yaml_file(tiny_model_dirs, pairs_file, tmp_path, cap
     assert last.startswith(f"next: directpo score --model_name_or_path {out} --input PAIRS.jsonl")
     assert f"directpo plot {out} " in last
     assert "max_steps: 2" in (out / "config.yaml").read_text()
+    from directpo.cli import next_steps
+
+    for given in ("e.jsonl", ["e.jsonl"]):  # (a YAML list of one file, eval_file: [e.jsonl])
+        assert "--input e.jsonl --output" in next_steps("out", given)
+    assert "--input PAIRS.jsonl" in next_steps("out", ["a.jsonl", "b.jsonl"])
 
 
 def test_python_m_directpo_exits_2_with_one_line_and_no_traceback(tmp_path) -> None:

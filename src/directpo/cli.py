@@ -83,6 +83,8 @@ def next_steps(output_dir: str, eval_file: Any) -> str:
     """The commands that use a finished run (it ended at "model saved to ..."): its held-out
     pairs scored by the implicit reward when they are one file, its curves drawn."""
     run = shlex.quote(output_dir)
+    if isinstance(eval_file, list) and len(eval_file) == 1:  # (a list of one file: that file)
+        eval_file = eval_file[0]
     pairs = shlex.quote(eval_file) if isinstance(eval_file, str) else "PAIRS.jsonl"
     return (
         f"next: directpo score --model_name_or_path {run} --input {pairs} --output "
