@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import subprocess
 import sys
@@ -154,6 +155,11 @@ def test_flags_override_the_yaml_file(tiny_model_dirs, pairs_file, tmp_path, cap
     assert last.startswith(f"next: directpo score --model_name_or_path {out} --input PAIRS.jsonl")
     assert f"directpo plot {out} " in last
     assert "max_steps: 2" in (out / "config.yaml").read_text()
+    from directpo.cli import next_steps
+
+    for given in ("e.jsonl", ["e.jsonl"]):  # (a YAML list of one file, eval_file: [e.jsonl])
+        assert "--input e.jsonl --output" in next_steps("out", given)
+    assert "--input PAIRS.jsonl" in next_steps("out", ["a.jsonl", "b.jsonl"])
 
 
 def test_python_m_directpo_exits_2_with_one_line_and_no_traceback(tmp_path) -> None:
@@ -496,6 +502,20 @@ def test_version_is_one_line_with_the_libraries_and_exit_0(capsys) -> None:
     assert "version" not in vars(args)  # (no command reads it as one of its options)
     pyproject = Path(directpo.__file__).parents[2] / "pyproject.toml"
     assert tomllib.loads(pyproject.read_text())["project"]["version"] == directpo.__version__
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["train", "--help"], ["score", "-h"], []])
+def test_version_and_help_are_printed_by_rank_0_alone(argv, capsys, monkeypatch) -> None:
+    """Under torchrun every rank runs the command line: --version and --help were printed once
+    per process, interleaved; the other ranks now print nothing and exit as rank 0 does."""
+    printed = {}
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        with pytest.raises(SystemExit) if argv else contextlib.nullcontext():
+            main(argv)
+        captured = capsys.readouterr()
+        printed[rank] = captured.out + captured.err
+    assert "directpo" in printed["0"] and printed["1"] == ""
 
 
 def test_the_package_says_it_is_typed() -> None:

@@ -1014,8 +1014,9 @@ def test_a_message_key_of_a_non_json_type_is_its_text() -> None:
     assert data.examples[0].prompt == [{**USER_HI, "created": "2024-01-01 00:00:00"}]
     assert (
         data.summary()
-        == "rows: 2 pairs, layout conversational, 1 of them repeat an earlier pair (kept)"
+        == "rows: 2 pairs, layout conversational, 1 of them repeats an earlier pair (kept)"
     )
+    assert load_preferences(rows[:1]).summary() == "rows: 1 pair, layout conversational"
 
 
 @pytest.mark.parametrize("kind", ["jsonl", "csv", "parquet"])

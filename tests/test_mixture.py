@@ -200,7 +200,7 @@ def test_a_mixtures_bad_sources_rows_and_combinations_are_one_line(
         load_mixture(mixture({"id": str(a)}, {"id": str(bad)}), columns)
     skipped = load_mixture(mixture({"id": str(a)}, {"id": str(bad)}), columns,
                            skip_invalid_rows=True)  # fmt: skip
-    assert len(skipped.train) == 12 and "skipped 1 invalid rows" in skipped.train.summary()
+    assert len(skipped.train) == 12 and "skipped 1 invalid row (" in skipped.train.summary()
     for entry, message in (
         ({"id": str(tmp_path / "none.jsonl")}, f"{tmp_path}/none.jsonl: no such file or folder"),
         ({"id": "data/none.jsonl"}, "dataset_mixture: data/none.jsonl: no such file or folder"),

@@ -33,7 +33,7 @@ def test_completions_with_turns_the_model_does_not_write_are_said_at_start(tmp_p
     load_run_data(config, rows, None, torch.device("cpu"), lines.append)
     notes = [line for line in lines if "does not write" in line]
     assert notes == [
-        "note: train: 1 pairs' completions hold messages the model does not write (first: "
+        "note: train: 1 pair's completions hold messages the model does not write (first: "
         "train_dataset: row 2, a 'tool' message): their tokens train as the policy's own (as "
         "in TRL); to train only its replies, end each completion before the first such message"
     ]
@@ -171,6 +171,16 @@ def test_the_bad_rows_of_the_train_file_and_of_each_eval_file_are_said_together(
     with pytest.raises(DataError) as err:
         load_run_data(config, None, None, torch.device("cpu"), lambda _: None)
     assert str(err.value) == f"{train}: line 2: field 'chosen' is empty"
+    # ... and streamed, read only as far as max_steps takes it: the row said once too
+    write_jsonl(train, [good, {**good, "chosen": ""}, good, {"prompt": "p"}])
+    config = tiny_config(tiny_model_dirs["llama"], train, tmp_path / "out", eval_file=str(train),
+                         dataset_streaming=True, per_device_train_batch_size=2)  # fmt: skip
+    with pytest.raises(DataError) as err:
+        load_run_data(config, None, None, torch.device("cpu"), lambda _: None)
+    assert str(err.value) == (
+        f"{train}: line 2: field 'chosen' is empty (1 more row is invalid: line 4; "
+        "skip_invalid_rows: true skips them)"
+    )
     # rows refused when tokenized (a system message the template refuses) likewise
     template = (
         "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}"

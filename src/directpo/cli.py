@@ -45,8 +45,18 @@ from directpo.signals import Terminated, sigterm_unwinds
 from directpo.trl_compat import ALIASES
 
 
+def _first_rank() -> bool:
+    """Rank 0 under torchrun (every rank runs this command line), or the only process."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 class _Parser(argparse.ArgumentParser):
-    """Usage errors become a one-line ConfigError instead of argparse's usage dump."""
+    """Usage errors become a one-line ConfigError instead of argparse's usage dump; the help is
+    printed by the first rank alone (under torchrun each rank printed it, interleaved)."""
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        if _first_rank():
+            super()._print_message(message, file)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         missing = re.match(r"argument (--\w+): expected (one|at least one) argument", message)
@@ -65,7 +75,7 @@ def _train(options: DPOConfig) -> None:
     from directpo.trainer import train  # heavy imports only when used
 
     result = train(options)
-    if result is not None and result.stopped_by is None and os.environ.get("RANK", "0") == "0":
+    if result is not None and result.stopped_by is None and _first_rank():
         print(next_steps(str(result.output_dir), options.eval_file))  # (a stop says "resume")
 
 
@@ -73,6 +83,8 @@ def next_steps(output_dir: str, eval_file: Any) -> str:
     """The commands that use a finished run (it ended at "model saved to ..."): its held-out
     pairs scored by the implicit reward when they are one file, its curves drawn."""
     run = shlex.quote(output_dir)
+    if isinstance(eval_file, list) and len(eval_file) == 1:  # (a list of one file: that file)
+        eval_file = eval_file[0]
     pairs = shlex.quote(eval_file) if isinstance(eval_file, str) else "PAIRS.jsonl"
     return (
         f"next: directpo score --model_name_or_path {run} --input {pairs} --output "
@@ -238,7 +250,8 @@ class _Version(argparse.Action):
     """argparse's own version action wraps the line at the terminal's width."""
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
-        print(version_line())
+        if _first_rank():  # (under torchrun each rank printed it)
+            print(version_line())
         parser.exit()
 
 
@@ -324,11 +337,11 @@ def _main(argv: Sequence[str] | None) -> int:
         _say_error(err)
         return err.exit_code
     except KeyboardInterrupt as err:  # before or after the training loop (which saves on one)
-        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank got the Ctrl-C
+        if _first_rank():  # under torchrun every rank got the Ctrl-C
             print(_stopped("interrupted", err), file=sys.stderr)
         return 130
     except Terminated as err:  # the same, by SIGTERM (128 + 15, as the shell reports a kill)
-        if os.environ.get("RANK", "0") == "0":
+        if _first_rank():
             print(_stopped("terminated (SIGTERM)", err), file=sys.stderr)
         return 143
     return 0
@@ -341,7 +354,7 @@ def _loaded(
     by a flag, is said in a note (either took effect without a word: ``--beta 0.1 ... --beta
     0.5`` trained with 0.5, and a flag meant for another run overrode the recipe unseen)."""
     built = load_options(options, config_file, overrides)
-    if os.environ.get("RANK", "0") == "0":
+    if _first_rank():
         for note in _replaced_values(tokens, config_file, overrides):
             print(f"directpo: note: {note}", file=sys.stderr)
     return built
@@ -392,7 +405,7 @@ def _say_error(err: DirectpoError) -> None:
         return
     if err.rank is not None:
         print(f"directpo: error: rank {err.rank}: {err}", file=sys.stderr, flush=True)
-    elif os.environ.get("RANK", "0") == "0":
+    elif _first_rank():
         print(f"directpo: error: {err}", file=sys.stderr, flush=True)
 
 

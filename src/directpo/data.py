@@ -151,13 +151,19 @@ class PreferenceData:
         return len(self.examples) - len(keys)
 
     def summary(self) -> str:
-        text = f"{self.source}: {len(self.examples)} pairs, layout {self.layout}"
+        text = f"{self.source}: {counted(len(self.examples), 'pair')}, layout {self.layout}"
         if self.duplicates:
-            text += f", {self.duplicates} of them repeat an earlier pair (kept)"
+            verb = "repeats" if self.duplicates == 1 else "repeat"
+            text += f", {self.duplicates} of them {verb} an earlier pair (kept)"
         if self.skipped:
             reasons = ", ".join(f"{n} {reason}" for reason, n in self.skipped.most_common())
-            text += f"; skipped {sum(self.skipped.values())} invalid rows ({reasons})"
+            text += f"; skipped {counted(sum(self.skipped.values()), 'invalid row')} ({reasons})"
         return text
+
+
+def counted(number: int, noun: str) -> str:
+    """'1 pair', '2 pairs'."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _context_key(example: PreferenceExample) -> tuple[Any, ...]:

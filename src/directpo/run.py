@@ -22,6 +22,7 @@ from directpo import attention, flexattention
 from directpo.batching import Layout
 from directpo.best import BestModel, sampled_metrics
 from directpo.config import DPOConfig
+from directpo.data import counted
 from directpo.distributed import World, materialize, release_host_memory, wrap
 from directpo.errors import ConfigError, TrainingStopped, memory_kind
 from directpo.guard import UpdateProbe, check_trainable
@@ -303,7 +304,7 @@ def prepare_run(
     offloaded = ", offloaded to CPU" if config.fsdp_offload else ""
     processes = f" x {world.size} processes ({world.mode}{offloaded})" if world.enabled else ""
     echo(
-        f"training {_count(total_steps, 'step')} ({pair_source.steps_per_epoch} per epoch) on "
+        f"training {counted(total_steps, 'step')} ({pair_source.steps_per_epoch} per epoch) on "
         f"{device}, "
         f"{_what(pair_source, len(train.pairs))}, batch {config.per_device_train_batch_size} x "
         f"{config.gradient_accumulation_steps} accumulation{processes}"
@@ -438,11 +439,6 @@ def _what(source: FixedPairs | OnlineRounds, pairs: int) -> str:
             f"{source.steps_per_round} steps per round{first}"
         )
     return f"{pairs} pairs"
-
-
-def _count(number: int, noun: str) -> str:
-    """'1 step', '2 steps'."""
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def evaluation_precision(run: Run) -> contextlib.AbstractContextManager[None]:

@@ -383,8 +383,9 @@ def _tokenize(
         if role
     ]
     if others:  # a per-token mask would leave them out; until then, said once
+        whose = "pair's" if len(others) == 1 else "pairs'"
         echo(
-            f"note: {name}: {len(others)} pairs' completions hold messages the model does not "
+            f"note: {name}: {len(others)} {whose} completions hold messages the model does not "
             f"write (first: {others[0][0]}, a '{others[0][1]}' message): their tokens train as "
             "the policy's own (as in TRL); to train only its replies, end each completion "
             "before the first such message"
@@ -522,8 +523,13 @@ def _collected(refused: list[DataError]) -> Iterator[None]:
 
 
 def _joined(refused: list[DataError]) -> DataError:
-    """One error of every source's; a file given as train and eval file is said once."""
-    return DataError("; ".join(dict.fromkeys(map(str, refused))))
+    """One error of every source's; a file given as train and eval file is said once. A stream
+    read only so far (dataset_streaming) counts fewer of the file's bad rows than the whole
+    read of it as eval file: the line that counts more is said, its first row once."""
+    said = list(dict.fromkeys(map(str, refused)))
+    return DataError(
+        "; ".join(text for text in said if not any(o.startswith(f"{text} (") for o in said))
+    )
 
 
 def _pairs_trained(config: DPOConfig, world_size: int, echo: Callable[[str], None]) -> int | None:
