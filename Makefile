@@ -12,10 +12,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.directpo-installed
 CPU_TORCH := torch==2.13.0
 CPU_TORCH_INDEX := https://download.pytorch.org/whl/cpu
-# `make test` runs one pytest-xdist worker per core, at most 4 (each worker loads torch and
-# transformers; tests/conftest.py gives each an equal share of the cores). TEST_WORKERS=0 runs
-# them in one process.
-TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
+# `make test` runs one pytest-xdist worker per usable core, at most 4 (tests/conftest.py counts
+# them, a container's CPU quota included, and gives each worker an equal share of the cores).
+# TEST_WORKERS=0 runs the tests in one process.
+TEST_WORKERS ?= auto
 
 .PHONY: demo test lint install clean
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -9,15 +10,34 @@ from tiny import SENTIMENT_PAIRS, save_tiny_model, write_jsonl
 STYLES = ("llama", "gpt2")
 
 
+MAX_TEST_WORKERS = 4  # each worker loads torch and transformers (about 1 GB)
+
+
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity, bounded by a cgroup v2 CPU quota (a
+    container limited to 2 CPUs on a 64-core host reports 64 to nproc and to os.cpu_count)."""
+    cores = len(os.sched_getaffinity(0))
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(quota) // int(period)))
+    return cores
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`make test` runs `pytest -n auto`: one worker per usable core, at most four."""
+    return min(usable_cores(), MAX_TEST_WORKERS)
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist (`make test` runs one worker per core, at most 4) each worker gets an
-    equal share of the cores, as do the processes it starts (torchrun ranks, CLI runs): torch's
-    default of every core per process would have the workers' threads fight over the cores."""
+    """Under pytest-xdist each worker gets an equal share of the cores, as do the processes it
+    starts (torchrun ranks, CLI runs): torch's default of every core per process would have the
+    workers' threads fight over the cores."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
         import torch
 
-        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        threads = max(1, usable_cores() // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
 
