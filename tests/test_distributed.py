@@ -131,14 +131,15 @@ def test_shards_are_disjoint_contiguous_and_cover_the_batch() -> None:
 @pytest.mark.parametrize(
     "mode, precompute, launcher, accumulation, extra",
     [
-        ("ddp", False, "torchrun", 1, {}),
-        ("ddp", False, "accelerate", 2, {}),  # 2 ranks x batch 1 x 2 micro-batches = 4 pairs
+        # DDP launched by accelerate (torchrun launches the other DDP tests): 2 ranks x batch 1
+        # x 2 micro-batches = 4 pairs
+        ("ddp", False, "accelerate", 2, {}),
         # (plain fsdp: the first run of test_fsdp_resume_continues_the_same_trajectory)
         ("fsdp", True, "torchrun", 2, {}),
         # per-layer activation checkpointing inside FSDP2 units, shards and Adam state on CPU
         ("fsdp", False, "torchrun", 1, {"gradient_checkpointing": True, "fsdp_offload": True}),
     ],
-    ids=["ddp", "ddp-accelerate", "fsdp-precompute", "fsdp-checkpointing-offload"],
+    ids=["ddp-accelerate", "fsdp-precompute", "fsdp-checkpointing-offload"],
 )
 def test_two_processes_equal_one_process_with_twice_the_batch(
     tiny_model_dirs,
@@ -507,8 +508,8 @@ def test_fsdp_final_save_failing_on_rank_0_alone_stops_every_rank(
 
 @pytest.mark.parametrize(
     ("fault", "where"),
-    [("oom", "1"), ("data", "1"), ("missing", "1"), (None, None), ("oom", "all")],
-    ids=["oom", "data", "missing-file", "bad-row", "oom-every-rank"],
+    [("oom", "1"), ("data", "1"), ("missing", "1"), (None, None)],
+    ids=["oom", "data", "missing-file", "bad-row"],
 )
 def test_an_error_of_one_rank_alone_is_said_by_that_rank(
     tiny_model_dirs, five_pairs, tmp_path, fault, where
@@ -517,8 +518,8 @@ def test_an_error_of_one_rank_alone_is_said_by_that_rank(
     reads it, or before, by the file checks), strikes rank 1 alone: it says so in its one line
     (only rank 0 printed errors: the run ended with no word of why), and rank 0, whose
     collective lost its peer, says nothing (it printed gloo's "Connection closed by peer"
-    traceback). An error every rank has (a bad row; out of memory on every rank) is said
-    once, by rank 0 (it was one line per rank)."""
+    traceback). An error every rank has (a bad row) is said once, by rank 0 (it was one line
+    per rank); out of memory on every rank: test_settle_says_an_error_every_rank_has_once."""
     data = five_pairs
     if fault is None:
         data = write_jsonl(tmp_path / "bad.jsonl", [*SENTIMENT_PAIRS[:2], {"prompt": "x"}])
@@ -536,7 +537,6 @@ def test_an_error_of_one_rank_alone_is_said_by_that_rank(
         ("data", "1"): f"rank 1: {five_pairs}: no such file (on this node only)",
         ("missing", "1"): "rank 1: 2 options cannot be used:",  # train_file, eval_file: below
         (None, None): f"{data}: line 3: missing field 'chosen'",
-        ("oom", "all"): f"rank 0: {oom}",
     }
     assert errors == [f"directpo: error: {why[fault, where]}"], done.stderr[-3000:]
     if fault == "missing":
@@ -544,6 +544,47 @@ def test_an_error_of_one_rank_alone_is_said_by_that_rank(
     assert "[rank0]:" not in done.stderr and "[rank1]:" not in done.stderr  # no traceback
     assert not (tmp_path / "run").exists() or not model_files(tmp_path / "run")
     assert not (tmp_path / "run" / LOCK_FILE).exists()  # released before torchrun stops rank 0
+
+
+def test_settle_says_an_error_every_rank_has_once(monkeypatch) -> None:
+    """failures.settle, each rank's half in turn over one store (as under torchrun): an error
+    rank 0 has too, even one that names its rank (out of memory at step 2 on every rank), is
+    said by rank 0 alone; rank 1's own (a file missing on its node) by rank 1, as "rank 1: ...";
+    rank 0 always says its own."""
+    from directpo import errors
+
+    class Store(dict):  # the process group's key-value store
+        def set(self, key, value):
+            self[key] = value.encode()
+
+        def check(self, keys):
+            return all(key in self for key in keys)
+
+        def get(self, key):
+            return self[key]
+
+    store = Store()
+    monkeypatch.setattr(failures_module.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(failures_module.dist.distributed_c10d, "_get_default_store", lambda: store)
+    monkeypatch.setattr(failures_module, "OWN_ERROR_WAIT_S", 0.0)
+
+    def settled(rank: int, text: str, own_rank: int | None) -> errors.DirectpoError:
+        error = TrainingStopped(text)
+        error.rank = own_rank
+        failures_module.settle(error, World("ddp", rank=rank, size=2, run=7))
+        return error
+
+    out_of_memory = "out of GPU memory at step 2: lower per_device_train_batch_size"
+    first = settled(0, out_of_memory, own_rank=0)
+    assert not first.said_by_rank_0 and first.rank == 0  # rank 0 says it (rank 0: ...)
+    assert settled(1, out_of_memory, own_rank=1).said_by_rank_0  # the same: not said again
+    store.clear()
+    assert settled(0, "bad row", None).rank is None  # said as rank 0's plain line
+    other = settled(1, "pairs.jsonl: no such file (on this node only)", None)
+    assert not other.said_by_rank_0 and other.rank == 1  # rank 1's own: said by rank 1
+    store.clear()  # rank 0 never said an error (it waits in a collective)
+    alone = settled(1, "pairs.jsonl: no such file (on this node only)", None)
+    assert not alone.said_by_rank_0 and alone.rank == 1
 
 
 def test_a_collective_that_lost_its_peer_is_one_line_and_any_other_error_stays_a_bug(
@@ -565,20 +606,22 @@ def test_a_collective_that_lost_its_peer_is_one_line_and_any_other_error_stays_a
     assert failures_module.peer_gone(gloo, World()) is None  # one process: no peer to lose
 
 
-def _meta_loaded(config, tmp_path: Path) -> dict:
-    """The whole weights an FSDP2 run on 2 processes starts from (tests/fsdp_load_worker.py)."""
-    config.save_yaml(tmp_path / "load.yaml")
-    out = tmp_path / "loaded.pt"
+def _meta_loaded(configs: list, tmp_path: Path) -> list[dict]:
+    """The whole weights FSDP2 runs on 2 processes start from (tests/fsdp_load_worker.py), one
+    launch preparing each config in turn."""
+    files = []
+    for index, config in enumerate(configs):
+        config.save_yaml(tmp_path / f"load-{index}.yaml")
+        files += [str(tmp_path / f"load-{index}.yaml"), str(tmp_path / f"loaded-{index}.pt")]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
     command += [
         f"--master_port={free_port()}",
         str(Path(__file__).with_name("fsdp_load_worker.py")),
     ]
-    command += [str(tmp_path / "load.yaml"), str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run([*command, *files], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    return torch.load(out)
+    return [torch.load(out) for out in files[1::2]]
 
 
 def _assert_bitwise(got: dict, want: dict, rename=lambda key: key) -> None:
@@ -588,56 +631,59 @@ def _assert_bitwise(got: dict, want: dict, rename=lambda key: key) -> None:
         assert torch.equal(value, expected), key
 
 
-@pytest.mark.parametrize(
-    ("style", "overrides"),
-    [
-        ("llama", {}),  # untied, a separate frozen reference
-        ("gpt2", {"lora_r": 4, "lora_alpha": 8}),  # tied embeddings; adapters off = reference
-        ("llama", {"dtype": "bfloat16"}),  # float32 masters, the reference held in bfloat16
-        # a VLM whose files keep transformers' older key names (language_model.model.*)
-        ("llava", {}),
-    ],
-    ids=["llama", "gpt2-lora", "llama-bf16", "llava-renamed-keys"],
-)
-def test_fsdp_meta_device_load_is_bitwise_the_plain_load(
-    tiny_model_dirs, five_pairs, tmp_path, style, overrides
-) -> None:
+# (style, overrides, what the case is)
+META_LOAD_CASES = [
+    ("llama", {}, "untied, a separate frozen reference"),
+    ("gpt2", {"lora_r": 4, "lora_alpha": 8}, "tied embeddings; adapters off = reference"),
+    ("llama", {"dtype": "bfloat16"}, "float32 masters, the reference held in bfloat16"),
+    ("llava", {}, "a VLM whose files keep transformers' older key names (language_model.*)"),
+]
+
+
+def test_fsdp_meta_device_load_is_bitwise_the_plain_load(tiny_model_dirs, five_pairs, tmp_path):
     """Every rank builds policy and reference on the meta device and reads its own slices of
     the safetensors files: gathered, the weights are bitwise from_pretrained's (tied ones
-    included), and LoRA adapters are those of a one-process run (seeded initialisation)."""
+    included), and LoRA adapters are those of a one-process run (seeded initialisation). One
+    launch prepares every case of META_LOAD_CASES."""
     from tiny_vlm import save_tiny_vlm
     from transformers import AutoModelForImageTextToText
 
     from directpo.distributed import SINGLE_PROCESS
     from directpo.run import prepare_run
 
-    if style == "llava":
-        model = save_tiny_vlm("llava", tmp_path / "llava")
-        auto = AutoModelForImageTextToText
-    else:
-        model, auto = tiny_model_dirs[style], AutoModelForCausalLM
-    config = settings(model, five_pairs, tmp_path / "fsdp", batch=2, distributed="fsdp")
-    for key, value in overrides.items():
-        setattr(config, key, value)
-    loaded = _meta_loaded(config, tmp_path)
-    assert any("filled shard by shard" in line for line in loaded["lines"]), loaded["lines"]
-    states = loaded["states"]
-    plain = auto.from_pretrained(model, dtype=torch.float32).state_dict()
-    base = {k: v for k, v in states["policy"].items() if "lora_" not in k}
-    _assert_bitwise(
-        base, plain, lambda k: k.removeprefix("base_model.model.").replace(".base_layer", "")
-    )
-    if "lora_r" in overrides:  # the same adapters as a one-process run starts with
-        config.distributed, config.output_dir = "none", str(tmp_path / "single")
-        single = prepare_run(config, None, None, SINGLE_PROCESS, lambda _: None).policy
-        adapters = {k: v for k, v in states["policy"].items() if "lora_" in k}
-        assert adapters
-        _assert_bitwise(adapters, single.state_dict())
-        assert "reference" not in states
-    else:
-        dtype = getattr(torch, config.dtype) if config.dtype != "auto" else torch.float32
-        reference = auto.from_pretrained(model, dtype=dtype).state_dict()
-        _assert_bitwise(states["reference"], reference)
+    configs = []
+    for index, (style, overrides, _) in enumerate(META_LOAD_CASES):
+        model = (
+            save_tiny_vlm(style, tmp_path / style) if style == "llava" else tiny_model_dirs[style]
+        )
+        out = tmp_path / f"fsdp-{index}"
+        config = settings(model, five_pairs, out, batch=2, distributed="fsdp")
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        configs.append(config)
+    for config, loaded, (style, overrides, case) in zip(
+        configs, _meta_loaded(configs, tmp_path), META_LOAD_CASES, strict=True
+    ):
+        assert any("filled shard by shard" in line for line in loaded["lines"]), (case, loaded)
+        model = Path(config.model_name_or_path)
+        auto = AutoModelForImageTextToText if style == "llava" else AutoModelForCausalLM
+        states = loaded["states"]
+        plain = auto.from_pretrained(model, dtype=torch.float32).state_dict()
+        base = {k: v for k, v in states["policy"].items() if "lora_" not in k}
+        _assert_bitwise(
+            base, plain, lambda k: k.removeprefix("base_model.model.").replace(".base_layer", "")
+        )
+        if "lora_r" in overrides:  # the same adapters as a one-process run starts with
+            config.distributed, config.output_dir = "none", str(tmp_path / "single")
+            single = prepare_run(config, None, None, SINGLE_PROCESS, lambda _: None).policy
+            adapters = {k: v for k, v in states["policy"].items() if "lora_" in k}
+            assert adapters, case
+            _assert_bitwise(adapters, single.state_dict())
+            assert "reference" not in states, case
+        else:
+            dtype = getattr(torch, config.dtype) if config.dtype != "auto" else torch.float32
+            reference = auto.from_pretrained(model, dtype=dtype).state_dict()
+            _assert_bitwise(states["reference"], reference)
 
 
 @pytest.mark.parametrize("style", ["llama", "gpt2"])

@@ -85,23 +85,37 @@ def assert_float32_rewards(evaluations: list[dict], out, pairs: list[dict]) -> N
     assert "Training metrics (loss, rewards/*, logps/*) are those of the bfloat16 forward." in card
 
 
-def test_ddp_bf16_lora_evaluates_in_float32_as_its_saved_adapter_scores(
+def test_ddp_bf16_lora_evaluates_in_float32_and_a_checkpoint_changes_nothing(
     tiny_model_dirs, tmp_path
 ) -> None:
-    """Two gloo processes: each rank upcasts its replica and scores its slice of the pairs."""
+    """Two gloo processes: each rank upcasts its replica and scores its slice of the pairs in
+    float32 (the held-out rewards are the saved adapter's float32 scores), and a checkpoint
+    every step (save_steps: 1) changes nothing of the bf16 training: the same adapters,
+    bitwise, as the run without checkpoints (the ranks stay together past each one)."""
+    from safetensors.torch import load_file
+
     pairs = SENTIMENT_PAIRS[:5]
     data = write_jsonl(tmp_path / "pairs.jsonl", pairs)
     model = bf16_grid_copy(tiny_model_dirs["llama"], tmp_path / "model")
-    out = tmp_path / "run"
-    config = tiny_config(
-        model, data, out, dtype="bfloat16", lora_r=4, max_steps=2, eval_file=str(data),
-        eval_on_start=True, eval_steps=2, per_device_train_batch_size=2,
-        per_device_eval_batch_size=2, distributed="ddp",
-    )  # fmt: skip
-    config.save_yaml(tmp_path / "config.yaml")
-    done = torchrun(tmp_path / "config.yaml")
-    assert done.returncode == 0, done.stderr[-3000:]
+    adapters = []
+    for save_steps in (0, 1):
+        out = tmp_path / f"run{save_steps}"
+        config = tiny_config(
+            model, data, out, dtype="bfloat16", lora_r=4, max_steps=3, eval_file=str(data),
+            eval_on_start=True, eval_steps=3, per_device_train_batch_size=2,
+            per_device_eval_batch_size=2, distributed="ddp", save_steps=save_steps,
+        )  # fmt: skip
+        config.save_yaml(tmp_path / "config.yaml")
+        done = torchrun(tmp_path / "config.yaml")
+        assert done.returncode == 0, done.stderr[-3000:]
+        adapters.append(load_file(out / "adapter_model.safetensors"))
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == [
+        f"checkpoint-{i}" for i in (1, 2, 3)
+    ]
     assert_float32_rewards(eval_rows(read_metrics(out)), out, pairs)
+    assert adapters[0].keys() == adapters[1].keys()
+    for name, weight in adapters[0].items():
+        assert torch.equal(weight, adapters[1][name]), name
 
 
 def test_eval_dtype_choices_and_where_float32_cannot_run() -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_distributed import torchrun
 from tiny import SENTIMENT_PAIRS, save_tiny_model, tiny_config, write_jsonl
 from transformers import AutoModelForCausalLM
 
@@ -509,22 +508,3 @@ def test_swapping_masters_in_keeps_the_gradient_hooks_ddp_relies_on() -> None:
     model(x).sum().backward()
     assert fired == [1]
     assert masters.pairs[0][1].grad is not None  # and the master received the gradient
-
-
-def test_ddp_bf16_ranks_stay_together_past_a_checkpoint(tiny_model_dirs, tmp_path) -> None:
-    """A checkpoint (save_steps) in a bf16 DDP run changes nothing of its training."""
-    data = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS[:4])
-    adapters = []
-    for save_steps in (0, 1):
-        out = tmp_path / f"run{save_steps}"
-        config = tiny_config(
-            tiny_model_dirs["llama"], data, out, dtype="bfloat16", lora_r=4, max_steps=3,
-            per_device_train_batch_size=2, distributed="ddp", save_steps=save_steps,
-        )  # fmt: skip
-        config.save_yaml(tmp_path / "config.yaml")
-        done = torchrun(tmp_path / "config.yaml")
-        assert done.returncode == 0, done.stderr[-3000:]
-        adapters.append(load_file(out / "adapter_model.safetensors"))
-    assert adapters[0].keys() == adapters[1].keys()
-    for name, weight in adapters[0].items():
-        assert torch.equal(weight, adapters[1][name]), name
