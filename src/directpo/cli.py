@@ -416,8 +416,9 @@ def _option_kinds(options: type) -> dict[str, str]:
     """How each option reads its flag: a boolean may stand alone, a list (or a list of data
     files, ``str | list[str]``) takes several values, any other option exactly one."""
     kinds = {}
+    hints = typing.get_type_hints(options)  # once: it evaluates every field's annotation
     for f in dataclasses.fields(options):
-        hint = typing.get_type_hints(options)[f.name]
+        hint = hints[f.name]
         args = set(typing.get_args(hint)) - {type(None)}
         if hint in (bool, bool | None):
             kinds[f.name] = BOOLEAN

@@ -42,13 +42,19 @@ def option(default: Any, help: str, **kwargs: Any) -> Any:
     return field(default=default, metadata={"help": help, **kwargs})
 
 
+@functools.cache
+def type_hints(options: type) -> dict[str, Any]:
+    """An options class's evaluated annotations (evaluating them all costs ~5 ms a config)."""
+    return typing.get_type_hints(options)
+
+
 class Options:
     """Base of the options dataclasses: coercion on construction, then ``_check_values``."""
 
     def __post_init__(self) -> None:
         # every wrong value is reported at once: a user fixing a config file one error per run
         # would otherwise need as many runs as mistakes
-        hints = typing.get_type_hints(type(self))
+        hints = type_hints(type(self))
         problems: list[str] = []
         untyped: set[str] = set()  # options whose value is not of their type
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
