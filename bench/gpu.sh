@@ -9,6 +9,8 @@
 #      use_liger_kernel on both sides, ...);
 #   3. bench/fsdp_memory.py --device cuda: peak host memory of a meta-loaded FSDP2 0.5B run;
 #   4. bench/gpu_smoke.py compile: torch_compile on four architectures and LoRA vs eager (COMPILE_CHECK=0 skips).
+#   5. bench/gpu_smoke.py precision (last; PRECISION_CHECK=0 skips): tf32, full_determinism, the
+#      cost of eval_dtype auto's float32 evaluation and eval_generate's float32 KL (~2 min).
 #   bash bench/gpu.sh [vs_trl.py options]     # e.g. --models qwen2.5-0.5b-random --budget 200
 # Results go to $OUT (the device tool's folder) or /tmp/directpo-gpu: smoke.txt, bench.jsonl,
 # bench.txt. Missing packages (trl, datasets, liger-kernel, ...) travel as wheels in .whl/, filled
@@ -49,3 +51,7 @@ fi
 python3 bench/vs_trl.py --plan gpu --models qwen2.5-0.5b-random,qwen2.5-1.5b-random \
   --steps 8 --warmup 3 --batch 4 --budget ${BUDGET:-300} --out "$OUT/bench.jsonl" "$@" 2>&1 \
   | grep -vE "it/s\]|examples/s\]|Loading weights|Writing model|warn|^\{.loss|^step |^ *$" | tee "$OUT/bench.txt"
+if [[ "${PRECISION_CHECK:-1}" == 1 ]]; then  # after the benchmark: a timeout here loses nothing else
+  timeout 180 python3 bench/gpu_smoke.py precision 2>&1 | grep -vE "it/s\]|Loading weights|Writing model" \
+    | tee "$OUT/precision.txt"
+fi

@@ -15,8 +15,13 @@
    (``python bench/gpu_smoke.py features`` runs only these).
 6. Device syncs inside one micro-batch (varlen and flex), and use_liger_kernel's kernels against
    transformers' modules (last: Liger patches module-wide functions).
+   (2. also runs the fallback without either kernel: SDPA with one additive 4D mask.)
 7. ``python bench/gpu_smoke.py compile`` (bench/gpu.sh runs it after the rest): torch_compile on
    Llama, GPT-2, Qwen2 and Gemma2 tiny models and with LoRA, bf16, against the eager run.
+8. ``python bench/gpu_smoke.py precision`` (bench/gpu.sh runs it last): ``tf32: true`` and
+   ``full_determinism: true`` on CUDA (two runs bitwise equal), and what ``eval_dtype: auto``'s
+   float32 evaluation and eval_generate's float32 KL scoring cost against bf16 on a
+   Qwen2.5-0.5B-shaped random model (seconds of one evaluation, and the ratio).
 Prints one line per check and a final verdict.
 """
 
@@ -98,7 +103,8 @@ def model_check() -> None:
     models = {
         name: Qwen2ForCausalLM(Qwen2Config(**config, attn_implementation=implementation))
         for name, implementation in (
-            ("plain", "sdpa"), ("varlen", register()), ("flex", flexattention.register())
+            ("plain", "sdpa"), ("varlen", register()), ("flex", flexattention.register()),
+            ("sdpa-mask", "sdpa"),
         )
     }  # fmt: skip
     for model in models.values():
@@ -108,6 +114,8 @@ def model_check() -> None:
         "plain": PLAIN,
         "varlen": Layout(True, True, varlen=True, pad_multiple=128),
         "flex": Layout(True, True, flex=True, pad_multiple=128),
+        # no varlen kernel, no FlexAttention: SDPA with one additive 4D mask (the fallback)
+        "sdpa-mask": Layout(True, True),
     }
     generator = torch.Generator().manual_seed(1)
 
@@ -128,7 +136,7 @@ def model_check() -> None:
             logps.float().sum().backward()
             got[name] = (logps.float().detach(), model.model.embed_tokens.weight.grad.float())
         scale = float(got["plain"][0].abs().max())
-        for name in ("varlen", "flex"):
+        for name in ("varlen", "flex", "sdpa-mask"):
             diff = float((got["plain"][0] - got[name][0]).abs().max())
             grad = float((got["plain"][1] - got[name][1]).norm() / got["plain"][1].norm())
             verdict(
@@ -398,6 +406,65 @@ def compile_check(root: Path, data: Path) -> None:
         )
 
 
+def precision_check(root: Path, data: Path) -> None:
+    """tf32 and full_determinism on CUDA; the cost of a float32 evaluation (eval_dtype: auto)
+    against a bf16 one, with and without eval_generate (its KL scored in eval_dtype)."""
+    from safetensors.torch import load_file
+
+    model = save_tiny_model("llama", root / "llama-precision")
+    rows = _rows(train(
+        tiny_config(model, data, root / "tf32", max_steps=6, per_device_train_batch_size=3,
+                    tf32=True),
+        echo=lambda _: None,
+    ))  # fmt: skip
+    verdict(
+        "tf32: true, float32 run",
+        abs(rows[0]["loss"] - math.log(2)) < 1e-6 and rows[-1]["loss"] < rows[0]["loss"],
+        f"loss {rows[0]['loss']:.6f} -> {rows[-1]['loss']:.4f}",
+    )
+    runs = []
+    for attempt in range(2):
+        out = root / f"deterministic-{attempt}"
+        config = tiny_config(
+            model, data, out, max_steps=6, per_device_train_batch_size=3, dtype="bfloat16",
+            full_determinism=True,
+        )  # fmt: skip
+        runs.append(([r["loss"] for r in _rows(train(config, echo=lambda _: None))], out))
+    weights = [load_file(out / "model.safetensors") for _, out in runs]
+    same = runs[0][0] == runs[1][0] and all(
+        torch.equal(value, weights[1][key]) for key, value in weights[0].items()
+    )
+    verdict("full_determinism: true, bf16 twice: bitwise the same", same, f"losses {runs[0][0]}")
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from vs_trl import make_data, qwen_random
+
+    big = qwen_random("qwen2.5-0.5b-random", root / "qwen-0.5b")
+    held_out = root / "held-out.jsonl"
+    make_data(held_out, prompt_words=300, completion_words=150, pairs=64, seed=3)
+    seconds = {}
+    for eval_dtype in ("bfloat16", "auto"):
+        for generate in (0, 16):
+            stamps: list[tuple[float, str]] = []
+            config = tiny_config(
+                big, held_out, root / f"eval-{eval_dtype}-{generate}", max_steps=1,
+                per_device_train_batch_size=4, per_device_eval_batch_size=16, dtype="bfloat16",
+                eval_file=str(held_out), eval_steps=1, eval_dtype=eval_dtype,
+                eval_generate=generate, generate_max_new_tokens=64, save_strategy="no",
+            )  # fmt: skip
+            train(config, echo=lambda line, s=stamps: s.append((time.perf_counter(), line)))
+            trained = next(t for t, line in stamps if line.startswith("step 1/1 loss="))
+            evaluated = next(t for t, line in stamps if "eval/loss=" in line)
+            seconds[eval_dtype, generate] = evaluated - trained
+    for generate in (0, 16):
+        bf16, float32 = seconds["bfloat16", generate], seconds["auto", generate]
+        verdict(
+            f"evaluation cost, 0.5B, 64 pairs{f', eval_generate {generate}' if generate else ''}",
+            True,  # a measurement: docs/performance.md records it
+            f"bf16 {bf16:.2f} s, float32 (eval_dtype auto) {float32:.2f} s: {float32 / bf16:.2f}x",
+        )
+
+
 def _rows(result: Any) -> list[dict]:
     return [r for r in result.metrics if "loss" in r]
 
@@ -407,8 +474,9 @@ def main() -> None:
     print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__, flush=True)
     root = Path(tempfile.mkdtemp())
     data = write_jsonl(root / "pairs.jsonl", SENTIMENT_PAIRS)
-    if sys.argv[1:] in (["features"], ["compile"]):  # one group alone (a short device call)
-        (features_check if sys.argv[1] == "features" else compile_check)(root, data)
+    groups = {"features": features_check, "compile": compile_check, "precision": precision_check}
+    if len(sys.argv) == 2 and sys.argv[1] in groups:  # one group alone (a short device call)
+        groups[sys.argv[1]](root, data)
         print("GPU smoke:", "all OK" if not failures else f"{failures} FAILED", flush=True)
         return
     for check in (kernel_check, model_check):
