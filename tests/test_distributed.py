@@ -369,29 +369,6 @@ def test_fsdp_lora_modules_to_save_trains_as_without_fsdp(
     assert not torch.equal(ours.model.norm.weight, start.model.norm.weight)  # trained copy
 
 
-@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-def test_eval_generate_samples_as_one_process(tiny_model_dirs, five_pairs, tmp_path, mode) -> None:
-    sampling = dict(eval_generate=3, eval_generate_samples=2, generate_max_new_tokens=5)
-    model = tiny_model_dirs["gpt2"]
-    single = tmp_path / "single"
-    train(settings(model, five_pairs, single, batch=4, **sampling), echo=lambda _: None)
-    out = tmp_path / "run"
-    config = settings(model, five_pairs, out, batch=2, distributed=mode, **sampling)
-    config.per_device_eval_batch_size = 4  # samples drawn in batches of 4, as the single run
-    config.save_yaml(tmp_path / "c.yaml")
-    done = torchrun(tmp_path / "c.yaml")
-    assert done.returncode == 0, done.stderr[-3000:]
-    ours, theirs = read_metrics(out), read_metrics(single)
-    assert_same_metrics(ours, theirs)
-    assert any("eval/kl" in row for row in ours)
-    for step in (2, 4):
-        name = f"samples/step-{step}.jsonl"
-        mine = [json.loads(line) for line in (out / name).read_text().splitlines()]
-        expected = [json.loads(line) for line in (single / name).read_text().splitlines()]
-        assert [r["completion"] for r in mine] == [r["completion"] for r in expected]
-        assert [r["kl"] for r in mine] == pytest.approx([r["kl"] for r in expected], abs=1e-4)
-
-
 def test_fsdp_on_one_process_without_a_launcher(tiny_model_dirs, five_pairs, tmp_path) -> None:
     """distributed: fsdp on one process (the 1-GPU path): float32 gives the plain run's
     numbers; bfloat16 compute keeps float32 master weights and saves them (save_dtype: auto),

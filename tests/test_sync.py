@@ -220,12 +220,16 @@ def test_trl_spelling_is_accepted_with_trls_defaults(tiny_model_dirs, tmp_path) 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_two_processes_sync_as_one_process(tiny_model_dirs, tmp_path, mode) -> None:
     """Under DDP every rank mixes its replica; under FSDP2 each rank mixes its own shards. The
-    (gathered) reference and the metrics match the one-process run with the same global batch."""
+    (gathered) reference and the metrics match the one-process run with the same global batch.
+    The runs sample too (eval_generate: each rank samples its prompts; the KL against the moved
+    reference): the same completions and KL as one process."""
     data = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS[:4])
     model = tiny_model_dirs["llama"]
     values = dict(
         max_steps=4, save_steps=4, sync_ref_model=True, ref_model_mixup_alpha=0.5,
-        ref_model_sync_steps=2,
+        ref_model_sync_steps=2, eval_file=str(data), eval_steps=2, eval_generate=3,
+        eval_generate_samples=2, generate_max_new_tokens=5,
+        per_device_eval_batch_size=4,  # samples drawn in batches of 4 on each side
     )  # fmt: skip
     single = tmp_path / "single"
     train(tiny_config(model, data, single, per_device_train_batch_size=4, **values), echo=quiet)
@@ -236,6 +240,15 @@ def test_two_processes_sync_as_one_process(tiny_model_dirs, tmp_path, mode) -> N
     done = torchrun(tmp_path / "c.yaml")
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_metrics(read_metrics(out), read_metrics(single))
+    assert any("eval/kl" in row for row in read_metrics(out))
+    for step in (2, 4):
+        mine, expected = (
+            [json.loads(line) for line in (folder / f"samples/step-{step}.jsonl").open()]
+            for folder in (out, single)
+        )
+        assert len(mine) == 3 * 2  # eval_generate prompts x eval_generate_samples
+        assert [r["completion"] for r in mine] == [r["completion"] for r in expected]
+        assert [r["kl"] for r in mine] == pytest.approx([r["kl"] for r in expected], abs=1e-4)
     ours, theirs = reference(out / "checkpoint-4"), reference(single / "checkpoint-4")
     assert ours.keys() == theirs.keys()
     for name, value in theirs.items():
