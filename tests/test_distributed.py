@@ -110,6 +110,24 @@ def five_pairs(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def single_bf16(tiny_model_dirs, five_pairs, tmp_path_factory) -> Path:
+    """The one-process bf16 run (global batch 4) that DDP's and FSDP2's must follow."""
+    out = tmp_path_factory.mktemp("single-bf16") / "run"
+    config = settings(tiny_model_dirs["llama"], five_pairs, out, batch=4, dtype="bfloat16")
+    train(config, echo=lambda _: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def single_lora(tiny_model_dirs, five_pairs, tmp_path_factory) -> Path:
+    """The one-process LoRA run (global batch 4) that DDP's and FSDP2's must equal."""
+    out = tmp_path_factory.mktemp("single-lora") / "run"
+    config = settings(tiny_model_dirs["llama"], five_pairs, out, batch=4, lora_r=4, lora_alpha=8)
+    train(config, echo=lambda _: None)
+    return out
+
+
+@pytest.fixture(scope="module")
 def single(tiny_model_dirs, five_pairs, tmp_path_factory):
     """The one-process run with the global batch (4) that the two-process runs must match."""
     out = tmp_path_factory.mktemp("single") / "run"
@@ -201,14 +219,13 @@ def assert_equals_one_process(
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_bf16_two_processes_follow_the_one_process_bf16_trajectory(
-    tiny_model_dirs, five_pairs, tmp_path, mode
+    tiny_model_dirs, five_pairs, single_bf16, tmp_path, mode
 ) -> None:
     """Mixed precision is the same policy everywhere: one process (bf16 compute copy + float32
     masters), DDP (the same, gradients reduced in float32) and FSDP2 (float32 shards,
     MixedPrecisionPolicy) agree to bf16 tolerance, with gradient accumulation."""
     model = tiny_model_dirs["llama"]
-    single = tmp_path / "single"
-    train(settings(model, five_pairs, single, batch=4, dtype="bfloat16"), echo=lambda _: None)
+    single = single_bf16
     out = tmp_path / "run"
     config = settings(
         model, five_pairs, out, batch=1, distributed=mode, dtype="bfloat16",
@@ -319,14 +336,15 @@ def test_fsdp_resume_with_weight_decay_changed(tiny_model_dirs, five_pairs, tmp_
 
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-def test_lora_two_processes_equal_one_process(tiny_model_dirs, five_pairs, tmp_path, mode) -> None:
+def test_lora_two_processes_equal_one_process(
+    tiny_model_dirs, five_pairs, single_lora, tmp_path, mode
+) -> None:
     """LoRA: the reference is the policy with adapters off, also when the policy is sharded."""
     from peft import AutoPeftModelForCausalLM
 
     lora = dict(lora_r=4, lora_alpha=8)
     model = tiny_model_dirs["llama"]
-    single = tmp_path / "single"
-    train(settings(model, five_pairs, single, batch=4, **lora), echo=lambda _: None)
+    single = single_lora
     out = tmp_path / "run"
     settings(model, five_pairs, out, batch=2, distributed=mode, **lora).save_yaml(
         tmp_path / "c.yaml"
