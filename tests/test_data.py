@@ -1137,3 +1137,99 @@ def test_a_dict_of_columns_is_refused_in_one_line() -> None:
         python_source(columns, "train_dataset")
     named = _named_eval_sets(config, {"chosen": ROWS, "rejected": ROWS[:1]})  # sets so named
     assert list(named) == ["chosen", "rejected"]
+
+
+OPENAI_TOOL = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}},
+}
+OPENAI_ROWS = [
+    {
+        "input": {
+            "messages": [{"role": "user", "content": "Weather in Paris?"}],
+            "tools": [OPENAI_TOOL],
+            "parallel_tool_calls": True,
+        },
+        "preferred_output": [{"role": "assistant", "content": "Sunny."}],
+        "non_preferred_output": [{"role": "assistant", "content": "No idea."}],
+    },
+    {
+        "input": {
+            "messages": [
+                {"role": "system", "content": "Brief."},
+                {"role": "user", "content": "2+2?"},
+            ]
+        },
+        "preferred_output": [{"role": "assistant", "content": "4"}],
+        "non_preferred_output": [{"role": "assistant", "content": "5"}],
+    },
+]
+
+
+def test_openais_preference_format_reads_as_the_same_conversational_pairs(tmp_path) -> None:
+    """OpenAI's preference fine-tuning rows (input.messages, preferred_output,
+    non_preferred_output, input.tools) are the conversational pairs they stand for, from a
+    file, a Dataset (Arrow fills other rows' keys with nulls) and a row scored alone."""
+    ours = [
+        {
+            "prompt": row["input"]["messages"],
+            "chosen": row["preferred_output"],
+            "rejected": row["non_preferred_output"],
+            **({"tools": row["input"]["tools"]} if "tools" in row["input"] else {}),
+        }
+        for row in OPENAI_ROWS
+    ]
+    want = load_preferences(str(write_jsonl(tmp_path / "ours.jsonl", ours)))
+    for source in (
+        str(write_jsonl(tmp_path / "openai.jsonl", OPENAI_ROWS)),
+        datasets.Dataset.from_list(OPENAI_ROWS),
+    ):
+        got = load_preferences(source)
+        assert got.layout == want.layout == "conversational"
+        for a, b in zip(got.examples, want.examples, strict=True):
+            assert (a.prompt, a.chosen, a.rejected, a.tools) == (
+                b.prompt,
+                b.chosen,
+                b.rejected,
+                b.tools,
+            )
+        assert got.examples[0].tools and got.examples[1].tools is None
+    alone = parse_pair(OPENAI_ROWS[1], Columns(), "row")
+    assert (alone.prompt, alone.chosen) == (want.examples[1].prompt, want.examples[1].chosen)
+
+
+def test_openai_rows_that_do_not_fit_are_said_by_openais_field_names(tmp_path) -> None:
+    bad = [
+        OPENAI_ROWS[0],
+        {**OPENAI_ROWS[1], "input": [{"role": "user", "content": "x"}]},
+        {**OPENAI_ROWS[1], "input": {"messages": [], "metadata": {"a": 1}}},
+        {key: value for key, value in OPENAI_ROWS[1].items() if key != "preferred_output"},
+    ]
+    path = write_jsonl(tmp_path / "openai.jsonl", bad)
+    with pytest.raises(DataError) as caught:
+        load_preferences(str(path))
+    said = str(caught.value)
+    assert said.startswith(f"{path}: line 2: field 'input' must be an object with a 'messages'")
+    assert "line 3, line 4" in said and "\n" not in said
+    data = load_preferences(str(path), skip_invalid_rows=True)
+    assert len(data.examples) == 1 and sum(data.skipped.values()) == 3
+    with pytest.raises(DataError, match=r"^row: missing field 'preferred_output'$"):
+        parse_pair(bad[3], Columns(), "row")
+    with pytest.raises(DataError, match=r"'metadata', which directpo does not read"):
+        parse_pair(bad[2], Columns(), "row")
+
+
+def test_score_reads_an_openai_row_as_a_pair(tmp_path) -> None:
+    """score told a file in OpenAI's preference format that it lacked a 'response' field."""
+    from directpo.command_options import ScoreOptions
+    from directpo.reward_files import _score_item
+
+    options = ScoreOptions(
+        input=str(tmp_path / "in.jsonl"),
+        output=str(tmp_path / "out.jsonl"),
+        prompt_column="prompt",
+        chosen_column="chosen",
+        rejected_column="rejected",
+    )  # fmt: skip  (the defaults score_file fills in)
+    scored = _score_item(options, str(tmp_path), "row", OPENAI_ROWS[1])
+    assert scored.chosen == OPENAI_ROWS[1]["preferred_output"]

@@ -65,6 +65,7 @@ from directpo.readers import (
     open_rows,
     source_label,
 )
+from directpo.row_formats import from_openai, is_openai_layout, openai_names
 from directpo.vision import (
     IMAGE_COLUMNS,
     ImageError,
@@ -245,6 +246,7 @@ def preferences_of_rows(
     layout: str | None = None
     seen_any = False
     refused: list[str] = []  # without skip_invalid_rows: the first one's error, others' places
+    openai: bool | None = None  # rows in OpenAI's preference format (row_formats)
     for where, row in rows:
         seen_any = True
         try:
@@ -252,6 +254,13 @@ def preferences_of_rows(
                 raise row
             if not isinstance(row, dict):
                 raise RowError("not an object", f"expected an object, got {kind_of(row)}")
+            if openai is None:
+                openai = _is_openai(column_names or list(row), columns)
+                column_names = (
+                    openai_names(column_names) if openai and column_names else column_names
+                )
+            if openai:
+                row = from_openai(row)
             if layout is None:
                 if skip_invalid_rows and column_names is None:
                     _require_fields(row, columns)  # a row's keys, not the file's columns
@@ -316,6 +325,11 @@ def parse_pair(
 ) -> PreferenceExample:
     """One preference row in any layout, validated as in training (image paths relative to
     ``base_dir``)."""
+    if _is_openai(list(row), columns):
+        try:
+            row = from_openai(row)
+        except RowError as err:
+            raise DataError(f"{where}: {err.message}") from None
     if columns.prompt in row:
         layout = _prompt_layout(row[columns.prompt], row.get(columns.chosen))
     else:
@@ -329,6 +343,10 @@ def parse_pair(
 
 # ---------------------------------------------------------------------------------------------
 # Validating rows
+
+
+def _is_openai(names: list[str], columns: Columns) -> bool:
+    return is_openai_layout(names, columns.prompt, columns.chosen, columns.rejected)
 
 
 def _detect_layout(

@@ -34,6 +34,7 @@ from directpo.prompts import (
 )
 from directpo.readers import RowError, kind_of
 from directpo.reward import ImplicitReward, row_encoder, run_config, truncation_note
+from directpo.row_formats import is_openai_layout
 from directpo.tokenization import PairTokenizer
 
 Item = TypeVar("Item")
@@ -130,9 +131,12 @@ def _score_item(
     )
     pair_columns = (options.chosen_column, options.rejected_column)
     column = _response_column(row, options.response_column)
+    openai = is_openai_layout(list(row), columns.prompt, *pair_columns)  # row_formats
     # a row with one of chosen / rejected and no response is a pair that lacks the other
-    if all(c in row for c in pair_columns) or (
-        any(c in row for c in pair_columns) and column not in row
+    if (
+        openai
+        or all(c in row for c in pair_columns)
+        or (any(c in row for c in pair_columns) and column not in row)
     ):
         _check_not_written(row, PAIR_COLUMNS, options, label)
         return parse_pair(row, columns, label, base_dir)
