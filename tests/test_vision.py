@@ -587,3 +587,97 @@ def test_an_unfrozen_vision_tower_with_lora_is_refused(tmp_path, capsys) -> None
     err = capsys.readouterr().err.strip()
     assert code == 2 and "Traceback" not in err, err
     assert err.splitlines()[-1].startswith("directpo: error: freeze_vision_tower: false"), err
+
+
+def _direct_logps(model: torch.nn.Module, pair) -> list[float]:  # noqa: ANN001
+    """A pair's chosen and rejected log-probs from the model's own forward of prompt +
+    completion alone (its own positions, masks and image features)."""
+    sums = []
+    for completion in (pair.chosen_ids, pair.rejected_ids):
+        ids = torch.tensor([pair.prompt_ids + completion])
+        inputs = dict(pair.vision.tensors) if pair.vision is not None else {}
+        for key, types in (pair.vision.token_types if pair.vision is not None else {}).items():
+            inputs[key] = torch.tensor([types + [0] * len(completion)])
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), **inputs).logits
+        scored = logits[0, len(pair.prompt_ids) - 1 : -1].float().log_softmax(-1)
+        sums.append(float(scored.gather(-1, torch.tensor(completion)[:, None]).sum()))
+    return sums
+
+
+@pytest.mark.parametrize("style", ["qwen2_5vl", "qwen3vl", "onevision"])
+def test_each_familys_logprobs_in_every_layout_are_its_own_forwards(style, tmp_path) -> None:
+    """Qwen2.5-VL (windowed vision attention), Qwen3-VL (deepstack features, interleaved
+    M-RoPE) and LLaVA-OneVision (anyres tiles): a batch of a one-image, a two-image, a wide-image
+    and a text-only pair scores each pair as the model's own forward of it alone, in the plain,
+    prefix-shared and packed layouts."""
+    model, processor = build_vlm(style)
+    model.config._attn_implementation = "sdpa"
+    make_image(tmp_path / "wide.png", seed=5, size=100, height=30)
+    rows = image_rows(tmp_path, 3)
+    rows[1]["images"] = ["img1.png", "img2.png"]
+    rows[1]["prompt"][0]["content"] = "Compare the two images."
+    rows[2]["images"] = ["wide.png"]
+    rows.append({**rows[0], "prompt": [{"role": "user", "content": "No picture here."}]})
+    rows[3].pop("images")
+    data = load_preferences(str(write(tmp_path / "rows.jsonl", rows)))
+    encoder = PairTokenizer(processor.tokenizer, None, processor=processor)
+    pairs = [encoder.encode(example, Counter()) for example in data.examples]
+    assert [p.vision is None for p in pairs] == [False, False, False, True]
+    attach_rope_positions(model, pairs)
+    direct = [_direct_logps(model, pair) for pair in pairs]
+    expected = torch.tensor([d[0] for d in direct] + [d[1] for d in direct])
+    pad = processor.tokenizer.pad_token_id
+    for layout in (PLAIN, Layout(share_prefix=True), Layout(share_prefix=True, pack=True)):
+        with torch.no_grad():
+            logps = model_logprobs(model, collate_pairs(pairs, pad, layout=layout))[0]
+        torch.testing.assert_close(logps.float(), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_a_cross_attention_vlm_is_refused_in_one_line(tmp_path) -> None:
+    """Mllama (Llama 3.2 Vision) reads its images through cross-attention layers, with a
+    cross_attention_mask per prompt token that directpo does not lay out: training failed at
+    the first step with a shape error deep in the model (a traceback). Its rows are refused
+    when tokenized (before any model loads), in one line naming the input and the model."""
+    from directpo.errors import ModelLoadError
+    from directpo.tokenization import tokenize_preferences
+
+    _, processor = build_vlm("mllama")
+    data = load_preferences(str(write(tmp_path / "rows.jsonl", image_rows(tmp_path, 2))))
+    with pytest.raises(ModelLoadError) as error:
+        tokenize_preferences(data, processor.tokenizer, None, processor=processor)
+    message = str(error.value)
+    assert message.startswith("MllamaProcessor returns cross_attention_mask (one entry per")
+    assert "this model is not supported" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("style", ["qwen3vl", "onevision"])
+def test_a_family_trains_resumes_and_its_folder_generates_without_directpo(style, tmp_path):
+    """Train with a held-out file and checkpoints; resuming from the first checkpoint (refused
+    before: save_pretrained stores the weights under transformers' names, 'weights do not match
+    the model') goes on as the uninterrupted run; the final folder loads and generates with
+    AutoModelForImageTextToText and AutoProcessor alone."""
+    from tiny import tiny_config
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from directpo.trainer import train
+
+    model_dir = save_tiny_vlm(style, tmp_path / "model")
+    data = write(tmp_path / "rows.jsonl", image_rows(tmp_path))
+    out = tmp_path / "out"
+    options = dict(max_steps=2, per_device_train_batch_size=2, save_steps=1, eval_file=str(data))
+    first = train(tiny_config(model_dir, data, out, **options), echo=lambda _: None).metrics
+    again = train(
+        tiny_config(model_dir, data, out, resume_from_checkpoint=str(out / "checkpoint-1"),
+                    **options),
+        echo=lambda _: None,
+    ).metrics  # fmt: skip
+    assert [r["loss"] for r in again if "loss" in r] == [r["loss"] for r in first if "loss" in r]
+    assert again[-1]["eval/loss"] == first[-1]["eval/loss"] < 0.693
+    model = AutoModelForImageTextToText.from_pretrained(out)
+    processor = AutoProcessor.from_pretrained(out)
+    prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}]
+    text = processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[text], images=[make_image(seed=1)], return_tensors="pt")
+    generated = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert generated.shape[1] == inputs["input_ids"].shape[1] + 3

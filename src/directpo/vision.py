@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from directpo.errors import ModelLoadError
 from directpo.readers import list_in_text
 
 IMAGE_COLUMNS = ("images", "image")
@@ -215,11 +216,27 @@ def encode_with_images(
     out.pop("attention_mask", None)
     types = {key: out.pop(key)[0].tolist() for key in TOKEN_TYPE_KEYS if key in out}
     tensors = {key: value for key, value in out.items() if isinstance(value, torch.Tensor)}
+    _refuse_per_token_inputs(processor, tensors, len(ids))
     digest = hashlib.blake2b(digest_size=16)
     for key in sorted(tensors):
         digest.update(key.encode())
         digest.update(tensors[key].detach().cpu().contiguous().numpy().tobytes())
     return ids, VisionInputs(tensors, types, digest.hexdigest())
+
+
+def _refuse_per_token_inputs(processor: Any, tensors: dict[str, torch.Tensor], tokens: int) -> None:
+    """A processor output laid out per prompt token with more dimensions than a token type
+    (Mllama's cross_attention_mask: [1, tokens, images, tiles], which its cross-attention
+    layers read) would reach the model at the prompt's length, not the batch row's: the
+    forward failed with a shape error deep in the model. Refused, naming the input."""
+    for key, value in tensors.items():
+        if not key.startswith("pixel") and value.dim() >= 3 and value.shape[1] == tokens:
+            raise ModelLoadError(
+                f"{type(processor).__name__} returns {key} (one entry per prompt token and "
+                "image), an input of cross-attention image layers (Llama 3.2 Vision / Mllama) "
+                "that directpo does not lay out: this model is not supported (see the README's "
+                "table of vision-language models)"
+            )
 
 
 def image_token(processor: Any) -> str:
