@@ -906,7 +906,7 @@ def test_a_checkpoint_tokenized_by_other_rules_is_named_as_such_only_where_its_p
     """A checkpoint written before a change of the tokenization rules (no number recorded:
     rules 1) resumes as ever where its data gives the same ids, and where it does not, the
     refusal says that directpo changed, not the data (the user changed nothing)."""
-    from directpo.sources import _check_same
+    from directpo.sources import RULE_CHANGES, _check_same
     from directpo.tokenization import TOKENIZATION_RULES
 
     now = {"batch_size": 2, "seed": 1, "pairs_fingerprint": "a"}
@@ -920,6 +920,12 @@ def test_a_checkpoint_tokenized_by_other_rules_is_named_as_such_only_where_its_p
         _check_same(
             {**old, "pairs_fingerprint": "b", "tokenization_rules": TOKENIZATION_RULES}, now, "ckpt"
         )
+    # the refusal says what changed since the checkpoint's rules, not the first change only
+    previous = {**old, "pairs_fingerprint": "b", "tokenization_rules": TOKENIZATION_RULES - 1}
+    with pytest.raises(ConfigError) as refused:
+        _check_same(previous, now, "ckpt")
+    assert RULE_CHANGES[TOKENIZATION_RULES] in str(refused.value)
+    assert RULE_CHANGES[TOKENIZATION_RULES - 1] not in str(refused.value)
 
 
 def test_a_resume_that_changes_the_loss_says_which_options_changed(

@@ -681,3 +681,25 @@ def test_a_family_trains_resumes_and_its_folder_generates_without_directpo(style
     inputs = processor(text=[text], images=[make_image(seed=1)], return_tensors="pt")
     generated = model.generate(**inputs, max_new_tokens=3, do_sample=False)
     assert generated.shape[1] == inputs["input_ids"].shape[1] + 3
+
+
+def test_a_text_prompts_images_are_written_as_the_chat_template_writes_an_image() -> None:
+    """A text prompt (no placeholder of its own) gets one placeholder per image in front: for
+    Qwen-VL it was the bare <|image_pad|>, without the <|vision_start|> / <|vision_end|>
+    markers the model always sees around an image. It is now the image part as the
+    processor's chat template writes it; LLaVA's and Gemma 3's stay their image token."""
+    from directpo.tokenization import tokenize_preferences
+
+    row = {"images": [make_image(seed=1)], "prompt": "What is shown?", "chosen": " a cat.",
+           "rejected": " a dog."}  # fmt: skip
+    expected = {
+        "qwen2vl": "<|vision_start|>" + "<|image_pad|>" * 4 + "<|vision_end|>What is shown?",
+        "llava": "<s>" + "<image>" * 16 + "What is shown?",
+        "gemma3": "<bos>\n\n<start_of_image>" + "<image_soft_token>" * 4 + "<end_of_image>\n\n"
+        "What is shown?",
+    }
+    for style, text in expected.items():
+        _, processor = build_vlm(style)
+        data = load_preferences([row], name="rows")
+        (pair,) = tokenize_preferences(data, processor.tokenizer, None, processor=processor).pairs
+        assert processor.tokenizer.decode(pair.prompt_ids) == text, style

@@ -243,6 +243,27 @@ def image_token(processor: Any) -> str:
     return str(getattr(processor, "image_token", None) or "<image>")
 
 
+def text_placeholder(processor: Any) -> str:
+    """What goes before a text prompt for each of its images: the image part as the
+    processor's chat template writes it, whitespace aside (Qwen-VL's
+    ``<|vision_start|><|image_pad|><|vision_end|>``: its bare ``<|image_pad|>`` trained the
+    model on an image without the markers it always sees around one), else the image token."""
+    token = image_token(processor)
+    marks = ("\u2063directpo-before\u2063", "\u2063directpo-after\u2063")
+    parts = [{"type": "text", "text": marks[0]}, {"type": "image"}]
+    parts.append({"type": "text", "text": marks[1]})
+    try:
+        rendered = processor.apply_chat_template(
+            [{"role": "user", "content": parts}], tokenize=False
+        )
+    except Exception:  # noqa: BLE001 - no template, or one of string contents: the bare token
+        return token
+    _, _, after_first = str(rendered).partition(marks[0])
+    between, found, _ = after_first.partition(marks[1])
+    between = between.strip()
+    return between if found and between.count(token) == 1 else token
+
+
 def with_image_parts(prompt: Any, count: int) -> Any:
     """A conversational prompt whose messages name no image gets ``count`` image parts at the
     start of its first user message (TRL's convention)."""
