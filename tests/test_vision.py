@@ -703,3 +703,18 @@ def test_a_text_prompts_images_are_written_as_the_chat_template_writes_an_image(
         data = load_preferences([row], name="rows")
         (pair,) = tokenize_preferences(data, processor.tokenizer, None, processor=processor).pairs
         assert processor.tokenizer.decode(pair.prompt_ids) == text, style
+
+
+def test_a_vlm_whose_processor_class_does_not_load_is_said_so(tmp_path) -> None:
+    """AutoProcessor gives a VLM folder's tokenizer alone when the processor class it names is
+    unknown: its image rows were refused as given to 'not a vision-language model'. That
+    the processor did not load is said, with the class named."""
+    from directpo.errors import ModelLoadError
+    from directpo.models import load_processor
+
+    folder = save_tiny_vlm("qwen2vl", tmp_path / "model")
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        path = folder / name
+        path.write_text(path.read_text().replace("TinyQwen2VLProcessor", "NoSuchProcessor"))
+    with pytest.raises(ModelLoadError, match=r"loaded its tokenizer alone, .*\(NoSuchProcessor: "):
+        load_processor(str(folder))

@@ -68,6 +68,16 @@ def load_processor(
             ) from None
         return None
     if getattr(processor, "image_processor", None) is None:
+        # AutoProcessor gives the tokenizer alone when the processor class it names is unknown
+        # (the model's rows were then refused as given to "not a vision-language model")
+        if _is_vision_folder(path, location, trust_remote_code):
+            named = getattr(processor, "init_kwargs", {}).get("processor_class")
+            raise ModelLoadError(
+                f"processor of the vision-language model '{path}': AutoProcessor loaded its "
+                f"tokenizer alone, not its processor ({named or 'no processor_class named'}: a "
+                "class this transformers does not know, or custom code that needs "
+                "trust_remote_code: true)"
+            )
         return None
     return processor
 
