@@ -30,18 +30,21 @@ def _transforms(model: torch.nn.Module) -> tuple[list[Any], list[Any]] | None:
     )
 
 
-def _model_name(
-    model: torch.nn.Module, key: str, transforms: tuple[list[Any], list[Any]]
-) -> tuple[str, str | None]:
-    """(the model's name for a stored key, the converter pattern that takes it or None)."""
+def _namer(model: torch.nn.Module, transforms: tuple[list[Any], list[Any]]) -> Any:
+    """key -> (the model's name for a stored key, the converter pattern that takes it or None);
+    the model's state_dict taken once (a MoE checkpoint holds thousands of expert keys)."""
     from transformers.core_model_loading import rename_source_key
 
     expected = model.state_dict()
     prefix = getattr(model, "base_model_prefix", None)
-    name, pattern = rename_source_key(key, *transforms, prefix, expected)
-    if name not in expected and key in expected:  # as transformers: no rename after all
-        name, pattern = rename_source_key(key, [], [], prefix, expected)
-    return name, pattern
+
+    def name_of(key: str) -> tuple[str, str | None]:
+        name, pattern = rename_source_key(key, *transforms, prefix, expected)
+        if name not in expected and key in expected:  # as transformers: no rename after all
+            name, pattern = rename_source_key(key, [], [], prefix, expected)
+        return name, pattern
+
+    return name_of
 
 
 def stored_names(model: torch.nn.Module, keys: set[str]) -> dict[str, str] | None:
@@ -50,9 +53,10 @@ def stored_names(model: torch.nn.Module, keys: set[str]) -> dict[str, str] | Non
     transforms = _transforms(model)
     if transforms is None:
         return {key: key for key in keys}
+    name_of = _namer(model, transforms)
     names: dict[str, str] = {}
     for key in keys:
-        name, pattern = _model_name(model, key, transforms)
+        name, pattern = name_of(key)
         if pattern is not None:
             return None
         names[name] = key
@@ -70,8 +74,9 @@ def as_model_state(
     by_pattern = {pattern: c for c in transforms[1] for pattern in c.source_patterns}
     named: dict[str, torch.Tensor] = {}
     pending: dict[str, Any] = {}  # a converter per target name, collecting its source tensors
+    name_of = _namer(model, transforms)
     for key in sorted(state, key=_natural):
-        name, pattern = _model_name(model, key, transforms)
+        name, pattern = name_of(key)
         if pattern is None:
             named[name] = state[key]
             continue
