@@ -97,12 +97,31 @@ def test_training_a_vlm_writes_a_folder_that_loads_without_directpo(style, tmp_p
     trained = AutoModelForImageTextToText.from_pretrained(out)
     AutoProcessor.from_pretrained(out)
     tower = "vision_tower" if style == "llava" else "visual"
+    projector = ".multi_modal_projector." if style == "llava" else ".visual.merger."
     for (name, before), after in zip(start.named_parameters(), trained.parameters(), strict=True):
-        if f".{tower}." in f".{name}":  # freeze_vision_tower (the default)
+        if projector in f".{name}":  # the projector trains (Qwen-VL's inside its tower)
+            assert not torch.equal(before, after), name
+        elif f".{tower}." in f".{name}":  # freeze_vision_tower (the default)
             assert torch.equal(before, after), name
     pairs = zip(start.parameters(), trained.parameters(), strict=True)
     assert any(not torch.equal(a, b) for a, b in pairs)
     assert "AutoModelForImageTextToText" in (out / "README.md").read_text()
+
+
+def test_freezing_the_vision_tower_leaves_its_projector_training() -> None:
+    """Qwen-VL's projector sits inside its tower (visual.merger; Qwen3-VL's deepstack mergers
+    too): freeze_vision_tower froze it with the tower, so nothing mapped the images into the
+    language model's space any more, where LLaVA's multi_modal_projector trains."""
+    from directpo.vision import freeze_vision_tower
+
+    model, _ = build_vlm("qwen3vl")
+    freeze_vision_tower(model)
+    training = {name for name, param in model.named_parameters() if param.requires_grad}
+    projector = {n for n in training if ".visual." in n}
+    assert projector and all(".merger." in n or ".deepstack_merger_list." in n for n in projector)
+    assert any(".deepstack_merger_list." in n for n in projector)
+    assert not any(".visual.blocks." in n or ".patch_embed." in n for n in training)
+    assert any(".language_model." in n for n in training)
 
 
 def test_every_layout_and_image_source_trains(tmp_path) -> None:

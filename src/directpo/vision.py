@@ -341,7 +341,19 @@ def freeze_vision_tower(model: torch.nn.Module) -> int:
     """Freeze the vision tower's weights (the projector keeps training); how many froze."""
     frozen = 0
     for name, param in model.named_parameters():
-        if any(f".{part}." in f".{name}" for part in VISION_TOWERS) and param.requires_grad:
+        dotted = f".{name}"
+        in_tower = any(f".{part}." in dotted for part in VISION_TOWERS)
+        if in_tower and not _in_tower_projector(dotted) and param.requires_grad:
             param.requires_grad_(False)
             frozen += param.numel()
     return frozen
+
+
+# the projector a tower holds inside it: Qwen2-VL's / Qwen2.5-VL's / Qwen3-VL's PatchMerger
+# ("visual.merger") and Qwen3-VL's deepstack mergers, which map patches into the language model
+# as LLaVA's multi_modal_projector does (frozen with the tower, they never trained)
+TOWER_PROJECTORS = ("merger", "deepstack_merger_list")
+
+
+def _in_tower_projector(dotted_name: str) -> bool:
+    return any(f".{part}." in dotted_name for part in TOWER_PROJECTORS)
