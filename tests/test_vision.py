@@ -700,7 +700,7 @@ def test_a_family_trains_resumes_and_its_folder_generates_without_directpo(style
     prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}]
     text = processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
     inputs = processor(text=[text], images=[make_image(seed=1)], return_tensors="pt")
-    generated = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    generated = model.generate(**inputs, min_new_tokens=3, max_new_tokens=3, do_sample=False)
     assert generated.shape[1] == inputs["input_ids"].shape[1] + 3
 
 
