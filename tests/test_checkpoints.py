@@ -906,7 +906,7 @@ def test_a_checkpoint_tokenized_by_other_rules_is_named_as_such_only_where_its_p
     """A checkpoint written before a change of the tokenization rules (no number recorded:
     rules 1) resumes as ever where its data gives the same ids, and where it does not, the
     refusal says that directpo changed, not the data (the user changed nothing)."""
-    from directpo.sources import _check_same
+    from directpo.sources import RULE_CHANGES, _check_same
     from directpo.tokenization import TOKENIZATION_RULES
 
     now = {"batch_size": 2, "seed": 1, "pairs_fingerprint": "a"}
@@ -920,6 +920,12 @@ def test_a_checkpoint_tokenized_by_other_rules_is_named_as_such_only_where_its_p
         _check_same(
             {**old, "pairs_fingerprint": "b", "tokenization_rules": TOKENIZATION_RULES}, now, "ckpt"
         )
+    # the refusal says what changed since the checkpoint's rules, not the first change only
+    previous = {**old, "pairs_fingerprint": "b", "tokenization_rules": TOKENIZATION_RULES - 1}
+    with pytest.raises(ConfigError) as refused:
+        _check_same(previous, now, "ckpt")
+    assert RULE_CHANGES[TOKENIZATION_RULES] in str(refused.value)
+    assert RULE_CHANGES[TOKENIZATION_RULES - 1] not in str(refused.value)
 
 
 def test_a_resume_that_changes_the_loss_says_which_options_changed(
@@ -1091,3 +1097,41 @@ def test_a_resume_over_the_same_pairs_given_otherwise_than_as_a_stream_is_refuse
     assert listed.restore(old, "ckpt") == []
     with pytest.raises(ConfigError, match=r"ckpt trained its pairs shuffled"):
         stream.restore(old, "ckpt")
+
+
+@pytest.mark.parametrize("style", ["qwen2vl", "mixtral"])
+def test_weights_saved_under_transformers_stored_names_load_back(style, tmp_path) -> None:
+    """save_pretrained writes the names transformers stores, not the model's: a VLM's
+    ``visual.*`` for ``model.visual.*``, Mixtral's experts one tensor each where the model fuses
+    them. Every checkpoint of a full VLM or MoE fine-tune was refused on resume ('weights do
+    not match the model') and so was load_best_model_at_end; they load as from_pretrained
+    reads them."""
+    from directpo.checkpoint import load_model_weights
+
+    if style == "qwen2vl":
+        from tiny_vlm import build_vlm
+
+        def build() -> torch.nn.Module:
+            return build_vlm("qwen2vl")[0]
+    else:
+        from transformers import MixtralConfig, MixtralForCausalLM
+
+        config = MixtralConfig(
+            vocab_size=64, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=1, num_local_experts=4,
+            num_experts_per_tok=2, max_position_embeddings=64,
+        )  # fmt: skip
+
+        def build() -> torch.nn.Module:
+            return MixtralForCausalLM(config)
+
+    torch.manual_seed(0)
+    saved = build()
+    saved.save_pretrained(tmp_path)
+    torch.manual_seed(1)
+    model = build()
+    load_model_weights(model, tmp_path)
+    for (name, want), got in zip(
+        saved.state_dict().items(), model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(want, got), name

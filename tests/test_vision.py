@@ -97,12 +97,31 @@ def test_training_a_vlm_writes_a_folder_that_loads_without_directpo(style, tmp_p
     trained = AutoModelForImageTextToText.from_pretrained(out)
     AutoProcessor.from_pretrained(out)
     tower = "vision_tower" if style == "llava" else "visual"
+    projector = ".multi_modal_projector." if style == "llava" else ".visual.merger."
     for (name, before), after in zip(start.named_parameters(), trained.parameters(), strict=True):
-        if f".{tower}." in f".{name}":  # freeze_vision_tower (the default)
+        if projector in f".{name}":  # the projector trains (Qwen-VL's inside its tower)
+            assert not torch.equal(before, after), name
+        elif f".{tower}." in f".{name}":  # freeze_vision_tower (the default)
             assert torch.equal(before, after), name
     pairs = zip(start.parameters(), trained.parameters(), strict=True)
     assert any(not torch.equal(a, b) for a, b in pairs)
     assert "AutoModelForImageTextToText" in (out / "README.md").read_text()
+
+
+def test_freezing_the_vision_tower_leaves_its_projector_training() -> None:
+    """Qwen-VL's projector sits inside its tower (visual.merger; Qwen3-VL's deepstack mergers
+    too): freeze_vision_tower froze it with the tower, so nothing mapped the images into the
+    language model's space any more, where LLaVA's multi_modal_projector trains."""
+    from directpo.vision import freeze_vision_tower
+
+    model, _ = build_vlm("qwen3vl")
+    freeze_vision_tower(model)
+    training = {name for name, param in model.named_parameters() if param.requires_grad}
+    projector = {n for n in training if ".visual." in n}
+    assert projector and all(".merger." in n or ".deepstack_merger_list." in n for n in projector)
+    assert any(".deepstack_merger_list." in n for n in projector)
+    assert not any(".visual.blocks." in n or ".patch_embed." in n for n in training)
+    assert any(".language_model." in n for n in training)
 
 
 def test_every_layout_and_image_source_trains(tmp_path) -> None:
@@ -587,3 +606,136 @@ def test_an_unfrozen_vision_tower_with_lora_is_refused(tmp_path, capsys) -> None
     err = capsys.readouterr().err.strip()
     assert code == 2 and "Traceback" not in err, err
     assert err.splitlines()[-1].startswith("directpo: error: freeze_vision_tower: false"), err
+
+
+def _direct_logps(model: torch.nn.Module, pair) -> list[float]:  # noqa: ANN001
+    """A pair's chosen and rejected log-probs from the model's own forward of prompt +
+    completion alone (its own positions, masks and image features)."""
+    sums = []
+    for completion in (pair.chosen_ids, pair.rejected_ids):
+        ids = torch.tensor([pair.prompt_ids + completion])
+        inputs = dict(pair.vision.tensors) if pair.vision is not None else {}
+        for key, types in (pair.vision.token_types if pair.vision is not None else {}).items():
+            inputs[key] = torch.tensor([types + [0] * len(completion)])
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), **inputs).logits
+        scored = logits[0, len(pair.prompt_ids) - 1 : -1].float().log_softmax(-1)
+        sums.append(float(scored.gather(-1, torch.tensor(completion)[:, None]).sum()))
+    return sums
+
+
+@pytest.mark.parametrize("style", ["qwen2_5vl", "qwen3vl", "onevision", "idefics3", "gemma3"])
+def test_each_familys_logprobs_in_every_layout_are_its_own_forwards(style, tmp_path) -> None:
+    """Qwen2.5-VL (windowed vision attention), Qwen3-VL (deepstack features, interleaved
+    M-RoPE), LLaVA-OneVision (anyres tiles), Idefics3 (tiles, pixel_attention_mask) and Gemma 3
+    (token_type_ids): a batch of a one-image, a two-image, a wide-image and a text-only pair
+    scores each pair as the model's own forward of it alone, in the plain, prefix-shared and
+    packed layouts (Gemma 3: the plain layout, the only one it trains in)."""
+    model, processor = build_vlm(style)
+    model.config._attn_implementation = "sdpa"
+    make_image(tmp_path / "wide.png", seed=5, size=100, height=30)
+    rows = image_rows(tmp_path, 3)
+    rows[1]["images"] = ["img1.png", "img2.png"]
+    rows[1]["prompt"][0]["content"] = "Compare the two images."
+    rows[2]["images"] = ["wide.png"]
+    rows.append({**rows[0], "prompt": [{"role": "user", "content": "No picture here."}]})
+    rows[3].pop("images")
+    data = load_preferences(str(write(tmp_path / "rows.jsonl", rows)))
+    encoder = PairTokenizer(processor.tokenizer, None, processor=processor)
+    pairs = [encoder.encode(example, Counter()) for example in data.examples]
+    assert [p.vision is None for p in pairs] == [False, False, False, True]
+    attach_rope_positions(model, pairs)
+    direct = [_direct_logps(model, pair) for pair in pairs]
+    expected = torch.tensor([d[0] for d in direct] + [d[1] for d in direct])
+    pad = processor.tokenizer.pad_token_id
+    layouts = (PLAIN, Layout(share_prefix=True), Layout(share_prefix=True, pack=True))
+    for layout in layouts[:1] if style == "gemma3" else layouts:
+        with torch.no_grad():
+            logps = model_logprobs(model, collate_pairs(pairs, pad, layout=layout))[0]
+        torch.testing.assert_close(logps.float(), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_a_cross_attention_vlm_is_refused_in_one_line(tmp_path) -> None:
+    """Mllama (Llama 3.2 Vision) reads its images through cross-attention layers, with a
+    cross_attention_mask per prompt token that directpo does not lay out: training failed at
+    the first step with a shape error deep in the model (a traceback). Its rows are refused
+    when tokenized (before any model loads), in one line naming the input and the model."""
+    from directpo.errors import ModelLoadError
+    from directpo.tokenization import tokenize_preferences
+
+    _, processor = build_vlm("mllama")
+    data = load_preferences(str(write(tmp_path / "rows.jsonl", image_rows(tmp_path, 2))))
+    with pytest.raises(ModelLoadError) as error:
+        tokenize_preferences(data, processor.tokenizer, None, processor=processor)
+    message = str(error.value)
+    assert message.startswith("MllamaProcessor returns cross_attention_mask (one entry per")
+    assert "this model is not supported" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("style", ["qwen3vl", "onevision"])
+def test_a_family_trains_resumes_and_its_folder_generates_without_directpo(style, tmp_path):
+    """Train with a held-out file and checkpoints; resuming from the first checkpoint (refused
+    before: save_pretrained stores the weights under transformers' names, 'weights do not match
+    the model') goes on as the uninterrupted run; the final folder loads and generates with
+    AutoModelForImageTextToText and AutoProcessor alone."""
+    from tiny import tiny_config
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from directpo.trainer import train
+
+    model_dir = save_tiny_vlm(style, tmp_path / "model")
+    data = write(tmp_path / "rows.jsonl", image_rows(tmp_path))
+    out = tmp_path / "out"
+    options = dict(max_steps=2, per_device_train_batch_size=2, save_steps=1, eval_file=str(data))
+    first = train(tiny_config(model_dir, data, out, **options), echo=lambda _: None).metrics
+    again = train(
+        tiny_config(model_dir, data, out, resume_from_checkpoint=str(out / "checkpoint-1"),
+                    **options),
+        echo=lambda _: None,
+    ).metrics  # fmt: skip
+    assert [r["loss"] for r in again if "loss" in r] == [r["loss"] for r in first if "loss" in r]
+    assert again[-1]["eval/loss"] == first[-1]["eval/loss"] < 0.693
+    model = AutoModelForImageTextToText.from_pretrained(out)
+    processor = AutoProcessor.from_pretrained(out)
+    prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}]
+    text = processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[text], images=[make_image(seed=1)], return_tensors="pt")
+    generated = model.generate(**inputs, min_new_tokens=3, max_new_tokens=3, do_sample=False)
+    assert generated.shape[1] == inputs["input_ids"].shape[1] + 3
+
+
+def test_a_text_prompts_images_are_written_as_the_chat_template_writes_an_image() -> None:
+    """A text prompt (no placeholder of its own) gets one placeholder per image in front: for
+    Qwen-VL it was the bare <|image_pad|>, without the <|vision_start|> / <|vision_end|>
+    markers the model always sees around an image. It is now the image part as the
+    processor's chat template writes it; LLaVA's and Gemma 3's stay their image token."""
+    from directpo.tokenization import tokenize_preferences
+
+    row = {"images": [make_image(seed=1)], "prompt": "What is shown?", "chosen": " a cat.",
+           "rejected": " a dog."}  # fmt: skip
+    expected = {
+        "qwen2vl": "<|vision_start|>" + "<|image_pad|>" * 4 + "<|vision_end|>What is shown?",
+        "llava": "<s>" + "<image>" * 16 + "What is shown?",
+        "gemma3": "<bos>\n\n<start_of_image>" + "<image_soft_token>" * 4 + "<end_of_image>\n\n"
+        "What is shown?",
+    }
+    for style, text in expected.items():
+        _, processor = build_vlm(style)
+        data = load_preferences([row], name="rows")
+        (pair,) = tokenize_preferences(data, processor.tokenizer, None, processor=processor).pairs
+        assert processor.tokenizer.decode(pair.prompt_ids) == text, style
+
+
+def test_a_vlm_whose_processor_class_does_not_load_is_said_so(tmp_path) -> None:
+    """AutoProcessor gives a VLM folder's tokenizer alone when the processor class it names is
+    unknown: its image rows were refused as given to 'not a vision-language model'. That
+    the processor did not load is said, with the class named."""
+    from directpo.errors import ModelLoadError
+    from directpo.models import load_processor
+
+    folder = save_tiny_vlm("qwen2vl", tmp_path / "model")
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        path = folder / name
+        path.write_text(path.read_text().replace("TinyQwen2VLProcessor", "NoSuchProcessor"))
+    with pytest.raises(ModelLoadError, match=r"loaded its tokenizer alone, .*\(NoSuchProcessor: "):
+        load_processor(str(folder))

@@ -1,10 +1,11 @@
-"""Tiny random vision-language models with offline processors (LLaVA, Qwen2-VL, Gemma 3 and
-Idefics3 / SmolVLM styles).
+"""Tiny random vision-language models with offline processors (LLaVA, Qwen2-VL, Qwen2.5-VL,
+Qwen3-VL, Gemma 3, Idefics3 / SmolVLM, LLaVA-OneVision and Mllama styles).
 
 The tokenizer is the tests' byte-level BPE with each architecture's image tokens; the image
-processors are the PIL ones (no torchvision here). Qwen2-VL's processor class requires a video
-processor, which needs torchvision: ``TinyQwen2VLProcessor`` drops it and is registered with
-``AutoProcessor`` so that the saved folder loads back (importing this module registers it).
+processors are the PIL ones (no torchvision here). The Qwen-VL and LLaVA-OneVision processor
+classes require a video processor, which needs torchvision: the ``Tiny*Processor`` classes drop
+it and are registered with ``AutoProcessor`` so that the saved folders load back (importing this
+module registers them).
 """
 
 from __future__ import annotations
@@ -31,12 +32,26 @@ from transformers import (
     LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
+    LlavaOnevisionConfig,
+    LlavaOnevisionForConditionalGeneration,
+    LlavaOnevisionImageProcessorPil,
+    LlavaOnevisionProcessor,
     LlavaProcessor,
+    MllamaConfig,
+    MllamaForConditionalGeneration,
+    MllamaImageProcessorPil,
+    MllamaProcessor,
     PreTrainedTokenizerFast,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLProcessor,
     Qwen2VLConfig,
     Qwen2VLForConditionalGeneration,
     Qwen2VLImageProcessorPil,
     Qwen2VLProcessor,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
+    Qwen3VLProcessor,
 )
 
 CORPUS = [
@@ -98,17 +113,61 @@ class TinyQwen2VLProcessor(Qwen2VLProcessor):
         )  # fmt: skip
 
 
-AutoProcessor.register(Qwen2VLConfig, TinyQwen2VLProcessor, exist_ok=True)
+class TinyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):  # noqa: N801 - the model's own spelling
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):  # noqa: ANN001
+        super().__init__(
+            image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template,
+            **kwargs,
+        )  # fmt: skip
+
+
+class TinyQwen3VLProcessor(Qwen3VLProcessor):
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):  # noqa: ANN001
+        super().__init__(
+            image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template,
+            **kwargs,
+        )  # fmt: skip
+
+
+class TinyLlavaOnevisionProcessor(LlavaOnevisionProcessor):
+    """Its options named in the signature, which is what the saved processor_config.json keeps."""
+
+    def __init__(  # noqa: ANN001, PLR0913
+        self, image_processor=None, tokenizer=None, num_image_tokens=None,
+        vision_feature_select_strategy=None, chat_template=None, image_token="<image>",
+        video_token="<video>", vision_aspect_ratio="anyres_max_9", **kwargs,
+    ):  # fmt: skip
+        super().__init__(
+            image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template,
+            num_image_tokens=num_image_tokens, image_token=image_token, video_token=video_token,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            vision_aspect_ratio=vision_aspect_ratio, **kwargs,
+        )  # fmt: skip
+
+
+for _config, _processor in (
+    (Qwen2VLConfig, TinyQwen2VLProcessor),
+    (Qwen2_5_VLConfig, TinyQwen2_5_VLProcessor),
+    (Qwen3VLConfig, TinyQwen3VLProcessor),
+    (LlavaOnevisionConfig, TinyLlavaOnevisionProcessor),
+):
+    AutoProcessor.register(_config, _processor, exist_ok=True)
 
 
 def build_vlm(style: str, seed: int = 0, image_size: int = 32) -> tuple[torch.nn.Module, object]:
     """(model, processor) of a tiny ``llava`` (CLIP image_size² images in 8x8 patches: 16 image
     tokens at 32), ``qwen2vl`` (56x56 images -> 4 merged image tokens, 3D rotary positions),
-    ``gemma3`` (4 tokens an image, which see each other: the processor's token_type_ids) or
-    ``idefics3`` (an image is 1 to 5 tiles of 4 tokens, as its size and aspect ratio ask)."""
-    if style in ("gemma3", "idefics3"):
+    ``gemma3`` (4 tokens an image, which see each other: the processor's token_type_ids),
+    ``idefics3`` (an image is 1 to 5 tiles of 4 tokens, as its size and aspect ratio ask),
+    ``qwen2_5vl`` / ``qwen3vl`` (as qwen2vl; windowed vision attention / deepstack features),
+    ``onevision`` (LLaVA-OneVision: anyres tiles of 16 tokens, 32x32 to 64x64) or ``mllama``
+    (Llama 3.2 Vision: cross-attention image layers, not supported by directpo)."""
+    others = {"gemma3": _build_gemma3, "idefics3": _build_idefics3,
+              "qwen2_5vl": _build_qwen2_5vl, "qwen3vl": _build_qwen3vl,
+              "onevision": _build_onevision, "mllama": _build_mllama}  # fmt: skip
+    if style in others:
         torch.manual_seed(seed)
-        return _build_gemma3() if style == "gemma3" else _build_idefics3()
+        return others[style]()
     tokenizer = build_tokenizer(style)
     torch.manual_seed(seed)
     if style == "llava":
@@ -242,6 +301,121 @@ def _build_idefics3() -> tuple[torch.nn.Module, object]:
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
     )  # fmt: skip
     return Idefics3ForConditionalGeneration(config), processor
+
+
+def _qwen_vl(processor_class: type, config_class: type, model_class: type, vision: dict,
+             rope: dict) -> tuple[torch.nn.Module, object]:  # fmt: skip
+    """A Qwen2.5-VL / Qwen3-VL: 4 merged image tokens an image (a 4x4 grid of patches)."""
+    tokenizer = build_tokenizer("qwen")
+    patch = vision["patch_size"]
+    image_processor = Qwen2VLImageProcessorPil(
+        min_pixels=(4 * patch) ** 2, max_pixels=(4 * patch) ** 2, patch_size=patch,
+        temporal_patch_size=2, merge_size=2,
+    )  # fmt: skip
+    processor = processor_class(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN_TEMPLATE
+    )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in
+           ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")}  # fmt: skip
+    config = config_class(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e4, **rope},
+            bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
+                           temporal_patch_size=2, spatial_merge_size=2, out_hidden_size=64,
+                           **vision),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )  # fmt: skip
+    return model_class(config), processor
+
+
+def _build_qwen2_5vl() -> tuple[torch.nn.Module, object]:
+    return _qwen_vl(
+        TinyQwen2_5_VLProcessor, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
+        dict(patch_size=14, window_size=56, fullatt_block_indexes=[1]),
+        {"mrope_section": [2, 3, 3]},
+    )  # fmt: skip
+
+
+def _build_qwen3vl() -> tuple[torch.nn.Module, object]:
+    return _qwen_vl(
+        TinyQwen3VLProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration,
+        dict(patch_size=16, num_position_embeddings=16, deepstack_visual_indexes=[0]),
+        {"mrope_section": [2, 3, 3], "mrope_interleaved": True},
+    )  # fmt: skip
+
+
+def _build_onevision() -> tuple[torch.nn.Module, object]:
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
+    template = _template(
+        "<|im_start|>{{ m['role'] }}\n", "<image>\n", "<|im_end|>\n", "<|im_start|>assistant\n"
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=train_byte_level_bpe(specials, CORPUS), eos_token="<|im_end|>",
+        pad_token="<|endoftext|>", chat_template=template,
+    )  # fmt: skip
+    tokenizer.add_special_tokens({"additional_special_tokens": specials[1:]})
+    grid = [[32, 32], [32, 64], [64, 32], [64, 64]]
+    processor = TinyLlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessorPil(
+            size={"height": 32, "width": 32}, image_grid_pinpoints=grid
+        ),
+        tokenizer=tokenizer, chat_template=template, num_image_tokens=16,
+        vision_feature_select_strategy="full",
+    )  # fmt: skip
+    config = LlavaOnevisionConfig(
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=4, image_size=32,
+                           patch_size=8),
+        text_config=dict(model_type="qwen2", vocab_size=len(tokenizer), hidden_size=32,
+                         intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=2048,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"), image_grid_pinpoints=grid,
+        vision_feature_select_strategy="full", vision_feature_layer=-1,
+    )  # fmt: skip
+    return LlavaOnevisionForConditionalGeneration(config), processor
+
+
+def _build_mllama() -> tuple[torch.nn.Module, object]:
+    specials = ["<|begin_of_text|>", "<|eot_id|>", "<|finetune_right_pad_id|>",
+                "<|start_header_id|>", "<|end_header_id|>", "<|image|>",
+                "<|python_tag|>"]  # fmt: skip
+    tok = train_byte_level_bpe(specials, CORPUS)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+        special_tokens=[("<|begin_of_text|>", 0)],
+    )  # fmt: skip
+    template = "{{ bos_token }}" + _template(
+        "<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n", "<|image|>", "<|eot_id|>",
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    )  # fmt: skip
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
+        pad_token="<|finetune_right_pad_id|>", chat_template=template,
+    )  # fmt: skip
+    processor = MllamaProcessor(
+        image_processor=MllamaImageProcessorPil(size={"height": 32, "width": 32}),
+        tokenizer=tokenizer, chat_template=template,
+    )  # fmt: skip
+    config = MllamaConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_global_layers=1, attention_heads=4, image_size=32, patch_size=8,
+                           intermediate_layers_indices=[0], vision_output_dim=64),
+        text_config=dict(vocab_size=len(tokenizer) + 8, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                         cross_attention_layers=[1], max_position_embeddings=512,
+                         bos_token_id=0, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id),
+        image_token_index=tokenizer.convert_tokens_to_ids("<|image|>"),
+    )  # fmt: skip
+    return MllamaForConditionalGeneration(config), processor
 
 
 def save_tiny_vlm(style: str, folder: Path, seed: int = 0, image_size: int = 32) -> Path:

@@ -44,6 +44,7 @@ from directpo.errors import CheckpointError, first_line
 from directpo.hub import hub_safe_card
 from directpo.models import config_as_loaded
 from directpo.trainer_state import STATE_FILE, own_state, trainer_state
+from directpo.weight_names import as_model_state
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 MANIFEST = "manifest.json"
@@ -473,6 +474,9 @@ def load_model_weights(model: torch.nn.Module, folder: Path) -> None:
     state: dict[str, torch.Tensor] = {}
     for file in files:
         state.update(load_file(file))
+    # save_pretrained wrote the names transformers stores (a VLM's visual.*, Mixtral's experts
+    # one by one), not the model's own: read back as from_pretrained reads them
+    state = as_model_state(model, state)
     _check_shapes(folder, state, model.state_dict())
     missing, unexpected = model.load_state_dict(state, strict=False)
     # save_pretrained omits tied weights (e.g. lm_head tied to the embeddings): a missing key is

@@ -218,8 +218,9 @@ class DPOConfig(Options):
     )
     freeze_vision_tower: bool = option(
         True,
-        "Vision-language models: keep the vision tower's weights frozen (its projector and the "
-        "language model train). With LoRA, adapters go on the language model only.",
+        "Vision-language models: keep the vision tower's weights frozen (its projector, "
+        "Qwen-VL's visual.merger inside the tower too, and the language model train). With "
+        "LoRA, adapters go on the language model only.",
     )
     lora_r: int | None = option(
         None,

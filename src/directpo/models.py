@@ -25,6 +25,7 @@ from directpo.hub import cache_only_where_unreachable, unreachable_reason
 from directpo.precision import DTYPES
 from directpo.preflight import has_files
 from directpo.vision import is_vision_config
+from directpo.weight_names import stored_names
 
 # peft reads transformers' renamed attribute on every PeftModel: a warning between the two
 # libraries that nobody running directpo can act on (it printed on every LoRA run)
@@ -67,6 +68,16 @@ def load_processor(
             ) from None
         return None
     if getattr(processor, "image_processor", None) is None:
+        # AutoProcessor gives the tokenizer alone when the processor class it names is unknown
+        # (the model's rows were then refused as given to "not a vision-language model")
+        if _is_vision_folder(path, location, trust_remote_code):
+            named = getattr(processor, "init_kwargs", {}).get("processor_class")
+            raise ModelLoadError(
+                f"processor of the vision-language model '{path}': AutoProcessor loaded its "
+                f"tokenizer alone, not its processor ({named or 'no processor_class named'}: a "
+                "class this transformers does not know, or custom code that needs "
+                "trust_remote_code: true)"
+            )
         return None
     return processor
 
@@ -382,30 +393,7 @@ def file_keys(model: torch.nn.Module, folder: str) -> dict[str, str] | None:
     transformers' own checkpoint renamings (a vision-language model's files keep the older
     ``language_model.model.*`` names, for instance). None when a key needs more than a renaming
     (experts fused from many tensors, ...): such a model is loaded whole."""
-    keys = safetensors_keys(folder)
-    try:
-        from transformers.conversion_mapping import get_model_conversion_mapping
-        from transformers.core_model_loading import (
-            WeightConverter,
-            WeightRenaming,
-            rename_source_key,
-        )
-    except ImportError:  # a transformers without conversion mappings: names are as stored
-        return {key: key for key in keys}
-    transforms = get_model_conversion_mapping(model)
-    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
-    converters = [t for t in transforms if isinstance(t, WeightConverter)]
-    expected = model.state_dict()
-    prefix = getattr(model, "base_model_prefix", None)
-    names: dict[str, str] = {}
-    for key in keys:
-        name, converted = rename_source_key(key, renamings, converters, prefix, expected)
-        if name not in expected and key in expected:  # as transformers: no rename after all
-            name, converted = rename_source_key(key, [], [], prefix, expected)
-        if converted is not None:
-            return None
-        names[name] = key
-    return names
+    return stored_names(model, safetensors_keys(folder))
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:

@@ -255,6 +255,14 @@ def pairs_fingerprint(pairs: Sequence[TokenizedPair]) -> str:
     return digest.hexdigest()
 
 
+# what each TOKENIZATION_RULES number changed, said when a checkpoint's pairs differ
+RULE_CHANGES = {
+    2: "a chat completion ends at the model's end-of-turn token, with no EOS after it",
+    3: "a text prompt's images are written as the chat template writes an image (Qwen-VL's "
+    "<|vision_start|> and <|vision_end|> around its image tokens)",
+}
+
+
 def _check_same(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> None:
     names = {
         "batch_size": "batch_size (per_device_train_batch_size x processes)",
@@ -282,11 +290,12 @@ def _check_same(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> 
             and saved[key] != value
             and rules != (now.get("tokenization_rules", rules))
         ):
+            changes = "; ".join(RULE_CHANGES[n] for n in sorted(RULE_CHANGES) if n > rules)
             raise ConfigError(
                 f"resume_from_checkpoint: {checkpoint} was tokenized by an earlier directpo "
-                f"(tokenization rules {rules}, now {TOKENIZATION_RULES}: a chat completion ends "
-                "at the model's end-of-turn token, with no EOS after it), so its pairs are other "
-                "ids now and the run cannot continue as it was; to go on from its weights, train "
+                f"(tokenization rules {rules}, now {TOKENIZATION_RULES}: {changes}), so its pairs "
+                "are other ids now and the run cannot continue as it was; to go on from its "
+                "weights, train "
                 f"a new output_dir with model_name_or_path: {checkpoint} and "
                 "ref_model_name_or_path: the run's starting model"
             )

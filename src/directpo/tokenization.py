@@ -56,7 +56,13 @@ from directpo.errors import DataError, ModelLoadError, first_line
 from directpo.messages import Text, function_names, is_prefilled, text_contents
 from directpo.pair_store import PairStoreBuilder, TokenizedPair
 from directpo.stops import end_at_stop
-from directpo.vision import ImageError, VisionInputs, encode_with_images, image_token
+from directpo.vision import (
+    ImageError,
+    VisionInputs,
+    encode_with_images,
+    image_token,
+    text_placeholder,
+)
 
 # A completion its prompt left under this many tokens (or under a quarter of max_length, for a
 # short max_length) is reported apart: DPO learns little from a pair of 1-token completions.
@@ -70,9 +76,9 @@ def short_completion_limit(max_length: int) -> float:
 
 
 # Raised whenever a change of these rules gives existing data other ids: a checkpoint records
-# it, and a resume whose pairs differ says that directpo, not the data, changed. 2: a chat
-# completion ends at the model's own stop token (end-of-turn), with no EOS after it.
-TOKENIZATION_RULES = 2
+# it, and a resume whose pairs differ says that directpo, not the data, changed; what each
+# number changed: sources.RULE_CHANGES.
+TOKENIZATION_RULES = 3
 
 
 @dataclass
@@ -452,9 +458,8 @@ class PairTokenizer:
                 "the row has images but the model has no image processor (not a vision-language "
                 "model); remove the images column or use a vision-language model",
             )
-        placeholder = image_token(self.processor)
-        if isinstance(prompt, str) and placeholder not in prompt:  # TRL: the text names them
-            return placeholder * len(images) + prompt
+        if isinstance(prompt, str) and image_token(self.processor) not in prompt:  # it names them
+            return text_placeholder(self.processor) * len(images) + prompt
         return prompt
 
     def image_prompt_ids(

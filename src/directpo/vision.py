@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from directpo.errors import ModelLoadError
 from directpo.readers import list_in_text
 
 IMAGE_COLUMNS = ("images", "image")
@@ -215,6 +216,7 @@ def encode_with_images(
     out.pop("attention_mask", None)
     types = {key: out.pop(key)[0].tolist() for key in TOKEN_TYPE_KEYS if key in out}
     tensors = {key: value for key, value in out.items() if isinstance(value, torch.Tensor)}
+    _refuse_per_token_inputs(processor, tensors, len(ids))
     digest = hashlib.blake2b(digest_size=16)
     for key in sorted(tensors):
         digest.update(key.encode())
@@ -222,8 +224,44 @@ def encode_with_images(
     return ids, VisionInputs(tensors, types, digest.hexdigest())
 
 
+def _refuse_per_token_inputs(processor: Any, tensors: dict[str, torch.Tensor], tokens: int) -> None:
+    """A processor output laid out per prompt token with more dimensions than a token type
+    (Mllama's cross_attention_mask: [1, tokens, images, tiles], which its cross-attention
+    layers read) would reach the model at the prompt's length, not the batch row's: the
+    forward failed with a shape error deep in the model. Refused, naming the input."""
+    for key, value in tensors.items():
+        if not key.startswith("pixel") and value.dim() >= 3 and value.shape[1] == tokens:
+            raise ModelLoadError(
+                f"{type(processor).__name__} returns {key} (one entry per prompt token and "
+                "image), an input of cross-attention image layers (Llama 3.2 Vision / Mllama) "
+                "that directpo does not lay out: this model is not supported (see the README's "
+                "table of vision-language models)"
+            )
+
+
 def image_token(processor: Any) -> str:
     return str(getattr(processor, "image_token", None) or "<image>")
+
+
+def text_placeholder(processor: Any) -> str:
+    """What goes before a text prompt for each of its images: the image part as the
+    processor's chat template writes it, whitespace aside (Qwen-VL's
+    ``<|vision_start|><|image_pad|><|vision_end|>``: its bare ``<|image_pad|>`` trained the
+    model on an image without the markers it always sees around one), else the image token."""
+    token = image_token(processor)
+    marks = ("\u2063directpo-before\u2063", "\u2063directpo-after\u2063")
+    parts = [{"type": "text", "text": marks[0]}, {"type": "image"}]
+    parts.append({"type": "text", "text": marks[1]})
+    try:
+        rendered = processor.apply_chat_template(
+            [{"role": "user", "content": parts}], tokenize=False
+        )
+    except Exception:  # noqa: BLE001 - no template, or one of string contents: the bare token
+        return token
+    _, _, after_first = str(rendered).partition(marks[0])
+    between, found, _ = after_first.partition(marks[1])
+    between = between.strip()
+    return between if found and between.count(token) == 1 else token
 
 
 def with_image_parts(prompt: Any, count: int) -> Any:
@@ -303,7 +341,19 @@ def freeze_vision_tower(model: torch.nn.Module) -> int:
     """Freeze the vision tower's weights (the projector keeps training); how many froze."""
     frozen = 0
     for name, param in model.named_parameters():
-        if any(f".{part}." in f".{name}" for part in VISION_TOWERS) and param.requires_grad:
+        dotted = f".{name}"
+        in_tower = any(f".{part}." in dotted for part in VISION_TOWERS)
+        if in_tower and not _in_tower_projector(dotted) and param.requires_grad:
             param.requires_grad_(False)
             frozen += param.numel()
     return frozen
+
+
+# the projector a tower holds inside it: Qwen2-VL's / Qwen2.5-VL's / Qwen3-VL's PatchMerger
+# ("visual.merger") and Qwen3-VL's deepstack mergers, which map patches into the language model
+# as LLaVA's multi_modal_projector does (frozen with the tower, they never trained)
+TOWER_PROJECTORS = ("merger", "deepstack_merger_list")
+
+
+def _in_tower_projector(dotted_name: str) -> bool:
+    return any(f".{part}." in dotted_name for part in TOWER_PROJECTORS)
