@@ -1,4 +1,5 @@
-"""Preemption and Ctrl-C: finish the current optimizer step, save a checkpoint, exit cleanly.
+"""Preemption and Ctrl-C: finish the current optimizer step, save a checkpoint, then exit
+128 + the signal (the CLI: 130 / 143, as for a killed process: the run did not finish).
 
 The first SIGTERM or SIGINT only sets a flag that the training loop reads after each step; a
 second SIGINT stops at once (losing only the step in progress). Handlers are installed only in
