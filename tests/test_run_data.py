@@ -178,8 +178,8 @@ def test_the_bad_rows_of_the_train_file_and_of_each_eval_file_are_said_together(
     with pytest.raises(DataError) as err:
         load_run_data(config, None, None, torch.device("cpu"), lambda _: None)
     assert str(err.value) == (
-        f"{train}: line 2: field 'chosen' is empty (1 more row is invalid: line 4; "
-        "skip_invalid_rows: true skips them)"
+        f"{train}: line 2: field 'chosen' is empty; line 4: missing field 'chosen'; "
+        "skip_invalid_rows: true skips them"
     )
     # rows refused when tokenized (a system message the template refuses) likewise
     template = (

@@ -41,6 +41,7 @@ from directpo.readers import (
     python_source,
     refuse_column_dict,
 )
+from directpo.refusals import RowsRefused
 from directpo.rewardfn import check_reward_fn, load_reward_fn
 from directpo.sources import PairSet
 from directpo.stops import generation_stop_ids
@@ -525,11 +526,16 @@ def _collected(refused: list[DataError]) -> Iterator[None]:
 def _joined(refused: list[DataError]) -> DataError:
     """One error of every source's; a file given as train and eval file is said once. A stream
     read only so far (dataset_streaming) counts fewer of the file's bad rows than the whole
-    read of it as eval file: the line that counts more is said, its first row once."""
-    said = list(dict.fromkeys(map(str, refused)))
-    return DataError(
-        "; ".join(text for text in said if not any(o.startswith(f"{text} (") for o in said))
-    )
+    read of it as eval file: the read that counts more is said."""
+    said: dict[Any, tuple[int, str]] = {}
+    for error in refused:
+        key: Any = str(error)
+        count = 0
+        if isinstance(error, RowsRefused):  # (the same source read twice: the same first row)
+            key, count = (error.label, error.first), error.count
+        if key not in said or count > said[key][0]:
+            said[key] = (count, str(error))
+    return DataError("; ".join(text for _, text in said.values()))
 
 
 def _pairs_trained(config: DPOConfig, world_size: int, echo: Callable[[str], None]) -> int | None:
