@@ -119,10 +119,13 @@ def load_run_data(
     refused: list[DataError] = []  # the train file's and eval files' bad rows, said together
     if source is not None and not (config.online and not _has_pairs(source, columns, skip)):
         with _collected(refused):
+            plan = _stream_plan(config, world_size, echo) if streamed else None
             train_data = load_preferences(
                 source, columns, skip_invalid_rows=skip, name=names["train"],
-                max_pairs=_pairs_trained(config, world_size, echo) if streamed else None,
+                max_pairs=plan.pairs if plan is not None else None,
             )  # fmt: skip
+            if plan is not None:
+                echo(plan.said(len(train_data)))
             echo(f"train: {train_data.summary()}")
     elif config.dataset_mixture is not None:
         train_data, test = _mixture(config, columns, eval_dataset or named_evals or None, echo)
@@ -538,7 +541,35 @@ def _joined(refused: list[DataError]) -> DataError:
     return DataError("; ".join(text for _, text in said.values()))
 
 
-def _pairs_trained(config: DPOConfig, world_size: int, echo: Callable[[str], None]) -> int | None:
+@dataclass(frozen=True)
+class _StreamPlan:
+    label: str
+    pairs: int  # what max_steps takes: the most pairs read
+    steps: int
+    per_step: int  # pairs per step, every process's
+
+    def said(self, read: int) -> str:
+        """The start line, once the stream was read: a stream shorter than the run (24 pairs
+        for 40) was said to be read for "its first 40 pairs", then went round again."""
+        order = (
+            "in the stream's order as TRL reads it (stream.shuffle(seed=..., buffer_size=...) "
+            "mixes it)"
+        )
+        if read >= self.pairs:
+            return (
+                f"{self.label}: its first {self.pairs} pairs are read, {self.steps} steps of "
+                f"{self.per_step} pairs (max_steps), {order}"
+            )
+        return (
+            f"{self.label}: it ends after {read} pairs, fewer than the {self.pairs} of "
+            f"{self.steps} steps of {self.per_step} pairs (max_steps): the run goes over them "
+            f"again, {self.pairs / read:.3g} passes, each {order}"
+        )
+
+
+def _stream_plan(
+    config: DPOConfig, world_size: int, echo: Callable[[str], None]
+) -> _StreamPlan | None:
     """How many pairs of a stream (a train_dataset stream, or dataset_streaming's source) a run
     of max_steps reads: max_steps × pairs per step, what TRL's run over it reads (an endless one
     was read until memory ran out, before the first step); rows skipped as invalid do not count.
@@ -551,13 +582,8 @@ def _pairs_trained(config: DPOConfig, world_size: int, echo: Callable[[str], Non
     if _read_whole(config, label, echo):
         return None
     per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps
-    pairs = config.max_steps * per_step * world_size
-    echo(
-        f"{label}: its first {pairs} pairs are read, {config.max_steps} steps of "
-        f"{per_step * world_size} pairs (max_steps), in the stream's order as TRL reads it "
-        "(stream.shuffle(seed=..., buffer_size=...) mixes it)"
-    )
-    return pairs
+    per_step *= world_size
+    return _StreamPlan(label, config.max_steps * per_step, config.max_steps, per_step)
 
 
 def _read_whole(config: DPOConfig, label: str, echo: Callable[[str], None]) -> bool:
