@@ -406,12 +406,12 @@ def _check_data(config: DPOConfig, need_train_file: bool, problems: list[str]) -
             unmatched.add(key)
     for key in ("train_file", "eval_file", "prompt_file"):
         paths = None if key in unmatched else getattr(config, key)
-        for path in _listed_paths(paths):
+        for path in listed_paths(paths):
             if not os.path.exists(path):
                 problems.append(f"{key}: no such file or folder: {path}")
 
 
-def _listed_paths(paths: Any) -> list[Any]:
+def listed_paths(paths: Any) -> list[Any]:
     """A file option's paths: none, one, a list, or named eval sets' (each one or a list)."""
     named = paths.values() if isinstance(paths, dict) else [paths]
     return [p for group in named for p in ([group] if isinstance(group, str) else group or [])]
@@ -429,7 +429,7 @@ def missing_paths(config: DPOConfig) -> list[str]:
         with collected(problems):
             check_model_location(key, getattr(config, key), subfolder)
     for key in ("train_file", "eval_file", "prompt_file"):
-        for path in _listed_paths(getattr(config, key)):
+        for path in listed_paths(getattr(config, key)):
             if (
                 isinstance(path, str)
                 and not any(c in path for c in "*?[")
