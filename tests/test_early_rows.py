@@ -7,6 +7,7 @@ from tiny import write_jsonl
 
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError
+from directpo.preflight import check_run
 
 GOOD = {"prompt": "a", "chosen": " b", "rejected": " c"}
 
@@ -32,6 +33,14 @@ def test_a_refused_value_and_bad_rows_are_said_in_one_run(tmp_path) -> None:
         f"  the rows of {train}, {held} are not checked: chosen_column (the columns they are "
         "read by) must be fixed first"
     )
+    # an option refused at start (CUDA only, on a CPU) likewise
+    config = DPOConfig(**options, use_liger_kernel=True, output_dir=str(tmp_path / "out"))
+    with pytest.raises(ConfigError) as info:
+        check_run(config, "cpu")
+    assert str(info.value).splitlines()[2:] == [
+        f"  {train}: line 2: missing field 'rejected'",
+        f"  {held}: line 2: field 'rejected' is empty",
+    ]
     write_jsonl(train, [GOOD])  # good rows: the value alone, as before
     write_jsonl(held, [GOOD])
     with pytest.raises(ConfigError) as info:

@@ -4,6 +4,7 @@ tracker that must be installed, a reward function that must import."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import importlib.util
 import os
@@ -206,6 +207,11 @@ def check_run(
         )
     with collected(problems):
         check_device(config, device_type, processes)
+    if problems:  # the data files' bad rows too: said only by the next run, after these
+        from directpo.early_rows import row_problems  # (it reads rows: data imports config)
+
+        with contextlib.suppress(Exception):  # (a file these refused may be unreadable)
+            problems += row_problems(config, problems)
     refuse_all(problems)
 
 
