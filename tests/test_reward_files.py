@@ -549,6 +549,22 @@ def test_every_bad_row_of_score_and_rank_is_said_in_one_line_before_loading(
         "empty; line 5: field 'chosen' must be a string, got a number; 2 more rows with other "
         "problems: line 6, line 8"
     ]
+    # a folder that is not a directpo run, without --beta / --ref_model_name_or_path: said with
+    # the rows' problems, in the same line (it was said only after the rows were fixed)
+    lone = ["--model_name_or_path", str(policy), "--output", str(tmp_path / "out.jsonl")]
+    assert main(["score", *lone, "--input", str(data)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"directpo: error: {policy} has no config.yaml from a directpo run: give "
+        f"--ref_model_name_or_path and --beta; {data}: line 2: missing field 'chosen'; line 3: "
+        "field 'chosen' is empty; line 5: field 'chosen' must be a string, got a number; 2 more "
+        "rows with other problems: line 6, line 8"
+    ]
+    good_file = write_jsonl(tmp_path / "good.jsonl", [good])  # good rows: the option alone
+    assert main(["score", *lone, "--input", str(good_file)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"directpo: error: {policy} has no config.yaml from a directpo run: give "
+        "--ref_model_name_or_path and --beta"
+    )
     csv = tmp_path / "pairs.csv"  # a CSV's rows by their line, as training names them
     csv.write_text("prompt,chosen,rejected\na,b,c\na,,c\na,b,b\n")
     assert main(["score", *common, "--input", str(csv)]) == 2

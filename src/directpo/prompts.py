@@ -17,7 +17,7 @@ from directpo.data import (
     row_template_args,
     split_conversations,
 )
-from directpo.errors import DataError
+from directpo.errors import ConfigError, DataError
 from directpo.messages import (
     Text,
     completion_messages,
@@ -74,15 +74,26 @@ def valid_rows(
         yield where, row, item
 
 
-def check_every_row(source: str, parse: Callable[[str, dict[str, Any]], Any]) -> int:
+def check_every_row(
+    source: str, parse: Callable[[str, dict[str, Any]], Any], also: str | None = None
+) -> int:
     """How many rows ``source`` has, each checked by ``parse`` before any model loads (score,
     rank and generate); every bad row said in one DataError (the commands write a row for
-    each input row: a bad one is refused, not skipped)."""
+    each input row: a bad one is refused, not skipped). ``also``: a problem of the command's
+    options found before (score's missing beta), said first in the same line, so that one run
+    says both (the rows were checked, then the option refused: two runs)."""
     refused = RefusedRows(source_label(source))
-    count = sum(1 for _ in valid_rows(source, parse, refused))
-    refused.raise_if_any()
-    if not count:
-        raise no_rows(source_label(source), source)
+    try:
+        count = sum(1 for _ in valid_rows(source, parse, refused))
+        refused.raise_if_any()
+        if not count:
+            raise no_rows(source_label(source), source)
+    except DataError as error:
+        if also is not None:
+            raise DataError(f"{also}; {error}") from None
+        raise
+    if also is not None:
+        raise ConfigError(also)
     return count
 
 
