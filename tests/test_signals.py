@@ -349,8 +349,8 @@ def test_every_rank_names_the_same_signal_and_exits_with_its_code(monkeypatch) -
     from types import SimpleNamespace
 
     import directpo.trainer as trainer_module
-    from directpo.cli import resume_command, stop_exit_code
-    from directpo.signals import StopRequest
+    from directpo.cli import resume_command
+    from directpo.signals import StopRequest, exit_code_of
 
     run = SimpleNamespace(world=SimpleNamespace(enabled=True))
     others = {"none": [0.0, 0.0, 0.0], "SIGINT": [0.0, 1.0, 0.0], "SIGTERM": [1.0, 0.0, 0.0]}
@@ -364,7 +364,7 @@ def test_every_rank_names_the_same_signal_and_exits_with_its_code(monkeypatch) -
     stop = StopRequest()
     stop.requested = "SIGINT"
     assert trainer_module._stop_requested(run, stop) == "SIGTERM"  # (the other rank's)
-    assert (stop_exit_code("SIGINT"), stop_exit_code("SIGTERM")) == (130, 143)
+    assert (exit_code_of("SIGINT"), exit_code_of("SIGTERM")) == (130, 143)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     given = ["a.yaml", "--resume_from_checkpoint", "checkpoint-4", "--beta", "0.2"]
     want = "resume: directpo train a.yaml --beta 0.2 --resume_from_checkpoint latest"

@@ -25,7 +25,6 @@ import json
 import os
 import re
 import shlex
-import signal
 import sys
 import typing
 from collections.abc import Callable, Sequence
@@ -42,7 +41,7 @@ from directpo.command_options import (
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DirectpoError
 from directpo.options import load_options, option_help, read_yaml
-from directpo.signals import Terminated, sigterm_unwinds
+from directpo.signals import Terminated, exit_code_of, sigterm_unwinds
 from directpo.trl_compat import ALIASES
 
 
@@ -82,15 +81,10 @@ def _train(options: DPOConfig) -> int:
 
     result = train(options)
     if result is not None and result.stopped_by is not None:
-        return stop_exit_code(result.stopped_by)
+        return exit_code_of(result.stopped_by)
     if result is not None and _first_rank():
         print(next_steps(str(result.output_dir), options.eval_file))
     return 0
-
-
-def stop_exit_code(signal_name: str) -> int:
-    """128 + the signal's number (130 for SIGINT, 143 for SIGTERM)."""
-    return 128 + signal.Signals[signal_name].value
 
 
 def resume_command(tokens: Sequence[str]) -> str:

@@ -67,6 +67,12 @@ class StopRequest:
             )
 
 
+def exit_code_of(signal_name: str) -> int:
+    """A run stopped by ``signal_name`` exits 128 + its number (130 for SIGINT, 143 for
+    SIGTERM), as the shell reports a process the signal ended: not 0, the run did not finish."""
+    return 128 + signal.Signals[signal_name].value
+
+
 def _under_launcher() -> bool:
     """Started by torchrun / accelerate launch (which set these for every worker)."""
     return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
