@@ -824,7 +824,7 @@ def test_save_only_model_writes_weights_alone_loads_the_best_and_never_resumes(
     assert any(line.startswith("loaded the best model: step 1") for line in lines)
     for key, tensor in full.policy.state_dict().items():
         assert torch.equal(tensor, only.policy.state_dict()[key]), key
-    state_files = {"optimizer.pt", "scheduler.pt", "rng_state.pt"}
+    state_files = {"optimizer.pt", "scheduler.pt", "rng_state.pth"}
     for step in (1, 2, 4):
         files = {p.name for p in (tmp_path / "only" / f"checkpoint-{step}").iterdir()}
         assert "model.safetensors" in files and not files & state_files

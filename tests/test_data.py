@@ -239,8 +239,8 @@ def test_a_line_that_is_not_utf8_is_its_rows_error_not_the_files(tmp_path: Path)
     with pytest.raises(DataError) as err:
         load_preferences(str(path))
     assert str(err.value) == (
-        f"{path}: line 2: not UTF-8 text (byte 0xe9 at column 16) (1 more row is invalid: "
-        "line 4; skip_invalid_rows: true skips them)"
+        f"{path}: line 2: not UTF-8 text (byte 0xe9 at column 16); line 4: missing field "
+        "'chosen'; skip_invalid_rows: true skips them"
     )
     data = load_preferences(str(path), skip_invalid_rows=True)
     assert len(data) == 2 and data.skipped == {"not UTF-8": 1, "missing field": 1}
@@ -555,22 +555,34 @@ def test_a_glob_pattern_in_train_file_reads_the_files_it_matches(tiny_model_dirs
         train(missing)
 
 
-def test_one_line_names_the_first_bad_row_and_counts_the_others(tmp_path) -> None:
-    """Bad rows deep in a large file: the error named the first only, so a file with five took
-    five runs to fix; it still names the first, and counts and places the rest."""
+def test_one_line_names_each_distinct_problem_with_its_first_row_and_count(tmp_path) -> None:
+    """Bad rows deep in a large file: the error named the first row's problem only and counted
+    the others, so a file with two kinds of mistake took a run per kind; each distinct problem
+    is said once, with its first row, a count and the next few places, in one bounded line."""
     rows = [{"prompt": f"p{i}", "chosen": " a", "rejected": " b"} for i in range(3000)]
     for i in (2500, 2700, 2800, 2900, 2950):
         rows[i] = {"prompt": "p", "chosen": " a"}
+    rows[2600] = rows[2990] = {"prompt": "p", "chosen": "", "rejected": " b"}
     path = write_jsonl(tmp_path / "big.jsonl", rows)
     with pytest.raises(DataError) as raised:
         load_preferences(str(path))
     assert str(raised.value) == (
-        f"{path}: line 2501: missing field 'rejected' (4 more rows are invalid: line 2701, "
-        "line 2801, line 2901, ...; skip_invalid_rows: true skips them)"
+        f"{path}: line 2501: missing field 'rejected' (4 more rows like it: line 2701, "
+        "line 2801, line 2901, ...); line 2601: field 'chosen' is empty (1 more row like it: "
+        "line 2991); skip_invalid_rows: true skips them"
     )
-    rows[2800] = rows[2900] = rows[2950] = rows[0]
-    with pytest.raises(DataError, match=r"2501: .* \(1 more row is invalid: line 2701; skip_"):
+    rows[2600] = rows[2800] = rows[2900] = rows[2950] = rows[2990] = rows[0]
+    with pytest.raises(DataError, match=r"2501: .* \(1 more row like it: line 2701\); skip_"):
         load_preferences(str(write_jsonl(path, rows)))
+    # many kinds of problem: a few said, the rest counted (the line stays short)
+    rows = [{"prompt": "p", "chosen": " a", "rejected": " b", "images": [f"x{i}.png"]}
+            for i in range(40)]  # fmt: skip
+    with pytest.raises(DataError) as raised:
+        load_preferences(str(write_jsonl(path, rows)))
+    said = str(raised.value)
+    assert said.count("not found") == 3 and len(said) < 1000, said  # three said, 37 counted
+    assert said.endswith("; 37 more rows with other problems: line 4, line 5, line 6, ...; "
+                         "skip_invalid_rows: true skips them")  # fmt: skip
 
 
 def test_a_lone_surrogate_is_the_rows_error_not_the_tokenizers_traceback(tmp_path) -> None:
@@ -1210,7 +1222,8 @@ def test_openai_rows_that_do_not_fit_are_said_by_openais_field_names(tmp_path) -
         load_preferences(str(path))
     said = str(caught.value)
     assert said.startswith(f"{path}: line 2: field 'input' must be an object with a 'messages'")
-    assert "line 3, line 4" in said and "\n" not in said
+    assert "; line 3: field 'input' holds 'metadata'" in said and "\n" not in said
+    assert "; line 4: missing field 'preferred_output'" in said
     data = load_preferences(str(path), skip_invalid_rows=True)
     assert len(data.examples) == 1 and sum(data.skipped.values()) == 3
     with pytest.raises(DataError, match=r"^row: missing field 'preferred_output'$"):

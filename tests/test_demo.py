@@ -319,3 +319,24 @@ def test_plot_reads_the_log_history_of_a_checkpoint_or_a_trl_run(tmp_path, monke
         ("reward margin", "checkpoint-4"): [1, 2, 3, 4],
         ("reward margin", "checkpoint-4 eval"): [4],
     }
+
+
+def test_a_demo_stopped_by_a_signal_exits_with_its_code(tmp_path, monkeypatch) -> None:
+    """A Ctrl-C during a method's training stopped the demo with exit code 1; it is 128 + the
+    signal now, as train's and the other commands'."""
+    from types import SimpleNamespace
+
+    from directpo.demo import methods
+    from directpo.errors import TrainingStopped
+
+    monkeypatch.setattr(methods, "train", lambda *a, **k: SimpleNamespace(stopped_by="SIGINT"))
+    files = {key: tmp_path / f"{key}.jsonl" for key in ("pairs", "prompts", "heldout")}
+    exp = methods.Experiment(
+        model_dir=tmp_path, out=tmp_path, pairs_file=files["pairs"],
+        train_prompts_file=files["prompts"], heldout_file=files["heldout"], train_prompts=["a"],
+        heldout=["b"], judge=None, profile=TINY, seed=0, echo=lambda _: None, pairs=1,
+        reference_samples=2,
+    )  # fmt: skip
+    with pytest.raises(TrainingStopped) as stopped:
+        methods._directpo(Method("DPO", beta=0.1), exp, tmp_path / "run")
+    assert stopped.value.exit_code == 130 and "SIGINT during DPO" in str(stopped.value)

@@ -215,6 +215,10 @@ def assert_equals_one_process(
     if mode == "fsdp":
         assert (out / "checkpoint-2" / "sharded" / ".metadata").is_file()
         assert not (out / "checkpoint-2" / "model.safetensors").exists()
+    # every rank's tokens, the whole model's parameters (FSDP's shards counted whole)
+    flos = [json.loads((f / "trainer_state.json").read_text())["total_flos"] for f in (out, single)]
+    assert flos[0] == flos[1] > 0
+    assert (out / "checkpoint-2" / "rng_state_0.pth").is_file()  # process 0's, as transformers
 
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])

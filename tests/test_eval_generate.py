@@ -413,7 +413,7 @@ def test_a_prompt_the_chat_template_refuses_is_said_before_training(tiny_model_d
             train(config, echo=lambda _: None)
         assert str(info.value) == (
             f"{name} {prompts}: prompt 2 ({json.dumps(system)[:57]}...): the chat template "
-            "refused the row (System role not supported) (1 more row is invalid: prompt 3)"
+            "refused the row (System role not supported) (1 more row like it: prompt 3)"
         )
         assert not (out / "metrics.jsonl").exists()
 

@@ -110,8 +110,10 @@ def test_a_bad_row_is_one_line_before_the_model_loads_and_nothing_is_written(
     assert main([*args, "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        f"directpo: error: {data}: line 1: invalid JSON (Expecting value at column 1) (3 more "
-        "rows are invalid: line 6, line 9, line 10)"
+        f"directpo: error: {data}: line 1: invalid JSON (Expecting value at column 1); line 6: "
+        "field 'prompt' must be a string, got a number; line 9: missing field 'prompt'; line 10: "
+        "the row already has a field 'completions', which generate would overwrite; name another "
+        "with --completions_column"
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.jsonl"]
 
@@ -240,8 +242,8 @@ def test_a_row_that_has_completions_already_is_refused_and_another_field_can_be_
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
         f"directpo: error: {data}: line 1: the row already has a field 'completions', which "
-        "generate would overwrite; name another with --completions_column (2 more rows are "
-        "invalid: line 2, line 3)"
+        "generate would overwrite; name another with --completions_column (2 more rows like "
+        "it: line 2, line 3)"
     ]
     assert not (tmp_path / "a.jsonl").exists()
     out = tmp_path / "b.jsonl"

@@ -19,8 +19,9 @@ def test_every_bad_row_of_a_prompt_file_is_said_at_once(tmp_path, load) -> None:
     with pytest.raises(DataError) as err:
         load(str(path))
     assert str(err.value) == (
-        f"{path}: line 2: field 'prompt' must be a string, got a number (3 more rows are "
-        "invalid: line 3, line 5, line 6)"
+        f"{path}: line 2: field 'prompt' must be a string, got a number; line 3: missing "
+        "field 'prompt'; line 5: field 'prompt' is empty; line 6: invalid JSON (Expecting "
+        "property name enclosed in double quotes at column 2)"
     )
     path.write_text('{"prompt": "a"}\n{"prompt": "b"}\n{"prompt": "a"}\n')
     assert len(load(str(path))[0]) == (2 if load is load_prompts else 3)

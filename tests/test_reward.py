@@ -381,7 +381,8 @@ def test_rank_needs_a_list_of_candidates(
     )
     code = main(
         ["rank", "--model_name_or_path", str(tiny_model_dirs["gpt2"]), "--input", str(data),
-         "--output", str(tmp_path / "ranked.jsonl"), "--beta", "0.1"]
+         "--output", str(tmp_path / "ranked.jsonl"), "--beta", "0.1",
+         "--ref_model_name_or_path", str(tiny_model_dirs["gpt2"])]
     )  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1

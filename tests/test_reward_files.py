@@ -468,7 +468,7 @@ def test_a_row_that_has_a_field_to_be_written_is_refused_and_a_prefix_writes_oth
     assert capsys.readouterr().err.strip().splitlines() == [
         f"directpo: error: {data}: line 1: the row already has a field 'reward', which would be "
         "overwritten; give --output_prefix (e.g. --output_prefix run2_) to write run2_reward "
-        "instead (1 more row is invalid: line 2)"
+        "instead (1 more row like it: line 2)"
     ]
     assert main([*args, "--output", str(tmp_path / "b.jsonl"), "--output_prefix", "m_"]) == 0
     got = read(tmp_path / "b.jsonl")
@@ -508,7 +508,7 @@ def test_a_row_without_its_responses_field_names_the_fields_it_has_and_the_optio
     assert capsys.readouterr().err.strip().splitlines() == [
         f"directpo: error: {data}: line 1: missing field 'responses' (nor 'completions'); the "
         "row has 'prompt', 'samples': name the field of its responses with --responses_column "
-        "(1 more row is invalid: line 2)"
+        "(1 more row like it: line 2)"
     ]
     assert not (tmp_path / "r.jsonl").exists()
     args = ["--input", str(data), "--output", str(tmp_path / "r.jsonl")]
@@ -545,14 +545,32 @@ def test_every_bad_row_of_score_and_rank_is_said_in_one_line_before_loading(
               "--beta", "0.1", "--output", str(tmp_path / "out.jsonl")]  # fmt: skip
     assert main(["score", *common, "--input", str(data)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"directpo: error: {data}: line 2: missing field 'chosen' (4 more rows are invalid: "
-        "line 3, line 5, line 6, ...)"
+        f"directpo: error: {data}: line 2: missing field 'chosen'; line 3: field 'chosen' is "
+        "empty; line 5: field 'chosen' must be a string, got a number; 2 more rows with other "
+        "problems: line 6, line 8"
     ]
+    # a folder that is not a directpo run, without --beta / --ref_model_name_or_path: said with
+    # the rows' problems, in the same line (it was said only after the rows were fixed)
+    lone = ["--model_name_or_path", str(policy), "--output", str(tmp_path / "out.jsonl")]
+    assert main(["score", *lone, "--input", str(data)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"directpo: error: {policy} has no config.yaml from a directpo run: give "
+        f"--ref_model_name_or_path and --beta; {data}: line 2: missing field 'chosen'; line 3: "
+        "field 'chosen' is empty; line 5: field 'chosen' must be a string, got a number; 2 more "
+        "rows with other problems: line 6, line 8"
+    ]
+    good_file = write_jsonl(tmp_path / "good.jsonl", [good])  # good rows: the option alone
+    assert main(["score", *lone, "--input", str(good_file)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"directpo: error: {policy} has no config.yaml from a directpo run: give "
+        "--ref_model_name_or_path and --beta"
+    )
     csv = tmp_path / "pairs.csv"  # a CSV's rows by their line, as training names them
     csv.write_text("prompt,chosen,rejected\na,b,c\na,,c\na,b,b\n")
     assert main(["score", *common, "--input", str(csv)]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"directpo: error: {csv}: line 3: field 'chosen' is empty (1 more row is invalid: line 4)"
+        f"directpo: error: {csv}: line 3: field 'chosen' is empty; line 4: chosen and rejected "
+        "are identical"
     )
     rows = [{"prompt": "a", "responses": [" b", " c"]}, {"prompt": "a"}, {"prompt": 3,
             "responses": [" b"]}, {"prompt": "a", "responses": " b"}]  # fmt: skip
@@ -560,7 +578,10 @@ def test_every_bad_row_of_score_and_rank_is_said_in_one_line_before_loading(
     assert main(["rank", *common, "--input", str(data)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"directpo: error: {data}: line 2: missing field")
-    assert err[0].endswith("(2 more rows are invalid: line 3, line 4)")
+    assert err[0].endswith(
+        "; line 3: field 'prompt' must be a string, got a number; line 4: "
+        "field 'responses' must be a list of candidate responses, got a string"
+    )
     # a row the chat template refuses was said alone, after the rows before it were scored
     strict = shutil.copytree(policy, tmp_path / "strict")
     (strict / "chat_template.jinja").write_text(
@@ -575,7 +596,7 @@ def test_every_bad_row_of_score_and_rank_is_said_in_one_line_before_loading(
     assert main(["rank", *common, "--input", str(data)]) == 2
     assert capsys.readouterr().err.strip() == (
         f"directpo: error: {data}: line 2: the chat template refused the row (no system) (1 "
-        "more row is invalid: line 4)"
+        "more row like it: line 4)"
     )
     assert not (tmp_path / "out.jsonl").exists()
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")]

@@ -144,6 +144,20 @@ def test_a_stream_with_max_steps_is_read_only_as_far_as_the_run_trains(tmp_path:
     data = load_run_data(config, finite, None, torch.device("cpu"), lines.append)
     assert len(data.train.pairs) == len(SENTIMENT_PAIRS)
     assert any("without max_steps: it is read whole" in line for line in lines)
+    # a stream shorter than max_steps takes: said as what happens (it was "its first N pairs
+    # are read" of a stream of fewer, which the run then went over again)
+    lines.clear()
+    steps = len(SENTIMENT_PAIRS)  # of 2 pairs each: twice the stream
+    config = tiny_config(folder, None, tmp_path / "short", max_steps=steps,
+                         per_device_train_batch_size=2)  # fmt: skip
+    data = load_run_data(config, finite, None, torch.device("cpu"), lines.append)
+    assert len(data.train.pairs) == len(SENTIMENT_PAIRS)
+    assert lines[0] == (
+        f"train_dataset: a stream (IterableDataset): it ends after {len(SENTIMENT_PAIRS)} pairs, "
+        f"fewer than the {2 * steps} of {steps} steps of 2 pairs (max_steps): the run goes over "
+        "them again, 2 passes, each in the stream's order as TRL reads it "
+        "(stream.shuffle(seed=..., buffer_size=...) mixes it)"
+    )
 
 
 def test_the_bad_rows_of_the_train_file_and_of_each_eval_file_are_said_together(
@@ -178,8 +192,8 @@ def test_the_bad_rows_of_the_train_file_and_of_each_eval_file_are_said_together(
     with pytest.raises(DataError) as err:
         load_run_data(config, None, None, torch.device("cpu"), lambda _: None)
     assert str(err.value) == (
-        f"{train}: line 2: field 'chosen' is empty (1 more row is invalid: line 4; "
-        "skip_invalid_rows: true skips them)"
+        f"{train}: line 2: field 'chosen' is empty; line 4: missing field 'chosen'; "
+        "skip_invalid_rows: true skips them"
     )
     # rows refused when tokenized (a system message the template refuses) likewise
     template = (

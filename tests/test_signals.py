@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -47,9 +48,12 @@ def in_process(model, data, out, *extra: str) -> int:
     return main(command(model, data, out, *extra)[3:])
 
 
-def test_sigterm_saves_a_resumable_checkpoint_and_exits_0(
+def test_sigterm_saves_a_resumable_checkpoint_and_exits_143(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:
+    """The stopped run exited 0, so ``directpo train ... && directpo score ...`` went on, and a
+    scheduler counted a preempted run as done: it exits 128 + 15, as score and rank do, after
+    its checkpoint and the command that resumes it; the resumed run that finishes exits 0."""
     model = tiny_model_dirs["gpt2"]
     out = tmp_path / "run"
     process = subprocess.Popen(
@@ -60,9 +64,12 @@ def test_sigterm_saves_a_resumable_checkpoint_and_exits_0(
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr[-2000:]
+    assert process.returncode == 143, stderr[-2000:]
     checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     assert len(checkpoints) == 1 and "stopped by SIGTERM" in stdout
+    resume = stdout.strip().splitlines()[-1]
+    assert resume.startswith("resume: directpo train --model_name_or_path "), stdout[-2000:]
+    assert resume.endswith(" --report_to none --resume_from_checkpoint latest"), resume
     stopped_at = int(checkpoints[0].name.split("-")[1])
     assert 3 <= stopped_at < 60
     assert not (out / "model.safetensors").exists()  # the run is not finished
@@ -153,7 +160,8 @@ def test_under_torchrun_a_signal_saves_one_complete_checkpoint(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:
     """What docs/distributed.md promises: SIGTERM to the workers (a scheduler's preemption)
-    stops every rank after the same step, rank 0 checkpoints, torchrun exits 0; Ctrl-C (SIGINT
+    stops every rank after the same step, rank 0 checkpoints, every worker exits 143 (torchrun
+    then exits 1 with its report of them); Ctrl-C (SIGINT
     to the whole process group, torchrun included) checkpoints the same way, but torchrun then
     exits 1 with its own SignalException (its behaviour, not the run's)."""
     import os
@@ -184,8 +192,10 @@ def test_under_torchrun_a_signal_saves_one_complete_checkpoint(
     for pid in workers.stdout.split():
         os.kill(int(pid), signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr[-2000:]
+    # the workers exit 143 (a preempted run is not a finished one), so torchrun reports them
+    assert process.returncode == 1 and re.search(r"exitcode\s*:\s*143", stderr), stderr[-2000:]
     assert stdout.count("stopped by SIGTERM") == 1, stdout[-2000:]  # rank 0 speaks
+    assert "resume: the same launch with --resume_from_checkpoint latest" in stdout
     assert stderr.count("directpo: SIGTERM: finishing") == 1, stderr[-2000:]  # not one per rank
     (checkpoint,) = out.glob("checkpoint-*")
     assert verify_checkpoint(checkpoint) is None
@@ -330,3 +340,34 @@ def test_a_precomputed_run_stopped_by_a_signal_returns_its_reference(
     got = ImplicitReward(stopped.policy, stopped.reference, 0.1).score(prompts, responses)
     want = ImplicitReward(stopped.policy, str(model), 0.1).score(prompts, responses)
     assert got == pytest.approx(want, abs=1e-6) and abs(want[0]) > 1e-4
+
+
+def test_every_rank_names_the_same_signal_and_exits_with_its_code(monkeypatch) -> None:
+    """A rank that got no signal said "another rank's signal" and exited 0 while the rank
+    that got SIGTERM ... stopped the same run: each rank now names the signal the ranks got,
+    SIGTERM (a scheduler's) first, and exits 128 + it."""
+    from types import SimpleNamespace
+
+    import directpo.trainer as trainer_module
+    from directpo.cli import resume_command
+    from directpo.signals import StopRequest, exit_code_of
+
+    run = SimpleNamespace(world=SimpleNamespace(enabled=True))
+    others = {"none": [0.0, 0.0, 0.0], "SIGINT": [0.0, 1.0, 0.0], "SIGTERM": [1.0, 0.0, 0.0]}
+    for other, want in (("none", None), ("SIGINT", "SIGINT"), ("SIGTERM", "SIGTERM")):
+
+        def summed(values, world, o=other):
+            return [a + b for a, b in zip(values, others[o], strict=True)]
+
+        monkeypatch.setattr(trainer_module, "all_reduce_sum", summed)
+        assert trainer_module._stop_requested(run, StopRequest()) == want
+    stop = StopRequest()
+    stop.requested = "SIGINT"
+    assert trainer_module._stop_requested(run, stop) == "SIGTERM"  # (the other rank's)
+    assert (exit_code_of("SIGINT"), exit_code_of("SIGTERM")) == (130, 143)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    given = ["a.yaml", "--resume_from_checkpoint", "checkpoint-4", "--beta", "0.2"]
+    want = "resume: directpo train a.yaml --beta 0.2 --resume_from_checkpoint latest"
+    assert resume_command(given) == want
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert resume_command(given) == "resume: the same launch with --resume_from_checkpoint latest"

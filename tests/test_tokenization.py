@@ -624,8 +624,10 @@ def test_a_chat_template_that_ignores_tools_refuses_the_row() -> None:
         tokenize_preferences(load_preferences(rows), tokenizer, 256)
     assert str(info.value) == (
         "rows: row 1: the chat template does not render the row's tools ('get_weather' is not "
-        "in the text it writes); give one that does with the chat_template option (1 more row "
-        "is invalid: row 2; skip_invalid_rows: true skips them)"
+        "in the text it writes); give one that does with the chat_template option; row 2: the "
+        "chat template does not render the completion's tool calls ('get_weather' is not in the "
+        "text it writes); give one that does with the chat_template option; skip_invalid_rows: "
+        "true skips them"
     )
     skipped = tokenize_preferences(load_preferences(rows), tokenizer, 256, skip_invalid_rows=True)
     assert len(skipped) == 1 and skipped.skipped == {"chat template ignores tools": 2}
@@ -735,7 +737,8 @@ def test_the_space_a_turn_writes_before_its_content_begins_the_completion(tokeni
 def test_every_row_refused_at_tokenization_is_counted_in_one_line() -> None:
     """A run stopped at the first row the tokenizer refused, after tokenizing every row before
     it: a file with several such rows took one run per row. They are counted as the validation
-    pass counts its rows: the first with its error, the next few by place, in one line."""
+    pass counts its rows: each problem once with its first row, the next few by place, in one
+    line."""
     tokenizer = build_tokenizer("gpt2")
     tokenizer.chat_template = STRICT_TEMPLATE
     refused_by_template = [*_assistant("no"), *USER, *USER]
@@ -751,8 +754,11 @@ def test_every_row_refused_at_tokenization_is_counted_in_one_line() -> None:
         tokenize_preferences(data, tokenizer, prompt + 1)
     assert str(info.value) == (
         "f.jsonl: line 87: the chat template refused the row (Conversation roles must alternate "
-        "user/assistant/user/assistant) (4 more rows are invalid: line 150, line 151, line 200, "
-        "...; skip_invalid_rows: true skips them)"
+        "user/assistant/user/assistant) (3 more rows like it: line 150, line 151, line 299); "
+        "line 200: chosen and rejected are identical after truncation: the prompt keeps 14 "
+        "tokens and each completion its first 1 (max_length 15), which are the same; raise "
+        "max_length, lower max_prompt_length, or set skip_invalid_rows to drop such rows; "
+        "skip_invalid_rows: true skips them"
     )
     kept = tokenize_preferences(data, tokenizer, prompt + 1, skip_invalid_rows=True)
     assert len(kept) == 295 and sum(kept.skipped.values()) == 5

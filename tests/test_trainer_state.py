@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from tiny import tiny_config
-from transformers import TrainerState
+from transformers import AutoModelForCausalLM, TrainerState
 
 from directpo.checkpoint import MANIFEST, STATE_FILE, _checksum, read_state
 from directpo.tracking import read_metrics
@@ -61,13 +61,26 @@ def test_trainer_state_loads_as_transformers_trainer_state(best_run) -> None:
     assert first.best_model_checkpoint == str(best_run / "checkpoint-2")
     assert [e["step"] for e in first.log_history] == [1, 2, 2]
     assert read_state(best_run / "checkpoint-4")["best"]["checkpoint"] == "checkpoint-2"
+    # total_flos was 0: transformers' estimate, 6 × parameters (no embeddings) × the tokens the
+    # policy forwarded: with prefix_sharing each pair's prompt once, where num_input_tokens_seen
+    # (TRL's num_tokens) counts it for both sequences
+    model = AutoModelForCausalLM.from_pretrained(best_run)
+    per_token = 6 * model.num_parameters(exclude_embeddings=True)
+    forwarded = state.total_flos / per_token
+    assert forwarded == int(forwarded)
+    assert state.num_input_tokens_seen / 2 < forwarded < state.num_input_tokens_seen
+    assert 0 < first.total_flos < state.total_flos
+    # the RNG state under transformers' name (it was rng_state.pt)
+    assert (best_run / "checkpoint-4" / "rng_state.pth").is_file()
+    assert not (best_run / "checkpoint-4" / "rng_state.pt").exists()
 
 
 def test_a_checkpoint_in_the_earlier_flat_layout_still_resumes(
     best_run, tiny_model_dirs, pairs_file, tmp_path
 ) -> None:
-    """A checkpoint of an earlier version (directpo's state at the top level) resumes to the
-    same weights as the uninterrupted run."""
+    """A checkpoint of an earlier version (directpo's state at the top level, its RNG state in
+    rng_state.pt) resumes to the same weights as the uninterrupted run, and the resumed run
+    counts on from its total_flos."""
     resumed = tmp_path / "resumed"
     shutil.copytree(best_run, resumed)
     shutil.rmtree(resumed / "checkpoint-4")
@@ -75,7 +88,9 @@ def test_a_checkpoint_in_the_earlier_flat_layout_still_resumes(
     saved = json.loads((checkpoint / STATE_FILE).read_text())
     flat = {**saved["stateful_callbacks"]["directpo"], "global_step": 2, "epoch": 1}
     (checkpoint / STATE_FILE).write_text(json.dumps(flat, indent=2))
+    (checkpoint / "rng_state.pth").rename(checkpoint / "rng_state.pt")
     manifest = json.loads((checkpoint / MANIFEST).read_text())
+    manifest["files"]["rng_state.pt"] = manifest["files"].pop("rng_state.pth")
     file = checkpoint / STATE_FILE
     manifest["files"][STATE_FILE] = {"size": file.stat().st_size, "blake2b": _checksum(file)}
     (checkpoint / MANIFEST).write_text(json.dumps(manifest))
@@ -91,6 +106,8 @@ def test_a_checkpoint_in_the_earlier_flat_layout_still_resumes(
     assert all(torch.allclose(straight[k], again[k], atol=1e-6) for k in straight)
     state = TrainerState.load_from_json(str(resumed / "checkpoint-4" / STATE_FILE))
     assert [e["step"] for e in state.log_history if "loss" in e] == [1, 2, 3, 4]
+    straight_state = TrainerState.load_from_json(str(best_run / "checkpoint-4" / STATE_FILE))
+    assert state.total_flos == straight_state.total_flos > 0
 
 
 def test_the_final_folder_has_transformers_results_and_state_files(best_run) -> None:
@@ -114,6 +131,7 @@ def test_the_final_folder_has_transformers_results_and_state_files(best_run) -> 
     both = json.loads((best_run / "all_results.json").read_text())
     assert both == {**evaluated, **trained}
     state = TrainerState.load_from_json(str(best_run / STATE_FILE))
+    assert trained["total_flos"] == state.total_flos > 0  # (it was 0: not counted)
     assert state.global_step == 4 and state.best_model_checkpoint == str(best_run / "checkpoint-2")
     assert len(state.log_history) == len(rows) + 1  # and the train summary
 
@@ -182,3 +200,14 @@ def test_the_final_state_names_no_checkpoint_that_was_not_written(
     assert state.best_global_step == 6 and state.best_model_checkpoint is None
     at_4 = TrainerState.load_from_json(str(out / "checkpoint-4" / STATE_FILE))
     assert at_4.best_model_checkpoint == str(out / "checkpoint-4")
+
+
+def test_training_flos_and_the_rng_file_names() -> None:
+    """6 × parameters × tokens (a model without transformers' num_parameters counts them all);
+    the RNG file as transformers names it, process 0's under several processes."""
+    from directpo.checkpoint import rng_file
+    from directpo.trainer_state import training_flos
+
+    layer = torch.nn.Linear(3, 4)  # 16 parameters
+    assert (training_flos(layer, 10), training_flos(layer, 0)) == (6 * 16 * 10, 0.0)
+    assert (rng_file(1), rng_file(4)) == ("rng_state.pth", "rng_state_0.pth")

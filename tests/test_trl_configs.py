@@ -146,8 +146,10 @@ def test_a_wrong_value_under_a_trl_alias_is_named_as_written(tmp_path) -> None:
     now, with directpo's name beside it; a flag that sets directpo's name wins that name back."""
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("max_new_tokens: -5\ntorch_dtype: float64\nmax_target_length: 0\n")
+    held = tmp_path / "held.jsonl"  # (its rows are read beside refused values: good ones)
+    held.write_text('{"prompt": "a", "chosen": " b", "rejected": " c"}\n')
     with pytest.raises(ConfigErrors) as info:
-        load_config(str(recipe), {"eval_generate": "2", "eval_file": str(recipe)})
+        load_config(str(recipe), {"eval_generate": "2", "eval_file": str(held)})
     assert info.value.problems == [
         "torch_dtype (directpo: dtype) must be one of float32, bfloat16 (got 'float64')",
         "max_target_length (directpo: max_completion_length) must be null or >= 1 (got 0)",
@@ -162,10 +164,10 @@ def test_a_wrong_value_under_a_trl_alias_is_named_as_written(tmp_path) -> None:
     assert info.value.problems[0] == "generate_max_new_tokens must be >= 1 (got 0)"
     with pytest.raises(ConfigError, match=r"^max_new_tokens \(directpo: generate_max_new_tokens\)"
                                           " must be >= 1"):  # fmt: skip
-        DPOConfig(max_new_tokens=0, eval_generate=2, eval_file=str(recipe))
+        DPOConfig(max_new_tokens=0, eval_generate=2, eval_file=str(held))
     from directpo.arguments import checked_arguments
 
-    config = DPOConfig(temperature=0.5, eval_generate=2, eval_file=str(recipe))
+    config = DPOConfig(temperature=0.5, eval_generate=2, eval_file=str(held))
     config.max_new_tokens = 0  # set in a notebook: checked again by train()
     config.temperature = -1.0
     config.generate_temperature = -2.0  # directpo's own name, set last, is as written

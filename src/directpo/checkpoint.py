@@ -1,7 +1,8 @@
 """Resumable checkpoints in ``output_dir/checkpoint-STEP/``.
 
 A checkpoint is a loadable Hugging Face folder (weights, config, tokenizer) plus
-``optimizer.pt``, ``scheduler.pt``, ``rng_state.pt`` and ``trainer_state.json`` (transformers'
+``optimizer.pt``, ``scheduler.pt``, ``rng_state.pth`` (transformers' name; ``rng_state_0.pth``,
+process 0's, under several processes) and ``trainer_state.json`` (transformers'
 ``TrainerState`` layout, with directpo's step, data position and logging window in progress
 inside: ``trainer_state``) and ``config.yaml`` (the options it was trained with, where
 transformers writes training_args.bin: a pickle of its classes). It is written to a hidden
@@ -243,7 +244,7 @@ def save_checkpoint(
         every_rank=shards,
         on_main=lambda: _write_main_files(
             tmp, step, model, tokenizer, kept_optimizer, scheduler, state, sharded is None,
-            tensors or {}, record,
+            tensors or {}, record, rng_file(world.size),
         ),
     )  # fmt: skip
     if problem is not None:  # a full disk, a quota, a vanished mount: keep what was there
@@ -343,6 +344,7 @@ def _write_main_files(
     with_weights: bool,
     tensors: dict[str, dict[str, torch.Tensor]],
     record: Callable[[Path], None] | None = None,
+    rng_name: str = "rng_state.pth",
 ) -> None:
     """The files rank 0 writes; without ``optimizer`` (save_only_model) no optimizer,
     schedule or RNG state."""
@@ -363,7 +365,7 @@ def _write_main_files(
     tokenizer.save_pretrained(tmp)
     if optimizer is not None:
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save(_rng_state(), tmp / "rng_state.pt")
+        torch.save(_rng_state(), tmp / rng_name)
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
     if record is not None:
         record(tmp)
@@ -431,7 +433,7 @@ def load_checkpoint(
             optimizer.load_state_dict(saved)
         schedule = torch.load(path / "scheduler.pt", weights_only=True)
         scheduler.load_state_dict(_per_group(schedule, len(optimizer.param_groups)))
-        _set_rng_state(torch.load(path / "rng_state.pt", weights_only=False))
+        _set_rng_state(torch.load(_rng_path(path), weights_only=False))
         return read_state(path)
     except CheckpointError:
         raise
@@ -503,6 +505,23 @@ def _check_shapes(
             f"other shapes ({first}: {list(saved[first].shape)} in the checkpoint, "
             f"{list(expected[first].shape)} in the model); it was written for another model"
         )
+
+
+# the RNG state as transformers' Trainer names it (one process; process N of several), and the
+# name of directpo's earlier checkpoints, which still resume
+RNG_FILES = ("rng_state.pth", "rng_state_0.pth", "rng_state.pt")
+
+
+def rng_file(processes: int) -> str:
+    """The RNG file's name: transformers' ``rng_state.pth``, or under several processes
+    ``rng_state_{rank}.pth``: rank 0's, which every rank resumes from (the tools that read HF
+    checkpoints, and users' scripts, look for these names)."""
+    return RNG_FILES[0] if processes == 1 else RNG_FILES[1]
+
+
+def _rng_path(folder: Path) -> Path:
+    """The checkpoint's RNG file, of either name (an earlier version's ``rng_state.pt``)."""
+    return next((folder / n for n in RNG_FILES if (folder / n).is_file()), folder / RNG_FILES[0])
 
 
 def _rng_state() -> dict[str, Any]:

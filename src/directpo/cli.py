@@ -41,7 +41,7 @@ from directpo.command_options import (
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DirectpoError
 from directpo.options import load_options, option_help, read_yaml
-from directpo.signals import Terminated, sigterm_unwinds
+from directpo.signals import Terminated, exit_code_of, sigterm_unwinds
 from directpo.trl_compat import ALIASES
 
 
@@ -71,12 +71,40 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
-def _train(options: DPOConfig) -> None:
+def _train(options: DPOConfig) -> int:
+    """0 for a finished run; a run stopped by a signal (its checkpoint saved) exits 128 + the
+    signal, as score, rank and generate do and as the shell reports a killed process: after
+    ``directpo train && directpo score`` or a scheduler's preemption, an unfinished run is not
+    taken for a finished one (every rank under torchrun agreed on the signal, so each exits
+    with the same code)."""
     from directpo.trainer import train  # heavy imports only when used
 
     result = train(options)
-    if result is not None and result.stopped_by is None and _first_rank():
-        print(next_steps(str(result.output_dir), options.eval_file))  # (a stop says "resume")
+    if result is not None and result.stopped_by is not None:
+        return exit_code_of(result.stopped_by)
+    if result is not None and _first_rank():
+        print(next_steps(str(result.output_dir), options.eval_file))
+    return 0
+
+
+def resume_command(tokens: Sequence[str]) -> str:
+    """The command that continues a stopped run: the train command as given (without its own
+    resume_from_checkpoint), resuming from the newest checkpoint."""
+    kept: list[str] = []
+    skip = False
+    for token in tokens:
+        if skip:
+            skip = False
+            continue
+        if token == "--resume_from_checkpoint":
+            skip = True  # (its value follows)
+            continue
+        if not token.startswith("--resume_from_checkpoint="):
+            kept.append(token)
+    resume = "--resume_from_checkpoint latest"
+    if "LOCAL_RANK" in os.environ:  # (the launcher's own arguments are not this process's)
+        return f"resume: the same launch with {resume}"
+    return f"resume: {shlex.join(['directpo', 'train', *kept])} {resume}"
 
 
 def next_steps(output_dir: str, eval_file: Any) -> str:
@@ -155,7 +183,7 @@ def _trl_names_epilog() -> str:
 @dataclass(frozen=True)
 class Command:
     options: type
-    run: Callable[[Any], None]
+    run: Callable[[Any], int | None]  # the exit code (None: 0)
     help: str
     takes_yaml: bool = False
     positional: str | None = None  # an option that may also be given as the first argument
@@ -313,8 +341,10 @@ def _main(argv: Sequence[str] | None) -> int:
                 config_file, overrides = _yaml_and_flags(argv[1:], command.options)
                 if config_file is not None:
                     _refuse_data_file(config_file)
-                command.run(_loaded(command.options, config_file, overrides, argv[1:]))
-                return 0
+                code = command.run(_loaded(command.options, config_file, overrides, argv[1:]))
+                if code and _first_rank():  # (a stopped run: its checkpoint is written)
+                    print(resume_command(argv[1:]))
+                return code or 0
         args, unknown = parser.parse_known_args(argv)
         if args.command is None:
             parser.print_help()
@@ -332,7 +362,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if "positional" in overrides:
             overrides[command.positional] = overrides.pop("positional")
         config_file = getattr(args, "config", None)
-        command.run(_loaded(command.options, config_file, overrides, argv[1:]))
+        return command.run(_loaded(command.options, config_file, overrides, argv[1:])) or 0
     except DirectpoError as err:
         _say_error(err)
         return err.exit_code

@@ -825,6 +825,11 @@ class DPOConfig(Options):
 
         return missing_paths(self)
 
+    def _row_problems(self, refused: list[str]) -> list[str]:
+        from directpo.early_rows import row_problems  # it reads rows: data imports this module
+
+        return row_problems(self, refused)
+
     def _apply_trl_spellings(self) -> None:
         apply_trl_meanings(self)
 

@@ -65,6 +65,7 @@ from directpo.readers import (
     open_rows,
     source_label,
 )
+from directpo.refusals import SKIP_HINT, RefusedRows
 from directpo.row_formats import from_openai, is_openai_layout, openai_names
 from directpo.vision import (
     IMAGE_COLUMNS,
@@ -245,7 +246,7 @@ def preferences_of_rows(
     skipped: Counter[str] = Counter()
     layout: str | None = None
     seen_any = False
-    refused: list[str] = []  # without skip_invalid_rows: the first one's error, others' places
+    refused = RefusedRows(label)  # without skip_invalid_rows: every bad row, said at the end
     openai: bool | None = None  # rows in OpenAI's preference format (row_formats)
     for where, row in rows:
         seen_any = True
@@ -268,13 +269,12 @@ def preferences_of_rows(
             examples.append(_parse_row(row, layout, columns, f"{label}: {where}", base_dir))
         except RowError as err:
             if not skip_invalid_rows:  # the other rows are checked too (seconds for 100k):
-                refused.append(where if refused else f"{label}: {where}: {err.message}")
+                refused.add(where, err.message)
             skipped[err.reason] += 1
         # (checked after a row, so that no row past the last one taken is read)
-        if max_pairs is not None and len(examples) + len(refused) >= max_pairs:
+        if max_pairs is not None and len(examples) + refused.count >= max_pairs:
             break
-    if refused:  # one line that says how many rows to fix, not one run per bad row
-        raise DataError(refused[0] + more_refused(refused[1:]))
+    refused.raise_if_any(SKIP_HINT)  # one line of every problem, not one run per bad row
     if not seen_any:
         return None
     if not examples:
@@ -284,18 +284,6 @@ def preferences_of_rows(
     if columns.system is not None and layout == "explicit":  # text prompts became turns
         layout = "conversational"
     return PreferenceData(examples, layout, label, skipped)
-
-
-def more_refused(
-    places: list[str], shown: int = 3, hint: str = "; skip_invalid_rows: true skips them"
-) -> str:
-    """The rows refused after the first, counted, the first few named (``hint``: what skips
-    them, where the command has such an option)."""
-    if not places:
-        return ""
-    named = ", ".join(places[:shown]) + (", ..." if len(places) > shown else "")
-    rows = "row is" if len(places) == 1 else "rows are"
-    return f" ({len(places)} more {rows} invalid: {named}{hint})"
 
 
 def read_rows(source: str | Any, name: str | None = None) -> list[tuple[str, dict[str, Any]]]:

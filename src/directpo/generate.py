@@ -45,8 +45,9 @@ from directpo.models import (
     load_tokenizer,
     pad_token_id,
 )
-from directpo.prompts import check_every_row, first_row_fields, prompt_with_images, refuse_rows
+from directpo.prompts import check_every_row, first_row_fields, prompt_with_images
 from directpo.reference import ReferenceProvider
+from directpo.refusals import RefusedRows
 from directpo.reward import output_location, run_config
 from directpo.rewardfn import RewardFn
 from directpo.seeded_sampling import SeededSampling, row_seed, sample_seed, warpers_of
@@ -120,7 +121,7 @@ def check_prompts(
     )
     named = itertools.repeat(None) if places is None else places
     number = 0
-    refused: list[str] = []  # every refused prompt said at once, as a file's bad rows are
+    refused = RefusedRows(label)  # every refused prompt said at once, as a file's bad rows are
     for number, (prompt, place) in enumerate(zip(prompts, named, strict=False), start=1):
         try:
             _encode_prompt(encoder, prompt)
@@ -129,8 +130,8 @@ def check_prompts(
             if not refused and place is None:
                 shown = json.dumps(prompt_of(prompt), ensure_ascii=False)
                 where += f" ({shown if len(shown) <= 60 else shown[:57] + '...'})"
-            refused.append(where if refused else f"{label}: {where}: {err.message}")
-    refuse_rows(refused)
+            refused.add(where, err.message)
+    refused.raise_if_any()
     return number
 
 

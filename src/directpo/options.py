@@ -81,12 +81,14 @@ class Options:
             self._problems = None
             self._refused = set()
         # a line naming an option of the wrong type judged its default, not the user's value
-        problems += [line for line in checked if not _names_any(line, untyped)]
+        problems += [line for line in checked if not names_any(line, untyped)]
         if problems:
             # the paths it names that are not there, said with them: the file checks run on a
             # config whose values passed, so a missing file was said only on the next run
             with contextlib.suppress(Exception):  # (a value that no check read may be odd)
                 problems += [line for line in self._path_problems() if line not in problems]
+            with contextlib.suppress(Exception):  # and the data files' bad rows (two runs)
+                problems += self._row_problems(problems)
             raise ConfigErrors("", problems)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -110,6 +112,11 @@ class Options:
 
     def _check_values(self) -> None:
         """Subclasses refuse impossible values here."""
+
+    def _row_problems(self, refused: list[str]) -> list[str]:
+        """The bad rows of the data files the options name, one line a file (a subclass's;
+        read only when values are refused, ``refused``: their lines)."""
+        return []
 
     def _path_problems(self) -> list[str]:
         """The local files and folders the options name that are not there, one line each (a
@@ -194,7 +201,7 @@ def _default(f: dataclasses.Field) -> Any:
     return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
 
 
-def _names_any(line: str, keys: set[str]) -> bool:
+def names_any(line: str, keys: set[str]) -> bool:
     """Whether ``line`` names one of ``keys`` as a word (not inside another option's name)."""
     return any(re.search(rf"(?<![\w.]){re.escape(key)}(?!\w)", line) for key in keys)
 

@@ -4,6 +4,7 @@ tracker that must be installed, a reward function that must import."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import importlib.util
 import os
@@ -206,6 +207,11 @@ def check_run(
         )
     with collected(problems):
         check_device(config, device_type, processes)
+    if problems:  # the data files' bad rows too: said only by the next run, after these
+        from directpo.early_rows import row_problems  # (it reads rows: data imports config)
+
+        with contextlib.suppress(Exception):  # (a file these refused may be unreadable)
+            problems += row_problems(config, problems)
     refuse_all(problems)
 
 
@@ -406,12 +412,12 @@ def _check_data(config: DPOConfig, need_train_file: bool, problems: list[str]) -
             unmatched.add(key)
     for key in ("train_file", "eval_file", "prompt_file"):
         paths = None if key in unmatched else getattr(config, key)
-        for path in _listed_paths(paths):
+        for path in listed_paths(paths):
             if not os.path.exists(path):
                 problems.append(f"{key}: no such file or folder: {path}")
 
 
-def _listed_paths(paths: Any) -> list[Any]:
+def listed_paths(paths: Any) -> list[Any]:
     """A file option's paths: none, one, a list, or named eval sets' (each one or a list)."""
     named = paths.values() if isinstance(paths, dict) else [paths]
     return [p for group in named for p in ([group] if isinstance(group, str) else group or [])]
@@ -429,7 +435,7 @@ def missing_paths(config: DPOConfig) -> list[str]:
         with collected(problems):
             check_model_location(key, getattr(config, key), subfolder)
     for key in ("train_file", "eval_file", "prompt_file"):
-        for path in _listed_paths(getattr(config, key)):
+        for path in listed_paths(getattr(config, key)):
             if (
                 isinstance(path, str)
                 and not any(c in path for c in "*?[")

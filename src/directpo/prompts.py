@@ -14,11 +14,10 @@ from directpo.data import (
     Columns,
     ImagePrompt,
     images_of,
-    more_refused,
     row_template_args,
     split_conversations,
 )
-from directpo.errors import DataError
+from directpo.errors import ConfigError, DataError
 from directpo.messages import (
     Text,
     completion_messages,
@@ -36,6 +35,7 @@ from directpo.readers import (
     open_rows,
     source_label,
 )
+from directpo.refusals import RefusedRows
 from directpo.vision import image_key, with_image_parts
 
 Item = TypeVar("Item")
@@ -53,12 +53,12 @@ def first_row_fields(source: str) -> set[str]:
 
 
 def valid_rows(
-    source: Any, parse: Callable[[str, dict[str, Any]], Item], refused: list[str]
+    source: Any, parse: Callable[[str, dict[str, Any]], Item], refused: RefusedRows
 ) -> Iterator[tuple[str, dict[str, Any], Item]]:
     """(where, row, ``parse(label, row)``) of each row of ``source`` that parses, read as
     iterated; each row that does not (unreadable, not an object, or ``parse``'s DataError) is
-    added to ``refused`` (the first with its error, the others by place) and passed over, so
-    that one pass names every bad row."""
+    added to ``refused`` with its problem and passed over, so that one pass names every bad
+    row (``refused.raise_if_any()`` says them)."""
     label = source_label(source)
     rows, _ = open_rows(source, label, lazy=True)
     for where, row in rows:
@@ -68,28 +68,32 @@ def valid_rows(
             if not isinstance(row, dict):
                 raise DataError(f"{label}: {where}: expected an object, got {kind_of(row)}")
             item = parse(f"{label}: {where}", row)
-        except DataError as err:
-            refused.append(where if refused else str(err))
+        except DataError as err:  # (its text names the row: the problem is what follows)
+            refused.add(where, str(err).removeprefix(f"{label}: {where}: "))
             continue
         yield where, row, item
 
 
-def refuse_rows(refused: list[str], hint: str = "") -> None:
-    """One DataError of the rows ``valid_rows`` refused, if any: the first with its problem,
-    the others counted and the first few named (a 50k-row file was fixed one row per run)."""
-    if refused:
-        raise DataError(refused[0] + more_refused(refused[1:], hint=hint))
-
-
-def check_every_row(source: str, parse: Callable[[str, dict[str, Any]], Any]) -> int:
+def check_every_row(
+    source: str, parse: Callable[[str, dict[str, Any]], Any], also: str | None = None
+) -> int:
     """How many rows ``source`` has, each checked by ``parse`` before any model loads (score,
     rank and generate); every bad row said in one DataError (the commands write a row for
-    each input row: a bad one is refused, not skipped)."""
-    refused: list[str] = []
-    count = sum(1 for _ in valid_rows(source, parse, refused))
-    refuse_rows(refused)
-    if not count:
-        raise no_rows(source_label(source), source)
+    each input row: a bad one is refused, not skipped). ``also``: a problem of the command's
+    options found before (score's missing beta), said first in the same line, so that one run
+    says both (the rows were checked, then the option refused: two runs)."""
+    refused = RefusedRows(source_label(source))
+    try:
+        count = sum(1 for _ in valid_rows(source, parse, refused))
+        refused.raise_if_any()
+        if not count:
+            raise no_rows(source_label(source), source)
+    except DataError as error:
+        if also is not None:
+            raise DataError(f"{also}; {error}") from None
+        raise
+    if also is not None:
+        raise ConfigError(also)
     return count
 
 
@@ -208,7 +212,7 @@ def load_prompts(
     seen: set[str] = set()
     prompts: list[Text | ImagePrompt] = []
     others: list[dict[str, Any]] = []
-    refused: list[str] = []  # every bad row said at once, as a pairs file's are
+    refused = RefusedRows(source_label(source))  # every bad row said at once, as a pairs file's
 
     def parse(where: str, row: dict[str, Any]) -> Text | ImagePrompt:
         return prompt_with_images(row, prompt_column, where, base_dir, system_column)
@@ -218,7 +222,7 @@ def load_prompts(
             seen.add(_prompt_key(prompt))
             prompts.append(prompt)
             others.append({k: v for k, v in row.items() if k != prompt_column})
-    refuse_rows(refused)
+    refused.raise_if_any()
     if not refused and not seen:
         raise no_rows(label, source)
     return prompts, others
@@ -253,7 +257,7 @@ def load_prompt_rows(
             others += columns
         return prompts, others
     prompts, others = [], []
-    refused: list[str] = []  # every bad row said at once, as a pairs file's are
+    refused = RefusedRows(source_label(source))  # every bad row said at once, as a pairs file's
 
     def parse(where: str, row: dict[str, Any]) -> Text | ImagePrompt:
         return parse_prompt(row, prompt_column, where, system_column)
@@ -261,7 +265,7 @@ def load_prompt_rows(
     for _, row, prompt in valid_rows(source, parse, refused):
         prompts.append(prompt)
         others.append({k: v for k, v in row.items() if k != prompt_column})
-    refuse_rows(refused)
+    refused.raise_if_any()
     if not prompts:
         raise no_rows(source_label(source), source)
     return prompts, others

@@ -77,6 +77,7 @@ def resume(run: Run) -> None:
     _say_objective_changes(run, state.get("objective"), state["global_step"])
     run.start_step, run.window = state["global_step"], PairStats(**state["log_window"])
     run.num_tokens = state.get("num_tokens", 0)  # (not in checkpoints of earlier versions)
+    run.total_flos = state.get("total_flos", 0.0)
     if run.start_step > run.total_steps:  # the final folder would get a later step's weights
         raise ConfigError(
             f"resume_from_checkpoint: {checkpoint} is at step {run.start_step}, past this run's "

@@ -184,22 +184,14 @@ class ImplicitReward:
         those in the run's config.yaml, and models load where training found them (its
         model_init_kwargs' revision, subfolder, ...: a LoRA run's base, the reference).
         ``echo`` receives notes (default: ``warnings.warn``)."""
-        given = ref_model_name_or_path is not None and beta is not None
+        missing = run_values_missing(run_dir, ref_model_name_or_path, beta)
+        if missing is not None:
+            raise ConfigError(missing)
         try:
             config = run_config(run_dir)
         except ConfigError as err:  # another tool's config.yaml: a model folder like any other
-            if not given:
-                raise ConfigError(
-                    f"{err} (not a directpo run's config.yaml? give --ref_model_name_or_path "
-                    "and --beta)"
-                ) from None
             (echo or _warn)(f"config.yaml not used (not a directpo run's): {err}")
             config = None
-        if config is None and not given:
-            raise ConfigError(
-                f"{run_dir} has no config.yaml from a directpo run: give "
-                "--ref_model_name_or_path and --beta"
-            )
         kwargs.setdefault("policy_kwargs", output_location(run_dir, config))
         recorded = ref_model_name_or_path is None  # the run's, as config.yaml names it
         in_checkpoint = False  # a TR-DPO checkpoint's moved reference: its reference.safetensors
@@ -338,6 +330,26 @@ class ImplicitReward:
             progress,
         )
         return self.beta * (policy - reference)
+
+
+def run_values_missing(
+    run_dir: str, ref_model_name_or_path: str | None, beta: float | None
+) -> str | None:
+    """Why ``from_run`` cannot score with ``run_dir`` (β or the reference not given, and no
+    directpo run's config.yaml to take them from), or None; read without loading a model, so
+    that score and rank say it with the input's bad rows, before any model loads."""
+    if ref_model_name_or_path is not None and beta is not None:
+        return None
+    try:
+        config = run_config(run_dir)
+    except ConfigError as err:  # another tool's config.yaml
+        return f"{err} (not a directpo run's config.yaml? give --ref_model_name_or_path and --beta)"
+    if config is None:
+        return (
+            f"{run_dir} has no config.yaml from a directpo run: give --ref_model_name_or_path "
+            "and --beta"
+        )
+    return None
 
 
 def run_config(folder: str | os.PathLike) -> DPOConfig | None:

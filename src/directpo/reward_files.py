@@ -33,7 +33,13 @@ from directpo.prompts import (
     with_images,
 )
 from directpo.readers import RowError, kind_of
-from directpo.reward import ImplicitReward, row_encoder, run_config, truncation_note
+from directpo.reward import (
+    ImplicitReward,
+    row_encoder,
+    run_config,
+    run_values_missing,
+    truncation_note,
+)
 from directpo.row_formats import is_openai_layout
 from directpo.tokenization import PairTokenizer
 
@@ -55,7 +61,8 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
     base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
     # every row checked and rendered before loading, every bad one said at once
     parse = partial(_score_item, options, base_dir)
-    total = check_every_row(options.input, _rendered(options, parse, _score_sequences))
+    rendered = _rendered(options, parse, _score_sequences)
+    total = check_every_row(options.input, rendered, _run_values_missing(options))
 
     def named(fields: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(options.output_prefix + field for field in fields)
@@ -159,7 +166,8 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     base_dir = os.path.dirname(os.path.abspath(options.input))
     # every row checked and rendered before loading, every bad one said at once
     parse = partial(_rank_item, options, base_dir)
-    total = check_every_row(options.input, _rendered(options, parse, _rank_sequences))
+    rendered = _rendered(options, parse, _rank_sequences)
+    total = check_every_row(options.input, rendered, _run_values_missing(options))
     ranked = options.output_prefix + "ranked"
     with StagedJsonl(options.output, _resume_key(options)) as out:
         scorer = _scorer(options, echo)
@@ -339,6 +347,13 @@ def _with_run_defaults(options: Options, echo: Callable[[str], None]) -> Options
     with contextlib.suppress(ConfigError):  # a config.yaml of another tool: not a run
         run = run_config(options.model_name_or_path)
     return options.with_run_defaults(run, echo, first_row_fields(options.input))
+
+
+def _run_values_missing(options: RewardOptions) -> str | None:
+    """A model folder that is not a directpo run, without --beta / --ref_model_name_or_path:
+    said with the input's bad rows, in one line before any model loads."""
+    ref, beta = options.ref_model_name_or_path, options.beta
+    return run_values_missing(options.model_name_or_path, ref, beta)
 
 
 def _scorer(options: RewardOptions, echo: Callable[[str], None]) -> ImplicitReward:

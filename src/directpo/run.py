@@ -107,6 +107,7 @@ class Run:
     logger: MetricsLogger = field(init=False)
     window: PairStats = field(default_factory=PairStats)  # metrics since the last log line
     num_tokens: int = 0  # prompt + completion tokens of every sequence trained on (TRL's)
+    total_flos: float = 0.0  # transformers' estimate: 6 × parameters × tokens forwarded
     window_start: float = field(default_factory=time.perf_counter)
     train_start: float = field(default_factory=time.perf_counter)  # the loop's first step
     nonfinite_in_a_row: int = 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,9 +40,11 @@ from directpo.readers import (
     python_source,
     refuse_column_dict,
 )
+from directpo.refusals import RowsRefused
 from directpo.rewardfn import check_reward_fn, load_reward_fn
 from directpo.sources import PairSet
 from directpo.stops import generation_stop_ids
+from directpo.stream_reads import is_stream, stream_head, stream_plan
 from directpo.token_cache import cached_tokenization
 from directpo.tokenization import TokenizedData, short_completion_limit, tokenize_preferences
 
@@ -118,10 +119,13 @@ def load_run_data(
     refused: list[DataError] = []  # the train file's and eval files' bad rows, said together
     if source is not None and not (config.online and not _has_pairs(source, columns, skip)):
         with _collected(refused):
+            plan = stream_plan(config, world_size, echo) if streamed else None
             train_data = load_preferences(
                 source, columns, skip_invalid_rows=skip, name=names["train"],
-                max_pairs=_pairs_trained(config, world_size, echo) if streamed else None,
+                max_pairs=plan.pairs if plan is not None else None,
             )  # fmt: skip
+            if plan is not None:
+                echo(plan.said(len(train_data)))
             echo(f"train: {train_data.summary()}")
     elif config.dataset_mixture is not None:
         train_data, test = _mixture(config, columns, eval_dataset or named_evals or None, echo)
@@ -492,26 +496,6 @@ def _has_pairs(source: Any, columns: Columns, skip_invalid_rows: bool = False) -
     return bool(paired)
 
 
-def is_stream(source: Any) -> bool:
-    """A ``datasets.IterableDataset`` (``load_dataset(..., streaming=True)``, a generator)."""
-    return type(source).__name__ == "IterableDataset" and hasattr(source, "take")
-
-
-def stream_head(stream: Any, config: DPOConfig, echo: Callable[[str], None]) -> Any:
-    """The rows of an online run's stream that its rounds sample (an endless one was read until
-    memory ran out, before the first round): ⌈max_steps / steps_per_round⌉ rounds of
-    online_prompts_per_round; without max_steps, the whole stream."""
-    if _read_whole(config, "train_dataset: a stream (IterableDataset)", echo):
-        return stream
-    rounds = math.ceil(config.max_steps / config.steps_per_round)
-    rows = rounds * config.online_prompts_per_round
-    echo(
-        f"train_dataset: a stream (IterableDataset): its first {rows} rows are read, {rounds} "
-        f"online rounds of {config.online_prompts_per_round} prompts (max_steps)"
-    )
-    return stream.take(rows)
-
-
 @contextlib.contextmanager
 def _collected(refused: list[DataError]) -> Iterator[None]:
     """The DataError of the source read inside added to ``refused``, so that the next source is
@@ -525,44 +509,16 @@ def _collected(refused: list[DataError]) -> Iterator[None]:
 def _joined(refused: list[DataError]) -> DataError:
     """One error of every source's; a file given as train and eval file is said once. A stream
     read only so far (dataset_streaming) counts fewer of the file's bad rows than the whole
-    read of it as eval file: the line that counts more is said, its first row once."""
-    said = list(dict.fromkeys(map(str, refused)))
-    return DataError(
-        "; ".join(text for text in said if not any(o.startswith(f"{text} (") for o in said))
-    )
-
-
-def _pairs_trained(config: DPOConfig, world_size: int, echo: Callable[[str], None]) -> int | None:
-    """How many pairs of a stream (a train_dataset stream, or dataset_streaming's source) a run
-    of max_steps reads: max_steps × pairs per step, what TRL's run over it reads (an endless one
-    was read until memory ran out, before the first step); rows skipped as invalid do not count.
-    None without max_steps: the whole stream, each epoch over it (TRL refuses that). They are
-    trained in the stream's order, as TRL's run takes it, so a longer max_steps begins with a
-    shorter one's steps (a resume may raise it)."""
-    label = "train_dataset: a stream (IterableDataset)"
-    if config.dataset_streaming:  # (dataset_name's is a stream too: the option says why)
-        label = "train: dataset_streaming"
-    if _read_whole(config, label, echo):
-        return None
-    per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps
-    pairs = config.max_steps * per_step * world_size
-    echo(
-        f"{label}: its first {pairs} pairs are read, {config.max_steps} steps of "
-        f"{per_step * world_size} pairs (max_steps), in the stream's order as TRL reads it "
-        "(stream.shuffle(seed=..., buffer_size=...) mixes it)"
-    )
-    return pairs
-
-
-def _read_whole(config: DPOConfig, label: str, echo: Callable[[str], None]) -> bool:
-    """Whether a stream is read whole (no max_steps), which is said."""
-    if config.max_steps > 0:
-        return False
-    echo(
-        f"{label} without max_steps: it is read whole before the first step (an endless one "
-        "never ends: set max_steps)"
-    )
-    return True
+    read of it as eval file: the read that counts more is said."""
+    said: dict[Any, tuple[int, str]] = {}
+    for error in refused:
+        key: Any = str(error)
+        count = 0
+        if isinstance(error, RowsRefused):  # (the same source read twice: the same first row)
+            key, count = (error.label, error.first), error.count
+        if key not in said or count > said[key][0]:
+            said[key] = (count, str(error))
+    return DataError("; ".join(text for _, text in said.values()))
 
 
 def _place(where: str | int) -> str:

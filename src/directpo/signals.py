@@ -1,4 +1,5 @@
-"""Preemption and Ctrl-C: finish the current optimizer step, save a checkpoint, exit cleanly.
+"""Preemption and Ctrl-C: finish the current optimizer step, save a checkpoint, then exit
+128 + the signal (the CLI: 130 / 143, as for a killed process: the run did not finish).
 
 The first SIGTERM or SIGINT only sets a flag that the training loop reads after each step; a
 second SIGINT stops at once (losing only the step in progress). Handlers are installed only in
@@ -64,6 +65,12 @@ class StopRequest:
                 file=sys.stderr,
                 flush=True,
             )
+
+
+def exit_code_of(signal_name: str) -> int:
+    """A run stopped by ``signal_name`` exits 128 + its number (130 for SIGINT, 143 for
+    SIGTERM), as the shell reports a process the signal ended: not 0, the run did not finish."""
+    return 128 + signal.Signals[signal_name].value
 
 
 def _under_launcher() -> bool:

@@ -54,10 +54,12 @@ class PairStats:
     # floats, or 0-dim tensors until ``materialized`` (no GPU sync between micro-batches)
     sums: dict[str, float | torch.Tensor] = field(default_factory=dict)
     nonfinite_steps: int = 0  # skipped optimizer steps (NaN/Inf loss or gradient)
+    forwarded: int = 0  # tokens the policy computed (a shared prompt once, no padding): FLOPs
 
     def add(self, other: PairStats) -> None:
         self.pairs += other.pairs
         self.tokens += other.tokens
+        self.forwarded += other.forwarded
         self.nonfinite_steps += other.nonfinite_steps
         for key, value in other.sums.items():
             self.sums[key] = self.sums.get(key, 0.0) + value
@@ -74,7 +76,7 @@ class PairStats:
             return self
         values = torch.stack([self.sums[k].detach().double() for k in keys]).tolist()
         sums = {**self.sums, **dict(zip(keys, values, strict=True))}
-        return PairStats(self.pairs, self.tokens, sums, self.nonfinite_steps)
+        return PairStats(self.pairs, self.tokens, sums, self.nonfinite_steps, self.forwarded)
 
     def all_reduce(self, world: World) -> PairStats:
         """The sums over every rank (every rank holds the same metric keys), as floats."""
@@ -82,11 +84,12 @@ class PairStats:
         if not world.enabled:
             return stats
         keys = sorted(stats.sums)
-        values = [stats.pairs, stats.tokens, stats.nonfinite_steps]
+        values = [stats.pairs, stats.tokens, stats.nonfinite_steps, stats.forwarded]
         values += [stats.sums.get(key, 0.0) for key in keys]
         total = all_reduce_sum([float(v) for v in values], world)
-        sums = dict(zip(keys, total[3:], strict=True))
-        return PairStats(int(total[0]), int(total[1]), sums if total[0] else {}, int(total[2]))
+        sums = dict(zip(keys, total[4:], strict=True))
+        pairs, tokens, nonfinite, forwarded = (int(v) for v in total[:4])
+        return PairStats(pairs, tokens, sums if pairs else {}, nonfinite, forwarded)
 
     def means(self) -> dict[str, float]:
         if not self.sums:  # every step of the window was skipped
@@ -191,7 +194,8 @@ def pair_losses(
         sums["aux_loss"] = lp.router_aux_loss.detach() * batch.num_pairs
     if lp.chosen_weight is not None and lp.rejected_weight is not None:
         sums["wpo/pair_weight"] = (lp.chosen_weight * lp.rejected_weight).sum()
-    return losses, PairStats(pairs=batch.num_pairs, tokens=batch.sequence_tokens, sums=sums)
+    stats = PairStats(batch.num_pairs, batch.sequence_tokens, sums, forwarded=batch.num_tokens)
+    return losses, stats
 
 
 def _token_sums(

@@ -51,10 +51,11 @@ from jinja2 import TemplateError, TemplateSyntaxError
 from tqdm.auto import tqdm
 
 from directpo.chat_split import require_rendered, split_rendered
-from directpo.data import PreferenceData, PreferenceExample, RowError, more_refused
+from directpo.data import PreferenceData, PreferenceExample, RowError
 from directpo.errors import DataError, ModelLoadError, first_line
 from directpo.messages import Text, function_names, is_prefilled, text_contents
 from directpo.pair_store import PairStoreBuilder, TokenizedPair
+from directpo.refusals import SKIP_HINT, RefusedRows
 from directpo.stops import end_at_stop
 from directpo.vision import (
     ImageError,
@@ -573,7 +574,9 @@ def tokenize_preferences(
     )  # fmt: skip
     result = TokenizedData(pairs=[])  # rows skipped when read were said by the data's summary
     kept = PairStoreBuilder()  # ids held compactly from the start: lists of 100k pairs take GBs
-    refused: list[str] = []  # without skip_invalid_rows: the first one's error, others' places
+    refused = RefusedRows(
+        data.source, places_labelled=True
+    )  # without skip_invalid_rows: every one, said at the end
     examples = data.examples
     bar = tqdm(
         total=len(examples), desc=progress, unit="pairs", dynamic_ncols=True,
@@ -589,21 +592,12 @@ def tokenize_preferences(
                         kept.append(pair)
                         result.sources.append(example.where)
                 elif not skip_invalid_rows:  # the other rows are checked too, as data.py does
-                    refused.append(_place(example.where, data.source, pair, first=not refused))
+                    refused.add(example.where, pair.message)
                 else:
                     result.skipped[pair.reason] += 1
             bar.update(len(batch))
-    if refused:  # one line that says how many rows to fix, not one run per bad row
-        raise DataError(refused[0] + more_refused(refused[1:]))
+    refused.raise_if_any(SKIP_HINT)  # one line of every problem, not one run per bad row
     result.pairs = kept.build()
     if not result.pairs:
         raise DataError(f"{data.source}: no rows left after tokenization ({result.summary()})")
     return result
-
-
-def _place(where: str, source: str, error: RowError, first: bool) -> str:
-    """The first refused row with its error; a later one by its place in the source (its
-    file's name kept where pairs of several files are mixed)."""
-    if first:
-        return f"{where}: {error.message}"
-    return where.removeprefix(f"{source}: ")

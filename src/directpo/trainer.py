@@ -59,7 +59,7 @@ from directpo.run import Run, evaluation_precision, prepare_run
 from directpo.signals import StopRequest
 from directpo.step import PairStats, eval_set_metrics, evaluate, pair_losses
 from directpo.sync import reference_state, sync_reference
-from directpo.trainer_state import best_checkpoint_name, run_fields
+from directpo.trainer_state import best_checkpoint_name, run_fields, training_flos
 
 
 def train(
@@ -197,7 +197,7 @@ def _train(run: Run) -> TrainResult:
             # (acting on it here alone put the ranks one collective apart)
             stopping = _stop_requested(run, stop)
             if stopping:
-                stop.requested = stop.requested or "another rank's signal"
+                stop.requested = stopping  # the same on every rank (the exit code says it)
             if _saves_at(run, done) or stopping or improved:
                 # a signal's checkpoint is the run's to continue from: complete whatever
                 # save_only_model says
@@ -254,6 +254,7 @@ def train_step(run: Run, step: int, measure: bool = False) -> StepResult:
             if not retry_smaller(run, step, error):
                 raise
     run.num_tokens += stats.tokens
+    run.total_flos += training_flos(run.policy, stats.forwarded)
     if not micro_batches:  # an online round that found no pair: nothing to learn this step
         _advance_schedule(run.scheduler)
         return StepResult(stats, 0.0, learning_rate)
@@ -429,6 +430,7 @@ def checkpoint_step(run: Run, done: int, model_only: bool = False) -> Path:
     state = {
         "log_window": vars(run.window),
         "num_tokens": run.num_tokens,
+        "total_flos": run.total_flos,
         **run.source.state(),
         "best": vars(run.best),
         "objective": objective(run.config),
@@ -521,11 +523,17 @@ def _saves_at(run: Run, done: int) -> bool:
     return strategy == "steps" and _due(done, run.config.every("save_steps", run.total_steps))
 
 
-def _stop_requested(run: Run, stop: StopRequest) -> bool:
-    """A signal reached this rank or any other (every rank then stops after the same step)."""
-    if run.world.enabled:
-        return bool(all_reduce_sum([float(bool(stop.requested))], run.world)[0])
-    return bool(stop.requested)
+def _stop_requested(run: Run, stop: StopRequest) -> str | None:
+    """The signal that reached this rank or any other, named alike on every rank (each then
+    stops after the same step and exits with the same code; a rank that got none said
+    "another rank's signal" and exited as if finished); SIGTERM, a scheduler's, first."""
+    if not run.world.enabled:
+        return stop.requested
+    names = ("SIGTERM", "SIGINT")
+    got = [float(stop.requested == name) for name in names]
+    got.append(float(stop.requested is not None and stop.requested not in names))
+    counts = all_reduce_sum(got, run.world)
+    return next((name for name, n in zip((*names, "SIGTERM"), counts, strict=True) if n), None)
 
 
 def _silent(_: str) -> None:

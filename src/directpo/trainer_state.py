@@ -42,6 +42,23 @@ def trainer_state(step: int, own: dict[str, Any] | None, fields: dict[str, Any])
     }  # fmt: skip
 
 
+def training_flos(model: Any, tokens: int) -> float:
+    """transformers' estimate of the floating-point operations of training on ``tokens``
+    tokens: 6 × the model's parameters (embeddings excluded) × tokens, forward and backward
+    (``PreTrainedModel.floating_point_ops``). The tokens are those the policy computed: a
+    prompt shared by its two completions (prefix_sharing, padding_free) once, padding never;
+    the reference's forward passes are not counted, as transformers counts only the trained
+    model's."""
+    if not tokens:
+        return 0.0
+    count = getattr(model, "num_parameters", None)
+    if callable(count):
+        parameters = count(exclude_embeddings=True)
+    else:
+        parameters = sum(p.numel() for p in model.parameters())
+    return 6.0 * parameters * tokens
+
+
 def own_state(saved: dict[str, Any]) -> dict[str, Any]:
     """directpo's resume state (with ``global_step``) from a trainer_state.json of either
     layout: this one's, or the flat one of earlier versions."""
@@ -109,6 +126,7 @@ def run_fields(run: Run, done: int, saving: bool = True) -> dict[str, Any]:
         "train_batch_size": config.per_device_train_batch_size,
         "num_train_epochs": math.ceil(total / per_epoch),
         "num_input_tokens_seen": run.num_tokens,
+        "total_flos": run.total_flos,
         "log_history": log_history(run.logger.rows, per_epoch),
         "best_metric": run.best.value,
         "best_global_step": run.best.step,
@@ -131,7 +149,7 @@ def final_files(run: Run, done: int, rows: list[dict[str, Any]]) -> dict[str, di
     epoch = run.source.epochs_done(done)
     train = {
         "epoch": epoch,
-        "total_flos": 0.0,  # (not counted)
+        "total_flos": run.total_flos,
         "train_loss": train_loss(run.logger.rows, run.start_step),
         "train_runtime": round(seconds, 4),  # transformers' speed_metrics rounding
         "train_samples_per_second": round(pairs / seconds, 3),

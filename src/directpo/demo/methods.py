@@ -31,6 +31,7 @@ import torch
 from directpo.config import DPOConfig
 from directpo.demo.sentiment import Judge, vader_reward
 from directpo.errors import TrainingStopped
+from directpo.signals import exit_code_of
 from directpo.trainer import train
 
 REWARD_FN = "directpo.demo.sentiment:vader_reward"
@@ -174,7 +175,9 @@ def _directpo(method: Method, exp: Experiment, run_dir: Path) -> tuple[list[dict
     )
     result = train(config, echo=lambda line: exp.echo(f"  {line}"))
     if result.stopped_by:  # Ctrl-C stops the demo, not only this method's training
-        raise TrainingStopped(f"the demo stopped: {result.stopped_by} during {method.name}")
+        stopped = TrainingStopped(f"the demo stopped: {result.stopped_by} during {method.name}")
+        stopped.exit_code = exit_code_of(result.stopped_by)  # (it exited 1: as train's, now)
+        raise stopped
     sampled = exp.reference_samples  # the offline pairs were sampled from the reference
     sampled += sum(int(r.get("online/samples", 0)) for r in result.metrics)
     sampled += _evaluations(exp) * _eval_samples(exp)
