@@ -33,17 +33,24 @@ class ConfigError(DirectpoError):
 class ConfigErrors(ConfigError):
     """Several options that cannot be used, reported together: one line each."""
 
-    def __init__(self, where: str, problems: list[str]):
+    def __init__(self, where: str, problems: list[str], rows: list[str] | None = None):
+        """``rows``: the data files' lines said with the options' (their bad rows, read in the
+        same pass), under a heading of their own: they are not options."""
         lines = [" ".join(problem.split()) for problem in problems]
+        data = [" ".join(line.split()) for line in rows or []]
         prefix = f"{where}: " if where else ""
-        if len(lines) == 1:
+        if len(lines) == 1 and not data:
             message = prefix + lines[0]
         else:
-            message = f"{prefix}{len(lines)} options cannot be used:\n" + "\n".join(
+            noun = "option cannot" if len(lines) == 1 else "options cannot"
+            message = f"{prefix}{len(lines)} {noun} be used:\n" + "\n".join(
                 f"  {line}" for line in lines
             )
+            if data:
+                message += "\nand the data files' rows:\n" + "\n".join(f"  {line}" for line in data)
         Exception.__init__(self, message)
         self.problems = lines
+        self.rows = data
         self.where = where
 
     @staticmethod
@@ -53,7 +60,8 @@ class ConfigErrors(ConfigError):
         if len(errors) == 1:
             return errors[0]
         lines = [line for error in errors for line in getattr(error, "problems", [str(error)])]
-        return ConfigErrors(getattr(errors[0], "where", ""), lines)
+        rows = [line for error in errors for line in getattr(error, "rows", [])]
+        return ConfigErrors(getattr(errors[0], "where", ""), lines, rows)
 
 
 @contextlib.contextmanager
@@ -67,10 +75,11 @@ def collected(problems: list[str]) -> Iterator[None]:
         problems.extend(getattr(error, "problems", None) or [str(error)])
 
 
-def refuse_all(problems: list[str]) -> None:
-    """Raises the ``problems`` collected (one ``ConfigError`` of them all), if any."""
+def refuse_all(problems: list[str], rows: list[str] | None = None) -> None:
+    """Raises the ``problems`` collected (one ``ConfigError`` of them all, with the data files'
+    ``rows`` lines), if any."""
     if problems:
-        raise ConfigErrors("", problems)
+        raise ConfigErrors("", problems, rows)
 
 
 def respelled(error: ConfigError, spellings: dict[str, str]) -> ConfigError:
@@ -94,7 +103,8 @@ def respelled(error: ConfigError, spellings: dict[str, str]) -> ConfigError:
         return pattern.sub(name, problem)
 
     problems = getattr(error, "problems", None) or [str(error)]
-    return ConfigErrors(getattr(error, "where", ""), [line_of(line) for line in problems])
+    rows = getattr(error, "rows", None)  # (data lines: no option of theirs to respell)
+    return ConfigErrors(getattr(error, "where", ""), [line_of(line) for line in problems], rows)
 
 
 class DataError(DirectpoError):

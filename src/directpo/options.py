@@ -87,9 +87,10 @@ class Options:
             # config whose values passed, so a missing file was said only on the next run
             with contextlib.suppress(Exception):  # (a value that no check read may be odd)
                 problems += [line for line in self._path_problems() if line not in problems]
+            rows: list[str] = []
             with contextlib.suppress(Exception):  # and the data files' bad rows (two runs)
-                problems += self._row_problems(problems)
-            raise ConfigErrors("", problems)
+                rows = self._row_problems(problems)
+            raise ConfigErrors("", problems, rows)
 
     def __setattr__(self, name: str, value: Any) -> None:
         """An option set after construction (``config.beta = 0.2`` in a notebook) goes through

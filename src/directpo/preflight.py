@@ -207,12 +207,13 @@ def check_run(
         )
     with collected(problems):
         check_device(config, device_type, processes)
+    rows: list[str] = []
     if problems:  # the data files' bad rows too: said only by the next run, after these
         from directpo.early_rows import row_problems  # (it reads rows: data imports config)
 
         with contextlib.suppress(Exception):  # (a file these refused may be unreadable)
-            problems += row_problems(config, problems)
-    refuse_all(problems)
+            rows = row_problems(config, problems)
+    refuse_all(problems, rows)
 
 
 def check_device(config: DPOConfig, device_type: str, processes: str = "none") -> None:
