@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from directpo.adapters import lora_options_of
@@ -24,10 +24,10 @@ def checked_arguments(
     config.yaml reruns the same training (else it would record ``lora_r: 0``)."""
     if not isinstance(config, DPOConfig):
         kind = f"{type(config).__module__}.{type(config).__qualname__}"
-        ported = "DPOConfig(**config.to_dict()) ports it, " if hasattr(config, "to_dict") else ""
         raise TypeError(
-            f"train() takes a directpo.DPOConfig, got {kind}; TRL's option names work there: "
-            f"{ported}DPOConfig(bf16=True, ...), or load_config('trl_config.yaml')"
+            f"train() takes a directpo.DPOConfig, got {kind} (TRL's DPOConfig or "
+            "TrainingArguments, or a dict of options, are ported too); TRL's option names work "
+            "there: DPOConfig(bf16=True, ...), or load_config('trl_config.yaml')"
         )
     if peft_config is not None and not hasattr(peft_config, "peft_type"):
         raise TypeError(
@@ -133,11 +133,36 @@ def config_with(config: DPOConfig | None, options: dict[str, Any]) -> DPOConfig 
     over ``config``'s values. They were a TypeError naming no option ("unexpected keyword
     argument 'lerning_rate'")."""
     config, options = trainer_arguments(config, options)
+    config = ported_config(config)
     if not options:
         return config
     if config is None:
         return DPOConfig(**options)
     return rebuilt_config(config, **options) if isinstance(config, DPOConfig) else config
+
+
+def ported_config(config: Any) -> Any:
+    """TRL's ``DPOConfig`` (or any ``TrainingArguments``) given as ``train(args=...)`` or as the
+    config, ported as ``DPOConfig(**config.to_dict())``: its every field, TRL's defaults
+    written out, with TRL's meaning (a TRL notebook's ``DPOTrainer(args=training_args)`` cell
+    was a TypeError saying to write that call); a dict of options likewise. Anything else is
+    returned as it is (checked_arguments says what train() takes)."""
+    if isinstance(config, DPOConfig) or config is None:
+        return config
+    if isinstance(config, Mapping):
+        return DPOConfig(**config)
+    if _is_training_arguments(config):
+        return DPOConfig(**config.to_dict())
+    return config
+
+
+def _is_training_arguments(config: Any) -> bool:
+    """transformers' ``TrainingArguments`` or a subclass (TRL's configs), without importing
+    transformers here (a plain object with a to_dict is not one)."""
+    return any(
+        kind.__module__.startswith("transformers") and kind.__name__ == "TrainingArguments"
+        for kind in type(config).__mro__
+    )
 
 
 def rebuilt_config(config: DPOConfig, **options: Any) -> DPOConfig:
