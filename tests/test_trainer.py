@@ -1303,10 +1303,45 @@ def test_trls_trainer_arguments_given_to_train_are_taken_or_said(tmp_path, monke
         name_or_path = "/models/base"
 
     with pytest.raises(ConfigError) as refused:
-        train(base, model=LoadedModel(), callbacks=[], args=base, echo=None)
+        train(base, model=LoadedModel(), callbacks=[print], args=base, echo=None)
     said = str(refused.value)
     assert said.startswith("train(): 3 ") and "give the config once" in said
     assert "save this LoadedModel (.save_pretrained(DIR)) and give model_name_or_path=DIR" in said
     assert "(model_name_or_path='/models/base' if it is that folder's, unchanged)" in said
     assert "callbacks (TRL's DPOTrainer argument): directpo takes no callbacks" in said
     assert len(seen) == 1
+
+
+def test_trls_quantization_config_and_default_trainer_arguments(monkeypatch) -> None:
+    """TRL's ``DPOTrainer(quantization_config=BitsAndBytesConfig(...))`` was "unknown option
+    'quantization_config'": it is the load_in_* / bnb_4bit_* options now (its own values), one
+    they cannot say is refused naming its field; TRL's defaults ``callbacks=None``,
+    ``optimizers=(None, None)`` ask for nothing and were refused as if they asked."""
+    from transformers import BitsAndBytesConfig
+
+    import directpo.trainer
+
+    seen: list[DPOConfig] = []
+
+    def stop(config, peft_config, echo):
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(directpo.trainer, "checked_arguments", stop)
+    four_bit = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
+    for quantized in (four_bit, BitsAndBytesConfig(load_in_8bit=True), None):
+        with pytest.raises(KeyboardInterrupt):
+            train(model="m", quantization_config=quantized, callbacks=None,
+                  optimizers=(None, None), data_collator=None, echo=None)  # fmt: skip
+    assert (seen[0].load_in_4bit, seen[0].bnb_4bit_compute_dtype) == (True, "bfloat16")
+    assert (seen[0].bnb_4bit_quant_type, seen[0].bnb_4bit_quant_storage) == ("fp4", None)
+    assert (seen[1].load_in_8bit, seen[1].load_in_4bit, seen[1].bnb_4bit_quant_type) == (
+        True, False, "nf4"
+    )  # fmt: skip
+    assert not (seen[2].load_in_8bit or seen[2].load_in_4bit)
+    with pytest.raises(ConfigError) as refused:
+        train(model="m", quantization_config=BitsAndBytesConfig(load_in_8bit=True,
+              llm_int8_threshold=5.0), callbacks=[object()], echo=None)  # fmt: skip
+    said = str(refused.value)
+    assert said.startswith("train(): 2 ") and "no option sets its llm_int8_threshold" in said
+    assert "callbacks (TRL's DPOTrainer argument)" in said and len(seen) == 3

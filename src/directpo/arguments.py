@@ -119,12 +119,64 @@ def trainer_arguments(
             f"precision and layout it trains); save this {type(given).__name__} "
             f"(.save_pretrained(DIR)) and give {option}=DIR{unchanged}"
         )
+    if "quantization_config" in options:
+        ported = quantization_options(options.pop("quantization_config"))
+        if isinstance(ported, str):
+            problems.append(ported)
+        else:
+            options.update(ported)
     for name in sorted(TRAINER_ONLY.keys() & options.keys()):
-        options.pop(name)
+        # TRL's defaults (callbacks=None, optimizers=(None, None)) ask for nothing
+        if _asks_nothing(options.pop(name)):
+            continue
         problems.append(f"{name} (TRL's DPOTrainer argument): {TRAINER_ONLY[name]}")
     if problems:
         raise ConfigErrors("train()", problems)
     return config, options
+
+
+def _asks_nothing(value: Any) -> bool:
+    """None, or a container of Nones only (TRL's ``optimizers=(None, None)``, ``callbacks=[]``)."""
+    if isinstance(value, list | tuple):
+        return all(_asks_nothing(item) for item in value)
+    return value is None
+
+
+# a BitsAndBytesConfig's fields that directpo's options of the same names express
+QUANTIZATION_OPTIONS = ("load_in_4bit", "load_in_8bit")
+QUANTIZATION_4BIT_OPTIONS = (
+    "bnb_4bit_quant_type",
+    "bnb_4bit_use_double_quant",
+    "bnb_4bit_compute_dtype",
+    "bnb_4bit_quant_storage",
+)
+PORTED_AS = "load_in_4bit / load_in_8bit and bnb_4bit_*"
+
+
+def quantization_options(given: Any) -> dict[str, Any] | str:
+    """TRL's ``DPOTrainer(quantization_config=BitsAndBytesConfig(...))`` as the options that
+    load the base so (its own values: transformers' defaults, fp4 and float32 compute, where
+    it leaves them), or the line saying why it cannot be (it was "unknown option")."""
+    if given is None:
+        return {}
+    name = "quantization_config (TRL's DPOTrainer argument)"
+    if type(given).__name__ != "BitsAndBytesConfig" or not hasattr(given, "to_dict"):
+        return f"{name}: only a BitsAndBytesConfig ports (as {PORTED_AS})"
+    fields, defaults = given.to_dict(), type(given)().to_dict()
+    named = {"quant_method", *QUANTIZATION_OPTIONS, *QUANTIZATION_4BIT_OPTIONS}
+    others = sorted(
+        key
+        for key, value in fields.items()
+        if key not in named and not key.startswith("_") and value != defaults.get(key)
+    )
+    if others:
+        return f"{name}: no option sets its {', '.join(others)} ({PORTED_AS} are ported)"
+    options = {key: fields[key] for key in QUANTIZATION_OPTIONS}
+    if fields["load_in_4bit"]:  # (the bnb_4bit_* options are refused without it)
+        options.update({key: fields[key] for key in QUANTIZATION_4BIT_OPTIONS})
+        if options["bnb_4bit_quant_storage"] == "uint8":  # the option's null
+            options["bnb_4bit_quant_storage"] = None
+    return options
 
 
 def config_with(config: DPOConfig | None, options: dict[str, Any]) -> DPOConfig | None:
