@@ -162,6 +162,21 @@ def test_flags_override_the_yaml_file(tiny_model_dirs, pairs_file, tmp_path, cap
     assert "--input PAIRS.jsonl" in next_steps("out", ["a.jsonl", "b.jsonl"])
 
 
+def test_the_next_line_names_the_file_an_eval_pattern_matched(tmp_path, monkeypatch) -> None:
+    """eval_file: held/*.jsonl put the pattern in the next: line, which score refuses ('no
+    such file or folder: held/*.jsonl'): the one file it matched is named, several are
+    PAIRS.jsonl as a list of them is."""
+    from directpo.cli import next_steps
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "held").mkdir()
+    (tmp_path / "held" / "e.jsonl").write_text("")
+    assert "--input held/e.jsonl --output" in next_steps("out", "held/*.jsonl")
+    assert "--input held/e.jsonl --output" in next_steps("out", ["held/*.jsonl"])
+    (tmp_path / "held" / "f.jsonl").write_text("")
+    assert "--input PAIRS.jsonl --output" in next_steps("out", "held/*.jsonl")
+
+
 def test_python_m_directpo_exits_2_with_one_line_and_no_traceback(tmp_path) -> None:
     help_run = subprocess.run(
         [sys.executable, "-m", "directpo", "train", "--help"], capture_output=True, text=True

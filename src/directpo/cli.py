@@ -41,6 +41,7 @@ from directpo.command_options import (
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DirectpoError
 from directpo.options import load_options, option_help, read_yaml
+from directpo.preflight import expand_patterns
 from directpo.signals import Terminated, sigterm_unwinds
 from directpo.trl_compat import ALIASES
 
@@ -83,6 +84,10 @@ def next_steps(output_dir: str, eval_file: Any) -> str:
     """The commands that use a finished run (it ended at "model saved to ..."): its held-out
     pairs scored by the implicit reward when they are one file, its curves drawn."""
     run = shlex.quote(output_dir)
+    if isinstance(eval_file, str | list):  # a glob pattern is the files it matches (score
+        # reads no pattern: it said 'no such file' of the one the run had read)
+        with contextlib.suppress(ConfigError):  # (matched when the run read it)
+            eval_file = expand_patterns("eval_file", eval_file)
     if isinstance(eval_file, list) and len(eval_file) == 1:  # (a list of one file: that file)
         eval_file = eval_file[0]
     pairs = shlex.quote(eval_file) if isinstance(eval_file, str) else "PAIRS.jsonl"
