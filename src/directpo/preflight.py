@@ -307,8 +307,19 @@ def _check_evaluation(config: DPOConfig, eval_dataset_given: bool) -> None:
     held_out = config.eval_file or eval_dataset_given or config.eval_generate
     evaluates = _evaluates(config, eval_dataset_given)
     if config.eval_strategy == "no" and held_out:
+        # named as given: train(eval_dataset=...) under a TRL config's eval_strategy "no" (its
+        # default) was told of an eval_file it never set
+        given = [
+            name
+            for name, value in (
+                ("eval_file", config.eval_file),
+                ("eval_dataset (given to train())", eval_dataset_given),
+                ("eval_generate", config.eval_generate),
+            )
+            if value
+        ]
         raise ConfigError(
-            "eval_strategy is no but there is held-out data (eval_file / eval_generate): "
+            f"eval_strategy is no but there is held-out data ({' and '.join(given)}): "
             "remove it, or choose eval_strategy auto, steps or epoch"
         )
     if config.eval_strategy in ("steps", "epoch") and not evaluates:
