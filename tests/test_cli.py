@@ -519,6 +519,24 @@ def test_version_is_one_line_with_the_libraries_and_exit_0(capsys) -> None:
     assert tomllib.loads(pyproject.read_text())["project"]["version"] == directpo.__version__
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["train", "--version"], "unknown option '--version'; the versions are printed by"),
+        (["train", "-V"], "unknown option '-V'; the versions are printed by directpo --version"),
+        (["score", "-V"], "unknown option '-V'; the versions are printed by"),
+        (["train", "-x"], "unknown option '-x'"),
+    ],
+)
+def test_a_version_flag_after_the_command_says_where_it_goes(argv, said, capsys) -> None:
+    """``directpo train -V`` was "config file not found: -V" (a dash token read as the YAML
+    file), ``score -V`` "unknown option '--V'" (another flag than the one written), and
+    ``train --version`` named no way to the versions."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"directpo: error: {said}") and err.count("\n") == 1
+
+
 @pytest.mark.parametrize("argv", [["--version"], ["train", "--help"], ["score", "-h"], []])
 def test_version_and_help_are_printed_by_rank_0_alone(argv, capsys, monkeypatch) -> None:
     """Under torchrun every rank runs the command line: --version and --help were printed once

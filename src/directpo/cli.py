@@ -43,7 +43,7 @@ from directpo.errors import ConfigError, DirectpoError
 from directpo.options import load_options, option_help, read_yaml
 from directpo.preflight import expand_patterns
 from directpo.signals import Terminated, sigterm_unwinds
-from directpo.trl_compat import ALIASES
+from directpo.trl_compat import ALIASES, VERSION_FLAGS, VERSION_HINT
 
 
 def _first_rank() -> bool:
@@ -504,6 +504,8 @@ def _yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, d
         token = tokens[index]
         index += 1
         if not token.startswith("--"):
+            if token.startswith("-") and not NEGATIVE_VALUE.match(token):  # -V, -x: not a file
+                raise ConfigError(_unknown_flag_message(token, options))
             if config_file is not None:
                 one = previous is not None and kinds.get(previous) == VALUE
                 after = f" (--{previous} takes one value)" if one else ""
@@ -551,7 +553,9 @@ def _unknown_flag_message(flag: str, options: type) -> str:
     names = [n for n, _, _ in option_help(options)]
     close = difflib.get_close_matches(name, names, n=1)
     hint = f"; did you mean '--{close[0]}'?" if close else ""
-    return f"unknown option '--{name}'{hint}"
+    if name in VERSION_FLAGS:
+        hint = VERSION_HINT
+    return f"unknown option '{flag.split('=', 1)[0]}'{hint}"  # (as written: -V, not --V)
 
 
 if __name__ == "__main__":
