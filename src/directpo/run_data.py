@@ -17,7 +17,7 @@ import torch
 
 from directpo.adapters import adapter_base
 from directpo.config import DPOConfig
-from directpo.data import Columns, PreferenceData, load_preferences, read_rows
+from directpo.data import Columns, PreferenceData, counted, load_preferences, read_rows
 from directpo.errors import ConfigError, DataError
 from directpo.generate import check_prompts
 from directpo.messages import others_turn
@@ -547,8 +547,9 @@ def _pairs_trained(config: DPOConfig, world_size: int, echo: Callable[[str], Non
     per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps
     pairs = config.max_steps * per_step * world_size
     echo(
-        f"{label}: its first {pairs} pairs are read, {config.max_steps} steps of "
-        f"{per_step * world_size} pairs (max_steps), in the stream's order as TRL reads it "
+        f"{label}: its first {counted(pairs, 'pair')} {'is' if pairs == 1 else 'are'} read, "
+        f"{counted(config.max_steps, 'step')} of {counted(per_step * world_size, 'pair')} "
+        "(max_steps), in the stream's order as TRL reads it "
         "(stream.shuffle(seed=..., buffer_size=...) mixes it)"
     )
     return pairs
@@ -582,7 +583,7 @@ def _online_prompts(
         prompts, rows = distinct_example_prompts(train_data.examples)
     else:
         prompts, rows = load_prompt_rows(source, config.prompt_column, config.system_column)
-    echo(f"online: {len(prompts)} prompts")
+    echo(f"online: {counted(len(prompts), 'prompt')}")
     return prompts, rows
 
 

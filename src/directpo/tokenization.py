@@ -51,7 +51,13 @@ from jinja2 import TemplateError, TemplateSyntaxError
 from tqdm.auto import tqdm
 
 from directpo.chat_split import require_rendered, split_rendered
-from directpo.data import PreferenceData, PreferenceExample, RowError, more_refused
+from directpo.data import (
+    PreferenceData,
+    PreferenceExample,
+    RowError,
+    counted,
+    more_refused,
+)
 from directpo.errors import DataError, ModelLoadError, first_line
 from directpo.messages import Text, function_names, is_prefilled, text_contents
 from directpo.pair_store import PairStoreBuilder, TokenizedPair
@@ -90,7 +96,7 @@ class TokenizedData:
         return self.truncated[CUT_BY_PROMPT]
 
     def summary(self) -> str:
-        parts = [f"{len(self.pairs)} pairs tokenized"]
+        parts = [f"{counted(len(self.pairs), 'pair')} tokenized"]
         if self.truncated:
             parts.append(
                 "truncated: "
