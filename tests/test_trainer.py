@@ -1316,7 +1316,8 @@ def test_trls_quantization_config_and_default_trainer_arguments(monkeypatch) -> 
     """TRL's ``DPOTrainer(quantization_config=BitsAndBytesConfig(...))`` was "unknown option
     'quantization_config'": it is the load_in_* / bnb_4bit_* options now (its own values), one
     they cannot say is refused naming its field; TRL's defaults ``callbacks=None``,
-    ``optimizers=(None, None)`` ask for nothing and were refused as if they asked."""
+    ``optimizers=(None, None)``, ``ref_model=None`` ask for nothing and were refused as if
+    they asked ("save this NoneType")."""
     from transformers import BitsAndBytesConfig
 
     import directpo.trainer
@@ -1330,15 +1331,17 @@ def test_trls_quantization_config_and_default_trainer_arguments(monkeypatch) -> 
     monkeypatch.setattr(directpo.trainer, "checked_arguments", stop)
     four_bit = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
     for quantized in (four_bit, BitsAndBytesConfig(load_in_8bit=True), None):
-        with pytest.raises(KeyboardInterrupt):
-            train(model="m", quantization_config=quantized, callbacks=None,
-                  optimizers=(None, None), data_collator=None, echo=None)  # fmt: skip
+        with pytest.raises(KeyboardInterrupt):  # (ref_model=None was "save this NoneType")
+            train(model="m", quantization_config=quantized, callbacks=None, ref_model=None,
+                  processing_class=None, optimizers=(None, None), data_collator=None,
+                  echo=None)  # fmt: skip
     assert (seen[0].load_in_4bit, seen[0].bnb_4bit_compute_dtype) == (True, "bfloat16")
     assert (seen[0].bnb_4bit_quant_type, seen[0].bnb_4bit_quant_storage) == ("fp4", None)
     assert (seen[1].load_in_8bit, seen[1].load_in_4bit, seen[1].bnb_4bit_quant_type) == (
         True, False, "nf4"
     )  # fmt: skip
     assert not (seen[2].load_in_8bit or seen[2].load_in_4bit)
+    assert (seen[2].ref_model_name_or_path, seen[2].tokenizer_name_or_path) == (None, None)
     with pytest.raises(ConfigError) as refused:
         train(model="m", quantization_config=BitsAndBytesConfig(load_in_8bit=True,
               llm_int8_threshold=5.0), callbacks=[object()], echo=None)  # fmt: skip

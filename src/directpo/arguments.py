@@ -109,6 +109,8 @@ def trainer_arguments(
         if name not in options:
             continue
         given = options.pop(name)
+        if given is None:  # TRL's default (ref_model=None: the policy's start)
+            continue
         if isinstance(given, str | os.PathLike):
             options[option] = os.fspath(given)
             continue
