@@ -342,7 +342,8 @@ def _check_evaluation(config: DPOConfig, eval_dataset_given: bool) -> None:
             f"{' / '.join(asking)} need evaluations: set eval_file (held-out pairs) or "
             "eval_generate"
         )
-    for key in ("eval_steps", "eval_delay"):  # (eval_delay was taken without a word)
+    # (eval_delay and max_eval_samples were taken without a word)
+    for key in ("eval_steps", "eval_delay", "max_eval_samples"):
         if getattr(config, key) and not evaluates:
             raise ConfigError(
                 f"{key} is set but there is nothing to evaluate: set eval_file (held-out "
