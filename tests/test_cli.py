@@ -522,6 +522,23 @@ def test_version_is_one_line_with_the_libraries_and_exit_0(capsys) -> None:
 @pytest.mark.parametrize(
     ("argv", "said"),
     [
+        (["--verison"], "unknown option '--verison'; did you mean '--version'?"),
+        (["-v"], "unknown option '-v'; did you mean '-V'?"),
+        (["--beta"], "unknown option '--beta'; options follow a command: directpo train"),
+    ],
+)
+def test_a_misspelt_flag_before_the_command_is_one_line(argv, said, capsys) -> None:
+    """``directpo --verison`` (or ``-v``, ``--beta`` before the command) printed the whole
+    help and exited 2, saying nothing of the flag: it is now one line with the flag meant."""
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"directpo: error: {said}") and captured.err.count("\n") == 1
+    assert "usage" not in captured.out + captured.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
         (["train", "--version"], "unknown option '--version'; the versions are printed by"),
         (["train", "-V"], "unknown option '-V'; the versions are printed by directpo --version"),
         (["score", "-V"], "unknown option '-V'; the versions are printed by"),

@@ -321,6 +321,8 @@ def _main(argv: Sequence[str] | None) -> int:
                 command.run(_loaded(command.options, config_file, overrides, argv[1:]))
                 return 0
         args, unknown = parser.parse_known_args(argv)
+        if args.command is None and unknown:  # (directpo --verison printed the whole help)
+            raise ConfigError(_unknown_top_level(unknown[0]))
         if args.command is None:
             parser.print_help()
             return 2
@@ -544,6 +546,18 @@ def _yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, d
         else:
             flags[key] = _flag_value(kind, values)
     return config_file, flags
+
+
+def _unknown_top_level(token: str) -> str:
+    """A flag (or stray word) before any command: the bare command's flags are -h and -V."""
+    if not token.startswith("-"):
+        return f"unexpected argument '{token}'"
+    name = token.split("=", 1)[0]
+    flags = ["--help", "--version", "-h", "-V"]
+    close = difflib.get_close_matches(name, flags, n=1) or (["-V"] if name == "-v" else [])
+    after = f"; options follow a command: directpo train {name} ... ({', '.join(COMMANDS)})"
+    hint = f"; did you mean '{close[0]}'?" if close else after
+    return f"unknown option '{name}'{hint}"
 
 
 def _unknown_flag_message(flag: str, options: type) -> str:
