@@ -524,12 +524,13 @@ def test_version_is_one_line_with_the_libraries_and_exit_0(capsys) -> None:
     [
         (["--verison"], "unknown option '--verison'; did you mean '--version'?"),
         (["-v"], "unknown option '-v'; did you mean '-V'?"),
-        (["--beta"], "unknown option '--beta'; options follow a command: directpo train"),
+        (["--beta", "0.2"], "unknown option '--beta'; options follow a command: directpo train"),
     ],
 )
 def test_a_misspelt_flag_before_the_command_is_one_line(argv, said, capsys) -> None:
-    """``directpo --verison`` (or ``-v``, ``--beta`` before the command) printed the whole
-    help and exited 2, saying nothing of the flag: it is now one line with the flag meant."""
+    """``directpo --verison`` (or ``-v`` before the command) printed the whole help and exited
+    2, saying nothing of the flag, and ``directpo --beta 0.2`` read 0.2 as a misspelt command:
+    each is now one line naming the flag (the one meant, or that options follow a command)."""
     assert main(argv) == 2
     captured = capsys.readouterr()
     assert captured.err.startswith(f"directpo: error: {said}") and captured.err.count("\n") == 1

@@ -320,9 +320,10 @@ def _main(argv: Sequence[str] | None) -> int:
                     _refuse_data_file(config_file)
                 command.run(_loaded(command.options, config_file, overrides, argv[1:]))
                 return 0
+        if argv and argv[0].startswith("-") and argv[0] not in TOP_LEVEL_FLAGS:
+            # (directpo --verison printed the whole help; --beta 0.2 read 0.2 as the command)
+            raise ConfigError(_unknown_top_level(argv[0]))
         args, unknown = parser.parse_known_args(argv)
-        if args.command is None and unknown:  # (directpo --verison printed the whole help)
-            raise ConfigError(_unknown_top_level(unknown[0]))
         if args.command is None:
             parser.print_help()
             return 2
@@ -548,13 +549,14 @@ def _yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, d
     return config_file, flags
 
 
+TOP_LEVEL_FLAGS = ("--help", "--version", "-h", "-V")
+
+
 def _unknown_top_level(token: str) -> str:
-    """A flag (or stray word) before any command: the bare command's flags are -h and -V."""
-    if not token.startswith("-"):
-        return f"unexpected argument '{token}'"
+    """A flag before any command: the bare command's flags are -h and -V."""
     name = token.split("=", 1)[0]
-    flags = ["--help", "--version", "-h", "-V"]
-    close = difflib.get_close_matches(name, flags, n=1) or (["-V"] if name == "-v" else [])
+    close = difflib.get_close_matches(name, TOP_LEVEL_FLAGS, n=1)
+    close = close or (["-V"] if name == "-v" else [])  # (one letter matches nothing close)
     after = f"; options follow a command: directpo train {name} ... ({', '.join(COMMANDS)})"
     hint = f"; did you mean '{close[0]}'?" if close else after
     return f"unknown option '{name}'{hint}"
