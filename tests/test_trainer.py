@@ -1348,3 +1348,31 @@ def test_trls_quantization_config_and_default_trainer_arguments(monkeypatch) -> 
     said = str(refused.value)
     assert said.startswith("train(): 2 ") and "no option sets its llm_int8_threshold" in said
     assert "callbacks (TRL's DPOTrainer argument)" in said and len(seen) == 3
+
+
+def test_rows_given_from_python_say_which_data_options_they_replace(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """train(config, train_dataset=rows) with a config whose train_file / eval_file (or
+    dataset_name) is set too trained on the rows and passed over the files without a word;
+    each replaced option is now a note, before anything loads."""
+    import directpo.trainer
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(directpo.trainer, "prepare_run", stop)
+    config = tiny_config(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "out",
+                         eval_file=str(pairs_file))  # fmt: skip
+    lines: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        train(config, train_dataset=SENTIMENT_PAIRS, eval_dataset=SENTIMENT_PAIRS,
+              echo=lines.append)  # fmt: skip
+    assert lines == [
+        f"note: train_dataset replaces train_file ({pairs_file})",
+        f"note: eval_dataset replaces eval_file ({pairs_file})",
+    ]
+    lines.clear()
+    with pytest.raises(KeyboardInterrupt):
+        train(config, train_dataset=SENTIMENT_PAIRS, echo=lines.append)
+    assert lines == [f"note: train_dataset replaces train_file ({pairs_file})"]

@@ -226,3 +226,17 @@ def rebuilt_config(config: DPOConfig, **options: Any) -> DPOConfig:
         return dataclasses.replace(config, **options)
     except ConfigError as error:
         raise respelled(error, config.__dict__.get("_spelled", {})) from None
+
+
+def replaced_sources(config: DPOConfig, train_dataset: Any, eval_dataset: Any) -> list[str]:
+    """The notes of data options that ``train_dataset`` / ``eval_dataset`` replace: the rows
+    given from Python are trained on, and a train_file (dataset_name) or eval_file set too,
+    by a config file or a TRL recipe, was passed over without a word."""
+    notes = []
+    if train_dataset is not None:
+        for key in ("train_file", "dataset_name"):
+            if getattr(config, key):
+                notes.append(f"note: train_dataset replaces {key} ({getattr(config, key)})")
+    if eval_dataset is not None and config.eval_file:
+        notes.append(f"note: eval_dataset replaces eval_file ({config.eval_file})")
+    return notes

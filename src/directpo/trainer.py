@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from directpo.arguments import checked_arguments, config_with
+from directpo.arguments import checked_arguments, config_with, replaced_sources
 from directpo.batch_fit import retry_smaller, split_micro_batches
 from directpo.batching import collate_pairs
 from directpo.checkpoint import REFERENCE_FILE, save_checkpoint
@@ -112,6 +112,8 @@ def train(
         )
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
+        for note in replaced_sources(config, train_dataset, eval_dataset):
+            echo(note)
         switches = numeric_switches(config.tf32, config.full_determinism, world.device, echo)
         with library_output(config, world.is_main), kept_for_caller(world.device), switches:
             mine = lock if world.is_main else None  # one holder per run: rank 0
