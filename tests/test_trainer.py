@@ -1355,7 +1355,8 @@ def test_rows_given_from_python_say_which_data_options_they_replace(
 ) -> None:
     """train(config, train_dataset=rows) with a config whose train_file / eval_file (or
     dataset_name) is set too trained on the rows and passed over the files without a word;
-    each replaced option is now a note, before anything loads."""
+    each replaced option is now a note, before anything loads, and a replaced file that is
+    not there is no longer refused as missing."""
     import directpo.trainer
 
     def stop(*args, **kwargs):
@@ -1376,3 +1377,10 @@ def test_rows_given_from_python_say_which_data_options_they_replace(
     with pytest.raises(KeyboardInterrupt):
         train(config, train_dataset=SENTIMENT_PAIRS, echo=lines.append)
     assert lines == [f"note: train_dataset replaces train_file ({pairs_file})"]
+    # a replaced file is never read: one not there (a config.yaml rerun elsewhere) is no error
+    gone = str(tmp_path / "gone.jsonl")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, train_file=gone, eval_file=gone, train_dataset=SENTIMENT_PAIRS,
+              eval_dataset=SENTIMENT_PAIRS, echo=None)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^eval_file: no such file or folder: .*gone.jsonl$"):
+        train(config, eval_file=gone, train_dataset=SENTIMENT_PAIRS, echo=None)
