@@ -1384,3 +1384,18 @@ def test_rows_given_from_python_say_which_data_options_they_replace(
               eval_dataset=SENTIMENT_PAIRS, echo=None)  # fmt: skip
     with pytest.raises(ConfigError, match=r"^eval_file: no such file or folder: .*gone.jsonl$"):
         train(config, eval_file=gone, train_dataset=SENTIMENT_PAIRS, echo=None)
+
+
+def test_train_with_no_config_says_the_options_it_needs(tmp_path, monkeypatch) -> None:
+    """train() alone, or train(train_dataset=rows) with no model, was a TypeError "train()
+    takes a directpo.DPOConfig, got builtins.NoneType": it is the one line naming the
+    missing options, as the command line says it."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        train(echo=None)
+    assert str(refused.value).splitlines()[1:] == [
+        "  model_name_or_path is required",
+        "  train_file is required",
+    ]
+    with pytest.raises(ConfigError, match="^model_name_or_path is required$"):
+        train(train_dataset=SENTIMENT_PAIRS, echo=None)

@@ -188,10 +188,10 @@ def config_with(config: DPOConfig | None, options: dict[str, Any]) -> DPOConfig 
     argument 'lerning_rate'")."""
     config, options = trainer_arguments(config, options)
     config = ported_config(config)
+    if config is None:  # (train() alone, or with rows only: the missing options are said)
+        return DPOConfig(**options)
     if not options:
         return config
-    if config is None:
-        return DPOConfig(**options)
     return rebuilt_config(config, **options) if isinstance(config, DPOConfig) else config
 
 
