@@ -162,6 +162,21 @@ def test_flags_override_the_yaml_file(tiny_model_dirs, pairs_file, tmp_path, cap
     assert "--input PAIRS.jsonl" in next_steps("out", ["a.jsonl", "b.jsonl"])
 
 
+def test_the_next_line_names_the_file_an_eval_pattern_matched(tmp_path, monkeypatch) -> None:
+    """eval_file: held/*.jsonl put the pattern in the next: line, which score refuses ('no
+    such file or folder: held/*.jsonl'): the one file it matched is named, several are
+    PAIRS.jsonl as a list of them is."""
+    from directpo.cli import next_steps
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "held").mkdir()
+    (tmp_path / "held" / "e.jsonl").write_text("")
+    assert "--input held/e.jsonl --output" in next_steps("out", "held/*.jsonl")
+    assert "--input held/e.jsonl --output" in next_steps("out", ["held/*.jsonl"])
+    (tmp_path / "held" / "f.jsonl").write_text("")
+    assert "--input PAIRS.jsonl --output" in next_steps("out", "held/*.jsonl")
+
+
 def test_python_m_directpo_exits_2_with_one_line_and_no_traceback(tmp_path) -> None:
     help_run = subprocess.run(
         [sys.executable, "-m", "directpo", "train", "--help"], capture_output=True, text=True
@@ -502,6 +517,42 @@ def test_version_is_one_line_with_the_libraries_and_exit_0(capsys) -> None:
     assert "version" not in vars(args)  # (no command reads it as one of its options)
     pyproject = Path(directpo.__file__).parents[2] / "pyproject.toml"
     assert tomllib.loads(pyproject.read_text())["project"]["version"] == directpo.__version__
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--verison"], "unknown option '--verison'; did you mean '--version'?"),
+        (["-v"], "unknown option '-v'; did you mean '-V'?"),
+        (["--beta", "0.2"], "unknown option '--beta'; options follow a command: directpo train"),
+    ],
+)
+def test_a_misspelt_flag_before_the_command_is_one_line(argv, said, capsys) -> None:
+    """``directpo --verison`` (or ``-v`` before the command) printed the whole help and exited
+    2, saying nothing of the flag, and ``directpo --beta 0.2`` read 0.2 as a misspelt command:
+    each is now one line naming the flag (the one meant, or that options follow a command)."""
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"directpo: error: {said}") and captured.err.count("\n") == 1
+    assert "usage" not in captured.out + captured.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["train", "--version"], "unknown option '--version'; the versions are printed by"),
+        (["train", "-V"], "unknown option '-V'; the versions are printed by directpo --version"),
+        (["score", "-V"], "unknown option '-V'; the versions are printed by"),
+        (["train", "-x"], "unknown option '-x'"),
+    ],
+)
+def test_a_version_flag_after_the_command_says_where_it_goes(argv, said, capsys) -> None:
+    """``directpo train -V`` was "config file not found: -V" (a dash token read as the YAML
+    file), ``score -V`` "unknown option '--V'" (another flag than the one written), and
+    ``train --version`` named no way to the versions."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"directpo: error: {said}") and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("argv", [["--version"], ["train", "--help"], ["score", "-h"], []])

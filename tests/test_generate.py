@@ -299,4 +299,4 @@ def test_prompts_cut_to_max_prompt_length_are_said(model, tmp_path, capsys) -> N
             "--batch_size", "2"]  # fmt: skip
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "1 prompts longer than max_prompt_length 8 tokens were cut from the left\n" in out
+    assert "1 prompt longer than max_prompt_length 8 tokens was cut from the left\n" in out

@@ -131,3 +131,36 @@ def test_cuda_kernels_that_are_not_installed_are_refused_before_loading(monkeypa
     assert "attn_implementation: flash_attention_2 needs flash-attn" in lines[2]
     installed |= {"liger_kernel", "kernels"}  # transformers then takes the Hub's flash-attn
     check_device(config, "cuda")
+
+
+def test_eval_strategy_no_names_the_held_out_data_given(tmp_path: Path) -> None:
+    """train(eval_dataset=...) under a TRL config's eval_strategy "no" (its default) was told
+    of held-out data "(eval_file / eval_generate)", neither of which it set: the line names
+    what was given."""
+    model = save_tiny_model("llama", tmp_path / "model")
+    base = dict(model_name_or_path=str(model), output_dir=str(tmp_path / "o"), eval_strategy="no")
+    given = DPOConfig(**base)
+    with pytest.raises(ConfigError) as refused:
+        directpo.preflight.check_run(given, "cpu", need_train_file=False, eval_dataset_given=True)
+    assert str(refused.value) == (
+        "eval_strategy is no but there is held-out data (eval_dataset (given to train())): "
+        "remove it, or choose eval_strategy auto, steps or epoch"
+    )
+    both = DPOConfig(**base, eval_file=str(model / "config.json"), eval_generate=2)
+    with pytest.raises(ConfigError, match=r"held-out data \(eval_file and eval_generate\):"):
+        directpo.preflight.check_run(both, "cpu", need_train_file=False)
+
+
+def test_max_eval_samples_with_nothing_to_evaluate_is_refused(tmp_path: Path) -> None:
+    """max_eval_samples without held-out data trained without a word (eval_steps and
+    eval_delay are refused so): it is now refused the same way."""
+    model = save_tiny_model("llama", tmp_path / "model")
+    config = DPOConfig(model_name_or_path=str(model), output_dir=str(tmp_path / "o"),
+                       max_eval_samples=4)  # fmt: skip
+    with pytest.raises(ConfigError) as refused:
+        directpo.preflight.check_run(config, "cpu", need_train_file=False)
+    assert str(refused.value) == (
+        "max_eval_samples is set but there is nothing to evaluate: set eval_file (held-out "
+        "pairs) or eval_generate (sampled completions), or remove max_eval_samples"
+    )
+    directpo.preflight.check_run(config, "cpu", need_train_file=False, eval_dataset_given=True)

@@ -443,11 +443,11 @@ def test_a_long_prompt_is_counted_once_per_row_in_the_truncation_note(models, tm
     pair = write_jsonl(tmp_path / "pair.jsonl", [{**SENTIMENT_PAIRS[0], "prompt": long}])
     said: list[str] = []
     score_file(options(ScoreOptions, models, pair, tmp_path / "s.jsonl"), said.append)
-    assert said[0].startswith("truncated to fit max_length 1024: 1 prompts, 2 responses; ")
+    assert said[0].startswith("truncated to fit max_length 1024: 1 prompt, 2 responses; ")
     cands = write_jsonl(tmp_path / "c.jsonl", [{"prompt": long, "responses": [" a", " b", " c"]}])
     said.clear()
     rank_file(options(RankOptions, models, cands, tmp_path / "r.jsonl"), said.append)
-    assert said[0].startswith("truncated to fit max_length 1024: 1 prompts, 3 responses; ")
+    assert said[0].startswith("truncated to fit max_length 1024: 1 prompt, 3 responses; ")
 
 
 def test_a_row_that_has_a_field_to_be_written_is_refused_and_a_prefix_writes_others(
@@ -600,3 +600,28 @@ def test_every_bad_row_of_score_and_rank_is_said_in_one_line_before_loading(
     )
     assert not (tmp_path / "out.jsonl").exists()
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_one_row_is_counted_in_the_singular(models, tmp_path) -> None:
+    """score, rank and generate of one row said '1 pairs: preference accuracy', 'wrote 1 rows',
+    'ranked 1 candidates of 1 prompts', 'wrote 1 completions for 1 prompts' (the start line's
+    '1 steps per round' and '1 pairs tokenized' alike): each counts in the singular now."""
+    from directpo.command_options import GenerateOptions
+    from directpo.generate import generate_file
+
+    said: list[str] = []
+    pair = write_jsonl(tmp_path / "pair.jsonl", SENTIMENT_PAIRS[:1])
+    score_file(options(ScoreOptions, models, pair, tmp_path / "s.jsonl"), said.append)
+    assert said[0].startswith("1 pair: preference accuracy ")
+    assert said[1] == f"wrote 1 row to {tmp_path / 's.jsonl'}"
+    one = write_jsonl(tmp_path / "c.jsonl", [{"prompt": "Hi", "responses": [" a"]}])
+    said.clear()
+    rank_file(options(RankOptions, models, one, tmp_path / "r.jsonl"), said.append)
+    assert said == [f"ranked 1 candidate of 1 prompt into {tmp_path / 'r.jsonl'}"]
+    said.clear()
+    generate_file(
+        GenerateOptions(model_name_or_path=str(models[0]), input=str(one),
+                        output=str(tmp_path / "g.jsonl"), max_new_tokens=2),
+        said.append,
+    )  # fmt: skip
+    assert said[-1] == f"wrote 1 completion for 1 prompt to {tmp_path / 'g.jsonl'}"

@@ -220,10 +220,10 @@ def test_a_skipped_row_is_not_counted_as_truncated(tokenizers) -> None:
     result = tokenize_preferences(data, tokenizers["gpt2"], max_length=24, skip_invalid_rows=True)
     assert len(result) == 1 and result.skipped == {"identical after truncation": 1}
     assert result.truncated == {} and result.starved_completions() == 0
-    assert result.summary() == "1 pairs tokenized; skipped: 1 identical after truncation"
+    assert result.summary() == "1 pair tokenized; skipped: 1 identical after truncation"
     # rows skipped when the file was read are said by its summary, not again here
     read = PreferenceData(examples[1:], "explicit", "f", Counter({"missing field": 2}))
-    assert tokenize_preferences(read, tokenizers["gpt2"], 24).summary() == "1 pairs tokenized"
+    assert tokenize_preferences(read, tokenizers["gpt2"], 24).summary() == "1 pair tokenized"
 
 
 @pytest.mark.parametrize("style", ["llama", "gpt2"])

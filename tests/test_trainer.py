@@ -1303,10 +1303,99 @@ def test_trls_trainer_arguments_given_to_train_are_taken_or_said(tmp_path, monke
         name_or_path = "/models/base"
 
     with pytest.raises(ConfigError) as refused:
-        train(base, model=LoadedModel(), callbacks=[], args=base, echo=None)
+        train(base, model=LoadedModel(), callbacks=[print], args=base, echo=None)
     said = str(refused.value)
     assert said.startswith("train(): 3 ") and "give the config once" in said
     assert "save this LoadedModel (.save_pretrained(DIR)) and give model_name_or_path=DIR" in said
     assert "(model_name_or_path='/models/base' if it is that folder's, unchanged)" in said
     assert "callbacks (TRL's DPOTrainer argument): directpo takes no callbacks" in said
     assert len(seen) == 1
+
+
+def test_trls_quantization_config_and_default_trainer_arguments(monkeypatch) -> None:
+    """TRL's ``DPOTrainer(quantization_config=BitsAndBytesConfig(...))`` was "unknown option
+    'quantization_config'": it is the load_in_* / bnb_4bit_* options now (its own values), one
+    they cannot say is refused naming its field; TRL's defaults ``callbacks=None``,
+    ``optimizers=(None, None)``, ``ref_model=None`` ask for nothing and were refused as if
+    they asked ("save this NoneType")."""
+    from transformers import BitsAndBytesConfig
+
+    import directpo.trainer
+
+    seen: list[DPOConfig] = []
+
+    def stop(config, peft_config, echo):
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(directpo.trainer, "checked_arguments", stop)
+    four_bit = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
+    for quantized in (four_bit, BitsAndBytesConfig(load_in_8bit=True), None):
+        with pytest.raises(KeyboardInterrupt):  # (ref_model=None was "save this NoneType")
+            train(model="m", quantization_config=quantized, callbacks=None, ref_model=None,
+                  processing_class=None, optimizers=(None, None), data_collator=None,
+                  echo=None)  # fmt: skip
+    assert (seen[0].load_in_4bit, seen[0].bnb_4bit_compute_dtype) == (True, "bfloat16")
+    assert (seen[0].bnb_4bit_quant_type, seen[0].bnb_4bit_quant_storage) == ("fp4", None)
+    assert (seen[1].load_in_8bit, seen[1].load_in_4bit, seen[1].bnb_4bit_quant_type) == (
+        True, False, "nf4"
+    )  # fmt: skip
+    assert not (seen[2].load_in_8bit or seen[2].load_in_4bit)
+    assert (seen[2].ref_model_name_or_path, seen[2].tokenizer_name_or_path) == (None, None)
+    with pytest.raises(ConfigError) as refused:
+        train(model="m", quantization_config=BitsAndBytesConfig(load_in_8bit=True,
+              llm_int8_threshold=5.0), callbacks=[object()], echo=None)  # fmt: skip
+    said = str(refused.value)
+    assert said.startswith("train(): 2 ") and "no option sets its llm_int8_threshold" in said
+    assert "callbacks (TRL's DPOTrainer argument)" in said and len(seen) == 3
+
+
+def test_rows_given_from_python_say_which_data_options_they_replace(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """train(config, train_dataset=rows) with a config whose train_file / eval_file (or
+    dataset_name) is set too trained on the rows and passed over the files without a word;
+    each replaced option is now a note, before anything loads, and a replaced file that is
+    not there is no longer refused as missing."""
+    import directpo.trainer
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(directpo.trainer, "prepare_run", stop)
+    config = tiny_config(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "out",
+                         eval_file=str(pairs_file))  # fmt: skip
+    lines: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        train(config, train_dataset=SENTIMENT_PAIRS, eval_dataset=SENTIMENT_PAIRS,
+              echo=lines.append)  # fmt: skip
+    assert lines == [
+        f"note: train_dataset replaces train_file ({pairs_file})",
+        f"note: eval_dataset replaces eval_file ({pairs_file})",
+    ]
+    lines.clear()
+    with pytest.raises(KeyboardInterrupt):
+        train(config, train_dataset=SENTIMENT_PAIRS, echo=lines.append)
+    assert lines == [f"note: train_dataset replaces train_file ({pairs_file})"]
+    # a replaced file is never read: one not there (a config.yaml rerun elsewhere) is no error
+    gone = str(tmp_path / "gone.jsonl")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, train_file=gone, eval_file=gone, train_dataset=SENTIMENT_PAIRS,
+              eval_dataset=SENTIMENT_PAIRS, echo=None)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^eval_file: no such file or folder: .*gone.jsonl$"):
+        train(config, eval_file=gone, train_dataset=SENTIMENT_PAIRS, echo=None)
+
+
+def test_train_with_no_config_says_the_options_it_needs(tmp_path, monkeypatch) -> None:
+    """train() alone, or train(train_dataset=rows) with no model, was a TypeError "train()
+    takes a directpo.DPOConfig, got builtins.NoneType": it is the one line naming the
+    missing options, as the command line says it."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        train(echo=None)
+    assert str(refused.value).splitlines()[1:] == [
+        "  model_name_or_path is required",
+        "  train_file is required",
+    ]
+    with pytest.raises(ConfigError, match="^model_name_or_path is required$"):
+        train(train_dataset=SENTIMENT_PAIRS, echo=None)

@@ -480,11 +480,6 @@ def test_a_dumped_trl_config_ports_with_its_values(tmp_path) -> None:
     recipe = tmp_path / "dumped.yaml"
     recipe.write_text(yaml.safe_dump(dumped))
     assert load_config(str(recipe)) == config
-    from directpo.trainer import train
-
-    with pytest.raises(TypeError, match=re.escape("DPOConfig(**config.to_dict()) ports it")):
-        train(trl_config)  # TRL's object itself: the message says how to port it
-
     for options, message in (
         ({"gradient_checkpointing": True, "activation_checkpointing": False}, "keep one"),
         ({"accelerator_config": {"split_batches": True}}, "accelerate launch as it is"),
@@ -492,6 +487,47 @@ def test_a_dumped_trl_config_ports_with_its_values(tmp_path) -> None:
     ):
         with pytest.raises(ConfigError, match=message):
             DPOConfig(**options)
+
+
+def test_trls_config_object_given_to_train_is_ported(tmp_path, monkeypatch) -> None:
+    """A TRL notebook's ``DPOTrainer(model=..., args=trl.DPOConfig(...), ...)`` cell given to
+    train() was a TypeError saying to write ``DPOConfig(**config.to_dict())``: TRL's config
+    object (as ``args=`` or the config) and a dict of options are now ported so, every value
+    kept, the keywords beside them over its values."""
+    trl = pytest.importorskip("trl")
+    import directpo.trainer
+    from directpo.trainer import train
+
+    seen: list[DPOConfig] = []
+
+    def stop(config, peft_config, echo):
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(directpo.trainer, "checked_arguments", stop)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        trl_config = trl.DPOConfig(
+            output_dir=str(tmp_path / "out"), bf16=False, report_to="none", beta=0.3,
+            max_steps=5, lr_scheduler_type="cosine", per_device_train_batch_size=2,
+        )  # fmt: skip
+    for given in (
+        {"args": trl_config},
+        {"config": trl_config},
+        {"args": {"output_dir": str(tmp_path / "out"), "beta": 0.3, "max_steps": 5}},
+    ):
+        with pytest.raises(KeyboardInterrupt):
+            train(**given, model="m", learning_rate=2e-6, echo=None)
+    trl_run, positional, from_dict = seen
+    assert (
+        trl_run
+        == positional
+        == DPOConfig(**{**trl_config.to_dict(), "model_name_or_path": "m", "learning_rate": 2e-6})
+    )
+    assert (trl_run.beta, trl_run.max_steps, trl_run.lr_scheduler_type) == (0.3, 5, "cosine")
+    assert (trl_run.per_device_train_batch_size, trl_run.num_train_epochs) == (2, 3.0)
+    assert (from_dict.beta, from_dict.max_steps, from_dict.model_name_or_path) == (0.3, 5, "m")
+    assert from_dict.learning_rate == 2e-6
 
 
 def test_attn_implementation_in_model_init_kwargs_is_the_option() -> None:

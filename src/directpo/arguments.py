@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from directpo.adapters import lora_options_of
@@ -24,10 +24,10 @@ def checked_arguments(
     config.yaml reruns the same training (else it would record ``lora_r: 0``)."""
     if not isinstance(config, DPOConfig):
         kind = f"{type(config).__module__}.{type(config).__qualname__}"
-        ported = "DPOConfig(**config.to_dict()) ports it, " if hasattr(config, "to_dict") else ""
         raise TypeError(
-            f"train() takes a directpo.DPOConfig, got {kind}; TRL's option names work there: "
-            f"{ported}DPOConfig(bf16=True, ...), or load_config('trl_config.yaml')"
+            f"train() takes a directpo.DPOConfig, got {kind} (TRL's DPOConfig or "
+            "TrainingArguments, or a dict of options, are ported too); TRL's option names work "
+            "there: DPOConfig(bf16=True, ...), or load_config('trl_config.yaml')"
         )
     if peft_config is not None and not hasattr(peft_config, "peft_type"):
         raise TypeError(
@@ -109,6 +109,8 @@ def trainer_arguments(
         if name not in options:
             continue
         given = options.pop(name)
+        if given is None:  # TRL's default (ref_model=None: the policy's start)
+            continue
         if isinstance(given, str | os.PathLike):
             options[option] = os.fspath(given)
             continue
@@ -119,12 +121,64 @@ def trainer_arguments(
             f"precision and layout it trains); save this {type(given).__name__} "
             f"(.save_pretrained(DIR)) and give {option}=DIR{unchanged}"
         )
+    if "quantization_config" in options:
+        ported = quantization_options(options.pop("quantization_config"))
+        if isinstance(ported, str):
+            problems.append(ported)
+        else:
+            options.update(ported)
     for name in sorted(TRAINER_ONLY.keys() & options.keys()):
-        options.pop(name)
+        # TRL's defaults (callbacks=None, optimizers=(None, None)) ask for nothing
+        if _asks_nothing(options.pop(name)):
+            continue
         problems.append(f"{name} (TRL's DPOTrainer argument): {TRAINER_ONLY[name]}")
     if problems:
         raise ConfigErrors("train()", problems)
     return config, options
+
+
+def _asks_nothing(value: Any) -> bool:
+    """None, or a container of Nones only (TRL's ``optimizers=(None, None)``, ``callbacks=[]``)."""
+    if isinstance(value, list | tuple):
+        return all(_asks_nothing(item) for item in value)
+    return value is None
+
+
+# a BitsAndBytesConfig's fields that directpo's options of the same names express
+QUANTIZATION_OPTIONS = ("load_in_4bit", "load_in_8bit")
+QUANTIZATION_4BIT_OPTIONS = (
+    "bnb_4bit_quant_type",
+    "bnb_4bit_use_double_quant",
+    "bnb_4bit_compute_dtype",
+    "bnb_4bit_quant_storage",
+)
+PORTED_AS = "load_in_4bit / load_in_8bit and bnb_4bit_*"
+
+
+def quantization_options(given: Any) -> dict[str, Any] | str:
+    """TRL's ``DPOTrainer(quantization_config=BitsAndBytesConfig(...))`` as the options that
+    load the base so (its own values: transformers' defaults, fp4 and float32 compute, where
+    it leaves them), or the line saying why it cannot be (it was "unknown option")."""
+    if given is None:
+        return {}
+    name = "quantization_config (TRL's DPOTrainer argument)"
+    if type(given).__name__ != "BitsAndBytesConfig" or not hasattr(given, "to_dict"):
+        return f"{name}: only a BitsAndBytesConfig ports (as {PORTED_AS})"
+    fields, defaults = given.to_dict(), type(given)().to_dict()
+    named = {"quant_method", *QUANTIZATION_OPTIONS, *QUANTIZATION_4BIT_OPTIONS}
+    others = sorted(
+        key
+        for key, value in fields.items()
+        if key not in named and not key.startswith("_") and value != defaults.get(key)
+    )
+    if others:
+        return f"{name}: no option sets its {', '.join(others)} ({PORTED_AS} are ported)"
+    options = {key: fields[key] for key in QUANTIZATION_OPTIONS}
+    if fields["load_in_4bit"]:  # (the bnb_4bit_* options are refused without it)
+        options.update({key: fields[key] for key in QUANTIZATION_4BIT_OPTIONS})
+        if options["bnb_4bit_quant_storage"] == "uint8":  # the option's null
+            options["bnb_4bit_quant_storage"] = None
+    return options
 
 
 def config_with(config: DPOConfig | None, options: dict[str, Any]) -> DPOConfig | None:
@@ -133,11 +187,36 @@ def config_with(config: DPOConfig | None, options: dict[str, Any]) -> DPOConfig 
     over ``config``'s values. They were a TypeError naming no option ("unexpected keyword
     argument 'lerning_rate'")."""
     config, options = trainer_arguments(config, options)
+    config = ported_config(config)
+    if config is None:  # (train() alone, or with rows only: the missing options are said)
+        return DPOConfig(**options)
     if not options:
         return config
-    if config is None:
-        return DPOConfig(**options)
     return rebuilt_config(config, **options) if isinstance(config, DPOConfig) else config
+
+
+def ported_config(config: Any) -> Any:
+    """TRL's ``DPOConfig`` (or any ``TrainingArguments``) given as ``train(args=...)`` or as the
+    config, ported as ``DPOConfig(**config.to_dict())``: its every field, TRL's defaults
+    written out, with TRL's meaning (a TRL notebook's ``DPOTrainer(args=training_args)`` cell
+    was a TypeError saying to write that call); a dict of options likewise. Anything else is
+    returned as it is (checked_arguments says what train() takes)."""
+    if isinstance(config, DPOConfig) or config is None:
+        return config
+    if isinstance(config, Mapping):
+        return DPOConfig(**config)
+    if _is_training_arguments(config):
+        return DPOConfig(**config.to_dict())
+    return config
+
+
+def _is_training_arguments(config: Any) -> bool:
+    """transformers' ``TrainingArguments`` or a subclass (TRL's configs), without importing
+    transformers here (a plain object with a to_dict is not one)."""
+    return any(
+        kind.__module__.startswith("transformers") and kind.__name__ == "TrainingArguments"
+        for kind in type(config).__mro__
+    )
 
 
 def rebuilt_config(config: DPOConfig, **options: Any) -> DPOConfig:
@@ -147,3 +226,17 @@ def rebuilt_config(config: DPOConfig, **options: Any) -> DPOConfig:
         return dataclasses.replace(config, **options)
     except ConfigError as error:
         raise respelled(error, config.__dict__.get("_spelled", {})) from None
+
+
+def replaced_sources(config: DPOConfig, train_dataset: Any, eval_dataset: Any) -> list[str]:
+    """The notes of data options that ``train_dataset`` / ``eval_dataset`` replace: the rows
+    given from Python are trained on, and a train_file (dataset_name) or eval_file set too,
+    by a config file or a TRL recipe, was passed over without a word."""
+    notes = []
+    if train_dataset is not None:
+        for key in ("train_file", "dataset_name"):
+            if getattr(config, key):
+                notes.append(f"note: train_dataset replaces {key} ({getattr(config, key)})")
+    if eval_dataset is not None and config.eval_file:
+        notes.append(f"note: eval_dataset replaces eval_file ({config.eval_file})")
+    return notes

@@ -41,8 +41,9 @@ from directpo.command_options import (
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DirectpoError
 from directpo.options import load_options, option_help, read_yaml
+from directpo.preflight import expand_patterns
 from directpo.signals import Terminated, exit_code_of, sigterm_unwinds
-from directpo.trl_compat import ALIASES
+from directpo.trl_compat import ALIASES, VERSION_FLAGS, VERSION_HINT
 
 
 def _first_rank() -> bool:
@@ -111,6 +112,10 @@ def next_steps(output_dir: str, eval_file: Any) -> str:
     """The commands that use a finished run (it ended at "model saved to ..."): its held-out
     pairs scored by the implicit reward when they are one file, its curves drawn."""
     run = shlex.quote(output_dir)
+    if isinstance(eval_file, str | list):  # a glob pattern is the files it matches (score
+        # reads no pattern: it said 'no such file' of the one the run had read)
+        with contextlib.suppress(ConfigError):  # (matched when the run read it)
+            eval_file = expand_patterns("eval_file", eval_file)
     if isinstance(eval_file, list) and len(eval_file) == 1:  # (a list of one file: that file)
         eval_file = eval_file[0]
     pairs = shlex.quote(eval_file) if isinstance(eval_file, str) else "PAIRS.jsonl"
@@ -345,6 +350,9 @@ def _main(argv: Sequence[str] | None) -> int:
                 if code and _first_rank():  # (a stopped run: its checkpoint is written)
                     print(resume_command(argv[1:]))
                 return code or 0
+        if argv and argv[0].startswith("-") and argv[0] not in TOP_LEVEL_FLAGS:
+            # (directpo --verison printed the whole help; --beta 0.2 read 0.2 as the command)
+            raise ConfigError(_unknown_top_level(argv[0]))
         args, unknown = parser.parse_known_args(argv)
         if args.command is None:
             parser.print_help()
@@ -530,6 +538,8 @@ def _yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, d
         token = tokens[index]
         index += 1
         if not token.startswith("--"):
+            if token.startswith("-") and not NEGATIVE_VALUE.match(token):  # -V, -x: not a file
+                raise ConfigError(_unknown_flag_message(token, options))
             if config_file is not None:
                 one = previous is not None and kinds.get(previous) == VALUE
                 after = f" (--{previous} takes one value)" if one else ""
@@ -570,6 +580,19 @@ def _yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, d
     return config_file, flags
 
 
+TOP_LEVEL_FLAGS = ("--help", "--version", "-h", "-V")
+
+
+def _unknown_top_level(token: str) -> str:
+    """A flag before any command: the bare command's flags are -h and -V."""
+    name = token.split("=", 1)[0]
+    close = difflib.get_close_matches(name, TOP_LEVEL_FLAGS, n=1)
+    close = close or (["-V"] if name == "-v" else [])  # (one letter matches nothing close)
+    after = f"; options follow a command: directpo train {name} ... ({', '.join(COMMANDS)})"
+    hint = f"; did you mean '{close[0]}'?" if close else after
+    return f"unknown option '{name}'{hint}"
+
+
 def _unknown_flag_message(flag: str, options: type) -> str:
     if not flag.startswith("-"):
         return f"unexpected argument '{flag}'"
@@ -577,7 +600,9 @@ def _unknown_flag_message(flag: str, options: type) -> str:
     names = [n for n, _, _ in option_help(options)]
     close = difflib.get_close_matches(name, names, n=1)
     hint = f"; did you mean '--{close[0]}'?" if close else ""
-    return f"unknown option '--{name}'{hint}"
+    if name in VERSION_FLAGS:
+        hint = VERSION_HINT
+    return f"unknown option '{flag.split('=', 1)[0]}'{hint}"  # (as written: -V, not --V)
 
 
 if __name__ == "__main__":

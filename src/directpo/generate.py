@@ -32,7 +32,7 @@ from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList
 from directpo.adapters import tokenizer_folder
 from directpo.command_options import GenerateOptions
 from directpo.config import DPOConfig
-from directpo.data import ImagePrompt, RowError, iter_rows, prompt_of
+from directpo.data import ImagePrompt, RowError, counted, iter_rows, prompt_of
 from directpo.errors import ConfigError, DataError
 from directpo.jsonl import StagedJsonl, options_key
 from directpo.logprobs import evaluating, policy_logprobs_fn, sequence_logprobs
@@ -378,12 +378,13 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
                 bar.update(len(call))
         out.commit()
     note = out.resumed_note()
-    if truncated["prompts"]:  # sampled from their last tokens: say so, as score does
+    if cut := truncated["prompts"]:  # sampled from their last tokens: say so, as score does
         echo(
-            f"{truncated['prompts']} prompts longer than max_prompt_length "
-            f"{options.max_prompt_length} tokens were cut from the left"
+            f"{counted(cut, 'prompt')} longer than max_prompt_length {options.max_prompt_length}"
+            f" tokens {'was' if cut == 1 else 'were'} cut from the left"
         )
-    echo(f"wrote {written} completions for {out.written} prompts to {options.output}{note}")
+    written_for = f"{counted(written, 'completion')} for {counted(out.written, 'prompt')}"
+    echo(f"wrote {written_for} to {options.output}{note}")
     return written
 
 

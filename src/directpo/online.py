@@ -42,7 +42,7 @@ import torch
 
 from directpo.batching import collate_sequences
 from directpo.config import DPOConfig
-from directpo.data import ImagePrompt, prompt_of
+from directpo.data import ImagePrompt, counted, prompt_of
 from directpo.distributed import World, all_gather_objects, unsharded_root
 from directpo.errors import DirectpoError, ModelLoadError, first_line
 from directpo.generate import Sample, sample_completions, samples_logprobs, stop_token_ids
@@ -68,7 +68,8 @@ class OnlineData:
     source: str
 
     def summary(self) -> str:
-        return f"{self.source}: {self.prompts} prompts, pairs sampled online from the policy"
+        prompts = counted(self.prompts, "prompt")
+        return f"{self.source}: {prompts}, pairs sampled online from the policy"
 
 
 def load_labeller(config: DPOConfig, device: torch.device) -> Labeller:

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 import directpo
 from directpo.batching import PLAIN, Batch, Layout, collate_pairs, eval_batches
+from directpo.data import counted
 from directpo.distributed import (
     SINGLE_PROCESS,
     World,
@@ -326,10 +327,11 @@ def precompute_reference_logps(
     problem = _write_cache(path, table)
     if problem is None:
         pieces.remove()
-        echo(f"reference log-probs: computed for {len(pairs)} pairs, cached in {path}")
+        echo(f"reference log-probs: computed for {counted(len(pairs), 'pair')}, cached in {path}")
     else:
         echo(
-            f"reference log-probs: computed for {len(pairs)} pairs; not cached ({problem}); "
+            f"reference log-probs: computed for {counted(len(pairs), 'pair')}; not cached "
+            f"({problem}); "
             "training goes on with them (set DIRECTPO_CACHE to a writable folder to cache)"
         )
     return table

@@ -289,7 +289,7 @@ def check_environment(
     checks: tuple[Callable[[], None], ...] = (
         lambda: _check_evaluation(config, eval_dataset_given),
         lambda: _check_models(config, problems),
-        lambda: _check_data(config, need_train_file, problems),
+        lambda: _check_data(config, need_train_file, problems, eval_dataset_given),
         lambda: _check_resume(config),
         lambda: _check_eval_generate(config, eval_dataset_given),
         lambda: _check_reward_fn(config),
@@ -314,8 +314,19 @@ def _check_evaluation(config: DPOConfig, eval_dataset_given: bool) -> None:
     held_out = config.eval_file or eval_dataset_given or config.eval_generate
     evaluates = _evaluates(config, eval_dataset_given)
     if config.eval_strategy == "no" and held_out:
+        # named as given: train(eval_dataset=...) under a TRL config's eval_strategy "no" (its
+        # default) was told of an eval_file it never set
+        given = [
+            name
+            for name, value in (
+                ("eval_file", config.eval_file),
+                ("eval_dataset (given to train())", eval_dataset_given),
+                ("eval_generate", config.eval_generate),
+            )
+            if value
+        ]
         raise ConfigError(
-            "eval_strategy is no but there is held-out data (eval_file / eval_generate): "
+            f"eval_strategy is no but there is held-out data ({' and '.join(given)}): "
             "remove it, or choose eval_strategy auto, steps or epoch"
         )
     if config.eval_strategy in ("steps", "epoch") and not evaluates:
@@ -338,7 +349,8 @@ def _check_evaluation(config: DPOConfig, eval_dataset_given: bool) -> None:
             f"{' / '.join(asking)} need evaluations: set eval_file (held-out pairs) or "
             "eval_generate"
         )
-    for key in ("eval_steps", "eval_delay"):  # (eval_delay was taken without a word)
+    # (eval_delay and max_eval_samples were taken without a word)
+    for key in ("eval_steps", "eval_delay", "max_eval_samples"):
         if getattr(config, key) and not evaluates:
             raise ConfigError(
                 f"{key} is set but there is nothing to evaluate: set eval_file (held-out "
@@ -384,8 +396,13 @@ def _check_models(config: DPOConfig, problems: list[str]) -> None:
         )
 
 
-def _check_data(config: DPOConfig, need_train_file: bool, problems: list[str]) -> None:
-    """The data's sources: one of them, each file or folder there (every missing one said)."""
+def _check_data(
+    config: DPOConfig, need_train_file: bool, problems: list[str], eval_dataset_given: bool
+) -> None:
+    """The data's sources: one of them, each file or folder there (every missing one said),
+    but for a file that rows given to train() replace (never read: a rerun config.yaml's
+    train_file from another machine was refused as missing beside train_dataset=...)."""
+    replaced = {"train_file": not need_train_file, "eval_file": eval_dataset_given}
     if config.dataset_name and config.train_file:
         raise ConfigError("dataset_name and train_file are both set: choose one")
     name = config.dataset_name or ""
@@ -406,13 +423,15 @@ def _check_data(config: DPOConfig, need_train_file: bool, problems: list[str]) -
         problems.append("train_file is required" + (" (or prompt_file)" if config.online else ""))
     unmatched: set[str] = set()  # a pattern that matched nothing is not a missing file too
     for key in ("train_file", "eval_file"):
+        if replaced[key]:
+            continue
         before = len(problems)
         with collected(problems):
             setattr(config, key, expand_patterns(key, getattr(config, key)))
         if len(problems) > before:
             unmatched.add(key)
     for key in ("train_file", "eval_file", "prompt_file"):
-        paths = None if key in unmatched else getattr(config, key)
+        paths = None if key in unmatched or replaced.get(key) else getattr(config, key)
         for path in listed_paths(paths):
             if not os.path.exists(path):
                 problems.append(f"{key}: no such file or folder: {path}")

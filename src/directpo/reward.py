@@ -24,7 +24,7 @@ import torch
 from directpo.adapters import adapter_base, rewrites_base, tokenizer_folder
 from directpo.checkpoint import MANIFEST, REFERENCE_FILE
 from directpo.config import DPOConfig, load_config
-from directpo.data import ImagePrompt, PreferenceExample, RowError
+from directpo.data import ImagePrompt, PreferenceExample, RowError, counted
 from directpo.errors import ConfigError, DataError
 from directpo.hub import offline_flags_kept
 from directpo.logprobs import evaluating, policy_logprobs_fn, sequence_logprobs
@@ -498,7 +498,9 @@ def encode_row(
 def truncation_note(scorer: ImplicitReward, truncated: Counter[str]) -> str:
     """What was cut to fit max_length / max_prompt_length: those rewards cover less text."""
     counts = ", ".join(  # (which of them a long prompt cut short is training's concern)
-        f"{n} {what}" for what, n in sorted(truncated.items()) if what != CUT_BY_PROMPT
+        counted(n, what.removesuffix("s"))  # ('prompts', 'responses': 1 prompt, 2 responses)
+        for what, n in sorted(truncated.items())
+        if what != CUT_BY_PROMPT
     )
     return (
         f"truncated to fit max_length {scorer.encoder.max_length}: {counts}; their rewards "

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from tqdm.auto import tqdm
 
 from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
-from directpo.data import Columns, PreferenceExample, iter_rows, parse_pair
+from directpo.data import Columns, PreferenceExample, counted, iter_rows, parse_pair
 from directpo.errors import ConfigError, DataError
 from directpo.jsonl import StagedJsonl, options_key
 from directpo.messages import Text, is_message_list
@@ -109,10 +109,10 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
         summary["accuracy"] = sum(m > 0 for m in margins) / len(margins)
         summary["mean_margin"] = sum(margins) / len(margins)
         echo(
-            f"{len(margins)} pairs: preference accuracy {summary['accuracy']:.4f}, "
+            f"{counted(len(margins), 'pair')}: preference accuracy {summary['accuracy']:.4f}, "
             f"mean margin {summary['mean_margin']:.4g}"
         )
-    echo(f"wrote {out.written} rows to {options.output}{out.resumed_note()}")
+    echo(f"wrote {counted(out.written, 'row')} to {options.output}{out.resumed_note()}")
     return summary
 
 
@@ -200,7 +200,8 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     if truncated:
         echo(truncation_note(scorer, truncated))
     echo(
-        f"ranked {candidates} candidates of {out.written} prompts into {options.output}"
+        f"ranked {counted(candidates, 'candidate')} of {counted(out.written, 'prompt')} into "
+        f"{options.output}"
         f"{out.resumed_note()}"
     )
     return out.written

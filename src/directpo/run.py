@@ -435,11 +435,10 @@ def _kernel_words(
 def _what(source: FixedPairs | OnlineRounds, pairs: int) -> str:
     if isinstance(source, OnlineRounds):
         first = f", round 0 from {pairs} given pairs" if source.first_round else ""
-        return (
-            f"online: {source.num_prompts} prompts, {source.prompts_per_round} per round, "
-            f"{source.steps_per_round} steps per round{first}"
-        )
-    return f"{pairs} pairs"
+        prompts = counted(source.num_prompts, "prompt")
+        steps = counted(source.steps_per_round, "step")
+        return f"online: {prompts}, {source.prompts_per_round} per round, {steps} per round{first}"
+    return counted(pairs, "pair")
 
 
 def evaluation_precision(run: Run) -> contextlib.AbstractContextManager[None]:

@@ -16,7 +16,7 @@ import torch
 
 from directpo.adapters import adapter_base
 from directpo.config import DPOConfig
-from directpo.data import Columns, PreferenceData, load_preferences, read_rows
+from directpo.data import Columns, PreferenceData, counted, load_preferences, read_rows
 from directpo.errors import ConfigError, DataError
 from directpo.generate import check_prompts
 from directpo.messages import others_turn
@@ -538,7 +538,7 @@ def _online_prompts(
         prompts, rows = distinct_example_prompts(train_data.examples)
     else:
         prompts, rows = load_prompt_rows(source, config.prompt_column, config.system_column)
-    echo(f"online: {len(prompts)} prompts")
+    echo(f"online: {counted(len(prompts), 'prompt')}")
     return prompts, rows
 
 

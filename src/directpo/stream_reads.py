@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from directpo.config import DPOConfig
+from directpo.data import counted
 
 
 def is_stream(source: Any) -> bool:
@@ -26,8 +27,9 @@ def stream_head(stream: Any, config: DPOConfig, echo: Callable[[str], None]) -> 
     rounds = math.ceil(config.max_steps / config.steps_per_round)
     rows = rounds * config.online_prompts_per_round
     echo(
-        f"train_dataset: a stream (IterableDataset): its first {rows} rows are read, {rounds} "
-        f"online rounds of {config.online_prompts_per_round} prompts (max_steps)"
+        f"train_dataset: a stream (IterableDataset): its first {counted(rows, 'row')} "
+        f"{'is' if rows == 1 else 'are'} read, {counted(rounds, 'online round')} of "
+        f"{counted(config.online_prompts_per_round, 'prompt')} (max_steps)"
     )
     return stream.take(rows)
 
@@ -48,12 +50,14 @@ class StreamPlan:
         )
         if read >= self.pairs:
             return (
-                f"{self.label}: its first {self.pairs} pairs are read, {self.steps} steps of "
-                f"{self.per_step} pairs (max_steps), {order}"
+                f"{self.label}: its first {counted(self.pairs, 'pair')} "
+                f"{'is' if self.pairs == 1 else 'are'} read, {counted(self.steps, 'step')} of "
+                f"{counted(self.per_step, 'pair')} (max_steps), {order}"
             )
         return (
-            f"{self.label}: it ends after {read} pairs, fewer than the {self.pairs} of "
-            f"{self.steps} steps of {self.per_step} pairs (max_steps): the run goes over them "
+            f"{self.label}: it ends after {counted(read, 'pair')}, fewer than the {self.pairs} of "
+            f"{counted(self.steps, 'step')} of {counted(self.per_step, 'pair')} (max_steps): the "
+            "run goes over them "
             f"again, {self.pairs / read:.3g} passes, each {order}"
         )
 

@@ -51,7 +51,12 @@ from jinja2 import TemplateError, TemplateSyntaxError
 from tqdm.auto import tqdm
 
 from directpo.chat_split import require_rendered, split_rendered
-from directpo.data import PreferenceData, PreferenceExample, RowError
+from directpo.data import (
+    PreferenceData,
+    PreferenceExample,
+    RowError,
+    counted,
+)
 from directpo.errors import DataError, ModelLoadError, first_line
 from directpo.messages import Text, function_names, is_prefilled, text_contents
 from directpo.pair_store import PairStoreBuilder, TokenizedPair
@@ -97,7 +102,7 @@ class TokenizedData:
         return self.truncated[CUT_BY_PROMPT]
 
     def summary(self) -> str:
-        parts = [f"{len(self.pairs)} pairs tokenized"]
+        parts = [f"{counted(len(self.pairs), 'pair')} tokenized"]
         if self.truncated:
             parts.append(
                 "truncated: "

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from directpo.arguments import checked_arguments, config_with
+from directpo.arguments import checked_arguments, config_with, replaced_sources
 from directpo.batch_fit import retry_smaller, split_micro_batches
 from directpo.batching import collate_pairs
 from directpo.checkpoint import REFERENCE_FILE, save_checkpoint
@@ -85,7 +85,10 @@ def train(
     ``train_dataset`` / ``eval_dataset`` (a ``datasets.Dataset`` or ``IterableDataset``, a
     ``DatasetDict`` of one split, a pandas DataFrame, a list of dicts, or a path) replace the
     files. ``options`` are DPOConfig's (``train(model_name_or_path=..., train_file=...)``), over
-    ``config``'s values when it is given (``train(config, beta=0.2)``).
+    ``config``'s values when it is given (``train(config, beta=0.2)``). TRL's ``DPOTrainer``
+    keywords are read too (``args=``, ``model=`` as a folder, ``quantization_config=``; see
+    arguments.py); a TRL ``DPOConfig`` (any ``TrainingArguments``) or a dict as the config is
+    ported as ``DPOConfig(**config.to_dict())``.
     """
     if echo is None:
         echo = _silent
@@ -109,6 +112,8 @@ def train(
         )
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
+        for note in replaced_sources(config, train_dataset, eval_dataset):
+            echo(note)
         switches = numeric_switches(config.tf32, config.full_determinism, world.device, echo)
         with library_output(config, world.is_main), kept_for_caller(world.device), switches:
             mine = lock if world.is_main else None  # one holder per run: rank 0

@@ -52,6 +52,10 @@ HINTS = {  # TRL arguments that are not config keys, and the option that means t
     "judge": "reward_fn",  # a pairwise judge: write it as a reward function
 }
 
+# `directpo train --version`: the versions are the bare command's flag
+VERSION_FLAGS = ("version", "V")
+VERSION_HINT = "; the versions are printed by directpo --version (before the command)"
+
 
 def _nothing(value: Any) -> bool:
     return value in (None, False, 0, "", "no", "none", "None") or value == [] or value == {}
@@ -524,6 +528,8 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
         else:
             close = [HINTS[key]] if key in HINTS else difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean '{flag}{close[0]}'?" if close else ""
+            if flag and key in VERSION_FLAGS:
+                hint = VERSION_HINT
             problems.append(f"unknown option '{flag}{key}'{hint}")
     if problems:
         raise ConfigErrors("" if flag else where, problems)
