@@ -679,9 +679,25 @@ def test_no_effect_keys_written_as_flags_mean_what_they_say() -> None:
     assert load_config(None, flags) == DPOConfig(model_name_or_path="m")
     both = {"gradient_checkpointing": "true", "activation_checkpointing": "True"}  # agreeing
     assert load_config(None, both).gradient_checkpointing
-    for key, value in (("push_to_hub", "true"), ("neftune_noise_alpha", "5"), ("use_cpu", "1")):
+    for key, value in (("push_to_hub", "true"), ("neftune_noise_alpha", "5")):
         with pytest.raises(ConfigError, match=f"--{key}: '{value}' is not supported"):
             load_config(None, {key: value})
+
+
+def test_use_cpu_is_refused_only_where_a_gpu_would_be_used(monkeypatch) -> None:
+    """use_cpu: true was refused on a machine without a GPU too, where it asks for what the run
+    does (a TRL user on a CPU sets it: transformers refuses trl.DPOConfig() there without it);
+    where a GPU is visible it would be ignored: refused, saying how to hide the GPUs."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert load_config(None, {"model_name_or_path": "m", "use_cpu": "1"}) == DPOConfig(
+        model_name_or_path="m"
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(ConfigError, match="--use_cpu: '1' is not supported.*CUDA_VISIBLE_DEVICES"):
+        load_config(None, {"use_cpu": "1"})
     # a null written as a flag means what it means in a file (it was 'not a finite number')
     nulls = load_config(None, {"eval_steps": "null", "max_grad_norm": "None"})
     assert (nulls.eval_steps, nulls.max_grad_norm) == (0, 0.0)

@@ -61,6 +61,16 @@ def _nothing(value: Any) -> bool:
     return value in (None, False, 0, "", "no", "none", "None") or value == [] or value == {}
 
 
+def _no_gpu(value: Any) -> bool:
+    """``use_cpu: true`` asks for nothing where no GPU is visible: what a TRL user on a CPU
+    machine sets (transformers refuses ``trl.DPOConfig()`` there without it or bf16=False)."""
+    if _nothing(value):
+        return True
+    import torch
+
+    return not torch.cuda.is_available() and not torch.backends.mps.is_available()
+
+
 def _any(value: Any) -> bool:
     return True
 
@@ -196,7 +206,7 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trackio_space_id": (_any, ""),
     "trackio_bucket_id": (_any, ""),
     "trackio_static_space_id": (_any, ""),
-    "use_cpu": (_nothing, HIDE_GPUS),
+    "use_cpu": (_no_gpu, HIDE_GPUS),
     "bf16_full_eval": (_nothing, "use eval_dtype: bfloat16 (with dtype: bfloat16)"),
     "fp16_full_eval": (_nothing, "float16 is not supported; eval_dtype: bfloat16 is the bf16 one"),
     # inductor and the default mode are torch_compile: true (_trl_compile); others are refused
