@@ -337,8 +337,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
+    typed: list[str] = list(sys.argv[1:] if argv is None else argv)
     try:
-        argv = _underscored(_attach_negative_values(sys.argv[1:] if argv is None else argv))
+        argv = _underscored(_attach_negative_values(typed))
         if argv and argv[0] in COMMANDS and COMMANDS[argv[0]].takes_yaml:
             help_asked = any(token in ("-h", "--help") for token in argv[1:])
             if not help_asked:  # TRL's flags too: read here, judged all at once
@@ -372,7 +373,7 @@ def _main(argv: Sequence[str] | None) -> int:
         config_file = getattr(args, "config", None)
         return command.run(_loaded(command.options, config_file, overrides, argv[1:])) or 0
     except DirectpoError as err:
-        _say_error(err)
+        _say_error(err, typed)
         return err.exit_code
     except KeyboardInterrupt as err:  # before or after the training loop (which saves on one)
         if _first_rank():  # under torchrun every rank got the Ctrl-C
@@ -435,16 +436,30 @@ def _stopped(word: str, err: BaseException) -> str:
     return f"directpo: {word}" + (f": {err}" if str(err) else "")
 
 
-def _say_error(err: DirectpoError) -> None:
+def _say_error(err: DirectpoError, typed: Sequence[str] = ()) -> None:
     """The error's one line. Under torchrun every rank usually has the same error, said by rank
     0 alone (failures.settle); one rank's own (``err.rank``: out of memory, a data file missing
     on its node) is said by that rank, since rank 0 is then waiting for it and says nothing."""
     if err.said_by_rank_0:
         return
+    text = as_typed(str(err), typed)
     if err.rank is not None:
-        print(f"directpo: error: rank {err.rank}: {err}", file=sys.stderr, flush=True)
+        print(f"directpo: error: rank {err.rank}: {text}", file=sys.stderr, flush=True)
     elif _first_rank():
-        print(f"directpo: error: {err}", file=sys.stderr, flush=True)
+        print(f"directpo: error: {text}", file=sys.stderr, flush=True)
+
+
+def as_typed(message: str, typed: Sequence[str]) -> str:
+    """``message`` with each flag the user wrote with dashes said as written (``--help-me``):
+    argv is underscored before it is read (_underscored), so the messages name ``--help_me``,
+    a flag the user never typed. A did-you-mean's own name (``--learning_rate``) is kept."""
+    for token in typed:
+        written = token.partition("=")[0]
+        if not written.startswith("--") or "-" not in written[2:]:
+            continue
+        read = "--" + written[2:].replace("-", "_")
+        message = re.sub(re.escape(read) + r"(?![\w-])", lambda _, shown=written: shown, message)
+    return message
 
 
 BOOLEAN, LIST, PATHS, VALUE = "boolean", "list", "paths", "value"
