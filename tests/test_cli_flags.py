@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from directpo.cli import main
+from directpo.command_options import (
+    DemoOptions,
+    GenerateOptions,
+    PlotOptions,
+    RankOptions,
+    ScoreOptions,
+)
 
 
 @pytest.mark.parametrize("command", ["train", "score", "rank", "generate", "plot", "demo"])
@@ -19,3 +28,31 @@ def test_a_did_you_mean_keeps_its_own_spelling(capsys) -> None:
     assert main(["score", "--batch-sise", "2"]) == 2
     err = capsys.readouterr().err
     assert "unknown option '--batch-sise'; did you mean '--batch_size'?" in err
+
+
+HOME = os.path.expanduser("~")
+
+
+@pytest.mark.parametrize(
+    "cls, keys",
+    [
+        (ScoreOptions, ("model_name_or_path", "ref_model_name_or_path", "input", "output")),
+        (RankOptions, ("model_name_or_path", "ref_model_name_or_path", "input", "output")),
+        (GenerateOptions, ("model_name_or_path", "input", "output")),
+        (PlotOptions, ("run_dir", "output")),
+        (DemoOptions, ("output_dir",)),
+    ],
+)
+def test_every_command_path_option_expands_home(cls, keys) -> None:
+    """``--input '~/x.jsonl'`` (quoted: the shell leaves it) was read as a folder named ~."""
+    options = cls(**{key: f"~/{key}.jsonl" for key in keys})
+    assert [getattr(options, key) for key in keys] == [f"{HOME}/{key}.jsonl" for key in keys]
+
+
+def test_score_reads_a_quoted_home_input(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    argv = ["--model_name_or_path", "~/model", "--input", "~/in.jsonl", "--output", "~/o.jsonl"]
+    assert main(["score", *argv]) == 2
+    err = capsys.readouterr().err
+    assert f"input: no such file or folder: {tmp_path}/in.jsonl" in err
+    assert f"{tmp_path}/model" in err and "~" not in err

@@ -58,6 +58,7 @@ class FileCommandOptions(Options):
     NOT_IN_ROWS: ClassVar[tuple[str, ...]] = ("input", "output", "batch_size", "trust_remote_code")
     # the model folders the command reads (checked before the rows are read)
     MODEL_KEYS: ClassVar[tuple[str, ...]] = ("model_name_or_path",)
+    PATH_KEYS: ClassVar[tuple[str, ...]] = ("model_name_or_path", "input", "output")
 
     # the options a directpo run's config.yaml gives when left unset (None): the run's
     # attribute, and the value for a model folder that is not a run
@@ -165,6 +166,7 @@ def check_output_file(path: str) -> None:
 @dataclass
 class RewardOptions(FileCommandOptions):
     MODEL_KEYS: ClassVar[tuple[str, ...]] = ("model_name_or_path", "ref_model_name_or_path")
+    PATH_KEYS: ClassVar[tuple[str, ...]] = (*FileCommandOptions.PATH_KEYS, "ref_model_name_or_path")
 
     ref_model_name_or_path: str | None = option(
         None, "Reference model. Default: the one recorded in the run's config.yaml."
@@ -290,6 +292,7 @@ class DemoOptions(Options):
     )
     output_dir: str = option("demo_output", "Where the figures, results and runs go.")
     seed: int = option(0, "Seed of prompts, sampling and training: same seed, same numbers.")
+    PATH_KEYS: ClassVar[tuple[str, ...]] = ("output_dir",)
 
     def _check_values(self) -> None:
         self._one_of("profile", ("quick", "full"))
@@ -307,3 +310,4 @@ class PlotOptions(Options):
         "The image to write (.png, .pdf, .svg, .jpg, ...; its folder is made). "
         "Default: RUN_DIR/curves.png.",
     )
+    PATH_KEYS: ClassVar[tuple[str, ...]] = ("run_dir", "output")

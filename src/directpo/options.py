@@ -48,8 +48,24 @@ def type_hints(options: type) -> dict[str, Any]:
     return typing.get_type_hints(options)
 
 
+def home_expanded(value: Any) -> Any:
+    """A path option's value with a leading ``~`` as the home folder, as a shell reads it:
+    YAML, Python and a quoted flag (``--input '~/x.jsonl'``) do not. Lists and mappings
+    (a mixture's files) are read through."""
+    if isinstance(value, str):  # (a hub id or a template's text never starts with ~/)
+        return os.path.expanduser(value) if value.startswith("~/") or value == "~" else value
+    if isinstance(value, list):
+        return [home_expanded(item) for item in value]
+    if isinstance(value, dict):
+        return {name: home_expanded(item) for name, item in value.items()}
+    return value
+
+
 class Options:
     """Base of the options dataclasses: coercion on construction, then ``_check_values``."""
+
+    # the options naming local files or folders: their ``~`` is expanded on construction
+    PATH_KEYS: typing.ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         # every wrong value is reported at once: a user fixing a config file one error per run
@@ -64,6 +80,9 @@ class Options:
                 problems.append(str(error))
                 untyped.add(f.name)
                 setattr(self, f.name, _default(f))  # the other options are still checked
+        for key in self.PATH_KEYS:  # (score --input '~/x.jsonl' read a folder named ~)
+            if home_expanded(getattr(self, key)) != getattr(self, key):
+                setattr(self, key, home_expanded(getattr(self, key)))
         checked: list[str] = []
         self._problems: list[str] | None = checked
         self._refused: set[str] = set(untyped)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from directpo.errors import ConfigError, collected, refuse_all
+from directpo.options import home_expanded
 
 if TYPE_CHECKING:
     from directpo.config import DPOConfig
@@ -73,24 +74,14 @@ def expand_home(config: Any) -> None:
     "no such model folder" (a train_file read as missing, an output_dir made as ./~)."""
     for key in PATH_OPTIONS:
         value = getattr(config, key)
-        if _home_expanded(value) != value:  # (a set option forgets how it was spelled)
-            setattr(config, key, _home_expanded(value))
+        if home_expanded(value) != value:  # (a set option forgets how it was spelled)
+            setattr(config, key, home_expanded(value))
     for key in ("model_init_kwargs", "ref_model_init_kwargs"):
         kwargs = getattr(config, key)
         if isinstance(kwargs, dict):
-            expanded = {k: _home_expanded(v) if k in PATH_KWARGS else v for k, v in kwargs.items()}
+            expanded = {k: home_expanded(v) if k in PATH_KWARGS else v for k, v in kwargs.items()}
             if expanded != kwargs:
                 setattr(config, key, expanded)
-
-
-def _home_expanded(value: Any) -> Any:
-    if isinstance(value, str):  # (a hub id or a template's text never starts with ~/)
-        return os.path.expanduser(value) if value.startswith("~/") or value == "~" else value
-    if isinstance(value, list):
-        return [_home_expanded(item) for item in value]
-    if isinstance(value, dict):
-        return {name: _home_expanded(item) for name, item in value.items()}
-    return value
 
 
 def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
