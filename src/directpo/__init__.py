@@ -39,6 +39,24 @@ _LAZY = {
 }
 
 
+# TRL's names a TRL user imports first, and what directpo has instead: `from directpo import
+# DPOTrainer` said only "cannot import name". No stub class: a lookalike DPOTrainer whose
+# methods differ from TRL's would fail later and further from the cause.
+_TRL_NAMES = {
+    "DPOTrainer": "directpo has no trainer class: call directpo.train(config, model=..., "
+    "train_dataset=..., processing_class=...) with DPOTrainer's keywords (config: a "
+    "directpo.DPOConfig, a trl.DPOConfig or a dict), or run `directpo train`",
+    "OnlineDPOTrainer": "online DPO is an option: directpo.train(DPOConfig(online=True, "
+    "reward_fn=..., ...)), or `directpo train --online true`",
+    "OnlineDPOConfig": "use directpo.DPOConfig(online=True, ...): it reads OnlineDPOConfig's "
+    "options",
+    "ModelConfig": "use directpo.DPOConfig: it holds ModelConfig's options too "
+    "(model_name_or_path, dtype, lora_r, ...)",
+    "ScriptArguments": "use directpo.DPOConfig: it holds ScriptArguments' options too "
+    "(dataset_name, dataset_train_split, ...)",
+}
+
+
 def __dir__() -> list[str]:
     """The lazy names too, so that a notebook's tab completion offers ``train``."""
     return sorted({*globals(), *_LAZY})
@@ -50,4 +68,7 @@ def __getattr__(name: str) -> Any:
 
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
+    if name in _TRL_NAMES:
+        # an ImportError: `from directpo import X` drops an AttributeError's message
+        raise ImportError(f"directpo has no {name} (TRL's): {_TRL_NAMES[name]}", name=name)
     raise AttributeError(f"module 'directpo' has no attribute {name!r}")

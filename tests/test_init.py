@@ -1,0 +1,30 @@
+"""The package's names: TRL's, imported from directpo, say what to use instead."""
+
+from __future__ import annotations
+
+import pytest
+
+import directpo
+
+
+@pytest.mark.parametrize(
+    "name, instead",
+    [
+        ("DPOTrainer", "directpo.train(config, model=..., train_dataset=..."),
+        ("OnlineDPOTrainer", "DPOConfig(online=True"),
+        ("OnlineDPOConfig", "directpo.DPOConfig(online=True"),
+        ("ModelConfig", "use directpo.DPOConfig"),
+        ("ScriptArguments", "use directpo.DPOConfig"),
+    ],
+)
+def test_a_trl_name_imported_from_directpo_says_what_to_use(name, instead) -> None:
+    """``from directpo import DPOTrainer`` (a TRL user's first line) said only "cannot import
+    name 'DPOTrainer' from 'directpo'"."""
+    with pytest.raises(ImportError, match=f"directpo has no {name} \\(TRL's\\)") as info:
+        exec(f"from directpo import {name}", {})
+    assert instead in str(info.value)
+
+
+def test_other_names_stay_plain_attribute_errors() -> None:
+    assert not hasattr(directpo, "NoSuchName")
+    assert directpo.DPOConfig.__module__ == "directpo.config"  # TRL's spelling, directpo's own
