@@ -50,3 +50,34 @@ def test_a_reward_module_fixed_after_its_error_is_read_again(tmp_path, monkeypat
         assert load_reward_fn(f"{name}:score")(["p"], ["c"], [{}]) == [2.0]
     finally:
         sys.modules.pop(name, None)
+
+
+def test_a_reward_module_leaves_sys_path_as_it_was(tmp_path, monkeypatch) -> None:
+    """`module:function` appended the working folder to sys.path for good (its modules then
+    shadowed others of their names for the rest of a notebook's session); the module's own
+    imports of modules beside it still work, `module:function` and `file.py:function` alike."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    for name in ("cwd_rewards_mod", "cwd_rewards_helper", "file_rewards_helper"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    (tmp_path / "cwd_rewards_helper.py").write_text("VALUE = 3.0\n")
+    (tmp_path / "cwd_rewards_mod.py").write_text(
+        "from cwd_rewards_helper import VALUE\n"
+        "def score(prompts, completions):\n    return [VALUE] * len(completions)\n"
+    )
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    (folder / "file_rewards_helper.py").write_text("VALUE = 5.0\n")
+    (folder / "rewards.py").write_text(
+        "import file_rewards_helper\n"
+        "def score(prompts, completions):\n    return [file_rewards_helper.VALUE]\n"
+    )
+    before = list(sys.path)
+    try:
+        assert load_reward_fn("cwd_rewards_mod:score")(["p"], ["c"], [{}]) == [3.0]
+        assert sys.path == before
+        assert load_reward_fn(f"{folder / 'rewards.py'}:score")(["p"], ["c"], [{}]) == [5.0]
+        assert sys.path == before
+    finally:
+        for name in ("cwd_rewards_mod", "cwd_rewards_helper", "file_rewards_helper"):
+            sys.modules.pop(name, None)

@@ -15,13 +15,14 @@ It is called as TRL calls its ``reward_funcs``: by keyword (``prompts=``, ``comp
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -72,11 +73,11 @@ def _import(spec: str) -> Callable[..., Any]:
             path = Path(module_name)
             if not path.is_file():
                 raise ConfigError(f"reward_fn '{spec}': no such file {module_name}")
-            module = _file_module(path)
+            with _on_path(str(path.resolve().parent)):  # (its sibling imports)
+                module = _file_module(path)
         else:
-            if os.getcwd() not in sys.path and "" not in sys.path:
-                sys.path.append(os.getcwd())  # `module:function` of a file in the current folder
-            module = _current_module(module_name)
+            with _on_path(os.getcwd()):  # `module:function` of a file in the current folder
+                module = _current_module(module_name)
     except ConfigError:
         raise
     except Exception as exc:  # any import-time failure of user code
@@ -87,6 +88,23 @@ def _import(spec: str) -> Callable[..., Any]:
     if not callable(function):
         raise ConfigError(f"reward_fn '{spec}': {module_name} has no function {attr}")
     return function
+
+
+@contextlib.contextmanager
+def _on_path(folder: str) -> Iterator[None]:
+    """``folder`` on sys.path while the reward module is imported: its top-level imports of
+    modules beside it work, and the process's path is left as it was (appended for good, the
+    folder's modules shadowed others of the same name for the rest of a notebook's session).
+    An import inside the function's body, run later, sees the path without it."""
+    if folder in sys.path or (folder == os.getcwd() and "" in sys.path):
+        yield
+        return
+    sys.path.append(folder)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):  # (the module may have removed it itself)
+            sys.path.remove(folder)
 
 
 # a reward file's module is registered under this prefix (dataclasses and pickle look a class's
