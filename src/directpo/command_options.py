@@ -110,6 +110,11 @@ class FileCommandOptions(Options):
         # every problem in one pass: a missing model folder and a missing input were two runs
         keys = ("model_name_or_path", "input", "output")
         refuse_all([f"--{key} is required" for key in keys if not getattr(self, key)])
+        from directpo.outputs import finish_publish_before_reading  # (torch: not for --help)
+
+        for key in self.MODEL_KEYS:  # a run whose final move was killed: finished, then read
+            if getattr(self, key) and os.path.isdir(getattr(self, key)):
+                finish_publish_before_reading(getattr(self, key))
         refuse_all(self._path_problems())
 
     def _path_problems(self) -> list[str]:

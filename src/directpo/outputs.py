@@ -9,7 +9,8 @@ model card and the files transformers' ``save_metrics`` / ``save_state`` write
 The folder is written whole into ``output_dir/.final.tmp`` and only then moved into place
 (``publish_final``), replacing every model file an earlier save left there: a failed or
 interrupted save leaves ``output_dir`` as it was, and a folder never mixes two runs' files
-(an old ``model.safetensors`` beside a new adapter would load as a wrong model).
+(an old ``model.safetensors`` beside a new adapter would load as a wrong model). A move
+killed half way is finished by the next run or reader of the folder (publish.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from directpo.errors import ConfigError
 from directpo.hub import HUB_ID, hub_model_name, hub_safe_card
 from directpo.models import LoadOptions, config_as_loaded, load_causal_lm, model_location
 from directpo.preflight import packaged_builders
+from directpo.publish import is_complete, publish, roll_forward
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,8 @@ def prepare_output_dir(
             lock.acquire(output_dir)
     except OSError as exc:
         raise ConfigError(f"output_dir {output_dir}: not writable ({exc.strerror})") from None
+    if lock is not None:  # (rank 0 alone) a final folder's interrupted move: finished, not lost
+        finish_interrupted_publish(output_dir)
     previous = list_checkpoints(output_dir)
     entries = sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() else []
     entries = [name for name in entries if not name.startswith(".")]  # staging, tmp folders
@@ -259,7 +263,8 @@ def prepare_output_dir(
                 "files): move them, or choose another output_dir"
             )
     # half-written checkpoints and final folders of a killed run (hidden, never resumed from):
-    # nothing else removed them, and each kept a model's worth of disk for good
+    # nothing else removed them, and each kept a model's worth of disk for good (a complete
+    # final folder was moved into place above)
     staged = sorted(output_dir.glob(STAGING.format(step="*"))) + [
         path for path in [output_dir / FINAL_STAGING] if path.is_dir()
     ]
@@ -303,23 +308,37 @@ def same_folder(a: str | Path, b: str | Path) -> bool:
 
 
 def publish_final(staging: Path, output_dir: Path) -> None:
-    """Move the completely written final folder ``staging`` into ``output_dir``, first
-    removing the model files an earlier save left there (renames: no copy, no half state
-    worth resuming from)."""
-    remove(model_files(output_dir))
-    _move_into(staging, output_dir)
+    """Move the completely written final folder ``staging`` into ``output_dir``, removing the
+    model files an earlier save left there (renames, the staging folder first marked complete:
+    a kill between two renames is finished by the next run, publish.py)."""
+    publish(staging, output_dir, model_files)
 
 
-def _move_into(source: Path, folder: Path) -> None:
-    """Every entry of ``source`` renamed into ``folder``; a folder already there (adapter/,
-    its earlier model files removed) takes the entries, so that what else it holds stays."""
-    for entry in sorted(source.iterdir()):
-        target = folder / entry.name
-        if entry.is_dir() and target.is_dir() and not target.is_symlink():
-            _move_into(entry, target)
-        else:
-            os.replace(entry, target)
-    source.rmdir()
+def finish_interrupted_publish(output_dir: Path) -> bool:
+    """Whether ``output_dir`` held a final folder whose move was interrupted (a SIGKILL, a power
+    loss between two renames), now finished; the caller holds the folder's lock."""
+    staging = output_dir / FINAL_STAGING
+    if not is_complete(staging):
+        return False
+    roll_forward(staging, output_dir, model_files)
+    return True
+
+
+def finish_publish_before_reading(folder: str | os.PathLike) -> None:
+    """A run folder read for scoring (score, rank, generate, ``ImplicitReward.from_run``):
+    its interrupted final move finished first, unless a run is writing it now (its own move
+    is under way) or the folder is read-only (it loads as it is)."""
+    path = Path(folder)
+    if not is_complete(path / FINAL_STAGING):
+        return
+    lock = OutputLock()
+    try:
+        lock.acquire(path)
+        finish_interrupted_publish(path)
+    except (ConfigError, OSError):
+        return
+    finally:
+        lock.release()
 
 
 def save_final_model(

@@ -39,7 +39,7 @@ from directpo.models import (
     model_location,
     pad_token_id,
 )
-from directpo.outputs import REFERENCE_FOLDER
+from directpo.outputs import REFERENCE_FOLDER, finish_publish_before_reading
 from directpo.precision import DTYPES
 from directpo.preflight import check_model_location
 from directpo.prompts import (
@@ -354,8 +354,10 @@ def run_values_missing(
 
 def run_config(folder: str | os.PathLike) -> DPOConfig | None:
     """The options of the directpo run that wrote ``folder`` (its output_dir, one of its
-    checkpoints or, with merge_lora, its ``adapter`` folder: the run's config.yaml), or None."""
+    checkpoints or, with merge_lora, its ``adapter`` folder: the run's config.yaml), or None.
+    A run's final folder whose move into place was killed half way is finished first."""
     path = Path(folder)
+    finish_publish_before_reading(path)
     saved = path / "config.yaml"
     merged = path.name == "adapter" and (path.parent / "metrics.jsonl").is_file()  # a run's
     if not saved.is_file() and ((path / MANIFEST).is_file() or merged):
