@@ -24,13 +24,13 @@ import difflib
 import json
 import os
 import re
-import shlex
 import sys
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from directpo.after_run import next_steps, resume_command
 from directpo.command_options import (
     DemoOptions,
     GenerateOptions,
@@ -41,7 +41,6 @@ from directpo.command_options import (
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DirectpoError
 from directpo.options import load_options, option_help, read_yaml
-from directpo.preflight import expand_patterns
 from directpo.signals import Terminated, exit_code_of, sigterm_unwinds
 from directpo.trl_compat import ALIASES, VERSION_FLAGS, VERSION_HINT
 
@@ -84,45 +83,8 @@ def _train(options: DPOConfig) -> int:
     if result is not None and result.stopped_by is not None:
         return exit_code_of(result.stopped_by)
     if result is not None and _first_rank():
-        print(next_steps(str(result.output_dir), options.eval_file))
+        print(next_steps(str(result.output_dir), options.eval_file, options.max_eval_samples))
     return 0
-
-
-def resume_command(tokens: Sequence[str]) -> str:
-    """The command that continues a stopped run: the train command as given (without its own
-    resume_from_checkpoint), resuming from the newest checkpoint."""
-    kept: list[str] = []
-    skip = False
-    for token in tokens:
-        if skip:
-            skip = False
-            continue
-        if token == "--resume_from_checkpoint":
-            skip = True  # (its value follows)
-            continue
-        if not token.startswith("--resume_from_checkpoint="):
-            kept.append(token)
-    resume = "--resume_from_checkpoint latest"
-    if "LOCAL_RANK" in os.environ:  # (the launcher's own arguments are not this process's)
-        return f"resume: the same launch with {resume}"
-    return f"resume: {shlex.join(['directpo', 'train', *kept])} {resume}"
-
-
-def next_steps(output_dir: str, eval_file: Any) -> str:
-    """The commands that use a finished run (it ended at "model saved to ..."): its held-out
-    pairs scored by the implicit reward when they are one file, its curves drawn."""
-    run = shlex.quote(output_dir)
-    if isinstance(eval_file, str | list):  # a glob pattern is the files it matches (score
-        # reads no pattern: it said 'no such file' of the one the run had read)
-        with contextlib.suppress(ConfigError):  # (matched when the run read it)
-            eval_file = expand_patterns("eval_file", eval_file)
-    if isinstance(eval_file, list) and len(eval_file) == 1:  # (a list of one file: that file)
-        eval_file = eval_file[0]
-    pairs = shlex.quote(eval_file) if isinstance(eval_file, str) else "PAIRS.jsonl"
-    return (
-        f"next: directpo score --model_name_or_path {run} --input {pairs} --output "
-        f"scored.jsonl (its implicit rewards); directpo plot {run} (training curves)"
-    )
 
 
 def _score(options: ScoreOptions) -> None:
