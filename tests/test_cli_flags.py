@@ -30,6 +30,12 @@ def test_a_did_you_mean_keeps_its_own_spelling(capsys) -> None:
     assert "unknown option '--batch-sise'; did you mean '--batch_size'?" in err
 
 
+def test_a_note_on_a_dashed_flag_names_it_as_typed(capsys) -> None:
+    assert main(["score", "--batch-size", "2", "--batch-size", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "note: --batch-size is given 2 times: the last one (3) is used" in err
+
+
 HOME = os.path.expanduser("~")
 
 

@@ -309,7 +309,9 @@ def _main(argv: Sequence[str] | None) -> int:
                 config_file, overrides = _yaml_and_flags(argv[1:], command.options)
                 if config_file is not None:
                     _refuse_data_file(config_file)
-                code = command.run(_loaded(command.options, config_file, overrides, argv[1:]))
+                code = command.run(
+                    _loaded(command.options, config_file, overrides, argv[1:], typed)
+                )
                 if code and _first_rank():  # (a stopped run: its checkpoint is written)
                     print(resume_command(argv[1:]))
                 return code or 0
@@ -333,7 +335,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if "positional" in overrides:
             overrides[command.positional] = overrides.pop("positional")
         config_file = getattr(args, "config", None)
-        return command.run(_loaded(command.options, config_file, overrides, argv[1:])) or 0
+        return command.run(_loaded(command.options, config_file, overrides, argv[1:], typed)) or 0
     except DirectpoError as err:
         _say_error(err, typed)
         return err.exit_code
@@ -349,7 +351,11 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _loaded(
-    options: type, config_file: str | None, overrides: dict[str, Any], tokens: Sequence[str]
+    options: type,
+    config_file: str | None,
+    overrides: dict[str, Any],
+    tokens: Sequence[str],
+    typed: Sequence[str] = (),
 ) -> Any:
     """The options of the YAML file and flags; a value replaced by a later flag, or a YAML value
     by a flag, is said in a note (either took effect without a word: ``--beta 0.1 ... --beta
@@ -357,7 +363,7 @@ def _loaded(
     built = load_options(options, config_file, overrides)
     if _first_rank():
         for note in _replaced_values(tokens, config_file, overrides):
-            print(f"directpo: note: {note}", file=sys.stderr)
+            print(f"directpo: note: {as_typed(note, typed)}", file=sys.stderr)
     return built
 
 
