@@ -93,3 +93,35 @@ def test_score_finishes_it_before_checking_the_model_folder(tmp_path, monkeypatc
     assert main(["score", *argv, "--output", str(tmp_path / "o.jsonl")]) == 2
     assert "input: no such file" in capsys.readouterr().err
     assert _files(out) == NEW and not (out / FINAL_STAGING).exists()
+
+
+def test_a_move_failing_with_an_os_error_keeps_the_complete_folder(tmp_path, monkeypatch) -> None:
+    """An OSError while the marked folder was being moved (not a kill) had write_staged delete
+    it, and the run said output_dir was as it was: a mix, and the model gone. The folder is
+    kept, and the next run finishes the move."""
+    from directpo.checkpoint import write_staged
+    from directpo.distributed import SINGLE_PROCESS
+
+    out = _folder(tmp_path / "run", OLD)
+    staging = out / FINAL_STAGING
+    real, done = os.replace, []
+
+    def replace(source, target) -> None:
+        if len(done) == 2:
+            raise OSError(28, "No space left on device")
+        done.append(source)
+        real(source, target)
+
+    def write_and_publish() -> None:
+        _folder(staging, NEW)
+        publish_final(staging, out)
+
+    monkeypatch.setattr(os, "replace", replace)
+    problem = write_staged(staging, SINGLE_PROCESS, on_main=write_and_publish)
+    monkeypatch.setattr(os, "replace", real)
+    assert problem is not None and "No space left on device" in problem
+    assert staging.is_dir()  # the run's model, whole
+    config = DPOConfig(model_name_or_path="someone/model", output_dir=str(out))
+    with pytest.raises(ConfigError, match="already holds a finished run"):
+        prepare_output_dir(out, config, OutputLock())
+    assert _files(out) == NEW and not staging.exists()

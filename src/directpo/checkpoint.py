@@ -44,6 +44,7 @@ from directpo.distributed import (
 from directpo.errors import CheckpointError, first_line
 from directpo.hub import hub_safe_card
 from directpo.models import config_as_loaded
+from directpo.publish import is_complete
 from directpo.trainer_state import STATE_FILE, own_state, trainer_state
 from directpo.weight_names import as_model_state
 
@@ -294,7 +295,9 @@ def write_staged(
     if problem is None and on_main is not None and world.is_main:
         problem = attempt_write(on_main, folder)
     problem = broadcast(problem, world)
-    if problem is not None and world.is_main:
+    # (a final folder marked complete failed while being moved into place: it is the run's
+    # model, which the next run or reader of the folder finishes moving; publish.py)
+    if problem is not None and world.is_main and not is_complete(staging):
         shutil.rmtree(staging, ignore_errors=True)
     return problem
 

@@ -35,6 +35,7 @@ from directpo.outputs import (
 )
 from directpo.precision import fold_compensation, kahan_compensation
 from directpo.precompute import PrecomputedReference
+from directpo.publish import is_complete
 from directpo.reference import (
     AdapterReference,
     FrozenModelReference,
@@ -236,6 +237,12 @@ def _save_final(run: Run, record: RunRecord) -> torch.nn.Module | None:
         every_rank=(lambda: _save_sharded(run, record, staging)) if run.sharded else None,
         on_main=write_and_publish,
     )
+    if problem is not None and is_complete(staging):
+        raise CheckpointError(
+            f"cannot finish moving the final model into {output_dir} ({problem}); it is written "
+            f"whole in {staging}: the next directpo train, score or ImplicitReward.from_run of "
+            f"{output_dir} finishes the move"
+        )
     if problem is not None:
         kept = what_is_kept(output_dir)
         raise CheckpointError(f"cannot write the final model to {output_dir} ({problem}); {kept}")
