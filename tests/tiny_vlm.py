@@ -1,5 +1,5 @@
 """Tiny random vision-language models with offline processors (LLaVA, Qwen2-VL, Qwen2.5-VL,
-Qwen3-VL, Gemma 3, Idefics3 / SmolVLM, LLaVA-OneVision and Mllama styles).
+Qwen3-VL, Gemma 3, Idefics3 / SmolVLM, LLaVA-OneVision, PaliGemma and Mllama styles).
 
 The tokenizer is the tests' byte-level BPE with each architecture's image tokens; the image
 processors are the PIL ones (no torchvision here). The Qwen-VL and LLaVA-OneVision processor
@@ -41,6 +41,9 @@ from transformers import (
     MllamaForConditionalGeneration,
     MllamaImageProcessorPil,
     MllamaProcessor,
+    PaliGemmaConfig,
+    PaliGemmaForConditionalGeneration,
+    PaliGemmaProcessor,
     PreTrainedTokenizerFast,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
@@ -52,6 +55,7 @@ from transformers import (
     Qwen3VLConfig,
     Qwen3VLForConditionalGeneration,
     Qwen3VLProcessor,
+    SiglipImageProcessorPil,
 )
 
 CORPUS = [
@@ -160,11 +164,13 @@ def build_vlm(style: str, seed: int = 0, image_size: int = 32) -> tuple[torch.nn
     ``gemma3`` (4 tokens an image, which see each other: the processor's token_type_ids),
     ``idefics3`` (an image is 1 to 5 tiles of 4 tokens, as its size and aspect ratio ask),
     ``qwen2_5vl`` / ``qwen3vl`` (as qwen2vl; windowed vision attention / deepstack features),
-    ``onevision`` (LLaVA-OneVision: anyres tiles of 16 tokens, 32x32 to 64x64) or ``mllama``
+    ``onevision`` (LLaVA-OneVision: anyres tiles of 16 tokens, 32x32 to 64x64), ``paligemma``
+    (16 tokens an image; the image and prompt see each other, a prefix-LM) or ``mllama``
     (Llama 3.2 Vision: cross-attention image layers, not supported by directpo)."""
     others = {"gemma3": _build_gemma3, "idefics3": _build_idefics3,
               "qwen2_5vl": _build_qwen2_5vl, "qwen3vl": _build_qwen3vl,
-              "onevision": _build_onevision, "mllama": _build_mllama}  # fmt: skip
+              "onevision": _build_onevision, "paligemma": _build_paligemma,
+              "mllama": _build_mllama}  # fmt: skip
     if style in others:
         torch.manual_seed(seed)
         return others[style]()
@@ -381,6 +387,34 @@ def _build_onevision() -> tuple[torch.nn.Module, object]:
         vision_feature_select_strategy="full", vision_feature_layer=-1,
     )  # fmt: skip
     return LlavaOnevisionForConditionalGeneration(config), processor
+
+
+def _build_paligemma() -> tuple[torch.nn.Module, object]:
+    """No chat template (PaliGemma's prompts are text): its processor writes an image's tokens,
+    then BOS, the prompt and a newline; token_type_ids 0 mark that bidirectional prefix."""
+    tok = train_byte_level_bpe(["<bos>", "<eos>", "<pad>", "<image>"], CORPUS)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", 0)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"
+    )
+    image_processor = SiglipImageProcessorPil(size={"height": 32, "width": 32})
+    image_processor.image_seq_length = 16
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    config = PaliGemmaConfig(
+        text_config=dict(
+            model_type="gemma", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+            max_position_embeddings=512, bos_token_id=0, eos_token_id=1, pad_token_id=2,
+        ),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, image_size=32, patch_size=8,
+                           projection_dim=32),
+        projection_dim=32, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        bos_token_id=0, eos_token_id=1, pad_token_id=2,
+    )  # fmt: skip
+    return PaliGemmaForConditionalGeneration(config), processor
 
 
 def _build_mllama() -> tuple[torch.nn.Module, object]:

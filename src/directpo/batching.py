@@ -237,6 +237,8 @@ def collate_segments(
     positions_3d = torch.zeros((3, *shape), dtype=torch.long) if rope_3d else None
     type_keys = sorted({key for v in visions if v is not None for key in v.token_types})
     token_types = {key: torch.zeros(shape, dtype=torch.long) for key in type_keys}
+    # a completion's token types where they are not 0 (PaliGemma's suffix: 1)
+    suffix = {k: t for v in visions if v is not None for k, t in v.completion_types.items()}
     row_images: list[VisionInputs] = []  # in the order the rows show their image tokens
     for r, row in enumerate(rows):
         offset = 0
@@ -272,6 +274,8 @@ def collate_segments(
                 positions += range(first, first + len(completion))
                 branches += [branch] * len(completion)
             end = offset + len(ids)
+            for key, value in suffix.items():
+                token_types[key][r, offset + n_prompt : end] = value
             input_ids[r, offset:end] = torch.tensor(ids, dtype=torch.long)
             attention_mask[r, offset:end] = 1
             position_ids[r, offset:end] = torch.tensor(positions, dtype=torch.long)

@@ -315,8 +315,8 @@ def choose_layout(
         echo(
             f"prefix_sharing/padding_free: off for {type(unwrap_peft(models[0])).__name__}, "
             f"whose {OWN_MASK_TYPES} let tokens see later ones (Gemma 3's image tokens see "
-            "each other), which the shared rows' causal mask cannot say; using the plain "
-            "padded layout"
+            "each other, PaliGemma's image and prompt), which the shared rows' causal mask "
+            "cannot say; using the plain padded layout"
         )
         return PLAIN
     runners = list(runners) or [None] * len(models)

@@ -16,10 +16,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import inspect
 import io
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -38,6 +39,9 @@ MM_TYPES = "mm_token_type_ids"
 # from which a model makes its own attention mask: Gemma 3's image tokens see each other
 OWN_MASK_TYPES = "token_type_ids"
 TOKEN_TYPE_KEYS = (MM_TYPES, OWN_MASK_TYPES)
+# a processor's training labels (PaliGemma's: -100 over a prompt given without a suffix) are no
+# model input: passed on, the model took them for its own loss at the prompt's length and failed
+NOT_INPUTS = ("labels",)
 
 
 class ImageError(Exception):
@@ -198,6 +202,8 @@ class VisionInputs:
     token_types: dict[str, list[int]]  # the prompt's TOKEN_TYPE_KEYS outputs, by name
     digest: str  # of the pixels: part of the precomputed reference's cache key
     positions: torch.Tensor | None = None  # [3, prompt tokens] for 3D rotary models
+    # the token type of a completion's tokens, by name, where it is not 0 (``suffix_types``)
+    completion_types: dict[str, int] = field(default_factory=dict)
 
 
 def encode_with_images(
@@ -213,7 +219,8 @@ def encode_with_images(
     except ValueError as exc:  # e.g. placeholders and images do not match in number
         raise ImageError("image tokens", str(exc).splitlines()[0]) from None
     ids = out.pop("input_ids")[0].tolist()
-    out.pop("attention_mask", None)
+    for key in ("attention_mask", *NOT_INPUTS):
+        out.pop(key, None)
     types = {key: out.pop(key)[0].tolist() for key in TOKEN_TYPE_KEYS if key in out}
     tensors = {key: value for key, value in out.items() if isinstance(value, torch.Tensor)}
     _refuse_per_token_inputs(processor, tensors, len(ids))
@@ -221,7 +228,38 @@ def encode_with_images(
     for key in sorted(tensors):
         digest.update(key.encode())
         digest.update(tensors[key].detach().cpu().contiguous().numpy().tobytes())
-    return ids, VisionInputs(tensors, types, digest.hexdigest())
+    return ids, VisionInputs(
+        tensors, types, digest.hexdigest(), None, suffix_types(processor, types)
+    )
+
+
+def suffix_types(processor: Any, types: dict[str, list[int]]) -> dict[str, int]:
+    """The token type of a completion's tokens where a processor takes a ``suffix`` (the
+    prefix-LM convention of PaliGemma: token_type_ids 0 mark the image and prompt, which see
+    each other whole, 1 the suffix, which attends causally). Typed 0 as a prompt is, a
+    completion's tokens saw the tokens after them: their log-probs were silently wrong."""
+    return {OWN_MASK_TYPES: 1} if is_prefix_lm(processor) and OWN_MASK_TYPES in types else {}
+
+
+def is_prefix_lm(processor: Any) -> bool:
+    """A processor of the prefix-LM convention: it takes a ``suffix`` to train on."""
+    try:
+        return "suffix" in inspect.signature(processor.__call__).parameters
+    except (TypeError, ValueError):  # a callable without a signature takes no suffix
+        return False
+
+
+def text_only_refusal(processor: Any) -> str | None:
+    """Why a prompt without images cannot train with this processor's model, or None. A
+    prefix-LM's (PaliGemma's) processor refuses such a prompt, and the model's forward without
+    its token_type_ids attends both ways over every token: a completion saw its own future."""
+    if not is_prefix_lm(processor):
+        return None
+    return (
+        f"the row has no images, and {type(processor).__name__}'s model (a prefix-LM: "
+        "PaliGemma) takes every prompt with its images; give the row an image, or set "
+        "skip_invalid_rows to drop such rows"
+    )
 
 
 def _refuse_per_token_inputs(processor: Any, tensors: dict[str, torch.Tensor], tokens: int) -> None:
