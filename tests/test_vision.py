@@ -626,7 +626,8 @@ def _direct_logps(model: torch.nn.Module, pair) -> list[float]:  # noqa: ANN001
     return sums
 
 
-FAMILIES = ["qwen2_5vl", "qwen3vl", "onevision", "idefics3", "gemma3", "paligemma", "internvl"]
+FAMILIES = ["qwen2_5vl", "qwen3vl", "onevision", "idefics3", "gemma3", "paligemma", "internvl",
+            "aya_vision"]  # fmt: skip
 # whose token_type_ids make the model's own attention mask: they train in the plain layout only
 OWN_MASKS = ("gemma3", "paligemma")
 
@@ -705,7 +706,7 @@ def test_a_cross_attention_vlm_is_refused_in_one_line(tmp_path) -> None:
     assert "this model is not supported" in message and "\n" not in message
 
 
-@pytest.mark.parametrize("style", ["qwen3vl", "onevision", "paligemma", "internvl"])
+@pytest.mark.parametrize("style", ["qwen3vl", "onevision", "paligemma", "internvl", "aya_vision"])
 def test_a_family_trains_resumes_and_its_folder_generates_without_directpo(style, tmp_path):
     """Train with a held-out file and checkpoints; resuming from the first checkpoint (refused
     before: save_pretrained stores the weights under transformers' names, 'weights do not match

@@ -1,5 +1,6 @@
 """Tiny random vision-language models with offline processors (LLaVA, Qwen2-VL, Qwen2.5-VL,
-Qwen3-VL, Gemma 3, Idefics3 / SmolVLM, LLaVA-OneVision, PaliGemma, InternVL and Mllama styles).
+Qwen3-VL, Gemma 3, Idefics3 / SmolVLM, LLaVA-OneVision, PaliGemma, InternVL, Aya Vision and
+Mllama styles).
 
 The tokenizer is the tests' byte-level BPE with each architecture's image tokens; the image
 processors are the PIL ones (no torchvision here). The Qwen-VL, LLaVA-OneVision and InternVL
@@ -19,6 +20,9 @@ from tiny import train_byte_level_bpe
 from tokenizers import processors
 from transformers import (
     AutoProcessor,
+    AyaVisionConfig,
+    AyaVisionForConditionalGeneration,
+    AyaVisionProcessor,
     CLIPImageProcessorPil,
     CLIPVisionConfig,
     Gemma3Config,
@@ -182,12 +186,13 @@ def build_vlm(style: str, seed: int = 0, image_size: int = 32) -> tuple[torch.nn
     ``qwen2_5vl`` / ``qwen3vl`` (as qwen2vl; windowed vision attention / deepstack features),
     ``onevision`` (LLaVA-OneVision: anyres tiles of 16 tokens, 32x32 to 64x64), ``paligemma``
     (16 tokens an image; the image and prompt see each other, a prefix-LM), ``internvl`` (1 to 4
-    tiles of 4 tokens, as the image's aspect ratio asks) or ``mllama``
+    tiles of 4 tokens, as the image's aspect ratio asks), ``aya_vision`` (as internvl, a Cohere2
+    language model) or ``mllama``
     (Llama 3.2 Vision: cross-attention image layers, not supported by directpo)."""
     others = {"gemma3": _build_gemma3, "idefics3": _build_idefics3,
               "qwen2_5vl": _build_qwen2_5vl, "qwen3vl": _build_qwen3vl,
               "onevision": _build_onevision, "paligemma": _build_paligemma,
-              "internvl": _build_internvl,
+              "internvl": _build_internvl, "aya_vision": _build_aya_vision,
               "mllama": _build_mllama}  # fmt: skip
     if style in others:
         torch.manual_seed(seed)
@@ -466,6 +471,43 @@ def _build_internvl() -> tuple[torch.nn.Module, object]:
         downsample_ratio=0.5,
     )  # fmt: skip
     return InternVLForConditionalGeneration(config), processor
+
+
+def _build_aya_vision() -> tuple[torch.nn.Module, object]:
+    specials = ["<BOS_TOKEN>", "<|END_OF_TURN_TOKEN|>", "<PAD>", "<|START_OF_TURN_TOKEN|>",
+                "<|USER_TOKEN|>", "<|CHATBOT_TOKEN|>", "<image>", "<|START_OF_IMG|>",
+                "<|END_OF_IMG|>", "<|IMG_PATCH|>", "<|IMG_LINE_BREAK|>"]  # fmt: skip
+    tok = train_byte_level_bpe(specials, CORPUS)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<BOS_TOKEN> $A", pair="<BOS_TOKEN> $A $B", special_tokens=[("<BOS_TOKEN>", 0)]
+    )
+    role = "{{ '<|USER_TOKEN|>' if m['role'] == 'user' else '<|CHATBOT_TOKEN|>' }}"
+    template = "{{ bos_token }}" + _template(
+        "<|START_OF_TURN_TOKEN|>" + role, "<image>", "<|END_OF_TURN_TOKEN|>",
+        "<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>",
+    )  # fmt: skip
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<BOS_TOKEN>", eos_token="<|END_OF_TURN_TOKEN|>",
+        pad_token="<PAD>", chat_template=template,
+    )  # fmt: skip
+    image_processor = GotOcr2ImageProcessorPil(
+        size={"height": 32, "width": 32}, crop_to_patches=True, min_patches=1, max_patches=4
+    )
+    processor = AyaVisionProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=8, img_size=32,
+        downsample_factor=2, chat_template=template,
+    )  # fmt: skip
+    config = AyaVisionConfig(
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=4, image_size=32,
+                           patch_size=8),
+        text_config=dict(model_type="cohere2", vocab_size=len(tokenizer), hidden_size=32,
+                         intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=1024, sliding_window=512,
+                         bos_token_id=0, eos_token_id=1, pad_token_id=2),
+        image_token_index=tokenizer.convert_tokens_to_ids("<|IMG_PATCH|>"), downsample_factor=2,
+    )  # fmt: skip
+    return AyaVisionForConditionalGeneration(config), processor
 
 
 def _build_mllama() -> tuple[torch.nn.Module, object]:
