@@ -670,10 +670,11 @@ def test_a_prefix_lms_text_only_row_is_refused_and_its_processors_labels_stay_ou
     """PaliGemma (a prefix-LM): its model attends both ways over every token of a prompt given
     without token_type_ids (a text-only row's completion saw its own future) and its processor
     refuses a prompt without images, so such a row is refused in one line; an image row's
-    processor labels (its prompt's -100s) are no model input (the forward failed on them)."""
+    processor labels (its prompt's -100s) are no model input (the forward failed on them); it
+    trains in the plain layout, with a note."""
     from directpo.tokenization import tokenize_preferences
 
-    _, processor = build_vlm("paligemma")
+    model, processor = build_vlm("paligemma")
     text = {"prompt": "Hi", "chosen": " a", "rejected": " b"}
     rows = [text, {**text, "images": [make_image(seed=1)]}]
     tokenized = tokenize_preferences(
@@ -684,6 +685,13 @@ def test_a_prefix_lms_text_only_row_is_refused_and_its_processors_labels_stay_ou
     assert "labels" not in pair.vision.tensors and pair.vision.completion_types == {
         "token_type_ids": 1
     }
+    # its prefix, seen both ways, is what shared / packed rows' causal mask cannot say
+    lines: list[str] = []
+    assert (
+        choose_layout(Layout(share_prefix=True), [model], lines.append, [pair], longest=100)
+        == PLAIN
+    )
+    assert "PaliGemma's image and prompt" in lines[0]
     with pytest.raises(Exception, match=r"no images, and PaliGemmaProcessor's model \(a prefix"):
         tokenize_preferences(load_preferences(rows[:1], name="rows"), processor.tokenizer, None,
                              processor=processor)  # fmt: skip
