@@ -619,6 +619,11 @@ def _direct_logps(model: torch.nn.Module, pair) -> list[float]:  # noqa: ANN001
         inputs = dict(pair.vision.tensors) if pair.vision is not None else {}
         for key, types in (pair.vision.token_types if pair.vision is not None else {}).items():
             inputs[key] = torch.tensor([types + [suffix] * len(completion)])
+        for key, mask in (pair.vision.token_masks if pair.vision is not None else {}).items():
+            # as the processor masks text after the last image: each token reads them all
+            inputs[key] = torch.cat([mask, mask[-1:].expand(len(completion), *mask.shape[1:])])[
+                None
+            ]
         with torch.no_grad():
             logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), **inputs).logits
         scored = logits[0, len(pair.prompt_ids) - 1 : -1].float().log_softmax(-1)
@@ -627,9 +632,10 @@ def _direct_logps(model: torch.nn.Module, pair) -> list[float]:  # noqa: ANN001
 
 
 FAMILIES = ["qwen2_5vl", "qwen3vl", "onevision", "idefics3", "gemma3", "paligemma", "internvl",
-            "aya_vision"]  # fmt: skip
-# whose token_type_ids make the model's own attention mask: they train in the plain layout only
-OWN_MASKS = ("gemma3", "paligemma")
+            "aya_vision", "mllama"]  # fmt: skip
+# whose token_type_ids make the model's own attention mask, or whose cross-attention reads a
+# row's images: they train in the plain layout only
+OWN_MASKS = ("gemma3", "paligemma", "mllama")
 
 
 @pytest.mark.parametrize("style", FAMILIES)
@@ -651,6 +657,7 @@ def test_each_familys_logprobs_in_every_layout_are_its_own_forwards(style, tmp_p
     if style == "paligemma":  # no chat template (its prompts are text), nor text-only rows
         rows = [{**row, **{k: row[k][0]["content"] for k in ("prompt", "chosen", "rejected")}}
                 for row in rows[:3]]  # fmt: skip
+    rows = rows[:3] if style == "mllama" else rows  # no text-only rows
     data = load_preferences(str(write(tmp_path / "rows.jsonl", rows)))
     encoder = PairTokenizer(processor.tokenizer, None, processor=processor)
     pairs = [encoder.encode(example, Counter()) for example in data.examples]
@@ -697,24 +704,39 @@ def test_a_prefix_lms_text_only_row_is_refused_and_its_processors_labels_stay_ou
                              processor=processor)  # fmt: skip
 
 
-def test_a_cross_attention_vlm_is_refused_in_one_line(tmp_path) -> None:
+def test_a_cross_attention_vlms_mask_rides_with_its_rows_and_a_text_only_row_is_refused(
+    tmp_path,
+) -> None:
     """Mllama (Llama 3.2 Vision) reads its images through cross-attention layers, with a
-    cross_attention_mask per prompt token that directpo does not lay out: training failed at
-    the first step with a shape error deep in the model (a traceback). Its rows are refused
-    when tokenized (before any model loads), in one line naming the input and the model."""
-    from directpo.errors import ModelLoadError
+    cross_attention_mask per prompt token: it was refused. The mask is now laid out with the
+    rows (own forwards: the family test); it trains in the plain layout, with a note, and a
+    row without images (a batch's images are one entry per row) is refused in one line."""
     from directpo.tokenization import tokenize_preferences
 
-    _, processor = build_vlm("mllama")
-    data = load_preferences(str(write(tmp_path / "rows.jsonl", image_rows(tmp_path, 2))))
-    with pytest.raises(ModelLoadError) as error:
+    model, processor = build_vlm("mllama")
+    rows = image_rows(tmp_path, 2)
+    tokenized = tokenize_preferences(
+        load_preferences(str(write(tmp_path / "rows.jsonl", rows))), processor.tokenizer, None,
+        processor=processor,
+    )  # fmt: skip
+    pair = tokenized.pairs[0]
+    mask = pair.vision.token_masks["cross_attention_mask"]
+    assert "cross_attention_mask" not in pair.vision.tensors
+    assert mask.shape[0] == len(pair.prompt_ids) and int(mask[-1].sum()) > 0
+    lines: list[str] = []
+    assert (
+        choose_layout(Layout(share_prefix=True), [model], lines.append, [pair], longest=99) == PLAIN
+    )
+    assert "cross-attention layers take a batch's images one entry per row" in lines[0]
+    rows[0].pop("images")
+    data = load_preferences(str(write(tmp_path / "rows.jsonl", rows[:1])))
+    with pytest.raises(Exception, match=r"no images, and MllamaProcessor's model \(cross-atten"):
         tokenize_preferences(data, processor.tokenizer, None, processor=processor)
-    message = str(error.value)
-    assert message.startswith("MllamaProcessor returns cross_attention_mask (one entry per")
-    assert "this model is not supported" in message and "\n" not in message
 
 
-@pytest.mark.parametrize("style", ["qwen3vl", "onevision", "paligemma", "internvl", "aya_vision"])
+@pytest.mark.parametrize(
+    "style", ["qwen3vl", "onevision", "paligemma", "internvl", "aya_vision", "mllama"]
+)
 def test_a_family_trains_resumes_and_its_folder_generates_without_directpo(style, tmp_path):
     """Train with a held-out file and checkpoints; resuming from the first checkpoint (refused
     before: save_pretrained stores the weights under transformers' names, 'weights do not match

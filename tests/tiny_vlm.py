@@ -188,7 +188,7 @@ def build_vlm(style: str, seed: int = 0, image_size: int = 32) -> tuple[torch.nn
     (16 tokens an image; the image and prompt see each other, a prefix-LM), ``internvl`` (1 to 4
     tiles of 4 tokens, as the image's aspect ratio asks), ``aya_vision`` (as internvl, a Cohere2
     language model) or ``mllama``
-    (Llama 3.2 Vision: cross-attention image layers, not supported by directpo)."""
+    (Llama 3.2 Vision: cross-attention image layers, their gates opened)."""
     others = {"gemma3": _build_gemma3, "idefics3": _build_idefics3,
               "qwen2_5vl": _build_qwen2_5vl, "qwen3vl": _build_qwen3vl,
               "onevision": _build_onevision, "paligemma": _build_paligemma,
@@ -542,7 +542,12 @@ def _build_mllama() -> tuple[torch.nn.Module, object]:
                          pad_token_id=tokenizer.pad_token_id),
         image_token_index=tokenizer.convert_tokens_to_ids("<|image|>"),
     )  # fmt: skip
-    return MllamaForConditionalGeneration(config), processor
+    model = MllamaForConditionalGeneration(config)
+    with torch.no_grad():  # its cross-attention gates start at 0: the images would change nothing
+        for name, param in model.named_parameters():
+            if "gate" in name:
+                param.fill_(1.0)
+    return model, processor
 
 
 def save_tiny_vlm(style: str, folder: Path, seed: int = 0, image_size: int = 32) -> Path:

@@ -310,6 +310,13 @@ def choose_layout(
                 "one sequence of a row into the next; using the plain padded layout"
             )
             return PLAIN
+    if any(s.vision is not None and s.vision.token_masks for s in samples):
+        echo(
+            f"prefix_sharing/padding_free: off for {type(unwrap_peft(models[0])).__name__}, "
+            "whose cross-attention layers take a batch's images one entry per row (a shared "
+            "or packed row holds several pairs' tokens); using the plain padded layout"
+        )
+        return PLAIN
     if any(s.vision is not None and OWN_MASK_TYPES in s.vision.token_types for s in samples):
         # measured, the difference is a tiny random model's noise, a real model's is not
         echo(

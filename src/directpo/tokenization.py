@@ -483,7 +483,7 @@ class PairTokenizer:
             raise RowError(err.reason, err.message) from None
         if self.adds_bos and ids[:1] != [self.bos_id]:
             ids = [self.bos_id, *ids]
-            vision.token_types = {key: [0, *types] for key, types in vision.token_types.items()}
+            vision.prepend_token()
         if len(ids) > self.max_prompt_length:
             raise RowError(
                 "prompt too long",
