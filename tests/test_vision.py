@@ -710,7 +710,9 @@ def test_a_cross_attention_vlms_mask_rides_with_its_rows_and_a_text_only_row_is_
     """Mllama (Llama 3.2 Vision) reads its images through cross-attention layers, with a
     cross_attention_mask per prompt token: it was refused. The mask is now laid out with the
     rows (own forwards: the family test); it trains in the plain layout, with a note, and a
-    row without images (a batch's images are one entry per row) is refused in one line."""
+    row without images (a batch's images are one entry per row) is refused in one line. Its
+    LM head scores in chunks as other models' do."""
+    from directpo.model_checks import check_heads
     from directpo.tokenization import tokenize_preferences
 
     model, processor = build_vlm("mllama")
@@ -728,6 +730,10 @@ def test_a_cross_attention_vlms_mask_rides_with_its_rows_and_a_text_only_row_is_
         choose_layout(Layout(share_prefix=True), [model], lines.append, [pair], longest=99) == PLAIN
     )
     assert "cross-attention layers take a batch's images one entry per row" in lines[0]
+    # its embeddings' 8 image rows past the LM head's: the chunked-head probe drew them as
+    # targets, failed ('Target ... is out of bounds') and turned logprob_chunk_tokens off
+    check_heads([model], lines.append)
+    assert len(lines) == 1, lines
     rows[0].pop("images")
     data = load_preferences(str(write(tmp_path / "rows.jsonl", rows[:1])))
     with pytest.raises(Exception, match=r"no images, and MllamaProcessor's model \(cross-atten"):

@@ -152,6 +152,11 @@ def _probe_pairs(
     # the table's rows: peft's TrainableTokensWrapper (trainable_token_indices) has no
     # num_embeddings
     vocab = model.get_input_embeddings().weight.shape[0]
+    # Mllama's embeddings hold 8 rows (image tokens) past its LM head's: a target it cannot
+    # score failed the probe ('Target ... is out of bounds') and turned chunking off
+    head = unwrap_peft(model).get_output_embeddings()
+    if isinstance(head, torch.nn.Linear):
+        vocab = min(vocab, head.out_features)
     generator = torch.Generator().manual_seed(0)
     reserved = _reserved_token_ids(model)
 
