@@ -610,13 +610,20 @@ def test_an_unfrozen_vision_tower_with_lora_is_refused(tmp_path, capsys) -> None
 
 def _direct_logps(model: torch.nn.Module, pair) -> list[float]:  # noqa: ANN001
     """A pair's chosen and rejected log-probs from the model's own forward of prompt +
-    completion alone (its own positions, masks and image features)."""
+    completion alone (its own positions, masks and image features). PaliGemma's completion is
+    its processor's suffix: token type 1 (attending causally), the prefix 0."""
+    suffix = int(type(model).__name__.startswith("PaliGemma"))
     sums = []
     for completion in (pair.chosen_ids, pair.rejected_ids):
         ids = torch.tensor([pair.prompt_ids + completion])
         inputs = dict(pair.vision.tensors) if pair.vision is not None else {}
         for key, types in (pair.vision.token_types if pair.vision is not None else {}).items():
-            inputs[key] = torch.tensor([types + [0] * len(completion)])
+            inputs[key] = torch.tensor([types + [suffix] * len(completion)])
+        for key, mask in (pair.vision.token_masks if pair.vision is not None else {}).items():
+            # as the processor masks text after the last image: each token reads them all
+            inputs[key] = torch.cat([mask, mask[-1:].expand(len(completion), *mask.shape[1:])])[
+                None
+            ]
         with torch.no_grad():
             logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), **inputs).logits
         scored = logits[0, len(pair.prompt_ids) - 1 : -1].float().log_softmax(-1)
@@ -624,7 +631,14 @@ def _direct_logps(model: torch.nn.Module, pair) -> list[float]:  # noqa: ANN001
     return sums
 
 
-@pytest.mark.parametrize("style", ["qwen2_5vl", "qwen3vl", "onevision", "idefics3", "gemma3"])
+FAMILIES = ["qwen2_5vl", "qwen3vl", "onevision", "idefics3", "gemma3", "paligemma", "internvl",
+            "aya_vision", "mllama"]  # fmt: skip
+# whose token_type_ids make the model's own attention mask, or whose cross-attention reads a
+# row's images: they train in the plain layout only
+OWN_MASKS = ("gemma3", "paligemma", "mllama")
+
+
+@pytest.mark.parametrize("style", FAMILIES)
 def test_each_familys_logprobs_in_every_layout_are_its_own_forwards(style, tmp_path) -> None:
     """Qwen2.5-VL (windowed vision attention), Qwen3-VL (deepstack features, interleaved
     M-RoPE), LLaVA-OneVision (anyres tiles), Idefics3 (tiles, pixel_attention_mask) and Gemma 3
@@ -640,39 +654,95 @@ def test_each_familys_logprobs_in_every_layout_are_its_own_forwards(style, tmp_p
     rows[2]["images"] = ["wide.png"]
     rows.append({**rows[0], "prompt": [{"role": "user", "content": "No picture here."}]})
     rows[3].pop("images")
+    if style == "paligemma":  # no chat template (its prompts are text), nor text-only rows
+        rows = [{**row, **{k: row[k][0]["content"] for k in ("prompt", "chosen", "rejected")}}
+                for row in rows[:3]]  # fmt: skip
+    rows = rows[:3] if style == "mllama" else rows  # no text-only rows
     data = load_preferences(str(write(tmp_path / "rows.jsonl", rows)))
     encoder = PairTokenizer(processor.tokenizer, None, processor=processor)
     pairs = [encoder.encode(example, Counter()) for example in data.examples]
-    assert [p.vision is None for p in pairs] == [False, False, False, True]
+    assert [p.vision is None for p in pairs] == [False, False, False, True][: len(rows)]
     attach_rope_positions(model, pairs)
     direct = [_direct_logps(model, pair) for pair in pairs]
     expected = torch.tensor([d[0] for d in direct] + [d[1] for d in direct])
     pad = processor.tokenizer.pad_token_id
     layouts = (PLAIN, Layout(share_prefix=True), Layout(share_prefix=True, pack=True))
-    for layout in layouts[:1] if style == "gemma3" else layouts:
+    for layout in layouts[:1] if style in OWN_MASKS else layouts:
         with torch.no_grad():
             logps = model_logprobs(model, collate_pairs(pairs, pad, layout=layout))[0]
         torch.testing.assert_close(logps.float(), expected, rtol=1e-5, atol=1e-4)
 
 
-def test_a_cross_attention_vlm_is_refused_in_one_line(tmp_path) -> None:
-    """Mllama (Llama 3.2 Vision) reads its images through cross-attention layers, with a
-    cross_attention_mask per prompt token that directpo does not lay out: training failed at
-    the first step with a shape error deep in the model (a traceback). Its rows are refused
-    when tokenized (before any model loads), in one line naming the input and the model."""
-    from directpo.errors import ModelLoadError
+def test_a_prefix_lms_text_only_row_is_refused_and_its_processors_labels_stay_out() -> None:
+    """PaliGemma (a prefix-LM): its model attends both ways over every token of a prompt given
+    without token_type_ids (a text-only row's completion saw its own future) and its processor
+    refuses a prompt without images, so such a row is refused in one line; an image row's
+    processor labels (its prompt's -100s) are no model input (the forward failed on them); it
+    trains in the plain layout, with a note."""
     from directpo.tokenization import tokenize_preferences
 
-    _, processor = build_vlm("mllama")
-    data = load_preferences(str(write(tmp_path / "rows.jsonl", image_rows(tmp_path, 2))))
-    with pytest.raises(ModelLoadError) as error:
+    model, processor = build_vlm("paligemma")
+    text = {"prompt": "Hi", "chosen": " a", "rejected": " b"}
+    rows = [text, {**text, "images": [make_image(seed=1)]}]
+    tokenized = tokenize_preferences(
+        load_preferences(rows, name="rows"), processor.tokenizer, None, processor=processor,
+        skip_invalid_rows=True,
+    )  # fmt: skip
+    (pair,) = tokenized.pairs
+    assert "labels" not in pair.vision.tensors and pair.vision.completion_types == {
+        "token_type_ids": 1
+    }
+    # its prefix, seen both ways, is what shared / packed rows' causal mask cannot say
+    lines: list[str] = []
+    assert (
+        choose_layout(Layout(share_prefix=True), [model], lines.append, [pair], longest=100)
+        == PLAIN
+    )
+    assert "PaliGemma's image and prompt" in lines[0]
+    with pytest.raises(Exception, match=r"no images, and PaliGemmaProcessor's model \(a prefix"):
+        tokenize_preferences(load_preferences(rows[:1], name="rows"), processor.tokenizer, None,
+                             processor=processor)  # fmt: skip
+
+
+def test_a_cross_attention_vlms_mask_rides_with_its_rows_and_a_text_only_row_is_refused(
+    tmp_path,
+) -> None:
+    """Mllama (Llama 3.2 Vision) reads its images through cross-attention layers, with a
+    cross_attention_mask per prompt token: it was refused. The mask is now laid out with the
+    rows (own forwards: the family test); it trains in the plain layout, with a note, and a
+    row without images (a batch's images are one entry per row) is refused in one line. Its
+    LM head scores in chunks as other models' do."""
+    from directpo.model_checks import check_heads
+    from directpo.tokenization import tokenize_preferences
+
+    model, processor = build_vlm("mllama")
+    rows = image_rows(tmp_path, 2)
+    tokenized = tokenize_preferences(
+        load_preferences(str(write(tmp_path / "rows.jsonl", rows))), processor.tokenizer, None,
+        processor=processor,
+    )  # fmt: skip
+    pair = tokenized.pairs[0]
+    mask = pair.vision.token_masks["cross_attention_mask"]
+    assert "cross_attention_mask" not in pair.vision.tensors
+    assert mask.shape[0] == len(pair.prompt_ids) and int(mask[-1].sum()) > 0
+    lines: list[str] = []
+    assert (
+        choose_layout(Layout(share_prefix=True), [model], lines.append, [pair], longest=99) == PLAIN
+    )
+    assert "cross-attention layers take a batch's images one entry per row" in lines[0]
+    # its embeddings' 8 image rows past the LM head's: the chunked-head probe drew them as
+    # targets, failed ('Target ... is out of bounds') and turned logprob_chunk_tokens off
+    check_heads([model], lines.append)
+    assert len(lines) == 1, lines
+    rows[0].pop("images")
+    data = load_preferences(str(write(tmp_path / "rows.jsonl", rows[:1])))
+    with pytest.raises(Exception, match=r"no images, and MllamaProcessor's model \(cross-atten"):
         tokenize_preferences(data, processor.tokenizer, None, processor=processor)
-    message = str(error.value)
-    assert message.startswith("MllamaProcessor returns cross_attention_mask (one entry per")
-    assert "this model is not supported" in message and "\n" not in message
 
 
-@pytest.mark.parametrize("style", ["qwen3vl", "onevision"])
+@pytest.mark.parametrize(
+    "style", ["qwen3vl", "onevision", "paligemma", "internvl", "aya_vision", "mllama"]
+)
 def test_a_family_trains_resumes_and_its_folder_generates_without_directpo(style, tmp_path):
     """Train with a held-out file and checkpoints; resuming from the first checkpoint (refused
     before: save_pretrained stores the weights under transformers' names, 'weights do not match
@@ -684,7 +754,11 @@ def test_a_family_trains_resumes_and_its_folder_generates_without_directpo(style
     from directpo.trainer import train
 
     model_dir = save_tiny_vlm(style, tmp_path / "model")
-    data = write(tmp_path / "rows.jsonl", image_rows(tmp_path))
+    rows = image_rows(tmp_path)
+    if style == "paligemma":  # text prompts: no chat template
+        rows = [{**row, **{k: row[k][0]["content"] for k in ("prompt", "chosen", "rejected")}}
+                for row in rows]  # fmt: skip
+    data = write(tmp_path / "rows.jsonl", rows)
     out = tmp_path / "out"
     options = dict(max_steps=2, per_device_train_batch_size=2, save_steps=1, eval_file=str(data))
     first = train(tiny_config(model_dir, data, out, **options), echo=lambda _: None).metrics
@@ -698,8 +772,11 @@ def test_a_family_trains_resumes_and_its_folder_generates_without_directpo(style
     model = AutoModelForImageTextToText.from_pretrained(out)
     processor = AutoProcessor.from_pretrained(out)
     prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}]
-    text = processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    text = "<image>Hi"
+    if style != "paligemma":
+        text = processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
     inputs = processor(text=[text], images=[make_image(seed=1)], return_tensors="pt")
+    inputs.pop("labels", None)
     generated = model.generate(**inputs, min_new_tokens=3, max_new_tokens=3, do_sample=False)
     assert generated.shape[1] == inputs["input_ids"].shape[1] + 3
 

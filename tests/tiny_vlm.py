@@ -1,11 +1,12 @@
 """Tiny random vision-language models with offline processors (LLaVA, Qwen2-VL, Qwen2.5-VL,
-Qwen3-VL, Gemma 3, Idefics3 / SmolVLM, LLaVA-OneVision and Mllama styles).
+Qwen3-VL, Gemma 3, Idefics3 / SmolVLM, LLaVA-OneVision, PaliGemma, InternVL, Aya Vision and
+Mllama styles).
 
 The tokenizer is the tests' byte-level BPE with each architecture's image tokens; the image
-processors are the PIL ones (no torchvision here). The Qwen-VL and LLaVA-OneVision processor
-classes require a video processor, which needs torchvision: the ``Tiny*Processor`` classes drop
-it and are registered with ``AutoProcessor`` so that the saved folders load back (importing this
-module registers them).
+processors are the PIL ones (no torchvision here). The Qwen-VL, LLaVA-OneVision and InternVL
+processor classes require a video processor, which needs torchvision: the ``Tiny*Processor``
+classes drop it and are registered with ``AutoProcessor`` so that the saved folders load back
+(importing this module registers them).
 """
 
 from __future__ import annotations
@@ -19,16 +20,23 @@ from tiny import train_byte_level_bpe
 from tokenizers import processors
 from transformers import (
     AutoProcessor,
+    AyaVisionConfig,
+    AyaVisionForConditionalGeneration,
+    AyaVisionProcessor,
     CLIPImageProcessorPil,
     CLIPVisionConfig,
     Gemma3Config,
     Gemma3ForConditionalGeneration,
     Gemma3ImageProcessorPil,
     Gemma3Processor,
+    GotOcr2ImageProcessorPil,
     Idefics3Config,
     Idefics3ForConditionalGeneration,
     Idefics3ImageProcessorPil,
     Idefics3Processor,
+    InternVLConfig,
+    InternVLForConditionalGeneration,
+    InternVLProcessor,
     LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
@@ -41,6 +49,9 @@ from transformers import (
     MllamaForConditionalGeneration,
     MllamaImageProcessorPil,
     MllamaProcessor,
+    PaliGemmaConfig,
+    PaliGemmaForConditionalGeneration,
+    PaliGemmaProcessor,
     PreTrainedTokenizerFast,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
@@ -52,6 +63,7 @@ from transformers import (
     Qwen3VLConfig,
     Qwen3VLForConditionalGeneration,
     Qwen3VLProcessor,
+    SiglipImageProcessorPil,
 )
 
 CORPUS = [
@@ -145,11 +157,23 @@ class TinyLlavaOnevisionProcessor(LlavaOnevisionProcessor):
         )  # fmt: skip
 
 
+class TinyInternVLProcessor(InternVLProcessor):
+    def __init__(  # noqa: ANN001
+        self, image_processor=None, tokenizer=None, image_seq_length=256, chat_template=None,
+        **kwargs,
+    ):  # fmt: skip
+        super().__init__(
+            image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template,
+            image_seq_length=image_seq_length, **kwargs,
+        )  # fmt: skip
+
+
 for _config, _processor in (
     (Qwen2VLConfig, TinyQwen2VLProcessor),
     (Qwen2_5_VLConfig, TinyQwen2_5_VLProcessor),
     (Qwen3VLConfig, TinyQwen3VLProcessor),
     (LlavaOnevisionConfig, TinyLlavaOnevisionProcessor),
+    (InternVLConfig, TinyInternVLProcessor),
 ):
     AutoProcessor.register(_config, _processor, exist_ok=True)
 
@@ -160,11 +184,16 @@ def build_vlm(style: str, seed: int = 0, image_size: int = 32) -> tuple[torch.nn
     ``gemma3`` (4 tokens an image, which see each other: the processor's token_type_ids),
     ``idefics3`` (an image is 1 to 5 tiles of 4 tokens, as its size and aspect ratio ask),
     ``qwen2_5vl`` / ``qwen3vl`` (as qwen2vl; windowed vision attention / deepstack features),
-    ``onevision`` (LLaVA-OneVision: anyres tiles of 16 tokens, 32x32 to 64x64) or ``mllama``
-    (Llama 3.2 Vision: cross-attention image layers, not supported by directpo)."""
+    ``onevision`` (LLaVA-OneVision: anyres tiles of 16 tokens, 32x32 to 64x64), ``paligemma``
+    (16 tokens an image; the image and prompt see each other, a prefix-LM), ``internvl`` (1 to 4
+    tiles of 4 tokens, as the image's aspect ratio asks), ``aya_vision`` (as internvl, a Cohere2
+    language model) or ``mllama``
+    (Llama 3.2 Vision: cross-attention image layers, their gates opened)."""
     others = {"gemma3": _build_gemma3, "idefics3": _build_idefics3,
               "qwen2_5vl": _build_qwen2_5vl, "qwen3vl": _build_qwen3vl,
-              "onevision": _build_onevision, "mllama": _build_mllama}  # fmt: skip
+              "onevision": _build_onevision, "paligemma": _build_paligemma,
+              "internvl": _build_internvl, "aya_vision": _build_aya_vision,
+              "mllama": _build_mllama}  # fmt: skip
     if style in others:
         torch.manual_seed(seed)
         return others[style]()
@@ -383,6 +412,104 @@ def _build_onevision() -> tuple[torch.nn.Module, object]:
     return LlavaOnevisionForConditionalGeneration(config), processor
 
 
+def _build_paligemma() -> tuple[torch.nn.Module, object]:
+    """No chat template (PaliGemma's prompts are text): its processor writes an image's tokens,
+    then BOS, the prompt and a newline; token_type_ids 0 mark that bidirectional prefix."""
+    tok = train_byte_level_bpe(["<bos>", "<eos>", "<pad>", "<image>"], CORPUS)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", 0)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"
+    )
+    image_processor = SiglipImageProcessorPil(size={"height": 32, "width": 32})
+    image_processor.image_seq_length = 16
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    config = PaliGemmaConfig(
+        text_config=dict(
+            model_type="gemma", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+            max_position_embeddings=512, bos_token_id=0, eos_token_id=1, pad_token_id=2,
+        ),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, image_size=32, patch_size=8,
+                           projection_dim=32),
+        projection_dim=32, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        bos_token_id=0, eos_token_id=1, pad_token_id=2,
+    )  # fmt: skip
+    return PaliGemmaForConditionalGeneration(config), processor
+
+
+def _build_internvl() -> tuple[torch.nn.Module, object]:
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>",
+                "<IMG_CONTEXT>", "<video>"]  # fmt: skip
+    template = _template(
+        "<|im_start|>{{ m['role'] }}\n", "<IMG_CONTEXT>\n", "<|im_end|>\n",
+        "<|im_start|>assistant\n",
+    )  # fmt: skip
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=train_byte_level_bpe(specials, CORPUS), eos_token="<|im_end|>",
+        pad_token="<|endoftext|>", chat_template=template,
+        extra_special_tokens={"start_image_token": "<img>", "end_image_token": "</img>",
+                              "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"},
+    )  # fmt: skip
+    image_processor = GotOcr2ImageProcessorPil(
+        size={"height": 32, "width": 32}, crop_to_patches=True, min_patches=1, max_patches=4
+    )
+    processor = TinyInternVLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, image_seq_length=4,
+        chat_template=template,
+    )  # fmt: skip
+    config = InternVLConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, image_size=[32, 32], patch_size=[8, 8]),
+        text_config=dict(model_type="qwen2", vocab_size=len(tokenizer), hidden_size=32,
+                         intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=1024,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
+        image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=4,
+        downsample_ratio=0.5,
+    )  # fmt: skip
+    return InternVLForConditionalGeneration(config), processor
+
+
+def _build_aya_vision() -> tuple[torch.nn.Module, object]:
+    specials = ["<BOS_TOKEN>", "<|END_OF_TURN_TOKEN|>", "<PAD>", "<|START_OF_TURN_TOKEN|>",
+                "<|USER_TOKEN|>", "<|CHATBOT_TOKEN|>", "<image>", "<|START_OF_IMG|>",
+                "<|END_OF_IMG|>", "<|IMG_PATCH|>", "<|IMG_LINE_BREAK|>"]  # fmt: skip
+    tok = train_byte_level_bpe(specials, CORPUS)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<BOS_TOKEN> $A", pair="<BOS_TOKEN> $A $B", special_tokens=[("<BOS_TOKEN>", 0)]
+    )
+    role = "{{ '<|USER_TOKEN|>' if m['role'] == 'user' else '<|CHATBOT_TOKEN|>' }}"
+    template = "{{ bos_token }}" + _template(
+        "<|START_OF_TURN_TOKEN|>" + role, "<image>", "<|END_OF_TURN_TOKEN|>",
+        "<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>",
+    )  # fmt: skip
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<BOS_TOKEN>", eos_token="<|END_OF_TURN_TOKEN|>",
+        pad_token="<PAD>", chat_template=template,
+    )  # fmt: skip
+    image_processor = GotOcr2ImageProcessorPil(
+        size={"height": 32, "width": 32}, crop_to_patches=True, min_patches=1, max_patches=4
+    )
+    processor = AyaVisionProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=8, img_size=32,
+        downsample_factor=2, chat_template=template,
+    )  # fmt: skip
+    config = AyaVisionConfig(
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=4, image_size=32,
+                           patch_size=8),
+        text_config=dict(model_type="cohere2", vocab_size=len(tokenizer), hidden_size=32,
+                         intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=1024, sliding_window=512,
+                         bos_token_id=0, eos_token_id=1, pad_token_id=2),
+        image_token_index=tokenizer.convert_tokens_to_ids("<|IMG_PATCH|>"), downsample_factor=2,
+    )  # fmt: skip
+    return AyaVisionForConditionalGeneration(config), processor
+
+
 def _build_mllama() -> tuple[torch.nn.Module, object]:
     specials = ["<|begin_of_text|>", "<|eot_id|>", "<|finetune_right_pad_id|>",
                 "<|start_header_id|>", "<|end_header_id|>", "<|image|>",
@@ -415,7 +542,12 @@ def _build_mllama() -> tuple[torch.nn.Module, object]:
                          pad_token_id=tokenizer.pad_token_id),
         image_token_index=tokenizer.convert_tokens_to_ids("<|image|>"),
     )  # fmt: skip
-    return MllamaForConditionalGeneration(config), processor
+    model = MllamaForConditionalGeneration(config)
+    with torch.no_grad():  # its cross-attention gates start at 0: the images would change nothing
+        for name, param in model.named_parameters():
+            if "gate" in name:
+                param.fill_(1.0)
+    return model, processor
 
 
 def save_tiny_vlm(style: str, folder: Path, seed: int = 0, image_size: int = 32) -> Path:

@@ -82,7 +82,8 @@ class Batch:
     varlen: VarlenPlan | None = None  # segments for varlen attention (layout.varlen)
     flex: FlexBlocks | None = None  # FlexAttention's visited blocks (layout.flex)
     # vision-language models: image tensors in row order (pixel_values, image_grid_thw, ...)
-    # and per-token types [R, T] by input name (mm_token_type_ids, Gemma 3's token_type_ids);
+    # and per-token types [R, T] by input name (mm_token_type_ids, Gemma 3's token_type_ids;
+    # Mllama's cross_attention_mask, [R, T, images, tiles]);
     # position_ids are then [3, R, T] for 3D rotary models
     images: dict[str, torch.Tensor] | None = None
     token_types: dict[str, torch.Tensor] | None = None
@@ -237,6 +238,11 @@ def collate_segments(
     positions_3d = torch.zeros((3, *shape), dtype=torch.long) if rope_3d else None
     type_keys = sorted({key for v in visions if v is not None for key in v.token_types})
     token_types = {key: torch.zeros(shape, dtype=torch.long) for key in type_keys}
+    # per-token masks ([R, T, images, tiles]), zero-padded to the batch's most images and tiles
+    for key, trailing in _mask_shapes(visions).items():
+        token_types[key] = torch.zeros((*shape, *trailing), dtype=torch.long)
+    # a completion's token types where they are not 0 (PaliGemma's suffix: 1)
+    suffix = {k: t for v in visions if v is not None for k, t in v.completion_types.items()}
     row_images: list[VisionInputs] = []  # in the order the rows show their image tokens
     for r, row in enumerate(rows):
         offset = 0
@@ -272,6 +278,13 @@ def collate_segments(
                 positions += range(first, first + len(completion))
                 branches += [branch] * len(completion)
             end = offset + len(ids)
+            for key, value in suffix.items():
+                token_types[key][r, offset + n_prompt : end] = value
+            for key, mask in ({} if vision is None else vision.token_masks).items():
+                # a completion's tokens read the images its prompt's last token reads
+                cut = tuple(slice(size) for size in mask.shape[1:])
+                token_types[key][(r, slice(offset, offset + n_prompt), *cut)] = mask
+                token_types[key][(r, slice(offset + n_prompt, end), *cut)] = mask[-1]
             input_ids[r, offset:end] = torch.tensor(ids, dtype=torch.long)
             attention_mask[r, offset:end] = 1
             position_ids[r, offset:end] = torch.tensor(positions, dtype=torch.long)
@@ -365,3 +378,13 @@ def eval_batches(num_examples: int, batch_size: int) -> list[list[int]]:
         list(range(start, min(start + batch_size, num_examples)))
         for start in range(0, num_examples, batch_size)
     ]
+
+
+def _mask_shapes(visions: list[VisionInputs | None]) -> dict[str, tuple[int, ...]]:
+    """Each per-token mask's largest trailing shape in a batch (Mllama's images and tiles)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for vision in visions:
+        for key, mask in ({} if vision is None else vision.token_masks).items():
+            old = shapes.get(key, (0,) * (mask.dim() - 1))
+            shapes[key] = tuple(max(a, b) for a, b in zip(old, mask.shape[1:], strict=True))
+    return shapes

@@ -303,6 +303,17 @@ def _left_padded_images(
             if vision is not None and key in vision.token_types:
                 types[i, width - len(ids) :] = torch.tensor(vision.token_types[key])
         images[key] = types
+    for key in sorted({key for vision in visions for key in vision.token_masks}):
+        # Mllama's cross_attention_mask: [prompt tokens, images, tiles], left-padded with zeros
+        masks = [vision.token_masks[key] for vision in visions]
+        trailing = [max(sizes) for sizes in zip(*(m.shape[1:] for m in masks), strict=True)]
+        padded = torch.zeros((len(encoded), width, *trailing), dtype=torch.long)
+        for i, (ids, vision) in enumerate(encoded):
+            if vision is not None and key in vision.token_masks:
+                mask = vision.token_masks[key]
+                cut = tuple(slice(size) for size in mask.shape[1:])
+                padded[(i, slice(width - len(ids), width), *cut)] = mask
+        images[key] = padded
     return images
 
 

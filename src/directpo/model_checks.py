@@ -152,6 +152,11 @@ def _probe_pairs(
     # the table's rows: peft's TrainableTokensWrapper (trainable_token_indices) has no
     # num_embeddings
     vocab = model.get_input_embeddings().weight.shape[0]
+    # Mllama's embeddings hold 8 rows (image tokens) past its LM head's: a target it cannot
+    # score failed the probe ('Target ... is out of bounds') and turned chunking off
+    head = unwrap_peft(model).get_output_embeddings()
+    if isinstance(head, torch.nn.Linear):
+        vocab = min(vocab, head.out_features)
     generator = torch.Generator().manual_seed(0)
     reserved = _reserved_token_ids(model)
 
@@ -310,13 +315,20 @@ def choose_layout(
                 "one sequence of a row into the next; using the plain padded layout"
             )
             return PLAIN
+    if any(s.vision is not None and s.vision.token_masks for s in samples):
+        echo(
+            f"prefix_sharing/padding_free: off for {type(unwrap_peft(models[0])).__name__}, "
+            "whose cross-attention layers take a batch's images one entry per row (a shared "
+            "or packed row holds several pairs' tokens); using the plain padded layout"
+        )
+        return PLAIN
     if any(s.vision is not None and OWN_MASK_TYPES in s.vision.token_types for s in samples):
         # measured, the difference is a tiny random model's noise, a real model's is not
         echo(
             f"prefix_sharing/padding_free: off for {type(unwrap_peft(models[0])).__name__}, "
             f"whose {OWN_MASK_TYPES} let tokens see later ones (Gemma 3's image tokens see "
-            "each other), which the shared rows' causal mask cannot say; using the plain "
-            "padded layout"
+            "each other, PaliGemma's image and prompt), which the shared rows' causal mask "
+            "cannot say; using the plain padded layout"
         )
         return PLAIN
     runners = list(runners) or [None] * len(models)

@@ -67,6 +67,7 @@ from directpo.vision import (
     VisionInputs,
     encode_with_images,
     image_token,
+    text_only_refusal,
     text_placeholder,
 )
 
@@ -376,6 +377,8 @@ class PairTokenizer:
         the order the rules apply."""
         if example.images:
             return None
+        if self.processor is not None and (refusal := text_only_refusal(self.processor)):
+            return RowError("no image", refusal)
         try:
             args = example.template_args
             prompt_text = self.render_prompt(example.prompt, args)
@@ -480,7 +483,7 @@ class PairTokenizer:
             raise RowError(err.reason, err.message) from None
         if self.adds_bos and ids[:1] != [self.bos_id]:
             ids = [self.bos_id, *ids]
-            vision.token_types = {key: [0, *types] for key, types in vision.token_types.items()}
+            vision.prepend_token()
         if len(ids) > self.max_prompt_length:
             raise RowError(
                 "prompt too long",

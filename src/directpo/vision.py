@@ -16,10 +16,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import inspect
 import io
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -38,6 +39,12 @@ MM_TYPES = "mm_token_type_ids"
 # from which a model makes its own attention mask: Gemma 3's image tokens see each other
 OWN_MASK_TYPES = "token_type_ids"
 TOKEN_TYPE_KEYS = (MM_TYPES, OWN_MASK_TYPES)
+# per-token inputs with more dimensions than a token type: Mllama's cross_attention_mask
+# [tokens, images, tiles] (which of its row's images a token's cross-attention layers read)
+TOKEN_MASK_KEYS = ("cross_attention_mask",)
+# a processor's training labels (PaliGemma's: -100 over a prompt given without a suffix) are no
+# model input: passed on, the model took them for its own loss at the prompt's length and failed
+NOT_INPUTS = ("labels",)
 
 
 class ImageError(Exception):
@@ -198,6 +205,18 @@ class VisionInputs:
     token_types: dict[str, list[int]]  # the prompt's TOKEN_TYPE_KEYS outputs, by name
     digest: str  # of the pixels: part of the precomputed reference's cache key
     positions: torch.Tensor | None = None  # [3, prompt tokens] for 3D rotary models
+    # the token type of a completion's tokens, by name, where it is not 0 (``suffix_types``)
+    completion_types: dict[str, int] = field(default_factory=dict)
+    # TOKEN_MASK_KEYS outputs, [prompt tokens, ...]: a completion's tokens take the last row
+    token_masks: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def prepend_token(self) -> None:
+        """A token (BOS) put before the prompt: type 0, and no image to attend."""
+        self.token_types = {key: [0, *types] for key, types in self.token_types.items()}
+        self.token_masks = {
+            key: torch.cat([torch.zeros_like(mask[:1]), mask])
+            for key, mask in self.token_masks.items()
+        }
 
 
 def encode_with_images(
@@ -213,29 +232,68 @@ def encode_with_images(
     except ValueError as exc:  # e.g. placeholders and images do not match in number
         raise ImageError("image tokens", str(exc).splitlines()[0]) from None
     ids = out.pop("input_ids")[0].tolist()
-    out.pop("attention_mask", None)
+    for key in ("attention_mask", *NOT_INPUTS):
+        out.pop(key, None)
     types = {key: out.pop(key)[0].tolist() for key in TOKEN_TYPE_KEYS if key in out}
+    masks = {key: torch.as_tensor(out.pop(key))[0] for key in TOKEN_MASK_KEYS if key in out}
     tensors = {key: value for key, value in out.items() if isinstance(value, torch.Tensor)}
     _refuse_per_token_inputs(processor, tensors, len(ids))
     digest = hashlib.blake2b(digest_size=16)
     for key in sorted(tensors):
         digest.update(key.encode())
         digest.update(tensors[key].detach().cpu().contiguous().numpy().tobytes())
-    return ids, VisionInputs(tensors, types, digest.hexdigest())
+    suffix = suffix_types(processor, types)
+    return ids, VisionInputs(tensors, types, digest.hexdigest(), None, suffix, masks)
+
+
+def suffix_types(processor: Any, types: dict[str, list[int]]) -> dict[str, int]:
+    """The token type of a completion's tokens where a processor takes a ``suffix`` (the
+    prefix-LM convention of PaliGemma: token_type_ids 0 mark the image and prompt, which see
+    each other whole, 1 the suffix, which attends causally). Typed 0 as a prompt is, a
+    completion's tokens saw the tokens after them: their log-probs were silently wrong."""
+    return {OWN_MASK_TYPES: 1} if is_prefix_lm(processor) and OWN_MASK_TYPES in types else {}
+
+
+def is_prefix_lm(processor: Any) -> bool:
+    """A processor of the prefix-LM convention: it takes a ``suffix`` to train on."""
+    try:
+        return "suffix" in inspect.signature(processor.__call__).parameters
+    except (TypeError, ValueError):  # a callable without a signature takes no suffix
+        return False
+
+
+def text_only_refusal(processor: Any) -> str | None:
+    """Why a prompt without images cannot train with this processor's model, or None. A
+    prefix-LM's (PaliGemma's) processor refuses such a prompt, and the model's forward without
+    its token_type_ids attends both ways over every token: a completion saw its own future.
+    A cross-attention model (Mllama) takes a batch's images one entry per row: a row without
+    any has none, and the rows after it would read the wrong row's images."""
+    if is_prefix_lm(processor):
+        kind = "a prefix-LM: PaliGemma"
+    elif set(TOKEN_MASK_KEYS) & set(getattr(processor, "model_input_names", ())):
+        kind = "cross-attention image layers: Llama 3.2 Vision"
+    else:
+        return None
+    return (
+        f"the row has no images, and {type(processor).__name__}'s model ({kind}) takes every "
+        "prompt with its images; give the row an image, or set skip_invalid_rows to drop such "
+        "rows"
+    )
 
 
 def _refuse_per_token_inputs(processor: Any, tensors: dict[str, torch.Tensor], tokens: int) -> None:
-    """A processor output laid out per prompt token with more dimensions than a token type
-    (Mllama's cross_attention_mask: [1, tokens, images, tiles], which its cross-attention
-    layers read) would reach the model at the prompt's length, not the batch row's: the
-    forward failed with a shape error deep in the model. Refused, naming the input."""
+    """A processor output laid out per prompt token with more dimensions than a token type,
+    other than the TOKEN_MASK_KEYS laid out with the rows, would reach the model at the
+    prompt's length, not the batch row's: the forward failed with a shape error deep in the
+    model. Refused, naming the input."""
     for key, value in tensors.items():
-        if not key.startswith("pixel") and value.dim() >= 3 and value.shape[1] == tokens:
+        if key.startswith("pixel") or key in TOKEN_MASK_KEYS:
+            continue
+        if value.dim() >= 3 and value.shape[1] == tokens:
             raise ModelLoadError(
                 f"{type(processor).__name__} returns {key} (one entry per prompt token and "
-                "image), an input of cross-attention image layers (Llama 3.2 Vision / Mllama) "
-                "that directpo does not lay out: this model is not supported (see the README's "
-                "table of vision-language models)"
+                "more), an input that directpo does not lay out: this model is not supported "
+                "(see the README's table of vision-language models)"
             )
 
 
