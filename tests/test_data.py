@@ -1235,6 +1235,7 @@ def test_openai_rows_that_do_not_fit_are_said_by_openais_field_names(tmp_path) -
     assert "'rejected'" not in said and "chosen" not in said
     data = load_preferences(str(path), skip_invalid_rows=True)
     assert len(data.examples) == 1 and sum(data.skipped.values()) == 5
+    assert data.skipped["identical preferred_output and non_preferred_output"] == 1
     with pytest.raises(DataError, match=r"^row: preferred_output and non_preferred_output are "):
         parse_pair(bad[5], Columns(), "row")  # score's rows
     with pytest.raises(DataError, match=r"^row: missing field 'preferred_output'$"):

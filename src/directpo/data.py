@@ -270,7 +270,7 @@ def preferences_of_rows(
         except RowError as err:
             if not skip_invalid_rows:  # the other rows are checked too (seconds for 100k):
                 refused.add(where, openai_message(err.message) if openai else err.message)
-            skipped[err.reason] += 1
+            skipped[openai_message(err.reason) if openai else err.reason] += 1
         # (checked after a row, so that no row past the last one taken is read)
         if max_pairs is not None and len(examples) + refused.count >= max_pairs:
             break
