@@ -196,10 +196,12 @@ def check_run(
     *,
     need_train_file: bool = True,
     eval_dataset_given: bool = False,
+    given: dict[str, Any] | None = None,
 ) -> None:
     """``check_environment`` and ``check_device`` together: every problem of both in one pass
     (a run on CPU with use_liger_kernel, flash_attention_2 and a missing train_file took three
-    runs to fix, one refusal each)."""
+    runs to fix, one refusal each). ``given``: the rows given to train() in place of
+    train_file / eval_file, whose bad rows a refusal says too."""
     problems: list[str] = []
     with collected(problems):
         check_environment(
@@ -212,7 +214,7 @@ def check_run(
         from directpo.early_rows import row_problems  # (it reads rows: data imports config)
 
         with contextlib.suppress(Exception):  # (a file these refused may be unreadable)
-            rows = row_problems(config, problems)
+            rows = row_problems(config, problems, given)
     refuse_all(problems, rows)
 
 
