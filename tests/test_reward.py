@@ -480,9 +480,9 @@ def test_score_checks_its_arguments_and_rows_as_training_does(tiny_model_dirs) -
 def test_a_response_cut_to_max_length_is_said(tiny_model_dirs, tmp_path) -> None:
     llama = str(tiny_model_dirs["llama"])
     scorer = ImplicitReward(llama, None, beta=0.1, max_length=12)
-    with pytest.warns(UserWarning, match=r"^truncated to fit max_length 12: 1 responses; "):
+    with pytest.warns(UserWarning, match=r"^truncated to fit max_length 12: 1 response; "):
         cut = scorer.score(["Hi", "Hi"], [" a b", " word" * 40])
-    with pytest.warns(UserWarning, match="1 responses"):
+    with pytest.warns(UserWarning, match="1 response;"):
         assert cut[1] == scorer.score("Hi", " word" * 40)  # the kept tokens' reward
     lines: list[str] = []
     long = {"prompt": "Hi", "response": " word" * 1100}  # over the default max_length, 1024
@@ -493,7 +493,7 @@ def test_a_response_cut_to_max_length_is_said(tiny_model_dirs, tmp_path) -> None
     )  # fmt: skip
     score_file(options, echo=lines.append)
     assert lines[0] == (
-        "truncated to fit max_length 1024: 1 responses; their rewards are of the kept tokens only"
+        "truncated to fit max_length 1024: 1 response; their rewards are of the kept tokens only"
     )
 
 
