@@ -473,7 +473,7 @@ def test_score_checks_its_arguments_and_rows_as_training_does(tiny_model_dirs) -
     got = scorer.score(pd.Series(["Hi", "Yo"]), (r for r in [" a", " b"]))
     assert got == scorer.score(["Hi", "Yo"], [" a", " b"])
     with pytest.raises(ValueError, match="^score needs one response and one image list per "
-                       "prompt: got 1 prompts, 1 responses, 2 image lists$"):  # fmt: skip
+                       "prompt: got 1 prompt, 1 response, 2 image lists$"):  # fmt: skip
         scorer.score(["Hi"], [" a"], [None, None])
 
 

@@ -253,10 +253,10 @@ class ImplicitReward:
         given = images is not None
         images = list(images) if images is not None else [None] * len(prompts)
         if not len(prompts) == len(responses) == len(images):
-            also = f", {len(images)} image lists" if given else ""
+            also = f", {counted(len(images), 'image list')}" if given else ""
             raise ValueError(
                 f"score needs one response{' and one image list' * given} per prompt: got "
-                f"{len(prompts)} prompts, {len(responses)} responses{also}"
+                f"{counted(len(prompts), 'prompt')}, {counted(len(responses), 'response')}{also}"
             )
         truncated: Counter[str] = Counter()
         rows = []
