@@ -78,3 +78,24 @@ def test_the_rows_given_to_train_are_said_beside_a_refused_value(tmp_path) -> No
         train(DPOConfig(**options, use_liger_kernel=True), train_dataset=rows, echo=None)
     assert str(info.value).splitlines()[-1].startswith("  train_dataset: row 2: missing field")
     assert str(stale) not in str(info.value)
+
+
+def test_an_output_dir_in_use_is_said_with_the_bad_rows(tmp_path) -> None:
+    """An output_dir holding another run is refused once the config is built (as the run
+    prepares its folder): its train file's bad rows were said only by the next run."""
+    from directpo import train
+
+    (tmp_path / "config.json").write_text("{}")  # (a model folder, as far as the check looks)
+    used = tmp_path / "out"
+    used.mkdir()
+    (used / "notes.txt").write_text("mine")
+    data = write_jsonl(tmp_path / "train.jsonl", [GOOD, {"prompt": "a", "chosen": " b"}])
+    options = {"model_name_or_path": str(tmp_path), "output_dir": str(used)}
+    with pytest.raises(ConfigError) as info:
+        train(DPOConfig(**options, train_file=str(data)), echo=None)
+    said = str(info.value).splitlines()
+    assert said[1].startswith(f"  output_dir {used} already holds other files (notes.txt)")
+    assert said[2:] == ["and the data files' rows:", f"  {data}: line 2: missing field 'rejected'"]
+    with pytest.raises(ConfigError) as info:  # rows given to train() in place of the file
+        train(DPOConfig(**options), train_dataset=[GOOD, {"prompt": "a"}], echo=None)
+    assert str(info.value).splitlines()[-1] == "  train_dataset: row 2: missing field 'chosen'"

@@ -72,10 +72,26 @@ def with_given_rows(
     The rows of the config's own files, where given rows replace them, are not said."""
     if not any(value is not None for value in given.values()):
         return error
-    values = _option_values(config, options)
+    return _with_rows_read(error, _option_values(config, options), given)
+
+
+def with_rows(
+    error: ConfigError, config: Any, given: Mapping[str, Any] | None = None
+) -> ConfigError:
+    """``error`` (an option refused once the config was built: an output_dir in use) with the
+    bad rows of the run's data (``row_problems``) said beside it, where there are any."""
+    if isinstance(error, ConfigErrors) and error.rows:
+        return error  # (said already)
+    return _with_rows_read(error, config, given)
+
+
+def _with_rows_read(
+    error: ConfigError, config: Any, given: Mapping[str, Any] | None
+) -> ConfigError:
+    """``error``'s refused lines with ``row_problems``' lines (those it had replaced)."""
     problems = error.problems if isinstance(error, ConfigErrors) else [str(error)]
     try:
-        rows = row_problems(values, problems, given)
+        rows = row_problems(config, problems, given)
     except Exception:  # (a value no check read may be odd: the refusal is the news)
         return error
     if not rows:
