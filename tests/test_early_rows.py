@@ -82,7 +82,8 @@ def test_the_rows_given_to_train_are_said_beside_a_refused_value(tmp_path) -> No
 
 def test_an_output_dir_in_use_is_said_with_the_bad_rows(tmp_path) -> None:
     """An output_dir holding another run is refused once the config is built (as the run
-    prepares its folder): its train file's bad rows were said only by the next run."""
+    prepares its folder): its train file's bad rows were said only by the next run, and the
+    options refused at start (check_run) were said without it."""
     from directpo import train
 
     (tmp_path / "config.json").write_text("{}")  # (a model folder, as far as the check looks)
@@ -96,6 +97,13 @@ def test_an_output_dir_in_use_is_said_with_the_bad_rows(tmp_path) -> None:
     said = str(info.value).splitlines()
     assert said[1].startswith(f"  output_dir {used} already holds other files (notes.txt)")
     assert said[2:] == ["and the data files' rows:", f"  {data}: line 2: missing field 'rejected'"]
+    # with an option refused at start (CUDA only, on a CPU): both said (the folder took a run)
+    with pytest.raises(ConfigError) as info:
+        check_run(DPOConfig(**options, train_file=str(data), use_liger_kernel=True), "cpu")
+    said = str(info.value).splitlines()
+    assert said[0] == "2 options cannot be used:" and said[1].startswith("  use_liger_kernel")
+    assert said[2].startswith(f"  output_dir {used} already holds other files (notes.txt)")
+    assert said[3:] == ["and the data files' rows:", f"  {data}: line 2: missing field 'rejected'"]
     with pytest.raises(ConfigError) as info:  # rows given to train() in place of the file
         train(DPOConfig(**options), train_dataset=[GOOD, {"prompt": "a"}], echo=None)
     assert str(info.value).splitlines()[-1] == "  train_dataset: row 2: missing field 'chosen'"
