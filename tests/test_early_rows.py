@@ -74,6 +74,9 @@ def test_the_rows_given_to_train_are_said_beside_a_refused_value(tmp_path) -> No
         "  train_dataset: row 2: missing field 'rejected'; row 3: chosen and rejected are "
         "identical; skip_invalid_rows: true skips them",
     ]
+    with pytest.raises(ConfigError) as info:  # a path not there is no row's problem
+        train({**options, "beta": -1}, train_dataset=str(tmp_path / "none.jsonl"), echo=None)
+    assert str(info.value).splitlines()[-1] == f"  {held}: line 2: field 'chosen' is empty"
     with pytest.raises(ConfigError) as info:  # refused at start: CUDA only, on a CPU
         train(DPOConfig(**options, use_liger_kernel=True), train_dataset=rows, echo=None)
     assert str(info.value).splitlines()[-1].startswith("  train_dataset: row 2: missing field")

@@ -128,6 +128,8 @@ def _given_rows(given: Mapping[str, Any], config: Any) -> list[tuple[str | None,
         if isinstance(source, Mapping) or is_stream(source):
             continue
         path = isinstance(source, str) or (isinstance(source, list) and is_path_list(source))
+        if path and not all(map(os.path.exists, [source] if isinstance(source, str) else source)):
+            continue  # (a path that is not there, or a pattern: the run's to say)
         read.append((None if path else name, source))  # a path is named as itself
     return read
 
