@@ -525,6 +525,17 @@ def test_version_is_one_line_with_the_libraries_and_exit_0(capsys) -> None:
         (["--verison"], "unknown option '--verison'; did you mean '--version'?"),
         (["-v"], "unknown option '-v'; did you mean '-V'?"),
         (["--beta", "0.2"], "unknown option '--beta'; options follow a command: directpo train"),
+        # the command the line names, and the option as it spells it
+        (
+            ["--max_new_tokens", "8", "generate"],
+            "unknown option '--max_new_tokens'; options "
+            "follow a command: directpo generate --max_new_tokens ...\n",
+        ),
+        (
+            ["--bta", "0.1", "train"],
+            "unknown option '--bta'; options follow a command: directpo "
+            "train --beta ... (train has no --bta: did you mean '--beta'?)\n",
+        ),
     ],
 )
 def test_a_misspelt_flag_before_the_command_is_one_line(argv, said, capsys) -> None:

@@ -1216,6 +1216,9 @@ def test_openai_rows_that_do_not_fit_are_said_by_openais_field_names(tmp_path) -
         {**OPENAI_ROWS[1], "input": [{"role": "user", "content": "x"}]},
         {**OPENAI_ROWS[1], "input": {"messages": [], "metadata": {"a": 1}}},
         {key: value for key, value in OPENAI_ROWS[1].items() if key != "preferred_output"},
+        # the pair's own problems, once read as directpo's columns: said by OpenAI's names
+        {**OPENAI_ROWS[1], "non_preferred_output": [{"role": "user", "content": "5"}]},
+        {**OPENAI_ROWS[1], "non_preferred_output": OPENAI_ROWS[1]["preferred_output"]},
     ]
     path = write_jsonl(tmp_path / "openai.jsonl", bad)
     with pytest.raises(DataError) as caught:
@@ -1224,8 +1227,17 @@ def test_openai_rows_that_do_not_fit_are_said_by_openais_field_names(tmp_path) -
     assert said.startswith(f"{path}: line 2: field 'input' must be an object with a 'messages'")
     assert "; line 3: field 'input' holds 'metadata'" in said and "\n" not in said
     assert "; line 4: missing field 'preferred_output'" in said
+    with pytest.raises(DataError) as caught:  # (three problems are said, the rest counted)
+        load_preferences(str(write_jsonl(tmp_path / "pairs.jsonl", [bad[0], *bad[4:]])))
+    said = str(caught.value)
+    assert "line 2: field 'non_preferred_output': message 1 has role 'user'" in said
+    assert "; line 3: preferred_output and non_preferred_output are identical" in said
+    assert "'rejected'" not in said and "chosen" not in said
     data = load_preferences(str(path), skip_invalid_rows=True)
-    assert len(data.examples) == 1 and sum(data.skipped.values()) == 3
+    assert len(data.examples) == 1 and sum(data.skipped.values()) == 5
+    assert data.skipped["identical preferred_output and non_preferred_output"] == 1
+    with pytest.raises(DataError, match=r"^row: preferred_output and non_preferred_output are "):
+        parse_pair(bad[5], Columns(), "row")  # score's rows
     with pytest.raises(DataError, match=r"^row: missing field 'preferred_output'$"):
         parse_pair(bad[3], Columns(), "row")
     with pytest.raises(DataError, match=r"'metadata', which directpo does not read"):

@@ -49,3 +49,64 @@ def test_a_refused_value_and_bad_rows_are_said_in_one_run(tmp_path) -> None:
     with pytest.raises(ConfigError) as info:
         DPOConfig(**options, learning_rate=-1)
     assert str(info.value) == "learning_rate must be > 0 (got -1.0)"
+
+
+def test_the_rows_given_to_train_are_said_beside_a_refused_value(tmp_path) -> None:
+    """train(config, train_dataset=rows) with a refused value said the value alone, and the
+    rows given only on the next run (early_rows read the config's files only): now the rows
+    given are said with it, in place of the files they replace, built as train() builds the
+    config (a TRL-style dict here) or refused at start (check_run)."""
+    from directpo import train
+
+    (tmp_path / "config.json").write_text("{}")  # (a model folder, as far as the check looks)
+    stale = write_jsonl(tmp_path / "stale.jsonl", [{"prompt": "a"}])  # replaced: not said
+    rows = [GOOD, {"prompt": "a", "chosen": " b"}, {**GOOD, "rejected": " b"}]
+    held = write_jsonl(tmp_path / "eval.jsonl", [GOOD, {**GOOD, "chosen": ""}])
+    options = {"model_name_or_path": str(tmp_path), "train_file": str(stale),
+               "eval_file": str(held), "output_dir": str(tmp_path / "out")}  # fmt: skip
+    with pytest.raises(ConfigError) as info:
+        train({**options, "beta": -1}, train_dataset=rows, echo=None)
+    assert str(info.value).splitlines() == [
+        "1 option cannot be used:",
+        "  beta must be > 0 (got -1.0)",
+        "and the data files' rows:",
+        f"  {held}: line 2: field 'chosen' is empty",
+        "  train_dataset: row 2: missing field 'rejected'; row 3: chosen and rejected are "
+        "identical; skip_invalid_rows: true skips them",
+    ]
+    with pytest.raises(ConfigError) as info:  # a path not there is no row's problem
+        train({**options, "beta": -1}, train_dataset=str(tmp_path / "none.jsonl"), echo=None)
+    assert str(info.value).splitlines()[-1] == f"  {held}: line 2: field 'chosen' is empty"
+    with pytest.raises(ConfigError) as info:  # refused at start: CUDA only, on a CPU
+        train(DPOConfig(**options, use_liger_kernel=True), train_dataset=rows, echo=None)
+    assert str(info.value).splitlines()[-1].startswith("  train_dataset: row 2: missing field")
+    assert str(stale) not in str(info.value)
+
+
+def test_an_output_dir_in_use_is_said_with_the_bad_rows(tmp_path) -> None:
+    """An output_dir holding another run is refused once the config is built (as the run
+    prepares its folder): its train file's bad rows were said only by the next run, and the
+    options refused at start (check_run) were said without it."""
+    from directpo import train
+
+    (tmp_path / "config.json").write_text("{}")  # (a model folder, as far as the check looks)
+    used = tmp_path / "out"
+    used.mkdir()
+    (used / "notes.txt").write_text("mine")
+    data = write_jsonl(tmp_path / "train.jsonl", [GOOD, {"prompt": "a", "chosen": " b"}])
+    options = {"model_name_or_path": str(tmp_path), "output_dir": str(used)}
+    with pytest.raises(ConfigError) as info:
+        train(DPOConfig(**options, train_file=str(data)), echo=None)
+    said = str(info.value).splitlines()
+    assert said[1].startswith(f"  output_dir {used} already holds other files (notes.txt)")
+    assert said[2:] == ["and the data files' rows:", f"  {data}: line 2: missing field 'rejected'"]
+    # with an option refused at start (CUDA only, on a CPU): both said (the folder took a run)
+    with pytest.raises(ConfigError) as info:
+        check_run(DPOConfig(**options, train_file=str(data), use_liger_kernel=True), "cpu")
+    said = str(info.value).splitlines()
+    assert said[0] == "2 options cannot be used:" and said[1].startswith("  use_liger_kernel")
+    assert said[2].startswith(f"  output_dir {used} already holds other files (notes.txt)")
+    assert said[3:] == ["and the data files' rows:", f"  {data}: line 2: missing field 'rejected'"]
+    with pytest.raises(ConfigError) as info:  # rows given to train() in place of the file
+        train(DPOConfig(**options), train_dataset=[GOOD, {"prompt": "a"}], echo=None)
+    assert str(info.value).splitlines()[-1] == "  train_dataset: row 2: missing field 'chosen'"

@@ -25,3 +25,23 @@ def test_every_bad_row_of_a_prompt_file_is_said_at_once(tmp_path, load) -> None:
     )
     path.write_text('{"prompt": "a"}\n{"prompt": "b"}\n{"prompt": "a"}\n')
     assert len(load(str(path))[0]) == (2 if load is load_prompts else 3)
+
+
+def test_a_pairs_file_in_openais_format_gives_its_prompts(tmp_path) -> None:
+    """generate, prompt_file and eval_prompts_file on a pairs file in OpenAI's preference
+    format said "missing field 'prompt'" of every row, where training reads input.messages
+    as the prompt (with input.tools)."""
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    messages = [{"role": "user", "content": "Hi"}]
+    reply = [{"role": "assistant", "content": "Hello"}]
+    other = [{"role": "assistant", "content": "No"}]
+    row = {"input": {"messages": messages, "tools": tools},
+           "preferred_output": reply, "non_preferred_output": other}  # fmt: skip
+    path = write_jsonl(tmp_path / "openai.jsonl", [row, {**row, "input": {"messages": messages}}])
+    prompts, _ = load_prompt_rows(str(path))
+    assert prompts[0].prompt == messages and prompts[0].template_args == {"tools": tools}
+    assert prompts[1] == messages
+    assert load_prompts(str(path))[0][0].prompt == messages  # (distinct: one per prompt)
+    lacking = {"input": row["input"], "non_preferred_output": reply}  # said by OpenAI's names
+    with pytest.raises(DataError, match=r"line 1: missing field 'preferred_output'"):
+        load_prompts(str(write_jsonl(tmp_path / "bad.jsonl", [lacking])))

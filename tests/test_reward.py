@@ -473,16 +473,16 @@ def test_score_checks_its_arguments_and_rows_as_training_does(tiny_model_dirs) -
     got = scorer.score(pd.Series(["Hi", "Yo"]), (r for r in [" a", " b"]))
     assert got == scorer.score(["Hi", "Yo"], [" a", " b"])
     with pytest.raises(ValueError, match="^score needs one response and one image list per "
-                       "prompt: got 1 prompts, 1 responses, 2 image lists$"):  # fmt: skip
+                       "prompt: got 1 prompt, 1 response, 2 image lists$"):  # fmt: skip
         scorer.score(["Hi"], [" a"], [None, None])
 
 
 def test_a_response_cut_to_max_length_is_said(tiny_model_dirs, tmp_path) -> None:
     llama = str(tiny_model_dirs["llama"])
     scorer = ImplicitReward(llama, None, beta=0.1, max_length=12)
-    with pytest.warns(UserWarning, match=r"^truncated to fit max_length 12: 1 responses; "):
+    with pytest.warns(UserWarning, match=r"^truncated to fit max_length 12: 1 response; "):
         cut = scorer.score(["Hi", "Hi"], [" a b", " word" * 40])
-    with pytest.warns(UserWarning, match="1 responses"):
+    with pytest.warns(UserWarning, match="1 response;"):
         assert cut[1] == scorer.score("Hi", " word" * 40)  # the kept tokens' reward
     lines: list[str] = []
     long = {"prompt": "Hi", "response": " word" * 1100}  # over the default max_length, 1024
@@ -493,7 +493,7 @@ def test_a_response_cut_to_max_length_is_said(tiny_model_dirs, tmp_path) -> None
     )  # fmt: skip
     score_file(options, echo=lines.append)
     assert lines[0] == (
-        "truncated to fit max_length 1024: 1 responses; their rewards are of the kept tokens only"
+        "truncated to fit max_length 1024: 1 response; their rewards are of the kept tokens only"
     )
 
 

@@ -565,6 +565,12 @@ def test_every_bad_row_of_score_and_rank_is_said_in_one_line_before_loading(
         f"directpo: error: {policy} has no config.yaml from a directpo run: give "
         "--ref_model_name_or_path and --beta"
     )
+    # --beta given: only the reference is asked for (it was asked for with --beta again)
+    assert main(["score", *lone, "--beta", "0.1", "--input", str(good_file)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"directpo: error: {policy} has no config.yaml from a directpo run: give "
+        "--ref_model_name_or_path"
+    )
     csv = tmp_path / "pairs.csv"  # a CSV's rows by their line, as training names them
     csv.write_text("prompt,chosen,rejected\na,b,c\na,,c\na,b,b\n")
     assert main(["score", *common, "--input", str(csv)]) == 2

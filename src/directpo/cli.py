@@ -317,7 +317,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 return code or 0
         if argv and argv[0].startswith("-") and argv[0] not in TOP_LEVEL_FLAGS:
             # (directpo --verison printed the whole help; --beta 0.2 read 0.2 as the command)
-            raise ConfigError(_unknown_top_level(argv[0]))
+            raise ConfigError(_unknown_top_level(argv[0], argv[1:]))
         args, unknown = parser.parse_known_args(argv)
         if args.command is None:
             parser.print_help()
@@ -566,14 +566,32 @@ def _yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, d
 TOP_LEVEL_FLAGS = ("--help", "--version", "-h", "-V")
 
 
-def _unknown_top_level(token: str) -> str:
-    """A flag before any command: the bare command's flags are -h and -V."""
+def _unknown_top_level(token: str, rest: Sequence[str] = ()) -> str:
+    """A flag before any command: the bare command's flags are -h and -V. An option of a
+    command is said after the command the line names (``directpo --max_new_tokens 8 generate``
+    was told ``directpo train --max_new_tokens``), spelt as that command spells it (``--bta``
+    was moved after the command as it was, to be refused there on the next run)."""
     name = token.split("=", 1)[0]
     close = difflib.get_close_matches(name, TOP_LEVEL_FLAGS, n=1)
     close = close or (["-V"] if name == "-v" else [])  # (one letter matches nothing close)
-    after = f"; options follow a command: directpo train {name} ... ({', '.join(COMMANDS)})"
-    hint = f"; did you mean '{close[0]}'?" if close else after
-    return f"unknown option '{name}'{hint}"
+    if close:
+        return f"unknown option '{name}'; did you mean '{close[0]}'?"
+    command = next((word for word in rest if word in COMMANDS), None)
+    named = command or "train"
+    option = name.lstrip("-")
+    options = [n for n, _, _ in option_help(COMMANDS[named].options)]
+    meant = (
+        option
+        if option in options
+        else next(iter(difflib.get_close_matches(option, options, n=1)), None)
+    )
+    written = f"--{meant}" if meant else name
+    after = f"; options follow a command: directpo {named} {written} ..."
+    if not command:
+        after += f" ({', '.join(COMMANDS)})"
+    if meant and meant != option:
+        after += f" ({named} has no {name}: did you mean '--{meant}'?)"
+    return f"unknown option '{name}'{after}"
 
 
 def _unknown_flag_message(flag: str, options: type) -> str:

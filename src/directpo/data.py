@@ -66,7 +66,7 @@ from directpo.readers import (
     source_label,
 )
 from directpo.refusals import SKIP_HINT, RefusedRows
-from directpo.row_formats import from_openai, is_openai_layout, openai_names
+from directpo.row_formats import from_openai, is_openai_layout, openai_message, openai_names
 from directpo.vision import (
     IMAGE_COLUMNS,
     ImageError,
@@ -269,8 +269,8 @@ def preferences_of_rows(
             examples.append(_parse_row(row, layout, columns, f"{label}: {where}", base_dir))
         except RowError as err:
             if not skip_invalid_rows:  # the other rows are checked too (seconds for 100k):
-                refused.add(where, err.message)
-            skipped[err.reason] += 1
+                refused.add(where, openai_message(err.message) if openai else err.message)
+            skipped[openai_message(err.reason) if openai else err.reason] += 1
         # (checked after a row, so that no row past the last one taken is read)
         if max_pairs is not None and len(examples) + refused.count >= max_pairs:
             break
@@ -313,20 +313,19 @@ def parse_pair(
 ) -> PreferenceExample:
     """One preference row in any layout, validated as in training (image paths relative to
     ``base_dir``)."""
-    if _is_openai(list(row), columns):
-        try:
-            row = from_openai(row)
-        except RowError as err:
-            raise DataError(f"{where}: {err.message}") from None
-    if columns.prompt in row:
-        layout = _prompt_layout(row[columns.prompt], row.get(columns.chosen))
-    else:
-        layout = "implicit"
-        _refuse_unread_prompt(row, columns, list(row), where)
+    openai = _is_openai(list(row), columns)
     try:
+        if openai:
+            row = from_openai(row)
+        if columns.prompt in row:
+            layout = _prompt_layout(row[columns.prompt], row.get(columns.chosen))
+        else:
+            layout = "implicit"
+            _refuse_unread_prompt(row, columns, list(row), where)
         return _parse_row(row, layout, columns, where, base_dir)
     except RowError as err:
-        raise DataError(f"{where}: {err.message}") from None
+        said = openai_message(err.message) if openai else err.message
+        raise DataError(f"{where}: {said}") from None
 
 
 # ---------------------------------------------------------------------------------------------

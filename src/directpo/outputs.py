@@ -195,6 +195,38 @@ class OutputLock:
             self.handle = None
 
 
+def refuse_output_dir_in_use(output_dir: str | Path, config: DPOConfig) -> None:
+    """Refuse an ``output_dir`` that holds an earlier run or other files, unless resumed there
+    or overwritten; read only (check_run says it with the other options refused at start)."""
+    output_dir = Path(output_dir)
+    previous, entries, resuming_here = _held(output_dir, config)
+    if not entries or resuming_here or config.overwrite_output_dir:
+        return
+    if previous:
+        what = f"{previous[-1].name}; resume it with resume_from_checkpoint: latest,"
+    elif model_files(output_dir):
+        what = "a finished run (no checkpoint to resume);"
+    elif {"config.yaml", "metrics.jsonl"} <= set(entries):
+        what = "a run stopped before its first checkpoint (nothing to resume);"
+    else:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        what = f"other files ({shown});"
+    raise ConfigError(
+        f"output_dir {output_dir} already holds {what} choose another output_dir, or set "
+        "overwrite_output_dir: true (it replaces the checkpoints and model files there)"
+    )
+
+
+def _held(output_dir: Path, config: DPOConfig) -> tuple[list[Path], list[str], bool]:
+    """(its checkpoints, its entries but hidden staging ones, whether the run resumes there)."""
+    previous = list_checkpoints(output_dir)
+    entries = sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() else []
+    entries = [name for name in entries if not name.startswith(".")]  # staging, tmp folders
+    resume = config.resume_from_checkpoint
+    resuming_here = resume == "latest" or (resume is not None and inside(resume, output_dir))
+    return previous, entries, resuming_here
+
+
 def prepare_output_dir(
     output_dir: Path, config: DPOConfig, lock: OutputLock | None = None
 ) -> list[Path]:
@@ -235,25 +267,8 @@ def prepare_output_dir(
         raise ConfigError(f"output_dir {output_dir}: not writable ({exc.strerror})") from None
     if lock is not None:  # (rank 0 alone) a final folder's interrupted move: finished, not lost
         finish_interrupted_publish(output_dir)
-    previous = list_checkpoints(output_dir)
-    entries = sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() else []
-    entries = [name for name in entries if not name.startswith(".")]  # staging, tmp folders
-    resume = config.resume_from_checkpoint
-    resuming_here = resume == "latest" or (resume is not None and inside(resume, output_dir))
-    if entries and not resuming_here and not config.overwrite_output_dir:
-        if previous:
-            what = f"{previous[-1].name}; resume it with resume_from_checkpoint: latest,"
-        elif model_files(output_dir):
-            what = "a finished run (no checkpoint to resume);"
-        elif {"config.yaml", "metrics.jsonl"} <= set(entries):
-            what = "a run stopped before its first checkpoint (nothing to resume);"
-        else:
-            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-            what = f"other files ({shown});"
-        raise ConfigError(
-            f"output_dir {output_dir} already holds {what} choose another output_dir, or set "
-            "overwrite_output_dir: true (it replaces the checkpoints and model files there)"
-        )
+    refuse_output_dir_in_use(output_dir, config)  # again, now that the folder is locked
+    previous, entries, resuming_here = _held(output_dir, config)
     if entries and not resuming_here:  # overwriting: what the run rewrites must be a run's
         theirs = _someones_run_files(output_dir, previous, entries)
         if theirs:

@@ -187,10 +187,11 @@ def check_run(
     *,
     need_train_file: bool = True,
     eval_dataset_given: bool = False,
+    given: dict[str, Any] | None = None,
 ) -> None:
     """``check_environment`` and ``check_device`` together: every problem of both in one pass
     (a run on CPU with use_liger_kernel, flash_attention_2 and a missing train_file took three
-    runs to fix, one refusal each)."""
+    runs to fix, one refusal each); an output_dir in use too. ``given``: train()'s rows."""
     problems: list[str] = []
     with collected(problems):
         check_environment(
@@ -198,12 +199,16 @@ def check_run(
         )
     with collected(problems):
         check_device(config, device_type, processes)
+    with collected(problems):  # (prepare_output_dir checks it again once the folder is locked)
+        from directpo.outputs import refuse_output_dir_in_use  # (outputs imports this module)
+
+        refuse_output_dir_in_use(config.output_dir, config)
     rows: list[str] = []
     if problems:  # the data files' bad rows too: said only by the next run, after these
         from directpo.early_rows import row_problems  # (it reads rows: data imports config)
 
         with contextlib.suppress(Exception):  # (a file these refused may be unreadable)
-            rows = row_problems(config, problems)
+            rows = row_problems(config, problems, given)
     refuse_all(problems, rows)
 
 

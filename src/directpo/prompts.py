@@ -36,6 +36,7 @@ from directpo.readers import (
     source_label,
 )
 from directpo.refusals import RefusedRows
+from directpo.row_formats import from_openai, is_openai_layout, openai_message
 from directpo.vision import image_key, with_image_parts
 
 Item = TypeVar("Item")
@@ -163,9 +164,22 @@ def parse_prompt(
     row: dict[str, Any], prompt_column: str, where: str, system_column: str | None = None
 ) -> Text | ImagePrompt:
     """A row's prompt; with the row's tools or chat_template_kwargs, an ``ImagePrompt``."""
+    row = _own_columns(row, prompt_column, where)
     prompt = _row_prompt(row, prompt_column, system_column, where, parts=False)
     args = template_args_of(row, prompt, where)
     return ImagePrompt(prompt, (), args) if args else prompt
+
+
+def _own_columns(row: dict[str, Any], prompt_column: str, where: str) -> dict[str, Any]:
+    """A pairs row in OpenAI's preference format as directpo's columns (row_formats): its
+    prompt is ``input.messages``, with ``input.tools``, as training reads it; a prompt file
+    or a pairs file given to generate said it had no 'prompt'."""
+    if not is_openai_layout(list(row), prompt_column, "chosen", "rejected"):
+        return row
+    try:
+        return from_openai(row)
+    except RowError as err:
+        raise DataError(f"{where}: {openai_message(err.message)}") from None
 
 
 def _row_prompt(
@@ -236,6 +250,7 @@ def prompt_with_images(
     system_column: str | None = None,
 ) -> Text | ImagePrompt:
     """A row's prompt; with images, tools or chat_template_kwargs, an ``ImagePrompt``."""
+    row = _own_columns(row, prompt_column, where)
     prompt = _row_prompt(row, prompt_column, system_column, where, parts=True)
     images = row_images(row, where, base_dir, prompt_column)
     args = template_args_of(row, prompt, where)

@@ -253,10 +253,10 @@ class ImplicitReward:
         given = images is not None
         images = list(images) if images is not None else [None] * len(prompts)
         if not len(prompts) == len(responses) == len(images):
-            also = f", {len(images)} image lists" if given else ""
+            also = f", {counted(len(images), 'image list')}" if given else ""
             raise ValueError(
                 f"score needs one response{' and one image list' * given} per prompt: got "
-                f"{len(prompts)} prompts, {len(responses)} responses{also}"
+                f"{counted(len(prompts), 'prompt')}, {counted(len(responses), 'response')}{also}"
             )
         truncated: Counter[str] = Counter()
         rows = []
@@ -338,17 +338,21 @@ def run_values_missing(
     """Why ``from_run`` cannot score with ``run_dir`` (β or the reference not given, and no
     directpo run's config.yaml to take them from), or None; read without loading a model, so
     that score and rank say it with the input's bad rows, before any model loads."""
-    if ref_model_name_or_path is not None and beta is not None:
+    # only the flags still missing: one given is not asked for again
+    flags = [
+        flag
+        for flag, value in (("--ref_model_name_or_path", ref_model_name_or_path), ("--beta", beta))
+        if value is None
+    ]
+    if not flags:
         return None
+    give = " and ".join(flags)
     try:
         config = run_config(run_dir)
     except ConfigError as err:  # another tool's config.yaml
-        return f"{err} (not a directpo run's config.yaml? give --ref_model_name_or_path and --beta)"
+        return f"{err} (not a directpo run's config.yaml? give {give})"
     if config is None:
-        return (
-            f"{run_dir} has no config.yaml from a directpo run: give --ref_model_name_or_path "
-            "and --beta"
-        )
+        return f"{run_dir} has no config.yaml from a directpo run: give {give}"
     return None
 
 

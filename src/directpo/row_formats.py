@@ -16,12 +16,19 @@ defaults and the file has no ``chosen`` column (an explicit ``chosen_column`` al
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from directpo.readers import RowError, kind_of
 
 OPENAI_COLUMNS = ("input", "preferred_output", "non_preferred_output")
 OPENAI_ONLY = ("parallel_tool_calls",)  # API settings in ``input`` no template reads
+# directpo's names for a row's parts, as OpenAI's file calls them (said in its rows' problems)
+OPENAI_FIELDS = {
+    "prompt": "input.messages",
+    "chosen": "preferred_output",
+    "rejected": "non_preferred_output",
+}
 
 
 def is_openai_layout(names: list[str], prompt: str, chosen: str, rejected: str) -> bool:
@@ -71,3 +78,14 @@ def from_openai(row: dict[str, Any]) -> dict[str, Any]:
             raise RowError("bad tools", "fields 'tools' and 'input.tools' differ: keep one")
         rewritten["tools"] = source["tools"]
     return rewritten
+
+
+def openai_message(message: str) -> str:
+    """A row's problem said by OpenAI's field names: the user wrote ``preferred_output``, not
+    ``chosen``, so "field 'rejected': message 1 has role 'user'" names a field not in the file."""
+    quoted = re.sub(r"'(prompt|chosen|rejected)'", lambda m: f"'{OPENAI_FIELDS[m[1]]}'", message)
+    return re.sub(
+        r"\bchosen and rejected\b",
+        f"{OPENAI_FIELDS['chosen']} and {OPENAI_FIELDS['rejected']}",
+        quoted,
+    )

@@ -24,6 +24,7 @@ from directpo.best import BestModel, sampled_metrics
 from directpo.config import DPOConfig
 from directpo.data import counted
 from directpo.distributed import World, materialize, release_host_memory, wrap
+from directpo.early_rows import with_rows
 from directpo.errors import ConfigError, TrainingStopped, memory_kind
 from directpo.guard import UpdateProbe, check_trainable
 from directpo.logprobs import SequenceScorer, attention_implementation
@@ -134,12 +135,17 @@ def prepare_run(
 ) -> Run:
     """Everything a run sets up once; ``lock`` (rank 0's) is taken on ``output_dir``."""
     output_dir = Path(config.output_dir)
-    if config.auto_find_batch_size and world.size > 1:  # (one rank alone would retry a step)
-        raise ConfigError(
-            "auto_find_batch_size works in one process: under torchrun every rank would have to "
-            "retry the same step; set per_device_train_batch_size (and gradient_accumulation_steps)"
-        )
-    replaced = prepare_output_dir(output_dir, config, lock)
+    try:
+        if config.auto_find_batch_size and world.size > 1:  # (one rank alone would retry a step)
+            raise ConfigError(
+                "auto_find_batch_size works in one process: under torchrun every rank would have "
+                "to retry the same step; set per_device_train_batch_size (and "
+                "gradient_accumulation_steps)"
+            )
+        replaced = prepare_output_dir(output_dir, config, lock)
+    except ConfigError as error:  # the data's bad rows with it: else the next run's news
+        given = {"train_file": train_dataset, "eval_file": eval_dataset}
+        raise with_rows(error, config, given) from None
     set_seed(config.seed)
     device = world.device
 

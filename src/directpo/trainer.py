@@ -42,7 +42,8 @@ from directpo.distributed import (
 )
 from directpo.distributed import setup as setup_world
 from directpo.distributed import teardown as teardown_world
-from directpo.errors import DirectpoError, TrainingStopped
+from directpo.early_rows import with_given_rows
+from directpo.errors import ConfigError, DirectpoError, TrainingStopped
 from directpo.failures import explain_failures, peer_gone, settle, setup_out_of_memory
 from directpo.finish import TrainResult, finish, train_result
 from directpo.folders import missing_folders, remove_empty
@@ -94,7 +95,12 @@ def train(
         echo = _silent
     elif not callable(echo):  # else a TypeError at the first line, after the output folder
         raise TypeError(f"echo must be a function of a line (print), or None; got {echo!r}")
-    config, peft_config = checked_arguments(config_with(config, options), peft_config, echo)
+    given = {"train_file": train_dataset, "eval_file": eval_dataset}  # (what they replace)
+    try:
+        built = config_with(config, options)
+    except ConfigError as error:  # the rows given said too: they were read only by a next run
+        raise with_given_rows(error, config, options, given) from None
+    config, peft_config = checked_arguments(built, peft_config, echo)
     mode = launcher_mode(config.distributed, config.fsdp_offload)
     check_launcher_precision(config.precision.compute)
     world = setup_world(mode, config.ddp_timeout)
@@ -109,6 +115,7 @@ def train(
             world.mode,
             need_train_file=train_dataset is None,
             eval_dataset_given=eval_dataset is not None,
+            given=given,
         )
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
