@@ -970,3 +970,13 @@ def test_a_model_folder_with_another_tools_config_yaml_scores_when_beta_and_refe
                 "--max_new_tokens", "2", "--output", str(tmp_path / "samples.jsonl")]  # fmt: skip
     assert main(generate) == 0
     assert "config.yaml not used (not a directpo run's)" in capsys.readouterr().out
+
+
+def test_from_run_of_a_plain_folder_names_its_own_keywords(tiny_model_dirs) -> None:
+    """ImplicitReward.from_run from Python asked for the commands' flags ('give
+    --ref_model_name_or_path and --beta'); it names its keywords, only the missing ones."""
+    model = str(tiny_model_dirs["llama"])
+    with pytest.raises(ConfigError, match=r"directpo run: give ref_model_name_or_path= and beta=$"):
+        ImplicitReward.from_run(model)
+    with pytest.raises(ConfigError, match=r"directpo run: give ref_model_name_or_path=$"):
+        ImplicitReward.from_run(model, beta=0.1)

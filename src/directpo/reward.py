@@ -184,7 +184,7 @@ class ImplicitReward:
         those in the run's config.yaml, and models load where training found them (its
         model_init_kwargs' revision, subfolder, ...: a LoRA run's base, the reference).
         ``echo`` receives notes (default: ``warnings.warn``)."""
-        missing = run_values_missing(run_dir, ref_model_name_or_path, beta)
+        missing = run_values_missing(run_dir, ref_model_name_or_path, beta, python=True)
         if missing is not None:
             raise ConfigError(missing)
         try:
@@ -333,15 +333,22 @@ class ImplicitReward:
 
 
 def run_values_missing(
-    run_dir: str, ref_model_name_or_path: str | None, beta: float | None
+    run_dir: str,
+    ref_model_name_or_path: str | None,
+    beta: float | None,
+    python: bool = False,
 ) -> str | None:
     """Why ``from_run`` cannot score with ``run_dir`` (β or the reference not given, and no
     directpo run's config.yaml to take them from), or None; read without loading a model, so
-    that score and rank say it with the input's bad rows, before any model loads."""
-    # only the flags still missing: one given is not asked for again
+    that score and rank say it with the input's bad rows, before any model loads. ``python``:
+    named as from_run's keywords (``beta=``), not the commands' flags (``--beta``)."""
+    spelled = (
+        ("ref_model_name_or_path=", "beta=") if python else ("--ref_model_name_or_path", "--beta")
+    )
+    # only the values still missing: one given is not asked for again
     flags = [
         flag
-        for flag, value in (("--ref_model_name_or_path", ref_model_name_or_path), ("--beta", beta))
+        for flag, value in zip(spelled, (ref_model_name_or_path, beta), strict=True)
         if value is None
     ]
     if not flags:
