@@ -40,7 +40,7 @@ from directpo.command_options import (
 )
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DirectpoError
-from directpo.options import load_options, option_help, read_yaml
+from directpo.options import load_options, option_help, read_yaml, type_hints
 from directpo.signals import Terminated, exit_code_of, sigterm_unwinds
 from directpo.trl_compat import ALIASES, VERSION_FLAGS, VERSION_HINT
 
@@ -437,7 +437,7 @@ def _option_kinds(options: type) -> dict[str, str]:
     """How each option reads its flag: a boolean may stand alone, a list (or a list of data
     files, ``str | list[str]``) takes several values, any other option exactly one."""
     kinds = {}
-    hints = typing.get_type_hints(options)  # once: it evaluates every field's annotation
+    hints = type_hints(options)  # (evaluated once per class: it reads every annotation)
     for f in dataclasses.fields(options):
         hint = hints[f.name]
         args = set(typing.get_args(hint)) - {type(None)}

@@ -16,14 +16,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from directpo.batching import Layout
 from directpo.errors import ConfigError, ConfigErrors, respelled
 from directpo.losses import LOSSES, needs_reference
 from directpo.options import Options, load_options, option, option_help, translate_usable
 from directpo.precision import PrecisionPolicy
-from directpo.preflight import absolute_paths, has_files
+from directpo.preflight import PATH_OPTIONS, absolute_paths, has_files
 from directpo.trl_compat import apply_trl_meanings, one_beta, spellings, translate
 
 LOSS_TYPES = tuple(LOSSES)
@@ -88,6 +88,9 @@ class DPOConfig(Options):
     ``optim``, ``use_peft``, ``remove_unused_columns``, ...), from YAML and flags
     (``load_config``); values are coerced and checked when it is built, and again by ``train``,
     so that attributes set afterwards are checked too."""
+
+    # a leading ~ of these is the home folder (Options; model_init_kwargs': preflight.expand_home)
+    PATH_KEYS: ClassVar[tuple[str, ...]] = PATH_OPTIONS
 
     # --- model --------------------------------------------------------------------------------
     model_name_or_path: str | None = option(

@@ -69,13 +69,10 @@ PATH_OPTIONS = (
 
 
 def expand_home(config: Any) -> None:
-    """A leading ``~`` of every path option (nested ones too) as the home folder, as a shell
-    reads it: YAML and Python do not, and ``model_name_or_path: ~/models/x`` was refused as
-    "no such model folder" (a train_file read as missing, an output_dir made as ./~)."""
-    for key in PATH_OPTIONS:
-        value = getattr(config, key)
-        if home_expanded(value) != value:  # (a set option forgets how it was spelled)
-            setattr(config, key, home_expanded(value))
+    """A leading ``~`` of the path arguments in model_init_kwargs / ref_model_init_kwargs as
+    the home folder, as a shell reads it: YAML and Python do not. The path options themselves
+    (``model_name_or_path: ~/models/x`` was refused as "no such model folder", an output_dir
+    made as ./~) are expanded by Options on construction (DPOConfig.PATH_KEYS: PATH_OPTIONS)."""
     for key in ("model_init_kwargs", "ref_model_init_kwargs"):
         kwargs = getattr(config, key)
         if isinstance(kwargs, dict):
