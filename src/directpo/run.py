@@ -8,6 +8,7 @@ metrics logger. The loop (trainer.py) then only reads and updates the ``Run``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import time
 from collections.abc import Callable
@@ -70,6 +71,7 @@ from directpo.sources import FixedPairs, OnlineRounds, PairSet
 from directpo.step import PairStats, eval_set_metrics, evaluate
 from directpo.sync import in_ref_adapter
 from directpo.tracking import MetricsLogger
+from directpo.trainer_state import training_flos
 from directpo.vision import attach_rope_positions
 
 
@@ -122,6 +124,12 @@ class Run:
     @property
     def sharded(self) -> bool:
         return self.world.mode == "fsdp"
+
+    @functools.cached_property
+    def flops_per_token(self) -> float:
+        """transformers' training FLOPs per token forwarded (trainer_state.training_flos): the
+        policy's parameters counted once, not at every step (a walk over every module)."""
+        return training_flos(self.policy, 1)
 
 
 def prepare_run(

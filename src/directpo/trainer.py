@@ -60,7 +60,7 @@ from directpo.run import Run, evaluation_precision, prepare_run
 from directpo.signals import StopRequest
 from directpo.step import PairStats, eval_set_metrics, evaluate, pair_losses
 from directpo.sync import reference_state, sync_reference
-from directpo.trainer_state import best_checkpoint_name, run_fields, training_flos
+from directpo.trainer_state import best_checkpoint_name, run_fields
 
 
 def train(
@@ -266,7 +266,7 @@ def train_step(run: Run, step: int, measure: bool = False) -> StepResult:
             if not retry_smaller(run, step, error):
                 raise
     run.num_tokens += stats.tokens
-    run.total_flos += training_flos(run.policy, stats.forwarded)
+    run.total_flos += run.flops_per_token * stats.forwarded
     if not micro_batches:  # an online round that found no pair: nothing to learn this step
         _advance_schedule(run.scheduler)
         return StepResult(stats, 0.0, learning_rate)
