@@ -9,6 +9,8 @@
 #      use_liger_kernel on both sides, ...);
 #   3. bench/fsdp_memory.py --device cuda: peak host memory of a meta-loaded FSDP2 0.5B run;
 #   4. bench/gpu_smoke.py compile: torch_compile on four architectures and LoRA vs eager (COMPILE_CHECK=0 skips).
+#      bench/gpu_smoke.py offload: activation_offloading's peak memory and step time on a 0.5B
+#      bf16 model, with and without (~1 min; OFFLOAD_CHECK=0 skips).
 #   5. bench/gpu_smoke.py precision (last; PRECISION_CHECK=0 skips): tf32, full_determinism, the
 #      cost of eval_dtype auto's float32 evaluation and eval_generate's float32 KL (~2 min).
 #   bash bench/gpu.sh [vs_trl.py options]     # e.g. --models qwen2.5-0.5b-random --budget 200
@@ -43,6 +45,10 @@ fi
 if [[ "${COMPILE_CHECK:-1}" == 1 ]]; then  # torch_compile across architectures (evidence for a default)
   timeout 150 python3 bench/gpu_smoke.py compile 2>&1 | grep -vE "it/s\]|Loading weights|Writing model" \
     | tee "$OUT/compile.txt"
+fi
+if [[ "${OFFLOAD_CHECK:-1}" == 1 ]]; then  # activation_offloading: peak memory and step time, 0.5B
+  timeout 90 python3 bench/gpu_smoke.py offload 2>&1 | grep -vE "it/s\]|Loading weights|Writing model" \
+    | tee "$OUT/offload.txt"
 fi
 if [[ "${FSDP_MEMORY:-1}" == 1 ]]; then  # host memory of a meta-loaded FSDP2 run on the GPU
   timeout 240 python3 bench/fsdp_memory.py --device cuda --worlds 1 --out "$OUT/fsdp_memory.jsonl" \

@@ -22,6 +22,10 @@
    ``full_determinism: true`` on CUDA (two runs bitwise equal), and what ``eval_dtype: auto``'s
    float32 evaluation and eval_generate's float32 KL scoring cost against bf16 on a
    Qwen2.5-0.5B-shaped random model (seconds of one evaluation, and the ratio).
+9. ``python bench/gpu_smoke.py offload`` (bench/gpu.sh runs it; OFFLOAD_CHECK=0 skips):
+   activation_offloading on a Qwen2.5-0.5B-shaped random model in bf16, one batch: peak GPU
+   memory and step time with and without it, and their ratio (< 60 s). Without CUDA it is a
+   dry run on a tiny model (nothing moves on a CPU).
 Prints one line per check and a final verdict.
 """
 
@@ -465,16 +469,69 @@ def precision_check(root: Path, data: Path) -> None:
         )
 
 
+def offload_check(root: Path, data: Path) -> None:
+    """activation_offloading on a Qwen2.5-0.5B-shaped random model in bf16, one batch of 4
+    pairs (~1.3k-token sequences): peak GPU memory and step time with and without it, their
+    ratio, and the losses of the two runs (the copies change no value). Without CUDA (a dry run
+    of this script) a tiny model on the CPU, where the option moves nothing."""
+    cuda = torch.cuda.is_available()
+    if cuda:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from vs_trl import make_data, qwen_random
+
+        model = qwen_random("qwen2.5-0.5b-random", root / "qwen-0.5b-offload")
+        data = root / "offload.jsonl"
+        make_data(data, prompt_words=300, completion_words=150, pairs=16, seed=5)
+    else:
+        model = save_tiny_model("llama", root / "llama-offload")
+    steps, measured = 4, {}
+    for offloading in (False, True):
+        stamps: list[tuple[float, str]] = []
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        config = tiny_config(
+            model, data, root / f"offload-{offloading}", max_steps=steps,
+            per_device_train_batch_size=4, dtype="bfloat16" if cuda else "float32",
+            activation_offloading=offloading, save_strategy="no",
+        )  # fmt: skip
+        result = train(config, echo=lambda line, s=stamps: s.append((time.perf_counter(), line)))
+        at = [t for t, line in stamps if line.startswith("step ")]
+        peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0
+        said = any("activations offloaded to CPU" in line for _, line in stamps)
+        # steps 2..n: the first step pays for allocations and kernel choices
+        measured[offloading] = (peak, (at[-1] - at[0]) / (steps - 1), _rows(result), said)
+    (peak, step, rows, _), (peak_off, step_off, rows_off, said) = measured[False], measured[True]
+    same_first = rows[0]["loss"] == rows_off[0]["loss"]
+    drift = max(abs(a["loss"] - b["loss"]) for a, b in zip(rows, rows_off, strict=True))
+    verdict(
+        f"activation_offloading, {'0.5B bf16' if cuda else 'tiny, CPU dry run'}, batch 4",
+        same_first and drift < 1e-3 and said == cuda,
+        f"peak {peak:.2f} GiB -> {peak_off:.2f} GiB "
+        f"({peak_off / peak if peak else 0:.2f}x), step {step:.3f} s -> {step_off:.3f} s "
+        f"({step_off / step:.2f}x), loss drift {drift:.2g}",
+    )
+
+
 def _rows(result: Any) -> list[dict]:
     return [r for r in result.metrics if "loss" in r]
 
 
 def main() -> None:
-    assert torch.cuda.is_available(), "no CUDA device"
-    print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__, flush=True)
     root = Path(tempfile.mkdtemp())
     data = write_jsonl(root / "pairs.jsonl", SENTIMENT_PAIRS)
-    groups = {"features": features_check, "compile": compile_check, "precision": precision_check}
+    if sys.argv[1:] == ["offload"] and not torch.cuda.is_available():  # its CPU dry run
+        offload_check(root, data)
+        print("GPU smoke (CPU dry run):", "all OK" if not failures else "FAILED", flush=True)
+        return
+    assert torch.cuda.is_available(), "no CUDA device"
+    print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__, flush=True)
+    groups = {
+        "features": features_check,
+        "compile": compile_check,
+        "precision": precision_check,
+        "offload": offload_check,
+    }
     if len(sys.argv) == 2 and sys.argv[1] in groups:  # one group alone (a short device call)
         groups[sys.argv[1]](root, data)
         print("GPU smoke:", "all OK" if not failures else f"{failures} FAILED", flush=True)

@@ -164,6 +164,12 @@ class DPOConfig(Options):
         "TRL's spelling: only use_reentrant (either value) is accepted; directpo always "
         "checkpoints non-reentrant, with the same gradients.",
     )
+    activation_offloading: bool = option(
+        False,
+        "Hold the activations the policy's training forward saves for backward in (pinned) CPU "
+        "memory, copied back as backward needs them (TRL's option): less GPU memory, for PCIe "
+        "traffic; weights and tensors under 1 KiB stay on the GPU. No effect on a CPU.",
+    )
     gradient_checkpointing_every: int = option(
         1,
         "With gradient_checkpointing: recompute only every this-many-th decoder layer (1: every "

@@ -41,6 +41,7 @@ from directpo.models import (
     check_vocabulary,
     resolve_router_aux,
 )
+from directpo.offload import OffloadActivations, activation_offload
 from directpo.online import RoundBuilder
 from directpo.optimizers import build_optimizer, no_decay_ids
 from directpo.outputs import OutputLock, model_files, prepare_output_dir, remove
@@ -120,6 +121,7 @@ class Run:
     micro_split: int = 1  # auto_find_batch_size: each micro-batch run in this many pieces
     eval_float32: bool = False  # held-out pairs computed in float32 (eval_dtype)
     reference_masters: FrozenMasters | None = None  # the reference's float32 weights (frozen)
+    offload: OffloadActivations | None = None  # activation_offloading's hooks (offload.py)
 
     @property
     def sharded(self) -> bool:
@@ -294,6 +296,7 @@ def prepare_run(
         best=BestModel.from_config(config),
         eval_float32=eval_float32,
         reference_masters=reference_masters,
+        offload=activation_offload(config.activation_offloading, device, echo),
         from_python=tuple(
             name
             for name, given in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset))
@@ -326,6 +329,7 @@ def prepare_run(
         + (f", {_precision_words(precision)}" if precision.compute != torch.float32 else "")
         + f", {_kernel_words(policy, device, precision, config.gradient_checkpointing)}"
         + (", compiled decoder layers" if compiled else "")
+        + (", activations offloaded to CPU" if run.offload and run.offload.device_type else "")
     )
     # last: nothing after it can fail (the echo above is the caller's function), so trackers
     # (TensorBoard's thread, a wandb / mlflow run) are only open where the loop closes them

@@ -5,6 +5,7 @@ Shared by training and evaluation, so both report the same metrics (TRL's names)
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ from directpo.losses import (
     with_f_divergence,
     wpo_weight,
 )
+from directpo.offload import OffloadActivations
 from directpo.reference import ReferenceProvider
 from directpo.tokenization import TokenizedPair
 
@@ -115,19 +117,24 @@ def batch_logps(
     ld_alpha: float | None = None,
     use_weighting: bool = False,
     diagnostics: bool = True,
+    offload: OffloadActivations | None = None,
 ) -> PairLogps:
     """Policy (with graph) and reference log-probs of a paired batch.
 
     ``policy`` is a causal LM, or a ``SequenceScorer`` (possibly DDP/FSDP-wrapped) around one
     (which then applies its own ``ld_alpha``). ``use_weighting``: WPO's sequence weights.
     ``diagnostics``: also the policy's per-token statistics (TRL's logits/*, entropy...).
+    ``offload``: the training loop's activation offloading, around the policy's forward only.
     """
     n = batch.num_pairs
     inner = getattr(policy, "module", policy)  # DDP keeps the scorer in .module
-    if isinstance(inner, SequenceScorer):
-        outputs = policy(batch, diagnostics)
-    else:
-        outputs = model_logprobs(policy, batch, chunk_tokens, ld_alpha, use_weighting, diagnostics)
+    with offload if offload is not None else contextlib.nullcontext():
+        if isinstance(inner, SequenceScorer):
+            outputs = policy(batch, diagnostics)
+        else:
+            outputs = model_logprobs(
+                policy, batch, chunk_tokens, ld_alpha, use_weighting, diagnostics
+            )
     policy_logps, token_counts, log1m, aligned, token_stats = outputs[:5]
     router_aux = outputs[5] if len(outputs) > 5 else None  # a MoE policy's balancing loss
     reference_logps = reference.logprobs(batch) if reference is not None else None
@@ -153,13 +160,15 @@ def pair_losses(
     batch: Batch,
     config: DPOConfig,
     diagnostics: bool = True,
+    offload: OffloadActivations | None = None,
 ) -> tuple[torch.Tensor, PairStats]:
     """Per-pair losses of one batch (with graph) and the detached sums for metrics (tensors:
     ``PairStats.materialized`` reads them, so the device is not waited for here).
-    ``diagnostics``: also TRL's per-token statistics (the training loop: on steps that log)."""
+    ``diagnostics``: also TRL's per-token statistics (the training loop: on steps that log).
+    ``offload``: activation offloading of the policy's forward (the training loop's)."""
     lp = batch_logps(
         policy, reference, batch, config.logprob_chunk_tokens, config.ld_alpha,
-        config.use_weighting, diagnostics,
+        config.use_weighting, diagnostics, offload,
     )  # fmt: skip
     scored = with_f_divergence(lp, config.f_divergence_type, config.f_alpha_divergence_coef)
     losses, components = preference_loss(

@@ -319,7 +319,9 @@ def _accumulate(run: Run, micro_batches: list[list[int]], measure: bool) -> Pair
         ).to(world.device)
         last = number == len(micro_batches) - 1
         with gradient_sync(run.scorer, enabled=last or sync_every_micro_batch):
-            losses, batch_stats = pair_losses(run.scorer, run.reference, batch, config, measure)
+            losses, batch_stats = pair_losses(
+                run.scorer, run.reference, batch, config, measure, run.offload
+            )
             # x world size: DDP and FSDP average the ranks' gradients
             weight = 0.0 if stand_in else world.size / step_pairs
             (losses.sum() * weight).backward()

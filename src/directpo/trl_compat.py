@@ -226,7 +226,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "fsdp_config": (_nothing, FSDP),
     "debug": (_nothing, ""),
     "enable_jit_checkpoint": (_nothing, "SIGTERM/Ctrl-C always save a checkpoint"),
-    "activation_offloading": (_nothing, "use gradient_checkpointing"),
     "dataset_mixer": (_nothing, MIXTURE),
     "dataset_splits": (_nothing, "use dataset_train_split and dataset_test_split"),
     "ignore_bias_buffers": (_any, ""),
