@@ -76,6 +76,24 @@ def test_weights_their_views_and_small_tensors_are_not_copied() -> None:
     assert hooks.moved == 1 and hooks.saved == 2
 
 
+def test_a_tensor_saved_twice_while_alive_is_copied_once() -> None:
+    """q_proj, k_proj and v_proj save the same normed hidden state: one host copy of it."""
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(64, 64, bias=False), torch.nn.Linear(64, 64, bias=False)
+    x = torch.randn(16, 64, requires_grad=True)
+    (a(x) * b(x)).sum().backward()
+    expected = [t.grad.clone() for t in (x, a.weight, b.weight)]
+    for t in (x, a.weight, b.weight):
+        t.grad = None
+    hooks = OffloadActivations("cpu")
+    with hooks:
+        y = a(x) * b(x)  # x saved by both layers; a(x) and b(x) by the product
+    assert hooks.saved == 6 and hooks.moved == 3 and not hooks.same  # forgotten at exit
+    y.sum().backward()
+    for tensor, grad in zip((x, a.weight, b.weight), expected, strict=True):
+        assert torch.equal(tensor.grad, grad)
+
+
 def _hooked_calls(monkeypatch) -> list[tuple[bool, bool]]:
     """(grad enabled, saved-tensor hooks active) of each model_logprobs call."""
     calls: list[tuple[bool, bool]] = []

@@ -27,6 +27,7 @@ checkpointed layer saves only its input, which is offloaded, and recomputes the 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -49,6 +50,13 @@ class OffloadActivations(torch.autograd.graph.saved_tensors_hooks):
     """A reusable context: the tensors that autograd saves inside it and that ``offloaded``
     picks go to host memory (pinned for CUDA tensors) until backward unpacks them.
 
+    A tensor saved again while it is alive and unchanged (a decoder layer's normed hidden state,
+    saved by q_proj, k_proj and v_proj; the MLP input by gate_proj and up_proj) shares its first
+    host copy: one copy to the host, not three. ``same`` finds it: the key is where the data is
+    (storage, offset, shape, strides) and its version (an in-place write makes another), valid
+    while the first tensor lives (its memory cannot be another tensor's then), forgotten when
+    the context exits.
+
     ``device_type``: whose tensors move: the run's accelerator ("cuda"), None on a CPU run
     (the hooks run, nothing moves); a test passes "cpu" to send CPU tensors through the copies.
     ``saved`` / ``moved``: how many saved tensors the hooks saw and copied, over the context's
@@ -59,13 +67,20 @@ class OffloadActivations(torch.autograd.graph.saved_tensors_hooks):
         self.device_type = device_type
         self.saved = 0
         self.moved = 0
+        self.same: dict[tuple, tuple[weakref.ref, tuple[torch.device, torch.Tensor]]] = {}
 
         def pack(tensor: torch.Tensor) -> torch.Tensor | tuple[torch.device, torch.Tensor]:
             self.saved += 1
             if not offloaded(tensor, device_type, min_bytes):
                 return tensor  # kept as autograd would keep it without hooks
+            key = _data_key(tensor)
+            first, packed = self.same.get(key, (None, None))
+            if first is not None and first() is not None and packed is not None:
+                return packed
             self.moved += 1
-            return tensor.device, to_host(tensor)
+            packed = tensor.device, to_host(tensor)
+            self.same[key] = (weakref.ref(tensor), packed)
+            return packed
 
         def unpack(packed: torch.Tensor | tuple[torch.device, torch.Tensor]) -> torch.Tensor:
             if isinstance(packed, torch.Tensor):
@@ -77,6 +92,22 @@ class OffloadActivations(torch.autograd.graph.saved_tensors_hooks):
             return host.to(device, non_blocking=host.is_pinned())
 
         super().__init__(pack, unpack)
+
+    def __exit__(self, *exc: object) -> None:
+        self.same.clear()  # the host copies are the graph's alone now
+        super().__exit__(*exc)
+
+
+def _data_key(tensor: torch.Tensor) -> tuple:
+    """Which data a tensor shows: equal keys of two live tensors are the same values."""
+    return (
+        tensor.untyped_storage().data_ptr(),
+        tensor.storage_offset(),
+        tuple(tensor.shape),
+        tensor.stride(),
+        tensor.dtype,
+        tensor._version,
+    )
 
 
 def to_host(tensor: torch.Tensor) -> torch.Tensor:
