@@ -31,6 +31,7 @@ Prints one line per check and a final verdict.
 
 from __future__ import annotations
 
+import gc
 import math
 import sys
 import tempfile
@@ -487,6 +488,7 @@ def offload_check(root: Path, data: Path) -> None:
     steps, measured = 4, {}
     for offloading in (False, True):
         stamps: list[tuple[float, str]] = []
+        gc.collect()  # the other run's models (its result held them) off the GPU first
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
@@ -501,6 +503,7 @@ def offload_check(root: Path, data: Path) -> None:
         said = any("activations offloaded to CPU" in line for _, line in stamps)
         # steps 2..n: the first step pays for allocations and kernel choices
         measured[offloading] = (peak, (at[-1] - at[0]) / (steps - 1), _rows(result), said)
+        del result
     (peak, step, rows, _), (peak_off, step_off, rows_off, said) = measured[False], measured[True]
     same_first = rows[0]["loss"] == rows_off[0]["loss"]
     drift = max(abs(a["loss"] - b["loss"]) for a, b in zip(rows, rows_off, strict=True))
