@@ -9,11 +9,12 @@ import pytest
 import torch
 from tiny import build_model, build_tokenizer, tiny_config
 
-from directpo import logprobs, offload, trainer
+from directpo import failures, logprobs, offload, trainer
 from directpo.adapters import apply_lora
 from directpo.batching import collate_pairs
 from directpo.cli import main
 from directpo.config import load_config
+from directpo.errors import TrainingStopped
 from directpo.logprobs import SequenceScorer
 from directpo.models import _enable_activation_checkpointing
 from directpo.offload import OffloadActivations, offloaded
@@ -207,3 +208,29 @@ def test_under_fsdp2_the_gathered_weights_stay_and_the_losses_are_the_same(
     plain, sharded = made[1], made[3]
     assert plain.moved > 0 and sharded.moved == plain.moved and sharded.saved == plain.saved
     assert losses["fsdp", True] == losses["fsdp", False] == losses["auto", True]
+
+
+def test_out_of_gpu_memory_advises_activation_offloading_unless_the_run_has_it(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """A step out of GPU memory names activation_offloading: true among what lowers it; not to
+    a run that offloads already, nor for host memory (offloading fills it)."""
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer, "pair_losses", out_of_memory)
+    said = {}
+    for enabled in (False, True):
+        config = tiny_config(
+            tiny_model_dirs["llama"], pairs_file, tmp_path / f"o-{enabled}",
+            activation_offloading=enabled,
+        )  # fmt: skip
+        with pytest.raises(TrainingStopped) as info:
+            trainer.train(config, echo=lambda _: None)
+        said[enabled] = str(info.value)
+    assert said[False].startswith("out of GPU memory at step 1")
+    assert "gradient_checkpointing: true, activation_offloading: true, " in said[False]
+    assert "activation_offloading" not in said[True]
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "host")
+    assert "activation_offloading" not in failures.memory_knobs(config, False, "host")

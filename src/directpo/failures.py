@@ -37,11 +37,14 @@ OOM_HELP = (
 )
 
 
-def memory_knobs(config: DPOConfig, lora: bool) -> str:
+def memory_knobs(config: DPOConfig, lora: bool, kind: str = "GPU") -> str:
     """The options that lower a step's memory, less those the run has already (the advice
     named lora_r: 16 and precompute_ref_log_probs: true to a run with LoRA and a precomputed
-    reference, which changes nothing)."""
+    reference, which changes nothing). ``kind``: the memory that ran out (``memory_kind``):
+    activation offloading frees the GPU's, and fills the host's."""
     knobs = [] if config.gradient_checkpointing else ["gradient_checkpointing: true"]
+    if kind == "GPU" and not config.activation_offloading:
+        knobs.append("activation_offloading: true")
     if _can_precompute(config):
         knobs.append("precompute_ref_log_probs: true")
     if not lora:
@@ -104,7 +107,7 @@ def explain_failures(run: Run) -> Iterator[types.SimpleNamespace]:
             if position.evaluating and run.eval_float32:
                 said += EVAL_FLOAT32_HELP
             batch = run.config.per_device_eval_batch_size
-            knobs = memory_knobs(run.config, hasattr(run.policy, "peft_config"))
+            knobs = memory_knobs(run.config, hasattr(run.policy, "peft_config"), kind)
             error: DirectpoError = TrainingStopped(
                 said.format(step=position.step, batch=batch, kind=kind, knobs=knobs)
             )
