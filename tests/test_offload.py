@@ -134,7 +134,7 @@ def test_only_the_policys_forward_runs_under_the_hooks(monkeypatch, reference_ki
 
 
 def test_a_trl_config_with_activation_offloading_trains(
-    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, capsys
 ) -> None:
     """TRL's key ports; the hooks wrap every training forward (nothing else), copies made (the
     hooks told to move CPU tensors here) and the losses are those of a run without it."""
@@ -163,6 +163,8 @@ def test_a_trl_config_with_activation_offloading_trains(
         assert main(["train", str(recipe)]) == 0
         losses[enabled] = [r["loss"] for r in read_metrics(out) if "loss" in r]
     assert len(made) == 1 and made[0].moved > 0
+    started = [line for line in capsys.readouterr().out.splitlines() if line.startswith("training")]
+    assert ["activations offloaded to CPU" in line for line in started] == [False, True]
     trained = [hooked for grad, hooked in calls if grad]
     assert trained == [True, True]  # 2 steps, 1 micro-batch each
     assert not any(hooked for grad, hooked in calls if not grad)  # reference and evaluation
