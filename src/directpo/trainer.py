@@ -183,27 +183,14 @@ def _train(run: Run) -> TrainResult:
         position.evaluating = False
         for step in range(run.start_step, total):
             done = position.step = step + 1
-            round_metrics = run.source.prepare(step)  # online: a new round's pairs
-            if round_metrics:
-                run.logger.log(done, round_metrics)
-                write(_format_metrics(done, total, round_metrics))
-                if round_metrics.get("online/pairs") == 0:
-                    write(_no_pairs(run.config, round_metrics))
+            _start_round(run, step, write)  # online: a new round's pairs
             result = train_step(run, step, measure=_logs_at(run, done))
-            if _due(done, run.config.torch_empty_cache_steps or 0):
-                torch.cuda.empty_cache()  # transformers' torch_empty_cache_steps (CPU: nothing)
-            if _due(done, run.config.sync_ref_model and run.config.ref_model_sync_steps):
-                sync_reference(run, run.config.ref_model_mixup_alpha)  # TR-DPO
+            _upkeep(run, done)
             progress.update(1)
             progress.set_postfix(loss=f"{result.loss:.4f}")
             if _logs_at(run, done):
                 write(log_step(run, done, result))
-            improved = False
-            if _evaluates_at(run, done):
-                position.evaluating = True
-                write(evaluate_step(run, done))
-                position.evaluating = False
-                improved = run.best.update(done, run.logger.rows[-1])
+            improved = _evaluate_if_due(run, done, position, write)
             # decided once, the same on every rank, after the evaluation (a signal during it
             # stops this step): one landing after this all-reduce waits for the next step
             # (acting on it here alone put the ranks one collective apart)
@@ -213,20 +200,14 @@ def _train(run: Run) -> TrainResult:
             if _saves_at(run, done) or stopping or improved:
                 # a signal's checkpoint is the run's to continue from: complete whatever
                 # save_only_model says
-                model_only = run.config.save_only_model and not stopping
-                checkpoint = checkpoint_step(run, done, model_only)
+                checkpoint = checkpoint_step(run, done, run.config.save_only_model and not stopping)
                 write(f"saved {checkpoint}")
             if run.best.patience_spent():
                 write(f"early stopping after step {done}: {run.best.describe()}")
                 break
             if stopping:
-                run.logger.close()
-                progress.close()  # the last line is this one, not the bar
-                run.echo(
-                    f"stopped by {stop.requested} after step {done}; checkpoint {checkpoint}; "
-                    "continue with resume_from_checkpoint: latest"
-                )
-                return train_result(run, run.policy, run.reference, done, stop.requested)
+                progress.close()  # the last line is the stop's, not the bar
+                return _stopped(run, done, stopping, checkpoint)
         progress.close()
         stop.doing = "writing the final model first"  # a signal now must not cost the run
         return finish(run, done if run.best.patience_spent() else None)
@@ -329,6 +310,47 @@ def _accumulate(run: Run, micro_batches: list[list[int]], measure: bool) -> Pair
             run.masters.collect_grads()  # (streamed already in one process)
         stats.add(batch_stats.zeroed() if stand_in else batch_stats)
     return stats.all_reduce(world)
+
+
+def _evaluate_if_due(run: Run, done: int, position: Any, write: Callable[[str], None]) -> bool:
+    """``evaluate_step`` when step ``done`` evaluates; whether it improved the best metric
+    (``position`` tells a failure inside it that it happened while evaluating)."""
+    if not _evaluates_at(run, done):
+        return False
+    position.evaluating = True
+    write(evaluate_step(run, done))
+    position.evaluating = False
+    return run.best.update(done, run.logger.rows[-1])
+
+
+def _start_round(run: Run, step: int, write: Callable[[str], None]) -> None:
+    """Online DPO: a new round's pairs are sampled and labelled when ``step`` starts one (its
+    metrics logged); offline sources have nothing to prepare."""
+    round_metrics = run.source.prepare(step)
+    if round_metrics:
+        run.logger.log(step + 1, round_metrics)
+        write(_format_metrics(step + 1, run.total_steps, round_metrics))
+        if round_metrics.get("online/pairs") == 0:
+            write(_no_pairs(run.config, round_metrics))
+
+
+def _upkeep(run: Run, done: int) -> None:
+    """What is due after an optimizer step besides logging: the CUDA cache emptied
+    (transformers' torch_empty_cache_steps; nothing on a CPU) and TR-DPO's reference sync."""
+    if _due(done, run.config.torch_empty_cache_steps or 0):
+        torch.cuda.empty_cache()
+    if _due(done, run.config.sync_ref_model and run.config.ref_model_sync_steps):
+        sync_reference(run, run.config.ref_model_mixup_alpha)
+
+
+def _stopped(run: Run, done: int, signal: str, checkpoint: Path) -> TrainResult:
+    """A run stopped by a signal after its checkpoint: said with how to continue."""
+    run.logger.close()
+    run.echo(
+        f"stopped by {signal} after step {done}; checkpoint {checkpoint}; "
+        "continue with resume_from_checkpoint: latest"
+    )
+    return train_result(run, run.policy, run.reference, done, signal)
 
 
 def _advance_schedule(scheduler: Any) -> None:
