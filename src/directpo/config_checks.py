@@ -145,8 +145,9 @@ def check_values(config: DPOConfig) -> None:
     if config.dataset_mixture is not None:
         try:
             check_mixture(config)
-        except ConfigError as error:
-            config._refuse("dataset_mixture", str(error))
+        except ConfigError as error:  # (each of its entries' problems a line)
+            for line in getattr(error, "problems", None) or [str(error)]:
+                config._refuse("dataset_mixture", line)
     check_streaming(config)
     check_wandb_disabled(config)
     one_of("log_level", LOG_LEVELS)

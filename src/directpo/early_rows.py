@@ -3,9 +3,9 @@
 A config with a bad value and a data file with bad rows took two runs: the value was refused
 when the config was built, and the rows were read only by the next run, once the value was
 fixed. Reading the rows needs no model (seconds for 100k rows), so a config refused for its
-values reads its train and eval files too and says their bad rows in the same error; where a
-refused value is one the rows are read by (a column name), the line says that they were not
-checked, and why.
+values reads its train and eval files (and a dataset_mixture of local files) too and says
+their bad rows in the same error; where a refused value is one the rows are read by (a column
+name), the line says that they were not checked, and why.
 """
 
 from __future__ import annotations
@@ -37,11 +37,12 @@ def row_problems(
         (None, path) for path in _local_files(config, replaced=set(given))
     ]
     sources += _given_rows(given, config)
-    if not sources:
+    mixture = None if "train_file" in given else _local_mixture(config)
+    if not sources and mixture is None:
         return []
     blocking = [key for key in READ_BY if any(names_any(line, {key}) for line in refused)]
     if blocking:
-        files = [name or path for name, path in sources]
+        files = [name or path for name, path in sources] + (["dataset_mixture"] * bool(mixture))
         return [
             f"the rows of {', '.join(files)} are not checked: {', '.join(blocking)} (the "
             "columns they are read by) must be fixed first"
@@ -60,7 +61,29 @@ def row_problems(
             )
         except DataError as error:
             problems.append(str(error))
+    if mixture is not None:
+        from directpo.mixture import load_mixture
+
+        try:
+            load_mixture(mixture, columns, skip_invalid_rows=bool(config.skip_invalid_rows))
+        except DataError as error:
+            problems.append(str(error))
     return problems
+
+
+def _local_mixture(config: Any) -> dict[str, Any] | None:
+    """``dataset_mixture`` where its values pass and every source is a local file or folder
+    that is there (a hub id's rows are the run's to read; a missing path is said already)."""
+    from directpo.mixture import parse_mixture
+
+    if config.dataset_mixture is None or config.online:
+        return None
+    try:
+        mixture = parse_mixture(config.dataset_mixture)
+    except ConfigError:
+        return None  # (its values are among the refused)
+    local = all(os.path.exists(os.path.expanduser(s.id)) for s in mixture.sources)
+    return config.dataset_mixture if local else None
 
 
 def with_given_rows(

@@ -428,6 +428,10 @@ def _check_data(
         for path in listed_paths(paths):
             if not os.path.exists(path):
                 problems.append(f"{key}: no such file or folder: {path}")
+    if config.dataset_mixture is not None and not replaced["train_file"]:
+        from directpo.mixture import missing_sources  # (it imports this module)
+
+        problems += missing_sources(config.dataset_mixture)
 
 
 def listed_paths(paths: Any) -> list[Any]:
@@ -455,6 +459,10 @@ def missing_paths(config: DPOConfig) -> list[str]:
                 and not os.path.exists(os.path.expanduser(path))
             ):
                 problems.append(f"{key}: no such file or folder: {path}")
+    if config.dataset_mixture is not None:
+        from directpo.mixture import missing_sources  # (it imports this module)
+
+        problems += missing_sources(config.dataset_mixture)
     return problems
 
 
