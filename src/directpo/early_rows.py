@@ -4,8 +4,9 @@ A config with a bad value and a data file with bad rows took two runs: the value
 when the config was built, and the rows were read only by the next run, once the value was
 fixed. Reading the rows needs no model (seconds for 100k rows), so a config refused for its
 values reads its train and eval files (and a dataset_mixture of local files) too and says
-their bad rows in the same error; where a refused value is one the rows are read by (a column
-name), the line says that they were not checked, and why.
+their bad rows in the same error (a path given to train() that is not there too); where a
+refused value is one the rows are read by (a column name), the line says that they were not
+checked, and why.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ def row_problems(
     the rows were not checked because of a refused option they are read by. ``refused``: the
     config's refused lines; ``given``: the rows given to ``train()`` (``train_dataset`` /
     ``eval_dataset``), which replace the config's train_file / eval_file.
-    Files that are not there, glob patterns, streamed files (read only as far as max_steps
-    takes) and an online run's prompts are left to the run."""
+    The config's files that are not there (said among its options), glob patterns, streamed
+    files (read only as far as max_steps takes) and an online run's prompts are left to the
+    run."""
     given = {key: value for key, value in (given or {}).items() if value is not None}
     sources: list[tuple[str | None, Any]] = [
         (None, path) for path in _local_files(config, replaced=set(given))
@@ -150,10 +152,10 @@ def _given_rows(given: Mapping[str, Any], config: Any) -> list[tuple[str | None,
         source = python_source(value, name)
         if isinstance(source, Mapping) or is_stream(source):
             continue
+        # a path is named as itself; one that is not there is said as the run would say it
+        # (it was left to the run, which said it only once the refused value was fixed)
         path = isinstance(source, str) or (isinstance(source, list) and is_path_list(source))
-        if path and not all(map(os.path.exists, [source] if isinstance(source, str) else source)):
-            continue  # (a path that is not there, or a pattern: the run's to say)
-        read.append((None if path else name, source))  # a path is named as itself
+        read.append((None if path else name, source))
     return read
 
 
