@@ -67,7 +67,8 @@ def test_every_environment_and_device_problem_is_reported_in_one_pass(
 def test_a_refused_value_and_a_missing_file_are_said_in_one_pass(tmp_path: Path, capsys) -> None:
     """The file checks ran on a config whose values passed: beta -1 and a missing train_file
     (score's batch_size 0 and a missing input) took two runs to fix; a command's missing model,
-    reference, input and a bad output name took one run each."""
+    reference, input and a bad output name took one run each; a resume_from_checkpoint folder
+    that is not there was said only once beta was fixed."""
     nomodel, noref, missing = tmp_path / "nomodel", tmp_path / "noref", tmp_path / "gone.jsonl"
     train = [
         "train",
@@ -81,6 +82,8 @@ def test_a_refused_value_and_a_missing_file_are_said_in_one_pass(tmp_path: Path,
         str(tmp_path),
         "--beta",
         "-1",
+        "--resume_from_checkpoint",
+        str(tmp_path / "nockpt"),
     ]
     score = [
         "score",
@@ -104,7 +107,9 @@ def test_a_refused_value_and_a_missing_file_are_said_in_one_pass(tmp_path: Path,
     for argv, problems in (
         (train, ["beta must be > 0 (got -1.0)", *model_lines,
                  f"train_file: no such file or folder: {missing}",
-                 f"eval_file: no such file or folder: {missing}"]),
+                 f"eval_file: no such file or folder: {missing}",
+                 f"resume_from_checkpoint: no such checkpoint folder: {tmp_path / 'nockpt'}; "
+                 "'latest' takes the newest in output_dir"]),
         ([*score, "--batch_size", "0"], ["batch_size must be >= 1 (got 0)", *score_lines]),
         (score, score_lines),
     ):  # fmt: skip

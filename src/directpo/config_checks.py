@@ -35,8 +35,9 @@ from directpo.errors import ConfigError
 from directpo.hub import HUB_ID
 from directpo.losses import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSSES
 from directpo.mixture import check_mixture
+from directpo.option_paths import expand_home
 from directpo.options import Options, reject_if_set
-from directpo.preflight import adapter_sync_problem, expand_home, lora_off_reason
+from directpo.preflight import adapter_sync_problem, lora_off_reason
 from directpo.sampling_checks import check_generation
 
 
