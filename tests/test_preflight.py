@@ -13,7 +13,7 @@ import directpo.run
 from directpo.cli import main
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError
-from directpo.preflight import check_device
+from directpo.preflight import check_device, check_run
 
 
 @pytest.fixture
@@ -169,3 +169,34 @@ def test_max_eval_samples_with_nothing_to_evaluate_is_refused(tmp_path: Path) ->
         "pairs) or eval_generate (sampled completions), or remove max_eval_samples"
     )
     directpo.preflight.check_run(config, "cpu", need_train_file=False, eval_dataset_given=True)
+
+
+def test_a_missing_chat_template_or_eval_prompts_file_is_said_with_the_rest(tmp_path) -> None:
+    """A chat_template file that is not there was found only once the data was read (a run
+    after its bad rows were fixed), and neither it nor a missing eval_prompts_file was said
+    beside a refused value: each took a run of its own."""
+    from tiny import write_jsonl
+
+    from directpo.config import DPOConfig
+    from directpo.errors import ConfigError
+
+    (tmp_path / "config.json").write_text("{}")  # (a model folder, as far as the check looks)
+    good = {"prompt": "a", "chosen": " b", "rejected": " c"}
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [good, {**good, "chosen": ""}])
+    template, prompts = tmp_path / "none.jinja", tmp_path / "none.jsonl"
+    options = dict(
+        model_name_or_path=str(tmp_path), train_file=str(pairs), eval_file=str(pairs),
+        chat_template=str(template), eval_generate=2, eval_prompts_file=str(prompts),
+    )  # fmt: skip
+    missing = [
+        f"eval_prompts_file: no such file or folder: {prompts}",
+        f"chat_template: {template} is neither a Jinja template nor a readable file (No such "
+        "file or directory)",
+    ]
+    with pytest.raises(ConfigError) as info:
+        DPOConfig(**options, beta=-1)
+    assert info.value.problems == ["beta must be > 0 (got -1.0)", *missing]
+    with pytest.raises(ConfigError) as info:  # at start, with the train file's bad rows
+        check_run(DPOConfig(**options, output_dir=str(tmp_path / "out")), "cpu")
+    assert sorted(info.value.problems) == sorted(missing)
+    assert info.value.rows == [f"{pairs}: line 2: field 'chosen' is empty"]

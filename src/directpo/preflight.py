@@ -300,6 +300,8 @@ def _check_data(
         for path in listed_paths(paths):
             if not os.path.exists(path):
                 problems.append(f"{key}: no such file or folder: {path}")
+    if template := missing_template(config.chat_template):
+        problems.append(template)
     if config.dataset_mixture is not None and not replaced["train_file"]:
         from directpo.mixture import missing_sources  # (it imports this module)
 
@@ -323,7 +325,7 @@ def missing_paths(config: DPOConfig) -> list[str]:
         subfolder = init.get("subfolder") if key == "model_name_or_path" else None
         with collected(problems):
             check_model_location(key, getattr(config, key), subfolder)
-    for key in ("train_file", "eval_file", "prompt_file"):
+    for key in ("train_file", "eval_file", "prompt_file", "eval_prompts_file"):
         for path in listed_paths(getattr(config, key)):
             if (
                 isinstance(path, str)
@@ -335,8 +337,22 @@ def missing_paths(config: DPOConfig) -> list[str]:
         from directpo.mixture import missing_sources  # (it imports this module)
 
         problems += missing_sources(config.dataset_mixture)
-    missing = _missing_checkpoint(config.resume_from_checkpoint, config.output_dir)
-    return problems + ([missing] if missing else [])
+    missing = [
+        _missing_checkpoint(config.resume_from_checkpoint, config.output_dir),
+        missing_template(config.chat_template),
+    ]
+    return problems + [line for line in missing if line]
+
+
+def missing_template(value: str | None) -> str | None:
+    """The line for a chat_template that names a file (no Jinja tag in it) that is not there
+    (found once the data was read, after the other files' checks)."""
+    if not value or "{%" in value or "{{" in value or os.path.exists(value):
+        return None
+    return (
+        f"chat_template: {value} is neither a Jinja template nor a readable file (No such "
+        "file or directory)"
+    )
 
 
 def _check_resume(config: DPOConfig) -> None:
@@ -390,7 +406,7 @@ def _check_eval_generate(config: DPOConfig, eval_dataset_given: bool) -> None:
             "eval_generate needs held-out prompts: set eval_prompts_file or eval_file"
         )
     if config.eval_prompts_file and not os.path.exists(config.eval_prompts_file):
-        raise ConfigError(f"eval_prompts_file: no such file: {config.eval_prompts_file}")
+        raise ConfigError(f"eval_prompts_file: no such file or folder: {config.eval_prompts_file}")
 
 
 def _check_reward_fn(config: DPOConfig) -> None:
