@@ -383,3 +383,18 @@ def test_a_mixtures_problems_are_said_beside_refused_values_in_one_run(tmp_path)
         f"  model_name_or_path: no such model folder: {tmp_path}/gone",
         f"  dataset_mixture: {none}: no such file or folder",
     ]
+
+
+def test_a_misspelt_column_of_a_json_lines_source_is_named(tmp_path) -> None:
+    """An entry's columns naming one its JSON Lines rows lack (a typo) dropped it from every
+    row silently, and the file was then said to lack the column it holds ("column 'rejected'
+    not found ...; set chosen_column / rejected_column"), as datasets' select_columns would
+    not: the entry's column is named, as for a file that declares its columns."""
+    source = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS[:2])
+    entry = {"id": str(source), "columns": ["prompt", "chosen", "rejekted"]}
+    with pytest.raises(DataError) as info:
+        load_mixture({"datasets": [entry]}, Columns())
+    assert str(info.value) == (
+        f"dataset_mixture: {source}: column 'rejekted' not found (columns: prompt, chosen, "
+        "rejected); fix the source's columns"
+    )

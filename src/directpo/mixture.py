@@ -358,13 +358,18 @@ def _source_rows(source: Source) -> tuple[list[tuple[str, Any]], list[str] | Non
         raise DataError(f"{label}: no rows")
     if source.columns is None:
         return rows, names, base_dir
+    # a JSON Lines file declares no columns: its rows' keys are its columns (a misspelt entry
+    # column was dropped from every row, and the file was said to lack the one it misspelt)
+    present = names or list(
+        dict.fromkeys(k for _, row in rows if isinstance(row, dict) for k in row)
+    )
+    missing = [c for c in source.columns if c not in present]
+    if missing:
+        raise DataError(
+            f"{label}: column '{missing[0]}' not found (columns: {', '.join(present)}); "
+            "fix the source's columns"
+        )
     if names is not None:
-        missing = [c for c in source.columns if c not in names]
-        if missing:
-            raise DataError(
-                f"{label}: column '{missing[0]}' not found (columns: {', '.join(names)}); "
-                "fix the source's columns"
-            )
         names = list(source.columns)
     return [(where, _select(row, source.columns)) for where, row in rows], names, base_dir
 
