@@ -171,7 +171,9 @@ def test_max_eval_samples_with_nothing_to_evaluate_is_refused(tmp_path: Path) ->
     directpo.preflight.check_run(config, "cpu", need_train_file=False, eval_dataset_given=True)
 
 
-def test_a_missing_chat_template_or_eval_prompts_file_is_said_with_the_rest(tmp_path) -> None:
+def test_a_missing_chat_template_eval_prompts_or_reward_file_is_said_with_the_rest(
+    tmp_path,
+) -> None:
     """A chat_template file that is not there was found only once the data was read (a run
     after its bad rows were fixed), and neither it nor a missing eval_prompts_file was said
     beside a refused value: each took a run of its own."""
@@ -200,3 +202,11 @@ def test_a_missing_chat_template_or_eval_prompts_file_is_said_with_the_rest(tmp_
         check_run(DPOConfig(**options, output_dir=str(tmp_path / "out")), "cpu")
     assert sorted(info.value.problems) == sorted(missing)
     assert info.value.rows == [f"{pairs}: line 2: field 'chosen' is empty"]
+    # a reward function's file likewise (importing it is left to the start checks)
+    online = dict(model_name_or_path=str(tmp_path), online=True, prompt_file=str(pairs))
+    with pytest.raises(ConfigError) as info:
+        DPOConfig(**online, reward_fn=f"{tmp_path}/rw.py:score", beta=-1)
+    assert info.value.problems == [
+        "beta must be > 0 (got -1.0)",
+        f"reward_fn '{tmp_path}/rw.py:score': no such file {tmp_path}/rw.py",
+    ]

@@ -337,9 +337,12 @@ def missing_paths(config: DPOConfig) -> list[str]:
         from directpo.mixture import missing_sources  # (it imports this module)
 
         problems += missing_sources(config.dataset_mixture)
+    from directpo.rewardfn import missing_file  # (it reads rows: data imports config)
+
     missing = [
         _missing_checkpoint(config.resume_from_checkpoint, config.output_dir),
         missing_template(config.chat_template),
+        missing_file(config.reward_fn) if isinstance(config.reward_fn, str) else None,
     ]
     return problems + [line for line in missing if line]
 
