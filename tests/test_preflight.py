@@ -171,12 +171,12 @@ def test_max_eval_samples_with_nothing_to_evaluate_is_refused(tmp_path: Path) ->
     directpo.preflight.check_run(config, "cpu", need_train_file=False, eval_dataset_given=True)
 
 
-def test_a_missing_chat_template_eval_prompts_or_reward_file_is_said_with_the_rest(
+def test_a_missing_template_prompts_reward_or_dataset_file_is_said_with_the_rest(
     tmp_path,
 ) -> None:
     """A chat_template file that is not there was found only once the data was read (a run
-    after its bad rows were fixed), and neither it nor a missing eval_prompts_file was said
-    beside a refused value: each took a run of its own."""
+    after its bad rows were fixed), and neither it, a missing eval_prompts_file, reward_fn file
+    nor dataset_name folder was said beside a refused value: each took a run of its own."""
     from tiny import write_jsonl
 
     from directpo.config import DPOConfig
@@ -210,3 +210,10 @@ def test_a_missing_chat_template_eval_prompts_or_reward_file_is_said_with_the_re
         "beta must be > 0 (got -1.0)",
         f"reward_fn '{tmp_path}/rw.py:score': no such file {tmp_path}/rw.py",
     ]
+    for name, line in (
+        (f"{tmp_path}/nodata", f"no such dataset folder: {tmp_path}/nodata"),
+        (str(pairs), f"{pairs} is a file; give it as train_file"),
+    ):  # and a dataset_name folder that is not there, or a file
+        with pytest.raises(ConfigError) as info:
+            DPOConfig(model_name_or_path=str(tmp_path), dataset_name=name, beta=-1)
+        assert info.value.problems[1].startswith(f"dataset_name: {line}")

@@ -270,14 +270,7 @@ def _check_data(
     replaced = {"train_file": not need_train_file, "eval_file": eval_dataset_given}
     if config.dataset_name and config.train_file:
         raise ConfigError("dataset_name and train_file are both set: choose one")
-    name = config.dataset_name or ""
-    if looks_local(name) and not os.path.exists(os.path.expanduser(name)):
-        problems.append(f"dataset_name: no such dataset folder: {name}")  # not a hub id
-    if os.path.isfile(os.path.expanduser(name)):  # load_dataset finds no data in a file
-        problems.append(
-            f"dataset_name: {name} is a file; give it as train_file (dataset_name reads a "
-            "dataset folder or a hub id)"
-        )
+    problems += _dataset_name_problems(config.dataset_name)
     has_data = (
         config.train_file
         or config.dataset_name
@@ -308,6 +301,20 @@ def _check_data(
         problems += missing_sources(config.dataset_mixture)
 
 
+def _dataset_name_problems(name: str | None) -> list[str]:
+    """A dataset_name path that is not there (not a hub id), or a file (load_dataset finds no
+    data in one)."""
+    name = name or ""
+    if looks_local(name) and not os.path.exists(os.path.expanduser(name)):
+        return [f"dataset_name: no such dataset folder: {name}"]
+    if os.path.isfile(os.path.expanduser(name)):
+        return [
+            f"dataset_name: {name} is a file; give it as train_file (dataset_name reads a "
+            "dataset folder or a hub id)"
+        ]
+    return []
+
+
 def listed_paths(paths: Any) -> list[Any]:
     """A file option's paths: none, one, a list, or named eval sets' (each one or a list)."""
     named = paths.values() if isinstance(paths, dict) else [paths]
@@ -333,6 +340,7 @@ def missing_paths(config: DPOConfig) -> list[str]:
                 and not os.path.exists(os.path.expanduser(path))
             ):
                 problems.append(f"{key}: no such file or folder: {path}")
+    problems += _dataset_name_problems(config.dataset_name)
     if config.dataset_mixture is not None:
         from directpo.mixture import missing_sources  # (it imports this module)
 
