@@ -356,7 +356,8 @@ def test_a_mixtures_bad_rows_are_said_in_file_order_and_every_source_in_one_run(
 def test_a_mixtures_problems_are_said_beside_refused_values_in_one_run(tmp_path) -> None:
     """Each took a run of its own: a bad weight (only the first entry's was said), then a
     source that is not there (said once the data was read, after the model folder's check),
-    and a mixture's bad rows beside a refused value (never read with it)."""
+    and a mixture's bad rows beside a refused value (never read with it), or beside another
+    entry's refused weight."""
     (tmp_path / "config.json").write_text("{}")  # (a model folder, as far as the check looks)
     bad = write_jsonl(tmp_path / "bad.jsonl", [*SENTIMENT_PAIRS[:2], {"prompt": "x"}])
     none = tmp_path / "none.jsonl"
@@ -373,6 +374,12 @@ def test_a_mixtures_problems_are_said_beside_refused_values_in_one_run(tmp_path)
     mixture = {"datasets": [{"id": str(bad)}]}
     with pytest.raises(ConfigError) as info:
         DPOConfig(model_name_or_path=str(tmp_path), dataset_mixture=mixture, beta=-1)
+    assert str(info.value).splitlines()[-1] == f"  {bad}: line 3: missing field 'chosen'"
+    # an entry's refused weight leaves the other entries' rows to be read as the run reads them
+    good = write_jsonl(tmp_path / "good.jsonl", SENTIMENT_PAIRS[:2])
+    mixture = {"datasets": [{"id": str(good), "weight": 2}, {"id": str(bad)}]}
+    with pytest.raises(ConfigError) as info:
+        DPOConfig(model_name_or_path=str(tmp_path), dataset_mixture=mixture)
     assert str(info.value).splitlines()[-1] == f"  {bad}: line 3: missing field 'chosen'"
     config = DPOConfig(model_name_or_path=str(tmp_path / "gone"), dataset_mixture={
         "datasets": [{"id": str(none)}]

@@ -74,18 +74,27 @@ def row_problems(
 
 
 def _local_mixture(config: Any) -> dict[str, Any] | None:
-    """``dataset_mixture`` where its values pass and every source is a local file or folder
-    that is there (a hub id's rows are the run's to read; a missing path is said already)."""
+    """``dataset_mixture`` of its entries that the run reads here: those whose own values pass
+    (one with a refused weight left out: the others' rows are still the run's) and that name a
+    local file or folder that is there (a hub id's rows are the run's to read; a missing path
+    is said already). None when there is none, or its seed is refused (it picks the rows)."""
     from directpo.mixture import parse_mixture
 
-    if config.dataset_mixture is None or config.online:
+    value = config.dataset_mixture
+    if not isinstance(value, dict) or config.online:
         return None
-    try:
-        mixture = parse_mixture(config.dataset_mixture)
-    except ConfigError:
-        return None  # (its values are among the refused)
-    local = all(os.path.exists(os.path.expanduser(s.id)) for s in mixture.sources)
-    return config.dataset_mixture if local else None
+    entries, seed = value.get("datasets"), value.get("seed", 0)
+    if not isinstance(entries, list) or isinstance(seed, bool) or not isinstance(seed, int):
+        return None
+    kept = []
+    for entry in entries:
+        try:
+            (source,) = parse_mixture({"datasets": [entry]}).sources
+        except ConfigError:
+            continue  # (its values are among the refused)
+        if os.path.exists(os.path.expanduser(source.id)):
+            kept.append(entry)
+    return {"datasets": kept, "seed": seed} if kept else None
 
 
 def with_given_rows(
