@@ -6,14 +6,19 @@ every rank):
 ``final_config``: writing config.json into the final folder fails with ENOSPC;
 ``oom``: the second training forward raises CUDA's out-of-memory error;
 ``data``: the training file cannot be read (a path that exists on one node only);
-``missing``: the training file is not there at all (its node's disk lacks it)."""
+``missing``: the training file is not there at all (its node's disk lacks it);
+``rank_draws`` (not a fault): each micro-batch, rank N draws N + 1 numbers from Python's,
+NumPy's and torch's generators, as dropout on each rank's own pairs does, so that the ranks'
+random streams part (the run's weights do not depend on them)."""
 
 from __future__ import annotations
 
 import errno
 import os
+import random
 import sys
 
+import numpy as np
 import torch
 import transformers
 
@@ -63,11 +68,26 @@ def _train_file_missing_here() -> None:
     preflight.os.path.exists = lambda path: real(path) and not str(path).endswith(".jsonl")
 
 
+def _rank_draws() -> None:
+    import directpo.trainer as trainer
+
+    real, count = trainer.pair_losses, int(os.environ["RANK"]) + 1
+
+    def pair_losses(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        random.sample(range(10), count)
+        np.random.rand(count)
+        torch.rand(count)
+        return real(*args, **kwargs)
+
+    trainer.pair_losses = pair_losses
+
+
 FAULTS = {
     "final_config": _final_config_fails,
     "oom": _second_step_out_of_memory,
     "data": _data_missing_here,
     "missing": _train_file_missing_here,
+    "rank_draws": _rank_draws,
 }
 
 if __name__ == "__main__":

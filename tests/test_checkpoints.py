@@ -4,7 +4,6 @@ import dataclasses
 import errno
 import json
 import math
-import random
 import re
 import shutil
 from collections import namedtuple
@@ -704,22 +703,6 @@ def test_named_eval_sets_without_metric_for_best_model_name_the_option_to_set(
     assert str(err.value) == wanted
     DPOConfig(model_name_or_path="m", eval_file=sets, load_best_model_at_end=True,
               metric_for_best_model="eval_code_loss")  # fmt: skip
-
-
-def test_resume_on_a_machine_with_fewer_gpus_restores_the_gpus_it_has(monkeypatch) -> None:
-    """rng_state.pt holds one CUDA state per GPU the saving process saw (8 on a node where all
-    were visible); resumed where fewer are, torch indexed past the devices, an IndexError that
-    surfaced at CUDA's lazy initialisation. The states of the GPUs present are restored."""
-    saved = {"python": random.getstate(), "numpy": None, "torch": None}
-    saved["cuda"] = [torch.full((16,), i, dtype=torch.uint8) for i in range(8)]
-    restored: list[list[torch.Tensor]] = []
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: restored.append(states))
-    monkeypatch.setattr(checkpoint_module.np.random, "set_state", lambda state: None)
-    monkeypatch.setattr(torch, "set_rng_state", lambda state: None)
-    checkpoint_module._set_rng_state(saved)
-    assert [[int(s[0]) for s in states] for states in restored] == [[0, 1]]
 
 
 def test_a_nan_evaluation_is_never_the_best() -> None:

@@ -533,10 +533,11 @@ def test_greedy_decoding_with_several_samples_hides_no_other_problem() -> None:
     with pytest.raises(ConfigErrors) as refused:
         DPOConfig(**greedy, eval_generate_samples=2, generate_top_k=5, lora_alpha=3)
     lines = refused.value.problems
-    assert len(lines) == 3
+    assert len(lines) == 4
     assert lines[0].startswith("eval_generate_samples 2 needs sampling")
     assert lines[1].startswith("generate_top_k only shapes sampling")
     assert lines[2].startswith("lora_alpha is set but lora_r is 0")
+    assert lines[3] == "eval_prompts_file: no such file or folder: p.jsonl"  # (not there)
     with pytest.raises(ConfigErrors) as refused:
         GenerateOptions(temperature=0, num_return_sequences=2, top_k=5, max_prompt_length=0)
     lines = refused.value.problems

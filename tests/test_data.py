@@ -521,6 +521,19 @@ def test_several_train_files_are_mixed_in_order(tiny_model_dirs, tmp_path, capsy
     )
 
 
+def test_every_train_files_bad_rows_are_said_in_one_run(tmp_path: Path) -> None:
+    """train_file: [a.jsonl, b.jsonl] with bad rows in both said a.jsonl's and stopped: b's
+    came with the next run. Every file is read, and each one's problems said, in order."""
+    first = write_jsonl(tmp_path / "a.jsonl", [ROWS[0], {"prompt": "x", "chosen": "y"}])
+    second = write_jsonl(tmp_path / "b.jsonl", [{**ROWS[0], "chosen": ""}, ROWS[0]])
+    good = write_jsonl(tmp_path / "c.jsonl", [ROWS[0]])
+    with pytest.raises(DataError) as info:
+        load_preferences([str(first), str(good), str(second)])
+    assert str(info.value) == (
+        f"{first}: line 2: missing field 'rejected'; {second}: line 1: field 'chosen' is empty"
+    )
+
+
 def test_a_glob_pattern_in_train_file_reads_the_files_it_matches(tiny_model_dirs, tmp_path) -> None:
     """train_file: 'shards/*' (as datasets' data_files takes it) was "no such file or folder":
     it is every matching file, sorted, of any format and layout (here a JSON Lines file of texts

@@ -218,7 +218,11 @@ def assert_equals_one_process(
     # every rank's tokens, the whole model's parameters (FSDP's shards counted whole)
     flos = [json.loads((f / "trainer_state.json").read_text())["total_flos"] for f in (out, single)]
     assert flos[0] == flos[1] > 0
-    assert (out / "checkpoint-2" / "rng_state_0.pth").is_file()  # process 0's, as transformers
+    # each process's random state, as transformers names them
+    assert {p.name for p in (out / "checkpoint-2").glob("rng_state*")} == {
+        "rng_state_0.pth",
+        "rng_state_1.pth",
+    }
 
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
@@ -255,15 +259,22 @@ def test_bf16_two_processes_follow_the_one_process_bf16_trajectory(
 def test_fsdp_resume_continues_the_same_trajectory(
     tiny_model_dirs, five_pairs, single, tmp_path
 ) -> None:
+    """The resumed run is the uninterrupted one: its metrics and weights, and on every rank its
+    random stream. The ranks' streams part (each draws its own count of numbers every
+    micro-batch, as dropout on its own pairs does); only process 0's was saved and every rank
+    resumed from it, so rank 1 went on drawing process 0's numbers."""
     out = tmp_path / "run"
     config = settings(
         tiny_model_dirs["llama"], five_pairs, out, batch=2, distributed="fsdp", save_steps=2
     )
     config.save_yaml(tmp_path / "first.yaml")
-    first = torchrun(tmp_path / "first.yaml")
+    draws = {"DIRECTPO_TEST_FAULT": "rank_draws", "DIRECTPO_TEST_FAULT_RANK": "all"}
+    first = torchrun(tmp_path / "first.yaml", fault=draws)
     assert first.returncode == 0, first.stderr[-3000:]
     # (one launch for two checks: the plain FSDP run equals one process with twice the batch)
     assert_equals_one_process(first, out, single, "fsdp", {})
+    straight = [load_rng(out / "checkpoint-4", rank) for rank in (0, 1)]
+    assert not same_rng(*straight)  # the ranks' streams parted
     # what a stop after step 2 leaves: checkpoint-2, the metrics of steps 1-2, no final model
     shutil.rmtree(out / "checkpoint-4")
     (out / "model.safetensors").unlink()
@@ -271,14 +282,17 @@ def test_fsdp_resume_continues_the_same_trajectory(
     (out / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in kept))
     config.resume_from_checkpoint = "latest"
     config.save_yaml(tmp_path / "resume.yaml")
-    resumed = torchrun(tmp_path / "resume.yaml")
+    resumed = torchrun(tmp_path / "resume.yaml", fault=draws)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout and "checkpoint-2" in resumed.stdout
+    assert "random state of" not in resumed.stdout  # each rank had its own
     assert_same_metrics(read_metrics(out), read_metrics(single))
     ours = AutoModelForCausalLM.from_pretrained(out)
     theirs = AutoModelForCausalLM.from_pretrained(single)
     for (name, a), b in zip(ours.named_parameters(), theirs.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-4), name
+    for rank in (0, 1):  # each rank drew, after the resume, what it drew without the stop
+        assert same_rng(load_rng(out / "checkpoint-4", rank), straight[rank]), rank
 
     # torch.distributed.checkpoint reshards: the 2-rank checkpoint resumes on 1 process with the
     # same global batch (per-device 4) and still continues the same trajectory
@@ -292,6 +306,10 @@ def test_fsdp_resume_continues_the_same_trajectory(
     lines: list[str] = []
     train(config, echo=lines.append)
     assert any("1 processes (fsdp)" in line for line in lines)
+    # another process count: process 0's random state, said in one line
+    assert "resume: checkpoint-2 holds the random states of 2 processes, this run has 1: each" in (
+        "\n".join(lines)
+    )
     assert_same_metrics(read_metrics(alone), read_metrics(single))
 
     # another global batch would change the data order: refused in one line
@@ -304,6 +322,19 @@ def test_fsdp_resume_continues_the_same_trajectory(
     config.distributed = "none"
     with pytest.raises(CheckpointError, match="written by distributed: fsdp"):
         train(config, echo=lambda _: None)
+
+
+def load_rng(checkpoint: Path, rank: int) -> dict:
+    return torch.load(checkpoint / f"rng_state_{rank}.pth", weights_only=False)
+
+
+def same_rng(a: dict, b: dict) -> bool:
+    """Python's, NumPy's and torch's generator states are bitwise the same."""
+    numpy_same = all(
+        (x == y).all() if hasattr(x, "shape") else x == y
+        for x, y in zip(a["numpy"], b["numpy"], strict=True)
+    )
+    return a["python"] == b["python"] and numpy_same and torch.equal(a["torch"], b["torch"])
 
 
 def test_fsdp_resume_with_weight_decay_changed(tiny_model_dirs, five_pairs, tmp_path) -> None:

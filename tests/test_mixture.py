@@ -321,3 +321,87 @@ def test_builder_entries_are_named_by_their_files(tmp_path) -> None:
         load_mixture(mixture, Columns(), echo=said.append)
     assert said[0].startswith(f"dataset_mixture: json({good})[train]: 3 pairs")
     assert str(refused.value).startswith(f"json({bad} and 1 more)[train]: row 3: ")
+
+
+def test_a_mixtures_bad_rows_are_said_in_file_order_and_every_source_in_one_run(
+    tmp_path,
+) -> None:
+    """The rows were validated in the shuffled order they are mixed in, so the line named a
+    file's bad rows out of order (line 8, then line 16 "(like it: line 4)"), and the first
+    source with bad rows stopped the read: the next one's (or a second missing file) came
+    with the next run. Each file's rows are now said as written, every source in one line."""
+    rows = [{"prompt": f"p{i}", "chosen": f" c{i}", "rejected": f" r{i}"} for i in range(20)]
+    same, empty = {"prompt": "p", "chosen": " x", "rejected": " x"}, {**rows[0], "chosen": ""}
+    first = write_jsonl(tmp_path / "first.jsonl", [
+        same if i in (3, 15) else empty if i == 7 else row for i, row in enumerate(rows)
+    ])  # fmt: skip
+    second = write_jsonl(tmp_path / "second.jsonl", [*rows[:2], {**rows[2], "chosen": 5}])
+    entries = [{"id": str(first)}, {"id": str(second)}]
+    with pytest.raises(DataError) as info:  # (seed 1 shuffles line 8 before line 4)
+        load_mixture({"datasets": entries, "seed": 1}, Columns())
+    assert str(info.value) == (
+        f"{first}: line 4: chosen and rejected are identical (1 more row like it: line 16); "
+        f"line 8: field 'chosen' is empty; skip_invalid_rows: true skips them; "
+        f"{second}: line 3: field 'chosen' must be a string, got a number"
+    )
+    missing = [{"id": str(tmp_path / "a.jsonl")}, {"id": str(tmp_path / "b.jsonl")}]
+    with pytest.raises(DataError) as info:
+        load_mixture({"datasets": missing}, Columns())
+    assert str(info.value) == (
+        f"dataset_mixture: {tmp_path}/a.jsonl: no such file or folder; "
+        f"dataset_mixture: {tmp_path}/b.jsonl: no such file or folder"
+    )
+
+
+def test_a_mixtures_problems_are_said_beside_refused_values_in_one_run(tmp_path) -> None:
+    """Each took a run of its own: a bad weight (only the first entry's was said), then a
+    source that is not there (said once the data was read, after the model folder's check),
+    and a mixture's bad rows beside a refused value (never read with it), or beside another
+    entry's refused weight."""
+    (tmp_path / "config.json").write_text("{}")  # (a model folder, as far as the check looks)
+    bad = write_jsonl(tmp_path / "bad.jsonl", [*SENTIMENT_PAIRS[:2], {"prompt": "x"}])
+    none = tmp_path / "none.jsonl"
+    entries = [{"id": str(bad), "weight": 1.5}, {"id": str(none), "weight": 0}]
+    with pytest.raises(ConfigError) as info:
+        DPOConfig(model_name_or_path=str(tmp_path), dataset_mixture={"datasets": entries})
+    assert str(info.value).splitlines()[1:] == [
+        "  dataset_mixture: datasets[0]: weight must be a fraction in (0, 1] of the source's "
+        "rows, got 1.5",
+        "  dataset_mixture: datasets[1]: weight must be a fraction in (0, 1] of the source's "
+        "rows, got 0",
+        f"  dataset_mixture: {none}: no such file or folder",
+    ]
+    mixture = {"datasets": [{"id": str(bad)}]}
+    with pytest.raises(ConfigError) as info:
+        DPOConfig(model_name_or_path=str(tmp_path), dataset_mixture=mixture, beta=-1)
+    assert str(info.value).splitlines()[-1] == f"  {bad}: line 3: missing field 'chosen'"
+    # an entry's refused weight leaves the other entries' rows to be read as the run reads them
+    good = write_jsonl(tmp_path / "good.jsonl", SENTIMENT_PAIRS[:2])
+    mixture = {"datasets": [{"id": str(good), "weight": 2}, {"id": str(bad)}]}
+    with pytest.raises(ConfigError) as info:
+        DPOConfig(model_name_or_path=str(tmp_path), dataset_mixture=mixture)
+    assert str(info.value).splitlines()[-1] == f"  {bad}: line 3: missing field 'chosen'"
+    config = DPOConfig(model_name_or_path=str(tmp_path / "gone"), dataset_mixture={
+        "datasets": [{"id": str(none)}]
+    })  # fmt: skip
+    with pytest.raises(ConfigError) as info:
+        check_environment(config)
+    assert str(info.value).splitlines()[1:] == [
+        f"  model_name_or_path: no such model folder: {tmp_path}/gone",
+        f"  dataset_mixture: {none}: no such file or folder",
+    ]
+
+
+def test_a_misspelt_column_of_a_json_lines_source_is_named(tmp_path) -> None:
+    """An entry's columns naming one its JSON Lines rows lack (a typo) dropped it from every
+    row silently, and the file was then said to lack the column it holds ("column 'rejected'
+    not found ...; set chosen_column / rejected_column"), as datasets' select_columns would
+    not: the entry's column is named, as for a file that declares its columns."""
+    source = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS[:2])
+    entry = {"id": str(source), "columns": ["prompt", "chosen", "rejekted"]}
+    with pytest.raises(DataError) as info:
+        load_mixture({"datasets": [entry]}, Columns())
+    assert str(info.value) == (
+        f"dataset_mixture: {source}: column 'rejekted' not found (columns: prompt, chosen, "
+        "rejected); fix the source's columns"
+    )

@@ -13,7 +13,7 @@ import directpo.run
 from directpo.cli import main
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError
-from directpo.preflight import check_device
+from directpo.preflight import check_device, check_run
 
 
 @pytest.fixture
@@ -67,7 +67,8 @@ def test_every_environment_and_device_problem_is_reported_in_one_pass(
 def test_a_refused_value_and_a_missing_file_are_said_in_one_pass(tmp_path: Path, capsys) -> None:
     """The file checks ran on a config whose values passed: beta -1 and a missing train_file
     (score's batch_size 0 and a missing input) took two runs to fix; a command's missing model,
-    reference, input and a bad output name took one run each."""
+    reference, input and a bad output name took one run each; a resume_from_checkpoint folder
+    that is not there was said only once beta was fixed."""
     nomodel, noref, missing = tmp_path / "nomodel", tmp_path / "noref", tmp_path / "gone.jsonl"
     train = [
         "train",
@@ -81,6 +82,8 @@ def test_a_refused_value_and_a_missing_file_are_said_in_one_pass(tmp_path: Path,
         str(tmp_path),
         "--beta",
         "-1",
+        "--resume_from_checkpoint",
+        str(tmp_path / "nockpt"),
     ]
     score = [
         "score",
@@ -104,7 +107,9 @@ def test_a_refused_value_and_a_missing_file_are_said_in_one_pass(tmp_path: Path,
     for argv, problems in (
         (train, ["beta must be > 0 (got -1.0)", *model_lines,
                  f"train_file: no such file or folder: {missing}",
-                 f"eval_file: no such file or folder: {missing}"]),
+                 f"eval_file: no such file or folder: {missing}",
+                 f"resume_from_checkpoint: no such checkpoint folder: {tmp_path / 'nockpt'}; "
+                 "'latest' takes the newest in output_dir"]),
         ([*score, "--batch_size", "0"], ["batch_size must be >= 1 (got 0)", *score_lines]),
         (score, score_lines),
     ):  # fmt: skip
@@ -164,3 +169,51 @@ def test_max_eval_samples_with_nothing_to_evaluate_is_refused(tmp_path: Path) ->
         "pairs) or eval_generate (sampled completions), or remove max_eval_samples"
     )
     directpo.preflight.check_run(config, "cpu", need_train_file=False, eval_dataset_given=True)
+
+
+def test_a_missing_template_prompts_reward_or_dataset_file_is_said_with_the_rest(
+    tmp_path,
+) -> None:
+    """A chat_template file that is not there was found only once the data was read (a run
+    after its bad rows were fixed), and neither it, a missing eval_prompts_file, reward_fn file
+    nor dataset_name folder was said beside a refused value: each took a run of its own."""
+    from tiny import write_jsonl
+
+    from directpo.config import DPOConfig
+    from directpo.errors import ConfigError
+
+    (tmp_path / "config.json").write_text("{}")  # (a model folder, as far as the check looks)
+    good = {"prompt": "a", "chosen": " b", "rejected": " c"}
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [good, {**good, "chosen": ""}])
+    template, prompts = tmp_path / "none.jinja", tmp_path / "none.jsonl"
+    options = dict(
+        model_name_or_path=str(tmp_path), train_file=str(pairs), eval_file=str(pairs),
+        chat_template=str(template), eval_generate=2, eval_prompts_file=str(prompts),
+    )  # fmt: skip
+    missing = [
+        f"eval_prompts_file: no such file or folder: {prompts}",
+        f"chat_template: {template} is neither a Jinja template nor a readable file (No such "
+        "file or directory)",
+    ]
+    with pytest.raises(ConfigError) as info:
+        DPOConfig(**options, beta=-1)
+    assert info.value.problems == ["beta must be > 0 (got -1.0)", *missing]
+    with pytest.raises(ConfigError) as info:  # at start, with the train file's bad rows
+        check_run(DPOConfig(**options, output_dir=str(tmp_path / "out")), "cpu")
+    assert sorted(info.value.problems) == sorted(missing)
+    assert info.value.rows == [f"{pairs}: line 2: field 'chosen' is empty"]
+    # a reward function's file likewise (importing it is left to the start checks)
+    online = dict(model_name_or_path=str(tmp_path), online=True, prompt_file=str(pairs))
+    with pytest.raises(ConfigError) as info:
+        DPOConfig(**online, reward_fn=f"{tmp_path}/rw.py:score", beta=-1)
+    assert info.value.problems == [
+        "beta must be > 0 (got -1.0)",
+        f"reward_fn '{tmp_path}/rw.py:score': no such file {tmp_path}/rw.py",
+    ]
+    for name, line in (
+        (f"{tmp_path}/nodata", f"no such dataset folder: {tmp_path}/nodata"),
+        (str(pairs), f"{pairs} is a file; give it as train_file"),
+    ):  # and a dataset_name folder that is not there, or a file
+        with pytest.raises(ConfigError) as info:
+            DPOConfig(model_name_or_path=str(tmp_path), dataset_name=name, beta=-1)
+        assert info.value.problems[1].startswith(f"dataset_name: {line}")

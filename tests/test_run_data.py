@@ -301,3 +301,25 @@ def test_dataset_streaming_reads_a_dataset_folder_as_a_stream(tmp_path: Path) ->
     assert len(data.evaluations[""].pairs) == 3 * len(SENTIMENT_PAIRS)
     assert any(line.startswith("train: dataset_streaming: its first 2 pairs") for line in lines)
     assert any("[test]: a stream (IterableDataset) without max_eval_samples" in x for x in lines)
+
+
+def test_a_mixtures_bad_rows_and_the_eval_files_are_said_in_one_run(
+    tiny_model_dirs, tmp_path: Path
+) -> None:
+    """A dataset_mixture's bad rows were said alone (an eval_file's bad rows, read after it,
+    came with the next run), where train_file's are said with the eval file's."""
+    import pytest
+
+    from directpo.errors import DataError
+
+    good = {"prompt": "a", "chosen": " b", "rejected": " c"}
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", [good, {**good, "chosen": ""}])
+    held = write_jsonl(tmp_path / "held.jsonl", [good, {**good, "rejected": " b"}])
+    config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "out", eval_file=str(held),
+                         dataset_mixture={"datasets": [{"id": str(mixed)}]})  # fmt: skip
+    with pytest.raises(DataError) as info:
+        load_run_data(config, None, None, torch.device("cpu"), lambda line: None)
+    assert str(info.value) == (
+        f"{mixed}: line 2: field 'chosen' is empty; {held}: line 2: chosen and rejected are "
+        "identical"
+    )

@@ -204,10 +204,14 @@ def test_the_final_state_names_no_checkpoint_that_was_not_written(
 
 def test_training_flos_and_the_rng_file_names() -> None:
     """6 × parameters × tokens (a model without transformers' num_parameters counts them all);
-    the RNG file as transformers names it, process 0's under several processes."""
-    from directpo.checkpoint import rng_file
+    the RNG file as transformers names it, each process's under several processes."""
+    from directpo.random_states import rng_file
     from directpo.trainer_state import training_flos
 
     layer = torch.nn.Linear(3, 4)  # 16 parameters
     assert (training_flos(layer, 10), training_flos(layer, 0)) == (6 * 16 * 10, 0.0)
-    assert (rng_file(1), rng_file(4)) == ("rng_state.pth", "rng_state_0.pth")
+    assert (rng_file(0, 1), rng_file(0, 4), rng_file(3, 4)) == (
+        "rng_state.pth",
+        "rng_state_0.pth",
+        "rng_state_3.pth",
+    )

@@ -178,8 +178,15 @@ def test_a_wrong_value_under_a_trl_alias_is_named_as_written(tmp_path) -> None:
         "generate_temperature must be >= 0 (got -2.0)",
     ]
     recipe.write_text("datasets: [{id: data.jsonl, weight: 7}]\n")  # TRL's mixture keys
-    with pytest.raises(ConfigError, match=r"^datasets \(directpo: dataset_mixture\): "):
+    with pytest.raises(ConfigError) as info:
         load_config(str(recipe))
+    assert [line.split("): ")[1].split(": ")[0] for line in info.value.problems] == [
+        "datasets[0]",
+        "data.jsonl",  # (not there)
+    ]
+    assert all(
+        line.startswith("datasets (directpo: dataset_mixture)") for line in info.value.problems
+    )
 
 
 def test_trl_command_line_style(tiny_model_dirs, pairs_file, tmp_path, capsys) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from directpo.errors import ConfigError
-from directpo.preflight import expand_patterns
+from directpo.option_paths import expand_patterns
 
 
 def resume_command(tokens: Sequence[str]) -> str:

@@ -1,17 +1,18 @@
 """Resumable checkpoints in ``output_dir/checkpoint-STEP/``.
 
 A checkpoint is a loadable Hugging Face folder (weights, config, tokenizer) plus
-``optimizer.pt``, ``scheduler.pt``, ``rng_state.pth`` (transformers' name; ``rng_state_0.pth``,
-process 0's, under several processes) and ``trainer_state.json`` (transformers'
-``TrainerState`` layout, with directpo's step, data position and logging window in progress
-inside: ``trainer_state``) and ``config.yaml`` (the options it was trained with, where
-transformers writes training_args.bin: a pickle of its classes). It is written to a hidden
-temporary folder, every file flushed to disk (fsync), then ``manifest.json`` (step, and each
-file's size and BLAKE2 checksum) is written last, and the folder is renamed into place: a crash
-mid-write never leaves a half checkpoint under a ``checkpoint-STEP`` name. ``latest`` takes the
-newest checkpoint whose manifest verifies and says why it skipped others. Old checkpoints are
-deleted (by ``save_total_limit``) only after the new one is complete; a failed write (a full
-disk) removes its temporary folder and leaves the previous checkpoints as they were.
+``optimizer.pt``, ``scheduler.pt``, ``rng_state.pth`` (transformers' name; under several
+processes each process's own, ``rng_state_N.pth``: random_states.py) and
+``trainer_state.json`` (transformers' ``TrainerState`` layout, with directpo's step, data
+position and logging window in progress inside: ``trainer_state``) and ``config.yaml`` (the
+options it was trained with, where transformers writes training_args.bin: a pickle of its
+classes). It is written to a hidden temporary folder, every file flushed to disk (fsync), then
+``manifest.json`` (step, and each file's size and BLAKE2 checksum) is written last, and the
+folder is renamed into place: a crash mid-write never leaves a half checkpoint under a
+``checkpoint-STEP`` name. ``latest`` takes the newest checkpoint whose manifest verifies and
+says why it skipped others. Old checkpoints are deleted (by ``save_total_limit``) only after
+the new one is complete; a failed write (a full disk) removes its temporary folder and leaves
+the previous checkpoints as they were.
 """
 
 from __future__ import annotations
@@ -20,14 +21,12 @@ import contextlib
 import hashlib
 import json
 import os
-import random
 import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -45,6 +44,7 @@ from directpo.errors import CheckpointError, first_line
 from directpo.hub import hub_safe_card
 from directpo.models import config_as_loaded
 from directpo.publish import is_complete
+from directpo.random_states import current_state, restore_state, rng_file, state_file
 from directpo.trainer_state import STATE_FILE, own_state, trainer_state
 from directpo.weight_names import as_model_state
 
@@ -221,8 +221,9 @@ def save_checkpoint(
 
     With ``sharded`` (an FSDP module), every rank writes its shards of weights and optimizer
     under ``sharded/`` (torch.distributed.checkpoint) and the folder holds no whole model;
-    otherwise rank 0 writes the Hugging Face weights and ``optimizer.pt``. Rank 0 writes the
-    rest, the manifest (over every rank's files) and renames the folder into place.
+    otherwise rank 0 writes the Hugging Face weights and ``optimizer.pt``. Every rank writes
+    its random state (``rng_state_N.pth``); rank 0 writes the rest, the manifest (over every
+    rank's files) and renames the folder into place.
     ``tensors``: more safetensors files to write, by file name (TR-DPO's reference).
     ``keep``: the name of a checkpoint ``save_total_limit`` never deletes (the best).
     ``model_only`` (save_only_model): no optimizer, schedule or RNG state; such a checkpoint
@@ -234,18 +235,24 @@ def save_checkpoint(
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / STAGING.format(step=step)
     kept_optimizer = None if model_only else optimizer
-    shards = (
-        None if sharded is None else lambda: save_sharded(tmp / "sharded", sharded, kept_optimizer)
-    )
+    # every rank's own random state (its dropout masks, its sampling), taken before any write
+    rng = None if model_only else current_state()
+
+    def every_rank() -> None:
+        if rng is not None:
+            torch.save(rng, tmp / rng_file(world.rank, world.size))
+        if sharded is not None:
+            save_sharded(tmp / "sharded", sharded, kept_optimizer)
+
     state = {**state, "model_only": True} if model_only else state
     state = trainer_state(step, state, fields or {})
     problem = write_staged(
         tmp,
         world,
-        every_rank=shards,
+        every_rank=every_rank,
         on_main=lambda: _write_main_files(
             tmp, step, model, tokenizer, kept_optimizer, scheduler, state, sharded is None,
-            tensors or {}, record, rng_file(world.size),
+            tensors or {}, record,
         ),
     )  # fmt: skip
     if problem is not None:  # a full disk, a quota, a vanished mount: keep what was there
@@ -347,10 +354,9 @@ def _write_main_files(
     with_weights: bool,
     tensors: dict[str, dict[str, torch.Tensor]],
     record: Callable[[Path], None] | None = None,
-    rng_name: str = "rng_state.pth",
 ) -> None:
-    """The files rank 0 writes; without ``optimizer`` (save_only_model) no optimizer,
-    schedule or RNG state."""
+    """The files rank 0 writes (each rank wrote its random state); without ``optimizer``
+    (save_only_model) no optimizer or schedule."""
     if with_weights:
         # the trained adapter only: a second one (TR-DPO's or a continued adapter's reference,
         # "ref") is restored from reference.safetensors or from where the run started
@@ -368,7 +374,6 @@ def _write_main_files(
     tokenizer.save_pretrained(tmp)
     if optimizer is not None:
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save(_rng_state(), tmp / rng_name)
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
     if record is not None:
         record(tmp)
@@ -407,9 +412,10 @@ def load_checkpoint(
     sharded: torch.nn.Module | None = None,
     fit_optimizer_state: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     weights_only: bool = False,
+    rank: int = 0,
 ) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and RNG from ``path``; return the trainer state.
-    ``weights_only``: the weights alone (the best model, from any checkpoint).
+    """Restore weights, optimizer, scheduler and process ``rank``'s RNG from ``path``; return
+    the trainer state. ``weights_only``: the weights alone (the best model, from any checkpoint).
 
     With ``sharded`` (an FSDP module; every rank calls) the weights and optimizer come from the
     ``sharded/`` folder that ``save_checkpoint`` wrote at the same world size (keyed by
@@ -436,7 +442,7 @@ def load_checkpoint(
             optimizer.load_state_dict(saved)
         schedule = torch.load(path / "scheduler.pt", weights_only=True)
         scheduler.load_state_dict(_per_group(schedule, len(optimizer.param_groups)))
-        _set_rng_state(torch.load(_rng_path(path), weights_only=False))
+        restore_state(torch.load(state_file(path, rank), weights_only=False))
         return read_state(path)
     except CheckpointError:
         raise
@@ -508,42 +514,3 @@ def _check_shapes(
             f"other shapes ({first}: {list(saved[first].shape)} in the checkpoint, "
             f"{list(expected[first].shape)} in the model); it was written for another model"
         )
-
-
-# the RNG state as transformers' Trainer names it (one process; process N of several), and the
-# name of directpo's earlier checkpoints, which still resume
-RNG_FILES = ("rng_state.pth", "rng_state_0.pth", "rng_state.pt")
-
-
-def rng_file(processes: int) -> str:
-    """The RNG file's name: transformers' ``rng_state.pth``, or under several processes
-    ``rng_state_{rank}.pth``: rank 0's, which every rank resumes from (the tools that read HF
-    checkpoints, and users' scripts, look for these names)."""
-    return RNG_FILES[0] if processes == 1 else RNG_FILES[1]
-
-
-def _rng_path(folder: Path) -> Path:
-    """The checkpoint's RNG file, of either name (an earlier version's ``rng_state.pt``)."""
-    return next((folder / n for n in RNG_FILES if (folder / n).is_file()), folder / RNG_FILES[0])
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        # one state per GPU the saving process saw: a machine with fewer GPUs (or fewer made
-        # visible) restores those it has; torch indexed past its devices (an IndexError,
-        # raised at CUDA's lazy initialisation, far from the resume)
-        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])

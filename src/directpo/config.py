@@ -21,9 +21,10 @@ from typing import Any, ClassVar
 from directpo.batching import Layout
 from directpo.errors import ConfigError, ConfigErrors, respelled
 from directpo.losses import LOSSES, needs_reference
+from directpo.option_paths import PATH_OPTIONS, absolute_paths
 from directpo.options import Options, load_options, option, option_help, translate_usable
 from directpo.precision import PrecisionPolicy
-from directpo.preflight import PATH_OPTIONS, absolute_paths, has_files
+from directpo.preflight import has_files
 from directpo.trl_compat import apply_trl_meanings, one_beta, spellings, translate
 
 LOSS_TYPES = tuple(LOSSES)
@@ -89,7 +90,7 @@ class DPOConfig(Options):
     (``load_config``); values are coerced and checked when it is built, and again by ``train``,
     so that attributes set afterwards are checked too."""
 
-    # a leading ~ of these is the home folder (Options; model_init_kwargs': preflight.expand_home)
+    # a leading ~ of these is the home folder (Options; model_init_kwargs': expand_home)
     PATH_KEYS: ClassVar[tuple[str, ...]] = PATH_OPTIONS
 
     # --- model --------------------------------------------------------------------------------

@@ -35,8 +35,9 @@ from directpo.errors import ConfigError
 from directpo.hub import HUB_ID
 from directpo.losses import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSSES
 from directpo.mixture import check_mixture
+from directpo.option_paths import expand_home
 from directpo.options import Options, reject_if_set
-from directpo.preflight import adapter_sync_problem, expand_home, lora_off_reason
+from directpo.preflight import adapter_sync_problem, lora_off_reason
 from directpo.sampling_checks import check_generation
 
 
@@ -145,8 +146,9 @@ def check_values(config: DPOConfig) -> None:
     if config.dataset_mixture is not None:
         try:
             check_mixture(config)
-        except ConfigError as error:
-            config._refuse("dataset_mixture", str(error))
+        except ConfigError as error:  # (each of its entries' problems a line)
+            for line in getattr(error, "problems", None) or [str(error)]:
+                config._refuse("dataset_mixture", line)
     check_streaming(config)
     check_wandb_disabled(config)
     one_of("log_level", LOG_LEVELS)

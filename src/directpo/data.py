@@ -208,11 +208,17 @@ def load_preferences(
     a row skipped as invalid does not count, so a run's steps get the pairs they take)."""
     if is_path_list(source):
         parts: list[PreferenceData] = []
+        refused: list[DataError] = []  # every file is read: the second's bad rows said too
         for path in source:
             left = None if max_pairs is None else max_pairs - sum(len(p.examples) for p in parts)
             if left is None or left > 0:
-                parts.append(load_preferences(path, columns, skip_invalid_rows=skip_invalid_rows,
-                                              max_pairs=left))  # fmt: skip
+                try:
+                    parts.append(load_preferences(path, columns, max_pairs=left,
+                                                  skip_invalid_rows=skip_invalid_rows))  # fmt: skip
+                except DataError as error:
+                    refused.append(error)
+        if refused:
+            raise refused[0] if len(refused) == 1 else DataError("; ".join(map(str, refused)))
         return PreferenceData(
             [example for part in parts for example in part.examples],
             "+".join(dict.fromkeys(part.layout for part in parts)),

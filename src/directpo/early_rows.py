@@ -3,7 +3,8 @@
 A config with a bad value and a data file with bad rows took two runs: the value was refused
 when the config was built, and the rows were read only by the next run, once the value was
 fixed. Reading the rows needs no model (seconds for 100k rows), so a config refused for its
-values reads its train and eval files too and says their bad rows in the same error; where a
+values reads its train and eval files (and a dataset_mixture of local files) too and says
+their bad rows in the same error (a path given to train() that is not there too); where a
 refused value is one the rows are read by (a column name), the line says that they were not
 checked, and why.
 """
@@ -30,18 +31,20 @@ def row_problems(
     the rows were not checked because of a refused option they are read by. ``refused``: the
     config's refused lines; ``given``: the rows given to ``train()`` (``train_dataset`` /
     ``eval_dataset``), which replace the config's train_file / eval_file.
-    Files that are not there, glob patterns, streamed files (read only as far as max_steps
-    takes) and an online run's prompts are left to the run."""
+    The config's files that are not there (said among its options), glob patterns, streamed
+    files (read only as far as max_steps takes) and an online run's prompts are left to the
+    run."""
     given = {key: value for key, value in (given or {}).items() if value is not None}
     sources: list[tuple[str | None, Any]] = [
         (None, path) for path in _local_files(config, replaced=set(given))
     ]
     sources += _given_rows(given, config)
-    if not sources:
+    mixture = None if "train_file" in given else _local_mixture(config)
+    if not sources and mixture is None:
         return []
     blocking = [key for key in READ_BY if any(names_any(line, {key}) for line in refused)]
     if blocking:
-        files = [name or path for name, path in sources]
+        files = [name or path for name, path in sources] + (["dataset_mixture"] * bool(mixture))
         return [
             f"the rows of {', '.join(files)} are not checked: {', '.join(blocking)} (the "
             "columns they are read by) must be fixed first"
@@ -60,7 +63,38 @@ def row_problems(
             )
         except DataError as error:
             problems.append(str(error))
+    if mixture is not None:
+        from directpo.mixture import load_mixture
+
+        try:
+            load_mixture(mixture, columns, skip_invalid_rows=bool(config.skip_invalid_rows))
+        except DataError as error:
+            problems.append(str(error))
     return problems
+
+
+def _local_mixture(config: Any) -> dict[str, Any] | None:
+    """``dataset_mixture`` of its entries that the run reads here: those whose own values pass
+    (one with a refused weight left out: the others' rows are still the run's) and that name a
+    local file or folder that is there (a hub id's rows are the run's to read; a missing path
+    is said already). None when there is none, or its seed is refused (it picks the rows)."""
+    from directpo.mixture import parse_mixture
+
+    value = config.dataset_mixture
+    if not isinstance(value, dict) or config.online:
+        return None
+    entries, seed = value.get("datasets"), value.get("seed", 0)
+    if not isinstance(entries, list) or isinstance(seed, bool) or not isinstance(seed, int):
+        return None
+    kept = []
+    for entry in entries:
+        try:
+            (source,) = parse_mixture({"datasets": [entry]}).sources
+        except ConfigError:
+            continue  # (its values are among the refused)
+        if os.path.exists(os.path.expanduser(source.id)):
+            kept.append(entry)
+    return {"datasets": kept, "seed": seed} if kept else None
 
 
 def with_given_rows(
@@ -127,10 +161,10 @@ def _given_rows(given: Mapping[str, Any], config: Any) -> list[tuple[str | None,
         source = python_source(value, name)
         if isinstance(source, Mapping) or is_stream(source):
             continue
+        # a path is named as itself; one that is not there is said as the run would say it
+        # (it was left to the run, which said it only once the refused value was fixed)
         path = isinstance(source, str) or (isinstance(source, list) and is_path_list(source))
-        if path and not all(map(os.path.exists, [source] if isinstance(source, str) else source)):
-            continue  # (a path that is not there, or a pattern: the run's to say)
-        read.append((None if path else name, source))  # a path is named as itself
+        read.append((None if path else name, source))
     return read
 
 

@@ -65,13 +65,14 @@ class ConfigErrors(ConfigError):
 
 
 @contextlib.contextmanager
-def collected(problems: list[str]) -> Iterator[None]:
+def collected(problems: list[str], kind: type[DirectpoError] = ConfigError) -> Iterator[None]:
     """Runs the checks inside, adding a refusal's lines to ``problems`` instead of raising it:
     independent checks then report every problem in one pass (a config fixed one error per run
-    needs as many runs as mistakes, each perhaps loading a model first)."""
+    needs as many runs as mistakes, each perhaps loading a model first). ``kind``: the errors
+    collected (ConfigError's by default; DataError's: each source of several read in turn)."""
     try:
         yield
-    except ConfigError as error:
+    except kind as error:
         problems.extend(getattr(error, "problems", None) or [str(error)])
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from directpo.data import Columns, PreferenceData, preferences_of_rows
-from directpo.errors import ConfigError, DataError
+from directpo.errors import ConfigError, DataError, collected, refuse_all
 from directpo.preflight import looks_local
 from directpo.readers import RowError, dataset_splits, open_rows
 
@@ -106,20 +106,48 @@ def parse_mixture(value: Any) -> Mixture:
             f"{where}: datasets must be a non-empty list of sources ({{id: ..., split: ..., "
             f"weight: ...}}), got {entries!r}"
         )
-    sources = tuple(_source(entry, f"{where}: datasets[{i}]") for i, entry in enumerate(entries))
+    problems: list[str] = []  # every entry's, and the seed's and split's: one pass
+    sources = []
+    for i, entry in enumerate(entries):
+        with collected(problems):
+            sources.append(_source(entry, f"{where}: datasets[{i}]"))
     seed = value.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError(f"{where}: seed must be an integer, got {seed!r}")
+        problems.append(f"{where}: seed must be an integer, got {seed!r}")
     size = value.get("test_split_size")
     if size is not None:
         fraction = isinstance(size, float) and 0 < size < 1
         count = isinstance(size, int) and not isinstance(size, bool) and size >= 1
         if not (fraction or count):
-            raise ConfigError(
+            problems.append(
                 f"{where}: test_split_size must be a fraction in (0, 1) or a number of rows "
                 f">= 1, got {size!r}"
             )
-    return Mixture(sources, seed, size)
+    refuse_all(problems)
+    return Mixture(tuple(sources), seed, size)
+
+
+def missing_sources(value: Any) -> list[str]:
+    """A line for each of the mixture's sources named by a path that is not there (read
+    from the entries as written: said beside their other refused values)."""
+    entries = value.get("datasets") if isinstance(value, dict) else None
+    ids = [
+        entry.get("id", entry.get("path"))
+        for entry in (entries if isinstance(entries, list) else [])
+        if isinstance(entry, dict)
+    ]
+    return [
+        f"dataset_mixture: {source}: no such file or folder"
+        for source in dict.fromkeys(i for i in ids if isinstance(i, str) and i)
+        if _missing(source)
+    ]
+
+
+def _missing(source: str) -> bool:
+    """A path (not a hub id, which would be looked up on the hub, in vain, for a while)
+    that is not there."""
+    local = looks_local(source) or source.endswith(FILE_SUFFIXES)
+    return local and not os.path.exists(os.path.expanduser(source))
 
 
 def _known(entry: dict[str, Any], names: tuple[str, ...], where: str) -> None:
@@ -219,27 +247,22 @@ def load_mixture(
     kept: list[tuple[int, str]] = []  # (entry, where) of each row, in the concatenation's order
     examples: list[dict[str, Any]] = []  # per entry: where -> example (a skipped row: absent)
     layouts: list[str] = []
+    refused: list[str] = []  # every source's problems, said together after the last
     for index, source in enumerate(mixture.sources):
-        if columns.system is not None and source.columns and columns.system not in source.columns:
-            # kept out by the entry's columns, not missing from its file (which it was said to be)
-            raise DataError(
-                f"dataset_mixture: {source.label}: its columns ({', '.join(source.columns)}) "
-                f"leave out system_column '{columns.system}'; add it to them"
+        examples.append({})
+        with collected(refused, DataError):
+            data, total, order = _source_pairs(source, mixture.seed, columns, skip_invalid_rows)
+            kept += [(index, where) for where in order]
+            examples[index] = {e.where: e for e in data.examples} if data else {}
+            if data:
+                layouts.append(data.layout)
+            summary = data.summary() if data else f"{source.label}: no pairs"
+            echo(
+                f"dataset_mixture: {summary} ({len(order)} of {total} rows, weight "
+                f"{source.weight:g})"
             )
-        rows, names, base_dir = _source_rows(source)
-        total = len(rows)
-        rows = [rows[i] for i in _shuffled(total, mixture.seed)[: int(total * source.weight)]]
-        kept += [(index, where) for where, _ in rows]
-        data = None  # a weight may keep no row of a small source
-        if rows:
-            data = preferences_of_rows(
-                rows, names, source.label, columns, skip_invalid_rows, base_dir
-            )
-        examples.append({e.where: e for e in data.examples} if data else {})
-        if data:
-            layouts.append(data.layout)
-        summary = data.summary() if data else f"{source.label}: no pairs"
-        echo(f"dataset_mixture: {summary} ({len(rows)} of {total} rows, weight {source.weight:g})")
+    if refused:
+        raise DataError("; ".join(refused))
     if not kept:
         raise DataError("dataset_mixture: no rows (the weights keep none)")
     mixed = [kept[i] for i in _shuffled(len(kept), mixture.seed)]
@@ -259,6 +282,29 @@ def load_mixture(
         return PreferenceData(chosen, layout, name, +skipped)
 
     return MixedData(pairs(train, "train"), pairs(test, "test") if test else None)
+
+
+def _source_pairs(
+    source: Source, seed: int, columns: Columns, skip_invalid_rows: bool
+) -> tuple[PreferenceData | None, int, list[str]]:
+    """A source's kept rows validated (None: a weight that keeps none of a small source), its
+    row count, and the kept rows' places in the mixture's order (shuffled by ``seed``)."""
+    if columns.system is not None and source.columns and columns.system not in source.columns:
+        # kept out by the entry's columns, not missing from its file (which it was said to be)
+        raise DataError(
+            f"dataset_mixture: {source.label}: its columns ({', '.join(source.columns)}) "
+            f"leave out system_column '{columns.system}'; add it to them"
+        )
+    rows, names, base_dir = _source_rows(source)
+    kept = _shuffled(len(rows), seed)[: int(len(rows) * source.weight)]
+    # validated in the file's order: its bad rows are said as they are written, first first
+    in_file = [rows[i] for i in sorted(kept)]
+    data = None
+    if in_file:
+        data = preferences_of_rows(
+            in_file, names, source.label, columns, skip_invalid_rows, base_dir
+        )
+    return data, len(rows), [rows[i][0] for i in kept]
 
 
 def _shuffled(count: int, seed: int) -> list[int]:
@@ -295,9 +341,7 @@ def _source_rows(source: Source) -> tuple[list[tuple[str, Any]], list[str] | Non
             )
         rows, names = open_rows(path, source.label)
         base_dir = os.path.dirname(os.path.abspath(path))
-    elif (looks_local(source.id) or source.id.endswith(FILE_SUFFIXES)) and not (
-        os.path.exists(path)
-    ):  # a path (not a hub id, which would be looked up on the hub, in vain, for a while)
+    elif _missing(source.id):
         raise DataError(f"{label}: no such file or folder")
     else:
         splits = dataset_splits(
@@ -314,13 +358,18 @@ def _source_rows(source: Source) -> tuple[list[tuple[str, Any]], list[str] | Non
         raise DataError(f"{label}: no rows")
     if source.columns is None:
         return rows, names, base_dir
+    # a JSON Lines file declares no columns: its rows' keys are its columns (a misspelt entry
+    # column was dropped from every row, and the file was said to lack the one it misspelt)
+    present = names or list(
+        dict.fromkeys(k for _, row in rows if isinstance(row, dict) for k in row)
+    )
+    missing = [c for c in source.columns if c not in present]
+    if missing:
+        raise DataError(
+            f"{label}: column '{missing[0]}' not found (columns: {', '.join(present)}); "
+            "fix the source's columns"
+        )
     if names is not None:
-        missing = [c for c in source.columns if c not in names]
-        if missing:
-            raise DataError(
-                f"{label}: column '{missing[0]}' not found (columns: {', '.join(names)}); "
-                "fix the source's columns"
-            )
         names = list(source.columns)
     return [(where, _select(row, source.columns)) for where, row in rows], names, base_dir
 

@@ -35,7 +35,7 @@ from directpo.config import DPOConfig, option_help
 from directpo.errors import ConfigError
 from directpo.hub import HUB_ID, hub_model_name, hub_safe_card
 from directpo.models import LoadOptions, config_as_loaded, load_causal_lm, model_location
-from directpo.preflight import packaged_builders
+from directpo.option_paths import packaged_builders
 from directpo.publish import is_complete, publish, roll_forward
 
 

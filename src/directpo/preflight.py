@@ -5,23 +5,16 @@ tracker that must be installed, a reward function that must import."""
 from __future__ import annotations
 
 import contextlib
-import glob
 import importlib.util
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from directpo.errors import ConfigError, collected, refuse_all
-from directpo.options import home_expanded
+from directpo.option_paths import MODEL_FOLDER_OPTIONS, expand_patterns
 
 if TYPE_CHECKING:
     from directpo.config import DPOConfig
-
-# the options naming a model folder (or hub id)
-MODEL_FOLDER_OPTIONS = (
-    "model_name_or_path", "ref_model_name_or_path", "tokenizer_name_or_path",
-    "reward_model_name_or_path", "implicit_reward_model",
-)  # fmt: skip
 
 
 def is_adapter_folder(path: Any) -> bool:
@@ -54,127 +47,6 @@ def adapter_sync_problem(mixup_alpha: float) -> str | None:
         "adapters, and a mix of low-rank products is not an adapter of the same rank; use "
         "ref_model_mixup_alpha: 1.0 (the hard update) or full fine-tuning"
     )
-
-
-# from_pretrained arguments that name a local folder (read from the working directory)
-PATH_KWARGS = ("cache_dir", "offload_folder")
-
-
-# options that may name local files or folders (model_init_kwargs': PATH_KWARGS)
-PATH_OPTIONS = (
-    *MODEL_FOLDER_OPTIONS, "train_file", "eval_file", "prompt_file", "eval_prompts_file",
-    "output_dir", "logging_dir", "dataset_name", "chat_template", "resume_from_checkpoint",
-    "reward_fn",
-)  # fmt: skip
-
-
-def expand_home(config: Any) -> None:
-    """A leading ``~`` of the path arguments in model_init_kwargs / ref_model_init_kwargs as
-    the home folder, as a shell reads it: YAML and Python do not. The path options themselves
-    (``model_name_or_path: ~/models/x`` was refused as "no such model folder", an output_dir
-    made as ./~) are expanded by Options on construction (DPOConfig.PATH_KEYS: PATH_OPTIONS)."""
-    for key in ("model_init_kwargs", "ref_model_init_kwargs"):
-        kwargs = getattr(config, key)
-        if isinstance(kwargs, dict):
-            expanded = {k: home_expanded(v) if k in PATH_KWARGS else v for k, v in kwargs.items()}
-            if expanded != kwargs:
-                setattr(config, key, expanded)
-
-
-def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
-    """A run's recorded options (config.yaml) with its local files and folders as absolute
-    paths, as its model folders are: a relative train_file, eval_file, output_dir, ... read
-    another file (or none) when the run was resumed, or its config.yaml rerun, from another
-    working directory. Hub ids and 'module:function' specs stay as given."""
-    values = dict(values)
-    for key in ("train_file", "eval_file", "prompt_file", "eval_prompts_file"):
-        values[key] = _absolute(values[key])
-    for key in ("output_dir", "logging_dir"):
-        values[key] = values[key] and os.path.abspath(values[key])
-    for key in ("dataset_name", "chat_template"):  # a hub id / a template's text otherwise
-        path = values[key]
-        if isinstance(path, str) and "{" not in path and os.path.exists(path):
-            values[key] = os.path.abspath(path)
-    mixture = values.get("dataset_mixture")
-    if isinstance(mixture, dict) and isinstance(mixture.get("datasets"), list):
-        entries = [_absolute_source(e) if isinstance(e, dict) else e for e in mixture["datasets"]]
-        values["dataset_mixture"] = {**mixture, "datasets": entries}
-    for key in ("model_init_kwargs", "ref_model_init_kwargs"):  # from_pretrained's folders
-        kwargs = values.get(key)
-        if isinstance(kwargs, dict):
-            values[key] = {
-                name: _absolute(value) if name in PATH_KWARGS and isinstance(value, str) else value
-                for name, value in kwargs.items()
-            }
-    spec = values.get("reward_fn")  # 'path/file.py:function' (a module name stays)
-    if isinstance(spec, str) and ":" in spec:
-        file, name = spec.rsplit(":", 1)
-        if file.endswith(".py") and os.path.isfile(file):
-            values["reward_fn"] = f"{os.path.abspath(file)}:{name}"
-    return values
-
-
-PATTERN_CHARACTERS = "*?["
-
-
-def expand_patterns(key: str, value: Any) -> Any:
-    """train_file / eval_file with each glob pattern (``data/*.jsonl``, ``shards/**/*.parquet``,
-    as datasets' data_files takes them) replaced by the files it matches, in sorted order (a
-    path that exists is itself, whatever its characters); a pattern that matches nothing is
-    one line. Named eval sets (a dict) are expanded set by set."""
-    if isinstance(value, dict):
-        return {name: expand_patterns(f"{key} {name}", paths) for name, paths in value.items()}
-    if value is None:
-        return value
-    paths: list[str] = []
-    for path in [value] if isinstance(value, str) else value:
-        if os.path.exists(path) or not any(c in str(path) for c in PATTERN_CHARACTERS):
-            paths.append(path)
-            continue
-        found = sorted(glob.glob(os.path.expanduser(path), recursive=True))
-        if not found:
-            raise ConfigError(f"{key}: no file matches the pattern {path}")
-        paths += found
-    return paths[0] if isinstance(value, str) and len(paths) == 1 else paths
-
-
-def _absolute_source(entry: dict[str, Any]) -> dict[str, Any]:
-    """A dataset_mixture entry with its local paths absolute: its id (or TRL's ``path``) when
-    it is a file or folder here; with a builder's name (``id: json``) its data_dir, else its
-    data_files, which datasets reads from the working directory (a folder's own data_files
-    and data_dir are read inside it, which is made absolute)."""
-    entry = dict(entry)
-    key = "path" if "path" in entry and "id" not in entry else "id"
-    source = entry.get(key)
-    if not isinstance(source, str):
-        return entry
-    if os.path.exists(source):
-        entry[key] = os.path.abspath(source)
-    elif source in packaged_builders():
-        if isinstance(entry.get("data_dir"), str):
-            entry["data_dir"] = os.path.abspath(entry["data_dir"])
-        elif entry.get("data_files") is not None:
-            entry["data_files"] = _absolute(entry["data_files"])
-    return entry
-
-
-def packaged_builders() -> set[str]:
-    """The names datasets reads local files with (json, csv, parquet, ...), not hub ids."""
-    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
-
-    return set(_PACKAGED_DATASETS_MODULES)
-
-
-def _absolute(paths: Any) -> Any:
-    """A path, a list of them or named sets of them ({name: path(s)}, or data_files' split:
-    path(s)), each made absolute."""
-    if isinstance(paths, str):  # (a URL, hf://..., stays)
-        return paths if "://" in paths else os.path.abspath(paths)
-    if isinstance(paths, list):
-        return [_absolute(path) for path in paths]
-    if isinstance(paths, dict):
-        return {name: _absolute(path) for name, path in paths.items()}
-    return paths
 
 
 def check_run(
@@ -398,14 +270,7 @@ def _check_data(
     replaced = {"train_file": not need_train_file, "eval_file": eval_dataset_given}
     if config.dataset_name and config.train_file:
         raise ConfigError("dataset_name and train_file are both set: choose one")
-    name = config.dataset_name or ""
-    if looks_local(name) and not os.path.exists(os.path.expanduser(name)):
-        problems.append(f"dataset_name: no such dataset folder: {name}")  # not a hub id
-    if os.path.isfile(os.path.expanduser(name)):  # load_dataset finds no data in a file
-        problems.append(
-            f"dataset_name: {name} is a file; give it as train_file (dataset_name reads a "
-            "dataset folder or a hub id)"
-        )
+    problems += _dataset_name_problems(config.dataset_name)
     has_data = (
         config.train_file
         or config.dataset_name
@@ -428,6 +293,26 @@ def _check_data(
         for path in listed_paths(paths):
             if not os.path.exists(path):
                 problems.append(f"{key}: no such file or folder: {path}")
+    if template := missing_template(config.chat_template):
+        problems.append(template)
+    if config.dataset_mixture is not None and not replaced["train_file"]:
+        from directpo.mixture import missing_sources  # (it imports this module)
+
+        problems += missing_sources(config.dataset_mixture)
+
+
+def _dataset_name_problems(name: str | None) -> list[str]:
+    """A dataset_name path that is not there (not a hub id), or a file (load_dataset finds no
+    data in one)."""
+    name = name or ""
+    if looks_local(name) and not os.path.exists(os.path.expanduser(name)):
+        return [f"dataset_name: no such dataset folder: {name}"]
+    if os.path.isfile(os.path.expanduser(name)):
+        return [
+            f"dataset_name: {name} is a file; give it as train_file (dataset_name reads a "
+            "dataset folder or a hub id)"
+        ]
+    return []
 
 
 def listed_paths(paths: Any) -> list[Any]:
@@ -447,7 +332,7 @@ def missing_paths(config: DPOConfig) -> list[str]:
         subfolder = init.get("subfolder") if key == "model_name_or_path" else None
         with collected(problems):
             check_model_location(key, getattr(config, key), subfolder)
-    for key in ("train_file", "eval_file", "prompt_file"):
+    for key in ("train_file", "eval_file", "prompt_file", "eval_prompts_file"):
         for path in listed_paths(getattr(config, key)):
             if (
                 isinstance(path, str)
@@ -455,7 +340,30 @@ def missing_paths(config: DPOConfig) -> list[str]:
                 and not os.path.exists(os.path.expanduser(path))
             ):
                 problems.append(f"{key}: no such file or folder: {path}")
-    return problems
+    problems += _dataset_name_problems(config.dataset_name)
+    if config.dataset_mixture is not None:
+        from directpo.mixture import missing_sources  # (it imports this module)
+
+        problems += missing_sources(config.dataset_mixture)
+    from directpo.rewardfn import missing_file  # (it reads rows: data imports config)
+
+    missing = [
+        _missing_checkpoint(config.resume_from_checkpoint, config.output_dir),
+        missing_template(config.chat_template),
+        missing_file(config.reward_fn) if isinstance(config.reward_fn, str) else None,
+    ]
+    return problems + [line for line in missing if line]
+
+
+def missing_template(value: str | None) -> str | None:
+    """The line for a chat_template that names a file (no Jinja tag in it) that is not there
+    (found once the data was read, after the other files' checks)."""
+    if not value or "{%" in value or "{{" in value or os.path.exists(value):
+        return None
+    return (
+        f"chat_template: {value} is neither a Jinja template nor a readable file (No such "
+        "file or directory)"
+    )
 
 
 def _check_resume(config: DPOConfig) -> None:
@@ -464,12 +372,8 @@ def _check_resume(config: DPOConfig) -> None:
         inside = os.path.join(config.output_dir, resume)  # checkpoint-500 names one there
         if not os.path.isabs(resume) and os.path.isdir(inside):
             config.resume_from_checkpoint = inside  # before one of that name in the cwd
-        elif not os.path.isdir(resume):
-            nor = "" if os.path.isabs(resume) else f" (nor {inside})"  # (the same path twice)
-            raise ConfigError(
-                f"resume_from_checkpoint: no such checkpoint folder: {resume}{nor}; 'latest' "
-                "takes the newest in output_dir"
-            )
+        elif missing := _missing_checkpoint(resume, config.output_dir):
+            raise ConfigError(missing)
         named = config.resume_from_checkpoint
         if os.path.isdir(config.output_dir) and os.path.samefile(named, config.output_dir):
             raise ConfigError(  # (it said "no manifest (incomplete or not a directpo checkpoint)")
@@ -480,6 +384,21 @@ def _check_resume(config: DPOConfig) -> None:
         from directpo.checkpoint import refuse_model_only  # (it imports the model machinery)
 
         refuse_model_only(config.resume_from_checkpoint, config.output_dir)
+
+
+def _missing_checkpoint(resume: str | None, output_dir: str) -> str | None:
+    """The line for a resume_from_checkpoint folder that is neither there nor in output_dir
+    (None for 'latest', or one that is there)."""
+    if not resume or resume == "latest" or os.path.isdir(resume):
+        return None
+    inside = os.path.join(output_dir, resume)  # checkpoint-500 names one there
+    if not os.path.isabs(resume) and os.path.isdir(inside):
+        return None
+    nor = "" if os.path.isabs(resume) else f" (nor {inside})"  # (the same path twice)
+    return (
+        f"resume_from_checkpoint: no such checkpoint folder: {resume}{nor}; 'latest' takes the "
+        "newest in output_dir"
+    )
 
 
 def _check_eval_generate(config: DPOConfig, eval_dataset_given: bool) -> None:
@@ -498,7 +417,7 @@ def _check_eval_generate(config: DPOConfig, eval_dataset_given: bool) -> None:
             "eval_generate needs held-out prompts: set eval_prompts_file or eval_file"
         )
     if config.eval_prompts_file and not os.path.exists(config.eval_prompts_file):
-        raise ConfigError(f"eval_prompts_file: no such file: {config.eval_prompts_file}")
+        raise ConfigError(f"eval_prompts_file: no such file or folder: {config.eval_prompts_file}")
 
 
 def _check_reward_fn(config: DPOConfig) -> None:

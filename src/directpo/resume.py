@@ -4,6 +4,7 @@ is moved aside (checkpoints) or removed (per-step samples, online rounds)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from directpo.errors import CheckpointError, ConfigError
 from directpo.optimizers import fit_saved_groups, no_decay_ids
 from directpo.outputs import remove
 from directpo.precision import evaluates_in_float32
+from directpo.random_states import resume_note
 from directpo.sources import OnlineRounds
 from directpo.step import PairStats
 from directpo.sync import load_reference_state
@@ -63,12 +65,13 @@ def resume(run: Run) -> None:
     def fit(saved: dict[str, Any]) -> dict[str, Any]:  # saved with(out) weight decay's groups
         return fit_saved_groups(saved, run.optimizer, run.trainable, no_decay)
 
-    if run.masters is not None:
-        with run.masters.in_model():
-            state = load_checkpoint(checkpoint, run.policy, run.optimizer, run.scheduler, None, fit)
-    else:
-        sharded = run.scorer if run.sharded else None
-        state = load_checkpoint(checkpoint, run.policy, run.optimizer, run.scheduler, sharded, fit)
+    sharded = run.scorer if run.sharded and run.masters is None else None
+    with run.masters.in_model() if run.masters is not None else contextlib.nullcontext():
+        state = load_checkpoint(
+            checkpoint, run.policy, run.optimizer, run.scheduler, sharded, fit, rank=world.rank
+        )
+    if note := resume_note(Path(checkpoint), world.size):
+        run.echo(note)
     _keep_this_runs_schedule(run, options)
     if config.sync_ref_model:
         restore_reference(run, Path(checkpoint))

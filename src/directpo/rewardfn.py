@@ -64,6 +64,15 @@ def as_trl_completion(prompt: Any, completion: str) -> str | list[dict[str, str]
     ]
 
 
+def missing_file(spec: str) -> str | None:
+    """The line for a ``path/file.py:function`` spec whose file is not there (said beside
+    the config's refused values: importing is left to the start checks)."""
+    module_name, sep, _ = spec.rpartition(":")
+    if not sep or not module_name.endswith(".py") or Path(module_name).is_file():
+        return None
+    return f"reward_fn '{spec}': no such file {module_name}"
+
+
 def _import(spec: str) -> Callable[..., Any]:
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
@@ -71,8 +80,8 @@ def _import(spec: str) -> Callable[..., Any]:
     try:
         if module_name.endswith(".py"):
             path = Path(module_name)
-            if not path.is_file():
-                raise ConfigError(f"reward_fn '{spec}': no such file {module_name}")
+            if missing := missing_file(spec):
+                raise ConfigError(missing)
             with _on_path(str(path.resolve().parent)):  # (its sibling imports)
                 module = _file_module(path)
         else:

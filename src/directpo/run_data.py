@@ -128,8 +128,9 @@ def load_run_data(
                 echo(plan.said(len(train_data)))
             echo(f"train: {train_data.summary()}")
     elif config.dataset_mixture is not None:
-        train_data, test = _mixture(config, columns, eval_dataset or named_evals or None, echo)
-        eval_data = {"": test} if test is not None else {}
+        with _collected(refused):  # (its bad rows were said alone: the eval file's next run)
+            train_data, test = _mixture(config, columns, eval_dataset or named_evals or None, echo)
+            eval_data = {"": test} if test is not None else {}
     if named_evals:
         for set_name, (eval_source, label) in named_evals.items():
             with _collected(refused):

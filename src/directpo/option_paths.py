@@ -1,0 +1,139 @@
+"""Paths in options: a leading ``~`` expanded, glob patterns (``shards/*.parquet``) replaced
+by the files they match, and the local paths a run records (config.yaml) made absolute, so a
+resumed or rerun config reads the same files from any working directory."""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Any
+
+from directpo.errors import ConfigError
+from directpo.options import home_expanded
+
+# the options naming a model folder (or hub id)
+MODEL_FOLDER_OPTIONS = (
+    "model_name_or_path", "ref_model_name_or_path", "tokenizer_name_or_path",
+    "reward_model_name_or_path", "implicit_reward_model",
+)  # fmt: skip
+
+
+# from_pretrained arguments that name a local folder (read from the working directory)
+PATH_KWARGS = ("cache_dir", "offload_folder")
+
+
+# options that may name local files or folders (model_init_kwargs': PATH_KWARGS)
+PATH_OPTIONS = (
+    *MODEL_FOLDER_OPTIONS, "train_file", "eval_file", "prompt_file", "eval_prompts_file",
+    "output_dir", "logging_dir", "dataset_name", "chat_template", "resume_from_checkpoint",
+    "reward_fn",
+)  # fmt: skip
+
+
+def expand_home(config: Any) -> None:
+    """A leading ``~`` of the path arguments in model_init_kwargs / ref_model_init_kwargs as
+    the home folder, as a shell reads it: YAML and Python do not. The path options themselves
+    (``model_name_or_path: ~/models/x`` was refused as "no such model folder", an output_dir
+    made as ./~) are expanded by Options on construction (DPOConfig.PATH_KEYS: PATH_OPTIONS)."""
+    for key in ("model_init_kwargs", "ref_model_init_kwargs"):
+        kwargs = getattr(config, key)
+        if isinstance(kwargs, dict):
+            expanded = {k: home_expanded(v) if k in PATH_KWARGS else v for k, v in kwargs.items()}
+            if expanded != kwargs:
+                setattr(config, key, expanded)
+
+
+def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
+    """A run's recorded options (config.yaml) with its local files and folders as absolute
+    paths, as its model folders are: a relative train_file, eval_file, output_dir, ... read
+    another file (or none) when the run was resumed, or its config.yaml rerun, from another
+    working directory. Hub ids and 'module:function' specs stay as given."""
+    values = dict(values)
+    for key in ("train_file", "eval_file", "prompt_file", "eval_prompts_file"):
+        values[key] = _absolute(values[key])
+    for key in ("output_dir", "logging_dir"):
+        values[key] = values[key] and os.path.abspath(values[key])
+    for key in ("dataset_name", "chat_template"):  # a hub id / a template's text otherwise
+        path = values[key]
+        if isinstance(path, str) and "{" not in path and os.path.exists(path):
+            values[key] = os.path.abspath(path)
+    mixture = values.get("dataset_mixture")
+    if isinstance(mixture, dict) and isinstance(mixture.get("datasets"), list):
+        entries = [_absolute_source(e) if isinstance(e, dict) else e for e in mixture["datasets"]]
+        values["dataset_mixture"] = {**mixture, "datasets": entries}
+    for key in ("model_init_kwargs", "ref_model_init_kwargs"):  # from_pretrained's folders
+        kwargs = values.get(key)
+        if isinstance(kwargs, dict):
+            values[key] = {
+                name: _absolute(value) if name in PATH_KWARGS and isinstance(value, str) else value
+                for name, value in kwargs.items()
+            }
+    spec = values.get("reward_fn")  # 'path/file.py:function' (a module name stays)
+    if isinstance(spec, str) and ":" in spec:
+        file, name = spec.rsplit(":", 1)
+        if file.endswith(".py") and os.path.isfile(file):
+            values["reward_fn"] = f"{os.path.abspath(file)}:{name}"
+    return values
+
+
+PATTERN_CHARACTERS = "*?["
+
+
+def expand_patterns(key: str, value: Any) -> Any:
+    """train_file / eval_file with each glob pattern (``data/*.jsonl``, ``shards/**/*.parquet``,
+    as datasets' data_files takes them) replaced by the files it matches, in sorted order (a
+    path that exists is itself, whatever its characters); a pattern that matches nothing is
+    one line. Named eval sets (a dict) are expanded set by set."""
+    if isinstance(value, dict):
+        return {name: expand_patterns(f"{key} {name}", paths) for name, paths in value.items()}
+    if value is None:
+        return value
+    paths: list[str] = []
+    for path in [value] if isinstance(value, str) else value:
+        if os.path.exists(path) or not any(c in str(path) for c in PATTERN_CHARACTERS):
+            paths.append(path)
+            continue
+        found = sorted(glob.glob(os.path.expanduser(path), recursive=True))
+        if not found:
+            raise ConfigError(f"{key}: no file matches the pattern {path}")
+        paths += found
+    return paths[0] if isinstance(value, str) and len(paths) == 1 else paths
+
+
+def _absolute_source(entry: dict[str, Any]) -> dict[str, Any]:
+    """A dataset_mixture entry with its local paths absolute: its id (or TRL's ``path``) when
+    it is a file or folder here; with a builder's name (``id: json``) its data_dir, else its
+    data_files, which datasets reads from the working directory (a folder's own data_files
+    and data_dir are read inside it, which is made absolute)."""
+    entry = dict(entry)
+    key = "path" if "path" in entry and "id" not in entry else "id"
+    source = entry.get(key)
+    if not isinstance(source, str):
+        return entry
+    if os.path.exists(source):
+        entry[key] = os.path.abspath(source)
+    elif source in packaged_builders():
+        if isinstance(entry.get("data_dir"), str):
+            entry["data_dir"] = os.path.abspath(entry["data_dir"])
+        elif entry.get("data_files") is not None:
+            entry["data_files"] = _absolute(entry["data_files"])
+    return entry
+
+
+def packaged_builders() -> set[str]:
+    """The names datasets reads local files with (json, csv, parquet, ...), not hub ids."""
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+    return set(_PACKAGED_DATASETS_MODULES)
+
+
+def _absolute(paths: Any) -> Any:
+    """A path, a list of them or named sets of them ({name: path(s)}, or data_files' split:
+    path(s)), each made absolute."""
+    if isinstance(paths, str):  # (a URL, hf://..., stays)
+        return paths if "://" in paths else os.path.abspath(paths)
+    if isinstance(paths, list):
+        return [_absolute(path) for path in paths]
+    if isinstance(paths, dict):
+        return {name: _absolute(path) for name, path in paths.items()}
+    return paths
