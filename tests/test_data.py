@@ -731,6 +731,20 @@ def test_csv_rows_must_match_the_header(tmp_path: Path) -> None:
     assert load_preferences(str(path)).examples[0].chosen == " b"
 
 
+def test_a_spreadsheets_empty_rows_are_no_rows(tmp_path: Path) -> None:
+    # Excel / Google Sheets export: BOM, CRLF, a cell with a line break, and the range's empty
+    # rows as bare separators: each ",," was refused as "field 'prompt' is empty"
+    path = tmp_path / "sheet.csv"
+    text = '\ufeffprompt,chosen,rejected\r\n"Two\nlines",4,5\r\n,,\r\nQ,a,b\r\n , ,\r\n,,\r\n'
+    path.write_bytes(text.encode())
+    data = load_preferences(str(path))
+    assert [e.prompt for e in data.examples] == ["Two\nlines", "Q"]
+    assert [e.where for e in data.examples] == [f"{path}: line 2", f"{path}: line 5"]
+    path.write_bytes(text.replace(",,\r\nQ", ",b,\r\nQ").encode())  # a cell holds text
+    with pytest.raises(DataError, match=r"sheet.csv: line 4: field 'prompt' is empty"):
+        load_preferences(str(path))
+
+
 def test_csv_fields_longer_than_the_csv_module_default_are_read(tmp_path: Path) -> None:
     long = "word " * 40_000  # 200,000 characters: over csv's default field limit
     path = tmp_path / "x.csv"

@@ -378,7 +378,9 @@ def _csv_records(path: str, label: str, header: list[str]) -> Iterator[tuple[str
             next(reader, None)  # the header
             start = reader.line_num + 1
             for fields in reader:
-                if fields:  # a blank line
+                # a blank line, or a row of empty cells (",,": a spreadsheet's empty row, as
+                # Excel and Google Sheets export one at the end of a range): no row
+                if any(field.strip() for field in fields):
                     yield f"line {start}", _csv_row(header, fields)
                 start = reader.line_num + 1
         except csv.Error as exc:
