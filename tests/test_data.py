@@ -952,6 +952,34 @@ def test_system_column_opens_each_prompt_with_a_system_turn(tmp_path: Path) -> N
         load_preferences([hh], with_system)
 
 
+def test_a_system_prompt_column_left_unread_is_said(tmp_path: Path) -> None:
+    """Intel/orca_dpo_pairs' first row has an empty system: the refusal named prompt_column
+    alone, and with it set every other row trained without its system prompt, unsaid."""
+    orca = [
+        {"system": "", "question": "Sky?", "chosen": "Blue.", "rejected": "Green."},
+        {"system": "Be exact.", "question": "What is 1+1?",
+         "chosen": "The answer is 2.", "rejected": "The answer is 3."},
+        {"system": "Be kind.", "question": "Be kind. Hi?", "chosen": "Hi!", "rejected": "No."},
+    ]  # fmt: skip
+    path = write_jsonl(tmp_path / "orca.jsonl", orca)
+    with pytest.raises(DataError, match="set prompt_column: question and system_column: system"):
+        load_preferences(str(path))
+    data = load_preferences(str(path), Columns(prompt="question", prompt_required=True))
+    assert data.unread_system == ("system", 1)  # (the third's prompt already holds its text)
+    assert data.summary().endswith(
+        "layout explicit; column 'system' is not read: 1 prompt goes without the system prompt "
+        "it holds (system_column: system makes it their system turn)"
+    )
+    read = load_preferences(str(path), Columns("question", prompt_required=True, system="system"))
+    assert read.unread_system is None and "not read" not in read.summary()
+    both = load_preferences([str(path), str(path)], Columns("question", prompt_required=True))
+    assert both.unread_system == ("system", 2)
+    one = Columns("question", prompt_required=True)
+    assert load_preferences([{**orca[1], "system": ""}], one).summary() == (
+        "rows: 1 pair, layout explicit"
+    )
+
+
 def test_tool_schemas_and_calls_read_from_arrow_lack_other_rows_keys(tmp_path: Path) -> None:
     """Arrow (Parquet, save_to_disk, a Dataset) gives each object of a column every key of any
     row's: the chat template rendered a call {"city": "Paris", "query": null, "limit": null}
