@@ -745,6 +745,19 @@ def test_a_spreadsheets_empty_rows_are_no_rows(tmp_path: Path) -> None:
         load_preferences(str(path))
 
 
+@pytest.mark.parametrize("mark", [";", "\t"])
+def test_a_csv_separated_by_semicolons_or_tabs_is_read(tmp_path: Path, mark: str) -> None:
+    # Excel in a German or French locale saves "CSV" with semicolons: the header was one column
+    # 'prompt;chosen;rejected', and the line said to set chosen_column
+    path = tmp_path / "sheet.csv"
+    rows = ['"prompt"', "chosen", "rejected"], ['"Hi; there, you"', "Hello", '"Go\naway"']
+    path.write_bytes("".join(mark.join(row) + "\r\n" for row in rows).encode())
+    (pair,) = load_preferences(str(path)).examples
+    assert (pair.prompt, pair.chosen, pair.rejected) == ("Hi; there, you", "Hello", "Go\naway")
+    path.write_text("prompt,chosen,rejected,a;b\na,b,c,d\n")  # commas: read as they are
+    assert load_preferences(str(path)).examples[0].chosen == "b"
+
+
 def test_csv_fields_longer_than_the_csv_module_default_are_read(tmp_path: Path) -> None:
     long = "word " * 40_000  # 200,000 characters: over csv's default field limit
     path = tmp_path / "x.csv"
