@@ -566,6 +566,33 @@ def test_a_version_flag_after_the_command_says_where_it_goes(argv, said, capsys)
     assert err.startswith(f"directpo: error: {said}") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("flag", "said"),
+    [
+        ("--do_sample", "; generate samples unless temperature is 0 (greedy decoding)"),
+        (
+            "--num_beams=4",
+            "; there is no beam search: sampling, or temperature 0 (greedy decoding)",
+        ),
+        ("--max_length", "; max_new_tokens limits each completion (max_prompt_length, the prompt)"),
+    ],
+)
+def test_generates_transformers_spellings_say_the_option_to_use(flag, said, capsys) -> None:
+    """``generate --do_sample false``, as transformers' generate() is called, was "unknown
+    option '--do_sample'" with no word of how to get greedy decoding."""
+    from directpo.command_options import GenerateOptions
+    from directpo.errors import ConfigError
+
+    argv = ["generate", "--model_name_or_path", "m", "--input", "a.jsonl", "--output", "b.jsonl"]
+    assert main([*argv, flag, "false"]) == 2
+    name = flag.split("=")[0]
+    assert capsys.readouterr().err == f"directpo: error: unknown option '{name}'{said}\n"
+    options = GenerateOptions(model_name_or_path="m", input="a.jsonl", output="b.jsonl")
+    with pytest.raises(ConfigError) as info:
+        setattr(options, name[2:], False)  # a notebook's options.do_sample = False
+    assert str(info.value) == f"GenerateOptions: option '{name[2:]}' is unknown{said}"
+
+
 @pytest.mark.parametrize("argv", [["--version"], ["train", "--help"], ["score", "-h"], []])
 def test_version_and_help_are_printed_by_rank_0_alone(argv, capsys, monkeypatch) -> None:
     """Under torchrun every rank runs the command line: --version and --help were printed once

@@ -744,6 +744,33 @@ def test_csv_rows_must_match_the_header(tmp_path: Path) -> None:
     assert load_preferences(str(path)).examples[0].chosen == " b"
 
 
+def test_a_spreadsheets_empty_rows_are_no_rows(tmp_path: Path) -> None:
+    # Excel / Google Sheets export: BOM, CRLF, a cell with a line break, and the range's empty
+    # rows as bare separators: each ",," was refused as "field 'prompt' is empty"
+    path = tmp_path / "sheet.csv"
+    text = '\ufeffprompt,chosen,rejected\r\n"Two\nlines",4,5\r\n,,\r\nQ,a,b\r\n , ,\r\n,,\r\n'
+    path.write_bytes(text.encode())
+    data = load_preferences(str(path))
+    assert [e.prompt for e in data.examples] == ["Two\nlines", "Q"]
+    assert [e.where for e in data.examples] == [f"{path}: line 2", f"{path}: line 5"]
+    path.write_bytes(text.replace(",,\r\nQ", ",b,\r\nQ").encode())  # a cell holds text
+    with pytest.raises(DataError, match=r"sheet.csv: line 4: field 'prompt' is empty"):
+        load_preferences(str(path))
+
+
+@pytest.mark.parametrize("mark", [";", "\t"])
+def test_a_csv_separated_by_semicolons_or_tabs_is_read(tmp_path: Path, mark: str) -> None:
+    # Excel in a German or French locale saves "CSV" with semicolons: the header was one column
+    # 'prompt;chosen;rejected', and the line said to set chosen_column
+    path = tmp_path / "sheet.csv"
+    rows = ['"prompt"', "chosen", "rejected"], ['"Hi; there, you"', "Hello", '"Go\naway"']
+    path.write_bytes("".join(mark.join(row) + "\r\n" for row in rows).encode())
+    (pair,) = load_preferences(str(path)).examples
+    assert (pair.prompt, pair.chosen, pair.rejected) == ("Hi; there, you", "Hello", "Go\naway")
+    path.write_text("prompt,chosen,rejected,a;b\na,b,c,d\n")  # commas: read as they are
+    assert load_preferences(str(path)).examples[0].chosen == "b"
+
+
 def test_csv_fields_longer_than_the_csv_module_default_are_read(tmp_path: Path) -> None:
     long = "word " * 40_000  # 200,000 characters: over csv's default field limit
     path = tmp_path / "x.csv"
@@ -949,6 +976,34 @@ def test_system_column_opens_each_prompt_with_a_system_turn(tmp_path: Path) -> N
           "rejected": "Human: Hi Assistant: Go away."}  # fmt: skip
     with pytest.raises(DataError, match="system_column 'system' needs a prompt column"):
         load_preferences([hh], with_system)
+
+
+def test_a_system_prompt_column_left_unread_is_said(tmp_path: Path) -> None:
+    """Intel/orca_dpo_pairs' first row has an empty system: the refusal named prompt_column
+    alone, and with it set every other row trained without its system prompt, unsaid."""
+    orca = [
+        {"system": "", "question": "Sky?", "chosen": "Blue.", "rejected": "Green."},
+        {"system": "Be exact.", "question": "What is 1+1?",
+         "chosen": "The answer is 2.", "rejected": "The answer is 3."},
+        {"system": "Be kind.", "question": "Be kind. Hi?", "chosen": "Hi!", "rejected": "No."},
+    ]  # fmt: skip
+    path = write_jsonl(tmp_path / "orca.jsonl", orca)
+    with pytest.raises(DataError, match="set prompt_column: question and system_column: system"):
+        load_preferences(str(path))
+    data = load_preferences(str(path), Columns(prompt="question", prompt_required=True))
+    assert data.unread_system == ("system", 1)  # (the third's prompt already holds its text)
+    assert data.summary().endswith(
+        "layout explicit; column 'system' is not read: 1 prompt goes without the system prompt "
+        "it holds (system_column: system makes it their system turn)"
+    )
+    read = load_preferences(str(path), Columns("question", prompt_required=True, system="system"))
+    assert read.unread_system is None and "not read" not in read.summary()
+    both = load_preferences([str(path), str(path)], Columns("question", prompt_required=True))
+    assert both.unread_system == ("system", 2)
+    one = Columns("question", prompt_required=True)
+    assert load_preferences([{**orca[1], "system": ""}], one).summary() == (
+        "rows: 1 pair, layout explicit"
+    )
 
 
 def test_tool_schemas_and_calls_read_from_arrow_lack_other_rows_keys(tmp_path: Path) -> None:

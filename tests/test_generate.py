@@ -300,3 +300,23 @@ def test_prompts_cut_to_max_prompt_length_are_said(model, tmp_path, capsys) -> N
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "1 prompt longer than max_prompt_length 8 tokens was cut from the left\n" in out
+
+
+@pytest.mark.parametrize(("new_tokens", "text"), [(3, "é"), (2, "é"), (1, "")])
+def test_a_completion_cut_inside_a_character_ends_before_it(model, new_tokens, text) -> None:
+    """A completion cut at max_new_tokens inside a character (CJK, emoji: several byte tokens)
+    was written with U+FFFD ("é" + half of the next: "é\ufffd"), a character the model never
+    wrote, which rank then scored as other tokens; its text now ends before it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    policy = AutoModelForCausalLM.from_pretrained(model)
+    lead, tail = tokenizer.convert_tokens_to_ids(["Ã", "©"])  # "é" is bytes C3 A9
+    # greedy: C3 first, A9 after C3, then C3 again: "é" and the first byte of another
+    bias = {(lead,): 50.0, (lead, tail): 200.0}
+    (sample,) = generate.sample_completions(
+        policy, tokenizer, ["The movie was"], max_new_tokens=new_tokens, temperature=0,
+        extras={"sequence_bias": bias},
+    )  # fmt: skip
+    assert sample.completion_ids == [lead, tail, lead][:new_tokens]  # trained as sampled
+    assert sample.text == text

@@ -45,3 +45,25 @@ def test_a_pairs_file_in_openais_format_gives_its_prompts(tmp_path) -> None:
     lacking = {"input": row["input"], "non_preferred_output": reply}  # said by OpenAI's names
     with pytest.raises(DataError, match=r"line 1: missing field 'preferred_output'"):
         load_prompts(str(write_jsonl(tmp_path / "bad.jsonl", [lacking])))
+
+
+@pytest.mark.parametrize("load", [load_prompt_rows, load_prompts])
+def test_an_implicit_pairs_file_gives_the_prompts_training_reads(tmp_path, load) -> None:
+    """generate (and prompt_file, eval_prompts_file) of an Anthropic HH file, chosen and
+    rejected alone, said "missing field 'prompt'" of every row of a file train reads: its
+    prompts are now the pairs' shared start, as training's."""
+    hh = {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!",
+          "rejected": "\n\nHuman: Hi\n\nAssistant: Go away."}  # fmt: skip
+    user = [{"role": "user", "content": "Hi"}]
+    chat = {"chosen": [*user, {"role": "assistant", "content": "Hello!"}],
+            "rejected": [*user, {"role": "assistant", "content": "Go away."}]}  # fmt: skip
+    path = write_jsonl(tmp_path / "hh.jsonl", [hh, chat])
+    prompts, others = load(str(path))
+    assert prompts == ["\n\nHuman: Hi\n\nAssistant:", user]
+    assert others[0] == hh
+    # a question column of its own is named, as training names it
+    orca = {"system": "", "question": "Sky?", "chosen": "Blue.", "rejected": "Green."}
+    with pytest.raises(DataError, match=r"line 1: there is no 'prompt' column, .* prompt_column"):
+        load(str(write_jsonl(tmp_path / "orca.jsonl", [orca])))
+    with pytest.raises(DataError, match=r"line 1: missing field 'prompt'$"):
+        load(str(write_jsonl(tmp_path / "other.jsonl", [{"chosen": "Blue."}])))

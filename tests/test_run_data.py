@@ -42,6 +42,26 @@ def test_completions_with_turns_the_model_does_not_write_are_said_at_start(tmp_p
     assert not [line for line in lines if "does not write" in line]
 
 
+def test_hh_completions_that_go_on_past_the_reply_are_said_at_start(tmp_path: Path) -> None:
+    # Anthropic HH rows whose conversations part at an earlier turn: the chosen completion
+    # holds the user's next turn, trained as the policy's own; said for messages, not texts
+    folder = save_tiny_model("gpt2", tmp_path / "m")
+    ask = "\n\nHuman: A?\n\nAssistant:"
+    on = f"{ask} B.\n\nHuman: C?\n\nAssistant: D."
+    rows = [
+        {"chosen": f"{ask} Yes.", "rejected": f"{ask} No."},
+        {"chosen": on, "rejected": f"{ask} X."},
+    ]
+    lines: list[str] = []
+    config = tiny_config(folder, None, tmp_path / "out")
+    load_run_data(config, rows, None, torch.device("cpu"), lines.append)
+    notes = [line for line in lines if "does not write" in line]
+    assert len(notes) == 1 and "(first: train_dataset: row 2, a 'Human' message)" in notes[0]
+    lines.clear()
+    load_run_data(config, rows[:1], None, torch.device("cpu"), lines.append)
+    assert not [line for line in lines if "does not write" in line]
+
+
 def test_an_adapter_folders_completions_end_at_its_bases_stop_tokens(tmp_path: Path) -> None:
     from directpo.run_data import _stop_ids
 

@@ -226,6 +226,23 @@ def test_a_skipped_row_is_not_counted_as_truncated(tokenizers) -> None:
     assert tokenize_preferences(read, tokenizers["gpt2"], 24).summary() == "1 pair tokenized"
 
 
+def test_the_truncation_summary_reads_in_a_pairs_order(tokenizers) -> None:
+    # it read "truncated: 2 chosen, 2 completions cut short by their prompt, 1 prompts, 1
+    # rejected": sorted by name, "1 prompts", and the cut-short ones as if a fourth kind
+    long_prompt = "The movie was wonderful and the acting was great. " * 4
+    examples = [
+        PreferenceExample(long_prompt, " great and more", " bad and less", "f: line 1"),
+        PreferenceExample("The movie", " was great, " * 8, " bad.", "f: line 2"),
+    ]
+    data = PreferenceData(examples, "explicit", "f")
+    result = tokenize_preferences(data, tokenizers["gpt2"], max_length=24)
+    assert result.truncated == {"prompts": 1, "chosen": 2, "rejected": 1, CUT_BY_PROMPT: 2}
+    assert result.summary() == (
+        "2 pairs tokenized; truncated: 1 prompt, 2 chosen, 1 rejected (2 of these completions "
+        "cut short by their prompt)"
+    )
+
+
 @pytest.mark.parametrize("style", ["llama", "gpt2"])
 def test_an_assistant_prefill_is_continued_in_the_same_turn(tokenizers, style) -> None:
     tokenizer = tokenizers[style]

@@ -676,7 +676,7 @@ def test_prompts_that_fill_max_length_are_warned_of(tiny_model_dirs, tmp_path) -
     warning = [line for line in lines if line.startswith("warning: train: ")]
     # under a quarter of max_length 40: a toy max_length is not held to 32 tokens
     assert len(warning) == 1 and "8 of 10 completions keep under 10 tokens" in warning[0]
-    assert any("8 completions cut short by their prompt" in line for line in lines)
+    assert any("(8 of these completions cut short by their prompt)" in line for line in lines)
     lines.clear()
     config = tiny_config(tiny_model_dirs["llama"], None, tmp_path / "out2", max_length=400)
     prepare_run(config, rows, None, SINGLE_PROCESS, lines.append)

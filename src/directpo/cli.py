@@ -601,6 +601,8 @@ def _unknown_flag_message(flag: str, options: type) -> str:
     names = [n for n, _, _ in option_help(options)]
     close = difflib.get_close_matches(name, names, n=1)
     hint = f"; did you mean '--{close[0]}'?" if close else ""
+    if instead := getattr(options, "FOREIGN_KEYS", {}).get(name):
+        hint = f"; {instead}"
     if name in VERSION_FLAGS:
         hint = VERSION_HINT
     return f"unknown option '{flag.split('=', 1)[0]}'{hint}"  # (as written: -V, not --V)

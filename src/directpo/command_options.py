@@ -260,6 +260,12 @@ class GenerateOptions(FileCommandOptions):
         **FileCommandOptions.FROM_RUN,
         "max_prompt_length": ("prompt_limit", 512),
     }
+    # transformers' generate() arguments a user of it writes first (do_sample: unknown option)
+    FOREIGN_KEYS: ClassVar[dict[str, str]] = {
+        "do_sample": "generate samples unless temperature is 0 (greedy decoding)",
+        "max_length": "max_new_tokens limits each completion (max_prompt_length, the prompt)",
+        "num_beams": "there is no beam search: sampling, or temperature 0 (greedy decoding)",
+    }
 
     def _check_values(self) -> None:
         super()._check_values()

@@ -67,6 +67,7 @@ from directpo.readers import (
 )
 from directpo.refusals import SKIP_HINT, RefusedRows
 from directpo.row_formats import from_openai, is_openai_layout, openai_message, openai_names
+from directpo.unread_columns import refuse_unread_prompt, unread_system
 from directpo.vision import (
     IMAGE_COLUMNS,
     ImageError,
@@ -138,6 +139,8 @@ class PreferenceData:
     layout: str
     source: str
     skipped: Counter[str] = field(default_factory=Counter)
+    # a system prompt column left unread, and its rows with text (unread_columns.py)
+    unread_system: tuple[str, int] | None = None
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -160,6 +163,13 @@ class PreferenceData:
         if self.skipped:
             reasons = ", ".join(f"{n} {reason}" for reason, n in self.skipped.most_common())
             text += f"; skipped {counted(sum(self.skipped.values()), 'invalid row')} ({reasons})"
+        if self.unread_system:
+            name, rows = self.unread_system
+            text += (
+                f"; column '{name}' is not read: {counted(rows, 'prompt')} "
+                f"{'goes' if rows == 1 else 'go'} without the "
+                f"system prompt it holds (system_column: {name} makes it their system turn)"
+            )
         return text
 
 
@@ -224,6 +234,7 @@ def load_preferences(
             "+".join(dict.fromkeys(part.layout for part in parts)),
             name or " + ".join(part.source for part in parts),
             sum((part.skipped for part in parts), Counter()),
+            unread_system([e for part in parts for e in part.examples], columns),
         )
     label = name or source_label(source)
     rows, column_names = open_rows(source, label, lazy=max_pairs is not None)
@@ -289,7 +300,7 @@ def preferences_of_rows(
     assert layout is not None
     if columns.system is not None and layout == "explicit":  # text prompts became turns
         layout = "conversational"
-    return PreferenceData(examples, layout, label, skipped)
+    return PreferenceData(examples, layout, label, skipped, unread_system(examples, columns))
 
 
 def read_rows(source: str | Any, name: str | None = None) -> list[tuple[str, dict[str, Any]]]:
@@ -327,7 +338,7 @@ def parse_pair(
             layout = _prompt_layout(row[columns.prompt], row.get(columns.chosen))
         else:
             layout = "implicit"
-            _refuse_unread_prompt(row, columns, list(row), where)
+            refuse_unread_prompt(row, columns, list(row), where)
         return _parse_row(row, layout, columns, where, base_dir)
     except RowError as err:
         said = openai_message(err.message) if openai else err.message
@@ -365,7 +376,7 @@ def _detect_layout(
                 f"{label}: column '{columns.prompt}' not found "
                 f"(columns: {', '.join(map(str, names))}); set prompt_column"
             )
-        _refuse_unread_prompt(row, columns, names, f"{label}: {where}")
+        refuse_unread_prompt(row, columns, names, f"{label}: {where}")
         return "implicit"
     prompt = row.get(columns.prompt)
     if isinstance(prompt, list | str) or prompt is None:
@@ -373,52 +384,6 @@ def _detect_layout(
     raise RowError(
         "wrong type",
         f"field '{columns.prompt}' must be a string or a list of messages, got {kind_of(prompt)}",
-    )
-
-
-# Columns that hold the prompt in well-known datasets (Intel/orca_dpo_pairs' system and
-# question, Alpaca-style instruction and input): beside chosen and rejected without a prompt
-# column, the implicit layout would take the prompt from the completions' shared start (e.g.
-# "The answer is") and train without the question.
-PROMPT_LIKE_COLUMNS = ("question", "instruction", "input", "query", "problem")
-SYSTEM_COLUMNS = ("system", "system_prompt")
-
-
-def _refuse_unread_prompt(
-    row: dict[str, Any], columns: Columns, names: list[str], where: str
-) -> None:
-    """Refuse the implicit layout for a file whose prompt is in a column of its own: one whose
-    text the chosen side does not contain."""
-    chosen = row.get(columns.chosen)
-    if isinstance(chosen, list):  # not validated yet: only the texts it holds
-        contents = [m.get("content") for m in chosen if isinstance(m, dict)]
-        chosen = "\n".join(text for text in contents if isinstance(text, str))
-    if not isinstance(chosen, str):
-        return
-    unread = [
-        name
-        for name in (*PROMPT_LIKE_COLUMNS, *SYSTEM_COLUMNS)
-        if name in names
-        and name != columns.system
-        and isinstance(row.get(name), str)
-        and row[name].strip()
-        and row[name].strip() not in chosen
-    ]
-    if not unread:
-        return
-    prompt = next((name for name in unread if name not in SYSTEM_COLUMNS), None)
-    fix = (
-        f"set prompt_column: {prompt}"
-        if prompt
-        else f"put the prompt in a '{columns.prompt}' column"
-    )
-    system = next((name for name in unread if name in SYSTEM_COLUMNS), None)
-    if system:
-        fix += f" and system_column: {system} (its text becomes each prompt's system turn)"
-    raise DataError(
-        f"{where}: there is no '{columns.prompt}' column, so the prompt would be the start "
-        f"that '{columns.chosen}' and '{columns.rejected}' share (the implicit layout), but "
-        f"they do not contain column '{unread[0]}'; {fix}"
     )
 
 

@@ -51,6 +51,7 @@ from directpo.refusals import RefusedRows
 from directpo.reward import output_location, run_config
 from directpo.rewardfn import RewardFn
 from directpo.seeded_sampling import SeededSampling, row_seed, sample_seed, warpers_of
+from directpo.stops import whole_characters
 from directpo.tokenization import PairTokenizer
 from directpo.vision import VisionInputs, batch_tensors
 
@@ -262,7 +263,9 @@ def sample_completions(
             for row, generated in enumerate(output[:, width:].tolist()):
                 index = start + row // num_samples
                 completion = _until_stop(generated, stops)
-                text = tokenizer.decode(completion, skip_special_tokens=True)
+                decode = partial(tokenizer.decode, skip_special_tokens=True)
+                stopped = bool(completion) and completion[-1] in stops
+                text = whole_characters(decode, completion, stopped)
                 samples.append(
                     Sample(index, prompt_ids[index], completion, text, encoded[index][1])
                 )

@@ -208,12 +208,17 @@ def completion_messages(value: Any, key: str, prompt: Messages | None = None) ->
     return completion
 
 
+# Anthropic HH's transcript mark of a user turn: a text completion holding one goes on past the
+# reply (the two conversations parted at an earlier turn), and trains the user's words too
+HUMAN_TURN = "\n\nHuman:"
+
+
 def others_turn(completion: Text) -> str | None:
     """The role of a completion's first message the model does not write (a tool's result, a
-    user turn between replies), or None: a chat template renders its tokens into the
-    completion, which trains them as the policy's own."""
+    user turn between replies; in a text, an HH transcript's 'Human' turn), or None: a chat
+    template renders its tokens into the completion, which trains them as the policy's own."""
     if isinstance(completion, str):
-        return None
+        return "Human" if HUMAN_TURN in completion else None
     return next((m["role"] for m in completion if m["role"] != "assistant"), None)
 
 

@@ -66,6 +66,9 @@ class Options:
 
     # the options naming local files or folders: their ``~`` is expanded on construction
     PATH_KEYS: typing.ClassVar[tuple[str, ...]] = ()
+    # other tools' names for what an option here does (transformers' generate() arguments),
+    # each with what to give instead: said where the name is refused as unknown
+    FOREIGN_KEYS: typing.ClassVar[dict[str, str]] = {}
 
     def __post_init__(self) -> None:
         # every wrong value is reported at once: a user fixing a config file one error per run
@@ -153,7 +156,7 @@ class Options:
         """``values`` as options of this class (subclasses may accept other spellings)."""
         label = "option" if where == "command line" else f"{where}: option"
         for key in values:
-            _check_known(key, label, names)
+            _check_known(key, label, names, cls.FOREIGN_KEYS.get(key))
         return values
 
     def _require(self, ok: bool, key: str, must: str) -> None:
@@ -351,11 +354,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _check_known(key: str, what: str, names: list[str]) -> None:
+def _check_known(key: str, what: str, names: list[str], instead: str | None = None) -> None:
     if key not in names:
         close = difflib.get_close_matches(key, names, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"{what} '{key}' is unknown{hint}")
+        raise ConfigError(f"{what} '{key}' is unknown{f'; {instead}' if instead else hint}")
 
 
 _TRUE = {"true", "yes", "1", "on"}

@@ -23,6 +23,7 @@ from directpo.messages import (
     completion_messages,
     field_value,
     is_message_list,
+    split_implicit,
     system_prompt,
     text_field,
     text_or_messages,
@@ -37,6 +38,7 @@ from directpo.readers import (
 )
 from directpo.refusals import RefusedRows
 from directpo.row_formats import from_openai, is_openai_layout, openai_message
+from directpo.unread_columns import refuse_unread_prompt
 from directpo.vision import image_key, with_image_parts
 
 Item = TypeVar("Item")
@@ -188,13 +190,29 @@ def _row_prompt(
     """A prompt row's prompt, read as a pair row's is: its conversation's shared turns, and the
     system column's text as its system turn."""
     try:
-        prompt = text_or_messages(field_value(row, prompt_column), prompt_column, parts=parts)
-        prompt = _conversation_prompt(row, prompt_column, prompt)
+        if prompt_column == "prompt" and prompt_column not in row and _is_pair(row):
+            prompt = _implicit_prompt(row, where)
+        else:
+            prompt = text_or_messages(field_value(row, prompt_column), prompt_column, parts=parts)
+            prompt = _conversation_prompt(row, prompt_column, prompt)
         if system_column is not None:
             prompt = system_prompt(row, system_column, prompt)
     except RowError as err:
         raise DataError(f"{where}: {err.message}") from None
     return prompt
+
+
+def _is_pair(row: dict[str, Any]) -> bool:
+    return row.get("chosen") is not None and row.get("rejected") is not None
+
+
+def _implicit_prompt(row: dict[str, Any], where: str) -> Text:
+    """A pairs row without a prompt column (Anthropic HH: chosen and rejected each the whole
+    conversation) has the prompt training reads, their shared start (the implicit layout);
+    generate said "missing field 'prompt'" of every row of the file a run trained on."""
+    refuse_unread_prompt(row, Columns(), list(row), where)  # (a question column: prompt_column)
+    chosen = text_or_messages(row["chosen"], "chosen", parts=True)
+    return split_implicit(chosen, text_or_messages(row["rejected"], "rejected", parts=True))[0]
 
 
 def _conversation_prompt(row: dict[str, Any], prompt_column: str, prompt: Text) -> Text:

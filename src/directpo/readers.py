@@ -356,29 +356,48 @@ CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
 def _csv_rows(path: str, label: str) -> tuple[Iterator[tuple[str, Any]], list[str]]:
     """(the rows, read as they are iterated; the header, read now)."""
     csv.field_size_limit(CSV_FIELD_LIMIT)
-    with _open_text(path, newline="", errors="surrogateescape") as handle:
-        reader = csv.reader(handle)
-        try:
-            header = [name.strip() for name in next(reader, [])]
-        except csv.Error as exc:
-            raise DataError(f"{label}: line 1: invalid CSV ({exc})") from None
+    header = _csv_header(path, label, ",")
+    if (delimiter := _delimiter(header)) != ",":
+        header = _csv_header(path, label, delimiter)
     if (bad := _not_utf8(",".join(header))) is not None:
         raise DataError(f"{label}: line 1 (the header): {bad.message}")
     repeated = [name for name, n in Counter(header).items() if n > 1]
     if repeated:
         raise DataError(f"{label}: the header names column '{repeated[0]}' twice")
-    return _csv_records(path, label, header), header
+    return _csv_records(path, label, header, delimiter), header
 
 
-def _csv_records(path: str, label: str, header: list[str]) -> Iterator[tuple[str, Any]]:
+def _csv_header(path: str, label: str, delimiter: str) -> list[str]:
     with _open_text(path, newline="", errors="surrogateescape") as handle:
-        reader = csv.reader(handle)
+        try:
+            return [name.strip() for name in next(csv.reader(handle, delimiter=delimiter), [])]
+        except csv.Error as exc:
+            raise DataError(f"{label}: line 1: invalid CSV ({exc})") from None
+
+
+def _delimiter(header: list[str]) -> str:
+    """The file's field separator: a comma, or the semicolon that Excel writes in locales
+    whose decimal mark is a comma (German, French, ...), or a tab, when the header read with
+    commas is one field holding it ('prompt;chosen;rejected' was one column, and the line
+    said to set chosen_column)."""
+    if len(header) == 1:
+        return next((mark for mark in ";\t" if mark in header[0]), ",")
+    return ","
+
+
+def _csv_records(
+    path: str, label: str, header: list[str], delimiter: str = ","
+) -> Iterator[tuple[str, Any]]:
+    with _open_text(path, newline="", errors="surrogateescape") as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
         start = 1  # the line where the row being read starts (a quoted field may span lines)
         try:
             next(reader, None)  # the header
             start = reader.line_num + 1
             for fields in reader:
-                if fields:  # a blank line
+                # a blank line, or a row of empty cells (",,": a spreadsheet's empty row, as
+                # Excel and Google Sheets export one at the end of a range): no row
+                if any(field.strip() for field in fields):
                     yield f"line {start}", _csv_row(header, fields)
                 start = reader.line_num + 1
         except csv.Error as exc:

@@ -48,3 +48,23 @@ def end_at_stop(ids: list[int], stops: set[int], is_blank: Callable[[int], bool]
         if ids[index] in stops:
             return ids[: index + 1]
     return ids
+
+
+# the most tokens one character spans in byte-level vocabularies (UTF-8: 4 bytes, the first of
+# which a token shares with what comes before it)
+CHARACTER_TOKENS = 3
+
+
+def whole_characters(decode: Callable[[list[int]], str], ids: list[int], stopped: bool) -> str:
+    """The text of completion ``ids``. One cut at max_new_tokens (not ``stopped``) can end
+    inside a character (an emoji or a CJK character is several byte tokens): decoded, those
+    tokens are U+FFFD ("東京" cut: "東�"), a character the model never wrote, which score and
+    rank would read back as other tokens. Such a text ends before that character."""
+    text = decode(ids)
+    if stopped or not text.endswith("\ufffd"):
+        return text
+    for cut in range(1, min(CHARACTER_TOKENS, len(ids)) + 1):
+        shorter = decode(ids[:-cut])
+        if not shorter.endswith("\ufffd"):
+            return shorter
+    return text

@@ -104,11 +104,13 @@ class TokenizedData:
 
     def summary(self) -> str:
         parts = [f"{counted(len(self.pairs), 'pair')} tokenized"]
-        if self.truncated:
-            parts.append(
-                "truncated: "
-                + ", ".join(f"{n} {what}" for what, n in sorted(self.truncated.items()))
+        if cut := self.truncated:  # in a pair's order (sorted by name, "1 prompts" was said)
+            kinds = [counted(cut["prompts"], "prompt")] if cut["prompts"] else []
+            kinds += [f"{cut[k]} {k}" for k in ("chosen", "rejected", "responses") if cut[k]]
+            short = (
+                f" ({cut[CUT_BY_PROMPT]} of these {CUT_BY_PROMPT})" if cut[CUT_BY_PROMPT] else ""
             )
+            parts.append("truncated: " + ", ".join(kinds) + short)
         if self.skipped:
             parts.append(
                 "skipped: " + ", ".join(f"{n} {why}" for why, n in self.skipped.most_common())

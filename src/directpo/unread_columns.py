@@ -1,0 +1,87 @@
+"""Columns of well-known preference datasets that hold a prompt's text where the column options
+do not look: a prompt column of another name (refused: the implicit layout would train without
+the question) and a system prompt column (said: the run trains without it)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from directpo.errors import DataError
+from directpo.messages import Text, plain_text
+
+if TYPE_CHECKING:  # (data.py imports this module)
+    from directpo.data import Columns, PreferenceExample
+
+# Columns that hold the prompt in well-known datasets (Intel/orca_dpo_pairs' system and
+# question, Alpaca-style instruction and input): beside chosen and rejected without a prompt
+# column, the implicit layout would take the prompt from the completions' shared start (e.g.
+# "The answer is") and train without the question.
+PROMPT_LIKE_COLUMNS = ("question", "instruction", "input", "query", "problem")
+SYSTEM_COLUMNS = ("system", "system_prompt")
+
+
+def refuse_unread_prompt(
+    row: dict[str, Any], columns: Columns, names: list[str], where: str
+) -> None:
+    """Refuse the implicit layout for a file whose prompt is in a column of its own: one whose
+    text the chosen side does not contain."""
+    chosen = row.get(columns.chosen)
+    if isinstance(chosen, list):  # not validated yet: only the texts it holds
+        contents = [m.get("content") for m in chosen if isinstance(m, dict)]
+        chosen = "\n".join(text for text in contents if isinstance(text, str))
+    if not isinstance(chosen, str):
+        return
+    unread = [
+        name
+        for name in (*PROMPT_LIKE_COLUMNS, *SYSTEM_COLUMNS)
+        if name in names
+        and name != columns.system
+        and isinstance(row.get(name), str)
+        and row[name].strip()
+        and row[name].strip() not in chosen
+    ]
+    if not unread:
+        return
+    prompt = next((name for name in unread if name not in SYSTEM_COLUMNS), None)
+    fix = (
+        f"set prompt_column: {prompt}"
+        if prompt
+        else f"put the prompt in a '{columns.prompt}' column"
+    )
+    # named even where this row's is empty (Intel/orca_dpo_pairs' first row): the fix that
+    # named prompt_column alone trained every other row without its system prompt
+    system = next((name for name in SYSTEM_COLUMNS if name in names and name != columns.system
+                   and isinstance(row.get(name), str)), None)  # fmt: skip
+    if system:
+        fix += f" and system_column: {system} (its text becomes each prompt's system turn)"
+    raise DataError(
+        f"{where}: there is no '{columns.prompt}' column, so the prompt would be the start "
+        f"that '{columns.chosen}' and '{columns.rejected}' share (the implicit layout), but "
+        f"they do not contain column '{unread[0]}'; {fix}"
+    )
+
+
+def unread_system(
+    examples: Sequence[PreferenceExample], columns: Columns
+) -> tuple[str, int] | None:
+    """A system prompt column that system_column does not read (``prompt_column: question``
+    alone, on Intel/orca_dpo_pairs), with the rows whose system text their prompt lacks: the
+    run trains those prompts without it. None when there is none, or no such row."""
+    if columns.system is not None or not examples:
+        return None
+    first = examples[0].columns or {}
+    name = next((name for name in SYSTEM_COLUMNS if name in first), None)
+    if name is None:
+        return None
+    rows = sum(_lacks((e.columns or {}).get(name), e.prompt) for e in examples)
+    return (name, rows) if rows else None
+
+
+def _lacks(system: Any, prompt: Text) -> bool:
+    """The prompt lacks a system text (the dataset did not already write it in)."""
+    if not isinstance(system, str) or not system.strip():
+        return False
+    if isinstance(prompt, list):
+        prompt = "\n".join(plain_text(m.get("content") or "") for m in prompt)
+    return system.strip() not in prompt
