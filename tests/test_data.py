@@ -239,8 +239,8 @@ def test_a_line_that_is_not_utf8_is_its_rows_error_not_the_files(tmp_path: Path)
     with pytest.raises(DataError) as err:
         load_preferences(str(path))
     assert str(err.value) == (
-        f"{path}: line 2: not UTF-8 text (byte 0xe9 at column 16); line 4: missing field "
-        "'chosen'; skip_invalid_rows: true skips them"
+        f"{path}: line 2: not UTF-8 text (byte 0xe9 at column 16); save the file as UTF-8 "
+        "(Excel: 'CSV UTF-8'); line 4: missing field 'chosen'; skip_invalid_rows: true skips them"
     )
     data = load_preferences(str(path), skip_invalid_rows=True)
     assert len(data) == 2 and data.skipped == {"not UTF-8": 1, "missing field": 1}
@@ -769,6 +769,10 @@ def test_a_csv_separated_by_semicolons_or_tabs_is_read(tmp_path: Path, mark: str
     assert (pair.prompt, pair.chosen, pair.rejected) == ("Hi; there, you", "Hello", "Go\naway")
     path.write_text("prompt,chosen,rejected,a;b\na,b,c,d\n")  # commas: read as they are
     assert load_preferences(str(path)).examples[0].chosen == "b"
+    tsv = tmp_path / "pairs.tsv"  # a .tsv was "unsupported file type"
+    tsv.write_text("prompt\tchosen\trejected\nHi, you\tHello\tGo\n")
+    (pair,) = load_preferences(str(tsv)).examples
+    assert (pair.prompt, pair.chosen, pair.rejected) == ("Hi, you", "Hello", "Go")
 
 
 def test_csv_fields_longer_than_the_csv_module_default_are_read(tmp_path: Path) -> None:

@@ -474,7 +474,7 @@ def _looks_like_config_file(token: str) -> bool:
     return token.lower().endswith((".yaml", ".yml", ".json")) or os.path.isfile(token)
 
 
-DATA_EXTENSIONS = (".jsonl", ".ndjson", ".parquet", ".csv", ".arrow", ".gz", ".bz2", ".xz")
+DATA_EXTENSIONS = (".jsonl", ".ndjson", ".parquet", ".csv", ".tsv", ".arrow", ".gz", ".bz2", ".xz")
 
 
 def _refuse_data_file(path: str) -> None:

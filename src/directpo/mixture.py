@@ -38,15 +38,13 @@ import numpy as np
 from directpo.data import Columns, PreferenceData, preferences_of_rows
 from directpo.errors import ConfigError, DataError, collected, refuse_all
 from directpo.preflight import looks_local
-from directpo.readers import RowError, dataset_splits, open_rows
+from directpo.readers import DATA_KINDS, RowError, dataset_splits, open_rows
 
 ENTRY_KEYS = ("id", "config", "split", "columns", "weight", "data_dir", "data_files")
 TRL_NAMES = {"path": "id", "name": "config"}  # TRL's DatasetConfig spellings
 MIXTURE_KEYS = ("datasets", "seed", "test_split_size")
 FILE_SUFFIXES = tuple(
-    f"{ext}{packed}"
-    for ext in (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".arrow")
-    for packed in ("", ".gz", ".bz2", ".xz")
+    f"{ext}{packed}" for ext in DATA_KINDS for packed in ("", ".gz", ".bz2", ".xz")
 )
 
 

@@ -73,7 +73,7 @@ def open_rows(
             rows: Iterable[tuple[str, Any]] = _jsonl_rows(path)
         elif ext == ".json":
             rows = _json_rows(path, label)
-        elif ext == ".csv":
+        elif ext in (".csv", ".tsv"):  # the separator is read from the header
             rows, names = _csv_rows(path, label)
         elif ext == ".parquet" and not compression:
             rows, names = _parquet_rows(path, label)
@@ -88,8 +88,8 @@ def open_rows(
         raise _unreadable(exc, label) from None
     raise DataError(
         f"{label}: unsupported file type '{(ext or '(none)') + (compression or '')}'; use "
-        ".jsonl, .json or .csv (each may be .gz, .bz2 or .xz compressed), .parquet, .arrow or "
-        "a datasets.save_to_disk folder"
+        ".jsonl, .json, .csv or .tsv (each may be .gz, .bz2 or .xz compressed), .parquet, "
+        ".arrow or a datasets.save_to_disk folder"
     )
 
 
@@ -121,11 +121,16 @@ def _not_utf8(text: str) -> RowError | None:
     if found is None:
         return None
     byte = ord(found.group()) - 0xDC00
+    # a spreadsheet's "CSV" is often its locale's code page (Windows-1252: é is 0xe9)
     return RowError(
-        "not UTF-8", f"not UTF-8 text (byte 0x{byte:02x} at column {found.start() + 1})"
+        "not UTF-8",
+        f"not UTF-8 text (byte 0x{byte:02x} at column {found.start() + 1}); save the file as "
+        "UTF-8 (Excel: 'CSV UTF-8')",
     )
 
 
+# the file types open_rows reads (a text one may be compressed, COMPRESSED)
+DATA_KINDS = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".arrow")
 # compressed text files, opened by the standard library's modules
 COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
@@ -518,14 +523,13 @@ def _disk_dataset_rows(path: str, label: str) -> tuple[Iterable[tuple[str, Any]]
 
 def _first_data_file(folder: str) -> str | None:
     """The first file, in sorted order, of a type ``open_rows`` reads (data/train-...parquet)."""
-    kinds = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".arrow")
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # not .cache, .git
         for name in sorted(files):
             stem, ext = os.path.splitext(name.lower())
             if ext in COMPRESSED:
                 ext = os.path.splitext(stem)[1]
-            if ext in kinds:
+            if ext in DATA_KINDS:
                 return os.path.join(root, name)
     return None
 
