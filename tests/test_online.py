@@ -33,6 +33,9 @@ def broken(prompts, completions):
 def ties(prompts, completions):
     return [1.0] * len(completions)
 
+def unscored(completions, **kwargs):  # a checker that applies to none of these prompts
+    return [None] * len(completions)
+
 def only_with_e(completions, **kwargs):  # TRL's None: this function does not score it
     return [float(c.count("e")) if "e" in c else None for c in completions]
 """
@@ -465,6 +468,34 @@ def test_a_round_without_pairs_is_said_and_warns_nothing(
         for n in (0, 1)
     ]
     assert not [w for w in caught if "lr_scheduler" in str(w.message)]
+
+
+def test_a_round_no_labeller_scored_says_so_and_logs_no_reward(
+    tiny_model_dirs, tmp_path, online_files
+) -> None:
+    """A round whose every reward is None (or NaN) logged objective/scores, rlhf_reward and
+    online/reward_max as 0, a reward no sample had, and was said as rewards that tie within
+    online_reward_gap; it now logs no reward, online/scored 0, and says the labeller scored
+    none of its samples."""
+    from directpo.online import SampleStats, round_objective
+
+    rewards, prompts = online_files
+    options = dict(reward_fn=f"{rewards}:unscored", max_steps=1, steps_per_round=1)
+    config = online_config(tiny_model_dirs["llama"], prompts, tmp_path / "out", rewards, **options)
+    lines: list[str] = []
+    result = train(config, echo=lines.append)
+    (row,) = [r for r in result.metrics if "online/round" in r]
+    assert (row["online/pairs"], row["online/samples"], row["online/scored"]) == (0, 16, 0)
+    assert not {"objective/scores", "objective/rlhf_reward", "online/reward_max"} & set(row)
+    assert "objective/kl" in row and "objective/entropy" in row
+    assert [line for line in lines if "found no pair" in line] == [
+        "online round 0 found no pair: the labeller scored none of its 16 samples (each reward "
+        "None or NaN); its 1 step(s) update nothing"
+    ]
+    stats = [SampleStats(-1.0, -1.5, True)] * 2
+    partly = round_objective([math.nan, 2.0], [], stats, beta=0.5)
+    assert (partly["objective/scores"], partly["objective/rlhf_reward"]) == (2.0, 1.75)
+    assert "objective/scores" not in round_objective([math.nan] * 2, [], stats, beta=0.5)
 
 
 def test_labellers_read_a_pairs_rows_prompt_with_its_template_args(tiny_model_dirs, tmp_path):

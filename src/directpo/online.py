@@ -277,9 +277,13 @@ class RoundBuilder:
         metrics = {
             "online/round": float(round_index),
             **round_objective(rewards, margins, measured, self.config.beta),
-            "online/reward_max": max(rewarded(rewards), default=0.0),
+        }
+        if rewarded(rewards):  # (a max of nothing is no reward of 0)
+            metrics["online/reward_max"] = max(rewarded(rewards))
+        metrics |= {
             "online/pairs": float(len(pairs)),
             "online/samples": float(len(rewards)),
+            "online/scored": float(len(rewarded(rewards))),
             "online/sampling_seconds": time.perf_counter() - start,
         }
         return PairSet(pairs, sources), metrics
@@ -406,9 +410,10 @@ def round_objective(
 ) -> dict[str, float]:
     """TRL OnlineDPOTrainer's metrics of a round's samples (same names, same formulas): its
     rewards (after missing_eos_penalty), the built pairs' reward margins and the samples'
-    log-probs."""
+    log-probs. A round whose samples no labeller scored has no ``objective/scores`` nor
+    ``objective/rlhf_reward`` (a mean of nothing: it was logged as a reward of 0)."""
     n = max(len(stats), 1)
-    metrics = {"objective/scores": mean(rewarded(rewards))}
+    metrics = {"objective/scores": mean(rewarded(rewards))} if rewarded(rewards) else {}
     if margins:
         metrics["objective/scores_margin"] = sum(margins) / len(margins)
     if stats and all(s.ref_logp is not None for s in stats):
@@ -418,8 +423,9 @@ def round_objective(
         metrics |= {
             "objective/kl": kl,
             "objective/non_score_reward": -beta * kl,
-            "objective/rlhf_reward": mean(rewarded(rlhf)),
         }
+        if rewarded(rlhf):
+            metrics["objective/rlhf_reward"] = mean(rewarded(rlhf))
     metrics["objective/entropy"] = -sum(s.logp for s in stats) / n
     metrics["val/contain_eos_token"] = sum(s.ended for s in stats) / n
     metrics["beta"] = beta

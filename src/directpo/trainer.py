@@ -341,11 +341,20 @@ def _advance_schedule(scheduler: Any) -> None:
 
 
 def _no_pairs(config: DPOConfig, metrics: dict[str, float]) -> str:
-    """Why an online round trains nothing: every prompt's rewards tied (within the gap)."""
+    """Why an online round trains nothing: its labellers scored none of its samples (None or
+    NaN each: it was said as rewards tied), or every prompt's rewards tied (within the gap)."""
+    steps = f"its {config.steps_per_round} step(s) update nothing"
+    head = f"online round {int(metrics['online/round'])} found no pair"
+    samples, scored = int(metrics["online/samples"]), int(metrics["online/scored"])
+    if not scored:
+        return (
+            f"{head}: the labeller scored none of its {samples} samples (each reward None "
+            f"or NaN); {steps}"
+        )
+    unscored = f"; {samples - scored} of {samples} samples unscored" if scored < samples else ""
     return (
-        f"online round {int(metrics['online/round'])} found no pair (no prompt's completions "
-        f"differ in reward by more than online_reward_gap {config.online_reward_gap:g}); its "
-        f"{config.steps_per_round} step(s) update nothing"
+        f"{head} (no prompt's completions differ in reward by more than online_reward_gap "
+        f"{config.online_reward_gap:g}{unscored}); {steps}"
     )
 
 
