@@ -15,6 +15,7 @@ from test_distributed import assert_same_metrics, torchrun
 from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
 
 from directpo.cli import main
+from directpo.errors import DirectpoError
 from directpo.generate import Sample
 from directpo.online import build_pairs
 from directpo.sources import OnlineRounds, PairSet
@@ -250,6 +251,48 @@ def test_resume_inside_or_between_rounds_is_exact(
         )
         for line in lines
     ), lines
+
+
+FLAKY = """
+import os
+calls = 0
+
+def flaky(prompts, completions, **columns):  # a judge that goes down at its fourth call
+    global calls
+    calls += 1
+    if os.environ.get("JUDGE_DOWN") and calls >= 4:
+        raise ConnectionError("judge unreachable")
+    return [c.count("e") - c.count("a") for c in completions]
+"""
+
+
+def test_a_labeller_failing_mid_run_keeps_the_trained_steps(
+    tiny_model_dirs, tmp_path, online_files, monkeypatch
+) -> None:
+    """A reward function failing in a later round (a judge server gone) stopped the run with
+    the steps trained since the last save_steps checkpoint lost; they are checkpointed now,
+    the line says where, and resuming ends with the uninterrupted run's weights."""
+    _, prompts = online_files
+    judge = tmp_path / "flaky_judge.py"
+    judge.write_text(FLAKY)
+    options = dict(reward_fn=f"{judge}:flaky", max_steps=4, steps_per_round=2)
+    straight = tmp_path / "straight"
+    train(online_config(tiny_model_dirs["llama"], prompts, straight, judge, **options), echo=None)
+    out = tmp_path / "out"
+    config = online_config(tiny_model_dirs["llama"], prompts, out, judge, **options)
+    monkeypatch.setenv("JUDGE_DOWN", "1")  # checked (call 1), round 0 (2 chunks), round 1 fails
+    with pytest.raises(DirectpoError) as failed:
+        train(config, echo=None)
+    assert str(failed.value) == (
+        f"reward_fn '{judge}:flaky' raised ConnectionError: judge unreachable; the 2 step(s) "
+        "trained are kept in checkpoint-2: fix it and continue with resume_from_checkpoint: "
+        "latest"
+    )
+    monkeypatch.delenv("JUDGE_DOWN")
+    config.resume_from_checkpoint = "latest"
+    train(config, echo=None)
+    a, b = load_file(straight / "model.safetensors"), load_file(out / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])

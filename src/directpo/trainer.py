@@ -44,7 +44,13 @@ from directpo.distributed import setup as setup_world
 from directpo.distributed import teardown as teardown_world
 from directpo.early_rows import with_given_rows
 from directpo.errors import ConfigError, DirectpoError, TrainingStopped
-from directpo.failures import explain_failures, peer_gone, settle, setup_out_of_memory
+from directpo.failures import (
+    explain_failures,
+    peer_gone,
+    settle,
+    setup_out_of_memory,
+    trained_steps_kept,
+)
 from directpo.finish import TrainResult, finish, train_result
 from directpo.folders import missing_folders, remove_empty
 from directpo.generate import evaluate_generations
@@ -183,7 +189,8 @@ def _train(run: Run) -> TrainResult:
         position.evaluating = False
         for step in range(run.start_step, total):
             done = position.step = step + 1
-            round_metrics = run.source.prepare(step)  # online: a new round's pairs
+            with trained_steps_kept(run, step, checkpoint_step):
+                round_metrics = run.source.prepare(step)  # online: a new round's pairs
             if round_metrics:
                 run.logger.log(done, round_metrics)
                 write(_format_metrics(done, total, round_metrics))
@@ -201,7 +208,8 @@ def _train(run: Run) -> TrainResult:
             improved = False
             if _evaluates_at(run, done):
                 position.evaluating = True
-                write(evaluate_step(run, done))
+                with trained_steps_kept(run, done, checkpoint_step):
+                    write(evaluate_step(run, done))
                 position.evaluating = False
                 improved = run.best.update(done, run.logger.rows[-1])
             # decided once, the same on every rank, after the evaluation (a signal during it
