@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from test_distributed import assert_same_metrics, torchrun
-from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
+from tiny import SENTIMENT_PAIRS, read_jsonl, tiny_config, write_jsonl
 
 from directpo.cli import main
 from directpo.errors import DirectpoError
@@ -763,6 +763,34 @@ def test_a_reward_of_none_is_unscored_as_in_trl(tiny_model_dirs, tmp_path, onlin
             assert reward == (float(text.count("e")) if "e" in text else None)
     round_rows = [row for row in result.metrics if "objective/scores" in row]
     assert round_rows and all(math.isfinite(row["objective/scores"]) for row in round_rows)
+
+
+SHAPED = """
+def shaped(completions, trainer_state, **kwargs):  # TRL's reward shaped by the run's progress
+    step = trainer_state.global_step
+    assert trainer_state.max_steps in (0, 4)  # (0: the check before training)
+    return [1000 * step + c.count("e") for c in completions]
+"""
+
+
+def test_reward_functions_get_trls_trainer_state(tiny_model_dirs, tmp_path, online_files):
+    """TRL passes its reward functions ``trainer_state`` (the trainer's TrainerState: global
+    step, max_steps, epoch), for rewards shaped by the run's progress; such a function failed
+    at the check before training ('missing 1 required positional argument'). Each round's
+    calls now get the state at its first step, eval_generate's at its step."""
+    _, prompts = online_files
+    judge = tmp_path / "shaped_judge.py"
+    judge.write_text(SHAPED)
+    out, held_out = tmp_path / "out", write_jsonl(tmp_path / "eval.jsonl", SENTIMENT_PAIRS)
+    options = dict(reward_fn=f"{judge}:shaped", max_steps=4, steps_per_round=1,
+                   online_prompts_per_round=8, eval_file=str(held_out), eval_generate=2,
+                   eval_steps=3, eval_strategy="steps")  # fmt: skip
+    train(online_config(tiny_model_dirs["llama"], prompts, out, judge, **options), echo=None)
+    for round_index in range(4):
+        records = read_jsonl(out / "online" / f"round-{round_index}.jsonl")
+        steps = {int(r // 1000) for record in records for r in record["rewards"]}
+        assert steps == {round_index}  # a round is sampled before its first step
+    assert {row["reward"] // 1000 for row in read_jsonl(out / "samples" / "step-3.jsonl")} == {3}
 
 
 def test_pairs_file_prompts_pass_their_rows_columns(tiny_model_dirs, tmp_path, online_files):

@@ -51,7 +51,7 @@ from directpo.jsonl import write_jsonl
 from directpo.messages import Text, text_contents
 from directpo.models import learned_positions, pad_token_id
 from directpo.reference import ReferenceProvider
-from directpo.rewardfn import PROBE_COMPLETION, probe_rows
+from directpo.rewardfn import PROBE_COMPLETION, STATE, probe_rows, trainer_state
 from directpo.sources import PairSet
 from directpo.tokenization import TokenizedPair
 
@@ -242,6 +242,7 @@ class RoundBuilder:
         self.policy: torch.nn.Module | None = None  # set once the run holds it
         self.scorer: torch.nn.Module | None = None  # the FSDP root to unshard for generation
         self.reference: ReferenceProvider | None = None  # for the samples' KL (when loaded)
+        self.max_steps = 0  # the run's (reward functions' trainer_state), set once known
         self._forwarded = False
 
     def __call__(self, round_index: int, prompt_indices: list[int]) -> tuple[PairSet, dict]:
@@ -304,7 +305,7 @@ class RoundBuilder:
             indices = chunks[chunk_index]
             samples, stats = self._sample(indices, round_index, chunk_index)
             if own:
-                rewards = self._label(indices, samples)
+                rewards = self._label(indices, samples, self._trainer_state(round_index))
                 penalty = self.config.missing_eos_penalty  # TRL's: cut by the token limit
                 if penalty is not None:
                     rewards = [
@@ -380,11 +381,19 @@ class RoundBuilder:
         self.scorer(batch)
         self._forwarded = True
 
-    def _label(self, indices: list[int], samples: list[Sample]) -> list[float]:
+    def _trainer_state(self, round_index: int) -> Any:
+        """TRL's trainer_state at the round's first step (a round is sampled before it)."""
+        per_round = min(self.config.online_prompts_per_round, len(self.prompts))
+        rounds_per_epoch = -(-len(self.prompts) // per_round)
+        steps = self.config.steps_per_round
+        return trainer_state(round_index * steps, self.max_steps, rounds_per_epoch * steps)
+
+    def _label(self, indices: list[int], samples: list[Sample], state: Any = None) -> list[float]:
         prompts = [self.prompts[indices[s.prompt_index]] for s in samples]
         # each sample's row: its prompt's other columns and its token ids (TRL's completion_ids)
+        given = {} if state is None else {STATE: state}  # (TRL's trainer_state)
         rows = [
-            {**self.columns[indices[s.prompt_index]], "completion_ids": s.completion_ids}
+            {**self.columns[indices[s.prompt_index]], "completion_ids": s.completion_ids, **given}
             for s in samples
         ]
         rewards = self.labeller(prompts, [s.text for s in samples], rows)

@@ -62,6 +62,7 @@ from directpo.outputs import (
 from directpo.preflight import check_run
 from directpo.process_state import kept_for_caller, library_output, numeric_switches
 from directpo.resume import held_out_dtype, objective
+from directpo.rewardfn import trainer_state, with_state
 from directpo.run import Run, evaluation_precision, prepare_run
 from directpo.signals import StopRequest
 from directpo.step import PairStats, eval_set_metrics, evaluate, pair_losses
@@ -348,6 +349,10 @@ def _advance_schedule(scheduler: Any) -> None:
         scheduler.step()
 
 
+def _state(run: Run, done: int) -> Any:
+    return trainer_state(done, run.total_steps, run.source.steps_per_epoch)
+
+
 def _no_pairs(config: DPOConfig, metrics: dict[str, float]) -> str:
     """Why an online round trains nothing: its labellers scored none of its samples (None or
     NaN each: it was said as rewards tied), or every prompt's rewards tied (within the gap)."""
@@ -437,7 +442,7 @@ def evaluate_step(run: Run, done: int) -> str:
             run.reward_fn,
             synced=run.sharded and world.size > 1,
             processor=run.processor,
-            columns=run.eval_rows,
+            columns=with_state(run.eval_rows, len(run.eval_prompts), _state(run, done)),
             scoring=lambda: evaluation_precision(run),  # sampled as trained, scored as evaluated
         )
         if run.sharded:  # every rank generates (same seed and weights: same samples)
