@@ -470,6 +470,26 @@ def test_a_reward_model_that_cannot_score_fails_in_one_line(
     assert not (out / "metrics.jsonl").exists()
 
 
+def test_a_causal_lm_as_reward_model_is_refused(tiny_model_dirs, tmp_path) -> None:
+    """reward_model_name_or_path naming a causal LM (the SFT model, by mistake) loaded with a
+    randomly initialised score head: the run trained on noise, with only transformers' load
+    report saying so. It is refused in one line, naming the weights it lacks."""
+    from directpo.errors import ModelLoadError
+    from directpo.online import _reward_model
+
+    causal = tiny_model_dirs["llama"]
+    with pytest.raises(ModelLoadError) as refused:
+        _reward_model(str(causal), torch.device("cpu"), None)
+    assert str(refused.value) == (
+        f"reward_model_name_or_path '{causal}': not a trained reward model: score.weight not "
+        "in its weights (a causal LM or base model gets a random score head); give a sequence "
+        "classifier trained as a reward model"
+    )
+    judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
+    scores = _reward_model(str(judge), torch.device("cpu"), None)(["a"], [" b"], [{}])
+    assert len(scores) == 1 and math.isfinite(scores[0])
+
+
 def test_reward_model_and_implicit_reward_labellers(tiny_model_dirs, tmp_path, online_files):
     rewards, prompts = online_files
     judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")

@@ -145,12 +145,24 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
     cache_only_where_unreachable(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
+        model, loading = AutoModelForSequenceClassification.from_pretrained(
+            path, output_loading_info=True
+        )
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
         raise ModelLoadError(
             f"reward_model_name_or_path '{path}': cannot load as a sequence classifier "
             f"({first_line(exc)})"
         ) from None
+    mismatched = [k[0] if isinstance(k, tuple) else k for k in loading["mismatched_keys"]]
+    untrained = sorted(loading["missing_keys"]) + sorted(mismatched)
+    if untrained:  # transformers initialises them at random: every reward would be noise
+        raise ModelLoadError(
+            f"reward_model_name_or_path '{path}': not a trained reward model: "
+            f"{', '.join(untrained[:3])}{' ...' if len(untrained) > 3 else ''} not in its "
+            "weights (a causal LM or base model gets a random score head); give a sequence "
+            "classifier trained as a reward model"
+        )
+    model = model.to(device).eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
