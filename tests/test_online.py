@@ -12,9 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from test_distributed import assert_same_metrics, torchrun
-from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
+from tiny import SENTIMENT_PAIRS, read_jsonl, tiny_config, write_jsonl
 
 from directpo.cli import main
+from directpo.errors import DirectpoError
 from directpo.generate import Sample
 from directpo.online import build_pairs
 from directpo.sources import OnlineRounds, PairSet
@@ -32,6 +33,9 @@ def broken(prompts, completions):
 
 def ties(prompts, completions):
     return [1.0] * len(completions)
+
+def unscored(completions, **kwargs):  # a checker that applies to none of these prompts
+    return [None] * len(completions)
 
 def only_with_e(completions, **kwargs):  # TRL's None: this function does not score it
     return [float(c.count("e")) if "e" in c else None for c in completions]
@@ -249,6 +253,48 @@ def test_resume_inside_or_between_rounds_is_exact(
     ), lines
 
 
+FLAKY = """
+import os
+calls = 0
+
+def flaky(prompts, completions, **columns):  # a judge that goes down at its fourth call
+    global calls
+    calls += 1
+    if os.environ.get("JUDGE_DOWN") and calls >= 4:
+        raise ConnectionError("judge unreachable")
+    return [c.count("e") - c.count("a") for c in completions]
+"""
+
+
+def test_a_labeller_failing_mid_run_keeps_the_trained_steps(
+    tiny_model_dirs, tmp_path, online_files, monkeypatch
+) -> None:
+    """A reward function failing in a later round (a judge server gone) stopped the run with
+    the steps trained since the last save_steps checkpoint lost; they are checkpointed now,
+    the line says where, and resuming ends with the uninterrupted run's weights."""
+    _, prompts = online_files
+    judge = tmp_path / "flaky_judge.py"
+    judge.write_text(FLAKY)
+    options = dict(reward_fn=f"{judge}:flaky", max_steps=4, steps_per_round=2)
+    straight = tmp_path / "straight"
+    train(online_config(tiny_model_dirs["llama"], prompts, straight, judge, **options), echo=None)
+    out = tmp_path / "out"
+    config = online_config(tiny_model_dirs["llama"], prompts, out, judge, **options)
+    monkeypatch.setenv("JUDGE_DOWN", "1")  # checked (call 1), round 0 (2 chunks), round 1 fails
+    with pytest.raises(DirectpoError) as failed:
+        train(config, echo=None)
+    assert str(failed.value) == (
+        f"reward_fn '{judge}:flaky' raised ConnectionError: judge unreachable; the 2 step(s) "
+        "trained are kept in checkpoint-2: fix it and continue with resume_from_checkpoint: "
+        "latest"
+    )
+    monkeypatch.delenv("JUDGE_DOWN")
+    config.resume_from_checkpoint = "latest"
+    train(config, echo=None)
+    a, b = load_file(straight / "model.safetensors"), load_file(out / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_two_processes_sample_and_train_as_one(tiny_model_dirs, tmp_path, online_files, mode):
     rewards, prompts = online_files
@@ -424,6 +470,26 @@ def test_a_reward_model_that_cannot_score_fails_in_one_line(
     assert not (out / "metrics.jsonl").exists()
 
 
+def test_a_causal_lm_as_reward_model_is_refused(tiny_model_dirs, tmp_path) -> None:
+    """reward_model_name_or_path naming a causal LM (the SFT model, by mistake) loaded with a
+    randomly initialised score head: the run trained on noise, with only transformers' load
+    report saying so. It is refused in one line, naming the weights it lacks."""
+    from directpo.errors import ModelLoadError
+    from directpo.online import _reward_model
+
+    causal = tiny_model_dirs["llama"]
+    with pytest.raises(ModelLoadError) as refused:
+        _reward_model(str(causal), torch.device("cpu"), None)
+    assert str(refused.value) == (
+        f"reward_model_name_or_path '{causal}': not a trained reward model: score.weight not "
+        "in its weights (a causal LM or base model gets a random score head); give a sequence "
+        "classifier trained as a reward model"
+    )
+    judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
+    scores = _reward_model(str(judge), torch.device("cpu"), None)(["a"], [" b"], [{}])
+    assert len(scores) == 1 and math.isfinite(scores[0])
+
+
 def test_reward_model_and_implicit_reward_labellers(tiny_model_dirs, tmp_path, online_files):
     rewards, prompts = online_files
     judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
@@ -465,6 +531,34 @@ def test_a_round_without_pairs_is_said_and_warns_nothing(
         for n in (0, 1)
     ]
     assert not [w for w in caught if "lr_scheduler" in str(w.message)]
+
+
+def test_a_round_no_labeller_scored_says_so_and_logs_no_reward(
+    tiny_model_dirs, tmp_path, online_files
+) -> None:
+    """A round whose every reward is None (or NaN) logged objective/scores, rlhf_reward and
+    online/reward_max as 0, a reward no sample had, and was said as rewards that tie within
+    online_reward_gap; it now logs no reward, online/scored 0, and says the labeller scored
+    none of its samples."""
+    from directpo.online import SampleStats, round_objective
+
+    rewards, prompts = online_files
+    options = dict(reward_fn=f"{rewards}:unscored", max_steps=1, steps_per_round=1)
+    config = online_config(tiny_model_dirs["llama"], prompts, tmp_path / "out", rewards, **options)
+    lines: list[str] = []
+    result = train(config, echo=lines.append)
+    (row,) = [r for r in result.metrics if "online/round" in r]
+    assert (row["online/pairs"], row["online/samples"], row["online/scored"]) == (0, 16, 0)
+    assert not {"objective/scores", "objective/rlhf_reward", "online/reward_max"} & set(row)
+    assert "objective/kl" in row and "objective/entropy" in row
+    assert [line for line in lines if "found no pair" in line] == [
+        "online round 0 found no pair: the labeller scored none of its 16 samples (each reward "
+        "None or NaN); its 1 step(s) update nothing"
+    ]
+    stats = [SampleStats(-1.0, -1.5, True)] * 2
+    partly = round_objective([math.nan, 2.0], [], stats, beta=0.5)
+    assert (partly["objective/scores"], partly["objective/rlhf_reward"]) == (2.0, 1.75)
+    assert "objective/scores" not in round_objective([math.nan] * 2, [], stats, beta=0.5)
 
 
 def test_labellers_read_a_pairs_rows_prompt_with_its_template_args(tiny_model_dirs, tmp_path):
@@ -689,6 +783,34 @@ def test_a_reward_of_none_is_unscored_as_in_trl(tiny_model_dirs, tmp_path, onlin
             assert reward == (float(text.count("e")) if "e" in text else None)
     round_rows = [row for row in result.metrics if "objective/scores" in row]
     assert round_rows and all(math.isfinite(row["objective/scores"]) for row in round_rows)
+
+
+SHAPED = """
+def shaped(completions, trainer_state, **kwargs):  # TRL's reward shaped by the run's progress
+    step = trainer_state.global_step
+    assert trainer_state.max_steps in (0, 4)  # (0: the check before training)
+    return [1000 * step + c.count("e") for c in completions]
+"""
+
+
+def test_reward_functions_get_trls_trainer_state(tiny_model_dirs, tmp_path, online_files):
+    """TRL passes its reward functions ``trainer_state`` (the trainer's TrainerState: global
+    step, max_steps, epoch), for rewards shaped by the run's progress; such a function failed
+    at the check before training ('missing 1 required positional argument'). Each round's
+    calls now get the state at its first step, eval_generate's at its step."""
+    _, prompts = online_files
+    judge = tmp_path / "shaped_judge.py"
+    judge.write_text(SHAPED)
+    out, held_out = tmp_path / "out", write_jsonl(tmp_path / "eval.jsonl", SENTIMENT_PAIRS)
+    options = dict(reward_fn=f"{judge}:shaped", max_steps=4, steps_per_round=1,
+                   online_prompts_per_round=8, eval_file=str(held_out), eval_generate=2,
+                   eval_steps=3, eval_strategy="steps")  # fmt: skip
+    train(online_config(tiny_model_dirs["llama"], prompts, out, judge, **options), echo=None)
+    for round_index in range(4):
+        records = read_jsonl(out / "online" / f"round-{round_index}.jsonl")
+        steps = {int(r // 1000) for record in records for r in record["rewards"]}
+        assert steps == {round_index}  # a round is sampled before its first step
+    assert {row["reward"] // 1000 for row in read_jsonl(out / "samples" / "step-3.jsonl")} == {3}
 
 
 def test_pairs_file_prompts_pass_their_rows_columns(tiny_model_dirs, tmp_path, online_files):

@@ -537,6 +537,41 @@ def test_trls_config_object_given_to_train_is_ported(tmp_path, monkeypatch) -> N
     assert from_dict.learning_rate == 2e-6
 
 
+def test_an_online_dpo_config_object_given_to_train_is_an_online_run(tmp_path, monkeypatch):
+    """``train(args=trl.experimental.online_dpo.OnlineDPOConfig(...), online=True, ...)`` was
+    refused before the keywords applied: the ported object was checked alone, its always-set
+    max_new_tokens / temperature / missing_eos_penalty "set but online is off". The keywords
+    now build the config with it, a keyword under directpo's name replaces TRL's field of the
+    same meaning, and an OnlineDPOConfig means online: true."""
+    online_dpo = pytest.importorskip("trl.experimental.online_dpo")
+    import directpo.trainer
+    from directpo.trainer import train
+
+    seen: list[DPOConfig] = []
+
+    def stop(config, peft_config, echo):
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(directpo.trainer, "checked_arguments", stop)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        args = online_dpo.OnlineDPOConfig(
+            output_dir=str(tmp_path / "out"), bf16=False, report_to="none", max_new_tokens=12,
+            missing_eos_penalty=1.0, beta=[0.2],
+        )  # fmt: skip
+    for options in ({"online": True}, {}, {"generate_max_new_tokens": 5}):
+        with pytest.raises(KeyboardInterrupt):
+            train(args=args, model="m", reward_fn="r:f", echo=None, **options)
+    given, implied, renamed = seen
+    assert given.online and implied.online and renamed.online
+    assert (given.generate_max_new_tokens, given.generate_temperature) == (12, 0.9)
+    assert (given.missing_eos_penalty, given.beta) == (1.0, 0.2)
+    assert renamed.generate_max_new_tokens == 5
+    with pytest.raises(ConfigError, match="missing_eos_penalty is set but online is off"):
+        train(args=args, model="m", online=False, echo=None)
+
+
 def test_attn_implementation_in_model_init_kwargs_is_the_option() -> None:
     """TRL's scripts pass attn_implementation in model_init_kwargs (over ModelConfig's): here it
     is the attn_implementation option. Beside another value of the option (or in

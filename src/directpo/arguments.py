@@ -13,6 +13,7 @@ from typing import Any
 from directpo.adapters import lora_options_of
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, ConfigErrors, respelled
+from directpo.trl_compat import ALIASES
 
 
 def checked_arguments(
@@ -187,27 +188,50 @@ def config_with(config: DPOConfig | None, options: dict[str, Any]) -> DPOConfig 
     over ``config``'s values. They were a TypeError naming no option ("unexpected keyword
     argument 'lerning_rate'")."""
     config, options = trainer_arguments(config, options)
-    config = ported_config(config)
     if config is None:  # (train() alone, or with rows only: the missing options are said)
         return DPOConfig(**options)
-    if not options:
+    ported = ported_config(config, options)
+    if ported is not config:  # (built with the options)
+        return ported
+    if not options or not isinstance(config, DPOConfig):
         return config
-    return rebuilt_config(config, **options) if isinstance(config, DPOConfig) else config
+    return rebuilt_config(config, **options)
 
 
-def ported_config(config: Any) -> Any:
+def ported_config(config: Any, options: dict[str, Any] | None = None) -> Any:
     """TRL's ``DPOConfig`` (or any ``TrainingArguments``) given as ``train(args=...)`` or as the
-    config, ported as ``DPOConfig(**config.to_dict())``: its every field, TRL's defaults
-    written out, with TRL's meaning (a TRL notebook's ``DPOTrainer(args=training_args)`` cell
-    was a TypeError saying to write that call); a dict of options likewise. Anything else is
-    returned as it is (checked_arguments says what train() takes)."""
+    config, ported as ``DPOConfig(**config.to_dict(), **options)``: its every field, TRL's
+    defaults written out, with TRL's meaning (a TRL notebook's ``DPOTrainer(args=
+    training_args)`` cell was a TypeError saying to write that call); a dict of options
+    likewise. ``options`` (train()'s keywords) are applied before the checks: checked alone,
+    an OnlineDPOConfig's sampling options were refused as "online is off" beside
+    ``online=True``. TRL's ``OnlineDPOConfig`` means ``online: true`` (its sampling defaults,
+    max_new_tokens 64 and temperature 0.9, are always set). Anything else is returned as it
+    is (checked_arguments says what train() takes)."""
     if isinstance(config, DPOConfig) or config is None:
         return config
     if isinstance(config, Mapping):
-        return DPOConfig(**config)
-    if _is_training_arguments(config):
-        return DPOConfig(**config.to_dict())
-    return config
+        fields = dict(config)
+    elif _is_training_arguments(config):
+        fields = config.to_dict()
+        if type(config).__name__ == "OnlineDPOConfig":
+            fields["online"] = True
+    else:
+        return config
+    return DPOConfig(**_over(fields, options or {}))
+
+
+def _over(fields: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` over a ported config's ``fields``: an option given by one name replaces the
+    field of the same meaning under the other (TRL's ``max_new_tokens`` written out by its
+    defaults and directpo's ``generate_max_new_tokens=8`` given as a keyword)."""
+    same = {_canonical(key) for key in options}
+    kept = {key: value for key, value in fields.items() if _canonical(key) not in same}
+    return {**kept, **options}
+
+
+def _canonical(key: str) -> str:
+    return ALIASES.get(key, key)
 
 
 def _is_training_arguments(config: Any) -> bool:

@@ -794,8 +794,9 @@ class DPOConfig(Options):
         "(prompts, completions) and returning one float per completion; its mean is logged as "
         "eval/reward. With online: the labeller too. Called as TRL calls reward_funcs: by "
         "keyword, with completion_ids and the prompt rows' other columns (prompt_file's, "
-        "eval_prompts_file's, or the pairs file's) as keyword lists when it takes **kwargs "
-        "or names them; after a message-list prompt a completion is "
+        "eval_prompts_file's, or the pairs file's) as keyword lists, and trainer_state (the "
+        "run's progress, a transformers TrainerState), when it takes **kwargs or names "
+        "them; after a message-list prompt a completion is "
         "[{'role': 'assistant', 'content': text}].",
     )
 

@@ -8,7 +8,7 @@ import errno
 import re
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -135,6 +135,28 @@ def explain_failures(run: Run) -> Iterator[types.SimpleNamespace]:
         return
     error.rank = run.world.rank if run.world.size > 1 else None
     raise error from None
+
+
+@contextlib.contextmanager
+def trained_steps_kept(run: Run, done: int, save: Callable[[Run, int], Path]) -> Iterator[None]:
+    """A user error raised after ``done`` steps (an online round's or eval_generate's labeller:
+    a reward function's bug, a judge server gone, at round 40 of a long run): the steps this
+    process trained are checkpointed (``save(run, done)``), and the line says where and how
+    to continue. They were lost: the run ended with its last save_steps checkpoint, or none.
+    One process only: under torchrun the failing rank alone would enter the checkpoint's
+    collectives."""
+    try:
+        yield
+    except DirectpoError as error:
+        if done <= run.start_step or run.world.enabled or isinstance(error, TrainingStopped):
+            raise
+        existing = run.output_dir / f"checkpoint-{done}"  # (save_steps wrote it already)
+        path = existing if existing.is_dir() else save(run, done)
+        error.args = (
+            f"{error}; the {done} step(s) trained are kept in {path.name}: fix it and continue "
+            "with resume_from_checkpoint: latest",
+        )
+        raise
 
 
 def what_is_kept(output_dir: Path) -> str:

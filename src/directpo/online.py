@@ -51,7 +51,7 @@ from directpo.jsonl import write_jsonl
 from directpo.messages import Text, text_contents
 from directpo.models import learned_positions, pad_token_id
 from directpo.reference import ReferenceProvider
-from directpo.rewardfn import PROBE_COMPLETION, probe_rows
+from directpo.rewardfn import PROBE_COMPLETION, STATE, probe_rows, trainer_state
 from directpo.sources import PairSet
 from directpo.tokenization import TokenizedPair
 
@@ -145,12 +145,24 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
     cache_only_where_unreachable(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
+        model, loading = AutoModelForSequenceClassification.from_pretrained(
+            path, output_loading_info=True
+        )
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
         raise ModelLoadError(
             f"reward_model_name_or_path '{path}': cannot load as a sequence classifier "
             f"({first_line(exc)})"
         ) from None
+    mismatched = [k[0] if isinstance(k, tuple) else k for k in loading["mismatched_keys"]]
+    untrained = sorted(loading["missing_keys"]) + sorted(mismatched)
+    if untrained:  # transformers initialises them at random: every reward would be noise
+        raise ModelLoadError(
+            f"reward_model_name_or_path '{path}': not a trained reward model: "
+            f"{', '.join(untrained[:3])}{' ...' if len(untrained) > 3 else ''} not in its "
+            "weights (a causal LM or base model gets a random score head); give a sequence "
+            "classifier trained as a reward model"
+        )
+    model = model.to(device).eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -242,6 +254,7 @@ class RoundBuilder:
         self.policy: torch.nn.Module | None = None  # set once the run holds it
         self.scorer: torch.nn.Module | None = None  # the FSDP root to unshard for generation
         self.reference: ReferenceProvider | None = None  # for the samples' KL (when loaded)
+        self.max_steps = 0  # the run's (reward functions' trainer_state), set once known
         self._forwarded = False
 
     def __call__(self, round_index: int, prompt_indices: list[int]) -> tuple[PairSet, dict]:
@@ -277,9 +290,13 @@ class RoundBuilder:
         metrics = {
             "online/round": float(round_index),
             **round_objective(rewards, margins, measured, self.config.beta),
-            "online/reward_max": max(rewarded(rewards), default=0.0),
+        }
+        if rewarded(rewards):  # (a max of nothing is no reward of 0)
+            metrics["online/reward_max"] = max(rewarded(rewards))
+        metrics |= {
             "online/pairs": float(len(pairs)),
             "online/samples": float(len(rewards)),
+            "online/scored": float(len(rewarded(rewards))),
             "online/sampling_seconds": time.perf_counter() - start,
         }
         return PairSet(pairs, sources), metrics
@@ -300,7 +317,7 @@ class RoundBuilder:
             indices = chunks[chunk_index]
             samples, stats = self._sample(indices, round_index, chunk_index)
             if own:
-                rewards = self._label(indices, samples)
+                rewards = self._label(indices, samples, self._trainer_state(round_index))
                 penalty = self.config.missing_eos_penalty  # TRL's: cut by the token limit
                 if penalty is not None:
                     rewards = [
@@ -376,11 +393,19 @@ class RoundBuilder:
         self.scorer(batch)
         self._forwarded = True
 
-    def _label(self, indices: list[int], samples: list[Sample]) -> list[float]:
+    def _trainer_state(self, round_index: int) -> Any:
+        """TRL's trainer_state at the round's first step (a round is sampled before it)."""
+        per_round = min(self.config.online_prompts_per_round, len(self.prompts))
+        rounds_per_epoch = -(-len(self.prompts) // per_round)
+        steps = self.config.steps_per_round
+        return trainer_state(round_index * steps, self.max_steps, rounds_per_epoch * steps)
+
+    def _label(self, indices: list[int], samples: list[Sample], state: Any = None) -> list[float]:
         prompts = [self.prompts[indices[s.prompt_index]] for s in samples]
         # each sample's row: its prompt's other columns and its token ids (TRL's completion_ids)
+        given = {} if state is None else {STATE: state}  # (TRL's trainer_state)
         rows = [
-            {**self.columns[indices[s.prompt_index]], "completion_ids": s.completion_ids}
+            {**self.columns[indices[s.prompt_index]], "completion_ids": s.completion_ids, **given}
             for s in samples
         ]
         rewards = self.labeller(prompts, [s.text for s in samples], rows)
@@ -406,9 +431,10 @@ def round_objective(
 ) -> dict[str, float]:
     """TRL OnlineDPOTrainer's metrics of a round's samples (same names, same formulas): its
     rewards (after missing_eos_penalty), the built pairs' reward margins and the samples'
-    log-probs."""
+    log-probs. A round whose samples no labeller scored has no ``objective/scores`` nor
+    ``objective/rlhf_reward`` (a mean of nothing: it was logged as a reward of 0)."""
     n = max(len(stats), 1)
-    metrics = {"objective/scores": mean(rewarded(rewards))}
+    metrics = {"objective/scores": mean(rewarded(rewards))} if rewarded(rewards) else {}
     if margins:
         metrics["objective/scores_margin"] = sum(margins) / len(margins)
     if stats and all(s.ref_logp is not None for s in stats):
@@ -418,8 +444,9 @@ def round_objective(
         metrics |= {
             "objective/kl": kl,
             "objective/non_score_reward": -beta * kl,
-            "objective/rlhf_reward": mean(rewarded(rlhf)),
         }
+        if rewarded(rlhf):
+            metrics["objective/rlhf_reward"] = mean(rewarded(rlhf))
     metrics["objective/entropy"] = -sum(s.logp for s in stats) / n
     metrics["val/contain_eos_token"] = sum(s.ended for s in stats) / n
     metrics["beta"] = beta

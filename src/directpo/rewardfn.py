@@ -7,7 +7,7 @@ returns one finite number per completion, or None for one it does not score (TRL
 convention). Anything else is a one-line error naming the function.
 
 It is called as TRL calls its ``reward_funcs``: by keyword (``prompts=``, ``completions=``,
-``completion_ids=`` and the prompt rows' other columns as lists), so
+``completion_ids=``, ``trainer_state=`` and the prompt rows' other columns as lists), so
 ``def f(completions, **kwargs)`` works; a function whose parameters are not named
 ``completions`` gets (prompts, completions) by position. Extras reach it when it takes
 ``**kwargs`` or names them.
@@ -37,6 +37,33 @@ from directpo.readers import kind_of
 RewardFn = Callable[[list[Any], list[str], list[dict[str, Any]]], list[float]]
 
 
+# TRL's keyword for the run's progress (a transformers TrainerState): a row key of that name
+# reaches the function as the one object, not a list
+STATE = "trainer_state"
+
+
+def trainer_state(global_step: int, max_steps: int, steps_per_epoch: int) -> Any:
+    """What TRL passes reward functions as ``trainer_state`` (its trainer's ``self.state``):
+    transformers' ``TrainerState`` at ``global_step`` (the steps done) of ``max_steps``, for a
+    reward that changes as training goes (a TRL function reading ``trainer_state.global_step``
+    failed in directpo as a missing argument)."""
+    from transformers import TrainerState
+
+    per_epoch = max(steps_per_epoch, 1)
+    return TrainerState(
+        global_step=global_step,
+        max_steps=max_steps,
+        epoch=global_step / per_epoch,
+        num_train_epochs=math.ceil(max_steps / per_epoch),
+    )
+
+
+def with_state(rows: list[dict[str, Any]] | None, count: int, state: Any) -> list[dict]:
+    """``count`` prompts' ``rows`` (none: no other columns), each with ``state`` (TRL's
+    ``trainer_state``) for the reward function."""
+    return [{**row, STATE: state} for row in (rows or [{}] * count)]
+
+
 def load_reward_fn(spec: str) -> RewardFn:
     """``spec`` as a ``RewardFn``: each key of the rows becomes a keyword list, TRL's
     convention (see ``_bound``); a column named ``prompts`` or ``completions`` (``directpo
@@ -44,10 +71,13 @@ def load_reward_fn(spec: str) -> RewardFn:
     checked = _checked(spec, _import(spec))
 
     def call(prompts: list[Any], completions: list[str], rows: list[dict]) -> list[float]:
-        keys = sorted({k for row in rows for k in row} - {"prompts", "completions"})
+        keys = sorted({k for row in rows for k in row} - {"prompts", "completions", STATE})
         prompts = [prompt_of(p) for p in prompts]  # the row's text or messages, as TRL's
         given = [as_trl_completion(p, c) for p, c in zip(prompts, completions, strict=True)]
-        return checked(prompts, given, **{k: [row.get(k) for row in rows] for k in keys})
+        extras = {k: [row.get(k) for row in rows] for k in keys}
+        if rows and STATE in rows[0]:  # one object for the call, not a list, as TRL passes it
+            extras[STATE] = rows[0][STATE]
+        return checked(prompts, given, **extras)
 
     return call
 
@@ -231,6 +261,8 @@ PROBE_COMPLETION = " This is a test completion."
 
 
 def probe_rows(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:
-    """``rows`` with the ``completion_ids`` of ``PROBE_COMPLETION`` (for the checks)."""
+    """``rows`` with the ``completion_ids`` of ``PROBE_COMPLETION`` and a ``trainer_state``
+    before the first step (for the checks)."""
     ids = tokenizer(PROBE_COMPLETION, add_special_tokens=False)["input_ids"]
-    return [{**row, "completion_ids": ids} for row in rows]
+    state = trainer_state(0, 0, 1)
+    return [{**row, "completion_ids": ids, STATE: state} for row in rows]

@@ -223,6 +223,7 @@ def prepare_run(
     if isinstance(pair_source, OnlineRounds):  # rounds sample from the live policy
         pair_source.build_round.policy = policy  # type: ignore[attr-defined]
         pair_source.build_round.scorer = scorer  # type: ignore[attr-defined]
+        pair_source.build_round.max_steps = total_steps  # type: ignore[attr-defined]
     if isinstance(reference, FrozenModelReference):
         reference.scorer = wrap(reference.scorer, world, precision, config.fsdp_offload)
     elif isinstance(reference, PolicyModelReference) and sharded:

@@ -44,7 +44,13 @@ from directpo.distributed import setup as setup_world
 from directpo.distributed import teardown as teardown_world
 from directpo.early_rows import with_given_rows
 from directpo.errors import ConfigError, DirectpoError, TrainingStopped
-from directpo.failures import explain_failures, peer_gone, settle, setup_out_of_memory
+from directpo.failures import (
+    explain_failures,
+    peer_gone,
+    settle,
+    setup_out_of_memory,
+    trained_steps_kept,
+)
 from directpo.finish import TrainResult, finish, train_result
 from directpo.folders import missing_folders, remove_empty
 from directpo.generate import evaluate_generations
@@ -56,6 +62,7 @@ from directpo.outputs import (
 from directpo.preflight import check_run
 from directpo.process_state import kept_for_caller, library_output, numeric_switches
 from directpo.resume import held_out_dtype, objective
+from directpo.rewardfn import trainer_state, with_state
 from directpo.run import Run, evaluation_precision, prepare_run
 from directpo.signals import StopRequest
 from directpo.step import PairStats, eval_set_metrics, evaluate, pair_losses
@@ -318,7 +325,8 @@ def _evaluate_if_due(run: Run, done: int, position: Any, write: Callable[[str], 
     if not _evaluates_at(run, done):
         return False
     position.evaluating = True
-    write(evaluate_step(run, done))
+    with trained_steps_kept(run, done, checkpoint_step):  # eval_generate's labeller may fail
+        write(evaluate_step(run, done))
     position.evaluating = False
     return run.best.update(done, run.logger.rows[-1])
 
@@ -326,7 +334,8 @@ def _evaluate_if_due(run: Run, done: int, position: Any, write: Callable[[str], 
 def _start_round(run: Run, step: int, write: Callable[[str], None]) -> None:
     """Online DPO: a new round's pairs are sampled and labelled when ``step`` starts one (its
     metrics logged); offline sources have nothing to prepare."""
-    round_metrics = run.source.prepare(step)
+    with trained_steps_kept(run, step, checkpoint_step):  # a labeller's failure: saved first
+        round_metrics = run.source.prepare(step)
     if round_metrics:
         run.logger.log(step + 1, round_metrics)
         write(_format_metrics(step + 1, run.total_steps, round_metrics))
@@ -362,12 +371,25 @@ def _advance_schedule(scheduler: Any) -> None:
         scheduler.step()
 
 
+def _state(run: Run, done: int) -> Any:
+    return trainer_state(done, run.total_steps, run.source.steps_per_epoch)
+
+
 def _no_pairs(config: DPOConfig, metrics: dict[str, float]) -> str:
-    """Why an online round trains nothing: every prompt's rewards tied (within the gap)."""
+    """Why an online round trains nothing: its labellers scored none of its samples (None or
+    NaN each: it was said as rewards tied), or every prompt's rewards tied (within the gap)."""
+    steps = f"its {config.steps_per_round} step(s) update nothing"
+    head = f"online round {int(metrics['online/round'])} found no pair"
+    samples, scored = int(metrics["online/samples"]), int(metrics["online/scored"])
+    if not scored:
+        return (
+            f"{head}: the labeller scored none of its {samples} samples (each reward None "
+            f"or NaN); {steps}"
+        )
+    unscored = f"; {samples - scored} of {samples} samples unscored" if scored < samples else ""
     return (
-        f"online round {int(metrics['online/round'])} found no pair (no prompt's completions "
-        f"differ in reward by more than online_reward_gap {config.online_reward_gap:g}); its "
-        f"{config.steps_per_round} step(s) update nothing"
+        f"{head} (no prompt's completions differ in reward by more than online_reward_gap "
+        f"{config.online_reward_gap:g}{unscored}); {steps}"
     )
 
 
@@ -442,7 +464,7 @@ def evaluate_step(run: Run, done: int) -> str:
             run.reward_fn,
             synced=run.sharded and world.size > 1,
             processor=run.processor,
-            columns=run.eval_rows,
+            columns=with_state(run.eval_rows, len(run.eval_prompts), _state(run, done)),
             scoring=lambda: evaluation_precision(run),  # sampled as trained, scored as evaluated
         )
         if run.sharded:  # every rank generates (same seed and weights: same samples)
