@@ -42,6 +42,7 @@ from directpo.distributed import (
 )
 from directpo.distributed import setup as setup_world
 from directpo.distributed import teardown as teardown_world
+from directpo.due import due, evaluates, evaluates_at, logs_at, no_evaluation, saves_at
 from directpo.early_rows import with_given_rows
 from directpo.errors import ConfigError, DirectpoError, TrainingStopped
 from directpo.failures import (
@@ -191,11 +192,11 @@ def _train(run: Run) -> TrainResult:
         for step in range(run.start_step, total):
             done = position.step = step + 1
             _start_round(run, step, write)  # online: a new round's pairs
-            result = train_step(run, step, measure=_logs_at(run, done))
+            result = train_step(run, step, measure=logs_at(run, done))
             _upkeep(run, done)
             progress.update(1)
             progress.set_postfix(loss=f"{result.loss:.4f}")
-            if _logs_at(run, done):
+            if logs_at(run, done):
                 write(log_step(run, done, result))
             improved = _evaluate_if_due(run, done, position, write)
             # decided once, the same on every rank, after the evaluation (a signal during it
@@ -204,7 +205,7 @@ def _train(run: Run) -> TrainResult:
             stopping = _stop_requested(run, stop)
             if stopping:
                 stop.requested = stopping  # the same on every rank (the exit code says it)
-            if _saves_at(run, done) or stopping or improved:
+            if saves_at(run, done) or stopping or improved:
                 # a signal's checkpoint is the run's to continue from: complete whatever
                 # save_only_model says
                 checkpoint = checkpoint_step(run, done, run.config.save_only_model and not stopping)
@@ -322,7 +323,7 @@ def _accumulate(run: Run, micro_batches: list[list[int]], measure: bool) -> Pair
 def _evaluate_if_due(run: Run, done: int, position: Any, write: Callable[[str], None]) -> bool:
     """``evaluate_step`` when step ``done`` evaluates; whether it improved the best metric
     (``position`` tells a failure inside it that it happened while evaluating)."""
-    if not _evaluates_at(run, done):
+    if not evaluates_at(run, done):
         return False
     position.evaluating = True
     with trained_steps_kept(run, done, checkpoint_step):  # eval_generate's labeller may fail
@@ -346,9 +347,9 @@ def _start_round(run: Run, step: int, write: Callable[[str], None]) -> None:
 def _upkeep(run: Run, done: int) -> None:
     """What is due after an optimizer step besides logging: the CUDA cache emptied
     (transformers' torch_empty_cache_steps; nothing on a CPU) and TR-DPO's reference sync."""
-    if _due(done, run.config.torch_empty_cache_steps or 0):
+    if due(done, run.config.torch_empty_cache_steps or 0):
         torch.cuda.empty_cache()
-    if _due(done, run.config.sync_ref_model and run.config.ref_model_sync_steps):
+    if due(done, run.config.sync_ref_model and run.config.ref_model_sync_steps):
         sync_reference(run, run.config.ref_model_mixup_alpha)
 
 
@@ -525,60 +526,12 @@ def checkpoint_step(run: Run, done: int, model_only: bool = False) -> Path:
 def _evaluate_at_start(run: Run, write: Callable[[str], None]) -> None:
     """``eval_on_start``'s baseline of the starting model (as in transformers, never the best);
     an ``eval_delay`` that holds back every evaluation of the run is said at once."""
-    if run.config.eval_on_start and run.start_step == 0 and _evaluates(run):
+    if run.config.eval_on_start and run.start_step == 0 and evaluates(run):
         write(evaluate_step(run, 0))
     later = range(run.start_step + 1, run.total_steps + 1)
-    delayed = run.config.eval_delay and _evaluates(run)
-    if delayed and not any(_evaluates_at(run, step) for step in later):
-        write(_no_evaluation(run))
-
-
-def _due(done: int, every: int, total: int | None = None) -> bool:
-    """Step ``done`` is a multiple of ``every`` (0: never), or the last step."""
-    return bool(every and done % every == 0) or done == total
-
-
-def _logs_at(run: Run, done: int) -> bool:
-    first = run.config.logging_first_step and done == 1
-    return first or _due(done, run.config.every("logging_steps", run.total_steps), run.total_steps)
-
-
-def _evaluates(run: Run) -> bool:
-    """The run has something to evaluate and an eval_strategy that does."""
-    return bool(run.evals or run.eval_prompts) and run.config.eval_strategy != "no"
-
-
-def _evaluates_at(run: Run, done: int) -> bool:
-    """eval_strategy: auto / steps (every eval_steps, or logging_steps; and at the end),
-    epoch (at each epoch's end), no; none before eval_delay steps (epochs) have passed, the
-    last step's neither (transformers' rule)."""
-    config = run.config
-    if not _evaluates(run):
-        return False
-    if config.eval_strategy == "epoch":
-        waited = run.source.epochs_done(done) >= config.eval_delay
-        return waited and _due(done, run.source.steps_per_epoch, run.total_steps)
-    key = "eval_steps" if config.eval_steps or config.eval_strategy != "steps" else "logging_steps"
-    every = config.every(key, run.total_steps)
-    return done >= config.eval_delay and _due(done, every, run.total_steps)
-
-
-def _no_evaluation(run: Run) -> str:
-    unit = "epochs" if run.config.eval_strategy == "epoch" else "steps"
-    best = run.config.load_best_model_at_end
-    return (
-        f"eval_delay {run.config.eval_delay:g}: no evaluation in this run ({run.total_steps} "
-        f"steps){'; load_best_model_at_end keeps the last step' if best else ''}; lower "
-        f"eval_delay to evaluate after fewer {unit}"
-    )
-
-
-def _saves_at(run: Run, done: int) -> bool:
-    """save_strategy: steps (every save_steps), epoch (each epoch's end), no."""
-    strategy = run.config.save_strategy
-    if strategy == "epoch":
-        return _due(done, run.source.steps_per_epoch)
-    return strategy == "steps" and _due(done, run.config.every("save_steps", run.total_steps))
+    delayed = run.config.eval_delay and evaluates(run)
+    if delayed and not any(evaluates_at(run, step) for step in later):
+        write(no_evaluation(run))
 
 
 def _stop_requested(run: Run, stop: StopRequest) -> str | None:
