@@ -4,6 +4,8 @@ gradients, weights and small tensors stay, and only the policy's training forwar
 from __future__ import annotations
 
 import copy
+import gc
+import weakref
 
 import pytest
 import torch
@@ -93,6 +95,27 @@ def test_a_tensor_saved_twice_while_alive_is_copied_once() -> None:
     y.sum().backward()
     for tensor, grad in zip((x, a.weight, b.weight), expected, strict=True):
         assert torch.equal(tensor.grad, grad)
+
+
+def test_a_forward_that_never_reaches_backward_frees_its_graph(monkeypatch) -> None:
+    """A step out of memory after part of its forward (auto_find_batch_size runs it again):
+    once its tensors are dropped, its host copies are freed. exp keeps its own (small) output,
+    which the hook handed back as it was: a cycle only backward broke."""
+    copies: list[weakref.ref] = []
+    to_host = offload.to_host
+
+    def recording(tensor: torch.Tensor) -> torch.Tensor:
+        copies.append(weakref.ref(host := to_host(tensor)))
+        return host
+
+    monkeypatch.setattr(offload, "to_host", recording)
+    x = torch.randn(64, 64, requires_grad=True)
+    with OffloadActivations("cpu"):
+        out = (x * x).sum(-1).exp()  # x copied; exp's 64 floats kept
+    assert len(copies) == 1 and copies[0]() is not None
+    del out
+    gc.collect()
+    assert copies[0]() is None
 
 
 def _hooked_calls(monkeypatch) -> list[tuple[bool, bool]]:

@@ -72,7 +72,12 @@ class OffloadActivations(torch.autograd.graph.saved_tensors_hooks):
         def pack(tensor: torch.Tensor) -> torch.Tensor | tuple[torch.device, torch.Tensor]:
             self.saved += 1
             if not offloaded(tensor, device_type, min_bytes):
-                return tensor  # kept as autograd would keep it without hooks
+                # kept where it is, detached: a node that saves its own output (exp, rsqrt)
+                # would otherwise hold that output, whose grad_fn is the node: a cycle through
+                # C++ that only backward breaks, so a forward that never reached backward (a
+                # step out of memory that auto_find_batch_size runs again, a failed step in a
+                # notebook) kept its whole graph, the host copies with it, for good
+                return tensor.detach()
             key = _data_key(tensor)
             first, packed = self.same.get(key, (None, None))
             if first is not None and first() is not None and packed is not None:
