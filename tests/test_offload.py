@@ -63,7 +63,7 @@ def test_losses_and_every_gradient_are_bitwise_those_without_offloading(variant)
         assert torch.equal(grads[name], grad), name
 
 
-def test_weights_their_views_and_small_tensors_are_not_copied() -> None:
+def test_weights_their_views_broadcast_views_and_small_tensors_are_not_copied() -> None:
     weight = torch.nn.Parameter(torch.randn(64, 64))
     activation = torch.randn(64, 64)
     assert not offloaded(weight, "cpu")
@@ -71,6 +71,10 @@ def test_weights_their_views_and_small_tensors_are_not_copied() -> None:
     assert not offloaded(torch.randn(255), "cpu")  # 1020 bytes
     assert offloaded(torch.randn(256), "cpu") and offloaded(activation[1:], "cpu")
     assert not offloaded(activation, "cuda") and not offloaded(activation, None)
+    # a mask expanded over 8 heads (as CUDA's memory-efficient attention saves it): its copy
+    # held 8 times the mask, on the host and again on the GPU in backward
+    mask = torch.zeros(2, 1, 64, 64)
+    assert offloaded(mask, "cpu") and not offloaded(mask.expand(2, 8, 64, 64), "cpu")
     # a linear layer's forward: its input is copied, its weight is not
     layer = torch.nn.Linear(64, 64, bias=False)
     hooks = OffloadActivations("cpu")

@@ -16,6 +16,8 @@ saved tensor stays where it is when it is
   their memory is held anyway, or freed and gathered again by FSDP2 itself);
 * smaller than ``MIN_BYTES`` (masks, indices, norms' statistics: the copy costs more than it
   frees);
+* a broadcast view (a stride of 0: an attention mask expanded over the heads), whose copy
+  would hold every repeated element;
 * not on the run's accelerator (on a CPU-only run nothing is copied: the activations already
   are in CPU memory).
 
@@ -41,6 +43,12 @@ def offloaded(tensor: torch.Tensor, device_type: str | None, min_bytes: int = MI
     if tensor.device.type != device_type or tensor.is_sparse:
         return False
     if tensor.element_size() * tensor.nelement() < min_bytes:
+        return False
+    shape = zip(tensor.stride(), tensor.shape, strict=True)
+    if any(stride == 0 and size > 1 for stride, size in shape):
+        # a broadcast view (expand): CUDA's memory-efficient attention saves its mask expanded
+        # over the heads; a copy would hold every repeat, on the host and back on the GPU in
+        # backward, where the view costs nothing beside the tensor it shows
         return False
     base = tensor if tensor._base is None else tensor._base  # weight.t() is a view of weight
     return not isinstance(base, torch.nn.Parameter)
