@@ -89,8 +89,6 @@ def check_values(config: DPOConfig) -> None:
     require(config.max_nonfinite_steps >= 0, "max_nonfinite_steps", ">= 0")
     # numpy's legacy seeding (transformers' set_seed) takes [0, 2**32): a traceback otherwise
     require(0 <= config.seed < 2**32, "seed", "in [0, 2**32)")
-    data_seed = config.data_seed
-    require(data_seed is None or 0 <= data_seed < 2**32, "data_seed", "null or in [0, 2**32)")
     steps = config.torch_empty_cache_steps
     require(steps is None or steps >= 1, "torch_empty_cache_steps", "null or >= 1")
     require(
