@@ -44,8 +44,8 @@ def offloaded(tensor: torch.Tensor, device_type: str | None, min_bytes: int = MI
         return False
     if tensor.element_size() * tensor.nelement() < min_bytes:
         return False
-    shape = zip(tensor.stride(), tensor.shape, strict=True)
-    if any(stride == 0 and size > 1 for stride, size in shape):
+    dims = zip(tensor.stride(), tensor.shape, strict=True)
+    if any(stride == 0 and size > 1 for stride, size in dims):
         # a broadcast view (expand): CUDA's memory-efficient attention saves its mask expanded
         # over the heads; a copy would hold every repeat, on the host and back on the GPU in
         # backward, where the view costs nothing beside the tensor it shows
