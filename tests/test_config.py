@@ -615,6 +615,17 @@ def test_a_value_of_the_wrong_type_does_not_hide_the_other_problems() -> None:
     ]
 
 
+def test_a_seed_numpy_cannot_take_is_refused() -> None:
+    """seed: -1 (or 2**32) trained until transformers' set_seed passed it to numpy: a
+    traceback ('Seed must be between 0 and 2**32 - 1'). data_seed (a torch generator's, which
+    takes it) is not refused."""
+    for seed in (-1, 2**32):
+        with pytest.raises(ConfigError) as refused:
+            DPOConfig(seed=seed, data_seed=-1)
+        assert str(refused.value) == f"seed must be in [0, 2**32) (got {seed})"
+    assert DPOConfig(seed=2**32 - 1, data_seed=-1).seed == 2**32 - 1
+
+
 def test_wandb_disabled_is_honoured_or_refused(monkeypatch) -> None:
     """WANDB_DISABLED (TRL users' switch; transformers 5 no longer reads it) was ignored: a run
     with report_to: all or wandb logged to wandb all the same."""

@@ -233,6 +233,8 @@ def test_a_mixtures_bad_sources_rows_and_combinations_are_one_line(
         (dict(dataset_mixture=mixture({"path": "d", "fraction": 0.5})),
          "fraction (TRL's share of the mixture) is not supported; use weight"),
         (dict(dataset_mixture={"datasets": []}), "datasets must be a non-empty list"),
+        # numpy's generators refuse it: a traceback once the files were read
+        (dict(dataset_mixture=mixture({"id": "d"}, seed=-1)), "seed must be an integer >= 0"),
         (dict(dataset_mixture=mixture({"id": "d"}, test_split_size=1.0)),
          "test_split_size must be a fraction in (0, 1) or a number of rows"),
         (dict(dataset_mixture=mixture({"id": "d"}), train_file="a.jsonl"),

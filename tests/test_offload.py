@@ -4,6 +4,8 @@ gradients, weights and small tensors stay, and only the policy's training forwar
 from __future__ import annotations
 
 import copy
+import gc
+import weakref
 
 import pytest
 import torch
@@ -61,7 +63,7 @@ def test_losses_and_every_gradient_are_bitwise_those_without_offloading(variant)
         assert torch.equal(grads[name], grad), name
 
 
-def test_weights_their_views_and_small_tensors_are_not_copied() -> None:
+def test_weights_their_views_broadcast_views_and_small_tensors_are_not_copied() -> None:
     weight = torch.nn.Parameter(torch.randn(64, 64))
     activation = torch.randn(64, 64)
     assert not offloaded(weight, "cpu")
@@ -69,6 +71,10 @@ def test_weights_their_views_and_small_tensors_are_not_copied() -> None:
     assert not offloaded(torch.randn(255), "cpu")  # 1020 bytes
     assert offloaded(torch.randn(256), "cpu") and offloaded(activation[1:], "cpu")
     assert not offloaded(activation, "cuda") and not offloaded(activation, None)
+    # a mask expanded over 8 heads (as CUDA's memory-efficient attention saves it): its copy
+    # held 8 times the mask, on the host and again on the GPU in backward
+    mask = torch.zeros(2, 1, 64, 64)
+    assert offloaded(mask, "cpu") and not offloaded(mask.expand(2, 8, 64, 64), "cpu")
     # a linear layer's forward: its input is copied, its weight is not
     layer = torch.nn.Linear(64, 64, bias=False)
     hooks = OffloadActivations("cpu")
@@ -93,6 +99,27 @@ def test_a_tensor_saved_twice_while_alive_is_copied_once() -> None:
     y.sum().backward()
     for tensor, grad in zip((x, a.weight, b.weight), expected, strict=True):
         assert torch.equal(tensor.grad, grad)
+
+
+def test_a_forward_that_never_reaches_backward_frees_its_graph(monkeypatch) -> None:
+    """A step out of memory after part of its forward (auto_find_batch_size runs it again):
+    once its tensors are dropped, its host copies are freed. exp keeps its own (small) output,
+    which the hook handed back as it was: a cycle only backward broke."""
+    copies: list[weakref.ref] = []
+    to_host = offload.to_host
+
+    def recording(tensor: torch.Tensor) -> torch.Tensor:
+        copies.append(weakref.ref(host := to_host(tensor)))
+        return host
+
+    monkeypatch.setattr(offload, "to_host", recording)
+    x = torch.randn(64, 64, requires_grad=True)
+    with OffloadActivations("cpu"):
+        out = (x * x).sum(-1).exp()  # x copied; exp's 64 floats kept
+    assert len(copies) == 1 and copies[0]() is not None
+    del out
+    gc.collect()
+    assert copies[0]() is None
 
 
 def _hooked_calls(monkeypatch) -> list[tuple[bool, bool]]:

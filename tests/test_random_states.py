@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,41 @@ def test_resume_on_a_machine_with_fewer_gpus_restores_the_gpus_it_has(monkeypatc
     monkeypatch.setattr(torch, "set_rng_state", lambda state: None)
     random_states.restore_state(state)
     assert [[int(s[0]) for s in states] for states in restored] == [[0, 1]]
+
+
+def test_a_resume_refused_says_no_random_state_note_first(tiny_model_dirs, pairs_file, tmp_path):
+    """A 2-process checkpoint resumed by one process with another batch is refused: the note
+    that each process resumes its own random state came first, about a resume that never ran."""
+    from tiny import tiny_config
+
+    from directpo.config import DPOConfig
+    from directpo.errors import ConfigError
+    from directpo.trainer import train
+
+    out = tmp_path / "run"
+    train(tiny_config(tiny_model_dirs["llama"], pairs_file, out, max_steps=2, save_steps=2,
+                      per_device_train_batch_size=2), echo=lambda _: None)  # fmt: skip
+    checkpoint = out / "checkpoint-2"
+    (checkpoint / "rng_state.pth").rename(checkpoint / "rng_state_0.pth")
+    shutil.copy(checkpoint / "rng_state_0.pth", checkpoint / "rng_state_1.pth")  # 2 processes
+    manifest = json.loads((checkpoint / "manifest.json").read_text())
+    for name in ("rng_state_0.pth", "rng_state_1.pth"):
+        manifest["files"][name] = manifest["files"].pop("rng_state.pth", None) or dict(
+            manifest["files"]["rng_state_0.pth"]
+        )
+    (checkpoint / "manifest.json").write_text(json.dumps(manifest))
+    lines: list[str] = []
+
+    def resumed(batch: int) -> DPOConfig:
+        return tiny_config(tiny_model_dirs["llama"], pairs_file, out, max_steps=4,
+                           resume_from_checkpoint=str(checkpoint),
+                           per_device_train_batch_size=batch)  # fmt: skip
+
+    with pytest.raises(ConfigError, match="batch_size"):
+        train(resumed(1), echo=lines.append)
+    assert not [line for line in lines if "random state" in line], lines
+    lines.clear()
+    train(resumed(2), echo=lines.append)  # the same batch: it resumes, and says it
+    assert (
+        sum("holds the random states of 2 processes, this run has 1" in line for line in lines) == 1
+    )

@@ -110,8 +110,9 @@ def parse_mixture(value: Any) -> Mixture:
         with collected(problems):
             sources.append(_source(entry, f"{where}: datasets[{i}]"))
     seed = value.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        problems.append(f"{where}: seed must be an integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        # (numpy's generators, which datasets' shuffle uses, refuse a negative seed: a traceback)
+        problems.append(f"{where}: seed must be an integer >= 0, got {seed!r}")
     size = value.get("test_split_size")
     if size is not None:
         fraction = isinstance(size, float) and 0 < size < 1

@@ -16,6 +16,8 @@ saved tensor stays where it is when it is
   their memory is held anyway, or freed and gathered again by FSDP2 itself);
 * smaller than ``MIN_BYTES`` (masks, indices, norms' statistics: the copy costs more than it
   frees);
+* a broadcast view (a stride of 0: an attention mask expanded over the heads), whose copy
+  would hold every repeated element;
 * not on the run's accelerator (on a CPU-only run nothing is copied: the activations already
   are in CPU memory).
 
@@ -41,6 +43,12 @@ def offloaded(tensor: torch.Tensor, device_type: str | None, min_bytes: int = MI
     if tensor.device.type != device_type or tensor.is_sparse:
         return False
     if tensor.element_size() * tensor.nelement() < min_bytes:
+        return False
+    dims = zip(tensor.stride(), tensor.shape, strict=True)
+    if any(stride == 0 and size > 1 for stride, size in dims):
+        # a broadcast view (expand): CUDA's memory-efficient attention saves its mask expanded
+        # over the heads; a copy would hold every repeat, on the host and back on the GPU in
+        # backward, where the view costs nothing beside the tensor it shows
         return False
     base = tensor if tensor._base is None else tensor._base  # weight.t() is a view of weight
     return not isinstance(base, torch.nn.Parameter)
@@ -72,7 +80,12 @@ class OffloadActivations(torch.autograd.graph.saved_tensors_hooks):
         def pack(tensor: torch.Tensor) -> torch.Tensor | tuple[torch.device, torch.Tensor]:
             self.saved += 1
             if not offloaded(tensor, device_type, min_bytes):
-                return tensor  # kept as autograd would keep it without hooks
+                # kept where it is, detached: a node that saves its own output (exp, rsqrt)
+                # would otherwise hold that output, whose grad_fn is the node: a cycle through
+                # C++ that only backward breaks, so a forward that never reached backward (a
+                # step out of memory that auto_find_batch_size runs again, a failed step in a
+                # notebook) kept its whole graph, the host copies with it, for good
+                return tensor.detach()
             key = _data_key(tensor)
             first, packed = self.same.get(key, (None, None))
             if first is not None and first() is not None and packed is not None:

@@ -70,23 +70,27 @@ def resume(run: Run) -> None:
         state = load_checkpoint(
             checkpoint, run.policy, run.optimizer, run.scheduler, sharded, fit, rank=world.rank
         )
+    # the refusals first (TR-DPO's reference, other pairs, another batch, a step past this
+    # run's end): a note on random states or the schedule said before them was about a resume
+    # that never ran
+    if config.sync_ref_model:
+        restore_reference(run, Path(checkpoint))
+    source_notes = list(run.source.restore(state, str(checkpoint)))
+    if state["global_step"] > run.total_steps:  # the final folder would get a later step's
+        raise ConfigError(
+            f"resume_from_checkpoint: {checkpoint} is at step {state['global_step']}, past this "
+            f"run's {run.total_steps} steps (max_steps / num_train_epochs): raise them, or resume "
+            "from an earlier checkpoint"
+        )
     if note := resume_note(Path(checkpoint), world.size):
         run.echo(note)
     _keep_this_runs_schedule(run, options)
-    if config.sync_ref_model:
-        restore_reference(run, Path(checkpoint))
-    for note in run.source.restore(state, str(checkpoint)):
+    for note in source_notes:
         run.echo(note)
     _say_objective_changes(run, state.get("objective"), state["global_step"])
     run.start_step, run.window = state["global_step"], PairStats(**state["log_window"])
     run.num_tokens = state.get("num_tokens", 0)  # (not in checkpoints of earlier versions)
     run.total_flos = state.get("total_flos", 0.0)
-    if run.start_step > run.total_steps:  # the final folder would get a later step's weights
-        raise ConfigError(
-            f"resume_from_checkpoint: {checkpoint} is at step {run.start_step}, past this run's "
-            f"{run.total_steps} steps (max_steps / num_train_epochs): raise them, or resume from "
-            "an earlier checkpoint"
-        )
     run.best = BestModel.from_config(config, state.get("best"))
     _say_eval_dtype_change(run, state, Path(checkpoint))
     run.echo(f"resumed from {checkpoint} at step {run.start_step}")
