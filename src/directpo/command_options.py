@@ -124,6 +124,10 @@ class FileCommandOptions(Options):
                 check_model_location(key, getattr(self, key))
         if self.input and not os.path.exists(self.input):  # a file, or a folder as training reads
             problems.append(f"input: no such file or folder: {self.input}")
+        elif self.input and os.path.isdir(self.input):  # the part to give, as this command can
+            from directpo.data_folders import folder_problem
+
+            problems += filter(None, [folder_problem(self.input, f"input: {self.input}")])
         if self.output:
             with collected(problems):
                 check_output_file(self.output)
