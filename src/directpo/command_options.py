@@ -109,13 +109,30 @@ class FileCommandOptions(Options):
             )
         # every problem in one pass: a missing model folder and a missing input were two runs
         keys = ("model_name_or_path", "input", "output")
-        refuse_all([f"--{key} is required" for key in keys if not getattr(self, key)])
+        required = [f"--{key} is required" for key in keys if not getattr(self, key)]
+        refuse_all(required, self._rows_beside(required))
         from directpo.outputs import finish_publish_before_reading  # (torch: not for --help)
 
         for key in self.MODEL_KEYS:  # a run whose final move was killed: finished, then read
             if getattr(self, key) and os.path.isdir(getattr(self, key)):
                 finish_publish_before_reading(getattr(self, key))
-        refuse_all(self._path_problems())
+        problems = self._path_problems()
+        refuse_all(problems, self._rows_beside(problems))
+
+    def _rows_beside(self, problems: list[str]) -> list[str]:
+        """The input's bad rows, when ``problems`` are said (else the command's pass says
+        them): one run names both."""
+        if not problems:
+            return []
+        try:
+            return self._row_problems(problems)
+        except Exception:  # (a value no check read may be odd: the refusal is the news)
+            return []
+
+    def _row_problems(self, refused: list[str]) -> list[str]:
+        from directpo.command_rows import input_row_problems  # it reads rows (data, prompts)
+
+        return input_row_problems(self, refused)
 
     def _path_problems(self) -> list[str]:
         problems: list[str] = []
