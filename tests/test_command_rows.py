@@ -65,3 +65,20 @@ def test_rows_not_checked_when_their_columns_are_unknown(tmp_path, capsys):
                      "--input", source, "--output", str(tmp_path / "out.jsonl"))  # fmt: skip
     assert code == 2 and "missing field" not in err
     assert f"the rows of {source} are not checked: prompt_column" in err
+
+
+def test_adapter_whose_base_is_missing_said_with_the_rows(tmp_path, capsys):
+    """An adapter folder whose base is not there was said alone, once its tokenizer was
+    looked for, and the rows a run later."""
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    base = tmp_path / "gone"
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": str(base), "peft_type": "LORA"})
+    )
+    source = _input(tmp_path, [{"prompt": "a", "chosen": "", "rejected": "c"}])
+    code, err = _run(capsys, "score", "--model_name_or_path", str(adapter),
+                     "--input", source, "--output", str(tmp_path / "out.jsonl"))  # fmt: skip
+    assert code == 2 and "Traceback" not in err
+    assert f"  model '{adapter}': its adapter_config.json names" in err
+    assert f"{source}: line 1: field 'chosen' is empty" in err.split("data files' rows:")[1]

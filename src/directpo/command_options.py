@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Self
 
 from directpo.config import DTYPES
 from directpo.config_checks import check_columns
-from directpo.errors import ConfigError, collected, refuse_all
+from directpo.errors import ConfigError, ModelLoadError, collected, refuse_all
 from directpo.folders import nearest_existing
 from directpo.options import Options, option
 from directpo.preflight import check_model_location
@@ -139,6 +139,13 @@ class FileCommandOptions(Options):
         for key in self.MODEL_KEYS:
             with collected(problems):
                 check_model_location(key, getattr(self, key))
+            if getattr(self, key) and os.path.isdir(getattr(self, key)):
+                # an adapter's base that is not there was said once its tokenizer was read,
+                # after these (and alone: the input's rows came a run later)
+                from directpo.adapters import adapter_base
+
+                with collected(problems, ModelLoadError):  # (said as train says it)
+                    adapter_base(getattr(self, key))
         if self.input and not os.path.exists(self.input):  # a file, or a folder as training reads
             problems.append(f"input: no such file or folder: {self.input}")
         elif self.input and os.path.isdir(self.input):  # the part to give, as this command can
