@@ -82,3 +82,17 @@ def test_adapter_whose_base_is_missing_said_with_the_rows(tmp_path, capsys):
     assert code == 2 and "Traceback" not in err
     assert f"  model '{adapter}': its adapter_config.json names" in err
     assert f"{source}: line 1: field 'chosen' is empty" in err.split("data files' rows:")[1]
+
+
+def test_unknown_flag_said_with_refused_values_and_rows(tmp_path, capsys):
+    """generate --do_sample (transformers' spelling) was refused alone, before the other
+    flags' values and the input's rows were looked at."""
+    source = _input(tmp_path, [{"question": "q"}])
+    code, err = _run(capsys, "generate", "--model_name_or_path", str(tmp_path / "nope"),
+                     "--input", source, "--output", str(tmp_path / "out.jsonl"), "--do_sample",
+                     "--top_k", "-1", "--prompt_column", "prompt")  # fmt: skip
+    assert code == 2 and "Traceback" not in err
+    lines = err.splitlines()
+    assert "unknown option '--do_sample'" in lines[1]
+    assert "top_k must be >= 0 (got -1)" in err and "no such model folder" in err
+    assert f"{source}: line 1: missing field 'prompt'" in err.split("data files' rows:")[1]

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from directpo.errors import DataError
+from directpo.errors import ConfigError, ConfigErrors, DataError
 from directpo.options import names_any
 
 # the options a row is read by (its columns, the fields it must not have): refused, the rows
@@ -112,3 +112,23 @@ def _problems(source: str, parse: Callable[[str, dict[str, Any]], Any]) -> list[
     except DataError as error:
         return [str(error)]
     return []
+
+
+def with_others(
+    error: ConfigError, options: type, config_file: str | None, overrides: dict[str, Any]
+) -> ConfigError:
+    """``error`` (an unknown flag, refused before the command's options are built) with the
+    other flags' refusals and the input's bad rows said beside it: each was said a run after
+    the unknown flag was fixed. ``options``: the command's options class, built from
+    ``config_file`` and ``overrides`` (the flags that are known)."""
+    from directpo.options import load_options
+
+    try:
+        built = load_options(options, config_file, overrides)
+    except ConfigError as other:
+        return ConfigErrors.joined([error, other])
+    except Exception:  # (a value no check read may be odd: the unknown flag is the news)
+        return error
+    rows_beside = getattr(built, "_rows_beside", None)
+    rows = rows_beside([str(error)]) if rows_beside is not None else []
+    return ConfigErrors("", [str(error)], rows) if rows else error
