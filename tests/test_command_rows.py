@@ -96,3 +96,16 @@ def test_unknown_flag_said_with_refused_values_and_rows(tmp_path, capsys):
     assert "unknown option '--do_sample'" in lines[1]
     assert "top_k must be >= 0 (got -1)" in err and "no such model folder" in err
     assert f"{source}: line 1: missing field 'prompt'" in err.split("data files' rows:")[1]
+
+
+def test_rows_not_checked_when_their_column_option_is_refused(tmp_path, capsys):
+    """A refused column name: the rows, read by it, are said not checked (and why)."""
+    source = _input(tmp_path, [{"prompt": "a", "chosen": "", "rejected": "c"}])
+    code, err = _run(capsys, "score", "--model_name_or_path", str(tmp_path / "nope"),
+                     "--input", source, "--output", str(tmp_path / "out.jsonl"),
+                     "--chosen_column", "x", "--rejected_column", "x")  # fmt: skip
+    assert code == 2 and "is empty" not in err
+    assert err.splitlines()[-1] == (
+        f"  the rows of {source} are not checked: chosen_column, rejected_column (what they "
+        "are read by) must be fixed first"
+    )

@@ -45,7 +45,7 @@ def input_row_problems(options: Any, refused: list[str]) -> list[str]:
         return []  # (the input itself is refused: a folder it cannot read, said there)
     blocking = [key for key in READ_BY if any(names_any(line, {key}) for line in refused)]
     if blocking:
-        return [_unchecked(source, f"{', '.join(blocking)} (read to check them)")]
+        return [_unchecked(source, f"{', '.join(blocking)} (what they are read by)")]
     from directpo.prompts import first_row_fields
     from directpo.reward import run_config
 
