@@ -305,7 +305,10 @@ def test_an_output_that_is_not_a_jsonl_file_is_refused_up_front(
              str(pairs_file), "--output", str(output)]
         )  # fmt: skip
         err = capsys.readouterr().err
-        assert code == 2 and said in err and err.count("\n") == 1, err
+        # (rank's rows, pairs without candidates, are said with it: one run names both)
+        rows = command == "rank"
+        assert code == 2 and said in err and err.count("\n") == (4 if rows else 1), err
+        assert ("and the data files' rows:" in err) == rows
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "pairs.jsonl"]  # nothing stray
     assert list(folder.iterdir()) == []
 

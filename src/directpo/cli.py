@@ -38,6 +38,7 @@ from directpo.command_options import (
     RankOptions,
     ScoreOptions,
 )
+from directpo.command_rows import with_others
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DirectpoError
 from directpo.options import load_options, option_help, read_yaml, type_hints
@@ -323,9 +324,6 @@ def _main(argv: Sequence[str] | None) -> int:
             parser.print_help()
             return 2
         command = COMMANDS[args.command]
-        if unknown:
-            flag = next((u for u in unknown if u.startswith("-")), unknown[0])
-            raise ConfigError(_unknown_flag_message(flag, command.options))
         kinds = _option_kinds(command.options)
         overrides = {
             k: _flag_value(kinds[k], v) if isinstance(v, list) else v
@@ -335,6 +333,10 @@ def _main(argv: Sequence[str] | None) -> int:
         if "positional" in overrides:
             overrides[command.positional] = overrides.pop("positional")
         config_file = getattr(args, "config", None)
+        if unknown:  # said with the other flags' refusals and the input's rows (one run)
+            flag = next((u for u in unknown if u.startswith("-")), unknown[0])
+            unknown_flag = ConfigError(_unknown_flag_message(flag, command.options))
+            raise with_others(unknown_flag, command.options, config_file, overrides)
         return command.run(_loaded(command.options, config_file, overrides, argv[1:], typed)) or 0
     except DirectpoError as err:
         _say_error(err, typed)

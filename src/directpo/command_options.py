@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Self
 
 from directpo.config import DTYPES
 from directpo.config_checks import check_columns
-from directpo.errors import ConfigError, collected, refuse_all
+from directpo.errors import ConfigError, ModelLoadError, collected, refuse_all
 from directpo.folders import nearest_existing
 from directpo.options import Options, option
 from directpo.preflight import check_model_location
@@ -109,21 +109,49 @@ class FileCommandOptions(Options):
             )
         # every problem in one pass: a missing model folder and a missing input were two runs
         keys = ("model_name_or_path", "input", "output")
-        refuse_all([f"--{key} is required" for key in keys if not getattr(self, key)])
+        required = [f"--{key} is required" for key in keys if not getattr(self, key)]
+        refuse_all(required, self._rows_beside(required))
         from directpo.outputs import finish_publish_before_reading  # (torch: not for --help)
 
         for key in self.MODEL_KEYS:  # a run whose final move was killed: finished, then read
             if getattr(self, key) and os.path.isdir(getattr(self, key)):
                 finish_publish_before_reading(getattr(self, key))
-        refuse_all(self._path_problems())
+        problems = self._path_problems()
+        refuse_all(problems, self._rows_beside(problems))
+
+    def _rows_beside(self, problems: list[str]) -> list[str]:
+        """The input's bad rows, when ``problems`` are said (else the command's pass says
+        them): one run names both."""
+        if not problems:
+            return []
+        try:
+            return self._row_problems(problems)
+        except Exception:  # (a value no check read may be odd: the refusal is the news)
+            return []
+
+    def _row_problems(self, refused: list[str]) -> list[str]:
+        from directpo.command_rows import input_row_problems  # it reads rows (data, prompts)
+
+        return input_row_problems(self, refused)
 
     def _path_problems(self) -> list[str]:
         problems: list[str] = []
         for key in self.MODEL_KEYS:
             with collected(problems):
                 check_model_location(key, getattr(self, key))
+            if getattr(self, key) and os.path.isdir(getattr(self, key)):
+                # an adapter's base that is not there was said once its tokenizer was read,
+                # after these (and alone: the input's rows came a run later)
+                from directpo.adapters import adapter_base
+
+                with collected(problems, ModelLoadError):  # (said as train says it)
+                    adapter_base(getattr(self, key))
         if self.input and not os.path.exists(self.input):  # a file, or a folder as training reads
             problems.append(f"input: no such file or folder: {self.input}")
+        elif self.input and os.path.isdir(self.input):  # the part to give, as this command can
+            from directpo.data_folders import folder_problem
+
+            problems += filter(None, [folder_problem(self.input, f"input: {self.input}")])
         if self.output:
             with collected(problems):
                 check_output_file(self.output)

@@ -495,14 +495,11 @@ def _arrow_rows(path: str, label: str) -> tuple[Iterable[tuple[str, Any]], list[
 def _disk_dataset_rows(path: str, label: str) -> tuple[Iterable[tuple[str, Any]], list[str]]:
     import datasets
 
-    if not is_saved_dataset(path):
-        # score, rank, generate and train_file take one of its files; train's dataset_name all
-        found = _first_data_file(path)
-        give = f"give one of its data files ({found})" if found else "it holds no data files"
-        raise DataError(
-            f"{label}: a folder, but not a datasets.save_to_disk folder; {give}; a folder of "
-            "data files (a hub dataset's snapshot) is read whole by train's dataset_name"
-        )
+    from directpo.data_folders import TRAIN_WHOLE, folder_problem  # (it imports this module)
+
+    problem = folder_problem(path, label, TRAIN_WHOLE)
+    if problem is not None:
+        raise DataError(problem)
     try:
         loaded = datasets.load_from_disk(path)
     except Exception as exc:  # datasets raises FileNotFoundError or its own errors
@@ -510,28 +507,8 @@ def _disk_dataset_rows(path: str, label: str) -> tuple[Iterable[tuple[str, Any]]
             f"{label}: an unreadable datasets.save_to_disk folder ({first_line(exc)})"
         ) from None
     if isinstance(loaded, datasets.DatasetDict):
-        splits = list(loaded)
-        if len(splits) != 1:
-            raise DataError(
-                f"{label}: holds several splits ({', '.join(splits)}); point to one, "
-                f"e.g. {os.path.join(path, splits[0])}, or give the folder as train's "
-                "dataset_name (dataset_train_split, dataset_test_split)"
-            )
-        loaded = loaded[splits[0]]
+        loaded = loaded[next(iter(loaded))]  # (one split: several are folder_problem's)
     return _dataset_rows(loaded), list(loaded.column_names)
-
-
-def _first_data_file(folder: str) -> str | None:
-    """The first file, in sorted order, of a type ``open_rows`` reads (data/train-...parquet)."""
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # not .cache, .git
-        for name in sorted(files):
-            stem, ext = os.path.splitext(name.lower())
-            if ext in COMPRESSED:
-                ext = os.path.splitext(stem)[1]
-            if ext in DATA_KINDS:
-                return os.path.join(root, name)
-    return None
 
 
 def is_saved_dataset(path: str) -> bool:

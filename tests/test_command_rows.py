@@ -1,0 +1,111 @@
+"""score, rank and generate say a refused option and the --input file's bad rows in one run."""
+
+import json
+
+from directpo import cli
+
+
+def _input(tmp_path, rows, tail=b""):
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"".join(json.dumps(row).encode() + b"\n" for row in rows) + tail)
+    return str(path)
+
+
+def _run(capsys, *argv):
+    code = cli.main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def test_missing_model_and_bad_rows_said_together(tmp_path, capsys):
+    """score with a model folder that is not there said only the folder; the rows (an empty
+    rejected, a missing one, a line not UTF-8) took the next run."""
+    rows = [{"prompt": "a", "chosen": "b", "rejected": ""}, {"prompt": "a", "chosen": "b"}]
+    source = _input(tmp_path, rows, b"\xff\xfe\n")
+    code, err = _run(capsys, "score", "--model_name_or_path", str(tmp_path / "nope"),
+                     "--input", source, "--output", str(tmp_path / "out.jsonl"))  # fmt: skip
+    assert code == 2 and "Traceback" not in err
+    lines = err.splitlines()
+    assert "no such model folder" in lines[1]
+    assert lines[2] == "and the data files' rows:"
+    assert f"{source}: line 1: field 'rejected' is empty; line 2: missing field 'rejected'" in err
+    assert "line 3: not UTF-8 text" in lines[3]
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_refused_value_and_bad_rows_said_together(tmp_path, capsys):
+    """generate with a refused value (top_p 0) said only the value; its prompt rows (a
+    missing prompt, a row already holding completions) came a run later."""
+    source = _input(tmp_path, [{"question": "q"}, {"prompt": "p", "completions": ["c"]}])
+    code, err = _run(capsys, "generate", "--model_name_or_path", str(tmp_path / "nope"),
+                     "--input", source, "--output", str(tmp_path / "out.jsonl"),
+                     "--top_p", "0", "--prompt_column", "prompt")  # fmt: skip
+    assert code == 2 and "Traceback" not in err
+    assert "top_p must be in (0, 1]" in err and "no such model folder" in err
+    rows = err.split("and the data files' rows:\n")[1]
+    assert "line 1: missing field 'prompt'" in rows
+    assert "line 2: the row already has a field 'completions'" in rows
+
+
+def test_rank_rows_said_with_missing_model(tmp_path, capsys):
+    """rank: a row without candidates said with the refused model folder."""
+    source = _input(tmp_path, [{"prompt": "p", "responses": []}, {"prompt": "p"}])
+    code, err = _run(capsys, "rank", "--model_name_or_path", str(tmp_path / "nope"),
+                     "--input", source, "--output", str(tmp_path / "out.jsonl"))  # fmt: skip
+    assert code == 2
+    rows = err.split("and the data files' rows:\n")[1]
+    assert "line 1: field 'responses' is an empty list" in rows
+    assert "line 2: missing field 'responses'" in rows
+
+
+def test_rows_not_checked_when_their_columns_are_unknown(tmp_path, capsys):
+    """The model folder (whose run names the columns) is not there and the rows lack the
+    default-named column: not said as 'missing field', which the run may have named."""
+    source = _input(tmp_path, [{"question": "q", "chosen": "b", "rejected": "c"}])
+    code, err = _run(capsys, "score", "--model_name_or_path", str(tmp_path / "nope"),
+                     "--input", source, "--output", str(tmp_path / "out.jsonl"))  # fmt: skip
+    assert code == 2 and "missing field" not in err
+    assert f"the rows of {source} are not checked: prompt_column" in err
+
+
+def test_adapter_whose_base_is_missing_said_with_the_rows(tmp_path, capsys):
+    """An adapter folder whose base is not there was said alone, once its tokenizer was
+    looked for, and the rows a run later."""
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    base = tmp_path / "gone"
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": str(base), "peft_type": "LORA"})
+    )
+    source = _input(tmp_path, [{"prompt": "a", "chosen": "", "rejected": "c"}])
+    code, err = _run(capsys, "score", "--model_name_or_path", str(adapter),
+                     "--input", source, "--output", str(tmp_path / "out.jsonl"))  # fmt: skip
+    assert code == 2 and "Traceback" not in err
+    assert f"  model '{adapter}': its adapter_config.json names" in err
+    assert f"{source}: line 1: field 'chosen' is empty" in err.split("data files' rows:")[1]
+
+
+def test_unknown_flag_said_with_refused_values_and_rows(tmp_path, capsys):
+    """generate --do_sample (transformers' spelling) was refused alone, before the other
+    flags' values and the input's rows were looked at."""
+    source = _input(tmp_path, [{"question": "q"}])
+    code, err = _run(capsys, "generate", "--model_name_or_path", str(tmp_path / "nope"),
+                     "--input", source, "--output", str(tmp_path / "out.jsonl"), "--do_sample",
+                     "--top_k", "-1", "--prompt_column", "prompt")  # fmt: skip
+    assert code == 2 and "Traceback" not in err
+    lines = err.splitlines()
+    assert "unknown option '--do_sample'" in lines[1]
+    assert "top_k must be >= 0 (got -1)" in err and "no such model folder" in err
+    assert f"{source}: line 1: missing field 'prompt'" in err.split("data files' rows:")[1]
+
+
+def test_rows_not_checked_when_their_column_option_is_refused(tmp_path, capsys):
+    """A refused column name: the rows, read by it, are said not checked (and why)."""
+    source = _input(tmp_path, [{"prompt": "a", "chosen": "", "rejected": "c"}])
+    code, err = _run(capsys, "score", "--model_name_or_path", str(tmp_path / "nope"),
+                     "--input", source, "--output", str(tmp_path / "out.jsonl"),
+                     "--chosen_column", "x", "--rejected_column", "x")  # fmt: skip
+    assert code == 2 and "is empty" not in err
+    assert err.splitlines()[-1] == (
+        f"  the rows of {source} are not checked: chosen_column, rejected_column (what they "
+        "are read by) must be fixed first"
+    )
