@@ -35,7 +35,15 @@ def test_completions_with_turns_the_model_does_not_write_are_said_at_start(tmp_p
     assert notes == [
         "note: train: 1 pair's completions hold messages the model does not write (first: "
         "train_dataset: row 2, a 'tool' message): their tokens train as the policy's own (as "
-        "in TRL); to train only its replies, end each completion before the first such message"
+        "in TRL); set assistant_only_loss true to score only its replies"
+    ]
+    lines.clear()
+    config = tiny_config(folder, None, tmp_path / "out", assistant_only_loss=True)
+    load_run_data(config, rows, None, torch.device("cpu"), lines.append)
+    assert [line for line in lines if "does not write" in line] == [
+        "note: train: 1 pair's completions hold messages the model does not write (first: "
+        "train_dataset: row 2, a 'tool' message): their tokens are left out of the log-probs "
+        "(assistant_only_loss)"
     ]
     lines.clear()
     load_run_data(config, rows[:1], None, torch.device("cpu"), lines.append)
@@ -57,6 +65,15 @@ def test_hh_completions_that_go_on_past_the_reply_are_said_at_start(tmp_path: Pa
     load_run_data(config, rows, None, torch.device("cpu"), lines.append)
     notes = [line for line in lines if "does not write" in line]
     assert len(notes) == 1 and "(first: train_dataset: row 2, a 'Human' message)" in notes[0]
+    lines.clear()
+    config = tiny_config(folder, None, tmp_path / "out", assistant_only_loss=True)
+    load_run_data(config, rows, None, torch.device("cpu"), lines.append)
+    notes = [line for line in lines if "does not write" in line]
+    assert notes[0].endswith(
+        "message): those of 1 text completions (an HH transcript's 'Human' turn) train as the "
+        "policy's own, as assistant_only_loss finds turns in messages only: end each text "
+        "completion before its next 'Human:' turn"
+    )
     lines.clear()
     load_run_data(config, rows[:1], None, torch.device("cpu"), lines.append)
     assert not [line for line in lines if "does not write" in line]

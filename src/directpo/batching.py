@@ -32,6 +32,7 @@ import torch
 from directpo.attention import VarlenPlan, build_plan
 from directpo.devices import to_device
 from directpo.flexattention import FlexBlocks, block_mask, flex_blocks
+from directpo.pair_store import Spans
 from directpo.tokenization import TokenizedPair
 from directpo.vision import VisionInputs, batch_tensors
 
@@ -149,6 +150,8 @@ class Segment:
     completions: Sequence[Sequence[int]]
     sequences: Sequence[int]  # output index of each completion
     vision: VisionInputs | None = None  # the prompt's images
+    # each completion's token spans left unscored (assistant_only_loss): none by default
+    unscored: Sequence[Spans] = ()
 
     def __len__(self) -> int:
         return len(self.prompt) + sum(len(c) for c in self.completions)
@@ -167,21 +170,28 @@ def collate_pairs(
     n = len(pairs)
     if layout.share_prefix:
         segments = [
-            Segment(p.prompt_ids, (p.chosen_ids, p.rejected_ids), (i, n + i), p.vision)
+            Segment(p.prompt_ids, (p.chosen_ids, p.rejected_ids), (i, n + i), p.vision, p.unscored)
             for i, p in enumerate(pairs)
         ]
     else:
         segments = [
-            Segment(p.prompt_ids, (p.chosen_ids,), (i,), p.vision) for i, p in enumerate(pairs)
+            Segment(p.prompt_ids, (p.chosen_ids,), (i,), p.vision, p.unscored[:1])
+            for i, p in enumerate(pairs)
         ]
         segments += [
-            Segment(p.prompt_ids, (p.rejected_ids,), (n + i,), p.vision)
+            Segment(p.prompt_ids, (p.rejected_ids,), (n + i,), p.vision, p.unscored[1:])
             for i, p in enumerate(pairs)
         ]
     batch = collate_segments(segments, pad_token_id, 2 * n, layout, num_pairs=n)
     if reference_logps is not None:
         batch.reference_logps = torch.cat([reference_logps[:, 0], reference_logps[:, 1]])
     return batch
+
+
+def _unscored_positions(unscored: Sequence[Spans], index: int) -> set[int]:
+    """Token positions of completion ``index`` that are not scored (assistant_only_loss)."""
+    spans = unscored[index] if index < len(unscored) else ()
+    return {j for start, end in spans for j in range(start, end)}
 
 
 def collate_sequences(rows: Sequence[tuple[Any, ...]], pad_token_id: int) -> Batch:
@@ -268,9 +278,11 @@ def collate_segments(
                 # Token j of the completion (position n_prompt + j) is predicted by the token
                 # at position n_prompt + j - 1: the prompt's last token for j = 0.
                 start = offset + len(ids)
+                skipped = _unscored_positions(segment.unscored, branch - 1)
                 for j, token in enumerate(completion):
                     source = start + j - 1 if j > 0 else offset + n_prompt - 1
-                    if source >= offset:  # an empty prompt leaves the first token unscored
+                    # an empty prompt leaves the first token unscored
+                    if source >= offset and j not in skipped:
                         predict_from.append(r * width + source)
                         target_ids.append(token)
                         target_sequence.append(sequence)

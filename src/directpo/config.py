@@ -452,6 +452,18 @@ class DPOConfig(Options):
         "Maximum tokens of each completion, cut from the right (null: only max_length limits "
         "them).",
     )
+    assistant_only_loss: bool = option(
+        False,
+        "Score only the tokens of a completion's assistant messages: in a conversational "
+        "completion that holds messages the model does not write (a tool's result between a "
+        "tool call and the answer, a user turn between replies), their tokens (and the next "
+        "reply's header) are left out of log π(y|x), of the reference's, and of the token counts "
+        "that length-normalised losses and the logps/* metrics use (TRL's SFTConfig name; found "
+        "by rendering prefixes of the conversation, so any template works; a row whose template "
+        "leaves no exact boundary is refused). Default false, as TRL's DPOTrainer, which sums "
+        "every completion token: the paper's log π(y|x) is over the policy's own tokens, so set "
+        "it true for tool-use or multi-turn completions.",
+    )
 
     # --- online DPO -------------------------------------------------------------------------
     online: bool = option(

@@ -19,6 +19,10 @@ from directpo.vision import VisionInputs
 
 FLUSH = 1024  # pairs held as lists before they join the buffer
 
+# [start, end) token spans of a completion that are not scored: the tokens of messages the model
+# does not write (a tool's result, a user turn; ``assistant_only_loss``, turn_masks.py)
+Spans = tuple[tuple[int, int], ...]
+
 
 @dataclass(frozen=True)
 class TokenizedPair:
@@ -26,6 +30,7 @@ class TokenizedPair:
     chosen_ids: list[int]
     rejected_ids: list[int]
     vision: VisionInputs | None = None  # the prompt's image inputs (vision-language models)
+    unscored: tuple[Spans, Spans] = ((), ())  # chosen's and rejected's tokens left unscored
 
     @property
     def num_tokens(self) -> int:
@@ -54,6 +59,7 @@ class PairStore(Sequence[TokenizedPair]):
         ids: np.ndarray,
         lengths: np.ndarray,
         vision: dict[int, VisionInputs] | None = None,
+        unscored: dict[int, tuple[Spans, Spans]] | None = None,
     ):
         self.ids = ids
         self.lengths = np.asarray(lengths, dtype=np.int64).reshape(
@@ -64,6 +70,7 @@ class PairStore(Sequence[TokenizedPair]):
         ends = np.cumsum(self.lengths.reshape(-1))
         self._starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)
         self.vision = vision or {}  # pair index -> its prompt's image inputs
+        self.unscored = unscored or {}  # pair index -> its unscored spans (few pairs have any)
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -84,7 +91,7 @@ class PairStore(Sequence[TokenizedPair]):
         for k in range(3):
             start = int(self._starts[at + k])
             parts.append(self.ids[start : start + int(self.lengths[index, k])].tolist())
-        return TokenizedPair(*parts, self.vision.get(index))
+        return TokenizedPair(*parts, self.vision.get(index), self.unscored.get(index, ((), ())))
 
     def __iter__(self) -> Iterator[TokenizedPair]:
         return (self[i] for i in range(len(self)))
@@ -126,10 +133,13 @@ class PairStoreBuilder:
         self._pending: list[int] = []
         self._pending_pairs = 0
         self._vision: dict[int, VisionInputs] = {}
+        self._unscored: dict[int, tuple[Spans, Spans]] = {}
 
     def append(self, pair: TokenizedPair) -> None:
         if pair.vision is not None:
             self._vision[len(self._lengths)] = pair.vision
+        if any(pair.unscored):
+            self._unscored[len(self._lengths)] = pair.unscored
         parts = (pair.prompt_ids, pair.chosen_ids, pair.rejected_ids)
         self._lengths.append((len(parts[0]), len(parts[1]), len(parts[2])))
         for part in parts:
@@ -150,7 +160,7 @@ class PairStoreBuilder:
         ids = np.concatenate([np.empty(0, dtype), *self._chunks], dtype=dtype)
         self._chunks = []
         lengths = np.array(self._lengths, dtype=np.int64).reshape(-1, 3)
-        return PairStore(ids, lengths, self._vision)
+        return PairStore(ids, lengths, self._vision, self._unscored)
 
 
 def pair_store(pairs: Any) -> PairStore:

@@ -27,7 +27,7 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ from directpo.distributed import (
     shard,
 )
 from directpo.errors import first_line
-from directpo.pair_store import id_parts
+from directpo.pair_store import PairStore, id_parts
 from directpo.reference import ReferenceProvider
 from directpo.tokenization import TokenizedPair
 
@@ -247,7 +247,19 @@ def data_fingerprint(pairs: Sequence[TokenizedPair]) -> str:
             digest.update(np.asarray(ids, dtype="<u4").tobytes())
         if vision is not None:  # the same image tokens with other pixels differ
             digest.update(vision.digest.encode())
+    # the same ids scored without the tokens of tool results (assistant_only_loss) differ; pairs
+    # without such spans keep their earlier keys
+    unscored = _unscored(pairs)
+    if unscored:
+        digest.update(json.dumps(unscored).encode())
     return digest.hexdigest()
+
+
+def _unscored(pairs: Sequence[TokenizedPair]) -> list[tuple[int, Any]]:
+    """(index, unscored spans) of the pairs that have any (a store's from its index of them)."""
+    if isinstance(pairs, PairStore):
+        return sorted(pairs.unscored.items())
+    return [(index, pair.unscored) for index, pair in enumerate(pairs) if any(pair.unscored)]
 
 
 def precompute_reference_logps(

@@ -368,6 +368,7 @@ def _tokenize(
         "skip_invalid_rows": config.skip_invalid_rows,
         "chat_template_kwargs": config.chat_template_kwargs,
         "stop_ids": list(stop_ids or ()),
+        "assistant_only_loss": config.assistant_only_loss,
     }
 
     def tokenize() -> TokenizedData:
@@ -387,14 +388,8 @@ def _tokenize(
         for role in [others_turn(example.chosen) or others_turn(example.rejected)]
         if role
     ]
-    if others:  # a per-token mask would leave them out; until then, said once
-        whose = "pair's" if len(others) == 1 else "pairs'"
-        echo(
-            f"note: {name}: {len(others)} {whose} completions hold messages the model does not "
-            f"write (first: {others[0][0]}, a '{others[0][1]}' message): their tokens train as "
-            "the policy's own (as in TRL); to train only its replies, end each completion "
-            "before the first such message"
-        )
+    if others:  # said once, with what the run does with them
+        echo(_others_note(name, others, config.assistant_only_loss))
     starved, completions = tokenized.starved_completions(), 2 * len(tokenized.pairs)
     if completions and starved > completions / 10:  # a few are normal; many waste the run
         limit = short_completion_limit(config.max_length or 0)
@@ -405,6 +400,30 @@ def _tokenize(
             "or drop such rows"
         )
     return PairSet(tokenized.pairs, tokenized.sources)
+
+
+def _others_note(name: str, others: list[tuple[str, str]], assistant_only: bool) -> str:
+    """The start note on completions holding turns the model does not write: what the run
+    does with their tokens. ``others``: (row, role of the first such turn) of each pair."""
+    whose = "pair's" if len(others) == 1 else "pairs'"
+    messages = [where for where, role in others if role != "Human"]  # (not an HH text's turn)
+    if assistant_only and len(messages) == len(others):
+        done = "their tokens are left out of the log-probs (assistant_only_loss)"
+    elif assistant_only:
+        done = (
+            f"those of {len(others) - len(messages)} text completions (an HH transcript's "
+            "'Human' turn) train as the policy's own, as assistant_only_loss finds turns in "
+            "messages only: end each text completion before its next 'Human:' turn"
+        )
+    else:
+        done = (
+            "their tokens train as the policy's own (as in TRL); set assistant_only_loss true to "
+            "score only its replies"
+        )
+    return (
+        f"note: {name}: {len(others)} {whose} completions hold messages the model does not "
+        f"write (first: {others[0][0]}, a '{others[0][1]}' message): {done}"
+    )
 
 
 def _stop_ids(config: DPOConfig) -> list[int]:

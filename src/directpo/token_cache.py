@@ -40,7 +40,14 @@ FORMAT = 1  # of the files: a change of layout makes other keys
 KEEP_ENTRIES = 8  # cache files kept, newest used first: each is 2-4 bytes a token
 # the modules whose code decides the ids (messages.py: how message content reaches the chat
 # template, text parts joined; data.py's rows are hashed as what it made of them)
-RULES = ("tokenization.py", "chat_split.py", "stops.py", "vision.py", "messages.py")
+RULES = (
+    "tokenization.py",
+    "chat_split.py",
+    "turn_masks.py",
+    "stops.py",
+    "vision.py",
+    "messages.py",
+)
 
 
 def cache_folder() -> Path:
@@ -148,6 +155,8 @@ def _write(path: Path, tokenized: TokenizedData, data: PreferenceData) -> str | 
         "truncated": dict(tokenized.truncated),
         "skipped": dict(tokenized.skipped),
         "examples": len(data.examples),
+        # each pair's unscored spans (assistant_only_loss): few pairs have any
+        "unscored": {str(index): spans for index, spans in store.unscored.items()},
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -194,6 +203,10 @@ def _read(
         with np.load(path) as stored:
             ids, lengths, kept = stored["ids"], stored["lengths"], stored["kept"]
             meta = json.loads(str(stored["meta"]))
+        unscored = {
+            int(index): tuple(tuple((int(a), int(b)) for a, b in side) for side in spans)
+            for index, spans in meta.get("unscored", {}).items()
+        }
         if (
             meta["examples"] != len(data.examples)
             or lengths.shape != (len(kept), 3)
@@ -211,7 +224,7 @@ def _read(
     with contextlib.suppress(OSError):  # (a cache shared read-only is still read)
         os.utime(path)  # the newest used are the ones kept
     return TokenizedData(
-        pairs=PairStore(ids, lengths),  # held as read: 2 or 4 bytes an id
+        pairs=PairStore(ids, lengths, unscored=unscored),  # held as read: 2 or 4 bytes an id
         sources=[data.examples[i].where for i in kept.tolist()],
         truncated=Counter(meta["truncated"]),
         skipped=Counter(meta["skipped"]),

@@ -59,9 +59,10 @@ from directpo.data import (
 )
 from directpo.errors import DataError, ModelLoadError, first_line
 from directpo.messages import Text, function_names, is_prefilled, text_contents
-from directpo.pair_store import PairStoreBuilder, TokenizedPair
+from directpo.pair_store import PairStoreBuilder, Spans, TokenizedPair
 from directpo.refusals import SKIP_HINT, RefusedRows
 from directpo.stops import end_at_stop
+from directpo.turn_masks import IMAGES_AND_TURNS, kept_spans, others_turn, pair_spans
 from directpo.vision import (
     ImageError,
     VisionInputs,
@@ -130,8 +131,12 @@ class PairTokenizer:
         chat_template_kwargs: dict[str, Any] | None = None,
         processor: Any = None,
         stop_ids: Iterable[int] = (),
+        assistant_only: bool = False,
     ):
         self.tokenizer = tokenizer
+        # assistant_only_loss: the tokens of a completion's messages the model does not write
+        # are left unscored (turn_masks.py)
+        self.assistant_only = assistant_only
         self.processor = processor  # a vision-language model's: prompts with images
         self.template_kwargs = dict(chat_template_kwargs or {})
         self.max_length = max_length if max_length is not None else sys.maxsize
@@ -365,7 +370,8 @@ class PairTokenizer:
                         if isinstance(item[2], RowError)
                         else self._tail(prompt_ids, next(ids), item[2])
                     )
-                    results.append(self._pair(prompt_ids, chosen_ids, rejected_ids, cuts))
+                    unscored = self._unscored(example, item, prompt_ids, (chosen_ids, rejected_ids))
+                    results.append(self._pair(prompt_ids, chosen_ids, rejected_ids, cuts, unscored))
                 truncated.update(cuts)
             except RowError as err:
                 results.append(err)
@@ -395,14 +401,31 @@ class PairTokenizer:
             return prompt_text, chosen_text, err
         return prompt_text, chosen_text, rejected_text
 
+    def _unscored(
+        self,
+        example: PreferenceExample,
+        texts: tuple[str, str, str | RowError],
+        head: list[int],
+        raws: tuple[list[int], list[int] | RowError],
+    ) -> tuple[Spans, Spans]:
+        """Each completion's token spans of messages the model does not write, when
+        ``assistant_only`` (spans of its raw ids, before EOS and truncation)."""
+        if not self.assistant_only:
+            return (), ()
+        render = partial(self._template, row_args=example.template_args)
+        return pair_spans(render, self._ids_many, example, texts, head, raws)
+
     def _pair(
         self,
         prompt_ids: list[int],
         chosen_ids: list[int],
         rejected_ids: list[int] | RowError,
         truncated: Counter[str],
+        unscored: tuple[Spans, Spans] = ((), ()),
     ) -> TokenizedPair:
-        """The BOS, EOS and truncation rules applied to a pair's raw ids."""
+        """The BOS, EOS and truncation rules applied to a pair's raw ids (``unscored``: spans
+        of them, ``_unscored``)."""
+        raw_lengths = len(chosen_ids), len(rejected_ids) if isinstance(rejected_ids, list) else 0
         prompt = self.truncate_prompt(self._with_bos(prompt_ids), truncated)
         whole = self._with_eos(chosen_ids)
         chosen = self.truncate_completion(whole, len(prompt), "chosen", truncated)
@@ -411,7 +434,11 @@ class PairTokenizer:
         whole_rejected = self._with_eos(rejected_ids)
         rejected = self.truncate_completion(whole_rejected, len(prompt), "rejected", truncated)
         self._require_distinct(len(prompt), (whole, whole_rejected), (chosen, rejected))
-        return TokenizedPair(prompt, chosen, rejected)
+        kept = (
+            kept_spans(unscored[0], raw_lengths[0], len(chosen)),
+            kept_spans(unscored[1], raw_lengths[1], len(rejected)),
+        )
+        return TokenizedPair(prompt, chosen, rejected, unscored=kept)
 
     def _require_distinct(
         self,
@@ -451,6 +478,8 @@ class PairTokenizer:
         """A pair whose prompt has images: the processor expands each image placeholder into
         the image's tokens. Such a prompt is never truncated (that would cut an image)."""
         prompt = self._name_images(example.prompt, example.images)
+        if self.assistant_only and (others_turn(example.chosen) or others_turn(example.rejected)):
+            raise RowError("assistant_only_loss with images", IMAGES_AND_TURNS)
         args = example.template_args
         prompt_text, chosen_text = self.render(prompt, example.chosen, args)
         _, rejected_text = self.render(prompt, example.rejected, args, prompt_text)
@@ -573,6 +602,7 @@ def tokenize_preferences(
     processor: Any = None,
     progress: str | None = None,
     stop_ids: Iterable[int] = (),
+    assistant_only_loss: bool = False,
 ) -> TokenizedData:
     """Tokenize every example; a row that cannot be tokenized fails (or is skipped).
     ``processor``: a vision-language model's, for rows with images. ``progress``: the name of
@@ -580,7 +610,7 @@ def tokenize_preferences(
     tokens besides EOS (``stops.generation_stop_ids``), where completions end."""
     encoder = PairTokenizer(
         tokenizer, max_length, max_prompt_length, max_completion_length, chat_template_kwargs,
-        processor, stop_ids,
+        processor, stop_ids, assistant_only_loss,
     )  # fmt: skip
     result = TokenizedData(pairs=[])  # rows skipped when read were said by the data's summary
     kept = PairStoreBuilder()  # ids held compactly from the start: lists of 100k pairs take GBs

@@ -1,0 +1,146 @@
+"""Where a completion's messages that the model does not write (a tool's result, a user turn
+between replies) lie in its rendered text, so that ``assistant_only_loss`` leaves their tokens
+out of log π(y|x).
+
+A run of such messages is found by rendering prefixes of the conversation, as the prompt's
+boundary is (chat_split.py), so any template works: it starts where the conversation up to the
+assistant message before it ends (less the whitespace after that turn's end token, which the
+model never samples) and ends where the conversation up to the next assistant message, with the
+generation prompt, ends (that turn's header is written by whoever runs the model, not by it). A
+template whose prefixes are not prefixes of the whole conversation (one that rewrites earlier
+turns, such as Qwen3's dropping their reasoning) leaves no exact place: the row is refused
+rather than trained with a mask that is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from directpo.chat_split import conversation
+from directpo.data import PreferenceExample, RowError
+from directpo.messages import Messages, others_turn
+from directpo.pair_store import Spans
+
+CharSpans = list[tuple[int, int]]
+
+__all__ = ["IMAGES_AND_TURNS", "kept_spans", "others_spans", "others_turn", "pair_spans"]
+
+IMAGES_AND_TURNS = (
+    "assistant_only_loss: the prompt has images and a completion holds messages the model does "
+    "not write (a tool's result, a user turn), whose tokens are not found in a prompt with "
+    "images; end the completion before its first such message, or set assistant_only_loss false"
+)
+
+
+def pair_spans(
+    render: Callable[..., str],
+    ids_many: Callable[[list[str]], list[list[int]]],
+    example: PreferenceExample,
+    texts: tuple[str, str, str | RowError],
+    head: list[int],
+    raws: tuple[list[int], list[int] | RowError],
+) -> tuple[Spans, Spans]:
+    """Chosen's and rejected's token spans of messages the model does not write (``texts``:
+    the prompt's and each completion's rendered text; ``head``: the prompt's raw ids;
+    ``raws``: each completion's raw ids as they follow it)."""
+    found: list[Spans] = [(), ()]
+    for side, completion in enumerate((example.chosen, example.rejected)):
+        text, raw = texts[side + 1], raws[side]
+        if isinstance(completion, str) or isinstance(raw, RowError) or not others_turn(completion):
+            continue
+        assert isinstance(text, str) and isinstance(example.prompt, list)
+        chars = others_spans(render, example.prompt, completion, text)
+        found[side] = token_spans(ids_many, texts[0], head, text, raw, chars) if chars else ()
+    return found[0], found[1]
+
+
+def others_spans(
+    render: Callable[..., str], prompt: Messages, completion: Messages, completion_text: str
+) -> CharSpans:
+    """[start, end) character spans of ``completion_text`` (the completion as chat_split.py
+    cut it from the whole rendering) that hold messages not written by the assistant; empty
+    for a completion of assistant messages only. ``render``: the row's chat template."""
+    full = render(conversation(prompt, completion))
+    # chat_split's completion is the rendering's tail, whitespace after the last turn dropped
+    base = len(full.rstrip()) - len(completion_text)
+    spans: CharSpans = []
+    i = 0
+    while i < len(completion):
+        if completion[i]["role"] == "assistant":
+            i += 1
+            continue
+        roles = [message["role"] for message in completion]
+        j = next((k for k in range(i, len(roles)) if roles[k] == "assistant"), None)
+        before = render(conversation(prompt, completion[:i])).rstrip()
+        start = _place(before, full, base, i)
+        if j is not None:
+            after = render(conversation(prompt, completion[:j]), add_generation_prompt=True)
+            end = _place(after, full, base, j)
+        else:  # the completion ends with them
+            end, j = len(completion_text), len(completion)
+        if end > start:
+            spans.append((start, end))
+        i = j
+    return spans
+
+
+def _place(prefix: str, full: str, base: int, number: int) -> int:
+    """Where ``prefix`` (the rendering of the conversation's first messages) ends in the
+    completion's text; refused where the whole conversation does not start with it."""
+    if not full.startswith(prefix) or len(prefix) < base:
+        raise RowError(
+            "chat template",
+            f"assistant_only_loss: the chat template renders the conversation up to the "
+            f"completion's message {number} differently from the start of the whole one (it "
+            "rewrites earlier turns), so the tokens of the messages the model does not write "
+            "cannot be found exactly; end the completion before its first such message, give "
+            "a template that renders turns once with the chat_template option, or set "
+            "assistant_only_loss false",
+        )
+    return len(prefix) - base
+
+
+def token_spans(
+    ids_many: Callable[[list[str]], list[list[int]]],
+    prompt_text: str,
+    head: list[int],
+    text: str,
+    raw: list[int],
+    chars: CharSpans,
+) -> Spans:
+    """``chars`` (spans of the completion's ``text``) as [start, end) spans of its ``raw`` ids
+    (as they follow the prompt, whose own ids are ``head``; or tokenized alone, where a token
+    crossed the prompt's end). Each boundary is where the ids of the text up to it end: a token
+    that crosses one (a template writing no special token between turns, merged by the
+    tokenizer) refuses the row, which would otherwise train part of that token."""
+    cuts = sorted({cut for span in chars for cut in span if cut < len(text)})
+    found = {len(text): len(raw)}
+    tokenized = ids_many([prompt_text + text[:cut] for cut in cuts] + [text[:cut] for cut in cuts])
+    for cut, joint, alone in zip(cuts, tokenized, tokenized[len(cuts) :], strict=False):
+        tail = joint[len(head) :] if joint[: len(head)] == head else None
+        if tail is not None and raw[: len(tail)] == tail:
+            found[cut] = len(tail)
+        elif raw[: len(alone)] == alone:
+            found[cut] = len(alone)
+        else:
+            raise RowError(
+                "chat template",
+                "assistant_only_loss: a token of the completion crosses the boundary of a "
+                f"message the model does not write (at {text[max(cut - 20, 0) : cut + 20]!r}), "
+                "so its tokens cannot be left out exactly; give a template that ends each turn "
+                "with a special token with the chat_template option, or set assistant_only_loss "
+                "false",
+            )
+    return tuple((found[start], found[end]) for start, end in chars)
+
+
+def kept_spans(spans: Spans, raw_length: int, length: int) -> Spans:
+    """``spans`` of the raw ids on the completion as it trains (``length`` ids: ended at its
+    stop token or given EOS, then truncated). A span that reached the raw end (a completion
+    ending with a tool's message) takes in the EOS given after it too."""
+    kept = []
+    for start, end in spans:
+        end = length if end >= raw_length else min(end, length)
+        if start < end:
+            kept.append((start, end))
+    return tuple(kept)

@@ -1,0 +1,170 @@
+"""assistant_only_loss: the tokens of a completion's messages the model does not write (a tool's
+result, a user turn) are left out of log π(y|x), found exactly in a real chat template's
+rendering, through every layout, truncation, the token cache and the reference's cache key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from directpo.batching import Layout, collate_pairs
+from directpo.data import load_preferences
+from directpo.errors import DataError
+from directpo.logprobs import model_logprobs
+from directpo.pair_store import pair_store
+from directpo.precompute import data_fingerprint
+from directpo.token_cache import _read, _write
+from directpo.tokenization import tokenize_preferences
+
+SMOLLM2 = Path("/root/.cache/directpo/models/SmolLM2-135M-Instruct")
+pytestmark = pytest.mark.skipif(not SMOLLM2.is_dir(), reason="SmolLM2's tokenizer is not here")
+
+# Qwen2.5's tool-calling template, cut to what decides the case: a call as <tool_call> JSON in
+# the assistant's turn, a tool's result as a user turn's <tool_response>
+QWEN_TOOLS = (
+    "{% for m in messages %}"
+    "{% if m.role in ('user', 'system') %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+    "{% elif m.role == 'assistant' %}<|im_start|>assistant\n{{ m.content }}"
+    "{% for c in m.tool_calls or [] %}<tool_call>\n"
+    '{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}}\n'
+    "</tool_call>{% endfor %}<|im_end|>\n"
+    "{% elif m.role == 'tool' %}<|im_start|>user\n<tool_response>\n{{ m.content }}\n"
+    "</tool_response><|im_end|>\n"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CALL = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+PROMPT = [{"role": "user", "content": "Weather in Paris?"}]
+TOOL_REPLY = [
+    {"role": "assistant", "content": "", "tool_calls": [CALL]},
+    {"role": "tool", "content": "18 C, sunny"},
+    {"role": "assistant", "content": "It is 18 C and sunny."},
+]
+ROW = {
+    "prompt": PROMPT,
+    "chosen": TOOL_REPLY,
+    "rejected": [{"role": "assistant", "content": "It rains."}],
+}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    tok = AutoTokenizer.from_pretrained(SMOLLM2)
+    tok.chat_template = QWEN_TOOLS
+    return tok
+
+
+def _pair(tokenizer, rows=(ROW,), max_length=512, **options):
+    return tokenize_preferences(load_preferences(list(rows)), tokenizer, max_length, **options)
+
+
+def test_the_unscored_tokens_are_exactly_the_tool_message_and_the_next_header(tokenizer) -> None:
+    """The span left out is what the template writes after the call's <|im_end|> up to the
+    answer's content: the tool's turn, the newline after each turn's end, and the answer's
+    '<|im_start|>assistant\\n' header (written by whoever runs the model), id for id as the
+    template's own renderings of the conversation's prefixes tokenize."""
+    pair = _pair(tokenizer, assistant_only_loss=True).pairs[0]
+    render = tokenizer.apply_chat_template
+    prompt = tokenizer(render(PROMPT, tokenize=False, add_generation_prompt=True)).input_ids
+    call_end = tokenizer(render(PROMPT + TOOL_REPLY[:1], tokenize=False).rstrip()).input_ids
+    answer_start = tokenizer(
+        render(PROMPT + TOOL_REPLY[:2], tokenize=False, add_generation_prompt=True)
+    ).input_ids
+    assert pair.chosen_ids[: len(answer_start) - len(prompt)] == answer_start[len(prompt) :]
+    assert pair.unscored == (((len(call_end) - len(prompt), len(answer_start) - len(prompt)),), ())
+    start, end = pair.unscored[0][0]
+    assert tokenizer.decode(pair.chosen_ids[start:end]) == (
+        "\n<|im_start|>user\n<tool_response>\n18 C, sunny\n</tool_response><|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert tokenizer.decode(pair.chosen_ids[end:]) == "It is 18 C and sunny.<|im_end|>"
+    off = _pair(tokenizer).pairs[0]  # the option off: the same ids, nothing left out
+    assert (off.prompt_ids, off.chosen_ids, off.rejected_ids) == (
+        pair.prompt_ids,
+        pair.chosen_ids,
+        pair.rejected_ids,
+    )
+    assert off.unscored == ((), ())
+
+
+def test_log_probs_sum_only_the_assistant_tokens_in_every_layout(tokenizer) -> None:
+    """The policy's log-probs and token counts equal a hand sum over the assistant's tokens
+    of the model's own forward (plain, prefix-shared and packed rows alike); with the option
+    off they are today's sums over every completion token, bitwise."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    masked = _pair(tokenizer, assistant_only_loss=True).pairs[0]
+    plain = _pair(tokenizer).pairs[0]
+    ids = masked.prompt_ids + masked.chosen_ids
+    with torch.no_grad():
+        logps = model(torch.tensor([ids])).logits[0].double().log_softmax(-1)
+    n = len(masked.prompt_ids)
+    token = [logps[n + j - 1, t].item() for j, t in enumerate(masked.chosen_ids)]
+    ((start, end),) = masked.unscored[0]
+    kept = [j for j in range(len(token)) if not start <= j < end]
+    layouts = [Layout(), Layout(share_prefix=True), Layout(pack=True)]
+    with torch.no_grad():
+        for layout in layouts:
+            sums, counts, *_ = model_logprobs(model, collate_pairs([masked], 0, layout=layout))
+            assert sums[0].item() == pytest.approx(sum(token[j] for j in kept), abs=1e-4)
+            assert counts.tolist() == [len(kept), len(masked.rejected_ids)]
+        today, today_counts, *_ = model_logprobs(model, collate_pairs([plain], 0))
+    assert today[0].item() == pytest.approx(sum(token), abs=1e-4)
+    assert today_counts.tolist() == [len(plain.chosen_ids), len(plain.rejected_ids)]
+    batch = collate_pairs([plain], 0)  # the option off builds today's batch
+    assert batch.target_ids.tolist() == plain.chosen_ids + plain.rejected_ids
+
+
+def test_truncation_cache_and_reference_key_keep_the_spans(tokenizer, tmp_path) -> None:
+    """A completion cut inside the tool's turn keeps the part of the span it has; the token
+    cache gives the spans back; the reference cache's key changes with them."""
+    whole = _pair(tokenizer, assistant_only_loss=True)
+    ((start, end),) = whole.pairs[0].unscored[0]
+    prompt_length = len(whole.pairs[0].prompt_ids)
+    cut = _pair(tokenizer, max_length=prompt_length + start + 3, assistant_only_loss=True)
+    assert cut.pairs[0].unscored == (((start, start + 3),), ())
+    data = load_preferences([ROW])
+    path = tmp_path / "pairs.npz"
+    assert _write(path, whole, data) is None
+    read = _read(path, data, print, "train")
+    assert read is not None and list(read.pairs) == list(whole.pairs)
+    assert read.pairs[0].unscored == whole.pairs[0].unscored
+    plain = _pair(tokenizer)
+    assert data_fingerprint(pair_store(plain.pairs)) != data_fingerprint(whole.pairs)
+    assert data_fingerprint(list(whole.pairs)) == data_fingerprint(whole.pairs)
+
+
+def test_a_template_that_rewrites_earlier_turns_refuses_the_row(tokenizer) -> None:
+    """A template that renders an earlier assistant turn otherwise once a user turn follows
+    (as Qwen3 drops its reasoning) leaves no exact boundary: the row is refused in one line,
+    not trained with a wrong mask; with the option off it trains as before."""
+    rewriting = AutoTokenizer.from_pretrained(SMOLLM2)
+    rewriting.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+        "{% if m.role == 'assistant' and not loop.last %}(earlier) {% endif %}"
+        "{{ m.content }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    row = {
+        "prompt": PROMPT,
+        "chosen": [
+            {"role": "assistant", "content": "Which unit?"},
+            {"role": "user", "content": "Celsius."},
+            {"role": "assistant", "content": "18 C."},
+        ],
+        "rejected": [{"role": "assistant", "content": "No idea."}],
+    }
+    with pytest.raises(DataError) as info:
+        _pair(rewriting, [row], assistant_only_loss=True)
+    assert str(info.value).startswith(
+        "rows: row 1: assistant_only_loss: the chat template renders the conversation up to the "
+        "completion's message 1 differently from the start of the whole one"
+    )
+    assert len(_pair(rewriting, [row])) == 1
