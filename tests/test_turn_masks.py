@@ -168,3 +168,53 @@ def test_a_template_that_rewrites_earlier_turns_refuses_the_row(tokenizer) -> No
         "completion's message 1 differently from the start of the whole one"
     )
     assert len(_pair(rewriting, [row])) == 1
+
+
+def _tiny_model(tokenizer, folder: Path, seed: int) -> Path:
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"), initializer_range=0.5,
+    )  # fmt: skip  # (wide weights: the two models' log-probs differ by more than rounding)
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _hand_sum(folder: Path, prompt: list[int], completion: list[int], kept: list[int]) -> float:
+    model = LlamaForCausalLM.from_pretrained(folder).eval()
+    with torch.no_grad():
+        logps = model(torch.tensor([prompt + completion])).logits[0].double().log_softmax(-1)
+    n = len(prompt)
+    return sum(logps[n + j - 1, completion[j]].item() for j in kept)
+
+
+def test_score_uses_the_run_s_assistant_only_loss(tokenizer, tmp_path) -> None:
+    """The implicit reward of a run trained with assistant_only_loss is over the tokens it
+    trained: from_run reads the option from config.yaml (a reward over every token would rank
+    pairs by the tool's output, which neither model writes); without it, every token."""
+    from directpo.reward import ImplicitReward
+
+    policy = _tiny_model(tokenizer, tmp_path / "run", seed=0)
+    reference = _tiny_model(tokenizer, tmp_path / "ref", seed=1)
+    (policy / "config.yaml").write_text(
+        f"model_name_or_path: {reference}\noutput_dir: {policy}\nbeta: 0.5\n"
+        "assistant_only_loss: true\n"
+    )
+    pair = _pair(tokenizer, assistant_only_loss=True).pairs[0]
+    ((start, end),) = pair.unscored[0]
+    every = list(range(len(pair.chosen_ids)))
+    rewards = []
+    for scorer, kept in (
+        (ImplicitReward.from_run(str(policy)), [j for j in every if not start <= j < end]),
+        (ImplicitReward(policy, reference, 0.5), every),
+    ):
+        chosen, _ = scorer.score_pairs(load_preferences([ROW]).examples)[0]
+        expected = 0.5 * (
+            _hand_sum(policy, pair.prompt_ids, pair.chosen_ids, kept)
+            - _hand_sum(reference, pair.prompt_ids, pair.chosen_ids, kept)
+        )
+        assert chosen == pytest.approx(expected, rel=1e-4)
+        rewards.append(chosen)
+    assert abs(rewards[0] - rewards[1]) > 0.1  # (the tool's tokens weigh in the reward)

@@ -196,9 +196,10 @@ def _unscored_positions(unscored: Sequence[Spans], index: int) -> set[int]:
 
 def collate_sequences(rows: Sequence[tuple[Any, ...]], pad_token_id: int) -> Batch:
     """Plain right-padded (prompt, completion) rows, or (prompt, completion, image inputs) for
-    a vision-language model; sequence i is row i."""
+    a vision-language model, or (prompt, completion, image inputs, unscored spans:
+    assistant_only_loss); sequence i is row i."""
     segments = [
-        Segment(row[0], (row[1],), (i,), row[2] if len(row) > 2 else None)
+        Segment(row[0], (row[1],), (i,), row[2] if len(row) > 2 else None, row[3:4])
         for i, row in enumerate(rows)
     ]
     return collate_segments(segments, pad_token_id, len(rows), PLAIN)

@@ -460,7 +460,8 @@ class DPOConfig(Options):
         "reply's header) are left out of log π(y|x), of the reference's, and of the token counts "
         "that length-normalised losses and the logps/* metrics use (TRL's SFTConfig name; found "
         "by rendering prefixes of the conversation, so any template works; a row whose template "
-        "leaves no exact boundary is refused). Default false, as TRL's DPOTrainer, which sums "
+        "leaves no exact boundary is refused; score and rank of the run read it from its "
+        "config.yaml). Default false, as TRL's DPOTrainer, which sums "
         "every completion token: the paper's log π(y|x) is over the policy's own tokens, so set "
         "it true for tool-use or multi-turn completions.",
     )

@@ -78,8 +78,11 @@ class ImplicitReward:
     adapter folder's: its base's) and ``reference_kwargs`` (a revision, a subfolder, ...);
     ``trust_remote_code`` runs the code a folder ships with. Models run in eval mode and keep
     their own mode. ``chat_template_kwargs``: conversations are rendered with them, as in
-    training. ``ImplicitReward.from_run(run_dir)`` reads β, the reference, where the models were
-    loaded from, the length limits and the chat template arguments from a run's config.yaml.
+    training; ``assistant_only_loss``: a response's messages the model does not write (a tool's
+    result, a user turn) are left out of its log-probs, as in training.
+    ``ImplicitReward.from_run(run_dir)`` reads β, the reference, where the models were loaded
+    from, the length limits, the chat template arguments and ``assistant_only_loss`` from a
+    run's config.yaml.
     """
 
     # a hub id on a machine without the Hub sets the libraries' offline mode while loading
@@ -97,6 +100,7 @@ class ImplicitReward:
         batch_size: int = 8,
         dtype: str | torch.dtype = "float32",
         chat_template_kwargs: dict[str, Any] | None = None,
+        assistant_only_loss: bool = False,
         policy_kwargs: dict[str, Any] | None = None,
         reference_kwargs: dict[str, Any] | None = None,
         trust_remote_code: bool = False,
@@ -166,7 +170,7 @@ class ImplicitReward:
         self.encoder = PairTokenizer(
             tokenizer, max_length, max_prompt_length,
             chat_template_kwargs=chat_template_kwargs, processor=processor,
-            stop_ids=stop_token_ids(self.policy, tokenizer),
+            stop_ids=stop_token_ids(self.policy, tokenizer), assistant_only=assistant_only_loss,
         )  # fmt: skip
 
     @classmethod
@@ -228,6 +232,8 @@ class ImplicitReward:
             kwargs.setdefault("max_length", config.max_length)
             kwargs.setdefault("max_prompt_length", config.max_prompt_length)
             kwargs.setdefault("chat_template_kwargs", config.chat_template_kwargs)
+            # the reward over the tokens the run trained on (a tool's result left out or not)
+            kwargs.setdefault("assistant_only_loss", config.assistant_only_loss)
         reference: ModelLike | None = ref_model_name_or_path
         if in_checkpoint:
             reference = checkpoint_reference(Path(run_dir), start, kwargs)
@@ -319,7 +325,9 @@ class ImplicitReward:
                 )
             return self.beta * (policy - reference)
         if self.reference is None:
-            lengths = torch.tensor([max(len(row[1]), 1) for row in rows], dtype=torch.float64)
+            lengths = torch.tensor(
+                [max(scored_tokens(row), 1) for row in rows], dtype=torch.float64
+            )
             return self.beta * policy / lengths
         reference = sequence_logprobs(
             policy_logprobs_fn(self.reference),
@@ -330,6 +338,14 @@ class ImplicitReward:
             progress,
         )
         return self.beta * (policy - reference)
+
+
+def scored_tokens(row: tuple[Any, ...]) -> int:
+    """Tokens of a (prompt ids, response ids[, image inputs, unscored spans]) row that are
+    scored: a reference-free reward is per scored token, as training's length-normalised
+    losses count them."""
+    spans = row[3] if len(row) > 3 else ()
+    return len(row[1]) - sum(end - start for start, end in spans)
 
 
 def run_values_missing(
@@ -410,6 +426,7 @@ def row_encoder(run_dir: str, trust_remote_code: bool = False) -> PairTokenizer:
         config.max_prompt_length if config else None,
         chat_template_kwargs=config.chat_template_kwargs if config else None,
         processor=processor,
+        assistant_only=bool(config and config.assistant_only_loss),
     )
 
 

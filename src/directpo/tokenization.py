@@ -62,7 +62,7 @@ from directpo.messages import Text, function_names, is_prefilled, text_contents
 from directpo.pair_store import PairStoreBuilder, Spans, TokenizedPair
 from directpo.refusals import SKIP_HINT, RefusedRows
 from directpo.stops import end_at_stop
-from directpo.turn_masks import IMAGES_AND_TURNS, kept_spans, others_turn, pair_spans
+from directpo.turn_masks import IMAGES_AND_TURNS, completion_spans, kept_spans, others_turn
 from directpo.vision import (
     ImageError,
     VisionInputs,
@@ -370,7 +370,11 @@ class PairTokenizer:
                         if isinstance(item[2], RowError)
                         else self._tail(prompt_ids, next(ids), item[2])
                     )
-                    unscored = self._unscored(example, item, prompt_ids, (chosen_ids, rejected_ids))
+                    chosen_spans, rejected_spans = self._unscored(
+                        example.prompt, (example.chosen, example.rejected),
+                        example.template_args, item, prompt_ids, (chosen_ids, rejected_ids),
+                    )  # fmt: skip
+                    unscored = chosen_spans, rejected_spans
                     results.append(self._pair(prompt_ids, chosen_ids, rejected_ids, cuts, unscored))
                 truncated.update(cuts)
             except RowError as err:
@@ -403,17 +407,19 @@ class PairTokenizer:
 
     def _unscored(
         self,
-        example: PreferenceExample,
-        texts: tuple[str, str, str | RowError],
+        prompt: Text,
+        completions: Sequence[Text],
+        template_args: dict[str, Any] | None,
+        texts: Sequence[str | RowError],
         head: list[int],
-        raws: tuple[list[int], list[int] | RowError],
-    ) -> tuple[Spans, Spans]:
+        raws: Sequence[list[int] | RowError],
+    ) -> list[Spans]:
         """Each completion's token spans of messages the model does not write, when
-        ``assistant_only`` (spans of its raw ids, before EOS and truncation)."""
+        ``assistant_only`` (spans of its raw ids, before EOS and truncation; turn_masks.py)."""
         if not self.assistant_only:
-            return (), ()
-        render = partial(self._template, row_args=example.template_args)
-        return pair_spans(render, self._ids_many, example, texts, head, raws)
+            return [()] * len(completions)
+        render = partial(self._template, row_args=template_args)
+        return completion_spans(render, self._ids_many, prompt, completions, texts, head, raws)
 
     def _pair(
         self,
@@ -538,17 +544,24 @@ class PairTokenizer:
         images: tuple[Any, ...] | None = None,
         truncated: Counter[str] | None = None,
         template_args: dict[str, Any] | None = None,
-    ) -> tuple[list[int], list[int], VisionInputs | None]:
-        """(prompt ids, response ids, image inputs) of one prompt/response to score
-        (``template_args``: the row's own chat template arguments, as training renders it)."""
+    ) -> tuple[list[int], list[int], VisionInputs | None, Spans]:
+        """(prompt ids, response ids, image inputs, unscored spans) of one prompt/response to
+        score (``template_args``: the row's own chat template arguments, as training renders
+        it; the spans: its messages the model does not write, with ``assistant_only``)."""
         truncated = Counter() if truncated is None else truncated
         if not images:
-            return (*self.encode_response(prompt, response, truncated, template_args), None)
+            prompt_ids, response_ids, spans = self._response(
+                prompt, response, truncated, template_args
+            )
+            return prompt_ids, response_ids, None, spans
+        if self.assistant_only and not isinstance(response, str) and others_turn(response):
+            raise RowError("assistant_only_loss with images", IMAGES_AND_TURNS)
         prompt = self._name_images(prompt, images)
         prompt_text, response_text = self.render(prompt, response, template_args)
         ids, vision = self.image_prompt_ids(prompt_text, images)
         _, (response_ids,) = self._after(prompt_text, [response_text])
-        return ids, self.truncate_completion(response_ids, len(ids), "responses", truncated), vision
+        kept = self.truncate_completion(response_ids, len(ids), "responses", truncated)
+        return ids, kept, vision, ()
 
     def encode_response(
         self,
@@ -558,12 +571,27 @@ class PairTokenizer:
         template_args: dict[str, Any] | None = None,
     ) -> tuple[list[int], list[int]]:
         """(prompt ids, response ids) of one prompt/response, with every rule above applied."""
+        return self._response(prompt, response, truncated, template_args)[:2]
+
+    def _response(
+        self,
+        prompt: Text,
+        response: Text,
+        truncated: Counter[str],
+        template_args: dict[str, Any] | None,
+    ) -> tuple[list[int], list[int], Spans]:
+        """``encode_response``'s ids, and the response's unscored spans (``assistant_only``)."""
         prompt_text, response_text = self.render(prompt, response, template_args)
-        head, (response_ids,) = self._after(prompt_text, [response_text])
-        prompt_ids = self.truncate_prompt(self._with_bos(head), truncated)
-        return prompt_ids, self.truncate_completion(
-            response_ids, len(prompt_ids), "responses", truncated
+        head, joint = self._ids_many([prompt_text, prompt_text + response_text])
+        raw = self._tail(head, joint, response_text)
+        (spans,) = self._unscored(
+            prompt, [response], template_args, [prompt_text, response_text], head, [raw]
         )
+        prompt_ids = self.truncate_prompt(self._with_bos(head), truncated)
+        response_ids = self.truncate_completion(
+            self._with_eos(list(raw)), len(prompt_ids), "responses", truncated
+        )
+        return prompt_ids, response_ids, kept_spans(spans, len(raw), len(response_ids))
 
     def truncate_prompt(self, ids: list[int], truncated: Counter[str]) -> list[int]:
         if len(ids) <= self.max_prompt_length:

@@ -14,16 +14,16 @@ rather than trained with a mask that is wrong.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from directpo.chat_split import conversation
-from directpo.data import PreferenceExample, RowError
-from directpo.messages import Messages, others_turn
+from directpo.data import RowError
+from directpo.messages import Messages, Text, others_turn
 from directpo.pair_store import Spans
 
 CharSpans = list[tuple[int, int]]
 
-__all__ = ["IMAGES_AND_TURNS", "kept_spans", "others_spans", "others_turn", "pair_spans"]
+__all__ = ["IMAGES_AND_TURNS", "kept_spans", "others_spans", "others_turn", "completion_spans"]
 
 IMAGES_AND_TURNS = (
     "assistant_only_loss: the prompt has images and a completion holds messages the model does "
@@ -32,26 +32,27 @@ IMAGES_AND_TURNS = (
 )
 
 
-def pair_spans(
+def completion_spans(
     render: Callable[..., str],
     ids_many: Callable[[list[str]], list[list[int]]],
-    example: PreferenceExample,
-    texts: tuple[str, str, str | RowError],
+    prompt: Text,
+    completions: Sequence[Text],
+    texts: Sequence[str | RowError],
     head: list[int],
-    raws: tuple[list[int], list[int] | RowError],
-) -> tuple[Spans, Spans]:
-    """Chosen's and rejected's token spans of messages the model does not write (``texts``:
-    the prompt's and each completion's rendered text; ``head``: the prompt's raw ids;
-    ``raws``: each completion's raw ids as they follow it)."""
-    found: list[Spans] = [(), ()]
-    for side, completion in enumerate((example.chosen, example.rejected)):
-        text, raw = texts[side + 1], raws[side]
+    raws: Sequence[list[int] | RowError],
+) -> list[Spans]:
+    """Each completion's token spans of messages the model does not write (``texts``: the
+    prompt's rendered text, then each completion's; ``head``: the prompt's raw ids; ``raws``:
+    each completion's raw ids as they follow it)."""
+    found: list[Spans] = []
+    for completion, text, raw in zip(completions, texts[1:], raws, strict=True):
         if isinstance(completion, str) or isinstance(raw, RowError) or not others_turn(completion):
+            found.append(())
             continue
-        assert isinstance(text, str) and isinstance(example.prompt, list)
-        chars = others_spans(render, example.prompt, completion, text)
-        found[side] = token_spans(ids_many, texts[0], head, text, raw, chars) if chars else ()
-    return found[0], found[1]
+        assert isinstance(text, str) and isinstance(prompt, list) and isinstance(texts[0], str)
+        chars = others_spans(render, prompt, completion, text)
+        found.append(token_spans(ids_many, texts[0], head, text, raw, chars) if chars else ())
+    return found
 
 
 def others_spans(
