@@ -141,15 +141,43 @@ def test_truncation_cache_and_reference_key_keep_the_spans(tokenizer, tmp_path) 
     assert data_fingerprint(list(whole.pairs)) == data_fingerprint(whole.pairs)
 
 
-def test_a_template_that_rewrites_earlier_turns_refuses_the_row(tokenizer) -> None:
-    """A template that renders an earlier assistant turn otherwise once a user turn follows
-    (as Qwen3 drops its reasoning) leaves no exact boundary: the row is refused in one line,
-    not trained with a wrong mask; with the option off it trains as before."""
+# Qwen3's rule, cut to what decides the case: the last turn after the user's query writes a
+# (here empty) think block, an earlier one without reasoning none; so the conversation up to the
+# call renders it otherwise than the whole conversation does
+QWEN3_TOOLS = QWEN_TOOLS.replace(
+    "<|im_start|>assistant\n{{ m.content }}",
+    "<|im_start|>assistant\n{% if loop.last %}<think>\n\n</think>\n\n{% endif %}{{ m.content }}",
+)
+
+
+def test_a_turn_rendered_otherwise_once_others_follow_ends_at_its_stop_token(tokenizer) -> None:
+    """Qwen3 writes an empty think block in the last assistant turn only: the conversation up
+    to the call is then no prefix of the whole. The reply ends where the model stops, at the
+    last stop token (<|im_end|>) before the tool's message: the same span, found in the whole
+    rendering."""
+    qwen3 = AutoTokenizer.from_pretrained(SMOLLM2)
+    qwen3.chat_template = QWEN3_TOOLS
+    pair = _pair(qwen3, assistant_only_loss=True).pairs[0]
+    ((start, end),) = pair.unscored[0]
+    assert qwen3.decode(pair.chosen_ids[:start]).endswith("</tool_call><|im_end|>")
+    assert qwen3.decode(pair.chosen_ids[start:end]) == (
+        "\n<|im_start|>user\n<tool_response>\n18 C, sunny\n</tool_response><|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert qwen3.decode(pair.chosen_ids[end:]) == (
+        "<think>\n\n</think>\n\nIt is 18 C and sunny.<|im_end|>"
+    )
+
+
+def test_a_template_that_leaves_no_boundary_refuses_the_row(tokenizer) -> None:
+    """A template that renders an earlier assistant turn otherwise once a user turn follows,
+    and writes no stop token after it there, leaves no exact place where the reply ends: the
+    row is refused in one line, not trained with a wrong mask; with the option off it trains
+    as before."""
     rewriting = AutoTokenizer.from_pretrained(SMOLLM2)
     rewriting.chat_template = (
-        "{% for m in messages %}<|im_start|>{{ m.role }}\n"
-        "{% if m.role == 'assistant' and not loop.last %}(earlier) {% endif %}"
-        "{{ m.content }}<|im_end|>\n{% endfor %}"
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+        "{% if m.role != 'assistant' or loop.last %}<|im_end|>{% endif %}\n{% endfor %}"
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
     row = {

@@ -419,7 +419,10 @@ class PairTokenizer:
         if not self.assistant_only:
             return [()] * len(completions)
         render = partial(self._template, row_args=template_args)
-        return completion_spans(render, self._ids_many, prompt, completions, texts, head, raws)
+        stop_texts = [self.tokenizer.decode([stop]) for stop in sorted(self.stops)]
+        return completion_spans(
+            render, self._ids_many, prompt, completions, texts, head, raws, stop_texts
+        )
 
     def _pair(
         self,

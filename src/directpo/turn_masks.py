@@ -7,15 +7,17 @@ boundary is (chat_split.py), so any template works: it starts where the conversa
 assistant message before it ends (less the whitespace after that turn's end token, which the
 model never samples) and ends where the conversation up to the next assistant message, with the
 generation prompt, ends (that turn's header is written by whoever runs the model, not by it). A
-template whose prefixes are not prefixes of the whole conversation (one that rewrites earlier
-turns, such as Qwen3's dropping their reasoning) leaves no exact place: the row is refused
-rather than trained with a mask that is wrong.
+template that renders a reply otherwise once other turns follow it (Qwen3 writes an empty think
+block in the last turn only) has the reply end at the last stop token the whole rendering
+writes before the next message's content (where the model stops); one that writes none there
+leaves no exact place: the row is refused rather than trained with a mask that is wrong.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from directpo.chat_split import COMPLETION_MARK as MARK
 from directpo.chat_split import conversation
 from directpo.data import RowError
 from directpo.messages import Messages, Text, others_turn
@@ -40,6 +42,7 @@ def completion_spans(
     texts: Sequence[str | RowError],
     head: list[int],
     raws: Sequence[list[int] | RowError],
+    stop_texts: Sequence[str] = (),
 ) -> list[Spans]:
     """Each completion's token spans of messages the model does not write (``texts``: the
     prompt's rendered text, then each completion's; ``head``: the prompt's raw ids; ``raws``:
@@ -50,17 +53,23 @@ def completion_spans(
             found.append(())
             continue
         assert isinstance(text, str) and isinstance(prompt, list) and isinstance(texts[0], str)
-        chars = others_spans(render, prompt, completion, text)
+        chars = others_spans(render, prompt, completion, text, stop_texts)
         found.append(token_spans(ids_many, texts[0], head, text, raw, chars) if chars else ())
     return found
 
 
 def others_spans(
-    render: Callable[..., str], prompt: Messages, completion: Messages, completion_text: str
+    render: Callable[..., str],
+    prompt: Messages,
+    completion: Messages,
+    completion_text: str,
+    stop_texts: Sequence[str] = (),
 ) -> CharSpans:
     """[start, end) character spans of ``completion_text`` (the completion as chat_split.py
     cut it from the whole rendering) that hold messages not written by the assistant; empty
-    for a completion of assistant messages only. ``render``: the row's chat template."""
+    for a completion of assistant messages only. ``render``: the row's chat template;
+    ``stop_texts``: the model's stop tokens as text, where a reply ends when the template
+    renders the conversation up to it otherwise than within the whole one."""
     full = render(conversation(prompt, completion))
     # chat_split's completion is the rendering's tail, whitespace after the last turn dropped
     base = len(full.rstrip()) - len(completion_text)
@@ -73,7 +82,11 @@ def others_spans(
         roles = [message["role"] for message in completion]
         j = next((k for k in range(i, len(roles)) if roles[k] == "assistant"), None)
         before = render(conversation(prompt, completion[:i])).rstrip()
-        start = _place(before, full, base, i)
+        if full.startswith(before) and len(before) >= base:
+            start = len(before) - base
+        else:  # the template rewrites the turn once others follow (Qwen3's empty think block)
+            start = _after_stop(render, prompt, completion, i, full, base, stop_texts)
+            start = _place(before, full, base, i) if start is None else start
         if j is not None:
             after = render(conversation(prompt, completion[:j]), add_generation_prompt=True)
             end = _place(after, full, base, j)
@@ -85,6 +98,33 @@ def others_spans(
     return spans
 
 
+def _after_stop(
+    render: Callable[..., str],
+    prompt: Messages,
+    completion: Messages,
+    i: int,
+    full: str,
+    base: int,
+    stop_texts: Sequence[str],
+) -> int | None:
+    """Where the reply before completion message ``i`` ends in the completion's text: after
+    the last stop token the whole rendering writes before message i's content (the reply's
+    end-of-turn: the model stops there); None where no stop token is written in between."""
+    messages = conversation(prompt, completion)
+    at = len(messages) - len(completion) + i
+    marked = [*messages[:at], {**messages[at], "content": MARK + messages[at]["content"]}]
+    text = render(marked + messages[at + 1 :])
+    content = text.find(MARK)
+    if content < base or text.replace(MARK, "", 1) != full:
+        return None
+    ends = [full.rfind(stop, base, content) for stop in stop_texts if stop]
+    end = max(ends, default=-1)
+    if end < base:
+        return None
+    stop = max((s for s in stop_texts if s and full.startswith(s, end)), key=len)
+    return end + len(stop) - base
+
+
 def _place(prefix: str, full: str, base: int, number: int) -> int:
     """Where ``prefix`` (the rendering of the conversation's first messages) ends in the
     completion's text; refused where the whole conversation does not start with it."""
@@ -93,7 +133,8 @@ def _place(prefix: str, full: str, base: int, number: int) -> int:
             "chat template",
             f"assistant_only_loss: the chat template renders the conversation up to the "
             f"completion's message {number} differently from the start of the whole one (it "
-            "rewrites earlier turns), so the tokens of the messages the model does not write "
+            "rewrites earlier turns) and writes no stop token between, so the tokens of the "
+            "messages the model does not write "
             "cannot be found exactly; end the completion before its first such message, give "
             "a template that renders turns once with the chat_template option, or set "
             "assistant_only_loss false",
