@@ -47,6 +47,13 @@ def test_completions_with_turns_the_model_does_not_write_are_said_at_start(tmp_p
     ]
     lines.clear()
     load_run_data(config, rows[:1], None, torch.device("cpu"), lines.append)
+    assert [line for line in lines if "assistant_only_loss" in line] == [
+        "note: train: assistant_only_loss changes nothing: no completion holds a message the "
+        "model does not write (a tool's result, a user turn)"
+    ]
+    lines.clear()
+    config = tiny_config(folder, None, tmp_path / "out")
+    load_run_data(config, rows[:1], None, torch.device("cpu"), lines.append)
     assert not [line for line in lines if "does not write" in line]
 
 
@@ -75,6 +82,7 @@ def test_hh_completions_that_go_on_past_the_reply_are_said_at_start(tmp_path: Pa
         "completion before its next 'Human:' turn"
     )
     lines.clear()
+    config = tiny_config(folder, None, tmp_path / "out")
     load_run_data(config, rows[:1], None, torch.device("cpu"), lines.append)
     assert not [line for line in lines if "does not write" in line]
 

@@ -390,6 +390,11 @@ def _tokenize(
     ]
     if others:  # said once, with what the run does with them
         echo(_others_note(name, others, config.assistant_only_loss))
+    elif config.assistant_only_loss and name == "train":  # (an option that does nothing)
+        echo(
+            "note: train: assistant_only_loss changes nothing: no completion holds a message "
+            "the model does not write (a tool's result, a user turn)"
+        )
     starved, completions = tokenized.starved_completions(), 2 * len(tokenized.pairs)
     if completions and starved > completions / 10:  # a few are normal; many waste the run
         limit = short_completion_limit(config.max_length or 0)
