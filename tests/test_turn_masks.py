@@ -210,8 +210,7 @@ def _tiny_model(tokenizer, folder: Path, seed: int) -> Path:
     return folder
 
 
-def _hand_sum(folder: Path, prompt: list[int], completion: list[int], kept: list[int]) -> float:
-    model = LlamaForCausalLM.from_pretrained(folder).eval()
+def _hand_sum(model, prompt: list[int], completion: list[int], kept: list[int]) -> float:
     with torch.no_grad():
         logps = model(torch.tensor([prompt + completion])).logits[0].double().log_softmax(-1)
     n = len(prompt)
@@ -233,15 +232,15 @@ def test_score_uses_the_run_s_assistant_only_loss(tokenizer, tmp_path) -> None:
     pair = _pair(tokenizer, assistant_only_loss=True).pairs[0]
     ((start, end),) = pair.unscored[0]
     every = list(range(len(pair.chosen_ids)))
-    rewards = []
+    rewards, models = [], [LlamaForCausalLM.from_pretrained(f).eval() for f in (policy, reference)]
     for scorer, kept in (
         (ImplicitReward.from_run(str(policy)), [j for j in every if not start <= j < end]),
         (ImplicitReward(policy, reference, 0.5), every),
     ):
         chosen, _ = scorer.score_pairs(load_preferences([ROW]).examples)[0]
         expected = 0.5 * (
-            _hand_sum(policy, pair.prompt_ids, pair.chosen_ids, kept)
-            - _hand_sum(reference, pair.prompt_ids, pair.chosen_ids, kept)
+            _hand_sum(models[0], pair.prompt_ids, pair.chosen_ids, kept)
+            - _hand_sum(models[1], pair.prompt_ids, pair.chosen_ids, kept)
         )
         assert chosen == pytest.approx(expected, rel=1e-4)
         rewards.append(chosen)
