@@ -148,9 +148,12 @@ def trained_steps_kept(run: Run, done: int, save: Callable[[Run, int], Path]) ->
     try:
         yield
     except DirectpoError as error:
-        if done <= run.start_step or run.world.enabled or isinstance(error, TrainingStopped):
+        if done == 0 or run.world.enabled or isinstance(error, TrainingStopped):
             raise
-        existing = run.output_dir / f"checkpoint-{done}"  # (save_steps wrote it already)
+        # (save_steps wrote it already, or it is the one this run resumed from)
+        existing = run.output_dir / f"checkpoint-{done}"
+        if done <= run.start_step and not existing.is_dir():
+            raise  # nothing trained since the checkpoint resumed from elsewhere
         path = existing if existing.is_dir() else save(run, done)
         error.args = (
             f"{error}; the {done} step(s) trained are kept in {path.name}: fix it and continue "
