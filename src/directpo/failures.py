@@ -144,11 +144,14 @@ def trained_steps_kept(run: Run, done: int, save: Callable[[Run, int], Path]) ->
     process trained are checkpointed (``save(run, done)``), and the line says where and how
     to continue. They were lost: the run ended with its last save_steps checkpoint, or none.
     One process only: under torchrun the failing rank alone would enter the checkpoint's
-    collectives."""
+    collectives, so the line names the newest checkpoint there is, and the steps it lacks."""
     try:
         yield
     except DirectpoError as error:
-        if done == 0 or run.world.enabled or isinstance(error, TrainingStopped):
+        if done == 0 or isinstance(error, TrainingStopped):
+            raise
+        if run.world.enabled:
+            error.args = (f"{error}; {_kept_under_torchrun(run.output_dir, done)}",)
             raise
         # (save_steps wrote it already, or it is the one this run resumed from)
         existing = run.output_dir / f"checkpoint-{done}"
@@ -160,6 +163,24 @@ def trained_steps_kept(run: Run, done: int, save: Callable[[Run, int], Path]) ->
             "with resume_from_checkpoint: latest",
         )
         raise
+
+
+def _kept_under_torchrun(output_dir: Path, done: int) -> str:
+    """What of ``done`` trained steps a torchrun run stopped by its labeller keeps: its newest
+    save_steps checkpoint (none written for the failure, which one rank may meet alone)."""
+    kept = list_checkpoints(output_dir)
+    if not kept:
+        return (
+            f"no checkpoint holds the {done} step(s) trained (under torchrun only save_steps "
+            "writes one): fix it and train again"
+        )
+    newest = kept[-1].name
+    lost = done - int(newest.rsplit("-", 1)[1])
+    since = f", the {lost} step(s) since are not kept (save_steps)" if lost > 0 else ""
+    return (
+        f"the newest checkpoint is {newest}{since}: fix it and continue with "
+        "resume_from_checkpoint: latest"
+    )
 
 
 def what_is_kept(output_dir: Path) -> str:
