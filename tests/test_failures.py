@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import types
 from pathlib import Path
 
@@ -56,3 +57,33 @@ def test_a_labeller_failing_at_the_resumed_step_names_its_checkpoint(tmp_path) -
         "judge down; the 4 step(s) trained are kept in checkpoint-4: fix it and continue with "
         "resume_from_checkpoint: latest"
     )
+
+
+def test_a_save_only_model_checkpoint_is_replaced_by_one_that_resumes(tmp_path) -> None:
+    """With save_only_model, a labeller failing at the round after a save_steps checkpoint
+    named that checkpoint (weights only) and said to continue with resume_from_checkpoint:
+    latest, which then refused it as not resumable: the steps' optimizer and schedule were
+    lost. A full checkpoint of the step is written in its place."""
+    from directpo.trainer_state import trainer_state
+
+    folder = tmp_path / "checkpoint-4"
+    folder.mkdir()
+    (folder / "trainer_state.json").write_text(
+        json.dumps(trainer_state(4, {"model_only": True}, {}))
+    )
+    saved: list[int] = []
+
+    def save(run: object, done: int) -> Path:
+        saved.append(done)
+        return folder
+
+    run = _run(tmp_path, enabled=False)
+    with pytest.raises(DirectpoError) as failed, trained_steps_kept(run, 4, save):
+        raise DirectpoError("judge down")
+    assert saved == [4]
+    assert str(failed.value).endswith("kept in checkpoint-4: fix it and continue with "
+                                      "resume_from_checkpoint: latest")  # fmt: skip
+    (folder / "trainer_state.json").write_text(json.dumps(trainer_state(4, {}, {})))
+    with pytest.raises(DirectpoError), trained_steps_kept(run, 4, save):
+        raise DirectpoError("judge down")
+    assert saved == [4]  # a resumable one is kept as it is

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch.distributed as dist
 
-from directpo.checkpoint import list_checkpoints
+from directpo.checkpoint import list_checkpoints, not_resumable
 from directpo.distributed import World
 from directpo.errors import (
     CheckpointError,
@@ -153,11 +153,13 @@ def trained_steps_kept(run: Run, done: int, save: Callable[[Run, int], Path]) ->
         if run.world.enabled:
             error.args = (f"{error}; {_kept_under_torchrun(run.output_dir, done)}",)
             raise
-        # (save_steps wrote it already, or it is the one this run resumed from)
+        # (save_steps wrote it already, or it is the one this run resumed from); one written
+        # with save_only_model does not resume: the full one replaces it
         existing = run.output_dir / f"checkpoint-{done}"
-        if done <= run.start_step and not existing.is_dir():
+        kept = existing.is_dir() and not not_resumable(existing)
+        if done <= run.start_step and not kept:
             raise  # nothing trained since the checkpoint resumed from elsewhere
-        path = existing if existing.is_dir() else save(run, done)
+        path = existing if kept else save(run, done)
         error.args = (
             f"{error}; the {done} step(s) trained are kept in {path.name}: fix it and continue "
             "with resume_from_checkpoint: latest",
