@@ -87,3 +87,14 @@ def test_a_save_only_model_checkpoint_is_replaced_by_one_that_resumes(tmp_path) 
     with pytest.raises(DirectpoError), trained_steps_kept(run, 4, save):
         raise DirectpoError("judge down")
     assert saved == [4]  # a resumable one is kept as it is
+    # under torchrun (no checkpoint written there) a weights-only one is not named to resume
+    (folder / "trainer_state.json").write_text(
+        json.dumps(trainer_state(4, {"model_only": True}, {}))
+    )
+    torchrun = _run(tmp_path, enabled=True)
+    with pytest.raises(DirectpoError) as failed, trained_steps_kept(torchrun, 6, _never):
+        raise DirectpoError("judge down")
+    assert str(failed.value) == (
+        "judge down; no checkpoint holds the 6 step(s) trained (under torchrun only save_steps "
+        "writes one) (save_only_model's checkpoint-4 holds weights only): fix it and train again"
+    )

@@ -170,11 +170,13 @@ def trained_steps_kept(run: Run, done: int, save: Callable[[Run, int], Path]) ->
 def _kept_under_torchrun(output_dir: Path, done: int) -> str:
     """What of ``done`` trained steps a torchrun run stopped by its labeller keeps: its newest
     save_steps checkpoint (none written for the failure, which one rank may meet alone)."""
-    kept = list_checkpoints(output_dir)
+    written = list_checkpoints(output_dir)
+    kept = [path for path in written if not not_resumable(path)]  # (not save_only_model's)
     if not kept:
+        weights = f" (save_only_model's {written[-1].name} holds weights only)" if written else ""
         return (
             f"no checkpoint holds the {done} step(s) trained (under torchrun only save_steps "
-            "writes one): fix it and train again"
+            f"writes one){weights}: fix it and train again"
         )
     newest = kept[-1].name
     lost = done - int(newest.rsplit("-", 1)[1])
