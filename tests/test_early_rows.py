@@ -115,3 +115,38 @@ def test_an_output_dir_in_use_is_said_with_the_bad_rows(tmp_path) -> None:
     with pytest.raises(ConfigError) as info:  # rows given to train() in place of the file
         train(DPOConfig(**options), train_dataset=[GOOD, {"prompt": "a"}], echo=None)
     assert str(info.value).splitlines()[-1] == "  train_dataset: row 2: missing field 'chosen'"
+
+
+def test_trls_args_decide_how_the_rows_given_to_train_are_read(tmp_path) -> None:
+    """train(args=trl OnlineDPOConfig(...), train_dataset=prompts) with a refused value said the
+    prompts "column 'chosen' not found; set chosen_column / rejected_column": the rows were
+    read by the defaults (offline pairs), not by the args= config train() builds (online, whose
+    prompts are read by the run). A TRL DPOConfig's given rows are still said."""
+    online_dpo = pytest.importorskip("trl.experimental.online_dpo")
+    import warnings
+
+    from trl import DPOConfig as TRLConfig
+
+    from directpo import train
+
+    (tmp_path / "config.json").write_text("{}")  # (a model folder, as far as the check looks)
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "a"}, {"prompt": "b"}])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        online = online_dpo.OnlineDPOConfig(
+            output_dir=str(tmp_path / "o"), report_to="none", bf16=False
+        )
+        offline = TRLConfig(output_dir=str(tmp_path / "o"), report_to="none", bf16=False)
+    with pytest.raises(ConfigError) as info:
+        train(args=online, model=str(tmp_path), train_dataset=str(prompts), beta=-1, echo=None)
+    assert "chosen" not in str(info.value)
+    assert str(info.value).splitlines()[:2] == [
+        "2 options cannot be used:",
+        "  beta must be > 0 (got -1.0)",
+    ]
+    with pytest.raises(ConfigError) as info:
+        train(args=offline, model=str(tmp_path), train_dataset=str(prompts), beta=-1, echo=None)
+    assert str(info.value).splitlines()[-1] == (
+        f"  {prompts}: column 'chosen' not found (columns: prompt); set chosen_column / "
+        "rejected_column"
+    )

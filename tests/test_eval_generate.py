@@ -6,12 +6,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 from tiny import SENTIMENT_PAIRS, write_jsonl
 
 from directpo.cli import main
 from directpo.config import DPOConfig
-from directpo.errors import ConfigError, DataError
+from directpo.errors import ConfigError, DataError, DirectpoError
 from directpo.preflight import check_environment
+from directpo.tracking import read_metrics
 from directpo.trainer import train
 
 REWARD_MODULE = """
@@ -661,3 +664,63 @@ def test_eval_generate_samples_each_named_sets_prompts_in_turn(tiny_model_dirs, 
     rows = (tmp_path / "out" / "samples" / "step-1.jsonl").read_text().splitlines()
     prompts = [json.loads(row)["prompt"] for row in rows]
     assert prompts == ["Big 0:", "Small 0:", "Big 1:", "Small 1:", "Big 2:"]
+
+
+FLAKY_JUDGE = """
+import os
+calls = 0
+
+def flaky(prompts, completions):  # a judge that goes down at its second call
+    global calls
+    calls += 1
+    if os.environ.get("JUDGE_DOWN") and calls >= 2:
+        raise ConnectionError("judge unreachable")
+    return [float(len(c)) for c in completions]
+"""
+
+
+def test_an_evaluation_whose_labeller_failed_runs_again_on_resume(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """eval_generate's reward function failing at the last step's evaluation kept the steps in
+    a checkpoint, and the resume trained nothing, evaluated nothing and wrote the final model:
+    the run's final evaluation (its eval row, its samples, the best-model comparison) was never
+    made. The checkpoint marks the evaluation pending; the resume runs it first, and the run
+    ends with the uninterrupted run's metrics, samples and weights."""
+    judge = tmp_path / "flaky_judge.py"
+    judge.write_text(FLAKY_JUDGE)
+
+    def config(out: Path) -> DPOConfig:
+        return DPOConfig(
+            model_name_or_path=str(tiny_model_dirs["gpt2"]), train_file=str(pairs_file),
+            eval_file=str(pairs_file), output_dir=str(out), report_to=["none"], max_steps=2,
+            learning_rate=5e-3, per_device_train_batch_size=6, eval_steps=2, save_steps=0,
+            eval_generate=2, generate_max_new_tokens=4, reward_fn=f"{judge}:flaky",
+        )  # fmt: skip
+
+    straight, out = tmp_path / "straight", tmp_path / "out"
+    train(config(straight), echo=None)
+    monkeypatch.setenv("JUDGE_DOWN", "1")  # checked before training (call 1), step 2's fails
+    with pytest.raises(DirectpoError, match="kept in checkpoint-2: fix it and continue"):
+        train(config(out), echo=None)
+    assert not (out / "model.safetensors").exists()
+    monkeypatch.delenv("JUDGE_DOWN")
+    resumed = config(out)
+    resumed.resume_from_checkpoint = "latest"
+    lines: list[str] = []
+    train(resumed, echo=lines.append)
+
+    def evals(folder: Path) -> list[dict]:
+        return [r for r in read_metrics(folder) if "eval/reward" in r]
+
+    assert [r["step"] for r in evals(out)] == [2]
+    assert evals(out) == evals(straight)
+    assert (out / "samples" / "step-2.jsonl").read_text() == (
+        straight / "samples" / "step-2.jsonl"
+    ).read_text()
+    a, b = load_file(straight / "model.safetensors"), load_file(out / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the checkpoint saved again after its evaluation: a second resume evaluates nothing again
+    assert f"saved {out / 'checkpoint-2'}" in lines
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["stateful_callbacks"]["directpo"]["evaluation_pending"] is False

@@ -788,7 +788,8 @@ def test_a_reward_of_none_is_unscored_as_in_trl(tiny_model_dirs, tmp_path, onlin
 SHAPED = """
 def shaped(completions, trainer_state, **kwargs):  # TRL's reward shaped by the run's progress
     step = trainer_state.global_step
-    assert trainer_state.max_steps in (0, 4)  # (0: the check before training)
+    progress = step / trainer_state.max_steps  # (the check before training gave 0 steps)
+    assert trainer_state.max_steps == 4 and progress <= 1
     return [1000 * step + c.count("e") for c in completions]
 """
 
@@ -797,7 +798,9 @@ def test_reward_functions_get_trls_trainer_state(tiny_model_dirs, tmp_path, onli
     """TRL passes its reward functions ``trainer_state`` (the trainer's TrainerState: global
     step, max_steps, epoch), for rewards shaped by the run's progress; such a function failed
     at the check before training ('missing 1 required positional argument'). Each round's
-    calls now get the state at its first step, eval_generate's at its step."""
+    calls now get the state at its first step, eval_generate's at its step; the check's state
+    is step 0 of the run's max_steps (it gave 0 steps: global_step / max_steps divided by 0,
+    and the run never started)."""
     _, prompts = online_files
     judge = tmp_path / "shaped_judge.py"
     judge.write_text(SHAPED)

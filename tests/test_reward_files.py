@@ -631,3 +631,31 @@ def test_one_row_is_counted_in_the_singular(models, tmp_path) -> None:
         said.append,
     )  # fmt: skip
     assert said[-1] == f"wrote 1 completion for 1 prompt to {tmp_path / 'g.jsonl'}"
+
+
+def test_rank_reads_the_prompts_generate_sampled_from_a_pairs_file(models, tmp_path) -> None:
+    """generate --input hh.jsonl (Anthropic HH: chosen and rejected alone), then rank of its
+    output: rank said "missing field 'prompt'" of every row generate wrote, whose prompts it
+    had read as the pairs' shared start (an OpenAI-format row's input.messages, a
+    conversation's shared turns likewise). rank now reads the prompt as generate does: the
+    rewards are those of the same candidates under that prompt written out."""
+    policy, reference = models
+    common = ["--model_name_or_path", str(policy), "--ref_model_name_or_path", str(reference),
+              "--beta", "0.1"]  # fmt: skip
+    prompt, candidates = "\n\nHuman: Tell me a joke.\n\nAssistant:", [" Sure.", " No way."]
+    hh = {"chosen": f"{prompt} Sure, here is one.", "rejected": f"{prompt} No.",
+          "completions": candidates}  # fmt: skip
+    user = [{"role": "user", "content": "Tell me a joke."}]
+    openai = {"input": {"messages": user}, "preferred_output": [{"role": "assistant",
+              "content": "Sure."}], "non_preferred_output": [{"role": "assistant",
+              "content": "No."}], "completions": candidates}  # fmt: skip
+    implicit = write_jsonl(tmp_path / "generated.jsonl", [hh, openai])
+    written = [{"prompt": prompt, "completions": candidates},
+               {"prompt": user, "completions": candidates}]  # fmt: skip
+    explicit = write_jsonl(tmp_path / "explicit.jsonl", written)
+    for data in (implicit, explicit):
+        out = ["--output", str(tmp_path / f"ranked-{data.name}")]
+        assert main(["rank", *common, "--input", str(data), *out]) == 0
+    ranked = [r["ranked"] for r in read(tmp_path / "ranked-generated.jsonl")]
+    assert ranked == [r["ranked"] for r in read(tmp_path / "ranked-explicit.jsonl")]
+    assert ranked[0] != ranked[1]  # the text prompt and the conversation scored apart

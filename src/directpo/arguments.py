@@ -208,17 +208,24 @@ def ported_config(config: Any, options: dict[str, Any] | None = None) -> Any:
     ``online=True``. TRL's ``OnlineDPOConfig`` means ``online: true`` (its sampling defaults,
     max_new_tokens 64 and temperature 0.9, are always set). Anything else is returned as it
     is (checked_arguments says what train() takes)."""
-    if isinstance(config, DPOConfig) or config is None:
-        return config
-    if isinstance(config, Mapping):
-        fields = dict(config)
-    elif _is_training_arguments(config):
-        fields = config.to_dict()
-        if type(config).__name__ == "OnlineDPOConfig":
-            fields["online"] = True
-    else:
+    fields = ported_fields(config)
+    if fields is None:
         return config
     return DPOConfig(**_over(fields, options or {}))
+
+
+def ported_fields(config: Any) -> dict[str, Any] | None:
+    """The fields a ported config sets (``ported_config``'s: TRL's config, any
+    ``TrainingArguments``, a dict), ``online: true`` for an ``OnlineDPOConfig``; None for a
+    DPOConfig, None or anything else."""
+    if isinstance(config, Mapping):
+        return dict(config)
+    if isinstance(config, DPOConfig) or not _is_training_arguments(config):
+        return None
+    fields = config.to_dict()
+    if type(config).__name__ == "OnlineDPOConfig":
+        fields["online"] = True
+    return fields
 
 
 def _over(fields: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:

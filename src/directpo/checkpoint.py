@@ -94,7 +94,7 @@ def resolve_checkpoint(
     if value == "latest":
         skipped = []
         for candidate in reversed(list_checkpoints(output_dir)):
-            problem = verify_checkpoint(candidate) or _not_resumable(candidate)
+            problem = verify_checkpoint(candidate) or not_resumable(candidate)
             if problem is None:
                 for name, why in skipped:
                     echo(f"resume: skipped {name}: {why}")
@@ -114,7 +114,7 @@ def resolve_checkpoint(
         )
     path = Path(value)
     problem = verify_checkpoint(path)
-    if problem is None and _not_resumable(path):
+    if problem is None and not_resumable(path):
         problem = f"{MODEL_ONLY}; {_start_from(path)}"
     if problem is not None:
         raise CheckpointError(f"resume_from_checkpoint: {value}: {problem}")
@@ -135,7 +135,7 @@ def refuse_model_only(value: str, output_dir: str | Path) -> None:
         foreign = _foreign(Path(value))
         if foreign:
             raise CheckpointError(f"resume_from_checkpoint: {value}: {foreign}")
-        if _not_resumable(Path(value)):
+        if not_resumable(Path(value)):
             problem = f"{MODEL_ONLY}; {_start_from(Path(value))}"
             raise CheckpointError(f"resume_from_checkpoint: {value}: {problem}")
         return
@@ -151,7 +151,7 @@ def refuse_model_only(value: str, output_dir: str | Path) -> None:
             f"resume_from_checkpoint: latest: no directpo checkpoint in {output_dir} ({names}: "
             f"{_foreign(candidates[0])})"
         )
-    if all(_not_resumable(path) for path in candidates):
+    if all(not_resumable(path) for path in candidates):
         names = ", ".join(path.name for path in candidates)
         raise CheckpointError(
             f"resume_from_checkpoint: latest: no usable checkpoint in {output_dir} ({names}: "
@@ -174,7 +174,7 @@ def _start_from(path: Path) -> str:
     return f"start a new run from its weights (model_name_or_path: {path})"
 
 
-def _not_resumable(path: Path) -> str | None:
+def not_resumable(path: Path) -> str | None:
     """Why a (verified) checkpoint cannot continue a run: one written with save_only_model holds
     no optimizer state (transformers cannot resume one either; restarting AdamW's moments and
     the schedule would make another run, not this one continued)."""

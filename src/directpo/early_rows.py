@@ -135,12 +135,19 @@ def _with_rows_read(
 
 def _option_values(config: Any, options: Mapping[str, Any]) -> SimpleNamespace:
     """The options rows are read by, as ``config`` and ``options`` set them (the defaults
-    elsewhere): the config that holds them was refused, so it does not exist."""
+    elsewhere): the config that holds them was refused, so it does not exist. TRL's ``args=``
+    is the config, as train() reads it: an OnlineDPOConfig's prompts were read as pairs."""
+    from directpo.arguments import ported_fields, trainer_arguments
     from directpo.config import DPOConfig
 
     values = {f.name: f.default for f in dataclasses.fields(DPOConfig)}
-    if isinstance(config, Mapping):
-        values.update({k: v for k, v in config.items() if k in values})
+    try:
+        config, options = trainer_arguments(config, dict(options))
+    except ConfigError:  # (its own refusals are in the error)
+        config = options.get("args", config)
+    fields = ported_fields(config)
+    if fields is not None:
+        values.update({k: v for k, v in fields.items() if k in values})
     elif config is not None:
         values.update({k: getattr(config, k) for k in values if hasattr(config, k)})
     values.update({k: v for k, v in options.items() if k in values})

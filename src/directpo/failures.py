@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch.distributed as dist
 
-from directpo.checkpoint import list_checkpoints
+from directpo.checkpoint import list_checkpoints, not_resumable
 from directpo.distributed import World
 from directpo.errors import (
     CheckpointError,
@@ -144,19 +144,47 @@ def trained_steps_kept(run: Run, done: int, save: Callable[[Run, int], Path]) ->
     process trained are checkpointed (``save(run, done)``), and the line says where and how
     to continue. They were lost: the run ended with its last save_steps checkpoint, or none.
     One process only: under torchrun the failing rank alone would enter the checkpoint's
-    collectives."""
+    collectives, so the line names the newest checkpoint there is, and the steps it lacks."""
     try:
         yield
     except DirectpoError as error:
-        if done <= run.start_step or run.world.enabled or isinstance(error, TrainingStopped):
+        if done == 0 or isinstance(error, TrainingStopped):
             raise
-        existing = run.output_dir / f"checkpoint-{done}"  # (save_steps wrote it already)
-        path = existing if existing.is_dir() else save(run, done)
+        if run.world.enabled:
+            error.args = (f"{error}; {_kept_under_torchrun(run.output_dir, done)}",)
+            raise
+        # (save_steps wrote it already, or it is the one this run resumed from); one written
+        # with save_only_model does not resume: the full one replaces it
+        existing = run.output_dir / f"checkpoint-{done}"
+        kept = existing.is_dir() and not not_resumable(existing)
+        if done <= run.start_step and not kept:
+            raise  # nothing trained since the checkpoint resumed from elsewhere
+        path = existing if kept else save(run, done)
         error.args = (
             f"{error}; the {done} step(s) trained are kept in {path.name}: fix it and continue "
             "with resume_from_checkpoint: latest",
         )
         raise
+
+
+def _kept_under_torchrun(output_dir: Path, done: int) -> str:
+    """What of ``done`` trained steps a torchrun run stopped by its labeller keeps: its newest
+    save_steps checkpoint (none written for the failure, which one rank may meet alone)."""
+    written = list_checkpoints(output_dir)
+    kept = [path for path in written if not not_resumable(path)]  # (not save_only_model's)
+    if not kept:
+        weights = f" (save_only_model's {written[-1].name} holds weights only)" if written else ""
+        return (
+            f"no checkpoint holds the {done} step(s) trained (under torchrun only save_steps "
+            f"writes one){weights}: fix it and train again"
+        )
+    newest = kept[-1].name
+    lost = done - int(newest.rsplit("-", 1)[1])
+    since = f", the {lost} step(s) since are not kept (save_steps)" if lost > 0 else ""
+    return (
+        f"the newest checkpoint is {newest}{since}: fix it and continue with "
+        "resume_from_checkpoint: latest"
+    )
 
 
 def what_is_kept(output_dir: Path) -> str:

@@ -200,11 +200,16 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
 
 
 def check_labeller(
-    labeller: Labeller, prompts: list[Text | ImagePrompt], columns: list[dict], tokenizer: Any
+    labeller: Labeller,
+    prompts: list[Text | ImagePrompt],
+    columns: list[dict],
+    tokenizer: Any,
+    max_steps: int = 0,
 ) -> None:
     """Call the labeller once before training, so that a broken one fails in one line now."""
     sample = prompts[:2]
-    rewards = labeller(sample, [PROBE_COMPLETION] * len(sample), probe_rows(columns[:2], tokenizer))
+    rows = probe_rows(columns[:2], tokenizer, max_steps)
+    rewards = labeller(sample, [PROBE_COMPLETION] * len(sample), rows)
     if len(rewards) != len(sample):
         raise DirectpoError(
             f"the online labeller returned {len(rewards)} rewards for {len(sample)} completions"

@@ -107,11 +107,12 @@ def parse_prompt_and_responses(
     where: str,
     system_column: str | None = None,
 ) -> tuple[Text, list[Text]]:
-    """A prompt and one response or a list of responses (texts, or message lists)."""
+    """A prompt and one response or a list of responses (texts, or message lists). The prompt
+    is read as generate reads it (``_row_prompt``): rank said "missing field 'prompt'" of every
+    row generate wrote for an Anthropic HH file, whose prompts it had sampled from."""
+    row = _own_columns(row, prompt_column, where)
+    prompt = _row_prompt(row, prompt_column, system_column, where, parts=True)
     try:
-        prompt = text_or_messages(field_value(row, prompt_column), prompt_column, parts=True)
-        if system_column is not None:
-            prompt = system_prompt(row, system_column, prompt)
         value = field_value(row, response_column)
         many = isinstance(value, list) and not (value and isinstance(value[0], dict))
         values = value if many else [value]

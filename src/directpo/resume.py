@@ -92,6 +92,7 @@ def resume(run: Run) -> None:
     run.num_tokens = state.get("num_tokens", 0)  # (not in checkpoints of earlier versions)
     run.total_flos = state.get("total_flos", 0.0)
     run.best = BestModel.from_config(config, state.get("best"))
+    run.evaluation_pending = state.get("evaluation_pending", False)  # (trainer.py runs it)
     _say_eval_dtype_change(run, state, Path(checkpoint))
     run.echo(f"resumed from {checkpoint} at step {run.start_step}")
     on_main(world, lambda: retire_checkpoints_after(run.output_dir, run.start_step, run.echo))

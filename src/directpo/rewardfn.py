@@ -248,21 +248,31 @@ def _is_number(value: Any) -> bool:
 
 
 def check_reward_fn(
-    reward_fn: RewardFn, prompts: list[Any], rows: list[dict[str, Any]], tokenizer: Any
+    reward_fn: RewardFn,
+    prompts: list[Any],
+    rows: list[dict[str, Any]],
+    tokenizer: Any,
+    max_steps: int = 0,
 ) -> None:
     """Call ``reward_fn`` once on (at most two of) ``prompts`` (with their ``rows``) before
     training, so that a broken function fails in one line now, not after training work."""
     sample = prompts[:2]
     if sample:
-        reward_fn(sample, [PROBE_COMPLETION] * len(sample), probe_rows(rows[:2], tokenizer))
+        rows = probe_rows(rows[:2], tokenizer, max_steps)
+        reward_fn(sample, [PROBE_COMPLETION] * len(sample), rows)
 
 
 PROBE_COMPLETION = " This is a test completion."
 
 
-def probe_rows(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:
+def probe_rows(
+    rows: list[dict[str, Any]], tokenizer: Any, max_steps: int = 0
+) -> list[dict[str, Any]]:
     """``rows`` with the ``completion_ids`` of ``PROBE_COMPLETION`` and a ``trainer_state``
-    before the first step (for the checks)."""
+    before the first step (for the checks): step 0 of ``max_steps`` (the config's; 1 where
+    the epochs decide the count, known once the data is batched), never 0 steps, which a
+    reward shaped by the run's progress (global_step / max_steps) divided by at the check."""
     ids = tokenizer(PROBE_COMPLETION, add_special_tokens=False)["input_ids"]
-    state = trainer_state(0, 0, 1)
+    steps = max(max_steps, 1)
+    state = trainer_state(0, steps, steps)
     return [{**row, "completion_ids": ids, STATE: state} for row in rows]

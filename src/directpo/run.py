@@ -107,6 +107,7 @@ class Run:
     total_steps: int
     probe: UpdateProbe
     start_step: int = 0
+    evaluation_pending: bool = False  # the resumed step's evaluation failed (its labeller)
     from_python: tuple[str, ...] = ()  # train_dataset / eval_dataset given to train()
     logger: MetricsLogger = field(init=False)
     window: PairStats = field(default_factory=PairStats)  # metrics since the last log line

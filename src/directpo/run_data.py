@@ -212,7 +212,9 @@ def load_run_data(
         reward_fn=load_reward_fn(config.reward_fn) if config.reward_fn else None,
     )
     if data.reward_fn is not None:
-        check_reward_fn(data.reward_fn, data.eval_prompts, data.eval_rows, tokenizer)
+        check_reward_fn(
+            data.reward_fn, data.eval_prompts, data.eval_rows, tokenizer, config.max_steps
+        )
     if config.online:
         data.online_prompts, data.online_rows = _online_prompts(config, source, train_data, echo)
         where = str(config.prompt_file or source or train_data.source)
@@ -220,7 +222,8 @@ def load_run_data(
         check_prompts(tokenizer, data.online_prompts, label, None, kwargs)
         data.train_data = train_data or OnlineData(len(data.online_prompts), where)
         data.labeller = load_labeller(config, device)
-        check_labeller(data.labeller, data.online_prompts, data.online_rows, tokenizer)
+        args = (data.online_prompts, data.online_rows, tokenizer, config.max_steps)
+        check_labeller(data.labeller, *args)
     if isinstance(data.train_data, PreferenceData):
         # only its summary is read from here on (the model card): the validated rows, texts
         # and all (about 1.4x the file: 400-600 MB for 100k pairs), would otherwise stay in

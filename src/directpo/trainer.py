@@ -186,10 +186,9 @@ def _train(run: Run) -> TrainResult:
     with StopRequest() as stop, progress, explain_failures(run) as position:
         run.window_start = run.train_start = time.perf_counter()
         done = run.start_step  # (a run resumed at its last step trains no step)
-        position.evaluating = True
-        _evaluate_at_start(run, write)
-        position.evaluating = False
-        for step in range(run.start_step, total):
+        # (none when the resumed step's own evaluation spends early stopping's patience)
+        last = run.start_step if _evaluate_at_start(run, position, write) else total
+        for step in range(run.start_step, last):
             done = position.step = step + 1
             _start_round(run, step, write)  # online: a new round's pairs
             result = train_step(run, step, measure=logs_at(run, done))
@@ -326,10 +325,17 @@ def _evaluate_if_due(run: Run, done: int, position: Any, write: Callable[[str], 
     if not evaluates_at(run, done):
         return False
     position.evaluating = True
-    with trained_steps_kept(run, done, checkpoint_step):  # eval_generate's labeller may fail
+    with trained_steps_kept(run, done, _evaluation_pending):  # eval_generate's labeller may fail
         write(evaluate_step(run, done))
     position.evaluating = False
     return run.best.update(done, run.logger.rows[-1])
+
+
+def _evaluation_pending(run: Run, done: int) -> Path:
+    """The checkpoint of a step whose evaluation failed (eval_generate's labeller): the resume
+    evaluates that step first, or its eval row, its best-model comparison and, at the last
+    step, the run's final evaluation were skipped."""
+    return checkpoint_step(run, done, evaluation_pending=True)
 
 
 def _start_round(run: Run, step: int, write: Callable[[str], None]) -> None:
@@ -483,10 +489,14 @@ def evaluate_step(run: Run, done: int) -> str:
     return _format_metrics(done, run.total_steps, metrics)
 
 
-def checkpoint_step(run: Run, done: int, model_only: bool = False) -> Path:
+def checkpoint_step(
+    run: Run, done: int, model_only: bool = False, evaluation_pending: bool = False
+) -> Path:
     """A resumable checkpoint (float32 masters under mixed precision) of step ``done``; with
-    ``model_only`` (save_only_model), its weights without optimizer state, not resumable."""
+    ``model_only`` (save_only_model), its weights without optimizer state, not resumable;
+    ``evaluation_pending``: step ``done``'s evaluation failed, a resume runs it first."""
     state = {
+        "evaluation_pending": evaluation_pending,
         "log_window": vars(run.window),
         "num_tokens": run.num_tokens,
         "total_flos": run.total_flos,
@@ -523,15 +533,28 @@ def checkpoint_step(run: Run, done: int, model_only: bool = False) -> Path:
         )
 
 
-def _evaluate_at_start(run: Run, write: Callable[[str], None]) -> None:
+def _evaluate_at_start(run: Run, position: Any, write: Callable[[str], None]) -> bool:
     """``eval_on_start``'s baseline of the starting model (as in transformers, never the best);
-    an ``eval_delay`` that holds back every evaluation of the run is said at once."""
+    the resumed step's evaluation when it failed there (its labeller); an ``eval_delay`` that
+    holds back every evaluation of the run is said at once. Whether early stopping's patience
+    ran out at the resumed step."""
     if run.config.eval_on_start and run.start_step == 0 and evaluates(run):
+        position.evaluating = True
         write(evaluate_step(run, 0))
+        position.evaluating = False
+    if run.evaluation_pending:
+        _evaluate_if_due(run, run.start_step, position, write)
+        # saved again as a run that did not fail saves it, after the evaluation (the best
+        # value, and no second evaluation if this run stops before its next checkpoint)
+        write(f"saved {checkpoint_step(run, run.start_step)}")
+        if run.best.patience_spent():
+            write(f"early stopping after step {run.start_step}: {run.best.describe()}")
+            return True
     later = range(run.start_step + 1, run.total_steps + 1)
     delayed = run.config.eval_delay and evaluates(run)
     if delayed and not any(evaluates_at(run, step) for step in later):
         write(no_evaluation(run))
+    return False
 
 
 def _stop_requested(run: Run, stop: StopRequest) -> str | None:
