@@ -496,14 +496,11 @@ def test_a_dumped_trl_config_ports_with_its_values(tmp_path) -> None:
             DPOConfig(**options)
 
 
-def test_trls_config_object_given_to_train_is_ported(tmp_path, monkeypatch) -> None:
-    """A TRL notebook's ``DPOTrainer(model=..., args=trl.DPOConfig(...), ...)`` cell given to
-    train() was a TypeError saying to write ``DPOConfig(**config.to_dict())``: TRL's config
-    object (as ``args=`` or the config) and a dict of options are now ported so, every value
-    kept, the keywords beside them over its values."""
-    trl = pytest.importorskip("trl")
+@pytest.fixture
+def configs_built_by_train(monkeypatch) -> list[DPOConfig]:
+    """The configs train() builds from its arguments, each call stopped there
+    (KeyboardInterrupt) before anything loads."""
     import directpo.trainer
-    from directpo.trainer import train
 
     seen: list[DPOConfig] = []
 
@@ -512,6 +509,18 @@ def test_trls_config_object_given_to_train_is_ported(tmp_path, monkeypatch) -> N
         raise KeyboardInterrupt
 
     monkeypatch.setattr(directpo.trainer, "checked_arguments", stop)
+    return seen
+
+
+def test_trls_config_object_given_to_train_is_ported(tmp_path, configs_built_by_train) -> None:
+    """A TRL notebook's ``DPOTrainer(model=..., args=trl.DPOConfig(...), ...)`` cell given to
+    train() was a TypeError saying to write ``DPOConfig(**config.to_dict())``: TRL's config
+    object (as ``args=`` or the config) and a dict of options are now ported so, every value
+    kept, the keywords beside them over its values."""
+    trl = pytest.importorskip("trl")
+    from directpo.trainer import train
+
+    seen = configs_built_by_train
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         trl_config = trl.DPOConfig(
@@ -537,23 +546,18 @@ def test_trls_config_object_given_to_train_is_ported(tmp_path, monkeypatch) -> N
     assert from_dict.learning_rate == 2e-6
 
 
-def test_an_online_dpo_config_object_given_to_train_is_an_online_run(tmp_path, monkeypatch):
+def test_an_online_dpo_config_object_given_to_train_is_an_online_run(
+    tmp_path, configs_built_by_train
+):
     """``train(args=trl.experimental.online_dpo.OnlineDPOConfig(...), online=True, ...)`` was
     refused before the keywords applied: the ported object was checked alone, its always-set
     max_new_tokens / temperature / missing_eos_penalty "set but online is off". The keywords
     now build the config with it, a keyword under directpo's name replaces TRL's field of the
     same meaning, and an OnlineDPOConfig means online: true."""
     online_dpo = pytest.importorskip("trl.experimental.online_dpo")
-    import directpo.trainer
     from directpo.trainer import train
 
-    seen: list[DPOConfig] = []
-
-    def stop(config, peft_config, echo):
-        seen.append(config)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(directpo.trainer, "checked_arguments", stop)
+    seen = configs_built_by_train
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         args = online_dpo.OnlineDPOConfig(
