@@ -28,7 +28,8 @@ class FileCommandOptions(Options):
     )
     input: str | None = option(
         None,
-        "Input rows: .jsonl, .json, .parquet, .csv or a datasets.save_to_disk folder. Required.",
+        "Input rows: .jsonl, .json, .parquet, .csv, .tsv or a datasets.save_to_disk folder. "
+        "Required.",
     )
     output: str | None = option(
         None,

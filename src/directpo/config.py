@@ -356,7 +356,7 @@ class DPOConfig(Options):
     # --- data ---------------------------------------------------------------------------------
     train_file: str | list[str] | None = option(
         None,
-        "Training preferences: .jsonl, .json, .csv (also .gz/.bz2/.xz compressed), .parquet, "
+        "Training preferences: .jsonl, .json, .csv, .tsv (also .gz/.bz2/.xz compressed), .parquet, "
         ".arrow, or a datasets.save_to_disk folder; or a list of them, mixed into one set "
         "([a.jsonl, b.parquet]); a glob pattern (shards/*.parquet) is the files it matches, "
         "sorted. Required unless a Dataset is passed from Python.",
