@@ -336,6 +336,17 @@ def test_a_runs_columns_and_system_turn_are_taken_from_its_config_yaml(models, t
                           output=str(tmp_path / "r3.jsonl")), said.append)  # fmt: skip
     assert not any("config.yaml" in line for line in said)
     assert read(tmp_path / "r3.jsonl")[0]["ranked"] != read(tmp_path / "r2.jsonl")[0]["ranked"]
+    # a file without the run's system column: scored without a system turn, and said so
+    # (it was silent: the scores then differ from those of the rows the run trained on)
+    bare = write_jsonl(tmp_path / "bare.jsonl", [{k: r[k] for k in ("prompt", "responses")}
+                                                 for r in candidates])  # fmt: skip
+    said.clear()
+    rank_file(RankOptions(model_name_or_path=str(run), input=str(bare),
+                          output=str(tmp_path / "r4.jsonl")), said.append)  # fmt: skip
+    assert said[1] == (
+        "the input's own columns (no option gave them): system_column 'system' of the run, "
+        "which the input lacks: its prompts go without a system turn"
+    )
 
 
 @pytest.mark.parametrize("command", ["score", "rank", "generate"])

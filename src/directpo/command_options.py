@@ -91,6 +91,13 @@ class FileCommandOptions(Options):
                 if _falls_back(key, value, default, file_columns):
                     passed_over.append(f"{key} {default!r} (the input has no {value!r}, the run's)")
                     value = default
+                elif default is None and value is not None and _lacks(file_columns, value):
+                    # kept (its prompts are chat turns, as the run's were), but said: the
+                    # scores are of prompts without the system turn the run trained with
+                    passed_over.append(
+                        f"{key} {value!r} of the run, which the input lacks: its prompts go "
+                        "without a system turn"
+                    )
                 taken[key] = value
             elif getattr(self, key) == "" and default is None:  # said off: the run's is not taken
                 taken[key] = None
@@ -157,6 +164,10 @@ class FileCommandOptions(Options):
             with collected(problems):
                 check_output_file(self.output)
         return problems
+
+
+def _lacks(file_columns: Collection[str] | None, column: str) -> bool:
+    return file_columns is not None and column not in file_columns
 
 
 def _falls_back(key: str, value: Any, default: Any, file_columns: Collection[str] | None) -> bool:
