@@ -58,11 +58,11 @@ from directpo.data import (
     counted,
 )
 from directpo.errors import DataError, ModelLoadError, first_line
-from directpo.messages import Text, function_names, is_prefilled, text_contents
+from directpo.messages import Text, function_names, is_prefilled, others_turn, text_contents
 from directpo.pair_store import PairStoreBuilder, Spans, TokenizedPair
 from directpo.refusals import SKIP_HINT, RefusedRows
 from directpo.stops import end_at_stop
-from directpo.turn_masks import IMAGES_AND_TURNS, completion_spans, kept_spans, others_turn
+from directpo.turn_masks import IMAGES_AND_TURNS, completion_spans, kept_spans
 from directpo.vision import (
     ImageError,
     VisionInputs,
@@ -151,6 +151,9 @@ class PairTokenizer:
         self.eos_id = tokenizer.eos_token_id
         # the tokens that stop generation (stops.py): EOS and the model's configured end-of-turn
         self.stops = {self.eos_id, *stop_ids} - {None}
+        # as text, where a reply ends in a rendering (assistant_only_loss, turn_masks.py)
+        stops = sorted(self.stops) if assistant_only else []
+        self.stop_texts = [tokenizer.decode([stop]) for stop in stops]
         self._blank: dict[int, bool] = {}
         probe = tokenizer("a").input_ids
         self.adds_bos = self.bos_id is not None and probe[:1] == [self.bos_id]
@@ -419,9 +422,8 @@ class PairTokenizer:
         if not self.assistant_only:
             return [()] * len(completions)
         render = partial(self._template, row_args=template_args)
-        stop_texts = [self.tokenizer.decode([stop]) for stop in sorted(self.stops)]
         return completion_spans(
-            render, self._ids_many, prompt, completions, texts, head, raws, stop_texts
+            render, self._ids_many, prompt, completions, texts, head, raws, self.stop_texts
         )
 
     def _pair(

@@ -25,8 +25,6 @@ from directpo.pair_store import Spans
 
 CharSpans = list[tuple[int, int]]
 
-__all__ = ["IMAGES_AND_TURNS", "kept_spans", "others_spans", "others_turn", "completion_spans"]
-
 IMAGES_AND_TURNS = (
     "assistant_only_loss: the prompt has images and a completion holds messages the model does "
     "not write (a tool's result, a user turn), whose tokens are not found in a prompt with "
