@@ -17,6 +17,13 @@ USER = {"role": "user", "content": "weather in Paris?"}
 CHECK = {"role": "assistant", "content": "let me check"}
 
 
+def start_lines(config, rows, about: str = "does not write") -> list[str]:
+    """The lines a run says about ``about`` while it reads ``rows`` (before any model loads)."""
+    lines: list[str] = []
+    load_run_data(config, rows, None, torch.device("cpu"), lines.append)
+    return [line for line in lines if about in line]
+
+
 def test_completions_with_turns_the_model_does_not_write_are_said_at_start(tmp_path: Path) -> None:
     folder = save_tiny_model("gpt2", tmp_path / "m")
     reply = {"role": "assistant", "content": "sunny"}
@@ -28,33 +35,23 @@ def test_completions_with_turns_the_model_does_not_write_are_said_at_start(tmp_p
             "rejected": [{"role": "assistant", "content": "no idea"}],
         },
     ]
-    lines: list[str] = []
     config = tiny_config(folder, None, tmp_path / "out")
-    load_run_data(config, rows, None, torch.device("cpu"), lines.append)
-    notes = [line for line in lines if "does not write" in line]
-    assert notes == [
+    assert start_lines(config, rows) == [
         "note: train: 1 pair's completions hold messages the model does not write (first: "
         "train_dataset: row 2, a 'tool' message): their tokens train as the policy's own (as "
         "in TRL); set assistant_only_loss true to score only its replies"
     ]
-    lines.clear()
-    config = tiny_config(folder, None, tmp_path / "out", assistant_only_loss=True)
-    load_run_data(config, rows, None, torch.device("cpu"), lines.append)
-    assert [line for line in lines if "does not write" in line] == [
+    masked = tiny_config(folder, None, tmp_path / "out", assistant_only_loss=True)
+    assert start_lines(masked, rows) == [
         "note: train: 1 pair's completions hold messages the model does not write (first: "
         "train_dataset: row 2, a 'tool' message): their tokens are left out of the log-probs "
         "(assistant_only_loss)"
     ]
-    lines.clear()
-    load_run_data(config, rows[:1], None, torch.device("cpu"), lines.append)
-    assert [line for line in lines if "assistant_only_loss" in line] == [
+    assert start_lines(masked, rows[:1], "assistant_only_loss") == [
         "note: train: assistant_only_loss changes nothing: no completion holds a message the "
         "model does not write (a tool's result, a user turn)"
     ]
-    lines.clear()
-    config = tiny_config(folder, None, tmp_path / "out")
-    load_run_data(config, rows[:1], None, torch.device("cpu"), lines.append)
-    assert not [line for line in lines if "does not write" in line]
+    assert not start_lines(config, rows[:1])
 
 
 def test_hh_completions_that_go_on_past_the_reply_are_said_at_start(tmp_path: Path) -> None:
@@ -67,24 +64,16 @@ def test_hh_completions_that_go_on_past_the_reply_are_said_at_start(tmp_path: Pa
         {"chosen": f"{ask} Yes.", "rejected": f"{ask} No."},
         {"chosen": on, "rejected": f"{ask} X."},
     ]
-    lines: list[str] = []
     config = tiny_config(folder, None, tmp_path / "out")
-    load_run_data(config, rows, None, torch.device("cpu"), lines.append)
-    notes = [line for line in lines if "does not write" in line]
+    notes = start_lines(config, rows)
     assert len(notes) == 1 and "(first: train_dataset: row 2, a 'Human' message)" in notes[0]
-    lines.clear()
-    config = tiny_config(folder, None, tmp_path / "out", assistant_only_loss=True)
-    load_run_data(config, rows, None, torch.device("cpu"), lines.append)
-    notes = [line for line in lines if "does not write" in line]
-    assert notes[0].endswith(
+    masked = tiny_config(folder, None, tmp_path / "out", assistant_only_loss=True)
+    assert start_lines(masked, rows)[0].endswith(
         "message): those of 1 text completions (an HH transcript's 'Human' turn) train as the "
         "policy's own, as assistant_only_loss finds turns in messages only: end each text "
         "completion before its next 'Human:' turn"
     )
-    lines.clear()
-    config = tiny_config(folder, None, tmp_path / "out")
-    load_run_data(config, rows[:1], None, torch.device("cpu"), lines.append)
-    assert not [line for line in lines if "does not write" in line]
+    assert not start_lines(config, rows[:1])
 
 
 def test_an_adapter_folders_completions_end_at_its_bases_stop_tokens(tmp_path: Path) -> None:
