@@ -13,7 +13,11 @@
 #      bf16 model, with and without (~1 min; OFFLOAD_CHECK=0 skips).
 #   5. bench/gpu_smoke.py precision (last; PRECISION_CHECK=0 skips): tf32, full_determinism, the
 #      cost of eval_dtype auto's float32 evaluation and eval_generate's float32 KL (~2 min).
-#   bash bench/gpu.sh [vs_trl.py options]     # e.g. --models qwen2.5-0.5b-random --budget 200
+#   bash bench/gpu.sh [vs_trl.py options]     # e.g. --models qwen2.5-0.5b-random --runs ...
+# The whole script keeps within TOTAL seconds (default 540, under the device tool's 600 s per
+# call): each part's timeout is cut to what is left, the benchmark gets what the parts after it
+# do not need. Parts 3 and 4's compile check were measured in runs 4-5 (docs/performance.md) and
+# are off unless FSDP_MEMORY=1 / COMPILE_CHECK=1.
 # Results go to $OUT (the device tool's folder) or /tmp/directpo-gpu: smoke.txt, bench.jsonl,
 # bench.txt. Missing packages (trl, datasets, liger-kernel, ...) travel as wheels in .whl/, filled
 # by bench/gpu_wheels.sh (carry: [".whl"]).
@@ -38,26 +42,36 @@ python3 -c "import torch, transformers, trl, datasets, peft; print('torch', torc
 'transformers', transformers.__version__, 'trl', trl.__version__, 'datasets',
 datasets.__version__, 'peft', peft.__version__)" 2>&1 | tee -a "$OUT/versions.txt"
 date -u | tee -a "$OUT/versions.txt"
+deadline=$((SECONDS + ${TOTAL:-540}))
+# seconds a part may take: its own limit, or what is left before the deadline minus $2 (kept for
+# the parts after it), whichever is less; 0 when nothing is left
+allowed() { local left=$((deadline - SECONDS - ${2:-0})); ((left < $1)) && echo $((left > 0 ? left : 0)) || echo "$1"; }
+part() {  # part LIMIT KEEP NAME COMMAND...: runs COMMAND under its share of the time, to $OUT/NAME.txt
+  local limit keep=$2 name=$3; limit=$(allowed "$1" "$keep"); shift 3
+  if ((limit < 20)); then echo "skipped $name: time budget" | tee "$OUT/$name.txt"; return; fi
+  timeout "$limit" "$@" 2>&1 | grep -vE "it/s\]|Loading weights|Writing model" | tee "$OUT/$name.txt"
+}
 if [[ "${SMOKE:-1}" == 1 ]]; then  # SMOKE=0 skips the correctness checks (a rerun)
-  timeout 120 python3 bench/gpu_smoke.py 2>&1 | grep -vE "it/s\]|Loading weights|Writing model" \
-    | tee "$OUT/smoke.txt"
-fi
-if [[ "${COMPILE_CHECK:-1}" == 1 ]]; then  # torch_compile across architectures (evidence for a default)
-  timeout 150 python3 bench/gpu_smoke.py compile 2>&1 | grep -vE "it/s\]|Loading weights|Writing model" \
-    | tee "$OUT/compile.txt"
+  part 120 360 smoke python3 bench/gpu_smoke.py
 fi
 if [[ "${OFFLOAD_CHECK:-1}" == 1 ]]; then  # activation_offloading: peak memory and step time, 0.5B
-  timeout 90 python3 bench/gpu_smoke.py offload 2>&1 | grep -vE "it/s\]|Loading weights|Writing model" \
-    | tee "$OUT/offload.txt"
+  part 90 300 offload python3 bench/gpu_smoke.py offload
 fi
-if [[ "${FSDP_MEMORY:-1}" == 1 ]]; then  # host memory of a meta-loaded FSDP2 run on the GPU
-  timeout 240 python3 bench/fsdp_memory.py --device cuda --worlds 1 --out "$OUT/fsdp_memory.jsonl" \
-    2>&1 | grep -vE "it/s\]|Loading weights|Writing model" | tee "$OUT/fsdp_memory.txt"
+if [[ "${COMPILE_CHECK:-0}" == 1 ]]; then  # torch_compile across architectures (runs 4-5: all OK)
+  part 150 300 compile python3 bench/gpu_smoke.py compile
 fi
+if [[ "${FSDP_MEMORY:-0}" == 1 ]]; then  # host memory of a meta-loaded FSDP2 run (run 5)
+  part 240 300 fsdp_memory python3 bench/fsdp_memory.py --device cuda --worlds 1 \
+    --out "$OUT/fsdp_memory.jsonl"
+fi
+# the precision check after the benchmark keeps its 150 s; the benchmark stops starting runs once
+# its budget is spent, so it is given 60 s less than it could run
+precision_keep=$([[ "${PRECISION_CHECK:-1}" == 1 ]] && echo 150 || echo 0)
+bench_budget=$(allowed "${BUDGET:-300}" $((precision_keep + 60)))
 python3 bench/vs_trl.py --plan gpu --models qwen2.5-0.5b-random,qwen2.5-1.5b-random \
-  --steps 8 --warmup 3 --batch 4 --budget ${BUDGET:-300} --out "$OUT/bench.jsonl" "$@" 2>&1 \
+  --steps 8 --warmup 3 --batch 4 --budget "$bench_budget" --out "$OUT/bench.jsonl" "$@" 2>&1 \
   | grep -vE "it/s\]|examples/s\]|Loading weights|Writing model|warn|^\{.loss|^step |^ *$" | tee "$OUT/bench.txt"
 if [[ "${PRECISION_CHECK:-1}" == 1 ]]; then  # after the benchmark: a timeout here loses nothing else
-  timeout 180 python3 bench/gpu_smoke.py precision 2>&1 | grep -vE "it/s\]|Loading weights|Writing model" \
-    | tee "$OUT/precision.txt"
+  part 180 0 precision python3 bench/gpu_smoke.py precision
 fi
+echo "gpu.sh: $SECONDS s of ${TOTAL:-540}"
