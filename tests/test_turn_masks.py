@@ -198,6 +198,32 @@ def test_a_template_that_leaves_no_boundary_refuses_the_row(tokenizer) -> None:
     assert len(_pair(rewriting, [row])) == 1
 
 
+def test_a_stop_token_before_the_reply_is_not_taken_for_its_end() -> None:
+    """gpt-oss ends a tool call with a stop token (<|call|>), the last reply with another
+    (<|return|>) and earlier replies with one the model never stops at (<|end|>): with a user
+    turn after a tool's answer, the last stop token before that turn is the call's. It is not
+    where the answer ends (the answer would be masked out with the tool's turn, in overlapping
+    spans): the row is refused, as for any template that writes no stop token after a reply."""
+    oss = AutoTokenizer.from_pretrained(SMOLLM2)  # <|im_end|> a stop, <|endoftext|> not one
+    oss.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+        "{% if m.tool_calls %}<tool_call>{{ m.tool_calls[0].function.name }}</tool_call>"
+        "<|im_end|>{% elif m.role == 'assistant' and loop.last %}<|im_end|>"
+        "{% else %}<|endoftext|>{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    row = {**ROW, "chosen": [*TOOL_REPLY, {"role": "user", "content": "And tomorrow?"}]}
+    row["chosen"].append({"role": "assistant", "content": "Rain."})
+    with pytest.raises(DataError) as info:
+        _pair(oss, [row], assistant_only_loss=True)
+    assert "completion's message 3 differently from the start of the whole one" in str(info.value)
+    (pair,) = _pair(oss, [{**ROW, "chosen": TOOL_REPLY}], assistant_only_loss=True).pairs
+    ((start, end),) = pair.unscored[0]  # a tool's turn alone still finds its reply's end
+    assert oss.decode(pair.chosen_ids[start:end]) == (
+        "<|im_start|>tool\n18 C, sunny<|endoftext|><|im_start|>assistant\n"
+    )
+
+
 def _tiny_model(tokenizer, folder: Path, seed: int) -> Path:
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,

@@ -9,8 +9,9 @@ model never samples) and ends where the conversation up to the next assistant me
 generation prompt, ends (that turn's header is written by whoever runs the model, not by it). A
 template that renders a reply otherwise once other turns follow it (Qwen3 writes an empty think
 block in the last turn only) has the reply end at the last stop token the whole rendering
-writes before the next message's content (where the model stops); one that writes none there
-leaves no exact place: the row is refused rather than trained with a mask that is wrong.
+writes between the reply's start and the next message's content (where the model stops); one
+that writes none there (gpt-oss ends earlier replies with <|end|>, no stop token) leaves no
+exact place: the row is refused rather than trained with a mask that is wrong.
 """
 
 from __future__ import annotations
@@ -83,7 +84,10 @@ def others_spans(
         if full.startswith(before) and len(before) >= base:
             start = len(before) - base
         else:  # the template rewrites the turn once others follow (Qwen3's empty think block)
-            start = _after_stop(render, prompt, completion, i, full, base, stop_texts)
+            # the reply before message i starts where the last span ended: a stop token
+            # before it (an earlier tool call's <|call|>) is not where this reply ends
+            reply = base + (spans[-1][1] if spans else 0)
+            start = _after_stop(render, prompt, completion, i, full, (base, reply), stop_texts)
             start = _place(before, full, base, i) if start is None else start
         if j is not None:
             after = render(conversation(prompt, completion[:j]), add_generation_prompt=True)
@@ -102,12 +106,14 @@ def _after_stop(
     completion: Messages,
     i: int,
     full: str,
-    base: int,
+    bounds: tuple[int, int],
     stop_texts: Sequence[str],
 ) -> int | None:
     """Where the reply before completion message ``i`` ends in the completion's text: after
-    the last stop token the whole rendering writes before message i's content (the reply's
-    end-of-turn: the model stops there); None where no stop token is written in between."""
+    the last stop token the whole rendering writes between the reply's start and message i's
+    content (the reply's end-of-turn: the model stops there); None where it writes none there.
+    ``bounds``: where the completion and the reply start in ``full``."""
+    base, reply = bounds
     messages = conversation(prompt, completion)
     at = len(messages) - len(completion) + i
     marked = [*messages[:at], {**messages[at], "content": MARK + messages[at]["content"]}]
@@ -115,9 +121,9 @@ def _after_stop(
     content = text.find(MARK)
     if content < base or text.replace(MARK, "", 1) != full:
         return None
-    ends = [full.rfind(stop, base, content) for stop in stop_texts if stop]
+    ends = [full.rfind(stop, reply, content) for stop in stop_texts if stop]
     end = max(ends, default=-1)
-    if end < base:
+    if end < reply:
         return None
     stop = max((s for s in stop_texts if s and full.startswith(s, end)), key=len)
     return end + len(stop) - base
