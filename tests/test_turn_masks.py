@@ -224,6 +224,26 @@ def test_a_stop_token_before_the_reply_is_not_taken_for_its_end() -> None:
     )
 
 
+def test_a_header_ending_in_two_newlines_is_a_boundary_between_tokens() -> None:
+    """A Llama-3-style header ('...assistant' + two newlines) on SmolLM2's tokenizer: the text
+    up to the answer, tokenized alone, ends in one "\\n\\n" token, which the whole text splits
+    in two before "It". No token crosses that boundary: the tool's turn and the header are
+    left out exactly (the row was refused as if a token crossed it)."""
+    llama = AutoTokenizer.from_pretrained(SMOLLM2)
+    llama.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n\n{{ m.content }}"
+        "{% for c in m.tool_calls or [] %}{{ c.function.name }}{% endfor %}<|im_end|>"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n\n{% endif %}"
+    )
+    (pair,) = _pair(llama, assistant_only_loss=True).pairs
+    ((start, end),) = pair.unscored[0]
+    assert llama.decode(pair.chosen_ids[:start]) == "get_weather<|im_end|>"
+    assert llama.decode(pair.chosen_ids[start:end]) == (
+        "<|im_start|>tool\n\n18 C, sunny<|im_end|><|im_start|>assistant\n\n"
+    )
+    assert llama.decode(pair.chosen_ids[end:]) == "It is 18 C and sunny.<|im_end|>"
+
+
 def _tiny_model(tokenizer, folder: Path, seed: int) -> Path:
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,

@@ -156,9 +156,10 @@ def token_spans(
 ) -> Spans:
     """``chars`` (spans of the completion's ``text``) as [start, end) spans of its ``raw`` ids
     (as they follow the prompt, whose own ids are ``head``; or tokenized alone, where a token
-    crossed the prompt's end). Each boundary is where the ids of the text up to it end: a token
-    that crosses one (a template writing no special token between turns, merged by the
-    tokenizer) refuses the row, which would otherwise train part of that token."""
+    crossed the prompt's end). Each boundary is where the ids of the text up to it end (or
+    those of the text after it begin): a token that crosses one (a template writing no special
+    token between turns, merged by the tokenizer) refuses the row, which would otherwise train
+    part of that token."""
     cuts = sorted({cut for span in chars for cut in span if cut < len(text)})
     found = {len(text): len(raw)}
     tokenized = ids_many([prompt_text + text[:cut] for cut in cuts] + [text[:cut] for cut in cuts])
@@ -168,6 +169,8 @@ def token_spans(
             found[cut] = len(tail)
         elif raw[: len(alone)] == alone:
             found[cut] = len(alone)
+        elif (rest := _rest_at(ids_many, text, raw, cut)) is not None:
+            found[cut] = rest
         else:
             raise RowError(
                 "chat template",
@@ -178,6 +181,17 @@ def token_spans(
                 "false",
             )
     return tuple((found[start], found[end]) for start, end in chars)
+
+
+def _rest_at(
+    ids_many: Callable[[list[str]], list[list[int]]], text: str, raw: list[int], cut: int
+) -> int | None:
+    """Where the ids of ``text`` from ``cut`` on begin in ``raw``, when they are its tail: a
+    boundary between tokens that the text up to it, tokenized alone, does not show (GPT-2's
+    pre-tokenizer takes a trailing "\\n\\n" as one token, "\\n" + "\\n" before "It": a
+    Llama-3-style header on SmolLM2's tokenizer). None where they are not."""
+    (rest,) = ids_many([text[cut:]])
+    return len(raw) - len(rest) if rest and raw[len(raw) - len(rest) :] == rest else None
 
 
 def kept_spans(spans: Spans, raw_length: int, length: int) -> Spans:
