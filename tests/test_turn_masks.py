@@ -4,6 +4,7 @@ rendering, through every layout, truncation, the token cache and the reference's
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -291,3 +292,44 @@ def test_score_uses_the_run_s_assistant_only_loss(tokenizer, tmp_path) -> None:
         assert chosen == pytest.approx(expected, rel=1e-4)
         rewards.append(chosen)
     assert abs(rewards[0] - rewards[1]) > 0.1  # (the tool's tokens weigh in the reward)
+
+
+def test_score_s_assistant_only_loss_option_over_the_run_s(tokenizer, tmp_path) -> None:
+    """score / rank's --assistant_only_loss: a folder that is no directpo run (trained by TRL,
+    say) could only be scored over every token, and a run's reward only over the tokens it
+    trained; the option gives either, the run's when unset (and says so)."""
+    from directpo.command_options import ScoreOptions
+    from directpo.reward import ImplicitReward
+    from directpo.reward_files import score_file
+
+    policy = _tiny_model(tokenizer, tmp_path / "run", seed=0)
+    reference = _tiny_model(tokenizer, tmp_path / "ref", seed=1)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps(ROW) + "\n")
+    examples = load_preferences([ROW]).examples
+    masked = ImplicitReward(policy, reference, 0.5, assistant_only_loss=True)
+    every = ImplicitReward(policy, reference, 0.5)
+    expected = {True: masked.score_pairs(examples)[0], False: every.score_pairs(examples)[0]}
+
+    def scored(said: list[str], **options) -> tuple[float, float]:
+        out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}.jsonl"
+        score_file(
+            ScoreOptions(
+                model_name_or_path=str(policy), input=str(rows), output=str(out), **options
+            ),
+            echo=said.append,
+        )
+        row = json.loads(out.read_text())
+        return row["chosen_reward"], row["rejected_reward"]
+
+    plain = {"ref_model_name_or_path": str(reference), "beta": 0.5}
+    for value in (True, False):
+        assert scored([], assistant_only_loss=value, **plain) == pytest.approx(expected[value])
+    (policy / "config.yaml").write_text(
+        f"model_name_or_path: {reference}\noutput_dir: {policy}\nbeta: 0.5\n"
+        "assistant_only_loss: true\n"
+    )
+    said: list[str] = []
+    assert scored(said) == pytest.approx(expected[True])
+    assert "from the run's config.yaml (no option gave them): assistant_only_loss True" in said
+    assert scored([], assistant_only_loss=False) == pytest.approx(expected[False])

@@ -256,7 +256,9 @@ def _rendered(
     """``parse`` and then the row's sequences encoded by the model folder's tokenizer (the
     first pass's check: a row the chat template refuses is said with the other bad rows,
     before the models load, where it was said alone after rows were scored)."""
-    encoder = row_encoder(options.model_name_or_path, options.trust_remote_code)
+    encoder = row_encoder(
+        options.model_name_or_path, options.trust_remote_code, options.assistant_only_loss
+    )
 
     def check(label: str, row: dict[str, Any]) -> None:
         _encoded(encoder, sequences(parse(label, row)), label, Counter())
@@ -363,6 +365,7 @@ def _scorer(options: RewardOptions, echo: Callable[[str], None]) -> ImplicitRewa
         options.ref_model_name_or_path,
         options.beta,
         echo=echo,
+        assistant_only_loss=bool(options.assistant_only_loss),  # the run's, unless given
         batch_size=options.batch_size,
         dtype=options.dtype,
         trust_remote_code=options.trust_remote_code,
