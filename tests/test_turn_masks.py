@@ -245,6 +245,54 @@ def test_a_header_ending_in_two_newlines_is_a_boundary_between_tokens() -> None:
     assert llama.decode(pair.chosen_ids[end:]) == "It is 18 C and sunny.<|im_end|>"
 
 
+# Qwen3's enable_thinking: false, cut to what decides the case: the generation prompt writes an
+# empty think block that a finished turn without reasoning does not (but the last one), and a
+# newline goes between a turn's content and its tool call only where there is content
+QWEN3_NO_THINKING = (
+    "{% for m in messages %}"
+    "{% if m.role in ('user', 'system') %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+    "{% elif m.role == 'assistant' %}<|im_start|>assistant\n"
+    "{% if loop.last %}<think>\n\n</think>\n\n{% endif %}{{ m.content }}"
+    "{% for c in m.tool_calls or [] %}{% if m.content %}\n{% endif %}<tool_call>\n"
+    '{"name": "{{ c.function.name }}"}\n</tool_call>{% endfor %}<|im_end|>\n'
+    "{% elif m.role == 'tool' %}<|im_start|>user\n<tool_response>\n{{ m.content }}\n"
+    "</tool_response><|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+
+
+def test_enable_thinking_false_with_a_tool_call_first_trains_and_masks() -> None:
+    """Qwen3 with enable_thinking: false and a completion starting with a tool call (empty
+    content) was refused, option on or off, as "the chat template does not render the prompt
+    as a prefix" (a mark put in the empty content moves the call); with assistant_only_loss,
+    a reply before a later user turn was refused too (its generation prompt's empty think
+    block is not in the whole rendering). The completion is now the turn after the prompt's
+    think block, and a header ends where its think block would, if the turn writes none."""
+    qwen3 = AutoTokenizer.from_pretrained(SMOLLM2)
+    qwen3.chat_template = QWEN3_NO_THINKING
+    chosen = [*TOOL_REPLY, {"role": "user", "content": "And tomorrow?"}]
+    row = {**ROW, "chosen": [*chosen, {"role": "assistant", "content": "Rain."}]}
+    off = {"enable_thinking": False}
+    (plain,) = _pair(qwen3, [row], chat_template_kwargs=off).pairs
+    (pair,) = _pair(qwen3, [row], chat_template_kwargs=off, assistant_only_loss=True).pairs
+    assert qwen3.decode(pair.prompt_ids).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert pair.chosen_ids == plain.chosen_ids and plain.unscored == ((), ())
+    (first, second) = pair.unscored[0]
+    ids, decode = pair.chosen_ids, qwen3.decode
+    assert decode(ids[: first[0]]) == '<tool_call>\n{"name": "get_weather"}\n</tool_call><|im_end|>'
+    assert decode(ids[first[0] : first[1]]) == (
+        "\n<|im_start|>user\n<tool_response>\n18 C, sunny\n</tool_response><|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert decode(ids[first[1] : second[0]]) == "It is 18 C and sunny.<|im_end|>"
+    assert decode(ids[second[0] : second[1]]) == (
+        "\n<|im_start|>user\nAnd tomorrow?<|im_end|>\n"
+        "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    )
+    assert decode(ids[second[1] :]) == "Rain.<|im_end|>"
+
+
 def _tiny_model(tokenizer, folder: Path, seed: int) -> Path:
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from directpo.chat_split import COMPLETION_MARK as MARK
-from directpo.chat_split import conversation
+from directpo.chat_split import conversation, without_empty_thinking
 from directpo.data import RowError
 from directpo.messages import Messages, Text, others_turn
 from directpo.pair_store import Spans
@@ -131,7 +131,11 @@ def _after_stop(
 
 def _place(prefix: str, full: str, base: int, number: int) -> int:
     """Where ``prefix`` (the rendering of the conversation's first messages) ends in the
-    completion's text; refused where the whole conversation does not start with it."""
+    completion's text (less the empty think block a generation prompt writes where the whole
+    conversation, with no reasoning in that turn, writes none: Qwen3's enable_thinking:
+    false); refused where the whole conversation does not start with it."""
+    if not full.startswith(prefix) and (head := without_empty_thinking(prefix)) is not None:
+        prefix = head if full.startswith(head) else prefix
     if not full.startswith(prefix) or len(prefix) < base:
         raise RowError(
             "chat template",
