@@ -32,7 +32,7 @@ from directpo.prompts import (
     template_args_of,
     with_images,
 )
-from directpo.readers import RowError, kind_of
+from directpo.readers import RowError, kind_of, list_in_text
 from directpo.reward import (
     ImplicitReward,
     row_encoder,
@@ -214,7 +214,17 @@ def _rank_items(
     input row (``_rank_item``); the rows were checked."""
     for where, row in iter_rows(options.input):
         label = f"{options.input}: {where}"
+        row = _listed(row, _response_column(row, options.responses_column))
         yield label, row, *_rank_item(options, base_dir, label, row)
+
+
+def _listed(row: dict[str, Any], column: str) -> dict[str, Any]:
+    """``row`` with its candidates as the list a CSV cell holds as text (JSON, or the Python
+    repr pandas writes, ['a', 'b']): rank said "must be a list ..., got a string"."""
+    value = row.get(column)
+    if isinstance(value, str) and (listed := list_in_text(value)) is not None:
+        return {**row, column: listed}
+    return row
 
 
 def _rank_item(
@@ -223,6 +233,7 @@ def _rank_item(
     """A row to rank: (candidates' column, prompt, candidates, images, template arguments); a
     bad row a DataError naming it."""
     column = _response_column(row, options.responses_column)
+    row = _listed(row, column)
     _require_responses(row, column, "responses_column", label)
     _check_not_written(row, ("ranked",), options, label)
     prompt, responses = _candidates(row, options, column, label)
