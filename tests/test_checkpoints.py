@@ -916,7 +916,7 @@ def test_a_resume_that_changes_the_loss_says_which_options_changed(
 ) -> None:
     """A checkpoint records the options that decide what a step optimizes; a resume under
     another beta or loss_type trained on without a word (its curves then changed for no visible
-    reason). The same options say nothing."""
+    reason), or under another assistant_only_loss. The same options say nothing."""
     from directpo.resume import OBJECTIVE
 
     state = read_state(run_dir / "checkpoint-2")
@@ -937,6 +937,11 @@ def test_a_resume_that_changes_the_loss_says_which_options_changed(
     assert said == [
         "resume: loss_type ['sigmoid'] -> ['ipo'], beta 0.1 -> 0.3 changed since the checkpoint; "
         "the steps after 2 optimize this run's objective (the loss and reward curves change there)"
+    ]
+    # which tokens log π(y|x) sums is the objective too (a tool's result's, or not)
+    assert resumed(assistant_only_loss=True) == [
+        "resume: assistant_only_loss False -> True changed since the checkpoint; the steps after "
+        "2 optimize this run's objective (the loss and reward curves change there)"
     ]
 
 

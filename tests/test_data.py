@@ -8,6 +8,7 @@ import lzma
 from pathlib import Path
 
 import datasets
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,6 +17,7 @@ from tiny import write_jsonl
 from directpo.data import Columns, load_preferences, parse_pair
 from directpo.errors import ConfigError, DataError
 from directpo.prompts import distinct_prompts
+from directpo.readers import open_rows
 
 ROWS = [
     {"prompt": "Q: 2+2?", "chosen": " 4", "rejected": " 5"},
@@ -742,6 +744,20 @@ def test_csv_rows_must_match_the_header(tmp_path: Path) -> None:
         load_preferences(str(path))
     path.write_text("prompt, chosen, rejected\na, b, c\n")  # spaces after the commas
     assert load_preferences(str(path)).examples[0].chosen == " b"
+
+
+def test_columns_without_a_name_are_named_as_pandas_reads_them(tmp_path: Path) -> None:
+    # Excel writes a range's empty columns as trailing ";;", pandas' to_csv its index unnamed:
+    # two unnamed columns were refused as "the header names column '' twice"
+    path = tmp_path / "sheet.csv"
+    path.write_bytes("\ufeffprompt;chosen;rejected;;\r\nQ;a;b;;\r\n;;;;\r\n".encode())
+    (pair,) = load_preferences(str(path)).examples
+    assert (pair.prompt, pair.chosen, pair.rejected) == ("Q", "a", "b")
+    path.write_text(",Unnamed: 0,prompt,chosen,rejected,\n0,7,Q,a,b,\n")  # saved twice by pandas
+    rows, header = open_rows(str(path), "f")
+    assert header == ["Unnamed: 0.1", "Unnamed: 0", "prompt", "chosen", "rejected", "Unnamed: 5"]
+    assert list(pd.read_csv(path).columns) == header
+    assert next(iter(rows))[1]["Unnamed: 0"] == "7"
 
 
 def test_a_spreadsheets_empty_rows_are_no_rows(tmp_path: Path) -> None:

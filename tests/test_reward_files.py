@@ -3,6 +3,7 @@ run leaves for the same command to continue from."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -670,3 +671,29 @@ def test_rank_reads_the_prompts_generate_sampled_from_a_pairs_file(models, tmp_p
     ranked = [r["ranked"] for r in read(tmp_path / "ranked-generated.jsonl")]
     assert ranked == [r["ranked"] for r in read(tmp_path / "ranked-explicit.jsonl")]
     assert ranked[0] != ranked[1]  # the text prompt and the conversation scored apart
+
+
+def test_rank_reads_a_csv_list_column_of_candidates(models, tmp_path) -> None:
+    """A CSV of candidates saved by pandas holds each list as its Python repr ("['a', 'b']"),
+    or as JSON: rank said "field 'responses' must be a list of candidate responses, got a
+    string". The cell is read as the list, ranked as the JSON Lines row with that list."""
+    import pandas as pd
+
+    policy, reference = models
+    common = ["--model_name_or_path", str(policy), "--ref_model_name_or_path", str(reference),
+              "--beta", "0.1"]  # fmt: skip
+    candidates = [" Sure, it is fine.", " No way, never.", " Maybe."]
+    rows = [{"prompt": "Question: Can you help me?", "responses": candidates}] * 2
+    jsonl = write_jsonl(tmp_path / "c.jsonl", rows)
+    sheet = tmp_path / "c.csv"
+    frame = pd.DataFrame(rows)
+    frame.loc[1, "responses"] = json.dumps(candidates)  # the second cell as JSON
+    frame.to_csv(sheet, index=False)
+    for data in (jsonl, sheet):
+        out = ["--output", str(tmp_path / f"ranked-{data.suffix[1:]}.jsonl")]
+        assert main(["rank", *common, "--input", str(data), *out]) == 0
+    from_csv = read(tmp_path / "ranked-csv.jsonl")
+    assert [r["ranked"] for r in from_csv] == [
+        r["ranked"] for r in read(tmp_path / "ranked-jsonl.jsonl")
+    ]
+    assert from_csv[0]["responses"] == from_csv[1]["responses"] == candidates

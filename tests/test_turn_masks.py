@@ -4,6 +4,7 @@ rendering, through every layout, truncation, the token cache and the reference's
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -198,6 +199,100 @@ def test_a_template_that_leaves_no_boundary_refuses_the_row(tokenizer) -> None:
     assert len(_pair(rewriting, [row])) == 1
 
 
+def test_a_stop_token_before_the_reply_is_not_taken_for_its_end() -> None:
+    """gpt-oss ends a tool call with a stop token (<|call|>), the last reply with another
+    (<|return|>) and earlier replies with one the model never stops at (<|end|>): with a user
+    turn after a tool's answer, the last stop token before that turn is the call's. It is not
+    where the answer ends (the answer would be masked out with the tool's turn, in overlapping
+    spans): the row is refused, as for any template that writes no stop token after a reply."""
+    oss = AutoTokenizer.from_pretrained(SMOLLM2)  # <|im_end|> a stop, <|endoftext|> not one
+    oss.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+        "{% if m.tool_calls %}<tool_call>{{ m.tool_calls[0].function.name }}</tool_call>"
+        "<|im_end|>{% elif m.role == 'assistant' and loop.last %}<|im_end|>"
+        "{% else %}<|endoftext|>{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    row = {**ROW, "chosen": [*TOOL_REPLY, {"role": "user", "content": "And tomorrow?"}]}
+    row["chosen"].append({"role": "assistant", "content": "Rain."})
+    with pytest.raises(DataError) as info:
+        _pair(oss, [row], assistant_only_loss=True)
+    assert "completion's message 3 differently from the start of the whole one" in str(info.value)
+    (pair,) = _pair(oss, [{**ROW, "chosen": TOOL_REPLY}], assistant_only_loss=True).pairs
+    ((start, end),) = pair.unscored[0]  # a tool's turn alone still finds its reply's end
+    assert oss.decode(pair.chosen_ids[start:end]) == (
+        "<|im_start|>tool\n18 C, sunny<|endoftext|><|im_start|>assistant\n"
+    )
+
+
+def test_a_header_ending_in_two_newlines_is_a_boundary_between_tokens() -> None:
+    """A Llama-3-style header ('...assistant' + two newlines) on SmolLM2's tokenizer: the text
+    up to the answer, tokenized alone, ends in one "\\n\\n" token, which the whole text splits
+    in two before "It". No token crosses that boundary: the tool's turn and the header are
+    left out exactly (the row was refused as if a token crossed it)."""
+    llama = AutoTokenizer.from_pretrained(SMOLLM2)
+    llama.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n\n{{ m.content }}"
+        "{% for c in m.tool_calls or [] %}{{ c.function.name }}{% endfor %}<|im_end|>"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n\n{% endif %}"
+    )
+    (pair,) = _pair(llama, assistant_only_loss=True).pairs
+    ((start, end),) = pair.unscored[0]
+    assert llama.decode(pair.chosen_ids[:start]) == "get_weather<|im_end|>"
+    assert llama.decode(pair.chosen_ids[start:end]) == (
+        "<|im_start|>tool\n\n18 C, sunny<|im_end|><|im_start|>assistant\n\n"
+    )
+    assert llama.decode(pair.chosen_ids[end:]) == "It is 18 C and sunny.<|im_end|>"
+
+
+# Qwen3's enable_thinking: false, cut to what decides the case: the generation prompt writes an
+# empty think block that a finished turn without reasoning does not (but the last one), and a
+# newline goes between a turn's content and its tool call only where there is content
+QWEN3_NO_THINKING = (
+    "{% for m in messages %}"
+    "{% if m.role in ('user', 'system') %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+    "{% elif m.role == 'assistant' %}<|im_start|>assistant\n"
+    "{% if loop.last %}<think>\n\n</think>\n\n{% endif %}{{ m.content }}"
+    "{% for c in m.tool_calls or [] %}{% if m.content %}\n{% endif %}<tool_call>\n"
+    '{"name": "{{ c.function.name }}"}\n</tool_call>{% endfor %}<|im_end|>\n'
+    "{% elif m.role == 'tool' %}<|im_start|>user\n<tool_response>\n{{ m.content }}\n"
+    "</tool_response><|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+
+
+def test_enable_thinking_false_with_a_tool_call_first_trains_and_masks() -> None:
+    """Qwen3 with enable_thinking: false and a completion starting with a tool call (empty
+    content) was refused, option on or off, as "the chat template does not render the prompt
+    as a prefix" (a mark put in the empty content moves the call); with assistant_only_loss,
+    a reply before a later user turn was refused too (its generation prompt's empty think
+    block is not in the whole rendering). The completion is now the turn after the prompt's
+    think block, and a header ends where its think block would, if the turn writes none."""
+    qwen3 = AutoTokenizer.from_pretrained(SMOLLM2)
+    qwen3.chat_template = QWEN3_NO_THINKING
+    chosen = [*TOOL_REPLY, {"role": "user", "content": "And tomorrow?"}]
+    row = {**ROW, "chosen": [*chosen, {"role": "assistant", "content": "Rain."}]}
+    off = {"enable_thinking": False}
+    (plain,) = _pair(qwen3, [row], chat_template_kwargs=off).pairs
+    (pair,) = _pair(qwen3, [row], chat_template_kwargs=off, assistant_only_loss=True).pairs
+    assert qwen3.decode(pair.prompt_ids).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert pair.chosen_ids == plain.chosen_ids and plain.unscored == ((), ())
+    (first, second) = pair.unscored[0]
+    ids, decode = pair.chosen_ids, qwen3.decode
+    assert decode(ids[: first[0]]) == '<tool_call>\n{"name": "get_weather"}\n</tool_call><|im_end|>'
+    assert decode(ids[first[0] : first[1]]) == (
+        "\n<|im_start|>user\n<tool_response>\n18 C, sunny\n</tool_response><|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert decode(ids[first[1] : second[0]]) == "It is 18 C and sunny.<|im_end|>"
+    assert decode(ids[second[0] : second[1]]) == (
+        "\n<|im_start|>user\nAnd tomorrow?<|im_end|>\n"
+        "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    )
+    assert decode(ids[second[1] :]) == "Rain.<|im_end|>"
+
+
 def _tiny_model(tokenizer, folder: Path, seed: int) -> Path:
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
@@ -245,3 +340,44 @@ def test_score_uses_the_run_s_assistant_only_loss(tokenizer, tmp_path) -> None:
         assert chosen == pytest.approx(expected, rel=1e-4)
         rewards.append(chosen)
     assert abs(rewards[0] - rewards[1]) > 0.1  # (the tool's tokens weigh in the reward)
+
+
+def test_score_s_assistant_only_loss_option_over_the_run_s(tokenizer, tmp_path) -> None:
+    """score / rank's --assistant_only_loss: a folder that is no directpo run (trained by TRL,
+    say) could only be scored over every token, and a run's reward only over the tokens it
+    trained; the option gives either, the run's when unset (and says so)."""
+    from directpo.command_options import ScoreOptions
+    from directpo.reward import ImplicitReward
+    from directpo.reward_files import score_file
+
+    policy = _tiny_model(tokenizer, tmp_path / "run", seed=0)
+    reference = _tiny_model(tokenizer, tmp_path / "ref", seed=1)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps(ROW) + "\n")
+    examples = load_preferences([ROW]).examples
+    masked = ImplicitReward(policy, reference, 0.5, assistant_only_loss=True)
+    every = ImplicitReward(policy, reference, 0.5)
+    expected = {True: masked.score_pairs(examples)[0], False: every.score_pairs(examples)[0]}
+
+    def scored(said: list[str], **options) -> tuple[float, float]:
+        out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}.jsonl"
+        score_file(
+            ScoreOptions(
+                model_name_or_path=str(policy), input=str(rows), output=str(out), **options
+            ),
+            echo=said.append,
+        )
+        row = json.loads(out.read_text())
+        return row["chosen_reward"], row["rejected_reward"]
+
+    plain = {"ref_model_name_or_path": str(reference), "beta": 0.5}
+    for value in (True, False):
+        assert scored([], assistant_only_loss=value, **plain) == pytest.approx(expected[value])
+    (policy / "config.yaml").write_text(
+        f"model_name_or_path: {reference}\noutput_dir: {policy}\nbeta: 0.5\n"
+        "assistant_only_loss: true\n"
+    )
+    said: list[str] = []
+    assert scored(said) == pytest.approx(expected[True])
+    assert "from the run's config.yaml (no option gave them): assistant_only_loss True" in said
+    assert scored([], assistant_only_loss=False) == pytest.approx(expected[False])

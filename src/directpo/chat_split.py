@@ -38,9 +38,21 @@ def split_rendered(
     marked = render(conversation(prompt, completion, COMPLETION_MARK))
     start = marked.find(COMPLETION_MARK)
     if start < shared or marked.replace(COMPLETION_MARK, "", 1) != full_text:
-        raise RowError("chat template", not_a_prefix(prompt_text, full_text))
+        # a mark in an empty content moves the text (Qwen3 writes a newline between content
+        # and a tool call only when there is content): the turn less the empty think block
+        head = without_empty_thinking(prompt_text)
+        if head is None or not full_text.startswith(head):
+            raise RowError("chat template", not_a_prefix(prompt_text, full_text))
+        return prompt_text, full_text[len(head) :].rstrip()
     gap = completion_gap(marked[:start], prompt_text)
     return prompt_text, gap + full_text[start:].rstrip()
+
+
+def without_empty_thinking(prompt_text: str) -> str | None:
+    """A generation prompt less the empty think block it ends with (Qwen3's enable_thinking:
+    false), which a finished turn without reasoning does not write; None without one."""
+    found = EMPTY_THINKING.search(prompt_text)
+    return None if found is None else prompt_text[: found.start()]
 
 
 COMPLETION_MARK = "\ue000"  # a private-use character: no text or template writes it

@@ -375,9 +375,24 @@ def _csv_rows(path: str, label: str) -> tuple[Iterator[tuple[str, Any]], list[st
 def _csv_header(path: str, label: str, delimiter: str) -> list[str]:
     with _open_text(path, newline="", errors="surrogateescape") as handle:
         try:
-            return [name.strip() for name in next(csv.reader(handle, delimiter=delimiter), [])]
+            header = next(csv.reader(handle, delimiter=delimiter), [])
         except csv.Error as exc:
             raise DataError(f"{label}: line 1: invalid CSV ({exc})") from None
+    return _unnamed_as_pandas([name.strip() for name in header])
+
+
+def _unnamed_as_pandas(header: list[str]) -> list[str]:
+    """Columns without a name (pandas' index, Excel's trailing empty ones) named as pandas
+    reads them, 'Unnamed: 3' ('Unnamed: 0.1' where taken): two were refused as named twice."""
+    named = list(header)
+    for i, name in enumerate(header):
+        if not name:
+            name, n = f"Unnamed: {i}", 0
+            while name in named:
+                n += 1
+                name = f"Unnamed: {i}.{n}"
+            named[i] = name
+    return named
 
 
 def _delimiter(header: list[str]) -> str:

@@ -106,6 +106,7 @@ OBJECTIVE = (
     "loss_type", "loss_weights", "beta", "label_smoothing", "simpo_gamma", "discopop_tau",
     "ld_alpha", "use_weighting", "f_divergence_type", "f_alpha_divergence_coef", "rpo_alpha",
     "router_aux_loss_coef", "ref_model_mixup_alpha", "ref_model_sync_steps",
+    "assistant_only_loss",  # which tokens log π(y|x) sums: a tool's result's, or not
 )  # fmt: skip
 
 

@@ -408,7 +408,9 @@ def folder_tokenizer(
     return processor.tokenizer, processor
 
 
-def row_encoder(run_dir: str, trust_remote_code: bool = False) -> PairTokenizer:
+def row_encoder(
+    run_dir: str, trust_remote_code: bool = False, assistant_only: bool | None = None
+) -> PairTokenizer:
     """The encoder ``ImplicitReward.from_run(run_dir)`` renders rows with, without its models,
     so that a row the chat template (or the tokenizer, the processor) refuses is said before
     they load, with every other such row: it was said alone, after rows were scored. (The
@@ -420,13 +422,15 @@ def row_encoder(run_dir: str, trust_remote_code: bool = False) -> PairTokenizer:
     tokenizer, processor = folder_tokenizer(
         run_dir, output_location(run_dir, config), trust_remote_code
     )
+    if assistant_only is None:  # the run's, unless score's --assistant_only_loss gives it
+        assistant_only = bool(config and config.assistant_only_loss)
     return PairTokenizer(
         tokenizer,
         config.max_length if config else SCORE_MAX_LENGTH,
         config.max_prompt_length if config else None,
         chat_template_kwargs=config.chat_template_kwargs if config else None,
         processor=processor,
-        assistant_only=bool(config and config.assistant_only_loss),
+        assistant_only=assistant_only,
     )
 
 

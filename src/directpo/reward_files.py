@@ -32,7 +32,7 @@ from directpo.prompts import (
     template_args_of,
     with_images,
 )
-from directpo.readers import RowError, kind_of
+from directpo.readers import RowError, kind_of, list_in_text
 from directpo.reward import (
     ImplicitReward,
     row_encoder,
@@ -214,7 +214,17 @@ def _rank_items(
     input row (``_rank_item``); the rows were checked."""
     for where, row in iter_rows(options.input):
         label = f"{options.input}: {where}"
+        row = _listed(row, _response_column(row, options.responses_column))
         yield label, row, *_rank_item(options, base_dir, label, row)
+
+
+def _listed(row: dict[str, Any], column: str) -> dict[str, Any]:
+    """``row`` with its candidates as the list a CSV cell holds as text (JSON, or the Python
+    repr pandas writes, ['a', 'b']): rank said "must be a list ..., got a string"."""
+    value = row.get(column)
+    if isinstance(value, str) and (listed := list_in_text(value)) is not None:
+        return {**row, column: listed}
+    return row
 
 
 def _rank_item(
@@ -223,6 +233,7 @@ def _rank_item(
     """A row to rank: (candidates' column, prompt, candidates, images, template arguments); a
     bad row a DataError naming it."""
     column = _response_column(row, options.responses_column)
+    row = _listed(row, column)
     _require_responses(row, column, "responses_column", label)
     _check_not_written(row, ("ranked",), options, label)
     prompt, responses = _candidates(row, options, column, label)
@@ -256,7 +267,9 @@ def _rendered(
     """``parse`` and then the row's sequences encoded by the model folder's tokenizer (the
     first pass's check: a row the chat template refuses is said with the other bad rows,
     before the models load, where it was said alone after rows were scored)."""
-    encoder = row_encoder(options.model_name_or_path, options.trust_remote_code)
+    encoder = row_encoder(
+        options.model_name_or_path, options.trust_remote_code, options.assistant_only_loss
+    )
 
     def check(label: str, row: dict[str, Any]) -> None:
         _encoded(encoder, sequences(parse(label, row)), label, Counter())
@@ -363,6 +376,7 @@ def _scorer(options: RewardOptions, echo: Callable[[str], None]) -> ImplicitRewa
         options.ref_model_name_or_path,
         options.beta,
         echo=echo,
+        assistant_only_loss=bool(options.assistant_only_loss),  # the run's, unless given
         batch_size=options.batch_size,
         dtype=options.dtype,
         trust_remote_code=options.trust_remote_code,

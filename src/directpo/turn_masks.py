@@ -9,8 +9,9 @@ model never samples) and ends where the conversation up to the next assistant me
 generation prompt, ends (that turn's header is written by whoever runs the model, not by it). A
 template that renders a reply otherwise once other turns follow it (Qwen3 writes an empty think
 block in the last turn only) has the reply end at the last stop token the whole rendering
-writes before the next message's content (where the model stops); one that writes none there
-leaves no exact place: the row is refused rather than trained with a mask that is wrong.
+writes between the reply's start and the next message's content (where the model stops); one
+that writes none there (gpt-oss ends earlier replies with <|end|>, no stop token) leaves no
+exact place: the row is refused rather than trained with a mask that is wrong.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from directpo.chat_split import COMPLETION_MARK as MARK
-from directpo.chat_split import conversation
+from directpo.chat_split import conversation, without_empty_thinking
 from directpo.data import RowError
 from directpo.messages import Messages, Text, others_turn
 from directpo.pair_store import Spans
@@ -83,7 +84,10 @@ def others_spans(
         if full.startswith(before) and len(before) >= base:
             start = len(before) - base
         else:  # the template rewrites the turn once others follow (Qwen3's empty think block)
-            start = _after_stop(render, prompt, completion, i, full, base, stop_texts)
+            # the reply before message i starts where the last span ended: a stop token
+            # before it (an earlier tool call's <|call|>) is not where this reply ends
+            reply = base + (spans[-1][1] if spans else 0)
+            start = _after_stop(render, prompt, completion, i, full, (base, reply), stop_texts)
             start = _place(before, full, base, i) if start is None else start
         if j is not None:
             after = render(conversation(prompt, completion[:j]), add_generation_prompt=True)
@@ -102,12 +106,14 @@ def _after_stop(
     completion: Messages,
     i: int,
     full: str,
-    base: int,
+    bounds: tuple[int, int],
     stop_texts: Sequence[str],
 ) -> int | None:
     """Where the reply before completion message ``i`` ends in the completion's text: after
-    the last stop token the whole rendering writes before message i's content (the reply's
-    end-of-turn: the model stops there); None where no stop token is written in between."""
+    the last stop token the whole rendering writes between the reply's start and message i's
+    content (the reply's end-of-turn: the model stops there); None where it writes none there.
+    ``bounds``: where the completion and the reply start in ``full``."""
+    base, reply = bounds
     messages = conversation(prompt, completion)
     at = len(messages) - len(completion) + i
     marked = [*messages[:at], {**messages[at], "content": MARK + messages[at]["content"]}]
@@ -115,9 +121,9 @@ def _after_stop(
     content = text.find(MARK)
     if content < base or text.replace(MARK, "", 1) != full:
         return None
-    ends = [full.rfind(stop, base, content) for stop in stop_texts if stop]
+    ends = [full.rfind(stop, reply, content) for stop in stop_texts if stop]
     end = max(ends, default=-1)
-    if end < base:
+    if end < reply:
         return None
     stop = max((s for s in stop_texts if s and full.startswith(s, end)), key=len)
     return end + len(stop) - base
@@ -125,7 +131,11 @@ def _after_stop(
 
 def _place(prefix: str, full: str, base: int, number: int) -> int:
     """Where ``prefix`` (the rendering of the conversation's first messages) ends in the
-    completion's text; refused where the whole conversation does not start with it."""
+    completion's text (less the empty think block a generation prompt writes where the whole
+    conversation, with no reasoning in that turn, writes none: Qwen3's enable_thinking:
+    false); refused where the whole conversation does not start with it."""
+    if not full.startswith(prefix) and (head := without_empty_thinking(prefix)) is not None:
+        prefix = head if full.startswith(head) else prefix
     if not full.startswith(prefix) or len(prefix) < base:
         raise RowError(
             "chat template",
@@ -150,9 +160,10 @@ def token_spans(
 ) -> Spans:
     """``chars`` (spans of the completion's ``text``) as [start, end) spans of its ``raw`` ids
     (as they follow the prompt, whose own ids are ``head``; or tokenized alone, where a token
-    crossed the prompt's end). Each boundary is where the ids of the text up to it end: a token
-    that crosses one (a template writing no special token between turns, merged by the
-    tokenizer) refuses the row, which would otherwise train part of that token."""
+    crossed the prompt's end). Each boundary is where the ids of the text up to it end (or
+    those of the text after it begin): a token that crosses one (a template writing no special
+    token between turns, merged by the tokenizer) refuses the row, which would otherwise train
+    part of that token."""
     cuts = sorted({cut for span in chars for cut in span if cut < len(text)})
     found = {len(text): len(raw)}
     tokenized = ids_many([prompt_text + text[:cut] for cut in cuts] + [text[:cut] for cut in cuts])
@@ -162,6 +173,8 @@ def token_spans(
             found[cut] = len(tail)
         elif raw[: len(alone)] == alone:
             found[cut] = len(alone)
+        elif (rest := _rest_at(ids_many, text, raw, cut)) is not None:
+            found[cut] = rest
         else:
             raise RowError(
                 "chat template",
@@ -172,6 +185,17 @@ def token_spans(
                 "false",
             )
     return tuple((found[start], found[end]) for start, end in chars)
+
+
+def _rest_at(
+    ids_many: Callable[[list[str]], list[list[int]]], text: str, raw: list[int], cut: int
+) -> int | None:
+    """Where the ids of ``text`` from ``cut`` on begin in ``raw``, when they are its tail: a
+    boundary between tokens that the text up to it, tokenized alone, does not show (GPT-2's
+    pre-tokenizer takes a trailing "\\n\\n" as one token, "\\n" + "\\n" before "It": a
+    Llama-3-style header on SmolLM2's tokenizer). None where they are not."""
+    (rest,) = ids_many([text[cut:]])
+    return len(raw) - len(rest) if rest and raw[len(raw) - len(rest) :] == rest else None
 
 
 def kept_spans(spans: Spans, raw_length: int, length: int) -> Spans:
