@@ -565,10 +565,13 @@ def test_every_bad_row_of_score_and_rank_is_said_in_one_line_before_loading(
     lone = ["--model_name_or_path", str(policy), "--output", str(tmp_path / "out.jsonl")]
     assert main(["score", *lone, "--input", str(data)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"directpo: error: {policy} has no config.yaml from a directpo run: give "
-        f"--ref_model_name_or_path and --beta; {data}: line 2: missing field 'chosen'; line 3: "
-        "field 'chosen' is empty; line 5: field 'chosen' must be a string, got a number; 2 more "
-        "rows with other problems: line 6, line 8"
+        "directpo: error: 1 option cannot be used:",
+        f"  {policy} has no config.yaml from a directpo run: give --ref_model_name_or_path and "
+        "--beta",
+        "and the data files' rows:",
+        f"  {data}: line 2: missing field 'chosen'; line 3: field 'chosen' is empty; line 5: "
+        "field 'chosen' must be a string, got a number; 2 more rows with other problems: line "
+        "6, line 8",
     ]
     good_file = write_jsonl(tmp_path / "good.jsonl", [good])  # good rows: the option alone
     assert main(["score", *lone, "--input", str(good_file)]) == 2
