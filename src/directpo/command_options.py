@@ -217,12 +217,22 @@ class RewardOptions(FileCommandOptions):
         None, "Reference model. Default: the one recorded in the run's config.yaml."
     )
     beta: float | None = option(None, "beta of the implicit reward. Default: the run's.")
+    assistant_only_loss: bool | None = option(
+        None,
+        "Leave a response's messages the model does not write (a tool's result, a user turn) "
+        "out of its log-probs, as train's option. Default: the run's, else false.",
+    )
     output_prefix: str = option(
         "",
         "Prefix of the fields written (score: chosen_reward, rejected_reward, margin, reward; "
         "rank: ranked): run2_ writes run2_chosen_reward, ...; a row that already has a field "
         "to be written is refused, not overwritten.",
     )
+
+    FROM_RUN: ClassVar[dict[str, tuple[str, Any]]] = {
+        **FileCommandOptions.FROM_RUN,
+        "assistant_only_loss": ("assistant_only_loss", False),
+    }
 
     def _check_values(self) -> None:
         super()._check_values()
@@ -257,7 +267,7 @@ class ScoreOptions(RewardOptions):
         "TRL's completion column.",
     )
     FROM_RUN: ClassVar[dict[str, tuple[str, Any]]] = {
-        **FileCommandOptions.FROM_RUN,
+        **RewardOptions.FROM_RUN,
         "chosen_column": ("chosen_column", "chosen"),
         "rejected_column": ("rejected_column", "rejected"),
     }

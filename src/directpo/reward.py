@@ -408,12 +408,14 @@ def folder_tokenizer(
     return processor.tokenizer, processor
 
 
-def row_encoder(run_dir: str, trust_remote_code: bool = False) -> PairTokenizer:
+def row_encoder(
+    run_dir: str, trust_remote_code: bool = False, assistant_only_loss: bool | None = None
+) -> PairTokenizer:
     """The encoder ``ImplicitReward.from_run(run_dir)`` renders rows with, without its models,
     so that a row the chat template (or the tokenizer, the processor) refuses is said before
     they load, with every other such row: it was said alone, after rows were scored. (The
     model's stop tokens and a learned position table's limit, which only shorten rows, are
-    left out.)"""
+    left out.) ``assistant_only_loss``: None, the run's."""
     config = None
     with contextlib.suppress(ConfigError):  # a config.yaml of another tool: not a run
         config = run_config(run_dir)
@@ -426,7 +428,11 @@ def row_encoder(run_dir: str, trust_remote_code: bool = False) -> PairTokenizer:
         config.max_prompt_length if config else None,
         chat_template_kwargs=config.chat_template_kwargs if config else None,
         processor=processor,
-        assistant_only=bool(config and config.assistant_only_loss),
+        assistant_only=bool(
+            (config and config.assistant_only_loss)
+            if assistant_only_loss is None
+            else assistant_only_loss
+        ),
     )
 
 

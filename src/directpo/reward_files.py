@@ -256,7 +256,9 @@ def _rendered(
     """``parse`` and then the row's sequences encoded by the model folder's tokenizer (the
     first pass's check: a row the chat template refuses is said with the other bad rows,
     before the models load, where it was said alone after rows were scored)."""
-    encoder = row_encoder(options.model_name_or_path, options.trust_remote_code)
+    encoder = row_encoder(
+        options.model_name_or_path, options.trust_remote_code, options.assistant_only_loss
+    )
 
     def check(label: str, row: dict[str, Any]) -> None:
         _encoded(encoder, sequences(parse(label, row)), label, Counter())
@@ -347,6 +349,14 @@ def _with_run_defaults(options: Options, echo: Callable[[str], None]) -> Options
     run = None
     with contextlib.suppress(ConfigError):  # a config.yaml of another tool: not a run
         run = run_config(options.model_name_or_path)
+    given = getattr(options, "assistant_only_loss", None)
+    if run is not None and given is not None and given != run.assistant_only_loss:
+        # (both are allowed: a user may compare the two; the output is not the run's reward)
+        echo(
+            f"assistant_only_loss {str(given).lower()}, where the run trained with "
+            f"{str(run.assistant_only_loss).lower()}: the rewards are over other tokens than "
+            "the run's log-probs"
+        )
     return options.with_run_defaults(run, echo, first_row_fields(options.input))
 
 
@@ -366,6 +376,7 @@ def _scorer(options: RewardOptions, echo: Callable[[str], None]) -> ImplicitRewa
         batch_size=options.batch_size,
         dtype=options.dtype,
         trust_remote_code=options.trust_remote_code,
+        assistant_only_loss=options.assistant_only_loss,
     )
 
 
