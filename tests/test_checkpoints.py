@@ -945,6 +945,32 @@ def test_a_resume_that_changes_the_loss_says_which_options_changed(
     ]
 
 
+def test_a_resume_with_other_scored_tokens_or_truncation_says_which_option_changed(
+    run_dir, tiny_model_dirs, pairs_file
+) -> None:
+    """assistant_only_loss changes the tokens scored, not the ids the pairs' checksum holds: a
+    resume that changed it trained on without a word. A resume refused for other pairs (here
+    a shorter max_prompt_length) listed what might differ, not the option that did."""
+    saved = yaml.safe_load((run_dir / "checkpoint-2" / "config.yaml").read_text())
+    lines: list[str] = []
+    options = {"max_steps": 3, "resume_from_checkpoint": str(run_dir / "checkpoint-2")}
+    config = config_for(tiny_model_dirs["gpt2"], pairs_file, run_dir, **options,
+                        assistant_only_loss=True)  # fmt: skip
+    train(config, echo=lines.append)
+    assert [line for line in lines if "changed since the checkpoint" in line] == [
+        "resume: assistant_only_loss False -> True changed since the checkpoint; the steps after "
+        "2 optimize this run's objective (the loss and reward curves change there)"
+    ]
+    config = config_for(
+        tiny_model_dirs["gpt2"], pairs_file, run_dir, **options, max_prompt_length=2
+    )
+    with pytest.raises(ConfigError, match="was trained on other pairs") as refused:
+        train(config, echo=lambda _: None)
+    assert str(refused.value).endswith(
+        f"(changed since the checkpoint: max_prompt_length {saved['max_prompt_length']} -> 2)"
+    )
+
+
 def test_a_checkpoint_records_the_options_it_was_trained_with(
     run_dir, tiny_model_dirs, pairs_file, tmp_path
 ) -> None:

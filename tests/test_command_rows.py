@@ -109,3 +109,47 @@ def test_rows_not_checked_when_their_column_option_is_refused(tmp_path, capsys):
         f"  the rows of {source} are not checked: chosen_column, rejected_column (what they "
         "are read by) must be fixed first"
     )
+
+
+def _plain_folder(tmp_path):
+    """A model folder that is not a directpo run (no config.yaml to take beta from)."""
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    return str(folder)
+
+
+def test_plain_folder_without_beta_said_with_refused_values_and_rows(tmp_path, capsys):
+    """score of a folder that is not a run, with a refused value: "give --beta and
+    --ref_model_name_or_path" was said a run after the value (and the rows) were fixed."""
+    source = _input(tmp_path, [{"prompt": "a", "chosen": "b"}])
+    plain = _plain_folder(tmp_path)
+    code, err = _run(capsys, "score", "--model_name_or_path", plain, "--input", source,
+                     "--output", str(tmp_path / "out.jsonl"), "--batch_size", "0")  # fmt: skip
+    assert code == 2 and "Traceback" not in err
+    assert err.splitlines()[1:4] == [
+        "  batch_size must be >= 1 (got 0)",
+        f"  {plain} has no config.yaml from a directpo run: give --ref_model_name_or_path and "
+        "--beta",
+        "and the data files' rows:",
+    ]
+    code, err = _run(capsys, "rank", "--model_name_or_path", plain, "--input", source,
+                     "--output", str(tmp_path / "out.txt"), "--beta", "0.1")  # fmt: skip
+    assert code == 2 and "the output is JSON Lines" in err
+    assert f"{plain} has no config.yaml from a directpo run: give --ref_model_name_or_path\n" in err
+
+
+def test_unknown_flag_said_with_missing_paths(tmp_path, capsys):
+    """An unknown flag was said alone when the other values passed: a missing --input, or a
+    plain folder's missing --beta, took the next run."""
+    plain = _plain_folder(tmp_path)
+    code, err = _run(capsys, "score", "--model_name_or_path", plain, "--input",
+                     str(tmp_path / "none.jsonl"), "--output", str(tmp_path / "out.jsonl"),
+                     "--bogus", "1")  # fmt: skip
+    assert code == 2
+    assert err.splitlines()[1:] == [
+        "  unknown option '--bogus'",
+        f"  input: no such file or folder: {tmp_path / 'none.jsonl'}",
+        f"  {plain} has no config.yaml from a directpo run: give --ref_model_name_or_path and "
+        "--beta",
+    ]

@@ -637,3 +637,21 @@ def test_wandb_disabled_is_honoured_or_refused(monkeypatch) -> None:
         DPOConfig(report_to=["wandb"])
     monkeypatch.setenv("WANDB_DISABLED", "false")
     assert DPOConfig(report_to=["wandb"]).report_to == ["wandb"]
+
+
+def test_unknown_option_said_with_missing_files_and_bad_rows(tmp_path) -> None:
+    """``train --bogus 1`` with a train_file that is not there (or with bad rows) said only the
+    unknown option: the file and its rows took the next run."""
+    missing = tmp_path / "none.jsonl"
+    with pytest.raises(ConfigErrors) as info:
+        load_config(None, {"bogus": "1", "train_file": str(missing)})
+    assert info.value.problems == [
+        "unknown option '--bogus'",
+        f"train_file: no such file or folder: {missing}",
+    ]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": " b", "rejected": ""}\n')
+    with pytest.raises(ConfigErrors) as info:
+        load_config(None, {"bogus": "1", "train_file": str(bad)})
+    assert info.value.problems == ["unknown option '--bogus'"]
+    assert info.value.rows == [f"{bad}: line 1: field 'rejected' is empty"]

@@ -1346,3 +1346,18 @@ def test_score_reads_an_openai_row_as_a_pair(tmp_path) -> None:
     )  # fmt: skip  (the defaults score_file fills in)
     scored = _score_item(options, str(tmp_path), "row", OPENAI_ROWS[1])
     assert scored.chosen == OPENAI_ROWS[1]["preferred_output"]
+
+
+def test_several_files_say_the_skip_hint_once(tmp_path) -> None:
+    """``train_file: [a, b]`` with bad rows in each said "skip_invalid_rows: true skips them"
+    after each file's problems; it is said once, at the end."""
+    bad = [{"prompt": "a", "chosen": " b", "rejected": ""}] * 2
+    first = write_jsonl(tmp_path / "a.jsonl", bad)
+    second = write_jsonl(tmp_path / "b.jsonl", bad)
+    with pytest.raises(DataError) as info:
+        load_preferences([str(first), str(second)])
+    assert str(info.value) == (
+        f"{first}: line 1: field 'rejected' is empty (1 more row like it: line 2); {second}: "
+        "line 1: field 'rejected' is empty (1 more row like it: line 2); skip_invalid_rows: "
+        "true skips them"
+    )

@@ -72,7 +72,8 @@ def test_the_rows_given_to_train_are_said_beside_a_refused_value(tmp_path) -> No
         "and the data files' rows:",
         f"  {held}: line 2: field 'chosen' is empty",
         "  train_dataset: row 2: missing field 'rejected'; row 3: chosen and rejected are "
-        "identical; skip_invalid_rows: true skips them",
+        "identical",
+        "  skip_invalid_rows: true skips them",
     ]
     # a path given that is not there was left to the run, which said it only once beta was
     # fixed: it is said with it, as the run says it
@@ -84,7 +85,7 @@ def test_the_rows_given_to_train_are_said_beside_a_refused_value(tmp_path) -> No
     ]
     with pytest.raises(ConfigError) as info:  # refused at start: CUDA only, on a CPU
         train(DPOConfig(**options, use_liger_kernel=True), train_dataset=rows, echo=None)
-    assert str(info.value).splitlines()[-1].startswith("  train_dataset: row 2: missing field")
+    assert str(info.value).splitlines()[-2].startswith("  train_dataset: row 2: missing field")
     assert str(stale) not in str(info.value)
 
 
@@ -150,3 +151,20 @@ def test_trls_args_decide_how_the_rows_given_to_train_are_read(tmp_path) -> None
         f"  {prompts}: column 'chosen' not found (columns: prompt); set chosen_column / "
         "rejected_column"
     )
+
+
+def test_train_and_eval_files_say_the_skip_hint_once_on_a_line_of_its_own(tmp_path) -> None:
+    """A refused value with bad rows in the train and the eval file ended each file's line
+    with "skip_invalid_rows: true skips them"; it is one line after them."""
+    bad = [{**GOOD, "rejected": ""}] * 2
+    (tmp_path / "config.json").write_text("{}")
+    train_file = write_jsonl(tmp_path / "train.jsonl", bad)
+    eval_file = write_jsonl(tmp_path / "eval.jsonl", bad)
+    with pytest.raises(ConfigError) as info:
+        DPOConfig(model_name_or_path=str(tmp_path), train_file=str(train_file),
+                  eval_file=str(eval_file), beta=-1)  # fmt: skip
+    assert str(info.value).splitlines()[-3:] == [
+        f"  {train_file}: line 1: field 'rejected' is empty (1 more row like it: line 2)",
+        f"  {eval_file}: line 1: field 'rejected' is empty (1 more row like it: line 2)",
+        "  skip_invalid_rows: true skips them",
+    ]

@@ -28,3 +28,21 @@ def test_a_trl_name_imported_from_directpo_says_what_to_use(name, instead) -> No
 def test_other_names_stay_plain_attribute_errors() -> None:
     assert not hasattr(directpo, "NoSuchName")
     assert directpo.DPOConfig.__module__ == "directpo.config"  # TRL's spelling, directpo's own
+
+
+@pytest.mark.parametrize("name", ["DPOTrainer", "OnlineDPOTrainer", "ModelConfig"])
+def test_a_trl_name_is_absent_to_hasattr_and_getattr(name) -> None:
+    """``hasattr(directpo, "DPOTrainer")`` raised the ImportError that keeps the from-import's
+    message, so inspect, pydoc and a notebook's completion crashed on the package."""
+    assert not hasattr(directpo, name)
+    assert getattr(directpo, name, None) is None
+    with pytest.raises(AttributeError, match=f"directpo has no {name} \\(TRL's\\)"):
+        getattr(directpo, name)
+
+
+def test_a_trl_name_imported_inside_a_function_says_what_to_use() -> None:
+    def imports() -> None:
+        from directpo import DPOTrainer  # noqa: F401
+
+    with pytest.raises(ImportError, match="call directpo.train"):
+        imports()

@@ -337,14 +337,16 @@ def test_a_mixtures_bad_rows_are_said_in_file_order_and_every_source_in_one_run(
     first = write_jsonl(tmp_path / "first.jsonl", [
         same if i in (3, 15) else empty if i == 7 else row for i, row in enumerate(rows)
     ])  # fmt: skip
-    second = write_jsonl(tmp_path / "second.jsonl", [*rows[:2], {**rows[2], "chosen": 5}])
+    second = write_jsonl(tmp_path / "second.jsonl", [*rows[:2], {**rows[2], "chosen": 5}, same])
     entries = [{"id": str(first)}, {"id": str(second)}]
     with pytest.raises(DataError) as info:  # (seed 1 shuffles line 8 before line 4)
         load_mixture({"datasets": entries, "seed": 1}, Columns())
+    # the skip_invalid_rows hint once, at the end (it ended each source's problems)
     assert str(info.value) == (
         f"{first}: line 4: chosen and rejected are identical (1 more row like it: line 16); "
-        f"line 8: field 'chosen' is empty; skip_invalid_rows: true skips them; "
-        f"{second}: line 3: field 'chosen' must be a string, got a number"
+        f"line 8: field 'chosen' is empty; {second}: line 3: field 'chosen' must be a string, "
+        "got a number; line 4: chosen and rejected are identical; skip_invalid_rows: true "
+        "skips them"
     )
     missing = [{"id": str(tmp_path / "a.jsonl")}, {"id": str(tmp_path / "b.jsonl")}]
     with pytest.raises(DataError) as info:

@@ -295,14 +295,16 @@ def test_an_output_that_is_not_a_jsonl_file_is_refused_up_front(
     monkeypatch.setattr("directpo.generate.load_causal_lm", refuse)
     folder = tmp_path / "out"
     folder.mkdir()
+    model = str(tiny_model_dirs["gpt2"])  # not a run: score and rank are given its reference
+    reward = ["--ref_model_name_or_path", model, "--beta", "0.1"] if command != "generate" else []
     for output, said in (
         (folder, f"output: {folder} is a folder; give a file name such as {folder}/out.jsonl"),
         (tmp_path / "x.parquet", "must end in .jsonl (got .parquet)"),
         (tmp_path / "x", "must end in .jsonl (got (none))"),
     ):
         code = main(
-            [command, "--model_name_or_path", str(tiny_model_dirs["gpt2"]), "--input",
-             str(pairs_file), "--output", str(output)]
+            [command, "--model_name_or_path", model, *reward, "--input", str(pairs_file),
+             "--output", str(output)]
         )  # fmt: skip
         err = capsys.readouterr().err
         # (rank's rows, pairs without candidates, are said with it: one run names both)

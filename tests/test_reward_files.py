@@ -566,10 +566,13 @@ def test_every_bad_row_of_score_and_rank_is_said_in_one_line_before_loading(
     lone = ["--model_name_or_path", str(policy), "--output", str(tmp_path / "out.jsonl")]
     assert main(["score", *lone, "--input", str(data)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"directpo: error: {policy} has no config.yaml from a directpo run: give "
-        f"--ref_model_name_or_path and --beta; {data}: line 2: missing field 'chosen'; line 3: "
-        "field 'chosen' is empty; line 5: field 'chosen' must be a string, got a number; 2 more "
-        "rows with other problems: line 6, line 8"
+        "directpo: error: 1 option cannot be used:",
+        f"  {policy} has no config.yaml from a directpo run: give --ref_model_name_or_path and "
+        "--beta",
+        "and the data files' rows:",
+        f"  {data}: line 2: missing field 'chosen'; line 3: field 'chosen' is empty; line 5: "
+        "field 'chosen' must be a string, got a number; 2 more rows with other problems: line "
+        "6, line 8",
     ]
     good_file = write_jsonl(tmp_path / "good.jsonl", [good])  # good rows: the option alone
     assert main(["score", *lone, "--input", str(good_file)]) == 2
@@ -697,3 +700,45 @@ def test_rank_reads_a_csv_list_column_of_candidates(models, tmp_path) -> None:
         r["ranked"] for r in read(tmp_path / "ranked-jsonl.jsonl")
     ]
     assert from_csv[0]["responses"] == from_csv[1]["responses"] == candidates
+
+
+def test_score_takes_assistant_only_loss_as_a_flag(tmp_path, capsys) -> None:
+    """assistant_only_loss was only ImplicitReward's keyword: ``directpo score`` of a plain
+    folder scored a tool's result as the policy's own tokens, with no flag to leave it out.
+    ``--assistant_only_loss true`` now does (the rewards are ImplicitReward's with it); a run
+    folder scored against its own option says so."""
+    from test_turn_masks import QWEN_TOOLS, ROW, SMOLLM2, _tiny_model
+    from transformers import AutoTokenizer
+
+    from directpo.data import load_preferences
+
+    if not SMOLLM2.is_dir():
+        pytest.skip("SmolLM2's tokenizer is not here")
+    tokenizer = AutoTokenizer.from_pretrained(SMOLLM2)
+    tokenizer.chat_template = QWEN_TOOLS
+    policy = _tiny_model(tokenizer, tmp_path / "policy", seed=0)
+    reference = _tiny_model(tokenizer, tmp_path / "ref", seed=1)
+    data = write_jsonl(tmp_path / "pairs.jsonl", [ROW])
+    common = ["--model_name_or_path", str(policy), "--ref_model_name_or_path", str(reference),
+              "--beta", "0.5", "--input", str(data)]  # fmt: skip
+
+    def scored(name: str, *flags: str) -> float:
+        out = tmp_path / f"{name}.jsonl"
+        assert main(["score", *common, "--output", str(out), *flags]) == 0
+        return read(out)[0]["chosen_reward"]
+
+    scorer = ImplicitReward(policy, reference, 0.5, assistant_only_loss=True)
+    expected = scorer.score_pairs(load_preferences([ROW]).examples)[0][0]
+    rewards = {False: scored("False"), True: scored("True", "--assistant_only_loss", "true")}
+    assert rewards[True] == pytest.approx(expected, rel=1e-5)
+    assert abs(rewards[True] - rewards[False]) > 0.1  # (the tool's tokens weigh in)
+    capsys.readouterr()
+    (policy / "config.yaml").write_text(  # a run trained with it: the flag turns it off
+        f"model_name_or_path: {reference}\noutput_dir: {policy}\nbeta: 0.5\n"
+        "assistant_only_loss: true\n"
+    )
+    assert scored("off", "--assistant_only_loss", "false") == pytest.approx(rewards[False])
+    assert (
+        "assistant_only_loss false, where the run trained with true: the rewards are over other "
+        "tokens than the run's log-probs" in capsys.readouterr().out
+    )

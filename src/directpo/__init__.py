@@ -4,6 +4,8 @@
 responses with the trained policy as a reward model (both imported on first use).
 """
 
+import sys
+from types import FrameType
 from typing import Any
 
 from directpo.config import DPOConfig, load_config
@@ -69,6 +71,19 @@ def __getattr__(name: str) -> Any:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     if name in _TRL_NAMES:
-        # an ImportError: `from directpo import X` drops an AttributeError's message
-        raise ImportError(f"directpo has no {name} (TRL's): {_TRL_NAMES[name]}", name=name)
+        message = f"directpo has no {name} (TRL's): {_TRL_NAMES[name]}"
+        if _at_from_import(sys._getframe(1)):
+            # `from directpo import X` drops an AttributeError's message
+            raise ImportError(message, name=name)
+        # hasattr, getattr(m, n, None), inspect and completion expect an AttributeError
+        raise AttributeError(message, name=name, obj=sys.modules[__name__])
     raise AttributeError(f"module 'directpo' has no attribute {name!r}")
+
+
+def _at_from_import(frame: FrameType) -> bool:
+    """Is ``frame`` running ``from directpo import X``? Its attribute lookup and hasattr's
+    both swallow an AttributeError, so only the caller's instruction tells them apart (the
+    import machinery's own hasattr, before, is a call and gets the AttributeError)."""
+    import dis
+
+    return frame.f_code.co_code[frame.f_lasti] == dis.opmap["IMPORT_FROM"]

@@ -17,7 +17,7 @@ from directpo.config import DTYPES
 from directpo.config_checks import check_columns
 from directpo.errors import ConfigError, ModelLoadError, collected, refuse_all
 from directpo.folders import nearest_existing
-from directpo.options import Options, option
+from directpo.options import Options, names_any, option
 from directpo.preflight import check_model_location
 
 
@@ -238,6 +238,19 @@ class RewardOptions(FileCommandOptions):
     def _check_values(self) -> None:
         super()._check_values()
         self._require(self.beta is None or self.beta > 0, "beta", "> 0")
+
+    def _path_problems(self) -> list[str]:
+        """The folders' problems, and a folder that is not a directpo run given without
+        --beta / --ref_model_name_or_path: said beside the refused values (it was said a run
+        after they were fixed)."""
+        problems = super()._path_problems()
+        folder = self.model_name_or_path
+        if folder and not any(names_any(line, {"model_name_or_path"}) for line in problems):
+            from directpo.reward import run_values_missing  # (torch: not for --help)
+
+            missing = run_values_missing(folder, self.ref_model_name_or_path, self.beta)
+            problems += [missing] if missing else []
+        return problems
 
 
 @dataclass

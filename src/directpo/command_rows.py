@@ -118,10 +118,11 @@ def with_others(
     error: ConfigError, options: type, config_file: str | None, overrides: dict[str, Any]
 ) -> ConfigError:
     """``error`` (an unknown flag, refused before the command's options are built) with the
-    other flags' refusals and the input's bad rows said beside it: each was said a run after
-    the unknown flag was fixed. ``options``: the command's options class, built from
+    other flags' refusals, the paths that are not there (a plain model folder's missing
+    --beta) and the input's bad rows said beside it: each was said a run after the unknown
+    flag was fixed. ``options``: the command's options class, built from
     ``config_file`` and ``overrides`` (the flags that are known)."""
-    from directpo.options import load_options
+    from directpo.options import beside_refusal, load_options
 
     try:
         built = load_options(options, config_file, overrides)
@@ -129,6 +130,4 @@ def with_others(
         return ConfigErrors.joined([error, other])
     except Exception:  # (a value no check read may be odd: the unknown flag is the news)
         return error
-    rows_beside = getattr(built, "_rows_beside", None)
-    rows = rows_beside([str(error)]) if rows_beside is not None else []
-    return ConfigErrors("", [str(error)], rows) if rows else error
+    return beside_refusal(error, built)

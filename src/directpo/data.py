@@ -65,7 +65,7 @@ from directpo.readers import (
     open_rows,
     source_label,
 )
-from directpo.refusals import SKIP_HINT, RefusedRows
+from directpo.refusals import SKIP_HINT, RefusedRows, hint_once
 from directpo.row_formats import from_openai, is_openai_layout, openai_message, openai_names
 from directpo.unread_columns import refuse_unread_prompt, unread_system
 from directpo.vision import (
@@ -228,7 +228,9 @@ def load_preferences(
                 except DataError as error:
                     refused.append(error)
         if refused:
-            raise refused[0] if len(refused) == 1 else DataError("; ".join(map(str, refused)))
+            if len(refused) == 1:
+                raise refused[0]
+            raise DataError("; ".join(hint_once([str(error) for error in refused])))
         return PreferenceData(
             [example for part in parts for example in part.examples],
             "+".join(dict.fromkeys(part.layout for part in parts)),

@@ -19,6 +19,7 @@ from typing import Any
 
 from directpo.errors import ConfigError, ConfigErrors, DataError
 from directpo.options import names_any
+from directpo.refusals import hint_once
 
 # the options that decide how rows are read: refused, the rows cannot be checked
 READ_BY = ("prompt_column", "chosen_column", "rejected_column", "system_column")
@@ -70,7 +71,7 @@ def row_problems(
             load_mixture(mixture, columns, skip_invalid_rows=bool(config.skip_invalid_rows))
         except DataError as error:
             problems.append(str(error))
-    return problems
+    return hint_once(problems, apart=True)
 
 
 def _local_mixture(config: Any) -> dict[str, Any] | None:

@@ -39,6 +39,7 @@ from directpo.data import Columns, PreferenceData, preferences_of_rows
 from directpo.errors import ConfigError, DataError, collected, refuse_all
 from directpo.preflight import looks_local
 from directpo.readers import DATA_KINDS, RowError, dataset_splits, open_rows
+from directpo.refusals import hint_once
 
 ENTRY_KEYS = ("id", "config", "split", "columns", "weight", "data_dir", "data_files")
 TRL_NAMES = {"path": "id", "name": "config"}  # TRL's DatasetConfig spellings
@@ -261,7 +262,7 @@ def load_mixture(
                 f"{source.weight:g})"
             )
     if refused:
-        raise DataError("; ".join(refused))
+        raise DataError("; ".join(hint_once(refused)))
     if not kept:
         raise DataError("dataset_mixture: no rows (the weights keep none)")
     mixed = [kept[i] for i in _shuffled(len(kept), mixture.seed)]

@@ -281,8 +281,23 @@ def load_options(
     except ConfigError as error:
         raise ConfigErrors.joined([*refused, respelled(error, spelled)]) from None
     if refused:
-        raise ConfigErrors.joined(refused)
+        raise beside_refusal(ConfigErrors.joined(refused), built)
     return built
+
+
+def beside_refusal(error: ConfigError, built: Options) -> ConfigError:
+    """``error`` (names refused before ``built`` was made of the others: an unknown option)
+    with the paths ``built`` names that are not there and its data files' bad rows: each was
+    said a run after the unknown name was fixed."""
+    lines = list(getattr(error, "problems", None) or [str(error)])
+    with contextlib.suppress(Exception):  # (a value no check read may be odd: the name is news)
+        lines += [line for line in built._path_problems() if line not in lines]
+    rows: list[str] = []
+    with contextlib.suppress(Exception):
+        rows = built._row_problems(lines)
+    if len(lines) == len(getattr(error, "problems", None) or [error]) and not rows:
+        return error
+    return ConfigErrors(getattr(error, "where", ""), lines, rows)
 
 
 def translate_usable(

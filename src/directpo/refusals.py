@@ -100,6 +100,18 @@ class RefusedRows:
             raise RowsRefused(self.message(hint), self.label, first, self.count)
 
 
+def hint_once(lines: list[str], apart: bool = False) -> list[str]:
+    """Several sources' refused-row lines with the skip_invalid_rows hint said once, after the
+    last (each source's line ended with it: a mixture of five files said it five times).
+    ``apart``: the hint is a line of its own (lines shown one under another), else it ends the
+    last line (lines joined with "; ")."""
+    suffix = f"; {SKIP_HINT}"
+    if not any(line.endswith(suffix) for line in lines):
+        return lines
+    lines = [line.removesuffix(suffix) for line in lines]
+    return [*lines, SKIP_HINT] if apart else [*lines[:-1], lines[-1] + suffix]
+
+
 def _said(problem: str, seen: _Problem) -> str:
     text = f"{seen.first}: {problem}"
     if seen.count == 1:

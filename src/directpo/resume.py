@@ -28,7 +28,7 @@ from directpo.optimizers import fit_saved_groups, no_decay_ids
 from directpo.outputs import remove
 from directpo.precision import evaluates_in_float32
 from directpo.random_states import resume_note
-from directpo.sources import OnlineRounds
+from directpo.sources import OnlineRounds, said_change
 from directpo.step import PairStats
 from directpo.sync import load_reference_state
 from directpo.trainer_state import STATE_FILE
@@ -75,7 +75,10 @@ def resume(run: Run) -> None:
     # that never ran
     if config.sync_ref_model:
         restore_reference(run, Path(checkpoint))
-    source_notes = list(run.source.restore(state, str(checkpoint)))
+    try:
+        source_notes = list(run.source.restore(state, str(checkpoint)))
+    except ConfigError as error:
+        raise _with_data_changes(error, config, Path(checkpoint)) from None
     if state["global_step"] > run.total_steps:  # the final folder would get a later step's
         raise ConfigError(
             f"resume_from_checkpoint: {checkpoint} is at step {state['global_step']}, past this "
@@ -109,6 +112,15 @@ OBJECTIVE = (
     "assistant_only_loss",  # which tokens log π(y|x) sums: a tool's result's, or not
 )  # fmt: skip
 
+# the options that decide the pairs' token ids and order: a resume refused for other pairs
+# names those changed since the checkpoint (the refusal listed what might differ)
+DATA_OPTIONS = (
+    "train_file", "dataset_name", "dataset_config", "dataset_train_split", "dataset_mixture",
+    "dataset_streaming", "prompt_column", "chosen_column", "rejected_column", "system_column",
+    "tokenizer_name_or_path", "chat_template", "chat_template_kwargs", "max_length",
+    "max_prompt_length", "max_completion_length", "skip_invalid_rows", "data_seed",
+)  # fmt: skip
+
 
 def objective(config: DPOConfig) -> dict[str, Any]:
     """The values of ``OBJECTIVE`` in ``config``, as trainer_state.json holds them."""
@@ -128,6 +140,24 @@ def _say_objective_changes(run: Run, saved: dict[str, Any] | None, step: int) ->
             f"resume: {', '.join(changed)} changed since the checkpoint; the steps after "
             f"{step} optimize this run's objective (the loss and reward curves change there)"
         )
+
+
+def _with_data_changes(error: ConfigError, config: DPOConfig, checkpoint: Path) -> ConfigError:
+    """``error`` (the checkpoint's pairs are not this run's) with the options that decide the
+    pairs and differ from the checkpoint's config.yaml, where it has one."""
+    try:
+        saved = yaml.safe_load((checkpoint / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return error  # (a checkpoint of an earlier version: no record)
+    now = config.record()
+    changed = [
+        said_change(name, saved[name], now[name])
+        for name in DATA_OPTIONS
+        if name in saved and saved[name] != now[name]
+    ]
+    if not changed:
+        return error
+    return ConfigError(f"{error} (changed since the checkpoint: {', '.join(changed)})")
 
 
 def held_out_dtype(run: Run) -> str | None:

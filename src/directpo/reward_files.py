@@ -360,6 +360,14 @@ def _with_run_defaults(options: Options, echo: Callable[[str], None]) -> Options
     run = None
     with contextlib.suppress(ConfigError):  # a config.yaml of another tool: not a run
         run = run_config(options.model_name_or_path)
+    given = getattr(options, "assistant_only_loss", None)
+    if run is not None and given is not None and given != run.assistant_only_loss:
+        # (both are allowed: a user may compare the two; the output is not the run's reward)
+        echo(
+            f"assistant_only_loss {str(given).lower()}, where the run trained with "
+            f"{str(run.assistant_only_loss).lower()}: the rewards are over other tokens than "
+            "the run's log-probs"
+        )
     return options.with_run_defaults(run, echo, first_row_fields(options.input))
 
 

@@ -40,7 +40,7 @@ from directpo.readers import (
     python_source,
     refuse_column_dict,
 )
-from directpo.refusals import RowsRefused
+from directpo.refusals import RowsRefused, hint_once
 from directpo.rewardfn import check_reward_fn, load_reward_fn
 from directpo.sources import PairSet
 from directpo.stops import generation_stop_ids
@@ -546,7 +546,7 @@ def _joined(refused: list[DataError]) -> DataError:
             key, count = (error.label, error.first), error.count
         if key not in said or count > said[key][0]:
             said[key] = (count, str(error))
-    return DataError("; ".join(text for _, text in said.values()))
+    return DataError("; ".join(hint_once([text for _, text in said.values()])))
 
 
 def _place(where: str | int) -> str:

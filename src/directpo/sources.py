@@ -217,7 +217,7 @@ class OnlineRounds:
         )  # fmt: skip
         saved = state.get("sampling", {})
         changed = [
-            _change(key, saved[key], value)
+            said_change(key, saved[key], value)
             for key, value in self.sampling.items()
             if key in saved and saved[key] != value
         ]
@@ -237,7 +237,7 @@ class OnlineRounds:
         ]
 
 
-def _change(key: str, before: Any, after: Any) -> str:
+def said_change(key: str, before: Any, after: Any) -> str:
     """``key before -> after``; a long value (a chat template's text) is only said changed."""
     if max(len(str(before)), len(str(after))) > 60:
         return f"{key} (changed)"
