@@ -86,4 +86,7 @@ def _at_from_import(frame: FrameType) -> bool:
     import machinery's own hasattr, before, is a call and gets the AttributeError)."""
     import dis
 
-    return frame.f_code.co_code[frame.f_lasti] == dis.opmap["IMPORT_FROM"]
+    try:  # (CPython's bytecode; elsewhere the AttributeError, whose text hasattr ignores)
+        return frame.f_code.co_code[frame.f_lasti] == dis.opmap["IMPORT_FROM"]
+    except (AttributeError, IndexError, KeyError):
+        return False
