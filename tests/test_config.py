@@ -637,3 +637,13 @@ def test_wandb_disabled_is_honoured_or_refused(monkeypatch) -> None:
         DPOConfig(report_to=["wandb"])
     monkeypatch.setenv("WANDB_DISABLED", "false")
     assert DPOConfig(report_to=["wandb"]).report_to == ["wandb"]
+
+
+@pytest.mark.parametrize(
+    "key, instead", [("save_steps", "save_strategy: no"), ("eval_steps", "eval_strategy: epoch")]
+)
+def test_openrlhfs_minus_one_steps_are_refused_naming_the_strategy(key, instead) -> None:
+    """``--save_steps -1 --eval_steps -1`` (OpenRLHF's scripts: never save, evaluate each
+    epoch) were refused without the option that asks for that."""
+    with pytest.raises(ConfigError, match=f"OpenRLHF's -1 is {instead}"):
+        DPOConfig(**{key: -1})
