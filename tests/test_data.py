@@ -1330,3 +1330,21 @@ def test_score_reads_an_openai_row_as_a_pair(tmp_path) -> None:
     )  # fmt: skip  (the defaults score_file fills in)
     scored = _score_item(options, str(tmp_path), "row", OPENAI_ROWS[1])
     assert scored.chosen == OPENAI_ROWS[1]["preferred_output"]
+
+
+def test_completions_in_columns_of_other_names_are_named_in_the_fix() -> None:
+    """torchtune's stack_exchange_paired_dataset rows (response_j / response_k) and its
+    preference_dataset example (chosen_conversations / rejected_conversations) were told
+    "set chosen_column / rejected_column" without the columns that hold them."""
+    exchange = {"question": "Sort?", "response_j": "sorted(xs)", "response_k": "No."}
+    with pytest.raises(DataError, match=r"set chosen_column: response_j, rejected_column: resp"):
+        load_preferences([exchange])
+    turn = [{"role": "user", "content": "Hi"}]
+    conversations = {"chosen_conversations": turn, "rejected_conversations": turn}
+    with pytest.raises(
+        DataError,
+        match="set chosen_column: chosen_conversations, rejected_column: rejected_conversations$",
+    ):
+        load_preferences([conversations])
+    with pytest.raises(DataError, match="set chosen_column / rejected_column$"):
+        load_preferences([{"context": "Hi", "good": "Hello", "bad": "Go away"}])
