@@ -165,3 +165,24 @@ def test_a_renamed_key_beside_its_directpo_name_is_refused_when_they_differ(caps
     code = main(["train", "--pretrain", "a", "--model_name_or_path", "b"])
     assert code == 2
     assert "--pretrain: also given as --model_name_or_path; keep one" in capsys.readouterr().err
+
+
+def test_torchtunes_other_components_and_a_disabled_profiler(tmp_path, capsys) -> None:
+    """A disabled profiler (every torchtune recipe has one) asks for nothing; SimPO's loss, an
+    8-bit optimizer, several datasets and a tokenizer path say their directpo options."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "loss: {_component_: torchtune.rlhf.loss.SimPOLoss, beta: 2.0, gamma: 0.5}\n"
+        "optimizer: {_component_: bitsandbytes.optim.PagedAdamW8bit, lr: 1.0e-5}\n"
+        "dataset: [{_component_: torchtune.datasets.stack_exchange_paired_dataset}]\n"
+        "profiler: {_component_: torchtune.training.setup_torch_profiler, enabled: false}\n"
+        "tokenizer: /tmp/tokenizer\n"
+    )
+    assert main(["train", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    lines = {line.strip().split(":", 1)[0]: line for line in err.splitlines()[1:]}
+    assert "write loss_type: simpo, beta: 2.0, simpo_gamma: 0.5" in lines["loss"]
+    assert "(optimizer: adamw, adamw_kahan or rmsprop)" in lines["optimizer"]
+    assert "dataset_mixture" in lines["dataset"]
+    assert "tokenizer_name_or_path" in lines["tokenizer"]
+    assert "profiler" not in lines and len(lines) == 4

@@ -242,12 +242,19 @@ REFUSED: dict[str, Callable[[Any], str]] = {
         "a LoRA run's output_dir holds the adapter (merge_lora: true the merged model)"
     ),
     "custom_sharded_layers": _unless_off("distributed: fsdp shards each decoder layer"),
+    "tokenizer": _always("use tokenizer_name_or_path (the model folder's by default)"),
+    "profiler": lambda value: (
+        ""
+        if _off(value) or (isinstance(value, dict) and value.get("enabled") is False)
+        else "directpo has no profiler: run train() under torch.profiler"
+    ),
 }
 
 
 def is_component(value: Any) -> bool:
-    """A torchtune component: ``{_component_: torchtune.models..., ...}``."""
-    return isinstance(value, dict) and "_component_" in value
+    """A torchtune component that asks for something: ``{_component_: torchtune.models...}``
+    (a profiler of ``enabled: false``, in every recipe, asks for nothing)."""
+    return isinstance(value, dict) and "_component_" in value and value.get("enabled") is not False
 
 
 def _given(value: dict, names: dict[str, str]) -> str:
@@ -300,7 +307,11 @@ def component_hint(key: str, value: Any) -> str:
         )
     if key == "optimizer":
         given = _given(value, {"lr": "learning_rate", "weight_decay": "weight_decay"})
-        return f"write {given or 'learning_rate'} (AdamW; optimizer: adamw)"
+        kind = "AdamW; optimizer: adamw" if name.endswith(".AdamW") else "optimizer: adamw, "
+        kind = kind if name.endswith(".AdamW") else kind + "adamw_kahan or rmsprop"
+        return f"write {given or 'learning_rate'} ({kind})"
+    if key == "profiler":
+        return "directpo has no profiler: run train() under torch.profiler"
     if key == "lr_scheduler":
         warmup = _given(value, {"num_warmup_steps": "warmup_steps"})
         kind = "cosine" if "cosine" in name else "linear"
