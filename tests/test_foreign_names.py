@@ -186,3 +186,20 @@ def test_torchtunes_other_components_and_a_disabled_profiler(tmp_path, capsys) -
     assert "dataset_mixture" in lines["dataset"]
     assert "tokenizer_name_or_path" in lines["tokenizer"]
     assert "profiler" not in lines and len(lines) == 4
+
+
+def test_torchtunes_overrides_are_flags(built, capsys) -> None:
+    """``directpo train recipe.yaml batch_size=8`` (tune run's overrides) was 'unexpected
+    argument' (or 'config file not found: batch_size=8'); the line now says the flag, and the
+    flags of a component's field of the same meaning are the options."""
+    assert main(["train", "batch_size=8"]) == 2
+    assert "'batch_size=8': options are flags here: --batch_size 8" in capsys.readouterr().err
+    flags = ["--optimizer.lr", "1e-5", "--loss.beta", "0.2", "--model.lora_rank", "8"]
+    assert main(["train", *flags, "--lr_scheduler.num_warmup_steps", "10"]) == 0
+    config = built[0]
+    assert (config.learning_rate, config.beta, config.lora_r, config.warmup_steps) == (
+        1e-5,
+        0.2,
+        8,
+        10,
+    )

@@ -531,6 +531,10 @@ def _yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, d
         if not token.startswith("--"):
             if token.startswith("-") and not NEGATIVE_VALUE.match(token):  # -V, -x: not a file
                 raise ConfigError(_unknown_flag_message(token, options))
+            override = re.match(r"([A-Za-z_][\w.]*)=(.*)$", token)
+            if override and not os.path.exists(token):  # torchtune's: tune run ... key=value
+                key, value = override.groups()
+                raise ConfigError(f"'{token}': options are flags here: --{key} {value}")
             if config_file is not None:
                 one = previous is not None and kinds.get(previous) == VALUE
                 after = f" (--{previous} takes one value)" if one else ""

@@ -78,6 +78,16 @@ RENAMED = {
     "compile": "torch_compile",
     "clip_grad_norm": "max_grad_norm",  # null: no clipping, in both
     "fsdp_cpu_offload": "fsdp_offload",
+    # torchtune's command-line overrides of a component's field (tune run ... optimizer.lr=...)
+    "optimizer.lr": "learning_rate",
+    "loss.beta": "beta",
+    "loss.label_smoothing": "label_smoothing",
+    "lr_scheduler.num_warmup_steps": "warmup_steps",
+    "checkpointer.checkpoint_dir": "model_name_or_path",
+    "ref_checkpointer.checkpoint_dir": "ref_model_name_or_path",
+    "model.lora_rank": "lora_r",
+    "model.lora_alpha": "lora_alpha",
+    "model.lora_dropout": "lora_dropout",
 }
 
 # flags of several values (--adam_betas 0.9 0.95), read whole so that the second is not taken
@@ -243,6 +253,11 @@ REFUSED: dict[str, Callable[[Any], str]] = {
     ),
     "custom_sharded_layers": _unless_off("distributed: fsdp shards each decoder layer"),
     "tokenizer": _always("use tokenizer_name_or_path (the model folder's by default)"),
+    # torchtune's AdamW decays every weight, directpo's spares biases and norm weights
+    "optimizer.weight_decay": _always("use weight_decay (biases and norm weights are spared)"),
+    "tokenizer.max_seq_len": _always(
+        "use max_length (prompt + completion tokens; a longer prompt is cut from the left)"
+    ),
     "profiler": lambda value: (
         ""
         if _off(value) or (isinstance(value, dict) and value.get("enabled") is False)
@@ -307,8 +322,9 @@ def component_hint(key: str, value: Any) -> str:
         )
     if key == "optimizer":
         given = _given(value, {"lr": "learning_rate", "weight_decay": "weight_decay"})
-        kind = "AdamW; optimizer: adamw" if name.endswith(".AdamW") else "optimizer: adamw, "
-        kind = kind if name.endswith(".AdamW") else kind + "adamw_kahan or rmsprop"
+        spared = "; biases and norms are not decayed" if "weight_decay" in value else ""
+        others = "optimizer: adamw, adamw_kahan or rmsprop"
+        kind = f"AdamW; optimizer: adamw{spared}" if name.endswith(".AdamW") else others
         return f"write {given or 'learning_rate'} ({kind})"
     if key == "profiler":
         return "directpo has no profiler: run train() under torch.profiler"
