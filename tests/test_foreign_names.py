@@ -203,3 +203,19 @@ def test_torchtunes_overrides_are_flags(built, capsys) -> None:
         8,
         10,
     )
+
+
+def test_torchtunes_cpu_device_is_what_a_machine_without_a_gpu_does(
+    tmp_path, built, capsys, monkeypatch
+) -> None:
+    """``device: cpu`` (torchtune's CPU recipes) was refused on a machine without a GPU, where
+    the run trains on the CPU anyway; where a GPU is visible it is refused, saying how."""
+    import torch
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("device: cpu\n")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["train", str(recipe)]) == 0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert main(["train", str(recipe)]) == 2
+    assert "device: directpo trains on CUDA when it can" in capsys.readouterr().err

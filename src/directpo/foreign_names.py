@@ -132,6 +132,15 @@ def _lr_scheduler(value: Any) -> str:
     )
 
 
+def _device(value: Any) -> str:
+    """torchtune's device: cuda is where directpo trains when it can, cpu where it cannot."""
+    import torch
+
+    if value in ("cuda", None) or (value == "cpu" and not torch.cuda.is_available()):
+        return ""
+    return "directpo trains on CUDA when it can; for the CPU hide the GPUs: CUDA_VISIBLE_DEVICES="
+
+
 SAVE_STEPS = "save_steps: N saves every N steps; save_strategy: no saves none (OpenRLHF's -1)"
 BATCH = (
     "the pairs per optimizer step are per_device_train_batch_size x "
@@ -240,12 +249,7 @@ REFUSED: dict[str, Callable[[Any], str]] = {
     # torchtune (its components are refused by component_hint)
     "max_steps_per_epoch": _unless_off("use max_steps (the run's total optimizer steps)"),
     "shuffle": lambda value: "" if value in (True, None) else "directpo always shuffles the pairs",
-    "device": lambda value: (
-        ""
-        if value in ("cuda", None)
-        else "directpo trains on CUDA when it "
-        "can; hide the GPUs for the CPU: CUDA_VISIBLE_DEVICES= directpo train ..."
-    ),  # fmt: skip
+    "device": _device,
     "log_peak_memory_stats": _always(""),  # (peak memory is not logged)
     "optimizer_in_bwd": _unless_off("directpo steps the optimizer after backward"),
     "save_adapter_weights_only": _unless_off(
