@@ -219,3 +219,18 @@ def test_torchtunes_cpu_device_is_what_a_machine_without_a_gpu_does(
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert main(["train", str(recipe)]) == 2
     assert "device: directpo trains on CUDA when it can" in capsys.readouterr().err
+
+
+def test_a_flag_replacing_a_value_the_recipe_spells_otherwise_is_said(
+    tmp_path, built, capsys
+) -> None:
+    """``epochs: 2`` in a torchtune-style recipe and ``--num_train_epochs 3`` trained 3 epochs
+    without the note a flag replacing the file's value gets (the names differed); TRL's
+    ``torch_dtype`` under ``--dtype`` likewise."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("epochs: 2\ntorch_dtype: float32\n")
+    code = main(["train", str(recipe), "--num_train_epochs", "3", "--dtype", "bfloat16"])
+    assert code == 0 and built[0].num_train_epochs == 3
+    err = capsys.readouterr().err
+    assert f"note: --num_train_epochs 3 replaces {recipe}'s epochs: 2" in err
+    assert f"note: --dtype bfloat16 replaces {recipe}'s torch_dtype: float32" in err

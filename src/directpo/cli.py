@@ -391,10 +391,15 @@ def _replaced_values(
     if config_file is not None:
         with contextlib.suppress(ConfigError):
             recipe = read_yaml(config_file)
+    # by the option each name is (TRL's torch_dtype, torchtune's epochs: dtype, num_train_epochs),
+    # so that a flag replacing a value the file spells otherwise is said too
+    option = (ALIASES | RENAMED).get
+    written = {option(key, key): key for key in recipe}
     notes += [
-        f"--{key} {_shown(value)} replaces {config_file}'s {key}: {_shown(recipe[key])}"
+        f"--{key} {_shown(value)} replaces {config_file}'s {theirs}: {_shown(recipe[theirs])}"
         for key, value in overrides.items()
-        if key in recipe and str(recipe[key]).lower() != str(value).lower()
+        if (theirs := written.get(option(key, key))) is not None
+        and str(recipe[theirs]).lower() != str(value).lower()
     ]
     return notes
 
