@@ -115,7 +115,9 @@ def _betas(value: Any) -> str:
 
 
 def _dataset(value: Any) -> str:
-    if is_component(value) or isinstance(value, list):
+    """OpenRLHF's path or hub id; torchtune's list of dataset components (one component is
+    refused as a component before this table is read)."""
+    if isinstance(value, list):
         return component_hint("dataset", value)
     return (
         "a file, glob or datasets folder is train_file, a hub id dataset_name (several sources "
@@ -124,8 +126,7 @@ def _dataset(value: Any) -> str:
 
 
 def _lr_scheduler(value: Any) -> str:
-    if is_component(value):
-        return component_hint("lr_scheduler", value)
+    """OpenRLHF's scheduler name (torchtune's component is refused as a component)."""
     return (
         f"write lr_scheduler_type: {value} (OpenRLHF's cosine_with_min_lr with min_lr_ratio 0.1: "
         "lr_scheduler_kwargs: {min_lr_rate: 0.1})"
