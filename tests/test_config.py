@@ -655,3 +655,13 @@ def test_unknown_option_said_with_missing_files_and_bad_rows(tmp_path) -> None:
         load_config(None, {"bogus": "1", "train_file": str(bad)})
     assert info.value.problems == ["unknown option '--bogus'"]
     assert info.value.rows == [f"{bad}: line 1: field 'rejected' is empty"]
+
+
+@pytest.mark.parametrize(
+    "key, instead", [("save_steps", "save_strategy: no"), ("eval_steps", "eval_strategy: epoch")]
+)
+def test_openrlhfs_minus_one_steps_are_refused_naming_the_strategy(key, instead) -> None:
+    """``--save_steps -1 --eval_steps -1`` (OpenRLHF's scripts: never save, evaluate each
+    epoch) were refused without the option that asks for that."""
+    with pytest.raises(ConfigError, match=f"OpenRLHF's -1 is {instead}"):
+        DPOConfig(**{key: -1})

@@ -1361,3 +1361,21 @@ def test_several_files_say_the_skip_hint_once(tmp_path) -> None:
         "line 1: field 'rejected' is empty (1 more row like it: line 2); skip_invalid_rows: "
         "true skips them"
     )
+
+
+def test_completions_in_columns_of_other_names_are_named_in_the_fix() -> None:
+    """torchtune's stack_exchange_paired_dataset rows (response_j / response_k) and its
+    preference_dataset example (chosen_conversations / rejected_conversations) were told
+    "set chosen_column / rejected_column" without the columns that hold them."""
+    exchange = {"question": "Sort?", "response_j": "sorted(xs)", "response_k": "No."}
+    with pytest.raises(DataError, match=r"set chosen_column: response_j, rejected_column: resp"):
+        load_preferences([exchange])
+    turn = [{"role": "user", "content": "Hi"}]
+    conversations = {"chosen_conversations": turn, "rejected_conversations": turn}
+    with pytest.raises(
+        DataError,
+        match="set chosen_column: chosen_conversations, rejected_column: rejected_conversations$",
+    ):
+        load_preferences([conversations])
+    with pytest.raises(DataError, match="set chosen_column / rejected_column$"):
+        load_preferences([{"context": "Hi", "good": "Hello", "bad": "Go away"}])

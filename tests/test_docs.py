@@ -15,6 +15,7 @@ import yaml
 from directpo.cli import COMMANDS, _yaml_and_flags, build_parser
 from directpo.config import DPOConfig, load_config
 from directpo.errors import ConfigError
+from directpo.foreign_names import GENERIC_COMPONENT, REFUSED, RENAMED, component_hint
 from directpo.losses import LOSSES
 from directpo.trl_compat import ALIASES, NO_EFFECT
 
@@ -22,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FIELDS = {f.name: f for f in dataclasses.fields(DPOConfig)}
 NAMES = list(FIELDS)
-# names a TRL config may use: directpo's options, TRL's other spellings, harmless TRL keys
-CONFIG_KEYS = set(FIELDS) | set(ALIASES) | set(NO_EFFECT)
+# names a TRL config may use: directpo's options, TRL's other spellings, harmless TRL keys;
+# OpenRLHF's and torchtune's, renamed or refused (docs/migrating.md)
+CONFIG_KEYS = set(FIELDS) | set(ALIASES) | set(NO_EFFECT) | set(RENAMED) | set(REFUSED)
 
 
 def _text(path: Path) -> str:
@@ -229,6 +231,48 @@ def test_the_loss_table_lists_every_loss() -> None:
     assert header == "loss_type"
     assert sorted(documented) == sorted(LOSSES)
     assert f"one of {len(LOSSES)} losses" in _text(ROOT / "README.md")
+
+
+def _migration_rows() -> list[tuple[str, str, str]]:
+    """(theirs, directpo, read) cells of docs/migrating.md's tables of option names."""
+    rows, table = [], False
+    for line in _text(ROOT / "docs" / "migrating.md").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if not line.startswith("|"):
+            table = False
+        elif cells[:3] == ["theirs", "directpo", "read"]:
+            table = True
+        elif table and not set(line) <= set("|-: "):
+            rows.append((cells[0], cells[1], cells[2]))
+    return rows
+
+
+def test_the_migration_tables_say_what_the_code_does() -> None:
+    """Each OpenRLHF / torchtune name in docs/migrating.md is read as its row says: renamed to
+    the option named, refused (with a hint) or accepted as foreign_names.py reads it, or a
+    directpo option of the same name; every option it points to exists, and every name
+    foreign_names.py reads is in a row."""
+    rows = _migration_rows()
+    assert len(rows) > 50
+    problems, listed = [], set()
+    for theirs, ours, read in rows:
+        outside = re.sub(r"\([^)]*\)", "", ours)  # (parenthesised: their fields, values)
+        options = re.findall(r"`([a-z_0-9]+)`", outside)
+        problems += [f"{theirs}: {o} is not an option" for o in options if o not in FIELDS]
+        how = read.split()[0].strip(":")
+        for name, value in re.findall(r"`([\w.]+)`(?: \(([^)]*)\))?", theirs):
+            listed.add(name)
+            given = yaml.safe_load(value) if value else True
+            ok = {
+                "renamed": RENAMED.get(name) == (options[:1] or [None])[0],
+                "refused": name in REFUSED and bool(REFUSED[name](given)),
+                "accepted": name in REFUSED and not REFUSED[name](given),
+                "same": name in FIELDS,
+                "component": component_hint(name, {"_component_": "x"}) != GENERIC_COMPONENT,
+            }[how]
+            problems += [] if ok else [f"{theirs}: not {read}"]
+    problems += [f"{name}: no row" for name in (set(RENAMED) | set(REFUSED)) - listed]
+    assert not problems, problems
 
 
 def test_the_design_module_table_lists_every_module() -> None:

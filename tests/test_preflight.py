@@ -217,3 +217,25 @@ def test_a_missing_template_prompts_reward_or_dataset_file_is_said_with_the_rest
         with pytest.raises(ConfigError) as info:
             DPOConfig(model_name_or_path=str(tmp_path), dataset_name=name, beta=-1)
         assert info.value.problems[1].startswith(f"dataset_name: {line}")
+
+
+def test_a_revision_of_a_local_model_folder_is_refused(
+    tmp_path: Path, capsys, tiny_model_dirs, pairs_file, nothing_loads
+) -> None:
+    """TRL's --model_revision beside a model folder trained the folder's weights without a word
+    (transformers reads a folder as it is, whatever revision is asked)."""
+    model, reference = tiny_model_dirs["llama"], tiny_model_dirs["gpt2"]
+    code = main([
+        "train", "--model_name_or_path", str(model), "--model_revision", "v1.0",
+        "--ref_model_name_or_path", str(reference),
+        "--ref_model_init_kwargs", "{revision: v2}", "--train_file", str(pairs_file),
+        "--output_dir", str(tmp_path / "out"),
+    ])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert (
+        f"model_name_or_path {model} is a local folder, which has no revisions: revision 'v1.0' "
+        "(model_revision / model_init_kwargs) would be ignored" in err
+    )
+    assert f"ref_model_name_or_path {reference} is a local folder" in err
+    assert "revision 'v2' (ref_model_init_kwargs)" in err

@@ -41,6 +41,7 @@ from directpo.command_options import (
 from directpo.command_rows import with_others
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DirectpoError
+from directpo.foreign_names import RENAMED, SEVERAL_VALUES
 from directpo.options import load_options, option_help, read_yaml, type_hints
 from directpo.signals import Terminated, exit_code_of, sigterm_unwinds
 from directpo.trl_compat import ALIASES, VERSION_FLAGS, VERSION_HINT
@@ -144,7 +145,8 @@ def _trl_names_epilog() -> str:
     return (
         f"TRL's names are read too: {renamed}; TRL keys that ask for nothing done differently "
         "here (push_to_hub: false, dataloader_num_workers, do_eval, ...) are accepted, and any "
-        "other is refused naming what to use instead."
+        "other is refused naming what to use instead. OpenRLHF's and torchtune's names are read "
+        "by the same rule (docs/migrating.md)."
     )
 
 
@@ -389,10 +391,15 @@ def _replaced_values(
     if config_file is not None:
         with contextlib.suppress(ConfigError):
             recipe = read_yaml(config_file)
+    # by the option each name is (TRL's torch_dtype, torchtune's epochs: dtype, num_train_epochs),
+    # so that a flag replacing a value the file spells otherwise is said too
+    option = (ALIASES | RENAMED).get
+    written = {option(key, key): key for key in recipe}
     notes += [
-        f"--{key} {_shown(value)} replaces {config_file}'s {key}: {_shown(recipe[key])}"
+        f"--{key} {_shown(value)} replaces {config_file}'s {theirs}: {_shown(recipe[theirs])}"
         for key, value in overrides.items()
-        if key in recipe and str(recipe[key]).lower() != str(value).lower()
+        if (theirs := written.get(option(key, key))) is not None
+        and str(recipe[theirs]).lower() != str(value).lower()
     ]
     return notes
 
@@ -515,6 +522,10 @@ def _yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, d
     bare (``--bf16``, TRL's style) is true, as is an unknown key written bare (TRL's booleans).
     The YAML file is the first free token, or ``--config`` (TRL's spelling)."""
     kinds = _option_kinds(options)
+    # OpenRLHF's and torchtune's names read their values as the option they rename does
+    # (--target_modules q_proj v_proj: both; the second was taken for the config file)
+    kinds |= {k: kinds[ours] for k, ours in RENAMED.items() if ours in kinds and k not in kinds}
+    kinds |= dict.fromkeys(SEVERAL_VALUES, LIST)
     config_file: str | None = None
     flags: dict[str, Any] = {}
     previous: str | None = None  # the last flag, to explain a stray token
@@ -525,6 +536,10 @@ def _yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, d
         if not token.startswith("--"):
             if token.startswith("-") and not NEGATIVE_VALUE.match(token):  # -V, -x: not a file
                 raise ConfigError(_unknown_flag_message(token, options))
+            override = re.match(r"([A-Za-z_][\w.]*)=(.*)$", token)
+            if override and not os.path.exists(token):  # torchtune's: tune run ... key=value
+                key, value = override.groups()
+                raise ConfigError(f"'{token}': options are flags here: --{key} {value}")
             if config_file is not None:
                 one = previous is not None and kinds.get(previous) == VALUE
                 after = f" (--{previous} takes one value)" if one else ""

@@ -109,14 +109,17 @@ def check_values(config: DPOConfig) -> None:
         "gradient_accumulation_steps",
     ):
         require(getattr(config, key) >= 1, key, ">= 1")
+    # OpenRLHF's -1 (its scripts' default): never save / evaluate at each epoch's end
+    minus_one = {"save_steps": "save_strategy: no", "eval_steps": "eval_strategy: epoch"}
     for key in ("logging_steps", "eval_steps", "save_steps"):  # steps, or a fraction
         value = getattr(config, key)
         low = "> 0" if key == "logging_steps" else ">= 0"
+        instead = f"; OpenRLHF's -1 is {minus_one[key]}" if value == -1 and key in minus_one else ""
         require(
             (value > 0 if key == "logging_steps" else value >= 0)
             and (value < 1 or float(value).is_integer()),
             key,
-            f"a whole number of steps {low}, or a fraction of the total steps in (0, 1)",
+            f"a whole number of steps {low}, or a fraction of the total steps in (0, 1){instead}",
         )
         if value >= 1 or value == 0:
             setattr(config, key, int(value))

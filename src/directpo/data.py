@@ -67,7 +67,7 @@ from directpo.readers import (
 )
 from directpo.refusals import SKIP_HINT, RefusedRows, hint_once
 from directpo.row_formats import from_openai, is_openai_layout, openai_message, openai_names
-from directpo.unread_columns import refuse_unread_prompt, unread_system
+from directpo.unread_columns import completion_columns, refuse_unread_prompt, unread_system
 from directpo.vision import (
     IMAGE_COLUMNS,
     ImageError,
@@ -361,7 +361,9 @@ def _detect_layout(
     for key in (columns.chosen, columns.rejected):
         if key not in names:  # TRL's token ids: chosen_input_ids (before 1.0), chosen_ids (1.x)
             ids = [f"{key}{end}" for end in ("_input_ids", "_ids") if f"{key}{end}" in names]
+            pair = completion_columns(names, columns.chosen, columns.rejected)
             fix = "set chosen_column / rejected_column"
+            fix = f"set chosen_column: {pair[0]}, rejected_column: {pair[1]}" if pair else fix
             if ids:  # TRL 1.x tokenizes the text too: ids alone would be a KeyError there
                 fix = f"'{ids[0]}' holds token ids, but directpo tokenizes the text itself"
             raise DataError(

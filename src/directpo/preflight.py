@@ -236,6 +236,12 @@ def _check_models(config: DPOConfig, problems: list[str]) -> None:
     ):
         with collected(problems):
             check_model_location(key, getattr(config, key), (kwargs or {}).get("subfolder"))
+    for key, kwargs, named in (
+        ("model_name_or_path", config.model_init_kwargs, "model_revision / model_init_kwargs"),
+        ("ref_model_name_or_path", config.ref_model_init_kwargs, "ref_model_init_kwargs"),
+    ):
+        with collected(problems):
+            _refuse_local_revision(key, getattr(config, key), (kwargs or {}).get("revision"), named)
     for key in MODEL_FOLDER_OPTIONS:  # as config.yaml, adapter_config.json and the card
         value = getattr(config, key)  # record them: a run's outputs load from any folder
         if value and os.path.isdir(value) and not os.path.isabs(value):
@@ -462,6 +468,20 @@ TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
 
 def has_files(folder: str, names: tuple[str, ...] = TOKENIZER_FILES) -> bool:
     return any(os.path.isfile(os.path.join(folder, name)) for name in names)
+
+
+def _refuse_local_revision(key: str, value: str | None, revision: Any, named: str) -> None:
+    """A revision (TRL's --model_revision) beside a model folder: transformers reads a folder as
+    it is, so the run trained the folder's weights whatever revision was asked. (An adapter
+    folder's revision is its base's, which is loaded from the hub at that revision.)"""
+    if revision in (None, "main") or not value or not os.path.isdir(value):
+        return
+    if is_adapter_folder(value):
+        return
+    raise ConfigError(
+        f"{key} {value} is a local folder, which has no revisions: revision {revision!r} "
+        f"({named}) would be ignored; give the hub id to train that revision, or remove it"
+    )
 
 
 def check_model_location(key: str, value: str | None, subfolder: str | None = None) -> None:

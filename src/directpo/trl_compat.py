@@ -10,6 +10,8 @@ built:
 * older or renamed TRL spellings of the same options are renamed (``ALIASES``);
 * TRL keys that ask for nothing directpo would do differently (``push_to_hub: false``,
   ``dataloader_num_workers: 4``, ``do_eval: true``, ...) are dropped (``NO_EFFECT``);
+* OpenRLHF's and torchtune's names are renamed or refused with what to write instead
+  (foreign_names.py);
 * every other key is a problem, and all problems are reported at once, one line each, saying
   what to do instead.
 """
@@ -23,6 +25,7 @@ from typing import Any
 import yaml
 
 from directpo.errors import ConfigError, ConfigErrors
+from directpo.foreign_names import REFUSED, RENAMED, component_hint, is_component
 from directpo.preflight import is_adapter_folder
 
 ALIASES = {  # TRL's other names for directpo options
@@ -499,10 +502,11 @@ def spellings(values: dict[str, Any], where: str) -> dict[str, str]:
     ({"generate_max_new_tokens": "max_new_tokens"}), so that a refused value is named as it
     stands in their file or call (``respelled``), not by a name they never wrote."""
     flag = "--" if where == "command line" else ""
+    renames = ALIASES | RENAMED
     renamed = {
-        ALIASES[key]: f"{flag}{key}"
+        renames[key]: f"{flag}{key}"
         for key in values
-        if key in ALIASES and ALIASES[key] not in values
+        if key in renames and renames[key] not in values
     }
     if _trl_mixture(values) is not values:  # TRL's top-level datasets: [...]
         renamed["dataset_mixture"] = f"{flag}datasets"
@@ -516,19 +520,25 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
     result: dict[str, Any] = {}
     problems: list[str] = []
     flag = "--" if where == "command line" else ""  # name them as they were written
+    renames = ALIASES | RENAMED
     for key, value in values.items():
         if key.endswith("_token") and value == f"<{key.upper()}>":
             continue  # transformers' to_dict hides every *_token value: nothing is known of it
-        if key in known:
+        if is_component(value):  # torchtune's (its optimizer was 'optimizer must be a string')
+            problems.append(f"{flag}{key}: {component_hint(key, value)}")
+        elif key in known:
             result[key] = value
-        elif key in ALIASES and ALIASES[key] in known:
-            if ALIASES[key] in values:
+        elif key in renames and renames[key] in known:
+            if renames[key] in values:
                 # transformers' to_dict writes both spellings (gradient_checkpointing and
                 # activation_checkpointing): only a contradiction is a problem
-                if _typed(values[ALIASES[key]]) != _typed(value):
-                    problems.append(f"{flag}{key}: also given as {flag}{ALIASES[key]}; keep one")
+                if _typed(values[renames[key]]) != _typed(value):
+                    problems.append(f"{flag}{key}: also given as {flag}{renames[key]}; keep one")
             else:
-                result[ALIASES[key]] = value
+                result[renames[key]] = value
+        elif key in REFUSED:
+            if instead := REFUSED[key](_typed(value)):
+                problems.append(f"{flag}{key}: {instead}")
         elif key in NO_EFFECT:
             accepted, instead = NO_EFFECT[key]
             if not accepted(_typed(value)):

@@ -1,6 +1,7 @@
 """Columns of well-known preference datasets that hold a prompt's text where the column options
 do not look: a prompt column of another name (refused: the implicit layout would train without
-the question) and a system prompt column (said: the run trains without it)."""
+the question) and a system prompt column (said: the run trains without it); and completion
+columns of other names, which the refusal of a file without chosen / rejected names."""
 
 from __future__ import annotations
 
@@ -85,3 +86,24 @@ def _lacks(system: Any, prompt: Text) -> bool:
     if isinstance(prompt, list):
         prompt = "\n".join(plain_text(m.get("content") or "") for m in prompt)
     return system.strip() not in prompt
+
+
+# completions of other names in well-known files: lvwerra/stack-exchange-paired (torchtune's
+# stack_exchange_paired_dataset) keeps the better answer in response_j
+COMPLETION_PAIRS = (("response_j", "response_k"),)
+
+
+def completion_columns(names: Sequence[Any], chosen: str, rejected: str) -> tuple[str, str] | None:
+    """The columns a file without ``chosen`` / ``rejected`` most likely holds them in: a
+    well-known dataset's pair, or the one column whose name holds each word (torchtune's
+    ``chosen_conversations`` / ``rejected_conversations``); None when that is not one pair."""
+    for pair in COMPLETION_PAIRS:
+        if set(pair) <= set(names):
+            return pair
+    found = []
+    for word in (chosen, rejected):
+        having = [str(n) for n in names if word in str(n) and not str(n).endswith("_ids")]
+        if len(having) != 1:
+            return None
+        found.append(having[0])
+    return found[0], found[1]

@@ -1,0 +1,362 @@
+"""OpenRLHF's and torchtune's option names, for a DPO setup moved from either tool
+(docs/migrating.md maps each one).
+
+``trl_compat.translate`` reads them beside TRL's:
+
+* ``RENAMED``: names whose value means exactly what a directpo option's does (OpenRLHF's
+  ``--pretrain``, ``--max_epochs``; torchtune's ``epochs``, ``batch_size``) are that option;
+* ``REFUSED``: every other name either tool's DPO setup writes is refused with what to write
+  instead, or accepted where it asks for what directpo does anyway (``--packing_samples``);
+* a torchtune component (a mapping with ``_component_``: ``model``, ``loss``, ``optimizer``,
+  ``dataset``, ...) is refused with the directpo options that say what it built, with its own
+  values (``loss: {beta: 0.1}`` -> ``beta: 0.1``).
+
+Without them each name was refused as unknown with difflib's nearest option, which misled:
+``--max_epochs`` 'did you mean --max_steps?', ``--dataset`` '--data_seed', ``batch_size``
+'auto_find_batch_size', ``metric_logger`` 'merge_lora'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+# OpenRLHF's train_dpo writes each option twice over its versions: flat (--pretrain) and, since
+# its options were grouped, dotted (--model.model_name_or_path).
+RENAMED = {
+    # OpenRLHF
+    "pretrain": "model_name_or_path",
+    "model.model_name_or_path": "model_name_or_path",
+    "ref_pretrain": "ref_model_name_or_path",
+    "ref.model_name_or_path": "ref_model_name_or_path",
+    "prompt_key": "prompt_column",
+    "data.prompt_key": "prompt_column",
+    "chosen_key": "chosen_column",
+    "data.chosen_key": "chosen_column",
+    "rejected_key": "rejected_column",
+    "data.rejected_key": "rejected_column",
+    "tokenizer_chat_template": "chat_template",
+    "data.tokenizer_chat_template": "chat_template",
+    "micro_train_batch_size": "per_device_train_batch_size",  # pairs per GPU per micro-step
+    "train.micro_batch_size": "per_device_train_batch_size",
+    "max_epochs": "num_train_epochs",
+    "train.max_epochs": "num_train_epochs",
+    "train.seed": "seed",
+    "model.beta": "beta",
+    "model.label_smoothing": "label_smoothing",  # cDPO in both
+    # the chosen completion's mean token NLL, averaged over pairs, times the coefficient: what
+    # rpo_alpha adds (the sft loss, docs/losses.md)
+    "nll_loss_coef": "rpo_alpha",
+    "model.nll_loss_coef": "rpo_alpha",
+    "adam.lr": "learning_rate",
+    "l2": "weight_decay",  # AdamW's decay, biases and norms spared in both
+    "adam.weight_decay": "weight_decay",
+    "adam.eps": "adam_epsilon",
+    "max_norm": "max_grad_norm",
+    "lr_warmup_ratio": "warmup_ratio",
+    "lora_rank": "lora_r",  # 0: every weight trains, in both
+    "ds.lora.rank": "lora_r",
+    "ds.lora.alpha": "lora_alpha",
+    "ds.lora.dropout": "lora_dropout",
+    "target_modules": "lora_target_modules",  # all-linear by default in both
+    "ds.lora.target_modules": "lora_target_modules",
+    "ds.load_in_4bit": "load_in_4bit",
+    "ds.attn_implementation": "attn_implementation",
+    "ds.use_liger_kernel": "use_liger_kernel",
+    "model.gradient_checkpointing_enable": "gradient_checkpointing",
+    "logger.logging_steps": "logging_steps",
+    "save_path": "output_dir",  # where the trained model is saved
+    "ckpt.output_dir": "output_dir",
+    "max_ckpt_num": "save_total_limit",  # the newest N checkpoints kept
+    "ckpt.max_num": "save_total_limit",
+    # torchtune's recipe configs (lora_dpo_single_device, full_dpo_distributed)
+    "epochs": "num_train_epochs",
+    "batch_size": "per_device_train_batch_size",  # pairs per device per micro-step
+    "enable_activation_checkpointing": "gradient_checkpointing",
+    "enable_activation_offloading": "activation_offloading",
+    "log_every_n_steps": "logging_steps",
+    "compile": "torch_compile",
+    "clip_grad_norm": "max_grad_norm",  # null: no clipping, in both
+    "fsdp_cpu_offload": "fsdp_offload",
+    # torchtune's command-line overrides of a component's field (tune run ... optimizer.lr=...)
+    "optimizer.lr": "learning_rate",
+    "loss.beta": "beta",
+    "loss.label_smoothing": "label_smoothing",
+    "lr_scheduler.num_warmup_steps": "warmup_steps",
+    "checkpointer.checkpoint_dir": "model_name_or_path",
+    "ref_checkpointer.checkpoint_dir": "ref_model_name_or_path",
+    "model.lora_rank": "lora_r",
+    "model.lora_alpha": "lora_alpha",
+    "model.lora_dropout": "lora_dropout",
+}
+
+# flags of several values (--adam_betas 0.9 0.95), read whole so that the second is not taken
+# for the config file
+SEVERAL_VALUES = ("adam_betas", "adam.betas")
+
+
+def _off(value: Any) -> bool:
+    return value in (None, False, 0, "", "no", "none", "None", [], {})
+
+
+def _unless_off(hint: str) -> Callable[[Any], str]:
+    return lambda value: "" if _off(value) else hint
+
+
+def _always(hint: str) -> Callable[[Any], str]:
+    return lambda value: hint
+
+
+def _betas(value: Any) -> str:
+    betas = value if isinstance(value, list | tuple) else str(value).replace(",", " ").split()
+    if len(betas) == 2:
+        return f"write adam_beta1: {betas[0]} and adam_beta2: {betas[1]}"
+    return "write adam_beta1 and adam_beta2"
+
+
+def _dataset(value: Any) -> str:
+    """OpenRLHF's path or hub id; torchtune's list of dataset components (one component is
+    refused as a component before this table is read)."""
+    if isinstance(value, list):
+        return component_hint("dataset", value)
+    return (
+        "a file, glob or datasets folder is train_file, a hub id dataset_name (several sources "
+        "with weights: dataset_mixture)"
+    )
+
+
+def _lr_scheduler(value: Any) -> str:
+    """OpenRLHF's scheduler name (torchtune's component is refused as a component)."""
+    return (
+        f"write lr_scheduler_type: {value} (OpenRLHF's cosine_with_min_lr with min_lr_ratio 0.1: "
+        "lr_scheduler_kwargs: {min_lr_rate: 0.1})"
+    )
+
+
+def _device(value: Any) -> str:
+    """torchtune's device: cuda is where directpo trains when it can, cpu where it cannot."""
+    import torch
+
+    if value in ("cuda", None) or (value == "cpu" and not torch.cuda.is_available()):
+        return ""
+    return "directpo trains on CUDA when it can; for the CPU hide the GPUs: CUDA_VISIBLE_DEVICES="
+
+
+SAVE_STEPS = "save_steps: N saves every N steps; save_strategy: no saves none (OpenRLHF's -1)"
+BATCH = (
+    "the pairs per optimizer step are per_device_train_batch_size x "
+    "gradient_accumulation_steps x processes: set gradient_accumulation_steps to "
+    "train_batch_size / (per_device_train_batch_size x processes)"
+)
+ZERO = (
+    "directpo runs under torchrun without DeepSpeed: distributed: ddp (each process holds the "
+    "model) or fsdp (FSDP2 shards weights, gradients and optimizer state, as ZeRO-3)"
+)
+# key: what it means here, as a function of its value ("": accepted, it asks for what
+# directpo does anyway)
+REFUSED: dict[str, Callable[[Any], str]] = {
+    # OpenRLHF
+    "dataset": _dataset,
+    "data.dataset": _dataset,
+    "dataset_probs": _always("several sources with weights: dataset_mixture"),
+    "data.dataset_probs": _always("several sources with weights: dataset_mixture"),
+    "train_split": _always("use dataset_train_split"),
+    "data.dataset_split": _always("use dataset_train_split"),
+    "eval_split": _always("use dataset_test_split"),
+    "eval.split": _always("use dataset_test_split"),
+    "eval_dataset": _always("use eval_file (a file) or dataset_test_split (a split)"),
+    "eval.dataset": _always("use eval_file (a file) or dataset_test_split (a split)"),
+    "max_samples": _always("directpo reads every row: give a file of the first N (head -n N)"),
+    "data.max_samples": _always("directpo reads every row: give a file of the first N (head -n N)"),
+    # the same number, but OpenRLHF drops a pair whose prompt fills it, directpo cuts the
+    # prompt from the left: not accepted as the same option
+    "max_len": _always(
+        "use max_length (prompt + completion tokens; a longer prompt is cut from the left, "
+        "where OpenRLHF drops the pair)"
+    ),
+    "data.max_len": _always(
+        "use max_length (prompt + completion tokens; a longer prompt is cut from the left, "
+        "where OpenRLHF drops the pair)"
+    ),
+    # message lists are always rendered with the chat template here, text never
+    "apply_chat_template": _always(""),
+    "data.apply_chat_template": _always(""),
+    "input_template": _unless_off(
+        "directpo reads a text prompt as written: write the template into the file's prompts, "
+        "or give message lists (rendered with the chat template)"
+    ),
+    "data.input_template": _unless_off(
+        "directpo reads a text prompt as written: write the template into the file's prompts, "
+        "or give message lists (rendered with the chat template)"
+    ),
+    "train_batch_size": _always(BATCH),
+    "train.batch_size": _always(BATCH),
+    # OpenRLHF's IPO squares the summed log-ratio; directpo's (TRL's, the IPO authors') the
+    # per-token mean's: another loss of the same name
+    "ipo": _unless_off(
+        "OpenRLHF's IPO squares the summed log-ratios; loss_type: ipo is TRL's, on the mean "
+        "token log-ratios (length-normalised), another loss"
+    ),
+    "model.ipo_enable": _unless_off(
+        "OpenRLHF's IPO squares the summed log-ratios; loss_type: ipo is TRL's, on the mean "
+        "token log-ratios (length-normalised), another loss"
+    ),
+    "aux_loss_coef": _unless_off("use router_aux_loss_coef (MoE)"),
+    "model.aux_loss_coef": _unless_off("use router_aux_loss_coef (MoE)"),
+    "adam_betas": _betas,
+    "adam.betas": _betas,
+    "lr_scheduler": _lr_scheduler,
+    "min_lr_ratio": _always(
+        "with lr_scheduler_type: cosine_with_min_lr write lr_scheduler_kwargs: {min_lr_rate: RATIO}"
+    ),  # fmt: skip
+    "zero_stage": _always(ZERO),
+    "ds.zero_stage": _always(ZERO),
+    "adam_offload": _unless_off("fsdp_offload: true keeps optimizer state in CPU memory (FSDP)"),
+    "ds.adam_offload": _unless_off("fsdp_offload: true keeps optimizer state in CPU memory (FSDP)"),
+    "ds.param_dtype": _always("bf16: true (or dtype: bfloat16) is mixed precision, as DeepSpeed's"),
+    "flash_attn": _unless_off(
+        "attn_implementation: auto already runs packed rows through FlashAttention varlen on "
+        "CUDA in bf16; attn_implementation: flash_attention_2 forces it"
+    ),
+    "packing_samples": _always(""),  # directpo packs rows (padding_free) by default
+    "ds.packing_samples": _always(""),
+    "ref_offload": _unless_off(
+        "precompute_ref_log_probs: true runs the reference once before training and frees it"
+    ),
+    "ref.offload": _unless_off(
+        "precompute_ref_log_probs: true runs the reference once before training and frees it"
+    ),
+    "ckpt_path": _always("checkpoints are written to output_dir/checkpoint-N"),
+    "ckpt.path": _always("checkpoints are written to output_dir/checkpoint-N"),
+    "max_ckpt_mem": _always("use save_total_limit (a number of checkpoints)"),
+    "ckpt.max_mem": _always("use save_total_limit (a number of checkpoints)"),
+    "load_checkpoint": _unless_off("use resume_from_checkpoint: latest"),
+    "ckpt.load_enable": _unless_off("use resume_from_checkpoint: latest"),
+    "ckpt.save_steps": _always(SAVE_STEPS),
+    "eval.steps": _always("use eval_steps (or eval_strategy: epoch, OpenRLHF's -1)"),
+    "ckpt.save_hf": _always(""),  # every checkpoint and the final folder are HF folders
+    "disable_fast_tokenizer": _unless_off("directpo loads the model folder's tokenizer as it is"),
+    "data.disable_fast_tokenizer": _unless_off("directpo loads the tokenizer as it is"),
+    "use_wandb": _unless_off("use report_to: wandb (run_name names the run)"),
+    "logger.wandb.key": _unless_off("use report_to: wandb after wandb login"),
+    "wandb_project": _unless_off("set WANDB_PROJECT in the environment, report_to: wandb"),
+    "logger.wandb.project": _unless_off("set WANDB_PROJECT in the environment, report_to: wandb"),
+    "wandb_run_name": _unless_off("use run_name"),
+    "logger.wandb.run_name": _unless_off("use run_name"),
+    "use_tensorboard": _unless_off("use report_to: tensorboard, logging_dir for its folder"),
+    "logger.tensorboard_dir": _unless_off("use report_to: tensorboard, logging_dir for its folder"),
+    "ring_attn_size": _unless_off("directpo has no context parallelism"),
+    "ds.ring_attn_size": _unless_off("directpo has no context parallelism"),
+    # torchtune (its components are refused by component_hint)
+    "max_steps_per_epoch": _unless_off("use max_steps (the run's total optimizer steps)"),
+    "shuffle": lambda value: "" if value in (True, None) else "directpo always shuffles the pairs",
+    "device": _device,
+    "log_peak_memory_stats": _always(""),  # (peak memory is not logged)
+    "optimizer_in_bwd": _unless_off("directpo steps the optimizer after backward"),
+    "save_adapter_weights_only": _unless_off(
+        "a LoRA run's output_dir holds the adapter (merge_lora: true the merged model)"
+    ),
+    "custom_sharded_layers": _unless_off("distributed: fsdp shards each decoder layer"),
+    "tokenizer": _always("use tokenizer_name_or_path (the model folder's by default)"),
+    # torchtune's AdamW decays every weight, directpo's spares biases and norm weights
+    "optimizer.weight_decay": _always("use weight_decay (biases and norm weights are spared)"),
+    "tokenizer.max_seq_len": _always(
+        "use max_length (prompt + completion tokens; a longer prompt is cut from the left)"
+    ),
+    "profiler": lambda value: (
+        ""
+        if _off(value) or (isinstance(value, dict) and value.get("enabled") is False)
+        else "directpo has no profiler: run train() under torch.profiler"
+    ),
+}
+
+
+def is_component(value: Any) -> bool:
+    """A torchtune component that asks for something: ``{_component_: torchtune.models...}``
+    (a profiler of ``enabled: false``, in every recipe, asks for nothing)."""
+    return isinstance(value, dict) and "_component_" in value and value.get("enabled") is not False
+
+
+def _given(value: dict, names: dict[str, str]) -> str:
+    """Their values as directpo options: {"lr": "learning_rate"} -> "learning_rate: 5e-4"."""
+    given = [f"{ours}: {value[theirs]}" for theirs, ours in names.items() if theirs in value]
+    return ", ".join(given)
+
+
+def _loss(value: dict) -> str:
+    name = str(value.get("_component_", "")).rsplit(".", 1)[-1]
+    options = _given(value, {"beta": "beta", "label_smoothing": "label_smoothing"})
+    if name == "DPOLoss":
+        return f"DPOLoss is directpo's default loss (loss_type: sigmoid): write {options or 'beta'}"
+    if name == "SimPOLoss":
+        simpo = _given(value, {"beta": "beta", "gamma": "simpo_gamma"})
+        return f"write loss_type: simpo, {simpo or 'beta, simpo_gamma'}"
+    if name == "RSOLoss":
+        return f"write loss_type: hinge, beta: {value.get('gamma', 'GAMMA')} (RSO's gamma)"
+    return "choose loss_type (docs/losses.md)"
+
+
+def _model(value: dict) -> str:
+    lora = _given(
+        value, {"lora_rank": "lora_r", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout"}
+    )
+    adapters = f"; its adapters: {lora} (lora_target_modules: all-linear by default)"
+    adapters = adapters if lora else ""
+    return f"write model_name_or_path: the Hugging Face folder (the checkpointer's){adapters}"
+
+
+GENERIC_COMPONENT = "a torchtune component: directpo builds this itself (docs/migrating.md)"
+
+
+def component_hint(key: str, value: Any) -> str:
+    """What a torchtune component's key is in directpo options, with its own values."""
+    if isinstance(value, list):
+        return "several datasets: dataset_mixture, or train_file: [a.jsonl, b.jsonl]"
+    name = str(value.get("_component_", ""))
+    if key == "loss":
+        return _loss(value)
+    if key == "model":
+        return _model(value)
+    if key in ("checkpointer", "ref_checkpointer"):
+        option = "model_name_or_path" if key == "checkpointer" else "ref_model_name_or_path"
+        return f"write {option}: {value.get('checkpoint_dir', 'the Hugging Face folder')}"
+    if key == "tokenizer":
+        length = _given(value, {"max_seq_len": "max_length"})
+        return "the model folder's tokenizer is loaded (tokenizer_name_or_path for another)" + (
+            f"; write {length}" if length else ""
+        )
+    if key == "optimizer":
+        given = _given(value, {"lr": "learning_rate", "weight_decay": "weight_decay"})
+        spared = "; biases and norms are not decayed" if "weight_decay" in value else ""
+        others = "optimizer: adamw, adamw_kahan or rmsprop"
+        kind = f"AdamW; optimizer: adamw{spared}" if name.endswith(".AdamW") else others
+        return f"write {given or 'learning_rate'} ({kind})"
+    if key == "profiler":
+        return "directpo has no profiler: run train() under torch.profiler"
+    if key == "lr_scheduler":
+        warmup = _given(value, {"num_warmup_steps": "warmup_steps"})
+        kind = "cosine" if "cosine" in name else "linear"
+        return f"write lr_scheduler_type: {kind}" + (f", {warmup}" if warmup else "")
+    if key == "dataset":
+        return _torchtune_dataset(value)
+    if key == "metric_logger":
+        return "use report_to: tensorboard, wandb, mlflow or none (metrics.jsonl always)"
+    return GENERIC_COMPONENT
+
+
+def _torchtune_dataset(value: dict) -> str:
+    name = str(value.get("_component_", "")).rsplit(".", 1)[-1]
+    extra = "; directpo never trains on the prompt" if value.get("train_on_input") else ""
+    if name == "stack_exchange_paired_dataset":
+        return (
+            "write dataset_name: lvwerra/stack-exchange-paired, prompt_column: question, "
+            "chosen_column: response_j, rejected_column: response_k (read as plain text; the "
+            "chat template renders message-list columns)" + extra
+        )
+    columns = value.get("column_map") or {}
+    mapped = _given(columns, {"chosen": "chosen_column", "rejected": "rejected_column"})
+    if value.get("data_files"):  # source: json / csv / parquet, the builder of local files
+        source = f"train_file: {value['data_files']}"
+    else:
+        source = f"dataset_name: {value.get('source', 'HUB_ID')}"
+    return f"write {', '.join(filter(None, [source, mapped]))}{extra}"

@@ -1,0 +1,236 @@
+"""OpenRLHF's and torchtune's option names: the same meaning is the directpo option, another
+meaning is refused in one line saying what to write (foreign_names.py, docs/migrating.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from directpo.cli import COMMANDS, main
+from directpo.config import DPOConfig
+
+
+@pytest.fixture
+def built(monkeypatch) -> list[DPOConfig]:
+    """The configs `directpo train` builds, without training."""
+    seen: list[DPOConfig] = []
+    monkeypatch.setitem(COMMANDS, "train", dataclasses.replace(COMMANDS["train"], run=seen.append))
+    return seen
+
+
+OPENRLHF_FLAT = [
+    "--pretrain", "base", "--ref_pretrain", "ref", "--prompt_key", "question",
+    "--chosen_key", "good", "--rejected_key", "bad", "--apply_chat_template",
+    "--micro_train_batch_size", "2", "--max_epochs", "3", "--save_path", "out",
+    "--lora_rank", "4", "--target_modules", "q_proj", "v_proj", "--nll_loss_coef", "0.2",
+    "--l2", "0.01", "--max_norm", "0.5", "--lr_warmup_ratio", "0.03", "--max_ckpt_num", "2",
+    "--packing_samples", "--gradient_checkpointing", "--bf16", "--beta", "0.2",
+]  # fmt: skip
+OPENRLHF_DOTTED = [
+    "--model.model_name_or_path", "base", "--ref.model_name_or_path", "ref",
+    "--data.prompt_key", "question", "--data.chosen_key", "good", "--data.rejected_key", "bad",
+    "--data.apply_chat_template", "--train.micro_batch_size", "2", "--train.max_epochs", "3",
+    "--ckpt.output_dir", "out", "--ds.lora.rank", "4", "--ds.lora.target_modules", "q_proj",
+    "v_proj", "--model.nll_loss_coef", "0.2", "--adam.weight_decay", "0.01", "--max_norm", "0.5",
+    "--lr_warmup_ratio", "0.03", "--ckpt.max_num", "2", "--ds.packing_samples",
+    "--model.gradient_checkpointing_enable", "--bf16", "--model.beta", "0.2",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("flags", [OPENRLHF_FLAT, OPENRLHF_DOTTED], ids=["flat", "dotted"])
+def test_an_openrlhf_command_line_trains_as_written(built, capsys, flags) -> None:
+    """OpenRLHF's train_dpo flags were unknown options (``--max_epochs``: 'did you mean
+    --max_steps?'); those of the same meaning are now the directpo options, in both the flat
+    spelling and the dotted one of OpenRLHF's grouped options."""
+    assert main(["train", *flags]) == 0, capsys.readouterr().err
+    config = built[0]
+    assert (config.model_name_or_path, config.ref_model_name_or_path) == ("base", "ref")
+    assert (config.prompt_column, config.chosen_column, config.rejected_column) == (
+        "question",
+        "good",
+        "bad",
+    )
+    assert (config.per_device_train_batch_size, config.num_train_epochs) == (2, 3)
+    assert config.output_dir == "out" or config.output_dir.endswith("/out")
+    assert (config.lora_r, config.lora_target_modules) == (4, ["q_proj", "v_proj"])
+    # nll_loss_coef: the chosen completion's NLL added with that weight (rpo_alpha)
+    assert (config.loss_type, config.loss_weights) == (["sigmoid", "sft"], [1.0, 0.2])
+    assert (config.weight_decay, config.max_grad_norm, config.warmup_ratio) == (0.01, 0.5, 0.03)
+    assert (config.save_total_limit, config.gradient_checkpointing, config.beta) == (2, True, 0.2)
+
+
+def test_openrlhf_flags_of_another_meaning_are_refused_saying_what_to_write(capsys) -> None:
+    """Each was refused with difflib's nearest name (``--dataset``: '--data_seed',
+    ``--train_batch_size``: '--auto_find_batch_size') or none (``--zero_stage``), and
+    ``--adam_betas 0.9 0.95`` took 0.95 for the config file."""
+    code = main([
+        "train", "--dataset", "prefs.jsonl", "--max_len", "512", "--train_batch_size", "128",
+        "--zero_stage", "2", "--ipo", "--input_template", "User: {}\nAssistant: ",
+        "--adam_betas", "0.9", "0.95", "--ref_offload", "--load_checkpoint",
+    ])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = {line.strip().split(":", 1)[0]: line for line in err.splitlines()[1:]}
+    assert "train_file" in lines["--dataset"] and "dataset_name" in lines["--dataset"]
+    assert "use max_length" in lines["--max_len"] and "drops the pair" in lines["--max_len"]
+    assert "gradient_accumulation_steps to train_batch_size" in lines["--train_batch_size"]
+    assert "distributed: ddp" in lines["--zero_stage"]
+    assert "summed log-ratios" in lines["--ipo"] and "length-normalised" in lines["--ipo"]
+    assert "write the template into the file's prompts" in lines["--input_template"]
+    assert "adam_beta1: 0.9 and adam_beta2: 0.95" in lines["--adam_betas"]
+    assert "precompute_ref_log_probs: true" in lines["--ref_offload"]
+    assert "resume_from_checkpoint: latest" in lines["--load_checkpoint"]
+    assert "did you mean" not in err and len(lines) == 9
+
+
+TORCHTUNE_RECIPE = """\
+output_dir: /tmp/out
+model:
+  _component_: torchtune.models.llama3_1.lora_llama3_1_8b
+  lora_attn_modules: ['q_proj', 'v_proj', 'output_proj']
+  lora_rank: 8
+  lora_alpha: 16
+  lora_dropout: 0.0
+tokenizer:
+  _component_: torchtune.models.llama3.llama3_tokenizer
+  path: /tmp/tokenizer.model
+  max_seq_len: 1024
+checkpointer:
+  _component_: torchtune.training.FullModelHFCheckpointer
+  checkpoint_dir: /tmp/Meta-Llama-3.1-8B-Instruct
+dataset:
+  _component_: torchtune.datasets.preference_dataset
+  source: json
+  data_files: my_prefs.json
+  column_map: {chosen: accepted, rejected: declined}
+  train_on_input: true
+optimizer:
+  _component_: torch.optim.AdamW
+  weight_decay: 0.05
+  lr: 5.0e-4
+lr_scheduler:
+  _component_: torchtune.training.lr_schedulers.get_cosine_schedule_with_warmup
+  num_warmup_steps: 100
+loss:
+  _component_: torchtune.rlhf.loss.DPOLoss
+  beta: 0.05
+  label_smoothing: 0.1
+metric_logger:
+  _component_: torchtune.training.metric_logging.DiskLogger
+  log_dir: ${output_dir}/logs
+max_steps_per_epoch: 1000
+"""
+
+
+def test_a_torchtune_recipe_says_each_component_as_directpo_options(tmp_path, capsys) -> None:
+    """Its components were 'unknown option' with unrelated hints (metric_logger: 'merge_lora',
+    checkpointer: 'gradient_checkpointing_every') and its optimizer 'optimizer must be a
+    string'; each now says the options that build what it built, with its own values."""
+    recipe = tmp_path / "lora_dpo.yaml"
+    recipe.write_text(TORCHTUNE_RECIPE)
+    assert main(["train", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    lines = {line.strip().split(":", 1)[0]: line for line in err.splitlines()[1:]}
+    assert "lora_r: 8, lora_alpha: 16, lora_dropout: 0.0" in lines["model"]
+    assert "write max_length: 1024" in lines["tokenizer"]
+    assert "model_name_or_path: /tmp/Meta-Llama-3.1-8B-Instruct" in lines["checkpointer"]
+    assert (
+        "write train_file: my_prefs.json, chosen_column: accepted, rejected_column: declined; "
+        "directpo never trains on the prompt" in lines["dataset"]
+    )
+    assert "learning_rate: 0.0005, weight_decay: 0.05" in lines["optimizer"]
+    assert "lr_scheduler_type: cosine, warmup_steps: 100" in lines["lr_scheduler"]
+    assert "loss_type: sigmoid): write beta: 0.05, label_smoothing: 0.1" in lines["loss"]
+    assert "report_to" in lines["metric_logger"] and "max_steps" in lines["max_steps_per_epoch"]
+    assert "did you mean" not in err and "must be a string" not in err and len(lines) == 9
+
+
+def test_torchtunes_plain_keys_of_the_same_meaning_are_the_options(tmp_path, built) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "epochs: 2\nbatch_size: 4\ngradient_accumulation_steps: 8\nlog_every_n_steps: 5\n"
+        "enable_activation_checkpointing: true\nenable_activation_offloading: false\n"
+        "compile: false\nclip_grad_norm: null\nshuffle: true\ndevice: cuda\n"
+        "log_peak_memory_stats: true\nresume_from_checkpoint: false\n"
+    )
+    assert main(["train", str(recipe)]) == 0
+    config = built[0]
+    assert (config.num_train_epochs, config.per_device_train_batch_size) == (2, 4)
+    assert (config.gradient_accumulation_steps, config.logging_steps) == (8, 5)
+    assert config.gradient_checkpointing is True and config.max_grad_norm in (None, 0)
+
+
+def test_a_renamed_key_beside_its_directpo_name_is_refused_when_they_differ(capsys) -> None:
+    code = main(["train", "--pretrain", "a", "--model_name_or_path", "b"])
+    assert code == 2
+    assert "--pretrain: also given as --model_name_or_path; keep one" in capsys.readouterr().err
+
+
+def test_torchtunes_other_components_and_a_disabled_profiler(tmp_path, capsys) -> None:
+    """A disabled profiler (every torchtune recipe has one) asks for nothing; SimPO's loss, an
+    8-bit optimizer, several datasets and a tokenizer path say their directpo options."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "loss: {_component_: torchtune.rlhf.loss.SimPOLoss, beta: 2.0, gamma: 0.5}\n"
+        "optimizer: {_component_: bitsandbytes.optim.PagedAdamW8bit, lr: 1.0e-5}\n"
+        "dataset: [{_component_: torchtune.datasets.stack_exchange_paired_dataset}]\n"
+        "profiler: {_component_: torchtune.training.setup_torch_profiler, enabled: false}\n"
+        "tokenizer: /tmp/tokenizer\n"
+    )
+    assert main(["train", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    lines = {line.strip().split(":", 1)[0]: line for line in err.splitlines()[1:]}
+    assert "write loss_type: simpo, beta: 2.0, simpo_gamma: 0.5" in lines["loss"]
+    assert "(optimizer: adamw, adamw_kahan or rmsprop)" in lines["optimizer"]
+    assert "dataset_mixture" in lines["dataset"]
+    assert "tokenizer_name_or_path" in lines["tokenizer"]
+    assert "profiler" not in lines and len(lines) == 4
+
+
+def test_torchtunes_overrides_are_flags(built, capsys) -> None:
+    """``directpo train recipe.yaml batch_size=8`` (tune run's overrides) was 'unexpected
+    argument' (or 'config file not found: batch_size=8'); the line now says the flag, and the
+    flags of a component's field of the same meaning are the options."""
+    assert main(["train", "batch_size=8"]) == 2
+    assert "'batch_size=8': options are flags here: --batch_size 8" in capsys.readouterr().err
+    flags = ["--optimizer.lr", "1e-5", "--loss.beta", "0.2", "--model.lora_rank", "8"]
+    assert main(["train", *flags, "--lr_scheduler.num_warmup_steps", "10"]) == 0
+    config = built[0]
+    assert (config.learning_rate, config.beta, config.lora_r, config.warmup_steps) == (
+        1e-5,
+        0.2,
+        8,
+        10,
+    )
+
+
+def test_torchtunes_cpu_device_is_what_a_machine_without_a_gpu_does(
+    tmp_path, built, capsys, monkeypatch
+) -> None:
+    """``device: cpu`` (torchtune's CPU recipes) was refused on a machine without a GPU, where
+    the run trains on the CPU anyway; where a GPU is visible it is refused, saying how."""
+    import torch
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("device: cpu\n")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["train", str(recipe)]) == 0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert main(["train", str(recipe)]) == 2
+    assert "device: directpo trains on CUDA when it can" in capsys.readouterr().err
+
+
+def test_a_flag_replacing_a_value_the_recipe_spells_otherwise_is_said(
+    tmp_path, built, capsys
+) -> None:
+    """``epochs: 2`` in a torchtune-style recipe and ``--num_train_epochs 3`` trained 3 epochs
+    without the note a flag replacing the file's value gets (the names differed); TRL's
+    ``torch_dtype`` under ``--dtype`` likewise."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("epochs: 2\ntorch_dtype: float32\n")
+    code = main(["train", str(recipe), "--num_train_epochs", "3", "--dtype", "bfloat16"])
+    assert code == 0 and built[0].num_train_epochs == 3
+    err = capsys.readouterr().err
+    assert f"note: --num_train_epochs 3 replaces {recipe}'s epochs: 2" in err
+    assert f"note: --dtype bfloat16 replaces {recipe}'s torch_dtype: float32" in err
