@@ -9,10 +9,18 @@ every rank):
 ``missing``: the training file is not there at all (its node's disk lacks it);
 ``rank_draws`` (not a fault): each micro-batch, rank N draws N + 1 numbers from Python's,
 NumPy's and torch's generators, as dropout on each rank's own pairs does, so that the ranks'
-random streams part (the run's weights do not depend on them)."""
+random streams part (the run's weights do not depend on them).
+
+Several runs in one launch (a launch's start-up, torch and transformers imported by every
+process, is most of its time): ``fault_worker.py train a.yaml train b.yaml`` runs each in turn
+in the same processes, stopping at the first that fails (its exit code); rank 0 writes
+``RUN_MARK`` and the run's index on stdout and stderr before each, where the test splits them.
+Their process group is made once, here, and each run joins it as a caller's group (a group
+destroyed and made again on torchrun's store finds the first one's stale addresses: a hang)."""
 
 from __future__ import annotations
 
+import atexit
 import errno
 import os
 import random
@@ -22,6 +30,7 @@ import numpy as np
 import torch
 import transformers
 
+from directpo.__main__ import run
 from directpo.cli import main
 from directpo.errors import DataError
 from directpo.outputs import FINAL_STAGING
@@ -82,6 +91,15 @@ def _rank_draws() -> None:
     trainer.pair_losses = pair_losses
 
 
+RUN_MARK = "fault_worker: run "
+
+
+def say_run(index: int) -> None:
+    if os.environ["RANK"] == "0":
+        for stream in (sys.stdout, sys.stderr):
+            print(f"{RUN_MARK}{index}", file=stream, flush=True)
+
+
 FAULTS = {
     "final_config": _final_config_fails,
     "oom": _second_step_out_of_memory,
@@ -92,7 +110,7 @@ FAULTS = {
 
 if __name__ == "__main__":
     where = os.environ.get("DIRECTPO_TEST_FAULT_RANK", "0")
-    if where in (os.environ["RANK"], "all"):
+    if "DIRECTPO_TEST_FAULT" in os.environ and where in (os.environ["RANK"], "all"):
         FAULTS[os.environ["DIRECTPO_TEST_FAULT"]]()
     if where not in ("0", "all"):
         # a fault of one rank other than 0: rank 0 never leaves an error in the store, so the
@@ -101,4 +119,17 @@ if __name__ == "__main__":
         import directpo.failures
 
         directpo.failures.OWN_ERROR_WAIT_S = 0.5
-    sys.exit(main(sys.argv[1:]))
+    starts = [index for index, token in enumerate(sys.argv) if token == "train"]
+    ends = [*starts[1:], len(sys.argv)]
+    *earlier, last = [sys.argv[a:b] for a, b in zip(starts, ends, strict=True)]
+    if earlier:
+        torch.distributed.init_process_group(backend="gloo")
+    for index, command in enumerate(earlier):
+        say_run(index)
+        if code := main(command):
+            sys.exit(code)
+    if earlier:
+        say_run(len(earlier))
+        atexit.register(torch.distributed.destroy_process_group)
+    sys.argv[1:] = last
+    run()  # (main reads sys.argv[1:])

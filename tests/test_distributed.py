@@ -6,13 +6,12 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from launch import TORCHRUN, each_run, free_port, torchrun
 from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
 from transformers import AutoModelForCausalLM
 
@@ -27,46 +26,6 @@ from directpo.tracking import read_metrics
 from directpo.trainer import train
 
 TIMING = {"pairs/s", "tokens/s"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def torchrun(
-    config_file: Path,
-    processes: int = 2,
-    launcher: str = "torchrun",
-    fault: dict[str, str] | None = None,
-    timeout: float = 600,
-) -> subprocess.CompletedProcess:
-    """``directpo train config_file`` on ``processes`` processes; ``fault``: the environment
-    of tests/fault_worker.py, which injects a fault on one rank. A run still going after
-    ``timeout`` seconds fails the test as a hang."""
-    if launcher == "accelerate":  # sets the same variables (WORLD_SIZE, RANK, ...) as torchrun
-        start = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
-        start += ["--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no"]
-        start += [f"--num_processes={processes}", f"--main_process_port={free_port()}"]
-    else:
-        start = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}"]
-        start += [f"--master_port={free_port()}"]
-    program = [str(Path(__file__).with_name("fault_worker.py"))] if fault else ["-m", "directpo"]
-    command = [*start, *program, "train", str(config_file)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(fault or {})}
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    ) as process:
-        try:
-            out, err = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            # torchrun passes SIGTERM on to its workers (each in a session of its own) and
-            # kills those still running 30 s later
-            process.terminate()
-            out, err = process.communicate()
-            pytest.fail(f"torchrun hung for {timeout:.0f} s:\n{err[-3000:]}")
-    return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
 def settings(model: Path, data: Path, out: Path, batch: int, **overrides):
@@ -147,50 +106,54 @@ def test_shards_are_disjoint_contiguous_and_cover_the_batch() -> None:
 
 
 @pytest.mark.parametrize(
-    "mode, precompute, launcher, accumulation, extra",
+    "launcher, cases",
     [
         # DDP launched by accelerate (torchrun launches the other DDP tests): 2 ranks x batch 1
         # x 2 micro-batches = 4 pairs
-        ("ddp", False, "accelerate", 2, {}),
+        ("accelerate", [("ddp", False, 2, {})]),
         # (plain fsdp: the first run of test_fsdp_resume_continues_the_same_trajectory)
-        ("fsdp", True, "torchrun", 2, {}),
-        # per-layer activation checkpointing inside FSDP2 units, shards and Adam state on CPU
-        ("fsdp", False, "torchrun", 1, {"gradient_checkpointing": True, "fsdp_offload": True}),
+        # two runs in one launch: FSDP2 with the reference precomputed; then per-layer
+        # activation checkpointing inside FSDP2 units, shards and Adam state on CPU
+        (
+            "torchrun",
+            [
+                ("fsdp", True, 2, {}),
+                ("fsdp", False, 1, {"gradient_checkpointing": True, "fsdp_offload": True}),
+            ],
+        ),
     ],
-    ids=["ddp-accelerate", "fsdp-precompute", "fsdp-checkpointing-offload"],
+    ids=["ddp-accelerate", "fsdp-precompute-then-checkpointing-offload"],
 )
 def test_two_processes_equal_one_process_with_twice_the_batch(
-    tiny_model_dirs,
-    five_pairs,
-    single,
-    tmp_path,
-    monkeypatch,
-    mode,
-    precompute,
-    launcher,
-    accumulation,
-    extra,
+    tiny_model_dirs, five_pairs, single, tmp_path, monkeypatch, launcher, cases
 ) -> None:
+    """Each case (mode, precompute_ref_log_probs, accumulation, other options) of a launch, one
+    run after another in its processes, equals the one-process run with twice the batch."""
     monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "run"
-    config = settings(
-        tiny_model_dirs["llama"],
-        five_pairs,
-        out,
-        batch=2 // accumulation,
-        distributed=mode,
-        precompute_ref_log_probs=precompute,
-        gradient_accumulation_steps=accumulation,
-        **extra,
-    )
-    config.save_steps = 2
-    config.save_yaml(tmp_path / "config.yaml")
-    done = torchrun(tmp_path / "config.yaml", launcher=launcher)
+    files = []
+    for index, (mode, precompute, accumulation, extra) in enumerate(cases):
+        config = settings(
+            tiny_model_dirs["llama"],
+            five_pairs,
+            tmp_path / f"run{index}",
+            batch=2 // accumulation,
+            distributed=mode,
+            precompute_ref_log_probs=precompute,
+            gradient_accumulation_steps=accumulation,
+            **extra,
+        )
+        config.save_steps = 2
+        files.append(tmp_path / f"config{index}.yaml")
+        config.save_yaml(files[-1])
+    done = torchrun(files, launcher=launcher)
     assert done.returncode == 0, done.stderr[-3000:]
-    if precompute:  # each rank scored its slices; the gathered table was cached by rank 0
-        assert "reference log-probs: computed for 5 pairs" in done.stdout
-        assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 1
-    assert_equals_one_process(done, out, single, mode, extra)
+    for index, ((mode, precompute, _, extra), said) in enumerate(
+        zip(cases, each_run(done, len(cases)), strict=True)
+    ):
+        if precompute:  # each rank scored its slices; the gathered table was cached by rank 0
+            assert "reference log-probs: computed for 5 pairs" in said.stdout
+            assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 1
+        assert_equals_one_process(said, tmp_path / f"run{index}", single, mode, extra)
 
 
 def assert_equals_one_process(
@@ -225,35 +188,46 @@ def assert_equals_one_process(
     }
 
 
-@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_bf16_two_processes_follow_the_one_process_bf16_trajectory(
-    tiny_model_dirs, five_pairs, single_bf16, tmp_path, mode
+    tiny_model_dirs, five_pairs, single_bf16, tmp_path
 ) -> None:
     """Mixed precision is the same policy everywhere: one process (bf16 compute copy + float32
     masters), DDP (the same, gradients reduced in float32) and FSDP2 (float32 shards,
-    MixedPrecisionPolicy) agree to bf16 tolerance, with gradient accumulation."""
+    MixedPrecisionPolicy) agree to bf16 tolerance, with gradient accumulation (DDP's run and
+    FSDP2's in one launch, each compared with the one process)."""
     model = tiny_model_dirs["llama"]
     single = single_bf16
-    out = tmp_path / "run"
-    config = settings(
-        model, five_pairs, out, batch=1, distributed=mode, dtype="bfloat16",
-        gradient_accumulation_steps=2,
-    )  # fmt: skip
-    config.save_yaml(tmp_path / "config.yaml")
-    done = torchrun(tmp_path / "config.yaml")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert_same_metrics(read_metrics(out), read_metrics(single), tolerance=2e-2, counted=0.05)
-    ours = AutoModelForCausalLM.from_pretrained(out)
+    modes = ("ddp", "fsdp")
+    launch_each_mode(
+        {
+            mode: settings(
+                model,
+                five_pairs,
+                tmp_path / mode,
+                batch=1,
+                distributed=mode,
+                dtype="bfloat16",
+                gradient_accumulation_steps=2,
+            )  # fmt: skip
+            for mode in modes
+        },
+        tmp_path,
+    )
     theirs = AutoModelForCausalLM.from_pretrained(single)
-    assert ours.dtype == theirs.dtype == torch.float32  # the masters
-    # Adam normalises each weight's step, so bf16 noise in a near-zero gradient can flip a
-    # step's sign: compare the updates as a whole, relative to their size
     start = AutoModelForCausalLM.from_pretrained(model)
-    for (name, a), b, w0 in zip(
-        ours.named_parameters(), theirs.parameters(), start.parameters(), strict=True
-    ):
-        difference, update = float((a - b).norm()), float((b - w0).norm())
-        assert difference <= 0.1 * update, name
+    for mode in modes:
+        out = tmp_path / mode
+        metrics = read_metrics(out)
+        assert_same_metrics(metrics, read_metrics(single), tolerance=2e-2, counted=0.05)
+        ours = AutoModelForCausalLM.from_pretrained(out)
+        assert ours.dtype == theirs.dtype == torch.float32, mode  # the masters
+        # Adam normalises each weight's step, so bf16 noise in a near-zero gradient can flip a
+        # step's sign: compare the updates as a whole, relative to their size
+        for (name, a), b, w0 in zip(
+            ours.named_parameters(), theirs.parameters(), start.parameters(), strict=True
+        ):
+            difference, update = float((a - b).norm()), float((b - w0).norm())
+            assert difference <= 0.1 * update, (mode, name)
 
 
 def test_fsdp_resume_continues_the_same_trajectory(
@@ -370,29 +344,39 @@ def test_fsdp_resume_with_weight_decay_changed(tiny_model_dirs, five_pairs, tmp_
             assert torch.allclose(a, b, atol=1e-5), (before, name)
 
 
-@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def launch_each_mode(configs: dict[str, DPOConfig], tmp_path: Path) -> None:
+    """The 2-process runs of ``configs`` (DDP's, FSDP2's) in turn, in one torchrun launch: a
+    launch's start-up is most of its time."""
+    for mode, config in configs.items():
+        config.save_yaml(tmp_path / f"{mode}.yaml")
+    done = torchrun([tmp_path / f"{mode}.yaml" for mode in configs])
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def test_lora_two_processes_equal_one_process(
-    tiny_model_dirs, five_pairs, single_lora, tmp_path, mode
+    tiny_model_dirs, five_pairs, single_lora, tmp_path
 ) -> None:
-    """LoRA: the reference is the policy with adapters off, also when the policy is sharded."""
+    """LoRA: the reference is the policy with adapters off, also when the policy is sharded:
+    DDP's run and FSDP2's (one launch) each equal the one-process run."""
     from peft import AutoPeftModelForCausalLM
 
     lora = dict(lora_r=4, lora_alpha=8)
     model = tiny_model_dirs["llama"]
     single = single_lora
-    out = tmp_path / "run"
-    settings(model, five_pairs, out, batch=2, distributed=mode, **lora).save_yaml(
-        tmp_path / "c.yaml"
-    )
-    done = torchrun(tmp_path / "c.yaml")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert_same_metrics(read_metrics(out), read_metrics(single))
-    last = [row for row in read_metrics(out) if "loss" in row][-1]
-    assert last["rewards/margins"] != 0  # the adapters did train
-    ours = AutoPeftModelForCausalLM.from_pretrained(out).merge_and_unload()
+    modes = ("ddp", "fsdp")
+    runs = {
+        m: settings(model, five_pairs, tmp_path / m, batch=2, distributed=m, **lora) for m in modes
+    }
+    launch_each_mode(runs, tmp_path)
     theirs = AutoPeftModelForCausalLM.from_pretrained(single).merge_and_unload()
-    for (name, a), b in zip(ours.named_parameters(), theirs.parameters(), strict=True):
-        assert torch.allclose(a, b, atol=1e-4), name
+    for mode in modes:
+        out = tmp_path / mode
+        assert_same_metrics(read_metrics(out), read_metrics(single))
+        last = [row for row in read_metrics(out) if "loss" in row][-1]
+        assert last["rewards/margins"] != 0, mode  # the adapters did train
+        ours = AutoPeftModelForCausalLM.from_pretrained(out).merge_and_unload()
+        for (name, a), b in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+            assert torch.allclose(a, b, atol=1e-4), (mode, name)
 
 
 def test_fsdp_lora_modules_to_save_trains_as_without_fsdp(
@@ -643,7 +627,7 @@ def _meta_loaded(configs: list, tmp_path: Path) -> list[dict]:
     for index, config in enumerate(configs):
         config.save_yaml(tmp_path / f"load-{index}.yaml")
         files += [str(tmp_path / f"load-{index}.yaml"), str(tmp_path / f"loaded-{index}.pt")]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    command = [*TORCHRUN, "--nproc_per_node=2"]
     command += [
         f"--master_port={free_port()}",
         str(Path(__file__).with_name("fsdp_load_worker.py")),

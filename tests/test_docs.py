@@ -344,6 +344,8 @@ def test_the_bench_scripts_the_docs_run_import_as_written() -> None:
         "    spec = importlib.util.spec_from_file_location(f'bench_{n}', path)\n"
         "    sys.modules[spec.name] = module = importlib.util.module_from_spec(spec)\n"
         "    spec.loader.exec_module(module)\n"
+        "import gc\n"
+        "gc.freeze()  # (the exit's collections of torch's heap: seconds, not tested)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     done = subprocess.run(

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from test_distributed import torchrun
+from launch import torchrun
 from tiny import SENTIMENT_PAIRS, bf16_grid_copy, tiny_config, write_jsonl
 from transformers import AutoModelForCausalLM
 
@@ -91,24 +91,25 @@ def test_ddp_bf16_lora_evaluates_in_float32_and_a_checkpoint_changes_nothing(
     """Two gloo processes: each rank upcasts its replica and scores its slice of the pairs in
     float32 (the held-out rewards are the saved adapter's float32 scores), and a checkpoint
     every step (save_steps: 1) changes nothing of the bf16 training: the same adapters,
-    bitwise, as the run without checkpoints (the ranks stay together past each one)."""
+    bitwise, as the run without checkpoints (the ranks stay together past each one). Both
+    runs in one launch, the one without checkpoints first."""
     from safetensors.torch import load_file
 
     pairs = SENTIMENT_PAIRS[:5]
     data = write_jsonl(tmp_path / "pairs.jsonl", pairs)
     model = bf16_grid_copy(tiny_model_dirs["llama"], tmp_path / "model")
-    adapters = []
     for save_steps in (0, 1):
-        out = tmp_path / f"run{save_steps}"
         config = tiny_config(
-            model, data, out, dtype="bfloat16", lora_r=4, max_steps=3, eval_file=str(data),
-            eval_on_start=True, eval_steps=3, per_device_train_batch_size=2,
+            model, data, tmp_path / f"run{save_steps}", dtype="bfloat16", lora_r=4, max_steps=3,
+            eval_file=str(data), eval_on_start=True, eval_steps=3, per_device_train_batch_size=2,
             per_device_eval_batch_size=2, distributed="ddp", save_steps=save_steps,
         )  # fmt: skip
-        config.save_yaml(tmp_path / "config.yaml")
-        done = torchrun(tmp_path / "config.yaml")
-        assert done.returncode == 0, done.stderr[-3000:]
-        adapters.append(load_file(out / "adapter_model.safetensors"))
+        config.save_yaml(tmp_path / f"config{save_steps}.yaml")
+    done = torchrun([tmp_path / "config0.yaml", tmp_path / "config1.yaml"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("model saved to") == 2  # (each run's, rank 0's alone)
+    adapters = [load_file(tmp_path / f"run{s}" / "adapter_model.safetensors") for s in (0, 1)]
+    out = tmp_path / "run1"
     assert sorted(p.name for p in out.glob("checkpoint-*")) == [
         f"checkpoint-{i}" for i in (1, 2, 3)
     ]

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from launch import torchrun
 from safetensors.torch import load_file
-from test_distributed import assert_same_metrics, torchrun
+from test_distributed import assert_same_metrics
 from tiny import SENTIMENT_PAIRS, read_jsonl, tiny_config, write_jsonl
 
 from directpo.cli import main
@@ -295,8 +296,9 @@ def test_a_labeller_failing_mid_run_keeps_the_trained_steps(
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-def test_two_processes_sample_and_train_as_one(tiny_model_dirs, tmp_path, online_files, mode):
+def test_two_processes_sample_and_train_as_one(tiny_model_dirs, tmp_path, online_files):
+    """DDP's run and FSDP2's (one launch) each sample, label and train as one process with
+    the same global batch."""
     rewards, prompts = online_files
     single = tmp_path / "single"
     train(
@@ -304,20 +306,25 @@ def test_two_processes_sample_and_train_as_one(tiny_model_dirs, tmp_path, online
                       per_device_train_batch_size=4),
         echo=lambda _: None,
     )  # fmt: skip
-    out = tmp_path / "run"
-    config = online_config(tiny_model_dirs["llama"], prompts, out, rewards, distributed=mode)
-    config.save_yaml(tmp_path / "config.yaml")
-    done = torchrun(tmp_path / "config.yaml")
+    modes = ("ddp", "fsdp")
+    for mode in modes:
+        config = online_config(tiny_model_dirs["llama"], prompts, tmp_path / mode, rewards,
+                               distributed=mode)  # fmt: skip
+        config.save_yaml(tmp_path / f"{mode}.yaml")
+    done = torchrun([tmp_path / f"{mode}.yaml" for mode in modes])
     assert done.returncode == 0, done.stderr[-3000:]
-    ours = [
-        {k: v for k, v in r.items() if k != "online/sampling_seconds"} for r in read_metrics(out)
-    ]
-    theirs = [
-        {k: v for k, v in r.items() if k != "online/sampling_seconds"} for r in read_metrics(single)
-    ]
-    assert_same_metrics(ours, theirs)
-    for name in ("round-0.jsonl", "round-2.jsonl"):  # the same samples, whoever drew them
-        assert (out / "online" / name).read_text() == (single / "online" / name).read_text()
+
+    def timeless(folder: Path) -> list[dict]:
+        return [
+            {k: v for k, v in r.items() if k != "online/sampling_seconds"}
+            for r in read_metrics(folder)
+        ]
+
+    for mode in modes:
+        out = tmp_path / mode
+        assert_same_metrics(timeless(out), timeless(single))
+        for name in ("round-0.jsonl", "round-2.jsonl"):  # the same samples, whoever drew them
+            assert (out / "online" / name).read_text() == (single / "online" / name).read_text()
 
 
 def test_pairs_in_train_file_are_the_first_round(tiny_model_dirs, tmp_path, online_files) -> None:

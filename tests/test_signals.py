@@ -166,14 +166,14 @@ def test_under_torchrun_a_signal_saves_one_complete_checkpoint(
     exits 1 with its own SignalException (its behaviour, not the run's)."""
     import os
 
-    from test_distributed import free_port
+    from launch import TORCHRUN, free_port
 
     from directpo.checkpoint import verify_checkpoint
 
     def launch(out):
         # after "-m directpo"; enough steps that the run cannot end before the signal
         argv = [*command(tiny_model_dirs["llama"], pairs_file, out)[3:], "--max_steps", "5000"]
-        start = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+        start = [*TORCHRUN, "--nproc_per_node=2",
                  f"--master_port={free_port()}", "-m", "directpo", *argv,
                  "--distributed", "ddp"]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": "1"}

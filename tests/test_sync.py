@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from launch import torchrun
 from safetensors.torch import load_file
-from test_distributed import assert_same_metrics, torchrun
+from test_distributed import assert_same_metrics
 from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
 
 from directpo.errors import CheckpointError, ConfigError
@@ -217,12 +218,14 @@ def test_trl_spelling_is_accepted_with_trls_defaults(tiny_model_dirs, tmp_path) 
     assert (config.ref_model_mixup_alpha, config.ref_model_sync_steps) == (0.6, 512)
 
 
-@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-def test_two_processes_sync_as_one_process(tiny_model_dirs, tmp_path, mode) -> None:
+def test_two_processes_sync_as_one_process(tiny_model_dirs, tmp_path) -> None:
     """Under DDP every rank mixes its replica; under FSDP2 each rank mixes its own shards. The
     (gathered) reference and the metrics match the one-process run with the same global batch.
     The runs sample too (eval_generate: each rank samples its prompts; the KL against the moved
-    reference): the same completions and KL as one process."""
+    reference): the same completions and KL as one process. DDP's run and FSDP2's in one
+    launch, each compared with the one process."""
+    from transformers import AutoModelForCausalLM
+
     data = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS[:4])
     model = tiny_model_dirs["llama"]
     values = dict(
@@ -233,35 +236,36 @@ def test_two_processes_sync_as_one_process(tiny_model_dirs, tmp_path, mode) -> N
     )  # fmt: skip
     single = tmp_path / "single"
     train(tiny_config(model, data, single, per_device_train_batch_size=4, **values), echo=quiet)
-    out = tmp_path / mode
-    tiny_config(
-        model, data, out, per_device_train_batch_size=2, distributed=mode, **values
-    ).save_yaml(tmp_path / "c.yaml")
-    done = torchrun(tmp_path / "c.yaml")
+    modes = ("ddp", "fsdp")
+    for mode in modes:
+        tiny_config(
+            model, data, tmp_path / mode, per_device_train_batch_size=2, distributed=mode, **values
+        ).save_yaml(tmp_path / f"{mode}.yaml")
+    done = torchrun([tmp_path / f"{mode}.yaml" for mode in modes])
     assert done.returncode == 0, done.stderr[-3000:]
-    assert_same_metrics(read_metrics(out), read_metrics(single))
-    assert any("eval/kl" in row for row in read_metrics(out))
-    for step in (2, 4):
-        mine, expected = (
-            [json.loads(line) for line in (folder / f"samples/step-{step}.jsonl").open()]
+    for mode in modes:
+        out = tmp_path / mode
+        assert_same_metrics(read_metrics(out), read_metrics(single))
+        assert any("eval/kl" in row for row in read_metrics(out))
+        for step in (2, 4):
+            mine, expected = (
+                [json.loads(line) for line in (folder / f"samples/step-{step}.jsonl").open()]
+                for folder in (out, single)
+            )
+            assert len(mine) == 3 * 2  # eval_generate prompts x eval_generate_samples
+            assert [r["completion"] for r in mine] == [r["completion"] for r in expected], mode
+            assert [r["kl"] for r in mine] == pytest.approx([r["kl"] for r in expected], abs=1e-4)
+        ours, theirs = reference(out / "checkpoint-4"), reference(single / "checkpoint-4")
+        assert ours.keys() == theirs.keys()
+        for name, value in theirs.items():
+            torch.testing.assert_close(ours[name], value, rtol=0, atol=1e-4)
+        # the final folder's moved reference (FSDP2: written from the shards), as one process's
+        ours, theirs = (
+            AutoModelForCausalLM.from_pretrained(folder / "reference").state_dict()
             for folder in (out, single)
         )
-        assert len(mine) == 3 * 2  # eval_generate prompts x eval_generate_samples
-        assert [r["completion"] for r in mine] == [r["completion"] for r in expected]
-        assert [r["kl"] for r in mine] == pytest.approx([r["kl"] for r in expected], abs=1e-4)
-    ours, theirs = reference(out / "checkpoint-4"), reference(single / "checkpoint-4")
-    assert ours.keys() == theirs.keys()
-    for name, value in theirs.items():
-        torch.testing.assert_close(ours[name], value, rtol=0, atol=1e-4)
-    # the final folder's moved reference (FSDP2: written from the shards), as one process's
-    from transformers import AutoModelForCausalLM
-
-    ours, theirs = (
-        AutoModelForCausalLM.from_pretrained(folder / "reference").state_dict()
-        for folder in (out, single)
-    )
-    for name, value in theirs.items():
-        torch.testing.assert_close(ours[name], value, rtol=0, atol=1e-4)
+        for name, value in theirs.items():
+            torch.testing.assert_close(ours[name], value, rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("lora", [0, 4, "pissa"], ids=["full", "lora", "pissa"])

@@ -626,4 +626,6 @@ def _unknown_flag_message(flag: str, options: type) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from directpo.__main__ import run
+
+    run()
