@@ -12,9 +12,10 @@ import sys
 import torch
 
 from directpo.config import load_config
-from directpo.distributed import barrier, full_model_state, setup, teardown
+from directpo.distributed import barrier, setup, teardown
 from directpo.reference import FrozenModelReference
 from directpo.run import prepare_run
+from directpo.sharded_state import full_model_state
 
 
 def main(*files: str) -> None:

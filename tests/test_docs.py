@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from directpo.cli import COMMANDS, _yaml_and_flags, build_parser
+from directpo.cli import COMMANDS, build_parser
+from directpo.cli_flags import yaml_and_flags
 from directpo.config import DPOConfig, load_config
 from directpo.errors import ConfigError
 from directpo.foreign_names import GENERIC_COMPONENT, REFUSED, RENAMED, component_hint
@@ -93,7 +94,7 @@ def test_every_flag_on_a_documented_command_line_is_an_option(doc: str, argv: li
     if "--help" in argv:
         return
     if command.takes_yaml:  # as main() reads it: directpo's flags and TRL's, judged at once
-        _, flags = _yaml_and_flags(argv[1:], command.options)
+        _, flags = yaml_and_flags(argv[1:], command.options)
         command.options.translate(flags, NAMES, "command line")
     else:
         _, unknown = build_parser().parse_known_args(argv)

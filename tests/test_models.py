@@ -273,7 +273,7 @@ def test_sequences_past_a_learned_position_table_are_one_line(tmp_path) -> None:
 
     from directpo.errors import ConfigError
     from directpo.generate import sample_completions
-    from directpo.models import learned_positions
+    from directpo.model_fit import learned_positions
     from directpo.reward import ImplicitReward
 
     tokenizer = build_tokenizer("gpt2")

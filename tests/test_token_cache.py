@@ -249,12 +249,14 @@ def test_a_template_that_writes_the_date_is_keyed_by_the_date_it_writes(tmp_path
 def test_the_key_follows_the_code_of_every_module_that_renders_or_encodes(tmp_path, monkeypatch):
     """An upgrade that changes how a message's content reaches the chat template (messages.py's
     text parts joined, a prefill's test) gives other ids for the same rows: the key hashes the
-    source of every directpo module whose functions tokenization.py and vision.py call (data.py
+    source of every directpo module whose functions tokenization.py, chat_render.py and vision.py
+    call (data.py
     and readers.py: their result, the rows, is hashed instead)."""
     import inspect
     import sys
     from pathlib import Path
 
+    import directpo.chat_render
     import directpo.tokenization
     import directpo.vision
 
@@ -264,7 +266,7 @@ def test_the_key_follows_the_code_of_every_module_that_renders_or_encodes(tmp_pa
     key = token_cache.tokenization_key(data, tokenizer, options)
     called = {
         Path(sys.modules[value.__module__].__file__).name
-        for module in (directpo.tokenization, directpo.vision)
+        for module in (directpo.tokenization, directpo.chat_render, directpo.vision)
         for value in vars(module).values()
         if inspect.isfunction(value) and value.__module__.startswith("directpo.")
     } - {"data.py", "readers.py", "errors.py"}

@@ -252,7 +252,7 @@ def test_an_assistant_prefill_is_continued_in_the_same_turn(tokenizers, style) -
         {"role": "assistant", "content": "Autumn"},
     ]
     example = PreferenceExample(prompt, _assistant(" leaves drift slowly"), _assistant(" ends"))
-    prompt_text, chosen_text = encoder.render(example.prompt, example.chosen)
+    prompt_text, chosen_text = encoder.renderer.render(example.prompt, example.chosen)
     assert prompt_text.endswith("assistant\nAutumn")  # left open: no end of turn
     end = tokenizer.eos_token if style == "llama" else "<|im_end|>"
     assert chosen_text == " leaves drift slowly" + end
@@ -432,7 +432,7 @@ def test_a_completion_must_start_with_an_assistant_message(tokenizers) -> None:
     for role in ("user", "system"):
         completion = [{"role": role, "content": "hi"}, *_assistant("Hello!")]
         with pytest.raises(RowError, match=f"start with an assistant message, not a '{role}'"):
-            encoder.render(USER, completion)
+            encoder.renderer.render(USER, completion)
 
 
 FINAL_HEADER_TEMPLATE = (  # a finished assistant turn's header differs from the generation's
@@ -446,7 +446,7 @@ def test_the_completion_starts_exactly_at_its_content_when_the_turn_is_rendered_
     tokenizer = build_tokenizer("gpt2")
     tokenizer.chat_template = FINAL_HEADER_TEMPLATE
     encoder = PairTokenizer(tokenizer, 64)
-    prompt_text, completion_text = encoder.render(USER, _assistant("fin"))
+    prompt_text, completion_text = encoder.renderer.render(USER, _assistant("fin"))
     assert prompt_text.endswith("<|im_start|>assistant\n")
     assert completion_text == "fin<|im_end|>"  # not "final)\nfin..." (the first "fin")
 

@@ -715,9 +715,9 @@ def test_no_effect_keys_written_as_flags_mean_what_they_say() -> None:
     """`--no_push_to_hub` (HfArgumentParser's spelling), `--push_to_hub false`, `--use_cpu False`,
     `--eval_on_start 0`: the flag's text 'false' / '0' was judged as a string, so asking for
     nothing was refused ('push_to_hub: 'false' is not supported')."""
-    from directpo.cli import _yaml_and_flags
+    from directpo.cli_flags import yaml_and_flags
 
-    _, flags = _yaml_and_flags(
+    _, flags = yaml_and_flags(
         ["--model_name_or_path", "m", "--no_push_to_hub", "--use_cpu", "False", "--eval_on_start",
          "0", "--save_safetensors", "true", "--dataloader_drop_last", "false", "--do_eval"],
         DPOConfig,

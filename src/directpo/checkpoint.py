@@ -37,14 +37,13 @@ from directpo.distributed import (
     all_reduce_sum,
     barrier,
     broadcast,
-    load_sharded,
-    save_sharded,
 )
 from directpo.errors import CheckpointError, first_line
 from directpo.hub import hub_safe_card
 from directpo.models import config_as_loaded
 from directpo.publish import is_complete
 from directpo.random_states import current_state, restore_state, rng_file, state_file
+from directpo.sharded_state import load_sharded, save_sharded
 from directpo.trainer_state import STATE_FILE, own_state, trainer_state
 from directpo.weight_names import as_model_state
 

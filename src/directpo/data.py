@@ -20,7 +20,8 @@ column) have them dropped, as TRL's ``maybe_extract_prompt`` does; a string prom
 ``chosen`` / ``rejected`` conversations (HuggingFaceH4/ultrafeedback_binarized) is read as the
 implicit message layout, the string being checked against the shared user messages. Text parts
 in completions (TRL's vision datasets) are joined; images belong to the prompt. Fields and
-messages are checked by messages.py; prompt files and rows to score are read by prompts.py.
+messages are checked by messages.py, a row's tools and chat_template_kwargs by
+template_args.py; prompt files and rows to score are read by prompts.py.
 
 Formats (read by readers.py): JSON Lines (``.jsonl``/``.ndjson``), JSON (a list of objects,
 an object holding one such list, an object of equal-length column lists, or JSON Lines saved as
@@ -53,7 +54,6 @@ from directpo.messages import (
     require_encodable,
     split_implicit,
     system_prompt,
-    template_values,
     text_field,
     text_or_messages,
 )
@@ -67,6 +67,7 @@ from directpo.readers import (
 )
 from directpo.refusals import SKIP_HINT, RefusedRows, hint_once
 from directpo.row_formats import from_openai, is_openai_layout, openai_message, openai_names
+from directpo.template_args import joined_args, row_template_kwargs, row_tools
 from directpo.unread_columns import completion_columns, refuse_unread_prompt, unread_system
 from directpo.vision import (
     IMAGE_COLUMNS,
@@ -122,7 +123,7 @@ class PreferenceExample:
     @property
     def template_args(self) -> dict[str, Any] | None:
         """The row's arguments for the chat template: its tools and chat_template_kwargs."""
-        return _joined_args(self.tools, self.chat_template_kwargs)
+        return joined_args(self.tools, self.chat_template_kwargs)
 
     @property
     def full_prompt(self) -> Text | ImagePrompt:
@@ -456,8 +457,8 @@ def _parse_row(
         )
     if chosen == rejected:
         raise RowError("identical chosen and rejected", "chosen and rejected are identical")
-    tools = _tools(row.get("tools"), layout)
-    template_kwargs = _template_kwargs(row.get("chat_template_kwargs"), layout)
+    tools = row_tools(row.get("tools"), layout)
+    template_kwargs = row_template_kwargs(row.get("chat_template_kwargs"), layout)
     # the implicit layout's prompt (and its image parts) is the start of each conversation
     messages = row.get(columns.chosen if layout == "implicit" else columns.prompt)
     images = images_of(row, base_dir, messages)
@@ -510,66 +511,6 @@ def images_of(
         return image_values(row[key] if key else inline, base_dir)
     except ImageError as err:
         raise RowError(err.reason, f"field '{key or 'prompt'}': {err.message}") from None
-
-
-def row_template_args(row: dict[str, Any], prompt: Any) -> dict[str, Any] | None:
-    """The chat template arguments of a row holding one prompt (to score, rank or sample): its
-    ``tools`` and ``chat_template_kwargs`` columns, read as a pair row's are (a RowError when
-    they cannot be used; a text prompt has none)."""
-    layout = "conversational" if isinstance(prompt, list) else "explicit"
-    tools = _tools(row.get("tools"), layout)
-    return _joined_args(tools, _template_kwargs(row.get("chat_template_kwargs"), layout))
-
-
-def _joined_args(tools: Any, kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
-    args = {**({"tools": tools} if tools else {}), **(kwargs or {})}
-    return args or None
-
-
-def _tools(value: Any, layout: str) -> list[dict[str, Any]] | None:
-    """The row's ``tools`` (a list of function schemas, or its JSON text), for the template;
-    a null in a schema is a key the row lacks (``template_values``)."""
-    if value is None or value == []:
-        return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise RowError("bad tools", "field 'tools' is not valid JSON") from None
-    if not isinstance(value, list) or not all(isinstance(tool, dict) for tool in value):
-        raise RowError(
-            "bad tools", f"field 'tools' must be a list of objects, got {kind_of(value)}"
-        )
-    if layout != "conversational":
-        raise RowError("bad tools", "field 'tools' needs conversational rows (message lists)")
-    return template_values(value)
-
-
-def _template_kwargs(value: Any, layout: str) -> dict[str, Any] | None:
-    """The row's ``chat_template_kwargs`` (an object, or its JSON text), as TRL passes them to
-    the chat template. A key whose value is null is left out: an Arrow column of objects gives
-    every row every key, null where the row had none."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise RowError(
-                "bad chat_template_kwargs", "field 'chat_template_kwargs' is not valid JSON"
-            ) from None
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise RowError(
-            "bad chat_template_kwargs",
-            f"field 'chat_template_kwargs' must be an object, got {kind_of(value)}",
-        )
-    value = {key: item for key, item in value.items() if item is not None}
-    if value and layout != "conversational":
-        raise RowError(
-            "bad chat_template_kwargs",
-            "field 'chat_template_kwargs' needs conversational rows (message lists)",
-        )
-    return value or None
 
 
 def split_conversations(

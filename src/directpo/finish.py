@@ -17,7 +17,6 @@ from directpo.adapters import write_as_plain_lora
 from directpo.checkpoint import write_staged
 from directpo.distributed import (
     barrier,
-    consolidated_model,
     save_sharded_adapter,
     save_sharded_model,
 )
@@ -45,6 +44,7 @@ from directpo.reference import (
 )
 from directpo.resume import held_out_dtype
 from directpo.run import Run
+from directpo.sharded_state import consolidated_model
 from directpo.sync import REF_ADAPTER, reference_state
 from directpo.trainer_state import final_files
 

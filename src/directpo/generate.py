@@ -37,9 +37,9 @@ from directpo.errors import ConfigError, DataError
 from directpo.jsonl import StagedJsonl, options_key
 from directpo.logprobs import evaluating, policy_logprobs_fn, sequence_logprobs
 from directpo.messages import Text
+from directpo.model_fit import learned_positions
 from directpo.models import (
     LoadOptions,
-    learned_positions,
     load_causal_lm,
     load_processor,
     load_tokenizer,

@@ -27,7 +27,8 @@ from directpo.logprobs import (
     text_config,
     unwrap_peft,
 )
-from directpo.models import compile_failure, learned_positions, uncompile_layers
+from directpo.model_fit import learned_positions
+from directpo.models import compile_failure, uncompile_layers
 from directpo.tokenization import TokenizedPair
 from directpo.vision import OWN_MASK_TYPES
 

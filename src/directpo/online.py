@@ -49,7 +49,8 @@ from directpo.generate import Sample, sample_completions, samples_logprobs, stop
 from directpo.hub import cache_only_where_unreachable
 from directpo.jsonl import write_jsonl
 from directpo.messages import Text, text_contents
-from directpo.models import learned_positions, pad_token_id
+from directpo.model_fit import learned_positions
+from directpo.models import pad_token_id
 from directpo.reference import ReferenceProvider
 from directpo.rewardfn import PROBE_COMPLETION, STATE, probe_rows, trainer_state
 from directpo.sources import PairSet

@@ -14,7 +14,6 @@ from directpo.data import (
     Columns,
     ImagePrompt,
     images_of,
-    row_template_args,
     split_conversations,
 )
 from directpo.errors import ConfigError, DataError
@@ -38,6 +37,7 @@ from directpo.readers import (
 )
 from directpo.refusals import RefusedRows
 from directpo.row_formats import from_openai, is_openai_layout, openai_message
+from directpo.template_args import row_template_args
 from directpo.unread_columns import refuse_unread_prompt
 from directpo.vision import image_key, with_image_parts
 

@@ -29,10 +29,9 @@ from directpo.errors import ConfigError, DataError
 from directpo.hub import offline_flags_kept
 from directpo.logprobs import evaluating, policy_logprobs_fn, sequence_logprobs
 from directpo.messages import Text
+from directpo.model_fit import check_vocabulary, learned_positions
 from directpo.models import (
     LoadOptions,
-    check_vocabulary,
-    learned_positions,
     load_causal_lm,
     load_processor,
     load_tokenizer,

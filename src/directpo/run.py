@@ -35,12 +35,8 @@ from directpo.model_checks import (
     choose_layout,
     trained_positions_notes,
 )
-from directpo.models import (
-    check_generation_room,
-    check_positions,
-    check_vocabulary,
-    resolve_router_aux,
-)
+from directpo.model_fit import check_generation_room, check_positions, check_vocabulary
+from directpo.models import resolve_router_aux
 from directpo.offload import OffloadActivations, activation_offload
 from directpo.online import RoundBuilder
 from directpo.optimizers import build_optimizer, no_decay_ids

@@ -5,16 +5,15 @@ and tokenized (``load_run_data`` -> ``RunData``)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from directpo.adapters import adapter_base
+from directpo.chat_templates import replace_chat_template, writes_todays_date
 from directpo.config import DPOConfig
 from directpo.data import Columns, PreferenceData, counted, load_preferences, read_rows
 from directpo.errors import ConfigError, DataError
@@ -161,7 +160,7 @@ def load_run_data(
         else processor.tokenizer
     )
     if config.chat_template:
-        _replace_chat_template(config.chat_template, tokenizer, processor)
+        replace_chat_template(config.chat_template, tokenizer, processor)
     if config.system_column and not (
         getattr(tokenizer, "chat_template", None) or getattr(processor, "chat_template", None)
     ):  # else each row would be refused as "conversational", which a text file is not
@@ -171,7 +170,7 @@ def load_run_data(
             "tokenizer has none: give one with the chat_template option, or leave "
             "system_column unset to train on the prompts as texts"
         )
-    if train_data is not None and _writes_todays_date(tokenizer, config, train_data):
+    if train_data is not None and writes_todays_date(tokenizer, config, train_data):
         echo(
             "note: the chat template writes today's date into each prompt (strftime_now, as "
             "Llama 3.1+ templates do), so a resume on another day sees other prompts and is "
@@ -286,72 +285,6 @@ def _held_out_pairs(
         source, columns, skip_invalid_rows=config.skip_invalid_rows, name=name,
         max_pairs=config.max_eval_samples,
     )  # fmt: skip
-
-
-def _replace_chat_template(template: str, tokenizer: Any, processor: Any) -> None:
-    """``chat_template``: the text, or a file holding it (a value with no Jinja tag is a path)."""
-    if "{%" not in template and "{{" not in template:
-        template = _template_file(template)
-    from jinja2 import TemplateError
-    from transformers.utils.chat_template_utils import _compile_jinja_template
-
-    try:  # transformers' own compilation: the environment the template will render in
-        _compile_jinja_template(template)
-    except TemplateError as exc:
-        line = f" at template line {exc.lineno}" if getattr(exc, "lineno", None) else ""
-        raise ConfigError(f"chat_template: does not compile ({exc.message}{line})") from None
-    tokenizer.chat_template = template
-    if processor is not None:
-        processor.chat_template = template
-
-
-TEMPLATE_FILES = ("chat_template.jinja", "tokenizer_config.json", "chat_template.json")
-
-
-def _template_file(path: str) -> str:
-    """The template a ``chat_template`` path names: a .jinja file's text; the ``chat_template``
-    of a .json file (tokenizer_config.json, a processor's chat_template.json); a model or
-    tokenizer folder's (TRL's chat_template_path takes one). A JSON file read as the template
-    itself rendered its own text, braces and all, as every conversation."""
-    place = Path(path)
-    if place.is_dir():
-        found = next((place / name for name in TEMPLATE_FILES if (place / name).is_file()), None)
-        if found is None:
-            raise ConfigError(
-                f"chat_template: the folder {path} holds no chat template (none of "
-                f"{', '.join(TEMPLATE_FILES)})"
-            )
-        place = found
-    try:
-        text = place.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"chat_template: {path} is neither a Jinja template nor a readable file "
-            f"({getattr(exc, 'strerror', None) or exc})"
-        ) from None
-    if place.suffix != ".json":
-        return text
-    try:
-        stored = json.loads(text).get("chat_template")
-    except (ValueError, AttributeError):
-        stored = None
-    if isinstance(stored, list):  # several named templates (tokenizer_config.json): the default
-        named = {t.get("name"): t.get("template") for t in stored if isinstance(t, dict)}
-        stored = named.get("default")
-    if not isinstance(stored, str) or not stored:
-        raise ConfigError(f"chat_template: {place} is JSON without a chat_template text in it")
-    return stored
-
-
-def _writes_todays_date(tokenizer: Any, config: DPOConfig, data: PreferenceData) -> bool:
-    """Whether conversational pairs are rendered with a template that reads the clock (Llama
-    3.1 to 3.3: "Today Date: ..." unless date_string is given)."""
-    template = str(getattr(tokenizer, "chat_template", None) or "")
-    return (
-        "strftime_now" in template
-        and "date_string" not in (config.chat_template_kwargs or {})
-        and any(example.conversational for example in data.examples)
-    )
 
 
 def _tokenize(

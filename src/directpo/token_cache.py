@@ -42,6 +42,7 @@ KEEP_ENTRIES = 8  # cache files kept, newest used first: each is 2-4 bytes a tok
 # template, text parts joined; data.py's rows are hashed as what it made of them)
 RULES = (
     "tokenization.py",
+    "chat_render.py",
     "chat_split.py",
     "turn_masks.py",
     "stops.py",

@@ -7,22 +7,7 @@ Rules (the same for training, evaluation and scoring):
   when that leaves the prompt's own tokens unchanged, as the model reads and generates the text;
   else, where a token would cross the boundary, on its own. (Alone, a SentencePiece-style
   tokenizer's completion " Paris" would start with a lone "▁" the model never produces.)
-* Conversational rows are rendered with the tokenizer's chat template: the prompt with the
-  generation prompt, the completion as the rest of the rendered conversation. A prompt that
-  ends with an assistant message (a prefill, ``[user "Write a haiku", assistant "Autumn"]``) is
-  left open (``continue_final_message``) and the completion continues that message in the same
-  turn. A template that renders the generation prompt differently from a finished turn (Qwen3's
-  empty ``<think></think>`` with ``enable_thinking: false``; Mistral v0.3's system message in
-  the last user turn) gets the completion from its content on (with the whitespace the turn
-  writes before it), after the prompt as generation sees it; one that renders neither way is
-  an error for that row, as is a reply whose reasoning the template drops (chat_split.py). A
-  completion starts with an assistant message. A template that raises for a row
-  (``raise_exception("Conversation roles must alternate...")``, or its code failing on the
-  row's values) refuses that row (an error, or a skip with ``skip_invalid_rows``); one that does
-  not compile is an error naming the tokenizer. A text-only model's template gets content given
-  as text parts (``[{"type": "text", "text": ...}]``) joined into one string. A row whose tools
-  or completion tool calls the template does not write (templates older than tool calling) is
-  refused: its call would train as an empty turn.
+* Conversational rows are first rendered as text with the chat template (chat_render.py).
 * **BOS exactly once**: it is prepended only if the tokenizer adds one by default (Llama-style)
   and the rendered prompt does not already start with it (templates that write their own).
   Tokenizers that add none (GPT-2 style) get none.
@@ -47,18 +32,17 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from jinja2 import TemplateError, TemplateSyntaxError
 from tqdm.auto import tqdm
 
-from directpo.chat_split import require_rendered, split_rendered
+from directpo.chat_render import ChatRenderer
 from directpo.data import (
     PreferenceData,
     PreferenceExample,
     RowError,
     counted,
 )
-from directpo.errors import DataError, ModelLoadError, first_line
-from directpo.messages import Text, function_names, is_prefilled, others_turn, text_contents
+from directpo.errors import DataError
+from directpo.messages import Text, others_turn
 from directpo.pair_store import PairStoreBuilder, Spans, TokenizedPair
 from directpo.refusals import SKIP_HINT, RefusedRows
 from directpo.stops import end_at_stop
@@ -68,7 +52,6 @@ from directpo.vision import (
     VisionInputs,
     encode_with_images,
     image_token,
-    text_only_refusal,
     text_placeholder,
 )
 
@@ -138,7 +121,7 @@ class PairTokenizer:
         # are left unscored (turn_masks.py)
         self.assistant_only = assistant_only
         self.processor = processor  # a vision-language model's: prompts with images
-        self.template_kwargs = dict(chat_template_kwargs or {})
+        self.renderer = ChatRenderer(tokenizer, processor, chat_template_kwargs)
         self.max_length = max_length if max_length is not None else sys.maxsize
         # the option that limits prompts, as a refusal names it (the one the user can raise)
         self.prompt_limit = f"max_prompt_length {max_prompt_length}"
@@ -163,80 +146,6 @@ class PairTokenizer:
             token_id = tokenizer.convert_tokens_to_ids(image_token(processor))
             self.image_token_id = None if token_id == tokenizer.unk_token_id else token_id
 
-    # -- rendering -----------------------------------------------------------------------------
-    def render(
-        self,
-        prompt: Text,
-        completion: Text,
-        template_args: dict[str, Any] | None = None,
-        prompt_text: str | None = None,
-    ) -> tuple[str, str]:
-        """(prompt text, completion text) ready for tokenization; ``template_args``: the row's
-        own chat template arguments (``PreferenceExample.template_args``); ``prompt_text``: the
-        prompt already rendered (``render_prompt``), when the caller has it."""
-        if isinstance(prompt, str):
-            assert isinstance(completion, str)
-            return prompt, completion
-        assert isinstance(completion, list)
-        if completion[0]["role"] != "assistant":
-            raise RowError(
-                "not an assistant reply",
-                "the prompt ends with an assistant message (a prefill), so the completion must "
-                "start with an assistant message that continues it"
-                if is_prefilled(prompt)
-                else f"a completion must start with an assistant message, not a "
-                f"'{completion[0]['role']}' message",
-            )
-        if prompt_text is None:
-            prompt_text = self.render_prompt(prompt, template_args)
-        render = partial(self._template, row_args=template_args)
-        _, completion_text = split_rendered(render, prompt, completion, prompt_text)
-        calls = [name for message in completion for name in function_names(message)]
-        require_rendered(calls, completion_text, "the completion's tool calls")
-        return prompt_text, completion_text
-
-    def _template(self, messages: list[dict], row_args: dict | None, **options: Any) -> str:
-        # the row's own arguments (TRL's chat_template_kwargs column) over the option's
-        extra = {**self.template_kwargs, **(row_args or {})}
-        # a processor's template renders image parts; the tokenizer's may not have one
-        templater = self.processor if self._processor_template() else self.tokenizer
-        if self.processor is None:
-            messages = text_contents(messages)
-        try:
-            return templater.apply_chat_template(messages, tokenize=False, **extra, **options)
-        except TemplateSyntaxError as exc:  # also TemplateAssertionError (an unknown filter)
-            name = getattr(templater, "name_or_path", "") or type(templater).__name__
-            raise ModelLoadError(
-                f"{name}: the chat template does not compile "
-                f"({(exc.message or type(exc).__name__).rstrip('.')}, at template line "
-                f"{exc.lineno}); fix it, or give another with the chat_template option"
-            ) from None
-        except (TemplateError, ValueError) as exc:  # raise_exception(...), an undefined value
-            raise RowError(
-                "refused by the chat template",
-                f"the chat template refused the row ({first_line(exc)})",
-            ) from None
-        except Exception as exc:  # the template's own code failing on this row's values
-            raise RowError(
-                "refused by the chat template",
-                f"the chat template failed on the row ({type(exc).__name__}: {first_line(exc)})",
-            ) from None
-
-    def render_prompt(self, prompt: Text, template_args: dict[str, Any] | None = None) -> str:
-        """The prompt as the model sees it before a completion: with the generation prompt, or,
-        when it ends with an assistant message (a prefill), that message left open so that the
-        completion continues it in the same turn (``continue_final_message``)."""
-        if isinstance(prompt, str):
-            return prompt
-        self._require_chat_template()
-        if is_prefilled(prompt):
-            text = self._template(prompt, template_args, continue_final_message=True)
-        else:
-            text = self._template(prompt, template_args, add_generation_prompt=True)
-        tools = {**self.template_kwargs, **(template_args or {})}.get("tools") or ()
-        require_rendered(function_names({"tool_calls": tools}), text, "the row's tools")
-        return text
-
     def prompt_ids(
         self,
         prompt: Text,
@@ -245,22 +154,10 @@ class PairTokenizer:
     ) -> list[int]:
         """Prompt ids for generation or scoring: rendered (with a row's own ``template_args``),
         BOS rule, left-truncated (counted in ``truncated``)."""
-        text = self.render_prompt(prompt, template_args)
+        text = self.renderer.render_prompt(prompt, template_args)
         return self.truncate_prompt(
             self.encode_prompt(text), truncated if truncated is not None else Counter()
         )
-
-    def _processor_template(self) -> bool:
-        return bool(getattr(self.processor, "chat_template", None))
-
-    def _require_chat_template(self) -> None:
-        if not (getattr(self.tokenizer, "chat_template", None) or self._processor_template()):
-            raise RowError(
-                "no chat template",
-                "conversational rows need a tokenizer with a chat template: give one with the "
-                "chat_template option (its text or a .jinja file), or set tokenizer_name_or_path "
-                "to a tokenizer that has one",
-            )
 
     # -- ids -----------------------------------------------------------------------------------
     def encode_prompt(self, prompt_text: str) -> list[int]:
@@ -347,7 +244,7 @@ class PairTokenizer:
     ) -> list[TokenizedPair | RowError]:
         """Each example's pair, or the RowError that refuses it, in order. The texts of all the
         examples are tokenized in one batch: each prompt, and each completion after it."""
-        rendered = [self._render_pair(example) for example in examples]
+        rendered = [self.renderer.render_pair(example) for example in examples]
         texts = [
             text
             for item in rendered
@@ -384,30 +281,6 @@ class PairTokenizer:
                 results.append(err)
         return results
 
-    def _render_pair(
-        self, example: PreferenceExample
-    ) -> tuple[str, str, str | RowError] | RowError | None:
-        """(prompt, chosen, rejected) texts; None for a pair with images (encoded on its own).
-        A rejected side that cannot be rendered is reported after the chosen side's checks, in
-        the order the rules apply."""
-        if example.images:
-            return None
-        if self.processor is not None and (refusal := text_only_refusal(self.processor)):
-            return RowError("no image", refusal)
-        try:
-            args = example.template_args
-            prompt_text = self.render_prompt(example.prompt, args)
-            _, chosen_text = self.render(example.prompt, example.chosen, args, prompt_text)
-        except RowError as err:
-            return err
-        try:
-            _, rejected_text = self.render(
-                example.prompt, example.rejected, example.template_args, prompt_text
-            )
-        except RowError as err:
-            return prompt_text, chosen_text, err
-        return prompt_text, chosen_text, rejected_text
-
     def _unscored(
         self,
         prompt: Text,
@@ -421,7 +294,7 @@ class PairTokenizer:
         ``assistant_only`` (spans of its raw ids, before EOS and truncation; turn_masks.py)."""
         if not self.assistant_only:
             return [()] * len(completions)
-        render = partial(self._template, row_args=template_args)
+        render = partial(self.renderer.template, row_args=template_args)
         return completion_spans(
             render, self._ids_many, prompt, completions, texts, head, raws, self.stop_texts
         )
@@ -492,8 +365,8 @@ class PairTokenizer:
         if self.assistant_only and (others_turn(example.chosen) or others_turn(example.rejected)):
             raise RowError("assistant_only_loss with images", IMAGES_AND_TURNS)
         args = example.template_args
-        prompt_text, chosen_text = self.render(prompt, example.chosen, args)
-        _, rejected_text = self.render(prompt, example.rejected, args, prompt_text)
+        prompt_text, chosen_text = self.renderer.render(prompt, example.chosen, args)
+        _, rejected_text = self.renderer.render(prompt, example.rejected, args, prompt_text)
         ids, vision = self.image_prompt_ids(prompt_text, example.images)
         _, (chosen, rejected) = self._after(prompt_text, [chosen_text, rejected_text])
         whole = chosen, rejected
@@ -539,7 +412,7 @@ class PairTokenizer:
         self, prompt: Text, images: tuple[Any, ...], template_args: dict[str, Any] | None = None
     ) -> tuple[list[int], VisionInputs]:
         """A prompt with images, rendered as for sampling (the generation prompt)."""
-        text = self.render_prompt(self._name_images(prompt, images), template_args)
+        text = self.renderer.render_prompt(self._name_images(prompt, images), template_args)
         return self.image_prompt_ids(text, images)
 
     def encode_scored(
@@ -562,7 +435,7 @@ class PairTokenizer:
         if self.assistant_only and not isinstance(response, str) and others_turn(response):
             raise RowError("assistant_only_loss with images", IMAGES_AND_TURNS)
         prompt = self._name_images(prompt, images)
-        prompt_text, response_text = self.render(prompt, response, template_args)
+        prompt_text, response_text = self.renderer.render(prompt, response, template_args)
         ids, vision = self.image_prompt_ids(prompt_text, images)
         _, (response_ids,) = self._after(prompt_text, [response_text])
         kept = self.truncate_completion(response_ids, len(ids), "responses", truncated)
@@ -586,7 +459,7 @@ class PairTokenizer:
         template_args: dict[str, Any] | None,
     ) -> tuple[list[int], list[int], Spans]:
         """``encode_response``'s ids, and the response's unscored spans (``assistant_only``)."""
-        prompt_text, response_text = self.render(prompt, response, template_args)
+        prompt_text, response_text = self.renderer.render(prompt, response, template_args)
         head, joint = self._ids_many([prompt_text, prompt_text + response_text])
         raw = self._tail(head, joint, response_text)
         (spans,) = self._unscored(

@@ -1,0 +1,154 @@
+"""A row's prompt and completions as text, rendered with the chat template (tokenization.py
+turns the texts into ids). Text rows are their own text.
+
+* Conversational rows are rendered with the tokenizer's chat template: the prompt with the
+  generation prompt, the completion as the rest of the rendered conversation. A prompt that
+  ends with an assistant message (a prefill, ``[user "Write a haiku", assistant "Autumn"]``) is
+  left open (``continue_final_message``) and the completion continues that message in the same
+  turn. A template that renders the generation prompt differently from a finished turn (Qwen3's
+  empty ``<think></think>`` with ``enable_thinking: false``; Mistral v0.3's system message in
+  the last user turn) gets the completion from its content on (with the whitespace the turn
+  writes before it), after the prompt as generation sees it; one that renders neither way is
+  an error for that row, as is a reply whose reasoning the template drops (chat_split.py). A
+  completion starts with an assistant message. A template that raises for a row
+  (``raise_exception("Conversation roles must alternate...")``, or its code failing on the
+  row's values) refuses that row (an error, or a skip with ``skip_invalid_rows``); one that does
+  not compile is an error naming the tokenizer. A text-only model's template gets content given
+  as text parts (``[{"type": "text", "text": ...}]``) joined into one string. A row whose tools
+  or completion tool calls the template does not write (templates older than tool calling) is
+  refused: its call would train as an empty turn.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from jinja2 import TemplateError, TemplateSyntaxError
+
+from directpo.chat_split import require_rendered, split_rendered
+from directpo.data import PreferenceExample, RowError
+from directpo.errors import ModelLoadError, first_line
+from directpo.messages import Text, function_names, is_prefilled, text_contents
+from directpo.vision import text_only_refusal
+
+
+class ChatRenderer:
+    """Renders rows with one tokenizer's (or processor's) chat template and the
+    ``chat_template_kwargs`` option."""
+
+    def __init__(
+        self, tokenizer: Any, processor: Any = None, template_kwargs: dict[str, Any] | None = None
+    ):
+        self.tokenizer = tokenizer
+        self.processor = processor  # a vision-language model's: prompts with images
+        self.template_kwargs = dict(template_kwargs or {})
+
+    def render(
+        self,
+        prompt: Text,
+        completion: Text,
+        template_args: dict[str, Any] | None = None,
+        prompt_text: str | None = None,
+    ) -> tuple[str, str]:
+        """(prompt text, completion text) ready for tokenization; ``template_args``: the row's
+        own chat template arguments (``PreferenceExample.template_args``); ``prompt_text``: the
+        prompt already rendered (``render_prompt``), when the caller has it."""
+        if isinstance(prompt, str):
+            assert isinstance(completion, str)
+            return prompt, completion
+        assert isinstance(completion, list)
+        if completion[0]["role"] != "assistant":
+            raise RowError(
+                "not an assistant reply",
+                "the prompt ends with an assistant message (a prefill), so the completion must "
+                "start with an assistant message that continues it"
+                if is_prefilled(prompt)
+                else f"a completion must start with an assistant message, not a "
+                f"'{completion[0]['role']}' message",
+            )
+        if prompt_text is None:
+            prompt_text = self.render_prompt(prompt, template_args)
+        render = partial(self.template, row_args=template_args)
+        _, completion_text = split_rendered(render, prompt, completion, prompt_text)
+        calls = [name for message in completion for name in function_names(message)]
+        require_rendered(calls, completion_text, "the completion's tool calls")
+        return prompt_text, completion_text
+
+    def template(self, messages: list[dict], row_args: dict | None, **options: Any) -> str:
+        # the row's own arguments (TRL's chat_template_kwargs column) over the option's
+        extra = {**self.template_kwargs, **(row_args or {})}
+        # a processor's template renders image parts; the tokenizer's may not have one
+        templater = self.processor if self._processor_template() else self.tokenizer
+        if self.processor is None:
+            messages = text_contents(messages)
+        try:
+            return templater.apply_chat_template(messages, tokenize=False, **extra, **options)
+        except TemplateSyntaxError as exc:  # also TemplateAssertionError (an unknown filter)
+            name = getattr(templater, "name_or_path", "") or type(templater).__name__
+            raise ModelLoadError(
+                f"{name}: the chat template does not compile "
+                f"({(exc.message or type(exc).__name__).rstrip('.')}, at template line "
+                f"{exc.lineno}); fix it, or give another with the chat_template option"
+            ) from None
+        except (TemplateError, ValueError) as exc:  # raise_exception(...), an undefined value
+            raise RowError(
+                "refused by the chat template",
+                f"the chat template refused the row ({first_line(exc)})",
+            ) from None
+        except Exception as exc:  # the template's own code failing on this row's values
+            raise RowError(
+                "refused by the chat template",
+                f"the chat template failed on the row ({type(exc).__name__}: {first_line(exc)})",
+            ) from None
+
+    def render_prompt(self, prompt: Text, template_args: dict[str, Any] | None = None) -> str:
+        """The prompt as the model sees it before a completion: with the generation prompt, or,
+        when it ends with an assistant message (a prefill), that message left open so that the
+        completion continues it in the same turn (``continue_final_message``)."""
+        if isinstance(prompt, str):
+            return prompt
+        self._require_chat_template()
+        if is_prefilled(prompt):
+            text = self.template(prompt, template_args, continue_final_message=True)
+        else:
+            text = self.template(prompt, template_args, add_generation_prompt=True)
+        tools = {**self.template_kwargs, **(template_args or {})}.get("tools") or ()
+        require_rendered(function_names({"tool_calls": tools}), text, "the row's tools")
+        return text
+
+    def _processor_template(self) -> bool:
+        return bool(getattr(self.processor, "chat_template", None))
+
+    def _require_chat_template(self) -> None:
+        if not (getattr(self.tokenizer, "chat_template", None) or self._processor_template()):
+            raise RowError(
+                "no chat template",
+                "conversational rows need a tokenizer with a chat template: give one with the "
+                "chat_template option (its text or a .jinja file), or set tokenizer_name_or_path "
+                "to a tokenizer that has one",
+            )
+
+    def render_pair(
+        self, example: PreferenceExample
+    ) -> tuple[str, str, str | RowError] | RowError | None:
+        """(prompt, chosen, rejected) texts; None for a pair with images (encoded on its own).
+        A rejected side that cannot be rendered is reported after the chosen side's checks, in
+        the order the rules apply."""
+        if example.images:
+            return None
+        if self.processor is not None and (refusal := text_only_refusal(self.processor)):
+            return RowError("no image", refusal)
+        try:
+            args = example.template_args
+            prompt_text = self.render_prompt(example.prompt, args)
+            _, chosen_text = self.render(example.prompt, example.chosen, args, prompt_text)
+        except RowError as err:
+            return err
+        try:
+            _, rejected_text = self.render(
+                example.prompt, example.rejected, example.template_args, prompt_text
+            )
+        except RowError as err:
+            return prompt_text, chosen_text, err
+        return prompt_text, chosen_text, rejected_text

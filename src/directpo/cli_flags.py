@@ -1,0 +1,261 @@
+"""A command's argv read as its options: the YAML file and the flags, their values, and the
+one-line refusals and notes of what was typed.
+
+Every option of a command's options dataclass is a flag; for train, a flag overrides the YAML
+file. A flag given twice, or replacing a value of the YAML file, is said in a note (the last
+flag wins). Every option but a boolean needs a value (``--output_dir`` alone is an error); a boolean
+alone is true (``--bf16``). A list takes several values, comma-separated or one after another
+(``--lora_target_modules q_proj,k_proj`` or ``--lora_target_modules q_proj k_proj``); so does a
+list of data files (``--train_file a.jsonl,b.parquet``), except that a value naming an existing
+path is one path even if it holds a comma. Dashes in a flag's name are underscores
+(``--learning-rate``, ``--no-bf16``), as transformers' HfArgumentParser takes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import json
+import os
+import re
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+from directpo.errors import ConfigError
+from directpo.foreign_names import RENAMED, SEVERAL_VALUES
+from directpo.options import option_help, read_yaml, type_hints
+from directpo.trl_compat import ALIASES, VERSION_FLAGS, VERSION_HINT
+
+
+def attach_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--key -1e-5`` -> ``--key=-1e-5``: argparse reads a value that starts with '-' and is
+    not a plain integer or decimal (``-1e-5``, ``-0.5,1``) as an unknown option."""
+    joined: list[str] = []
+    for token in argv:
+        previous = joined[-1] if joined else ""
+        if NEGATIVE_VALUE.match(token) and previous.startswith("--") and "=" not in previous:
+            joined[-1] = f"{previous}={token}"
+        else:
+            joined.append(token)
+    return joined
+
+
+def underscored(argv: Sequence[str]) -> list[str]:
+    """``--learning-rate`` -> ``--learning_rate``, ``--no-bf16`` -> ``--no_bf16``: the dashed
+    spellings transformers' HfArgumentParser takes too, which TRL's scripts write."""
+    return [
+        "--" + token[2:].partition("=")[0].replace("-", "_") + "".join(token.partition("=")[1:])
+        if token.startswith("--") and len(token) > 2
+        else token
+        for token in argv
+    ]
+
+
+NEGATIVE_VALUE = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
+
+
+def replaced_values(
+    tokens: Sequence[str], config_file: str | None, overrides: dict[str, Any]
+) -> list[str]:
+    """A line for each flag given more than once (``--no_bf16`` sets bf16), and for each flag
+    that replaces another value of the YAML file."""
+    counts: dict[str, int] = {}
+    for token in tokens:
+        if token.startswith("--") and len(token) > 2:
+            key = token[2:].partition("=")[0]
+            key = key[3:] if key.startswith("no_") else key
+            counts[key] = counts.get(key, 0) + 1
+    notes = [
+        f"--{key} is given {count} times: the last one ({_shown(overrides.get(key))}) is used"
+        for key, count in counts.items()
+        if count > 1
+    ]
+    recipe: dict[str, Any] = {}
+    if config_file is not None:
+        with contextlib.suppress(ConfigError):
+            recipe = read_yaml(config_file)
+    # by the option each name is (TRL's torch_dtype, torchtune's epochs: dtype, num_train_epochs),
+    # so that a flag replacing a value the file spells otherwise is said too
+    option = (ALIASES | RENAMED).get
+    written = {option(key, key): key for key in recipe}
+    notes += [
+        f"--{key} {_shown(value)} replaces {config_file}'s {theirs}: {_shown(recipe[theirs])}"
+        for key, value in overrides.items()
+        if (theirs := written.get(option(key, key))) is not None
+        and str(recipe[theirs]).lower() != str(value).lower()
+    ]
+    return notes
+
+
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def as_typed(message: str, typed: Sequence[str]) -> str:
+    """``message`` with each flag the user wrote with dashes said as written (``--help-me``):
+    argv is underscored before it is read (underscored), so the messages name ``--help_me``,
+    a flag the user never typed. A did-you-mean's own name (``--learning_rate``) is kept."""
+    for token in typed:
+        written = token.partition("=")[0]
+        if not written.startswith("--") or "-" not in written[2:]:
+            continue
+        read = "--" + written[2:].replace("-", "_")
+        message = re.sub(re.escape(read) + r"(?![\w-])", lambda _, shown=written: shown, message)
+    return message
+
+
+BOOLEAN, LIST, PATHS, VALUE = "boolean", "list", "paths", "value"
+
+
+def option_kinds(options: type) -> dict[str, str]:
+    """How each option reads its flag: a boolean may stand alone, a list (or a list of data
+    files, ``str | list[str]``) takes several values, any other option exactly one."""
+    kinds = {}
+    hints = type_hints(options)  # (evaluated once per class: it reads every annotation)
+    for f in dataclasses.fields(options):
+        hint = hints[f.name]
+        args = set(typing.get_args(hint)) - {type(None)}
+        if hint in (bool, bool | None):
+            kinds[f.name] = BOOLEAN
+        elif list[str] in args and str in args:
+            kinds[f.name] = PATHS
+        elif typing.get_origin(hint) is list or any(typing.get_origin(a) is list for a in args):
+            kinds[f.name] = LIST
+        else:
+            kinds[f.name] = VALUE
+    return kinds
+
+
+def flag_value(kind: str, values: list[str]) -> Any:
+    """The value of a flag given ``values`` (one or more tokens after it).
+
+    A list option splits each value on commas. A list of data files does too, unless the value
+    names an existing path (a file name may hold a comma, rarely) or is a YAML flow list
+    (``[a.jsonl, b.jsonl]``) or mapping (eval_file's named sets, ``{chat: a.jsonl, code:
+    b.jsonl}``, which the commas cut into pieces named as files); one file stays a string."""
+    if kind == PATHS:
+        paths = []
+        for value in values:
+            whole = os.path.exists(value) or value.strip().startswith(("[", "{"))
+            paths += [value] if whole else [p.strip() for p in value.split(",") if p.strip()]
+        return paths[0] if len(paths) == 1 else paths
+    if len(values) == 1:
+        return values[0]
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def _looks_like_config_file(token: str) -> bool:
+    return token.lower().endswith((".yaml", ".yml", ".json")) or os.path.isfile(token)
+
+
+DATA_EXTENSIONS = (".jsonl", ".ndjson", ".parquet", ".csv", ".tsv", ".arrow", ".gz", ".bz2", ".xz")
+
+
+def refuse_data_file(path: str) -> None:
+    """A data file (or datasets folder) given where the YAML config goes: say so."""
+    if os.path.isdir(path):
+        raise ConfigError(
+            f"{path} is a folder, not a YAML config; a datasets folder goes in --train_file {path}"
+        )
+    data = path.lower().endswith(DATA_EXTENSIONS)
+    if not data and path.lower().endswith(".json") and os.path.isfile(path):
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read(1 << 20).lstrip()
+            data = text.startswith("[") or (text.startswith("{") and _several_json_values(text))
+    if data:
+        raise ConfigError(
+            f"{path} looks like a data file, not a YAML config: pass it as --train_file {path}"
+        )
+
+
+def _several_json_values(text: str) -> bool:
+    """JSON Lines saved as .json: a first object, then more."""
+    try:
+        _, end = json.JSONDecoder().raw_decode(text)
+    except json.JSONDecodeError:
+        return False
+    return text[end:].strip().startswith("{")
+
+
+def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, dict[str, Any]]:
+    """(YAML file, flags) of ``train [CONFIG.yaml] [--key value | --key=value | --flag ...]``.
+
+    Any ``--key`` is read, known or not (TRL's names are judged later, all at once). A known
+    option takes the next token as its value, and a list option every following token up to
+    the next flag (or the YAML file); one given no value is an error. A boolean option written
+    bare (``--bf16``, TRL's style) is true, as is an unknown key written bare (TRL's booleans).
+    The YAML file is the first free token, or ``--config`` (TRL's spelling)."""
+    kinds = option_kinds(options)
+    # OpenRLHF's and torchtune's names read their values as the option they rename does
+    # (--target_modules q_proj v_proj: both; the second was taken for the config file)
+    kinds |= {k: kinds[ours] for k, ours in RENAMED.items() if ours in kinds and k not in kinds}
+    kinds |= dict.fromkeys(SEVERAL_VALUES, LIST)
+    config_file: str | None = None
+    flags: dict[str, Any] = {}
+    previous: str | None = None  # the last flag, to explain a stray token
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        index += 1
+        if not token.startswith("--"):
+            if token.startswith("-") and not NEGATIVE_VALUE.match(token):  # -V, -x: not a file
+                raise ConfigError(unknown_flag_message(token, options))
+            override = re.match(r"([A-Za-z_][\w.]*)=(.*)$", token)
+            if override and not os.path.exists(token):  # torchtune's: tune run ... key=value
+                key, value = override.groups()
+                raise ConfigError(f"'{token}': options are flags here: --{key} {value}")
+            if config_file is not None:
+                one = previous is not None and kinds.get(previous) == VALUE
+                after = f" (--{previous} takes one value)" if one else ""
+                raise ConfigError(f"unexpected argument '{token}'{after}")
+            config_file = token
+            continue
+        key, sep, value = token[2:].partition("=")
+        previous = key
+        kind = kinds.get(key, "unknown")
+        values = [value] if sep else []
+        while not sep and index < len(tokens) and not tokens[index].startswith("--"):
+            following = tokens[index]
+            if kind == BOOLEAN and _looks_like_config_file(following):
+                break  # a bare boolean flag followed by the YAML file
+            if values and (config_file is None and following.lower().endswith((".yaml", ".yml"))):
+                break  # a list's values end at the YAML file
+            values.append(following)
+            index += 1
+            if kind not in (LIST, PATHS):
+                break
+        if key == "config":
+            if not values:
+                raise ConfigError("option --config needs a value")
+            if config_file is not None:  # (the first was dropped unsaid, its options with it)
+                raise ConfigError(
+                    f"two config files, {config_file} and --config {values[0]}: give one (flags "
+                    "override its values)"
+                )
+            config_file = values[0]
+        elif key.startswith("no_") and not values:
+            flags[key[3:]] = "false"  # HfArgumentParser's --no_remove_unused_columns
+        elif not values and kind in (BOOLEAN, "unknown"):
+            flags[key] = "true"
+        elif not values:
+            raise ConfigError(f"option --{key} needs a value")
+        else:
+            flags[key] = flag_value(kind, values)
+    return config_file, flags
+
+
+def unknown_flag_message(flag: str, options: type) -> str:
+    if not flag.startswith("-"):
+        return f"unexpected argument '{flag}'"
+    name = flag.lstrip("-").split("=", 1)[0]
+    names = [n for n, _, _ in option_help(options)]
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"; did you mean '--{close[0]}'?" if close else ""
+    if instead := getattr(options, "FOREIGN_KEYS", {}).get(name):
+        hint = f"; {instead}"
+    if name in VERSION_FLAGS:
+        hint = VERSION_HINT
+    return f"unknown option '{flag.split('=', 1)[0]}'{hint}"  # (as written: -V, not --V)
