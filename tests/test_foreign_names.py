@@ -234,3 +234,37 @@ def test_a_flag_replacing_a_value_the_recipe_spells_otherwise_is_said(
     err = capsys.readouterr().err
     assert f"note: --num_train_epochs 3 replaces {recipe}'s epochs: 2" in err
     assert f"note: --dtype bfloat16 replaces {recipe}'s torch_dtype: float32" in err
+
+
+def test_omegaconfs_interpolations_are_resolved_as_omegaconf_does(
+    tmp_path, built, capsys, monkeypatch
+) -> None:
+    """A recipe's ``${output_dir}`` / ``${oc.env:HOME}`` was read as text: the run wrote a
+    folder named '${oc.env:HOME}' and a component's line said 'write model_name_or_path:
+    ${model_dir}'. They are resolved as OmegaConf resolves them; what cannot be is refused."""
+    monkeypatch.setenv("DPO_HOME", "/data")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "output_dir: ${oc.env:DPO_HOME}/dpo\nlogging_dir: ${output_dir}/logs\n"
+        "epochs: 2\nnum_train_epochs: ${epochs}\nrun_name: '\\${literal}'\n"
+    )
+    assert main(["train", str(recipe)]) == 0
+    config = built[0]
+    assert (config.output_dir, config.logging_dir) == ("/data/dpo", "/data/dpo/logs")
+    assert config.num_train_epochs == 2 and config.run_name == "${literal}"
+    recipe.write_text(
+        "base: /models/llama\nmetric_logger:\n  _component_: x.DiskLogger\n  log_dir: ${nope}\n"
+        "checkpointer:\n  _component_: x.FullModelHFCheckpointer\n  checkpoint_dir: ${base}\n"
+    )
+    assert main(["train", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "checkpointer: write model_name_or_path: /models/llama" in err and "metric_logger" in err
+    for text, said in [
+        ("output_dir: ${nope}/x\n", "output_dir: '${nope}': the file has no key nope"),
+        ("output_dir: ${oc.env:DPO_UNSET_X}\n", "the environment variable DPO_UNSET_X is not set"),
+        ("output_dir: ${a}\na: ${output_dir}\n", "loops (output_dir -> a -> output_dir)"),
+        ("output_dir: ${oc.decode:1}\n", "OmegaConf's resolver oc.decode is not read here"),
+    ]:
+        recipe.write_text(text)
+        assert main(["train", str(recipe)]) == 2
+        assert said in capsys.readouterr().err

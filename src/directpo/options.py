@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import yaml
 
 from directpo.errors import ConfigError, ConfigErrors, respelled
+from directpo.yaml_interpolation import resolved
 
 T = TypeVar("T")
 
@@ -345,7 +346,7 @@ def read_yaml(path: str) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
-    return {str(k): v for k, v in data.items()}
+    return resolved({str(k): v for k, v in data.items()}, path)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
