@@ -268,3 +268,20 @@ def test_omegaconfs_interpolations_are_resolved_as_omegaconf_does(
         recipe.write_text(text)
         assert main(["train", str(recipe)]) == 2
         assert said in capsys.readouterr().err
+
+
+def test_openrlhfs_flags_at_their_defaults_are_accepted_and_its_deepspeed_ones_said(
+    built, capsys
+) -> None:
+    """``--ring_attn_size 1`` (OpenRLHF's default, in its scripts: no context parallelism) was
+    refused as context parallelism, and train_dpo's --zpg, --grad_accum_dtype,
+    --disable_trace_cache, --ring_head_stride, --wandb_org and --wandb_group were 'unknown
+    option' without what to write."""
+    defaults = ["--ring_attn_size", "1", "--ring_head_stride", "1", "--zpg", "1"]
+    assert main(["train", *defaults, "--ds.ring_attn_size", "1"]) == 0
+    asks = ["--ring_attn_size", "2", "--zpg", "8", "--grad_accum_dtype", "fp32"]
+    asks += ["--disable_trace_cache", "--wandb_org", "me", "--wandb_group", "g"]
+    assert main(["train", *asks]) == 2
+    err = capsys.readouterr().err
+    assert "unknown option" not in err and "6 options cannot be used" in err
+    assert "--wandb_org: set WANDB_ENTITY" in err and "--zpg: ZeRO++" in err

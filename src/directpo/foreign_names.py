@@ -103,6 +103,11 @@ def _unless_off(hint: str) -> Callable[[Any], str]:
     return lambda value: "" if _off(value) else hint
 
 
+def _unless_one(hint: str) -> Callable[[Any], str]:
+    """A size whose OpenRLHF default, 1, asks for nothing (as 0 or unset)."""
+    return lambda value: "" if _off(value) or str(value) == "1" else hint
+
+
 def _always(hint: str) -> Callable[[Any], str]:
     return lambda value: hint
 
@@ -245,8 +250,17 @@ REFUSED: dict[str, Callable[[Any], str]] = {
     "logger.wandb.run_name": _unless_off("use run_name"),
     "use_tensorboard": _unless_off("use report_to: tensorboard, logging_dir for its folder"),
     "logger.tensorboard_dir": _unless_off("use report_to: tensorboard, logging_dir for its folder"),
-    "ring_attn_size": _unless_off("directpo has no context parallelism"),
-    "ds.ring_attn_size": _unless_off("directpo has no context parallelism"),
+    # a ring of one GPU (OpenRLHF's default 1, in its scripts) is no context parallelism
+    "ring_attn_size": _unless_one("directpo has no context parallelism"),
+    "ds.ring_attn_size": _unless_one("directpo has no context parallelism"),
+    "ring_head_stride": _unless_one("directpo has no context parallelism"),
+    "zpg": _unless_one("ZeRO++'s partition size: directpo runs without DeepSpeed (distributed)"),
+    "grad_accum_dtype": _unless_off(
+        "gradients accumulate in the trainable weights' dtype: master_weights (float32)"
+    ),
+    "disable_trace_cache": _unless_off("a DeepSpeed ZeRO-3 setting: directpo has no DeepSpeed"),
+    "wandb_org": _unless_off("set WANDB_ENTITY in the environment, report_to: wandb"),
+    "wandb_group": _unless_off("set WANDB_RUN_GROUP in the environment, report_to: wandb"),
     # torchtune (its components are refused by component_hint)
     "max_steps_per_epoch": _unless_off("use max_steps (the run's total optimizer steps)"),
     "shuffle": lambda value: "" if value in (True, None) else "directpo always shuffles the pairs",
