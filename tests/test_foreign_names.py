@@ -285,3 +285,20 @@ def test_openrlhfs_flags_at_their_defaults_are_accepted_and_its_deepspeed_ones_s
     err = capsys.readouterr().err
     assert "unknown option" not in err and "6 options cannot be used" in err
     assert "--wandb_org: set WANDB_ENTITY" in err and "--zpg: ZeRO++" in err
+
+
+def test_openrlhfs_dataset_is_said_as_the_option_its_value_is(tmp_path, capsys) -> None:
+    """``--dataset prefs.jsonl`` said 'a file ... is train_file, a hub id dataset_name' and
+    left the user to spell it; a local file (or glob) now says ``train_file: prefs.jsonl``,
+    a hub id ``dataset_name: org/name``."""
+    pairs = tmp_path / "prefs.jsonl"
+    pairs.write_text('{"chosen": "a", "rejected": "b"}\n')
+    for value, said in [
+        (str(pairs), f"--dataset: write train_file: {pairs} "),
+        (f"{tmp_path}/*.jsonl", f"--dataset: write train_file: {tmp_path}/*.jsonl "),
+        ("Anthropic/hh-rlhf", "--dataset: write dataset_name: Anthropic/hh-rlhf "),
+    ]:
+        assert main(["train", "--dataset", value]) == 2
+        assert said in capsys.readouterr().err
+    assert main(["train", "--dataset", "data/missing.jsonl"]) == 2
+    assert "dataset_name: data/missing" not in capsys.readouterr().err

@@ -18,6 +18,7 @@ Without them each name was refused as unknown with difflib's nearest option, whi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -119,11 +120,21 @@ def _betas(value: Any) -> str:
     return "write adam_beta1 and adam_beta2"
 
 
+_DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".arrow", ".gz")
+
+
 def _dataset(value: Any) -> str:
     """OpenRLHF's path or hub id; torchtune's list of dataset components (one component is
     refused as a component before this table is read)."""
     if isinstance(value, list):
         return component_hint("dataset", value)
+    # the value written as the option it is: each hint took another run to spell it out
+    if isinstance(value, str) and "," not in value and value.strip():
+        if os.path.exists(os.path.expanduser(value)) or any(c in value for c in "*?["):
+            return f"write train_file: {value} (a file, glob or datasets folder)"
+        local = value.startswith((".", "/", "~")) or value.endswith(_DATA_SUFFIXES)
+        if "/" in value and not local:
+            return f"write dataset_name: {value} (a hub id; a local file is train_file)"
     return (
         "a file, glob or datasets folder is train_file, a hub id dataset_name (several sources "
         "with weights: dataset_mixture)"
