@@ -70,7 +70,10 @@ def _lookup(reference: str, root: dict[str, Any], path: str, seen: tuple[str, ..
     node: Any = root
     for part in name.split("."):
         if not isinstance(node, dict) or part not in node:
-            raise ConfigError(f"{where}: the file has no key {name} to take the value of")
+            raise ConfigError(
+                f"{where}: the file has no key {name} to take the value of (OmegaConf's "
+                "interpolation; write \\${ for the text ${)"
+            )
         node = node[part]
     if name in seen:
         raise ConfigError(f"{where}: the reference loops ({' -> '.join([*seen, name])})")
