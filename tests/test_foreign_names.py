@@ -306,3 +306,13 @@ def test_openrlhfs_dataset_is_said_as_the_option_its_value_is(tmp_path, capsys) 
         assert said in capsys.readouterr().err
     assert main(["train", "--dataset", "data/missing.jsonl"]) == 2
     assert "dataset_name: data/missing" not in capsys.readouterr().err
+
+
+def test_a_runs_own_config_yaml_is_read_without_interpolation(tmp_path) -> None:
+    """A run's config.yaml records its values as given (a run_name holding '${x}' from a
+    flag): score's and rank's reading of it must not take that for an OmegaConf reference."""
+    from directpo.config import DPOConfig
+    from directpo.reward import run_config
+
+    DPOConfig(run_name="ab${x}", output_dir=str(tmp_path)).save_record(tmp_path / "config.yaml")
+    assert run_config(tmp_path).run_name == "ab${x}"
