@@ -316,3 +316,16 @@ def test_a_runs_own_config_yaml_is_read_without_interpolation(tmp_path) -> None:
 
     DPOConfig(run_name="ab${x}", output_dir=str(tmp_path)).save_record(tmp_path / "config.yaml")
     assert run_config(tmp_path).run_name == "ab${x}"
+
+
+def test_openrlhfs_grouped_steps_are_said_as_the_option_their_value_is(capsys) -> None:
+    """``--ckpt.save_steps -1`` (OpenRLHF's default) was told 'save_steps: N ...; save_strategy:
+    no ...' and ``--eval.steps -1`` 'use eval_steps', which refuses -1: each now says the
+    option its value is."""
+    assert main(["train", "--eval.steps", "-1", "--ckpt.save_steps", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--eval.steps: write eval_strategy: epoch" in err
+    assert "--ckpt.save_steps: write save_strategy: no" in err
+    assert main(["train", "--eval.steps", "50", "--ckpt.save_steps", "100"]) == 2
+    err = capsys.readouterr().err
+    assert "--eval.steps: write eval_steps: 50" in err and "write save_steps: 100" in err

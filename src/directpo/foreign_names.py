@@ -109,6 +109,16 @@ def _unless_one(hint: str) -> Callable[[Any], str]:
     return lambda value: "" if _off(value) or str(value) == "1" else hint
 
 
+def _steps(value: Any, option: str, never: str, otherwise: str) -> str:
+    """OpenRLHF's grouped save / eval steps, said as the option their value is: -1 (its
+    default) as the strategy asking for it, N as ``option: N``."""
+    if str(value).strip() == "-1":
+        return f"write {never} (OpenRLHF's -1)"
+    if str(value).strip().isdigit():
+        return f"write {option}: {value}"
+    return otherwise
+
+
 def _always(hint: str) -> Callable[[Any], str]:
     return lambda value: hint
 
@@ -248,8 +258,10 @@ REFUSED: dict[str, Callable[[Any], str]] = {
     "ckpt.max_mem": _always("use save_total_limit (a number of checkpoints)"),
     "load_checkpoint": _unless_off("use resume_from_checkpoint: latest"),
     "ckpt.load_enable": _unless_off("use resume_from_checkpoint: latest"),
-    "ckpt.save_steps": _always(SAVE_STEPS),
-    "eval.steps": _always("use eval_steps (or eval_strategy: epoch, OpenRLHF's -1)"),
+    "ckpt.save_steps": lambda value: _steps(value, "save_steps", "save_strategy: no", SAVE_STEPS),
+    "eval.steps": lambda value: _steps(
+        value, "eval_steps", "eval_strategy: epoch", "use eval_steps (or eval_strategy: epoch)"
+    ),
     "ckpt.save_hf": _always(""),  # every checkpoint and the final folder are HF folders
     "disable_fast_tokenizer": _unless_off("directpo loads the model folder's tokenizer as it is"),
     "data.disable_fast_tokenizer": _unless_off("directpo loads the tokenizer as it is"),
