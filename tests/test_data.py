@@ -1379,3 +1379,19 @@ def test_completions_in_columns_of_other_names_are_named_in_the_fix() -> None:
         load_preferences([conversations])
     with pytest.raises(DataError, match="set chosen_column / rejected_column$"):
         load_preferences([{"context": "Hi", "good": "Hello", "bad": "Go away"}])
+
+
+def test_a_builders_name_without_data_files_is_refused(tmp_path, monkeypatch) -> None:
+    """``dataset_name: json`` (a TRL recipe's) read every json file under the working
+    directory as the pairs, a run's results files too, without a word; it is now refused
+    saying to give the file (a mixture entry: its data_files)."""
+    from directpo.readers import dataset_splits
+
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "old_pairs.jsonl", [{"chosen": "a", "rejected": "b"}])
+    with pytest.raises(DataError, match="json reader without data_files.*give the file as train"):
+        dataset_splits("json", None, "dataset_name 'json'", "train")
+    with pytest.raises(DataError, match="give its data_files"):
+        dataset_splits("json", None, "json[train]", "train", data_dir=None, data_files=None)
+    given = dataset_splits("json", None, "json", "train", data_files="old_pairs.jsonl")
+    assert given["train"][0] == {"chosen": "a", "rejected": "b"}

@@ -194,6 +194,10 @@ def test_torchtunes_overrides_are_flags(built, capsys) -> None:
     flags of a component's field of the same meaning are the options."""
     assert main(["train", "batch_size=8"]) == 2
     assert "'batch_size=8': options are flags here: --batch_size 8" in capsys.readouterr().err
+    # several overrides (tune run's usual line) are said at once, not one a run
+    assert main(["train", "batch_size=8", "recipe.yaml", "optimizer.lr=1e-5"]) == 2
+    said = "'batch_size=8', 'optimizer.lr=1e-5': options are flags here: --batch_size 8 "
+    assert said + "--optimizer.lr 1e-5" in capsys.readouterr().err
     flags = ["--optimizer.lr", "1e-5", "--loss.beta", "0.2", "--model.lora_rank", "8"]
     assert main(["train", *flags, "--lr_scheduler.num_warmup_steps", "10"]) == 0
     config = built[0]
@@ -234,3 +238,94 @@ def test_a_flag_replacing_a_value_the_recipe_spells_otherwise_is_said(
     err = capsys.readouterr().err
     assert f"note: --num_train_epochs 3 replaces {recipe}'s epochs: 2" in err
     assert f"note: --dtype bfloat16 replaces {recipe}'s torch_dtype: float32" in err
+
+
+def test_omegaconfs_interpolations_are_resolved_as_omegaconf_does(
+    tmp_path, built, capsys, monkeypatch
+) -> None:
+    """A recipe's ``${output_dir}`` / ``${oc.env:HOME}`` was read as text: the run wrote a
+    folder named '${oc.env:HOME}' and a component's line said 'write model_name_or_path:
+    ${model_dir}'. They are resolved as OmegaConf resolves them; what cannot be is refused."""
+    monkeypatch.setenv("DPO_HOME", "/data")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "output_dir: ${oc.env:DPO_HOME}/dpo\nlogging_dir: ${output_dir}/logs\n"
+        "epochs: 2\nnum_train_epochs: ${epochs}\nrun_name: '\\${literal}'\n"
+    )
+    assert main(["train", str(recipe)]) == 0
+    config = built[0]
+    assert (config.output_dir, config.logging_dir) == ("/data/dpo", "/data/dpo/logs")
+    assert config.num_train_epochs == 2 and config.run_name == "${literal}"
+    recipe.write_text(
+        "base: /models/llama\nmetric_logger:\n  _component_: x.DiskLogger\n  log_dir: ${nope}\n"
+        "checkpointer:\n  _component_: x.FullModelHFCheckpointer\n  checkpoint_dir: ${base}\n"
+    )
+    assert main(["train", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "checkpointer: write model_name_or_path: /models/llama" in err and "metric_logger" in err
+    for text, said in [
+        ("output_dir: ${nope}/x\n", "output_dir: '${nope}': the file has no key nope"),
+        ("output_dir: ${oc.env:DPO_UNSET_X}\n", "the environment variable DPO_UNSET_X is not set"),
+        ("output_dir: ${a}\na: ${output_dir}\n", "loops (output_dir -> a -> output_dir)"),
+        ("output_dir: ${oc.decode:1}\n", "OmegaConf's resolver oc.decode is not read here"),
+    ]:
+        recipe.write_text(text)
+        assert main(["train", str(recipe)]) == 2
+        assert said in capsys.readouterr().err
+
+
+def test_openrlhfs_flags_at_their_defaults_are_accepted_and_its_deepspeed_ones_said(
+    built, capsys
+) -> None:
+    """``--ring_attn_size 1`` (OpenRLHF's default, in its scripts: no context parallelism) was
+    refused as context parallelism, and train_dpo's --zpg, --grad_accum_dtype,
+    --disable_trace_cache, --ring_head_stride, --wandb_org and --wandb_group were 'unknown
+    option' without what to write."""
+    defaults = ["--ring_attn_size", "1", "--ring_head_stride", "1", "--zpg", "1"]
+    assert main(["train", *defaults, "--ds.ring_attn_size", "1"]) == 0
+    asks = ["--ring_attn_size", "2", "--zpg", "8", "--grad_accum_dtype", "fp32"]
+    asks += ["--disable_trace_cache", "--wandb_org", "me", "--wandb_group", "g"]
+    assert main(["train", *asks]) == 2
+    err = capsys.readouterr().err
+    assert "unknown option" not in err and "6 options cannot be used" in err
+    assert "--wandb_org: set WANDB_ENTITY" in err and "--zpg: ZeRO++" in err
+
+
+def test_openrlhfs_dataset_is_said_as_the_option_its_value_is(tmp_path, capsys) -> None:
+    """``--dataset prefs.jsonl`` said 'a file ... is train_file, a hub id dataset_name' and
+    left the user to spell it; a local file (or glob) now says ``train_file: prefs.jsonl``,
+    a hub id ``dataset_name: org/name``."""
+    pairs = tmp_path / "prefs.jsonl"
+    pairs.write_text('{"chosen": "a", "rejected": "b"}\n')
+    for value, said in [
+        (str(pairs), f"--dataset: write train_file: {pairs} "),
+        (f"{tmp_path}/*.jsonl", f"--dataset: write train_file: {tmp_path}/*.jsonl "),
+        ("Anthropic/hh-rlhf", "--dataset: write dataset_name: Anthropic/hh-rlhf "),
+    ]:
+        assert main(["train", "--dataset", value]) == 2
+        assert said in capsys.readouterr().err
+    assert main(["train", "--dataset", "data/missing.jsonl"]) == 2
+    assert "dataset_name: data/missing" not in capsys.readouterr().err
+
+
+def test_a_runs_own_config_yaml_is_read_without_interpolation(tmp_path) -> None:
+    """A run's config.yaml records its values as given (a run_name holding '${x}' from a
+    flag): score's and rank's reading of it must not take that for an OmegaConf reference."""
+    from directpo.config import DPOConfig
+    from directpo.reward import run_config
+
+    DPOConfig(run_name="ab${x}", output_dir=str(tmp_path)).save_record(tmp_path / "config.yaml")
+    assert run_config(tmp_path).run_name == "ab${x}"
+
+
+def test_openrlhfs_grouped_steps_are_said_as_the_option_their_value_is(capsys) -> None:
+    """``--ckpt.save_steps -1`` (OpenRLHF's default) was told 'save_steps: N ...; save_strategy:
+    no ...' and ``--eval.steps -1`` 'use eval_steps', which refuses -1: each now says the
+    option its value is."""
+    assert main(["train", "--eval.steps", "-1", "--ckpt.save_steps", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--eval.steps: write eval_strategy: epoch" in err
+    assert "--ckpt.save_steps: write save_strategy: no" in err
+    assert main(["train", "--eval.steps", "50", "--ckpt.save_steps", "100"]) == 2
+    err = capsys.readouterr().err
+    assert "--eval.steps: write eval_steps: 50" in err and "write save_steps: 100" in err

@@ -239,3 +239,11 @@ def test_a_revision_of_a_local_model_folder_is_refused(
     )
     assert f"ref_model_name_or_path {reference} is a local folder" in err
     assert "revision 'v2' (ref_model_init_kwargs)" in err
+    # beside an unknown flag and a refused value (the revision was said a run after them)
+    code = main([
+        "train", "--model_name_or_path", str(model), "--model_revision", "v1.0",
+        "--train_file", str(pairs_file), "--beta", "-1", "--max_len", "512",
+    ])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "--max_len: use max_length" in err and "beta must be > 0" in err
+    assert f"model_name_or_path {model} is a local folder" in err

@@ -196,6 +196,7 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
     config_file: str | None = None
     flags: dict[str, Any] = {}
     previous: str | None = None  # the last flag, to explain a stray token
+    overrides: list[str] = []
     index = 0
     while index < len(tokens):
         token = tokens[index]
@@ -205,8 +206,8 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
                 raise ConfigError(unknown_flag_message(token, options))
             override = re.match(r"([A-Za-z_][\w.]*)=(.*)$", token)
             if override and not os.path.exists(token):  # torchtune's: tune run ... key=value
-                key, value = override.groups()
-                raise ConfigError(f"'{token}': options are flags here: --{key} {value}")
+                overrides.append(token)  # every one said in one line, after the others
+                continue
             if config_file is not None:
                 one = previous is not None and kinds.get(previous) == VALUE
                 after = f" (--{previous} takes one value)" if one else ""
@@ -244,6 +245,10 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
             raise ConfigError(f"option --{key} needs a value")
         else:
             flags[key] = flag_value(kind, values)
+    if overrides:
+        given = ", ".join(f"'{token}'" for token in overrides)
+        written = " ".join("--" + " ".join(token.split("=", 1)) for token in overrides)
+        raise ConfigError(f"{given}: options are flags here: {written}")
     return config_file, flags
 
 

@@ -1054,10 +1054,11 @@ SECRET_KWARGS = ("token", "use_auth_token")  # from_pretrained arguments never w
 def load_config(
     path: str | os.PathLike | Mapping[str, Any] | None = None,
     overrides: dict[str, Any] | None = None,
+    interpolate: bool = True,
 ) -> DPOConfig:
     """Read the optional YAML file (or a dict of its contents: TRL's names, ``env:``), apply
-    ``overrides`` (e.g. from flags) on top, and validate."""
-    return load_options(DPOConfig, path, overrides)
+    ``overrides`` (e.g. from flags) on top, and validate (``interpolate``: load_options')."""
+    return load_options(DPOConfig, path, overrides, interpolate)
 
 
 def option_names() -> list[str]:

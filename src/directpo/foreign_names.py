@@ -18,6 +18,7 @@ Without them each name was refused as unknown with difflib's nearest option, whi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -103,6 +104,21 @@ def _unless_off(hint: str) -> Callable[[Any], str]:
     return lambda value: "" if _off(value) else hint
 
 
+def _unless_one(hint: str) -> Callable[[Any], str]:
+    """A size whose OpenRLHF default, 1, asks for nothing (as 0 or unset)."""
+    return lambda value: "" if _off(value) or str(value) == "1" else hint
+
+
+def _steps(value: Any, option: str, never: str, otherwise: str) -> str:
+    """OpenRLHF's grouped save / eval steps, said as the option their value is: -1 (its
+    default) as the strategy asking for it, N as ``option: N``."""
+    if str(value).strip() == "-1":
+        return f"write {never} (OpenRLHF's -1)"
+    if str(value).strip().isdigit():
+        return f"write {option}: {value}"
+    return otherwise
+
+
 def _always(hint: str) -> Callable[[Any], str]:
     return lambda value: hint
 
@@ -114,11 +130,21 @@ def _betas(value: Any) -> str:
     return "write adam_beta1 and adam_beta2"
 
 
+_DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".arrow", ".gz")
+
+
 def _dataset(value: Any) -> str:
     """OpenRLHF's path or hub id; torchtune's list of dataset components (one component is
     refused as a component before this table is read)."""
     if isinstance(value, list):
         return component_hint("dataset", value)
+    # the value written as the option it is: each hint took another run to spell it out
+    if isinstance(value, str) and "," not in value and value.strip():
+        if os.path.exists(os.path.expanduser(value)) or any(c in value for c in "*?["):
+            return f"write train_file: {value} (a file, glob or datasets folder)"
+        local = value.startswith((".", "/", "~")) or value.endswith(_DATA_SUFFIXES)
+        if "/" in value and not local:
+            return f"write dataset_name: {value} (a hub id; a local file is train_file)"
     return (
         "a file, glob or datasets folder is train_file, a hub id dataset_name (several sources "
         "with weights: dataset_mixture)"
@@ -232,8 +258,10 @@ REFUSED: dict[str, Callable[[Any], str]] = {
     "ckpt.max_mem": _always("use save_total_limit (a number of checkpoints)"),
     "load_checkpoint": _unless_off("use resume_from_checkpoint: latest"),
     "ckpt.load_enable": _unless_off("use resume_from_checkpoint: latest"),
-    "ckpt.save_steps": _always(SAVE_STEPS),
-    "eval.steps": _always("use eval_steps (or eval_strategy: epoch, OpenRLHF's -1)"),
+    "ckpt.save_steps": lambda value: _steps(value, "save_steps", "save_strategy: no", SAVE_STEPS),
+    "eval.steps": lambda value: _steps(
+        value, "eval_steps", "eval_strategy: epoch", "use eval_steps (or eval_strategy: epoch)"
+    ),
     "ckpt.save_hf": _always(""),  # every checkpoint and the final folder are HF folders
     "disable_fast_tokenizer": _unless_off("directpo loads the model folder's tokenizer as it is"),
     "data.disable_fast_tokenizer": _unless_off("directpo loads the tokenizer as it is"),
@@ -245,8 +273,17 @@ REFUSED: dict[str, Callable[[Any], str]] = {
     "logger.wandb.run_name": _unless_off("use run_name"),
     "use_tensorboard": _unless_off("use report_to: tensorboard, logging_dir for its folder"),
     "logger.tensorboard_dir": _unless_off("use report_to: tensorboard, logging_dir for its folder"),
-    "ring_attn_size": _unless_off("directpo has no context parallelism"),
-    "ds.ring_attn_size": _unless_off("directpo has no context parallelism"),
+    # a ring of one GPU (OpenRLHF's default 1, in its scripts) is no context parallelism
+    "ring_attn_size": _unless_one("directpo has no context parallelism"),
+    "ds.ring_attn_size": _unless_one("directpo has no context parallelism"),
+    "ring_head_stride": _unless_one("directpo has no context parallelism"),
+    "zpg": _unless_one("ZeRO++'s partition size: directpo runs without DeepSpeed (distributed)"),
+    "grad_accum_dtype": _unless_off(
+        "gradients accumulate in the trainable weights' dtype: master_weights (float32)"
+    ),
+    "disable_trace_cache": _unless_off("a DeepSpeed ZeRO-3 setting: directpo has no DeepSpeed"),
+    "wandb_org": _unless_off("set WANDB_ENTITY in the environment, report_to: wandb"),
+    "wandb_group": _unless_off("set WANDB_RUN_GROUP in the environment, report_to: wandb"),
     # torchtune (its components are refused by component_hint)
     "max_steps_per_epoch": _unless_off("use max_steps (the run's total optimizer steps)"),
     "shuffle": lambda value: "" if value in (True, None) else "directpo always shuffles the pairs",

@@ -120,6 +120,15 @@ def _absolute_source(entry: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
+def builder_without_files(name: str, options: dict[str, Any]) -> bool:
+    """``load_dataset("json")`` with no data_files or data_dir: datasets then reads whatever
+    files of that kind lie under the working directory (a run's own results, another file of
+    pairs) as the data, without a word."""
+    if os.path.exists(name) or name not in packaged_builders():
+        return False
+    return options.get("data_files") is None and options.get("data_dir") is None
+
+
 def packaged_builders() -> set[str]:
     """The names datasets reads local files with (json, csv, parquet, ...), not hub ids."""
     from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import yaml
 
 from directpo.errors import ConfigError, ConfigErrors, respelled
+from directpo.yaml_interpolation import resolved
 
 T = TypeVar("T")
 
@@ -255,9 +256,11 @@ def load_options(
     cls: type[T],
     path: str | os.PathLike | Mapping[str, Any] | None = None,
     overrides: dict[str, Any] | None = None,
+    interpolate: bool = True,
 ) -> T:
     """Read the optional YAML file (or a mapping of its contents, e.g. ``yaml.safe_load``'s),
-    apply ``overrides`` (e.g. from flags) on top, and validate."""
+    apply ``overrides`` (e.g. from flags) on top, and validate. ``interpolate``: resolve
+    OmegaConf's ``${...}`` (not in a run's own config.yaml, which records values as given)."""
     names = [f.name for f in dataclasses.fields(cls)]
     values: dict[str, Any] = {}
     refused: list[ConfigError] = []
@@ -265,7 +268,7 @@ def load_options(
     if isinstance(path, Mapping):
         data, where = dict(path), "config"
     elif path is not None:
-        data, where = read_yaml(os.fspath(path)), os.fspath(path)
+        data, where = read_yaml(os.fspath(path), interpolate), os.fspath(path)
     if path is not None:
         _set_environment(data.pop("env", None), where)
         sources.insert(0, (data, where))
@@ -328,7 +331,7 @@ def _set_environment(env: Any, path: str) -> None:
         os.environ[str(key)] = str(value)
 
 
-def read_yaml(path: str) -> dict[str, Any]:
+def read_yaml(path: str, interpolate: bool = True) -> dict[str, Any]:
     """The option: value mapping of a YAML file, or a one-line ConfigError."""
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
@@ -345,7 +348,8 @@ def read_yaml(path: str) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
-    return {str(k): v for k, v in data.items()}
+    data = {str(k): v for k, v in data.items()}
+    return resolved(data, path) if interpolate else data
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

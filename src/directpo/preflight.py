@@ -236,12 +236,7 @@ def _check_models(config: DPOConfig, problems: list[str]) -> None:
     ):
         with collected(problems):
             check_model_location(key, getattr(config, key), (kwargs or {}).get("subfolder"))
-    for key, kwargs, named in (
-        ("model_name_or_path", config.model_init_kwargs, "model_revision / model_init_kwargs"),
-        ("ref_model_name_or_path", config.ref_model_init_kwargs, "ref_model_init_kwargs"),
-    ):
-        with collected(problems):
-            _refuse_local_revision(key, getattr(config, key), (kwargs or {}).get("revision"), named)
+    problems += _revision_problems(config)
     for key in MODEL_FOLDER_OPTIONS:  # as config.yaml, adapter_config.json and the card
         value = getattr(config, key)  # record them: a run's outputs load from any folder
         if value and os.path.isdir(value) and not os.path.isabs(value):
@@ -327,6 +322,18 @@ def listed_paths(paths: Any) -> list[Any]:
     return [p for group in named for p in ([group] if isinstance(group, str) else group or [])]
 
 
+def _revision_problems(config: DPOConfig) -> list[str]:
+    problems: list[str] = []
+    for key, kwargs, named in (
+        ("model_name_or_path", config.model_init_kwargs, "model_revision / model_init_kwargs"),
+        ("ref_model_name_or_path", config.ref_model_init_kwargs, "ref_model_init_kwargs"),
+    ):
+        revision = kwargs.get("revision") if isinstance(kwargs, dict) else None
+        with collected(problems):
+            _refuse_local_revision(key, getattr(config, key), revision, named)
+    return problems
+
+
 def missing_paths(config: DPOConfig) -> list[str]:
     """The model folders and data files the config names that are not there, one line each:
     said beside its refused values (``check_environment`` runs on a config whose values
@@ -338,6 +345,7 @@ def missing_paths(config: DPOConfig) -> list[str]:
         subfolder = init.get("subfolder") if key == "model_name_or_path" else None
         with collected(problems):
             check_model_location(key, getattr(config, key), subfolder)
+    problems += _revision_problems(config)  # (no model loads: said beside a refused value too)
     for key in ("train_file", "eval_file", "prompt_file", "eval_prompts_file"):
         for path in listed_paths(getattr(config, key)):
             if (

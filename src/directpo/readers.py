@@ -26,6 +26,7 @@ from typing import Any
 
 from directpo.errors import DataError, first_line
 from directpo.hub import cache_only_where_unreachable, unreachable_reason
+from directpo.option_paths import builder_without_files
 
 
 class RowError(Exception):
@@ -240,6 +241,12 @@ def dataset_splits(
         raise DataError(
             f"{label} is a datasets.save_to_disk folder, which has no configurations; "
             f"remove {extra} ({given[extra]})"
+        )
+    if builder_without_files(name, options):
+        give = "its data_files" if "data_files" in options else "the file as train_file"
+        raise DataError(
+            f"{label} is datasets' {name} reader without data_files, which reads every {name} "
+            f"file under the working directory: give {give}"
         )
     offline = False
     try:

@@ -388,7 +388,8 @@ def run_config(folder: str | os.PathLike) -> DPOConfig | None:
     merged = path.name == "adapter" and (path.parent / "metrics.jsonl").is_file()  # a run's
     if not saved.is_file() and ((path / MANIFEST).is_file() or merged):
         saved = path.parent / "config.yaml"
-    return load_config(str(saved)) if saved.is_file() else None
+    # a run's record holds its values as given: a literal ${ in one is no interpolation
+    return load_config(str(saved), interpolate=False) if saved.is_file() else None
 
 
 def folder_tokenizer(
