@@ -1363,6 +1363,22 @@ def test_several_files_say_the_skip_hint_once(tmp_path) -> None:
     )
 
 
+def test_a_spreadsheets_capitalised_columns_are_named_in_the_fix() -> None:
+    """A header written by hand in a spreadsheet (Prompt, Chosen, Rejected) got "set
+    chosen_column / rejected_column" without the columns: the fix names them, the prompt's too
+    (its layout is read only once the completions are found)."""
+    row = {"Prompt": "Hi", "Chosen": " Hello", "Rejected": " Go"}
+    fix = "set chosen_column: Chosen, rejected_column: Rejected, prompt_column: Prompt$"
+    with pytest.raises(DataError, match=fix):
+        load_preferences([row])
+    columns = Columns("Prompt", "Chosen", "Rejected", prompt_required=True)
+    example = load_preferences([row], columns).examples[0]
+    assert (example.prompt, example.chosen, example.rejected) == ("Hi", " Hello", " Go")
+    question = {"question": "Hi", "Chosen": " Hello", "Rejected": " Go"}  # no prompt column
+    with pytest.raises(DataError, match="rejected_column: Rejected$"):
+        load_preferences([question])
+
+
 def test_completions_in_columns_of_other_names_are_named_in_the_fix() -> None:
     """torchtune's stack_exchange_paired_dataset rows (response_j / response_k) and its
     preference_dataset example (chosen_conversations / rejected_conversations) were told

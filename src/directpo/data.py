@@ -365,6 +365,9 @@ def _detect_layout(
             pair = completion_columns(names, columns.chosen, columns.rejected)
             fix = "set chosen_column / rejected_column"
             fix = f"set chosen_column: {pair[0]}, rejected_column: {pair[1]}" if pair else fix
+            prompt = [str(n) for n in names if str(n).lower() == columns.prompt.lower()]
+            if pair and columns.prompt not in names and len(prompt) == 1:
+                fix += f", prompt_column: {prompt[0]}"
             if ids:  # TRL 1.x tokenizes the text too: ids alone would be a KeyError there
                 fix = f"'{ids[0]}' holds token ids, but directpo tokenizes the text itself"
             raise DataError(

@@ -102,7 +102,9 @@ def completion_columns(names: Sequence[Any], chosen: str, rejected: str) -> tupl
             return pair
     found = []
     for word in (chosen, rejected):
-        having = [str(n) for n in names if word in str(n) and not str(n).endswith("_ids")]
+        having = [  # (a spreadsheet's header: Chosen / Rejected)
+            str(n) for n in names if word.lower() in str(n).lower() and not str(n).endswith("_ids")
+        ]
         if len(having) != 1:
             return None
         found.append(having[0])
