@@ -1379,6 +1379,18 @@ def test_a_spreadsheets_capitalised_columns_are_named_in_the_fix() -> None:
         load_preferences([question])
 
 
+def test_a_prompt_column_of_any_case_is_named_in_the_refusal() -> None:
+    """A header written by hand (Prompt or Question, System) beside chosen / rejected said
+    "if another column holds the prompt, set prompt_column" without the column (the
+    well-known names were matched in lower case only); the refusal names them as written."""
+    with pytest.raises(DataError, match="column 'Prompt'; set prompt_column: Prompt$"):
+        load_preferences([{"Prompt": "Hi", "chosen": " Hello", "rejected": " Go"}])
+    row = {"System": "Be kind.", "Question": "Hi", "chosen": " Hello", "rejected": " Go"}
+    fix = "set prompt_column: Question and system_column: System"
+    with pytest.raises(DataError, match=f"column 'Question'; {fix}"):
+        load_preferences([row])
+
+
 def test_completions_in_columns_of_other_names_are_named_in_the_fix() -> None:
     """torchtune's stack_exchange_paired_dataset rows (response_j / response_k) and its
     preference_dataset example (chosen_conversations / rejected_conversations) were told

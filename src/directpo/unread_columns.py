@@ -33,18 +33,23 @@ def refuse_unread_prompt(
         chosen = "\n".join(text for text in contents if isinstance(text, str))
     if not isinstance(chosen, str):
         return
+    # any case (a spreadsheet's header: Prompt, Question), the prompt column's own name too
+    wanted = (columns.prompt.lower(), *PROMPT_LIKE_COLUMNS, *SYSTEM_COLUMNS)
+    present = sorted(
+        (name for name in names if isinstance(name, str) and name.lower() in wanted),
+        key=lambda name: wanted.index(name.lower()),
+    )
     unread = [
         name
-        for name in (*PROMPT_LIKE_COLUMNS, *SYSTEM_COLUMNS)
-        if name in names
-        and name != columns.system
+        for name in present
+        if name != columns.system
         and isinstance(row.get(name), str)
         and row[name].strip()
         and row[name].strip() not in chosen
     ]
     if not unread:
         return
-    prompt = next((name for name in unread if name not in SYSTEM_COLUMNS), None)
+    prompt = next((name for name in unread if name.lower() not in SYSTEM_COLUMNS), None)
     fix = (
         f"set prompt_column: {prompt}"
         if prompt
@@ -52,8 +57,11 @@ def refuse_unread_prompt(
     )
     # named even where this row's is empty (Intel/orca_dpo_pairs' first row): the fix that
     # named prompt_column alone trained every other row without its system prompt
-    system = next((name for name in SYSTEM_COLUMNS if name in names and name != columns.system
-                   and isinstance(row.get(name), str)), None)  # fmt: skip
+    systems = [name for name in present if name.lower() in SYSTEM_COLUMNS]
+    system = next(
+        (name for name in systems if name != columns.system and isinstance(row.get(name), str)),
+        None,
+    )
     if system:
         fix += f" and system_column: {system} (its text becomes each prompt's system turn)"
     raise DataError(
