@@ -415,7 +415,7 @@ def row_encoder(
     so that a row the chat template (or the tokenizer, the processor) refuses is said before
     they load, with every other such row: it was said alone, after rows were scored. (The
     model's stop tokens and a learned position table's limit, which only shorten rows, are
-    left out.) ``assistant_only_loss``: None, the run's."""
+    left out.) ``assistant_only``: score's --assistant_only_loss; None, the run's."""
     config = None
     with contextlib.suppress(ConfigError):  # a config.yaml of another tool: not a run
         config = run_config(run_dir)

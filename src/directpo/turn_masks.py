@@ -73,12 +73,12 @@ def others_spans(
     # chat_split's completion is the rendering's tail, whitespace after the last turn dropped
     base = len(full.rstrip()) - len(completion_text)
     spans: CharSpans = []
+    roles = [message["role"] for message in completion]
     i = 0
     while i < len(completion):
-        if completion[i]["role"] == "assistant":
+        if roles[i] == "assistant":
             i += 1
             continue
-        roles = [message["role"] for message in completion]
         j = next((k for k in range(i, len(roles)) if roles[k] == "assistant"), None)
         before = render(conversation(prompt, completion[:i])).rstrip()
         if full.startswith(before) and len(before) >= base:
