@@ -318,6 +318,23 @@ def test_a_runs_own_config_yaml_is_read_without_interpolation(tmp_path) -> None:
     assert run_config(tmp_path).run_name == "ab${x}"
 
 
+@pytest.mark.parametrize("text", ["costs ${price}", "$${x}", "\\${x}", "${a}${b} \\\\${c}"])
+def test_a_runs_own_config_yaml_reruns_with_its_texts_as_given(tmp_path, built, text) -> None:
+    """``--run_name 'costs ${price}'`` was recorded as-is; ``directpo train out/config.yaml``
+    then read it as a reference to a key price (refused, or another value). The record escapes
+    it, so that every reader (train, resume's comparison, score) reads back the text given."""
+    assert main(["train", "--run_name", text, "--output_dir", str(tmp_path)]) == 0
+    given = dataclasses.replace(built[0], chat_template_kwargs={"note": text})
+    given.save_record(tmp_path / "config.yaml")
+    assert main(["train", str(tmp_path / "config.yaml")]) == 0
+    assert built[1].run_name == text and built[1].chat_template_kwargs == {"note": text}
+    from directpo.options import read_record
+    from directpo.reward import run_config
+
+    assert read_record(str(tmp_path / "config.yaml"))["run_name"] == text
+    assert run_config(tmp_path).run_name == text
+
+
 def test_openrlhfs_grouped_steps_are_said_as_the_option_their_value_is(capsys) -> None:
     """``--ckpt.save_steps -1`` (OpenRLHF's default) was told 'save_steps: N ...; save_strategy:
     no ...' and ``--eval.steps -1`` 'use eval_steps', which refuses -1: each now says the

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import yaml
 
 from directpo.errors import ConfigError, ConfigErrors, respelled
-from directpo.yaml_interpolation import resolved
+from directpo.yaml_interpolation import escaped, resolved
 
 T = TypeVar("T")
 
@@ -217,8 +217,10 @@ class Options:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     def save_yaml(self, path: str | Path, **replaced: Any) -> None:
-        """Every option as a YAML mapping (``replaced``: values written instead of the own)."""
-        Path(path).write_text(yaml.safe_dump({**self.to_dict(), **replaced}, sort_keys=False))
+        """Every option as a YAML mapping (``replaced``: values written instead of the own),
+        each text escaped where it holds ``${``, so that reading the file gives it back."""
+        values = escaped({**self.to_dict(), **replaced})
+        Path(path).write_text(yaml.safe_dump(values, sort_keys=False))
 
 
 def _default(f: dataclasses.Field) -> Any:
@@ -350,6 +352,16 @@ def read_yaml(path: str, interpolate: bool = True) -> dict[str, Any]:
         raise ConfigError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
     data = {str(k): v for k, v in data.items()}
     return resolved(data, path) if interpolate else data
+
+
+def read_record(path: str) -> dict[str, Any]:
+    """A run's own config.yaml as its options' values: its escaped ``${`` read back as text.
+    One written before values were escaped holds a literal ``${`` as it was given: read as
+    written when it does not resolve."""
+    try:
+        return read_yaml(path)
+    except ConfigError:
+        return read_yaml(path, interpolate=False)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import yaml
 from safetensors.torch import load_file
 
 from directpo.adapters import lora_options_of
@@ -25,6 +24,7 @@ from directpo.checkpoint import (
 from directpo.distributed import on_main
 from directpo.errors import CheckpointError, ConfigError
 from directpo.optimizers import fit_saved_groups, no_decay_ids
+from directpo.options import read_record
 from directpo.outputs import remove
 from directpo.precision import evaluates_in_float32
 from directpo.random_states import resume_note
@@ -146,8 +146,8 @@ def _with_data_changes(error: ConfigError, config: DPOConfig, checkpoint: Path) 
     """``error`` (the checkpoint's pairs are not this run's) with the options that decide the
     pairs and differ from the checkpoint's config.yaml, where it has one."""
     try:
-        saved = yaml.safe_load((checkpoint / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        saved = read_record(str(checkpoint / "config.yaml"))
+    except ConfigError:
         return error  # (a checkpoint of an earlier version: no record)
     now = config.record()
     changed = [
@@ -194,8 +194,8 @@ def _evaluated_in(checkpoint: Path) -> str | None:
     held-out metrics computed in, from its config.yaml; None without evaluations or a record."""
     try:
         logged = json.loads((checkpoint / STATE_FILE).read_text()).get("log_history") or []
-        options = yaml.safe_load((checkpoint / "config.yaml").read_text())
-    except (OSError, ValueError, yaml.YAMLError):
+        options = read_record(str(checkpoint / "config.yaml"))
+    except (OSError, ValueError, ConfigError):
         return None
     if not isinstance(options, dict) or not any(
         key.startswith("eval_") for entry in logged for key in entry

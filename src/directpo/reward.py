@@ -388,8 +388,12 @@ def run_config(folder: str | os.PathLike) -> DPOConfig | None:
     merged = path.name == "adapter" and (path.parent / "metrics.jsonl").is_file()  # a run's
     if not saved.is_file() and ((path / MANIFEST).is_file() or merged):
         saved = path.parent / "config.yaml"
-    # a run's record holds its values as given: a literal ${ in one is no interpolation
-    return load_config(str(saved), interpolate=False) if saved.is_file() else None
+    if not saved.is_file():
+        return None
+    try:  # a run's record escapes a literal ${ (save_yaml)
+        return load_config(str(saved))
+    except ConfigError:  # one written before it did holds it as given: no interpolation
+        return load_config(str(saved), interpolate=False)
 
 
 def folder_tokenizer(

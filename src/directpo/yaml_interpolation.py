@@ -25,6 +25,20 @@ def resolved(data: dict[str, Any], path: str) -> dict[str, Any]:
     return {key: _value(value, data, path, (key,)) for key, value in data.items()}
 
 
+def escaped(value: Any) -> Any:
+    """``value`` (a run's own option values) written so that ``resolved`` reads it back as it
+    is: each ``${...}`` (``\\${...}`` too) gets OmegaConf's escape in front. A literal
+    ``${price}`` given as a flag was recorded as-is, and rerunning or resuming from that
+    config.yaml took it for a reference to a key ``price``."""
+    if isinstance(value, dict):
+        return {k: escaped(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [escaped(v) for v in value]
+    if isinstance(value, str):
+        return _REFERENCE.sub(lambda match: "\\" + match.group(0), value)
+    return value
+
+
 def _value(value: Any, root: dict[str, Any], path: str, seen: tuple[str, ...]) -> Any:
     if isinstance(value, dict) and "_component_" in value:
         return {k: _leniently(v, root, path, seen) for k, v in value.items()}
