@@ -62,3 +62,25 @@ def test_score_reads_a_quoted_home_input(tmp_path, capsys, monkeypatch) -> None:
     err = capsys.readouterr().err
     assert f"input: no such file or folder: {tmp_path}/in.jsonl" in err
     assert f"{tmp_path}/model" in err and "~" not in err
+
+
+def test_key_value_overrides_and_openrlhfs_dataset_are_said_with_the_rows(tmp_path, capsys) -> None:
+    """``train_file=bad.jsonl`` (tune run's override) and ``--dataset bad.jsonl`` (OpenRLHF's)
+    were refused alone: the file's bad rows (and the other options' problems) came a run
+    later. They are read as the option the refusal says to write, and said in the same error;
+    a ``key=value`` after a list of data files was read as another file."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"chosen": "a", "rejected": "a"}\n{"chosen": "b"}\n')
+    rows = f"{bad}: line 1: chosen and rejected are identical; line 2: missing field 'rejected'"
+    out = str(tmp_path / "out")
+    for argv, said in [
+        ([f"train_file={bad}", "beta=-1"], f"'train_file={bad}', 'beta=-1': options are flags"),
+        (["--dataset", str(bad)], f"--dataset: write train_file: {bad} "),
+        (["--dataset", str(bad), "--beta", "0"], "beta must be > 0"),
+        (["--train_file", str(bad), "beta=2"], "'beta=2': options are flags here: --beta 2"),
+    ]:
+        assert main(["train", "--output_dir", out, *argv]) == 2
+        err = capsys.readouterr().err
+        assert said in err and rows in err and "no such file" not in err, err
+    assert main(["train", "--output_dir", out, f"train_file={bad}", "beta=-1"]) == 2
+    assert "beta must be > 0" in capsys.readouterr().err

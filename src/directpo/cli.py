@@ -25,6 +25,7 @@ from directpo.cli_flags import (
     BOOLEAN,
     LIST,
     PATHS,
+    OverridesRefused,
     as_typed,
     attach_negative_values,
     flag_value,
@@ -285,7 +286,10 @@ def _main(argv: Sequence[str] | None) -> int:
             help_asked = any(token in ("-h", "--help") for token in argv[1:])
             if not help_asked:  # TRL's flags too: read here, judged all at once
                 command = COMMANDS[argv[0]]
-                config_file, overrides = yaml_and_flags(argv[1:], command.options)
+                try:
+                    config_file, overrides = yaml_and_flags(argv[1:], command.options)
+                except OverridesRefused as err:  # said with the rest, the rows too
+                    raise with_others(err, command.options, err.config_file, err.flags) from None
                 if config_file is not None:
                     refuse_data_file(config_file)
                 code = command.run(

@@ -204,9 +204,10 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
         if not token.startswith("--"):
             if token.startswith("-") and not NEGATIVE_VALUE.match(token):  # -V, -x: not a file
                 raise ConfigError(unknown_flag_message(token, options))
-            override = re.match(r"([A-Za-z_][\w.]*)=(.*)$", token)
-            if override and not os.path.exists(token):  # torchtune's: tune run ... key=value
+            if _is_override(token):  # torchtune's: tune run ... key=value
                 overrides.append(token)  # every one said in one line, after the others
+                key, _, value = token.partition("=")  # read as the flag it says to write, so
+                flags[key] = flag_value(kinds.get(key, VALUE), [value])  # its rows are read
                 continue
             if config_file is not None:
                 one = previous is not None and kinds.get(previous) == VALUE
@@ -224,6 +225,8 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
                 break  # a bare boolean flag followed by the YAML file
             if values and (config_file is None and following.lower().endswith((".yaml", ".yml"))):
                 break  # a list's values end at the YAML file
+            if _is_override(following):
+                break  # (--train_file a.jsonl beta=2 read beta=2 as a second data file)
             values.append(following)
             index += 1
             if kind not in (LIST, PATHS):
@@ -248,8 +251,22 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
     if overrides:
         given = ", ".join(f"'{token}'" for token in overrides)
         written = " ".join("--" + " ".join(token.split("=", 1)) for token in overrides)
-        raise ConfigError(f"{given}: options are flags here: {written}")
+        raise OverridesRefused(f"{given}: options are flags here: {written}", config_file, flags)
     return config_file, flags
+
+
+class OverridesRefused(ConfigError):
+    """``key=value`` tokens (tune run's overrides), refused once the whole command line is
+    read: ``config_file`` and ``flags`` (their values among them) let the refusal say the other
+    options' problems and the data's bad rows beside it, which were said a run later."""
+
+    def __init__(self, message: str, config_file: str | None, flags: dict[str, Any]):
+        super().__init__(message)
+        self.config_file, self.flags = config_file, flags
+
+
+def _is_override(token: str) -> bool:
+    return bool(re.match(r"([A-Za-z_][\w.]*)=(.*)$", token)) and not os.path.exists(token)
 
 
 def unknown_flag_message(flag: str, options: type) -> str:

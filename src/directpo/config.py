@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from directpo.batching import Layout
 from directpo.errors import ConfigError, ConfigErrors, respelled
+from directpo.foreign_names import meant_options
 from directpo.losses import LOSSES, needs_reference
 from directpo.option_paths import PATH_OPTIONS, absolute_paths
 from directpo.options import Options, load_options, option, option_help, translate_usable
@@ -911,6 +912,11 @@ class DPOConfig(Options):
     def spellings(cls, values: dict[str, Any], where: str) -> dict[str, str]:
         """TRL's spellings that translate renames, as the user wrote them (trl_compat.py)."""
         return spellings(values, where)
+
+    @classmethod
+    def meant(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """OpenRLHF's ``--dataset prefs.jsonl``: train_file (foreign_names.meant_options)."""
+        return meant_options(values)
 
     @classmethod
     def translate(cls, values: dict[str, Any], names: list[str], where: str) -> dict[str, Any]:

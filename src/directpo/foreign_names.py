@@ -139,9 +139,9 @@ def _dataset(value: Any) -> str:
     if isinstance(value, list):
         return component_hint("dataset", value)
     # the value written as the option it is: each hint took another run to spell it out
+    if _local_data(value):
+        return f"write train_file: {value} (a file, glob or datasets folder)"
     if isinstance(value, str) and "," not in value and value.strip():
-        if os.path.exists(os.path.expanduser(value)) or any(c in value for c in "*?["):
-            return f"write train_file: {value} (a file, glob or datasets folder)"
         local = value.startswith((".", "/", "~")) or value.endswith(_DATA_SUFFIXES)
         if "/" in value and not local:
             return f"write dataset_name: {value} (a hub id; a local file is train_file)"
@@ -149,6 +149,21 @@ def _dataset(value: Any) -> str:
         "a file, glob or datasets folder is train_file, a hub id dataset_name (several sources "
         "with weights: dataset_mixture)"
     )
+
+
+def _local_data(value: Any) -> bool:
+    """OpenRLHF's --dataset value names local rows (a file, glob or datasets folder)."""
+    if not isinstance(value, str) or "," in value or not value.strip():
+        return False
+    return os.path.exists(os.path.expanduser(value)) or any(c in value for c in "*?[")
+
+
+def meant_options(values: dict[str, Any]) -> dict[str, Any]:
+    """The options that refused keys say to write, where their value is one (OpenRLHF's
+    ``--dataset prefs.jsonl``: train_file), so that the refusal reads those rows as the run
+    will: their bad rows were said a run later, once the name was fixed."""
+    dataset = [v for k, v in values.items() if k in ("dataset", "data.dataset") and _local_data(v)]
+    return {"train_file": dataset[-1]} if dataset else {}
 
 
 def _lr_scheduler(value: Any) -> str:

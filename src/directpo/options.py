@@ -153,6 +153,12 @@ class Options:
         return {}
 
     @classmethod
+    def meant(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """The options that keys ``translate`` refuses stand for, where a refusal says which
+        (none here): read beside the refusal, their data's rows are said with it."""
+        return {}
+
+    @classmethod
     def translate(cls, values: dict[str, Any], names: list[str], where: str) -> dict[str, Any]:
         """``values`` as options of this class (subclasses may accept other spellings)."""
         label = "option" if where == "command line" else f"{where}: option"
@@ -275,14 +281,19 @@ def load_options(
         _set_environment(data.pop("env", None), where)
         sources.insert(0, (data, where))
     spelled: dict[str, str] = {}  # a value's option as the source that set it last wrote it
+    meant: dict[str, Any] = {}  # the options refused keys stand for (cls.meant)
     for given, where in sources:
         usable, error = translate_usable(cls, given, names, where)
+        meant |= cls.meant(given) if error else {}  # type: ignore[attr-defined]
         renamed = cls.spellings(given, where)  # type: ignore[attr-defined]
         spelled = {k: v for k, v in spelled.items() if k not in usable} | renamed
         values.update(usable)
         refused += [error] if error else []
+    # refused, the config is built for its refusal alone: with the options refused names
+    # stand for, so that it says their rows too
+    meant = {key: value for key, value in meant.items() if key not in values and refused}
     try:
-        built = cls(**values)
+        built = cls(**meant, **values)
     except ConfigError as error:
         raise ConfigErrors.joined([*refused, respelled(error, spelled)]) from None
     if refused:
