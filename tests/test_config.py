@@ -657,6 +657,21 @@ def test_unknown_option_said_with_missing_files_and_bad_rows(tmp_path) -> None:
     assert info.value.rows == [f"{bad}: line 1: field 'rejected' is empty"]
 
 
+def test_an_unknown_keyword_from_python_is_said_with_missing_files_and_bad_rows(tmp_path) -> None:
+    """``DPOConfig(lerning_rate=..., train_file=...)`` said the unknown keyword alone, where
+    the command line says the missing model folder and the file's bad rows with it."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": " b", "rejected": ""}\n')
+    missing = tmp_path / "no-model"
+    with pytest.raises(ConfigErrors) as info:
+        DPOConfig(lerning_rate=1e-5, train_file=str(bad), model_name_or_path=str(missing))
+    assert info.value.problems == [
+        "unknown option 'lerning_rate'; did you mean 'learning_rate'?",
+        f"model_name_or_path: no such model folder: {missing}",
+    ]
+    assert info.value.rows == [f"{bad}: line 1: field 'rejected' is empty"]
+
+
 @pytest.mark.parametrize(
     "key, instead", [("save_steps", "save_strategy: no"), ("eval_steps", "eval_strategy: epoch")]
 )

@@ -23,7 +23,14 @@ from directpo.errors import ConfigError, ConfigErrors, respelled
 from directpo.foreign_names import meant_options
 from directpo.losses import LOSSES, needs_reference
 from directpo.option_paths import PATH_OPTIONS, absolute_paths
-from directpo.options import Options, load_options, option, option_help, translate_usable
+from directpo.options import (
+    Options,
+    beside_refusal,
+    load_options,
+    option,
+    option_help,
+    translate_usable,
+)
 from directpo.precision import PrecisionPolicy
 from directpo.preflight import has_files
 from directpo.trl_compat import apply_trl_meanings, one_beta, spellings, translate
@@ -74,8 +81,8 @@ def _accepting_trl_names(cls: type) -> type:
         except ConfigError as error:  # with the refused names: every problem in one pass
             error = respelled(error, spelled)  # named as written: max_new_tokens=, not its alias
             raise ConfigErrors.joined([refused, error] if refused else [error]) from None
-        if refused:
-            raise refused
+        if refused:  # with the missing paths and bad rows of the options it took (the CLI's)
+            raise beside_refusal(refused, self)
         object.__setattr__(self, "_spelled", spelled)  # for train()'s check of it again
 
     cls.__init__ = __init__  # type: ignore[misc]
