@@ -16,6 +16,7 @@ import functools
 import math
 import os
 import re
+import secrets
 import types
 import typing
 from collections.abc import Mapping
@@ -416,6 +417,21 @@ def _shown(value: Any) -> str:
     return f"a {type(value).__module__}.{type(value).__qualname__} object"
 
 
+def _unset(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null"))
+
+
+def _null_seed(key: str) -> str:
+    """torchtune's ``seed: null`` (a random seed, another each run) as the integer to write:
+    a seed drawn here and recorded would still need the checkpoint's to resume the same data
+    order, so the drawn one is said to be written down instead (every run then takes it)."""
+    drawn = secrets.randbelow(2**31)
+    return (
+        f"{key} must be an integer; null (torchtune's: a random seed, another each run) is not "
+        f"read here: write {key}: {drawn} (drawn now), which a rerun and a resume take again"
+    )
+
+
 def _named_paths(key: str, value: Mapping) -> dict[str, Any]:
     """Named sets of files ({chat: a.jsonl, code: [b.jsonl, c.jsonl]}): a name becomes part of
     metric names (eval/chat_loss), so it is a plain word."""
@@ -485,6 +501,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             return value.strip().lower() in _TRUE
         raise ConfigError(f"{key} must be true or false, got {_shown(value)}")
     if hint is int:
+        if _unset(value) and (key == "seed" or key.endswith("_seed")):
+            raise ConfigError(_null_seed(key))
         if isinstance(value, bool):
             raise ConfigError(f"{key} must be an integer, got {_shown(value)}")
         if isinstance(value, int):
