@@ -7,11 +7,12 @@ import math
 import re
 import shutil
 from collections import namedtuple
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from tiny import tiny_config
+from tiny import tiny_config, write_jsonl
 from transformers import AutoModelForCausalLM
 
 import directpo.checkpoint as checkpoint_module
@@ -938,11 +939,43 @@ def test_a_resume_that_changes_the_loss_says_which_options_changed(
         "resume: loss_type ['sigmoid'] -> ['ipo'], beta 0.1 -> 0.3 changed since the checkpoint; "
         "the steps after 2 optimize this run's objective (the loss and reward curves change there)"
     ]
-    # which tokens log π(y|x) sums is the objective too (a tool's result's, or not)
-    assert resumed(assistant_only_loss=True) == [
-        "resume: assistant_only_loss False -> True changed since the checkpoint; the steps after "
-        "2 optimize this run's objective (the loss and reward curves change there)"
-    ]
+    # which tokens log π(y|x) sums is the objective too (a tool's result's, or not), where it
+    # leaves any out: plain-text pairs have none (test_assistant_only_loss_on_resume_...)
+    assert resumed(assistant_only_loss=True) == []
+
+
+def test_assistant_only_loss_on_resume_is_said_where_it_leaves_tokens_out(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """A resume turning assistant_only_loss on or off was said as an objective change for
+    plain-text pairs too, where it changes nothing. Said where the side that has it on leaves
+    tokens out (a user turn between replies), both ways; not for replies of one message."""
+    user = {"role": "user", "content": "more"}
+    reply = [{"role": "assistant", "content": "great"}]
+    rows = [
+        {"prompt": [{**user, "content": f"hello {i}"}], "chosen": reply + [user, *reply],
+         "rejected": [{"role": "assistant", "content": "terrible"}]}
+        for i in range(6)
+    ]  # fmt: skip
+    turns = write_jsonl(tmp_path / "turns.jsonl", rows)
+    single = write_jsonl(tmp_path / "single.jsonl", [{**row, "chosen": reply} for row in rows])
+
+    def changes(data: Path, out: str, first: bool, then: bool) -> list[str]:
+        model = tiny_model_dirs["gpt2"]
+        train(config_for(model, data, tmp_path / out, max_steps=2, assistant_only_loss=first),
+              echo=lambda _: None)  # fmt: skip
+        lines: list[str] = []
+        checkpoint = str(tmp_path / out / "checkpoint-2")
+        resumed = config_for(model, data, tmp_path / out, assistant_only_loss=then,
+                             resume_from_checkpoint=checkpoint)  # fmt: skip
+        train(resumed, echo=lines.append)
+        return [line for line in lines if line.startswith("resume: assistant_only_loss")]
+
+    said = "resume: assistant_only_loss {} changed since the checkpoint; the steps after 2 "
+    assert changes(turns, "on", False, True) == [said.format("False -> True") + (
+        "optimize this run's objective (the loss and reward curves change there)")]  # fmt: skip
+    assert changes(turns, "off", True, False)[0].startswith(said.format("True -> False"))
+    assert changes(single, "single", False, True) == []
 
 
 def test_a_resume_with_other_scored_tokens_or_truncation_says_which_option_changed(
@@ -957,10 +990,8 @@ def test_a_resume_with_other_scored_tokens_or_truncation_says_which_option_chang
     config = config_for(tiny_model_dirs["gpt2"], pairs_file, run_dir, **options,
                         assistant_only_loss=True)  # fmt: skip
     train(config, echo=lines.append)
-    assert [line for line in lines if "changed since the checkpoint" in line] == [
-        "resume: assistant_only_loss False -> True changed since the checkpoint; the steps after "
-        "2 optimize this run's objective (the loss and reward curves change there)"
-    ]
+    # plain-text pairs: no token left out, nothing changed (chat rows: the test below)
+    assert [line for line in lines if "changed since the checkpoint" in line] == []
     config = config_for(
         tiny_model_dirs["gpt2"], pairs_file, run_dir, **options, max_prompt_length=2
     )

@@ -26,9 +26,10 @@ from directpo.errors import CheckpointError, ConfigError
 from directpo.optimizers import fit_saved_groups, no_decay_ids
 from directpo.options import read_record
 from directpo.outputs import remove
+from directpo.pair_store import PairStore
 from directpo.precision import evaluates_in_float32
 from directpo.random_states import resume_note
-from directpo.sources import OnlineRounds, said_change
+from directpo.sources import FixedPairs, OnlineRounds, said_change
 from directpo.step import PairStats
 from directpo.sync import load_reference_state
 from directpo.trainer_state import STATE_FILE
@@ -90,7 +91,7 @@ def resume(run: Run) -> None:
     _keep_this_runs_schedule(run, options)
     for note in source_notes:
         run.echo(note)
-    _say_objective_changes(run, state.get("objective"), state["global_step"])
+    _say_objective_changes(run, state, state["global_step"])
     run.start_step, run.window = state["global_step"], PairStats(**state["log_window"])
     run.num_tokens = state.get("num_tokens", 0)  # (not in checkpoints of earlier versions)
     run.total_flos = state.get("total_flos", 0.0)
@@ -127,13 +128,29 @@ def objective(config: DPOConfig) -> dict[str, Any]:
     return json.loads(json.dumps({name: getattr(config, name) for name in OBJECTIVE}))
 
 
-def _say_objective_changes(run: Run, saved: dict[str, Any] | None, step: int) -> None:
+def leaves_tokens_out(run: Run) -> bool | None:
+    """Whether assistant_only_loss leaves tokens of this run's pairs unscored (a tool's result,
+    a user turn inside a completion); None where that is not known: off (the pairs then hold
+    no spans), or online rounds (their pairs come later). A checkpoint records it."""
+    if not run.config.assistant_only_loss or not isinstance(run.source, FixedPairs):
+        return None
+    pairs = run.source.pairs.pairs
+    if isinstance(pairs, PairStore):
+        return bool(pairs.unscored)
+    return any(any(pair.unscored) for pair in pairs)
+
+
+def _say_objective_changes(run: Run, state: dict[str, Any], step: int) -> None:
+    saved = state.get("objective")
     if not saved:
         return  # a checkpoint from before they were recorded
+    # assistant_only_loss turned on or off changes nothing where the side that has it on left
+    # no token out (plain-text pairs, replies of one message): said, it was news of nothing
+    inert = {leaves_tokens_out(run), state.get("leaves_tokens_out")} - {None} == {False}
     changed = [
         f"{name} {saved[name]} -> {value}"
         for name, value in objective(run.config).items()
-        if name in saved and saved[name] != value
+        if name in saved and saved[name] != value and not (name == "assistant_only_loss" and inert)
     ]
     if changed:
         run.echo(

@@ -62,7 +62,7 @@ from directpo.outputs import (
 )
 from directpo.preflight import check_run
 from directpo.process_state import kept_for_caller, library_output, numeric_switches
-from directpo.resume import held_out_dtype, objective
+from directpo.resume import held_out_dtype, leaves_tokens_out, objective
 from directpo.rewardfn import trainer_state, with_state
 from directpo.run import Run, evaluation_precision, prepare_run
 from directpo.signals import StopRequest
@@ -503,6 +503,7 @@ def checkpoint_step(
         **run.source.state(),
         "best": vars(run.best),
         "objective": objective(run.config),
+        "leaves_tokens_out": leaves_tokens_out(run),  # does assistant_only_loss change a loss
         # its state fits no other optimizer, nor (Kahan's) other weights (resume checks)
         "optimizer": run.config.optimizer,
         "weights": str(run.precision.master).removeprefix("torch."),
