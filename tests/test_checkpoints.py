@@ -944,6 +944,33 @@ def test_a_resume_that_changes_the_loss_says_which_options_changed(
     assert resumed(assistant_only_loss=True) == []
 
 
+def test_a_resume_against_another_reference_model_says_so(
+    run_dir, tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """A resume with another ref_model_name_or_path trained on against it without a word (the
+    objective changed at the resumed step). The same model at another path (a copy) is no
+    change; another model (same architecture and sizes, other weights) is said."""
+    from tiny import save_tiny_model
+
+    copy = shutil.copytree(tiny_model_dirs["gpt2"], tmp_path / "copy")
+    other = save_tiny_model("gpt2", tmp_path / "other", seed=1)
+
+    def said(reference: Path) -> list[str]:
+        lines: list[str] = []
+        config = config_for(tiny_model_dirs["gpt2"], pairs_file, run_dir, max_steps=3,
+                            ref_model_name_or_path=str(reference),
+                            resume_from_checkpoint=str(run_dir / "checkpoint-2"))  # fmt: skip
+        train(config, echo=lines.append)
+        return [line for line in lines if "changed since the checkpoint" in line]
+
+    assert said(copy) == []
+    assert said(other) == [
+        f"resume: the reference model {tiny_model_dirs['gpt2']} -> {other} changed since the "
+        "checkpoint; the steps after 2 optimize this run's objective (the loss and reward "
+        "curves change there)"
+    ]
+
+
 def test_assistant_only_loss_on_resume_is_said_where_it_leaves_tokens_out(
     tiny_model_dirs, tmp_path
 ) -> None:

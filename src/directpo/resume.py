@@ -23,6 +23,7 @@ from directpo.checkpoint import (
 )
 from directpo.distributed import on_main
 from directpo.errors import CheckpointError, ConfigError
+from directpo.model_identity import reference_change, reference_record
 from directpo.optimizers import fit_saved_groups, no_decay_ids
 from directpo.options import read_record
 from directpo.outputs import remove
@@ -141,9 +142,7 @@ def leaves_tokens_out(run: Run) -> bool | None:
 
 
 def _say_objective_changes(run: Run, state: dict[str, Any], step: int) -> None:
-    saved = state.get("objective")
-    if not saved:
-        return  # a checkpoint from before they were recorded
+    saved = state.get("objective") or {}  # (none in a checkpoint from before they were)
     # assistant_only_loss turned on or off changes nothing where the side that has it on left
     # no token out (plain-text pairs, replies of one message): said, it was news of nothing
     inert = {leaves_tokens_out(run), state.get("leaves_tokens_out")} - {None} == {False}
@@ -152,6 +151,8 @@ def _say_objective_changes(run: Run, state: dict[str, Any], step: int) -> None:
         for name, value in objective(run.config).items()
         if name in saved and saved[name] != value and not (name == "assistant_only_loss" and inert)
     ]
+    if reference := reference_change(state.get("reference"), reference_record(run.config)):
+        changed.append(reference)  # (another reference is another objective: it went unsaid)
     if changed:
         run.echo(
             f"resume: {', '.join(changed)} changed since the checkpoint; the steps after "
