@@ -702,6 +702,26 @@ def test_rank_reads_a_csv_list_column_of_candidates(models, tmp_path) -> None:
     assert from_csv[0]["responses"] == from_csv[1]["responses"] == candidates
 
 
+def test_a_spreadsheets_blank_unnamed_columns_are_not_written(models, tmp_path) -> None:
+    """An Excel CSV's trailing empty columns came back in score's and rank's rows as
+    ``"Unnamed: 3": ""`` (pandas' name for them). A column without a name or any value is
+    left out; an unnamed one holding values (pandas' index) and every named one are kept."""
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text(
+        ",prompt,chosen,rejected,responses,,\n"
+        "0,Question: hi?, Sure., No.,\"['a', 'b']\",,\n"
+        "1,Question: yo?, Yes., Nope.,\"['c', 'd']\",, \n"
+    )
+    for kind, call in ((ScoreOptions, score_file), (RankOptions, rank_file)):
+        out = tmp_path / f"{kind.__name__}.jsonl"
+        call(options(kind, models, sheet, out), quiet)
+        rows = read(out)
+        assert [row["Unnamed: 0"] for row in rows] == ["0", "1"]
+        assert not any(key.startswith("Unnamed: 5") or key == "Unnamed: 6" for row in rows
+                       for key in row), rows[0]  # fmt: skip
+        assert rows[1]["chosen"] == " Yes." and "responses" in rows[1]
+
+
 def test_score_takes_assistant_only_loss_as_a_flag(tmp_path, capsys) -> None:
     """assistant_only_loss was only ImplicitReward's keyword: ``directpo score`` of a plain
     folder scored a tool's result as the policy's own tokens, with no flag to leave it out.

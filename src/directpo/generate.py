@@ -32,7 +32,7 @@ from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList
 from directpo.adapters import tokenizer_folder
 from directpo.command_options import GenerateOptions
 from directpo.config import DPOConfig
-from directpo.data import ImagePrompt, RowError, counted, iter_rows, prompt_of
+from directpo.data import ImagePrompt, RowError, counted, prompt_of
 from directpo.errors import ConfigError, DataError
 from directpo.jsonl import StagedJsonl, options_key
 from directpo.logprobs import evaluating, policy_logprobs_fn, sequence_logprobs
@@ -45,7 +45,12 @@ from directpo.models import (
     load_tokenizer,
     pad_token_id,
 )
-from directpo.prompts import check_every_row, first_row_fields, prompt_with_images
+from directpo.prompts import (
+    check_every_row,
+    first_row_fields,
+    prompt_with_images,
+    rows_to_write,
+)
 from directpo.reference import ReferenceProvider
 from directpo.refusals import RefusedRows
 from directpo.reward import output_location, run_config
@@ -406,7 +411,7 @@ def _prompt_rows(
     options: GenerateOptions, base_dir: str
 ) -> Iterator[tuple[str, dict[str, Any], Text | ImagePrompt]]:
     """(where, row, prompt) of each input row, read as iterated; the rows were checked."""
-    for where, row in iter_rows(options.input):
+    for where, row in rows_to_write(options.input):
         yield where, row, _prompt_row(options, base_dir, f"{options.input}: {where}", row)
 
 

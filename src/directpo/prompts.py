@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -14,6 +16,7 @@ from directpo.data import (
     Columns,
     ImagePrompt,
     images_of,
+    iter_rows,
     split_conversations,
 )
 from directpo.errors import ConfigError, DataError
@@ -350,3 +353,35 @@ def _prompt_key(prompt: Any) -> str:
         images = [image_key(i) for i in prompt.images]
         return json.dumps([prompt.prompt, images, prompt.template_args], sort_keys=True)
     return json.dumps(prompt, sort_keys=True)
+
+
+# the name pandas gives a column without one (Excel's trailing empty ones: 'Unnamed: 3')
+UNNAMED = re.compile(r"Unnamed: \d+(\.\d+)?")
+
+
+def rows_to_write(source: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``iter_rows``' rows as score, rank and generate write them back: a column without a
+    name and without a value in any row (a spreadsheet's trailing empty columns, pandas'
+    ``"Unnamed: 3": ""``) left out; named columns, and unnamed ones holding values (pandas'
+    index), kept. Read twice only where the first row has such a column."""
+    blank = _blank_unnamed(source)
+    for where, row in iter_rows(source):
+        yield where, ({k: v for k, v in row.items() if k not in blank} if blank else row)
+
+
+def _blank_unnamed(source: str) -> set[str]:
+    unnamed: set[str] | None = None
+    for _, row in iter_rows(source):
+        if unnamed is None:
+            unnamed = {key for key in row if UNNAMED.fullmatch(str(key))}
+        unnamed -= {key for key in unnamed if not _blank(row.get(key))}
+        if not unnamed:
+            return set()
+    return unnamed or set()
+
+
+def _blank(value: Any) -> bool:
+    """An empty cell, as CSV (""), JSON (null) or pandas (NaN) holds one."""
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or (isinstance(value, float) and math.isnan(value))

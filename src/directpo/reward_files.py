@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from tqdm.auto import tqdm
 
 from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
-from directpo.data import Columns, PreferenceExample, counted, iter_rows, parse_pair
+from directpo.data import Columns, PreferenceExample, counted, parse_pair
 from directpo.errors import ConfigError, DataError
 from directpo.jsonl import StagedJsonl, options_key
 from directpo.messages import Text, is_message_list
@@ -29,6 +29,7 @@ from directpo.prompts import (
     first_row_fields,
     parse_prompt_and_responses,
     row_images,
+    rows_to_write,
     template_args_of,
     with_images,
 )
@@ -120,7 +121,7 @@ def _score_items(
     options: ScoreOptions, base_dir: str
 ) -> Iterator[tuple[str, dict[str, Any], PreferenceExample | tuple[Any, ...]]]:
     """(label, row, parsed row) of each input row (``_score_item``); the rows were checked."""
-    for where, row in iter_rows(options.input):
+    for where, row in rows_to_write(options.input):
         label = f"{options.input}: {where}"
         yield label, row, _score_item(options, base_dir, label, row)
 
@@ -212,7 +213,7 @@ def _rank_items(
 ) -> Iterator[tuple[str, dict[str, Any], str, Text, list[Text], Any, dict[str, Any] | None]]:
     """(label, row, candidates' column, prompt, candidates, images, template arguments) of each
     input row (``_rank_item``); the rows were checked."""
-    for where, row in iter_rows(options.input):
+    for where, row in rows_to_write(options.input):
         label = f"{options.input}: {where}"
         row = _listed(row, _response_column(row, options.responses_column))
         yield label, row, *_rank_item(options, base_dir, label, row)
