@@ -4,6 +4,7 @@ meaning is refused in one line saying what to write (foreign_names.py, docs/migr
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 
 import pytest
@@ -355,6 +356,30 @@ def test_torchtunes_null_seed_is_told_an_integer_to_write(tmp_path, capsys) -> N
         assert said and 0 <= int(said.group(1)) < 2**31
     assert main(["train", "--seed", said.group(1)]) == 2  # (no model: the seed itself passes)
     assert "seed" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("template", ["User: {}\nAssistant: ", 'Q\'s {}:\n"A": '])
+def test_openrlhfs_input_template_is_told_the_command_that_writes_it(tmp_path, capsys, template):
+    """``--input_template "User: {}\nAssistant: "`` was told 'write the template into the
+    file's prompts' without how (and YAML read the template as a mapping). The line gives the
+    command; run, it writes OpenRLHF's texts (template.format(prompt)), the rest as it was."""
+    import shlex
+    import subprocess
+    import sys
+
+    assert main(["train", "--input_template", template]) == 2
+    said = re.search(r"OpenRLHF's: (python -c '.*' < prefs.jsonl > templated.jsonl);",
+                     capsys.readouterr().err)  # fmt: skip
+    rows = [{"prompt": "Hi {there}?", "chosen": " a", "rejected": " b"}, {"prompt": "x"}]
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    argv = shlex.split(said.group(1).split(" < ")[0])
+    with open(prefs) as given:
+        written = subprocess.run([sys.executable, *argv[1:]], stdin=given, capture_output=True,
+                                 text=True, check=True).stdout  # fmt: skip
+    assert [json.loads(line) for line in written.splitlines()] == [
+        {**row, "prompt": template.format(row["prompt"])} for row in rows
+    ]
 
 
 def test_openrlhfs_grouped_steps_are_said_as_the_option_their_value_is(capsys) -> None:

@@ -18,6 +18,7 @@ Without them each name was refused as unknown with difflib's nearest option, whi
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -166,6 +167,34 @@ def meant_options(values: dict[str, Any]) -> dict[str, Any]:
     return {"train_file": dataset[-1]} if dataset else {}
 
 
+def _input_template(value: Any) -> str:
+    """OpenRLHF's template of text prompts (``"User: {}\nAssistant: "``), applied as it reads
+    each row (``template.format(prompt)``). Carried through score, rank, generate and the
+    online / eval prompts it would be an option in every place that reads a prompt (where
+    system_column goes: some sixty lines), so the refusal gives the file change instead: the
+    one command that writes the same texts into the prompts."""
+    if _off(value):
+        return ""
+    # a JSON string inside the shell's single quotes: Python reads it back, \n as a newline
+    template = json.dumps(str(value)).replace("'", "\\u0027")
+    command = (
+        f'python -c \'import json, sys; t = {template}; [print(json.dumps({{**r, "prompt": '
+        't.format(r["prompt"])})) for r in map(json.loads, sys.stdin)]\' < prefs.jsonl > '
+        "templated.jsonl"
+    )
+    return (
+        "directpo reads a text prompt as written: write the template into the file's prompts "
+        f'(the same texts as OpenRLHF\'s: {command}; your prompt column for "prompt"), then '
+        "train_file: templated.jsonl (and the same to the files score, rank and generate read); "
+        "or give message lists, rendered with the chat template"
+    )
+
+
+# the refused keys whose value is a text, read as written (YAML read "User: {}\nAssistant: "
+# as a mapping)
+AS_WRITTEN = ("input_template", "data.input_template")
+
+
 def _lr_scheduler(value: Any) -> str:
     """OpenRLHF's scheduler name (torchtune's component is refused as a component)."""
     return (
@@ -222,14 +251,8 @@ REFUSED: dict[str, Callable[[Any], str]] = {
     # message lists are always rendered with the chat template here, text never
     "apply_chat_template": _always(""),
     "data.apply_chat_template": _always(""),
-    "input_template": _unless_off(
-        "directpo reads a text prompt as written: write the template into the file's prompts, "
-        "or give message lists (rendered with the chat template)"
-    ),
-    "data.input_template": _unless_off(
-        "directpo reads a text prompt as written: write the template into the file's prompts, "
-        "or give message lists (rendered with the chat template)"
-    ),
+    "input_template": _input_template,
+    "data.input_template": _input_template,
     "train_batch_size": _always(BATCH),
     "train.batch_size": _always(BATCH),
     # OpenRLHF's IPO squares the summed log-ratio; directpo's (TRL's, the IPO authors') the

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from directpo.errors import ConfigError, ConfigErrors
-from directpo.foreign_names import REFUSED, RENAMED, component_hint, is_component
+from directpo.foreign_names import AS_WRITTEN, REFUSED, RENAMED, component_hint, is_component
 from directpo.preflight import is_adapter_folder
 
 ALIASES = {  # TRL's other names for directpo options
@@ -537,7 +537,7 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
             else:
                 result[renames[key]] = value
         elif key in REFUSED:
-            if instead := REFUSED[key](_typed(value)):
+            if instead := REFUSED[key](value if key in AS_WRITTEN else _typed(value)):
                 problems.append(f"{flag}{key}: {instead}")
         elif key in NO_EFFECT:
             accepted, instead = NO_EFFECT[key]
