@@ -351,7 +351,8 @@ def test_an_option_without_a_value_is_refused(
     monkeypatch.chdir(tmp_path)
     argv = train_argv(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "o", *flags)
     code, err = run_cli(capsys, *argv)
-    assert code == 2 and err == f"directpo: error: option --{option} needs a value\n"
+    # (said with the rest, in one error: the line, and no other option's)
+    assert code == 2 and f"option --{option} needs a value\n" in err, err
     assert not (tmp_path / "true").exists()
 
 
@@ -657,10 +658,10 @@ def test_two_config_files_are_refused(tmp_path, capsys, monkeypatch, first) -> N
     (tmp_path / "a.yaml").write_text("model_name_or_path: m\ntrain_file: t.jsonl\n")
     (tmp_path / "b.yaml").write_text("beta: 0.5\n")
     code, err = run_cli(capsys, "train", *first, "--config", "b.yaml")
-    assert code == 2
+    assert code == 2  # said with the first file's problems (its train_file is not there)
     assert (
-        err == "directpo: error: two config files, a.yaml and --config b.yaml: give one "
-        "(flags override its values)\n"
+        "two config files, a.yaml and --config b.yaml: give one (flags override its values)\n"
+        in err
     )
 
 

@@ -84,3 +84,21 @@ def test_key_value_overrides_and_openrlhfs_dataset_are_said_with_the_rows(tmp_pa
         assert said in err and rows in err and "no such file" not in err, err
     assert main(["train", "--output_dir", out, f"train_file={bad}", "beta=-1"]) == 2
     assert "beta must be > 0" in capsys.readouterr().err
+
+
+def test_a_stray_argument_or_a_flag_without_value_is_said_with_the_rows(tmp_path, capsys) -> None:
+    """``-x``, a second free argument and ``--output_dir`` without its value were refused as
+    the argv was read, alone: the data's bad rows (and each other) came a run later."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"chosen": "a", "rejected": "a"}\n')
+    rows = f"{bad}: line 1: chosen and rejected are identical"
+    assert main(["train", "-x", "--train_file", str(bad), "--config"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown option '-x'" in err and "option --config needs a value" in err
+    assert rows in err
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"train_file: {bad}\n")
+    assert main(["train", str(recipe), "extra", "--output_dir"]) == 2
+    err = capsys.readouterr().err
+    assert "unexpected argument 'extra'" in err and "--output_dir needs a value" in err
+    assert rows in err

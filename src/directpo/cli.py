@@ -25,7 +25,7 @@ from directpo.cli_flags import (
     BOOLEAN,
     LIST,
     PATHS,
-    OverridesRefused,
+    FlagsRefused,
     as_typed,
     attach_negative_values,
     flag_value,
@@ -288,7 +288,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 command = COMMANDS[argv[0]]
                 try:
                     config_file, overrides = yaml_and_flags(argv[1:], command.options)
-                except OverridesRefused as err:  # said with the rest, the rows too
+                except FlagsRefused as err:  # said with the rest, the rows too
                     raise with_others(err, command.options, err.config_file, err.flags) from None
                 if config_file is not None:
                     refuse_data_file(config_file)

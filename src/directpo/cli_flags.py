@@ -23,7 +23,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
-from directpo.errors import ConfigError
+from directpo.errors import ConfigError, ConfigErrors
 from directpo.foreign_names import RENAMED, SEVERAL_VALUES
 from directpo.options import option_help, read_yaml, type_hints
 from directpo.trl_compat import ALIASES, VERSION_FLAGS, VERSION_HINT
@@ -197,13 +197,15 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
     flags: dict[str, Any] = {}
     previous: str | None = None  # the last flag, to explain a stray token
     overrides: list[str] = []
+    refused: list[str] = []  # said together once every token is read (FlagsRefused)
     index = 0
     while index < len(tokens):
         token = tokens[index]
         index += 1
         if not token.startswith("--"):
             if token.startswith("-") and not NEGATIVE_VALUE.match(token):  # -V, -x: not a file
-                raise ConfigError(unknown_flag_message(token, options))
+                refused.append(unknown_flag_message(token, options))
+                continue
             if _is_override(token):  # torchtune's: tune run ... key=value
                 overrides.append(token)  # every one said in one line, after the others
                 key, _, value = token.partition("=")  # read as the flag it says to write, so
@@ -212,7 +214,8 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
             if config_file is not None:
                 one = previous is not None and kinds.get(previous) == VALUE
                 after = f" (--{previous} takes one value)" if one else ""
-                raise ConfigError(f"unexpected argument '{token}'{after}")
+                refused.append(f"unexpected argument '{token}'{after}")
+                continue
             config_file = token
             continue
         key, sep, value = token[2:].partition("=")
@@ -233,35 +236,39 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
                 break
         if key == "config":
             if not values:
-                raise ConfigError("option --config needs a value")
-            if config_file is not None:  # (the first was dropped unsaid, its options with it)
-                raise ConfigError(
+                refused.append("option --config needs a value")
+            elif config_file is not None:  # (the first was dropped unsaid, its options with it)
+                refused.append(
                     f"two config files, {config_file} and --config {values[0]}: give one (flags "
                     "override its values)"
                 )
-            config_file = values[0]
+            else:
+                config_file = values[0]
         elif key.startswith("no_") and not values:
             flags[key[3:]] = "false"  # HfArgumentParser's --no_remove_unused_columns
         elif not values and kind in (BOOLEAN, "unknown"):
             flags[key] = "true"
         elif not values:
-            raise ConfigError(f"option --{key} needs a value")
+            refused.append(f"option --{key} needs a value")
         else:
             flags[key] = flag_value(kind, values)
     if overrides:
         given = ", ".join(f"'{token}'" for token in overrides)
         written = " ".join("--" + " ".join(token.split("=", 1)) for token in overrides)
-        raise OverridesRefused(f"{given}: options are flags here: {written}", config_file, flags)
+        refused.append(f"{given}: options are flags here: {written}")
+    if refused:
+        raise FlagsRefused(refused, config_file, flags)
     return config_file, flags
 
 
-class OverridesRefused(ConfigError):
-    """``key=value`` tokens (tune run's overrides), refused once the whole command line is
-    read: ``config_file`` and ``flags`` (their values among them) let the refusal say the other
-    options' problems and the data's bad rows beside it, which were said a run later."""
+class FlagsRefused(ConfigErrors):
+    """Tokens refused once the whole command line is read (tune run's ``key=value``
+    overrides, a stray argument, a flag without its value): ``config_file`` and ``flags``
+    (an override's value among them) let the refusal say the other options' problems and the
+    data's bad rows beside it, which were said a run later."""
 
-    def __init__(self, message: str, config_file: str | None, flags: dict[str, Any]):
-        super().__init__(message)
+    def __init__(self, problems: list[str], config_file: str | None, flags: dict[str, Any]):
+        super().__init__("", problems)
         self.config_file, self.flags = config_file, flags
 
 
