@@ -163,8 +163,18 @@ def meant_options(values: dict[str, Any]) -> dict[str, Any]:
     """The options that refused keys say to write, where their value is one (OpenRLHF's
     ``--dataset prefs.jsonl``: train_file), so that the refusal reads those rows as the run
     will: their bad rows were said a run later, once the name was fixed."""
-    dataset = [v for k, v in values.items() if k in ("dataset", "data.dataset") and _local_data(v)]
-    return {"train_file": dataset[-1]} if dataset else {}
+    meant = {}
+    for option, keys in MEANT.items():
+        local = [v for k, v in values.items() if k in keys and _local_data(v)]
+        meant |= {option: local[-1]} if local else {}
+    return meant
+
+
+# the option each refused data key's local file is (its rows read beside the refusal)
+MEANT = {
+    "train_file": ("dataset", "data.dataset"),
+    "eval_file": ("eval_dataset", "eval.dataset"),
+}
 
 
 def _input_template(value: Any) -> str:
