@@ -85,6 +85,11 @@ def test_key_value_overrides_and_openrlhfs_dataset_are_said_with_the_rows(tmp_pa
         assert said in err and rows in err and "no such file" not in err, err
     assert main(["train", "--output_dir", out, f"train_file={bad}", "beta=-1"]) == 2
     assert "beta must be > 0" in capsys.readouterr().err
+    # a flag's own value written key=value is the value (a list's first one too)
+    argv = ["train", "--output_dir", out, "--run_name", "lr=1e-5", "--train_file", "a=b.jsonl"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "options are flags" not in err and "no such file or folder: a=b.jsonl" in err
 
 
 def test_a_stray_argument_or_a_flag_without_value_is_said_with_the_rows(tmp_path, capsys) -> None:

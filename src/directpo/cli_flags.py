@@ -228,7 +228,7 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
                 break  # a bare boolean flag followed by the YAML file
             if values and (config_file is None and following.lower().endswith((".yaml", ".yml"))):
                 break  # a list's values end at the YAML file
-            if _is_override(following):
+            if values and _is_override(following):
                 break  # (--train_file a.jsonl beta=2 read beta=2 as a second data file)
             values.append(following)
             index += 1
