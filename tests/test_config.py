@@ -337,6 +337,11 @@ def test_loss_type_takes_one_name_a_list_or_commas(tmp_path: Path) -> None:
             {"loss_type": "sft", "beta": "0.5"},
             "beta is set but no chosen loss uses it (loss_type: sft)",
         ),
+        (  # LD-DPO weighs log-ratios; these per-token means take every token (it did nothing)
+            {"loss_type": "simpo", "ld_alpha": "0.5", "cpo_alpha": "1.0"},
+            "ld_alpha weighs the log-ratios of policy and reference (LD-DPO), and loss_type "
+            "simpo, sft uses no reference",
+        ),
     ],
 )
 def test_loss_options_are_checked_per_loss(overrides: dict, message: str) -> None:

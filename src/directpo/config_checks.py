@@ -446,6 +446,15 @@ def check_loss_modifiers(config: DPOConfig) -> None:
         reject_if_set(config, ("f_alpha_divergence_coef",), "f_divergence_type is reverse_kl")
     if config.ld_alpha is not None:
         config._require(0 <= config.ld_alpha <= 1, "ld_alpha", "in [0, 1]")
+        # LD-DPO weighs the log-ratios π − π_ref; the reference-free losses take per-token
+        # means of every token (sft's NLL as TRL's), so ld_alpha alone with them does nothing
+        if config._valid("loss_type") and not config.loss_needs_reference:
+            config._refuse(
+                "ld_alpha",
+                "ld_alpha weighs the log-ratios of policy and reference (LD-DPO), and loss_type "
+                f"{', '.join(config.loss_type)} uses no reference (its per-token means already "
+                "leave length out); remove ld_alpha",
+            )
     if config.use_weighting and {"aot", "aot_unpaired"} & set(config.loss_type):
         config._refuse(
             "use_weighting",
