@@ -460,6 +460,17 @@ def check_loss_modifiers(config: DPOConfig) -> None:
             "use_weighting",
             "use_weighting cannot weight aot / aot_unpaired (their loss couples the batch)",
         )
+    sorted_losses = [name for name in ("aot", "aot_unpaired") if name in config.loss_type]
+    if sorted_losses and config.per_device_train_batch_size == 1:
+        # AOT matches the sorted margins of a micro-batch: sorting one pair is the identity,
+        # so it trained as sigmoid DPO without a word (accumulation does not widen the sort)
+        config._refuse(
+            "loss_type",
+            f"loss_type {' / '.join(sorted_losses)} sorts the margins within each micro-batch, "
+            "and per_device_train_batch_size 1 leaves one pair to sort: that is sigmoid DPO; "
+            "set per_device_train_batch_size >= 2 (gradient_accumulation_steps does not widen "
+            "the sort), or use loss_type sigmoid",
+        )
 
 
 def check_schedule(config: DPOConfig) -> None:
