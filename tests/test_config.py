@@ -355,6 +355,11 @@ def test_loss_type_takes_one_name_a_list_or_commas(tmp_path: Path) -> None:
             {"loss_type": "sigmoid,aot_unpaired", "per_device_train_batch_size": "1"},
             "loss_type aot_unpaired sorts the margins",
         ),
+        (  # an out-of-memory split would have sorted halves: another loss, said nowhere
+            {"loss_type": "aot", "auto_find_batch_size": "true"},
+            "auto_find_batch_size splits a step's micro-batches when memory runs out, and "
+            "loss_type aot sorts the margins within each micro-batch",
+        ),
     ],
 )
 def test_loss_options_are_checked_per_loss(overrides: dict, message: str) -> None:

@@ -471,6 +471,13 @@ def check_loss_modifiers(config: DPOConfig) -> None:
             "set per_device_train_batch_size >= 2 (gradient_accumulation_steps does not widen "
             "the sort), or use loss_type sigmoid",
         )
+    if sorted_losses and config.auto_find_batch_size:  # batch_fit keeps per-pair losses only
+        config._refuse(
+            "auto_find_batch_size",
+            "auto_find_batch_size splits a step's micro-batches when memory runs out, and "
+            f"loss_type {' / '.join(sorted_losses)} sorts the margins within each micro-batch: "
+            "the split would change the loss mid-run; remove auto_find_batch_size",
+        )
 
 
 def check_schedule(config: DPOConfig) -> None:
