@@ -478,9 +478,19 @@ def backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn
         return None
     backbone = getattr(hf_model, "base_model", None)
     head = hf_model.get_output_embeddings() if hasattr(hf_model, "get_output_embeddings") else None
-    if backbone is None or backbone is hf_model or not isinstance(head, torch.nn.Linear):
+    if backbone is None or backbone is hf_model or not _linear_head(head):
         return None
     return backbone, head
+
+
+def _linear_head(head: torch.nn.Module | None) -> bool:
+    """A linear LM head, or peft's wrapper of one: lora_modules_to_save's trained copy
+    (``original_module``), a LoRA on lm_head (``base_layer``). Called as a module the wrapper
+    computes what the model's head does, adapters on or off (``check_heads`` measures it); it
+    took the full logits, a [tokens x vocab] tensor the chunks are there to avoid."""
+    inner = getattr(head, "original_module", None)
+    inner = getattr(head, "base_layer", None) if inner is None else inner
+    return isinstance(head, torch.nn.Linear) or isinstance(inner, torch.nn.Linear)
 
 
 def _head_logprobs(
