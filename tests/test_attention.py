@@ -136,6 +136,36 @@ def test_a_varlen_failure_falls_back_to_the_dense_mask(monkeypatch) -> None:
     assert any("directpo_varlen off (RuntimeError: no kernel" in line for line in lines)
 
 
+def soft_capped_gemma2(attention: str) -> torch.nn.Module:
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Gemma2Config(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                          attn_logit_softcapping=1.0, attn_implementation=attention)  # fmt: skip
+    return Gemma2ForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("layout", [Layout(True, True), PLAIN])
+def test_a_model_sdpa_cannot_run_leaves_varlen_for_eager(layout) -> None:
+    """Gemma 2's soft-capped attention logits: varlen refuses them, and the fallback set SDPA,
+    which transformers refuses for Gemma 2 (a ValueError's traceback at start: attn_implementation
+    varlen, or auto on CUDA in bf16); plain rows went through SDPA inside varlen (the same error
+    at the first forward). Now eager, with the values of a model built eager."""
+    eager = model_logprobs(soft_capped_gemma2("eager"), collate_pairs(PAIRS, 0))[0]
+    model = soft_capped_gemma2(register())
+    lines: list[str] = []
+    assert choose_layout(layout, [model], lines.append, longest=64) == layout
+    assert attention_implementation(model) == "eager"
+    if not layout.is_plain:
+        [line] = lines
+        assert line.startswith("attention: directpo_varlen off (ValueError: ") and "softcap" in line
+        assert line.endswith("; using eager with a dense mask")
+    laid_out = model_logprobs(model, collate_pairs(PAIRS, 0, layout=layout))[0]
+    assert torch.allclose(laid_out, eager, atol=1e-5)
+    assert choose_implementation("varlen", torch.device("cpu"), torch.float32, True) == "auto"
+
+
 def test_implementation_choice() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert choose_implementation("auto", cpu, torch.bfloat16, False) == "auto"

@@ -337,6 +337,29 @@ def test_loss_type_takes_one_name_a_list_or_commas(tmp_path: Path) -> None:
             {"loss_type": "sft", "beta": "0.5"},
             "beta is set but no chosen loss uses it (loss_type: sft)",
         ),
+        (  # LD-DPO weighs log-ratios; these per-token means take every token (it did nothing)
+            {"loss_type": "simpo", "ld_alpha": "0.5", "cpo_alpha": "1.0"},
+            "ld_alpha weighs the log-ratios of policy and reference (LD-DPO), and loss_type "
+            "simpo, sft uses no reference",
+        ),
+        (  # AOT sorts each micro-batch's margins: one pair to sort trained as sigmoid DPO
+            {
+                "loss_type": "aot",
+                "per_device_train_batch_size": "1",
+                "gradient_accumulation_steps": "16",
+            },
+            "loss_type aot sorts the margins within each micro-batch, and "
+            "per_device_train_batch_size 1 leaves one pair to sort: that is sigmoid DPO",
+        ),
+        (
+            {"loss_type": "sigmoid,aot_unpaired", "per_device_train_batch_size": "1"},
+            "loss_type aot_unpaired sorts the margins",
+        ),
+        (  # an out-of-memory split would have sorted halves: another loss, said nowhere
+            {"loss_type": "aot", "auto_find_batch_size": "true"},
+            "auto_find_batch_size splits a step's micro-batches when memory runs out, and "
+            "loss_type aot sorts the margins within each micro-batch",
+        ),
     ],
 )
 def test_loss_options_are_checked_per_loss(overrides: dict, message: str) -> None:

@@ -56,6 +56,31 @@ def test_lora_models_take_the_chunked_path_too() -> None:
         assert torch.allclose(chunked[3][name], grad, atol=1e-5, rtol=1e-4), name
 
 
+@pytest.mark.parametrize("saved", [["lm_head"], ["lm_head", "embed_tokens"]])
+def test_a_trained_copy_of_the_head_takes_the_chunked_path(saved) -> None:
+    """lora_modules_to_save: [lm_head] (new chat tokens) wraps the head in peft's
+    ModulesToSaveWrapper, which was taken for a head of another kind: full logits, the
+    [tokens x vocab] tensor the chunks avoid. Now chunked, with the full path's values and
+    gradients, and the base head's values with the adapters off (the reference)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], modules_to_save=saved)
+    model = get_peft_model(build_model("llama", build_tokenizer("llama")), config)
+    with torch.no_grad():  # the trained copy moved away from the base head
+        model.base_model.model.lm_head.modules_to_save["default"].weight.mul_(1.5)
+    assert backbone_and_head(model) is not None
+    batch = collate_pairs(PAIRS, pad_token_id=0)
+    full, chunked = run(model, batch, 0), run(model, batch, 3)
+    assert torch.allclose(chunked[0], full[0], atol=1e-5)
+    assert full[3].keys() == chunked[3].keys() and any("modules_to_save" in k for k in full[3])
+    for name, grad in full[3].items():
+        assert torch.allclose(chunked[3][name], grad, atol=1e-5, rtol=1e-4), name
+    with torch.no_grad(), model.disable_adapter():
+        off = model_logprobs(model, batch, 3)[0]
+        assert torch.allclose(off, model_logprobs(model, batch, 0)[0], atol=1e-5)
+    assert not torch.allclose(off, full[0], atol=1e-2)
+
+
 def test_models_that_transform_logits_fall_back_to_full_logits() -> None:
     model = build_model("llama", build_tokenizer("llama"))
     model.config.final_logit_softcapping = 30.0

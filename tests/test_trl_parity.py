@@ -134,6 +134,22 @@ def test_combined_sigmoid_and_sft_match_trl(models, tmp_path) -> None:
     assert_same(ours, theirs, ("loss", *METRICS))
 
 
+def test_rpo_with_ld_alpha_takes_the_nll_of_every_chosen_token_as_trl(models, tmp_path) -> None:
+    """rpo_alpha's NLL (the sft loss) under ld_alpha was -(LD-weighted sum)/n: the chosen
+    tokens past the rejected one's length counted alpha times in the NLL too. TRL (and RPO)
+    take the NLL of every token; LD-DPO weighs only the log-ratios."""
+    # chosen completions of one length, each longer than its rejected one: LD weighs their tail
+    rows = [dict(row, chosen=" a truly delightful story.", rejected=" dull.") for row in
+            SENTIMENT_PAIRS]  # fmt: skip
+    options = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.2], "beta": 0.1}
+    theirs = trl_step(models, rows, tmp_path, **options, ld_alpha=0.3)
+    ours = directpo_step(models, rows, **options, ld_alpha=0.3)
+    assert_same(ours, theirs, ("loss", *METRICS))
+    unweighted = directpo_step(models, rows, **options)
+    assert ours["loss/sft"] == pytest.approx(unweighted["loss/sft"], rel=1e-6)
+    assert ours["logps/chosen"] > unweighted["logps/chosen"] + 1  # the log-ratios are LD's
+
+
 def test_sft_matches_trl_on_equal_lengths_and_differs_by_design_otherwise(models, tmp_path) -> None:
     theirs = trl_step(models, EQUAL_CHOSEN, tmp_path, loss_type=["sft"])
     ours = directpo_step(models, EQUAL_CHOSEN, loss_type=["sft"])

@@ -261,11 +261,12 @@ def choose_implementation(
     requested: str, device: torch.device, dtype: torch.dtype, plain_layout: bool
 ) -> str:
     """The attention implementation to train with: ``varlen`` means directpo_varlen (its fast
-    kernel on CUDA, else the math backend); ``auto`` means directpo_varlen where a fast kernel
+    kernel on CUDA, else the math backend; transformers' default for plain rows, where SDPA
+    would not run Gemma 2's soft-capped logits); ``auto`` means directpo_varlen where a fast kernel
     runs (CUDA, bf16/fp16, shared or packed rows), else transformers' default;
     ``flex_attention`` means directpo_flex for shared or packed rows (flexattention.py)."""
-    if requested == "varlen":
-        return register()
+    if requested == "varlen":  # plain rows have no segments: transformers' default runs them
+        return "auto" if plain_layout else register()
     if requested == "auto":
         fast = available_backend(device) and dtype in (torch.bfloat16, torch.float16)
         return register() if fast and not plain_layout else "auto"

@@ -6,8 +6,9 @@ Transformers halves the batch alone, which changes the run (a smaller batch per 
 step). Here the step's pairs stay those of the configured batch (the data order is cut by
 per_device_train_batch_size x gradient_accumulation_steps) and the loss stays the mean over
 them whatever the micro-batches, so the run is the one asked for, in smaller pieces (the same
-numbers up to float rounding); a resume or a rerun of config.yaml takes the same steps. The
-split is kept for the rest of the run and said each time it grows.
+numbers up to float rounding; aot's loss, which sorts within a micro-batch, would not be:
+config_checks refuses the two together); a resume or a rerun of config.yaml takes the same
+steps. The split is kept for the rest of the run and said each time it grows.
 """
 
 from __future__ import annotations

@@ -554,7 +554,8 @@ class DPOConfig(Options):
         None,
         "LD-DPO (Liu et al. 2024): in [0, 1]; the tokens of the longer completion past the "
         "shorter one's length count alpha times in the log-probs of policy and reference, so "
-        "verbosity is not rewarded. null: off.",
+        "verbosity is not rewarded (the log-ratios only: the NLL of sft / rpo_alpha is over "
+        "every token, as TRL's; refused with only reference-free losses). null: off.",
     )
     f_divergence_type: str = option(
         "reverse_kl",

@@ -446,10 +446,37 @@ def check_loss_modifiers(config: DPOConfig) -> None:
         reject_if_set(config, ("f_alpha_divergence_coef",), "f_divergence_type is reverse_kl")
     if config.ld_alpha is not None:
         config._require(0 <= config.ld_alpha <= 1, "ld_alpha", "in [0, 1]")
+        # LD-DPO weighs the log-ratios π − π_ref; the reference-free losses take per-token
+        # means of every token (sft's NLL as TRL's), so ld_alpha alone with them does nothing
+        if config._valid("loss_type") and not config.loss_needs_reference:
+            config._refuse(
+                "ld_alpha",
+                "ld_alpha weighs the log-ratios of policy and reference (LD-DPO), and loss_type "
+                f"{', '.join(config.loss_type)} uses no reference (its per-token means already "
+                "leave length out); remove ld_alpha",
+            )
     if config.use_weighting and {"aot", "aot_unpaired"} & set(config.loss_type):
         config._refuse(
             "use_weighting",
             "use_weighting cannot weight aot / aot_unpaired (their loss couples the batch)",
+        )
+    sorted_losses = [name for name in ("aot", "aot_unpaired") if name in config.loss_type]
+    if sorted_losses and config.per_device_train_batch_size == 1:
+        # AOT matches the sorted margins of a micro-batch: sorting one pair is the identity,
+        # so it trained as sigmoid DPO without a word (accumulation does not widen the sort)
+        config._refuse(
+            "loss_type",
+            f"loss_type {' / '.join(sorted_losses)} sorts the margins within each micro-batch, "
+            "and per_device_train_batch_size 1 leaves one pair to sort: that is sigmoid DPO; "
+            "set per_device_train_batch_size >= 2 (gradient_accumulation_steps does not widen "
+            "the sort), or use loss_type sigmoid",
+        )
+    if sorted_losses and config.auto_find_batch_size:  # batch_fit keeps per-pair losses only
+        config._refuse(
+            "auto_find_batch_size",
+            "auto_find_batch_size splits a step's micro-batches when memory runs out, and "
+            f"loss_type {' / '.join(sorted_losses)} sorts the margins within each micro-batch: "
+            "the split would change the loss mid-run; remove auto_find_batch_size",
         )
 
 

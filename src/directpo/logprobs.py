@@ -42,7 +42,8 @@ def completion_logprobs(
         batch: says which logits score which completion token of which sequence.
 
     Returns:
-        (logps, token_counts, log1m, aligned, diagnostics), the first four [num_sequences],
+        (logps, token_counts, log1m, aligned, diagnostics, plain), all but diagnostics
+        [num_sequences],
         where logps = Σ_t log p_t, log1m = Σ_t log(1 − p_t) over completion tokens (for the
         unlikelihood loss; p_t is capped at 1 − 1e-5 as in Welleck et al. 2019) and aligned =
         Σ_t [log p_t − log Σ_v p_v²] (WPO's weight, detached; computed only with ``wpo``, else
@@ -50,7 +51,9 @@ def completion_logprobs(
         Σ_t of the mean logit over the vocabulary, of the entropy and of "y_t is the argmax"
         (TRL's logits/*, entropy and mean_token_accuracy; detached; zeros unless asked).
         Float32, or float64 for float64 logits. With ``ld_alpha``, logps weighs each
-        completion's tokens past the pair's shorter one by it (LD-DPO).
+        completion's tokens past the pair's shorter one by it (LD-DPO); plain holds the
+        unweighted sums all the same (the same tensor as logps without ``ld_alpha``): the NLL
+        of sft (rpo_alpha) is over every token, as TRL's.
     """
     per_token = _token_logprobs(
         logits.flatten(0, 1)[batch.predict_from], batch.target_ids, wpo, diagnostics
@@ -75,7 +78,8 @@ def model_logprobs(
 
     ``ld_alpha``: LD-DPO's weighting of each completion's tokens past the pair's shorter one.
     Returns (log-probs, token counts, Σ log(1 − p), Σ [log p − log Σ_v p_v²] (WPO)), each [2B],
-    and the [2B, 3] ``diagnostics`` sums (``completion_logprobs``).
+    the [2B, 3] ``diagnostics`` sums and the log-probs without ``ld_alpha``'s weights, [2B]
+    (``completion_logprobs``).
     """
     inputs = model_inputs(model, batch)
     parts = backbone_and_head(model) if chunk_tokens > 0 else None
@@ -123,15 +127,19 @@ def _per_sequence(
     ld_alpha: float | None = None,
 ) -> tuple[torch.Tensor, ...]:
     zeros = token_logps.new_zeros(batch.num_sequences)
+    plain = zeros.index_add(0, batch.target_sequence, token_logps)
+    logps = plain
     if ld_alpha is not None and batch.num_pairs:
-        token_logps = token_logps * _ld_weights(batch, ld_alpha).to(token_logps.dtype)
+        weighted = token_logps * _ld_weights(batch, ld_alpha).to(token_logps.dtype)
+        logps = zeros.index_add(0, batch.target_sequence, weighted)
     stats = token_stats.new_zeros(batch.num_sequences, token_stats.shape[1])
     return (
-        zeros.index_add(0, batch.target_sequence, token_logps),
+        logps,
         batch.completion_tokens,
         zeros.index_add(0, batch.target_sequence, token_log1m),
         zeros.index_add(0, batch.target_sequence, token_aligned),
         stats.index_add(0, batch.target_sequence, token_stats),
+        plain,
     )
 
 
@@ -357,7 +365,8 @@ def router_logprobs(
 ) -> tuple[torch.Tensor, ...]:
     """``model_logprobs`` of a Mixture-of-Experts model and its load-balancing loss (Switch
     Transformer's, the architecture's own ``load_balancing_loss_func``) over the batch's real
-    tokens: (log-probs, token counts, Σ log(1 − p), WPO sums, diagnostics, aux loss).
+    tokens: (log-probs, token counts, Σ log(1 − p), WPO sums, diagnostics, unweighted log-probs,
+    aux loss).
 
     A model whose logits are not its LM head's output (``backbone_and_head`` is None: Granite-MoE
     divides them by ``logits_scaling``) runs its whole forward, its backbone asked for the router
@@ -469,9 +478,19 @@ def backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn
         return None
     backbone = getattr(hf_model, "base_model", None)
     head = hf_model.get_output_embeddings() if hasattr(hf_model, "get_output_embeddings") else None
-    if backbone is None or backbone is hf_model or not isinstance(head, torch.nn.Linear):
+    if backbone is None or backbone is hf_model or not _linear_head(head):
         return None
     return backbone, head
+
+
+def _linear_head(head: torch.nn.Module | None) -> bool:
+    """A linear LM head, or peft's wrapper of one: lora_modules_to_save's trained copy
+    (``original_module``), a LoRA on lm_head (``base_layer``). Called as a module the wrapper
+    computes what the model's head does, adapters on or off (``check_heads`` measures it); it
+    took the full logits, a [tokens x vocab] tensor the chunks are there to avoid."""
+    inner = getattr(head, "original_module", None)
+    inner = getattr(head, "base_layer", None) if inner is None else inner
+    return isinstance(head, torch.nn.Linear) or isinstance(inner, torch.nn.Linear)
 
 
 def _head_logprobs(

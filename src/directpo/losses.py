@@ -36,6 +36,10 @@ class PairLogps:
     chosen_tokens: torch.Tensor
     rejected_tokens: torch.Tensor
     rejected_log1m: torch.Tensor | None = None  # Σ_t log(1 − p(y_l,t)), for unlikelihood
+    # LD-DPO: chosen / rejected are weighted sums (ld_alpha); these are the plain Σ_t log p_t,
+    # which the per-token means (sft's NLL, simpo, orpo) take, as TRL's NLL. None: unweighted
+    chosen_plain: torch.Tensor | None = None
+    rejected_plain: torch.Tensor | None = None
     # f-DPO: f'(π/π_ref) in place of the log-ratio (``f_divergence``); None: the log-ratio
     chosen_score: torch.Tensor | None = None
     rejected_score: torch.Tensor | None = None
@@ -65,11 +69,14 @@ class PairLogps:
 
     @property
     def chosen_mean(self) -> torch.Tensor:
-        return self.chosen / self.chosen_tokens.clamp(min=1)
+        """π̄_w: the mean log-prob of every chosen token (LD-DPO's weights left out)."""
+        plain = self.chosen if self.chosen_plain is None else self.chosen_plain
+        return plain / self.chosen_tokens.clamp(min=1)
 
     @property
     def rejected_mean(self) -> torch.Tensor:
-        return self.rejected / self.rejected_tokens.clamp(min=1)
+        plain = self.rejected if self.rejected_plain is None else self.rejected_plain
+        return plain / self.rejected_tokens.clamp(min=1)
 
 
 def _smoothed_logistic(z: torch.Tensor, label_smoothing: float) -> torch.Tensor:

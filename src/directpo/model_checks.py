@@ -293,9 +293,42 @@ def choose_layout(
 
     Models running ``directpo_varlen`` are checked with varlen segments, models running
     FlexAttention with the collator's blocks (rows then padded to whole blocks); if one of them
-    differs, every model goes back to SDPA and the dense-mask rendering of the layout is
-    checked instead.
+    differs, every model goes back to SDPA (eager where SDPA cannot run: ``dense_attention``)
+    and the dense-mask rendering of the layout is checked instead; plain rows never run
+    ``directpo_varlen`` either.
     """
+    chosen = _checked_layout(layout, models, echo, samples, runners, longest)
+    if not chosen.varlen:  # plain rows: varlen's own kernel has no segments to run
+        for model in models:
+            if attention_implementation(model) == VARLEN:
+                dense_attention(model)
+    return chosen
+
+
+def dense_attention(model: torch.nn.Module) -> str:
+    """Set ``model`` to the kernel a dense mask (or plain rows) runs with, and return its name:
+    SDPA, or eager for a model transformers cannot run through SDPA (Gemma 2, whose attention
+    logits are soft-capped), as transformers itself chooses by default. (Setting SDPA there
+    was a ValueError's traceback at start.)"""
+    inner = unwrap_peft(model)
+    try:
+        inner.set_attn_implementation("sdpa")
+    except ValueError:
+        inner.set_attn_implementation("eager")
+        return "eager"
+    return "sdpa"
+
+
+def _checked_layout(
+    layout: Layout,
+    models: Sequence[torch.nn.Module],
+    echo: Callable[[str], None],
+    samples: Sequence[TokenizedPair],
+    runners: Sequence[torch.nn.Module | None],
+    longest: int | None,
+) -> Layout:
+    """``choose_layout``'s checks, the attention kernel of a varlen or flex model replaced
+    where its rendering differs."""
     if layout.is_plain:
         return layout
     for model in models:
@@ -346,9 +379,8 @@ def choose_layout(
         reason = next((r for r in reasons if r is not None), None)
         if reason is None:
             return candidate
-        echo(f"attention: {special} off ({reason}); using SDPA with a dense mask")
-        for model in models:
-            unwrap_peft(model).set_attn_implementation("sdpa")
+        kernels = sorted({dense_attention(model) for model in models})
+        echo(f"attention: {special} off ({reason}); using {' / '.join(kernels)} with a dense mask")
     for model, run in checked:
         reason = check_layout(model, layout, samples, run)
         if reason is not None:

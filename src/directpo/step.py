@@ -135,8 +135,8 @@ def batch_logps(
             outputs = model_logprobs(
                 policy, batch, chunk_tokens, ld_alpha, use_weighting, diagnostics
             )
-    policy_logps, token_counts, log1m, aligned, token_stats = outputs[:5]
-    router_aux = outputs[5] if len(outputs) > 5 else None  # a MoE policy's balancing loss
+    policy_logps, token_counts, log1m, aligned, token_stats, plain = outputs[:6]
+    router_aux = outputs[6] if len(outputs) > 6 else None  # a MoE policy's balancing loss
     reference_logps = reference.logprobs(batch) if reference is not None else None
     weights = wpo_weight(aligned, token_counts) if use_weighting else None
     return PairLogps(
@@ -147,6 +147,8 @@ def batch_logps(
         chosen_tokens=token_counts[:n],
         rejected_tokens=token_counts[n:],
         rejected_log1m=log1m[n:],
+        chosen_plain=None if plain is policy_logps else plain[:n],
+        rejected_plain=None if plain is policy_logps else plain[n:],
         chosen_weight=None if weights is None else weights[:n],
         rejected_weight=None if weights is None else weights[n:],
         router_aux_loss=router_aux,
