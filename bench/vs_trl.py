@@ -41,6 +41,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+# this checkout's directpo, in the parent and in each worker (its own process): an installed
+# directpo of another checkout would otherwise be what the workers measure
+sys.path.insert(0, str(ROOT / "src"))
 WORDS = [
     "the",
     "film",
@@ -80,6 +83,9 @@ SETS = {"long-prompt": (96, 32), "short-prompt": (16, 48)}  # words: prompt, com
 SETS["image-prompt"] = (8, 32)  # for tiny-vlm: a 256-token image + a short question
 # the GPU plan's sets: ~1.6k-token (long-prompt, 3:1) and ~1.3k-token (short-prompt) sequences
 GPU_SETS = {"long-prompt": (300, 100), "short-prompt": (60, 240)}
+# both frameworks' max_length: no pair may reach it, since each truncates in its own way (directpo
+# the prompt from the left, TRL the whole sequence from the right): that would compare other data
+MAX_LENGTH = 4096
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
@@ -133,15 +139,26 @@ class RunSpec:
     options: dict[str, Any]  # directpo options / TRL DPOConfig fields
 
 
-def peak_memory_mb() -> float:
+def peak_memory_mb(own_process: bool) -> float | None:
+    """Peak memory of the run: CUDA's allocator peak (reset before each run), or on the CPU the
+    process's peak RSS, which is the run's own only in a process of its own (the cpu plan's
+    workers): in the gpu plan's one process it would be the largest of every run so far."""
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
+    if not own_process:
+        return None
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def run(spec: RunSpec) -> dict[str, Any]:
+def memory_kind() -> str:
+    import torch
+
+    return "allocated" if torch.cuda.is_available() else "RSS"
+
+
+def run(spec: RunSpec, own_process: bool = True) -> dict[str, Any]:
     """Train ``spec`` and return its timing (post-warmup step seconds) and peak memory."""
     import torch
 
@@ -156,7 +173,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
         learning_rate=1e-5,
         beta=0.1,
         gradient_checkpointing=spec.gradient_checkpointing,
-        max_length=4096,  # no truncation: both frameworks see whole sequences
+        max_length=MAX_LENGTH,  # no truncation (check_lengths): both see whole sequences
     )
     if spec.framework == "directpo":
         step_seconds, extra = _run_directpo(spec, common, cuda)
@@ -169,7 +186,8 @@ def run(spec: RunSpec) -> dict[str, Any]:
         "step_seconds": step_seconds,
         "seconds_per_step": statistics.median(measured),
         "pairs_per_second": spec.batch / statistics.median(measured),
-        "memory_mb": peak_memory_mb(),
+        "memory_mb": peak_memory_mb(own_process),
+        "memory": memory_kind(),
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         **extra,
     }
@@ -182,6 +200,12 @@ def _run_directpo(spec: RunSpec, common: dict, cuda: bool) -> tuple[list[float],
 
     # the bench measures training, not writing a multi-GB folder at the end
     directpo.finish.save_final_model = lambda *args, **kwargs: args[1]
+    options = dict(spec.options)
+    # the bench logs every step (its step times are the logged pairs/s), so directpo computes
+    # TRL's per-token statistics on every step, as TRL does; off: as on a step that does not log
+    stats = options.pop(STATS, True)
+    step = trainer.train_step
+    trainer.train_step = lambda run, index, measure=False: step(run, index, measure and stats)
     config = DPOConfig(
         model_name_or_path=spec.model,
         train_file=spec.data,
@@ -191,11 +215,13 @@ def _run_directpo(spec: RunSpec, common: dict, cuda: bool) -> tuple[list[float],
         logging_steps=1,
         save_steps=0,
         dtype="bfloat16" if cuda else "float32",
-        max_prompt_length=3072,
-        **{**common, **spec.options},
+        **{**common, **options},
     )
     lines: list[str] = []
-    result = trainer.train(config, echo=lines.append)
+    try:
+        result = trainer.train(config, echo=lines.append)
+    finally:
+        trainer.train_step = step
     rows = [r for r in result.metrics if "loss" in r]
     notices = [line for line in lines if "off" in line or "warning" in line]
     del result
@@ -278,11 +304,20 @@ def pair_lengths(model: str, data: str) -> list[tuple[int, int, int]]:
     tokenized = tokenize_preferences(
         load_preferences(data, Columns("prompt", "chosen", "rejected")),
         load_tokenizer(model) if processor is None else processor.tokenizer,
-        4096,
-        3072,
+        None,  # whole: check_lengths compares them with MAX_LENGTH
         processor=processor,
     )
     return [(len(p.prompt_ids), len(p.chosen_ids), len(p.rejected_ids)) for p in tokenized.pairs]
+
+
+def check_lengths(lengths: list[tuple[int, int, int]], where: str) -> None:
+    """Stop when a pair's longer sequence would be truncated (``--scale`` too large)."""
+    longest = max(p + max(c, r) for p, c, r in lengths)
+    if longest > MAX_LENGTH:
+        sys.exit(
+            f"{where}: a pair of {longest} tokens is over max_length {MAX_LENGTH}, which "
+            "directpo and TRL truncate differently (an unequal comparison): use a smaller --scale"
+        )
 
 
 def training_flops(model: str, lengths: list[tuple[int, int, int]]) -> dict[str, float]:
@@ -390,7 +425,9 @@ def cpu_plan(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
                 data, prompt_words, completion_words, args.batch * args.steps, 0,
                 image_token="<image>" if model_name == "tiny-vlm" else None,
             )  # fmt: skip
-            flops = training_flops(str(model), pair_lengths(str(model), str(data)))
+            lengths = pair_lengths(str(model), str(data))
+            check_lengths(lengths, f"{model_name}/{set_name}")
+            flops = training_flops(str(model), lengths)
             for framework in ("directpo", "trl"):
                 spec = RunSpec(
                     framework, f"{framework} defaults", str(model), str(data),
@@ -415,13 +452,17 @@ def cpu_plan(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     return results
 
 
+STATS = "per-token stats"  # a bench option, not directpo's: compute them on every step or none
 MAIN_RUNS = [  # (framework, name, gradient checkpointing, options), per model and data set
     ("directpo", "directpo defaults", False, {}),
     ("directpo", "directpo compile", False, {"torch_compile": True}),
     ("trl", "trl defaults", True, {}),
     ("trl", "trl tuned", False, {"padding_free": True}),  # TRL 1.16 turns padding_free off
 ]
-ABLATIONS = [  # on the first model and data set, after the main runs
+ABLATIONS = [  # on the first model and data set, after its main runs; by value
+    # a step that does not log: TRL's per-token statistics (four passes over the completion
+    # logits) left out, as on every step but the logging ones of a real run
+    ("directpo", "directpo no per-token stats", False, {STATS: False}),
     ("directpo", "directpo checkpointing", True, {}),
     ("directpo", "directpo flex_attention", False, {"attn_implementation": "flex_attention"}),
     ("directpo", "directpo liger", False, {"use_liger_kernel": True}),
@@ -434,30 +475,62 @@ ABLATIONS = [  # on the first model and data set, after the main runs
 ]
 
 
+def plan_order(
+    cases: list[tuple[str, str]], ablations: bool, runs: str
+) -> list[tuple[tuple[str, str], tuple]]:
+    """(case, run) in order of value: the first case's main runs, then its ablations (what no
+    earlier GPU call measured comes first there), then the other cases' main runs."""
+    first = [(cases[0], run) for run in MAIN_RUNS]
+    first += [(cases[0], run) for run in ABLATIONS if ablations]
+    plan = first + [(case, run) for case in cases[1:] for run in MAIN_RUNS]
+    if runs:  # only the named runs, e.g. --runs "directpo lora r16,directpo qlora 4-bit r16"
+        plan = [(case, run) for case, run in plan if run[1] in runs.split(",")]
+    return plan
+
+
+def missing_package(options: dict[str, Any]) -> str | None:
+    """The package a run's options need that is not installed (said and skipped, not failed)."""
+    import importlib.util
+
+    needs = {"load_in_4bit": "bitsandbytes", "use_liger_kernel": "liger_kernel"}
+    for option, package in needs.items():
+        if options.get(option) and importlib.util.find_spec(package) is None:
+            return package
+    return None
+
+
 def gpu_plan(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
-    """Every run in this process, most important first, within ``--budget`` seconds."""
+    """Every run in this process, most important first, within ``--budget`` seconds; a model
+    and its data are built when its first run starts (none for runs the budget skips)."""
     import torch
 
     start = time.perf_counter()
-    cases = []  # (model name, model folder, set name, data, lengths, flops)
-    for model_name in args.models.split(","):
-        model = build_model(model_name, work)
-        for set_name in args.sets.split(","):
+    cases = [(m, d) for m in args.models.split(",") for d in args.sets.split(",")]
+    built: dict[tuple[str, str], tuple[Path, Path, list]] = {}
+    models: dict[str, Path] = {}
+    results: list[dict[str, Any]] = []
+    for (model_name, set_name), (framework, name, ckpt, options) in plan_order(
+        cases, bool(args.ablations), args.runs
+    ):
+        if time.perf_counter() - start > args.budget:
+            print(f"skipped {model_name}/{set_name}/{name}: time budget", flush=True)
+            continue
+        package = missing_package(options)
+        if package:
+            print(f"skipped {model_name}/{set_name}/{name}: {package} is not installed", flush=True)
+            continue
+        if (model_name, set_name) not in built:
+            if model_name not in models:
+                models[model_name] = build_model(model_name, work)
+            model = models[model_name]
             words = GPU_SETS[set_name]
             data = work / f"{model_name}-{set_name}.jsonl"
             pairs = args.batch * args.steps
             make_data(data, int(words[0] * args.scale), int(words[1] * args.scale), pairs, 0)
             lengths = pair_lengths(str(model), str(data))
-            cases.append((model_name, model, set_name, data, lengths))
-    plan = [(case, run) for case in cases for run in MAIN_RUNS]
-    plan += [(cases[0], run) for run in ABLATIONS if args.ablations]
-    if args.runs:  # only the named runs, e.g. --runs "directpo lora r16,directpo qlora 4-bit r16"
-        plan = [(case, run) for case, run in plan if run[1] in args.runs.split(",")]
-    results: list[dict[str, Any]] = []
-    for (model_name, model, set_name, data, lengths), (framework, name, ckpt, options) in plan:
-        if time.perf_counter() - start > args.budget:
-            print(f"skipped {model_name}/{set_name}/{name}: time budget", flush=True)
-            continue
+            check_lengths(lengths, f"{model_name}/{set_name}")
+            built[model_name, set_name] = (model, data, lengths)
+        model, data, lengths = built[model_name, set_name]
         spec = RunSpec(
             framework, name, str(model), str(data),
             str(work / f"{framework}-{model_name}-{set_name}"), args.steps, args.batch,
@@ -468,7 +541,7 @@ def gpu_plan(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
         # layers run uncompiled (dynamo warned so before run 4's 1.5B "compile" rows)
         torch._dynamo.reset()
         try:
-            result = run(spec)
+            result = run(spec, own_process=False)
         except Exception as exc:  # report and go on: one failure must not lose the rest
             result = {"name": name, "framework": framework, "error": repr(exc)[:400]}
         results.append(
@@ -489,17 +562,25 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
         return
     print(
         f"{result['model']}/{result['data']}/{result['name']}: "
-        f"{result['pairs_per_second']:.2f} pairs/s, peak {result['memory_mb']:.0f} MB, "
+        f"{result['pairs_per_second']:.2f} pairs/s, peak {_mb(result)}, "
         f"steps {[round(s, 3) for s in result['step_seconds']]}"
         + (f" notices {result['notices']}" if result.get("notices") else ""),
         flush=True,
     )
 
 
+def _mb(result: dict[str, Any]) -> str:
+    """The peak as measured and what it is, or why it is not there."""
+    if result.get("memory_mb") is None:
+        return "memory n/a (one process for every run: no per-run peak RSS on a CPU)"
+    return f"{result['memory_mb']:.0f} MB {result.get('memory', '')}".rstrip()
+
+
 def table(results: list[dict[str, Any]]) -> None:
     """Per model and set: each run's pairs/s, memory and MFU, with ratios to TRL's defaults."""
     print()
-    print("| model | data | run | pairs/s | vs TRL defaults | vs TRL tuned | peak MB | "
+    kind = next((r.get("memory") for r in results if "error" not in r), "")
+    print(f"| model | data | run | pairs/s | vs TRL defaults | vs TRL tuned | peak MB {kind} | "
           "vs TRL defaults | hardware MFU | TRL-equivalent MFU |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -520,21 +601,68 @@ def table(results: list[dict[str, Any]]) -> None:
             )
 
             def ratio(other: dict | None, key: str, row: dict = r) -> str:
-                return f"{row[key] / other[key]:.2f}x" if other else "n/a"
+                if not other or row[key] is None or other[key] is None:
+                    return "n/a"
+                return f"{row[key] / other[key]:.2f}x"
+
+            memory = "n/a" if r["memory_mb"] is None else f"{r['memory_mb']:.0f}"
 
             print(
                 f"| {model} | {data} | {r['name']} | {r['pairs_per_second']:.2f} | "
                 f"{ratio(trl_default, 'pairs_per_second')} | "
-                f"{ratio(trl_tuned, 'pairs_per_second')} | {r['memory_mb']:.0f} | "
+                f"{ratio(trl_tuned, 'pairs_per_second')} | {memory} | "
                 f"{ratio(trl_default, 'memory_mb')} | {hardware} | {equivalent} |"
             )
 
 
+MODELS = ("tiny", "tiny-vlm", "smollm2", *QWEN_SHAPES)
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options, before any model is built (bench/gpu.sh runs this first:
+    a misspelt run name would otherwise measure nothing, after minutes of GPU time)."""
+    gpu = args.plan == "gpu"
+    sets = GPU_SETS if gpu else SETS
+    for option, given, known in (
+        ("--models", args.models, MODELS),
+        ("--sets", args.sets, sets),
+        ("--runs", args.runs, [run[1] for run in MAIN_RUNS + ABLATIONS]),
+    ):
+        unknown = [name for name in given.split(",") if given and name not in known]
+        if unknown:
+            return f"{option}: unknown {unknown}; known: {', '.join(known)}"
+    if args.runs and not gpu:
+        return "--runs is for --plan gpu (the cpu plan runs directpo and TRL at their defaults)"
+    if gpu and (args.directpo_options or args.gradient_checkpointing is not None):
+        return (
+            "--directpo_options / --gradient_checkpointing are for --plan cpu; the gpu plan's "
+            "runs set their own (MAIN_RUNS, ABLATIONS)"
+        )
+    if args.steps <= args.warmup:
+        return f"--steps {args.steps} must exceed --warmup {args.warmup}: no step would be timed"
+    if args.directpo_options:
+        try:
+            options = json.loads(args.directpo_options)
+        except json.JSONDecodeError as exc:
+            return f"--directpo_options is not JSON: {exc}"
+        if not isinstance(options, dict):
+            return "--directpo_options must be a JSON object, e.g. '{\"prefix_sharing\": false}'"
+    return None
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     parser.add_argument("--plan", default="cpu", choices=("cpu", "gpu"))
-    parser.add_argument("--models", default="tiny,smollm2")
-    parser.add_argument("--sets", default="long-prompt,short-prompt")
+    parser.add_argument("--models", default="tiny,smollm2", help=f"of {', '.join(MODELS)}")
+    parser.add_argument(
+        "--sets",
+        default="long-prompt,short-prompt",
+        help=f"of {', '.join(SETS)} (gpu: the first two)",
+    )
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=1, help="first steps not timed")
     parser.add_argument("--batch", type=int, default=4)
@@ -546,9 +674,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--gradient_checkpointing",
-        default="true",
         choices=("true", "false"),
-        help="cpu plan: the same for both (TRL's default is true)",
+        help="cpu plan: the same for both (default true, TRL's default)",
     )
     parser.add_argument(
         "--directpo_options",
@@ -556,12 +683,18 @@ def main() -> None:
         help="cpu plan: JSON of directpo options, e.g. '{\"prefix_sharing\": false}'",
     )
     parser.add_argument("--runs", default="", help="gpu plan: only these run names (comma list)")
+    parser.add_argument("--check", action="store_true", help="check the options, run nothing")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print("RESULT " + json.dumps(run(RunSpec(**json.loads(args.worker)))), flush=True)
         return
-    sys.path.insert(0, str(ROOT / "src"))
+    problem = check_args(args)
+    if problem:
+        parser.error(problem)
+    if args.check:
+        return
+    args.gradient_checkpointing = args.gradient_checkpointing or "true"
     print(
         "precision: directpo dtype bfloat16 (bf16 compute copy, float32 masters) vs TRL float32 "
         "model + bf16=True (autocast) on CUDA; float32 for both on CPU",
