@@ -14,7 +14,7 @@ directpo does) against rank 0 reading the whole file and scattering it
 
     python bench/fsdp_memory.py                     # 1, 2, 4 processes (~10 min on 2 cores)
     python bench/fsdp_memory.py --worlds 1 2 --loading
-    python bench/fsdp_memory.py --device cuda       # on a GPU machine (bench/gpu.sh --fsdp-memory)
+    python bench/fsdp_memory.py --device cuda       # a GPU machine: FSDP_MEMORY=1 bench/gpu.sh
 
 The model folder is cached in ``--work`` (default /tmp/directpo-fsdp-memory).
 """

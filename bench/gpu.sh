@@ -15,41 +15,91 @@
 #      cost of eval_dtype auto's float32 evaluation and eval_generate's float32 KL (~2 min).
 #   bash bench/gpu.sh [vs_trl.py options]     # e.g. --models qwen2.5-0.5b-random --runs ...
 # The whole script keeps within TOTAL seconds (default 540, under the device tool's 600 s per
-# call): each part's timeout is cut to what is left, the benchmark gets what the parts after it
-# do not need. Parts 3 and 4's compile check were measured in runs 4-5 (docs/performance.md) and
+# call), counted from its start (installing the wheels included): each part's timeout is cut to
+# what is left, the benchmark's --budget and timeout leave the precision check its share. The
+# benchmark's options are checked before anything runs (a typo exits 2 at once, not after the
+# smoke). Ends with one line per part (ok / FAILED rc / timed out / skipped) and exits 1 when a
+# part failed or timed out.
+#   DRY_RUN=1 bash bench/gpu.sh [...]   # no GPU: each part prints its limit and command and
+#     takes DRY_SECONDS (default: its whole limit, the worst case) on a virtual clock; DRY_FAIL=
+#     NAME / DRY_TIMEOUT=NAME make that part fail / time out (tests/test_bench.py). Parts 3 and 4's compile check were measured in runs 4-5 (docs/performance.md) and
 # are off unless FSDP_MEMORY=1 / COMPILE_CHECK=1.
 # Results go to $OUT (the device tool's folder) or /tmp/directpo-gpu: smoke.txt, bench.jsonl,
 # bench.txt. Missing packages (trl, datasets, liger-kernel, ...) travel as wheels in .whl/, filled
 # by bench/gpu_wheels.sh (carry: [".whl"]).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+deadline=${TOTAL:-540}  # SECONDS counts from the script's start: setup is inside TOTAL
+dry=${DRY_RUN:-0}
 OUT=${OUT:-/tmp/directpo-gpu}
 mkdir -p "$OUT"
+# the wheels of .whl/ go to /tmp/site, after src/: they never shadow directpo
+export PYTHONPATH=$PWD/src:$PWD/tests:/tmp/site:${PYTHONPATH:-}
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+bench_args=(--plan gpu --models qwen2.5-0.5b-random,qwen2.5-1.5b-random --steps 8 --warmup 3
+  --batch 4 "$@")
+# a typo in the benchmark's options would otherwise stop it after the smoke had used its minutes
+python3 bench/vs_trl.py "${bench_args[@]}" --check || exit 2
 if compgen -G ".whl/*.whl" >/dev/null; then
   wheels=$(ls .whl/*.whl | grep -v pyarrow)
   # pyarrow only where the machine's is older than datasets needs
   if ! python3 -c "import sys, pyarrow; sys.exit(int(pyarrow.__version__.split('.')[0]) < 24)" 2>/dev/null; then
     wheels="$wheels $(ls .whl/pyarrow-*.whl 2>/dev/null)"
   fi
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site $wheels
-  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+  if [[ $dry == 1 ]]; then
+    echo "dry run: would install" $wheels
+  elif ! python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site $wheels; then
+    echo "gpu.sh: installing .whl/ failed (above); TRL's rows will fail" >&2
+  fi
 fi
-export PYTHONPATH=$PWD/src:$PWD/tests:${PYTHONPATH:-}
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/versions.txt"
-python3 -c "import torch, transformers, trl, datasets, peft; print('torch', torch.__version__,
+if [[ $dry == 1 ]]; then
+  echo "dry run, no GPU" | tee "$OUT/versions.txt"
+else
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/versions.txt"
+  python3 -c "import torch, transformers, trl, datasets, peft; print('torch', torch.__version__,
 'transformers', transformers.__version__, 'trl', trl.__version__, 'datasets',
 datasets.__version__, 'peft', peft.__version__)" 2>&1 | tee -a "$OUT/versions.txt"
+fi
 date -u | tee -a "$OUT/versions.txt"
-deadline=$((SECONDS + ${TOTAL:-540}))
+slept=0  # a dry run's virtual seconds
+now() { echo $((SECONDS + slept)); }
 # seconds a part may take: its own limit, or what is left before the deadline minus $2 (kept for
 # the parts after it), whichever is less; 0 when nothing is left
-allowed() { local left=$((deadline - SECONDS - ${2:-0})); ((left < $1)) && echo $((left > 0 ? left : 0)) || echo "$1"; }
+allowed() {
+  local left=$((deadline - $(now) - ${2:-0}))
+  ((left < $1)) && echo $((left > 0 ? left : 0)) || echo "$1"
+}
+noise="it/s\]|examples/s\]|Loading weights|Writing model"
+summary=() failed=0
 part() {  # part LIMIT KEEP NAME COMMAND...: runs COMMAND under its share of the time, to $OUT/NAME.txt
-  local limit keep=$2 name=$3; limit=$(allowed "$1" "$keep"); shift 3
-  if ((limit < 20)); then echo "skipped $name: time budget" | tee "$OUT/$name.txt"; return; fi
-  timeout "$limit" "$@" 2>&1 | grep -vE "it/s\]|Loading weights|Writing model" | tee "$OUT/$name.txt"
+  local limit keep=$2 name=$3 rc took; limit=$(allowed "$1" "$keep"); shift 3
+  if ((limit < 20)); then
+    echo "skipped $name: time budget" | tee "$OUT/$name.txt"
+    summary+=("$name: skipped (time budget)")
+    return
+  fi
+  if [[ $dry == 1 ]]; then
+    took=${DRY_SECONDS:-$limit}
+    ((took > limit)) && took=$limit
+    echo "dry run: $name, limit ${limit} s, takes ${took} s: $*" | tee "$OUT/$name.txt"
+    slept=$((slept + took))
+    rc=0
+    [[ ",${DRY_FAIL:-}," == *",$name,"* ]] && rc=1
+    [[ ",${DRY_TIMEOUT:-}," == *",$name,"* ]] && rc=124
+  else
+    timeout "$limit" "$@" 2>&1 | grep --line-buffered -vE "$noise" | tee "$OUT/$name.txt"
+    rc=${PIPESTATUS[0]}
+  fi
+  if ((rc == 124)); then
+    summary+=("$name: timed out after $limit s")
+    failed=1
+  elif ((rc != 0)); then
+    summary+=("$name: FAILED (exit $rc)")
+    failed=1
+  else
+    summary+=("$name: ok")
+  fi
 }
 if [[ "${SMOKE:-1}" == 1 ]]; then  # SMOKE=0 skips the correctness checks (a rerun)
   part 120 360 smoke python3 bench/gpu_smoke.py
@@ -64,14 +114,19 @@ if [[ "${FSDP_MEMORY:-0}" == 1 ]]; then  # host memory of a meta-loaded FSDP2 ru
   part 240 300 fsdp_memory python3 bench/fsdp_memory.py --device cuda --worlds 1 \
     --out "$OUT/fsdp_memory.jsonl"
 fi
-# the precision check after the benchmark keeps its 150 s; the benchmark stops starting runs once
-# its budget is spent, so it is given 60 s less than it could run
+# the precision check after the benchmark keeps its 150 s. The benchmark stops starting runs once
+# its budget is spent, so it is given 60 s less than it may run: its timeout (budget + 60) ends a
+# run still going then, the rows before it kept in bench.jsonl
 precision_keep=$([[ "${PRECISION_CHECK:-1}" == 1 ]] && echo 150 || echo 0)
 bench_budget=$(allowed "${BUDGET:-300}" $((precision_keep + 60)))
-python3 bench/vs_trl.py --plan gpu --models qwen2.5-0.5b-random,qwen2.5-1.5b-random \
-  --steps 8 --warmup 3 --batch 4 --budget "$bench_budget" --out "$OUT/bench.jsonl" "$@" 2>&1 \
-  | grep -vE "it/s\]|examples/s\]|Loading weights|Writing model|warn|^\{.loss|^step |^ *$" | tee "$OUT/bench.txt"
+noise="$noise|warn|^\{.loss|^step |^ *$"
+# (a budget under 20 s would build the models and start no run: skipped)
+part $((bench_budget < 20 ? 0 : bench_budget + 60)) "$precision_keep" bench python3 bench/vs_trl.py "${bench_args[@]}" \
+  --budget "$bench_budget" --out "$OUT/bench.jsonl"
+noise="it/s\]|examples/s\]|Loading weights|Writing model"
 if [[ "${PRECISION_CHECK:-1}" == 1 ]]; then  # after the benchmark: a timeout here loses nothing else
   part 180 0 precision python3 bench/gpu_smoke.py precision
 fi
-echo "gpu.sh: $SECONDS s of ${TOTAL:-540}"
+printf 'gpu.sh: %s\n' "${summary[@]}"
+echo "gpu.sh: $(now) s of $deadline"
+exit "$failed"
