@@ -36,6 +36,13 @@ mkdir -p "$OUT"
 # the wheels of .whl/ go to /tmp/site, after src/: they never shadow directpo
 export PYTHONPATH=$PWD/src:$PWD/tests:/tmp/site:${PYTHONPATH:-}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+for arg in "$@"; do  # these two are gpu.sh's: a given one would be overridden, or break TOTAL
+  case $arg in --budget* | --out*)
+    echo "gpu.sh: not $arg: set BUDGET=N (cut to what TOTAL leaves); results go to \$OUT" >&2
+    exit 2
+    ;;
+  esac
+done
 bench_args=(--plan gpu --models qwen2.5-0.5b-random,qwen2.5-1.5b-random --steps 8 --warmup 3
   --batch 4 "$@")
 # a typo in the benchmark's options would otherwise stop it after the smoke had used its minutes

@@ -54,7 +54,7 @@ def _budget(stdout: str) -> int:
 
 
 def _near(a: int, b: int) -> bool:
-    return abs(a - b) <= 2  # the real seconds the dry run itself takes
+    return abs(a - b) <= 10  # the real seconds the dry run itself takes (a loaded machine)
 
 
 def test_the_default_run_fits_total_when_every_part_takes_its_whole_limit(tmp_path: Path) -> None:
@@ -201,3 +201,12 @@ def test_a_misspelt_smoke_group_stops_at_once() -> None:
     )
     assert done.returncode == 2
     assert "usage: gpu_smoke.py [features | compile | precision | offload]" in done.stdout
+
+
+def test_the_benchmarks_budget_and_out_are_gpu_shs_own(tmp_path: Path) -> None:
+    """A --budget given after gpu.sh's own was silently overridden by it."""
+    done = _dry_run(tmp_path, "--budget", "400")
+    assert done.returncode == 2
+    assert "set BUDGET=N" in done.stderr
+    done = _dry_run(tmp_path, BUDGET="50")
+    assert _near(_budget(done.stdout), 50)
