@@ -26,6 +26,8 @@
    activation_offloading on a Qwen2.5-0.5B-shaped random model in bf16, one batch: peak GPU
    memory and step time with and without it, and their ratio (< 60 s). Without CUDA it is a
    dry run on a tiny model (nothing moves on a CPU).
+Without CUDA, ``features``, ``offload`` and ``precision`` run as CPU dry runs (tiny models, no
+tf32, no QLoRA): the script's own paths checked before a lent GPU runs them.
 Prints one line per check and a final verdict.
 """
 
@@ -562,7 +564,8 @@ def main() -> None:
     }
     root = Path(tempfile.mkdtemp())
     data = write_jsonl(root / "pairs.jsonl", SENTIMENT_PAIRS)
-    if sys.argv[1:] in (["offload"], ["precision"]) and not torch.cuda.is_available():
+    dry_runs = (["features"], ["offload"], ["precision"])  # groups whose code runs on a CPU
+    if sys.argv[1:] in dry_runs and not torch.cuda.is_available():
         groups[sys.argv[1]](root, data)  # its CPU dry run: the script's paths, tiny models
         print("GPU smoke (CPU dry run):", "all OK" if not failures else "FAILED", flush=True)
         sys.exit(1 if failures else 0)
