@@ -412,6 +412,16 @@ def build_model(name: str, work: Path) -> Path:
 # -- plans ------------------------------------------------------------------------------------
 
 
+def cpu_run_name(framework: str, options: dict[str, Any]) -> str:
+    """The row's name: a run given --directpo_options is not "directpo defaults" (its rows
+    were named so, in the table and --out, whatever the options)."""
+    if not options:
+        return f"{framework} defaults"
+    return f"{framework} " + ", ".join(
+        f"{key}: {json.dumps(value)}" for key, value in options.items()
+    )
+
+
 def cpu_plan(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     """Each (framework, model, set) in a subprocess: peak RSS is per run."""
     results = []
@@ -429,11 +439,13 @@ def cpu_plan(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
             check_lengths(lengths, f"{model_name}/{set_name}")
             flops = training_flops(str(model), lengths)
             for framework in ("directpo", "trl"):
+                options = (
+                    json.loads(args.directpo_options or "{}") if framework == "directpo" else {}
+                )
                 spec = RunSpec(
-                    framework, f"{framework} defaults", str(model), str(data),
+                    framework, cpu_run_name(framework, options), str(model), str(data),
                     str(work / f"{framework}-{model_name}-{set_name}"), args.steps, args.batch,
-                    args.warmup, args.gradient_checkpointing == "true",
-                    json.loads(args.directpo_options or "{}") if framework == "directpo" else {},
+                    args.warmup, args.gradient_checkpointing == "true", options,
                 )  # fmt: skip
                 done = subprocess.run(
                     [sys.executable, __file__, "--worker", json.dumps(vars(spec))],

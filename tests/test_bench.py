@@ -210,3 +210,10 @@ def test_the_benchmarks_budget_and_out_are_gpu_shs_own(tmp_path: Path) -> None:
     assert "set BUDGET=N" in done.stderr
     done = _dry_run(tmp_path, BUDGET="50")
     assert _near(_budget(done.stdout), 50)
+
+
+def test_a_cpu_run_with_directpo_options_is_named_by_them() -> None:
+    vs_trl = _bench("vs_trl")
+    assert vs_trl.cpu_run_name("trl", {}) == "trl defaults"
+    named = vs_trl.cpu_run_name("directpo", {"prefix_sharing": False, "padding_free": False})
+    assert named == "directpo prefix_sharing: false, padding_free: false"
