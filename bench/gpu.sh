@@ -80,9 +80,12 @@ allowed() {
 noise="it/s\]|examples/s\]|Loading weights|Writing model"
 summary=() failed=0
 part() {  # part LIMIT KEEP NAME COMMAND...: runs COMMAND under its share of the time, to $OUT/NAME.txt
-  local limit keep=$2 name=$3 rc took; limit=$(allowed "$1" "$keep"); shift 3
-  if ((limit < 20)); then
-    echo "skipped $name: time budget" | tee "$OUT/$name.txt"
+  local own=$1 limit keep=$2 name=$3 rc took; limit=$(allowed "$1" "$keep"); shift 3
+  # under a third of its own limit a part would be cut before its first results (COMPILE_CHECK=1
+  # at the default TOTAL got 30 s of its 150): skipped, its seconds left to the parts after it
+  if ((limit < 20 || limit * 3 < own)); then
+    echo "skipped $name: time budget (${limit} s of its $own; raise TOTAL or turn a part off)" \
+      | tee "$OUT/$name.txt"
     summary+=("$name: skipped (time budget)")
     return
   fi
