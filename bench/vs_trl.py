@@ -14,13 +14,17 @@ default; directpo: ``dtype: bfloat16``, a bf16 compute copy over float32 masters
 ``--plan cpu`` (default): each (framework, model, data set) runs in its own subprocess, so peak
 RSS is its own; directpo and TRL at their defaults, gradient checkpointing as ``--gradient_
 checkpointing`` says for both. ``--plan gpu``: every run in this process (peak GPU memory is
-reset between runs), in order of importance until ``--budget`` seconds are spent, per model and
-data set: directpo at its defaults, TRL at its defaults (gradient checkpointing on), TRL tuned
-(checkpointing off; TRL 1.16's ``padding_free`` is disabled upstream), then directpo ablations
-on the first model. Step times exclude the first ``--warmup`` steps (compilation, allocator
-warm-up). Prints pairs/s, peak memory, hardware MFU (FLOPs executed, recomputation excluded,
-over 989 TFLOP/s) and TRL-equivalent MFU (the FLOPs TRL needs for the same pairs), and the
-directpo/TRL ratios, all from this run; ``--out`` also writes them as JSON lines.
+reset between runs; on a CPU no per-run peak RSS there: n/a), in order of importance until
+``--budget`` seconds are spent: per model and data set, directpo at its defaults and compiled,
+TRL at its defaults (gradient checkpointing on), TRL tuned (checkpointing off; TRL 1.16's
+``padding_free`` is disabled upstream); the first model and data set's ablations come right
+after its main runs (first: "directpo no per-token stats", what TRL's per-token statistics cost
+directpo's logging steps), before the other models'. Step times exclude the first ``--warmup``
+steps (compilation, allocator warm-up). Prints pairs/s, peak memory, hardware MFU (FLOPs
+executed, recomputation excluded, over 989 TFLOP/s) and TRL-equivalent MFU (the FLOPs TRL needs
+for the same pairs), and the directpo/TRL ratios, all from this run; ``--out`` also writes them
+as JSON lines. ``--check`` checks the options and runs nothing (bench/gpu.sh runs it first).
+Both sides get max_length 4096; a pair longer than that stops the bench (``--scale``).
 """
 
 from __future__ import annotations
