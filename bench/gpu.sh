@@ -98,8 +98,12 @@ part() {  # part LIMIT KEEP NAME COMMAND...: runs COMMAND under its share of the
     [[ ",${DRY_FAIL:-}," == *",$name,"* ]] && rc=1
     [[ ",${DRY_TIMEOUT:-}," == *",$name,"* ]] && rc=124
   else
-    timeout "$limit" "$@" 2>&1 | grep --line-buffered -vE "$noise" | tee "$OUT/$name.txt"
+    # directpo's train() takes SIGTERM as "finish the step, checkpoint, return": a part calling
+    # it went on to its next check or run past its limit; KILL follows 10 s after the TERM
+    timeout --kill-after=10 "$((limit - 10))" "$@" 2>&1 | grep --line-buffered -vE "$noise" \
+      | tee "$OUT/$name.txt"
     rc=${PIPESTATUS[0]}
+    ((rc == 137)) && rc=124  # killed after the TERM: a timeout too
   fi
   if ((rc == 124)); then
     summary+=("$name: timed out after $limit s")

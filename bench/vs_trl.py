@@ -226,6 +226,8 @@ def _run_directpo(spec: RunSpec, common: dict, cuda: bool) -> tuple[list[float],
         result = trainer.train(config, echo=lines.append)
     finally:
         trainer.train_step = step
+    if result.stopped_by:  # train() took the signal (gpu.sh's timeout): the bench stops too
+        sys.exit(f"{spec.name}: stopped by {result.stopped_by}; its steps are no measurement")
     rows = [r for r in result.metrics if "loss" in r]
     notices = [line for line in lines if "off" in line or "warning" in line]
     del result

@@ -227,3 +227,30 @@ def test_a_part_left_under_a_third_of_its_limit_is_skipped(tmp_path: Path) -> No
     assert "compile" not in _limits(done.stdout)
     assert _near(_budget(done.stdout), 120)
     assert done.returncode == 0
+
+
+def test_a_part_that_takes_sigterm_as_finish_the_step_is_killed(tmp_path: Path) -> None:
+    """directpo's train() answers SIGTERM with 'finish the step, checkpoint, return', so a part
+    calling it (gpu_smoke's checks, vs_trl's runs) went on past its limit: KILL follows."""
+    script = (ROOT / "bench" / "gpu.sh").read_text()
+    assert 'timeout --kill-after=10 "$((limit - 10))"' in script
+
+
+def test_a_benchmark_run_stopped_by_a_signal_stops_the_benchmark(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its few steps were reported as a measurement, and the plan went on to the next run."""
+    import directpo.finish
+    import directpo.trainer
+
+    vs_trl = _bench("vs_trl")
+    # _run_directpo replaces it for its process: restored after this test
+    monkeypatch.setattr(directpo.finish, "save_final_model", directpo.finish.save_final_model)
+    stopped = type("Result", (), {"stopped_by": "SIGTERM", "metrics": []})()
+    monkeypatch.setattr(directpo.trainer, "train", lambda config, echo: stopped)
+    spec = vs_trl.RunSpec(
+        "directpo", "directpo defaults", str(tmp_path), str(tmp_path / "d.jsonl"),
+        str(tmp_path / "out"), 4, 2, 1, False, {},
+    )  # fmt: skip
+    with pytest.raises(SystemExit, match="stopped by SIGTERM"):
+        vs_trl._run_directpo(spec, {"max_steps": 4}, cuda=False)
