@@ -179,7 +179,7 @@ def main() -> None:
     parser.add_argument("--worlds", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--loading", action="store_true", help="also time slices vs scatter")
     parser.add_argument("--work", type=Path, default=Path("/tmp/directpo-fsdp-memory"))
-    parser.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (nccl)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="gloo or nccl")
     parser.add_argument("--out", type=Path, help="append the rows as JSON lines here")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)

@@ -254,3 +254,16 @@ def test_a_benchmark_run_stopped_by_a_signal_stops_the_benchmark(
     )  # fmt: skip
     with pytest.raises(SystemExit, match="stopped by SIGTERM"):
         vs_trl._run_directpo(spec, {"max_steps": 4}, cuda=False)
+
+
+def test_fsdp_memorys_device_is_cpu_or_cuda() -> None:
+    """--device gpu (any word but cpu) ran in float32 on whatever device the run found, its rows
+    labelled "gpu"."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "fsdp_memory.py"), "--device", "gpu"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "invalid choice: 'gpu'" in done.stderr
