@@ -1,32 +1,37 @@
 #!/usr/bin/env bash
-# One command for a lent H100/H200 (about 8 minutes), everything the GPU issues ask measured:
-#   1. bench/gpu_smoke.py: varlen kernel vs exact math, varlen and FlexAttention models vs the
-#      plain layout, device syncs inside a micro-batch, bf16 mixed precision moves weights like
-#      float32 at lr 1e-6, tiny models train on CUDA, Liger kernels vs transformers (~1 min);
-#   2. bench/vs_trl.py --plan gpu: directpo vs TRL 1.16 on Qwen2.5-0.5B- and 1.5B-shaped random
-#      models, long-prompt (3:1) and short-prompt ~1.3-1.6k-token sequences, mixed precision on
-#      both sides; TRL at its defaults and tuned; ablations on the first model (flex_attention,
-#      use_liger_kernel on both sides, ...);
-#   3. bench/fsdp_memory.py --device cuda: peak host memory of a meta-loaded FSDP2 0.5B run;
-#   4. bench/gpu_smoke.py compile: torch_compile on four architectures and LoRA vs eager (COMPILE_CHECK=0 skips).
-#      bench/gpu_smoke.py offload: activation_offloading's peak memory and step time on a 0.5B
-#      bf16 model, with and without (~1 min; OFFLOAD_CHECK=0 skips).
-#   5. bench/gpu_smoke.py precision (last; PRECISION_CHECK=0 skips): tf32, full_determinism, the
-#      cost of eval_dtype auto's float32 evaluation and eval_generate's float32 KL (~2 min).
+# One command for a lent H100/H200 (about 9 minutes), its parts in this order, by value:
+#   smoke      bench/gpu_smoke.py: varlen kernel vs exact math, varlen and FlexAttention models vs
+#              the plain layout, device syncs inside a micro-batch, bf16 mixed precision moves
+#              weights like float32 at lr 1e-6, tiny models train on CUDA, TR-DPO / MoE / QLoRA,
+#              Liger kernels vs transformers (~1 min; SMOKE=0 skips);
+#   offload    bench/gpu_smoke.py offload: activation_offloading's peak memory and step time on a
+#              0.5B bf16 model, with and without (~1 min; OFFLOAD_CHECK=0 skips);
+#   compile    bench/gpu_smoke.py compile: torch_compile on four architectures and LoRA vs eager
+#              (measured in runs 4-5: off unless COMPILE_CHECK=1);
+#   fsdp_memory bench/fsdp_memory.py --device cuda: peak host memory of a meta-loaded FSDP2 0.5B
+#              run (measured in run 5: off unless FSDP_MEMORY=1);
+#   bench      bench/vs_trl.py --plan gpu: directpo vs TRL 1.16 on Qwen2.5-0.5B- and 1.5B-shaped
+#              random models, long-prompt (3:1) and short-prompt ~1.3-1.6k-token sequences, mixed
+#              precision on both sides; TRL at its defaults and tuned; the first model's ablations
+#              (per-token statistics' cost, flex_attention, Liger on both sides, ...) after its
+#              main rows;
+#   precision  bench/gpu_smoke.py precision (last; PRECISION_CHECK=0 skips): tf32,
+#              full_determinism, the cost of eval_dtype auto's float32 evaluation and
+#              eval_generate's float32 KL (~2 min).
 #   bash bench/gpu.sh [vs_trl.py options]     # e.g. --models qwen2.5-0.5b-random --runs ...
 # The whole script keeps within TOTAL seconds (default 540, under the device tool's 600 s per
 # call), counted from its start (installing the wheels included): each part's timeout is cut to
-# what is left, the benchmark's --budget and timeout leave the precision check its share. The
-# benchmark's options are checked before anything runs (a typo exits 2 at once, not after the
-# smoke). Ends with one line per part (ok / FAILED rc / timed out / skipped) and exits 1 when a
-# part failed or timed out.
+# what is left (a part left under a third of its limit is skipped), the benchmark's budget
+# (BUDGET, default 300, cut) and timeout leave the precision check its 150 s. The benchmark's
+# options are checked before anything runs (a typo exits 2 at once, not after the smoke). Ends
+# with one line per part (ok / FAILED / timed out / skipped) and exits 1 when a part failed or
+# timed out.
 #   DRY_RUN=1 bash bench/gpu.sh [...]   # no GPU: each part prints its limit and command and
 #     takes DRY_SECONDS (default: its whole limit, the worst case) on a virtual clock; DRY_FAIL=
-#     NAME / DRY_TIMEOUT=NAME make that part fail / time out (tests/test_bench.py). Parts 3 and 4's compile check were measured in runs 4-5 (docs/performance.md) and
-# are off unless FSDP_MEMORY=1 / COMPILE_CHECK=1.
-# Results go to $OUT (the device tool's folder) or /tmp/directpo-gpu: smoke.txt, bench.jsonl,
-# bench.txt. Missing packages (trl, datasets, liger-kernel, ...) travel as wheels in .whl/, filled
-# by bench/gpu_wheels.sh (carry: [".whl"]).
+#     NAME / DRY_TIMEOUT=NAME make that part fail / time out (tests/test_bench.py).
+# Results go to $OUT (the device tool's folder) or /tmp/directpo-gpu: NAME.txt per part,
+# versions.txt, bench.jsonl. Missing packages (trl, datasets, liger-kernel, ...) travel as wheels
+# in .whl/, filled by bench/gpu_wheels.sh (carry: [".whl"]).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 deadline=${TOTAL:-540}  # SECONDS counts from the script's start: setup is inside TOTAL
