@@ -471,7 +471,7 @@ def evaluation_cost(root: Path, data: Path, model: Path) -> None:
     line to the evaluation's, on a 0.5B-shaped model (the tiny one without CUDA)."""
     cuda = torch.cuda.is_available()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from vs_trl import make_data, qwen_random
+    from workloads import make_data, qwen_random
 
     big = qwen_random("qwen2.5-0.5b-random", root / "qwen-0.5b") if cuda else model
     held_out = root / "held-out.jsonl"
@@ -511,7 +511,7 @@ def offload_check(root: Path, data: Path) -> None:
     cuda = torch.cuda.is_available()
     if cuda:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from vs_trl import make_data, qwen_random
+        from workloads import make_data, qwen_random
 
         model = qwen_random("qwen2.5-0.5b-random", root / "qwen-0.5b-offload")
         data = root / "offload.jsonl"
