@@ -14,7 +14,7 @@ directpo does) against rank 0 reading the whole file and scattering it
 
     python bench/fsdp_memory.py                     # 1, 2, 4 processes (~10 min on 2 cores)
     python bench/fsdp_memory.py --worlds 1 2 --loading
-    python bench/fsdp_memory.py --device cuda       # on a GPU machine (bench/gpu.sh --fsdp-memory)
+    python bench/fsdp_memory.py --device cuda       # a GPU machine: FSDP_MEMORY=1 bench/gpu.sh
 
 The model folder is cached in ``--work`` (default /tmp/directpo-fsdp-memory).
 """
@@ -179,7 +179,7 @@ def main() -> None:
     parser.add_argument("--worlds", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--loading", action="store_true", help="also time slices vs scatter")
     parser.add_argument("--work", type=Path, default=Path("/tmp/directpo-fsdp-memory"))
-    parser.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (nccl)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="gloo or nccl")
     parser.add_argument("--out", type=Path, help="append the rows as JSON lines here")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,8 @@
    activation_offloading on a Qwen2.5-0.5B-shaped random model in bf16, one batch: peak GPU
    memory and step time with and without it, and their ratio (< 60 s). Without CUDA it is a
    dry run on a tiny model (nothing moves on a CPU).
+Without CUDA, ``features``, ``offload`` and ``precision`` run as CPU dry runs (tiny models, no
+tf32, no QLoRA): the script's own paths checked before a lent GPU runs them.
 Prints one line per check and a final verdict.
 """
 
@@ -39,7 +41,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
+GROUPS = ("features", "compile", "precision", "offload")  # run alone: gpu_smoke.py GROUP
+if __name__ == "__main__" and (sys.argv[2:] or sys.argv[1:] and sys.argv[1] not in GROUPS):
+    # checked before the imports: a misspelt group ran the whole smoke, minutes of a lent GPU
+    print(f"usage: gpu_smoke.py [{' | '.join(GROUPS)}]; got {' '.join(sys.argv[1:])}")
+    sys.exit(2)
+
+import torch  # noqa: E402
 
 # the test suite's tiny models: `python bench/gpu_smoke.py features`, as docs/performance.md
 # runs it, failed with "No module named 'tiny'" unless PYTHONPATH named tests/
@@ -52,13 +60,13 @@ from tiny import (  # noqa: E402
     write_jsonl,
 )
 
-import directpo.attention as attention
-import directpo.flexattention as flexattention
-from directpo.attention import build_plan, register
-from directpo.batching import PLAIN, Layout, collate_pairs
-from directpo.logprobs import model_logprobs
-from directpo.tokenization import TokenizedPair
-from directpo.trainer import train
+import directpo.attention as attention  # noqa: E402
+import directpo.flexattention as flexattention  # noqa: E402
+from directpo.attention import build_plan, register  # noqa: E402
+from directpo.batching import PLAIN, Layout, collate_pairs  # noqa: E402
+from directpo.logprobs import model_logprobs  # noqa: E402
+from directpo.tokenization import TokenizedPair  # noqa: E402
+from directpo.trainer import train  # noqa: E402
 
 failures = 0
 # 6 query heads over 2 key/value heads: not a power of two, as Qwen2.5's 14
@@ -413,10 +421,21 @@ def compile_check(root: Path, data: Path) -> None:
 
 def precision_check(root: Path, data: Path) -> None:
     """tf32 and full_determinism on CUDA; the cost of a float32 evaluation (eval_dtype: auto)
-    against a bf16 one, with and without eval_generate (its KL scored in eval_dtype)."""
-    from safetensors.torch import load_file
-
+    against a bf16 one, with and without eval_generate (its KL scored in eval_dtype). Each a
+    check of its own (one that raises loses none of the others). Without CUDA a dry run: tf32
+    skipped, the evaluations on a tiny model (the script's paths, not the costs)."""
     model = save_tiny_model("llama", root / "llama-precision")
+    for check in (tf32_check, determinism_check, evaluation_cost):
+        try:
+            check(root, data, model)
+        except Exception as exc:
+            verdict(check.__name__, False, repr(exc)[:300])
+
+
+def tf32_check(root: Path, data: Path, model: Path) -> None:
+    if not torch.cuda.is_available():
+        print("SKIP tf32: CUDA only (CPU dry run)", flush=True)
+        return
     rows = _rows(train(
         tiny_config(model, data, root / "tf32", max_steps=6, per_device_train_batch_size=3,
                     tf32=True),
@@ -427,6 +446,11 @@ def precision_check(root: Path, data: Path) -> None:
         abs(rows[0]["loss"] - math.log(2)) < 1e-6 and rows[-1]["loss"] < rows[0]["loss"],
         f"loss {rows[0]['loss']:.6f} -> {rows[-1]['loss']:.4f}",
     )
+
+
+def determinism_check(root: Path, data: Path, model: Path) -> None:
+    from safetensors.torch import load_file
+
     runs = []
     for attempt in range(2):
         out = root / f"deterministic-{attempt}"
@@ -441,12 +465,18 @@ def precision_check(root: Path, data: Path) -> None:
     )
     verdict("full_determinism: true, bf16 twice: bitwise the same", same, f"losses {runs[0][0]}")
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from vs_trl import make_data, qwen_random
 
-    big = qwen_random("qwen2.5-0.5b-random", root / "qwen-0.5b")
+def evaluation_cost(root: Path, data: Path, model: Path) -> None:
+    """Seconds of one evaluation in bf16 and in float32 (eval_dtype auto): from the step's log
+    line to the evaluation's, on a 0.5B-shaped model (the tiny one without CUDA)."""
+    cuda = torch.cuda.is_available()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from workloads import make_data, qwen_random
+
+    big = qwen_random("qwen2.5-0.5b-random", root / "qwen-0.5b") if cuda else model
     held_out = root / "held-out.jsonl"
-    make_data(held_out, prompt_words=300, completion_words=150, pairs=64, seed=3)
+    words, pairs = ((300, 150), 64) if cuda else ((30, 15), 8)
+    make_data(held_out, prompt_words=words[0], completion_words=words[1], pairs=pairs, seed=3)
     seconds = {}
     for eval_dtype in ("bfloat16", "auto"):
         for generate in (0, 16):
@@ -455,7 +485,9 @@ def precision_check(root: Path, data: Path) -> None:
                 big, held_out, root / f"eval-{eval_dtype}-{generate}", max_steps=1,
                 per_device_train_batch_size=4, per_device_eval_batch_size=16, dtype="bfloat16",
                 eval_file=str(held_out), eval_steps=1, eval_dtype=eval_dtype,
-                eval_generate=generate, generate_max_new_tokens=64, save_strategy="no",
+                eval_generate=generate, save_strategy="no",
+                # only with eval_generate: alone, the option is refused as doing nothing
+                **({"generate_max_new_tokens": 64 if cuda else 8} if generate else {}),
             )  # fmt: skip
             train(config, echo=lambda line, s=stamps: s.append((time.perf_counter(), line)))
             trained = next(t for t, line in stamps if line.startswith("step 1/1 loss="))
@@ -464,7 +496,8 @@ def precision_check(root: Path, data: Path) -> None:
     for generate in (0, 16):
         bf16, float32 = seconds["bfloat16", generate], seconds["auto", generate]
         verdict(
-            f"evaluation cost, 0.5B, 64 pairs{f', eval_generate {generate}' if generate else ''}",
+            f"evaluation cost, {'0.5B' if cuda else 'tiny, CPU dry run'}, {pairs} pairs"
+            f"{f', eval_generate {generate}' if generate else ''}",
             True,  # a measurement: docs/performance.md records it
             f"bf16 {bf16:.2f} s, float32 (eval_dtype auto) {float32:.2f} s: {float32 / bf16:.2f}x",
         )
@@ -478,7 +511,7 @@ def offload_check(root: Path, data: Path) -> None:
     cuda = torch.cuda.is_available()
     if cuda:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from vs_trl import make_data, qwen_random
+        from workloads import make_data, qwen_random
 
         model = qwen_random("qwen2.5-0.5b-random", root / "qwen-0.5b-offload")
         data = root / "offload.jsonl"
@@ -521,39 +554,35 @@ def _rows(result: Any) -> list[dict]:
 
 
 def main() -> None:
-    root = Path(tempfile.mkdtemp())
-    data = write_jsonl(root / "pairs.jsonl", SENTIMENT_PAIRS)
-    if sys.argv[1:] == ["offload"] and not torch.cuda.is_available():  # its CPU dry run
-        offload_check(root, data)
-        print("GPU smoke (CPU dry run):", "all OK" if not failures else "FAILED", flush=True)
-        return
-    assert torch.cuda.is_available(), "no CUDA device"
-    print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__, flush=True)
+    """Exits 1 when a check failed (bench/gpu.sh's summary says so); 2 for an unknown group
+    (checked at the top, before the imports)."""
     groups = {
         "features": features_check,
         "compile": compile_check,
         "precision": precision_check,
         "offload": offload_check,
     }
-    if len(sys.argv) == 2 and sys.argv[1] in groups:  # one group alone (a short device call)
-        groups[sys.argv[1]](root, data)
-        print("GPU smoke:", "all OK" if not failures else f"{failures} FAILED", flush=True)
-        return
-    for check in (kernel_check, model_check):
+    root = Path(tempfile.mkdtemp())
+    data = write_jsonl(root / "pairs.jsonl", SENTIMENT_PAIRS)
+    dry_runs = (["features"], ["offload"], ["precision"])  # groups whose code runs on a CPU
+    if sys.argv[1:] in dry_runs and not torch.cuda.is_available():
+        groups[sys.argv[1]](root, data)  # its CPU dry run: the script's paths, tiny models
+        print("GPU smoke (CPU dry run):", "all OK" if not failures else "FAILED", flush=True)
+        sys.exit(1 if failures else 0)
+    assert torch.cuda.is_available(), "no CUDA device"
+    print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__, flush=True)
+    if sys.argv[1:]:  # one group alone (a short device call)
+        checks = [groups[sys.argv[1]]]
+    else:
+        checks = [kernel_check, model_check, learning_check, training_check, features_check]
+        checks.append(liger_check)  # last: Liger patches module-wide functions
+    for check in checks:
         try:
-            check()
+            check(*(() if check in (kernel_check, model_check, liger_check) else (root, data)))
         except Exception as exc:  # one broken check must not hide the others
             verdict(check.__name__, False, repr(exc)[:300])
-    for check in (learning_check, training_check, features_check):
-        try:
-            check(root, data)
-        except Exception as exc:
-            verdict(check.__name__, False, repr(exc)[:300])
-    try:
-        liger_check()
-    except Exception as exc:
-        verdict("liger_check", False, repr(exc)[:300])
     print("GPU smoke:", "all OK" if not failures else f"{failures} FAILED", flush=True)
+    sys.exit(1 if failures else 0)
 
 
 if __name__ == "__main__":

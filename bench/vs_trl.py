@@ -14,13 +14,17 @@ default; directpo: ``dtype: bfloat16``, a bf16 compute copy over float32 masters
 ``--plan cpu`` (default): each (framework, model, data set) runs in its own subprocess, so peak
 RSS is its own; directpo and TRL at their defaults, gradient checkpointing as ``--gradient_
 checkpointing`` says for both. ``--plan gpu``: every run in this process (peak GPU memory is
-reset between runs), in order of importance until ``--budget`` seconds are spent, per model and
-data set: directpo at its defaults, TRL at its defaults (gradient checkpointing on), TRL tuned
-(checkpointing off; TRL 1.16's ``padding_free`` is disabled upstream), then directpo ablations
-on the first model. Step times exclude the first ``--warmup`` steps (compilation, allocator
-warm-up). Prints pairs/s, peak memory, hardware MFU (FLOPs executed, recomputation excluded,
-over 989 TFLOP/s) and TRL-equivalent MFU (the FLOPs TRL needs for the same pairs), and the
-directpo/TRL ratios, all from this run; ``--out`` also writes them as JSON lines.
+reset between runs; on a CPU no per-run peak RSS there: n/a), in order of importance until
+``--budget`` seconds are spent: per model and data set, directpo at its defaults and compiled,
+TRL at its defaults (gradient checkpointing on), TRL tuned (checkpointing off; TRL 1.16's
+``padding_free`` is disabled upstream); the first model and data set's ablations come right
+after its main runs (first: "directpo no per-token stats", what TRL's per-token statistics cost
+directpo's logging steps), before the other models'. Step times exclude the first ``--warmup``
+steps (compilation, allocator warm-up). Prints pairs/s, peak memory, hardware MFU (FLOPs
+executed, recomputation excluded, over 989 TFLOP/s) and TRL-equivalent MFU (the FLOPs TRL needs
+for the same pairs), and the directpo/TRL ratios, all from this run; ``--out`` also writes them
+as JSON lines. ``--check`` checks the options and runs nothing (bench/gpu.sh runs it first).
+Both sides get max_length 4096; a pair longer than that stops the bench (``--scale``).
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ import argparse
 import gc
 import json
 import os
-import random
 import resource
 import statistics
 import subprocess
@@ -41,79 +44,23 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-WORDS = [
-    "the",
-    "film",
-    "story",
-    "actor",
-    "scene",
-    "great",
-    "dull",
-    "plot",
-    "music",
-    "light",
-    "dark",
-    "long",
-    "short",
-    "funny",
-    "moving",
-    "cast",
-    "script",
-    "camera",
-    "ending",
-    "start",
-    "character",
-    "moment",
-    "screen",
-    "drama",
-    "comedy",
-    "director",
-    "writer",
-    "frame",
-    "color",
-    "sound",
-    "voice",
-    "heart",
-    "mind",
-]
-SETS = {"long-prompt": (96, 32), "short-prompt": (16, 48)}  # words: prompt, completion
-SETS["image-prompt"] = (8, 32)  # for tiny-vlm: a 256-token image + a short question
-# the GPU plan's sets: ~1.6k-token (long-prompt, 3:1) and ~1.3k-token (short-prompt) sequences
-GPU_SETS = {"long-prompt": (300, 100), "short-prompt": (60, 240)}
+# this checkout's directpo, in the parent and in each worker (its own process): an installed
+# directpo of another checkout would otherwise be what the workers measure
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))  # workloads.py, also when imported from elsewhere
+from workloads import (  # noqa: E402
+    GPU_SETS,
+    MAX_LENGTH,
+    MODELS,
+    SETS,
+    build_model,
+    check_lengths,
+    make_data,
+    pair_lengths,
+    training_flops,
+)
+
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
-
-
-def make_data(
-    path: Path,
-    prompt_words: int,
-    completion_words: int,
-    pairs: int,
-    seed: int,
-    image_token: str | None = None,
-) -> None:
-    """Random-word pairs; with ``image_token`` (a vision model) each prompt starts with its own
-    random image (PNG files beside ``path``)."""
-    rng = random.Random(seed)
-
-    def text(n: int) -> str:
-        return " " + " ".join(rng.choice(WORDS) for _ in range(n))
-
-    with path.open("w") as handle:
-        for _ in range(pairs):
-            row = {
-                "prompt": text(prompt_words).strip(),
-                "chosen": text(completion_words),
-                "rejected": text(completion_words),
-            }
-            if image_token is not None:
-                image = path.parent / f"{path.stem}-{len(row['prompt'])}-{rng.random():.6f}.png"
-                sys.path.insert(0, str(ROOT / "tests"))
-                from tiny_vlm import make_image
-
-                make_image(image, seed=rng.randrange(1 << 30), size=160)
-                row["prompt"] = image_token + row["prompt"]
-                row["images"] = [image.name]
-            handle.write(json.dumps(row) + "\n")
 
 
 # -- one run ----------------------------------------------------------------------------------
@@ -133,15 +80,26 @@ class RunSpec:
     options: dict[str, Any]  # directpo options / TRL DPOConfig fields
 
 
-def peak_memory_mb() -> float:
+def peak_memory_mb(own_process: bool) -> float | None:
+    """Peak memory of the run: CUDA's allocator peak (reset before each run), or on the CPU the
+    process's peak RSS, which is the run's own only in a process of its own (the cpu plan's
+    workers): in the gpu plan's one process it would be the largest of every run so far."""
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
+    if not own_process:
+        return None
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def run(spec: RunSpec) -> dict[str, Any]:
+def memory_kind() -> str:
+    import torch
+
+    return "allocated" if torch.cuda.is_available() else "RSS"
+
+
+def run(spec: RunSpec, own_process: bool = True) -> dict[str, Any]:
     """Train ``spec`` and return its timing (post-warmup step seconds) and peak memory."""
     import torch
 
@@ -156,7 +114,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
         learning_rate=1e-5,
         beta=0.1,
         gradient_checkpointing=spec.gradient_checkpointing,
-        max_length=4096,  # no truncation: both frameworks see whole sequences
+        max_length=MAX_LENGTH,  # no truncation (check_lengths): both see whole sequences
     )
     if spec.framework == "directpo":
         step_seconds, extra = _run_directpo(spec, common, cuda)
@@ -169,7 +127,8 @@ def run(spec: RunSpec) -> dict[str, Any]:
         "step_seconds": step_seconds,
         "seconds_per_step": statistics.median(measured),
         "pairs_per_second": spec.batch / statistics.median(measured),
-        "memory_mb": peak_memory_mb(),
+        "memory_mb": peak_memory_mb(own_process),
+        "memory": memory_kind(),
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         **extra,
     }
@@ -182,6 +141,12 @@ def _run_directpo(spec: RunSpec, common: dict, cuda: bool) -> tuple[list[float],
 
     # the bench measures training, not writing a multi-GB folder at the end
     directpo.finish.save_final_model = lambda *args, **kwargs: args[1]
+    options = dict(spec.options)
+    # the bench logs every step (its step times are the logged pairs/s), so directpo computes
+    # TRL's per-token statistics on every step, as TRL does; off: as on a step that does not log
+    stats = options.pop(STATS, True)
+    step = trainer.train_step
+    trainer.train_step = lambda run, index, measure=False: step(run, index, measure and stats)
     config = DPOConfig(
         model_name_or_path=spec.model,
         train_file=spec.data,
@@ -191,11 +156,15 @@ def _run_directpo(spec: RunSpec, common: dict, cuda: bool) -> tuple[list[float],
         logging_steps=1,
         save_steps=0,
         dtype="bfloat16" if cuda else "float32",
-        max_prompt_length=3072,
-        **{**common, **spec.options},
+        **{**common, **options},
     )
     lines: list[str] = []
-    result = trainer.train(config, echo=lines.append)
+    try:
+        result = trainer.train(config, echo=lines.append)
+    finally:
+        trainer.train_step = step
+    if result.stopped_by:  # train() took the signal (gpu.sh's timeout): the bench stops too
+        sys.exit(f"{spec.name}: stopped by {result.stopped_by}; its steps are no measurement")
     rows = [r for r in result.metrics if "loss" in r]
     notices = [line for line in lines if "off" in line or "warning" in line]
     del result
@@ -265,116 +234,17 @@ def _run_trl(spec: RunSpec, common: dict, cuda: bool) -> tuple[list[float], dict
     return seconds, {"loss": losses[-1]}
 
 
-# -- FLOPs --------------------------------------------------------------------------------------
-
-
-def pair_lengths(model: str, data: str) -> list[tuple[int, int, int]]:
-    """(prompt, chosen, rejected) token counts of each pair, tokenized as directpo does."""
-    from directpo.data import Columns, load_preferences
-    from directpo.models import load_processor, load_tokenizer
-    from directpo.tokenization import tokenize_preferences
-
-    processor = load_processor(model)
-    tokenized = tokenize_preferences(
-        load_preferences(data, Columns("prompt", "chosen", "rejected")),
-        load_tokenizer(model) if processor is None else processor.tokenizer,
-        4096,
-        3072,
-        processor=processor,
-    )
-    return [(len(p.prompt_ids), len(p.chosen_ids), len(p.rejected_ids)) for p in tokenized.pairs]
-
-
-def training_flops(model: str, lengths: list[tuple[int, int, int]]) -> dict[str, float]:
-    """FLOPs per pair of one DPO step (policy forward + backward = 3 forwards, reference forward
-    = 1; recomputation not counted): as directpo lays a pair out (the prompt once, the LM head on
-    completion tokens) and as TRL does (two sequences, the LM head on every position)."""
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(model)
-    cfg = getattr(cfg, "text_config", None) or cfg  # a VLM: the language model (tower excluded)
-    d, layers, vocab = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
-    heads = cfg.num_attention_heads
-    head_dim = getattr(cfg, "head_dim", None) or d // heads
-    kv = getattr(cfg, "num_key_value_heads", heads)
-    ffn = getattr(cfg, "intermediate_size", 4 * d)
-    per_layer = d * (heads * head_dim + 2 * kv * head_dim) + heads * head_dim * d + 3 * d * ffn
-    linear = layers * per_layer  # matmul weights per token, embeddings and head excluded
-    attention = 4 * layers * heads * head_dim  # per (query, key) pair: QK^T and PV
-
-    def forward(tokens: float, pairs: float, head_tokens: float) -> float:
-        return 2 * linear * tokens + attention * pairs + 2 * d * vocab * head_tokens
-
-    ours = theirs = 0.0
-    for p, c, r in lengths:
-        ours += forward(p + c + r, (p + c) ** 2 / 2 + r * p + r**2 / 2, c + r)
-        theirs += forward(2 * p + c + r, ((p + c) ** 2 + (p + r) ** 2) / 2, 2 * p + c + r)
-    n = len(lengths)
-    return {"directpo": 4 * ours / n, "trl": 4 * theirs / n}
-
-
-# -- models -------------------------------------------------------------------------------------
-
-QWEN_SHAPES = {  # Qwen2.5-0.5B and -1.5B (and Qwen2-0.5B, the same shape as 2.5-0.5B)
-    "qwen2.5-0.5b-random": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                                num_attention_heads=14, num_key_value_heads=2),
-    "qwen2.5-1.5b-random": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-                                num_attention_heads=12, num_key_value_heads=2),
-}  # fmt: skip
-QWEN_SHAPES["qwen2-0.5b-random"] = QWEN_SHAPES["qwen2.5-0.5b-random"]
-
-
-def qwen_random(name: str, folder: Path) -> Path:
-    """A random-initialised model of a Qwen2.5 shape with the tests' byte-level tokenizer: the
-    benchmark needs the shape, not the weights (built on the GPU when there is one)."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    import torch
-    from tiny import build_tokenizer
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    tokenizer = build_tokenizer("gpt2")
-    config = Qwen2Config(
-        vocab_size=151936,
-        max_position_embeddings=32768,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        **QWEN_SHAPES[name],
-    )
-    torch.manual_seed(0)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    with torch.device(device):
-        model = Qwen2ForCausalLM(config).to(torch.bfloat16)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def tiny_model(folder: Path) -> Path:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tiny import save_tiny_model
-
-    return save_tiny_model("llama", folder)
-
-
-def build_model(name: str, work: Path) -> Path:
-    if name == "tiny":
-        return tiny_model(work / "tiny")
-    if name == "tiny-vlm":  # LLaVA-style: 128x128 images, 8x8 patches -> 256 image tokens
-        sys.path.insert(0, str(ROOT / "tests"))
-        from tiny_vlm import save_tiny_vlm
-
-        return save_tiny_vlm("llava", work / "tiny-vlm", image_size=128)
-    if name in QWEN_SHAPES:
-        return qwen_random(name, work / name)
-    if name == "smollm2":
-        from directpo.demo.assets import smollm2_dir
-
-        return smollm2_dir()
-    sys.exit(f"unknown model {name}")
-
-
 # -- plans ------------------------------------------------------------------------------------
+
+
+def cpu_run_name(framework: str, options: dict[str, Any]) -> str:
+    """The row's name: a run given --directpo_options is not "directpo defaults" (its rows
+    were named so, in the table and --out, whatever the options)."""
+    if not options:
+        return f"{framework} defaults"
+    return f"{framework} " + ", ".join(
+        f"{key}: {json.dumps(value)}" for key, value in options.items()
+    )
 
 
 def cpu_plan(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
@@ -390,13 +260,17 @@ def cpu_plan(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
                 data, prompt_words, completion_words, args.batch * args.steps, 0,
                 image_token="<image>" if model_name == "tiny-vlm" else None,
             )  # fmt: skip
-            flops = training_flops(str(model), pair_lengths(str(model), str(data)))
+            lengths = pair_lengths(str(model), str(data))
+            check_lengths(lengths, f"{model_name}/{set_name}")
+            flops = training_flops(str(model), lengths)
             for framework in ("directpo", "trl"):
+                options = (
+                    json.loads(args.directpo_options or "{}") if framework == "directpo" else {}
+                )
                 spec = RunSpec(
-                    framework, f"{framework} defaults", str(model), str(data),
+                    framework, cpu_run_name(framework, options), str(model), str(data),
                     str(work / f"{framework}-{model_name}-{set_name}"), args.steps, args.batch,
-                    args.warmup, args.gradient_checkpointing == "true",
-                    json.loads(args.directpo_options or "{}") if framework == "directpo" else {},
+                    args.warmup, args.gradient_checkpointing == "true", options,
                 )  # fmt: skip
                 done = subprocess.run(
                     [sys.executable, __file__, "--worker", json.dumps(vars(spec))],
@@ -415,13 +289,17 @@ def cpu_plan(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     return results
 
 
+STATS = "per-token stats"  # a bench option, not directpo's: compute them on every step or none
 MAIN_RUNS = [  # (framework, name, gradient checkpointing, options), per model and data set
     ("directpo", "directpo defaults", False, {}),
     ("directpo", "directpo compile", False, {"torch_compile": True}),
     ("trl", "trl defaults", True, {}),
     ("trl", "trl tuned", False, {"padding_free": True}),  # TRL 1.16 turns padding_free off
 ]
-ABLATIONS = [  # on the first model and data set, after the main runs
+ABLATIONS = [  # on the first model and data set, after its main runs; by value
+    # a step that does not log: TRL's per-token statistics (four passes over the completion
+    # logits) left out, as on every step but the logging ones of a real run
+    ("directpo", "directpo no per-token stats", False, {STATS: False}),
     ("directpo", "directpo checkpointing", True, {}),
     ("directpo", "directpo flex_attention", False, {"attn_implementation": "flex_attention"}),
     ("directpo", "directpo liger", False, {"use_liger_kernel": True}),
@@ -434,30 +312,62 @@ ABLATIONS = [  # on the first model and data set, after the main runs
 ]
 
 
+def plan_order(
+    cases: list[tuple[str, str]], ablations: bool, runs: str
+) -> list[tuple[tuple[str, str], tuple]]:
+    """(case, run) in order of value: the first case's main runs, then its ablations (what no
+    earlier GPU call measured comes first there), then the other cases' main runs."""
+    first = [(cases[0], run) for run in MAIN_RUNS]
+    first += [(cases[0], run) for run in ABLATIONS if ablations]
+    plan = first + [(case, run) for case in cases[1:] for run in MAIN_RUNS]
+    if runs:  # only the named runs, e.g. --runs "directpo lora r16,directpo qlora 4-bit r16"
+        plan = [(case, run) for case, run in plan if run[1] in runs.split(",")]
+    return plan
+
+
+def missing_package(options: dict[str, Any]) -> str | None:
+    """The package a run's options need that is not installed (said and skipped, not failed)."""
+    import importlib.util
+
+    needs = {"load_in_4bit": "bitsandbytes", "use_liger_kernel": "liger_kernel"}
+    for option, package in needs.items():
+        if options.get(option) and importlib.util.find_spec(package) is None:
+            return package
+    return None
+
+
 def gpu_plan(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
-    """Every run in this process, most important first, within ``--budget`` seconds."""
+    """Every run in this process, most important first, within ``--budget`` seconds; a model
+    and its data are built when its first run starts (none for runs the budget skips)."""
     import torch
 
     start = time.perf_counter()
-    cases = []  # (model name, model folder, set name, data, lengths, flops)
-    for model_name in args.models.split(","):
-        model = build_model(model_name, work)
-        for set_name in args.sets.split(","):
+    cases = [(m, d) for m in args.models.split(",") for d in args.sets.split(",")]
+    built: dict[tuple[str, str], tuple[Path, Path, list]] = {}
+    models: dict[str, Path] = {}
+    results: list[dict[str, Any]] = []
+    for (model_name, set_name), (framework, name, ckpt, options) in plan_order(
+        cases, bool(args.ablations), args.runs
+    ):
+        if time.perf_counter() - start > args.budget:
+            print(f"skipped {model_name}/{set_name}/{name}: time budget", flush=True)
+            continue
+        package = missing_package(options)
+        if package:
+            print(f"skipped {model_name}/{set_name}/{name}: {package} is not installed", flush=True)
+            continue
+        if (model_name, set_name) not in built:
+            if model_name not in models:
+                models[model_name] = build_model(model_name, work)
+            model = models[model_name]
             words = GPU_SETS[set_name]
             data = work / f"{model_name}-{set_name}.jsonl"
             pairs = args.batch * args.steps
             make_data(data, int(words[0] * args.scale), int(words[1] * args.scale), pairs, 0)
             lengths = pair_lengths(str(model), str(data))
-            cases.append((model_name, model, set_name, data, lengths))
-    plan = [(case, run) for case in cases for run in MAIN_RUNS]
-    plan += [(cases[0], run) for run in ABLATIONS if args.ablations]
-    if args.runs:  # only the named runs, e.g. --runs "directpo lora r16,directpo qlora 4-bit r16"
-        plan = [(case, run) for case, run in plan if run[1] in args.runs.split(",")]
-    results: list[dict[str, Any]] = []
-    for (model_name, model, set_name, data, lengths), (framework, name, ckpt, options) in plan:
-        if time.perf_counter() - start > args.budget:
-            print(f"skipped {model_name}/{set_name}/{name}: time budget", flush=True)
-            continue
+            check_lengths(lengths, f"{model_name}/{set_name}")
+            built[model_name, set_name] = (model, data, lengths)
+        model, data, lengths = built[model_name, set_name]
         spec = RunSpec(
             framework, name, str(model), str(data),
             str(work / f"{framework}-{model_name}-{set_name}"), args.steps, args.batch,
@@ -468,7 +378,7 @@ def gpu_plan(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
         # layers run uncompiled (dynamo warned so before run 4's 1.5B "compile" rows)
         torch._dynamo.reset()
         try:
-            result = run(spec)
+            result = run(spec, own_process=False)
         except Exception as exc:  # report and go on: one failure must not lose the rest
             result = {"name": name, "framework": framework, "error": repr(exc)[:400]}
         results.append(
@@ -489,17 +399,25 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
         return
     print(
         f"{result['model']}/{result['data']}/{result['name']}: "
-        f"{result['pairs_per_second']:.2f} pairs/s, peak {result['memory_mb']:.0f} MB, "
+        f"{result['pairs_per_second']:.2f} pairs/s, peak {_mb(result)}, "
         f"steps {[round(s, 3) for s in result['step_seconds']]}"
         + (f" notices {result['notices']}" if result.get("notices") else ""),
         flush=True,
     )
 
 
+def _mb(result: dict[str, Any]) -> str:
+    """The peak as measured and what it is, or why it is not there."""
+    if result.get("memory_mb") is None:
+        return "memory n/a (one process for every run: no per-run peak RSS on a CPU)"
+    return f"{result['memory_mb']:.0f} MB {result.get('memory', '')}".rstrip()
+
+
 def table(results: list[dict[str, Any]]) -> None:
     """Per model and set: each run's pairs/s, memory and MFU, with ratios to TRL's defaults."""
     print()
-    print("| model | data | run | pairs/s | vs TRL defaults | vs TRL tuned | peak MB | "
+    kind = next((r.get("memory") for r in results if "error" not in r), "")
+    print(f"| model | data | run | pairs/s | vs TRL defaults | vs TRL tuned | peak MB {kind} | "
           "vs TRL defaults | hardware MFU | TRL-equivalent MFU |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -520,21 +438,65 @@ def table(results: list[dict[str, Any]]) -> None:
             )
 
             def ratio(other: dict | None, key: str, row: dict = r) -> str:
-                return f"{row[key] / other[key]:.2f}x" if other else "n/a"
+                if not other or row[key] is None or other[key] is None:
+                    return "n/a"
+                return f"{row[key] / other[key]:.2f}x"
+
+            memory = "n/a" if r["memory_mb"] is None else f"{r['memory_mb']:.0f}"
 
             print(
                 f"| {model} | {data} | {r['name']} | {r['pairs_per_second']:.2f} | "
                 f"{ratio(trl_default, 'pairs_per_second')} | "
-                f"{ratio(trl_tuned, 'pairs_per_second')} | {r['memory_mb']:.0f} | "
+                f"{ratio(trl_tuned, 'pairs_per_second')} | {memory} | "
                 f"{ratio(trl_default, 'memory_mb')} | {hardware} | {equivalent} |"
             )
 
 
+def check_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options, before any model is built (bench/gpu.sh runs this first:
+    a misspelt run name would otherwise measure nothing, after minutes of GPU time)."""
+    gpu = args.plan == "gpu"
+    sets = GPU_SETS if gpu else SETS
+    for option, given, known in (
+        ("--models", args.models, MODELS),
+        ("--sets", args.sets, sets),
+        ("--runs", args.runs, [run[1] for run in MAIN_RUNS + ABLATIONS]),
+    ):
+        unknown = [name for name in given.split(",") if given and name not in known]
+        if unknown:
+            return f"{option}: unknown {unknown}; known: {', '.join(known)}"
+    if args.runs and not gpu:
+        return "--runs is for --plan gpu (the cpu plan runs directpo and TRL at their defaults)"
+    if gpu and (args.directpo_options or args.gradient_checkpointing is not None):
+        return (
+            "--directpo_options / --gradient_checkpointing are for --plan cpu; the gpu plan's "
+            "runs set their own (MAIN_RUNS, ABLATIONS)"
+        )
+    if args.steps <= args.warmup:
+        return f"--steps {args.steps} must exceed --warmup {args.warmup}: no step would be timed"
+    if args.directpo_options:
+        try:
+            options = json.loads(args.directpo_options)
+        except json.JSONDecodeError as exc:
+            return f"--directpo_options is not JSON: {exc}"
+        if not isinstance(options, dict):
+            return "--directpo_options must be a JSON object, e.g. '{\"prefix_sharing\": false}'"
+    return None
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     parser.add_argument("--plan", default="cpu", choices=("cpu", "gpu"))
-    parser.add_argument("--models", default="tiny,smollm2")
-    parser.add_argument("--sets", default="long-prompt,short-prompt")
+    parser.add_argument("--models", default="tiny,smollm2", help=f"of {', '.join(MODELS)}")
+    parser.add_argument(
+        "--sets",
+        default="long-prompt,short-prompt",
+        help=f"of {', '.join(SETS)} (gpu: the first two)",
+    )
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=1, help="first steps not timed")
     parser.add_argument("--batch", type=int, default=4)
@@ -546,9 +508,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--gradient_checkpointing",
-        default="true",
         choices=("true", "false"),
-        help="cpu plan: the same for both (TRL's default is true)",
+        help="cpu plan: the same for both (default true, TRL's default)",
     )
     parser.add_argument(
         "--directpo_options",
@@ -556,12 +517,18 @@ def main() -> None:
         help="cpu plan: JSON of directpo options, e.g. '{\"prefix_sharing\": false}'",
     )
     parser.add_argument("--runs", default="", help="gpu plan: only these run names (comma list)")
+    parser.add_argument("--check", action="store_true", help="check the options, run nothing")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print("RESULT " + json.dumps(run(RunSpec(**json.loads(args.worker)))), flush=True)
         return
-    sys.path.insert(0, str(ROOT / "src"))
+    problem = check_args(args)
+    if problem:
+        parser.error(problem)
+    if args.check:
+        return
+    args.gradient_checkpointing = args.gradient_checkpointing or "true"
     print(
         "precision: directpo dtype bfloat16 (bf16 compute copy, float32 masters) vs TRL float32 "
         "model + bf16=True (autocast) on CUDA; float32 for both on CPU",

@@ -859,7 +859,7 @@ def test_python_sources_a_notebook_passes_read_as_their_files(tmp_path: Path) ->
     """train(train_dataset=...): a pathlib.Path (or a list of them) is the file; a DatasetDict
     of one split is that split, of several a one-line refusal naming them; an empty list has
     no rows without being called an empty file."""
-    from directpo.readers import python_source
+    from directpo.data_sources import python_source
 
     rows = [{"prompt": "The movie was", "chosen": " good.", "rejected": " bad."}]
     path = write_jsonl(tmp_path / "pairs.jsonl", rows)
@@ -1164,7 +1164,7 @@ def test_token_ids_without_text_and_a_list_of_datasets_are_one_line_each() -> No
     """A dataset TRL had tokenized (chosen_input_ids, no text) was told to "set chosen_column /
     rejected_column"; a list of Datasets as eval_dataset was "row 1: expected an object, got
     Dataset"."""
-    from directpo.readers import python_source
+    from directpo.data_sources import python_source
 
     ids = datasets.Dataset.from_list(
         [{"prompt_input_ids": [1], "chosen_input_ids": [2], "rejected_input_ids": [3]}]
@@ -1185,7 +1185,7 @@ def test_token_ids_without_text_and_a_list_of_datasets_are_one_line_each() -> No
 def test_a_dataset_folder_of_several_configs_names_them_when_none_is_given(tmp_path) -> None:
     """A local dataset (parquet shards, a README listing configs) without dataset_config was
     "cannot load (Config name is missing.)": the configs it has were on the lines cut off."""
-    from directpo.readers import dataset_splits
+    from directpo.data_sources import dataset_splits
 
     for config in ("en", "fr"):
         (tmp_path / config).mkdir()
@@ -1226,7 +1226,7 @@ def test_a_dict_of_columns_is_refused_in_one_line() -> None:
     "got dict" as train_dataset, and as eval_dataset (a dict of named sets) its texts were
     read as file paths: "Q: 0?: no such file"."""
     from directpo.config import DPOConfig
-    from directpo.readers import python_source
+    from directpo.data_sources import python_source
     from directpo.run_data import _named_eval_sets
 
     columns = {key: [row[key] for row in ROWS] for key in ROWS[0]}
@@ -1413,7 +1413,7 @@ def test_a_builders_name_without_data_files_is_refused(tmp_path, monkeypatch) ->
     """``dataset_name: json`` (a TRL recipe's) read every json file under the working
     directory as the pairs, a run's results files too, without a word; it is now refused
     saying to give the file (a mixture entry: its data_files)."""
-    from directpo.readers import dataset_splits
+    from directpo.data_sources import dataset_splits
 
     monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "old_pairs.jsonl", [{"chosen": "a", "rejected": "b"}])

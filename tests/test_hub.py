@@ -14,8 +14,8 @@ from tiny import tiny_config
 
 import directpo.hub as hub
 from directpo import train
+from directpo.data_sources import dataset_splits
 from directpo.errors import DataError, ModelLoadError
-from directpo.readers import dataset_splits
 
 
 @pytest.fixture

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from directpo.data_sources import is_path_list, no_rows, source_label
 from directpo.errors import DataError
 from directpo.messages import (
     Messages,
@@ -57,14 +58,7 @@ from directpo.messages import (
     text_field,
     text_or_messages,
 )
-from directpo.readers import (
-    RowError,
-    is_path_list,
-    kind_of,
-    no_rows,
-    open_rows,
-    source_label,
-)
+from directpo.readers import RowError, kind_of, open_rows
 from directpo.refusals import SKIP_HINT, RefusedRows, hint_once
 from directpo.row_formats import from_openai, is_openai_layout, openai_message, openai_names
 from directpo.template_args import joined_args, row_template_kwargs, row_tools

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 
-from directpo.readers import COMPRESSED, DATA_KINDS, is_saved_dataset
+from directpo.data_sources import is_saved_dataset
+from directpo.readers import COMPRESSED, DATA_KINDS
 
 # how train reads a folder whole (its dataset_name option): said where train reads the folder
 TRAIN_WHOLE = "train's dataset_name"

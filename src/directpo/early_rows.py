@@ -158,7 +158,7 @@ def _option_values(config: Any, options: Mapping[str, Any]) -> SimpleNamespace:
 def _given_rows(given: Mapping[str, Any], config: Any) -> list[tuple[str | None, Any]]:
     """(name, rows) of each dataset given to ``train()`` that is read whole: not a stream,
     nor eval_dataset's dict of named sets."""
-    from directpo.readers import is_path_list, python_source
+    from directpo.data_sources import is_path_list, python_source
     from directpo.stream_reads import is_stream
 
     read = []

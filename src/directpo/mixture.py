@@ -36,9 +36,10 @@ from typing import Any
 import numpy as np
 
 from directpo.data import Columns, PreferenceData, preferences_of_rows
+from directpo.data_sources import dataset_splits
 from directpo.errors import ConfigError, DataError, collected, refuse_all
 from directpo.preflight import looks_local
-from directpo.readers import DATA_KINDS, RowError, dataset_splits, open_rows
+from directpo.readers import DATA_KINDS, RowError, open_rows
 from directpo.refusals import hint_once
 
 ENTRY_KEYS = ("id", "config", "split", "columns", "weight", "data_dir", "data_files")

@@ -19,6 +19,7 @@ from directpo.data import (
     iter_rows,
     split_conversations,
 )
+from directpo.data_sources import is_path_list, no_rows, source_label
 from directpo.errors import ConfigError, DataError
 from directpo.messages import (
     Text,
@@ -30,14 +31,7 @@ from directpo.messages import (
     text_field,
     text_or_messages,
 )
-from directpo.readers import (
-    RowError,
-    is_path_list,
-    kind_of,
-    no_rows,
-    open_rows,
-    source_label,
-)
+from directpo.readers import RowError, kind_of, open_rows
 from directpo.refusals import RefusedRows
 from directpo.row_formats import from_openai, is_openai_layout, openai_message
 from directpo.template_args import row_template_args

@@ -16,6 +16,12 @@ from directpo.adapters import adapter_base
 from directpo.chat_templates import replace_chat_template, writes_todays_date
 from directpo.config import DPOConfig
 from directpo.data import Columns, PreferenceData, counted, load_preferences, read_rows
+from directpo.data_sources import (
+    is_path_list,
+    load_named_dataset,
+    python_source,
+    refuse_column_dict,
+)
 from directpo.errors import ConfigError, DataError
 from directpo.generate import check_prompts
 from directpo.messages import others_turn
@@ -32,12 +38,6 @@ from directpo.prompts import (
     load_prompt_rows,
     load_prompts,
     prompts_in_turn,
-)
-from directpo.readers import (
-    is_path_list,
-    load_named_dataset,
-    python_source,
-    refuse_column_dict,
 )
 from directpo.refusals import RowsRefused, hint_once
 from directpo.rewardfn import check_reward_fn, load_reward_fn

@@ -1,0 +1,176 @@
+"""What a source of rows is, before its rows are read (readers.py reads them).
+
+A Python value given to ``train()`` (a ``pathlib.Path``, a list of paths, a one-split
+``DatasetDict``; a dict of columns or a list of datasets refused in one line), a dataset name
+(``dataset_name``: a folder, a ``save_to_disk`` folder or a hub id, loaded through
+``datasets``, offline from the local cache where the hub is unreachable), and how a source is
+named in messages.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from directpo.errors import DataError, first_line
+from directpo.hub import cache_only_where_unreachable, unreachable_reason
+from directpo.option_paths import builder_without_files
+
+
+def python_source(source: Any, argument: str) -> Any:
+    """``train(train_dataset=...)``'s value as the readers take it: a ``pathlib.Path`` (or a
+    list of them) as a path; a ``DatasetDict`` of one split as that split (several: refused,
+    as a ``save_to_disk`` folder of several is)."""
+    if isinstance(source, os.PathLike):
+        return os.fspath(source)
+    if is_path_list(source):
+        return [os.fspath(path) for path in source]
+    refuse_column_dict(source, argument)
+    if isinstance(source, list | tuple) and any(map(_is_table, source)):
+        # (its rows were "row 1: expected an object, got Dataset")
+        several = "a dict of named sets, evaluated apart" if argument == "eval_dataset" else ""
+        raise DataError(
+            f"{argument}: a list of datasets; pass one (datasets.concatenate_datasets joins "
+            f"them){f', or {several}' if several else ''}"
+        )
+    if (
+        isinstance(source, dict)
+        and source
+        and all(hasattr(split, "column_names") for split in source.values())
+    ):
+        splits = list(source)
+        if len(splits) != 1:
+            raise DataError(
+                f"{argument}: a DatasetDict of several splits ({', '.join(splits)}); pass one, "
+                f"e.g. {argument}=dataset[{splits[0]!r}]"
+            )
+        return source[splits[0]]
+    return source
+
+
+def refuse_column_dict(value: Any, argument: str) -> None:
+    """A plain dict of equal-length column lists holding chosen and rejected (the layout
+    ``Dataset.from_dict`` takes) refused in one line: it was "got dict", and as eval_dataset
+    (a dict of named sets) its texts were read as file paths ("Q: 1?: no such file")."""
+    if not (type(value) is dict and {"chosen", "rejected"} <= set(value)):
+        return
+    lists = [column for column in value.values() if isinstance(column, list | tuple)]
+    if len(lists) == len(value) and len({len(column) for column in lists}) == 1:
+        raise DataError(
+            f"{argument}: a dict of columns ({', '.join(map(str, value))}); give its rows, "
+            f"e.g. datasets.Dataset.from_dict({argument})"
+        )
+
+
+def _is_table(value: Any) -> bool:
+    """A Dataset, IterableDataset or DataFrame (not a row)."""
+    return hasattr(value, "column_names") or hasattr(value, "columns")
+
+
+def load_named_dataset(config: Any, key: str, *, required: str | None) -> Any:
+    """``config.dataset_name``'s split named by option ``key`` (dataset_train_split /
+    dataset_test_split) through ``datasets.load_dataset`` (a local folder, or a hub id where
+    the hub is reachable); None when the split does not exist and ``required`` (what needs
+    it, said in the error) is None."""
+    split = getattr(config, key)
+    name = config.dataset_name
+    # dataset_streaming: load_dataset reads the files as they are iterated (a save_to_disk
+    # folder is memory-mapped: its rows are read as iterated too)
+    streaming = True if config.dataset_streaming and not is_saved_dataset(name) else None
+    loaded = dataset_splits(
+        name, config.dataset_config, f"dataset_name '{name}'", config.dataset_train_split,
+        streaming=streaming,
+    )  # fmt: skip
+    if split not in loaded:
+        if required is None:
+            return None
+        raise DataError(
+            f"dataset_name '{name}': no split '{split}' (it has {', '.join(loaded)}) for "
+            f"{required}; set {key}"
+        )
+    return loaded[split]
+
+
+def dataset_splits(
+    name: str,
+    dataset_config: str | None,
+    label: str,
+    lone_split: str,
+    config_key: str = "dataset_config",
+    **options: Any,
+) -> Any:
+    """The splits (a mapping) of a dataset folder, a ``save_to_disk`` folder (one saved
+    Dataset is the split ``lone_split``) or a hub id (offline: from the local cache), through
+    ``datasets``; ``options`` go to ``load_dataset`` (data_dir, data_files). ``label`` names
+    the source in the one-line error, ``config_key`` the option holding ``dataset_config``."""
+    import datasets
+
+    saved = is_saved_dataset(name)  # load_dataset refuses these ("use load_from_disk")
+    if saved and dataset_config == "default":
+        # the name of a dataset without named configurations (load_dataset takes it for a
+        # data folder): a recipe's `config: default` still reads that dataset saved to disk
+        dataset_config = None
+    given = {config_key: dataset_config, **options}
+    extra = next((key for key, value in given.items() if value is not None), None)
+    if saved and extra is not None:
+        raise DataError(
+            f"{label} is a datasets.save_to_disk folder, which has no configurations; "
+            f"remove {extra} ({given[extra]})"
+        )
+    if builder_without_files(name, options):
+        give = "its data_files" if "data_files" in options else "the file as train_file"
+        raise DataError(
+            f"{label} is datasets' {name} reader without data_files, which reads every {name} "
+            f"file under the working directory: give {give}"
+        )
+    offline = False
+    try:
+        if saved:
+            loaded = datasets.load_from_disk(name)
+            if isinstance(loaded, datasets.Dataset):  # one split, saved without a name
+                loaded = {lone_split: loaded}
+        else:
+            options = {key: value for key, value in options.items() if value is not None}
+            offline = cache_only_where_unreachable(name)
+            loaded = datasets.load_dataset(name, dataset_config, **options)
+    except Exception as exc:  # datasets raises many types: offline, missing, malformed
+        why = f"; {unreachable_reason()}, so only the local cache was read" if offline else ""
+        problem = first_line(exc)
+        # "Config name is missing." alone: the configurations are on the lines after it
+        configs = [line for line in str(exc).splitlines() if "available configs:" in line]
+        if configs:
+            problem = f"{problem.rstrip('.')}; it has {configs[0].split(':', 1)[1].strip()}"
+            why = f"{why}; set {config_key}"
+        raise DataError(f"{label}: cannot load ({problem}){why}") from None
+    return loaded
+
+
+def no_rows(label: str, source: Any) -> DataError:
+    """A source without rows ("the file is empty" only of a file: not of a list or Dataset)."""
+    return DataError(
+        f"{label}: no rows" + (" (the file is empty)" if isinstance(source, str) else "")
+    )
+
+
+def is_path_list(source: Any) -> bool:
+    return (
+        isinstance(source, list | tuple)
+        and bool(source)
+        and all(isinstance(item, str | os.PathLike) for item in source)
+    )
+
+
+def source_label(source: Any) -> str:
+    if isinstance(source, str):
+        return source
+    if isinstance(source, list | tuple):
+        return "rows"
+    return "DataFrame" if hasattr(source, "to_dict") and hasattr(source, "columns") else "dataset"
+
+
+def is_saved_dataset(path: str) -> bool:
+    """A ``datasets.save_to_disk`` folder (of a Dataset or a DatasetDict)."""
+    marks = ("dataset_dict.json",), ("state.json", "dataset_info.json")
+    return os.path.isdir(path) and any(
+        all(os.path.isfile(os.path.join(path, name)) for name in names) for names in marks
+    )

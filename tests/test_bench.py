@@ -1,0 +1,269 @@
+"""bench/: the GPU script's control flow and the benchmark's option checks, without a GPU.
+
+A lent GPU is 15 minutes a session: a bash arithmetic or quoting slip in bench/gpu.sh, or a
+misspelt run name, must show here, not there. ``DRY_RUN=1`` runs gpu.sh's control flow on a
+virtual clock (each part "takes" its limit, or DRY_SECONDS) and prints what it would run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # (its dataclass looks its module up)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _dry_run(out: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """bench/gpu.sh in DRY_RUN mode, this interpreter as its python3."""
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    environ = {"PATH": path, "HOME": os.environ.get("HOME", "/tmp"), "DRY_RUN": "1"}
+    return subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu.sh"), *args],
+        env={**environ, "OUT": str(out), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _limits(stdout: str) -> dict[str, int]:
+    """Each part's time limit, as its dry-run line says it."""
+    return {
+        name: int(limit)
+        for name, limit in re.findall(r"^dry run: (\w+), limit (\d+) s", stdout, re.M)
+    }
+
+
+def _budget(stdout: str) -> int:
+    return int(re.search(r"--budget (\d+)", stdout).group(1))
+
+
+def _near(a: int, b: int) -> bool:
+    return abs(a - b) <= 10  # the real seconds the dry run itself takes (a loaded machine)
+
+
+def test_the_default_run_fits_total_when_every_part_takes_its_whole_limit(tmp_path: Path) -> None:
+    done = _dry_run(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    limits = _limits(done.stdout)
+    assert list(limits) == ["smoke", "offload", "bench", "precision"]
+    expected = {"smoke": 120, "offload": 90, "bench": 180, "precision": 150}
+    assert all(_near(limits[k], v) for k, v in expected.items()), limits
+    assert sum(limits.values()) <= 540
+    # the benchmark stops starting runs 60 s before its timeout; the precision check keeps 150
+    assert _near(_budget(done.stdout), 120)
+    assert f"--out {tmp_path}/bench.jsonl" in done.stdout
+    for name in ("versions", "smoke", "offload", "bench", "precision"):
+        assert (tmp_path / f"{name}.txt").is_file(), name
+    assert done.stdout.count(": ok\n") == 4
+
+
+def test_a_short_total_skips_the_first_parts_and_keeps_the_last_ones(tmp_path: Path) -> None:
+    done = _dry_run(tmp_path, TOTAL="300")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "skipped smoke: time budget" in done.stdout
+    assert "skipped offload: time budget" in done.stdout
+    limits = _limits(done.stdout)
+    assert _near(_budget(done.stdout), 90) and _near(limits["bench"], 150), limits
+    assert _near(limits["precision"], 150)
+    assert (tmp_path / "smoke.txt").read_text().startswith("skipped smoke: time budget (0 s")
+
+
+def test_parts_that_finish_early_leave_their_time_to_the_benchmark(tmp_path: Path) -> None:
+    done = _dry_run(tmp_path, DRY_SECONDS="10", COMPILE_CHECK="1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "compile" in _limits(done.stdout)
+    assert _near(_budget(done.stdout), 300)  # BUDGET's 300: three 10 s parts leave plenty
+
+
+def test_a_failed_or_timed_out_part_is_said_and_the_exit_code_is_1(tmp_path: Path) -> None:
+    done = _dry_run(tmp_path, DRY_FAIL="offload", DRY_TIMEOUT="precision")
+    assert done.returncode == 1
+    assert "gpu.sh: offload: FAILED (exit 1)" in done.stdout
+    assert re.search(r"gpu.sh: precision: timed out after \d+ s", done.stdout)
+    assert "gpu.sh: bench: ok" in done.stdout  # the parts after a failure still ran
+
+
+def test_a_misspelt_benchmark_option_stops_before_any_part(tmp_path: Path) -> None:
+    done = _dry_run(tmp_path, "--runs", "directpo lora r8")
+    assert done.returncode == 2
+    assert "--runs: unknown ['directpo lora r8']" in done.stderr
+    assert not (tmp_path / "smoke.txt").exists()
+
+
+def test_the_benchmarks_options_are_checked_before_any_model() -> None:
+    vs_trl = _bench("vs_trl")
+
+    def problem(*argv: str) -> int:
+        """main's exit code for these options with --check (0: accepted)."""
+        sys_argv, sys.argv = sys.argv, ["vs_trl.py", "--plan", "gpu", *argv, "--check"]
+        try:
+            vs_trl.main()
+        except SystemExit as stopped:
+            return int(stopped.code)
+        finally:
+            sys.argv = sys_argv
+        return 0
+
+    assert problem() == 0
+    assert problem("--runs", "directpo no per-token stats,trl defaults") == 0
+    assert problem("--runs", "directpo lora r8") == 2
+    assert vs_trl.check_args(_args(vs_trl, models="qwen2.5-7b")).startswith("--models: unknown")
+    assert vs_trl.check_args(_args(vs_trl, sets="image-prompt", plan="gpu")).startswith("--sets")
+    assert "--plan gpu" in vs_trl.check_args(_args(vs_trl, runs="trl defaults"))
+    assert "--plan cpu" in vs_trl.check_args(_args(vs_trl, plan="gpu", directpo_options="{}"))
+    assert "no step would be timed" in vs_trl.check_args(_args(vs_trl, steps=3, warmup=3))
+    assert "JSON object" in vs_trl.check_args(_args(vs_trl, directpo_options="[1]"))
+
+
+def _args(vs_trl: ModuleType, **given: object) -> object:
+    defaults = dict(
+        plan="cpu", models="tiny", sets="long-prompt", runs="", directpo_options="",
+        gradient_checkpointing=None, steps=6, warmup=1,
+    )  # fmt: skip
+    return type("Args", (), {**defaults, **given})()
+
+
+def test_the_gpu_plan_measures_what_no_call_measured_before_the_other_models() -> None:
+    vs_trl = _bench("vs_trl")
+    cases = [("0.5b", "long"), ("0.5b", "short"), ("1.5b", "long")]
+    plan = [(case, run[1]) for case, run in vs_trl.plan_order(cases, True, "")]
+    first_ablation = plan.index((cases[0], "directpo no per-token stats"))
+    assert first_ablation == len(vs_trl.MAIN_RUNS)  # right after the first case's main runs
+    assert plan.index((cases[1], "directpo defaults")) > first_ablation
+    only = vs_trl.plan_order(cases, True, "trl defaults")
+    assert [case for case, _ in only] == cases
+
+
+def test_a_run_whose_package_is_missing_is_skipped_by_name() -> None:
+    vs_trl = _bench("vs_trl")
+    missing = importlib.util.find_spec("bitsandbytes") is None
+    assert (vs_trl.missing_package({"load_in_4bit": True}) == "bitsandbytes") == missing
+    assert vs_trl.missing_package({"lora_r": 16}) is None
+
+
+def test_pairs_longer_than_max_length_stop_the_benchmark() -> None:
+    vs_trl = _bench("vs_trl")
+    vs_trl.check_lengths([(1000, 500, 400)], "tiny/long-prompt")
+    with pytest.raises(SystemExit, match="over max_length 4096"):
+        vs_trl.check_lengths([(3800, 500, 400)], "tiny/long-prompt")
+
+
+def test_the_in_process_plan_reports_no_peak_rss_on_a_cpu() -> None:
+    """The gpu plan runs every run in one process: ru_maxrss there is the largest peak so far,
+    not the run's; on a CPU the memory is not reported rather than reported wrong."""
+    vs_trl = _bench("vs_trl")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA: the allocator's peak, reset per run")
+    assert vs_trl.peak_memory_mb(own_process=False) is None
+    assert vs_trl.peak_memory_mb(own_process=True) > 0
+    assert "memory n/a" in vs_trl._mb({"memory_mb": None})
+
+
+def test_the_workers_import_this_checkouts_directpo() -> None:
+    """cpu plan workers are processes of their own: without src/ on their path they measured
+    whichever directpo was installed (another checkout's)."""
+    code = (
+        "import runpy, sys; sys.argv = ['vs_trl.py', '--check'];"
+        f"runpy.run_path({str(ROOT / 'bench' / 'vs_trl.py')!r}, run_name='__main__');"
+        "import directpo; print(directpo.__file__)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == str(ROOT / "src" / "directpo" / "__init__.py"), done.stderr
+
+
+def test_a_misspelt_smoke_group_stops_at_once() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_smoke.py"), "precison"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "usage: gpu_smoke.py [features | compile | precision | offload]" in done.stdout
+
+
+def test_the_benchmarks_budget_and_out_are_gpu_shs_own(tmp_path: Path) -> None:
+    """A --budget given after gpu.sh's own was silently overridden by it."""
+    done = _dry_run(tmp_path, "--budget", "400")
+    assert done.returncode == 2
+    assert "set BUDGET=N" in done.stderr
+    done = _dry_run(tmp_path, BUDGET="50")
+    assert _near(_budget(done.stdout), 50)
+
+
+def test_a_cpu_run_with_directpo_options_is_named_by_them() -> None:
+    vs_trl = _bench("vs_trl")
+    assert vs_trl.cpu_run_name("trl", {}) == "trl defaults"
+    named = vs_trl.cpu_run_name("directpo", {"prefix_sharing": False, "padding_free": False})
+    assert named == "directpo prefix_sharing: false, padding_free: false"
+
+
+def test_a_part_left_under_a_third_of_its_limit_is_skipped(tmp_path: Path) -> None:
+    """COMPILE_CHECK=1 at the default TOTAL was started with 30 s of its 150: cut before its
+    first result, those seconds lost to the benchmark."""
+    done = _dry_run(tmp_path, COMPILE_CHECK="1")
+    assert re.search(r"skipped compile: time budget \(\d+ s of its 150", done.stdout)
+    assert "compile" not in _limits(done.stdout)
+    assert _near(_budget(done.stdout), 120)
+    assert done.returncode == 0
+
+
+def test_a_part_that_takes_sigterm_as_finish_the_step_is_killed(tmp_path: Path) -> None:
+    """directpo's train() answers SIGTERM with 'finish the step, checkpoint, return', so a part
+    calling it (gpu_smoke's checks, vs_trl's runs) went on past its limit: KILL follows."""
+    script = (ROOT / "bench" / "gpu.sh").read_text()
+    assert 'timeout --kill-after=10 "$((limit - 10))"' in script
+
+
+def test_a_benchmark_run_stopped_by_a_signal_stops_the_benchmark(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its few steps were reported as a measurement, and the plan went on to the next run."""
+    import directpo.finish
+    import directpo.trainer
+
+    vs_trl = _bench("vs_trl")
+    # _run_directpo replaces it for its process: restored after this test
+    monkeypatch.setattr(directpo.finish, "save_final_model", directpo.finish.save_final_model)
+    stopped = type("Result", (), {"stopped_by": "SIGTERM", "metrics": []})()
+    monkeypatch.setattr(directpo.trainer, "train", lambda config, echo: stopped)
+    spec = vs_trl.RunSpec(
+        "directpo", "directpo defaults", str(tmp_path), str(tmp_path / "d.jsonl"),
+        str(tmp_path / "out"), 4, 2, 1, False, {},
+    )  # fmt: skip
+    with pytest.raises(SystemExit, match="stopped by SIGTERM"):
+        vs_trl._run_directpo(spec, {"max_steps": 4}, cuda=False)
+
+
+def test_fsdp_memorys_device_is_cpu_or_cuda() -> None:
+    """--device gpu (any word but cpu) ran in float32 on whatever device the run found, its rows
+    labelled "gpu"."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "fsdp_memory.py"), "--device", "gpu"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "invalid choice: 'gpu'" in done.stderr
