@@ -268,7 +268,9 @@ def load_options(
     if isinstance(path, Mapping):
         data, where = dict(path), "config"
     elif path is not None:
-        data, where = read_yaml(os.fspath(path), interpolate), os.fspath(path)
+        data, where = read_yaml(os.fspath(path), interpolate=False), os.fspath(path)
+        if interpolate:  # after the flags are known: a reference to a flag's key takes its value
+            data = resolved(data, where, overrides)
     if path is not None:
         _set_environment(data.pop("env", None), where)
         sources.insert(0, (data, where))

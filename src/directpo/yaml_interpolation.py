@@ -7,12 +7,18 @@ does not hold, a reference that loops) is refused in one line: read literally, t
 became a folder named ``${oc.env:HOME}`` and a path no tool can find. Inside a torchtune
 component (a mapping with ``_component_``, refused whole saying what to write) such a
 reference is left as written, as OmegaConf reads a node only when used: the component's line
-is then said with the others."""
+is then said with the others.
+
+The flags given beside the file take part as OmegaConf's merged overrides do: with
+``logging_dir: ${output_dir}/logs`` in the file, ``--output_dir b`` makes it ``b/logs`` (the
+file's own output_dir wrote the logs into the other run's folder). A flag's value is taken as
+written (it is not itself resolved: a run records its flags as given)."""
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from directpo.errors import ConfigError
@@ -20,9 +26,21 @@ from directpo.errors import ConfigError
 _REFERENCE = re.compile(r"(\\)?\$\{([^${}]*)\}")
 
 
-def resolved(data: dict[str, Any], path: str) -> dict[str, Any]:
-    """``data`` (a YAML file's mapping) with every interpolation in its strings resolved."""
-    return {key: _value(value, data, path, (key,)) for key, value in data.items()}
+def resolved(
+    data: dict[str, Any], path: str, given: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """``data`` (a YAML file's mapping) with every interpolation in its strings resolved; a
+    reference to a key in ``given`` (the flags' values, which replace the file's) takes the
+    flag's value, as written."""
+    root = {**data, **{key: _Given(value) for key, value in (given or {}).items()}}
+    return {key: _value(value, root, path, (key,)) for key, value in data.items()}
+
+
+class _Given:
+    """A flag's value in the mapping references are looked up in: taken as it is."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
 
 def _value(value: Any, root: dict[str, Any], path: str, seen: tuple[str, ...]) -> Any:
@@ -69,12 +87,16 @@ def _lookup(reference: str, root: dict[str, Any], path: str, seen: tuple[str, ..
         )
     node: Any = root
     for part in name.split("."):
+        if isinstance(node, _Given):
+            node = node.value
         if not isinstance(node, dict) or part not in node:
             raise ConfigError(
                 f"{where}: the file has no key {name} to take the value of (OmegaConf's "
                 "interpolation; write \\${ for the text ${)"
             )
         node = node[part]
+    if isinstance(node, _Given):
+        return node.value
     if name in seen:
         raise ConfigError(f"{where}: the reference loops ({' -> '.join([*seen, name])})")
     return _value(node, root, path, (*seen, name))

@@ -1,0 +1,24 @@
+"""OmegaConf's interpolations in a config file, with the flags given beside it."""
+
+from __future__ import annotations
+
+from directpo.cli_flags import yaml_and_flags
+from directpo.config import DPOConfig, load_config
+
+
+def test_a_files_reference_takes_the_flags_value_as_omegaconfs_overrides_do(tmp_path) -> None:
+    """``logging_dir: ${output_dir}/logs`` under ``--output_dir b`` stayed the file's folder's
+    logs (the flags replaced values after the references were resolved): a second run's logs
+    went into the first run's folder. The flags now take part, as torchtune's overrides are
+    merged before OmegaConf resolves; a flag's own value is kept as written."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "output_dir: /runs/a\nlogging_dir: ${output_dir}/logs\nrun_name: dpo-${max_steps}\n"
+        "max_steps: 2\n"
+    )
+    flags = ["--output_dir", "/runs/b", "--max_steps", "3"]
+    config = load_config(*yaml_and_flags([str(recipe), *flags], DPOConfig))
+    assert (config.output_dir, config.logging_dir) == ("/runs/b", "/runs/b/logs")
+    assert (config.run_name, config.max_steps) == ("dpo-3", 3)
+    config = load_config(*yaml_and_flags([str(recipe), "--run_name", "x${y}"], DPOConfig))
+    assert (config.logging_dir, config.run_name) == ("/runs/a/logs", "x${y}")
