@@ -65,7 +65,7 @@ from directpo.process_state import kept_for_caller, library_output, numeric_swit
 from directpo.resume import held_out_dtype, objective
 from directpo.rewardfn import trainer_state, with_state
 from directpo.run import Run, evaluation_precision, prepare_run
-from directpo.signals import StopRequest
+from directpo.signals import StopRequest, output_closed, said_on_stderr
 from directpo.step import PairStats, eval_set_metrics, evaluate, pair_losses
 from directpo.sync import reference_state, sync_reference
 from directpo.trainer_state import best_checkpoint_name, run_fields
@@ -181,7 +181,14 @@ def _train(run: Run) -> TrainResult:
 
     def write(line: str) -> None:  # through echo (silent off rank 0), never into the bar
         with tqdm.external_write_mode():
-            run.echo(line)
+            try:
+                run.echo(line)
+            except BrokenPipeError:
+                if not output_closed():
+                    raise
+                # (| head exited): stop as for SIGTERM, the steps kept; said where still read
+                stop.requested = stop.requested or "SIGPIPE"
+                run.echo = said_on_stderr
 
     with StopRequest() as stop, progress, explain_failures(run) as position:
         run.window_start = run.train_start = time.perf_counter()
