@@ -62,3 +62,17 @@ def test_score_reads_a_quoted_home_input(tmp_path, capsys, monkeypatch) -> None:
     err = capsys.readouterr().err
     assert f"input: no such file or folder: {tmp_path}/in.jsonl" in err
     assert f"{tmp_path}/model" in err and "~" not in err
+
+
+def test_torchtunes_overrides_are_said_with_the_recipes_problems(tmp_path, capsys) -> None:
+    """``directpo train recipe.yaml batch_size=2`` said the overrides alone: the recipe's own
+    problems (its components, dtype: bf16) and a bad override value came a run after they were
+    written as flags. They are said in the same error, the overrides read as their flags."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("dtype: bf16\nloss:\n  _component_: torchtune.rlhf.loss.DPOLoss\n")
+    assert main(["train", str(recipe), "batch_size=two", "optimizer.lr=1e-5"]) == 2
+    err = capsys.readouterr().err
+    assert "'batch_size=two', 'optimizer.lr=1e-5': options are flags here" in err
+    assert "dtype must be one of float32, bfloat16 (got 'bf16')" in err
+    assert "loss: DPOLoss is directpo's default loss" in err
+    assert "per_device_train_batch_size" in err and "'two'" in err

@@ -25,6 +25,7 @@ from directpo.cli_flags import (
     BOOLEAN,
     LIST,
     PATHS,
+    Overrides,
     as_typed,
     attach_negative_values,
     flag_value,
@@ -285,7 +286,12 @@ def _main(argv: Sequence[str] | None) -> int:
             help_asked = any(token in ("-h", "--help") for token in argv[1:])
             if not help_asked:  # TRL's flags too: read here, judged all at once
                 command = COMMANDS[argv[0]]
-                config_file, overrides = yaml_and_flags(argv[1:], command.options)
+                try:
+                    config_file, overrides = yaml_and_flags(argv[1:], command.options)
+                except Overrides as refused:  # the file's problems said with them (one run)
+                    raise with_others(
+                        refused, command.options, refused.config_file, refused.flags
+                    ) from None
                 if config_file is not None:
                     refuse_data_file(config_file)
                 code = command.run(

@@ -180,6 +180,15 @@ def _several_json_values(text: str) -> bool:
     return text[end:].strip().startswith("{")
 
 
+class Overrides(ConfigError):
+    """torchtune's ``key=value`` arguments, refused; the file and the flags (those read as the
+    flags they stand for) kept, so that their own problems are said in the same error."""
+
+    def __init__(self, message: str, config_file: str | None, flags: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.config_file, self.flags = config_file, flags
+
+
 def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, dict[str, Any]]:
     """(YAML file, flags) of ``train [CONFIG.yaml] [--key value | --key=value | --flag ...]``.
 
@@ -248,7 +257,9 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
     if overrides:
         given = ", ".join(f"'{token}'" for token in overrides)
         written = " ".join("--" + " ".join(token.split("=", 1)) for token in overrides)
-        raise ConfigError(f"{given}: options are flags here: {written}")
+        for key, _, value in (token.partition("=") for token in overrides):
+            flags[key] = flag_value(kinds.get(key, VALUE), [value])  # (read as its flag)
+        raise Overrides(f"{given}: options are flags here: {written}", config_file, flags)
     return config_file, flags
 
 
