@@ -80,7 +80,9 @@ def unread_system(
     if columns.system is not None or not examples:
         return None
     first = examples[0].columns or {}
-    name = next((name for name in SYSTEM_COLUMNS if name in first), None)
+    # any case (a spreadsheet's header: System), as the prompt's refusal reads it
+    named = {key.lower(): key for key in first if isinstance(key, str)}
+    name = next((named[name] for name in SYSTEM_COLUMNS if name in named), None)
     if name is None:
         return None
     rows = sum(_lacks((e.columns or {}).get(name), e.prompt) for e in examples)
