@@ -5,7 +5,7 @@ columns of other names, which the refusal of a file without chosen / rejected na
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from directpo.errors import DataError
@@ -119,3 +119,15 @@ def completion_columns(names: Sequence[Any], chosen: str, rejected: str) -> tupl
             return None
         found.append(having[0])
     return found[0], found[1]
+
+
+def other_case(names: Iterable[Any], wanted: Mapping[str, str | None]) -> list[str]:
+    """``option: Column`` for each column option (``{option: column}``) whose column the row
+    lacks but holds in another case (a spreadsheet's header: Prompt, Chosen, Response): the
+    refusal of such a row said 'missing field' or the option alone, not the column to give."""
+    written = {name.lower(): name for name in names if isinstance(name, str)}
+    return [
+        f"{option}: {written[column.lower()]}"
+        for option, column in wanted.items()
+        if column and column not in written.values() and column.lower() in written
+    ]
