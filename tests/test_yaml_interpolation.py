@@ -24,6 +24,9 @@ def test_a_files_reference_takes_the_flags_value_as_omegaconfs_overrides_do(tmp_
     assert (config.run_name, config.max_steps) == ("dpo-3", 3)
     config = load_config(*yaml_and_flags([str(recipe), "--run_name", "x${y}"], DPOConfig))
     assert (config.logging_dir, config.run_name) == ("/runs/a/logs", "x${y}")
+    # a flag of another tool's name for the option (OpenRLHF's --save_path: output_dir)
+    config = load_config(*yaml_and_flags([str(recipe), "--save_path", "/runs/c"], DPOConfig))
+    assert config.logging_dir == "/runs/c/logs"
 
 
 def test_nested_relative_and_null_references_are_resolved_as_omegaconf_does(

@@ -270,7 +270,9 @@ def load_options(
     elif path is not None:
         data, where = read_yaml(os.fspath(path), interpolate=False), os.fspath(path)
         if interpolate:  # after the flags are known: a reference to a flag's key takes its value
-            data = resolved(data, where, overrides)
+            # (by the option's name too: --save_path is output_dir's ${output_dir})
+            named = translate_usable(cls, overrides or {}, names, "command line")[0]
+            data = resolved(data, where, {**named, **(overrides or {})})
     if path is not None:
         _set_environment(data.pop("env", None), where)
         sources.insert(0, (data, where))
