@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -378,23 +379,32 @@ def test_a_closed_output_pipe_stops_the_run_after_its_checkpoint(
 ) -> None:
     """``directpo train x.yaml | head -8``: the line after head exited raised BrokenPipeError
     in the loop, which ended the run with a traceback and its steps lost. A closed pipe is a
-    stop request, as SIGTERM is: the step's checkpoint is saved, the lines go to stderr."""
+    stop request, as SIGTERM is: the step's checkpoint is saved, the lines go to stderr. One
+    closed at the last step or while the final model is written lets the run finish."""
     from tiny import tiny_config
 
-    import directpo.trainer as trainer
+    import directpo.signals as signals
+    from directpo.trainer import train
 
-    monkeypatch.setattr(trainer, "output_closed", lambda: True)  # (this stdout is no pipe)
+    monkeypatch.setattr(signals, "output_closed", lambda: True)  # (this stdout is no pipe)
 
-    def echo(line: str) -> None:
-        if line.startswith("step 2/"):
-            raise BrokenPipeError(32, "Broken pipe")
+    def closed_at(start: str) -> Callable[[str], None]:
+        def echo(line: str) -> None:
+            if line.startswith(start):
+                raise BrokenPipeError(32, "Broken pipe")
+
+        return echo
 
     config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "a", max_steps=6,
                          logging_steps=1)  # fmt: skip
-    stopped = trainer.train(config, echo=echo)
+    stopped = train(config, echo=closed_at("step 2/"))
     assert (stopped.stopped_by, stopped.global_step) == ("SIGPIPE", 2)
     assert (tmp_path / "a" / "checkpoint-2" / "manifest.json").is_file()
     assert "stopped by SIGPIPE after step 2" in capsys.readouterr().err
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "b", max_steps=1)
+    finished = train(config, echo=closed_at("step 1/1"))  # (the last step: it finishes)
+    assert finished.stopped_by is None and (tmp_path / "b" / "model.safetensors").is_file()
+    assert "model saved to" in capsys.readouterr().err
 
 
 def test_a_closed_output_pipe_ends_the_command_in_one_line_with_141() -> None:

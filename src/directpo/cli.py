@@ -47,7 +47,7 @@ from directpo.command_rows import with_others
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DirectpoError
 from directpo.options import load_options, option_help
-from directpo.signals import Terminated, exit_code_of, output_closed, sigterm_unwinds
+from directpo.signals import KeptLines, Terminated, exit_code_of, output_closed, sigterm_unwinds
 from directpo.trl_compat import ALIASES
 
 
@@ -88,8 +88,10 @@ def _train(options: DPOConfig) -> int:
     result = train(options)
     if result is not None and result.stopped_by is not None:
         return exit_code_of(result.stopped_by)
-    if result is not None and _first_rank():
-        print(next_steps(str(result.output_dir), options.eval_file, options.max_eval_samples))
+    if result is not None and _first_rank():  # (a finished run: said on stderr if need be)
+        KeptLines(print)(
+            next_steps(str(result.output_dir), options.eval_file, options.max_eval_samples)
+        )
     return 0
 
 

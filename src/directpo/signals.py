@@ -32,7 +32,7 @@ import select
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType, TracebackType
 
 
@@ -130,6 +130,20 @@ def _reader_gone(stream: object) -> bool:
         return False
 
 
-def said_on_stderr(line: str) -> None:
-    """A run's lines once stdout's reader is gone."""
-    print(line, file=sys.stderr)
+class KeptLines:
+    """``echo`` (print) whose stdout's reader may go away: its lines are then said on stderr,
+    and ``closed`` tells the training loop to stop after its step, with its checkpoint."""
+
+    def __init__(self, echo: Callable[[str], None]) -> None:
+        self.echo, self.closed = echo, False
+
+    def __call__(self, line: str) -> None:
+        if not self.closed:
+            try:
+                self.echo(line)
+                return
+            except BrokenPipeError:
+                if not output_closed():
+                    raise  # another pipe's (a socket's): a failure of its own
+                self.closed = True
+        print(line, file=sys.stderr)
