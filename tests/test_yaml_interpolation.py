@@ -6,6 +6,7 @@ import pytest
 
 from directpo.cli_flags import yaml_and_flags
 from directpo.config import DPOConfig, load_config
+from directpo.errors import ConfigError
 
 
 def test_a_files_reference_takes_the_flags_value_as_omegaconfs_overrides_do(tmp_path) -> None:
@@ -47,8 +48,28 @@ def test_nested_relative_and_null_references_are_resolved_as_omegaconf_does(
     config = load_config(*yaml_and_flags([str(recipe)], DPOConfig))
     assert (config.output_dir, config.logging_dir) == ("/data/dpo", None)
     assert config.model_init_kwargs["subfolder"] == "main-sft"
-    from directpo.errors import ConfigError
     from directpo.yaml_interpolation import resolved
 
     with pytest.raises(ConfigError, match=r"f.yaml: m.y: .*loops \(m.y -> m -> m\)"):
         resolved({"m": {"y": "${m}"}}, "f.yaml")
+
+
+def test_a_key_other_values_refer_to_is_the_files_variable_not_an_option(tmp_path) -> None:
+    """OmegaConf's users keep values in keys of their own (``model_dir: ...`` for
+    ``model_name_or_path: ${model_dir}``): each was refused as an unknown option, with a
+    misleading 'did you mean hub_model_id?'. A key that no option reads and that another value
+    refers to is the file's variable; one nothing refers to is still refused."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "model_dir: /models/llama\nmodel_name_or_path: ${model_dir}\nsteps: 5\n"
+        "max_steps: ${steps}\nlogging_dir: ${steps_dir.logs}\nsteps_dir: {logs: /l}\n"
+    )
+    config = load_config(str(recipe))
+    assert (config.model_name_or_path, config.max_steps, config.logging_dir) == (
+        "/models/llama",
+        5,
+        "/l",
+    )
+    recipe.write_text("model_dir: /models/llama\nmodel_name_or_path: /m\n")
+    with pytest.raises(ConfigError, match="unknown option 'model_dir'"):
+        load_config(str(recipe))

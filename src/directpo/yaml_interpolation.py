@@ -14,11 +14,14 @@ is then said with the others.
 The flags given beside the file take part as OmegaConf's merged overrides do: with
 ``logging_dir: ${output_dir}/logs`` in the file, ``--output_dir b`` makes it ``b/logs`` (the
 file's own output_dir wrote the logs into the other run's folder). A flag's value is taken as
-written (it is not itself resolved: a run records its flags as given)."""
+written (it is not itself resolved: a run records its flags as given). A key that no option
+reads and that other values refer to (``model_dir: ...`` for ``${model_dir}``) is the file's
+variable, as OmegaConf's users write them: not refused as an unknown option."""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,6 +36,19 @@ def resolved(
     flag's value, as written."""
     root = {**data, **{key: _Given(value) for key, value in (given or {}).items()}}
     return {key: _value(value, root, path, (str(key),), ()) for key, value in data.items()}
+
+
+_NAMED = re.compile(r"(?<!\\)\$\{\s*([A-Za-z_][\w-]*)")  # a reference's first key
+
+
+def referenced(data: Any) -> set[str]:
+    """The top-level keys the references in ``data`` (a YAML file's values) name:
+    ``${model_dir}/x`` and ``${model_dir.sub}`` name model_dir."""
+    if isinstance(data, dict):
+        return set().union(*map(referenced, data.values()))
+    if isinstance(data, list):
+        return set().union(*map(referenced, data))
+    return {m.group(1) for m in _NAMED.finditer(data)} if isinstance(data, str) else set()
 
 
 class _Given:
