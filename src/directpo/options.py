@@ -330,7 +330,7 @@ def _variables(cls: type, data: dict[str, Any], names: list[str], where: str) ->
     """The keys of ``data`` that other values refer to and that no option reads: OmegaConf's
     variables (``model_dir`` for ``model_name_or_path: ${model_dir}``), which were refused as
     unknown options ('did you mean hub_model_id?')."""
-    unread = set()
+    unread: set[str] = set()
     for key in referenced(data) & data.keys():
         try:
             cls.translate({key: data[key]}, names, where)  # type: ignore[attr-defined]
