@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from directpo.data import load_preferences
+import pytest
+
+from directpo.data import Columns, load_preferences
+from directpo.errors import DataError
 
 
 def test_a_system_column_of_any_case_left_unread_is_said() -> None:
@@ -19,3 +22,21 @@ def test_a_system_column_of_any_case_left_unread_is_said() -> None:
         "column 'System' is not read: 1 prompt goes without the system prompt it holds "
         "(system_column: System makes it their system turn)"
     )
+
+
+def test_every_column_of_another_case_is_named_in_one_refusal() -> None:
+    """Question / Chosen / Rejected was told 'set chosen_column: Chosen, rejected_column:
+    Rejected', and once those were set, a run later, 'set prompt_column: Question';
+    ``prompt_column: question`` over a Question header was told 'set prompt_column' without
+    the column. Each refusal names every column as the header writes it."""
+    row = {"System": "Be kind.", "Question": "Hi?", "Chosen": "Hello!", "Rejected": "No."}
+    with pytest.raises(DataError) as said:
+        load_preferences([row])
+    assert str(said.value).endswith(
+        "set chosen_column: Chosen, rejected_column: Rejected, prompt_column: Question, "
+        "system_column: System (its text becomes each prompt's system turn)"
+    )
+    row = {"Question": "Hi?", "chosen": "Hello!", "rejected": "No."}
+    asked = Columns(prompt="question", prompt_required=True)
+    with pytest.raises(DataError, match="column 'question' not found .*set prompt_column: Quest"):
+        load_preferences([row], asked)
