@@ -76,3 +76,20 @@ def test_torchtunes_overrides_are_said_with_the_recipes_problems(tmp_path, capsy
     assert "dtype must be one of float32, bfloat16 (got 'bf16')" in err
     assert "loss: DPOLoss is directpo's default loss" in err
     assert "per_device_train_batch_size" in err and "'two'" in err
+
+
+def test_a_replaced_value_is_said_beside_a_reference_to_a_flags_key(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    """``logging_dir: ${output_dir}/logs`` with output_dir given only as a flag: the file read
+    alone could not resolve it, and every note of a flag replacing the file's value (beta:
+    0.1 under --beta 0.2) was dropped with it."""
+    import dataclasses
+
+    from directpo.cli import COMMANDS
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("logging_dir: ${output_dir}/logs\nbeta: 0.1\n")
+    monkeypatch.setitem(COMMANDS, "train", dataclasses.replace(COMMANDS["train"], run=lambda _: 0))
+    assert main(["train", str(recipe), "--output_dir", "b", "--beta", "0.2"]) == 0
+    assert f"--beta 0.2 replaces {recipe}'s beta: 0.1" in capsys.readouterr().err
