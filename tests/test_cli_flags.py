@@ -108,3 +108,34 @@ def test_a_stray_argument_or_a_flag_without_value_is_said_with_the_rows(tmp_path
     err = capsys.readouterr().err
     assert "unexpected argument 'extra'" in err and "--output_dir needs a value" in err
     assert rows in err
+
+
+def test_torchtunes_overrides_are_said_with_the_recipes_problems(tmp_path, capsys) -> None:
+    """``directpo train recipe.yaml batch_size=2`` said the overrides alone: the recipe's own
+    problems (its components, dtype: bf16) and a bad override value came a run after they were
+    written as flags. They are said in the same error, the overrides read as their flags."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("dtype: bf16\nloss:\n  _component_: torchtune.rlhf.loss.DPOLoss\n")
+    assert main(["train", str(recipe), "batch_size=two", "optimizer.lr=1e-5"]) == 2
+    err = capsys.readouterr().err
+    assert "'batch_size=two', 'optimizer.lr=1e-5': options are flags here" in err
+    assert "dtype must be one of float32, bfloat16 (got 'bf16')" in err
+    assert "loss: DPOLoss is directpo's default loss" in err
+    assert "per_device_train_batch_size" in err and "'two'" in err
+
+
+def test_a_replaced_value_is_said_beside_a_reference_to_a_flags_key(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    """``logging_dir: ${output_dir}/logs`` with output_dir given only as a flag: the file read
+    alone could not resolve it, and every note of a flag replacing the file's value (beta:
+    0.1 under --beta 0.2) was dropped with it."""
+    import dataclasses
+
+    from directpo.cli import COMMANDS
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("logging_dir: ${output_dir}/logs\nbeta: 0.1\n")
+    monkeypatch.setitem(COMMANDS, "train", dataclasses.replace(COMMANDS["train"], run=lambda _: 0))
+    assert main(["train", str(recipe), "--output_dir", "b", "--beta", "0.2"]) == 0
+    assert f"--beta 0.2 replaces {recipe}'s beta: 0.1" in capsys.readouterr().err

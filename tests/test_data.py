@@ -1375,8 +1375,11 @@ def test_a_spreadsheets_capitalised_columns_are_named_in_the_fix() -> None:
     example = load_preferences([row], columns).examples[0]
     assert (example.prompt, example.chosen, example.rejected) == ("Hi", " Hello", " Go")
     question = {"question": "Hi", "Chosen": " Hello", "Rejected": " Go"}  # no prompt column
+    with pytest.raises(DataError, match="rejected_column: Rejected, prompt_column: question$"):
+        load_preferences([question])  # (the completions lack it: said now, not a run later)
+    implicit = {"question": "Hi", "Chosen": "Hi Hello", "Rejected": "Hi Go"}  # they hold it
     with pytest.raises(DataError, match="rejected_column: Rejected$"):
-        load_preferences([question])
+        load_preferences([implicit])
 
 
 def test_a_prompt_column_of_any_case_is_named_in_the_refusal() -> None:

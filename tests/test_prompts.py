@@ -67,3 +67,12 @@ def test_an_implicit_pairs_file_gives_the_prompts_training_reads(tmp_path, load)
         load(str(write_jsonl(tmp_path / "orca.jsonl", [orca])))
     with pytest.raises(DataError, match=r"line 1: missing field 'prompt'$"):
         load(str(write_jsonl(tmp_path / "other.jsonl", [{"chosen": "Blue."}])))
+
+
+def test_a_prompt_header_of_another_case_is_named_in_the_refusal(tmp_path) -> None:
+    """generate's --input with a spreadsheet's ``Prompt`` header said "missing field 'prompt'"
+    alone; the refusal names the column as the header writes it."""
+    rows = write_jsonl(tmp_path / "prompts.jsonl", [{"Prompt": "Hi", "System": "Be kind."}])
+    said = "missing field 'prompt'; its columns are named in another case: set prompt_column: "
+    with pytest.raises(DataError, match=said + "Prompt, system_column: System"):
+        load_prompts(str(rows), system_column="system")

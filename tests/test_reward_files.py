@@ -536,6 +536,30 @@ def test_a_row_without_its_responses_field_names_the_fields_it_has_and_the_optio
     assert main(["score", *common, *args, "--response_column", "answer"]) == 0
 
 
+def test_headers_of_another_case_are_named_in_score_s_and_rank_s_refusal(models, tmp_path, capsys):
+    """A spreadsheet's Prompt / Chosen / Rejected (a pairs file) was told "missing field
+    'response' ...: name the field of its responses with --response_column", which is not the
+    fix; score and rank now name each column as the header writes it."""
+    policy, reference = models
+    common = ["--model_name_or_path", str(policy), "--ref_model_name_or_path", str(reference),
+              "--beta", "0.1"]  # fmt: skip
+    pairs = [{"Prompt": p["prompt"], "Chosen": p["chosen"], "Rejected": p["rejected"]}
+             for p in SENTIMENT_PAIRS[:2]]  # fmt: skip
+    data = write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    args = ["--input", str(data), "--output", str(tmp_path / "s.jsonl")]
+    assert main(["score", *common, *args]) == 2
+    assert "set chosen_column: Chosen, rejected_column: Rejected, prompt_column: Prompt" in (
+        capsys.readouterr().err
+    )
+    named = ["--prompt_column", "Prompt", "--chosen_column", "Chosen", "--rejected_column"]
+    assert main(["score", *common, *args, *named, "Rejected"]) == 0
+    ranked = write_jsonl(tmp_path / "k.jsonl", [{"Prompt": "x", "Responses": [" a", " b"]}])
+    args = ["--input", str(ranked), "--output", str(tmp_path / "r.jsonl")]
+    assert main(["rank", *common, *args]) == 2
+    said = "set prompt_column: Prompt, responses_column: Responses"
+    assert said in capsys.readouterr().err
+
+
 def test_every_bad_row_of_score_and_rank_is_said_in_one_line_before_loading(
     models, tmp_path, monkeypatch, capsys
 ):

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -371,3 +372,61 @@ def test_every_rank_names_the_same_signal_and_exits_with_its_code(monkeypatch) -
     assert resume_command(given) == want
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert resume_command(given) == "resume: the same launch with --resume_from_checkpoint latest"
+
+
+def test_a_closed_output_pipe_stops_the_run_after_its_checkpoint(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, capsys
+) -> None:
+    """``directpo train x.yaml | head -8``: the line after head exited raised BrokenPipeError
+    in the loop, which ended the run with a traceback and its steps lost. A closed pipe is a
+    stop request, as SIGTERM is: the step's checkpoint is saved, the lines go to stderr. One
+    closed at the last step or while the final model is written lets the run finish."""
+    from tiny import tiny_config
+
+    import directpo.signals as signals
+    from directpo.trainer import train
+
+    monkeypatch.setattr(signals, "output_closed", lambda: True)  # (this stdout is no pipe)
+
+    def closed_at(start: str) -> Callable[[str], None]:
+        def echo(line: str) -> None:
+            if line.startswith(start):
+                raise BrokenPipeError(32, "Broken pipe")
+
+        return echo
+
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "a", max_steps=6,
+                         logging_steps=1)  # fmt: skip
+    stopped = train(config, echo=closed_at("step 2/"))
+    assert (stopped.stopped_by, stopped.global_step) == ("SIGPIPE", 2)
+    assert (tmp_path / "a" / "checkpoint-2" / "manifest.json").is_file()
+    assert "stopped by SIGPIPE after step 2" in capsys.readouterr().err
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "b", max_steps=1)
+    finished = train(config, echo=closed_at("step 1/1"))  # (the last step: it finishes)
+    assert finished.stopped_by is None and (tmp_path / "b" / "model.safetensors").is_file()
+    assert "model saved to" in capsys.readouterr().err
+
+
+def test_a_closed_output_pipe_ends_the_command_in_one_line_with_141() -> None:
+    """Outside the loop (the data's lines, a command's output, the help) the same pipe gave a
+    traceback and exit 1, and the interpreter's flush at exit another ('Exception ignored'):
+    one line now, exit 128 + 13, as the shell reports a process SIGPIPE ended."""
+    script = (  # the console script's entry point, with a command whose output is a line
+        "import dataclasses, sys\n"
+        "from directpo import cli\n"
+        "lines = lambda options: print('scored', flush=True)\n"
+        "cli.COMMANDS['plot'] = dataclasses.replace(cli.COMMANDS['plot'], run=lines)\n"
+        "sys.argv = ['directpo', 'plot', 'run']\n"
+        "from directpo.__main__ import run\n"
+        "run()\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    process.stdout.close()  # head exited before the first line
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 141, stderr[-2000:]
+    assert stderr.splitlines() == ["directpo: stopped: the output's reader closed the pipe"]

@@ -47,7 +47,7 @@ from directpo.command_rows import with_others
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DirectpoError
 from directpo.options import load_options, option_help
-from directpo.signals import Terminated, exit_code_of, sigterm_unwinds
+from directpo.signals import KeptLines, Terminated, exit_code_of, output_closed, sigterm_unwinds
 from directpo.trl_compat import ALIASES
 
 
@@ -88,8 +88,10 @@ def _train(options: DPOConfig) -> int:
     result = train(options)
     if result is not None and result.stopped_by is not None:
         return exit_code_of(result.stopped_by)
-    if result is not None and _first_rank():
-        print(next_steps(str(result.output_dir), options.eval_file, options.max_eval_samples))
+    if result is not None and _first_rank():  # (a finished run: said on stderr if need be)
+        KeptLines(print)(
+            next_steps(str(result.output_dir), options.eval_file, options.max_eval_samples)
+        )
     return 0
 
 
@@ -296,7 +298,9 @@ def _main(argv: Sequence[str] | None) -> int:
                     _loaded(command.options, config_file, overrides, argv[1:], typed)
                 )
                 if code and _first_rank():  # (a stopped run: its checkpoint is written)
-                    print(resume_command(argv[1:]))
+                    # (stdout's reader gone, the line is said where it is still read)
+                    said = sys.stderr if code == exit_code_of("SIGPIPE") else sys.stdout
+                    print(resume_command(argv[1:]), file=said)
                 return code or 0
         if argv and argv[0].startswith("-") and argv[0] not in TOP_LEVEL_FLAGS:
             # (directpo --verison printed the whole help; --beta 0.2 read 0.2 as the command)
@@ -331,6 +335,12 @@ def _main(argv: Sequence[str] | None) -> int:
         if _first_rank():
             print(_stopped("terminated (SIGTERM)", err), file=sys.stderr)
         return 143
+    except BrokenPipeError:  # (directpo train x.yaml | head -1: a traceback, and exit 1)
+        if not output_closed():
+            raise  # another pipe's (a socket's): a failure of its own
+        with contextlib.suppress(OSError):
+            print("directpo: stopped: the output's reader closed the pipe", file=sys.stderr)
+        return exit_code_of("SIGPIPE")
     return 0
 
 

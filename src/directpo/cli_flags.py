@@ -74,8 +74,8 @@ def replaced_values(
     ]
     recipe: dict[str, Any] = {}
     if config_file is not None:
-        with contextlib.suppress(ConfigError):
-            recipe = read_yaml(config_file)
+        with contextlib.suppress(ConfigError):  # (as written: a reference may name a key only
+            recipe = read_yaml(config_file, interpolate=False)  # a flag gives)
     # by the option each name is (TRL's torch_dtype, torchtune's epochs: dtype, num_train_epochs),
     # so that a flag replacing a value the file spells otherwise is said too
     option = (ALIASES | RENAMED).get

@@ -38,7 +38,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -62,7 +62,13 @@ from directpo.readers import RowError, kind_of, open_rows
 from directpo.refusals import SKIP_HINT, RefusedRows, hint_once
 from directpo.row_formats import from_openai, is_openai_layout, openai_message, openai_names
 from directpo.template_args import joined_args, row_template_kwargs, row_tools
-from directpo.unread_columns import completion_columns, refuse_unread_prompt, unread_system
+from directpo.unread_columns import (
+    completion_columns,
+    other_case,
+    refuse_unread_prompt,
+    unread_prompt,
+    unread_system,
+)
 from directpo.vision import (
     IMAGE_COLUMNS,
     ImageError,
@@ -362,22 +368,25 @@ def _detect_layout(
             prompt = [str(n) for n in names if str(n).lower() == columns.prompt.lower()]
             if pair and columns.prompt not in names and len(prompt) == 1:
                 fix += f", prompt_column: {prompt[0]}"
+            elif pair and columns.prompt not in names:  # Question beside Chosen: said too
+                paired = replace(columns, chosen=pair[0], rejected=pair[1])
+                unread = unread_prompt(row, paired, names)
+                if unread and unread[1].startswith("set "):
+                    fix += ", " + unread[1].removeprefix("set ").replace(" and ", ", ")
             if ids:  # TRL 1.x tokenizes the text too: ids alone would be a KeyError there
                 fix = f"'{ids[0]}' holds token ids, but directpo tokenizes the text itself"
             raise DataError(
                 f"{label}: column '{key}' not found (columns: {', '.join(map(str, names))}); {fix}"
             )
-    if columns.system is not None and columns.system not in names:
+    for option, key in (("system_column", columns.system), ("prompt_column", columns.prompt)):
+        if key is None or key in names or (key == columns.prompt and not columns.prompt_required):
+            continue
+        cased = other_case(names, {option: key})  # (a header of another case: Question)
         raise DataError(
-            f"{label}: column '{columns.system}' not found "
-            f"(columns: {', '.join(map(str, names))}); set system_column"
+            f"{label}: column '{key}' not found (columns: {', '.join(map(str, names))}); "
+            f"set {cased[0] if cased else option}"
         )
     if columns.prompt not in names:
-        if columns.prompt_required:
-            raise DataError(
-                f"{label}: column '{columns.prompt}' not found "
-                f"(columns: {', '.join(map(str, names))}); set prompt_column"
-            )
         refuse_unread_prompt(row, columns, names, f"{label}: {where}")
         return "implicit"
     prompt = row.get(columns.prompt)

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import yaml
 
 from directpo.errors import ConfigError, ConfigErrors, respelled
-from directpo.yaml_interpolation import escaped, resolved
+from directpo.yaml_interpolation import escaped, referenced, resolved
 
 T = TypeVar("T")
 
@@ -277,7 +277,13 @@ def load_options(
     if isinstance(path, Mapping):
         data, where = dict(path), "config"
     elif path is not None:
-        data, where = read_yaml(os.fspath(path), interpolate), os.fspath(path)
+        data, where = read_yaml(os.fspath(path), interpolate=False), os.fspath(path)
+        if interpolate:  # after the flags are known: a reference to a flag's key takes its value
+            # (by the option's name too: --save_path is output_dir's ${output_dir})
+            named = translate_usable(cls, overrides or {}, names, "command line")[0]
+            variables = _variables(cls, data, names, where)
+            data = resolved(data, where, {**named, **(overrides or {})})
+            data = {key: value for key, value in data.items() if key not in variables}
     if path is not None:
         _set_environment(data.pop("env", None), where)
         sources.insert(0, (data, where))
@@ -332,6 +338,21 @@ def translate_usable(
             with contextlib.suppress(ConfigError):
                 usable.update(cls.translate({key: value}, names, where))  # type: ignore[attr-defined]
         return usable, error
+
+
+def _variables(cls: type, data: dict[str, Any], names: list[str], where: str) -> set[str]:
+    """The keys of ``data`` that other values refer to and that no option reads: OmegaConf's
+    variables (``model_dir`` for ``model_name_or_path: ${model_dir}``), which were refused as
+    unknown options ('did you mean hub_model_id?')."""
+    unread: set[str] = set()
+    for key in referenced(data) & data.keys():
+        try:
+            cls.translate({key: data[key]}, names, where)  # type: ignore[attr-defined]
+        except ConfigError as error:
+            problems = getattr(error, "problems", None) or [str(error)]
+            if all(problem.startswith("unknown option") for problem in problems):
+                unread.add(key)
+    return unread
 
 
 def _set_environment(env: Any, path: str) -> None:

@@ -35,7 +35,7 @@ from directpo.readers import RowError, kind_of, open_rows
 from directpo.refusals import RefusedRows
 from directpo.row_formats import from_openai, is_openai_layout, openai_message
 from directpo.template_args import row_template_args
-from directpo.unread_columns import refuse_unread_prompt
+from directpo.unread_columns import other_case, refuse_unread_prompt
 from directpo.vision import image_key, with_image_parts
 
 Item = TypeVar("Item")
@@ -196,7 +196,9 @@ def _row_prompt(
         if system_column is not None:
             prompt = system_prompt(row, system_column, prompt)
     except RowError as err:
-        raise DataError(f"{where}: {err.message}") from None
+        cased = other_case(row, {"prompt_column": prompt_column, "system_column": system_column})
+        fix = f"; its columns are named in another case: set {', '.join(cased)}" if cased else ""
+        raise DataError(f"{where}: {err.message}{fix}") from None
     return prompt
 
 

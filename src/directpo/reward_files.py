@@ -43,6 +43,7 @@ from directpo.reward import (
 )
 from directpo.row_formats import is_openai_layout
 from directpo.tokenization import PairTokenizer
+from directpo.unread_columns import other_case
 
 Item = TypeVar("Item")
 Options = TypeVar("Options", bound=RewardOptions)
@@ -149,7 +150,9 @@ def _score_item(
         _check_not_written(row, PAIR_COLUMNS, options, label)
         return parse_pair(row, columns, label, base_dir)
     _check_not_written(row, RESPONSE_COLUMNS, options, label)
-    _require_responses(row, column, "response_column", label)
+    wanted = dict(zip(("chosen_column", "rejected_column"), pair_columns, strict=True))
+    wanted |= {"prompt_column": options.prompt_column, "response_column": column}
+    _require_responses(row, column, "response_column", label, wanted)
     prompt, given = parse_prompt_and_responses(
         row, options.prompt_column, column, label, options.system_column
     )
@@ -235,7 +238,8 @@ def _rank_item(
     bad row a DataError naming it."""
     column = _response_column(row, options.responses_column)
     row = _listed(row, column)
-    _require_responses(row, column, "responses_column", label)
+    wanted = {"prompt_column": options.prompt_column, "responses_column": column}
+    _require_responses(row, column, "responses_column", label, wanted)
     _check_not_written(row, ("ranked",), options, label)
     prompt, responses = _candidates(row, options, column, label)
     images = row_images(row, label, base_dir, options.prompt_column)
@@ -404,19 +408,27 @@ def _response_column(row: dict[str, Any], column: str) -> str:
     return other if other is not None and column not in row and other in row else column
 
 
-def _require_responses(row: dict[str, Any], column: str, option: str, where: str) -> None:
+def _require_responses(
+    row: dict[str, Any], column: str, option: str, where: str, wanted: dict[str, str | None]
+) -> None:
     """A row without the field of responses (nor TRL's name for it): one line naming the
     fields it has and the option that reads another (a file generate --completions_column
-    wrote was "missing field 'responses'", as if it held none)."""
+    wrote was "missing field 'responses'", as if it held none). ``wanted``: the command's
+    column options and their columns, each said with the column a header of another case
+    names (Prompt, Chosen, Rejected: a pairs file, not a response's)."""
     other = TRL_RESPONSE_COLUMNS.get(column)
     if column in row or other in row:
         return
     also = f" (nor '{other}')" if other else ""
     fields = ", ".join(f"'{name}'" for name in list(row)[:6]) + (", ..." if len(row) > 6 else "")
-    raise DataError(
-        f"{where}: missing field '{column}'{also}; the row has {fields or 'no field'}: name the "
-        f"field of its responses with --{option}"
+    cased = other_case(row, wanted)
+    fix = (
+        f"its columns are named in another case: set {', '.join(cased)}"
+        if cased
+        else f"name the field of its responses with --{option}"
     )
+    has = fields or "no field"
+    raise DataError(f"{where}: missing field '{column}'{also}; the row has {has}: {fix}")
 
 
 def _candidates(

@@ -16,16 +16,23 @@ Outside the loop (loading, tokenizing, precomputing the reference; the commands 
 train) a SIGTERM raises ``Terminated`` in the CLI, as Ctrl-C raises KeyboardInterrupt: the run's
 cleanup (its lock, the empty folder it made, the process group) runs and the CLI says it in a
 line and exits 143, where the default action ended the process without a word.
+
+A pipe whose reader exited (``directpo train x.yaml | head -20``, a ``tee`` that was stopped)
+is a request to stop too (SIGPIPE, exit 141): Python ignores the signal and raises
+BrokenPipeError at the next line printed, which ended the run with a traceback and without its
+checkpoint. The loop takes it as SIGTERM's stop, its lines said on stderr from then on;
+elsewhere the CLI ends in one line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType, TracebackType
 
 
@@ -98,3 +105,45 @@ def sigterm_unwinds() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def output_closed() -> bool:
+    """Is stdout or stderr a pipe whose reader is gone (after a BrokenPipeError)? Each such
+    stream then writes nowhere: the interpreter's flush of its buffer at exit said 'Exception
+    ignored ... BrokenPipeError' and exited 120, and a later line raised again."""
+    closed = [stream for stream in (sys.stdout, sys.stderr) if _reader_gone(stream)]
+    for stream in closed:
+        nowhere = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(nowhere, stream.fileno())
+        os.close(nowhere)
+    return bool(closed)
+
+
+def _reader_gone(stream: object) -> bool:
+    """poll reports POLLERR on the writing end of a pipe whose reading end is closed; a file, a
+    terminal or a pipe still read does not."""
+    try:
+        poller = select.poll()
+        poller.register(stream.fileno(), select.POLLOUT)  # type: ignore[attr-defined]
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # (no descriptor: a notebook's, a test's)
+        return False
+
+
+class KeptLines:
+    """``echo`` (print) whose stdout's reader may go away: its lines are then said on stderr,
+    and ``closed`` tells the training loop to stop after its step, with its checkpoint."""
+
+    def __init__(self, echo: Callable[[str], None]) -> None:
+        self.echo, self.closed = echo, False
+
+    def __call__(self, line: str) -> None:
+        if not self.closed:
+            try:
+                self.echo(line)
+                return
+            except BrokenPipeError:
+                if not output_closed():
+                    raise  # another pipe's (a socket's): a failure of its own
+                self.closed = True
+        print(line, file=sys.stderr)

@@ -66,7 +66,7 @@ from directpo.process_state import kept_for_caller, library_output, numeric_swit
 from directpo.resume import held_out_dtype, leaves_tokens_out, objective
 from directpo.rewardfn import trainer_state, with_state
 from directpo.run import Run, evaluation_precision, prepare_run
-from directpo.signals import StopRequest
+from directpo.signals import KeptLines, StopRequest
 from directpo.step import PairStats, eval_set_metrics, evaluate, pair_losses
 from directpo.sync import reference_state, sync_reference
 from directpo.trainer_state import best_checkpoint_name, run_fields
@@ -180,6 +180,8 @@ def _train(run: Run) -> TrainResult:
         disable=not run.world.is_main or run.config.disable_tqdm,
     )  # fmt: skip
 
+    lines = run.echo = KeptLines(run.echo)  # (| head exited: the lines go to stderr)
+
     def write(line: str) -> None:  # through echo (silent off rank 0), never into the bar
         with tqdm.external_write_mode():
             run.echo(line)
@@ -202,6 +204,8 @@ def _train(run: Run) -> TrainResult:
             # decided once, the same on every rank, after the evaluation (a signal during it
             # stops this step): one landing after this all-reduce waits for the next step
             # (acting on it here alone put the ranks one collective apart)
+            if lines.closed and done < total:  # a closed pipe stops as SIGTERM, steps kept
+                stop.requested = stop.requested or "SIGPIPE"
             stopping = _stop_requested(run, stop)
             if stopping:
                 stop.requested = stopping  # the same on every rank (the exit code says it)

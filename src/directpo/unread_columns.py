@@ -5,7 +5,7 @@ columns of other names, which the refusal of a file without chosen / rejected na
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from directpo.errors import DataError
@@ -27,12 +27,27 @@ def refuse_unread_prompt(
 ) -> None:
     """Refuse the implicit layout for a file whose prompt is in a column of its own: one whose
     text the chosen side does not contain."""
+    found = unread_prompt(row, columns, names)
+    if found is None:
+        return
+    unread, fix = found
+    raise DataError(
+        f"{where}: there is no '{columns.prompt}' column, so the prompt would be the start "
+        f"that '{columns.chosen}' and '{columns.rejected}' share (the implicit layout), but "
+        f"they do not contain column '{unread}'; {fix}"
+    )
+
+
+def unread_prompt(
+    row: dict[str, Any], columns: Columns, names: list[str]
+) -> tuple[str, str] | None:
+    """(the first column holding prompt text that the chosen side lacks, the fix), or None."""
     chosen = row.get(columns.chosen)
     if isinstance(chosen, list):  # not validated yet: only the texts it holds
         contents = [m.get("content") for m in chosen if isinstance(m, dict)]
         chosen = "\n".join(text for text in contents if isinstance(text, str))
     if not isinstance(chosen, str):
-        return
+        return None
     # any case (a spreadsheet's header: Prompt, Question), the prompt column's own name too
     wanted = (columns.prompt.lower(), *PROMPT_LIKE_COLUMNS, *SYSTEM_COLUMNS)
     present = sorted(
@@ -48,7 +63,7 @@ def refuse_unread_prompt(
         and row[name].strip() not in chosen
     ]
     if not unread:
-        return
+        return None
     prompt = next((name for name in unread if name.lower() not in SYSTEM_COLUMNS), None)
     fix = (
         f"set prompt_column: {prompt}"
@@ -64,11 +79,7 @@ def refuse_unread_prompt(
     )
     if system:
         fix += f" and system_column: {system} (its text becomes each prompt's system turn)"
-    raise DataError(
-        f"{where}: there is no '{columns.prompt}' column, so the prompt would be the start "
-        f"that '{columns.chosen}' and '{columns.rejected}' share (the implicit layout), but "
-        f"they do not contain column '{unread[0]}'; {fix}"
-    )
+    return unread[0], fix
 
 
 def unread_system(
@@ -80,7 +91,9 @@ def unread_system(
     if columns.system is not None or not examples:
         return None
     first = examples[0].columns or {}
-    name = next((name for name in SYSTEM_COLUMNS if name in first), None)
+    # any case (a spreadsheet's header: System), as the prompt's refusal reads it
+    named = {key.lower(): key for key in first if isinstance(key, str)}
+    name = next((named[name] for name in SYSTEM_COLUMNS if name in named), None)
     if name is None:
         return None
     rows = sum(_lacks((e.columns or {}).get(name), e.prompt) for e in examples)
@@ -117,3 +130,15 @@ def completion_columns(names: Sequence[Any], chosen: str, rejected: str) -> tupl
             return None
         found.append(having[0])
     return found[0], found[1]
+
+
+def other_case(names: Iterable[Any], wanted: Mapping[str, str | None]) -> list[str]:
+    """``option: Column`` for each column option (``{option: column}``) whose column the row
+    lacks but holds in another case (a spreadsheet's header: Prompt, Chosen, Response): the
+    refusal of such a row said 'missing field' or the option alone, not the column to give."""
+    written = {name.lower(): name for name in names if isinstance(name, str)}
+    return [
+        f"{option}: {written[column.lower()]}"
+        for option, column in wanted.items()
+        if column and column not in written.values() and column.lower() in written
+    ]

@@ -2,27 +2,43 @@
 ``log_dir: ${output_dir}/logs``), resolved as OmegaConf resolves them: a value that is a
 reference alone takes the referenced value (of any type), a reference inside a text is
 replaced by the value's text, ``${oc.env:VAR}`` / ``${oc.env:VAR,default}`` read the
-environment and ``\\${`` is a literal ``${``. Anything else (another resolver, a key the file
+environment, ``${.key}`` / ``${..key}`` name a key beside the value / its mapping's, a
+reference may hold another (``${oc.env:${var}}``, resolved inside out) and ``\\${`` is a
+literal ``${``. Anything else (another resolver, a key the file
 does not hold, a reference that loops) is refused in one line: read literally, the text
 became a folder named ``${oc.env:HOME}`` and a path no tool can find. Inside a torchtune
 component (a mapping with ``_component_``, refused whole saying what to write) such a
 reference is left as written, as OmegaConf reads a node only when used: the component's line
-is then said with the others."""
+is then said with the others.
+
+The flags given beside the file take part as OmegaConf's merged overrides do: with
+``logging_dir: ${output_dir}/logs`` in the file, ``--output_dir b`` makes it ``b/logs`` (the
+file's own output_dir wrote the logs into the other run's folder). A flag's value is taken as
+written (it is not itself resolved: a run records its flags as given). A key that no option
+reads and that other values refer to (``model_dir: ...`` for ``${model_dir}``) is the file's
+variable, as OmegaConf's users write them: not refused as an unknown option."""
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from directpo.errors import ConfigError
 
-_REFERENCE = re.compile(r"(\\)?\$\{([^${}]*)\}")
+
+def resolved(
+    data: dict[str, Any], path: str, given: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """``data`` (a YAML file's mapping) with every interpolation in its strings resolved; a
+    reference to a key in ``given`` (the flags' values, which replace the file's) takes the
+    flag's value, as written."""
+    root = {**data, **{key: _Given(value) for key, value in (given or {}).items()}}
+    return {key: _value(value, root, path, (str(key),), ()) for key, value in data.items()}
 
 
-def resolved(data: dict[str, Any], path: str) -> dict[str, Any]:
-    """``data`` (a YAML file's mapping) with every interpolation in its strings resolved."""
-    return {key: _value(value, data, path, (key,)) for key, value in data.items()}
+_NAMED = re.compile(r"(?<!\\)\$\{\s*([A-Za-z_][\w-]*)")  # a reference's first key
 
 
 def escaped(value: Any) -> Any:
@@ -35,60 +51,149 @@ def escaped(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [escaped(v) for v in value]
     if isinstance(value, str):
-        return _REFERENCE.sub(lambda match: "\\" + match.group(0), value)
+        return value.replace("${", "\\${")
     return value
 
 
-def _value(value: Any, root: dict[str, Any], path: str, seen: tuple[str, ...]) -> Any:
+def referenced(data: Any) -> set[str]:
+    """The top-level keys the references in ``data`` (a YAML file's values) name:
+    ``${model_dir}/x`` and ``${model_dir.sub}`` name model_dir."""
+    if isinstance(data, dict):
+        return set().union(*map(referenced, data.values()))
+    if isinstance(data, list):
+        return set().union(*map(referenced, data))
+    return {m.group(1) for m in _NAMED.finditer(data)} if isinstance(data, str) else set()
+
+
+class _Given:
+    """A flag's value in the mapping references are looked up in: taken as it is."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _value(
+    value: Any, root: dict[str, Any], path: str, at: tuple[str, ...], seen: tuple[str, ...]
+) -> Any:
+    """``value`` (the node at key path ``at``) resolved; ``seen``: the references resolving it,
+    from the key whose value started them (a loop, and the key an error names)."""
     if isinstance(value, dict) and "_component_" in value:
-        return {k: _leniently(v, root, path, seen) for k, v in value.items()}
+        return {k: _leniently(v, root, path, (*at, str(k)), seen) for k, v in value.items()}
     if isinstance(value, dict):
-        return {k: _value(v, root, path, seen) for k, v in value.items()}
+        return {k: _value(v, root, path, (*at, str(k)), seen) for k, v in value.items()}
     if isinstance(value, list):
-        return [_value(v, root, path, seen) for v in value]
+        return [_value(v, root, path, (*at, str(i)), seen) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
-    whole = _REFERENCE.fullmatch(value)
-    if whole and not whole.group(1):  # the value is the reference: its type is kept
-        return _lookup(whole.group(2), root, path, seen)
-
-    def text(match: re.Match[str]) -> str:
-        if match.group(1):  # OmegaConf's escape: a literal ${...}
-            return match.group(0)[1:]
-        return str(_lookup(match.group(2), root, path, seen))
-
-    return _REFERENCE.sub(text, value)
+    return _text(value, root, path, at, seen or (".".join(at),))
 
 
-def _leniently(value: Any, root: dict[str, Any], path: str, seen: tuple[str, ...]) -> Any:
+def _text(
+    value: str, root: dict[str, Any], path: str, at: tuple[str, ...], seen: tuple[str, ...]
+) -> Any:
+    """A string's references replaced by their values' text; a string that is one reference
+    alone takes the value itself (its type kept). A reference's own references are resolved
+    first (OmegaConf's nesting: ``${oc.env:${var}}``); an unclosed ``${`` is text."""
+    out: list[str] = []
+    i = 0
+    while i < len(value):
+        if value.startswith("\\${", i):  # OmegaConf's escape: a literal ${
+            out.append("${")
+            i += 3
+            continue
+        end = _closing(value, i) if value.startswith("${", i) else None
+        if end is None:
+            out.append(value[i])
+            i += 1
+            continue
+        inner = value[i + 2 : end]
+        if "${" in inner:
+            inner = str(_text(inner, root, path, at, seen))
+        found = _lookup(inner, root, path, at, seen)
+        if i == 0 and end == len(value) - 1:
+            return found
+        out.append(str(found))
+        i = end + 1
+    return "".join(out)
+
+
+def _closing(value: str, start: int) -> int | None:
+    """The index of the ``}`` closing the ``${`` at ``start`` (references nest), or None."""
+    depth, i = 0, start
+    while i < len(value):
+        if value.startswith("${", i):
+            depth, i = depth + 1, i + 2
+            continue
+        if value[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return None
+
+
+def _leniently(
+    value: Any, root: dict[str, Any], path: str, at: tuple[str, ...], seen: tuple[str, ...]
+) -> Any:
     try:
-        return _value(value, root, path, seen)
+        return _value(value, root, path, at, seen)
     except ConfigError:
         return value
 
 
-def _lookup(reference: str, root: dict[str, Any], path: str, seen: tuple[str, ...]) -> Any:
-    """The value ``${reference}`` stands for; ``seen`` holds the keys resolving it (a loop)."""
+def _lookup(
+    reference: str, root: dict[str, Any], path: str, at: tuple[str, ...], seen: tuple[str, ...]
+) -> Any:
+    """The value ``${reference}`` stands for, in the value at key path ``at``."""
     where = f"{path}: {seen[0]}: '${{{reference}}}'"
     name = reference.strip()
     if name.startswith("oc.env:"):
-        variable, _, default = name[len("oc.env:") :].partition(",")
-        value = os.environ.get(variable.strip())
-        if value is None and not default:
-            raise ConfigError(f"{where}: the environment variable {variable.strip()} is not set")
-        return value if value is not None else default.strip().strip("'\"")
+        return _environment(name[len("oc.env:") :], where)
     if ":" in name:
         raise ConfigError(
             f"{where}: OmegaConf's resolver {name.split(':')[0]} is not read here: write the value"
         )
+    parts = _absolute(name, at, where)
     node: Any = root
-    for part in name.split("."):
+    for part in parts:
+        if isinstance(node, _Given):
+            node = node.value
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+            continue
         if not isinstance(node, dict) or part not in node:
             raise ConfigError(
-                f"{where}: the file has no key {name} to take the value of (OmegaConf's "
-                "interpolation; write \\${ for the text ${)"
+                f"{where}: the file has no key {'.'.join(parts)} to take the value of "
+                "(OmegaConf's interpolation; write \\${ for the text ${)"
             )
         node = node[part]
-    if name in seen:
-        raise ConfigError(f"{where}: the reference loops ({' -> '.join([*seen, name])})")
-    return _value(node, root, path, (*seen, name))
+    if isinstance(node, _Given):
+        return node.value
+    key = ".".join(parts)
+    if key in seen:
+        raise ConfigError(f"{where}: the reference loops ({' -> '.join([*seen, key])})")
+    return _value(node, root, path, tuple(parts), (*seen, key))
+
+
+def _absolute(name: str, at: tuple[str, ...], where: str) -> list[str]:
+    """The key path ``name`` names: from the file's top, or, with leading dots, from the
+    mapping holding the value (``.key``) or the one above (``..key``), as OmegaConf reads it."""
+    dots = len(name) - len(name.lstrip("."))
+    if not dots:
+        return name.split(".")
+    if dots > len(at):
+        raise ConfigError(f"{where}: {'.' * dots} goes above the file's top level")
+    return [*at[: len(at) - dots], *name[dots:].split(".")]
+
+
+def _environment(argument: str, where: str) -> Any:
+    """``${oc.env:VAR}`` / ``${oc.env:VAR,default}``: the variable's text, else the default
+    (``null``: None, as OmegaConf reads it; quotes removed)."""
+    variable, comma, default = argument.partition(",")
+    value = os.environ.get(variable.strip())
+    if value is not None:
+        return value
+    if not comma:
+        raise ConfigError(f"{where}: the environment variable {variable.strip()} is not set")
+    default = default.strip()
+    return None if default == "null" else default.strip("'\"")

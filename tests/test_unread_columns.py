@@ -1,0 +1,42 @@
+"""Columns holding a prompt's text that the column options leave unread."""
+
+from __future__ import annotations
+
+import pytest
+
+from directpo.data import Columns, load_preferences
+from directpo.errors import DataError
+
+
+def test_a_system_column_of_any_case_left_unread_is_said() -> None:
+    """A spreadsheet's ``System`` header beside prompt / chosen / rejected trained every prompt
+    without its system text, without a word (the note read 'system' alone); it is said as the
+    header is written, with the option that reads it."""
+    rows = [
+        {"System": "Be kind.", "prompt": "Hi?", "chosen": "Hello!", "rejected": "No."},
+        {"System": "", "prompt": "Sky?", "chosen": "Blue.", "rejected": "Green."},
+    ]
+    data = load_preferences(rows)
+    assert data.unread_system == ("System", 1)
+    assert data.summary().endswith(
+        "column 'System' is not read: 1 prompt goes without the system prompt it holds "
+        "(system_column: System makes it their system turn)"
+    )
+
+
+def test_every_column_of_another_case_is_named_in_one_refusal() -> None:
+    """Question / Chosen / Rejected was told 'set chosen_column: Chosen, rejected_column:
+    Rejected', and once those were set, a run later, 'set prompt_column: Question';
+    ``prompt_column: question`` over a Question header was told 'set prompt_column' without
+    the column. Each refusal names every column as the header writes it."""
+    row = {"System": "Be kind.", "Question": "Hi?", "Chosen": "Hello!", "Rejected": "No."}
+    with pytest.raises(DataError) as said:
+        load_preferences([row])
+    assert str(said.value).endswith(
+        "set chosen_column: Chosen, rejected_column: Rejected, prompt_column: Question, "
+        "system_column: System (its text becomes each prompt's system turn)"
+    )
+    row = {"Question": "Hi?", "chosen": "Hello!", "rejected": "No."}
+    asked = Columns(prompt="question", prompt_required=True)
+    with pytest.raises(DataError, match="column 'question' not found .*set prompt_column: Quest"):
+        load_preferences([row], asked)

@@ -1,0 +1,75 @@
+"""OmegaConf's interpolations in a config file, with the flags given beside it."""
+
+from __future__ import annotations
+
+import pytest
+
+from directpo.cli_flags import yaml_and_flags
+from directpo.config import DPOConfig, load_config
+from directpo.errors import ConfigError
+
+
+def test_a_files_reference_takes_the_flags_value_as_omegaconfs_overrides_do(tmp_path) -> None:
+    """``logging_dir: ${output_dir}/logs`` under ``--output_dir b`` stayed the file's folder's
+    logs (the flags replaced values after the references were resolved): a second run's logs
+    went into the first run's folder. The flags now take part, as torchtune's overrides are
+    merged before OmegaConf resolves; a flag's own value is kept as written."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "output_dir: /runs/a\nlogging_dir: ${output_dir}/logs\nrun_name: dpo-${max_steps}\n"
+        "max_steps: 2\n"
+    )
+    flags = ["--output_dir", "/runs/b", "--max_steps", "3"]
+    config = load_config(*yaml_and_flags([str(recipe), *flags], DPOConfig))
+    assert (config.output_dir, config.logging_dir) == ("/runs/b", "/runs/b/logs")
+    assert (config.run_name, config.max_steps) == ("dpo-3", 3)
+    config = load_config(*yaml_and_flags([str(recipe), "--run_name", "x${y}"], DPOConfig))
+    assert (config.logging_dir, config.run_name) == ("/runs/a/logs", "x${y}")
+    # a flag of another tool's name for the option (OpenRLHF's --save_path: output_dir)
+    config = load_config(*yaml_and_flags([str(recipe), "--save_path", "/runs/c"], DPOConfig))
+    assert config.logging_dir == "/runs/c/logs"
+
+
+def test_nested_relative_and_null_references_are_resolved_as_omegaconf_does(
+    tmp_path, monkeypatch
+) -> None:
+    """``${oc.env:${var}}`` was left as the text '${oc.env:HOME}' (a folder of that name),
+    ``${.x}`` (a key beside the value) was refused as a key '.x' the file lacks, and
+    ``${oc.env:X,null}`` gave the text 'null': each is now OmegaConf's value. A loop inside a
+    mapping names the key it starts from (m.y)."""
+    monkeypatch.setenv("DPO_ROOT", "/data")
+    monkeypatch.delenv("DPO_UNSET_Y", raising=False)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "run_name: DPO_ROOT\noutput_dir: ${oc.env:${run_name}}/dpo\n"
+        "logging_dir: ${oc.env:DPO_UNSET_Y,null}\n"
+        "model_init_kwargs:\n  revision: main\n  subfolder: ${.revision}-sft\n"
+    )
+    config = load_config(*yaml_and_flags([str(recipe)], DPOConfig))
+    assert (config.output_dir, config.logging_dir) == ("/data/dpo", None)
+    assert config.model_init_kwargs["subfolder"] == "main-sft"
+    from directpo.yaml_interpolation import resolved
+
+    with pytest.raises(ConfigError, match=r"f.yaml: m.y: .*loops \(m.y -> m -> m\)"):
+        resolved({"m": {"y": "${m}"}}, "f.yaml")
+
+
+def test_a_key_other_values_refer_to_is_the_files_variable_not_an_option(tmp_path) -> None:
+    """OmegaConf's users keep values in keys of their own (``model_dir: ...`` for
+    ``model_name_or_path: ${model_dir}``): each was refused as an unknown option, with a
+    misleading 'did you mean hub_model_id?'. A key that no option reads and that another value
+    refers to is the file's variable; one nothing refers to is still refused."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "model_dir: /models/llama\nmodel_name_or_path: ${model_dir}\nsteps: 5\n"
+        "max_steps: ${steps}\nlogging_dir: ${steps_dir.logs}\nsteps_dir: {logs: /l}\n"
+    )
+    config = load_config(str(recipe))
+    assert (config.model_name_or_path, config.max_steps, config.logging_dir) == (
+        "/models/llama",
+        5,
+        "/l",
+    )
+    recipe.write_text("model_dir: /models/llama\nmodel_name_or_path: /m\n")
+    with pytest.raises(ConfigError, match="unknown option 'model_dir'"):
+        load_config(str(recipe))
