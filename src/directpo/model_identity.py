@@ -11,10 +11,13 @@ other values wherever one looks) take milliseconds.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from directpo.adapters import adapter_base
+from directpo.errors import ModelLoadError
 from directpo.models import _cached_snapshot
 
 if TYPE_CHECKING:
@@ -31,9 +34,13 @@ def model_identity(name_or_path: str) -> str | None:
     if not folder.is_dir():
         return None
     digest = hashlib.sha256()
-    for name in ("config.json", "adapter_config.json"):
-        if (folder / name).is_file():
-            digest.update(name.encode() + (folder / name).read_bytes())
+    if (folder / "config.json").is_file():
+        digest.update(b"config.json" + (folder / "config.json").read_bytes())
+    if (folder / "adapter_config.json").is_file():
+        adapter = _adapter_identity(str(folder))
+        if adapter is None:
+            return None
+        digest.update(adapter.encode())
     weights = sorted(
         path for path in folder.iterdir() if path.name.endswith(WEIGHT_SUFFIXES) and path.is_file()
     )
@@ -42,6 +49,23 @@ def model_identity(name_or_path: str) -> str | None:
     if weights:
         digest.update(_samples(weights[0]))
     return digest.hexdigest()[:16]
+
+
+def _adapter_identity(folder: str) -> str | None:
+    """An adapter folder's settings and its base model's identity. The file names the base by
+    path (the fix for a moved base is to edit it there): the path is left out and the model
+    it names is read instead, so a moved base is no change and another base at that path is."""
+    try:
+        with open(os.path.join(folder, "adapter_config.json")) as handle:
+            settings = json.load(handle)
+        base = adapter_base(folder)
+    except (OSError, ValueError, ModelLoadError):
+        return None  # (loading it says what is wrong)
+    if not isinstance(settings, dict):
+        return None
+    settings.pop("base_model_name_or_path", None)
+    base_identity = model_identity(base) if base else "merged"  # (a folder with config.json)
+    return json.dumps(settings, sort_keys=True) + f"base:{base_identity}"
 
 
 def _samples(path: Path) -> bytes:

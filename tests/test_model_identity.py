@@ -1,0 +1,44 @@
+"""model_identity: the same model at another path is the same identity, another model is not."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tiny import save_tiny_model
+
+from directpo.model_identity import model_identity
+
+
+def _adapter(folder: Path, base: Path) -> Path:
+    """A LoRA adapter folder (what peft's save_pretrained writes) on ``base``."""
+    folder.mkdir()
+    settings = {"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["c_attn"],
+                "base_model_name_or_path": str(base)}  # fmt: skip
+    (folder / "adapter_config.json").write_text(json.dumps(settings, indent=2))
+    weights = {"base_model.model.h.0.attn.c_attn.lora_A.weight": torch.ones(2, 8)}
+    save_file(weights, folder / "adapter_model.safetensors")
+    return folder
+
+
+def test_an_adapters_moved_base_is_the_same_model_and_another_base_is_not(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """An adapter folder (a continued adapter, or a reference run as base + adapter) names its
+    base by path; moving the base to another disk means editing that path (as the load error
+    for a missing base says), and the identity hashed the file's bytes: a resume said the
+    reference had changed. Another model put at the base's path was no change at all."""
+    base = shutil.copytree(tiny_model_dirs["gpt2"], tmp_path / "base")
+    adapter = _adapter(tmp_path / "adapter", base)
+    before = model_identity(str(adapter))
+    moved = shutil.move(base, tmp_path / "other_disk")
+    settings = json.loads((adapter / "adapter_config.json").read_text())
+    settings["base_model_name_or_path"] = str(moved)
+    (adapter / "adapter_config.json").write_text(json.dumps(settings))
+    assert model_identity(str(adapter)) == before
+    shutil.rmtree(moved)
+    save_tiny_model("gpt2", Path(moved), seed=1)  # another model where the base was
+    assert model_identity(str(adapter)) not in (before, None)
