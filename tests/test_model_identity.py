@@ -42,3 +42,29 @@ def test_an_adapters_moved_base_is_the_same_model_and_another_base_is_not(
     shutil.rmtree(moved)
     save_tiny_model("gpt2", Path(moved), seed=1)  # another model where the base was
     assert model_identity(str(adapter)) not in (before, None)
+
+
+def test_the_same_weights_beside_other_formats_and_trainer_state_are_the_same_model(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """A hub snapshot fills as tools download: transformers fetched model.safetensors, another
+    tool later pytorch_model.bin or a consolidated.safetensors of the same repository; a
+    Trainer checkpoint used as the model holds training_args.bin and optimizer.pt. Every such
+    file was hashed, so a resume said the reference had changed. A folder is the files a load
+    reads: another model in them still is another identity."""
+    folder = shutil.copytree(tiny_model_dirs["gpt2"], tmp_path / "model")
+    before = model_identity(str(folder))
+    for name in ("pytorch_model.bin", "training_args.bin", "optimizer.pt", "rng_state.pth"):
+        (folder / name).write_bytes(b"x" * 100)
+    assert model_identity(str(folder)) == before
+    sharded = tmp_path / "sharded"
+    shutil.copytree(tiny_model_dirs["gpt2"], sharded)
+    (sharded / "model.safetensors").rename(sharded / "model-00001-of-00001.safetensors")
+    index = {"weight_map": {"lm_head.weight": "model-00001-of-00001.safetensors"}}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+    before = model_identity(str(sharded))
+    (sharded / "consolidated.safetensors").write_bytes(b"y" * 10)
+    assert model_identity(str(sharded)) == before
+    other = save_tiny_model("gpt2", tmp_path / "other", seed=1)
+    shutil.copy(other / "model.safetensors", sharded / "model-00001-of-00001.safetensors")
+    assert model_identity(str(sharded)) != before

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
     from directpo.config import DPOConfig
 
 SAMPLE_BYTES = 1 << 16  # read at the start, the middle and the end of the first weight file
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")  # in the order loads prefer
+# a trainer's state saved beside the weights (a Trainer checkpoint as the model): no weights
+STATE_FILES = ("training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state")
 
 
 def model_identity(name_or_path: str) -> str | None:
@@ -41,9 +43,7 @@ def model_identity(name_or_path: str) -> str | None:
         if adapter is None:
             return None
         digest.update(adapter.encode())
-    weights = sorted(
-        path for path in folder.iterdir() if path.name.endswith(WEIGHT_SUFFIXES) and path.is_file()
-    )
+    weights = _weight_files(folder)
     for path in weights:
         digest.update(f"{path.name}:{path.stat().st_size};".encode())
     if weights:
@@ -66,6 +66,31 @@ def _adapter_identity(folder: str) -> str | None:
     settings.pop("base_model_name_or_path", None)
     base_identity = model_identity(base) if base else "merged"  # (a folder with config.json)
     return json.dumps(settings, sort_keys=True) + f"base:{base_identity}"
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The files a load reads ``folder``'s weights from: the shards its safetensors index
+    names, else its files of the first format in ``WEIGHT_SUFFIXES`` it has. A snapshot that
+    another tool filled with the same model in another format (pytorch_model.bin beside
+    model.safetensors, a consolidated.safetensors) is the same model."""
+    index = folder / "model.safetensors.index.json"
+    try:
+        named = set(json.loads(index.read_text())["weight_map"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        named = set()
+    files = sorted(
+        path
+        for path in folder.iterdir()
+        if path.name.endswith(WEIGHT_SUFFIXES)
+        and not path.name.startswith(STATE_FILES)
+        and path.is_file()
+    )
+    if named and named <= {path.name for path in files}:
+        return [path for path in files if path.name in named]
+    for suffix in WEIGHT_SUFFIXES:
+        if chosen := [path for path in files if path.name.endswith(suffix)]:
+            return chosen
+    return []
 
 
 def _samples(path: Path) -> bytes:
