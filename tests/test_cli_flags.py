@@ -108,3 +108,16 @@ def test_a_stray_argument_or_a_flag_without_value_is_said_with_the_rows(tmp_path
     err = capsys.readouterr().err
     assert "unexpected argument 'extra'" in err and "--output_dir needs a value" in err
     assert rows in err
+
+
+def test_a_key_value_overrides_flag_is_written_as_a_shell_reads_it(tmp_path, capsys) -> None:
+    """``'run_name=a b'`` was told ``--run_name a b``: pasted into a shell that is --run_name a
+    and a stray ``b``; an empty value (``beta=``) was told ``--beta`` with none. Each value
+    is quoted where a shell needs it."""
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"chosen": "a", "rejected": "b"}\n')
+    argv = ["train", "--output_dir", str(tmp_path / "out"), "--train_file", str(pairs)]
+    assert main([*argv, "run_name=a b", 'system_prompt=say "hi"', "beta=0.2", "seed="]) == 2
+    err = capsys.readouterr().err
+    written = "--run_name 'a b' --system_prompt 'say \"hi\"' --beta 0.2 --seed ''"
+    assert f"options are flags here: {written}\n" in err, err

@@ -19,6 +19,7 @@ import difflib
 import json
 import os
 import re
+import shlex
 import typing
 from collections.abc import Sequence
 from typing import Any
@@ -254,7 +255,11 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
             flags[key] = flag_value(kind, values)
     if overrides:
         given = ", ".join(f"'{token}'" for token in overrides)
-        written = " ".join("--" + " ".join(token.split("=", 1)) for token in overrides)
+        # quoted as a shell needs ('run_name=a b' is --run_name 'a b': unquoted, two arguments)
+        written = " ".join(
+            f"--{key} {shlex.quote(value)}"
+            for key, value in (token.split("=", 1) for token in overrides)
+        )
         refused.append(f"{given}: options are flags here: {written}")
     if refused:
         raise FlagsRefused(refused, config_file, flags)
