@@ -971,6 +971,32 @@ def test_a_resume_against_another_reference_model_says_so(
     ]
 
 
+def test_a_checkpoint_records_the_reference_as_it_was_loaded(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """Each checkpoint read the reference folder's identity as it was then: a newer revision
+    written into it mid-run (a download into the cache, a save into the folder) was recorded
+    as the reference trained against, and a resume against those files said nothing though
+    the run's reference had been the earlier one. The files are read as the model is loaded."""
+    from tiny import save_tiny_model
+
+    from directpo.model_identity import model_identity
+
+    start = shutil.copytree(tiny_model_dirs["gpt2"], tmp_path / "start")
+    loaded = model_identity(str(start))
+    load = run_module.load_policy_and_reference
+
+    def load_then_rewrite(*args, **kwargs):
+        models = load(*args, **kwargs)
+        save_tiny_model("gpt2", start, seed=1)  # another model written there mid-run
+        return models
+
+    monkeypatch.setattr(run_module, "load_policy_and_reference", load_then_rewrite)
+    out = tmp_path / "run"
+    train(config_for(start, pairs_file, out, max_steps=1), echo=lambda _: None)
+    assert read_state(out / "checkpoint-1")["reference"] == {"path": str(start), "identity": loaded}
+
+
 def test_assistant_only_loss_on_resume_is_said_where_it_leaves_tokens_out(
     tiny_model_dirs, tmp_path
 ) -> None:
