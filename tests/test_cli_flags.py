@@ -121,3 +121,7 @@ def test_a_key_value_overrides_flag_is_written_as_a_shell_reads_it(tmp_path, cap
     err = capsys.readouterr().err
     written = "--run_name 'a b' --system_prompt 'say \"hi\"' --beta 0.2 --seed ''"
     assert f"options are flags here: {written}\n" in err, err
+    # torchtune's and OpenRLHF's names are written as directpo's
+    assert main([*argv, "batch_size=4", "optimizer.lr=1e-5"]) == 2
+    written = "--per_device_train_batch_size 4 --learning_rate 1e-5"
+    assert f"options are flags here: {written}\n" in capsys.readouterr().err

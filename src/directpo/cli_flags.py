@@ -255,9 +255,11 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
             flags[key] = flag_value(kind, values)
     if overrides:
         given = ", ".join(f"'{token}'" for token in overrides)
-        # quoted as a shell needs ('run_name=a b' is --run_name 'a b': unquoted, two arguments)
+        # quoted as a shell needs ('run_name=a b' is --run_name 'a b': unquoted, two arguments),
+        # each by directpo's name (batch_size=4: --per_device_train_batch_size 4)
+        ours = (ALIASES | RENAMED).get
         written = " ".join(
-            f"--{key} {shlex.quote(value)}"
+            f"--{ours(key, key)} {shlex.quote(value)}"
             for key, value in (token.split("=", 1) for token in overrides)
         )
         refused.append(f"{given}: options are flags here: {written}")
