@@ -174,11 +174,12 @@ def prepare_run(
     # the reference's float32 weights serve the held-out pairs' losses and eval_generate's KL
     # (its samples scored in float32 too): one loaded only for online rounds' KL keeps none
     reference_float32 = eval_float32 and (config.loss_needs_reference or config.eval_generate > 0)
-    reference_files = reference_record(config)  # (read as the weights are)
     policy, reference = load_policy_and_reference(
         config, device, precision, sharded=sharded, peft_config=peft_config,
         reference_dtype=torch.float32 if reference_float32 else None,
     )  # fmt: skip
+    # the files as loaded (after: a hub id's first load downloads its weights)
+    reference_files = reference_record(config)
     reference_masters = None  # the reference's float32 weights, for float32 evaluation
     if reference_float32 and isinstance(reference, FrozenModelReference):
         # (TR-DPO: kept until its first sync moves the bf16 reference; sync.py drops them)
