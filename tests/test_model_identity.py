@@ -54,7 +54,8 @@ def test_the_same_weights_beside_other_formats_and_trainer_state_are_the_same_mo
     reads: another model in them still is another identity."""
     folder = shutil.copytree(tiny_model_dirs["gpt2"], tmp_path / "model")
     before = model_identity(str(folder))
-    for name in ("pytorch_model.bin", "training_args.bin", "optimizer.pt", "rng_state.pth"):
+    names = ("pytorch_model.bin", "consolidated.safetensors", "training_args.bin", "optimizer.pt")
+    for name in (*names, "rng_state.pth"):
         (folder / name).write_bytes(b"x" * 100)
     assert model_identity(str(folder)) == before
     sharded = tmp_path / "sharded"

@@ -69,15 +69,21 @@ def _adapter_identity(folder: str) -> str | None:
 
 
 def _weight_files(folder: Path) -> list[Path]:
-    """The files a load reads ``folder``'s weights from: the shards its safetensors index
-    names, else its files of the first format in ``WEIGHT_SUFFIXES`` it has. A snapshot that
-    another tool filled with the same model in another format (pytorch_model.bin beside
-    model.safetensors, a consolidated.safetensors) is the same model."""
-    index = folder / "model.safetensors.index.json"
-    try:
-        named = set(json.loads(index.read_text())["weight_map"].values())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        named = set()
+    """The files a load reads ``folder``'s weights from, found as transformers looks: the
+    single file, else the shards its index names, in safetensors then PyTorch's format; else
+    the files of the first format in ``WEIGHT_SUFFIXES`` it has (an adapter's, a GGUF). A
+    snapshot that another tool filled with the same model in another format (pytorch_model.bin
+    beside model.safetensors, a consolidated.safetensors) is the same model."""
+    for single, index in (("model.safetensors", "model.safetensors.index.json"),
+                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):  # fmt: skip
+        if (folder / single).is_file():
+            return [folder / single]
+        try:
+            named = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if named and all((folder / name).is_file() for name in named):
+            return [folder / name for name in named]
     files = sorted(
         path
         for path in folder.iterdir()
@@ -85,8 +91,6 @@ def _weight_files(folder: Path) -> list[Path]:
         and not path.name.startswith(STATE_FILES)
         and path.is_file()
     )
-    if named and named <= {path.name for path in files}:
-        return [path for path in files if path.name in named]
     for suffix in WEIGHT_SUFFIXES:
         if chosen := [path for path in files if path.name.endswith(suffix)]:
             return chosen
