@@ -102,6 +102,11 @@ def test_a_stray_argument_or_a_flag_without_value_is_said_with_the_rows(tmp_path
     err = capsys.readouterr().err
     assert "unknown option '-x'" in err and "option --config needs a value" in err
     assert rows in err
+    # ... after a list's values too: it was read as one more (no such file: -x)
+    assert main(["train", "--train_file", str(bad), str(bad), "-x", "--output_dir", "o"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown option '-x'" in err and "-x" not in err.split("unknown option '-x'")[1], err
+    assert rows in err
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(f"train_file: {bad}\n")
     assert main(["train", str(recipe), "extra", "--output_dir"]) == 2

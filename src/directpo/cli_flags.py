@@ -204,7 +204,7 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
         token = tokens[index]
         index += 1
         if not token.startswith("--"):
-            if token.startswith("-") and not NEGATIVE_VALUE.match(token):  # -V, -x: not a file
+            if _is_short_flag(token):  # -V, -x: not a file
                 refused.append(unknown_flag_message(token, options))
                 continue
             if _is_override(token):  # torchtune's: tune run ... key=value
@@ -231,6 +231,8 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
                 break  # a list's values end at the YAML file
             if values and _is_override(following):
                 break  # (--train_file a.jsonl beta=2 read beta=2 as a second data file)
+            if values and _is_short_flag(following):
+                break  # (--train_file a.jsonl -x read -x as a second data file)
             values.append(following)
             index += 1
             if kind not in (LIST, PATHS):
@@ -277,6 +279,12 @@ class FlagsRefused(ConfigErrors):
     def __init__(self, problems: list[str], config_file: str | None, flags: dict[str, Any]):
         super().__init__("", problems)
         self.config_file, self.flags = config_file, flags
+
+
+def _is_short_flag(token: str) -> bool:
+    """-x, -V: a flag (none of directpo's), not a value; -1, -0.5, -inf and - are values."""
+    flag = re.match(r"-[A-Za-z]", token) and not NEGATIVE_VALUE.match(token)
+    return bool(flag) and not os.path.exists(token)
 
 
 def _is_override(token: str) -> bool:
