@@ -971,6 +971,45 @@ def test_a_resume_against_another_reference_model_says_so(
     ]
 
 
+def test_a_checkpoint_records_the_reference_as_it_was_loaded(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """Each checkpoint read the reference folder's identity as it was then: a newer revision
+    written into it mid-run (a download into the cache, a save into the folder) was recorded
+    as the reference trained against, and a resume against those files said nothing though
+    the run's reference had been the earlier one. The files are read as the model is loaded."""
+    from tiny import save_tiny_model
+
+    from directpo.model_identity import model_identity
+
+    start = shutil.copytree(tiny_model_dirs["gpt2"], tmp_path / "start")
+    loaded = model_identity(str(start))
+    step = trainer_module.checkpoint_step
+
+    def rewrite_then_checkpoint(*args, **kwargs):
+        save_tiny_model("gpt2", start, seed=1)  # another model written there mid-run
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "checkpoint_step", rewrite_then_checkpoint)
+    out = tmp_path / "run"
+    train(config_for(start, pairs_file, out, max_steps=1), echo=lambda _: None)
+    assert read_state(out / "checkpoint-1")["reference"] == {"path": str(start), "identity": loaded}
+    # ... as loaded, not before: a hub id's first load downloads the weights its config sat
+    # beside (read before the load, a resume would say the files had changed)
+    monkeypatch.undo()
+    fetched = shutil.copytree(tiny_model_dirs["gpt2"], tmp_path / "fetched")
+    weights = (fetched / "model.safetensors").rename(tmp_path / "weights.safetensors")
+    load = run_module.load_policy_and_reference
+
+    def download_then_load(*args, **kwargs):
+        shutil.move(weights, fetched / "model.safetensors")
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "load_policy_and_reference", download_then_load)
+    train(config_for(fetched, pairs_file, tmp_path / "run2", max_steps=1), echo=lambda _: None)
+    assert read_state(tmp_path / "run2" / "checkpoint-1")["reference"]["identity"] == loaded
+
+
 def test_assistant_only_loss_on_resume_is_said_where_it_leaves_tokens_out(
     tiny_model_dirs, tmp_path
 ) -> None:

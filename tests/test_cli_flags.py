@@ -102,6 +102,11 @@ def test_a_stray_argument_or_a_flag_without_value_is_said_with_the_rows(tmp_path
     err = capsys.readouterr().err
     assert "unknown option '-x'" in err and "option --config needs a value" in err
     assert rows in err
+    # ... after a list's values too: it was read as one more (no such file: -x)
+    assert main(["train", "--train_file", str(bad), str(bad), "-x", "--output_dir", "o"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown option '-x'" in err and "-x" not in err.split("unknown option '-x'")[1], err
+    assert rows in err
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(f"train_file: {bad}\n")
     assert main(["train", str(recipe), "extra", "--output_dir"]) == 2
@@ -139,3 +144,20 @@ def test_a_replaced_value_is_said_beside_a_reference_to_a_flags_key(
     monkeypatch.setitem(COMMANDS, "train", dataclasses.replace(COMMANDS["train"], run=lambda _: 0))
     assert main(["train", str(recipe), "--output_dir", "b", "--beta", "0.2"]) == 0
     assert f"--beta 0.2 replaces {recipe}'s beta: 0.1" in capsys.readouterr().err
+
+
+def test_a_key_value_overrides_flag_is_written_as_a_shell_reads_it(tmp_path, capsys) -> None:
+    """``'run_name=a b'`` was told ``--run_name a b``: pasted into a shell that is --run_name a
+    and a stray ``b``; an empty value (``beta=``) was told ``--beta`` with none. Each value
+    is quoted where a shell needs it."""
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"chosen": "a", "rejected": "b"}\n')
+    argv = ["train", "--output_dir", str(tmp_path / "out"), "--train_file", str(pairs)]
+    assert main([*argv, "run_name=a b", 'system_prompt=say "hi"', "beta=0.2", "seed="]) == 2
+    err = capsys.readouterr().err
+    written = "--run_name 'a b' --system_prompt 'say \"hi\"' --beta 0.2 --seed ''"
+    assert f"options are flags here: {written}\n" in err, err
+    # torchtune's and OpenRLHF's names are written as directpo's
+    assert main([*argv, "batch_size=4", "optimizer.lr=1e-5"]) == 2
+    written = "--per_device_train_batch_size 4 --learning_rate 1e-5"
+    assert f"options are flags here: {written}\n" in capsys.readouterr().err

@@ -391,3 +391,22 @@ def test_a_vision_models_processor_that_cannot_load_is_named(
     err = capsys.readouterr().err.strip()
     assert code == 2 and "requires the Torchvision library" in err, err
     assert "not a vision-language model" not in err and len(err.splitlines()) == 1
+
+
+def test_an_attention_the_model_refuses_is_told_the_option_to_set(tmp_path) -> None:
+    """Gemma 2 with attn_implementation: sdpa stopped with transformers' words, cut at 300
+    characters ('... please open an issue in Transfo'), naming neither the option nor what
+    runs; the line says which option it refuses and what to set."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    sizes = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1)
+    Gemma2ForCausalLM(Gemma2Config(**sizes, num_attention_heads=2, num_key_value_heads=1,
+                                   head_dim=8)).save_pretrained(tmp_path / "gemma2")  # fmt: skip
+    with pytest.raises(ModelLoadError, match="it refuses attn_implementation sdpa: set "
+                       "attn_implementation: auto \\(directpo picks one this model runs\\) or "
+                       "eager$"):  # fmt: skip
+        load_causal_lm(str(tmp_path / "gemma2"), "float32", trainable=True,
+                       options=LoadOptions(attn_implementation="sdpa"))  # fmt: skip
+    model = load_causal_lm(str(tmp_path / "gemma2"), "float32", trainable=True,
+                           options=LoadOptions(attn_implementation="eager"))  # fmt: skip
+    assert model.config._attn_implementation == "eager"

@@ -19,6 +19,7 @@ import difflib
 import json
 import os
 import re
+import shlex
 import typing
 from collections.abc import Sequence
 from typing import Any
@@ -203,7 +204,7 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
         token = tokens[index]
         index += 1
         if not token.startswith("--"):
-            if token.startswith("-") and not NEGATIVE_VALUE.match(token):  # -V, -x: not a file
+            if _is_short_flag(token):  # -V, -x: not a file
                 refused.append(unknown_flag_message(token, options))
                 continue
             if _is_override(token):  # torchtune's: tune run ... key=value
@@ -230,6 +231,8 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
                 break  # a list's values end at the YAML file
             if values and _is_override(following):
                 break  # (--train_file a.jsonl beta=2 read beta=2 as a second data file)
+            if values and _is_short_flag(following):
+                break  # (--train_file a.jsonl -x read -x as a second data file)
             values.append(following)
             index += 1
             if kind not in (LIST, PATHS):
@@ -254,7 +257,13 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
             flags[key] = flag_value(kind, values)
     if overrides:
         given = ", ".join(f"'{token}'" for token in overrides)
-        written = " ".join("--" + " ".join(token.split("=", 1)) for token in overrides)
+        # quoted as a shell needs ('run_name=a b' is --run_name 'a b': unquoted, two arguments),
+        # each by directpo's name (batch_size=4: --per_device_train_batch_size 4)
+        ours = (ALIASES | RENAMED).get
+        written = " ".join(
+            f"--{ours(key, key)} {shlex.quote(value)}"
+            for key, value in (token.split("=", 1) for token in overrides)
+        )
         refused.append(f"{given}: options are flags here: {written}")
     if refused:
         raise FlagsRefused(refused, config_file, flags)
@@ -270,6 +279,12 @@ class FlagsRefused(ConfigErrors):
     def __init__(self, problems: list[str], config_file: str | None, flags: dict[str, Any]):
         super().__init__("", problems)
         self.config_file, self.flags = config_file, flags
+
+
+def _is_short_flag(token: str) -> bool:
+    """-x, -V: a flag (none of directpo's), not a value; -1, -0.5, -inf and - are values."""
+    flag = re.match(r"-[A-Za-z]", token) and not NEGATIVE_VALUE.match(token)
+    return bool(flag) and not os.path.exists(token)
 
 
 def _is_override(token: str) -> bool:

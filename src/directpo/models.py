@@ -225,14 +225,27 @@ def load_causal_lm(
         model = auto.from_pretrained(path, config=config, dtype=DTYPES.get(dtype, dtype), **kwargs)
         setattr(model, CONFIG_AS_LOADED, zeroed)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
-        custom = "custom code" in str(exc) and not options.trust_remote_code
-        hint = "; allow its code with trust_remote_code: true" if custom else ""
         raise ModelLoadError(
-            f"model '{path}': cannot load as a causal LM ({first_line(exc)}){hint}"
+            f"model '{path}': cannot load as a causal LM ({first_line(exc)})"
+            f"{_load_hint(exc, options, kwargs.get('attn_implementation'))}"
         ) from None
     if "device_map" not in kwargs:  # accelerate placed it already
         model.to(device)
     return _prepared(model, trainable, options)
+
+
+def _load_hint(exc: Exception, options: LoadOptions, attention: str | None) -> str:
+    """What to change where a load refused an option of the run's (its message names none)."""
+    if "custom code" in str(exc) and not options.trust_remote_code:
+        return "; allow its code with trust_remote_code: true"
+    if attention and "attention" in str(exc).lower():
+        # (Gemma 2 refuses sdpa; flash_attention_2 without its package): transformers' words
+        # name neither the option nor what runs; auto picks what this model runs
+        return (
+            f"; it refuses attn_implementation {attention}: set attn_implementation: auto "
+            "(directpo picks one this model runs) or eager"
+        )
+    return ""
 
 
 def _prepared(model: torch.nn.Module, trainable: bool, options: LoadOptions) -> torch.nn.Module:

@@ -23,7 +23,7 @@ from directpo.checkpoint import (
 )
 from directpo.distributed import on_main
 from directpo.errors import CheckpointError, ConfigError
-from directpo.model_identity import reference_change, reference_record
+from directpo.model_identity import reference_change
 from directpo.optimizers import fit_saved_groups, no_decay_ids
 from directpo.options import read_record
 from directpo.outputs import remove
@@ -151,7 +151,7 @@ def _say_objective_changes(run: Run, state: dict[str, Any], step: int) -> None:
         for name, value in objective(run.config).items()
         if name in saved and saved[name] != value and not (name == "assistant_only_loss" and inert)
     ]
-    if reference := reference_change(state.get("reference"), reference_record(run.config)):
+    if reference := reference_change(state.get("reference"), run.reference_files):
         changed.append(reference)  # (another reference is another objective: it went unsaid)
     if changed:
         run.echo(

@@ -57,7 +57,6 @@ from directpo.folders import missing_folders, remove_empty
 from directpo.generate import evaluate_generations
 from directpo.guard import check_update
 from directpo.jsonl import write_jsonl
-from directpo.model_identity import reference_record
 from directpo.outputs import (
     OutputLock,
 )
@@ -509,7 +508,7 @@ def checkpoint_step(
         "best": vars(run.best),
         "objective": objective(run.config),
         "leaves_tokens_out": leaves_tokens_out(run),  # does assistant_only_loss change a loss
-        "reference": reference_record(run.config),  # a resume against another one says so
+        "reference": run.reference_files,  # a resume against another one says so
         # its state fits no other optimizer, nor (Kahan's) other weights (resume checks)
         "optimizer": run.config.optimizer,
         "weights": str(run.precision.master).removeprefix("torch."),
