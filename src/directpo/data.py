@@ -62,7 +62,12 @@ from directpo.readers import RowError, kind_of, open_rows
 from directpo.refusals import SKIP_HINT, RefusedRows, hint_once
 from directpo.row_formats import from_openai, is_openai_layout, openai_message, openai_names
 from directpo.template_args import joined_args, row_template_kwargs, row_tools
-from directpo.unread_columns import completion_columns, refuse_unread_prompt, unread_system
+from directpo.unread_columns import (
+    SYSTEM_COLUMNS,
+    completion_columns,
+    refuse_unread_prompt,
+    unread_system,
+)
 from directpo.vision import (
     IMAGE_COLUMNS,
     ImageError,
@@ -196,6 +201,11 @@ class Columns:
     prompt_required: bool = False
     # a column whose text is each prompt's system turn (Intel/orca_dpo_pairs' system)
     system: str | None = None
+    # each example keeps its row's other columns (``PreferenceExample.columns``: what a
+    # reward_fn is given); False keeps only a system prompt column's, which the start line
+    # reads, since the others (HH's whole chosen / rejected conversations, UltraFeedback's
+    # ``messages``) held the texts of 100k rows twice or more while they were tokenized
+    other_columns: bool = True
 
 
 def load_preferences(
@@ -461,7 +471,11 @@ def _parse_row(
     images = images_of(row, base_dir, messages)
     if images is not None and isinstance(prompt, list):
         prompt = with_image_parts(prompt, len(images))
-    others = {key: value for key, value in row.items() if key != columns.prompt}
+    others = {
+        key: value
+        for key, value in row.items()
+        if key != columns.prompt and (columns.other_columns or key in SYSTEM_COLUMNS)
+    }
     return PreferenceExample(
         prompt, chosen, rejected, where, tools, images, template_kwargs, others
     )
