@@ -1423,3 +1423,36 @@ def test_a_builders_name_without_data_files_is_refused(tmp_path, monkeypatch) ->
         dataset_splits("json", None, "json[train]", "train", data_dir=None, data_files=None)
     given = dataset_splits("json", None, "json", "train", data_files="old_pairs.jsonl")
     assert given["train"][0] == {"chosen": "a", "rejected": "b"}
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_a_files_rows_are_validated_as_they_are_read(tmp_path: Path, monkeypatch, suffix) -> None:
+    """Every raw row of a file was read into a list before the first was validated, so a
+    large file's rows and their examples were held both at the peak; now each row is
+    validated before the next is read."""
+    from directpo import data, readers
+
+    path = tmp_path / f"p{suffix}"
+    frame = pd.DataFrame(ROWS)
+    if suffix == ".jsonl":
+        write_jsonl(path, ROWS)
+    elif suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path)
+    read: list[str] = []  # the rows read, when each row is validated
+    at_parse: list[int] = []
+    reading, parse_row = readers._reading, data._parse_row
+
+    def counted_rows(rows, label):
+        return ((read.append(where) or (where, row)) for where, row in reading(rows, label))
+
+    def counted_parse(*args, **kwargs):
+        at_parse.append(len(read))
+        return parse_row(*args, **kwargs)
+
+    monkeypatch.setattr(readers, "_reading", counted_rows)
+    monkeypatch.setattr(data, "_parse_row", counted_parse)
+    loaded = data.load_preferences(str(path))
+    assert len(loaded) == len(ROWS) > 1
+    assert at_parse == list(range(1, len(ROWS) + 1))

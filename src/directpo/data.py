@@ -244,7 +244,9 @@ def load_preferences(
             unread_system([e for part in parts for e in part.examples], columns),
         )
     label = name or source_label(source)
-    rows, column_names = open_rows(source, label, lazy=max_pairs is not None)
+    # each row validated as it is read: a list of a JSON Lines / CSV / Parquet file's raw rows
+    # beside their examples held both until the last row was validated
+    rows, column_names = open_rows(source, label, lazy=True)
     # image paths are relative to the data file's folder
     base_dir = os.path.dirname(os.path.abspath(source)) if isinstance(source, str) else None
     data = preferences_of_rows(
