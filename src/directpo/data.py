@@ -34,6 +34,7 @@ files, "row N" otherwise.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import Counter
@@ -149,10 +150,7 @@ class PreferenceData:
     def duplicates(self) -> int:
         """Pairs that repeat an earlier one exactly (kept: a repeat weighs a pair twice).
         Counted once: a large file's texts take seconds to compare."""
-        keys = {
-            (*map(_hashable, (e.prompt, e.chosen, e.rejected)), _context_key(e))
-            for e in self.examples
-        }
+        keys = {(_digest(e), _context_key(e)) for e in self.examples}
         return len(self.examples) - len(keys)
 
     def summary(self) -> str:
@@ -186,10 +184,12 @@ def _context_key(example: PreferenceExample) -> tuple[Any, ...]:
     return images, args and json.dumps(args, sort_keys=True, default=str)
 
 
-def _hashable(value: Text) -> str | tuple[str]:
-    """A text as itself (no copy); messages as their JSON, in a tuple, so that no text equals
-    them."""
-    return value if isinstance(value, str) else (json.dumps(value),)
+def _digest(example: PreferenceExample) -> bytes:
+    """A pair's texts or messages as a 16-byte digest: the set of each pair's messages as JSON
+    held a second copy of a conversational file's texts while they were counted, at the peak
+    of reading it (a text and the messages that would write it differ: JSON quotes one)."""
+    pair = json.dumps([example.prompt, example.chosen, example.rejected], default=repr)
+    return hashlib.blake2b(pair.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 @dataclass(frozen=True)
