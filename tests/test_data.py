@@ -1481,3 +1481,13 @@ def test_a_files_rows_are_validated_as_they_are_read(tmp_path: Path, monkeypatch
     loaded = data.load_preferences(str(path))
     assert len(loaded) == len(ROWS) > 1
     assert at_parse == list(range(1, len(ROWS) + 1))
+
+
+def test_a_json_lines_row_cut_short_is_said_where_it_stops(tmp_path: Path) -> None:
+    """The last row of a file whose writer was killed (or a row missing its closing brace)
+    was said to be invalid "at column 1": the column of the line after it."""
+    path = tmp_path / "cut.jsonl"
+    path.write_text(json.dumps(ROWS[0]) + "\n" + '{"prompt": "x", "chosen": "a"\n')
+    with pytest.raises(DataError) as refused:
+        load_preferences(str(path))
+    assert "line 2: invalid JSON (Expecting ',' delimiter at column 30)" in str(refused.value)

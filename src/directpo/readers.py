@@ -149,8 +149,9 @@ def _jsonl_rows(path: str) -> Iterator[tuple[str, Any]]:
             if (bad := _not_utf8(line)) is not None:
                 yield f"line {number}", bad
                 continue
-            try:
-                yield f"line {number}", json.loads(line)
+            try:  # (without its newline: a row cut short, as a killed writer leaves the last
+                # one, was said to fail "at column 1", of the line after it)
+                yield f"line {number}", json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
                 yield (
                     f"line {number}",
