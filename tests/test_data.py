@@ -1450,7 +1450,7 @@ def test_a_builders_name_without_data_files_is_refused(tmp_path, monkeypatch) ->
     assert given["train"][0] == {"chosen": "a", "rejected": "b"}
 
 
-@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet", ".json"])
 def test_a_files_rows_are_validated_as_they_are_read(tmp_path: Path, monkeypatch, suffix) -> None:
     """Every raw row of a file was read into a list before the first was validated, so a
     large file's rows and their examples were held both at the peak; now each row is
@@ -1461,6 +1461,8 @@ def test_a_files_rows_are_validated_as_they_are_read(tmp_path: Path, monkeypatch
     frame = pd.DataFrame(ROWS)
     if suffix == ".jsonl":
         write_jsonl(path, ROWS)
+    elif suffix == ".json":  # a list of rows, read whole (text and rows) before
+        path.write_text(json.dumps(ROWS, indent=2))
     elif suffix == ".csv":
         frame.to_csv(path, index=False)
     else:
@@ -1491,3 +1493,53 @@ def test_a_json_lines_row_cut_short_is_said_where_it_stops(tmp_path: Path) -> No
     with pytest.raises(DataError) as refused:
         load_preferences(str(path))
     assert "line 2: invalid JSON (Expecting ',' delimiter at column 30)" in str(refused.value)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 20])
+def test_a_json_lists_rows_read_a_piece_at_a_time_are_the_whole_reads(
+    tmp_path: Path, monkeypatch, chunk: int
+) -> None:
+    """A .json list is decoded a row at a time from pieces of the file: rows cut anywhere by
+    a piece's end (a number, a string, an escape) are the rows ``json.load`` reads, and a
+    malformed file says the whole read's error, after the rows before it."""
+    from directpo import readers
+
+    monkeypatch.setattr(readers, "JSON_CHUNK", chunk)
+    rows = [
+        {"prompt": 'café 🙂 "quoted"', "chosen": "1234567", "rejected": "x", "n": 123456789},
+        {
+            "prompt": [{"role": "user", "content": "a\nb"}],
+            "chosen": "y",
+            "rejected": "z",
+            "f": 1.5e3,
+        },
+        {"prompt": "p", "chosen": "c", "rejected": "r", "ok": True, "none": None},
+    ]
+    sizes: list[int] = []  # of each read of the file: never the whole of it at once
+    open_text = readers._open_text
+
+    def recorded(*args, **kwargs):
+        handle = open_text(*args, **kwargs)
+        read = handle.read
+        handle.read = lambda size=-1: sizes.append(size) or read(size)
+        return handle
+
+    monkeypatch.setattr(readers, "_open_text", recorded)
+    for text in (json.dumps(rows), json.dumps(rows, indent=4) + "\n\n", "[]", " [ ] "):
+        path = tmp_path / "l.json"
+        path.write_text(text, encoding="utf-8")
+        read, _ = readers.open_rows(str(path), "l.json")
+        assert [row for _, row in read] == json.loads(text)
+    assert sizes and -1 not in sizes and max(sizes) <= max(4096, 2 * len(text), chunk)
+    monkeypatch.setattr(readers, "_open_text", open_text)
+    whole = json.dumps(rows, indent=1)
+    for broken in (whole[:-3], whole.replace("},", "}", 1), whole[:-1] + ",]", whole + "x"):
+        path.write_text(broken, encoding="utf-8")
+        with pytest.raises(DataError) as streamed:
+            list(readers.open_rows(str(path), "l.json", lazy=True)[0])
+        monkeypatch.setattr(readers, "_starts_a_list", lambda _: False)
+        with pytest.raises(DataError) as at_once:
+            readers.open_rows(str(path), "l.json")
+        monkeypatch.undo()
+        monkeypatch.setattr(readers, "JSON_CHUNK", chunk)
+        assert str(streamed.value) == str(at_once.value)
