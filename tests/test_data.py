@@ -296,6 +296,31 @@ def test_repeated_pairs_are_counted_once_and_texts_are_not_serialized(monkeypatc
     assert len(dumped) == 2 * 3  # each message list once, in the first summary only
 
 
+def test_counting_repeated_pairs_holds_no_second_copy_of_the_texts() -> None:
+    """The repeats of a conversational file were counted in a set of every pair's messages as
+    JSON: a second copy of the texts, at the peak of reading (49 MB for 20k UltraFeedback-
+    like rows). Each pair is now held as a digest."""
+    import tracemalloc
+
+    from directpo.data import PreferenceData, PreferenceExample
+
+    def turn(role: str, n: int) -> list[dict[str, str]]:
+        return [{"role": role, "content": f"{n} " + "word " * 2000}]  # 10 kB a message
+
+    examples = [PreferenceExample(turn("user", n), turn("assistant", n), turn("assistant", -n))
+                for n in range(100)]  # fmt: skip
+    examples.append(examples[0])
+    data = PreferenceData(examples, "conversational", "f")
+    tracemalloc.start()
+    try:
+        assert data.duplicates == 1
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    texts = 3 * 100 * 10_000  # 3 MB
+    assert peak < texts / 10
+
+
 def test_pairs_with_the_same_texts_but_other_images_or_template_arguments_are_not_repeats():
     text = {"prompt": [{"role": "user", "content": "What is it?"}], "chosen": "A cat.",
             "rejected": "A dog."}  # fmt: skip
@@ -1426,3 +1451,98 @@ def test_a_builders_name_without_data_files_is_refused(tmp_path, monkeypatch) ->
         dataset_splits("json", None, "json[train]", "train", data_dir=None, data_files=None)
     given = dataset_splits("json", None, "json", "train", data_files="old_pairs.jsonl")
     assert given["train"][0] == {"chosen": "a", "rejected": "b"}
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet", ".json"])
+def test_a_files_rows_are_validated_as_they_are_read(tmp_path: Path, monkeypatch, suffix) -> None:
+    """Every raw row of a file was read into a list before the first was validated, so a
+    large file's rows and their examples were held both at the peak; now each row is
+    validated before the next is read."""
+    from directpo import data, readers
+
+    path = tmp_path / f"p{suffix}"
+    frame = pd.DataFrame(ROWS)
+    if suffix == ".jsonl":
+        write_jsonl(path, ROWS)
+    elif suffix == ".json":  # a list of rows, read whole (text and rows) before
+        path.write_text(json.dumps(ROWS, indent=2))
+    elif suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path)
+    read: list[str] = []  # the rows read, when each row is validated
+    at_parse: list[int] = []
+    reading, parse_row = readers._reading, data._parse_row
+
+    def counted_rows(rows, label):
+        return ((read.append(where) or (where, row)) for where, row in reading(rows, label))
+
+    def counted_parse(*args, **kwargs):
+        at_parse.append(len(read))
+        return parse_row(*args, **kwargs)
+
+    monkeypatch.setattr(readers, "_reading", counted_rows)
+    monkeypatch.setattr(data, "_parse_row", counted_parse)
+    loaded = data.load_preferences(str(path))
+    assert len(loaded) == len(ROWS) > 1
+    assert at_parse == list(range(1, len(ROWS) + 1))
+
+
+def test_a_json_lines_row_cut_short_is_said_where_it_stops(tmp_path: Path) -> None:
+    """The last row of a file whose writer was killed (or a row missing its closing brace)
+    was said to be invalid "at column 1": the column of the line after it."""
+    path = tmp_path / "cut.jsonl"
+    path.write_text(json.dumps(ROWS[0]) + "\n" + '{"prompt": "x", "chosen": "a"\n')
+    with pytest.raises(DataError) as refused:
+        load_preferences(str(path))
+    assert "line 2: invalid JSON (Expecting ',' delimiter at column 30)" in str(refused.value)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 20])
+def test_a_json_lists_rows_read_a_piece_at_a_time_are_the_whole_reads(
+    tmp_path: Path, monkeypatch, chunk: int
+) -> None:
+    """A .json list is decoded a row at a time from pieces of the file: rows cut anywhere by
+    a piece's end (a number, a string, an escape) are the rows ``json.load`` reads, and a
+    malformed file says the whole read's error, after the rows before it."""
+    from directpo import readers
+
+    monkeypatch.setattr(readers, "JSON_CHUNK", chunk)
+    rows = [
+        {"prompt": 'café 🙂 "quoted"', "chosen": "1234567", "rejected": "x", "n": 123456789},
+        {
+            "prompt": [{"role": "user", "content": "a\nb"}],
+            "chosen": "y",
+            "rejected": "z",
+            "f": 1.5e3,
+        },
+        {"prompt": "p", "chosen": "c", "rejected": "r", "ok": True, "none": None},
+    ]
+    sizes: list[int] = []  # of each read of the file: never the whole of it at once
+    open_text = readers._open_text
+
+    def recorded(*args, **kwargs):
+        handle = open_text(*args, **kwargs)
+        read = handle.read
+        handle.read = lambda size=-1: sizes.append(size) or read(size)
+        return handle
+
+    monkeypatch.setattr(readers, "_open_text", recorded)
+    for text in (json.dumps(rows), json.dumps(rows, indent=4) + "\n\n", "[]", " [ ] "):
+        path = tmp_path / "l.json"
+        path.write_text(text, encoding="utf-8")
+        read, _ = readers.open_rows(str(path), "l.json")
+        assert [row for _, row in read] == json.loads(text)
+    assert sizes and -1 not in sizes and max(sizes) <= max(4096, 2 * len(text), chunk)
+    monkeypatch.setattr(readers, "_open_text", open_text)
+    whole = json.dumps(rows, indent=1)
+    for broken in (whole[:-3], whole.replace("},", "}", 1), whole[:-1] + ",]", whole + "x"):
+        path.write_text(broken, encoding="utf-8")
+        with pytest.raises(DataError) as streamed:
+            list(readers.open_rows(str(path), "l.json", lazy=True)[0])
+        monkeypatch.setattr(readers, "_starts_a_list", lambda _: False)
+        with pytest.raises(DataError) as at_once:
+            readers.open_rows(str(path), "l.json")
+        monkeypatch.undo()
+        monkeypatch.setattr(readers, "JSON_CHUNK", chunk)
+        assert str(streamed.value) == str(at_once.value)

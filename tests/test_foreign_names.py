@@ -195,11 +195,14 @@ def test_torchtunes_overrides_are_flags(built, capsys) -> None:
     argument' (or 'config file not found: batch_size=8'); the line now says the flag, and the
     flags of a component's field of the same meaning are the options."""
     assert main(["train", "batch_size=8"]) == 2
-    assert "'batch_size=8': options are flags here: --batch_size 8" in capsys.readouterr().err
+    assert (
+        "'batch_size=8': options are flags here: --per_device_train_batch_size 8"
+        in capsys.readouterr().err
+    )
     # several overrides (tune run's usual line) are said at once, not one a run
     assert main(["train", "batch_size=8", "recipe.yaml", "optimizer.lr=1e-5"]) == 2
-    said = "'batch_size=8', 'optimizer.lr=1e-5': options are flags here: --batch_size 8 "
-    assert said + "--optimizer.lr 1e-5" in capsys.readouterr().err
+    said = "'batch_size=8', 'optimizer.lr=1e-5': options are flags here: "
+    assert said + "--per_device_train_batch_size 8 --learning_rate 1e-5" in capsys.readouterr().err
     flags = ["--optimizer.lr", "1e-5", "--loss.beta", "0.2", "--model.lora_rank", "8"]
     assert main(["train", *flags, "--lr_scheduler.num_warmup_steps", "10"]) == 0
     config = built[0]

@@ -357,3 +357,48 @@ def test_a_mixtures_bad_rows_and_the_eval_files_are_said_in_one_run(
         f"{mixed}: line 2: field 'chosen' is empty; {held}: line 2: chosen and rejected are "
         "identical"
     )
+
+
+def test_rows_other_columns_are_kept_only_where_a_reward_fn_is_given_them(
+    tiny_model_dirs, tmp_path, monkeypatch
+) -> None:
+    """Each validated pair held its row's other columns, for a reward_fn: an HH row's whole
+    chosen and rejected conversations (UltraFeedback's ``messages`` too) beside the pair split
+    from them, the texts twice or more while 100k rows were tokenized, in runs that give no
+    reward_fn any row. A system prompt column (the start line's note) is still read."""
+    from directpo import run_data
+
+    hh = [
+        {"chosen": f"\n\nHuman: hi {i}\n\nAssistant: hello", "rejected": f"\n\nHuman: hi {i}"
+         "\n\nAssistant: go away", "source": "hh"}
+        for i in range(3)
+    ]  # fmt: skip
+    explicit = [
+        {**row, "system": "be kind", "messages": [{"role": "user", "content": row["prompt"]}]}
+        for row in SENTIMENT_PAIRS[:3]
+    ]
+    train = write_jsonl(tmp_path / "hh.jsonl", hh)
+    held_out = write_jsonl(tmp_path / "e.jsonl", explicit)
+    held = {}
+
+    def recorded(data, *args, **kwargs):
+        held[kwargs["progress"] or len(held)] = [example.columns for example in data.examples]
+        return tokenize(data, *args, **kwargs)
+
+    tokenize = run_data.tokenize_preferences
+    monkeypatch.setattr(run_data, "tokenize_preferences", recorded)
+    config = tiny_config(
+        tiny_model_dirs["gpt2"], train, tmp_path / "out", eval_file=str(held_out),
+        cache_tokenized=False,
+    )  # fmt: skip
+    said: list[str] = []
+    load_run_data(config, None, None, torch.device("cpu"), said.append)
+    assert list(held.values()) == [[{}] * 3, [{"system": "be kind"}] * 3]  # train, eval
+    assert "column 'system' is not read: 3 prompts go without" in said[1]
+    held.clear()
+    config.eval_generate = 2  # the held-out prompts are sampled: a reward_fn may read them
+    load_run_data(config, None, None, torch.device("cpu"), said.append)
+    assert list(held.values())[0] == [{}] * 3
+    assert list(held.values())[1] == [
+        {key: value for key, value in row.items() if key != "prompt"} for row in explicit
+    ]

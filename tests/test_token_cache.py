@@ -279,3 +279,37 @@ def test_the_key_follows_the_code_of_every_module_that_renders_or_encodes(tmp_pa
                 lambda self, n=name: real(self) + b"# edited" if self.name == n else real(self),
             )  # fmt: skip
             assert token_cache.tokenization_key(data, tokenizer, options) != key, name
+
+
+def test_a_full_disk_leaves_no_part_written_cache_file(tmp_path, monkeypatch) -> None:
+    """A write that fails part way (ENOSPC) said the cache was not written but left the part
+    written (as big as the ids) in the cache folder for good; a killed run's too."""
+    import errno
+    import os
+    import time
+
+    tokenizer = build_tokenizer("llama")
+    data = load_preferences(str(write_jsonl(tmp_path / "p.jsonl", SENTIMENT_PAIRS)))
+    config = tiny_config(tmp_path, None, tmp_path / "out")
+    real_savez = np.savez
+
+    def full_disk(file, **arrays):
+        file.write(b"PK" + b"\0" * 4096)  # some of it written, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("directpo.token_cache.np.savez", full_disk)
+    calls: Counter = Counter()
+    first, said = _run(data, tokenizer, config, calls, monkeypatch)
+    assert any("not cached (No space left on device)" in line for line in said)
+    assert list(token_cache.cache_folder().iterdir()) == []
+    monkeypatch.setattr("directpo.token_cache.np.savez", real_savez)
+    killed = token_cache.cache_folder() / "tmpkilled.tmp"  # a run killed while writing it
+    writing = token_cache.cache_folder() / "tmpwriting.tmp"  # another run writing now
+    for part in (killed, writing):
+        part.write_bytes(b"PK\0\0")
+    old = time.time() - token_cache.STALE_SECONDS - 60
+    os.utime(killed, (old, old))
+    again, _ = _run(data, tokenizer, config, calls, monkeypatch)
+    assert again == first
+    assert sorted(p.suffix for p in token_cache.cache_folder().iterdir()) == [".npz", ".tmp"]
+    assert writing.exists() and not killed.exists()

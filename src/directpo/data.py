@@ -34,6 +34,7 @@ files, "row N" otherwise.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import Counter
@@ -63,6 +64,7 @@ from directpo.refusals import SKIP_HINT, RefusedRows, hint_once
 from directpo.row_formats import from_openai, is_openai_layout, openai_message, openai_names
 from directpo.template_args import joined_args, row_template_kwargs, row_tools
 from directpo.unread_columns import (
+    SYSTEM_COLUMNS,
     completion_columns,
     other_case,
     refuse_unread_prompt,
@@ -150,10 +152,7 @@ class PreferenceData:
     def duplicates(self) -> int:
         """Pairs that repeat an earlier one exactly (kept: a repeat weighs a pair twice).
         Counted once: a large file's texts take seconds to compare."""
-        keys = {
-            (*map(_hashable, (e.prompt, e.chosen, e.rejected)), _context_key(e))
-            for e in self.examples
-        }
+        keys = {(_digest(e), _context_key(e)) for e in self.examples}
         return len(self.examples) - len(keys)
 
     def summary(self) -> str:
@@ -187,10 +186,12 @@ def _context_key(example: PreferenceExample) -> tuple[Any, ...]:
     return images, args and json.dumps(args, sort_keys=True, default=str)
 
 
-def _hashable(value: Text) -> str | tuple[str]:
-    """A text as itself (no copy); messages as their JSON, in a tuple, so that no text equals
-    them."""
-    return value if isinstance(value, str) else (json.dumps(value),)
+def _digest(example: PreferenceExample) -> bytes:
+    """A pair's texts or messages as a 16-byte digest: the set of each pair's messages as JSON
+    held a second copy of a conversational file's texts while they were counted, at the peak
+    of reading it (a text and the messages that would write it differ: JSON quotes one)."""
+    pair = json.dumps([example.prompt, example.chosen, example.rejected], default=repr)
+    return hashlib.blake2b(pair.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,11 @@ class Columns:
     prompt_required: bool = False
     # a column whose text is each prompt's system turn (Intel/orca_dpo_pairs' system)
     system: str | None = None
+    # each example keeps its row's other columns (``PreferenceExample.columns``: what a
+    # reward_fn is given); False keeps only a system prompt column's, which the start line
+    # reads, since the others (HH's whole chosen / rejected conversations, UltraFeedback's
+    # ``messages``) held the texts of 100k rows twice or more while they were tokenized
+    other_columns: bool = True
 
 
 def load_preferences(
@@ -240,7 +246,9 @@ def load_preferences(
             unread_system([e for part in parts for e in part.examples], columns),
         )
     label = name or source_label(source)
-    rows, column_names = open_rows(source, label, lazy=max_pairs is not None)
+    # each row validated as it is read: a list of a JSON Lines / CSV / Parquet file's raw rows
+    # beside their examples held both until the last row was validated
+    rows, column_names = open_rows(source, label, lazy=True)
     # image paths are relative to the data file's folder
     base_dir = os.path.dirname(os.path.abspath(source)) if isinstance(source, str) else None
     data = preferences_of_rows(
@@ -470,7 +478,11 @@ def _parse_row(
     images = images_of(row, base_dir, messages)
     if images is not None and isinstance(prompt, list):
         prompt = with_image_parts(prompt, len(images))
-    others = {key: value for key, value in row.items() if key != columns.prompt}
+    others = {
+        key: value
+        for key, value in row.items()
+        if key != columns.prompt and (columns.other_columns or key in SYSTEM_COLUMNS)
+    }
     return PreferenceExample(
         prompt, chosen, rejected, where, tools, images, template_kwargs, others
     )

@@ -41,8 +41,9 @@ def open_rows(
     source: Any, label: str, lazy: bool = False
 ) -> tuple[Iterable[tuple[str, Any]], list[str] | None]:
     """(rows as (where, row-or-RowError), column names when the format declares them).
-    ``lazy``: a JSON Lines, CSV or Parquet file is read as its rows are iterated, never held
-    whole (score and rank stream a file of any size); a JSON document is read whole."""
+    ``lazy``: a JSON Lines, CSV or Parquet file (or a JSON list of rows) is read as its rows are
+    iterated, never held whole (score and rank stream a file of any size); another JSON
+    document is read whole."""
     if isinstance(source, list | tuple):  # rows from Python: dicts
         return _dataset_rows(source), None
     if hasattr(source, "to_dict") and hasattr(source, "columns"):  # a pandas DataFrame
@@ -149,8 +150,9 @@ def _jsonl_rows(path: str) -> Iterator[tuple[str, Any]]:
             if (bad := _not_utf8(line)) is not None:
                 yield f"line {number}", bad
                 continue
-            try:
-                yield f"line {number}", json.loads(line)
+            try:  # (without its newline: a row cut short, as a killed writer leaves the last
+                # one, was said to fail "at column 1", of the line after it)
+                yield f"line {number}", json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
                 yield (
                     f"line {number}",
@@ -164,7 +166,83 @@ JSON_SHAPES = (
 )
 
 
-def _json_rows(path: str, label: str) -> list[tuple[str, Any]]:
+def _json_rows(path: str, label: str) -> Iterable[tuple[str, Any]]:
+    if _starts_a_list(path):  # the common shape: a row at a time
+        return _json_list_rows(path, label)
+    return _json_document_rows(path, label)
+
+
+JSON_CHUNK = 1 << 20  # characters of a .json list read at a time
+JSON_SPACE = " \t\r\n"
+
+
+def _starts_a_list(path: str) -> bool:
+    with _open_text(path) as handle:
+        return handle.read(4096).lstrip(JSON_SPACE).startswith("[")
+
+
+def _json_list_rows(path: str, label: str) -> Iterator[tuple[str, Any]]:
+    """The rows of a .json file holding one list, each decoded as it is reached: the whole
+    text (4 bytes a character once one emoji is in it) and every row were held at once, 10x a
+    2 GB file. Where the text is not one well-formed list, the rest comes from the whole
+    read, which says the error and its line as it always has."""
+    decoder = json.JSONDecoder()
+    number = 0
+    with _open_text(path) as handle:
+        at, buffer = _next_char(handle, "", 0)  # the list's "[" (_starts_a_list)
+        while True:
+            at, buffer = _next_char(handle, buffer, at + (number == 0))
+            if at == len(buffer):  # the end of the file inside the list
+                break
+            if buffer[at] == "]":
+                at, buffer = _next_char(handle, buffer, at + 1)
+                if at == len(buffer):
+                    return
+                break  # text after the list
+            if number:
+                if buffer[at] != ",":
+                    break
+                at, buffer = _next_char(handle, buffer, at + 1)
+            row, at, buffer = _decoded(decoder, handle, buffer, at)
+            if at is None:
+                break
+            number += 1
+            yield f"row {number}", row
+    yield from _json_document_rows(path, label)[number:]
+
+
+def _next_char(handle: Any, buffer: str, at: int) -> tuple[int, str]:
+    """(where the next character that is not JSON whitespace is, the buffer holding it), read
+    on as needed; at the end of the file, ``len(buffer)``."""
+    while True:
+        while at < len(buffer) and buffer[at] in JSON_SPACE:
+            at += 1
+        if at < len(buffer):
+            return at, buffer
+        more = handle.read(JSON_CHUNK)
+        if not more:
+            return len(buffer), buffer
+        buffer, at = more, 0
+
+
+def _decoded(decoder: Any, handle: Any, buffer: str, at: int) -> tuple[Any, int | None, str]:
+    """(the JSON value starting at ``at``, where it ends, the buffer), more of the file read
+    while it is cut off by the buffer's end; None for where at a malformed one."""
+    while True:
+        try:
+            value, end = decoder.raw_decode(buffer, at)
+            # (a number at the buffer's end may go on in the next chunk)
+            if end < len(buffer) or not isinstance(value, int | float):
+                return value, end, buffer
+        except json.JSONDecodeError:
+            value = end = None
+        more = handle.read(max(JSON_CHUNK, len(buffer) - at))
+        if not more:
+            return value, end, buffer
+        buffer, at = buffer[at:] + more, 0
+
+
+def _json_document_rows(path: str, label: str) -> list[tuple[str, Any]]:
     with _open_text(path) as handle:
         text = handle.read()
     if not text.strip():

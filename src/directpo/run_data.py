@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -120,7 +120,8 @@ def load_run_data(
         with _collected(refused):
             plan = stream_plan(config, world_size, echo) if streamed else None
             train_data = load_preferences(
-                source, columns, skip_invalid_rows=skip, name=names["train"],
+                source, _kept(columns, train=True, config=config), skip_invalid_rows=skip,
+                name=names["train"],
                 max_pairs=plan.pairs if plan is not None else None,
             )  # fmt: skip
             if plan is not None:
@@ -128,18 +129,21 @@ def load_run_data(
             echo(f"train: {train_data.summary()}")
     elif config.dataset_mixture is not None:
         with _collected(refused):  # (its bad rows were said alone: the eval file's next run)
-            train_data, test = _mixture(config, columns, eval_dataset or named_evals or None, echo)
+            kept = _kept(columns, train=True, config=config, held_out=True)
+            train_data, test = _mixture(config, kept, eval_dataset or named_evals or None, echo)
             eval_data = {"": test} if test is not None else {}
     if named_evals:
         for set_name, (eval_source, label) in named_evals.items():
             with _collected(refused):
-                eval_data[set_name] = _held_out_pairs(eval_source, columns, config, label, echo)
+                eval_data[set_name] = _held_out_pairs(
+                    eval_source, _kept(columns, held_out=True, config=config), config, label, echo
+                )
                 echo(f"eval {set_name}: {eval_data[set_name].summary()}")
     elif eval_dataset is not None or config.eval_file:
         with _collected(refused):
             eval_data[""] = _held_out_pairs(
                 eval_dataset if eval_dataset is not None else config.eval_file,
-                columns,
+                _kept(columns, held_out=True, config=config),
                 config,
                 names["eval"],
                 echo,
@@ -268,6 +272,17 @@ def _mixture(
         test = PreferenceData(test.examples[: config.max_eval_samples], test.layout, test.source)
     echo(f"eval: {test.summary()}")
     return mixed.train, test
+
+
+def _kept(
+    columns: Columns, *, config: DPOConfig, train: bool = False, held_out: bool = False
+) -> Columns:
+    """``columns`` keeping each row's other columns only for the pairs whose prompts a
+    reward_fn or labeller is given with them: online rounds' (the train pairs', without
+    prompt_file) and eval_generate's (the held-out pairs', without eval_prompts_file)."""
+    online = train and config.online and not config.prompt_file
+    sampled = held_out and bool(config.eval_generate) and not config.eval_prompts_file
+    return replace(columns, other_columns=online or sampled)
 
 
 def _held_out_pairs(

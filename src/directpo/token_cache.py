@@ -13,7 +13,8 @@ does not count: it names the row, and is read again from this run's rows.
 
 Rows with images (or a vision-language model's processor) are not cached: their pixels would
 have to be hashed. A damaged file counts as absent (tokenized again, replaced); a cache that
-cannot be written is one line, and the run goes on. The newest ``KEEP_ENTRIES`` files are kept.
+cannot be written (a full disk) is one line, the part written removed, and the run goes on.
+The newest ``KEEP_ENTRIES`` files are kept.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +40,9 @@ from directpo.tokenization import TokenizedData
 
 FORMAT = 1  # of the files: a change of layout makes other keys
 KEEP_ENTRIES = 8  # cache files kept, newest used first: each is 2-4 bytes a token
+TEMPORARY = ".tmp"  # a file being written (renamed to <key>.npz when whole)
+# a part-written file this old is a killed run's (a write takes seconds a GB of ids)
+STALE_SECONDS = 6 * 3600
 # the modules whose code decides the ids (messages.py: how message content reaches the chat
 # template, text parts joined; data.py's rows are hashed as what it made of them)
 RULES = (
@@ -159,9 +164,10 @@ def _write(path: Path, tokenized: TokenizedData, data: PreferenceData) -> str | 
         # each pair's unscored spans (assistant_only_loss): few pairs have any
         "unscored": {str(index): spans for index, spans in store.unscored.items()},
     }
+    temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=TEMPORARY)
         with os.fdopen(handle, "wb") as file:
             np.savez(
                 file,
@@ -172,8 +178,13 @@ def _write(path: Path, tokenized: TokenizedData, data: PreferenceData) -> str | 
             )
         os.chmod(temporary, 0o666 & ~_umask())  # as open() would make it (mkstemp: 0600)
         os.replace(temporary, path)
+        temporary = None
     except OSError as exc:
         return exc.strerror or str(exc)
+    finally:  # a full disk (or Ctrl-C) part way left the part written, never read, for good
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
     _prune(path.parent)
     return None
 
@@ -234,10 +245,17 @@ def _read(
 
 def _prune(folder: Path) -> None:
     """Keep the newest ``KEEP_ENTRIES`` files (another run may be reading an older one: a
-    file removed under it stays readable on POSIX until closed)."""
+    file removed under it stays readable on POSIX until closed), and remove the part-written
+    files of runs killed while writing (``kill -9``, a power loss), which nothing else would:
+    each the size of its pairs' ids. One younger than ``STALE_SECONDS`` may be another run's
+    write in progress."""
     try:
         files = sorted(folder.glob("*.npz"), key=lambda f: f.stat().st_mtime, reverse=True)
         for stale in files[KEEP_ENTRIES:]:
             stale.unlink(missing_ok=True)
+        now = time.time()
+        for part in folder.glob(f"*{TEMPORARY}"):
+            if now - part.stat().st_mtime > STALE_SECONDS:
+                part.unlink(missing_ok=True)
     except OSError:
         pass  # another run pruned them first
