@@ -324,3 +324,30 @@ def test_a_step_retried_after_the_reference_ran_out_of_memory_trains_in_train_mo
                          max_steps=2, lora_dropout=0.1, auto_find_batch_size=True)  # fmt: skip
     train(config, echo=lambda _: None)
     assert len(modes) > 2 and all(modes)
+
+
+@pytest.mark.parametrize("style", ["llama", "gpt2"])
+@pytest.mark.parametrize("init", [True, "gaussian"])
+def test_a_seed_draws_the_adapters_trl_draws(tiny_model_dirs, style, init) -> None:
+    """A LoRA run of seed s starts from the adapters TRL's DPOTrainer draws (set_seed(s), then
+    get_peft_model): A differed, as peft's nn.Linear constructors take from the RNG before its
+    reset draws, so step-by-step curves parted from TRL's after the first step."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import set_seed
+
+    def peft_config():
+        return LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
+                          init_lora_weights=init)  # fmt: skip
+
+    folder = tiny_model_dirs[style]
+    config = DPOConfig(model_name_or_path=str(folder), report_to=["none"], seed=7)
+    policy, _ = reference_module.load_policy_and_reference(
+        config, torch.device("cpu"), peft_config=peft_config()
+    )
+    set_seed(7)  # what TRL's DPOTrainer.__init__ does before it wraps the model
+    theirs = get_peft_model(AutoModelForCausalLM.from_pretrained(folder), peft_config())
+    ours = {n: p for n, p in policy.named_parameters() if "lora_" in n}
+    expected = {n: p for n, p in theirs.named_parameters() if "lora_" in n}
+    assert ours.keys() == expected.keys() and len(ours) > 4
+    for name, value in expected.items():
+        assert torch.equal(ours[name], value), name

@@ -38,7 +38,21 @@ def initialize_adapters(model: torch.nn.Module, names: list[str] | None = None) 
             if module.lora_A[name].weight.is_meta:
                 module.lora_A[name].to_empty(device="cpu")
                 module.lora_B[name].to_empty(device="cpu")
+            _draw_construction(module.lora_A[name], module.lora_B[name])
             module.reset_lora_parameters(name, init)
+
+
+def _draw_construction(lora_a: torch.nn.Module, lora_b: torch.nn.Module) -> None:
+    """Take from the RNG what peft's nn.Linear constructors take before it resets A and B, so
+    that a seed gives the adapters get_peft_model draws right after set_seed (TRL's order:
+    the same LoRA start as a TRL run of that seed, where A alone differed)."""
+    for layer in (lora_a, lora_b):
+        if isinstance(layer, torch.nn.Linear):  # (embeddings' and convolutions' adapters: own)
+            # (nn.Linear.reset_parameters' draws, on CPU tensors as peft builds them)
+            weight = torch.empty(layer.out_features, layer.in_features)
+            torch.nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+            if layer.bias is not None:
+                torch.nn.init.uniform_(torch.empty(layer.out_features), -1.0, 1.0)
 
 
 def align_dora_magnitudes(model: torch.nn.Module, compute: torch.dtype) -> None:
