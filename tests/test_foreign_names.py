@@ -396,3 +396,12 @@ def test_openrlhfs_grouped_steps_are_said_as_the_option_their_value_is(capsys) -
     assert main(["train", "--eval.steps", "50", "--ckpt.save_steps", "100"]) == 2
     err = capsys.readouterr().err
     assert "--eval.steps: write eval_steps: 50" in err and "write save_steps: 100" in err
+
+
+def test_transformers_example_scripts_max_train_samples_says_what_to_do(capsys) -> None:
+    """``--max_train_samples 1000`` (transformers' example scripts, the alignment handbook) got
+    "did you mean 'max_eval_samples'?", the held-out set's limit: a wrong lead."""
+    assert main(["train", "--max_train_samples", "1000"]) == 2
+    err = capsys.readouterr().err
+    assert "max_train_samples" in err and "head -n N" in err and "dataset_streaming" in err
+    assert "max_eval_samples" not in err

@@ -248,6 +248,12 @@ REFUSED: dict[str, Callable[[Any], str]] = {
     "eval.dataset": _always("use eval_file (a file) or dataset_test_split (a split)"),
     "max_samples": _always("directpo reads every row: give a file of the first N (head -n N)"),
     "data.max_samples": _always("directpo reads every row: give a file of the first N (head -n N)"),
+    # (transformers' example scripts and the alignment handbook: "did you mean
+    # max_eval_samples?" pointed at the held-out set's limit)
+    "max_train_samples": _always(
+        "directpo reads every row: give a file of the first N (head -n N), or "
+        "dataset_streaming: true with max_steps"
+    ),
     # the same number, but OpenRLHF drops a pair whose prompt fills it, directpo cuts the
     # prompt from the left: not accepted as the same option
     "max_len": _always(
