@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from directpo.data import Columns, load_preferences
@@ -18,6 +20,9 @@ def test_a_system_column_of_any_case_left_unread_is_said() -> None:
     ]
     data = load_preferences(rows)
     assert data.unread_system == ("System", 1)
+    # as a run reads its train pairs: without the columns no reward function is given
+    kept_few = load_preferences(rows, dataclasses.replace(Columns(), other_columns=False))
+    assert kept_few.unread_system == ("System", 1)
     assert data.summary().endswith(
         "column 'System' is not read: 1 prompt goes without the system prompt it holds "
         "(system_column: System makes it their system turn)"

@@ -481,7 +481,9 @@ def _parse_row(
     others = {
         key: value
         for key, value in row.items()
-        if key != columns.prompt and (columns.other_columns or key in SYSTEM_COLUMNS)
+        # (a system column of any case: unread_system reads a spreadsheet's System header)
+        if key != columns.prompt
+        and (columns.other_columns or (isinstance(key, str) and key.lower() in SYSTEM_COLUMNS))
     }
     return PreferenceExample(
         prompt, chosen, rejected, where, tools, images, template_kwargs, others
