@@ -452,9 +452,9 @@ def accumulated_runs(models, tmp_path, shared, theirs_only, ours_only, indices):
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
 def test_five_accumulated_steps_log_trls_values(models, tmp_path, setting) -> None:
-    """Five optimizer steps of four micro-batches of one pair (every pair once a step, so that
-    the two samplers' orders do not matter), a linear warmup from 0 and clipping: each step's
-    loss, rewards/*, logps/*, grad_norm (before clipping), learning_rate and num_tokens equal
+    """Five optimizer steps of four micro-batches of one pair (every pair once a step; steps
+    over part of the pairs: test_trl_data_order.py), a linear warmup from 0 and clipping: each
+    step's loss, rewards/*, logps/*, grad_norm (before clipping), learning_rate and num_tokens equal
     TRL's (float32). logits/* and mean_token_accuracy are token means over the step here, means
     of micro-batch means in TRL (docs/design.md): only their presence is compared. LoRA: the
     same seed draws the same adapters (the reference is the adapters off in both)."""

@@ -38,6 +38,16 @@ from directpo.vision import VisionInputs, batch_tensors
 
 PROMPT_BRANCH = 0  # branch id of prompt tokens; completions are 1, 2, ...
 
+# How an epoch's permutation is seeded (a checkpoint records it: ``data_order``).
+# 1: directpo's own, ``seed × 1000003 + epoch`` (checkpoints without the number; online rounds'
+#    pairs, whose per-round seeds ``seed × 1000003 + round`` would otherwise make one round's
+#    second epoch the next round's first).
+# 2: TRL's: transformers' Trainer shuffles through accelerate's SeedableRandomSampler,
+#    ``torch.randperm(n)`` from a CPU generator seeded ``data_seed + epoch`` (data_seed:
+#    seed when null), so the same seed visits the pairs in TRL's order, step by step.
+LEGACY_ORDER = 1
+TRL_ORDER = 2
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -334,10 +344,11 @@ def collate_segments(
 class DataSchedule:
     """Which pairs each optimizer step uses: a pure function of (seed, step).
 
-    Each epoch visits the pairs in a fresh seeded permutation, cut into micro-batches of
-    ``batch_size`` (the last may be smaller); ``accumulation`` consecutive micro-batches make one
-    optimizer step (the epoch's last step may have fewer). Because the position is derived from
-    the step number alone, resuming needs nothing but the step.
+    Each epoch visits the pairs in a fresh seeded permutation (``order``: by default TRL's for
+    the same seed), cut into micro-batches of ``batch_size`` (the last may be smaller);
+    ``accumulation`` consecutive micro-batches make one optimizer step (the epoch's last step
+    may have fewer). Because the position is derived from the step number alone, resuming
+    needs nothing but the step.
     """
 
     num_examples: int
@@ -347,6 +358,7 @@ class DataSchedule:
     # False: the pairs in their order, every epoch (a stream's, as TRL reads an
     # IterableDataset: a longer run over it then trains the shorter one's steps first)
     shuffle: bool = True
+    order: int = TRL_ORDER  # how each epoch's permutation is seeded (LEGACY_ORDER, TRL_ORDER)
 
     @property
     def micro_batches_per_epoch(self) -> int:
@@ -375,7 +387,8 @@ class DataSchedule:
     def permutation(self, epoch: int) -> list[int]:
         if not self.shuffle:
             return list(range(self.num_examples))
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        seed = self.seed + epoch if self.order == TRL_ORDER else self.seed * 1_000_003 + epoch
+        generator = torch.Generator().manual_seed(seed)
         return torch.randperm(self.num_examples, generator=generator).tolist()
 
     def micro_batches(self, step: int) -> list[list[int]]:

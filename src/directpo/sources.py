@@ -18,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from directpo.batching import DataSchedule
+from directpo.batching import LEGACY_ORDER, TRL_ORDER, DataSchedule
 from directpo.errors import ConfigError
 from directpo.pair_store import id_parts
 from directpo.tokenization import TOKENIZATION_RULES, TokenizedPair
@@ -81,24 +81,41 @@ class FixedPairs:
             "pairs_fingerprint": self._fingerprint,
             "tokenization_rules": TOKENIZATION_RULES,
             "streamed": self.pairs.streamed,
+            "data_order": schedule.order,
         }
 
     def restore(self, state: dict[str, Any], checkpoint: str) -> list[str]:
         """Refuse a checkpoint whose data order differs from this run's. A stream's pairs are
         trained in order, so a longer max_steps, which reads more of it, continues as an
         uninterrupted run of that max_steps would, when the checkpoint's rows begin this run's:
-        said in a line (it was refused)."""
+        said in a line (it was refused). A checkpoint of directpo's earlier data order goes on
+        in that order (its next steps are the pairs an uninterrupted run would have taken)."""
+        notes = self._keep_order(state.get("data_order", LEGACY_ORDER), checkpoint)
         now, seen = self.state(), state.get("num_examples")
         longer = now.get("streamed") and state.get("streamed") and seen < now["num_examples"]
         if not longer:
             _check_same(state, now, checkpoint)
-            return []
+            return notes
         prefix = pairs_fingerprint(self.pairs.pairs[:seen])
         _check_same(state, {**now, "num_examples": seen, "pairs_fingerprint": prefix}, checkpoint)
         return [
+            *notes,
             f"resume: {checkpoint} read the stream's first {seen} pairs, this run reads "
             f"{now['num_examples']} (max_steps): it goes on through them in the stream's order, "
-            "as an uninterrupted run of this max_steps"
+            "as an uninterrupted run of this max_steps",
+        ]
+
+    def _keep_order(self, saved: int, checkpoint: str) -> list[str]:
+        """The checkpoint's data order from here on (a stream's pairs are never shuffled, so
+        its order changes nothing there); a line saying so where it is not TRL's."""
+        if saved == self.schedule.order or not self.schedule.shuffle:
+            return []
+        self.schedule = replace(self.schedule, order=saved)
+        if saved == TRL_ORDER:
+            return []
+        return [
+            f"resume: {checkpoint} was written by a directpo that shuffled the pairs in its "
+            "own order, not TRL's; the run goes on in that order (a new run takes TRL's)"
         ]
 
 
@@ -177,11 +194,17 @@ class OnlineRounds:
         self.round = round_index
         self.schedule = None
         if self.pairs.pairs:
-            self.schedule = DataSchedule(
-                len(self.pairs.pairs), self.batch_size, self.accumulation,
-                self.seed * 1_000_003 + round_index,
-            )  # fmt: skip
+            self.schedule = self._round_schedule(len(self.pairs.pairs), round_index)
         return metrics
+
+    def _round_schedule(self, num_pairs: int, round_index: int) -> DataSchedule:
+        """A round's pairs in directpo's own order (no TRL trainer shuffles rounds; each
+        round's seed, seed x 1000003 + round, keeps one round's second epoch from being the
+        next round's first, which TRL's seed + epoch would make it)."""
+        return DataSchedule(
+            num_pairs, self.batch_size, self.accumulation, self.seed * 1_000_003 + round_index,
+            order=LEGACY_ORDER,
+        )  # fmt: skip
 
     def micro_batches(self, step: int) -> list[list[int]]:
         """This step's micro-batches of the round's pairs (none when the round found none)."""
@@ -226,9 +249,7 @@ class OnlineRounds:
         self.pairs = PairSet(pairs, list(state["round_sources"]))
         self.schedule = None
         if pairs:
-            self.schedule = DataSchedule(
-                len(pairs), self.batch_size, self.accumulation, self.seed * 1_000_003 + self.round
-            )
+            self.schedule = self._round_schedule(len(pairs), self.round)
         if not changed:
             return []
         return [
@@ -282,8 +303,10 @@ def _check_same(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> 
             "(dataset_streaming too), or start a new output_dir"
         )
     for key, value in now.items():
-        if key in ("tokenization_rules", "streamed"):
-            continue  # said only where the pairs differ (the rules may not touch this data)
+        if key in ("tokenization_rules", "streamed", "data_order"):
+            # said only where the pairs differ (the rules may not touch this data); the data
+            # order is the checkpoint's (FixedPairs.restore)
+            continue
         if (
             key == "pairs_fingerprint"
             and key in saved
