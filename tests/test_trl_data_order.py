@@ -62,29 +62,34 @@ def trl_epochs(model_dir, tmp_path, n, epochs, **options) -> list[list[list[int]
     return batches
 
 
-CASES = [  # n, per_device_train_batch_size, gradient_accumulation_steps, seed, data_seed
-    (11, 3, 2, 42, None),
-    (8, 2, 1, 7, None),
-    (7, 4, 3, 1234, None),
-    (10, 1, 4, 3, 17),
-    (5, 8, 1, 2**32 - 1, None),  # (the largest seed: seed + epoch passes 2**32)
+CASES = [  # n, per_device_train_batch_size, gradient_accumulation_steps, seed, data_seed,
+    # dataloader_drop_last
+    (11, 3, 2, 42, None, False),
+    (8, 2, 1, 7, None, False),
+    (7, 4, 3, 1234, None, False),
+    (10, 1, 4, 3, 17, False),
+    (5, 8, 1, 2**32 - 1, None, False),  # (the largest seed: seed + epoch passes 2**32)
+    (11, 3, 2, 42, None, True),
+    (14, 4, 3, 5, 9, True),
 ]
 
 
-@pytest.mark.parametrize(("n", "batch", "accumulation", "seed", "data_seed"), CASES)
+@pytest.mark.parametrize(("n", "batch", "accumulation", "seed", "data_seed", "drop_last"), CASES)
 def test_each_steps_pairs_are_those_of_trls_dataloader(
-    model_dir, tmp_path, n, batch, accumulation, seed, data_seed
+    model_dir, tmp_path, n, batch, accumulation, seed, data_seed, drop_last
 ) -> None:
     """Three epochs of steps, each step's micro-batches those TRL's dataloader yields in the
     same order, grouped by gradient_accumulation_steps as transformers' Trainer groups them
-    (the epoch's last step may hold fewer). Before, directpo seeded each epoch with
-    seed x 1000003 + epoch: the same pairs per epoch, other ones per step."""
+    (the epoch's last step may hold fewer), an epoch's short last batch dropped with
+    dataloader_drop_last. Before, directpo seeded each epoch with seed x 1000003 + epoch: the
+    same pairs per epoch, other ones per step; and dataloader_drop_last: true was refused."""
     theirs = trl_epochs(
         model_dir, tmp_path, n, 3, per_device_train_batch_size=batch,
         gradient_accumulation_steps=accumulation, seed=seed, data_seed=data_seed,
+        dataloader_drop_last=drop_last,
     )  # fmt: skip
     order_seed = seed if data_seed is None else data_seed
-    schedule = DataSchedule(n, batch, accumulation, order_seed)
+    schedule = DataSchedule(n, batch, accumulation, order_seed, drop_last=drop_last)
     steps = schedule.steps_per_epoch
     for epoch, batches in enumerate(theirs):
         grouped = [batches[i : i + accumulation] for i in range(0, len(batches), accumulation)]
@@ -103,25 +108,28 @@ def test_data_seed_alone_orders_trls_pairs(model_dir, tmp_path) -> None:
     assert [schedule.micro_batches(s)[0] for s in range(10)] == first[0] + first[1]
 
 
-@pytest.mark.parametrize(("n", "batch", "world"), [(16, 2, 2), (13, 2, 2), (23, 3, 4), (5, 1, 4)])
-def test_ddp_ranks_take_the_batches_accelerate_deals_them(n, batch, world) -> None:
+@pytest.mark.parametrize(
+    ("n", "batch", "world", "drop_last"),
+    [(16, 2, 2, False), (13, 2, 2, False), (23, 3, 4, False), (5, 1, 4, False), (23, 3, 4, True)],
+)
+def test_ddp_ranks_take_the_batches_accelerate_deals_them(n, batch, world, drop_last) -> None:
     """Under DDP, accelerate's BatchSamplerShard (computed here for every rank, no launch)
     deals the per-device batches of the seeded order to the ranks in turn; directpo's step
     cuts the same order into global micro-batches of per_device x processes, each rank its
     slice (distributed.shard): the same pairs on the same rank. An epoch's last, short
     global micro-batch: TRL fills every rank's batch with pairs from the epoch's start again
     (even_batches), directpo trains each remaining pair once (docs/design.md): the pairs
-    there are TRL's without its repeats."""
+    there are TRL's without its repeats; dataloader_drop_last drops it in both."""
     seed = 42
     generator = torch.Generator().manual_seed(seed)
     sampler = torch.utils.data.BatchSampler(
-        torch.utils.data.RandomSampler(range(n), generator=generator), batch, drop_last=False
+        torch.utils.data.RandomSampler(range(n), generator=generator), batch, drop_last
     )
     ranks = []
     for rank in range(world):
         generator.manual_seed(seed)  # SeedableRandomSampler: the same seed on every rank
         ranks.append(list(accelerate_data.BatchSamplerShard(sampler, world, rank)))
-    schedule = DataSchedule(n, batch * world, 1, seed)
+    schedule = DataSchedule(n, batch * world, 1, seed, drop_last=drop_last)
     assert schedule.micro_batches_per_epoch == len(ranks[0])  # as many steps as TRL
     order = schedule.permutation(0)
     for step in range(schedule.steps_per_epoch):
@@ -185,7 +193,7 @@ def test_a_checkpoint_of_the_earlier_order_resumes_in_it(
     state_file = resumed_dir / "checkpoint-3" / STATE_FILE
     state = json.loads(state_file.read_text())
     own = next(iter(state["stateful_callbacks"].values()))
-    assert own.pop("data_order") == LEGACY_ORDER
+    assert own.pop("data_order") == LEGACY_ORDER and own.pop("drop_last") is False
     state_file.write_text(json.dumps(state))
     manifest = json.loads((state_file.parent / "manifest.json").read_text())
     manifest["files"][STATE_FILE] = {
@@ -257,3 +265,40 @@ def test_steps_over_part_of_the_pairs_log_trls_values(tmp_path) -> None:
     for mine, row in zip(ours, theirs, strict=True):
         for key in ("loss", "rewards/chosen", "rewards/rejected", "logps/chosen", "epoch"):
             assert mine[key] == pytest.approx(row[key], abs=1e-5, rel=1e-5), (row["step"], key)
+
+
+def test_dataloader_drop_last_is_trls(tiny_model_dirs, pairs_file, tmp_path) -> None:
+    """TRL's dataloader_drop_last: true was refused ('directpo uses every pair'). It drops each
+    epoch's short last micro-batch, as transformers' Trainer does (its order: above); a run
+    whose pairs fill no batch, online rounds (their pair counts vary) and a resume with the
+    other value are refused in a line, and a checkpoint from before the option resumes as
+    false."""
+    from tiny import tiny_config
+
+    from directpo.config import load_config
+    from directpo.errors import ConfigError
+    from directpo.sources import FixedPairs, PairSet
+    from directpo.trainer import train
+
+    assert load_config(None, {"dataloader_drop_last": "true"}).dataloader_drop_last is True
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, tmp_path / "run", per_device_train_batch_size=4,
+        max_steps=-1, num_train_epochs=2, dataloader_drop_last=True,
+    )  # fmt: skip
+    result = train(config, echo=lambda _: None)  # 6 pairs: one batch of 4 an epoch
+    taken = [row["epoch"] for row in result.metrics if "loss" in row]
+    assert taken == [1.0, 2.0]
+    with pytest.raises(ConfigError, match="dataloader_drop_last: true with online"):
+        tiny_config(tiny_model_dirs["llama"], None, tmp_path / "o", online=True,
+                    prompt_file=str(pairs_file), dataloader_drop_last=True)  # fmt: skip
+    pairs = PairSet([TokenizedPair([1], [2], [i]) for i in range(3)], ["a", "b", "c"])
+    with pytest.raises(ConfigError, match=r"the 3 training pairs fill no batch of 4 \("):
+        FixedPairs(pairs, 4, 1, 0, drop_last=True)
+    dropping, keeping = FixedPairs(pairs, 2, 1, 0, drop_last=True), FixedPairs(pairs, 2, 1, 0)
+    assert dropping.steps_per_epoch == 1 and keeping.steps_per_epoch == 2
+    with pytest.raises(ConfigError, match="dataloader_drop_last=True, this run has False"):
+        keeping.restore(dropping.state(), "ckpt")
+    before = {k: v for k, v in keeping.state().items() if k != "drop_last"}
+    assert keeping.restore(before, "ckpt") == []
+    with pytest.raises(ConfigError, match="dataloader_drop_last=False, this run has True"):
+        dropping.restore(before, "ckpt")

@@ -345,7 +345,8 @@ class DataSchedule:
     """Which pairs each optimizer step uses: a pure function of (seed, step).
 
     Each epoch visits the pairs in a fresh seeded permutation (``order``: by default TRL's for
-    the same seed), cut into micro-batches of ``batch_size`` (the last may be smaller);
+    the same seed), cut into micro-batches of ``batch_size`` (the last may be smaller, or be
+    dropped: ``drop_last``);
     ``accumulation`` consecutive micro-batches make one optimizer step (the epoch's last step
     may have fewer). Because the position is derived from the step number alone, resuming
     needs nothing but the step.
@@ -359,9 +360,12 @@ class DataSchedule:
     # IterableDataset: a longer run over it then trains the shorter one's steps first)
     shuffle: bool = True
     order: int = TRL_ORDER  # how each epoch's permutation is seeded (LEGACY_ORDER, TRL_ORDER)
+    drop_last: bool = False  # an epoch's short last micro-batch is not trained (TRL's option)
 
     @property
     def micro_batches_per_epoch(self) -> int:
+        if self.drop_last:
+            return self.num_examples // self.batch_size
         return math.ceil(self.num_examples / self.batch_size)
 
     @property

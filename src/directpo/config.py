@@ -630,6 +630,12 @@ class DPOConfig(Options):
     gradient_accumulation_steps: int = option(
         1, "Micro-batches per optimizer step; the loss is the mean over all pairs of the step."
     )
+    dataloader_drop_last: bool = option(
+        False,
+        "Drop each epoch's last micro-batch when it is short (fewer than "
+        "per_device_train_batch_size x processes pairs), as transformers' Trainer does: the "
+        "steps then take TRL's pairs with this setting too. false: it is trained, short.",
+    )
     auto_find_batch_size: bool = option(
         False,
         "A step that runs out of GPU memory is run again in micro-batches half the size "

@@ -155,6 +155,12 @@ def check_values(config: DPOConfig) -> None:
             for line in getattr(error, "problems", None) or [str(error)]:
                 config._refuse("dataset_mixture", line)
     check_streaming(config)
+    if config.dataloader_drop_last and config.online:
+        config._refuse(
+            "dataloader_drop_last",
+            "dataloader_drop_last: true with online: a round trains every pair it found "
+            "(rounds find more or fewer); set it false",
+        )
     check_wandb_disabled(config)
     one_of("log_level", LOG_LEVELS)
     hub_id = config.hub_model_id is None or bool(HUB_ID.fullmatch(str(config.hub_model_id)))

@@ -373,7 +373,9 @@ def _pair_source(
     # data_seed (transformers'): the order alone; seed keeps initialisation, dropout, sampling
     order_seed = config.seed if config.data_seed is None else config.data_seed
     if not config.online:
-        return FixedPairs(data.train, global_batch, accumulation, order_seed)
+        return FixedPairs(
+            data.train, global_batch, accumulation, order_seed, config.dataloader_drop_last
+        )
     builder = RoundBuilder(
         config, world, data.tokenizer, data.online_prompts, data.online_rows,
         labeller=data.labeller, output_dir=output_dir,

@@ -43,11 +43,26 @@ class PairSet:
 class FixedPairs:
     """The pairs of a file, visited in a seeded order that depends on the step alone."""
 
-    def __init__(self, pairs: PairSet, batch_size: int, accumulation: int, seed: int):
+    def __init__(
+        self,
+        pairs: PairSet,
+        batch_size: int,
+        accumulation: int,
+        seed: int,
+        drop_last: bool = False,
+    ):
+        if drop_last and len(pairs.pairs) < batch_size:  # (TRL would train no step)
+            raise ConfigError(
+                f"dataloader_drop_last: true drops every epoch's short last batch, and the "
+                f"{len(pairs.pairs)} training pairs fill no batch of {batch_size} "
+                "(per_device_train_batch_size x processes): set it false, or lower "
+                "per_device_train_batch_size"
+            )
         self.pairs = pairs
         self.schedule = DataSchedule(
-            len(pairs.pairs), batch_size, accumulation, seed, shuffle=not pairs.streamed
-        )
+            len(pairs.pairs), batch_size, accumulation, seed, shuffle=not pairs.streamed,
+            drop_last=drop_last,
+        )  # fmt: skip
         self._fingerprint: str | None = None
 
     @property
@@ -82,6 +97,7 @@ class FixedPairs:
             "tokenization_rules": TOKENIZATION_RULES,
             "streamed": self.pairs.streamed,
             "data_order": schedule.order,
+            "drop_last": schedule.drop_last,
         }
 
     def restore(self, state: dict[str, Any], checkpoint: str) -> list[str]:
@@ -287,6 +303,7 @@ RULE_CHANGES = {
 def _check_same(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> None:
     names = {
         "batch_size": "batch_size (per_device_train_batch_size x processes)",
+        "drop_last": "dataloader_drop_last",
         "seed": "the data order's seed (data_seed, or seed when data_seed is null)",
         # (a stream's pairs are its first max_steps x pairs-per-step rows: a longer max_steps
         # reads more of them, and "num_examples=12" alone did not say why they differ)
@@ -330,9 +347,11 @@ def _check_same(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> 
                 "(the date pinned by chat_template_kwargs: {date_string: ...}), or start a new "
                 "output_dir"
             )
-        if key != "pairs_fingerprint" and saved.get(key) != value:
+        # (drop_last: checkpoints before it kept an epoch's short batch)
+        before = saved.get(key, False if key == "drop_last" else None)
+        if key != "pairs_fingerprint" and before != value:
             raise ConfigError(
                 f"resume_from_checkpoint: {checkpoint} was trained with "
-                f"{names.get(key, key)}={saved.get(key)}, this run has {value}; the data order "
+                f"{names.get(key, key)}={before}, this run has {value}; the data order "
                 "would differ (start a new output_dir)"
             )

@@ -157,7 +157,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "remove_unused_columns": (_any, ""),  # directpo reads only its own columns
     "label_names": (_any, ""),
     "length_column_name": (_any, ""),
-    "dataloader_drop_last": (_nothing, "directpo uses every pair; the last batch may be short"),
     "dataloader_num_workers": (_any, ""),
     "dataloader_pin_memory": (_any, ""),
     "dataloader_persistent_workers": (_any, ""),
