@@ -129,6 +129,7 @@ def test_a_handbook_recipe_loads_and_mixes_the_handbooks_rows(tiny_model_dirs, t
     assert trl.dataset_mixture == {
         "datasets": [{"path": str(a), "columns": ["prompt", "chosen", "rejected"]},
                      {"path": str(b), "split": "train"}], "test_split_size": 0.2,
+        "shuffle": False,
     }  # fmt: skip
     mixed = load_mixture(trl.dataset_mixture, Columns())
     assert (len(mixed.train), len(mixed.test)) == (14, 4)  # each used whole: 18 rows
@@ -409,3 +410,30 @@ def test_a_misspelt_column_of_a_json_lines_source_is_named(tmp_path) -> None:
         f"dataset_mixture: {source}: column 'rejekted' not found (columns: prompt, chosen, "
         "rejected); fix the source's columns"
     )
+
+
+def test_trls_top_level_datasets_are_its_rows_in_its_order(tmp_path) -> None:
+    """TRL's DatasetMixtureConfig (trl dpo --config: datasets at the top level) concatenates its
+    sources' rows as they are, and its trainer's sampler alone shuffles them; it was read as
+    the handbook's mixture, each source and the concatenation shuffled by seed 0, so the same
+    seed trained other pairs at each step than TRL. Its rows are now TRL's get_dataset's, in
+    its order; the handbook's dataset_mixture is unchanged, and shuffle must be a boolean."""
+    from trl.scripts.utils import DatasetConfig, DatasetMixtureConfig, get_dataset
+
+    a, b = _sources(tmp_path)
+    config = load_config(None, {
+        "datasets": [{"path": "json", "data_files": str(a)},
+                     {"path": "parquet", "data_files": str(b),
+                      "columns": ["prompt", "chosen", "rejected"]}],
+    })  # fmt: skip
+    assert config.dataset_mixture["shuffle"] is False
+    theirs = get_dataset(DatasetMixtureConfig(datasets=[
+        DatasetConfig(path="json", data_files=str(a)),
+        DatasetConfig(path="parquet", data_files=str(b), columns=["prompt", "chosen", "rejected"]),
+    ]))["train"]  # fmt: skip
+    ours = load_mixture(config.dataset_mixture, Columns()).train
+    assert _triples(ours) == [(r["prompt"], r["chosen"], r["rejected"]) for r in theirs]
+    handbook = load_mixture({**config.dataset_mixture, "shuffle": True}, Columns()).train
+    assert sorted(_triples(handbook)) == sorted(_triples(ours)) != _triples(handbook)
+    with pytest.raises(ConfigError, match="dataset_mixture: shuffle must be true or false"):
+        load_mixture({**config.dataset_mixture, "shuffle": "no"}, Columns())

@@ -15,7 +15,9 @@ The rows are the handbook's, row for row (``datasets``' own permutations: numpy'
 with ``seed``): each source is restricted to ``columns``, shuffled and cut to its first
 ``int(rows * weight)`` rows (``weight`` defaults to 1.0: all rows, shuffled); the sources are
 concatenated in order and shuffled; ``test_split_size`` then holds out rows as
-``Dataset.train_test_split(test_size, seed=seed)`` does. Entries may use TRL's
+``Dataset.train_test_split(test_size, seed=seed)`` does. ``shuffle: false`` (what TRL's
+``DatasetMixtureConfig`` at a config's top level is read as) keeps each source's rows and the
+concatenation in their order, as TRL's ``get_dataset`` does. Entries may use TRL's
 ``DatasetConfig`` names too (``path`` for ``id``, ``name`` for ``config``, ``data_dir``,
 ``data_files``). Each source is read by readers.py / ``datasets`` as ``train_file`` or
 ``dataset_name`` would read it, and its rows are validated in its own layout, so an error names
@@ -44,7 +46,7 @@ from directpo.refusals import hint_once
 
 ENTRY_KEYS = ("id", "config", "split", "columns", "weight", "data_dir", "data_files")
 TRL_NAMES = {"path": "id", "name": "config"}  # TRL's DatasetConfig spellings
-MIXTURE_KEYS = ("datasets", "seed", "test_split_size")
+MIXTURE_KEYS = ("datasets", "seed", "test_split_size", "shuffle")
 FILE_SUFFIXES = tuple(
     f"{ext}{packed}" for ext in DATA_KINDS for packed in ("", ".gz", ".bz2", ".xz")
 )
@@ -92,6 +94,9 @@ class Mixture:
     sources: tuple[Source, ...]
     seed: int = 0
     test_split_size: float | int | None = None
+    # false: TRL's DatasetMixtureConfig, which concatenates the sources' rows as they are (its
+    # trainer's sampler alone shuffles them), so that a step trains TRL's pairs
+    shuffle: bool = True
 
 
 def parse_mixture(value: Any) -> Mixture:
@@ -124,8 +129,11 @@ def parse_mixture(value: Any) -> Mixture:
                 f"{where}: test_split_size must be a fraction in (0, 1) or a number of rows "
                 f">= 1, got {size!r}"
             )
+    shuffle = value.get("shuffle", True)
+    if not isinstance(shuffle, bool):
+        problems.append(f"{where}: shuffle must be true or false, got {shuffle!r}")
     refuse_all(problems)
-    return Mixture(tuple(sources), seed, size)
+    return Mixture(tuple(sources), seed, size, shuffle)
 
 
 def missing_sources(value: Any) -> list[str]:
@@ -249,10 +257,11 @@ def load_mixture(
     examples: list[dict[str, Any]] = []  # per entry: where -> example (a skipped row: absent)
     layouts: list[str] = []
     refused: list[str] = []  # every source's problems, said together after the last
+    seed = mixture.seed if mixture.shuffle else None  # (None: each source in its order)
     for index, source in enumerate(mixture.sources):
         examples.append({})
         with collected(refused, DataError):
-            data, total, order = _source_pairs(source, mixture.seed, columns, skip_invalid_rows)
+            data, total, order = _source_pairs(source, seed, columns, skip_invalid_rows)
             kept += [(index, where) for where in order]
             examples[index] = {e.where: e for e in data.examples} if data else {}
             if data:
@@ -266,7 +275,7 @@ def load_mixture(
         raise DataError("; ".join(hint_once(refused)))
     if not kept:
         raise DataError("dataset_mixture: no rows (the weights keep none)")
-    mixed = [kept[i] for i in _shuffled(len(kept), mixture.seed)]
+    mixed = [kept[i] for i in _shuffled(len(kept), mixture.seed)] if mixture.shuffle else kept
     train, test = mixed, []
     if mixture.test_split_size is not None:
         train, test = _train_test_split(mixed, mixture.test_split_size, mixture.seed)
@@ -286,10 +295,11 @@ def load_mixture(
 
 
 def _source_pairs(
-    source: Source, seed: int, columns: Columns, skip_invalid_rows: bool
+    source: Source, seed: int | None, columns: Columns, skip_invalid_rows: bool
 ) -> tuple[PreferenceData | None, int, list[str]]:
     """A source's kept rows validated (None: a weight that keeps none of a small source), its
-    row count, and the kept rows' places in the mixture's order (shuffled by ``seed``)."""
+    row count, and the kept rows' places in the mixture's order (shuffled by ``seed``; None:
+    the file's order)."""
     if columns.system is not None and source.columns and columns.system not in source.columns:
         # kept out by the entry's columns, not missing from its file (which it was said to be)
         raise DataError(
@@ -297,7 +307,8 @@ def _source_pairs(
             f"leave out system_column '{columns.system}'; add it to them"
         )
     rows, names, base_dir = _source_rows(source)
-    kept = _shuffled(len(rows), seed)[: int(len(rows) * source.weight)]
+    order = list(range(len(rows))) if seed is None else _shuffled(len(rows), seed)
+    kept = order[: int(len(rows) * source.weight)]
     # validated in the file's order: its bad rows are said as they are written, first first
     in_file = [rows[i] for i in sorted(kept)]
     data = None

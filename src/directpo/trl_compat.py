@@ -473,13 +473,19 @@ def _typed(value: Any) -> Any:
 
 def _trl_mixture(values: dict[str, Any]) -> dict[str, Any]:
     """TRL's DatasetMixtureConfig (``trl dpo --config``: ``datasets`` and ``test_split_size`` at
-    the top level) read as ``dataset_mixture``: the same sources, each used whole (TRL
-    concatenates them; its test split is unseeded, here dataset_mixture's seed 0 draws it)."""
+    the top level) read as ``dataset_mixture``: the same sources, each used whole and
+    concatenated in order, unshuffled, as TRL's get_dataset does, so that the trainer's
+    sampler (batching.py, TRL's order) trains TRL's pairs at each step (its test split is
+    unseeded, here dataset_mixture's seed 0 draws it)."""
     entries = values.get("datasets")
     if not isinstance(entries, list) or not entries or "dataset_mixture" in values:
         return values
     size = values.get("test_split_size")
-    mixture = {"datasets": entries, **({} if size is None else {"test_split_size": size})}
+    mixture = {
+        "datasets": entries,
+        **({} if size is None else {"test_split_size": size}),
+        "shuffle": False,
+    }
     rest = {k: v for k, v in values.items() if k not in ("datasets", "test_split_size")}
     return {**rest, "dataset_mixture": mixture}
 
