@@ -113,22 +113,26 @@ def test_data_seed_alone_orders_trls_pairs(model_dir, tmp_path) -> None:
     [(16, 2, 2, False), (13, 2, 2, False), (23, 3, 4, False), (5, 1, 4, False), (23, 3, 4, True)],
 )
 def test_ddp_ranks_take_the_batches_accelerate_deals_them(n, batch, world, drop_last) -> None:
-    """Under DDP, accelerate's BatchSamplerShard (computed here for every rank, no launch)
-    deals the per-device batches of the seeded order to the ranks in turn; directpo's step
+    """Under DDP, accelerate's prepare_data_loader (run here for every rank, no launch: a
+    SeedableRandomSampler seeded alike on every rank, its batches dealt by BatchSamplerShard)
+    gives the ranks the per-device batches of the seeded order in turn; directpo's step
     cuts the same order into global micro-batches of per_device x processes, each rank its
     slice (distributed.shard): the same pairs on the same rank. An epoch's last, short
     global micro-batch: TRL fills every rank's batch with pairs from the epoch's start again
     (even_batches), directpo trains each remaining pair once (docs/design.md): the pairs
     there are TRL's without its repeats; dataloader_drop_last drops it in both."""
-    seed = 42
-    generator = torch.Generator().manual_seed(seed)
-    sampler = torch.utils.data.BatchSampler(
-        torch.utils.data.RandomSampler(range(n), generator=generator), batch, drop_last
-    )
-    ranks = []
-    for rank in range(world):
-        generator.manual_seed(seed)  # SeedableRandomSampler: the same seed on every rank
-        ranks.append(list(accelerate_data.BatchSamplerShard(sampler, world, rank)))
+    seed, ranks = 42, []
+    for rank in range(world):  # as transformers' Trainer builds its train dataloader
+        loader = torch.utils.data.DataLoader(
+            list(range(n)), batch_size=batch, drop_last=drop_last,
+            sampler=torch.utils.data.RandomSampler(range(n)),
+        )  # fmt: skip
+        loader = accelerate_data.prepare_data_loader(
+            loader, num_processes=world, process_index=rank, put_on_device=False,
+            use_seedable_sampler=True, data_seed=seed,
+        )  # fmt: skip
+        loader.set_epoch(0)
+        ranks.append([indices.tolist() for indices in loader])
     schedule = DataSchedule(n, batch * world, 1, seed, drop_last=drop_last)
     assert schedule.micro_batches_per_epoch == len(ranks[0])  # as many steps as TRL
     order = schedule.permutation(0)
