@@ -289,9 +289,12 @@ def test_dataloader_drop_last_is_trls(tiny_model_dirs, pairs_file, tmp_path) -> 
         tiny_model_dirs["llama"], pairs_file, tmp_path / "run", per_device_train_batch_size=4,
         max_steps=-1, num_train_epochs=2, dataloader_drop_last=True,
     )  # fmt: skip
-    result = train(config, echo=lambda _: None)  # 6 pairs: one batch of 4 an epoch
+    said: list[str] = []
+    result = train(config, echo=said.append)  # 6 pairs: one batch of 4 an epoch
     taken = [row["epoch"] for row in result.metrics if "loss" in row]
     assert taken == [1.0, 2.0]
+    assert any(line.startswith("training 2 steps (1 per epoch)") and
+               "6 pairs (2 left out of each epoch), batch 4" in line for line in said)  # fmt: skip
     with pytest.raises(ConfigError, match="dataloader_drop_last: true with online"):
         tiny_config(tiny_model_dirs["llama"], None, tmp_path / "o", online=True,
                     prompt_file=str(pairs_file), dataloader_drop_last=True)  # fmt: skip

@@ -463,7 +463,11 @@ def _what(source: FixedPairs | OnlineRounds, pairs: int) -> str:
         prompts = counted(source.num_prompts, "prompt")
         steps = counted(source.steps_per_round, "step")
         return f"online: {prompts}, {source.prompts_per_round} per round, {steps} per round{first}"
-    return counted(pairs, "pair")
+    schedule = source.schedule  # dataloader_drop_last: the pairs an epoch leaves out, said
+    left = (
+        pairs - schedule.micro_batches_per_epoch * schedule.batch_size if schedule.drop_last else 0
+    )
+    return counted(pairs, "pair") + (f" ({left} left out of each epoch)" if left else "")
 
 
 def evaluation_precision(run: Run) -> contextlib.AbstractContextManager[None]:
