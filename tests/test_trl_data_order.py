@@ -1,7 +1,8 @@
 """The pairs each step trains on are TRL's for the same seed / data_seed.
 
-TRL's DPOTrainer keeps its dataset's order (it only drops rows whose prompt fills max_length,
-as directpo does) and leaves the shuffling to transformers' Trainer: a ``RandomSampler`` that
+TRL's DPOTrainer keeps its dataset's order (it only drops rows whose prompt alone fills
+max_length, none here; directpo keeps them: docs/design.md) and leaves the shuffling to
+transformers' Trainer: a ``RandomSampler`` that
 accelerate's ``prepare_data_loader`` turns into a ``SeedableRandomSampler``, seeded
 ``data_seed`` (else the global seed, ``seed``) + epoch, cut into ``per_device_train_batch_size``
 batches; ``gradient_accumulation_steps`` consecutive batches make a step; under DDP,
