@@ -16,12 +16,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from directpo.batching import Layout
 from directpo.errors import ConfigError, ConfigErrors, respelled
 from directpo.foreign_names import meant_options
-from directpo.losses import LOSSES, needs_reference
+from directpo.loss_names import LOSS_INFO, needs_reference
 from directpo.option_paths import PATH_OPTIONS, absolute_paths
 from directpo.options import (
     Options,
@@ -31,11 +30,14 @@ from directpo.options import (
     option_help,
     translate_usable,
 )
-from directpo.precision import PrecisionPolicy
 from directpo.preflight import has_files
 from directpo.trl_compat import apply_trl_meanings, one_beta, spellings, translate
 
-LOSS_TYPES = tuple(LOSSES)
+LOSS_TYPES = tuple(LOSS_INFO)
+
+if TYPE_CHECKING:  # (torch's modules: imported where a run uses them, not by --help)
+    from directpo.batching import Layout
+    from directpo.precision import PrecisionPolicy
 
 OPTIMIZERS = ("adamw", "adamw_kahan", "rmsprop")
 EVAL_STRATEGIES = ("auto", "steps", "epoch", "no")
@@ -938,6 +940,8 @@ class DPOConfig(Options):
     @property
     def precision(self) -> PrecisionPolicy:
         """The dtypes of the run: compute, master (trainable weights), save."""
+        from directpo.precision import PrecisionPolicy  # (torch: imported where a run uses it)
+
         return PrecisionPolicy.from_options(self.dtype, self.master_weights, self.save_dtype)
 
     @property
@@ -954,6 +958,8 @@ class DPOConfig(Options):
     @property
     def layout(self) -> Layout:
         """The row layout asked for (``model_checks.choose_layout`` may fall back to plain)."""
+        from directpo.batching import Layout  # (torch: imported where a run uses it)
+
         return Layout(
             self.prefix_sharing,
             self.padding_free,

@@ -33,7 +33,7 @@ from directpo.config import (
 )
 from directpo.errors import ConfigError
 from directpo.hub import HUB_ID
-from directpo.losses import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSSES
+from directpo.loss_names import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSS_INFO
 from directpo.mixture import check_mixture
 from directpo.option_paths import expand_home
 from directpo.options import Options, reject_if_set
@@ -387,7 +387,7 @@ def check_precision(config: DPOConfig) -> None:
 
 
 def check_losses(config: DPOConfig, require: Callable[[bool, str, str], None]) -> None:
-    unknown = [name for name in config.loss_type if name not in LOSSES]
+    unknown = [name for name in config.loss_type if name not in LOSS_INFO]
     require(
         bool(config.loss_type) and not unknown,
         "loss_type",
@@ -417,10 +417,10 @@ def check_losses(config: DPOConfig, require: Callable[[bool, str, str], None]) -
     if not config._valid("loss_type"):
         return  # what the chosen losses read cannot be told from a refused loss_type
     # an option that no chosen loss reads would silently do nothing: refuse it
-    used = {option for name in config.loss_type for option in LOSSES[name].options}
+    used = {option for name in config.loss_type for option in LOSS_INFO[name].options}
     for option_name in ("beta", "label_smoothing", "simpo_gamma", "discopop_tau"):
         if option_name not in used:
-            users = [n for n, spec in LOSSES.items() if option_name in spec.options]
+            users = [n for n, spec in LOSS_INFO.items() if option_name in spec.options]
             reject_if_set(
                 config,
                 (option_name,),

@@ -1,0 +1,66 @@
+"""The ``directpo`` entry point (__main__.run): what it imports before it can take a Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SRC = str(Path(__file__).parents[1] / "src")
+
+# Ctrl-C arrives while the command imports directpo's options (where it imported torch: the
+# first seconds of every command): the import that a user's key press interrupts
+CTRL_C_DURING_IMPORT = """
+import importlib.abc, os, signal, sys, time
+
+class CtrlC(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "directpo.config":
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)  # (the signal is taken here, inside the import)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+sys.argv = ["directpo", "train", "--help"]
+from directpo.__main__ import run
+run()
+"""
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def test_ctrl_c_while_the_command_starts_is_a_quiet_stop() -> None:
+    """A Ctrl-C in the first seconds of ``directpo train ...`` (while ``import directpo``
+    imported torch) printed a traceback through the import machinery; it is one line, exit 130,
+    as a Ctrl-C later is."""
+    stopped = _python(CTRL_C_DURING_IMPORT)
+    assert (stopped.returncode, stopped.stderr) == (130, "directpo: interrupted\n")
+    assert stopped.stdout == ""
+
+
+def test_help_and_refused_options_answer_without_torch() -> None:
+    """``directpo --help``, ``train --help`` and a mistyped option imported torch (and a
+    DPOConfig transformers): 2 s before the first line; they import neither now."""
+    code = """
+import sys
+from directpo.cli import main
+for argv in (["--help"], ["train", "--help"], ["score", "--help"]):
+    try:
+        main(argv)
+    except SystemExit:
+        pass
+assert main(["train", "--bta", "0.1"]) == 2
+import directpo
+directpo.DPOConfig(beta=0.2, loss_type=["sigmoid", "sft"]).needs_reference
+print(sorted(name for name in ("torch", "transformers", "peft") if name in sys.modules))
+"""
+    done = _python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
+    assert "unknown option '--bta'; did you mean '--beta'?" in done.stderr
