@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from directpo.errors import ConfigError, ConfigErrors
-from directpo.foreign_names import RENAMED, SEVERAL_VALUES
+from directpo.foreign_names import RENAMED, SAME_VALUE_AS, SEVERAL_VALUES
 from directpo.options import option_help, read_yaml, type_hints
 from directpo.trl_compat import ALIASES, VERSION_FLAGS, VERSION_HINT
 
@@ -259,7 +259,7 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
         given = ", ".join(f"'{token}'" for token in overrides)
         # quoted as a shell needs ('run_name=a b' is --run_name 'a b': unquoted, two arguments),
         # each by directpo's name (batch_size=4: --per_device_train_batch_size 4)
-        ours = (ALIASES | RENAMED).get
+        ours = (ALIASES | RENAMED | SAME_VALUE_AS).get
         written = " ".join(
             f"--{ours(key, key)} {shlex.quote(value)}"
             for key, value in (token.split("=", 1) for token in overrides)
