@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import yaml
 
 from directpo.errors import ConfigError, ConfigErrors, respelled
-from directpo.yaml_interpolation import escaped, referenced, resolved
+from directpo.yaml_interpolation import escaped, referenced, resolved, resolved_key
 
 T = TypeVar("T")
 
@@ -281,8 +281,13 @@ def load_options(
         if interpolate:  # after the flags are known: a reference to a flag's key takes its value
             # (by the option's name too: --save_path is output_dir's ${output_dir})
             named = translate_usable(cls, overrides or {}, names, "command line")[0]
+            given = {**named, **(overrides or {})}
+            if "env" in data:  # set first, as TRL sets it before anything runs: the file's
+                # ${oc.env:VAR} read the value env gives VAR (they read the shell's before)
+                _set_environment(resolved_key(data, "env", where, given), where)
+            data.pop("env", None)
             variables = _variables(cls, data, names, where)
-            data = resolved(data, where, {**named, **(overrides or {})})
+            data = resolved(data, where, given)
             data = {key: value for key, value in data.items() if key not in variables}
     if path is not None:
         _set_environment(data.pop("env", None), where)
