@@ -17,7 +17,7 @@ from directpo.config import DTYPES
 from directpo.config_checks import check_columns
 from directpo.errors import ConfigError, ModelLoadError, collected, refuse_all
 from directpo.folders import nearest_existing
-from directpo.options import Options, names_any, option
+from directpo.options import Options, accepting_spellings, names_any, option
 from directpo.preflight import check_model_location
 
 
@@ -253,6 +253,7 @@ class RewardOptions(FileCommandOptions):
         return problems
 
 
+@accepting_spellings
 @dataclass
 class ScoreOptions(RewardOptions):
     chosen_column: str | None = option(
@@ -274,6 +275,7 @@ class ScoreOptions(RewardOptions):
     }
 
 
+@accepting_spellings
 @dataclass
 class RankOptions(RewardOptions):
     responses_column: str = option(
@@ -283,6 +285,7 @@ class RankOptions(RewardOptions):
     )
 
 
+@accepting_spellings
 @dataclass
 class GenerateOptions(FileCommandOptions):
     batch_size: int = option(
@@ -357,6 +360,7 @@ class GenerateOptions(FileCommandOptions):
         return extras
 
 
+@accepting_spellings
 @dataclass
 class DemoOptions(Options):
     profile: str = option(
@@ -373,6 +377,7 @@ class DemoOptions(Options):
         self._one_of("profile", ("quick", "full"))
 
 
+@accepting_spellings
 @dataclass
 class PlotOptions(Options):
     run_dir: str | None = option(

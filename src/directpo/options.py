@@ -313,6 +313,34 @@ def load_options(
     return built
 
 
+def accepting_spellings(cls: type[T]) -> type[T]:
+    """``cls(...)`` (an options dataclass) takes every spelling ``cls.translate`` reads (TRL's
+    ``remove_unused_columns=False``, ``evaluation_strategy=...``) with the same meaning, so a TRL
+    script's ``DPOConfig(...)`` call ports as written; an unknown name is the one-line
+    ConfigError with a hint that a flag or YAML key gets (ScoreOptions(modle=...) was Python's
+    raw TypeError, beside DPOConfig's "did you mean")."""
+    generated = cls.__init__
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+
+    @functools.wraps(generated)
+    def __init__(self: Any, *args: Any, **values: Any) -> None:
+        refused, spelled = None, {}
+        if values.keys() - set(names):
+            spelled = cls.spellings(values, cls.__name__)  # type: ignore[attr-defined]
+            values, refused = translate_usable(cls, values, names, cls.__name__)
+        try:
+            generated(self, *args, **values)
+        except ConfigError as error:  # with the refused names: every problem in one pass
+            error = respelled(error, spelled)  # named as written: max_new_tokens=, not its alias
+            raise ConfigErrors.joined([refused, error] if refused else [error]) from None
+        if refused:  # with the missing paths and bad rows of the options it took (the CLI's)
+            raise beside_refusal(refused, self)
+        object.__setattr__(self, "_spelled", spelled)  # for train()'s check of it again
+
+    cls.__init__ = __init__  # type: ignore[assignment]
+    return cls
+
+
 def beside_refusal(error: ConfigError, built: Options) -> ConfigError:
     """``error`` (names refused before ``built`` was made of the others: an unknown option)
     with the paths ``built`` names that are not there and its data files' bad rows: each was

@@ -1,0 +1,39 @@
+"""The options of score, rank, generate, demo and plot built from Python."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from directpo.command_options import (
+    DemoOptions,
+    GenerateOptions,
+    PlotOptions,
+    RankOptions,
+    ScoreOptions,
+)
+from directpo.config import DPOConfig
+from directpo.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    "options", [DPOConfig, ScoreOptions, RankOptions, GenerateOptions, DemoOptions, PlotOptions]
+)
+def test_an_unknown_keyword_is_the_one_line_with_a_hint(options) -> None:
+    """``ScoreOptions(model_name_or_pth=...)`` (every command's options but DPOConfig) raised
+    Python's TypeError "__init__() got an unexpected keyword argument"; it is the ConfigError a
+    flag gets, with the option meant (exit 2 in a script run by the CLI's rules)."""
+    first = dataclasses.fields(options)[0].name
+    typo = first[:-1] + first[-1].upper() + "x"
+    with pytest.raises(ConfigError) as info:
+        options(**{typo: "x"})
+    said = str(info.value)
+    assert options.__name__ in said and f"'{typo}'" in said and f"'{first}'" in said
+    assert "\n" not in said
+
+
+def test_a_foreign_keyword_says_what_to_use() -> None:
+    """generate()'s max_tokens (vLLM's name) says the option, as the flag does."""
+    with pytest.raises(ConfigError, match="'max_tokens' is unknown; did you mean 'max_new_tokens'"):
+        GenerateOptions(max_tokens=8)
