@@ -620,7 +620,12 @@ class DPOConfig(Options):
         "A step whose loss or gradient is NaN/Inf is skipped (weights untouched) and counted "
         "(nonfinite_steps); after more than this many in a row the run stops with a message.",
     )
-    seed: int = option(42, "Seed for data order, initialisation of any new weights, and RNG.")
+    seed: int | None = option(
+        42,
+        "Seed for data order, initialisation of any new weights, and RNG. null (torchtune's "
+        "recipes): a seed drawn at the start, said and recorded in config.yaml (a resumed run "
+        "takes its checkpoint's).",
+    )
     data_seed: int | None = option(
         None,
         "Seed of the data order alone (the pairs' shuffling each epoch, online rounds' prompts), "

@@ -88,7 +88,7 @@ def check_values(config: DPOConfig) -> None:
     one_of("save_strategy", SAVE_STRATEGIES)
     require(config.max_nonfinite_steps >= 0, "max_nonfinite_steps", ">= 0")
     # numpy's legacy seeding (transformers' set_seed) takes [0, 2**32): a traceback otherwise
-    require(0 <= config.seed < 2**32, "seed", "in [0, 2**32)")
+    require(config.seed is None or 0 <= config.seed < 2**32, "seed", "null or in [0, 2**32)")
     steps = config.torch_empty_cache_steps
     require(steps is None or steps >= 1, "torch_empty_cache_steps", "null or >= 1")
     require(

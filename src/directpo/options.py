@@ -476,9 +476,9 @@ def _unset(value: Any) -> bool:
 
 
 def _null_seed(key: str) -> str:
-    """torchtune's ``seed: null`` (a random seed, another each run) as the integer to write:
-    a seed drawn here and recorded would still need the checkpoint's to resume the same data
-    order, so the drawn one is said to be written down instead (every run then takes it)."""
+    """torchtune's ``seed: null`` (a random seed, another each run) as the integer to write,
+    for the options that do not draw one (generate's seed, whose partial output a rerun
+    continues with the same seed; train's seed is drawn at its start: resume.run_seed)."""
     drawn = secrets.randbelow(2**31)
     return (
         f"{key} must be an integer; null (torchtune's: a random seed, another each run) is not "
