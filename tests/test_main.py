@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from directpo.cli import main
+
 SRC = str(Path(__file__).parents[1] / "src")
 
 # Ctrl-C arrives while the command imports directpo's options (where it imported torch: the
@@ -64,3 +68,18 @@ print(sorted(name for name in ("torch", "transformers", "peft") if name in sys.m
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "[]"
     assert "unknown option '--bta'; did you mean '--beta'?" in done.stderr
+
+
+def test_help_and_version_as_words_are_the_flags(capsys) -> None:
+    """``directpo help train`` and ``directpo version`` (git's, pip's words) were 'unknown
+    command'; they are ``train --help`` and ``--version``."""
+    for argv, said in (
+        (["help", "train"], "usage: directpo train [CONFIG.yaml]"),
+        (["help"], "usage: directpo [-h] [-V] COMMAND"),
+        (["version"], "directpo 0.1.0 (torch "),
+    ):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 0 and capsys.readouterr().out.startswith(said)
+    assert main(["help", "trian"]) == 2
+    assert "unknown command 'trian'; did you mean 'train'?" in capsys.readouterr().err

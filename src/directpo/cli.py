@@ -283,7 +283,7 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     typed: list[str] = list(sys.argv[1:] if argv is None else argv)
     try:
-        argv = underscored(attach_negative_values(typed))
+        argv = _spelt_as_flags(underscored(attach_negative_values(typed)))
         if argv and argv[0] in COMMANDS and COMMANDS[argv[0]].takes_yaml:
             help_asked = any(token in ("-h", "--help") for token in argv[1:])
             if not help_asked:  # TRL's flags too: read here, judged all at once
@@ -380,6 +380,16 @@ def _say_error(err: DirectpoError, typed: Sequence[str] = ()) -> None:
 
 
 TOP_LEVEL_FLAGS = ("--help", "--version", "-h", "-V")
+
+
+def _spelt_as_flags(argv: list[str]) -> list[str]:
+    """``directpo help [COMMAND]`` and ``directpo version`` (git's, pip's and cargo's words)
+    as the flags they stand for: each was 'unknown command'."""
+    if argv[:1] == ["help"]:
+        return [*argv[1:2], "--help"]
+    if argv == ["version"]:
+        return ["--version"]
+    return argv
 
 
 def _unknown_top_level(token: str, rest: Sequence[str] = ()) -> str:
