@@ -161,3 +161,18 @@ def test_a_key_value_overrides_flag_is_written_as_a_shell_reads_it(tmp_path, cap
     assert main([*argv, "batch_size=4", "optimizer.lr=1e-5"]) == 2
     written = "--per_device_train_batch_size 4 --learning_rate 1e-5"
     assert f"options are flags here: {written}\n" in capsys.readouterr().err
+
+
+def test_a_flag_with_a_typographic_dash_says_the_flag(capsys) -> None:
+    """``—beta 0.1`` (pasted from a page that made ``--`` an em dash) was read as the YAML file
+    ('config file not found: —beta'), and ``score —input x`` as an unexpected argument."""
+    assert main(["train", "—beta", "0.1", "–learning-rate=1e-6", "--run_name", "—mine"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "directpo: error: '—beta' ('—' is not '-'): write --beta, '–learning-rate' ('–' is "
+        "not '-'): write --learning_rate (a typographic dash, as pasted from a page or a chat "
+        "app)\n"
+    )
+    assert main(["score", "—input", "x"]) == 2
+    assert "'—input' ('—' is not '-'): write --input" in capsys.readouterr().err
+

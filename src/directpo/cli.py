@@ -32,6 +32,7 @@ from directpo.cli_flags import (
     option_kinds,
     refuse_data_file,
     replaced_values,
+    typographic_dashes,
     underscored,
     unknown_flag_message,
     yaml_and_flags,
@@ -46,6 +47,7 @@ from directpo.command_options import (
 from directpo.command_rows import with_others
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DirectpoError
+from directpo.foreign_names import RENAMED
 from directpo.options import load_options, option_help
 from directpo.signals import KeptLines, Terminated, exit_code_of, output_closed, sigterm_unwinds
 from directpo.trl_compat import ALIASES
@@ -284,6 +286,8 @@ def _main(argv: Sequence[str] | None) -> int:
     typed: list[str] = list(sys.argv[1:] if argv is None else argv)
     try:
         argv = _spelt_as_flags(underscored(attach_negative_values(typed)))
+        if dashes := typographic_dashes(argv, _every_option_name()):
+            raise ConfigError(dashes)
         if argv and argv[0] in COMMANDS and COMMANDS[argv[0]].takes_yaml:
             help_asked = any(token in ("-h", "--help") for token in argv[1:])
             if not help_asked:  # TRL's flags too: read here, judged all at once
@@ -380,6 +384,12 @@ def _say_error(err: DirectpoError, typed: Sequence[str] = ()) -> None:
 
 
 TOP_LEVEL_FLAGS = ("--help", "--version", "-h", "-V")
+
+
+def _every_option_name() -> set[str]:
+    """The options of every command, and the other tools' names train reads."""
+    names = {name for c in COMMANDS.values() for name, _, _ in option_help(c.options)}
+    return names | set(ALIASES) | set(RENAMED) | {"config", "help", "version"}
 
 
 def _spelt_as_flags(argv: list[str]) -> list[str]:

@@ -54,6 +54,25 @@ def underscored(argv: Sequence[str]) -> list[str]:
     ]
 
 
+# dashes a word processor, a chat app or a web page makes of "--" (em, en, minus, ...)
+TYPOGRAPHIC_DASH = re.compile(r"^[\u2010-\u2015\u2212\ufe58\ufe63\uff0d]+-?([A-Za-z][\w-]*)(=.*)?$")
+
+
+def typographic_dashes(tokens: Sequence[str], names: set[str]) -> str | None:
+    """The line for flags written with a typographic dash (``—beta 0.1``, pasted from a page
+    that turned ``--`` into an em dash), or None: each was read as the YAML file ('config
+    file not found: —beta') or as an unexpected argument, its value said as another."""
+    found = []
+    for token in tokens:
+        match = TYPOGRAPHIC_DASH.match(token)
+        if match and match.group(1).replace("-", "_") in names:
+            found.append((token.split("=", 1)[0], "--" + match.group(1).replace("-", "_")))
+    if not found:
+        return None
+    said = ", ".join(f"'{token}' ('{token[0]}' is not '-'): write {flag}" for token, flag in found)
+    return f"{said} (a typographic dash, as pasted from a page or a chat app)"
+
+
 NEGATIVE_VALUE = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
 
 
