@@ -176,3 +176,15 @@ def test_a_flag_with_a_typographic_dash_says_the_flag(capsys) -> None:
     assert main(["score", "—input", "x"]) == 2
     assert "'—input' ('—' is not '-'): write --input" in capsys.readouterr().err
 
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["train", "--BETA=0.1"], "unknown option '--BETA'; did you mean '--beta'?"),
+        (["generate", "--MAX_NEW_TOKENS", "3"], "did you mean '--max_new_tokens'?"),
+    ],
+)
+def test_an_option_in_capitals_is_told_its_name(capsys, argv, said) -> None:
+    """``--BETA`` (an environment variable's habit) got no hint: options are lower case."""
+    assert main(argv) == 2
+    assert said in capsys.readouterr().err

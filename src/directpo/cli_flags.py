@@ -315,7 +315,8 @@ def unknown_flag_message(flag: str, options: type) -> str:
         return f"unexpected argument '{flag}'"
     name = flag.lstrip("-").split("=", 1)[0]
     names = [n for n, _, _ in option_help(options)]
-    close = difflib.get_close_matches(name, names, n=1)
+    # (options are lower case: --BETA, a shell variable's habit, matched nothing close)
+    close = difflib.get_close_matches(name.lower(), names, n=1)
     hint = f"; did you mean '--{close[0]}'?" if close else ""
     if instead := getattr(options, "FOREIGN_KEYS", {}).get(name):
         hint = f"; {instead}"

@@ -453,7 +453,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def _check_known(key: str, what: str, names: list[str], instead: str | None = None) -> None:
     if key not in names:
-        close = difflib.get_close_matches(key, names, n=1)
+        close = difflib.get_close_matches(key.lower(), names, n=1)  # (BETA matched nothing)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"{what} '{key}' is unknown{f'; {instead}' if instead else hint}")
 
