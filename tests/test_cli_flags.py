@@ -188,3 +188,15 @@ def test_an_option_in_capitals_is_told_its_name(capsys, argv, said) -> None:
     """``--BETA`` (an environment variable's habit) got no hint: options are lower case."""
     assert main(argv) == 2
     assert said in capsys.readouterr().err
+
+
+def test_an_unknown_short_flags_value_is_not_taken_for_the_config_file(capsys) -> None:
+    """``train -b 0.1`` said 'config file not found: 0.1' beside '-b' (its value read as the
+    YAML file); a YAML file after one is still the file."""
+    assert main(["train", "-b", "0.1", "--beta", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown option '-b'" in err and "beta must be a finite number" in err
+    assert "0.1" not in err
+    assert main(["train", "-b", "-0.1", "-v", "missing.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "config file not found: missing.yaml" in err and "-0.1" not in err

@@ -225,6 +225,10 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
         if not token.startswith("--"):
             if _is_short_flag(token):  # -V, -x: not a file
                 refused.append(unknown_flag_message(token, options))
+                following = tokens[index] if index < len(tokens) else "--"
+                flag = following.startswith("--") or _is_short_flag(following)
+                if not flag and not _looks_like_config_file(following):
+                    index += 1  # its value (-b 0.1 was refused again: 'config file not found: 0.1')
                 continue
             if _is_override(token):  # torchtune's: tune run ... key=value
                 overrides.append(token)  # every one said in one line, after the others
