@@ -200,3 +200,19 @@ def test_an_unknown_short_flags_value_is_not_taken_for_the_config_file(capsys) -
     assert main(["train", "-b", "-0.1", "-v", "missing.yaml"]) == 2
     err = capsys.readouterr().err
     assert "config file not found: missing.yaml" in err and "-0.1" not in err
+
+
+def test_a_whole_number_written_as_a_float_is_an_integer_flag(tmp_path) -> None:
+    """``per_device_train_batch_size: 2.0`` in YAML (or Python) was 2, but the flag
+    ``--per_device_train_batch_size 2.0`` (and ``--max_steps 1e3``) 'must be an integer'."""
+    from directpo.cli_flags import yaml_and_flags
+    from directpo.config import DPOConfig, load_config
+    from directpo.errors import ConfigError
+
+    flags = ["--per_device_train_batch_size", "2.0", "--max_steps", "1e3"]
+    config = load_config(*yaml_and_flags(flags, DPOConfig))
+    assert (config.per_device_train_batch_size, config.max_steps) == (2, 1000)
+    assert type(config.max_steps) is int
+    for value in ("2.5", "inf", "1e400"):
+        with pytest.raises(ConfigError, match=f"max_steps must be an integer, got '{value}'"):
+            load_config(*yaml_and_flags(["--max_steps", value], DPOConfig))

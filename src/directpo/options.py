@@ -564,10 +564,14 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):
                 return int(value.strip())
-            except ValueError:
-                pass
+            # a whole number as YAML or Python give it (2.0, 1e3) is one as a flag's text too
+            # (--max_steps 1e3 and --per_device_train_batch_size 2.0 were refused)
+            with contextlib.suppress(ValueError, OverflowError):
+                number = float(value.strip())
+                if number.is_integer():
+                    return int(number)
         raise ConfigError(f"{key} must be an integer, got {_shown(value)}")
     if hint is float:
         if isinstance(value, bool):
