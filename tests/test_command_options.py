@@ -37,3 +37,20 @@ def test_a_foreign_keyword_says_what_to_use() -> None:
     """generate()'s max_tokens (vLLM's name) says the option, as the flag does."""
     with pytest.raises(ConfigError, match="'max_tokens' is unknown; did you mean 'max_new_tokens'"):
         GenerateOptions(max_tokens=8)
+
+
+@pytest.mark.parametrize("command", ["score", "rank", "generate"])
+def test_trains_names_say_the_commands_own(command, capsys) -> None:
+    """``score --bf16`` (train's, TRL's flag) was 'unknown option' without a word of --dtype;
+    train's names for these commands' options say the option to use."""
+    from directpo.cli import main
+
+    for flag, said in (
+        ("--bf16", "use --dtype bfloat16"),
+        ("--per_device_eval_batch_size=4", "use --batch_size"),
+        ("--output_dir=x", "use --output (a .jsonl file)"),
+    ):
+        assert main([command, flag]) == 2
+        assert f"unknown option '{flag.split('=')[0]}'; {said}" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="'torch_dtype' is unknown; use --dtype"):
+        ScoreOptions(torch_dtype="bfloat16")

@@ -54,6 +54,18 @@ class FileCommandOptions(Options):
         False, "Allow model folders whose architecture is code shipped with them (as train's)."
     )
 
+    # train's (TRL's) names for these options, which a user of train writes first (score
+    # --bf16 was 'unknown option' without a word of --dtype)
+    FOREIGN_KEYS: ClassVar[dict[str, str]] = {
+        "bf16": "use --dtype bfloat16",
+        "fp16": "use --dtype bfloat16 or float32 (float16 is not supported)",
+        "torch_dtype": "use --dtype (float32 or bfloat16)",
+        **dict.fromkeys(
+            ("per_device_eval_batch_size", "per_device_train_batch_size"), "use --batch_size"
+        ),
+        **dict.fromkeys(("train_file", "eval_file", "dataset_name"), "use --input (a file)"),
+        "output_dir": "use --output (a .jsonl file)",
+    }
     # the options the rows written do not depend on: a stopped run is continued with others
     # (batch_size: a smaller one after running out of memory) as StagedJsonl's key leaves them
     NOT_IN_ROWS: ClassVar[tuple[str, ...]] = ("input", "output", "batch_size", "trust_remote_code")
@@ -329,6 +341,7 @@ class GenerateOptions(FileCommandOptions):
     }
     # transformers' generate() arguments a user of it writes first (do_sample: unknown option)
     FOREIGN_KEYS: ClassVar[dict[str, str]] = {
+        **FileCommandOptions.FOREIGN_KEYS,
         "do_sample": "generate samples unless temperature is 0 (greedy decoding)",
         "max_length": "max_new_tokens limits each completion (max_prompt_length, the prompt)",
         "num_beams": "there is no beam search: sampling, or temperature 0 (greedy decoding)",
