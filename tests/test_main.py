@@ -83,3 +83,15 @@ def test_help_and_version_as_words_are_the_flags(capsys) -> None:
         assert done.value.code == 0 and capsys.readouterr().out.startswith(said)
     assert main(["help", "trian"]) == 2
     assert "unknown command 'trian'; did you mean 'train'?" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_the_parser_is_built_is_a_quiet_stop(monkeypatch, capsys) -> None:
+    """The parser was built before main took a Ctrl-C: one there was a traceback."""
+    from directpo import cli
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert main(["train", "--help"]) == 130
+    assert capsys.readouterr().err == "directpo: interrupted\n"

@@ -282,9 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
     typed: list[str] = list(sys.argv[1:] if argv is None else argv)
     try:
+        parser = build_parser()  # (inside: a Ctrl-C while it is built is said in one line)
         argv = _spelt_as_flags(underscored(attach_negative_values(typed)))
         if dashes := typographic_dashes(argv, _every_option_name()):
             raise ConfigError(dashes)
