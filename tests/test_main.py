@@ -95,3 +95,18 @@ def test_ctrl_c_while_the_parser_is_built_is_a_quiet_stop(monkeypatch, capsys) -
     monkeypatch.setattr(cli, "build_parser", interrupted)
     assert main(["train", "--help"]) == 130
     assert capsys.readouterr().err == "directpo: interrupted\n"
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["recipe.yaml"], "a config file follows the command: directpo train recipe.yaml"),
+        (["dpo", "--config", "recipe.yaml"], "did you mean 'train'?"),  # TRL's `trl dpo`
+        (["online-dpo"], "did you mean 'train'?"),
+    ],
+)
+def test_a_config_file_or_trls_command_first_says_the_train_line(argv, said, capsys) -> None:
+    """``directpo recipe.yaml`` (the command forgotten) and ``directpo dpo`` (TRL's command)
+    were told only the list of commands."""
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"directpo: error: unknown command '{argv[0]}'; {said}\n"

@@ -72,11 +72,22 @@ class _Parser(argparse.ArgumentParser):
             raise ConfigError(f"option {missing[1]} needs a value")
         typo = re.match(r"argument COMMAND: invalid choice: '([^']*)'", message)
         if typo:  # (argparse listed the commands, and let the reader find the one meant)
-            close = difflib.get_close_matches(typo[1].lower(), COMMANDS, n=1)
-            every = f"the commands are {', '.join(COMMANDS)}"
-            hint = f"did you mean '{close[0]}'?" if close else every
-            raise ConfigError(f"unknown command '{typo[1]}'; {hint}")
+            raise ConfigError(f"unknown command '{typo[1]}'; {_command_hint(typo[1])}")
         raise ConfigError(message)
+
+
+# other tools' commands for what a directpo command does (TRL's `trl dpo --config x.yaml`)
+FOREIGN_COMMANDS = {"dpo": "train", "online_dpo": "train", "trl": "train"}
+
+
+def _command_hint(word: str) -> str:
+    """What to write for an unknown command: the command meant (a typo, TRL's ``dpo``), or,
+    for a config file given first (``directpo recipe.yaml``), the train line that reads it."""
+    if word.lower().endswith((".yaml", ".yml")):
+        return f"a config file follows the command: directpo train {word}"
+    meant = FOREIGN_COMMANDS.get(word.lower().replace("-", "_"))
+    close = [meant] if meant else difflib.get_close_matches(word.lower(), COMMANDS, n=1)
+    return f"did you mean '{close[0]}'?" if close else f"the commands are {', '.join(COMMANDS)}"
 
 
 def _train(options: DPOConfig) -> int:
