@@ -6,20 +6,12 @@ import dataclasses
 
 import pytest
 
-from directpo.command_options import (
-    DemoOptions,
-    GenerateOptions,
-    PlotOptions,
-    RankOptions,
-    ScoreOptions,
-)
-from directpo.config import DPOConfig
+from directpo.cli import COMMANDS
+from directpo.command_options import GenerateOptions, ScoreOptions
 from directpo.errors import ConfigError
 
 
-@pytest.mark.parametrize(
-    "options", [DPOConfig, ScoreOptions, RankOptions, GenerateOptions, DemoOptions, PlotOptions]
-)
+@pytest.mark.parametrize("options", [command.options for command in COMMANDS.values()])
 def test_an_unknown_keyword_is_the_one_line_with_a_hint(options) -> None:
     """``ScoreOptions(model_name_or_pth=...)`` (every command's options but DPOConfig) raised
     Python's TypeError "__init__() got an unexpected keyword argument"; it is the ConfigError a
