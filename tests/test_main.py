@@ -110,3 +110,17 @@ def test_a_config_file_or_trls_command_first_says_the_train_line(argv, said, cap
     were told only the list of commands."""
     assert main(argv) == 2
     assert capsys.readouterr().err == f"directpo: error: unknown command '{argv[0]}'; {said}\n"
+
+
+def test_a_rank_left_in_the_environment_without_a_launcher_still_speaks(
+    monkeypatch, capsys
+) -> None:
+    """``RANK=1`` exported in a shell (no torchrun: no WORLD_SIZE) made the command silent: a
+    refused option exited 2 without a line, ``--help`` printed nothing."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert main(["train", "--bta", "1"]) == 2
+    assert "unknown option '--bta'; did you mean '--beta'?" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under a launcher: rank 0 alone speaks
+    assert main(["train", "--bta", "1"]) == 2
+    assert capsys.readouterr().err == ""

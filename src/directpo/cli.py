@@ -55,7 +55,9 @@ from directpo.trl_compat import ALIASES
 
 def _first_rank() -> bool:
     """Rank 0 under torchrun (every rank runs this command line), or the only process."""
-    return os.environ.get("RANK", "0") == "0"
+    # (a RANK left in the environment without a launcher's WORLD_SIZE is no rank: every line,
+    # the error's too, went unsaid)
+    return os.environ.get("RANK", "0") == "0" or os.environ.get("WORLD_SIZE", "1") == "1"
 
 
 class _Parser(argparse.ArgumentParser):
