@@ -76,6 +76,7 @@ def test_help_and_version_as_words_are_the_flags(capsys) -> None:
     for argv, said in (
         (["help", "train"], "usage: directpo train [CONFIG.yaml]"),
         (["help"], "usage: directpo [-h] [-V] COMMAND"),
+        (["--help", "score"], "usage: directpo score [--option VALUE ...]"),  # (git's order)
         (["version"], "directpo 0.1.0 (torch "),
     ):
         with pytest.raises(SystemExit) as done:
@@ -124,3 +125,12 @@ def test_a_rank_left_in_the_environment_without_a_launcher_still_speaks(
     monkeypatch.setenv("WORLD_SIZE", "2")  # under a launcher: rank 0 alone speaks
     assert main(["train", "--bta", "1"]) == 2
     assert capsys.readouterr().err == ""
+
+
+def test_the_config_flag_before_the_command_is_told_after_it(capsys) -> None:
+    """``directpo --config x.yaml`` was told 'did you mean --dataset_config?', another option
+    than train's own --config."""
+    assert main(["--config", "x.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "options follow a command: directpo train --config ..." in err
+    assert "dataset_config" not in err

@@ -406,10 +406,12 @@ def _every_option_name() -> set[str]:
 
 
 def _spelt_as_flags(argv: list[str]) -> list[str]:
-    """``directpo help [COMMAND]`` and ``directpo version`` (git's, pip's and cargo's words)
-    as the flags they stand for: each was 'unknown command'."""
-    if argv[:1] == ["help"]:
-        return [*argv[1:2], "--help"]
+    """``directpo help [COMMAND]``, ``directpo --help COMMAND`` and ``directpo version`` (git's,
+    pip's and cargo's words) as the flags they stand for: each was 'unknown command' (the
+    second printed the commands' list)."""
+    named = len(argv) > 1 and argv[1] in COMMANDS
+    if argv[:1] == ["help"] or (argv[:1] in (["-h"], ["--help"]) and named):
+        return [*argv[1:2], "--help"]  # (directpo --help train: git's order, the top's help)
     if argv == ["version"]:
         return ["--version"]
     return argv
@@ -429,6 +431,7 @@ def _unknown_top_level(token: str, rest: Sequence[str] = ()) -> str:
     named = command or "train"
     option = name.lstrip("-")
     options = [n for n, _, _ in option_help(COMMANDS[named].options)]
+    options += ["config"] if COMMANDS[named].takes_yaml else []  # (told --dataset_config)
     meant = (
         option
         if option in options
