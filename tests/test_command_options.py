@@ -46,3 +46,20 @@ def test_trains_names_say_the_commands_own(command, capsys) -> None:
         assert f"unknown option '{flag.split('=')[0]}'; {said}" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="'torch_dtype' is unknown; use --dtype"):
         ScoreOptions(torch_dtype="bfloat16")
+
+
+def test_a_rows_file_or_config_file_given_bare_says_the_flag(tmp_path, capsys) -> None:
+    """``score pairs.jsonl`` and ``generate x.yaml`` / ``--config x.yaml`` (train's habits) were
+    'unexpected argument' or 'unknown option' without a word of what to write."""
+    from directpo.cli import main
+
+    rows = tmp_path / "pairs.jsonl"
+    rows.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n')
+    assert main(["score", str(rows)]) == 2
+    assert f"unexpected argument '{rows}'; the rows to read are --input {rows}" in (
+        capsys.readouterr().err
+    )
+    said = "read no config file: give their options as flags"
+    for argv in (["generate", "x.yaml"], ["rank", "--config", "x.yaml"]):
+        assert main(argv) == 2
+        assert said in capsys.readouterr().err

@@ -314,9 +314,20 @@ def _is_override(token: str) -> bool:
     return bool(re.match(r"([A-Za-z_][\w.]*)=(.*)$", token)) and not os.path.exists(token)
 
 
+def _argument_hint(token: str, options: type) -> str:
+    """What a free argument is meant as, for the commands that take none (score's rows file,
+    given as train's config file is, was only 'unexpected argument')."""
+    names = {f.name for f in dataclasses.fields(options)}
+    if token.lower().endswith((".yaml", ".yml")) and "input" in names:
+        return "; score, rank and generate read no config file: give their options as flags"
+    if "input" in names and (token.lower().endswith(DATA_EXTENSIONS) or os.path.exists(token)):
+        return f"; the rows to read are --input {token}"
+    return ""
+
+
 def unknown_flag_message(flag: str, options: type) -> str:
     if not flag.startswith("-"):
-        return f"unexpected argument '{flag}'"
+        return f"unexpected argument '{flag}'{_argument_hint(flag, options)}"
     name = flag.lstrip("-").split("=", 1)[0]
     names = [n for n, _, _ in option_help(options)]
     # (options are lower case: --BETA, a shell variable's habit, matched nothing close)

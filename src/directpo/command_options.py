@@ -65,6 +65,7 @@ class FileCommandOptions(Options):
         ),
         **dict.fromkeys(("train_file", "eval_file", "dataset_name"), "use --input (a file)"),
         "output_dir": "use --output (a .jsonl file)",
+        "config": "score, rank and generate read no config file: give their options as flags",
     }
     # the options the rows written do not depend on: a stopped run is continued with others
     # (batch_size: a smaller one after running out of memory) as StagedJsonl's key leaves them
