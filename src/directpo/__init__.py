@@ -7,7 +7,7 @@ the ``directpo`` command imports this package before it can take a Ctrl-C quietl
 
 import sys
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from directpo.errors import (
     CheckpointError,
@@ -17,6 +17,12 @@ from directpo.errors import (
     ModelLoadError,
     TrainingStopped,
 )
+
+if TYPE_CHECKING:  # the lazy names' types, for mypy and editors (imported on first use)
+    from directpo.config import DPOConfig, load_config
+    from directpo.finish import TrainResult
+    from directpo.reward import ImplicitReward
+    from directpo.trainer import train
 
 __version__ = "0.1.0"
 
