@@ -216,3 +216,17 @@ def test_a_whole_number_written_as_a_float_is_an_integer_flag(tmp_path) -> None:
     for value in ("2.5", "inf", "1e400"):
         with pytest.raises(ConfigError, match=f"max_steps must be an integer, got '{value}'"):
             load_config(*yaml_and_flags(["--max_steps", value], DPOConfig))
+
+
+def test_a_replaced_values_note_writes_yaml_values(tmp_path) -> None:
+    """A flag replacing ``seed: null`` or ``bf16: true`` was said to replace 'seed: None' and
+    'bf16: True', Python's spellings of values the file wrote otherwise."""
+    from directpo.cli_flags import replaced_values
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("seed: null\nbf16: true\n")
+    notes = replaced_values(["--seed", "3", "--no_bf16"], str(recipe), {"seed": 3, "bf16": False})
+    assert notes == [
+        f"--seed 3 replaces {recipe}'s seed: null",
+        f"--bf16 false replaces {recipe}'s bf16: true",
+    ]

@@ -110,7 +110,12 @@ def replaced_values(
 
 
 def _shown(value: Any) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    """A value as the YAML file or a flag writes it (null, true: not Python's None, True)."""
+    if isinstance(value, list):
+        return ",".join(map(_shown, value))
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return str(value)
 
 
 def as_typed(message: str, typed: Sequence[str]) -> str:
