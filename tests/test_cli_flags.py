@@ -230,3 +230,13 @@ def test_a_replaced_values_note_writes_yaml_values(tmp_path) -> None:
         f"--seed 3 replaces {recipe}'s seed: null",
         f"--bf16 false replaces {recipe}'s bf16: true",
     ]
+
+
+def test_help_gives_defaults_as_yaml_writes_them(capsys) -> None:
+    """train --help said '(default: None)' and '(default: False)', Python's spellings, beside
+    options whose YAML and flags are null and false."""
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: null)" in text and "(default: false)" in text
+    assert "(default: None)" not in text and "(default: False)" not in text

@@ -27,6 +27,7 @@ from directpo.cli_flags import (
     PATHS,
     FlagsRefused,
     as_typed,
+    as_written,
     attach_negative_values,
     flag_value,
     option_kinds,
@@ -249,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         for option_name, help_text, default in option_help(command.options):
             if option_name in starts:
                 group = sub.add_argument_group(starts[option_name])
-            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            shown = as_written(default)  # (null, true: as the YAML file and flags write them)
             bare: dict[str, Any] = {}
             if kinds[option_name] == BOOLEAN:
                 bare = {"nargs": "?", "const": "true"}

@@ -88,7 +88,7 @@ def replaced_values(
             key = key[3:] if key.startswith("no_") else key
             counts[key] = counts.get(key, 0) + 1
     notes = [
-        f"--{key} is given {count} times: the last one ({_shown(overrides.get(key))}) is used"
+        f"--{key} is given {count} times: the last one ({as_written(overrides.get(key))}) is used"
         for key, count in counts.items()
         if count > 1
     ]
@@ -101,7 +101,8 @@ def replaced_values(
     option = (ALIASES | RENAMED).get
     written = {option(key, key): key for key in recipe}
     notes += [
-        f"--{key} {_shown(value)} replaces {config_file}'s {theirs}: {_shown(recipe[theirs])}"
+        f"--{key} {as_written(value)} replaces {config_file}'s {theirs}: "
+        f"{as_written(recipe[theirs])}"
         for key, value in overrides.items()
         if (theirs := written.get(option(key, key))) is not None
         and str(recipe[theirs]).lower() != str(value).lower()
@@ -109,10 +110,10 @@ def replaced_values(
     return notes
 
 
-def _shown(value: Any) -> str:
+def as_written(value: Any) -> str:
     """A value as the YAML file or a flag writes it (null, true: not Python's None, True)."""
     if isinstance(value, list):
-        return ",".join(map(_shown, value))
+        return ",".join(map(as_written, value))
     if value is None or isinstance(value, bool):
         return {None: "null", True: "true", False: "false"}[value]
     return str(value)
