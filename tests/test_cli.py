@@ -474,6 +474,7 @@ def test_ctrl_c_outside_the_training_loop_is_one_line_under_torchrun(
         monkeypatch.delenv("RANK", raising=False)
     else:
         monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("WORLD_SIZE", "2")  # (torchrun sets both)
     monkeypatch.setattr(directpo.trainer, "train", interrupted)
     assert main(["train", "--model_name_or_path", "m", "--train_file", "t.jsonl"]) == 130
     said = capsys.readouterr().err.splitlines()
@@ -627,6 +628,7 @@ def test_version_and_help_are_printed_by_rank_0_alone(argv, capsys, monkeypatch)
     """Under torchrun every rank runs the command line: --version and --help were printed once
     per process, interleaved; the other ranks now print nothing and exit as rank 0 does."""
     printed = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")  # (torchrun sets both)
     for rank in ("0", "1"):
         monkeypatch.setenv("RANK", rank)
         with pytest.raises(SystemExit) if argv else contextlib.nullcontext():

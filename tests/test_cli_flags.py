@@ -161,3 +161,82 @@ def test_a_key_value_overrides_flag_is_written_as_a_shell_reads_it(tmp_path, cap
     assert main([*argv, "batch_size=4", "optimizer.lr=1e-5"]) == 2
     written = "--per_device_train_batch_size 4 --learning_rate 1e-5"
     assert f"options are flags here: {written}\n" in capsys.readouterr().err
+
+
+def test_a_flag_with_a_typographic_dash_says_the_flag(capsys) -> None:
+    """``—beta 0.1`` (pasted from a page that made ``--`` an em dash) was read as the YAML file
+    ('config file not found: —beta'), and ``score —input x`` as an unexpected argument."""
+    assert main(["train", "—beta", "0.1", "–learning-rate=1e-6", "--run_name", "—mine"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "directpo: error: '—beta' ('—' is not '-'): write --beta, '–learning-rate' ('–' is "
+        "not '-'): write --learning_rate (a typographic dash, as pasted from a page or a chat "
+        "app)\n"
+    )
+    assert main(["score", "—input", "x"]) == 2
+    assert "'—input' ('—' is not '-'): write --input" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["train", "--BETA=0.1"], "unknown option '--BETA'; did you mean '--beta'?"),
+        (["generate", "--MAX_NEW_TOKENS", "3"], "did you mean '--max_new_tokens'?"),
+    ],
+)
+def test_an_option_in_capitals_is_told_its_name(capsys, argv, said) -> None:
+    """``--BETA`` (an environment variable's habit) got no hint: options are lower case."""
+    assert main(argv) == 2
+    assert said in capsys.readouterr().err
+
+
+def test_an_unknown_short_flags_value_is_not_taken_for_the_config_file(capsys) -> None:
+    """``train -b 0.1`` said 'config file not found: 0.1' beside '-b' (its value read as the
+    YAML file); a YAML file after one is still the file."""
+    assert main(["train", "-b", "0.1", "--beta", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown option '-b'" in err and "beta must be a finite number" in err
+    assert "0.1" not in err
+    assert main(["train", "-b", "-0.1", "-v", "missing.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "config file not found: missing.yaml" in err and "-0.1" not in err
+
+
+def test_a_whole_number_written_as_a_float_is_an_integer_flag(tmp_path) -> None:
+    """``per_device_train_batch_size: 2.0`` in YAML (or Python) was 2, but the flag
+    ``--per_device_train_batch_size 2.0`` (and ``--max_steps 1e3``) 'must be an integer'."""
+    from directpo.cli_flags import yaml_and_flags
+    from directpo.config import DPOConfig, load_config
+    from directpo.errors import ConfigError
+
+    flags = ["--per_device_train_batch_size", "2.0", "--max_steps", "1e3"]
+    config = load_config(*yaml_and_flags(flags, DPOConfig))
+    assert (config.per_device_train_batch_size, config.max_steps) == (2, 1000)
+    assert type(config.max_steps) is int
+    for value in ("2.5", "inf", "1e400"):
+        with pytest.raises(ConfigError, match=f"max_steps must be an integer, got '{value}'"):
+            load_config(*yaml_and_flags(["--max_steps", value], DPOConfig))
+
+
+def test_a_replaced_values_note_writes_yaml_values(tmp_path) -> None:
+    """A flag replacing ``seed: null`` or ``bf16: true`` was said to replace 'seed: None' and
+    'bf16: True', Python's spellings of values the file wrote otherwise."""
+    from directpo.cli_flags import replaced_values
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("seed: null\nbf16: true\n")
+    notes = replaced_values(["--seed", "3", "--no_bf16"], str(recipe), {"seed": 3, "bf16": False})
+    assert notes == [
+        f"--seed 3 replaces {recipe}'s seed: null",
+        f"--bf16 false replaces {recipe}'s bf16: true",
+    ]
+
+
+def test_help_gives_defaults_as_yaml_writes_them(capsys) -> None:
+    """train --help said '(default: None)' and '(default: False)', Python's spellings, beside
+    options whose YAML and flags are null and false."""
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: null)" in text and "(default: false)" in text
+    assert "(default: None)" not in text and "(default: False)" not in text

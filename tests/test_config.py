@@ -645,7 +645,7 @@ def test_a_seed_numpy_cannot_take_is_refused() -> None:
     for seed in (-1, 2**32):
         with pytest.raises(ConfigError) as refused:
             DPOConfig(seed=seed, data_seed=-1)
-        assert str(refused.value) == f"seed must be in [0, 2**32) (got {seed})"
+        assert str(refused.value) == f"seed must be null or in [0, 2**32) (got {seed})"
     assert DPOConfig(seed=2**32 - 1, data_seed=-1).seed == 2**32 - 1
 
 

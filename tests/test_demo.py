@@ -340,3 +340,22 @@ def test_a_demo_stopped_by_a_signal_exits_with_its_code(tmp_path, monkeypatch) -
     with pytest.raises(TrainingStopped) as stopped:
         methods._directpo(Method("DPO", beta=0.1), exp, tmp_path / "run")
     assert stopped.value.exit_code == 130 and "SIGINT during DPO" in str(stopped.value)
+
+
+def test_plot_of_a_runs_log_file_plots_its_run(tmp_path, monkeypatch, capsys) -> None:
+    """``directpo plot run/metrics.jsonl`` (the file the curves come from) and ``plot
+    pairs.jsonl`` were both 'no such run folder', a folder that was there or a file that is
+    no run; the first plots its run, the second says to give the run's folder."""
+    from directpo.cli import main
+    from directpo.demo import plots
+
+    drawn: list[str] = []
+    monkeypatch.setattr(plots, "plot_curves", lambda runs, path: drawn.append(path) or path)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 0.69}\n')
+    assert main(["plot", str(run / "metrics.jsonl")]) == 0
+    assert drawn == [run / "curves.png"]
+    (tmp_path / "pairs.jsonl").write_text("{}\n")
+    assert main(["plot", str(tmp_path / "pairs.jsonl")]) == 2
+    assert f"{tmp_path / 'pairs.jsonl'} is a file: give the run folder" in capsys.readouterr().err

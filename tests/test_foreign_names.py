@@ -190,6 +190,23 @@ def test_torchtunes_other_components_and_a_disabled_profiler(tmp_path, capsys) -
     assert "profiler" not in lines and len(lines) == 4
 
 
+def test_an_override_of_a_refused_key_is_said_by_the_option_that_takes_its_value(
+    built, capsys
+) -> None:
+    """``tokenizer.max_seq_len=512`` (torchtune's override) was told as
+    ``--tokenizer.max_seq_len 512``, a flag refused in the same error; it is said in directpo's
+    spelling, as the renamed names are, and the key's refusal says how the option differs."""
+    from directpo.foreign_names import REFUSED, SAME_VALUE_AS
+
+    assert main(["train", "tokenizer.max_seq_len=512", "optimizer.weight_decay=0.1"]) == 2
+    err = capsys.readouterr().err
+    said = "options are flags here: --max_length 512 --weight_decay 0.1\n"
+    assert said in err and "--tokenizer.max_seq_len 512" not in err
+    assert "--tokenizer.max_seq_len: use max_length (prompt + completion tokens" in err
+    options = {field.name for field in dataclasses.fields(DPOConfig)}
+    assert set(SAME_VALUE_AS) <= set(REFUSED) and set(SAME_VALUE_AS.values()) <= options
+
+
 def test_torchtunes_overrides_are_flags(built, capsys) -> None:
     """``directpo train recipe.yaml batch_size=8`` (tune run's overrides) was 'unexpected
     argument' (or 'config file not found: batch_size=8'); the line now says the flag, and the
@@ -342,23 +359,20 @@ def test_a_runs_own_config_yaml_reruns_with_its_texts_as_given(tmp_path, built, 
 
 def test_torchtunes_null_seed_is_told_an_integer_to_write(tmp_path, capsys) -> None:
     """torchtune's ``seed: null`` (a random seed each run) got 'seed must be an integer, got
-    None'; the line says what null means there and gives a drawn integer to write."""
+    None'; generate's line says what null means there and gives a drawn integer to write
+    (train draws one itself: tests/test_resume.py)."""
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("seed: null\nbatch_size: 2\n")
-    for argv in (
-        ["train", str(recipe)],
-        ["train", "--seed", "null"],
-        ["generate", "--seed", "none"],
-    ):
-        assert main(argv) == 2
-        said = re.search(
-            r"null \(torchtune's: a random seed, another each run\) is not read "
-            r"here: write seed: (\d+) \(drawn now\)",
-            capsys.readouterr().err,
-        )
-        assert said and 0 <= int(said.group(1)) < 2**31
-    assert main(["train", "--seed", said.group(1)]) == 2  # (no model: the seed itself passes)
-    assert "seed" not in capsys.readouterr().err
+    for argv in (["train", str(recipe)], ["train", "--seed", "null"]):
+        assert main(argv) == 2  # (no model: the seed itself passes)
+        assert "seed" not in capsys.readouterr().err
+    assert main(["generate", "--seed", "none"]) == 2
+    said = re.search(
+        r"null \(torchtune's: a random seed, another each run\) is not read "
+        r"here: write seed: (\d+) \(drawn now\)",
+        capsys.readouterr().err,
+    )
+    assert said and 0 <= int(said.group(1)) < 2**31
 
 
 @pytest.mark.parametrize("template", ["User: {}\nAssistant: ", 'Q\'s {}:\n"A": '])

@@ -267,3 +267,15 @@ def test_wpo_weight_and_ld_token_weights() -> None:
     assert got.tolist() == [1.0, 1.0, 0.25, 0.25, 0.25]
     shorter = ld_token_weights(torch.arange(2), torch.full((2,), 2), torch.full((2,), 5), 0.25)
     assert shorter.tolist() == [1.0, 1.0]  # the shorter completion keeps every token
+
+
+def test_the_torch_free_loss_table_names_every_loss_function() -> None:
+    """loss_names.py (read by the config's checks and --help without torch) and the loss
+    functions are one table: a loss in one and not the other would be refused as unknown or
+    never run."""
+    from directpo import losses
+    from directpo.loss_names import LOSS_INFO
+
+    assert set(losses._FUNCTIONS) == set(LOSS_INFO) == set(LOSSES)
+    for name, info in LOSS_INFO.items():
+        assert LOSSES[name].options == info.options and LOSSES[name].fn is losses._FUNCTIONS[name]

@@ -73,3 +73,21 @@ def test_a_key_other_values_refer_to_is_the_files_variable_not_an_option(tmp_pat
     recipe.write_text("model_dir: /models/llama\nmodel_name_or_path: /m\n")
     with pytest.raises(ConfigError, match="unknown option 'model_dir'"):
         load_config(str(recipe))
+
+
+def test_a_files_env_block_is_set_before_its_references_read_the_environment(
+    tmp_path, monkeypatch
+) -> None:
+    """TRL's ``env:`` block was set after ``${oc.env:...}`` were resolved: a reference to a
+    variable the block sets read the shell's old value (or was refused as unset); the block is
+    set first, its own references resolved as the file's others are."""
+    monkeypatch.setenv("DPO_ENV_ROOT", "/old")
+    monkeypatch.setenv("DPO_ENV_UNSET", "")
+    monkeypatch.delenv("DPO_ENV_UNSET")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "run_name: r1\nenv:\n  DPO_ENV_ROOT: /new\n  DPO_ENV_UNSET: ${run_name}-logs\n"
+        "output_dir: ${oc.env:DPO_ENV_ROOT}/out\nlogging_dir: /l/${oc.env:DPO_ENV_UNSET}\n"
+    )
+    config = load_config(*yaml_and_flags([str(recipe), "--run_name", "r2"], DPOConfig))
+    assert (config.output_dir, config.logging_dir) == ("/new/out", "/l/r2-logs")

@@ -1,14 +1,14 @@
 """directpo: Direct Preference Optimization for causal language models.
 
 ``directpo.train(config)`` trains; ``directpo.ImplicitReward(policy, reference, beta)`` scores
-responses with the trained policy as a reward model (both imported on first use).
+responses with the trained policy as a reward model (both imported on first use, as the config:
+the ``directpo`` command imports this package before it can take a Ctrl-C quietly).
 """
 
 import sys
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from directpo.config import DPOConfig, load_config
 from directpo.errors import (
     CheckpointError,
     ConfigError,
@@ -17,6 +17,12 @@ from directpo.errors import (
     ModelLoadError,
     TrainingStopped,
 )
+
+if TYPE_CHECKING:  # the lazy names' types, for mypy and editors (imported on first use)
+    from directpo.config import DPOConfig, load_config
+    from directpo.finish import TrainResult
+    from directpo.reward import ImplicitReward
+    from directpo.trainer import train
 
 __version__ = "0.1.0"
 
@@ -35,6 +41,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "DPOConfig": ("directpo.config", "DPOConfig"),
+    "load_config": ("directpo.config", "load_config"),
     "train": ("directpo.trainer", "train"),
     "ImplicitReward": ("directpo.reward", "ImplicitReward"),
     "TrainResult": ("directpo.finish", "TrainResult"),  # what train returns, for type hints

@@ -4,8 +4,6 @@ import gc
 import sys
 from typing import NoReturn
 
-from directpo.cli import main
-
 
 def run() -> NoReturn:
     """``main``'s exit code, without the interpreter's final garbage collections: a process
@@ -14,6 +12,13 @@ def run() -> NoReturn:
     objects are still freed by reference count as modules are cleared, and atexit handlers and
     the flush of stdout / stderr still run; only garbage in reference cycles is left to the
     operating system (what directpo writes is closed before main returns)."""
+    try:
+        # imported here, where a Ctrl-C during the import is said as main says one (a
+        # traceback through the import machinery, from a user who only changed their mind)
+        from directpo.cli import main
+    except KeyboardInterrupt:
+        print("directpo: interrupted", file=sys.stderr)
+        sys.exit(130)
     try:
         code = main()
     except SystemExit as done:  # argparse's --help / --version / usage errors

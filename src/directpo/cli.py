@@ -27,11 +27,13 @@ from directpo.cli_flags import (
     PATHS,
     FlagsRefused,
     as_typed,
+    as_written,
     attach_negative_values,
     flag_value,
     option_kinds,
     refuse_data_file,
     replaced_values,
+    typographic_dashes,
     underscored,
     unknown_flag_message,
     yaml_and_flags,
@@ -46,6 +48,7 @@ from directpo.command_options import (
 from directpo.command_rows import with_others
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DirectpoError
+from directpo.foreign_names import RENAMED
 from directpo.options import load_options, option_help
 from directpo.signals import KeptLines, Terminated, exit_code_of, output_closed, sigterm_unwinds
 from directpo.trl_compat import ALIASES
@@ -53,7 +56,9 @@ from directpo.trl_compat import ALIASES
 
 def _first_rank() -> bool:
     """Rank 0 under torchrun (every rank runs this command line), or the only process."""
-    return os.environ.get("RANK", "0") == "0"
+    # (a RANK left in the environment without a launcher's WORLD_SIZE is no rank: every line,
+    # the error's too, went unsaid)
+    return os.environ.get("RANK", "0") == "0" or os.environ.get("WORLD_SIZE", "1") == "1"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,11 +75,22 @@ class _Parser(argparse.ArgumentParser):
             raise ConfigError(f"option {missing[1]} needs a value")
         typo = re.match(r"argument COMMAND: invalid choice: '([^']*)'", message)
         if typo:  # (argparse listed the commands, and let the reader find the one meant)
-            close = difflib.get_close_matches(typo[1].lower(), COMMANDS, n=1)
-            every = f"the commands are {', '.join(COMMANDS)}"
-            hint = f"did you mean '{close[0]}'?" if close else every
-            raise ConfigError(f"unknown command '{typo[1]}'; {hint}")
+            raise ConfigError(f"unknown command '{typo[1]}'; {_command_hint(typo[1])}")
         raise ConfigError(message)
+
+
+# other tools' commands for what a directpo command does (TRL's `trl dpo --config x.yaml`)
+FOREIGN_COMMANDS = {"dpo": "train", "online_dpo": "train", "trl": "train"}
+
+
+def _command_hint(word: str) -> str:
+    """What to write for an unknown command: the command meant (a typo, TRL's ``dpo``), or,
+    for a config file given first (``directpo recipe.yaml``), the train line that reads it."""
+    if word.lower().endswith((".yaml", ".yml")):
+        return f"a config file follows the command: directpo train {word}"
+    meant = FOREIGN_COMMANDS.get(word.lower().replace("-", "_"))
+    close = [meant] if meant else difflib.get_close_matches(word.lower(), COMMANDS, n=1)
+    return f"did you mean '{close[0]}'?" if close else f"the commands are {', '.join(COMMANDS)}"
 
 
 def _train(options: DPOConfig) -> int:
@@ -234,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         for option_name, help_text, default in option_help(command.options):
             if option_name in starts:
                 group = sub.add_argument_group(starts[option_name])
-            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            shown = as_written(default)  # (null, true: as the YAML file and flags write them)
             bare: dict[str, Any] = {}
             if kinds[option_name] == BOOLEAN:
                 bare = {"nargs": "?", "const": "true"}
@@ -280,10 +296,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
     typed: list[str] = list(sys.argv[1:] if argv is None else argv)
     try:
-        argv = underscored(attach_negative_values(typed))
+        parser = build_parser()  # (inside: a Ctrl-C while it is built is said in one line)
+        argv = _spelt_as_flags(underscored(attach_negative_values(typed)))
+        if dashes := typographic_dashes(argv, _every_option_name()):
+            raise ConfigError(dashes)
         if argv and argv[0] in COMMANDS and COMMANDS[argv[0]].takes_yaml:
             help_asked = any(token in ("-h", "--help") for token in argv[1:])
             if not help_asked:  # TRL's flags too: read here, judged all at once
@@ -382,6 +400,24 @@ def _say_error(err: DirectpoError, typed: Sequence[str] = ()) -> None:
 TOP_LEVEL_FLAGS = ("--help", "--version", "-h", "-V")
 
 
+def _every_option_name() -> set[str]:
+    """The options of every command, and the other tools' names train reads."""
+    names = {name for c in COMMANDS.values() for name, _, _ in option_help(c.options)}
+    return names | set(ALIASES) | set(RENAMED) | {"config", "help", "version"}
+
+
+def _spelt_as_flags(argv: list[str]) -> list[str]:
+    """``directpo help [COMMAND]``, ``directpo --help COMMAND`` and ``directpo version`` (git's,
+    pip's and cargo's words) as the flags they stand for: each was 'unknown command' (the
+    second printed the commands' list)."""
+    named = len(argv) > 1 and argv[1] in COMMANDS
+    if argv[:1] == ["help"] or (argv[:1] in (["-h"], ["--help"]) and named):
+        return [*argv[1:2], "--help"]  # (directpo --help train: git's order, the top's help)
+    if argv == ["version"]:
+        return ["--version"]
+    return argv
+
+
 def _unknown_top_level(token: str, rest: Sequence[str] = ()) -> str:
     """A flag before any command: the bare command's flags are -h and -V. An option of a
     command is said after the command the line names (``directpo --max_new_tokens 8 generate``
@@ -396,6 +432,7 @@ def _unknown_top_level(token: str, rest: Sequence[str] = ()) -> str:
     named = command or "train"
     option = name.lstrip("-")
     options = [n for n, _, _ in option_help(COMMANDS[named].options)]
+    options += ["config"] if COMMANDS[named].takes_yaml else []  # (told --dataset_config)
     meant = (
         option
         if option in options

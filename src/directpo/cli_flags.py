@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from directpo.errors import ConfigError, ConfigErrors
-from directpo.foreign_names import RENAMED, SEVERAL_VALUES
+from directpo.foreign_names import RENAMED, SAME_VALUE_AS, SEVERAL_VALUES
 from directpo.options import option_help, read_yaml, type_hints
 from directpo.trl_compat import ALIASES, VERSION_FLAGS, VERSION_HINT
 
@@ -54,6 +54,25 @@ def underscored(argv: Sequence[str]) -> list[str]:
     ]
 
 
+# dashes a word processor, a chat app or a web page makes of "--" (em, en, minus, ...)
+TYPOGRAPHIC_DASH = re.compile(r"^[\u2010-\u2015\u2212\ufe58\ufe63\uff0d]+-?([A-Za-z][\w-]*)(=.*)?$")
+
+
+def typographic_dashes(tokens: Sequence[str], names: set[str]) -> str | None:
+    """The line for flags written with a typographic dash (``—beta 0.1``, pasted from a page
+    that turned ``--`` into an em dash), or None: each was read as the YAML file ('config
+    file not found: —beta') or as an unexpected argument, its value said as another."""
+    found = []
+    for token in tokens:
+        match = TYPOGRAPHIC_DASH.match(token)
+        if match and match.group(1).replace("-", "_") in names:
+            found.append((token.split("=", 1)[0], "--" + match.group(1).replace("-", "_")))
+    if not found:
+        return None
+    said = ", ".join(f"'{token}' ('{token[0]}' is not '-'): write {flag}" for token, flag in found)
+    return f"{said} (a typographic dash, as pasted from a page or a chat app)"
+
+
 NEGATIVE_VALUE = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
 
 
@@ -69,7 +88,7 @@ def replaced_values(
             key = key[3:] if key.startswith("no_") else key
             counts[key] = counts.get(key, 0) + 1
     notes = [
-        f"--{key} is given {count} times: the last one ({_shown(overrides.get(key))}) is used"
+        f"--{key} is given {count} times: the last one ({as_written(overrides.get(key))}) is used"
         for key, count in counts.items()
         if count > 1
     ]
@@ -82,7 +101,8 @@ def replaced_values(
     option = (ALIASES | RENAMED).get
     written = {option(key, key): key for key in recipe}
     notes += [
-        f"--{key} {_shown(value)} replaces {config_file}'s {theirs}: {_shown(recipe[theirs])}"
+        f"--{key} {as_written(value)} replaces {config_file}'s {theirs}: "
+        f"{as_written(recipe[theirs])}"
         for key, value in overrides.items()
         if (theirs := written.get(option(key, key))) is not None
         and str(recipe[theirs]).lower() != str(value).lower()
@@ -90,8 +110,13 @@ def replaced_values(
     return notes
 
 
-def _shown(value: Any) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+def as_written(value: Any) -> str:
+    """A value as the YAML file or a flag writes it (null, true: not Python's None, True)."""
+    if isinstance(value, list):
+        return ",".join(map(as_written, value))
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return str(value)
 
 
 def as_typed(message: str, typed: Sequence[str]) -> str:
@@ -206,6 +231,10 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
         if not token.startswith("--"):
             if _is_short_flag(token):  # -V, -x: not a file
                 refused.append(unknown_flag_message(token, options))
+                following = tokens[index] if index < len(tokens) else "--"
+                flag = following.startswith("--") or _is_short_flag(following)
+                if not flag and not _looks_like_config_file(following):
+                    index += 1  # its value (-b 0.1 was refused again: 'config file not found: 0.1')
                 continue
             if _is_override(token):  # torchtune's: tune run ... key=value
                 overrides.append(token)  # every one said in one line, after the others
@@ -259,7 +288,7 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
         given = ", ".join(f"'{token}'" for token in overrides)
         # quoted as a shell needs ('run_name=a b' is --run_name 'a b': unquoted, two arguments),
         # each by directpo's name (batch_size=4: --per_device_train_batch_size 4)
-        ours = (ALIASES | RENAMED).get
+        ours = (ALIASES | RENAMED | SAME_VALUE_AS).get
         written = " ".join(
             f"--{ours(key, key)} {shlex.quote(value)}"
             for key, value in (token.split("=", 1) for token in overrides)
@@ -291,12 +320,24 @@ def _is_override(token: str) -> bool:
     return bool(re.match(r"([A-Za-z_][\w.]*)=(.*)$", token)) and not os.path.exists(token)
 
 
+def _argument_hint(token: str, options: type) -> str:
+    """What a free argument is meant as, for the commands that take none (score's rows file,
+    given as train's config file is, was only 'unexpected argument')."""
+    names = {f.name for f in dataclasses.fields(options)}
+    if token.lower().endswith((".yaml", ".yml")) and "input" in names:
+        return "; score, rank and generate read no config file: give their options as flags"
+    if "input" in names and (token.lower().endswith(DATA_EXTENSIONS) or os.path.exists(token)):
+        return f"; the rows to read are --input {token}"
+    return ""
+
+
 def unknown_flag_message(flag: str, options: type) -> str:
     if not flag.startswith("-"):
-        return f"unexpected argument '{flag}'"
+        return f"unexpected argument '{flag}'{_argument_hint(flag, options)}"
     name = flag.lstrip("-").split("=", 1)[0]
     names = [n for n, _, _ in option_help(options)]
-    close = difflib.get_close_matches(name, names, n=1)
+    # (options are lower case: --BETA, a shell variable's habit, matched nothing close)
+    close = difflib.get_close_matches(name.lower(), names, n=1)
     hint = f"; did you mean '--{close[0]}'?" if close else ""
     if instead := getattr(options, "FOREIGN_KEYS", {}).get(name):
         hint = f"; {instead}"

@@ -17,7 +17,7 @@ from directpo.config import DTYPES
 from directpo.config_checks import check_columns
 from directpo.errors import ConfigError, ModelLoadError, collected, refuse_all
 from directpo.folders import nearest_existing
-from directpo.options import Options, names_any, option
+from directpo.options import Options, accepting_spellings, names_any, option
 from directpo.preflight import check_model_location
 
 
@@ -54,6 +54,19 @@ class FileCommandOptions(Options):
         False, "Allow model folders whose architecture is code shipped with them (as train's)."
     )
 
+    # train's (TRL's) names for these options, which a user of train writes first (score
+    # --bf16 was 'unknown option' without a word of --dtype)
+    FOREIGN_KEYS: ClassVar[dict[str, str]] = {
+        "bf16": "use --dtype bfloat16",
+        "fp16": "use --dtype bfloat16 or float32 (float16 is not supported)",
+        "torch_dtype": "use --dtype (float32 or bfloat16)",
+        **dict.fromkeys(
+            ("per_device_eval_batch_size", "per_device_train_batch_size"), "use --batch_size"
+        ),
+        **dict.fromkeys(("train_file", "eval_file", "dataset_name"), "use --input (a file)"),
+        "output_dir": "use --output (a .jsonl file)",
+        "config": "score, rank and generate read no config file: give their options as flags",
+    }
     # the options the rows written do not depend on: a stopped run is continued with others
     # (batch_size: a smaller one after running out of memory) as StagedJsonl's key leaves them
     NOT_IN_ROWS: ClassVar[tuple[str, ...]] = ("input", "output", "batch_size", "trust_remote_code")
@@ -253,6 +266,7 @@ class RewardOptions(FileCommandOptions):
         return problems
 
 
+@accepting_spellings
 @dataclass
 class ScoreOptions(RewardOptions):
     chosen_column: str | None = option(
@@ -274,6 +288,7 @@ class ScoreOptions(RewardOptions):
     }
 
 
+@accepting_spellings
 @dataclass
 class RankOptions(RewardOptions):
     responses_column: str = option(
@@ -283,6 +298,7 @@ class RankOptions(RewardOptions):
     )
 
 
+@accepting_spellings
 @dataclass
 class GenerateOptions(FileCommandOptions):
     batch_size: int = option(
@@ -326,6 +342,7 @@ class GenerateOptions(FileCommandOptions):
     }
     # transformers' generate() arguments a user of it writes first (do_sample: unknown option)
     FOREIGN_KEYS: ClassVar[dict[str, str]] = {
+        **FileCommandOptions.FOREIGN_KEYS,
         "do_sample": "generate samples unless temperature is 0 (greedy decoding)",
         "max_length": "max_new_tokens limits each completion (max_prompt_length, the prompt)",
         "num_beams": "there is no beam search: sampling, or temperature 0 (greedy decoding)",
@@ -357,6 +374,7 @@ class GenerateOptions(FileCommandOptions):
         return extras
 
 
+@accepting_spellings
 @dataclass
 class DemoOptions(Options):
     profile: str = option(
@@ -373,6 +391,7 @@ class DemoOptions(Options):
         self._one_of("profile", ("quick", "full"))
 
 
+@accepting_spellings
 @dataclass
 class PlotOptions(Options):
     run_dir: str | None = option(

@@ -9,33 +9,32 @@ with a one-line `ConfigError` that names the key.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from directpo.batching import Layout
-from directpo.errors import ConfigError, ConfigErrors, respelled
+from directpo.errors import ConfigError
 from directpo.foreign_names import meant_options
-from directpo.losses import LOSSES, needs_reference
+from directpo.loss_names import LOSS_INFO, needs_reference
 from directpo.option_paths import PATH_OPTIONS, absolute_paths
 from directpo.options import (
     Options,
-    beside_refusal,
+    accepting_spellings,
     load_options,
     option,
     option_help,
-    translate_usable,
 )
-from directpo.precision import PrecisionPolicy
 from directpo.preflight import has_files
 from directpo.trl_compat import apply_trl_meanings, one_beta, spellings, translate
 
-LOSS_TYPES = tuple(LOSSES)
+LOSS_TYPES = tuple(LOSS_INFO)
+
+if TYPE_CHECKING:  # (torch's modules: imported where a run uses them, not by --help)
+    from directpo.batching import Layout
+    from directpo.precision import PrecisionPolicy
 
 OPTIMIZERS = ("adamw", "adamw_kahan", "rmsprop")
 EVAL_STRATEGIES = ("auto", "steps", "epoch", "no")
@@ -63,33 +62,7 @@ ATTN_IMPLEMENTATIONS = ("auto", "varlen", "sdpa", "eager", "flex_attention", "fl
 TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
 
-def _accepting_trl_names(cls: type) -> type:
-    """``cls(...)`` takes every TRL spelling a YAML file may use (``remove_unused_columns=False``,
-    ``evaluation_strategy=...``, ``push_to_hub=False``) with the same meaning, so a TRL script's
-    ``DPOConfig(...)`` call ports as written; an unknown name is a ConfigError with a hint."""
-    generated = cls.__init__
-    names = [f.name for f in dataclasses.fields(cls)]
-
-    @functools.wraps(generated)
-    def __init__(self: Any, *args: Any, **values: Any) -> None:
-        refused, spelled = None, {}
-        if values.keys() - set(names):
-            spelled = cls.spellings(values, cls.__name__)
-            values, refused = translate_usable(cls, values, names, cls.__name__)
-        try:
-            generated(self, *args, **values)
-        except ConfigError as error:  # with the refused names: every problem in one pass
-            error = respelled(error, spelled)  # named as written: max_new_tokens=, not its alias
-            raise ConfigErrors.joined([refused, error] if refused else [error]) from None
-        if refused:  # with the missing paths and bad rows of the options it took (the CLI's)
-            raise beside_refusal(refused, self)
-        object.__setattr__(self, "_spelled", spelled)  # for train()'s check of it again
-
-    cls.__init__ = __init__  # type: ignore[misc]
-    return cls
-
-
-@_accepting_trl_names
+@accepting_spellings
 @dataclass
 class DPOConfig(Options):
     """Every option of a run, with its default (``directpo train --help`` lists them with their
@@ -653,7 +626,12 @@ class DPOConfig(Options):
         "A step whose loss or gradient is NaN/Inf is skipped (weights untouched) and counted "
         "(nonfinite_steps); after more than this many in a row the run stops with a message.",
     )
-    seed: int = option(42, "Seed for data order, initialisation of any new weights, and RNG.")
+    seed: int | None = option(
+        42,
+        "Seed for data order, initialisation of any new weights, and RNG. null (torchtune's "
+        "recipes): a seed drawn at the start, said and recorded in config.yaml (a resumed run "
+        "takes its checkpoint's).",
+    )
     data_seed: int | None = option(
         None,
         "Seed of the data order alone (the pairs' shuffling each epoch, online rounds' prompts), "
@@ -944,6 +922,8 @@ class DPOConfig(Options):
     @property
     def precision(self) -> PrecisionPolicy:
         """The dtypes of the run: compute, master (trainable weights), save."""
+        from directpo.precision import PrecisionPolicy  # (torch: imported where a run uses it)
+
         return PrecisionPolicy.from_options(self.dtype, self.master_weights, self.save_dtype)
 
     @property
@@ -960,6 +940,8 @@ class DPOConfig(Options):
     @property
     def layout(self) -> Layout:
         """The row layout asked for (``model_checks.choose_layout`` may fall back to plain)."""
+        from directpo.batching import Layout  # (torch: imported where a run uses it)
+
         return Layout(
             self.prefix_sharing,
             self.padding_free,

@@ -33,7 +33,7 @@ from directpo.config import (
 )
 from directpo.errors import ConfigError
 from directpo.hub import HUB_ID
-from directpo.losses import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSSES
+from directpo.loss_names import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSS_INFO
 from directpo.mixture import check_mixture
 from directpo.option_paths import expand_home
 from directpo.options import Options, reject_if_set
@@ -88,7 +88,7 @@ def check_values(config: DPOConfig) -> None:
     one_of("save_strategy", SAVE_STRATEGIES)
     require(config.max_nonfinite_steps >= 0, "max_nonfinite_steps", ">= 0")
     # numpy's legacy seeding (transformers' set_seed) takes [0, 2**32): a traceback otherwise
-    require(0 <= config.seed < 2**32, "seed", "in [0, 2**32)")
+    require(config.seed is None or 0 <= config.seed < 2**32, "seed", "null or in [0, 2**32)")
     steps = config.torch_empty_cache_steps
     require(steps is None or steps >= 1, "torch_empty_cache_steps", "null or >= 1")
     require(
@@ -393,7 +393,7 @@ def check_precision(config: DPOConfig) -> None:
 
 
 def check_losses(config: DPOConfig, require: Callable[[bool, str, str], None]) -> None:
-    unknown = [name for name in config.loss_type if name not in LOSSES]
+    unknown = [name for name in config.loss_type if name not in LOSS_INFO]
     require(
         bool(config.loss_type) and not unknown,
         "loss_type",
@@ -423,10 +423,10 @@ def check_losses(config: DPOConfig, require: Callable[[bool, str, str], None]) -
     if not config._valid("loss_type"):
         return  # what the chosen losses read cannot be told from a refused loss_type
     # an option that no chosen loss reads would silently do nothing: refuse it
-    used = {option for name in config.loss_type for option in LOSSES[name].options}
+    used = {option for name in config.loss_type for option in LOSS_INFO[name].options}
     for option_name in ("beta", "label_smoothing", "simpo_gamma", "discopop_tau"):
         if option_name not in used:
-            users = [n for n, spec in LOSSES.items() if option_name in spec.options]
+            users = [n for n, spec in LOSS_INFO.items() if option_name in spec.options]
             reject_if_set(
                 config,
                 (option_name,),

@@ -222,6 +222,25 @@ def _device(value: Any) -> str:
     return "directpo trains on CUDA when it can; for the CPU hide the GPUs: CUDA_VISIBLE_DEVICES="
 
 
+# refused keys whose value is one directpo option's value, though not of the same meaning (so
+# not renamed: the refusal says the difference): a `tune run` override of one is said as that
+# option's flag (tokenizer.max_seq_len=512 was told --tokenizer.max_seq_len 512, refused next)
+SAME_VALUE_AS = {
+    "max_len": "max_length",
+    "data.max_len": "max_length",
+    "tokenizer.max_seq_len": "max_length",
+    "optimizer.weight_decay": "weight_decay",
+    "train_split": "dataset_train_split",
+    "data.dataset_split": "dataset_train_split",
+    "eval_split": "dataset_test_split",
+    "eval.split": "dataset_test_split",
+    "aux_loss_coef": "router_aux_loss_coef",
+    "model.aux_loss_coef": "router_aux_loss_coef",
+    "wandb_run_name": "run_name",
+    "logger.wandb.run_name": "run_name",
+    "eval.steps": "eval_steps",
+}
+
 SAVE_STEPS = "save_steps: N saves every N steps; save_strategy: no saves none (OpenRLHF's -1)"
 BATCH = (
     "the pairs per optimizer step are per_device_train_batch_size x "

@@ -24,6 +24,8 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from directpo.loss_names import LOSS_INFO
+
 
 @dataclass(frozen=True)
 class PairLogps:
@@ -295,12 +297,6 @@ def orpo_log_odds(lp: PairLogps) -> torch.Tensor:
 
 # --- loss modifiers: TRL's f_divergence_type, use_weighting and ld_alpha -----------------------
 
-F_DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
-# the losses built on h = Δ_w − Δ_l, for which an f-divergence score can stand in for Δ (TRL's set)
-F_DIVERGENCE_LOSSES = frozenset(
-    {"sigmoid", "sigmoid_norm", "hinge", "ipo", "exo_pair", "robust", "discopop", "sft"}
-)
-
 
 def f_divergence_score(logratio: torch.Tensor, kind: str, alpha: float = 0.5) -> torch.Tensor:
     """f-DPO (Wang et al. 2023, https://arxiv.org/abs/2309.16240, Eq. 9): with u = log π/π_ref
@@ -369,30 +365,31 @@ class LossSpec:
     paper: str
 
 
-LOSSES: dict[str, LossSpec] = {
-    "sigmoid": LossSpec(sigmoid_loss, True, ("beta", "label_smoothing"), "DPO; cDPO"),
-    "robust": LossSpec(robust_loss, True, ("beta", "label_smoothing"), "Robust DPO"),
-    "hinge": LossSpec(hinge_loss, True, ("beta",), "SLiC / RSO"),
-    "ipo": LossSpec(ipo_loss, True, ("beta",), "IPO"),
-    "exo_pair": LossSpec(exo_pair_loss, True, ("beta", "label_smoothing"), "EXO"),
-    "nca_pair": LossSpec(nca_pair_loss, True, ("beta",), "NCA"),
-    "bco_pair": LossSpec(bco_pair_loss, True, ("beta",), "BCO"),
-    "sppo_hard": LossSpec(sppo_hard_loss, True, ("beta",), "SPPO"),
-    "aot": LossSpec(aot_loss, True, ("beta", "label_smoothing"), "AOT"),
-    "aot_unpaired": LossSpec(aot_unpaired_loss, True, ("beta", "label_smoothing"), "AOT"),
-    "apo_zero": LossSpec(apo_zero_loss, True, ("beta",), "APO"),
-    "apo_down": LossSpec(apo_down_loss, True, ("beta",), "APO"),
-    "discopop": LossSpec(discopop_loss, True, ("beta", "discopop_tau"), "DiscoPOP"),
-    "sigmoid_norm": LossSpec(sigmoid_norm_loss, True, ("beta",), "Tulu 3"),
-    "sft": LossSpec(sft_loss, False, (), "Preferred-FT"),
-    "unlikelihood": LossSpec(unlikelihood_loss, False, (), "Unlikelihood"),
-    "simpo": LossSpec(simpo_loss, False, ("beta", "simpo_gamma", "label_smoothing"), "SimPO"),
-    "orpo": LossSpec(orpo_loss, False, ("beta",), "ORPO"),
+_FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {
+    "sigmoid": sigmoid_loss,
+    "robust": robust_loss,
+    "hinge": hinge_loss,
+    "ipo": ipo_loss,
+    "exo_pair": exo_pair_loss,
+    "nca_pair": nca_pair_loss,
+    "bco_pair": bco_pair_loss,
+    "sppo_hard": sppo_hard_loss,
+    "aot": aot_loss,
+    "aot_unpaired": aot_unpaired_loss,
+    "apo_zero": apo_zero_loss,
+    "apo_down": apo_down_loss,
+    "discopop": discopop_loss,
+    "sigmoid_norm": sigmoid_norm_loss,
+    "sft": sft_loss,
+    "unlikelihood": unlikelihood_loss,
+    "simpo": simpo_loss,
+    "orpo": orpo_loss,
 }
-
-
-def needs_reference(loss_types: Sequence[str]) -> bool:
-    return any(LOSSES[name].needs_reference for name in loss_types)
+# each loss's function with its row of the torch-free table (loss_names.py)
+LOSSES: dict[str, LossSpec] = {
+    name: LossSpec(_FUNCTIONS[name], info.needs_reference, info.options, info.paper)
+    for name, info in LOSS_INFO.items()
+}
 
 
 def preference_loss(

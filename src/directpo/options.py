@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import yaml
 
 from directpo.errors import ConfigError, ConfigErrors, respelled
-from directpo.yaml_interpolation import escaped, referenced, resolved
+from directpo.yaml_interpolation import escaped, referenced, resolved, resolved_key
 
 T = TypeVar("T")
 
@@ -281,8 +281,13 @@ def load_options(
         if interpolate:  # after the flags are known: a reference to a flag's key takes its value
             # (by the option's name too: --save_path is output_dir's ${output_dir})
             named = translate_usable(cls, overrides or {}, names, "command line")[0]
+            given = {**named, **(overrides or {})}
+            if "env" in data:  # set first, as TRL sets it before anything runs: the file's
+                # ${oc.env:VAR} read the value env gives VAR (they read the shell's before)
+                _set_environment(resolved_key(data, "env", where, given), where)
+            data.pop("env", None)
             variables = _variables(cls, data, names, where)
-            data = resolved(data, where, {**named, **(overrides or {})})
+            data = resolved(data, where, given)
             data = {key: value for key, value in data.items() if key not in variables}
     if path is not None:
         _set_environment(data.pop("env", None), where)
@@ -306,6 +311,34 @@ def load_options(
     if refused:
         raise beside_refusal(ConfigErrors.joined(refused), built)
     return built
+
+
+def accepting_spellings(cls: type[T]) -> type[T]:
+    """``cls(...)`` (an options dataclass) takes every spelling ``cls.translate`` reads (TRL's
+    ``remove_unused_columns=False``, ``evaluation_strategy=...``) with the same meaning, so a TRL
+    script's ``DPOConfig(...)`` call ports as written; an unknown name is the one-line
+    ConfigError with a hint that a flag or YAML key gets (ScoreOptions(modle=...) was Python's
+    raw TypeError, beside DPOConfig's "did you mean")."""
+    generated = cls.__init__
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+
+    @functools.wraps(generated)
+    def __init__(self: Any, *args: Any, **values: Any) -> None:
+        refused, spelled = None, {}
+        if values.keys() - set(names):
+            spelled = cls.spellings(values, cls.__name__)  # type: ignore[attr-defined]
+            values, refused = translate_usable(cls, values, names, cls.__name__)
+        try:
+            generated(self, *args, **values)
+        except ConfigError as error:  # with the refused names: every problem in one pass
+            error = respelled(error, spelled)  # named as written: max_new_tokens=, not its alias
+            raise ConfigErrors.joined([refused, error] if refused else [error]) from None
+        if refused:  # with the missing paths and bad rows of the options it took (the CLI's)
+            raise beside_refusal(refused, self)
+        object.__setattr__(self, "_spelled", spelled)  # for train()'s check of it again
+
+    cls.__init__ = __init__  # type: ignore[assignment]
+    return cls
 
 
 def beside_refusal(error: ConfigError, built: Options) -> ConfigError:
@@ -420,7 +453,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def _check_known(key: str, what: str, names: list[str], instead: str | None = None) -> None:
     if key not in names:
-        close = difflib.get_close_matches(key, names, n=1)
+        close = difflib.get_close_matches(key.lower(), names, n=1)  # (BETA matched nothing)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"{what} '{key}' is unknown{f'; {instead}' if instead else hint}")
 
@@ -443,9 +476,9 @@ def _unset(value: Any) -> bool:
 
 
 def _null_seed(key: str) -> str:
-    """torchtune's ``seed: null`` (a random seed, another each run) as the integer to write:
-    a seed drawn here and recorded would still need the checkpoint's to resume the same data
-    order, so the drawn one is said to be written down instead (every run then takes it)."""
+    """torchtune's ``seed: null`` (a random seed, another each run) as the integer to write,
+    for the options that do not draw one (generate's seed, whose partial output a rerun
+    continues with the same seed; train's seed is drawn at its start: resume.run_seed)."""
     drawn = secrets.randbelow(2**31)
     return (
         f"{key} must be an integer; null (torchtune's: a random seed, another each run) is not "
@@ -531,10 +564,14 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):
                 return int(value.strip())
-            except ValueError:
-                pass
+            # a whole number as YAML or Python give it (2.0, 1e3) is one as a flag's text too
+            # (--max_steps 1e3 and --per_device_train_batch_size 2.0 were refused)
+            with contextlib.suppress(ValueError, OverflowError):
+                number = float(value.strip())
+                if number.is_integer():
+                    return int(number)
         raise ConfigError(f"{key} must be an integer, got {_shown(value)}")
     if hint is float:
         if isinstance(value, bool):

@@ -5,7 +5,10 @@ is moved aside (checkpoints) or removed (per-step samples, online rounds)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +40,7 @@ from directpo.trainer_state import STATE_FILE
 
 if TYPE_CHECKING:
     from directpo.config import DPOConfig
+    from directpo.distributed import World
     from directpo.run import Run
 
 # param-group keys that come from this run's options (build_optimizer and the scheduler)
@@ -103,6 +107,33 @@ def resume(run: Run) -> None:
     on_main(world, lambda: retire_checkpoints_after(run.output_dir, run.start_step, run.echo))
     if world.is_main:
         _remove_outputs_after(run)
+
+
+def run_seed(config: DPOConfig, world: World, echo: Callable[[str], None]) -> DPOConfig:
+    """``config`` with ``seed: null`` (torchtune's recipes: a seed drawn each run) made the
+    seed this run uses, said in a line: a resumed run's is its checkpoint's (config.yaml), so
+    that the data order and random state go on as they were; a new run's is drawn on rank 0
+    (every rank takes it) and recorded in config.yaml, from which a rerun repeats the run."""
+    if config.seed is not None:
+        return config
+
+    def chosen() -> tuple[int, str]:
+        if config.resume_from_checkpoint:
+            checkpoint = resolve_checkpoint(
+                config.resume_from_checkpoint, config.output_dir, lambda line: None
+            )
+            saved = read_record(str(checkpoint / "config.yaml")).get("seed")
+            if not isinstance(saved, int):  # (an earlier version's: it recorded no config)
+                raise ConfigError(
+                    f"seed: null: {checkpoint} records no seed to resume with: give the run's seed"
+                )
+            return saved, f"seed: null: resuming with {checkpoint.name}'s seed {saved}"
+        drawn = secrets.randbelow(2**31)
+        return drawn, f"seed: null: drew seed {drawn} (recorded in config.yaml)"
+
+    seed, line = on_main(world, chosen)
+    echo(line)
+    return dataclasses.replace(config, seed=seed)
 
 
 # the options that decide what a step optimizes: a checkpoint records them, and a resume that

@@ -78,11 +78,13 @@ def check_generation_kwargs(config: DPOConfig) -> None:
     """generation_kwargs holds GenerationConfig keys that no option of directpo's sets (TRL lets
     them override its own options, which here would be recorded with values not used), and the
     sampling options hold values transformers accepts: refused now, not at the first sample."""
-    from transformers import GenerationConfig
-
     kwargs = config.generation_kwargs or {}
     if not isinstance(kwargs, dict):
         return config._refuse("generation_kwargs", "generation_kwargs must be a mapping")
+    if not config.generation_extras:  # transformers' defaults: nothing to refuse, and every
+        return None  # DPOConfig() (the CLI's refusals too) waited a second to import transformers
+    from transformers import GenerationConfig
+
     known = GenerationConfig().to_dict()
     for key in kwargs:
         if key in OWN_GENERATION_KEYS:

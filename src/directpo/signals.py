@@ -66,7 +66,8 @@ class StopRequest:
         self.requested = signal.Signals(signum).name
         ctrl_c_again = signum == signal.SIGINT and not launched
         again = " (Ctrl-C again to stop at once)" if ctrl_c_again else ""
-        if os.environ.get("RANK", "0") == "0":  # one line, not one per rank (each got it)
+        first = os.environ.get("RANK", "0") == "0" or os.environ.get("WORLD_SIZE", "1") == "1"
+        if first:  # one line, not one per rank (each got it)
             print(
                 f"\ndirectpo: {self.requested}: {self.doing}{again}",
                 file=sys.stderr,

@@ -62,7 +62,7 @@ from directpo.outputs import (
 )
 from directpo.preflight import check_run
 from directpo.process_state import kept_for_caller, library_output, numeric_switches
-from directpo.resume import held_out_dtype, leaves_tokens_out, objective
+from directpo.resume import held_out_dtype, leaves_tokens_out, objective, run_seed
 from directpo.rewardfn import trainer_state, with_state
 from directpo.run import Run, evaluation_precision, prepare_run
 from directpo.signals import KeptLines, StopRequest
@@ -127,6 +127,7 @@ def train(
         )
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
+        config = run_seed(config, world, echo)
         for note in replaced_sources(config, train_dataset, eval_dataset):
             echo(note)
         switches = numeric_switches(config.tf32, config.full_determinism, world.device, echo)

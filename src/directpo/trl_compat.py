@@ -550,7 +550,10 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
                 reason = f": {instead}" if instead else ""
                 problems.append(f"{flag}{key}: {value!r} is not supported{reason}")
         else:
-            close = [HINTS[key]] if key in HINTS else difflib.get_close_matches(key, known, n=1)
+            # (lower case: --BETA matched nothing close)
+            close = (
+                [HINTS[key]] if key in HINTS else difflib.get_close_matches(key.lower(), known, n=1)
+            )
             hint = f"; did you mean '{flag}{close[0]}'?" if close else ""
             if flag and key in VERSION_FLAGS:
                 hint = VERSION_HINT

@@ -21,12 +21,15 @@ import io
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from directpo.errors import ModelLoadError
 from directpo.readers import list_in_text
+
+if TYPE_CHECKING:
+    # data.py reads image columns with this module at import, which `directpo --help` and every
+    # refused option waited on: torch is imported by the functions that make tensors
+    import torch
 
 IMAGE_COLUMNS = ("images", "image")
 # submodules that make up a vision tower (frozen by ``freeze_vision_tower``; no LoRA adapters)
@@ -212,6 +215,8 @@ class VisionInputs:
 
     def prepend_token(self) -> None:
         """A token (BOS) put before the prompt: type 0, and no image to attend."""
+        import torch
+
         self.token_types = {key: [0, *types] for key, types in self.token_types.items()}
         self.token_masks = {
             key: torch.cat([torch.zeros_like(mask[:1]), mask])
@@ -223,6 +228,8 @@ def encode_with_images(
     processor: Any, prompt_text: str, images: tuple[Any, ...], add_special_tokens: bool
 ) -> tuple[list[int], VisionInputs]:
     """Prompt ids with every image placeholder expanded, and the pixel tensors."""
+    import torch
+
     opened = [open_image(image) for image in images]
     try:
         out = processor(
@@ -341,6 +348,8 @@ def with_image_parts(prompt: Any, count: int) -> Any:
 
 def batch_tensors(inputs: list[VisionInputs]) -> dict[str, torch.Tensor]:
     """The image tensors of a batch: each key's tensors concatenated in row order."""
+    import torch
+
     if not inputs:
         return {}
     return {key: torch.cat(_padded([v.tensors[key] for v in inputs])) for key in inputs[0].tensors}
@@ -351,6 +360,8 @@ def _padded(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     prompts it is given together: Idefics3's and LLaVA-NeXT's [1, tiles, ...] pixels differ in
     tiles with a row's image count and aspect ratio, and zero tiles are what those models skip
     (a zero pixel_attention_mask; the image_sizes' tile count)."""
+    import torch
+
     shapes = {tuple(t.shape[1:]) for t in tensors}
     if len(shapes) == 1 or len({len(shape) for shape in shapes}) != 1:
         return tensors
@@ -376,9 +387,10 @@ def rope_index_function(model: torch.nn.Module) -> Any:
     return None
 
 
-@torch.no_grad()
 def attach_rope_positions(model: torch.nn.Module, pairs: list[Any]) -> None:
     """Each image prompt's 3D rotary positions, from the model's own ``get_rope_index``."""
+    import torch
+
     function = rope_index_function(model)
     if function is None:
         return
@@ -388,10 +400,11 @@ def attach_rope_positions(model: torch.nn.Module, pairs: list[Any]) -> None:
             continue
         ids = torch.tensor([pair.prompt_ids])
         types = torch.tensor([vision.token_types.get(MM_TYPES) or [0] * len(pair.prompt_ids)])
-        positions, _ = function(
-            ids, mm_token_type_ids=types, image_grid_thw=vision.tensors.get("image_grid_thw"),
-            attention_mask=torch.ones_like(ids),
-        )  # fmt: skip
+        with torch.no_grad():
+            positions, _ = function(
+                ids, mm_token_type_ids=types, image_grid_thw=vision.tensors.get("image_grid_thw"),
+                attention_mask=torch.ones_like(ids),
+            )  # fmt: skip
         vision.positions = positions[:, 0].cpu()  # [3, prompt tokens]
 
 

@@ -38,6 +38,15 @@ def resolved(
     return {key: _value(value, root, path, (str(key),), ()) for key, value in data.items()}
 
 
+def resolved_key(
+    data: dict[str, Any], key: str, path: str, given: Mapping[str, Any] | None = None
+) -> Any:
+    """The value of ``data[key]`` alone resolved (``resolved``'s rules): the ``env:`` block,
+    set before the rest's ``${oc.env:...}`` read the environment."""
+    root = {**data, **{name: _Given(value) for name, value in (given or {}).items()}}
+    return _value(data[key], root, path, (key,), ())
+
+
 _NAMED = re.compile(r"(?<!\\)\$\{\s*([A-Za-z_][\w-]*)")  # a reference's first key
 
 

@@ -123,6 +123,9 @@ def plot_frontier(results: dict[str, Any], path: str | Path) -> Path:
     return Path(path)
 
 
+RUN_LOGS = ("metrics.jsonl", "trainer_state.json")  # the files plot reads in a run folder
+
+
 def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
     """``directpo plot RUN_DIR``: the curves of one run, from its metrics.jsonl, else from the
     log_history of its trainer_state.json (a checkpoint folder, a transformers / TRL run)."""
@@ -130,6 +133,13 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
     from directpo.tracking import read_metrics
     from directpo.trainer_state import logged_rows
 
+    if Path(run_dir).name in RUN_LOGS and Path(run_dir).is_file():
+        run_dir = Path(run_dir).parent  # (plot run/metrics.jsonl: 'no such run folder')
+    elif Path(run_dir).is_file():
+        raise DirectpoError(
+            f"{run_dir} is a file: give the run folder holding its metrics.jsonl (train's "
+            "output_dir, or a checkpoint's folder)"
+        )
     if not Path(run_dir).is_dir():
         raise DirectpoError(f"{run_dir}: no such run folder")
     rows = read_metrics(run_dir) or logged_rows(run_dir)

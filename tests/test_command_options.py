@@ -1,0 +1,65 @@
+"""The options of score, rank, generate, demo and plot built from Python."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from directpo.cli import COMMANDS
+from directpo.command_options import GenerateOptions, ScoreOptions
+from directpo.errors import ConfigError
+
+
+@pytest.mark.parametrize("options", [command.options for command in COMMANDS.values()])
+def test_an_unknown_keyword_is_the_one_line_with_a_hint(options) -> None:
+    """``ScoreOptions(model_name_or_pth=...)`` (every command's options but DPOConfig) raised
+    Python's TypeError "__init__() got an unexpected keyword argument"; it is the ConfigError a
+    flag gets, with the option meant (exit 2 in a script run by the CLI's rules)."""
+    first = dataclasses.fields(options)[0].name
+    typo = first[:-1] + first[-1].upper() + "x"
+    with pytest.raises(ConfigError) as info:
+        options(**{typo: "x"})
+    said = str(info.value)
+    assert options.__name__ in said and f"'{typo}'" in said and f"'{first}'" in said
+    assert "\n" not in said
+
+
+def test_a_foreign_keyword_says_what_to_use() -> None:
+    """generate()'s max_tokens (vLLM's name) says the option, as the flag does."""
+    with pytest.raises(ConfigError, match="'max_tokens' is unknown; did you mean 'max_new_tokens'"):
+        GenerateOptions(max_tokens=8)
+
+
+@pytest.mark.parametrize("command", ["score", "rank", "generate"])
+def test_trains_names_say_the_commands_own(command, capsys) -> None:
+    """``score --bf16`` (train's, TRL's flag) was 'unknown option' without a word of --dtype;
+    train's names for these commands' options say the option to use."""
+    from directpo.cli import main
+
+    for flag, said in (
+        ("--bf16", "use --dtype bfloat16"),
+        ("--per_device_eval_batch_size=4", "use --batch_size"),
+        ("--output_dir=x", "use --output (a .jsonl file)"),
+    ):
+        assert main([command, flag]) == 2
+        assert f"unknown option '{flag.split('=')[0]}'; {said}" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="'torch_dtype' is unknown; use --dtype"):
+        ScoreOptions(torch_dtype="bfloat16")
+
+
+def test_a_rows_file_or_config_file_given_bare_says_the_flag(tmp_path, capsys) -> None:
+    """``score pairs.jsonl`` and ``generate x.yaml`` / ``--config x.yaml`` (train's habits) were
+    'unexpected argument' or 'unknown option' without a word of what to write."""
+    from directpo.cli import main
+
+    rows = tmp_path / "pairs.jsonl"
+    rows.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n')
+    assert main(["score", str(rows)]) == 2
+    assert f"unexpected argument '{rows}'; the rows to read are --input {rows}" in (
+        capsys.readouterr().err
+    )
+    said = "read no config file: give their options as flags"
+    for argv in (["generate", "x.yaml"], ["rank", "--config", "x.yaml"]):
+        assert main(argv) == 2
+        assert said in capsys.readouterr().err
