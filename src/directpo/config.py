@@ -444,6 +444,13 @@ class DPOConfig(Options):
         "keyed by the pairs, the tokenizer and every tokenization option, so that a rerun with "
         "other hyperparameters does not tokenize again (rows with images are not cached).",
     )
+    cache_tokenized_max_gb: float = option(
+        10.0,
+        "Disk the tokenized-pairs cache keeps, in GB (1M long pairs: about 2 GB an entry): "
+        "after a write, the entries used longest ago are removed until the rest fit, never "
+        "the one this run uses nor one used in the last 10 minutes (another run may be reading "
+        "it). 0 keeps only those.",
+    )
     max_length: int | None = option(
         1024,
         "Maximum tokens of prompt + completion (null: no limit). Completions are cut from the "

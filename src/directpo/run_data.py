@@ -329,7 +329,8 @@ def _tokenize(
         )  # fmt: skip
 
     if config.cache_tokenized and processor is None:
-        tokenized = cached_tokenization(data, tokenizer, options, tokenize, echo, name)
+        limit = int(config.cache_tokenized_max_gb * 1e9)
+        tokenized = cached_tokenization(data, tokenizer, options, tokenize, echo, name, limit)
     else:
         tokenized = tokenize()
     echo(f"{name}: {tokenized.summary()}")
