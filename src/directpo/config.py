@@ -451,6 +451,13 @@ class DPOConfig(Options):
         "the one this run uses nor one used in the last 10 minutes (another run may be reading "
         "it). 0 keeps only those.",
     )
+    dataset_num_proc: int | None = option(
+        None,
+        "Processes that tokenize the pairs (TRL's option): batches of rows tokenized by a pool "
+        "of this many forked processes and put back in order, the same ids as one process "
+        "(chat templates render in Python, one core a process). null: one process. Under "
+        "torchrun, each node's tokenizing process uses them.",
+    )
     max_length: int | None = option(
         1024,
         "Maximum tokens of prompt + completion (null: no limit). Completions are cut from the "

@@ -164,6 +164,8 @@ def check_values(config: DPOConfig) -> None:
     if "none" in config.report_to and len(config.report_to) > 1:
         config._refuse("report_to", "report_to: 'none' cannot be combined with other trackers")
     check_generation(config, require)
+    procs = config.dataset_num_proc
+    require(procs is None or procs >= 1, "dataset_num_proc", ">= 1 (null: one process)")
     require(
         config.cache_tokenized_max_gb >= 0, "cache_tokenized_max_gb", ">= 0 (0: the entries in use)"
     )

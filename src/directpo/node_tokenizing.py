@@ -28,7 +28,7 @@ from typing import Any
 import torch.distributed as dist
 
 from directpo.distributed import World, error_key
-from directpo.errors import ConfigError, DataError, DirectpoError, TrainingStopped
+from directpo.errors import DirectpoError, TrainingStopped, pickled_error
 
 POLL_S = 0.2  # between two looks at the store (a wait of minutes costs nothing)
 DONE, FAILED, CRASHED = b"D", b"E", b"X"
@@ -72,7 +72,7 @@ def leading(turn: Turn | None, name: str) -> Iterator[None]:
     try:
         yield
     except DirectpoError as error:
-        turn.store.set(turn.key(name), FAILED + _portable(error))
+        turn.store.set(turn.key(name), FAILED + pickled_error(error))
         raise
     except BaseException:
         turn.store.set(turn.key(name), CRASHED)
@@ -112,15 +112,3 @@ def _crashed(leader: int) -> str:
         f"rank {leader}, which tokenizes this node's pairs, stopped with an error of its own "
         "(said above)"
     )
-
-
-def _portable(error: DirectpoError) -> bytes:
-    """``error`` pickled for another process: itself where it pickles back (a RowsRefused keeps
-    its source and first row, which say it once beside the eval file's), else its text."""
-    try:
-        payload = pickle.dumps(error)
-        pickle.loads(payload)
-        return payload
-    except Exception:  # (an error class of other constructor arguments: ConfigErrors)
-        kind = next(k for k in (DataError, ConfigError, DirectpoError) if isinstance(error, k))
-        return pickle.dumps(kind(str(error)))

@@ -329,7 +329,7 @@ def _tokenize(
     def tokenize() -> TokenizedData:
         return tokenize_preferences(
             data, tokenizer, **options, processor=processor,
-            progress=f"tokenize {name}" if progress else None,
+            progress=f"tokenize {name}" if progress else None, num_proc=config.dataset_num_proc,
         )  # fmt: skip
 
     if config.cache_tokenized and processor is None:

@@ -57,6 +57,7 @@ RULES = (
     "stops.py",
     "vision.py",
     "messages.py",
+    "parallel_tokenizing.py",  # (puts dataset_num_proc's batches back in order)
 )
 
 
