@@ -313,3 +313,33 @@ def test_a_full_disk_leaves_no_part_written_cache_file(tmp_path, monkeypatch) ->
     assert again == first
     assert sorted(p.suffix for p in token_cache.cache_folder().iterdir()) == [".npz", ".tmp"]
     assert writing.exists() and not killed.exists()
+
+
+def test_the_cache_keeps_its_size_removing_the_entries_used_longest_ago(tmp_path, monkeypatch):
+    """The newest 8 entries were kept whatever their size (1M long pairs: 16 GB); the folder
+    holds cache_tokenized_max_gb, the entries used longest ago removed first, never the one
+    this run uses nor one used in the last IN_USE_SECONDS (another run may be about to read
+    it)."""
+    import os
+    import time
+
+    tokenizer = build_tokenizer("llama")
+    data = load_preferences(str(write_jsonl(tmp_path / "p.jsonl", SENTIMENT_PAIRS)))
+    folder = token_cache.cache_folder()
+    folder.mkdir(parents=True)
+    now = time.time()
+    ages = {"oldest": 5000, "older": 4000, "old": 3000, "recent": 60}  # seconds since used
+    for name, age in ages.items():
+        (folder / f"{name}.npz").write_bytes(b"\0" * 10**6)
+        os.utime(folder / f"{name}.npz", (now - age, now - age))
+    config = tiny_config(tmp_path, None, tmp_path / "out", cache_tokenized_max_gb=2.5e-3)
+    _run(data, tokenizer, config, Counter(), monkeypatch)
+    kept = sorted(file.stem for file in folder.glob("*.npz"))
+    # 2.5 MB: "recent" (in use) and this run's entry (a few kB) leave room for "old" alone
+    assert [name for name in kept if name in ages] == ["old", "recent"]
+    assert len(kept) == 3
+    zero = tiny_config(tmp_path, None, tmp_path / "out", cache_tokenized_max_gb=0, max_length=64)
+    _run(data, tokenizer, zero, Counter(), monkeypatch)
+    assert sorted(file.stem for file in folder.glob("*.npz") if file.stem in ages) == ["recent"]
+    with pytest.raises(Exception, match="cache_tokenized_max_gb"):
+        tiny_config(tmp_path, None, tmp_path / "out", cache_tokenized_max_gb=-1)

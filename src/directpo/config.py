@@ -417,6 +417,21 @@ class DPOConfig(Options):
         "keyed by the pairs, the tokenizer and every tokenization option, so that a rerun with "
         "other hyperparameters does not tokenize again (rows with images are not cached).",
     )
+    cache_tokenized_max_gb: float = option(
+        10.0,
+        "Disk the tokenized-pairs cache keeps, in GB (1M long pairs: about 2 GB an entry): "
+        "after a write, the entries used longest ago are removed until the rest fit, never "
+        "the one this run uses nor one used in the last 10 minutes (another run may be reading "
+        "it). 0 keeps only those.",
+    )
+    dataset_num_proc: int | None = option(
+        None,
+        "Processes that tokenize the pairs (TRL's option): batches of rows tokenized by a pool "
+        "of this many forked processes and put back in order, the same ids as one process "
+        "(chat templates render in Python, one core a process). null: one process. Under "
+        "torchrun, each node's tokenizing process uses them. Measured no faster on a busy "
+        "2-core CPU (docs/performance.md).",
+    )
     max_length: int | None = option(
         1024,
         "Maximum tokens of prompt + completion (null: no limit). Completions are cut from the "

@@ -170,6 +170,11 @@ def check_values(config: DPOConfig) -> None:
     if "none" in config.report_to and len(config.report_to) > 1:
         config._refuse("report_to", "report_to: 'none' cannot be combined with other trackers")
     check_generation(config, require)
+    procs = config.dataset_num_proc
+    require(procs is None or procs >= 1, "dataset_num_proc", ">= 1 (null: one process)")
+    require(
+        config.cache_tokenized_max_gb >= 0, "cache_tokenized_max_gb", ">= 0 (0: the entries in use)"
+    )
     require(config.logprob_chunk_tokens >= 0, "logprob_chunk_tokens", ">= 0 (0: off)")
     require(config.pack_max_tokens >= 0, "pack_max_tokens", ">= 0 (0: the longest sequence)")
     one_of("attn_implementation", ATTN_IMPLEMENTATIONS)

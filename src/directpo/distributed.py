@@ -229,6 +229,12 @@ def all_gather_objects(value: Any, world: World) -> list[Any]:
     return gathered
 
 
+def error_key(run: int, rank: int) -> str:
+    """Where rank ``rank`` leaves the text of the error that stopped run ``run`` in the process
+    group's store (``failures.settle``; a rank waiting for it reads it there)."""
+    return f"directpo/run-{run}/error/{rank}"
+
+
 def barrier(world: World) -> None:
     if world.enabled:
         dist.barrier()

@@ -155,3 +155,19 @@ def memory_kind(exc: BaseException) -> str | None:
     if "CPUAllocator" in text or "alloc_cpu" in text:
         return "host"
     return "MPS" if "MPS" in text else "GPU"  # (XPU's, HIP's plain "... out of memory")
+
+
+def pickled_error(error: DirectpoError) -> bytes:
+    """``error`` pickled for another process (a torchrun node's waiting ranks, the parent of a
+    tokenizing pool): itself where it pickles back, else its text as its nearest kind (an error
+    class of other constructor arguments, ConfigErrors: one that did not load in a pool's
+    parent would leave its result thread dead and the parent waiting for good)."""
+    import pickle
+
+    try:
+        payload = pickle.dumps(error)
+        pickle.loads(payload)
+        return payload
+    except Exception:
+        kind = next(k for k in (DataError, ConfigError, DirectpoError) if isinstance(error, k))
+        return pickle.dumps(kind(str(error)))

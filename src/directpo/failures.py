@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch.distributed as dist
 
 from directpo.checkpoint import list_checkpoints, not_resumable
-from directpo.distributed import World
+from directpo.distributed import World, error_key
 from directpo.errors import (
     CheckpointError,
     DirectpoError,
@@ -216,18 +216,18 @@ def settle(error: DirectpoError, world: World) -> None:
     most; torchrun stops it meanwhile where rank 0 ended first (its own error said)."""
     if world.size <= 1 or not dist.is_initialized():
         return
-    key = f"directpo/run-{world.run}/error"
     said = str(error)
     try:
         store = dist.distributed_c10d._get_default_store()  # no collective: ranks are apart
-        store.set(f"{key}/{world.rank}", said)
+        store.set(error_key(world.run, world.rank), said)
         if world.is_main:
             return
+        main = error_key(world.run, 0)
         deadline = time.monotonic() + OWN_ERROR_WAIT_S
         # polled: a store.wait that times out logs c10d's socket warnings on stderr
-        while not store.check([f"{key}/0"]) and time.monotonic() < deadline:
+        while not store.check([main]) and time.monotonic() < deadline:
             time.sleep(0.05)
-        same = store.check([f"{key}/0"]) and store.get(f"{key}/0").decode() == said
+        same = store.check([main]) and store.get(main).decode() == said
     except (RuntimeError, ValueError):  # the store is gone (it was rank 0's, which ended)
         same = False
     if same:

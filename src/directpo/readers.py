@@ -36,6 +36,9 @@ class RowError(Exception):
         self.reason = reason
         self.message = message
 
+    def __reduce__(self) -> tuple[Any, ...]:  # (a tokenizing pool's worker sends it back)
+        return type(self), (self.reason, self.message), self.__dict__
+
 
 def open_rows(
     source: Any, label: str, lazy: bool = False

@@ -11,6 +11,7 @@ second. Each problem is now said once, in order of first appearance; the line st
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from directpo.errors import DataError
 
@@ -35,6 +36,9 @@ class RowsRefused(DataError):
     def __init__(self, message: str, label: str, first: str, count: int):
         super().__init__(message)
         self.label, self.first, self.count = label, first, count
+
+    def __reduce__(self) -> tuple[Any, ...]:  # (pickled to a torchrun node's waiting ranks)
+        return type(self), (str(self), self.label, self.first, self.count), self.__dict__
 
 
 class RefusedRows:

@@ -38,6 +38,7 @@ from directpo.model_checks import (
 from directpo.model_fit import check_generation_room, check_positions, check_vocabulary
 from directpo.model_identity import reference_record
 from directpo.models import resolve_router_aux
+from directpo.node_tokenizing import node_turn
 from directpo.offload import OffloadActivations, activation_offload
 from directpo.online import RoundBuilder
 from directpo.optimizers import build_optimizer, no_decay_ids
@@ -161,8 +162,9 @@ def prepare_run(
     device = world.device
 
     data = load_run_data(
-        config, train_dataset, eval_dataset, device, echo, world.is_main, world.size
-    )
+        config, train_dataset, eval_dataset, device, echo, world.is_main, world.size,
+        node_turn(world),
+    )  # fmt: skip
     tokenizer, train = data.tokenizer, data.train
 
     # -- models in the run's precision, optimizer, schedule -------------------------------

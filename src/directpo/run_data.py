@@ -32,6 +32,7 @@ from directpo.models import (
     model_location,
     pad_token_id,
 )
+from directpo.node_tokenizing import Turn, leading, wait_for_leader
 from directpo.online import OnlineData, check_labeller, load_labeller
 from directpo.prompts import (
     distinct_example_prompts,
@@ -74,9 +75,11 @@ def load_run_data(
     echo: Callable[[str], None],
     is_main: bool = True,
     world_size: int = 1,
+    turn: Turn | None = None,
 ) -> RunData:
     """Read and validate every file before any model loads; tokenize; check the reward
-    function and the online labeller on a couple of prompts."""
+    function and the online labeller on a couple of prompts. ``turn``: under torchrun, whether
+    this process tokenizes for its node or reads what its node's first process cached."""
     columns = Columns(
         config.prompt_column,
         config.chosen_column,
@@ -186,7 +189,7 @@ def load_run_data(
     if train_data is not None:
         with _collected(refused):  # (rows refused when tokenized: every file's said together)
             train = _tokenize(
-                train_data, tokenizer, config, "train", echo, processor, progress, stops
+                train_data, tokenizer, config, "train", echo, processor, progress, stops, turn
             )
             train.streamed = streamed
     evaluations = {}
@@ -194,7 +197,7 @@ def load_run_data(
         with _collected(refused):
             evaluations[set_name] = _tokenize(
                 data, tokenizer, config, f"eval {set_name}".strip(), echo, processor, progress,
-                stops,
+                stops, turn,
             )  # fmt: skip
     if refused:
         raise _joined(refused)
@@ -311,6 +314,7 @@ def _tokenize(
     processor: Any = None,
     progress: bool = False,
     stop_ids: list[int] | None = None,
+    turn: Turn | None = None,
 ) -> PairSet:
     options = {
         "max_length": config.max_length,
@@ -325,11 +329,14 @@ def _tokenize(
     def tokenize() -> TokenizedData:
         return tokenize_preferences(
             data, tokenizer, **options, processor=processor,
-            progress=f"tokenize {name}" if progress else None,
+            progress=f"tokenize {name}" if progress else None, num_proc=config.dataset_num_proc,
         )  # fmt: skip
 
     if config.cache_tokenized and processor is None:
-        tokenized = cached_tokenization(data, tokenizer, options, tokenize, echo, name)
+        limit = int(config.cache_tokenized_max_gb * 1e9)
+        wait_for_leader(turn, name)  # (torchrun: the node's first process tokenizes and caches)
+        with leading(turn, name):
+            tokenized = cached_tokenization(data, tokenizer, options, tokenize, echo, name, limit)
     else:
         tokenized = tokenize()
     echo(f"{name}: {tokenized.summary()}")

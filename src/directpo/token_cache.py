@@ -14,7 +14,8 @@ does not count: it names the row, and is read again from this run's rows.
 Rows with images (or a vision-language model's processor) are not cached: their pixels would
 have to be hashed. A damaged file counts as absent (tokenized again, replaced); a cache that
 cannot be written (a full disk) is one line, the part written removed, and the run goes on.
-The newest ``KEEP_ENTRIES`` files are kept.
+The cache keeps ``cache_tokenized_max_gb`` of files: those used longest ago are removed first
+(8 entries of 1M long pairs took 16 GB whatever the disk), never one in use.
 """
 
 from __future__ import annotations
@@ -39,7 +40,10 @@ from directpo.pair_store import PairStore, pair_store
 from directpo.tokenization import TokenizedData
 
 FORMAT = 1  # of the files: a change of layout makes other keys
-KEEP_ENTRIES = 8  # cache files kept, newest used first: each is 2-4 bytes a token
+MAX_BYTES = 10 * 10**9  # cache_tokenized_max_gb's default: files kept, newest used first
+# a file used (written or read) this recently may be another run's, about to be read (the other
+# processes of a torchrun node read the one their first process wrote): never removed
+IN_USE_SECONDS = 600
 TEMPORARY = ".tmp"  # a file being written (renamed to <key>.npz when whole)
 # a part-written file this old is a killed run's (a write takes seconds a GB of ids)
 STALE_SECONDS = 6 * 3600
@@ -53,6 +57,7 @@ RULES = (
     "stops.py",
     "vision.py",
     "messages.py",
+    "parallel_tokenizing.py",  # (puts dataset_num_proc's batches back in order)
 )
 
 
@@ -68,9 +73,11 @@ def cached_tokenization(
     tokenize: Callable[[], TokenizedData],
     echo: Callable[[str], None],
     name: str,
+    max_bytes: int = MAX_BYTES,
 ) -> TokenizedData:
     """``tokenize()``'s result, read from the cache when an earlier run with the same key
-    wrote it, else computed and written (``options``: every tokenization option)."""
+    wrote it, else computed and written (``options``: every tokenization option; ``max_bytes``:
+    what the cache folder keeps, cache_tokenized_max_gb)."""
     key = tokenization_key(data, tokenizer, options)
     if key is None:
         return tokenize()
@@ -80,7 +87,7 @@ def cached_tokenization(
         echo(f"{name}: tokenized pairs read from the cache ({path})")
         return cached
     tokenized = tokenize()
-    problem = _write(path, tokenized, data)
+    problem = _write(path, tokenized, data, max_bytes)
     if problem:
         echo(
             f"{name}: tokenized pairs not cached ({problem}); training goes on (set "
@@ -151,7 +158,9 @@ def _tokenizer_digest(tokenizer: Any) -> bytes | None:
     return digest.digest()
 
 
-def _write(path: Path, tokenized: TokenizedData, data: PreferenceData) -> str | None:
+def _write(
+    path: Path, tokenized: TokenizedData, data: PreferenceData, max_bytes: int = MAX_BYTES
+) -> str | None:
     """Write the pairs as flat ids plus lengths (an atomic rename); a problem, or None."""
     store = pair_store(tokenized.pairs)  # (already one after tokenize_preferences)
     ids, lengths = store.ids, store.lengths
@@ -185,7 +194,7 @@ def _write(path: Path, tokenized: TokenizedData, data: PreferenceData) -> str | 
         if temporary is not None:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
-    _prune(path.parent)
+    _prune(path.parent, max_bytes, keep=path)
     return None
 
 
@@ -243,17 +252,24 @@ def _read(
     )
 
 
-def _prune(folder: Path) -> None:
-    """Keep the newest ``KEEP_ENTRIES`` files (another run may be reading an older one: a
-    file removed under it stays readable on POSIX until closed), and remove the part-written
-    files of runs killed while writing (``kill -9``, a power loss), which nothing else would:
-    each the size of its pairs' ids. One younger than ``STALE_SECONDS`` may be another run's
-    write in progress."""
+def _prune(folder: Path, max_bytes: int, keep: Path) -> None:
+    """Remove the files used longest ago until the rest hold ``max_bytes``, sparing ``keep``
+    (this run's) and any used in the last ``IN_USE_SECONDS`` (a file another run has opened
+    stays readable on POSIX until closed; one it is about to open would be gone), and the
+    part-written files of runs killed while writing (``kill -9``, a power loss), which nothing
+    else would: each the size of its pairs' ids. One younger than ``STALE_SECONDS`` may be
+    another run's write in progress."""
     try:
-        files = sorted(folder.glob("*.npz"), key=lambda f: f.stat().st_mtime, reverse=True)
-        for stale in files[KEEP_ENTRIES:]:
-            stale.unlink(missing_ok=True)
         now = time.time()
+        files = [(file, file.stat()) for file in folder.glob("*.npz")]
+        total = sum(stat.st_size for _, stat in files)
+        for file, stat in sorted(files, key=lambda item: item[1].st_mtime):  # oldest first
+            if total <= max_bytes:
+                break
+            if file == keep or now - stat.st_mtime < IN_USE_SECONDS:
+                continue
+            file.unlink(missing_ok=True)
+            total -= stat.st_size
         for part in folder.glob(f"*{TEMPORARY}"):
             if now - part.stat().st_mtime > STALE_SECONDS:
                 part.unlink(missing_ok=True)

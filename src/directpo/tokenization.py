@@ -44,6 +44,7 @@ from directpo.data import (
 from directpo.errors import DataError
 from directpo.messages import Text, others_turn
 from directpo.pair_store import PairStoreBuilder, Spans, TokenizedPair
+from directpo.parallel_tokenizing import encoded_batches
 from directpo.refusals import SKIP_HINT, RefusedRows
 from directpo.stops import end_at_stop
 from directpo.turn_masks import IMAGES_AND_TURNS, completion_spans, kept_spans
@@ -509,11 +510,13 @@ def tokenize_preferences(
     progress: str | None = None,
     stop_ids: Iterable[int] = (),
     assistant_only_loss: bool = False,
+    num_proc: int | None = None,
 ) -> TokenizedData:
     """Tokenize every example; a row that cannot be tokenized fails (or is skipped).
     ``processor``: a vision-language model's, for rows with images. ``progress``: the name of
     a progress bar to show (a large file takes minutes). ``stop_ids``: the model's own stop
-    tokens besides EOS (``stops.generation_stop_ids``), where completions end."""
+    tokens besides EOS (``stops.generation_stop_ids``), where completions end. ``num_proc``:
+    processes that tokenize (dataset_num_proc; the same pairs as one)."""
     encoder = PairTokenizer(
         tokenizer, max_length, max_prompt_length, max_completion_length, chat_template_kwargs,
         processor, stop_ids, assistant_only_loss,
@@ -529,9 +532,8 @@ def tokenize_preferences(
         disable=progress is None or len(examples) < TOKENIZE_BATCH,
     )  # fmt: skip
     with bar:
-        for start in range(0, len(examples), TOKENIZE_BATCH):
-            batch = examples[start : start + TOKENIZE_BATCH]
-            pairs = encoder.encode_many(batch, result.truncated)
+        for batch, pairs, cuts in encoded_batches(encoder, examples, TOKENIZE_BATCH, num_proc):
+            result.truncated.update(cuts)
             for example, pair in zip(batch, pairs, strict=True):
                 if isinstance(pair, TokenizedPair):
                     if not refused:  # (once a row is refused, no pair is kept: the run stops)

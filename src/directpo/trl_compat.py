@@ -163,7 +163,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dataloader_prefetch_factor": (_any, ""),
     "dataloader_multiprocessing_context": (_any, ""),
     "dataloader_in_order": (_any, ""),
-    "dataset_num_proc": (_any, ""),
     "preprocessing_num_workers": (_any, ""),
     "ddp_find_unused_parameters": (_any, ""),
     "ddp_bucket_cap_mb": (_any, ""),
