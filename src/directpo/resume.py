@@ -25,7 +25,6 @@ from directpo.distributed import on_main
 from directpo.errors import CheckpointError, ConfigError
 from directpo.model_identity import reference_change
 from directpo.optimizers import fit_saved_groups, no_decay_ids
-from directpo.options import read_record
 from directpo.outputs import remove
 from directpo.pair_store import PairStore
 from directpo.precision import evaluates_in_float32
@@ -34,6 +33,7 @@ from directpo.sources import FixedPairs, OnlineRounds, said_change
 from directpo.step import PairStats
 from directpo.sync import load_reference_state
 from directpo.trainer_state import STATE_FILE
+from directpo.yaml_interpolation import read_run_record
 
 if TYPE_CHECKING:
     from directpo.config import DPOConfig
@@ -164,7 +164,7 @@ def _with_data_changes(error: ConfigError, config: DPOConfig, checkpoint: Path) 
     """``error`` (the checkpoint's pairs are not this run's) with the options that decide the
     pairs and differ from the checkpoint's config.yaml, where it has one."""
     try:
-        saved = read_record(str(checkpoint / "config.yaml"))
+        saved = read_run_record(str(checkpoint / "config.yaml"))
     except ConfigError:
         return error  # (a checkpoint of an earlier version: no record)
     now = config.record()
@@ -212,7 +212,7 @@ def _evaluated_in(checkpoint: Path) -> str | None:
     held-out metrics computed in, from its config.yaml; None without evaluations or a record."""
     try:
         logged = json.loads((checkpoint / STATE_FILE).read_text()).get("log_history") or []
-        options = read_record(str(checkpoint / "config.yaml"))
+        options = read_run_record(str(checkpoint / "config.yaml"))
     except (OSError, ValueError, ConfigError):
         return None
     if not isinstance(options, dict) or not any(
