@@ -124,6 +124,10 @@ DATA_OPTIONS = (
 )  # fmt: skip
 
 
+# assistant_only_loss changed where a checkpoint records no effect (written before it did)
+UNKNOWN_EFFECT = " (a change only where a completion holds a message the model does not write)"
+
+
 def objective(config: DPOConfig) -> dict[str, Any]:
     """The values of ``OBJECTIVE`` in ``config``, as trainer_state.json holds them."""
     return json.loads(json.dumps({name: getattr(config, name) for name in OBJECTIVE}))
@@ -132,7 +136,10 @@ def objective(config: DPOConfig) -> dict[str, Any]:
 def leaves_tokens_out(run: Run) -> bool | None:
     """Whether assistant_only_loss leaves tokens of this run's pairs unscored (a tool's result,
     a user turn inside a completion); None where that is not known: off (the pairs then hold
-    no spans), or online rounds (their pairs come later). A checkpoint records it."""
+    no spans). Online rounds' completions are the policy's samples, one reply each: nothing is
+    left out. A checkpoint records it."""
+    if isinstance(run.source, OnlineRounds):
+        return False
     if not run.config.assistant_only_loss or not isinstance(run.source, FixedPairs):
         return None
     pairs = run.source.pairs.pairs
@@ -141,15 +148,28 @@ def leaves_tokens_out(run: Run) -> bool | None:
     return any(any(pair.unscored) for pair in pairs)
 
 
+def _assistant_only_effect(run: Run, state: dict[str, Any]) -> bool | None:
+    """Whether the side of a resume that has assistant_only_loss on (this run, or the
+    checkpoint) leaves tokens out; None where it is not known (a checkpoint written before
+    its record, now resumed with it off)."""
+    if isinstance(run.source, OnlineRounds) or run.config.assistant_only_loss:
+        return leaves_tokens_out(run)
+    return state.get("leaves_tokens_out")
+
+
 def _say_objective_changes(run: Run, state: dict[str, Any], step: int) -> None:
     saved = state.get("objective") or {}  # (none in a checkpoint from before they were)
     # assistant_only_loss turned on or off changes nothing where the side that has it on left
-    # no token out (plain-text pairs, replies of one message): said, it was news of nothing
-    inert = {leaves_tokens_out(run), state.get("leaves_tokens_out")} - {None} == {False}
+    # no token out (plain-text pairs, replies of one message, online samples): not said; where
+    # that is not known, said with the condition under which it changes the objective
+    effect = _assistant_only_effect(run, state)
     changed = [
         f"{name} {saved[name]} -> {value}"
+        + (UNKNOWN_EFFECT if name == "assistant_only_loss" and effect is None else "")
         for name, value in objective(run.config).items()
-        if name in saved and saved[name] != value and not (name == "assistant_only_loss" and inert)
+        if name in saved
+        and saved[name] != value
+        and not (name == "assistant_only_loss" and effect is False)
     ]
     if reference := reference_change(state.get("reference"), run.reference_files):
         changed.append(reference)  # (another reference is another objective: it went unsaid)

@@ -1,0 +1,42 @@
+"""resume: what a resume says changed since its checkpoint."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from directpo.config import DPOConfig
+from directpo.resume import _say_objective_changes, objective
+from directpo.sources import FixedPairs, OnlineRounds
+
+
+def _said(source: object, now: bool, state: dict) -> list[str]:
+    """The resume lines of a run of ``source``'s kind with assistant_only_loss ``now``, from a
+    checkpoint whose trainer state is ``state``."""
+    lines: list[str] = []
+    run = SimpleNamespace(
+        config=DPOConfig(assistant_only_loss=now), source=source, echo=lines.append,
+        reference_files=None,
+    )  # fmt: skip
+    _say_objective_changes(run, state, 4)
+    return lines
+
+
+def test_assistant_only_loss_changed_is_said_only_where_it_can_leave_tokens_out() -> None:
+    """An online run resumed with assistant_only_loss turned on or off was told 'the loss and
+    reward curves change there', where its pairs (the policy's samples, one reply each) leave
+    nothing out; so was a checkpoint written before the effect was recorded, as if it were
+    known. Online: not said; a checkpoint that does not record it: said with the condition."""
+    online, fixed = object.__new__(OnlineRounds), object.__new__(FixedPairs)
+    was_on = {"objective": objective(DPOConfig(assistant_only_loss=True))}
+    was_off = {"objective": objective(DPOConfig()), "leaves_tokens_out": None}
+    assert _said(online, False, {**was_on, "leaves_tokens_out": None}) == []
+    assert _said(online, True, was_off) == []
+    said = _said(fixed, False, was_on)  # (a checkpoint from before leaves_tokens_out)
+    assert said == [
+        "resume: assistant_only_loss True -> False (a change only where a completion holds a "
+        "message the model does not write) changed since the checkpoint; the steps after 4 "
+        "optimize this run's objective (the loss and reward curves change there)"
+    ]
+    assert _said(fixed, False, {**was_on, "leaves_tokens_out": False}) == []
+    recorded = _said(fixed, False, {**was_on, "leaves_tokens_out": True})
+    assert recorded[0].startswith("resume: assistant_only_loss True -> False changed since")
