@@ -1150,12 +1150,23 @@ def test_a_trl_checkpoint_is_refused_before_loading_naming_what_to_do(
 
 def test_a_resume_over_more_of_a_stream_says_what_the_pairs_are() -> None:
     """A run over a stream resumed with a longer max_steps reads more of it: the refusal was
-    "trained with num_examples=12, this run has 24", not saying why they differ."""
+    "trained with num_examples=12, this run has 24", not saying why they differ. A file whose
+    rows were edited was said as a stream's ('the pairs read (of a stream: max_steps x pairs
+    per step)=6'), and no refusal said what to set: the checkpoint's value is given."""
     from directpo.sources import _check_same
 
     with pytest.raises(ConfigError, match=r"ckpt was trained with the pairs read \(of a stream: "
                        r"max_steps x pairs per step\)=12, this run has 24"):  # fmt: skip
-        _check_same({"num_examples": 12}, {"num_examples": 24}, "ckpt")
+        stream = {"streamed": True}
+        _check_same({"num_examples": 12, **stream}, {"num_examples": 24, **stream}, "ckpt")
+    # a file's pairs: its rows were edited, not read further (said as the stream's before)
+    with pytest.raises(ConfigError, match=r"^resume_from_checkpoint: ckpt was trained on 6 pairs, "
+                       r"this run has 7 \(the data's rows differ\): resume with the data as it "
+                       r"was, or start a new output_dir$"):  # fmt: skip
+        _check_same({"num_examples": 6}, {"num_examples": 7, "streamed": False}, "ckpt")
+    with pytest.raises(ConfigError, match=r"processes\)=2, this run has 3; the data order would "
+                       r"differ: resume with 2, or start a new output_dir$"):  # fmt: skip
+        _check_same({"batch_size": 2}, {"batch_size": 3}, "ckpt")
 
 
 def test_a_resume_over_more_of_a_stream_goes_on_as_one_longer_run(tiny_model_dirs, tmp_path):

@@ -349,9 +349,16 @@ def _check_same(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> 
             )
         # (drop_last: checkpoints before it kept an epoch's short batch)
         before = saved.get(key, False if key == "drop_last" else None)
+        if key == "num_examples" and before != value and not now.get("streamed"):
+            # a file's pairs, not a stream's first ones: its rows were edited (or another file)
+            raise ConfigError(
+                f"resume_from_checkpoint: {checkpoint} was trained on {before} pairs, this run "
+                f"has {value} (the data's rows differ): resume with the data as it was, or "
+                "start a new output_dir"
+            )
         if key != "pairs_fingerprint" and before != value:
             raise ConfigError(
                 f"resume_from_checkpoint: {checkpoint} was trained with "
                 f"{names.get(key, key)}={before}, this run has {value}; the data order "
-                "would differ (start a new output_dir)"
+                f"would differ: resume with {before}, or start a new output_dir"
             )
