@@ -137,6 +137,9 @@ def test_a_hub_reference_is_the_revision_the_run_loaded(tiny_model_dirs, tmp_pat
     assert record["location"] == {"revision": "v2", "cache_dir": str(cache)}
     main = {**record, "identity": model_identity(str(tiny_model_dirs["gpt2"]))}
     assert reference_change(main, record) == "the reference model's files at org/model"
+    main["location"] = {"cache_dir": str(cache)}  # (a checkpoint of main's: said by revision)
+    said = reference_change(main, record)
+    assert said == "the reference model org/model's revision main -> v2"
 
 
 def test_a_checkpoint_of_the_earlier_identity_is_compared_by_it(tiny_model_dirs, tmp_path) -> None:

@@ -215,6 +215,11 @@ def reference_change(saved: dict[str, Any] | None, now: dict[str, Any] | None) -
         now = {**now, "identity": model_identity(str(now["path"]), now.get("location"), scheme)}
     if saved["identity"] == now["identity"]:
         return ""
+    revisions = [
+        (record.get("location") or {}).get("revision") or "main" for record in (saved, now)
+    ]
+    if saved.get("path") == now["path"] and "scheme" in saved and revisions[0] != revisions[1]:
+        return f"the reference model {now['path']}'s revision {revisions[0]} -> {revisions[1]}"
     if saved.get("path") == now["path"]:
         return f"the reference model's files at {now['path']}"
     return f"the reference model {saved.get('path')} -> {now['path']}"
