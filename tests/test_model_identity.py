@@ -145,7 +145,8 @@ def test_a_hub_reference_is_the_revision_the_run_loaded(tiny_model_dirs, tmp_pat
 def test_a_checkpoint_of_the_earlier_identity_is_compared_by_it(tiny_model_dirs, tmp_path) -> None:
     """A checkpoint written before the identity read tensors by name recorded the earlier hash
     (no scheme): it is compared with this model's earlier hash, not said changed at every
-    resume; another model is still said."""
+    resume; another model is still said. Where the recorded path still holds the model it
+    recorded, that model is read by this hash: a re-save of it is no change either."""
     folder = str(tiny_model_dirs["gpt2"])
     now = reference_record(DPOConfig(model_name_or_path=folder))
     saved = {"path": now["path"], "identity": model_identity(folder, scheme=1)}
@@ -153,3 +154,9 @@ def test_a_checkpoint_of_the_earlier_identity_is_compared_by_it(tiny_model_dirs,
     assert reference_change(saved, now) == ""
     other = str(save_tiny_model("gpt2", tmp_path / "other", seed=1))
     assert reference_change({**saved, "identity": model_identity(other, scheme=1)}, now)
+    # the recorded model, still at its path, re-saved elsewhere: read again by this hash
+    resaved = _resaved(Path(folder), tmp_path / "resaved", max_shard_size="20KB")
+    assert (
+        reference_change(saved, reference_record(DPOConfig(model_name_or_path=str(resaved)))) == ""
+    )
+    assert reference_change(saved, reference_record(DPOConfig(model_name_or_path=other)))

@@ -211,8 +211,8 @@ def reference_change(saved: dict[str, Any] | None, now: dict[str, Any] | None) -
     same model at another path is no change; one without files to read says nothing."""
     if not saved or not now or None in (saved.get("identity"), now["identity"]):
         return ""
-    if (scheme := saved.get("scheme", 1)) != now.get("scheme"):  # (an earlier version's record)
-        now = {**now, "identity": model_identity(str(now["path"]), now.get("location"), scheme)}
+    if saved.get("scheme", 1) != now.get("scheme"):
+        saved, now = _same_scheme(saved, now)
     if saved["identity"] == now["identity"]:
         return ""
     revisions = [
@@ -223,3 +223,13 @@ def reference_change(saved: dict[str, Any] | None, now: dict[str, Any] | None) -
     if saved.get("path") == now["path"]:
         return f"the reference model's files at {now['path']}"
     return f"the reference model {saved.get('path')} -> {now['path']}"
+
+
+def _same_scheme(saved: dict[str, Any], now: dict[str, Any]) -> tuple[dict, dict]:
+    """A record of an earlier version's hash (``saved``) and this one's, made comparable:
+    where the checkpoint's path still holds the model it recorded, that model is read again
+    by this hash (a re-save of it is then no change); else ``now`` is read by the earlier."""
+    scheme, path = saved.get("scheme", 1), str(saved.get("path"))
+    if model_identity(path, scheme=scheme) == saved["identity"]:
+        return {**saved, "identity": model_identity(path, now.get("location"))}, now
+    return saved, {**now, "identity": model_identity(str(now["path"]), scheme=scheme)}
