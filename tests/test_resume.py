@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from tiny import tiny_config
+
 from directpo.config import DPOConfig
 from directpo.resume import _say_objective_changes, objective
 from directpo.sources import FixedPairs, OnlineRounds
+from directpo.trainer import train
 
 
 def _said(source: object, now: bool, state: dict) -> list[str]:
@@ -40,3 +43,21 @@ def test_assistant_only_loss_changed_is_said_only_where_it_can_leave_tokens_out(
     assert _said(fixed, False, {**was_on, "leaves_tokens_out": False}) == []
     recorded = _said(fixed, False, {**was_on, "leaves_tokens_out": True})
     assert recorded[0].startswith("resume: assistant_only_loss True -> False changed since")
+
+
+def test_a_resume_in_another_compute_dtype_says_so(tiny_model_dirs, pairs_file, tmp_path) -> None:
+    """A float32 run resumed with bf16: true (or back) computed its policy's and reference's
+    log-probs in another dtype from the resume on, without a word; the checkpoint records its
+    compute dtype and a resume in another one says where the curves may step."""
+    out = tmp_path / "run"
+    options = {"save_steps": 1, "per_device_train_batch_size": 3}
+    train(tiny_config(tiny_model_dirs["gpt2"], pairs_file, out, max_steps=1, **options),
+          echo=lambda _: None)  # fmt: skip
+    lines: list[str] = []
+    resumed = tiny_config(tiny_model_dirs["gpt2"], pairs_file, out, max_steps=2, bf16=True,
+                          resume_from_checkpoint=str(out / "checkpoint-1"), **options)  # fmt: skip
+    train(resumed, echo=lines.append)
+    assert (
+        "resume: the steps up to 1 computed in float32, from here in bfloat16 (dtype / bf16): "
+        "the loss and reward curves may step there"
+    ) in lines

@@ -99,6 +99,7 @@ def resume(run: Run) -> None:
     run.best = BestModel.from_config(config, state.get("best"))
     run.evaluation_pending = state.get("evaluation_pending", False)  # (trainer.py runs it)
     _say_eval_dtype_change(run, state, Path(checkpoint))
+    _say_compute_dtype_change(run, state)
     run.echo(f"resumed from {checkpoint} at step {run.start_step}")
     on_main(world, lambda: retire_checkpoints_after(run.output_dir, run.start_step, run.echo))
     if world.is_main:
@@ -225,6 +226,18 @@ def _say_eval_dtype_change(run: Run, state: dict[str, Any], checkpoint: Path) ->
         f"resume: the held-out metrics up to step {state['global_step']} were computed in "
         f"{before}, from here in {now} (eval_dtype): the eval curves step there{compared}"
     )
+
+
+def _say_compute_dtype_change(run: Run, state: dict[str, Any]) -> None:
+    """A checkpoint trained in another compute dtype (a float32 run resumed with bf16: true,
+    or back): the policy's and the reference's log-probs are computed otherwise from here,
+    which went unsaid. (A checkpoint written before its record says nothing.)"""
+    before, now = state.get("compute_dtype"), str(run.precision.compute).removeprefix("torch.")
+    if before is not None and before != now:
+        run.echo(
+            f"resume: the steps up to {state['global_step']} computed in {before}, from here "
+            f"in {now} (dtype / bf16): the loss and reward curves may step there"
+        )
 
 
 def _evaluated_in(checkpoint: Path) -> str | None:

@@ -512,6 +512,7 @@ def checkpoint_step(
         # its state fits no other optimizer, nor (Kahan's) other weights (resume checks)
         "optimizer": run.config.optimizer,
         "weights": str(run.precision.master).removeprefix("torch."),
+        "compute_dtype": str(run.precision.compute).removeprefix("torch."),  # (resume says)
         "eval_dtype": held_out_dtype(run),  # what the best value and eval curves were read in
     }
     # TR-DPO's reference is state too (gathered on every rank, written by rank 0)
