@@ -598,7 +598,8 @@ def test_resume_with_other_adapter_settings_is_refused_naming_them(
     said = resumed(out, lora_r=4, lora_alpha=8)
     assert "written with lora_alpha: 32, this run has lora_alpha: 8; " in said
     assert said.endswith("resume with lora_alpha: 32, or start a new run from its weights "
-                         f"(model_name_or_path: {out / 'checkpoint-1'})")  # fmt: skip
+                         f"(model_name_or_path: {out / 'checkpoint-1'}, "
+                         f"ref_model_name_or_path: {model})")  # fmt: skip
     assert "written with use_rslora: False" in resumed(out, lora_r=4, use_rslora=True)
     full = resumed(run_dir, lora_r=4, model_name_or_path=str(tiny_model_dirs["gpt2"]))
     assert "written with lora_r: 0, this run has lora_r: 4; " in full
@@ -822,7 +823,7 @@ def test_save_only_model_writes_weights_alone_loads_the_best_and_never_resumes(
         f"resume_from_checkpoint: latest: no usable checkpoint in {only} (checkpoint-4, "
         "checkpoint-2, checkpoint-1: written with save_only_model: true (no optimizer, schedule "
         "or RNG state): not resumable); start a new run from its weights (model_name_or_path: "
-        f"{only / 'checkpoint-4'})"
+        f"{only / 'checkpoint-4'}, ref_model_name_or_path: {model})"
     )
     explicit = dataclasses.replace(
         config, resume_from_checkpoint=str(tmp_path / "only/checkpoint-4")
@@ -879,7 +880,10 @@ def test_a_save_only_model_checkpoint_is_refused_before_the_data_and_models_load
             train(dataclasses.replace(config, resume_from_checkpoint=value), echo=_quiet)
         assert str(refused.value).startswith(f"resume_from_checkpoint: {said}written with "
                                              "save_only_model: true")  # fmt: skip
-        assert str(refused.value).endswith(f"(model_name_or_path: {out / start})")
+        assert str(refused.value).endswith(
+            f"(model_name_or_path: {out / start}, ref_model_name_or_path: "
+            f"{tiny_model_dirs['gpt2']})"
+        )
 
 
 def _quiet(_: str) -> None:
@@ -1135,7 +1139,8 @@ def test_a_trl_checkpoint_is_refused_before_loading_naming_what_to_do(
     assert str(refused.value) == (
         f"resume_from_checkpoint: {trl}: written by transformers' Trainer (a TRL run: "
         "training_args.bin), not by directpo: its optimizer state and data order continue only "
-        f"there; start a new run from its weights (model_name_or_path: {trl})"
+        f"there; start a new run from its weights (model_name_or_path: {trl}, "
+        "ref_model_name_or_path: the run's starting model)"
     )
     assert verify_checkpoint(trl).startswith("written by transformers' Trainer")
     # latest in a TRL run's output_dir: the same, at once
@@ -1258,3 +1263,25 @@ def test_weights_saved_under_transformers_stored_names_load_back(style, tmp_path
         saved.state_dict().items(), model.state_dict().values(), strict=True
     ):
         assert torch.equal(want, got), name
+
+
+def test_starting_anew_from_a_checkpoint_keeps_the_runs_reference(tmp_path) -> None:
+    """A checkpoint that cannot resume said 'start a new run from its weights
+    (model_name_or_path: ckpt)': followed, the checkpoint became the new run's reference too,
+    another objective without a word. The run's own reference is named beside it; none for a
+    loss that reads none."""
+    from directpo.checkpoint import start_from
+
+    DPOConfig(model_name_or_path="/m/start", ref_model_name_or_path="/m/ref").save_record(
+        tmp_path / "config.yaml"
+    )
+    assert start_from(tmp_path) == (
+        f"start a new run from its weights (model_name_or_path: {tmp_path}, "
+        "ref_model_name_or_path: /m/ref)"
+    )
+    DPOConfig(model_name_or_path="/m/start", loss_type="simpo").save_record(
+        tmp_path / "config.yaml"
+    )
+    assert (
+        start_from(tmp_path) == f"start a new run from its weights (model_name_or_path: {tmp_path})"
+    )

@@ -20,6 +20,7 @@ from directpo.checkpoint import (
     read_state,
     resolve_checkpoint,
     retire_checkpoints_after,
+    start_from,
 )
 from directpo.distributed import on_main
 from directpo.errors import CheckpointError, ConfigError
@@ -287,7 +288,7 @@ def _check_optimizer(checkpoint: Path, optimizer: str, weights: str) -> None:
         return
     # an FSDP checkpoint holds shards only (sharded/): no folder a new run can start from
     anew = "" if (checkpoint / "sharded").is_dir() else (
-        f", or start a new run from its weights (model_name_or_path: {checkpoint})"
+        f", or {start_from(checkpoint)}"
     )  # fmt: skip
     if written == optimizer:
         raise CheckpointError(
@@ -346,8 +347,7 @@ def _check_adapter(checkpoint: Path, policy: Any) -> None:
 def _other_adapter(checkpoint: Path, saved: str, mine: str, fix: str) -> CheckpointError:
     return CheckpointError(
         f"checkpoint {checkpoint}: written with {saved}, this run has {mine}; its weights fit "
-        f"only its own adapter settings: resume with {fix}, or start a new run from its "
-        f"weights (model_name_or_path: {checkpoint})"
+        f"only its own adapter settings: resume with {fix}, or {start_from(checkpoint)}"
     )
 
 
