@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
 
 SAMPLE_BYTES = 1 << 16  # read at the start, the middle and the end of a file of another format
 TENSOR_SAMPLE = 32  # bytes read at the start, the middle and the end of each safetensors tensor
+# tensors whose values are sampled: every one of a dense model (a 70B: 723, ~3 KB a shard); a
+# fraction chosen by name of the largest MoEs' (tens of thousands: as many seeks)
+SAMPLED_TENSORS = 4096
 # config.json's keys that a save writes anew without changing the model (the weights' dtype is
 # the tensors' own, hashed with them)
 UNSAVED_CONFIG = ("transformers_version", "_name_or_path", "_commit_hash", "torch_dtype", "dtype")
@@ -95,38 +99,59 @@ def _config_settings(path: Path) -> bytes:
 
 
 def _tensor_samples(files: list[Path]) -> bytes | None:
-    """Every tensor of the safetensors ``files`` by name: its dtype, shape and
-    ``TENSOR_SAMPLE`` bytes at the start, the middle and the end of its values, in name order
-    (so whichever shard holds it); None where a file is not safetensors."""
+    """Every tensor of the safetensors ``files`` by name: its dtype and shape, and for each of
+    ``SAMPLED_TENSORS`` chosen by name (all of them but in the largest MoE models)
+    ``TENSOR_SAMPLE`` bytes at the start, the middle and the end of its values; in name order,
+    so whichever shard holds it. None where a file is not safetensors."""
+    headers = [header for path in files if (header := _header(path)) is not None]
+    if len(headers) < len(files):
+        return None
+    stride = max(1, math.ceil(sum(len(header) for _, header in headers) / SAMPLED_TENSORS))
     tensors: dict[str, list[Any]] = {}
-    for path in files:
-        read = _read_tensors(path)
-        if read is None:
-            return None
-        tensors.update(read)
+    try:
+        for path, (base, header) in zip(files, headers, strict=True):
+            with open(path, "rb") as handle:
+                spans = sorted((info["data_offsets"], name) for name, info in header.items())
+                for name, info in header.items():
+                    tensors[name] = [info["dtype"], info["shape"]]
+                for (start, end), name in spans:
+                    if _sampled(name, stride):
+                        tensors[name].append(_values(handle, base + start, base + end))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # (not a safetensors file: loading it says so)
     return json.dumps(sorted(tensors.items())).encode()
 
 
-def _read_tensors(path: Path) -> dict[str, list[Any]] | None:
-    """``path``'s tensors (its header, then a few bytes of each, in file order)."""
+def _header(path: Path) -> tuple[int, dict[str, Any]] | None:
+    """Where ``path``'s tensor values start and its header's tensors (no ``__metadata__``:
+    whichever tool saved them writes its own)."""
     if path.suffix != ".safetensors":
         return None
     try:
         with open(path, "rb") as handle:
             length = int.from_bytes(handle.read(8), "little")
             header = json.loads(handle.read(length))
-            tensors = {}
-            spans = [(info["data_offsets"], name, info) for name, info in header.items()
-                     if name != "__metadata__"]  # fmt: skip
-            for (start, end), name, info in sorted(spans):
-                samples = []
-                for offset in sorted({start, (start + end) // 2, max(start, end - TENSOR_SAMPLE)}):
-                    handle.seek(8 + length + offset)
-                    samples.append(handle.read(min(TENSOR_SAMPLE, end - offset)).hex())
-                tensors[name] = [info["dtype"], info["shape"], samples]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, MemoryError):
-        return None  # (not a safetensors file: loading it says so)
-    return tensors
+    except (OSError, ValueError, MemoryError):
+        return None
+    if not isinstance(header, dict):
+        return None
+    header.pop("__metadata__", None)
+    return 8 + length, header
+
+
+def _sampled(name: str, stride: int) -> bool:
+    """Whether tensor ``name``'s values are sampled: one in ``stride``, chosen by its name (so
+    the same tensors whichever shard holds them)."""
+    return stride == 1 or int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) % stride == 0
+
+
+def _values(handle: Any, start: int, end: int) -> list[str]:
+    """``TENSOR_SAMPLE`` bytes at the start, the middle and the end of bytes start..end."""
+    samples = []
+    for offset in sorted({start, (start + end) // 2, max(start, end - TENSOR_SAMPLE)}):
+        handle.seek(offset)
+        samples.append(handle.read(min(TENSOR_SAMPLE, end - offset)).hex())
+    return samples
 
 
 def _adapter_identity(folder: str, scheme: int) -> str | None:
