@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 from tiny import tiny_config
@@ -61,3 +63,36 @@ def test_a_resume_in_another_compute_dtype_says_so(tiny_model_dirs, pairs_file, 
         "resume: the steps up to 1 computed in float32, from here in bfloat16 (dtype / bf16): "
         "the loss and reward curves may step there"
     ) in lines
+
+
+def test_a_resume_on_other_held_out_pairs_says_so(tiny_model_dirs, pairs_file, tmp_path) -> None:
+    """A resume with another eval_file (or its rows edited) compared the best eval value so
+    far, measured on the others, with this run's and evaluated on without a word (the eval
+    curves stepped). The checkpoint records its held-out pairs; a resume on others says so;
+    on the same pairs, nothing."""
+    from tiny import SENTIMENT_PAIRS, write_jsonl
+
+    out, first = tmp_path / "run", write_jsonl(tmp_path / "a.jsonl", SENTIMENT_PAIRS[:3])
+    other = write_jsonl(tmp_path / "b.jsonl", SENTIMENT_PAIRS[3:])
+    options = {"save_steps": 1, "eval_steps": 1, "eval_strategy": "steps",
+               "per_device_train_batch_size": 3, "metric_for_best_model": "eval/loss",
+               "load_best_model_at_end": True}  # fmt: skip
+    train(tiny_config(tiny_model_dirs["gpt2"], pairs_file, out, max_steps=1, eval_file=str(first),
+                      **options), echo=lambda _: None)  # fmt: skip
+
+    def said(eval_file: Path) -> list[str]:
+        lines: list[str] = []
+        config = tiny_config(tiny_model_dirs["gpt2"], pairs_file, out, max_steps=2,
+                             eval_file=str(eval_file), **options,
+                             resume_from_checkpoint=str(out / "checkpoint-1"))  # fmt: skip
+        train(config, echo=lines.append)
+        return [line for line in lines if line.startswith("resume: the held-out pairs")]
+
+    assert said(first) == []
+    (line,) = said(other)
+    assert re.fullmatch(
+        r"resume: the held-out pairs differ from those evaluated up to step 1: the eval curves "
+        r"step there; the best eval/loss so far \(\S+, step 1\) was measured on the others, "
+        r"compared as it is with this run's",
+        line,
+    )

@@ -5,6 +5,7 @@ is moved aside (checkpoints) or removed (per-step samples, online rounds)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,7 @@ from directpo.outputs import remove
 from directpo.pair_store import PairStore
 from directpo.precision import evaluates_in_float32
 from directpo.random_states import resume_note
-from directpo.sources import FixedPairs, OnlineRounds, said_change
+from directpo.sources import FixedPairs, OnlineRounds, pairs_fingerprint, said_change
 from directpo.step import PairStats
 from directpo.sync import load_reference_state
 from directpo.trainer_state import STATE_FILE
@@ -101,6 +102,7 @@ def resume(run: Run) -> None:
     run.evaluation_pending = state.get("evaluation_pending", False)  # (trainer.py runs it)
     _say_eval_dtype_change(run, state, Path(checkpoint))
     _say_compute_dtype_change(run, state)
+    _say_eval_pairs_change(run, state)
     run.echo(f"resumed from {checkpoint} at step {run.start_step}")
     on_main(world, lambda: retire_checkpoints_after(run.output_dir, run.start_step, run.echo))
     if world.is_main:
@@ -206,6 +208,35 @@ def held_out_dtype(run: Run) -> str | None:
     if not any(pair_set.pairs for pair_set in run.evals.values()):
         return None
     return "float32" if run.eval_float32 else str(run.precision.compute).removeprefix("torch.")
+
+
+def held_out_pairs(run: Run) -> str | None:
+    """A checksum of the held-out pairs (each set's, by name; None: the run has none); each
+    checkpoint records it, so that a resume evaluating other pairs says so."""
+    if not any(pair_set.pairs for pair_set in run.evals.values()):
+        return None
+    sets = sorted((name, pairs_fingerprint(pair_set.pairs)) for name, pair_set in run.evals.items())
+    return hashlib.blake2b(json.dumps(sets).encode(), digest_size=16).hexdigest()
+
+
+def _say_eval_pairs_change(run: Run, state: dict[str, Any]) -> None:
+    """A resume evaluating other held-out pairs than the checkpoint's run (another eval_file,
+    its rows edited): the eval curves step there, and the best value so far, measured on the
+    others, was compared with this run's without a word."""
+    before, now = state.get("eval_pairs"), held_out_pairs(run)
+    if before is None or now is None or before == now:
+        return  # (a checkpoint written before the record says nothing)
+    best = run.best
+    compared = (
+        f"; the best {best.metric} so far ({best.value:.6g}, step {best.step}) was measured on "
+        "the others, compared as it is with this run's"
+        if best.value is not None and best.metric.startswith("eval")
+        else ""
+    )
+    run.echo(
+        f"resume: the held-out pairs differ from those evaluated up to step "
+        f"{state['global_step']}: the eval curves step there{compared}"
+    )
 
 
 def _say_eval_dtype_change(run: Run, state: dict[str, Any], checkpoint: Path) -> None:
