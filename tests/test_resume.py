@@ -96,3 +96,44 @@ def test_a_resume_on_other_held_out_pairs_says_so(tiny_model_dirs, pairs_file, t
         r"compared as it is with this run's",
         line,
     )
+
+
+def test_a_resume_in_smaller_micro_batches_of_the_same_step_goes_on(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """A resume with per_device_train_batch_size 1 and gradient_accumulation_steps 2 (after
+    running out of memory) from a checkpoint of 2 x 1 was refused ('the data order would
+    differ'), though each step is one slice of the epoch's order either way. It goes on, said
+    in a line, and its steps are the uninterrupted run's; another number of pairs per step is
+    still refused."""
+    import json
+
+    import pytest
+
+    from directpo.errors import ConfigError
+
+    def run(out: Path, steps: int, **options) -> list[str]:
+        lines: list[str] = []
+        config = tiny_config(tiny_model_dirs["llama"], pairs_file, out, max_steps=steps,
+                             save_steps=1, **options)  # fmt: skip
+        train(config, echo=lines.append)
+        return lines
+
+    def step_2(out: Path) -> dict:
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        return [row for row in rows if row.get("step") == 2 and "loss" in row][-1]
+
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    run(whole, 2, per_device_train_batch_size=2)
+    run(split, 1, per_device_train_batch_size=2)
+    checkpoint = str(split / "checkpoint-1")
+    lines = run(split, 2, per_device_train_batch_size=1, gradient_accumulation_steps=2,
+                resume_from_checkpoint=checkpoint)  # fmt: skip
+    assert (
+        f"resume: {checkpoint} took its 2 pairs per step as 2 x 1 (per_device_train_batch_size x "
+        "processes, gradient_accumulation_steps), this run as 1 x 2: the same pairs at each step"
+    ) in lines
+    for key in ("loss", "rewards/margins", "logps/chosen", "grad_norm"):
+        assert step_2(split)[key] == pytest.approx(step_2(whole)[key], rel=1e-4, abs=1e-6), key
+    with pytest.raises(ConfigError, match=r"x processes\)=2, this run has 1; the data order"):
+        run(split, 2, per_device_train_batch_size=1, resume_from_checkpoint=checkpoint)
