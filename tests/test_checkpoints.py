@@ -598,7 +598,8 @@ def test_resume_with_other_adapter_settings_is_refused_naming_them(
     said = resumed(out, lora_r=4, lora_alpha=8)
     assert "written with lora_alpha: 32, this run has lora_alpha: 8; " in said
     assert said.endswith("resume with lora_alpha: 32, or start a new run from its weights "
-                         f"(model_name_or_path: {out / 'checkpoint-1'})")  # fmt: skip
+                         f"(model_name_or_path: {out / 'checkpoint-1'}, "
+                         f"ref_model_name_or_path: {model})")  # fmt: skip
     assert "written with use_rslora: False" in resumed(out, lora_r=4, use_rslora=True)
     full = resumed(run_dir, lora_r=4, model_name_or_path=str(tiny_model_dirs["gpt2"]))
     assert "written with lora_r: 0, this run has lora_r: 4; " in full
@@ -822,7 +823,7 @@ def test_save_only_model_writes_weights_alone_loads_the_best_and_never_resumes(
         f"resume_from_checkpoint: latest: no usable checkpoint in {only} (checkpoint-4, "
         "checkpoint-2, checkpoint-1: written with save_only_model: true (no optimizer, schedule "
         "or RNG state): not resumable); start a new run from its weights (model_name_or_path: "
-        f"{only / 'checkpoint-4'})"
+        f"{only / 'checkpoint-4'}, ref_model_name_or_path: {model})"
     )
     explicit = dataclasses.replace(
         config, resume_from_checkpoint=str(tmp_path / "only/checkpoint-4")
@@ -879,7 +880,10 @@ def test_a_save_only_model_checkpoint_is_refused_before_the_data_and_models_load
             train(dataclasses.replace(config, resume_from_checkpoint=value), echo=_quiet)
         assert str(refused.value).startswith(f"resume_from_checkpoint: {said}written with "
                                              "save_only_model: true")  # fmt: skip
-        assert str(refused.value).endswith(f"(model_name_or_path: {out / start})")
+        assert str(refused.value).endswith(
+            f"(model_name_or_path: {out / start}, ref_model_name_or_path: "
+            f"{tiny_model_dirs['gpt2']})"
+        )
 
 
 def _quiet(_: str) -> None:
@@ -993,7 +997,8 @@ def test_a_checkpoint_records_the_reference_as_it_was_loaded(
     monkeypatch.setattr(trainer_module, "checkpoint_step", rewrite_then_checkpoint)
     out = tmp_path / "run"
     train(config_for(start, pairs_file, out, max_steps=1), echo=lambda _: None)
-    assert read_state(out / "checkpoint-1")["reference"] == {"path": str(start), "identity": loaded}
+    recorded = read_state(out / "checkpoint-1")["reference"]
+    assert recorded == {"path": str(start), "identity": loaded, "scheme": 2}
     # ... as loaded, not before: a hub id's first load downloads the weights its config sat
     # beside (read before the load, a resume would say the files had changed)
     monkeypatch.undo()
@@ -1134,7 +1139,8 @@ def test_a_trl_checkpoint_is_refused_before_loading_naming_what_to_do(
     assert str(refused.value) == (
         f"resume_from_checkpoint: {trl}: written by transformers' Trainer (a TRL run: "
         "training_args.bin), not by directpo: its optimizer state and data order continue only "
-        f"there; start a new run from its weights (model_name_or_path: {trl})"
+        f"there; start a new run from its weights (model_name_or_path: {trl}, "
+        "ref_model_name_or_path: the run's starting model)"
     )
     assert verify_checkpoint(trl).startswith("written by transformers' Trainer")
     # latest in a TRL run's output_dir: the same, at once
@@ -1149,12 +1155,23 @@ def test_a_trl_checkpoint_is_refused_before_loading_naming_what_to_do(
 
 def test_a_resume_over_more_of_a_stream_says_what_the_pairs_are() -> None:
     """A run over a stream resumed with a longer max_steps reads more of it: the refusal was
-    "trained with num_examples=12, this run has 24", not saying why they differ."""
+    "trained with num_examples=12, this run has 24", not saying why they differ. A file whose
+    rows were edited was said as a stream's ('the pairs read (of a stream: max_steps x pairs
+    per step)=6'), and no refusal said what to set: the checkpoint's value is given."""
     from directpo.sources import _check_same
 
     with pytest.raises(ConfigError, match=r"ckpt was trained with the pairs read \(of a stream: "
                        r"max_steps x pairs per step\)=12, this run has 24"):  # fmt: skip
-        _check_same({"num_examples": 12}, {"num_examples": 24}, "ckpt")
+        stream = {"streamed": True}
+        _check_same({"num_examples": 12, **stream}, {"num_examples": 24, **stream}, "ckpt")
+    # a file's pairs: its rows were edited, not read further (said as the stream's before)
+    with pytest.raises(ConfigError, match=r"^resume_from_checkpoint: ckpt was trained on 6 pairs, "
+                       r"this run has 7 \(the data's rows differ\): resume with the data as it "
+                       r"was, or start a new output_dir$"):  # fmt: skip
+        _check_same({"num_examples": 6}, {"num_examples": 7, "streamed": False}, "ckpt")
+    with pytest.raises(ConfigError, match=r"processes\)=2, this run has 3; the data order would "
+                       r"differ: resume with 2, or start a new output_dir$"):  # fmt: skip
+        _check_same({"batch_size": 2}, {"batch_size": 3}, "ckpt")
 
 
 def test_a_resume_over_more_of_a_stream_goes_on_as_one_longer_run(tiny_model_dirs, tmp_path):
@@ -1246,3 +1263,25 @@ def test_weights_saved_under_transformers_stored_names_load_back(style, tmp_path
         saved.state_dict().items(), model.state_dict().values(), strict=True
     ):
         assert torch.equal(want, got), name
+
+
+def test_starting_anew_from_a_checkpoint_keeps_the_runs_reference(tmp_path) -> None:
+    """A checkpoint that cannot resume said 'start a new run from its weights
+    (model_name_or_path: ckpt)': followed, the checkpoint became the new run's reference too,
+    another objective without a word. The run's own reference is named beside it; none for a
+    loss that reads none."""
+    from directpo.checkpoint import start_from
+
+    DPOConfig(model_name_or_path="/m/start", ref_model_name_or_path="/m/ref").save_record(
+        tmp_path / "config.yaml"
+    )
+    assert start_from(tmp_path) == (
+        f"start a new run from its weights (model_name_or_path: {tmp_path}, "
+        "ref_model_name_or_path: /m/ref)"
+    )
+    DPOConfig(model_name_or_path="/m/start", loss_type="simpo").save_record(
+        tmp_path / "config.yaml"
+    )
+    assert (
+        start_from(tmp_path) == f"start a new run from its weights (model_name_or_path: {tmp_path})"
+    )

@@ -115,7 +115,10 @@ def test_a_handbook_recipe_loads_and_mixes_the_handbooks_rows(tiny_model_dirs, t
     assert _triples(mixed.train) == train_rows and _triples(mixed.test) == test_rows
     assert all(example.columns == {"chosen": e[1], "rejected": e[2]}
                for example, e in zip(mixed.train.examples, train_rows, strict=True))  # fmt: skip
-    assert f"dataset_mixture: {b}: 4 pairs, layout explicit (4 of 8 rows, weight 0.5)" in (lines)
+    assert (
+        f"dataset_mixture: {b}: 4 pairs, layout explicit (4 of 8 rows, weight 0.5; the 4 left "
+        "out are not checked)" in (lines)
+    )
     assert mixed.train.examples[0].where.startswith((f"{a}: line ", f"{b}: row "))
     # a count of rows; another seed draws other rows, the same counts
     value = {**config.dataset_mixture, "test_split_size": 3}
@@ -437,3 +440,28 @@ def test_trls_top_level_datasets_are_its_rows_in_its_order(tmp_path) -> None:
     assert sorted(_triples(handbook)) == sorted(_triples(ours)) != _triples(handbook)
     with pytest.raises(ConfigError, match="dataset_mixture: shuffle must be true or false"):
         load_mixture({**config.dataset_mixture, "shuffle": "no"}, Columns())
+
+
+def test_a_weights_left_out_rows_are_not_checked_and_the_start_line_says_so(tmp_path) -> None:
+    """A bad row among the rows a weight leaves out passed without a word, one among those it
+    keeps was refused: the handbook hands TRL only the kept rows, so only they are validated,
+    and the start line says how many were left out unchecked (the early check of a refused
+    config reads the same rows: with shuffle: false, the first ones)."""
+    rows = [{"prompt": f"q{i}", "chosen": " b", "rejected": " c"} for i in range(4)]
+    del rows[2]["rejected"]  # (seed 0 keeps rows 2 and 0; the first ones, 0 and 1)
+    source = write_jsonl(tmp_path / "a.jsonl", rows)
+    mixture = {"datasets": [{"id": str(source), "weight": 0.5}], "seed": 0}
+    with pytest.raises(DataError, match=r"a.jsonl: line 3: missing field 'rejected'"):
+        load_mixture(mixture, Columns())
+    lines: list[str] = []
+    first = load_mixture({**mixture, "shuffle": False}, Columns(), echo=lines.append)
+    assert len(first.train) == 2
+    assert lines == [
+        f"dataset_mixture: {source}: 2 pairs, layout explicit (2 of 4 rows, weight 0.5; the 2 "
+        "left out are not checked)"
+    ]
+    (tmp_path / "config.json").write_text("{}")  # (a model folder, as far as the check looks)
+    with pytest.raises(ConfigError) as info:  # a refused value: the run's rows said beside it
+        DPOConfig(model_name_or_path=str(tmp_path), learning_rate=-1,
+                  dataset_mixture={**mixture, "shuffle": False})  # fmt: skip
+    assert str(info.value) == "learning_rate must be > 0 (got -1.0)"

@@ -7,10 +7,11 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tiny import save_tiny_model
 
-from directpo.model_identity import model_identity
+from directpo.config import DPOConfig
+from directpo.model_identity import model_identity, reference_change, reference_record
 
 
 def _adapter(folder: Path, base: Path) -> Path:
@@ -69,3 +70,98 @@ def test_the_same_weights_beside_other_formats_and_trainer_state_are_the_same_mo
     other = save_tiny_model("gpt2", tmp_path / "other", seed=1)
     shutil.copy(other / "model.safetensors", sharded / "model-00001-of-00001.safetensors")
     assert model_identity(str(sharded)) != before
+
+
+def _resaved(source: Path, folder: Path, **save_kwargs) -> Path:
+    """``source``'s model loaded and written again by save_pretrained (a checkpoint copied into
+    a model folder, the model pushed and pulled): other header metadata, maybe other shards."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(source)
+    model.save_pretrained(folder, **save_kwargs)
+    config = json.loads((folder / "config.json").read_text())
+    config["transformers_version"] = "9.99.0"  # (a save by another version writes its own)
+    (folder / "config.json").write_text(json.dumps(config, indent=4))
+    return folder
+
+
+def test_the_same_weights_saved_again_or_resharded_are_the_same_model(
+    tiny_model_dirs, tmp_path, monkeypatch
+) -> None:
+    """A reference re-saved with save_pretrained (a new config.json text, new safetensors
+    header metadata, another shard split) was 'another reference model' at resume: the
+    identity hashed config.json's bytes and the weight files' names and sizes. What decides the
+    weights is compared now: a re-save or re-shard is the same model; one tensor changed, or
+    the weights in another dtype, is another."""
+    source = tiny_model_dirs["llama"]
+    before = model_identity(str(source))
+    resharded = _resaved(source, tmp_path / "resharded", max_shard_size="20KB")
+    assert len(list(resharded.glob("*.safetensors"))) > 1
+    assert model_identity(str(_resaved(source, tmp_path / "again"))) == before
+    assert model_identity(str(resharded)) == before
+    tensors = load_file(source / "model.safetensors")
+    name = sorted(tensors)[len(tensors) // 2]
+    changed = shutil.copytree(source, tmp_path / "changed")
+    save_file({**tensors, name: tensors[name] + 1}, changed / "model.safetensors")
+    assert model_identity(str(changed)) != before
+    halved = shutil.copytree(source, tmp_path / "bf16")
+    save_file(
+        {key: value.bfloat16() for key, value in tensors.items()}, halved / "model.safetensors"
+    )
+    assert model_identity(str(halved)) != before
+    # a MoE of tens of thousands of tensors samples the values of some, chosen by name: the
+    # same ones whichever shard holds them
+    monkeypatch.setattr("directpo.model_identity.SAMPLED_TENSORS", 3)
+    fewer = model_identity(str(source))
+    assert fewer != before and model_identity(str(resharded)) == fewer
+
+
+def _cached_hub_model(cache: Path, repo: str, snapshots: dict[str, Path]) -> None:
+    """``repo`` in a Hugging Face cache at ``cache``: each branch's snapshot a copy of a folder."""
+    root = cache / f"models--{repo.replace('/', '--')}"
+    for number, (branch, folder) in enumerate(snapshots.items()):
+        commit = f"{number:040d}"
+        shutil.copytree(folder, root / "snapshots" / commit)
+        (root / "refs").mkdir(parents=True, exist_ok=True)
+        (root / "refs" / branch).write_text(commit)
+
+
+def test_a_hub_reference_is_the_revision_the_run_loaded(tiny_model_dirs, tmp_path) -> None:
+    """A hub id was identified by its main snapshot whatever revision the run loaded
+    (model_revision / model_init_kwargs' revision): a resume on another revision said nothing,
+    and a main updated since said the reference changed. It is the revision loaded."""
+    other = save_tiny_model("gpt2", tmp_path / "other", seed=1)
+    cache = tmp_path / "hub"
+    _cached_hub_model(cache, "org/model", {"main": tiny_model_dirs["gpt2"], "v2": other})
+    config = DPOConfig(
+        model_name_or_path="org/model",
+        model_init_kwargs={"revision": "v2", "cache_dir": str(cache)},
+    )
+    record = reference_record(config)
+    assert record["identity"] == model_identity(str(other))
+    assert record["location"] == {"revision": "v2", "cache_dir": str(cache)}
+    main = {**record, "identity": model_identity(str(tiny_model_dirs["gpt2"]))}
+    assert reference_change(main, record) == "the reference model's files at org/model"
+    main["location"] = {"cache_dir": str(cache)}  # (a checkpoint of main's: said by revision)
+    said = reference_change(main, record)
+    assert said == "the reference model org/model's revision main -> v2"
+
+
+def test_a_checkpoint_of_the_earlier_identity_is_compared_by_it(tiny_model_dirs, tmp_path) -> None:
+    """A checkpoint written before the identity read tensors by name recorded the earlier hash
+    (no scheme): it is compared with this model's earlier hash, not said changed at every
+    resume; another model is still said. Where the recorded path still holds the model it
+    recorded, that model is read by this hash: a re-save of it is no change either."""
+    folder = str(tiny_model_dirs["gpt2"])
+    now = reference_record(DPOConfig(model_name_or_path=folder))
+    saved = {"path": now["path"], "identity": model_identity(folder, scheme=1)}
+    assert saved["identity"] != now["identity"]
+    assert reference_change(saved, now) == ""
+    other = str(save_tiny_model("gpt2", tmp_path / "other", seed=1))
+    assert reference_change({**saved, "identity": model_identity(other, scheme=1)}, now)
+    # the recorded model, still at its path, re-saved elsewhere: read again by this hash
+    resaved = _resaved(Path(folder), tmp_path / "resaved", max_shard_size="20KB")
+    assert (
+        reference_change(saved, reference_record(DPOConfig(model_name_or_path=str(resaved)))) == ""
+    )
+    assert reference_change(saved, reference_record(DPOConfig(model_name_or_path=other)))

@@ -1,14 +1,18 @@
-"""Resuming a run: the seed it takes."""
+"""Resuming a run: the seed it takes, and what a resume says changed since its checkpoint."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from types import SimpleNamespace
 
 from tiny import tiny_config
 
 from directpo.cli_flags import yaml_and_flags
 from directpo.config import DPOConfig, load_config
 from directpo.options import read_record
+from directpo.resume import _say_objective_changes, objective
+from directpo.sources import FixedPairs, OnlineRounds
 from directpo.trainer import train
 
 
@@ -45,3 +49,128 @@ def test_a_null_seed_is_drawn_said_recorded_and_resumed_with(
     assert f"seed: null: resuming with checkpoint-1's seed {seed}" in lines
     step_2 = [[row["loss"] for row in run.metrics if row["step"] == 2] for run in (first, resumed)]
     assert step_2[0] == step_2[1] and len(step_2[0]) == 1
+
+
+def _said(source: object, now: bool, state: dict) -> list[str]:
+    """The resume lines of a run of ``source``'s kind with assistant_only_loss ``now``, from a
+    checkpoint whose trainer state is ``state``."""
+    lines: list[str] = []
+    run = SimpleNamespace(
+        config=DPOConfig(assistant_only_loss=now), source=source, echo=lines.append,
+        reference_files=None,
+    )  # fmt: skip
+    _say_objective_changes(run, state, 4)
+    return lines
+
+
+def test_assistant_only_loss_changed_is_said_only_where_it_can_leave_tokens_out() -> None:
+    """An online run resumed with assistant_only_loss turned on or off was told 'the loss and
+    reward curves change there', where its pairs (the policy's samples, one reply each) leave
+    nothing out; so was a checkpoint written before the effect was recorded, as if it were
+    known. Online: not said; a checkpoint that does not record it: said with the condition."""
+    online, fixed = object.__new__(OnlineRounds), object.__new__(FixedPairs)
+    was_on = {"objective": objective(DPOConfig(assistant_only_loss=True))}
+    was_off = {"objective": objective(DPOConfig()), "leaves_tokens_out": None}
+    assert _said(online, False, {**was_on, "leaves_tokens_out": None}) == []
+    assert _said(online, True, was_off) == []
+    said = _said(fixed, False, was_on)  # (a checkpoint from before leaves_tokens_out)
+    assert said == [
+        "resume: assistant_only_loss True -> False (a change only where a completion holds a "
+        "message the model does not write) changed since the checkpoint; the steps after 4 "
+        "optimize this run's objective (the loss and reward curves change there)"
+    ]
+    assert _said(fixed, False, {**was_on, "leaves_tokens_out": False}) == []
+    recorded = _said(fixed, False, {**was_on, "leaves_tokens_out": True})
+    assert recorded[0].startswith("resume: assistant_only_loss True -> False changed since")
+
+
+def test_a_resume_in_another_compute_dtype_says_so(tiny_model_dirs, pairs_file, tmp_path) -> None:
+    """A float32 run resumed with bf16: true (or back) computed its policy's and reference's
+    log-probs in another dtype from the resume on, without a word; the checkpoint records its
+    compute dtype and a resume in another one says where the curves may step."""
+    out = tmp_path / "run"
+    options = {"save_steps": 1, "per_device_train_batch_size": 3}
+    train(tiny_config(tiny_model_dirs["gpt2"], pairs_file, out, max_steps=1, **options),
+          echo=lambda _: None)  # fmt: skip
+    lines: list[str] = []
+    resumed = tiny_config(tiny_model_dirs["gpt2"], pairs_file, out, max_steps=2, bf16=True,
+                          resume_from_checkpoint=str(out / "checkpoint-1"), **options)  # fmt: skip
+    train(resumed, echo=lines.append)
+    assert (
+        "resume: the steps up to 1 computed in float32, from here in bfloat16 (dtype / bf16): "
+        "the loss and reward curves may step there"
+    ) in lines
+
+
+def test_a_resume_on_other_held_out_pairs_says_so(tiny_model_dirs, pairs_file, tmp_path) -> None:
+    """A resume with another eval_file (or its rows edited) compared the best eval value so
+    far, measured on the others, with this run's and evaluated on without a word (the eval
+    curves stepped). The checkpoint records its held-out pairs; a resume on others says so;
+    on the same pairs, nothing."""
+    from tiny import SENTIMENT_PAIRS, write_jsonl
+
+    out, first = tmp_path / "run", write_jsonl(tmp_path / "a.jsonl", SENTIMENT_PAIRS[:3])
+    other = write_jsonl(tmp_path / "b.jsonl", SENTIMENT_PAIRS[3:])
+    options = {"save_steps": 1, "eval_steps": 1, "eval_strategy": "steps",
+               "per_device_train_batch_size": 3, "metric_for_best_model": "eval/loss",
+               "load_best_model_at_end": True}  # fmt: skip
+    train(tiny_config(tiny_model_dirs["gpt2"], pairs_file, out, max_steps=1, eval_file=str(first),
+                      **options), echo=lambda _: None)  # fmt: skip
+
+    def said(eval_file: Path) -> list[str]:
+        lines: list[str] = []
+        config = tiny_config(tiny_model_dirs["gpt2"], pairs_file, out, max_steps=2,
+                             eval_file=str(eval_file), **options,
+                             resume_from_checkpoint=str(out / "checkpoint-1"))  # fmt: skip
+        train(config, echo=lines.append)
+        return [line for line in lines if line.startswith("resume: the held-out pairs")]
+
+    assert said(first) == []
+    (line,) = said(other)
+    assert re.fullmatch(
+        r"resume: the held-out pairs differ from those evaluated up to step 1: the eval curves "
+        r"step there; the best eval/loss so far \(\S+, step 1\) was measured on the others, "
+        r"compared as it is with this run's",
+        line,
+    )
+
+
+def test_a_resume_in_smaller_micro_batches_of_the_same_step_goes_on(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """A resume with per_device_train_batch_size 1 and gradient_accumulation_steps 2 (after
+    running out of memory) from a checkpoint of 2 x 1 was refused ('the data order would
+    differ'), though each step is one slice of the epoch's order either way. It goes on, said
+    in a line, and its steps are the uninterrupted run's; another number of pairs per step is
+    still refused."""
+    import json
+
+    import pytest
+
+    from directpo.errors import ConfigError
+
+    def run(out: Path, steps: int, **options) -> list[str]:
+        lines: list[str] = []
+        config = tiny_config(tiny_model_dirs["llama"], pairs_file, out, max_steps=steps,
+                             save_steps=1, **options)  # fmt: skip
+        train(config, echo=lines.append)
+        return lines
+
+    def step_2(out: Path) -> dict:
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        return [row for row in rows if row.get("step") == 2 and "loss" in row][-1]
+
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    run(whole, 2, per_device_train_batch_size=2)
+    run(split, 1, per_device_train_batch_size=2)
+    checkpoint = str(split / "checkpoint-1")
+    lines = run(split, 2, per_device_train_batch_size=1, gradient_accumulation_steps=2,
+                resume_from_checkpoint=checkpoint)  # fmt: skip
+    assert (
+        f"resume: {checkpoint} took its 2 pairs per step as 2 x 1 (per_device_train_batch_size x "
+        "processes, gradient_accumulation_steps), this run as 1 x 2: the same pairs at each step"
+    ) in lines
+    for key in ("loss", "rewards/margins", "logps/chosen", "grad_norm"):
+        assert step_2(split)[key] == pytest.approx(step_2(whole)[key], rel=1e-4, abs=1e-6), key
+    with pytest.raises(ConfigError, match=r"x processes\)=2, this run has 1; the data order"):
+        run(split, 2, per_device_train_batch_size=1, resume_from_checkpoint=checkpoint)

@@ -91,3 +91,27 @@ def test_a_files_env_block_is_set_before_its_references_read_the_environment(
     )
     config = load_config(*yaml_and_flags([str(recipe), "--run_name", "r2"], DPOConfig))
     assert (config.output_dir, config.logging_dir) == ("/new/out", "/l/r2-logs")
+
+
+def test_a_record_written_before_escaping_reads_its_texts_as_written(tmp_path) -> None:
+    """A run's config.yaml written before ``${`` was escaped holds a literal ``${beta}`` as it
+    was given (a run_name 'sweep ${beta}'): resuming or scoring resolved it, as beta's value
+    ('sweep 0.3'), and a data file named with '${' compared as another file. Such a file (a
+    ``${`` without the escape) is read as written; a record written since resolves its escapes."""
+    import yaml
+
+    from directpo.reward import run_config
+    from directpo.yaml_interpolation import read_run_record
+
+    given = DPOConfig(run_name="sweep ${beta}", beta=0.3, chat_template_kwargs={"n": "${seed}"})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(given.to_dict(), sort_keys=False))
+    assert run_config(tmp_path).run_name == "sweep ${beta}"
+    record = read_run_record(str(tmp_path / "config.yaml"))
+    assert (record["run_name"], record["chat_template_kwargs"]) == (
+        "sweep ${beta}",
+        {"n": "${seed}"},
+    )
+    given.save_record(tmp_path / "config.yaml")  # (escaped)
+    assert "\\${beta}" in (tmp_path / "config.yaml").read_text()
+    assert read_run_record(str(tmp_path / "config.yaml"))["run_name"] == "sweep ${beta}"
+    assert run_config(tmp_path).chat_template_kwargs == {"n": "${seed}"}

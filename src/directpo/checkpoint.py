@@ -38,8 +38,9 @@ from directpo.distributed import (
     barrier,
     broadcast,
 )
-from directpo.errors import CheckpointError, first_line
+from directpo.errors import CheckpointError, ConfigError, first_line
 from directpo.hub import hub_safe_card
+from directpo.losses import needs_reference
 from directpo.models import config_as_loaded
 from directpo.publish import is_complete
 from directpo.random_states import current_state, restore_state, rng_file, state_file
@@ -105,7 +106,7 @@ def resolve_checkpoint(
             grouped.setdefault(why, []).append(name)
         reasons = "; ".join(f"{', '.join(names)}: {why}" for why, names in grouped.items())
         model_only = [Path(output_dir) / name for name, why in skipped if why == MODEL_ONLY]
-        instead = f"; {_start_from(model_only[0])}" if model_only else ""
+        instead = f"; {start_from(model_only[0])}" if model_only else ""
         raise CheckpointError(
             f"resume_from_checkpoint: latest: no usable checkpoint in {output_dir}"
             + (f" ({reasons})" if reasons else "")
@@ -114,7 +115,7 @@ def resolve_checkpoint(
     path = Path(value)
     problem = verify_checkpoint(path)
     if problem is None and not_resumable(path):
-        problem = f"{MODEL_ONLY}; {_start_from(path)}"
+        problem = f"{MODEL_ONLY}; {start_from(path)}"
     if problem is not None:
         raise CheckpointError(f"resume_from_checkpoint: {value}: {problem}")
     return path
@@ -135,7 +136,7 @@ def refuse_model_only(value: str, output_dir: str | Path) -> None:
         if foreign:
             raise CheckpointError(f"resume_from_checkpoint: {value}: {foreign}")
         if not_resumable(Path(value)):
-            problem = f"{MODEL_ONLY}; {_start_from(Path(value))}"
+            problem = f"{MODEL_ONLY}; {start_from(Path(value))}"
             raise CheckpointError(f"resume_from_checkpoint: {value}: {problem}")
         return
     candidates = list(reversed(list_checkpoints(output_dir)))
@@ -154,7 +155,7 @@ def refuse_model_only(value: str, output_dir: str | Path) -> None:
         names = ", ".join(path.name for path in candidates)
         raise CheckpointError(
             f"resume_from_checkpoint: latest: no usable checkpoint in {output_dir} ({names}: "
-            f"{MODEL_ONLY}); {_start_from(candidates[0])}"
+            f"{MODEL_ONLY}); {start_from(candidates[0])}"
         )
 
 
@@ -165,12 +166,39 @@ def _foreign(path: Path) -> str | None:
         return None
     return (
         "written by transformers' Trainer (a TRL run: training_args.bin), not by directpo: its "
-        f"optimizer state and data order continue only there; {_start_from(path)}"
+        f"optimizer state and data order continue only there; {start_from(path)}"
     )
 
 
-def _start_from(path: Path) -> str:
-    return f"start a new run from its weights (model_name_or_path: {path})"
+def start_from(path: Path) -> str:
+    """How to go on from the weights of a checkpoint that cannot resume: a new run from them,
+    against the run's own reference (model_name_or_path alone makes the checkpoint the new
+    run's reference too: another objective, without a word)."""
+    reference = _run_reference(path)
+    keep = f", ref_model_name_or_path: {reference}" if reference else ""
+    return f"start a new run from its weights (model_name_or_path: {path}{keep})"
+
+
+def _run_reference(path: Path) -> str | None:
+    """The reference model of the run that wrote checkpoint ``path`` (its config.yaml's), or
+    "the run's starting model" where it has no record; None where its loss reads none, or
+    TR-DPO moved it (a new run's reference is then no choice to keep)."""
+    from directpo.yaml_interpolation import read_run_record  # (it reads options')
+
+    try:
+        values = read_run_record(str(path / "config.yaml"))
+    except (ConfigError, OSError):
+        return "the run's starting model"  # (transformers' Trainer's: no record)
+    losses = values.get("loss_type") or ["sigmoid"]
+    losses = [losses] if isinstance(losses, str) else losses
+    try:
+        free = not needs_reference(losses) or bool(values.get("sync_ref_model"))
+    except (KeyError, TypeError):
+        free = False
+    if free:
+        return None
+    reference = values.get("ref_model_name_or_path") or values.get("model_name_or_path")
+    return str(reference) if reference else "the run's starting model"
 
 
 def not_resumable(path: Path) -> str | None:

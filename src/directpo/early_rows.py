@@ -95,7 +95,9 @@ def _local_mixture(config: Any) -> dict[str, Any] | None:
             continue  # (its values are among the refused)
         if os.path.exists(os.path.expanduser(source.id)):
             kept.append(entry)
-    return {"datasets": kept, "seed": seed} if kept else None
+    # shuffle decides which rows a weight keeps (false: the first ones): the run's rows
+    picked = {key: value[key] for key in ("shuffle",) if key in value}
+    return {"datasets": kept, "seed": seed, **picked} if kept else None
 
 
 def with_given_rows(

@@ -21,8 +21,10 @@ concatenation in their order, as TRL's ``get_dataset`` does. Entries may use TRL
 ``DatasetConfig`` names too (``path`` for ``id``, ``name`` for ``config``, ``data_dir``,
 ``data_files``). Each source is read by readers.py / ``datasets`` as ``train_file`` or
 ``dataset_name`` would read it, and its rows are validated in its own layout, so an error names
-the source and its row. Everything is a function of the files and ``seed``: every process of a
-run, and a resumed run, has the same pairs in the same order.
+the source and its row; only the rows a weight keeps are validated (the handbook's trainer never
+sees the others), and the start line says how many were left out unchecked. Everything is a
+function of the files and ``seed``: every process of a run, and a resumed run, has the same
+pairs in the same order.
 """
 
 from __future__ import annotations
@@ -267,9 +269,14 @@ def load_mixture(
             if data:
                 layouts.append(data.layout)
             summary = data.summary() if data else f"{source.label}: no pairs"
+            # the rows a weight leaves out are not validated, as the handbook's get_dataset
+            # hands TRL only the rows it keeps: said, so a bad row there is no surprise later
+            unread = (
+                f"; the {total - len(order)} left out are not checked" if total > len(order) else ""
+            )
             echo(
                 f"dataset_mixture: {summary} ({len(order)} of {total} rows, weight "
-                f"{source.weight:g})"
+                f"{source.weight:g}{unread})"
             )
     if refused:
         raise DataError("; ".join(hint_once(refused)))

@@ -2,56 +2,159 @@
 a hub id and its cached snapshot) from another model. A checkpoint records its reference's,
 so that a resume against another reference says so (its objective changed without a word).
 
-Reading a 70B model's weights whole to hash them would take minutes; its config.json, the
-names and sizes of its weight files, and a few samples of the first shard's bytes (a
-fine-tune of the same architecture has the same sizes and the same safetensors header, but
-other values wherever one looks) take milliseconds.
+Reading a 70B model's weights whole to hash them would take minutes. What decides the weights
+is read instead: config.json's settings, and each safetensors tensor's name, dtype, shape and
+a few bytes of its values, read by name through the file's header (a few KB a shard: a
+fine-tune of the same architecture has the same names and shapes, but other values wherever
+one looks). The files' names, sizes and header bytes are not the model: save_pretrained
+writes the same weights again with another transformers_version, other header metadata or
+another shard split.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from directpo.adapters import adapter_base
 from directpo.errors import ModelLoadError
-from directpo.models import _cached_snapshot
+from directpo.models import _cached_snapshot, model_location
 
 if TYPE_CHECKING:
     from directpo.config import DPOConfig
 
-SAMPLE_BYTES = 1 << 16  # read at the start, the middle and the end of the first weight file
+SAMPLE_BYTES = 1 << 16  # read at the start, the middle and the end of a file of another format
+TENSOR_SAMPLE = 32  # bytes read at the start, the middle and the end of each safetensors tensor
+# tensors whose values are sampled: every one of a dense model (a 70B: 723, ~3 KB a shard); a
+# fraction chosen by name of the largest MoEs' (tens of thousands: as many seeks)
+SAMPLED_TENSORS = 4096
+# config.json's keys that a save writes anew without changing the model (the weights' dtype is
+# the tensors' own, hashed with them)
+UNSAVED_CONFIG = ("transformers_version", "_name_or_path", "_commit_hash", "torch_dtype", "dtype")
+IDENTITY_SCHEME = 2  # reference_record's: 1 (no key) hashed config.json's text and file names
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")  # in the order loads prefer
 # a trainer's state saved beside the weights (a Trainer checkpoint as the model): no weights
 STATE_FILES = ("training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state")
 
 
-def model_identity(name_or_path: str) -> str | None:
-    """A hash of the model ``name_or_path`` names (a folder, or a hub id's cached snapshot);
-    None where there are no files to read (a hub id not in the cache)."""
-    folder = Path(_cached_snapshot(name_or_path))
-    if not folder.is_dir():
+def model_identity(
+    name_or_path: str, location: dict[str, Any] | None = None, scheme: int = IDENTITY_SCHEME
+) -> str | None:
+    """A hash of the model ``name_or_path`` names (a folder, or a hub id's cached snapshot at
+    ``location``'s revision and cache_dir, in its subfolder: from_pretrained's keywords); None
+    where there are no files to read (a hub id not in the cache). ``scheme`` 1 is the hash
+    checkpoints recorded before ``IDENTITY_SCHEME`` (a resume of one compares it)."""
+    folder = _model_folder(name_or_path, (location or {}) if scheme > 1 else {})
+    if folder is None:
         return None
     digest = hashlib.sha256()
-    if (folder / "config.json").is_file():
-        digest.update(b"config.json" + (folder / "config.json").read_bytes())
+    if (config := folder / "config.json").is_file():
+        digest.update(
+            b"config.json" + (_config_settings(config) if scheme > 1 else config.read_bytes())
+        )
     if (folder / "adapter_config.json").is_file():
-        adapter = _adapter_identity(str(folder))
+        adapter = _adapter_identity(str(folder), scheme)
         if adapter is None:
             return None
         digest.update(adapter.encode())
     weights = _weight_files(folder)
-    for path in weights:
-        digest.update(f"{path.name}:{path.stat().st_size};".encode())
-    if weights:
+    tensors = _tensor_samples(weights) if weights and scheme > 1 else None
+    if tensors is not None:
+        digest.update(tensors)
+    elif weights:  # (a PyTorch pickle, a GGUF: no header to read tensors by name from)
+        for path in weights:
+            digest.update(f"{path.name}:{path.stat().st_size};".encode())
         digest.update(_samples(weights[0]))
     return digest.hexdigest()[:16]
 
 
-def _adapter_identity(folder: str) -> str | None:
+def _model_folder(name_or_path: str, location: dict[str, Any]) -> Path | None:
+    """The folder a load reads ``name_or_path``'s files from: a hub id's snapshot at the
+    revision loaded (not main's, where the run trained another revision), its subfolder."""
+    folder = Path(
+        _cached_snapshot(name_or_path, location.get("revision"), location.get("cache_dir"))
+    )
+    subfolder = location.get("subfolder")
+    if subfolder and (folder / str(subfolder)).is_dir():
+        folder = folder / str(subfolder)
+    return folder if folder.is_dir() else None
+
+
+def _config_settings(path: Path) -> bytes:
+    """config.json's settings without those a save writes anew (``UNSAVED_CONFIG``); its text
+    where it is not a JSON object (loading it says what is wrong)."""
+    text = path.read_bytes()
+    try:
+        settings = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(settings, dict):
+        return text
+    kept = {key: value for key, value in settings.items() if key not in UNSAVED_CONFIG}
+    return json.dumps(kept, sort_keys=True).encode()
+
+
+def _tensor_samples(files: list[Path]) -> bytes | None:
+    """Every tensor of the safetensors ``files`` by name: its dtype and shape, and for each of
+    ``SAMPLED_TENSORS`` chosen by name (all of them but in the largest MoE models)
+    ``TENSOR_SAMPLE`` bytes at the start, the middle and the end of its values; in name order,
+    so whichever shard holds it. None where a file is not safetensors."""
+    headers = [header for path in files if (header := _header(path)) is not None]
+    if len(headers) < len(files):
+        return None
+    stride = max(1, math.ceil(sum(len(header) for _, header in headers) / SAMPLED_TENSORS))
+    tensors: dict[str, list[Any]] = {}
+    try:
+        for path, (base, header) in zip(files, headers, strict=True):
+            with open(path, "rb") as handle:
+                spans = sorted((info["data_offsets"], name) for name, info in header.items())
+                for name, info in header.items():
+                    tensors[name] = [info["dtype"], info["shape"]]
+                for (start, end), name in spans:
+                    if _sampled(name, stride):
+                        tensors[name].append(_values(handle, base + start, base + end))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # (not a safetensors file: loading it says so)
+    return json.dumps(sorted(tensors.items())).encode()
+
+
+def _header(path: Path) -> tuple[int, dict[str, Any]] | None:
+    """Where ``path``'s tensor values start and its header's tensors (no ``__metadata__``:
+    whichever tool saved them writes its own)."""
+    if path.suffix != ".safetensors":
+        return None
+    try:
+        with open(path, "rb") as handle:
+            length = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(length))
+    except (OSError, ValueError, MemoryError):
+        return None
+    if not isinstance(header, dict):
+        return None
+    header.pop("__metadata__", None)
+    return 8 + length, header
+
+
+def _sampled(name: str, stride: int) -> bool:
+    """Whether tensor ``name``'s values are sampled: one in ``stride``, chosen by its name (so
+    the same tensors whichever shard holds them)."""
+    return stride == 1 or int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) % stride == 0
+
+
+def _values(handle: Any, start: int, end: int) -> list[str]:
+    """``TENSOR_SAMPLE`` bytes at the start, the middle and the end of bytes start..end."""
+    samples = []
+    for offset in sorted({start, (start + end) // 2, max(start, end - TENSOR_SAMPLE)}):
+        handle.seek(offset)
+        samples.append(handle.read(min(TENSOR_SAMPLE, end - offset)).hex())
+    return samples
+
+
+def _adapter_identity(folder: str, scheme: int) -> str | None:
     """An adapter folder's settings and its base model's identity. The file names the base by
     path (the fix for a moved base is to edit it there): the path is left out and the model
     it names is read instead, so a moved base is no change and another base at that path is."""
@@ -64,7 +167,9 @@ def _adapter_identity(folder: str) -> str | None:
     if not isinstance(settings, dict):
         return None
     settings.pop("base_model_name_or_path", None)
-    base_identity = model_identity(base) if base else "merged"  # (a folder with config.json)
+    # the base as loaded: at the revision the file names (as peft's AutoPeftModel loads it)
+    where = {"revision": settings.get("revision")} if scheme > 1 else {}
+    base_identity = model_identity(base, where, scheme) if base else "merged"  # (config.json)
     return json.dumps(settings, sort_keys=True) + f"base:{base_identity}"
 
 
@@ -109,7 +214,7 @@ def _samples(path: Path) -> bytes:
     return b"".join(parts)
 
 
-def reference_record(config: DPOConfig) -> dict[str, str | None] | None:
+def reference_record(config: DPOConfig) -> dict[str, Any] | None:
     """The model a run's losses take their reference from (ref_model_name_or_path, else the
     starting model: a LoRA run's base, adapters off) and its identity; None for
     reference-free losses and for TR-DPO, whose moved reference the checkpoint holds itself."""
@@ -117,16 +222,39 @@ def reference_record(config: DPOConfig) -> dict[str, str | None] | None:
         return None
     path = config.ref_model_name_or_path or config.model_name_or_path
     shown = os.path.abspath(path) if os.path.exists(path) else path  # resumed from anywhere
-    return {"path": shown, "identity": model_identity(path)}
+    where = model_location(config.reference_init_kwargs)  # (never its token: the record is read)
+    location = {key: where[key] for key in ("revision", "subfolder", "cache_dir") if where.get(key)}
+    record: dict[str, Any] = {"path": shown, "identity": model_identity(path, location)}
+    record["scheme"] = IDENTITY_SCHEME
+    if location:
+        record["location"] = location
+    return record
 
 
-def reference_change(saved: dict[str, str | None] | None, now: dict[str, str | None] | None) -> str:
+def reference_change(saved: dict[str, Any] | None, now: dict[str, Any] | None) -> str:
     """What changed of the reference since a checkpoint (``reference_record``'s), or "": the
     same model at another path is no change; one without files to read says nothing."""
     if not saved or not now or None in (saved.get("identity"), now["identity"]):
         return ""
+    if saved.get("scheme", 1) != now.get("scheme"):
+        saved, now = _same_scheme(saved, now)
     if saved["identity"] == now["identity"]:
         return ""
+    revisions = [
+        (record.get("location") or {}).get("revision") or "main" for record in (saved, now)
+    ]
+    if saved.get("path") == now["path"] and "scheme" in saved and revisions[0] != revisions[1]:
+        return f"the reference model {now['path']}'s revision {revisions[0]} -> {revisions[1]}"
     if saved.get("path") == now["path"]:
         return f"the reference model's files at {now['path']}"
     return f"the reference model {saved.get('path')} -> {now['path']}"
+
+
+def _same_scheme(saved: dict[str, Any], now: dict[str, Any]) -> tuple[dict, dict]:
+    """A record of an earlier version's hash (``saved``) and this one's, made comparable:
+    where the checkpoint's path still holds the model it recorded, that model is read again
+    by this hash (a re-save of it is then no change); else ``now`` is read by the earlier."""
+    scheme, path = saved.get("scheme", 1), str(saved.get("path"))
+    if model_identity(path, scheme=scheme) == saved["identity"]:
+        return {**saved, "identity": model_identity(path, now.get("location"))}, now
+    return saved, {**now, "identity": model_identity(str(now["path"]), scheme=scheme)}

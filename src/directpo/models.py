@@ -363,14 +363,17 @@ def _stored_generation_config(model: torch.nn.Module, folder: str) -> None:
         model.generation_config = GenerationConfig.from_pretrained(folder)
 
 
-def _cached_snapshot(path: str) -> str:
-    """A hub id's folder in the local Hugging Face cache (never downloads), else ``path``."""
+def _cached_snapshot(path: str, revision: str | None = None, cache_dir: str | None = None) -> str:
+    """A hub id's folder in the local Hugging Face cache at ``revision`` (main's where None),
+    never downloading, else ``path``."""
     if os.path.exists(path) or path.count("/") != 1:
         return path
     from huggingface_hub import snapshot_download
 
     try:
-        return snapshot_download(path, local_files_only=True)
+        return snapshot_download(
+            path, revision=revision, cache_dir=cache_dir, local_files_only=True
+        )
     except Exception:  # noqa: BLE001 - not cached, or not a valid id: a whole load decides
         return path
 

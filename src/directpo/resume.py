@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import secrets
 from collections.abc import Callable
@@ -23,20 +24,21 @@ from directpo.checkpoint import (
     read_state,
     resolve_checkpoint,
     retire_checkpoints_after,
+    start_from,
 )
 from directpo.distributed import on_main
 from directpo.errors import CheckpointError, ConfigError
 from directpo.model_identity import reference_change
 from directpo.optimizers import fit_saved_groups, no_decay_ids
-from directpo.options import read_record
 from directpo.outputs import remove
 from directpo.pair_store import PairStore
 from directpo.precision import evaluates_in_float32
 from directpo.random_states import resume_note
-from directpo.sources import FixedPairs, OnlineRounds, said_change
+from directpo.sources import FixedPairs, OnlineRounds, pairs_fingerprint, said_change
 from directpo.step import PairStats
 from directpo.sync import load_reference_state
 from directpo.trainer_state import STATE_FILE
+from directpo.yaml_interpolation import read_run_record
 
 if TYPE_CHECKING:
     from directpo.config import DPOConfig
@@ -103,6 +105,8 @@ def resume(run: Run) -> None:
     run.best = BestModel.from_config(config, state.get("best"))
     run.evaluation_pending = state.get("evaluation_pending", False)  # (trainer.py runs it)
     _say_eval_dtype_change(run, state, Path(checkpoint))
+    _say_compute_dtype_change(run, state)
+    _say_eval_pairs_change(run, state)
     run.echo(f"resumed from {checkpoint} at step {run.start_step}")
     on_main(world, lambda: retire_checkpoints_after(run.output_dir, run.start_step, run.echo))
     if world.is_main:
@@ -122,7 +126,7 @@ def run_seed(config: DPOConfig, world: World, echo: Callable[[str], None]) -> DP
             checkpoint = resolve_checkpoint(
                 config.resume_from_checkpoint, config.output_dir, lambda line: None
             )
-            saved = read_record(str(checkpoint / "config.yaml")).get("seed")
+            saved = read_run_record(str(checkpoint / "config.yaml")).get("seed")
             if not isinstance(saved, int):  # (an earlier version's: it recorded no config)
                 raise ConfigError(
                     f"seed: null: {checkpoint} records no seed to resume with: give the run's seed"
@@ -155,6 +159,10 @@ DATA_OPTIONS = (
 )  # fmt: skip
 
 
+# assistant_only_loss changed where a checkpoint records no effect (written before it did)
+UNKNOWN_EFFECT = " (a change only where a completion holds a message the model does not write)"
+
+
 def objective(config: DPOConfig) -> dict[str, Any]:
     """The values of ``OBJECTIVE`` in ``config``, as trainer_state.json holds them."""
     return json.loads(json.dumps({name: getattr(config, name) for name in OBJECTIVE}))
@@ -163,7 +171,10 @@ def objective(config: DPOConfig) -> dict[str, Any]:
 def leaves_tokens_out(run: Run) -> bool | None:
     """Whether assistant_only_loss leaves tokens of this run's pairs unscored (a tool's result,
     a user turn inside a completion); None where that is not known: off (the pairs then hold
-    no spans), or online rounds (their pairs come later). A checkpoint records it."""
+    no spans). Online rounds' completions are the policy's samples, one reply each: nothing is
+    left out. A checkpoint records it."""
+    if isinstance(run.source, OnlineRounds):
+        return False
     if not run.config.assistant_only_loss or not isinstance(run.source, FixedPairs):
         return None
     pairs = run.source.pairs.pairs
@@ -172,15 +183,28 @@ def leaves_tokens_out(run: Run) -> bool | None:
     return any(any(pair.unscored) for pair in pairs)
 
 
+def _assistant_only_effect(run: Run, state: dict[str, Any]) -> bool | None:
+    """Whether the side of a resume that has assistant_only_loss on (this run, or the
+    checkpoint) leaves tokens out; None where it is not known (a checkpoint written before
+    its record, now resumed with it off)."""
+    if isinstance(run.source, OnlineRounds) or run.config.assistant_only_loss:
+        return leaves_tokens_out(run)
+    return state.get("leaves_tokens_out")
+
+
 def _say_objective_changes(run: Run, state: dict[str, Any], step: int) -> None:
     saved = state.get("objective") or {}  # (none in a checkpoint from before they were)
     # assistant_only_loss turned on or off changes nothing where the side that has it on left
-    # no token out (plain-text pairs, replies of one message): said, it was news of nothing
-    inert = {leaves_tokens_out(run), state.get("leaves_tokens_out")} - {None} == {False}
+    # no token out (plain-text pairs, replies of one message, online samples): not said; where
+    # that is not known, said with the condition under which it changes the objective
+    effect = _assistant_only_effect(run, state)
     changed = [
         f"{name} {saved[name]} -> {value}"
+        + (UNKNOWN_EFFECT if name == "assistant_only_loss" and effect is None else "")
         for name, value in objective(run.config).items()
-        if name in saved and saved[name] != value and not (name == "assistant_only_loss" and inert)
+        if name in saved
+        and saved[name] != value
+        and not (name == "assistant_only_loss" and effect is False)
     ]
     if reference := reference_change(state.get("reference"), run.reference_files):
         changed.append(reference)  # (another reference is another objective: it went unsaid)
@@ -195,7 +219,7 @@ def _with_data_changes(error: ConfigError, config: DPOConfig, checkpoint: Path) 
     """``error`` (the checkpoint's pairs are not this run's) with the options that decide the
     pairs and differ from the checkpoint's config.yaml, where it has one."""
     try:
-        saved = read_record(str(checkpoint / "config.yaml"))
+        saved = read_run_record(str(checkpoint / "config.yaml"))
     except ConfigError:
         return error  # (a checkpoint of an earlier version: no record)
     now = config.record()
@@ -215,6 +239,35 @@ def held_out_dtype(run: Run) -> str | None:
     if not any(pair_set.pairs for pair_set in run.evals.values()):
         return None
     return "float32" if run.eval_float32 else str(run.precision.compute).removeprefix("torch.")
+
+
+def held_out_pairs(run: Run) -> str | None:
+    """A checksum of the held-out pairs (each set's, by name; None: the run has none); each
+    checkpoint records it, so that a resume evaluating other pairs says so."""
+    if not any(pair_set.pairs for pair_set in run.evals.values()):
+        return None
+    sets = sorted((name, pairs_fingerprint(pair_set.pairs)) for name, pair_set in run.evals.items())
+    return hashlib.blake2b(json.dumps(sets).encode(), digest_size=16).hexdigest()
+
+
+def _say_eval_pairs_change(run: Run, state: dict[str, Any]) -> None:
+    """A resume evaluating other held-out pairs than the checkpoint's run (another eval_file,
+    its rows edited): the eval curves step there, and the best value so far, measured on the
+    others, was compared with this run's without a word."""
+    before, now = state.get("eval_pairs"), held_out_pairs(run)
+    if before is None or now is None or before == now:
+        return  # (a checkpoint written before the record says nothing)
+    best = run.best
+    compared = (
+        f"; the best {best.metric} so far ({best.value:.6g}, step {best.step}) was measured on "
+        "the others, compared as it is with this run's"
+        if best.value is not None and best.metric.startswith("eval")
+        else ""
+    )
+    run.echo(
+        f"resume: the held-out pairs differ from those evaluated up to step "
+        f"{state['global_step']}: the eval curves step there{compared}"
+    )
 
 
 def _say_eval_dtype_change(run: Run, state: dict[str, Any], checkpoint: Path) -> None:
@@ -238,12 +291,24 @@ def _say_eval_dtype_change(run: Run, state: dict[str, Any], checkpoint: Path) ->
     )
 
 
+def _say_compute_dtype_change(run: Run, state: dict[str, Any]) -> None:
+    """A checkpoint trained in another compute dtype (a float32 run resumed with bf16: true,
+    or back): the policy's and the reference's log-probs are computed otherwise from here,
+    which went unsaid. (A checkpoint written before its record says nothing.)"""
+    before, now = state.get("compute_dtype"), str(run.precision.compute).removeprefix("torch.")
+    if before is not None and before != now:
+        run.echo(
+            f"resume: the steps up to {state['global_step']} computed in {before}, from here "
+            f"in {now} (dtype / bf16): the loss and reward curves may step there"
+        )
+
+
 def _evaluated_in(checkpoint: Path) -> str | None:
     """The dtype a checkpoint that records none (written before eval_dtype's record) had its
     held-out metrics computed in, from its config.yaml; None without evaluations or a record."""
     try:
         logged = json.loads((checkpoint / STATE_FILE).read_text()).get("log_history") or []
-        options = read_record(str(checkpoint / "config.yaml"))
+        options = read_run_record(str(checkpoint / "config.yaml"))
     except (OSError, ValueError, ConfigError):
         return None
     if not isinstance(options, dict) or not any(
@@ -285,7 +350,7 @@ def _check_optimizer(checkpoint: Path, optimizer: str, weights: str) -> None:
         return
     # an FSDP checkpoint holds shards only (sharded/): no folder a new run can start from
     anew = "" if (checkpoint / "sharded").is_dir() else (
-        f", or start a new run from its weights (model_name_or_path: {checkpoint})"
+        f", or {start_from(checkpoint)}"
     )  # fmt: skip
     if written == optimizer:
         raise CheckpointError(
@@ -344,8 +409,7 @@ def _check_adapter(checkpoint: Path, policy: Any) -> None:
 def _other_adapter(checkpoint: Path, saved: str, mine: str, fix: str) -> CheckpointError:
     return CheckpointError(
         f"checkpoint {checkpoint}: written with {saved}, this run has {mine}; its weights fit "
-        f"only its own adapter settings: resume with {fix}, or start a new run from its "
-        f"weights (model_name_or_path: {checkpoint})"
+        f"only its own adapter settings: resume with {fix}, or {start_from(checkpoint)}"
     )
 
 

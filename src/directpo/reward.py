@@ -54,6 +54,7 @@ from directpo.reference import (
 from directpo.sync import checkpoint_reference
 from directpo.tokenization import CUT_BY_PROMPT, PairTokenizer
 from directpo.vision import image_values
+from directpo.yaml_interpolation import written_escaped
 
 ModelLike = torch.nn.Module | str
 
@@ -390,10 +391,8 @@ def run_config(folder: str | os.PathLike) -> DPOConfig | None:
         saved = path.parent / "config.yaml"
     if not saved.is_file():
         return None
-    try:  # a run's record escapes a literal ${ (save_yaml)
-        return load_config(str(saved))
-    except ConfigError:  # one written before it did holds it as given: no interpolation
-        return load_config(str(saved), interpolate=False)
+    # a run's record escapes a literal ${ (save_yaml); one written before holds it as given
+    return load_config(str(saved), interpolate=written_escaped(saved))
 
 
 def folder_tokenizer(

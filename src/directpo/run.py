@@ -123,7 +123,7 @@ class Run:
     offload: OffloadActivations | None = None  # activation_offloading's hooks (offload.py)
     # the reference's files as loaded (model_identity.py): a checkpoint records them, not what
     # the folder holds by then (a newer revision downloaded into the cache mid-run)
-    reference_files: dict[str, str | None] | None = None
+    reference_files: dict[str, Any] | None = None
 
     @property
     def sharded(self) -> bool:

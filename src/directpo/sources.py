@@ -108,6 +108,9 @@ class FixedPairs:
         in that order (its next steps are the pairs an uninterrupted run would have taken)."""
         notes = self._keep_order(state.get("data_order", LEGACY_ORDER), checkpoint)
         now, seen = self.state(), state.get("num_examples")
+        if note := _regrouped(state, now, checkpoint):
+            notes.append(note)  # (the same pairs each step: compared as the checkpoint's)
+            now = {**now, "batch_size": state["batch_size"], "accumulation": state["accumulation"]}
         longer = now.get("streamed") and state.get("streamed") and seen < now["num_examples"]
         if not longer:
             _check_same(state, now, checkpoint)
@@ -300,6 +303,25 @@ RULE_CHANGES = {
 }
 
 
+def _regrouped(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> str:
+    """A resume whose step takes the checkpoint's pairs per step in micro-batches of another
+    size (a smaller per_device_train_batch_size after running out of memory, more
+    gradient_accumulation_steps): each step is one slice of the epoch's order either way, so
+    its pairs are the same (a dropped short last micro-batch depends on the size: not then).
+    It was refused; it goes on, said in a line. "" where nothing was regrouped."""
+    before = (saved.get("batch_size"), saved.get("accumulation"))
+    after = (now["batch_size"], now["accumulation"])
+    if None in before or before == after or now.get("drop_last") or saved.get("drop_last"):
+        return ""
+    if before[0] * before[1] != after[0] * after[1]:
+        return ""
+    return (
+        f"resume: {checkpoint} took its {after[0] * after[1]} pairs per step as {before[0]} x "
+        f"{before[1]} (per_device_train_batch_size x processes, gradient_accumulation_steps), "
+        f"this run as {after[0]} x {after[1]}: the same pairs at each step"
+    )
+
+
 def _check_same(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> None:
     names = {
         "batch_size": "batch_size (per_device_train_batch_size x processes)",
@@ -349,9 +371,16 @@ def _check_same(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> 
             )
         # (drop_last: checkpoints before it kept an epoch's short batch)
         before = saved.get(key, False if key == "drop_last" else None)
+        if key == "num_examples" and before != value and not now.get("streamed"):
+            # a file's pairs, not a stream's first ones: its rows were edited (or another file)
+            raise ConfigError(
+                f"resume_from_checkpoint: {checkpoint} was trained on {before} pairs, this run "
+                f"has {value} (the data's rows differ): resume with the data as it was, or "
+                "start a new output_dir"
+            )
         if key != "pairs_fingerprint" and before != value:
             raise ConfigError(
                 f"resume_from_checkpoint: {checkpoint} was trained with "
                 f"{names.get(key, key)}={before}, this run has {value}; the data order "
-                "would differ (start a new output_dir)"
+                f"would differ: resume with {before}, or start a new output_dir"
             )

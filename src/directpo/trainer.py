@@ -62,7 +62,13 @@ from directpo.outputs import (
 )
 from directpo.preflight import check_run
 from directpo.process_state import kept_for_caller, library_output, numeric_switches
-from directpo.resume import held_out_dtype, leaves_tokens_out, objective, run_seed
+from directpo.resume import (
+    held_out_dtype,
+    held_out_pairs,
+    leaves_tokens_out,
+    objective,
+    run_seed,
+)
 from directpo.rewardfn import trainer_state, with_state
 from directpo.run import Run, evaluation_precision, prepare_run
 from directpo.signals import KeptLines, StopRequest
@@ -513,7 +519,9 @@ def checkpoint_step(
         # its state fits no other optimizer, nor (Kahan's) other weights (resume checks)
         "optimizer": run.config.optimizer,
         "weights": str(run.precision.master).removeprefix("torch."),
+        "compute_dtype": str(run.precision.compute).removeprefix("torch."),  # (resume says)
         "eval_dtype": held_out_dtype(run),  # what the best value and eval curves were read in
+        "eval_pairs": held_out_pairs(run),  # ... and on which pairs
     }
     # TR-DPO's reference is state too (gathered on every rank, written by rank 0)
     extra = {REFERENCE_FILE: reference_state(run)} if run.config.sync_ref_model else {}

@@ -64,6 +64,37 @@ def escaped(value: Any) -> Any:
     return value
 
 
+def written_escaped(path: str | os.PathLike) -> bool:
+    """Whether a run's own config.yaml at ``path`` was written by ``escaped`` (each ``${`` has
+    the escape in front; a file with none reads the same either way): one written before it
+    holds a literal ``${beta}`` as given, which resolving would read as beta's value. Such a
+    file is read as written; one that cannot be read is left to the reader to say so."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return True
+    return not _bare_reference(data)
+
+
+def read_run_record(path: str) -> dict[str, Any]:
+    """A run's own config.yaml as its options' values, each text as the run was given it."""
+    from directpo.options import read_yaml  # (it imports this module)
+
+    return read_yaml(path, interpolate=written_escaped(path))
+
+
+def _bare_reference(data: Any) -> bool:
+    """Whether a text in ``data`` holds a ``${`` without OmegaConf's escape in front."""
+    if isinstance(data, dict):
+        return any(map(_bare_reference, data.values()))
+    if isinstance(data, list):
+        return any(map(_bare_reference, data))
+    return isinstance(data, str) and re.search(r"(?<!\\)\$\{", data) is not None
+
+
 def referenced(data: Any) -> set[str]:
     """The top-level keys the references in ``data`` (a YAML file's values) name:
     ``${model_dir}/x`` and ``${model_dir.sub}`` name model_dir."""
