@@ -47,7 +47,14 @@ from directpo.command_rows import with_others
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DirectpoError
 from directpo.options import load_options, option_help
-from directpo.signals import KeptLines, Terminated, exit_code_of, output_closed, sigterm_unwinds
+from directpo.signals import (
+    KeptLines,
+    Terminated,
+    closed_pipe_behind,
+    exit_code_of,
+    output_closed,
+    sigterm_unwinds,
+)
 from directpo.trl_compat import ALIASES
 
 
@@ -325,7 +332,13 @@ def _main(argv: Sequence[str] | None) -> int:
             raise with_others(unknown_flag, command.options, config_file, overrides)
         return command.run(_loaded(command.options, config_file, overrides, argv[1:], typed)) or 0
     except DirectpoError as err:
-        _say_error(err, typed)
+        if closed_pipe_behind(err):  # (a library's bar on a closed stderr: not the error)
+            return _pipe_closed()
+        try:
+            _say_error(err, typed)
+        except BrokenPipeError:  # (2>&1 | head: no one reads the line; its exit code says it)
+            if not output_closed():
+                raise
         return err.exit_code
     except KeyboardInterrupt as err:  # before or after the training loop (which saves on one)
         if _first_rank():  # under torchrun every rank got the Ctrl-C
@@ -338,10 +351,16 @@ def _main(argv: Sequence[str] | None) -> int:
     except BrokenPipeError:  # (directpo train x.yaml | head -1: a traceback, and exit 1)
         if not output_closed():
             raise  # another pipe's (a socket's): a failure of its own
-        with contextlib.suppress(OSError):
-            print("directpo: stopped: the output's reader closed the pipe", file=sys.stderr)
-        return exit_code_of("SIGPIPE")
+        return _pipe_closed()
     return 0
+
+
+def _pipe_closed() -> int:
+    """The line and exit code (128 + 13, as the shell reports SIGPIPE's) of a command whose
+    output's reader went away; the closed stream already writes nowhere (output_closed)."""
+    with contextlib.suppress(OSError):
+        print("directpo: stopped: the output's reader closed the pipe", file=sys.stderr)
+    return exit_code_of("SIGPIPE")
 
 
 def _loaded(
