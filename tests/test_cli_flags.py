@@ -161,3 +161,15 @@ def test_a_key_value_overrides_flag_is_written_as_a_shell_reads_it(tmp_path, cap
     assert main([*argv, "batch_size=4", "optimizer.lr=1e-5"]) == 2
     written = "--per_device_train_batch_size 4 --learning_rate 1e-5"
     assert f"options are flags here: {written}\n" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["score", "rank", "generate"])
+def test_a_commands_key_value_override_says_its_flag(capsys, command) -> None:
+    """``directpo score ... beta=0.3`` (tune run's override, which train reads as the flag it
+    says to write) was 'unexpected argument' alone; it says its flag as train does."""
+    assert main([command, "beta=0.3" if command != "generate" else "max_new_tokens=4"]) == 2
+    err = capsys.readouterr().err
+    flag = "--beta 0.3" if command != "generate" else "--max_new_tokens 4"
+    assert "options are flags here: " + flag in err and "unexpected argument" not in err
+    assert main([command, "no_such_option=4"]) == 2  # (no option of that name: stray)
+    assert "unexpected argument 'no_such_option=4'" in capsys.readouterr().err

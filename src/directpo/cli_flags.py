@@ -292,10 +292,13 @@ def _is_override(token: str) -> bool:
 
 
 def unknown_flag_message(flag: str, options: type) -> str:
+    names = [n for n, _, _ in option_help(options)]
     if not flag.startswith("-"):
+        key, _, value = flag.partition("=")
+        if _is_override(flag) and key in names:  # (train says so of its key=value too)
+            return f"'{flag}': options are flags here: --{key} {shlex.quote(value)}"
         return f"unexpected argument '{flag}'"
     name = flag.lstrip("-").split("=", 1)[0]
-    names = [n for n, _, _ in option_help(options)]
     close = difflib.get_close_matches(name, names, n=1)
     hint = f"; did you mean '--{close[0]}'?" if close else ""
     if instead := getattr(options, "FOREIGN_KEYS", {}).get(name):
