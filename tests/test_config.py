@@ -703,3 +703,16 @@ def test_openrlhfs_minus_one_steps_are_refused_naming_the_strategy(key, instead)
     epoch) were refused without the option that asks for that."""
     with pytest.raises(ConfigError, match=f"OpenRLHF's -1 is {instead}"):
         DPOConfig(**{key: -1})
+
+
+def test_a_config_file_not_found_names_one_of_a_close_name(tmp_path: Path, capsys) -> None:
+    """``directpo train recipe.yml`` beside recipe.yaml: 'config file not found' only."""
+    from directpo.cli import main
+
+    (tmp_path / "recipe.yaml").write_text("beta: 0.2\n")
+    assert main(["train", str(tmp_path / "recipe.yml")]) == 2
+    err = capsys.readouterr().err
+    assert f"config file not found: {tmp_path / 'recipe.yml'}; did you mean " in err
+    assert err.rstrip().endswith(f"{tmp_path / 'recipe.yaml'}?"), err
+    assert main(["train", str(tmp_path / "other.yaml")]) == 2
+    assert "did you mean" not in capsys.readouterr().err
