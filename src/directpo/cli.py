@@ -301,9 +301,16 @@ def _main(argv: Sequence[str] | None) -> int:
                     raise with_others(err, command.options, err.config_file, err.flags) from None
                 if config_file is not None:
                     refuse_data_file(config_file)
-                code = command.run(
-                    _loaded(command.options, config_file, overrides, argv[1:], typed)
-                )
+                options = _loaded(command.options, config_file, overrides, argv[1:], typed)
+                if command.options is DPOConfig:
+                    from directpo.option_paths import moved_run
+
+                    moved = moved_run(
+                        config_file, options.output_dir, options.resume_from_checkpoint, overrides
+                    )
+                    if moved is not None:
+                        raise moved
+                code = command.run(options)
                 if code and _first_rank():  # (a stopped run: its checkpoint is written)
                     # (stdout's reader gone, the line is said where it is still read)
                     said = sys.stderr if code == exit_code_of("SIGPIPE") else sys.stdout
