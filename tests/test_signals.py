@@ -500,3 +500,19 @@ def test_a_commands_error_on_a_closed_pipe_is_no_traceback(monkeypatch, capsys) 
     monkeypatch.setitem(cli.COMMANDS, "plot", plot)
     monkeypatch.setattr(cli, "print", closed, raising=False)
     assert main(["plot", "run"]) == 2
+
+
+def test_a_notebooks_streams_are_not_polled_for_a_closed_pipe(monkeypatch) -> None:
+    """The loop polls its outputs after each step for a reader gone (2>&1 | head); in a
+    notebook the streams are the kernel's (its descriptors no output of the run's), where a
+    launcher's dead pipe stopped the run as 'SIGPIPE'. Only the process's own are polled."""
+    import io
+
+    import directpo.signals as signals
+
+    monkeypatch.setattr(signals, "output_closed", lambda: True)
+    monkeypatch.setattr(sys, "stdout", io.StringIO())  # (a notebook's OutStream)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert not signals.KeptLines(print).reader_gone()
+    monkeypatch.setattr(sys, "stderr", sys.__stderr__)
+    assert signals.KeptLines(print).reader_gone()

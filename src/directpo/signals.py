@@ -155,8 +155,11 @@ class KeptLines:
     def reader_gone(self) -> bool:
         """Is either output's reader gone? Polled as well: a closed stderr raises only at the
         next thing drawn there (the bar, the checkpoint's own bar), which ended the run with
-        its steps unsaved; found here, the stream is sent nowhere first (``output_closed``)."""
-        self.gone = self.gone or self.closed or output_closed()
+        its steps unsaved; found here, the stream is sent nowhere first (``output_closed``).
+        Polled only where the process's own streams are written (a notebook's are not: its
+        kernel's descriptors are no output of the run's)."""
+        own = sys.stdout is sys.__stdout__ or sys.stderr is sys.__stderr__
+        self.gone = self.gone or self.closed or (own and output_closed())
         return self.gone
 
     def guarded(self, stream: TextIO) -> TextIO:
