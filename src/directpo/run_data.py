@@ -24,6 +24,7 @@ from directpo.data_sources import (
 )
 from directpo.errors import ConfigError, DataError
 from directpo.generate import check_prompts
+from directpo.hub import cache_only_where_unreachable
 from directpo.messages import others_turn
 from directpo.mixture import load_mixture
 from directpo.models import (
@@ -400,6 +401,8 @@ def _stop_ids(config: DPOConfig) -> list[int]:
     places = [(path, model_location(config.model_init_kwargs))]
     base = adapter_base(path) if os.path.isdir(path) else None
     if base:
+        # (a hub id on an offline machine: its cache at once, not ~45 s of the hub's retries)
+        cache_only_where_unreachable(base)
         places.append((base, {}))
     places.append((config.tokenizer_path, config.tokenizer_location))
     for where, location in places:
