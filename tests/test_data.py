@@ -1563,3 +1563,23 @@ def test_a_json_lists_rows_read_a_piece_at_a_time_are_the_whole_reads(
         monkeypatch.undo()
         monkeypatch.setattr(readers, "JSON_CHUNK", chunk)
         assert str(streamed.value) == str(at_once.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "said"),
+    [
+        ("rows.json", "[]\n", "no rows"),
+        ("rows.csv", "prompt,chosen,rejected\n", "no rows"),
+        ("rows.jsonl", "\n \n", "no rows (the file is empty)"),
+    ],
+)
+def test_a_file_of_no_rows_is_called_empty_only_when_it_is(
+    tmp_path: Path, name: str, text: str, said: str
+) -> None:
+    """A .json file holding [] (or a CSV file's header alone) was 'no rows (the file is
+    empty)': the user opens it and finds it is not."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DataError) as refused:
+        load_preferences(str(path))
+    assert str(refused.value) == f"{path}: {said}"
