@@ -516,3 +516,25 @@ def test_a_notebooks_streams_are_not_polled_for_a_closed_pipe(monkeypatch) -> No
     assert not signals.KeptLines(print).reader_gone()
     monkeypatch.setattr(sys, "stderr", sys.__stderr__)
     assert signals.KeptLines(print).reader_gone()
+
+
+def test_the_guarded_progress_bar_is_cleared_for_the_runs_lines(monkeypatch) -> None:
+    """The bar drawn through KeptLines.guarded (2>&1 | head's stop) was not taken for one on
+    stderr by tqdm, which then left it uncleared before each line: 'loss=0.69]step 1/3 ...' on
+    one terminal line. It is cleared as a bar on stderr is."""
+    import io
+
+    from tqdm import tqdm
+
+    from directpo.signals import KeptLines
+
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    monkeypatch.setattr(sys, "__stderr__", stderr)
+    bar = tqdm(total=3, file=KeptLines(print).guarded(sys.stderr), mininterval=0)
+    bar.update(1)
+    drawn = stderr.getvalue()
+    with tqdm.external_write_mode():
+        cleared = stderr.getvalue()[len(drawn) :]
+    bar.close()
+    assert cleared.startswith("\r") and not cleared.strip(), repr(cleared)

@@ -205,3 +205,9 @@ class _Guarded:
 
     def __getattr__(self, name: str) -> object:  # fileno, isatty, encoding: the stream's
         return getattr(self.stream, name)
+
+    def __eq__(self, other: object) -> bool:  # (tqdm clears a bar drawn on the stream it is)
+        return bool(self.stream == getattr(other, "stream", other))
+
+    def __hash__(self) -> int:
+        return hash(self.stream)
