@@ -173,3 +173,17 @@ def test_a_commands_key_value_override_says_its_flag(capsys, command) -> None:
     assert "options are flags here: " + flag in err and "unexpected argument" not in err
     assert main([command, "no_such_option=4"]) == 2  # (no option of that name: stray)
     assert "unexpected argument 'no_such_option=4'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [[], ["learning_rate=1e-5"]])
+def test_a_config_file_not_there_is_said_with_the_flags_rows(tmp_path, capsys, extra) -> None:
+    """``directpo train --train_file bad.jsonl ... stray`` (a word taken for the config file,
+    which is not there) said 'config file not found: stray' alone, though the flags name the
+    data: its bad rows came a run after the word was removed."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"chosen": "a", "rejected": "a"}\n')
+    argv = ["train", "--train_file", str(bad), "--output_dir", str(tmp_path / "o"), "stray"]
+    assert main([*argv, *extra]) == 2
+    err = capsys.readouterr().err
+    assert "config file not found: stray" in err
+    assert f"{bad}: line 1: chosen and rejected are identical" in err

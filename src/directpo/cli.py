@@ -301,7 +301,13 @@ def _main(argv: Sequence[str] | None) -> int:
                     raise with_others(err, command.options, err.config_file, err.flags) from None
                 if config_file is not None:
                     refuse_data_file(config_file)
-                options = _loaded(command.options, config_file, overrides, argv[1:], typed)
+                try:
+                    options = _loaded(command.options, config_file, overrides, argv[1:], typed)
+                except ConfigError as err:
+                    if config_file is None or os.path.exists(config_file):
+                        raise
+                    # (a config file not there: the flags may name the data, its rows said)
+                    raise with_others(err, command.options, None, overrides) from None
                 if command.options is DPOConfig:
                     from directpo.option_paths import moved_run
 
