@@ -1285,3 +1285,22 @@ def test_starting_anew_from_a_checkpoint_keeps_the_runs_reference(tmp_path) -> N
     assert (
         start_from(tmp_path) == f"start a new run from its weights (model_name_or_path: {tmp_path})"
     )
+
+
+def test_a_moved_runs_config_yaml_says_where_its_checkpoints_are(tmp_path, capsys) -> None:
+    """``directpo train moved/config.yaml --resume_from_checkpoint latest`` after ``mv run
+    moved``: the run's config.yaml records its output_dir made absolute (run), so the resume was
+    told 'no checkpoint in run; set resume_from_checkpoint: null to start a new run', there.
+    The file's own folder holding the checkpoints is said, with the flag that resumes them."""
+    from directpo.cli import main
+
+    moved = tmp_path / "moved"
+    (moved / "checkpoint-2").mkdir(parents=True)
+    (moved / "checkpoint-10").mkdir()
+    recorded = {"model_name_or_path": str(tmp_path / "m"), "output_dir": str(tmp_path / "run")}
+    (moved / "config.yaml").write_text(yaml.safe_dump(recorded))
+    assert main(["train", str(moved / "config.yaml"), "--resume_from_checkpoint", "latest"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'run'}, {moved / 'config.yaml'}'s output_dir, holds no checkpoint" in err
+    assert f"its own folder holds checkpoint-10: the run was moved? resume it there with " \
+           f"--output_dir {moved}" in err  # fmt: skip

@@ -240,3 +240,29 @@ def test_help_gives_defaults_as_yaml_writes_them(capsys) -> None:
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: null)" in text and "(default: false)" in text
     assert "(default: None)" not in text and "(default: False)" not in text
+
+
+@pytest.mark.parametrize("command", ["score", "rank", "generate"])
+def test_a_commands_key_value_override_says_its_flag(capsys, command) -> None:
+    """``directpo score ... beta=0.3`` (tune run's override, which train reads as the flag it
+    says to write) was 'unexpected argument' alone; it says its flag as train does."""
+    assert main([command, "beta=0.3" if command != "generate" else "max_new_tokens=4"]) == 2
+    err = capsys.readouterr().err
+    flag = "--beta 0.3" if command != "generate" else "--max_new_tokens 4"
+    assert "options are flags here: " + flag in err and "unexpected argument" not in err
+    assert main([command, "no_such_option=4"]) == 2  # (no option of that name: stray)
+    assert "unexpected argument 'no_such_option=4'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [[], ["learning_rate=1e-5"]])
+def test_a_config_file_not_there_is_said_with_the_flags_rows(tmp_path, capsys, extra) -> None:
+    """``directpo train --train_file bad.jsonl ... stray`` (a word taken for the config file,
+    which is not there) said 'config file not found: stray' alone, though the flags name the
+    data: its bad rows came a run after the word was removed."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"chosen": "a", "rejected": "a"}\n')
+    argv = ["train", "--train_file", str(bad), "--output_dir", str(tmp_path / "o"), "stray"]
+    assert main([*argv, *extra]) == 2
+    err = capsys.readouterr().err
+    assert "config file not found: stray" in err
+    assert f"{bad}: line 1: chosen and rejected are identical" in err

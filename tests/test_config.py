@@ -703,3 +703,25 @@ def test_openrlhfs_minus_one_steps_are_refused_naming_the_strategy(key, instead)
     epoch) were refused without the option that asks for that."""
     with pytest.raises(ConfigError, match=f"OpenRLHF's -1 is {instead}"):
         DPOConfig(**{key: -1})
+
+
+def test_a_config_file_not_found_names_one_of_a_close_name(tmp_path: Path, capsys) -> None:
+    """``directpo train recipe.yml`` beside recipe.yaml: 'config file not found' only."""
+    from directpo.cli import main
+
+    (tmp_path / "recipe.yaml").write_text("beta: 0.2\n")
+    assert main(["train", str(tmp_path / "recipe.yml")]) == 2
+    err = capsys.readouterr().err
+    assert f"config file not found: {tmp_path / 'recipe.yml'}; did you mean " in err
+    assert err.rstrip().endswith(f"{tmp_path / 'recipe.yaml'}?"), err
+    assert main(["train", str(tmp_path / "other.yaml")]) == 2
+    assert "did you mean" not in capsys.readouterr().err
+
+
+def test_a_former_trl_loss_name_says_todays() -> None:
+    """loss_type aot_pair (TRL before the rename) was told the list alone, where the paired
+    'aot' reads as its name: it is aot_unpaired (chosen and rejected log-ratios sorted apart)."""
+    with pytest.raises(ConfigError, match="TRL's former aot_pair is aot_unpaired"):
+        DPOConfig(loss_type=["aot_pair"])
+    with pytest.raises(ConfigError, match="TRL removed kto_pair: KTO is TRL's KTOTrainer"):
+        DPOConfig(loss_type="kto_pair")

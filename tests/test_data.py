@@ -1498,6 +1498,23 @@ def test_a_json_lines_row_cut_short_is_said_where_it_stops(tmp_path: Path) -> No
     assert "line 2: invalid JSON (Expecting ',' delimiter at column 30)" in str(refused.value)
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_a_row_cut_inside_a_string_says_at_once(tmp_path: Path, suffix: str) -> None:
+    """A row cut inside a text (a killed writer's last) was said 'Unterminated string starting
+    at at column 29': json's message ends with its own 'at'."""
+    cut = '{"prompt": "x", "chosen": "a", "rej'
+    text = (
+        json.dumps(ROWS[0]) + "\n" + cut
+        if suffix == ".jsonl"
+        else f"[{json.dumps(ROWS[0])},\n{cut}"
+    )
+    path = tmp_path / f"cut{suffix}"
+    path.write_text(text)
+    with pytest.raises(DataError) as refused:
+        load_preferences(str(path))
+    assert "line 2: invalid JSON (Unterminated string starting at column 32)" in str(refused.value)
+
+
 @pytest.mark.parametrize("chunk", [1, 7, 1 << 20])
 def test_a_json_lists_rows_read_a_piece_at_a_time_are_the_whole_reads(
     tmp_path: Path, monkeypatch, chunk: int
@@ -1546,3 +1563,23 @@ def test_a_json_lists_rows_read_a_piece_at_a_time_are_the_whole_reads(
         monkeypatch.undo()
         monkeypatch.setattr(readers, "JSON_CHUNK", chunk)
         assert str(streamed.value) == str(at_once.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "said"),
+    [
+        ("rows.json", "[]\n", "no rows"),
+        ("rows.csv", "prompt,chosen,rejected\n", "no rows"),
+        ("rows.jsonl", "\n \n", "no rows (the file is empty)"),
+    ],
+)
+def test_a_file_of_no_rows_is_called_empty_only_when_it_is(
+    tmp_path: Path, name: str, text: str, said: str
+) -> None:
+    """A .json file holding [] (or a CSV file's header alone) was 'no rows (the file is
+    empty)': the user opens it and finds it is not."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DataError) as refused:
+        load_preferences(str(path))
+    assert str(refused.value) == f"{path}: {said}"

@@ -162,3 +162,33 @@ def test_a_lora_runs_adapter_cards_name_their_base_as_the_hub_accepts(
                 assert f"base_model:adapter:{named}" in found["tags"]
             assert "# Model Card" in card.read_text()  # peft's text stays
         assert metadata(out / "README.md").get("base_model") == named
+
+
+def test_an_adapters_hub_base_the_cache_lacks_names_the_adapter(
+    no_network, tiny_model_dirs, pairs_file, tmp_path
+):
+    """An adapter folder trained elsewhere (its tokenizer beside it) whose base is a hub id
+    this offline machine has no copy of: transformers' 'We couldn't connect ...' of the base
+    alone, after ~45 s of the hub's retries (its generation config, read for the stop tokens),
+    naming neither the adapter nor where the name came from. It is said as a model's own hub
+    id is, at once, with the adapter_config.json that names it."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    adapter = tmp_path / "adapter"
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"])
+    get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(adapter)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(tiny_model_dirs["llama"] / name, adapter / name)
+    settings = json.loads((adapter / "adapter_config.json").read_text())
+    settings["base_model_name_or_path"] = "someorg/absent"
+    (adapter / "adapter_config.json").write_text(json.dumps(settings))
+    with pytest.raises(ModelLoadError) as info:
+        train(tiny_config(adapter, pairs_file, tmp_path / "out"), echo=lambda _: None)
+    assert str(info.value) == (
+        f"model '{adapter}': its adapter's base (adapter_config.json's base_model_name_or_path):"
+        " 'someorg/absent' is no local folder, and as a hub id it cannot be loaded: the Hub "
+        "(huggingface.co) cannot be reached from this machine, and the local cache holds no "
+        "copy of it; set it to the base model's folder"
+    )
+    assert no_network == ["huggingface.co"]  # the probe: no ~45 s of the hub's retries

@@ -326,18 +326,48 @@ def test_a_step_retried_after_the_reference_ran_out_of_memory_trains_in_train_mo
     assert len(modes) > 2 and all(modes)
 
 
+def test_unreset_adapters_on_a_meta_base_get_the_seeds_draws(tiny_model_dirs) -> None:
+    """init_lora_weights False on a base built on the meta device (FSDP2's load): the adapters
+    were given memory and never written (peft does not reset that init), so the run started
+    from whatever the memory held. They get the seed's draws, as on a real base."""
+    from peft import LoraConfig, get_peft_model
+
+    from directpo.adapters import initialize_adapters
+
+    def drawn(meta: bool) -> dict[str, torch.Tensor]:
+        config = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"]),
+                               config)  # fmt: skip
+        if meta:
+            for name, module in model.named_modules():
+                if name.endswith(("lora_A.default", "lora_B.default")):
+                    module.to("meta")
+        torch.manual_seed(3)
+        initialize_adapters(model)
+        return {n: p for n, p in model.named_parameters() if "lora_" in n}
+
+    real, meta = drawn(meta=False), drawn(meta=True)
+    assert real.keys() == meta.keys() and len(real) > 4
+    for name, value in real.items():
+        assert torch.equal(meta[name], value), name
+
+
 @pytest.mark.parametrize("style", ["llama", "gpt2"])
-@pytest.mark.parametrize("init", [True, "gaussian"])
-def test_a_seed_draws_the_adapters_trl_draws(tiny_model_dirs, style, init) -> None:
+@pytest.mark.parametrize(
+    ("init", "dora"), [(True, False), ("gaussian", False), (False, False), (False, True)]
+)
+def test_a_seed_draws_the_adapters_trl_draws(tiny_model_dirs, style, init, dora) -> None:
     """A LoRA run of seed s starts from the adapters TRL's DPOTrainer draws (set_seed(s), then
     get_peft_model): A differed, as peft's nn.Linear constructors take from the RNG before its
-    reset draws, so step-by-step curves parted from TRL's after the first step."""
+    reset draws, so step-by-step curves parted from TRL's after the first step. With
+    init_lora_weights False (the constructors' draws kept, which peft never resets) A and B
+    were get_peft_model's unseeded draws, and DoRA's magnitudes their norms."""
     from peft import LoraConfig, get_peft_model
     from transformers import set_seed
 
     def peft_config():
         return LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
-                          init_lora_weights=init)  # fmt: skip
+                          init_lora_weights=init, use_dora=dora)  # fmt: skip
 
     folder = tiny_model_dirs[style]
     config = DPOConfig(model_name_or_path=str(folder), report_to=["none"], seed=7)

@@ -247,3 +247,19 @@ def test_a_revision_of_a_local_model_folder_is_refused(
     err = capsys.readouterr().err
     assert code == 2 and "--max_len: use max_length" in err and "beta must be > 0" in err
     assert f"model_name_or_path {model} is a local folder" in err
+
+
+@pytest.mark.parametrize(("softcapped", "kernel"), [(True, "eager"), (False, "sdpa")])
+def test_a_cpu_runs_kernel_hint_is_one_the_model_runs(tmp_path: Path, softcapped, kernel) -> None:
+    """flash_attention_2 / flex_attention on CPU were told 'use auto or sdpa', which Gemma 2
+    (soft-capped attention logits) refuses in transformers, a run later; its hint is eager."""
+    import json
+
+    model = tmp_path / "model"
+    model.mkdir()
+    values = {"model_type": "gemma2", "attn_logit_softcapping": 50.0 if softcapped else None}
+    (model / "config.json").write_text(json.dumps(values))
+    for attention in ("flash_attention_2", "flex_attention"):
+        config = DPOConfig(model_name_or_path=str(model), attn_implementation=attention)
+        with pytest.raises(ConfigError, match=f"use auto or {kernel}$"):
+            check_device(config, "cpu")

@@ -7,6 +7,7 @@ import gc
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from tiny import SENTIMENT_PAIRS, save_tiny_model, tiny_config, write_jsonl
 
@@ -402,3 +403,29 @@ def test_rows_other_columns_are_kept_only_where_a_reward_fn_is_given_them(
     assert list(held.values())[1] == [
         {key: value for key, value in row.items() if key != "prompt"} for row in explicit
     ]
+
+
+def test_an_eval_files_headers_of_another_case_name_the_train_file_too(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """An eval file of Prompt / Chosen / Rejected beside a train file of prompt / chosen /
+    rejected was told 'set chosen_column: Chosen, ...', which refused the train file a run
+    later (one set of column options reads both); a second train file likewise. The refusal
+    says the options would not read the other file: the files' headers are to agree."""
+    from directpo.errors import DataError
+
+    pairs = write_jsonl(tmp_path / "p.jsonl", SENTIMENT_PAIRS)
+    capitalised = [{k.capitalize(): v for k, v in row.items()} for row in SENTIMENT_PAIRS]
+    caps = write_jsonl(tmp_path / "caps.jsonl", capitalised)
+    settings = "set chosen_column: Chosen, rejected_column: Rejected, prompt_column: Prompt"
+    agree = f" would read it, but not {pairs}, read with the same column options: write one"
+    for given in ({"eval_file": str(caps)}, {"train_file": [str(pairs), str(caps)]}):
+        config = tiny_config(tiny_model_dirs["gpt2"], pairs, tmp_path / "out", **given)
+        with pytest.raises(DataError) as refused:
+            load_run_data(config, None, None, torch.device("cpu"), lambda line: None)
+        assert f"{caps}: column 'chosen' not found" in str(refused.value)
+        assert settings + agree in str(refused.value)
+    alone = tiny_config(tiny_model_dirs["gpt2"], caps, tmp_path / "out")  # (no other file)
+    with pytest.raises(DataError) as refused:
+        load_run_data(alone, None, None, torch.device("cpu"), lambda line: None)
+    assert str(refused.value).endswith(settings)

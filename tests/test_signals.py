@@ -386,11 +386,13 @@ def test_a_closed_output_pipe_stops_the_run_after_its_checkpoint(
     import directpo.signals as signals
     from directpo.trainer import train
 
-    monkeypatch.setattr(signals, "output_closed", lambda: True)  # (this stdout is no pipe)
+    gone: list[str] = []  # (this stdout is no pipe: its reader is gone once echo says so)
+    monkeypatch.setattr(signals, "output_closed", lambda: bool(gone))
 
     def closed_at(start: str) -> Callable[[str], None]:
         def echo(line: str) -> None:
-            if line.startswith(start):
+            if line.startswith(start) or gone:
+                gone.append(line)
                 raise BrokenPipeError(32, "Broken pipe")
 
         return echo
@@ -402,6 +404,7 @@ def test_a_closed_output_pipe_stops_the_run_after_its_checkpoint(
     assert (tmp_path / "a" / "checkpoint-2" / "manifest.json").is_file()
     assert "stopped by SIGPIPE after step 2" in capsys.readouterr().err
     config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "b", max_steps=1)
+    gone.clear()
     finished = train(config, echo=closed_at("step 1/1"))  # (the last step: it finishes)
     assert finished.stopped_by is None and (tmp_path / "b" / "model.safetensors").is_file()
     assert "model saved to" in capsys.readouterr().err
@@ -430,3 +433,108 @@ def test_a_closed_output_pipe_ends_the_command_in_one_line_with_141() -> None:
     stderr = process.communicate(timeout=120)[1]
     assert process.returncode == 141, stderr[-2000:]
     assert stderr.splitlines() == ["directpo: stopped: the output's reader closed the pipe"]
+
+
+def test_a_closed_stderr_pipe_stops_the_run_after_its_checkpoint(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """``directpo train x.yaml 2>&1 | head`` (or ``less``, quit): the progress bar drawn on the
+    closed stderr raised BrokenPipeError mid-run, which ended it at exit 141 with every step
+    since its last checkpoint lost. Now the run stops as for stdout's pipe: after its step,
+    with its checkpoint, whatever draws on stderr later writing nowhere."""
+    import os
+
+    from tiny import tiny_config
+
+    from directpo.trainer import train
+
+    reading, writing = os.pipe()
+    stderr = open(writing, "w", buffering=1)  # noqa: SIM115 - the process's stderr, a pipe
+    monkeypatch.setattr(sys, "stderr", stderr)
+    monkeypatch.setattr(sys, "__stderr__", stderr)
+
+    def echo(line: str) -> None:
+        if line.startswith("step 2/"):
+            os.close(reading)  # head exited
+
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "a", max_steps=6,
+                         logging_steps=1, disable_tqdm=False)  # fmt: skip
+    try:
+        stopped = train(config, echo=echo)
+    finally:
+        stderr.close()
+    assert (stopped.stopped_by, stopped.global_step) == ("SIGPIPE", 2)
+    assert (tmp_path / "a" / "checkpoint-2" / "manifest.json").is_file()
+
+
+def test_a_commands_error_on_a_closed_pipe_is_no_traceback(monkeypatch, capsys) -> None:
+    """A model's load whose bar met a closed stderr (``directpo train ... 2>&1 | head -3``)
+    was refused as 'cannot load as a causal LM ([Errno 32] Broken pipe)', and that line's own
+    print raised BrokenPipeError again: a traceback no one read, exit 1. The pipe is said as
+    the pipe (exit 141); an error of its own on a closed stderr keeps its exit code."""
+    import dataclasses
+
+    import directpo.cli as cli
+    import directpo.signals as signals
+    from directpo.errors import ModelLoadError
+
+    def load(options: object) -> int:
+        try:
+            raise BrokenPipeError(32, "Broken pipe")
+        except BrokenPipeError as exc:
+            raise ModelLoadError(f"model 'm': cannot load as a causal LM ({exc})") from None
+
+    monkeypatch.setattr(signals, "output_closed", lambda: True)
+    monkeypatch.setattr(cli, "output_closed", lambda: True)
+    monkeypatch.setitem(cli.COMMANDS, "plot", dataclasses.replace(cli.COMMANDS["plot"], run=load))
+    assert main(["plot", "run"]) == 141
+    assert "cannot load" not in capsys.readouterr().err
+
+    def refused(options: object) -> int:
+        raise cli.ConfigError("a refusal of its own")
+
+    def closed(*args: object, **kwargs: object) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    plot = dataclasses.replace(cli.COMMANDS["plot"], run=refused)
+    monkeypatch.setitem(cli.COMMANDS, "plot", plot)
+    monkeypatch.setattr(cli, "print", closed, raising=False)
+    assert main(["plot", "run"]) == 2
+
+
+def test_a_notebooks_streams_are_not_polled_for_a_closed_pipe(monkeypatch) -> None:
+    """The loop polls its outputs after each step for a reader gone (2>&1 | head); in a
+    notebook the streams are the kernel's (its descriptors no output of the run's), where a
+    launcher's dead pipe stopped the run as 'SIGPIPE'. Only the process's own are polled."""
+    import io
+
+    import directpo.signals as signals
+
+    monkeypatch.setattr(signals, "output_closed", lambda: True)
+    monkeypatch.setattr(sys, "stdout", io.StringIO())  # (a notebook's OutStream)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert not signals.KeptLines(print).reader_gone()
+    monkeypatch.setattr(sys, "stderr", sys.__stderr__)
+    assert signals.KeptLines(print).reader_gone()
+
+
+def test_the_guarded_progress_bar_is_cleared_for_the_runs_lines(monkeypatch) -> None:
+    """The bar drawn through KeptLines.guarded (2>&1 | head's stop) was not taken for one on
+    stderr by tqdm, which then left it uncleared before each line: 'loss=0.69]step 1/3 ...' on
+    one terminal line. It is cleared as a bar on stderr is."""
+    import io
+
+    from tqdm import tqdm
+
+    from directpo.signals import KeptLines
+
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    monkeypatch.setattr(sys, "__stderr__", stderr)
+    bar = tqdm(total=3, file=KeptLines(print).guarded(sys.stderr), mininterval=0)
+    bar.update(1)
+    drawn = stderr.getvalue()
+    with tqdm.external_write_mode():
+        cleared = stderr.getvalue()[len(drawn) :]
+    bar.close()
+    assert cleared.startswith("\r") and not cleared.strip(), repr(cleared)

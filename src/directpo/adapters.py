@@ -38,21 +38,48 @@ def initialize_adapters(model: torch.nn.Module, names: list[str] | None = None) 
             if module.lora_A[name].weight.is_meta:
                 module.lora_A[name].to_empty(device="cpu")
                 module.lora_B[name].to_empty(device="cpu")
-            _draw_construction(module.lora_A[name], module.lora_B[name])
+            # init_lora_weights False: peft keeps the constructors' draws, which are the start
+            _draw_construction(module.lora_A[name], module.lora_B[name], kept=init is False)
             module.reset_lora_parameters(name, init)
+            if init is False:  # (DoRA's magnitudes: the norms of W + BA as now drawn)
+                _dora_magnitude_again(module, name)
 
 
-def _draw_construction(lora_a: torch.nn.Module, lora_b: torch.nn.Module) -> None:
+def _draw_construction(lora_a: torch.nn.Module, lora_b: torch.nn.Module, kept: bool) -> None:
     """Take from the RNG what peft's nn.Linear constructors take before it resets A and B, so
     that a seed gives the adapters get_peft_model draws right after set_seed (TRL's order:
-    the same LoRA start as a TRL run of that seed, where A alone differed)."""
+    the same LoRA start as a TRL run of that seed, where A alone differed). ``kept``: the
+    draws are the adapters' values (init_lora_weights False, which peft does not reset: they
+    kept get_peft_model's unseeded draws, or on a meta base memory never written)."""
     for layer in (lora_a, lora_b):
         if isinstance(layer, torch.nn.Linear):  # (embeddings' and convolutions' adapters: own)
             # (nn.Linear.reset_parameters' draws, on CPU tensors as peft builds them)
             weight = torch.empty(layer.out_features, layer.in_features)
             torch.nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+            bias = None
             if layer.bias is not None:
-                torch.nn.init.uniform_(torch.empty(layer.out_features), -1.0, 1.0)
+                bound = 1 / math.sqrt(layer.in_features) if layer.in_features > 0 else 0.0
+                bias = torch.empty(layer.out_features).uniform_(-bound, bound)
+            if kept:
+                with torch.no_grad():
+                    layer.weight.copy_(weight)
+                    if bias is not None:
+                        layer.bias.copy_(bias)
+
+
+def _dora_magnitude_again(module: torch.nn.Module, name: str) -> None:
+    """A linear DoRA adapter's magnitude computed again from its A and B, as peft's DoRA
+    variant computes it when the adapter is added (embeddings' and convolutions': their own)."""
+    from peft.tuners.lora.dora import DoraLinearLayer
+
+    magnitude = dict(getattr(module, "lora_magnitude_vector", {})).get(name)  # (a ModuleDict)
+    if type(magnitude) is DoraLinearLayer:
+        magnitude.update_layer(
+            base_layer=module.get_base_layer(),
+            lora_A=module.lora_A[name].weight,
+            lora_B=module.lora_B[name].weight,
+            scaling=module.scaling[name],
+        )
 
 
 def align_dora_magnitudes(model: torch.nn.Module, compute: torch.dtype) -> None:

@@ -50,7 +50,14 @@ from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DirectpoError
 from directpo.foreign_names import RENAMED
 from directpo.options import load_options, option_help
-from directpo.signals import KeptLines, Terminated, exit_code_of, output_closed, sigterm_unwinds
+from directpo.signals import (
+    KeptLines,
+    Terminated,
+    closed_pipe_behind,
+    exit_code_of,
+    output_closed,
+    sigterm_unwinds,
+)
 from directpo.trl_compat import ALIASES
 
 
@@ -312,9 +319,22 @@ def _main(argv: Sequence[str] | None) -> int:
                     raise with_others(err, command.options, err.config_file, err.flags) from None
                 if config_file is not None:
                     refuse_data_file(config_file)
-                code = command.run(
-                    _loaded(command.options, config_file, overrides, argv[1:], typed)
-                )
+                try:
+                    options = _loaded(command.options, config_file, overrides, argv[1:], typed)
+                except ConfigError as err:
+                    if config_file is None or os.path.exists(config_file):
+                        raise
+                    # (a config file not there: the flags may name the data, its rows said)
+                    raise with_others(err, command.options, None, overrides) from None
+                if command.options is DPOConfig:
+                    from directpo.option_paths import moved_run
+
+                    moved = moved_run(
+                        config_file, options.output_dir, options.resume_from_checkpoint, overrides
+                    )
+                    if moved is not None:
+                        raise moved
+                code = command.run(options)
                 if code and _first_rank():  # (a stopped run: its checkpoint is written)
                     # (stdout's reader gone, the line is said where it is still read)
                     said = sys.stderr if code == exit_code_of("SIGPIPE") else sys.stdout
@@ -343,7 +363,13 @@ def _main(argv: Sequence[str] | None) -> int:
             raise with_others(unknown_flag, command.options, config_file, overrides)
         return command.run(_loaded(command.options, config_file, overrides, argv[1:], typed)) or 0
     except DirectpoError as err:
-        _say_error(err, typed)
+        if closed_pipe_behind(err):  # (a library's bar on a closed stderr: not the error)
+            return _pipe_closed()
+        try:
+            _say_error(err, typed)
+        except BrokenPipeError:  # (2>&1 | head: no one reads the line; its exit code says it)
+            if not output_closed():
+                raise
         return err.exit_code
     except KeyboardInterrupt as err:  # before or after the training loop (which saves on one)
         if _first_rank():  # under torchrun every rank got the Ctrl-C
@@ -356,10 +382,16 @@ def _main(argv: Sequence[str] | None) -> int:
     except BrokenPipeError:  # (directpo train x.yaml | head -1: a traceback, and exit 1)
         if not output_closed():
             raise  # another pipe's (a socket's): a failure of its own
-        with contextlib.suppress(OSError):
-            print("directpo: stopped: the output's reader closed the pipe", file=sys.stderr)
-        return exit_code_of("SIGPIPE")
+        return _pipe_closed()
     return 0
+
+
+def _pipe_closed() -> int:
+    """The line and exit code (128 + 13, as the shell reports SIGPIPE's) of a command whose
+    output's reader went away; the closed stream already writes nowhere (output_closed)."""
+    with contextlib.suppress(OSError):
+        print("directpo: stopped: the output's reader closed the pipe", file=sys.stderr)
+    return exit_code_of("SIGPIPE")
 
 
 def _loaded(

@@ -332,10 +332,13 @@ def _argument_hint(token: str, options: type) -> str:
 
 
 def unknown_flag_message(flag: str, options: type) -> str:
+    names = [n for n, _, _ in option_help(options)]
     if not flag.startswith("-"):
+        key, _, value = flag.partition("=")
+        if _is_override(flag) and key in names:  # (train says so of its key=value too)
+            return f"'{flag}': options are flags here: --{key} {shlex.quote(value)}"
         return f"unexpected argument '{flag}'{_argument_hint(flag, options)}"
     name = flag.lstrip("-").split("=", 1)[0]
-    names = [n for n, _, _ in option_help(options)]
     # (options are lower case: --BETA, a shell variable's habit, matched nothing close)
     close = difflib.get_close_matches(name.lower(), names, n=1)
     hint = f"; did you mean '--{close[0]}'?" if close else ""

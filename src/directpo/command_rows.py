@@ -127,7 +127,11 @@ def with_others(
     try:
         built = load_options(options, config_file, overrides)
     except ConfigError as other:
-        return ConfigErrors.joined([error, other])
+        if config_file is None or os.path.exists(config_file):
+            return ConfigErrors.joined([error, other])
+        # a config file that is not there (a stray word taken for it): the flags alone may
+        # name the data, whose bad rows were said a run after the word was removed
+        return with_others(ConfigErrors.joined([error, other]), options, None, overrides)
     except Exception:  # (a value no check read may be odd: the unknown flag is the news)
         return error
     return beside_refusal(error, built)

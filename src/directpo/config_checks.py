@@ -397,12 +397,21 @@ def check_precision(config: DPOConfig) -> None:
         )
 
 
+# loss names of earlier TRL releases: said with the one that computes the same loss (aot_pair
+# sorted chosen and rejected log-ratios apart: today's aot_unpaired, not the paired aot)
+FORMER_LOSS_NAMES = {
+    "aot_pair": "TRL's former aot_pair is aot_unpaired (chosen and rejected sorted apart)",
+    "kto_pair": "TRL removed kto_pair: KTO is TRL's KTOTrainer, with unpaired data",
+}
+
+
 def check_losses(config: DPOConfig, require: Callable[[bool, str, str], None]) -> None:
     unknown = [name for name in config.loss_type if name not in LOSS_INFO]
+    former = [FORMER_LOSS_NAMES[name] for name in unknown if name in FORMER_LOSS_NAMES]
     require(
         bool(config.loss_type) and not unknown,
         "loss_type",
-        "one or more of " + ", ".join(LOSS_TYPES),
+        "one or more of " + ", ".join(LOSS_TYPES) + "".join(f"; {said}" for said in former),
     )
     require(len(set(config.loss_type)) == len(config.loss_type), "loss_type", "without repeats")
     if config.loss_weights is not None:

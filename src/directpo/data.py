@@ -208,6 +208,9 @@ class Columns:
     # reads, since the others (HH's whole chosen / rejected conversations, UltraFeedback's
     # ``messages``) held the texts of 100k rows twice or more while they were tokenized
     other_columns: bool = True
+    # a source these columns already read (the train file, where this is its eval file): a
+    # fix renaming them for this source's headers would refuse that one
+    read_by: str | None = None
 
 
 def load_preferences(
@@ -229,8 +232,9 @@ def load_preferences(
         for path in source:
             left = None if max_pairs is None else max_pairs - sum(len(p.examples) for p in parts)
             if left is None or left > 0:
+                read = replace(columns, read_by=parts[0].source) if parts else columns
                 try:
-                    parts.append(load_preferences(path, columns, max_pairs=left,
+                    parts.append(load_preferences(path, read, max_pairs=left,
                                                   skip_invalid_rows=skip_invalid_rows))  # fmt: skip
                 except DataError as error:
                     refused.append(error)
@@ -384,7 +388,8 @@ def _detect_layout(
             if ids:  # TRL 1.x tokenizes the text too: ids alone would be a KeyError there
                 fix = f"'{ids[0]}' holds token ids, but directpo tokenizes the text itself"
             raise DataError(
-                f"{label}: column '{key}' not found (columns: {', '.join(map(str, names))}); {fix}"
+                f"{label}: column '{key}' not found (columns: {', '.join(map(str, names))}); "
+                + _read_by_fix(columns, fix, bool(pair))
             )
     for option, key in (("system_column", columns.system), ("prompt_column", columns.prompt)):
         if key is None or key in names or (key == columns.prompt and not columns.prompt_required):
@@ -392,7 +397,7 @@ def _detect_layout(
         cased = other_case(names, {option: key})  # (a header of another case: Question)
         raise DataError(
             f"{label}: column '{key}' not found (columns: {', '.join(map(str, names))}); "
-            f"set {cased[0] if cased else option}"
+            + _read_by_fix(columns, f"set {cased[0] if cased else option}", bool(cased))
         )
     if columns.prompt not in names:
         refuse_unread_prompt(row, columns, names, f"{label}: {where}")
@@ -403,6 +408,18 @@ def _detect_layout(
     raise RowError(
         "wrong type",
         f"field '{columns.prompt}' must be a string or a list of messages, got {kind_of(prompt)}",
+    )
+
+
+def _read_by_fix(columns: Columns, fix: str, named: bool) -> str:
+    """``fix`` (column options naming this source's headers), or where the options already
+    read another source (an eval file's Chosen beside the train file's chosen) the files'
+    headers made one: the options renamed, that source was refused a run later."""
+    if columns.read_by is None or not named:
+        return fix
+    return (
+        f"{fix} would read it, but not {columns.read_by}, read with the same column options: "
+        "write one file's headers as the other's"
     )
 
 

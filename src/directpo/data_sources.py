@@ -146,10 +146,21 @@ def dataset_splits(
 
 
 def no_rows(label: str, source: Any) -> DataError:
-    """A source without rows ("the file is empty" only of a file: not of a list or Dataset)."""
-    return DataError(
-        f"{label}: no rows" + (" (the file is empty)" if isinstance(source, str) else "")
-    )
+    """A source without rows ("the file is empty" only of a file holding no text: not of a
+    list or Dataset, nor of a JSON file's ``[]`` or a CSV file's header alone)."""
+    empty = isinstance(source, str) and _no_text(source)
+    return DataError(f"{label}: no rows" + (" (the file is empty)" if empty else ""))
+
+
+def _no_text(path: str) -> bool:
+    """Whether the file at ``path`` holds nothing but whitespace (a byte-order mark too)."""
+    try:
+        if os.path.getsize(path) > 4096:
+            return False
+        with open(path, "rb") as handle:
+            return not handle.read().decode("utf-8", "replace").strip("\ufeff \t\r\n")
+    except OSError:  # (a folder: a saved dataset of no rows)
+        return False
 
 
 def is_path_list(source: Any) -> bool:

@@ -205,6 +205,14 @@ def load_causal_lm(
         revision = adapter_config(path).get("revision")
         if revision and "revision" not in options.init_kwargs:  # as peft's AutoPeftModel does
             options = replace(options, init_kwargs={**options.init_kwargs, "revision": revision})
+        if not os.path.exists(adapter):  # a hub id: said as the model's own would be, named
+            try:
+                _check_hub_reachable(adapter, model_location(kwargs))
+            except ModelLoadError as exc:
+                raise ModelLoadError(
+                    f"model '{path}': its adapter's base (adapter_config.json's "
+                    f"base_model_name_or_path): {exc}; set it to the base model's folder"
+                ) from None
         base = load_causal_lm(adapter, dtype, trainable=False, device=device, options=options)
         try:
             model = PeftModel.from_pretrained(base, path, is_trainable=trainable)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from directpo.errors import ConfigError
@@ -146,3 +147,33 @@ def _absolute(paths: Any) -> Any:
     if isinstance(paths, dict):
         return {name: _absolute(path) for name, path in paths.items()}
     return paths
+
+
+def moved_run(
+    config_file: str | None, output_dir: str, resume: str | None, flags: Mapping[str, Any]
+) -> ConfigError | None:
+    """A run's own config.yaml read back from the folder the run was moved to: its output_dir
+    (made absolute when recorded) still names where the run was, and ``latest`` was told
+    "no checkpoint in <the old folder>; set resume_from_checkpoint: null", which would start
+    the run again there. The file's own folder holding the checkpoints is said instead."""
+    if config_file is None or resume != "latest" or "output_dir" in flags:
+        return None
+    here = os.path.dirname(os.path.abspath(config_file))
+    if os.path.abspath(output_dir) == here or _checkpoints(output_dir):
+        return None
+    held = _checkpoints(here)
+    if not held:
+        return None
+    return ConfigError(
+        f"resume_from_checkpoint: latest: {output_dir}, {config_file}'s output_dir, holds no "
+        f"checkpoint, while its own folder holds {held[-1]}: the run was moved? resume it "
+        f"there with --output_dir {here}"
+    )
+
+
+def _checkpoints(folder: str) -> list[str]:
+    """The checkpoint folders' names in ``folder``, by step (none if it is gone)."""
+    found = glob.glob(os.path.join(glob.escape(folder), "checkpoint-*"))
+    names = [os.path.basename(p) for p in found if os.path.isdir(p)]
+    steps = [name for name in names if name.rsplit("-", 1)[1].isdigit()]
+    return sorted(steps, key=lambda name: int(name.rsplit("-", 1)[1]))

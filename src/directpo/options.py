@@ -399,10 +399,26 @@ def _set_environment(env: Any, path: str) -> None:
         os.environ[str(key)] = str(value)
 
 
+def _meant_file(path: str) -> str:
+    """A config file of a close name beside the one not found (recipe.yml for recipe.yaml)."""
+    folder, name = os.path.split(path)
+    with contextlib.suppress(OSError):
+        present = [
+            entry
+            for entry in os.listdir(folder or ".")
+            if entry.lower().endswith((".yaml", ".yml", ".json"))
+            and os.path.isfile(os.path.join(folder, entry))
+        ]
+        close = difflib.get_close_matches(name, present, n=1, cutoff=0.8)
+        if close:
+            return f"; did you mean {os.path.join(folder, close[0])}?"
+    return ""
+
+
 def read_yaml(path: str, interpolate: bool = True) -> dict[str, Any]:
     """The option: value mapping of a YAML file, or a one-line ConfigError."""
     if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"config file not found: {path}{_meant_file(path)}")
     try:
         data = yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)  # noqa: S506
     except yaml.YAMLError as exc:

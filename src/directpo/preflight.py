@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -126,16 +127,17 @@ def _kernels_missing(config: DPOConfig) -> list[str]:
 def _cuda_only(config: DPOConfig, device_type: str) -> list[str]:
     """The options set that need CUDA, each in a line, for a run on ``device_type``."""
     problems = []
+    dense = _dense_kernel(config.model_name_or_path)
     if config.attn_implementation == "flex_attention":
         problems.append(
             f"attn_implementation: flex_attention trains on CUDA only (PyTorch's "
-            f"FlexAttention has no backward on {device_type}); use auto or sdpa"
+            f"FlexAttention has no backward on {device_type}); use auto or {dense}"
         )
     if config.attn_implementation == "flash_attention_2":
         # transformers would refuse it only when the model loads, after the data was tokenized
         problems.append(
             f"attn_implementation: flash_attention_2 runs on CUDA only (FlashAttention's "
-            f"kernels), and this run is on {device_type}; use auto or sdpa"
+            f"kernels), and this run is on {device_type}; use auto or {dense}"
         )
     if config.use_liger_kernel:
         problems.append(
@@ -143,6 +145,17 @@ def _cuda_only(config: DPOConfig, device_type: str) -> list[str]:
             f"on {device_type}; remove use_liger_kernel"
         )
     return problems
+
+
+def _dense_kernel(model: str | None) -> str:
+    """The kernel a model runs without CUDA's: sdpa, or eager for a local model whose attention
+    logits are soft-capped (Gemma 2), which transformers refuses to run through SDPA (the
+    hint 'use auto or sdpa' was refused a run later)."""
+    path = os.path.join(str(model), "config.json")
+    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError), open(path) as handle:
+        if json.load(handle).get("attn_logit_softcapping") is not None:
+            return "eager"
+    return "sdpa"
 
 
 def check_environment(

@@ -159,8 +159,15 @@ def _jsonl_rows(path: str) -> Iterator[tuple[str, Any]]:
             except json.JSONDecodeError as exc:
                 yield (
                     f"line {number}",
-                    RowError("invalid JSON", f"invalid JSON ({exc.msg} at column {exc.colno})"),
+                    RowError("invalid JSON", f"invalid JSON ({json_problem(exc)})"),
                 )
+
+
+def json_problem(exc: json.JSONDecodeError) -> str:
+    """json's message and the column: two of its messages end with their own 'at' (a string
+    cut short was 'Unterminated string starting at at column 29')."""
+    at = "" if exc.msg.endswith(" at") else " at"
+    return f"{exc.msg}{at} column {exc.colno}"
 
 
 JSON_SHAPES = (
@@ -256,7 +263,7 @@ def _json_document_rows(path: str, label: str) -> list[tuple[str, Any]]:
         first_line = text.lstrip().split("\n", 1)[0]
         if exc.msg == "Extra data" and isinstance(_json_or_none(first_line), dict):
             return list(_jsonl_rows(path))  # JSON Lines saved as .json (datasets' to_json)
-        problem = f"{exc.msg} at column {exc.colno}"
+        problem = json_problem(exc)
         if exc.msg == "Extra data":
             problem = f"more text after the end of the JSON value, at column {exc.colno}"
         raise DataError(f"{label}: line {exc.lineno}: invalid JSON ({problem})") from None

@@ -24,6 +24,7 @@ from directpo.data_sources import (
 )
 from directpo.errors import ConfigError, DataError
 from directpo.generate import check_prompts
+from directpo.hub import cache_only_where_unreachable
 from directpo.messages import others_turn
 from directpo.mixture import load_mixture
 from directpo.models import (
@@ -139,14 +140,18 @@ def load_run_data(
         for set_name, (eval_source, label) in named_evals.items():
             with _collected(refused):
                 eval_data[set_name] = _held_out_pairs(
-                    eval_source, _kept(columns, held_out=True, config=config), config, label, echo
+                    eval_source,
+                    _kept(columns, held_out=True, config=config, read_by=train_data),
+                    config,
+                    label,
+                    echo,
                 )
                 echo(f"eval {set_name}: {eval_data[set_name].summary()}")
     elif eval_dataset is not None or config.eval_file:
         with _collected(refused):
             eval_data[""] = _held_out_pairs(
                 eval_dataset if eval_dataset is not None else config.eval_file,
-                _kept(columns, held_out=True, config=config),
+                _kept(columns, held_out=True, config=config, read_by=train_data),
                 config,
                 names["eval"],
                 echo,
@@ -278,14 +283,21 @@ def _mixture(
 
 
 def _kept(
-    columns: Columns, *, config: DPOConfig, train: bool = False, held_out: bool = False
+    columns: Columns,
+    *,
+    config: DPOConfig,
+    train: bool = False,
+    held_out: bool = False,
+    read_by: PreferenceData | None = None,
 ) -> Columns:
     """``columns`` keeping each row's other columns only for the pairs whose prompts a
     reward_fn or labeller is given with them: online rounds' (the train pairs', without
-    prompt_file) and eval_generate's (the held-out pairs', without eval_prompts_file)."""
+    prompt_file) and eval_generate's (the held-out pairs', without eval_prompts_file).
+    ``read_by``: the train pairs these columns read, which a held-out file's refusal names."""
     online = train and config.online and not config.prompt_file
     sampled = held_out and bool(config.eval_generate) and not config.eval_prompts_file
-    return replace(columns, other_columns=online or sampled)
+    source = read_by.source if read_by is not None else columns.read_by
+    return replace(columns, other_columns=online or sampled, read_by=source)
 
 
 def _held_out_pairs(
@@ -396,6 +408,8 @@ def _stop_ids(config: DPOConfig) -> list[int]:
     places = [(path, model_location(config.model_init_kwargs))]
     base = adapter_base(path) if os.path.isdir(path) else None
     if base:
+        # (a hub id on an offline machine: its cache at once, not ~45 s of the hub's retries)
+        cache_only_where_unreachable(base)
         places.append((base, {}))
     places.append((config.tokenizer_path, config.tokenizer_location))
     for where, location in places:

@@ -21,7 +21,8 @@ A pipe whose reader exited (``directpo train x.yaml | head -20``, a ``tee`` that
 is a request to stop too (SIGPIPE, exit 141): Python ignores the signal and raises
 BrokenPipeError at the next line printed, which ended the run with a traceback and without its
 checkpoint. The loop takes it as SIGTERM's stop, its lines said on stderr from then on;
-elsewhere the CLI ends in one line.
+elsewhere the CLI ends in one line. stderr's pipe (``2>&1 | head``) is stdout's: the progress
+bar's BrokenPipeError, or a poll after each step, stops the run the same way.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType, TracebackType
+from typing import TextIO, cast
 
 
 class StopRequest:
@@ -131,12 +133,43 @@ def _reader_gone(stream: object) -> bool:
         return False
 
 
+def closed_pipe_behind(error: BaseException) -> bool:
+    """Did ``error`` come of a closed output pipe? A library's progress bar drawn on stderr
+    (``2>&1 | head``: a model's load) raised BrokenPipeError, which the load's own error took
+    in (``cannot load as a causal LM ([Errno 32] Broken pipe)``), said to no one: exit 1."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, BrokenPipeError):
+            return output_closed()
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class KeptLines:
     """``echo`` (print) whose stdout's reader may go away: its lines are then said on stderr,
-    and ``closed`` tells the training loop to stop after its step, with its checkpoint."""
+    and ``closed`` tells the training loop to stop after its step, with its checkpoint.
+    ``gone``: the reader of stdout or of stderr went away (``2>&1 | head``)."""
 
     def __init__(self, echo: Callable[[str], None]) -> None:
-        self.echo, self.closed = echo, False
+        self.echo, self.closed, self.gone = echo, False, False
+
+    def reader_gone(self) -> bool:
+        """Is either output's reader gone? Polled as well: a closed stderr raises only at the
+        next thing drawn there (the bar, the checkpoint's own bar), which ended the run with
+        its steps unsaved; found here, the stream is sent nowhere first (``output_closed``).
+        Polled only where the process's own streams are written (a notebook's are not: its
+        kernel's descriptors are no output of the run's)."""
+        own = sys.stdout is sys.__stdout__ or sys.stderr is sys.__stderr__
+        self.gone = self.gone or self.closed or (own and output_closed())
+        return self.gone
+
+    def guarded(self, stream: TextIO) -> TextIO:
+        """``stream`` (a progress bar's) whose closed pipe marks ``gone`` instead of raising.
+        Only the process's own streams: a notebook's (tqdm draws a widget for it alone) or a
+        caller's replacement is left as it is."""
+        if stream is not sys.__stderr__ and stream is not sys.__stdout__:
+            return stream
+        return cast(TextIO, _Guarded(stream, self))
 
     def __call__(self, line: str) -> None:
         if not self.closed:
@@ -148,3 +181,34 @@ class KeptLines:
                     raise  # another pipe's (a socket's): a failure of its own
                 self.closed = True
         print(line, file=sys.stderr)
+
+
+class _Guarded:
+    """A stream's writes, a closed pipe's BrokenPipeError taken as ``lines.gone``."""
+
+    def __init__(self, stream: TextIO, lines: KeptLines) -> None:
+        self.stream, self.lines = stream, lines
+
+    def write(self, text: str) -> int:
+        self._kept(lambda: self.stream.write(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._kept(self.stream.flush)
+
+    def _kept(self, act: Callable[[], object]) -> None:
+        try:
+            act()
+        except BrokenPipeError:
+            if not output_closed():
+                raise  # another pipe's (a socket's): a failure of its own
+            self.lines.gone = True
+
+    def __getattr__(self, name: str) -> object:  # fileno, isatty, encoding: the stream's
+        return getattr(self.stream, name)
+
+    def __eq__(self, other: object) -> bool:  # (tqdm clears a bar drawn on the stream it is)
+        return bool(self.stream == getattr(other, "stream", other))
+
+    def __hash__(self) -> int:
+        return hash(self.stream)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -180,13 +181,14 @@ def train(
 
 def _train(run: Run) -> TrainResult:
     total = run.total_steps
-    # the bar is closed before any error propagates, so a one-line error stays the last line
+    lines = run.echo = KeptLines(run.echo)  # (| head exited: the lines go to stderr)
+    # the bar is closed before any error propagates, so a one-line error stays the last line;
+    # drawn where a closed pipe (2>&1 | head) stops the run as stdout's does, not mid-step
     progress = tqdm(
         total=total, initial=run.start_step, desc="train", dynamic_ncols=True,
         disable=not run.world.is_main or run.config.disable_tqdm,
+        file=lines.guarded(sys.stderr),
     )  # fmt: skip
-
-    lines = run.echo = KeptLines(run.echo)  # (| head exited: the lines go to stderr)
 
     def write(line: str) -> None:  # through echo (silent off rank 0), never into the bar
         with tqdm.external_write_mode():
@@ -210,7 +212,7 @@ def _train(run: Run) -> TrainResult:
             # decided once, the same on every rank, after the evaluation (a signal during it
             # stops this step): one landing after this all-reduce waits for the next step
             # (acting on it here alone put the ranks one collective apart)
-            if lines.closed and done < total:  # a closed pipe stops as SIGTERM, steps kept
+            if lines.reader_gone() and done < total:  # a closed pipe stops as SIGTERM
                 stop.requested = stop.requested or "SIGPIPE"
             stopping = _stop_requested(run, stop)
             if stopping:
