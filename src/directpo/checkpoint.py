@@ -40,7 +40,7 @@ from directpo.distributed import (
 )
 from directpo.errors import CheckpointError, ConfigError, first_line
 from directpo.hub import hub_safe_card
-from directpo.losses import needs_reference
+from directpo.loss_names import needs_reference
 from directpo.models import config_as_loaded
 from directpo.publish import is_complete
 from directpo.random_states import current_state, restore_state, rng_file, state_file
