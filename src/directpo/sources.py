@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from directpo.batching import LEGACY_ORDER, TRL_ORDER, DataSchedule
+from directpo.cli_flags import as_written
 from directpo.errors import ConfigError
 from directpo.pair_store import id_parts
 from directpo.tokenization import TOKENIZATION_RULES, TokenizedPair
@@ -379,8 +380,10 @@ def _check_same(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> 
                 "start a new output_dir"
             )
         if key != "pairs_fingerprint" and before != value:
+            # (values as the YAML file and flags write them: "resume with True" is no YAML)
+            was, has = as_written(before), as_written(value)
             raise ConfigError(
                 f"resume_from_checkpoint: {checkpoint} was trained with "
-                f"{names.get(key, key)}={before}, this run has {value}; the data order "
-                f"would differ: resume with {before}, or start a new output_dir"
+                f"{names.get(key, key)}={was}, this run has {has}; the data order "
+                f"would differ: resume with {was}, or start a new output_dir"
             )
