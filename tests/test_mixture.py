@@ -235,7 +235,7 @@ def test_a_mixtures_bad_sources_rows_and_combinations_are_one_line(
          "dataset_mixture: datasets[0]: unknown key 'wieght'; did you mean 'weight'?"),
         (dict(dataset_mixture=mixture({"id": "d", "weight": 1.5})), "weight must be a fraction"),
         (dict(dataset_mixture=mixture({"path": "d", "fraction": 0.5})),
-         "fraction (TRL's share of the mixture) is not supported; use weight"),
+         "fraction (TRL's share: each source's first rows, unshuffled) needs shuffle: false"),
         (dict(dataset_mixture={"datasets": []}), "datasets must be a non-empty list"),
         # numpy's generators refuse it: a traceback once the files were read
         (dict(dataset_mixture=mixture({"id": "d"}, seed=-1)), "seed must be an integer >= 0"),
@@ -440,6 +440,40 @@ def test_trls_top_level_datasets_are_its_rows_in_its_order(tmp_path) -> None:
     assert sorted(_triples(handbook)) == sorted(_triples(ours)) != _triples(handbook)
     with pytest.raises(ConfigError, match="dataset_mixture: shuffle must be true or false"):
         load_mixture({**config.dataset_mixture, "shuffle": "no"}, Columns())
+
+
+def test_trls_fraction_keeps_its_rows_of_each_source(tmp_path) -> None:
+    """TRL's DatasetConfig.fraction (shares of the mixture: the largest mixture in which no
+    source gives more rows than it has) was refused 'use weight', which keeps another number
+    of rows (weight 0.5 of 10 and 8 rows: 5 + 4; TRL's fraction 0.5 / 0.5: 8 + 8). Its rows
+    are TRL's get_dataset's, in its order; TRL's rules are one line each before any reading."""
+    from trl.scripts.utils import DatasetConfig, DatasetMixtureConfig, get_dataset
+
+    a, b = _sources(tmp_path)
+    columns = ["prompt", "chosen", "rejected"]
+    for fractions in ((0.5, 0.5), (0.3, 0.7), (2, 1), (0, 1)):
+        entries = [{"path": "json", "data_files": str(a), "fraction": fractions[0]},
+                   {"path": "parquet", "data_files": str(b), "columns": columns,
+                    "fraction": fractions[1]}]  # fmt: skip
+        said: list[str] = []
+        config = load_config(None, {"datasets": entries})
+        ours = load_mixture(config.dataset_mixture, Columns(), echo=said.append).train
+        theirs = get_dataset(DatasetMixtureConfig(datasets=[
+            DatasetConfig(**entry) for entry in entries  # type: ignore[arg-type]
+        ]))["train"]  # fmt: skip
+        assert _triples(ours) == [(r["prompt"], r["chosen"], r["rejected"]) for r in theirs]
+        if fractions == (0.5, 0.5):
+            assert len(ours.examples) == 16 and "(8 of 10 rows, fraction 0.5; the 2" in said[0]
+    some = [{"path": str(a), "fraction": 0.5}, {"path": str(b)}]
+    for entries, message in (
+        (some, "fraction must be set for every source or none (TRL's rule)"),
+        ([{**some[0], "fraction": 0}, {**some[1], "fraction": 0}], "the fractions are all 0"),
+        ([{**some[0], "weight": 0.5}, some[1]], "fraction (TRL's share of the mixture) and "
+         "weight (the handbook's share of this source) both set: keep one"),
+        ([{**some[0], "fraction": -1}, some[1]], "fraction must be a number >= 0, got -1"),
+    ):  # fmt: skip
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(None, {"datasets": entries})
 
 
 def test_a_weights_left_out_rows_are_not_checked_and_the_start_line_says_so(tmp_path) -> None:

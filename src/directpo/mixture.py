@@ -17,7 +17,8 @@ with ``seed``): each source is restricted to ``columns``, shuffled and cut to it
 concatenated in order and shuffled; ``test_split_size`` then holds out rows as
 ``Dataset.train_test_split(test_size, seed=seed)`` does. ``shuffle: false`` (what TRL's
 ``DatasetMixtureConfig`` at a config's top level is read as) keeps each source's rows and the
-concatenation in their order, as TRL's ``get_dataset`` does. Entries may use TRL's
+concatenation in their order, as TRL's ``get_dataset`` does, and takes its ``fraction``s
+(shares of the mixture: each source's first rows, ``kept_counts``). Entries may use TRL's
 ``DatasetConfig`` names too (``path`` for ``id``, ``name`` for ``config``, ``data_dir``,
 ``data_files``). Each source is read by readers.py / ``datasets`` as ``train_file`` or
 ``dataset_name`` would read it, and its rows are validated in its own layout, so an error names
@@ -46,7 +47,7 @@ from directpo.preflight import looks_local
 from directpo.readers import DATA_KINDS, RowError, open_rows
 from directpo.refusals import hint_once
 
-ENTRY_KEYS = ("id", "config", "split", "columns", "weight", "data_dir", "data_files")
+ENTRY_KEYS = ("id", "config", "split", "columns", "weight", "data_dir", "data_files", "fraction")
 TRL_NAMES = {"path": "id", "name": "config"}  # TRL's DatasetConfig spellings
 MIXTURE_KEYS = ("datasets", "seed", "test_split_size", "shuffle")
 FILE_SUFFIXES = tuple(
@@ -65,6 +66,9 @@ class Source:
     weight: float = 1.0  # the handbook's default: every row, shuffled
     data_dir: str | None = None
     data_files: Any = None
+    # TRL's DatasetConfig.fraction: this source's share of the mixture, its first rows (None:
+    # weight's rows); see kept_counts
+    fraction: float | None = None
 
     @property
     def label(self) -> str:
@@ -134,8 +138,36 @@ def parse_mixture(value: Any) -> Mixture:
     shuffle = value.get("shuffle", True)
     if not isinstance(shuffle, bool):
         problems.append(f"{where}: shuffle must be true or false, got {shuffle!r}")
+    problems += _fraction_problems(sources, shuffle, where)
     refuse_all(problems)
     return Mixture(tuple(sources), seed, size, shuffle)
+
+
+def _fraction_problems(sources: list[Source], shuffle: Any, where: str) -> list[str]:
+    """TRL's rules for ``fraction`` (its get_dataset's ValueErrors), said before any reading;
+    its first rows are TRL's unshuffled sources' (the handbook's shuffled mixture has weight)."""
+    fractions = [source.fraction for source in sources]
+    if all(fraction is None for fraction in fractions):
+        return []
+    if any(fraction is None for fraction in fractions):
+        return [f"{where}: fraction must be set for every source or none (TRL's rule)"]
+    if not sum(fractions):  # type: ignore[arg-type]
+        return [f"{where}: the fractions are all 0: no source keeps a row"]
+    if shuffle is not False:
+        return [
+            f"{where}: fraction (TRL's share: each source's first rows, unshuffled) needs "
+            "shuffle: false; with the handbook's shuffled mixture use weight"
+        ]
+    return []
+
+
+def kept_counts(fractions: list[float], sizes: list[int]) -> list[int]:
+    """TRL's get_dataset's rows of each source for ``fraction``s (shares of the mixture): the
+    largest mixture in which no source gives more rows than it has, each its first
+    ``round(share x total)`` rows."""
+    shares = [fraction / sum(fractions) for fraction in fractions]
+    total = min(size / share for size, share in zip(sizes, shares, strict=True) if share > 0)
+    return [round(share * total) for share in shares]
 
 
 def missing_sources(value: Any) -> list[str]:
@@ -178,11 +210,6 @@ def _source(entry: Any, where: str) -> Source:
             if ours in values:
                 raise ConfigError(f"{where}: {trl} and {ours} name the same thing; keep one")
             values[ours] = values.pop(trl)
-    if "fraction" in values:  # TRL's: shares of the mixture, each source's first rows
-        raise ConfigError(
-            f"{where}: fraction (TRL's share of the mixture) is not supported; use weight, "
-            "the fraction of this source's rows kept (shuffled by seed)"
-        )
     _known(values, ENTRY_KEYS, where)
     source = values.get("id")
     if not isinstance(source, str) or not source:
@@ -201,6 +228,15 @@ def _source(entry: Any, where: str) -> Source:
         raise ConfigError(
             f"{where}: weight must be a fraction in (0, 1] of the source's rows, got {weight!r}"
         )
+    fraction = values.get("fraction")
+    if fraction is not None:
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or fraction < 0:
+            raise ConfigError(f"{where}: fraction must be a number >= 0, got {fraction!r}")
+        if values.get("weight") is not None:
+            raise ConfigError(
+                f"{where}: fraction (TRL's share of the mixture) and weight (the handbook's "
+                "share of this source) both set: keep one"
+            )
     files = values.get("data_files")
     if files is not None and not _files_value(files):
         raise ConfigError(
@@ -210,6 +246,7 @@ def _source(entry: Any, where: str) -> Source:
     return Source(
         source, values.get("config"), values.get("split") or "train",
         tuple(columns) if columns else None, float(weight), values.get("data_dir"), files,
+        None if fraction is None else float(fraction),
     )  # fmt: skip
 
 
@@ -260,10 +297,13 @@ def load_mixture(
     layouts: list[str] = []
     refused: list[str] = []  # every source's problems, said together after the last
     seed = mixture.seed if mixture.shuffle else None  # (None: each source in its order)
+    counts = _fraction_counts(mixture.sources)
     for index, source in enumerate(mixture.sources):
         examples.append({})
         with collected(refused, DataError):
-            data, total, order = _source_pairs(source, seed, columns, skip_invalid_rows)
+            data, total, order = _source_pairs(
+                source, seed, columns, skip_invalid_rows, counts[index] if counts else None
+            )
             kept += [(index, where) for where in order]
             examples[index] = {e.where: e for e in data.examples} if data else {}
             if data:
@@ -274,10 +314,11 @@ def load_mixture(
             unread = (
                 f"; the {total - len(order)} left out are not checked" if total > len(order) else ""
             )
-            echo(
-                f"dataset_mixture: {summary} ({len(order)} of {total} rows, weight "
-                f"{source.weight:g}{unread})"
-            )
+            share = (
+                f"weight {source.weight:g}" if source.fraction is None
+                else f"fraction {source.fraction:g}"
+            )  # fmt: skip
+            echo(f"dataset_mixture: {summary} ({len(order)} of {total} rows, {share}{unread})")
     if refused:
         raise DataError("; ".join(hint_once(refused)))
     if not kept:
@@ -301,12 +342,30 @@ def load_mixture(
     return MixedData(pairs(train, "train"), pairs(test, "test") if test else None)
 
 
+def _fraction_counts(sources: tuple[Source, ...]) -> list[int] | None:
+    """Each source's rows kept by TRL's ``fraction``s (None: weights), from the sources' sizes:
+    they are read once to count them (TRL's get_dataset loads them all before choosing)."""
+    if sources[0].fraction is None:
+        return None
+    sizes, refused = [], []
+    for source in sources:
+        with collected(refused, DataError):
+            sizes.append(len(_source_rows(source)[0]))
+    if refused:
+        raise DataError("; ".join(hint_once(refused)))
+    return kept_counts([source.fraction or 0.0 for source in sources], sizes)
+
+
 def _source_pairs(
-    source: Source, seed: int | None, columns: Columns, skip_invalid_rows: bool
+    source: Source,
+    seed: int | None,
+    columns: Columns,
+    skip_invalid_rows: bool,
+    count: int | None = None,
 ) -> tuple[PreferenceData | None, int, list[str]]:
     """A source's kept rows validated (None: a weight that keeps none of a small source), its
     row count, and the kept rows' places in the mixture's order (shuffled by ``seed``; None:
-    the file's order)."""
+    the file's order). ``count``: the rows kept (TRL's fraction), else its weight's."""
     if columns.system is not None and source.columns and columns.system not in source.columns:
         # kept out by the entry's columns, not missing from its file (which it was said to be)
         raise DataError(
@@ -315,7 +374,7 @@ def _source_pairs(
         )
     rows, names, base_dir = _source_rows(source)
     order = list(range(len(rows))) if seed is None else _shuffled(len(rows), seed)
-    kept = order[: int(len(rows) * source.weight)]
+    kept = order[: int(len(rows) * source.weight) if count is None else count]
     # validated in the file's order: its bad rows are said as they are written, first first
     in_file = [rows[i] for i in sorted(kept)]
     data = None
