@@ -144,3 +144,30 @@ def test_one_process_has_no_turn_and_the_leader_does_not_wait() -> None:
     assert node_turn(SINGLE_PROCESS) is None
     wait_for_leader(None, "train")  # returns at once
     wait_for_leader(Turn(dist.HashStore(), 0, leader=0), "train")
+
+
+def test_ranks_tokenizing_at_once_share_dataset_num_proc(tmp_path, monkeypatch) -> None:
+    """Without the cache (cache_tokenized: false, or rows with images) every rank of a node
+    tokenizes, and each forked dataset_num_proc processes: 8 ranks x 8 ran 64, each holding
+    the rows, on a node asked for 8. Such a rank takes its share (LOCAL_WORLD_SIZE of them);
+    the leader whose cache the others read keeps the whole count, as one process does."""
+    tokenizer = build_tokenizer("llama")
+    data = load_preferences(str(write_jsonl(tmp_path / "p.jsonl", SENTIMENT_PAIRS)))
+    asked: dict[str, int | None] = {}
+
+    def recorded(*args, num_proc=None, **kwargs):  # (one process here: ranks are threads)
+        asked[threading.current_thread().name] = num_proc
+        return tokenize_preferences(*args, **kwargs)
+
+    monkeypatch.setattr("directpo.run_data.tokenize_preferences", recorded)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    for cache, expected in ((False, {"rank0": 2, "rank1": 2}), (True, {"rank0": 4})):
+        config = tiny_config(tmp_path, None, tmp_path / "out", dataset_num_proc=4,
+                             cache_tokenized=cache, max_length=40 + cache)  # fmt: skip
+        run = lambda turn: _tokenize(data, tokenizer, config, "train", print, turn=turn)  # noqa: E731,B023
+        asked.clear()
+        _ranks(run, dist.HashStore())
+        assert asked == expected
+    config = tiny_config(tmp_path, None, tmp_path / "o", dataset_num_proc=4, cache_tokenized=False)
+    alone = _tokenize(data, tokenizer, config, "train", print, turn=None)  # one process
+    assert asked["MainThread"] == 4 and alone.pairs

@@ -429,7 +429,8 @@ class DPOConfig(Options):
         "Processes that tokenize the pairs (TRL's option): batches of rows tokenized by a pool "
         "of this many forked processes and put back in order, the same ids as one process "
         "(chat templates render in Python, one core a process). null: one process. Under "
-        "torchrun, each node's tokenizing process uses them. Measured no faster on a busy "
+        "torchrun, each node's tokenizing process uses them; ranks that tokenize at once "
+        "(cache_tokenized false, images) share them. Measured no faster on a busy "
         "2-core CPU (docs/performance.md).",
     )
     max_length: int | None = option(

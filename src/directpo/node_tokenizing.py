@@ -62,6 +62,18 @@ def node_turn(world: World) -> Turn | None:
     return Turn(store, world.rank, world.rank - local, world.run)
 
 
+def tokenizing_processes(num_proc: int | None, turn: Turn | None, alone: bool) -> int | None:
+    """``dataset_num_proc`` for this process's tokenizing: the whole count where it tokenizes
+    alone on its node (one process, or the leader whose cache the others read: ``alone``),
+    else its share of the node's (``LOCAL_WORLD_SIZE`` processes tokenizing at once, without
+    the cache or with images: 8 ranks each forking dataset_num_proc 8 ran 64 processes, each
+    holding the rows, on a node asked for 8)."""
+    if num_proc is None or turn is None or (alone and turn.leads):
+        return num_proc
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, num_proc // max(local, 1))
+
+
 @contextlib.contextmanager
 def leading(turn: Turn | None, name: str) -> Iterator[None]:
     """The leader's tokenizing of ``name`` (train, eval): how it ended, told to the waiting

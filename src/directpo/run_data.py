@@ -33,7 +33,7 @@ from directpo.models import (
     model_location,
     pad_token_id,
 )
-from directpo.node_tokenizing import Turn, leading, wait_for_leader
+from directpo.node_tokenizing import Turn, leading, tokenizing_processes, wait_for_leader
 from directpo.online import OnlineData, check_labeller, load_labeller
 from directpo.prompts import (
     distinct_example_prompts,
@@ -338,13 +338,16 @@ def _tokenize(
         "assistant_only_loss": config.assistant_only_loss,
     }
 
+    cached = config.cache_tokenized and processor is None  # (the others read the leader's)
+    processes = tokenizing_processes(config.dataset_num_proc, turn, alone=cached)
+
     def tokenize() -> TokenizedData:
         return tokenize_preferences(
             data, tokenizer, **options, processor=processor,
-            progress=f"tokenize {name}" if progress else None, num_proc=config.dataset_num_proc,
+            progress=f"tokenize {name}" if progress else None, num_proc=processes,
         )  # fmt: skip
 
-    if config.cache_tokenized and processor is None:
+    if cached:
         limit = int(config.cache_tokenized_max_gb * 1e9)
         wait_for_leader(turn, name)  # (torchrun: the node's first process tokenizes and caches)
         with leading(turn, name):
