@@ -313,3 +313,32 @@ def test_dataloader_drop_last_is_trls(tiny_model_dirs, pairs_file, tmp_path) -> 
     assert keeping.restore(before, "ckpt") == []
     with pytest.raises(ConfigError, match="dataloader_drop_last=false, this run has true;"):
         dropping.restore(before, "ckpt")
+
+
+def test_dataloader_drop_last_leaves_the_short_eval_batch_out_as_trl() -> None:
+    """transformers' Trainer builds its eval dataloader with dataloader_drop_last too: TRL's
+    eval metrics are of the full eval batches (per_device_eval_batch_size x processes), where
+    directpo scored every held-out pair, so its eval curves differed from TRL's. 5 pairs in
+    batches of 2 are now scored as the first 4; a set that fills no batch is scored whole."""
+    import copy
+
+    from tiny import build_model, build_tokenizer, tiny_config
+
+    from directpo.batching import eval_batches
+    from directpo.logprobs import SequenceScorer
+    from directpo.reference import FrozenModelReference
+    from directpo.step import evaluate
+
+    model = build_model("llama", build_tokenizer("llama"))
+    policy, reference = SequenceScorer(model), FrozenModelReference(copy.deepcopy(model))
+    model.train()  # (evaluate scores in eval mode: no dropout either way)
+    pairs = [TokenizedPair([1, 5 + i], [7, 8 + i, 2], [9 + i, 2]) for i in range(5)]
+
+    def scored(held_out, drop_last: bool, batch: int = 2) -> dict[str, float]:
+        config = tiny_config("unused", None, "unused", per_device_eval_batch_size=batch,
+                             dataloader_drop_last=drop_last)  # fmt: skip
+        return evaluate(policy, reference, held_out, config, 0, torch.device("cpu"))
+
+    assert scored(pairs, True) == scored(pairs[:4], False) != scored(pairs, False)
+    assert scored(pairs, True, batch=8) == scored(pairs, False, batch=8)
+    assert eval_batches(5, 2, drop_last=True) == [[0, 1], [2, 3]]

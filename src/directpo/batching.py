@@ -403,7 +403,14 @@ class DataSchedule:
         return [order[m * self.batch_size : (m + 1) * self.batch_size] for m in range(first, last)]
 
 
-def eval_batches(num_examples: int, batch_size: int) -> list[list[int]]:
+def eval_batches(num_examples: int, batch_size: int, drop_last: bool = False) -> list[list[int]]:
+    """The eval batches of ``batch_size`` (per_device_eval_batch_size x processes) pairs, in
+    order. ``drop_last`` (dataloader_drop_last): the short last one is left out, as transformers'
+    Trainer's eval dataloader does (TRL's eval metrics are of the full batches: with every pair
+    here, the curves differed from TRL's), unless no batch is full (TRL's would evaluate
+    nothing: every pair is scored)."""
+    if drop_last and num_examples >= batch_size:
+        num_examples -= num_examples % batch_size
     return [
         list(range(start, min(start + batch_size, num_examples)))
         for start in range(0, num_examples, batch_size)

@@ -623,7 +623,9 @@ class DPOConfig(Options):
         False,
         "Drop each epoch's last micro-batch when it is short (fewer than "
         "per_device_train_batch_size x processes pairs), as transformers' Trainer does: the "
-        "steps then take TRL's pairs with this setting too. false: it is trained, short.",
+        "steps then take TRL's pairs with this setting too; an evaluation's short last batch "
+        "(per_device_eval_batch_size x processes) is left out too, as TRL's eval dataloader "
+        "does. false: both are used, short.",
     )
     auto_find_batch_size: bool = option(
         False,

@@ -248,7 +248,8 @@ def evaluate(
         return {}
     total = PairStats()
     with evaluating(policy):  # the caller's mode again after, also after an error
-        for indices in eval_batches(len(pairs), config.per_device_eval_batch_size * world.size):
+        size = config.per_device_eval_batch_size * world.size
+        for indices in eval_batches(len(pairs), size, config.dataloader_drop_last):
             mine, stand_in = shard(indices, world)
             table = None if reference_table is None else reference_table[mine]
             batch = collate_pairs([pairs[i] for i in mine], pad_id, table, layout).to(device)
