@@ -7,6 +7,7 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from directpo.errors import ConfigError
@@ -29,6 +30,14 @@ PATH_OPTIONS = (
     "output_dir", "logging_dir", "dataset_name", "chat_template", "resume_from_checkpoint",
     "reward_fn",
 )  # fmt: skip
+
+
+def cache_home() -> Path:
+    """The folder ``DIRECTPO_CACHE`` names (default ~/.cache/directpo), a leading ``~`` as the
+    home folder: a quoted ``DIRECTPO_CACHE="~/x"`` or a config's ``env:`` block, which no shell
+    expands, cached into a folder named ``~`` under the working directory."""
+    root = os.environ.get("DIRECTPO_CACHE") or os.path.join("~", ".cache", "directpo")
+    return Path(os.path.expanduser(root))
 
 
 def expand_home(config: Any) -> None:
