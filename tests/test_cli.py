@@ -680,3 +680,14 @@ def test_a_misspelt_command_is_named_with_the_one_meant(capsys, word, said) -> N
     to find the command meant."""
     code, err = run_cli(capsys, word, "--beta", "0.1")
     assert (code, err) == (2, f"directpo: error: unknown command '{word}'; {said}\n")
+
+
+def test_flags_only_commands_name_the_flag_to_give_not_a_yaml_key(tmp_path, capsys) -> None:
+    """generate / score / rank take flags alone: their hints said the YAML spelling ('write
+    seed: N', 'set prompt_column: Prompt'); they now say the flag (``give --seed N``)."""
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "x"}\n')
+    common = ["--model_name_or_path", str(tmp_path), "--input", str(prompts)]
+    assert main(["generate", *common, "--output", str(tmp_path / "o.jsonl"), "--seed", "null"]) == 2
+    said = capsys.readouterr().err
+    assert "give --seed " in said and "seed: " not in said.replace("--seed ", "")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import difflib
 import os
 import re
@@ -26,6 +27,7 @@ from directpo.cli_flags import (
     LIST,
     PATHS,
     FlagsRefused,
+    as_flags,
     as_typed,
     as_written,
     attach_negative_values,
@@ -423,6 +425,9 @@ def _say_error(err: DirectpoError, typed: Sequence[str] = ()) -> None:
     if err.said_by_rank_0:
         return
     text = as_typed(str(err), typed)
+    command = COMMANDS.get(typed[0]) if typed else None
+    if command is not None and not command.takes_yaml:  # (its options are flags alone)
+        text = as_flags(text, [f.name for f in dataclasses.fields(command.options)])
     if err.rank is not None:
         print(f"directpo: error: rank {err.rank}: {text}", file=sys.stderr, flush=True)
     elif _first_rank():
