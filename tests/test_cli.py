@@ -691,3 +691,21 @@ def test_flags_only_commands_name_the_flag_to_give_not_a_yaml_key(tmp_path, caps
     assert main(["generate", *common, "--output", str(tmp_path / "o.jsonl"), "--seed", "null"]) == 2
     said = capsys.readouterr().err
     assert "give --seed " in said and "seed: " not in said.replace("--seed ", "")
+
+
+def test_a_double_dash_ends_the_options_as_argparse_reads_it(tmp_path, capsys) -> None:
+    """``--`` (the end of options, as argparse and POSIX tools read it) was refused as
+    "unknown option '--'"; it is now read so (what follows is positional: train's config file),
+    and an option after it is refused saying why."""
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "x"}\n')
+    common = ["--model_name_or_path", str(tmp_path), "--input", str(prompts), "--seed", "null"]
+    assert main(["generate", *common, "--output", str(tmp_path / "o.jsonl"), "--"]) == 2
+    said = capsys.readouterr().err
+    assert "'--'" not in said and "give --seed " in said
+    assert main(["generate", "--", *common]) == 2
+    assert "'--' ends the options, so --model_name_or_path after it" in capsys.readouterr().err
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("beta: -1\n")
+    assert main(["train", "--", str(recipe)]) == 2
+    assert "beta" in capsys.readouterr().err

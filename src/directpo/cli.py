@@ -31,6 +31,7 @@ from directpo.cli_flags import (
     as_typed,
     as_written,
     attach_negative_values,
+    end_of_options,
     flag_value,
     option_kinds,
     refuse_data_file,
@@ -308,7 +309,7 @@ def _main(argv: Sequence[str] | None) -> int:
     typed: list[str] = list(sys.argv[1:] if argv is None else argv)
     try:
         parser = build_parser()  # (inside: a Ctrl-C while it is built is said in one line)
-        argv = _spelt_as_flags(underscored(attach_negative_values(typed)))
+        argv = _spelt_as_flags(underscored(attach_negative_values(end_of_options(typed))))
         if dashes := typographic_dashes(argv, _every_option_name()):
             raise ConfigError(dashes)
         if argv and argv[0] in COMMANDS and COMMANDS[argv[0]].takes_yaml:

@@ -43,6 +43,23 @@ def attach_negative_values(argv: Sequence[str]) -> list[str]:
     return joined
 
 
+def end_of_options(argv: Sequence[str]) -> list[str]:
+    """``argv`` without the ``--`` that ends the options, as argparse and POSIX tools read it
+    (it was refused as "unknown option '--'"): what follows is positional (train's config
+    file); an option after it is refused in one line, as argparse would not read it either."""
+    if "--" not in argv:
+        return list(argv)
+    at = list(argv).index("--")
+    after = list(argv[at + 1 :])
+    flag = next((token for token in after if token.startswith("-")), None)
+    if flag is not None:
+        raise ConfigError(
+            f"'--' ends the options, so {flag} after it is not read as one: put the options "
+            "before '--' (or drop it)"
+        )
+    return [*argv[:at], *after]
+
+
 def underscored(argv: Sequence[str]) -> list[str]:
     """``--learning-rate`` -> ``--learning_rate``, ``--no-bf16`` -> ``--no_bf16``: the dashed
     spellings transformers' HfArgumentParser takes too, which TRL's scripts write."""
