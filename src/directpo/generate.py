@@ -45,6 +45,7 @@ from directpo.prompts import (
     first_row_fields,
     prompt_with_images,
     rows_to_write,
+    unread_system_note,
 )
 from directpo.refusals import RefusedRows
 from directpo.reward import output_location, run_config
@@ -346,6 +347,7 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
         run = run_config(path)
     except ConfigError as err:  # a config.yaml of another tool: no such record
         echo(f"config.yaml not used (not a directpo run's): {err}")
+    said_off = options.system_column == ""  # (--system_column '': none, on purpose)
     options = options.with_run_defaults(run, echo, first_row_fields(options.input))
     trusted = options.trust_remote_code
     own = tokenizer_folder(path)  # an adapter folder's may be its base's
@@ -359,6 +361,10 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
         tokenizer, None, chat_template_kwargs=template_kwargs, processor=processor
     )
     total = check_every_row(options.input, partial(_rendered_prompt, options, base_dir, encoder))
+    if note := unread_system_note(
+        options.input, options.prompt_column, options.system_column, said_off
+    ):
+        echo(note)
     per_call = max(1, options.batch_size // options.num_return_sequences)
     with StagedJsonl(options.output, options_key(options, options.NOT_IN_ROWS, [path])) as out:
         model = load_causal_lm(
