@@ -330,13 +330,15 @@ def _main(argv: Sequence[str] | None) -> int:
                     # (a config file not there: the flags may name the data, its rows said)
                     raise with_others(err, command.options, None, overrides) from None
                 if command.options is DPOConfig:
-                    from directpo.option_paths import moved_run
+                    from directpo.option_paths import copied_record, moved_run
 
-                    moved = moved_run(
-                        config_file, options.output_dir, options.resume_from_checkpoint, overrides
-                    )
-                    if moved is not None:
-                        raise moved
+                    for check in (moved_run, copied_record):
+                        refused = check(
+                            config_file, options.output_dir, options.resume_from_checkpoint,
+                            overrides,
+                        )  # fmt: skip
+                        if refused is not None:
+                            raise refused
                 code = command.run(options)
                 if code and _first_rank():  # (a stopped run: its checkpoint is written)
                     # (stdout's reader gone, the line is said where it is still read)

@@ -180,6 +180,42 @@ def moved_run(
     )
 
 
+def copied_record(
+    config_file: str | None, output_dir: str, resume: str | None, flags: Mapping[str, Any]
+) -> ConfigError | None:
+    """A run's own config.yaml run from another folder (copied or moved: ``directpo train
+    copy/config.yaml``) names the original run's output_dir, made absolute when recorded: the
+    new run wrote there, beside or (overwrite_output_dir: true) over that run's files. Refused
+    where that folder holds a run's files, saying the flag to give; a record of a checkpoint
+    (``out/checkpoint-N/config.yaml``) and one read back from its own folder are the run's."""
+    if config_file is None or resume is not None or "output_dir" in flags:
+        return None
+    here = os.path.realpath(os.path.dirname(os.path.abspath(config_file)))
+    recorded = os.path.realpath(output_dir)
+    if recorded in (here, os.path.dirname(here)) or not _holds_a_run(recorded):
+        return None
+    from dataclasses import fields
+
+    from directpo.config import DPOConfig
+    from directpo.options import read_yaml
+    from directpo.yaml_interpolation import is_run_record
+
+    names = [f.name for f in fields(DPOConfig)]
+    if not is_run_record(read_yaml(config_file, interpolate=False), names):
+        return None  # a recipe naming a run's folder on purpose: prepare_output_dir's to judge
+    return ConfigError(
+        f"{config_file} is the record of the run in {output_dir} (copied or moved here?): run "
+        f"as it is, it would write into that run's folder, which holds its files; give "
+        f"--output_dir (a new folder, or {here} to rerun here)"
+    )
+
+
+def _holds_a_run(folder: str) -> bool:
+    """Whether ``folder`` holds a run's files: its record, metrics or checkpoints."""
+    files = ("config.yaml", "metrics.jsonl")
+    return any(os.path.isfile(os.path.join(folder, f)) for f in files) or bool(_checkpoints(folder))
+
+
 def _checkpoints(folder: str) -> list[str]:
     """The checkpoint folders' names in ``folder``, by step (none if it is gone)."""
     found = glob.glob(os.path.join(glob.escape(folder), "checkpoint-*"))
