@@ -37,6 +37,7 @@ from directpo.refusals import RefusedRows
 from directpo.row_formats import from_openai, is_openai_layout, openai_message
 from directpo.template_args import row_template_args
 from directpo.unread_columns import (
+    PROMPT_LIKE_COLUMNS,
     lacks_system,
     other_case,
     refuse_unread_prompt,
@@ -204,8 +205,19 @@ def _row_prompt(
     except RowError as err:
         cased = other_case(row, {"prompt_column": prompt_column, "system_column": system_column})
         fix = f"; its columns are named in another case: set {', '.join(cased)}" if cased else ""
+        fix = fix or _prompt_like(row, prompt_column)
         raise DataError(f"{where}: {err.message}{fix}") from None
     return prompt
+
+
+def _prompt_like(row: dict[str, Any], prompt_column: str) -> str:
+    """A missing prompt column's fix where the row holds the prompt under a well-known name
+    (a question / instruction column): "missing field 'prompt'" alone did not say which."""
+    if prompt_column in row:
+        return ""
+    named = {name.lower(): name for name in row if isinstance(name, str)}
+    found = next((named[name] for name in PROMPT_LIKE_COLUMNS if name in named), None)
+    return f"; set prompt_column: {found}" if found else ""
 
 
 def _is_pair(row: dict[str, Any]) -> bool:
