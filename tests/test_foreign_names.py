@@ -369,7 +369,7 @@ def test_torchtunes_null_seed_is_told_an_integer_to_write(tmp_path, capsys) -> N
     assert main(["generate", "--seed", "none"]) == 2
     said = re.search(
         r"null \(torchtune's: a random seed, another each run\) is not read "
-        r"here: write seed: (\d+) \(drawn now\)",
+        r"here: give --seed (\d+) \(drawn now\)",  # (generate takes flags alone)
         capsys.readouterr().err,
     )
     assert said and 0 <= int(said.group(1)) < 2**31
