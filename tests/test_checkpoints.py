@@ -1304,3 +1304,40 @@ def test_a_moved_runs_config_yaml_says_where_its_checkpoints_are(tmp_path, capsy
     assert f"{tmp_path / 'run'}, {moved / 'config.yaml'}'s output_dir, holds no checkpoint" in err
     assert f"its own folder holds checkpoint-10: the run was moved? resume it there with " \
            f"--output_dir {moved}" in err  # fmt: skip
+
+
+def test_a_copied_runs_config_yaml_does_not_write_into_the_original_run(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, capsys
+) -> None:
+    """``cp -r run copy; directpo train copy/config.yaml`` wrote into run (the output_dir the
+    record holds, made absolute), beside or, with overwrite_output_dir, over its files. It is
+    refused saying the flag to give; the run's own record, a checkpoint's record and a recipe
+    naming a run's folder are not."""
+    import dataclasses
+
+    from directpo.cli import COMMANDS, main
+
+    started: list = []
+    train = dataclasses.replace(COMMANDS["train"], run=started.append)
+    monkeypatch.setitem(COMMANDS, "train", train)
+    run, copy = tmp_path / "run", tmp_path / "copy"
+    config = DPOConfig(
+        model_name_or_path=str(tiny_model_dirs["gpt2"]), train_file=str(pairs_file),
+        output_dir=str(run), overwrite_output_dir=True,
+    )  # fmt: skip
+    for folder in (run, run / "checkpoint-1", copy):
+        folder.mkdir(parents=True)
+        config.save_record(folder / "config.yaml")
+    (run / "metrics.jsonl").write_text("")
+    assert main(["train", str(copy / "config.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert f"copy/config.yaml is the record of the run in {run} (copied or moved here?)" in err
+    assert f"give --output_dir (a new folder, or {copy} to rerun here)" in err and not started
+    for given in ([str(run / "config.yaml")], [str(run / "checkpoint-1" / "config.yaml")],
+                  [str(copy / "config.yaml"), "--output_dir", str(copy)]):  # fmt: skip
+        assert main(["train", *given]) == 0
+    assert [str(options.output_dir) for options in started] == [str(run), str(run), str(copy)]
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"output_dir: {run}\n")
+    flags = ["--model_name_or_path", str(tiny_model_dirs["gpt2"]), "--train_file", str(pairs_file)]
+    assert main(["train", str(recipe), *flags]) == 0

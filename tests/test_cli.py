@@ -680,3 +680,32 @@ def test_a_misspelt_command_is_named_with_the_one_meant(capsys, word, said) -> N
     to find the command meant."""
     code, err = run_cli(capsys, word, "--beta", "0.1")
     assert (code, err) == (2, f"directpo: error: unknown command '{word}'; {said}\n")
+
+
+def test_flags_only_commands_name_the_flag_to_give_not_a_yaml_key(tmp_path, capsys) -> None:
+    """generate / score / rank take flags alone: their hints said the YAML spelling ('write
+    seed: N', 'set prompt_column: Prompt'); they now say the flag (``give --seed N``)."""
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "x"}\n')
+    common = ["--model_name_or_path", str(tmp_path), "--input", str(prompts)]
+    assert main(["generate", *common, "--output", str(tmp_path / "o.jsonl"), "--seed", "null"]) == 2
+    said = capsys.readouterr().err
+    assert "give --seed " in said and "seed: " not in said.replace("--seed ", "")
+
+
+def test_a_double_dash_ends_the_options_as_argparse_reads_it(tmp_path, capsys) -> None:
+    """``--`` (the end of options, as argparse and POSIX tools read it) was refused as
+    "unknown option '--'"; it is now read so (what follows is positional: train's config file),
+    and an option after it is refused saying why."""
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "x"}\n')
+    common = ["--model_name_or_path", str(tmp_path), "--input", str(prompts), "--seed", "null"]
+    assert main(["generate", *common, "--output", str(tmp_path / "o.jsonl"), "--"]) == 2
+    said = capsys.readouterr().err
+    assert "'--'" not in said and "give --seed " in said
+    assert main(["generate", "--", *common]) == 2
+    assert "'--' ends the options, so --model_name_or_path after it" in capsys.readouterr().err
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("beta: -1\n")
+    assert main(["train", "--", str(recipe)]) == 2
+    assert "beta" in capsys.readouterr().err

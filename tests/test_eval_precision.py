@@ -237,7 +237,7 @@ def test_eval_generate_scores_its_samples_kl_in_float32(
     the float32 start (a reference the losses never run, SimPO's or a precomputed one, keeps
     its float32 weights for it), so eval/kl is exactly 0 at step 0 and the logged log-probs
     are float32 scoring's of the saved model."""
-    import directpo.generate as generate
+    import directpo.eval_samples as eval_samples
     from directpo.reference import FrozenModelReference
 
     drawn: list = []
@@ -246,8 +246,8 @@ def test_eval_generate_scores_its_samples_kl_in_float32(
         drawn.append(real(*args, **kwargs))
         return drawn[-1]
 
-    real = generate.sample_completions
-    monkeypatch.setattr(generate, "sample_completions", recording)
+    real = eval_samples.sample_completions
+    monkeypatch.setattr(eval_samples, "sample_completions", recording)
     base, out = tiny_model_dirs["llama"], tmp_path / "out"  # stored in float32
     if "lora_r" in setup:  # a LoRA base is held in bf16 only: one on its grid (README §6)
         base = bf16_grid_copy(base, tmp_path / "model")
@@ -261,7 +261,7 @@ def test_eval_generate_scores_its_samples_kl_in_float32(
     policy = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
     start = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     reference = FrozenModelReference(start)
-    logps, ref_logps = generate.samples_logprobs(
+    logps, ref_logps = eval_samples.samples_logprobs(
         drawn[-1], policy, reference, 0, torch.device("cpu"), 2
     )
     assert [r["logp"] for r in records] == pytest.approx(logps.tolist(), abs=1e-5)

@@ -350,10 +350,10 @@ def test_a_runs_own_config_yaml_reruns_with_its_texts_as_given(tmp_path, built, 
     given.save_record(tmp_path / "config.yaml")
     assert main(["train", str(tmp_path / "config.yaml")]) == 0
     assert built[1].run_name == text and built[1].chat_template_kwargs == {"note": text}
-    from directpo.options import read_record
     from directpo.reward import run_config
+    from directpo.yaml_interpolation import read_run_record
 
-    assert read_record(str(tmp_path / "config.yaml"))["run_name"] == text
+    assert read_run_record(str(tmp_path / "config.yaml"))["run_name"] == text
     assert run_config(tmp_path).run_name == text
 
 
@@ -369,7 +369,7 @@ def test_torchtunes_null_seed_is_told_an_integer_to_write(tmp_path, capsys) -> N
     assert main(["generate", "--seed", "none"]) == 2
     said = re.search(
         r"null \(torchtune's: a random seed, another each run\) is not read "
-        r"here: write seed: (\d+) \(drawn now\)",
+        r"here: give --seed (\d+) \(drawn now\)",  # (generate takes flags alone)
         capsys.readouterr().err,
     )
     assert said and 0 <= int(said.group(1)) < 2**31

@@ -320,3 +320,28 @@ def test_a_completion_cut_inside_a_character_ends_before_it(model, new_tokens, t
     )  # fmt: skip
     assert sample.completion_ids == [lead, tail, lead][:new_tokens]  # trained as sampled
     assert sample.text == text
+
+
+def test_an_unread_system_column_is_said_by_generate_and_score(model, tmp_path, capsys) -> None:
+    """A prompts file with a ``System`` column beside the prompt: train says the column is not
+    read (its prompts go without it), but generate, score and rank sampled and scored without
+    a word. They now say it as train does, with the flag that reads it; a row whose prompt
+    already holds the text, or ``--system_column ''`` (none, on purpose), is not said."""
+    rows = [
+        {"prompt": "Hi", "System": "Be brief.", "chosen": " a", "rejected": " b"},
+        {"prompt": "Be brief. Hi", "System": "Be brief.", "chosen": " a", "rejected": " b"},
+    ]
+    data = write_jsonl(tmp_path / "prompts.jsonl", rows)
+    common = ["--model_name_or_path", str(model), "--input", str(data)]
+    said = (
+        "column 'System' is not read: 1 row goes without the system prompt it holds "
+        "(--system_column System makes it their system turn)\n"
+    )
+    args = ["generate", *common, "--max_new_tokens", "1"]
+    assert main([*args, "--output", str(tmp_path / "g.jsonl")]) == 0
+    assert said in capsys.readouterr().out
+    assert main([*args, "--output", str(tmp_path / "h.jsonl"), "--system_column", ""]) == 0
+    assert "is not read" not in capsys.readouterr().out
+    scored = [*common, "--ref_model_name_or_path", str(model), "--beta", "0.1"]
+    assert main(["score", *scored, "--output", str(tmp_path / "s.jsonl")]) == 0
+    assert said in capsys.readouterr().out

@@ -76,3 +76,17 @@ def test_a_prompt_header_of_another_case_is_named_in_the_refusal(tmp_path) -> No
     said = "missing field 'prompt'; its columns are named in another case: set prompt_column: "
     with pytest.raises(DataError, match=said + "Prompt, system_column: System"):
         load_prompts(str(rows), system_column="system")
+
+
+def test_a_prompt_under_a_well_known_name_is_named_in_the_refusal(tmp_path, capsys) -> None:
+    """generate's --input of {"question": ..., "system": ...} rows (Intel/orca_dpo_pairs')
+    said "missing field 'prompt'" alone; the refusal names the column holding it, as the flag
+    to give on the command line."""
+    from directpo.cli import main
+
+    rows = write_jsonl(tmp_path / "prompts.jsonl", [{"question": "Hi", "system": "Be kind."}])
+    with pytest.raises(DataError, match="missing field 'prompt'; set prompt_column: question"):
+        load_prompts(str(rows))
+    args = ["--model_name_or_path", str(tmp_path), "--input", str(rows), "--output", "o.jsonl"]
+    assert main(["generate", *args]) == 2
+    assert "missing field 'prompt'; give --prompt_column question" in capsys.readouterr().err

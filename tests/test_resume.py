@@ -10,10 +10,10 @@ from tiny import tiny_config
 
 from directpo.cli_flags import yaml_and_flags
 from directpo.config import DPOConfig, load_config
-from directpo.options import read_record
 from directpo.resume import _say_objective_changes, objective
 from directpo.sources import FixedPairs, OnlineRounds
 from directpo.trainer import train
+from directpo.yaml_interpolation import read_run_record
 
 
 def test_a_null_seed_is_drawn_said_recorded_and_resumed_with(
@@ -34,7 +34,7 @@ def test_a_null_seed_is_drawn_said_recorded_and_resumed_with(
     assert len(said) == 1 and "(recorded in config.yaml)" in said[0].group(0)
     seed = int(said[0].group(1))
     for folder in (out, out / "checkpoint-1", out / "checkpoint-2"):
-        assert read_record(str(folder / "config.yaml"))["seed"] == seed
+        assert read_run_record(str(folder / "config.yaml"))["seed"] == seed
     lines.clear()
     resumed = train(
         tiny_config(

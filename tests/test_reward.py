@@ -14,7 +14,7 @@ from directpo.cli import main
 from directpo.command_options import RankOptions, ScoreOptions
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DataError
-from directpo.generate import evaluate_generations
+from directpo.eval_samples import evaluate_generations
 from directpo.reference import FrozenModelReference
 from directpo.reward import ImplicitReward
 from directpo.reward_files import rank_file, score_file

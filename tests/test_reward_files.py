@@ -548,15 +548,14 @@ def test_headers_of_another_case_are_named_in_score_s_and_rank_s_refusal(models,
     data = write_jsonl(tmp_path / "pairs.jsonl", pairs)
     args = ["--input", str(data), "--output", str(tmp_path / "s.jsonl")]
     assert main(["score", *common, *args]) == 2
-    assert "set chosen_column: Chosen, rejected_column: Rejected, prompt_column: Prompt" in (
-        capsys.readouterr().err
-    )
+    said = "give --chosen_column Chosen, --rejected_column Rejected, --prompt_column Prompt"
+    assert said in (capsys.readouterr().err)
     named = ["--prompt_column", "Prompt", "--chosen_column", "Chosen", "--rejected_column"]
     assert main(["score", *common, *args, *named, "Rejected"]) == 0
     ranked = write_jsonl(tmp_path / "k.jsonl", [{"Prompt": "x", "Responses": [" a", " b"]}])
     args = ["--input", str(ranked), "--output", str(tmp_path / "r.jsonl")]
     assert main(["rank", *common, *args]) == 2
-    said = "set prompt_column: Prompt, responses_column: Responses"
+    said = "give --prompt_column Prompt, --responses_column Responses"
     assert said in capsys.readouterr().err
 
 

@@ -343,3 +343,23 @@ def test_the_cache_keeps_its_size_removing_the_entries_used_longest_ago(tmp_path
     assert sorted(file.stem for file in folder.glob("*.npz") if file.stem in ages) == ["recent"]
     with pytest.raises(Exception, match="cache_tokenized_max_gb"):
         tiny_config(tmp_path, None, tmp_path / "out", cache_tokenized_max_gb=-1)
+
+
+def test_a_quoted_home_in_directpo_cache_is_the_home_folder(tmp_path, monkeypatch) -> None:
+    """``DIRECTPO_CACHE="~/x"`` (quoted, or set in a config's ``env:`` block: no shell expands
+    it) cached into a folder named ``~`` under the working directory; the token cache, the
+    reference log-probs and the demo's assets now read it through one helper, ~ expanded."""
+    from directpo.demo.assets import cache_dir
+    from directpo.precompute import cache_root
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DIRECTPO_CACHE", "~/x")
+    home = tmp_path / "home" / "x"
+    assert (token_cache.cache_folder(), cache_root(), cache_dir()) == (
+        home / "tokenized",
+        home / "reference_logps",
+        home,
+    )
+    monkeypatch.delenv("DIRECTPO_CACHE")
+    assert cache_dir() == tmp_path / "home" / ".cache" / "directpo"

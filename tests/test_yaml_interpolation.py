@@ -115,3 +115,22 @@ def test_a_record_written_before_escaping_reads_its_texts_as_written(tmp_path) -
     assert "\\${beta}" in (tmp_path / "config.yaml").read_text()
     assert read_run_record(str(tmp_path / "config.yaml"))["run_name"] == "sweep ${beta}"
     assert run_config(tmp_path).chat_template_kwargs == {"n": "${seed}"}
+
+
+def test_train_on_a_record_written_before_escaping_reads_its_texts_as_written(tmp_path) -> None:
+    """``directpo train out/config.yaml`` on a record written before ``${`` was escaped (a
+    literal run_name 'sweep ${beta}') trained as 'sweep 0.3': the CLI's reading resolved it, as
+    resume's and score's no longer did. A recipe's own references still resolve."""
+    import yaml
+
+    given = DPOConfig(run_name="sweep ${beta}", beta=0.3, chat_template_kwargs={"n": "${seed}"})
+    record = tmp_path / "config.yaml"
+    record.write_text(yaml.safe_dump(given.to_dict(), sort_keys=False))
+    config = load_config(*yaml_and_flags([str(record), "--max_steps", "3"], DPOConfig))
+    assert (config.run_name, config.chat_template_kwargs) == ("sweep ${beta}", {"n": "${seed}"})
+    assert config.max_steps == 3
+    given.save_record(record)  # written since: escaped, read back as given
+    assert load_config(*yaml_and_flags([str(record)], DPOConfig)).run_name == "sweep ${beta}"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("beta: 0.3\nrun_name: sweep ${beta}\n")
+    assert load_config(*yaml_and_flags([str(recipe)], DPOConfig)).run_name == "sweep 0.3"

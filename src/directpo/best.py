@@ -108,7 +108,7 @@ def default_metric_unlogged(sets: Iterable[str]) -> str:
 
 
 def sampled_metrics(config: Any) -> list[str]:
-    """What eval_generate logs (generate.evaluate_generations)."""
+    """What eval_generate logs (eval_samples.evaluate_generations)."""
     return ["eval/completion_length", "eval/kl"] + ["eval/reward"] * bool(config.reward_fn)
 
 

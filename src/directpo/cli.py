@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import difflib
 import os
 import re
@@ -26,9 +27,11 @@ from directpo.cli_flags import (
     LIST,
     PATHS,
     FlagsRefused,
+    as_flags,
     as_typed,
     as_written,
     attach_negative_values,
+    end_of_options,
     flag_value,
     option_kinds,
     refuse_data_file,
@@ -306,7 +309,7 @@ def _main(argv: Sequence[str] | None) -> int:
     typed: list[str] = list(sys.argv[1:] if argv is None else argv)
     try:
         parser = build_parser()  # (inside: a Ctrl-C while it is built is said in one line)
-        argv = _spelt_as_flags(underscored(attach_negative_values(typed)))
+        argv = _spelt_as_flags(underscored(attach_negative_values(end_of_options(typed))))
         if dashes := typographic_dashes(argv, _every_option_name()):
             raise ConfigError(dashes)
         if argv and argv[0] in COMMANDS and COMMANDS[argv[0]].takes_yaml:
@@ -327,13 +330,15 @@ def _main(argv: Sequence[str] | None) -> int:
                     # (a config file not there: the flags may name the data, its rows said)
                     raise with_others(err, command.options, None, overrides) from None
                 if command.options is DPOConfig:
-                    from directpo.option_paths import moved_run
+                    from directpo.option_paths import copied_record, moved_run
 
-                    moved = moved_run(
-                        config_file, options.output_dir, options.resume_from_checkpoint, overrides
-                    )
-                    if moved is not None:
-                        raise moved
+                    for check in (moved_run, copied_record):
+                        refused = check(
+                            config_file, options.output_dir, options.resume_from_checkpoint,
+                            overrides,
+                        )  # fmt: skip
+                        if refused is not None:
+                            raise refused
                 code = command.run(options)
                 if code and _first_rank():  # (a stopped run: its checkpoint is written)
                     # (stdout's reader gone, the line is said where it is still read)
@@ -423,6 +428,9 @@ def _say_error(err: DirectpoError, typed: Sequence[str] = ()) -> None:
     if err.said_by_rank_0:
         return
     text = as_typed(str(err), typed)
+    command = COMMANDS.get(typed[0]) if typed else None
+    if command is not None and not command.takes_yaml:  # (its options are flags alone)
+        text = as_flags(text, [f.name for f in dataclasses.fields(command.options)])
     if err.rank is not None:
         print(f"directpo: error: rank {err.rank}: {text}", file=sys.stderr, flush=True)
     elif _first_rank():

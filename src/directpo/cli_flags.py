@@ -43,6 +43,23 @@ def attach_negative_values(argv: Sequence[str]) -> list[str]:
     return joined
 
 
+def end_of_options(argv: Sequence[str]) -> list[str]:
+    """``argv`` without the ``--`` that ends the options, as argparse and POSIX tools read it
+    (it was refused as "unknown option '--'"): what follows is positional (train's config
+    file); an option after it is refused in one line, as argparse would not read it either."""
+    if "--" not in argv:
+        return list(argv)
+    at = list(argv).index("--")
+    after = list(argv[at + 1 :])
+    flag = next((token for token in after if token.startswith("-")), None)
+    if flag is not None:
+        raise ConfigError(
+            f"'--' ends the options, so {flag} after it is not read as one: put the options "
+            "before '--' (or drop it)"
+        )
+    return [*argv[:at], *after]
+
+
 def underscored(argv: Sequence[str]) -> list[str]:
     """``--learning-rate`` -> ``--learning_rate``, ``--no-bf16`` -> ``--no_bf16``: the dashed
     spellings transformers' HfArgumentParser takes too, which TRL's scripts write."""
@@ -130,6 +147,24 @@ def as_typed(message: str, typed: Sequence[str]) -> str:
         read = "--" + written[2:].replace("-", "_")
         message = re.sub(re.escape(read) + r"(?![\w-])", lambda _, shown=written: shown, message)
     return message
+
+
+def as_flags(message: str, names: Sequence[str]) -> str:
+    """``message`` of a command that takes flags alone (score, rank, generate) with each
+    ``option: value`` of its options said as the flag to give, ``--option value``: 'set
+    prompt_column: Prompt' and 'write seed: N' named a config file's key it has no file for."""
+    if not names:
+        return message
+    alternatives = "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))
+    pair = rf"(?<![\w./-])({alternatives}): ([^\s,;()]+)"
+    # only the settings a hint asks for: 'batch_size: out of memory' names what failed
+    advice = re.compile(rf"\b(?:set|write) ({pair}(?:(?:, | and ){pair})*)")
+    keyed = re.compile(pair)
+
+    def flags(found: re.Match[str]) -> str:
+        return "give " + keyed.sub(r"--\1 \2", found.group(1))
+
+    return advice.sub(flags, message)
 
 
 BOOLEAN, LIST, PATHS, VALUE = "boolean", "list", "paths", "value"

@@ -1,4 +1,4 @@
-"""Sampling completions, and the sequence-level KL(π‖π_ref) estimated from them.
+"""Sampling completions (training's held-out samples, online rounds, directpo generate).
 
 Prompts go through the same rendering and BOS/truncation rules as training
 (`tokenization.PairTokenizer`), so a conversational prompt gets the chat template with the
@@ -7,9 +7,7 @@ as a top_k of 50 or a repetition_penalty, are not applied), and runs inside a fo
 from ``seed``: the same seed gives the same samples, and the caller's RNG stream (training's)
 is left untouched.
 
-The KL estimate is the mean over samples y ~ π(·|x) of Σ_t log π(y_t|x, y_<t) − log π_ref(y_t|…),
-an unbiased estimate of KL(π‖π_ref) only when sampling is from π itself: temperature 1, no
-top-k/top-p truncation (the defaults).
+(The held-out samples of training and their KL estimate: eval_samples.py.)
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import math
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -31,11 +28,10 @@ from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList
 
 from directpo.adapters import tokenizer_folder
 from directpo.command_options import GenerateOptions
-from directpo.config import DPOConfig
 from directpo.data import ImagePrompt, RowError, counted, prompt_of
 from directpo.errors import ConfigError, DataError
 from directpo.jsonl import StagedJsonl, options_key
-from directpo.logprobs import evaluating, policy_logprobs_fn, sequence_logprobs
+from directpo.logprobs import evaluating
 from directpo.messages import Text
 from directpo.model_fit import learned_positions
 from directpo.models import (
@@ -43,18 +39,16 @@ from directpo.models import (
     load_causal_lm,
     load_processor,
     load_tokenizer,
-    pad_token_id,
 )
 from directpo.prompts import (
     check_every_row,
     first_row_fields,
     prompt_with_images,
     rows_to_write,
+    unread_system_note,
 )
-from directpo.reference import ReferenceProvider
 from directpo.refusals import RefusedRows
 from directpo.reward import output_location, run_config
-from directpo.rewardfn import RewardFn
 from directpo.seeded_sampling import SeededSampling, row_seed, sample_seed, warpers_of
 from directpo.stops import whole_characters
 from directpo.tokenization import PairTokenizer
@@ -353,6 +347,7 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
         run = run_config(path)
     except ConfigError as err:  # a config.yaml of another tool: no such record
         echo(f"config.yaml not used (not a directpo run's): {err}")
+    said_off = options.system_column == ""  # (--system_column '': none, on purpose)
     options = options.with_run_defaults(run, echo, first_row_fields(options.input))
     trusted = options.trust_remote_code
     own = tokenizer_folder(path)  # an adapter folder's may be its base's
@@ -366,6 +361,10 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
         tokenizer, None, chat_template_kwargs=template_kwargs, processor=processor
     )
     total = check_every_row(options.input, partial(_rendered_prompt, options, base_dir, encoder))
+    if note := unread_system_note(
+        options.input, options.prompt_column, options.system_column, said_off
+    ):
+        echo(note)
     per_call = max(1, options.batch_size // options.num_return_sequences)
     with StagedJsonl(options.output, options_key(options, options.NOT_IN_ROWS, [path])) as out:
         model = load_causal_lm(
@@ -495,103 +494,3 @@ def _sampled(
             texts[sample.prompt_index].append(sample.text)
         first_sample += count
     return texts
-
-
-def samples_logprobs(
-    samples: Sequence[Sample],
-    policy: torch.nn.Module,
-    reference: ReferenceProvider | None,
-    pad: int,
-    device: torch.device,
-    batch_size: int,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Each sample's summed log π (the policy in eval mode: no dropout, as it sampled) and
-    log π_ref (None without a reference): the KL estimates of evaluations and online rounds."""
-    rows = [s.row for s in samples]
-    with evaluating(policy):
-        logps = sequence_logprobs(policy_logprobs_fn(policy), rows, pad, device, batch_size)
-    if reference is None:
-        return logps, None
-    return logps, sequence_logprobs(reference.logprobs, rows, pad, device, batch_size)
-
-
-def evaluate_generations(
-    policy: torch.nn.Module,
-    reference: ReferenceProvider,
-    tokenizer: Any,
-    prompts: Sequence[Text],
-    config: DPOConfig,
-    step: int,
-    reward_fn: RewardFn | None,
-    synced: bool = False,
-    processor: Any = None,
-    columns: Sequence[dict[str, Any]] | None = None,
-    scoring: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
-) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Sample held-out completions; (eval/kl, eval/reward, ... metrics, one record per sample).
-    ``columns``: each prompt's row's other columns, passed on to ``reward_fn``. ``scoring``:
-    the precision the samples' log-probs (their KL) are computed in (eval_dtype's float32
-    under bf16: bf16 reads a young policy's KL as rounding noise of +-0.2 nats a sample)."""
-    device = next(policy.parameters()).device
-    samples = sample_completions(
-        policy,
-        tokenizer,
-        prompts,
-        num_samples=config.eval_generate_samples,
-        max_new_tokens=config.generate_max_new_tokens,
-        temperature=config.generate_temperature,
-        top_p=config.generate_top_p,
-        top_k=config.generate_top_k,
-        seed=config.seed + step,
-        batch_size=config.per_device_eval_batch_size,
-        max_prompt_length=config.prompt_limit,
-        synced=synced,
-        processor=processor,
-        chat_template_kwargs=config.chat_template_kwargs,
-        extras=config.generation_extras,
-    )
-    with scoring():
-        logps, ref_logps = samples_logprobs(
-            samples, policy, reference, pad_token_id(tokenizer), device,
-            config.per_device_eval_batch_size,
-        )  # fmt: skip
-    assert ref_logps is not None
-    kls = (logps - ref_logps).tolist()
-    texts = [s.text for s in samples]
-    sample_prompts = [prompt_of(prompts[s.prompt_index]) for s in samples]
-    extras = [
-        {**(columns[s.prompt_index] if columns else {}), "completion_ids": s.completion_ids}
-        for s in samples
-    ]
-    rewards = reward_fn(sample_prompts, texts, extras) if reward_fn else None
-    metrics = {
-        "eval/kl": sum(kls) / len(kls),
-        "eval/completion_length": sum(len(s.completion_ids) for s in samples) / len(samples),
-    }
-    if rewards is not None:
-        rewards = [None if math.isnan(r) else r for r in rewards]  # None: not scored
-        given = [r for r in rewards if r is not None]
-        if given:
-            metrics["eval/reward"] = sum(given) / len(given)
-    records = [
-        {
-            "step": step,
-            "prompt": prompt,
-            **_images_of(prompts[samples[i].prompt_index]),
-            "completion": text,
-            "logp": lp,
-            "ref_logp": rp,
-            "kl": kl,
-            **({"reward": rewards[i]} if rewards is not None else {}),
-        }
-        for i, (prompt, text, lp, rp, kl) in enumerate(
-            zip(sample_prompts, texts, logps.tolist(), ref_logps.tolist(), kls, strict=True)
-        )
-    ]
-    return metrics, records
-
-
-def _images_of(prompt: Text | ImagePrompt) -> dict[str, Any]:
-    if isinstance(prompt, ImagePrompt) and prompt.images:
-        return {"images": prompt.describe()["images"]}
-    return {}

@@ -45,7 +45,8 @@ from directpo.config import DPOConfig
 from directpo.data import ImagePrompt, counted, prompt_of
 from directpo.distributed import World, all_gather_objects, unsharded_root
 from directpo.errors import DirectpoError, ModelLoadError, first_line
-from directpo.generate import Sample, sample_completions, samples_logprobs, stop_token_ids
+from directpo.eval_samples import samples_logprobs
+from directpo.generate import Sample, sample_completions, stop_token_ids
 from directpo.hub import cache_only_where_unreachable
 from directpo.jsonl import write_jsonl
 from directpo.messages import Text, text_contents

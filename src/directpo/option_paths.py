@@ -7,6 +7,7 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from directpo.errors import ConfigError
@@ -29,6 +30,14 @@ PATH_OPTIONS = (
     "output_dir", "logging_dir", "dataset_name", "chat_template", "resume_from_checkpoint",
     "reward_fn",
 )  # fmt: skip
+
+
+def cache_home() -> Path:
+    """The folder ``DIRECTPO_CACHE`` names (default ~/.cache/directpo), a leading ``~`` as the
+    home folder: a quoted ``DIRECTPO_CACHE="~/x"`` or a config's ``env:`` block, which no shell
+    expands, cached into a folder named ``~`` under the working directory."""
+    root = os.environ.get("DIRECTPO_CACHE") or os.path.join("~", ".cache", "directpo")
+    return Path(os.path.expanduser(root))
 
 
 def expand_home(config: Any) -> None:
@@ -169,6 +178,42 @@ def moved_run(
         f"checkpoint, while its own folder holds {held[-1]}: the run was moved? resume it "
         f"there with --output_dir {here}"
     )
+
+
+def copied_record(
+    config_file: str | None, output_dir: str, resume: str | None, flags: Mapping[str, Any]
+) -> ConfigError | None:
+    """A run's own config.yaml run from another folder (copied or moved: ``directpo train
+    copy/config.yaml``) names the original run's output_dir, made absolute when recorded: the
+    new run wrote there, beside or (overwrite_output_dir: true) over that run's files. Refused
+    where that folder holds a run's files, saying the flag to give; a record of a checkpoint
+    (``out/checkpoint-N/config.yaml``) and one read back from its own folder are the run's."""
+    if config_file is None or resume is not None or "output_dir" in flags:
+        return None
+    here = os.path.realpath(os.path.dirname(os.path.abspath(config_file)))
+    recorded = os.path.realpath(output_dir)
+    if recorded in (here, os.path.dirname(here)) or not _holds_a_run(recorded):
+        return None
+    from dataclasses import fields
+
+    from directpo.config import DPOConfig
+    from directpo.options import read_yaml
+    from directpo.yaml_interpolation import is_run_record
+
+    names = [f.name for f in fields(DPOConfig)]
+    if not is_run_record(read_yaml(config_file, interpolate=False), names):
+        return None  # a recipe naming a run's folder on purpose: prepare_output_dir's to judge
+    return ConfigError(
+        f"{config_file} is the record of the run in {output_dir} (copied or moved here?): run "
+        f"as it is, it would write into that run's folder, which holds its files; give "
+        f"--output_dir (a new folder, or {here} to rerun here)"
+    )
+
+
+def _holds_a_run(folder: str) -> bool:
+    """Whether ``folder`` holds a run's files: its record, metrics or checkpoints."""
+    files = ("config.yaml", "metrics.jsonl")
+    return any(os.path.isfile(os.path.join(folder, f)) for f in files) or bool(_checkpoints(folder))
 
 
 def _checkpoints(folder: str) -> list[str]:

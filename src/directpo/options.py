@@ -27,7 +27,13 @@ from typing import Any, TypeVar
 import yaml
 
 from directpo.errors import ConfigError, ConfigErrors, respelled
-from directpo.yaml_interpolation import escaped, referenced, resolved, resolved_key
+from directpo.yaml_interpolation import (
+    escaped,
+    referenced,
+    resolved,
+    resolved_key,
+    written_literally,
+)
 
 T = TypeVar("T")
 
@@ -278,7 +284,10 @@ def load_options(
         data, where = dict(path), "config"
     elif path is not None:
         data, where = read_yaml(os.fspath(path), interpolate=False), os.fspath(path)
-        if interpolate:  # after the flags are known: a reference to a flag's key takes its value
+        # (a run's record of before ${ was escaped holds its texts as given: 'sweep ${beta}')
+        if interpolate and not written_literally(
+            data, names
+        ):  # after the flags are known: a reference to a flag's key takes its value
             # (by the option's name too: --save_path is output_dir's ${output_dir})
             named = translate_usable(cls, overrides or {}, names, "command line")[0]
             given = {**named, **(overrides or {})}
@@ -434,16 +443,6 @@ def read_yaml(path: str, interpolate: bool = True) -> dict[str, Any]:
         raise ConfigError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
     data = {str(k): v for k, v in data.items()}
     return resolved(data, path) if interpolate else data
-
-
-def read_record(path: str) -> dict[str, Any]:
-    """A run's own config.yaml as its options' values: its escaped ``${`` read back as text.
-    One written before values were escaped holds a literal ``${`` as it was given: read as
-    written when it does not resolve."""
-    try:
-        return read_yaml(path)
-    except ConfigError:
-        return read_yaml(path, interpolate=False)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -46,6 +46,7 @@ from directpo.distributed import (
     shard,
 )
 from directpo.errors import first_line
+from directpo.option_paths import cache_home
 from directpo.pair_store import PairStore, id_parts
 from directpo.reference import ReferenceProvider
 from directpo.tokenization import TokenizedPair
@@ -156,8 +157,7 @@ class Pieces:
 
 
 def cache_root() -> Path:
-    root = os.environ.get("DIRECTPO_CACHE") or Path.home() / ".cache" / "directpo"
-    return Path(root) / "reference_logps"
+    return cache_home() / "reference_logps"
 
 
 def weights_fingerprint(

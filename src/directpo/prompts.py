@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from directpo.data import (
     Columns,
     ImagePrompt,
+    counted,
     images_of,
     iter_rows,
     split_conversations,
@@ -35,7 +36,13 @@ from directpo.readers import RowError, kind_of, open_rows
 from directpo.refusals import RefusedRows
 from directpo.row_formats import from_openai, is_openai_layout, openai_message
 from directpo.template_args import row_template_args
-from directpo.unread_columns import other_case, refuse_unread_prompt
+from directpo.unread_columns import (
+    PROMPT_LIKE_COLUMNS,
+    lacks_system,
+    other_case,
+    refuse_unread_prompt,
+    system_column_of,
+)
 from directpo.vision import image_key, with_image_parts
 
 Item = TypeVar("Item")
@@ -198,8 +205,19 @@ def _row_prompt(
     except RowError as err:
         cased = other_case(row, {"prompt_column": prompt_column, "system_column": system_column})
         fix = f"; its columns are named in another case: set {', '.join(cased)}" if cased else ""
+        fix = fix or _prompt_like(row, prompt_column)
         raise DataError(f"{where}: {err.message}{fix}") from None
     return prompt
+
+
+def _prompt_like(row: dict[str, Any], prompt_column: str) -> str:
+    """A missing prompt column's fix where the row holds the prompt under a well-known name
+    (a question / instruction column): "missing field 'prompt'" alone did not say which."""
+    if prompt_column in row:
+        return ""
+    named = {name.lower(): name for name in row if isinstance(name, str)}
+    found = next((named[name] for name in PROMPT_LIKE_COLUMNS if name in named), None)
+    return f"; set prompt_column: {found}" if found else ""
 
 
 def _is_pair(row: dict[str, Any]) -> bool:
@@ -353,6 +371,34 @@ def _prompt_key(prompt: Any) -> str:
 
 # the name pandas gives a column without one (Excel's trailing empty ones: 'Unnamed: 3')
 UNNAMED = re.compile(r"Unnamed: \d+(\.\d+)?")
+
+
+def unread_system_note(
+    source: str, prompt_column: str, system_column: str | None, said_off: bool = False
+) -> str | None:
+    """What score, rank and generate say of a system prompt column they do not read (a
+    ``System`` beside the prompt, no ``--system_column``), as train's data line says it: the
+    rows whose system text their prompt lacks go without it. None when there are none, or
+    ``said_off`` (``--system_column ''``: none, said on purpose)."""
+    name = (
+        None
+        if system_column is not None or said_off
+        else system_column_of(first_row_fields(source))
+    )
+    if name is None:
+        return None
+    rows = 0
+    for _, row in iter_rows(source):
+        if not isinstance(row, dict):  # (said by the rows' check)
+            continue
+        prompt = row.get(prompt_column, row.get("chosen"))  # (a pairs row: the conversation)
+        rows += lacks_system(row.get(name), prompt if isinstance(prompt, str | list) else "")
+    if not rows:
+        return None
+    return (
+        f"column '{name}' is not read: {counted(rows, 'row')} {'goes' if rows == 1 else 'go'} "
+        f"without the system prompt it holds (--system_column {name} makes it their system turn)"
+    )
 
 
 def rows_to_write(source: str) -> Iterator[tuple[str, dict[str, Any]]]:

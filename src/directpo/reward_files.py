@@ -31,6 +31,7 @@ from directpo.prompts import (
     row_images,
     rows_to_write,
     template_args_of,
+    unread_system_note,
     with_images,
 )
 from directpo.readers import RowError, kind_of, list_in_text
@@ -59,12 +60,14 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
     """Add ``reward`` to single-response rows, or ``chosen_reward``, ``rejected_reward`` and
     ``margin`` to preference rows; report accuracy and mean margin over the pairs."""
     options.check_environment()
+    said_off = options.system_column == ""  # (--system_column '': none, on purpose)
     options = _with_run_defaults(options, echo)
     base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
     # every row checked and rendered before loading, every bad one said at once
     parse = partial(_score_item, options, base_dir)
     rendered = _rendered(options, parse, _score_sequences)
     total = check_every_row(options.input, rendered, _run_values_missing(options))
+    _say_unread_system(options, said_off, echo)
 
     def named(fields: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(options.output_prefix + field for field in fields)
@@ -166,12 +169,14 @@ def _score_item(
 def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     """Add ``ranked``: the candidates sorted by implicit reward, best first, with their rewards."""
     options.check_environment()
+    said_off = options.system_column == ""  # (--system_column '': none, on purpose)
     options = _with_run_defaults(options, echo)
     base_dir = os.path.dirname(os.path.abspath(options.input))
     # every row checked and rendered before loading, every bad one said at once
     parse = partial(_rank_item, options, base_dir)
     rendered = _rendered(options, parse, _rank_sequences)
     total = check_every_row(options.input, rendered, _run_values_missing(options))
+    _say_unread_system(options, said_off, echo)
     ranked = options.output_prefix + "ranked"
     with StagedJsonl(options.output, _resume_key(options)) as out:
         scorer = _scorer(options, echo)
@@ -357,6 +362,12 @@ def _resume_key(options: RewardOptions) -> str:
     return options_key(
         options, options.NOT_IN_ROWS, (options.model_name_or_path, options.ref_model_name_or_path)
     )
+
+
+def _say_unread_system(options: RewardOptions, said_off: bool, echo: Callable[[str], None]) -> None:
+    note = unread_system_note(options.input, options.prompt_column, options.system_column, said_off)
+    if note:
+        echo(note)
 
 
 def _with_run_defaults(options: Options, echo: Callable[[str], None]) -> Options:

@@ -36,6 +36,7 @@ import numpy as np
 import directpo
 from directpo.data import PreferenceData
 from directpo.errors import first_line
+from directpo.option_paths import cache_home
 from directpo.pair_store import PairStore, pair_store
 from directpo.tokenization import TokenizedData
 
@@ -62,8 +63,7 @@ RULES = (
 
 
 def cache_folder() -> Path:
-    root = os.environ.get("DIRECTPO_CACHE") or Path.home() / ".cache" / "directpo"
-    return Path(root) / "tokenized"
+    return cache_home() / "tokenized"
 
 
 def cached_tokenization(

@@ -46,6 +46,7 @@ from directpo.distributed import teardown as teardown_world
 from directpo.due import due, evaluates, evaluates_at, logs_at, no_evaluation, saves_at
 from directpo.early_rows import with_given_rows
 from directpo.errors import ConfigError, DirectpoError, TrainingStopped
+from directpo.eval_samples import evaluate_generations
 from directpo.failures import (
     explain_failures,
     peer_gone,
@@ -55,7 +56,6 @@ from directpo.failures import (
 )
 from directpo.finish import TrainResult, finish, train_result
 from directpo.folders import missing_folders, remove_empty
-from directpo.generate import evaluate_generations
 from directpo.guard import check_update
 from directpo.jsonl import write_jsonl
 from directpo.outputs import (

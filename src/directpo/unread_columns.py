@@ -82,6 +82,12 @@ def unread_prompt(
     return unread[0], fix
 
 
+def system_column_of(names: Iterable[Any]) -> str | None:
+    """The system prompt column among ``names`` (any case: a spreadsheet's System header)."""
+    named = {key.lower(): key for key in names if isinstance(key, str)}
+    return next((named[name] for name in SYSTEM_COLUMNS if name in named), None)
+
+
 def unread_system(
     examples: Sequence[PreferenceExample], columns: Columns
 ) -> tuple[str, int] | None:
@@ -90,17 +96,14 @@ def unread_system(
     run trains those prompts without it. None when there is none, or no such row."""
     if columns.system is not None or not examples:
         return None
-    first = examples[0].columns or {}
-    # any case (a spreadsheet's header: System), as the prompt's refusal reads it
-    named = {key.lower(): key for key in first if isinstance(key, str)}
-    name = next((named[name] for name in SYSTEM_COLUMNS if name in named), None)
+    name = system_column_of(examples[0].columns or {})
     if name is None:
         return None
-    rows = sum(_lacks((e.columns or {}).get(name), e.prompt) for e in examples)
+    rows = sum(lacks_system((e.columns or {}).get(name), e.prompt) for e in examples)
     return (name, rows) if rows else None
 
 
-def _lacks(system: Any, prompt: Text) -> bool:
+def lacks_system(system: Any, prompt: Text) -> bool:
     """The prompt lacks a system text (the dataset did not already write it in)."""
     if not isinstance(system, str) or not system.strip():
         return False

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from directpo.errors import ConfigError
@@ -77,6 +77,19 @@ def written_escaped(path: str | os.PathLike) -> bool:
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return True
     return not _bare_reference(data)
+
+
+def is_run_record(data: Mapping[str, Any], names: Collection[str]) -> bool:
+    """Whether ``data`` (a YAML file's mapping) is a run's own config.yaml, which lists every
+    option (``names``); a recipe a person writes names a few. A record written by an older
+    version lacks only the options added since."""
+    return len(data.keys() & set(names)) >= 0.8 * len(names)
+
+
+def written_literally(data: Mapping[str, Any], names: Collection[str]) -> bool:
+    """Whether ``data`` is a run's record written before ``${`` was escaped (``written_escaped``),
+    to be read as written: resolving it took a run_name 'sweep ${beta}' for 'sweep 0.3'."""
+    return is_run_record(data, names) and _bare_reference(dict(data))
 
 
 def read_run_record(path: str) -> dict[str, Any]:

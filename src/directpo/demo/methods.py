@@ -301,7 +301,7 @@ class _Evaluator:
         self.rows: list[dict[str, Any]] = []
 
     def __call__(self, model: Any, step: int) -> None:
-        from directpo.generate import evaluate_generations
+        from directpo.eval_samples import evaluate_generations
         from directpo.jsonl import write_jsonl
 
         metrics, records = evaluate_generations(
