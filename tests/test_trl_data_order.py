@@ -22,6 +22,7 @@ import pytest
 import torch
 from tiny import save_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl_runs import trl_and_directpo_logs
 
 from directpo.batching import LEGACY_ORDER, TRL_ORDER, DataSchedule
 from directpo.distributed import World, shard
@@ -235,9 +236,6 @@ def test_steps_over_part_of_the_pairs_log_trls_values(tmp_path) -> None:
     TRL's, which they were not where a step covers only some pairs (the orders differed)."""
     from tiny import SENTIMENT_PAIRS
 
-    from directpo.config import DPOConfig
-    from directpo.trainer import train
-
     policy_dir = save_tiny_model("gpt2", tmp_path / "policy", seed=0)
     ref_dir = save_tiny_model("gpt2", tmp_path / "ref", seed=1)
     rows = SENTIMENT_PAIRS[:4]
@@ -246,26 +244,7 @@ def test_steps_over_part_of_the_pairs_log_trls_values(tmp_path) -> None:
         per_device_train_batch_size=1, gradient_accumulation_steps=2, logging_steps=1,
         seed=11, data_seed=5,
     )  # fmt: skip
-    args = trl.DPOConfig(
-        output_dir=str(tmp_path / "trl"), report_to="none", use_cpu=True, bf16=False,
-        save_strategy="no", disable_tqdm=True, **options,
-    )  # fmt: skip
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer = trl.DPOTrainer(
-            model=AutoModelForCausalLM.from_pretrained(policy_dir),
-            ref_model=AutoModelForCausalLM.from_pretrained(ref_dir),
-            args=args,
-            train_dataset=datasets.Dataset.from_list(rows),
-            processing_class=AutoTokenizer.from_pretrained(policy_dir),
-        )
-        trainer.train()
-    theirs = [row for row in trainer.state.log_history if "loss" in row]
-    config = DPOConfig(
-        model_name_or_path=str(policy_dir), ref_model_name_or_path=str(ref_dir),
-        output_dir=str(tmp_path / "ours"), report_to=["none"], save_steps=0, **options,
-    )  # fmt: skip
-    ours = train(config, train_dataset=rows, echo=lambda *_: None).metrics
+    ours, theirs = trl_and_directpo_logs(policy_dir, ref_dir, rows, tmp_path, **options)
     assert len(ours) == len(theirs) == 6
     for mine, row in zip(ours, theirs, strict=True):
         for key in ("loss", "rewards/chosen", "rewards/rejected", "logps/chosen", "epoch"):

@@ -17,6 +17,7 @@ import pytest
 import torch
 from tiny import SENTIMENT_PAIRS, save_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl_runs import trl_and_directpo_logs
 
 from directpo.batching import collate_pairs
 from directpo.config import DPOConfig
@@ -347,34 +348,13 @@ def test_three_steps_log_every_metric_trl_logs_with_its_value(models, tmp_path) 
     """trainer.train() of TRL and directpo's train(), three optimizer steps on the whole batch:
     each step's row holds every name TRL logs, with its value (num_tokens: the prompt and
     completion tokens of every sequence so far; grad_norm before clipping; the step's lr)."""
-    from directpo.trainer import train
-
     options = dict(
         loss_type=["sigmoid"], beta=0.3, learning_rate=1e-3, lr_scheduler_type="linear",
         max_steps=3, max_grad_norm=1.0, per_device_train_batch_size=len(SENTIMENT_PAIRS),
         logging_steps=1, seed=42,
     )  # fmt: skip
-    args = trl.DPOConfig(
-        output_dir=str(tmp_path / "trl"), report_to="none", use_cpu=True, bf16=False,
-        save_strategy="no", disable_tqdm=True, **options,
-    )  # fmt: skip
     policy_dir, ref_dir = models
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer = trl.DPOTrainer(
-            model=AutoModelForCausalLM.from_pretrained(policy_dir),
-            ref_model=AutoModelForCausalLM.from_pretrained(ref_dir),
-            args=args,
-            train_dataset=datasets.Dataset.from_list(SENTIMENT_PAIRS),
-            processing_class=AutoTokenizer.from_pretrained(policy_dir),
-        )
-        trainer.train()
-    theirs = [row for row in trainer.state.log_history if "loss" in row]
-    config = DPOConfig(
-        model_name_or_path=str(policy_dir), ref_model_name_or_path=str(ref_dir),
-        output_dir=str(tmp_path / "ours"), report_to=["none"], save_steps=0, **options,
-    )  # fmt: skip
-    ours = train(config, train_dataset=SENTIMENT_PAIRS, echo=lambda *_: None).metrics
+    ours, theirs = trl_and_directpo_logs(policy_dir, ref_dir, SENTIMENT_PAIRS, tmp_path, **options)
     assert len(ours) == len(theirs) == 3
     for mine, row in zip(ours, theirs, strict=True):
         assert {"num_tokens", "entropy", "logits/chosen", "mean_token_accuracy"} <= row.keys()

@@ -1,0 +1,43 @@
+"""Both trainers on the same pairs: TRL's DPOTrainer and directpo's train(), their step logs."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import datasets
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+
+def trl_and_directpo_logs(
+    policy_dir: Path, ref_dir: Path, rows: list[dict], out: Path, **options: Any
+) -> tuple[list[dict], list[dict]]:
+    """(directpo's metrics rows, TRL's log_history rows with a loss) of one run each, in float32
+    on the CPU, from the same models, pairs and options (names both configs take)."""
+    import trl
+
+    from directpo.config import DPOConfig
+    from directpo.trainer import train
+
+    args = trl.DPOConfig(
+        output_dir=str(out / "trl"), report_to="none", use_cpu=True, bf16=False,
+        save_strategy="no", disable_tqdm=True, **options,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = trl.DPOTrainer(
+            model=AutoModelForCausalLM.from_pretrained(policy_dir),
+            ref_model=AutoModelForCausalLM.from_pretrained(ref_dir),
+            args=args,
+            train_dataset=datasets.Dataset.from_list(rows),
+            processing_class=AutoTokenizer.from_pretrained(policy_dir),
+        )
+        trainer.train()
+    theirs = [row for row in trainer.state.log_history if "loss" in row]
+    config = DPOConfig(
+        model_name_or_path=str(policy_dir), ref_model_name_or_path=str(ref_dir),
+        output_dir=str(out / "ours"), report_to=["none"], save_steps=0, **options,
+    )  # fmt: skip
+    ours = train(config, train_dataset=rows, echo=lambda *_: None).metrics
+    return ours, theirs
