@@ -17,7 +17,7 @@ import pytest
 import torch
 from tiny import SENTIMENT_PAIRS, save_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl_runs import trl_and_directpo_logs
+from trl_runs import dpo_trainer, trl_and_directpo_logs
 
 from directpo.batching import collate_pairs
 from directpo.config import DPOConfig
@@ -59,15 +59,9 @@ def trl_step(
         bf16=False,  # TRL defaults to bf16 autocast, which it applies to the reference only
         **options,
     )
+    trainer = dpo_trainer(policy_dir, ref_dir, rows, args, auto, processing)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer = trl.DPOTrainer(
-            model=auto.from_pretrained(policy_dir),
-            ref_model=auto.from_pretrained(ref_dir),
-            args=args,
-            train_dataset=datasets.Dataset.from_list(rows),
-            processing_class=processing.from_pretrained(policy_dir),
-        )
         batch = next(iter(trainer.get_train_dataloader()))
         trainer.model.train()
         loss = trainer._compute_loss(trainer.model, batch, return_outputs=False)
@@ -407,16 +401,11 @@ def accumulated_runs(models, tmp_path, shared, theirs_only, ours_only, indices):
         output_dir=str(tmp_path / "trl"), report_to="none", use_cpu=True, save_strategy="no",
         disable_tqdm=True, bf16=theirs_only.get("bf16", False), **options,
     )  # fmt: skip
+    trainer = dpo_trainer(
+        policy_dir, ref_dir, rows, args, peft_config=trl_lora(lora) if lora else None
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer = trl.DPOTrainer(
-            model=AutoModelForCausalLM.from_pretrained(policy_dir),
-            ref_model=None if lora else AutoModelForCausalLM.from_pretrained(ref_dir),
-            args=args,
-            train_dataset=datasets.Dataset.from_list(rows),
-            processing_class=AutoTokenizer.from_pretrained(policy_dir),
-            peft_config=trl_lora(lora) if lora else None,
-        )
         trainer.train()
     theirs = [row for row in trainer.state.log_history if "loss" in row]
     config = DPOConfig(

@@ -10,6 +10,32 @@ import datasets
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
+def dpo_trainer(
+    policy_dir: Path,
+    ref_dir: Path,
+    rows: list[dict],
+    args: Any,
+    auto: Any = AutoModelForCausalLM,
+    processing: Any = AutoTokenizer,
+    peft_config: Any = None,
+) -> Any:
+    """TRL's DPOTrainer of ``args`` (a trl.DPOConfig) on ``rows``, the policy and reference
+    loaded by ``auto``, the tokenizer or processor by ``processing`` (with ``peft_config``: no
+    reference model, TRL's adapter-disabled policy is it)."""
+    import trl
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return trl.DPOTrainer(
+            model=auto.from_pretrained(policy_dir),
+            ref_model=None if peft_config else auto.from_pretrained(ref_dir),
+            args=args,
+            train_dataset=datasets.Dataset.from_list(rows),
+            processing_class=processing.from_pretrained(policy_dir),
+            peft_config=peft_config,
+        )
+
+
 def trl_and_directpo_logs(
     policy_dir: Path, ref_dir: Path, rows: list[dict], out: Path, **options: Any
 ) -> tuple[list[dict], list[dict]]:
@@ -24,15 +50,9 @@ def trl_and_directpo_logs(
         output_dir=str(out / "trl"), report_to="none", use_cpu=True, bf16=False,
         save_strategy="no", disable_tqdm=True, **options,
     )  # fmt: skip
+    trainer = dpo_trainer(policy_dir, ref_dir, rows, args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer = trl.DPOTrainer(
-            model=AutoModelForCausalLM.from_pretrained(policy_dir),
-            ref_model=AutoModelForCausalLM.from_pretrained(ref_dir),
-            args=args,
-            train_dataset=datasets.Dataset.from_list(rows),
-            processing_class=AutoTokenizer.from_pretrained(policy_dir),
-        )
         trainer.train()
     theirs = [row for row in trainer.state.log_history if "loss" in row]
     config = DPOConfig(
