@@ -125,7 +125,9 @@ def test_train_on_a_record_written_before_escaping_reads_its_texts_as_written(tm
 
     given = DPOConfig(run_name="sweep ${beta}", beta=0.3, chat_template_kwargs={"n": "${seed}"})
     record = tmp_path / "config.yaml"
-    record.write_text(yaml.safe_dump(given.to_dict(), sort_keys=False))
+    since = ("cache_tokenized_max_gb", "dataloader_drop_last", "dataset_num_proc")  # (added after)
+    written = {key: value for key, value in given.to_dict().items() if key not in since}
+    record.write_text(yaml.safe_dump(written, sort_keys=False))
     config = load_config(*yaml_and_flags([str(record), "--max_steps", "3"], DPOConfig))
     assert (config.run_name, config.chat_template_kwargs) == ("sweep ${beta}", {"n": "${seed}"})
     assert config.max_steps == 3
@@ -134,3 +136,20 @@ def test_train_on_a_record_written_before_escaping_reads_its_texts_as_written(tm
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("beta: 0.3\nrun_name: sweep ${beta}\n")
     assert load_config(*yaml_and_flags([str(recipe)], DPOConfig)).run_name == "sweep 0.3"
+
+
+def test_a_recipe_made_from_a_runs_record_resolves_its_references(tmp_path) -> None:
+    """A run's config.yaml (written since ``${`` is escaped) copied and edited into a sweep's
+    recipe (``output_dir: runs/b${beta}``) was taken for a record written before escaping, which
+    lists nearly every option too, and read as written: the run went to a folder named
+    'b${beta}' without a word. A file listing an option added since is no such record."""
+    import yaml
+
+    record = tmp_path / "config.yaml"
+    DPOConfig(beta=0.1).save_record(record)
+    data = yaml.safe_load(record.read_text())
+    data |= {"beta": 0.3, "output_dir": "runs/b${beta}", "run_name": "sweep ${beta}"}
+    recipe = tmp_path / "sweep.yaml"
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    config = load_config(*yaml_and_flags([str(recipe)], DPOConfig))
+    assert (str(config.output_dir).endswith("runs/b0.3"), config.run_name) == (True, "sweep 0.3")

@@ -86,9 +86,17 @@ def is_run_record(data: Mapping[str, Any], names: Collection[str]) -> bool:
     return len(data.keys() & set(names)) >= 0.8 * len(names)
 
 
+# Options added since records escape ``${``: every record written since lists them, none before.
+_SINCE_ESCAPING = frozenset({"cache_tokenized_max_gb", "dataloader_drop_last", "dataset_num_proc"})
+
+
 def written_literally(data: Mapping[str, Any], names: Collection[str]) -> bool:
     """Whether ``data`` is a run's record written before ``${`` was escaped (``written_escaped``),
-    to be read as written: resolving it took a run_name 'sweep ${beta}' for 'sweep 0.3'."""
+    to be read as written: resolving it took a run_name 'sweep ${beta}' for 'sweep 0.3'. A file
+    listing an option added since is no such record but a recipe made from a later one (its
+    config.yaml edited: ``output_dir: runs/b${beta}``), whose references its writer meant."""
+    if data.keys() & _SINCE_ESCAPING:
+        return False
     return is_run_record(data, names) and _bare_reference(dict(data))
 
 
