@@ -1328,7 +1328,8 @@ def test_a_copied_runs_config_yaml_does_not_write_into_the_original_run(
     for folder in (run, run / "checkpoint-1", copy):
         folder.mkdir(parents=True)
         config.save_record(folder / "config.yaml")
-    (run / "metrics.jsonl").write_text("")
+    for folder in (run, copy):
+        (folder / "metrics.jsonl").write_text("")
     assert main(["train", str(copy / "config.yaml")]) == 2
     err = capsys.readouterr().err
     assert f"copy/config.yaml is the record of the run in {run} (copied or moved here?)" in err
@@ -1341,3 +1342,48 @@ def test_a_copied_runs_config_yaml_does_not_write_into_the_original_run(
     recipe.write_text(f"output_dir: {run}\n")
     flags = ["--model_name_or_path", str(tiny_model_dirs["gpt2"]), "--train_file", str(pairs_file)]
     assert main(["train", str(recipe), *flags]) == 0
+
+
+def test_a_copied_runs_record_resumes_the_copy_or_says_which(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, capsys
+) -> None:
+    """``cp -r run /disk2/run; directpo train /disk2/run/config.yaml --resume_from_checkpoint
+    latest`` went on from the original's latest checkpoint, in its folder (its record names
+    it, absolute), not the copy's; a loose copy of the file edited into a recipe was told to
+    rerun in the folder it lies in (the working directory). Both now say the flag to give."""
+    import dataclasses
+
+    from directpo.cli import COMMANDS, main
+
+    started: list = []
+    monkeypatch.setitem(
+        COMMANDS, "train", dataclasses.replace(COMMANDS["train"], run=started.append)
+    )
+    run, copy = tmp_path / "run", tmp_path / "disk2" / "run"
+    config = DPOConfig(
+        model_name_or_path=str(tiny_model_dirs["gpt2"]), train_file=str(pairs_file),
+        output_dir=str(run),
+    )  # fmt: skip
+    for folder in (run / "checkpoint-2", copy / "checkpoint-2"):
+        folder.mkdir(parents=True)
+        config.save_record(folder / "config.yaml")
+        config.save_record(folder.parent / "config.yaml")
+    for record in (copy / "config.yaml", copy / "checkpoint-2" / "config.yaml"):
+        for resume in ("latest", str(copy / "checkpoint-2")):
+            assert main(["train", str(record), "--resume_from_checkpoint", resume]) == 2
+            err = capsys.readouterr().err
+            assert "resumed as it is, it would go on in that run's folder, from " in err
+            assert f"give --output_dir {copy} to resume this copy (or --output_dir {run} " \
+                   f"to go on with that run)" in err  # fmt: skip
+    assert not started
+    for given in (["--output_dir", str(copy)], ["--output_dir", str(run)], []):
+        resume = str(run / "checkpoint-2") if not given else "latest"
+        assert (
+            main(["train", str(copy / "config.yaml"), "--resume_from_checkpoint", resume, *given])
+            == 0
+        )
+    assert [str(o.output_dir) for o in started] == [str(copy), str(run), str(run)]
+    loose = tmp_path / "edited.yaml"  # (the record copied beside the user's files, edited)
+    config.save_record(loose)
+    assert main(["train", str(loose)]) == 2
+    assert "give --output_dir (a new folder)\n" in capsys.readouterr().err

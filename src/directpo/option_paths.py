@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -185,15 +186,20 @@ def copied_record(
 ) -> ConfigError | None:
     """A run's own config.yaml run from another folder (copied or moved: ``directpo train
     copy/config.yaml``) names the original run's output_dir, made absolute when recorded: the
-    new run wrote there, beside or (overwrite_output_dir: true) over that run's files. Refused
-    where that folder holds a run's files, saying the flag to give; a record of a checkpoint
+    new run wrote there, beside or (overwrite_output_dir: true) over that run's files, and a
+    resume of the copy went on from the original's checkpoint, in its folder. Refused where
+    that folder holds a run's files, saying the flag to give; a record of a checkpoint
     (``out/checkpoint-N/config.yaml``) and one read back from its own folder are the run's."""
-    if config_file is None or resume is not None or "output_dir" in flags:
+    if config_file is None or "output_dir" in flags:
         return None
     here = os.path.realpath(os.path.dirname(os.path.abspath(config_file)))
+    if re.fullmatch(r"checkpoint-\d+", os.path.basename(here)):
+        here = os.path.dirname(here)  # (a checkpoint's record: its run's folder)
     recorded = os.path.realpath(output_dir)
-    if recorded in (here, os.path.dirname(here)) or not _holds_a_run(recorded):
+    if recorded == here or not _holds_a_run(recorded):
         return None
+    if resume is not None and not _resumes_from(resume, here):
+        return None  # (the original's own checkpoint, named: that run goes on, as asked)
     from dataclasses import fields
 
     from directpo.config import DPOConfig
@@ -203,16 +209,37 @@ def copied_record(
     names = [f.name for f in fields(DPOConfig)]
     if not is_run_record(read_yaml(config_file, interpolate=False), names):
         return None  # a recipe naming a run's folder on purpose: prepare_output_dir's to judge
+    copy = _holds_a_run(here, besides_its_record=True)
+    if resume is not None:
+        return ConfigError(
+            f"{config_file} is the record of the run in {output_dir} (copied or moved here?): "
+            f"resumed as it is, it would go on in that run's folder, from "
+            f"{'its latest checkpoint' if resume == 'latest' else resume}; give --output_dir "
+            f"{here} to resume this copy (or --output_dir {output_dir} to go on with that run)"
+        )
+    # (a loose copy of the file, edited into a recipe, has no folder of its own to rerun in)
+    rerun = f", or {here} to rerun here" if copy else ""
     return ConfigError(
         f"{config_file} is the record of the run in {output_dir} (copied or moved here?): run "
         f"as it is, it would write into that run's folder, which holds its files; give "
-        f"--output_dir (a new folder, or {here} to rerun here)"
+        f"--output_dir (a new folder{rerun})"
     )
 
 
-def _holds_a_run(folder: str) -> bool:
-    """Whether ``folder`` holds a run's files: its record, metrics or checkpoints."""
-    files = ("config.yaml", "metrics.jsonl")
+def _resumes_from(resume: str, folder: str) -> bool:
+    """Whether a resume (``latest`` or a checkpoint's path) goes on from ``folder``'s own
+    checkpoints rather than those of the run its record names."""
+    if resume == "latest":
+        return bool(_checkpoints(folder))
+    return os.path.dirname(os.path.realpath(os.path.expanduser(resume))) == folder
+
+
+def _holds_a_run(folder: str, besides_its_record: bool = False) -> bool:
+    """Whether ``folder`` holds a run's files: its record, metrics or checkpoints (or, for a
+    folder a record was read from, files of a run besides that record)."""
+    files = ("metrics.jsonl", "trainer_state.json") + (
+        () if besides_its_record else ("config.yaml",)
+    )
     return any(os.path.isfile(os.path.join(folder, f)) for f in files) or bool(_checkpoints(folder))
 
 
