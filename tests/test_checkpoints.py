@@ -998,7 +998,7 @@ def test_a_checkpoint_records_the_reference_as_it_was_loaded(
     out = tmp_path / "run"
     train(config_for(start, pairs_file, out, max_steps=1), echo=lambda _: None)
     recorded = read_state(out / "checkpoint-1")["reference"]
-    assert recorded == {"path": str(start), "identity": loaded, "scheme": 2}
+    assert recorded == {"path": str(start), "identity": loaded, "scheme": 3}
     # ... as loaded, not before: a hub id's first load downloads the weights its config sat
     # beside (read before the load, a resume would say the files had changed)
     monkeypatch.undo()

@@ -165,3 +165,32 @@ def test_a_checkpoint_of_the_earlier_identity_is_compared_by_it(tiny_model_dirs,
         reference_change(saved, reference_record(DPOConfig(model_name_or_path=str(resaved)))) == ""
     )
     assert reference_change(saved, reference_record(DPOConfig(model_name_or_path=other)))
+
+
+def test_a_reference_converted_from_pytorch_model_bin_to_safetensors_is_the_same_model(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """A reference held as pytorch_model.bin (torch.save's state dict) and converted to
+    safetensors (or back) between a checkpoint and its resume: a pickle was identified by its
+    files' names and sizes, so the resume said 'the reference model's files changed' of the
+    same weights. Its tensors are read by name as safetensors' are (memory-mapped): the same
+    weights are the same model in either format, and in another dtype another. A checkpoint of
+    the earlier hash of a pickle still compares by it."""
+    source = tiny_model_dirs["llama"]
+    tensors = load_file(source / "model.safetensors")
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    shutil.copy(source / "config.json", pickled)
+    torch.save(tensors, pickled / "pytorch_model.bin")
+    assert model_identity(str(pickled)) == model_identity(str(source))
+    halved = shutil.copytree(pickled, tmp_path / "halved")
+    torch.save({k: v.bfloat16() for k, v in tensors.items()}, halved / "pytorch_model.bin")
+    assert model_identity(str(halved)) != model_identity(str(pickled))
+    bf16 = shutil.copytree(source, tmp_path / "bf16")
+    save_file({k: v.bfloat16() for k, v in tensors.items()}, bf16 / "model.safetensors")
+    assert model_identity(str(halved)) == model_identity(str(bf16))
+    saved = reference_record(DPOConfig(model_name_or_path=str(pickled)))
+    saved = {**saved, "identity": model_identity(str(pickled), scheme=2), "scheme": 2}
+    converted = reference_record(DPOConfig(model_name_or_path=str(source)))
+    assert reference_change(saved, converted) == ""
+    assert reference_change(saved, reference_record(DPOConfig(model_name_or_path=str(bf16))))

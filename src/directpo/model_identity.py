@@ -3,7 +3,7 @@ a hub id and its cached snapshot) from another model. A checkpoint records its r
 so that a resume against another reference says so (its objective changed without a word).
 
 Reading a 70B model's weights whole to hash them would take minutes. What decides the weights
-is read instead: config.json's settings, and each safetensors tensor's name, dtype, shape and
+is read instead: config.json's settings, and each tensor's name, dtype, shape and
 a few bytes of its values, read by name through the file's header (a few KB a shard: a
 fine-tune of the same architecture has the same names and shapes, but other values wherever
 one looks). The files' names, sizes and header bytes are not the model: save_pretrained
@@ -35,7 +35,16 @@ SAMPLED_TENSORS = 4096
 # config.json's keys that a save writes anew without changing the model (the weights' dtype is
 # the tensors' own, hashed with them)
 UNSAVED_CONFIG = ("transformers_version", "_name_or_path", "_commit_hash", "torch_dtype", "dtype")
-IDENTITY_SCHEME = 2  # reference_record's: 1 (no key) hashed config.json's text and file names
+# reference_record's: 1 (no key) hashed config.json's text and file names; 2 a PyTorch pickle's
+# file names and sizes (its tensors are read by name since 3, as safetensors')
+IDENTITY_SCHEME = 3
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth")  # torch.save's (pytorch_model.bin): read with mmap
+# safetensors' names of torch's dtypes, so that a pickle's tensors hash as the same safetensors'
+SAFETENSORS_DTYPES = {
+    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
+    "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2", "int64": "I64", "int32": "I32",
+    "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+}  # fmt: skip
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")  # in the order loads prefer
 # a trainer's state saved beside the weights (a Trainer checkpoint as the model): no weights
 STATE_FILES = ("training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state")
@@ -62,10 +71,10 @@ def model_identity(
             return None
         digest.update(adapter.encode())
     weights = _weight_files(folder)
-    tensors = _tensor_samples(weights) if weights and scheme > 1 else None
+    tensors = _tensor_samples(weights, pickles=scheme > 2) if weights and scheme > 1 else None
     if tensors is not None:
         digest.update(tensors)
-    elif weights:  # (a PyTorch pickle, a GGUF: no header to read tensors by name from)
+    elif weights:  # (a GGUF, an old pickle: no tensors to read by name)
         for path in weights:
             digest.update(f"{path.name}:{path.stat().st_size};".encode())
         digest.update(_samples(weights[0]))
@@ -98,11 +107,15 @@ def _config_settings(path: Path) -> bytes:
     return json.dumps(kept, sort_keys=True).encode()
 
 
-def _tensor_samples(files: list[Path]) -> bytes | None:
+def _tensor_samples(files: list[Path], pickles: bool = True) -> bytes | None:
     """Every tensor of the safetensors ``files`` by name: its dtype and shape, and for each of
     ``SAMPLED_TENSORS`` chosen by name (all of them but in the largest MoE models)
     ``TENSOR_SAMPLE`` bytes at the start, the middle and the end of its values; in name order,
-    so whichever shard holds it. None where a file is not safetensors."""
+    so whichever shard holds it. PyTorch's pickles (``pickles``: pytorch_model.bin) give the
+    same for the same tensors: a reference converted to safetensors is the same model. None
+    where a file is neither."""
+    if pickles and files and all(path.name.endswith(PICKLE_SUFFIXES) for path in files):
+        return _pickled_samples(files)
     headers = [header for path in files if (header := _header(path)) is not None]
     if len(headers) < len(files):
         return None
@@ -120,6 +133,47 @@ def _tensor_samples(files: list[Path]) -> bytes | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None  # (not a safetensors file: loading it says so)
     return json.dumps(sorted(tensors.items())).encode()
+
+
+def _pickled_samples(files: list[Path]) -> bytes | None:
+    """``_tensor_samples`` of torch.save's state dicts, memory-mapped (only the sampled bytes
+    are read); None where one is no such file (an old format, another object)."""
+    import torch
+
+    tensors: dict[str, list[Any]] = {}
+    try:
+        for path in files:
+            state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+            if not isinstance(state, dict):
+                return None
+            # (a value that is no tensor: AttributeError, caught below)
+            tensors |= {name: _pickled_tensor(value) for name, value in state.items()}
+    except (OSError, RuntimeError, ValueError, KeyError, AttributeError, EOFError):
+        return None
+    stride = max(1, math.ceil(len(tensors) / SAMPLED_TENSORS))
+    return json.dumps(
+        sorted(
+            (name, entry if _sampled(name, stride) else entry[:2])
+            for name, entry in tensors.items()
+        )
+    ).encode()
+
+
+def _pickled_tensor(tensor: Any) -> list[Any]:
+    """A tensor's safetensors dtype, shape and sampled bytes (as ``_values`` reads them)."""
+    import torch
+
+    data = tensor.detach().contiguous().view(-1).view(torch.uint8)
+    end = int(data.numel())
+    samples = [
+        data[offset : offset + min(TENSOR_SAMPLE, end - offset)].numpy().tobytes().hex()
+        for offset in sorted({0, end // 2, max(0, end - TENSOR_SAMPLE)})
+    ]
+    return [
+        SAFETENSORS_DTYPES[str(tensor.dtype).removeprefix("torch.")],
+        list(tensor.shape),
+        samples,
+    ]
 
 
 def _header(path: Path) -> tuple[int, dict[str, Any]] | None:
