@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -57,7 +58,7 @@ def _said(source: object, now: bool, state: dict) -> list[str]:
     lines: list[str] = []
     run = SimpleNamespace(
         config=DPOConfig(assistant_only_loss=now), source=source, echo=lines.append,
-        reference_files=None,
+        model_files={},
     )  # fmt: skip
     _say_objective_changes(run, state, 4)
     return lines
@@ -174,3 +175,45 @@ def test_a_resume_in_smaller_micro_batches_of_the_same_step_goes_on(
         assert step_2(split)[key] == pytest.approx(step_2(whole)[key], rel=1e-4, abs=1e-6), key
     with pytest.raises(ConfigError, match=r"x processes\)=2, this run has 1; the data order"):
         run(split, 2, per_device_train_batch_size=1, resume_from_checkpoint=checkpoint)
+
+
+def test_a_lora_resume_over_another_base_says_the_policy_changed(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """A LoRA checkpoint holds the adapters alone; its base (model_name_or_path) replaced by
+    other weights between the checkpoint and the resume (a hub snapshot updated, a folder
+    overwritten) made the trained adapters sit on another model. With the base as reference
+    the resume said only 'the reference model's files changed', with a reference-free loss
+    (simpo) nothing. The base is recorded and its change said as the policy's; a full
+    fine-tune's checkpoint holds every weight and records none."""
+    import shutil
+
+    from tiny import save_tiny_model
+
+    base = shutil.copytree(tiny_model_dirs["gpt2"], tmp_path / "base")
+    lora = {"lora_r": 2, "lora_target_modules": ["c_attn"], "save_steps": 1, "max_steps": 1}
+    said: dict[str, list[str]] = {}
+    for loss in ("sigmoid", "simpo"):
+        out = tmp_path / loss
+        train(tiny_config(base, pairs_file, out, loss_type=loss, **lora), echo=lambda _: None)
+    shutil.rmtree(base)
+    save_tiny_model("gpt2", base, seed=1)  # other weights where the base was
+    for loss in ("sigmoid", "simpo"):
+        said[loss] = lines = []
+        again = {**lora, "max_steps": 2, "resume_from_checkpoint": "latest"}
+        train(tiny_config(base, pairs_file, tmp_path / loss, loss_type=loss, **again),
+              echo=lines.append)  # fmt: skip
+    changed = f"resume: the base model's files at {base} changed since the checkpoint: the " \
+              "trained adapters now apply to other weights"  # fmt: skip
+    assert [line for line in said["sigmoid"] if "base model" in line] == [
+        f"{changed} (the reference, the base with adapters off, too), another policy from "
+        "step 1 (its loss and rewards jump there); resume with the base as it was, or start a "
+        "new output_dir"
+    ]
+    assert [line for line in said["simpo"] if "base model" in line][0].startswith(
+        f"{changed}, another policy from step 1"
+    )
+    full = {"save_steps": 1, "max_steps": 1}
+    train(tiny_config(base, pairs_file, tmp_path / "full", **full), echo=lambda _: None)
+    state = json.loads((tmp_path / "full" / "checkpoint-1" / "trainer_state.json").read_text())
+    assert "adapted_base" in json.dumps(state) and '"adapted_base": null' in json.dumps(state)

@@ -268,6 +268,12 @@ def _samples(path: Path) -> bytes:
     return b"".join(parts)
 
 
+def loaded_model_files(config: DPOConfig) -> dict[str, Any]:
+    """What a checkpoint records of the models a run loaded: its reference's
+    (``reference_record``) and a LoRA run's base's (``adapted_base_record``)."""
+    return {"reference": reference_record(config), "adapted_base": adapted_base_record(config)}
+
+
 def reference_record(config: DPOConfig) -> dict[str, Any] | None:
     """The model a run's losses take their reference from (ref_model_name_or_path, else the
     starting model: a LoRA run's base, adapters off) and its identity; None for
@@ -275,8 +281,22 @@ def reference_record(config: DPOConfig) -> dict[str, Any] | None:
     if not config.loss_needs_reference or config.sync_ref_model:
         return None
     path = config.ref_model_name_or_path or config.model_name_or_path
+    return _record(path, config.reference_init_kwargs)
+
+
+def adapted_base_record(config: DPOConfig) -> dict[str, Any] | None:
+    """A LoRA run's starting model (its base, or an adapter folder continued) and its
+    identity: a checkpoint holds the adapters alone, so a resume over another base trains
+    another policy. None where the checkpoint holds every weight."""
+    if not config.lora_r:
+        return None
+    return _record(config.model_name_or_path, config.model_init_kwargs)
+
+
+def _record(path: str, init_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """Model ``path`` (loaded with ``init_kwargs``) and its identity, as a checkpoint records it."""
     shown = os.path.abspath(path) if os.path.exists(path) else path  # resumed from anywhere
-    where = model_location(config.reference_init_kwargs)  # (never its token: the record is read)
+    where = model_location(init_kwargs)  # (never its token: the record is read)
     location = {key: where[key] for key in ("revision", "subfolder", "cache_dir") if where.get(key)}
     record: dict[str, Any] = {"path": shown, "identity": model_identity(path, location)}
     record["scheme"] = IDENTITY_SCHEME
@@ -285,9 +305,17 @@ def reference_record(config: DPOConfig) -> dict[str, Any] | None:
     return record
 
 
-def reference_change(saved: dict[str, Any] | None, now: dict[str, Any] | None) -> str:
-    """What changed of the reference since a checkpoint (``reference_record``'s), or "": the
-    same model at another path is no change; one without files to read says nothing."""
+def base_change(saved: dict[str, Any] | None, now: dict[str, Any] | None) -> str:
+    """What changed of a LoRA run's base since a checkpoint (``adapted_base_record``'s), or ""."""
+    return reference_change(saved, now, role="base model")
+
+
+def reference_change(
+    saved: dict[str, Any] | None, now: dict[str, Any] | None, role: str = "reference model"
+) -> str:
+    """What changed of the reference (or another ``role``) since a checkpoint
+    (``reference_record``'s), or "": the same model at another path is no change; one
+    without files to read says nothing."""
     if not saved or not now or None in (saved.get("identity"), now["identity"]):
         return ""
     if saved.get("scheme", 1) != now.get("scheme"):
@@ -298,10 +326,10 @@ def reference_change(saved: dict[str, Any] | None, now: dict[str, Any] | None) -
         (record.get("location") or {}).get("revision") or "main" for record in (saved, now)
     ]
     if saved.get("path") == now["path"] and "scheme" in saved and revisions[0] != revisions[1]:
-        return f"the reference model {now['path']}'s revision {revisions[0]} -> {revisions[1]}"
+        return f"the {role} {now['path']}'s revision {revisions[0]} -> {revisions[1]}"
     if saved.get("path") == now["path"]:
-        return f"the reference model's files at {now['path']}"
-    return f"the reference model {saved.get('path')} -> {now['path']}"
+        return f"the {role}'s files at {now['path']}"
+    return f"the {role} {saved.get('path')} -> {now['path']}"
 
 
 def _same_scheme(saved: dict[str, Any], now: dict[str, Any]) -> tuple[dict, dict]:

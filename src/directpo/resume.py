@@ -28,7 +28,7 @@ from directpo.checkpoint import (
 )
 from directpo.distributed import on_main
 from directpo.errors import CheckpointError, ConfigError
-from directpo.model_identity import reference_change
+from directpo.model_identity import base_change, reference_change
 from directpo.optimizers import fit_saved_groups, no_decay_ids
 from directpo.outputs import remove
 from directpo.pair_store import PairStore
@@ -206,7 +206,17 @@ def _say_objective_changes(run: Run, state: dict[str, Any], step: int) -> None:
         and saved[name] != value
         and not (name == "assistant_only_loss" and effect is False)
     ]
-    if reference := reference_change(state.get("reference"), run.reference_files):
+    base = base_change(state.get("adapted_base"), run.model_files.get("adapted_base"))
+    folded = bool(base) and state.get("reference") == state.get("adapted_base")
+    if base:  # (the checkpoint holds the adapters alone: they now sit on other weights)
+        run.echo(
+            f"resume: {base} changed since the checkpoint: the trained adapters now apply to "
+            f"other weights{' (the reference, the base with adapters off, too)' if folded else ''}"
+            f", another policy from step {step} (its loss and rewards jump there); resume with "
+            "the base as it was, or start a new output_dir"
+        )
+    reference = reference_change(state.get("reference"), run.model_files.get("reference"))
+    if reference and not folded:
         changed.append(reference)  # (another reference is another objective: it went unsaid)
     if changed:
         run.echo(

@@ -36,7 +36,7 @@ from directpo.model_checks import (
     trained_positions_notes,
 )
 from directpo.model_fit import check_generation_room, check_positions, check_vocabulary
-from directpo.model_identity import reference_record
+from directpo.model_identity import loaded_model_files
 from directpo.models import resolve_router_aux
 from directpo.node_tokenizing import node_turn
 from directpo.offload import OffloadActivations, activation_offload
@@ -121,9 +121,9 @@ class Run:
     eval_float32: bool = False  # held-out pairs computed in float32 (eval_dtype)
     reference_masters: FrozenMasters | None = None  # the reference's float32 weights (frozen)
     offload: OffloadActivations | None = None  # activation_offloading's hooks (offload.py)
-    # the reference's files as loaded (model_identity.py): a checkpoint records them, not what
-    # the folder holds by then (a newer revision downloaded into the cache mid-run)
-    reference_files: dict[str, Any] | None = None
+    # the reference's and a LoRA policy's base's files as loaded (model_identity.model_files):
+    # a checkpoint records them, not what the folder holds by then (a newer revision downloaded)
+    model_files: dict[str, Any] = field(default_factory=dict)
 
     @property
     def sharded(self) -> bool:
@@ -181,7 +181,7 @@ def prepare_run(
         reference_dtype=torch.float32 if reference_float32 else None,
     )  # fmt: skip
     # the files as loaded (after: a hub id's first load downloads its weights)
-    reference_files = reference_record(config)
+    loaded_files = loaded_model_files(config)
     reference_masters = None  # the reference's float32 weights, for float32 evaluation
     if reference_float32 and isinstance(reference, FrozenModelReference):
         # (TR-DPO: kept until its first sync moves the bf16 reference; sync.py drops them)
@@ -302,7 +302,7 @@ def prepare_run(
         best=BestModel.from_config(config),
         eval_float32=eval_float32,
         reference_masters=reference_masters,
-        reference_files=reference_files,
+        model_files=loaded_files,
         offload=activation_offload(config.activation_offloading, device, echo),
         from_python=tuple(
             name

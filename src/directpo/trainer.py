@@ -517,7 +517,7 @@ def checkpoint_step(
         "best": vars(run.best),
         "objective": objective(run.config),
         "leaves_tokens_out": leaves_tokens_out(run),  # does assistant_only_loss change a loss
-        "reference": run.reference_files,  # a resume against another one says so
+        **run.model_files,  # the reference, a LoRA run's base: a resume against others says so
         # its state fits no other optimizer, nor (Kahan's) other weights (resume checks)
         "optimizer": run.config.optimizer,
         "weights": str(run.precision.master).removeprefix("torch."),
