@@ -348,6 +348,20 @@ def test_a_runs_columns_and_system_turn_are_taken_from_its_config_yaml(models, t
         "the input's own columns (no option gave them): system_column 'system' of the run, "
         "which the input lacks: its prompts go without a system turn"
     )
+    # ... but one of another name or case (System, system_prompt) is the input's system turn:
+    # it went unread, its prompts scored without the system turn the run trained with
+    cased = write_jsonl(tmp_path / "cased.jsonl", [
+        {"System": c["system"], "prompt": c["prompt"], "responses": c["responses"]}
+        for c in candidates
+    ])  # fmt: skip
+    said.clear()
+    rank_file(RankOptions(model_name_or_path=str(run), input=str(cased),
+                          output=str(tmp_path / "r5.jsonl")), said.append)  # fmt: skip
+    assert said[:1] == [
+        "the input's own columns (no option gave them): system_column 'System' (the input has "
+        "no 'system', the run's)"
+    ]
+    assert read(tmp_path / "r5.jsonl")[0]["ranked"] == read(tmp_path / "r2.jsonl")[0]["ranked"]
 
 
 @pytest.mark.parametrize("command", ["score", "rank", "generate"])

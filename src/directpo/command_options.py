@@ -47,7 +47,8 @@ class FileCommandOptions(Options):
     system_column: str | None = option(
         None,
         "Column whose text opens each prompt as its system turn (as train's system_column). "
-        "Default: the run's system_column, else none; '' (an empty value): none, whatever the "
+        "Default: the run's system_column (where the input lacks it, the input's own system / "
+        "system_prompt column, any case), else none; '' (an empty value): none, whatever the "
         "run had.",
     )
     trust_remote_code: bool = option(
@@ -98,6 +99,7 @@ class FileCommandOptions(Options):
         line, those the run set to other than the defaults, and those not taken."""
         taken: dict[str, Any] = {}
         passed_over: list[str] = []
+        inputs: dict[str, str] = {}  # the input's own columns taken for the run's
         for key, (attribute, default) in self.FROM_RUN.items():
             if getattr(self, key) is None:
                 value = default if run is None else getattr(run, attribute)
@@ -105,16 +107,22 @@ class FileCommandOptions(Options):
                     passed_over.append(f"{key} {default!r} (the input has no {value!r}, the run's)")
                     value = default
                 elif default is None and value is not None and _lacks(file_columns, value):
-                    # kept (its prompts are chat turns, as the run's were), but said: the
-                    # scores are of prompts without the system turn the run trained with
-                    passed_over.append(
-                        f"{key} {value!r} of the run, which the input lacks: its prompts go "
-                        "without a system turn"
-                    )
+                    if own := _system_column_of(key, file_columns):
+                        # (the run's System, the input's system: the system turn it trained with)
+                        passed_over.append(f"{key} {own!r} (the input has no {value!r}, the run's)")
+                        value = inputs[key] = own
+                    else:  # kept (its prompts are chat turns, as the run's were), but said: the
+                        # scores are of prompts without the system turn the run trained with
+                        passed_over.append(
+                            f"{key} {value!r} of the run, which the input lacks: its prompts go "
+                            "without a system turn"
+                        )
                 taken[key] = value
             elif getattr(self, key) == "" and default is None:  # said off: the run's is not taken
                 taken[key] = None
-        said = [f"{k} {v!r}" for k, v in taken.items() if v != self.FROM_RUN[k][1]]
+        said = [
+            f"{k} {v!r}" for k, v in taken.items() if v != self.FROM_RUN[k][1] and k not in inputs
+        ]
         if said:
             echo(f"from the run's config.yaml (no option gave them): {', '.join(said)}")
         if passed_over:
@@ -181,6 +189,14 @@ class FileCommandOptions(Options):
 
 def _lacks(file_columns: Collection[str] | None, column: str) -> bool:
     return file_columns is not None and column not in file_columns
+
+
+def _system_column_of(key: str, file_columns: Collection[str] | None) -> str | None:
+    """The input's own system prompt column (system, system_prompt, any case), for the run's
+    system_column that the input lacks."""
+    from directpo.unread_columns import system_column_of
+
+    return system_column_of(file_columns or ()) if key == "system_column" else None
 
 
 def _falls_back(key: str, value: Any, default: Any, file_columns: Collection[str] | None) -> bool:
