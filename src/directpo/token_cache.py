@@ -188,8 +188,8 @@ def _write(
         os.chmod(temporary, 0o666 & ~_umask())  # as open() would make it (mkstemp: 0600)
         os.replace(temporary, path)
         temporary = None
-    except OSError as exc:
-        return exc.strerror or str(exc)
+    except OSError as exc:  # (the folder named: 'No such file or directory' alone said none)
+        return f"cannot write {path.parent}: {exc.strerror or exc}"
     finally:  # a full disk (or Ctrl-C) part way left the part written, never read, for good
         if temporary is not None:
             with contextlib.suppress(OSError):
