@@ -194,3 +194,8 @@ def test_a_reference_converted_from_pytorch_model_bin_to_safetensors_is_the_same
     converted = reference_record(DPOConfig(model_name_or_path=str(source)))
     assert reference_change(saved, converted) == ""
     assert reference_change(saved, reference_record(DPOConfig(model_name_or_path=str(bf16))))
+    whole = tmp_path / "whole"  # (torch.save of a module: not read by name, no error either)
+    whole.mkdir()
+    shutil.copy(source / "config.json", whole)
+    torch.save(torch.nn.Linear(2, 2), whole / "pytorch_model.bin")
+    assert model_identity(str(whole)) not in (None, model_identity(str(source)))

@@ -18,6 +18,7 @@ import json
 import math
 import os
 from pathlib import Path
+from pickle import PickleError
 from typing import TYPE_CHECKING, Any
 
 from directpo.adapters import adapter_base
@@ -148,8 +149,8 @@ def _pickled_samples(files: list[Path]) -> bytes | None:
                 return None
             # (a value that is no tensor: AttributeError, caught below)
             tensors |= {name: _pickled_tensor(value) for name, value in state.items()}
-    except (OSError, RuntimeError, ValueError, KeyError, AttributeError, EOFError):
-        return None
+    except (OSError, RuntimeError, ValueError, KeyError, AttributeError, EOFError, PickleError):
+        return None  # (PickleError: a whole model pickled, which weights_only refuses)
     stride = max(1, math.ceil(len(tensors) / SAMPLED_TENSORS))
     return json.dumps(
         sorted(
