@@ -321,3 +321,28 @@ def test_dataloader_drop_last_leaves_the_short_eval_batch_out_as_trl() -> None:
     assert scored(pairs, True) == scored(pairs[:4], False) != scored(pairs, False)
     assert scored(pairs, True, batch=8) == scored(pairs, False, batch=8)
     assert eval_batches(5, 2, drop_last=True) == [[0, 1], [2, 3]]
+
+
+def test_the_held_out_pairs_dataloader_drop_last_leaves_out_are_said(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """dataloader_drop_last's left-out training pairs were said on the start line ('(1 left
+    out of each epoch)'), the held-out pairs it leaves out of each evaluation (the short last
+    eval batch, as TRL) were not: 'eval: 3 pairs' said, then metrics of 2. Both are said."""
+    from tiny import tiny_config, write_jsonl
+
+    from directpo.trainer import train
+
+    rows = [{"prompt": f"Q{i}?", "chosen": " yes", "rejected": " no"} for i in range(3)]
+    held_out = write_jsonl(tmp_path / "eval.jsonl", rows)
+    lines: list[str] = []
+    options = dict(eval_file=str(held_out), per_device_eval_batch_size=2, eval_steps=1,
+                   eval_strategy="steps", per_device_train_batch_size=2)  # fmt: skip
+    for drop_last in (True, False):
+        config = tiny_config(tiny_model_dirs["gpt2"], pairs_file, tmp_path / str(drop_last),
+                             dataloader_drop_last=drop_last, **options)  # fmt: skip
+        train(config, echo=lines.append)
+    starts = [line for line in lines if line.startswith("training ")]
+    said = "held-out: 1 of 3 pairs left out of each evaluation (dataloader_drop_last: the " \
+           "short last eval batch)"  # fmt: skip
+    assert said in starts[0] and "held-out" not in starts[1]

@@ -417,6 +417,14 @@ def eval_batches(num_examples: int, batch_size: int, drop_last: bool = False) ->
     ]
 
 
+def eval_left_out(sizes: list[int], batch_size: int, drop_last: bool) -> str:
+    """What ``eval_batches`` leaves out of held-out sets of ``sizes`` pairs, said on the start
+    line ("" where none): the eval metrics are of fewer pairs than the sets hold."""
+    left = sum(n - sum(map(len, eval_batches(n, batch_size, drop_last))) for n in sizes)
+    said = f"held-out: {left} of {sum(sizes)} pairs left out of each evaluation"
+    return f"{said} (dataloader_drop_last: the short last eval batch)" if left else ""
+
+
 def _mask_shapes(visions: list[VisionInputs | None]) -> dict[str, tuple[int, ...]]:
     """Each per-token mask's largest trailing shape in a batch (Mllama's images and tiles)."""
     shapes: dict[str, tuple[int, ...]] = {}

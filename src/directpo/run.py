@@ -20,7 +20,7 @@ import torch
 from transformers import set_seed
 
 from directpo import attention, flexattention
-from directpo.batching import Layout
+from directpo.batching import Layout, eval_left_out
 from directpo.best import BestModel, sampled_metrics
 from directpo.config import DPOConfig
 from directpo.data import counted
@@ -333,6 +333,7 @@ def prepare_run(
         f"{device}, "
         f"{_what(pair_source, len(train.pairs))}, batch {config.per_device_train_batch_size} x "
         f"{config.gradient_accumulation_steps} accumulation{processes}"
+        + (f", {left}" if (left := _eval_left_out(config, data, world)) else "")
         + (f", {_precision_words(precision)}" if precision.compute != torch.float32 else "")
         + f", {_kernel_words(policy, device, precision, config.gradient_checkpointing)}"
         + (", compiled decoder layers" if compiled else "")
@@ -457,6 +458,12 @@ def _kernel_words(
     elif name == flexattention.IMPLEMENTATION:
         name = "flex_attention"
     return f"attention {name}" + (", gradient checkpointing" if checkpointing else "")
+
+
+def _eval_left_out(config: DPOConfig, data: RunData, world: World) -> str:
+    sizes = [len(pair_set.pairs) for pair_set in data.evaluations.values()]
+    batch = config.per_device_eval_batch_size * world.size  # (dataloader_drop_last)
+    return eval_left_out(sizes, batch, config.dataloader_drop_last)
 
 
 def _what(source: FixedPairs | OnlineRounds, pairs: int) -> str:
