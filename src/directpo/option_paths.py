@@ -192,7 +192,7 @@ def copied_record(
     (``out/checkpoint-N/config.yaml``) and one read back from its own folder are the run's."""
     if config_file is None or "output_dir" in flags:
         return None
-    here = os.path.realpath(os.path.dirname(os.path.abspath(config_file)))
+    here = os.path.dirname(os.path.realpath(config_file))  # (a link to a run's record: the run's)
     if re.fullmatch(r"checkpoint-\d+", os.path.basename(here)):
         here = os.path.dirname(here)  # (a checkpoint's record: its run's folder)
     recorded = os.path.realpath(output_dir)
