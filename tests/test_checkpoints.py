@@ -1383,6 +1383,10 @@ def test_a_copied_runs_record_resumes_the_copy_or_says_which(
             == 0
         )
     assert [str(o.output_dir) for o in started] == [str(copy), str(run), str(run)]
+    retired = run / "retired-checkpoint-3-2"  # (a checkpoint a resume moved aside: the run's)
+    retired.mkdir()
+    config.save_record(retired / "config.yaml")
+    assert main(["train", str(retired / "config.yaml")]) == 0
     linked = tmp_path / "current.yaml"  # (a link to the run's own record: the run's)
     linked.symlink_to(run / "config.yaml")
     assert main(["train", str(linked)]) == 0 and str(started[-1].output_dir) == str(run)

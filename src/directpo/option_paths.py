@@ -193,11 +193,12 @@ def copied_record(
     if config_file is None or "output_dir" in flags:
         return None
     here = os.path.dirname(os.path.realpath(config_file))  # (a link to a run's record: the run's)
-    if re.fullmatch(r"checkpoint-\d+", os.path.basename(here)):
-        here = os.path.dirname(here)  # (a checkpoint's record: its run's folder)
     recorded = os.path.realpath(output_dir)
-    if recorded == here or not _holds_a_run(recorded):
+    # (a checkpoint's record, retired ones' too: its run's folder)
+    if recorded in (here, os.path.dirname(here)) or not _holds_a_run(recorded):
         return None
+    if re.fullmatch(r"(retired-)?checkpoint-[\d-]+", os.path.basename(here)):
+        here = os.path.dirname(here)  # (a copied run's checkpoint's record: the copy's folder)
     if resume is not None and not _resumes_from(resume, here):
         return None  # (the original's own checkpoint, named: that run goes on, as asked)
     from dataclasses import fields
