@@ -173,7 +173,8 @@ def test_a_resume_in_smaller_micro_batches_of_the_same_step_goes_on(
     ) in lines
     for key in ("loss", "rewards/margins", "logps/chosen", "grad_norm"):
         assert step_2(split)[key] == pytest.approx(step_2(whole)[key], rel=1e-4, abs=1e-6), key
-    with pytest.raises(ConfigError, match=r"x processes\)=2, this run has 1; the data order"):
+    with pytest.raises(ConfigError, match=r"took 2 pairs per step as 2 x 1 .* this run 1 as "
+                       r"1 x 1; the data order would differ: resume with 2 pairs"):  # fmt: skip
         run(split, 2, per_device_train_batch_size=1, resume_from_checkpoint=checkpoint)
 
 
@@ -217,3 +218,28 @@ def test_a_lora_resume_over_another_base_says_the_policy_changed(
     train(tiny_config(base, pairs_file, tmp_path / "full", **full), echo=lambda _: None)
     state = json.loads((tmp_path / "full" / "checkpoint-1" / "trainer_state.json").read_text())
     assert "adapted_base" in json.dumps(state) and '"adapted_base": null' in json.dumps(state)
+
+
+def test_another_batch_size_refused_says_the_pairs_per_step_that_go_on() -> None:
+    """A checkpoint of 4 x 1 pairs per step resumed as 3 x 1 was told 'resume with 4' (the
+    batch size alone), though 2 x 2 (smaller micro-batches after running out of memory) goes
+    on: the refusal says the pairs per step and a smaller split of them. With
+    dataloader_drop_last (no other split) it says the batch size as before."""
+    import pytest
+
+    from directpo.errors import ConfigError
+    from directpo.sources import _check_same
+
+    saved = {"batch_size": 4, "accumulation": 1}
+    with pytest.raises(ConfigError) as refused:
+        _check_same(saved, {"batch_size": 3, "accumulation": 1}, "ckpt")
+    assert str(refused.value) == (
+        "resume_from_checkpoint: ckpt took 4 pairs per step as 4 x 1 (per_device_train_batch_size"
+        " x processes, gradient_accumulation_steps), this run 3 as 3 x 1; the data order would "
+        "differ: resume with 4 pairs per step (4 x 1, or 2 x 2), or start a new output_dir"
+    )
+    with pytest.raises(ConfigError, match=r"resume with 3 pairs per step \(1 x 3\), or start"):
+        _check_same({"batch_size": 1, "accumulation": 3}, {"batch_size": 1, "accumulation": 2}, "c")
+    dropping = {**saved, "drop_last": True}
+    with pytest.raises(ConfigError, match=r"processes\)=4, this run has 3; .* resume with 4, or"):
+        _check_same(dropping, {"batch_size": 3, "accumulation": 1, "drop_last": True}, "ckpt")

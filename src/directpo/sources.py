@@ -323,6 +323,27 @@ def _regrouped(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> s
     )
 
 
+def _pairs_per_step(saved: dict[str, Any], now: dict[str, Any]) -> str:
+    """Another batch size or accumulation refused, said as the pairs per step that a resume
+    keeps in micro-batches of any size (``_regrouped``): 'resume with 4' of a checkpoint of
+    4 x 1 did not say that 2 x 2, after running out of memory, goes on. "" where a short last
+    micro-batch is dropped (no other size then) or the checkpoint does not record both."""
+    before = (saved.get("batch_size"), saved.get("accumulation"))
+    after = (now.get("batch_size"), now.get("accumulation"))
+    if None in before or None in after or saved.get("drop_last") or now.get("drop_last"):
+        return ""
+    size, accumulation = before
+    smaller = next((d for d in range(2, size + 1) if size % d == 0), None)
+    split = f", or {size // smaller} x {accumulation * smaller}" if smaller else ""
+    return (
+        f"took {size * accumulation} pairs per step as {size} x {accumulation} "
+        f"(per_device_train_batch_size x processes, gradient_accumulation_steps), this run "
+        f"{after[0] * after[1]} as {after[0]} x {after[1]}; the data order would differ: resume "
+        f"with {size * accumulation} pairs per step ({size} x {accumulation}{split}), or start "
+        "a new output_dir"
+    )
+
+
 def _check_same(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> None:
     names = {
         "batch_size": "batch_size (per_device_train_batch_size x processes)",
@@ -379,6 +400,9 @@ def _check_same(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> 
                 f"has {value} (the data's rows differ): resume with the data as it was, or "
                 "start a new output_dir"
             )
+        per_step = key in ("batch_size", "accumulation") and before != value
+        if per_step and (said := _pairs_per_step(saved, now)):  # (smaller micro-batches go on)
+            raise ConfigError(f"resume_from_checkpoint: {checkpoint} {said}")
         if key != "pairs_fingerprint" and before != value:
             # (values as the YAML file and flags write them: "resume with True" is no YAML)
             was, has = as_written(before), as_written(value)
