@@ -96,9 +96,9 @@ def test_bf16_curves_lie_within_three_times_trls_own_bf16_noise(models, tmp_path
     masters, activations bf16 too) has no exact answer, so its noise is measured: how far TRL's
     bf16 curve lies from its float32 one, the largest over the steps, per family of metrics.
     directpo's bf16 curve lies within 3x that of TRL's bf16 curve. Measured over 13 losses and
-    options: at most 1.6x for loss, 2.3x grad_norm, 1.7x rewards/*, 2.4x logps/* (the
-    activations rounded to bf16 here, kept float32 between matmuls by autocast), i.e. loss
-    within 1.6e-3 relative, rewards/* 1.2e-3 absolute; learning_rate and num_tokens exact."""
+    options on this tiny GPT-2 (and a tiny Llama): at most 1.6x for loss, 2.3x grad_norm, 1.7x
+    rewards/*, 2.5x logps/* (activations rounded to bf16 here, kept float32 between matmuls
+    by autocast); learning_rate and num_tokens exact. SmolLM2-135M: docs/performance.md."""
     shared, trl_only, ours_only, rows = VARIANTS.get(variant, ({}, {}, {}, SENTIMENT_PAIRS))
     _, float32 = curves(models, tmp_path / "float32", shared, trl_only, ours_only, rows)
     bf16 = {"bf16": True}
@@ -109,6 +109,8 @@ def test_bf16_curves_lie_within_three_times_trls_own_bf16_noise(models, tmp_path
         assert (mine["learning_rate"], mine["num_tokens"]) == (
             row["learning_rate"], row["num_tokens"],
         )  # fmt: skip
+    # directpo's run computed in bf16 (a float32 run would lie within 1e-5 of TRL's float32)
+    assert largest_gap(ours, float32, ("loss", "grad_norm")) > 1e-4
     for family, keys in FAMILIES.items():
         noise = largest_gap(theirs, float32, keys)
         assert noise > 0, family  # TRL's bf16 run rounds: the bound is measured, not zero
