@@ -150,11 +150,16 @@ def test_lora_tr_dpo_checkpoints_hold_the_trained_adapter_alone_and_resume_exact
         torch.testing.assert_close(value, final[name], rtol=0, atol=1e-6)
 
 
-def test_resume_across_a_sync_continues_the_same_run(tiny_model_dirs, pairs_file, tmp_path) -> None:
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_resume_across_a_sync_continues_the_same_run(
+    tiny_model_dirs, pairs_file, tmp_path, dtype
+) -> None:
+    """bfloat16: the checkpoint holds the moved reference's float32 weights (sync.py), which
+    the resumed run mixes on from."""
     model = tiny_model_dirs["llama"]
     values = dict(
         max_steps=5, save_steps=1, per_device_train_batch_size=2, sync_ref_model=True,
-        ref_model_mixup_alpha=0.5, ref_model_sync_steps=2,
+        ref_model_mixup_alpha=0.5, ref_model_sync_steps=2, dtype=dtype,
     )  # fmt: skip
     whole = tmp_path / "whole"
     train(tiny_config(model, pairs_file, whole, **values), echo=quiet)

@@ -115,3 +115,31 @@ def test_bf16_curves_lie_within_three_times_trls_own_bf16_noise(models, tmp_path
         noise = largest_gap(theirs, float32, keys)
         assert noise > 0, family  # TRL's bf16 run rounds: the bound is measured, not zero
         assert largest_gap(ours, theirs, keys) <= 3 * noise, family
+
+
+def test_tr_dpo_soft_updates_follow_the_policy_in_bf16_as_trls(models, tmp_path) -> None:
+    """TR-DPO's soft update (α 0.6, every step) at a learning rate of 1e-5: under bf16 the
+    reference was mixed and rounded back to bf16, so a mix under half of bf16's grid never
+    moved it and it stopped following the policy without a word: rewards/margins 0.006 after 8
+    steps where float32 and TRL's bf16 read 0.0006 (10x TRL's own bf16 noise). TRL mixes its
+    float32 reference; directpo now keeps the reference's float32 weights beside it too."""
+    policy = models[0]  # TR-DPO's reference starts as the policy (TRL: given it as ref_model)
+    options = SCHEDULE | dict(
+        learning_rate=1e-5, max_steps=8, sync_ref_model=True, ref_model_sync_steps=1,
+        ref_model_mixup_alpha=0.6,
+    )  # fmt: skip
+    itself = {"ref_model_name_or_path": None}
+    ours32, float32 = trl_and_directpo_logs(
+        policy, policy, SENTIMENT_PAIRS, tmp_path / "float32", None, itself, **options
+    )
+    for mine, row in zip(ours32, float32, strict=True):
+        for key in ("loss", "rewards/margins", "logps/chosen"):
+            assert mine[key] == pytest.approx(row[key], abs=1e-5, rel=1e-5), (row["step"], key)
+    bf16 = {"bf16": True}
+    ours, theirs = trl_and_directpo_logs(
+        policy, policy, SENTIMENT_PAIRS, tmp_path / "bf16", bf16, itself | bf16, **options
+    )
+    assert abs(float32[-1]["rewards/margins"]) < 2e-3  # the reference keeps up with the policy
+    for family, keys in FAMILIES.items():
+        noise = largest_gap(theirs, float32, keys)
+        assert largest_gap(ours, theirs, keys) <= 3 * noise, family
