@@ -4,6 +4,7 @@
     python bench/trl_curves.py --recipe full --steps 8  # full fine-tune
     python bench/trl_curves.py --recipe lora-sft        # loss_type [sigmoid, sft], weights
     python bench/trl_curves.py --recipe lora-truncate   # max_length cutting some completions
+    python bench/trl_curves.py --recipe full-bf16 --steps 4  # full fine-tune, float32 and bf16
 
 Each side trains in its own process (``--side``) on 64 generated chat pairs (prompt, chosen,
 rejected as messages; 16 more held out), batch 2 x 2 accumulation, warmup + cosine, clipping,
@@ -14,6 +15,13 @@ and ``mean_token_accuracy`` are token means over the step here and means of micr
 in TRL (docs/design.md), and TRL's ``num_tokens`` also counts the newline a ChatML template
 writes after the end of a turn, which directpo does not train (docs/design.md): these are printed
 but not held to the tolerance. Not part of the suite.
+
+``full-bf16`` runs the full fine-tune four times: both sides in float32 (held to
+``--tolerance``), then both in bf16 (TRL: ``bf16: true``, autocast over float32 weights;
+directpo: ``bf16: true``, a bf16 compute copy of float32 masters). bf16 has no exact answer to
+hold either side to, so its noise is measured: TRL's bf16 curve against TRL's float32 one, per
+metric; directpo's bf16 curve is BEYOND where it is further from TRL's bf16 curve than
+``--noise_factor`` times that noise.
 """
 
 from __future__ import annotations
@@ -81,7 +89,7 @@ def recipe(name: str, steps: int) -> tuple[dict, dict, dict]:
     )  # fmt: skip
     theirs: dict[str, Any] = {"peft": 8}
     ours: dict[str, Any] = {"lora_r": 8, "lora_alpha": 16}
-    if name == "full":
+    if name in ("full", "full-bf16"):
         shared["learning_rate"] = 2e-5
         theirs, ours = {}, {}
     if name == "lora-sft":
@@ -91,7 +99,7 @@ def recipe(name: str, steps: int) -> tuple[dict, dict, dict]:
     return shared, theirs, ours
 
 
-def run_trl(data: Path, shared: dict, theirs: dict, out: Path) -> list[dict]:
+def run_trl(data: Path, shared: dict, theirs: dict, out: Path, bf16: bool) -> list[dict]:
     import datasets
     import torch
     import trl
@@ -101,7 +109,7 @@ def run_trl(data: Path, shared: dict, theirs: dict, out: Path) -> list[dict]:
     read = lambda name: [json.loads(x) for x in (data / name).read_text().splitlines()]  # noqa: E731
     lora = theirs.get("peft")
     args = trl.DPOConfig(
-        output_dir=str(out), report_to="none", use_cpu=True, bf16=False, save_strategy="no",
+        output_dir=str(out), report_to="none", use_cpu=True, bf16=bf16, save_strategy="no",
         disable_tqdm=True, **shared,
     )  # fmt: skip
     with warnings.catch_warnings():
@@ -123,14 +131,15 @@ def run_trl(data: Path, shared: dict, theirs: dict, out: Path) -> list[dict]:
     return trainer.state.log_history
 
 
-def run_directpo(data: Path, shared: dict, ours: dict, out: Path) -> list[dict]:
+def run_directpo(data: Path, shared: dict, ours: dict, out: Path, bf16: bool) -> list[dict]:
     from directpo.config import DPOConfig
     from directpo.trainer import train
 
     config = DPOConfig(
         model_name_or_path=MODEL, train_file=str(data / "train.jsonl"),
         eval_file=str(data / "eval.jsonl"), output_dir=str(out), overwrite_output_dir=True,
-        report_to=["none"], save_steps=0, dtype="float32", **shared, **ours,
+        report_to=["none"], save_steps=0, dtype="bfloat16" if bf16 else "float32", **shared,
+        **ours,
     )  # fmt: skip
     result = train(config, echo=lambda line: print(line, file=sys.stderr))
     # metrics.jsonl's eval/* are TRL's eval_* (trainer_state.json spells them so)
@@ -153,10 +162,9 @@ def difference(a: float, b: float) -> float:
     return abs(a - b) / scale if scale > 1e-3 else abs(a - b)
 
 
-def compare(ours: dict[int, dict], theirs: dict[int, dict], tolerance: float) -> int:
-    """Print the table; the count of metrics beyond ``tolerance``."""
+def largest_differences(ours: dict[int, dict], theirs: dict[int, dict]) -> dict[str, tuple]:
+    """Per metric of ``theirs``: (the largest difference over the steps, its step)."""
     worst: dict[str, tuple[float, int]] = {}
-    missing = sorted(set(theirs) ^ set(ours))
     for step in sorted(set(theirs) & set(ours)):
         for key, value in theirs[step].items():
             mine = ours[step].get(key)
@@ -164,6 +172,17 @@ def compare(ours: dict[int, dict], theirs: dict[int, dict], tolerance: float) ->
                 gap = difference(float(mine), float(value))
                 if gap >= worst.get(key, (-1.0, 0))[0]:
                     worst[key] = (gap, step)
+    return worst
+
+
+def compare(
+    ours: dict[int, dict], theirs: dict[int, dict], tolerance: float,
+    bounds: dict[str, float] | None = None,
+) -> int:  # fmt: skip
+    """Print the table; the count of metrics beyond ``tolerance`` (or beyond their own
+    ``bounds``, where larger: bf16's measured noise)."""
+    worst = largest_differences(ours, theirs)
+    missing = sorted(set(theirs) ^ set(ours))
     print(f"{'step':>4} " + " ".join(f"{k[-14:]:>15}" for k in SHOWN))
     for step in sorted(theirs):
         for side, rows in (("trl", theirs), ("dpo", ours)):
@@ -174,10 +193,12 @@ def compare(ours: dict[int, dict], theirs: dict[int, dict], tolerance: float) ->
     bad = 0
     print("\nlargest difference per metric (relative; absolute below 1e-3):")
     for key, (gap, step) in sorted(worst.items()):
-        over = gap > tolerance and key not in BY_DESIGN
+        bound = max(tolerance, (bounds or {}).get(key, 0.0))
+        over = gap > bound and key not in BY_DESIGN
         bad += over
         note = " (by design)" if key in BY_DESIGN else (" BEYOND" if over else "")
-        print(f"  {key:<28} {gap:.2e} at step {step}{note}")
+        shown = f" (bound {bound:.1e})" if bounds else ""
+        print(f"  {key:<28} {gap:.2e} at step {step}{shown}{note}")
     only = sorted({k for r in theirs.values() for k in r} - {k for r in ours.values() for k in r})
     if only:
         print(f"logged by TRL only: {only}")
@@ -186,37 +207,58 @@ def compare(ours: dict[int, dict], theirs: dict[int, dict], tolerance: float) ->
     return bad + bool(missing)
 
 
+def run_sides(recipe_name: str, steps: int, work: Path, sides: list[str]) -> dict[str, dict]:
+    """Each side (``trl``, ``directpo``, ``trl-bf16``, ``directpo-bf16``) run in its own
+    process on the pairs in ``work``: its logged rows by step."""
+    for side in sides:
+        subprocess.run(
+            [sys.executable, __file__, "--recipe", recipe_name, "--steps", str(steps),
+             "--side", side, "--work", str(work)],
+            check=True,
+        )  # fmt: skip
+    return {side: merge_rows(json.loads((work / f"{side}.json").read_text())) for side in sides}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--recipe", default="lora",
-                        choices=["lora", "full", "lora-sft", "lora-truncate"])  # fmt: skip
+    recipes = ["lora", "full", "lora-sft", "lora-truncate", "full-bf16"]
+    parser.add_argument("--recipe", default="lora", choices=recipes)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--tolerance", type=float, default=1e-4)
-    parser.add_argument("--side", choices=["trl", "directpo"], help=argparse.SUPPRESS)
+    parser.add_argument("--noise_factor", type=float, default=3.0)
+    parser.add_argument("--side", choices=["trl", "directpo", "trl-bf16", "directpo-bf16"],
+                        help=argparse.SUPPRESS)  # fmt: skip
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
     shared, theirs, ours = recipe(args.recipe, args.steps)
     if args.side:
         work = Path(args.work)
-        runner = run_trl if args.side == "trl" else run_directpo
-        rows = runner(work, shared, theirs if args.side == "trl" else ours, work / args.side)
+        trl_side = args.side.startswith("trl")
+        runner = run_trl if trl_side else run_directpo
+        rows = runner(work, shared, theirs if trl_side else ours, work / args.side,
+                      args.side.endswith("bf16"))  # fmt: skip
         (work / f"{args.side}.json").write_text(json.dumps(rows, default=float))
         return
+    bf16 = args.recipe == "full-bf16"
+    sides = ["trl", "directpo"] + (["trl-bf16", "directpo-bf16"] if bf16 else [])
     with tempfile.TemporaryDirectory(prefix="trl_curves_") as folder:
         work = Path(folder)
         long_prompts = args.recipe == "lora-truncate"
         for name, rows in (("train", make_pairs(64, 0, long_prompts)), ("eval", make_pairs(16, 1))):
             (work / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        for side in ("trl", "directpo"):
-            subprocess.run(
-                [sys.executable, __file__, "--recipe", args.recipe, "--steps", str(args.steps),
-                 "--side", side, "--work", folder],
-                check=True,
-            )  # fmt: skip
-        theirs_rows = merge_rows(json.loads((work / "trl.json").read_text()))
-        ours_rows = merge_rows(json.loads((work / "directpo.json").read_text()))
+        runs = run_sides(args.recipe, args.steps, work, sides)
     print(f"recipe {args.recipe}, {args.steps} steps, CPU float32")
-    sys.exit(1 if compare(ours_rows, theirs_rows, args.tolerance) else 0)
+    bad = compare(runs["directpo"], runs["trl"], args.tolerance)
+    if bf16:
+        # bf16's noise: how far TRL's own bf16 curve lies from its float32 one
+        noise = largest_differences(runs["trl-bf16"], runs["trl"])
+        print(f"\nbf16 noise: TRL bf16 against TRL float32, largest over {args.steps} steps")
+        for key, (gap, step) in sorted(noise.items()):
+            print(f"  {key:<28} {gap:.2e} at step {step}")
+        print(f"\ndirectpo bf16 against TRL bf16 (bound: {args.noise_factor} x the noise)")
+        bounds = {key: args.noise_factor * gap for key, (gap, _) in noise.items()}
+        bad += compare(runs["directpo-bf16"], runs["trl-bf16"], 0.0, bounds)
+    sys.exit(1 if bad else 0)
 
 
 if __name__ == "__main__":

@@ -150,11 +150,16 @@ def test_lora_tr_dpo_checkpoints_hold_the_trained_adapter_alone_and_resume_exact
         torch.testing.assert_close(value, final[name], rtol=0, atol=1e-6)
 
 
-def test_resume_across_a_sync_continues_the_same_run(tiny_model_dirs, pairs_file, tmp_path) -> None:
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_resume_across_a_sync_continues_the_same_run(
+    tiny_model_dirs, pairs_file, tmp_path, dtype
+) -> None:
+    """bfloat16: the checkpoint holds the moved reference's float32 weights (sync.py), which
+    the resumed run mixes on from."""
     model = tiny_model_dirs["llama"]
     values = dict(
         max_steps=5, save_steps=1, per_device_train_batch_size=2, sync_ref_model=True,
-        ref_model_mixup_alpha=0.5, ref_model_sync_steps=2,
+        ref_model_mixup_alpha=0.5, ref_model_sync_steps=2, dtype=dtype,
     )  # fmt: skip
     whole = tmp_path / "whole"
     train(tiny_config(model, pairs_file, whole, **values), echo=quiet)
@@ -358,3 +363,28 @@ def test_tr_dpo_with_adapters_and_a_soft_update_is_refused_before_anything_loads
     config = DPOConfig(model_name_or_path=str(adapter), sync_ref_model=True)
     with pytest.raises(ConfigError, match="ref_model_mixup_alpha 0.6 would mix two adapters"):
         check_environment(config, need_train_file=False)
+
+
+def test_a_bf16_runs_moved_reference_is_saved_as_its_float32_weights(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """bf16, alpha 1 at every step: the reference is the policy, so every reward is 0. The
+    final folder held the policy's float32 masters beside reference/ in bf16, its rounding:
+    score read rewards of 2e-4. Both are float32 now (sync.followed_weights), in checkpoints
+    too."""
+    from directpo import ImplicitReward
+
+    out = tmp_path / "tr"
+    train(
+        tiny_config(tiny_model_dirs["llama"], pairs_file, out, max_steps=2, save_steps=1,
+                    per_device_train_batch_size=3, dtype="bfloat16", learning_rate=1e-3,
+                    sync_ref_model=True, ref_model_mixup_alpha=1.0, ref_model_sync_steps=1),
+        echo=quiet,
+    )  # fmt: skip
+    prompts = [row["prompt"] for row in SENTIMENT_PAIRS[:3]]
+    responses = [row["chosen"] for row in SENTIMENT_PAIRS[:3]]
+    for run in (out, out / "checkpoint-1"):
+        scored = ImplicitReward.from_run(str(run), echo=quiet).score(prompts, responses)
+        assert scored == [0.0, 0.0, 0.0], run
+    saved = load_file(out / "reference" / "model.safetensors")
+    assert {value.dtype for value in saved.values()} == {torch.float32}

@@ -213,7 +213,10 @@ def test_tr_dpo_sync_equals_trls_callback(models, alpha) -> None:
             param.add_(0.01 * torch.randn_like(param))
     ours, theirs = (AutoModelForCausalLM.from_pretrained(path) for _ in range(2))
     run = SimpleNamespace(
-        scorer=SequenceScorer(policy), reference=FrozenModelReference(ours), masters=None
+        scorer=SequenceScorer(policy),
+        reference=FrozenModelReference(ours),
+        masters=None,
+        reference_masters=None,
     )
     sync_reference(run, alpha)
     SyncRefModelCallback._sync_target_model(policy, theirs, alpha)

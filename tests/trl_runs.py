@@ -37,27 +37,29 @@ def dpo_trainer(
 
 
 def trl_and_directpo_logs(
-    policy_dir: Path, ref_dir: Path, rows: list[dict], out: Path, **options: Any
-) -> tuple[list[dict], list[dict]]:
+    policy_dir: Path, ref_dir: Path, rows: list[dict], out: Path,
+    trl_only: dict | None = None, ours_only: dict | None = None, **options: Any,
+) -> tuple[list[dict], list[dict]]:  # fmt: skip
     """(directpo's metrics rows, TRL's log_history rows with a loss) of one run each, in float32
-    on the CPU, from the same models, pairs and options (names both configs take)."""
+    on the CPU, from the same models, pairs and options (names both configs take; ``trl_only``
+    and ``ours_only``: each side's own, ``{"bf16": True}`` for bf16 on both)."""
     import trl
 
     from directpo.config import DPOConfig
     from directpo.trainer import train
 
-    args = trl.DPOConfig(
+    args = trl.DPOConfig(**dict(
         output_dir=str(out / "trl"), report_to="none", use_cpu=True, bf16=False,
         save_strategy="no", disable_tqdm=True, **options,
-    )  # fmt: skip
+    ) | (trl_only or {}))  # fmt: skip
     trainer = dpo_trainer(policy_dir, ref_dir, rows, args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.train()
     theirs = [row for row in trainer.state.log_history if "loss" in row]
-    config = DPOConfig(
+    config = DPOConfig(**dict(
         model_name_or_path=str(policy_dir), ref_model_name_or_path=str(ref_dir),
         output_dir=str(out / "ours"), report_to=["none"], save_steps=0, **options,
-    )  # fmt: skip
+    ) | (ours_only or {}))  # fmt: skip
     ours = train(config, train_dataset=rows, echo=lambda *_: None).metrics
     return ours, theirs

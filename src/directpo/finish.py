@@ -32,7 +32,7 @@ from directpo.outputs import (
     save_final_model,
     save_run_files,
 )
-from directpo.precision import fold_compensation, kahan_compensation
+from directpo.precision import fold_compensation, holding, kahan_compensation
 from directpo.precompute import PrecomputedReference
 from directpo.publish import is_complete
 from directpo.reference import (
@@ -297,9 +297,10 @@ def _load_best(run: Run) -> None:
 def _save_moved_reference(run: Run, folder: Path) -> None:
     """TR-DPO: the reference as the policy last trained against it (not the starting model),
     as a model folder, ``output_dir/reference``: the reference the final policy's implicit
-    reward is relative to (``directpo score`` and ``ImplicitReward.from_run`` take it). Held
-    and written in the compute dtype it scored in. A full copy of the model (or, with LoRA,
-    the frozen ``ref`` adapter on the same base). Under FSDP every rank calls."""
+    reward is relative to (``directpo score`` and ``ImplicitReward.from_run`` take it). A bf16
+    reference is written as its float32 weights (held beside it), as the policy's masters. A
+    full copy of the model (or, with LoRA, the frozen ``ref`` adapter on the same base). Under
+    FSDP every rank calls."""
     reference = run.reference
     if isinstance(reference, AdapterReference):  # the ref adapter: an adapter folder
         from peft import get_peft_model_state_dict
@@ -325,6 +326,9 @@ def _save_moved_reference(run: Run, folder: Path) -> None:
         save_sharded_model(
             folder, reference.scorer, reference.model, run.precision.compute, run.world
         )
-    else:
-        with config_as_loaded(reference.model):
+    else:  # its float32 weights where it keeps them (bf16: sync.followed_weights), as the
+        # policy's masters are saved: with alpha 1 the two are then equal, every reward 0
+        kept = run.reference_masters._master_of if run.reference_masters is not None else {}
+        as_kept = holding([reference.model], lambda tensor: kept.get(id(tensor)))
+        with config_as_loaded(reference.model), as_kept:
             reference.model.save_pretrained(folder, safe_serialization=True)

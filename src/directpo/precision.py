@@ -188,6 +188,14 @@ class FrozenMasters:
             if not torch.equal(param.data.to(stored.dtype), stored):
                 self._master_of[id(param)] = stored
 
+    @classmethod
+    def of(cls, masters: dict[int, torch.Tensor]) -> FrozenMasters:
+        """Float32 weights given by the id of the frozen parameter each stands for (TR-DPO's
+        moving reference, sync.py)."""
+        frozen = cls.__new__(cls)
+        frozen._master_of = masters
+        return frozen
+
     def __bool__(self) -> bool:
         return bool(self._master_of)
 

@@ -184,7 +184,7 @@ def prepare_run(
     loaded_files = loaded_model_files(config)
     reference_masters = None  # the reference's float32 weights, for float32 evaluation
     if reference_float32 and isinstance(reference, FrozenModelReference):
-        # (TR-DPO: kept until its first sync moves the bf16 reference; sync.py drops them)
+        # (TR-DPO: the start its first sync mixes from; sync.followed_weights keeps them all)
         reference_masters = FrozenMasters(reference.model, precision.compute) or None
     elif reference_float32 and isinstance(reference, AdapterReference):  # its float32 ref adapter
         reference_masters = FrozenMasters(policy, precision.compute, in_ref_adapter) or None

@@ -87,14 +87,39 @@ def reference_pairs(run: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return pairs
 
 
+def followed_weights(run: Any) -> dict[int, torch.Tensor]:
+    """The float32 weight each followed reference parameter is mixed in, by the parameter's id:
+    the parameter itself where it is float32; under bf16, its float32 weight kept beside it
+    (``run.reference_masters``, which a float32 evaluation reads too), from the float32 start
+    where one was kept. Rounding each mix back to bf16 instead kept a soft update (α < 1)
+    smaller than half of bf16's grid from ever moving the reference: at DPO's learning rates it
+    stopped following the policy (TRL mixes its float32 reference)."""
+    kept = run.reference_masters._master_of if run.reference_masters is not None else {}
+    weights, masters = {}, {}
+    for param in reference_parameters(run).values():
+        local = _local(param)
+        if local.dtype == torch.float32:
+            weights[id(param)] = local
+            continue
+        master = kept.get(id(param))
+        masters[id(param)] = weights[id(param)] = local.float() if master is None else master
+    if masters:
+        from directpo.precision import FrozenMasters
+
+        run.reference_masters = FrozenMasters.of(masters)
+    return weights
+
+
 @torch.no_grad()
 def sync_reference(run: Any, alpha: float) -> None:
-    """θ_ref ← α·θ_π + (1 − α)·θ_ref, computed in float32, each rank on its own shards. The
-    reference's float32 start (kept for a float32 evaluation) is stale from here: dropped."""
-    run.reference_masters = None
+    """θ_ref ← α·θ_π + (1 − α)·θ_ref, computed in float32, each rank on its own shards; a bf16
+    reference is then the bf16 rounding of its float32 weight (``followed_weights``)."""
+    weights = followed_weights(run)
     for reference, policy in reference_pairs(run):
-        target = _local(reference)
-        target.copy_(torch.lerp(target.float(), _local(policy).float(), alpha))
+        target, weight = _local(reference), weights[id(reference)]
+        weight.copy_(torch.lerp(weight, _local(policy).float(), alpha))
+        if weight is not target:
+            target.copy_(weight)
 
 
 @torch.no_grad()
@@ -108,24 +133,44 @@ def copy_adapter(model: torch.nn.Module) -> None:
 
 
 def reference_state(run: Any) -> dict[str, torch.Tensor]:
-    """The followed reference weights, whole, on CPU, for a checkpoint. Every rank calls (an
-    FSDP2 shard is gathered); every rank gets them."""
+    """The followed reference weights, whole, on CPU, for a checkpoint: a bf16 reference's
+    float32 weights where it keeps them (a resume then mixes on from them exactly). Every rank
+    calls (an FSDP2 shard is gathered); every rank gets them."""
+    kept = run.reference_masters._master_of if run.reference_masters is not None else {}
     state = {}
     for name, param in reference_parameters(run).items():
-        full = getattr(param, "full_tensor", None)
-        state[name] = (full() if full is not None else param.detach()).cpu().contiguous()
+        tensor = param.detach()
+        if id(param) in kept:
+            tensor = _as_param(kept[id(param)], param)
+        full = getattr(tensor, "full_tensor", None)
+        state[name] = (full() if full is not None else tensor).cpu().contiguous()
     return state
+
+
+def _as_param(local: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """``local`` (this rank's shard of a weight like ``param``) as ``param`` is laid out: a
+    DTensor of its mesh and placements under FSDP2, else as it is."""
+    mesh = getattr(param, "device_mesh", None)
+    if mesh is None:
+        return local
+    from torch.distributed.tensor import DTensor
+
+    return DTensor.from_local(
+        local, mesh, param.placements, shape=param.shape, stride=param.stride()
+    )
 
 
 @torch.no_grad()
 def load_reference_state(run: Any, state: dict[str, torch.Tensor], where: str) -> None:
-    """Put a checkpoint's reference weights back (every rank calls, with the whole state); the
-    float32 start a float32 evaluation would read is not them: dropped."""
+    """Put a checkpoint's reference weights back (every rank calls, with the whole state); a
+    bf16 reference keeps the float32 weights the checkpoint holds beside it (``followed_weights``),
+    the float32 start a float32 evaluation would read is not them."""
     run.reference_masters = None
     parameters = reference_parameters(run)
     missing = sorted(set(parameters) - set(state))
     if missing:
         raise ValueError(f"{where}: no reference weight {missing[0]} ({len(missing)} missing)")
+    masters = {}
     for name, param in parameters.items():
         whole = state[name]
         mesh = getattr(param, "device_mesh", None)
@@ -133,7 +178,14 @@ def load_reference_state(run: Any, state: dict[str, torch.Tensor], where: str) -
             from torch.distributed.tensor import distribute_tensor
 
             whole = distribute_tensor(whole.to(_local(param).device), mesh, param.placements)
-        _local(param).copy_(_local(whole))
+        local = _local(param)
+        local.copy_(_local(whole))
+        if local.dtype != torch.float32:
+            masters[id(param)] = _local(whole).to(local.device, torch.float32, copy=True)
+    if masters:
+        from directpo.precision import FrozenMasters
+
+        run.reference_masters = FrozenMasters.of(masters)
 
 
 @torch.no_grad()
