@@ -52,6 +52,7 @@ from directpo.command_rows import with_others
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DirectpoError
 from directpo.foreign_names import RENAMED
+from directpo.option_hints import SPELLINGS, meant_option
 from directpo.options import load_options, option_help
 from directpo.signals import (
     KeptLines,
@@ -464,20 +465,18 @@ def _unknown_top_level(token: str, rest: Sequence[str] = ()) -> str:
     was told ``directpo train --max_new_tokens``), spelt as that command spells it (``--bta``
     was moved after the command as it was, to be refused there on the next run)."""
     name = token.split("=", 1)[0]
-    close = difflib.get_close_matches(name, TOP_LEVEL_FLAGS, n=1)
-    close = close or (["-V"] if name == "-v" else [])  # (one letter matches nothing close)
-    if close:
-        return f"unknown option '{name}'; did you mean '{close[0]}'?"
     command = next((word for word in rest if word in COMMANDS), None)
     named = command or "train"
     option = name.lstrip("-")
     options = [n for n, _, _ in option_help(COMMANDS[named].options)]
     options += ["config"] if COMMANDS[named].takes_yaml else []  # (told --dataset_config)
-    meant = (
-        option
-        if option in options
-        else next(iter(difflib.get_close_matches(option, options, n=1)), None)
-    )
+    # (a command's option or its other spelling first: --lr was 'did you mean --help?')
+    spelt = option in options or set(SPELLINGS.get(option.lower(), ())) & set(options)
+    close = [] if spelt else difflib.get_close_matches(name, TOP_LEVEL_FLAGS, n=1)
+    close = close or (["-V"] if name == "-v" else [])  # (one letter matches nothing close)
+    if close:
+        return f"unknown option '{name}'; did you mean '{close[0]}'?"
+    meant = option if option in options else meant_option(option, options)
     written = f"--{meant}" if meant else name
     after = f"; options follow a command: directpo {named} {written} ..."
     if not command:

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import yaml
 
 from directpo.errors import ConfigError, ConfigErrors, respelled
+from directpo.option_hints import meant_option
 from directpo.yaml_interpolation import (
     escaped,
     referenced,
@@ -468,8 +469,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def _check_known(key: str, what: str, names: list[str], instead: str | None = None) -> None:
     if key not in names:
-        close = difflib.get_close_matches(key.lower(), names, n=1)  # (BETA matched nothing)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        meant = meant_option(key, names)
+        hint = f"; did you mean '{meant}'?" if meant else ""
         raise ConfigError(f"{what} '{key}' is unknown{f'; {instead}' if instead else hint}")
 
 

@@ -18,7 +18,6 @@ built:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +25,7 @@ import yaml
 
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.foreign_names import AS_WRITTEN, REFUSED, RENAMED, component_hint, is_component
+from directpo.option_hints import meant_option
 from directpo.preflight import is_adapter_folder
 
 ALIASES = {  # TRL's other names for directpo options
@@ -549,11 +549,8 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
                 reason = f": {instead}" if instead else ""
                 problems.append(f"{flag}{key}: {value!r} is not supported{reason}")
         else:
-            # (lower case: --BETA matched nothing close)
-            close = (
-                [HINTS[key]] if key in HINTS else difflib.get_close_matches(key.lower(), known, n=1)
-            )
-            hint = f"; did you mean '{flag}{close[0]}'?" if close else ""
+            meant = HINTS.get(key) or meant_option(key, known)  # (--lr, --data: option_hints)
+            hint = f"; did you mean '{flag}{meant}'?" if meant else ""
             if flag and key in VERSION_FLAGS:
                 hint = VERSION_HINT
             problems.append(f"unknown option '{flag}{key}'{hint}")

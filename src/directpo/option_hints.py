@@ -1,0 +1,94 @@
+"""An unknown option's likeliest meaning, for the refusal of every command (train's flags and
+YAML keys, score / rank / generate / demo / plot's flags, a flag before the command, a Python
+options call): the spellings users carry from transformers' and TRL's scripts and from habit
+(``--model``, ``--lr``, ``--dataset``, ``--epochs``) said as the command's own option, else the
+closest name. difflib alone found nothing close to ``--model`` or ``--lr`` (score's
+``--model run/`` was 'unknown option' without a word of --model_name_or_path) and a wrong
+lead for others (``--data``: 'did you mean --data_seed?')."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Collection
+
+# a spelling -> the options it may mean, in order: the first the command has is said (--dataset
+# is train's train_file and score's input)
+SPELLINGS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(
+        (
+            "model", "model_path", "model_name", "model_id", "model_dir", "base_model",
+            "pretrained_model_name_or_path", "pretrained", "policy", "policy_model", "run",
+        ),
+        ("model_name_or_path",),
+    ),
+    **dict.fromkeys(
+        ("ref_model", "ref_model_path", "reference_model", "ref_model_name", "ref"),
+        ("ref_model_name_or_path",),
+    ),
+    **dict.fromkeys(
+        (
+            "dataset", "data", "data_path", "dataset_path", "data_file", "dataset_file",
+            "train_data", "train_dataset", "train_path", "train_data_path", "data_files",
+        ),
+        ("train_file", "input"),
+    ),
+    **dict.fromkeys(
+        ("input_file", "input_path", "in", "prompts", "prompts_file", "prompt_file"), ("input",)
+    ),
+    **dict.fromkeys(
+        ("eval_data", "eval_dataset", "validation_file", "valid_file", "test_file", "dev_file"),
+        ("eval_file",),
+    ),
+    **dict.fromkeys(("lr", "learningrate", "lr_rate"), ("learning_rate",)),
+    **dict.fromkeys(
+        ("batch_size", "bs", "train_batch_size", "micro_batch_size", "per_device_batch_size"),
+        ("per_device_train_batch_size", "batch_size"),
+    ),
+    "eval_batch_size": ("per_device_eval_batch_size", "batch_size"),
+    **dict.fromkeys(
+        ("epochs", "num_epochs", "n_epochs", "max_epochs", "train_epochs"), ("num_train_epochs",)
+    ),
+    **dict.fromkeys(
+        ("steps", "num_steps", "total_steps", "train_steps", "max_train_steps", "num_train_steps"),
+        ("max_steps",),
+    ),
+    **dict.fromkeys(
+        ("grad_accum", "gradient_accumulation", "accumulation_steps", "grad_accumulation_steps"),
+        ("gradient_accumulation_steps",),
+    ),
+    **dict.fromkeys(
+        ("out", "out_dir", "outdir", "output_path", "save_dir", "save_path", "output_file"),
+        ("output_dir", "output"),
+    ),
+    **dict.fromkeys(("tokenizer", "tokenizer_path", "tokenizer_name"), ("tokenizer_name_or_path",)),
+    **dict.fromkeys(
+        ("max_len", "max_seq_len", "max_seq_length", "seq_len", "cutoff_len"), ("max_length",)
+    ),
+    "max_tokens": ("max_new_tokens", "generate_max_new_tokens"),
+    **dict.fromkeys(("n", "num_samples", "num_completions"), ("num_return_sequences",)),
+    **dict.fromkeys(("precision", "torch_dtype"), ("dtype",)),
+}  # fmt: skip
+
+
+def meant_option(name: str, names: Collection[str]) -> str | None:
+    """The option of ``names`` that ``name`` (not one of them) most likely means: another
+    tool's spelling of it, else the closest name (lower case: --BETA is --beta), else None."""
+    key = name.lower().replace("-", "_")
+    for option in SPELLINGS.get(key, ()):
+        if option in names:
+            return option
+    close = difflib.get_close_matches(key, list(names), n=1)
+    return close[0] if close else None
+
+
+def train_option(name: str) -> str | None:
+    """The train option ``name`` is, or stands for (``--lr``: learning_rate), for a command
+    that has none of that meaning (score --lr): None when train has none either."""
+    from directpo.config import DPOConfig  # (the command's own names first: a cheap import)
+    from directpo.options import option_help
+
+    names = [n for n, _, _ in option_help(DPOConfig)]
+    key = name.lower().replace("-", "_")
+    if key in names:
+        return key
+    return next((o for o in SPELLINGS.get(key, ()) if o in names), None)
