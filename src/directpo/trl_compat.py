@@ -60,6 +60,19 @@ VERSION_FLAGS = ("version", "V")
 VERSION_HINT = "; the versions are printed by directpo --version (before the command)"
 
 
+def as_yaml(value: Any) -> str:
+    """``value`` in a message as the user writes it, in YAML (``true``, ``null``,
+    ``{use_reentrant: true}``; a flag's text is YAML too): Python's spelling (``True``,
+    ``None``, ``{'foo': 1}``) is no value they wrote, nor one they could write back."""
+    if isinstance(value, tuple):
+        value = list(value)
+    try:
+        text = yaml.safe_dump(value, default_flow_style=True, width=1 << 16, sort_keys=False)
+    except yaml.YAMLError:  # (an object no YAML writes: a Python call's own value)
+        return repr(value)
+    return text.removesuffix("\n").removesuffix("\n...").strip()
+
+
 def _nothing(value: Any) -> bool:
     return value in (None, False, 0, "", "no", "none", "None") or value == [] or value == {}
 
@@ -345,7 +358,8 @@ def apply_trl_meanings(config: Any) -> None:
         set(kwargs) != {"use_reentrant"} or not isinstance(kwargs["use_reentrant"], bool)
     ):
         raise ConfigError(
-            f"gradient_checkpointing_kwargs: only use_reentrant is supported (got {kwargs}); "
+            f"gradient_checkpointing_kwargs: only use_reentrant is supported (got "
+            f"{as_yaml(kwargs)}); "
             "directpo always checkpoints non-reentrant (the same gradients)"
         )
     _revision_into_init_kwargs(config)
@@ -374,8 +388,8 @@ def one_beta(value: Any) -> Any:
     if len(value) == 1:
         return value[0]
     raise ConfigError(
-        f"beta: a list of per-epoch values ({list(value)}) is not supported; give one value "
-        "(a one-value list, [0.1], is that value)"
+        f"beta: a list of per-epoch values ({as_yaml(list(value))}) is not supported; give one "
+        "value (a one-value list, [0.1], is that value)"
     )
 
 
@@ -450,9 +464,9 @@ def _trust_from_init_kwargs(config: Any) -> None:
             config.trust_remote_code = True
         elif trust is not config.trust_remote_code:
             raise ConfigError(
-                f"{name}: trust_remote_code {trust!r} contradicts trust_remote_code: "
-                f"{config.trust_remote_code}: set the option alone (it loads every model folder "
-                "and tokenizer of the run)"
+                f"{name}: trust_remote_code {as_yaml(trust)} contradicts trust_remote_code: "
+                f"{as_yaml(config.trust_remote_code)}: set the option alone (it loads every "
+                "model folder and tokenizer of the run)"
             )
         # now the option (config.yaml says so)
         rest = {k: v for k, v in kwargs.items() if k != "trust_remote_code"}
@@ -547,7 +561,12 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
             accepted, instead = NO_EFFECT[key]
             if not accepted(_typed(value)):
                 reason = f": {instead}" if instead else ""
-                problems.append(f"{flag}{key}: {value!r} is not supported{reason}")
+                # as written: a flag's own text (--logging_strategy no, not false), a YAML
+                # file's value in YAML (true, not True), a Python call's in Python
+                text = value if isinstance(value, str) and flag else as_yaml(value)
+                text = repr(value) if where == "DPOConfig" else text
+                given = f"--{key} {text}" if flag else f"{key}: {text}"
+                problems.append(f"{given} is not supported{reason}")
         else:
             meant = HINTS.get(key) or meant_option(key, known)  # (--lr, --data: option_hints)
             hint = f"; did you mean '{flag}{meant}'?" if meant else ""
