@@ -912,3 +912,18 @@ def test_refused_values_are_said_as_the_file_or_the_flag_writes_them(tmp_path) -
         ConfigError, match="trust_remote_code false contradicts trust_remote_code: true"
     ):
         load_config(trust)
+
+
+def test_the_handbooks_preprocessing_num_workers_is_dataset_num_proc(tmp_path) -> None:
+    """The alignment-handbook's ``preprocessing_num_workers`` (its processes for rendering the
+    rows) was accepted and did nothing: one process tokenized. It is dataset_num_proc, the
+    processes that render and tokenize here; beside dataset_num_proc that one counts, and a
+    refused value names the key as written."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model_name_or_path: m\npreprocessing_num_workers: 3\n")
+    assert load_config(str(recipe)).dataset_num_proc == 3
+    assert load_config(None, {"preprocessing_num_workers": "2"}).dataset_num_proc == 2
+    recipe.write_text("dataset_num_proc: 4\npreprocessing_num_workers: 12\n")
+    assert load_config(str(recipe)).dataset_num_proc == 4
+    with pytest.raises(ConfigError, match="preprocessing_num_workers"):
+        load_config(None, {"preprocessing_num_workers": "0"})

@@ -176,7 +176,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dataloader_prefetch_factor": (_any, ""),
     "dataloader_multiprocessing_context": (_any, ""),
     "dataloader_in_order": (_any, ""),
-    "preprocessing_num_workers": (_any, ""),
     "ddp_find_unused_parameters": (_any, ""),
     "ddp_bucket_cap_mb": (_any, ""),
     "ddp_broadcast_buffers": (_any, ""),
@@ -503,6 +502,24 @@ def _trl_mixture(values: dict[str, Any]) -> dict[str, Any]:
     return {**rest, "dataset_mixture": mixture}
 
 
+# the alignment-handbook's processes for its dataset map (the chat template applied to each
+# row), which directpo does as it tokenizes: dataset_num_proc's processes
+HANDBOOK_WORKERS = "preprocessing_num_workers"
+
+
+def _handbook_workers(values: dict[str, Any]) -> dict[str, Any]:
+    """``preprocessing_num_workers`` (the handbook's processes for rendering its rows) is
+    ``dataset_num_proc`` here, where rendering and tokenizing are one pass: it was accepted
+    and did nothing (one process tokenized). Beside ``dataset_num_proc`` (TRL's, for its
+    tokenizing map: both in a handbook recipe) that option alone says how many."""
+    if HANDBOOK_WORKERS not in values:
+        return values
+    rest = {k: v for k, v in values.items() if k != HANDBOOK_WORKERS}
+    if "dataset_num_proc" in values:
+        return rest
+    return {**rest, "dataset_num_proc": values[HANDBOOK_WORKERS]}
+
+
 def _trl_compile(values: dict[str, Any]) -> dict[str, Any]:
     """``torch_compile_backend: inductor`` / ``torch_compile_mode: default`` are what
     ``torch_compile: true`` does here, and transformers compiles whenever either is set (it
@@ -528,13 +545,15 @@ def spellings(values: dict[str, Any], where: str) -> dict[str, str]:
     }
     if _trl_mixture(values) is not values:  # TRL's top-level datasets: [...]
         renamed["dataset_mixture"] = f"{flag}datasets"
+    if HANDBOOK_WORKERS in values and "dataset_num_proc" not in values:
+        renamed["dataset_num_proc"] = f"{flag}{HANDBOOK_WORKERS}"
     return renamed
 
 
 def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str, Any]:
     """``values`` with TRL's spellings renamed and no-effect keys dropped; every key that cannot
     be used is reported at once (``ConfigErrors``). ``known`` are the options' own names."""
-    values = _trl_compile(_trl_mixture(values))
+    values = _handbook_workers(_trl_compile(_trl_mixture(values)))
     result: dict[str, Any] = {}
     problems: list[str] = []
     flag = "--" if where == "command line" else ""  # name them as they were written
