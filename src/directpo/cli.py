@@ -50,6 +50,7 @@ from directpo.command_options import (
 )
 from directpo.command_rows import with_others
 from directpo.config import DPOConfig
+from directpo.early_paths import refuse_missing_paths
 from directpo.errors import ConfigError, DirectpoError
 from directpo.foreign_names import RENAMED
 from directpo.option_hints import SPELLINGS, meant_option
@@ -340,6 +341,7 @@ def _main(argv: Sequence[str] | None) -> int:
                         )  # fmt: skip
                         if refused is not None:
                             raise refused
+                refuse_missing_paths(options)  # (before the run's imports: seconds)
                 code = command.run(options)
                 if code and _first_rank():  # (a stopped run: its checkpoint is written)
                     # (stdout's reader gone, the line is said where it is still read)
@@ -367,7 +369,9 @@ def _main(argv: Sequence[str] | None) -> int:
             flag = next((u for u in unknown if u.startswith("-")), unknown[0])
             unknown_flag = ConfigError(unknown_flag_message(flag, command.options))
             raise with_others(unknown_flag, command.options, config_file, overrides)
-        return command.run(_loaded(command.options, config_file, overrides, argv[1:], typed)) or 0
+        options = _loaded(command.options, config_file, overrides, argv[1:], typed)
+        refuse_missing_paths(options)  # (before the command's imports: seconds)
+        return command.run(options) or 0
     except DirectpoError as err:
         if closed_pipe_behind(err):  # (a library's bar on a closed stderr: not the error)
             return _pipe_closed()
