@@ -33,6 +33,11 @@ from directpo.options import load_options
         (["demo", "--batch_size", "2"], "--per_device_train_batch_size is an option of directpo"),
         (["train", "--validation_file", "e.jsonl"], "did you mean '--eval_file'?"),
         (["generate", "--max_tokens", "8"], "did you mean '--max_new_tokens'?"),
+        # one-letter flags other CLIs take, and --config misspelt
+        (["score", "-m", "run/"], "unknown option '-m'; did you mean '--model_name_or_path'?"),
+        (["generate", "-o", "x.jsonl"], "unknown option '-o'; did you mean '--output'?"),
+        (["train", "-c", "r.yaml"], "unknown option '-c'; did you mean '--config'?"),
+        (["train", "--conifg", "r.yaml"], "unknown option '--conifg'; did you mean '--config'?"),
         # a flag before the command (--lr was told 'did you mean --help?')
         (["--lr", "1e-6", "train"], "directpo train --learning_rate ... (train has no --lr"),
         (["--model", "m", "score"], "directpo score --model_name_or_path ..."),

@@ -368,6 +368,7 @@ def _argument_hint(token: str, options: type) -> str:
 
 def unknown_flag_message(flag: str, options: type) -> str:
     names = [n for n, _, _ in option_help(options)]
+    names += ["config"] if hasattr(options, "save_record") else []  # train's --config (-c)
     if not flag.startswith("-"):
         key, _, value = flag.partition("=")
         if _is_override(flag) and key in names:  # (train says so of its key=value too)

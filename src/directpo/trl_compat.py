@@ -587,7 +587,8 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
                 given = f"--{key} {text}" if flag else f"{key}: {text}"
                 problems.append(f"{given} is not supported{reason}")
         else:
-            meant = HINTS.get(key) or meant_option(key, known)  # (--lr, --data: option_hints)
+            # (--lr, --data: option_hints; a flag may be --config misspelt)
+            meant = HINTS.get(key) or meant_option(key, [*known, *(["config"] if flag else [])])
             hint = f"; did you mean '{flag}{meant}'?" if meant else ""
             if flag and key in VERSION_FLAGS:
                 hint = VERSION_HINT
