@@ -60,3 +60,19 @@ def test_a_yaml_key_and_a_python_keyword_are_told_the_same(tmp_path) -> None:
     assert "unknown option 'model_path'; did you mean 'model_name_or_path'?" in said
     with pytest.raises(ConfigError, match="'model' is unknown; did you mean 'model_name_or_path'"):
         ScoreOptions(model="run")
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["score", "--dtype", "bf16"], "float32, bfloat16 (got 'bf16'); did you mean bfloat16?"),
+        (["train", "--dtype", "torch.bfloat16"], "(got 'torch.bfloat16'); did you mean bfloat16?"),
+        (["train", "--save_dtype", "fp32"], "(got 'fp32'); did you mean float32?"),
+        (["train", "--f_divergence_type", "reverse-kl"], "; did you mean reverse_kl?"),
+    ],
+)  # fmt: skip
+def test_a_choice_spelt_as_other_tools_do_is_told_the_one_meant(capsys, argv, said) -> None:
+    """``--dtype bf16`` (accelerate's and many scripts' spelling) was told the list of choices
+    alone."""
+    assert main(argv) == 2
+    assert said in capsys.readouterr().err

@@ -98,3 +98,20 @@ def train_option(name: str) -> str | None:
     if key in names:
         return key
     return next((o for o in SPELLINGS.get(key, ()) if o in names), None)
+
+
+# short names of dtypes that other tools' flags take (accelerate's --mixed_precision bf16)
+DTYPE_SHORT = {"bf16": "bfloat16", "fp32": "float32", "f32": "float32", "fp16": "float16"}
+
+
+def meant_choice(value: object, choices: Collection[str]) -> str | None:
+    """The choice a refused value most likely means (``bf16``: bfloat16, ``torch.bfloat16``,
+    ``Sigmoid``), else None."""
+    if not isinstance(value, str):
+        return None
+    key = value.strip().lower().removeprefix("torch.")
+    if key in choices or DTYPE_SHORT.get(key) in choices:
+        return key if key in choices else DTYPE_SHORT[key]
+    # (a close cutoff: float64 is no float32, a precision of its own)
+    close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.8)
+    return close[0] if close else None

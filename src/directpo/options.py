@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import yaml
 
 from directpo.errors import ConfigError, ConfigErrors, respelled
-from directpo.option_hints import meant_option
+from directpo.option_hints import meant_choice, meant_option
 from directpo.option_values import coerce as _coerce
 from directpo.yaml_interpolation import (
     escaped,
@@ -191,7 +191,12 @@ class Options:
         return not set(keys) & getattr(self, "_refused", set())
 
     def _one_of(self, key: str, choices: tuple[str, ...]) -> None:
-        self._require(getattr(self, key) in choices, key, "one of " + ", ".join(choices))
+        value = getattr(self, key)
+        if value in choices:
+            return
+        meant = meant_choice(value, choices)  # (--dtype bf16 was told the list alone)
+        hint = f"; did you mean {meant}?" if meant else ""
+        self._refuse(key, f"{key} must be one of {', '.join(choices)} (got {value!r}){hint}")
 
     def _require_sampling(self, samples_key: str, temperature_key: str) -> None:
         """Several completions per prompt need sampling: greedy decoding (temperature 0) has
