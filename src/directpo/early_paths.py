@@ -23,8 +23,8 @@ CUDA_ATTENTION = ("flash_attention_2", "flex_attention")
 
 def refuse_missing_paths(options: Any) -> None:
     """Raise the command's refusal now when a path it names is plainly not there."""
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
-        return
+    if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1"):
+        return  # (a launcher's processes: their own checks, each on its node)
     from directpo.config import DPOConfig
 
     if isinstance(options, DPOConfig):
