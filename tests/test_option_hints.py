@@ -30,9 +30,14 @@ from directpo.options import load_options
         (["train", "--lr", "1e-6"], "unknown option '--lr'; did you mean '--learning_rate'?"),
         (["score", "--lr", "1e-6"], "'--lr'; --learning_rate is an option of directpo train, not"),
         (["generate", "--epochs", "2"], "--num_train_epochs is an option of directpo train"),
-        (["demo", "--batch_size", "2"], "--per_device_train_batch_size is an option of directpo"),
+        (["demo", "--batch_size", "2"], "--batch_size is an option of directpo score, rank and"),
         (["train", "--validation_file", "e.jsonl"], "did you mean '--eval_file'?"),
         (["generate", "--max_tokens", "8"], "did you mean '--max_new_tokens'?"),
+        # another command's own option (train's was 'did you mean --num_train_epochs?')
+        (["rank", "--top_k", "3"], "'--top_k'; --top_k is an option of directpo generate, not"),
+        (["train", "--num_return_sequences", "2"], "sequences is an option of directpo generate"),
+        (["generate", "--beta", "1"], "--beta is an option of directpo train, score and rank, not"),
+        (["train", "--input", "a.jsonl"], "unknown option '--input'; did you mean '--train_file'?"),
         # one-letter flags other CLIs take, and --config misspelt
         (["score", "-m", "run/"], "unknown option '-m'; did you mean '--model_name_or_path'?"),
         (["generate", "-o", "x.jsonl"], "unknown option '-o'; did you mean '--output'?"),
@@ -41,6 +46,12 @@ from directpo.options import load_options
         # a flag before the command (--lr was told 'did you mean --help?')
         (["--lr", "1e-6", "train"], "directpo train --learning_rate ... (train has no --lr"),
         (["--model", "m", "score"], "directpo score --model_name_or_path ..."),
+        # (told to write 'directpo rank --top_k ...', and '--lr 1 score': 'did you mean --help?')
+        (
+            ["--top_k", "3", "rank"],
+            "'--top_k'; --top_k is an option of directpo generate, not of rank",
+        ),
+        (["--lr", "1", "score"], "--learning_rate is an option of directpo train, not of score"),
     ],
 )
 def test_an_unknown_flag_is_told_the_option_other_tools_spell_so(capsys, argv, said) -> None:
@@ -76,3 +87,5 @@ def test_a_choice_spelt_as_other_tools_do_is_told_the_one_meant(capsys, argv, sa
     alone."""
     assert main(argv) == 2
     assert said in capsys.readouterr().err
+    assert main(["train", "--dtype", "float64"]) == 2  # another precision: no lead
+    assert "did you mean" not in capsys.readouterr().err

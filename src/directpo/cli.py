@@ -53,7 +53,7 @@ from directpo.config import DPOConfig
 from directpo.early_paths import refuse_missing_paths
 from directpo.errors import ConfigError, DirectpoError
 from directpo.foreign_names import RENAMED
-from directpo.option_hints import SPELLINGS, meant_option
+from directpo.option_hints import SPELLINGS, elsewhere, meant_option
 from directpo.options import load_options, option_help
 from directpo.signals import (
     KeptLines,
@@ -475,7 +475,7 @@ def _unknown_top_level(token: str, rest: Sequence[str] = ()) -> str:
     options = [n for n, _, _ in option_help(COMMANDS[named].options)]
     options += ["config"] if COMMANDS[named].takes_yaml else []  # (told --dataset_config)
     # (a command's option or its other spelling first: --lr was 'did you mean --help?')
-    spelt = option in options or set(SPELLINGS.get(option.lower(), ())) & set(options)
+    spelt = option in options or option.lower() in SPELLINGS or elsewhere(option, options)
     close = [] if spelt else difflib.get_close_matches(name, TOP_LEVEL_FLAGS, n=1)
     close = close or (["-V"] if name == "-v" else [])  # (one letter matches nothing close)
     if close:
@@ -487,6 +487,8 @@ def _unknown_top_level(token: str, rest: Sequence[str] = ()) -> str:
         after += f" ({', '.join(COMMANDS)})"
     if meant and meant != option:
         after += f" ({named} has no {name}: did you mean '--{meant}'?)"
+    elif not meant and (other := elsewhere(option, options)):  # (rank --top_k: generate's,
+        after = other.replace("this command", named)  # not to be written after rank)
     return f"unknown option '{name}'{after}"
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.foreign_names import RENAMED, SAME_VALUE_AS, SEVERAL_VALUES
-from directpo.option_hints import meant_option, train_option
+from directpo.option_hints import elsewhere, meant_option
 from directpo.options import option_help, read_yaml, type_hints
 from directpo.trl_compat import ALIASES, VERSION_FLAGS, VERSION_HINT
 
@@ -376,18 +376,9 @@ def unknown_flag_message(flag: str, options: type) -> str:
         return f"unexpected argument '{flag}'{_argument_hint(flag, options)}"
     name = flag.lstrip("-").split("=", 1)[0]
     meant = meant_option(name, names)
-    hint = f"; did you mean '--{meant}'?" if meant else _train_only(name, options)
+    hint = f"; did you mean '--{meant}'?" if meant else elsewhere(name, names)
     if instead := getattr(options, "FOREIGN_KEYS", {}).get(name):
         hint = f"; {instead}"
     if name in VERSION_FLAGS:
         hint = VERSION_HINT
     return f"unknown option '{flag.split('=', 1)[0]}'{hint}"  # (as written: -V, not --V)
-
-
-def _train_only(name: str, options: type) -> str:
-    """The hint for a name another command's option is not close to, where it is (or stands
-    for) an option of train's (score --lr, generate --beta): said so, not left unexplained."""
-    from directpo.config import DPOConfig  # (config imports this module's neighbours)
-
-    option = None if options is DPOConfig else train_option(name)
-    return f"; --{option} is an option of directpo train, not of this command" if option else ""

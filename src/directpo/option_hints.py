@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Collection
+from dataclasses import fields
 
 # a spelling -> the options it may mean, in order: the first the command has is said (--dataset
 # is train's train_file and score's input)
@@ -73,31 +74,64 @@ SPELLINGS: dict[str, tuple[str, ...]] = {
     "i": ("input", "train_file"),
     "d": ("train_file", "input"),
     "c": ("config",),
+    # score / rank / generate's names, for train's option of that meaning
+    "input": ("train_file",),
+    "output": ("output_dir",),
 }  # fmt: skip
 
 
 def meant_option(name: str, names: Collection[str]) -> str | None:
     """The option of ``names`` that ``name`` (not one of them) most likely means: another
-    tool's spelling of it, else the closest name (lower case: --BETA is --beta), else None."""
-    key = name.lower().replace("-", "_")
+    tool's spelling of it, else the closest name (lower case: --BETA is --beta), else None;
+    None for another command's own option too (train --num_return_sequences was 'did you
+    mean --num_train_epochs?': ``elsewhere`` says whose it is)."""
+    key = _key(name)
+    if key in names:  # (--BETA: options are lower case)
+        return key
     for option in SPELLINGS.get(key, ()):
         if option in names:
             return option
+    if any(key in options for options in command_options().values()):
+        return None
     close = difflib.get_close_matches(key, list(names), n=1)
     return close[0] if close else None
 
 
-def train_option(name: str) -> str | None:
-    """The train option ``name`` is, or stands for (``--lr``: learning_rate), for a command
-    that has none of that meaning (score --lr): None when train has none either."""
-    from directpo.config import DPOConfig  # (the command's own names first: a cheap import)
-    from directpo.options import option_help
+def elsewhere(name: str, names: Collection[str], flag: str = "--") -> str:
+    """The hint for a name that is (or stands for) another command's option, not one of
+    ``names`` (rank --top_k: generate's; score --lr: train's learning_rate), else ''."""
+    key = _key(name)
+    owners = [command for command, options in command_options().items() if key in options]
+    if not owners:
+        train = command_options()["train"]
+        key = next((o for o in SPELLINGS.get(key, ()) if o in train), "")
+        owners = ["train"] if key else []
+    if not owners or key in names:
+        return ""
+    said = " and ".join([", ".join(owners[:-1]), owners[-1]] if len(owners) > 1 else owners)
+    return f"; {flag}{key} is an option of directpo {said}, not of this command"
 
-    names = [n for n, _, _ in option_help(DPOConfig)]
-    key = name.lower().replace("-", "_")
-    if key in names:
-        return key
-    return next((o for o in SPELLINGS.get(key, ()) if o in names), None)
+
+def command_options() -> dict[str, set[str]]:
+    """Each command's option names (read when a name is refused: config imports this module)."""
+    from directpo.command_options import (
+        DemoOptions,
+        GenerateOptions,
+        PlotOptions,
+        RankOptions,
+        ScoreOptions,
+    )
+    from directpo.config import DPOConfig
+
+    classes = {
+        "train": DPOConfig, "score": ScoreOptions, "rank": RankOptions,
+        "generate": GenerateOptions, "demo": DemoOptions, "plot": PlotOptions,
+    }  # fmt: skip
+    return {command: {f.name for f in fields(cls)} for command, cls in classes.items()}
+
+
+def _key(name: str) -> str:
+    return name.lower().replace("-", "_")
 
 
 # short names of dtypes that other tools' flags take (accelerate's --mixed_precision bf16)
@@ -112,6 +146,6 @@ def meant_choice(value: object, choices: Collection[str]) -> str | None:
     key = value.strip().lower().removeprefix("torch.")
     if key in choices or DTYPE_SHORT.get(key) in choices:
         return key if key in choices else DTYPE_SHORT[key]
-    # (a close cutoff: float64 is no float32, a precision of its own)
-    close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.8)
+    # (a close cutoff: float64 is neither float32 nor bfloat16, a precision of its own)
+    close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.85)
     return close[0] if close else None

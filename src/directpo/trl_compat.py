@@ -25,7 +25,7 @@ import yaml
 
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.foreign_names import AS_WRITTEN, REFUSED, RENAMED, component_hint, is_component
-from directpo.option_hints import meant_option
+from directpo.option_hints import elsewhere, meant_option
 from directpo.preflight import is_adapter_folder
 
 ALIASES = {  # TRL's other names for directpo options
@@ -589,7 +589,7 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
         else:
             # (--lr, --data: option_hints; a flag may be --config misspelt)
             meant = HINTS.get(key) or meant_option(key, [*known, *(["config"] if flag else [])])
-            hint = f"; did you mean '{flag}{meant}'?" if meant else ""
+            hint = f"; did you mean '{flag}{meant}'?" if meant else elsewhere(key, known, flag)
             if flag and key in VERSION_FLAGS:
                 hint = VERSION_HINT
             problems.append(f"unknown option '{flag}{key}'{hint}")
