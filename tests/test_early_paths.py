@@ -73,6 +73,25 @@ def test_a_plainly_missing_path_is_said_before_torch_is_imported(tmp_path, pairs
     assert not (tmp_path / "out").exists()
 
 
+def test_the_rows_beside_a_missing_model_are_read_without_torch(tmp_path) -> None:
+    """score / rank / generate say their --input rows' problems beside a model folder that is
+    not there: those rows were parsed by the command's modules, which import torch (5-13 s on
+    this busy CPU); their parsers are command_row_parsers.py's now, the line unchanged."""
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "a", "chosen": " b"}\n')
+    done = _directpo(
+        "rank", "--model_name_or_path", "./m", "--input", "bad.jsonl", "--output", "o.jsonl",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.stdout.split() == ["2", "False", "False"], done.stderr
+    assert done.stderr.splitlines() == [
+        "directpo: error: 1 option cannot be used:",
+        "  model_name_or_path: no such model folder: ./m",
+        "and the data files' rows:",
+        "  bad.jsonl: line 1: missing field 'responses' (nor 'completions'); the row has "
+        "'prompt', 'chosen': name the field of its responses with --responses_column",
+    ]
+
+
 def test_a_hub_id_or_a_full_check_is_left_to_the_command(tmp_path, pairs) -> None:
     """A path of a hub id's shape may be one (the command asks the hub), and a CUDA-only
     option is judged by the device: the command's own check says them, all at once."""
