@@ -461,11 +461,14 @@ def write_jsonl_text(path, text: str):
 
 @pytest.mark.parametrize("rank", [None, "0", "1"])
 def test_ctrl_c_outside_the_training_loop_is_one_line_under_torchrun(
-    monkeypatch, capsys, rank
+    monkeypatch, capsys, tmp_path, rank
 ) -> None:
     """A Ctrl-C while the models load reaches every worker of a torchrun job: rank 0 (or a
     lone process) says "interrupted" once; every worker printed it (one line per rank)."""
     import directpo.trainer
+
+    monkeypatch.chdir(tmp_path)  # (a train file not there is said before the run starts)
+    (tmp_path / "t.jsonl").write_text('{"prompt": "a", "chosen": " b", "rejected": " c"}\n')
 
     def interrupted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise KeyboardInterrupt

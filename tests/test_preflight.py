@@ -263,3 +263,15 @@ def test_a_cpu_runs_kernel_hint_is_one_the_model_runs(tmp_path: Path, softcapped
         config = DPOConfig(model_name_or_path=str(model), attn_implementation=attention)
         with pytest.raises(ConfigError, match=f"use auto or {kernel}$"):
             check_device(config, "cpu")
+
+
+@pytest.mark.parametrize("value", ["run/", "my run", "runs/dpo/", "a..b"])
+def test_a_path_no_hub_id_could_be_is_a_missing_folder(tmp_path, monkeypatch, value) -> None:
+    """``run/`` (a folder as a shell completes it) was taken for a hub id: score said 'run/ has
+    no config.yaml from a directpo run: give --ref_model_name_or_path and --beta', train asked
+    the hub for it. A hub id is org/name of letters, digits, -, _ and . alone."""
+    monkeypatch.chdir(tmp_path)
+    assert directpo.preflight.looks_local(value)
+    with pytest.raises(ConfigError, match=f"^model_name_or_path: no such model folder: {value}$"):
+        directpo.preflight.check_model_location("model_name_or_path", value)
+    assert not any(map(directpo.preflight.looks_local, ["gpt2", "org/name-1.5B", "a_b/c.d", ""]))

@@ -1169,13 +1169,13 @@ def test_out_of_memory_in_an_evaluation_names_the_evaluations_batch(
     """An evaluation out of GPU memory was said as a training step's, with the training knobs
     (per_device_train_batch_size, "auto_find_batch_size: true does it"), which change nothing
     there, even with auto_find_batch_size on."""
-    import directpo.trainer as trainer_module
+    import directpo.loop_steps as loop_steps  # (the evaluation step's)
     from directpo.errors import TrainingStopped
 
     def evaluate(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(trainer_module, "evaluate", evaluate)
+    monkeypatch.setattr(loop_steps, "evaluate", evaluate)
     config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "out", max_steps=2,
                          eval_file=str(pairs_file), eval_steps=2, auto_find_batch_size=True,
                          per_device_eval_batch_size=4)  # fmt: skip

@@ -104,10 +104,8 @@ def test_unusable_trl_options_are_all_named_at_once(tiny_model_dirs, pairs_file,
     assert code == 2 and "Traceback" not in err
     lines = err.splitlines()
     assert lines[0] == f"directpo: error: {recipe}: 4 options cannot be used:"
-    assert lines[1].startswith("  push_to_hub: True is not supported: directpo does not upload")
-    assert lines[2].startswith(
-        "  deepspeed: 'ds_zero3.json' is not supported: use distributed: fsdp"
-    )
+    assert lines[1].startswith("  push_to_hub: true is not supported: directpo does not upload")
+    assert lines[2].startswith("  deepspeed: ds_zero3.json is not supported: use distributed: fsdp")
     assert lines[3].startswith("  neftune_noise_alpha: 5 is not supported")
     assert lines[4] == "  unknown option 'learnin_rate'; did you mean 'learning_rate'?"
     assert len(lines) == 5
@@ -364,7 +362,7 @@ def test_an_online_dpo_config_ports_with_trls_names(tmp_path) -> None:
     with pytest.raises(ConfigError) as raised:
         load_config(str(path))
     lines = str(raised.value).splitlines()
-    assert any("use_vllm: True is not supported" in line for line in lines)
+    assert any("use_vllm: true is not supported" in line for line in lines)
     assert any("unknown option 'judge'; did you mean 'reward_fn'" in line for line in lines)
 
 
@@ -726,7 +724,7 @@ def test_no_effect_keys_written_as_flags_mean_what_they_say() -> None:
     both = {"gradient_checkpointing": "true", "activation_checkpointing": "True"}  # agreeing
     assert load_config(None, both).gradient_checkpointing
     for key, value in (("push_to_hub", "true"), ("neftune_noise_alpha", "5")):
-        with pytest.raises(ConfigError, match=f"--{key}: '{value}' is not supported"):
+        with pytest.raises(ConfigError, match=f"--{key} {value} is not supported"):
             load_config(None, {key: value})
 
 
@@ -742,7 +740,7 @@ def test_use_cpu_is_refused_only_where_a_gpu_would_be_used(monkeypatch) -> None:
         model_name_or_path="m"
     )
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    with pytest.raises(ConfigError, match="--use_cpu: '1' is not supported.*CUDA_VISIBLE_DEVICES"):
+    with pytest.raises(ConfigError, match="--use_cpu 1 is not supported.*CUDA_VISIBLE_DEVICES"):
         load_config(None, {"use_cpu": "1"})
     # a null written as a flag means what it means in a file (it was 'not a finite number')
     nulls = load_config(None, {"eval_steps": "null", "max_grad_norm": "None"})
@@ -755,10 +753,10 @@ def test_logging_strategy_no_is_refused_not_ignored(tmp_path) -> None:
     logging_steps to the trackers as if the key were not there."""
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("model_name_or_path: m\nlogging_strategy: no\n")  # YAML reads False
-    with pytest.raises(ConfigError, match="logging_strategy: False is not supported: directpo"):
+    with pytest.raises(ConfigError, match="logging_strategy: false is not supported: directpo"):
         load_config(str(recipe))
     for value in ("no", "epoch"):
-        with pytest.raises(ConfigError, match=f"--logging_strategy: '{value}' is not supported"):
+        with pytest.raises(ConfigError, match=f"--logging_strategy {value} is not supported"):
             load_config(None, {"logging_strategy": value})
     with pytest.raises(ConfigError, match="logging_strategy: 'no' is not supported"):
         DPOConfig(logging_strategy="no")
@@ -883,3 +881,49 @@ def test_dataset_streaming_reads_only_the_rows_max_steps_trains_on(
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert "dataset_streaming: true reads only the rows max_steps trains on: set max_steps" in err
+
+
+def test_refused_values_are_said_as_the_file_or_the_flag_writes_them(tmp_path) -> None:
+    """trl_compat's lines spelt values the Python way (push_to_hub: True, --use_cache: 'true',
+    {'use_reentrant': True, 'foo': None}, trust_remote_code False): a value the user never
+    wrote, nor could write back; now as YAML writes it, a flag's as typed."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "model_name_or_path: m\npush_to_hub: true\nsave_safetensors: false\nlogging_strategy: "
+        "epoch\n"
+    )
+    with pytest.raises(ConfigErrors) as refused:
+        load_config(str(recipe))
+    said = refused.value.problems
+    assert [line.split(" is not supported")[0] for line in said] == [
+        "push_to_hub: true", "save_safetensors: false", "logging_strategy: epoch",
+    ]  # fmt: skip
+    with pytest.raises(ConfigErrors) as refused:
+        load_config(None, {"use_cache": "true", "logging_strategy": "no", "past_index": "3"})
+    assert [line.split(" is not supported")[0] for line in refused.value.problems] == [
+        "--use_cache true", "--logging_strategy no", "--past_index 3",
+    ]  # fmt: skip
+    kwargs = tmp_path / "kwargs.yaml"
+    kwargs.write_text("gradient_checkpointing_kwargs: {use_reentrant: true, foo: null}\n")
+    with pytest.raises(ConfigError, match=re.escape("(got {use_reentrant: true, foo: null})")):
+        load_config(str(kwargs))
+    trust = {"model_init_kwargs": {"trust_remote_code": False}, "trust_remote_code": True}
+    with pytest.raises(
+        ConfigError, match="trust_remote_code false contradicts trust_remote_code: true"
+    ):
+        load_config(trust)
+
+
+def test_the_handbooks_preprocessing_num_workers_is_dataset_num_proc(tmp_path) -> None:
+    """The alignment-handbook's ``preprocessing_num_workers`` (its processes for rendering the
+    rows) was accepted and did nothing: one process tokenized. It is dataset_num_proc, the
+    processes that render and tokenize here; beside dataset_num_proc that one counts, and a
+    refused value names the key as written."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model_name_or_path: m\npreprocessing_num_workers: 3\n")
+    assert load_config(str(recipe)).dataset_num_proc == 3
+    assert load_config(None, {"preprocessing_num_workers": "2"}).dataset_num_proc == 2
+    recipe.write_text("dataset_num_proc: 4\npreprocessing_num_workers: 12\n")
+    assert load_config(str(recipe)).dataset_num_proc == 4
+    with pytest.raises(ConfigError, match="preprocessing_num_workers"):
+        load_config(None, {"preprocessing_num_workers": "0"})

@@ -50,8 +50,10 @@ from directpo.command_options import (
 )
 from directpo.command_rows import with_others
 from directpo.config import DPOConfig
+from directpo.early_paths import refuse_missing_paths
 from directpo.errors import ConfigError, DirectpoError
 from directpo.foreign_names import RENAMED
+from directpo.option_hints import SPELLINGS, elsewhere, meant_option
 from directpo.options import load_options, option_help
 from directpo.signals import (
     KeptLines,
@@ -339,6 +341,7 @@ def _main(argv: Sequence[str] | None) -> int:
                         )  # fmt: skip
                         if refused is not None:
                             raise refused
+                refuse_missing_paths(options)  # (before the run's imports: seconds)
                 code = command.run(options)
                 if code and _first_rank():  # (a stopped run: its checkpoint is written)
                     # (stdout's reader gone, the line is said where it is still read)
@@ -366,7 +369,9 @@ def _main(argv: Sequence[str] | None) -> int:
             flag = next((u for u in unknown if u.startswith("-")), unknown[0])
             unknown_flag = ConfigError(unknown_flag_message(flag, command.options))
             raise with_others(unknown_flag, command.options, config_file, overrides)
-        return command.run(_loaded(command.options, config_file, overrides, argv[1:], typed)) or 0
+        options = _loaded(command.options, config_file, overrides, argv[1:], typed)
+        refuse_missing_paths(options)  # (before the command's imports: seconds)
+        return command.run(options) or 0
     except DirectpoError as err:
         if closed_pipe_behind(err):  # (a library's bar on a closed stderr: not the error)
             return _pipe_closed()
@@ -464,26 +469,26 @@ def _unknown_top_level(token: str, rest: Sequence[str] = ()) -> str:
     was told ``directpo train --max_new_tokens``), spelt as that command spells it (``--bta``
     was moved after the command as it was, to be refused there on the next run)."""
     name = token.split("=", 1)[0]
-    close = difflib.get_close_matches(name, TOP_LEVEL_FLAGS, n=1)
-    close = close or (["-V"] if name == "-v" else [])  # (one letter matches nothing close)
-    if close:
-        return f"unknown option '{name}'; did you mean '{close[0]}'?"
     command = next((word for word in rest if word in COMMANDS), None)
     named = command or "train"
     option = name.lstrip("-")
     options = [n for n, _, _ in option_help(COMMANDS[named].options)]
     options += ["config"] if COMMANDS[named].takes_yaml else []  # (told --dataset_config)
-    meant = (
-        option
-        if option in options
-        else next(iter(difflib.get_close_matches(option, options, n=1)), None)
-    )
+    # (a command's option or its other spelling first: --lr was 'did you mean --help?')
+    spelt = option in options or option.lower() in SPELLINGS or elsewhere(option, options)
+    close = [] if spelt else difflib.get_close_matches(name, TOP_LEVEL_FLAGS, n=1)
+    close = close or (["-V"] if name == "-v" else [])  # (one letter matches nothing close)
+    if close:
+        return f"unknown option '{name}'; did you mean '{close[0]}'?"
+    meant = option if option in options else meant_option(option, options)
     written = f"--{meant}" if meant else name
     after = f"; options follow a command: directpo {named} {written} ..."
     if not command:
         after += f" ({', '.join(COMMANDS)})"
     if meant and meant != option:
         after += f" ({named} has no {name}: did you mean '--{meant}'?)"
+    elif not meant and (other := elsewhere(option, options)):  # (rank --top_k: generate's,
+        after = other.replace("this command", named)  # not to be written after rank)
     return f"unknown option '{name}'{after}"
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import json
 import os
 import re
@@ -26,6 +25,7 @@ from typing import Any
 
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.foreign_names import RENAMED, SAME_VALUE_AS, SEVERAL_VALUES
+from directpo.option_hints import elsewhere, meant_option
 from directpo.options import option_help, read_yaml, type_hints
 from directpo.trl_compat import ALIASES, VERSION_FLAGS, VERSION_HINT
 
@@ -368,15 +368,15 @@ def _argument_hint(token: str, options: type) -> str:
 
 def unknown_flag_message(flag: str, options: type) -> str:
     names = [n for n, _, _ in option_help(options)]
+    names += ["config"] if hasattr(options, "save_record") else []  # train's --config (-c)
     if not flag.startswith("-"):
         key, _, value = flag.partition("=")
         if _is_override(flag) and key in names:  # (train says so of its key=value too)
             return f"'{flag}': options are flags here: --{key} {shlex.quote(value)}"
         return f"unexpected argument '{flag}'{_argument_hint(flag, options)}"
     name = flag.lstrip("-").split("=", 1)[0]
-    # (options are lower case: --BETA, a shell variable's habit, matched nothing close)
-    close = difflib.get_close_matches(name.lower(), names, n=1)
-    hint = f"; did you mean '--{close[0]}'?" if close else ""
+    meant = meant_option(name, names)
+    hint = f"; did you mean '--{meant}'?" if meant else elsewhere(name, names)
     if instead := getattr(options, "FOREIGN_KEYS", {}).get(name):
         hint = f"; {instead}"
     if name in VERSION_FLAGS:

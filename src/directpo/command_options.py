@@ -18,7 +18,7 @@ from directpo.config_checks import check_columns
 from directpo.errors import ConfigError, ModelLoadError, collected, refuse_all
 from directpo.folders import nearest_existing
 from directpo.options import Options, accepting_spellings, names_any, option
-from directpo.preflight import check_model_location
+from directpo.preflight import check_model_location, is_adapter_folder
 
 
 @dataclass
@@ -140,11 +140,12 @@ class FileCommandOptions(Options):
         keys = ("model_name_or_path", "input", "output")
         required = [f"--{key} is required" for key in keys if not getattr(self, key)]
         refuse_all(required, self._rows_beside(required))
-        from directpo.outputs import finish_publish_before_reading  # (torch: not for --help)
-
         for key in self.MODEL_KEYS:  # a run whose final move was killed: finished, then read
-            if getattr(self, key) and os.path.isdir(getattr(self, key)):
-                finish_publish_before_reading(getattr(self, key))
+            folder = getattr(self, key)
+            if folder and os.path.isdir(os.path.join(folder, ".final.tmp")):  # (FINAL_STAGING)
+                from directpo.outputs import finish_publish_before_reading  # (torch: only then)
+
+                finish_publish_before_reading(folder)
         problems = self._path_problems()
         refuse_all(problems, self._rows_beside(problems))
 
@@ -168,7 +169,7 @@ class FileCommandOptions(Options):
         for key in self.MODEL_KEYS:
             with collected(problems):
                 check_model_location(key, getattr(self, key))
-            if getattr(self, key) and os.path.isdir(getattr(self, key)):
+            if is_adapter_folder(getattr(self, key)):
                 # an adapter's base that is not there was said once its tokenizer was read,
                 # after these (and alone: the input's rows came a run later)
                 from directpo.adapters import adapter_base

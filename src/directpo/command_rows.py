@@ -47,7 +47,6 @@ def input_row_problems(options: Any, refused: list[str]) -> list[str]:
     if blocking:
         return [_unchecked(source, f"{', '.join(blocking)} (what they are read by)")]
     from directpo.prompts import first_row_fields
-    from directpo.reward import run_config
 
     try:
         fields = first_row_fields(source)
@@ -57,6 +56,8 @@ def input_row_problems(options: Any, refused: list[str]) -> list[str]:
     known = isinstance(folder, str) and os.path.isdir(folder)  # (else the run's columns unknown)
     run = None
     if known:
+        from directpo.reward import run_config  # (torch: only for a folder that is there)
+
         try:
             run = run_config(folder)
         except Exception:  # a config.yaml of another tool: not a run, as the command reads it
@@ -92,15 +93,12 @@ def _parser(options: Any) -> Callable[[str, dict[str, Any]], Any]:
     from functools import partial
 
     from directpo.command_options import GenerateOptions, RankOptions
+    from directpo.command_row_parsers import prompt_row, rank_item, score_item
 
     base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths: relative to it
     if isinstance(options, GenerateOptions):
-        from directpo.generate import _prompt_row
-
-        return partial(_prompt_row, options, base_dir)
-    from directpo.reward_files import _rank_item, _score_item
-
-    item = _rank_item if isinstance(options, RankOptions) else _score_item
+        return partial(prompt_row, options, base_dir)
+    item = rank_item if isinstance(options, RankOptions) else score_item
     return partial(item, options, base_dir)
 
 

@@ -431,7 +431,8 @@ class DPOConfig(Options):
         "(chat templates render in Python, one core a process). null: one process. Under "
         "torchrun, each node's tokenizing process uses them; ranks that tokenize at once "
         "(cache_tokenized false, images) share them. Measured no faster on a busy "
-        "2-core CPU (docs/performance.md).",
+        "2-core CPU (docs/performance.md). The alignment-handbook's preprocessing_num_workers "
+        "is this option (beside dataset_num_proc, that one counts).",
     )
     max_length: int | None = option(
         1024,

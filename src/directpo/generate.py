@@ -28,6 +28,7 @@ from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList
 
 from directpo.adapters import tokenizer_folder
 from directpo.command_options import GenerateOptions
+from directpo.command_row_parsers import prompt_row as _prompt_row
 from directpo.data import ImagePrompt, RowError, counted, prompt_of
 from directpo.errors import ConfigError, DataError
 from directpo.jsonl import StagedJsonl, options_key
@@ -43,7 +44,6 @@ from directpo.models import (
 from directpo.prompts import (
     check_every_row,
     first_row_fields,
-    prompt_with_images,
     rows_to_write,
     unread_system_note,
 )
@@ -412,18 +412,6 @@ def _prompt_rows(
     """(where, row, prompt) of each input row, read as iterated; the rows were checked."""
     for where, row in rows_to_write(options.input):
         yield where, row, _prompt_row(options, base_dir, f"{options.input}: {where}", row)
-
-
-def _prompt_row(
-    options: GenerateOptions, base_dir: str, label: str, row: dict[str, Any]
-) -> Text | ImagePrompt:
-    """A row's prompt; a bad row a DataError naming it."""
-    if options.completions_column in row:  # written over, its data would be lost
-        raise DataError(
-            f"{label}: the row already has a field '{options.completions_column}', which "
-            "generate would overwrite; name another with --completions_column"
-        )
-    return prompt_with_images(row, options.prompt_column, label, base_dir, options.system_column)
 
 
 def _rendered_prompt(

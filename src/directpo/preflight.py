@@ -8,6 +8,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -546,5 +547,11 @@ def _gguf_hint(names: list[str]) -> str:
 
 
 def looks_local(value: str) -> bool:
-    """A path, not a hub id (``org/name``)."""
-    return value.startswith((".", "/", "~")) or value.count("/") > 1 or "\\" in value
+    """A path, not a hub id (``org/name``: words of letters, digits, ``-``, ``_``, ``.``;
+    ``run/``, a folder as a shell completes it, is no hub id: it was taken for one)."""
+    if value.startswith((".", "/", "~")) or value.count("/") > 1 or "\\" in value:
+        return True
+    return bool(value) and (not HUB_ID.fullmatch(value) or ".." in value)
+
+
+HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")

@@ -20,21 +20,23 @@ from typing import Any, TypeVar
 from tqdm.auto import tqdm
 
 from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
-from directpo.data import Columns, PreferenceExample, counted, parse_pair
+from directpo.command_row_parsers import PAIR_COLUMNS, RESPONSE_COLUMNS
+from directpo.command_row_parsers import listed as _listed
+from directpo.command_row_parsers import rank_item as _rank_item
+from directpo.command_row_parsers import response_column as _response_column
+from directpo.command_row_parsers import score_item as _score_item
+from directpo.data import PreferenceExample, counted
 from directpo.errors import ConfigError, DataError
 from directpo.jsonl import StagedJsonl, options_key
-from directpo.messages import Text, is_message_list
+from directpo.messages import Text
 from directpo.prompts import (
     check_every_row,
     first_row_fields,
-    parse_prompt_and_responses,
-    row_images,
     rows_to_write,
-    template_args_of,
     unread_system_note,
     with_images,
 )
-from directpo.readers import RowError, kind_of, list_in_text
+from directpo.readers import RowError
 from directpo.reward import (
     ImplicitReward,
     row_encoder,
@@ -42,18 +44,13 @@ from directpo.reward import (
     run_values_missing,
     truncation_note,
 )
-from directpo.row_formats import is_openai_layout
 from directpo.tokenization import PairTokenizer
-from directpo.unread_columns import other_case
 
 Item = TypeVar("Item")
 Options = TypeVar("Options", bound=RewardOptions)
 
 # sequences scored (and rows written) per chunk, rounded up to whole batches
 CHUNK_SEQUENCES = 256
-
-# what score adds to a pair row, and to a row of one response
-PAIR_COLUMNS, RESPONSE_COLUMNS = ("chosen_reward", "rejected_reward", "margin"), ("reward",)
 
 
 def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> dict[str, float]:
@@ -130,42 +127,6 @@ def _score_items(
         yield label, row, _score_item(options, base_dir, label, row)
 
 
-def _score_item(
-    options: ScoreOptions, base_dir: str, label: str, row: dict[str, Any]
-) -> PreferenceExample | tuple[Any, ...]:
-    """A row to score: a preference pair, or (prompt, response, images, template arguments)
-    of a single response; a bad row a DataError naming it."""
-    columns = Columns(
-        options.prompt_column,
-        options.chosen_column,
-        options.rejected_column,
-        system=options.system_column,
-    )
-    pair_columns = (options.chosen_column, options.rejected_column)
-    column = _response_column(row, options.response_column)
-    openai = is_openai_layout(list(row), columns.prompt, *pair_columns)  # row_formats
-    # a row with one of chosen / rejected and no response is a pair that lacks the other
-    if (
-        openai
-        or all(c in row for c in pair_columns)
-        or (any(c in row for c in pair_columns) and column not in row)
-    ):
-        _check_not_written(row, PAIR_COLUMNS, options, label)
-        return parse_pair(row, columns, label, base_dir)
-    _check_not_written(row, RESPONSE_COLUMNS, options, label)
-    wanted = dict(zip(("chosen_column", "rejected_column"), pair_columns, strict=True))
-    wanted |= {"prompt_column": options.prompt_column, "response_column": column}
-    _require_responses(row, column, "response_column", label, wanted)
-    prompt, given = parse_prompt_and_responses(
-        row, options.prompt_column, column, label, options.system_column
-    )
-    if len(given) != 1:
-        raise DataError(f"{label}: field '{column}' holds several responses; use directpo rank")
-    images = row_images(row, label, base_dir, options.prompt_column)
-    args = template_args_of(row, prompt, label)
-    return with_images(prompt, images), given[0], images, args
-
-
 def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     """Add ``ranked``: the candidates sorted by implicit reward, best first, with their rewards."""
     options.check_environment()
@@ -227,31 +188,6 @@ def _rank_items(
         yield label, row, *_rank_item(options, base_dir, label, row)
 
 
-def _listed(row: dict[str, Any], column: str) -> dict[str, Any]:
-    """``row`` with its candidates as the list a CSV cell holds as text (JSON, or the Python
-    repr pandas writes, ['a', 'b']): rank said "must be a list ..., got a string"."""
-    value = row.get(column)
-    if isinstance(value, str) and (listed := list_in_text(value)) is not None:
-        return {**row, column: listed}
-    return row
-
-
-def _rank_item(
-    options: RankOptions, base_dir: str, label: str, row: dict[str, Any]
-) -> tuple[str, Text, list[Text], Any, dict[str, Any] | None]:
-    """A row to rank: (candidates' column, prompt, candidates, images, template arguments); a
-    bad row a DataError naming it."""
-    column = _response_column(row, options.responses_column)
-    row = _listed(row, column)
-    wanted = {"prompt_column": options.prompt_column, "responses_column": column}
-    _require_responses(row, column, "responses_column", label, wanted)
-    _check_not_written(row, ("ranked",), options, label)
-    prompt, responses = _candidates(row, options, column, label)
-    images = row_images(row, label, base_dir, options.prompt_column)
-    args = template_args_of(row, prompt, label)
-    return column, prompt, responses, images, args
-
-
 # what a row scores: (prompt, responses, images, template arguments)
 Sequences = tuple[Any, list[Text], Any, dict[str, Any] | None]
 
@@ -305,20 +241,6 @@ def _encoded(
     cut["prompts"] = min(cut["prompts"], 1)
     truncated.update(+cut)
     return ids
-
-
-def _check_not_written(
-    row: dict[str, Any], fields: tuple[str, ...], options: RewardOptions, where: str
-) -> None:
-    """Refuse a row that has a field the command would write: its value would be lost (a file
-    scored before, or a dataset's own reward column)."""
-    taken = [options.output_prefix + f for f in fields if options.output_prefix + f in row]
-    if taken:
-        raise DataError(
-            f"{where}: the row already has a field '{taken[0]}', which would be overwritten; "
-            "give --output_prefix (e.g. --output_prefix run2_) to write run2_"
-            f"{taken[0][len(options.output_prefix) :]} instead"
-        )
 
 
 def _scored_in_chunks(
@@ -404,58 +326,4 @@ def _scorer(options: RewardOptions, echo: Callable[[str], None]) -> ImplicitRewa
         batch_size=options.batch_size,
         dtype=options.dtype,
         trust_remote_code=options.trust_remote_code,
-    )
-
-
-# TRL's names for the response columns (its prompt-completion datasets; the completions of
-# reward functions), which directpo generate writes too: read when a row lacks the default's
-TRL_RESPONSE_COLUMNS = {"response": "completion", "responses": "completions"}
-
-
-def _response_column(row: dict[str, Any], column: str) -> str:
-    """``column``, or TRL's name for it when the row has only that: generate's output ranks
-    as it is (it was "missing field 'responses'")."""
-    other = TRL_RESPONSE_COLUMNS.get(column)
-    return other if other is not None and column not in row and other in row else column
-
-
-def _require_responses(
-    row: dict[str, Any], column: str, option: str, where: str, wanted: dict[str, str | None]
-) -> None:
-    """A row without the field of responses (nor TRL's name for it): one line naming the
-    fields it has and the option that reads another (a file generate --completions_column
-    wrote was "missing field 'responses'", as if it held none). ``wanted``: the command's
-    column options and their columns, each said with the column a header of another case
-    names (Prompt, Chosen, Rejected: a pairs file, not a response's)."""
-    other = TRL_RESPONSE_COLUMNS.get(column)
-    if column in row or other in row:
-        return
-    also = f" (nor '{other}')" if other else ""
-    fields = ", ".join(f"'{name}'" for name in list(row)[:6]) + (", ..." if len(row) > 6 else "")
-    cased = other_case(row, wanted)
-    fix = (
-        f"its columns are named in another case: set {', '.join(cased)}"
-        if cased
-        else f"name the field of its responses with --{option}"
-    )
-    has = fields or "no field"
-    raise DataError(f"{where}: missing field '{column}'{also}; the row has {has}: {fix}")
-
-
-def _candidates(
-    row: dict[str, Any], options: RankOptions, responses_column: str, where: str
-) -> tuple[Text, list[Text]]:
-    """A rank row's prompt and candidates: ``responses_column`` must hold a list of them (texts,
-    or message lists); a single text or one conversation is not a list of candidates."""
-    value = row.get(responses_column)
-    if value is not None:
-        one = is_message_list(value)
-        if not isinstance(value, list) or one:
-            got = "one conversation" if one else kind_of(value)
-            raise DataError(
-                f"{where}: field '{responses_column}' must be a list of candidate responses, "
-                f"got {got}"
-            )
-    return parse_prompt_and_responses(
-        row, options.prompt_column, responses_column, where, options.system_column
     )

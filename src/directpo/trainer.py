@@ -2,8 +2,9 @@
 
 ``prepare_run`` (run.py) sets everything up once; the loop then calls named steps: for each
 optimizer step, ``train_step`` (micro-batches -> policy log-probs -> reference log-probs -> loss
--> backward; clip -> update), then ``log_step``, ``evaluate_step`` and ``checkpoint_step`` when
-due; at the end ``finish`` (finish.py) writes the final model folder.
+-> backward; clip -> update), then ``log_step``, ``evaluate_step`` and ``checkpoint_step``
+(loop_steps.py) when due (due.py); at the end ``finish`` (finish.py) writes the final model
+folder.
 
 The same function runs on every rank under torchrun: each rank takes its slice of every global
 micro-batch, metric sums are all-reduced, and rank 0 alone prints and writes (distributed.py).
@@ -11,14 +12,11 @@ micro-batch, metric sums are all-reduced, and rank 0 alone prints and writes (di
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,25 +26,20 @@ from tqdm.auto import tqdm
 from directpo.arguments import checked_arguments, config_with, replaced_sources
 from directpo.batch_fit import retry_smaller, split_micro_batches
 from directpo.batching import collate_pairs
-from directpo.checkpoint import REFERENCE_FILE, save_checkpoint
 from directpo.config import DPOConfig
 from directpo.distributed import (
     all_reduce_sum,
-    broadcast,
     check_launcher_precision,
     grad_norm_value,
     gradient_sync,
     launcher_mode,
-    on_main,
     shard,
-    unsharded_root,
 )
 from directpo.distributed import setup as setup_world
 from directpo.distributed import teardown as teardown_world
 from directpo.due import due, evaluates, evaluates_at, logs_at, no_evaluation, saves_at
 from directpo.early_rows import with_given_rows
 from directpo.errors import ConfigError, DirectpoError, TrainingStopped
-from directpo.eval_samples import evaluate_generations
 from directpo.failures import (
     explain_failures,
     peer_gone,
@@ -57,25 +50,25 @@ from directpo.failures import (
 from directpo.finish import TrainResult, finish, train_result
 from directpo.folders import missing_folders, remove_empty
 from directpo.guard import check_update
-from directpo.jsonl import write_jsonl
+from directpo.loop_steps import (
+    StepResult,
+    checkpoint_step,
+    evaluate_step,
+    format_metrics,
+    log_step,
+)
 from directpo.outputs import (
     OutputLock,
 )
 from directpo.preflight import check_run
 from directpo.process_state import kept_for_caller, library_output, numeric_switches
 from directpo.resume import (
-    held_out_dtype,
-    held_out_pairs,
-    leaves_tokens_out,
-    objective,
     run_seed,
 )
-from directpo.rewardfn import trainer_state, with_state
-from directpo.run import Run, evaluation_precision, prepare_run
+from directpo.run import Run, prepare_run
 from directpo.signals import KeptLines, StopRequest
-from directpo.step import PairStats, eval_set_metrics, evaluate, pair_losses
-from directpo.sync import reference_state, sync_reference
-from directpo.trainer_state import best_checkpoint_name, run_fields
+from directpo.step import PairStats, pair_losses
+from directpo.sync import sync_reference
 
 
 def train(
@@ -233,20 +226,6 @@ def _train(run: Run) -> TrainResult:
         return finish(run, done if run.best.patience_spent() else None)
 
 
-@dataclass
-class StepResult:
-    stats: PairStats  # this step's metric sums over all ranks
-    grad_norm: float
-    learning_rate: float
-    update_ratio: float | None = None  # ‖Δw‖/‖w‖ of the step, when measured
-
-    @property
-    def loss(self) -> float:
-        if not self.stats.pairs:
-            return math.nan
-        return self.stats.sums["loss"] / self.stats.pairs
-
-
 def train_step(run: Run, step: int, measure: bool = False) -> StepResult:
     """One optimizer step: every micro-batch's backward, then clip and update.
 
@@ -358,7 +337,7 @@ def _start_round(run: Run, step: int, write: Callable[[str], None]) -> None:
         round_metrics = run.source.prepare(step)
     if round_metrics:
         run.logger.log(step + 1, round_metrics)
-        write(_format_metrics(step + 1, run.total_steps, round_metrics))
+        write(format_metrics(step + 1, run.total_steps, round_metrics))
         if round_metrics.get("online/pairs") == 0:
             write(_no_pairs(run.config, round_metrics))
 
@@ -391,10 +370,6 @@ def _advance_schedule(scheduler: Any) -> None:
         scheduler.step()
 
 
-def _state(run: Run, done: int) -> Any:
-    return trainer_state(done, run.total_steps, run.source.steps_per_epoch)
-
-
 def _no_pairs(config: DPOConfig, metrics: dict[str, float]) -> str:
     """Why an online round trains nothing: its labellers scored none of its samples (None or
     NaN each: it was said as rewards tied), or every prompt's rewards tied (within the gap)."""
@@ -423,131 +398,6 @@ def _stop_nonfinite(run: Run, step: int) -> None:
         f"{' ...' if len(rows) > 4 else ''}; weights are those of step "
         f"{step + 1 - in_a_row}, checkpoints are intact"
     )
-
-
-def log_step(run: Run, done: int, result: StepResult) -> str:
-    """Means over the steps since the last log line; written to metrics.jsonl and trackers."""
-    seconds = max(time.perf_counter() - run.window_start, 1e-9)
-    window = run.window
-    # over the steps that updated (a skipped one's NaN stays out); TRL's token statistics are
-    # measured at the logging step alone. What no kept step measured (the window was all
-    # skipped, or the logging step was) is NaN, so that every row has the same keys (a
-    # dashboard's columns, a pandas frame): transformers logs a NaN loss as NaN too, and a last
-    # finite value would be made up
-    means = window.means()
-    means = {key: means.get(key, math.nan) for key in result.stats.means()} | means
-    metrics = {
-        **means,
-        "grad_norm": result.grad_norm,
-        "learning_rate": result.learning_rate,
-        "pairs/s": window.pairs / seconds,
-        "tokens/s": window.tokens / seconds,
-        "num_tokens": run.num_tokens,
-        "epoch": run.source.epochs_done(done),
-    }
-    if result.update_ratio is not None:
-        metrics["update_ratio"] = result.update_ratio
-    if window.nonfinite_steps:
-        metrics["nonfinite_steps"] = window.nonfinite_steps
-    run.logger.log(done, metrics)
-    run.window, run.window_start = PairStats(), time.perf_counter()
-    return _format_metrics(done, run.total_steps, metrics)
-
-
-def evaluate_step(run: Run, done: int) -> str:
-    """Held-out pair metrics, and (with ``eval_generate``) sampled completions' KL and reward."""
-    config, world = run.config, run.world
-    metrics: dict[str, float] = {}
-    with evaluation_precision(run):  # float32 by default under bf16 (eval_dtype)
-        for name, pair_set in run.evals.items():  # named sets: eval/<name>_loss (transformers')
-            scores = evaluate(
-                run.scorer,
-                run.reference,
-                pair_set.pairs,
-                config,
-                run.pad_id,
-                world.device,
-                run.layout,
-                pair_set.reference_table,
-                world,
-            )
-            metrics |= eval_set_metrics(name, scores)
-    if run.eval_prompts:
-        sample = functools.partial(
-            evaluate_generations,
-            run.policy,
-            run.kl_reference,
-            run.tokenizer,
-            run.eval_prompts,
-            config,
-            done,
-            run.reward_fn,
-            synced=run.sharded and world.size > 1,
-            processor=run.processor,
-            columns=with_state(run.eval_rows, len(run.eval_prompts), _state(run, done)),
-            scoring=lambda: evaluation_precision(run),  # sampled as trained, scored as evaluated
-        )
-        if run.sharded:  # every rank generates (same seed and weights: same samples)
-            with unsharded_root(run.scorer):
-                generation_metrics, records = broadcast(sample(), world)
-        else:  # rank 0 samples with its replica; the other ranks wait
-            generation_metrics, records = on_main(world, sample)
-        metrics |= generation_metrics
-        if world.is_main:
-            samples_dir = run.output_dir / "samples"
-            samples_dir.mkdir(exist_ok=True)
-            write_jsonl(samples_dir / f"step-{done}.jsonl", records)
-            run.logger.log_text(done, "samples", _samples_markdown(records))
-    run.logger.log(done, metrics)
-    return _format_metrics(done, run.total_steps, metrics)
-
-
-def checkpoint_step(
-    run: Run, done: int, model_only: bool = False, evaluation_pending: bool = False
-) -> Path:
-    """A resumable checkpoint (float32 masters under mixed precision) of step ``done``; with
-    ``model_only`` (save_only_model), its weights without optimizer state, not resumable;
-    ``evaluation_pending``: step ``done``'s evaluation failed, a resume runs it first."""
-    state = {
-        "evaluation_pending": evaluation_pending,
-        "log_window": vars(run.window),
-        "num_tokens": run.num_tokens,
-        "total_flos": run.total_flos,
-        **run.source.state(),
-        "best": vars(run.best),
-        "objective": objective(run.config),
-        "leaves_tokens_out": leaves_tokens_out(run),  # does assistant_only_loss change a loss
-        **run.model_files,  # the reference, a LoRA run's base: a resume against others says so
-        # its state fits no other optimizer, nor (Kahan's) other weights (resume checks)
-        "optimizer": run.config.optimizer,
-        "weights": str(run.precision.master).removeprefix("torch."),
-        "compute_dtype": str(run.precision.compute).removeprefix("torch."),  # (resume says)
-        "eval_dtype": held_out_dtype(run),  # what the best value and eval curves were read in
-        "eval_pairs": held_out_pairs(run),  # ... and on which pairs
-    }
-    # TR-DPO's reference is state too (gathered on every rank, written by rank 0)
-    extra = {REFERENCE_FILE: reference_state(run)} if run.config.sync_ref_model else {}
-    masters = run.masters.in_model() if run.masters is not None else contextlib.nullcontext()
-    with masters:
-        return save_checkpoint(
-            run.output_dir,
-            done,
-            run.policy,
-            run.processor or run.tokenizer,
-            run.optimizer,
-            run.scheduler,
-            state,
-            run.config.save_total_limit,
-            run.world,
-            run.scorer if run.sharded else None,
-            keep=best_checkpoint_name(run, done),  # (transformers keeps it too)
-            tensors=extra,
-            model_only=model_only,
-            fields=run_fields(run, done) if run.world.is_main else None,
-            # the options it was trained with: output_dir's config.yaml is this run's until a
-            # resume with other options rewrites it, and a copied checkpoint leaves it behind
-            record=lambda folder: run.config.save_record(folder / "config.yaml", run.from_python),
-        )
 
 
 def _evaluate_at_start(run: Run, position: Any, write: Callable[[str], None]) -> bool:
@@ -589,17 +439,3 @@ def _stop_requested(run: Run, stop: StopRequest) -> str | None:
 
 def _silent(_: str) -> None:
     pass
-
-
-def _format_metrics(step: int, total: int, metrics: dict[str, float]) -> str:
-    shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-    return f"step {step}/{total} {shown}"
-
-
-def _samples_markdown(records: list[dict[str, Any]], limit: int = 8) -> str:
-    lines = ["| prompt | completion | kl | reward |", "|---|---|---|---|"]
-    for r in records[:limit]:
-        prompt = str(r["prompt"]).replace("|", "\\|").replace("\n", " ")
-        completion = r["completion"].replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {prompt} | {completion} | {r['kl']:.3f} | {r.get('reward', '')} |")
-    return "\n".join(lines)

@@ -18,7 +18,6 @@ built:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +25,7 @@ import yaml
 
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.foreign_names import AS_WRITTEN, REFUSED, RENAMED, component_hint, is_component
+from directpo.option_hints import elsewhere, meant_option
 from directpo.preflight import is_adapter_folder
 
 ALIASES = {  # TRL's other names for directpo options
@@ -58,6 +58,19 @@ HINTS = {  # TRL arguments that are not config keys, and the option that means t
 # `directpo train --version`: the versions are the bare command's flag
 VERSION_FLAGS = ("version", "V")
 VERSION_HINT = "; the versions are printed by directpo --version (before the command)"
+
+
+def as_yaml(value: Any) -> str:
+    """``value`` in a message as the user writes it, in YAML (``true``, ``null``,
+    ``{use_reentrant: true}``; a flag's text is YAML too): Python's spelling (``True``,
+    ``None``, ``{'foo': 1}``) is no value they wrote, nor one they could write back."""
+    if isinstance(value, tuple):
+        value = list(value)
+    try:
+        text = yaml.safe_dump(value, default_flow_style=True, width=1 << 16, sort_keys=False)
+    except yaml.YAMLError:  # (an object no YAML writes: a Python call's own value)
+        return repr(value)
+    return text.removesuffix("\n").removesuffix("\n...").strip()
 
 
 def _nothing(value: Any) -> bool:
@@ -163,7 +176,6 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dataloader_prefetch_factor": (_any, ""),
     "dataloader_multiprocessing_context": (_any, ""),
     "dataloader_in_order": (_any, ""),
-    "preprocessing_num_workers": (_any, ""),
     "ddp_find_unused_parameters": (_any, ""),
     "ddp_bucket_cap_mb": (_any, ""),
     "ddp_broadcast_buffers": (_any, ""),
@@ -345,7 +357,8 @@ def apply_trl_meanings(config: Any) -> None:
         set(kwargs) != {"use_reentrant"} or not isinstance(kwargs["use_reentrant"], bool)
     ):
         raise ConfigError(
-            f"gradient_checkpointing_kwargs: only use_reentrant is supported (got {kwargs}); "
+            f"gradient_checkpointing_kwargs: only use_reentrant is supported (got "
+            f"{as_yaml(kwargs)}); "
             "directpo always checkpoints non-reentrant (the same gradients)"
         )
     _revision_into_init_kwargs(config)
@@ -374,8 +387,8 @@ def one_beta(value: Any) -> Any:
     if len(value) == 1:
         return value[0]
     raise ConfigError(
-        f"beta: a list of per-epoch values ({list(value)}) is not supported; give one value "
-        "(a one-value list, [0.1], is that value)"
+        f"beta: a list of per-epoch values ({as_yaml(list(value))}) is not supported; give one "
+        "value (a one-value list, [0.1], is that value)"
     )
 
 
@@ -450,9 +463,9 @@ def _trust_from_init_kwargs(config: Any) -> None:
             config.trust_remote_code = True
         elif trust is not config.trust_remote_code:
             raise ConfigError(
-                f"{name}: trust_remote_code {trust!r} contradicts trust_remote_code: "
-                f"{config.trust_remote_code}: set the option alone (it loads every model folder "
-                "and tokenizer of the run)"
+                f"{name}: trust_remote_code {as_yaml(trust)} contradicts trust_remote_code: "
+                f"{as_yaml(config.trust_remote_code)}: set the option alone (it loads every "
+                "model folder and tokenizer of the run)"
             )
         # now the option (config.yaml says so)
         rest = {k: v for k, v in kwargs.items() if k != "trust_remote_code"}
@@ -489,6 +502,24 @@ def _trl_mixture(values: dict[str, Any]) -> dict[str, Any]:
     return {**rest, "dataset_mixture": mixture}
 
 
+# the alignment-handbook's processes for its dataset map (the chat template applied to each
+# row), which directpo does as it tokenizes: dataset_num_proc's processes
+HANDBOOK_WORKERS = "preprocessing_num_workers"
+
+
+def _handbook_workers(values: dict[str, Any]) -> dict[str, Any]:
+    """``preprocessing_num_workers`` (the handbook's processes for rendering its rows) is
+    ``dataset_num_proc`` here, where rendering and tokenizing are one pass: it was accepted
+    and did nothing (one process tokenized). Beside ``dataset_num_proc`` (TRL's, for its
+    tokenizing map: both in a handbook recipe) that option alone says how many."""
+    if HANDBOOK_WORKERS not in values:
+        return values
+    rest = {k: v for k, v in values.items() if k != HANDBOOK_WORKERS}
+    if "dataset_num_proc" in values:
+        return rest
+    return {**rest, "dataset_num_proc": values[HANDBOOK_WORKERS]}
+
+
 def _trl_compile(values: dict[str, Any]) -> dict[str, Any]:
     """``torch_compile_backend: inductor`` / ``torch_compile_mode: default`` are what
     ``torch_compile: true`` does here, and transformers compiles whenever either is set (it
@@ -514,13 +545,15 @@ def spellings(values: dict[str, Any], where: str) -> dict[str, str]:
     }
     if _trl_mixture(values) is not values:  # TRL's top-level datasets: [...]
         renamed["dataset_mixture"] = f"{flag}datasets"
+    if HANDBOOK_WORKERS in values and "dataset_num_proc" not in values:
+        renamed["dataset_num_proc"] = f"{flag}{HANDBOOK_WORKERS}"
     return renamed
 
 
 def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str, Any]:
     """``values`` with TRL's spellings renamed and no-effect keys dropped; every key that cannot
     be used is reported at once (``ConfigErrors``). ``known`` are the options' own names."""
-    values = _trl_compile(_trl_mixture(values))
+    values = _handbook_workers(_trl_compile(_trl_mixture(values)))
     result: dict[str, Any] = {}
     problems: list[str] = []
     flag = "--" if where == "command line" else ""  # name them as they were written
@@ -547,13 +580,16 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
             accepted, instead = NO_EFFECT[key]
             if not accepted(_typed(value)):
                 reason = f": {instead}" if instead else ""
-                problems.append(f"{flag}{key}: {value!r} is not supported{reason}")
+                # as written: a flag's own text (--logging_strategy no, not false), a YAML
+                # file's value in YAML (true, not True), a Python call's in Python
+                text = value if isinstance(value, str) and flag else as_yaml(value)
+                text = repr(value) if where == "DPOConfig" else text
+                given = f"--{key} {text}" if flag else f"{key}: {text}"
+                problems.append(f"{given} is not supported{reason}")
         else:
-            # (lower case: --BETA matched nothing close)
-            close = (
-                [HINTS[key]] if key in HINTS else difflib.get_close_matches(key.lower(), known, n=1)
-            )
-            hint = f"; did you mean '{flag}{close[0]}'?" if close else ""
+            # (--lr, --data: option_hints; a flag may be --config misspelt)
+            meant = HINTS.get(key) or meant_option(key, [*known, *(["config"] if flag else [])])
+            hint = f"; did you mean '{flag}{meant}'?" if meant else elsewhere(key, known, flag)
             if flag and key in VERSION_FLAGS:
                 hint = VERSION_HINT
             problems.append(f"unknown option '{flag}{key}'{hint}")

@@ -1,0 +1,77 @@
+"""A local model folder or data file plainly not there, said before a command imports torch and
+transformers (seconds; ~4 s for train on an idle CPU, more on a busy one): the line the
+command's own checks say after those imports, said at once.
+
+Only where that line would be the same: one process (under torchrun each rank checks its own
+node's files in the process group, and the rank missing one says so), a path that cannot be a
+hub id (``looks_local``: ``./run``, ``/data/m``, ``run/``), and none of the problems that need
+the device or the output folder's state (CUDA-only options, an output_dir in use), which the
+full check says with it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from directpo.errors import collected, refuse_all
+
+# options that only the device check (torch) judges: with one set, the full check says all
+CUDA_OPTIONS = ("use_liger_kernel",)
+CUDA_ATTENTION = ("flash_attention_2", "flex_attention")
+
+
+def refuse_missing_paths(options: Any) -> None:
+    """Raise the command's refusal now when a path it names is plainly not there."""
+    if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1"):
+        return  # (a launcher's processes: their own checks, each on its node)
+    from directpo.config import DPOConfig
+
+    if isinstance(options, DPOConfig):
+        _train(options)
+    elif hasattr(options, "MODEL_KEYS") and _command_paths_missing(options):
+        options.check_environment()  # score, rank and generate's: torch-free but for rows
+
+
+def _command_paths_missing(options: Any) -> bool:
+    from directpo.preflight import looks_local
+
+    models = [getattr(options, key) for key in options.MODEL_KEYS]
+    missing = any(
+        isinstance(p, str) and looks_local(p) and not os.path.exists(p) for p in models if p
+    )
+    source = options.input
+    required = ("model_name_or_path", "input", "output")
+    unset = any(not getattr(options, key) for key in required)
+    return missing or unset or (isinstance(source, str) and not os.path.exists(source))
+
+
+def _train(config: Any) -> None:
+    from directpo.preflight import check_environment, missing_paths
+
+    if not missing_paths(config) or _needs_full_check(config):
+        return
+    problems: list[str] = []
+    with collected(problems):
+        check_environment(config)
+    rows: list[str] = []
+    if problems:
+        from directpo.early_rows import row_problems
+
+        try:
+            rows = row_problems(config, problems, None)
+        except Exception:  # (a file these refused may be unreadable: as check_run)
+            rows = []
+    refuse_all(problems, rows)
+
+
+def _needs_full_check(config: Any) -> bool:
+    """Whether the full check (after torch) would say more than the files: a CUDA-only option
+    (the device decides), an output_dir that holds files (whether it is in use)."""
+    kwargs = [config.model_init_kwargs or {}, config.ref_model_init_kwargs or {}]
+    cuda = any(getattr(config, key, None) for key in CUDA_OPTIONS)
+    cuda = cuda or config.attn_implementation in CUDA_ATTENTION
+    cuda = cuda or any(isinstance(k, dict) and "device_map" in k for k in kwargs)
+    folder = config.output_dir
+    held = os.path.isdir(folder) and any(not name.startswith(".") for name in os.listdir(folder))
+    return cuda or held

@@ -1,0 +1,151 @@
+"""An unknown option's likeliest meaning, for the refusal of every command (train's flags and
+YAML keys, score / rank / generate / demo / plot's flags, a flag before the command, a Python
+options call): the spellings users carry from transformers' and TRL's scripts and from habit
+(``--model``, ``--lr``, ``--dataset``, ``--epochs``) said as the command's own option, else the
+closest name. difflib alone found nothing close to ``--model`` or ``--lr`` (score's
+``--model run/`` was 'unknown option' without a word of --model_name_or_path) and a wrong
+lead for others (``--data``: 'did you mean --data_seed?')."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Collection
+from dataclasses import fields
+
+# a spelling -> the options it may mean, in order: the first the command has is said (--dataset
+# is train's train_file and score's input)
+SPELLINGS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(
+        (
+            "model", "model_path", "model_name", "model_id", "model_dir", "base_model",
+            "pretrained_model_name_or_path", "pretrained", "policy", "policy_model", "run",
+        ),
+        ("model_name_or_path",),
+    ),
+    **dict.fromkeys(
+        ("ref_model", "ref_model_path", "reference_model", "ref_model_name", "ref"),
+        ("ref_model_name_or_path",),
+    ),
+    **dict.fromkeys(
+        (
+            "dataset", "data", "data_path", "dataset_path", "data_file", "dataset_file",
+            "train_data", "train_dataset", "train_path", "train_data_path", "data_files",
+        ),
+        ("train_file", "input"),
+    ),
+    **dict.fromkeys(
+        ("input_file", "input_path", "in", "prompts", "prompts_file", "prompt_file"), ("input",)
+    ),
+    **dict.fromkeys(
+        ("eval_data", "eval_dataset", "validation_file", "valid_file", "test_file", "dev_file"),
+        ("eval_file",),
+    ),
+    **dict.fromkeys(("lr", "learningrate", "lr_rate"), ("learning_rate",)),
+    **dict.fromkeys(
+        ("batch_size", "bs", "train_batch_size", "micro_batch_size", "per_device_batch_size"),
+        ("per_device_train_batch_size", "batch_size"),
+    ),
+    "eval_batch_size": ("per_device_eval_batch_size", "batch_size"),
+    **dict.fromkeys(
+        ("epochs", "num_epochs", "n_epochs", "max_epochs", "train_epochs"), ("num_train_epochs",)
+    ),
+    **dict.fromkeys(
+        ("steps", "num_steps", "total_steps", "train_steps", "max_train_steps", "num_train_steps"),
+        ("max_steps",),
+    ),
+    **dict.fromkeys(
+        ("grad_accum", "gradient_accumulation", "accumulation_steps", "grad_accumulation_steps"),
+        ("gradient_accumulation_steps",),
+    ),
+    **dict.fromkeys(
+        ("out", "out_dir", "outdir", "output_path", "save_dir", "save_path", "output_file"),
+        ("output_dir", "output"),
+    ),
+    **dict.fromkeys(("tokenizer", "tokenizer_path", "tokenizer_name"), ("tokenizer_name_or_path",)),
+    **dict.fromkeys(
+        ("max_len", "max_seq_len", "max_seq_length", "seq_len", "cutoff_len"), ("max_length",)
+    ),
+    "max_tokens": ("max_new_tokens", "generate_max_new_tokens"),
+    **dict.fromkeys(("n", "num_samples", "num_completions"), ("num_return_sequences",)),
+    **dict.fromkeys(("precision", "torch_dtype"), ("dtype",)),
+    # one-letter flags other CLIs give these (-m MODEL, -o OUT, -c CONFIG): none is directpo's
+    "m": ("model_name_or_path",),
+    "o": ("output_dir", "output"),
+    "i": ("input", "train_file"),
+    "d": ("train_file", "input"),
+    "c": ("config",),
+    # score / rank / generate's names, for train's option of that meaning
+    "input": ("train_file",),
+    "output": ("output_dir",),
+}  # fmt: skip
+
+
+def meant_option(name: str, names: Collection[str]) -> str | None:
+    """The option of ``names`` that ``name`` (not one of them) most likely means: another
+    tool's spelling of it, else the closest name (lower case: --BETA is --beta), else None;
+    None for another command's own option too (train --num_return_sequences was 'did you
+    mean --num_train_epochs?': ``elsewhere`` says whose it is)."""
+    key = _key(name)
+    if key in names:  # (--BETA: options are lower case)
+        return key
+    for option in SPELLINGS.get(key, ()):
+        if option in names:
+            return option
+    if any(key in options for options in command_options().values()):
+        return None
+    close = difflib.get_close_matches(key, list(names), n=1)
+    return close[0] if close else None
+
+
+def elsewhere(name: str, names: Collection[str], flag: str = "--") -> str:
+    """The hint for a name that is (or stands for) another command's option, not one of
+    ``names`` (rank --top_k: generate's; score --lr: train's learning_rate), else ''."""
+    key = _key(name)
+    owners = [command for command, options in command_options().items() if key in options]
+    if not owners:
+        train = command_options()["train"]
+        key = next((o for o in SPELLINGS.get(key, ()) if o in train), "")
+        owners = ["train"] if key else []
+    if not owners or key in names:
+        return ""
+    said = " and ".join([", ".join(owners[:-1]), owners[-1]] if len(owners) > 1 else owners)
+    return f"; {flag}{key} is an option of directpo {said}, not of this command"
+
+
+def command_options() -> dict[str, set[str]]:
+    """Each command's option names (read when a name is refused: config imports this module)."""
+    from directpo.command_options import (
+        DemoOptions,
+        GenerateOptions,
+        PlotOptions,
+        RankOptions,
+        ScoreOptions,
+    )
+    from directpo.config import DPOConfig
+
+    classes = {
+        "train": DPOConfig, "score": ScoreOptions, "rank": RankOptions,
+        "generate": GenerateOptions, "demo": DemoOptions, "plot": PlotOptions,
+    }  # fmt: skip
+    return {command: {f.name for f in fields(cls)} for command, cls in classes.items()}
+
+
+def _key(name: str) -> str:
+    return name.lower().replace("-", "_")
+
+
+# short names of dtypes that other tools' flags take (accelerate's --mixed_precision bf16)
+DTYPE_SHORT = {"bf16": "bfloat16", "fp32": "float32", "f32": "float32", "fp16": "float16"}
+
+
+def meant_choice(value: object, choices: Collection[str]) -> str | None:
+    """The choice a refused value most likely means (``bf16``: bfloat16, ``torch.bfloat16``,
+    ``Sigmoid``), else None."""
+    if not isinstance(value, str):
+        return None
+    key = value.strip().lower().removeprefix("torch.")
+    if key in choices or DTYPE_SHORT.get(key) in choices:
+        return key if key in choices else DTYPE_SHORT[key]
+    # (a close cutoff: float64 is neither float32 nor bfloat16, a precision of its own)
+    close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.85)
+    return close[0] if close else None

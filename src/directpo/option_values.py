@@ -1,0 +1,162 @@
+"""An option's value converted to its field's type (a YAML value, a flag's text or a Python
+value: numpy scalars, enums, paths), or a one-line ConfigError naming the option and the value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import math
+import os
+import secrets
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from directpo.errors import ConfigError
+
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off"}
+
+
+def _shown(value: Any) -> str:
+    """``value`` in an error's one line: short values as written, an object by its class (a
+    model's repr runs to hundreds of lines)."""
+    if isinstance(value, str | int | float | bool | list | tuple | dict | type(None)):
+        text = " ".join(repr(value).split())
+        return text if len(text) <= 80 else text[:77] + "..."
+    return f"a {type(value).__module__}.{type(value).__qualname__} object"
+
+
+def _unset(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null"))
+
+
+def _null_seed(key: str) -> str:
+    """torchtune's ``seed: null`` (a random seed, another each run) as the integer to write,
+    for the options that do not draw one (generate's seed, whose partial output a rerun
+    continues with the same seed; train's seed is drawn at its start: resume.run_seed)."""
+    drawn = secrets.randbelow(2**31)
+    return (
+        f"{key} must be an integer; null (torchtune's: a random seed, another each run) is not "
+        f"read here: write {key}: {drawn} (drawn now), which a rerun and a resume take again"
+    )
+
+
+def _named_paths(key: str, value: Mapping) -> dict[str, Any]:
+    """Named sets of files ({chat: a.jsonl, code: [b.jsonl, c.jsonl]}): a name becomes part of
+    metric names (eval/chat_loss), so it is a plain word."""
+    if not value:
+        raise ConfigError(f"{key} must name at least one set")
+    for name in value:
+        if not (isinstance(name, str) and name.replace("-", "_").isidentifier()):
+            raise ConfigError(
+                f"{key}: set name {_shown(name)} must be a word of letters, digits, _ or - "
+                "(it becomes part of metric names: eval/<name>_loss)"
+            )
+    return {name: coerce(f"{key}.{name}", paths, str | list[str]) for name, paths in value.items()}
+
+
+def coerce(key: str, value: Any, hint: Any) -> Any:
+    """Convert `value` (from YAML, a flag string or Python) to the field's type, or fail."""
+    if isinstance(value, enum.Enum):  # a TRL script's IntervalStrategy.STEPS, SchedulerType...:
+        value = value.value  # its value (the enum itself compares equal, but cannot be saved)
+    if type(value).__module__ in ("numpy", "torch") and hasattr(value, "tolist"):
+        # a notebook's sweep over np.arange / np.logspace / a DataFrame's column gives numpy
+        # scalars ("max_steps must be an integer, got a numpy.int64 object"): their values
+        value = value.tolist()
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) and type(None) in args:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+            return None
+        args = tuple(a for a in args if a is not type(None))
+        if len(args) == 1:
+            (hint,) = args
+    if set(args) == {str, list[str], dict[str, str | list[str]]}:  # eval_file: {chat: a.jsonl}
+        if isinstance(value, str) and value.strip().startswith("{"):
+            with contextlib.suppress(yaml.YAMLError):
+                value = yaml.safe_load(value)  # a flag: a YAML flow mapping
+        if isinstance(value, Mapping):
+            return _named_paths(key, value)
+        args = (str, list[str])
+    if set(args) == {str, list[str]}:  # one path or several (train_file: [a.jsonl, b.parquet])
+        if isinstance(value, str) and value.strip().startswith("["):
+            with contextlib.suppress(yaml.YAMLError):
+                value = yaml.safe_load(value)  # a flag: a YAML flow list
+        if isinstance(value, list | tuple):
+            if not value:
+                raise ConfigError(f"{key} must name at least one file")
+            return [coerce(key, v, str) for v in value]
+        return coerce(key, value, str)
+    if hint is dict or typing.get_origin(hint) is dict:
+        if isinstance(value, str):
+            with contextlib.suppress(yaml.YAMLError):
+                value = yaml.safe_load(value)  # a flag: JSON or YAML flow mapping
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {_shown(value)}")
+        return dict(value)
+    if typing.get_origin(hint) is list:
+        if isinstance(value, str) and value.strip().startswith("["):
+            with contextlib.suppress(yaml.YAMLError):
+                value = yaml.safe_load(value)  # a flag: a YAML flow list, as the help shows
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list, got {_shown(value)}")
+        (item,) = typing.get_args(hint)
+        return [coerce(key, v, item) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ConfigError(f"{key} must be true or false, got {_shown(value)}")
+    if hint is int:
+        if _unset(value) and (key == "seed" or key.endswith("_seed")):
+            raise ConfigError(_null_seed(key))
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be an integer, got {_shown(value)}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return int(value.strip())
+            # a whole number as YAML or Python give it (2.0, 1e3) is one as a flag's text too
+            # (--max_steps 1e3 and --per_device_train_batch_size 2.0 were refused)
+            with contextlib.suppress(ValueError, OverflowError):
+                number = float(value.strip())
+                if number.is_integer():
+                    return int(number)
+        raise ConfigError(f"{key} must be an integer, got {_shown(value)}")
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be a number, got {_shown(value)}")
+        number = None
+        if isinstance(value, int | float):
+            number = float(value)
+        elif isinstance(value, str):
+            # YAML reads 1e-5 (no dot) as a string: accept it as the number it means
+            with contextlib.suppress(ValueError):
+                number = float(value.strip())
+        if number is None or not math.isfinite(number):
+            raise ConfigError(f"{key} must be a finite number, got {_shown(value)}")
+        return number
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, os.PathLike):  # a pathlib.Path from Python
+            return os.fspath(value)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        if hasattr(value, "save_pretrained"):  # a model or tokenizer object, as TRL takes
+            raise ConfigError(
+                f"{key} takes a folder or hub id, got {_shown(value)}: save it first "
+                "(obj.save_pretrained('folder'), and its tokenizer there too) and pass 'folder'"
+            )
+        raise ConfigError(f"{key} must be a string, got {_shown(value)}")
+    raise TypeError(f"unsupported option type for {key}: {hint}")  # programming error

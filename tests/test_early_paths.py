@@ -1,0 +1,104 @@
+"""A local model folder or data file plainly not there is said before the command imports
+torch (train took ~4 s on an idle CPU, 10 on a busy one, to say one missing path)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = str(Path(__file__).parents[1] / "src")
+
+COMMAND = """
+import sys
+from directpo.cli import main
+code = main(sys.argv[1:])
+print(code, "torch" in sys.modules, "transformers" in sys.modules)
+"""
+
+
+def _directpo(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    return subprocess.run(
+        [sys.executable, "-c", COMMAND, *argv],
+        capture_output=True, text=True, env=env, timeout=120, cwd=cwd,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def pairs(tmp_path: Path) -> Path:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"prompt": "a", "chosen": " b", "rejected": " c"}) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (
+            ["train", "--model_name_or_path", "./no-model", "--train_file", "pairs.jsonl",
+             "--output_dir", "out"],
+            "directpo: error: model_name_or_path: no such model folder: ./no-model\n",
+        ),
+        (
+            ["train", "--model_name_or_path", "/no/such/model", "--train_file", "gone.jsonl",
+             "--output_dir", "out"],
+            "directpo: error: 2 options cannot be used:\n"
+            "  model_name_or_path: no such model folder: /no/such/model\n"
+            "  train_file: no such file or folder: gone.jsonl\n",
+        ),
+        (
+            ["generate", "--model_name_or_path", "run/", "--input", "gone.jsonl", "--output",
+             "o.jsonl"],
+            "directpo: error: 2 options cannot be used:\n"
+            "  model_name_or_path: no such model folder: run/\n"
+            "  input: no such file or folder: gone.jsonl\n",
+        ),
+        (
+            ["score", "--model_name_or_path", "./run", "--input", "gone.jsonl", "--output",
+             "o.jsonl"],
+            "input: no such file or folder: gone.jsonl\n",
+        ),
+    ],
+)  # fmt: skip
+def test_a_plainly_missing_path_is_said_before_torch_is_imported(tmp_path, pairs, argv, said):
+    done = _directpo(*argv, cwd=tmp_path)
+    assert done.stdout.split() == ["2", "False", "False"], done.stderr
+    assert done.stderr.endswith(said), done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_rows_beside_a_missing_model_are_read_without_torch(tmp_path) -> None:
+    """score / rank / generate say their --input rows' problems beside a model folder that is
+    not there: those rows were parsed by the command's modules, which import torch (5-13 s on
+    this busy CPU); their parsers are command_row_parsers.py's now, the line unchanged."""
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "a", "chosen": " b"}\n')
+    done = _directpo(
+        "rank", "--model_name_or_path", "./m", "--input", "bad.jsonl", "--output", "o.jsonl",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.stdout.split() == ["2", "False", "False"], done.stderr
+    assert done.stderr.splitlines() == [
+        "directpo: error: 1 option cannot be used:",
+        "  model_name_or_path: no such model folder: ./m",
+        "and the data files' rows:",
+        "  bad.jsonl: line 1: missing field 'responses' (nor 'completions'); the row has "
+        "'prompt', 'chosen': name the field of its responses with --responses_column",
+    ]
+
+
+def test_a_hub_id_or_a_full_check_is_left_to_the_command(tmp_path, pairs) -> None:
+    """A path of a hub id's shape may be one (the command asks the hub), and a CUDA-only
+    option is judged by the device: the command's own check says them, all at once."""
+    done = _directpo(
+        "train", "--model_name_or_path", "/no/such/model", "--train_file", "pairs.jsonl",
+        "--output_dir", "out", "--use_liger_kernel", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.stdout.split()[:2] == ["2", "True"]
+    assert "model_name_or_path: no such model folder: /no/such/model" in done.stderr
+    assert "use_liger_kernel" in done.stderr

@@ -1,0 +1,91 @@
+"""An unknown option's hint names the option meant, for every command: the spellings carried
+from transformers', TRL's and other tools' scripts (--model, --lr, --dataset, --epochs)."""
+
+from __future__ import annotations
+
+import pytest
+
+from directpo.cli import main
+from directpo.command_options import ScoreOptions
+from directpo.config import DPOConfig
+from directpo.errors import ConfigError
+from directpo.options import load_options
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (
+            ["score", "--model", "run/"],
+            "unknown option '--model'; did you mean '--model_name_or_path'?",
+        ),
+        (["rank", "--model", "run/"], "did you mean '--model_name_or_path'?"),
+        (["generate", "--model", "run/"], "did you mean '--model_name_or_path'?"),
+        (["train", "--model", "run/"], "did you mean '--model_name_or_path'?"),
+        (["score", "--model_path", "run/"], "did you mean '--model_name_or_path'?"),
+        (["score", "--dataset", "a.jsonl"], "unknown option '--dataset'; did you mean '--input'?"),
+        (["generate", "--data", "a.jsonl"], "did you mean '--input'?"),
+        # (told 'did you mean --data_seed?', which orders the pairs)
+        (["train", "--data", "a.jsonl"], "unknown option '--data'; did you mean '--train_file'?"),
+        (["train", "--lr", "1e-6"], "unknown option '--lr'; did you mean '--learning_rate'?"),
+        (["score", "--lr", "1e-6"], "'--lr'; --learning_rate is an option of directpo train, not"),
+        (["generate", "--epochs", "2"], "--num_train_epochs is an option of directpo train"),
+        (["demo", "--batch_size", "2"], "--batch_size is an option of directpo score, rank and"),
+        (["train", "--validation_file", "e.jsonl"], "did you mean '--eval_file'?"),
+        (["generate", "--max_tokens", "8"], "did you mean '--max_new_tokens'?"),
+        # another command's own option (train's was 'did you mean --num_train_epochs?')
+        (["rank", "--top_k", "3"], "'--top_k'; --top_k is an option of directpo generate, not"),
+        (["train", "--num_return_sequences", "2"], "sequences is an option of directpo generate"),
+        (["generate", "--beta", "1"], "--beta is an option of directpo train, score and rank, not"),
+        (["train", "--input", "a.jsonl"], "unknown option '--input'; did you mean '--train_file'?"),
+        # one-letter flags other CLIs take, and --config misspelt
+        (["score", "-m", "run/"], "unknown option '-m'; did you mean '--model_name_or_path'?"),
+        (["generate", "-o", "x.jsonl"], "unknown option '-o'; did you mean '--output'?"),
+        (["train", "-c", "r.yaml"], "unknown option '-c'; did you mean '--config'?"),
+        (["train", "--conifg", "r.yaml"], "unknown option '--conifg'; did you mean '--config'?"),
+        # a flag before the command (--lr was told 'did you mean --help?')
+        (["--lr", "1e-6", "train"], "directpo train --learning_rate ... (train has no --lr"),
+        (["--model", "m", "score"], "directpo score --model_name_or_path ..."),
+        # (told to write 'directpo rank --top_k ...', and '--lr 1 score': 'did you mean --help?')
+        (
+            ["--top_k", "3", "rank"],
+            "'--top_k'; --top_k is an option of directpo generate, not of rank",
+        ),
+        (["--lr", "1", "score"], "--learning_rate is an option of directpo train, not of score"),
+    ],
+)
+def test_an_unknown_flag_is_told_the_option_other_tools_spell_so(capsys, argv, said) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert said in err, err
+    assert "--help'?" not in err
+
+
+def test_a_yaml_key_and_a_python_keyword_are_told_the_same(tmp_path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("lr: 1.0e-6\nmodel_path: m\n")
+    with pytest.raises(ConfigError) as refused:
+        load_options(DPOConfig, recipe)
+    said = str(refused.value)
+    assert "unknown option 'lr'; did you mean 'learning_rate'?" in said
+    assert "unknown option 'model_path'; did you mean 'model_name_or_path'?" in said
+    with pytest.raises(ConfigError, match="'model' is unknown; did you mean 'model_name_or_path'"):
+        ScoreOptions(model="run")
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["score", "--dtype", "bf16"], "float32, bfloat16 (got 'bf16'); did you mean bfloat16?"),
+        (["train", "--dtype", "torch.bfloat16"], "(got 'torch.bfloat16'); did you mean bfloat16?"),
+        (["train", "--save_dtype", "fp32"], "(got 'fp32'); did you mean float32?"),
+        (["train", "--f_divergence_type", "reverse-kl"], "; did you mean reverse_kl?"),
+    ],
+)  # fmt: skip
+def test_a_choice_spelt_as_other_tools_do_is_told_the_one_meant(capsys, argv, said) -> None:
+    """``--dtype bf16`` (accelerate's and many scripts' spelling) was told the list of choices
+    alone."""
+    assert main(argv) == 2
+    assert said in capsys.readouterr().err
+    assert main(["train", "--dtype", "float64"]) == 2  # another precision: no lead
+    assert "did you mean" not in capsys.readouterr().err
