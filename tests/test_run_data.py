@@ -394,12 +394,13 @@ def test_rows_other_columns_are_kept_only_where_a_reward_fn_is_given_them(
     )  # fmt: skip
     said: list[str] = []
     load_run_data(config, None, None, torch.device("cpu"), said.append)
-    assert list(held.values()) == [[{}] * 3, [{"system": "be kind"}] * 3]  # train, eval
+    # (train: none kept, None; eval: the system column the start line reads)
+    assert list(held.values()) == [[None] * 3, [{"system": "be kind"}] * 3]
     assert "column 'system' is not read: 3 prompts go without" in said[1]
     held.clear()
     config.eval_generate = 2  # the held-out prompts are sampled: a reward_fn may read them
     load_run_data(config, None, None, torch.device("cpu"), said.append)
-    assert list(held.values())[0] == [{}] * 3
+    assert list(held.values())[0] == [None] * 3
     assert list(held.values())[1] == [
         {key: value for key, value in row.items() if key != "prompt"} for row in explicit
     ]
