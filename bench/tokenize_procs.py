@@ -1,11 +1,12 @@
 """Tokenizing a chat file in 1 and in N processes (dataset_num_proc): wall time, same ids.
 
-    python bench/tokenize_procs.py --rows 50000 --procs 2 [--tokenizer FOLDER]
+    python bench/tokenize_procs.py --rows 50000 --procs 2 [--repeats 2] [--tokenizer FOLDER]
 
 Writes a synthetic UltraFeedback-like chat file (prompts of 1-3 user turns with the assistant
 turns between, replies of 20-80 words, some unicode), reads it as a run does, tokenizes it with
 the tokenizer's chat template in one process and then in ``--procs``, and prints both times and
 whether every pair's ids are the same. The reading is timed apart (it is the same either way).
+The two are run in turn ``--repeats`` times (the machine's load changes: compare neighbours).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--procs", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--tokenizer", default=str(SMOLLM2))
     args = parser.parse_args()
     from transformers import AutoTokenizer
@@ -82,7 +84,7 @@ def main() -> None:
         data = load_preferences(str(path))
         print(f"read and checked {len(data)} rows: {time.perf_counter() - start:.1f} s")
     results = {}
-    for procs in (1, args.procs):
+    for procs in [1, args.procs] * args.repeats:
         start, cpu = time.perf_counter(), os.times()
         results[procs] = tokenize_preferences(data, tokenizer, 1024, num_proc=procs)
         used = os.times()

@@ -31,6 +31,9 @@ Text = str | Messages
 # Llama 3.1 names a tool's result "ipython" (its template takes "tool" too); OpenAI's chat format
 # and gpt-oss's template have a "developer" turn
 MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool", "ipython")
+# each role's one string: json.loads makes a new "user" (55 bytes) for every message read, and
+# a file's messages hold millions of them (5% of a 200k-row chat file's memory once read)
+ROLE_NAMES = {role: role for role in MESSAGE_ROLES}
 
 
 def is_message_list(value: Any) -> bool:
@@ -133,7 +136,7 @@ def message_list(value: Any, key: str, key_allows_parts: bool = False) -> Messag
             )
         # every other key reaches the template (tool_calls, reasoning_content, thinking, ...)
         extra = template_values({k: v for k, v in message.items() if k not in ("role", "content")})
-        messages.append({"role": role, "content": content, **extra})
+        messages.append({"role": ROLE_NAMES[role], "content": content, **extra})
     return messages
 
 

@@ -7,6 +7,13 @@ rows as they were at the fork (nothing pickled but each batch's span and its pai
 and come back in their order: the pairs, the refused rows and the truncation counts are those of
 one process, to the bit (the same encoder on the same rows). Where ``fork`` is not there
 (Windows; macOS's default is spawn, fork is kept) one process tokenizes.
+
+Every batch is encoded on a thread of its own (``_encoding_thread``), not the main thread: glibc
+gives each thread its own malloc arena, and the main thread's arena holds the rows read (their
+longer texts are malloc'd). Past some 20k rows the tokenizer's many small allocations there
+took 1.6-2x the CPU of the same texts encoded on another thread (docs/performance.md); in one
+process the tokenizer's own threads had hidden it, while a worker, tokenizing on one thread,
+paid it in full: the workers' CPU of 1.7-2.4x one process's.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import pickle
 import traceback
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -27,6 +34,8 @@ TASKS_PER_CALL = 4  # batches a process is handed at a time (fewer round trips)
 
 # the encoder and rows of the tokenizing in progress, inherited by the forked processes
 _JOB: tuple[Any, list[Any]] | None = None
+# a worker's encoding thread, with the process it was started in
+_ENCODER: tuple[int, ThreadPoolExecutor] | None = None
 
 
 def encoded_batches(
@@ -36,9 +45,12 @@ def encoded_batches(
     truncations it counted, in order; by ``num_proc`` processes when more than one."""
     spans = [(start, min(start + batch, len(examples))) for start in range(0, len(examples), batch)]
     if not num_proc or num_proc <= 1 or len(spans) <= 1 or not can_fork():
-        for start, stop in spans:
-            cuts: Counter[str] = Counter()
-            yield examples[start:stop], encoder.encode_many(examples[start:stop], cuts), cuts
+        # (a thread for this call only: none is left running when a process forks later)
+        with ThreadPoolExecutor(1, thread_name_prefix="directpo-encode") as thread:
+            for start, stop in spans:
+                cuts: Counter[str] = Counter()
+                batch = examples[start:stop]
+                yield batch, thread.submit(encoder.encode_many, batch, cuts).result(), cuts
         return
     global _JOB
     _JOB = (encoder, examples)
@@ -70,6 +82,15 @@ def encoded_batches(
             os.environ.pop("TOKENIZERS_PARALLELISM", None)
 
 
+def _encoding_thread() -> ThreadPoolExecutor:
+    """A worker's thread that encodes its batches, off the main thread's malloc arena (the
+    module's docstring); made in the worker (threads do not survive a fork)."""
+    global _ENCODER
+    if _ENCODER is None or _ENCODER[0] != os.getpid():
+        _ENCODER = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="directpo-encode"))
+    return _ENCODER[1]
+
+
 def can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
 
@@ -83,7 +104,9 @@ def _encode_span(span: tuple[int, int]) -> bytes:
     encoder, examples = _JOB
     cuts: Counter[str] = Counter()
     try:
-        return pickle.dumps((encoder.encode_many(examples[span[0] : span[1]], cuts), cuts))
+        batch = examples[span[0] : span[1]]
+        encoded = _encoding_thread().submit(encoder.encode_many, batch, cuts).result()
+        return pickle.dumps((encoded, cuts))
     except DirectpoError as error:
         return pickled_error(error)
     except Exception:  # a bug (or a result that does not pickle): its traceback in the parent

@@ -5,6 +5,7 @@ and tokenized (``load_run_data`` -> ``RunData``)."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -240,7 +241,21 @@ def load_run_data(
         # and all (about 1.4x the file: 400-600 MB for 100k pairs), would otherwise stay in
         # memory while the models load and the reference pass runs
         data.train_data = DataSummary(data.train_data.summary())
+    train_data = eval_data = None  # (the last references to the rows: their texts freed here)
+    give_back_freed_memory()
     return data
+
+
+def give_back_freed_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc's ``malloc_trim``). The rows' texts
+    freed above stay in the main thread's malloc arena, which returns nothing from the middle
+    of its heap: 20k chat rows kept 483 of 489 MB once dropped (381 MB trimmed), and 200k about
+    a GB in every process of a node for the whole run. Elsewhere (macOS, musl) nothing."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError, TypeError):  # no glibc (TypeError: Windows' CDLL(None))
+        return
+    trim(0)
 
 
 @dataclass(frozen=True)
