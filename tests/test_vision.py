@@ -632,7 +632,7 @@ def _direct_logps(model: torch.nn.Module, pair) -> list[float]:  # noqa: ANN001
 
 
 FAMILIES = ["qwen2_5vl", "qwen3vl", "onevision", "idefics3", "gemma3", "paligemma", "internvl",
-            "aya_vision", "mllama"]  # fmt: skip
+            "aya_vision", "mllama", "smolvlm", "mistral3"]  # fmt: skip
 # whose token_type_ids make the model's own attention mask, or whose cross-attention reads a
 # row's images: they train in the plain layout only
 OWN_MASKS = ("gemma3", "paligemma", "mllama")
@@ -741,8 +741,10 @@ def test_a_cross_attention_vlms_mask_rides_with_its_rows_and_a_text_only_row_is_
 
 
 @pytest.mark.parametrize(
-    "style", ["qwen3vl", "onevision", "paligemma", "internvl", "aya_vision", "mllama"]
-)
+    "style",
+    ["qwen3vl", "onevision", "paligemma", "internvl", "aya_vision", "mllama", "smolvlm",
+     "mistral3"],
+)  # fmt: skip
 def test_a_family_trains_resumes_and_its_folder_generates_without_directpo(style, tmp_path):
     """Train with a held-out file and checkpoints; resuming from the first checkpoint (refused
     before: save_pretrained stores the weights under transformers' names, 'weights do not match
