@@ -418,14 +418,19 @@ def test_an_attention_the_model_refuses_is_told_the_option_to_set(tmp_path) -> N
     assert model.config._attn_implementation == "eager"
 
 
-def test_a_mistral3_folder_without_torchvision_says_to_install_the_one_for_this_torch(
-    tmp_path,
+@pytest.mark.parametrize(
+    ("style", "needer"), [("mistral3", "PixtralProcessor"), ("smolvlm", "SmolVLMVideoProcessor")]
+)
+def test_a_vlm_folder_without_torchvision_says_to_install_the_one_for_this_torch(
+    style, needer, tmp_path
 ) -> None:
     """Mistral Small 3.x vision names PixtralProcessor, which transformers offers only with
-    torchvision installed (its module imports it, whatever image processor the folder names):
-    the error was cut mid-sentence ('... Check out the instructions on the)'). It says what to
+    torchvision installed (its module imports it, whatever image processor the folder names),
+    and a SmolVLM2 folder's processor loads its video processor, which needs torchvision: the
+    error was cut mid-sentence ('... Check out the instructions on the)'). It says what to
     install: the torchvision release built for this torch (unpinned, pip replaces torch)."""
     import importlib.util
+    import json
 
     from tiny_vlm import save_tiny_vlm
 
@@ -433,15 +438,20 @@ def test_a_mistral3_folder_without_torchvision_says_to_install_the_one_for_this_
 
     if importlib.util.find_spec("torchvision") is not None:
         pytest.skip("torchvision is installed: the processor loads")
-    folder = save_tiny_vlm("mistral3", tmp_path / "model")
+    folder = save_tiny_vlm(style, tmp_path / "model")
     for name in ("processor_config.json", "tokenizer_config.json"):
         path = folder / name
         path.write_text(path.read_text().replace("TinyPixtralProcessor", "PixtralProcessor"))
+        path.write_text(path.read_text().replace("TinySmolVLMProcessor", "SmolVLMProcessor"))
+    if style == "smolvlm":  # as SmolVLM2's folders hold it
+        path = folder / "processor_config.json"
+        video = {"video_processor_type": "SmolVLMVideoProcessor", "fps": 1, "num_frames": 64}
+        path.write_text(json.dumps({**json.loads(path.read_text()), "video_processor": video}))
     version = torch.__version__.split("+")[0]
     with pytest.raises(ModelLoadError) as caught:
         load_processor(str(folder))
     assert str(caught.value).endswith(
-        "cannot load (PixtralProcessor needs torchvision, which is not installed: install the "
+        f"cannot load ({needer} needs torchvision, which is not installed: install the "
         f"torchvision release built for torch {version} (pip install torchvision==<that "
         "release>; unpinned, pip replaces torch))"
     ), caught.value
