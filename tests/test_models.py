@@ -455,3 +455,23 @@ def test_a_vlm_folder_without_torchvision_says_to_install_the_one_for_this_torch
         f"torchvision release built for torch {version} (pip install torchvision==<that "
         "release>; unpinned, pip replaces torch))"
     ), caught.value
+
+
+def test_a_missing_module_is_named_only_where_its_package_is_not_installed() -> None:
+    """The one line names what is missing: a module of an installed package (an older
+    transformers' model) is left to the loader's own words, and transformers' display names of
+    other backends are not turned into pip commands ('PyAv' is pip's 'av')."""
+    from directpo.models import _missing_package
+
+    older = ModuleNotFoundError("No module named 'transformers.models.nope'")
+    older.name = "transformers.models.nope"
+    absent = ModuleNotFoundError("No module named 'no_such_package.layers'")
+    absent.name = "no_such_package.layers"
+    backend = ImportError("\nFooProcessor requires the PyAv library but it was not found in your")
+    assert _missing_package(older) is None
+    assert _missing_package(absent) == (
+        "its processor needs the no_such_package library, which is not installed"
+    )
+    assert (
+        _missing_package(backend) == "FooProcessor needs the PyAv library, which is not installed"
+    )

@@ -94,14 +94,20 @@ def _missing_package(exc: BaseException) -> str | None:
     Mistral 3's PixtralProcessor imports torchvision whatever its image processor (its PIL one
     needs none, but transformers offers no processor without it): directpo cannot fall back,
     and torchvision must be the build of the installed torch (pip pulls another torch else)."""
+    import importlib.util
+
     if isinstance(exc, ModuleNotFoundError) and exc.name:
-        needer, package = "its processor", exc.name.split(".")[0]
+        # a missing submodule of an installed package (an older transformers) is no package
+        package = exc.name.split(".")[0]
+        if importlib.util.find_spec(package) is not None:
+            return None
+        needer = "its processor"
     elif match := MISSING_BACKEND.search(str(exc)):
-        needer, package = match.group(1), match.group(2).lower()
+        needer, package = match.group(1), match.group(2)
     else:
         return None
-    if package != "torchvision":
-        return f"{needer} needs the {package} package: pip install {package}"
+    if package.lower() != "torchvision":  # transformers' display name, not always pip's
+        return f"{needer} needs the {package} library, which is not installed"
     return (
         f"{needer} needs torchvision, which is not installed: install the torchvision release "
         f"built for torch {torch.__version__.split('+')[0]} (pip install torchvision==<that "
