@@ -59,6 +59,18 @@ class ImageError(Exception):
         self.message = message
 
 
+def placeholder_token_ids(config: Any) -> set[int]:
+    """A model config's image, video and vision-boundary token ids (its ``*_token_id`` /
+    ``*_token_index`` other than pad, BOS, EOS and decoder start): tokens that stand for an
+    image's features, which no text may hold (the forward counts them as the image's)."""
+    reserved = set()
+    for key, value in vars(config).items() if config is not None else ():
+        plain = key.startswith(("pad_", "bos_", "eos_", "decoder_start_"))
+        if key.endswith(("_token_id", "_token_index")) and isinstance(value, int) and not plain:
+            reserved.add(value)
+    return reserved
+
+
 def is_vision_config(config: Any) -> bool:
     """A vision-language model's config (it nests a vision tower's)."""
     return getattr(config, "vision_config", None) is not None
