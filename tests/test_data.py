@@ -1605,3 +1605,17 @@ def test_a_file_of_no_rows_is_called_empty_only_when_it_is(
     with pytest.raises(DataError) as refused:
         load_preferences(str(path))
     assert str(refused.value) == f"{path}: {said}"
+
+
+def test_a_videos_column_is_refused_not_trained_as_text(tmp_path: Path) -> None:
+    """A row's videos (SmolVLM2 and Qwen-VL take them; directpo feeds images only) were dropped
+    without a word: the pair trained as its text alone. Such a row is refused in one line
+    naming the field, and skip_invalid_rows counts it; an empty videos field is no video."""
+    row = {"prompt": "What happens?", "chosen": " a cat runs", "rejected": " nothing"}
+    path = write_jsonl(
+        tmp_path / "v.jsonl", [{**row, "videos": ["clip.mp4"]}, {**row, "video": ""}]
+    )
+    with pytest.raises(DataError, match=r"line 1: field 'videos' holds videos, and directpo "):
+        load_preferences(str(path))
+    data = load_preferences(str(path), skip_invalid_rows=True)
+    assert len(data) == 1 and data.skipped == {"video": 1}

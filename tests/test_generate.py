@@ -345,3 +345,38 @@ def test_an_unread_system_column_is_said_by_generate_and_score(model, tmp_path, 
     scored = [*common, "--ref_model_name_or_path", str(model), "--beta", "0.1"]
     assert main(["score", *scored, "--output", str(tmp_path / "s.jsonl")]) == 0
     assert said in capsys.readouterr().out
+
+
+def test_a_vlm_never_samples_its_image_token_so_its_samples_can_be_scored() -> None:
+    """A policy that drew its image token (Mistral 3's [IMG] here, made the likeliest token)
+    wrote a completion its own forward takes for an image's features: eval_generate's KL
+    stopped the run with 'Image features and image tokens do not match'. Sampling now never
+    draws a VLM's image placeholder tokens (a user's suppress_tokens kept), and the samples
+    score."""
+    from tiny_vlm import build_vlm, make_image
+
+    from directpo.data import ImagePrompt
+    from directpo.eval_samples import samples_logprobs
+
+    model, processor = build_vlm("mistral3")
+    image_id = model.config.image_token_index
+    head = model.lm_head
+    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    with torch.no_grad():
+        biased.weight.copy_(head.weight)
+        biased.bias.zero_()
+        biased.bias[image_id] = 100.0  # the image token, else the pad token, is the likeliest
+        biased.bias[processor.tokenizer.pad_token_id] = 50.0
+    model.lm_head = biased
+    parts = [{"type": "image"}, {"type": "text", "text": "What is it?"}]
+    prompt = ImagePrompt([{"role": "user", "content": parts}], (make_image(seed=1),))
+    samples = generate.sample_completions(
+        model, processor.tokenizer, [prompt], max_new_tokens=3, temperature=0,
+        processor=processor, extras={"suppress_tokens": [processor.tokenizer.pad_token_id]},
+    )  # fmt: skip
+    (sample,) = samples
+    assert len(sample.completion_ids) == 3
+    assert image_id not in sample.completion_ids
+    assert processor.tokenizer.pad_token_id not in sample.completion_ids
+    logps, _ = samples_logprobs(samples, model, None, 2, torch.device("cpu"), 1)
+    assert logps.isfinite().all()

@@ -374,11 +374,17 @@ def test_a_vision_models_processor_that_cannot_load_is_named(
     from directpo.models import load_processor
 
     def fails(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - from_pretrained's
-        raise ImportError("\nQwen2VLVideoProcessor requires the Torchvision library but it was not")
+        raise ImportError(
+            "\nQwen2VLVideoProcessor requires the Torchvision library but it was not found in "
+            "your environment. Check out the instructions on the\ninstallation page: ..."
+        )
 
     model_dir = save_tiny_vlm("qwen2vl", tmp_path / "vlm")
     monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", staticmethod(fails))
-    with pytest.raises(ModelLoadError, match="vision-language model .*requires the Torchvision"):
+    with pytest.raises(
+        ModelLoadError,
+        match="vision-language model .*Qwen2VLVideoProcessor needs torchvision, which",
+    ):
         load_processor(str(model_dir))
     assert load_processor(str(tiny_model_dirs["llama"])) is None
     make_image(tmp_path / "a.png")
@@ -389,7 +395,7 @@ def test_a_vision_models_processor_that_cannot_load_is_named(
     code = main(["train", "--model_name_or_path", str(model_dir), "--train_file", str(data),
                  "--output_dir", str(tmp_path / "out"), "--report_to", "none"])  # fmt: skip
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "requires the Torchvision library" in err, err
+    assert code == 2 and "Qwen2VLVideoProcessor needs torchvision" in err, err
     assert "not a vision-language model" not in err and len(err.splitlines()) == 1
 
 
@@ -410,3 +416,62 @@ def test_an_attention_the_model_refuses_is_told_the_option_to_set(tmp_path) -> N
     model = load_causal_lm(str(tmp_path / "gemma2"), "float32", trainable=True,
                            options=LoadOptions(attn_implementation="eager"))  # fmt: skip
     assert model.config._attn_implementation == "eager"
+
+
+@pytest.mark.parametrize(
+    ("style", "needer"), [("mistral3", "PixtralProcessor"), ("smolvlm", "SmolVLMVideoProcessor")]
+)
+def test_a_vlm_folder_without_torchvision_says_to_install_the_one_for_this_torch(
+    style, needer, tmp_path
+) -> None:
+    """Mistral Small 3.x vision names PixtralProcessor, which transformers offers only with
+    torchvision installed (its module imports it, whatever image processor the folder names),
+    and a SmolVLM2 folder's processor loads its video processor, which needs torchvision: the
+    error was cut mid-sentence ('... Check out the instructions on the)'). It says what to
+    install: the torchvision release built for this torch (unpinned, pip replaces torch)."""
+    import importlib.util
+    import json
+
+    from tiny_vlm import save_tiny_vlm
+
+    from directpo.models import load_processor
+
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is installed: the processor loads")
+    folder = save_tiny_vlm(style, tmp_path / "model")
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        path = folder / name
+        path.write_text(path.read_text().replace("TinyPixtralProcessor", "PixtralProcessor"))
+        path.write_text(path.read_text().replace("TinySmolVLMProcessor", "SmolVLMProcessor"))
+    if style == "smolvlm":  # as SmolVLM2's folders hold it
+        path = folder / "processor_config.json"
+        video = {"video_processor_type": "SmolVLMVideoProcessor", "fps": 1, "num_frames": 64}
+        path.write_text(json.dumps({**json.loads(path.read_text()), "video_processor": video}))
+    version = torch.__version__.split("+")[0]
+    with pytest.raises(ModelLoadError) as caught:
+        load_processor(str(folder))
+    assert str(caught.value).endswith(
+        f"cannot load ({needer} needs torchvision, which is not installed: install the "
+        f"torchvision release built for torch {version} (pip install torchvision==<that "
+        "release>; unpinned, pip replaces torch))"
+    ), caught.value
+
+
+def test_a_missing_module_is_named_only_where_its_package_is_not_installed() -> None:
+    """The one line names what is missing: a module of an installed package (an older
+    transformers' model) is left to the loader's own words, and transformers' display names of
+    other backends are not turned into pip commands ('PyAv' is pip's 'av')."""
+    from directpo.models import _missing_package
+
+    older = ModuleNotFoundError("No module named 'transformers.models.nope'")
+    older.name = "transformers.models.nope"
+    absent = ModuleNotFoundError("No module named 'no_such_package.layers'")
+    absent.name = "no_such_package.layers"
+    backend = ImportError("\nFooProcessor requires the PyAv library but it was not found in your")
+    assert _missing_package(older) is None
+    assert _missing_package(absent) == (
+        "its processor needs the no_such_package library, which is not installed"
+    )
+    assert (
+        _missing_package(backend) == "FooProcessor needs the PyAv library, which is not installed"
+    )

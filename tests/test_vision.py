@@ -632,7 +632,7 @@ def _direct_logps(model: torch.nn.Module, pair) -> list[float]:  # noqa: ANN001
 
 
 FAMILIES = ["qwen2_5vl", "qwen3vl", "onevision", "idefics3", "gemma3", "paligemma", "internvl",
-            "aya_vision", "mllama"]  # fmt: skip
+            "aya_vision", "mllama", "smolvlm", "mistral3"]  # fmt: skip
 # whose token_type_ids make the model's own attention mask, or whose cross-attention reads a
 # row's images: they train in the plain layout only
 OWN_MASKS = ("gemma3", "paligemma", "mllama")
@@ -741,8 +741,10 @@ def test_a_cross_attention_vlms_mask_rides_with_its_rows_and_a_text_only_row_is_
 
 
 @pytest.mark.parametrize(
-    "style", ["qwen3vl", "onevision", "paligemma", "internvl", "aya_vision", "mllama"]
-)
+    "style",
+    ["qwen3vl", "onevision", "paligemma", "internvl", "aya_vision", "mllama", "smolvlm",
+     "mistral3"],
+)  # fmt: skip
 def test_a_family_trains_resumes_and_its_folder_generates_without_directpo(style, tmp_path):
     """Train with a held-out file and checkpoints; resuming from the first checkpoint (refused
     before: save_pretrained stores the weights under transformers' names, 'weights do not match
@@ -816,3 +818,30 @@ def test_a_vlm_whose_processor_class_does_not_load_is_said_so(tmp_path) -> None:
         path.write_text(path.read_text().replace("TinyQwen2VLProcessor", "NoSuchProcessor"))
     with pytest.raises(ModelLoadError, match=r"loaded its tokenizer alone, .*\(NoSuchProcessor: "):
         load_processor(str(folder))
+
+
+def test_a_mistral3_image_of_one_token_is_the_rows_error_not_a_traceback() -> None:
+    """Mistral 3's model fails on a forward whose images make one image token (an image of one
+    16-pixel cell here, 28 for Mistral Small 3.x; transformers squeezes that token away): a
+    run with such an image stopped with split_with_sizes' traceback. The row is refused in
+    one line (skip_invalid_rows counts it); an image a pixel larger (two cells) trains."""
+    from directpo.tokenization import tokenize_preferences
+
+    model, processor = build_vlm("mistral3")
+    row = {"prompt": "What is it?", "chosen": " a cat.", "rejected": " a dog."}
+    icon = {**row, "images": [make_image(seed=1, size=16)]}
+    rows = [icon, {**row, "images": [make_image(seed=2, size=17, height=16)]}]
+    tokenized = tokenize_preferences(
+        load_preferences(rows, name="rows"), processor.tokenizer, None, processor=processor,
+        skip_invalid_rows=True,
+    )  # fmt: skip
+    assert tokenized.skipped == {"image too small": 1}, tokenized.skipped
+    (pair,) = tokenized.pairs
+    batch = collate_pairs(
+        [pair], processor.tokenizer.pad_token_id, layout=Layout(share_prefix=True)
+    )
+    with torch.no_grad():
+        assert model_logprobs(model, batch)[0].isfinite().all()
+    with pytest.raises(Exception, match=r"rows: row 1: an image of 16x16 pixels is one image tok"):
+        tokenize_preferences(load_preferences([icon], name="rows"), processor.tokenizer, None,
+                             processor=processor)  # fmt: skip

@@ -187,13 +187,19 @@ def build_vlm(style: str, seed: int = 0, image_size: int = 32) -> tuple[torch.nn
     ``onevision`` (LLaVA-OneVision: anyres tiles of 16 tokens, 32x32 to 64x64), ``paligemma``
     (16 tokens an image; the image and prompt see each other, a prefix-LM), ``internvl`` (1 to 4
     tiles of 4 tokens, as the image's aspect ratio asks), ``aya_vision`` (as internvl, a Cohere2
-    language model) or ``mllama``
-    (Llama 3.2 Vision: cross-attention image layers, their gates opened)."""
+    language model), ``mllama``
+    (Llama 3.2 Vision: cross-attention image layers, their gates opened), ``smolvlm`` (SmolVLM2)
+    or ``mistral3`` (Mistral 3, a Pixtral tower: tiny_vlm_more.py)."""
     others = {"gemma3": _build_gemma3, "idefics3": _build_idefics3,
               "qwen2_5vl": _build_qwen2_5vl, "qwen3vl": _build_qwen3vl,
               "onevision": _build_onevision, "paligemma": _build_paligemma,
               "internvl": _build_internvl, "aya_vision": _build_aya_vision,
               "mllama": _build_mllama}  # fmt: skip
+    if style in ("smolvlm", "mistral3"):  # tiny_vlm_more.py, which imports this module
+        import tiny_vlm_more
+
+        torch.manual_seed(seed)
+        return getattr(tiny_vlm_more, f"build_{style}")()
     if style in others:
         torch.manual_seed(seed)
         return others[style]()
@@ -298,10 +304,18 @@ def _build_gemma3() -> tuple[torch.nn.Module, object]:
     return Gemma3ForConditionalGeneration(config), processor
 
 
-def _build_idefics3() -> tuple[torch.nn.Module, object]:
+def _build_idefics3(classes: tuple[type, ...] = (), extra: tuple[str, ...] = ()) -> tuple[
+    torch.nn.Module, object
+]:  # fmt: skip
+    """An Idefics3, or with ``classes`` (image processor, processor, config, model) and
+    ``extra`` special tokens a model of its design (SmolVLM2's, tiny_vlm_more.py)."""
+    image_class, processor_class, config_class, model_class = classes or (
+        Idefics3ImageProcessorPil, Idefics3Processor, Idefics3Config,
+        Idefics3ForConditionalGeneration,
+    )  # fmt: skip
     tiles = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
     specials = ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>",
-                "<fake_token_around_image>", "<image>", "<global-img>", *tiles]  # fmt: skip
+                "<fake_token_around_image>", "<image>", "<global-img>", *extra, *tiles]  # fmt: skip
     template = "<|im_start|>" + _template(
         "{{ m['role'] | capitalize }}:", "<image>", "<end_of_utterance>\n", "Assistant:"
     )
@@ -309,14 +323,14 @@ def _build_idefics3() -> tuple[torch.nn.Module, object]:
         tokenizer_object=train_byte_level_bpe(specials, CORPUS), bos_token="<|im_start|>",
         eos_token="<end_of_utterance>", pad_token="<|endoftext|>", chat_template=template,
     )  # fmt: skip
-    image_processor = Idefics3ImageProcessorPil(
+    image_processor = image_class(
         size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True
     )
-    processor = Idefics3Processor(
+    processor = processor_class(
         image_processor=image_processor, tokenizer=tokenizer, image_seq_len=4,
         chat_template=template,
     )  # fmt: skip
-    config = Idefics3Config(
+    config = config_class(
         text_config=dict(
             model_type="llama", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -329,7 +343,7 @@ def _build_idefics3() -> tuple[torch.nn.Module, object]:
         scale_factor=2, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
     )  # fmt: skip
-    return Idefics3ForConditionalGeneration(config), processor
+    return model_class(config), processor
 
 
 def _qwen_vl(processor_class: type, config_class: type, model_class: type, vision: dict,

@@ -529,11 +529,23 @@ def _with_system_turn(
     )
 
 
+VIDEO_COLUMNS = ("videos", "video")  # TRL's and transformers' names
+
+
 def images_of(
     row: dict[str, Any], base_dir: str | None, messages: Any = None
 ) -> tuple[Any, ...] | None:
     """The row's images: its ``images`` / ``image`` column, or those its prompt's image parts
-    carry (TRL's and transformers' ``{"type": "image", "image": ...}``), not both."""
+    carry (TRL's and transformers' ``{"type": "image", "image": ...}``), not both. A
+    ``videos`` / ``video`` column is refused: no layout feeds a video to the model, and the row
+    trained as text alone (SmolVLM2's and Qwen-VL's processors take videos)."""
+    video = next((k for k in VIDEO_COLUMNS if row.get(k) not in (None, [], "")), None)
+    if video is not None:
+        raise RowError(
+            "video",
+            f"field '{video}' holds videos, and directpo trains on images only: give frames as "
+            "images, or drop the column",
+        )
     key = next((k for k in IMAGE_COLUMNS if row.get(k) not in (None, [])), None)
     inline = inline_images(messages)
     if key is not None and inline:

@@ -52,7 +52,7 @@ from directpo.reward import output_location, run_config
 from directpo.seeded_sampling import SeededSampling, row_seed, sample_seed, warpers_of
 from directpo.stops import whole_characters
 from directpo.tokenization import PairTokenizer
-from directpo.vision import VisionInputs, batch_tensors
+from directpo.vision import VisionInputs, batch_tensors, placeholder_token_ids
 
 Item = TypeVar("Item")
 
@@ -206,6 +206,8 @@ def sample_completions(
     stops = stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     extras = dict(extras or {})
+    if processor is not None:  # a vision-language model: never an image token (_image_free)
+        extras["suppress_tokens"] = _image_free(model, extras.get("suppress_tokens"))
     seeded = seeds is not None and temperature > 0
     # seeded: the warpers run as processors (min_p among them), the others stay transformers'
     warpers = warpers_of(temperature, top_p, top_k, extras.pop("min_p", None)) if seeded else None
@@ -269,6 +271,17 @@ def sample_completions(
                     Sample(index, prompt_ids[index], completion, text, encoded[index][1])
                 )
     return samples
+
+
+def _image_free(model: torch.nn.Module, suppressed: Sequence[int] | None) -> list[int]:
+    """The tokens sampling must not draw: a user's ``suppress_tokens`` and the model's image
+    placeholder tokens. A completion holding one cannot be scored: the forward takes it for an
+    image's features and fails ('Image features and image tokens do not match'); an eval
+    step's KL stopped the run with that traceback when a young policy drew one."""
+    from directpo.logprobs import unwrap_peft
+
+    reserved = placeholder_token_ids(getattr(unwrap_peft(model), "config", None))
+    return sorted(set(suppressed or ()) | reserved)
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ from directpo.logprobs import (
 from directpo.model_fit import learned_positions
 from directpo.models import compile_failure, uncompile_layers
 from directpo.tokenization import TokenizedPair
-from directpo.vision import OWN_MASK_TYPES
+from directpo.vision import OWN_MASK_TYPES, placeholder_token_ids
 
 
 def check_layout(
@@ -206,13 +206,7 @@ def _disagreement(
 def _reserved_token_ids(model: torch.nn.Module) -> set[int]:
     """Token ids a synthetic pair must not contain: a vision-language model's image, video and
     vision-boundary tokens (an image token without its image is an error)."""
-    config = getattr(unwrap_peft(model), "config", None)
-    reserved = set()
-    for key, value in vars(config).items() if config is not None else ():
-        plain = key.startswith(("pad_", "bos_", "eos_", "decoder_start_"))
-        if key.endswith(("_token_id", "_token_index")) and isinstance(value, int) and not plain:
-            reserved.add(value)
-    return reserved
+    return placeholder_token_ids(getattr(unwrap_peft(model), "config", None))
 
 
 # Config keys of local (sliding-window) attention, where a layer sees only the last N positions.

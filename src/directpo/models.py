@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -63,7 +64,8 @@ def load_processor(
         if _is_vision_folder(path, location, trust_remote_code):
             # else its image rows were refused as given to "not a vision-language model"
             raise ModelLoadError(
-                f"processor of the vision-language model '{path}': cannot load ({first_line(exc)})"
+                f"processor of the vision-language model '{path}': cannot load "
+                f"({_missing_package(exc) or first_line(exc)})"
             ) from None
         return None
     if getattr(processor, "image_processor", None) is None:
@@ -79,6 +81,38 @@ def load_processor(
             )
         return None
     return processor
+
+
+# transformers' words for a backend its class needs ("PixtralProcessor requires the
+# Torchvision library but it was not found in your environment. Check out the ...", cut
+# mid-sentence by a first line)
+MISSING_BACKEND = re.compile(r"(\w+) requires the (\S+) library but it was not found")
+
+
+def _missing_package(exc: BaseException) -> str | None:
+    """What to install where a processor class needs a package that is not installed, or None.
+    Mistral 3's PixtralProcessor imports torchvision whatever its image processor (its PIL one
+    needs none, but transformers offers no processor without it): directpo cannot fall back,
+    and torchvision must be the build of the installed torch (pip pulls another torch else)."""
+    import importlib.util
+
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        # a missing submodule of an installed package (an older transformers) is no package
+        package = exc.name.split(".")[0]
+        if importlib.util.find_spec(package) is not None:
+            return None
+        needer = "its processor"
+    elif match := MISSING_BACKEND.search(str(exc)):
+        needer, package = match.group(1), match.group(2)
+    else:
+        return None
+    if package.lower() != "torchvision":  # transformers' display name, not always pip's
+        return f"{needer} needs the {package} library, which is not installed"
+    return (
+        f"{needer} needs torchvision, which is not installed: install the torchvision release "
+        f"built for torch {torch.__version__.split('+')[0]} (pip install torchvision==<that "
+        "release>; unpinned, pip replaces torch)"
+    )
 
 
 def _is_vision_folder(path: str, location: dict[str, Any] | None, trust_remote_code: bool) -> bool:

@@ -59,6 +59,18 @@ class ImageError(Exception):
         self.message = message
 
 
+def placeholder_token_ids(config: Any) -> set[int]:
+    """A model config's image, video and vision-boundary token ids (its ``*_token_id`` /
+    ``*_token_index`` other than pad, BOS, EOS and decoder start): tokens that stand for an
+    image's features, which no text may hold (the forward counts them as the image's)."""
+    reserved = set()
+    for key, value in vars(config).items() if config is not None else ():
+        plain = key.startswith(("pad_", "bos_", "eos_", "decoder_start_"))
+        if key.endswith(("_token_id", "_token_index")) and isinstance(value, int) and not plain:
+            reserved.add(value)
+    return reserved
+
+
 def is_vision_config(config: Any) -> bool:
     """A vision-language model's config (it nests a vision tower's)."""
     return getattr(config, "vision_config", None) is not None
@@ -245,6 +257,7 @@ def encode_with_images(
     masks = {key: torch.as_tensor(out.pop(key))[0] for key in TOKEN_MASK_KEYS if key in out}
     tensors = {key: value for key, value in out.items() if isinstance(value, torch.Tensor)}
     _refuse_per_token_inputs(processor, tensors, len(ids))
+    _refuse_one_token_images(processor, tensors, opened)
     digest = hashlib.blake2b(digest_size=16)
     for key in sorted(tensors):
         digest.update(key.encode())
@@ -301,6 +314,29 @@ def _refuse_per_token_inputs(processor: Any, tensors: dict[str, torch.Tensor], t
                 f"{type(processor).__name__} returns {key} (one entry per prompt token and "
                 "more), an input that directpo does not lay out: this model is not supported "
                 "(see the README's table of vision-language models)"
+            )
+
+
+def _refuse_one_token_images(
+    processor: Any, tensors: dict[str, torch.Tensor], images: list[Any]
+) -> None:
+    """Mistral 3's PixtralProcessor writes an image as large as one cell (patch_size x
+    spatial_merge_size pixels on a side: 28 for Mistral Small 3.x) as one image token, and the
+    model's forward of a batch whose images make one token fails ('split_with_sizes expects
+    split_sizes to sum exactly to ...': transformers squeezes the token dimension away): the
+    run stopped with that traceback mid-training. Such an image is the row's error."""
+    merge = getattr(processor, "spatial_merge_size", 1) or 1
+    sizes = tensors.get("image_sizes")
+    if merge < 2 or getattr(processor, "image_break_token", None) is None or sizes is None:
+        return
+    cell = int(getattr(processor, "patch_size", 1)) * merge
+    for (height, width), image in zip(sizes.tolist(), images, strict=False):
+        if height // cell * (width // cell) == 1:
+            raise ImageError(
+                "image too small",
+                f"an image of {image.size[0]}x{image.size[1]} pixels is one image token for "
+                f"{type(processor).__name__} (cells of {cell} pixels), and the model's forward "
+                f"fails on one image token; give it more than {cell} pixels on a side",
             )
 
 
