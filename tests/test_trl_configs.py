@@ -225,7 +225,10 @@ def test_trl_spellings_from_python_and_their_contradictions() -> None:
         DPOConfig(model_revision="v2", model_init_kwargs={"revision": "v1"})
     assert DPOConfig(warmup_steps=0.1).warmup_for(50) == 5
     assert DPOConfig(warmup_ratio=0.25).warmup_for(10) == math.ceil(2.5)
-    assert DPOConfig(lr_scheduler_type="constant_with_warmup").lr_scheduler_type == "constant"
+    # its own name: constant is the one whose warmup TRL would ignore (said at start)
+    assert DPOConfig(lr_scheduler_type="constant_with_warmup").lr_scheduler_type == (
+        "constant_with_warmup"
+    )
     for options, message in (
         ({"optim": "adamw_bnb_8bit"}, "optim must be one of"),
         ({"use_peft": False, "lora_r": 8}, "lora_r is set but use_peft is false"),

@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # (torch's modules: imported where a run uses them, not by --
 OPTIMIZERS = ("adamw", "adamw_kahan", "rmsprop")
 EVAL_STRATEGIES = ("auto", "steps", "epoch", "no")
 SAVE_STRATEGIES = ("steps", "epoch", "no")
-# constant_with_warmup is TRL's name of constant (both warm up when warmup is set)
+# constant warms up as constant_with_warmup does (TRL's constant would not: said at start)
 LR_SCHEDULERS = (
     "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
     "inverse_sqrt", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay",

@@ -313,7 +313,7 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 def apply_trl_meanings(config: Any) -> None:
     """TRL's options that are DPOConfig fields, given TRL's meaning (called while a DPOConfig
-    is checked): optim, constant_with_warmup, use_peft, rpo_alpha, attn_implementation in
+    is checked): optim, use_peft, rpo_alpha, attn_implementation in
     model_init_kwargs, its trust_remote_code, gradient_checkpointing_kwargs, model_revision,
     warmup."""
     if config.optim is not None:
@@ -324,9 +324,6 @@ def apply_trl_meanings(config: Any) -> None:
         if config.optimizer != "adamw" and config.optimizer != TRL_OPTIMIZERS[config.optim]:
             raise ConfigError(f"optim: {config.optim} contradicts optimizer: {config.optimizer}")
         config.optimizer = TRL_OPTIMIZERS[config.optim]
-    config.lr_scheduler_type = {"constant_with_warmup": "constant"}.get(
-        config.lr_scheduler_type, config.lr_scheduler_type
-    )
     if config.use_peft and config.lora_r == 0:
         # (once the unset rank: a rank of 0 asked for became 16 without a word)
         raise ConfigError(
