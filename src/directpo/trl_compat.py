@@ -547,6 +547,9 @@ def spellings(values: dict[str, Any], where: str) -> dict[str, str]:
     return renamed
 
 
+NO_STRINGS = ("logging_strategy",)  # TRL's string options with a "no" (YAML's is false)
+
+
 def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str, Any]:
     """``values`` with TRL's spellings renamed and no-effect keys dropped; every key that cannot
     be used is reported at once (``ConfigErrors``). ``known`` are the options' own names."""
@@ -556,6 +559,7 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
     flag = "--" if where == "command line" else ""  # name them as they were written
     renames = ALIASES | RENAMED
     for key, value in values.items():
+        value = "no" if key in NO_STRINGS and value is False else value  # YAML 1.1's no
         if key.endswith("_token") and value == f"<{key.upper()}>":
             continue  # transformers' to_dict hides every *_token value: nothing is known of it
         if is_component(value):  # torchtune's (its optimizer was 'optimizer must be a string')
@@ -579,7 +583,8 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
                 reason = f": {instead}" if instead else ""
                 # as written: a flag's own text (--logging_strategy no, not false), a YAML
                 # file's value in YAML (true, not True), a Python call's in Python
-                text = value if isinstance(value, str) and flag else as_yaml(value)
+                plain = flag or key in NO_STRINGS  # (`no`, not YAML's quoted 'no')
+                text = value if isinstance(value, str) and plain else as_yaml(value)
                 text = repr(value) if where == "DPOConfig" else text
                 given = f"--{key} {text}" if flag else f"{key}: {text}"
                 problems.append(f"{given} is not supported{reason}")
