@@ -57,3 +57,13 @@ def test_a_run_says_its_constant_warmup_at_start(tiny_model_dirs, pairs_file, tm
         sum(line.startswith("lr_scheduler_type constant warms up over 1 step ") for line in lines)
         == 1
     )
+
+
+def test_a_bf16_runs_float32_evaluation_is_said_once_where_trl_evaluates_in_bf16() -> None:
+    config = DPOConfig(dtype="bfloat16")
+    (note,) = start_notes(config, 4, lora=False, eval_float32=True)
+    assert note.startswith("held-out pairs are evaluated in float32 (eval_dtype: auto")
+    assert "eval_dtype: bfloat16 evaluates as TRL does" in note
+    assert start_notes(config, 4, lora=False) == []  # no held-out pairs, or not in float32
+    asked = DPOConfig(dtype="bfloat16", eval_dtype="float32")
+    assert start_notes(asked, 4, lora=False, eval_float32=True) == []  # chosen by name

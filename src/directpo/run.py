@@ -263,7 +263,8 @@ def prepare_run(
     no_decay = no_decay_ids(policy, masters) if config.weight_decay else set()
     optimizer = build_optimizer(trainable, config, None if sharded else device, no_decay)
     scheduler = config.schedule(optimizer, total_steps)
-    for note in start_notes(config, total_steps, bool(config.lora_r or peft_config)):
+    lora = bool(config.lora_r or peft_config)
+    for note in start_notes(config, total_steps, lora, eval_float32):
         echo(note)
     kl_reference = reference  # sampled completions need a live reference for their KL
     if isinstance(pair_source, OnlineRounds):  # a round's objective/kl (TRL's)

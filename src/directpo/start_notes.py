@@ -12,10 +12,15 @@ import torch
 from directpo.data import counted
 
 
-def start_notes(config: Any, total_steps: int, lora: bool) -> list[str]:
+def start_notes(config: Any, total_steps: int, lora: bool, eval_float32: bool = False) -> list[str]:
     """The lines a run of ``total_steps`` says at start; ``lora``: it trains adapters (lora_r,
-    or a peft_config)."""
+    or a peft_config); ``eval_float32``: its held-out pairs are evaluated in float32."""
     notes = []
+    if eval_float32 and config.eval_dtype == "auto":  # (asked for by name: nothing to say)
+        notes.append(
+            "held-out pairs are evaluated in float32 (eval_dtype: auto; bf16 rounds a young "
+            "policy's change away): eval_dtype: bfloat16 evaluates as TRL does"
+        )
     if config.precision.master == torch.bfloat16 and config.optimizer != "adamw_kahan":
         notes.append(
             f"warning: master_weights: bfloat16 with optimizer: {config.optimizer}: updates "
