@@ -67,3 +67,10 @@ def test_a_bf16_runs_float32_evaluation_is_said_once_where_trl_evaluates_in_bf16
     assert start_notes(config, 4, lora=False) == []  # no held-out pairs, or not in float32
     asked = DPOConfig(dtype="bfloat16", eval_dtype="float32")
     assert start_notes(asked, 4, lora=False, eval_float32=True) == []  # chosen by name
+
+
+def test_the_sft_loss_says_its_mean_once_where_trl_takes_the_micro_batchs_token_mean() -> None:
+    for config in (DPOConfig(loss_type=["sigmoid", "sft"]), DPOConfig(rpo_alpha=0.5)):
+        (note,) = start_notes(config, 4, lora=False)
+        assert note.startswith("loss sft is the mean over pairs of each chosen completion's")
+    assert start_notes(DPOConfig(loss_type=["sigmoid", "hinge"]), 4, lora=False) == []

@@ -40,4 +40,10 @@ def start_notes(config: Any, total_steps: int, lora: bool, eval_float32: bool = 
             f"lora_dropout {config.lora_dropout:g} acts although disable_dropout is on (TRL's "
             "disable_dropout would set it to 0): lora_dropout: 0.0 for TRL's training"
         )
+    if "sft" in config.loss_type:  # (rpo_alpha too: TRL 1.16 writes it as this sft)
+        notes.append(
+            "loss sft is the mean over pairs of each chosen completion's token mean (each pair "
+            "weighs alike; TRL's: the token mean over each micro-batch, equal where the chosen "
+            "completions have one length)"
+        )
     return notes
