@@ -18,6 +18,7 @@ from tiny import SENTIMENT_PAIRS, tiny_config
 from directpo.cli import main
 from directpo.config import DPOConfig, load_config
 from directpo.errors import ConfigError, ConfigErrors
+from directpo.option_values import exponent_numbers
 from directpo.tracking import read_metrics
 
 # the keys a TRL DPO recipe (alignment-handbook style) carries, written for the tiny model
@@ -931,3 +932,22 @@ def test_the_handbooks_preprocessing_num_workers_is_dataset_num_proc(tmp_path) -
     assert load_config(str(recipe)).dataset_num_proc == 4
     with pytest.raises(ConfigError, match="preprocessing_num_workers"):
         load_config(None, {"preprocessing_num_workers": "0"})
+
+
+def test_a_schedules_exponent_numbers_in_yaml_are_numbers(tmp_path) -> None:
+    """``lr_scheduler_kwargs: {min_lr: 1e-6}``: YAML 1.1 reads 1e-6 (no dot) as text, which
+    the top-level options take as the number but a schedule's kwargs passed on: refused as
+    "unsupported operand type(s) for /: 'str' and 'float'". They are numbers now; other text
+    stays text."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "lr_scheduler_type: cosine_with_min_lr\nlr_scheduler_kwargs: {min_lr: 1e-6}\n"
+    )
+    assert load_config(str(recipe)).lr_scheduler_kwargs == {"min_lr": 1e-6}
+    flagged = load_config(str(recipe), {"lr_scheduler_kwargs": "{min_lr: 5E-7}"})
+    assert flagged.lr_scheduler_kwargs == {"min_lr": 5e-7}
+    assert exponent_numbers({"a": "1e5x", "b": "12", "c": ".5e-3"}) == {
+        "a": "1e5x",
+        "b": "12",
+        "c": 5e-4,
+    }

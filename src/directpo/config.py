@@ -20,6 +20,7 @@ from directpo.errors import ConfigError
 from directpo.foreign_names import meant_options
 from directpo.loss_names import LOSS_INFO, needs_reference
 from directpo.option_paths import PATH_OPTIONS, absolute_paths
+from directpo.option_values import exponent_numbers
 from directpo.options import (
     Options,
     accepting_spellings,
@@ -854,6 +855,8 @@ class DPOConfig(Options):
     def _check_values(self) -> None:
         from directpo.config_checks import check_values  # it imports this module's choices
 
+        if isinstance(self.lr_scheduler_kwargs, dict):  # (min_lr: 1e-6: 'str' / 'float')
+            self.lr_scheduler_kwargs = exponent_numbers(self.lr_scheduler_kwargs)
         check_values(self)
 
     def _path_problems(self) -> list[str]:

@@ -8,6 +8,7 @@ import contextlib
 import enum
 import math
 import os
+import re
 import secrets
 import types
 import typing
@@ -17,6 +18,19 @@ from typing import Any
 import yaml
 
 from directpo.errors import ConfigError
+
+# the numbers YAML 1.1 (PyYAML) reads as text: an exponent without a dot (1e-6, 5E-7)
+EXPONENT_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+def exponent_numbers(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with each text YAML 1.1 left of a number (``min_lr: 1e-6``) as that number:
+    a mapping option's values are passed on as read, and a schedule divided by the text."""
+    return {
+        key: float(value) if isinstance(value, str) and EXPONENT_TEXT.fullmatch(value) else value
+        for key, value in values.items()
+    }
+
 
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
