@@ -946,6 +946,10 @@ def test_a_schedules_exponent_numbers_in_yaml_are_numbers(tmp_path) -> None:
     assert load_config(str(recipe)).lr_scheduler_kwargs == {"min_lr": 1e-6}
     flagged = load_config(str(recipe), {"lr_scheduler_kwargs": "{min_lr: 5E-7}"})
     assert flagged.lr_scheduler_kwargs == {"min_lr": 5e-7}
+    sampled = "eval_generate: 2\ngeneration_kwargs: {epsilon_cutoff: 3e-4, penalty_alpha: x}\n"
+    recipe.write_text(sampled)  # (passed to GenerationConfig, met at the first sampling)
+    kwargs = load_config(str(recipe)).generation_kwargs
+    assert kwargs == {"epsilon_cutoff": 3e-4, "penalty_alpha": "x"}
     assert exponent_numbers({"a": "1e5x", "b": "12", "c": ".5e-3"}) == {
         "a": "1e5x",
         "b": "12",

@@ -855,8 +855,9 @@ class DPOConfig(Options):
     def _check_values(self) -> None:
         from directpo.config_checks import check_values  # it imports this module's choices
 
-        if isinstance(self.lr_scheduler_kwargs, dict):  # (min_lr: 1e-6: 'str' / 'float')
-            self.lr_scheduler_kwargs = exponent_numbers(self.lr_scheduler_kwargs)
+        for key in ("lr_scheduler_kwargs", "generation_kwargs"):  # (min_lr: 1e-6: a text)
+            if isinstance(getattr(self, key), dict):
+                setattr(self, key, exponent_numbers(getattr(self, key)))
         check_values(self)
 
     def _path_problems(self) -> list[str]:
