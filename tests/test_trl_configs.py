@@ -955,3 +955,17 @@ def test_a_schedules_exponent_numbers_in_yaml_are_numbers(tmp_path) -> None:
         "b": "12",
         "c": 5e-4,
     }
+
+
+def test_a_yaml_boolean_given_for_a_word_says_how_yaml_read_it(tmp_path) -> None:
+    """``report_to: no`` (YAML 1.1: false) was refused as 'report_to must be a list, got
+    False', the word written said nowhere; the refusal says how YAML read it."""
+    recipe = tmp_path / "recipe.yaml"
+    for line, words in (
+        ("report_to: no", "no, off or false"),
+        ("eval_dtype: off", "no, off or false"),
+        ("eval_dtype: yes", "yes, on or true"),
+    ):
+        recipe.write_text(line + "\n")
+        with pytest.raises(ConfigError, match=f"YAML reads a bare {words} as a boolean: quote"):
+            load_config(str(recipe))
