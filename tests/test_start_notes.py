@@ -74,3 +74,14 @@ def test_the_sft_loss_says_its_mean_once_where_trl_takes_the_micro_batchs_token_
         (note,) = start_notes(config, 4, lora=False)
         assert note.startswith("loss sft is the mean over pairs of each chosen completion's")
     assert start_notes(DPOConfig(loss_type=["sigmoid", "hinge"]), 4, lora=False) == []
+
+
+def test_a_warmup_as_long_as_the_run_is_said_with_the_peak_it_reaches() -> None:
+    """warmup_steps: 100 on a run of 20 steps trained at a fifth of learning_rate at most,
+    without a word."""
+    config = DPOConfig(warmup_steps=100, learning_rate=1.0)
+    (note,) = start_notes(config, 20, lora=False)
+    assert note.startswith("warning: the warmup (100 steps) is as long as the run (20 steps)")
+    assert "reaches at most 19% of learning_rate" in note
+    assert max(_scheduled_lrs(config, 20)) == 0.19
+    assert start_notes(DPOConfig(warmup_steps=19), 20, lora=False) == []

@@ -27,6 +27,13 @@ def start_notes(config: Any, total_steps: int, lora: bool, eval_float32: bool = 
             "below 1/256 of a weight are rounded away; optimizer: adamw_kahan keeps them"
         )
     warmup = config.warmup_for(total_steps)
+    if warmup >= total_steps > 0:  # (a recipe's warmup_steps: 100 on a run of 20 steps)
+        peak = (total_steps - 1) / warmup  # the last step's learning rate, of learning_rate
+        notes.append(
+            f"warning: the warmup ({counted(warmup, 'step')}) is as long as the run "
+            f"({counted(total_steps, 'step')}): the learning rate reaches at most {peak:.0%} of "
+            "learning_rate; lower warmup_steps / warmup_ratio"
+        )
     if config.lr_scheduler_type == "constant" and warmup > 0:
         # transformers' constant ignores num_warmup_steps: a warmup asked for is done here
         notes.append(
