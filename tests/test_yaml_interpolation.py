@@ -188,6 +188,10 @@ def test_shell_variables_in_env_and_path_options_are_read_as_a_shell_reads_them(
     recipe.write_text("output_dir: $DIRECTPO_TEST_NOT_SET/runs\n")
     with pytest.raises(ConfigError, match=r"output_dir: \$DIRECTPO_TEST_NOT_SET is not set"):
         load_config(str(recipe))
+    monkeypatch.setenv("DIRECTPO_TEST_SECRET", "a$DIRECTPO_TEST_NOT_SET$HOME")
+    recipe.write_text("env:\n  DIRECTPO_TEST_MORE: ${oc.env:DIRECTPO_TEST_SECRET}\n")
+    load_config(str(recipe))  # an interpolated value is read once, as a shell reads "$X"
+    assert os.environ["DIRECTPO_TEST_MORE"] == "a$DIRECTPO_TEST_NOT_SET$HOME"
     recipe.write_text("env:\n  DIRECTPO_CACHE: ${HOME}/c\n")
     with pytest.raises(ConfigError, match=r"\$\{oc.env:HOME\} \(or \$HOME\) for the environ"):
         load_config(str(recipe))

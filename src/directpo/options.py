@@ -329,7 +329,8 @@ def load_options(
             given = {**named, **(overrides or {})}
             if "env" in data:  # set first, as TRL sets it before anything runs: the file's
                 # ${oc.env:VAR} read the value env gives VAR (they read the shell's before)
-                _set_environment(resolved_key(data, "env", where, given), where)
+                written = data["env"] if isinstance(data["env"], dict) else {}
+                _set_environment(resolved_key(data, "env", where, given), where, written)
             data.pop("env", None)
             variables = _variables(cls, data, names, where)
             data = resolved(data, where, given)
@@ -433,9 +434,10 @@ def _variables(cls: type, data: dict[str, Any], names: list[str], where: str) ->
     return unread
 
 
-def _set_environment(env: Any, path: str) -> None:
+def _set_environment(env: Any, path: str, written: dict[str, Any] | None = None) -> None:
     """A config file's ``env:`` mapping (TRL's TrlParser reads it so): environment variables
-    set before anything runs. Not an option, so never recorded: it may hold tokens."""
+    set before anything runs. Not an option, so never recorded: it may hold tokens.
+    ``written``: the values as the file writes them, before OmegaConf's interpolations."""
     if env is None:
         return
     if not isinstance(env, dict):
@@ -445,6 +447,9 @@ def _set_environment(env: Any, path: str) -> None:
     # unless all can be
     environ = dict(os.environ)
     for key, value in env.items():
+        if "${" in str((written or {}).get(key, "")):  # ${oc.env:KEY}'s value is not read
+            environ[str(key)] = str(value)  # again (a shell reads "$KEY" once: a token's $)
+            continue
         if unset := unset_variables(str(value), environ):
             raise ConfigError(f"{path}: env: {_unset_said(str(key), unset)}")
         environ[str(key)] = shell_expanded(str(value), environ)
