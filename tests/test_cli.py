@@ -696,6 +696,26 @@ def test_flags_only_commands_name_the_flag_to_give_not_a_yaml_key(tmp_path, caps
     assert "give --seed " in said and "seed: " not in said.replace("--seed ", "")
 
 
+def test_an_option_before_a_double_dash_is_given_no_value_as_argparse_reads_it(
+    tmp_path, capsys
+) -> None:
+    """``train --beta -- 0.2`` was read as beta 0.2 (argparse: "expected one argument"): the
+    value after '--' is positional; it is refused in one line, a bare boolean still true."""
+    pairs = tmp_path / "p.jsonl"
+    pairs.write_text('{"prompt": "x", "chosen": "a", "rejected": "b"}\n')
+    for argv in (
+        ["train", "--train_file", str(pairs), "--beta", "--", "0.2"],
+        ["generate", "--seed", "--", "3"],
+        ["train", "--learning-rate", "--", "1e-5"],
+    ):
+        assert main(argv) == 2
+        said = capsys.readouterr().err
+        assert f"{argv[-3]} is given no value: '--' ends the options, so {argv[-1]} after" in said
+        assert said.count("\n") == 1 and "Traceback" not in said
+    assert main(["train", "--bf16", "--", str(tmp_path / "r.yaml")]) == 2  # the file, not --bf16
+    assert "config file not found" in capsys.readouterr().err
+
+
 def test_a_double_dash_ends_the_options_as_argparse_reads_it(tmp_path, capsys) -> None:
     """``--`` (the end of options, as argparse and POSIX tools read it) was refused as
     "unknown option '--'"; it is now read so (what follows is positional: train's config file),

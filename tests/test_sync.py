@@ -388,3 +388,30 @@ def test_a_bf16_runs_moved_reference_is_saved_as_its_float32_weights(
         assert scored == [0.0, 0.0, 0.0], run
     saved = load_file(out / "reference" / "model.safetensors")
     assert {value.dtype for value in saved.values()} == {torch.float32}
+
+
+def test_an_fsdp2_bf16_runs_moved_reference_is_saved_as_its_float32_weights(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """The same run sharded with FSDP2 (a one-process group, in process): reference/ was cast
+    to bf16 beside the policy's float32 weights (the one-process path wrote its float32 ones),
+    so its rewards read the rounding. It is written as the weights sync keeps now."""
+    from directpo import ImplicitReward
+
+    out = tmp_path / "tr"
+    train(
+        tiny_config(tiny_model_dirs["llama"], pairs_file, out, max_steps=2, distributed="fsdp",
+                    per_device_train_batch_size=3, dtype="bfloat16", learning_rate=1e-3,
+                    sync_ref_model=True, ref_model_mixup_alpha=1.0, ref_model_sync_steps=1),
+        echo=quiet,
+    )  # fmt: skip
+    policy = load_file(out / "model.safetensors")
+    saved = load_file(out / "reference" / "model.safetensors")
+    assert {value.dtype for value in saved.values()} == {torch.float32}
+    assert saved.keys() == policy.keys()
+    for key, value in policy.items():  # alpha 1: the reference is the policy, bitwise
+        assert torch.equal(saved[key], value), key
+    prompts = [row["prompt"] for row in SENTIMENT_PAIRS[:3]]
+    responses = [row["chosen"] for row in SENTIMENT_PAIRS[:3]]
+    scored = ImplicitReward.from_run(str(out), echo=quiet).score(prompts, responses)
+    assert scored == [0.0, 0.0, 0.0]

@@ -18,6 +18,7 @@ from tiny import SENTIMENT_PAIRS, tiny_config
 from directpo.cli import main
 from directpo.config import DPOConfig, load_config
 from directpo.errors import ConfigError, ConfigErrors
+from directpo.option_values import exponent_numbers
 from directpo.tracking import read_metrics
 
 # the keys a TRL DPO recipe (alignment-handbook style) carries, written for the tiny model
@@ -225,7 +226,10 @@ def test_trl_spellings_from_python_and_their_contradictions() -> None:
         DPOConfig(model_revision="v2", model_init_kwargs={"revision": "v1"})
     assert DPOConfig(warmup_steps=0.1).warmup_for(50) == 5
     assert DPOConfig(warmup_ratio=0.25).warmup_for(10) == math.ceil(2.5)
-    assert DPOConfig(lr_scheduler_type="constant_with_warmup").lr_scheduler_type == "constant"
+    # its own name: constant is the one whose warmup TRL would ignore (said at start)
+    assert DPOConfig(lr_scheduler_type="constant_with_warmup").lr_scheduler_type == (
+        "constant_with_warmup"
+    )
     for options, message in (
         ({"optim": "adamw_bnb_8bit"}, "optim must be one of"),
         ({"use_peft": False, "lora_r": 8}, "lora_r is set but use_peft is false"),
@@ -753,7 +757,8 @@ def test_logging_strategy_no_is_refused_not_ignored(tmp_path) -> None:
     logging_steps to the trackers as if the key were not there."""
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("model_name_or_path: m\nlogging_strategy: no\n")  # YAML reads False
-    with pytest.raises(ConfigError, match="logging_strategy: false is not supported: directpo"):
+    # said as written (`no`: YAML 1.1 reads it as false, which was said)
+    with pytest.raises(ConfigError, match="logging_strategy: no is not supported: directpo"):
         load_config(str(recipe))
     for value in ("no", "epoch"):
         with pytest.raises(ConfigError, match=f"--logging_strategy {value} is not supported"):
@@ -927,3 +932,40 @@ def test_the_handbooks_preprocessing_num_workers_is_dataset_num_proc(tmp_path) -
     assert load_config(str(recipe)).dataset_num_proc == 4
     with pytest.raises(ConfigError, match="preprocessing_num_workers"):
         load_config(None, {"preprocessing_num_workers": "0"})
+
+
+def test_a_schedules_exponent_numbers_in_yaml_are_numbers(tmp_path) -> None:
+    """``lr_scheduler_kwargs: {min_lr: 1e-6}``: YAML 1.1 reads 1e-6 (no dot) as text, which
+    the top-level options take as the number but a schedule's kwargs passed on: refused as
+    "unsupported operand type(s) for /: 'str' and 'float'". They are numbers now; other text
+    stays text."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "lr_scheduler_type: cosine_with_min_lr\nlr_scheduler_kwargs: {min_lr: 1e-6}\n"
+    )
+    assert load_config(str(recipe)).lr_scheduler_kwargs == {"min_lr": 1e-6}
+    flagged = load_config(str(recipe), {"lr_scheduler_kwargs": "{min_lr: 5E-7}"})
+    assert flagged.lr_scheduler_kwargs == {"min_lr": 5e-7}
+    sampled = "eval_generate: 2\ngeneration_kwargs: {epsilon_cutoff: 3e-4, penalty_alpha: x}\n"
+    recipe.write_text(sampled)  # (passed to GenerationConfig, met at the first sampling)
+    kwargs = load_config(str(recipe)).generation_kwargs
+    assert kwargs == {"epsilon_cutoff": 3e-4, "penalty_alpha": "x"}
+    assert exponent_numbers({"a": "1e5x", "b": "12", "c": ".5e-3"}) == {
+        "a": "1e5x",
+        "b": "12",
+        "c": 5e-4,
+    }
+
+
+def test_a_yaml_boolean_given_for_a_word_says_how_yaml_read_it(tmp_path) -> None:
+    """``report_to: no`` (YAML 1.1: false) was refused as 'report_to must be a list, got
+    False', the word written said nowhere; the refusal says how YAML read it."""
+    recipe = tmp_path / "recipe.yaml"
+    for line, words in (
+        ("report_to: no", "no, off or false"),
+        ("eval_dtype: off", "no, off or false"),
+        ("eval_dtype: yes", "yes, on or true"),
+    ):
+        recipe.write_text(line + "\n")
+        with pytest.raises(ConfigError, match=f"YAML reads a bare {words} as a boolean: quote"):
+            load_config(str(recipe))

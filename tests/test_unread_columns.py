@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
 from directpo.data import Columns, load_preferences
 from directpo.errors import DataError
+from directpo.prompts import unread_system_note
 
 
 def test_a_system_column_of_any_case_left_unread_is_said() -> None:
@@ -45,3 +47,27 @@ def test_every_column_of_another_case_is_named_in_one_refusal() -> None:
     asked = Columns(prompt="question", prompt_required=True)
     with pytest.raises(DataError, match="column 'question' not found .*set prompt_column: Quest"):
         load_preferences([row], asked)
+
+
+def test_a_prompt_with_its_own_system_message_is_not_counted_as_lacking_one(tmp_path) -> None:
+    """The unread-system note counted rows whose prompt already opens with its own system
+    message: following its hint (system_column) then hit 'system turn given twice' on each.
+    Only the rows the hint would help are counted, by train and by score / rank / generate."""
+    own = [{"role": "system", "content": "Be long."}, {"role": "user", "content": "Hi?"}]
+
+    def said(text: str) -> list[dict[str, str]]:
+        return [{"role": "assistant", "content": text}]
+
+    asked = [{"role": "user", "content": "Sky?"}]
+    rows = [
+        {"system": "Be kind.", "prompt": own, "chosen": said("Hello!"), "rejected": said("No.")},
+        {"system": "Be kind.", "prompt": asked, "chosen": said("Blue."), "rejected": said("Red")},
+    ]
+    assert load_preferences(rows).unread_system == ("system", 1)
+    assert load_preferences(rows[:1]).unread_system is None
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    note = unread_system_note(str(prompts), "prompt", None)
+    assert note is not None and note.startswith("column 'system' is not read: 1 row goes")
+    prompts.write_text(json.dumps(rows[0]) + "\n")
+    assert unread_system_note(str(prompts), "prompt", None) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from directpo.cli_flags import yaml_and_flags
@@ -153,3 +155,43 @@ def test_a_recipe_made_from_a_runs_record_resolves_its_references(tmp_path) -> N
     recipe.write_text(yaml.safe_dump(data, sort_keys=False))
     config = load_config(*yaml_and_flags([str(recipe)], DPOConfig))
     assert (str(config.output_dir).endswith("runs/b0.3"), config.run_name) == (True, "sweep 0.3")
+
+
+def test_shell_variables_in_env_and_path_options_are_read_as_a_shell_reads_them(
+    tmp_path, monkeypatch
+) -> None:
+    """``DIRECTPO_CACHE: $HOME/c`` in a config's ``env:`` (TRL sets the text) and
+    ``output_dir: $HOME/runs`` made folders named ``$HOME`` in the working folder; they are
+    expanded as a shell expands them (an earlier env key read by a later one), an unset one is
+    refused in one line (nothing set), ``${HOME}`` (OmegaConf's: a key of the file) is told
+    ``${oc.env:HOME}``, and a chat template's own text keeps its ``$``."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("DIRECTPO_CACHE", "DIRECTPO_TEST_MORE", "DIRECTPO_TEST_NOT_SET"):
+        monkeypatch.delenv(name, raising=False)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "env:\n  DIRECTPO_CACHE: $HOME/cache\n  DIRECTPO_TEST_MORE: $DIRECTPO_CACHE/more\n"
+        "output_dir: $HOME/runs\nlogging_dir: $DIRECTPO_TEST_MORE/logs\n"
+        "chat_template: \"{{ '$HOME' }}{% for m in messages %}{{ m.content }}{% endfor %}\"\n"
+    )
+    config = load_config(str(recipe))
+    assert os.environ["DIRECTPO_CACHE"] == f"{tmp_path}/cache"
+    assert os.environ["DIRECTPO_TEST_MORE"] == f"{tmp_path}/cache/more"
+    assert config.output_dir == f"{tmp_path}/runs"
+    assert config.logging_dir == f"{tmp_path}/cache/more/logs"
+    assert config.chat_template.startswith("{{ '$HOME' }}")
+    monkeypatch.delenv("DIRECTPO_CACHE")
+    recipe.write_text("env:\n  DIRECTPO_CACHE: $HOME/c\n  X_KEY: $DIRECTPO_TEST_NOT_SET/x\n")
+    with pytest.raises(ConfigError, match=r"env: X_KEY: \$DIRECTPO_TEST_NOT_SET is not set"):
+        load_config(str(recipe))
+    assert "DIRECTPO_CACHE" not in os.environ  # none set unless all can be
+    recipe.write_text("output_dir: $DIRECTPO_TEST_NOT_SET/runs\n")
+    with pytest.raises(ConfigError, match=r"output_dir: \$DIRECTPO_TEST_NOT_SET is not set"):
+        load_config(str(recipe))
+    monkeypatch.setenv("DIRECTPO_TEST_SECRET", "a$DIRECTPO_TEST_NOT_SET$HOME")
+    recipe.write_text("env:\n  DIRECTPO_TEST_MORE: ${oc.env:DIRECTPO_TEST_SECRET}\n")
+    load_config(str(recipe))  # an interpolated value is read once, as a shell reads "$X"
+    assert os.environ["DIRECTPO_TEST_MORE"] == "a$DIRECTPO_TEST_NOT_SET$HOME"
+    recipe.write_text("env:\n  DIRECTPO_CACHE: ${HOME}/c\n")
+    with pytest.raises(ConfigError, match=r"\$\{oc.env:HOME\} \(or \$HOME\) for the environ"):
+        load_config(str(recipe))

@@ -307,11 +307,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
 
 
+def _command_kinds(typed: Sequence[str]) -> dict[str, str]:
+    """How the options of the command ``typed`` names read their flags (none: no command)."""
+    command = COMMANDS.get(typed[0]) if typed else None
+    return option_kinds(command.options) if command is not None else {}
+
+
 def _main(argv: Sequence[str] | None) -> int:
     typed: list[str] = list(sys.argv[1:] if argv is None else argv)
     try:
         parser = build_parser()  # (inside: a Ctrl-C while it is built is said in one line)
-        argv = _spelt_as_flags(underscored(attach_negative_values(end_of_options(typed))))
+        ended = end_of_options(typed, _command_kinds(typed))
+        argv = _spelt_as_flags(underscored(attach_negative_values(ended)))
         if dashes := typographic_dashes(argv, _every_option_name()):
             raise ConfigError(dashes)
         if argv and argv[0] in COMMANDS and COMMANDS[argv[0]].takes_yaml:

@@ -43,14 +43,25 @@ def attach_negative_values(argv: Sequence[str]) -> list[str]:
     return joined
 
 
-def end_of_options(argv: Sequence[str]) -> list[str]:
+def end_of_options(argv: Sequence[str], kinds: dict[str, str] | None = None) -> list[str]:
     """``argv`` without the ``--`` that ends the options, as argparse and POSIX tools read it
     (it was refused as "unknown option '--'"): what follows is positional (train's config
-    file); an option after it is refused in one line, as argparse would not read it either."""
+    file); an option after it is refused in one line, as argparse would not read it either,
+    as is an option of ``kinds`` that takes a value written just before it (``--beta -- 0.2``
+    was read as beta 0.2; argparse: "expected one argument")."""
     if "--" not in argv:
         return list(argv)
     at = list(argv).index("--")
     after = list(argv[at + 1 :])
+    before = argv[at - 1] if at else ""
+    name = ALIASES.get(key := before[2:].replace("-", "_"), key)
+    # (a bare boolean before '--' is true, as argparse's; an unknown one is judged later)
+    valued = before.startswith("--") and "=" not in before
+    if after and valued and (kinds or {}).get(name, BOOLEAN) != BOOLEAN:
+        raise ConfigError(
+            f"{before} is given no value: '--' ends the options, so {after[0]} after it is "
+            f"not read as its value: write {before} {after[0]} before '--' (or drop '--')"
+        )
     flag = next((token for token in after if token.startswith("-")), None)
     if flag is not None:
         raise ConfigError(

@@ -20,6 +20,7 @@ from directpo.errors import ConfigError
 from directpo.foreign_names import meant_options
 from directpo.loss_names import LOSS_INFO, needs_reference
 from directpo.option_paths import PATH_OPTIONS, absolute_paths
+from directpo.option_values import exponent_numbers
 from directpo.options import (
     Options,
     accepting_spellings,
@@ -39,7 +40,7 @@ if TYPE_CHECKING:  # (torch's modules: imported where a run uses them, not by --
 OPTIMIZERS = ("adamw", "adamw_kahan", "rmsprop")
 EVAL_STRATEGIES = ("auto", "steps", "epoch", "no")
 SAVE_STRATEGIES = ("steps", "epoch", "no")
-# constant_with_warmup is TRL's name of constant (both warm up when warmup is set)
+# constant warms up as constant_with_warmup does (TRL's constant would not: said at start)
 LR_SCHEDULERS = (
     "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
     "inverse_sqrt", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay",
@@ -854,6 +855,9 @@ class DPOConfig(Options):
     def _check_values(self) -> None:
         from directpo.config_checks import check_values  # it imports this module's choices
 
+        for key in ("lr_scheduler_kwargs", "generation_kwargs"):  # (min_lr: 1e-6: a text)
+            if isinstance(getattr(self, key), dict):
+                setattr(self, key, exponent_numbers(getattr(self, key)))
         check_values(self)
 
     def _path_problems(self) -> list[str]:

@@ -506,7 +506,7 @@ def check_schedule(config: DPOConfig) -> None:
     kwargs, name = config.lr_scheduler_kwargs, config.lr_scheduler_type
     if not kwargs and name not in SCHEDULERS_NEEDING_KWARGS:
         return
-    if name == "constant":
+    if name in ("constant", "constant_with_warmup"):
         config._refuse(
             "lr_scheduler_kwargs",
             f"lr_scheduler_kwargs is set but lr_scheduler_type {name} takes none (got {kwargs})",

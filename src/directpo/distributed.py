@@ -435,13 +435,16 @@ SHARD_BYTES = 5 * 2**30  # per output safetensors file (save_pretrained's defaul
 def save_sharded_model(
     folder: Path, scorer: torch.nn.Module, model: torch.nn.Module, dtype: torch.dtype,
     world: World, compensations: dict[str, torch.Tensor] | None = None,
+    replaced: dict[str, torch.Tensor] | None = None,
 ) -> None:  # fmt: skip
     """The final weights of an FSDP2-trained (non-PEFT) model as a Hugging Face folder, with
     no rank ever holding more than its shards: every rank writes its shards in ``dtype``, then
     ``HuggingFaceStorageWriter`` consolidates them into ``model-0000k-of-0000n.safetensors``
     files of at most ~5 GiB with ``model.safetensors.index.json``; rank 0 adds config.json.
     Tied weights are written once, as ``save_pretrained`` does. ``compensations`` (by
-    parameter name: Kahan-compensated bf16 weights) are added before the cast. Every rank must
+    parameter name: Kahan-compensated bf16 weights) are added before the cast; ``replaced``
+    (by name, sharded alike) are written instead of the parameters (a bf16 reference's float32
+    weights). Every rank must
     call; it ends with no collective (the caller, ``write_staged``, agrees on the outcome)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import HuggingFaceStorageWriter
@@ -455,6 +458,7 @@ def save_sharded_model(
     for name, tensor in get_model_state_dict(scorer).items():
         if name not in kept:
             continue
+        tensor = (replaced or {}).get(name, tensor)
         if name in compensations:
             tensor = tensor.float() + compensations[name].float()
         state[checkpoint_key(name)] = tensor.to(dtype) if tensor.is_floating_point() else tensor

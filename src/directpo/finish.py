@@ -45,7 +45,7 @@ from directpo.reference import (
 from directpo.resume import held_out_dtype
 from directpo.run import Run
 from directpo.sharded_state import consolidated_model
-from directpo.sync import REF_ADAPTER, reference_state
+from directpo.sync import REF_ADAPTER, kept_weights, reference_state
 from directpo.trainer_state import final_files
 
 
@@ -322,10 +322,11 @@ def _save_moved_reference(run: Run, folder: Path) -> None:
         saved.init_lora_weights = trained[0].init_lora_weights
         saved.save_pretrained(str(folder))
         write_as_plain_lora(policy, folder)  # ... unless written on the stored base
-    elif run.sharded:
-        save_sharded_model(
-            folder, reference.scorer, reference.model, run.precision.compute, run.world
-        )
+    elif run.sharded:  # as below: its float32 weights where it keeps them, else as stored
+        held = kept_weights(run)
+        stored = next(p.dtype for p in reference.scorer.parameters() if p.is_floating_point())
+        dtype = torch.float32 if held else stored
+        save_sharded_model(folder, reference.scorer, reference.model, dtype, run.world, None, held)
     else:  # its float32 weights where it keeps them (bf16: sync.followed_weights), as the
         # policy's masters are saved: with alpha 1 the two are then equal, every reward 0
         kept = run.reference_masters._master_of if run.reference_masters is not None else {}

@@ -8,6 +8,7 @@ import contextlib
 import enum
 import math
 import os
+import re
 import secrets
 import types
 import typing
@@ -18,8 +19,31 @@ import yaml
 
 from directpo.errors import ConfigError
 
+# the numbers YAML 1.1 (PyYAML) reads as text: an exponent without a dot (1e-6, 5E-7)
+EXPONENT_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+def exponent_numbers(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with each text YAML 1.1 left of a number (``min_lr: 1e-6``) as that number:
+    a mapping option's values are passed on as read, and a schedule divided by the text."""
+    return {
+        key: float(value) if isinstance(value, str) and EXPONENT_TEXT.fullmatch(value) else value
+        for key, value in values.items()
+    }
+
+
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
+
+
+def _yaml_boolean(value: Any) -> str:
+    """What a boolean given for a word may be: YAML 1.1's reading of a bare ``no`` / ``off``
+    (``report_to: no`` was refused as 'got False', the word written nowhere said)."""
+    if not isinstance(value, bool):
+        return ""
+    words = "yes, on or true" if value else "no, off or false"
+    first = words.split(",")[0]
+    return f" (YAML reads a bare {words} as a boolean: quote the word meant, e.g. '{first}')"
 
 
 def _shown(value: Any) -> str:
@@ -105,7 +129,7 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key} must be a list, got {_shown(value)}")
+            raise ConfigError(f"{key} must be a list, got {_shown(value)}{_yaml_boolean(value)}")
         (item,) = typing.get_args(hint)
         return [coerce(key, v, item) for v in value]
     if hint is bool:
@@ -158,5 +182,5 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
                 f"{key} takes a folder or hub id, got {_shown(value)}: save it first "
                 "(obj.save_pretrained('folder'), and its tokenizer there too) and pass 'folder'"
             )
-        raise ConfigError(f"{key} must be a string, got {_shown(value)}")
+        raise ConfigError(f"{key} must be a string, got {_shown(value)}{_yaml_boolean(value)}")
     raise TypeError(f"unsupported option type for {key}: {hint}")  # programming error

@@ -54,11 +54,40 @@ def type_hints(options: type) -> dict[str, Any]:
     return typing.get_type_hints(options)
 
 
+# $NAME and ${NAME}, which a shell reads in a path or an env: value; YAML, Python and a quoted
+# flag pass them on as text (output_dir: $HOME/runs made a folder named $HOME where it ran)
+SHELL_VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
+def shell_expanded(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """``text`` with each ``$NAME`` / ``${NAME}`` of a set variable (of ``environ``, default
+    the process's) as its value; unset ones are left (``unset_variables`` names them)."""
+    environ = os.environ if environ is None else environ
+    return SHELL_VARIABLE.sub(lambda m: environ.get(m[1] or m[2], m[0]), text)
+
+
+def unset_variables(value: Any, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The ``$NAME`` of unset variables in ``value`` (its items too), as written."""
+    environ = os.environ if environ is None else environ
+    if isinstance(value, str) and not _template_text(value):
+        return [m[0] for m in SHELL_VARIABLE.finditer(value) if (m[1] or m[2]) not in environ]
+    if not isinstance(value, list | dict):
+        return []
+    items = value.values() if isinstance(value, dict) else value
+    return [name for item in items for name in unset_variables(item, environ)]
+
+
+def _template_text(value: str) -> bool:
+    """A chat template's own text given as ``chat_template`` (a ``$`` in it is its text)."""
+    return "\n" in value or "{{" in value or "{%" in value
+
+
 def home_expanded(value: Any) -> Any:
-    """A path option's value with a leading ``~`` as the home folder, as a shell reads it:
-    YAML, Python and a quoted flag (``--input '~/x.jsonl'``) do not. Lists and mappings
-    (a mixture's files) are read through."""
+    """A path option's value with a leading ``~`` as the home folder and set ``$NAME`` /
+    ``${NAME}`` as their values, as a shell reads them: YAML, Python and a quoted flag
+    (``--input '~/x.jsonl'``) do not. Lists and mappings (a mixture's files) are read through."""
     if isinstance(value, str):  # (a hub id or a template's text never starts with ~/)
+        value = shell_expanded(value) if "$" in value and not _template_text(value) else value
         return os.path.expanduser(value) if value.startswith("~/") or value == "~" else value
     if isinstance(value, list):
         return [home_expanded(item) for item in value]
@@ -90,7 +119,11 @@ class Options:
                 untyped.add(f.name)
                 setattr(self, f.name, _default(f))  # the other options are still checked
         for key in self.PATH_KEYS:  # (score --input '~/x.jsonl' read a folder named ~)
-            if home_expanded(getattr(self, key)) != getattr(self, key):
+            if unset := unset_variables(getattr(self, key)):
+                problems.append(_unset_said(key, unset))
+                untyped.add(key)  # (its other checks would read the unexpanded text)
+                setattr(self, key, _default(self.__dataclass_fields__[key]))
+            elif home_expanded(getattr(self, key)) != getattr(self, key):
                 setattr(self, key, home_expanded(getattr(self, key)))
         checked: list[str] = []
         self._problems: list[str] | None = checked
@@ -296,7 +329,8 @@ def load_options(
             given = {**named, **(overrides or {})}
             if "env" in data:  # set first, as TRL sets it before anything runs: the file's
                 # ${oc.env:VAR} read the value env gives VAR (they read the shell's before)
-                _set_environment(resolved_key(data, "env", where, given), where)
+                written = data["env"] if isinstance(data["env"], dict) else {}
+                _set_environment(resolved_key(data, "env", where, given), where, written)
             data.pop("env", None)
             variables = _variables(cls, data, names, where)
             data = resolved(data, where, given)
@@ -400,15 +434,34 @@ def _variables(cls: type, data: dict[str, Any], names: list[str], where: str) ->
     return unread
 
 
-def _set_environment(env: Any, path: str) -> None:
+def _set_environment(env: Any, path: str, written: dict[str, Any] | None = None) -> None:
     """A config file's ``env:`` mapping (TRL's TrlParser reads it so): environment variables
-    set before anything runs. Not an option, so never recorded: it may hold tokens."""
+    set before anything runs. Not an option, so never recorded: it may hold tokens.
+    ``written``: the values as the file writes them, before OmegaConf's interpolations."""
     if env is None:
         return
     if not isinstance(env, dict):
         raise ConfigError(f"{path}: env must be a mapping of VARIABLE: value, got {env!r}")
+    # as a shell's export reads it (TRL sets the text: DIRECTPO_CACHE: $HOME/c made a folder
+    # named $HOME); an earlier key's value is read by a later one, as in a shell; none is set
+    # unless all can be
+    environ = dict(os.environ)
     for key, value in env.items():
-        os.environ[str(key)] = str(value)
+        if "${" in str((written or {}).get(key, "")):  # ${oc.env:KEY}'s value is not read
+            environ[str(key)] = str(value)  # again (a shell reads "$KEY" once: a token's $)
+            continue
+        if unset := unset_variables(str(value), environ):
+            raise ConfigError(f"{path}: env: {_unset_said(str(key), unset)}")
+        environ[str(key)] = shell_expanded(str(value), environ)
+    os.environ.update({str(key): environ[str(key)] for key in env})
+
+
+def _unset_said(key: str, unset: list[str]) -> str:
+    names = ", ".join(dict.fromkeys(unset))
+    return (
+        f"{key}: {names} {'is' if len(unset) == 1 else 'are'} not set (a shell would read "
+        "it as empty): set it, or write the text itself"
+    )
 
 
 def _meant_file(path: str) -> str:

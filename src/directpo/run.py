@@ -67,6 +67,7 @@ from directpo.reference import (
 from directpo.resume import resume
 from directpo.run_data import RunData, load_run_data
 from directpo.sources import FixedPairs, OnlineRounds, PairSet
+from directpo.start_notes import start_notes
 from directpo.step import PairStats, eval_set_metrics, evaluate
 from directpo.sync import in_ref_adapter
 from directpo.tracking import MetricsLogger
@@ -261,12 +262,10 @@ def prepare_run(
     check_trainable(trainable)
     no_decay = no_decay_ids(policy, masters) if config.weight_decay else set()
     optimizer = build_optimizer(trainable, config, None if sharded else device, no_decay)
-    if precision.master == torch.bfloat16 and config.optimizer != "adamw_kahan":
-        echo(
-            f"warning: master_weights: bfloat16 with optimizer: {config.optimizer}: updates "
-            "below 1/256 of a weight are rounded away; optimizer: adamw_kahan keeps them"
-        )
     scheduler = config.schedule(optimizer, total_steps)
+    lora = bool(config.lora_r or peft_config)
+    for note in start_notes(config, total_steps, lora, eval_float32):
+        echo(note)
     kl_reference = reference  # sampled completions need a live reference for their KL
     if isinstance(pair_source, OnlineRounds):  # a round's objective/kl (TRL's)
         pair_source.build_round.reference = kl_reference  # type: ignore[attr-defined]

@@ -147,6 +147,17 @@ def reference_state(run: Any) -> dict[str, torch.Tensor]:
     return state
 
 
+def kept_weights(run: Any) -> dict[str, torch.Tensor]:
+    """The float32 weights a bf16 reference keeps beside its followed parameters, by name, as
+    the parameters are held (an FSDP2 shard's DTensor): what its folder is written from."""
+    kept = run.reference_masters._master_of if run.reference_masters is not None else {}
+    return {
+        name: _as_param(kept[id(param)], param)
+        for name, param in reference_parameters(run).items()
+        if id(param) in kept
+    }
+
+
 def _as_param(local: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     """``local`` (this rank's shard of a weight like ``param``) as ``param`` is laid out: a
     DTensor of its mesh and placements under FSDP2, else as it is."""

@@ -313,7 +313,7 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 def apply_trl_meanings(config: Any) -> None:
     """TRL's options that are DPOConfig fields, given TRL's meaning (called while a DPOConfig
-    is checked): optim, constant_with_warmup, use_peft, rpo_alpha, attn_implementation in
+    is checked): optim, use_peft, rpo_alpha, attn_implementation in
     model_init_kwargs, its trust_remote_code, gradient_checkpointing_kwargs, model_revision,
     warmup."""
     if config.optim is not None:
@@ -324,9 +324,6 @@ def apply_trl_meanings(config: Any) -> None:
         if config.optimizer != "adamw" and config.optimizer != TRL_OPTIMIZERS[config.optim]:
             raise ConfigError(f"optim: {config.optim} contradicts optimizer: {config.optimizer}")
         config.optimizer = TRL_OPTIMIZERS[config.optim]
-    config.lr_scheduler_type = {"constant_with_warmup": "constant"}.get(
-        config.lr_scheduler_type, config.lr_scheduler_type
-    )
     if config.use_peft and config.lora_r == 0:
         # (once the unset rank: a rank of 0 asked for became 16 without a word)
         raise ConfigError(
@@ -550,6 +547,9 @@ def spellings(values: dict[str, Any], where: str) -> dict[str, str]:
     return renamed
 
 
+NO_STRINGS = ("logging_strategy",)  # TRL's string options with a "no" (YAML's is false)
+
+
 def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str, Any]:
     """``values`` with TRL's spellings renamed and no-effect keys dropped; every key that cannot
     be used is reported at once (``ConfigErrors``). ``known`` are the options' own names."""
@@ -559,6 +559,7 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
     flag = "--" if where == "command line" else ""  # name them as they were written
     renames = ALIASES | RENAMED
     for key, value in values.items():
+        value = "no" if key in NO_STRINGS and value is False else value  # YAML 1.1's no
         if key.endswith("_token") and value == f"<{key.upper()}>":
             continue  # transformers' to_dict hides every *_token value: nothing is known of it
         if is_component(value):  # torchtune's (its optimizer was 'optimizer must be a string')
@@ -582,7 +583,8 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
                 reason = f": {instead}" if instead else ""
                 # as written: a flag's own text (--logging_strategy no, not false), a YAML
                 # file's value in YAML (true, not True), a Python call's in Python
-                text = value if isinstance(value, str) and flag else as_yaml(value)
+                plain = flag or key in NO_STRINGS  # (`no`, not YAML's quoted 'no')
+                text = value if isinstance(value, str) and plain else as_yaml(value)
                 text = repr(value) if where == "DPOConfig" else text
                 given = f"--{key} {text}" if flag else f"{key}: {text}"
                 problems.append(f"{given} is not supported{reason}")

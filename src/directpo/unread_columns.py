@@ -104,10 +104,15 @@ def unread_system(
 
 
 def lacks_system(system: Any, prompt: Text) -> bool:
-    """The prompt lacks a system text (the dataset did not already write it in)."""
+    """The prompt lacks a system text (the dataset did not already write it in) and
+    system_column could give it one: a prompt that opens with its own system message is not
+    counted (system_column refuses it there, a system turn given twice)."""
     if not isinstance(system, str) or not system.strip():
         return False
     if isinstance(prompt, list):
+        first = prompt[0] if prompt else None
+        if isinstance(first, dict) and first.get("role") == "system":
+            return False
         prompt = "\n".join(plain_text(m.get("content") or "") for m in prompt)
     return system.strip() not in prompt
 

@@ -223,9 +223,16 @@ def _lookup(
             node = node[int(part)]
             continue
         if not isinstance(node, dict) or part not in node:
+            # (${HOME} as a shell writes it: OmegaConf reads a key of the file)
+            variable = name if name.isidentifier() and name in os.environ else None
+            lead = (
+                f"${{oc.env:{name}}} (or ${name}) for the environment's {name}; "
+                if variable
+                else ""
+            )
             raise ConfigError(
                 f"{where}: the file has no key {'.'.join(parts)} to take the value of "
-                "(OmegaConf's interpolation; write \\${ for the text ${)"
+                f"(OmegaConf's interpolation; {lead}write \\${{ for the text ${{)"
             )
         node = node[part]
     if isinstance(node, _Given):

@@ -154,7 +154,7 @@ def _directpo(method: Method, exp: Experiment, run_dir: Path) -> tuple[list[dict
         loss_type=list(method.loss_type),
         beta=method.beta if method.beta is not None else 0.1,
         learning_rate=method.learning_rate,
-        lr_scheduler_type="constant",
+        lr_scheduler_type="constant_with_warmup",  # (TRL's run's name: nothing to say)
         warmup_steps=2,
         per_device_train_batch_size=profile.batch_size,
         per_device_eval_batch_size=32,
