@@ -93,8 +93,41 @@ def meant_option(name: str, names: Collection[str]) -> str | None:
             return option
     if any(key in options for options in command_options().values()):
         return None
+    begun = _begun(key, names)
+    if begun:  # (argparse's abbreviation: --gradient_acc was 'did you mean --gradient_checkp..?')
+        return begun[0] if len(begun) == 1 else None
     close = difflib.get_close_matches(key, list(names), n=1)
     return close[0] if close else None
+
+
+def unknown_hint(name: str, names: Collection[str], flag: str = "--") -> str:
+    """The hint after "unknown option 'NAME'": the option meant, else the options NAME begins
+    (--per_device, --max: argparse's abbreviations, which TRL's scripts take when one option
+    begins so, were told nothing), else whose option it is (``elsewhere``), else ''."""
+    meant = meant_option(name, names)
+    if meant:
+        return f"; did you mean '{flag}{meant}'?"
+    begun = [] if _key(name) in SPELLINGS else _begun(_key(name), names)
+    if len(begun) > 1:
+        shown = [f"'{flag}{option}'" for option in begun[:SHOWN]]
+        last = f"{len(begun) - SHOWN} more" if len(begun) > SHOWN else shown.pop()
+        return f"; {len(begun)} options begin so, write one whole: {', '.join(shown)} or {last}"
+    return elsewhere(name, names, flag)
+
+
+# the options an ambiguous abbreviation's hint lists
+SHOWN = 5
+
+
+def _begun(key: str, names: Collection[str]) -> list[str]:
+    """The options ``key`` abbreviates (3 characters at least), sorted; one that begins every
+    other (gradient_checkpointing of its _kwargs, _every) alone."""
+    begun = sorted((n for n in names if n.startswith(key)), key=lambda n: (len(n), n))
+    if len(key) < 3 or not begun:
+        return []
+    if all(n.startswith(begun[0]) for n in begun):
+        return begun[:1]
+    return sorted(begun)
 
 
 def elsewhere(name: str, names: Collection[str], flag: str = "--") -> str:
