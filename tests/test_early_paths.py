@@ -102,3 +102,29 @@ def test_a_hub_id_or_a_full_check_is_left_to_the_command(tmp_path, pairs) -> Non
     assert done.stdout.split()[:2] == ["2", "True"]
     assert "model_name_or_path: no such model folder: /no/such/model" in done.stderr
     assert "use_liger_kernel" in done.stderr
+
+
+def test_a_configs_path_there_from_its_folder_alone_is_said(tmp_path, monkeypatch, capsys):
+    """exp/cfg.yaml naming train_file: data.jsonl, the file beside it, run from exp's parent:
+    'no such file or folder: data.jsonl' of a file the user sees there. The paths are read
+    from the working directory (as TRL's scripts read them); the note says where it is."""
+    from directpo.cli import main
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "data.jsonl").write_text(json.dumps({"prompt": "a", "chosen": " b", "rejected": " c"}))
+    (exp / "cfg.yaml").write_text("model_name_or_path: ./m\ntrain_file: data.jsonl\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert main(["train", "exp/cfg.yaml", "--output_dir", "out"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "note: exp/cfg.yaml's train_file data.jsonl is read from the working directory, where "
+        "it is not; it is there from exp/cfg.yaml's folder: write exp/data.jsonl (or run from "
+        "exp)" in err
+    ), err
+    assert "train_file: no such file or folder: data.jsonl" in err
+    assert "model_name_or_path ./m" not in err  # (there from neither)
+    # a flag's path is the shell's, read from the working directory: no note
+    assert main(["train", "exp/cfg.yaml", "--train_file", "data.jsonl"]) == 2
+    assert "note:" not in capsys.readouterr().err

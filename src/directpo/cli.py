@@ -50,7 +50,7 @@ from directpo.command_options import (
 )
 from directpo.command_rows import with_others
 from directpo.config import DPOConfig
-from directpo.early_paths import refuse_missing_paths
+from directpo.early_paths import beside_config, refuse_missing_paths
 from directpo.errors import ConfigError, DirectpoError
 from directpo.foreign_names import RENAMED
 from directpo.option_hints import SPELLINGS, elsewhere, meant_option
@@ -333,6 +333,10 @@ def _main(argv: Sequence[str] | None) -> int:
                     raise with_others(err, command.options, None, overrides) from None
                 if command.options is DPOConfig:
                     from directpo.option_paths import copied_record, moved_run
+
+                    for note in beside_config(config_file, options, overrides):
+                        if _first_rank():
+                            print(f"directpo: note: {note}", file=sys.stderr)
 
                     for check in (moved_run, copied_record):
                         refused = check(
