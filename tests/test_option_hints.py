@@ -105,6 +105,8 @@ def test_a_choice_spelt_as_other_tools_do_is_told_the_one_meant(capsys, argv, sa
         (["train", "--lora_tar", "q"], "'--lora_target_modules' or '--lora_target_parameters'"),
         (["train", "--max", "8"], "7 options begin so, write one whole: '--max_completion_length'"),
         (["generate", "--max", "8"], "'--max_new_tokens' or '--max_prompt_length'"),
+        # before the command (told to write 'directpo train --per_device ...' alone)
+        (["--per_device", "2", "train"], "(train has no --per_device: 2 options begin so, wr"),
     ],
 )
 def test_an_abbreviated_flag_is_told_the_options_it_begins(capsys, argv, said) -> None:

@@ -53,7 +53,7 @@ from directpo.config import DPOConfig
 from directpo.early_paths import beside_config, refuse_missing_paths
 from directpo.errors import ConfigError, DirectpoError
 from directpo.foreign_names import RENAMED
-from directpo.option_hints import SPELLINGS, elsewhere, meant_option
+from directpo.option_hints import SPELLINGS, abbreviated, elsewhere, meant_option
 from directpo.options import load_options, option_help
 from directpo.signals import (
     KeptLines,
@@ -491,6 +491,8 @@ def _unknown_top_level(token: str, rest: Sequence[str] = ()) -> str:
         after += f" ({', '.join(COMMANDS)})"
     if meant and meant != option:
         after += f" ({named} has no {name}: did you mean '--{meant}'?)"
+    elif not meant and (begun := abbreviated(option, options)):  # (--per_device, --max)
+        after += f" ({named} has no {name}: {begun})"
     elif not meant and (other := elsewhere(option, options)):  # (rank --top_k: generate's,
         after = other.replace("this command", named)  # not to be written after rank)
     return f"unknown option '{name}'{after}"

@@ -107,12 +107,19 @@ def unknown_hint(name: str, names: Collection[str], flag: str = "--") -> str:
     meant = meant_option(name, names)
     if meant:
         return f"; did you mean '{flag}{meant}'?"
-    begun = [] if _key(name) in SPELLINGS else _begun(_key(name), names)
-    if len(begun) > 1:
-        shown = [f"'{flag}{option}'" for option in begun[:SHOWN]]
-        last = f"{len(begun) - SHOWN} more" if len(begun) > SHOWN else shown.pop()
-        return f"; {len(begun)} options begin so, write one whole: {', '.join(shown)} or {last}"
+    if begun := abbreviated(name, names, flag):
+        return f"; {begun}"
     return elsewhere(name, names, flag)
+
+
+def abbreviated(name: str, names: Collection[str], flag: str = "--") -> str:
+    """The options of ``names`` that ``name`` begins, where several do, else ''."""
+    begun = [] if _key(name) in SPELLINGS else _begun(_key(name), names)
+    if len(begun) < 2:
+        return ""
+    shown = [f"'{flag}{option}'" for option in begun[:SHOWN]]
+    last = f"{len(begun) - SHOWN} more" if len(begun) > SHOWN else shown.pop()
+    return f"{len(begun)} options begin so, write one whole: {', '.join(shown)} or {last}"
 
 
 # the options an ambiguous abbreviation's hint lists
