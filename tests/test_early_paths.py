@@ -92,6 +92,27 @@ def test_the_rows_beside_a_missing_model_are_read_without_torch(tmp_path) -> Non
     ]
 
 
+@pytest.mark.parametrize("command", ["score", "rank", "generate"])
+def test_a_missing_input_beside_a_run_folder_is_said_without_torch(tmp_path, command) -> None:
+    """score --model_name_or_path run/ (there) --input gone.jsonl: the check that run/ holds
+    a directpo run's config.yaml (else --beta is asked for) imported torch with reward.py,
+    2-10 s for the line; run_records.py reads it torch-free, in the same pass."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "config.json").write_text("{}")
+    (run / "config.yaml").write_text("model_name_or_path: base\nbeta: 0.2\n")
+    argv = ("--input", "gone.jsonl", "--output", "o.jsonl")
+    done = _directpo(command, "--model_name_or_path", "run", *argv, cwd=tmp_path)
+    assert done.stdout.split() == ["2", "False", "False"], done.stderr
+    assert done.stderr == "directpo: error: input: no such file or folder: gone.jsonl\n"
+    if command != "generate":  # a folder of no run: its --beta asked for in the same line
+        done = _directpo(command, "--model_name_or_path", "plain", *argv, cwd=tmp_path)
+        assert done.stdout.split() == ["2", "False", "False"], done.stderr
+        assert "plain has no config.yaml from a directpo run: give" in done.stderr
+
+
 def test_a_hub_id_or_a_full_check_is_left_to_the_command(tmp_path, pairs) -> None:
     """A path of a hub id's shape may be one (the command asks the hub), and a CUDA-only
     option is judged by the device: the command's own check says them, all at once."""
