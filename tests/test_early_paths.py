@@ -149,3 +149,29 @@ def test_a_configs_path_there_from_its_folder_alone_is_said(tmp_path, monkeypatc
     # a flag's path is the shell's, read from the working directory: no note
     assert main(["train", "exp/cfg.yaml", "--train_file", "data.jsonl"]) == 2
     assert "note:" not in capsys.readouterr().err
+
+
+def test_a_records_model_no_longer_there_is_told_the_flag(tmp_path, pairs, monkeypatch, capsys):
+    """A run's config.yaml resumed after its base model moved was 'no such model folder:
+    /old/place' alone; the record names it absolute, and the flag that replaces it is said."""
+    from directpo.cli import main
+    from directpo.config import DPOConfig
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    record = tmp_path / "run" / "config.yaml"
+    record.parent.mkdir()
+    gone = str(tmp_path / "models" / "base")
+    DPOConfig(model_name_or_path=gone, train_file="pairs.jsonl", output_dir="run").save_record(
+        record
+    )
+    assert main(["train", "run/config.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"note: run/config.yaml, a run's record, names model_name_or_path {gone}, which is no "
+        "longer there (moved?): give --model_name_or_path with where it is now" in err
+    ), err
+    assert f"model_name_or_path: no such model folder: {gone}" in err
+    (tmp_path / "recipe.yaml").write_text(f"model_name_or_path: {gone}\n")  # (a person's)
+    assert main(["train", "recipe.yaml", "--train_file", "pairs.jsonl"]) == 2
+    assert "note:" not in capsys.readouterr().err

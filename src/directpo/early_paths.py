@@ -87,8 +87,6 @@ def beside_config(config_file: str | None, options: Any, flags: Mapping[str, Any
     if config_file is None:
         return []
     folder = os.path.dirname(os.path.abspath(config_file))
-    if folder == os.getcwd():
-        return []
     from directpo.option_paths import PATH_OPTIONS
     from directpo.preflight import listed_paths
 
@@ -97,7 +95,13 @@ def beside_config(config_file: str | None, options: Any, flags: Mapping[str, Any
         if key in flags or key in ("output_dir", "logging_dir"):  # (a flag's: the shell's)
             continue
         for path in listed_paths(getattr(options, key, None)):
-            if isinstance(path, str) and _only_beside(path, folder):
+            if isinstance(path, str) and _gone_from_record(path, config_file):
+                notes.append(
+                    f"{config_file}, a run's record, names {key} {path}, which is no longer "
+                    f"there (moved?): give --{key} with where it is now (a flag replaces "
+                    "the file's value)"
+                )
+            elif isinstance(path, str) and _only_beside(path, folder):
                 written = os.path.relpath(os.path.join(folder, path))
                 notes.append(
                     f"{config_file}'s {key} {path} is read from the working directory, where "
@@ -107,10 +111,25 @@ def beside_config(config_file: str | None, options: Any, flags: Mapping[str, Any
     return notes
 
 
+def _gone_from_record(path: str, config_file: str) -> bool:
+    """Whether ``path`` is a local path a run recorded (absolute) that is not there: a model
+    or data moved since, said 'no such model folder' alone when its config.yaml was resumed."""
+    if not os.path.isabs(path) or glob.glob(path):
+        return False
+    from dataclasses import fields
+
+    from directpo.config import DPOConfig
+    from directpo.options import read_yaml
+    from directpo.yaml_interpolation import is_run_record
+
+    names = [f.name for f in fields(DPOConfig)]
+    return is_run_record(read_yaml(config_file, interpolate=False), names)
+
+
 def _only_beside(path: str, folder: str) -> bool:
     """Whether relative ``path`` (a glob pattern too) names nothing here and something in
-    ``folder``."""
-    if not path or os.path.isabs(path) or path.startswith("~"):
+    ``folder``, another folder than the working directory."""
+    if not path or os.path.isabs(path) or path.startswith("~") or folder == os.getcwd():
         return False
     return (
         not glob.glob(glob.escape(path))
