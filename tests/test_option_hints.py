@@ -33,6 +33,8 @@ from directpo.options import load_options
         (["demo", "--batch_size", "2"], "--batch_size is an option of directpo score, rank and"),
         (["train", "--validation_file", "e.jsonl"], "did you mean '--eval_file'?"),
         (["generate", "--max_tokens", "8"], "did you mean '--max_new_tokens'?"),
+        # accelerate's (told 'did you mean --model_revision?')
+        (["train", "--mixed_precision", "bf16"], "did you mean '--dtype'?"),
         # another command's own option (train's was 'did you mean --num_train_epochs?')
         (["rank", "--top_k", "3"], "'--top_k'; --top_k is an option of directpo generate, not"),
         (["train", "--num_return_sequences", "2"], "sequences is an option of directpo generate"),

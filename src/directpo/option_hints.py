@@ -67,7 +67,7 @@ SPELLINGS: dict[str, tuple[str, ...]] = {
     ),
     "max_tokens": ("max_new_tokens", "generate_max_new_tokens"),
     **dict.fromkeys(("n", "num_samples", "num_completions"), ("num_return_sequences",)),
-    **dict.fromkeys(("precision", "torch_dtype"), ("dtype",)),
+    **dict.fromkeys(("precision", "torch_dtype", "mixed_precision"), ("dtype",)),
     # one-letter flags other CLIs give these (-m MODEL, -o OUT, -c CONFIG): none is directpo's
     "m": ("model_name_or_path",),
     "o": ("output_dir", "output"),
