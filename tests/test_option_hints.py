@@ -107,6 +107,10 @@ def test_a_choice_spelt_as_other_tools_do_is_told_the_one_meant(capsys, argv, sa
         (["train", "--lora_tar", "q"], "'--lora_target_modules' or '--lora_target_parameters'"),
         (["train", "--max", "8"], "7 options begin so, write one whole: '--max_completion_length'"),
         (["generate", "--max", "8"], "'--max_new_tokens' or '--max_prompt_length'"),
+        # ... of another tool's spelling (told 'did you mean --eval_strategy?', and nothing)
+        (["train", "--eval_batch", "2"], "did you mean '--per_device_eval_batch_size'?"),
+        (["train", "--batch", "2"], "did you mean '--per_device_train_batch_size'?"),
+        (["score", "--batch", "2"], "did you mean '--batch_size'?"),
         # before the command (told to write 'directpo train --per_device ...' alone)
         (["--per_device", "2", "train"], "(train has no --per_device: 2 options begin so, wr"),
     ],

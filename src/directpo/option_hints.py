@@ -88,16 +88,24 @@ def meant_option(name: str, names: Collection[str]) -> str | None:
     key = _key(name)
     if key in names:  # (--BETA: options are lower case)
         return key
-    for option in SPELLINGS.get(key, ()):
-        if option in names:
-            return option
+    if key in SPELLINGS and (option := _spelt(key, names)):
+        return option
     if any(key in options for options in command_options().values()):
         return None
     begun = _begun(key, names)
     if begun:  # (argparse's abbreviation: --gradient_acc was 'did you mean --gradient_checkp..?')
         return begun[0] if len(begun) == 1 else None
+    # ... of another tool's spelling (--eval_batch: 'did you mean --eval_strategy?')
+    spelt = {_spelt(other, names) for other in SPELLINGS if len(key) > 2 and other.startswith(key)}
+    if len(spelt - {None}) == 1:
+        return (spelt - {None}).pop()
     close = difflib.get_close_matches(key, list(names), n=1)
     return close[0] if close else None
+
+
+def _spelt(spelling: str, names: Collection[str]) -> str | None:
+    """The option of ``names`` that another tool's ``spelling`` means, or None."""
+    return next((option for option in SPELLINGS[spelling] if option in names), None)
 
 
 def unknown_hint(name: str, names: Collection[str], flag: str = "--") -> str:
