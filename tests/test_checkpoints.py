@@ -984,7 +984,7 @@ def test_a_checkpoint_records_the_reference_as_it_was_loaded(
     the run's reference had been the earlier one. The files are read as the model is loaded."""
     from tiny import save_tiny_model
 
-    from directpo.model_identity import model_identity
+    from directpo.model_identity import IDENTITY_SCHEME, model_identity
 
     start = shutil.copytree(tiny_model_dirs["gpt2"], tmp_path / "start")
     loaded = model_identity(str(start))
@@ -998,7 +998,7 @@ def test_a_checkpoint_records_the_reference_as_it_was_loaded(
     out = tmp_path / "run"
     train(config_for(start, pairs_file, out, max_steps=1), echo=lambda _: None)
     recorded = read_state(out / "checkpoint-1")["reference"]
-    assert recorded == {"path": str(start), "identity": loaded, "scheme": 3}
+    assert recorded == {"path": str(start), "identity": loaded, "scheme": IDENTITY_SCHEME}
     # ... as loaded, not before: a hub id's first load downloads the weights its config sat
     # beside (read before the load, a resume would say the files had changed)
     monkeypatch.undo()

@@ -92,6 +92,27 @@ def test_the_rows_beside_a_missing_model_are_read_without_torch(tmp_path) -> Non
     ]
 
 
+@pytest.mark.parametrize("command", ["score", "rank", "generate"])
+def test_a_missing_input_beside_a_run_folder_is_said_without_torch(tmp_path, command) -> None:
+    """score --model_name_or_path run/ (there) --input gone.jsonl: the check that run/ holds
+    a directpo run's config.yaml (else --beta is asked for) imported torch with reward.py,
+    2-10 s for the line; run_records.py reads it torch-free, in the same pass."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "config.json").write_text("{}")
+    (run / "config.yaml").write_text("model_name_or_path: base\nbeta: 0.2\n")
+    argv = ("--input", "gone.jsonl", "--output", "o.jsonl")
+    done = _directpo(command, "--model_name_or_path", "run", *argv, cwd=tmp_path)
+    assert done.stdout.split() == ["2", "False", "False"], done.stderr
+    assert done.stderr == "directpo: error: input: no such file or folder: gone.jsonl\n"
+    if command != "generate":  # a folder of no run: its --beta asked for in the same line
+        done = _directpo(command, "--model_name_or_path", "plain", *argv, cwd=tmp_path)
+        assert done.stdout.split() == ["2", "False", "False"], done.stderr
+        assert "plain has no config.yaml from a directpo run: give" in done.stderr
+
+
 def test_a_hub_id_or_a_full_check_is_left_to_the_command(tmp_path, pairs) -> None:
     """A path of a hub id's shape may be one (the command asks the hub), and a CUDA-only
     option is judged by the device: the command's own check says them, all at once."""
@@ -102,3 +123,55 @@ def test_a_hub_id_or_a_full_check_is_left_to_the_command(tmp_path, pairs) -> Non
     assert done.stdout.split()[:2] == ["2", "True"]
     assert "model_name_or_path: no such model folder: /no/such/model" in done.stderr
     assert "use_liger_kernel" in done.stderr
+
+
+def test_a_configs_path_there_from_its_folder_alone_is_said(tmp_path, monkeypatch, capsys):
+    """exp/cfg.yaml naming train_file: data.jsonl, the file beside it, run from exp's parent:
+    'no such file or folder: data.jsonl' of a file the user sees there. The paths are read
+    from the working directory (as TRL's scripts read them); the note says where it is."""
+    from directpo.cli import main
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "data.jsonl").write_text(json.dumps({"prompt": "a", "chosen": " b", "rejected": " c"}))
+    (exp / "cfg.yaml").write_text("model_name_or_path: ./m\ntrain_file: data.jsonl\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert main(["train", "exp/cfg.yaml", "--output_dir", "out"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "note: exp/cfg.yaml's train_file data.jsonl is read from the working directory, where "
+        "it is not; it is there from exp/cfg.yaml's folder: write exp/data.jsonl (or run from "
+        "exp)" in err
+    ), err
+    assert "train_file: no such file or folder: data.jsonl" in err
+    assert "model_name_or_path ./m" not in err  # (there from neither)
+    # a flag's path is the shell's, read from the working directory: no note
+    assert main(["train", "exp/cfg.yaml", "--train_file", "data.jsonl"]) == 2
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_a_records_model_no_longer_there_is_told_the_flag(tmp_path, pairs, monkeypatch, capsys):
+    """A run's config.yaml resumed after its base model moved was 'no such model folder:
+    /old/place' alone; the record names it absolute, and the flag that replaces it is said."""
+    from directpo.cli import main
+    from directpo.config import DPOConfig
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    record = tmp_path / "run" / "config.yaml"
+    record.parent.mkdir()
+    gone = str(tmp_path / "models" / "base")
+    DPOConfig(model_name_or_path=gone, train_file="pairs.jsonl", output_dir="run").save_record(
+        record
+    )
+    assert main(["train", "run/config.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"note: run/config.yaml, a run's record, names model_name_or_path {gone}, which is no "
+        "longer there (moved?): give --model_name_or_path with where it is now" in err
+    ), err
+    assert f"model_name_or_path: no such model folder: {gone}" in err
+    (tmp_path / "recipe.yaml").write_text(f"model_name_or_path: {gone}\n")  # (a person's)
+    assert main(["train", "recipe.yaml", "--train_file", "pairs.jsonl"]) == 2
+    assert "note:" not in capsys.readouterr().err

@@ -499,3 +499,42 @@ def test_a_weights_left_out_rows_are_not_checked_and_the_start_line_says_so(tmp_
         DPOConfig(model_name_or_path=str(tmp_path), learning_rate=-1,
                   dataset_mixture={**mixture, "shuffle": False})  # fmt: skip
     assert str(info.value) == "learning_rate must be > 0 (got -1.0)"
+
+
+def test_a_builders_missing_data_files_are_said_before_loading(tmp_path, monkeypatch) -> None:
+    """``{id: json, data_files: x.jsonl}`` (TRL's DatasetConfig, the handbook's local files)
+    with x.jsonl not there was 'cannot load (Unable to find ...); the Hub cannot be reached'
+    after seconds of loading, a pattern that matched nothing 'cannot load (StopIteration)'."""
+    from directpo.mixture import missing_sources
+
+    write_jsonl(tmp_path / "a.jsonl", SENTIMENT_PAIRS)
+    (tmp_path / "sub").mkdir()
+    write_jsonl(tmp_path / "sub" / "b.jsonl", SENTIMENT_PAIRS)
+    monkeypatch.chdir(tmp_path)
+
+    def said(**entry) -> list[str]:
+        return missing_sources({"datasets": [{"id": "json", **entry}]})
+
+    assert said(data_files="none.jsonl") == [
+        "dataset_mixture: json: data_files: no such file or folder: none.jsonl"
+    ]
+    assert said(data_files={"train": ["a.jsonl", "none.jsonl"]}) == [
+        "dataset_mixture: json: data_files: no such file or folder: none.jsonl"
+    ]
+    assert said(data_files="no*.jsonl") == [
+        "dataset_mixture: json: data_files: no file matches the pattern no*.jsonl"
+    ]
+    assert said(data_dir="nowhere") == ["dataset_mixture: json: data_dir: no such folder: nowhere"]
+    for there in (
+        dict(data_files="a.jsonl"), dict(data_files="*.jsonl"), dict(data_files=["a.jsonl"]),
+        dict(data_dir="sub", data_files="b.jsonl"), dict(data_dir="sub"),
+        dict(data_files="hf://datasets/org/d/train.jsonl"),
+    ):  # fmt: skip
+        assert said(**there) == [], there
+    # a hub dataset's data_files are its repository's
+    assert missing_sources({"datasets": [{"id": "org/d", "data_files": "none.jsonl"}]}) == []
+    with pytest.raises(ConfigError, match="json: data_files: no such file or folder: none.json"):
+        check_environment(
+            DPOConfig(model_name_or_path="org/m", output_dir=str(tmp_path / "out"),
+                      dataset_mixture={"datasets": [{"id": "json", "data_files": "none.jsonl"}]})
+        )  # fmt: skip

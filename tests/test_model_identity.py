@@ -199,3 +199,34 @@ def test_a_reference_converted_from_pytorch_model_bin_to_safetensors_is_the_same
     shutil.copy(source / "config.json", whole)
     torch.save(torch.nn.Linear(2, 2), whole / "pytorch_model.bin")
     assert model_identity(str(whole)) not in (None, model_identity(str(source)))
+
+
+def test_a_tied_models_pickle_converted_to_safetensors_is_the_same_model(tmp_path) -> None:
+    """torch.save(model.state_dict()) of a tied model (SmolLM2, Llama 3.2 1B, ...) holds its
+    embedding twice, as lm_head.weight too; safetensors cannot, and save_pretrained writes it
+    once: the converted reference was 'another model' (its LM head's name). A checkpoint's
+    scheme-3 record of the pickle (both names) still compares as the same model."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True,
+    )  # fmt: skip
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(tmp_path / "converted")
+    assert "lm_head.weight" not in load_file(tmp_path / "converted" / "model.safetensors")
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    shutil.copy(tmp_path / "converted" / "config.json", pickled)
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")
+    assert model_identity(str(pickled)) == model_identity(str(tmp_path / "converted"))
+    untied = shutil.copytree(pickled, tmp_path / "untied")  # (another LM head: another model)
+    state = {**model.state_dict(), "lm_head.weight": torch.zeros(64, 16)}
+    torch.save(state, untied / "pytorch_model.bin")
+    assert model_identity(str(untied)) != model_identity(str(pickled))
+    saved = reference_record(DPOConfig(model_name_or_path=str(pickled)))
+    saved = {**saved, "identity": model_identity(str(pickled), scheme=3), "scheme": 3}
+    assert saved["identity"] != model_identity(str(pickled))
+    converted = reference_record(DPOConfig(model_name_or_path=str(tmp_path / "converted")))
+    assert reference_change(saved, converted) == ""

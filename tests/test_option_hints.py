@@ -33,6 +33,8 @@ from directpo.options import load_options
         (["demo", "--batch_size", "2"], "--batch_size is an option of directpo score, rank and"),
         (["train", "--validation_file", "e.jsonl"], "did you mean '--eval_file'?"),
         (["generate", "--max_tokens", "8"], "did you mean '--max_new_tokens'?"),
+        # accelerate's (told 'did you mean --model_revision?')
+        (["train", "--mixed_precision", "bf16"], "did you mean '--dtype'?"),
         # another command's own option (train's was 'did you mean --num_train_epochs?')
         (["rank", "--top_k", "3"], "'--top_k'; --top_k is an option of directpo generate, not"),
         (["train", "--num_return_sequences", "2"], "sequences is an option of directpo generate"),
@@ -89,3 +91,40 @@ def test_a_choice_spelt_as_other_tools_do_is_told_the_one_meant(capsys, argv, sa
     assert said in capsys.readouterr().err
     assert main(["train", "--dtype", "float64"]) == 2  # another precision: no lead
     assert "did you mean" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        # (told 'did you mean --gradient_checkpointing?', '--lora_r?', and nothing)
+        (["train", "--gradient_acc", "8"], "'--gradient_acc'; did you mean '--gradient_accumulati"),
+        (["train", "--gradient_checkpoint", "true"], "did you mean '--gradient_checkpointing'?"),
+        (
+            ["train", "--per_device", "2"],
+            "'--per_device'; 2 options begin so, write one whole: "
+            "'--per_device_eval_batch_size' or '--per_device_train_batch_size'",
+        ),
+        (["train", "--lora_tar", "q"], "'--lora_target_modules' or '--lora_target_parameters'"),
+        (["train", "--max", "8"], "7 options begin so, write one whole: '--max_completion_length'"),
+        (["generate", "--max", "8"], "'--max_new_tokens' or '--max_prompt_length'"),
+        # ... of another tool's spelling (told 'did you mean --eval_strategy?', and nothing)
+        (["train", "--eval_batch", "2"], "did you mean '--per_device_eval_batch_size'?"),
+        (["train", "--batch", "2"], "did you mean '--per_device_train_batch_size'?"),
+        (["score", "--batch", "2"], "did you mean '--batch_size'?"),
+        # before the command (told to write 'directpo train --per_device ...' alone)
+        (["--per_device", "2", "train"], "(train has no --per_device: 2 options begin so, wr"),
+    ],
+)
+def test_an_abbreviated_flag_is_told_the_options_it_begins(capsys, argv, said) -> None:
+    """argparse's abbreviations (TRL's scripts take --gradient_acc 8 where one option begins
+    so) were given difflib's closest name, another option, or nothing where several begin so."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert said in err, err
+
+
+def test_an_abbreviated_yaml_key_is_told_the_options_it_begins(tmp_path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("warmup: 10\n")
+    with pytest.raises(ConfigError, match="'warmup'; 2 options begin so, write one whole: 'wa"):
+        load_options(DPOConfig, recipe)

@@ -275,3 +275,27 @@ def test_a_path_no_hub_id_could_be_is_a_missing_folder(tmp_path, monkeypatch, va
     with pytest.raises(ConfigError, match=f"^model_name_or_path: no such model folder: {value}$"):
         directpo.preflight.check_model_location("model_name_or_path", value)
     assert not any(map(directpo.preflight.looks_local, ["gpt2", "org/name-1.5B", "a_b/c.d", ""]))
+
+
+def test_a_resume_with_no_checkpoint_is_said_with_a_missing_model(tmp_path, monkeypatch):
+    """resume_from_checkpoint: latest in a folder of no checkpoint raised its CheckpointError
+    out of the one-pass check, alone: the missing model folder beside it was said a run later."""
+    from directpo.config import DPOConfig
+    from directpo.errors import CheckpointError, ConfigError
+    from directpo.preflight import check_environment
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pairs.jsonl").write_text('{"prompt": "a", "chosen": " b", "rejected": " c"}\n')
+    config = DPOConfig(model_name_or_path="./m", train_file="pairs.jsonl", output_dir="out",
+                       resume_from_checkpoint="latest")  # fmt: skip
+    with pytest.raises(ConfigError) as refused:
+        check_environment(config)
+    assert refused.value.problems == [
+        "model_name_or_path: no such model folder: ./m",
+        "resume_from_checkpoint: latest: no checkpoint in out to resume; set "
+        "resume_from_checkpoint: null to start a new run",
+    ]
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="latest: no checkpoint in out"):  # (alone: its own)
+        check_environment(config)

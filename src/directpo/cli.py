@@ -50,10 +50,10 @@ from directpo.command_options import (
 )
 from directpo.command_rows import with_others
 from directpo.config import DPOConfig
-from directpo.early_paths import refuse_missing_paths
+from directpo.early_paths import beside_config, refuse_missing_paths
 from directpo.errors import ConfigError, DirectpoError
 from directpo.foreign_names import RENAMED
-from directpo.option_hints import SPELLINGS, elsewhere, meant_option
+from directpo.option_hints import SPELLINGS, abbreviated, elsewhere, meant_option
 from directpo.options import load_options, option_help
 from directpo.signals import (
     KeptLines,
@@ -341,6 +341,10 @@ def _main(argv: Sequence[str] | None) -> int:
                 if command.options is DPOConfig:
                     from directpo.option_paths import copied_record, moved_run
 
+                    for note in beside_config(config_file, options, overrides):
+                        if _first_rank():
+                            print(f"directpo: note: {note}", file=sys.stderr)
+
                     for check in (moved_run, copied_record):
                         refused = check(
                             config_file, options.output_dir, options.resume_from_checkpoint,
@@ -494,6 +498,8 @@ def _unknown_top_level(token: str, rest: Sequence[str] = ()) -> str:
         after += f" ({', '.join(COMMANDS)})"
     if meant and meant != option:
         after += f" ({named} has no {name}: did you mean '--{meant}'?)"
+    elif not meant and (begun := abbreviated(option, options)):  # (--per_device, --max)
+        after += f" ({named} has no {name}: {begun})"
     elif not meant and (other := elsewhere(option, options)):  # (rank --top_k: generate's,
         after = other.replace("this command", named)  # not to be written after rank)
     return f"unknown option '{name}'{after}"

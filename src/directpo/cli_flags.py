@@ -25,7 +25,7 @@ from typing import Any
 
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.foreign_names import RENAMED, SAME_VALUE_AS, SEVERAL_VALUES
-from directpo.option_hints import elsewhere, meant_option
+from directpo.option_hints import unknown_hint
 from directpo.options import option_help, read_yaml, type_hints
 from directpo.trl_compat import ALIASES, VERSION_FLAGS, VERSION_HINT
 
@@ -386,8 +386,7 @@ def unknown_flag_message(flag: str, options: type) -> str:
             return f"'{flag}': options are flags here: --{key} {shlex.quote(value)}"
         return f"unexpected argument '{flag}'{_argument_hint(flag, options)}"
     name = flag.lstrip("-").split("=", 1)[0]
-    meant = meant_option(name, names)
-    hint = f"; did you mean '--{meant}'?" if meant else elsewhere(name, names)
+    hint = unknown_hint(name, names)
     if instead := getattr(options, "FOREIGN_KEYS", {}).get(name):
         hint = f"; {instead}"
     if name in VERSION_FLAGS:

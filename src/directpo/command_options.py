@@ -276,7 +276,7 @@ class RewardOptions(FileCommandOptions):
         problems = super()._path_problems()
         folder = self.model_name_or_path
         if folder and not any(names_any(line, {"model_name_or_path"}) for line in problems):
-            from directpo.reward import run_values_missing  # (torch: not for --help)
+            from directpo.run_records import run_values_missing
 
             missing = run_values_missing(folder, self.ref_model_name_or_path, self.beta)
             problems += [missing] if missing else []

@@ -56,7 +56,7 @@ def input_row_problems(options: Any, refused: list[str]) -> list[str]:
     known = isinstance(folder, str) and os.path.isdir(folder)  # (else the run's columns unknown)
     run = None
     if known:
-        from directpo.reward import run_config  # (torch: only for a folder that is there)
+        from directpo.run_records import run_config
 
         try:
             run = run_config(folder)

@@ -11,7 +11,9 @@ full check says with it.
 
 from __future__ import annotations
 
+import glob
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from directpo.errors import collected, refuse_all
@@ -75,3 +77,62 @@ def _needs_full_check(config: Any) -> bool:
     folder = config.output_dir
     held = os.path.isdir(folder) and any(not name.startswith(".") for name in os.listdir(folder))
     return cuda or held
+
+
+def beside_config(config_file: str | None, options: Any, flags: Mapping[str, Any]) -> list[str]:
+    """Notes for a config file's relative paths that are not in the working directory but
+    beside the file (``exp/cfg.yaml`` naming ``train_file: data.jsonl`` run from exp's parent):
+    paths are read from the working directory, as TRL's and transformers' scripts read them,
+    and the refusal said 'no such file' of a file the user sees there."""
+    if config_file is None:
+        return []
+    folder = os.path.dirname(os.path.abspath(config_file))
+    from directpo.option_paths import PATH_OPTIONS
+    from directpo.preflight import listed_paths
+
+    notes = []
+    for key in PATH_OPTIONS:
+        if key in flags or key in ("output_dir", "logging_dir"):  # (a flag's: the shell's)
+            continue
+        for path in listed_paths(getattr(options, key, None)):
+            if isinstance(path, str) and _gone_from_record(path, config_file):
+                notes.append(
+                    f"{config_file}, a run's record, names {key} {path}, which is no longer "
+                    f"there (moved?): give --{key} with where it is now (a flag replaces "
+                    "the file's value)"
+                )
+            elif isinstance(path, str) and _only_beside(path, folder):
+                written = os.path.relpath(os.path.join(folder, path))
+                notes.append(
+                    f"{config_file}'s {key} {path} is read from the working directory, where "
+                    f"it is not; it is there from {config_file}'s folder: write {written} (or "
+                    f"run from {os.path.relpath(folder)})"
+                )
+    return notes
+
+
+def _gone_from_record(path: str, config_file: str) -> bool:
+    """Whether ``path`` is a local path a run recorded (absolute) that is not there: a model
+    or data moved since, said 'no such model folder' alone when its config.yaml was resumed."""
+    if not os.path.isabs(path) or glob.glob(path):
+        return False
+    from dataclasses import fields
+
+    from directpo.config import DPOConfig
+    from directpo.options import read_yaml
+    from directpo.yaml_interpolation import is_run_record
+
+    names = [f.name for f in fields(DPOConfig)]
+    return is_run_record(read_yaml(config_file, interpolate=False), names)
+
+
+def _only_beside(path: str, folder: str) -> bool:
+    """Whether relative ``path`` (a glob pattern too) names nothing here and something in
+    ``folder``, another folder than the working directory."""
+    if not path or os.path.isabs(path) or path.startswith("~") or folder == os.getcwd():
+        return False
+    return (
+        not glob.glob(glob.escape(path))
+        and not glob.glob(path)
+        and (bool(glob.glob(os.path.join(glob.escape(folder), path))))
+    )

@@ -31,6 +31,7 @@ pairs in the same order.
 from __future__ import annotations
 
 import difflib
+import glob
 import math
 import os
 from collections import Counter
@@ -179,11 +180,44 @@ def missing_sources(value: Any) -> list[str]:
         for entry in (entries if isinstance(entries, list) else [])
         if isinstance(entry, dict)
     ]
-    return [
+    lines = [
         f"dataset_mixture: {source}: no such file or folder"
         for source in dict.fromkeys(i for i in ids if isinstance(i, str) and i)
         if _missing(source)
     ]
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and (entry.get("data_files") or entry.get("data_dir")):
+            lines += _missing_files(entry)
+    return list(dict.fromkeys(lines))
+
+
+def _missing_files(entry: dict[str, Any]) -> list[str]:
+    """A builder's entry (``id: json``) whose data_dir or local data_files are not there (a
+    pattern that matches nothing): ``datasets`` said 'Unable to find ...' or 'StopIteration'
+    after seconds of imports, and the line blamed the unreachable Hub. A hub dataset's
+    data_files are its repository's, not read here."""
+    from directpo.option_paths import packaged_builders  # (datasets': read only here)
+
+    source = entry.get("id", entry.get("path"))
+    if not isinstance(source, str) or os.path.exists(source) or source not in packaged_builders():
+        return []
+    where, data_dir = f"dataset_mixture: {source}", entry.get("data_dir")
+    if isinstance(data_dir, str) and not os.path.isdir(os.path.expanduser(data_dir)):
+        return [f"{where}: data_dir: no such folder: {data_dir}"]
+    base = os.path.expanduser(data_dir) if isinstance(data_dir, str) else ""
+    files = entry.get("data_files")
+    groups = files.values() if isinstance(files, dict) else [files]
+    paths = [p for g in groups for p in ([g] if isinstance(g, str) else g or [])]
+    lines = []
+    for path in paths:
+        if not isinstance(path, str) or "://" in path:
+            continue  # (a URL, hf://: datasets reads it)
+        found = glob.glob(os.path.join(base, os.path.expanduser(path)), recursive=True)
+        if not found and any(c in path for c in "*?["):
+            lines.append(f"{where}: data_files: no file matches the pattern {path}")
+        elif not found:
+            lines.append(f"{where}: data_files: no such file or folder: {path}")
+    return lines
 
 
 def _missing(source: str) -> bool:

@@ -37,8 +37,9 @@ SAMPLED_TENSORS = 4096
 # the tensors' own, hashed with them)
 UNSAVED_CONFIG = ("transformers_version", "_name_or_path", "_commit_hash", "torch_dtype", "dtype")
 # reference_record's: 1 (no key) hashed config.json's text and file names; 2 a PyTorch pickle's
-# file names and sizes (its tensors are read by name since 3, as safetensors')
-IDENTITY_SCHEME = 3
+# file names and sizes (its tensors are read by name since 3, as safetensors'); 3 a tied
+# model's pickled lm_head.weight, the embedding saved twice (once since 4, as safetensors)
+IDENTITY_SCHEME = 4
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth")  # torch.save's (pytorch_model.bin): read with mmap
 # safetensors' names of torch's dtypes, so that a pickle's tensors hash as the same safetensors'
 SAFETENSORS_DTYPES = {
@@ -72,7 +73,7 @@ def model_identity(
             return None
         digest.update(adapter.encode())
     weights = _weight_files(folder)
-    tensors = _tensor_samples(weights, pickles=scheme > 2) if weights and scheme > 1 else None
+    tensors = _tensor_samples(weights, scheme) if weights and scheme > 1 else None
     if tensors is not None:
         digest.update(tensors)
     elif weights:  # (a GGUF, an old pickle: no tensors to read by name)
@@ -108,15 +109,16 @@ def _config_settings(path: Path) -> bytes:
     return json.dumps(kept, sort_keys=True).encode()
 
 
-def _tensor_samples(files: list[Path], pickles: bool = True) -> bytes | None:
+def _tensor_samples(files: list[Path], scheme: int = IDENTITY_SCHEME) -> bytes | None:
     """Every tensor of the safetensors ``files`` by name: its dtype and shape, and for each of
     ``SAMPLED_TENSORS`` chosen by name (all of them but in the largest MoE models)
     ``TENSOR_SAMPLE`` bytes at the start, the middle and the end of its values; in name order,
-    so whichever shard holds it. PyTorch's pickles (``pickles``: pytorch_model.bin) give the
-    same for the same tensors: a reference converted to safetensors is the same model. None
-    where a file is neither."""
-    if pickles and files and all(path.name.endswith(PICKLE_SUFFIXES) for path in files):
-        return _pickled_samples(files)
+    so whichever shard holds it. PyTorch's pickles (pytorch_model.bin; since scheme 3) give
+    the same for the same tensors: a reference converted to safetensors is the same model.
+    None where a file is neither."""
+    pickled = files and all(path.name.endswith(PICKLE_SUFFIXES) for path in files)
+    if scheme > 2 and pickled:
+        return _pickled_samples(files, aliases=scheme < 4)
     headers = [header for path in files if (header := _header(path)) is not None]
     if len(headers) < len(files):
         return None
@@ -136,9 +138,10 @@ def _tensor_samples(files: list[Path], pickles: bool = True) -> bytes | None:
     return json.dumps(sorted(tensors.items())).encode()
 
 
-def _pickled_samples(files: list[Path]) -> bytes | None:
+def _pickled_samples(files: list[Path], aliases: bool = False) -> bytes | None:
     """``_tensor_samples`` of torch.save's state dicts, memory-mapped (only the sampled bytes
-    are read); None where one is no such file (an old format, another object)."""
+    are read), a tensor saved twice under two names once (``aliases``: twice, scheme 3's);
+    None where one is no such file (an old format, another object)."""
     import torch
 
     tensors: dict[str, list[Any]] = {}
@@ -148,7 +151,8 @@ def _pickled_samples(files: list[Path]) -> bytes | None:
             if not isinstance(state, dict):
                 return None
             # (a value that is no tensor: AttributeError, caught below)
-            tensors |= {name: _pickled_tensor(value) for name, value in state.items()}
+            names = list(state) if aliases else _unaliased(state)
+            tensors |= {name: _pickled_tensor(state[name]) for name in names}
     except (OSError, RuntimeError, ValueError, KeyError, AttributeError, EOFError, PickleError):
         return None  # (PickleError: a whole model pickled, which weights_only refuses)
     stride = max(1, math.ceil(len(tensors) / SAMPLED_TENSORS))
@@ -158,6 +162,27 @@ def _pickled_samples(files: list[Path]) -> bytes | None:
             for name, entry in tensors.items()
         )
     ).encode()
+
+
+def _unaliased(state: dict[str, Any]) -> list[str]:
+    """``state``'s names less the aliases of a tensor saved once more under another name: a tied
+    model's torch.save(model.state_dict()) holds lm_head.weight as the embedding itself, which
+    safetensors cannot hold twice and save_pretrained writes once, as the embedding (the
+    converted reference was 'another model'). Of tensors that share their data, the one kept
+    is the one not named as the LM head (a tied model's output side), else the first."""
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for name, value in state.items():
+        key = (value.data_ptr(), value.dtype, tuple(value.shape), value.stride())
+        groups.setdefault(key if value.numel() else (name,), []).append(name)
+    kept = []
+    for names in groups.values():
+        inputs = [name for name in sorted(names) if not name.startswith(OUTPUT_EMBEDDINGS)]
+        kept.append((inputs or sorted(names))[0])
+    return kept
+
+
+# the names of a causal LM's output embedding, which a tied model saves as its input embedding
+OUTPUT_EMBEDDINGS = ("lm_head.", "output.", "embed_out.")
 
 
 def _pickled_tensor(tensor: Any) -> list[Any]:

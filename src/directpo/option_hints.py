@@ -67,7 +67,7 @@ SPELLINGS: dict[str, tuple[str, ...]] = {
     ),
     "max_tokens": ("max_new_tokens", "generate_max_new_tokens"),
     **dict.fromkeys(("n", "num_samples", "num_completions"), ("num_return_sequences",)),
-    **dict.fromkeys(("precision", "torch_dtype"), ("dtype",)),
+    **dict.fromkeys(("precision", "torch_dtype", "mixed_precision"), ("dtype",)),
     # one-letter flags other CLIs give these (-m MODEL, -o OUT, -c CONFIG): none is directpo's
     "m": ("model_name_or_path",),
     "o": ("output_dir", "output"),
@@ -88,13 +88,61 @@ def meant_option(name: str, names: Collection[str]) -> str | None:
     key = _key(name)
     if key in names:  # (--BETA: options are lower case)
         return key
-    for option in SPELLINGS.get(key, ()):
-        if option in names:
-            return option
+    if key in SPELLINGS and (option := _spelt(key, names)):
+        return option
     if any(key in options for options in command_options().values()):
         return None
+    begun = _begun(key, names)
+    if begun:  # (argparse's abbreviation: --gradient_acc was 'did you mean --gradient_checkp..?')
+        return begun[0] if len(begun) == 1 else None
+    # ... of another tool's spelling (--eval_batch: 'did you mean --eval_strategy?')
+    spelt = {_spelt(other, names) for other in SPELLINGS if len(key) > 2 and other.startswith(key)}
+    if len(spelt - {None}) == 1:
+        return (spelt - {None}).pop()
     close = difflib.get_close_matches(key, list(names), n=1)
     return close[0] if close else None
+
+
+def _spelt(spelling: str, names: Collection[str]) -> str | None:
+    """The option of ``names`` that another tool's ``spelling`` means, or None."""
+    return next((option for option in SPELLINGS[spelling] if option in names), None)
+
+
+def unknown_hint(name: str, names: Collection[str], flag: str = "--") -> str:
+    """The hint after "unknown option 'NAME'": the option meant, else the options NAME begins
+    (--per_device, --max: argparse's abbreviations, which TRL's scripts take when one option
+    begins so, were told nothing), else whose option it is (``elsewhere``), else ''."""
+    meant = meant_option(name, names)
+    if meant:
+        return f"; did you mean '{flag}{meant}'?"
+    if begun := abbreviated(name, names, flag):
+        return f"; {begun}"
+    return elsewhere(name, names, flag)
+
+
+def abbreviated(name: str, names: Collection[str], flag: str = "--") -> str:
+    """The options of ``names`` that ``name`` begins, where several do, else ''."""
+    begun = [] if _key(name) in SPELLINGS else _begun(_key(name), names)
+    if len(begun) < 2:
+        return ""
+    shown = [f"'{flag}{option}'" for option in begun[:SHOWN]]
+    last = f"{len(begun) - SHOWN} more" if len(begun) > SHOWN else shown.pop()
+    return f"{len(begun)} options begin so, write one whole: {', '.join(shown)} or {last}"
+
+
+# the options an ambiguous abbreviation's hint lists
+SHOWN = 5
+
+
+def _begun(key: str, names: Collection[str]) -> list[str]:
+    """The options ``key`` abbreviates (3 characters at least), sorted; one that begins every
+    other (gradient_checkpointing of its _kwargs, _every) alone."""
+    begun = sorted((n for n in names if n.startswith(key)), key=lambda n: (len(n), n))
+    if len(key) < 3 or not begun:
+        return []
+    if all(n.startswith(begun[0]) for n in begun):
+        return begun[:1]
+    return sorted(begun)
 
 
 def elsewhere(name: str, names: Collection[str], flag: str = "--") -> str:

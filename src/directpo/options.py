@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import yaml
 
 from directpo.errors import ConfigError, ConfigErrors, respelled
-from directpo.option_hints import meant_choice, meant_option
+from directpo.option_hints import meant_choice, unknown_hint
 from directpo.option_values import coerce as _coerce
 from directpo.yaml_interpolation import (
     escaped,
@@ -524,6 +524,5 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def _check_known(key: str, what: str, names: list[str], instead: str | None = None) -> None:
     if key not in names:
-        meant = meant_option(key, names)
-        hint = f"; did you mean '{meant}'?" if meant else ""
+        hint = unknown_hint(key, names, flag="")
         raise ConfigError(f"{what} '{key}' is unknown{f'; {instead}' if instead else hint}")

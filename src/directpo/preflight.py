@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from directpo.errors import ConfigError, collected, refuse_all
+from directpo.errors import CheckpointError, ConfigError, collected, refuse_all
 from directpo.option_paths import MODEL_FOLDER_OPTIONS, expand_patterns
 
 if TYPE_CHECKING:
@@ -174,10 +174,16 @@ def check_environment(
         lambda: _check_reward_fn(config),
         lambda: _check_trackers(config, problems),
     )
+    resume: list[CheckpointError] = []  # (its own type where it is the only problem)
     for check in checks:
-        with collected(problems):
-            check()
-    refuse_all(problems)
+        try:
+            with collected(problems):
+                check()
+        except CheckpointError as error:  # resume's: said with the rest (a missing model too)
+            resume.append(error)
+    if resume and not problems:
+        raise resume[0]
+    refuse_all(problems + [str(error) for error in resume])
 
 
 def _evaluates(config: DPOConfig, eval_dataset_given: bool) -> bool:

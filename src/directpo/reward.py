@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from directpo.adapters import adapter_base, rewrites_base, tokenizer_folder
-from directpo.checkpoint import MANIFEST, REFERENCE_FILE
-from directpo.config import DPOConfig, load_config
+from directpo.checkpoint import REFERENCE_FILE
+from directpo.config import DPOConfig
 from directpo.data import ImagePrompt, PreferenceExample, RowError, counted
 from directpo.errors import ConfigError, DataError
 from directpo.hub import offline_flags_kept
@@ -38,7 +38,7 @@ from directpo.models import (
     model_location,
     pad_token_id,
 )
-from directpo.outputs import REFERENCE_FOLDER, finish_publish_before_reading
+from directpo.outputs import REFERENCE_FOLDER
 from directpo.precision import DTYPES
 from directpo.preflight import check_model_location
 from directpo.prompts import (
@@ -51,10 +51,10 @@ from directpo.reference import (
     FrozenModelReference,
     ReferenceProvider,
 )
+from directpo.run_records import run_config, run_values_missing
 from directpo.sync import checkpoint_reference
 from directpo.tokenization import CUT_BY_PROMPT, PairTokenizer
 from directpo.vision import image_values
-from directpo.yaml_interpolation import written_escaped
 
 ModelLike = torch.nn.Module | str
 
@@ -346,53 +346,6 @@ def scored_tokens(row: tuple[Any, ...]) -> int:
     losses count them."""
     spans = row[3] if len(row) > 3 else ()
     return len(row[1]) - sum(end - start for start, end in spans)
-
-
-def run_values_missing(
-    run_dir: str,
-    ref_model_name_or_path: str | None,
-    beta: float | None,
-    python: bool = False,
-) -> str | None:
-    """Why ``from_run`` cannot score with ``run_dir`` (β or the reference not given, and no
-    directpo run's config.yaml to take them from), or None; read without loading a model, so
-    that score and rank say it with the input's bad rows, before any model loads. ``python``:
-    named as from_run's keywords (``beta=``), not the commands' flags (``--beta``)."""
-    spelled = (
-        ("ref_model_name_or_path=", "beta=") if python else ("--ref_model_name_or_path", "--beta")
-    )
-    # only the values still missing: one given is not asked for again
-    flags = [
-        flag
-        for flag, value in zip(spelled, (ref_model_name_or_path, beta), strict=True)
-        if value is None
-    ]
-    if not flags:
-        return None
-    give = " and ".join(flags)
-    try:
-        config = run_config(run_dir)
-    except ConfigError as err:  # another tool's config.yaml
-        return f"{err} (not a directpo run's config.yaml? give {give})"
-    if config is None:
-        return f"{run_dir} has no config.yaml from a directpo run: give {give}"
-    return None
-
-
-def run_config(folder: str | os.PathLike) -> DPOConfig | None:
-    """The options of the directpo run that wrote ``folder`` (its output_dir, one of its
-    checkpoints or, with merge_lora, its ``adapter`` folder: the run's config.yaml), or None.
-    A run's final folder whose move into place was killed half way is finished first."""
-    path = Path(folder)
-    finish_publish_before_reading(path)
-    saved = path / "config.yaml"
-    merged = path.name == "adapter" and (path.parent / "metrics.jsonl").is_file()  # a run's
-    if not saved.is_file() and ((path / MANIFEST).is_file() or merged):
-        saved = path.parent / "config.yaml"
-    if not saved.is_file():
-        return None
-    # a run's record escapes a literal ${ (save_yaml); one written before holds it as given
-    return load_config(str(saved), interpolate=written_escaped(saved))
 
 
 def folder_tokenizer(

@@ -25,7 +25,7 @@ import yaml
 
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.foreign_names import AS_WRITTEN, REFUSED, RENAMED, component_hint, is_component
-from directpo.option_hints import elsewhere, meant_option
+from directpo.option_hints import unknown_hint
 from directpo.preflight import is_adapter_folder
 
 ALIASES = {  # TRL's other names for directpo options
@@ -590,8 +590,9 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
                 problems.append(f"{given} is not supported{reason}")
         else:
             # (--lr, --data: option_hints; a flag may be --config misspelt)
-            meant = HINTS.get(key) or meant_option(key, [*known, *(["config"] if flag else [])])
-            hint = f"; did you mean '{flag}{meant}'?" if meant else elsewhere(key, known, flag)
+            meant = HINTS.get(key)
+            hint = f"; did you mean '{flag}{meant}'?" if meant else ""
+            hint = hint or unknown_hint(key, [*known, *(["config"] if flag else [])], flag)
             if flag and key in VERSION_FLAGS:
                 hint = VERSION_HINT
             problems.append(f"unknown option '{flag}{key}'{hint}")

@@ -1,0 +1,67 @@
+"""The options of the directpo run that wrote a folder (its config.yaml), read without torch:
+score and rank ask for --beta / --ref_model_name_or_path where a folder holds no run, in the
+pass that says the other refused options, so a missing --input beside a run folder was said
+after torch's import (seconds) only for this check."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from directpo.config import DPOConfig, load_config
+from directpo.errors import ConfigError
+from directpo.yaml_interpolation import written_escaped
+
+# checkpoint.MANIFEST and outputs.FINAL_STAGING, whose modules import torch
+MANIFEST = "manifest.json"
+FINAL_STAGING = ".final.tmp"
+
+
+def run_values_missing(
+    run_dir: str,
+    ref_model_name_or_path: str | None,
+    beta: float | None,
+    python: bool = False,
+) -> str | None:
+    """Why ``from_run`` cannot score with ``run_dir`` (β or the reference not given, and no
+    directpo run's config.yaml to take them from), or None; read without loading a model, so
+    that score and rank say it with the input's bad rows, before any model loads. ``python``:
+    named as from_run's keywords (``beta=``), not the commands' flags (``--beta``)."""
+    spelled = (
+        ("ref_model_name_or_path=", "beta=") if python else ("--ref_model_name_or_path", "--beta")
+    )
+    # only the values still missing: one given is not asked for again
+    flags = [
+        flag
+        for flag, value in zip(spelled, (ref_model_name_or_path, beta), strict=True)
+        if value is None
+    ]
+    if not flags:
+        return None
+    give = " and ".join(flags)
+    try:
+        config = run_config(run_dir)
+    except ConfigError as err:  # another tool's config.yaml
+        return f"{err} (not a directpo run's config.yaml? give {give})"
+    if config is None:
+        return f"{run_dir} has no config.yaml from a directpo run: give {give}"
+    return None
+
+
+def run_config(folder: str | os.PathLike) -> DPOConfig | None:
+    """The options of the directpo run that wrote ``folder`` (its output_dir, one of its
+    checkpoints or, with merge_lora, its ``adapter`` folder: the run's config.yaml), or None.
+    A run's final folder whose move into place was killed half way is finished first."""
+    path = Path(folder)
+    if (path / FINAL_STAGING).is_dir():
+        from directpo.outputs import finish_publish_before_reading  # (torch: only then)
+
+        finish_publish_before_reading(path)
+    saved = path / "config.yaml"
+    merged = path.name == "adapter" and (path.parent / "metrics.jsonl").is_file()  # a run's
+    if not saved.is_file() and ((path / MANIFEST).is_file() or merged):
+        saved = path.parent / "config.yaml"
+    if not saved.is_file():
+        return None
+    # a run's record escapes a literal ${ (save_yaml); one written before holds it as given
+    return load_config(str(saved), interpolate=written_escaped(saved))
