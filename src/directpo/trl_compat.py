@@ -64,8 +64,7 @@ def as_yaml(value: Any) -> str:
     """``value`` in a message as the user writes it, in YAML (``true``, ``null``,
     ``{use_reentrant: true}``; a flag's text is YAML too): Python's spelling (``True``,
     ``None``, ``{'foo': 1}``) is no value they wrote, nor one they could write back."""
-    if isinstance(value, tuple):
-        value = list(value)
+    value = list(value) if isinstance(value, tuple) else value
     try:
         text = yaml.safe_dump(value, default_flow_style=True, width=1 << 16, sort_keys=False)
     except yaml.YAMLError:  # (an object no YAML writes: a Python call's own value)
