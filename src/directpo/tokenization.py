@@ -46,6 +46,13 @@ from directpo.messages import Text, others_turn
 from directpo.pair_store import PairStoreBuilder, Spans, TokenizedPair
 from directpo.parallel_tokenizing import encoded_batches
 from directpo.refusals import SKIP_HINT, RefusedRows
+from directpo.special_text import (
+    VisionTokens,
+    count_special_text,
+    row_texts,
+    special_pattern,
+    special_summary,
+)
 from directpo.stops import end_at_stop
 from directpo.turn_masks import IMAGES_AND_TURNS, completion_spans, kept_spans
 from directpo.vision import (
@@ -90,13 +97,17 @@ class TokenizedData:
 
     def summary(self) -> str:
         parts = [f"{counted(len(self.pairs), 'pair')} tokenized"]
-        if cut := self.truncated:  # in a pair's order (sorted by name, "1 prompts" was said)
-            kinds = [counted(cut["prompts"], "prompt")] if cut["prompts"] else []
-            kinds += [f"{cut[k]} {k}" for k in ("chosen", "rejected", "responses") if cut[k]]
+        cut = self.truncated  # (it counts rows with special tokens in their text too)
+        # in a pair's order (sorted by name, "1 prompts" was said)
+        kinds = [counted(cut["prompts"], "prompt")] if cut["prompts"] else []
+        kinds += [f"{cut[k]} {k}" for k in ("chosen", "rejected", "responses") if cut[k]]
+        if kinds:
             short = (
                 f" ({cut[CUT_BY_PROMPT]} of these {CUT_BY_PROMPT})" if cut[CUT_BY_PROMPT] else ""
             )
             parts.append("truncated: " + ", ".join(kinds) + short)
+        if note := special_summary(self.truncated):
+            parts.append(note)
         if self.skipped:
             parts.append(
                 "skipped: " + ", ".join(f"{n} {why}" for why, n in self.skipped.most_common())
@@ -144,12 +155,16 @@ class PairTokenizer:
         self.adds_bos = self.bos_id is not None and probe[:1] == [self.bos_id]
         # a vision model's image token in a prompt without images: a placeholder with no pixels
         self.image_token_id = None
-        # its tokens that stand for or mark an image: no text may hold one (vision.py)
-        self.vision_tokens: dict[int, str] = {}
+        self.vision: VisionTokens | None = None  # its tokens no text may hold (special_text.py)
         if processor is not None:
             token_id = tokenizer.convert_tokens_to_ids(image_token(processor))
             self.image_token_id = None if token_id == tokenizer.unk_token_id else token_id
-            self.vision_tokens = vision_token_ids(processor)
+            marks = tuple(self._ids(text_placeholder(processor)))
+            self.vision = VisionTokens(
+                vision_token_ids(processor), type(processor).__name__, self.image_token_id,
+                image_token(processor), marks,
+            )  # fmt: skip
+        self.specials = special_pattern(tokenizer)  # the others, counted (special_text.py)
 
     def prompt_ids(
         self,
@@ -178,7 +193,7 @@ class PairTokenizer:
                 "them (an images column, or the image parts' 'image' key) or remove the "
                 "placeholders",
             )
-        self._refuse_vision_text(ids, "prompt")
+        self._refuse_vision(ids, "prompt")
         if self.adds_bos and ids[:1] != [self.bos_id]:
             ids = [self.bos_id, *ids]
         if not ids:
@@ -214,22 +229,9 @@ class PairTokenizer:
             return joint[len(head) :]
         return self._ids(completion_text)
 
-    def _refuse_vision_text(self, ids: list[int], column: str, allowed: int = 0) -> None:
-        """A vision model's text holding one of its image, video or image-boundary tokens
-        (a reply that writes "[IMG]" or "<image>" literally): the model's forward takes it for
-        an image's features and stopped the run ('Image features and image tokens do not
-        match'). Refused, naming the token; ``allowed``: how many boundary tokens the prompt's
-        images bring (Qwen-VL's ``<|vision_start|>`` around each)."""
-        held = [i for i in ids if i in self.vision_tokens]
-        if len(held) <= allowed:
-            return
-        token = self.vision_tokens[held[-1]]
-        raise RowError(
-            "image token in text",
-            f"the {column} holds {token}, a token that stands for or marks an image for "
-            f"{type(self.processor).__name__} (the model's forward would take it for an image's "
-            "features); remove it from the text or write it otherwise",
-        )
+    def _refuse_vision(self, ids: list[int], column: str) -> None:
+        if self.vision is not None:
+            self.vision.refuse(ids, column)
 
     def _with_eos(self, ids: list[int]) -> list[int]:
         """The completion up to the stop token that ends it, else with EOS appended."""
@@ -280,6 +282,9 @@ class PairTokenizer:
             # a refused row's cuts are not counted: the summary and the warning on completions
             # cut short are about the pairs that train
             cuts: Counter[str] = Counter()
+            count_special_text(
+                row_texts(example.prompt, example.chosen, example.rejected), self.specials, cuts
+            )
             try:
                 if item is None:
                     results.append(self.encode_with_images(example, cuts))
@@ -293,9 +298,9 @@ class PairTokenizer:
                         if isinstance(item[2], RowError)
                         else self._tail(prompt_ids, next(ids), item[2])
                     )
-                    self._refuse_vision_text(chosen_ids, "chosen")
+                    self._refuse_vision(chosen_ids, "chosen")
                     if not isinstance(rejected_ids, RowError):
-                        self._refuse_vision_text(rejected_ids, "rejected")
+                        self._refuse_vision(rejected_ids, "rejected")
                     chosen_spans, rejected_spans = self._unscored(
                         example.prompt, (example.chosen, example.rejected),
                         example.template_args, item, prompt_ids, (chosen_ids, rejected_ids),
@@ -395,8 +400,8 @@ class PairTokenizer:
         _, rejected_text = self.renderer.render(prompt, example.rejected, args, prompt_text)
         ids, vision = self.image_prompt_ids(prompt_text, example.images)
         _, (chosen, rejected) = self._after(prompt_text, [chosen_text, rejected_text])
-        self._refuse_vision_text(chosen, "chosen")
-        self._refuse_vision_text(rejected, "rejected")
+        self._refuse_vision(chosen, "chosen")
+        self._refuse_vision(rejected, "rejected")
         whole = chosen, rejected
         chosen = self.truncate_completion(chosen, len(ids), "chosen", truncated)
         rejected = self.truncate_completion(rejected, len(ids), "rejected", truncated)
@@ -418,7 +423,8 @@ class PairTokenizer:
         self, prompt_text: str, images: tuple[Any, ...]
     ) -> tuple[list[int], VisionInputs]:
         """A rendered prompt's ids with its images' tokens (BOS rule applied), never truncated."""
-        self._refuse_marks_beyond_images(prompt_text, len(images))
+        if self.vision is not None:
+            self.vision.refuse_beyond_images(self._ids(prompt_text), len(images))
         try:
             ids, vision = encode_with_images(
                 self.processor, prompt_text, images, add_special_tokens=False
@@ -436,25 +442,6 @@ class PairTokenizer:
                 "that would cut an image)",
             )
         return ids, vision
-
-    def _refuse_marks_beyond_images(self, prompt_text: str, images: int) -> None:
-        """A prompt with images may hold the image token (where each image goes, at most one
-        an image) and the marks its placeholder writes around one (Qwen-VL's
-        ``<|vision_start|>``, as many as its image tokens bring); any other vision token, or
-        more, is text the model would read as an image's."""
-        ids = self._ids(prompt_text)
-        if (count := ids.count(self.image_token_id)) > images:
-            raise RowError(
-                "image token in text",
-                f"the prompt holds {count} {image_token(self.processor)} (where an image goes) "
-                f"for {counted(images, 'image')}; remove the others from the text",
-            )
-        mark = self._ids(text_placeholder(self.processor))
-        marks = {i for i in mark if i != self.image_token_id}
-        others = [i for i in ids if i in self.vision_tokens and i not in marks]
-        self._refuse_vision_text([i for i in others if i != self.image_token_id], "prompt")
-        room = ids.count(self.image_token_id) * sum(i in marks for i in mark)
-        self._refuse_vision_text([i for i in ids if i in marks], "prompt", room)
 
     def encode_image_prompt(
         self, prompt: Text, images: tuple[Any, ...], template_args: dict[str, Any] | None = None
@@ -486,7 +473,7 @@ class PairTokenizer:
         prompt_text, response_text = self.renderer.render(prompt, response, template_args)
         ids, vision = self.image_prompt_ids(prompt_text, images)
         _, (response_ids,) = self._after(prompt_text, [response_text])
-        self._refuse_vision_text(response_ids, "response")
+        self._refuse_vision(response_ids, "response")
         kept = self.truncate_completion(response_ids, len(ids), "responses", truncated)
         return ids, kept, vision, ()
 
@@ -511,7 +498,7 @@ class PairTokenizer:
         prompt_text, response_text = self.renderer.render(prompt, response, template_args)
         head, joint = self._ids_many([prompt_text, prompt_text + response_text])
         raw = self._tail(head, joint, response_text)
-        self._refuse_vision_text(raw, "response")
+        self._refuse_vision(raw, "response")
         (spans,) = self._unscored(
             prompt, [response], template_args, [prompt_text, response_text], head, [raw]
         )
