@@ -36,6 +36,9 @@ def test_rows_writing_special_tokens_in_their_text_are_said_once_per_file() -> N
     )
     clean = tokenize_preferences(load_preferences(rows[2:], name="rows"), tokenizer, None)
     assert clean.summary() == "2 pairs tokenized"
+    tokenizer.split_special_tokens = True  # it reads "</s>" in text as its characters
+    split = tokenize_preferences(data, tokenizer, None)
+    assert split.summary() == "4 pairs tokenized" and split.pairs[0].chosen_ids.count(eos) == 1
 
 
 def test_a_chat_reply_writing_the_end_of_turn_token_is_counted() -> None:

@@ -60,7 +60,10 @@ class VisionTokens:
 
 
 def special_pattern(tokenizer: Any) -> re.Pattern[str] | None:
-    """The tokenizer's special tokens (BOS, EOS, pad, end-of-turn, ...) as one pattern."""
+    """The tokenizer's special tokens (BOS, EOS, pad, end-of-turn, ...) as one pattern; None
+    where it reads them in text as their characters (``split_special_tokens``)."""
+    if getattr(tokenizer, "split_special_tokens", False):
+        return None
     tokens = set(getattr(tokenizer, "all_special_tokens", ()))
     decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
     tokens.update(t.content for t in decoder.values() if getattr(t, "special", False))
