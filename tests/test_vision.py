@@ -880,9 +880,10 @@ def test_a_text_holding_the_models_image_token_is_the_rows_error(style, token, t
                                 skip_invalid_rows=True)  # fmt: skip
     assert len(kept.pairs) == 1 and sum(kept.skipped.values()) == 4
     assert kept.skipped["image token in text"] >= 3
-    if token == processor.image_token:  # where the image goes: accepted, one image's tokens
+    if token == processor.image_token:  # where the image goes: accepted, and no special text
         data = load_preferences([placed], name="rows")
-        assert tokenize_preferences(data, processor.tokenizer, None, processor=processor).pairs
+        summary = tokenize_preferences(data, processor.tokenizer, None, processor=processor)
+        assert summary.summary() == "1 pair tokenized"
 
 
 def test_a_config_pad_id_kept_as_underscore_pad_is_no_placeholder() -> None:

@@ -59,15 +59,17 @@ class VisionTokens:
         self.refuse([i for i in ids if i in marks], "prompt", room)
 
 
-def special_pattern(tokenizer: Any) -> re.Pattern[str] | None:
-    """The tokenizer's special tokens (BOS, EOS, pad, end-of-turn, ...) as one pattern; None
-    where it reads them in text as their characters (``split_special_tokens``)."""
+def special_pattern(tokenizer: Any, vision: VisionTokens | None = None) -> re.Pattern[str] | None:
+    """The tokenizer's special tokens (BOS, EOS, pad, end-of-turn, ...) as one pattern, but a
+    vision model's ``vision`` tokens (refused where they would be wrong: LLaVA's "<image>" in a
+    prompt is where its image goes); None where the tokenizer reads them in text as their
+    characters (``split_special_tokens``)."""
     if getattr(tokenizer, "split_special_tokens", False):
         return None
     tokens = set(getattr(tokenizer, "all_special_tokens", ()))
     decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
     tokens.update(t.content for t in decoder.values() if getattr(t, "special", False))
-    tokens.discard("")
+    tokens -= {"", *(vision.tokens.values() if vision else ())}
     if not tokens:
         return None
     return re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))

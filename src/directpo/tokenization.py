@@ -164,7 +164,7 @@ class PairTokenizer:
                 vision_token_ids(processor), type(processor).__name__, self.image_token_id,
                 image_token(processor), marks,
             )  # fmt: skip
-        self.specials = special_pattern(tokenizer)  # the others, counted (special_text.py)
+        self.specials = special_pattern(tokenizer, self.vision)  # the others: counted
 
     def prompt_ids(
         self,
