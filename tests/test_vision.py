@@ -858,6 +858,9 @@ def test_a_text_holding_the_models_image_token_is_the_rows_error(style, token, t
     refused naming its column and the token (image, video and image-boundary tokens, in the
     chosen, rejected and a prompt beyond its images' placeholders), and skip_invalid_rows
     counts it. The image token where the prompt's image goes is its place, as before."""
+    import re
+
+    from directpo.data import RowError
     from directpo.errors import DataError
     from directpo.tokenization import tokenize_preferences
 
@@ -880,6 +883,14 @@ def test_a_text_holding_the_models_image_token_is_the_rows_error(style, token, t
                                 skip_invalid_rows=True)  # fmt: skip
     assert len(kept.pairs) == 1 and sum(kept.skipped.values()) == 4
     assert kept.skipped["image token in text"] >= 3
+    encoder = PairTokenizer(processor.tokenizer, None, processor=processor)
+    for images in ((str(tmp_path / "img.png"),), None):  # score's and rank's responses, too
+        with pytest.raises(RowError, match=f"the response holds {re.escape(token)}"):
+            encoder.encode_scored("Describe it.", f"a {token}", images)
+    text_only = {"prompt": "Hi", "chosen": f"a {token}", "rejected": "b"}
+    with pytest.raises(DataError, match=f"row 1: the chosen holds {re.escape(token)}"):
+        tokenize_preferences(load_preferences([text_only], name="rows"), processor.tokenizer,
+                             None, processor=processor)  # fmt: skip
     if token == processor.image_token:  # where the image goes: accepted, and no special text
         data = load_preferences([placed], name="rows")
         summary = tokenize_preferences(data, processor.tokenizer, None, processor=processor)
