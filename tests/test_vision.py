@@ -845,3 +845,62 @@ def test_a_mistral3_image_of_one_token_is_the_rows_error_not_a_traceback() -> No
     with pytest.raises(Exception, match=r"rows: row 1: an image of 16x16 pixels is one image tok"):
         tokenize_preferences(load_preferences([icon], name="rows"), processor.tokenizer, None,
                              processor=processor)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("style", "token"),
+    [("llava", "<image>"), ("qwen2vl", "<|image_pad|>"), ("qwen2vl", "<|vision_start|>"),
+     ("mistral3", "[IMG]"), ("mistral3", "[IMG_END]")],
+)  # fmt: skip
+def test_a_text_holding_the_models_image_token_is_the_rows_error(style, token, tmp_path) -> None:
+    """A reply that writes the model's image token literally ("look at [IMG] here") trained
+    into 'Image features and image tokens do not match' in the model's forward; the row is
+    refused naming its column and the token (image, video and image-boundary tokens, in the
+    chosen, rejected and a prompt beyond its images' placeholders), and skip_invalid_rows
+    counts it. The image token where the prompt's image goes is its place, as before."""
+    import re
+
+    from directpo.data import RowError
+    from directpo.errors import DataError
+    from directpo.tokenization import tokenize_preferences
+
+    _, processor = build_vlm(style)
+    make_image(tmp_path / "img.png", size=64)
+    good = {"prompt": "Describe it.", "chosen": " red", "rejected": " blue",
+            "images": [str(tmp_path / "img.png")]}  # fmt: skip
+    rows = [{**good, "chosen": f" look at {token} here"}, {**good, "rejected": f"a {token}"}]
+    rows.append({**good, "prompt": f"look {token} {token} {token}"})  # more than one image's
+    rows.append({k: v for k, v in {**good, "prompt": f"no image {token}"}.items() if k != "images"})
+    placed = {**good, "prompt": f"look at {token} here"}
+    data = load_preferences([*rows, good], name="rows")
+    with pytest.raises(DataError) as err:
+        tokenize_preferences(data, processor.tokenizer, None, processor=processor)
+    lines = str(err.value)
+    assert f"row 1: the chosen holds {token}" in lines
+    assert f"row 2: the rejected holds {token}" in lines
+    assert "row 3: the prompt holds" in lines and "row 4" in lines and "row 5" not in lines
+    kept = tokenize_preferences(data, processor.tokenizer, None, processor=processor,
+                                skip_invalid_rows=True)  # fmt: skip
+    assert len(kept.pairs) == 1 and sum(kept.skipped.values()) == 4
+    assert kept.skipped["image token in text"] >= 3
+    encoder = PairTokenizer(processor.tokenizer, None, processor=processor)
+    for images in ((str(tmp_path / "img.png"),), None):  # score's and rank's responses, too
+        with pytest.raises(RowError, match=f"the response holds {re.escape(token)}"):
+            encoder.encode_scored("Describe it.", f"a {token}", images)
+    text_only = {"prompt": "Hi", "chosen": f"a {token}", "rejected": "b"}
+    with pytest.raises(DataError, match=f"row 1: the chosen holds {re.escape(token)}"):
+        tokenize_preferences(load_preferences([text_only], name="rows"), processor.tokenizer,
+                             None, processor=processor)  # fmt: skip
+    if token == processor.image_token:  # where the image goes: accepted, and no special text
+        data = load_preferences([placed], name="rows")
+        summary = tokenize_preferences(data, processor.tokenizer, None, processor=processor)
+        assert summary.summary() == "1 pair tokenized"
+
+
+def test_a_config_pad_id_kept_as_underscore_pad_is_no_placeholder() -> None:
+    """Idefics3 / SmolVLM configs keep their pad id as ``_pad_token_id``: it was taken for an
+    image placeholder (``<|endoftext|>``), which sampling then never drew."""
+    from directpo.vision import placeholder_token_ids
+
+    model, _ = build_vlm("idefics3")
+    assert placeholder_token_ids(model.config) == {model.config.image_token_id}

@@ -58,6 +58,7 @@ RULES = (
     "stops.py",
     "vision.py",
     "messages.py",
+    "special_text.py",  # (which rows are refused, and the count of the others said)
     "parallel_tokenizing.py",  # (puts dataset_num_proc's batches back in order)
 )
 

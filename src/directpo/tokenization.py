@@ -46,6 +46,13 @@ from directpo.messages import Text, others_turn
 from directpo.pair_store import PairStoreBuilder, Spans, TokenizedPair
 from directpo.parallel_tokenizing import encoded_batches
 from directpo.refusals import SKIP_HINT, RefusedRows
+from directpo.special_text import (
+    VisionTokens,
+    count_special_text,
+    row_texts,
+    special_pattern,
+    special_summary,
+)
 from directpo.stops import end_at_stop
 from directpo.turn_masks import IMAGES_AND_TURNS, completion_spans, kept_spans
 from directpo.vision import (
@@ -54,6 +61,7 @@ from directpo.vision import (
     encode_with_images,
     image_token,
     text_placeholder,
+    vision_token_ids,
 )
 
 # A completion its prompt left under this many tokens (or under a quarter of max_length, for a
@@ -89,13 +97,17 @@ class TokenizedData:
 
     def summary(self) -> str:
         parts = [f"{counted(len(self.pairs), 'pair')} tokenized"]
-        if cut := self.truncated:  # in a pair's order (sorted by name, "1 prompts" was said)
-            kinds = [counted(cut["prompts"], "prompt")] if cut["prompts"] else []
-            kinds += [f"{cut[k]} {k}" for k in ("chosen", "rejected", "responses") if cut[k]]
+        cut = self.truncated  # (it counts rows with special tokens in their text too)
+        # in a pair's order (sorted by name, "1 prompts" was said)
+        kinds = [counted(cut["prompts"], "prompt")] if cut["prompts"] else []
+        kinds += [f"{cut[k]} {k}" for k in ("chosen", "rejected", "responses") if cut[k]]
+        if kinds:
             short = (
                 f" ({cut[CUT_BY_PROMPT]} of these {CUT_BY_PROMPT})" if cut[CUT_BY_PROMPT] else ""
             )
             parts.append("truncated: " + ", ".join(kinds) + short)
+        if note := special_summary(self.truncated):
+            parts.append(note)
         if self.skipped:
             parts.append(
                 "skipped: " + ", ".join(f"{n} {why}" for why, n in self.skipped.most_common())
@@ -143,9 +155,16 @@ class PairTokenizer:
         self.adds_bos = self.bos_id is not None and probe[:1] == [self.bos_id]
         # a vision model's image token in a prompt without images: a placeholder with no pixels
         self.image_token_id = None
+        self.vision: VisionTokens | None = None  # its tokens no text may hold (special_text.py)
         if processor is not None:
             token_id = tokenizer.convert_tokens_to_ids(image_token(processor))
             self.image_token_id = None if token_id == tokenizer.unk_token_id else token_id
+            marks = tuple(self._ids(text_placeholder(processor)))
+            self.vision = VisionTokens(
+                vision_token_ids(processor), type(processor).__name__, self.image_token_id,
+                image_token(processor), marks,
+            )  # fmt: skip
+        self.specials = special_pattern(tokenizer, self.vision)  # the others: counted
 
     def prompt_ids(
         self,
@@ -174,6 +193,7 @@ class PairTokenizer:
                 "them (an images column, or the image parts' 'image' key) or remove the "
                 "placeholders",
             )
+        self._refuse_vision(ids, "prompt")
         if self.adds_bos and ids[:1] != [self.bos_id]:
             ids = [self.bos_id, *ids]
         if not ids:
@@ -208,6 +228,10 @@ class PairTokenizer:
         if len(joint) > len(head) and joint[: len(head)] == head:
             return joint[len(head) :]
         return self._ids(completion_text)
+
+    def _refuse_vision(self, ids: list[int], column: str) -> None:
+        if self.vision is not None:
+            self.vision.refuse(ids, column)
 
     def _with_eos(self, ids: list[int]) -> list[int]:
         """The completion up to the stop token that ends it, else with EOS appended."""
@@ -258,6 +282,9 @@ class PairTokenizer:
             # a refused row's cuts are not counted: the summary and the warning on completions
             # cut short are about the pairs that train
             cuts: Counter[str] = Counter()
+            count_special_text(
+                row_texts(example.prompt, example.chosen, example.rejected), self.specials, cuts
+            )
             try:
                 if item is None:
                     results.append(self.encode_with_images(example, cuts))
@@ -271,6 +298,9 @@ class PairTokenizer:
                         if isinstance(item[2], RowError)
                         else self._tail(prompt_ids, next(ids), item[2])
                     )
+                    self._refuse_vision(chosen_ids, "chosen")
+                    if not isinstance(rejected_ids, RowError):
+                        self._refuse_vision(rejected_ids, "rejected")
                     chosen_spans, rejected_spans = self._unscored(
                         example.prompt, (example.chosen, example.rejected),
                         example.template_args, item, prompt_ids, (chosen_ids, rejected_ids),
@@ -370,6 +400,8 @@ class PairTokenizer:
         _, rejected_text = self.renderer.render(prompt, example.rejected, args, prompt_text)
         ids, vision = self.image_prompt_ids(prompt_text, example.images)
         _, (chosen, rejected) = self._after(prompt_text, [chosen_text, rejected_text])
+        self._refuse_vision(chosen, "chosen")
+        self._refuse_vision(rejected, "rejected")
         whole = chosen, rejected
         chosen = self.truncate_completion(chosen, len(ids), "chosen", truncated)
         rejected = self.truncate_completion(rejected, len(ids), "rejected", truncated)
@@ -391,6 +423,8 @@ class PairTokenizer:
         self, prompt_text: str, images: tuple[Any, ...]
     ) -> tuple[list[int], VisionInputs]:
         """A rendered prompt's ids with its images' tokens (BOS rule applied), never truncated."""
+        if self.vision is not None:
+            self.vision.refuse_beyond_images(self._ids(prompt_text), len(images))
         try:
             ids, vision = encode_with_images(
                 self.processor, prompt_text, images, add_special_tokens=False
@@ -439,6 +473,7 @@ class PairTokenizer:
         prompt_text, response_text = self.renderer.render(prompt, response, template_args)
         ids, vision = self.image_prompt_ids(prompt_text, images)
         _, (response_ids,) = self._after(prompt_text, [response_text])
+        self._refuse_vision(response_ids, "response")
         kept = self.truncate_completion(response_ids, len(ids), "responses", truncated)
         return ids, kept, vision, ()
 
@@ -463,6 +498,7 @@ class PairTokenizer:
         prompt_text, response_text = self.renderer.render(prompt, response, template_args)
         head, joint = self._ids_many([prompt_text, prompt_text + response_text])
         raw = self._tail(head, joint, response_text)
+        self._refuse_vision(raw, "response")
         (spans,) = self._unscored(
             prompt, [response], template_args, [prompt_text, response_text], head, [raw]
         )

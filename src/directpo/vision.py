@@ -65,7 +65,8 @@ def placeholder_token_ids(config: Any) -> set[int]:
     image's features, which no text may hold (the forward counts them as the image's)."""
     reserved = set()
     for key, value in vars(config).items() if config is not None else ():
-        plain = key.startswith(("pad_", "bos_", "eos_", "decoder_start_"))
+        # (Idefics3 / SmolVLM keep their pad id as ``_pad_token_id``)
+        plain = key.lstrip("_").startswith(("pad_", "bos_", "eos_", "decoder_start_"))
         if key.endswith(("_token_id", "_token_index")) and isinstance(value, int) and not plain:
             reserved.add(value)
     return reserved
@@ -338,6 +339,41 @@ def _refuse_one_token_images(
                 f"{type(processor).__name__} (cells of {cell} pixels), and the model's forward "
                 f"fails on one image token; give it more than {cell} pixels on a side",
             )
+
+
+# a processor's attributes that name a token standing for an image or video, or marking one
+_VISION_NAMES = ("image", "img", "video", "vision", "boi", "eoi")
+
+
+def vision_token_ids(processor: Any) -> dict[int, str]:
+    """The tokenizer's added tokens that stand for or around an image or video (id -> token):
+    those the processor names (``image_token``, ``video_token``, Mistral 3's
+    ``image_break_token``, Gemma 3's ``boi_token``) and those its expansion of one image and of
+    ``text_placeholder`` holds (Qwen-VL's ``<|vision_start|>``, Gemma 3's soft tokens). Text
+    holding one is read by the model's forward as an image's (Image features and image tokens
+    do not match), or opens an image that has none; BOS, EOS and pad are not among them."""
+    tokenizer = processor.tokenizer
+    added = set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    plain = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}
+    found: set[int] = set()
+    for key, value in vars(processor).items():
+        if not key.endswith(("_token", "_token_id")) or not any(n in key for n in _VISION_NAMES):
+            continue
+        if isinstance(value, str):
+            value = tokenizer.convert_tokens_to_ids(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            found.add(value)
+    placeholder = text_placeholder(processor)
+    found.update(tokenizer(placeholder, add_special_tokens=False).input_ids)
+    try:  # the tokens an image expands to (a 64-pixel image: more than one cell everywhere)
+        from PIL import Image
+
+        image = Image.new("RGB", (64, 64))
+        found.update(processor(text=[placeholder], images=[image]).input_ids[0])
+    except Exception:  # noqa: BLE001 - a processor that needs more: the named tokens
+        pass
+    ids = sorted(found & added - plain - {tokenizer.unk_token_id})
+    return {i: str(tokenizer.convert_ids_to_tokens(i)) for i in ids}
 
 
 def image_token(processor: Any) -> str:

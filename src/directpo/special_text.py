@@ -1,0 +1,125 @@
+"""Texts that hold a model's special tokens literally ("look at [IMG] here", a reply that writes
+``<|im_end|>``): a tokenizer reads them as those tokens, not as their characters (TRL's
+tokenization does the same). A vision model's image, video and image-boundary tokens in text
+are refused (its forward takes them for an image's features); other special tokens are counted
+and said once per file, since they split a turn where the text shows none."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from directpo.data import RowError, counted
+
+IMAGE_TOKEN_IN_TEXT = "image token in text"  # the reason skip_invalid_rows counts
+SPECIAL_IN_TEXT = "rows with special tokens in their text"  # a key of the cuts counter
+_TOKEN_KEY = "special token in text: "  # + the token: how many rows hold it
+
+
+@dataclass(frozen=True)
+class VisionTokens:
+    """A processor's tokens that stand for or mark an image (vision.vision_token_ids)."""
+
+    tokens: dict[int, str]
+    owner: str  # the processor's class name
+    image_id: int | None  # the image token: where an image goes in a prompt
+    image_token: str
+    marks: tuple[int, ...]  # the ids of an image's placeholder (Qwen-VL's, with its marks)
+
+    def refuse(self, ids: list[int], column: str, allowed: int = 0) -> None:
+        """Text holding more than ``allowed`` of these tokens: the model's forward took it for
+        an image's features and stopped the run ('Image features and image tokens do not
+        match'). Refused, naming the column and the token."""
+        held = [i for i in ids if i in self.tokens]
+        if len(held) <= allowed:
+            return
+        raise RowError(
+            IMAGE_TOKEN_IN_TEXT,
+            f"the {column} holds {self.tokens[held[-1]]}, a token that stands for or marks an "
+            f"image for {self.owner} (the model's forward would take it for an image's "
+            "features); remove it from the text or write it otherwise",
+        )
+
+    def refuse_beyond_images(self, ids: list[int], images: int) -> None:
+        """A prompt with images may hold the image token (where each image goes, one an image)
+        and the marks its placeholder writes around one (Qwen-VL's ``<|vision_start|>``, as
+        many as its image tokens bring); any other, or more, is text read as an image's."""
+        if (count := ids.count(self.image_id)) > images:
+            raise RowError(
+                IMAGE_TOKEN_IN_TEXT,
+                f"the prompt holds {count} {self.image_token} (where an image goes) for "
+                f"{counted(images, 'image')}; remove the others from the text",
+            )
+        marks = set(self.marks) - {self.image_id}
+        self.refuse([i for i in ids if i not in marks and i != self.image_id], "prompt")
+        room = count * sum(i in marks for i in self.marks)
+        self.refuse([i for i in ids if i in marks], "prompt", room)
+
+
+def special_pattern(tokenizer: Any, vision: VisionTokens | None = None) -> re.Pattern[str] | None:
+    """The tokenizer's special tokens (BOS, EOS, pad, end-of-turn, ...) as one pattern, but a
+    vision model's ``vision`` tokens (refused where they would be wrong: LLaVA's "<image>" in a
+    prompt is where its image goes); None where the tokenizer reads them in text as their
+    characters (``split_special_tokens``)."""
+    if getattr(tokenizer, "split_special_tokens", False):
+        return None
+    tokens = set(getattr(tokenizer, "all_special_tokens", ()))
+    decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    tokens.update(t.content for t in decoder.values() if getattr(t, "special", False))
+    tokens -= {"", *(vision.tokens.values() if vision else ())}
+    if not tokens:
+        return None
+    return re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
+
+
+def count_special_text(
+    texts: Iterator[str], pattern: re.Pattern[str] | None, counts: Counter[str]
+) -> None:
+    """Count a row whose texts hold a special token, and each token it holds."""
+    if pattern is None:
+        return
+    held = {match for text in texts for match in pattern.findall(_body(text, pattern))}
+    if held:
+        counts[SPECIAL_IN_TEXT] += 1
+        counts.update(_TOKEN_KEY + token for token in held)
+
+
+def _body(text: str, pattern: re.Pattern[str]) -> str:
+    """The text without the special tokens (and whitespace) it ends with: a completion
+    written with its end-of-turn token, which tokenization keeps as its end (stops.py)."""
+    body = text.rstrip()
+    while ends := [m for m in pattern.finditer(body) if m.end() == len(body)]:
+        body = body[: ends[0].start()].rstrip()
+    return body
+
+
+def row_texts(*values: Any) -> Iterator[str]:
+    """The strings a row's prompt / completions hold: texts, messages' contents, text parts."""
+    for value in values:
+        if isinstance(value, str):
+            yield value
+            continue
+        for message in value or ():
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                yield content
+            for part in content if isinstance(content, list) else ():
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    yield part["text"]
+
+
+def special_summary(counts: Counter[str]) -> str | None:
+    """The note on rows holding special tokens in their text, or None."""
+    if not (rows := counts[SPECIAL_IN_TEXT]):
+        return None
+    tokens = sorted(
+        (k[len(_TOKEN_KEY) :], n) for k, n in counts.items() if k.startswith(_TOKEN_KEY)
+    )
+    named = ", ".join(f"{token} in {n}" for token, n in tokens)
+    return (
+        f"{counted(rows, 'row')} with the tokenizer's special tokens written in their text "
+        f"({named}), read as those tokens, as TRL does: a turn ends or a text starts there"
+    )

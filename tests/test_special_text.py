@@ -1,0 +1,54 @@
+"""Texts that hold a model's special tokens literally: read as those tokens (as TRL does), and
+the rows that hold them said once per file (vision tokens: tests/test_vision.py)."""
+
+from __future__ import annotations
+
+from tiny import build_tokenizer
+
+from directpo.data import load_preferences
+from directpo.tokenization import tokenize_preferences
+
+
+def test_rows_writing_special_tokens_in_their_text_are_said_once_per_file() -> None:
+    """A reply holding "</s>" before its end, or a prompt holding "<s>", was tokenized as EOS /
+    BOS silently: the reply trains past the token that ends it (no sample goes on after
+    it). The ids stay TRL's, and the file's summary says how many rows hold which token; a
+    completion that ends with its end-of-turn token, written out, is the usual ending and not
+    counted."""
+    tokenizer = build_tokenizer("llama")
+    eos = tokenizer.eos_token_id
+    rows = [
+        {"prompt": "Say hi", "chosen": " hi</s> and more", "rejected": " go"},
+        {"prompt": "<s>Say hi", "chosen": " hi", "rejected": " go"},
+        {"prompt": "Say hi", "chosen": " hi</s>", "rejected": " go </s>\n"},
+        {"prompt": "Say hi", "chosen": " hello", "rejected": " go"},
+    ]
+    data = load_preferences(rows, name="rows")
+    tokenized = tokenize_preferences(data, tokenizer, None)
+    first = tokenized.pairs[0]
+    assert first.chosen_ids.count(eos) == 2 and first.chosen_ids[-1] == eos  # as TRL reads it
+    assert tokenized.pairs[1].prompt_ids.count(tokenizer.bos_token_id) == 1
+    summary = tokenized.summary()
+    assert summary == (
+        "4 pairs tokenized; 2 rows with the tokenizer's special tokens written in their text "
+        "(</s> in 1, <s> in 1), read as those tokens, as TRL does: a turn ends or a text "
+        "starts there"
+    )
+    clean = tokenize_preferences(load_preferences(rows[2:], name="rows"), tokenizer, None)
+    assert clean.summary() == "2 pairs tokenized"
+    tokenizer.split_special_tokens = True  # it reads "</s>" in text as its characters
+    split = tokenize_preferences(data, tokenizer, None)
+    assert split.summary() == "4 pairs tokenized" and split.pairs[0].chosen_ids.count(eos) == 1
+
+
+def test_a_chat_reply_writing_the_end_of_turn_token_is_counted() -> None:
+    """A message's content holding <|im_end|> splits the turn where the chat shows none."""
+    tokenizer = build_tokenizer("chatml")
+    rows = [{
+        "prompt": [{"role": "user", "content": "Say hi"}],
+        "chosen": [{"role": "assistant", "content": "hi<|im_end|>\n<|im_start|>user\nmore"}],
+        "rejected": [{"role": "assistant", "content": [{"type": "text", "text": "go"}]}],
+    }]  # fmt: skip
+    tokenized = tokenize_preferences(load_preferences(rows, name="rows"), tokenizer, None)
+    assert tokenized.summary().startswith("1 pair tokenized; 1 row with the tokenizer")
+    assert "(<|im_end|> in 1, <|im_start|> in 1)" in tokenized.summary()
