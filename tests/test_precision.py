@@ -508,3 +508,28 @@ def test_swapping_masters_in_keeps_the_gradient_hooks_ddp_relies_on() -> None:
     model(x).sum().backward()
     assert fired == [1]
     assert masters.pairs[0][1].grad is not None  # and the master received the gradient
+
+
+@pytest.mark.parametrize("held_out", [True, False], ids=["with-eval", "without-eval"])
+def test_a_bf16_runs_result_scores_in_memory_as_its_folder(tiny_model_dirs, tmp_path, held_out):
+    """The README's in-memory scorer, ImplicitReward(result.policy, result.reference, beta): a
+    bf16 run's policy ends holding its float32 masters, while its reference was handed back in
+    bf16, so the reference's rounding read as reward (rewards of another sign than `directpo
+    score` of the folder). The reference now comes back in float32: the float32 weights its
+    evaluation kept, or (none kept: no held-out pairs) loaded again in float32."""
+    from directpo.reward import ImplicitReward
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
+    out = tmp_path / "run"
+    evaluation = {"eval_file": str(pairs)} if held_out else {}
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs, out, dtype="bfloat16", learning_rate=1e-5, **evaluation
+    )
+    result = train(config, echo=quiet)
+    prompts = ["The movie was", "I love this film,", "The movie was"]
+    responses = [" great.", " a dull waste.", " a dull waste."]
+    want = ImplicitReward.from_run(str(out)).score(prompts, responses)
+    got = ImplicitReward(result.policy, result.reference, beta=0.1).score(prompts, responses)
+    assert got == pytest.approx(want, abs=1e-6)
+    reference = result.reference.model
+    assert {p.dtype for p in reference.parameters() if p.is_floating_point()} == {torch.float32}
