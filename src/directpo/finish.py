@@ -45,7 +45,7 @@ from directpo.reference import (
 from directpo.resume import held_out_dtype
 from directpo.run import Run
 from directpo.sharded_state import consolidated_model
-from directpo.sync import REF_ADAPTER, reference_state
+from directpo.sync import REF_ADAPTER, in_ref_adapter, reference_state
 from directpo.trainer_state import final_files
 
 
@@ -207,6 +207,10 @@ def train_result(
     dtype = torch.float32 if run.masters is not None and not run.sharded else None
     if dtype is not None and isinstance(reference, FrozenModelReference):
         reference = _in_float32(run, reference)
+    elif dtype is not None and isinstance(reference, AdapterReference) and run.reference_masters:
+        # a continued adapter's start, the ``ref`` adapter on the policy: its float32 weights
+        run.reference_masters.release(reference.model, in_ref_adapter)
+        run.reference_masters = None
     if config.sync_ref_model and not isinstance(reference, FrozenModelReference):
         # TR-DPO's reference, as the final folder holds it (the ``ref`` adapter, switched in
         # on the policy, is no model ImplicitReward can take; a merge or FSDP let it go)
