@@ -510,8 +510,14 @@ def test_swapping_masters_in_keeps_the_gradient_hooks_ddp_relies_on() -> None:
     assert masters.pairs[0][1].grad is not None  # and the master received the gradient
 
 
-@pytest.mark.parametrize("held_out", [True, False], ids=["with-eval", "without-eval"])
-def test_a_bf16_runs_result_scores_in_memory_as_its_folder(tiny_model_dirs, tmp_path, held_out):
+@pytest.mark.parametrize(
+    "held_out, precomputed",
+    [(True, False), (False, False), (False, True)],
+    ids=["with-eval", "without-eval", "precomputed"],
+)
+def test_a_bf16_runs_result_scores_in_memory_as_its_folder(
+    tiny_model_dirs, tmp_path, held_out, precomputed
+):
     """The README's in-memory scorer, ImplicitReward(result.policy, result.reference, beta): a
     bf16 run's policy ends holding its float32 masters, while its reference was handed back in
     bf16, so the reference's rounding read as reward (rewards of another sign than `directpo
@@ -522,6 +528,7 @@ def test_a_bf16_runs_result_scores_in_memory_as_its_folder(tiny_model_dirs, tmp_
     pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
     out = tmp_path / "run"
     evaluation = {"eval_file": str(pairs)} if held_out else {}
+    evaluation["precompute_ref_log_probs"] = precomputed  # (its reference: loaded again)
     config = tiny_config(
         tiny_model_dirs["llama"], pairs, out, dtype="bfloat16", learning_rate=1e-5, **evaluation
     )
