@@ -203,11 +203,13 @@ def train_result(
     moved = run.output_dir / REFERENCE_FOLDER
     # a bf16 run's policy now holds its float32 masters: its reference is given in float32
     # too (else ImplicitReward(result.policy, result.reference) read the reference's bf16
-    # rounding as reward, where `directpo score` of the folder reads float32 on both sides)
-    dtype = torch.float32 if run.masters is not None and not run.sharded else None
+    # rounding as reward, where `directpo score` of the folder reads float32 on both sides).
+    # Not beside a LoRA policy, whose base stays bf16: a float32 reference would mix the two
+    mixed = run.masters is not None and not run.sharded
+    dtype = torch.float32 if mixed and not hasattr(policy, "peft_config") else None
     if dtype is not None and isinstance(reference, FrozenModelReference):
         reference = _in_float32(run, reference)
-    elif dtype is not None and isinstance(reference, AdapterReference) and run.reference_masters:
+    elif mixed and isinstance(reference, AdapterReference) and run.reference_masters:
         # a continued adapter's start, the ``ref`` adapter on the policy: its float32 weights
         run.reference_masters.release(reference.model, in_ref_adapter)
         run.reference_masters = None
