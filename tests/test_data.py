@@ -974,9 +974,9 @@ def test_a_prompt_in_a_column_of_another_name_is_not_read_from_the_completions(
         load_preferences(str(path))
     assert str(info.value).startswith(
         f"{path}: line 1: there is no 'prompt' column, so the prompt would be the start that "
-        "'chosen' and 'rejected' share (the implicit layout), but they do not contain column "
-        "'question'; set prompt_column: question and system_column: system (its text becomes "
-        "each prompt's system turn)"
+        "'chosen' and 'rejected' share (the implicit layout), but 'chosen' does not hold the "
+        "text of column 'question', which would go untrained; set prompt_column: question and "
+        "system_column: system (its text becomes each prompt's system turn)"
     )
     with pytest.raises(DataError, match="^f: line 1: there is no 'prompt' column"):  # score
         parse_pair(orca[0], Columns(), "f: line 1")
@@ -1433,11 +1433,12 @@ def test_a_prompt_column_of_any_case_is_named_in_the_refusal() -> None:
     """A header written by hand (Prompt or Question, System) beside chosen / rejected said
     "if another column holds the prompt, set prompt_column" without the column (the
     well-known names were matched in lower case only); the refusal names them as written."""
-    with pytest.raises(DataError, match="column 'Prompt'; set prompt_column: Prompt$"):
+    wanted = "column 'Prompt', which would go untrained; set prompt_column: Prompt$"
+    with pytest.raises(DataError, match=wanted):
         load_preferences([{"Prompt": "Hi", "chosen": " Hello", "rejected": " Go"}])
     row = {"System": "Be kind.", "Question": "Hi", "chosen": " Hello", "rejected": " Go"}
     fix = "set prompt_column: Question and system_column: System"
-    with pytest.raises(DataError, match=f"column 'Question'; {fix}"):
+    with pytest.raises(DataError, match=f"column 'Question', which would go untrained; {fix}"):
         load_preferences([row])
 
 

@@ -354,3 +354,42 @@ def test_the_bench_scripts_the_docs_run_import_as_written() -> None:
         cwd=ROOT.parent, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_every_python_snippet_compiles_and_names_what_exists() -> None:
+    """A README / docs Python block is copied into a notebook as written: it compiles, each
+    module it imports and each name it imports from one is there, and every attribute it
+    reads of train()'s result (``result.policy``, ``result.stopped_by``) or of ImplicitReward
+    (``ImplicitReward.from_run``), in prose too, is one they have."""
+    import ast
+    import importlib
+
+    import directpo
+    from directpo.finish import TrainResult
+
+    has = {
+        "result": {f.name for f in dataclasses.fields(TrainResult)} | set(dir(TrainResult)),
+        "ImplicitReward": set(dir(directpo.ImplicitReward)),
+    }
+    wrong, blocks = [], 0
+    for path in DOCS:
+        text = _text(path)
+        for body in _blocks(text, ("python", "py")):
+            blocks += 1
+            tree = ast.parse(body, filename=path.name)  # a SyntaxError names the block's line
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    for alias in node.names:
+                        importlib.import_module(alias.name)
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    module = importlib.import_module(node.module)
+                    wrong += [
+                        f"{path.name}: from {node.module} import {alias.name}"
+                        for alias in node.names
+                        if not hasattr(module, alias.name)
+                    ]
+        for owner, attribute in re.findall(r"(?<![\w.])(result|ImplicitReward)\.(\w+)", text):
+            if attribute not in has[owner]:
+                wrong.append(f"{path.name}: {owner}.{attribute}")
+    assert blocks >= 3  # the extraction itself works
+    assert not wrong, wrong

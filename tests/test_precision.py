@@ -508,3 +508,60 @@ def test_swapping_masters_in_keeps_the_gradient_hooks_ddp_relies_on() -> None:
     model(x).sum().backward()
     assert fired == [1]
     assert masters.pairs[0][1].grad is not None  # and the master received the gradient
+
+
+@pytest.mark.parametrize(
+    "held_out, precomputed",
+    [(True, False), (False, False), (False, True)],
+    ids=["with-eval", "without-eval", "precomputed"],
+)
+def test_a_bf16_runs_result_scores_in_memory_as_its_folder(
+    tiny_model_dirs, tmp_path, held_out, precomputed
+):
+    """The README's in-memory scorer, ImplicitReward(result.policy, result.reference, beta): a
+    bf16 run's policy ends holding its float32 masters, while its reference was handed back in
+    bf16, so the reference's rounding read as reward (rewards of another sign than `directpo
+    score` of the folder). The reference now comes back in float32: the float32 weights its
+    evaluation kept, or (none kept: no held-out pairs) loaded again in float32."""
+    from directpo.reward import ImplicitReward
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
+    out = tmp_path / "run"
+    evaluation = {"eval_file": str(pairs)} if held_out else {}
+    evaluation["precompute_ref_log_probs"] = precomputed  # (its reference: loaded again)
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs, out, dtype="bfloat16", learning_rate=1e-5, **evaluation
+    )
+    result = train(config, echo=quiet)
+    prompts = ["The movie was", "I love this film,", "The movie was"]
+    responses = [" great.", " a dull waste.", " a dull waste."]
+    want = ImplicitReward.from_run(str(out)).score(prompts, responses)
+    got = ImplicitReward(result.policy, result.reference, beta=0.1).score(prompts, responses)
+    assert got == pytest.approx(want, abs=1e-6)
+    reference = result.reference.model
+    assert {p.dtype for p in reference.parameters() if p.is_floating_point()} == {torch.float32}
+
+
+def test_a_bf16_continued_adapters_returned_reference_holds_its_float32_start(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """Continuing an adapter in bf16, the reference is the adapter's start, a frozen ``ref``
+    copy on the policy: it came back in bf16 beside the policy's float32 adapter, so
+    ImplicitReward(result.policy, result.reference) read its rounding as reward (a reward
+    26% off score's on the tiny model); it comes back as the starting adapter's float32
+    weights, as saved."""
+    from safetensors.torch import load_file
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
+    first = tmp_path / "first"
+    train(tiny_config(tiny_model_dirs["llama"], pairs, first, lora_r=4), echo=quiet)
+    start = load_file(first / "adapter_model.safetensors")
+    bf16 = dict(dtype="bfloat16", eval_file=str(pairs), learning_rate=1e-4)
+    result = train(tiny_config(first, pairs, tmp_path / "on", **bf16), echo=quiet)
+    held = {
+        name.replace(".ref.", "."): param
+        for name, param in result.reference.model.named_parameters()
+        if ".ref." in name
+    }
+    assert held.keys() == start.keys()
+    assert all(torch.equal(held[name], start[name]) for name in start)

@@ -415,3 +415,22 @@ def test_an_fsdp2_bf16_runs_moved_reference_is_saved_as_its_float32_weights(
     responses = [row["chosen"] for row in SENTIMENT_PAIRS[:3]]
     scored = ImplicitReward.from_run(str(out), echo=quiet).score(prompts, responses)
     assert scored == [0.0, 0.0, 0.0]
+
+
+def test_a_tr_dpo_run_that_never_synced_is_not_said_to_have_moved(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """A TR-DPO run shorter than ref_model_sync_steps never moved its reference, yet scoring
+    it said "its reference moved during training ... against its moved reference": the note
+    now says it never moved and that the rewards are against the starting model."""
+    from directpo.reward import ImplicitReward
+
+    model, out = tiny_model_dirs["llama"], tmp_path / "tr"
+    config = tiny_config(model, pairs_file, out, sync_ref_model=True, ref_model_sync_steps=5)
+    train(config, echo=quiet)
+    notes: list[str] = []
+    ImplicitReward.from_run(str(out), echo=notes.append)
+    (note,) = notes
+    assert "moved during training" not in note
+    assert "up to step 1, before ref_model_sync_steps (5): its reference never moved" in note
+    assert note.endswith(f"against its starting model {model}")

@@ -45,7 +45,7 @@ from directpo.reference import (
 from directpo.resume import held_out_dtype
 from directpo.run import Run
 from directpo.sharded_state import consolidated_model
-from directpo.sync import REF_ADAPTER, kept_weights, reference_state
+from directpo.sync import REF_ADAPTER, in_ref_adapter, kept_weights, reference_state
 from directpo.trainer_state import final_files
 
 
@@ -201,18 +201,42 @@ def train_result(
     reloaded = None
     device = torch.device("cpu") if run.sharded else run.world.device
     moved = run.output_dir / REFERENCE_FOLDER
+    # a bf16 run's policy now holds its float32 masters: its reference is given in float32
+    # too (else ImplicitReward(result.policy, result.reference) read the reference's bf16
+    # rounding as reward, where `directpo score` of the folder reads float32 on both sides).
+    # Not beside a LoRA policy, whose base stays bf16: a float32 reference would mix the two
+    mixed = run.masters is not None and not run.sharded
+    dtype = torch.float32 if mixed and not hasattr(policy, "peft_config") else None
+    if dtype is not None and isinstance(reference, FrozenModelReference):
+        reference = _in_float32(run, reference)
+    elif mixed and isinstance(reference, AdapterReference) and run.reference_masters:
+        # a continued adapter's start, the ``ref`` adapter on the policy: its float32 weights
+        run.reference_masters.release(reference.model, in_ref_adapter)
+        run.reference_masters = None
     if config.sync_ref_model and not isinstance(reference, FrozenModelReference):
         # TR-DPO's reference, as the final folder holds it (the ``ref`` adapter, switched in
         # on the policy, is no model ImplicitReward can take; a merge or FSDP let it go)
         reference = None
         if stopped_by is None and moved.is_dir():
-            reloaded = functools.partial(moved_reference, config, moved, device)
+            reloaded = functools.partial(moved_reference, config, moved, device, dtype)
     elif reference is None and run.reference is not None and not config.sync_ref_model:
-        reloaded = functools.partial(reload_reference, config, policy, device)
+        reloaded = functools.partial(reload_reference, config, policy, device, dtype)
     return TrainResult(
         policy, reference, run.tokenizer, run.output_dir, done, run.logger.rows,
         stopped_by=stopped_by, reference_source=reloaded,
     )  # fmt: skip
+
+
+def _in_float32(run: Run, reference: FrozenModelReference) -> FrozenModelReference | None:
+    """The held reference with its float32 weights swapped in (those a float32 evaluation
+    kept); None where the run held it in bf16 alone (no held-out pairs): the caller loads it
+    again in float32 on first use, since upcasting its bf16 copy would keep the rounding."""
+    if run.reference_masters is not None:
+        run.reference_masters.release(reference.model)
+        run.reference_masters = None
+        return reference
+    dtypes = {param.dtype for param in reference.model.parameters() if param.is_floating_point()}
+    return reference if torch.bfloat16 not in dtypes else None
 
 
 def _save_final(run: Run, record: RunRecord) -> torch.nn.Module | None:

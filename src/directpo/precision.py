@@ -199,6 +199,20 @@ class FrozenMasters:
     def __bool__(self) -> bool:
         return bool(self._master_of)
 
+    def release(self, model: torch.nn.Module, only: Callable[[str], bool] | None = None) -> None:
+        """End of training: ``model``'s frozen bf16 weights (``only``: those named so, a
+        continued adapter's ``ref`` copy inside the policy) become its float32 ones for good,
+        the kept ones where bf16 could not hold them, the others upcast (exactly), as the
+        policy keeps its masters (MasterWeights.release): train()'s policy and reference then
+        score in one precision, not the policy's float32 against the reference's rounding."""
+        for name, param in model.named_parameters():
+            master = self._master_of.get(id(param))
+            if master is not None:
+                param.data = master
+            elif param.dtype == torch.bfloat16 and (only is None or only(name)):
+                param.data = param.data.float()
+        self._master_of = {}
+
 
 def evaluates_in_float32(
     eval_dtype: str, compute: torch.dtype, attention: str, sharded: bool

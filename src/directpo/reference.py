@@ -311,14 +311,18 @@ def _frozen_reference(
 
 
 def reload_reference(
-    config: DPOConfig, policy: torch.nn.Module | None, device: torch.device
+    config: DPOConfig,
+    policy: torch.nn.Module | None,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
 ) -> ReferenceProvider:
     """A finished run's reference, which it let go of (precompute_ref_log_probs, merge_lora,
     FSDP), as the run scored with it: ``policy`` with its adapters off where that was the
     reference (a second copy of the base would double a LoRA run's memory), else the reference
     model loaded as the run loaded it, in its compute dtype on ``device`` (the policy's: a
     bf16-saved model read in float32 by a float32 run scored other rewards in its own dtype,
-    and a reference on another device than the policy cannot score beside it)."""
+    and a reference on another device than the policy cannot score beside it); ``dtype``:
+    another (float32 beside a bf16 run's float32 masters)."""
     own_base = config.own_reference
     continuing = adapter_base(config.model_name_or_path) is not None
     adapters = getattr(policy, "peft_config", None)
@@ -326,15 +330,22 @@ def reload_reference(
     if adapters and own_base and not continuing and not any(map(rewrites_base, adapters.values())):
         return AdapterDisabledReference(policy, config.logprob_chunk_tokens, config.ld_alpha)
     precision = config.precision
-    attention = choose_implementation(config.attn_implementation, device, precision.compute, True)
-    return _frozen_reference(config, device, precision, load_options(config, attention))
+    attention = choose_implementation(
+        config.attn_implementation, device, dtype or precision.compute, True
+    )
+    options = load_options(config, attention)
+    return _frozen_reference(config, device, precision, options, dtype=dtype)
 
 
-def moved_reference(config: DPOConfig, folder: Path, device: torch.device) -> ReferenceProvider:
+def moved_reference(
+    config: DPOConfig, folder: Path, device: torch.device, dtype: torch.dtype | None = None
+) -> ReferenceProvider:
     """A TR-DPO run's reference as its final folder holds it (``folder``: its ``reference/``,
     a model folder, or an adapter folder on the policy's base), loaded as the run loaded its
-    reference: in the compute dtype, on ``device``."""
+    reference: in the compute dtype (or ``dtype``), on ``device``."""
     precision = config.precision
-    attention = choose_implementation(config.attn_implementation, device, precision.compute, True)
+    attention = choose_implementation(
+        config.attn_implementation, device, dtype or precision.compute, True
+    )
     options = load_options(config, attention)
-    return _frozen_reference(config, device, precision, options, path=str(folder))
+    return _frozen_reference(config, device, precision, options, path=str(folder), dtype=dtype)

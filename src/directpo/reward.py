@@ -211,7 +211,15 @@ class ImplicitReward:
                 kwargs.setdefault("reference_kwargs", model_location(config.reference_init_kwargs))
                 moved = Path(run_dir) / REFERENCE_FILE
                 in_checkpoint = config.sync_ref_model and moved.is_file()
-            if config.sync_ref_model:
+            steps = _steps_done(run_dir) if config.sync_ref_model else None
+            if config.sync_ref_model and steps is not None and steps < config.ref_model_sync_steps:
+                # no sync came: reference/ holds the start, and a "moved" note misled
+                (echo or _warn)(
+                    f"{run_dir} trained with sync_ref_model (TR-DPO) up to step {steps}, before "
+                    f"ref_model_sync_steps ({config.ref_model_sync_steps}): its reference never "
+                    f"moved; rewards here are against its starting model {start}"
+                )
+            elif config.sync_ref_model:
                 against = f"its moved reference {moved} (the starting model: {start})"
                 (echo or _warn)(
                     f"{run_dir} trained with sync_ref_model (TR-DPO): its reference moved "
@@ -458,6 +466,19 @@ def _load(
             device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return load_causal_lm(model, dtype, trainable=False, device=str(device), options=options)
     return model
+
+
+def _steps_done(run_dir: str | os.PathLike) -> int | None:
+    """The optimizer steps a run folder's (or checkpoint's) weights went through, from its
+    trainer_state.json; None where it has none readable."""
+    import json
+
+    try:
+        state = json.loads((Path(run_dir) / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    step = state.get("global_step") if isinstance(state, dict) else None
+    return step if isinstance(step, int) else None
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:

@@ -34,7 +34,8 @@ def refuse_unread_prompt(
     raise DataError(
         f"{where}: there is no '{columns.prompt}' column, so the prompt would be the start "
         f"that '{columns.chosen}' and '{columns.rejected}' share (the implicit layout), but "
-        f"they do not contain column '{unread}'; {fix}"
+        f"'{columns.chosen}' does not hold the text of column '{unread}', which would go "
+        f"untrained; {fix}"
     )
 
 
