@@ -17,6 +17,7 @@ from directpo.config import DTYPES
 from directpo.config_checks import check_columns
 from directpo.errors import ConfigError, ModelLoadError, collected, refuse_all
 from directpo.folders import nearest_existing
+from directpo.option_paths import missing_path
 from directpo.options import Options, accepting_spellings, names_any, option
 from directpo.preflight import check_model_location, is_adapter_folder
 
@@ -177,7 +178,7 @@ class FileCommandOptions(Options):
                 with collected(problems, ModelLoadError):  # (said as train says it)
                     adapter_base(getattr(self, key))
         if self.input and not os.path.exists(self.input):  # a file, or a folder as training reads
-            problems.append(f"input: no such file or folder: {self.input}")
+            problems.append(f"input: {missing_path(self.input, reads_hub=False)}")
         elif self.input and os.path.isdir(self.input):  # the part to give, as this command can
             from directpo.data_folders import folder_problem
 
