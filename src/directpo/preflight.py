@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from directpo.errors import CheckpointError, ConfigError, collected, refuse_all
 from directpo.option_paths import MODEL_FOLDER_OPTIONS, expand_patterns, missing_path
+from directpo.resumable import refuse_model_only
 
 if TYPE_CHECKING:
     from directpo.config import DPOConfig
@@ -415,8 +416,6 @@ def _check_resume(config: DPOConfig) -> None:
                 "checkpoints: name a checkpoint-N folder, or 'latest' (the newest that verifies)"
             )
     if resume:
-        from directpo.checkpoint import refuse_model_only  # (it imports the model machinery)
-
         refuse_model_only(config.resume_from_checkpoint, config.output_dir)
 
 
