@@ -349,6 +349,12 @@ class GenerateOptions(FileCommandOptions):
         "Field each row's completions are written to (rank reads completions as its "
         "candidates); a row that already has it is refused, not overwritten.",
     )
+    keep_special_tokens: bool = option(
+        False,
+        "Write the tokenizer's special tokens a completion drew mid-reply in its text (the "
+        "tokens sampled, as score and rank read them back); default: dropped, as TRL and vLLM "
+        "decode, and the completions that drew one counted.",
+    )
     max_prompt_length: int | None = option(
         None,
         "Prompts longer than this are cut from the left. Default: the run's prompt limit "
