@@ -87,10 +87,19 @@ def test_several_input_files_or_a_pattern_say_one_file_is_read(tmp_path, capsys)
 
 
 def test_an_hf_path_as_input_says_it_is_not_read() -> None:
+    """hf:// is read only as a mixture's data_files: train_file's line says so, the others'
+    that it is not read there; a pattern's hint is score's, rank's and generate's alone."""
     from directpo.option_paths import missing_path
 
     given = "hf://datasets/org/name/file.jsonl"
-    assert missing_path(given, reads_hub=False).endswith(
-        "(hf:// paths are not read here: download the file and give it)"
+    for key in ("input", "eval_file", "prompt_file"):
+        assert missing_path(key, given) == (
+            f"{key}: no such file or folder: {given} (hf:// paths are not read here: download "
+            "the file and give it)"
+        )
+    assert "dataset_mixture: {datasets: [{id: json, data_files: " + given in missing_path(
+        "train_file", given
     )
-    assert "dataset_mixture: {datasets: [{id: json, data_files: " + given in missing_path(given)
+    assert (
+        missing_path("prompt_file", "p*.jsonl") == "prompt_file: no such file or folder: p*.jsonl"
+    )

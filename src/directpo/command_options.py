@@ -178,7 +178,7 @@ class FileCommandOptions(Options):
                 with collected(problems, ModelLoadError):  # (said as train says it)
                     adapter_base(getattr(self, key))
         if self.input and not os.path.exists(self.input):  # a file, or a folder as training reads
-            problems.append(f"input: {missing_path(self.input, reads_hub=False)}")
+            problems.append(missing_path("input", self.input))
         elif self.input and os.path.isdir(self.input):  # the part to give, as this command can
             from directpo.data_folders import folder_problem
 

@@ -90,19 +90,19 @@ def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
 PATTERN_CHARACTERS = "*?["
 
 
-def missing_path(path: str, reads_hub: bool = True) -> str:
-    """The line for a data path that is not there, with what the user likely meant: an
-    ``hf://`` path (read by a mixture's data_files, as datasets reads it, and only there),
-    or a quoted pattern given to a command that reads one file (``reads_hub`` False)."""
-    line = f"no such file or folder: {path}"
-    if path.startswith("hf://") and reads_hub:
+def missing_path(key: str, path: str) -> str:
+    """The line for option ``key``'s data path that is not there, with what the user likely
+    meant: an ``hf://`` path (datasets reads one as a mixture's data_files, and only there),
+    or a quoted pattern given to score, rank or generate (``key`` input), which read one file."""
+    line = f"{key}: no such file or folder: {path}"
+    if path.startswith("hf://") and key == "train_file":
         return (
             f"{line} (an hf:// path is read by dataset_mixture: {{datasets: [{{id: json, "
             f"data_files: {path}}}]}}, or give the dataset's id as dataset_name)"
         )
     if path.startswith("hf://"):
         return f"{line} (hf:// paths are not read here: download the file and give it)"
-    if not reads_hub and any(c in path for c in "*?["):
+    if key == "input" and any(c in path for c in "*?["):
         return f"{line} (a pattern: score, rank and generate read one file; join them first)"
     return line
 

@@ -314,7 +314,7 @@ def _check_data(
         paths = None if key in unmatched or replaced.get(key) else getattr(config, key)
         for path in listed_paths(paths):
             if not os.path.exists(path):
-                problems.append(f"{key}: {missing_path(path)}")
+                problems.append(missing_path(key, path))
     if template := missing_template(config.chat_template):
         problems.append(template)
     if config.dataset_mixture is not None and not replaced["train_file"]:
@@ -374,7 +374,7 @@ def missing_paths(config: DPOConfig) -> list[str]:
                 and not any(c in path for c in "*?[")
                 and not os.path.exists(os.path.expanduser(path))
             ):
-                problems.append(f"{key}: {missing_path(path)}")
+                problems.append(missing_path(key, path))
     problems += _dataset_name_problems(config.dataset_name)
     if config.dataset_mixture is not None:
         from directpo.mixture import missing_sources  # (it imports this module)
