@@ -63,3 +63,43 @@ def test_a_rows_file_or_config_file_given_bare_says_the_flag(tmp_path, capsys) -
     for argv in (["generate", "x.yaml"], ["rank", "--config", "x.yaml"]):
         assert main(argv) == 2
         assert said in capsys.readouterr().err
+
+
+def test_several_input_files_or_a_pattern_say_one_file_is_read(tmp_path, capsys) -> None:
+    """``--input p*.jsonl`` unquoted (the shell gives every file) was refused as an unexpected
+    second file whose hint said to give *it* as --input; quoted, 'no such file or folder'
+    alone. Each says these commands read one file."""
+    from directpo.cli import main
+
+    for name in ("p1.jsonl", "p2.jsonl"):
+        (tmp_path / name).write_text('{"prompt": "a", "response": "b"}\n')
+    first, second = tmp_path / "p1.jsonl", tmp_path / "p2.jsonl"
+    for command in ("score", "rank", "generate"):
+        for given in (["--input", str(first), str(second)], [f"--input={first}", str(second)]):
+            assert main([command, *given]) == 2
+            err = capsys.readouterr().err
+            assert f"--input takes one file, given 2: {first} {second}" in err
+            assert "the rows to read are" not in err
+        rest = ["--model_name_or_path", str(tmp_path / "m"), "--output", str(tmp_path / "o.jsonl")]
+        assert main([command, "--input", str(tmp_path / "p*.jsonl"), *rest]) == 2
+        said = f"input: no such file or folder: {tmp_path / 'p*.jsonl'} (a pattern: score, rank"
+        assert said in capsys.readouterr().err
+
+
+def test_an_hf_path_as_input_says_it_is_not_read() -> None:
+    """hf:// is read only as a mixture's data_files: train_file's line says so, the others'
+    that it is not read there; a pattern's hint is score's, rank's and generate's alone."""
+    from directpo.option_paths import missing_path
+
+    given = "hf://datasets/org/name/file.jsonl"
+    for key in ("input", "eval_file", "prompt_file"):
+        assert missing_path(key, given) == (
+            f"{key}: no such file or folder: {given} (hf:// paths are not read here: download "
+            "the file and give it)"
+        )
+    assert "dataset_mixture: {datasets: [{id: json, data_files: " + given in missing_path(
+        "train_file", given
+    )
+    assert (
+        missing_path("prompt_file", "p*.jsonl") == "prompt_file: no such file or folder: p*.jsonl"
+    )

@@ -532,6 +532,23 @@ def test_a_leading_tilde_in_a_path_option_is_the_home_folder(tmp_path, monkeypat
     assert DPOConfig(model_name_or_path="org/model").model_name_or_path == "org/model"
 
 
+def test_a_named_users_home_in_a_path_option_is_expanded(tmp_path) -> None:
+    """``~name/x`` (a shell's form for name's home folder) was kept as written: a train_file
+    ``~alice/a.jsonl`` was 'no such file or folder'. It is expanded as a shell does; an
+    unknown name is left as written, as a shell leaves it."""
+    import getpass
+    import os
+
+    user = getpass.getuser()
+    config = DPOConfig(model_name_or_path=f"~{user}/m", train_file=[f"~{user}/a.jsonl"])
+    home = os.path.expanduser(f"~{user}")
+    assert not home.startswith("~")
+    assert config.model_name_or_path == f"{home}/m"
+    assert config.train_file == [f"{home}/a.jsonl"]
+    unknown = "~no-such-user-xq/a.jsonl"
+    assert DPOConfig(model_name_or_path="m", train_file=unknown).train_file == unknown
+
+
 def test_sampling_only_options_beside_greedy_decoding_are_refused() -> None:
     """generate_top_p/top_k/min_p with generate_temperature 0 changed nothing (greedy decoding
     takes the most likely token; transformers only warned). They are refused, as TRL's names."""

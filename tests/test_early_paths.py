@@ -64,6 +64,14 @@ def pairs(tmp_path: Path) -> Path:
              "o.jsonl"],
             "input: no such file or folder: gone.jsonl\n",
         ),
+        (  # (checkpoint.py, which refused it, imported torch: ~3 s)
+            ["train", "--model_name_or_path", "./no-model", "--train_file", "pairs.jsonl",
+             "--output_dir", "out", "--resume_from_checkpoint", "latest"],
+            "directpo: error: 2 options cannot be used:\n"
+            "  model_name_or_path: no such model folder: ./no-model\n"
+            "  resume_from_checkpoint: latest: no checkpoint in out to resume; set "
+            "resume_from_checkpoint: null to start a new run\n",
+        ),
     ],
 )  # fmt: skip
 def test_a_plainly_missing_path_is_said_before_torch_is_imported(tmp_path, pairs, argv, said):

@@ -380,3 +380,65 @@ def test_a_vlm_never_samples_its_image_token_so_its_samples_can_be_scored() -> N
     assert processor.tokenizer.pad_token_id not in sample.completion_ids
     logps, _ = samples_logprobs(samples, model, None, 2, torch.device("cpu"), 1)
     assert logps.isfinite().all()
+
+
+def test_completions_that_drew_special_tokens_are_said(model, tmp_path, capsys, monkeypatch):
+    """A sample that drew a special token mid-reply (<|im_start|>, not a stop) was written
+    decoded without it, as TRL and vLLM write text, without a word: rank / score of the file
+    then read other tokens than were sampled. The count is said once, by token; a reply
+    ending with its stop token (</s>) is not counted."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    start, eos = tokenizer.convert_tokens_to_ids(["<|im_start|>", "</s>"])
+    word = tokenizer.encode(" good", add_special_tokens=False)
+    real = generate.sample_completions
+    drawn = iter([word + [start] + word, word + [eos], [start, eos], word])
+
+    def sample(*args, **kwargs):
+        samples = real(*args, **kwargs)
+        for one in samples:
+            one.completion_ids = next(drawn)
+            one.text = tokenizer.decode(one.completion_ids, skip_special_tokens=True)
+        return samples
+
+    monkeypatch.setattr(generate, "sample_completions", sample)
+    data = write_jsonl(tmp_path / "prompts.jsonl", prompt_rows(2))
+    out = tmp_path / "o.jsonl"
+    args = ["generate", "--model_name_or_path", str(model), "--input", str(data),
+            "--output", str(out), "--max_new_tokens", "3",
+            "--num_return_sequences", "2"]  # fmt: skip
+    assert main(args) == 0
+    said = capsys.readouterr().out
+    assert (
+        "2 completions drew the tokenizer's special tokens mid-reply (<|im_start|> in 2), " in said
+    )
+    assert [row["completions"] for row in read(out)] == [[" good good", " good"], ["", " good"]]
+    drawn = iter([word + [eos], word] * 2)
+    assert main([*args[:6], str(tmp_path / "clean.jsonl"), *args[7:]]) == 0
+    assert "special tokens" not in capsys.readouterr().out
+    drawn = iter([word + [start] + word, word + [eos], [start, eos], word])
+    kept = [*args[:6], str(tmp_path / "kept.jsonl"), *args[7:], "--keep_special_tokens"]
+    assert main(kept) == 0
+    assert "special tokens" not in capsys.readouterr().out  # (none dropped)
+
+
+def test_keep_special_tokens_writes_those_drawn_mid_reply(model) -> None:
+    """The text of a completion that drew <|im_start|> keeps it with keep_special (the
+    tokens sampled, which score and rank read back); its stop token stays out of it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    policy = AutoModelForCausalLM.from_pretrained(model)
+    start, eos = tokenizer.convert_tokens_to_ids(["<|im_start|>", "</s>"])
+    word = tokenizer.encode(" good", add_special_tokens=False)[0]
+    bias = {(start,): 100.0, (start, word): 300.0, (word, eos): 300.0}  # start, word, eos
+    texts = []
+    for keep in (False, True):
+        (sample,) = generate.sample_completions(
+            policy, tokenizer, ["The movie was"], max_new_tokens=4, temperature=0,
+            extras={"sequence_bias": bias}, keep_special=keep,
+        )  # fmt: skip
+        assert sample.completion_ids == [start, word, eos]
+        texts.append(sample.text)
+    assert texts == [tokenizer.decode([word]), "<|im_start|>" + tokenizer.decode([word])]

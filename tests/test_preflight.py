@@ -299,3 +299,16 @@ def test_a_resume_with_no_checkpoint_is_said_with_a_missing_model(tmp_path, monk
     (tmp_path / "m" / "config.json").write_text("{}")
     with pytest.raises(CheckpointError, match="latest: no checkpoint in out"):  # (alone: its own)
         check_environment(config)
+
+
+def test_an_hf_train_file_points_to_the_mixture(tmp_path: Path, capsys, nothing_loads) -> None:
+    """``train_file: hf://datasets/org/name/file.jsonl`` (as datasets reads one) was 'no such
+    file or folder' alone: the line says where an hf:// path is read, without the network."""
+    model = save_tiny_model("llama", tmp_path / "m")
+    given = "hf://datasets/org/name/file.jsonl"
+    argv = ["train", "--model_name_or_path", str(model), "--output_dir", str(tmp_path / "o")]
+    assert main([*argv, "--train_file", given, "--eval_file", given]) == 2
+    err = capsys.readouterr().err
+    assert f"train_file: no such file or folder: {given} (an hf:// path is read by " in err
+    assert f"dataset_mixture: {{datasets: [{{id: json, data_files: {given}}}]}}" in err
+    assert f"eval_file: no such file or folder: {given} (hf:// paths are not read here" in err

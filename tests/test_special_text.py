@@ -52,3 +52,34 @@ def test_a_chat_reply_writing_the_end_of_turn_token_is_counted() -> None:
     tokenized = tokenize_preferences(load_preferences(rows, name="rows"), tokenizer, None)
     assert tokenized.summary().startswith("1 pair tokenized; 1 row with the tokenizer")
     assert "(<|im_end|> in 1, <|im_start|> in 1)" in tokenized.summary()
+
+
+def test_score_and_rank_say_the_rows_writing_special_tokens(tmp_path) -> None:
+    """score and rank read "</s>" in a response as EOS, as training does, but said nothing of
+    it (training's summary counts such rows): their rewards are of other tokens than the text
+    shows. Each says the count once, as training does; a clean file says nothing of it."""
+    from tiny import save_tiny_model, write_jsonl
+
+    from directpo.command_options import RankOptions, ScoreOptions
+    from directpo.reward_files import rank_file, score_file
+
+    policy = save_tiny_model("llama", tmp_path / "policy", seed=1)
+    reference = save_tiny_model("llama", tmp_path / "ref")
+    models = {"model_name_or_path": str(policy), "ref_model_name_or_path": str(reference)}
+    pairs = [
+        {"prompt": "Say hi", "chosen": " hi</s> and more", "rejected": " go"},
+        {"prompt": "Say hi", "response": " hi</s>"},  # its ending: not counted
+    ]
+    ranks = [{"prompt": "<s>Say hi", "responses": [" hi", " go </s> on"]}]
+    said = " with the tokenizer's special tokens written in their text"
+    for kind, run, rows, want in (
+        (ScoreOptions, score_file, pairs, "1 row" + said + " (</s> in 1)"),
+        (RankOptions, rank_file, ranks, "1 row" + said + " (</s> in 1, <s> in 1)"),
+        (ScoreOptions, score_file, pairs[1:], None),
+    ):
+        data = write_jsonl(tmp_path / f"{len(rows)}{kind.__name__}.jsonl", rows)
+        out = tmp_path / f"{data.stem}_out.jsonl"
+        lines: list[str] = []
+        run(kind(**models, beta=0.1, input=str(data), output=str(out)), lines.append)
+        notes = [line for line in lines if said in line]
+        assert [note.split(", read as")[0] for note in notes] == ([want] if want else [])

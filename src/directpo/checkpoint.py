@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -38,40 +37,33 @@ from directpo.distributed import (
     barrier,
     broadcast,
 )
-from directpo.errors import CheckpointError, ConfigError, first_line
+from directpo.errors import CheckpointError, first_line
 from directpo.hub import hub_safe_card
-from directpo.loss_names import needs_reference
 from directpo.models import config_as_loaded
 from directpo.publish import is_complete
 from directpo.random_states import current_state, restore_state, rng_file, state_file
+from directpo.resumable import (
+    MANIFEST,
+    MODEL_ONLY,
+    foreign_checkpoint,
+    list_checkpoints,
+    not_resumable,
+    read_state,
+    start_from,
+)
 from directpo.sharded_state import load_sharded, save_sharded
-from directpo.trainer_state import STATE_FILE, own_state, trainer_state
+from directpo.trainer_state import STATE_FILE, trainer_state
 from directpo.weight_names import as_model_state
 
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-MANIFEST = "manifest.json"
 STAGING = ".checkpoint-{step}.tmp"  # where checkpoint-STEP is written before its rename
 REFERENCE_FILE = "reference.safetensors"  # TR-DPO's moving reference
-
-
-def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Checkpoint folders in ``output_dir`` (complete or not), oldest first."""
-    root = Path(output_dir)
-    if not root.is_dir():
-        return []
-    found = []
-    for child in root.iterdir():
-        match = CHECKPOINT_PATTERN.match(child.name)
-        if match and child.is_dir():
-            found.append((int(match.group(1)), child))
-    return [path for _, path in sorted(found)]
 
 
 def verify_checkpoint(path: Path) -> str | None:
     """None if every file the manifest lists is there with its size and checksum, else why."""
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
-        return _foreign(path) or "no manifest (incomplete or not a directpo checkpoint)"
+        return foreign_checkpoint(path) or "no manifest (incomplete or not a directpo checkpoint)"
     try:
         manifest = json.loads(manifest_path.read_text())
         files = manifest["files"]
@@ -119,97 +111,6 @@ def resolve_checkpoint(
     if problem is not None:
         raise CheckpointError(f"resume_from_checkpoint: {value}: {problem}")
     return path
-
-
-MODEL_ONLY = (
-    "written with save_only_model: true (no optimizer, schedule or RNG state): not resumable"
-)
-
-
-def refuse_model_only(value: str, output_dir: str | Path) -> None:
-    """Before any model loads: the CheckpointError ``resolve_checkpoint`` would raise after
-    loading them (minutes for a large model) when the checkpoint named, or every checkpoint
-    of ``latest``, was written with save_only_model, or ``latest`` finds none; reading their
-    state files is cheap (their checksums are verified later)."""
-    if value != "latest":
-        foreign = _foreign(Path(value))
-        if foreign:
-            raise CheckpointError(f"resume_from_checkpoint: {value}: {foreign}")
-        if not_resumable(Path(value)):
-            problem = f"{MODEL_ONLY}; {start_from(Path(value))}"
-            raise CheckpointError(f"resume_from_checkpoint: {value}: {problem}")
-        return
-    candidates = list(reversed(list_checkpoints(output_dir)))
-    if not candidates:  # (said only after the data and models had loaded)
-        raise CheckpointError(
-            f"resume_from_checkpoint: latest: no checkpoint in {output_dir} to resume; set "
-            "resume_from_checkpoint: null to start a new run"
-        )
-    if all(_foreign(path) for path in candidates):  # a TRL run's output_dir
-        names = ", ".join(path.name for path in candidates)
-        raise CheckpointError(
-            f"resume_from_checkpoint: latest: no directpo checkpoint in {output_dir} ({names}: "
-            f"{_foreign(candidates[0])})"
-        )
-    if all(not_resumable(path) for path in candidates):
-        names = ", ".join(path.name for path in candidates)
-        raise CheckpointError(
-            f"resume_from_checkpoint: latest: no usable checkpoint in {output_dir} ({names}: "
-            f"{MODEL_ONLY}); {start_from(candidates[0])}"
-        )
-
-
-def _foreign(path: Path) -> str | None:
-    """Why a checkpoint transformers' Trainer wrote (a TRL run's: training_args.bin, no
-    manifest) cannot continue here: its optimizer and data order are its trainer's."""
-    if (path / MANIFEST).is_file() or not (path / "training_args.bin").is_file():
-        return None
-    return (
-        "written by transformers' Trainer (a TRL run: training_args.bin), not by directpo: its "
-        f"optimizer state and data order continue only there; {start_from(path)}"
-    )
-
-
-def start_from(path: Path) -> str:
-    """How to go on from the weights of a checkpoint that cannot resume: a new run from them,
-    against the run's own reference (model_name_or_path alone makes the checkpoint the new
-    run's reference too: another objective, without a word)."""
-    reference = _run_reference(path)
-    keep = f", ref_model_name_or_path: {reference}" if reference else ""
-    return f"start a new run from its weights (model_name_or_path: {path}{keep})"
-
-
-def _run_reference(path: Path) -> str | None:
-    """The reference model of the run that wrote checkpoint ``path`` (its config.yaml's), or
-    "the run's starting model" where it has no record; None where its loss reads none, or
-    TR-DPO moved it (a new run's reference is then no choice to keep)."""
-    from directpo.yaml_interpolation import read_run_record  # (it reads options')
-
-    try:
-        values = read_run_record(str(path / "config.yaml"))
-    except (ConfigError, OSError):
-        return "the run's starting model"  # (transformers' Trainer's: no record)
-    losses = values.get("loss_type") or ["sigmoid"]
-    losses = [losses] if isinstance(losses, str) else losses
-    try:
-        free = not needs_reference(losses) or bool(values.get("sync_ref_model"))
-    except (KeyError, TypeError):
-        free = False
-    if free:
-        return None
-    reference = values.get("ref_model_name_or_path") or values.get("model_name_or_path")
-    return str(reference) if reference else "the run's starting model"
-
-
-def not_resumable(path: Path) -> str | None:
-    """Why a (verified) checkpoint cannot continue a run: one written with save_only_model holds
-    no optimizer state (transformers cannot resume one either; restarting AdamW's moments and
-    the schedule would make another run, not this one continued)."""
-    try:
-        model_only = read_state(path).get("model_only")
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
-        return None  # the restore names what is wrong with the file
-    return MODEL_ONLY if model_only else None
 
 
 def retire_checkpoints_after(output_dir: Path, step: int, echo: Callable[[str], None]) -> None:
@@ -475,12 +376,6 @@ def load_checkpoint(
         raise
     except Exception as exc:  # a damaged or foreign file: name it, never a traceback
         raise CheckpointError(f"checkpoint {path}: cannot restore ({exc})") from None
-
-
-def read_state(path: Path) -> dict[str, Any]:
-    """directpo's resume state in ``path``'s trainer_state.json (either layout, see
-    ``trainer_state``)."""
-    return own_state(json.loads((path / STATE_FILE).read_text()))
 
 
 def _per_group(schedule: dict[str, Any], groups: int) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from directpo.cli_flags import (
     option_kinds,
     refuse_data_file,
     replaced_values,
+    spread_input,
     typographic_dashes,
     underscored,
     unknown_flag_message,
@@ -378,7 +379,8 @@ def _main(argv: Sequence[str] | None) -> int:
         config_file = getattr(args, "config", None)
         if unknown:  # said with the other flags' refusals and the input's rows (one run)
             flag = next((u for u in unknown if u.startswith("-")), unknown[0])
-            unknown_flag = ConfigError(unknown_flag_message(flag, command.options))
+            spread = spread_input(argv[1:], command.options)  # (--input a.jsonl b.jsonl)
+            unknown_flag = ConfigError(spread or unknown_flag_message(flag, command.options))
             raise with_others(unknown_flag, command.options, config_file, overrides)
         options = _loaded(command.options, config_file, overrides, argv[1:], typed)
         refuse_missing_paths(options)  # (before the command's imports: seconds)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -375,6 +376,27 @@ def _argument_hint(token: str, options: type) -> str:
     if "input" in names and (token.lower().endswith(DATA_EXTENSIONS) or os.path.exists(token)):
         return f"; the rows to read are --input {token}"
     return ""
+
+
+def spread_input(tokens: Sequence[str], options: type) -> str | None:
+    """--input given several files (``--input p*.jsonl``, the pattern expanded by the shell):
+    score, rank and generate read one file, and the second was said as a stray argument whose
+    hint gave it as --input."""
+    if "input" not in {f.name for f in dataclasses.fields(options)}:
+        return None
+    for index, token in enumerate(tokens):
+        if token != "--input" and not token.startswith("--input="):
+            continue
+        first = [token.partition("=")[2]] if "=" in token else []
+        rest = list(itertools.takewhile(lambda t: not t.startswith("-"), tokens[index + 1 :]))
+        given = first + rest
+        if len(given) > 1:
+            shown = " ".join(given[:3]) + (" ..." if len(given) > 3 else "")
+            return (
+                f"--input takes one file, given {len(given)}: {shown} (a pattern the shell "
+                "expanded?); score, rank and generate read one file: join them into one first"
+            )
+    return None
 
 
 def unknown_flag_message(flag: str, options: type) -> str:

@@ -17,6 +17,7 @@ from directpo.config import DTYPES
 from directpo.config_checks import check_columns
 from directpo.errors import ConfigError, ModelLoadError, collected, refuse_all
 from directpo.folders import nearest_existing
+from directpo.option_paths import missing_path
 from directpo.options import Options, accepting_spellings, names_any, option
 from directpo.preflight import check_model_location, is_adapter_folder
 
@@ -177,7 +178,7 @@ class FileCommandOptions(Options):
                 with collected(problems, ModelLoadError):  # (said as train says it)
                     adapter_base(getattr(self, key))
         if self.input and not os.path.exists(self.input):  # a file, or a folder as training reads
-            problems.append(f"input: no such file or folder: {self.input}")
+            problems.append(missing_path("input", self.input))
         elif self.input and os.path.isdir(self.input):  # the part to give, as this command can
             from directpo.data_folders import folder_problem
 
@@ -347,6 +348,12 @@ class GenerateOptions(FileCommandOptions):
         "completions",
         "Field each row's completions are written to (rank reads completions as its "
         "candidates); a row that already has it is refused, not overwritten.",
+    )
+    keep_special_tokens: bool = option(
+        False,
+        "Write the tokenizer's special tokens a completion drew mid-reply in its text (the "
+        "tokens sampled, as score and rank read them back); default: dropped, as TRL and vLLM "
+        "decode, and the completions that drew one counted.",
     )
     max_prompt_length: int | None = option(
         None,

@@ -50,6 +50,7 @@ from directpo.prompts import (
 from directpo.refusals import RefusedRows
 from directpo.reward import output_location, run_config
 from directpo.seeded_sampling import SeededSampling, row_seed, sample_seed, warpers_of
+from directpo.special_text import count_drawn, drawn_special_ids, drawn_summary
 from directpo.stops import whole_characters
 from directpo.tokenization import PairTokenizer
 from directpo.vision import VisionInputs, batch_tensors, placeholder_token_ids
@@ -168,6 +169,7 @@ def sample_completions(
     seeds: Sequence[int] | None = None,
     first_sample: int = 0,
     truncated: Counter[str] | None = None,
+    keep_special: bool = False,
 ) -> list[Sample]:
     """``num_samples`` completions per prompt, grouped by prompt in input order.
 
@@ -264,13 +266,22 @@ def sample_completions(
             for row, generated in enumerate(output[:, width:].tolist()):
                 index = start + row // num_samples
                 completion = _until_stop(generated, stops)
-                decode = partial(tokenizer.decode, skip_special_tokens=True)
+                decode = _decoder(tokenizer, stops, keep_special)
                 stopped = bool(completion) and completion[-1] in stops
                 text = whole_characters(decode, completion, stopped)
                 samples.append(
                     Sample(index, prompt_ids[index], completion, text, encoded[index][1])
                 )
     return samples
+
+
+def _decoder(tokenizer: Any, stops: list[int], keep_special: bool) -> Callable[[list[int]], str]:
+    """A completion's text: without special tokens, as TRL and vLLM decode it, or with those
+    drawn mid-reply (``keep_special``: the tokens sampled, as score and rank read them back),
+    its stop token left out either way."""
+    if not keep_special:
+        return partial(tokenizer.decode, skip_special_tokens=True)
+    return lambda ids: tokenizer.decode([i for i in ids if i not in stops])
 
 
 def _image_free(model: torch.nn.Module, suppressed: Sequence[int] | None) -> list[int]:
@@ -390,6 +401,10 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
         written = 0  # completions
         field = options.completions_column
         truncated: Counter[str] = Counter()  # prompts cut to max_prompt_length
+        # the samples whose text lost special tokens they drew (decoded without them)
+        drawn: Counter[str] = Counter()
+        stops = stop_token_ids(model, tokenizer)
+        specials = {} if options.keep_special_tokens else drawn_special_ids(tokenizer, stops)
         bar = tqdm(total=total, desc="generate", unit="row", dynamic_ncols=True)
         with bar:
             for first, call in _calls(_prompt_rows(options, base_dir), per_call):
@@ -400,8 +415,9 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
                 fresh = [(first + i, item) for i, item in enumerate(call) if kept[i] is None]
                 if fresh:
                     new = _sampled(
-                        model, tokenizer, processor, template_kwargs, options, fresh, truncated
-                    )
+                        model, tokenizer, processor, template_kwargs, options, fresh, truncated,
+                        lambda ids: count_drawn(ids, specials, drawn),
+                    )  # fmt: skip
                     out.write(
                         {**row, field: t} for (_, (_, row, _)), t in zip(fresh, new, strict=True)
                     )
@@ -414,6 +430,8 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
             f"{counted(cut, 'prompt')} longer than max_prompt_length {options.max_prompt_length}"
             f" tokens {'was' if cut == 1 else 'were'} cut from the left"
         )
+    if dropped := drawn_summary(drawn):
+        echo(dropped)
     written_for = f"{counted(written, 'completion')} for {counted(out.written, 'prompt')}"
     echo(f"wrote {written_for} to {options.output}{note}")
     return written
@@ -460,10 +478,12 @@ def _sampled(
     options: GenerateOptions,
     rows: list[tuple[int, tuple[str, dict[str, Any], Text | ImagePrompt]]],
     truncated: Counter[str],
+    sampled: Callable[[list[int]], None] = lambda ids: None,
 ) -> list[list[str]]:
     """Each (index, row)'s ``num_return_sequences`` completions, the k-th drawn from a seed of
     ``--seed``, the row's index and k (``SeededSampling``). A prompt whose samples outnumber
-    batch_size (then alone in its call) draws them batch_size at a time."""
+    batch_size (then alone in its call) draws them batch_size at a time; ``sampled`` is given
+    each completion's token ids."""
     wanted = options.num_return_sequences
     parts = [options.batch_size] * (wanted // options.batch_size) + [wanted % options.batch_size]
     texts: list[list[str]] = [[] for _ in rows]
@@ -488,10 +508,12 @@ def _sampled(
                 seeds=[row_seed(options.seed, index) for index, _ in rows],
                 first_sample=first_sample,
                 truncated=truncated if part == 0 else None,  # each prompt counted once
+                keep_special=options.keep_special_tokens,
             )
         except RowError as err:
             raise DataError(f"{options.input}: {err.message}") from None
         for sample in samples:
             texts[sample.prompt_index].append(sample.text)
+            sampled(sample.completion_ids)
         first_sample += count
     return texts

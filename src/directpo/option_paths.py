@@ -90,6 +90,23 @@ def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
 PATTERN_CHARACTERS = "*?["
 
 
+def missing_path(key: str, path: str) -> str:
+    """The line for option ``key``'s data path that is not there, with what the user likely
+    meant: an ``hf://`` path (datasets reads one as a mixture's data_files, and only there),
+    or a quoted pattern given to score, rank or generate (``key`` input), which read one file."""
+    line = f"{key}: no such file or folder: {path}"
+    if path.startswith("hf://") and key == "train_file":
+        return (
+            f"{line} (an hf:// path is read by dataset_mixture: {{datasets: [{{id: json, "
+            f"data_files: {path}}}]}}, or give the dataset's id as dataset_name)"
+        )
+    if path.startswith("hf://"):
+        return f"{line} (hf:// paths are not read here: download the file and give it)"
+    if key == "input" and any(c in path for c in "*?["):
+        return f"{line} (a pattern: score, rank and generate read one file; join them first)"
+    return line
+
+
 def expand_patterns(key: str, value: Any) -> Any:
     """train_file / eval_file with each glob pattern (``data/*.jsonl``, ``shards/**/*.parquet``,
     as datasets' data_files takes them) replaced by the files it matches, in sorted order (a

@@ -82,13 +82,20 @@ def _template_text(value: str) -> bool:
     return "\n" in value or "{{" in value or "{%" in value
 
 
+def _home_form(value: str) -> bool:
+    """``~``, ``~/x``, ``~name`` or ``~name/x``: a home folder a shell expands (a template's
+    text or a hub id is none of them)."""
+    return bool(re.match(r"~[\w.-]*(/|$)", value)) and not _template_text(value)
+
+
 def home_expanded(value: Any) -> Any:
     """A path option's value with a leading ``~`` as the home folder and set ``$NAME`` /
     ``${NAME}`` as their values, as a shell reads them: YAML, Python and a quoted flag
     (``--input '~/x.jsonl'``) do not. Lists and mappings (a mixture's files) are read through."""
     if isinstance(value, str):  # (a hub id or a template's text never starts with ~/)
         value = shell_expanded(value) if "$" in value and not _template_text(value) else value
-        return os.path.expanduser(value) if value.startswith("~/") or value == "~" else value
+        # ~/x and ~name/x, as a shell reads them (an unknown ~name is left as written)
+        return os.path.expanduser(value) if _home_form(value) else value
     if isinstance(value, list):
         return [home_expanded(item) for item in value]
     if isinstance(value, dict):

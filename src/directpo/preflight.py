@@ -13,7 +13,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from directpo.errors import CheckpointError, ConfigError, collected, refuse_all
-from directpo.option_paths import MODEL_FOLDER_OPTIONS, expand_patterns
+from directpo.option_paths import MODEL_FOLDER_OPTIONS, expand_patterns, missing_path
+from directpo.resumable import refuse_model_only
 
 if TYPE_CHECKING:
     from directpo.config import DPOConfig
@@ -313,7 +314,7 @@ def _check_data(
         paths = None if key in unmatched or replaced.get(key) else getattr(config, key)
         for path in listed_paths(paths):
             if not os.path.exists(path):
-                problems.append(f"{key}: no such file or folder: {path}")
+                problems.append(missing_path(key, path))
     if template := missing_template(config.chat_template):
         problems.append(template)
     if config.dataset_mixture is not None and not replaced["train_file"]:
@@ -373,7 +374,7 @@ def missing_paths(config: DPOConfig) -> list[str]:
                 and not any(c in path for c in "*?[")
                 and not os.path.exists(os.path.expanduser(path))
             ):
-                problems.append(f"{key}: no such file or folder: {path}")
+                problems.append(missing_path(key, path))
     problems += _dataset_name_problems(config.dataset_name)
     if config.dataset_mixture is not None:
         from directpo.mixture import missing_sources  # (it imports this module)
@@ -415,8 +416,6 @@ def _check_resume(config: DPOConfig) -> None:
                 "checkpoints: name a checkpoint-N folder, or 'latest' (the newest that verifies)"
             )
     if resume:
-        from directpo.checkpoint import refuse_model_only  # (it imports the model machinery)
-
         refuse_model_only(config.resume_from_checkpoint, config.output_dir)
 
 

@@ -44,6 +44,7 @@ from directpo.reward import (
     run_values_missing,
     truncation_note,
 )
+from directpo.special_text import count_special_text, row_texts, special_summary
 from directpo.tokenization import PairTokenizer
 
 Item = TypeVar("Item")
@@ -72,6 +73,7 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
     with StagedJsonl(options.output, _resume_key(options)) as out:
         scorer = _scorer(options, echo)
         truncated: Counter[str] = Counter()
+        specials: Counter[str] = Counter()  # rows with special tokens in their text
         margins: list[float] = []  # one float a pair: 8 bytes, not the row
 
         def encoded() -> Iterator[tuple[tuple[dict[str, Any], bool], list[tuple[Any, ...]]]]:
@@ -84,10 +86,8 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
                         margins.append(staged[chosen] - staged[rejected])
                     bar.update()
                     continue
-                yield (
-                    (row, pair),
-                    _encoded(scorer.encoder, _score_sequences(item), label, truncated),
-                )
+                sequences = _score_sequences(item)
+                yield (row, pair), _encoded(scorer.encoder, sequences, label, truncated, specials)
 
         with _progress(total, "score") as bar:
             for chunk in _scored_in_chunks(scorer, encoded()):
@@ -106,6 +106,8 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
         out.commit()
     if truncated:
         echo(truncation_note(scorer, truncated))
+    if note := special_summary(specials):
+        echo(note)
     summary: dict[str, float] = {"rows": out.written, "pairs": len(margins)}
     if margins:
         summary["accuracy"] = sum(m > 0 for m in margins) / len(margins)
@@ -142,6 +144,7 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     with StagedJsonl(options.output, _resume_key(options)) as out:
         scorer = _scorer(options, echo)
         truncated: Counter[str] = Counter()
+        specials: Counter[str] = Counter()  # rows with special tokens in their text
         candidates = 0
 
         def encoded() -> Iterator[tuple[tuple[dict[str, Any], str], list[tuple[Any, ...]]]]:
@@ -152,7 +155,7 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
                     bar.update()
                     continue
                 sequences = _rank_sequences((column, prompt, responses, image, arg))
-                yield (row, column), _encoded(scorer.encoder, sequences, label, truncated)
+                yield (row, column), _encoded(scorer.encoder, sequences, label, truncated, specials)
 
         with _progress(total, "rank") as bar:
             for chunk in _scored_in_chunks(scorer, encoded()):
@@ -169,6 +172,8 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
         out.commit()
     if truncated:
         echo(truncation_note(scorer, truncated))
+    if note := special_summary(specials):
+        echo(note)
     echo(
         f"ranked {counted(candidates, 'candidate')} of {counted(out.written, 'prompt')} into "
         f"{options.output}"
@@ -224,13 +229,20 @@ def _rendered(
 
 
 def _encoded(
-    encoder: PairTokenizer, sequences: Sequences, label: str, truncated: Counter[str]
+    encoder: PairTokenizer,
+    sequences: Sequences,
+    label: str,
+    truncated: Counter[str],
+    specials: Counter[str] | None = None,
 ) -> list[tuple[Any, ...]]:
     """The sequences of one row's responses, its truncations added to ``truncated`` with its
     prompt counted once (it is encoded with each response: a pair's long prompt was "2
-    prompts", a rank row's one per candidate); a row that cannot be encoded a DataError."""
+    prompts", a rank row's one per candidate), and a row whose texts hold the tokenizer's
+    special tokens counted in ``specials``; a row that cannot be encoded a DataError."""
     prompt, responses, images, template_args = sequences
     cut: Counter[str] = Counter()
+    if specials is not None:  # (said once per file, as training says it: special_text.py)
+        count_special_text(row_texts(prompt, *responses), encoder.specials, specials)
     try:
         ids = [
             encoder.encode_scored(prompt, response, images, cut, template_args)

@@ -115,11 +115,45 @@ def special_summary(counts: Counter[str]) -> str | None:
     """The note on rows holding special tokens in their text, or None."""
     if not (rows := counts[SPECIAL_IN_TEXT]):
         return None
+    return (
+        f"{counted(rows, 'row')} with the tokenizer's special tokens written in their text "
+        f"({_named(counts)}), read as those tokens, as TRL does: a turn ends or a text starts there"
+    )
+
+
+def drawn_special_ids(tokenizer: Any, stops: list[int]) -> dict[int, str]:
+    """The tokenizer's special tokens a sample may draw mid-reply (not its stop tokens, which
+    end it): a text decoded without special tokens (as TRL and vLLM write one) drops them."""
+    ids = set(getattr(tokenizer, "all_special_ids", ()))
+    decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    ids.update(i for i, t in decoder.items() if getattr(t, "special", False))
+    ids -= set(stops)
+    return {i: tokenizer.convert_ids_to_tokens(i) for i in sorted(ids)}
+
+
+def count_drawn(ids: list[int], specials: dict[int, str], counts: Counter[str]) -> None:
+    """Count a sample whose ``ids`` hold one of ``specials``, and each token it holds."""
+    held = {specials[i] for i in ids if i in specials}
+    if held:
+        counts[SPECIAL_IN_TEXT] += 1
+        counts.update(_TOKEN_KEY + token for token in held)
+
+
+def drawn_summary(counts: Counter[str]) -> str | None:
+    """The note on completions whose text lost the special tokens they drew, or None."""
+    if not (samples := counts[SPECIAL_IN_TEXT]):
+        return None
+    return (
+        f"{counted(samples, 'completion')} drew the tokenizer's special tokens mid-reply "
+        f"({_named(counts)}), dropped from their text as TRL and vLLM write it: score and "
+        "rank of this file read their text, not the tokens sampled (--keep_special_tokens "
+        "writes them)"
+    )
+
+
+def _named(counts: Counter[str]) -> str:
+    """'</s> in 1, <s> in 2': each token counted, by name."""
     tokens = sorted(
         (k[len(_TOKEN_KEY) :], n) for k, n in counts.items() if k.startswith(_TOKEN_KEY)
     )
-    named = ", ".join(f"{token} in {n}" for token, n in tokens)
-    return (
-        f"{counted(rows, 'row')} with the tokenizer's special tokens written in their text "
-        f"({named}), read as those tokens, as TRL does: a turn ends or a text starts there"
-    )
+    return ", ".join(f"{token} in {n}" for token, n in tokens)
