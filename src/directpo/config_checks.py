@@ -83,7 +83,7 @@ def check_values(config: DPOConfig) -> None:
     require(config.warmup_steps >= 0, "warmup_steps", ">= 0")
     # float to take a fraction, but a whole number is a count: written back as given
     # (warmup_steps: 2 read 2.0 in the run's config.yaml and model card)
-    for key in ("warmup_steps", "eval_delay"):
+    for key in ("warmup_steps", "eval_delay", "num_train_epochs"):
         value = getattr(config, key)
         if isinstance(value, float) and value.is_integer() and (value >= 1 or value == 0):
             setattr(config, key, int(value))
