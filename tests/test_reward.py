@@ -1018,3 +1018,23 @@ def test_a_bf16_lora_results_in_memory_rewards_equal_its_folders(
     assert max(map(abs, want)) > 1e-3  # (trained: rewards away from 0)
     assert {name: p.dtype for name, p in result.policy.named_parameters()} == before
     assert torch.bfloat16 in before.values()
+
+
+def test_a_bf16_model_that_cannot_run_float32_scores_as_it_is(tiny_model_dirs) -> None:
+    """Scoring upcasts a bf16-held model to float32, except where float32 cannot run:
+    FlashAttention (flash_attention_2/3, the hub's flash-attn kernels) and quantized bases;
+    there it scores in bf16 as before, its weights untouched."""
+    import contextlib
+
+    from directpo.reward import _runs_in_float32
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"], dtype=torch.bfloat16)
+    assert _runs_in_float32(model)
+    for attention in ("flash_attention_2", "kernels-community/flash-attn3"):
+        model.config._attn_implementation = attention
+        assert not _runs_in_float32(model)
+    model.config._attn_implementation = "eager"
+    model.is_quantized = True
+    assert not _runs_in_float32(model)
+    scorer = ImplicitReward(model, None, beta=0.1)
+    assert isinstance(scorer._computing_in_dtype(), contextlib.nullcontext)

@@ -500,7 +500,8 @@ def _runs_in_float32(model: torch.nn.Module) -> bool:
     compute in their own dtype), nor FlashAttention (no float32 kernel)."""
     inner = unwrap_peft(model)
     attention = getattr(getattr(inner, "config", None), "_attn_implementation", None) or ""
-    return not getattr(inner, "is_quantized", False) and not attention.startswith("flash_attention")
+    # (flash_attention_2/3 and the hub's kernels-community/flash-attn*: bf16/fp16 kernels)
+    return not getattr(inner, "is_quantized", False) and "flash" not in attention
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:
