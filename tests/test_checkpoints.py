@@ -348,7 +348,10 @@ def test_resume_takes_this_runs_schedule_and_refuses_other_pairs(
     got = {r["step"]: r["learning_rate"] for r in read_metrics(out) if r["step"] > 4}
     assert got == pytest.approx({step: want[step] for step in range(5, 9)}, rel=1e-12)
     assert any(
-        line.startswith("resume: learning_rate, lr schedule changed since the checkpoint")
+        line.startswith(
+            "resume: learning_rate, lr schedule, total steps (max_steps / num_train_epochs) "
+            "4 -> 8 changed since the checkpoint"
+        )
         for line in lines
     ), lines
 

@@ -742,3 +742,19 @@ def test_a_former_trl_loss_name_says_todays() -> None:
         DPOConfig(loss_type=["aot_pair"])
     with pytest.raises(ConfigError, match="TRL removed kto_pair: KTO is TRL's KTOTrainer"):
         DPOConfig(loss_type="kto_pair")
+
+
+def test_a_whole_warmup_or_eval_delay_is_written_back_as_an_integer(tmp_path: Path) -> None:
+    """warmup_steps (and eval_delay, num_train_epochs) are floats to take a fraction (TRL's
+    meaning), so ``warmup_steps: 2`` was written back as ``2.0`` in the run's config.yaml and
+    model card; a whole number stays one, a fraction stays a fraction."""
+    config = DPOConfig(
+        model_name_or_path="/m/start", warmup_steps=2, eval_delay=3.0, num_train_epochs=3
+    )
+    config.save_record(tmp_path / "config.yaml")
+    text = (tmp_path / "config.yaml").read_text()
+    assert "\nwarmup_steps: 2\n" in text and "\neval_delay: 3\n" in text
+    assert "\nnum_train_epochs: 3\n" in text
+    assert yaml.safe_load(text)["warmup_steps"] == 2
+    assert DPOConfig(model_name_or_path="/m/start", warmup_steps=0.1).warmup_steps == 0.1
+    assert DPOConfig(model_name_or_path="/m/start", warmup_steps=1.0).warmup_steps == 1

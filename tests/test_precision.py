@@ -542,21 +542,24 @@ def test_a_bf16_runs_result_scores_in_memory_as_its_folder(
     assert {p.dtype for p in reference.parameters() if p.is_floating_point()} == {torch.float32}
 
 
+@pytest.mark.parametrize("held_out", [True, False])
 def test_a_bf16_continued_adapters_returned_reference_holds_its_float32_start(
-    tiny_model_dirs, tmp_path
+    tiny_model_dirs, tmp_path, held_out
 ) -> None:
     """Continuing an adapter in bf16, the reference is the adapter's start, a frozen ``ref``
     copy on the policy: it came back in bf16 beside the policy's float32 adapter, so
     ImplicitReward(result.policy, result.reference) read its rounding as reward (a reward
     26% off score's on the tiny model); it comes back as the starting adapter's float32
-    weights, as saved."""
+    weights, as saved. Without held-out pairs too: no float32 evaluation kept them, and the
+    ``ref`` adapter came back in bf16."""
     from safetensors.torch import load_file
 
     pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
     first = tmp_path / "first"
     train(tiny_config(tiny_model_dirs["llama"], pairs, first, lora_r=4), echo=quiet)
     start = load_file(first / "adapter_model.safetensors")
-    bf16 = dict(dtype="bfloat16", eval_file=str(pairs), learning_rate=1e-4)
+    bf16 = dict(dtype="bfloat16", learning_rate=1e-4)
+    bf16 |= {"eval_file": str(pairs)} if held_out else {}
     result = train(tiny_config(first, pairs, tmp_path / "on", **bf16), echo=quiet)
     held = {
         name.replace(".ref.", "."): param

@@ -243,3 +243,33 @@ def test_another_batch_size_refused_says_the_pairs_per_step_that_go_on() -> None
     dropping = {**saved, "drop_last": True}
     with pytest.raises(ConfigError, match=r"processes\)=4, this run has 3; .* resume with 4, or"):
         _check_same(dropping, {"batch_size": 3, "accumulation": 1, "drop_last": True}, "ckpt")
+
+
+def test_a_resume_with_another_total_says_it_under_a_constant_schedule(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """A resume that changes max_steps was said only through the learning rate it moved: under
+    a constant schedule nothing changed there, so the longer (or shorter) run went on without a
+    word. The checkpoint's total and this run's are said whatever the schedule."""
+    out = tmp_path / "run"
+    options = {"lr_scheduler_type": "constant", "save_steps": 1, "per_device_train_batch_size": 2}
+    train(tiny_config(tiny_model_dirs["gpt2"], pairs_file, out, max_steps=2, **options), echo=str)
+    lines: list[str] = []
+    again = tiny_config(
+        tiny_model_dirs["gpt2"], pairs_file, out, max_steps=4, resume_from_checkpoint="latest",
+        **options,
+    )  # fmt: skip
+    train(again, echo=lines.append)
+    said = [line for line in lines if "changed since the checkpoint" in line]
+    assert said == [
+        "resume: total steps (max_steps / num_train_epochs) 2 -> 4 changed since the "
+        "checkpoint; the optimizer state continues under this run's values (learning rate now "
+        f"{again.learning_rate:.3g})"
+    ]
+    lines.clear()
+    same = tiny_config(
+        tiny_model_dirs["gpt2"], pairs_file, out, max_steps=4,
+        resume_from_checkpoint=str(out / "checkpoint-3"), **options,
+    )  # fmt: skip
+    train(same, echo=lines.append)
+    assert [line for line in lines if "changed since the checkpoint" in line] == []

@@ -985,3 +985,56 @@ def test_from_run_of_a_plain_folder_names_its_own_keywords(tiny_model_dirs) -> N
         ImplicitReward.from_run(model)
     with pytest.raises(ConfigError, match=r"directpo run: give ref_model_name_or_path=$"):
         ImplicitReward.from_run(model, beta=0.1)
+
+
+@pytest.mark.parametrize("continued", [False, True])
+def test_a_bf16_lora_results_in_memory_rewards_equal_its_folders(
+    tiny_model_dirs, tmp_path, continued
+) -> None:
+    """The README's ImplicitReward(result.policy, result.reference, beta) of a bf16 LoRA run:
+    the policy keeps its bf16 base, so its forward rounded (rewards up to 20% off `directpo
+    score` of the saved folder, which loads in float32). The scoring now computes in float32
+    (dtype) and puts the bf16 weights back after: the folder's rewards, a continued adapter's
+    (its start the reference) too, and no lasting float32 copy."""
+    base = tmp_path / "bf16"  # a base stored in bf16, as most are: the run's base is it exactly
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dirs["llama"])
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"], dtype=torch.bfloat16)
+    model.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
+    if continued:  # an adapter trained first, continued in bf16 (no held-out pairs)
+        train(tiny_config(base, pairs, tmp_path / "first", lora_r=4), echo=quiet)
+        base = tmp_path / "first"
+    options = {"dtype": "bfloat16", "learning_rate": 1e-2, "max_steps": 2}
+    options |= {} if continued else {"lora_r": 4}
+    out = tmp_path / "run"
+    result = train(tiny_config(base, pairs, out, **options), echo=quiet)
+    prompts = ["The movie was", "I love this film,", "The movie was"]
+    responses = [" great.", " a dull waste.", " a dull waste."]
+    want = ImplicitReward.from_run(str(out)).score(prompts, responses)
+    before = {name: p.dtype for name, p in result.policy.named_parameters()}
+    got = ImplicitReward(result.policy, result.reference, beta=0.1).score(prompts, responses)
+    assert got == pytest.approx(want, rel=1e-5, abs=1e-7)
+    assert max(map(abs, want)) > 1e-3  # (trained: rewards away from 0)
+    assert {name: p.dtype for name, p in result.policy.named_parameters()} == before
+    assert torch.bfloat16 in before.values()
+
+
+def test_a_bf16_model_that_cannot_run_float32_scores_as_it_is(tiny_model_dirs) -> None:
+    """Scoring upcasts a bf16-held model to float32, except where float32 cannot run:
+    FlashAttention (flash_attention_2/3, the hub's flash-attn kernels) and quantized bases;
+    there it scores in bf16 as before, its weights untouched."""
+    import contextlib
+
+    from directpo.reward import _runs_in_float32
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"], dtype=torch.bfloat16)
+    assert _runs_in_float32(model)
+    for attention in ("flash_attention_2", "kernels-community/flash-attn3"):
+        model.config._attn_implementation = attention
+        assert not _runs_in_float32(model)
+    model.config._attn_implementation = "eager"
+    model.is_quantized = True
+    assert not _runs_in_float32(model)
+    scorer = ImplicitReward(model, None, beta=0.1)
+    assert isinstance(scorer._computing_in_dtype(), contextlib.nullcontext)

@@ -81,6 +81,12 @@ def check_values(config: DPOConfig) -> None:
     if config.optimizer == "rmsprop":  # torch's RMSprop has no betas (its alpha: 0.99)
         reject_if_set(config, ("adam_beta1", "adam_beta2"), "optimizer is rmsprop, which has none")
     require(config.warmup_steps >= 0, "warmup_steps", ">= 0")
+    # float to take a fraction, but a whole number is a count: written back as given
+    # (warmup_steps: 2 read 2.0 in the run's config.yaml and model card)
+    for key in ("warmup_steps", "eval_delay", "num_train_epochs"):
+        value = getattr(config, key)
+        if isinstance(value, float) and value.is_integer() and (value >= 1 or value == 0):
+            setattr(config, key, int(value))
     require(0 <= config.warmup_ratio < 1, "warmup_ratio", "in [0, 1)")
     if config._valid("lr_scheduler_type", "learning_rate", "warmup_steps", "warmup_ratio"):
         check_schedule(config)

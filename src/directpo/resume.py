@@ -95,7 +95,7 @@ def resume(run: Run) -> None:
         )
     if note := resume_note(Path(checkpoint), world.size):
         run.echo(note)
-    _keep_this_runs_schedule(run, options)
+    _keep_this_runs_schedule(run, options, _saved_total(Path(checkpoint)))
     for note in source_notes:
         run.echo(note)
     _say_objective_changes(run, state, state["global_step"])
@@ -460,12 +460,26 @@ def _number(stem: str) -> int:
     return int(tail) if tail.isdigit() else -1
 
 
-def _keep_this_runs_schedule(run: Run, options: list[dict[str, Any]]) -> None:
+def _saved_total(checkpoint: Path) -> int | None:
+    """The total steps (max_steps / num_train_epochs') of the run that wrote ``checkpoint``, as
+    its trainer_state.json records them; None where it does not (an earlier layout)."""
+    try:
+        total = json.loads((checkpoint / STATE_FILE).read_text()).get("max_steps")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return total if isinstance(total, int) and total > 0 else None
+
+
+def _keep_this_runs_schedule(
+    run: Run, options: list[dict[str, Any]], saved_total: int | None = None
+) -> None:
     """A checkpoint restores the optimizer's moments and the schedule's position; the
     hyperparameters (``options``: this run's param groups before loading) and the learning-rate
     schedule stay this run's. Unchanged options give the checkpoint's values exactly; changed
     ones (a new learning_rate, max_steps, warmup or weight_decay on resume) take effect from
-    the next step, and are said (loaded as they were, they would silently not)."""
+    the next step, and are said (loaded as they were, they would silently not). Another total
+    (``saved_total``: the checkpoint's) is said whatever the schedule: a constant one's rate
+    does not change with it, but the run now ends elsewhere."""
     optimizer, scheduler = run.optimizer, run.scheduler
     changed = set()
     for group, mine in zip(optimizer.param_groups, options, strict=True):
@@ -489,6 +503,10 @@ def _keep_this_runs_schedule(run: Run, options: list[dict[str, Any]]) -> None:
     said = sorted(
         {names.get(k, k) for k in changed} & {*names.values(), "lr schedule", "weight_decay"}
     )
+    if saved_total is not None and saved_total != run.total_steps:
+        said.append(
+            f"total steps (max_steps / num_train_epochs) {saved_total} -> {run.total_steps}"
+        )
     if said:
         lr = optimizer.param_groups[0]["lr"]
         run.echo(

@@ -27,7 +27,7 @@ from directpo.config import DPOConfig
 from directpo.data import ImagePrompt, PreferenceExample, RowError, counted
 from directpo.errors import ConfigError, DataError
 from directpo.hub import offline_flags_kept
-from directpo.logprobs import evaluating, policy_logprobs_fn, sequence_logprobs
+from directpo.logprobs import evaluating, policy_logprobs_fn, sequence_logprobs, unwrap_peft
 from directpo.messages import Text
 from directpo.model_fit import check_vocabulary, learned_positions
 from directpo.models import (
@@ -39,7 +39,7 @@ from directpo.models import (
     pad_token_id,
 )
 from directpo.outputs import REFERENCE_FOLDER
-from directpo.precision import DTYPES
+from directpo.precision import DTYPES, float32_compute
 from directpo.preflight import check_model_location
 from directpo.prompts import (
     parse_scored,
@@ -73,9 +73,11 @@ class ImplicitReward:
     ``ImplicitReward.from_run(result.output_dir)``). A PEFT policy whose reference is its own
     base is scored with its adapters off. ``tokenizer`` (or processor) defaults to the policy's.
     Prompts and responses are cut to ``max_length`` / ``max_prompt_length`` as in training (a
-    warning says how many); ``batch_size`` sequences per forward pass; folders load in ``dtype``
-    on CUDA when there is one, with the from_pretrained keyword arguments ``policy_kwargs`` (an
-    adapter folder's: its base's) and ``reference_kwargs`` (a revision, a subfolder, ...);
+    warning says how many); ``batch_size`` sequences per forward pass; scoring computes in
+    ``dtype``: a model held in bf16 in float32 while it scores (put back after, as
+    ``directpo score`` of its folder reads it), folders load in it on CUDA when there is one,
+    with the from_pretrained keyword arguments ``policy_kwargs`` (an adapter folder's: its
+    base's) and ``reference_kwargs`` (a revision, a subfolder, ...);
     ``trust_remote_code`` runs the code a folder ships with. Models run in eval mode and keep
     their own mode. ``chat_template_kwargs``: conversations are rendered with them, as in
     training; ``assistant_only_loss``: a response's messages the model does not write (a tool's
@@ -115,6 +117,7 @@ class ImplicitReward:
         beta, batch_size = float(beta), int(batch_size)
         if dtype not in DTYPES and dtype not in DTYPES.values():
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
+        self.dtype = DTYPES.get(dtype, dtype)  # type: ignore[call-overload]
         policy, reference = _model_or_path(policy), _model_or_path(reference)
         policy_kwargs, reference_kwargs = dict(policy_kwargs or {}), dict(reference_kwargs or {})
         for key, given, kwargs in (
@@ -316,8 +319,19 @@ class ImplicitReward:
 
     def score_ids(self, rows: list[tuple[Any, ...]], progress: bool = False) -> torch.Tensor:
         """Rewards of (prompt ids, response ids[, image inputs]) rows, float64 on CPU."""
-        with evaluating(self.policy, self.reference):  # no dropout: the same text, one reward
+        # no dropout: the same text, one reward
+        with evaluating(self.policy, self.reference), self._computing_in_dtype():
             return self._score_ids(rows, progress)
+
+    def _computing_in_dtype(self) -> contextlib.AbstractContextManager[None]:
+        """Models held in bf16 compute in ``dtype`` (float32 by default) while they score, and
+        are put back after: train()'s LoRA policy keeps its bf16 base, which rounded its
+        forward (rewards up to 20% off `directpo score` of the saved folder, which loads in
+        float32). Only for the scoring: 2 bytes more per bf16 weight, given back after."""
+        models = [m for m in (self.policy, self.reference) if m is not None]
+        if self.dtype != torch.float32 or not all(map(_runs_in_float32, models)):
+            return contextlib.nullcontext()
+        return float32_compute(models, [])
 
     def _score_ids(self, rows: list[tuple[Any, ...]], progress: bool) -> torch.Tensor:
         pad = pad_token_id(self.tokenizer)
@@ -479,6 +493,15 @@ def _steps_done(run_dir: str | os.PathLike) -> int | None:
         return None
     step = state.get("global_step") if isinstance(state, dict) else None
     return step if isinstance(step, int) else None
+
+
+def _runs_in_float32(model: torch.nn.Module) -> bool:
+    """Whether ``model`` can compute in float32 as it is: not a quantized base (its layers
+    compute in their own dtype), nor FlashAttention (no float32 kernel)."""
+    inner = unwrap_peft(model)
+    attention = getattr(getattr(inner, "config", None), "_attn_implementation", None) or ""
+    # (flash_attention_2/3 and the hub's kernels-community/flash-attn*: bf16/fp16 kernels)
+    return not getattr(inner, "is_quantized", False) and "flash" not in attention
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:

@@ -184,10 +184,12 @@ def prepare_run(
     # the files as loaded (after: a hub id's first load downloads its weights)
     loaded_files = loaded_model_files(config)
     reference_masters = None  # the reference's float32 weights, for float32 evaluation
+    # a continued adapter's float32 start (an adapter's size) for the reference train() returns
+    keeps_start = precision.mixed and not sharded and not config.sync_ref_model  # (not TR-DPO's)
     if reference_float32 and isinstance(reference, FrozenModelReference):
         # (TR-DPO: the start its first sync mixes from; sync.followed_weights keeps them all)
         reference_masters = FrozenMasters(reference.model, precision.compute) or None
-    elif reference_float32 and isinstance(reference, AdapterReference):  # its float32 ref adapter
+    elif isinstance(reference, AdapterReference) and (reference_float32 or keeps_start):
         reference_masters = FrozenMasters(policy, precision.compute, in_ref_adapter) or None
     config = resolve_router_aux(config, policy, echo)
     for pair_set in (train, *data.evaluations.values()):  # 3D rotary models: the image
