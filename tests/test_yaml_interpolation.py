@@ -217,3 +217,21 @@ def test_a_path_with_a_dollar_of_its_own_is_read_as_written(tmp_path, monkeypatc
     (tmp_path / "home").mkdir()
     recipe.write_text("output_dir: $HOME/runs\n")
     assert load_config(str(recipe)).output_dir == f"{tmp_path}/home/runs"
+
+
+def test_a_backslashed_dollar_is_a_dollar_of_the_text(tmp_path, monkeypatch) -> None:
+    """A password holding ``$`` in a config's ``env:`` (``'pa$s9word'``) was refused as '$s9word
+    is not set: ... write the text itself', with no way to write it: ``\\$`` is a ``$`` of the
+    text, as in a shell, a variable beside it still read, and the refusal says so."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("s9word", raising=False)
+    monkeypatch.delenv("DIRECTPO_TEST_SECRET", raising=False)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("env:\n  DIRECTPO_TEST_SECRET: pa\\$s9word$HOME\n")
+    load_config(str(recipe))
+    assert os.environ["DIRECTPO_TEST_SECRET"] == f"pa$s9word{tmp_path}"
+    recipe.write_text("env:\n  DIRECTPO_TEST_MORE: pa$s9word\n")
+    with pytest.raises(ConfigError, match=r"\$s9word is not set .*: set it, or write \\\$ for"):
+        load_config(str(recipe))
+    recipe.write_text("output_dir: runs/\\$s9word\n")
+    assert load_config(str(recipe)).output_dir == "runs/$s9word"

@@ -55,15 +55,24 @@ def type_hints(options: type) -> dict[str, Any]:
 
 
 # $NAME and ${NAME}, which a shell reads in a path or an env: value; YAML, Python and a quoted
-# flag pass them on as text (output_dir: $HOME/runs made a folder named $HOME where it ran)
-SHELL_VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+# flag pass them on as text (output_dir: $HOME/runs made a folder named $HOME where it ran);
+# \$ is a $ of the text, as in a shell (a password holding one had no way to be written)
+SHELL_VARIABLE = re.compile(r"\\\$|\$(?:\{(\w+)\}|(\w+))")
+
+
+def _value(match: re.Match[str], environ: Mapping[str, str], unset: str) -> str:
+    """A ``SHELL_VARIABLE`` match as a shell reads it: ``\\$`` a ``$``, a variable its value
+    (``unset`` where it is not set)."""
+    if match[0] == "\\$":
+        return "$"
+    return environ.get(match[1] or match[2], unset)
 
 
 def shell_expanded(text: str, environ: Mapping[str, str] | None = None) -> str:
     """``text`` with each ``$NAME`` / ``${NAME}`` of a set variable (of ``environ``, default
     the process's) as its value; unset ones are left (``unset_variables`` names them)."""
     environ = os.environ if environ is None else environ
-    return SHELL_VARIABLE.sub(lambda m: environ.get(m[1] or m[2], m[0]), text)
+    return SHELL_VARIABLE.sub(lambda m: _value(m, environ, m[0]), text)
 
 
 def unset_variables(
@@ -75,7 +84,8 @@ def unset_variables(
     if isinstance(value, str) and not _template_text(value):
         if paths and _there_as_written(value):
             return []
-        return [m[0] for m in SHELL_VARIABLE.finditer(value) if (m[1] or m[2]) not in environ]
+        found = SHELL_VARIABLE.finditer(value)
+        return [m[0] for m in found if m[0] != "\\$" and (m[1] or m[2]) not in environ]
     if not isinstance(value, list | dict):
         return []
     items = value.values() if isinstance(value, dict) else value
@@ -90,7 +100,7 @@ def _there_as_written(path: str) -> bool:
     there = path if os.path.exists(path) else os.path.dirname(path.rstrip("/"))
     if "$" not in there or not os.path.exists(there):
         return False
-    read = SHELL_VARIABLE.sub(lambda m: os.environ.get(m[1] or m[2], "\0"), there)
+    read = SHELL_VARIABLE.sub(lambda m: _value(m, os.environ, "\0"), there)
     return "\0" in read or not os.path.exists(os.path.expanduser(read))
 
 
@@ -486,7 +496,7 @@ def _unset_said(key: str, unset: list[str]) -> str:
     names = ", ".join(dict.fromkeys(unset))
     return (
         f"{key}: {names} {'is' if len(unset) == 1 else 'are'} not set (a shell would read "
-        "it as empty): set it, or write the text itself"
+        "it as empty): set it, or write \\$ for a $ of the text itself"
     )
 
 
