@@ -210,11 +210,13 @@ def test_a_path_with_a_dollar_of_its_own_is_read_as_written(tmp_path, monkeypatc
     recipe.write_text("train_file: a$b/d.jsonl\noutput_dir: a$b/runs\n")
     config = load_config(str(recipe))
     assert (config.train_file, config.output_dir) == ("a$b/d.jsonl", "a$b/runs")
+    (tmp_path / "home" / "a$b").mkdir(parents=True)  # under the home folder, as ~/a$b
+    recipe.write_text("output_dir: ~/a$b/runs\n")
+    assert load_config(str(recipe)).output_dir == f"{tmp_path}/home/a$b/runs"
     recipe.write_text("output_dir: c$b/runs\n")  # no such folder: the shell's reading
     with pytest.raises(ConfigError, match=r"output_dir: \$b is not set"):
         load_config(str(recipe))
     (tmp_path / "$HOME").mkdir()  # there as written and as read: the shell's reading
-    (tmp_path / "home").mkdir()
     recipe.write_text("output_dir: $HOME/runs\n")
     assert load_config(str(recipe)).output_dir == f"{tmp_path}/home/runs"
 

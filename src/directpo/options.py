@@ -97,6 +97,7 @@ def _there_as_written(path: str) -> bool:
     named ``a$b`` (a quoted flag's ``'a$b/x.jsonl'`` is the shell's reading already) was refused
     as '$b is not set' or read as another path; an output to write there (``a$b/s.jsonl``) by
     its folder. Where both are there, the shell's reading."""
+    path = os.path.expanduser(path) if _home_form(path) else path  # (~/a$b: the home's)
     there = path if os.path.exists(path) else os.path.dirname(path.rstrip("/"))
     if "$" not in there or not os.path.exists(there):
         return False
@@ -120,9 +121,8 @@ def home_expanded(value: Any) -> Any:
     ``${NAME}`` as their values, as a shell reads them: YAML, Python and a quoted flag
     (``--input '~/x.jsonl'``) do not. Lists and mappings (a mixture's files) are read through."""
     if isinstance(value, str):  # (a hub id or a template's text never starts with ~/)
-        if _there_as_written(value):
-            return value
-        value = shell_expanded(value) if "$" in value and not _template_text(value) else value
+        if not _there_as_written(value):
+            value = shell_expanded(value) if "$" in value and not _template_text(value) else value
         # ~/x and ~name/x, as a shell reads them (an unknown ~name is left as written)
         return os.path.expanduser(value) if _home_form(value) else value
     if isinstance(value, list):
