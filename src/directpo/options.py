@@ -97,6 +97,8 @@ def _there_as_written(path: str) -> bool:
     named ``a$b`` (a quoted flag's ``'a$b/x.jsonl'`` is the shell's reading already) was refused
     as '$b is not set' or read as another path; an output to write there (``a$b/s.jsonl``) by
     its folder. Where both are there, the shell's reading."""
+    if "$" not in path or _template_text(path):
+        return False
     path = os.path.expanduser(path) if _home_form(path) else path  # (~/a$b: the home's)
     there = path if os.path.exists(path) else os.path.dirname(path.rstrip("/"))
     if "$" not in there or not os.path.exists(there):
