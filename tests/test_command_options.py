@@ -82,8 +82,19 @@ def test_several_input_files_or_a_pattern_say_one_file_is_read(tmp_path, capsys)
             assert "the rows to read are" not in err
         rest = ["--model_name_or_path", str(tmp_path / "m"), "--output", str(tmp_path / "o.jsonl")]
         assert main([command, "--input", str(tmp_path / "p*.jsonl"), *rest]) == 2
-        said = f"input: no such file or folder: {tmp_path / 'p*.jsonl'} (a pattern: score, rank"
+        said = f"{tmp_path / 'p*.jsonl'} (a pattern matching 2 files: score, rank and generate"
         assert said in capsys.readouterr().err
+
+
+def test_a_pattern_matching_one_input_file_names_it(tmp_path) -> None:
+    """A quoted ``--input 'p*.jsonl'`` matching one file was told 'score, rank and generate
+    read one file; join them first', with nothing to join: the file it matches is named."""
+    from directpo.option_paths import missing_path
+
+    (tmp_path / "p1.jsonl").write_text("{}\n")
+    said = missing_path("input", f"{tmp_path}/p*.jsonl")
+    assert said.endswith(f"(a pattern, matching {tmp_path}/p1.jsonl alone: give that file)")
+    assert "matching no file" in missing_path("input", f"{tmp_path}/q*.jsonl")
 
 
 def test_an_hf_path_as_input_says_it_is_not_read() -> None:

@@ -54,6 +54,27 @@ def test_a_chat_reply_writing_the_end_of_turn_token_is_counted() -> None:
     assert "(<|im_end|> in 1, <|im_start|> in 1)" in tokenized.summary()
 
 
+def test_a_messages_content_ending_with_the_end_of_turn_token_is_counted() -> None:
+    """A chat reply's content ending with <|im_end|> was taken for a text reply's usual ending
+    and not counted, yet the template ends the turn again: the chosen trained
+    '<|im_end|><|im_end|>' silently. A message's content is counted; a text completion
+    ending so is still its end, tokenized once."""
+    tokenizer = build_tokenizer("chatml")
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    chat = [{
+        "prompt": [{"role": "user", "content": "Say hi"}],
+        "chosen": [{"role": "assistant", "content": "hi<|im_end|>"}],
+        "rejected": [{"role": "assistant", "content": "go"}],
+    }]  # fmt: skip
+    tokenized = tokenize_preferences(load_preferences(chat, name="rows"), tokenizer, None)
+    assert tokenized.pairs[0].chosen_ids.count(end) == 2  # as TRL renders it
+    assert "1 row with the tokenizer's special tokens" in tokenized.summary()
+    assert "(<|im_end|> in 1)" in tokenized.summary()
+    text = [{"prompt": "Say hi", "chosen": " hi<|im_end|>", "rejected": " go"}]
+    tokenized = tokenize_preferences(load_preferences(text, name="rows"), tokenizer, None)
+    assert tokenized.summary() == "1 pair tokenized"
+
+
 def test_score_and_rank_say_the_rows_writing_special_tokens(tmp_path) -> None:
     """score and rank read "</s>" in a response as EOS, as training does, but said nothing of
     it (training's summary counts such rows): their rewards are of other tokens than the text

@@ -962,10 +962,24 @@ def test_a_yaml_boolean_given_for_a_word_says_how_yaml_read_it(tmp_path) -> None
     False', the word written said nowhere; the refusal says how YAML read it."""
     recipe = tmp_path / "recipe.yaml"
     for line, words in (
-        ("report_to: no", "no, off or false"),
+        ("loss_type: no", "no, off or false"),
         ("eval_dtype: off", "no, off or false"),
         ("eval_dtype: yes", "yes, on or true"),
     ):
         recipe.write_text(line + "\n")
         with pytest.raises(ConfigError, match=f"YAML reads a bare {words} as a boolean: quote"):
+            load_config(str(recipe))
+
+
+def test_report_to_no_is_no_tracker_and_the_word_no_is_told_none(tmp_path) -> None:
+    """``report_to: no`` (YAML's false) was refused with 'quote the word meant, e.g. 'no'',
+    and the quoted 'no' then 'must be a list of tensorboard, wandb, mlflow, none': a bare
+    no / off is no tracker (TRL's none), and the word no / off written is told none."""
+    recipe = tmp_path / "recipe.yaml"
+    for line in ("report_to: no", "report_to: off", "report_to: false"):
+        recipe.write_text(line + "\n")
+        assert load_config(str(recipe)).report_to == ["none"]
+    for line, word in (('report_to: "no"', "no"), ("report_to: [wandb, 'off']", "off")):
+        recipe.write_text(line + "\n")
+        with pytest.raises(ConfigError, match=f"report_to: '{word}' is written none"):
             load_config(str(recipe))

@@ -195,3 +195,45 @@ def test_shell_variables_in_env_and_path_options_are_read_as_a_shell_reads_them(
     recipe.write_text("env:\n  DIRECTPO_CACHE: ${HOME}/c\n")
     with pytest.raises(ConfigError, match=r"\$\{oc.env:HOME\} \(or \$HOME\) for the environ"):
         load_config(str(recipe))
+
+
+def test_a_path_with_a_dollar_of_its_own_is_read_as_written(tmp_path, monkeypatch) -> None:
+    """A folder named ``a$b`` (given quoted, the shell's reading already) was refused as
+    '$b is not set', its output beside it too: a path there as written (an output by its
+    folder) is kept; one that is not is still expanded, or refused where unset."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("b", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "a$b").mkdir()
+    (tmp_path / "a$b" / "d.jsonl").write_text("{}\n")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("train_file: a$b/d.jsonl\noutput_dir: a$b/runs\n")
+    config = load_config(str(recipe))
+    assert (config.train_file, config.output_dir) == ("a$b/d.jsonl", "a$b/runs")
+    (tmp_path / "home" / "a$b").mkdir(parents=True)  # under the home folder, as ~/a$b
+    recipe.write_text("output_dir: ~/a$b/runs\n")
+    assert load_config(str(recipe)).output_dir == f"{tmp_path}/home/a$b/runs"
+    recipe.write_text("output_dir: c$b/runs\n")  # no such folder: the shell's reading
+    with pytest.raises(ConfigError, match=r"output_dir: \$b is not set"):
+        load_config(str(recipe))
+    (tmp_path / "$HOME").mkdir()  # there as written and as read: the shell's reading
+    recipe.write_text("output_dir: $HOME/runs\n")
+    assert load_config(str(recipe)).output_dir == f"{tmp_path}/home/runs"
+
+
+def test_a_backslashed_dollar_is_a_dollar_of_the_text(tmp_path, monkeypatch) -> None:
+    """A password holding ``$`` in a config's ``env:`` (``'pa$s9word'``) was refused as '$s9word
+    is not set: ... write the text itself', with no way to write it: ``\\$`` is a ``$`` of the
+    text, as in a shell, a variable beside it still read, and the refusal says so."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("s9word", raising=False)
+    monkeypatch.delenv("DIRECTPO_TEST_SECRET", raising=False)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("env:\n  DIRECTPO_TEST_SECRET: pa\\$s9word$HOME\n")
+    load_config(str(recipe))
+    assert os.environ["DIRECTPO_TEST_SECRET"] == f"pa$s9word{tmp_path}"
+    recipe.write_text("env:\n  DIRECTPO_TEST_MORE: pa$s9word\n")
+    with pytest.raises(ConfigError, match=r"\$s9word is not set .*: set it, or write \\\$ for"):
+        load_config(str(recipe))
+    recipe.write_text("output_dir: runs/\\$s9word\n")
+    assert load_config(str(recipe)).output_dir == "runs/$s9word"

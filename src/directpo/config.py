@@ -756,7 +756,8 @@ class DPOConfig(Options):
     report_to: list[str] = option(
         ["tensorboard"],
         f"Trackers, any of {', '.join(TRACKERS)} (comma-separated on the "
-        "command line), or all (those installed). metrics.jsonl is always written.",
+        "command line), or all (those installed); none (a bare YAML no / off too): no tracker. "
+        "metrics.jsonl is always written.",
     )
     logging_dir: str | None = option(
         None, "TensorBoard's log folder (default: output_dir/runs/RUN_NAME)."
@@ -844,6 +845,8 @@ class DPOConfig(Options):
         for key in ("eval_strategy", "save_strategy"):  # YAML reads a bare `no` as false
             if getattr(self, key) is False:
                 setattr(self, key, "no")
+        if self.report_to is False:  # a bare `no` / `off` too: no tracker, TRL's none
+            self.report_to = ["none"]
         # transformers' null (in a file, or a flag's text): eval_steps' default (logging_steps),
         # and in transformers 4 a max_grad_norm of no clipping
         for key, meaning in (("eval_steps", 0), ("max_grad_norm", 0.0)):

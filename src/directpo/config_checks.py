@@ -172,7 +172,10 @@ def check_values(config: DPOConfig) -> None:
     hub_id = config.hub_model_id is None or bool(HUB_ID.fullmatch(str(config.hub_model_id)))
     require(hub_id, "hub_model_id", "a Hub repository id, user/name")
     unknown = [t for t in config.report_to if t not in TRACKERS]
-    require(not unknown, "report_to", "a list of " + ", ".join(TRACKERS))
+    off = [t for t in unknown if str(t).lower() in ("no", "off", "false", "disabled")]
+    if off:  # (the word other options take for nothing; transformers refuses it here too)
+        config._refuse("report_to", f"report_to: {off[0]!r} is written none (no tracker)")
+    require(not unknown or off, "report_to", "a list of " + ", ".join(TRACKERS))
     if "none" in config.report_to and len(config.report_to) > 1:
         config._refuse("report_to", "report_to: 'none' cannot be combined with other trackers")
     check_generation(config, require)

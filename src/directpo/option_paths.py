@@ -102,8 +102,12 @@ def missing_path(key: str, path: str) -> str:
         )
     if path.startswith("hf://"):
         return f"{line} (hf:// paths are not read here: download the file and give it)"
-    if key == "input" and any(c in path for c in "*?["):
-        return f"{line} (a pattern: score, rank and generate read one file; join them first)"
+    if key == "input" and any(c in path for c in PATTERN_CHARACTERS):
+        found = sorted(glob.glob(os.path.expanduser(path), recursive=True))
+        if len(found) == 1:  # (nothing to join: the file meant, by its name)
+            return f"{line} (a pattern, matching {found[0]} alone: give that file)"
+        matched = f"matching {len(found)} files" if found else "matching no file"
+        return f"{line} (a pattern {matched}: score, rank and generate read one file; join them)"
     return line
 
 

@@ -76,12 +76,17 @@ def special_pattern(tokenizer: Any, vision: VisionTokens | None = None) -> re.Pa
 
 
 def count_special_text(
-    texts: Iterator[str], pattern: re.Pattern[str] | None, counts: Counter[str]
+    texts: Iterator[tuple[str, bool]], pattern: re.Pattern[str] | None, counts: Counter[str]
 ) -> None:
-    """Count a row whose texts hold a special token, and each token it holds."""
+    """Count a row whose texts hold a special token, and each token it holds (``row_texts``:
+    each text, and whether it is a whole prompt / completion, whose ending token is its end)."""
     if pattern is None:
         return
-    held = {match for text in texts for match in pattern.findall(_body(text, pattern))}
+    held = {
+        match
+        for text, whole in texts
+        for match in pattern.findall(_body(text, pattern) if whole else text)
+    }
     if held:
         counts[SPECIAL_IN_TEXT] += 1
         counts.update(_TOKEN_KEY + token for token in held)
@@ -96,19 +101,21 @@ def _body(text: str, pattern: re.Pattern[str]) -> str:
     return body
 
 
-def row_texts(*values: Any) -> Iterator[str]:
-    """The strings a row's prompt / completions hold: texts, messages' contents, text parts."""
+def row_texts(*values: Any) -> Iterator[tuple[str, bool]]:
+    """The strings a row's prompt / completions hold: texts (True: whole), messages' contents
+    and text parts (False: the chat template writes each turn's end after them, so a content
+    ending with ``<|im_end|>`` is a turn ended twice, not the usual ending)."""
     for value in values:
         if isinstance(value, str):
-            yield value
+            yield value, True
             continue
         for message in value or ():
             content = message.get("content") if isinstance(message, dict) else None
             if isinstance(content, str):
-                yield content
+                yield content, False
             for part in content if isinstance(content, list) else ():
                 if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    yield part["text"]
+                    yield part["text"], False
 
 
 def special_summary(counts: Counter[str]) -> str | None:
