@@ -294,7 +294,8 @@ def test_fsdp_resume_continues_the_same_trajectory(
 
     # another global batch would change the data order: refused in one line
     config.per_device_train_batch_size = 2
-    with pytest.raises(ConfigError, match=r"per_device_train_batch_size x processes\)=4, this"):
+    said = r"4 pairs per step as 4 x 1 \(per_device_train_batch_size x processes, .*this run 2"
+    with pytest.raises(ConfigError, match=said):
         train(config, echo=lambda _: None)
     config.per_device_train_batch_size = 4
 
