@@ -16,6 +16,7 @@ from tiny import tiny_config, write_jsonl
 from transformers import AutoModelForCausalLM
 
 import directpo.checkpoint as checkpoint_module
+import directpo.free_space as free_space_module
 import directpo.run as run_module
 import directpo.trainer as trainer_module
 from directpo.checkpoint import read_state, resolve_checkpoint, verify_checkpoint
@@ -103,7 +104,7 @@ def test_too_little_free_space_is_refused_before_training(
     tiny_model_dirs, pairs_file, tmp_path, monkeypatch
 ) -> None:
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(run_module.shutil, "disk_usage", lambda _: usage(10**6, 0, 1000))
+    monkeypatch.setattr(free_space_module.shutil, "disk_usage", lambda _: usage(10**6, 0, 1000))
     with pytest.raises(  # (a small model's sizes in MiB: both were "0.00 GiB")
         ConfigError,
         match=r"0\.0 MiB free, but the final model and one checkpoint need about 0\.[1-9] MiB$",
@@ -122,7 +123,7 @@ def test_the_free_space_check_counts_tr_dpos_moved_reference(
     import re
 
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(run_module.shutil, "disk_usage", lambda _: usage(10**6, 0, 0))
+    monkeypatch.setattr(free_space_module.shutil, "disk_usage", lambda _: usage(10**6, 0, 0))
     model = tiny_model_dirs["gpt2"]
     needs = []
     for sync in (False, True):
@@ -139,7 +140,7 @@ def test_overwriting_counts_the_space_it_frees(run_dir, tiny_model_dirs, pairs_f
     """An overwrite on a disk the earlier run had filled was refused for want of the space
     its own deletions give back."""
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(run_module.shutil, "disk_usage", lambda _: usage(10**7, 0, 1000))
+    monkeypatch.setattr(free_space_module.shutil, "disk_usage", lambda _: usage(10**7, 0, 1000))
     config = config_for(
         tiny_model_dirs["gpt2"], pairs_file, run_dir, max_steps=1, overwrite_output_dir=True
     )

@@ -868,8 +868,9 @@ def test_the_start_line_names_the_attention_and_checkpointing_chosen(
     and the start-up checks may fall back: the start line says what the policy runs, and
     whether activations are recomputed (off by default, where TRL's default is on). It said
     neither, so a GPU user could not tell whether the fast kernel ran."""
-    from directpo import attention, run
+    from directpo import attention
     from directpo.precision import PrecisionPolicy
+    from directpo.start_line import kernel_words
 
     def start_line(out: str, **options) -> str:
         lines: list[str] = []
@@ -885,8 +886,8 @@ def test_the_start_line_names_the_attention_and_checkpointing_chosen(
     policy.config._attn_implementation = attention.IMPLEMENTATION
     monkeypatch.setattr(attention, "available_backend", lambda device: "flash_attn")
     cuda, bf16 = torch.device("cuda"), PrecisionPolicy(compute=torch.bfloat16)
-    assert run._kernel_words(policy, cuda, bf16, False) == "attention varlen (flash_attn)"
-    assert run._kernel_words(policy, cuda, PrecisionPolicy(), False) == "attention varlen (math)"
+    assert kernel_words(policy, cuda, bf16, False) == "attention varlen (flash_attn)"
+    assert kernel_words(policy, cuda, PrecisionPolicy(), False) == "attention varlen (math)"
 
 
 def test_tf32_sets_cudas_matmul_precision_for_the_run_and_gives_it_back() -> None:

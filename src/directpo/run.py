@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,16 +18,15 @@ from typing import Any
 import torch
 from transformers import set_seed
 
-from directpo import attention, flexattention
-from directpo.batching import Layout, eval_left_out
+from directpo.batching import Layout
 from directpo.best import BestModel, sampled_metrics
 from directpo.config import DPOConfig
-from directpo.data import counted
 from directpo.distributed import World, materialize, release_host_memory, wrap
 from directpo.early_rows import with_rows
 from directpo.errors import ConfigError, TrainingStopped, memory_kind
+from directpo.free_space import check_free_space, disk_size
 from directpo.guard import UpdateProbe, check_trainable
-from directpo.logprobs import SequenceScorer, attention_implementation
+from directpo.logprobs import SequenceScorer
 from directpo.model_checks import (
     check_compilation,
     check_heads,
@@ -67,6 +65,7 @@ from directpo.reference import (
 from directpo.resume import resume
 from directpo.run_data import RunData, load_run_data
 from directpo.sources import FixedPairs, OnlineRounds, PairSet
+from directpo.start_line import start_line
 from directpo.start_notes import start_notes
 from directpo.step import PairStats, eval_set_metrics, evaluate
 from directpo.sync import in_ref_adapter
@@ -315,7 +314,7 @@ def prepare_run(
         _precompute_reference(run, reference_weights)
     # a metric no evaluation logs (a typo, eval_accuracy) failed at the first evaluation
     run.best.check_logged(_evaluation_metrics(run))
-    _check_free_space(output_dir, policy, config, freed=_disk_size(replaced))
+    check_free_space(output_dir, policy, config, freed=disk_size(replaced))
 
     # -- resume, or replace an earlier run (only now that data and models are known good) ---
     if world.is_main:
@@ -327,18 +326,18 @@ def prepare_run(
     if world.is_main and not model_files(output_dir):  # a finished run's record stays its own
         # until this run's final save
         config.save_record(output_dir / "config.yaml", run.from_python)
-    offloaded = ", offloaded to CPU" if config.fsdp_offload else ""
-    processes = f" x {world.size} processes ({world.mode}{offloaded})" if world.enabled else ""
     echo(
-        f"training {counted(total_steps, 'step')} ({pair_source.steps_per_epoch} per epoch) on "
-        f"{device}, "
-        f"{_what(pair_source, len(train.pairs))}, batch {config.per_device_train_batch_size} x "
-        f"{config.gradient_accumulation_steps} accumulation{processes}"
-        + (f", {left}" if (left := _eval_left_out(config, data, world)) else "")
-        + (f", {_precision_words(precision)}" if precision.compute != torch.float32 else "")
-        + f", {_kernel_words(policy, device, precision, config.gradient_checkpointing)}"
-        + (", compiled decoder layers" if compiled else "")
-        + (", activations offloaded to CPU" if run.offload and run.offload.device_type else "")
+        start_line(
+            config,
+            world,
+            data,
+            pair_source,
+            total_steps,
+            precision,
+            policy,
+            compiled,
+            bool(run.offload and run.offload.device_type),
+        )  # fmt: skip
     )
     # last: nothing after it can fail (the echo above is the caller's function), so trackers
     # (TensorBoard's thread, a wandb / mlflow run) are only open where the loop closes them
@@ -439,47 +438,6 @@ def _bits(dtype: torch.dtype) -> int:
     return torch.finfo(dtype).bits
 
 
-def _precision_words(precision: PrecisionPolicy) -> str:
-    def name(dtype: torch.dtype) -> str:
-        return str(dtype).removeprefix("torch.")
-
-    return f"compute {name(precision.compute)}, weights {name(precision.master)}"
-
-
-def _kernel_words(
-    policy: torch.nn.Module, device: torch.device, precision: PrecisionPolicy, checkpointing: bool
-) -> str:
-    """The attention the policy trains with and whether activations are recomputed: auto
-    chooses by device and dtype, and the start-up checks may fall back, so only the outcome
-    tells a GPU user whether the fast kernel runs."""
-    name = attention_implementation(policy)
-    if name == attention.IMPLEMENTATION:  # its kernel: fast on CUDA in bf16, else exact math
-        fast = precision.compute in (torch.bfloat16, torch.float16)
-        name = f"varlen ({fast and attention.available_backend(device) or 'math'})"
-    elif name == flexattention.IMPLEMENTATION:
-        name = "flex_attention"
-    return f"attention {name}" + (", gradient checkpointing" if checkpointing else "")
-
-
-def _eval_left_out(config: DPOConfig, data: RunData, world: World) -> str:
-    sizes = [len(pair_set.pairs) for pair_set in data.evaluations.values()]
-    batch = config.per_device_eval_batch_size * world.size  # (dataloader_drop_last)
-    return eval_left_out(sizes, batch, config.dataloader_drop_last)
-
-
-def _what(source: FixedPairs | OnlineRounds, pairs: int) -> str:
-    if isinstance(source, OnlineRounds):
-        first = f", round 0 from {pairs} given pairs" if source.first_round else ""
-        prompts = counted(source.num_prompts, "prompt")
-        steps = counted(source.steps_per_round, "step")
-        return f"online: {prompts}, {source.prompts_per_round} per round, {steps} per round{first}"
-    schedule = source.schedule  # dataloader_drop_last: the pairs an epoch leaves out, said
-    left = (
-        pairs - schedule.micro_batches_per_epoch * schedule.batch_size if schedule.drop_last else 0
-    )
-    return counted(pairs, "pair") + (f" ({left} left out of each epoch)" if left else "")
-
-
 def evaluation_precision(run: Run) -> contextlib.AbstractContextManager[None]:
     """Inside, the held-out metrics are computed in the precision ``eval_dtype`` chose: the
     policy and a separate reference model (the loss's, eval_generate's) in float32
@@ -551,50 +509,3 @@ def _precompute_reference(run: Run, reference_weights: str) -> None:
         if run.world.device.type == "cuda":
             torch.cuda.empty_cache()
     run.reference = PrecomputedReference()
-
-
-def _check_free_space(
-    output_dir: Path, policy: torch.nn.Module, config: DPOConfig, freed: int = 0
-) -> None:
-    """Refuse to start when the disk cannot hold the final model and one checkpoint, counting
-    ``freed``: what this run deletes before it writes (an overwritten run's checkpoints, which
-    refused an overwrite for want of the space they would give back)."""
-    trainable = [p for p in policy.parameters() if p.requires_grad]
-    precision = config.precision
-    master_bytes = torch.finfo(precision.master).bits // 8
-    save_bytes = torch.finfo(precision.save).bits // 8
-
-    def count(params: Any) -> int:
-        return sum(p.numel() for p in params)
-
-    checkpoint_weights = count(trainable if config.lora_r else policy.parameters()) * master_bytes
-    final = count(policy.parameters() if config.merge_lora or not config.lora_r else trainable)
-    optimizer_states = {"adamw": 2, "adamw_kahan": 3, "rmsprop": 1}[config.optimizer]
-    optimizer_bytes = optimizer_states * master_bytes * count(trainable)
-    if config.save_only_model:  # (a signal's checkpoint still holds it, if the disk allows)
-        optimizer_bytes = 0
-    checkpoint = checkpoint_weights + optimizer_bytes if config.save_steps else 0
-    # TR-DPO's moved reference, in the compute dtype, beside the final model and in checkpoints
-    moved = 0
-    if config.sync_ref_model:
-        moved = count(trainable if config.lora_r else policy.parameters())
-        moved *= torch.finfo(precision.compute).bits // 8
-    need = 1.1 * (final * save_bytes + moved + (checkpoint + moved if checkpoint else 0))
-    free = shutil.disk_usage(output_dir).free + freed
-    if free < need:
-        replaced = f" (with the {_amount(freed)} overwriting frees)" if freed else ""
-        raise ConfigError(
-            f"output_dir {output_dir}: {_amount(free)} free{replaced}, but the final model and "
-            f"one checkpoint need about {_amount(need)}"
-        )
-
-
-def _amount(size: float) -> str:
-    """Bytes in GiB, or MiB below one (a small model's "0.00 GiB free, need 0.00 GiB")."""
-    return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
-
-
-def _disk_size(paths: list[Path]) -> int:
-    """Bytes of the files at and under ``paths`` (links not followed)."""
-    files = [p for path in paths for p in ([path] if not path.is_dir() else path.rglob("*"))]
-    return sum(p.lstat().st_size for p in files if p.is_file() and not p.is_symlink())
