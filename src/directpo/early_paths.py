@@ -11,6 +11,7 @@ full check says with it.
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 from collections.abc import Mapping
@@ -87,15 +88,16 @@ def beside_config(config_file: str | None, options: Any, flags: Mapping[str, Any
     if config_file is None:
         return []
     folder = os.path.dirname(os.path.abspath(config_file))
-    from directpo.option_paths import PATH_OPTIONS
+    from directpo.option_paths import PATH_OPTIONS, is_record_file
     from directpo.preflight import listed_paths
 
+    is_record = functools.cache(lambda: is_record_file(config_file))  # read once, if asked
     notes = []
     for key in PATH_OPTIONS:
         if key in flags or key in ("output_dir", "logging_dir"):  # (a flag's: the shell's)
             continue
         for path in listed_paths(getattr(options, key, None)):
-            if isinstance(path, str) and _gone_from_record(path, config_file):
+            if isinstance(path, str) and _gone(path) and is_record():
                 notes.append(
                     f"{config_file}, a run's record, names {key} {path}, which is no longer "
                     f"there (moved?): give --{key} with where it is now (a flag replaces "
@@ -111,19 +113,10 @@ def beside_config(config_file: str | None, options: Any, flags: Mapping[str, Any
     return notes
 
 
-def _gone_from_record(path: str, config_file: str) -> bool:
-    """Whether ``path`` is a local path a run recorded (absolute) that is not there: a model
+def _gone(path: str) -> bool:
+    """Whether ``path`` is an absolute local path that is not there: in a run's record, a model
     or data moved since, said 'no such model folder' alone when its config.yaml was resumed."""
-    if not os.path.isabs(path) or glob.glob(path):
-        return False
-    from dataclasses import fields
-
-    from directpo.config import DPOConfig
-    from directpo.options import read_yaml
-    from directpo.yaml_interpolation import is_run_record
-
-    names = [f.name for f in fields(DPOConfig)]
-    return is_run_record(read_yaml(config_file, interpolate=False), names)
+    return os.path.isabs(path) and not glob.glob(path)
 
 
 def _only_beside(path: str, folder: str) -> bool:

@@ -222,14 +222,7 @@ def copied_record(
         here = os.path.dirname(here)  # (a copied run's checkpoint's record: the copy's folder)
     if resume is not None and not _resumes_from(resume, here):
         return None  # (the original's own checkpoint, named: that run goes on, as asked)
-    from dataclasses import fields
-
-    from directpo.config import DPOConfig
-    from directpo.options import read_yaml
-    from directpo.yaml_interpolation import is_run_record
-
-    names = [f.name for f in fields(DPOConfig)]
-    if not is_run_record(read_yaml(config_file, interpolate=False), names):
+    if not is_record_file(config_file):
         return None  # a recipe naming a run's folder on purpose: prepare_output_dir's to judge
     copy = _holds_a_run(here, besides_its_record=True)
     if resume is not None:
@@ -246,6 +239,19 @@ def copied_record(
         f"as it is, it would write into that run's folder, which holds its files; give "
         f"--output_dir (a new folder{rerun})"
     )
+
+
+def is_record_file(config_file: str) -> bool:
+    """Whether the YAML file ``config_file`` is a run's own config.yaml (it lists nearly every
+    option: yaml_interpolation.is_run_record), not a recipe a person wrote."""
+    from dataclasses import fields
+
+    from directpo.config import DPOConfig
+    from directpo.options import read_yaml
+    from directpo.yaml_interpolation import is_run_record
+
+    names = [f.name for f in fields(DPOConfig)]
+    return is_run_record(read_yaml(config_file, interpolate=False), names)
 
 
 def _resumes_from(resume: str, folder: str) -> bool:
