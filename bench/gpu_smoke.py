@@ -425,7 +425,9 @@ def precision_check(root: Path, data: Path) -> None:
     check of its own (one that raises loses none of the others). Without CUDA a dry run: tf32
     skipped, the evaluations on a tiny model (the script's paths, not the costs)."""
     model = save_tiny_model("llama", root / "llama-precision")
-    for check in (tf32_check, determinism_check, evaluation_cost):
+    # full_determinism first: it sets CUBLAS_WORKSPACE_CONFIG, which cuBLAS reads once per
+    # process, so a tf32 run before it would leave its own workspace (a possible false FAIL).
+    for check in (determinism_check, tf32_check, evaluation_cost):
         try:
             check(root, data, model)
         except Exception as exc:
