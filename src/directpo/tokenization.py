@@ -35,16 +35,12 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from directpo.chat_render import ChatRenderer
-from directpo.data import (
-    PreferenceData,
-    PreferenceExample,
-    RowError,
-    counted,
-)
 from directpo.errors import DataError
 from directpo.messages import Text, others_turn
 from directpo.pair_store import PairStoreBuilder, Spans, TokenizedPair
 from directpo.parallel_tokenizing import encoded_batches
+from directpo.preference_pairs import PreferenceData, PreferenceExample, counted
+from directpo.readers import RowError
 from directpo.refusals import SKIP_HINT, RefusedRows
 from directpo.special_text import (
     VisionTokens,
