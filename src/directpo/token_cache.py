@@ -53,6 +53,7 @@ STALE_SECONDS = 6 * 3600
 # it made of them)
 RULES = (
     "tokenization.py",
+    "prompt_windows.py",  # (which texts are tokenized for each pair's ids)
     "chat_render.py",
     "chat_split.py",
     "turn_masks.py",
