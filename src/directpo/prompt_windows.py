@@ -25,7 +25,7 @@ visible character (not whitespace, not a combining mark, printable). For the tok
   read only from T[:q] and the visible character at ``q``, and those from ``q`` are T[q:]'s own.
   A prompt's ids are the whole text's up to ``q`` when the prompt holds that character too (a
   cut inside it); at its very end only when the newline is the whole whitespace run before it
-  (a visible character before it): alone, a run "\n\n" or " \n" ending the text is one chunk,
+  (a visible character before it): alone, a run "\\n\\n" or " \\n" ending the text is one chunk,
   before a letter two (``\\s+(?!\\S)``);
 * the model is BPE without dropout: each chunk is encoded on its own.
 
@@ -113,7 +113,8 @@ def _visible_after_newline(text: str, q: int) -> bool:
 def _ends_line(prompt: str) -> bool:
     """Whether the prompt ends with a newline after a visible character: its ids are then the
     head of the whole text's when a visible character follows (a longer whitespace run at the
-    end, "\n\n" or " \n", is one chunk alone and two before a letter: GPT-2's ``\\s+(?!\\S)``)."""
+    end, "\\n\\n" or " \\n", is one chunk alone and two before a letter: GPT-2's
+    ``\\s+(?!\\S)``)."""
     return prompt[-2:-1] != "" and prompt[-1] == "\n" and _visible(prompt[-2])
 
 
