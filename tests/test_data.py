@@ -103,7 +103,7 @@ def test_a_files_messages_share_one_string_per_role_and_keep_no_empty_columns(
         "rejected": [{"role": "assistant", "content": "go away"}],
     }
     path = write_jsonl(tmp_path / "x.jsonl", [row, {**row, "chosen": "hey"}])
-    # (a run keeps other columns only for a reward_fn: run_data._kept)
+    # (a run keeps other columns only for a reward_fn: run_sources.kept_columns)
     first, second = load_preferences(str(path), Columns(other_columns=False)).examples
     assert first.prompt == row["prompt"] and second.chosen == [
         {"role": "assistant", "content": "hey"}
@@ -1274,15 +1274,15 @@ def test_a_dict_of_columns_is_refused_in_one_line() -> None:
     read as file paths: "Q: 0?: no such file"."""
     from directpo.config import DPOConfig
     from directpo.data_sources import python_source
-    from directpo.run_data import _named_eval_sets
+    from directpo.run_sources import named_eval_sets
 
     columns = {key: [row[key] for row in ROWS] for key in ROWS[0]}
     config = DPOConfig(model_name_or_path="m", train_file="t.jsonl")
     with pytest.raises(DataError, match=r"^eval_dataset: a dict of columns \(prompt, chosen, rej"):
-        _named_eval_sets(config, columns)
+        named_eval_sets(config, columns)
     with pytest.raises(DataError, match=r"^train_dataset: a dict of columns .*from_dict"):
         python_source(columns, "train_dataset")
-    named = _named_eval_sets(config, {"chosen": ROWS, "rejected": ROWS[:1]})  # sets so named
+    named = named_eval_sets(config, {"chosen": ROWS, "rejected": ROWS[:1]})  # sets so named
     assert list(named) == ["chosen", "rejected"]
 
 
@@ -1495,7 +1495,7 @@ def test_a_files_rows_are_validated_as_they_are_read(tmp_path: Path, monkeypatch
         frame.to_parquet(path)
     read: list[str] = []  # the rows read, when each row is validated
     at_parse: list[int] = []
-    reading, parse_row = readers._reading, data._parse_row
+    reading, parse_row = readers._reading, data.parse_row
 
     def counted_rows(rows, label):
         return ((read.append(where) or (where, row)) for where, row in reading(rows, label))
@@ -1505,7 +1505,7 @@ def test_a_files_rows_are_validated_as_they_are_read(tmp_path: Path, monkeypatch
         return parse_row(*args, **kwargs)
 
     monkeypatch.setattr(readers, "_reading", counted_rows)
-    monkeypatch.setattr(data, "_parse_row", counted_parse)
+    monkeypatch.setattr(data, "parse_row", counted_parse)
     loaded = data.load_preferences(str(path))
     assert len(loaded) == len(ROWS) > 1
     assert at_parse == list(range(1, len(ROWS) + 1))

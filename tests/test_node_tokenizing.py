@@ -19,7 +19,7 @@ from directpo.distributed import SINGLE_PROCESS, error_key
 from directpo.errors import DataError, DirectpoError, TrainingStopped
 from directpo.node_tokenizing import Turn, leading, node_turn, wait_for_leader
 from directpo.refusals import RowsRefused
-from directpo.run_data import _tokenize
+from directpo.run_tokenizing import tokenize_set
 from directpo.tokenization import tokenize_preferences
 
 BAD_ROW = "p.jsonl: line 3: the chat template refused the row (tools)"
@@ -56,7 +56,7 @@ def _counting(monkeypatch, fail_on_leader: bool = False) -> Counter:
             raise RowsRefused(BAD_ROW, "p.jsonl", "line 3", 1)
         return tokenize_preferences(*args, **kwargs)
 
-    monkeypatch.setattr("directpo.run_data.tokenize_preferences", counted)
+    monkeypatch.setattr("directpo.run_tokenizing.tokenize_preferences", counted)
     return calls
 
 
@@ -71,7 +71,7 @@ def test_the_nodes_first_process_tokenizes_and_the_others_read_its_cache(tmp_pat
     data = load_preferences(str(write_jsonl(tmp_path / "p.jsonl", SENTIMENT_PAIRS)))
     config = tiny_config(tmp_path, None, tmp_path / "out")
     calls = _counting(monkeypatch)
-    run = lambda turn: _tokenize(data, tokenizer, config, "train", print, turn=turn)  # noqa: E731
+    run = lambda turn: tokenize_set(data, tokenizer, config, "train", print, turn=turn)  # noqa: E731
     results = _ranks(run, dist.HashStore())
     assert calls == Counter(rank0=1)  # rank 1 tokenized nothing
     assert _ids(results["1"]) == _ids(results["0"]) and results["1"].sources == data_sources(data)
@@ -79,7 +79,7 @@ def test_the_nodes_first_process_tokenizes_and_the_others_read_its_cache(tmp_pat
     monkeypatch.setattr("directpo.token_cache._write", lambda *args: "No space left on device")
     calls.clear()
     other = tiny_config(tmp_path, None, tmp_path / "out", max_length=64)
-    run = lambda turn: _tokenize(data, tokenizer, other, "train", print, turn=turn)  # noqa: E731
+    run = lambda turn: tokenize_set(data, tokenizer, other, "train", print, turn=turn)  # noqa: E731
     results = _ranks(run, dist.HashStore())
     assert calls == Counter(rank0=1, rank1=1)
     assert _ids(results["1"]) == _ids(results["0"])
@@ -96,7 +96,7 @@ def test_a_row_the_leader_refuses_stops_every_rank_with_its_error(tmp_path, monk
     data = load_preferences(str(write_jsonl(tmp_path / "p.jsonl", SENTIMENT_PAIRS)))
     config = tiny_config(tmp_path, None, tmp_path / "out")
     calls = _counting(monkeypatch, fail_on_leader=True)
-    run = lambda turn: _tokenize(data, tokenizer, config, "train", print, turn=turn)  # noqa: E731
+    run = lambda turn: tokenize_set(data, tokenizer, config, "train", print, turn=turn)  # noqa: E731
     results = _ranks(run, dist.HashStore())
     assert calls == Counter(rank0=1)
     for rank in ("0", "1"):
@@ -159,15 +159,15 @@ def test_ranks_tokenizing_at_once_share_dataset_num_proc(tmp_path, monkeypatch) 
         asked[threading.current_thread().name] = num_proc
         return tokenize_preferences(*args, **kwargs)
 
-    monkeypatch.setattr("directpo.run_data.tokenize_preferences", recorded)
+    monkeypatch.setattr("directpo.run_tokenizing.tokenize_preferences", recorded)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     for cache, expected in ((False, {"rank0": 2, "rank1": 2}), (True, {"rank0": 4})):
         config = tiny_config(tmp_path, None, tmp_path / "out", dataset_num_proc=4,
                              cache_tokenized=cache, max_length=40 + cache)  # fmt: skip
-        run = lambda turn: _tokenize(data, tokenizer, config, "train", print, turn=turn)  # noqa: E731,B023
+        run = lambda turn: tokenize_set(data, tokenizer, config, "train", print, turn=turn)  # noqa: E731,B023
         asked.clear()
         _ranks(run, dist.HashStore())
         assert asked == expected
     config = tiny_config(tmp_path, None, tmp_path / "o", dataset_num_proc=4, cache_tokenized=False)
-    alone = _tokenize(data, tokenizer, config, "train", print, turn=None)  # one process
+    alone = tokenize_set(data, tokenizer, config, "train", print, turn=None)  # one process
     assert asked["MainThread"] == 4 and alone.pairs

@@ -376,16 +376,16 @@ def test_an_iterable_dataset_of_unknown_columns_is_told_pairs_or_prompts_by_its_
 
     from directpo.data import Columns
     from directpo.errors import DataError
-    from directpo.run_data import _has_pairs
+    from directpo.run_sources import has_pairs
 
     def iterable(rows: list[dict]) -> datasets.IterableDataset:
         return datasets.IterableDataset.from_generator(lambda: iter(rows))
 
     assert iterable(SENTIMENT_PAIRS).column_names is None
-    assert _has_pairs(iterable(SENTIMENT_PAIRS), Columns())
-    assert not _has_pairs(iterable([{"prompt": p["prompt"]} for p in SENTIMENT_PAIRS]), Columns())
+    assert has_pairs(iterable(SENTIMENT_PAIRS), Columns())
+    assert not has_pairs(iterable([{"prompt": p["prompt"]} for p in SENTIMENT_PAIRS]), Columns())
     with pytest.raises(DataError, match=r"train_dataset: row 1 has no 'chosen' but row 2 has"):
-        _has_pairs(iterable([{"prompt": "A film"}, *SENTIMENT_PAIRS]), Columns())
+        has_pairs(iterable([{"prompt": "A film"}, *SENTIMENT_PAIRS]), Columns())
 
 
 def test_a_broken_labeller_stops_before_training(tiny_model_dirs, tmp_path, online_files, capsys):

@@ -79,7 +79,7 @@ def test_hh_completions_that_go_on_past_the_reply_are_said_at_start(tmp_path: Pa
 
 
 def test_an_adapter_folders_completions_end_at_its_bases_stop_tokens(tmp_path: Path) -> None:
-    from directpo.run_data import _stop_ids
+    from directpo.run_tokenizing import run_stop_ids
 
     base = save_tiny_model("gpt2", tmp_path / "base")
     (base / "generation_config.json").write_text(json.dumps({"eos_token_id": [0, 2]}))
@@ -90,8 +90,8 @@ def test_an_adapter_folders_completions_end_at_its_bases_stop_tokens(tmp_path: P
     (adapter / "adapter_config.json").write_text(
         json.dumps({"base_model_name_or_path": str(base), "peft_type": "LORA"})
     )
-    assert _stop_ids(tiny_config(adapter, None, tmp_path / "out")) == [0, 2]
-    assert _stop_ids(tiny_config(base, None, tmp_path / "out")) == [0, 2]
+    assert run_stop_ids(tiny_config(adapter, None, tmp_path / "out")) == [0, 2]
+    assert run_stop_ids(tiny_config(base, None, tmp_path / "out")) == [0, 2]
 
 
 def test_chat_template_names_a_jinja_file_a_json_file_or_a_folder(tmp_path: Path) -> None:
@@ -387,7 +387,7 @@ def test_rows_other_columns_are_kept_only_where_a_reward_fn_is_given_them(
     chosen and rejected conversations (UltraFeedback's ``messages`` too) beside the pair split
     from them, the texts twice or more while 100k rows were tokenized, in runs that give no
     reward_fn any row. A system prompt column (the start line's note) is still read."""
-    from directpo import run_data
+    from directpo import run_tokenizing
 
     hh = [
         {"chosen": f"\n\nHuman: hi {i}\n\nAssistant: hello", "rejected": f"\n\nHuman: hi {i}"
@@ -406,8 +406,8 @@ def test_rows_other_columns_are_kept_only_where_a_reward_fn_is_given_them(
         held[kwargs["progress"] or len(held)] = [example.columns for example in data.examples]
         return tokenize(data, *args, **kwargs)
 
-    tokenize = run_data.tokenize_preferences
-    monkeypatch.setattr(run_data, "tokenize_preferences", recorded)
+    tokenize = run_tokenizing.tokenize_preferences
+    monkeypatch.setattr(run_tokenizing, "tokenize_preferences", recorded)
     config = tiny_config(
         tiny_model_dirs["gpt2"], train, tmp_path / "out", eval_file=str(held_out),
         cache_tokenized=False,

@@ -12,7 +12,7 @@ from tiny import SENTIMENT_PAIRS, build_tokenizer, tiny_config, write_jsonl
 
 from directpo import token_cache
 from directpo.data import load_preferences
-from directpo.run_data import _tokenize
+from directpo.run_tokenizing import tokenize_set
 from directpo.tokenization import tokenize_preferences
 
 CONVERSATIONS = [
@@ -26,15 +26,15 @@ CONVERSATIONS = [
 
 
 def _run(data, tokenizer, config, calls: Counter, monkeypatch) -> tuple[list, list[str]]:
-    """``_tokenize`` as a run calls it, counting real tokenizations; (ids, lines said)."""
+    """``tokenize_set`` as a run calls it, counting real tokenizations; (ids, lines said)."""
 
     def counted(*args, **kwargs):
         calls["tokenize"] += 1
         return tokenize_preferences(*args, **kwargs)
 
-    monkeypatch.setattr("directpo.run_data.tokenize_preferences", counted)
+    monkeypatch.setattr("directpo.run_tokenizing.tokenize_preferences", counted)
     said: list[str] = []
-    pairs = _tokenize(data, tokenizer, config, "train", said.append)
+    pairs = tokenize_set(data, tokenizer, config, "train", said.append)
     ids = [(p.prompt_ids, p.chosen_ids, p.rejected_ids) for p in pairs.pairs]
     return [ids, pairs.sources], said
 
@@ -251,8 +251,8 @@ def test_the_key_follows_the_code_of_every_module_that_renders_or_encodes(tmp_pa
     """An upgrade that changes how a message's content reaches the chat template (messages.py's
     text parts joined, a prefill's test) gives other ids for the same rows: the key hashes the
     source of every directpo module whose functions tokenization.py, chat_render.py and vision.py
-    call (data.py
-    and readers.py: their result, the rows, is hashed instead)."""
+    call (data.py, preference_pairs.py and readers.py: their result, the rows, is hashed
+    instead)."""
     import inspect
     import sys
     from pathlib import Path
@@ -270,7 +270,7 @@ def test_the_key_follows_the_code_of_every_module_that_renders_or_encodes(tmp_pa
         for module in (directpo.tokenization, directpo.chat_render, directpo.vision)
         for value in vars(module).values()
         if inspect.isfunction(value) and value.__module__.startswith("directpo.")
-    } - {"data.py", "readers.py", "errors.py"}
+    } - {"data.py", "preference_pairs.py", "readers.py", "errors.py"}
     assert "messages.py" in called
     real = Path.read_bytes
     for name in sorted(called):

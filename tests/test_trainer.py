@@ -851,14 +851,14 @@ def test_named_eval_sets_log_each_set_under_its_name(tiny_model_dirs, tmp_path) 
         train(config, SENTIMENT_PAIRS, {"a b": chat}, echo=quiet)
     # a DatasetDict of several splits is named sets, as transformers' Trainer takes it; of one
     # split, that split unnamed (as train_dataset's)
-    from directpo.run_data import _named_eval_sets
+    from directpo.run_sources import named_eval_sets
 
     split = datasets.Dataset.from_list(chat)
     several = datasets.DatasetDict({"valid": split, "test": split})
-    assert {k: v[1] for k, v in _named_eval_sets(config, several).items()} == {
+    assert {k: v[1] for k, v in named_eval_sets(config, several).items()} == {
         "valid": "eval_dataset['valid']", "test": "eval_dataset['test']"
     }  # fmt: skip
-    assert _named_eval_sets(config, datasets.DatasetDict({"test": split})) == {}
+    assert named_eval_sets(config, datasets.DatasetDict({"test": split})) == {}
 
 
 def test_the_start_line_names_the_attention_and_checkpointing_chosen(

@@ -27,9 +27,10 @@ from typing import Any
 from jinja2 import TemplateError, TemplateSyntaxError
 
 from directpo.chat_split import require_rendered, split_rendered
-from directpo.data import PreferenceExample, RowError
 from directpo.errors import ModelLoadError, first_line
 from directpo.messages import Text, function_names, is_prefilled, text_contents
+from directpo.preference_pairs import PreferenceExample
+from directpo.readers import RowError
 from directpo.vision import text_only_refusal
 
 

@@ -10,8 +10,8 @@ import os
 import re
 from collections.abc import Callable
 
-from directpo.data import RowError
 from directpo.messages import Messages, is_prefilled
+from directpo.readers import RowError
 
 
 def split_rendered(

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from directpo.config import DPOConfig
-from directpo.data import PreferenceData
 from directpo.errors import ConfigError
+from directpo.preference_pairs import PreferenceData
 
 
 def replace_chat_template(template: str, tokenizer: Any, processor: Any) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from directpo.command_options import GenerateOptions, RankOptions, RewardOptions, ScoreOptions
-from directpo.data import Columns, ImagePrompt, PreferenceExample, parse_pair
 from directpo.errors import DataError
 from directpo.messages import Text, is_message_list
+from directpo.pair_rows import parse_pair
+from directpo.preference_pairs import Columns, ImagePrompt, PreferenceExample
 from directpo.prompts import (
     parse_prompt_and_responses,
     prompt_with_images,

@@ -50,7 +50,8 @@ def row_problems(
             f"the rows of {', '.join(files)} are not checked: {', '.join(blocking)} (the "
             "columns they are read by) must be fixed first"
         ]
-    from directpo.data import Columns, load_preferences  # (data imports the config's module)
+    from directpo.data import load_preferences  # (data imports the config's module)
+    from directpo.preference_pairs import Columns
 
     columns = Columns(
         config.prompt_column, config.chosen_column, config.rejected_column,

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 
 from directpo.config import DPOConfig
-from directpo.data import ImagePrompt, prompt_of
 from directpo.generate import Sample, sample_completions
 from directpo.logprobs import evaluating, policy_logprobs_fn, sequence_logprobs
 from directpo.messages import Text
 from directpo.models import pad_token_id
+from directpo.preference_pairs import ImagePrompt, prompt_of
 from directpo.reference import ReferenceProvider
 from directpo.rewardfn import RewardFn
 

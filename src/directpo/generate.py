@@ -29,7 +29,6 @@ from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList
 from directpo.adapters import tokenizer_folder
 from directpo.command_options import GenerateOptions
 from directpo.command_row_parsers import prompt_row as _prompt_row
-from directpo.data import ImagePrompt, RowError, counted, prompt_of
 from directpo.errors import ConfigError, DataError
 from directpo.jsonl import StagedJsonl, options_key
 from directpo.logprobs import evaluating
@@ -41,12 +40,14 @@ from directpo.models import (
     load_processor,
     load_tokenizer,
 )
+from directpo.preference_pairs import ImagePrompt, counted, prompt_of
 from directpo.prompts import (
     check_every_row,
     first_row_fields,
     rows_to_write,
     unread_system_note,
 )
+from directpo.readers import RowError
 from directpo.refusals import RefusedRows
 from directpo.reward import output_location, run_config
 from directpo.seeded_sampling import SeededSampling, row_seed, sample_seed, warpers_of

@@ -41,9 +41,10 @@ from typing import Any
 
 import numpy as np
 
-from directpo.data import Columns, PreferenceData, preferences_of_rows
+from directpo.data import preferences_of_rows
 from directpo.data_sources import dataset_splits
 from directpo.errors import ConfigError, DataError, collected, refuse_all
+from directpo.preference_pairs import Columns, PreferenceData
 from directpo.preflight import looks_local
 from directpo.readers import DATA_KINDS, RowError, open_rows
 from directpo.refusals import hint_once

@@ -42,7 +42,6 @@ import torch
 
 from directpo.batching import collate_sequences
 from directpo.config import DPOConfig
-from directpo.data import ImagePrompt, counted, prompt_of
 from directpo.distributed import World, all_gather_objects, unsharded_root
 from directpo.errors import DirectpoError, ModelLoadError, first_line
 from directpo.eval_samples import samples_logprobs
@@ -52,6 +51,7 @@ from directpo.jsonl import write_jsonl
 from directpo.messages import Text, text_contents
 from directpo.model_fit import learned_positions
 from directpo.models import pad_token_id
+from directpo.preference_pairs import ImagePrompt, counted, prompt_of
 from directpo.reference import ReferenceProvider
 from directpo.rewardfn import PROBE_COMPLETION, STATE, probe_rows, trainer_state
 from directpo.sources import PairSet

@@ -36,7 +36,6 @@ from tqdm.auto import tqdm
 
 import directpo
 from directpo.batching import PLAIN, Batch, Layout, collate_pairs, eval_batches
-from directpo.data import counted
 from directpo.distributed import (
     SINGLE_PROCESS,
     World,
@@ -48,6 +47,7 @@ from directpo.distributed import (
 from directpo.errors import first_line
 from directpo.option_paths import cache_home
 from directpo.pair_store import PairStore, id_parts
+from directpo.preference_pairs import counted
 from directpo.reference import ReferenceProvider
 from directpo.tokenization import TokenizedPair
 

@@ -12,14 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from directpo.data import (
-    Columns,
-    ImagePrompt,
-    counted,
-    images_of,
-    iter_rows,
-    split_conversations,
-)
+from directpo.data import iter_rows
 from directpo.data_sources import is_path_list, no_rows, source_label
 from directpo.errors import ConfigError, DataError
 from directpo.messages import (
@@ -32,6 +25,8 @@ from directpo.messages import (
     text_field,
     text_or_messages,
 )
+from directpo.pair_rows import images_of, split_conversations
+from directpo.preference_pairs import Columns, ImagePrompt, counted
 from directpo.readers import RowError, kind_of, open_rows
 from directpo.refusals import RefusedRows
 from directpo.row_formats import from_openai, is_openai_layout, openai_message

@@ -24,7 +24,6 @@ import torch
 from directpo.adapters import adapter_base, rewrites_base, tokenizer_folder
 from directpo.checkpoint import REFERENCE_FILE
 from directpo.config import DPOConfig
-from directpo.data import ImagePrompt, PreferenceExample, RowError, counted
 from directpo.errors import ConfigError, DataError
 from directpo.hub import offline_flags_kept
 from directpo.logprobs import evaluating, policy_logprobs_fn, sequence_logprobs, unwrap_peft
@@ -40,11 +39,13 @@ from directpo.models import (
 )
 from directpo.outputs import REFERENCE_FOLDER
 from directpo.precision import DTYPES, float32_compute
+from directpo.preference_pairs import ImagePrompt, PreferenceExample, counted
 from directpo.preflight import check_model_location
 from directpo.prompts import (
     parse_scored,
     with_images,
 )
+from directpo.readers import RowError
 from directpo.reference import (
     AdapterDisabledReference,
     AdapterReference,

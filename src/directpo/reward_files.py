@@ -25,10 +25,10 @@ from directpo.command_row_parsers import listed as _listed
 from directpo.command_row_parsers import rank_item as _rank_item
 from directpo.command_row_parsers import response_column as _response_column
 from directpo.command_row_parsers import score_item as _score_item
-from directpo.data import PreferenceExample, counted
 from directpo.errors import ConfigError, DataError
 from directpo.jsonl import StagedJsonl, options_key
 from directpo.messages import Text
+from directpo.preference_pairs import PreferenceExample, counted
 from directpo.prompts import (
     check_every_row,
     first_row_fields,

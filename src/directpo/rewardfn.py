@@ -27,9 +27,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from directpo.data import prompt_of
 from directpo.errors import ConfigError, DirectpoError
 from directpo.messages import is_prefilled
+from directpo.preference_pairs import prompt_of
 from directpo.readers import kind_of
 
 # (prompts, completions, rows) -> rewards; rows[i]: completion i's keyword extras (its prompt

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from directpo.data import RowError, counted
+from directpo.preference_pairs import counted
+from directpo.readers import RowError
 
 IMAGE_TOKEN_IN_TEXT = "image token in text"  # the reason skip_invalid_rows counts
 SPECIAL_IN_TEXT = "rows with special tokens in their text"  # a key of the cuts counter

@@ -9,10 +9,10 @@ import torch
 from directpo import attention, flexattention
 from directpo.batching import eval_left_out
 from directpo.config import DPOConfig
-from directpo.data import counted
 from directpo.distributed import World
 from directpo.logprobs import attention_implementation
 from directpo.precision import PrecisionPolicy
+from directpo.preference_pairs import counted
 from directpo.run_data import RunData
 from directpo.sources import FixedPairs, OnlineRounds
 

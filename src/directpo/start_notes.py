@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from directpo.data import counted
+from directpo.preference_pairs import counted
 
 
 def start_notes(config: Any, total_steps: int, lora: bool, eval_float32: bool = False) -> list[str]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from directpo.config import DPOConfig
-from directpo.data import counted
+from directpo.preference_pairs import counted
 
 
 def is_stream(source: Any) -> bool:

@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 
 import directpo
-from directpo.data import PreferenceData
 from directpo.errors import first_line
 from directpo.option_paths import cache_home
 from directpo.pair_store import PairStore, pair_store
+from directpo.preference_pairs import PreferenceData
 from directpo.tokenization import TokenizedData
 
 FORMAT = 1  # of the files: a change of layout makes other keys
@@ -49,9 +49,11 @@ TEMPORARY = ".tmp"  # a file being written (renamed to <key>.npz when whole)
 # a part-written file this old is a killed run's (a write takes seconds a GB of ids)
 STALE_SECONDS = 6 * 3600
 # the modules whose code decides the ids (messages.py: how message content reaches the chat
-# template, text parts joined; data.py's rows are hashed as what it made of them)
+# template, text parts joined; data.py's rows, preference_pairs.py's pairs, are hashed as what
+# it made of them)
 RULES = (
     "tokenization.py",
+    "prompt_windows.py",  # (which texts are tokenized for each pair's ids)
     "chat_render.py",
     "chat_split.py",
     "turn_masks.py",

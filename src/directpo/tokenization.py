@@ -6,7 +6,8 @@ Rules (the same for training, evaluation and scoring):
   as it follows its prompt (the tail of prompt + completion tokenized together, as TRL does)
   when that leaves the prompt's own tokens unchanged, as the model reads and generates the text;
   else, where a token would cross the boundary, on its own. (Alone, a SentencePiece-style
-  tokenizer's completion " Paris" would start with a lone "▁" the model never produces.)
+  tokenizer's completion " Paris" would start with a lone "▁" the model never produces.) The
+  tokenizer reads each prompt once where the same ids provably follow (prompt_windows.py).
 * Conversational rows are first rendered as text with the chat template (chat_render.py).
 * **BOS exactly once**: it is prepended only if the tokenizer adds one by default (Llama-style)
   and the rendered prompt does not already start with it (templates that write their own).
@@ -35,16 +36,13 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from directpo.chat_render import ChatRenderer
-from directpo.data import (
-    PreferenceData,
-    PreferenceExample,
-    RowError,
-    counted,
-)
 from directpo.errors import DataError
 from directpo.messages import Text, others_turn
 from directpo.pair_store import PairStoreBuilder, Spans, TokenizedPair
 from directpo.parallel_tokenizing import encoded_batches
+from directpo.preference_pairs import PreferenceData, PreferenceExample, counted
+from directpo.prompt_windows import cuts_after_newlines, joint_ids
+from directpo.readers import RowError
 from directpo.refusals import SKIP_HINT, RefusedRows
 from directpo.special_text import (
     VisionTokens,
@@ -153,6 +151,8 @@ class PairTokenizer:
         self._blank: dict[int, bool] = {}
         probe = tokenizer("a").input_ids
         self.adds_bos = self.bos_id is not None and probe[:1] == [self.bos_id]
+        # each prompt read once, each completion after its last line (prompt_windows.py)
+        self.windowed = cuts_after_newlines(tokenizer)
         # a vision model's image token in a prompt without images: a placeholder with no pixels
         self.image_token_id = None
         self.vision: VisionTokens | None = None  # its tokens no text may hold (special_text.py)
@@ -212,7 +212,7 @@ class PairTokenizer:
     ) -> tuple[list[int], list[list[int]]]:
         """The prompt's raw ids and each completion's ids as they follow it (EOS-terminated),
         from one tokenizer call."""
-        head, *joints = self._ids_many([prompt_text, *(prompt_text + t for t in completion_texts)])
+        ((head, joints),) = self._joints([(prompt_text, completion_texts)])
         completions = [
             self._with_eos(self._tail(head, joint, text))
             for joint, text in zip(joints, completion_texts, strict=True)
@@ -250,6 +250,13 @@ class PairTokenizer:
     def _ids(self, text: str) -> list[int]:
         return self._ids_many([text])[0]
 
+    def _joints(
+        self, rows: list[tuple[str, Sequence[str]]]
+    ) -> list[tuple[list[int], list[list[int]]]]:
+        """Each (prompt, completions)'s prompt ids and the ids of prompt + completion, each
+        tokenized whole (each prompt read once where that is exact: prompt_windows.py)."""
+        return joint_ids(rows, self._ids_many, self.windowed)
+
     def _ids_many(self, texts: list[str]) -> list[list[int]]:
         # one call for many texts: a fast tokenizer encodes a batch on all cores, in Rust
         if not texts:
@@ -270,13 +277,9 @@ class PairTokenizer:
         """Each example's pair, or the RowError that refuses it, in order. The texts of all the
         examples are tokenized in one batch: each prompt, and each completion after it."""
         rendered = [self.renderer.render_pair(example) for example in examples]
-        texts = [
-            text
-            for item in rendered
-            if isinstance(item, tuple)
-            for text in (item[0], *(item[0] + c for c in item[1:] if isinstance(c, str)))
-        ]
-        ids = iter(self._ids_many(texts))
+        pairs = [item for item in rendered if isinstance(item, tuple)]
+        texts = [(item[0], [c for c in item[1:] if isinstance(c, str)]) for item in pairs]
+        joints = iter(self._joints(texts))
         results: list[TokenizedPair | RowError] = []
         for example, item in zip(examples, rendered, strict=True):
             # a refused row's cuts are not counted: the summary and the warning on completions
@@ -291,12 +294,12 @@ class PairTokenizer:
                 elif isinstance(item, RowError):
                     results.append(item)
                 else:
-                    prompt_ids = next(ids)
-                    chosen_ids = self._tail(prompt_ids, next(ids), item[1])
+                    prompt_ids, (chosen_joint, *rejected_joint) = next(joints)
+                    chosen_ids = self._tail(prompt_ids, chosen_joint, item[1])
                     rejected_ids = (
                         item[2]
                         if isinstance(item[2], RowError)
-                        else self._tail(prompt_ids, next(ids), item[2])
+                        else self._tail(prompt_ids, rejected_joint[0], item[2])
                     )
                     self._refuse_vision(chosen_ids, "chosen")
                     if not isinstance(rejected_ids, RowError):
@@ -496,7 +499,7 @@ class PairTokenizer:
     ) -> tuple[list[int], list[int], Spans]:
         """``encode_response``'s ids, and the response's unscored spans (``assistant_only``)."""
         prompt_text, response_text = self.renderer.render(prompt, response, template_args)
-        head, joint = self._ids_many([prompt_text, prompt_text + response_text])
+        ((head, (joint,)),) = self._joints([(prompt_text, [response_text])])
         raw = self._tail(head, joint, response_text)
         self._refuse_vision(raw, "response")
         (spans,) = self._unscored(

@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 
 from directpo.chat_split import COMPLETION_MARK as MARK
 from directpo.chat_split import conversation, without_empty_thinking
-from directpo.data import RowError
 from directpo.messages import Messages, Text, others_turn
 from directpo.pair_store import Spans
+from directpo.readers import RowError
 
 CharSpans = list[tuple[int, int]]
 

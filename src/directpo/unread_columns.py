@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from directpo.errors import DataError
 from directpo.messages import Text, plain_text
 
-if TYPE_CHECKING:  # (data.py imports this module)
-    from directpo.data import Columns, PreferenceExample
+if TYPE_CHECKING:  # (data.py and pair_rows.py import this module)
+    from directpo.preference_pairs import Columns, PreferenceExample
 
 # Columns that hold the prompt in well-known datasets (Intel/orca_dpo_pairs' system and
 # question, Alpaca-style instruction and input): beside chosen and rejected without a prompt
