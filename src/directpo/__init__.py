@@ -5,11 +5,48 @@ responses with the trained policy as a reward model (both imported on first use,
 the ``directpo`` command imports this package before it can take a Ctrl-C quietly).
 """
 
+import contextlib
+import signal
 import sys
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from directpo.errors import (
+
+def _quiet_interrupt(signum: int, frame: FrameType | None) -> None:
+    """A Ctrl-C while the ``directpo`` command's own modules load, before ``main`` can say one:
+    Python printed a traceback through the import machinery. One line and exit 130, as later
+    (``signals.interrupts_raise`` hands Ctrl-C back to ``main`` once it takes them)."""
+    print("directpo: interrupted", file=sys.stderr)
+    raise SystemExit(130)
+
+
+def _started_as_command() -> bool:
+    """Is this process the ``directpo`` command: its console script, or ``python -m directpo``
+    / ``-m directpo.cli`` (``sys.argv[0]`` is ``-m`` while runpy imports the package; the
+    module named is in ``sys.orig_argv``)? A program importing directpo keeps its own Ctrl-C."""
+    name = sys.argv[0].replace("\\", "/").rsplit("/", 1)[-1] if sys.argv else ""
+    if name in ("directpo", "directpo.exe", "directpo-script.py"):
+        return True
+    if sys.argv[:1] != ["-m"]:
+        return False
+    words = iter(getattr(sys, "orig_argv", [])[1:])
+    for word in words:
+        if word in ("-X", "-W"):  # (their value follows: not the module)
+            next(words, None)
+        elif word.startswith("-m"):
+            return (word[2:] or next(words, "")) in (
+                "directpo",
+                "directpo.cli",
+                "directpo.__main__",
+            )
+    return False
+
+
+if _started_as_command():  # first: the command's imports below and in cli.py take ~0.3 s
+    with contextlib.suppress(ValueError):  # (not the main thread: no handler to set)
+        signal.signal(signal.SIGINT, _quiet_interrupt)
+
+from directpo.errors import (  # noqa: E402
     CheckpointError,
     ConfigError,
     DataError,
