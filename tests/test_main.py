@@ -101,9 +101,11 @@ def test_ctrl_c_in_the_first_moments_of_any_entry_point_is_a_quiet_stop(
 
 def test_a_program_importing_directpo_keeps_its_own_ctrl_c() -> None:
     """The quiet exit is the command's: a script (or notebook) importing directpo still gets
-    KeyboardInterrupt, Python's default handler."""
+    KeyboardInterrupt, Python's default handler; so does a process multiprocessing spawns
+    from the command (``-c``, handed the command's sys.argv before it imports directpo)."""
     code = "import signal, directpo; print(signal.getsignal(2) is signal.default_int_handler)"
     assert _python(code).stdout == "True\n"
+    assert _python("import sys; sys.argv = ['/venv/bin/directpo']; " + code).stdout == "True\n"
 
 
 def test_help_and_refused_options_answer_without_torch() -> None:

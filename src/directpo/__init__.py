@@ -22,25 +22,24 @@ def _quiet_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def _started_as_command() -> bool:
     """Is this process the ``directpo`` command: its console script, or ``python -m directpo``
-    / ``-m directpo.cli`` (``sys.argv[0]`` is ``-m`` while runpy imports the package; the
-    module named is in ``sys.orig_argv``)? A program importing directpo keeps its own Ctrl-C."""
-    name = sys.argv[0].replace("\\", "/").rsplit("/", 1)[-1] if sys.argv else ""
-    if name in ("directpo", "directpo.exe", "directpo-script.py"):
-        return True
-    if sys.argv[:1] != ["-m"]:
-        return False
-    words = iter(getattr(sys, "orig_argv", [])[1:])
+    / ``-m directpo.cli``, as the interpreter was started (``sys.orig_argv``: a process that
+    multiprocessing spawns, ``-c``, is handed its parent's ``sys.argv`` before it imports this)?
+    A program importing directpo keeps its own Ctrl-C."""
+    words = iter(getattr(sys, "orig_argv", sys.argv[:1])[1:])
     for word in words:
-        if word in ("-X", "-W"):  # (their value follows: not the module)
+        if word in ("-X", "-W"):  # (their value follows)
             next(words, None)
         elif word.startswith("-m"):
-            return (word[2:] or next(words, "")) in (
-                "directpo",
-                "directpo.cli",
-                "directpo.__main__",
-            )
+            return (word[2:] or next(words, "")) in COMMAND_MODULES
+        elif word.startswith("-c") or word == "-":
+            return False
+        elif not word.startswith("-"):  # the script run: the console script's name?
+            return word.replace("\\", "/").rsplit("/", 1)[-1] in COMMAND_SCRIPTS
     return False
 
+
+COMMAND_MODULES = ("directpo", "directpo.cli", "directpo.__main__")
+COMMAND_SCRIPTS = ("directpo", "directpo.exe", "directpo-script.py")
 
 if _started_as_command():  # first: the command's imports below and in cli.py take ~0.3 s
     with contextlib.suppress(ValueError):  # (not the main thread: no handler to set)
