@@ -5,14 +5,17 @@ responses with the trained policy as a reward model (both imported on first use,
 the ``directpo`` command imports this package before it can take a Ctrl-C quietly).
 """
 
-import contextlib
-import signal
 import sys
-from types import FrameType
-from typing import TYPE_CHECKING, Any
+
+# the signal table's own module, loaded with the interpreter (signal imports enum and
+# functools, and typing below re: ~30 ms in which a Ctrl-C was Python's traceback)
+try:
+    import _signal as _signals
+except ImportError:  # (another interpreter)
+    import signal as _signals  # type: ignore[no-redef]
 
 
-def _quiet_interrupt(signum: int, frame: FrameType | None) -> None:
+def _quiet_interrupt(signum: int, frame: object) -> None:
     """A Ctrl-C while the ``directpo`` command's own modules load, before ``main`` can say one:
     Python printed a traceback through the import machinery. One line and exit 130, as later
     (``signals.interrupts_raise`` hands Ctrl-C back to ``main`` once it takes them)."""
@@ -42,8 +45,13 @@ COMMAND_MODULES = ("directpo", "directpo.cli", "directpo.__main__")
 COMMAND_SCRIPTS = ("directpo", "directpo.exe", "directpo-script.py")
 
 if _started_as_command():  # first: the command's imports below and in cli.py take ~0.3 s
-    with contextlib.suppress(ValueError):  # (not the main thread: no handler to set)
-        signal.signal(signal.SIGINT, _quiet_interrupt)
+    try:  # noqa: SIM105 - contextlib is one import more before the handler is set
+        _signals.signal(_signals.SIGINT, _quiet_interrupt)
+    except ValueError:  # (not the main thread: no handler to set)
+        pass
+
+from types import FrameType  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 from directpo.errors import (  # noqa: E402
     CheckpointError,
