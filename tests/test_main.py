@@ -48,6 +48,66 @@ def test_ctrl_c_while_the_command_starts_is_a_quiet_stop() -> None:
     assert stopped.stdout == ""
 
 
+# the same, from the interpreter's start (a sitecustomize runs before any of directpo): the
+# SIGINT is sent inside the import of ``module``
+CTRL_C_IN = """
+import importlib.abc, os, signal, sys, time
+
+class CtrlC(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == os.environ["CTRL_C_IN"]:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+"""
+
+CONSOLE_SCRIPT = """import sys
+from directpo.__main__ import run
+if __name__ == '__main__':
+    sys.exit(run())
+"""
+
+
+@pytest.mark.parametrize(
+    "started, module",
+    [
+        (["-m", "directpo.cli"], "directpo.cli_flags"),  # (cli.py's own imports)
+        (["-m", "directpo.cli"], "directpo.errors"),  # (the package's, before cli.py runs)
+        (["-X", "utf8", "-mdirectpo"], "directpo.errors"),
+        (["SCRIPT"], "directpo.errors"),  # (the console script pip writes)
+    ],
+)
+def test_ctrl_c_in_the_first_moments_of_any_entry_point_is_a_quiet_stop(
+    started, module, tmp_path
+) -> None:
+    """A Ctrl-C in the first ~50 ms of ``python -m directpo.cli ...`` (while cli.py imported
+    its modules) or of the ``directpo`` script (while the package imported its own) printed
+    Python's traceback; it is one line, exit 130, from the package's first line on."""
+    (tmp_path / "sitecustomize.py").write_text(CTRL_C_IN)
+    script = tmp_path / "directpo"
+    script.write_text(CONSOLE_SCRIPT)
+    argv = [str(script) if word == "SCRIPT" else word for word in started]
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{SRC}", "CTRL_C_IN": module}
+    stopped = subprocess.run(
+        [sys.executable, *argv, "score", "--help"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert (stopped.returncode, stopped.stderr, stopped.stdout) == (
+        130, "directpo: interrupted\n", ""
+    )  # fmt: skip
+
+
+def test_a_program_importing_directpo_keeps_its_own_ctrl_c() -> None:
+    """The quiet exit is the command's: a script (or notebook) importing directpo still gets
+    KeyboardInterrupt, Python's default handler; so does a process multiprocessing spawns
+    from the command (``-c``, handed the command's sys.argv before it imports directpo)."""
+    code = "import signal, directpo; print(signal.getsignal(2) is signal.default_int_handler)"
+    assert _python(code).stdout == "True\n"
+    assert _python("import sys; sys.argv = ['/venv/bin/directpo']; " + code).stdout == "True\n"
+
+
 def test_help_and_refused_options_answer_without_torch() -> None:
     """``directpo --help``, ``train --help`` and a mistyped option imported torch (and a
     DPOConfig transformers): 2 s before the first line; they import neither now."""

@@ -7,7 +7,7 @@ import pytest
 
 from directpo.cli import main
 from directpo.command_options import ScoreOptions
-from directpo.config import DPOConfig
+from directpo.config import DPOConfig, load_config
 from directpo.errors import ConfigError
 from directpo.options import load_options
 
@@ -61,6 +61,49 @@ def test_an_unknown_flag_is_told_the_option_other_tools_spell_so(capsys, argv, s
     err = capsys.readouterr().err
     assert said in err, err
     assert "--help'?" not in err
+
+
+SYSTEM_TEXT_HINT = (
+    "; a system turn is read from a column of the rows: {} (each row's system text); there is "
+    "no option for one text: write it into the rows"
+)
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        *[
+            ([command, "--system_prompt", "Be brief."], "unknown option '--system_prompt'"
+             + SYSTEM_TEXT_HINT.format("--system_column NAME"))
+            for command in ("train", "score", "rank", "generate")
+        ],
+        (["generate", "--generate_temperature", "0.7"], "unknown option "
+         "'--generate_temperature'; did you mean '--temperature'? (generate_temperature is "
+         "train's, for its own sampling)"),
+        (["generate", "--generate_max_new_tokens", "8"], "did you mean '--max_new_tokens'?"),
+        # (no sampling in score: whose option it is)
+        (["score", "--generate_top_k", "3"], "--generate_top_k is an option of directpo train"),
+        (["demo", "--system_prompt", "x"], "unknown option '--system_prompt'"),
+    ],
+)  # fmt: skip
+def test_another_commands_option_is_told_what_stands_for_it_in_each_command(
+    capsys, argv, said
+) -> None:
+    """score --system_prompt (a system text, as other tools take one) was asked 'did you mean
+    --system_column?', which takes a column's name, and generate --generate_temperature
+    (train's name) was told it is train's, not that generate's is --temperature."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert said in err, err
+    assert "did you mean '--system_column'" not in err
+
+
+def test_a_yaml_system_prompt_key_is_told_the_column_as_yaml_writes_it(tmp_path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("system_prompt: Be brief.\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(str(recipe))
+    assert SYSTEM_TEXT_HINT.format("system_column: NAME") in str(refused.value)
 
 
 def test_a_yaml_key_and_a_python_keyword_are_told_the_same(tmp_path) -> None:

@@ -31,8 +31,8 @@ def test_rows_writing_special_tokens_in_their_text_are_said_once_per_file() -> N
     summary = tokenized.summary()
     assert summary == (
         "4 pairs tokenized; 2 rows with the tokenizer's special tokens written in their text "
-        "(</s> in 1, <s> in 1), read as those tokens, as TRL does: a turn ends or a text "
-        "starts there"
+        "(</s> in 1, <s> in 1; row 1, row 2), read as those tokens, as TRL does: a turn ends or "
+        "a text starts there"
     )
     clean = tokenize_preferences(load_preferences(rows[2:], name="rows"), tokenizer, None)
     assert clean.summary() == "2 pairs tokenized"
@@ -51,7 +51,7 @@ def test_a_chat_reply_writing_the_end_of_turn_token_is_counted() -> None:
     }]  # fmt: skip
     tokenized = tokenize_preferences(load_preferences(rows, name="rows"), tokenizer, None)
     assert tokenized.summary().startswith("1 pair tokenized; 1 row with the tokenizer")
-    assert "(<|im_end|> in 1, <|im_start|> in 1)" in tokenized.summary()
+    assert "(<|im_end|> in 1, <|im_start|> in 1; row 1)" in tokenized.summary()
 
 
 def test_a_messages_content_ending_with_the_end_of_turn_token_is_counted() -> None:
@@ -69,7 +69,7 @@ def test_a_messages_content_ending_with_the_end_of_turn_token_is_counted() -> No
     tokenized = tokenize_preferences(load_preferences(chat, name="rows"), tokenizer, None)
     assert tokenized.pairs[0].chosen_ids.count(end) == 2  # as TRL renders it
     assert "1 row with the tokenizer's special tokens" in tokenized.summary()
-    assert "(<|im_end|> in 1)" in tokenized.summary()
+    assert "(<|im_end|> in 1; row 1)" in tokenized.summary()
     text = [{"prompt": "Say hi", "chosen": " hi<|im_end|>", "rejected": " go"}]
     tokenized = tokenize_preferences(load_preferences(text, name="rows"), tokenizer, None)
     assert tokenized.summary() == "1 pair tokenized"
@@ -94,8 +94,8 @@ def test_score_and_rank_say_the_rows_writing_special_tokens(tmp_path) -> None:
     ranks = [{"prompt": "<s>Say hi", "responses": [" hi", " go </s> on"]}]
     said = " with the tokenizer's special tokens written in their text"
     for kind, run, rows, want in (
-        (ScoreOptions, score_file, pairs, "1 row" + said + " (</s> in 1)"),
-        (RankOptions, rank_file, ranks, "1 row" + said + " (</s> in 1, <s> in 1)"),
+        (ScoreOptions, score_file, pairs, "1 row" + said + " (</s> in 1; line 1)"),
+        (RankOptions, rank_file, ranks, "1 row" + said + " (</s> in 1, <s> in 1; line 1)"),
         (ScoreOptions, score_file, pairs[1:], None),
     ):
         data = write_jsonl(tmp_path / f"{len(rows)}{kind.__name__}.jsonl", rows)
@@ -104,3 +104,73 @@ def test_score_and_rank_say_the_rows_writing_special_tokens(tmp_path) -> None:
         run(kind(**models, beta=0.1, input=str(data), output=str(out)), lines.append)
         notes = [line for line in lines if said in line]
         assert [note.split(", read as")[0] for note in notes] == ([want] if want else [])
+
+
+def test_a_file_of_pre_rendered_prompts_is_said_once_with_its_first_rows(tmp_path) -> None:
+    """A file of prompts written pre-rendered ('<s>[INST] ...', '<|im_start|>user ...') holds
+    special tokens on every row: the note is one line a file, with the count and its first
+    rows, in train's tokenization, score, rank and generate alike."""
+    from tiny import save_tiny_model, write_jsonl
+
+    from directpo.cli import main
+    from directpo.command_options import RankOptions, ScoreOptions
+    from directpo.reward_files import rank_file, score_file
+
+    rows = [{"prompt": f"<s>Say {i}", "chosen": " hi", "rejected": " go"} for i in range(6)]
+    tokenized = tokenize_preferences(
+        load_preferences(rows, name="rows"), build_tokenizer("llama"), None
+    )
+    expected = "6 rows with the tokenizer's special tokens written in their text (<s> in 6; first "
+    assert tokenized.summary().count("special tokens") == 1
+    assert expected + "row 1, row 2, row 3, ...)" in tokenized.summary()
+    policy = save_tiny_model("llama", tmp_path / "policy", seed=1)
+    reference = save_tiny_model("llama", tmp_path / "ref")
+    models = {"model_name_or_path": str(policy), "ref_model_name_or_path": str(reference)}
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    ranks = write_jsonl(tmp_path / "ranks.jsonl", [
+        {"prompt": row["prompt"], "responses": [" hi", " go"]} for row in rows])  # fmt: skip
+    for kind, run, data in ((ScoreOptions, score_file, pairs), (RankOptions, rank_file, ranks)):
+        lines: list[str] = []
+        out = tmp_path / f"{data.stem}_out.jsonl"
+        run(kind(**models, beta=0.1, input=str(data), output=str(out)), lines.append)
+        notes = [line for line in lines if "special tokens" in line]
+        assert len(notes) == 1 and expected + "line 1, line 2, line 3, ...)" in notes[0]
+    out = tmp_path / "samples.jsonl"
+    argv = ["generate", "--model_name_or_path", str(policy), "--input", str(pairs),
+            "--output", str(out), "--max_new_tokens", "2"]  # fmt: skip
+    said: list[str] = []
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert main(argv) == 0
+    said = [line for line in printed.getvalue().splitlines() if "special tokens written" in line]
+    assert len(said) == 1 and expected + "line 1, line 2, line 3, ...)" in said[0]
+
+
+def test_the_first_rows_are_kept_as_counts_of_many_rows_are_added_up() -> None:
+    """Each row's counts are added to its file's (and parallel workers' in any order): only
+    the first three rows are kept, so the counter does not grow with the file."""
+    from collections import Counter
+
+    from directpo.special_text import (
+        count_special_text,
+        keep_first_rows,
+        row_texts,
+        special_pattern,
+        special_summary,
+    )
+
+    pattern = special_pattern(build_tokenizer("llama"))
+    total: Counter[str] = Counter()
+    for line in (9, 4, 12, 2, 30, 7):  # (chunks tokenized by workers, merged as they end)
+        row: Counter[str] = Counter()
+        count_special_text(row_texts("<s>x", " y"), pattern, row, f"f.jsonl: line {line}")
+        total.update(row)
+        keep_first_rows(total)
+    assert len(total) == 2 + 3
+    assert (
+        special_summary(total)
+        .split(", read")[0]
+        .endswith("(<s> in 6; first line 2, line 4, line 7, ...)")
+    )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from tiny import tiny_config
 
+from directpo.batching import DataSchedule
 from directpo.config import DPOConfig
 from directpo.start_notes import start_notes
 from directpo.trainer import train
@@ -85,3 +87,74 @@ def test_a_warmup_as_long_as_the_run_is_said_with_the_peak_it_reaches() -> None:
     assert "reaches at most 19% of learning_rate" in note
     assert max(_scheduled_lrs(config, 20)) == 0.19
     assert start_notes(DPOConfig(warmup_steps=19), 20, lora=False) == []
+
+
+def _schedule(pairs: int, drop_last: bool = False) -> DataSchedule:
+    return DataSchedule(
+        num_examples=pairs, batch_size=2, accumulation=2, seed=0, drop_last=drop_last
+    )
+
+
+@pytest.mark.parametrize(
+    "pairs, logging_steps, drop_last, said",
+    [
+        (10, 2, False, True),  # steps of 4, 4, 2 pairs: the short third logged with the fourth
+        (10, 1, False, False),  # each step alone: its pairs' mean is its mean in both
+        (12, 2, False, False),  # every step full: the mean of steps is the mean of pairs
+        (7, 1, False, True),  # a last step of micro-batches of 2 and 1: TRL's mean of the two
+        (7, 1, True, False),  # the short micro-batch dropped: a last step of one full one
+        (7, 2, True, True),  # ... which a window of two steps mixes with a full step
+    ],
+)
+def test_a_logging_window_holding_an_epochs_short_last_step_is_said(
+    pairs, logging_steps, drop_last, said
+) -> None:
+    """logging_steps > 1 over an epoch's short last step: directpo logs the mean over the
+    window's pairs, TRL's loss the mean of the step losses (and its rewards/* the mean of its
+    micro-batches'); said where a window mixes a short step or micro-batch with others."""
+    config = DPOConfig(logging_steps=logging_steps)
+    notes = start_notes(config, 6, lora=False, schedule=_schedule(pairs, drop_last))
+    assert bool(notes) == said
+    if said:
+        assert notes[0].startswith(f"logging_steps {logging_steps} with an epoch's last step of")
+
+
+def test_the_window_means_differ_as_the_note_says() -> None:
+    """The two means of a window of a full step (4 pairs) and a short one (2 pairs): equal
+    where both steps hold as many pairs, not otherwise."""
+    losses = [[1.0, 1.0, 1.0, 1.0], [4.0, 4.0]]
+    over_pairs = sum(map(sum, losses)) / sum(map(len, losses))
+    of_steps = sum(sum(step) / len(step) for step in losses) / len(losses)
+    assert (over_pairs, of_steps) == (2.0, 2.5)
+    full = [[1.0, 1.0], [4.0, 4.0]]
+    assert sum(map(sum, full)) / 4 == sum(sum(s) / 2 for s in full) / 2
+
+
+def test_disable_dropout_false_is_said_where_trl_drops_out_of_the_reference_too() -> None:
+    """TRL 1.16 computes the reference of a LoRA run with its policy in training mode (its
+    adapters off): with disable_dropout: false dropout acts on the reference log-probs; here
+    they are computed in eval mode, as a separate reference is in both."""
+    config = DPOConfig(lora_r=8, disable_dropout=False)
+    (note,) = start_notes(config, 4, lora=True, policy_reference=True)
+    assert note.startswith("disable_dropout: false: the reference log-probs")
+    assert start_notes(config, 4, lora=True, policy_reference=False) == []  # a separate one
+    assert start_notes(DPOConfig(lora_r=8), 4, lora=True, policy_reference=True) == []
+
+
+def test_a_separate_reference_runs_without_dropout_as_trls(tiny_model_dirs) -> None:
+    """Where it does not differ: a separate reference is in eval mode (TRL's is as
+    from_pretrained leaves it), so with disable_dropout: false and dropout in the model its
+    log-probs are the same on every call."""
+    from transformers import AutoModelForCausalLM
+
+    from directpo.reference import FrozenModelReference
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"], attention_dropout=0.5)
+    model.train()
+    reference = FrozenModelReference(model)
+    ids = torch.tensor([[1, 5, 7, 9, 11, 13]])
+    first = reference.model(ids).logits
+    assert not reference.model.training
+    assert torch.equal(first, reference.model(ids).logits)
+    model.train()  # (the same model in training mode: the dropout is there to act)
+    assert not torch.equal(model(ids).logits, model(ids).logits)

@@ -963,12 +963,40 @@ def test_a_yaml_boolean_given_for_a_word_says_how_yaml_read_it(tmp_path) -> None
     recipe = tmp_path / "recipe.yaml"
     for line, words in (
         ("loss_type: no", "no, off or false"),
-        ("eval_dtype: off", "no, off or false"),
-        ("eval_dtype: yes", "yes, on or true"),
+        ("model_revision: yes", "yes, on or true"),
     ):
         recipe.write_text(line + "\n")
         with pytest.raises(ConfigError, match=f"YAML reads a bare {words} as a boolean: quote"):
             load_config(str(recipe))
+
+
+@pytest.mark.parametrize(
+    "line, said",
+    [
+        ("eval_dtype: off", "eval_dtype must be one of auto, float32, bfloat16 (got false: YAML "
+         "reads a bare no, off or false as a boolean; write one of these words)"),
+        ("save_dtype: yes", "save_dtype must be one of auto, float32, bfloat16 (got true: YAML "
+         "reads a bare yes, on or true as a boolean; write one of these words)"),
+        ("dtype: no", "dtype must be one of float32, bfloat16 (got false: YAML reads a bare no, "
+         "off or false as a boolean; write one of these words)"),
+        ("log_level: ~", "log_level must be one of passive, debug, info, warning, error, critical "
+         "(got null: YAML reads a bare null, ~ or an empty value as none; write one of these "
+         "words)"),
+        ("distributed: off", "distributed must be one of auto, none, ddp, fsdp (got false: YAML "
+         "reads a bare no, off or false as a boolean; write one of these words)"),
+        ("dtype: 16", "dtype must be one of float32, bfloat16 (got '16'); did you mean bfloat16?"),
+    ],
+)  # fmt: skip
+def test_a_word_option_read_by_yaml_as_another_type_names_its_words_at_once(
+    line, said, tmp_path
+) -> None:
+    """``eval_dtype: off`` (YAML 1.1: false) was told to quote the word meant, and the quoted
+    'off' was refused again, only then with the words it takes: the first line names them."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(line + "\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(str(recipe))
+    assert said in [part.strip() for part in str(refused.value).splitlines()]
 
 
 def test_report_to_no_is_no_tracker_and_the_word_no_is_told_none(tmp_path) -> None:

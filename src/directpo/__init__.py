@@ -6,10 +6,54 @@ the ``directpo`` command imports this package before it can take a Ctrl-C quietl
 """
 
 import sys
-from types import FrameType
-from typing import TYPE_CHECKING, Any
 
-from directpo.errors import (
+# the signal table's own module, loaded with the interpreter (signal imports enum and
+# functools, and typing below re: ~30 ms in which a Ctrl-C was Python's traceback)
+try:
+    import _signal as _signals
+except ImportError:  # (another interpreter)
+    import signal as _signals  # type: ignore[no-redef]
+
+
+def _quiet_interrupt(signum: int, frame: object) -> None:
+    """A Ctrl-C while the ``directpo`` command's own modules load, before ``main`` can say one:
+    Python printed a traceback through the import machinery. One line and exit 130, as later
+    (``signals.interrupts_raise`` hands Ctrl-C back to ``main`` once it takes them)."""
+    print("directpo: interrupted", file=sys.stderr)
+    raise SystemExit(130)
+
+
+def _started_as_command() -> bool:
+    """Is this process the ``directpo`` command: its console script, or ``python -m directpo``
+    / ``-m directpo.cli``, as the interpreter was started (``sys.orig_argv``: a process that
+    multiprocessing spawns, ``-c``, is handed its parent's ``sys.argv`` before it imports this)?
+    A program importing directpo keeps its own Ctrl-C."""
+    words = iter(getattr(sys, "orig_argv", sys.argv[:1])[1:])
+    for word in words:
+        if word in ("-X", "-W"):  # (their value follows)
+            next(words, None)
+        elif word.startswith("-m"):
+            return (word[2:] or next(words, "")) in COMMAND_MODULES
+        elif word.startswith("-c") or word == "-":
+            return False
+        elif not word.startswith("-"):  # the script run: the console script's name?
+            return word.replace("\\", "/").rsplit("/", 1)[-1] in COMMAND_SCRIPTS
+    return False
+
+
+COMMAND_MODULES = ("directpo", "directpo.cli", "directpo.__main__")
+COMMAND_SCRIPTS = ("directpo", "directpo.exe", "directpo-script.py")
+
+if _started_as_command():  # first: the command's imports below and in cli.py take ~0.3 s
+    try:  # noqa: SIM105 - contextlib is one import more before the handler is set
+        _signals.signal(_signals.SIGINT, _quiet_interrupt)
+    except ValueError:  # (not the main thread: no handler to set)
+        pass
+
+from types import FrameType  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
+from directpo.errors import (  # noqa: E402
     CheckpointError,
     ConfigError,
     DataError,

@@ -61,6 +61,7 @@ from directpo.signals import (
     Terminated,
     closed_pipe_behind,
     exit_code_of,
+    interrupts_raise,
     output_closed,
     sigterm_unwinds,
 )
@@ -317,6 +318,7 @@ def _command_kinds(typed: Sequence[str]) -> dict[str, str]:
 def _main(argv: Sequence[str] | None) -> int:
     typed: list[str] = list(sys.argv[1:] if argv is None else argv)
     try:
+        interrupts_raise()  # (from here a Ctrl-C is said below, a run's saved before)
         parser = build_parser()  # (inside: a Ctrl-C while it is built is said in one line)
         ended = end_of_options(typed, _command_kinds(typed))
         argv = _spelt_as_flags(underscored(attach_negative_values(ended)))

@@ -72,6 +72,12 @@ class FileCommandOptions(Options):
     # the options the rows written do not depend on: a stopped run is continued with others
     # (batch_size: a smaller one after running out of memory) as StagedJsonl's key leaves them
     NOT_IN_ROWS: ClassVar[tuple[str, ...]] = ("input", "output", "batch_size", "trust_remote_code")
+    # the options a StagedJsonl key took whatever their value before it took only those away
+    # from their default (jsonl.options_key): FROZEN, so a partial output written then keeps
+    # its key; an option added since goes in only where it is set otherwise (never add it here)
+    KEYED_IN_FULL: ClassVar[frozenset[str]] = frozenset(
+        ("model_name_or_path", "dtype", "prompt_column", "system_column")
+    )
     # the model folders the command reads (checked before the rows are read)
     MODEL_KEYS: ClassVar[tuple[str, ...]] = ("model_name_or_path",)
     PATH_KEYS: ClassVar[tuple[str, ...]] = ("model_name_or_path", "input", "output")
@@ -242,6 +248,12 @@ def check_output_file(path: str) -> None:
 @dataclass
 class RewardOptions(FileCommandOptions):
     MODEL_KEYS: ClassVar[tuple[str, ...]] = ("model_name_or_path", "ref_model_name_or_path")
+    KEYED_IN_FULL: ClassVar[frozenset[str]] = FileCommandOptions.KEYED_IN_FULL | {
+        "ref_model_name_or_path",
+        "beta",
+        "assistant_only_loss",
+        "output_prefix",
+    }  # (frozen: see FileCommandOptions)
     PATH_KEYS: ClassVar[tuple[str, ...]] = (*FileCommandOptions.PATH_KEYS, "ref_model_name_or_path")
 
     ref_model_name_or_path: str | None = option(
@@ -287,6 +299,11 @@ class RewardOptions(FileCommandOptions):
 @accepting_spellings
 @dataclass
 class ScoreOptions(RewardOptions):
+    KEYED_IN_FULL: ClassVar[frozenset[str]] = RewardOptions.KEYED_IN_FULL | {
+        "chosen_column",
+        "rejected_column",
+        "response_column",
+    }  # (frozen: see FileCommandOptions)
     chosen_column: str | None = option(
         None, "Column of the preferred response (pair rows). Default: the run's, else chosen."
     )
@@ -309,6 +326,7 @@ class ScoreOptions(RewardOptions):
 @accepting_spellings
 @dataclass
 class RankOptions(RewardOptions):
+    KEYED_IN_FULL: ClassVar[frozenset[str]] = RewardOptions.KEYED_IN_FULL | {"responses_column"}
     responses_column: str = option(
         "responses",
         "Column holding the list of candidates; a row without responses is read from "
@@ -319,6 +337,19 @@ class RankOptions(RewardOptions):
 @accepting_spellings
 @dataclass
 class GenerateOptions(FileCommandOptions):
+    KEYED_IN_FULL: ClassVar[frozenset[str]] = FileCommandOptions.KEYED_IN_FULL | {
+        "max_new_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "num_return_sequences",
+        "min_p",
+        "repetition_penalty",
+        "seed",
+        "completions_column",
+        "keep_special_tokens",
+        "max_prompt_length",
+    }  # (frozen: see FileCommandOptions)
     batch_size: int = option(
         8,
         "Sequences per forward pass: each call samples batch_size // num_return_sequences "

@@ -376,7 +376,7 @@ def check_precision(config: DPOConfig) -> None:
             "dtype: auto is not supported: choose bfloat16 (bf16 compute over float32 "
             "master weights, for GPUs) or float32",
         )
-    elif config._valid("dtype"):
+    else:
         config._one_of("dtype", DTYPES)
     config._one_of("master_weights", DTYPES)
     config._one_of("save_dtype", SAVE_DTYPES)

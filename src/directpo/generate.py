@@ -51,7 +51,14 @@ from directpo.readers import RowError
 from directpo.refusals import RefusedRows
 from directpo.reward import output_location, run_config
 from directpo.seeded_sampling import SeededSampling, row_seed, sample_seed, warpers_of
-from directpo.special_text import count_drawn, drawn_special_ids, drawn_summary
+from directpo.special_text import (
+    count_drawn,
+    count_special_text,
+    drawn_special_ids,
+    drawn_summary,
+    row_texts,
+    special_summary,
+)
 from directpo.stops import whole_characters
 from directpo.tokenization import PairTokenizer
 from directpo.vision import VisionInputs, batch_tensors, placeholder_token_ids
@@ -385,7 +392,11 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
     encoder = PairTokenizer(
         tokenizer, None, chat_template_kwargs=template_kwargs, processor=processor
     )
-    total = check_every_row(options.input, partial(_rendered_prompt, options, base_dir, encoder))
+    specials: Counter[str] = Counter()  # prompts writing special tokens (pre-rendered chats)
+    rendered = partial(_rendered_prompt, options, base_dir, encoder, specials)
+    total = check_every_row(options.input, rendered)
+    if note := special_summary(specials):  # (said once per file, as train, score and rank do)
+        echo(note)
     if note := unread_system_note(
         options.input, options.prompt_column, options.system_column, said_off
     ):
@@ -450,12 +461,15 @@ def _rendered_prompt(
     options: GenerateOptions,
     base_dir: str,
     encoder: PairTokenizer,
+    specials: Counter[str],
     label: str,
     row: dict[str, Any],
 ) -> None:
     """``_prompt_row``'s prompt rendered once: one the chat template refuses (a system message
-    it does not take, ...) is a DataError naming its row, before the model loads."""
+    it does not take, ...) is a DataError naming its row, before the model loads; one whose
+    text writes the tokenizer's special tokens counted in ``specials``."""
     prompt = _prompt_row(options, base_dir, label, row)
+    count_special_text(row_texts(prompt_of(prompt)), encoder.specials, specials, label)
     try:
         _encode_prompt(encoder, prompt)
     except RowError as err:

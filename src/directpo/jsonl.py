@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -189,12 +190,31 @@ def options_key(options: object, ignored: Collection[str], folders: Iterable[str
     """A ``StagedJsonl`` key: what a command's rows depend on besides the input rows, i.e. its
     options (those ``ignored`` left out: the input and output names, ...) and the state of the
     model ``folders`` (retrained there: other rows). A stopped run's partial output is continued
-    only by a run of the same key."""
-    chosen = {key: value for key, value in vars(options).items() if key not in ignored}
+    only by a run of the same key.
+
+    An option is in the key only where it is away from its default: an option added to a
+    command in an upgrade (generate's keep_special_tokens was) at its default leaves the key of
+    a partial output written before it as it was, and any option set otherwise still changes
+    it. The key once took every option, whatever its value; the options it took so
+    (``options.KEYED_IN_FULL``, frozen as they were) still go in whatever their value, so a
+    partial output written under that scheme keeps its key too."""
+    in_full = getattr(options, "KEYED_IN_FULL", frozenset())
+    defaults = {f.name: _default(f) for f in dataclasses.fields(options)}  # type: ignore[arg-type]
+    chosen = {
+        key: value
+        for key, value in vars(options).items()
+        if key not in ignored and (key in in_full or key not in defaults or value != defaults[key])
+    }
     chosen["command"] = type(options).__name__
     chosen["models"] = [_folder_state(path) for path in folders]
     text = json.dumps(chosen, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _default(field: dataclasses.Field[Any]) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
 
 
 def _folder_state(path: str | None) -> Any:

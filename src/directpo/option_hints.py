@@ -108,10 +108,36 @@ def _spelt(spelling: str, names: Collection[str]) -> str | None:
     return next((option for option in SPELLINGS[spelling] if option in names), None)
 
 
+# the names of one system text for every row (other tools' system_prompt): directpo reads a
+# system turn from a column of the rows, whose option difflib offered as if it took the text
+SYSTEM_TEXT = ("system_prompt", "system_message", "system_text", "default_system_prompt")
+
+
+def counterpart(name: str, names: Collection[str], flag: str = "--") -> str:
+    """The hint for a name whose meaning is an option of another name in this command:
+    train's sampling options (generate_temperature, ...) are generate's temperature, ... (told
+    'an option of directpo train'), and a system prompt's text is a column's (told 'did you
+    mean --system_column?', which takes a column's name, not the text); else ''."""
+    key = _key(name)
+    own = key.removeprefix("generate_")
+    if own != key and own in names:
+        return f"; did you mean '{flag}{own}'? ({key} is train's, for its own sampling)"
+    if key in SYSTEM_TEXT and "system_column" in names:
+        written = f"{flag}system_column NAME" if flag else "system_column: NAME"  # (YAML's)
+        return (
+            f"; a system turn is read from a column of the rows: {written} (each row's system "
+            "text); there is no option for one text: write it into the rows"
+        )
+    return ""
+
+
 def unknown_hint(name: str, names: Collection[str], flag: str = "--") -> str:
-    """The hint after "unknown option 'NAME'": the option meant, else the options NAME begins
-    (--per_device, --max: argparse's abbreviations, which TRL's scripts take when one option
-    begins so, were told nothing), else whose option it is (``elsewhere``), else ''."""
+    """The hint after "unknown option 'NAME'": the option NAME stands for here
+    (``counterpart``), else the option meant, else the options NAME begins (--per_device,
+    --max: argparse's abbreviations, which TRL's scripts take when one option begins so, were
+    told nothing), else whose option it is (``elsewhere``), else ''."""
+    if other := counterpart(name, names, flag):
+        return other
     meant = meant_option(name, names)
     if meant:
         return f"; did you mean '{flag}{meant}'?"

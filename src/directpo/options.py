@@ -149,12 +149,15 @@ class Options:
         hints = type_hints(type(self))
         problems: list[str] = []
         untyped: set[str] = set()  # options whose value is not of their type
+        yaml_read: dict[str, tuple[int, Any]] = {}  # a word's option given YAML's true / null
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             try:
                 setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
             except ConfigError as error:
                 problems.append(str(error))
                 untyped.add(f.name)
+                if getattr(self, f.name) is None or isinstance(getattr(self, f.name), bool):
+                    yaml_read[f.name] = (len(problems) - 1, getattr(self, f.name))
                 setattr(self, f.name, _default(f))  # the other options are still checked
         for key in self.PATH_KEYS:  # (score --input '~/x.jsonl' read a folder named ~)
             if unset := unset_variables(getattr(self, key), paths=True):
@@ -166,6 +169,7 @@ class Options:
         checked: list[str] = []
         self._problems: list[str] | None = checked
         self._refused: set[str] = set(untyped)
+        self._words: dict[str, tuple[str, ...]] = {}  # each word option's words (_one_of)
         try:
             self._check_values()
         except ConfigError as error:
@@ -179,6 +183,10 @@ class Options:
         finally:
             self._problems = None
             self._refused = set()
+            words = self.__dict__.pop("_words")  # (not an attribute a run's key reads)
+        for key, (line, value) in yaml_read.items():
+            if key in words:  # (eval_dtype: off was told to quote 'no', then the words)
+                problems[line] = _yaml_word(key, value, words[key])
         # a line naming an option of the wrong type judged its default, not the user's value
         problems += [line for line in checked if not names_any(line, untyped)]
         if problems:
@@ -262,10 +270,16 @@ class Options:
         return not set(keys) & getattr(self, "_refused", set())
 
     def _one_of(self, key: str, choices: tuple[str, ...]) -> None:
+        if (words := getattr(self, "_words", None)) is not None:  # while constructed
+            words[key] = choices
+        if not self._valid(key):  # refused already (its value is its default now)
+            return
         value = getattr(self, key)
         if value in choices:
             return
         meant = meant_choice(value, choices)  # (--dtype bf16 was told the list alone)
+        if meant is None and str(value).isdigit():  # (dtype: 16, YAML's number: bfloat16)
+            meant = next((choice for choice in choices if choice.endswith(str(value))), None)
         hint = f"; did you mean {meant}?" if meant else ""
         self._refuse(key, f"{key} must be one of {', '.join(choices)} (got {value!r}){hint}")
 
@@ -308,6 +322,18 @@ class Options:
         each text escaped where it holds ``${``, so that reading the file gives it back."""
         values = escaped({**self.to_dict(), **replaced})
         Path(path).write_text(yaml.safe_dump(values, sort_keys=False))
+
+
+def _yaml_word(key: str, value: Any, words: tuple[str, ...]) -> str:
+    """The refusal of a word option that YAML 1.1 read as a boolean or null (a bare ``off``,
+    ``no``, ``yes``, ``~`` or nothing), naming the words it takes in the same line: the line
+    that said to quote the word meant led to a second refusal listing them."""
+    if value is None:
+        read = "null: YAML reads a bare null, ~ or an empty value as none"
+    else:
+        bare = "yes, on or true" if value else "no, off or false"
+        read = f"{str(value).lower()}: YAML reads a bare {bare} as a boolean"
+    return f"{key} must be one of {', '.join(words)} (got {read}; write one of these words)"
 
 
 def _default(f: dataclasses.Field) -> Any:

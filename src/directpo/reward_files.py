@@ -242,7 +242,7 @@ def _encoded(
     prompt, responses, images, template_args = sequences
     cut: Counter[str] = Counter()
     if specials is not None:  # (said once per file, as training says it: special_text.py)
-        count_special_text(row_texts(prompt, *responses), encoder.specials, specials)
+        count_special_text(row_texts(prompt, *responses), encoder.specials, specials, label)
     try:
         ids = [
             encoder.encode_scored(prompt, response, images, cut, template_args)

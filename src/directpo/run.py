@@ -265,7 +265,9 @@ def prepare_run(
     optimizer = build_optimizer(trainable, config, None if sharded else device, no_decay)
     scheduler = config.schedule(optimizer, total_steps)
     lora = bool(config.lora_r or peft_config)
-    for note in start_notes(config, total_steps, lora, eval_float32):
+    schedule = getattr(pair_source, "schedule", None) if not config.online else None
+    live = isinstance(reference, PolicyModelReference) and config.loss_needs_reference
+    for note in start_notes(config, total_steps, lora, eval_float32, schedule, live):
         echo(note)
     kl_reference = reference  # sampled completions need a live reference for their KL
     if isinstance(pair_source, OnlineRounds):  # a round's objective/kl (TRL's)

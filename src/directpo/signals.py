@@ -97,6 +97,16 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise Terminated
 
 
+def interrupts_raise() -> None:
+    """Ctrl-C raises KeyboardInterrupt again (``main`` says it, a run saves on one) where the
+    quiet exit ``import directpo`` set for the command's first moments is still in place."""
+    import directpo
+
+    if signal.getsignal(signal.SIGINT) is directpo._quiet_interrupt:
+        with contextlib.suppress(ValueError):  # (main called from another thread: none set)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @contextlib.contextmanager
 def sigterm_unwinds() -> Iterator[None]:
     """Inside the block (in the main thread), SIGTERM raises ``Terminated``."""

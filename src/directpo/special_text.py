@@ -18,6 +18,9 @@ from directpo.readers import RowError
 IMAGE_TOKEN_IN_TEXT = "image token in text"  # the reason skip_invalid_rows counts
 SPECIAL_IN_TEXT = "rows with special tokens in their text"  # a key of the cuts counter
 _TOKEN_KEY = "special token in text: "  # + the token: how many rows hold it
+_ROW_KEY = "special token row: "  # + "line 3" / "row 3": one of the first such rows
+FIRST_ROWS = 3  # the rows the note names (a file of pre-rendered prompts has them on every row)
+_PLACE = re.compile(r"\b(?:row|line) (\d+)$")
 
 
 @dataclass(frozen=True)
@@ -77,10 +80,14 @@ def special_pattern(tokenizer: Any, vision: VisionTokens | None = None) -> re.Pa
 
 
 def count_special_text(
-    texts: Iterator[tuple[str, bool]], pattern: re.Pattern[str] | None, counts: Counter[str]
+    texts: Iterator[tuple[str, bool]],
+    pattern: re.Pattern[str] | None,
+    counts: Counter[str],
+    where: str = "",
 ) -> None:
     """Count a row whose texts hold a special token, and each token it holds (``row_texts``:
-    each text, and whether it is a whole prompt / completion, whose ending token is its end)."""
+    each text, and whether it is a whole prompt / completion, whose ending token is its end);
+    ``where`` ('file: line 3'): the row, kept while it is one of the first ``FIRST_ROWS``."""
     if pattern is None:
         return
     held = {
@@ -91,6 +98,22 @@ def count_special_text(
     if held:
         counts[SPECIAL_IN_TEXT] += 1
         counts.update(_TOKEN_KEY + token for token in held)
+        if (place := _PLACE.search(where)) and len(_rows(counts)) < FIRST_ROWS:
+            counts[_ROW_KEY + place[0]] = 1
+            keep_first_rows(counts)
+
+
+def keep_first_rows(counts: Counter[str]) -> None:
+    """``counts`` with the first ``FIRST_ROWS`` of its rows holding special tokens alone (after
+    the counts of many rows were added up: one key a row would grow with the file)."""
+    for key in _rows(counts)[FIRST_ROWS:]:
+        del counts[key]
+
+
+def _rows(counts: Counter[str]) -> list[str]:
+    """The row keys of ``counts``, in the file's order."""
+    rows = [key for key in counts if key.startswith(_ROW_KEY)]
+    return sorted(rows, key=lambda key: int(key.rsplit(" ", 1)[1]))
 
 
 def _body(text: str, pattern: re.Pattern[str]) -> str:
@@ -125,8 +148,19 @@ def special_summary(counts: Counter[str]) -> str | None:
         return None
     return (
         f"{counted(rows, 'row')} with the tokenizer's special tokens written in their text "
-        f"({_named(counts)}), read as those tokens, as TRL does: a turn ends or a text starts there"
+        f"({_named(counts)}{_first(counts, rows)}), read as those tokens, as TRL does: a turn "
+        "ends or a text starts there"
     )
+
+
+def _first(counts: Counter[str], rows: int) -> str:
+    """'; line 1, line 2, line 3, ...': the first rows holding them, where known."""
+    places = [key[len(_ROW_KEY) :] for key in _rows(counts)]
+    if not places:
+        return ""
+    if rows > len(places):
+        return f"; first {', '.join(places)}, ..."
+    return f"; {', '.join(places)}"
 
 
 def drawn_special_ids(tokenizer: Any, stops: list[int]) -> dict[int, str]:

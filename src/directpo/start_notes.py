@@ -12,10 +12,31 @@ import torch
 from directpo.preference_pairs import counted
 
 
-def start_notes(config: Any, total_steps: int, lora: bool, eval_float32: bool = False) -> list[str]:
+def start_notes(
+    config: Any,
+    total_steps: int,
+    lora: bool,
+    eval_float32: bool = False,
+    schedule: Any = None,
+    policy_reference: bool = False,
+) -> list[str]:
     """The lines a run of ``total_steps`` says at start; ``lora``: it trains adapters (lora_r,
-    or a peft_config); ``eval_float32``: its held-out pairs are evaluated in float32."""
+    or a peft_config); ``eval_float32``: its held-out pairs are evaluated in float32;
+    ``schedule``: its file's ``batching.DataSchedule`` (None: online rounds);
+    ``policy_reference``: its reference log-probs are the policy's own forward (adapters off,
+    or its ``ref`` adapter), computed as it trains."""
     notes = []
+    if note := _short_step_note(config, schedule, total_steps):
+        notes.append(note)
+    if policy_reference and not config.disable_dropout:
+        # TRL 1.16 computes them with self.model in training mode (use_adapter, no eval()):
+        # dropout acts on its reference too; a separate reference is in eval mode in both
+        notes.append(
+            "disable_dropout: false: the reference log-probs (the policy with its adapters off) "
+            "are computed without dropout, as a reference is; TRL's run the policy in training "
+            "mode, dropout acting on them too (its rewards noisier, and not the same in "
+            "expectation): compare with disable_dropout: true"
+        )
     if eval_float32 and config.eval_dtype == "auto":  # (asked for by name: nothing to say)
         notes.append(
             "held-out pairs are evaluated in float32 (eval_dtype: auto; bf16 rounds a young "
@@ -54,3 +75,36 @@ def start_notes(config: Any, total_steps: int, lora: bool, eval_float32: bool = 
             "completions have one length)"
         )
     return notes
+
+
+def _short_step_note(config: Any, schedule: Any, total_steps: int) -> str | None:
+    """What a logging window holding an epoch's short last step logs otherwise than TRL: here
+    each metric is the mean over the window's pairs; TRL 1.16 logs ``loss`` as the mean of
+    the window's step losses (transformers' tr_loss over the steps since the last log) and
+    ``rewards/*``, ``logps/*`` as the mean of its micro-batches' means, so the short step (or
+    micro-batch) weighs as a full one. None where no window mixes it with others."""
+    if schedule is None:
+        return None
+    batch, accumulation = schedule.batch_size, schedule.accumulation
+    micro = schedule.micro_batches_per_epoch
+    pairs = micro * batch if schedule.drop_last else schedule.num_examples
+    full, per_epoch = batch * accumulation, schedule.steps_per_epoch
+    last = pairs - (per_epoch - 1) * full  # the pairs of an epoch's last step
+    last_micro = pairs - (micro - 1) * batch  # and of its last micro-batch
+    micro_in_last = micro - (per_epoch - 1) * accumulation
+    every = max(config.every("logging_steps", total_steps), 1)
+    for step in range(per_epoch, total_steps + 1, per_epoch):  # each epoch's last step
+        opened = (step - 1) // every * every  # the step the window opens after
+        if config.logging_first_step and opened == 0 and step > 1:
+            opened = 1  # (step 1 is logged alone)
+        steps = min(opened + every, total_steps) - opened
+        mixed_steps = steps > 1 and last < full
+        if mixed_steps or (micro_in_last > 1 and last_micro < batch):
+            return (
+                f"logging_steps {every} with an epoch's last step of {counted(last, 'pair')} "
+                f"(a full one: {full}): each logged metric is the mean over its window's "
+                "pairs; TRL's loss is the mean of the window's step losses and its rewards/* "
+                "the mean of its micro-batches', the short one weighing as a full one: the "
+                f"curves agree where an epoch's pairs are a multiple of {full}"
+            )
+    return None

@@ -47,6 +47,7 @@ from directpo.refusals import SKIP_HINT, RefusedRows
 from directpo.special_text import (
     VisionTokens,
     count_special_text,
+    keep_first_rows,
     row_texts,
     special_pattern,
     special_summary,
@@ -285,9 +286,8 @@ class PairTokenizer:
             # a refused row's cuts are not counted: the summary and the warning on completions
             # cut short are about the pairs that train
             cuts: Counter[str] = Counter()
-            count_special_text(
-                row_texts(example.prompt, example.chosen, example.rejected), self.specials, cuts
-            )
+            texts = row_texts(example.prompt, example.chosen, example.rejected)
+            count_special_text(texts, self.specials, cuts, example.where)
             try:
                 if item is None:
                     results.append(self.encode_with_images(example, cuts))
@@ -311,6 +311,7 @@ class PairTokenizer:
                     unscored = chosen_spans, rejected_spans
                     results.append(self._pair(prompt_ids, chosen_ids, rejected_ids, cuts, unscored))
                 truncated.update(cuts)
+                keep_first_rows(truncated)  # (the first rows with special tokens alone)
             except RowError as err:
                 results.append(err)
         return results
@@ -573,6 +574,7 @@ def tokenize_preferences(
     with bar:
         for batch, pairs, cuts in encoded_batches(encoder, examples, TOKENIZE_BATCH, num_proc):
             result.truncated.update(cuts)
+            keep_first_rows(result.truncated)
             for example, pair in zip(batch, pairs, strict=True):
                 if isinstance(pair, TokenizedPair):
                     if not refused:  # (once a row is refused, no pair is kept: the run stops)
