@@ -104,3 +104,34 @@ def test_score_and_rank_say_the_rows_writing_special_tokens(tmp_path) -> None:
         run(kind(**models, beta=0.1, input=str(data), output=str(out)), lines.append)
         notes = [line for line in lines if said in line]
         assert [note.split(", read as")[0] for note in notes] == ([want] if want else [])
+
+
+def test_generate_says_the_prompts_writing_special_tokens(tmp_path) -> None:
+    """generate read "</s>" in a prompt as EOS, as train, score and rank do, but alone of them
+    said nothing: its samples follow a text that ended where the prompt shows none. It says
+    the count once, before the model loads; clean prompts say nothing of it."""
+    from tiny import save_tiny_model, write_jsonl
+
+    from directpo.command_options import GenerateOptions
+    from directpo.generate import generate_file
+
+    model = save_tiny_model("llama", tmp_path / "model")
+    said = " with the tokenizer's special tokens written in their text"
+    rows = [
+        {"prompt": "Say </s> hi"},
+        {"prompt": [{"role": "user", "content": "<s>Say hi"}]},
+        {"prompt": "Say hi"},
+    ]
+    for name, prompts, want in (
+        ("marked", rows, "2 rows" + said + " (</s> in 1, <s> in 1)"),
+        ("clean", rows[2:], None),
+    ):
+        data = write_jsonl(tmp_path / f"{name}.jsonl", prompts)
+        lines: list[str] = []
+        out = tmp_path / f"{name}_out.jsonl"
+        options = GenerateOptions(
+            model_name_or_path=str(model), input=str(data), output=str(out), max_new_tokens=1
+        )
+        generate_file(options, lines.append)
+        notes = [line for line in lines if said in line]
+        assert [note.split(", read as")[0] for note in notes] == ([want] if want else [])

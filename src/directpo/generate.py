@@ -50,7 +50,14 @@ from directpo.prompts import (
 from directpo.refusals import RefusedRows
 from directpo.reward import output_location, run_config
 from directpo.seeded_sampling import SeededSampling, row_seed, sample_seed, warpers_of
-from directpo.special_text import count_drawn, drawn_special_ids, drawn_summary
+from directpo.special_text import (
+    count_drawn,
+    count_special_text,
+    drawn_special_ids,
+    drawn_summary,
+    row_texts,
+    special_summary,
+)
 from directpo.stops import whole_characters
 from directpo.tokenization import PairTokenizer
 from directpo.vision import VisionInputs, batch_tensors, placeholder_token_ids
@@ -384,7 +391,12 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
     encoder = PairTokenizer(
         tokenizer, None, chat_template_kwargs=template_kwargs, processor=processor
     )
-    total = check_every_row(options.input, partial(_rendered_prompt, options, base_dir, encoder))
+    written_specials: Counter[str] = Counter()  # prompts with special tokens in their text
+    total = check_every_row(
+        options.input, partial(_rendered_prompt, options, base_dir, encoder, written_specials)
+    )
+    if note := special_summary(written_specials):  # (as train, score and rank say it)
+        echo(note)
     if note := unread_system_note(
         options.input, options.prompt_column, options.system_column, said_off
     ):
@@ -449,16 +461,21 @@ def _rendered_prompt(
     options: GenerateOptions,
     base_dir: str,
     encoder: PairTokenizer,
+    specials: Counter[str],
     label: str,
     row: dict[str, Any],
 ) -> None:
     """``_prompt_row``'s prompt rendered once: one the chat template refuses (a system message
-    it does not take, ...) is a DataError naming its row, before the model loads."""
+    it does not take, ...) is a DataError naming its row, before the model loads; a prompt
+    writing the tokenizer's special tokens in its text (read as those tokens) is counted in
+    ``specials``."""
     prompt = _prompt_row(options, base_dir, label, row)
     try:
         _encode_prompt(encoder, prompt)
     except RowError as err:
         raise DataError(f"{label}: {err.message}") from None
+    text = prompt.prompt if isinstance(prompt, ImagePrompt) else prompt
+    count_special_text(row_texts(text), encoder.specials, specials)
 
 
 def _calls(items: Iterable[Item], size: int) -> Iterator[tuple[int, list[Item]]]:
