@@ -33,6 +33,14 @@ from directpo.options import load_options
         (["demo", "--batch_size", "2"], "--batch_size is an option of directpo score, rank and"),
         (["train", "--validation_file", "e.jsonl"], "did you mean '--eval_file'?"),
         (["generate", "--max_tokens", "8"], "did you mean '--max_new_tokens'?"),
+        # TRL's sampling trainers' names (told it is train's option; 'did you mean
+        # --generation_kwargs?')
+        (["generate", "--max_completion_length", "8"], "did you mean '--max_new_tokens'?"),
+        (["generate", "--num_generations", "4"], "did you mean '--num_return_sequences'?"),
+        (["train", "--num_generations", "4"], "did you mean '--online_samples_per_prompt'?"),
+        # vLLM's stops (told 'did you mean --top_p?')
+        (["generate", "--stop", "###"], "'--stop'; a completion ends at the model's own stop"),
+        (["generate", "--stop_strings", "x"], "or after max_new_tokens: no other stop, a string"),
         # accelerate's (told 'did you mean --model_revision?')
         (["train", "--mixed_precision", "bf16"], "did you mean '--dtype'?"),
         # another command's own option (train's was 'did you mean --num_train_epochs?')

@@ -370,6 +370,21 @@ class GenerateOptions(FileCommandOptions):
         "do_sample": "generate samples unless temperature is 0 (greedy decoding)",
         "max_length": "max_new_tokens limits each completion (max_prompt_length, the prompt)",
         "num_beams": "there is no beam search: sampling, or temperature 0 (greedy decoding)",
+        # vLLM's / transformers' stops (--stop was told 'did you mean --top_p?', --eos_token
+        # 'did you mean --max_new_tokens?')
+        **dict.fromkeys(
+            (
+                "stop",
+                "stop_strings",
+                "stop_sequences",
+                "stop_token_ids",
+                "eos_token",
+                "eos_token_id",
+            ),
+            "a completion ends at the model's own stop tokens (the tokenizer's EOS and "
+            "generation_config.json's eos_token_id) or after max_new_tokens: no other stop, a "
+            "string or a token, is taken",
+        ),
     }
 
     def _check_values(self) -> None:

@@ -66,7 +66,12 @@ SPELLINGS: dict[str, tuple[str, ...]] = {
         ("max_len", "max_seq_len", "max_seq_length", "seq_len", "cutoff_len"), ("max_length",)
     ),
     "max_tokens": ("max_new_tokens", "generate_max_new_tokens"),
+    # TRL's sampling trainers' (GRPO, online DPO) length of a sample: generate's max_new_tokens
+    # (generate --max_completion_length was told it is train's, where it caps the pairs' text)
+    "max_completion_length": ("max_new_tokens",),
     **dict.fromkeys(("n", "num_samples", "num_completions"), ("num_return_sequences",)),
+    # TRL GRPO's samples per prompt (train was told 'did you mean --generation_kwargs?')
+    "num_generations": ("num_return_sequences", "online_samples_per_prompt"),
     **dict.fromkeys(("precision", "torch_dtype", "mixed_precision"), ("dtype",)),
     # one-letter flags other CLIs give these (-m MODEL, -o OUT, -c CONFIG): none is directpo's
     "m": ("model_name_or_path",),
