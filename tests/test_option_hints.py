@@ -136,3 +136,20 @@ def test_an_abbreviated_yaml_key_is_told_the_options_it_begins(tmp_path) -> None
     recipe.write_text("warmup: 10\n")
     with pytest.raises(ConfigError, match="'warmup'; 2 options begin so, write one whole: 'wa"):
         load_options(DPOConfig, recipe)
+
+
+def test_a_negated_flag_written_as_a_key_is_told_the_key(tmp_path) -> None:
+    """HfArgumentParser's --no_remove_unused_columns (TRL's DPO docs) written as a YAML key was
+    told 'did you mean rejected_column?'; it is told the option's own key set false, as YAML
+    and as a keyword; a no_ key of no option keeps the plain refusal."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("no_remove_unused_columns: true\nno_bf16: true\nno_such: 1\n")
+    with pytest.raises(ConfigError) as refused:
+        load_options(DPOConfig, recipe)
+    said = str(refused.value).splitlines()
+    flag = "the flag --no_remove_unused_columns is written remove_unused_columns: false here"
+    assert f"  unknown option 'no_remove_unused_columns'; {flag}" in said
+    assert "  unknown option 'no_bf16'; the flag --no_bf16 is written bf16: false here" in said
+    assert "  unknown option 'no_such'" in said
+    with pytest.raises(ConfigError, match="--no_bf16 is written bf16=False here"):
+        DPOConfig(no_bf16=True)

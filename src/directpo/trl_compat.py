@@ -286,6 +286,12 @@ def spellings(values: dict[str, Any], where: str) -> dict[str, str]:
     return renamed
 
 
+def _takes(key: str, known: list[str]) -> bool:
+    """``key`` is an option's name or one of TRL's that ``translate`` reads (renamed, refused
+    with a reason, or of no effect here)."""
+    return key in known or key in ALIASES or key in RENAMED or key in REFUSED or key in NO_EFFECT
+
+
 NO_STRINGS = ("logging_strategy",)  # TRL's string options with a "no" (YAML's is false)
 
 
@@ -327,6 +333,11 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
                 text = repr(value) if where == "DPOConfig" else text
                 given = f"--{key} {text}" if flag else f"{key}: {text}"
                 problems.append(f"{given} is not supported{reason}")
+        elif not flag and key.startswith("no_") and _takes(key[3:], known):
+            # HfArgumentParser's flag --no_remove_unused_columns written as a key (was told
+            # 'did you mean rejected_column?'): its key is the option's own, set false
+            written = f"{key[3:]}=False" if where == "DPOConfig" else f"{key[3:]}: false"
+            problems.append(f"unknown option '{key}'; the flag --{key} is written {written} here")
         else:
             # (--lr, --data: option_hints; a flag may be --config misspelt)
             meant = HINTS.get(key)
