@@ -153,3 +153,25 @@ def test_unknown_flag_said_with_missing_paths(tmp_path, capsys):
         f"  {plain} has no config.yaml from a directpo run: give --ref_model_name_or_path and "
         "--beta",
     ]
+
+
+def test_rank_of_a_pairs_file_is_told_score_reads_pairs(tmp_path, capsys):
+    """rank of a pairs file (chosen, rejected; OpenAI's preferred_output, non_preferred_output)
+    was told to name the field of its responses with --responses_column, which no column of a
+    pair fits: it is told that score reads pairs; a row of other fields keeps the option."""
+    rows = [
+        {"prompt": "p", "chosen": "a", "rejected": "b"},
+        {"input": {"messages": [{"role": "user", "content": "p"}]},
+         "preferred_output": [{"role": "assistant", "content": "a"}],
+         "non_preferred_output": [{"role": "assistant", "content": "b"}]},
+        {"prompt": "p", "samples": ["a", "b"]},
+    ]  # fmt: skip
+    source = _input(tmp_path, rows)
+    code, err = _run(capsys, "rank", "--model_name_or_path", str(tmp_path / "nope"),
+                     "--input", source, "--output", str(tmp_path / "out.jsonl"))  # fmt: skip
+    assert code == 2
+    said = err.split("and the data files' rows:\n")[1]
+    pair = "a preference pair: score it with directpo score (rank sorts a list of candidates)"
+    assert f"'prompt', 'chosen', 'rejected': {pair}" in said
+    assert f"'preferred_output', 'non_preferred_output': {pair}" in said
+    assert "'prompt', 'samples': name the field of its responses with --responses_column" in said
