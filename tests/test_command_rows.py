@@ -175,3 +175,32 @@ def test_rank_of_a_pairs_file_is_told_score_reads_pairs(tmp_path, capsys):
     assert f"'prompt', 'chosen', 'rejected': {pair}" in said
     assert f"'preferred_output', 'non_preferred_output': {pair}" in said
     assert "'prompt', 'samples': name the field of its responses with --responses_column" in said
+
+
+def test_score_rank_and_generate_say_a_template_fix_they_take(tmp_path, capsys):
+    """A chat template's refusal told score and generate to give one 'with the chat_template
+    option', or to set tokenizer_name_or_path: train's options, which they refuse as unknown
+    (they render with the model folder's own template). They say to put one in the model
+    folder; train still names its option."""
+    from tiny import save_tiny_model
+
+    model = save_tiny_model("llama", tmp_path / "model")  # its template renders no tool calls
+    bare = save_tiny_model("gpt2", tmp_path / "bare")
+    (bare / "chat_template.jinja").unlink()
+    chat = {"prompt": [{"role": "user", "content": "p"}],
+            "chosen": [{"role": "assistant", "content": "a"}],
+            "rejected": [{"role": "assistant", "content": "b"}]}  # fmt: skip
+    tool = {**chat, "chosen": [{"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "get_weather", "arguments": {}}}]}]}  # fmt: skip
+    reference = ["--beta", "0.1", "--ref_model_name_or_path", str(bare)]
+    for command, folder, row, fix in (
+        ("score", bare, chat, "put one in the model folder (its chat_template.jinja), or use a"),
+        ("generate", bare, chat, "put one in the model folder (its chat_template.jinja)"),
+        ("score", model, tool, "give one that does in the model folder's chat template (its"),
+    ):
+        extra = reference if command == "score" else []
+        code, err = _run(capsys, command, "--model_name_or_path", str(folder), "--input",
+                         _input(tmp_path, [row]), "--output", str(tmp_path / "out.jsonl"),
+                         *extra)  # fmt: skip
+        assert code == 2 and fix in err, err
+        assert "chat_template option" not in err and "tokenizer_name_or_path" not in err
