@@ -758,3 +758,27 @@ def test_a_whole_warmup_or_eval_delay_is_written_back_as_an_integer(tmp_path: Pa
     assert yaml.safe_load(text)["warmup_steps"] == 2
     assert DPOConfig(model_name_or_path="/m/start", warmup_steps=0.1).warmup_steps == 0.1
     assert DPOConfig(model_name_or_path="/m/start", warmup_steps=1.0).warmup_steps == 1
+
+
+def test_a_split_named_for_data_files_is_refused() -> None:
+    """dataset_train_split: train_prefs (TRL's ultrafeedback recipe) with train_file data files,
+    which have no splits, trained on the whole file without a word, and dataset_test_split:
+    validation held nothing out; both are refused, naming the file. A save_to_disk folder's
+    splits, dataset_name's, and the defaults stay accepted."""
+    with pytest.raises(ConfigErrors) as refused:
+        DPOConfig(train_file="uf.parquet", dataset_train_split="train_prefs",
+                  dataset_test_split="validation")  # fmt: skip
+    lines = [line for line in str(refused.value).splitlines() if "_split" in line]
+    assert lines == [
+        "  dataset_train_split: train_prefs picks a split of dataset_name or of a save_to_disk "
+        "folder, but train_file uf.parquet is a data file, without splits: remove "
+        "dataset_train_split (its rows are all trained on)",
+        "  dataset_test_split: validation picks a split of dataset_name or of a save_to_disk "
+        "folder, but train_file uf.parquet is a data file, without splits: remove "
+        "dataset_test_split (give the held-out pairs as eval_file)",
+    ]
+    with pytest.raises(ConfigError, match="train_file a.jsonl, b.csv.gz, ... are data files"):
+        DPOConfig(train_file=["a.jsonl", "b.csv.gz", "c.json"], dataset_train_split="x")
+    DPOConfig(train_file="saved_folder", dataset_train_split="train_prefs")
+    DPOConfig(dataset_name="org/uf", dataset_train_split="train_prefs")
+    DPOConfig(train_file="uf.parquet", dataset_train_split="train", dataset_test_split="test")
