@@ -186,7 +186,21 @@ class FileCommandOptions(Options):
         if self.output:
             with collected(problems):
                 check_output_file(self.output)
+            if _same_file(self.input, self.output):  # (it was replaced by the rows written)
+                problems.append(
+                    f"output: {self.output} is the input file; give another name (the input "
+                    "would be replaced by the rows written)"
+                )
         return problems
+
+
+def _same_file(first: str | None, second: str) -> bool:
+    if not first:
+        return False
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # (either not there: the output is new)
+        return False
 
 
 def _lacks(file_columns: Collection[str] | None, column: str) -> bool:
