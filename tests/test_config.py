@@ -782,3 +782,26 @@ def test_a_split_named_for_data_files_is_refused() -> None:
     DPOConfig(train_file="saved_folder", dataset_train_split="train_prefs")
     DPOConfig(dataset_name="org/uf", dataset_train_split="train_prefs")
     DPOConfig(train_file="uf.parquet", dataset_train_split="train", dataset_test_split="test")
+
+
+def test_trls_own_refusals_are_said_with_the_others(tmp_path: Path) -> None:
+    """A TRL option's refusal (optim: adamw_8bit, warmup_steps: 2.5, save_strategy: best) was
+    raised alone and hid every other (loss_type: dpo was said a run later); they are said
+    together, and loss_type: dpo (OpenRLHF's name) is told sigmoid."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "optim: adamw_8bit\nwarmup_steps: 2.5\nsave_strategy: best\nloss_type: dpo\n"
+        "use_peft: false\nlora_r: 8\n"
+    )
+    with pytest.raises(ConfigErrors) as refused:
+        load_config(recipe)
+    said = str(refused.value)
+    assert said.startswith("5 options cannot be used:\n"), said  # (save_strategy once)
+    for line in (
+        "  optim must be one of adamw_torch,",
+        "  warmup_steps must be a whole number of steps or a fraction in (0, 1) (got 2.5)",
+        "  save_strategy: best is not supported",
+        "  lora_r is set but use_peft is false: remove one of them",
+        "; the DPO paper's loss is sigmoid (TRL's name, the default)",
+    ):
+        assert line in said

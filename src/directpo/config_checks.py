@@ -433,6 +433,8 @@ def check_precision(config: DPOConfig) -> None:
 FORMER_LOSS_NAMES = {
     "aot_pair": "TRL's former aot_pair is aot_unpaired (chosen and rejected sorted apart)",
     "kto_pair": "TRL removed kto_pair: KTO is TRL's KTOTrainer, with unpaired data",
+    # (OpenRLHF's and many scripts' name for the paper's loss: told the list alone)
+    "dpo": "the DPO paper's loss is sigmoid (TRL's name, the default)",
 }
 
 

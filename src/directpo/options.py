@@ -263,7 +263,7 @@ class Options:
 
     def _one_of(self, key: str, choices: tuple[str, ...]) -> None:
         value = getattr(self, key)
-        if value in choices:
+        if value in choices or not self._valid(key):  # (refused already, in its own words)
             return
         meant = meant_choice(value, choices)  # (--dtype bf16 was told the list alone)
         hint = f"; did you mean {meant}?" if meant else ""

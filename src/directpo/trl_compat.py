@@ -54,20 +54,25 @@ def apply_trl_meanings(config: Any) -> None:
     """TRL's options that are DPOConfig fields, given TRL's meaning (called while a DPOConfig
     is checked): optim, use_peft, rpo_alpha, attn_implementation in
     model_init_kwargs, its trust_remote_code, gradient_checkpointing_kwargs, model_revision,
-    warmup."""
+    warmup. Each refusal is collected (``config._refuse``), so that the checks after it say
+    their own in the same run (optim: adamw_8bit hid a loss_type refused, said a run later)."""
     if config.optim is not None:
         if config.optim not in TRL_OPTIMIZERS:
-            raise ConfigError(
-                f"optim must be one of {', '.join(TRL_OPTIMIZERS)} (got {config.optim!r})"
+            config._refuse(
+                "optim", f"optim must be one of {', '.join(TRL_OPTIMIZERS)} (got {config.optim!r})"
             )
-        if config.optimizer != "adamw" and config.optimizer != TRL_OPTIMIZERS[config.optim]:
-            raise ConfigError(f"optim: {config.optim} contradicts optimizer: {config.optimizer}")
-        config.optimizer = TRL_OPTIMIZERS[config.optim]
+        elif config.optimizer != "adamw" and config.optimizer != TRL_OPTIMIZERS[config.optim]:
+            config._refuse(
+                "optim", f"optim: {config.optim} contradicts optimizer: {config.optimizer}"
+            )
+        else:
+            config.optimizer = TRL_OPTIMIZERS[config.optim]
     if config.use_peft and config.lora_r == 0:
         # (once the unset rank: a rank of 0 asked for became 16 without a word)
-        raise ConfigError(
+        config._refuse(
+            "lora_r",
             "lora_r: 0 with use_peft: true: an adapter of rank 0 trains nothing (peft refuses "
-            "it); remove lora_r for rank 16 (TRL's default), or use_peft to train every weight"
+            "it); remove lora_r for rank 16 (TRL's default), or use_peft to train every weight",
         )
     # unset stays unset without use_peft: set later (a notebook), use_peft still means TRL
     # ModelConfig's rank; an adapter folder as the model is continued with its own (use_peft
@@ -77,14 +82,15 @@ def apply_trl_meanings(config: Any) -> None:
         config.lora_r = 16
         config._rank_of_use_peft = True  # a peft_config given to train() replaces it
     if config.use_peft is False and config.lora_r:
-        raise ConfigError("lora_r is set but use_peft is false: remove one of them")
+        config._refuse("lora_r", "lora_r is set but use_peft is false: remove one of them")
     _nll_weight(config)
     _attention_from_init_kwargs(config)
     _trust_from_init_kwargs(config)
     if config.save_strategy == "best":  # transformers' SaveStrategy.BEST
-        raise ConfigError(
+        config._refuse(
+            "save_strategy",
             "save_strategy: best is not supported: load_best_model_at_end: true writes a "
-            "checkpoint at every evaluation that improves metric_for_best_model"
+            "checkpoint at every evaluation that improves metric_for_best_model",
         )
     kwargs = config.gradient_checkpointing_kwargs
     # use_reentrant chooses torch's implementation, not the gradients: directpo always uses the
@@ -92,18 +98,19 @@ def apply_trl_meanings(config: Any) -> None:
     if kwargs and (
         set(kwargs) != {"use_reentrant"} or not isinstance(kwargs["use_reentrant"], bool)
     ):
-        raise ConfigError(
+        config._refuse(
+            "gradient_checkpointing_kwargs",
             f"gradient_checkpointing_kwargs: only use_reentrant is supported (got "
-            f"{as_yaml(kwargs)}); "
-            "directpo always checkpoints non-reentrant (the same gradients)"
+            f"{as_yaml(kwargs)}); directpo always checkpoints non-reentrant (the same gradients)",
         )
     _revision_into_init_kwargs(config)
-    if config.warmup_steps and config.warmup_ratio:
-        raise ConfigError("warmup_steps and warmup_ratio are both set: keep one")
     steps = config.warmup_steps
-    if steps >= 1 and not float(steps).is_integer():
-        raise ConfigError(
-            f"warmup_steps must be a whole number of steps or a fraction in (0, 1) (got {steps})"
+    if config.warmup_steps and config.warmup_ratio:
+        config._refuse("warmup_steps", "warmup_steps and warmup_ratio are both set: keep one")
+    elif steps >= 1 and not float(steps).is_integer():
+        config._refuse(
+            "warmup_steps",
+            f"warmup_steps must be a whole number of steps or a fraction in (0, 1) (got {steps})",
         )
 
 
