@@ -770,11 +770,11 @@ def test_a_split_named_for_data_files_is_refused() -> None:
                   dataset_test_split="validation")  # fmt: skip
     lines = [line for line in str(refused.value).splitlines() if "_split" in line]
     assert lines == [
-        "  dataset_train_split: train_prefs picks a split of dataset_name or of a save_to_disk "
-        "folder, but train_file uf.parquet is a data file, without splits: remove "
+        "  dataset_train_split: train_prefs picks a split of dataset_name (a dataset folder or "
+        "hub id), but train_file uf.parquet is a data file, without splits: remove "
         "dataset_train_split (its rows are all trained on)",
-        "  dataset_test_split: validation picks a split of dataset_name or of a save_to_disk "
-        "folder, but train_file uf.parquet is a data file, without splits: remove "
+        "  dataset_test_split: validation picks a split of dataset_name (a dataset folder or "
+        "hub id), but train_file uf.parquet is a data file, without splits: remove "
         "dataset_test_split (give the held-out pairs as eval_file)",
     ]
     with pytest.raises(ConfigError, match="train_file a.jsonl, b.csv.gz, ... are data files"):

@@ -341,7 +341,7 @@ def check_splits_of_files(config: DPOConfig) -> None:
     have none: it was silently not read (the whole file trained on, no test split held out)."""
     files = config.train_file if isinstance(config.train_file, list) else [config.train_file]
     if not all(isinstance(f, str) and f.lower().endswith(FILE_SUFFIXES) for f in files):
-        return  # (none given, or a save_to_disk folder, whose splits these pick)
+        return  # (none given, or a save_to_disk folder: one of several splits is refused there)
     named = ", ".join(files[:2]) + (", ..." if len(files) > 2 else "")
     named += " is a data file" if len(files) == 1 else " are data files"
     for key, default, instead in (
@@ -351,8 +351,8 @@ def check_splits_of_files(config: DPOConfig) -> None:
         if getattr(config, key) != default:
             config._refuse(
                 key,
-                f"{key}: {getattr(config, key)} picks a split of dataset_name or of a "
-                f"save_to_disk folder, but train_file {named}, without splits: "
+                f"{key}: {getattr(config, key)} picks a split of dataset_name (a dataset "
+                f"folder or hub id), but train_file {named}, without splits: "
                 f"remove {key} ({instead})",
             )
 
