@@ -785,23 +785,26 @@ def test_a_split_named_for_data_files_is_refused() -> None:
 
 
 def test_trls_own_refusals_are_said_with_the_others(tmp_path: Path) -> None:
-    """A TRL option's refusal (optim: adamw_8bit, warmup_steps: 2.5, save_strategy: best) was
+    """A TRL option's refusal (optim: adamw_8bit, warmup_steps: 2.5, a contradiction) was
     raised alone and hid every other (loss_type: dpo was said a run later); they are said
     together, and loss_type: dpo (OpenRLHF's name) is told sigmoid."""
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
         "optim: adamw_8bit\nwarmup_steps: 2.5\nsave_strategy: best\nloss_type: dpo\n"
-        "use_peft: false\nlora_r: 8\n"
+        "use_peft: false\nlora_r: 8\nmodel_revision: v2\nattn_implementation: sdpa\n"
+        "model_init_kwargs: {revision: v1, attn_implementation: eager}\n"
     )
     with pytest.raises(ConfigErrors) as refused:
         load_config(recipe)
     said = str(refused.value)
-    assert said.startswith("5 options cannot be used:\n"), said  # (save_strategy once)
+    assert said.startswith("7 options cannot be used:\n"), said  # (save_strategy once)
     for line in (
         "  optim must be one of adamw_torch,",
         "  warmup_steps must be a whole number of steps or a fraction in (0, 1) (got 2.5)",
         "  save_strategy: best is not supported",
         "  lora_r is set but use_peft is false: remove one of them",
         "; the DPO paper's loss is sigmoid (TRL's name, the default)",
+        "  model_revision 'v2' contradicts model_init_kwargs' revision 'v1': keep one",
+        "  model_init_kwargs: attn_implementation 'eager' contradicts attn_implementation: sdpa",
     ):
         assert line in said

@@ -143,9 +143,10 @@ def _revision_into_init_kwargs(config: Any) -> None:
         return
     kwargs = dict(config.model_init_kwargs or {})
     if kwargs.get("revision", revision) != revision:
-        raise ConfigError(
+        return config._refuse(
+            "model_revision",
             f"model_revision {revision!r} contradicts model_init_kwargs' revision "
-            f"{kwargs['revision']!r}: keep one"
+            f"{kwargs['revision']!r}: keep one",
         )
     config.model_init_kwargs = {**kwargs, "revision": revision}
     config.model_revision = "main"  # now in model_init_kwargs (config.yaml says so)
@@ -156,17 +157,19 @@ def _nll_weight(config: Any) -> None:
     that weight, i.e. loss_type [..., sft], loss_weights [..., alpha] (config.yaml says so)."""
     if config.cpo_alpha is not None and config.loss_type != ["simpo"]:
         # TRL's CPO losses (sigmoid, hinge, ipo) compare the policy's sums without a reference
-        raise ConfigError(
+        return config._refuse(
+            "cpo_alpha",
             f"cpo_alpha is TRL CPOTrainer's; its loss_type {', '.join(config.loss_type)} has no "
             "reference model, which directpo's losses of that name have: use loss_type simpo "
-            "(SimPO, as CPOTrainer's), or drop cpo_alpha for DPO's losses"
+            "(SimPO, as CPOTrainer's), or drop cpo_alpha for DPO's losses",
         )
     for name in ("rpo_alpha", "cpo_alpha"):
         alpha = getattr(config, name)
         if alpha is None:
             continue
         if "sft" in config.loss_type:
-            raise ConfigError(f"{name} adds the sft loss, which loss_type already has")
+            config._refuse(name, f"{name} adds the sft loss, which loss_type already has")
+            continue
         if alpha:  # cpo_alpha: 0 is SimPO alone
             weights = config.loss_weights or [1.0] * len(config.loss_type)
             config.loss_type = [*config.loss_type, "sft"]
@@ -186,9 +189,10 @@ def _attention_from_init_kwargs(config: Any) -> None:
         if name == "model_init_kwargs" and option == "auto":
             config.attn_implementation = option = attention
             continue
-        raise ConfigError(
+        config._refuse(
+            name,
             f"{name}: attn_implementation {attention!r} contradicts attn_implementation: "
-            f"{option} (which loads policy and reference alike): keep one"
+            f"{option} (which loads policy and reference alike): keep one",
         )
 
 
@@ -205,11 +209,13 @@ def _trust_from_init_kwargs(config: Any) -> None:
         if trust is True and not config.trust_remote_code and name == "model_init_kwargs":
             config.trust_remote_code = True
         elif trust is not config.trust_remote_code:
-            raise ConfigError(
+            config._refuse(
+                name,
                 f"{name}: trust_remote_code {as_yaml(trust)} contradicts trust_remote_code: "
                 f"{as_yaml(config.trust_remote_code)}: set the option alone (it loads every "
-                "model folder and tokenizer of the run)"
+                "model folder and tokenizer of the run)",
             )
+            continue
         # now the option (config.yaml says so)
         rest = {k: v for k, v in kwargs.items() if k != "trust_remote_code"}
         setattr(config, name, rest or None)
