@@ -38,6 +38,12 @@ from directpo.options import load_options
         (["generate", "--max_completion_length", "8"], "did you mean '--max_new_tokens'?"),
         (["generate", "--num_generations", "4"], "did you mean '--num_return_sequences'?"),
         (["train", "--num_generations", "4"], "did you mean '--online_samples_per_prompt'?"),
+        # the command whose option a spelling means (told train's online_samples_per_prompt)
+        (
+            ["score", "--num_generations", "4"],
+            "--num_return_sequences is an option of directpo generate, not",
+        ),
+        (["rank", "--max_tokens", "8"], "--max_new_tokens is an option of directpo generate, not"),
         # vLLM's stops (told 'did you mean --top_p?')
         (["generate", "--stop", "###"], "'--stop'; a completion ends at the model's own stop"),
         (["generate", "--stop_strings", "x"], "or after max_new_tokens: no other stop, a string"),

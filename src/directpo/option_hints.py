@@ -154,11 +154,16 @@ def elsewhere(name: str, names: Collection[str], flag: str = "--") -> str:
     """The hint for a name that is (or stands for) another command's option, not one of
     ``names`` (rank --top_k: generate's; score --lr: train's learning_rate), else ''."""
     key = _key(name)
-    owners = [command for command, options in command_options().items() if key in options]
-    if not owners:
-        train = command_options()["train"]
-        key = next((o for o in SPELLINGS.get(key, ()) if o in train), "")
-        owners = ["train"] if key else []
+    every = command_options()
+    owners = [command for command, options in every.items() if key in options]
+    if not owners:  # another tool's spelling: the first option it means that a command has
+        # (score --num_generations: generate's --num_return_sequences, before train's
+        # online_samples_per_prompt; it was train's alone)
+        meant = [
+            o for o in SPELLINGS.get(key, ()) if any(o in options for options in every.values())
+        ]
+        key = meant[0] if meant else ""
+        owners = [command for command, options in every.items() if key in options] if key else []
     if not owners or key in names:
         return ""
     said = " and ".join([", ".join(owners[:-1]), owners[-1]] if len(owners) > 1 else owners)
