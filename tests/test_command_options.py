@@ -114,3 +114,27 @@ def test_an_hf_path_as_input_says_it_is_not_read() -> None:
     assert (
         missing_path("prompt_file", "p*.jsonl") == "prompt_file: no such file or folder: p*.jsonl"
     )
+
+
+def test_the_input_file_as_the_output_is_refused(tmp_path, capsys, monkeypatch) -> None:
+    """``--output pairs.jsonl`` naming the input itself (./pairs.jsonl, another spelling
+    too) replaced the user's file with the rows written, its pristine copy gone; each command
+    refuses it before any model loads, and the input stays as it was."""
+    from directpo.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "pairs.jsonl"
+    data.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n')
+    for command in ("score", "rank", "generate"):
+        argv = [command, "--model_name_or_path", str(tmp_path / "m"), "--input", "pairs.jsonl",
+                "--output", "./pairs.jsonl"]  # fmt: skip
+        assert main(argv) == 2
+        assert (
+            "output: ./pairs.jsonl is the input file; give another name (the input would be "
+            "replaced by the rows written)" in capsys.readouterr().err
+        )
+    assert data.read_text() == '{"prompt": "a", "chosen": "b", "rejected": "c"}\n'
+    argv = ["score", "--model_name_or_path", str(tmp_path / "m"), "--input", "pairs.jsonl",
+            "--output", "new.jsonl"]  # fmt: skip
+    assert main(argv) == 2
+    assert "is the input file" not in capsys.readouterr().err

@@ -153,3 +153,54 @@ def test_unknown_flag_said_with_missing_paths(tmp_path, capsys):
         f"  {plain} has no config.yaml from a directpo run: give --ref_model_name_or_path and "
         "--beta",
     ]
+
+
+def test_rank_of_a_pairs_file_is_told_score_reads_pairs(tmp_path, capsys):
+    """rank of a pairs file (chosen, rejected; OpenAI's preferred_output, non_preferred_output)
+    was told to name the field of its responses with --responses_column, which no column of a
+    pair fits: it is told that score reads pairs; a row of other fields keeps the option."""
+    rows = [
+        {"prompt": "p", "chosen": "a", "rejected": "b"},
+        {"input": {"messages": [{"role": "user", "content": "p"}]},
+         "preferred_output": [{"role": "assistant", "content": "a"}],
+         "non_preferred_output": [{"role": "assistant", "content": "b"}]},
+        {"prompt": "p", "samples": ["a", "b"]},
+    ]  # fmt: skip
+    source = _input(tmp_path, rows)
+    code, err = _run(capsys, "rank", "--model_name_or_path", str(tmp_path / "nope"),
+                     "--input", source, "--output", str(tmp_path / "out.jsonl"))  # fmt: skip
+    assert code == 2
+    said = err.split("and the data files' rows:\n")[1]
+    pair = "a preference pair: score it with directpo score (rank sorts a list of candidates)"
+    assert f"'prompt', 'chosen', 'rejected': {pair}" in said
+    assert f"'preferred_output', 'non_preferred_output': {pair}" in said
+    assert "'prompt', 'samples': name the field of its responses with --responses_column" in said
+
+
+def test_score_rank_and_generate_say_a_template_fix_they_take(tmp_path, capsys):
+    """A chat template's refusal told score and generate to give one 'with the chat_template
+    option', or to set tokenizer_name_or_path: train's options, which they refuse as unknown
+    (they render with the model folder's own template). They say to put one in the model
+    folder; train still names its option."""
+    from tiny import save_tiny_model
+
+    model = save_tiny_model("llama", tmp_path / "model")  # its template renders no tool calls
+    bare = save_tiny_model("gpt2", tmp_path / "bare")
+    (bare / "chat_template.jinja").unlink()
+    chat = {"prompt": [{"role": "user", "content": "p"}],
+            "chosen": [{"role": "assistant", "content": "a"}],
+            "rejected": [{"role": "assistant", "content": "b"}]}  # fmt: skip
+    tool = {**chat, "chosen": [{"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "get_weather", "arguments": {}}}]}]}  # fmt: skip
+    reference = ["--beta", "0.1", "--ref_model_name_or_path", str(bare)]
+    for command, folder, row, fix in (
+        ("score", bare, chat, "put one in the model folder (its chat_template.jinja), or use a"),
+        ("generate", bare, chat, "put one in the model folder (its chat_template.jinja)"),
+        ("score", model, tool, "give one that does in the model folder's chat template (its"),
+    ):
+        extra = reference if command == "score" else []
+        code, err = _run(capsys, command, "--model_name_or_path", str(folder), "--input",
+                         _input(tmp_path, [row]), "--output", str(tmp_path / "out.jsonl"),
+                         *extra)  # fmt: skip
+        assert code == 2 and fix in err, err
+        assert "chat_template option" not in err and "tokenizer_name_or_path" not in err

@@ -758,3 +758,53 @@ def test_a_whole_warmup_or_eval_delay_is_written_back_as_an_integer(tmp_path: Pa
     assert yaml.safe_load(text)["warmup_steps"] == 2
     assert DPOConfig(model_name_or_path="/m/start", warmup_steps=0.1).warmup_steps == 0.1
     assert DPOConfig(model_name_or_path="/m/start", warmup_steps=1.0).warmup_steps == 1
+
+
+def test_a_split_named_for_data_files_is_refused() -> None:
+    """dataset_train_split: train_prefs (TRL's ultrafeedback recipe) with train_file data files,
+    which have no splits, trained on the whole file without a word, and dataset_test_split:
+    validation held nothing out; both are refused, naming the file. A save_to_disk folder's
+    splits, dataset_name's, and the defaults stay accepted."""
+    with pytest.raises(ConfigErrors) as refused:
+        DPOConfig(train_file="uf.parquet", dataset_train_split="train_prefs",
+                  dataset_test_split="validation")  # fmt: skip
+    lines = [line for line in str(refused.value).splitlines() if "_split" in line]
+    assert lines == [
+        "  dataset_train_split: train_prefs picks a split of dataset_name (a dataset folder or "
+        "hub id), but train_file uf.parquet is a data file, without splits: remove "
+        "dataset_train_split (its rows are all trained on)",
+        "  dataset_test_split: validation picks a split of dataset_name (a dataset folder or "
+        "hub id), but train_file uf.parquet is a data file, without splits: remove "
+        "dataset_test_split (give the held-out pairs as eval_file)",
+    ]
+    with pytest.raises(ConfigError, match="train_file a.jsonl, b.csv.gz, ... are data files"):
+        DPOConfig(train_file=["a.jsonl", "b.csv.gz", "c.json"], dataset_train_split="x")
+    DPOConfig(train_file="saved_folder", dataset_train_split="train_prefs")
+    DPOConfig(dataset_name="org/uf", dataset_train_split="train_prefs")
+    DPOConfig(train_file="uf.parquet", dataset_train_split="train", dataset_test_split="test")
+
+
+def test_trls_own_refusals_are_said_with_the_others(tmp_path: Path) -> None:
+    """A TRL option's refusal (optim: adamw_8bit, warmup_steps: 2.5, a contradiction) was
+    raised alone and hid every other (loss_type: dpo was said a run later); they are said
+    together, and loss_type: dpo (OpenRLHF's name) is told sigmoid."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "optim: adamw_8bit\nwarmup_steps: 2.5\nsave_strategy: best\nloss_type: dpo\n"
+        "use_peft: false\nlora_r: 8\nmodel_revision: v2\nattn_implementation: sdpa\n"
+        "model_init_kwargs: {revision: v1, attn_implementation: eager}\n"
+    )
+    with pytest.raises(ConfigErrors) as refused:
+        load_config(recipe)
+    said = str(refused.value)
+    assert said.startswith("7 options cannot be used:\n"), said  # (save_strategy once)
+    for line in (
+        "  optim must be one of adamw_torch,",
+        "  warmup_steps must be a whole number of steps or a fraction in (0, 1) (got 2.5)",
+        "  save_strategy: best is not supported",
+        "  lora_r is set but use_peft is false: remove one of them",
+        "; the DPO paper's loss is sigmoid (TRL's name, the default)",
+        "  model_revision 'v2' contradicts model_init_kwargs' revision 'v1': keep one",
+        "  model_init_kwargs: attn_implementation 'eager' contradicts attn_implementation: sdpa",
+    ):
+        assert line in said

@@ -164,6 +164,13 @@ def test_ctrl_c_while_the_parser_is_built_is_a_quiet_stop(monkeypatch, capsys) -
         (["recipe.yaml"], "a config file follows the command: directpo train recipe.yaml"),
         (["dpo", "--config", "recipe.yaml"], "did you mean 'train'?"),  # TRL's `trl dpo`
         (["online-dpo"], "did you mean 'train'?"),
+        # (told only the list of commands)
+        (
+            ["eval", "--model_name_or_path", "run/"],
+            "did you mean 'score'? (a model's implicit rewards on a file of pairs: preference "
+            "accuracy and mean margin, as TRL's eval rewards/accuracies and rewards/margins)",
+        ),
+        (["infer"], "did you mean 'generate'? (samples completions for a file of prompts)"),
     ],
 )
 def test_a_config_file_or_trls_command_first_says_the_train_line(argv, said, capsys) -> None:

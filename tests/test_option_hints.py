@@ -33,6 +33,20 @@ from directpo.options import load_options
         (["demo", "--batch_size", "2"], "--batch_size is an option of directpo score, rank and"),
         (["train", "--validation_file", "e.jsonl"], "did you mean '--eval_file'?"),
         (["generate", "--max_tokens", "8"], "did you mean '--max_new_tokens'?"),
+        # TRL's sampling trainers' names (told it is train's option; 'did you mean
+        # --generation_kwargs?')
+        (["generate", "--max_completion_length", "8"], "did you mean '--max_new_tokens'?"),
+        (["generate", "--num_generations", "4"], "did you mean '--num_return_sequences'?"),
+        (["train", "--num_generations", "4"], "did you mean '--online_samples_per_prompt'?"),
+        # the command whose option a spelling means (told train's online_samples_per_prompt)
+        (
+            ["score", "--num_generations", "4"],
+            "--num_return_sequences is an option of directpo generate, not",
+        ),
+        (["rank", "--max_tokens", "8"], "--max_new_tokens is an option of directpo generate, not"),
+        # vLLM's stops (told 'did you mean --top_p?')
+        (["generate", "--stop", "###"], "'--stop'; a completion ends at the model's own stop"),
+        (["generate", "--stop_strings", "x"], "or after max_new_tokens: no other stop, a string"),
         # accelerate's (told 'did you mean --model_revision?')
         (["train", "--mixed_precision", "bf16"], "did you mean '--dtype'?"),
         # another command's own option (train's was 'did you mean --num_train_epochs?')
@@ -171,3 +185,20 @@ def test_an_abbreviated_yaml_key_is_told_the_options_it_begins(tmp_path) -> None
     recipe.write_text("warmup: 10\n")
     with pytest.raises(ConfigError, match="'warmup'; 2 options begin so, write one whole: 'wa"):
         load_options(DPOConfig, recipe)
+
+
+def test_a_negated_flag_written_as_a_key_is_told_the_key(tmp_path) -> None:
+    """HfArgumentParser's --no_remove_unused_columns (TRL's DPO docs) written as a YAML key was
+    told 'did you mean rejected_column?'; it is told the option's own key set false, as YAML
+    and as a keyword; a no_ key of no option keeps the plain refusal."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("no_remove_unused_columns: true\nno_bf16: true\nno_such: 1\n")
+    with pytest.raises(ConfigError) as refused:
+        load_options(DPOConfig, recipe)
+    said = str(refused.value).splitlines()
+    flag = "the flag --no_remove_unused_columns is written remove_unused_columns: false here"
+    assert f"  unknown option 'no_remove_unused_columns'; {flag}" in said
+    assert "  unknown option 'no_bf16'; the flag --no_bf16 is written bf16: false here" in said
+    assert "  unknown option 'no_such'" in said
+    with pytest.raises(ConfigError, match="--no_bf16 is written bf16=False here"):
+        DPOConfig(no_bf16=True)

@@ -174,3 +174,34 @@ def test_the_first_rows_are_kept_as_counts_of_many_rows_are_added_up() -> None:
         .split(", read")[0]
         .endswith("(<s> in 6; first line 2, line 4, line 7, ...)")
     )
+
+
+def test_generate_says_the_prompts_writing_special_tokens(tmp_path) -> None:
+    """generate read "</s>" in a prompt as EOS, as train, score and rank do, but alone of them
+    said nothing: its samples follow a text that ended where the prompt shows none. It says
+    the count once, before the model loads; clean prompts say nothing of it."""
+    from tiny import save_tiny_model, write_jsonl
+
+    from directpo.command_options import GenerateOptions
+    from directpo.generate import generate_file
+
+    model = save_tiny_model("llama", tmp_path / "model")
+    said = " with the tokenizer's special tokens written in their text"
+    rows = [
+        {"prompt": "Say </s> hi"},
+        {"prompt": [{"role": "user", "content": "<s>Say hi"}]},
+        {"prompt": "Say hi"},
+    ]
+    for name, prompts, want in (
+        ("marked", rows, "2 rows" + said + " (</s> in 1, <s> in 1; line 1, line 2)"),
+        ("clean", rows[2:], None),
+    ):
+        data = write_jsonl(tmp_path / f"{name}.jsonl", prompts)
+        lines: list[str] = []
+        out = tmp_path / f"{name}_out.jsonl"
+        options = GenerateOptions(
+            model_name_or_path=str(model), input=str(data), output=str(out), max_new_tokens=1
+        )
+        generate_file(options, lines.append)
+        notes = [line for line in lines if said in line]
+        assert [note.split(", read as")[0] for note in notes] == ([want] if want else [])

@@ -26,7 +26,7 @@ from typing import Any
 
 from jinja2 import TemplateError, TemplateSyntaxError
 
-from directpo.chat_split import require_rendered, split_rendered
+from directpo.chat_split import ANOTHER_TEMPLATE, NO_TEMPLATE, require_rendered, split_rendered
 from directpo.errors import ModelLoadError, first_line
 from directpo.messages import Text, function_names, is_prefilled, text_contents
 from directpo.preference_pairs import PreferenceExample
@@ -90,7 +90,7 @@ class ChatRenderer:
             raise ModelLoadError(
                 f"{name}: the chat template does not compile "
                 f"({(exc.message or type(exc).__name__).rstrip('.')}, at template line "
-                f"{exc.lineno}); fix it, or give another with the chat_template option"
+                f"{exc.lineno}); fix it{ANOTHER_TEMPLATE}"
             ) from None
         except (TemplateError, ValueError) as exc:  # raise_exception(...), an undefined value
             raise RowError(
@@ -125,9 +125,7 @@ class ChatRenderer:
         if not (getattr(self.tokenizer, "chat_template", None) or self._processor_template()):
             raise RowError(
                 "no chat template",
-                "conversational rows need a tokenizer with a chat template: give one with the "
-                "chat_template option (its text or a .jinja file), or set tokenizer_name_or_path "
-                "to a tokenizer that has one",
+                f"conversational rows need a tokenizer with a chat template: {NO_TEMPLATE}",
             )
 
     def render_pair(

@@ -78,6 +78,32 @@ def completion_gap(before_content: str, prompt_text: str) -> str:
     return gap[kept:]
 
 
+# how train's refusals of a chat template say the fix: score, rank and generate have no such
+# option (they render with the model folder's own template) and say it with ``in_commands``
+TEMPLATE_OPTION = "with the chat_template option"
+NO_TEMPLATE = (
+    "give one with the chat_template option (its text or a .jinja file), or set "
+    "tokenizer_name_or_path to a tokenizer that has one"
+)
+ANOTHER_TEMPLATE = f", or give another {TEMPLATE_OPTION}"  # (after "fix it")
+IN_COMMANDS = {
+    NO_TEMPLATE: "put one in the model folder (its chat_template.jinja), or use a model whose "
+    "tokenizer has one",
+    ANOTHER_TEMPLATE: "",
+    TEMPLATE_OPTION: "in the model folder's chat template (its chat_template.jinja: score, rank "
+    "and generate render with the model's own)",
+}
+
+
+def in_commands(message: str) -> str:
+    """A refusal of a row or a chat template as score, rank and generate say it: a template
+    put in the model folder, not given with the chat_template option or tokenizer_name_or_path,
+    which train alone has (they told of them)."""
+    for train, command in IN_COMMANDS.items():
+        message = message.replace(train, command)
+    return message
+
+
 EMPTY_THINKING = re.compile(r"<think>\s*</think>\s*$")  # Qwen3's enable_thinking: false
 OPEN_THINKING = re.compile(r"<think>\s*$")  # DeepSeek-R1's and QwQ's generation prompt
 
@@ -85,7 +111,7 @@ NO_REASONING = (
     "the chat template's generation prompt opens a <think> block (DeepSeek-R1, QwQ), so the "
     "model writes its reasoning first, but the reply has none (no </think>): it would train as "
     "reasoning that never ends; give the replies their <think>...</think> reasoning, or a "
-    "template whose generation prompt does not open one with the chat_template option"
+    f"template whose generation prompt does not open one {TEMPLATE_OPTION}"
 )
 
 
@@ -124,7 +150,7 @@ REASONING_DROPPED = (
     "the chat template drops the reply's reasoning (<think>...</think> or reasoning_content) "
     "from the conversation it renders (DeepSeek-R1's and QwQ's keep only the text after "
     "</think>), so the reply would train without it: give a template that keeps the last "
-    "turn's reasoning with the chat_template option, or remove the reasoning from the replies"
+    f"turn's reasoning {TEMPLATE_OPTION}, or remove the reasoning from the replies"
 )
 
 
@@ -147,5 +173,5 @@ def require_rendered(names: list[str], text: str, what: str) -> None:
         raise RowError(
             "chat template ignores tools",
             f"the chat template does not render {what} ('{missing}' is not in the text it "
-            "writes); give one that does with the chat_template option",
+            f"writes); give one that does {TEMPLATE_OPTION}",
         )

@@ -94,7 +94,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 # other tools' commands for what a directpo command does (TRL's `trl dpo --config x.yaml`)
-FOREIGN_COMMANDS = {"dpo": "train", "online_dpo": "train", "trl": "train"}
+FOREIGN_COMMANDS = {
+    "dpo": "train", "online_dpo": "train", "trl": "train",
+    # TRL's trainer.evaluate() / other CLIs' eval (told only the list of commands): score
+    # reports a model's preference accuracy and margins on pairs, as TRL's eval metrics do
+    "eval": "score", "evaluate": "score",
+    "sample": "generate", "infer": "generate", "inference": "generate",
+}  # fmt: skip
+# what a command meant for another tool's word does, said with it
+FOREIGN_DOES = {
+    "score": "a model's implicit rewards on a file of pairs: preference accuracy and mean "
+    "margin, as TRL's eval rewards/accuracies and rewards/margins",
+    "generate": "samples completions for a file of prompts",
+}
 
 
 def _command_hint(word: str) -> str:
@@ -103,6 +115,8 @@ def _command_hint(word: str) -> str:
     if word.lower().endswith((".yaml", ".yml")):
         return f"a config file follows the command: directpo train {word}"
     meant = FOREIGN_COMMANDS.get(word.lower().replace("-", "_"))
+    if meant in FOREIGN_DOES:
+        return f"did you mean '{meant}'? ({FOREIGN_DOES[meant]})"
     close = [meant] if meant else difflib.get_close_matches(word.lower(), COMMANDS, n=1)
     return f"did you mean '{close[0]}'?" if close else f"the commands are {', '.join(COMMANDS)}"
 
@@ -450,7 +464,9 @@ def _say_error(err: DirectpoError, typed: Sequence[str] = ()) -> None:
     text = as_typed(str(err), typed)
     command = COMMANDS.get(typed[0]) if typed else None
     if command is not None and not command.takes_yaml:  # (its options are flags alone)
-        text = as_flags(text, [f.name for f in dataclasses.fields(command.options)])
+        from directpo.chat_split import in_commands  # (train's chat_template option: not theirs)
+
+        text = as_flags(in_commands(text), [f.name for f in dataclasses.fields(command.options)])
     if err.rank is not None:
         print(f"directpo: error: rank {err.rank}: {text}", file=sys.stderr, flush=True)
     elif _first_rank():

@@ -192,7 +192,21 @@ class FileCommandOptions(Options):
         if self.output:
             with collected(problems):
                 check_output_file(self.output)
+            if _same_file(self.input, self.output):  # (it was replaced by the rows written)
+                problems.append(
+                    f"output: {self.output} is the input file; give another name (the input "
+                    "would be replaced by the rows written)"
+                )
         return problems
+
+
+def _same_file(first: str | None, second: str) -> bool:
+    if not first:
+        return False
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # (either not there: the output is new)
+        return False
 
 
 def _lacks(file_columns: Collection[str] | None, column: str) -> bool:
@@ -401,6 +415,21 @@ class GenerateOptions(FileCommandOptions):
         "do_sample": "generate samples unless temperature is 0 (greedy decoding)",
         "max_length": "max_new_tokens limits each completion (max_prompt_length, the prompt)",
         "num_beams": "there is no beam search: sampling, or temperature 0 (greedy decoding)",
+        # vLLM's / transformers' stops (--stop was told 'did you mean --top_p?', --eos_token
+        # 'did you mean --max_new_tokens?')
+        **dict.fromkeys(
+            (
+                "stop",
+                "stop_strings",
+                "stop_sequences",
+                "stop_token_ids",
+                "eos_token",
+                "eos_token_id",
+            ),
+            "a completion ends at the model's own stop tokens (the tokenizer's EOS and "
+            "generation_config.json's eos_token_id) or after max_new_tokens: no other stop, a "
+            "string or a token, is taken",
+        ),
     }
 
     def _check_values(self) -> None:

@@ -108,6 +108,10 @@ def check_not_written(
 TRL_RESPONSE_COLUMNS = {"response": "completion", "responses": "completions"}
 
 
+# the fields of a preference pair's row (directpo's and TRL's; OpenAI's preference files')
+PAIR_FIELDS = (("chosen", "rejected"), ("preferred_output", "non_preferred_output"))
+
+
 def response_column(row: dict[str, Any], column: str) -> str:
     """``column``, or TRL's name for it when the row has only that: generate's output ranks
     as it is (it was "missing field 'responses'")."""
@@ -134,6 +138,9 @@ def require_responses(
         if cased
         else f"name the field of its responses with --{option}"
     )
+    if option == "responses_column" and any(set(pair) <= set(row) for pair in PAIR_FIELDS):
+        # (rank of a pairs file was told to name a column, which no column of a pair fits)
+        fix = "a preference pair: score it with directpo score (rank sorts a list of candidates)"
     has = fields or "no field"
     raise DataError(f"{where}: missing field '{column}'{also}; the row has {has}: {fix}")
 

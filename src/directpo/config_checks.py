@@ -34,7 +34,7 @@ from directpo.config import (
 from directpo.errors import ConfigError
 from directpo.hub import HUB_ID
 from directpo.loss_names import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSS_INFO
-from directpo.mixture import check_mixture
+from directpo.mixture import FILE_SUFFIXES, check_mixture
 from directpo.option_paths import expand_home
 from directpo.options import Options, reject_if_set
 from directpo.preflight import adapter_sync_problem, lora_off_reason
@@ -161,6 +161,7 @@ def check_values(config: DPOConfig) -> None:
             for line in getattr(error, "problems", None) or [str(error)]:
                 config._refuse("dataset_mixture", line)
     check_streaming(config)
+    check_splits_of_files(config)
     if config.dataloader_drop_last and config.online:
         config._refuse(
             "dataloader_drop_last",
@@ -335,6 +336,27 @@ def check_streaming(config: DPOConfig) -> None:
             config._refuse("dataset_streaming", f"dataset_streaming: true with {key}: {why}")
 
 
+def check_splits_of_files(config: DPOConfig) -> None:
+    """A split named (TRL's dataset_train_split: train_prefs) with train_file data files, which
+    have none: it was silently not read (the whole file trained on, no test split held out)."""
+    files = config.train_file if isinstance(config.train_file, list) else [config.train_file]
+    if not all(isinstance(f, str) and f.lower().endswith(FILE_SUFFIXES) for f in files):
+        return  # (none given, or a save_to_disk folder: one of several splits is refused there)
+    named = ", ".join(files[:2]) + (", ..." if len(files) > 2 else "")
+    named += " is a data file" if len(files) == 1 else " are data files"
+    for key, default, instead in (
+        ("dataset_train_split", "train", "its rows are all trained on"),
+        ("dataset_test_split", "test", "give the held-out pairs as eval_file"),
+    ):
+        if getattr(config, key) != default:
+            config._refuse(
+                key,
+                f"{key}: {getattr(config, key)} picks a split of dataset_name (a dataset "
+                f"folder or hub id), but train_file {named}, without splits: "
+                f"remove {key} ({instead})",
+            )
+
+
 def check_wandb_disabled(config: DPOConfig) -> None:
     """``report_to: all`` as transformers took it (every tracker installed), and wandb with
     WANDB_DISABLED set (TRL users' way to turn it off; transformers 5 no longer reads it):
@@ -411,6 +433,8 @@ def check_precision(config: DPOConfig) -> None:
 FORMER_LOSS_NAMES = {
     "aot_pair": "TRL's former aot_pair is aot_unpaired (chosen and rejected sorted apart)",
     "kto_pair": "TRL removed kto_pair: KTO is TRL's KTOTrainer, with unpaired data",
+    # (OpenRLHF's and many scripts' name for the paper's loss: told the list alone)
+    "dpo": "the DPO paper's loss is sigmoid (TRL's name, the default)",
 }
 
 

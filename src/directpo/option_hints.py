@@ -66,7 +66,12 @@ SPELLINGS: dict[str, tuple[str, ...]] = {
         ("max_len", "max_seq_len", "max_seq_length", "seq_len", "cutoff_len"), ("max_length",)
     ),
     "max_tokens": ("max_new_tokens", "generate_max_new_tokens"),
+    # TRL's sampling trainers' (GRPO, online DPO) length of a sample: generate's max_new_tokens
+    # (generate --max_completion_length was told it is train's, where it caps the pairs' text)
+    "max_completion_length": ("max_new_tokens",),
     **dict.fromkeys(("n", "num_samples", "num_completions"), ("num_return_sequences",)),
+    # TRL GRPO's samples per prompt (train was told 'did you mean --generation_kwargs?')
+    "num_generations": ("num_return_sequences", "online_samples_per_prompt"),
     **dict.fromkeys(("precision", "torch_dtype", "mixed_precision"), ("dtype",)),
     # one-letter flags other CLIs give these (-m MODEL, -o OUT, -c CONFIG): none is directpo's
     "m": ("model_name_or_path",),
@@ -175,11 +180,16 @@ def elsewhere(name: str, names: Collection[str], flag: str = "--") -> str:
     """The hint for a name that is (or stands for) another command's option, not one of
     ``names`` (rank --top_k: generate's; score --lr: train's learning_rate), else ''."""
     key = _key(name)
-    owners = [command for command, options in command_options().items() if key in options]
-    if not owners:
-        train = command_options()["train"]
-        key = next((o for o in SPELLINGS.get(key, ()) if o in train), "")
-        owners = ["train"] if key else []
+    every = command_options()
+    owners = [command for command, options in every.items() if key in options]
+    if not owners:  # another tool's spelling: the first option it means that a command has
+        # (score --num_generations: generate's --num_return_sequences, before train's
+        # online_samples_per_prompt; it was train's alone)
+        meant = [
+            o for o in SPELLINGS.get(key, ()) if any(o in options for options in every.values())
+        ]
+        key = meant[0] if meant else ""
+        owners = [command for command, options in every.items() if key in options] if key else []
     if not owners or key in names:
         return ""
     said = " and ".join([", ".join(owners[:-1]), owners[-1]] if len(owners) > 1 else owners)

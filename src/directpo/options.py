@@ -275,7 +275,7 @@ class Options:
         if not self._valid(key):  # refused already (its value is its default now)
             return
         value = getattr(self, key)
-        if value in choices:
+        if value in choices or not self._valid(key):  # (refused already, in its own words)
             return
         meant = meant_choice(value, choices)  # (--dtype bf16 was told the list alone)
         if meant is None and str(value).isdigit():  # (dtype: 16, YAML's number: bfloat16)

@@ -54,20 +54,25 @@ def apply_trl_meanings(config: Any) -> None:
     """TRL's options that are DPOConfig fields, given TRL's meaning (called while a DPOConfig
     is checked): optim, use_peft, rpo_alpha, attn_implementation in
     model_init_kwargs, its trust_remote_code, gradient_checkpointing_kwargs, model_revision,
-    warmup."""
+    warmup. Each refusal is collected (``config._refuse``), so that the checks after it say
+    their own in the same run (optim: adamw_8bit hid a loss_type refused, said a run later)."""
     if config.optim is not None:
         if config.optim not in TRL_OPTIMIZERS:
-            raise ConfigError(
-                f"optim must be one of {', '.join(TRL_OPTIMIZERS)} (got {config.optim!r})"
+            config._refuse(
+                "optim", f"optim must be one of {', '.join(TRL_OPTIMIZERS)} (got {config.optim!r})"
             )
-        if config.optimizer != "adamw" and config.optimizer != TRL_OPTIMIZERS[config.optim]:
-            raise ConfigError(f"optim: {config.optim} contradicts optimizer: {config.optimizer}")
-        config.optimizer = TRL_OPTIMIZERS[config.optim]
+        elif config.optimizer != "adamw" and config.optimizer != TRL_OPTIMIZERS[config.optim]:
+            config._refuse(
+                "optim", f"optim: {config.optim} contradicts optimizer: {config.optimizer}"
+            )
+        else:
+            config.optimizer = TRL_OPTIMIZERS[config.optim]
     if config.use_peft and config.lora_r == 0:
         # (once the unset rank: a rank of 0 asked for became 16 without a word)
-        raise ConfigError(
+        config._refuse(
+            "lora_r",
             "lora_r: 0 with use_peft: true: an adapter of rank 0 trains nothing (peft refuses "
-            "it); remove lora_r for rank 16 (TRL's default), or use_peft to train every weight"
+            "it); remove lora_r for rank 16 (TRL's default), or use_peft to train every weight",
         )
     # unset stays unset without use_peft: set later (a notebook), use_peft still means TRL
     # ModelConfig's rank; an adapter folder as the model is continued with its own (use_peft
@@ -77,14 +82,15 @@ def apply_trl_meanings(config: Any) -> None:
         config.lora_r = 16
         config._rank_of_use_peft = True  # a peft_config given to train() replaces it
     if config.use_peft is False and config.lora_r:
-        raise ConfigError("lora_r is set but use_peft is false: remove one of them")
+        config._refuse("lora_r", "lora_r is set but use_peft is false: remove one of them")
     _nll_weight(config)
     _attention_from_init_kwargs(config)
     _trust_from_init_kwargs(config)
     if config.save_strategy == "best":  # transformers' SaveStrategy.BEST
-        raise ConfigError(
+        config._refuse(
+            "save_strategy",
             "save_strategy: best is not supported: load_best_model_at_end: true writes a "
-            "checkpoint at every evaluation that improves metric_for_best_model"
+            "checkpoint at every evaluation that improves metric_for_best_model",
         )
     kwargs = config.gradient_checkpointing_kwargs
     # use_reentrant chooses torch's implementation, not the gradients: directpo always uses the
@@ -92,18 +98,19 @@ def apply_trl_meanings(config: Any) -> None:
     if kwargs and (
         set(kwargs) != {"use_reentrant"} or not isinstance(kwargs["use_reentrant"], bool)
     ):
-        raise ConfigError(
+        config._refuse(
+            "gradient_checkpointing_kwargs",
             f"gradient_checkpointing_kwargs: only use_reentrant is supported (got "
-            f"{as_yaml(kwargs)}); "
-            "directpo always checkpoints non-reentrant (the same gradients)"
+            f"{as_yaml(kwargs)}); directpo always checkpoints non-reentrant (the same gradients)",
         )
     _revision_into_init_kwargs(config)
-    if config.warmup_steps and config.warmup_ratio:
-        raise ConfigError("warmup_steps and warmup_ratio are both set: keep one")
     steps = config.warmup_steps
-    if steps >= 1 and not float(steps).is_integer():
-        raise ConfigError(
-            f"warmup_steps must be a whole number of steps or a fraction in (0, 1) (got {steps})"
+    if config.warmup_steps and config.warmup_ratio:
+        config._refuse("warmup_steps", "warmup_steps and warmup_ratio are both set: keep one")
+    elif steps >= 1 and not float(steps).is_integer():
+        config._refuse(
+            "warmup_steps",
+            f"warmup_steps must be a whole number of steps or a fraction in (0, 1) (got {steps})",
         )
 
 
@@ -136,9 +143,10 @@ def _revision_into_init_kwargs(config: Any) -> None:
         return
     kwargs = dict(config.model_init_kwargs or {})
     if kwargs.get("revision", revision) != revision:
-        raise ConfigError(
+        return config._refuse(
+            "model_revision",
             f"model_revision {revision!r} contradicts model_init_kwargs' revision "
-            f"{kwargs['revision']!r}: keep one"
+            f"{kwargs['revision']!r}: keep one",
         )
     config.model_init_kwargs = {**kwargs, "revision": revision}
     config.model_revision = "main"  # now in model_init_kwargs (config.yaml says so)
@@ -149,17 +157,19 @@ def _nll_weight(config: Any) -> None:
     that weight, i.e. loss_type [..., sft], loss_weights [..., alpha] (config.yaml says so)."""
     if config.cpo_alpha is not None and config.loss_type != ["simpo"]:
         # TRL's CPO losses (sigmoid, hinge, ipo) compare the policy's sums without a reference
-        raise ConfigError(
+        return config._refuse(
+            "cpo_alpha",
             f"cpo_alpha is TRL CPOTrainer's; its loss_type {', '.join(config.loss_type)} has no "
             "reference model, which directpo's losses of that name have: use loss_type simpo "
-            "(SimPO, as CPOTrainer's), or drop cpo_alpha for DPO's losses"
+            "(SimPO, as CPOTrainer's), or drop cpo_alpha for DPO's losses",
         )
     for name in ("rpo_alpha", "cpo_alpha"):
         alpha = getattr(config, name)
         if alpha is None:
             continue
         if "sft" in config.loss_type:
-            raise ConfigError(f"{name} adds the sft loss, which loss_type already has")
+            config._refuse(name, f"{name} adds the sft loss, which loss_type already has")
+            continue
         if alpha:  # cpo_alpha: 0 is SimPO alone
             weights = config.loss_weights or [1.0] * len(config.loss_type)
             config.loss_type = [*config.loss_type, "sft"]
@@ -179,9 +189,10 @@ def _attention_from_init_kwargs(config: Any) -> None:
         if name == "model_init_kwargs" and option == "auto":
             config.attn_implementation = option = attention
             continue
-        raise ConfigError(
+        config._refuse(
+            name,
             f"{name}: attn_implementation {attention!r} contradicts attn_implementation: "
-            f"{option} (which loads policy and reference alike): keep one"
+            f"{option} (which loads policy and reference alike): keep one",
         )
 
 
@@ -198,11 +209,13 @@ def _trust_from_init_kwargs(config: Any) -> None:
         if trust is True and not config.trust_remote_code and name == "model_init_kwargs":
             config.trust_remote_code = True
         elif trust is not config.trust_remote_code:
-            raise ConfigError(
+            config._refuse(
+                name,
                 f"{name}: trust_remote_code {as_yaml(trust)} contradicts trust_remote_code: "
                 f"{as_yaml(config.trust_remote_code)}: set the option alone (it loads every "
-                "model folder and tokenizer of the run)"
+                "model folder and tokenizer of the run)",
             )
+            continue
         # now the option (config.yaml says so)
         rest = {k: v for k, v in kwargs.items() if k != "trust_remote_code"}
         setattr(config, name, rest or None)
@@ -286,6 +299,12 @@ def spellings(values: dict[str, Any], where: str) -> dict[str, str]:
     return renamed
 
 
+def _takes(key: str, known: list[str]) -> bool:
+    """``key`` is an option's name or one of TRL's that ``translate`` reads (renamed, refused
+    with a reason, or of no effect here)."""
+    return key in known or key in ALIASES or key in RENAMED or key in REFUSED or key in NO_EFFECT
+
+
 NO_STRINGS = ("logging_strategy",)  # TRL's string options with a "no" (YAML's is false)
 
 
@@ -327,6 +346,11 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
                 text = repr(value) if where == "DPOConfig" else text
                 given = f"--{key} {text}" if flag else f"{key}: {text}"
                 problems.append(f"{given} is not supported{reason}")
+        elif not flag and key.startswith("no_") and _takes(key[3:], known):
+            # HfArgumentParser's flag --no_remove_unused_columns written as a key (was told
+            # 'did you mean rejected_column?'): its key is the option's own, set false
+            written = f"{key[3:]}=False" if where == "DPOConfig" else f"{key[3:]}: false"
+            problems.append(f"unknown option '{key}'; the flag --{key} is written {written} here")
         else:
             # (--lr, --data: option_hints; a flag may be --config misspelt)
             meant = HINTS.get(key)
