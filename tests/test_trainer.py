@@ -424,7 +424,8 @@ def test_what_train_returns_is_public_and_documented() -> None:
     raised = [v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, Exception)]
     assert all(getattr(directpo, kind.__name__, None) is kind for kind in raised if
                kind is not errors.ConfigErrors)  # fmt: skip
-    documented = {"output_dir", "global_step", "metrics", "policy", "reference", "stopped_by"}
+    documented = {"output_dir", "global_step", "metrics", "policy", "reference", "stopped_by",
+                  "train_metrics", "training_loss"}  # fmt: skip
     assert all(f"``{name}``" in train.__doc__ for name in documented)
 
 

@@ -84,7 +84,9 @@ def train(
 
     Returns a ``TrainResult``: ``output_dir``, ``global_step``, ``metrics`` (every logged row,
     as in metrics.jsonl), ``policy`` (the trained model), ``reference``, ``tokenizer`` and
-    ``stopped_by`` (the signal that stopped the run after its checkpoint, else None).
+    ``stopped_by`` (the signal that stopped the run after its checkpoint, else None); TRL's
+    ``TrainOutput`` values as ``train_metrics`` (train_loss, train_runtime, ...: a dict, as
+    train_results.json) and ``training_loss``.
     Problems with options, data or models raise ``DirectpoError`` subclasses with a one-line
     message (nothing exits the process); ``echo`` receives every line directpo prints (None:
     nothing is printed; the progress bar is ``disable_tqdm``'s).
