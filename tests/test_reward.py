@@ -551,6 +551,30 @@ def test_models_given_as_objects_score_in_eval_mode_against_the_right_reference(
         assert got == pytest.approx(want, abs=1e-6)
 
 
+def test_the_policy_object_as_its_own_reference_is_refused(tiny_model_dirs) -> None:
+    """``ImplicitReward(policy, policy, beta)`` scored every response 0 without a word (a PEFT
+    policy too: its adapters stayed on for the reference's pass), as TRL's DPOTrainer refuses
+    ``ref_model=model``; it is refused, naming what to give (a PEFT policy's base scores as
+    its run's reference does)."""
+    from peft import LoraConfig, get_peft_model
+
+    llama = str(tiny_model_dirs["llama"])
+    tokenizer = AutoTokenizer.from_pretrained(llama)
+    plain = AutoModelForCausalLM.from_pretrained(llama)
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    policy = get_peft_model(AutoModelForCausalLM.from_pretrained(llama), lora)
+    for model, reference in (
+        (plain, plain),
+        (policy, policy),
+        (plain, FrozenModelReference(plain)),
+    ):
+        with pytest.raises(ConfigError, match=r"^reference is the policy object itself, so every"):
+            ImplicitReward(model, reference, 0.1, tokenizer)
+    want = ImplicitReward(policy, llama, 0.1, tokenizer).score("The movie was", " great.")
+    base = ImplicitReward(policy, policy.get_base_model(), 0.1, tokenizer)
+    assert want != 0 and base.score("The movie was", " great.") == pytest.approx(want, abs=1e-6)
+
+
 def test_an_adapter_that_rewrote_its_base_scores_against_the_base_as_stored(
     tiny_model_dirs, tmp_path
 ) -> None:

@@ -132,6 +132,14 @@ class ImplicitReward:
         own = isinstance(reference, AdapterReference) and reference.model is self.policy
         self.reference_adapter = reference if own else None
         reference = None if own else _reference_model(reference, self.policy)
+        if reference is not None and reference is self.policy:
+            # every reward 0, without a word (a PEFT policy too: its adapters stayed on); TRL's
+            # DPOTrainer refuses ref_model=model likewise
+            raise ConfigError(
+                "reference is the policy object itself, so every reward would be 0: give the "
+                "starting model (its folder, or a copy), or for a PEFT policy its base, "
+                "policy.get_base_model() (scored with the adapters off)"
+            )
         # a LoRA policy scored against its own base: the base is the policy with adapters off
         self.adapters_off = reference is not None and _is_base_of(self.policy, reference)
         self.reference = None
