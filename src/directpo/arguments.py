@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from directpo.adapters import lora_options_of
+from directpo.adapters import lora_options_of, peft_config_refusal
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, ConfigErrors, respelled
 from directpo.trl_compat import ALIASES
@@ -35,6 +35,8 @@ def checked_arguments(
             "peft_config must be a PEFT config object (e.g. peft.LoraConfig(r=16)), got "
             f"{type(peft_config).__name__}"
         )
+    if peft_config is not None and (refused := peft_config_refusal(peft_config)):
+        raise ConfigError(refused)  # before any model loads (it came after the model's load)
     quantized = "load_in_4bit" if config.load_in_4bit else "load_in_8bit"
     if (config.load_in_4bit or config.load_in_8bit) and not config.lora_r and peft_config is None:
         # TRL: "cannot fine-tune purely quantized models"; a peft_config from Python is an adapter
