@@ -1353,6 +1353,42 @@ def test_trls_quantization_config_and_default_trainer_arguments(monkeypatch) -> 
     assert "callbacks (TRL's DPOTrainer argument)" in said and len(seen) == 3
 
 
+def test_trls_reward_funcs_is_reward_fn_and_its_list_of_one_is_the_one(monkeypatch) -> None:
+    """OnlineDPOTrainer's ``reward_funcs=[fn]`` took three tries: "unknown option
+    'reward_funcs'; did you mean 'reward_fn'?", then reward_fn=[...] "must be a string, got
+    [<function ...>]", then the line that says to give the function by its file. The keyword
+    is reward_fn's, a list of one is its item (a function then said at once), and several are
+    one line saying how directpo sums labellers."""
+    import directpo.trainer
+
+    seen: list[DPOConfig] = []
+
+    def stop(config, peft_config, echo):
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    def my_reward(prompts, completions):
+        return [0.0] * len(completions)
+
+    monkeypatch.setattr(directpo.trainer, "checked_arguments", stop)
+    online = dict(model="m", online=True, prompt_file="p.jsonl", echo=None)
+    for given in (["rewards.py:score"], "rewards.py:score", ("rewards.py:score",)):
+        with pytest.raises(KeyboardInterrupt):
+            train(reward_funcs=given, **online)
+        assert seen.pop().reward_fn == "rewards.py:score"
+    with pytest.raises(KeyboardInterrupt):
+        train(reward_fn=["rewards.py:score"], **online)
+    assert seen.pop().reward_fn == "rewards.py:score"
+    for key in ("reward_funcs", "reward_fn"):
+        with pytest.raises(ConfigError, match=r"reward_fn is a function: .*='my_rewards.py:my_re"):
+            train(**{key: [my_reward]}, **online)
+        with pytest.raises(ConfigError, match=r"reward_fn takes one function \(got a list of 2"):
+            train(**{key: [my_reward, "rewards.py:score"]}, **online)
+    with pytest.raises(ConfigError, match="reward_funcs and reward_fn are both given"):
+        train(reward_funcs="a.py:f", reward_fn="a.py:f", **online)
+    assert not seen
+
+
 def test_rows_given_from_python_say_which_data_options_they_replace(
     tiny_model_dirs, pairs_file, tmp_path, monkeypatch
 ) -> None:

@@ -124,6 +124,10 @@ def trainer_arguments(
             f"precision and layout it trains); save this {type(given).__name__} "
             f"(.save_pretrained(DIR)) and give {option}=DIR{unchanged}"
         )
+    if "reward_funcs" in options:  # OnlineDPOTrainer(reward_funcs=...): reward_fn's values
+        if "reward_fn" in options:
+            problems.append("reward_funcs and reward_fn are both given: use reward_fn")
+        options["reward_fn"] = options.pop("reward_funcs")
     if "quantization_config" in options:
         ported = quantization_options(options.pop("quantization_config"))
         if isinstance(ported, str):
