@@ -1353,6 +1353,49 @@ def test_trls_quantization_config_and_default_trainer_arguments(monkeypatch) -> 
     assert "callbacks (TRL's DPOTrainer argument)" in said and len(seen) == 3
 
 
+def test_a_yaml_file_as_trains_config_is_read_as_the_command_reads_it(
+    tmp_path, monkeypatch
+) -> None:
+    """``train("recipe.yaml")`` (the file ``directpo train recipe.yaml`` runs) was a TypeError
+    "train() takes a directpo.DPOConfig, got builtins.str": it is the file read as the command
+    reads it (TRL's names, the keywords over its keys, as flags are), and a string that is no
+    file (a model folder, TRL's ``DPOTrainer("model-id", ...)`` order) says what to write."""
+    import directpo.trainer
+    from directpo.config import load_config
+
+    seen: list[DPOConfig] = []
+
+    def stop(config, peft_config, echo):
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(directpo.trainer, "checked_arguments", stop)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "model_name_or_path: m\ntrain_file: p.jsonl\nbeta: 0.3\ntorch_dtype: bfloat16\n"
+        "eval_strategy: steps\neval_steps: 2\n"
+    )
+    for given in (str(recipe), recipe):  # eval_file completes the file, as a flag would
+        with pytest.raises(KeyboardInterrupt):
+            train(given, beta=0.2, eval_file="e.jsonl", echo=None)
+    assert seen[0] == seen[1] == load_config(recipe, {"beta": 0.2, "eval_file": "e.jsonl"})
+    assert (seen[0].beta, seen[0].dtype, seen[0].eval_file) == (0.2, "bfloat16", "e.jsonl")
+    with pytest.raises(ConfigError) as refused:  # (its train_file, not there, said with it)
+        train(recipe, lerning_rate=1e-6, echo=None)
+    assert str(refused.value).startswith("train(): 2 options cannot be used:")
+    assert "\n  unknown option 'lerning_rate'; did you mean 'learning_rate'?" in str(refused.value)
+    (tmp_path / "model").mkdir()
+    for path, kind in ((tmp_path / "model", "a folder"), ("org/model", "no file")):
+        with pytest.raises(ConfigError) as refused:
+            train(str(path), echo=None)
+        assert str(refused.value) == (
+            f"train({str(path)!r}): the first argument is the config (a DPOConfig, a YAML file "
+            f"or a dict of options), and {str(path)!r} is {kind}; a model is "
+            f"train(model_name_or_path={str(path)!r}, ...), rows train_dataset=..."
+        )
+    assert len(seen) == 2
+
+
 def test_trls_reward_funcs_is_reward_fn_and_its_list_of_one_is_the_one(monkeypatch) -> None:
     """OnlineDPOTrainer's ``reward_funcs=[fn]`` took three tries: "unknown option
     'reward_funcs'; did you mean 'reward_fn'?", then reward_fn=[...] "must be a string, got

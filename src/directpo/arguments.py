@@ -196,12 +196,31 @@ def config_with(config: DPOConfig | None, options: dict[str, Any]) -> DPOConfig 
     config, options = trainer_arguments(config, options)
     if config is None:  # (train() alone, or with rows only: the missing options are said)
         return DPOConfig(**options)
+    if isinstance(config, str | os.PathLike):
+        return config_file(os.fspath(config), options)
     ported = ported_config(config, options)
     if ported is not config:  # (built with the options)
         return ported
     if not options or not isinstance(config, DPOConfig):
         return config
     return rebuilt_config(config, **options)
+
+
+def config_file(path: str, options: dict[str, Any]) -> DPOConfig:
+    """``train("recipe.yaml", beta=0.2)``: the file as ``directpo train recipe.yaml --beta 0.2``
+    reads it (load_config: TRL's names, ``env:``, interpolations; the options over its keys).
+    It was a TypeError ("takes a directpo.DPOConfig, got builtins.str"); a string that names no
+    file, such as a model folder (TRL's ``DPOTrainer("model-id", ...)`` order), is said so."""
+    from directpo.config import load_config
+
+    if os.path.isfile(path) or path.endswith((".yaml", ".yml")):
+        return load_config(path, options, overrides_from="train()")
+    kind = "a folder" if os.path.isdir(path) else "no file"
+    raise ConfigError(
+        f"train({path!r}): the first argument is the config (a DPOConfig, a YAML file or a "
+        f"dict of options), and {path!r} is {kind}; a model is "
+        f"train(model_name_or_path={path!r}, ...), rows train_dataset=..."
+    )
 
 
 def ported_config(config: Any, options: dict[str, Any] | None = None) -> Any:

@@ -1092,10 +1092,12 @@ def load_config(
     path: str | os.PathLike | Mapping[str, Any] | None = None,
     overrides: dict[str, Any] | None = None,
     interpolate: bool = True,
+    overrides_from: str = "command line",
 ) -> DPOConfig:
     """Read the optional YAML file (or a dict of its contents: TRL's names, ``env:``), apply
-    ``overrides`` (e.g. from flags) on top, and validate (``interpolate``: load_options')."""
-    return load_options(DPOConfig, path, overrides, interpolate)
+    ``overrides`` (e.g. from flags) on top, and validate (``interpolate``,
+    ``overrides_from``: load_options')."""
+    return load_options(DPOConfig, path, overrides, interpolate, overrides_from)
 
 
 def option_names() -> list[str]:

@@ -96,7 +96,8 @@ def train(
     ``train_dataset`` / ``eval_dataset`` (a ``datasets.Dataset`` or ``IterableDataset``, a
     ``DatasetDict`` of one split, a pandas DataFrame, a list of dicts, or a path) replace the
     files. ``options`` are DPOConfig's (``train(model_name_or_path=..., train_file=...)``), over
-    ``config``'s values when it is given (``train(config, beta=0.2)``). TRL's ``DPOTrainer``
+    ``config``'s values when it is given (``train(config, beta=0.2)``); ``config`` may be a
+    YAML file's path, read as ``directpo train FILE`` reads it. TRL's ``DPOTrainer``
     keywords are read too (``args=``, ``model=`` as a folder, ``quantization_config=``; see
     arguments.py); a TRL ``DPOConfig`` (any ``TrainingArguments``) or a dict as the config is
     ported as ``DPOConfig(**config.to_dict())``.
