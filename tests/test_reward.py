@@ -480,6 +480,12 @@ def test_score_checks_its_arguments_and_rows_as_training_does(tiny_model_dirs) -
     with pytest.raises(ValueError, match="^score needs one response and one image list per "
                        "prompt: got 1 prompt, 1 response, 2 image lists$"):  # fmt: skip
         scorer.score(["Hi"], [" a"], [None, None])
+    # one string for a list of prompts was read as a list of its characters: score(["ab", "cd"],
+    # "xy") scored "x" and "y" without a word, other lengths said "got 2 prompts, 6 responses"
+    for prompts in (["ab", "cd"], (p for p in ["ab", "cd"])):
+        with pytest.raises(ValueError, match=r"^score of 2 prompts needs a list of responses, one "
+                           r"per prompt \(got one string\)$"):  # fmt: skip
+            scorer.score(prompts, "xy")
 
 
 def test_a_response_cut_to_max_length_is_said(tiny_model_dirs, tmp_path) -> None:

@@ -274,7 +274,13 @@ class ImplicitReward:
                 raise ValueError("a single prompt needs a single response (or pass lists)")
             one = None if images is None else [images]
             return self.score([prompts], [responses], one)[0]  # type: ignore[list-item, index]
-        prompts, responses = list(prompts), list(responses)  # a pandas Series, a generator
+        prompts = list(prompts)  # a pandas Series, a generator
+        if isinstance(responses, str):  # list() of it scored its characters, one per prompt
+            raise ValueError(
+                f"score of {counted(len(prompts), 'prompt')} needs a list of responses, one per "
+                "prompt (got one string)"
+            )
+        responses = list(responses)
         given = images is not None
         images = list(images) if images is not None else [None] * len(prompts)
         if not len(prompts) == len(responses) == len(images):
