@@ -102,6 +102,37 @@ def test_a_peft_config_for_another_task_is_refused_before_any_model_loads(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_peft_config_beside_an_adapter_folder_says_to_remove_it(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """An adapter folder as model_name_or_path continues that adapter: with a LoraConfig given
+    beside it the refusal said "remove lora_r (and the other lora_* options)", which the user
+    had not written, and an IA3Config met "AttributeError: 'IA3Config' object has no attribute
+    'init_lora_weights'" once the model had loaded. Both say to remove peft_config, before
+    any model loads."""
+    from peft import IA3Config, LoraConfig
+
+    import directpo.trainer as trainer_module
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(trainer_module, "prepare_run", no_load)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+    config = tiny_config(adapter, pairs_file, tmp_path / "out")
+    ia3 = IA3Config(target_modules=["q_proj", "down_proj"], feedforward_modules=["down_proj"])
+    for peft_config in (LoraConfig(r=4, target_modules=["q_proj"]), ia3):
+        with pytest.raises(ConfigError) as refused:
+            train(config, echo=quiet, peft_config=peft_config)
+        assert str(refused.value) == (
+            f"model_name_or_path {adapter} is an adapter folder: training continues that "
+            "adapter as it was saved; remove peft_config (or give the base model as "
+            "model_name_or_path to train new adapters)"
+        )
+
+
 def test_a_lora_config_without_target_modules_is_recorded_as_peft_s_choice(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:

@@ -55,6 +55,15 @@ def checked_arguments(
         )
     if peft_config is None:
         return rebuilt_config(config), None
+    from directpo.preflight import is_adapter_folder
+
+    if is_adapter_folder(config.model_name_or_path):  # its lora_* then said "remove lora_r",
+        # which was not given; another method's config met an AttributeError deep in the load
+        raise ConfigError(
+            f"model_name_or_path {config.model_name_or_path} is an adapter folder: training "
+            "continues that adapter as it was saved; remove peft_config (or give the base "
+            "model as model_name_or_path to train new adapters)"
+        )
     if config.lora_r and not getattr(config, "_rank_of_use_peft", False):
         raise ConfigError("peft_config and lora_r are both given: use one of them")
     # use_peft: true turns PEFT on, the peft_config says which (TRL's DPOTrainer(peft_config=
