@@ -486,6 +486,8 @@ def test_score_checks_its_arguments_and_rows_as_training_does(tiny_model_dirs) -
         with pytest.raises(ValueError, match=r"^score of 2 prompts needs a list of responses, one "
                            r"per prompt \(got one string\)$"):  # fmt: skip
             scorer.score(prompts, "xy")
+    with pytest.raises(ValueError, match=r"^score of 1 prompt needs a list of image lists, one "):
+        scorer.score(["Hi"], [" a"], "cat.png")
 
 
 def test_a_response_cut_to_max_length_is_said(tiny_model_dirs, tmp_path) -> None:

@@ -275,11 +275,12 @@ class ImplicitReward:
             one = None if images is None else [images]
             return self.score([prompts], [responses], one)[0]  # type: ignore[list-item, index]
         prompts = list(prompts)  # a pandas Series, a generator
-        if isinstance(responses, str):  # list() of it scored its characters, one per prompt
-            raise ValueError(
-                f"score of {counted(len(prompts), 'prompt')} needs a list of responses, one per "
-                "prompt (got one string)"
-            )
+        for name, given in (("responses", responses), ("image lists", images)):
+            if isinstance(given, str):  # list() of it scored its characters, one per prompt
+                raise ValueError(
+                    f"score of {counted(len(prompts), 'prompt')} needs a list of {name}, one "
+                    "per prompt (got one string)"
+                )
         responses = list(responses)
         given = images is not None
         images = list(images) if images is not None else [None] * len(prompts)
