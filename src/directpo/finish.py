@@ -117,7 +117,7 @@ class TrainResult:
         return self.kept_reference
 
 
-class LoggedRows(list):
+class LoggedRows(list[dict[str, Any]]):
     """``TrainResult.metrics``: every logged row, as metrics.jsonl holds them. TRL's
     ``train_result.metrics`` is a dict (``metrics["train_loss"]``, the alignment-handbook's
     ``metrics["train_samples"] = n``), which here met "list indices must be integers or slices,
