@@ -511,6 +511,32 @@ def test_numpy_and_torch_numbers_are_the_values_they_hold() -> None:
         DPOConfig(model_name_or_path="m", max_steps=np.float64(2.5))
 
 
+def test_a_torch_dtype_names_its_dtype_in_the_dtype_options(tmp_path) -> None:
+    """``dtype=torch.bfloat16`` (transformers' from_pretrained spelling, and what the refusal
+    of model_init_kwargs' dtype leads a TRL user to write) was refused as "dtype must be a
+    string, got a torch.dtype object": each dtype option reads it as its name, which the run's
+    config.yaml records; a dtype no option takes, or a dtype given to another option, is still
+    refused."""
+    import torch
+
+    config = DPOConfig(
+        model_name_or_path="m", torch_dtype=torch.bfloat16, master_weights=torch.float32,
+        eval_dtype=torch.float32, save_dtype=torch.bfloat16, load_in_4bit=True, lora_r=8,
+        bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.bfloat16,
+    )  # fmt: skip
+    assert (config.dtype, config.master_weights, config.eval_dtype, config.save_dtype) == (
+        "bfloat16", "float32", "float32", "bfloat16",
+    )  # fmt: skip
+    assert (config.bnb_4bit_compute_dtype, config.bnb_4bit_quant_storage) == ("bfloat16",) * 2
+    config.save_record(tmp_path / "config.yaml")
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["dtype"] == "bfloat16"
+    refused = r"dtype must be one of float32, bfloat16 \(got 'float16'"
+    with pytest.raises(ConfigError, match=refused):
+        DPOConfig(model_name_or_path="m", dtype=torch.float16)
+    with pytest.raises(ConfigError, match="model_name_or_path must be a string, got a torch.dtype"):
+        DPOConfig(model_name_or_path=torch.bfloat16)
+
+
 def test_a_leading_tilde_in_a_path_option_is_the_home_folder(tmp_path, monkeypatch) -> None:
     """YAML and Python do not expand ``~`` as a shell does: ``model_name_or_path: ~/models/x``
     was refused as "no such model folder" though it was there, a train_file read as missing,

@@ -475,3 +475,33 @@ def test_a_missing_module_is_named_only_where_its_package_is_not_installed() -> 
     assert (
         _missing_package(backend) == "FooProcessor needs the PyAv library, which is not installed"
     )
+
+
+def test_a_model_folder_saved_without_its_tokenizer_says_so(tiny_model_dirs, tmp_path) -> None:
+    """``model.save_pretrained(folder)`` alone (a notebook's model, its tokenizer not saved
+    beside it) was "cannot load (Couldn't instantiate the backend tokenizer from one of: )":
+    train() and ImplicitReward say that the folder holds no tokenizer files and what to do;
+    a folder that holds them but fails otherwise keeps transformers' reason."""
+    import shutil
+
+    from directpo.models import load_tokenizer
+    from directpo.reward import ImplicitReward
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for name in ("config.json", "model.safetensors", "generation_config.json"):
+        shutil.copy(tiny_model_dirs["llama"] / name, alone / name)
+    said = (
+        f"tokenizer '{alone}': the folder holds no tokenizer files (tokenizer.json, "
+        "tokenizer_config.json, ...), as a model saved alone: save its tokenizer there too "
+        "(tokenizer.save_pretrained(folder)), or give tokenizer_name_or_path"
+    )
+    with pytest.raises(ModelLoadError) as refused:
+        load_tokenizer(str(alone))
+    assert str(refused.value) == said
+    with pytest.raises(ModelLoadError) as refused:
+        ImplicitReward(str(alone), None, 0.1)
+    assert str(refused.value) == said
+    (alone / "tokenizer_config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match=r"^tokenizer '.*alone': cannot load \("):
+        load_tokenizer(str(alone))

@@ -66,14 +66,98 @@ def test_any_peft_config_from_python(tiny_model_dirs, pairs_file, tmp_path) -> N
     assert json.loads((out / "adapter_config.json").read_text())["peft_type"] == "IA3"
     prompt = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
     config.output_dir = str(tmp_path / "prompt")
-    with pytest.raises(ModelLoadError, match="prepends virtual tokens"):
+    # refused before any model loads (ConfigError), as apply_peft refuses them after
+    with pytest.raises(ConfigError, match="prepends virtual tokens"):
         train(config, echo=quiet, peft_config=prompt)
     adalora = AdaLoraConfig(task_type="CAUSAL_LM", target_modules=["q_proj"], total_step=3)
-    with pytest.raises(ModelLoadError, match="AdaLoraConfig reallocates its ranks"):
+    with pytest.raises(ConfigError, match="AdaLoraConfig reallocates its ranks"):
         train(config, echo=quiet, peft_config=adalora)
     config.output_dir, config.lora_r = str(tmp_path / "both"), 4
     with pytest.raises(ConfigError, match="peft_config and lora_r are both given"):
         train(config, echo=quiet, peft_config=peft_config)
+
+
+def test_a_peft_config_for_another_task_is_refused_before_any_model_loads(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """``LoraConfig(task_type="SEQ_CLS")`` wrapped the causal LM in
+    PeftModelForSequenceClassification and trained: the output's adapter_config.json then
+    loaded in no AutoPeftModelForCausalLM, where ``lora_task_type: SEQ_CLS`` is refused. It is
+    refused the same way, before the model loads (as prompt tuning now is)."""
+    from peft import LoraConfig, PromptTuningConfig, TaskType
+
+    import directpo.trainer as trainer_module
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(trainer_module, "prepare_run", no_load)
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "out")
+    for task in ("SEQ_CLS", TaskType.TOKEN_CLS):
+        lora = LoraConfig(r=4, target_modules=["q_proj"], task_type=task)
+        with pytest.raises(ConfigError, match=r"^peft_config: task_type '(SEQ|TOKEN)_CLS' is not"):
+            train(config, echo=quiet, peft_config=lora)
+    with pytest.raises(ConfigError, match="prepends virtual tokens"):
+        train(config, echo=quiet, peft_config=PromptTuningConfig(num_virtual_tokens=4))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_peft_config_beside_an_adapter_folder_says_to_remove_it(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """An adapter folder as model_name_or_path continues that adapter: with a LoraConfig given
+    beside it the refusal said "remove lora_r (and the other lora_* options)", which the user
+    had not written, and an IA3Config met "AttributeError: 'IA3Config' object has no attribute
+    'init_lora_weights'" once the model had loaded. Both say to remove peft_config, before
+    any model loads."""
+    from peft import IA3Config, LoraConfig
+
+    import directpo.trainer as trainer_module
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(trainer_module, "prepare_run", no_load)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+    config = tiny_config(adapter, pairs_file, tmp_path / "out")
+    ia3 = IA3Config(target_modules=["q_proj", "down_proj"], feedforward_modules=["down_proj"])
+    for peft_config in (LoraConfig(r=4, target_modules=["q_proj"]), ia3):
+        with pytest.raises(ConfigError) as refused:
+            train(config, echo=quiet, peft_config=peft_config)
+        assert str(refused.value) == (
+            f"model_name_or_path {adapter} is an adapter folder: training continues that "
+            "adapter as it was saved; remove peft_config (or give the base model as "
+            "model_name_or_path to train new adapters)"
+        )
+
+
+def test_a_lora_config_without_target_modules_is_recorded_as_peft_s_choice(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """TRL's examples' ``LoraConfig(r=16, lora_alpha=32, task_type="CAUSAL_LM")`` (peft's
+    modules for the architecture) was said to be "a LoraConfig that no lora_* option expresses"
+    and config.yaml recorded no adapters, its rerun a full fine-tune: it is
+    ``lora_target_modules: null``, which reruns the same adapters."""
+    from peft import LoraConfig
+
+    from directpo.config import load_config
+
+    first = tmp_path / "first"
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, first, max_steps=2,
+                         learning_rate=5e-2)  # fmt: skip
+    lines: list[str] = []
+    lora = LoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM")
+    losses = [r["loss"] for r in rows(train(config, echo=lines.append, peft_config=lora))]
+    assert not any("no lora_* option expresses" in line for line in lines)
+    recorded = load_config(first / "config.yaml")
+    assert (recorded.lora_r, recorded.lora_alpha, recorded.lora_target_modules) == (4, 8, None)
+    recorded.output_dir = str(tmp_path / "rerun")
+    assert [r["loss"] for r in rows(train(recorded, echo=quiet))] == pytest.approx(losses)
+    saved = json.loads((tmp_path / "rerun" / "adapter_config.json").read_text())
+    assert set(saved["target_modules"]) == {"q_proj", "v_proj"}  # peft's for Llama
+    assert saved["task_type"] == "CAUSAL_LM"
 
 
 def test_trainable_token_indices_train_those_embedding_rows(
@@ -241,12 +325,12 @@ def test_initialisations_computed_from_data_are_refused(
     tiny_model_dirs, pairs_file, tmp_path, init, step
 ) -> None:
     """EVA and LoRA-GA start from a peft pass over data that directpo never runs: peft then
-    started plain LoRA adapters without a word."""
+    started plain LoRA adapters without a word. (Refused before any model loads.)"""
     from peft import LoraConfig
 
     config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "out", max_steps=1)
     lora = LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=init)
-    with pytest.raises(ModelLoadError, match=f"init_lora_weights '{init}' .* {step}"):
+    with pytest.raises(ConfigError, match=f"init_lora_weights '{init}' .* {step}"):
         train(config, echo=quiet, peft_config=lora)
 
 

@@ -480,6 +480,14 @@ def test_score_checks_its_arguments_and_rows_as_training_does(tiny_model_dirs) -
     with pytest.raises(ValueError, match="^score needs one response and one image list per "
                        "prompt: got 1 prompt, 1 response, 2 image lists$"):  # fmt: skip
         scorer.score(["Hi"], [" a"], [None, None])
+    # one string for a list of prompts was read as a list of its characters: score(["ab", "cd"],
+    # "xy") scored "x" and "y" without a word, other lengths said "got 2 prompts, 6 responses"
+    for prompts in (["ab", "cd"], (p for p in ["ab", "cd"])):
+        with pytest.raises(ValueError, match=r"^score of 2 prompts needs a list of responses, one "
+                           r"per prompt \(got one string\)$"):  # fmt: skip
+            scorer.score(prompts, "xy")
+    with pytest.raises(ValueError, match=r"^score of 1 prompt needs a list of image lists, one "):
+        scorer.score(["Hi"], [" a"], "cat.png")
 
 
 def test_a_response_cut_to_max_length_is_said(tiny_model_dirs, tmp_path) -> None:
@@ -549,6 +557,30 @@ def test_models_given_as_objects_score_in_eval_mode_against_the_right_reference(
             ["The movie was"], [" great."]
         )
         assert got == pytest.approx(want, abs=1e-6)
+
+
+def test_the_policy_object_as_its_own_reference_is_refused(tiny_model_dirs) -> None:
+    """``ImplicitReward(policy, policy, beta)`` scored every response 0 without a word (a PEFT
+    policy too: its adapters stayed on for the reference's pass), as TRL's DPOTrainer refuses
+    ``ref_model=model``; it is refused, naming what to give (a PEFT policy's base scores as
+    its run's reference does)."""
+    from peft import LoraConfig, get_peft_model
+
+    llama = str(tiny_model_dirs["llama"])
+    tokenizer = AutoTokenizer.from_pretrained(llama)
+    plain = AutoModelForCausalLM.from_pretrained(llama)
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    policy = get_peft_model(AutoModelForCausalLM.from_pretrained(llama), lora)
+    for model, reference in (
+        (plain, plain),
+        (policy, policy),
+        (plain, FrozenModelReference(plain)),
+    ):
+        with pytest.raises(ConfigError, match=r"^reference is the policy object itself, so every"):
+            ImplicitReward(model, reference, 0.1, tokenizer)
+    want = ImplicitReward(policy, llama, 0.1, tokenizer).score("The movie was", " great.")
+    base = ImplicitReward(policy, policy.get_base_model(), 0.1, tokenizer)
+    assert want != 0 and base.score("The movie was", " great.") == pytest.approx(want, abs=1e-6)
 
 
 def test_an_adapter_that_rewrote_its_base_scores_against_the_base_as_stored(

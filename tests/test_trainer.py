@@ -424,7 +424,8 @@ def test_what_train_returns_is_public_and_documented() -> None:
     raised = [v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, Exception)]
     assert all(getattr(directpo, kind.__name__, None) is kind for kind in raised if
                kind is not errors.ConfigErrors)  # fmt: skip
-    documented = {"output_dir", "global_step", "metrics", "policy", "reference", "stopped_by"}
+    documented = {"output_dir", "global_step", "metrics", "policy", "reference", "stopped_by",
+                  "train_metrics", "training_loss"}  # fmt: skip
     assert all(f"``{name}``" in train.__doc__ for name in documented)
 
 
@@ -1350,6 +1351,85 @@ def test_trls_quantization_config_and_default_trainer_arguments(monkeypatch) -> 
     said = str(refused.value)
     assert said.startswith("train(): 2 ") and "no option sets its llm_int8_threshold" in said
     assert "callbacks (TRL's DPOTrainer argument)" in said and len(seen) == 3
+
+
+def test_a_yaml_file_as_trains_config_is_read_as_the_command_reads_it(
+    tmp_path, monkeypatch
+) -> None:
+    """``train("recipe.yaml")`` (the file ``directpo train recipe.yaml`` runs) was a TypeError
+    "train() takes a directpo.DPOConfig, got builtins.str": it is the file read as the command
+    reads it (TRL's names, the keywords over its keys, as flags are), and a string that is no
+    file (a model folder, TRL's ``DPOTrainer("model-id", ...)`` order) says what to write."""
+    import directpo.trainer
+    from directpo.config import load_config
+
+    seen: list[DPOConfig] = []
+
+    def stop(config, peft_config, echo):
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(directpo.trainer, "checked_arguments", stop)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "model_name_or_path: m\ntrain_file: p.jsonl\nbeta: 0.3\ntorch_dtype: bfloat16\n"
+        "eval_strategy: steps\neval_steps: 2\n"
+    )
+    for given in (str(recipe), recipe):  # eval_file completes the file, as a flag would
+        with pytest.raises(KeyboardInterrupt):
+            train(given, beta=0.2, eval_file="e.jsonl", echo=None)
+    assert seen[0] == seen[1] == load_config(recipe, {"beta": 0.2, "eval_file": "e.jsonl"})
+    assert (seen[0].beta, seen[0].dtype, seen[0].eval_file) == (0.2, "bfloat16", "e.jsonl")
+    with pytest.raises(ConfigError) as refused:  # (its train_file, not there, said with it)
+        train(recipe, lerning_rate=1e-6, echo=None)
+    assert str(refused.value).startswith("train(): 2 options cannot be used:")
+    assert "\n  unknown option 'lerning_rate'; did you mean 'learning_rate'?" in str(refused.value)
+    (tmp_path / "model").mkdir()
+    for path, kind in ((tmp_path / "model", "a folder"), ("org/model", "no file")):
+        with pytest.raises(ConfigError) as refused:
+            train(str(path), echo=None)
+        assert str(refused.value) == (
+            f"train({str(path)!r}): the first argument is the config (a DPOConfig, a YAML file "
+            f"or a dict of options), and {str(path)!r} is {kind}; a model is "
+            f"train(model_name_or_path={str(path)!r}, ...), rows train_dataset=..."
+        )
+    assert len(seen) == 2
+
+
+def test_trls_reward_funcs_is_reward_fn_and_its_list_of_one_is_the_one(monkeypatch) -> None:
+    """OnlineDPOTrainer's ``reward_funcs=[fn]`` took three tries: "unknown option
+    'reward_funcs'; did you mean 'reward_fn'?", then reward_fn=[...] "must be a string, got
+    [<function ...>]", then the line that says to give the function by its file. The keyword
+    is reward_fn's, a list of one is its item (a function then said at once), and several are
+    one line saying how directpo sums labellers."""
+    import directpo.trainer
+
+    seen: list[DPOConfig] = []
+
+    def stop(config, peft_config, echo):
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    def my_reward(prompts, completions):
+        return [0.0] * len(completions)
+
+    monkeypatch.setattr(directpo.trainer, "checked_arguments", stop)
+    online = dict(model="m", online=True, prompt_file="p.jsonl", echo=None)
+    for given in (["rewards.py:score"], "rewards.py:score", ("rewards.py:score",)):
+        with pytest.raises(KeyboardInterrupt):
+            train(reward_funcs=given, **online)
+        assert seen.pop().reward_fn == "rewards.py:score"
+    with pytest.raises(KeyboardInterrupt):
+        train(reward_fn=["rewards.py:score"], **online)
+    assert seen.pop().reward_fn == "rewards.py:score"
+    for key in ("reward_funcs", "reward_fn"):
+        with pytest.raises(ConfigError, match=r"reward_fn is a function: .*='my_rewards.py:my_re"):
+            train(**{key: [my_reward]}, **online)
+        with pytest.raises(ConfigError, match=r"reward_fn takes one function \(got a list of 2"):
+            train(**{key: [my_reward, "rewards.py:score"]}, **online)
+    with pytest.raises(ConfigError, match="reward_funcs and reward_fn are both given"):
+        train(reward_funcs="a.py:f", reward_fn="a.py:f", **online)
+    assert not seen
 
 
 def test_rows_given_from_python_say_which_data_options_they_replace(

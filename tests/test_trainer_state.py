@@ -136,6 +136,32 @@ def test_the_final_folder_has_transformers_results_and_state_files(best_run) -> 
     assert len(state.log_history) == len(rows) + 1  # and the train summary
 
 
+def test_train_returns_trls_train_output_metrics(tiny_model_dirs, pairs_file, tmp_path) -> None:
+    """TRL's ``train_result = trainer.train()`` gives ``train_result.metrics`` (a dict:
+    ``metrics["train_loss"]``, the alignment-handbook's ``metrics["train_samples"] = n``) and
+    ``train_result.training_loss``: directpo's result had neither, and ``metrics["train_loss"]``
+    said "list indices must be integers or slices, not str". ``train_metrics`` is what
+    train_results.json holds, ``training_loss`` its train_loss; a name as the index of the
+    logged rows says where they are."""
+    out = tmp_path / "run"
+    result = train(tiny_config(tiny_model_dirs["llama"], pairs_file, out, max_steps=2,
+                               per_device_train_batch_size=3), echo=lambda _: None)  # fmt: skip
+    saved = json.loads((out / "train_results.json").read_text())
+    assert result.train_metrics == saved
+    assert set(saved) == {
+        "epoch", "total_flos", "train_loss", "train_runtime", "train_samples_per_second",
+        "train_steps_per_second",
+    }  # fmt: skip
+    losses = [row["loss"] for row in result.metrics if "loss" in row]
+    assert len(losses) == 2 and result.training_loss == pytest.approx(sum(losses) / 2)
+    assert result.training_loss == saved["train_loss"]
+    assert result.metrics[-1] is result.metrics[len(result.metrics) - 1]  # a list still
+    assert result.metrics == read_metrics(out)
+    for use in (lambda rows: rows["train_loss"], lambda rows: rows.__setitem__("n", 6)):
+        with pytest.raises(TypeError, match=r"TRL's train_result.metrics .* is result.train_m"):
+            use(result.metrics)
+
+
 def test_overwriting_a_run_removes_its_results_files(best_run, tiny_model_dirs, pairs_file):
     """A run that overwrites another and stops before its end must not leave the earlier run's
     results beside its own checkpoints, passing for its own."""

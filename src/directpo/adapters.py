@@ -268,6 +268,42 @@ def _all_linear_on_mamba(model: torch.nn.Module, peft_config: Any) -> bool:
     )
 
 
+def peft_config_refusal(peft_config: Any) -> str | None:
+    """Why directpo cannot train ``peft_config``'s adapters (a line), or None: said by
+    ``train(peft_config=...)`` before any model loads."""
+    if getattr(peft_config, "is_prompt_learning", False):
+        return (
+            f"peft_config: {type(peft_config).__name__} prepends virtual tokens, which the "
+            "completion log-probs do not expect; use LoRA, DoRA, IA3, ..."
+        )
+    if getattr(peft_config, "peft_type", None) == "ADALORA":
+        # without update_and_allocate after every step it never prunes its ranks
+        return (
+            "peft_config: AdaLoraConfig reallocates its ranks through the model's "
+            "update_and_allocate after every optimizer step, which directpo's loop does not "
+            "call; use LoRA (lora_r), DoRA, IA3, ..."
+        )
+    init = getattr(peft_config, "init_lora_weights", True)
+    if isinstance(init, str) and init.lower() in _DATA_DRIVEN_INITS:
+        return (
+            f"peft_config: init_lora_weights '{init}' is computed from data by peft's "
+            f"{_DATA_DRIVEN_INITS[init.lower()]} on the model before training, which directpo "
+            "(loading the model itself) never runs: the adapters would not start as asked; use "
+            "init_lora_weights True, 'gaussian', 'pissa' or 'olora'"
+        )
+    task = getattr(peft_config, "task_type", None)
+    task = getattr(task, "value", task)  # (peft's TaskType enum or its text)
+    if task not in (None, "CAUSAL_LM"):
+        # it wrapped the causal LM in PeftModelForSequenceClassification (...) and trained:
+        # the output's adapter_config.json then loaded in no AutoPeftModelForCausalLM, as
+        # lora_task_type other than CAUSAL_LM is refused
+        return (
+            f"peft_config: task_type '{task}' is not supported: directpo trains causal LMs; "
+            "give task_type='CAUSAL_LM' (or none)"
+        )
+    return None
+
+
 def apply_peft(
     model: torch.nn.Module, peft_config: Any, revision: str | None = None
 ) -> torch.nn.Module:
@@ -277,26 +313,8 @@ def apply_peft(
     that peft's AutoPeftModelForCausalLM loads that base, not main's."""
     from peft import get_peft_model
 
-    if getattr(peft_config, "is_prompt_learning", False):
-        raise ModelLoadError(
-            f"peft_config: {type(peft_config).__name__} prepends virtual tokens, which the "
-            "completion log-probs do not expect; use LoRA, DoRA, IA3, ..."
-        )
-    if getattr(peft_config, "peft_type", None) == "ADALORA":
-        # without update_and_allocate after every step it never prunes its ranks
-        raise ModelLoadError(
-            "peft_config: AdaLoraConfig reallocates its ranks through the model's "
-            "update_and_allocate after every optimizer step, which directpo's loop does not "
-            "call; use LoRA (lora_r), DoRA, IA3, ..."
-        )
-    init = getattr(peft_config, "init_lora_weights", True)
-    if isinstance(init, str) and init.lower() in _DATA_DRIVEN_INITS:
-        raise ModelLoadError(
-            f"peft_config: init_lora_weights '{init}' is computed from data by peft's "
-            f"{_DATA_DRIVEN_INITS[init.lower()]} on the model before training, which directpo "
-            "(loading the model itself) never runs: the adapters would not start as asked; use "
-            "init_lora_weights True, 'gaussian', 'pissa' or 'olora'"
-        )
+    if refused := peft_config_refusal(peft_config):  # (train() says it before any load)
+        raise ModelLoadError(refused)
     if _all_linear_on_mamba(model, peft_config):
         # peft's all-linear picks Mamba's out_proj and conv1d, then refuses them (peft's
         # _check_lora_target_modules_mamba); all-linear means the layers LoRA can adapt
@@ -433,15 +451,20 @@ _LORA_BOOKKEEPING = ("task_type", "base_model_name_or_path", "revision", "infere
 def lora_options_of(peft_config: Any) -> dict[str, Any] | None:
     """directpo's lora_* options that build exactly ``peft_config``, or None when it is not a
     LoraConfig those options can express (IA3, a LoRA with rank patterns, PiSSA init, ...)."""
-    if type(peft_config).__name__ != "LoraConfig" or not peft_config.target_modules:
+    if type(peft_config).__name__ != "LoraConfig":
         return None
+    # None: peft's modules for the architecture, which lora_target_modules: null asks for too
+    # (TRL's examples' LoraConfig(r=16, lora_alpha=32, task_type="CAUSAL_LM") was recorded as
+    # no adapters: its config.yaml reran a full fine-tune)
     targets = peft_config.target_modules
+    if targets is not None and not targets:
+        return None  # (an empty list: peft's own refusal, when it loads)
     alpha = peft_config.lora_alpha
     options: dict[str, Any] = {
         "lora_r": peft_config.r,
         "lora_alpha": int(alpha) if isinstance(alpha, float) and alpha.is_integer() else alpha,
         "lora_dropout": peft_config.lora_dropout,
-        "lora_target_modules": [targets] if isinstance(targets, str) else sorted(targets),
+        "lora_target_modules": _targets_option(targets),
         "use_dora": peft_config.use_dora,
         "use_rslora": peft_config.use_rslora,
         "lora_modules_to_save": sorted(peft_config.modules_to_save or []) or None,
@@ -461,6 +484,13 @@ def lora_options_of(peft_config: Any) -> dict[str, Any] | None:
         return fields
 
     return options if described(rebuilt) == described(peft_config) else None
+
+
+def _targets_option(targets: str | list[str] | set[str] | None) -> list[str] | None:
+    """lora_target_modules of a LoraConfig's target_modules."""
+    if targets is None:
+        return None
+    return [targets] if isinstance(targets, str) else sorted(targets)
 
 
 def apply_lora(

@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from directpo.adapters import lora_options_of
+from directpo.adapters import lora_options_of, peft_config_refusal
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, ConfigErrors, respelled
 from directpo.trl_compat import ALIASES
@@ -35,6 +35,8 @@ def checked_arguments(
             "peft_config must be a PEFT config object (e.g. peft.LoraConfig(r=16)), got "
             f"{type(peft_config).__name__}"
         )
+    if peft_config is not None and (refused := peft_config_refusal(peft_config)):
+        raise ConfigError(refused)  # before any model loads (it came after the model's load)
     quantized = "load_in_4bit" if config.load_in_4bit else "load_in_8bit"
     if (config.load_in_4bit or config.load_in_8bit) and not config.lora_r and peft_config is None:
         # TRL: "cannot fine-tune purely quantized models"; a peft_config from Python is an adapter
@@ -53,6 +55,15 @@ def checked_arguments(
         )
     if peft_config is None:
         return rebuilt_config(config), None
+    from directpo.preflight import is_adapter_folder
+
+    if is_adapter_folder(config.model_name_or_path):  # its lora_* then said "remove lora_r",
+        # which was not given; another method's config met an AttributeError deep in the load
+        raise ConfigError(
+            f"model_name_or_path {config.model_name_or_path} is an adapter folder: training "
+            "continues that adapter as it was saved; remove peft_config (or give the base "
+            "model as model_name_or_path to train new adapters)"
+        )
     if config.lora_r and not getattr(config, "_rank_of_use_peft", False):
         raise ConfigError("peft_config and lora_r are both given: use one of them")
     # use_peft: true turns PEFT on, the peft_config says which (TRL's DPOTrainer(peft_config=
@@ -122,6 +133,10 @@ def trainer_arguments(
             f"precision and layout it trains); save this {type(given).__name__} "
             f"(.save_pretrained(DIR)) and give {option}=DIR{unchanged}"
         )
+    if "reward_funcs" in options:  # OnlineDPOTrainer(reward_funcs=...): reward_fn's values
+        if "reward_fn" in options:
+            problems.append("reward_funcs and reward_fn are both given: use reward_fn")
+        options["reward_fn"] = options.pop("reward_funcs")
     if "quantization_config" in options:
         ported = quantization_options(options.pop("quantization_config"))
         if isinstance(ported, str):
@@ -190,12 +205,31 @@ def config_with(config: DPOConfig | None, options: dict[str, Any]) -> DPOConfig 
     config, options = trainer_arguments(config, options)
     if config is None:  # (train() alone, or with rows only: the missing options are said)
         return DPOConfig(**options)
+    if isinstance(config, str | os.PathLike):
+        return config_file(os.fspath(config), options)
     ported = ported_config(config, options)
     if ported is not config:  # (built with the options)
         return ported
     if not options or not isinstance(config, DPOConfig):
         return config
     return rebuilt_config(config, **options)
+
+
+def config_file(path: str, options: dict[str, Any]) -> DPOConfig:
+    """``train("recipe.yaml", beta=0.2)``: the file as ``directpo train recipe.yaml --beta 0.2``
+    reads it (load_config: TRL's names, ``env:``, interpolations; the options over its keys).
+    It was a TypeError ("takes a directpo.DPOConfig, got builtins.str"); a string that names no
+    file, such as a model folder (TRL's ``DPOTrainer("model-id", ...)`` order), is said so."""
+    from directpo.config import load_config
+
+    if os.path.isfile(path) or path.endswith((".yaml", ".yml")):
+        return load_config(path, options, overrides_from="train()")
+    kind = "a folder" if os.path.isdir(path) else "no file"
+    raise ConfigError(
+        f"train({path!r}): the first argument is the config (a DPOConfig, a YAML file or a "
+        f"dict of options), and {path!r} is {kind}; a model is "
+        f"train(model_name_or_path={path!r}, ...), rows train_dataset=..."
+    )
 
 
 def ported_config(config: Any, options: dict[str, Any] | None = None) -> Any:

@@ -828,6 +828,15 @@ class DPOConfig(Options):
     )
 
     def __post_init__(self) -> None:
+        if isinstance(self.reward_fn, list | tuple):  # TRL's reward_funcs list, of one here
+            if len(self.reward_fn) != 1:
+                raise ConfigError(
+                    f"reward_fn takes one function (got a list of {len(self.reward_fn)}, as "
+                    "TRL's reward_funcs): write one that returns their sum; a reward model "
+                    "beside it is reward_model_name_or_path (or implicit_reward_model), "
+                    "the weights reward_weights"
+                )
+            (self.reward_fn,) = self.reward_fn
         if callable(self.reward_fn):  # TRL's online trainers take functions; a config is text
             name = getattr(self.reward_fn, "__name__", "")
             name = name if name.isidentifier() else "my_reward"
@@ -1083,10 +1092,12 @@ def load_config(
     path: str | os.PathLike | Mapping[str, Any] | None = None,
     overrides: dict[str, Any] | None = None,
     interpolate: bool = True,
+    overrides_from: str = "command line",
 ) -> DPOConfig:
     """Read the optional YAML file (or a dict of its contents: TRL's names, ``env:``), apply
-    ``overrides`` (e.g. from flags) on top, and validate (``interpolate``: load_options')."""
-    return load_options(DPOConfig, path, overrides, interpolate)
+    ``overrides`` (e.g. from flags) on top, and validate (``interpolate``,
+    ``overrides_from``: load_options')."""
+    return load_options(DPOConfig, path, overrides, interpolate, overrides_from)
 
 
 def option_names() -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ from directpo.resume import held_out_dtype
 from directpo.run import Run
 from directpo.sharded_state import consolidated_model
 from directpo.sync import REF_ADAPTER, in_ref_adapter, kept_weights, reference_state
-from directpo.trainer_state import final_files
+from directpo.trainer_state import final_files, train_output_metrics
 
 
 @dataclass
@@ -61,7 +62,9 @@ class TrainResult:
     it moved, as the policy last trained against it: the one held, or ``output_dir/reference``
     loaded on first use (a run stopped by a signal has none: its checkpoint holds it). ``policy``
     is in eval mode, as from_pretrained gives the saved folder (``policy.train()`` to train it
-    on)."""
+    on). ``train_metrics`` and ``training_loss`` are TRL's ``TrainOutput.metrics`` and
+    ``.training_loss`` (train_loss, train_runtime, ...: what ``train_results.json`` holds);
+    ``metrics`` is every logged row."""
 
     trained: torch.nn.Module | None  # None: read back from output_dir on first use
     kept_reference: ReferenceProvider | None
@@ -69,6 +72,8 @@ class TrainResult:
     output_dir: Path
     global_step: int
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    # transformers' TrainOutput.metrics of this call's steps (train_results.json's fields)
+    train_metrics: dict[str, Any] = field(default_factory=dict)
     # the signal that stopped the run early (SIGTERM, SIGINT), its checkpoint saved; a caller
     # running more work after train() (the demo, a script) must stop too, not go on with it
     stopped_by: str | None = None
@@ -76,6 +81,7 @@ class TrainResult:
     reference_source: Callable[[], ReferenceProvider] | None = None
 
     def __post_init__(self) -> None:
+        self.metrics = LoggedRows(self.metrics)
         # left in training mode, a disable_dropout: false policy sampled and scored with its
         # dropout on (greedy outputs that differed from the saved folder's, and from call to
         # call); its checkpointed layers are plain layers in eval mode too
@@ -100,10 +106,40 @@ class TrainResult:
         return self.trained
 
     @property
+    def training_loss(self) -> float:
+        """TRL's ``TrainOutput.training_loss``: the mean loss of this call's steps."""
+        return self.train_metrics.get("train_loss", math.nan)
+
+    @property
     def reference(self) -> ReferenceProvider | None:
         if self.kept_reference is None and self.reference_source is not None:
             self.kept_reference = self.reference_source()
         return self.kept_reference
+
+
+class LoggedRows(list[dict[str, Any]]):
+    """``TrainResult.metrics``: every logged row, as metrics.jsonl holds them. TRL's
+    ``train_result.metrics`` is a dict (``metrics["train_loss"]``, the alignment-handbook's
+    ``metrics["train_samples"] = n``), which here met "list indices must be integers or slices,
+    not str": a name as the index says where TRL's values are."""
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, str):
+            raise TypeError(_by_name(index))
+        return super().__getitem__(index)
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        if isinstance(index, str):
+            raise TypeError(_by_name(index))
+        super().__setitem__(index, value)
+
+
+def _by_name(name: str) -> str:
+    return (
+        f"result.metrics[{name!r}]: result.metrics is every logged row (a list, as "
+        "metrics.jsonl: result.metrics[-1] is the last); TRL's train_result.metrics (train_loss, "
+        "train_runtime, ...) is result.train_metrics, a dict"
+    )
 
 
 def as_saved(model: torch.nn.Module) -> None:
@@ -155,18 +191,19 @@ def finish(run: Run, done: int | None = None) -> TrainResult:
     if not run.sharded:  # (FSDP2 writes from its own shard storage: _save_sharded adds them)
         fold_compensation(run.trainable, run.optimizer, run.precision.save)
     rows = run.logger.rows
+    summary = train_output_metrics(run, done or run.total_steps)
     if run.config.load_best_model_at_end and run.best.checkpoint:
         # the card's metrics are the saved weights': the best evaluation's, not the last step's
         rows = [row for row in rows if row.get("step", 0) <= run.best.step]
     record = RunRecord(
         run.processor or run.tokenizer, run.config, run.train_summary, rows, note,
-        run.from_python, final_files(run, done or run.total_steps, rows),
+        run.from_python, final_files(run, done or run.total_steps, rows, summary),
     )  # fmt: skip
     final = _save_final(run, record)
     if final is not None and final is not policy:  # LoRA merged into the base
         policy, reference = final, None
     run.echo(f"model saved to {run.output_dir}")
-    return train_result(run, policy, reference, done or run.total_steps)
+    return train_result(run, policy, reference, done or run.total_steps, summary=summary)
 
 
 def metrics_precision(run: Run) -> str:
@@ -188,6 +225,7 @@ def train_result(
     reference: ReferenceProvider | None,
     done: int,
     stopped_by: str | None = None,
+    summary: dict[str, Any] | None = None,
 ) -> TrainResult:
     """What train() returns: a reference the run no longer holds (its precomputed table, a
     base the merge consumed, FSDP's shards) is loaded again on first use, beside the policy
@@ -224,6 +262,7 @@ def train_result(
     return TrainResult(
         policy, reference, run.tokenizer, run.output_dir, done, run.logger.rows,
         stopped_by=stopped_by, reference_source=reloaded,
+        train_metrics=summary if summary is not None else train_output_metrics(run, done),
     )  # fmt: skip
 
 

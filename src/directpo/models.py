@@ -43,10 +43,28 @@ def load_tokenizer(
     try:
         tokenizer = _from_location(AutoTokenizer, path, location, trust_remote_code)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
+        if _without_tokenizer_files(path, location):
+            # (it said "cannot load (Couldn't instantiate the backend tokenizer from one of: )")
+            raise ModelLoadError(
+                f"tokenizer '{path}': the folder holds no tokenizer files (tokenizer.json, "
+                "tokenizer_config.json, ...), as a model saved alone: save its tokenizer there "
+                "too (tokenizer.save_pretrained(folder)), or give tokenizer_name_or_path"
+            ) from None
         raise ModelLoadError(f"tokenizer '{path}': cannot load ({first_line(exc)})") from None
     if tokenizer.eos_token_id is None:
         raise ModelLoadError(f"tokenizer '{path}': has no EOS token; completions must end with one")
     return tokenizer
+
+
+def _without_tokenizer_files(path: str, location: dict[str, Any] | None) -> bool:
+    """A local folder (and its model's subfolder) without any file a tokenizer is read from."""
+    if not os.path.isdir(path):
+        return False
+    subfolder = (location or {}).get("subfolder")
+    folders = [path, *([os.path.join(path, subfolder)] if subfolder else [])]
+    names = [name for folder in folders if os.path.isdir(folder) for name in os.listdir(folder)]
+    prefixes = ("tokenizer", "vocab", "merges", "spiece", "sentencepiece")
+    return not any(n.startswith(prefixes) or n.endswith((".model", ".tiktoken")) for n in names)
 
 
 def load_processor(

@@ -84,6 +84,24 @@ def _named_paths(key: str, value: Mapping) -> dict[str, Any]:
     return {name: coerce(f"{key}.{name}", paths, str | list[str]) for name, paths in value.items()}
 
 
+# the options whose value names a dtype (DPOConfig's; score / rank / generate's dtype)
+DTYPE_OPTIONS = frozenset(
+    {
+        "dtype",
+        "master_weights",
+        "save_dtype",
+        "eval_dtype",
+        "bnb_4bit_compute_dtype",
+        "bnb_4bit_quant_storage",
+    }
+)
+
+
+def _is_torch_dtype(value: Any) -> bool:
+    """A ``torch.dtype`` (torch.bfloat16), told without importing torch here."""
+    return type(value).__module__ == "torch" and type(value).__name__ == "dtype"
+
+
 def coerce(key: str, value: Any, hint: Any) -> Any:
     """Convert `value` (from YAML, a flag string or Python) to the field's type, or fail."""
     if isinstance(value, enum.Enum):  # a TRL script's IntervalStrategy.STEPS, SchedulerType...:
@@ -92,6 +110,10 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
         # a notebook's sweep over np.arange / np.logspace / a DataFrame's column gives numpy
         # scalars ("max_steps must be an integer, got a numpy.int64 object"): their values
         value = value.tolist()
+    if key in DTYPE_OPTIONS and _is_torch_dtype(value):
+        # from_pretrained(dtype=torch.bfloat16)'s spelling, which transformers takes: it was
+        # "dtype must be a string, got a torch.dtype object" (the name is what config.yaml keeps)
+        value = str(value).removeprefix("torch.")
     args = typing.get_args(hint)
     if isinstance(hint, types.UnionType) and type(None) in args:
         if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):

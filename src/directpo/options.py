@@ -372,14 +372,17 @@ def load_options(
     path: str | os.PathLike | Mapping[str, Any] | None = None,
     overrides: dict[str, Any] | None = None,
     interpolate: bool = True,
+    overrides_from: str = "command line",
 ) -> T:
     """Read the optional YAML file (or a mapping of its contents, e.g. ``yaml.safe_load``'s),
     apply ``overrides`` (e.g. from flags) on top, and validate. ``interpolate``: resolve
-    OmegaConf's ``${...}`` (not in a run's own config.yaml, which records values as given)."""
+    OmegaConf's ``${...}`` (not in a run's own config.yaml, which records values as given).
+    ``overrides_from``: where the overrides were written (flags are named ``--key``; keywords,
+    ``train("cfg.yaml", key=...)``'s, as written)."""
     names = [f.name for f in dataclasses.fields(cls)]
     values: dict[str, Any] = {}
     refused: list[ConfigError] = []
-    sources = [(overrides or {}, "command line")]
+    sources = [(overrides or {}, overrides_from)]
     if isinstance(path, Mapping):
         data, where = dict(path), "config"
     elif path is not None:
@@ -389,7 +392,7 @@ def load_options(
             data, names
         ):  # after the flags are known: a reference to a flag's key takes its value
             # (by the option's name too: --save_path is output_dir's ${output_dir})
-            named = translate_usable(cls, overrides or {}, names, "command line")[0]
+            named = translate_usable(cls, overrides or {}, names, overrides_from)[0]
             given = {**named, **(overrides or {})}
             if "env" in data:  # set first, as TRL sets it before anything runs: the file's
                 # ${oc.env:VAR} read the value env gives VAR (they read the shell's before)

@@ -133,6 +133,14 @@ class ImplicitReward:
         own = isinstance(reference, AdapterReference) and reference.model is self.policy
         self.reference_adapter = reference if own else None
         reference = None if own else _reference_model(reference, self.policy)
+        if reference is not None and reference is self.policy:
+            # every reward 0, without a word (a PEFT policy too: its adapters stayed on); TRL's
+            # DPOTrainer refuses ref_model=model likewise
+            raise ConfigError(
+                "reference is the policy object itself, so every reward would be 0: give the "
+                "starting model (its folder, or a copy), or for a PEFT policy its base, "
+                "policy.get_base_model() (scored with the adapters off)"
+            )
         # a LoRA policy scored against its own base: the base is the policy with adapters off
         self.adapters_off = reference is not None and _is_base_of(self.policy, reference)
         self.reference = None
@@ -267,7 +275,14 @@ class ImplicitReward:
                 raise ValueError("a single prompt needs a single response (or pass lists)")
             one = None if images is None else [images]
             return self.score([prompts], [responses], one)[0]  # type: ignore[list-item, index]
-        prompts, responses = list(prompts), list(responses)  # a pandas Series, a generator
+        prompts = list(prompts)  # a pandas Series, a generator
+        for name, given in (("responses", responses), ("image lists", images)):
+            if isinstance(given, str):  # list() of it scored its characters, one per prompt
+                raise ValueError(
+                    f"score of {counted(len(prompts), 'prompt')} needs a list of {name}, one "
+                    "per prompt (got one string)"
+                )
+        responses = list(responses)
         given = images is not None
         images = list(images) if images is not None else [None] * len(prompts)
         if not len(prompts) == len(responses) == len(images):

@@ -84,7 +84,9 @@ def train(
 
     Returns a ``TrainResult``: ``output_dir``, ``global_step``, ``metrics`` (every logged row,
     as in metrics.jsonl), ``policy`` (the trained model), ``reference``, ``tokenizer`` and
-    ``stopped_by`` (the signal that stopped the run after its checkpoint, else None).
+    ``stopped_by`` (the signal that stopped the run after its checkpoint, else None); TRL's
+    ``TrainOutput`` values as ``train_metrics`` (train_loss, train_runtime, ...: a dict, as
+    train_results.json) and ``training_loss``.
     Problems with options, data or models raise ``DirectpoError`` subclasses with a one-line
     message (nothing exits the process); ``echo`` receives every line directpo prints (None:
     nothing is printed; the progress bar is ``disable_tqdm``'s).
@@ -94,7 +96,8 @@ def train(
     ``train_dataset`` / ``eval_dataset`` (a ``datasets.Dataset`` or ``IterableDataset``, a
     ``DatasetDict`` of one split, a pandas DataFrame, a list of dicts, or a path) replace the
     files. ``options`` are DPOConfig's (``train(model_name_or_path=..., train_file=...)``), over
-    ``config``'s values when it is given (``train(config, beta=0.2)``). TRL's ``DPOTrainer``
+    ``config``'s values when it is given (``train(config, beta=0.2)``); ``config`` may be a
+    YAML file's path, read as ``directpo train FILE`` reads it. TRL's ``DPOTrainer``
     keywords are read too (``args=``, ``model=`` as a folder, ``quantization_config=``; see
     arguments.py); a TRL ``DPOConfig`` (any ``TrainingArguments``) or a dict as the config is
     ported as ``DPOConfig(**config.to_dict())``.

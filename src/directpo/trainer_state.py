@@ -134,29 +134,35 @@ def run_fields(run: Run, done: int, saving: bool = True) -> dict[str, Any]:
     }
 
 
-def final_files(run: Run, done: int, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """What transformers' ``trainer.save_metrics("train" / "eval", ...)`` and
-    ``trainer.save_state()`` write beside the final model (alignment-handbook scripts and
-    model-card tools read them): ``train_results.json`` (the ``TrainOutput`` metrics of this
-    process's steps), ``eval_results.json`` (the last evaluation of ``rows``, the saved
-    weights' rows), ``all_results.json`` (both) and ``trainer_state.json`` (no resume state:
-    the final folder resumes nothing; its log ends with the train summary, as transformers')."""
+def train_output_metrics(run: Run, done: int) -> dict[str, Any]:
+    """transformers' ``TrainOutput.metrics`` of this process's steps up to ``done``: what
+    ``train_results.json`` holds and ``train()`` returns as ``train_metrics``."""
     config = run.config
     seconds = max(time.perf_counter() - run.train_start, 1e-9)
     steps = done - run.start_step
     pairs = steps * config.per_device_train_batch_size * config.gradient_accumulation_steps
     pairs *= run.world.size
-    epoch = run.source.epochs_done(done)
-    train = {
-        "epoch": epoch,
+    return {
+        "epoch": run.source.epochs_done(done),
         "total_flos": run.total_flos,
         "train_loss": train_loss(run.logger.rows, run.start_step),
         "train_runtime": round(seconds, 4),  # transformers' speed_metrics rounding
         "train_samples_per_second": round(pairs / seconds, 3),
         "train_steps_per_second": round(steps / seconds, 3),
     }
+
+
+def final_files(
+    run: Run, done: int, rows: list[dict[str, Any]], train: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """What transformers' ``trainer.save_metrics("train" / "eval", ...)`` and
+    ``trainer.save_state()`` write beside the final model (alignment-handbook scripts and
+    model-card tools read them): ``train_results.json`` (``train``: ``train_output_metrics``),
+    ``eval_results.json`` (the last evaluation of ``rows``, the saved weights' rows),
+    ``all_results.json`` (both) and ``trainer_state.json`` (no resume state: the final folder
+    resumes nothing; its log ends with the train summary, as transformers')."""
     evals = [entry for entry in log_history(rows, run.source.steps_per_epoch) if _is_eval(entry)]
-    files = {"train_results.json": train, "all_results.json": dict(train)}
+    files = {"train_results.json": dict(train), "all_results.json": dict(train)}
     if evals:
         last = {k: v for k, v in evals[-1].items() if k != "step"}
         files["eval_results.json"] = last
