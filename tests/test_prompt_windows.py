@@ -286,3 +286,23 @@ def test_every_unusual_character_after_a_newline_keeps_the_whole_texts_ids(famil
     flat = iter(ids_many(texts))
     whole = [(next(flat), [next(flat), next(flat)]) for _ in rows]
     assert joint_ids(rows, ids_many, windowed=True) == whole
+
+
+def test_a_last_line_read_otherwise_alone_is_tokenized_whole() -> None:
+    """The guard the proof does not need: where the prompt's last line, read alone, gives other
+    ids than inside the prompt (here a mark at the start of a text, as SentencePiece's "▁"),
+    each completion that would follow it is tokenized with its whole prompt instead."""
+    calls: list[list[str]] = []
+
+    def ids_many(texts: list[str]) -> list[list[int]]:
+        calls.append(texts)
+        return [[0] * text.startswith("B") + [ord(char) for char in text] for text in texts]
+
+    rows = [("A\nB\n", ["C", " C"]), ("A\nB", ["c"]), ("A\nD", ["d"])]
+    whole = [(ids_many([p])[0], ids_many([p + c for c in cs])) for p, cs in rows]
+    calls.clear()
+    assert joint_ids(rows, ids_many, windowed=True) == whole
+    # one batch, then the two completions after "B" again with their prompts ("C" follows the
+    # prompt's end: its ids are the prompt's and its own)
+    assert [len(texts) for texts in calls] == [10, 2]
+    assert calls[1] == ["A\nB\n C", "A\nBc"]
