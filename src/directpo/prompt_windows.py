@@ -8,7 +8,9 @@ taken from the prompt's own, wherever that is provably the ids of the whole text
 
 Why it is exact. Let ``q`` be a place in a text ``T`` right after a newline and before a
 visible character (not whitespace, not a combining mark, printable). For the tokenizers
-``cuts_after_newlines`` accepts, ids(T) == ids(T[:q]) + ids(T[q:]):
+``cuts_after_newlines`` accepts, ids(T) is T[:q]'s chunks read with that character after them,
+then ids(T[q:]); not always ids(T[:q]) + ids(T[q:]) (SmolLM2: "a \\n" alone is [81, 3717], in
+"a \\nb" its ids are [81, 216, 198]: the pre-tokenizer's point):
 
 * no added token may strip whitespace or look at its neighbours (``lstrip``, ``rstrip``,
   ``single_word``), so the added-token split of T is its parts' (no added token holds a newline
