@@ -799,7 +799,7 @@ def test_trls_own_refusals_are_said_with_the_others(tmp_path: Path) -> None:
     said = str(refused.value)
     assert said.startswith("7 options cannot be used:\n"), said  # (save_strategy once)
     for line in (
-        "  optim must be one of adamw_torch,",
+        "  optim: adamw_8bit is bitsandbytes' 8-bit optimizer, which directpo does not offer",
         "  warmup_steps must be a whole number of steps or a fraction in (0, 1) (got 2.5)",
         "  save_strategy: best is not supported",
         "  lora_r is set but use_peft is false: remove one of them",

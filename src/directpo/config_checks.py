@@ -39,6 +39,7 @@ from directpo.option_paths import expand_home
 from directpo.options import Options, reject_if_set
 from directpo.preflight import adapter_sync_problem, lora_off_reason
 from directpo.sampling_checks import check_generation
+from directpo.trl_table import EIGHT_BIT, is_eight_bit
 
 
 def check_columns(options: Options) -> None:
@@ -70,6 +71,8 @@ def check_values(config: DPOConfig) -> None:
     expand_home(config)
     check_precision(config)
     config._apply_trl_spellings()
+    if is_eight_bit(config.optimizer):  # (transformers' name given as directpo's option)
+        config._refuse("optimizer", f"optimizer: {config.optimizer} {EIGHT_BIT}")
     one_of("optimizer", OPTIMIZERS)
     one_of("lr_scheduler_type", LR_SCHEDULERS)
     check_losses(config, require)

@@ -30,11 +30,13 @@ from directpo.preflight import is_adapter_folder
 from directpo.trl_table import (
     ALIASES,
     COMPILE_DEFAULTS,
+    EIGHT_BIT,
     HINTS,
     NO_EFFECT,
     TRL_OPTIMIZERS,
     VERSION_FLAGS,
     VERSION_HINT,
+    is_eight_bit,
 )
 
 
@@ -57,7 +59,9 @@ def apply_trl_meanings(config: Any) -> None:
     warmup. Each refusal is collected (``config._refuse``), so that the checks after it say
     their own in the same run (optim: adamw_8bit hid a loss_type refused, said a run later)."""
     if config.optim is not None:
-        if config.optim not in TRL_OPTIMIZERS:
+        if is_eight_bit(config.optim):
+            config._refuse("optim", f"optim: {config.optim} {EIGHT_BIT}")
+        elif config.optim not in TRL_OPTIMIZERS:
             config._refuse(
                 "optim", f"optim must be one of {', '.join(TRL_OPTIMIZERS)} (got {config.optim!r})"
             )
