@@ -633,7 +633,7 @@ def test_every_refused_combination_is_reported_in_one_pass() -> None:
         "lora_dropout is set but",
         "attn_implementation must be one of",
         "load_in_4bit and load_in_8bit are both set: choose one",
-        "model_init_kwargs: torch_dtype is directpo's dtype option",
+        "model_init_kwargs: torch_dtype: bfloat16 is directpo's dtype option",
         "ref_model_mixup_alpha is set but sync_ref_model is false",
         "ref_model_sync_steps is set but sync_ref_model is false",
     ):

@@ -270,6 +270,31 @@ def test_an_8bit_optimizer_is_told_what_directpo_offers_for_less_optimizer_memor
     assert config.optimizer == "adamw_kahan"
 
 
+def test_model_init_kwargs_own_options_are_refused_leading_with_the_value_written() -> None:
+    """model_init_kwargs: {torch_dtype: float32} was told to set dtype: bfloat16 first, the
+    value the user had not written; each key directpo has an option for (dtype, torch_dtype,
+    quantization_config) is said with its value and the option that asks for that value."""
+    for key in ("torch_dtype", "dtype"):
+        with pytest.raises(ConfigError) as refused:
+            DPOConfig(model_init_kwargs={key: "float32"})
+        said = str(refused.value)
+        assert said.startswith(f"model_init_kwargs: {key}: float32 is directpo's dtype option")
+        assert "bfloat16" not in said and "dtype: float32 (the default)" in said
+    with pytest.raises(ConfigError, match=r"^ref_model_init_kwargs: torch_dtype: torch.float32 "):
+        DPOConfig(ref_model_init_kwargs={"torch_dtype": "torch.float32"})
+    with pytest.raises(ConfigError) as refused:  # no dtype directpo trains in: both said
+        DPOConfig(model_init_kwargs={"torch_dtype": "float16"})
+    assert str(refused.value).startswith("model_init_kwargs: torch_dtype: float16 is directpo's")
+    assert str(refused.value).endswith("or dtype: float32")
+    quantized = {"load_in_4bit": True, "bnb_4bit_quant_type": "fp4", "llm_int8_threshold": 6}
+    with pytest.raises(ConfigError) as refused:
+        DPOConfig(model_init_kwargs={"quantization_config": quantized})
+    assert str(refused.value).endswith(
+        "remove it there and set load_in_4bit: true, bnb_4bit_quant_type: fp4 (directpo has no "
+        "option for llm_int8_threshold)"
+    )
+
+
 def test_a_cpo_config_trains_simpo_with_its_nll_weight() -> None:
     """TRL CPOConfig's cpo_alpha (SimPO recipes set it, 0 for SimPO alone) was refused as an
     unknown option with a hint to rpo_alpha; it is the sft weight, as rpo_alpha."""
