@@ -108,3 +108,39 @@ def test_rows_with_a_reply_under_another_name_keep_the_column_hint() -> None:
     assert other_format(["prompt", "good", "rejected"]) is None
     assert other_format(["prompt", "good"]) is None
     assert said([{"prompt": "a", "good": "b"}]).endswith("set chosen_column / rejected_column")
+
+
+def test_score_and_rank_say_a_file_of_another_format_by_what_it_holds(tmp_path, capsys) -> None:
+    """score and rank told an SFT, GRPO or comparison file to "name the field of its responses
+    with --response_column", which no column of it fits: each is said by what it holds."""
+    from directpo import cli
+
+    rows = {
+        "sft": {"messages": TURNS},
+        "grpo": {"prompt": "a", "id": 4},  # (with an answer: the response to name, maybe)
+        "ab": {"prompt": "a", "response_a": "b", "response_b": "c", "winner": "model_a"},
+        "kto": {"prompt": "a", "completion": "b", "label": False},
+    }
+    said = {}
+    for command in ("score", "rank"):
+        for name, row in rows.items():
+            source = write_jsonl(tmp_path / f"{name}.jsonl", [row])
+            pairs = ["--chosen_column", "chosen", "--rejected_column", "rejected"]
+            argv = [command, "--model_name_or_path", str(tmp_path / "nope"), "--input", str(source)]
+            argv += ["--output", str(tmp_path / "out.jsonl"), "--prompt_column", "prompt"]
+            code = cli.main(argv + pairs * (command == "score"))
+            assert code == 2
+            said[command, name] = capsys.readouterr().err.split("and the data files' rows:\n")[-1]
+    for key, fix in {
+        ("score", "sft"): "the row has 'messages': conversations (messages) as TRL's SFTTrainer "
+        "reads: score reads a prompt and its response (prompt, response) or a pair",
+        ("rank", "sft"): "rank reads a prompt and a list of candidate responses",
+        ("score", "grpo"): "prompts alone (prompt) as TRL's GRPOTrainer reads: score reads",
+        ("rank", "grpo"): "sample responses with directpo generate, whose output directpo rank",
+        ("score", "ab"): "score it with --chosen_column response_a --rejected_column response_b",
+        ("rank", "ab"): "score it with directpo score --chosen_column response_a --rejected_col",
+        ("rank", "kto"): "one response a row ('completion'): score it with directpo score",
+    }.items():
+        assert fix in said[key], said[key]
+        assert "name the field of its responses" not in said[key]
+    assert "missing field" not in said["score", "kto"]  # (a response a row: what score reads)

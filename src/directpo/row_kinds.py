@@ -28,6 +28,7 @@ KTO_COLUMNS = ("prompt", "completion", "label")
 # the columns beside a prompt in GRPO's prompt-only datasets (a reward function's reference
 # answer, an id): any other column may be a reply under another name, told the column hint
 PROMPT_EXTRAS = {"answer", "solution", "ground_truth", "id", "image", "images", "system", "tools"}
+REPLY_LIKE = {"answer", "solution", "ground_truth"}  # to score or rank: maybe the response
 
 
 def paired_replies(names: Sequence[str]) -> tuple[str, str] | None:
@@ -113,3 +114,44 @@ def kto_pairs_note(rows: Iterable[dict[str, Any]], limit: int = 100_000) -> str:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+# what score and rank read, said to a file of another trainer's format
+COMMAND_ROWS = {
+    "score": "score reads a prompt and its response (prompt, response) or a pair (prompt, "
+    "chosen, rejected)",
+    "rank": "rank reads a prompt and a list of candidate responses (prompt, responses)",
+}
+
+
+def command_rows_fix(names: Sequence[Any], command: str, prompt: str | None) -> str | None:
+    """What ``command`` (score, rank) says of a row without its responses where it is another
+    trainer's format, which no column option reads (None: not one known here)."""
+    names, prompt = [str(name) for name in names], prompt or "prompt"
+    has = set(names)
+    reads = COMMAND_ROWS[command]
+    if "messages" in has and prompt not in has:
+        return f"conversations (messages) as TRL's SFTTrainer reads: {reads}"
+    if "text" in has and prompt not in has:
+        return f"text rows (text) as TRL's SFTTrainer reads: {reads}"
+    pair = paired_replies(names)
+    if pair is not None:
+        flags = f"--chosen_column {pair[0]} --rejected_column {pair[1]}"
+        if command == "score":
+            return f"a pair under other names ({pair[0]}, {pair[1]}): score it with {flags}"
+        return (
+            f"a pair under other names ({pair[0]}, {pair[1]}): score it with directpo score "
+            f"{flags} (rank sorts a list of candidates)"
+        )
+    single = [name for name in ("response", "completion") if name in has]
+    if single and command == "rank":  # (TRL's KTO and prompt-completion rows)
+        return (
+            f"one response a row ('{single[0]}'): score it with directpo score (rank sorts a "
+            "list of candidates)"
+        )
+    if prompt in has and has - {prompt} <= PROMPT_EXTRAS - REPLY_LIKE:
+        return (
+            f"prompts alone ({prompt}) as TRL's GRPOTrainer reads: {reads}; sample responses "
+            "with directpo generate, whose output directpo rank reads as it is"
+        )
+    return None
