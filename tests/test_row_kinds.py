@@ -79,6 +79,9 @@ def test_a_kto_file_says_whether_pairs_can_be_written_from_it(tmp_path) -> None:
     )
     path = write_jsonl(tmp_path / "kto.jsonl", rows)
     assert said(str(path)).startswith(f"{path}: unpaired preference rows")
+    sheet = tmp_path / "kto.csv"  # a CSV's labels read back as text
+    sheet.write_text("prompt,completion,label\np1,a,True\np1,b,False\n")
+    assert "its prompt 'p1' has a reply labelled true and one labelled false" in said(str(sheet))
 
 
 def test_an_eval_file_of_another_format_is_said_so(tmp_path) -> None:

@@ -98,8 +98,8 @@ def kto_pairs_note(rows: Iterable[dict[str, Any]], limit: int = 100_000) -> str:
     for count, row in enumerate(rows):
         if count >= limit:
             break
-        label, prompt = row.get("label"), row.get("prompt")
-        if isinstance(label, bool):
+        label, prompt = _label(row.get("label")), row.get("prompt")
+        if label is not None:
             seen = labels.setdefault(repr(prompt), set())
             seen.add(label)
             if len(seen) == 2:
@@ -109,6 +109,16 @@ def kto_pairs_note(rows: Iterable[dict[str, Any]], limit: int = 100_000) -> str:
                     "not pair them itself: which false reply goes with which true one is yours)"
                 )
     return "; no prompt of it has both a true and a false reply, so no pair can be made of it"
+
+
+def _label(value: Any) -> bool | None:
+    """A KTO label as TRL's datasets write it (a bool), or as a CSV or spreadsheet reads it back
+    ("True", "false", 1, 0); None for anything else."""
+    if isinstance(value, str):
+        value = {"true": True, "1": True, "false": False, "0": False}.get(value.strip().lower())
+    if isinstance(value, int) and value in (0, 1):  # (bool is an int too)
+        return bool(value)
+    return None
 
 
 def _short(value: Any) -> str:
