@@ -477,6 +477,15 @@ def test_prompt_files_say_the_special_tokens_written_in_their_text(tmp_path: Pat
         f"prompt_file {prompts}: 4 rows {said} (<|endoftext|> in 4; first line 1, line 3, "
         f"line 4, ...), {tail}",
     ]
+    lines.clear()  # a prompts-only train file, online DPO's prompts without prompt_file
+    config = tiny_config(
+        folder, prompts, tmp_path / "out", online=True, reward_fn=f"{rewards}:size"
+    )
+    load_run_data(config, None, None, torch.device("cpu"), lines.append)
+    assert [line for line in lines if said in line] == [
+        f"train {prompts}: 4 rows {said} (<|endoftext|> in 4; first line 1, line 3, line 4, ...), "
+        f"{tail}"
+    ]
     lines.clear()
     plain = write_jsonl(tmp_path / "plain.jsonl", [{"prompt": "plain"}])
     config = tiny_config(

@@ -227,13 +227,13 @@ def load_run_data(
             data.reward_fn, data.eval_prompts, data.eval_rows, tokenizer, config.max_steps
         )
     if config.online:
-        places = []  # (prompt_file's rows; a pairs file's prompts were noted as its pairs)
+        places = []  # (a file of prompts' rows; a pairs file's were noted as its pairs)
         data.online_prompts, data.online_rows = read_online_prompts(
             config, source, train_data, echo, places
         )
         where = str(config.prompt_file or source or train_data.source)
         label = f"prompt_file {config.prompt_file}" if config.prompt_file else f"train {where}"
-        noted = echo if config.prompt_file else None
+        noted = echo if config.prompt_file or train_data is None else None
         check_prompts(tokenizer, data.online_prompts, label, None, kwargs, places or None, noted)
         data.train_data = train_data or OnlineData(len(data.online_prompts), where)
         data.labeller = load_labeller(config, device)

@@ -203,7 +203,7 @@ def read_online_prompts(
 ) -> tuple[list[Any], list[dict[str, Any]]]:
     """Online rounds' prompts and their rows' other columns (for the labeller): prompt_file's,
     else the train file's (its pairs' prompts, or a prompts-only file's); ``places``: a list
-    given gets prompt_file's rows ("line 3")."""
+    given gets the rows of the file of prompts read ("line 3"), none for a pairs file's."""
     if config.prompt_file:
         prompts, rows = load_prompt_rows(
             config.prompt_file, config.prompt_column, config.system_column, places
@@ -211,7 +211,7 @@ def read_online_prompts(
     elif train_data is not None:  # a pairs file: its rows' other columns too, as a prompt file's
         prompts, rows = distinct_example_prompts(train_data.examples)
     else:
-        prompts, rows = load_prompt_rows(source, config.prompt_column, config.system_column)
+        prompts, rows = load_prompt_rows(source, config.prompt_column, config.system_column, places)
     echo(f"online: {counted(len(prompts), 'prompt')}")
     return prompts, rows
 
