@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from directpo import cli
 
 
@@ -204,3 +206,42 @@ def test_score_rank_and_generate_say_a_template_fix_they_take(tmp_path, capsys):
                          *extra)  # fmt: skip
         assert code == 2 and fix in err, err
         assert "chat_template option" not in err and "tokenizer_name_or_path" not in err
+
+
+def test_a_template_fix_is_said_in_the_python_callers_words(tmp_path):
+    """score_file / rank_file / generate_file and ImplicitReward said "with the chat_template
+    option", train's option, in Python (the CLI alone reworded it): each says what its caller
+    can do where the message is made (the model folder's template; ImplicitReward's tokenizer)."""
+    from tiny import save_tiny_model
+
+    from directpo.command_options import GenerateOptions, RankOptions, ScoreOptions
+    from directpo.errors import DirectpoError
+    from directpo.generate import generate_file
+    from directpo.reward import ImplicitReward
+    from directpo.reward_files import rank_file, score_file
+
+    bare = save_tiny_model("gpt2", tmp_path / "bare")
+    (bare / "chat_template.jinja").unlink()
+    turn = [{"role": "user", "content": "p"}]
+    answer = [{"role": "assistant", "content": "a"}]
+    folder_fix = "put one in the model folder (its chat_template.jinja), or use a model whose"
+    common = {"model_name_or_path": str(bare), "output": str(tmp_path / "out.jsonl")}
+    reward = {"ref_model_name_or_path": str(bare), "beta": 0.1}
+    other = [{"role": "assistant", "content": "b"}]
+    pair = {"prompt": turn, "chosen": answer, "rejected": other}
+    for run, options, row in (
+        (score_file, ScoreOptions, pair),
+        (rank_file, RankOptions, {"prompt": turn, "responses": [answer, other]}),
+        (generate_file, GenerateOptions, {"prompt": turn}),
+    ):
+        given = {**common, **(reward if run is not generate_file else {})}
+        with pytest.raises(DirectpoError) as refused:
+            run(options(**given, input=_input(tmp_path, [row])), echo=lambda _: None)
+        said = str(refused.value)
+        assert folder_fix in said and "chat_template option" not in said, said
+    scorer = ImplicitReward(str(bare), str(bare), beta=0.1)
+    with pytest.raises(DirectpoError) as refused:
+        scorer.score(turn, answer)
+    said = str(refused.value)
+    assert "pass ImplicitReward a tokenizer that has one (its tokenizer argument)" in said
+    assert "chat_template option" not in said

@@ -659,7 +659,7 @@ def test_every_refused_combination_is_reported_in_one_pass() -> None:
         "lora_dropout is set but",
         "attn_implementation must be one of",
         "load_in_4bit and load_in_8bit are both set: choose one",
-        "model_init_kwargs: torch_dtype is directpo's dtype option",
+        "model_init_kwargs: torch_dtype: bfloat16 is directpo's dtype option",
         "ref_model_mixup_alpha is set but sync_ref_model is false",
         "ref_model_sync_steps is set but sync_ref_model is false",
     ):
@@ -825,7 +825,7 @@ def test_trls_own_refusals_are_said_with_the_others(tmp_path: Path) -> None:
     said = str(refused.value)
     assert said.startswith("7 options cannot be used:\n"), said  # (save_strategy once)
     for line in (
-        "  optim must be one of adamw_torch,",
+        "  optim: adamw_8bit is bitsandbytes' 8-bit optimizer, which directpo does not offer",
         "  warmup_steps must be a whole number of steps or a fraction in (0, 1) (got 2.5)",
         "  save_strategy: best is not supported",
         "  lora_r is set but use_peft is false: remove one of them",

@@ -414,9 +414,9 @@ def test_a_prompt_the_chat_template_refuses_is_said_before_training(tiny_model_d
                              generate_max_new_tokens=2, **options)  # fmt: skip
         with pytest.raises(DataError) as info:
             train(config, echo=lambda _: None)
-        assert str(info.value) == (
-            f"{name} {prompts}: prompt 2 ({json.dumps(system)[:57]}...): the chat template "
-            "refused the row (System role not supported) (1 more row like it: prompt 3)"
+        assert str(info.value) == (  # (the file's rows: "prompt 2" was counted by the run)
+            f"{name} {prompts}: line 2: the chat template refused the row (System role not "
+            "supported) (1 more row like it: line 3)"
         )
         assert not (out / "metrics.jsonl").exists()
 

@@ -450,3 +450,47 @@ def test_an_eval_files_headers_of_another_case_name_the_train_file_too(
     with pytest.raises(DataError) as refused:
         load_run_data(alone, None, None, torch.device("cpu"), lambda line: None)
     assert str(refused.value).endswith(settings)
+
+
+def test_prompt_files_say_the_special_tokens_written_in_their_text(tmp_path: Path) -> None:
+    """train's pairs, score, rank and generate say once a file whose texts write the
+    tokenizer's special tokens (read as those tokens); prompt_file (online rounds' prompts)
+    and eval_prompts_file (eval_generate's) said nothing. Each says it the same way, naming
+    the first rows; eval_prompts_file of the prompts it samples (eval_generate)."""
+    folder = save_tiny_model("gpt2", tmp_path / "m")
+    rewards = tmp_path / "rewards.py"
+    rewards.write_text("def size(prompts, completions, **kw):\n    return [0.0 for _ in prompts]\n")
+    rows = [{"prompt": f"a{n}<|endoftext|>b"} for n in range(4)]
+    rows.insert(1, {"prompt": "plain"})
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", rows)
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS[:2])
+    config = tiny_config(
+        folder, pairs, tmp_path / "out", online=True, prompt_file=str(prompts),
+        reward_fn=f"{rewards}:size", eval_generate=2, eval_prompts_file=str(prompts),
+    )  # fmt: skip
+    lines: list[str] = []
+    load_run_data(config, None, None, torch.device("cpu"), lines.append)
+    said = "with the tokenizer's special tokens written in their text"
+    tail = "read as those tokens, as TRL does: a turn ends or a text starts there"
+    assert [line for line in lines if said in line] == [
+        f"eval_prompts_file {prompts}: 1 row {said} (<|endoftext|> in 1; line 1), {tail}",
+        f"prompt_file {prompts}: 4 rows {said} (<|endoftext|> in 4; first line 1, line 3, "
+        f"line 4, ...), {tail}",
+    ]
+    lines.clear()  # a prompts-only train file, online DPO's prompts without prompt_file
+    config = tiny_config(
+        folder, prompts, tmp_path / "out", online=True, reward_fn=f"{rewards}:size"
+    )
+    load_run_data(config, None, None, torch.device("cpu"), lines.append)
+    assert [line for line in lines if said in line] == [
+        f"train {prompts}: 4 rows {said} (<|endoftext|> in 4; first line 1, line 3, line 4, ...), "
+        f"{tail}"
+    ]
+    lines.clear()
+    plain = write_jsonl(tmp_path / "plain.jsonl", [{"prompt": "plain"}])
+    config = tiny_config(
+        folder, pairs, tmp_path / "out", online=True, prompt_file=str(plain),
+        reward_fn=f"{rewards}:size",
+    )  # fmt: skip
+    load_run_data(config, None, None, torch.device("cpu"), lines.append)
+    assert not [line for line in lines if said in line]

@@ -231,7 +231,8 @@ def test_trl_spellings_from_python_and_their_contradictions() -> None:
         "constant_with_warmup"
     )
     for options, message in (
-        ({"optim": "adamw_bnb_8bit"}, "optim must be one of"),
+        ({"optim": "adamw_bnb_8bit"}, "^optim: adamw_bnb_8bit is bitsandbytes' 8-bit"),
+        ({"optim": "sgd"}, "optim must be one of"),
         ({"use_peft": False, "lora_r": 8}, "lora_r is set but use_peft is false"),
         # a rank of 0 asked for was the unset rank: 16 without a word
         ({"use_peft": True, "lora_r": 0}, "^lora_r: 0 with use_peft: true: .* remove lora_r"),
@@ -244,6 +245,54 @@ def test_trl_spellings_from_python_and_their_contradictions() -> None:
     ):
         with pytest.raises(ConfigError, match=message):
             DPOConfig(**options)
+
+
+def test_an_8bit_optimizer_is_told_what_directpo_offers_for_less_optimizer_memory() -> None:
+    """optim: adamw_8bit / paged_adamw_8bit / adamw_bnb_8bit (TRL's, transformers' names) and
+    optimizer: adamw_8bit were told only the list of choices; the first line says directpo has
+    no 8-bit optimizer and what it has for a smaller optimizer state."""
+    offered = "dtype: bfloat16, master_weights: bfloat16 and optimizer: adamw_kahan"
+    for key, name in (
+        ("optim", "adamw_8bit"),
+        ("optim", "paged_adamw_8bit"),
+        ("optim", "adamw_bnb_8bit"),
+        ("optimizer", "adamw_8bit"),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            DPOConfig(**{key: name})
+        first = str(refused.value).splitlines()[0]
+        assert (
+            first.startswith(f"{key}: {name} is bitsandbytes' 8-bit optimizer") and offered in first
+        )
+        assert "must be one of" not in str(refused.value)  # (said once, not with the list too)
+    # the state those options keep is what directpo's adamw_kahan trains with
+    config = DPOConfig(dtype="bfloat16", master_weights="bfloat16", optimizer="adamw_kahan")
+    assert config.optimizer == "adamw_kahan"
+
+
+def test_model_init_kwargs_own_options_are_refused_leading_with_the_value_written() -> None:
+    """model_init_kwargs: {torch_dtype: float32} was told to set dtype: bfloat16 first, the
+    value the user had not written; each key directpo has an option for (dtype, torch_dtype,
+    quantization_config) is said with its value and the option that asks for that value."""
+    for key in ("torch_dtype", "dtype"):
+        with pytest.raises(ConfigError) as refused:
+            DPOConfig(model_init_kwargs={key: "float32"})
+        said = str(refused.value)
+        assert said.startswith(f"model_init_kwargs: {key}: float32 is directpo's dtype option")
+        assert "bfloat16" not in said and "dtype: float32 (the default)" in said
+    with pytest.raises(ConfigError, match=r"^ref_model_init_kwargs: torch_dtype: torch.float32 "):
+        DPOConfig(ref_model_init_kwargs={"torch_dtype": "torch.float32"})
+    with pytest.raises(ConfigError) as refused:  # no dtype directpo trains in: both said
+        DPOConfig(model_init_kwargs={"torch_dtype": "float16"})
+    assert str(refused.value).startswith("model_init_kwargs: torch_dtype: float16 is directpo's")
+    assert str(refused.value).endswith("or dtype: float32")
+    quantized = {"load_in_4bit": True, "bnb_4bit_quant_type": "fp4", "llm_int8_threshold": 6}
+    with pytest.raises(ConfigError) as refused:
+        DPOConfig(model_init_kwargs={"quantization_config": quantized})
+    assert str(refused.value).endswith(
+        "remove it there and set load_in_4bit: true, bnb_4bit_quant_type: fp4 (directpo has no "
+        "option for llm_int8_threshold)"
+    )
 
 
 def test_a_cpo_config_trains_simpo_with_its_nll_weight() -> None:

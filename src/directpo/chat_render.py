@@ -26,7 +26,7 @@ from typing import Any
 
 from jinja2 import TemplateError, TemplateSyntaxError
 
-from directpo.chat_split import ANOTHER_TEMPLATE, NO_TEMPLATE, require_rendered, split_rendered
+from directpo.chat_split import require_rendered, split_rendered, template_fix
 from directpo.errors import ModelLoadError, first_line
 from directpo.messages import Text, function_names, is_prefilled, text_contents
 from directpo.preference_pairs import PreferenceExample
@@ -90,7 +90,7 @@ class ChatRenderer:
             raise ModelLoadError(
                 f"{name}: the chat template does not compile "
                 f"({(exc.message or type(exc).__name__).rstrip('.')}, at template line "
-                f"{exc.lineno}); fix it{ANOTHER_TEMPLATE}"
+                f"{exc.lineno}); fix it{template_fix().another}"
             ) from None
         except (TemplateError, ValueError) as exc:  # raise_exception(...), an undefined value
             raise RowError(
@@ -125,7 +125,7 @@ class ChatRenderer:
         if not (getattr(self.tokenizer, "chat_template", None) or self._processor_template()):
             raise RowError(
                 "no chat template",
-                f"conversational rows need a tokenizer with a chat template: {NO_TEMPLATE}",
+                f"conversational rows need a tokenizer with a chat template: {template_fix().none}",
             )
 
     def render_pair(

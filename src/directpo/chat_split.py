@@ -6,12 +6,19 @@ think block, tools the template does not write)."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from directpo.messages import Messages, is_prefilled
 from directpo.readers import RowError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def split_rendered(
@@ -23,7 +30,7 @@ def split_rendered(
     shared = len(os.path.commonprefix([prompt_text, full_text]))
     require_reasoning(completion, full_text[shared:])
     if OPEN_THINKING.search(prompt_text) and not thinks(completion):
-        raise RowError("reply without reasoning", NO_REASONING)
+        raise RowError("reply without reasoning", no_reasoning())
     # whitespace a template writes after the last turn is formatting, never generated
     if full_text.startswith(prompt_text):
         return prompt_text, full_text[len(prompt_text) :].rstrip()
@@ -78,41 +85,83 @@ def completion_gap(before_content: str, prompt_text: str) -> str:
     return gap[kept:]
 
 
-# how train's refusals of a chat template say the fix: score, rank and generate have no such
-# option (they render with the model folder's own template) and say it with ``in_commands``
-TEMPLATE_OPTION = "with the chat_template option"
-NO_TEMPLATE = (
-    "give one with the chat_template option (its text or a .jinja file), or set "
-    "tokenizer_name_or_path to a tokenizer that has one"
+# How a refusal of a chat template says the fix: by what its caller can do. train has the
+# chat_template option (and tokenizer_name_or_path); score, rank and generate (their commands
+# and score_file / rank_file / generate_file) render with the model folder's own template;
+# ImplicitReward with its tokenizer argument too. Each caller sets its words for the call
+# (``template_fixes``), so the message is right where it is made, in the CLI and in Python
+# alike (score's was train's, reworded by the CLI alone).
+@dataclass(frozen=True)
+class TemplateFix:
+    option: str  # ends "give a template that ... {option}"
+    none: str  # what to do for a tokenizer without one
+    another: str  # after "fix it" (a template that does not compile)
+
+
+TRAIN_FIX = TemplateFix(
+    option="with the chat_template option",
+    none="give one with the chat_template option (its text or a .jinja file), or set "
+    "tokenizer_name_or_path to a tokenizer that has one",
+    another=", or give another with the chat_template option",
 )
-ANOTHER_TEMPLATE = f", or give another {TEMPLATE_OPTION}"  # (after "fix it")
-IN_COMMANDS = {
-    NO_TEMPLATE: "put one in the model folder (its chat_template.jinja), or use a model whose "
+FOLDER_FIX = TemplateFix(
+    option="in the model folder's chat template (its chat_template.jinja: score, rank and "
+    "generate render with the model's own)",
+    none="put one in the model folder (its chat_template.jinja), or use a model whose "
     "tokenizer has one",
-    ANOTHER_TEMPLATE: "",
-    TEMPLATE_OPTION: "in the model folder's chat template (its chat_template.jinja: score, rank "
-    "and generate render with the model's own)",
-}
+    another="",
+)
+TOKENIZER_FIX = TemplateFix(
+    option="in the tokenizer's chat template (ImplicitReward's tokenizer argument, or the model "
+    "folder's chat_template.jinja)",
+    none="pass ImplicitReward a tokenizer that has one (its tokenizer argument), or put one in "
+    "the model folder (its chat_template.jinja)",
+    another=", or pass ImplicitReward a tokenizer with another",
+)
+_FIX: ContextVar[TemplateFix | None] = ContextVar("template_fix", default=None)
 
 
-def in_commands(message: str) -> str:
-    """A refusal of a row or a chat template as score, rank and generate say it: a template
-    put in the model folder, not given with the chat_template option or tokenizer_name_or_path,
-    which train alone has (they told of them)."""
-    for train, command in IN_COMMANDS.items():
-        message = message.replace(train, command)
-    return message
+def template_fix() -> TemplateFix:
+    """The words of the caller rendering now (train's by default)."""
+    return _FIX.get() or TRAIN_FIX
+
+
+@contextlib.contextmanager
+def template_fixes(fix: TemplateFix) -> Iterator[None]:
+    """Refusals of a chat template said in ``fix``'s words while in it; an outer caller's words
+    are kept (score_file's ImplicitReward says score's)."""
+    token = _FIX.set(_FIX.get() or fix)
+    try:
+        yield
+    finally:
+        _FIX.reset(token)
+
+
+def said_with(fix: TemplateFix) -> Callable[[F], F]:
+    """A function whose chat template refusals are said in ``fix``'s words."""
+
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            with template_fixes(fix):
+                return function(*args, **kwargs)
+
+        return wrapped  # type: ignore[return-value]
+
+    return decorate
 
 
 EMPTY_THINKING = re.compile(r"<think>\s*</think>\s*$")  # Qwen3's enable_thinking: false
 OPEN_THINKING = re.compile(r"<think>\s*$")  # DeepSeek-R1's and QwQ's generation prompt
 
-NO_REASONING = (
-    "the chat template's generation prompt opens a <think> block (DeepSeek-R1, QwQ), so the "
-    "model writes its reasoning first, but the reply has none (no </think>): it would train as "
-    "reasoning that never ends; give the replies their <think>...</think> reasoning, or a "
-    f"template whose generation prompt does not open one {TEMPLATE_OPTION}"
-)
+
+def no_reasoning() -> str:
+    return (
+        "the chat template's generation prompt opens a <think> block (DeepSeek-R1, QwQ), so the "
+        "model writes its reasoning first, but the reply has none (no </think>): it would train "
+        "as reasoning that never ends; give the replies their <think>...</think> reasoning, or "
+        f"a template whose generation prompt does not open one {template_fix().option}"
+    )
 
 
 THINKING_CLOSED = (
@@ -143,15 +192,16 @@ def require_reasoning(completion: Messages, rendered: str) -> None:
         if isinstance(content, str) and "</think>" in content:
             parts.append(content.split("</think>")[0].split("<think>")[-1])
         if any(part.strip() and part.strip() not in rendered for part in parts):
-            raise RowError("chat template drops reasoning", REASONING_DROPPED)
+            raise RowError("chat template drops reasoning", reasoning_dropped())
 
 
-REASONING_DROPPED = (
-    "the chat template drops the reply's reasoning (<think>...</think> or reasoning_content) "
-    "from the conversation it renders (DeepSeek-R1's and QwQ's keep only the text after "
-    "</think>), so the reply would train without it: give a template that keeps the last "
-    f"turn's reasoning {TEMPLATE_OPTION}, or remove the reasoning from the replies"
-)
+def reasoning_dropped() -> str:
+    return (
+        "the chat template drops the reply's reasoning (<think>...</think> or reasoning_content) "
+        "from the conversation it renders (DeepSeek-R1's and QwQ's keep only the text after "
+        "</think>), so the reply would train without it: give a template that keeps the last "
+        f"turn's reasoning {template_fix().option}, or remove the reasoning from the replies"
+    )
 
 
 def not_a_prefix(prompt_text: str, full_text: str) -> str:
@@ -173,5 +223,5 @@ def require_rendered(names: list[str], text: str, what: str) -> None:
         raise RowError(
             "chat template ignores tools",
             f"the chat template does not render {what} ('{missing}' is not in the text it "
-            f"writes); give one that does {TEMPLATE_OPTION}",
+            f"writes); give one that does {template_fix().option}",
         )

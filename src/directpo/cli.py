@@ -464,9 +464,8 @@ def _say_error(err: DirectpoError, typed: Sequence[str] = ()) -> None:
     text = as_typed(str(err), typed)
     command = COMMANDS.get(typed[0]) if typed else None
     if command is not None and not command.takes_yaml:  # (its options are flags alone)
-        from directpo.chat_split import in_commands  # (train's chat_template option: not theirs)
-
-        text = as_flags(in_commands(text), [f.name for f in dataclasses.fields(command.options)])
+        # (a chat template's fix is said in the command's words where it is made: chat_split)
+        text = as_flags(text, [f.name for f in dataclasses.fields(command.options)])
     if err.rank is not None:
         print(f"directpo: error: rank {err.rank}: {text}", file=sys.stderr, flush=True)
     elif _first_rank():

@@ -22,6 +22,7 @@ from directpo.prompts import (
 )
 from directpo.readers import kind_of, list_in_text
 from directpo.row_formats import is_openai_layout
+from directpo.row_kinds import command_rows_fix
 from directpo.unread_columns import other_case
 
 # what score adds to a pair row, and to a row of one response
@@ -138,9 +139,12 @@ def require_responses(
         if cased
         else f"name the field of its responses with --{option}"
     )
+    command = "rank" if option == "responses_column" else "score"
     if option == "responses_column" and any(set(pair) <= set(row) for pair in PAIR_FIELDS):
         # (rank of a pairs file was told to name a column, which no column of a pair fits)
         fix = "a preference pair: score it with directpo score (rank sorts a list of candidates)"
+    elif not cased and (kind := command_rows_fix(row, command, wanted.get("prompt_column"))):
+        fix = kind  # (another trainer's file: a column to name was no fix for it)
     has = fields or "no field"
     raise DataError(f"{where}: missing field '{column}'{also}; the row has {has}: {fix}")
 

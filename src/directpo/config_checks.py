@@ -39,6 +39,8 @@ from directpo.option_paths import expand_home
 from directpo.options import Options, reject_if_set
 from directpo.preflight import adapter_sync_problem, lora_off_reason
 from directpo.sampling_checks import check_generation
+from directpo.trl_compat import refuse_loading_options
+from directpo.trl_table import EIGHT_BIT, is_eight_bit
 
 
 def check_columns(options: Options) -> None:
@@ -70,6 +72,8 @@ def check_values(config: DPOConfig) -> None:
     expand_home(config)
     check_precision(config)
     config._apply_trl_spellings()
+    if is_eight_bit(config.optimizer):  # (transformers' name given as directpo's option)
+        config._refuse("optimizer", f"optimizer: {config.optimizer} {EIGHT_BIT}")
     one_of("optimizer", OPTIMIZERS)
     one_of("lr_scheduler_type", LR_SCHEDULERS)
     check_losses(config, require)
@@ -262,24 +266,7 @@ def check_values(config: DPOConfig) -> None:
             ("metric_for_best_model", "greater_is_better"),
             "neither load_best_model_at_end nor early_stopping_patience is set",
         )
-    for name in ("model_init_kwargs", "ref_model_init_kwargs"):
-        kwargs = getattr(config, name) or {}
-        for key in ("dtype", "torch_dtype"):
-            if key in kwargs:  # TRL loads the weights in it: bf16 weights barely learn
-                config._refuse(
-                    name,
-                    f"{name}: {key} is directpo's dtype option, for policy and reference "
-                    "together: remove it there and set dtype: bfloat16 (bf16 compute over "
-                    "float32 master weights, which keep every update; add master_weights: "
-                    "bfloat16 with optimizer: adamw_kahan to store the weights in bf16) or "
-                    "dtype: float32",
-                )
-        if "quantization_config" in kwargs:
-            config._refuse(
-                name,
-                f"{name}: quantization_config is set by directpo's load_in_4bit / "
-                "load_in_8bit and bnb_4bit_* options; remove it there",
-            )
+    refuse_loading_options(config)  # (dtype, quantization_config in model_init_kwargs)
     # whether a chosen loss uses a reference cannot be told from a refused loss_type
     known = config._valid("loss_type", "lora_r")
     own_base = config.own_reference

@@ -40,11 +40,13 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
+from itertools import chain
 from typing import Any
 
 from directpo.data_sources import is_path_list, no_rows, source_label
 from directpo.errors import DataError
 from directpo.pair_rows import (
+    OtherFormat,
     detect_layout,
     images_of,
     is_openai,
@@ -65,6 +67,7 @@ from directpo.preference_pairs import (
 from directpo.readers import RowError, kind_of, open_rows
 from directpo.refusals import SKIP_HINT, RefusedRows, hint_once
 from directpo.row_formats import from_openai, openai_message, openai_names
+from directpo.row_kinds import kto_pairs_note
 from directpo.unread_columns import unread_system
 
 # (the names callers and users know as data's: the pair types and the row checks live apart)
@@ -171,7 +174,13 @@ def preferences_of_rows(
             if layout is None:
                 if skip_invalid_rows and column_names is None:
                     require_fields(row, columns)  # a row's keys, not the file's columns
-                layout = detect_layout(row, columns, column_names or list(row), label, where)
+                try:
+                    layout = detect_layout(row, columns, column_names or list(row), label, where)
+                except OtherFormat as err:
+                    if not err.kto:
+                        raise
+                    rest = (other for _, other in rows if isinstance(other, dict))
+                    raise DataError(f"{err}{kto_pairs_note(chain([row], rest))}") from None
             examples.append(parse_row(row, layout, columns, f"{label}: {where}", base_dir))
         except RowError as err:
             if not skip_invalid_rows:  # the other rows are checked too (seconds for 100k):

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList
 
 from directpo.adapters import tokenizer_folder
+from directpo.chat_split import FOLDER_FIX, said_with
 from directpo.command_options import GenerateOptions
 from directpo.command_row_parsers import prompt_row as _prompt_row
 from directpo.errors import ConfigError, DataError
@@ -120,18 +121,26 @@ def check_prompts(
     processor: Any = None,
     chat_template_kwargs: dict[str, Any] | None = None,
     places: Iterable[str] | None = None,
+    echo: Callable[[str], None] | None = None,
 ) -> int:
     """Render each prompt once before training (or before ``generate`` loads the model), so
     that one the chat template refuses (a system message it does not take, ...) is a one-line
     error naming it now, not a traceback at the first evaluation or online round. ``places``:
-    each prompt's row ("line 3"), to name it by. Returns how many prompts there were."""
+    each prompt's row ("line 3"), to name it by. ``echo``: given, prompts writing the
+    tokenizer's special tokens in their text are said in one line, as train's pairs, score,
+    rank and generate say them (train's prompt_file and eval_prompts_file said nothing).
+    Returns how many prompts there were."""
     encoder = PairTokenizer(
         tokenizer, None, chat_template_kwargs=chat_template_kwargs, processor=processor
     )
     named = itertools.repeat(None) if places is None else places
     number = 0
     refused = RefusedRows(label)  # every refused prompt said at once, as a file's bad rows are
+    specials: Counter[str] = Counter()
     for number, (prompt, place) in enumerate(zip(prompts, named, strict=False), start=1):
+        if echo is not None:
+            texts = row_texts(prompt_of(prompt))
+            count_special_text(texts, encoder.specials, specials, place or "")
         try:
             _encode_prompt(encoder, prompt)
         except RowError as err:
@@ -141,6 +150,8 @@ def check_prompts(
                 where += f" ({shown if len(shown) <= 60 else shown[:57] + '...'})"
             refused.add(where, err.message)
     refused.raise_if_any()
+    if echo is not None and (note := special_summary(specials)):
+        echo(f"{label}: {note}")
     return number
 
 
@@ -358,6 +369,7 @@ def _until_stop(ids: list[int], stops: list[int]) -> list[int]:
     return ids
 
 
+@said_with(FOLDER_FIX)  # (a chat template's fix: the model folder's template)
 def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print) -> int:
     """Sample completions for every prompt row; rows keep their fields and gain
     ``completions`` (``completions_column``: a list of ``num_return_sequences`` strings; a row

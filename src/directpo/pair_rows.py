@@ -25,6 +25,7 @@ from directpo.messages import (
 from directpo.preference_pairs import Columns, PreferenceExample
 from directpo.readers import RowError, kind_of
 from directpo.row_formats import from_openai, is_openai_layout, openai_message
+from directpo.row_kinds import other_format
 from directpo.template_args import row_template_kwargs, row_tools
 from directpo.unread_columns import (
     SYSTEM_COLUMNS,
@@ -40,6 +41,15 @@ from directpo.vision import (
     inline_images,
     with_image_parts,
 )
+
+
+class OtherFormat(DataError):
+    """A file of another trainer's format (row_kinds); ``kto``: TRL's unpaired KTO rows, whose
+    refusal data.py completes with whether pairs can be written from them."""
+
+    def __init__(self, message: str, kto: bool) -> None:
+        super().__init__(message)
+        self.kto = kto
 
 
 def parse_pair(
@@ -85,6 +95,9 @@ def detect_layout(
                     fix += ", " + unread[1].removeprefix("set ").replace(" and ", ", ")
             if ids:  # TRL 1.x tokenizes the text too: ids alone would be a KeyError there
                 fix = f"'{ids[0]}' holds token ids, but directpo tokenizes the text itself"
+            elif pair is None and (kind := other_format(names, columns.prompt)) is not None:
+                # another trainer's file (KTO, SFT, GRPO): no column option would read it
+                raise OtherFormat(f"{label}: {kind}", kto="KTOTrainer" in kind)
             raise DataError(
                 f"{label}: column '{key}' not found (columns: {', '.join(map(str, names))}); "
                 + _read_by_fix(columns, fix, bool(pair))

@@ -247,11 +247,15 @@ def template_args_of(row: dict[str, Any], prompt: Text, where: str) -> dict[str,
 
 
 def load_prompts(
-    source: str | Any, prompt_column: str = "prompt", system_column: str | None = None
+    source: str | Any,
+    prompt_column: str = "prompt",
+    system_column: str | None = None,
+    places: list[str] | None = None,
 ) -> tuple[list[Text | ImagePrompt], list[dict[str, Any]]]:
     """Distinct prompts (texts or message lists, with their images if the rows have an images
     column), in file order, from a prompts or pairs file; and the other columns of each one's
-    first row (what a reward_fn is given)."""
+    first row (what a reward_fn is given). ``places``: a list given gets each prompt's row
+    ("line 3"), for notes that name rows (special tokens in text)."""
     label = source if isinstance(source, str) else "dataset"
     base_dir = os.path.dirname(os.path.abspath(source)) if isinstance(source, str) else None
     seen: set[str] = set()
@@ -262,10 +266,12 @@ def load_prompts(
     def parse(where: str, row: dict[str, Any]) -> Text | ImagePrompt:
         return prompt_with_images(row, prompt_column, where, base_dir, system_column)
 
-    for _, row, prompt in valid_rows(source, parse, refused):
+    for where, row, prompt in valid_rows(source, parse, refused):
         if _prompt_key(prompt) not in seen:
             seen.add(_prompt_key(prompt))
             prompts.append(prompt)
+            if places is not None:
+                places.append(where)
             others.append({k: v for k, v in row.items() if k != prompt_column})
     refused.raise_if_any()
     if not refused and not seen:
@@ -291,14 +297,18 @@ def prompt_with_images(
 
 
 def load_prompt_rows(
-    source: str | Any, prompt_column: str = "prompt", system_column: str | None = None
+    source: str | Any,
+    prompt_column: str = "prompt",
+    system_column: str | None = None,
+    places: list[str] | None = None,
 ) -> tuple[list[Text | ImagePrompt], list[dict[str, Any]]]:
     """Every row's prompt (text or messages, with its tools / chat_template_kwargs) and the
-    row's other columns, in file order (of each file in turn, for a list of paths)."""
+    row's other columns, in file order (of each file in turn, for a list of paths);
+    ``places`` as ``load_prompts``'."""
     if is_path_list(source):
         prompts, others = [], []
         for path in source:
-            more, columns = load_prompt_rows(path, prompt_column, system_column)
+            more, columns = load_prompt_rows(path, prompt_column, system_column, places)
             prompts += more
             others += columns
         return prompts, others
@@ -308,8 +318,10 @@ def load_prompt_rows(
     def parse(where: str, row: dict[str, Any]) -> Text | ImagePrompt:
         return parse_prompt(row, prompt_column, where, system_column)
 
-    for _, row, prompt in valid_rows(source, parse, refused):
+    for where, row, prompt in valid_rows(source, parse, refused):
         prompts.append(prompt)
+        if places is not None:
+            places.append(where)
         others.append({k: v for k, v in row.items() if k != prompt_column})
     refused.raise_if_any()
     if not prompts:

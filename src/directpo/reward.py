@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from directpo.adapters import adapter_base, rewrites_base, tokenizer_folder
+from directpo.chat_split import TOKENIZER_FIX, said_with
 from directpo.checkpoint import REFERENCE_FILE
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DataError
@@ -259,6 +260,7 @@ class ImplicitReward:
             reference = checkpoint_reference(Path(run_dir), start, kwargs)
         return cls(run_dir, reference, beta if beta is not None else config.beta, **kwargs)
 
+    @said_with(TOKENIZER_FIX)  # (a chat template's fix: its tokenizer argument)
     def score(
         self,
         prompts: Sequence[Text] | Text,
@@ -308,6 +310,7 @@ class ImplicitReward:
             warnings.warn(truncation_note(self, truncated), stacklevel=2)
         return self.score_ids(rows).tolist()
 
+    @said_with(TOKENIZER_FIX)
     def score_pairs(self, examples: Sequence[PreferenceExample]) -> list[tuple[float, float]]:
         """(chosen reward, rejected reward) of each preference pair, rendered as training
         renders it (its images, tools and chat_template_kwargs)."""

@@ -205,11 +205,12 @@ def load_run_data(
             )  # fmt: skip
     if refused:
         raise joined(refused)
-    held_out = read_held_out_prompts(config, [data.examples for data in eval_data.values()])
+    places: list[str] = []  # eval_prompts_file's rows, named by its special tokens' note
+    held_out = read_held_out_prompts(config, [data.examples for data in eval_data.values()], places)
     kwargs = config.chat_template_kwargs  # a file's prompts are not rendered until sampled:
     if config.eval_prompts_file:  # a prompt the template refuses is said before training
         label = f"eval_prompts_file {config.eval_prompts_file}"
-        check_prompts(tokenizer, held_out[0], label, processor, kwargs)
+        check_prompts(tokenizer, held_out[0], label, processor, kwargs, places, echo)
     data = RunData(
         tokenizer=tokenizer,
         processor=processor,
@@ -226,12 +227,14 @@ def load_run_data(
             data.reward_fn, data.eval_prompts, data.eval_rows, tokenizer, config.max_steps
         )
     if config.online:
+        places = []  # (a file of prompts' rows; a pairs file's were noted as its pairs)
         data.online_prompts, data.online_rows = read_online_prompts(
-            config, source, train_data, echo
+            config, source, train_data, echo, places
         )
         where = str(config.prompt_file or source or train_data.source)
         label = f"prompt_file {config.prompt_file}" if config.prompt_file else f"train {where}"
-        check_prompts(tokenizer, data.online_prompts, label, None, kwargs)
+        noted = echo if config.prompt_file or train_data is None else None
+        check_prompts(tokenizer, data.online_prompts, label, None, kwargs, places or None, noted)
         data.train_data = train_data or OnlineData(len(data.online_prompts), where)
         data.labeller = load_labeller(config, device)
         args = (data.online_prompts, data.online_rows, tokenizer, config.max_steps)

@@ -195,33 +195,41 @@ def _place(where: str | int) -> str:
 
 
 def read_online_prompts(
-    config: DPOConfig, source: Any, train_data: PreferenceData | None, echo: Callable[[str], None]
+    config: DPOConfig,
+    source: Any,
+    train_data: PreferenceData | None,
+    echo: Callable[[str], None],
+    places: list[str] | None = None,
 ) -> tuple[list[Any], list[dict[str, Any]]]:
     """Online rounds' prompts and their rows' other columns (for the labeller): prompt_file's,
-    else the train file's (its pairs' prompts, or a prompts-only file's)."""
+    else the train file's (its pairs' prompts, or a prompts-only file's); ``places``: a list
+    given gets the rows of the file of prompts read ("line 3"), none for a pairs file's."""
     if config.prompt_file:
         prompts, rows = load_prompt_rows(
-            config.prompt_file, config.prompt_column, config.system_column
+            config.prompt_file, config.prompt_column, config.system_column, places
         )
     elif train_data is not None:  # a pairs file: its rows' other columns too, as a prompt file's
         prompts, rows = distinct_example_prompts(train_data.examples)
     else:
-        prompts, rows = load_prompt_rows(source, config.prompt_column, config.system_column)
+        prompts, rows = load_prompt_rows(source, config.prompt_column, config.system_column, places)
     echo(f"online: {counted(len(prompts), 'prompt')}")
     return prompts, rows
 
 
 def read_held_out_prompts(
-    config: DPOConfig, example_sets: list[list[Any]]
+    config: DPOConfig, example_sets: list[list[Any]], places: list[str] | None = None
 ) -> tuple[list[Any], list[dict]]:
     """The first ``eval_generate`` distinct held-out prompts (none when sampling is off), of
-    each eval set in turn, and their rows' other columns (eval_prompts_file's; for reward_fn)."""
+    each eval set in turn, and their rows' other columns (eval_prompts_file's; for reward_fn);
+    ``places``: a list given gets eval_prompts_file's rows of those prompts ("line 3")."""
     if not config.eval_generate:
         return [], []
     if config.eval_prompts_file:
         prompts, rows = load_prompts(
-            config.eval_prompts_file, config.prompt_column, config.system_column
+            config.eval_prompts_file, config.prompt_column, config.system_column, places
         )
+        if places is not None:
+            del places[config.eval_generate :]
     else:
         prompts, rows = prompts_in_turn(example_sets)
     return prompts[: config.eval_generate], rows[: config.eval_generate]

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from directpo.arguments import checked_arguments, config_with, replaced_sources
 from directpo.batch_fit import retry_smaller, split_micro_batches
 from directpo.batching import collate_pairs
+from directpo.chat_split import TRAIN_FIX, said_with
 from directpo.config import DPOConfig
 from directpo.distributed import (
     all_reduce_sum,
@@ -71,6 +72,7 @@ from directpo.step import PairStats, pair_losses
 from directpo.sync import sync_reference
 
 
+@said_with(TRAIN_FIX)  # (an ImplicitReward of online DPO's: the chat_template option)
 def train(
     config: DPOConfig | None = None,
     train_dataset: Any = None,

@@ -30,11 +30,13 @@ from directpo.preflight import is_adapter_folder
 from directpo.trl_table import (
     ALIASES,
     COMPILE_DEFAULTS,
+    EIGHT_BIT,
     HINTS,
     NO_EFFECT,
     TRL_OPTIMIZERS,
     VERSION_FLAGS,
     VERSION_HINT,
+    is_eight_bit,
 )
 
 
@@ -57,7 +59,9 @@ def apply_trl_meanings(config: Any) -> None:
     warmup. Each refusal is collected (``config._refuse``), so that the checks after it say
     their own in the same run (optim: adamw_8bit hid a loss_type refused, said a run later)."""
     if config.optim is not None:
-        if config.optim not in TRL_OPTIMIZERS:
+        if is_eight_bit(config.optim):
+            config._refuse("optim", f"optim: {config.optim} {EIGHT_BIT}")
+        elif config.optim not in TRL_OPTIMIZERS:
             config._refuse(
                 "optim", f"optim must be one of {', '.join(TRL_OPTIMIZERS)} (got {config.optim!r})"
             )
@@ -219,6 +223,69 @@ def _trust_from_init_kwargs(config: Any) -> None:
         # now the option (config.yaml says so)
         rest = {k: v for k, v in kwargs.items() if k != "trust_remote_code"}
         setattr(config, name, rest or None)
+
+
+# dtypes as TRL's recipes write them in model_init_kwargs, as directpo's dtype option says them
+DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
+BF16_ADVICE = (
+    "bf16 compute over float32 master weights, which keep every update; add master_weights: "
+    "bfloat16 with optimizer: adamw_kahan to store the weights in bf16"
+)
+
+
+def refuse_loading_options(config: Any) -> None:
+    """model_init_kwargs' keys that are directpo's own options (dtype, torch_dtype,
+    quantization_config): TRL loads the weights by them, directpo by its options, for policy
+    and reference together. Each refusal leads with what the user wrote and says the option
+    that asks for it (torch_dtype: float32 was told to set dtype: bfloat16 first)."""
+    for name in ("model_init_kwargs", "ref_model_init_kwargs"):
+        kwargs = getattr(config, name) or {}
+        for key in ("dtype", "torch_dtype"):
+            if key in kwargs:  # TRL loads the weights in it: bf16 weights barely learn
+                config._refuse(name, _dtype_refusal(name, key, kwargs[key]))
+        if "quantization_config" in kwargs:
+            config._refuse(name, _quantization_refusal(name, kwargs["quantization_config"]))
+
+
+def _dtype_refusal(name: str, key: str, value: Any) -> str:
+    written = f"{name}: {key}: {as_yaml(value)} is directpo's dtype option"
+    written += ", for policy and reference"
+    dtype = DTYPE_NAMES.get(str(value).removeprefix("torch."))
+    if dtype == "float32":
+        return f"{written}: remove it there; dtype: float32 (the default) loads both in float32"
+    if dtype == "bfloat16":
+        return f"{written}: remove it there and set dtype: bfloat16 ({BF16_ADVICE})"
+    return (  # float16, auto (the checkpoint's dtype): no dtype directpo trains in
+        f"{written}, one of float32, bfloat16: remove it there and set dtype: bfloat16 "
+        f"({BF16_ADVICE}) or dtype: float32"
+    )
+
+
+def _quantization_refusal(name: str, value: Any) -> str:
+    """A BitsAndBytesConfig's fields said as the options of the same names (load_in_4bit,
+    bnb_4bit_quant_type, ...), which the run loads the base with."""
+    written = f"{name}: quantization_config is directpo's load_in_4bit / load_in_8bit and "
+    fields = (
+        [f"{k}: {as_yaml(v)}" for k, v in value.items() if k in BNB_OPTIONS]
+        if isinstance(value, dict)
+        else []
+    )
+    if not fields:
+        return f"{written}bnb_4bit_* options; remove it there"
+    unread = [k for k in value if k not in BNB_OPTIONS and not k.startswith("_")]
+    left = f" (directpo has no option for {', '.join(unread)})" if unread else ""
+    return f"{written}bnb_4bit_* options; remove it there and set {', '.join(fields)}{left}"
+
+
+# a BitsAndBytesConfig's fields that are directpo options of the same name
+BNB_OPTIONS = (
+    "load_in_4bit",
+    "load_in_8bit",
+    "bnb_4bit_quant_type",
+    "bnb_4bit_use_double_quant",
+    "bnb_4bit_compute_dtype",
+    "bnb_4bit_quant_storage",
+)
 
 
 def _typed(value: Any) -> Any:

@@ -117,6 +117,21 @@ TRL_OPTIMIZERS = {  # TRL / transformers' optim names -> directpo's optimizer
     "adamw_anyprecision": "adamw_kahan",
     "rmsprop": "rmsprop",
 }
+# bitsandbytes' 8-bit optimizers (adamw_8bit, paged_adamw_8bit, adamw_bnb_8bit, lion_8bit):
+# directpo has none (bitsandbytes is no dependency), so what it has for a smaller optimizer
+# state is said first, not the list of choices alone
+EIGHT_BIT = (
+    "is bitsandbytes' 8-bit optimizer, which directpo does not offer; for less optimizer memory "
+    "use dtype: bfloat16, master_weights: bfloat16 and optimizer: adamw_kahan (bf16 state, "
+    "updates kept), an adapter (lora_r: only its state) or fsdp_offload (state in CPU memory)"
+)
+
+
+def is_eight_bit(name: str) -> bool:
+    """An 8-bit (bitsandbytes) optimizer's name, as transformers' optim spells them."""
+    return "8bit" in name or "bnb" in name
+
+
 # key: (accepted when, what to do otherwise)
 NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "push_to_hub": (_nothing, UPLOAD),

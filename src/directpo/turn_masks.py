@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from directpo.chat_split import COMPLETION_MARK as MARK
-from directpo.chat_split import TEMPLATE_OPTION, conversation, without_empty_thinking
+from directpo.chat_split import conversation, template_fix, without_empty_thinking
 from directpo.messages import Messages, Text, others_turn
 from directpo.pair_store import Spans
 from directpo.readers import RowError
@@ -144,7 +144,7 @@ def _place(prefix: str, full: str, base: int, number: int) -> int:
             "rewrites earlier turns) and writes no stop token between, so the tokens of the "
             "messages the model does not write "
             "cannot be found exactly; end the completion before its first such message, give "
-            f"a template that renders turns once {TEMPLATE_OPTION}, or set "
+            f"a template that renders turns once {template_fix().option}, or set "
             "assistant_only_loss false",
         )
     return len(prefix) - base
@@ -181,7 +181,7 @@ def token_spans(
                 "assistant_only_loss: a token of the completion crosses the boundary of a "
                 f"message the model does not write (at {text[max(cut - 20, 0) : cut + 20]!r}), "
                 "so its tokens cannot be left out exactly; give a template that ends each turn "
-                f"with a special token {TEMPLATE_OPTION}, or set assistant_only_loss "
+                f"with a special token {template_fix().option}, or set assistant_only_loss "
                 "false",
             )
     return tuple((found[start], found[end]) for start, end in chars)

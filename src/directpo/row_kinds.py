@@ -1,0 +1,167 @@
+"""A data file of another trainer's format, said by what it is where no column option reads it.
+
+A file without ``chosen`` / ``rejected`` was told "column 'chosen' not found; set chosen_column /
+rejected_column", which no column setting fixes when the file holds no pair at all: TRL's
+KTOTrainer's unpaired rows (prompt, completion, label), SFTTrainer's conversations (messages),
+text (text) or prompt-completion rows, GRPOTrainer's prompts alone. Such a file is said by its
+columns, with what DPO needs and what to do. Rows that ARE pairs under other names
+(``response_a`` / ``response_b`` beside a ``winner``) are said so: a rename reads them only where
+the first one is always the preferred one, so the column hint stays only where no column says
+which one won. (directpo builds no pairs from KTO rows: which undesirable reply to pair with
+which desirable one is the user's choice, said, not made.)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+NEEDS = "DPO needs a chosen and a rejected reply per prompt"
+WRITE_PAIRS = "write rows of prompt, chosen, rejected"
+# suffixes of two columns holding a pair's replies under one stem (response_a / response_b,
+# PKU-SafeRLHF's response_0 / response_1, SHP's human_ref_A / human_ref_B)
+PAIR_SUFFIXES = (("a", "b"), ("A", "B"), ("0", "1"), ("1", "2"))
+# a column saying which of the two replies won (winner, better_response_id, labels, preference)
+CHOICE = re.compile(r"winner|prefer|better|label|choice", re.IGNORECASE)
+KTO_COLUMNS = ("prompt", "completion", "label")
+# the columns beside a prompt in GRPO's prompt-only datasets (a reward function's reference
+# answer, an id): any other column may be a reply under another name, told the column hint
+PROMPT_EXTRAS = {"answer", "solution", "ground_truth", "id", "image", "images", "system", "tools"}
+REPLY_LIKE = {"answer", "solution", "ground_truth"}  # to score or rank: maybe the response
+
+
+def paired_replies(names: Sequence[str]) -> tuple[str, str] | None:
+    """Two columns of one stem, one ending in a and the other in b (or 0 / 1, 1 / 2)."""
+    for first, second in PAIR_SUFFIXES:
+        for name in names:
+            stem = name[: -len(first)]
+            if name.endswith(first) and stem and stem[-1] in "_-" and stem + second in names:
+                return name, stem + second
+    return None
+
+
+def other_format(names: Sequence[Any], prompt: str = "prompt") -> str | None:
+    """What a file of columns ``names`` holds and what to do, where it is another trainer's
+    format rather than pairs under other column names (None: not one known here)."""
+    names = [str(name) for name in names]
+    has = set(names)
+    if any(word in name.lower() for name in names for word in ("chosen", "rejected")):
+        return None  # (a pair's column under another name: the column hint reads it)
+    if set(KTO_COLUMNS) <= has:
+        return (
+            "unpaired preference rows (prompt, completion, label) as TRL's KTOTrainer reads: "
+            f"{NEEDS}"
+        )
+    pair = paired_replies(names)
+    if pair is not None:
+        choice = [name for name in names if CHOICE.search(name) and name not in pair]
+        columns = ", ".join([*pair, *choice[:1]])
+        if choice:
+            return (
+                f"pairs under other names ({columns}), the preferred reply said by "
+                f"'{choice[0]}': {NEEDS} in fixed columns; {WRITE_PAIRS}, each row's "
+                "preferred reply as chosen"
+            )
+        return (
+            f"pairs under other names ({columns}) with no column saying which won: set "
+            f"chosen_column: {pair[0]}, rejected_column: {pair[1]} if {pair[0]} is always "
+            "the preferred reply"
+        )
+    sft = (
+        "conversations (messages)"
+        if "messages" in has
+        else "text rows (text)"
+        if "text" in has and prompt not in has
+        else "prompt-completion rows (prompt, completion)"
+        if {prompt, "completion"} <= has
+        else None
+    )
+    if sft is not None:  # (a prompt column is what prompt_file reads: online DPO's prompts)
+        online = prompt in has and "messages" not in has
+        return f"{sft} as TRL's SFTTrainer reads: {NEEDS}; {WRITE_PAIRS}" + (
+            ", or give the prompts as prompt_file with online: true (docs/online.md)" * online
+        )
+    if prompt in has and has - {prompt} <= PROMPT_EXTRAS:
+        return (
+            f"prompts alone ({prompt}) as TRL's GRPOTrainer reads: {NEEDS}; give this file as "
+            "prompt_file with online: true, where the pairs are sampled and judged "
+            "(docs/online.md)"
+        )
+    return None
+
+
+def kto_pairs_note(rows: Iterable[dict[str, Any]], limit: int = 100_000) -> str:
+    """Said after a KTO file's refusal: whether a prompt of its (first ``limit``) rows has a
+    reply labelled true and one labelled false, which a pair can be written from."""
+    labels: dict[str, set[bool]] = {}
+    for count, row in enumerate(rows):
+        if count >= limit:
+            break
+        label, prompt = _label(row.get("label")), row.get("prompt")
+        if label is not None:
+            seen = labels.setdefault(repr(prompt), set())
+            seen.add(label)
+            if len(seen) == 2:
+                return (
+                    f"; its prompt {_short(prompt)} has a reply labelled true and one labelled "
+                    "false: write such replies as one row's chosen and rejected (directpo does "
+                    "not pair them itself: which false reply goes with which true one is yours)"
+                )
+    return "; no prompt of it has both a true and a false reply, so no pair can be made of it"
+
+
+def _label(value: Any) -> bool | None:
+    """A KTO label as TRL's datasets write it (a bool), or as a CSV or spreadsheet reads it back
+    ("True", "false", 1, 0); None for anything else."""
+    if isinstance(value, str):
+        value = {"true": True, "1": True, "false": False, "0": False}.get(value.strip().lower())
+    if isinstance(value, int) and value in (0, 1):  # (bool is an int too)
+        return bool(value)
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# what score and rank read, said to a file of another trainer's format
+COMMAND_ROWS = {
+    "score": "score reads a prompt and its response (prompt, response) or a pair (prompt, "
+    "chosen, rejected)",
+    "rank": "rank reads a prompt and a list of candidate responses (prompt, responses)",
+}
+
+
+def command_rows_fix(names: Sequence[Any], command: str, prompt: str | None) -> str | None:
+    """What ``command`` (score, rank) says of a row without its responses where it is another
+    trainer's format, which no column option reads (None: not one known here)."""
+    names, prompt = [str(name) for name in names], prompt or "prompt"
+    has = set(names)
+    reads = COMMAND_ROWS[command]
+    if "messages" in has and prompt not in has:
+        return f"conversations (messages) as TRL's SFTTrainer reads: {reads}"
+    if "text" in has and prompt not in has:
+        return f"text rows (text) as TRL's SFTTrainer reads: {reads}"
+    pair = paired_replies(names)
+    if pair is not None:
+        flags = f"--chosen_column {pair[0]} --rejected_column {pair[1]}"
+        if command == "score":
+            return f"a pair under other names ({pair[0]}, {pair[1]}): score it with {flags}"
+        return (
+            f"a pair under other names ({pair[0]}, {pair[1]}): score it with directpo score "
+            f"{flags} (rank sorts a list of candidates)"
+        )
+    single = [name for name in ("response", "completion") if name in has]
+    if single and command == "rank":  # (TRL's KTO and prompt-completion rows)
+        return (
+            f"one response a row ('{single[0]}'): score it with directpo score (rank sorts a "
+            "list of candidates)"
+        )
+    if prompt in has and has - {prompt} <= PROMPT_EXTRAS - REPLY_LIKE:
+        return (
+            f"prompts alone ({prompt}) as TRL's GRPOTrainer reads: {reads}; sample responses "
+            "with directpo generate, whose output directpo rank reads as it is"
+        )
+    return None

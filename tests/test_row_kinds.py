@@ -1,0 +1,149 @@
+"""Files of another trainer's format said by what they are (row_kinds.py)."""
+
+from __future__ import annotations
+
+import pytest
+from tiny import write_jsonl
+
+from directpo.config import DPOConfig
+from directpo.data import load_preferences
+from directpo.errors import ConfigError, DataError
+from directpo.row_kinds import other_format, paired_replies
+
+NEEDS = "DPO needs a chosen and a rejected reply per prompt"
+TURNS = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+
+
+def said(rows: list[dict]) -> str:
+    with pytest.raises(DataError) as info:
+        load_preferences(rows)
+    return str(info.value)
+
+
+def test_files_of_other_trainers_are_said_by_their_format_not_a_column_to_set() -> None:
+    """KTO, SFT and GRPO files were told "column 'chosen' not found; set chosen_column /
+    rejected_column", which no column setting fixes: each is said by what it holds."""
+    kto = said([{"prompt": "a", "completion": "b", "label": True}])
+    assert "unpaired preference rows (prompt, completion, label) as TRL's KTOTrainer" in kto
+    assert NEEDS in kto and "chosen_column" not in kto
+    sft = said([{"messages": TURNS}])
+    assert f"conversations (messages) as TRL's SFTTrainer reads: {NEEDS}" in sft
+    assert "prompt_file" not in sft  # (a conversation is no prompt online DPO reads)
+    assert "text rows (text) as TRL's SFTTrainer" in said([{"text": "Hello world"}])
+    completions = said([{"prompt": "a", "completion": "b"}])
+    assert "prompt-completion rows (prompt, completion) as TRL's SFTTrainer" in completions
+    assert "prompt_file with online: true" in completions
+    prompts = said([{"prompt": "a"}, {"prompt": "b"}])
+    assert f"prompts alone (prompt) as TRL's GRPOTrainer reads: {NEEDS}" in prompts
+    assert "chosen_column" not in prompts + sft + completions
+
+
+def test_pairs_under_other_names_keep_the_column_hint_only_where_a_rename_reads_them() -> None:
+    """A rename reads response_a / response_b only where no column says which one won."""
+    winner = said([{"prompt": "a", "response_a": "b", "response_b": "c", "winner": "model_b"}])
+    assert "pairs under other names (response_a, response_b, winner)" in winner
+    assert "preferred reply said by 'winner'" in winner and "chosen_column" not in winner
+    plain = said([{"prompt": "a", "response_a": "b", "response_b": "c"}])
+    assert plain.endswith(
+        "set chosen_column: response_a, rejected_column: response_b if response_a is always "
+        "the preferred reply"
+    )
+    renamed = said([{"prompt": "a", "chosen_response": "b", "rejected_response": "c"}])
+    assert renamed.endswith(
+        "set chosen_column: chosen_response, rejected_column: rejected_response"
+    )
+    assert paired_replies(["prompt", "response_0", "response_1"]) == ("response_0", "response_1")
+    assert paired_replies(["history", "human_ref_A", "human_ref_B"]) == (
+        "human_ref_A",
+        "human_ref_B",
+    )
+    assert paired_replies(["data", "beta"]) is None  # (a name ending in a is no pair's)
+    assert other_format(["context", "good", "bad"]) is None  # an unknown layout: the old hint
+
+
+def test_a_kto_file_says_whether_pairs_can_be_written_from_it(tmp_path) -> None:
+    """A prompt with a true and a false reply anywhere in the file (not only its first row)
+    is said; a file without one is told no pair can be made."""
+    rows = [
+        {"prompt": "p1", "completion": "a", "label": True},
+        {"prompt": "p2", "completion": "b", "label": True},
+        {"prompt": "p3", "completion": "c", "label": False},
+        {"prompt": "p2", "completion": "d", "label": False},
+    ]
+    both = said(rows)
+    assert "its prompt 'p2' has a reply labelled true and one labelled false" in both
+    assert "directpo does not pair them itself" in both
+    none = said(rows[:3])
+    assert none.endswith(
+        "no prompt of it has both a true and a false reply, so no pair can be made of it"
+    )
+    path = write_jsonl(tmp_path / "kto.jsonl", rows)
+    assert said(str(path)).startswith(f"{path}: unpaired preference rows")
+    sheet = tmp_path / "kto.csv"  # a CSV's labels read back as text
+    sheet.write_text("prompt,completion,label\np1,a,True\np1,b,False\n")
+    assert "its prompt 'p1' has a reply labelled true and one labelled false" in said(str(sheet))
+
+
+def test_an_eval_file_of_another_format_is_said_so(tmp_path) -> None:
+    """The eval file's rows are read as the train file's: the same line for them."""
+    good = {"prompt": "a", "chosen": " b", "rejected": " c"}
+    train = write_jsonl(tmp_path / "train.jsonl", [good])
+    held = write_jsonl(tmp_path / "eval.jsonl", [{"messages": TURNS}])
+    (tmp_path / "config.json").write_text("{}")  # (a model folder, as far as the check looks)
+    with pytest.raises(ConfigError) as info:
+        DPOConfig(
+            model_name_or_path=str(tmp_path),
+            train_file=str(train),
+            eval_file=str(held),
+            learning_rate=-1,
+        )
+    assert (
+        str(info.value)
+        .splitlines()[-1]
+        .startswith(f"  {held}: conversations (messages) as TRL's SFTTrainer reads: {NEEDS}")
+    )
+
+
+def test_rows_with_a_reply_under_another_name_keep_the_column_hint() -> None:
+    """Only a prompt with a GRPO dataset's extras is 'prompts alone': a column that may hold a
+    reply (good, rejected) keeps the hint to name it."""
+    assert other_format(["prompt", "answer", "id"]) is not None
+    assert other_format(["prompt", "good", "rejected"]) is None
+    assert other_format(["prompt", "good"]) is None
+    assert said([{"prompt": "a", "good": "b"}]).endswith("set chosen_column / rejected_column")
+
+
+def test_score_and_rank_say_a_file_of_another_format_by_what_it_holds(tmp_path, capsys) -> None:
+    """score and rank told an SFT, GRPO or comparison file to "name the field of its responses
+    with --response_column", which no column of it fits: each is said by what it holds."""
+    from directpo import cli
+
+    rows = {
+        "sft": {"messages": TURNS},
+        "grpo": {"prompt": "a", "id": 4},  # (with an answer: the response to name, maybe)
+        "ab": {"prompt": "a", "response_a": "b", "response_b": "c", "winner": "model_a"},
+        "kto": {"prompt": "a", "completion": "b", "label": False},
+    }
+    said = {}
+    for command in ("score", "rank"):
+        for name, row in rows.items():
+            source = write_jsonl(tmp_path / f"{name}.jsonl", [row])
+            pairs = ["--chosen_column", "chosen", "--rejected_column", "rejected"]
+            argv = [command, "--model_name_or_path", str(tmp_path / "nope"), "--input", str(source)]
+            argv += ["--output", str(tmp_path / "out.jsonl"), "--prompt_column", "prompt"]
+            code = cli.main(argv + pairs * (command == "score"))
+            assert code == 2
+            said[command, name] = capsys.readouterr().err.split("and the data files' rows:\n")[-1]
+    for key, fix in {
+        ("score", "sft"): "the row has 'messages': conversations (messages) as TRL's SFTTrainer "
+        "reads: score reads a prompt and its response (prompt, response) or a pair",
+        ("rank", "sft"): "rank reads a prompt and a list of candidate responses",
+        ("score", "grpo"): "prompts alone (prompt) as TRL's GRPOTrainer reads: score reads",
+        ("rank", "grpo"): "sample responses with directpo generate, whose output directpo rank",
+        ("score", "ab"): "score it with --chosen_column response_a --rejected_column response_b",
+        ("rank", "ab"): "score it with directpo score --chosen_column response_a --rejected_col",
+        ("rank", "kto"): "one response a row ('completion'): score it with directpo score",
+    }.items():
+        assert fix in said[key], said[key]
+        assert "name the field of its responses" not in said[key]
+    assert "missing field" not in said["score", "kto"]  # (a response a row: what score reads)
