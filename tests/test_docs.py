@@ -326,6 +326,18 @@ def test_the_example_configs_load() -> None:
         assert config.output_dir, example.name
 
 
+def test_the_example_configs_start_without_a_note() -> None:
+    """A new user's first run is an example recipe: its start says nothing of the recipe itself
+    (smollm2_dpo.yaml's lr_scheduler_type: constant with warmup_steps: 2 said 'TRL's constant
+    would not warm up' at every start; constant_with_warmup is the schedule it trains)."""
+    from directpo.start_notes import start_notes
+
+    for example in sorted((ROOT / "examples").glob("*.yaml")):
+        config = load_config(str(example), {"model_name_or_path": "path/to/model"})
+        steps = config.max_steps if config.max_steps > 0 else 100
+        assert start_notes(config, steps, lora=bool(config.lora_r)) == [], example.name
+
+
 def test_the_bench_scripts_the_docs_run_import_as_written() -> None:
     """``python bench/gpu_smoke.py features`` (docs/performance.md) stopped at "No module named
     'tiny'" unless PYTHONPATH named tests/: each script the docs run finds its own helpers
