@@ -31,3 +31,25 @@ def test_a_file_it_cannot_cut_is_said_to_be_read_whole(tmp_path) -> None:
     assert f"--input {tmp_path}/held.parquet" in line
     assert "it reads every row, the run evaluated the first 7: max_eval_samples" in line
     assert "head" not in next_steps("out", str(tmp_path / "held.jsonl"))  # (every row read)
+
+
+def test_the_cut_keeps_the_rows_the_run_evaluated_across_blank_lines(tmp_path) -> None:
+    """The reader skips blank lines, so a file with one after each row ran its first 2 rows,
+    but 'head -n 2' kept the first row alone: score's accuracy was of half the pairs."""
+    held = tmp_path / "held.jsonl"
+    rows = [{"prompt": f"p{i}", "chosen": "a", "rejected": "b"} for i in range(5)]
+    held.write_text("".join(json.dumps(row) + "\n\n" for row in rows))
+    line = next_steps("out", str(held), 2)
+    cut = line.removeprefix("next: ").split(" && ")[0]
+    subprocess.run(cut, shell=True, cwd=tmp_path, check=True)
+    kept = (tmp_path / "held.first2.jsonl").read_text().splitlines()
+    assert [json.loads(row) for row in kept if row.strip()] == rows[:2]
+
+
+def test_a_file_of_no_more_rows_than_evaluated_is_scored_as_it_is(tmp_path) -> None:
+    held = tmp_path / "held.jsonl"
+    held.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n\n')
+    line = next_steps("out", str(held), 2)
+    assert "head" not in line
+    assert f"--input {held} --output scored.jsonl" in line
+    assert "(its implicit rewards, of every row the run evaluated)" in line

@@ -266,6 +266,31 @@ def test_plot_draws_evaluations_and_writes_only_an_image_file(tmp_path, monkeypa
     )
 
 
+def test_a_series_of_one_point_is_drawn_as_a_marker(tmp_path, monkeypatch) -> None:
+    """A run evaluated once (at its end), or of one logged step, drew its eval line as a line
+    of no length: the panel showed nothing of it."""
+    from directpo.demo import plots
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"step": s, "loss": 0.7 - s / 100, "rewards/margins": s / 10} for s in (1, 2, 3)]
+    rows += [{"step": 3, "eval/loss": 0.6, "eval/rewards/margins": 0.4}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    markers = {}
+    real_save = plots._save
+
+    def save(fig, path):
+        for axis in fig.axes:
+            for line in axis.lines:
+                markers[(axis.get_title(), line.get_label())] = line.get_marker()
+        real_save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", save)
+    assert main(["plot", str(run)]) == 0
+    assert markers[("loss", "run eval")] == markers[("reward margin", "run eval")] == "s"
+    assert markers[("loss", "run")] in ("None", None, "")  # (lines of many points: no marker)
+
+
 def test_plot_draws_the_reward_and_kl_of_a_runs_samples(tmp_path, monkeypatch) -> None:
     """An online DPO run logs the reward and KL of each round's samples (objective/scores,
     objective/kl, TRL's names), the curves it is judged by, and eval_generate those of held-out

@@ -102,11 +102,14 @@ def test_every_flag_on_a_documented_command_line_is_an_option(doc: str, argv: li
 
 
 def test_every_key_of_a_documented_yaml_block_is_an_option() -> None:
+    """Each key of a YAML block is an option (or TRL's name for one), and the block's values
+    are ones a config takes (a renamed choice, ``online_pairs: best_worst``, fails here)."""
     for path in DOCS:
         for block in _blocks(_text(path), ("yaml", "yml")):
             values = yaml.safe_load(block)
             try:
                 DPOConfig.translate(values, NAMES, path.name)
+                DPOConfig(**{"model_name_or_path": "m", **values})  # its values too, together
             except ConfigError as error:
                 pytest.fail(f"{path.name}: {error}")
 
@@ -137,6 +140,34 @@ def test_every_inline_option_is_an_option() -> None:
                 if key not in CONFIG_KEYS
             ]
     assert not unknown, unknown
+
+
+# values the docs show in order to say they are refused ("`dtype: bf16` is refused as a value")
+REFUSED_SPELLINGS = {"dtype: bf16"}
+
+
+def test_every_documented_word_value_is_one_an_option_takes() -> None:
+    """``eval_strategy: epoch``, ``online_pairs: above_gap``, ``steps|epoch|no``: a word the
+    docs give an option is one of its choices (a renamed choice would send a user's copied
+    line to a refusal), unless the docs show it as a refused spelling (REFUSED_SPELLINGS).
+    Values a run checks against other options (``master_weights: bfloat16`` needs bf16) or
+    placeholders (``eval_generate: N``) are not this check's: only 'must be one of' counts."""
+    wrong = []
+    for path in DOCS:
+        text = _text(path)
+        for span in set(_inline_code(text)):
+            match = re.match(r"^([a-z][a-z0-9_]*): ([\w.|-]+)$", span)
+            if not match or match.group(1) not in FIELDS:
+                continue
+            for word in match.group(2).split("|"):
+                try:
+                    DPOConfig(model_name_or_path="m", **{match.group(1): yaml.safe_load(word)})
+                except ConfigError as error:
+                    if "must be one of" not in str(error):
+                        continue
+                    if span not in REFUSED_SPELLINGS:
+                        wrong.append(f"{path.name}: `{span}`: {error}")
+    assert not wrong, wrong
 
 
 def test_every_keyword_of_a_documented_api_call_is_taken() -> None:
@@ -324,6 +355,18 @@ def test_the_example_configs_load() -> None:
     for example in examples:
         config = load_config(str(example), {"model_name_or_path": "path/to/model"})
         assert config.output_dir, example.name
+
+
+def test_the_example_configs_start_without_a_note() -> None:
+    """A new user's first run is an example recipe: its start says nothing of the recipe itself
+    (smollm2_dpo.yaml's lr_scheduler_type: constant with warmup_steps: 2 said 'TRL's constant
+    would not warm up' at every start; constant_with_warmup is the schedule it trains)."""
+    from directpo.start_notes import start_notes
+
+    for example in sorted((ROOT / "examples").glob("*.yaml")):
+        config = load_config(str(example), {"model_name_or_path": "path/to/model"})
+        steps = config.max_steps if config.max_steps > 0 else 100
+        assert start_notes(config, steps, lora=bool(config.lora_r)) == [], example.name
 
 
 def test_the_bench_scripts_the_docs_run_import_as_written() -> None:

@@ -132,12 +132,14 @@ print(sorted(name for name in ("torch", "transformers", "peft") if name in sys.m
 
 def test_help_and_version_as_words_are_the_flags(capsys) -> None:
     """``directpo help train`` and ``directpo version`` (git's, pip's words) were 'unknown
-    command'; they are ``train --help`` and ``--version``."""
+    command'; they are ``train --help`` and ``--version`` (``help version`` too)."""
     for argv, said in (
         (["help", "train"], "usage: directpo train [CONFIG.yaml]"),
         (["help"], "usage: directpo [-h] [-V] COMMAND"),
         (["--help", "score"], "usage: directpo score [--option VALUE ...]"),  # (git's order)
         (["version"], "directpo 0.1.0 (torch "),
+        (["help", "version"], "directpo 0.1.0 (torch "),  # (was 'unknown command 'version'')
+        (["help", "help"], "usage: directpo [-h] [-V] COMMAND"),
     ):
         with pytest.raises(SystemExit) as done:
             main(argv)

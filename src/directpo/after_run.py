@@ -38,8 +38,8 @@ def next_steps(output_dir: str, eval_file: Any, max_eval_samples: int | None = N
     """The commands that use a finished run (it ended at "model saved to ..."): its held-out
     pairs scored by the implicit reward when they are one file, its curves drawn. With
     ``max_eval_samples`` the run read the file's first rows only (the rest, perhaps bad or
-    endless, never): a JSON Lines file is cut to those first (``head -n N``), scored alone;
-    of another format the line says that score reads every row."""
+    endless, never): a JSON Lines file is cut to those first (``head -n`` their lines), scored
+    alone; of another format the line says that score reads every row."""
     run = shlex.quote(output_dir)
     if isinstance(eval_file, str | list):  # a glob pattern is the files it matches (score
         # reads no pattern: it said 'no such file' of the one the run had read)
@@ -53,12 +53,32 @@ def next_steps(output_dir: str, eval_file: Any, max_eval_samples: int | None = N
     if max_eval_samples is not None and isinstance(eval_file, str):
         n = max_eval_samples
         if eval_file.lower().endswith(".jsonl") and os.path.isfile(eval_file):
-            first = shlex.quote(f"{Path(eval_file).stem}.first{n}.jsonl")
-            score = f"head -n {n} {pairs} > {first} && {_score_command(run, first)}"
-            said = f"the implicit rewards of the first {n} rows, as the run evaluated"
+            lines = _lines_of_first_rows(eval_file, n)
+            if lines is None:  # (the file holds no more rows: the run evaluated them all)
+                said = "its implicit rewards, of every row the run evaluated"
+            else:
+                first = shlex.quote(f"{Path(eval_file).stem}.first{n}.jsonl")
+                score = f"head -n {lines} {pairs} > {first} && {_score_command(run, first)}"
+                said = f"the implicit rewards of the first {n} rows, as the run evaluated"
         else:
             said += f"; it reads every row, the run evaluated the first {n}: max_eval_samples"
     return f"next: {score} ({said}); directpo plot {run} (training curves)"
+
+
+def _lines_of_first_rows(path: str, rows: int) -> int | None:
+    """The count of the file's lines that hold its first ``rows`` rows, as the reader counts
+    them (blank lines between rows are skipped: ``head -n rows`` of a file with one after each
+    row kept half of what the run evaluated); None when the file holds no more rows."""
+    from directpo.readers import open_rows
+
+    try:
+        read, _ = open_rows(path, path, lazy=True)
+        for index, (where, _) in enumerate(read):
+            if index == rows:  # (the next row: the lines before its first are the rows')
+                return int(str(where).split()[-1]) - 1
+    except Exception:  # a file that changed since the run read it: the rows' count, as lines
+        return rows
+    return None
 
 
 def _score_command(run: str, pairs: str) -> str:

@@ -486,10 +486,12 @@ def _spelt_as_flags(argv: list[str]) -> list[str]:
     pip's and cargo's words) as the flags they stand for: each was 'unknown command' (the
     second printed the commands' list)."""
     named = len(argv) > 1 and argv[1] in COMMANDS
+    if argv in (["version"], ["help", "version"]):  # (the second was 'unknown command')
+        return ["--version"]
+    if argv == ["help", "help"]:  # (was 'unknown command 'help'', help being one)
+        return ["--help"]
     if argv[:1] == ["help"] or (argv[:1] in (["-h"], ["--help"]) and named):
         return [*argv[1:2], "--help"]  # (directpo --help train: git's order, the top's help)
-    if argv == ["version"]:
-        return ["--version"]
     return argv
 
 

@@ -49,9 +49,13 @@ def plot_curves(runs: Sequence[tuple[str, list[dict[str, Any]]]], path: str | Pa
                 points = [(r["step"], r[series]) for r in rows if series in r]
                 style = "-" if name == "train" else next(eval_styles)
                 shown = label if name == "train" else f"{label} {name}"
+                # a series of one point (a run's single evaluation, a one-step run) is a line
+                # of no length, drawn as nothing: it gets a marker (an evaluation's square)
+                marker = None if len(points) > 1 else "o" if name == "train" else "s"
                 (line,) = axis.plot(
-                    *zip(*points, strict=True), style, label=shown, linewidth=1.5, color=colour
-                )
+                    *zip(*points, strict=True), style, label=shown, linewidth=1.5, color=colour,
+                    marker=marker,
+                )  # fmt: skip
                 colour = line.get_color()
         axis.set_title(title)
         axis.set_xlabel("step")
