@@ -87,7 +87,7 @@ def cached_tokenization(
     path = cache_folder() / f"{key}.npz"
     cached = _read(path, data, echo, name)
     if cached is not None:
-        echo(f"{name}: tokenized pairs read from the cache ({path})")
+        echo(f"{name}: token ids read from the cache ({path}), not tokenized again")
         return cached
     tokenized = tokenize()
     problem = _write(path, tokenized, data, max_bytes)
