@@ -77,12 +77,24 @@ def start_notes(
     return notes
 
 
+# How much more a short step (or micro-batch) must weigh in TRL's mean than its share of the
+# window's pairs before it is said: the logged point moves by that excess times the gap between
+# the short part's mean and the rest's, and under a tenth of that gap it sits inside the
+# window's own noise. A full window of the default logging_steps 10 stays under it whatever
+# the pairs (at most 1/10 - 1/73 with 8 pairs a step), where the note was said on ~4 of 5
+# default runs; a window of a few steps (logging_steps 2, or a run's short last window,
+# whose rewards/* TRL logs in its closing row) over a step of few pairs is said.
+VISIBLE_WEIGHT_EXCESS = 0.1
+
+
 def _short_step_note(config: Any, schedule: Any, total_steps: int) -> str | None:
     """What a logging window holding an epoch's short last step logs otherwise than TRL: here
     each metric is the mean over the window's pairs; TRL 1.16 logs ``loss`` as the mean of
     the window's step losses (transformers' tr_loss over the steps since the last log) and
     ``rewards/*``, ``logps/*`` as the mean of its micro-batches' means, so the short step (or
-    micro-batch) weighs as a full one. None where no window mixes it with others."""
+    micro-batch) weighs as a full one. None where no window mixes it with others, or where
+    its weight in TRL's mean exceeds its share of the window's pairs by less than
+    ``VISIBLE_WEIGHT_EXCESS``."""
     if schedule is None:
         return None
     batch, accumulation = schedule.batch_size, schedule.accumulation
@@ -98,8 +110,14 @@ def _short_step_note(config: Any, schedule: Any, total_steps: int) -> str | None
         if config.logging_first_step and opened == 0 and step > 1:
             opened = 1  # (step 1 is logged alone)
         steps = min(opened + every, total_steps) - opened
-        mixed_steps = steps > 1 and last < full
-        if mixed_steps or (micro_in_last > 1 and last_micro < batch):
+        window_pairs = (steps - 1) * full + last
+        excess = 0.0
+        if steps > 1 and last < full:  # loss: each step weighs 1 / steps
+            excess = 1 / steps - last / window_pairs
+        micro_batches = (steps - 1) * accumulation + micro_in_last
+        if micro_batches > 1 and last_micro < batch:  # rewards/*: each micro-batch alike
+            excess = max(excess, 1 / micro_batches - last_micro / window_pairs)
+        if excess >= VISIBLE_WEIGHT_EXCESS:
             return (
                 f"logging_steps {every} with an epoch's last step of {counted(last, 'pair')} "
                 f"(a full one: {full}): each logged metric is the mean over its window's "
