@@ -184,3 +184,36 @@ def test_a_separate_reference_runs_without_dropout_as_trls(tiny_model_dirs) -> N
     assert torch.equal(first, reference.model(ids).logits)
     model.train()  # (the same model in training mode: the dropout is there to act)
     assert not torch.equal(model(ids).logits, model(ids).logits)
+
+
+def test_a_model_without_dropout_is_not_told_trls_reference_drops_out(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """disable_dropout: false in a LoRA run of a model whose dropout probabilities are all 0
+    (Llama, Qwen, SmolLM2): TRL's training-mode reference computes what an eval-mode one
+    does, so no line (it was said on every such run); a model with attention dropout, or the
+    ``ref`` adapter's own LoRA dropout, is told."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from directpo.start_notes import model_drops_out
+
+    folder = tiny_model_dirs["llama"]
+    lines: list[str] = []
+    config = tiny_config(
+        folder, pairs_file, tmp_path / "out", max_steps=1, lora_r=4, lora_dropout=0.1,
+        disable_dropout=False,
+    )  # fmt: skip
+    train(config, echo=lines.append)
+    assert lines and not any(line.startswith("disable_dropout: false") for line in lines)
+
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    assert not model_drops_out(model)
+    lora = LoraConfig(r=4, lora_dropout=0.1, target_modules=["q_proj"])
+    peft_model = get_peft_model(model, lora)
+    peft_model.add_adapter("ref", lora)
+    assert not model_drops_out(peft_model)  # the LoRA branches' dropout: off with them
+    assert model_drops_out(peft_model, adapter="ref")  # on, as the reference runs
+    dropping = AutoModelForCausalLM.from_pretrained(folder, attention_dropout=0.5)
+    assert model_drops_out(dropping)
+    assert model_drops_out(get_peft_model(dropping, lora))

@@ -19,18 +19,22 @@ def start_notes(
     eval_float32: bool = False,
     schedule: Any = None,
     policy_reference: bool = False,
+    drops_out: bool = True,
 ) -> list[str]:
     """The lines a run of ``total_steps`` says at start; ``lora``: it trains adapters (lora_r,
     or a peft_config); ``eval_float32``: its held-out pairs are evaluated in float32;
     ``schedule``: its file's ``batching.DataSchedule`` (None: online rounds);
     ``policy_reference``: its reference log-probs are the policy's own forward (adapters off,
-    or its ``ref`` adapter), computed as it trains."""
+    or its ``ref`` adapter), computed as it trains; ``drops_out``: the policy has dropout
+    that acts in training mode (``model_drops_out``)."""
     notes = []
     if note := _short_step_note(config, schedule, total_steps):
         notes.append(note)
-    if policy_reference and not config.disable_dropout:
+    if policy_reference and drops_out and not config.disable_dropout:
         # TRL 1.16 computes them with self.model in training mode (use_adapter, no eval()):
-        # dropout acts on its reference too; a separate reference is in eval mode in both
+        # dropout acts on its reference too; a separate reference is in eval mode in both.
+        # A model without dropout (Llama, Qwen, SmolLM2: every probability 0.0) computes the
+        # same in either mode: nothing to say
         notes.append(
             "disable_dropout: false: the reference log-probs (the policy with its adapters off) "
             "are computed without dropout, as a reference is; TRL's run the policy in training "
@@ -75,6 +79,27 @@ def start_notes(
             "completions have one length)"
         )
     return notes
+
+
+def model_drops_out(model: torch.nn.Module, adapter: str | None = None) -> bool:
+    """Whether ``model`` has dropout that acts in training mode as the reference runs (its
+    adapters off, or ``adapter`` alone on): a Dropout module above 0 (a LoRA branch's only
+    where it is ``adapter``'s) or a probability above 0 in its config, which attention reads
+    (``attention_dropout``, GPT-2's ``attn_pdrop``, ...)."""
+    from directpo.logprobs import text_config, unwrap_peft
+
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Dropout) or module.p <= 0:
+            continue
+        if ".lora_dropout." not in name or (adapter and name.endswith(f".{adapter}")):
+            return True
+    inner = unwrap_peft(model)
+    configs = {id(c): c for c in (getattr(inner, "config", None), text_config(inner)) if c}
+    return any(
+        ("dropout" in key or "pdrop" in key) and isinstance(value, float) and value > 0
+        for config in configs.values()
+        for key, value in vars(config).items()
+    )
 
 
 # How much more a short step (or micro-batch) must weigh in TRL's mean than its share of the
