@@ -488,6 +488,13 @@ def test_score_checks_its_arguments_and_rows_as_training_does(tiny_model_dirs) -
             scorer.score(prompts, "xy")
     with pytest.raises(ValueError, match=r"^score of 1 prompt needs a list of image lists, one "):
         scorer.score(["Hi"], [" a"], "cat.png")
+    # one prompt with its candidates (rank's rows) was 'a single prompt needs a single
+    # response (or pass lists)', the list to pass said nowhere
+    with pytest.raises(ValueError, match=r"^score of one prompt needs one response \(got 2 "
+                       r"responses\): give the prompt once for each, score\(\[prompt\] \* 2, "
+                       r"responses\)$"):  # fmt: skip
+        scorer.score("Hi", (r for r in [" a", " b"]))
+    assert scorer.score(["Hi"] * 2, [" a", " b"]) == [scorer.score("Hi", r) for r in [" a", " b"]]
 
 
 def test_a_response_cut_to_max_length_is_said(tiny_model_dirs, tmp_path) -> None:

@@ -119,6 +119,32 @@ def test_a_logging_window_holding_an_epochs_short_last_step_is_said(
         assert notes[0].startswith(f"logging_steps {logging_steps} with an epoch's last step of")
 
 
+def test_a_default_run_says_no_short_step_its_full_log_windows_hide() -> None:
+    """Defaults (logging_steps 10, 8 pairs a step) over 633..639 pairs a epoch (80 steps, the
+    last of 1..7 pairs), one and two epochs: every window is 10 full steps, the short one
+    weighing 1/10 in TRL's mean against its share of the pairs, under VISIBLE_WEIGHT_EXCESS:
+    no line (each of these said one before); logging_steps 2 over the same steps is said
+    where TRL's 1/2 exceeds the short step's share by 0.1 (a last step of up to 5 pairs)."""
+    for pairs in range(633, 640):
+        schedule = DataSchedule(num_examples=pairs, batch_size=8, accumulation=1, seed=0)
+        for epochs in (1, 2):
+            total = schedule.total_steps(epochs, -1)
+            assert total == 80 * epochs
+            assert start_notes(DPOConfig(), total, lora=False, schedule=schedule) == []
+        notes = start_notes(DPOConfig(logging_steps=2), 80, lora=False, schedule=schedule)
+        assert len(notes) == (pairs - 632 <= 5)
+        assert all(n.startswith("logging_steps 2 with an epoch's last step of") for n in notes)
+
+
+@pytest.mark.parametrize("last, said", [(3, True), (4, False)])
+def test_the_short_step_is_said_where_it_weighs_visibly_more_in_trls_mean(last, said) -> None:
+    """A window of 5 steps, the last of ``last`` pairs (of 8): TRL weighs it 1/5, the pairs'
+    mean 3/35 (excess 0.114, said) or 4/36 (excess 0.089, not)."""
+    schedule = DataSchedule(num_examples=32 + last, batch_size=8, accumulation=1, seed=0)
+    notes = start_notes(DPOConfig(logging_steps=5), 5, lora=False, schedule=schedule)
+    assert bool(notes) == said
+
+
 def test_the_window_means_differ_as_the_note_says() -> None:
     """The two means of a window of a full step (4 pairs) and a short one (2 pairs): equal
     where both steps hold as many pairs, not otherwise."""
@@ -158,3 +184,36 @@ def test_a_separate_reference_runs_without_dropout_as_trls(tiny_model_dirs) -> N
     assert torch.equal(first, reference.model(ids).logits)
     model.train()  # (the same model in training mode: the dropout is there to act)
     assert not torch.equal(model(ids).logits, model(ids).logits)
+
+
+def test_a_model_without_dropout_is_not_told_trls_reference_drops_out(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """disable_dropout: false in a LoRA run of a model whose dropout probabilities are all 0
+    (Llama, Qwen, SmolLM2): TRL's training-mode reference computes what an eval-mode one
+    does, so no line (it was said on every such run); a model with attention dropout, or the
+    ``ref`` adapter's own LoRA dropout, is told."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from directpo.start_notes import model_drops_out
+
+    folder = tiny_model_dirs["llama"]
+    lines: list[str] = []
+    config = tiny_config(
+        folder, pairs_file, tmp_path / "out", max_steps=1, lora_r=4, lora_dropout=0.1,
+        disable_dropout=False,
+    )  # fmt: skip
+    train(config, echo=lines.append)
+    assert lines and not any(line.startswith("disable_dropout: false") for line in lines)
+
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    assert not model_drops_out(model)
+    lora = LoraConfig(r=4, lora_dropout=0.1, target_modules=["q_proj"])
+    peft_model = get_peft_model(model, lora)
+    peft_model.add_adapter("ref", lora)
+    assert not model_drops_out(peft_model)  # the LoRA branches' dropout: off with them
+    assert model_drops_out(peft_model, adapter="ref")  # on, as the reference runs
+    dropping = AutoModelForCausalLM.from_pretrained(folder, attention_dropout=0.5)
+    assert model_drops_out(dropping)
+    assert model_drops_out(get_peft_model(dropping, lora))

@@ -1034,6 +1034,9 @@ def test_a_yaml_boolean_given_for_a_word_says_how_yaml_read_it(tmp_path) -> None
         ("distributed: off", "distributed must be one of auto, none, ddp, fsdp (got false: YAML "
          "reads a bare no, off or false as a boolean; write one of these words)"),
         ("dtype: 16", "dtype must be one of float32, bfloat16 (got '16'); did you mean bfloat16?"),
+        # (report_to: null, or report_to: with no value: 'report_to must be a list, got None')
+        ("report_to:", "report_to must be one of tensorboard, wandb, mlflow, none, all (got "
+         "null: YAML reads a bare null, ~ or an empty value as none; write one of these words)"),
     ],
 )  # fmt: skip
 def test_a_word_option_read_by_yaml_as_another_type_names_its_words_at_once(

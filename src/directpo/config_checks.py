@@ -176,6 +176,9 @@ def check_values(config: DPOConfig) -> None:
     one_of("log_level", LOG_LEVELS)
     hub_id = config.hub_model_id is None or bool(HUB_ID.fullmatch(str(config.hub_model_id)))
     require(hub_id, "hub_model_id", "a Hub repository id, user/name")
+    if (words := getattr(config, "_words", None)) is not None:  # while constructed
+        # (report_to: null, or an empty value, was 'must be a list, got None', no word named)
+        words["report_to"] = (*TRACKERS, "all")
     unknown = [t for t in config.report_to if t not in TRACKERS]
     off = [t for t in unknown if str(t).lower() in ("no", "off", "false", "disabled")]
     if off:  # (the word other options take for nothing; transformers refuses it here too)

@@ -273,8 +273,12 @@ class ImplicitReward:
         (online rounds of a pairs file): rendered with its row's images, tools and
         chat_template_kwargs, as training renders it."""
         if _is_single(prompts):
-            if not _is_single(responses):
-                raise ValueError("a single prompt needs a single response (or pass lists)")
+            if not _is_single(responses):  # (several candidates for one prompt, as rank's)
+                many = counted(len(responses := list(responses)), "response")
+                raise ValueError(
+                    f"score of one prompt needs one response (got {many}): give the prompt "
+                    f"once for each, score([prompt] * {len(responses)}, responses)"
+                )
             one = None if images is None else [images]
             return self.score([prompts], [responses], one)[0]  # type: ignore[list-item, index]
         prompts = list(prompts)  # a pandas Series, a generator

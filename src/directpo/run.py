@@ -66,7 +66,7 @@ from directpo.resume import resume
 from directpo.run_data import RunData, load_run_data
 from directpo.sources import FixedPairs, OnlineRounds, PairSet
 from directpo.start_line import start_line
-from directpo.start_notes import start_notes
+from directpo.start_notes import model_drops_out, start_notes
 from directpo.step import PairStats, eval_set_metrics, evaluate
 from directpo.sync import in_ref_adapter
 from directpo.tracking import MetricsLogger
@@ -267,7 +267,12 @@ def prepare_run(
     lora = bool(config.lora_r or peft_config)
     schedule = getattr(pair_source, "schedule", None) if not config.online else None
     live = isinstance(reference, PolicyModelReference) and config.loss_needs_reference
-    for note in start_notes(config, total_steps, lora, eval_float32, schedule, live):
+    drops_out = (
+        live
+        and not config.disable_dropout
+        and model_drops_out(policy, getattr(reference, "adapter", None))
+    )
+    for note in start_notes(config, total_steps, lora, eval_float32, schedule, live, drops_out):
         echo(note)
     kl_reference = reference  # sampled completions need a live reference for their KL
     if isinstance(pair_source, OnlineRounds):  # a round's objective/kl (TRL's)

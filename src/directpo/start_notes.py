@@ -19,18 +19,22 @@ def start_notes(
     eval_float32: bool = False,
     schedule: Any = None,
     policy_reference: bool = False,
+    drops_out: bool = True,
 ) -> list[str]:
     """The lines a run of ``total_steps`` says at start; ``lora``: it trains adapters (lora_r,
     or a peft_config); ``eval_float32``: its held-out pairs are evaluated in float32;
     ``schedule``: its file's ``batching.DataSchedule`` (None: online rounds);
     ``policy_reference``: its reference log-probs are the policy's own forward (adapters off,
-    or its ``ref`` adapter), computed as it trains."""
+    or its ``ref`` adapter), computed as it trains; ``drops_out``: the policy has dropout
+    that acts in training mode (``model_drops_out``)."""
     notes = []
     if note := _short_step_note(config, schedule, total_steps):
         notes.append(note)
-    if policy_reference and not config.disable_dropout:
+    if policy_reference and drops_out and not config.disable_dropout:
         # TRL 1.16 computes them with self.model in training mode (use_adapter, no eval()):
-        # dropout acts on its reference too; a separate reference is in eval mode in both
+        # dropout acts on its reference too; a separate reference is in eval mode in both.
+        # A model without dropout (Llama, Qwen, SmolLM2: every probability 0.0) computes the
+        # same in either mode: nothing to say
         notes.append(
             "disable_dropout: false: the reference log-probs (the policy with its adapters off) "
             "are computed without dropout, as a reference is; TRL's run the policy in training "
@@ -77,12 +81,45 @@ def start_notes(
     return notes
 
 
+def model_drops_out(model: torch.nn.Module, adapter: str | None = None) -> bool:
+    """Whether ``model`` has dropout that acts in training mode as the reference runs (its
+    adapters off, or ``adapter`` alone on): a Dropout module above 0 (a LoRA branch's only
+    where it is ``adapter``'s) or a probability above 0 in its config, which attention reads
+    (``attention_dropout``, GPT-2's ``attn_pdrop``, ...)."""
+    from directpo.logprobs import text_config, unwrap_peft
+
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Dropout) or module.p <= 0:
+            continue
+        if ".lora_dropout." not in name or (adapter and name.endswith(f".{adapter}")):
+            return True
+    inner = unwrap_peft(model)
+    configs = {id(c): c for c in (getattr(inner, "config", None), text_config(inner)) if c}
+    return any(
+        ("dropout" in key or "pdrop" in key) and isinstance(value, float) and value > 0
+        for config in configs.values()
+        for key, value in vars(config).items()
+    )
+
+
+# How much more a short step (or micro-batch) must weigh in TRL's mean than its share of the
+# window's pairs before it is said: the logged point moves by that excess times the gap between
+# the short part's mean and the rest's, and under a tenth of that gap it sits inside the
+# window's own noise. A full window of the default logging_steps 10 stays under it whatever
+# the pairs (at most 1/10 - 1/73 with 8 pairs a step), where the note was said on ~4 of 5
+# default runs; a window of a few steps (logging_steps 2, or a run's short last window,
+# whose rewards/* TRL logs in its closing row) over a step of few pairs is said.
+VISIBLE_WEIGHT_EXCESS = 0.1
+
+
 def _short_step_note(config: Any, schedule: Any, total_steps: int) -> str | None:
     """What a logging window holding an epoch's short last step logs otherwise than TRL: here
     each metric is the mean over the window's pairs; TRL 1.16 logs ``loss`` as the mean of
     the window's step losses (transformers' tr_loss over the steps since the last log) and
     ``rewards/*``, ``logps/*`` as the mean of its micro-batches' means, so the short step (or
-    micro-batch) weighs as a full one. None where no window mixes it with others."""
+    micro-batch) weighs as a full one. None where no window mixes it with others, or where
+    its weight in TRL's mean exceeds its share of the window's pairs by less than
+    ``VISIBLE_WEIGHT_EXCESS``."""
     if schedule is None:
         return None
     batch, accumulation = schedule.batch_size, schedule.accumulation
@@ -98,8 +135,14 @@ def _short_step_note(config: Any, schedule: Any, total_steps: int) -> str | None
         if config.logging_first_step and opened == 0 and step > 1:
             opened = 1  # (step 1 is logged alone)
         steps = min(opened + every, total_steps) - opened
-        mixed_steps = steps > 1 and last < full
-        if mixed_steps or (micro_in_last > 1 and last_micro < batch):
+        window_pairs = (steps - 1) * full + last
+        excess = 0.0
+        if steps > 1 and last < full:  # loss: each step weighs 1 / steps
+            excess = 1 / steps - last / window_pairs
+        micro_batches = (steps - 1) * accumulation + micro_in_last
+        if micro_batches > 1 and last_micro < batch:  # rewards/*: each micro-batch alike
+            excess = max(excess, 1 / micro_batches - last_micro / window_pairs)
+        if excess >= VISIBLE_WEIGHT_EXCESS:
             return (
                 f"logging_steps {every} with an epoch's last step of {counted(last, 'pair')} "
                 f"(a full one: {full}): each logged metric is the mean over its window's "
