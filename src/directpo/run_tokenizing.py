@@ -12,7 +12,7 @@ from directpo.adapters import adapter_base
 from directpo.config import DPOConfig
 from directpo.hub import cache_only_where_unreachable
 from directpo.messages import others_turn
-from directpo.models import model_location
+from directpo.model_files import model_location
 from directpo.node_tokenizing import Turn, leading, tokenizing_processes, wait_for_leader
 from directpo.sources import PairSet
 from directpo.stops import generation_stop_ids
