@@ -105,7 +105,8 @@ def load_worker(model: str, results: str, how: str) -> None:
 
     from directpo.distributed import materialize, setup, teardown, wrap
     from directpo.logprobs import SequenceScorer
-    from directpo.models import LoadOptions, load_causal_lm
+    from directpo.model_preparation import LoadOptions
+    from directpo.models import load_causal_lm
     from directpo.precision import PrecisionPolicy
 
     world = setup("fsdp")

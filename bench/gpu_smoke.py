@@ -212,7 +212,7 @@ def liger_check() -> None:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from directpo.config import DPOConfig
-    from directpo.models import apply_liger_kernels
+    from directpo.model_preparation import apply_liger_kernels
 
     torch.manual_seed(0)
     config = TINY_QWEN2

@@ -95,8 +95,8 @@ def make_data(
 def pair_lengths(model: str, data: str) -> list[tuple[int, int, int]]:
     """(prompt, chosen, rejected) token counts of each pair, tokenized as directpo does."""
     from directpo.data import Columns, load_preferences
-    from directpo.models import load_processor, load_tokenizer
     from directpo.tokenization import tokenize_preferences
+    from directpo.tokenizer_loading import load_processor, load_tokenizer
 
     processor = load_processor(model)
     tokenized = tokenize_preferences(

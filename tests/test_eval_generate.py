@@ -335,7 +335,7 @@ def test_sampled_prompts_are_rendered_with_chat_template_kwargs(
     false writes <think></think>), where they rendered the template's default."""
     import directpo.generate
     from directpo.generate import encode_prompts
-    from directpo.models import load_tokenizer
+    from directpo.tokenizer_loading import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_model_dirs["gpt2"]))
     tokenizer.chat_template = THINKING_TEMPLATE

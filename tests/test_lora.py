@@ -205,7 +205,8 @@ def test_an_adapter_of_a_revision_loads_onto_that_revision(
     from peft import AutoPeftModelForCausalLM
     from safetensors.torch import load_file, save_file
 
-    from directpo.models import LoadOptions, load_causal_lm
+    from directpo.model_preparation import LoadOptions
+    from directpo.models import load_causal_lm
 
     cache = tmp_path / "cache"
     repo = cache / "models--tiny--revised"

@@ -9,7 +9,8 @@ from tiny import tiny_config
 
 import directpo.preflight
 from directpo.errors import ConfigError, ModelLoadError, TrainingStopped
-from directpo.models import LoadOptions, decoder_layers, load_causal_lm
+from directpo.model_preparation import LoadOptions, decoder_layers
+from directpo.models import load_causal_lm
 from directpo.trainer import train
 
 
@@ -114,7 +115,8 @@ def test_an_unreachable_hub_id_is_said_after_one_request(pairs_file, tmp_path, m
     processor, tokenizer and config loaders retried in turn (3 minutes here). One config
     request now decides, and no other loader runs."""
     import directpo.hub as hub
-    import directpo.models as models_module
+    import directpo.model_files as model_files
+    import directpo.tokenizer_loading as tokenizer_loading
 
     asked: list[str] = []
 
@@ -128,8 +130,8 @@ def test_an_unreachable_hub_id_is_said_after_one_request(pairs_file, tmp_path, m
     def never(*args, **kwargs):
         raise AssertionError("a loader ran after the hub was found unreachable")
 
-    monkeypatch.setattr(models_module.AutoConfig, "from_pretrained", offline)
-    monkeypatch.setattr(models_module, "_from_location", never)
+    monkeypatch.setattr(model_files.AutoConfig, "from_pretrained", offline)
+    monkeypatch.setattr(tokenizer_loading, "_from_location", never)
     # the quick probe passed (behind a proxy, say), the hub still does not answer: test_hub.py
     # has the probe's own failure
     monkeypatch.setattr(hub, "_why_unreachable", lambda: None)
@@ -145,7 +147,7 @@ def test_an_unreachable_hub_id_is_said_after_one_request(pairs_file, tmp_path, m
     # a repo the local cache holds anything of is left to the loaders (offline, a file it lacks
     # reads as unreachable: a tokenizer-only repo has no config.json)
     (tmp_path / "cache" / "models--org--tok").mkdir(parents=True)
-    models_module._check_hub_reachable("org/tok", {"cache_dir": str(tmp_path / "cache")})
+    model_files.check_hub_reachable("org/tok", {"cache_dir": str(tmp_path / "cache")})
     assert asked == ["nosuchdir"]
 
 
@@ -156,7 +158,7 @@ def test_meta_build_finds_a_hub_model_in_the_local_cache(tiny_model_dirs, tmp_pa
 
     import huggingface_hub.constants
 
-    from directpo.models import meta_weights_folder
+    from directpo.meta_models import meta_weights_folder
 
     repo = tmp_path / "hub" / "models--tiny--llama"
     snapshot = repo / "snapshots" / "0123456789abcdef"
@@ -371,7 +373,7 @@ def test_a_vision_models_processor_that_cannot_load_is_named(
     from tiny_vlm import make_image, save_tiny_vlm
 
     from directpo.cli import main
-    from directpo.models import load_processor
+    from directpo.tokenizer_loading import load_processor
 
     def fails(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - from_pretrained's
         raise ImportError(
@@ -434,7 +436,7 @@ def test_a_vlm_folder_without_torchvision_says_to_install_the_one_for_this_torch
 
     from tiny_vlm import save_tiny_vlm
 
-    from directpo.models import load_processor
+    from directpo.tokenizer_loading import load_processor
 
     if importlib.util.find_spec("torchvision") is not None:
         pytest.skip("torchvision is installed: the processor loads")
@@ -461,7 +463,7 @@ def test_a_missing_module_is_named_only_where_its_package_is_not_installed() -> 
     """The one line names what is missing: a module of an installed package (an older
     transformers' model) is left to the loader's own words, and transformers' display names of
     other backends are not turned into pip commands ('PyAv' is pip's 'av')."""
-    from directpo.models import _missing_package
+    from directpo.tokenizer_loading import _missing_package
 
     older = ModuleNotFoundError("No module named 'transformers.models.nope'")
     older.name = "transformers.models.nope"
@@ -484,8 +486,8 @@ def test_a_model_folder_saved_without_its_tokenizer_says_so(tiny_model_dirs, tmp
     a folder that holds them but fails otherwise keeps transformers' reason."""
     import shutil
 
-    from directpo.models import load_tokenizer
     from directpo.reward import ImplicitReward
+    from directpo.tokenizer_loading import load_tokenizer
 
     alone = tmp_path / "alone"
     alone.mkdir()

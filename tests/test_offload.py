@@ -18,7 +18,7 @@ from directpo.cli import main
 from directpo.config import load_config
 from directpo.errors import TrainingStopped
 from directpo.logprobs import SequenceScorer
-from directpo.models import _enable_activation_checkpointing
+from directpo.model_preparation import enable_activation_checkpointing
 from directpo.offload import OffloadActivations, offloaded
 from directpo.reference import AdapterDisabledReference, FrozenModelReference
 from directpo.step import batch_logps, evaluate, pair_losses
@@ -49,7 +49,7 @@ def test_losses_and_every_gradient_are_bitwise_those_without_offloading(variant)
     if variant == "lora":
         model = apply_lora(model, 4, 8, 0.0, ["all-linear"])
     if variant == "checkpointing":
-        _enable_activation_checkpointing(model)
+        enable_activation_checkpointing(model)
     batch = collate_pairs(PAIRS, pad_token_id=0)
     expected_loss, expected = _loss_and_grads(model, batch, None, chunk=4)
     hooks = OffloadActivations("cpu")  # CPU tensors go through the host copies too

@@ -185,7 +185,8 @@ def test_cache_tokenized_false_and_an_unwritable_cache_tokenize_every_time(
 def test_ids_of_a_large_vocabulary_come_back_whole(tmp_path) -> None:
     """Ids are stored in 2 bytes where they fit, else 4: an id above 65535 is not wrapped."""
     from directpo.data import PreferenceData, PreferenceExample
-    from directpo.tokenization import TokenizedData, TokenizedPair
+    from directpo.tokenization import TokenizedPair
+    from directpo.tokenized_data import TokenizedData
 
     for big in (65535, 65536, 151_000):
         data = PreferenceData([PreferenceExample("p", "a", "b", where="line 1")], "explicit", "f")
@@ -251,8 +252,8 @@ def test_the_key_follows_the_code_of_every_module_that_renders_or_encodes(tmp_pa
     """An upgrade that changes how a message's content reaches the chat template (messages.py's
     text parts joined, a prefill's test) gives other ids for the same rows: the key hashes the
     source of every directpo module whose functions tokenization.py, chat_render.py and vision.py
-    call (data.py, preference_pairs.py and readers.py: their result, the rows, is hashed
-    instead)."""
+    call, and of the classes PairTokenizer's methods come from (data.py, preference_pairs.py
+    and readers.py: their result, the rows, is hashed instead)."""
     import inspect
     import sys
     from pathlib import Path
@@ -271,7 +272,13 @@ def test_the_key_follows_the_code_of_every_module_that_renders_or_encodes(tmp_pa
         for value in vars(module).values()
         if inspect.isfunction(value) and value.__module__.startswith("directpo.")
     } - {"data.py", "preference_pairs.py", "readers.py", "errors.py"}
-    assert "messages.py" in called
+    # and the modules of PairTokenizer's own methods (its truncation rules, its image rows)
+    called |= {
+        Path(inspect.getfile(base)).name
+        for base in directpo.tokenization.PairTokenizer.__mro__
+        if base.__module__.startswith("directpo.")
+    }
+    assert {"messages.py", "pair_truncation.py", "image_pairs.py"} <= called
     real = Path.read_bytes
     for name in sorted(called):
         with monkeypatch.context() as patch:

@@ -8,7 +8,8 @@ from tiny import build_tokenizer
 
 from directpo.data import PreferenceData, PreferenceExample, RowError
 from directpo.errors import DataError
-from directpo.tokenization import CUT_BY_PROMPT, PairTokenizer, tokenize_preferences
+from directpo.pair_truncation import CUT_BY_PROMPT
+from directpo.tokenization import PairTokenizer, tokenize_preferences
 
 USER = [{"role": "user", "content": "hi"}]
 GEN_PROMPT = [

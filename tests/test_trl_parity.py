@@ -23,10 +23,10 @@ from directpo.batching import collate_pairs
 from directpo.config import DPOConfig
 from directpo.data import load_preferences
 from directpo.losses import LOSSES
-from directpo.models import pad_token_id
 from directpo.reference import FrozenModelReference
 from directpo.step import METRIC_ORDER, TOKEN_MEANS, pair_losses
 from directpo.tokenization import tokenize_preferences
+from directpo.tokenizer_loading import pad_token_id
 
 trl = pytest.importorskip("trl")
 

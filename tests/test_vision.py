@@ -810,7 +810,7 @@ def test_a_vlm_whose_processor_class_does_not_load_is_said_so(tmp_path) -> None:
     unknown: its image rows were refused as given to 'not a vision-language model'. That
     the processor did not load is said, with the class named."""
     from directpo.errors import ModelLoadError
-    from directpo.models import load_processor
+    from directpo.tokenizer_loading import load_processor
 
     folder = save_tiny_vlm("qwen2vl", tmp_path / "model")
     for name in ("processor_config.json", "tokenizer_config.json"):

@@ -39,7 +39,7 @@ from directpo.distributed import (
 )
 from directpo.errors import CheckpointError, first_line
 from directpo.hub import hub_safe_card
-from directpo.models import config_as_loaded
+from directpo.model_preparation import config_as_loaded
 from directpo.publish import is_complete
 from directpo.random_states import current_state, restore_state, rng_file, state_file
 from directpo.resumable import (

@@ -1061,7 +1061,7 @@ class DPOConfig(Options):
         """Where the tokenizer of ``tokenizer_path`` is: the model's revision, cache_dir, ...
         when it is the model's own (a hub id's subfolder is tried when its root has none; a
         local folder's tokenizer_path has chosen already)."""
-        from directpo.models import model_location
+        from directpo.model_files import model_location
 
         if self.tokenizer_name_or_path:
             return {}

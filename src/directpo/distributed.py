@@ -43,13 +43,8 @@ import torch.distributed as dist
 
 from directpo.errors import ConfigError, DirectpoError, ModelLoadError
 from directpo.logprobs import SequenceScorer, unwrap_peft
-from directpo.models import (
-    WEIGHTS_FOLDER,
-    WEIGHTS_KEYS,
-    config_as_loaded,
-    decoder_layers,
-    safetensors_keys,
-)
+from directpo.meta_models import WEIGHTS_FOLDER, WEIGHTS_KEYS, safetensors_keys
+from directpo.model_preparation import config_as_loaded, decoder_layers
 from directpo.precision import PrecisionPolicy, float32_units
 
 

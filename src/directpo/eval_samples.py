@@ -19,10 +19,10 @@ from directpo.config import DPOConfig
 from directpo.generate import Sample, sample_completions
 from directpo.logprobs import evaluating, policy_logprobs_fn, sequence_logprobs
 from directpo.messages import Text
-from directpo.models import pad_token_id
 from directpo.preference_pairs import ImagePrompt, prompt_of
 from directpo.reference import ReferenceProvider
 from directpo.rewardfn import RewardFn
+from directpo.tokenizer_loading import pad_token_id
 
 
 def samples_logprobs(

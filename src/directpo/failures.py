@@ -23,7 +23,7 @@ from directpo.errors import (
     first_line,
     memory_kind,
 )
-from directpo.models import compile_failure
+from directpo.model_preparation import compile_failure
 from directpo.preflight import is_adapter_folder
 
 if TYPE_CHECKING:

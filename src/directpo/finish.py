@@ -24,7 +24,7 @@ from directpo.distributed import (
 from directpo.errors import CheckpointError
 from directpo.failures import what_is_kept
 from directpo.logprobs import unwrap_peft
-from directpo.models import CONFIG_AS_LOADED, config_as_loaded
+from directpo.model_preparation import CONFIG_AS_LOADED, config_as_loaded
 from directpo.outputs import (
     FINAL_STAGING,
     REFERENCE_FOLDER,

@@ -35,12 +35,8 @@ from directpo.jsonl import StagedJsonl, options_key
 from directpo.logprobs import evaluating
 from directpo.messages import Text
 from directpo.model_fit import learned_positions
-from directpo.models import (
-    LoadOptions,
-    load_causal_lm,
-    load_processor,
-    load_tokenizer,
-)
+from directpo.model_preparation import LoadOptions
+from directpo.models import load_causal_lm
 from directpo.preference_pairs import ImagePrompt, counted, prompt_of
 from directpo.prompts import (
     check_every_row,
@@ -62,6 +58,7 @@ from directpo.special_text import (
 )
 from directpo.stops import whole_characters
 from directpo.tokenization import PairTokenizer
+from directpo.tokenizer_loading import load_processor, load_tokenizer
 from directpo.vision import VisionInputs, batch_tensors, placeholder_token_ids
 
 Item = TypeVar("Item")

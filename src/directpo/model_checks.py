@@ -28,7 +28,7 @@ from directpo.logprobs import (
     unwrap_peft,
 )
 from directpo.model_fit import learned_positions
-from directpo.models import compile_failure, uncompile_layers
+from directpo.model_preparation import compile_failure, uncompile_layers
 from directpo.tokenization import TokenizedPair
 from directpo.vision import OWN_MASK_TYPES, placeholder_token_ids
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from directpo.adapters import adapter_base
 from directpo.errors import ModelLoadError
-from directpo.models import _cached_snapshot, model_location
+from directpo.model_files import cached_snapshot, model_location
 
 if TYPE_CHECKING:
     from directpo.config import DPOConfig
@@ -87,7 +87,7 @@ def _model_folder(name_or_path: str, location: dict[str, Any]) -> Path | None:
     """The folder a load reads ``name_or_path``'s files from: a hub id's snapshot at the
     revision loaded (not main's, where the run trained another revision), its subfolder."""
     folder = Path(
-        _cached_snapshot(name_or_path, location.get("revision"), location.get("cache_dir"))
+        cached_snapshot(name_or_path, location.get("revision"), location.get("cache_dir"))
     )
     subfolder = location.get("subfolder")
     if subfolder and (folder / str(subfolder)).is_dir():

@@ -50,12 +50,12 @@ from directpo.hub import cache_only_where_unreachable
 from directpo.jsonl import write_jsonl
 from directpo.messages import Text, text_contents
 from directpo.model_fit import learned_positions
-from directpo.models import pad_token_id
 from directpo.preference_pairs import ImagePrompt, counted, prompt_of
 from directpo.reference import ReferenceProvider
 from directpo.rewardfn import PROBE_COMPLETION, STATE, probe_rows, trainer_state
 from directpo.sources import PairSet
 from directpo.tokenization import TokenizedPair
+from directpo.tokenizer_loading import pad_token_id
 
 # a prompt is a row's text or messages, or an ImagePrompt with the row's own chat template
 # arguments (a pairs file's tools, chat_template_kwargs): each labeller reads what it can use

@@ -33,7 +33,9 @@ from directpo.config import DPOConfig
 from directpo.errors import ConfigError
 from directpo.hub import hub_safe_card
 from directpo.model_card import CARD_TAGS, model_card
-from directpo.models import LoadOptions, config_as_loaded, load_causal_lm, model_location
+from directpo.model_files import model_location
+from directpo.model_preparation import LoadOptions, config_as_loaded
+from directpo.models import load_causal_lm
 from directpo.publish import is_complete, publish, roll_forward
 
 

@@ -33,7 +33,9 @@ from directpo.batching import Batch
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError
 from directpo.logprobs import SequenceScorer, evaluating, unwrap_peft
-from directpo.models import LoadOptions, load_causal_lm, meta_weights_folder
+from directpo.meta_models import meta_weights_folder
+from directpo.model_preparation import LoadOptions
+from directpo.models import load_causal_lm
 from directpo.precision import PrecisionPolicy, cast_frozen
 from directpo.preflight import adapter_sync_problem, check_device
 from directpo.sync import REF_ADAPTER, copy_adapter

@@ -29,16 +29,12 @@ from directpo.errors import ConfigError, DataError
 from directpo.hub import offline_flags_kept
 from directpo.logprobs import evaluating, policy_logprobs_fn, sequence_logprobs, unwrap_peft
 from directpo.messages import Text
+from directpo.model_files import model_location
 from directpo.model_fit import check_vocabulary, learned_positions
-from directpo.models import (
-    LoadOptions,
-    load_causal_lm,
-    load_processor,
-    load_tokenizer,
-    model_location,
-    pad_token_id,
-)
+from directpo.model_preparation import LoadOptions
+from directpo.models import load_causal_lm
 from directpo.outputs import REFERENCE_FOLDER
+from directpo.pair_truncation import CUT_BY_PROMPT
 from directpo.precision import DTYPES, float32_compute
 from directpo.preference_pairs import ImagePrompt, PreferenceExample, counted
 from directpo.preflight import check_model_location
@@ -55,7 +51,8 @@ from directpo.reference import (
 )
 from directpo.run_records import run_config, run_values_missing
 from directpo.sync import checkpoint_reference
-from directpo.tokenization import CUT_BY_PROMPT, PairTokenizer
+from directpo.tokenization import PairTokenizer
+from directpo.tokenizer_loading import load_processor, load_tokenizer, pad_token_id
 from directpo.vision import image_values
 
 ModelLike = torch.nn.Module | str

@@ -20,11 +20,6 @@ from directpo.data_sources import (
 )
 from directpo.errors import ConfigError, DataError
 from directpo.generate import check_prompts
-from directpo.models import (
-    load_processor,
-    load_tokenizer,
-    pad_token_id,
-)
 from directpo.node_tokenizing import Turn
 from directpo.online import OnlineData, check_labeller, load_labeller
 from directpo.preference_pairs import Columns, PreferenceData
@@ -45,6 +40,7 @@ from directpo.run_sources import (
 from directpo.run_tokenizing import run_stop_ids, tokenize_set
 from directpo.sources import PairSet
 from directpo.stream_reads import is_stream, stream_head, stream_plan
+from directpo.tokenizer_loading import load_processor, load_tokenizer, pad_token_id
 
 
 @dataclass

@@ -12,12 +12,14 @@ from directpo.adapters import adapter_base
 from directpo.config import DPOConfig
 from directpo.hub import cache_only_where_unreachable
 from directpo.messages import others_turn
-from directpo.models import model_location
+from directpo.model_files import model_location
 from directpo.node_tokenizing import Turn, leading, tokenizing_processes, wait_for_leader
+from directpo.pair_truncation import short_completion_limit
 from directpo.sources import PairSet
 from directpo.stops import generation_stop_ids
 from directpo.token_cache import cached_tokenization
-from directpo.tokenization import TokenizedData, short_completion_limit, tokenize_preferences
+from directpo.tokenization import tokenize_preferences
+from directpo.tokenized_data import TokenizedData
 
 
 def tokenize_set(

@@ -13,7 +13,7 @@ import torch
 
 from directpo.distributed import World
 from directpo.logprobs import unwrap_peft
-from directpo.models import CONFIG_AS_LOADED
+from directpo.model_preparation import CONFIG_AS_LOADED
 
 
 def full_model_state(scorer: torch.nn.Module) -> dict[str, torch.Tensor]:

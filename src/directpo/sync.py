@@ -210,7 +210,8 @@ def checkpoint_reference(checkpoint: Path, start: str, scoring: dict[str, Any]) 
 
     from directpo.checkpoint import REFERENCE_FILE
     from directpo.errors import ConfigError
-    from directpo.models import LoadOptions, load_causal_lm
+    from directpo.model_preparation import LoadOptions
+    from directpo.models import load_causal_lm
 
     options = LoadOptions(
         init_kwargs=dict(scoring.get("reference_kwargs") or {}),

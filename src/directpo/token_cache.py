@@ -38,7 +38,7 @@ from directpo.errors import first_line
 from directpo.option_paths import cache_home
 from directpo.pair_store import PairStore, pair_store
 from directpo.preference_pairs import PreferenceData
-from directpo.tokenization import TokenizedData
+from directpo.tokenized_data import TokenizedData
 
 FORMAT = 1  # of the files: a change of layout makes other keys
 MAX_BYTES = 10 * 10**9  # cache_tokenized_max_gb's default: files kept, newest used first
@@ -53,6 +53,8 @@ STALE_SECONDS = 6 * 3600
 # it made of them)
 RULES = (
     "tokenization.py",
+    "pair_truncation.py",  # (PairTokenizer's truncation rules)
+    "image_pairs.py",  # (PairTokenizer's rows with images)
     "prompt_windows.py",  # (which texts are tokenized for each pair's ids)
     "chat_render.py",
     "chat_split.py",

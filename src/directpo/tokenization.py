@@ -22,6 +22,10 @@ Rules (the same for training, evaluation and scoring):
   that a completion keeps a token) loses tokens from the left (a leading BOS is kept); then each
   completion is cut from the right to ``max_completion_length`` and to fit ``max_length``.
   ``None`` means no limit. The number of truncated rows is reported.
+
+Where the code is: ``PairTokenizer`` and ``tokenize_preferences`` here; the truncation rules in
+pair_truncation.py; rows with images in image_pairs.py; the result, ``TokenizedData``, in
+tokenized_data.py.
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -37,10 +40,11 @@ from tqdm.auto import tqdm
 
 from directpo.chat_render import ChatRenderer
 from directpo.errors import DataError
+from directpo.image_pairs import ImagePairs
 from directpo.messages import Text, others_turn
 from directpo.pair_store import PairStoreBuilder, Spans, TokenizedPair
 from directpo.parallel_tokenizing import encoded_batches
-from directpo.preference_pairs import PreferenceData, PreferenceExample, counted
+from directpo.preference_pairs import PreferenceData, PreferenceExample
 from directpo.prompt_windows import cuts_after_newlines, joint_ids
 from directpo.readers import RowError
 from directpo.refusals import SKIP_HINT, RefusedRows
@@ -50,29 +54,16 @@ from directpo.special_text import (
     keep_first_rows,
     row_texts,
     special_pattern,
-    special_summary,
 )
 from directpo.stops import end_at_stop
+from directpo.tokenized_data import TokenizedData
 from directpo.turn_masks import IMAGES_AND_TURNS, completion_spans, kept_spans
 from directpo.vision import (
-    ImageError,
     VisionInputs,
-    encode_with_images,
     image_token,
     text_placeholder,
     vision_token_ids,
 )
-
-# A completion its prompt left under this many tokens (or under a quarter of max_length, for a
-# short max_length) is reported apart: DPO learns little from a pair of 1-token completions.
-SHORT_COMPLETION = 32
-CUT_BY_PROMPT = "completions cut short by their prompt"
-
-
-def short_completion_limit(max_length: int) -> float:
-    """Room under which a completion cut by its prompt counts as cut short."""
-    return min(SHORT_COMPLETION, max_length / 4)
-
 
 # Raised whenever a change of these rules gives existing data other ids: a checkpoint records
 # it, and a resume whose pairs differ says that directpo, not the data, changed; what each
@@ -80,41 +71,7 @@ def short_completion_limit(max_length: int) -> float:
 TOKENIZATION_RULES = 3
 
 
-@dataclass
-class TokenizedData:
-    pairs: Sequence[TokenizedPair]  # a PairStore once tokenized (pair_store.py)
-    sources: list[str] = field(default_factory=list)  # "file: line N" of each pair
-    truncated: Counter[str] = field(default_factory=Counter)
-    skipped: Counter[str] = field(default_factory=Counter)
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def starved_completions(self) -> int:
-        """Completions the prompt's length left under ``short_completion_limit`` tokens."""
-        return self.truncated[CUT_BY_PROMPT]
-
-    def summary(self) -> str:
-        parts = [f"{counted(len(self.pairs), 'pair')} tokenized"]
-        cut = self.truncated  # (it counts rows with special tokens in their text too)
-        # in a pair's order (sorted by name, "1 prompts" was said)
-        kinds = [counted(cut["prompts"], "prompt")] if cut["prompts"] else []
-        kinds += [f"{cut[k]} {k}" for k in ("chosen", "rejected", "responses") if cut[k]]
-        if kinds:
-            short = (
-                f" ({cut[CUT_BY_PROMPT]} of these {CUT_BY_PROMPT})" if cut[CUT_BY_PROMPT] else ""
-            )
-            parts.append("truncated: " + ", ".join(kinds) + short)
-        if note := special_summary(self.truncated):
-            parts.append(note)
-        if self.skipped:
-            parts.append(
-                "skipped: " + ", ".join(f"{n} {why}" for why, n in self.skipped.most_common())
-            )
-        return "; ".join(parts)
-
-
-class PairTokenizer:
+class PairTokenizer(ImagePairs):
     """Applies the boundary, BOS/EOS and truncation rules above with one tokenizer."""
 
     def __init__(
@@ -160,7 +117,7 @@ class PairTokenizer:
         if processor is not None:
             token_id = tokenizer.convert_tokens_to_ids(image_token(processor))
             self.image_token_id = None if token_id == tokenizer.unk_token_id else token_id
-            marks = tuple(self._ids(text_placeholder(processor)))
+            marks = tuple(self.ids(text_placeholder(processor)))
             self.vision = VisionTokens(
                 vision_token_ids(processor), type(processor).__name__, self.image_token_id,
                 image_token(processor), marks,
@@ -182,7 +139,7 @@ class PairTokenizer:
 
     # -- ids -----------------------------------------------------------------------------------
     def encode_prompt(self, prompt_text: str) -> list[int]:
-        return self._with_bos(self._ids(prompt_text))
+        return self._with_bos(self.ids(prompt_text))
 
     def _with_bos(self, ids: list[int]) -> list[int]:
         """A text prompt's ids (a prompt without images) with the BOS rule applied."""
@@ -194,7 +151,7 @@ class PairTokenizer:
                 "them (an images column, or the image parts' 'image' key) or remove the "
                 "placeholders",
             )
-        self._refuse_vision(ids, "prompt")
+        self.refuse_vision(ids, "prompt")
         if self.adds_bos and ids[:1] != [self.bos_id]:
             ids = [self.bos_id, *ids]
         if not ids:
@@ -206,9 +163,9 @@ class PairTokenizer:
 
     def encode_completion(self, completion_text: str) -> list[int]:
         """A completion's ids on its own, EOS-terminated."""
-        return self._with_eos(self._ids(completion_text))
+        return self._with_eos(self.ids(completion_text))
 
-    def _after(
+    def after(
         self, prompt_text: str, completion_texts: list[str]
     ) -> tuple[list[int], list[list[int]]]:
         """The prompt's raw ids and each completion's ids as they follow it (EOS-terminated),
@@ -228,9 +185,9 @@ class PairTokenizer:
         pair the model never produces after "Answer:"."""
         if len(joint) > len(head) and joint[: len(head)] == head:
             return joint[len(head) :]
-        return self._ids(completion_text)
+        return self.ids(completion_text)
 
-    def _refuse_vision(self, ids: list[int], column: str) -> None:
+    def refuse_vision(self, ids: list[int], column: str) -> None:
         if self.vision is not None:
             self.vision.refuse(ids, column)
 
@@ -248,7 +205,7 @@ class PairTokenizer:
             self._blank[token_id] = not self.tokenizer.decode([token_id]).strip()
         return self._blank[token_id]
 
-    def _ids(self, text: str) -> list[int]:
+    def ids(self, text: str) -> list[int]:
         return self._ids_many([text])[0]
 
     def _joints(
@@ -301,9 +258,9 @@ class PairTokenizer:
                         if isinstance(item[2], RowError)
                         else self._tail(prompt_ids, rejected_joint[0], item[2])
                     )
-                    self._refuse_vision(chosen_ids, "chosen")
+                    self.refuse_vision(chosen_ids, "chosen")
                     if not isinstance(rejected_ids, RowError):
-                        self._refuse_vision(rejected_ids, "rejected")
+                        self.refuse_vision(rejected_ids, "rejected")
                     chosen_spans, rejected_spans = self._unscored(
                         example.prompt, (example.chosen, example.rejected),
                         example.template_args, item, prompt_ids, (chosen_ids, rejected_ids),
@@ -352,107 +309,12 @@ class PairTokenizer:
             raise rejected_ids
         whole_rejected = self._with_eos(rejected_ids)
         rejected = self.truncate_completion(whole_rejected, len(prompt), "rejected", truncated)
-        self._require_distinct(len(prompt), (whole, whole_rejected), (chosen, rejected))
+        self.require_distinct(len(prompt), (whole, whole_rejected), (chosen, rejected))
         kept = (
             kept_spans(unscored[0], raw_lengths[0], len(chosen)),
             kept_spans(unscored[1], raw_lengths[1], len(rejected)),
         )
         return TokenizedPair(prompt, chosen, rejected, unscored=kept)
-
-    def _require_distinct(
-        self,
-        prompt_length: int,
-        whole: tuple[list[int], list[int]],
-        kept: tuple[list[int], list[int]],
-    ) -> None:
-        """Chosen and rejected must differ in the tokens that train: texts that differ only in
-        what the chat template trims (Gemma's and Llama 3's ``trim``) or in an EOS one writes
-        out are the same reply; and the limits may cut two replies to the same start."""
-        if whole[0] == whole[1]:
-            raise RowError(
-                "identical chosen and rejected",
-                "chosen and rejected differ as texts but not as tokens (the chat template trims "
-                "whitespace, or one writes out the EOS token the other gets appended): the pair "
-                "prefers nothing",
-            )
-        if kept[0] == kept[1]:
-            raise self._identical(prompt_length, len(kept[0]))
-
-    def _identical(self, prompt_length: int, kept: int) -> RowError:
-        """Completions that truncation cut to the same tokens: what the limits left them."""
-        limits = [f"max_length {self.max_length}"] if self.max_length < sys.maxsize else []
-        if self.max_completion_length < sys.maxsize:
-            limits.append(f"max_completion_length {self.max_completion_length}")
-        return RowError(
-            "identical after truncation",
-            f"chosen and rejected are identical after truncation: the prompt keeps "
-            f"{prompt_length} tokens and each completion its first {kept} ({', '.join(limits)}), "
-            "which are the same; raise max_length, lower max_prompt_length, or set "
-            "skip_invalid_rows to drop such rows",
-        )
-
-    def encode_with_images(
-        self, example: PreferenceExample, truncated: Counter[str]
-    ) -> TokenizedPair:
-        """A pair whose prompt has images: the processor expands each image placeholder into
-        the image's tokens. Such a prompt is never truncated (that would cut an image)."""
-        prompt = self._name_images(example.prompt, example.images)
-        if self.assistant_only and (others_turn(example.chosen) or others_turn(example.rejected)):
-            raise RowError("assistant_only_loss with images", IMAGES_AND_TURNS)
-        args = example.template_args
-        prompt_text, chosen_text = self.renderer.render(prompt, example.chosen, args)
-        _, rejected_text = self.renderer.render(prompt, example.rejected, args, prompt_text)
-        ids, vision = self.image_prompt_ids(prompt_text, example.images)
-        _, (chosen, rejected) = self._after(prompt_text, [chosen_text, rejected_text])
-        self._refuse_vision(chosen, "chosen")
-        self._refuse_vision(rejected, "rejected")
-        whole = chosen, rejected
-        chosen = self.truncate_completion(chosen, len(ids), "chosen", truncated)
-        rejected = self.truncate_completion(rejected, len(ids), "rejected", truncated)
-        self._require_distinct(len(ids), whole, (chosen, rejected))
-        return TokenizedPair(ids, chosen, rejected, vision)
-
-    def _name_images(self, prompt: Text, images: tuple[Any, ...]) -> Text:
-        if self.processor is None:
-            raise RowError(
-                "images without a vision model",
-                "the row has images but the model has no image processor (not a vision-language "
-                "model); remove the images column or use a vision-language model",
-            )
-        if isinstance(prompt, str) and image_token(self.processor) not in prompt:  # it names them
-            return text_placeholder(self.processor) * len(images) + prompt
-        return prompt
-
-    def image_prompt_ids(
-        self, prompt_text: str, images: tuple[Any, ...]
-    ) -> tuple[list[int], VisionInputs]:
-        """A rendered prompt's ids with its images' tokens (BOS rule applied), never truncated."""
-        if self.vision is not None:
-            self.vision.refuse_beyond_images(self._ids(prompt_text), len(images))
-        try:
-            ids, vision = encode_with_images(
-                self.processor, prompt_text, images, add_special_tokens=False
-            )
-        except ImageError as err:
-            raise RowError(err.reason, err.message) from None
-        if self.adds_bos and ids[:1] != [self.bos_id]:
-            ids = [self.bos_id, *ids]
-            vision.prepend_token()
-        if len(ids) > self.max_prompt_length:
-            raise RowError(
-                "prompt too long",
-                f"the prompt with its image tokens has {len(ids)} tokens, more than "
-                f"{self.prompt_limit} allows; raise it (a prompt with images is not truncated: "
-                "that would cut an image)",
-            )
-        return ids, vision
-
-    def encode_image_prompt(
-        self, prompt: Text, images: tuple[Any, ...], template_args: dict[str, Any] | None = None
-    ) -> tuple[list[int], VisionInputs]:
-        """A prompt with images, rendered as for sampling (the generation prompt)."""
-        text = self.renderer.render_prompt(self._name_images(prompt, images), template_args)
-        return self.image_prompt_ids(text, images)
 
     def encode_scored(
         self,
@@ -473,11 +335,11 @@ class PairTokenizer:
             return prompt_ids, response_ids, None, spans
         if self.assistant_only and not isinstance(response, str) and others_turn(response):
             raise RowError("assistant_only_loss with images", IMAGES_AND_TURNS)
-        prompt = self._name_images(prompt, images)
+        prompt = self.name_images(prompt, images)
         prompt_text, response_text = self.renderer.render(prompt, response, template_args)
         ids, vision = self.image_prompt_ids(prompt_text, images)
-        _, (response_ids,) = self._after(prompt_text, [response_text])
-        self._refuse_vision(response_ids, "response")
+        _, (response_ids,) = self.after(prompt_text, [response_text])
+        self.refuse_vision(response_ids, "response")
         kept = self.truncate_completion(response_ids, len(ids), "responses", truncated)
         return ids, kept, vision, ()
 
@@ -502,7 +364,7 @@ class PairTokenizer:
         prompt_text, response_text = self.renderer.render(prompt, response, template_args)
         ((head, (joint,)),) = self._joints([(prompt_text, [response_text])])
         raw = self._tail(head, joint, response_text)
-        self._refuse_vision(raw, "response")
+        self.refuse_vision(raw, "response")
         (spans,) = self._unscored(
             prompt, [response], template_args, [prompt_text, response_text], head, [raw]
         )
@@ -511,27 +373,6 @@ class PairTokenizer:
             self._with_eos(list(raw)), len(prompt_ids), "responses", truncated
         )
         return prompt_ids, response_ids, kept_spans(spans, len(raw), len(response_ids))
-
-    def truncate_prompt(self, ids: list[int], truncated: Counter[str]) -> list[int]:
-        if len(ids) <= self.max_prompt_length:
-            return ids
-        truncated["prompts"] += 1
-        keep_bos = self.adds_bos and ids[0] == self.bos_id
-        if keep_bos:
-            return [ids[0], *ids[len(ids) - self.max_prompt_length + 1 :]]
-        return ids[len(ids) - self.max_prompt_length :]
-
-    def truncate_completion(
-        self, ids: list[int], prompt_length: int, side: str, truncated: Counter[str]
-    ) -> list[int]:
-        room = self.max_length - prompt_length
-        budget = min(room, self.max_completion_length)
-        if len(ids) <= budget:
-            return ids
-        truncated[side] += 1
-        if budget == room < short_completion_limit(self.max_length):
-            truncated[CUT_BY_PROMPT] += 1
-        return ids[:budget]
 
 
 TOKENIZE_BATCH = 128  # pairs per tokenizer call (more holds more of its output at once)

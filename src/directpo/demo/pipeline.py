@@ -34,7 +34,8 @@ from directpo.demo.plots import plot_curves, plot_frontier
 from directpo.demo.sentiment import Judge, vader_reward
 from directpo.generate import sample_completions
 from directpo.jsonl import write_jsonl
-from directpo.models import load_causal_lm, load_tokenizer
+from directpo.models import load_causal_lm
+from directpo.tokenizer_loading import load_tokenizer
 from directpo.tracking import read_metrics
 
 
