@@ -154,7 +154,7 @@ def test_ref_model_init_kwargs_load_the_reference_alone(
     with pytest.raises(ConfigError, match="no separate reference model is loaded"):
         tiny_config(model, pairs_file, tmp_path / "x", lora_r=4, ref_model_init_kwargs=change)
     with pytest.raises(
-        ConfigError, match="ref_model_init_kwargs: dtype is directpo.s dtype option"
+        ConfigError, match="ref_model_init_kwargs: dtype: float16 is directpo.s dtype option"
     ):
         tiny_config(model, pairs_file, tmp_path / "x", ref_model_init_kwargs={"dtype": "float16"})
 

@@ -543,7 +543,9 @@ def test_trust_remote_code_and_model_init_kwargs(tiny_model_dirs, pairs_file, tm
         echo=quiet,
     )  # fmt: skip
     assert type(result.policy).marker == "remote code ran"
-    with pytest.raises(ConfigError, match="model_init_kwargs: dtype is directpo.s dtype option"):
+    with pytest.raises(
+        ConfigError, match="model_init_kwargs: dtype: float16 is directpo.s dtype option"
+    ):
         tiny_config(remote, pairs_file, tmp_path / "x", model_init_kwargs={"dtype": "float16"})
 
 
