@@ -59,6 +59,26 @@ def test_flags_alone_work_and_lists_split_on_commas() -> None:
     assert config.save_total_limit is None
 
 
+def test_a_list_option_given_one_value_of_another_type_says_what_its_list_holds(
+    tmp_path: Path,
+) -> None:
+    """``lora_target_modules: 5`` was 'must be a list, got 5' (of what, and that a,b is one,
+    said nowhere), and YAML's ``loss_weights: 1.0`` refused where the flag ``--loss_weights
+    1.0`` is the list [1.0]: one number is a list of one, as the flag's."""
+    recipe = write(tmp_path, "model_name_or_path: m\nloss_weights: 1.0\n")
+    assert load_config(recipe).loss_weights == load_config(None, {"model_name_or_path": "m",
+        "loss_weights": "1.0"}).loss_weights == [1.0]  # fmt: skip
+    for line, said in (
+        ("lora_target_modules: 5", "lora_target_modules must be a list of names (a YAML list, "
+         "or comma-separated: a,b), got 5"),
+        ("loss_weights: true", "loss_weights must be a list of numbers (a YAML list, or "
+         "comma-separated: a,b), got True"),
+    ):  # fmt: skip
+        with pytest.raises(ConfigError) as refused:
+            load_config(write(tmp_path, f"model_name_or_path: m\nlora_r: 8\n{line}\n"))
+        assert said in [part.strip() for part in str(refused.value).splitlines()]
+
+
 @pytest.mark.parametrize(
     "overrides, key",
     [
