@@ -59,6 +59,16 @@ def test_flags_alone_work_and_lists_split_on_commas() -> None:
     assert config.save_total_limit is None
 
 
+def test_max_steps_0_is_the_epochs_run_as_transformers_4_read_it(tmp_path: Path) -> None:
+    """``max_steps: 0`` (transformers 4 and TrainingArguments' help: only > 0 is a count) was
+    refused 'must be -1 or >= 1'; it is num_train_epochs' run, -1, and recorded so."""
+    config = load_config(write(tmp_path, "model_name_or_path: m\nmax_steps: 0\n"))
+    assert config.max_steps == -1 == DPOConfig(model_name_or_path="m", max_steps=0).max_steps
+    assert config.to_dict()["max_steps"] == -1
+    with pytest.raises(ConfigError, match=r"max_steps must be -1 or 0 \(num_train_epochs "):
+        DPOConfig(model_name_or_path="m", max_steps=-5)
+
+
 def test_a_list_option_given_one_value_of_another_type_says_what_its_list_holds(
     tmp_path: Path,
 ) -> None:
@@ -94,7 +104,7 @@ def test_a_list_option_given_one_value_of_another_type_says_what_its_list_holds(
         ({"gradient_checkpointing": "maybe"}, "gradient_checkpointing"),
         ({"optimizer": "sgd"}, "optimizer"),
         ({"dtype": "float16"}, "dtype"),
-        ({"max_steps": "0"}, "max_steps"),
+        ({"max_steps": "-2"}, "max_steps"),
         ({"report_to": "tensorboard,comet"}, "report_to"),
         ({"lr_scheduler_type": "reduce_lr_on_plateau"}, "lr_scheduler_type"),
         ({"logging_steps": "0"}, "logging_steps"),

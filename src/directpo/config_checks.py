@@ -135,7 +135,12 @@ def check_values(config: DPOConfig) -> None:
             setattr(config, key, int(value))
     require(config.max_grad_norm >= 0, "max_grad_norm", ">= 0 (0 disables clipping)")
     require(config.num_train_epochs > 0, "num_train_epochs", "> 0")
-    require(config.max_steps == -1 or config.max_steps >= 1, "max_steps", "-1 or >= 1")
+    if config.max_steps == 0:
+        # (was refused 'must be -1 or >= 1'): TrainingArguments' help and transformers 4 read
+        # only > 0 as a count and 0 as num_train_epochs' run; transformers 5.24 trains one
+        # step (epoch_based is max_steps < 0), which no recipe means: 0 is -1, recorded so
+        config.max_steps = -1
+    require(config.max_steps >= -1, "max_steps", "-1 or 0 (num_train_epochs decides) or >= 1")
     require(
         config.max_eval_samples is None or config.max_eval_samples >= 1,
         "max_eval_samples",
