@@ -62,6 +62,17 @@ def word_refusal(key: str, value: Any, must: str, words: tuple[str, ...]) -> str
     return f"{key} must be {must} {', '.join(words)} (got {read}; write {write})"
 
 
+def _mapping_hint(key: str) -> str:
+    """What a mapping option holds, for its refusal: ``dataset_mixture: 5`` or a hub id was
+    'must be a mapping', its shape (the alignment-handbook's) said nowhere."""
+    if key == "dataset_mixture":
+        return (
+            " ({datasets: [{id: a hub id or file, weight: 1.0}, ...]}, the alignment-handbook's; "
+            "one dataset: dataset_name or train_file)"
+        )
+    return ""
+
+
 def _shown(value: Any) -> str:
     """``value`` in an error's one line: short values as written, an object by its class (a
     model's repr runs to hundreds of lines)."""
@@ -158,7 +169,7 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             with contextlib.suppress(yaml.YAMLError):
                 value = yaml.safe_load(value)  # a flag: JSON or YAML flow mapping
         if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping, got {_shown(value)}")
+            raise ConfigError(f"{key} must be a mapping, got {_shown(value)}{_mapping_hint(key)}")
         return dict(value)
     if typing.get_origin(hint) is list:
         if isinstance(value, str) and value.strip().startswith("["):
