@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import directpo.config
@@ -87,6 +88,11 @@ def test_a_list_option_given_one_value_of_another_type_says_what_its_list_holds(
         with pytest.raises(ConfigError) as refused:
             load_config(write(tmp_path, f"model_name_or_path: m\nlora_r: 8\n{line}\n"))
         assert said in [part.strip() for part in str(refused.value).splitlines()]
+    # a word option given a class from Python (was 'must be a string, got a builtins.type
+    # object'): its words, and the class by name
+    with pytest.raises(ConfigError, match=r"^optimizer must be one of adamw, .*\(got the class "
+                       r"torch\.optim\.adamw\.AdamW; write one of these words\)$"):  # fmt: skip
+        DPOConfig(model_name_or_path="m", optimizer=torch.optim.AdamW)
 
 
 @pytest.mark.parametrize(

@@ -79,6 +79,8 @@ def _shown(value: Any) -> str:
     if isinstance(value, str | int | float | bool | list | tuple | dict | type(None)):
         text = " ".join(repr(value).split())
         return text if len(text) <= 80 else text[:77] + "..."
+    if isinstance(value, type):  # (optimizer=torch.optim.AdamW was 'a builtins.type object')
+        return f"the class {value.__module__}.{value.__qualname__}"
     return f"a {type(value).__module__}.{type(value).__qualname__} object"
 
 
