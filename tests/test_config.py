@@ -84,6 +84,9 @@ def test_a_list_option_given_one_value_of_another_type_says_what_its_list_holds(
          "or comma-separated: a,b), got 5"),
         ("loss_weights: true", "loss_weights must be a list of numbers (a YAML list, or "
          "comma-separated: a,b), got True"),
+        # (was 'eval_file must be a string, got True')
+        ("eval_file: yes", "eval_file must be a file or a list of files, got True (YAML reads "
+         "a bare yes, on or true as a boolean: quote the word meant, e.g. 'yes')"),
     ):  # fmt: skip
         with pytest.raises(ConfigError) as refused:
             load_config(write(tmp_path, f"model_name_or_path: m\nlora_r: 8\n{line}\n"))

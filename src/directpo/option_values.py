@@ -165,6 +165,11 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             if not value:
                 raise ConfigError(f"{key} must name at least one file")
             return [coerce(key, v, str) for v in value]
+        if isinstance(value, bool | dict):  # (was 'must be a string', no file said)
+            raise ConfigError(
+                f"{key} must be a file or a list of files, got {_shown(value)}"
+                f"{_yaml_boolean(value)}"
+            )
         return coerce(key, value, str)
     if hint is dict or typing.get_origin(hint) is dict:
         if isinstance(value, str):
