@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import directpo.config
@@ -59,6 +60,44 @@ def test_flags_alone_work_and_lists_split_on_commas() -> None:
     assert config.save_total_limit is None
 
 
+def test_max_steps_0_is_the_epochs_run_as_transformers_4_read_it(tmp_path: Path) -> None:
+    """``max_steps: 0`` (transformers 4 and TrainingArguments' help: only > 0 is a count) was
+    refused 'must be -1 or >= 1'; it is num_train_epochs' run, -1, and recorded so."""
+    config = load_config(write(tmp_path, "model_name_or_path: m\nmax_steps: 0\n"))
+    assert config.max_steps == -1 == DPOConfig(model_name_or_path="m", max_steps=0).max_steps
+    assert config.to_dict()["max_steps"] == -1
+    with pytest.raises(ConfigError, match=r"max_steps must be -1 or 0 \(num_train_epochs "):
+        DPOConfig(model_name_or_path="m", max_steps=-5)
+
+
+def test_a_list_option_given_one_value_of_another_type_says_what_its_list_holds(
+    tmp_path: Path,
+) -> None:
+    """``lora_target_modules: 5`` was 'must be a list, got 5' (of what, and that a,b is one,
+    said nowhere), and YAML's ``loss_weights: 1.0`` refused where the flag ``--loss_weights
+    1.0`` is the list [1.0]: one number is a list of one, as the flag's."""
+    recipe = write(tmp_path, "model_name_or_path: m\nloss_weights: 1.0\n")
+    assert load_config(recipe).loss_weights == load_config(None, {"model_name_or_path": "m",
+        "loss_weights": "1.0"}).loss_weights == [1.0]  # fmt: skip
+    for line, said in (
+        ("lora_target_modules: 5", "lora_target_modules must be a list of names (a YAML list, "
+         "or comma-separated: a,b), got 5"),
+        ("loss_weights: true", "loss_weights must be a list of numbers (a YAML list, or "
+         "comma-separated: a,b), got True"),
+        # (was 'eval_file must be a string, got True')
+        ("eval_file: yes", "eval_file must be a file or a list of files, got True (YAML reads "
+         "a bare yes, on or true as a boolean: quote the word meant, e.g. 'yes')"),
+    ):  # fmt: skip
+        with pytest.raises(ConfigError) as refused:
+            load_config(write(tmp_path, f"model_name_or_path: m\nlora_r: 8\n{line}\n"))
+        assert said in [part.strip() for part in str(refused.value).splitlines()]
+    # a word option given a class from Python (was 'must be a string, got a builtins.type
+    # object'): its words, and the class by name
+    with pytest.raises(ConfigError, match=r"^optimizer must be one of adamw, .*\(got the class "
+                       r"torch\.optim\.adamw\.AdamW; write one of these words\)$"):  # fmt: skip
+        DPOConfig(model_name_or_path="m", optimizer=torch.optim.AdamW)
+
+
 @pytest.mark.parametrize(
     "overrides, key",
     [
@@ -74,7 +113,7 @@ def test_flags_alone_work_and_lists_split_on_commas() -> None:
         ({"gradient_checkpointing": "maybe"}, "gradient_checkpointing"),
         ({"optimizer": "sgd"}, "optimizer"),
         ({"dtype": "float16"}, "dtype"),
-        ({"max_steps": "0"}, "max_steps"),
+        ({"max_steps": "-2"}, "max_steps"),
         ({"report_to": "tensorboard,comet"}, "report_to"),
         ({"lr_scheduler_type": "reduce_lr_on_plateau"}, "lr_scheduler_type"),
         ({"logging_steps": "0"}, "logging_steps"),

@@ -538,3 +538,17 @@ def test_a_builders_missing_data_files_are_said_before_loading(tmp_path, monkeyp
             DPOConfig(model_name_or_path="org/m", output_dir=str(tmp_path / "out"),
                       dataset_mixture={"datasets": [{"id": "json", "data_files": "none.jsonl"}]})
         )  # fmt: skip
+
+
+@pytest.mark.parametrize("value", ["5", "HuggingFaceH4/ultrafeedback_binarized", "[a.jsonl]"])
+def test_a_mixture_that_is_no_mapping_is_told_its_shape(tmp_path, value) -> None:
+    """``dataset_mixture: 5`` (or a hub id, or the list of datasets alone) was 'must be a
+    mapping, got ...', the alignment-handbook's shape said nowhere."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"model_name_or_path: m\ndataset_mixture: {value}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(str(recipe))
+    assert str(refused.value).endswith(
+        "({datasets: [{id: a hub id or file, weight: 1.0}, ...]}, the alignment-handbook's; one "
+        "dataset: dataset_name or train_file)"
+    )

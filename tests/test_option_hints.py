@@ -51,7 +51,15 @@ from directpo.options import load_options
         (["train", "--mixed_precision", "bf16"], "did you mean '--dtype'?"),
         # another command's own option (train's was 'did you mean --num_train_epochs?')
         (["rank", "--top_k", "3"], "'--top_k'; --top_k is an option of directpo generate, not"),
-        (["train", "--num_return_sequences", "2"], "sequences is an option of directpo generate"),
+        # generate's, which train has as options of its own sampling (told generate's alone)
+        (
+            ["train", "--num_return_sequences", "2"],
+            "did you mean '--online_samples_per_prompt' (completions per prompt in an online "
+            "round) or '--eval_generate_samples' (completions per held-out prompt in "
+            "eval_generate)? (num_return_sequences is directpo generate's)",
+        ),
+        (["generate", "--online_samples_per_prompt", "2"], "is an option of directpo train"),
+        (["rank", "--num_return_sequences", "2"], "sequences is an option of directpo generate"),
         (["generate", "--beta", "1"], "--beta is an option of directpo train, score and rank, not"),
         (["train", "--input", "a.jsonl"], "unknown option '--input'; did you mean '--train_file'?"),
         # one-letter flags other CLIs take, and --config misspelt

@@ -14,6 +14,7 @@ from directpo.cli import main
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError
 from directpo.preflight import check_device, check_run
+from directpo.trainer import train
 
 
 @pytest.fixture
@@ -312,3 +313,31 @@ def test_an_hf_train_file_points_to_the_mixture(tmp_path: Path, capsys, nothing_
     assert f"train_file: no such file or folder: {given} (an hf:// path is read by " in err
     assert f"dataset_mixture: {{datasets: [{{id: json, data_files: {given}}}]}}" in err
     assert f"eval_file: no such file or folder: {given} (hf:// paths are not read here" in err
+
+
+def test_a_python_caller_is_told_train_dataset_and_eval_dataset_the_command_line_its_options(
+    tmp_path: Path, capsys, monkeypatch, nothing_loads
+) -> None:
+    """train(DPOConfig(...)) without data was told "train_file is required", and with nothing
+    to evaluate "set eval_file", where a Python caller passes train_dataset= / eval_dataset=:
+    its refusal names them; directpo train's keeps naming its options alone."""
+    monkeypatch.chdir(tmp_path)
+    model = str(save_tiny_model("llama", tmp_path / "model"))
+    config = DPOConfig(model_name_or_path=model, eval_on_start=True, report_to=["none"])
+    with pytest.raises(ConfigError) as refused:
+        train(config, echo=None)
+    assert str(refused.value).splitlines()[1:] == [
+        "  eval_on_start need evaluations: set eval_file or train(eval_dataset=...) (held-out "
+        "pairs) or eval_generate",
+        "  train_file is required (or train(train_dataset=...): a Dataset, a DataFrame or a list "
+        "of dicts)",
+    ]
+    capsys.readouterr()
+    assert (
+        main(["train", "--model_name_or_path", model, "--eval_on_start", "--report_to", "none"])
+        == 2
+    )
+    assert capsys.readouterr().err.splitlines()[1:] == [
+        "  eval_on_start need evaluations: set eval_file (held-out pairs) or eval_generate",
+        "  train_file is required",
+    ]

@@ -750,6 +750,11 @@ def test_a_run_trained_from_a_relative_folder_scores_from_any_folder(
     base = tmp_path / "project" / "base"
     with pytest.raises(ConfigError, match=f"folder: {base} \\(the run's reference, named in"):
         ImplicitReward.from_run(str(runs["full"]))
+    # from Python, the keyword to give (it was score's --ref_model_name_or_path); score's flag
+    for flags, give in ((False, "ref_model_name_or_path=..."), (True, "--ref_model_name_or_path")):
+        with pytest.raises(ConfigError) as refused:
+            ImplicitReward.from_run(str(runs["full"]), flags=flags)
+        assert str(refused.value).endswith(f"named in its config.yaml; give {give})")
 
 
 def test_a_merged_runs_adapter_folder_scores_as_its_merged_model(tiny_model_dirs, tmp_path):

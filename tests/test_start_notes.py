@@ -119,6 +119,35 @@ def test_a_logging_window_holding_an_epochs_short_last_step_is_said(
         assert notes[0].startswith(f"logging_steps {logging_steps} with an epoch's last step of")
 
 
+@pytest.mark.parametrize(
+    "pairs, logging_steps, total_steps, trl_said",
+    [
+        # a window ending at a multiple of logging_steps: TRL logs its loss, the steps' mean
+        (10, 2, 6, "TRL's loss is the mean of the window's step losses and its rewards/* the "
+         "mean of its micro-batches', the short one weighing as a full one"),
+        # the run's last window, steps 1-2 of logging_steps 4: transformers logs no loss row
+        # for it (was said as if it did); the closing row's rewards/*: micro-batches of 2, 2,
+        # 2 and 1 pairs, a quarter each
+        (7, 4, 2, "TRL logs no loss for the run's last window (steps 1-2, short of "
+         "logging_steps: only train_loss, over the run's steps) and its closing row's rewards/* "
+         "are the mean of the window's micro-batches', the short one weighing as a full one"),
+        # ... whose micro-batches are all full (steps of 4, 4, 2 pairs): no loss row in TRL,
+        # nothing it logs weighs otherwise (was said of TRL's loss)
+        (10, 4, 3, None),
+    ],
+)  # fmt: skip
+def test_the_short_step_note_says_what_trl_logs_for_its_window(
+    pairs, logging_steps, total_steps, trl_said
+) -> None:
+    """transformers 5.24 logs ``loss`` at multiples of logging_steps only: the run's last
+    window, ending off one, has no loss row (its steps go into train_loss) and TRL's closing
+    row holds its rewards/*; the note said "TRL's loss is the mean of the window's step
+    losses" of that window too."""
+    config = DPOConfig(logging_steps=logging_steps)
+    notes = start_notes(config, total_steps, lora=False, schedule=_schedule(pairs))
+    assert [trl_said in note for note in notes] == ([True] if trl_said else [])
+
+
 def test_a_default_run_says_no_short_step_its_full_log_windows_hide() -> None:
     """Defaults (logging_steps 10, 8 pairs a step) over 633..639 pairs a epoch (80 steps, the
     last of 1..7 pairs), one and two epochs: every window is 10 full steps, the short one

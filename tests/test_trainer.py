@@ -1477,7 +1477,8 @@ def test_train_with_no_config_says_the_options_it_needs(tmp_path, monkeypatch) -
         train(echo=None)
     assert str(refused.value).splitlines()[1:] == [
         "  model_name_or_path is required",
-        "  train_file is required",
+        "  train_file is required (or train(train_dataset=...): a Dataset, a DataFrame or a list "
+        "of dicts)",
     ]
     with pytest.raises(ConfigError, match="^model_name_or_path is required$"):
         train(train_dataset=SENTIMENT_PAIRS, echo=None)

@@ -16,7 +16,7 @@ import yaml
 from tiny import SENTIMENT_PAIRS, tiny_config
 
 from directpo.cli import main
-from directpo.config import DPOConfig, load_config
+from directpo.config import LOSS_TYPES, DPOConfig, load_config
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.option_values import exponent_numbers
 from directpo.tracking import read_metrics
@@ -1011,7 +1011,7 @@ def test_a_yaml_boolean_given_for_a_word_says_how_yaml_read_it(tmp_path) -> None
     False', the word written said nowhere; the refusal says how YAML read it."""
     recipe = tmp_path / "recipe.yaml"
     for line, words in (
-        ("loss_type: no", "no, off or false"),
+        ("lora_modules_to_save: no", "no, off or false"),
         ("model_revision: yes", "yes, on or true"),
     ):
         recipe.write_text(line + "\n")
@@ -1037,6 +1037,17 @@ def test_a_yaml_boolean_given_for_a_word_says_how_yaml_read_it(tmp_path) -> None
         # (report_to: null, or report_to: with no value: 'report_to must be a list, got None')
         ("report_to:", "report_to must be one of tensorboard, wandb, mlflow, none, all (got "
          "null: YAML reads a bare null, ~ or an empty value as none; write one of these words)"),
+        ("report_to: 5", "report_to must be one of tensorboard, wandb, mlflow, none, all (got 5; "
+         "write one of these words)"),
+        # (loss_type: null, no or 5 was 'loss_type must be a list, got None', no loss named)
+        ("loss_type:", f"loss_type must be one or more of {', '.join(LOSS_TYPES)} (got null: YAML "
+         "reads a bare null, ~ or an empty value as none; write one, or a list of several)"),
+        ("loss_type: no", f"loss_type must be one or more of {', '.join(LOSS_TYPES)} (got false: "
+         "YAML reads a bare no, off or false as a boolean; write one, or a list of several)"),
+        ("loss_type: 5", f"loss_type must be one or more of {', '.join(LOSS_TYPES)} (got 5; "
+         "write one, or a list of several)"),
+        ("dtype: [bfloat16]", "dtype must be one of float32, bfloat16 (got ['bfloat16']; write "
+         "one of these words)"),
     ],
 )  # fmt: skip
 def test_a_word_option_read_by_yaml_as_another_type_names_its_words_at_once(

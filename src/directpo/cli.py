@@ -127,9 +127,13 @@ def _train(options: DPOConfig) -> int:
     ``directpo train && directpo score`` or a scheduler's preemption, an unfinished run is not
     taken for a finished one (every rank under torchrun agreed on the signal, so each exits
     with the same code)."""
-    from directpo.trainer import train  # heavy imports only when used
+    from directpo.trainer import COMMAND_LINE, train  # heavy imports only when used
 
-    result = train(options)
+    said_as_flags = COMMAND_LINE.set(True)  # (its refusals name no train() argument)
+    try:
+        result = train(options)
+    finally:
+        COMMAND_LINE.reset(said_as_flags)
     if result is not None and result.stopped_by is not None:
         return exit_code_of(result.stopped_by)
     if result is not None and _first_rank():  # (a finished run: said on stderr if need be)

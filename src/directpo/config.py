@@ -640,7 +640,11 @@ class DPOConfig(Options):
         1.0, "Clip the gradient's global L2 norm to this; 0 (or null) disables."
     )
     num_train_epochs: float = option(1.0, "Passes over the training data (may be fractional).")
-    max_steps: int = option(-1, "Total optimizer steps; when > 0 it overrides num_train_epochs.")
+    max_steps: int = option(
+        -1,
+        "Total optimizer steps; when > 0 it overrides num_train_epochs (-1, or 0 as "
+        "transformers 4 read it: num_train_epochs decides).",
+    )
     max_nonfinite_steps: int = option(
         10,
         "A step whose loss or gradient is NaN/Inf is skipped (weights untouched) and counted "

@@ -135,7 +135,12 @@ def check_values(config: DPOConfig) -> None:
             setattr(config, key, int(value))
     require(config.max_grad_norm >= 0, "max_grad_norm", ">= 0 (0 disables clipping)")
     require(config.num_train_epochs > 0, "num_train_epochs", "> 0")
-    require(config.max_steps == -1 or config.max_steps >= 1, "max_steps", "-1 or >= 1")
+    if config.max_steps == 0:
+        # (was refused 'must be -1 or >= 1'): TrainingArguments' help and transformers 4 read
+        # only > 0 as a count and 0 as num_train_epochs' run; transformers 5.24 trains one
+        # step (epoch_based is max_steps < 0), which no recipe means: 0 is -1, recorded so
+        config.max_steps = -1
+    require(config.max_steps >= -1, "max_steps", "-1 or 0 (num_train_epochs decides) or >= 1")
     require(
         config.max_eval_samples is None or config.max_eval_samples >= 1,
         "max_eval_samples",
@@ -178,7 +183,7 @@ def check_values(config: DPOConfig) -> None:
     require(hub_id, "hub_model_id", "a Hub repository id, user/name")
     if (words := getattr(config, "_words", None)) is not None:  # while constructed
         # (report_to: null, or an empty value, was 'must be a list, got None', no word named)
-        words["report_to"] = (*TRACKERS, "all")
+        words["report_to"] = ("one of", (*TRACKERS, "all"))
     unknown = [t for t in config.report_to if t not in TRACKERS]
     off = [t for t in unknown if str(t).lower() in ("no", "off", "false", "disabled")]
     if off:  # (the word other options take for nothing; transformers refuses it here too)
@@ -429,6 +434,9 @@ FORMER_LOSS_NAMES = {
 
 
 def check_losses(config: DPOConfig, require: Callable[[bool, str, str], None]) -> None:
+    if (words := getattr(config, "_words", None)) is not None:  # while constructed
+        # (loss_type: null, 5 or true was 'must be a list, got None', no loss named)
+        words["loss_type"] = ("one or more of", LOSS_TYPES)
     unknown = [name for name in config.loss_type if name not in LOSS_INFO]
     former = [FORMER_LOSS_NAMES[name] for name in unknown if name in FORMER_LOSS_NAMES]
     require(

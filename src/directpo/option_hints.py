@@ -113,6 +113,16 @@ def _spelt(spelling: str, names: Collection[str]) -> str | None:
     return next((option for option in SPELLINGS[spelling] if option in names), None)
 
 
+# generate's option -> train's options it may mean, each with what it counts there (train
+# --num_return_sequences was told generate's alone, where it means one of these; train reads
+# generate's other sampling names, --temperature ..., as its generate_* options already)
+SAMPLES_HERE: dict[str, tuple[tuple[str, str], ...]] = {
+    "num_return_sequences": (
+        ("online_samples_per_prompt", "completions per prompt in an online round"),
+        ("eval_generate_samples", "completions per held-out prompt in eval_generate"),
+    ),
+}
+
 # the names of one system text for every row (other tools' system_prompt): directpo reads a
 # system turn from a column of the rows, whose option difflib offered as if it took the text
 SYSTEM_TEXT = ("system_prompt", "system_message", "system_text", "default_system_prompt")
@@ -122,11 +132,15 @@ def counterpart(name: str, names: Collection[str], flag: str = "--") -> str:
     """The hint for a name whose meaning is an option of another name in this command:
     train's sampling options (generate_temperature, ...) are generate's temperature, ... (told
     'an option of directpo train'), and a system prompt's text is a column's (told 'did you
-    mean --system_column?', which takes a column's name, not the text); else ''."""
+    mean --system_column?', which takes a column's name, not the text), and generate's
+    num_return_sequences train's options of that count (``SAMPLES_HERE``); else ''."""
     key = _key(name)
     own = key.removeprefix("generate_")
     if own != key and own in names:
         return f"; did you mean '{flag}{own}'? ({key} is train's, for its own sampling)"
+    if meant := [(option, use) for option, use in SAMPLES_HERE.get(key, ()) if option in names]:
+        said = " or ".join(f"'{flag}{option}' ({use})" for option, use in meant)
+        return f"; did you mean {said}? ({key} is directpo generate's)"
     if key in SYSTEM_TEXT and "system_column" in names:
         written = f"{flag}system_column NAME" if flag else "system_column: NAME"  # (YAML's)
         return (

@@ -46,12 +46,41 @@ def _yaml_boolean(value: Any) -> str:
     return f" (YAML reads a bare {words} as a boolean: quote the word meant, e.g. '{first}')"
 
 
+def word_refusal(key: str, value: Any, must: str, words: tuple[str, ...]) -> str:
+    """The refusal of a word option (or a list of words) given a value of another type, naming
+    the words it takes in the same line: what YAML 1.1 read as a boolean or null (a bare
+    ``off``, ``no``, ``~`` or nothing) is said so; the line that said to quote the word meant
+    ('must be a list, got None' for loss_type) led to a second refusal listing them."""
+    if value is None:
+        read = "null: YAML reads a bare null, ~ or an empty value as none"
+    elif isinstance(value, bool):
+        bare = "yes, on or true" if value else "no, off or false"
+        read = f"{str(value).lower()}: YAML reads a bare {bare} as a boolean"
+    else:
+        read = _shown(value)
+    write = "one of these words" if must == "one of" else "one, or a list of several"
+    return f"{key} must be {must} {', '.join(words)} (got {read}; write {write})"
+
+
+def _mapping_hint(key: str) -> str:
+    """What a mapping option holds, for its refusal: ``dataset_mixture: 5`` or a hub id was
+    'must be a mapping', its shape (the alignment-handbook's) said nowhere."""
+    if key == "dataset_mixture":
+        return (
+            " ({datasets: [{id: a hub id or file, weight: 1.0}, ...]}, the alignment-handbook's; "
+            "one dataset: dataset_name or train_file)"
+        )
+    return ""
+
+
 def _shown(value: Any) -> str:
     """``value`` in an error's one line: short values as written, an object by its class (a
     model's repr runs to hundreds of lines)."""
     if isinstance(value, str | int | float | bool | list | tuple | dict | type(None)):
         text = " ".join(repr(value).split())
         return text if len(text) <= 80 else text[:77] + "..."
+    if isinstance(value, type):  # (optimizer=torch.optim.AdamW was 'a builtins.type object')
+        return f"the class {value.__module__}.{value.__qualname__}"
     return f"a {type(value).__module__}.{type(value).__qualname__} object"
 
 
@@ -136,23 +165,35 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             if not value:
                 raise ConfigError(f"{key} must name at least one file")
             return [coerce(key, v, str) for v in value]
+        if isinstance(value, bool | dict):  # (was 'must be a string', no file said)
+            raise ConfigError(
+                f"{key} must be a file or a list of files, got {_shown(value)}"
+                f"{_yaml_boolean(value)}"
+            )
         return coerce(key, value, str)
     if hint is dict or typing.get_origin(hint) is dict:
         if isinstance(value, str):
             with contextlib.suppress(yaml.YAMLError):
                 value = yaml.safe_load(value)  # a flag: JSON or YAML flow mapping
         if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping, got {_shown(value)}")
+            raise ConfigError(f"{key} must be a mapping, got {_shown(value)}{_mapping_hint(key)}")
         return dict(value)
     if typing.get_origin(hint) is list:
         if isinstance(value, str) and value.strip().startswith("["):
             with contextlib.suppress(yaml.YAMLError):
                 value = yaml.safe_load(value)  # a flag: a YAML flow list, as the help shows
+        (item,) = typing.get_args(hint)
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
+        if item in (int, float) and isinstance(value, int | float) and not isinstance(value, bool):
+            value = [value]  # (YAML's loss_weights: 1.0 was 'must be a list', the flag's taken)
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key} must be a list, got {_shown(value)}{_yaml_boolean(value)}")
-        (item,) = typing.get_args(hint)
+            numbers = item in (int, float)  # (whose YAML true is no word to quote)
+            read = "" if numbers else _yaml_boolean(value)
+            raise ConfigError(
+                f"{key} must be a list of {'numbers' if numbers else 'names'} (a YAML list, or "
+                f"comma-separated: a,b), got {_shown(value)}{read}"
+            )
         return [coerce(key, v, item) for v in value]
     if hint is bool:
         if isinstance(value, bool):

@@ -25,6 +25,7 @@ import yaml
 from directpo.errors import ConfigError, ConfigErrors, respelled
 from directpo.option_hints import meant_choice, unknown_hint
 from directpo.option_values import coerce as _coerce
+from directpo.option_values import word_refusal
 from directpo.yaml_interpolation import (
     escaped,
     referenced,
@@ -149,15 +150,14 @@ class Options:
         hints = type_hints(type(self))
         problems: list[str] = []
         untyped: set[str] = set()  # options whose value is not of their type
-        yaml_read: dict[str, tuple[int, Any]] = {}  # a word's option given YAML's true / null
+        wrong_type: dict[str, tuple[int, Any]] = {}  # each such option's line and value
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             try:
                 setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
             except ConfigError as error:
                 problems.append(str(error))
                 untyped.add(f.name)
-                if getattr(self, f.name) is None or isinstance(getattr(self, f.name), bool):
-                    yaml_read[f.name] = (len(problems) - 1, getattr(self, f.name))
+                wrong_type[f.name] = (len(problems) - 1, getattr(self, f.name))
                 setattr(self, f.name, _default(f))  # the other options are still checked
         for key in self.PATH_KEYS:  # (score --input '~/x.jsonl' read a folder named ~)
             if unset := unset_variables(getattr(self, key), paths=True):
@@ -169,7 +169,8 @@ class Options:
         checked: list[str] = []
         self._problems: list[str] | None = checked
         self._refused: set[str] = set(untyped)
-        self._words: dict[str, tuple[str, ...]] = {}  # each word option's words (_one_of)
+        # each word option's words (_one_of), with 'one of' or 'one or more of' for a list
+        self._words: dict[str, tuple[str, tuple[str, ...]]] = {}
         try:
             self._check_values()
         except ConfigError as error:
@@ -184,9 +185,11 @@ class Options:
             self._problems = None
             self._refused = set()
             words = self.__dict__.pop("_words")  # (not an attribute a run's key reads)
-        for key, (line, value) in yaml_read.items():
-            if key in words:  # (eval_dtype: off was told to quote 'no', then the words)
-                problems[line] = _yaml_word(key, value, words[key])
+        for key, (line, value) in wrong_type.items():
+            # (eval_dtype: off was told to quote 'no', then the words; loss_type: null or 5
+            # 'must be a list, got None', no loss named)
+            if key in words:
+                problems[line] = word_refusal(key, value, *words[key])
         # a line naming an option of the wrong type judged its default, not the user's value
         problems += [line for line in checked if not names_any(line, untyped)]
         if problems:
@@ -271,7 +274,7 @@ class Options:
 
     def _one_of(self, key: str, choices: tuple[str, ...]) -> None:
         if (words := getattr(self, "_words", None)) is not None:  # while constructed
-            words[key] = choices
+            words[key] = ("one of", choices)
         if not self._valid(key):  # refused already (its value is its default now)
             return
         value = getattr(self, key)
@@ -322,18 +325,6 @@ class Options:
         each text escaped where it holds ``${``, so that reading the file gives it back."""
         values = escaped({**self.to_dict(), **replaced})
         Path(path).write_text(yaml.safe_dump(values, sort_keys=False))
-
-
-def _yaml_word(key: str, value: Any, words: tuple[str, ...]) -> str:
-    """The refusal of a word option that YAML 1.1 read as a boolean or null (a bare ``off``,
-    ``no``, ``yes``, ``~`` or nothing), naming the words it takes in the same line: the line
-    that said to quote the word meant led to a second refusal listing them."""
-    if value is None:
-        read = "null: YAML reads a bare null, ~ or an empty value as none"
-    else:
-        bare = "yes, on or true" if value else "no, off or false"
-        read = f"{str(value).lower()}: YAML reads a bare {bare} as a boolean"
-    return f"{key} must be one of {', '.join(words)} (got {read}; write one of these words)"
 
 
 def _default(f: dataclasses.Field) -> Any:

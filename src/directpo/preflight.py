@@ -60,14 +60,19 @@ def check_run(
     need_train_file: bool = True,
     eval_dataset_given: bool = False,
     given: dict[str, Any] | None = None,
+    python: bool = False,
 ) -> None:
     """``check_environment`` and ``check_device`` together: every problem of both in one pass
     (a run on CPU with use_liger_kernel, flash_attention_2 and a missing train_file took three
-    runs to fix, one refusal each); an output_dir in use too. ``given``: train()'s rows."""
+    runs to fix, one refusal each); an output_dir in use too. ``given``: train()'s rows;
+    ``python``: a Python caller's run (check_environment's)."""
     problems: list[str] = []
     with collected(problems):
         check_environment(
-            config, need_train_file=need_train_file, eval_dataset_given=eval_dataset_given
+            config,
+            need_train_file=need_train_file,
+            eval_dataset_given=eval_dataset_given,
+            python=python,
         )
     with collected(problems):
         check_device(config, device_type, processes)
@@ -161,17 +166,24 @@ def _dense_kernel(model: str | None) -> str:
 
 
 def check_environment(
-    config: DPOConfig, *, need_train_file: bool = True, eval_dataset_given: bool = False
+    config: DPOConfig,
+    *,
+    need_train_file: bool = True,
+    eval_dataset_given: bool = False,
+    python: bool = False,
 ) -> None:
     """Checks that touch the file system: run before any model loads. Each check below reads
-    no value another refuses, so all of their problems are reported in one pass."""
+    no value another refuses, so all of their problems are reported in one pass. ``python``:
+    the run of a Python caller, told of train()'s train_dataset= / eval_dataset= beside the
+    files (it was told "train_file is required" alone, as the command line is)."""
     problems: list[str] = []
+    held_out = HELD_OUT[python]
     checks: tuple[Callable[[], None], ...] = (
-        lambda: _check_evaluation(config, eval_dataset_given),
+        lambda: _check_evaluation(config, eval_dataset_given, held_out),
         lambda: _check_models(config, problems),
-        lambda: _check_data(config, need_train_file, problems, eval_dataset_given),
+        lambda: _check_data(config, need_train_file, problems, eval_dataset_given, python),
         lambda: _check_resume(config),
-        lambda: _check_eval_generate(config, eval_dataset_given),
+        lambda: _check_eval_generate(config, eval_dataset_given, python),
         lambda: _check_reward_fn(config),
         lambda: _check_trackers(config, problems),
     )
@@ -187,6 +199,14 @@ def check_environment(
     refuse_all(problems + [str(error) for error in resume])
 
 
+# the held-out pairs a run with nothing to evaluate is told to set: the command line's option,
+# and a Python caller's train(eval_dataset=...) beside it
+HELD_OUT = {
+    False: "eval_file (held-out pairs)",
+    True: "eval_file or train(eval_dataset=...) (held-out pairs)",
+}
+
+
 def _evaluates(config: DPOConfig, eval_dataset_given: bool) -> bool:
     """Whether the run has something to evaluate."""
     held_out = config.eval_file or eval_dataset_given or config.eval_generate
@@ -196,7 +216,7 @@ def _evaluates(config: DPOConfig, eval_dataset_given: bool) -> bool:
     return bool(held_out or config.dataset_name or mixture_split)
 
 
-def _check_evaluation(config: DPOConfig, eval_dataset_given: bool) -> None:
+def _check_evaluation(config: DPOConfig, eval_dataset_given: bool, held_out_said: str) -> None:
     held_out = config.eval_file or eval_dataset_given or config.eval_generate
     evaluates = _evaluates(config, eval_dataset_given)
     if config.eval_strategy == "no" and held_out:
@@ -218,7 +238,7 @@ def _check_evaluation(config: DPOConfig, eval_dataset_given: bool) -> None:
     if config.eval_strategy in ("steps", "epoch") and not evaluates:
         raise ConfigError(
             f"eval_strategy is {config.eval_strategy} but there is nothing to evaluate: set "
-            "eval_file (held-out pairs) or eval_generate (sampled completions)"
+            f"{held_out_said} or eval_generate (sampled completions)"
         )
     asking = [
         key
@@ -232,15 +252,14 @@ def _check_evaluation(config: DPOConfig, eval_dataset_given: bool) -> None:
         )
     if asking and not evaluates:
         raise ConfigError(
-            f"{' / '.join(asking)} need evaluations: set eval_file (held-out pairs) or "
-            "eval_generate"
+            f"{' / '.join(asking)} need evaluations: set {held_out_said} or eval_generate"
         )
     # (eval_delay and max_eval_samples were taken without a word)
     for key in ("eval_steps", "eval_delay", "max_eval_samples"):
         if getattr(config, key) and not evaluates:
             raise ConfigError(
-                f"{key} is set but there is nothing to evaluate: set eval_file (held-out "
-                f"pairs) or eval_generate (sampled completions), or remove {key}"
+                f"{key} is set but there is nothing to evaluate: set {held_out_said} or "
+                f"eval_generate (sampled completions), or remove {key}"
             )
 
 
@@ -284,7 +303,11 @@ def _check_models(config: DPOConfig, problems: list[str]) -> None:
 
 
 def _check_data(
-    config: DPOConfig, need_train_file: bool, problems: list[str], eval_dataset_given: bool
+    config: DPOConfig,
+    need_train_file: bool,
+    problems: list[str],
+    eval_dataset_given: bool,
+    python: bool,
 ) -> None:
     """The data's sources: one of them, each file or folder there (every missing one said),
     but for a file that rows given to train() replace (never read: a rerun config.yaml's
@@ -300,7 +323,12 @@ def _check_data(
         or (config.online and config.prompt_file)
     )
     if need_train_file and not has_data:
-        problems.append("train_file is required" + (" (or prompt_file)" if config.online else ""))
+        given = " (or train(train_dataset=...): a Dataset, a DataFrame or a list of dicts)"
+        problems.append(
+            "train_file is required"
+            + (" (or prompt_file)" if config.online else "")
+            + (given if python else "")
+        )
     unmatched: set[str] = set()  # a pattern that matched nothing is not a missing file too
     for key in ("train_file", "eval_file"):
         if replaced[key]:
@@ -434,7 +462,7 @@ def _missing_checkpoint(resume: str | None, output_dir: str) -> str | None:
     )
 
 
-def _check_eval_generate(config: DPOConfig, eval_dataset_given: bool) -> None:
+def _check_eval_generate(config: DPOConfig, eval_dataset_given: bool, python: bool) -> None:
     if not config.eval_generate:
         return
     mixture_split = (config.dataset_mixture or {}).get("test_split_size")
@@ -448,6 +476,7 @@ def _check_eval_generate(config: DPOConfig, eval_dataset_given: bool) -> None:
     ):
         raise ConfigError(
             "eval_generate needs held-out prompts: set eval_prompts_file or eval_file"
+            + (" (or train(eval_dataset=...))" if python else "")
         )
     if config.eval_prompts_file and not os.path.exists(config.eval_prompts_file):
         raise ConfigError(f"eval_prompts_file: no such file or folder: {config.eval_prompts_file}")

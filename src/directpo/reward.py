@@ -192,12 +192,14 @@ class ImplicitReward:
         beta: float | None = None,
         *,
         echo: Callable[[str], None] | None = None,
+        flags: bool = False,
         **kwargs: Any,
     ) -> ImplicitReward:
         """A trained run's folder (or one of its checkpoints): β and the reference default to
         those in the run's config.yaml, and models load where training found them (its
         model_init_kwargs' revision, subfolder, ...: a LoRA run's base, the reference).
-        ``echo`` receives notes (default: ``warnings.warn``)."""
+        ``echo`` receives notes (default: ``warnings.warn``); ``flags``: refusals name score /
+        rank's flags (--ref_model_name_or_path), not this method's keywords."""
         missing = run_values_missing(run_dir, ref_model_name_or_path, beta, python=True)
         if missing is not None:
             raise ConfigError(missing)
@@ -242,9 +244,10 @@ class ImplicitReward:
         except ConfigError as err:  # moved or deleted since training: say where it came from
             if not recorded:
                 raise
+            # (a Python caller was told the command's --ref_model_name_or_path)
+            give = "--ref_model_name_or_path" if flags else "ref_model_name_or_path=..."
             raise ConfigError(
-                f"{err} (the run's reference, named in its config.yaml; give "
-                "--ref_model_name_or_path)"
+                f"{err} (the run's reference, named in its config.yaml; give {give})"
             ) from None
         if config is not None:
             kwargs.setdefault("max_length", config.max_length)

@@ -337,6 +337,7 @@ def _scorer(options: RewardOptions, echo: Callable[[str], None]) -> ImplicitRewa
         options.ref_model_name_or_path,
         options.beta,
         echo=echo,
+        flags=True,
         assistant_only_loss=bool(options.assistant_only_loss),  # the run's, unless given
         batch_size=options.batch_size,
         dtype=options.dtype,

@@ -117,9 +117,12 @@ def _short_step_note(config: Any, schedule: Any, total_steps: int) -> str | None
     each metric is the mean over the window's pairs; TRL 1.16 logs ``loss`` as the mean of
     the window's step losses (transformers' tr_loss over the steps since the last log) and
     ``rewards/*``, ``logps/*`` as the mean of its micro-batches' means, so the short step (or
-    micro-batch) weighs as a full one. None where no window mixes it with others, or where
-    its weight in TRL's mean exceeds its share of the window's pairs by less than
-    ``VISIBLE_WEIGHT_EXCESS``."""
+    micro-batch) weighs as a full one. The run's last window, where it ends off a multiple of
+    logging_steps, transformers 5.24 logs no ``loss`` for (its on_step_end logs at multiples
+    only; the window's step losses go into ``train_loss``, the mean over the run's steps):
+    TRL's closing row holds its rewards/* alone, so there only the micro-batches' weights
+    differ. None where no window mixes it with others, or where its weight in TRL's mean
+    exceeds its share of the window's pairs by less than ``VISIBLE_WEIGHT_EXCESS``."""
     if schedule is None:
         return None
     batch, accumulation = schedule.batch_size, schedule.accumulation
@@ -134,20 +137,30 @@ def _short_step_note(config: Any, schedule: Any, total_steps: int) -> str | None
         opened = (step - 1) // every * every  # the step the window opens after
         if config.logging_first_step and opened == 0 and step > 1:
             opened = 1  # (step 1 is logged alone)
-        steps = min(opened + every, total_steps) - opened
+        closes = min(opened + every, total_steps)
+        steps = closes - opened
+        unlogged = closes % every != 0 and not (config.logging_first_step and closes == 1)
         window_pairs = (steps - 1) * full + last
         excess = 0.0
-        if steps > 1 and last < full:  # loss: each step weighs 1 / steps
+        if steps > 1 and last < full and not unlogged:  # loss: each step weighs 1 / steps
             excess = 1 / steps - last / window_pairs
         micro_batches = (steps - 1) * accumulation + micro_in_last
         if micro_batches > 1 and last_micro < batch:  # rewards/*: each micro-batch alike
             excess = max(excess, 1 / micro_batches - last_micro / window_pairs)
-        if excess >= VISIBLE_WEIGHT_EXCESS:
-            return (
-                f"logging_steps {every} with an epoch's last step of {counted(last, 'pair')} "
-                f"(a full one: {full}): each logged metric is the mean over its window's "
-                "pairs; TRL's loss is the mean of the window's step losses and its rewards/* "
-                "the mean of its micro-batches', the short one weighing as a full one: the "
-                f"curves agree where an epoch's pairs are a multiple of {full}"
-            )
+        if excess < VISIBLE_WEIGHT_EXCESS:
+            continue
+        trl = (
+            "TRL's loss is the mean of the window's step losses and its rewards/* the mean of "
+            "its micro-batches'"
+            if not unlogged
+            else f"TRL logs no loss for the run's last window (steps {opened + 1}-{closes}, "
+            f"short of logging_steps: only train_loss, over the run's steps) and its closing "
+            "row's rewards/* are the mean of the window's micro-batches'"
+        )
+        return (
+            f"logging_steps {every} with an epoch's last step of {counted(last, 'pair')} "
+            f"(a full one: {full}): each logged metric is the mean over its window's pairs; "
+            f"{trl}, the short one weighing as a full one: the curves agree where an epoch's "
+            f"pairs are a multiple of {full}"
+        )
     return None

@@ -17,6 +17,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,10 @@ from directpo.run import Run, prepare_run
 from directpo.signals import KeptLines, StopRequest
 from directpo.step import PairStats, pair_losses
 from directpo.sync import sync_reference
+
+# set by ``directpo train`` (cli._train): its refusals name the command's options alone; a
+# Python caller's name train()'s train_dataset= / eval_dataset= beside the files
+COMMAND_LINE: ContextVar[bool] = ContextVar("command_line", default=False)
 
 
 @said_with(TRAIN_FIX)  # (an ImplicitReward of online DPO's: the chat_template option)
@@ -129,6 +134,7 @@ def train(
             need_train_file=train_dataset is None,
             eval_dataset_given=eval_dataset is not None,
             given=given,
+            python=not COMMAND_LINE.get(),
         )
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
