@@ -458,6 +458,36 @@ def test_reward_model_sees_the_completion_once_rendered(tiny_model_dirs, tmp_pat
     assert same == reward
 
 
+def test_a_reward_model_stored_in_bf16_scores_in_float32(tiny_model_dirs, tmp_path) -> None:
+    """A reward model saved in bf16 (as hub reward models are; transformers loads the saved
+    dtype) gave bf16 logits, 3 significant digits: close completions tied and formed no pair.
+    It scores in float32 now, as implicit_reward_model does (bf16 again between rounds)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from directpo.online import _reward_model
+
+    judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
+    bf16 = AutoModelForSequenceClassification.from_pretrained(judge, dtype=torch.bfloat16)
+    bf16.save_pretrained(tmp_path / "judge_bf16")
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(judge / name, tmp_path / "judge_bf16")
+    exact = AutoModelForSequenceClassification.from_pretrained(
+        tmp_path / "judge_bf16", dtype=torch.float32
+    ).eval()  # the same bf16 weights, computing in float32
+    score = _reward_model(str(tmp_path / "judge_bf16"), torch.device("cpu"), None)
+    completions = [" great fun.", " great fun!", " dull and slow."]
+    rewards = score(["The movie was"] * 3, completions, [{}] * 3)
+    tokenizer = AutoTokenizer.from_pretrained(judge)
+    for reward, completion in zip(rewards, completions, strict=True):
+        ids = tokenizer("The movie was" + completion)["input_ids"]
+        with torch.no_grad():
+            expected = exact(torch.tensor([ids])).logits[0, 0].item()
+        assert reward == pytest.approx(expected, abs=1e-6)
+        assert reward != torch.tensor(reward).to(torch.bfloat16).item()  # not on bf16's grid
+    # a second call (the weights cast back to bf16 after the first) scores the same
+    assert score(["The movie was"], completions[:1], [{}]) == rewards[:1]
+
+
 def test_a_reward_model_that_cannot_score_fails_in_one_line(
     tiny_model_dirs, tmp_path, online_files, capsys
 ) -> None:

@@ -51,6 +51,7 @@ from directpo.jsonl import write_jsonl
 from directpo.messages import Text, text_contents
 from directpo.model_fit import learned_positions
 from directpo.models import pad_token_id
+from directpo.precision import float32_compute
 from directpo.preference_pairs import ImagePrompt, counted, prompt_of
 from directpo.reference import ReferenceProvider
 from directpo.rewardfn import PROBE_COMPLETION, STATE, probe_rows, trainer_state
@@ -144,6 +145,8 @@ def _reported(name: str, labeller: Labeller) -> Labeller:
 def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> Labeller:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from directpo.reward import runs_in_float32
+
     cache_only_where_unreachable(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -164,7 +167,13 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
             "weights (a causal LM or base model gets a random score head); give a sequence "
             "classifier trained as a reward model"
         )
-    model = model.to(device).eval()
+    model = model.to(device).eval().requires_grad_(False)
+    # a reward model stored in bf16 (transformers loads its saved dtype) scores in float32,
+    # as implicit_reward_model does: bf16 logits hold 3 significant digits, so close
+    # completions tied (no pair) or swapped order (reward 3.02 read as 3.0)
+    in_float32 = runs_in_float32(model) and any(
+        p.dtype == torch.bfloat16 for p in model.parameters()
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -195,7 +204,8 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
         for start in range(0, len(encoded), 16):
             chunk = [{"input_ids": ids} for ids in encoded[start : start + 16]]
             batch = tokenizer.pad(chunk, return_tensors="pt").to(device)
-            rewards += model(**batch).logits[:, 0].float().tolist()
+            with float32_compute([model], []) if in_float32 else contextlib.nullcontext():
+                rewards += model(**batch).logits[:, 0].float().tolist()
         return rewards
 
     return score
