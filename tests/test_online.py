@@ -285,9 +285,9 @@ def test_a_labeller_failing_mid_run_keeps_the_trained_steps(
     with pytest.raises(DirectpoError) as failed:
         train(config, echo=None)
     assert str(failed.value) == (
-        f"reward_fn '{judge}:flaky' raised ConnectionError: judge unreachable; the 2 step(s) "
-        "trained are kept in checkpoint-2: fix it and continue with resume_from_checkpoint: "
-        "latest"
+        f"online round 1: reward_fn '{judge}:flaky' raised ConnectionError: judge unreachable; "
+        "the 2 step(s) trained are kept in checkpoint-2: fix it and continue with "
+        "resume_from_checkpoint: latest"
     )
     monkeypatch.delenv("JUDGE_DOWN")
     config.resume_from_checkpoint = "latest"

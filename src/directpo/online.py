@@ -54,7 +54,13 @@ from directpo.models import pad_token_id
 from directpo.precision import float32_compute
 from directpo.preference_pairs import ImagePrompt, counted, prompt_of
 from directpo.reference import ReferenceProvider
-from directpo.rewardfn import PROBE_COMPLETION, STATE, probe_rows, trainer_state
+from directpo.rewardfn import (
+    PROBE_COMPLETION,
+    STATE,
+    labelling_at,
+    probe_rows,
+    trainer_state,
+)
 from directpo.sources import PairSet
 from directpo.tokenization import TokenizedPair
 
@@ -334,7 +340,8 @@ class RoundBuilder:
             indices = chunks[chunk_index]
             samples, stats = self._sample(indices, round_index, chunk_index)
             if own:
-                rewards = self._label(indices, samples, self._trainer_state(round_index))
+                with labelling_at(f"online round {round_index}"):
+                    rewards = self._label(indices, samples, self._trainer_state(round_index))
                 penalty = self.config.missing_eos_penalty  # TRL's: cut by the token limit
                 if penalty is not None:
                     rewards = [

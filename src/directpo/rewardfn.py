@@ -276,6 +276,18 @@ def _is_number(value: Any) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def labelling_at(moment: str) -> Iterator[None]:
+    """A labeller's one-line error, prefixed with ``moment`` (``online round 3``,
+    ``eval_generate at step 40``): at round 40 of a long run, the line said what failed but
+    not when, and the checks before training read the same."""
+    try:
+        yield
+    except DirectpoError as error:
+        error.args = (f"{moment}: {error}",)
+        raise
+
+
 def check_reward_fn(
     reward_fn: RewardFn,
     prompts: list[Any],
