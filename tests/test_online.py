@@ -458,7 +458,10 @@ def test_reward_model_sees_the_completion_once_rendered(tiny_model_dirs, tmp_pat
     assert same == reward
 
 
-def test_a_reward_model_stored_in_bf16_scores_in_float32(tiny_model_dirs, tmp_path) -> None:
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_reward_model_stored_in_half_precision_scores_in_float32(
+    tiny_model_dirs, tmp_path, dtype
+) -> None:
     """A reward model saved in bf16 (as hub reward models are; transformers loads the saved
     dtype) gave bf16 logits, 3 significant digits: close completions tied and formed no pair.
     It scores in float32 now, as implicit_reward_model does (bf16 again between rounds)."""
@@ -467,14 +470,14 @@ def test_a_reward_model_stored_in_bf16_scores_in_float32(tiny_model_dirs, tmp_pa
     from directpo.online import _reward_model
 
     judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
-    bf16 = AutoModelForSequenceClassification.from_pretrained(judge, dtype=torch.bfloat16)
-    bf16.save_pretrained(tmp_path / "judge_bf16")
+    half = AutoModelForSequenceClassification.from_pretrained(judge, dtype=dtype)
+    half.save_pretrained(tmp_path / "judge_half")
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        shutil.copy(judge / name, tmp_path / "judge_bf16")
+        shutil.copy(judge / name, tmp_path / "judge_half")
     exact = AutoModelForSequenceClassification.from_pretrained(
-        tmp_path / "judge_bf16", dtype=torch.float32
-    ).eval()  # the same bf16 weights, computing in float32
-    score = _reward_model(str(tmp_path / "judge_bf16"), torch.device("cpu"), None)
+        tmp_path / "judge_half", dtype=torch.float32
+    ).eval()  # the same half-precision weights, computing in float32
+    score = _reward_model(str(tmp_path / "judge_half"), torch.device("cpu"), None)
     completions = [" great fun.", " great fun!", " dull and slow."]
     rewards = score(["The movie was"] * 3, completions, [{}] * 3)
     tokenizer = AutoTokenizer.from_pretrained(judge)
@@ -483,7 +486,7 @@ def test_a_reward_model_stored_in_bf16_scores_in_float32(tiny_model_dirs, tmp_pa
         with torch.no_grad():
             expected = exact(torch.tensor([ids])).logits[0, 0].item()
         assert reward == pytest.approx(expected, abs=1e-6)
-        assert reward != torch.tensor(reward).to(torch.bfloat16).item()  # not on bf16's grid
+        assert reward != torch.tensor(reward).to(dtype).item()  # not on the half grid
     # a second call (the weights cast back to bf16 after the first) scores the same
     assert score(["The movie was"], completions[:1], [{}]) == rewards[:1]
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,6 @@ from directpo.jsonl import write_jsonl
 from directpo.messages import Text, text_contents
 from directpo.model_fit import learned_positions
 from directpo.models import pad_token_id
-from directpo.precision import float32_compute
 from directpo.preference_pairs import ImagePrompt, counted, prompt_of
 from directpo.reference import ReferenceProvider
 from directpo.rewardfn import (
@@ -174,11 +173,17 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
             "classifier trained as a reward model"
         )
     model = model.to(device).eval().requires_grad_(False)
-    # a reward model stored in bf16 (transformers loads its saved dtype) scores in float32,
-    # as implicit_reward_model does: bf16 logits hold 3 significant digits, so close
-    # completions tied (no pair) or swapped order (reward 3.02 read as 3.0)
-    in_float32 = runs_in_float32(model) and any(
-        p.dtype == torch.bfloat16 for p in model.parameters()
+    # a reward model stored in bf16 or fp16 (transformers loads its saved dtype) scores in
+    # float32, as implicit_reward_model does: bf16 logits hold 3 significant digits, so close
+    # completions tied (no pair) or swapped order (reward 3.02 read as 3.0); fp16 overflows
+    halves = (
+        [
+            t
+            for t in (*model.parameters(), *model.buffers())
+            if t.dtype in (torch.bfloat16, torch.float16)
+        ]
+        if runs_in_float32(model)
+        else []
     )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -210,11 +215,25 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
         for start in range(0, len(encoded), 16):
             chunk = [{"input_ids": ids} for ids in encoded[start : start + 16]]
             batch = tokenizer.pad(chunk, return_tensors="pt").to(device)
-            with float32_compute([model], []) if in_float32 else contextlib.nullcontext():
+            with _upcast(halves):
                 rewards += model(**batch).logits[:, 0].float().tolist()
         return rewards
 
     return score
+
+
+@contextlib.contextmanager
+def _upcast(weights: list[torch.Tensor]) -> Iterator[None]:
+    """``weights`` (bf16 or fp16) in float32 inside, in their own dtype again after (exact:
+    both are float32 values): 2 more bytes per weight only while the reward model scores."""
+    dtypes = [t.dtype for t in weights]
+    for tensor in weights:
+        tensor.data = tensor.data.float()
+    try:
+        yield
+    finally:
+        for tensor, dtype in zip(weights, dtypes, strict=True):
+            tensor.data = tensor.data.to(dtype)
 
 
 def check_labeller(
