@@ -510,10 +510,11 @@ def test_a_reward_model_that_cannot_score_fails_in_one_line(
     assert not (out / "metrics.jsonl").exists()
 
 
-def test_a_causal_lm_as_reward_model_is_refused(tiny_model_dirs, tmp_path) -> None:
+def test_a_causal_lm_as_reward_model_is_refused(tiny_model_dirs, tmp_path, caplog) -> None:
     """reward_model_name_or_path naming a causal LM (the SFT model, by mistake) loaded with a
     randomly initialised score head: the run trained on noise, with only transformers' load
-    report saying so. It is refused in one line, naming the weights it lacks."""
+    report saying so. It is refused in one line, naming the weights it lacks (without the
+    load report's table before it)."""
     from directpo.errors import ModelLoadError
     from directpo.online import _reward_model
 
@@ -525,6 +526,7 @@ def test_a_causal_lm_as_reward_model_is_refused(tiny_model_dirs, tmp_path) -> No
         "in its weights (a causal LM or base model gets a random score head); give a sequence "
         "classifier trained as a reward model"
     )
+    assert "LOAD REPORT" not in caplog.text  # (transformers' table of the same weights)
     judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
     scores = _reward_model(str(judge), torch.device("cpu"), None)(["a"], [" b"], [{}])
     assert len(scores) == 1 and math.isfinite(scores[0])

@@ -32,6 +32,7 @@ Pairs per prompt: ``best_worst`` (the highest- against the lowest-reward complet
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -155,9 +156,10 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
     cache_only_where_unreachable(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model, loading = AutoModelForSequenceClassification.from_pretrained(
-            path, output_loading_info=True
-        )
+        with _load_report_quiet():
+            model, loading = AutoModelForSequenceClassification.from_pretrained(
+                path, output_loading_info=True
+            )
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
         raise ModelLoadError(
             f"reward_model_name_or_path '{path}': cannot load as a sequence classifier "
@@ -220,6 +222,20 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
         return rewards
 
     return score
+
+
+@contextlib.contextmanager
+def _load_report_quiet() -> Iterator[None]:
+    """transformers' load report (a table of MISSING and UNEXPECTED weights, "Consider
+    training on your downstream task") printed before the one line that refuses a causal LM
+    given as the reward model: quiet while it loads (the line names the missing weights)."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager
