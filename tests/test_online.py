@@ -527,6 +527,7 @@ def test_a_causal_lm_as_reward_model_is_refused(tiny_model_dirs, tmp_path, caplo
         "classifier trained as a reward model"
     )
     assert "LOAD REPORT" not in caplog.text  # (transformers' table of the same weights)
+    assert "not sharded" not in caplog.text
     judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
     scores = _reward_model(str(judge), torch.device("cpu"), None)(["a"], [" b"], [{}])
     assert len(scores) == 1 and math.isfinite(scores[0])

@@ -228,14 +228,19 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
 def _load_report_quiet() -> Iterator[None]:
     """transformers' load report (a table of MISSING and UNEXPECTED weights, "Consider
     training on your downstream task") printed before the one line that refuses a causal LM
-    given as the reward model: quiet while it loads (the line names the missing weights)."""
+    given as the reward model: left out while it loads (the line names the missing weights).
+    A filter, not the logger's level: transformers 5 checks a model's tensor-parallel plan,
+    and warns of every layer it leaves unsharded, when that logger's level is WARNING or up."""
     logger = logging.getLogger("transformers.modeling_utils")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+
+    def not_the_report(record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in str(record.msg)
+
+    logger.addFilter(not_the_report)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logger.removeFilter(not_the_report)
 
 
 @contextlib.contextmanager
