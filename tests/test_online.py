@@ -531,6 +531,25 @@ def test_a_causal_lm_as_reward_model_is_refused(tiny_model_dirs, tmp_path, caplo
     judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
     scores = _reward_model(str(judge), torch.device("cpu"), None)(["a"], [" b"], [{}])
     assert len(scores) == 1 and math.isfinite(scores[0])
+    # a classifier of two labels (a sentiment model: NEGATIVE, POSITIVE) gave its first
+    # label's logit as every reward, NEGATIVE's; TRL's num_labels=1 load fails on it
+    from transformers import AutoModelForSequenceClassification
+
+    classifier = AutoModelForSequenceClassification.from_pretrained(
+        judge, num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"},
+        ignore_mismatched_sizes=True,
+    )  # fmt: skip
+    classifier.save_pretrained(tmp_path / "classifier")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(judge / name, tmp_path / "classifier")
+    with pytest.raises(ModelLoadError) as refused:
+        _reward_model(str(tmp_path / "classifier"), torch.device("cpu"), None)
+    assert str(refused.value) == (
+        f"reward_model_name_or_path '{tmp_path / 'classifier'}': a classifier of 2 labels "
+        "(NEGATIVE, POSITIVE), not a reward model of one output (TRL loads it with "
+        "num_labels=1, which fails); to reward one label, write a reward_fn that returns that "
+        "label's logit"
+    )
 
 
 def test_reward_model_and_implicit_reward_labellers(tiny_model_dirs, tmp_path, online_files):

@@ -174,6 +174,14 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
             "weights (a causal LM or base model gets a random score head); give a sequence "
             "classifier trained as a reward model"
         )
+    labels = model.config.num_labels
+    if labels != 1:  # its first logit was every reward: a sentiment classifier's NEGATIVE
+        names = ", ".join(str(model.config.id2label.get(i, i)) for i in range(labels))
+        raise ModelLoadError(
+            f"reward_model_name_or_path '{path}': a classifier of {labels} labels ({names}), "
+            "not a reward model of one output (TRL loads it with num_labels=1, which fails); "
+            "to reward one label, write a reward_fn that returns that label's logit"
+        )
     model = model.to(device).eval().requires_grad_(False)
     # a reward model stored in bf16 or fp16 (transformers loads its saved dtype) scores in
     # float32, as implicit_reward_model does: bf16 logits hold 3 significant digits, so close
