@@ -222,10 +222,10 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
     ) -> list[float]:
         encoded = [encode(p, c) for p, c in zip(prompts, completions, strict=True)]
         rewards: list[float] = []
-        for start in range(0, len(encoded), 16):
-            chunk = [{"input_ids": ids} for ids in encoded[start : start + 16]]
-            batch = tokenizer.pad(chunk, return_tensors="pt").to(device)
-            with _upcast(halves):
+        with _upcast(halves):  # (once per call, not per batch of 16)
+            for start in range(0, len(encoded), 16):
+                chunk = [{"input_ids": ids} for ids in encoded[start : start + 16]]
+                batch = tokenizer.pad(chunk, return_tensors="pt").to(device)
                 rewards += model(**batch).logits[:, 0].float().tolist()
         return rewards
 
