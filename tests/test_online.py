@@ -550,6 +550,15 @@ def test_a_causal_lm_as_reward_model_is_refused(tiny_model_dirs, tmp_path, caplo
         "num_labels=1, which fails); to reward one label, write a reward_fn that returns that "
         "label's logit"
     )
+    # a folder whose config and weights disagree: transformers' error points to its report,
+    # which is said then
+    config = json.loads((tmp_path / "classifier" / "config.json").read_text())
+    config |= {"num_labels": 1, "id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}
+    (tmp_path / "classifier" / "config.json").write_text(json.dumps(config))
+    caplog.clear()
+    with pytest.raises(ModelLoadError, match="look at the above report"):
+        _reward_model(str(tmp_path / "classifier"), torch.device("cpu"), None)
+    assert "LOAD REPORT" in caplog.text
 
 
 def test_reward_model_and_implicit_reward_labellers(tiny_model_dirs, tmp_path, online_files):

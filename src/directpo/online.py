@@ -238,15 +238,25 @@ def _load_report_quiet() -> Iterator[None]:
     training on your downstream task") printed before the one line that refuses a causal LM
     given as the reward model: left out while it loads (the line names the missing weights).
     A filter, not the logger's level: transformers 5 checks a model's tensor-parallel plan,
-    and warns of every layer it leaves unsharded, when that logger's level is WARNING or up."""
+    and warns of every layer it leaves unsharded, when that logger's level is WARNING or up.
+    A load that fails says the report after all: its error reads "look at the above report"."""
     logger = logging.getLogger("transformers.modeling_utils")
+    held: list[logging.LogRecord] = []
 
     def not_the_report(record: logging.LogRecord) -> bool:
-        return "LOAD REPORT" not in str(record.msg)
+        if "LOAD REPORT" in str(record.msg):
+            held.append(record)
+            return False
+        return True
 
     logger.addFilter(not_the_report)
     try:
         yield
+    except Exception:
+        logger.removeFilter(not_the_report)
+        for record in held:
+            logger.handle(record)
+        raise
     finally:
         logger.removeFilter(not_the_report)
 
