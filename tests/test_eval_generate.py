@@ -701,8 +701,12 @@ def test_an_evaluation_whose_labeller_failed_runs_again_on_resume(
     straight, out = tmp_path / "straight", tmp_path / "out"
     train(config(straight), echo=None)
     monkeypatch.setenv("JUDGE_DOWN", "1")  # checked before training (call 1), step 2's fails
-    with pytest.raises(DirectpoError, match="kept in checkpoint-2: fix it and continue"):
+    with pytest.raises(DirectpoError, match="kept in checkpoint-2: fix it and continue") as failed:
         train(config(out), echo=None)
+    # the line says when it failed (it read as the check before training did)
+    assert str(failed.value).startswith(
+        f"eval_generate at step 2: reward_fn '{judge}:flaky' raised ConnectionError"
+    )
     assert not (out / "model.safetensors").exists()
     monkeypatch.delenv("JUDGE_DOWN")
     resumed = config(out)

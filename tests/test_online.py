@@ -285,9 +285,9 @@ def test_a_labeller_failing_mid_run_keeps_the_trained_steps(
     with pytest.raises(DirectpoError) as failed:
         train(config, echo=None)
     assert str(failed.value) == (
-        f"reward_fn '{judge}:flaky' raised ConnectionError: judge unreachable; the 2 step(s) "
-        "trained are kept in checkpoint-2: fix it and continue with resume_from_checkpoint: "
-        "latest"
+        f"online round 1: reward_fn '{judge}:flaky' raised ConnectionError: judge unreachable; "
+        "the 2 step(s) trained are kept in checkpoint-2: fix it and continue with "
+        "resume_from_checkpoint: latest"
     )
     monkeypatch.delenv("JUDGE_DOWN")
     config.resume_from_checkpoint = "latest"
@@ -458,6 +458,39 @@ def test_reward_model_sees_the_completion_once_rendered(tiny_model_dirs, tmp_pat
     assert same == reward
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_reward_model_stored_in_half_precision_scores_in_float32(
+    tiny_model_dirs, tmp_path, dtype
+) -> None:
+    """A reward model saved in bf16 (as hub reward models are; transformers loads the saved
+    dtype) gave bf16 logits, 3 significant digits: close completions tied and formed no pair.
+    It scores in float32 now, as implicit_reward_model does (bf16 again between rounds)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from directpo.online import _reward_model
+
+    judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
+    half = AutoModelForSequenceClassification.from_pretrained(judge, dtype=dtype)
+    half.save_pretrained(tmp_path / "judge_half")
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(judge / name, tmp_path / "judge_half")
+    exact = AutoModelForSequenceClassification.from_pretrained(
+        tmp_path / "judge_half", dtype=torch.float32
+    ).eval()  # the same half-precision weights, computing in float32
+    score = _reward_model(str(tmp_path / "judge_half"), torch.device("cpu"), None)
+    completions = [" great fun.", " great fun!", " dull and slow."]
+    rewards = score(["The movie was"] * 3, completions, [{}] * 3)
+    tokenizer = AutoTokenizer.from_pretrained(judge)
+    for reward, completion in zip(rewards, completions, strict=True):
+        ids = tokenizer("The movie was" + completion)["input_ids"]
+        with torch.no_grad():
+            expected = exact(torch.tensor([ids])).logits[0, 0].item()
+        assert reward == pytest.approx(expected, abs=1e-6)
+        assert reward != torch.tensor(reward).to(dtype).item()  # not on the half grid
+    # a second call (the weights cast back to bf16 after the first) scores the same
+    assert score(["The movie was"], completions[:1], [{}]) == rewards[:1]
+
+
 def test_a_reward_model_that_cannot_score_fails_in_one_line(
     tiny_model_dirs, tmp_path, online_files, capsys
 ) -> None:
@@ -477,10 +510,11 @@ def test_a_reward_model_that_cannot_score_fails_in_one_line(
     assert not (out / "metrics.jsonl").exists()
 
 
-def test_a_causal_lm_as_reward_model_is_refused(tiny_model_dirs, tmp_path) -> None:
+def test_a_causal_lm_as_reward_model_is_refused(tiny_model_dirs, tmp_path, caplog) -> None:
     """reward_model_name_or_path naming a causal LM (the SFT model, by mistake) loaded with a
     randomly initialised score head: the run trained on noise, with only transformers' load
-    report saying so. It is refused in one line, naming the weights it lacks."""
+    report saying so. It is refused in one line, naming the weights it lacks (without the
+    load report's table before it)."""
     from directpo.errors import ModelLoadError
     from directpo.online import _reward_model
 
@@ -492,9 +526,39 @@ def test_a_causal_lm_as_reward_model_is_refused(tiny_model_dirs, tmp_path) -> No
         "in its weights (a causal LM or base model gets a random score head); give a sequence "
         "classifier trained as a reward model"
     )
+    assert "LOAD REPORT" not in caplog.text  # (transformers' table of the same weights)
+    assert "not sharded" not in caplog.text
     judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
     scores = _reward_model(str(judge), torch.device("cpu"), None)(["a"], [" b"], [{}])
     assert len(scores) == 1 and math.isfinite(scores[0])
+    # a classifier of two labels (a sentiment model: NEGATIVE, POSITIVE) gave its first
+    # label's logit as every reward, NEGATIVE's; TRL's num_labels=1 load fails on it
+    from transformers import AutoModelForSequenceClassification
+
+    classifier = AutoModelForSequenceClassification.from_pretrained(
+        judge, num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"},
+        ignore_mismatched_sizes=True,
+    )  # fmt: skip
+    classifier.save_pretrained(tmp_path / "classifier")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(judge / name, tmp_path / "classifier")
+    with pytest.raises(ModelLoadError) as refused:
+        _reward_model(str(tmp_path / "classifier"), torch.device("cpu"), None)
+    assert str(refused.value) == (
+        f"reward_model_name_or_path '{tmp_path / 'classifier'}': a classifier of 2 labels "
+        "(NEGATIVE, POSITIVE), not a reward model of one output (TRL loads it with "
+        "num_labels=1, which fails); to reward one label, write a reward_fn that returns that "
+        "label's logit"
+    )
+    # a folder whose config and weights disagree: transformers' error points to its report,
+    # which is said then
+    config = json.loads((tmp_path / "classifier" / "config.json").read_text())
+    config |= {"num_labels": 1, "id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}
+    (tmp_path / "classifier" / "config.json").write_text(json.dumps(config))
+    caplog.clear()
+    with pytest.raises(ModelLoadError, match="look at the above report"):
+        _reward_model(str(tmp_path / "classifier"), torch.device("cpu"), None)
+    assert "LOAD REPORT" in caplog.text
 
 
 def test_reward_model_and_implicit_reward_labellers(tiny_model_dirs, tmp_path, online_files):

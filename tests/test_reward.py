@@ -1070,15 +1070,15 @@ def test_a_bf16_model_that_cannot_run_float32_scores_as_it_is(tiny_model_dirs) -
     there it scores in bf16 as before, its weights untouched."""
     import contextlib
 
-    from directpo.reward import _runs_in_float32
+    from directpo.reward import runs_in_float32
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"], dtype=torch.bfloat16)
-    assert _runs_in_float32(model)
+    assert runs_in_float32(model)
     for attention in ("flash_attention_2", "kernels-community/flash-attn3"):
         model.config._attn_implementation = attention
-        assert not _runs_in_float32(model)
+        assert not runs_in_float32(model)
     model.config._attn_implementation = "eager"
     model.is_quantized = True
-    assert not _runs_in_float32(model)
+    assert not runs_in_float32(model)
     scorer = ImplicitReward(model, None, beta=0.1)
     assert isinstance(scorer._computing_in_dtype(), contextlib.nullcontext)

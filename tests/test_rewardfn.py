@@ -81,3 +81,38 @@ def test_a_reward_module_leaves_sys_path_as_it_was(tmp_path, monkeypatch) -> Non
     finally:
         for name in ("cwd_rewards_mod", "cwd_rewards_helper", "file_rewards_helper"):
             sys.modules.pop(name, None)
+
+
+COLUMN_REWARDS = """
+def accuracy(completions, solution, **kwargs):  # GRPO's: the dataset's solution column
+    return [float(c == s) for c, s in zip(completions, solution)]
+
+def with_default(completions, solution=None, **kwargs):
+    return [0.0 if solution is None else 1.0 for _ in completions]
+
+def positional(p, c, solution):  # (prompts, completions) by position, a column by name
+    return [float(x == s) for x, s in zip(c, solution)]
+"""
+
+
+def test_a_column_the_reward_function_names_but_the_rows_lack_is_said(tmp_path) -> None:
+    """TRL passes columns by name: a function taking `solution` beside a file whose column is
+    `answer` failed as "accuracy() missing 1 required positional argument: 'solution'", which
+    named neither the columns nor the remedy; it says which the rows have."""
+    rewards = tmp_path / "columns_rewards.py"
+    rewards.write_text(COLUMN_REWARDS)
+    rows = [{"answer": "4", "level": 1}, {"answer": "5", "level": 2}]
+    with pytest.raises(DirectpoError) as refused:
+        load_reward_fn(f"{rewards}:accuracy")(["2+2=", "2+3="], ["4", "6"], rows)
+    assert str(refused.value) == (
+        f"reward_fn '{rewards}:accuracy' takes 'solution', which no column of the prompt rows "
+        "gives (their columns: answer, level; passed too: prompts, completions, "
+        "completion_ids, trainer_state): name the column so, or give the parameter a default"
+    )
+    with pytest.raises(DirectpoError, match="takes 'solution', which no column"):
+        load_reward_fn(f"{rewards}:positional")(["2+2="], ["4"], [{"answer": "4"}])
+    # given, or with a default, the function runs as before
+    named = [{"solution": "4"}, {"solution": "5"}]
+    assert load_reward_fn(f"{rewards}:accuracy")(["a", "b"], ["4", "6"], named) == [1.0, 0.0]
+    assert load_reward_fn(f"{rewards}:positional")(["a"], ["4"], named[:1]) == [1.0]
+    assert load_reward_fn(f"{rewards}:with_default")(["a"], ["4"], rows[:1]) == [0.0]

@@ -493,8 +493,9 @@ class DPOConfig(Options):
     steps_per_round: int = option(1, "Optimizer steps on each online round's pairs.")
     reward_model_name_or_path: str | None = option(
         None,
-        "Online labeller: an AutoModelForSequenceClassification folder; its first logit of "
-        "prompt + completion is the reward.",
+        "Online labeller: an AutoModelForSequenceClassification folder of one output (a "
+        "reward model, as TRL loads it); its logit of prompt + completion, computed in "
+        "float32, is the reward.",
     )
     implicit_reward_model: str | None = option(
         None,

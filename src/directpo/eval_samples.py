@@ -21,7 +21,7 @@ from directpo.logprobs import evaluating, policy_logprobs_fn, sequence_logprobs
 from directpo.messages import Text
 from directpo.preference_pairs import ImagePrompt, prompt_of
 from directpo.reference import ReferenceProvider
-from directpo.rewardfn import RewardFn
+from directpo.rewardfn import RewardFn, labelling_at
 from directpo.tokenizer_loading import pad_token_id
 
 
@@ -91,7 +91,8 @@ def evaluate_generations(
         {**(columns[s.prompt_index] if columns else {}), "completion_ids": s.completion_ids}
         for s in samples
     ]
-    rewards = reward_fn(sample_prompts, texts, extras) if reward_fn else None
+    with labelling_at(f"eval_generate at step {step}"):
+        rewards = reward_fn(sample_prompts, texts, extras) if reward_fn else None
     metrics = {
         "eval/kl": sum(kls) / len(kls),
         "eval/completion_length": sum(len(s.completion_ids) for s in samples) / len(samples),

@@ -32,9 +32,10 @@ Pairs per prompt: ``best_worst`` (the highest- against the lowest-reward complet
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +53,13 @@ from directpo.messages import Text, text_contents
 from directpo.model_fit import learned_positions
 from directpo.preference_pairs import ImagePrompt, counted, prompt_of
 from directpo.reference import ReferenceProvider
-from directpo.rewardfn import PROBE_COMPLETION, STATE, probe_rows, trainer_state
+from directpo.rewardfn import (
+    PROBE_COMPLETION,
+    STATE,
+    labelling_at,
+    probe_rows,
+    trainer_state,
+)
 from directpo.sources import PairSet
 from directpo.tokenization import TokenizedPair
 from directpo.tokenizer_loading import pad_token_id
@@ -144,12 +151,15 @@ def _reported(name: str, labeller: Labeller) -> Labeller:
 def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> Labeller:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from directpo.reward import runs_in_float32
+
     cache_only_where_unreachable(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model, loading = AutoModelForSequenceClassification.from_pretrained(
-            path, output_loading_info=True
-        )
+        with _load_report_quiet():
+            model, loading = AutoModelForSequenceClassification.from_pretrained(
+                path, output_loading_info=True
+            )
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
         raise ModelLoadError(
             f"reward_model_name_or_path '{path}': cannot load as a sequence classifier "
@@ -164,7 +174,27 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
             "weights (a causal LM or base model gets a random score head); give a sequence "
             "classifier trained as a reward model"
         )
-    model = model.to(device).eval()
+    labels = model.config.num_labels
+    if labels != 1:  # its first logit was every reward: a sentiment classifier's NEGATIVE
+        names = ", ".join(str(model.config.id2label.get(i, i)) for i in range(labels))
+        raise ModelLoadError(
+            f"reward_model_name_or_path '{path}': a classifier of {labels} labels ({names}), "
+            "not a reward model of one output (TRL loads it with num_labels=1, which fails); "
+            "to reward one label, write a reward_fn that returns that label's logit"
+        )
+    model = model.to(device).eval().requires_grad_(False)
+    # a reward model stored in bf16 or fp16 (transformers loads its saved dtype) scores in
+    # float32, as implicit_reward_model does: bf16 logits hold 3 significant digits, so close
+    # completions tied (no pair) or swapped order (reward 3.02 read as 3.0); fp16 overflows
+    halves = (
+        [
+            t
+            for t in (*model.parameters(), *model.buffers())
+            if t.dtype in (torch.bfloat16, torch.float16)
+        ]
+        if runs_in_float32(model)
+        else []
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -192,13 +222,57 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
     ) -> list[float]:
         encoded = [encode(p, c) for p, c in zip(prompts, completions, strict=True)]
         rewards: list[float] = []
-        for start in range(0, len(encoded), 16):
-            chunk = [{"input_ids": ids} for ids in encoded[start : start + 16]]
-            batch = tokenizer.pad(chunk, return_tensors="pt").to(device)
-            rewards += model(**batch).logits[:, 0].float().tolist()
+        with _upcast(halves):  # (once per call, not per batch of 16)
+            for start in range(0, len(encoded), 16):
+                chunk = [{"input_ids": ids} for ids in encoded[start : start + 16]]
+                batch = tokenizer.pad(chunk, return_tensors="pt").to(device)
+                rewards += model(**batch).logits[:, 0].float().tolist()
         return rewards
 
     return score
+
+
+@contextlib.contextmanager
+def _load_report_quiet() -> Iterator[None]:
+    """transformers' load report (a table of MISSING and UNEXPECTED weights, "Consider
+    training on your downstream task") printed before the one line that refuses a causal LM
+    given as the reward model: left out while it loads (the line names the missing weights).
+    A filter, not the logger's level: transformers 5 checks a model's tensor-parallel plan,
+    and warns of every layer it leaves unsharded, when that logger's level is WARNING or up.
+    A load that fails says the report after all: its error reads "look at the above report"."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    held: list[logging.LogRecord] = []
+
+    def not_the_report(record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" in str(record.msg):
+            held.append(record)
+            return False
+        return True
+
+    logger.addFilter(not_the_report)
+    try:
+        yield
+    except Exception:
+        logger.removeFilter(not_the_report)
+        for record in held:
+            logger.handle(record)
+        raise
+    finally:
+        logger.removeFilter(not_the_report)
+
+
+@contextlib.contextmanager
+def _upcast(weights: list[torch.Tensor]) -> Iterator[None]:
+    """``weights`` (bf16 or fp16) in float32 inside, in their own dtype again after (exact:
+    both are float32 values): 2 more bytes per weight only while the reward model scores."""
+    dtypes = [t.dtype for t in weights]
+    for tensor in weights:
+        tensor.data = tensor.data.float()
+    try:
+        yield
+    finally:
+        for tensor, dtype in zip(weights, dtypes, strict=True):
+            tensor.data = tensor.data.to(dtype)
 
 
 def check_labeller(
@@ -324,7 +398,8 @@ class RoundBuilder:
             indices = chunks[chunk_index]
             samples, stats = self._sample(indices, round_index, chunk_index)
             if own:
-                rewards = self._label(indices, samples, self._trainer_state(round_index))
+                with labelling_at(f"online round {round_index}"):
+                    rewards = self._label(indices, samples, self._trainer_state(round_index))
                 penalty = self.config.missing_eos_penalty  # TRL's: cut by the token limit
                 if penalty is not None:
                     rewards = [

@@ -352,7 +352,7 @@ class ImplicitReward:
         forward (rewards up to 20% off `directpo score` of the saved folder, which loads in
         float32). Only for the scoring: 2 bytes more per bf16 weight, given back after."""
         models = [m for m in (self.policy, self.reference) if m is not None]
-        if self.dtype != torch.float32 or not all(map(_runs_in_float32, models)):
+        if self.dtype != torch.float32 or not all(map(runs_in_float32, models)):
             return contextlib.nullcontext()
         return float32_compute(models, [])
 
@@ -518,7 +518,7 @@ def _steps_done(run_dir: str | os.PathLike) -> int | None:
     return step if isinstance(step, int) else None
 
 
-def _runs_in_float32(model: torch.nn.Module) -> bool:
+def runs_in_float32(model: torch.nn.Module) -> bool:
     """Whether ``model`` can compute in float32 as it is: not a quantized base (its layers
     compute in their own dtype), nor FlashAttention (no float32 kernel)."""
     inner = unwrap_peft(model)

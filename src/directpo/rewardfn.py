@@ -193,7 +193,20 @@ def _bound(function: Callable[..., Any]) -> Callable[..., Any]:
     completions = parameters.get("completions")
     by_name = completions is not None and completions.kind is not inspect.Parameter.POSITIONAL_ONLY
 
+    # parameters the call must fill beyond (prompts, completions): TRL fills them from the
+    # dataset's columns of those names (GRPO's `def accuracy(completions, solution, **kw)`)
+    given_by_call = {"prompts", "completions"} if by_name else set(list(parameters)[:2])
+    required = [
+        name
+        for name, p in parameters.items()
+        if p.default is inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        and name not in given_by_call
+    ]
+
     def call(prompts: list[Any], completions: list[str], **extras: Any) -> Any:
+        if missing := [name for name in required if name not in extras]:
+            raise MissingColumnError(missing, extras)
         extras = {k: v for k, v in extras.items() if takes_any or k in parameters}
         if by_name:
             if takes_any or "prompts" in parameters:
@@ -204,12 +217,28 @@ def _bound(function: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
+class MissingColumnError(Exception):
+    """A reward function's required parameter that no prompt row's column fills."""
+
+    def __init__(self, missing: list[str], extras: dict[str, Any]) -> None:
+        columns = sorted(set(extras) - {"completion_ids", STATE})
+        names = ", ".join(f"'{name}'" for name in missing)
+        super().__init__(
+            f"takes {names}, which no column of the prompt rows gives (their columns: "
+            f"{', '.join(columns) or 'none besides the prompt'}; passed too: prompts, "
+            "completions, completion_ids, trainer_state): name the column so, or give the "
+            "parameter a default"
+        )
+
+
 def _checked(spec: str, function: Callable[..., Any]) -> Callable[..., list[float]]:
     bound = _bound(function)
 
     def call(prompts: list[Any], completions: list[str], **extras: Any) -> list[float]:
         try:
             values = bound(prompts, completions, **extras)
+        except MissingColumnError as exc:  # (TRL passes columns by name: a renamed one)
+            raise DirectpoError(f"reward_fn '{spec}' {exc}") from None
         except Exception as exc:  # user code: report it, never a traceback
             raise DirectpoError(f"reward_fn '{spec}' raised {type(exc).__name__}: {exc}") from None
         if isinstance(values, str | bytes | dict) or not hasattr(values, "__iter__"):
@@ -245,6 +274,18 @@ def _is_number(value: Any) -> bool:
     except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of several values
         return False
     return True
+
+
+@contextlib.contextmanager
+def labelling_at(moment: str) -> Iterator[None]:
+    """A labeller's one-line error, prefixed with ``moment`` (``online round 3``,
+    ``eval_generate at step 40``): at round 40 of a long run, the line said what failed but
+    not when, and the checks before training read the same."""
+    try:
+        yield
+    except DirectpoError as error:
+        error.args = (f"{moment}: {error}",)
+        raise
 
 
 def check_reward_fn(
