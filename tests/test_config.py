@@ -70,6 +70,19 @@ def test_max_steps_0_is_the_epochs_run_as_transformers_4_read_it(tmp_path: Path)
         DPOConfig(model_name_or_path="m", max_steps=-5)
 
 
+def test_a_number_option_given_a_switch_says_it_takes_a_number(tmp_path: Path) -> None:
+    """``eval_generate: true`` (a count of held-out prompts, read as a switch) was 'must be an
+    integer, got True', Python's spelling of what the user wrote as true."""
+    for line, said in (
+        ("eval_generate: true", "eval_generate must be an integer, got true: a number, not a "
+         "switch"),
+        ("learning_rate: false", "learning_rate must be a number, got false: not a switch"),
+    ):  # fmt: skip
+        with pytest.raises(ConfigError) as refused:
+            load_config(write(tmp_path, f"model_name_or_path: m\n{line}\n"))
+        assert said in [part.strip() for part in str(refused.value).splitlines()]
+
+
 def test_a_list_option_given_one_value_of_another_type_says_what_its_list_holds(
     tmp_path: Path,
 ) -> None:

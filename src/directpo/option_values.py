@@ -204,8 +204,10 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
     if hint is int:
         if _unset(value) and (key == "seed" or key.endswith("_seed")):
             raise ConfigError(_null_seed(key))
-        if isinstance(value, bool):
-            raise ConfigError(f"{key} must be an integer, got {_shown(value)}")
+        if isinstance(value, bool):  # (eval_generate: true, for a count of prompts)
+            raise ConfigError(
+                f"{key} must be an integer, got {str(value).lower()}: a number, not a switch"
+            )
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -222,7 +224,7 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
         raise ConfigError(f"{key} must be an integer, got {_shown(value)}")
     if hint is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{key} must be a number, got {_shown(value)}")
+            raise ConfigError(f"{key} must be a number, got {str(value).lower()}: not a switch")
         number = None
         if isinstance(value, int | float):
             number = float(value)
