@@ -387,6 +387,23 @@ def test_a_metrics_line_torn_by_a_kill_does_not_stop_the_resume(
     assert all(line.endswith("}") for line in metrics.read_text().splitlines())
 
 
+def test_a_best_metric_spelled_near_a_named_sets_metric_is_told_it() -> None:
+    """eval_chat/rewards/margins (a named set's margins, with a slash where the set's metrics
+    have an underscore) was told the 26 names an evaluation logs, the one meant among them."""
+    from directpo.best import BestModel, metric_name
+
+    logged = {"eval/chat_loss": 0.6, "eval/chat_rewards/margins": 0.2, "eval/text_loss": 0.7}
+    best = BestModel(metric_name("eval_chat/rewards/margins"), greater_is_better=True)
+    with pytest.raises(ConfigError) as err:
+        best.update(2, logged)
+    assert str(err.value).startswith(
+        "metric_for_best_model: evaluations log no eval/chat/rewards/margins; did you mean "
+        "eval/chat_rewards/margins? (they log eval/chat_loss, "
+    )
+    assert "did you mean" not in str(pytest.raises(ConfigError, BestModel("eval/bleu").update,
+                                                    2, logged).value)  # fmt: skip
+
+
 def test_a_best_metric_no_evaluation_logs_is_refused_at_the_first_evaluation() -> None:
     """metric_for_best_model naming a training metric (online/reward_mean) or a typo used to
     be ignored: the final folder silently held the last weights, not the best."""

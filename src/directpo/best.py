@@ -9,6 +9,7 @@ a row without improvement. The tracker is part of every checkpoint, so both surv
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -60,9 +61,13 @@ class BestModel:
             sets = [k[5:-5] for k in sorted(names) if _is_set_loss(k)]
             if self.metric == "eval/loss" and sets:  # the default: named sets log none
                 raise ConfigError(default_metric_unlogged(sets))
-            logged = ", ".join(sorted(k for k in names if k.startswith("eval/")))
+            evaluated = sorted(k for k in names if k.startswith("eval/"))
+            # (eval_chat/rewards/margins for a set's eval/chat_rewards/margins: say which)
+            close = difflib.get_close_matches(self.metric, evaluated, n=1, cutoff=0.8)
+            meant = f"; did you mean {close[0]}?" if close else ""
             raise ConfigError(
-                f"metric_for_best_model: evaluations log no {self.metric} (they log {logged})"
+                f"metric_for_best_model: evaluations log no {self.metric}{meant} (they log "
+                f"{', '.join(evaluated)})"
             )
 
     def patience_spent(self) -> bool:
