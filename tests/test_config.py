@@ -111,6 +111,44 @@ def test_a_list_option_given_one_value_of_another_type_says_what_its_list_holds(
         DPOConfig(model_name_or_path="m", optimizer=torch.optim.AdamW)
 
 
+def test_a_data_files_mapping_or_weighted_losses_is_told_the_options_to_write(
+    tmp_path: Path,
+) -> None:
+    """datasets' ``data_files`` mapping as train_file (TRL scripts pass {train: ..., test:
+    ...}) was 'must be a file or a list of files', and ``loss_type: {sigmoid: 1.0, sft: 0.5}``
+    the loss words alone: each line names the two options to write, from a recipe, a flag
+    (a YAML flow mapping) and Python."""
+    for line, said in (
+        ("train_file: {train: a.jsonl}", "train_file: {'train': 'a.jsonl'} is datasets' "
+         "data_files mapping (splits by name): write train_file: a.jsonl"),
+        ("train_file: {train: [a.jsonl, b.jsonl], test: c.jsonl}", "write train_file: "
+         "[a.jsonl, b.jsonl] and eval_file: c.jsonl"),
+        ("train_file: {train: a.jsonl, test: c.jsonl, validation: d.jsonl}", "write "
+         "train_file: a.jsonl and eval_file: {test: c.jsonl, validation: d.jsonl}"),
+        # eval_file's named sets stay; one named train is the data_files mapping
+        ("eval_file: {train: a.jsonl, test: c.jsonl}", "eval_file: {'train': 'a.jsonl', "
+         "'test': 'c.jsonl'} is datasets' data_files mapping (splits by name): write "
+         "train_file: a.jsonl and eval_file: c.jsonl"),
+        ("train_file: {chat: a.jsonl}", "train_file must be a file or a list of files, got "
+         "{'chat': 'a.jsonl'} (named sets are eval_file's)"),
+        ("loss_type: {sigmoid: 1.0, sft: 0.5}", "loss_type: {'sigmoid': 1.0, 'sft': 0.5} maps "
+         "losses to weights: write loss_type: [sigmoid, sft] and loss_weights: [1.0, 0.5]"),
+    ):  # fmt: skip
+        with pytest.raises(ConfigError) as refused:
+            load_config(write(tmp_path, f"model_name_or_path: m\n{line}\n"))
+        lines = [part.strip() for part in str(refused.value).splitlines()]
+        assert any(said in part for part in lines), (line, lines)
+        key, value = line.split(": ", 1)
+        with pytest.raises(ConfigError) as flagged:  # the flag's text: the same line
+            load_config(None, {"model_name_or_path": "m", key: value})
+        assert str(flagged.value) == str(refused.value)
+    with pytest.raises(ConfigError, match=r"write loss_type: \[sigmoid, sft\] and loss_weig"):
+        DPOConfig(model_name_or_path="m", loss_type={"sigmoid": 1.0, "sft": 0.5})
+    assert DPOConfig(model_name_or_path="m", eval_file={"test": "c.jsonl"}).eval_file == {
+        "test": "c.jsonl"
+    }
+
+
 @pytest.mark.parametrize(
     "overrides, key",
     [

@@ -951,3 +951,40 @@ def test_online_rounds_sample_with_trls_sampling_options_and_data_seed(
     assert rounds["a"] == rounds["b"] != rounds["c"]
     samples = {name: (tmp_path / name / "online" / "round-1.jsonl").read_text() for name in "ab"}
     assert samples["a"] != samples["b"]  # the same prompts, sampled under another seed
+
+
+def test_an_implicit_reward_runs_refusals_say_what_a_recipe_writes(
+    tiny_model_dirs, tmp_path, online_files
+) -> None:
+    """train's online labeller was told from_run's Python keyword ('give
+    ref_model_name_or_path=...', 'give ref_model_name_or_path= and beta='), which a recipe
+    has not: it says what to write where, naming implicit_reward_model."""
+    from directpo.config import DPOConfig
+    from directpo.errors import ConfigError
+    from directpo.online import load_labeller
+
+    run = tmp_path / "dpo"
+    run.mkdir()
+    gone = tmp_path / "gone_reference"
+    recorded = DPOConfig(model_name_or_path=str(tiny_model_dirs["llama"]), train_file="p.jsonl")
+    recorded.save_yaml(run / "config.yaml", ref_model_name_or_path=str(gone))
+    rewards, prompts = online_files
+    config = online_config(tiny_model_dirs["llama"], prompts, tmp_path / "out", rewards,
+                           reward_fn=None, implicit_reward_model=str(run))  # fmt: skip
+    with pytest.raises(ConfigError) as refused:
+        load_labeller(config, torch.device("cpu"))
+    said = str(refused.value)
+    assert str(gone) in said and "ref_model_name_or_path=..." not in said
+    assert said.endswith(
+        f"(the run's reference, named in its config.yaml; give ref_model_name_or_path: <its "
+        f"folder> in {run / 'config.yaml'}, or put it back; implicit_reward_model's run is "
+        "scored against it)"
+    )
+    # a folder no directpo run wrote: what implicit_reward_model takes, not Python's keywords
+    config.implicit_reward_model = str(tiny_model_dirs["llama"])
+    with pytest.raises(ConfigError) as refused:
+        load_labeller(config, torch.device("cpu"))
+    assert str(refused.value).endswith(
+        "has no config.yaml from a directpo run: implicit_reward_model takes a folder directpo "
+        "train wrote (its config.yaml names beta and the reference)"
+    )

@@ -1082,3 +1082,15 @@ def test_a_bf16_model_that_cannot_run_float32_scores_as_it_is(tiny_model_dirs) -
     assert not runs_in_float32(model)
     scorer = ImplicitReward(model, None, beta=0.1)
     assert isinstance(scorer._computing_in_dtype(), contextlib.nullcontext)
+
+
+def test_from_run_names_a_recipes_option_where_train_calls_it(tiny_model_dirs) -> None:
+    """Each caller its own wording: Python's keywords, score's flags, train's recipe option."""
+    model = str(tiny_model_dirs["llama"])
+    for wording, give in (
+        ({}, "give ref_model_name_or_path= and beta="),
+        ({"recipe": "implicit_reward_model"}, "implicit_reward_model takes a folder directpo"),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            ImplicitReward.from_run(model, **wording)
+        assert give in str(refused.value)

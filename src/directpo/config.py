@@ -341,7 +341,10 @@ class DPOConfig(Options):
         "Training preferences: .jsonl, .json, .csv, .tsv (also .gz/.bz2/.xz compressed), .parquet, "
         ".arrow, or a datasets.save_to_disk folder; or a list of them, mixed into one set "
         "([a.jsonl, b.parquet]); a glob pattern (shards/*.parquet) is the files it matches, "
-        "sorted. Required unless a Dataset is passed from Python.",
+        "sorted. Required unless a Dataset is passed from Python. datasets' data_files mapping "
+        "({train: a.jsonl, test: c.jsonl}) is refused, naming the two options to write "
+        "(train_file: a.jsonl, eval_file: c.jsonl): translated, it would replace an eval_file "
+        "set beside it.",
     )
     dataset_name: str | None = option(
         None,
@@ -376,7 +379,8 @@ class DPOConfig(Options):
         "Held-out preferences in the same formats (or a list of files, one set); evaluated every "
         "eval_steps and at the end. Named sets, {chat: a.jsonl, code: [b.jsonl, c.jsonl]}, are "
         "each evaluated and logged apart (eval/chat_loss, ...), as transformers' Trainer logs "
-        "an eval_dataset dict.",
+        "an eval_dataset dict. A set named train is datasets' data_files mapping, refused as "
+        "train_file's.",
     )
     max_eval_samples: int | None = option(
         None,
@@ -518,7 +522,8 @@ class DPOConfig(Options):
     loss_type: list[str] = option(
         ["sigmoid"],
         "Preference loss, or several combined (comma-separated / a YAML list): "
-        f"{', '.join(LOSS_TYPES)}. See docs/losses.md.",
+        f"{', '.join(LOSS_TYPES)}. See docs/losses.md. A mapping of losses to weights "
+        "({sigmoid: 1.0, sft: 0.5}) is refused, naming loss_type and loss_weights to write.",
     )
     loss_weights: list[float] | None = option(
         None,

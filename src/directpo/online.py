@@ -120,7 +120,9 @@ def _implicit(config: DPOConfig) -> Labeller:
     from directpo.reward import ImplicitReward
 
     scorer = ImplicitReward.from_run(
-        config.implicit_reward_model, trust_remote_code=config.trust_remote_code
+        config.implicit_reward_model,
+        recipe="implicit_reward_model",  # (refusals: what a recipe writes, not Python's keyword)
+        trust_remote_code=config.trust_remote_code,
     )
 
     def implicit(

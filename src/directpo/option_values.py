@@ -46,6 +46,10 @@ def _yaml_boolean(value: Any) -> str:
     return f" (YAML reads a bare {words} as a boolean: quote the word meant, e.g. '{first}')"
 
 
+# a list of words whose weights another option holds, in its order (TRL's loss_weights)
+WEIGHTS_OPTION = {"loss_type": ("loss_weights", "losses")}
+
+
 def word_refusal(key: str, value: Any, must: str, words: tuple[str, ...]) -> str:
     """The refusal of a word option (or a list of words) given a value of another type, naming
     the words it takes in the same line: what YAML 1.1 read as a boolean or null (a bare
@@ -58,6 +62,16 @@ def word_refusal(key: str, value: Any, must: str, words: tuple[str, ...]) -> str
         read = f"{str(value).lower()}: YAML reads a bare {bare} as a boolean"
     else:
         read = _shown(value)
+    weights, named = WEIGHTS_OPTION.get(key, (None, ""))
+    if weights and isinstance(value, str) and value.strip().startswith("{"):
+        with contextlib.suppress(yaml.YAMLError):
+            value = yaml.safe_load(value)  # the flag's --loss_type '{sigmoid: 1.0}'
+    if weights and isinstance(value, Mapping) and value:  # {sigmoid: 1.0, sft: 0.5}
+        # refused, not translated: the weights are their own option, which may be set too
+        return (
+            f"{key}: {_shown(dict(value))} maps {named} to weights: write {key}: "
+            f"{_flow(list(value))} and {weights}: {_flow(list(value.values()))}"
+        )
     write = "one of these words" if must == "one of" else "one, or a list of several"
     return f"{key} must be {must} {', '.join(words)} (got {read}; write {write})"
 
@@ -99,11 +113,46 @@ def _null_seed(key: str) -> str:
     )
 
 
+# datasets' split names, as load_dataset("json", data_files={train: ..., test: ...}) takes
+# them and TRL scripts pass them: the held-out ones are eval_file's
+DATA_FILES_HELD_OUT = ("test", "validation")
+
+
+def _flow(value: Any) -> str:
+    """A path or list of paths as a recipe writes it (a.jsonl, [a.jsonl, b.jsonl])."""
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+def data_files_said(key: str, value: Mapping) -> str | None:
+    """A ``data_files`` mapping given as train_file / eval_file ({train: a.jsonl, test:
+    c.jsonl}): what to write instead, or None where ``value`` names no train split. Refused,
+    not translated: the splits are two options, and an eval_file already set (or eval sets
+    named train) would be replaced silently; one line names both to write."""
+    if "train" not in value:
+        return None
+    write = [f"train_file: {_flow(value['train'])}"]
+    held = {name: paths for name, paths in value.items() if name != "train"}
+    if len(held) == 1:
+        write.append(f"eval_file: {_flow(next(iter(held.values())))}")
+    elif held:  # several held-out splits: eval_file's named sets, each logged apart
+        sets = ", ".join(f"{name}: {_flow(paths)}" for name, paths in held.items())
+        write.append(f"eval_file: {{{sets}}}")
+    return (
+        f"{key}: {_shown(dict(value))} is datasets' data_files mapping (splits by name): write "
+        + " and ".join(write)
+    )
+
+
 def _named_paths(key: str, value: Mapping) -> dict[str, Any]:
     """Named sets of files ({chat: a.jsonl, code: [b.jsonl, c.jsonl]}): a name becomes part of
     metric names (eval/chat_loss), so it is a plain word."""
     if not value:
         raise ConfigError(f"{key} must name at least one set")
+    said = data_files_said(key, value)  # (eval/train_loss would read as the training loss)
+    if said is not None:
+        raise ConfigError(said)
     for name in value:
         if not (isinstance(name, str) and name.replace("-", "_").isidentifier()):
             raise ConfigError(
@@ -158,17 +207,20 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             return _named_paths(key, value)
         args = (str, list[str])
     if set(args) == {str, list[str]}:  # one path or several (train_file: [a.jsonl, b.parquet])
-        if isinstance(value, str) and value.strip().startswith("["):
+        if isinstance(value, str) and value.strip().startswith(("[", "{")):
             with contextlib.suppress(yaml.YAMLError):
-                value = yaml.safe_load(value)  # a flag: a YAML flow list
+                value = yaml.safe_load(value)  # a flag: a YAML flow list (or a mapping, told)
         if isinstance(value, list | tuple):
             if not value:
                 raise ConfigError(f"{key} must name at least one file")
             return [coerce(key, v, str) for v in value]
+        if isinstance(value, Mapping) and data_files_said(key, value):
+            raise ConfigError(data_files_said(key, value))  # (was 'a file or a list of files')
         if isinstance(value, bool | dict):  # (was 'must be a string', no file said)
+            named = " (named sets are eval_file's)" if isinstance(value, dict) else ""
             raise ConfigError(
                 f"{key} must be a file or a list of files, got {_shown(value)}"
-                f"{_yaml_boolean(value)}"
+                f"{_yaml_boolean(value)}{named}"
             )
         return coerce(key, value, str)
     if hint is dict or typing.get_origin(hint) is dict:
@@ -179,9 +231,10 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{key} must be a mapping, got {_shown(value)}{_mapping_hint(key)}")
         return dict(value)
     if typing.get_origin(hint) is list:
-        if isinstance(value, str) and value.strip().startswith("["):
+        if isinstance(value, str) and value.strip().startswith(("[", "{")):
             with contextlib.suppress(yaml.YAMLError):
                 value = yaml.safe_load(value)  # a flag: a YAML flow list, as the help shows
+                # (a flow mapping is refused as one, not split at its commas into words)
         (item,) = typing.get_args(hint)
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]

@@ -193,14 +193,19 @@ class ImplicitReward:
         *,
         echo: Callable[[str], None] | None = None,
         flags: bool = False,
+        recipe: str | None = None,
         **kwargs: Any,
     ) -> ImplicitReward:
         """A trained run's folder (or one of its checkpoints): β and the reference default to
         those in the run's config.yaml, and models load where training found them (its
         model_init_kwargs' revision, subfolder, ...: a LoRA run's base, the reference).
         ``echo`` receives notes (default: ``warnings.warn``); ``flags``: refusals name score /
-        rank's flags (--ref_model_name_or_path), not this method's keywords."""
-        missing = run_values_missing(run_dir, ref_model_name_or_path, beta, python=True)
+        rank's flags (--ref_model_name_or_path), not this method's keywords; ``recipe``: the
+        train option that named ``run_dir`` (implicit_reward_model), whose user edits YAML and
+        has no keyword or flag to give: refusals say what to write where."""
+        missing = run_values_missing(
+            run_dir, ref_model_name_or_path, beta, python=True, recipe=recipe
+        )
         if missing is not None:
             raise ConfigError(missing)
         try:
@@ -244,8 +249,16 @@ class ImplicitReward:
         except ConfigError as err:  # moved or deleted since training: say where it came from
             if not recorded:
                 raise
-            # (a Python caller was told the command's --ref_model_name_or_path)
+            # (a Python caller was told the command's --ref_model_name_or_path, and train's
+            # online labeller the Python keyword: its recipe has neither, the run's config.yaml
+            # is where its reference is written; train's own ref_model_name_or_path is the
+            # policy's reference, not this run's)
             give = "--ref_model_name_or_path" if flags else "ref_model_name_or_path=..."
+            if recipe:
+                give = (
+                    f"ref_model_name_or_path: <its folder> in {Path(run_dir) / 'config.yaml'}, "
+                    f"or put it back; {recipe}'s run is scored against it"
+                )
             raise ConfigError(
                 f"{err} (the run's reference, named in its config.yaml; give {give})"
             ) from None

@@ -22,11 +22,13 @@ def run_values_missing(
     ref_model_name_or_path: str | None,
     beta: float | None,
     python: bool = False,
+    recipe: str | None = None,
 ) -> str | None:
     """Why ``from_run`` cannot score with ``run_dir`` (β or the reference not given, and no
     directpo run's config.yaml to take them from), or None; read without loading a model, so
     that score and rank say it with the input's bad rows, before any model loads. ``python``:
-    named as from_run's keywords (``beta=``), not the commands' flags (``--beta``)."""
+    named as from_run's keywords (``beta=``), not the commands' flags (``--beta``); ``recipe``:
+    the train option naming ``run_dir`` (implicit_reward_model), told what it takes."""
     spelled = (
         ("ref_model_name_or_path=", "beta=") if python else ("--ref_model_name_or_path", "--beta")
     )
@@ -38,13 +40,18 @@ def run_values_missing(
     ]
     if not flags:
         return None
-    give = " and ".join(flags)
+    give = "give " + " and ".join(flags)
+    if recipe:  # train's recipe has no keyword or flag for them: the run's config.yaml has
+        give = (
+            f"{recipe} takes a folder directpo train wrote (its config.yaml names beta and "
+            "the reference)"
+        )
     try:
         config = run_config(run_dir)
     except ConfigError as err:  # another tool's config.yaml
-        return f"{err} (not a directpo run's config.yaml? give {give})"
+        return f"{err} (not a directpo run's config.yaml? {give})"
     if config is None:
-        return f"{run_dir} has no config.yaml from a directpo run: give {give}"
+        return f"{run_dir} has no config.yaml from a directpo run: {give}"
     return None
 
 
