@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from directpo.config import DPOConfig, load_config, option_names
 from directpo.data import load_preferences
 from directpo.errors import ConfigError, DataError
-from directpo.options import load_options
+from directpo.option_loading import load_options
 
 FUZZ = settings(
     max_examples=300,

@@ -9,7 +9,8 @@ import pytest
 
 from directpo.command_options import GenerateOptions, RankOptions, ScoreOptions
 from directpo.jsonl import StagedJsonl, options_key
-from directpo.options import accepting_spellings, option
+from directpo.option_loading import accepting_spellings
+from directpo.options import option
 
 
 def key(options) -> str:

@@ -9,7 +9,7 @@ from directpo.cli import main
 from directpo.command_options import ScoreOptions
 from directpo.config import DPOConfig, load_config
 from directpo.errors import ConfigError
-from directpo.options import load_options
+from directpo.option_loading import load_options
 
 
 @pytest.mark.parametrize(

@@ -55,7 +55,8 @@ from directpo.early_paths import beside_config, refuse_missing_paths
 from directpo.errors import ConfigError, DirectpoError
 from directpo.foreign_names import RENAMED
 from directpo.option_hints import SPELLINGS, abbreviated, elsewhere, meant_option
-from directpo.options import load_options, option_help
+from directpo.option_loading import load_options
+from directpo.options import option_help
 from directpo.signals import (
     KeptLines,
     Terminated,

@@ -27,7 +27,8 @@ from typing import Any
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.foreign_names import RENAMED, SAME_VALUE_AS, SEVERAL_VALUES
 from directpo.option_hints import unknown_hint
-from directpo.options import option_help, read_yaml, type_hints
+from directpo.option_loading import read_yaml
+from directpo.options import option_help, type_hints
 from directpo.trl_compat import ALIASES, VERSION_FLAGS, VERSION_HINT
 
 

@@ -17,8 +17,9 @@ from directpo.config import DTYPES
 from directpo.config_checks import check_columns
 from directpo.errors import ConfigError, ModelLoadError, collected, refuse_all
 from directpo.folders import nearest_existing
+from directpo.option_loading import accepting_spellings
 from directpo.option_paths import missing_path
-from directpo.options import Options, accepting_spellings, names_any, option
+from directpo.options import Options, names_any, option
 from directpo.preflight import check_model_location, is_adapter_folder
 
 

@@ -120,7 +120,7 @@ def with_others(
     --beta) and the input's bad rows said beside it: each was said a run after the unknown
     flag was fixed. ``options``: the command's options class, built from
     ``config_file`` and ``overrides`` (the flags that are known)."""
-    from directpo.options import beside_refusal, load_options
+    from directpo.option_loading import beside_refusal, load_options
 
     try:
         built = load_options(options, config_file, overrides)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from directpo.errors import ConfigError
-from directpo.options import home_expanded
+from directpo.shell_expansion import home_expanded
 
 # the options naming a model folder (or hub id)
 MODEL_FOLDER_OPTIONS = (
@@ -247,7 +247,7 @@ def is_record_file(config_file: str) -> bool:
     from dataclasses import fields
 
     from directpo.config import DPOConfig
-    from directpo.options import read_yaml
+    from directpo.option_loading import read_yaml
     from directpo.yaml_interpolation import is_run_record
 
     names = [f.name for f in fields(DPOConfig)]

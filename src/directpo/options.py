@@ -3,38 +3,30 @@
 Every options class (``DPOConfig`` and the per-command ones) is a dataclass of ``option()``
 fields deriving from ``Options``: values are coerced to the annotated type when the object is
 built and then checked by ``_check_values``; a problem is a one-line ``ConfigError`` naming the
-key. The CLI builds each command's flags and ``--help`` from the same fields.
+key. The CLI builds each command's flags and ``--help`` from the same fields. Reading them
+from a YAML file and flags is ``option_loading``'s; ``~`` and ``$NAME`` in paths,
+``shell_expansion``'s.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import functools
-import os
 import re
 import typing
-from collections.abc import Mapping
 from dataclasses import field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
-from directpo.errors import ConfigError, ConfigErrors, respelled
+from directpo.errors import ConfigError, ConfigErrors
 from directpo.option_hints import meant_choice, unknown_hint
 from directpo.option_values import coerce as _coerce
 from directpo.option_values import word_refusal
-from directpo.yaml_interpolation import (
-    escaped,
-    referenced,
-    resolved,
-    resolved_key,
-    written_literally,
-)
-
-T = TypeVar("T")
+from directpo.shell_expansion import home_expanded, unset_said, unset_variables
+from directpo.yaml_interpolation import escaped
 
 
 @functools.cache
@@ -56,83 +48,6 @@ def type_hints(options: type) -> dict[str, Any]:
 
 
 # $NAME and ${NAME}, which a shell reads in a path or an env: value; YAML, Python and a quoted
-# flag pass them on as text (output_dir: $HOME/runs made a folder named $HOME where it ran);
-# \$ is a $ of the text, as in a shell (a password holding one had no way to be written)
-SHELL_VARIABLE = re.compile(r"\\\$|\$(?:\{(\w+)\}|(\w+))")
-
-
-def _value(match: re.Match[str], environ: Mapping[str, str], unset: str) -> str:
-    """A ``SHELL_VARIABLE`` match as a shell reads it: ``\\$`` a ``$``, a variable its value
-    (``unset`` where it is not set)."""
-    if match[0] == "\\$":
-        return "$"
-    return environ.get(match[1] or match[2], unset)
-
-
-def shell_expanded(text: str, environ: Mapping[str, str] | None = None) -> str:
-    """``text`` with each ``$NAME`` / ``${NAME}`` of a set variable (of ``environ``, default
-    the process's) as its value; unset ones are left (``unset_variables`` names them)."""
-    environ = os.environ if environ is None else environ
-    return SHELL_VARIABLE.sub(lambda m: _value(m, environ, m[0]), text)
-
-
-def unset_variables(
-    value: Any, environ: Mapping[str, str] | None = None, paths: bool = False
-) -> list[str]:
-    """The ``$NAME`` of unset variables in ``value`` (its items too), as written; ``paths``:
-    a path there as written is none (``_there_as_written``)."""
-    environ = os.environ if environ is None else environ
-    if isinstance(value, str) and not _template_text(value):
-        if paths and _there_as_written(value):
-            return []
-        found = SHELL_VARIABLE.finditer(value)
-        return [m[0] for m in found if m[0] != "\\$" and (m[1] or m[2]) not in environ]
-    if not isinstance(value, list | dict):
-        return []
-    items = value.values() if isinstance(value, dict) else value
-    return [name for item in items for name in unset_variables(item, environ, paths)]
-
-
-def _there_as_written(path: str) -> bool:
-    """A path holding ``$`` that is there as written and not as a shell reads it: a folder
-    named ``a$b`` (a quoted flag's ``'a$b/x.jsonl'`` is the shell's reading already) was refused
-    as '$b is not set' or read as another path; an output to write there (``a$b/s.jsonl``) by
-    its folder. Where both are there, the shell's reading."""
-    if "$" not in path or _template_text(path):
-        return False
-    path = os.path.expanduser(path) if _home_form(path) else path  # (~/a$b: the home's)
-    there = path if os.path.exists(path) else os.path.dirname(path.rstrip("/"))
-    if "$" not in there or not os.path.exists(there):
-        return False
-    read = SHELL_VARIABLE.sub(lambda m: _value(m, os.environ, "\0"), there)
-    return "\0" in read or not os.path.exists(os.path.expanduser(read))
-
-
-def _template_text(value: str) -> bool:
-    """A chat template's own text given as ``chat_template`` (a ``$`` in it is its text)."""
-    return "\n" in value or "{{" in value or "{%" in value
-
-
-def _home_form(value: str) -> bool:
-    """``~``, ``~/x``, ``~name`` or ``~name/x``: a home folder a shell expands (a template's
-    text or a hub id is none of them)."""
-    return bool(re.match(r"~[\w.-]*(/|$)", value)) and not _template_text(value)
-
-
-def home_expanded(value: Any) -> Any:
-    """A path option's value with a leading ``~`` as the home folder and set ``$NAME`` /
-    ``${NAME}`` as their values, as a shell reads them: YAML, Python and a quoted flag
-    (``--input '~/x.jsonl'``) do not. Lists and mappings (a mixture's files) are read through."""
-    if isinstance(value, str):  # (a hub id or a template's text never starts with ~/)
-        if not _there_as_written(value):
-            value = shell_expanded(value) if "$" in value and not _template_text(value) else value
-        # ~/x and ~name/x, as a shell reads them (an unknown ~name is left as written)
-        return os.path.expanduser(value) if _home_form(value) else value
-    if isinstance(value, list):
-        return [home_expanded(item) for item in value]
-    if isinstance(value, dict):
-        return {name: home_expanded(item) for name, item in value.items()}
-    return value
 
 
 class Options:
@@ -161,7 +76,7 @@ class Options:
                 setattr(self, f.name, _default(f))  # the other options are still checked
         for key in self.PATH_KEYS:  # (score --input '~/x.jsonl' read a folder named ~)
             if unset := unset_variables(getattr(self, key), paths=True):
-                problems.append(_unset_said(key, unset))
+                problems.append(unset_said(key, unset))
                 untyped.add(key)  # (its other checks would read the unexpanded text)
                 setattr(self, key, _default(self.__dataclass_fields__[key]))
             elif home_expanded(getattr(self, key)) != getattr(self, key):
@@ -356,228 +271,6 @@ def option_help(cls: type) -> list[tuple[str, str, Any]]:
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         rows.append((f.name, f.metadata["help"], default))
     return rows
-
-
-def load_options(
-    cls: type[T],
-    path: str | os.PathLike | Mapping[str, Any] | None = None,
-    overrides: dict[str, Any] | None = None,
-    interpolate: bool = True,
-    overrides_from: str = "command line",
-) -> T:
-    """Read the optional YAML file (or a mapping of its contents, e.g. ``yaml.safe_load``'s),
-    apply ``overrides`` (e.g. from flags) on top, and validate. ``interpolate``: resolve
-    OmegaConf's ``${...}`` (not in a run's own config.yaml, which records values as given).
-    ``overrides_from``: where the overrides were written (flags are named ``--key``; keywords,
-    ``train("cfg.yaml", key=...)``'s, as written)."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    values: dict[str, Any] = {}
-    refused: list[ConfigError] = []
-    sources = [(overrides or {}, overrides_from)]
-    if isinstance(path, Mapping):
-        data, where = dict(path), "config"
-    elif path is not None:
-        data, where = read_yaml(os.fspath(path), interpolate=False), os.fspath(path)
-        # (a run's record of before ${ was escaped holds its texts as given: 'sweep ${beta}')
-        if interpolate and not written_literally(
-            data, names
-        ):  # after the flags are known: a reference to a flag's key takes its value
-            # (by the option's name too: --save_path is output_dir's ${output_dir})
-            named = translate_usable(cls, overrides or {}, names, overrides_from)[0]
-            given = {**named, **(overrides or {})}
-            if "env" in data:  # set first, as TRL sets it before anything runs: the file's
-                # ${oc.env:VAR} read the value env gives VAR (they read the shell's before)
-                written = data["env"] if isinstance(data["env"], dict) else {}
-                _set_environment(resolved_key(data, "env", where, given), where, written)
-            data.pop("env", None)
-            variables = _variables(cls, data, names, where)
-            data = resolved(data, where, given)
-            data = {key: value for key, value in data.items() if key not in variables}
-    if path is not None:
-        _set_environment(data.pop("env", None), where)
-        sources.insert(0, (data, where))
-    spelled: dict[str, str] = {}  # a value's option as the source that set it last wrote it
-    meant: dict[str, Any] = {}  # the options refused keys stand for (cls.meant)
-    for given, where in sources:
-        usable, error = translate_usable(cls, given, names, where)
-        meant |= cls.meant(given) if error else {}  # type: ignore[attr-defined]
-        renamed = cls.spellings(given, where)  # type: ignore[attr-defined]
-        spelled = {k: v for k, v in spelled.items() if k not in usable} | renamed
-        values.update(usable)
-        refused += [error] if error else []
-    # refused, the config is built for its refusal alone: with the options refused names
-    # stand for, so that it says their rows too
-    meant = {key: value for key, value in meant.items() if key not in values and refused}
-    try:
-        built = cls(**meant, **values)
-    except ConfigError as error:
-        raise ConfigErrors.joined([*refused, respelled(error, spelled)]) from None
-    if refused:
-        raise beside_refusal(ConfigErrors.joined(refused), built)
-    return built
-
-
-def accepting_spellings(cls: type[T]) -> type[T]:
-    """``cls(...)`` (an options dataclass) takes every spelling ``cls.translate`` reads (TRL's
-    ``remove_unused_columns=False``, ``evaluation_strategy=...``) with the same meaning, so a TRL
-    script's ``DPOConfig(...)`` call ports as written; an unknown name is the one-line
-    ConfigError with a hint that a flag or YAML key gets (ScoreOptions(modle=...) was Python's
-    raw TypeError, beside DPOConfig's "did you mean")."""
-    generated = cls.__init__
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-
-    @functools.wraps(generated)
-    def __init__(self: Any, *args: Any, **values: Any) -> None:
-        refused, spelled = None, {}
-        if values.keys() - set(names):
-            spelled = cls.spellings(values, cls.__name__)  # type: ignore[attr-defined]
-            values, refused = translate_usable(cls, values, names, cls.__name__)
-        try:
-            generated(self, *args, **values)
-        except ConfigError as error:  # with the refused names: every problem in one pass
-            error = respelled(error, spelled)  # named as written: max_new_tokens=, not its alias
-            raise ConfigErrors.joined([refused, error] if refused else [error]) from None
-        if refused:  # with the missing paths and bad rows of the options it took (the CLI's)
-            raise beside_refusal(refused, self)
-        object.__setattr__(self, "_spelled", spelled)  # for train()'s check of it again
-
-    cls.__init__ = __init__  # type: ignore[assignment]
-    return cls
-
-
-def beside_refusal(error: ConfigError, built: Options) -> ConfigError:
-    """``error`` (names refused before ``built`` was made of the others: an unknown option)
-    with the paths ``built`` names that are not there and its data files' bad rows: each was
-    said a run after the unknown name was fixed."""
-    lines = list(getattr(error, "problems", None) or [str(error)])
-    with contextlib.suppress(Exception):  # (a value no check read may be odd: the name is news)
-        lines += [line for line in built._path_problems() if line not in lines]
-    rows: list[str] = []
-    with contextlib.suppress(Exception):
-        rows = built._row_problems(lines)
-    if len(lines) == len(getattr(error, "problems", None) or [error]) and not rows:
-        return error
-    return ConfigErrors(getattr(error, "where", ""), lines, rows)
-
-
-def translate_usable(
-    cls: type, values: dict[str, Any], names: list[str], where: str
-) -> tuple[dict[str, Any], ConfigError | None]:
-    """``cls.translate(values)``; when it refuses keys (TRL's unsupported ones, unknown ones),
-    the keys it takes alone, with the refusal, so that their values are still checked and one
-    pass reports every problem: a TRL config with ``tf32: true`` and ``fp16: true`` took two
-    runs to fix, the second key refused only once the first was gone."""
-    try:
-        return cls.translate(values, names, where), None  # type: ignore[attr-defined]
-    except ConfigError as error:
-        usable: dict[str, Any] = {}
-        for key, value in values.items():
-            with contextlib.suppress(ConfigError):
-                usable.update(cls.translate({key: value}, names, where))  # type: ignore[attr-defined]
-        return usable, error
-
-
-def _variables(cls: type, data: dict[str, Any], names: list[str], where: str) -> set[str]:
-    """The keys of ``data`` that other values refer to and that no option reads: OmegaConf's
-    variables (``model_dir`` for ``model_name_or_path: ${model_dir}``), which were refused as
-    unknown options ('did you mean hub_model_id?')."""
-    unread: set[str] = set()
-    for key in referenced(data) & data.keys():
-        try:
-            cls.translate({key: data[key]}, names, where)  # type: ignore[attr-defined]
-        except ConfigError as error:
-            problems = getattr(error, "problems", None) or [str(error)]
-            if all(problem.startswith("unknown option") for problem in problems):
-                unread.add(key)
-    return unread
-
-
-def _set_environment(env: Any, path: str, written: dict[str, Any] | None = None) -> None:
-    """A config file's ``env:`` mapping (TRL's TrlParser reads it so): environment variables
-    set before anything runs. Not an option, so never recorded: it may hold tokens.
-    ``written``: the values as the file writes them, before OmegaConf's interpolations."""
-    if env is None:
-        return
-    if not isinstance(env, dict):
-        raise ConfigError(f"{path}: env must be a mapping of VARIABLE: value, got {env!r}")
-    # as a shell's export reads it (TRL sets the text: DIRECTPO_CACHE: $HOME/c made a folder
-    # named $HOME); an earlier key's value is read by a later one, as in a shell; none is set
-    # unless all can be
-    environ = dict(os.environ)
-    for key, value in env.items():
-        if "${" in str((written or {}).get(key, "")):  # ${oc.env:KEY}'s value is not read
-            environ[str(key)] = str(value)  # again (a shell reads "$KEY" once: a token's $)
-            continue
-        if unset := unset_variables(str(value), environ):
-            raise ConfigError(f"{path}: env: {_unset_said(str(key), unset)}")
-        environ[str(key)] = shell_expanded(str(value), environ)
-    os.environ.update({str(key): environ[str(key)] for key in env})
-
-
-def _unset_said(key: str, unset: list[str]) -> str:
-    names = ", ".join(dict.fromkeys(unset))
-    return (
-        f"{key}: {names} {'is' if len(unset) == 1 else 'are'} not set (a shell would read "
-        "it as empty): set it, or write \\$ for a $ of the text itself"
-    )
-
-
-def _meant_file(path: str) -> str:
-    """A config file of a close name beside the one not found (recipe.yml for recipe.yaml)."""
-    folder, name = os.path.split(path)
-    with contextlib.suppress(OSError):
-        present = [
-            entry
-            for entry in os.listdir(folder or ".")
-            if entry.lower().endswith((".yaml", ".yml", ".json"))
-            and os.path.isfile(os.path.join(folder, entry))
-        ]
-        close = difflib.get_close_matches(name, present, n=1, cutoff=0.8)
-        if close:
-            return f"; did you mean {os.path.join(folder, close[0])}?"
-    return ""
-
-
-def read_yaml(path: str, interpolate: bool = True) -> dict[str, Any]:
-    """The option: value mapping of a YAML file, or a one-line ConfigError."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path}{_meant_file(path)}")
-    try:
-        data = yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)  # noqa: S506
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}:{where}: {problem}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
-    data = {str(k): v for k, v in data.items()}
-    return resolved(data, path) if interpolate else data
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice (last-wins would hide one of them)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # `<<: *defaults`: its keys may be overridden, that is its point
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-            try:
-                repeated = key in seen
-            except TypeError:  # an unhashable key: the base class says so in its own words
-                break
-            if repeated:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"option '{key}' is given twice", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 def _check_known(key: str, what: str, names: list[str], instead: str | None = None) -> None:

@@ -102,7 +102,7 @@ def written_literally(data: Mapping[str, Any], names: Collection[str]) -> bool:
 
 def read_run_record(path: str) -> dict[str, Any]:
     """A run's own config.yaml as its options' values, each text as the run was given it."""
-    from directpo.options import read_yaml  # (it imports this module)
+    from directpo.option_loading import read_yaml  # (it imports this module)
 
     return read_yaml(path, interpolate=written_escaped(path))
 

@@ -1,0 +1,239 @@
+"""Loading options: a YAML file (or mapping) and flags read into an options dataclass, with
+TRL's spellings translated, OmegaConf's ``${...}`` resolved, the file's ``env:`` set, and every
+refused key said in one pass beside the problems of the values it took."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import functools
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import yaml
+
+from directpo.errors import ConfigError, ConfigErrors, respelled
+from directpo.shell_expansion import shell_expanded, unset_said, unset_variables
+from directpo.yaml_interpolation import referenced, resolved, resolved_key, written_literally
+
+if TYPE_CHECKING:
+    from directpo.options import Options
+
+T = TypeVar("T")
+
+
+def load_options(
+    cls: type[T],
+    path: str | os.PathLike | Mapping[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    interpolate: bool = True,
+    overrides_from: str = "command line",
+) -> T:
+    """Read the optional YAML file (or a mapping of its contents, e.g. ``yaml.safe_load``'s),
+    apply ``overrides`` (e.g. from flags) on top, and validate. ``interpolate``: resolve
+    OmegaConf's ``${...}`` (not in a run's own config.yaml, which records values as given).
+    ``overrides_from``: where the overrides were written (flags are named ``--key``; keywords,
+    ``train("cfg.yaml", key=...)``'s, as written)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    values: dict[str, Any] = {}
+    refused: list[ConfigError] = []
+    sources = [(overrides or {}, overrides_from)]
+    if isinstance(path, Mapping):
+        data, where = dict(path), "config"
+    elif path is not None:
+        data, where = read_yaml(os.fspath(path), interpolate=False), os.fspath(path)
+        # (a run's record of before ${ was escaped holds its texts as given: 'sweep ${beta}')
+        if interpolate and not written_literally(
+            data, names
+        ):  # after the flags are known: a reference to a flag's key takes its value
+            # (by the option's name too: --save_path is output_dir's ${output_dir})
+            named = translate_usable(cls, overrides or {}, names, overrides_from)[0]
+            given = {**named, **(overrides or {})}
+            if "env" in data:  # set first, as TRL sets it before anything runs: the file's
+                # ${oc.env:VAR} read the value env gives VAR (they read the shell's before)
+                written = data["env"] if isinstance(data["env"], dict) else {}
+                _set_environment(resolved_key(data, "env", where, given), where, written)
+            data.pop("env", None)
+            variables = _variables(cls, data, names, where)
+            data = resolved(data, where, given)
+            data = {key: value for key, value in data.items() if key not in variables}
+    if path is not None:
+        _set_environment(data.pop("env", None), where)
+        sources.insert(0, (data, where))
+    spelled: dict[str, str] = {}  # a value's option as the source that set it last wrote it
+    meant: dict[str, Any] = {}  # the options refused keys stand for (cls.meant)
+    for given, where in sources:
+        usable, error = translate_usable(cls, given, names, where)
+        meant |= cls.meant(given) if error else {}  # type: ignore[attr-defined]
+        renamed = cls.spellings(given, where)  # type: ignore[attr-defined]
+        spelled = {k: v for k, v in spelled.items() if k not in usable} | renamed
+        values.update(usable)
+        refused += [error] if error else []
+    # refused, the config is built for its refusal alone: with the options refused names
+    # stand for, so that it says their rows too
+    meant = {key: value for key, value in meant.items() if key not in values and refused}
+    try:
+        built = cls(**meant, **values)
+    except ConfigError as error:
+        raise ConfigErrors.joined([*refused, respelled(error, spelled)]) from None
+    if refused:
+        raise beside_refusal(ConfigErrors.joined(refused), built)
+    return built
+
+
+def accepting_spellings(cls: type[T]) -> type[T]:
+    """``cls(...)`` (an options dataclass) takes every spelling ``cls.translate`` reads (TRL's
+    ``remove_unused_columns=False``, ``evaluation_strategy=...``) with the same meaning, so a TRL
+    script's ``DPOConfig(...)`` call ports as written; an unknown name is the one-line
+    ConfigError with a hint that a flag or YAML key gets (ScoreOptions(modle=...) was Python's
+    raw TypeError, beside DPOConfig's "did you mean")."""
+    generated = cls.__init__
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+
+    @functools.wraps(generated)
+    def __init__(self: Any, *args: Any, **values: Any) -> None:
+        refused, spelled = None, {}
+        if values.keys() - set(names):
+            spelled = cls.spellings(values, cls.__name__)  # type: ignore[attr-defined]
+            values, refused = translate_usable(cls, values, names, cls.__name__)
+        try:
+            generated(self, *args, **values)
+        except ConfigError as error:  # with the refused names: every problem in one pass
+            error = respelled(error, spelled)  # named as written: max_new_tokens=, not its alias
+            raise ConfigErrors.joined([refused, error] if refused else [error]) from None
+        if refused:  # with the missing paths and bad rows of the options it took (the CLI's)
+            raise beside_refusal(refused, self)
+        object.__setattr__(self, "_spelled", spelled)  # for train()'s check of it again
+
+    cls.__init__ = __init__  # type: ignore[assignment]
+    return cls
+
+
+def beside_refusal(error: ConfigError, built: Options) -> ConfigError:
+    """``error`` (names refused before ``built`` was made of the others: an unknown option)
+    with the paths ``built`` names that are not there and its data files' bad rows: each was
+    said a run after the unknown name was fixed."""
+    lines = list(getattr(error, "problems", None) or [str(error)])
+    with contextlib.suppress(Exception):  # (a value no check read may be odd: the name is news)
+        lines += [line for line in built._path_problems() if line not in lines]
+    rows: list[str] = []
+    with contextlib.suppress(Exception):
+        rows = built._row_problems(lines)
+    if len(lines) == len(getattr(error, "problems", None) or [error]) and not rows:
+        return error
+    return ConfigErrors(getattr(error, "where", ""), lines, rows)
+
+
+def translate_usable(
+    cls: type, values: dict[str, Any], names: list[str], where: str
+) -> tuple[dict[str, Any], ConfigError | None]:
+    """``cls.translate(values)``; when it refuses keys (TRL's unsupported ones, unknown ones),
+    the keys it takes alone, with the refusal, so that their values are still checked and one
+    pass reports every problem: a TRL config with ``tf32: true`` and ``fp16: true`` took two
+    runs to fix, the second key refused only once the first was gone."""
+    try:
+        return cls.translate(values, names, where), None  # type: ignore[attr-defined]
+    except ConfigError as error:
+        usable: dict[str, Any] = {}
+        for key, value in values.items():
+            with contextlib.suppress(ConfigError):
+                usable.update(cls.translate({key: value}, names, where))  # type: ignore[attr-defined]
+        return usable, error
+
+
+def _variables(cls: type, data: dict[str, Any], names: list[str], where: str) -> set[str]:
+    """The keys of ``data`` that other values refer to and that no option reads: OmegaConf's
+    variables (``model_dir`` for ``model_name_or_path: ${model_dir}``), which were refused as
+    unknown options ('did you mean hub_model_id?')."""
+    unread: set[str] = set()
+    for key in referenced(data) & data.keys():
+        try:
+            cls.translate({key: data[key]}, names, where)  # type: ignore[attr-defined]
+        except ConfigError as error:
+            problems = getattr(error, "problems", None) or [str(error)]
+            if all(problem.startswith("unknown option") for problem in problems):
+                unread.add(key)
+    return unread
+
+
+def _set_environment(env: Any, path: str, written: dict[str, Any] | None = None) -> None:
+    """A config file's ``env:`` mapping (TRL's TrlParser reads it so): environment variables
+    set before anything runs. Not an option, so never recorded: it may hold tokens.
+    ``written``: the values as the file writes them, before OmegaConf's interpolations."""
+    if env is None:
+        return
+    if not isinstance(env, dict):
+        raise ConfigError(f"{path}: env must be a mapping of VARIABLE: value, got {env!r}")
+    # as a shell's export reads it (TRL sets the text: DIRECTPO_CACHE: $HOME/c made a folder
+    # named $HOME); an earlier key's value is read by a later one, as in a shell; none is set
+    # unless all can be
+    environ = dict(os.environ)
+    for key, value in env.items():
+        if "${" in str((written or {}).get(key, "")):  # ${oc.env:KEY}'s value is not read
+            environ[str(key)] = str(value)  # again (a shell reads "$KEY" once: a token's $)
+            continue
+        if unset := unset_variables(str(value), environ):
+            raise ConfigError(f"{path}: env: {unset_said(str(key), unset)}")
+        environ[str(key)] = shell_expanded(str(value), environ)
+    os.environ.update({str(key): environ[str(key)] for key in env})
+
+
+def _meant_file(path: str) -> str:
+    """A config file of a close name beside the one not found (recipe.yml for recipe.yaml)."""
+    folder, name = os.path.split(path)
+    with contextlib.suppress(OSError):
+        present = [
+            entry
+            for entry in os.listdir(folder or ".")
+            if entry.lower().endswith((".yaml", ".yml", ".json"))
+            and os.path.isfile(os.path.join(folder, entry))
+        ]
+        close = difflib.get_close_matches(name, present, n=1, cutoff=0.8)
+        if close:
+            return f"; did you mean {os.path.join(folder, close[0])}?"
+    return ""
+
+
+def read_yaml(path: str, interpolate: bool = True) -> dict[str, Any]:
+    """The option: value mapping of a YAML file, or a one-line ConfigError."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}{_meant_file(path)}")
+    try:
+        data = yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)  # noqa: S506
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}:{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
+    data = {str(k): v for k, v in data.items()}
+    return resolved(data, path) if interpolate else data
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice (last-wins would hide one of them)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults`: its keys may be overridden, that is its point
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                repeated = key in seen
+            except TypeError:  # an unhashable key: the base class says so in its own words
+                break
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"option '{key}' is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
