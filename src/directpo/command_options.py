@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from directpo.config import DTYPES
-from directpo.config_checks import check_columns
+from directpo.data_checks import check_columns
 from directpo.errors import ConfigError, ModelLoadError, collected, refuse_all
 from directpo.folders import nearest_existing
 from directpo.option_loading import accepting_spellings

@@ -4,14 +4,15 @@ Run when a config is built (``DPOConfig._check_values``): every impossible value
 would silently do nothing, or combination that cannot run is refused before any model loads.
 Refusals go through ``Options._require`` / ``_refuse``, which collect them so that one pass
 reports every wrong value at once; a check that reads an already refused value is skipped
-(``_valid``), so no line blames another option.
+(``_valid``), so no line blames another option. The loss options' checks are
+``loss_checks``'; the data options', ``data_checks``'; the generation options',
+``sampling_checks``'.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable
 
 from directpo.best import default_metric_unlogged
 from directpo.config import (
@@ -21,7 +22,6 @@ from directpo.config import (
     EVAL_STRATEGIES,
     LIGER_LOSS_KERNELS,
     LOG_LEVELS,
-    LOSS_TYPES,
     LR_SCHEDULERS,
     OPTIMIZERS,
     SAVE_DTYPES,
@@ -31,40 +31,17 @@ from directpo.config import (
     TRACKERS,
     DPOConfig,
 )
+from directpo.data_checks import check_columns, check_splits_of_files, check_streaming
 from directpo.errors import ConfigError
 from directpo.hub import HUB_ID
-from directpo.loss_names import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSS_INFO
-from directpo.mixture import FILE_SUFFIXES, check_mixture
+from directpo.loss_checks import check_loss_modifiers, check_losses, check_reference_sync
+from directpo.mixture import check_mixture
 from directpo.option_paths import expand_home
-from directpo.options import Options, reject_if_set
-from directpo.preflight import adapter_sync_problem, lora_off_reason
+from directpo.options import reject_if_set
+from directpo.preflight import lora_off_reason
 from directpo.sampling_checks import check_generation
 from directpo.trl_compat import refuse_loading_options
 from directpo.trl_table import EIGHT_BIT, is_eight_bit
-
-
-def check_columns(options: Options) -> None:
-    """The column options (a DPOConfig's, or score / rank / generate's) name distinct columns."""
-    keys = [k for k in ("prompt_column", "chosen_column", "rejected_column") if hasattr(options, k)]
-    keys = [k for k in keys if getattr(options, k) is not None]  # score's: the run's, later
-    columns = [getattr(options, key) for key in keys]
-    if len(set(columns)) < len(columns) and options._valid(*keys):
-        # collected, not raised: a raise here hid every check after it until the next run
-        options._refuse(
-            keys[-1],
-            f"{', '.join(keys[:-1])} and {keys[-1]} must name different columns "
-            f"(got {', '.join(columns)})",
-        )
-    system = getattr(options, "system_column", None)
-    if system is None or (system == "" and hasattr(options, "FROM_RUN")):
-        return  # (score / rank / generate: "" says no system turn, whatever the run had)
-    options._require(bool(system.strip()), "system_column", "a column name, or null")
-    same = next((key for key in keys if getattr(options, key) == system), None)
-    if same is not None:
-        options._refuse(
-            "system_column",
-            f"system_column must name a column of its own (got {system!r}, which is {same} too)",
-        )
 
 
 def check_values(config: DPOConfig) -> None:
@@ -311,47 +288,6 @@ def check_values(config: DPOConfig) -> None:
     check_reference_sync(config)
 
 
-def check_streaming(config: DPOConfig) -> None:
-    """dataset_streaming reads the rows the run's steps take, so they must be counted; the
-    sources it cannot read in part are refused (it asked "read only what is trained on")."""
-    if not config.dataset_streaming:
-        return
-    if config.max_steps < 1:
-        config._refuse(
-            "dataset_streaming",
-            "dataset_streaming: true reads only the rows max_steps trains on: set max_steps "
-            "(TRL needs it with a stream too), or leave dataset_streaming off to read them all",
-        )
-    for key, why in (
-        ("online", "online DPO reads its prompts whole; pass train(config, "
-                   "train_dataset=load_dataset(..., streaming=True)) to read only its rounds'"),
-        ("dataset_mixture", "dataset_mixture shuffles each source whole, as the handbook does"),
-    ):  # fmt: skip
-        if getattr(config, key):
-            config._refuse("dataset_streaming", f"dataset_streaming: true with {key}: {why}")
-
-
-def check_splits_of_files(config: DPOConfig) -> None:
-    """A split named (TRL's dataset_train_split: train_prefs) with train_file data files, which
-    have none: it was silently not read (the whole file trained on, no test split held out)."""
-    files = config.train_file if isinstance(config.train_file, list) else [config.train_file]
-    if not all(isinstance(f, str) and f.lower().endswith(FILE_SUFFIXES) for f in files):
-        return  # (none given, or a save_to_disk folder: one of several splits is refused there)
-    named = ", ".join(files[:2]) + (", ..." if len(files) > 2 else "")
-    named += " is a data file" if len(files) == 1 else " are data files"
-    for key, default, instead in (
-        ("dataset_train_split", "train", "its rows are all trained on"),
-        ("dataset_test_split", "test", "give the held-out pairs as eval_file"),
-    ):
-        if getattr(config, key) != default:
-            config._refuse(
-                key,
-                f"{key}: {getattr(config, key)} picks a split of dataset_name (a dataset "
-                f"folder or hub id), but train_file {named}, without splits: "
-                f"remove {key} ({instead})",
-            )
-
-
 def check_wandb_disabled(config: DPOConfig) -> None:
     """``report_to: all`` as transformers took it (every tracker installed), and wandb with
     WANDB_DISABLED set (TRL users' way to turn it off; transformers 5 no longer reads it):
@@ -423,114 +359,6 @@ def check_precision(config: DPOConfig) -> None:
         )
 
 
-# loss names of earlier TRL releases: said with the one that computes the same loss (aot_pair
-# sorted chosen and rejected log-ratios apart: today's aot_unpaired, not the paired aot)
-FORMER_LOSS_NAMES = {
-    "aot_pair": "TRL's former aot_pair is aot_unpaired (chosen and rejected sorted apart)",
-    "kto_pair": "TRL removed kto_pair: KTO is TRL's KTOTrainer, with unpaired data",
-    # (OpenRLHF's and many scripts' name for the paper's loss: told the list alone)
-    "dpo": "the DPO paper's loss is sigmoid (TRL's name, the default)",
-}
-
-
-def check_losses(config: DPOConfig, require: Callable[[bool, str, str], None]) -> None:
-    if (words := getattr(config, "_words", None)) is not None:  # while constructed
-        # (loss_type: null, 5 or true was 'must be a list, got None', no loss named)
-        words["loss_type"] = ("one or more of", LOSS_TYPES)
-    unknown = [name for name in config.loss_type if name not in LOSS_INFO]
-    former = [FORMER_LOSS_NAMES[name] for name in unknown if name in FORMER_LOSS_NAMES]
-    require(
-        bool(config.loss_type) and not unknown,
-        "loss_type",
-        "one or more of " + ", ".join(LOSS_TYPES) + "".join(f"; {said}" for said in former),
-    )
-    require(len(set(config.loss_type)) == len(config.loss_type), "loss_type", "without repeats")
-    if config.loss_weights is not None:
-        require(
-            len(config.loss_weights) == len(config.loss_type) or not config._valid("loss_type"),
-            "loss_weights",
-            f"one weight per loss_type ({len(config.loss_type)})",
-        )
-        require(
-            all(w >= 0 for w in config.loss_weights) and any(config.loss_weights),
-            "loss_weights",
-            ">= 0 and not all 0",
-        )
-    require(config.beta > 0, "beta", "> 0")
-    require(0 <= config.label_smoothing < 0.5, "label_smoothing", "in [0, 0.5)")
-    require(config.discopop_tau > 0, "discopop_tau", "> 0")
-    if "exo_pair" in config.loss_type:
-        require(
-            config.label_smoothing > 0,
-            "label_smoothing",
-            "> 0 for exo_pair (log of it is taken; the EXO paper uses 1e-3)",
-        )
-    if not config._valid("loss_type"):
-        return  # what the chosen losses read cannot be told from a refused loss_type
-    # an option that no chosen loss reads would silently do nothing: refuse it
-    used = {option for name in config.loss_type for option in LOSS_INFO[name].options}
-    for option_name in ("beta", "label_smoothing", "simpo_gamma", "discopop_tau"):
-        if option_name not in used:
-            users = [n for n, spec in LOSS_INFO.items() if option_name in spec.options]
-            reject_if_set(
-                config,
-                (option_name,),
-                f"no chosen loss uses it (loss_type: "
-                f"{', '.join(config.loss_type)}); it applies to "
-                f"{', '.join(users)}",
-            )
-
-
-def check_loss_modifiers(config: DPOConfig) -> None:
-    config._one_of("f_divergence_type", F_DIVERGENCES)
-    if config.f_divergence_type != "reverse_kl":
-        if not config._valid("f_divergence_type", "loss_type"):
-            return
-        unsupported = sorted(set(config.loss_type) - F_DIVERGENCE_LOSSES)
-        if unsupported:
-            config._refuse(
-                "f_divergence_type",
-                f"f_divergence_type: {config.f_divergence_type} applies to "
-                f"{', '.join(sorted(F_DIVERGENCE_LOSSES))}, not {', '.join(unsupported)}",
-            )
-    else:
-        reject_if_set(config, ("f_alpha_divergence_coef",), "f_divergence_type is reverse_kl")
-    if config.ld_alpha is not None:
-        config._require(0 <= config.ld_alpha <= 1, "ld_alpha", "in [0, 1]")
-        # LD-DPO weighs the log-ratios π − π_ref; the reference-free losses take per-token
-        # means of every token (sft's NLL as TRL's), so ld_alpha alone with them does nothing
-        if config._valid("loss_type") and not config.loss_needs_reference:
-            config._refuse(
-                "ld_alpha",
-                "ld_alpha weighs the log-ratios of policy and reference (LD-DPO), and loss_type "
-                f"{', '.join(config.loss_type)} uses no reference (its per-token means already "
-                "leave length out); remove ld_alpha",
-            )
-    if config.use_weighting and {"aot", "aot_unpaired"} & set(config.loss_type):
-        config._refuse(
-            "use_weighting",
-            "use_weighting cannot weight aot / aot_unpaired (their loss couples the batch)",
-        )
-    sorted_losses = [name for name in ("aot", "aot_unpaired") if name in config.loss_type]
-    if sorted_losses and config.per_device_train_batch_size == 1:
-        # AOT matches the sorted margins of a micro-batch: sorting one pair is the identity,
-        # so it trained as sigmoid DPO without a word (accumulation does not widen the sort)
-        config._refuse(
-            "loss_type",
-            f"loss_type {' / '.join(sorted_losses)} sorts the margins within each micro-batch, "
-            "and per_device_train_batch_size 1 leaves one pair to sort: that is sigmoid DPO; "
-            "set per_device_train_batch_size >= 2 (gradient_accumulation_steps does not widen "
-            "the sort), or use loss_type sigmoid",
-        )
-    if sorted_losses and config.auto_find_batch_size:  # batch_fit keeps per-pair losses only
-        config._refuse(
-            "auto_find_batch_size",
-            "auto_find_batch_size splits a step's micro-batches when memory runs out, and "
-            f"loss_type {' / '.join(sorted_losses)} sorts the margins within each micro-batch: "
-            "the split would change the loss mid-run; remove auto_find_batch_size",
-        )
-
-
 def check_schedule(config: DPOConfig) -> None:
     """lr_scheduler_kwargs that the schedule would not take (or, for constant, ignore),
     and a schedule missing its required ones, are refused before any model loads."""
@@ -552,39 +380,4 @@ def check_schedule(config: DPOConfig) -> None:
         config._refuse(
             "lr_scheduler_kwargs",
             f"lr_scheduler_kwargs {kwargs or {}} do not fit lr_scheduler_type {name}: {exc}",
-        )
-
-
-def check_reference_sync(config: DPOConfig) -> None:
-    if not config.sync_ref_model:
-        reject_if_set(
-            config, ("ref_model_mixup_alpha", "ref_model_sync_steps"), "sync_ref_model is false"
-        )
-        return
-    config._require(0 <= config.ref_model_mixup_alpha <= 1, "ref_model_mixup_alpha", "in [0, 1]")
-    config._require(config.ref_model_sync_steps >= 1, "ref_model_sync_steps", ">= 1")
-    problem = config.lora_r and adapter_sync_problem(config.ref_model_mixup_alpha)
-    if problem and config._valid("lora_r", "ref_model_mixup_alpha"):  # (refused once loaded)
-        config._refuse("ref_model_mixup_alpha", problem)
-    if config._valid("loss_type") and not config.loss_needs_reference:
-        config._refuse(
-            "sync_ref_model", "sync_ref_model is set but no chosen loss uses a reference"
-        )
-    if config.precompute_ref_log_probs:
-        config._refuse(
-            "sync_ref_model",
-            "sync_ref_model cannot be used with precompute_ref_log_probs: the reference "
-            "changes during training, so log-probs computed once would go stale",
-        )
-    if not config.own_reference:
-        config._refuse(
-            "sync_ref_model",
-            "sync_ref_model: the reference follows the policy, so it starts as the policy; "
-            "remove ref_model_name_or_path",
-        )
-    if config.ref_model_init_kwargs is not None:  # (another revision or subfolder: not the start)
-        config._refuse(
-            "sync_ref_model",
-            "sync_ref_model: the reference follows the policy, so it starts as the policy, "
-            "loaded as it is (model_init_kwargs); remove ref_model_init_kwargs",
         )
