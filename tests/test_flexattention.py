@@ -22,11 +22,11 @@ import directpo.model_checks as model_checks
 from directpo.attention import choose_implementation
 from directpo.batching import PLAIN, Layout, collate_pairs
 from directpo.config import DPOConfig
+from directpo.device_checks import check_device
 from directpo.errors import ConfigError
 from directpo.flexattention import BLOCK, flex_blocks, register
 from directpo.logprobs import attention_implementation, may_attend, model_logprobs
 from directpo.model_checks import choose_layout
-from directpo.preflight import check_device
 from directpo.tokenization import TokenizedPair
 from directpo.trainer import train
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from tiny import tiny_config
 
-import directpo.preflight
+import directpo.device_checks
 from directpo.errors import ConfigError, ModelLoadError, TrainingStopped
 from directpo.model_preparation import LoadOptions, decoder_layers
 from directpo.models import load_causal_lm
@@ -238,7 +238,7 @@ def test_flash_attention_off_cuda_is_refused_before_the_data_is_read(
     """attn_implementation: flash_attention_2 (the handbook's recipes write it) on a CPU was
     refused by transformers only once the model loaded, after the pairs were tokenized."""
     from directpo.config import DPOConfig
-    from directpo.preflight import check_device
+    from directpo.device_checks import check_device
 
     config = tiny_config(
         tiny_model_dirs["llama"],
@@ -255,7 +255,7 @@ def test_flash_attention_off_cuda_is_refused_before_the_data_is_read(
             check_device(
                 DPOConfig(model_name_or_path="m", attn_implementation="flash_attention_2"), device
             )
-    monkeypatch.setattr(directpo.preflight, "_installed", lambda module: module == "flash_attn")
+    monkeypatch.setattr(directpo.device_checks, "_installed", lambda module: module == "flash_attn")
     check_device(DPOConfig(model_name_or_path="m", attn_implementation="flash_attention_2"), "cuda")
 
 

@@ -8,12 +8,15 @@ import pytest
 from tiny import save_tiny_model
 
 import directpo.config
+import directpo.device_checks
+import directpo.model_locations
 import directpo.preflight
 import directpo.run
 from directpo.cli import main
 from directpo.config import DPOConfig
+from directpo.device_checks import check_device
 from directpo.errors import ConfigError
-from directpo.preflight import check_device, check_run
+from directpo.preflight import check_run
 from directpo.trainer import train
 
 
@@ -125,7 +128,7 @@ def test_cuda_kernels_that_are_not_installed_are_refused_before_loading(monkeypa
     """On CUDA, use_liger_kernel without liger-kernel and flash_attention_2 without flash-attn
     were refused only when the model loaded, after the data was read and tokenized."""
     installed: set[str] = set()
-    monkeypatch.setattr(directpo.preflight, "_installed", lambda module: module in installed)
+    monkeypatch.setattr(directpo.device_checks, "_installed", lambda module: module in installed)
     config = DPOConfig(
         model_name_or_path="m", use_liger_kernel=True, attn_implementation="flash_attention_2"
     )
@@ -272,10 +275,12 @@ def test_a_path_no_hub_id_could_be_is_a_missing_folder(tmp_path, monkeypatch, va
     no config.yaml from a directpo run: give --ref_model_name_or_path and --beta', train asked
     the hub for it. A hub id is org/name of letters, digits, -, _ and . alone."""
     monkeypatch.chdir(tmp_path)
-    assert directpo.preflight.looks_local(value)
+    assert directpo.model_locations.looks_local(value)
     with pytest.raises(ConfigError, match=f"^model_name_or_path: no such model folder: {value}$"):
-        directpo.preflight.check_model_location("model_name_or_path", value)
-    assert not any(map(directpo.preflight.looks_local, ["gpt2", "org/name-1.5B", "a_b/c.d", ""]))
+        directpo.model_locations.check_model_location("model_name_or_path", value)
+    assert not any(
+        map(directpo.model_locations.looks_local, ["gpt2", "org/name-1.5B", "a_b/c.d", ""])
+    )
 
 
 def test_a_resume_with_no_checkpoint_is_said_with_a_missing_model(tmp_path, monkeypatch):

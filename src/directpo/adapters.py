@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from directpo.errors import ModelLoadError, first_line
+from directpo.model_locations import has_files, looks_local
 from directpo.precision import DTYPES
-from directpo.preflight import has_files, looks_local
 
 RESETTABLE_LORA_INITS = (True, False, "gaussian")  # peft draws these from the RNG alone
 

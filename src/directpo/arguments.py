@@ -55,7 +55,7 @@ def checked_arguments(
         )
     if peft_config is None:
         return rebuilt_config(config), None
-    from directpo.preflight import is_adapter_folder
+    from directpo.model_locations import is_adapter_folder
 
     if is_adapter_folder(config.model_name_or_path):  # its lora_* then said "remove lora_r",
         # which was not given; another method's config met an AttributeError deep in the load

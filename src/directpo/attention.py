@@ -270,7 +270,7 @@ def choose_implementation(
     if requested == "auto":
         fast = available_backend(device) and dtype in (torch.bfloat16, torch.float16)
         return register() if fast and not plain_layout else "auto"
-    if requested == "flex_attention":  # off CUDA refused before (preflight.check_device)
+    if requested == "flex_attention":  # off CUDA refused before (device_checks.check_device)
         return "flex_attention" if plain_layout else flexattention.register()
     return requested
 

@@ -17,10 +17,10 @@ from directpo.config import DTYPES
 from directpo.data_checks import check_columns
 from directpo.errors import ConfigError, ModelLoadError, collected, refuse_all
 from directpo.folders import nearest_existing
+from directpo.model_locations import check_model_location, is_adapter_folder
 from directpo.option_loading import accepting_spellings
 from directpo.option_paths import missing_path
 from directpo.options import Options, names_any, option
-from directpo.preflight import check_model_location, is_adapter_folder
 
 
 @dataclass

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from directpo.errors import ConfigError
 from directpo.foreign_names import meant_options
 from directpo.loss_names import LOSS_INFO, needs_reference
+from directpo.model_locations import has_files
 from directpo.option_loading import accepting_spellings, load_options
 from directpo.option_paths import PATH_OPTIONS, absolute_paths
 from directpo.option_values import exponent_numbers
 from directpo.options import Options, option, option_help
-from directpo.preflight import has_files
 from directpo.trl_compat import apply_trl_meanings, one_beta, spellings, translate
 
 LOSS_TYPES = tuple(LOSS_INFO)

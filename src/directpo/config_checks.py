@@ -36,9 +36,9 @@ from directpo.errors import ConfigError
 from directpo.hub import HUB_ID
 from directpo.loss_checks import check_loss_modifiers, check_losses, check_reference_sync
 from directpo.mixture import check_mixture
+from directpo.model_locations import lora_off_reason
 from directpo.option_paths import expand_home
 from directpo.options import reject_if_set
-from directpo.preflight import lora_off_reason
 from directpo.sampling_checks import check_generation
 from directpo.trl_compat import refuse_loading_options
 from directpo.trl_table import EIGHT_BIT, is_eight_bit

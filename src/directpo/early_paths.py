@@ -37,7 +37,7 @@ def refuse_missing_paths(options: Any) -> None:
 
 
 def _command_paths_missing(options: Any) -> bool:
-    from directpo.preflight import looks_local
+    from directpo.model_locations import looks_local
 
     models = [getattr(options, key) for key in options.MODEL_KEYS]
     missing = any(

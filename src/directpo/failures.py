@@ -23,8 +23,8 @@ from directpo.errors import (
     first_line,
     memory_kind,
 )
+from directpo.model_locations import is_adapter_folder
 from directpo.model_preparation import compile_failure
-from directpo.preflight import is_adapter_folder
 
 if TYPE_CHECKING:
     from directpo.config import DPOConfig

@@ -13,7 +13,7 @@ It is registered with transformers as ``directpo_flex`` and calls ``flex_attenti
 with grouped-query attention native for any head count (transformers' own flex path repeats the
 keys and values when the query head count is not a power of two: Qwen2.5's 14 heads). A forward
 without a block mask (plain rows, generation) goes to SDPA. PyTorch's FlexAttention has no
-backward on CPU, so training with it needs CUDA (``preflight.check_device`` says so); the CPU
+backward on CPU, so training with it needs CUDA (``device_checks.check_device`` says so); the CPU
 runs the forward, which the tests compare with the dense mask.
 """
 

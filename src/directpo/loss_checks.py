@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from directpo.config import LOSS_TYPES, DPOConfig
 from directpo.loss_names import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSS_INFO
+from directpo.model_locations import adapter_sync_problem
 from directpo.options import reject_if_set
-from directpo.preflight import adapter_sync_problem
 
 # loss names of earlier TRL releases: said with the one that computes the same loss (aot_pair
 # sorted chosen and rejected log-ratios apart: today's aot_unpaired, not the paired aot)

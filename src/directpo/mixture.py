@@ -44,8 +44,8 @@ import numpy as np
 from directpo.data import preferences_of_rows
 from directpo.data_sources import dataset_splits
 from directpo.errors import ConfigError, DataError, collected, refuse_all
+from directpo.model_locations import looks_local
 from directpo.preference_pairs import Columns, PreferenceData
-from directpo.preflight import looks_local
 from directpo.readers import DATA_KINDS, RowError, open_rows
 from directpo.refusals import hint_once
 

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoTokenizer
 
 from directpo.errors import ConfigError, ModelLoadError
-from directpo.preflight import has_files
+from directpo.model_locations import has_files
 
 
 def check_vocabulary(

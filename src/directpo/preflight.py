@@ -1,55 +1,33 @@
 """Checks that touch the machine and the file system, run before any data or model loads:
 files and model folders that must exist (or look like hub ids), options that need CUDA, a
-tracker that must be installed, a reward function that must import."""
+tracker that must be installed, a reward function that must import. Where a model option
+points is ``model_locations``'; the device's options, ``device_checks``'; the evaluation
+options', ``eval_checks``'."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from directpo.device_checks import check_device
 from directpo.errors import CheckpointError, ConfigError, collected, refuse_all
+from directpo.eval_checks import HELD_OUT, check_eval_generate, check_evaluation
+from directpo.model_locations import (
+    adapter_sync_problem,
+    check_model_location,
+    has_files,
+    is_adapter_folder,
+    looks_local,
+    revision_problems,
+)
 from directpo.option_paths import MODEL_FOLDER_OPTIONS, expand_patterns, missing_path
 from directpo.resumable import refuse_model_only
 
 if TYPE_CHECKING:
     from directpo.config import DPOConfig
-
-
-def is_adapter_folder(path: Any) -> bool:
-    """Whether ``path`` is a local PEFT adapter folder (adapter_config.json, no config.json),
-    which training continues with the settings it was saved with."""
-    if not isinstance(path, str) or not path:
-        return False
-    return os.path.isfile(os.path.join(path, "adapter_config.json")) and not os.path.isfile(
-        os.path.join(path, "config.json")
-    )
-
-
-def lora_off_reason(model: str | None) -> str:
-    """Why a lora_* option does nothing without lora_r: no LoRA, or an adapter folder as the
-    model, continued as saved (its advice, "set lora_r: 16", was refused in turn there)."""
-    if is_adapter_folder(model):
-        return (
-            f"model_name_or_path {model} is an adapter folder, continued with the settings of "
-            "its adapter_config.json; remove the lora_* options"
-        )
-    return "lora_r is 0 (no LoRA); set lora_r: 16"
-
-
-def adapter_sync_problem(mixup_alpha: float) -> str | None:
-    """Why TR-DPO with adapters cannot take ``mixup_alpha`` (None: it can)."""
-    if mixup_alpha == 1:
-        return None
-    return (
-        f"sync_ref_model with an adapter: ref_model_mixup_alpha {mixup_alpha} would mix two "
-        "adapters, and a mix of low-rank products is not an adapter of the same rank; use "
-        "ref_model_mixup_alpha: 1.0 (the hard update) or full fine-tuning"
-    )
 
 
 def check_run(
@@ -89,82 +67,6 @@ def check_run(
     refuse_all(problems, rows)
 
 
-def check_device(config: DPOConfig, device_type: str, processes: str = "none") -> None:
-    """Options that train on CUDA only, or in one process only (``processes``: the run's
-    distributed mode), refused before any data or model is loaded; all of them at once."""
-    problems: list[str] = []
-    for name in ("model_init_kwargs", "ref_model_init_kwargs"):
-        if processes != "none" and "device_map" in (getattr(config, name) or {}):
-            # each rank places its model on its own GPU; a device map spread it over every GPU
-            # the rank sees (accelerate's hooks then send activations back to those devices)
-            problems.append(
-                f"{name}: device_map places a model in one process only; under distributed: "
-                f"{processes} each process puts its model on its own GPU: remove device_map"
-            )
-    if device_type != "cuda":
-        problems += _cuda_only(config, device_type)
-    else:
-        problems += _kernels_missing(config)
-    refuse_all(problems)
-
-
-def _installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
-
-
-def _kernels_missing(config: DPOConfig) -> list[str]:
-    """The CUDA options whose package is not installed, each in a line: refused when the model
-    loads, after the data was read and tokenized (minutes on a large set)."""
-    problems = []
-    if config.use_liger_kernel and not _installed("liger_kernel"):
-        problems.append(
-            "use_liger_kernel: liger-kernel is not installed; pip install liger-kernel, or "
-            "remove use_liger_kernel"
-        )
-    # transformers takes the Hub's flash-attn kernel instead where the kernels package is there
-    flash = _installed("flash_attn") or _installed("kernels")
-    if config.attn_implementation == "flash_attention_2" and not flash:
-        problems.append(
-            "attn_implementation: flash_attention_2 needs flash-attn (pip install flash-attn "
-            "--no-build-isolation, or pip install kernels for the Hub's build); or use auto"
-        )
-    return problems
-
-
-def _cuda_only(config: DPOConfig, device_type: str) -> list[str]:
-    """The options set that need CUDA, each in a line, for a run on ``device_type``."""
-    problems = []
-    dense = _dense_kernel(config.model_name_or_path)
-    if config.attn_implementation == "flex_attention":
-        problems.append(
-            f"attn_implementation: flex_attention trains on CUDA only (PyTorch's "
-            f"FlexAttention has no backward on {device_type}); use auto or {dense}"
-        )
-    if config.attn_implementation == "flash_attention_2":
-        # transformers would refuse it only when the model loads, after the data was tokenized
-        problems.append(
-            f"attn_implementation: flash_attention_2 runs on CUDA only (FlashAttention's "
-            f"kernels), and this run is on {device_type}; use auto or {dense}"
-        )
-    if config.use_liger_kernel:
-        problems.append(
-            f"use_liger_kernel: Liger's kernels are Triton kernels for CUDA, and this run is "
-            f"on {device_type}; remove use_liger_kernel"
-        )
-    return problems
-
-
-def _dense_kernel(model: str | None) -> str:
-    """The kernel a model runs without CUDA's: sdpa, or eager for a local model whose attention
-    logits are soft-capped (Gemma 2), which transformers refuses to run through SDPA (the
-    hint 'use auto or sdpa' was refused a run later)."""
-    path = os.path.join(str(model), "config.json")
-    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError), open(path) as handle:
-        if json.load(handle).get("attn_logit_softcapping") is not None:
-            return "eager"
-    return "sdpa"
-
-
 def check_environment(
     config: DPOConfig,
     *,
@@ -179,11 +81,11 @@ def check_environment(
     problems: list[str] = []
     held_out = HELD_OUT[python]
     checks: tuple[Callable[[], None], ...] = (
-        lambda: _check_evaluation(config, eval_dataset_given, held_out),
+        lambda: check_evaluation(config, eval_dataset_given, held_out),
         lambda: _check_models(config, problems),
         lambda: _check_data(config, need_train_file, problems, eval_dataset_given, python),
         lambda: _check_resume(config),
-        lambda: _check_eval_generate(config, eval_dataset_given, python),
+        lambda: check_eval_generate(config, eval_dataset_given, python),
         lambda: _check_reward_fn(config),
         lambda: _check_trackers(config, problems),
     )
@@ -199,70 +101,6 @@ def check_environment(
     refuse_all(problems + [str(error) for error in resume])
 
 
-# the held-out pairs a run with nothing to evaluate is told to set: the command line's option,
-# and a Python caller's train(eval_dataset=...) beside it
-HELD_OUT = {
-    False: "eval_file (held-out pairs)",
-    True: "eval_file or train(eval_dataset=...) (held-out pairs)",
-}
-
-
-def _evaluates(config: DPOConfig, eval_dataset_given: bool) -> bool:
-    """Whether the run has something to evaluate."""
-    held_out = config.eval_file or eval_dataset_given or config.eval_generate
-    # dataset_name's test split may be there: it counts as something to evaluate, but under
-    # eval_strategy: no it is simply not loaded (TRL's configs often say so), not refused.
-    mixture_split = (config.dataset_mixture or {}).get("test_split_size")  # held-out pairs
-    return bool(held_out or config.dataset_name or mixture_split)
-
-
-def _check_evaluation(config: DPOConfig, eval_dataset_given: bool, held_out_said: str) -> None:
-    held_out = config.eval_file or eval_dataset_given or config.eval_generate
-    evaluates = _evaluates(config, eval_dataset_given)
-    if config.eval_strategy == "no" and held_out:
-        # named as given: train(eval_dataset=...) under a TRL config's eval_strategy "no" (its
-        # default) was told of an eval_file it never set
-        given = [
-            name
-            for name, value in (
-                ("eval_file", config.eval_file),
-                ("eval_dataset (given to train())", eval_dataset_given),
-                ("eval_generate", config.eval_generate),
-            )
-            if value
-        ]
-        raise ConfigError(
-            f"eval_strategy is no but there is held-out data ({' and '.join(given)}): "
-            "remove it, or choose eval_strategy auto, steps or epoch"
-        )
-    if config.eval_strategy in ("steps", "epoch") and not evaluates:
-        raise ConfigError(
-            f"eval_strategy is {config.eval_strategy} but there is nothing to evaluate: set "
-            f"{held_out_said} or eval_generate (sampled completions)"
-        )
-    asking = [
-        key
-        for key in ("load_best_model_at_end", "early_stopping_patience", "eval_on_start")
-        if getattr(config, key)
-    ]
-    if asking and config.eval_strategy == "no":  # a test split is then only held out
-        raise ConfigError(
-            f"{' / '.join(asking)} need evaluations, and eval_strategy is no: choose "
-            "eval_strategy auto, steps or epoch"
-        )
-    if asking and not evaluates:
-        raise ConfigError(
-            f"{' / '.join(asking)} need evaluations: set {held_out_said} or eval_generate"
-        )
-    # (eval_delay and max_eval_samples were taken without a word)
-    for key in ("eval_steps", "eval_delay", "max_eval_samples"):
-        if getattr(config, key) and not evaluates:
-            raise ConfigError(
-                f"{key} is set but there is nothing to evaluate: set {held_out_said} or "
-                f"eval_generate (sampled completions), or remove {key}"
-            )
-
-
 def _check_models(config: DPOConfig, problems: list[str]) -> None:
     """The model, reference and tokenizer folders (or hub ids); each refused on its own."""
     if not config.model_name_or_path:
@@ -276,7 +114,7 @@ def _check_models(config: DPOConfig, problems: list[str]) -> None:
     ):
         with collected(problems):
             check_model_location(key, getattr(config, key), (kwargs or {}).get("subfolder"))
-    problems += _revision_problems(config)
+    problems += revision_problems(config)
     for key in MODEL_FOLDER_OPTIONS:  # as config.yaml, adapter_config.json and the card
         value = getattr(config, key)  # record them: a run's outputs load from any folder
         if value and os.path.isdir(value) and not os.path.isabs(value):
@@ -371,18 +209,6 @@ def listed_paths(paths: Any) -> list[Any]:
     return [p for group in named for p in ([group] if isinstance(group, str) else group or [])]
 
 
-def _revision_problems(config: DPOConfig) -> list[str]:
-    problems: list[str] = []
-    for key, kwargs, named in (
-        ("model_name_or_path", config.model_init_kwargs, "model_revision / model_init_kwargs"),
-        ("ref_model_name_or_path", config.ref_model_init_kwargs, "ref_model_init_kwargs"),
-    ):
-        revision = kwargs.get("revision") if isinstance(kwargs, dict) else None
-        with collected(problems):
-            _refuse_local_revision(key, getattr(config, key), revision, named)
-    return problems
-
-
 def missing_paths(config: DPOConfig) -> list[str]:
     """The model folders and data files the config names that are not there, one line each:
     said beside its refused values (``check_environment`` runs on a config whose values
@@ -394,7 +220,7 @@ def missing_paths(config: DPOConfig) -> list[str]:
         subfolder = init.get("subfolder") if key == "model_name_or_path" else None
         with collected(problems):
             check_model_location(key, getattr(config, key), subfolder)
-    problems += _revision_problems(config)  # (no model loads: said beside a refused value too)
+    problems += revision_problems(config)  # (no model loads: said beside a refused value too)
     for key in ("train_file", "eval_file", "prompt_file", "eval_prompts_file"):
         for path in listed_paths(getattr(config, key)):
             if (
@@ -462,26 +288,6 @@ def _missing_checkpoint(resume: str | None, output_dir: str) -> str | None:
     )
 
 
-def _check_eval_generate(config: DPOConfig, eval_dataset_given: bool, python: bool) -> None:
-    if not config.eval_generate:
-        return
-    mixture_split = (config.dataset_mixture or {}).get("test_split_size")
-    test_split = config.dataset_name and config.eval_strategy != "no"  # its prompts
-    if not (
-        config.eval_prompts_file
-        or config.eval_file
-        or eval_dataset_given
-        or mixture_split
-        or test_split
-    ):
-        raise ConfigError(
-            "eval_generate needs held-out prompts: set eval_prompts_file or eval_file"
-            + (" (or train(eval_dataset=...))" if python else "")
-        )
-    if config.eval_prompts_file and not os.path.exists(config.eval_prompts_file):
-        raise ConfigError(f"eval_prompts_file: no such file or folder: {config.eval_prompts_file}")
-
-
 def _check_reward_fn(config: DPOConfig) -> None:
     if config.reward_fn:
         from directpo.rewardfn import load_reward_fn
@@ -516,76 +322,3 @@ def _check_makeable(key: str, folder: str) -> None:
         raise ConfigError(f"{key}: {folder} cannot be made: {start} is a file")
     if not os.access(start, os.W_OK):
         raise ConfigError(f"{key}: {folder} is not writable ({start})")
-
-
-MODEL_FILES = ("config.json", "adapter_config.json")
-TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
-
-
-def has_files(folder: str, names: tuple[str, ...] = TOKENIZER_FILES) -> bool:
-    return any(os.path.isfile(os.path.join(folder, name)) for name in names)
-
-
-def _refuse_local_revision(key: str, value: str | None, revision: Any, named: str) -> None:
-    """A revision (TRL's --model_revision) beside a model folder: transformers reads a folder as
-    it is, so the run trained the folder's weights whatever revision was asked. (An adapter
-    folder's revision is its base's, which is loaded from the hub at that revision.)"""
-    if revision in (None, "main") or not value or not os.path.isdir(value):
-        return
-    if is_adapter_folder(value):
-        return
-    raise ConfigError(
-        f"{key} {value} is a local folder, which has no revisions: revision {revision!r} "
-        f"({named}) would be ignored; give the hub id to train that revision, or remove it"
-    )
-
-
-def check_model_location(key: str, value: str | None, subfolder: str | None = None) -> None:
-    """A value that looks like a local path must be a model (or adapter) folder, or hold one
-    in ``subfolder`` (model_init_kwargs; an adapter folder's apply to its base); a bare
-    `org/name` may be a hub id."""
-    if not value:
-        return
-    adapter = has_files(value, ("adapter_config.json",)) and not has_files(value, MODEL_FILES[:1])
-    if subfolder and os.path.isdir(value) and not adapter:
-        value = os.path.join(value, subfolder)
-        if not os.path.isdir(value):
-            raise ConfigError(f"{key}: no such model folder: {value} (its subfolder option)")
-    if os.path.isfile(value):
-        raise ConfigError(f"{key}: {value} is a file, not a model folder{_gguf_hint([value])}")
-    if os.path.isdir(value):
-        if has_files(value, MODEL_FILES + (TOKENIZER_FILES if "tokenizer" in key else ())):
-            return
-        holds = sorted(os.listdir(value))
-        dataset = any(name in holds for name in ("dataset_info.json", "state.json"))
-        what = "a datasets folder" if dataset else "not a model folder"
-        shown = ", ".join(holds[:4]) + (" ..." if len(holds) > 4 else "") or "nothing"
-        raise ConfigError(
-            f"{key}: {value} is {what} (no config.json or adapter_config.json; it holds "
-            f"{shown}){_gguf_hint(holds)}"
-        )
-    if looks_local(value):
-        raise ConfigError(f"{key}: no such model folder: {value}")
-
-
-def _gguf_hint(names: list[str]) -> str:
-    """What to do with a GGUF file (llama.cpp's format), which training does not read."""
-    gguf = next((os.path.basename(n) for n in names if n.lower().endswith(".gguf")), None)
-    if gguf is None:
-        return ""
-    return (
-        f"; a GGUF file is not trained from: convert it once to a model folder with "
-        f"AutoModelForCausalLM.from_pretrained(FOLDER, gguf_file='{gguf}').save_pretrained(OUT) "
-        "and the same for AutoTokenizer (needs pip install gguf)"
-    )
-
-
-def looks_local(value: str) -> bool:
-    """A path, not a hub id (``org/name``: words of letters, digits, ``-``, ``_``, ``.``;
-    ``run/``, a folder as a shell completes it, is no hub id: it was taken for one)."""
-    if value.startswith((".", "/", "~")) or value.count("/") > 1 or "\\" in value:
-        return True
-    return bool(value) and (not HUB_ID.fullmatch(value) or ".." in value)
-
-
-HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")

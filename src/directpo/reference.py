@@ -31,13 +31,14 @@ from directpo.adapters import (
 from directpo.attention import choose_implementation
 from directpo.batching import Batch
 from directpo.config import DPOConfig
+from directpo.device_checks import check_device
 from directpo.errors import ConfigError
 from directpo.logprobs import SequenceScorer, evaluating, unwrap_peft
 from directpo.meta_models import meta_weights_folder
+from directpo.model_locations import adapter_sync_problem
 from directpo.model_preparation import LoadOptions
 from directpo.models import load_causal_lm
 from directpo.precision import PrecisionPolicy, cast_frozen
-from directpo.preflight import adapter_sync_problem, check_device
 from directpo.sync import REF_ADAPTER, copy_adapter
 from directpo.vision import VISION_PARTS, freeze_vision_tower, is_vision_config
 

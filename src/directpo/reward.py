@@ -31,13 +31,13 @@ from directpo.logprobs import evaluating, policy_logprobs_fn, sequence_logprobs,
 from directpo.messages import Text
 from directpo.model_files import model_location
 from directpo.model_fit import check_vocabulary, learned_positions
+from directpo.model_locations import check_model_location
 from directpo.model_preparation import LoadOptions
 from directpo.models import load_causal_lm
 from directpo.outputs import REFERENCE_FOLDER
 from directpo.pair_truncation import CUT_BY_PROMPT
 from directpo.precision import DTYPES, float32_compute
 from directpo.preference_pairs import ImagePrompt, PreferenceExample, counted
-from directpo.preflight import check_model_location
 from directpo.prompts import (
     parse_scored,
     with_images,

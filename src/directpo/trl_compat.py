@@ -25,8 +25,8 @@ import yaml
 
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.foreign_names import AS_WRITTEN, REFUSED, RENAMED, component_hint, is_component
+from directpo.model_locations import is_adapter_folder
 from directpo.option_hints import unknown_hint
-from directpo.preflight import is_adapter_folder
 from directpo.trl_table import (
     ALIASES,
     COMPILE_DEFAULTS,

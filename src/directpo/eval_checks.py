@@ -1,0 +1,97 @@
+"""Whether a run's evaluation options have something to evaluate: held-out pairs, a test split
+or eval_generate's prompts, under an eval_strategy that reads them. Run by preflight's
+``check_environment`` in its one pass."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from directpo.errors import ConfigError
+
+if TYPE_CHECKING:
+    from directpo.config import DPOConfig
+
+
+# the held-out pairs a run with nothing to evaluate is told to set: the command line's option,
+# and a Python caller's train(eval_dataset=...) beside it
+HELD_OUT = {
+    False: "eval_file (held-out pairs)",
+    True: "eval_file or train(eval_dataset=...) (held-out pairs)",
+}
+
+
+def _evaluates(config: DPOConfig, eval_dataset_given: bool) -> bool:
+    """Whether the run has something to evaluate."""
+    held_out = config.eval_file or eval_dataset_given or config.eval_generate
+    # dataset_name's test split may be there: it counts as something to evaluate, but under
+    # eval_strategy: no it is simply not loaded (TRL's configs often say so), not refused.
+    mixture_split = (config.dataset_mixture or {}).get("test_split_size")  # held-out pairs
+    return bool(held_out or config.dataset_name or mixture_split)
+
+
+def check_evaluation(config: DPOConfig, eval_dataset_given: bool, held_out_said: str) -> None:
+    held_out = config.eval_file or eval_dataset_given or config.eval_generate
+    evaluates = _evaluates(config, eval_dataset_given)
+    if config.eval_strategy == "no" and held_out:
+        # named as given: train(eval_dataset=...) under a TRL config's eval_strategy "no" (its
+        # default) was told of an eval_file it never set
+        given = [
+            name
+            for name, value in (
+                ("eval_file", config.eval_file),
+                ("eval_dataset (given to train())", eval_dataset_given),
+                ("eval_generate", config.eval_generate),
+            )
+            if value
+        ]
+        raise ConfigError(
+            f"eval_strategy is no but there is held-out data ({' and '.join(given)}): "
+            "remove it, or choose eval_strategy auto, steps or epoch"
+        )
+    if config.eval_strategy in ("steps", "epoch") and not evaluates:
+        raise ConfigError(
+            f"eval_strategy is {config.eval_strategy} but there is nothing to evaluate: set "
+            f"{held_out_said} or eval_generate (sampled completions)"
+        )
+    asking = [
+        key
+        for key in ("load_best_model_at_end", "early_stopping_patience", "eval_on_start")
+        if getattr(config, key)
+    ]
+    if asking and config.eval_strategy == "no":  # a test split is then only held out
+        raise ConfigError(
+            f"{' / '.join(asking)} need evaluations, and eval_strategy is no: choose "
+            "eval_strategy auto, steps or epoch"
+        )
+    if asking and not evaluates:
+        raise ConfigError(
+            f"{' / '.join(asking)} need evaluations: set {held_out_said} or eval_generate"
+        )
+    # (eval_delay and max_eval_samples were taken without a word)
+    for key in ("eval_steps", "eval_delay", "max_eval_samples"):
+        if getattr(config, key) and not evaluates:
+            raise ConfigError(
+                f"{key} is set but there is nothing to evaluate: set {held_out_said} or "
+                f"eval_generate (sampled completions), or remove {key}"
+            )
+
+
+def check_eval_generate(config: DPOConfig, eval_dataset_given: bool, python: bool) -> None:
+    if not config.eval_generate:
+        return
+    mixture_split = (config.dataset_mixture or {}).get("test_split_size")
+    test_split = config.dataset_name and config.eval_strategy != "no"  # its prompts
+    if not (
+        config.eval_prompts_file
+        or config.eval_file
+        or eval_dataset_given
+        or mixture_split
+        or test_split
+    ):
+        raise ConfigError(
+            "eval_generate needs held-out prompts: set eval_prompts_file or eval_file"
+            + (" (or train(eval_dataset=...))" if python else "")
+        )
+    if config.eval_prompts_file and not os.path.exists(config.eval_prompts_file):
+        raise ConfigError(f"eval_prompts_file: no such file or folder: {config.eval_prompts_file}")

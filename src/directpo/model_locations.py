@@ -1,0 +1,131 @@
+"""Where a model option points: a model or adapter folder, a hub id, or a path that is not
+there; adapter folders (continued as saved), a revision beside a local folder, a GGUF file's
+hint. Read by preflight and by score / rank / generate's options."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import TYPE_CHECKING, Any
+
+from directpo.errors import ConfigError, collected
+
+if TYPE_CHECKING:
+    from directpo.config import DPOConfig
+
+
+def is_adapter_folder(path: Any) -> bool:
+    """Whether ``path`` is a local PEFT adapter folder (adapter_config.json, no config.json),
+    which training continues with the settings it was saved with."""
+    if not isinstance(path, str) or not path:
+        return False
+    return os.path.isfile(os.path.join(path, "adapter_config.json")) and not os.path.isfile(
+        os.path.join(path, "config.json")
+    )
+
+
+def lora_off_reason(model: str | None) -> str:
+    """Why a lora_* option does nothing without lora_r: no LoRA, or an adapter folder as the
+    model, continued as saved (its advice, "set lora_r: 16", was refused in turn there)."""
+    if is_adapter_folder(model):
+        return (
+            f"model_name_or_path {model} is an adapter folder, continued with the settings of "
+            "its adapter_config.json; remove the lora_* options"
+        )
+    return "lora_r is 0 (no LoRA); set lora_r: 16"
+
+
+def adapter_sync_problem(mixup_alpha: float) -> str | None:
+    """Why TR-DPO with adapters cannot take ``mixup_alpha`` (None: it can)."""
+    if mixup_alpha == 1:
+        return None
+    return (
+        f"sync_ref_model with an adapter: ref_model_mixup_alpha {mixup_alpha} would mix two "
+        "adapters, and a mix of low-rank products is not an adapter of the same rank; use "
+        "ref_model_mixup_alpha: 1.0 (the hard update) or full fine-tuning"
+    )
+
+
+def revision_problems(config: DPOConfig) -> list[str]:
+    problems: list[str] = []
+    for key, kwargs, named in (
+        ("model_name_or_path", config.model_init_kwargs, "model_revision / model_init_kwargs"),
+        ("ref_model_name_or_path", config.ref_model_init_kwargs, "ref_model_init_kwargs"),
+    ):
+        revision = kwargs.get("revision") if isinstance(kwargs, dict) else None
+        with collected(problems):
+            _refuse_local_revision(key, getattr(config, key), revision, named)
+    return problems
+
+
+MODEL_FILES = ("config.json", "adapter_config.json")
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
+
+
+def has_files(folder: str, names: tuple[str, ...] = TOKENIZER_FILES) -> bool:
+    return any(os.path.isfile(os.path.join(folder, name)) for name in names)
+
+
+def _refuse_local_revision(key: str, value: str | None, revision: Any, named: str) -> None:
+    """A revision (TRL's --model_revision) beside a model folder: transformers reads a folder as
+    it is, so the run trained the folder's weights whatever revision was asked. (An adapter
+    folder's revision is its base's, which is loaded from the hub at that revision.)"""
+    if revision in (None, "main") or not value or not os.path.isdir(value):
+        return
+    if is_adapter_folder(value):
+        return
+    raise ConfigError(
+        f"{key} {value} is a local folder, which has no revisions: revision {revision!r} "
+        f"({named}) would be ignored; give the hub id to train that revision, or remove it"
+    )
+
+
+def check_model_location(key: str, value: str | None, subfolder: str | None = None) -> None:
+    """A value that looks like a local path must be a model (or adapter) folder, or hold one
+    in ``subfolder`` (model_init_kwargs; an adapter folder's apply to its base); a bare
+    `org/name` may be a hub id."""
+    if not value:
+        return
+    adapter = has_files(value, ("adapter_config.json",)) and not has_files(value, MODEL_FILES[:1])
+    if subfolder and os.path.isdir(value) and not adapter:
+        value = os.path.join(value, subfolder)
+        if not os.path.isdir(value):
+            raise ConfigError(f"{key}: no such model folder: {value} (its subfolder option)")
+    if os.path.isfile(value):
+        raise ConfigError(f"{key}: {value} is a file, not a model folder{_gguf_hint([value])}")
+    if os.path.isdir(value):
+        if has_files(value, MODEL_FILES + (TOKENIZER_FILES if "tokenizer" in key else ())):
+            return
+        holds = sorted(os.listdir(value))
+        dataset = any(name in holds for name in ("dataset_info.json", "state.json"))
+        what = "a datasets folder" if dataset else "not a model folder"
+        shown = ", ".join(holds[:4]) + (" ..." if len(holds) > 4 else "") or "nothing"
+        raise ConfigError(
+            f"{key}: {value} is {what} (no config.json or adapter_config.json; it holds "
+            f"{shown}){_gguf_hint(holds)}"
+        )
+    if looks_local(value):
+        raise ConfigError(f"{key}: no such model folder: {value}")
+
+
+def _gguf_hint(names: list[str]) -> str:
+    """What to do with a GGUF file (llama.cpp's format), which training does not read."""
+    gguf = next((os.path.basename(n) for n in names if n.lower().endswith(".gguf")), None)
+    if gguf is None:
+        return ""
+    return (
+        f"; a GGUF file is not trained from: convert it once to a model folder with "
+        f"AutoModelForCausalLM.from_pretrained(FOLDER, gguf_file='{gguf}').save_pretrained(OUT) "
+        "and the same for AutoTokenizer (needs pip install gguf)"
+    )
+
+
+def looks_local(value: str) -> bool:
+    """A path, not a hub id (``org/name``: words of letters, digits, ``-``, ``_``, ``.``;
+    ``run/``, a folder as a shell completes it, is no hub id: it was taken for one)."""
+    if value.startswith((".", "/", "~")) or value.count("/") > 1 or "\\" in value:
+        return True
+    return bool(value) and (not HUB_ID.fullmatch(value) or ".." in value)
+
+
+HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
