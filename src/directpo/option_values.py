@@ -88,7 +88,8 @@ def word_refusal(key: str, value: Any, must: str, words: tuple[str, ...]) -> str
     ``off``, ``no``, ``~`` or nothing) is said so; the line that said to quote the word meant
     ('must be a list, got None' for loss_type) led to a second refusal listing them."""
     if value is None:
-        read = "null: YAML reads a bare null, ~ or an empty value as none"
+        # (a Python caller's None, e.g. TRL's report_to=None, was told only of YAML's null)
+        read = "null / None: YAML reads a bare null, ~ or an empty value as none"
     elif isinstance(value, bool):
         bare = "yes, on or true" if value else "no, off or false"
         read = f"{str(value).lower()}: YAML reads a bare {bare} as a boolean"
