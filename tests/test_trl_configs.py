@@ -1067,6 +1067,9 @@ def test_a_word_option_read_by_yaml_as_another_type_names_its_words_at_once(
         with pytest.raises(ConfigError) as given:
             DPOConfig(**{key: None})
         assert said in [part.strip() for part in str(given.value).splitlines()]
+        with pytest.raises(ConfigError) as flagged:  # --loss_type null (was "got ['null']")
+            load_config(None, {key: "null"})
+        assert said in [part.strip() for part in str(flagged.value).splitlines()]
 
 
 def test_report_to_no_is_no_tracker_and_the_word_no_is_told_none(tmp_path) -> None:

@@ -87,6 +87,8 @@ def word_refusal(key: str, value: Any, must: str, words: tuple[str, ...]) -> str
     the words it takes in the same line: what YAML 1.1 read as a boolean or null (a bare
     ``off``, ``no``, ``~`` or nothing) is said so; the line that said to quote the word meant
     ('must be a list, got None' for loss_type) led to a second refusal listing them."""
+    if isinstance(value, str) and value.strip().lower() in ("null", "~"):
+        value = None  # the flag's text (--loss_type null): what YAML's null is
     if value is None:
         # (a Python caller's None, e.g. TRL's report_to=None, was told only of YAML's null)
         read = "null / None: YAML reads a bare null, ~ or an empty value as none"
@@ -293,6 +295,8 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
                 value = yaml.safe_load(value)  # a flag: a YAML flow list, as the help shows
                 # (a flow mapping is refused as one, not split at its commas into words)
         (item,) = typing.get_args(hint)
+        if isinstance(value, str) and value.strip().lower() in ("null", "~"):
+            value = None  # the flag's --loss_type null, as YAML's null (was "got ['null']")
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if item in (int, float) and isinstance(value, int | float) and not isinstance(value, bool):
