@@ -117,9 +117,13 @@ def test_a_flow_mapping_without_the_space_after_its_colons_says_where_it_goes(
         with pytest.raises(ConfigError) as refused:
             load_config(write(tmp_path, f"model_name_or_path: m\n{key}: {value}\n"))
         assert str(refused.value) == str(flagged.value)
-    # a name holding a colon with files is no flow mapping's slip: said as a set name
+    # a name holding a colon with files is no flow mapping's slip, nor a URL's or a drive's
+    # colon (one path YAML read as a set of one): said as a set name, no space advised
     with pytest.raises(ConfigError, match="set name 'a:b' must be a word"):
         DPOConfig(model_name_or_path="m", eval_file={"a:b": "x.jsonl"})
+    for path in ("s3://bucket/a.jsonl", "C:/data/a.jsonl"):
+        with pytest.raises(ConfigError, match=f"set name '{path}' must be a word"):
+            load_config(None, {"model_name_or_path": "m", "eval_file": f"{{{path}}}"})
 
 
 def test_a_list_option_given_one_value_of_another_type_says_what_its_list_holds(

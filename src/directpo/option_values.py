@@ -50,6 +50,15 @@ def _yaml_boolean(value: Any) -> str:
 WEIGHTS_OPTION = {"loss_type": ("loss_weights", "losses")}
 
 
+# name:value, a word and a colon without a space: not a URL's scheme (s3://...) nor a
+# drive letter (C:/data), which are one path YAML read as a set of one
+JOINED = re.compile(r"[A-Za-z_][\w-]*:(?![/\\])\S")
+
+
+def _joined(name: Any, item: Any) -> bool:
+    return item is None and isinstance(name, str) and JOINED.match(name) is not None
+
+
 def respaced(value: Any) -> Any:
     """``value`` with each name:value YAML read as one name (no space after the colon) split
     as meant ({'sigmoid:1.0': None} is {'sigmoid': 1.0}); other values as they are."""
@@ -57,7 +66,7 @@ def respaced(value: Any) -> Any:
         return value
     split = {}
     for name, item in value.items():
-        if item is None and isinstance(name, str) and ":" in name:
+        if _joined(name, item):
             name, _, text = name.partition(":")
             with contextlib.suppress(yaml.YAMLError):
                 item = yaml.safe_load(text)
@@ -72,7 +81,7 @@ def unspaced_colon(key: str, value: Any) -> str | None:
     says where the space goes."""
     if not isinstance(value, Mapping):
         return None
-    joined = [k for k, v in value.items() if v is None and isinstance(k, str) and ":" in k]
+    joined = [name for name, item in value.items() if _joined(name, item)]
     if not joined:
         return None
     spaced = ", ".join(k.replace(":", ": ", 1) for k in joined)
