@@ -81,6 +81,49 @@ def test_a_number_option_given_a_switch_says_it_takes_a_number(tmp_path: Path) -
         with pytest.raises(ConfigError) as refused:
             load_config(write(tmp_path, f"model_name_or_path: m\n{line}\n"))
         assert said in [part.strip() for part in str(refused.value).splitlines()]
+        # the flag's text (--eval_generate true) says the same: it was "got 'true'"
+        key, value = line.split(": ")
+        with pytest.raises(ConfigError) as flagged:
+            load_config(None, {"model_name_or_path": "m", key: value})
+        assert str(flagged.value) == str(refused.value)
+    for key, value in (("max_steps", "yes"), ("save_steps", "off")):
+        with pytest.raises(ConfigError, match=f"got {value}: (a number, )?not a switch"):
+            load_config(None, {"model_name_or_path": "m", key: value})
+    assert load_config(None, {"model_name_or_path": "m", "max_steps": "1"}).max_steps == 1
+
+
+def test_a_flow_mapping_without_the_space_after_its_colons_says_where_it_goes(
+    tmp_path: Path,
+) -> None:
+    """``--eval_file {chat:a.jsonl}`` (JSON's habit: no space after the colon) is read by YAML
+    as one set named 'chat:a.jsonl' of no files, and was refused as a set name not a word;
+    ``--loss_type {sigmoid:1.0}`` was told to write loss_weights: [None]. The line says where
+    the space goes, or the options to write for the mapping meant; a recipe says the same."""
+    for key, value, said in (
+        ("eval_file", "{chat:a.jsonl,code:b.jsonl}", "eval_file: {chat:a.jsonl, code:b.jsonl} "
+         "has no space after a colon (YAML reads chat:a.jsonl as one name with no value): "
+         "write {chat: a.jsonl, code: b.jsonl}"),
+        ("model_init_kwargs", "{attn_implementation:eager}", "write {attn_implementation: "
+         "eager}"),
+        ("train_file", "{train:a.jsonl,test:c.jsonl}", "train_file: {train: a.jsonl, test: "
+         "c.jsonl} is datasets' data_files mapping (splits by name): write train_file: "
+         "a.jsonl and eval_file: c.jsonl"),
+        ("loss_type", "{sigmoid:1.0,sft:0.5}", "loss_type: {sigmoid: 1.0, sft: 0.5} maps "
+         "losses to weights: write loss_type: [sigmoid, sft] and loss_weights: [1.0, 0.5]"),
+    ):  # fmt: skip
+        with pytest.raises(ConfigError) as flagged:
+            load_config(None, {"model_name_or_path": "m", key: value})
+        assert any(said in part for part in str(flagged.value).splitlines()), flagged.value
+        with pytest.raises(ConfigError) as refused:
+            load_config(write(tmp_path, f"model_name_or_path: m\n{key}: {value}\n"))
+        assert str(refused.value) == str(flagged.value)
+    # a name holding a colon with files is no flow mapping's slip, nor a URL's or a drive's
+    # colon (one path YAML read as a set of one): said as a set name, no space advised
+    with pytest.raises(ConfigError, match="set name 'a:b' must be a word"):
+        DPOConfig(model_name_or_path="m", eval_file={"a:b": "x.jsonl"})
+    for path in ("s3://bucket/a.jsonl", "C:/data/a.jsonl"):
+        with pytest.raises(ConfigError, match=f"set name '{path}' must be a word"):
+            load_config(None, {"model_name_or_path": "m", "eval_file": f"{{{path}}}"})
 
 
 def test_a_list_option_given_one_value_of_another_type_says_what_its_list_holds(
@@ -119,19 +162,19 @@ def test_a_data_files_mapping_or_weighted_losses_is_told_the_options_to_write(
     the loss words alone: each line names the two options to write, from a recipe, a flag
     (a YAML flow mapping) and Python."""
     for line, said in (
-        ("train_file: {train: a.jsonl}", "train_file: {'train': 'a.jsonl'} is datasets' "
+        ("train_file: {train: a.jsonl}", "train_file: {train: a.jsonl} is datasets' "
          "data_files mapping (splits by name): write train_file: a.jsonl"),
         ("train_file: {train: [a.jsonl, b.jsonl], test: c.jsonl}", "write train_file: "
          "[a.jsonl, b.jsonl] and eval_file: c.jsonl"),
         ("train_file: {train: a.jsonl, test: c.jsonl, validation: d.jsonl}", "write "
          "train_file: a.jsonl and eval_file: {test: c.jsonl, validation: d.jsonl}"),
         # eval_file's named sets stay; one named train is the data_files mapping
-        ("eval_file: {train: a.jsonl, test: c.jsonl}", "eval_file: {'train': 'a.jsonl', "
-         "'test': 'c.jsonl'} is datasets' data_files mapping (splits by name): write "
+        ("eval_file: {train: a.jsonl, test: c.jsonl}", "eval_file: {train: a.jsonl, "
+         "test: c.jsonl} is datasets' data_files mapping (splits by name): write "
          "train_file: a.jsonl and eval_file: c.jsonl"),
         ("train_file: {chat: a.jsonl}", "train_file must be a file or a list of files, got "
          "{'chat': 'a.jsonl'} (named sets are eval_file's)"),
-        ("loss_type: {sigmoid: 1.0, sft: 0.5}", "loss_type: {'sigmoid': 1.0, 'sft': 0.5} maps "
+        ("loss_type: {sigmoid: 1.0, sft: 0.5}", "loss_type: {sigmoid: 1.0, sft: 0.5} maps "
          "losses to weights: write loss_type: [sigmoid, sft] and loss_weights: [1.0, 0.5]"),
     ):  # fmt: skip
         with pytest.raises(ConfigError) as refused:

@@ -1029,19 +1029,21 @@ def test_a_yaml_boolean_given_for_a_word_says_how_yaml_read_it(tmp_path) -> None
         ("dtype: no", "dtype must be one of float32, bfloat16 (got false: YAML reads a bare no, "
          "off or false as a boolean; write one of these words)"),
         ("log_level: ~", "log_level must be one of passive, debug, info, warning, error, critical "
-         "(got null: YAML reads a bare null, ~ or an empty value as none; write one of these "
-         "words)"),
+         "(got null / None: YAML reads a bare null, ~ or an empty value as none; write one of "
+         "these words)"),
         ("distributed: off", "distributed must be one of auto, none, ddp, fsdp (got false: YAML "
          "reads a bare no, off or false as a boolean; write one of these words)"),
         ("dtype: 16", "dtype must be one of float32, bfloat16 (got '16'); did you mean bfloat16?"),
         # (report_to: null, or report_to: with no value: 'report_to must be a list, got None')
         ("report_to:", "report_to must be one of tensorboard, wandb, mlflow, none, all (got "
-         "null: YAML reads a bare null, ~ or an empty value as none; write one of these words)"),
+         "null / None: YAML reads a bare null, ~ or an empty value as none; write one of these "
+         "words)"),
         ("report_to: 5", "report_to must be one of tensorboard, wandb, mlflow, none, all (got 5; "
          "write one of these words)"),
         # (loss_type: null, no or 5 was 'loss_type must be a list, got None', no loss named)
-        ("loss_type:", f"loss_type must be one or more of {', '.join(LOSS_TYPES)} (got null: YAML "
-         "reads a bare null, ~ or an empty value as none; write one, or a list of several)"),
+        ("loss_type:", f"loss_type must be one or more of {', '.join(LOSS_TYPES)} (got null / "
+         "None: YAML reads a bare null, ~ or an empty value as none; write one, or a list of "
+         "several)"),
         ("loss_type: no", f"loss_type must be one or more of {', '.join(LOSS_TYPES)} (got false: "
          "YAML reads a bare no, off or false as a boolean; write one, or a list of several)"),
         ("loss_type: 5", f"loss_type must be one or more of {', '.join(LOSS_TYPES)} (got 5; "
@@ -1060,6 +1062,14 @@ def test_a_word_option_read_by_yaml_as_another_type_names_its_words_at_once(
     with pytest.raises(ConfigError) as refused:
         load_config(str(recipe))
     assert said in [part.strip() for part in str(refused.value).splitlines()]
+    key, _, value = line.partition(":")
+    if not value.strip() or value.strip() == "~":  # a Python caller's None: the same line
+        with pytest.raises(ConfigError) as given:
+            DPOConfig(**{key: None})
+        assert said in [part.strip() for part in str(given.value).splitlines()]
+        with pytest.raises(ConfigError) as flagged:  # --loss_type null (was "got ['null']")
+            load_config(None, {key: "null"})
+        assert said in [part.strip() for part in str(flagged.value).splitlines()]
 
 
 def test_report_to_no_is_no_tracker_and_the_word_no_is_told_none(tmp_path) -> None:

@@ -50,13 +50,57 @@ def _yaml_boolean(value: Any) -> str:
 WEIGHTS_OPTION = {"loss_type": ("loss_weights", "losses")}
 
 
+# name:value, a word and a colon without a space: not a URL's scheme (s3://...) nor a
+# drive letter (C:/data), which are one path YAML read as a set of one
+JOINED = re.compile(r"[A-Za-z_][\w-]*:(?![/\\])\S")
+
+
+def _joined(name: Any, item: Any) -> bool:
+    return item is None and isinstance(name, str) and JOINED.match(name) is not None
+
+
+def respaced(value: Any) -> Any:
+    """``value`` with each name:value YAML read as one name (no space after the colon) split
+    as meant ({'sigmoid:1.0': None} is {'sigmoid': 1.0}); other values as they are."""
+    if not isinstance(value, Mapping):
+        return value
+    split = {}
+    for name, item in value.items():
+        if _joined(name, item):
+            name, _, text = name.partition(":")
+            with contextlib.suppress(yaml.YAMLError):
+                item = yaml.safe_load(text)
+        split[name] = item
+    return split
+
+
+def unspaced_colon(key: str, value: Any) -> str | None:
+    """A flow mapping written without the space after a colon ({chat:a.jsonl}, as JSON-minded
+    users and shells write it): YAML reads each name:value as one name of no value, which was
+    refused as a set name 'chat:a.jsonl' (or a loss 'sigmoid:1.0' weighted None); the line
+    says where the space goes."""
+    if not isinstance(value, Mapping):
+        return None
+    joined = [name for name, item in value.items() if _joined(name, item)]
+    if not joined:
+        return None
+    spaced = ", ".join(k.replace(":", ": ", 1) for k in joined)
+    return (
+        f"{key}: {{{', '.join(joined)}}} has no space after a colon (YAML reads "
+        f"{joined[0]} as one name with no value): write {{{spaced}}}"
+    )
+
+
 def word_refusal(key: str, value: Any, must: str, words: tuple[str, ...]) -> str:
     """The refusal of a word option (or a list of words) given a value of another type, naming
     the words it takes in the same line: what YAML 1.1 read as a boolean or null (a bare
     ``off``, ``no``, ``~`` or nothing) is said so; the line that said to quote the word meant
     ('must be a list, got None' for loss_type) led to a second refusal listing them."""
+    if isinstance(value, str) and value.strip().lower() in ("null", "~"):
+        value = None  # the flag's text (--loss_type null): what YAML's null is
     if value is None:
-        read = "null: YAML reads a bare null, ~ or an empty value as none"
+        # (a Python caller's None, e.g. TRL's report_to=None, was told only of YAML's null)
+        read = "null / None: YAML reads a bare null, ~ or an empty value as none"
     elif isinstance(value, bool):
         bare = "yes, on or true" if value else "no, off or false"
         read = f"{str(value).lower()}: YAML reads a bare {bare} as a boolean"
@@ -66,10 +110,14 @@ def word_refusal(key: str, value: Any, must: str, words: tuple[str, ...]) -> str
     if weights and isinstance(value, str) and value.strip().startswith("{"):
         with contextlib.suppress(yaml.YAMLError):
             value = yaml.safe_load(value)  # the flag's --loss_type '{sigmoid: 1.0}'
+    if weights and (said := unspaced_colon(key, value)):
+        value = respaced(value)  # ({sigmoid:1.0}: its loss and weight, said as below)
+        if not all(isinstance(name, str) for name in value):
+            return said
     if weights and isinstance(value, Mapping) and value:  # {sigmoid: 1.0, sft: 0.5}
         # refused, not translated: the weights are their own option, which may be set too
         return (
-            f"{key}: {_shown(dict(value))} maps {named} to weights: write {key}: "
+            f"{key}: {_flow(dict(value))} maps {named} to weights: write {key}: "
             f"{_flow(list(value))} and {weights}: {_flow(list(value.values()))}"
         )
     write = "one of these words" if must == "one of" else "one, or a list of several"
@@ -98,6 +146,16 @@ def _shown(value: Any) -> str:
     return f"a {type(value).__module__}.{type(value).__qualname__} object"
 
 
+def _switch_word(value: Any) -> str | None:
+    """A flag's switch word given a number option (--max_steps true, --save_steps false), to
+    be said as YAML's boolean is ('got true: a number, not a switch'): it was "got 'true'"."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str) and value.strip().lower() in (_TRUE | _FALSE) - {"0", "1"}:
+        return value.strip().lower()
+    return None
+
+
 def _unset(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null"))
 
@@ -119,7 +177,11 @@ DATA_FILES_HELD_OUT = ("test", "validation")
 
 
 def _flow(value: Any) -> str:
-    """A path or list of paths as a recipe writes it (a.jsonl, [a.jsonl, b.jsonl])."""
+    """A path, list of paths or mapping as a recipe writes it (a.jsonl, [a.jsonl, b.jsonl],
+    {train: a.jsonl}): the value said in the spelling the user wrote, not Python's repr
+    ({'train': 'a.jsonl'}) beside the YAML the line says to write."""
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list | tuple):
         return "[" + ", ".join(str(v) for v in value) + "]"
     return str(value)
@@ -140,7 +202,7 @@ def data_files_said(key: str, value: Mapping) -> str | None:
         sets = ", ".join(f"{name}: {_flow(paths)}" for name, paths in held.items())
         write.append(f"eval_file: {{{sets}}}")
     return (
-        f"{key}: {_shown(dict(value))} is datasets' data_files mapping (splits by name): write "
+        f"{key}: {_flow(dict(value))} is datasets' data_files mapping (splits by name): write "
         + " and ".join(write)
     )
 
@@ -150,6 +212,8 @@ def _named_paths(key: str, value: Mapping) -> dict[str, Any]:
     metric names (eval/chat_loss), so it is a plain word."""
     if not value:
         raise ConfigError(f"{key} must name at least one set")
+    if said := unspaced_colon(key, value):
+        raise ConfigError(data_files_said(key, respaced(value)) or said)
     said = data_files_said(key, value)  # (eval/train_loss would read as the training loss)
     if said is not None:
         raise ConfigError(said)
@@ -214,6 +278,8 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             if not value:
                 raise ConfigError(f"{key} must name at least one file")
             return [coerce(key, v, str) for v in value]
+        if said := unspaced_colon(key, value):  # ({train:a.jsonl}: the options, said at once)
+            raise ConfigError(data_files_said(key, respaced(value)) or said)
         if isinstance(value, Mapping) and data_files_said(key, value):
             raise ConfigError(data_files_said(key, value))  # (was 'a file or a list of files')
         if isinstance(value, bool | dict):  # (was 'must be a string', no file said)
@@ -227,6 +293,8 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
         if isinstance(value, str):
             with contextlib.suppress(yaml.YAMLError):
                 value = yaml.safe_load(value)  # a flag: JSON or YAML flow mapping
+        if said := unspaced_colon(key, value):
+            raise ConfigError(said)
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping, got {_shown(value)}{_mapping_hint(key)}")
         return dict(value)
@@ -236,6 +304,8 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
                 value = yaml.safe_load(value)  # a flag: a YAML flow list, as the help shows
                 # (a flow mapping is refused as one, not split at its commas into words)
         (item,) = typing.get_args(hint)
+        if isinstance(value, str) and value.strip().lower() in ("null", "~"):
+            value = None  # the flag's --loss_type null, as YAML's null (was "got ['null']")
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if item in (int, float) and isinstance(value, int | float) and not isinstance(value, bool):
@@ -257,10 +327,8 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
     if hint is int:
         if _unset(value) and (key == "seed" or key.endswith("_seed")):
             raise ConfigError(_null_seed(key))
-        if isinstance(value, bool):  # (eval_generate: true, for a count of prompts)
-            raise ConfigError(
-                f"{key} must be an integer, got {str(value).lower()}: a number, not a switch"
-            )
+        if switch := _switch_word(value):  # (eval_generate: true, for a count of prompts)
+            raise ConfigError(f"{key} must be an integer, got {switch}: a number, not a switch")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -276,8 +344,8 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
                     return int(number)
         raise ConfigError(f"{key} must be an integer, got {_shown(value)}")
     if hint is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key} must be a number, got {str(value).lower()}: not a switch")
+        if switch := _switch_word(value):  # (YAML's false, or the flag's --save_steps false)
+            raise ConfigError(f"{key} must be a number, got {switch}: not a switch")
         number = None
         if isinstance(value, int | float):
             number = float(value)

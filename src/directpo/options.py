@@ -195,6 +195,8 @@ class Options:
         value = getattr(self, key)
         if value in choices or not self._valid(key):  # (refused already, in its own words)
             return
+        if str(value).strip().lower() in ("null", "~"):  # the flag's --log_level null: YAML's
+            return self._refuse(key, word_refusal(key, None, "one of", choices))
         meant = meant_choice(value, choices)  # (--dtype bf16 was told the list alone)
         if meant is None and str(value).isdigit():  # (dtype: 16, YAML's number: bfloat16)
             meant = next((choice for choice in choices if choice.endswith(str(value))), None)
