@@ -935,6 +935,16 @@ def test_dataset_streaming_reads_only_the_rows_max_steps_trains_on(
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert "dataset_streaming: true reads only the rows max_steps trains on: set max_steps" in err
+    # online DPO's prompts read whole: a recipe is told to leave streaming off (it was told
+    # only a Python call, train(config, train_dataset=...), that no recipe can make)
+    code = main(["train", str(recipe), "--online", "true", "--reward_fn", "len",
+                 "--output_dir", str(tmp_path / "q")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert (
+        "dataset_streaming: true with online: online DPO reads its prompts whole: leave "
+        "dataset_streaming off (from Python, train(config, train_dataset=" in err
+    )
 
 
 def test_refused_values_are_said_as_the_file_or_the_flag_writes_them(tmp_path) -> None:

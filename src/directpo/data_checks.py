@@ -45,8 +45,10 @@ def check_streaming(config: DPOConfig) -> None:
             "(TRL needs it with a stream too), or leave dataset_streaming off to read them all",
         )
     for key, why in (
-        ("online", "online DPO reads its prompts whole; pass train(config, "
-                   "train_dataset=load_dataset(..., streaming=True)) to read only its rounds'"),
+        # (said to a recipe too: a Python call is the one way to a stream of prompts)
+        ("online", "online DPO reads its prompts whole: leave dataset_streaming off (from "
+                   "Python, train(config, train_dataset=load_dataset(..., streaming=True)) "
+                   "reads only its rounds')"),
         ("dataset_mixture", "dataset_mixture shuffles each source whole, as the handbook does"),
     ):  # fmt: skip
         if getattr(config, key):
