@@ -124,9 +124,9 @@ def test_torchtunes_overrides_are_said_with_the_recipes_problems(tmp_path, capsy
     assert main(["train", str(recipe), "batch_size=two", "optimizer.lr=1e-5"]) == 2
     err = capsys.readouterr().err
     assert "'batch_size=two', 'optimizer.lr=1e-5': options are flags here" in err
-    assert "dtype must be one of float32, bfloat16 (got 'bf16')" in err
+    assert "dtype must be one of float32, bfloat16 (got bf16)" in err
     assert "loss: DPOLoss is directpo's default loss" in err
-    assert "per_device_train_batch_size" in err and "'two'" in err
+    assert "per_device_train_batch_size" in err and "got two" in err
 
 
 def test_a_replaced_value_is_said_beside_a_reference_to_a_flags_key(
@@ -214,7 +214,7 @@ def test_a_whole_number_written_as_a_float_is_an_integer_flag(tmp_path) -> None:
     assert (config.per_device_train_batch_size, config.max_steps) == (2, 1000)
     assert type(config.max_steps) is int
     for value in ("2.5", "inf", "1e400"):
-        with pytest.raises(ConfigError, match=f"max_steps must be an integer, got '{value}'"):
+        with pytest.raises(ConfigError, match=f"max_steps must be an integer, got {value}"):
             load_config(*yaml_and_flags(["--max_steps", value], DPOConfig))
 
 

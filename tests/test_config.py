@@ -45,7 +45,7 @@ def test_eval_file_takes_named_sets_from_yaml_and_flags(tmp_path: Path) -> None:
         == expected
     )
     assert load_config(None, {"eval_file": "a.jsonl"}).eval_file == "a.jsonl"
-    with pytest.raises(ConfigError, match="^eval_file: set name 'a/b' must be a word"):
+    with pytest.raises(ConfigError, match="^eval_file: set name a/b must be a word"):
         load_config(None, {"eval_file": {"a/b": "x.jsonl"}})
     with pytest.raises(ConfigError, match="^eval_file.chat must name at least one file"):
         load_config(None, {"eval_file": {"chat": []}})
@@ -119,10 +119,10 @@ def test_a_flow_mapping_without_the_space_after_its_colons_says_where_it_goes(
         assert str(refused.value) == str(flagged.value)
     # a name holding a colon with files is no flow mapping's slip, nor a URL's or a drive's
     # colon (one path YAML read as a set of one): said as a set name, no space advised
-    with pytest.raises(ConfigError, match="set name 'a:b' must be a word"):
+    with pytest.raises(ConfigError, match="set name a:b must be a word"):
         DPOConfig(model_name_or_path="m", eval_file={"a:b": "x.jsonl"})
     for path in ("s3://bucket/a.jsonl", "C:/data/a.jsonl"):
-        with pytest.raises(ConfigError, match=f"set name '{path}' must be a word"):
+        with pytest.raises(ConfigError, match=f"set name {path} must be a word"):
             load_config(None, {"model_name_or_path": "m", "eval_file": f"{{{path}}}"})
 
 
@@ -139,9 +139,9 @@ def test_a_list_option_given_one_value_of_another_type_says_what_its_list_holds(
         ("lora_target_modules: 5", "lora_target_modules must be a list of names (a YAML list, "
          "or comma-separated: a,b), got 5"),
         ("loss_weights: true", "loss_weights must be a list of numbers (a YAML list, or "
-         "comma-separated: a,b), got True"),
-        # (was 'eval_file must be a string, got True')
-        ("eval_file: yes", "eval_file must be a file or a list of files, got True (YAML reads "
+         "comma-separated: a,b), got true"),
+        # (was 'eval_file must be a string, got True', then '... files, got True')
+        ("eval_file: yes", "eval_file must be a file or a list of files, got true (YAML reads "
          "a bare yes, on or true as a boolean: quote the word meant, e.g. 'yes')"),
     ):  # fmt: skip
         with pytest.raises(ConfigError) as refused:
@@ -173,7 +173,7 @@ def test_a_data_files_mapping_or_weighted_losses_is_told_the_options_to_write(
          "test: c.jsonl} is datasets' data_files mapping (splits by name): write "
          "train_file: a.jsonl and eval_file: c.jsonl"),
         ("train_file: {chat: a.jsonl}", "train_file must be a file or a list of files, got "
-         "{'chat': 'a.jsonl'} (named sets are eval_file's)"),
+         "{chat: a.jsonl} (named sets are eval_file's)"),
         ("loss_type: {sigmoid: 1.0, sft: 0.5}", "loss_type: {sigmoid: 1.0, sft: 0.5} maps "
          "losses to weights: write loss_type: [sigmoid, sft] and loss_weights: [1.0, 0.5]"),
     ):  # fmt: skip
@@ -663,7 +663,7 @@ def test_a_torch_dtype_names_its_dtype_in_the_dtype_options(tmp_path) -> None:
     assert (config.bnb_4bit_compute_dtype, config.bnb_4bit_quant_storage) == ("bfloat16",) * 2
     config.save_record(tmp_path / "config.yaml")
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["dtype"] == "bfloat16"
-    refused = r"dtype must be one of float32, bfloat16 \(got 'float16'"
+    refused = r"dtype must be one of float32, bfloat16 \(got float16"
     with pytest.raises(ConfigError, match=refused):
         DPOConfig(model_name_or_path="m", dtype=torch.float16)
     with pytest.raises(ConfigError, match="model_name_or_path must be a string, got a torch.dtype"):
@@ -807,10 +807,10 @@ def test_a_value_of_the_wrong_type_does_not_hide_the_other_problems() -> None:
         DPOConfig(seed="abc", lora_r="sixteen", lora_alpha=64, beta=-1, report_to=["comet_ml"])
     assert str(refused.value).splitlines() == [
         "4 options cannot be used:",
-        "  lora_r must be an integer, got 'sixteen'",
-        "  seed must be an integer, got 'abc'",
+        "  lora_r must be an integer, got sixteen",
+        "  seed must be an integer, got abc",
         "  beta must be > 0 (got -1.0)",
-        "  report_to must be a list of tensorboard, wandb, mlflow, none (got ['comet_ml'])",
+        "  report_to must be a list of tensorboard, wandb, mlflow, none (got [comet_ml])",
     ]
 
 
@@ -967,3 +967,18 @@ def test_trls_own_refusals_are_said_with_the_others(tmp_path: Path) -> None:
         "  model_init_kwargs: attn_implementation 'eager' contradicts attn_implementation: sdpa",
     ):
         assert line in said
+
+
+def test_null_is_unset_for_an_option_refused_when_it_would_do_nothing(tmp_path: Path) -> None:
+    """lora_target_modules: null (peft's choice; the default is [all-linear]) beside lora_r 0
+    was 'lora_target_modules is set but lora_r is 0': null differs from the default, but to
+    a user it is unset and asks for nothing. A named list is still refused, and null still
+    means peft's choice under LoRA."""
+    recipe = write(tmp_path, "model_name_or_path: m\nlora_target_modules: null\n")
+    assert load_config(recipe).lora_target_modules is None
+    flags = {"model_name_or_path": "m", "lora_r": "0", "lora_target_modules": "null"}
+    assert load_config(None, flags).lora_target_modules is None
+    assert DPOConfig(model_name_or_path="m", lora_target_modules=None).lora_target_modules is None
+    with pytest.raises(ConfigError, match="lora_target_modules is set but lora_r is 0"):
+        load_config(None, flags | {"lora_target_modules": "q_proj"})
+    assert DPOConfig(model_name_or_path="m", lora_r=8, lora_target_modules=None).lora_r == 8

@@ -143,9 +143,9 @@ def test_a_yaml_key_and_a_python_keyword_are_told_the_same(tmp_path) -> None:
 @pytest.mark.parametrize(
     "argv, said",
     [
-        (["score", "--dtype", "bf16"], "float32, bfloat16 (got 'bf16'); did you mean bfloat16?"),
-        (["train", "--dtype", "torch.bfloat16"], "(got 'torch.bfloat16'); did you mean bfloat16?"),
-        (["train", "--save_dtype", "fp32"], "(got 'fp32'); did you mean float32?"),
+        (["score", "--dtype", "bf16"], "float32, bfloat16 (got bf16); did you mean bfloat16?"),
+        (["train", "--dtype", "torch.bfloat16"], "(got torch.bfloat16); did you mean bfloat16?"),
+        (["train", "--save_dtype", "fp32"], "(got fp32); did you mean float32?"),
         (["train", "--f_divergence_type", "reverse-kl"], "; did you mean reverse_kl?"),
     ],
 )  # fmt: skip

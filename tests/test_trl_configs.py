@@ -150,7 +150,7 @@ def test_a_wrong_value_under_a_trl_alias_is_named_as_written(tmp_path) -> None:
     with pytest.raises(ConfigErrors) as info:
         load_config(str(recipe), {"eval_generate": "2", "eval_file": str(held)})
     assert info.value.problems == [
-        "torch_dtype (directpo: dtype) must be one of float32, bfloat16 (got 'float64')",
+        "torch_dtype (directpo: dtype) must be one of float32, bfloat16 (got float64)",
         "max_target_length (directpo: max_completion_length) must be null or >= 1 (got 0)",
         "max_new_tokens (directpo: generate_max_new_tokens) must be >= 1 (got -5)",
     ]
@@ -1058,7 +1058,7 @@ def test_a_yaml_boolean_given_for_a_word_says_how_yaml_read_it(tmp_path) -> None
          "YAML reads a bare no, off or false as a boolean; write one, or a list of several)"),
         ("loss_type: 5", f"loss_type must be one or more of {', '.join(LOSS_TYPES)} (got 5; "
          "write one, or a list of several)"),
-        ("dtype: [bfloat16]", "dtype must be one of float32, bfloat16 (got ['bfloat16']; write "
+        ("dtype: [bfloat16]", "dtype must be one of float32, bfloat16 (got [bfloat16]; write "
          "one of these words)"),
     ],
 )  # fmt: skip

@@ -38,6 +38,7 @@ from directpo.loss_checks import check_loss_modifiers, check_losses, check_refer
 from directpo.mixture import check_mixture
 from directpo.model_locations import lora_off_reason
 from directpo.option_paths import expand_home
+from directpo.option_values import as_yaml
 from directpo.options import reject_if_set
 from directpo.sampling_checks import check_generation
 from directpo.trl_compat import refuse_loading_options
@@ -368,7 +369,8 @@ def check_schedule(config: DPOConfig) -> None:
     if name in ("constant", "constant_with_warmup"):
         config._refuse(
             "lr_scheduler_kwargs",
-            f"lr_scheduler_kwargs is set but lr_scheduler_type {name} takes none (got {kwargs})",
+            f"lr_scheduler_kwargs is set but lr_scheduler_type {name} takes none"
+            f" (got {as_yaml(kwargs)})",
         )
         return
     import torch

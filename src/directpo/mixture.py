@@ -45,6 +45,7 @@ from directpo.data import preferences_of_rows
 from directpo.data_sources import dataset_splits
 from directpo.errors import ConfigError, DataError, collected, refuse_all
 from directpo.model_locations import looks_local
+from directpo.option_values import value_shown
 from directpo.preference_pairs import Columns, PreferenceData
 from directpo.readers import DATA_KINDS, RowError, open_rows
 from directpo.refusals import hint_once
@@ -111,13 +112,15 @@ def parse_mixture(value: Any) -> Mixture:
     """``dataset_mixture``'s mapping, checked (a ConfigError naming the key otherwise)."""
     where = "dataset_mixture"
     if not isinstance(value, dict):
-        raise ConfigError(f"{where} must be a mapping with a 'datasets' list, got {value!r}")
+        raise ConfigError(
+            f"{where} must be a mapping with a 'datasets' list, got {value_shown(value)}"
+        )
     _known(value, MIXTURE_KEYS, where)
     entries = value.get("datasets")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(
             f"{where}: datasets must be a non-empty list of sources ({{id: ..., split: ..., "
-            f"weight: ...}}), got {entries!r}"
+            f"weight: ...}}), got {value_shown(entries)}"
         )
     problems: list[str] = []  # every entry's, and the seed's and split's: one pass
     sources = []
@@ -127,7 +130,7 @@ def parse_mixture(value: Any) -> Mixture:
     seed = value.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         # (numpy's generators, which datasets' shuffle uses, refuse a negative seed: a traceback)
-        problems.append(f"{where}: seed must be an integer >= 0, got {seed!r}")
+        problems.append(f"{where}: seed must be an integer >= 0, got {value_shown(seed)}")
     size = value.get("test_split_size")
     if size is not None:
         fraction = isinstance(size, float) and 0 < size < 1
@@ -135,11 +138,11 @@ def parse_mixture(value: Any) -> Mixture:
         if not (fraction or count):
             problems.append(
                 f"{where}: test_split_size must be a fraction in (0, 1) or a number of rows "
-                f">= 1, got {size!r}"
+                f">= 1, got {value_shown(size)}"
             )
     shuffle = value.get("shuffle", True)
     if not isinstance(shuffle, bool):
-        problems.append(f"{where}: shuffle must be true or false, got {shuffle!r}")
+        problems.append(f"{where}: shuffle must be true or false, got {value_shown(shuffle)}")
     problems += _fraction_problems(sources, shuffle, where)
     refuse_all(problems)
     return Mixture(tuple(sources), seed, size, shuffle)
@@ -238,7 +241,9 @@ def _known(entry: dict[str, Any], names: tuple[str, ...], where: str) -> None:
 
 def _source(entry: Any, where: str) -> Source:
     if not isinstance(entry, dict):
-        raise ConfigError(f"{where} must be a mapping ({{id: ..., split: ...}}), got {entry!r}")
+        raise ConfigError(
+            f"{where} must be a mapping ({{id: ..., split: ...}}), got {value_shown(entry)}"
+        )
     values = dict(entry)
     for trl, ours in TRL_NAMES.items():
         if trl in values:
@@ -251,22 +256,27 @@ def _source(entry: Any, where: str) -> Source:
         raise ConfigError(f"{where}: id (a hub id, a dataset folder or a file) is required")
     for key in ("config", "split", "data_dir"):
         if values.get(key) is not None and not isinstance(values[key], str):
-            raise ConfigError(f"{where}: {key} must be a string, got {values[key]!r}")
+            raise ConfigError(f"{where}: {key} must be a string, got {value_shown(values[key])}")
     columns = values.get("columns")
     if columns is not None and (
         not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns)
     ):
-        raise ConfigError(f"{where}: columns must be a list of column names, got {columns!r}")
+        raise ConfigError(
+            f"{where}: columns must be a list of column names, got {value_shown(columns)}"
+        )
     weight = values.get("weight")
     weight = 1.0 if weight is None else weight
     if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 1:
         raise ConfigError(
-            f"{where}: weight must be a fraction in (0, 1] of the source's rows, got {weight!r}"
+            f"{where}: weight must be a fraction in (0, 1] of the source's rows, "
+            f"got {value_shown(weight)}"
         )
     fraction = values.get("fraction")
     if fraction is not None:
         if isinstance(fraction, bool) or not isinstance(fraction, int | float) or fraction < 0:
-            raise ConfigError(f"{where}: fraction must be a number >= 0, got {fraction!r}")
+            raise ConfigError(
+                f"{where}: fraction must be a number >= 0, got {value_shown(fraction)}"
+            )
         if values.get("weight") is not None:
             raise ConfigError(
                 f"{where}: fraction (TRL's share of the mixture) and weight (the handbook's "
@@ -276,7 +286,7 @@ def _source(entry: Any, where: str) -> Source:
     if files is not None and not _files_value(files):
         raise ConfigError(
             f"{where}: data_files must be a path, a list of paths or a mapping of split: "
-            f"path(s), got {files!r}"
+            f"path(s), got {value_shown(files)}"
         )
     return Source(
         source, values.get("config"), values.get("split") or "train",

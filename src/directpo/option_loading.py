@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 
 from directpo.errors import ConfigError, ConfigErrors, respelled
+from directpo.option_values import value_shown
 from directpo.shell_expansion import shell_expanded, unset_said, unset_variables
 from directpo.yaml_interpolation import referenced, resolved, resolved_key, written_literally
 
@@ -166,7 +167,9 @@ def _set_environment(env: Any, path: str, written: dict[str, Any] | None = None)
     if env is None:
         return
     if not isinstance(env, dict):
-        raise ConfigError(f"{path}: env must be a mapping of VARIABLE: value, got {env!r}")
+        raise ConfigError(
+            f"{path}: env must be a mapping of VARIABLE: value, got {value_shown(env)}"
+        )
     # as a shell's export reads it (TRL sets the text: DIRECTPO_CACHE: $HOME/c made a folder
     # named $HOME); an earlier key's value is read by a later one, as in a shell; none is set
     # unless all can be

@@ -105,7 +105,7 @@ def word_refusal(key: str, value: Any, must: str, words: tuple[str, ...]) -> str
         bare = "yes, on or true" if value else "no, off or false"
         read = f"{str(value).lower()}: YAML reads a bare {bare} as a boolean"
     else:
-        read = _shown(value)
+        read = value_shown(value)
     weights, named = WEIGHTS_OPTION.get(key, (None, ""))
     if weights and isinstance(value, str) and value.strip().startswith("{"):
         with contextlib.suppress(yaml.YAMLError):
@@ -117,8 +117,8 @@ def word_refusal(key: str, value: Any, must: str, words: tuple[str, ...]) -> str
     if weights and isinstance(value, Mapping) and value:  # {sigmoid: 1.0, sft: 0.5}
         # refused, not translated: the weights are their own option, which may be set too
         return (
-            f"{key}: {_flow(dict(value))} maps {named} to weights: write {key}: "
-            f"{_flow(list(value))} and {weights}: {_flow(list(value.values()))}"
+            f"{key}: {as_yaml(dict(value))} maps {named} to weights: write {key}: "
+            f"{as_yaml(list(value))} and {weights}: {as_yaml(list(value.values()))}"
         )
     write = "one of these words" if must == "one of" else "one, or a list of several"
     return f"{key} must be {must} {', '.join(words)} (got {read}; write {write})"
@@ -135,15 +135,42 @@ def _mapping_hint(key: str) -> str:
     return ""
 
 
-def _shown(value: Any) -> str:
-    """``value`` in an error's one line: short values as written, an object by its class (a
-    model's repr runs to hundreds of lines)."""
+def as_yaml(value: Any) -> str:
+    """``value`` in a message as the user writes it, in YAML (``true``, ``null``, ``[a, b]``,
+    ``{use_reentrant: true}``; a flag's text is YAML too): Python's spelling (``True``,
+    ``None``, ``{'foo': 1}``) is no value they wrote, nor one they could write back. A string
+    is bare where YAML reads it back as the same string, quoted where it would not ('yes',
+    '5'). The one spelling of values in messages: trl_compat and the refusals here use it."""
+    value = list(value) if isinstance(value, tuple) else value
+    try:
+        text = yaml.safe_dump(value, default_flow_style=True, width=1 << 16, sort_keys=False)
+    except yaml.YAMLError:  # (an object no YAML writes: a Python call's own value)
+        return repr(value)
+    return text.removesuffix("\n").removesuffix("\n...").strip()
+
+
+def value_shown(value: Any) -> str:
+    """``value`` in an error's one line: short values as YAML writes them (as_yaml: the
+    recipe's or flag's dtype: [bfloat16] was "got ['bfloat16']", loss_weights: true "got
+    True"), an object by its class (a model's repr runs to hundreds of lines)."""
+    if isinstance(value, float):  # -1e-05 as written: YAML 1.1's dump adds a .0 (-1.0e-05)
+        return repr(value)
     if isinstance(value, str | int | float | bool | list | tuple | dict | type(None)):
-        text = " ".join(repr(value).split())
+        text = " ".join(as_yaml(value).split())
         return text if len(text) <= 80 else text[:77] + "..."
     if isinstance(value, type):  # (optimizer=torch.optim.AdamW was 'a builtins.type object')
         return f"the class {value.__module__}.{value.__qualname__}"
     return f"a {type(value).__module__}.{type(value).__qualname__} object"
+
+
+def _number_shown(value: Any) -> str:
+    """A number option's value in its refusal: a flag's number (--max_steps 2.5) as typed, not
+    quoted as the text YAML would read as a number ('2.5' named a string nobody wrote)."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            float(value.strip())
+            return value.strip()
+    return value_shown(value)
 
 
 def _switch_word(value: Any) -> str | None:
@@ -176,17 +203,6 @@ def _null_seed(key: str) -> str:
 DATA_FILES_HELD_OUT = ("test", "validation")
 
 
-def _flow(value: Any) -> str:
-    """A path, list of paths or mapping as a recipe writes it (a.jsonl, [a.jsonl, b.jsonl],
-    {train: a.jsonl}): the value said in the spelling the user wrote, not Python's repr
-    ({'train': 'a.jsonl'}) beside the YAML the line says to write."""
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(str(v) for v in value) + "]"
-    return str(value)
-
-
 def data_files_said(key: str, value: Mapping) -> str | None:
     """A ``data_files`` mapping given as train_file / eval_file ({train: a.jsonl, test:
     c.jsonl}): what to write instead, or None where ``value`` names no train split. Refused,
@@ -194,15 +210,15 @@ def data_files_said(key: str, value: Mapping) -> str | None:
     named train) would be replaced silently; one line names both to write."""
     if "train" not in value:
         return None
-    write = [f"train_file: {_flow(value['train'])}"]
+    write = [f"train_file: {as_yaml(value['train'])}"]
     held = {name: paths for name, paths in value.items() if name != "train"}
     if len(held) == 1:
-        write.append(f"eval_file: {_flow(next(iter(held.values())))}")
+        write.append(f"eval_file: {as_yaml(next(iter(held.values())))}")
     elif held:  # several held-out splits: eval_file's named sets, each logged apart
-        sets = ", ".join(f"{name}: {_flow(paths)}" for name, paths in held.items())
+        sets = ", ".join(f"{name}: {as_yaml(paths)}" for name, paths in held.items())
         write.append(f"eval_file: {{{sets}}}")
     return (
-        f"{key}: {_flow(dict(value))} is datasets' data_files mapping (splits by name): write "
+        f"{key}: {as_yaml(dict(value))} is datasets' data_files mapping (splits by name): write "
         + " and ".join(write)
     )
 
@@ -220,7 +236,7 @@ def _named_paths(key: str, value: Mapping) -> dict[str, Any]:
     for name in value:
         if not (isinstance(name, str) and name.replace("-", "_").isidentifier()):
             raise ConfigError(
-                f"{key}: set name {_shown(name)} must be a word of letters, digits, _ or - "
+                f"{key}: set name {value_shown(name)} must be a word of letters, digits, _ or - "
                 "(it becomes part of metric names: eval/<name>_loss)"
             )
     return {name: coerce(f"{key}.{name}", paths, str | list[str]) for name, paths in value.items()}
@@ -285,7 +301,7 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
         if isinstance(value, bool | dict):  # (was 'must be a string', no file said)
             named = " (named sets are eval_file's)" if isinstance(value, dict) else ""
             raise ConfigError(
-                f"{key} must be a file or a list of files, got {_shown(value)}"
+                f"{key} must be a file or a list of files, got {value_shown(value)}"
                 f"{_yaml_boolean(value)}{named}"
             )
         return coerce(key, value, str)
@@ -296,7 +312,9 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
         if said := unspaced_colon(key, value):
             raise ConfigError(said)
         if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping, got {_shown(value)}{_mapping_hint(key)}")
+            raise ConfigError(
+                f"{key} must be a mapping, got {value_shown(value)}{_mapping_hint(key)}"
+            )
         return dict(value)
     if typing.get_origin(hint) is list:
         if isinstance(value, str) and value.strip().startswith(("[", "{")):
@@ -315,7 +333,7 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             read = "" if numbers else _yaml_boolean(value)
             raise ConfigError(
                 f"{key} must be a list of {'numbers' if numbers else 'names'} (a YAML list, or "
-                f"comma-separated: a,b), got {_shown(value)}{read}"
+                f"comma-separated: a,b), got {value_shown(value)}{read}"
             )
         return [coerce(key, v, item) for v in value]
     if hint is bool:
@@ -323,7 +341,7 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             return value
         if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
             return value.strip().lower() in _TRUE
-        raise ConfigError(f"{key} must be true or false, got {_shown(value)}")
+        raise ConfigError(f"{key} must be true or false, got {value_shown(value)}")
     if hint is int:
         if _unset(value) and (key == "seed" or key.endswith("_seed")):
             raise ConfigError(_null_seed(key))
@@ -342,7 +360,7 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
                 number = float(value.strip())
                 if number.is_integer():
                     return int(number)
-        raise ConfigError(f"{key} must be an integer, got {_shown(value)}")
+        raise ConfigError(f"{key} must be an integer, got {_number_shown(value)}")
     if hint is float:
         if switch := _switch_word(value):  # (YAML's false, or the flag's --save_steps false)
             raise ConfigError(f"{key} must be a number, got {switch}: not a switch")
@@ -354,7 +372,7 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             with contextlib.suppress(ValueError):
                 number = float(value.strip())
         if number is None or not math.isfinite(number):
-            raise ConfigError(f"{key} must be a finite number, got {_shown(value)}")
+            raise ConfigError(f"{key} must be a finite number, got {value_shown(value)}")
         return number
     if hint is str:
         if isinstance(value, str):
@@ -365,8 +383,8 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             return str(value)
         if hasattr(value, "save_pretrained"):  # a model or tokenizer object, as TRL takes
             raise ConfigError(
-                f"{key} takes a folder or hub id, got {_shown(value)}: save it first "
+                f"{key} takes a folder or hub id, got {value_shown(value)}: save it first "
                 "(obj.save_pretrained('folder'), and its tokenizer there too) and pass 'folder'"
             )
-        raise ConfigError(f"{key} must be a string, got {_shown(value)}{_yaml_boolean(value)}")
+        raise ConfigError(f"{key} must be a string, got {value_shown(value)}{_yaml_boolean(value)}")
     raise TypeError(f"unsupported option type for {key}: {hint}")  # programming error

@@ -24,7 +24,7 @@ import yaml
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.option_hints import meant_choice, unknown_hint
 from directpo.option_values import coerce as _coerce
-from directpo.option_values import word_refusal
+from directpo.option_values import value_shown, word_refusal
 from directpo.shell_expansion import home_expanded, unset_said, unset_variables
 from directpo.yaml_interpolation import escaped
 
@@ -172,7 +172,7 @@ class Options:
         """Refuses ``key``'s value unless ``ok``; while the values are checked at construction,
         the refusal is collected and the checks go on."""
         if not ok:
-            self._refuse(key, f"{key} must be {must} (got {getattr(self, key)!r})")
+            self._refuse(key, f"{key} must be {must} (got {value_shown(getattr(self, key))})")
 
     def _refuse(self, key: str, problem: str) -> None:
         """Refuses ``key`` with ``problem`` (a whole line), collected as ``_require`` does, so
@@ -197,11 +197,19 @@ class Options:
             return
         if str(value).strip().lower() in ("null", "~"):  # the flag's --log_level null: YAML's
             return self._refuse(key, word_refusal(key, None, "one of", choices))
+        if isinstance(value, str) and value.strip().startswith(("[", "{")):
+            # the flag's --dtype [bfloat16], a YAML list as the recipe's is: refused as that
+            # list is (was "got '[bfloat16]'", quoted, a string the user never wrote)
+            with contextlib.suppress(yaml.YAMLError):
+                if not isinstance(read := yaml.safe_load(value), str):
+                    return self._refuse(key, word_refusal(key, read, "one of", choices))
         meant = meant_choice(value, choices)  # (--dtype bf16 was told the list alone)
         if meant is None and str(value).isdigit():  # (dtype: 16, YAML's number: bfloat16)
             meant = next((choice for choice in choices if choice.endswith(str(value))), None)
         hint = f"; did you mean {meant}?" if meant else ""
-        self._refuse(key, f"{key} must be one of {', '.join(choices)} (got {value!r}){hint}")
+        self._refuse(
+            key, f"{key} must be one of {', '.join(choices)} (got {value_shown(value)}){hint}"
+        )
 
     def _require_sampling(self, samples_key: str, temperature_key: str) -> None:
         """Several completions per prompt need sampling: greedy decoding (temperature 0) has
@@ -225,7 +233,9 @@ class Options:
         if not self._valid(temperature_key, *keys) or getattr(self, temperature_key) != 0:
             return
         defaults = {f.name: f.default for f in dataclasses.fields(self)}  # type: ignore[arg-type]
-        given = [key for key in keys if getattr(self, key) != defaults[key]]
+        given = [  # (null is unset, as reject_if_set reads it)
+            key for key in keys if getattr(self, key) not in (None, defaults[key])
+        ]
         if given:
             self._refuse(
                 given[0],
@@ -254,9 +264,11 @@ def names_any(line: str, keys: set[str]) -> bool:
 
 
 def reject_if_set(config: Options, keys: tuple[str, ...], reason: str) -> None:
-    """An option that would silently do nothing is refused instead."""
+    """An option that would silently do nothing is refused instead. Null is unset, whatever
+    the default: lora_target_modules: null (peft's choice, default [all-linear]) beside lora_r
+    0 asks for nothing, and was refused as 'set' for differing from the default."""
     for field_ in dataclasses.fields(config):  # type: ignore[arg-type]
-        if field_.name in keys:
+        if field_.name in keys and getattr(config, field_.name) is not None:
             default = (
                 field_.default_factory()
                 if field_.default is dataclasses.MISSING

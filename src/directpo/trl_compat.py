@@ -27,6 +27,7 @@ from directpo.errors import ConfigError, ConfigErrors
 from directpo.foreign_names import AS_WRITTEN, REFUSED, RENAMED, component_hint, is_component
 from directpo.model_locations import is_adapter_folder
 from directpo.option_hints import unknown_hint
+from directpo.option_values import as_yaml, value_shown
 from directpo.trl_table import (
     ALIASES,
     COMPILE_DEFAULTS,
@@ -40,18 +41,6 @@ from directpo.trl_table import (
 )
 
 
-def as_yaml(value: Any) -> str:
-    """``value`` in a message as the user writes it, in YAML (``true``, ``null``,
-    ``{use_reentrant: true}``; a flag's text is YAML too): Python's spelling (``True``,
-    ``None``, ``{'foo': 1}``) is no value they wrote, nor one they could write back."""
-    value = list(value) if isinstance(value, tuple) else value
-    try:
-        text = yaml.safe_dump(value, default_flow_style=True, width=1 << 16, sort_keys=False)
-    except yaml.YAMLError:  # (an object no YAML writes: a Python call's own value)
-        return repr(value)
-    return text.removesuffix("\n").removesuffix("\n...").strip()
-
-
 def apply_trl_meanings(config: Any) -> None:
     """TRL's options that are DPOConfig fields, given TRL's meaning (called while a DPOConfig
     is checked): optim, use_peft, rpo_alpha, attn_implementation in
@@ -63,7 +52,9 @@ def apply_trl_meanings(config: Any) -> None:
             config._refuse("optim", f"optim: {config.optim} {EIGHT_BIT}")
         elif config.optim not in TRL_OPTIMIZERS:
             config._refuse(
-                "optim", f"optim must be one of {', '.join(TRL_OPTIMIZERS)} (got {config.optim!r})"
+                "optim",
+                f"optim must be one of {', '.join(TRL_OPTIMIZERS)} "
+                f"(got {value_shown(config.optim)})",
             )
         elif config.optimizer != "adamw" and config.optimizer != TRL_OPTIMIZERS[config.optim]:
             config._refuse(

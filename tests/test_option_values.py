@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from directpo.config import DPOConfig, load_config
+from directpo.errors import ConfigError
+from directpo.option_values import as_yaml, value_shown
+
+
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        # a list, a boolean, a mapping: as YAML writes them, not Python's repr
+        ("dtype: [bfloat16]", "(got [bfloat16]; write one of these words)"),
+        (
+            "loss_weights: true",
+            "must be a list of numbers (a YAML list, or comma-separated: a,b), got true",
+        ),  # fmt: skip
+        ("eval_file: yes", "must be a file or a list of files, got true (YAML reads a bare yes"),
+        ("max_steps: [1, 2]", "max_steps must be an integer, got [1, 2]"),
+        ("beta: {a: 1}", "beta must be a finite number, got {a: 1}"),
+        ("lora_target_modules: {q: 1}", "lora_target_modules must be a list of names"),
+        # a string bare where YAML reads it back as that string, quoted where it would not
+        ("dtype: bf16", "(got bf16); did you mean bfloat16?"),
+        ("dtype: 'yes'", "(got 'yes')"),
+        ("dtype: '16'", "(got '16')"),
+        ("optim: foo", "optim must be one of adamw_torch"),
+        ("report_to: [comet_ml]", "(got [comet_ml])"),
+        (
+            "lr_scheduler_type: polynomial\nlr_scheduler_kwargs: {power: 2}",
+            None,
+        ),  # fmt: skip  (a valid pair: no refusal)
+    ],
+)
+def test_a_refused_value_is_said_as_the_recipe_writes_it(
+    tmp_path: Path, line: str, said: str | None
+) -> None:
+    """A refusal shows the value as YAML writes it: dtype: [bfloat16] was "got ['bfloat16']",
+    loss_weights: true "got True", eval_file: yes "got True (YAML reads a bare yes ...)",
+    Python's repr of what the user wrote as YAML (or a flag, whose text is YAML too)."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model_name_or_path: m\nlora_r: 8\n{line}\n")
+    if said is None:
+        load_config(str(recipe))
+        return
+    with pytest.raises(ConfigError) as refused:
+        load_config(str(recipe))
+    message = str(refused.value)
+    assert said in message, message
+    assert "True" not in message and "['" not in message and "{'" not in message, message
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "said"),
+    [
+        ("dtype", "[bfloat16]", "(got [bfloat16]; write one of these words)"),
+        ("loss_weights", "true", "got true"),
+        ("max_steps", "2.5", "max_steps must be an integer, got 2.5"),  # (was '2.5')
+        ("dtype", "bf16", "(got bf16); did you mean bfloat16?"),
+        ("lr_scheduler_type", "constant", None),
+    ],
+)
+def test_a_refused_flag_value_is_said_as_typed(flag: str, value: str, said: str | None) -> None:
+    overrides = {"model_name_or_path": "m", flag: value}
+    if said is None:
+        load_config(None, overrides)
+        return
+    with pytest.raises(ConfigError) as refused:
+        load_config(None, overrides)
+    assert said in str(refused.value), str(refused.value)
+    assert "'" not in str(refused.value).partition("got ")[2].partition(")")[0]
+
+
+def test_a_python_callers_object_is_named_by_its_class() -> None:
+    """Objects no YAML writes are named by class (a model's repr runs to hundreds of lines);
+    a Python caller's True, None and lists are said as YAML writes them, like a recipe's."""
+    with pytest.raises(ConfigError, match=r"got a builtins\.object object"):
+        DPOConfig(model_name_or_path=object())
+    with pytest.raises(ConfigError, match=r"got the class builtins\.dict$"):
+        DPOConfig(model_name_or_path="m", output_dir=dict)
+    with pytest.raises(ConfigError, match=r"\(got \[bfloat16\]; write one of these words\)"):
+        DPOConfig(model_name_or_path="m", dtype=["bfloat16"])
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (True, "true"),
+        (False, "false"),
+        (None, "null"),
+        (["a", "b"], "[a, b]"),
+        (("a", 1), "[a, 1]"),
+        ({"k": "v", "n": [1, 2]}, "{k: v, n: [1, 2]}"),
+        ("plain", "plain"),
+        ("yes", "'yes'"),
+        ("5", "'5'"),
+        ("a: b", "'a: b'"),
+        (-1e-05, "-1e-05"),
+        (3, "3"),
+        ("x" * 100, "x" * 77 + "..."),
+    ],
+)
+def test_value_shown_reads_back_as_the_value(value: object, shown: str) -> None:
+    """The spelling reads back (YAML) as the value it names, where it is not cut short."""
+    assert value_shown(value) == shown
+    if not shown.endswith("..."):
+        read = yaml.safe_load(as_yaml(value))
+        assert read == (list(value) if isinstance(value, tuple) else value)
