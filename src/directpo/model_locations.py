@@ -120,12 +120,15 @@ def _gguf_hint(names: list[str]) -> str:
     )
 
 
+# the shape of a hub id, [org/]name, for telling a path from one (looks_local); looser than
+# hub.HUB_ID, the strict id a model card may name (a leading _ or - passes here), and named
+# apart so that the two are not taken for one
+_HUB_ID_SHAPE = re.compile(r"[\w.-]+(/[\w.-]+)?")
+
+
 def looks_local(value: str) -> bool:
     """A path, not a hub id (``org/name``: words of letters, digits, ``-``, ``_``, ``.``;
     ``run/``, a folder as a shell completes it, is no hub id: it was taken for one)."""
     if value.startswith((".", "/", "~")) or value.count("/") > 1 or "\\" in value:
         return True
-    return bool(value) and (not HUB_ID.fullmatch(value) or ".." in value)
-
-
-HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
+    return bool(value) and (not _HUB_ID_SHAPE.fullmatch(value) or ".." in value)
