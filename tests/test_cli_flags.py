@@ -220,15 +220,20 @@ def test_a_whole_number_written_as_a_float_is_an_integer_flag(tmp_path) -> None:
 
 def test_a_replaced_values_note_writes_yaml_values(tmp_path) -> None:
     """A flag replacing ``seed: null`` or ``bf16: true`` was said to replace 'seed: None' and
-    'bf16: True', Python's spellings of values the file wrote otherwise."""
+    'bf16: True', Python's spellings of values the file wrote otherwise; a mapping was said
+    as {'chat': 'a.jsonl'}."""
     from directpo.cli_flags import replaced_values
 
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("seed: null\nbf16: true\n")
-    notes = replaced_values(["--seed", "3", "--no_bf16"], str(recipe), {"seed": 3, "bf16": False})
+    recipe.write_text("seed: null\nbf16: true\neval_file: {chat: a.jsonl}\n")
+    given = {"seed": 3, "bf16": False, "eval_file": "b.jsonl"}
+    notes = replaced_values(
+        ["--seed", "3", "--no_bf16", "--eval_file", "b.jsonl"], str(recipe), given
+    )
     assert notes == [
         f"--seed 3 replaces {recipe}'s seed: null",
         f"--bf16 false replaces {recipe}'s bf16: true",
+        f"--eval_file b.jsonl replaces {recipe}'s eval_file: {{chat: a.jsonl}}",
     ]
 
 

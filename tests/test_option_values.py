@@ -18,7 +18,7 @@ from directpo.option_values import as_yaml, value_shown
         (
             "loss_weights: true",
             "must be a list of numbers (a YAML list, or comma-separated: a,b), got true",
-        ),  # fmt: skip
+        ),
         ("eval_file: yes", "must be a file or a list of files, got true (YAML reads a bare yes"),
         ("max_steps: [1, 2]", "max_steps must be an integer, got [1, 2]"),
         ("beta: {a: 1}", "beta must be a finite number, got {a: 1}"),
@@ -29,23 +29,24 @@ from directpo.option_values import as_yaml, value_shown
         ("dtype: '16'", "(got '16')"),
         ("optim: foo", "optim must be one of adamw_torch"),
         ("report_to: [comet_ml]", "(got [comet_ml])"),
-        (
-            "lr_scheduler_type: polynomial\nlr_scheduler_kwargs: {power: 2}",
-            None,
-        ),  # fmt: skip  (a valid pair: no refusal)
+        ("optim: '1'", "(got '1')"),
+        # the mappings and lists of the checks after the types (were {'power': 2}, ['A'])
+        ("lr_scheduler_kwargs: {power: 2}", "lr_scheduler_kwargs {power: 2} do not fit"),
+        ("lr_scheduler_type: constant\nlr_scheduler_kwargs: {power: 2}", "(got {power: 2})"),
+        ("env: [A]", "env must be a mapping of VARIABLE: value, got [A]"),
+        ("dataset_mixture: {datasets: yes}", "got true"),
+        ("dataset_mixture: {datasets: [{id: t.jsonl}], shuffle: [x]}", "false, got [x]"),
+        ("dataset_mixture: {datasets: [{id: t.jsonl, columns: [a, 1]}]}", "got [a, 1]"),
     ],
 )
 def test_a_refused_value_is_said_as_the_recipe_writes_it(
-    tmp_path: Path, line: str, said: str | None
+    tmp_path: Path, line: str, said: str
 ) -> None:
     """A refusal shows the value as YAML writes it: dtype: [bfloat16] was "got ['bfloat16']",
     loss_weights: true "got True", eval_file: yes "got True (YAML reads a bare yes ...)",
     Python's repr of what the user wrote as YAML (or a flag, whose text is YAML too)."""
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"model_name_or_path: m\nlora_r: 8\n{line}\n")
-    if said is None:
-        load_config(str(recipe))
-        return
     with pytest.raises(ConfigError) as refused:
         load_config(str(recipe))
     message = str(refused.value)

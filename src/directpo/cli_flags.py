@@ -28,6 +28,7 @@ from directpo.errors import ConfigError, ConfigErrors
 from directpo.foreign_names import RENAMED, SAME_VALUE_AS, SEVERAL_VALUES
 from directpo.option_hints import unknown_hint
 from directpo.option_loading import read_yaml
+from directpo.option_values import as_yaml
 from directpo.options import option_help, type_hints
 from directpo.trl_compat import ALIASES, VERSION_FLAGS, VERSION_HINT
 
@@ -141,9 +142,13 @@ def replaced_values(
 
 
 def as_written(value: Any) -> str:
-    """A value as the YAML file or a flag writes it (null, true: not Python's None, True)."""
-    if isinstance(value, list):
+    """A value as the YAML file or a flag writes it (null, true: not Python's None, True): a
+    list of words as the flag's a,b; a mapping, or a list of lists, as YAML writes it
+    (option_values.as_yaml: eval_file: {chat: a.jsonl} was said as {'chat': 'a.jsonl'})."""
+    if isinstance(value, list) and not any(isinstance(v, list | dict) for v in value):
         return ",".join(map(as_written, value))
+    if isinstance(value, list | dict):
+        return as_yaml(value)
     if value is None or isinstance(value, bool):
         return {None: "null", True: "true", False: "false"}[value]
     return str(value)

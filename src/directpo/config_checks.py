@@ -381,5 +381,6 @@ def check_schedule(config: DPOConfig) -> None:
     except (TypeError, ValueError) as exc:  # collected: the checks after it still run
         config._refuse(
             "lr_scheduler_kwargs",
-            f"lr_scheduler_kwargs {kwargs or {}} do not fit lr_scheduler_type {name}: {exc}",
+            f"lr_scheduler_kwargs {as_yaml(kwargs or {})} do not fit lr_scheduler_type "
+            f"{name}: {exc}",
         )
