@@ -963,8 +963,8 @@ def test_trls_own_refusals_are_said_with_the_others(tmp_path: Path) -> None:
         "  save_strategy: best is not supported",
         "  lora_r is set but use_peft is false: remove one of them",
         "; the DPO paper's loss is sigmoid (TRL's name, the default)",
-        "  model_revision 'v2' contradicts model_init_kwargs' revision 'v1': keep one",
-        "  model_init_kwargs: attn_implementation 'eager' contradicts attn_implementation: sdpa",
+        "  model_revision v2 contradicts model_init_kwargs' revision v1: keep one",
+        "  model_init_kwargs: attn_implementation eager contradicts attn_implementation: sdpa",
     ):
         assert line in said
 

@@ -26,10 +26,10 @@ from directpo.option_values import as_yaml, value_shown
         # a string bare where YAML reads it back as that string, quoted where it would not
         ("dtype: bf16", "(got bf16); did you mean bfloat16?"),
         ("dtype: 'yes'", "(got 'yes')"),
-        ("dtype: '16'", "(got '16')"),
+        ("dtype: 16", "(got 16); did you mean bfloat16?"),  # (was '16', a string)
         ("optim: foo", "optim must be one of adamw_torch"),
         ("report_to: [comet_ml]", "(got [comet_ml])"),
-        ("optim: '1'", "(got '1')"),
+        ("optim: 'on'", "(got 'on')"),
         # the mappings and lists of the checks after the types (were {'power': 2}, ['A'])
         ("lr_scheduler_kwargs: {power: 2}", "lr_scheduler_kwargs {power: 2} do not fit"),
         ("lr_scheduler_type: constant\nlr_scheduler_kwargs: {power: 2}", "(got {power: 2})"),

@@ -238,11 +238,11 @@ def test_a_revision_of_a_local_model_folder_is_refused(
     err = capsys.readouterr().err
     assert code == 2
     assert (
-        f"model_name_or_path {model} is a local folder, which has no revisions: revision 'v1.0' "
+        f"model_name_or_path {model} is a local folder, which has no revisions: revision v1.0 "
         "(model_revision / model_init_kwargs) would be ignored" in err
     )
     assert f"ref_model_name_or_path {reference} is a local folder" in err
-    assert "revision 'v2' (ref_model_init_kwargs)" in err
+    assert "revision v2 (ref_model_init_kwargs)" in err
     # beside an unknown flag and a refused value (the revision was said a run after them)
     code = main([
         "train", "--model_name_or_path", str(model), "--model_revision", "v1.0",

@@ -222,7 +222,7 @@ def test_trl_spellings_from_python_and_their_contradictions() -> None:
     assert revised.model_init_kwargs == {"revision": "it-SFT"} and revised.model_revision == "main"
     assert revised.tokenizer_location == {"revision": "it-SFT"}
     assert DPOConfig(**revised.to_dict()) == revised  # config.yaml reruns it
-    with pytest.raises(ConfigError, match="model_revision 'v2' contradicts model_init_kwargs'"):
+    with pytest.raises(ConfigError, match="model_revision v2 contradicts model_init_kwargs'"):
         DPOConfig(model_revision="v2", model_init_kwargs={"revision": "v1"})
     assert DPOConfig(warmup_steps=0.1).warmup_for(50) == 5
     assert DPOConfig(warmup_ratio=0.25).warmup_for(10) == math.ceil(2.5)
@@ -643,7 +643,7 @@ def test_attn_implementation_in_model_init_kwargs_is_the_option() -> None:
         ({"ref_model_name_or_path": "r", "ref_model_init_kwargs": {"attn_implementation": "eager"}},
          "ref_model_init_kwargs"),
     ):  # fmt: skip
-        with pytest.raises(ConfigError, match=f"^{name}: attn_implementation 'eager' contradicts"):
+        with pytest.raises(ConfigError, match=f"^{name}: attn_implementation eager contradicts"):
             DPOConfig(**options)
 
 
@@ -1043,7 +1043,7 @@ def test_a_yaml_boolean_given_for_a_word_says_how_yaml_read_it(tmp_path) -> None
          "these words)"),
         ("distributed: off", "distributed must be one of auto, none, ddp, fsdp (got false: YAML "
          "reads a bare no, off or false as a boolean; write one of these words)"),
-        ("dtype: 16", "dtype must be one of float32, bfloat16 (got '16'); did you mean bfloat16?"),
+        ("dtype: 16", "dtype must be one of float32, bfloat16 (got 16); did you mean bfloat16?"),
         # (report_to: null, or report_to: with no value: 'report_to must be a list, got None')
         ("report_to:", "report_to must be one of tensorboard, wandb, mlflow, none, all (got "
          "null / None: YAML reads a bare null, ~ or an empty value as none; write one of these "

@@ -38,7 +38,7 @@ from directpo.loss_checks import check_loss_modifiers, check_losses, check_refer
 from directpo.mixture import check_mixture
 from directpo.model_locations import lora_off_reason
 from directpo.option_paths import expand_home
-from directpo.option_values import as_yaml
+from directpo.option_values import as_yaml, value_shown
 from directpo.options import reject_if_set
 from directpo.sampling_checks import check_generation
 from directpo.trl_compat import refuse_loading_options
@@ -165,7 +165,8 @@ def check_values(config: DPOConfig) -> None:
     unknown = [t for t in config.report_to if t not in TRACKERS]
     off = [t for t in unknown if str(t).lower() in ("no", "off", "false", "disabled")]
     if off:  # (the word other options take for nothing; transformers refuses it here too)
-        config._refuse("report_to", f"report_to: {off[0]!r} is written none (no tracker)")
+        said = f"report_to: {value_shown(off[0])} is written none (no tracker)"
+        config._refuse("report_to", said)
     require(not unknown or off, "report_to", "a list of " + ", ".join(TRACKERS))
     if "none" in config.report_to and len(config.report_to) > 1:
         config._refuse("report_to", "report_to: 'none' cannot be combined with other trackers")

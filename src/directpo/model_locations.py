@@ -9,6 +9,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from directpo.errors import ConfigError, collected
+from directpo.option_values import value_shown
 
 if TYPE_CHECKING:
     from directpo.config import DPOConfig
@@ -75,7 +76,8 @@ def _refuse_local_revision(key: str, value: str | None, revision: Any, named: st
     if is_adapter_folder(value):
         return
     raise ConfigError(
-        f"{key} {value} is a local folder, which has no revisions: revision {revision!r} "
+        f"{key} {value} is a local folder, which has no revisions: revision "
+        f"{value_shown(revision)} "
         f"({named}) would be ignored; give the hub id to train that revision, or remove it"
     )
 

@@ -163,9 +163,10 @@ def value_shown(value: Any) -> str:
     return f"a {type(value).__module__}.{type(value).__qualname__} object"
 
 
-def _number_shown(value: Any) -> str:
-    """A number option's value in its refusal: a flag's number (--max_steps 2.5) as typed, not
-    quoted as the text YAML would read as a number ('2.5' named a string nobody wrote)."""
+def typed_shown(value: Any) -> str:
+    """``value`` as value_shown says it, but a number made text (a flag's --max_steps 2.5, or
+    YAML's dtype: 16 read into a word option) as typed: quoted as the text YAML would read as
+    a number ('2.5', '16'), it named a string nobody wrote."""
     if isinstance(value, str):
         with contextlib.suppress(ValueError):
             float(value.strip())
@@ -360,7 +361,7 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
                 number = float(value.strip())
                 if number.is_integer():
                     return int(number)
-        raise ConfigError(f"{key} must be an integer, got {_number_shown(value)}")
+        raise ConfigError(f"{key} must be an integer, got {typed_shown(value)}")
     if hint is float:
         if switch := _switch_word(value):  # (YAML's false, or the flag's --save_steps false)
             raise ConfigError(f"{key} must be a number, got {switch}: not a switch")

@@ -24,7 +24,7 @@ import yaml
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.option_hints import meant_choice, unknown_hint
 from directpo.option_values import coerce as _coerce
-from directpo.option_values import value_shown, word_refusal
+from directpo.option_values import typed_shown, value_shown, word_refusal
 from directpo.shell_expansion import home_expanded, unset_said, unset_variables
 from directpo.yaml_interpolation import escaped
 
@@ -208,7 +208,7 @@ class Options:
             meant = next((choice for choice in choices if choice.endswith(str(value))), None)
         hint = f"; did you mean {meant}?" if meant else ""
         self._refuse(
-            key, f"{key} must be one of {', '.join(choices)} (got {value_shown(value)}){hint}"
+            key, f"{key} must be one of {', '.join(choices)} (got {typed_shown(value)}){hint}"
         )
 
     def _require_sampling(self, samples_key: str, temperature_key: str) -> None:

@@ -140,8 +140,8 @@ def _revision_into_init_kwargs(config: Any) -> None:
     if kwargs.get("revision", revision) != revision:
         return config._refuse(
             "model_revision",
-            f"model_revision {revision!r} contradicts model_init_kwargs' revision "
-            f"{kwargs['revision']!r}: keep one",
+            f"model_revision {value_shown(revision)} contradicts model_init_kwargs' revision "
+            f"{value_shown(kwargs['revision'])}: keep one",
         )
     config.model_init_kwargs = {**kwargs, "revision": revision}
     config.model_revision = "main"  # now in model_init_kwargs (config.yaml says so)
@@ -186,7 +186,8 @@ def _attention_from_init_kwargs(config: Any) -> None:
             continue
         config._refuse(
             name,
-            f"{name}: attn_implementation {attention!r} contradicts attn_implementation: "
+            f"{name}: attn_implementation {value_shown(attention)} contradicts "
+            "attn_implementation: "
             f"{option} (which loads policy and reference alike): keep one",
         )
 
