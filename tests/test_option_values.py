@@ -99,6 +99,8 @@ def test_a_python_callers_object_is_named_by_its_class() -> None:
         ("yes", "'yes'"),
         ("5", "'5'"),
         ("a: b", "'a: b'"),
+        ("a\nb", '"a\\nb"'),  # one line, its break written
+        ("grüße", "grüße"),  # as written, not escaped
         (-1e-05, "-1e-05"),
         (3, "3"),
         ("x" * 100, "x" * 77 + "..."),

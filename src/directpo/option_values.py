@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import math
 import os
 import re
@@ -142,11 +143,16 @@ def as_yaml(value: Any) -> str:
     is bare where YAML reads it back as the same string, quoted where it would not ('yes',
     '5'). The one spelling of values in messages: trl_compat and the refusals here use it."""
     value = list(value) if isinstance(value, tuple) else value
+    dump = functools.partial(
+        yaml.safe_dump, default_flow_style=True, width=1 << 16, sort_keys=False, allow_unicode=True
+    )  # (allow_unicode: a name in ü was said "\xFC")
     try:
-        text = yaml.safe_dump(value, default_flow_style=True, width=1 << 16, sort_keys=False)
+        text = dump(value).removesuffix("\n").removesuffix("\n...").strip()
+        if "\n" in text:  # a string of several lines: one line, its breaks written \n
+            text = dump(value, default_style='"').removesuffix("\n").removesuffix("\n...")
     except yaml.YAMLError:  # (an object no YAML writes: a Python call's own value)
         return repr(value)
-    return text.removesuffix("\n").removesuffix("\n...").strip()
+    return text.strip()
 
 
 def value_shown(value: Any) -> str:
