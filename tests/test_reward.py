@@ -1089,6 +1089,7 @@ def test_from_run_names_a_recipes_option_where_train_calls_it(tiny_model_dirs) -
     model = str(tiny_model_dirs["llama"])
     for wording, give in (
         ({}, "give ref_model_name_or_path= and beta="),
+        ({"flags": True}, "give --ref_model_name_or_path and --beta"),
         ({"recipe": "implicit_reward_model"}, "implicit_reward_model takes a folder directpo"),
     ):
         with pytest.raises(ConfigError) as refused:

@@ -204,7 +204,7 @@ class ImplicitReward:
         train option that named ``run_dir`` (implicit_reward_model), whose user edits YAML and
         has no keyword or flag to give: refusals say what to write where."""
         missing = run_values_missing(
-            run_dir, ref_model_name_or_path, beta, python=True, recipe=recipe
+            run_dir, ref_model_name_or_path, beta, python=not flags, recipe=recipe
         )
         if missing is not None:
             raise ConfigError(missing)
