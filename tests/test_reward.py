@@ -10,13 +10,14 @@ import torch
 from tiny import SENTIMENT_PAIRS, save_tiny_model, tiny_config, write_jsonl
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from directpo.callers import Caller, Entry, Spelling, called_by
 from directpo.cli import main
 from directpo.command_options import RankOptions, ScoreOptions
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DataError
 from directpo.eval_samples import evaluate_generations
 from directpo.reference import FrozenModelReference
-from directpo.reward import ImplicitReward
+from directpo.reward import PYTHON_CALLER, ImplicitReward
 from directpo.reward_files import rank_file, score_file
 from directpo.tokenization import tokenize_preferences
 from directpo.trainer import train
@@ -751,9 +752,10 @@ def test_a_run_trained_from_a_relative_folder_scores_from_any_folder(
     with pytest.raises(ConfigError, match=f"folder: {base} \\(the run's reference, named in"):
         ImplicitReward.from_run(str(runs["full"]))
     # from Python, the keyword to give (it was score's --ref_model_name_or_path); score's flag
-    for flags, give in ((False, "ref_model_name_or_path=..."), (True, "--ref_model_name_or_path")):
-        with pytest.raises(ConfigError) as refused:
-            ImplicitReward.from_run(str(runs["full"]), flags=flags)
+    score = Caller(Spelling.FLAGS, Entry.FOLDER)
+    for who, give in ((None, "ref_model_name_or_path=..."), (score, "--ref_model_name_or_path")):
+        with pytest.raises(ConfigError) as refused, called_by(who or PYTHON_CALLER):
+            ImplicitReward.from_run(str(runs["full"]))
         assert str(refused.value).endswith(f"named in its config.yaml; give {give})")
 
 
@@ -1087,11 +1089,11 @@ def test_a_bf16_model_that_cannot_run_float32_scores_as_it_is(tiny_model_dirs) -
 def test_from_run_names_a_recipes_option_where_train_calls_it(tiny_model_dirs) -> None:
     """Each caller its own wording: Python's keywords, score's flags, train's recipe option."""
     model = str(tiny_model_dirs["llama"])
-    for wording, give in (
-        ({}, "give ref_model_name_or_path= and beta="),
-        ({"flags": True}, "give --ref_model_name_or_path and --beta"),
-        ({"recipe": "implicit_reward_model"}, "implicit_reward_model takes a folder directpo"),
+    for who, give in (
+        (PYTHON_CALLER, "give ref_model_name_or_path= and beta="),
+        (Caller(Spelling.FLAGS, Entry.FOLDER), "give --ref_model_name_or_path and --beta"),
+        (Caller(Spelling.RECIPE, Entry.TRAIN), "implicit_reward_model takes a folder directpo"),
     ):
-        with pytest.raises(ConfigError) as refused:
-            ImplicitReward.from_run(model, **wording)
+        with pytest.raises(ConfigError) as refused, called_by(who):
+            ImplicitReward.from_run(model)
         assert give in str(refused.value)

@@ -6,19 +6,14 @@ think block, tools the template does not write)."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import os
 import re
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
+from directpo.callers import Entry, caller
 from directpo.messages import Messages, is_prefilled
 from directpo.readers import RowError
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def split_rendered(
@@ -85,12 +80,11 @@ def completion_gap(before_content: str, prompt_text: str) -> str:
     return gap[kept:]
 
 
-# How a refusal of a chat template says the fix: by what its caller can do. train has the
-# chat_template option (and tokenizer_name_or_path); score, rank and generate (their commands
-# and score_file / rank_file / generate_file) render with the model folder's own template;
-# ImplicitReward with its tokenizer argument too. Each caller sets its words for the call
-# (``template_fixes``), so the message is right where it is made, in the CLI and in Python
-# alike (score's was train's, reworded by the CLI alone).
+# How a refusal of a chat template says the fix: by what its caller can do (callers.Entry).
+# train has the chat_template option (and tokenizer_name_or_path); score, rank and generate
+# (their commands and score_file / rank_file / generate_file) render with the model folder's
+# own template; ImplicitReward with its tokenizer argument too. The message is right where it
+# is made, in the CLI and in Python alike (score's was train's, reworded by the CLI alone).
 @dataclass(frozen=True)
 class TemplateFix:
     option: str  # ends "give a template that ... {option}"
@@ -98,57 +92,33 @@ class TemplateFix:
     another: str  # after "fix it" (a template that does not compile)
 
 
-TRAIN_FIX = TemplateFix(
-    option="with the chat_template option",
-    none="give one with the chat_template option (its text or a .jinja file), or set "
-    "tokenizer_name_or_path to a tokenizer that has one",
-    another=", or give another with the chat_template option",
-)
-FOLDER_FIX = TemplateFix(
-    option="in the model folder's chat template (its chat_template.jinja: score, rank and "
-    "generate render with the model's own)",
-    none="put one in the model folder (its chat_template.jinja), or use a model whose "
-    "tokenizer has one",
-    another="",
-)
-TOKENIZER_FIX = TemplateFix(
-    option="in the tokenizer's chat template (ImplicitReward's tokenizer argument, or the model "
-    "folder's chat_template.jinja)",
-    none="pass ImplicitReward a tokenizer that has one (its tokenizer argument), or put one in "
-    "the model folder (its chat_template.jinja)",
-    another=", or pass ImplicitReward a tokenizer with another",
-)
-_FIX: ContextVar[TemplateFix | None] = ContextVar("template_fix", default=None)
+FIXES = {
+    Entry.TRAIN: TemplateFix(
+        option="with the chat_template option",
+        none="give one with the chat_template option (its text or a .jinja file), or set "
+        "tokenizer_name_or_path to a tokenizer that has one",
+        another=", or give another with the chat_template option",
+    ),
+    Entry.FOLDER: TemplateFix(
+        option="in the model folder's chat template (its chat_template.jinja: score, rank and "
+        "generate render with the model's own)",
+        none="put one in the model folder (its chat_template.jinja), or use a model whose "
+        "tokenizer has one",
+        another="",
+    ),
+    Entry.IMPLICIT_REWARD: TemplateFix(
+        option="in the tokenizer's chat template (ImplicitReward's tokenizer argument, or the "
+        "model folder's chat_template.jinja)",
+        none="pass ImplicitReward a tokenizer that has one (its tokenizer argument), or put one "
+        "in the model folder (its chat_template.jinja)",
+        another=", or pass ImplicitReward a tokenizer with another",
+    ),
+}
 
 
 def template_fix() -> TemplateFix:
-    """The words of the caller rendering now (train's by default)."""
-    return _FIX.get() or TRAIN_FIX
-
-
-@contextlib.contextmanager
-def template_fixes(fix: TemplateFix) -> Iterator[None]:
-    """Refusals of a chat template said in ``fix``'s words while in it; an outer caller's words
-    are kept (score_file's ImplicitReward says score's)."""
-    token = _FIX.set(_FIX.get() or fix)
-    try:
-        yield
-    finally:
-        _FIX.reset(token)
-
-
-def said_with(fix: TemplateFix) -> Callable[[F], F]:
-    """A function whose chat template refusals are said in ``fix``'s words."""
-
-    def decorate(function: F) -> F:
-        @functools.wraps(function)
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            with template_fixes(fix):
-                return function(*args, **kwargs)
-
-        return wrapped  # type: ignore[return-value]
-
-    return decorate
+    """The words of the caller rendering now."""
+    return FIXES[caller().entry]
 
 
 EMPTY_THINKING = re.compile(r"<think>\s*</think>\s*$")  # Qwen3's enable_thinking: false

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from directpo.after_run import next_steps, resume_command
+from directpo.callers import Caller, Entry, Spelling, as_command, command_caller
 from directpo.cli_flags import (
     BOOLEAN,
     LIST,
@@ -128,13 +129,9 @@ def _train(options: DPOConfig) -> int:
     ``directpo train && directpo score`` or a scheduler's preemption, an unfinished run is not
     taken for a finished one (every rank under torchrun agreed on the signal, so each exits
     with the same code)."""
-    from directpo.trainer import COMMAND_LINE, train  # heavy imports only when used
+    from directpo.trainer import train  # heavy imports only when used
 
-    said_as_flags = COMMAND_LINE.set(True)  # (its refusals name no train() argument)
-    try:
-        result = train(options)
-    finally:
-        COMMAND_LINE.reset(said_as_flags)
+    result = train(options)  # (called by the command line: _main set its caller)
     if result is not None and result.stopped_by is not None:
         return exit_code_of(result.stopped_by)
     if result is not None and _first_rank():  # (a finished run: said on stderr if need be)
@@ -325,7 +322,7 @@ def version_line() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     with sigterm_unwinds():
-        return _main(argv)
+        return as_command(_main, argv)
 
 
 def _command_kinds(typed: Sequence[str]) -> dict[str, str]:
@@ -353,6 +350,8 @@ def _main(argv: Sequence[str] | None) -> int:
                     raise with_others(err, command.options, err.config_file, err.flags) from None
                 if config_file is not None:
                     refuse_data_file(config_file)
+                spelling = Spelling.RECIPE if config_file else Spelling.FLAGS
+                command_caller(Caller(spelling, Entry.TRAIN, config_file))
                 try:
                     options = _loaded(command.options, config_file, overrides, argv[1:], typed)
                 except ConfigError as err:
@@ -389,6 +388,8 @@ def _main(argv: Sequence[str] | None) -> int:
             parser.print_help()
             return 2
         command = COMMANDS[args.command]
+        folder = args.command in ("score", "rank", "generate")  # (demo trains)
+        command_caller(Caller(Spelling.FLAGS, Entry.FOLDER if folder else Entry.TRAIN))
         kinds = option_kinds(command.options)
         overrides = {
             k: flag_value(kinds[k], v) if isinstance(v, list) else v

@@ -304,9 +304,12 @@ class RewardOptions(FileCommandOptions):
         problems = super()._path_problems()
         folder = self.model_name_or_path
         if folder and not any(names_any(line, {"model_name_or_path"}) for line in problems):
+            from directpo.callers import Caller, Entry, Spelling, called_by
             from directpo.run_records import run_values_missing
 
-            missing = run_values_missing(folder, self.ref_model_name_or_path, self.beta)
+            # (score and rank's options: their flags, wherever they are built)
+            with called_by(Caller(Spelling.FLAGS, Entry.FOLDER)):
+                missing = run_values_missing(folder, self.ref_model_name_or_path, self.beta)
             problems += [missing] if missing else []
         return problems
 

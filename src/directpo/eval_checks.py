@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from directpo.callers import Spelling, caller
 from directpo.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -15,10 +16,10 @@ if TYPE_CHECKING:
 
 # the held-out pairs a run with nothing to evaluate is told to set: the command line's option,
 # and a Python caller's train(eval_dataset=...) beside it
-HELD_OUT = {
-    False: "eval_file (held-out pairs)",
-    True: "eval_file or train(eval_dataset=...) (held-out pairs)",
-}
+def held_out_data() -> str:
+    """The held-out data to set, as the caller gives it (train()'s eval_dataset= in Python)."""
+    given = " or train(eval_dataset=...)" if caller().spelling is Spelling.PYTHON else ""
+    return f"eval_file{given} (held-out pairs)"
 
 
 def _evaluates(config: DPOConfig, eval_dataset_given: bool) -> bool:
@@ -30,7 +31,8 @@ def _evaluates(config: DPOConfig, eval_dataset_given: bool) -> bool:
     return bool(held_out or config.dataset_name or mixture_split)
 
 
-def check_evaluation(config: DPOConfig, eval_dataset_given: bool, held_out_said: str) -> None:
+def check_evaluation(config: DPOConfig, eval_dataset_given: bool) -> None:
+    held_out_said = held_out_data()
     held_out = config.eval_file or eval_dataset_given or config.eval_generate
     evaluates = _evaluates(config, eval_dataset_given)
     if config.eval_strategy == "no" and held_out:
@@ -77,7 +79,7 @@ def check_evaluation(config: DPOConfig, eval_dataset_given: bool, held_out_said:
             )
 
 
-def check_eval_generate(config: DPOConfig, eval_dataset_given: bool, python: bool) -> None:
+def check_eval_generate(config: DPOConfig, eval_dataset_given: bool) -> None:
     if not config.eval_generate:
         return
     mixture_split = (config.dataset_mixture or {}).get("test_split_size")
@@ -91,7 +93,7 @@ def check_eval_generate(config: DPOConfig, eval_dataset_given: bool, python: boo
     ):
         raise ConfigError(
             "eval_generate needs held-out prompts: set eval_prompts_file or eval_file"
-            + (" (or train(eval_dataset=...))" if python else "")
+            + (" (or train(eval_dataset=...))" if caller().spelling is Spelling.PYTHON else "")
         )
     if config.eval_prompts_file and not os.path.exists(config.eval_prompts_file):
         raise ConfigError(f"eval_prompts_file: no such file or folder: {config.eval_prompts_file}")

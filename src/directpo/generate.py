@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList
 
 from directpo.adapters import tokenizer_folder
-from directpo.chat_split import FOLDER_FIX, said_with
+from directpo.callers import Caller, Entry, Spelling, entry_point
 from directpo.command_options import GenerateOptions
 from directpo.command_row_parsers import prompt_row as _prompt_row
 from directpo.errors import ConfigError, DataError
@@ -366,7 +366,7 @@ def _until_stop(ids: list[int], stops: list[int]) -> list[int]:
     return ids
 
 
-@said_with(FOLDER_FIX)  # (a chat template's fix: the model folder's template)
+@entry_point(Caller(Spelling.FLAGS, Entry.FOLDER))  # (its options: the command's flags)
 def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print) -> int:
     """Sample completions for every prompt row; rows keep their fields and gain
     ``completions`` (``completions_column``: a list of ``num_return_sequences`` strings; a row

@@ -120,8 +120,7 @@ def _implicit(config: DPOConfig) -> Labeller:
     from directpo.reward import ImplicitReward
 
     scorer = ImplicitReward.from_run(
-        config.implicit_reward_model,
-        recipe="implicit_reward_model",  # (refusals: what a recipe writes, not Python's keyword)
+        config.implicit_reward_model,  # (called by train: its refusals say what a recipe writes)
         trust_remote_code=config.trust_remote_code,
     )
 

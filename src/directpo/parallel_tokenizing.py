@@ -28,6 +28,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from directpo.callers import in_callers_context
 from directpo.errors import ConfigError, DirectpoError, pickled_error
 
 TASKS_PER_CALL = 4  # batches a process is handed at a time (fewer round trips)
@@ -50,7 +51,8 @@ def encoded_batches(
             for start, stop in spans:
                 cuts: Counter[str] = Counter()
                 batch = examples[start:stop]
-                yield batch, thread.submit(encoder.encode_many, batch, cuts).result(), cuts
+                encode = in_callers_context(encoder.encode_many)  # (its messages' words)
+                yield batch, thread.submit(encode, batch, cuts).result(), cuts
         return
     global _JOB
     _JOB = (encoder, examples)
@@ -105,7 +107,8 @@ def _encode_span(span: tuple[int, int]) -> bytes:
     cuts: Counter[str] = Counter()
     try:
         batch = examples[span[0] : span[1]]
-        encoded = _encoding_thread().submit(encoder.encode_many, batch, cuts).result()
+        encode = in_callers_context(encoder.encode_many)  # (the fork kept the caller's)
+        encoded = _encoding_thread().submit(encode, batch, cuts).result()
         return pickle.dumps((encoded, cuts))
     except DirectpoError as error:
         return pickled_error(error)

@@ -12,9 +12,10 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from directpo.callers import Spelling, caller
 from directpo.device_checks import check_device
 from directpo.errors import CheckpointError, ConfigError, collected, refuse_all
-from directpo.eval_checks import HELD_OUT, check_eval_generate, check_evaluation
+from directpo.eval_checks import check_eval_generate, check_evaluation
 from directpo.model_locations import (
     adapter_sync_problem,
     check_model_location,
@@ -38,19 +39,16 @@ def check_run(
     need_train_file: bool = True,
     eval_dataset_given: bool = False,
     given: dict[str, Any] | None = None,
-    python: bool = False,
 ) -> None:
     """``check_environment`` and ``check_device`` together: every problem of both in one pass
     (a run on CPU with use_liger_kernel, flash_attention_2 and a missing train_file took three
-    runs to fix, one refusal each); an output_dir in use too. ``given``: train()'s rows;
-    ``python``: a Python caller's run (check_environment's)."""
+    runs to fix, one refusal each); an output_dir in use too. ``given``: train()'s rows."""
     problems: list[str] = []
     with collected(problems):
         check_environment(
             config,
             need_train_file=need_train_file,
             eval_dataset_given=eval_dataset_given,
-            python=python,
         )
     with collected(problems):
         check_device(config, device_type, processes)
@@ -72,20 +70,18 @@ def check_environment(
     *,
     need_train_file: bool = True,
     eval_dataset_given: bool = False,
-    python: bool = False,
 ) -> None:
     """Checks that touch the file system: run before any model loads. Each check below reads
-    no value another refuses, so all of their problems are reported in one pass. ``python``:
-    the run of a Python caller, told of train()'s train_dataset= / eval_dataset= beside the
-    files (it was told "train_file is required" alone, as the command line is)."""
+    no value another refuses, so all of their problems are reported in one pass. A Python
+    caller is told of train()'s train_dataset= / eval_dataset= beside the files (it was told
+    "train_file is required" alone, as the command line is)."""
     problems: list[str] = []
-    held_out = HELD_OUT[python]
     checks: tuple[Callable[[], None], ...] = (
-        lambda: check_evaluation(config, eval_dataset_given, held_out),
+        lambda: check_evaluation(config, eval_dataset_given),
         lambda: _check_models(config, problems),
-        lambda: _check_data(config, need_train_file, problems, eval_dataset_given, python),
+        lambda: _check_data(config, need_train_file, problems, eval_dataset_given),
         lambda: _check_resume(config),
-        lambda: check_eval_generate(config, eval_dataset_given, python),
+        lambda: check_eval_generate(config, eval_dataset_given),
         lambda: _check_reward_fn(config),
         lambda: _check_trackers(config, problems),
     )
@@ -145,7 +141,6 @@ def _check_data(
     need_train_file: bool,
     problems: list[str],
     eval_dataset_given: bool,
-    python: bool,
 ) -> None:
     """The data's sources: one of them, each file or folder there (every missing one said),
     but for a file that rows given to train() replace (never read: a rerun config.yaml's
@@ -165,7 +160,7 @@ def _check_data(
         problems.append(
             "train_file is required"
             + (" (or prompt_file)" if config.online else "")
-            + (given if python else "")
+            + (given if caller().spelling is Spelling.PYTHON else "")
         )
     unmatched: set[str] = set()  # a pattern that matched nothing is not a missing file too
     for key in ("train_file", "eval_file"):

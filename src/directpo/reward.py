@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from directpo.adapters import adapter_base, rewrites_base, tokenizer_folder
-from directpo.chat_split import TOKENIZER_FIX, said_with
+from directpo.callers import Caller, Entry, Spelling, caller, entry_point, spell_option
 from directpo.checkpoint import REFERENCE_FILE
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DataError
@@ -59,6 +59,8 @@ ModelLike = torch.nn.Module | str
 
 # the tokens a scored sequence keeps when no run's config.yaml says (training's default)
 SCORE_MAX_LENGTH = 1024
+# ImplicitReward's methods called from Python (not by score, rank or train: theirs are kept)
+PYTHON_CALLER = Caller(Spelling.PYTHON, Entry.IMPLICIT_REWARD)
 
 
 class ImplicitReward:
@@ -185,6 +187,7 @@ class ImplicitReward:
 
     @classmethod
     @offline_flags_kept()
+    @entry_point(PYTHON_CALLER)
     def from_run(
         cls,
         run_dir: str,
@@ -192,20 +195,15 @@ class ImplicitReward:
         beta: float | None = None,
         *,
         echo: Callable[[str], None] | None = None,
-        flags: bool = False,
-        recipe: str | None = None,
         **kwargs: Any,
     ) -> ImplicitReward:
         """A trained run's folder (or one of its checkpoints): β and the reference default to
         those in the run's config.yaml, and models load where training found them (its
         model_init_kwargs' revision, subfolder, ...: a LoRA run's base, the reference).
-        ``echo`` receives notes (default: ``warnings.warn``); ``flags``: refusals name score /
-        rank's flags (--ref_model_name_or_path), not this method's keywords; ``recipe``: the
-        train option that named ``run_dir`` (implicit_reward_model), whose user edits YAML and
-        has no keyword or flag to give: refusals say what to write where."""
-        missing = run_values_missing(
-            run_dir, ref_model_name_or_path, beta, python=not flags, recipe=recipe
-        )
+        ``echo`` receives notes (default: ``warnings.warn``). Refusals name this method's
+        keywords; called by score or rank, their flags (--ref_model_name_or_path); by train
+        (its implicit_reward_model), what to write where (callers.caller())."""
+        missing = run_values_missing(run_dir, ref_model_name_or_path, beta)
         if missing is not None:
             raise ConfigError(missing)
         try:
@@ -253,11 +251,11 @@ class ImplicitReward:
             # online labeller the Python keyword: its recipe has neither, the run's config.yaml
             # is where its reference is written; train's own ref_model_name_or_path is the
             # policy's reference, not this run's)
-            give = "--ref_model_name_or_path" if flags else "ref_model_name_or_path=..."
-            if recipe:
+            give = spell_option("ref_model_name_or_path", ...)
+            if caller().entry is Entry.TRAIN:  # (its online labeller: implicit_reward_model)
                 give = (
                     f"ref_model_name_or_path: <its folder> in {Path(run_dir) / 'config.yaml'}, "
-                    f"or put it back; {recipe}'s run is scored against it"
+                    "or put it back; implicit_reward_model's run is scored against it"
                 )
             raise ConfigError(
                 f"{err} (the run's reference, named in its config.yaml; give {give})"
@@ -273,7 +271,7 @@ class ImplicitReward:
             reference = checkpoint_reference(Path(run_dir), start, kwargs)
         return cls(run_dir, reference, beta if beta is not None else config.beta, **kwargs)
 
-    @said_with(TOKENIZER_FIX)  # (a chat template's fix: its tokenizer argument)
+    @entry_point(PYTHON_CALLER)  # (a chat template's fix: its tokenizer argument)
     def score(
         self,
         prompts: Sequence[Text] | Text,
@@ -327,7 +325,7 @@ class ImplicitReward:
             warnings.warn(truncation_note(self, truncated), stacklevel=2)
         return self.score_ids(rows).tolist()
 
-    @said_with(TOKENIZER_FIX)
+    @entry_point(PYTHON_CALLER)
     def score_pairs(self, examples: Sequence[PreferenceExample]) -> list[tuple[float, float]]:
         """(chosen reward, rejected reward) of each preference pair, rendered as training
         renders it (its images, tools and chat_template_kwargs)."""

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-from directpo.chat_split import FOLDER_FIX, said_with
+from directpo.callers import Caller, Entry, Spelling, entry_point
 from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
 from directpo.command_row_parsers import PAIR_COLUMNS, RESPONSE_COLUMNS
 from directpo.command_row_parsers import listed as _listed
@@ -55,7 +55,8 @@ Options = TypeVar("Options", bound=RewardOptions)
 CHUNK_SEQUENCES = 256
 
 
-@said_with(FOLDER_FIX)  # (a chat template's fix: the model folder's template)
+# (their options are the commands' flags; a chat template's fix: the model folder's template)
+@entry_point(Caller(Spelling.FLAGS, Entry.FOLDER))
 def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> dict[str, float]:
     """Add ``reward`` to single-response rows, or ``chosen_reward``, ``rejected_reward`` and
     ``margin`` to preference rows; report accuracy and mean margin over the pairs."""
@@ -131,7 +132,7 @@ def _score_items(
         yield label, row, _score_item(options, base_dir, label, row)
 
 
-@said_with(FOLDER_FIX)
+@entry_point(Caller(Spelling.FLAGS, Entry.FOLDER))
 def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     """Add ``ranked``: the candidates sorted by implicit reward, best first, with their rewards."""
     options.check_environment()
@@ -337,7 +338,6 @@ def _scorer(options: RewardOptions, echo: Callable[[str], None]) -> ImplicitRewa
         options.ref_model_name_or_path,
         options.beta,
         echo=echo,
-        flags=True,
         assistant_only_loss=bool(options.assistant_only_loss),  # the run's, unless given
         batch_size=options.batch_size,
         dtype=options.dtype,

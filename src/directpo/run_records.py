@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from directpo.callers import Entry, caller, spell_option
 from directpo.config import DPOConfig, load_config
 from directpo.errors import ConfigError
 from directpo.yaml_interpolation import written_escaped
@@ -18,33 +19,26 @@ FINAL_STAGING = ".final.tmp"
 
 
 def run_values_missing(
-    run_dir: str,
-    ref_model_name_or_path: str | None,
-    beta: float | None,
-    python: bool = False,
-    recipe: str | None = None,
+    run_dir: str, ref_model_name_or_path: str | None, beta: float | None
 ) -> str | None:
     """Why ``from_run`` cannot score with ``run_dir`` (β or the reference not given, and no
     directpo run's config.yaml to take them from), or None; read without loading a model, so
-    that score and rank say it with the input's bad rows, before any model loads. ``python``:
-    named as from_run's keywords (``beta=``), not the commands' flags (``--beta``); ``recipe``:
-    the train option naming ``run_dir`` (implicit_reward_model), told what it takes."""
-    spelled = (
-        ("ref_model_name_or_path=", "beta=") if python else ("--ref_model_name_or_path", "--beta")
-    )
+    that score and rank say it with the input's bad rows, before any model loads. Named as the
+    caller gives them (``--beta``, from_run's ``beta=``); train's implicit_reward_model, which
+    has no keyword or flag for them, told what it takes."""
     # only the values still missing: one given is not asked for again
     flags = [
-        flag
-        for flag, value in zip(spelled, (ref_model_name_or_path, beta), strict=True)
+        spell_option(name)
+        for name, value in (("ref_model_name_or_path", ref_model_name_or_path), ("beta", beta))
         if value is None
     ]
     if not flags:
         return None
     give = "give " + " and ".join(flags)
-    if recipe:  # train's recipe has no keyword or flag for them: the run's config.yaml has
+    if caller().entry is Entry.TRAIN:  # train's recipe has none: the run's config.yaml has
         give = (
-            f"{recipe} takes a folder directpo train wrote (its config.yaml names beta and "
-            "the reference)"
+            "implicit_reward_model takes a folder directpo train wrote (its config.yaml names "
+            "beta and the reference)"
         )
     try:
         config = run_config(run_dir)

@@ -17,7 +17,6 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from tqdm.auto import tqdm
 from directpo.arguments import checked_arguments, config_with, replaced_sources
 from directpo.batch_fit import retry_smaller, split_micro_batches
 from directpo.batching import collate_pairs
-from directpo.chat_split import TRAIN_FIX, said_with
+from directpo.callers import Caller, Entry, Spelling, entry_point
 from directpo.config import DPOConfig
 from directpo.distributed import (
     all_reduce_sum,
@@ -72,12 +71,10 @@ from directpo.signals import KeptLines, StopRequest
 from directpo.step import PairStats, pair_losses
 from directpo.sync import sync_reference
 
-# set by ``directpo train`` (cli._train): its refusals name the command's options alone; a
-# Python caller's name train()'s train_dataset= / eval_dataset= beside the files
-COMMAND_LINE: ContextVar[bool] = ContextVar("command_line", default=False)
 
-
-@said_with(TRAIN_FIX)  # (an ImplicitReward of online DPO's: the chat_template option)
+# a Python caller's refusals name train()'s train_dataset= / eval_dataset= beside the files;
+# ``directpo train`` (its caller set first) the command's options alone
+@entry_point(Caller(Spelling.PYTHON, Entry.TRAIN))
 def train(
     config: DPOConfig | None = None,
     train_dataset: Any = None,
@@ -134,7 +131,6 @@ def train(
             need_train_file=train_dataset is None,
             eval_dataset_given=eval_dataset is not None,
             given=given,
-            python=not COMMAND_LINE.get(),
         )
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
