@@ -25,17 +25,13 @@ from typing import Any, TypeVar
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Spelling(enum.Enum):
-    """How the user wrote the options."""
-
+class Spelling(enum.Enum):  # how the user wrote the options
     RECIPE = "recipe"  # a YAML file's keys (directpo train recipe.yaml)
     FLAGS = "flags"  # a command line's --flags
     PYTHON = "python"  # keyword arguments
 
 
-class Entry(enum.Enum):
-    """What the user called, for what it lets them change."""
-
+class Entry(enum.Enum):  # what the user called, for what it lets them change
     TRAIN = "train"  # train(), directpo train, demo: the chat_template option
     FOLDER = "folder"  # score, rank, generate: the model folder's own chat template
     IMPLICIT_REWARD = "implicit_reward"  # ImplicitReward: its tokenizer argument
@@ -51,7 +47,6 @@ class Caller:
 # outside any entry (a library function called on its own, check_environment say): train's
 # command line, as each such function was worded before it knew its caller
 UNCALLED = Caller(Spelling.FLAGS, Entry.TRAIN)
-
 
 _CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller", default=None)
 
@@ -99,8 +94,7 @@ def command_caller(who: Caller) -> None:
 
 
 def in_callers_context(function: Callable[..., Any]) -> Callable[..., Any]:
-    """``function`` to run in another thread as its caller (a new thread starts with no
-    caller: its messages were Python train()'s whoever called)."""
+    """``function`` to run in another thread as its caller (a new thread starts with none)."""
     return functools.partial(contextvars.copy_context().run, function)
 
 

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from directpo.batching import collate_sequences
+from directpo.callers import Caller, Entry, Spelling, called_by
 from directpo.config import DPOConfig
 from directpo.distributed import World, all_gather_objects, unsharded_root
 from directpo.errors import DirectpoError, ModelLoadError, first_line
@@ -119,10 +120,11 @@ def load_labeller(config: DPOConfig, device: torch.device) -> Labeller:
 def _implicit(config: DPOConfig) -> Labeller:
     from directpo.reward import ImplicitReward
 
-    scorer = ImplicitReward.from_run(
-        config.implicit_reward_model,  # (called by train: its refusals say what a recipe writes)
-        trust_remote_code=config.trust_remote_code,
-    )
+    # train's option: its refusals say what a recipe writes (train's own caller kept)
+    with called_by(Caller(Spelling.RECIPE, Entry.TRAIN)):
+        scorer = ImplicitReward.from_run(
+            config.implicit_reward_model, trust_remote_code=config.trust_remote_code
+        )
 
     def implicit(
         prompts: list[Text | ImagePrompt], completions: list[str], _: list[dict]
