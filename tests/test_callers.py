@@ -27,7 +27,7 @@ PYTHON_TRAIN = Caller(Spelling.PYTHON, Entry.TRAIN)
 
 
 def test_an_option_is_spelled_as_its_caller_writes_it() -> None:
-    assert caller() == UNCALLED and spell_option("beta", 0.1) == "--beta 0.1"
+    assert caller() == UNCALLED and spell_option("beta", 0.1) == "beta: 0.1"  # (as docs write)
     for who, spelled in (
         (Caller(Spelling.FLAGS, Entry.FOLDER), ("--beta 0.1", "--beta", "--beta")),
         (PYTHON_TRAIN, ("beta=0.1", "beta=", "beta=...")),
@@ -125,6 +125,40 @@ def test_a_plain_folders_missing_values_are_asked_as_each_caller_gives_them(file
     with pytest.raises(ConfigError, match=python):
         ImplicitReward.from_run(model)
     assert caller() == UNCALLED
+
+
+def test_an_unread_system_column_names_the_option_as_the_run_was_given(files) -> None:
+    """train's data line said a recipe's ``system_column: System`` to every caller: a
+    command line's user is told the flag, a recipe's the file, train()'s the keyword."""
+    from directpo.data import load_preferences
+
+    rows = [{"System": "Be kind.", "prompt": "Hi?", "chosen": "Hello!", "rejected": "No."}]
+    data = load_preferences(rows)
+    for who, spelled in (
+        (UNCALLED, "system_column: System"),
+        (Caller(Spelling.FLAGS, Entry.TRAIN), "--system_column System"),
+        (Caller(Spelling.RECIPE, Entry.TRAIN, "r.yaml"), "system_column: System in r.yaml"),
+        (PYTHON_TRAIN, "system_column='System'"),
+    ):
+        with called_by(who):
+            assert data.summary().endswith(f"({spelled} makes it their system turn)")
+
+
+def test_train_says_its_data_line_in_its_callers_words(files, tmp_path, capsys) -> None:
+    """The note as ``directpo train`` prints it, given flags and given a recipe."""
+    rows = [{"System": "Be kind.", **pair} for pair in SENTIMENT_PAIRS[:2]]
+    pairs = str(write_jsonl(tmp_path / "system.jsonl", rows))
+    run = ["--max_steps", "1", "--report_to", "none", "--save_strategy", "no"]
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"model_name_or_path: {files['model']}\ntrain_file: {pairs}\n")
+    for argv, spelled in (
+        (["--model_name_or_path", files["model"], "--train_file", pairs], "--system_column"),
+        ([str(recipe)], "system_column: System in " + str(recipe)),
+    ):
+        out = str(tmp_path / f"out{len(argv)}")
+        assert main(["train", *argv, *run, "--output_dir", out]) == 0
+        said = capsys.readouterr().out
+        assert f"({spelled}" in said and "makes it their system turn" in said, said
 
 
 class _CallerProbe:

@@ -45,8 +45,8 @@ class Caller:
 
 
 # outside any entry (a library function called on its own, check_environment say): train's
-# command line, as each such function was worded before it knew its caller
-UNCALLED = Caller(Spelling.FLAGS, Entry.TRAIN)
+# options as the docs write them, as each such function was worded before it knew its caller
+UNCALLED = Caller(Spelling.RECIPE, Entry.TRAIN)
 
 _CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller", default=None)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from directpo.callers import spell_option
 from directpo.messages import Text
 from directpo.template_args import joined_args
 from directpo.vision import image_key
@@ -105,7 +106,8 @@ class PreferenceData:
             text += (
                 f"; column '{name}' is not read: {counted(rows, 'prompt')} "
                 f"{'goes' if rows == 1 else 'go'} without the "
-                f"system prompt it holds (system_column: {name} makes it their system turn)"
+                f"system prompt it holds ({spell_option('system_column', name)} makes it their "
+                "system turn)"
             )
         return text
 
