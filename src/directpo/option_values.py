@@ -52,8 +52,10 @@ WEIGHTS_OPTION = {"loss_type": ("loss_weights", "losses")}
 
 
 # name:value, a word and a colon without a space: not a URL's scheme (s3://...) nor a
-# drive letter (C:/data), which are one path YAML read as a set of one
-JOINED = re.compile(r"[A-Za-z_][\w-]*:(?![/\\])\S")
+# drive letter (C:/data), which are one path YAML read as a set of one; a name before an
+# absolute path ({chat:/data/a.jsonl}, a cluster's usual file) is the slip too: it was
+# refused as a set name 'chat:/data/a.jsonl', the space it lacked said nowhere
+JOINED = re.compile(r"(?![A-Za-z]:[/\\])[A-Za-z_][\w-]*:(?!//)\S")
 
 
 def _joined(name: Any, item: Any) -> bool:
