@@ -100,6 +100,9 @@ def test_a_python_callers_object_is_named_by_its_class() -> None:
         ("5", "'5'"),
         ("a: b", "'a: b'"),
         ("a\nb", '"a\\nb"'),  # one line, its break written
+        # ... the values beside it as written (were quoted and tagged: !!int "1", !!bool "true")
+        ({"a": "x\ny", "b": 1, "c": True}, '{a: "x\\ny", b: 1, c: true}'),
+        (["x\ny", 2, None, "yes"], "[\"x\\ny\", 2, null, 'yes']"),
         ("grüße", "grüße"),  # as written, not escaped
         (-1e-05, "-1e-05"),
         (3, "3"),

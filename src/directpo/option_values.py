@@ -146,15 +146,35 @@ def as_yaml(value: Any) -> str:
     '5'). The one spelling of values in messages: trl_compat and the refusals here use it."""
     value = list(value) if isinstance(value, tuple) else value
     dump = functools.partial(
-        yaml.safe_dump, default_flow_style=True, width=1 << 16, sort_keys=False, allow_unicode=True
+        yaml.dump,
+        Dumper=_OneLineDumper,
+        default_flow_style=True,
+        width=1 << 16,
+        sort_keys=False,
+        allow_unicode=True,
     )  # (allow_unicode: a name in ü was said "\xFC")
     try:
         text = dump(value).removesuffix("\n").removesuffix("\n...").strip()
-        if "\n" in text:  # a string of several lines: one line, its breaks written \n
+        if "\n" in text:  # (a break YAML writes bare all the same: every scalar quoted)
             text = dump(value, default_style='"').removesuffix("\n").removesuffix("\n...")
     except yaml.YAMLError:  # (an object no YAML writes: a Python call's own value)
         return repr(value)
     return text.strip()
+
+
+class _OneLineDumper(yaml.SafeDumper):
+    """A string of several lines in double quotes, its breaks written \\n (YAML's plain or
+    single-quoted style breaks the line): the string alone, so that the numbers, switches and
+    nulls beside it in a list or mapping stay as written (quoting every scalar said
+    {"a": "x\\ny", "b": !!int "1"}, tags nobody wrote)."""
+
+
+def _one_line_string(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    style = '"' if any(brk in text for brk in "\n\r\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_OneLineDumper.add_representer(str, _one_line_string)
 
 
 def value_shown(value: Any) -> str:
