@@ -147,6 +147,9 @@ def test_a_yaml_key_and_a_python_keyword_are_told_the_same(tmp_path) -> None:
         (["score", "--dtype", "bf16"], "float32, bfloat16 (got bf16); did you mean bfloat16?"),
         (["train", "--dtype", "torch.bfloat16"], "(got torch.bfloat16); did you mean bfloat16?"),
         (["train", "--save_dtype", "fp32"], "(got fp32); did you mean float32?"),
+        # float16's short name led as float16 is (was told the list alone)
+        (["train", "--dtype", "fp16"], "(got fp16); did you mean bfloat16?"),
+        (["train", "--dtype", "float16"], "(got float16); did you mean bfloat16?"),
         (["train", "--f_divergence_type", "reverse-kl"], "; did you mean reverse_kl?"),
     ],
 )  # fmt: skip

@@ -242,8 +242,9 @@ def meant_choice(value: object, choices: Collection[str]) -> str | None:
     if not isinstance(value, str):
         return None
     key = value.strip().lower().removeprefix("torch.")
-    if key in choices or DTYPE_SHORT.get(key) in choices:
-        return key if key in choices else DTYPE_SHORT[key]
+    key = DTYPE_SHORT.get(key, key)  # (fp16 is float16: led as float16 is, not left unled)
+    if key in choices:
+        return key
     # (a close cutoff: float64 is neither float32 nor bfloat16, a precision of its own)
     close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.85)
     return close[0] if close else None
