@@ -209,7 +209,8 @@ def test_a_mixtures_bad_sources_rows_and_combinations_are_one_line(
         ({"id": str(tmp_path / "none.jsonl")}, f"{tmp_path}/none.jsonl: no such file or folder"),
         ({"id": "data/none.jsonl"}, "dataset_mixture: data/none.jsonl: no such file or folder"),
         ({"id": str(b), "columns": ["prompt", "answer"]}, "column 'answer' not found"),
-        ({"id": str(a), "split": "test"}, "a file holds one split (train)"),
+        ({"id": str(a), "split": "test"}, "a file holds one split (train) and no "
+         "configurations; remove split: test, or list"),  # (was split 'test', Python's)
     ):  # fmt: skip
         with pytest.raises(DataError, match=re.escape(message)):
             load_mixture(mixture(entry), columns)

@@ -37,6 +37,9 @@ from directpo.option_values import as_yaml, value_shown
         ("dataset_mixture: {datasets: yes}", "got true"),
         ("dataset_mixture: {datasets: [{id: t.jsonl}], shuffle: [x]}", "false, got [x]"),
         ("dataset_mixture: {datasets: [{id: t.jsonl, columns: [a, 1]}]}", "got [a, 1]"),
+        # the column and generation checks (were got 'chosen', generation_kwargs: 'top_kk')
+        ("system_column: chosen", "column of its own (got chosen, which is chosen_column too)"),
+        ("generation_kwargs: {top_kk: 5}", "generation_kwargs: top_kk is not an option of"),
     ],
 )
 def test_a_refused_value_is_said_as_the_recipe_writes_it(

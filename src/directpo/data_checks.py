@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from directpo.config import DPOConfig
 from directpo.mixture import FILE_SUFFIXES
+from directpo.option_values import value_shown
 from directpo.options import Options
 
 
@@ -29,7 +30,8 @@ def check_columns(options: Options) -> None:
     if same is not None:
         options._refuse(
             "system_column",
-            f"system_column must name a column of its own (got {system!r}, which is {same} too)",
+            f"system_column must name a column of its own (got {value_shown(system)}, which is "
+            f"{same} too)",
         )
 
 

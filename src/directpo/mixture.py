@@ -457,7 +457,7 @@ def _source_rows(source: Source) -> tuple[list[tuple[str, Any]], list[str] | Non
     if os.path.isfile(path):
         extra = [k for k in ("config", "data_dir", "data_files") if getattr(source, k)]
         if extra or source.split != "train":
-            given = extra[0] if extra else f"split {source.split!r}"
+            given = extra[0] if extra else f"split: {value_shown(source.split)}"
             raise DataError(
                 f"{label}: a file holds one split (train) and no configurations; remove "
                 f"{given}, or list each file as its own source"
