@@ -547,6 +547,24 @@ def test_a_dumped_trl_config_ports_with_its_values(tmp_path) -> None:
             DPOConfig(**options)
 
 
+def test_a_dumped_trl_model_config_ports_with_its_nulls(tmp_path) -> None:
+    """TRL's ModelConfig written out (asdict, as a TrlParser recipe holds it) has
+    attn_implementation: null, transformers' own choice of kernel: refused as 'must be one of
+    auto, ...' where its dtype: null was the default. Both are the defaults (auto, float32)."""
+    trl = pytest.importorskip("trl")
+
+    dumped = dataclasses.asdict(trl.ModelConfig(model_name_or_path="m", use_peft=True))
+    assert dumped["attn_implementation"] is None
+    config = DPOConfig(**dumped)
+    assert (config.attn_implementation, config.lora_r, config.lora_target_modules) == (
+        "auto", 16, None)  # fmt: skip
+    recipe = tmp_path / "model.yaml"
+    recipe.write_text(yaml.safe_dump(dumped) + "torch_dtype: null\n")
+    assert load_config(str(recipe)) == config
+    with pytest.raises(ConfigError, match="attn_implementation must be one of auto"):
+        DPOConfig(attn_implementation="flash")  # (a value still refused)
+
+
 @pytest.fixture
 def configs_built_by_train(monkeypatch) -> list[DPOConfig]:
     """The configs train() builds from its arguments, each call stopped there
