@@ -553,3 +553,21 @@ def test_a_mixture_that_is_no_mapping_is_told_its_shape(tmp_path, value) -> None
         "({datasets: [{id: a hub id or file, weight: 1.0}, ...]}, the alignment-handbook's; one "
         "dataset: dataset_name or train_file)"
     )
+
+
+def test_a_python_mixtures_paths_are_their_files(tmp_path) -> None:
+    """A notebook's ``dataset_mixture={"datasets": [{"id": Path(...)}]}`` (pathlib, as
+    train_file takes it) was refused as 'id (a hub id, a dataset folder or a file) is
+    required', the id given; ``id: 5`` was told so too."""
+    from pathlib import Path
+
+    from directpo.mixture import parse_mixture
+
+    data = write_jsonl(tmp_path / "a.jsonl", SENTIMENT_PAIRS[:4])
+    given = parse_mixture({"datasets": [{"id": Path(data), "data_files": [Path(data)]}]})
+    written = parse_mixture({"datasets": [{"id": str(data), "data_files": [str(data)]}]})
+    assert given == written and given.sources[0].id == str(data)
+    with pytest.raises(ConfigError, match=r"datasets\[0\]: id must be a hub id, a dataset fold"):
+        parse_mixture({"datasets": [{"id": 5}]})
+    with pytest.raises(ConfigError, match=r"datasets\[0\]: id \(a hub id, .*\) is required"):
+        parse_mixture({"datasets": [{"split": "train"}]})
