@@ -118,3 +118,33 @@ def test_value_shown_reads_back_as_the_value(value: object, shown: str) -> None:
     if not shown.endswith("..."):
         read = yaml.safe_load(as_yaml(value))
         assert read == (list(value) if isinstance(value, tuple) else value)
+
+
+def test_a_mappings_python_objects_are_the_values_they_stand_for(tmp_path: Path) -> None:
+    """A notebook's model_init_kwargs={"cache_dir": Path(...)} or lr_scheduler_kwargs={"power":
+    np.float64(2.0)} (a sweep's value) was kept as the object, and the run stopped in YAML's
+    traceback ('cannot represent an object') when its config.yaml was written."""
+    import enum
+
+    import numpy as np
+
+    class Mode(enum.Enum):
+        STEPS = "steps"
+
+    config = DPOConfig(
+        model_name_or_path="m",
+        model_init_kwargs={"cache_dir": tmp_path / "cache", "low_cpu_mem_usage": np.bool_(True)},
+        lr_scheduler_type="polynomial",
+        lr_scheduler_kwargs={"power": np.float64(2.0), "lr_end": np.int64(0)},
+        chat_template_kwargs={"mode": Mode.STEPS},
+    )
+    assert config.model_init_kwargs == {
+        "cache_dir": str(tmp_path / "cache"),
+        "low_cpu_mem_usage": True,
+    }
+    assert type(config.lr_scheduler_kwargs["power"]) is float
+    assert config.lr_scheduler_kwargs == {"power": 2.0, "lr_end": 0}
+    assert config.chat_template_kwargs == {"mode": "steps"}
+    record = tmp_path / "config.yaml"
+    config.save_yaml(record)
+    assert load_config(str(record)) == config

@@ -289,6 +289,24 @@ def _is_torch_dtype(value: Any) -> bool:
     return type(value).__module__ == "torch" and type(value).__name__ == "dtype"
 
 
+def _plain(value: Any) -> Any:
+    """A mapping option's value with a Python caller's objects in it as the values they stand
+    for: a pathlib.Path its text, a numpy scalar its number, an enum its value. Kept, they
+    stopped the run with YAML's traceback when its config.yaml was written
+    (model_init_kwargs={"cache_dir": Path(...)}, lr_scheduler_kwargs={"power": np.float64(2)})."""
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, Mapping):
+        return {_plain(name): _plain(item) for name, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
 def coerce(key: str, value: Any, hint: Any) -> Any:
     """Convert `value` (from YAML, a flag string or Python) to the field's type, or fail."""
     if isinstance(value, enum.Enum):  # a TRL script's IntervalStrategy.STEPS, SchedulerType...:
@@ -344,7 +362,7 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             raise ConfigError(
                 f"{key} must be a mapping, got {value_shown(value)}{_mapping_hint(key)}"
             )
-        return dict(value)
+        return _plain(dict(value))
     if typing.get_origin(hint) is list:
         if isinstance(value, str) and value.strip().startswith(("[", "{")):
             with contextlib.suppress(yaml.YAMLError):
