@@ -148,3 +148,9 @@ def test_a_mappings_python_objects_are_the_values_they_stand_for(tmp_path: Path)
     record = tmp_path / "config.yaml"
     config.save_yaml(record)
     assert load_config(str(record)) == config
+    import torch
+
+    placed = DPOConfig(
+        model_name_or_path="m", model_init_kwargs={"device_map": {"": torch.device("cpu")}}
+    )
+    assert placed.model_init_kwargs == {"device_map": {"": "cpu"}}

@@ -291,8 +291,8 @@ def _is_torch_dtype(value: Any) -> bool:
 
 def _plain(value: Any) -> Any:
     """A mapping option's value with a Python caller's objects in it as the values they stand
-    for: a pathlib.Path its text, a numpy scalar its number, an enum its value. Kept, they
-    stopped the run with YAML's traceback when its config.yaml was written
+    for: a pathlib.Path its text, a numpy scalar its number, an enum its value, a torch.device
+    its name. Kept, they stopped the run with YAML's traceback when its config.yaml was written
     (model_init_kwargs={"cache_dir": Path(...)}, lr_scheduler_kwargs={"power": np.float64(2)})."""
     if isinstance(value, enum.Enum):
         value = value.value
@@ -300,6 +300,8 @@ def _plain(value: Any) -> Any:
         value = value.tolist()
     if isinstance(value, os.PathLike):
         return os.fspath(value)
+    if type(value).__module__ == "torch" and type(value).__name__ == "device":
+        return str(value)  # (device_map={"": torch.device("cuda:1")}: "cuda:1", as written)
     if isinstance(value, Mapping):
         return {_plain(name): _plain(item) for name, item in value.items()}
     if isinstance(value, list | tuple):
