@@ -963,6 +963,14 @@ def test_dataset_streaming_reads_only_the_rows_max_steps_trains_on(
         "dataset_streaming: true with online: online DPO reads its prompts whole: leave "
         "dataset_streaming off (from Python, train(config, train_dataset=" in err
     )
+    # without max_steps too: that line alone (it was said beside 'set max_steps', which would
+    # have kept the stream the other line refuses)
+    for other in ({"online": True, "reward_fn": "len"}, {"dataset_mixture": {"datasets": [
+            {"id": str(pairs)}]}, "train_file": None}):  # fmt: skip
+        with pytest.raises(ConfigError) as refused:
+            DPOConfig(model_name_or_path="m", dataset_streaming=True, **other)
+        said = str(refused.value)
+        assert "dataset_streaming: true with " in said and "set max_steps" not in said, said
 
 
 def test_refused_values_are_said_as_the_file_or_the_flag_writes_them(tmp_path) -> None:
