@@ -976,6 +976,21 @@ def test_trls_own_refusals_are_said_with_the_others(tmp_path: Path) -> None:
         assert line in said
 
 
+def test_a_lora_option_beside_use_peft_false_is_told_use_peft(tmp_path: Path) -> None:
+    """lora_alpha: 64 beside TRL's use_peft: false was told 'lora_r is 0 (no LoRA); set
+    lora_r: 16', and that lora_r refused in turn ('lora_r is set but use_peft is false'): the
+    line names use_peft, whose true is the adapters the lora_* options configure."""
+    recipe = write(tmp_path, "model_name_or_path: m\nuse_peft: false\nlora_alpha: 64\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(recipe)
+    assert str(refused.value) == (
+        "lora_alpha is set but use_peft is false (no LoRA); set use_peft: true for adapters, "
+        "or remove it"
+    )
+    adapters = load_config(None, {"model_name_or_path": "m", "use_peft": "true", "lora_alpha": 64})
+    assert (adapters.lora_r, adapters.lora_alpha) == (16, 64)  # the advice taken runs
+
+
 def test_null_is_unset_for_an_option_refused_when_it_would_do_nothing(tmp_path: Path) -> None:
     """lora_target_modules: null (peft's choice; the default is [all-linear]) beside lora_r 0
     was 'lora_target_modules is set but lora_r is 0': null differs from the default, but to

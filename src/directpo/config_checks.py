@@ -224,7 +224,7 @@ def check_values(config: DPOConfig) -> None:
                 "lora_modules_to_save",
                 "lora_target_parameters",
             ),
-            lora_off_reason(config.model_name_or_path),
+            lora_off_reason(config.model_name_or_path, config.use_peft),
         )
     if config.load_in_4bit and config.load_in_8bit:
         config._refuse("load_in_4bit", "load_in_4bit and load_in_8bit are both set: choose one")
