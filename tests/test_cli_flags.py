@@ -237,6 +237,35 @@ def test_a_replaced_values_note_writes_yaml_values(tmp_path) -> None:
     ]
 
 
+def test_a_flag_giving_the_files_value_spelt_otherwise_is_no_replacement(tmp_path) -> None:
+    """--loss_type sigmoid beside the file's loss_type: [sigmoid] was said to replace
+    'loss_type: sigmoid', and --learning_rate 5e-7 the file's 5.0e-7 (said 5e-07): notes of
+    no change, as if the run took another value than the file's. A value spelt otherwise is
+    the same value; another one is still said."""
+    from directpo.cli_flags import replaced_values
+    from directpo.config import DPOConfig
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "learning_rate: 5.0e-7\nmax_steps: 10\ngradient_checkpointing: true\n"
+        "loss_type: [sigmoid]\nbeta: 0.1\ntorch_dtype: bfloat16\n"
+    )
+    same = {"learning_rate": "5e-7", "max_steps": "10.0", "gradient_checkpointing": "yes",
+            "loss_type": "sigmoid", "beta": "0.10", "dtype": "bf16"}  # fmt: skip
+    tokens = [text for key, value in same.items() for text in (f"--{key}", value)]
+    assert replaced_values(tokens, str(recipe), same, DPOConfig) == [
+        # (bf16 is refused in its own line: said as written)
+        f"--dtype bf16 replaces {recipe}'s torch_dtype: bfloat16"
+    ]
+    other = {"beta": "0.2", "loss_type": "sigmoid,sft", "max_steps": "12"}
+    tokens = [text for key, value in other.items() for text in (f"--{key}", value)]
+    assert replaced_values(tokens, str(recipe), other, DPOConfig) == [
+        f"--beta 0.2 replaces {recipe}'s beta: 0.1",
+        f"--loss_type sigmoid,sft replaces {recipe}'s loss_type: sigmoid",
+        f"--max_steps 12 replaces {recipe}'s max_steps: 10",
+    ]
+
+
 def test_help_gives_defaults_as_yaml_writes_them(capsys) -> None:
     """train --help said '(default: None)' and '(default: False)', Python's spellings, beside
     options whose YAML and flags are null and false."""

@@ -110,6 +110,13 @@ def test_a_flow_mapping_without_the_space_after_its_colons_says_where_it_goes(
          "a.jsonl and eval_file: c.jsonl"),
         ("loss_type", "{sigmoid:1.0,sft:0.5}", "loss_type: {sigmoid: 1.0, sft: 0.5} maps "
          "losses to weights: write loss_type: [sigmoid, sft] and loss_weights: [1.0, 0.5]"),
+        # an absolute path after the colon (was 'set name chat:/data/a.jsonl must be a word',
+        # and train_file's 'must be a file or a list of files', its splits said nowhere)
+        ("eval_file", "{chat:/data/a.jsonl}", "eval_file: {chat:/data/a.jsonl} has no space "
+         "after a colon (YAML reads chat:/data/a.jsonl as one name with no value): write "
+         "{chat: /data/a.jsonl}"),
+        ("train_file", "{train:/d/a.jsonl,test:/d/c.jsonl}", "write train_file: /d/a.jsonl "
+         "and eval_file: /d/c.jsonl"),
     ):  # fmt: skip
         with pytest.raises(ConfigError) as flagged:
             load_config(None, {"model_name_or_path": "m", key: value})
@@ -121,8 +128,8 @@ def test_a_flow_mapping_without_the_space_after_its_colons_says_where_it_goes(
     # colon (one path YAML read as a set of one): said as a set name, no space advised
     with pytest.raises(ConfigError, match="set name a:b must be a word"):
         DPOConfig(model_name_or_path="m", eval_file={"a:b": "x.jsonl"})
-    for path in ("s3://bucket/a.jsonl", "C:/data/a.jsonl"):
-        with pytest.raises(ConfigError, match=f"set name {path} must be a word"):
+    for path in ("s3://bucket/a.jsonl", "C:/data/a.jsonl", "C:\\data\\a.jsonl", "hf://d/x"):
+        with pytest.raises(ConfigError, match=f"set name {re.escape(path)} must be a word"):
             load_config(None, {"model_name_or_path": "m", "eval_file": f"{{{path}}}"})
 
 
@@ -967,6 +974,21 @@ def test_trls_own_refusals_are_said_with_the_others(tmp_path: Path) -> None:
         "  model_init_kwargs: attn_implementation eager contradicts attn_implementation: sdpa",
     ):
         assert line in said
+
+
+def test_a_lora_option_beside_use_peft_false_is_told_use_peft(tmp_path: Path) -> None:
+    """lora_alpha: 64 beside TRL's use_peft: false was told 'lora_r is 0 (no LoRA); set
+    lora_r: 16', and that lora_r refused in turn ('lora_r is set but use_peft is false'): the
+    line names use_peft, whose true is the adapters the lora_* options configure."""
+    recipe = write(tmp_path, "model_name_or_path: m\nuse_peft: false\nlora_alpha: 64\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(recipe)
+    assert str(refused.value) == (
+        "lora_alpha is set but use_peft is false (no LoRA); set use_peft: true for adapters, "
+        "or remove it"
+    )
+    adapters = load_config(None, {"model_name_or_path": "m", "use_peft": "true", "lora_alpha": 64})
+    assert (adapters.lora_r, adapters.lora_alpha) == (16, 64)  # the advice taken runs
 
 
 def test_null_is_unset_for_an_option_refused_when_it_would_do_nothing(tmp_path: Path) -> None:

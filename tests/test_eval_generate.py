@@ -617,7 +617,8 @@ def test_trls_sampling_options_reach_generate_and_change_the_samples(
         ({"temperature": 0.5}, "generation_kwargs: temperature is set by directpo's own "
          "options: use generate_temperature"),
         ({"num_return_sequences": 2}, "use eval_generate_samples / online_samples_per_prompt"),
-        ({"no_repeat_ngram": 2}, "'no_repeat_ngram' is not an option of transformers' "
+        ({"no_repeat_ngram": 2}, "generation_kwargs: no_repeat_ngram is not an option of "
+         "transformers' "
          "GenerationConfig; did you mean no_repeat_ngram_size?"),
         # transformers' refusals at generate time stopped the run at its first evaluation, in
         # a traceback: one line before the run

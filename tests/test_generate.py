@@ -136,8 +136,8 @@ def test_a_runs_prompt_column_system_turn_and_prompt_limit_are_its_config_yamls(
             "--max_new_tokens", "4"]  # fmt: skip
     assert main([*args, "--output", str(tmp_path / "a.jsonl")]) == 0
     assert (
-        "from the run's config.yaml (no option gave them): prompt_column 'question', "
-        "system_column 'system', max_prompt_length 3\n"
+        "from the run's config.yaml (no option gave them): prompt_column: question, "
+        "system_column: system, max_prompt_length: 3\n"
     ) in capsys.readouterr().out
     given = ["--prompt_column", "question", "--system_column", "system", "--max_prompt_length", "3"]
     assert main([*args, *given, "--output", str(tmp_path / "b.jsonl")]) == 0

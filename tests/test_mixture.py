@@ -209,7 +209,8 @@ def test_a_mixtures_bad_sources_rows_and_combinations_are_one_line(
         ({"id": str(tmp_path / "none.jsonl")}, f"{tmp_path}/none.jsonl: no such file or folder"),
         ({"id": "data/none.jsonl"}, "dataset_mixture: data/none.jsonl: no such file or folder"),
         ({"id": str(b), "columns": ["prompt", "answer"]}, "column 'answer' not found"),
-        ({"id": str(a), "split": "test"}, "a file holds one split (train)"),
+        ({"id": str(a), "split": "test"}, "a file holds one split (train) and no "
+         "configurations; remove split: test, or list"),  # (was split 'test', Python's)
     ):  # fmt: skip
         with pytest.raises(DataError, match=re.escape(message)):
             load_mixture(mixture(entry), columns)
@@ -552,3 +553,21 @@ def test_a_mixture_that_is_no_mapping_is_told_its_shape(tmp_path, value) -> None
         "({datasets: [{id: a hub id or file, weight: 1.0}, ...]}, the alignment-handbook's; one "
         "dataset: dataset_name or train_file)"
     )
+
+
+def test_a_python_mixtures_paths_are_their_files(tmp_path) -> None:
+    """A notebook's ``dataset_mixture={"datasets": [{"id": Path(...)}]}`` (pathlib, as
+    train_file takes it) was refused as 'id (a hub id, a dataset folder or a file) is
+    required', the id given; ``id: 5`` was told so too."""
+    from pathlib import Path
+
+    from directpo.mixture import parse_mixture
+
+    data = write_jsonl(tmp_path / "a.jsonl", SENTIMENT_PAIRS[:4])
+    given = parse_mixture({"datasets": [{"id": Path(data), "data_files": [Path(data)]}]})
+    written = parse_mixture({"datasets": [{"id": str(data), "data_files": [str(data)]}]})
+    assert given == written and given.sources[0].id == str(data)
+    with pytest.raises(ConfigError, match=r"datasets\[0\]: id must be a hub id, a dataset fold"):
+        parse_mixture({"datasets": [{"id": 5}]})
+    with pytest.raises(ConfigError, match=r"datasets\[0\]: id \(a hub id, .*\) is required"):
+        parse_mixture({"datasets": [{"split": "train"}]})

@@ -4,6 +4,7 @@ from transformers', TRL's and other tools' scripts (--model, --lr, --dataset, --
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from directpo.cli import main
 from directpo.command_options import ScoreOptions
@@ -146,6 +147,9 @@ def test_a_yaml_key_and_a_python_keyword_are_told_the_same(tmp_path) -> None:
         (["score", "--dtype", "bf16"], "float32, bfloat16 (got bf16); did you mean bfloat16?"),
         (["train", "--dtype", "torch.bfloat16"], "(got torch.bfloat16); did you mean bfloat16?"),
         (["train", "--save_dtype", "fp32"], "(got fp32); did you mean float32?"),
+        # float16's short name led as float16 is (was told the list alone)
+        (["train", "--dtype", "fp16"], "(got fp16); did you mean bfloat16?"),
+        (["train", "--dtype", "float16"], "(got float16); did you mean bfloat16?"),
         (["train", "--f_divergence_type", "reverse-kl"], "; did you mean reverse_kl?"),
     ],
 )  # fmt: skip
@@ -156,6 +160,31 @@ def test_a_choice_spelt_as_other_tools_do_is_told_the_one_meant(capsys, argv, sa
     assert said in capsys.readouterr().err
     assert main(["train", "--dtype", "float64"]) == 2  # another precision: no lead
     assert "did you mean" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "recipe, said",
+    [
+        ("loss_type: Sigmoid", "orpo (got [Sigmoid]); did you mean sigmoid?"),
+        ("loss_type: sigmod", "(got [sigmod]); did you mean sigmoid?"),
+        ("loss_type: [sigmoid, SFT]", "(got [sigmoid, SFT]); did you mean [sigmoid, sft]?"),
+        ("loss_type: [Sigmoid, bogus]", "(got [Sigmoid, bogus]); did you mean sigmoid for Sig"),
+        ("report_to: wand", "mlflow, none (got [wand]); did you mean wandb?"),
+        ("report_to: 'None'", "(got [None]); did you mean none?"),  # (transformers' spelling)
+        ("report_to: [wandb, tensorbord]", "did you mean [wandb, tensorboard]?"),
+    ],
+)  # fmt: skip
+def test_a_list_of_words_is_told_the_words_meant(recipe, said) -> None:
+    """A list option's word spelt as a word option's would be led (loss_type: Sigmoid, TRL's
+    loss names capitalised, report_to: wand) was told its whole list of words alone: eighteen
+    for loss_type, none of them marked as the one meant."""
+    with pytest.raises(ConfigError) as refused:
+        DPOConfig(model_name_or_path="m", **yaml.safe_load(recipe))
+    assert said in str(refused.value)
+    for unmeant in ("loss_type: bogus", "report_to: [wandb, foo]", "loss_type: [aot_pair]"):
+        with pytest.raises(ConfigError) as refused:  # no word is close: no lead
+            DPOConfig(model_name_or_path="m", **yaml.safe_load(unmeant))
+        assert "did you mean" not in str(refused.value)
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,9 @@ from directpo.option_values import as_yaml, value_shown
         ("dataset_mixture: {datasets: yes}", "got true"),
         ("dataset_mixture: {datasets: [{id: t.jsonl}], shuffle: [x]}", "false, got [x]"),
         ("dataset_mixture: {datasets: [{id: t.jsonl, columns: [a, 1]}]}", "got [a, 1]"),
+        # the column and generation checks (were got 'chosen', generation_kwargs: 'top_kk')
+        ("system_column: chosen", "column of its own (got chosen, which is chosen_column too)"),
+        ("generation_kwargs: {top_kk: 5}", "generation_kwargs: top_kk is not an option of"),
     ],
 )
 def test_a_refused_value_is_said_as_the_recipe_writes_it(
@@ -100,6 +103,9 @@ def test_a_python_callers_object_is_named_by_its_class() -> None:
         ("5", "'5'"),
         ("a: b", "'a: b'"),
         ("a\nb", '"a\\nb"'),  # one line, its break written
+        # ... the values beside it as written (were quoted and tagged: !!int "1", !!bool "true")
+        ({"a": "x\ny", "b": 1, "c": True}, '{a: "x\\ny", b: 1, c: true}'),
+        (["x\ny", 2, None, "yes"], "[\"x\\ny\", 2, null, 'yes']"),
         ("grüße", "grüße"),  # as written, not escaped
         (-1e-05, "-1e-05"),
         (3, "3"),
@@ -112,3 +118,39 @@ def test_value_shown_reads_back_as_the_value(value: object, shown: str) -> None:
     if not shown.endswith("..."):
         read = yaml.safe_load(as_yaml(value))
         assert read == (list(value) if isinstance(value, tuple) else value)
+
+
+def test_a_mappings_python_objects_are_the_values_they_stand_for(tmp_path: Path) -> None:
+    """A notebook's model_init_kwargs={"cache_dir": Path(...)} or lr_scheduler_kwargs={"power":
+    np.float64(2.0)} (a sweep's value) was kept as the object, and the run stopped in YAML's
+    traceback ('cannot represent an object') when its config.yaml was written."""
+    import enum
+
+    import numpy as np
+
+    class Mode(enum.Enum):
+        STEPS = "steps"
+
+    config = DPOConfig(
+        model_name_or_path="m",
+        model_init_kwargs={"cache_dir": tmp_path / "cache", "low_cpu_mem_usage": np.bool_(True)},
+        lr_scheduler_type="polynomial",
+        lr_scheduler_kwargs={"power": np.float64(2.0), "lr_end": np.int64(0)},
+        chat_template_kwargs={"mode": Mode.STEPS},
+    )
+    assert config.model_init_kwargs == {
+        "cache_dir": str(tmp_path / "cache"),
+        "low_cpu_mem_usage": True,
+    }
+    assert type(config.lr_scheduler_kwargs["power"]) is float
+    assert config.lr_scheduler_kwargs == {"power": 2.0, "lr_end": 0}
+    assert config.chat_template_kwargs == {"mode": "steps"}
+    record = tmp_path / "config.yaml"
+    config.save_yaml(record)
+    assert load_config(str(record)) == config
+    import torch
+
+    placed = DPOConfig(
+        model_name_or_path="m", model_init_kwargs={"device_map": {"": torch.device("cpu")}}
+    )
+    assert placed.model_init_kwargs == {"device_map": {"": "cpu"}}

@@ -273,9 +273,9 @@ def test_a_runs_column_the_input_lacks_gives_way_to_the_inputs_default_named_one
     score_file(ScoreOptions(model_name_or_path=str(run), input=str(data),
                             output=str(tmp_path / "run.jsonl")), said.append)  # fmt: skip
     assert said[0] == (
-        "the input's own columns (no option gave them): prompt_column 'prompt' (the input has "
-        "no 'question', the run's), chosen_column 'chosen' (the input has no 'good', the "
-        "run's), rejected_column 'rejected' (the input has no 'bad', the run's)"
+        "the input's own columns (no option gave them): prompt_column: prompt (the input has "
+        "no 'question', the run's), chosen_column: chosen (the input has no 'good', the "
+        "run's), rejected_column: rejected (the input has no 'bad', the run's)"
     )
     score_file(options(ScoreOptions, models, data, tmp_path / "plain.jsonl"), quiet)
     assert read(tmp_path / "run.jsonl") == read(tmp_path / "plain.jsonl")
@@ -311,8 +311,8 @@ def test_a_runs_columns_and_system_turn_are_taken_from_its_config_yaml(models, t
     score_file(ScoreOptions(model_name_or_path=str(run), input=str(data),
                             output=str(tmp_path / "run.jsonl")), said.append)  # fmt: skip
     assert said[0] == (
-        "from the run's config.yaml (no option gave them): system_column 'system', "
-        "chosen_column 'good', rejected_column 'bad'"
+        "from the run's config.yaml (no option gave them): system_column: system, "
+        "chosen_column: good, rejected_column: bad"
     )
     given = dict(system_column="system", chosen_column="good", rejected_column="bad")
     score_file(options(ScoreOptions, models, data, tmp_path / "given.jsonl", **given), quiet)
@@ -325,7 +325,7 @@ def test_a_runs_columns_and_system_turn_are_taken_from_its_config_yaml(models, t
     said.clear()
     rank_file(RankOptions(model_name_or_path=str(run), input=str(data),
                           output=str(tmp_path / "ranked.jsonl")), said.append)  # fmt: skip
-    assert said[0] == "from the run's config.yaml (no option gave them): system_column 'system'"
+    assert said[0] == "from the run's config.yaml (no option gave them): system_column: system"
     rank_file(options(RankOptions, models, data, tmp_path / "r2.jsonl", system_column="system"),
               quiet)  # fmt: skip
     assert read(tmp_path / "ranked.jsonl") == read(tmp_path / "r2.jsonl")
@@ -345,7 +345,7 @@ def test_a_runs_columns_and_system_turn_are_taken_from_its_config_yaml(models, t
     rank_file(RankOptions(model_name_or_path=str(run), input=str(bare),
                           output=str(tmp_path / "r4.jsonl")), said.append)  # fmt: skip
     assert said[1] == (
-        "the input's own columns (no option gave them): system_column 'system' of the run, "
+        "the input's own columns (no option gave them): system_column: system of the run, "
         "which the input lacks: its prompts go without a system turn"
     )
     # ... but one of another name or case (System, system_prompt) is the input's system turn:
@@ -358,7 +358,7 @@ def test_a_runs_columns_and_system_turn_are_taken_from_its_config_yaml(models, t
     rank_file(RankOptions(model_name_or_path=str(run), input=str(cased),
                           output=str(tmp_path / "r5.jsonl")), said.append)  # fmt: skip
     assert said[:1] == [
-        "the input's own columns (no option gave them): system_column 'System' (the input has "
+        "the input's own columns (no option gave them): system_column: System (the input has "
         "no 'system', the run's)"
     ]
     assert read(tmp_path / "r5.jsonl")[0]["ranked"] == read(tmp_path / "r2.jsonl")[0]["ranked"]

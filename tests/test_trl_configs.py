@@ -547,6 +547,24 @@ def test_a_dumped_trl_config_ports_with_its_values(tmp_path) -> None:
             DPOConfig(**options)
 
 
+def test_a_dumped_trl_model_config_ports_with_its_nulls(tmp_path) -> None:
+    """TRL's ModelConfig written out (asdict, as a TrlParser recipe holds it) has
+    attn_implementation: null, transformers' own choice of kernel: refused as 'must be one of
+    auto, ...' where its dtype: null was the default. Both are the defaults (auto, float32)."""
+    trl = pytest.importorskip("trl")
+
+    dumped = dataclasses.asdict(trl.ModelConfig(model_name_or_path="m", use_peft=True))
+    assert dumped["attn_implementation"] is None
+    config = DPOConfig(**dumped)
+    assert (config.attn_implementation, config.lora_r, config.lora_target_modules) == (
+        "auto", 16, None)  # fmt: skip
+    recipe = tmp_path / "model.yaml"
+    recipe.write_text(yaml.safe_dump(dumped) + "torch_dtype: null\n")
+    assert load_config(str(recipe)) == config
+    with pytest.raises(ConfigError, match="attn_implementation must be one of auto"):
+        DPOConfig(attn_implementation="flash")  # (a value still refused)
+
+
 @pytest.fixture
 def configs_built_by_train(monkeypatch) -> list[DPOConfig]:
     """The configs train() builds from its arguments, each call stopped there
@@ -945,6 +963,14 @@ def test_dataset_streaming_reads_only_the_rows_max_steps_trains_on(
         "dataset_streaming: true with online: online DPO reads its prompts whole: leave "
         "dataset_streaming off (from Python, train(config, train_dataset=" in err
     )
+    # without max_steps too: that line alone (it was said beside 'set max_steps', which would
+    # have kept the stream the other line refuses)
+    for other in ({"online": True, "reward_fn": "len"}, {"dataset_mixture": {"datasets": [
+            {"id": str(pairs)}]}, "train_file": None}):  # fmt: skip
+        with pytest.raises(ConfigError) as refused:
+            DPOConfig(model_name_or_path="m", dataset_streaming=True, **other)
+        said = str(refused.value)
+        assert "dataset_streaming: true with " in said and "set max_steps" not in said, said
 
 
 def test_refused_values_are_said_as_the_file_or_the_flag_writes_them(tmp_path) -> None:

@@ -379,5 +379,6 @@ def test_score_s_assistant_only_loss_option_over_the_run_s(tokenizer, tmp_path) 
     )
     said: list[str] = []
     assert scored(said) == pytest.approx(expected[True])
-    assert "from the run's config.yaml (no option gave them): assistant_only_loss True" in said
+    # (as the run's config.yaml writes it: was Python's 'assistant_only_loss True')
+    assert "from the run's config.yaml (no option gave them): assistant_only_loss: true" in said
     assert scored([], assistant_only_loss=False) == pytest.approx(expected[False])

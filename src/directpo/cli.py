@@ -451,7 +451,7 @@ def _loaded(
     0.5`` trained with 0.5, and a flag meant for another run overrode the recipe unseen)."""
     built = load_options(options, config_file, overrides)
     if _first_rank():
-        for note in replaced_values(tokens, config_file, overrides):
+        for note in replaced_values(tokens, config_file, overrides, options):
             print(f"directpo: note: {as_typed(note, typed)}", file=sys.stderr)
     return built
 

@@ -28,7 +28,7 @@ from directpo.errors import ConfigError, ConfigErrors
 from directpo.foreign_names import RENAMED, SAME_VALUE_AS, SEVERAL_VALUES
 from directpo.option_hints import unknown_hint
 from directpo.option_loading import read_yaml
-from directpo.option_values import as_yaml
+from directpo.option_values import as_yaml, coerce
 from directpo.options import option_help, type_hints
 from directpo.trl_compat import ALIASES, VERSION_FLAGS, VERSION_HINT
 
@@ -108,10 +108,14 @@ NEGATIVE_VALUE = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
 
 
 def replaced_values(
-    tokens: Sequence[str], config_file: str | None, overrides: dict[str, Any]
+    tokens: Sequence[str],
+    config_file: str | None,
+    overrides: dict[str, Any],
+    options: type | None = None,
 ) -> list[str]:
     """A line for each flag given more than once (``--no_bf16`` sets bf16), and for each flag
-    that replaces another value of the YAML file."""
+    that replaces another value of the YAML file (``options``: the class whose option types
+    tell a value spelt otherwise from another one)."""
     counts: dict[str, int] = {}
     for token in tokens:
         if token.startswith("--") and len(token) > 2:
@@ -136,9 +140,26 @@ def replaced_values(
         f"{as_written(recipe[theirs])}"
         for key, value in overrides.items()
         if (theirs := written.get(option(key, key))) is not None
-        and str(recipe[theirs]).lower() != str(value).lower()
+        and not _same_value(options, option(key, key), recipe[theirs], value)
     ]
     return notes
+
+
+def _same_value(options: type | None, key: str, theirs: Any, ours: Any) -> bool:
+    """The file's value and the flag's are one value, spelt apart (learning_rate: 5.0e-7 and
+    --learning_rate 5e-7, max_steps: 10 and 10.0, true and yes, loss_type: [sigmoid] and
+    --loss_type sigmoid): each was said to replace the other ('--loss_type sigmoid replaces
+    r.yaml's loss_type: sigmoid'), a note of no change. Compared as the option reads them;
+    a value it refuses (said in its own line) or an option it lacks, as written."""
+    if str(theirs).lower() == str(ours).lower():
+        return True
+    hint = type_hints(options).get(key) if options is not None else None
+    if hint is None:
+        return False
+    try:
+        return coerce(key, theirs, hint) == coerce(key, ours, hint)
+    except (ConfigError, TypeError, ValueError):
+        return False
 
 
 def as_written(value: Any) -> str:

@@ -20,6 +20,7 @@ from directpo.folders import nearest_existing
 from directpo.model_locations import check_model_location, is_adapter_folder
 from directpo.option_loading import accepting_spellings
 from directpo.option_paths import missing_path
+from directpo.option_values import value_shown
 from directpo.options import Options, names_any, option
 
 
@@ -112,24 +113,30 @@ class FileCommandOptions(Options):
             if getattr(self, key) is None:
                 value = default if run is None else getattr(run, attribute)
                 if _falls_back(key, value, default, file_columns):
-                    passed_over.append(f"{key} {default!r} (the input has no {value!r}, the run's)")
+                    passed_over.append(
+                        f"{key}: {value_shown(default)} (the input has no {value!r}, the run's)"
+                    )
                     value = default
                 elif default is None and value is not None and _lacks(file_columns, value):
                     if own := _system_column_of(key, file_columns):
                         # (the run's System, the input's system: the system turn it trained with)
-                        passed_over.append(f"{key} {own!r} (the input has no {value!r}, the run's)")
+                        passed_over.append(
+                            f"{key}: {value_shown(own)} (the input has no {value!r}, the run's)"
+                        )
                         value = inputs[key] = own
                     else:  # kept (its prompts are chat turns, as the run's were), but said: the
                         # scores are of prompts without the system turn the run trained with
                         passed_over.append(
-                            f"{key} {value!r} of the run, which the input lacks: its prompts go "
-                            "without a system turn"
+                            f"{key}: {value_shown(value)} of the run, which the input lacks: "
+                            "its prompts go without a system turn"
                         )
                 taken[key] = value
             elif getattr(self, key) == "" and default is None:  # said off: the run's is not taken
                 taken[key] = None
         said = [
-            f"{k} {v!r}" for k, v in taken.items() if v != self.FROM_RUN[k][1] and k not in inputs
+            f"{k}: {value_shown(v)}"
+            for k, v in taken.items()
+            if v != self.FROM_RUN[k][1] and k not in inputs
         ]
         if said:
             echo(f"from the run's config.yaml (no option gave them): {', '.join(said)}")

@@ -954,7 +954,9 @@ class DPOConfig(Options):
     def translate(cls, values: dict[str, Any], names: list[str], where: str) -> dict[str, Any]:
         """TRL's spellings accepted with TRL's meaning (trl_compat.py)."""
         values = dict(values)
-        for key in ("dtype", "torch_dtype"):  # ModelConfig's null: the default
+        # ModelConfig's null: the default (attn_implementation's, transformers' own choice of
+        # kernel, is auto's: a ModelConfig dumped or written out was refused for its null)
+        for key in ("dtype", "torch_dtype", "attn_implementation"):
             if key in values and values[key] is None:
                 del values[key]
         return translate(values, names, where)

@@ -37,6 +37,7 @@ from directpo.hub import HUB_ID
 from directpo.loss_checks import check_loss_modifiers, check_losses, check_reference_sync
 from directpo.mixture import check_mixture
 from directpo.model_locations import lora_off_reason
+from directpo.option_hints import meant_words
 from directpo.option_paths import expand_home
 from directpo.option_values import as_yaml, value_shown
 from directpo.options import reject_if_set
@@ -167,7 +168,12 @@ def check_values(config: DPOConfig) -> None:
     if off:  # (the word other options take for nothing; transformers refuses it here too)
         said = f"report_to: {value_shown(off[0])} is written none (no tracker)"
         config._refuse("report_to", said)
-    require(not unknown or off, "report_to", "a list of " + ", ".join(TRACKERS))
+    if unknown and not off:  # (report_to: wand or WandB: told the words alone)
+        config._refuse(
+            "report_to",
+            f"report_to must be a list of {', '.join(TRACKERS)} (got "
+            f"{value_shown(config.report_to)}){meant_words(config.report_to, TRACKERS)}",
+        )
     if "none" in config.report_to and len(config.report_to) > 1:
         config._refuse("report_to", "report_to: 'none' cannot be combined with other trackers")
     check_generation(config, require)
@@ -218,7 +224,7 @@ def check_values(config: DPOConfig) -> None:
                 "lora_modules_to_save",
                 "lora_target_parameters",
             ),
-            lora_off_reason(config.model_name_or_path),
+            lora_off_reason(config.model_name_or_path, config.use_peft),
         )
     if config.load_in_4bit and config.load_in_8bit:
         config._refuse("load_in_4bit", "load_in_4bit and load_in_8bit are both set: choose one")

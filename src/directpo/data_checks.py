@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from directpo.config import DPOConfig
 from directpo.mixture import FILE_SUFFIXES
+from directpo.option_values import value_shown
 from directpo.options import Options
 
 
@@ -29,7 +30,8 @@ def check_columns(options: Options) -> None:
     if same is not None:
         options._refuse(
             "system_column",
-            f"system_column must name a column of its own (got {system!r}, which is {same} too)",
+            f"system_column must name a column of its own (got {value_shown(system)}, which is "
+            f"{same} too)",
         )
 
 
@@ -38,21 +40,21 @@ def check_streaming(config: DPOConfig) -> None:
     sources it cannot read in part are refused (it asked "read only what is trained on")."""
     if not config.dataset_streaming:
         return
-    if config.max_steps < 1:
+    for key, why in (
+        # (said to a recipe too: a Python call is the one way to a stream of prompts)
+        ("online", "online DPO reads its prompts whole: leave dataset_streaming off (from "
+                   "Python, train(config, train_dataset=load_dataset(..., streaming=True)) "
+                   "reads only the prompts its rounds take)"),
+        ("dataset_mixture", "dataset_mixture shuffles each source whole, as the handbook does"),
+    ):  # fmt: skip
+        if getattr(config, key):
+            return config._refuse("dataset_streaming", f"dataset_streaming: true with {key}: {why}")
+    if config.max_steps < 1:  # (beside online, its 'set max_steps' was the other line's undoing)
         config._refuse(
             "dataset_streaming",
             "dataset_streaming: true reads only the rows max_steps trains on: set max_steps "
             "(TRL needs it with a stream too), or leave dataset_streaming off to read them all",
         )
-    for key, why in (
-        # (said to a recipe too: a Python call is the one way to a stream of prompts)
-        ("online", "online DPO reads its prompts whole: leave dataset_streaming off (from "
-                   "Python, train(config, train_dataset=load_dataset(..., streaming=True)) "
-                   "reads only its rounds')"),
-        ("dataset_mixture", "dataset_mixture shuffles each source whole, as the handbook does"),
-    ):  # fmt: skip
-        if getattr(config, key):
-            config._refuse("dataset_streaming", f"dataset_streaming: true with {key}: {why}")
 
 
 def check_splits_of_files(config: DPOConfig) -> None:

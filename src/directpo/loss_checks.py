@@ -9,6 +9,8 @@ from collections.abc import Callable
 from directpo.config import LOSS_TYPES, DPOConfig
 from directpo.loss_names import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSS_INFO
 from directpo.model_locations import adapter_sync_problem
+from directpo.option_hints import meant_words
+from directpo.option_values import value_shown
 from directpo.options import reject_if_set
 
 # loss names of earlier TRL releases: said with the one that computes the same loss (aot_pair
@@ -27,11 +29,14 @@ def check_losses(config: DPOConfig, require: Callable[[bool, str, str], None]) -
         words["loss_type"] = ("one or more of", LOSS_TYPES)
     unknown = [name for name in config.loss_type if name not in LOSS_INFO]
     former = [FORMER_LOSS_NAMES[name] for name in unknown if name in FORMER_LOSS_NAMES]
-    require(
-        bool(config.loss_type) and not unknown,
-        "loss_type",
-        "one or more of " + ", ".join(LOSS_TYPES) + "".join(f"; {said}" for said in former),
-    )
+    if not config.loss_type or unknown:
+        config._refuse(
+            "loss_type",
+            f"loss_type must be one or more of {', '.join(LOSS_TYPES)}"
+            + "".join(f"; {said}" for said in former)
+            + f" (got {value_shown(config.loss_type)})"
+            + meant_words(config.loss_type, LOSS_TYPES),  # (loss_type: Sigmoid, told the list)
+        )
     require(len(set(config.loss_type)) == len(config.loss_type), "loss_type", "without repeats")
     if config.loss_weights is not None:
         require(

@@ -251,9 +251,16 @@ def _source(entry: Any, where: str) -> Source:
                 raise ConfigError(f"{where}: {trl} and {ours} name the same thing; keep one")
             values[ours] = values.pop(trl)
     _known(values, ENTRY_KEYS, where)
+    for key in ("id", "data_dir", "data_files"):  # a Python caller's pathlib.Path: its text
+        if key in values:
+            values[key] = _path_text(values[key])
     source = values.get("id")
-    if not isinstance(source, str) or not source:
+    if source is None or source == "":
         raise ConfigError(f"{where}: id (a hub id, a dataset folder or a file) is required")
+    if not isinstance(source, str):  # (id: 5, or an object, was told the id 'is required')
+        raise ConfigError(
+            f"{where}: id must be a hub id, a dataset folder or a file, got {value_shown(source)}"
+        )
     for key in ("config", "split", "data_dir"):
         if values.get(key) is not None and not isinstance(values[key], str):
             raise ConfigError(f"{where}: {key} must be a string, got {value_shown(values[key])}")
@@ -293,6 +300,18 @@ def _source(entry: Any, where: str) -> Source:
         tuple(columns) if columns else None, float(weight), values.get("data_dir"), files,
         None if fraction is None else float(fraction),
     )  # fmt: skip
+
+
+def _path_text(value: Any) -> Any:
+    """``value`` with each ``os.PathLike`` in it (a list's, a mapping's) as its text: a Python
+    mixture's {id: Path("a.jsonl")} was refused as if no id were given."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, list | tuple):
+        return [_path_text(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _path_text(item) for key, item in value.items()}
+    return value
 
 
 def _files_value(files: Any) -> bool:
@@ -457,7 +476,7 @@ def _source_rows(source: Source) -> tuple[list[tuple[str, Any]], list[str] | Non
     if os.path.isfile(path):
         extra = [k for k in ("config", "data_dir", "data_files") if getattr(source, k)]
         if extra or source.split != "train":
-            given = extra[0] if extra else f"split {source.split!r}"
+            given = extra[0] if extra else f"split: {value_shown(source.split)}"
             raise DataError(
                 f"{label}: a file holds one split (train) and no configurations; remove "
                 f"{given}, or list each file as its own source"

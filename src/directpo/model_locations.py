@@ -25,14 +25,18 @@ def is_adapter_folder(path: Any) -> bool:
     )
 
 
-def lora_off_reason(model: str | None) -> str:
+def lora_off_reason(model: str | None, use_peft: bool | None = None) -> str:
     """Why a lora_* option does nothing without lora_r: no LoRA, or an adapter folder as the
-    model, continued as saved (its advice, "set lora_r: 16", was refused in turn there)."""
+    model, continued as saved (its advice, "set lora_r: 16", was refused in turn there), or
+    TRL's use_peft: false said (where "set lora_r: 16" was refused in turn, 'lora_r is set but
+    use_peft is false')."""
     if is_adapter_folder(model):
         return (
             f"model_name_or_path {model} is an adapter folder, continued with the settings of "
             "its adapter_config.json; remove the lora_* options"
         )
+    if use_peft is False:
+        return "use_peft is false (no LoRA); set use_peft: true for adapters, or remove it"
     return "lora_r is 0 (no LoRA); set lora_r: 16"
 
 

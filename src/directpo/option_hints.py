@@ -242,8 +242,27 @@ def meant_choice(value: object, choices: Collection[str]) -> str | None:
     if not isinstance(value, str):
         return None
     key = value.strip().lower().removeprefix("torch.")
-    if key in choices or DTYPE_SHORT.get(key) in choices:
-        return key if key in choices else DTYPE_SHORT[key]
+    key = DTYPE_SHORT.get(key, key)  # (fp16 is float16: led as float16 is, not left unled)
+    if key in choices:
+        return key
     # (a close cutoff: float64 is neither float32 nor bfloat16, a precision of its own)
     close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.85)
     return close[0] if close else None
+
+
+def meant_words(given: Collection[object], choices: Collection[str]) -> str:
+    """``; did you mean ...?`` for a list of words some of which are no choice (loss_type:
+    [Sigmoid], report_to: wand), as ``meant_choice`` tells a word option: the list options were
+    told their whole list of words alone (loss_type's eighteen). The list as meant where each
+    unknown word means one choice ([sigmoid, sft] for [sigmoid, SFT]), else the words that do;
+    '' where none does."""
+    words = list(given)
+    meant = {word: meant_choice(word, choices) for word in words if word not in choices}
+    if not meant or not any(meant.values()):
+        return ""
+    if all(meant.values()):
+        fixed = [meant.get(word, word) for word in words]
+        shown = fixed[0] if len(fixed) == 1 else f"[{', '.join(map(str, fixed))}]"
+        return f"; did you mean {shown}?"
+    pairs = [f"{choice} for {word}" for word, choice in meant.items() if choice]
+    return f"; did you mean {', '.join(pairs)}?"

@@ -52,8 +52,10 @@ WEIGHTS_OPTION = {"loss_type": ("loss_weights", "losses")}
 
 
 # name:value, a word and a colon without a space: not a URL's scheme (s3://...) nor a
-# drive letter (C:/data), which are one path YAML read as a set of one
-JOINED = re.compile(r"[A-Za-z_][\w-]*:(?![/\\])\S")
+# drive letter (C:/data), which are one path YAML read as a set of one; a name before an
+# absolute path ({chat:/data/a.jsonl}, a cluster's usual file) is the slip too: it was
+# refused as a set name 'chat:/data/a.jsonl', the space it lacked said nowhere
+JOINED = re.compile(r"(?![A-Za-z]:[/\\])[A-Za-z_][\w-]*:(?!//)\S")
 
 
 def _joined(name: Any, item: Any) -> bool:
@@ -144,15 +146,35 @@ def as_yaml(value: Any) -> str:
     '5'). The one spelling of values in messages: trl_compat and the refusals here use it."""
     value = list(value) if isinstance(value, tuple) else value
     dump = functools.partial(
-        yaml.safe_dump, default_flow_style=True, width=1 << 16, sort_keys=False, allow_unicode=True
+        yaml.dump,
+        Dumper=_OneLineDumper,
+        default_flow_style=True,
+        width=1 << 16,
+        sort_keys=False,
+        allow_unicode=True,
     )  # (allow_unicode: a name in ü was said "\xFC")
     try:
         text = dump(value).removesuffix("\n").removesuffix("\n...").strip()
-        if "\n" in text:  # a string of several lines: one line, its breaks written \n
+        if "\n" in text:  # (a break YAML writes bare all the same: every scalar quoted)
             text = dump(value, default_style='"').removesuffix("\n").removesuffix("\n...")
     except yaml.YAMLError:  # (an object no YAML writes: a Python call's own value)
         return repr(value)
     return text.strip()
+
+
+class _OneLineDumper(yaml.SafeDumper):
+    """A string of several lines in double quotes, its breaks written \\n (YAML's plain or
+    single-quoted style breaks the line): the string alone, so that the numbers, switches and
+    nulls beside it in a list or mapping stay as written (quoting every scalar said
+    {"a": "x\\ny", "b": !!int "1"}, tags nobody wrote)."""
+
+
+def _one_line_string(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    style = '"' if any(brk in text for brk in "\n\r\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_OneLineDumper.add_representer(str, _one_line_string)
 
 
 def value_shown(value: Any) -> str:
@@ -267,6 +289,26 @@ def _is_torch_dtype(value: Any) -> bool:
     return type(value).__module__ == "torch" and type(value).__name__ == "dtype"
 
 
+def _plain(value: Any) -> Any:
+    """A mapping option's value with a Python caller's objects in it as the values they stand
+    for: a pathlib.Path its text, a numpy scalar its number, an enum its value, a torch.device
+    its name. Kept, they stopped the run with YAML's traceback when its config.yaml was written
+    (model_init_kwargs={"cache_dir": Path(...)}, lr_scheduler_kwargs={"power": np.float64(2)})."""
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if type(value).__module__ == "torch" and type(value).__name__ == "device":
+        return str(value)  # (device_map={"": torch.device("cuda:1")}: "cuda:1", as written)
+    if isinstance(value, Mapping):
+        return {_plain(name): _plain(item) for name, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
 def coerce(key: str, value: Any, hint: Any) -> Any:
     """Convert `value` (from YAML, a flag string or Python) to the field's type, or fail."""
     if isinstance(value, enum.Enum):  # a TRL script's IntervalStrategy.STEPS, SchedulerType...:
@@ -322,7 +364,7 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             raise ConfigError(
                 f"{key} must be a mapping, got {value_shown(value)}{_mapping_hint(key)}"
             )
-        return dict(value)
+        return _plain(dict(value))
     if typing.get_origin(hint) is list:
         if isinstance(value, str) and value.strip().startswith(("[", "{")):
             with contextlib.suppress(yaml.YAMLError):

@@ -9,6 +9,7 @@ import math
 from collections.abc import Callable
 
 from directpo.config import DPOConfig
+from directpo.option_values import value_shown
 from directpo.options import reject_if_set
 
 
@@ -105,7 +106,7 @@ def check_generation_kwargs(config: DPOConfig) -> None:
             hint = f"; did you mean {close[0]}?" if close else ""
             return config._refuse(
                 "generation_kwargs",
-                f"generation_kwargs: {key!r} is not an option of transformers' "
+                f"generation_kwargs: {value_shown(key)} is not an option of transformers' "
                 f"GenerationConfig{hint}",
             )
     if not config._valid("generate_min_p", "generate_repetition_penalty"):
