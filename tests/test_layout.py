@@ -314,8 +314,15 @@ def test_training_trajectory_is_the_same_with_optimisations_on_and_off(
     assert any("reference log-probs: computed" in line for line in lines)
     assert on.metrics[0]["tokens/s"] > 0 and "eval/loss" in on.metrics[-1]
     compared = 0
-    for a, b in zip(off.metrics, on.metrics, strict=True):
+    for step, (a, b) in enumerate(zip(off.metrics, on.metrics, strict=True)):
         for key in a.keys() - {"pairs/s", "tokens/s"}:
+            if step == 0 and key == "rewards/accuracies":
+                # policy == reference at step 1: every reward is 0 up to the float32 rounding of
+                # the precomputed pass's other batches (~1e-8), and which of a pair's two is
+                # larger is a coin toss that depends on torch's thread count (gpt2 read 0.25
+                # with 2 threads, 0.0 with 1); the margins themselves are compared
+                assert abs(b["rewards/margins"]) < 1e-6
+                continue
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-4), key
             compared += 1
     assert compared > 30
