@@ -252,6 +252,67 @@ def test_skip_invalid_rows_counts_by_reason(tmp_path: Path) -> None:
     assert "skipped 3 invalid rows" in data.summary()
 
 
+@pytest.mark.parametrize(
+    "chosen_key, rejected_key",
+    [("score_chosen", "score_rejected"), ("chosen_rating", "rejected_rating"),
+     ("chosen-rating", "rejected-rating"), ("chosen_score", "rejected_score")],
+)  # fmt: skip
+def test_pairs_whose_own_ratings_do_not_prefer_chosen_are_refused(
+    tmp_path: Path, chosen_key: str, rejected_key: str
+) -> None:
+    """UltraFeedback-binarized / Argilla rows rate each side: a tie (Argilla's status: tie) and
+    a rejected reply rated higher were trained on as preferences, without a word."""
+    rows = [
+        {"prompt": "p1", "chosen": "a", "rejected": "b", chosen_key: 8.0, rejected_key: 3.0},
+        {"prompt": "p2", "chosen": "a", "rejected": "b", chosen_key: 4.0, rejected_key: 4.0},
+        {"prompt": "p3", "chosen": "a", "rejected": "b", chosen_key: 2.0, rejected_key: 5.0},
+        {"prompt": "p4", "chosen": "a", "rejected": "b", chosen_key: None, rejected_key: 5.0},
+    ]
+    path = tmp_path / "rated.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    with pytest.raises(DataError) as refused:
+        load_preferences(str(path))
+    said = str(refused.value)
+    assert f"row 2: a tie ({chosen_key} 4.0 and {rejected_key} 4.0)" in said
+    assert (
+        f"row 3: {chosen_key} 2.0 and {rejected_key} 5.0: the rejected reply is rated higher"
+        in said
+    )
+    assert "skip_invalid_rows: true skips them" in said
+    data = load_preferences(str(path), skip_invalid_rows=True)
+    # the rated pair and the one without a chosen rating (nothing to compare) are trained
+    assert [example.prompt for example in data.examples] == ["p1", "p4"]
+    assert data.skipped == {"tied ratings": 1, "rejected rated higher": 1}
+
+
+def test_ratings_read_from_a_csv_and_a_dataset_alike(tmp_path: Path) -> None:
+    """A CSV's ratings are text ("4.0"); a Dataset's are numbers: a tie is one in both."""
+    rows = [
+        {"prompt": "p1", "chosen": "a", "rejected": "b", "chosen_rating": 5.0,
+         "rejected_rating": 1.0},
+        {"prompt": "p2", "chosen": "a", "rejected": "b", "chosen_rating": 4.0,
+         "rejected_rating": 4.0},
+    ]  # fmt: skip
+    path = tmp_path / "rated.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    for source in (str(path), datasets.Dataset.from_list(rows)):
+        data = load_preferences(source, skip_invalid_rows=True)
+        assert [example.prompt for example in data.examples] == ["p1"]
+        assert data.skipped == {"tied ratings": 1}
+
+
+def test_ratings_of_other_columns_follow_the_column_options(tmp_path: Path) -> None:
+    """chosen_column: good reads good_rating beside bad_rating; unrelated scores are not read."""
+    rows = [
+        {"prompt": "p1", "good": "a", "bad": "b", "good_rating": 1, "bad_rating": 2,
+         "chosen_score": 1, "rejected_score": 9},
+    ]  # fmt: skip
+    path = write_jsonl(tmp_path / "rated.jsonl", rows)
+    columns = Columns(chosen="good", rejected="bad")
+    with pytest.raises(DataError, match="line 1: good_rating 1 and bad_rating 2: the rejected"):
+        load_preferences(str(path), columns)
+
+
 def test_a_line_that_is_not_utf8_is_its_rows_error_not_the_files(tmp_path: Path) -> None:
     """One byte of Latin-1 in a 50k-line file made the whole file "not UTF-8 text (invalid
     continuation byte at byte 48213)": no line named, the other bad rows unsaid, and
