@@ -336,7 +336,9 @@ class DPOConfig(Options):
         "Training preferences: .jsonl, .json, .csv, .tsv (also .gz/.bz2/.xz compressed), .parquet, "
         ".arrow, or a datasets.save_to_disk folder; or a list of them, mixed into one set "
         "([a.jsonl, b.parquet]); a glob pattern (shards/*.parquet) is the files it matches, "
-        "sorted. Required unless a Dataset is passed from Python. datasets' data_files mapping "
+        "sorted (files named as a test or validation split beside the train split's, "
+        "data/test-*.parquet beside data/train-*.parquet, are refused). Required unless a "
+        "Dataset is passed from Python. datasets' data_files mapping "
         "({train: a.jsonl, test: c.jsonl}) is refused, naming the two options to write "
         "(train_file: a.jsonl, eval_file: c.jsonl): translated, it would replace an eval_file "
         "set beside it.",

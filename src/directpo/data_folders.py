@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from typing import Any
 
 from directpo.data_sources import is_saved_dataset
 from directpo.readers import COMPRESSED, DATA_KINDS
@@ -63,3 +65,76 @@ def first_data_file(folder: str) -> str | None:
             if ext in DATA_KINDS:
                 return os.path.join(root, name)
     return None
+
+
+# the words by which datasets (and the hub's file names: data/test-00000-of-00001.parquet)
+# place a data file in a split, as datasets.data_files' SPLIT_KEYWORDS: a word of a file's or
+# folder's name between separators (train_prefs-00000-of-00001.parquet is the train split's)
+SPLIT_WORDS = {
+    "train": ("train", "training"),
+    "validation": ("validation", "valid", "dev", "val"),
+    "test": ("test", "testing", "eval", "evaluation"),
+}
+_SPLIT_WORD = re.compile(
+    r"(?:^|[-._ 0-9])("
+    + "|".join(w for ws in SPLIT_WORDS.values() for w in ws)
+    + r")(?=[-._ 0-9]|$)"
+)
+HELD_OUT_SPLITS = ("validation", "test")
+
+
+def split_named(path: str, root: str) -> str | None:
+    """The split whose word names ``path`` (its name, or a folder's between ``root`` and it),
+    as datasets reads a folder's splits from its files' names; None where no word does."""
+    relative = os.path.relpath(path, root).replace("\\", "/").lower()
+    for part in reversed(relative.split("/")):  # (the file's own name first)
+        found = _SPLIT_WORD.search(part)
+        if found is not None:
+            return next(s for s, words in SPLIT_WORDS.items() if found[1] in words)
+    return None
+
+
+def mixed_splits(key: str, paths: Any) -> str | None:
+    """Why ``key``'s files (train_file / eval_file, a glob's matches or a list: the shell
+    expands ``data/*.parquet`` into one) mix the train split's files with held-out ones, by
+    their names, or None: ``data/*.parquet`` of a hub snapshot matched its test files too, and
+    the test pairs were trained on (or, as eval_file, training pairs evaluated as held out)."""
+    if isinstance(paths, dict):  # named eval sets, each its own
+        said = (mixed_splits(f"{key} {name}", files) for name, files in paths.items())
+        return next((line for line in said if line), None)
+    if not isinstance(paths, list) or len(paths) < 2:
+        return None
+    files = [str(path) for path in paths if os.path.isfile(str(path))]
+    if len(files) < 2:
+        return None
+    root = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files])
+    by_split: dict[str, list[str]] = {}
+    for path in files:
+        split = split_named(os.path.abspath(path), root)
+        if split is not None:
+            by_split.setdefault(split, []).append(path)
+    held_out = [split for split in HELD_OUT_SPLITS if split in by_split]
+    if "train" not in by_split or not held_out:
+        return None
+    wanted, unwanted = (["train"], held_out) if key == "train_file" else (held_out, ["train"])
+    stray = [path for split in unwanted for path in by_split[split]]
+    kept = [path for split in wanted for path in by_split[split]]
+    what = (
+        "held-out pairs would be trained on"
+        if key == "train_file"
+        else ("training pairs would be evaluated as held out")
+    )
+    splits = " and ".join(unwanted)
+    return (
+        f"{key}: {_some(stray)} {'is' if len(stray) == 1 else 'are'} the {splits} split's by "
+        f"name, beside the "
+        f"{' and '.join(wanted)} split's ({_some(kept)}): {what}; give only the "
+        f"{' and '.join(wanted)} split's files, or the dataset's folder as dataset_name "
+        "(dataset_train_split, dataset_test_split pick its splits)"
+    )
+
+
+def _some(paths: list[str]) -> str:
+    """The first two paths, and how many more."""
+    more = f" and {len(paths) - 2} more" if len(paths) > 2 else ""
+    return ", ".join(paths[:2]) + more
