@@ -7,8 +7,9 @@ import pytest
 
 from directpo import cli
 from directpo.config import DPOConfig
+from directpo.data import load_preferences
 from directpo.data_folders import mixed_splits, split_named
-from directpo.errors import ConfigError
+from directpo.errors import ConfigError, DataError
 from directpo.preflight import check_run
 
 
@@ -102,3 +103,18 @@ def test_files_of_one_split_are_not_refused(tmp_path):
 )  # fmt: skip
 def test_split_named_as_datasets_reads_file_names(tmp_path, name, split):
     assert split_named(str(tmp_path / name), str(tmp_path)) == split
+
+
+def test_a_snapshot_folder_shows_each_splits_files_not_the_test_one_alone(tmp_path):
+    """train_file: a hub snapshot folder was told 'give one of its data files
+    (data/test-00000-of-00001.parquet)', the first in sorted order: the test split's."""
+    _hub_snapshot(tmp_path / "snap", {"train": 2, "test": 1})
+    (tmp_path / "snap" / "README.md").write_text("---\nconfigs: []\n---\n")
+    data = tmp_path / "snap" / "data"
+    with pytest.raises(DataError) as refused:
+        load_preferences(str(tmp_path / "snap"))
+    assert (
+        f"give the data files of one split (train: {data / 'train-00000-of-00002.parquet'}, ...; "
+        f"test: {data / 'test-00000-of-00001.parquet'}); a folder of data files (a hub "
+        "dataset's snapshot) is read whole by train's dataset_name"
+    ) in str(refused.value)

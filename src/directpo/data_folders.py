@@ -26,8 +26,7 @@ def folder_problem(path: str, label: str, whole: str = "") -> str | None:
     reads such a folder whole (train: ``TRAIN_WHOLE``; score, rank and generate have no such
     option: "" says only the part to give)."""
     if not is_saved_dataset(path):
-        found = first_data_file(path)
-        give = f"give one of its data files ({found})" if found else "it holds no data files"
+        give = _files_to_give(path)
         rest = f"; a folder of data files (a hub dataset's snapshot) is read whole by {whole}"
         return f"{label}: a folder, but not a datasets.save_to_disk folder; {give}" + (
             rest if whole else ""
@@ -54,17 +53,40 @@ def _splits(path: str) -> list[str]:
     return [str(split) for split in splits] if isinstance(splits, list) else []
 
 
-def first_data_file(folder: str) -> str | None:
-    """The first file, in sorted order, of a type ``open_rows`` reads (data/train-...parquet)."""
+def _files_to_give(folder: str) -> str:
+    """What of a folder of data files to give: its data file, or each split's first one by
+    name (the first in sorted order was a snapshot's test-00000-of-00001.parquet, shown to
+    train_file as the file to give)."""
+    files = data_files(folder)
+    if not files:
+        return "it holds no data files"
+    by_split: dict[str | None, list[str]] = {}
+    for path in files:
+        by_split.setdefault(split_named(path, folder), []).append(path)
+    if len(by_split) == 1:
+        return f"give one of its data files ({files[0]})"
+    order = [*SPLIT_WORDS, None]
+    splits = sorted(by_split, key=order.index)
+    said = "; ".join(
+        f"{split or 'no split'}: {by_split[split][0]}{', ...' if len(by_split[split]) > 1 else ''}"
+        for split in splits
+    )
+    return f"give the data files of one split ({said})"
+
+
+def data_files(folder: str) -> list[str]:
+    """The files under ``folder``, in sorted order, of a type ``open_rows`` reads
+    (data/train-...parquet), not a README.md nor a hidden folder's (.cache, .git)."""
+    found = []
     for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # not .cache, .git
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             stem, ext = os.path.splitext(name.lower())
             if ext in COMPRESSED:
                 ext = os.path.splitext(stem)[1]
             if ext in DATA_KINDS:
-                return os.path.join(root, name)
-    return None
+                found.append(os.path.join(root, name))
+    return found
 
 
 # the words by which datasets (and the hub's file names: data/test-00000-of-00001.parquet)
