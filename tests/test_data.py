@@ -1312,6 +1312,26 @@ def test_a_dataset_folder_of_several_configs_names_them_when_none_is_given(tmp_p
     assert dataset_splits(str(tmp_path), "fr", "x", "train")["train"].num_rows == len(ROWS)
 
 
+def test_a_dataset_folder_whose_files_differ_names_the_file_and_its_columns(tmp_path) -> None:
+    """A shard with a column more than the others (or than the card's dataset_info) was
+    "cannot load (An error occurred while generating the dataset)": nothing of which file or
+    why (datasets' exception names neither)."""
+    from directpo.data_sources import dataset_splits
+
+    (tmp_path / "data").mkdir()
+    rated = [{**row, "score_chosen": 1.0} for row in ROWS]
+    for shard, rows in enumerate((ROWS, rated)):
+        path = tmp_path / "data" / f"train-0000{shard}-of-00002.parquet"
+        datasets.Dataset.from_list(rows).to_parquet(path)
+    with pytest.raises(DataError) as refused:
+        dataset_splits(str(tmp_path), None, "x", "train")
+    assert str(refused.value) == (
+        f"x: cannot load ({tmp_path / 'data' / 'train-00001-of-00002.parquet'}: its columns are "
+        "not those of the other files (or of the card's dataset_info): score_chosen beside "
+        "theirs)"
+    )
+
+
 def test_a_dataset_in_any_format_gives_its_rows() -> None:
     """A Dataset set to numpy / pandas / arrow format (with_format, as a user who inspected it
     leaves it) gave ndarrays ("field 'prompt' must be ..., got ndarray") or one-row tables

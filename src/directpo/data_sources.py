@@ -9,7 +9,11 @@ named in messages.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
+from collections.abc import Iterator
 from typing import Any
 
 from directpo.errors import DataError, first_line
@@ -132,10 +136,11 @@ def dataset_splits(
         else:
             options = {key: value for key, value in options.items() if value is not None}
             offline = cache_only_where_unreachable(name)
-            loaded = datasets.load_dataset(name, dataset_config, **options)
+            with _failed_files() as failed:
+                loaded = datasets.load_dataset(name, dataset_config, **options)
     except Exception as exc:  # datasets raises many types: offline, missing, malformed
         why = f"; {unreachable_reason()}, so only the local cache was read" if offline else ""
-        problem = first_line(exc)
+        problem = _load_problem(exc, failed if not saved else [])
         # "Config name is missing." alone: the configurations are on the lines after it
         configs = [line for line in str(exc).splitlines() if "available configs:" in line]
         if configs:
@@ -143,6 +148,52 @@ def dataset_splits(
             why = f"{why}; set {config_key}"
         raise DataError(f"{label}: cannot load ({problem}){why}") from None
     return loaded
+
+
+# what datasets' file readers log of the file they failed on (its exception names none)
+_FAILED_FILE = re.compile(r"Failed to read file '(.+?)' with error")
+
+
+@contextlib.contextmanager
+def _failed_files() -> Iterator[list[str]]:
+    """The files datasets' builders log as failed while ``load_dataset`` runs."""
+    failed: list[str] = []
+
+    class Found(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if found := _FAILED_FILE.search(record.getMessage()):
+                failed.append(found[1])
+
+    logger, handler = logging.getLogger("datasets"), Found(logging.ERROR)
+    logger.addHandler(handler)
+    try:
+        yield failed
+    finally:
+        logger.removeHandler(handler)
+
+
+def _load_problem(exc: BaseException, failed: list[str]) -> str:
+    """``load_dataset``'s error as one line: "An error occurred while generating the dataset"
+    said nothing of its cause, a file whose columns are not the others' (a shard with one
+    column more, a README's features that the files do not have), which the file names."""
+    cause = exc.__cause__
+    if cause is None or first_line(exc) != "An error occurred while generating the dataset":
+        return first_line(exc)
+    where = f"{failed[0]}: " if failed else ""
+    found = getattr(cause, "table_column_names", None)  # datasets' CastError
+    wanted = getattr(cause, "requested_column_names", None)
+    if not (isinstance(found, list) and isinstance(wanted, list)):
+        return f"{where}{first_line(cause)}"
+    more = [str(name) for name in found if name not in wanted]
+    less = [str(name) for name in wanted if name not in found]
+    said = "; ".join(
+        [f"{', '.join(more)} beside theirs"] * bool(more) + [f"no {', '.join(less)}"] * bool(less)
+    )
+    file = "a file's" if not failed else "its"
+    return (
+        f"{where}{file} columns are not those of the other files (or of the card's "
+        f"dataset_info): {said or 'their types differ'}"
+    )
 
 
 def no_rows(label: str, source: Any) -> DataError:
