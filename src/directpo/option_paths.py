@@ -115,6 +115,12 @@ def missing_path(key: str, path: str) -> str:
         if key.startswith("eval_file"):  # (dataset_name replaces train_file, not beside it)
             local += f", or give dataset_name: {path} for both (dataset_test_split evaluated)"
         return f"{line} (a hub dataset's id? {local})"
+    if key == "input" and any(c in path for c in PATTERN_CHARACTERS):
+        found = sorted(glob.glob(os.path.expanduser(path), recursive=True))
+        if len(found) == 1:  # (nothing to join: the file meant, by its name)
+            return f"{line} (a pattern, matching {found[0]} alone: give that file)"
+        matched = f"matching {len(found)} files" if found else "matching no file"
+        return f"{line} (a pattern {matched}: score, rank and generate read one file; join them)"
     return line
 
 
