@@ -1332,6 +1332,37 @@ def test_a_dataset_folder_whose_files_differ_names_the_file_and_its_columns(tmp_
     )
 
 
+def test_a_hub_cache_folder_reads_its_main_snapshot_by_its_card(tmp_path) -> None:
+    """dataset_name: ~/.cache/huggingface/hub/datasets--org--name read every snapshot's files
+    as one split: each pair twice once downloaded at two revisions, and the card's splits
+    (train_prefs, train_sft) never read, both trained as 'train'."""
+    from directpo.data_sources import dataset_splits
+
+    repo = tmp_path / "datasets--org--prefs"
+    card = "---\nconfigs:\n- config_name: default\n  data_files:\n" + "".join(
+        f"  - split: {split}\n    path: data/{split}-*\n" for split in ("train_prefs", "train_sft")
+    ) + "---\n"  # fmt: skip
+    for commit in ("aaa111", "bbb222"):
+        (repo / "snapshots" / commit / "data").mkdir(parents=True)
+        (repo / "snapshots" / commit / "README.md").write_text(card)
+        for split, n in (("train_prefs", 2), ("train_sft", 3)):
+            rows = [{**ROWS[0], "prompt": f"{commit} {i}"} for i in range(n)]
+            path = repo / "snapshots" / commit / "data" / f"{split}-00000-of-00001.parquet"
+            datasets.Dataset.from_list(rows).to_parquet(path)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("bbb222")
+    splits = dataset_splits(str(repo), None, "x", "train")
+    assert sorted(splits) == ["train_prefs", "train_sft"]
+    assert splits["train_prefs"]["prompt"] == ["bbb222 0", "bbb222 1"]
+    (repo / "refs" / "main").unlink()
+    with pytest.raises(DataError) as refused:
+        dataset_splits(str(repo), None, "x", "train")
+    assert str(refused.value) == (
+        "x: the hub cache's folder holds 2 snapshots (aaa111, bbb222) and no refs/main: give "
+        f"one, e.g. {repo / 'snapshots' / 'bbb222'}"
+    )
+
+
 def test_a_dataset_in_any_format_gives_its_rows() -> None:
     """A Dataset set to numpy / pandas / arrow format (with_format, as a user who inspected it
     leaves it) gave ndarrays ("field 'prompt' must be ..., got ndarray") or one-row tables

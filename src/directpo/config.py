@@ -346,7 +346,8 @@ class DPOConfig(Options):
     dataset_name: str | None = option(
         None,
         "Training data through datasets.load_dataset (TRL's option): a local dataset folder "
-        "(a hub snapshot, or a save_to_disk folder) or a hub id where the hub is reachable, "
+        "(a hub snapshot, or a save_to_disk folder; a hub cache folder, datasets--org--name, "
+        "is read as the snapshot its refs/main names) or a hub id where the hub is reachable, "
         "instead of train_file.",
     )
     dataset_streaming: bool = option(

@@ -109,6 +109,7 @@ def dataset_splits(
     the source in the one-line error, ``config_key`` the option holding ``dataset_config``."""
     import datasets
 
+    name = hub_cache_snapshot(name, label)
     saved = is_saved_dataset(name)  # load_dataset refuses these ("use load_from_disk")
     if saved and dataset_config == "default":
         # the name of a dataset without named configurations (load_dataset takes it for a
@@ -148,6 +149,32 @@ def dataset_splits(
             why = f"{why}; set {config_key}"
         raise DataError(f"{label}: cannot load ({problem}){why}") from None
     return loaded
+
+
+def hub_cache_snapshot(name: str, label: str) -> str:
+    """A dataset's folder in the hub's cache (``~/.cache/huggingface/hub/datasets--org--name``,
+    where ``snapshot_download`` keeps it) as the snapshot its ``refs/main`` names (else its one
+    snapshot): read as a folder, every snapshot's files were one split's (each pair twice once
+    it was downloaded at two revisions) and its card's splits, under snapshots/<commit>/, were
+    never read (UltraFeedback's train_prefs and train_sft both train)."""
+    snapshots = os.path.join(name, "snapshots")
+    if not (os.path.basename(os.path.normpath(name)).startswith("datasets--")
+            and os.path.isdir(snapshots)):  # fmt: skip
+        return name
+    try:
+        with open(os.path.join(name, "refs", "main"), encoding="utf-8") as file:
+            main = file.read().strip()
+    except OSError:  # (downloaded at a revision alone)
+        main = ""
+    held = sorted(entry for entry in os.listdir(snapshots) if not entry.startswith("."))
+    if main in held or len(held) == 1:
+        return os.path.join(snapshots, main if main in held else held[0])
+    if not held:
+        raise DataError(f"{label}: the hub cache's folder holds no snapshot; download it again")
+    raise DataError(
+        f"{label}: the hub cache's folder holds {len(held)} snapshots ({', '.join(held)}) and "
+        f"no refs/main: give one, e.g. {os.path.join(snapshots, held[-1])}"
+    )
 
 
 # what datasets' file readers log of the file they failed on (its exception names none)
