@@ -5,6 +5,7 @@ import functools
 import gzip
 import json
 import lzma
+import re
 from pathlib import Path
 
 import datasets
@@ -56,6 +57,28 @@ def test_every_file_format_reads_the_same_examples(tmp_path: Path) -> None:
         data = load_preferences(source)
         assert data.layout == "explicit"
         assert [(e.prompt, e.chosen, e.rejected) for e in data.examples] == expected, source
+
+
+def test_a_files_compression_is_read_from_its_bytes_not_its_name(tmp_path: Path) -> None:
+    """A gzip file named data.jsonl (a download saved without its .gz) was read as text, every
+    line "not UTF-8 text ... save the file as UTF-8 (Excel: 'CSV UTF-8')"; a .jsonl.gz a
+    browser had already decompressed was "cannot read: Not a gzipped file"; a zstd or zip one
+    was an unsupported type or garbage."""
+    expected = [(r["prompt"], r["chosen"], r["rejected"]) for r in ROWS]
+    text = "".join(json.dumps(row) + "\n" for row in ROWS).encode()
+    (tmp_path / "gzipped.jsonl").write_bytes(gzip.compress(text))
+    (tmp_path / "plain.jsonl.gz").write_bytes(text)
+    (tmp_path / "xz.csv").write_bytes(lzma.compress(b"prompt,chosen,rejected\nQ: 2+2?,4,5\n"))
+    for name in ("gzipped.jsonl", "plain.jsonl.gz"):
+        data = load_preferences(str(tmp_path / name))
+        assert [(e.prompt, e.chosen, e.rejected) for e in data.examples] == expected
+    assert [e.chosen for e in load_preferences(str(tmp_path / "xz.csv")).examples] == ["4"]
+    (tmp_path / "z.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd" + text)
+    (tmp_path / "a.jsonl").write_bytes(b"PK\x03\x04" + text)  # (a zip saved as .jsonl)
+    for name, said in (("z.jsonl.zst", "zstd-compressed: decompress it (zstd -d)"),
+                       ("a.jsonl", "a zip archive: unzip it")):  # fmt: skip
+        with pytest.raises(DataError, match=rf"^{tmp_path / name}: {re.escape(said)}"):
+            load_preferences(str(tmp_path / name))
 
 
 def test_a_datasets_transform_and_format_columns_shape_its_rows() -> None:
