@@ -363,7 +363,7 @@ class DPOConfig(Options):
     dataset_test_split: str = option(
         "test",
         "The split evaluated on (when no eval_file is given; test is optional, a split named "
-        "otherwise must exist).",
+        "otherwise must exist; dataset_train_split's own is refused: its pairs are trained on).",
     )
     dataset_mixture: dict | None = option(
         None,
