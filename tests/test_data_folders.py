@@ -8,7 +8,7 @@ import pytest
 from directpo import cli
 from directpo.config import DPOConfig
 from directpo.data import load_preferences
-from directpo.data_folders import mixed_splits, split_named
+from directpo.data_folders import mixed_splits, repeated_file, split_named
 from directpo.errors import ConfigError, DataError
 from directpo.preflight import check_run
 
@@ -118,3 +118,24 @@ def test_a_snapshot_folder_shows_each_splits_files_not_the_test_one_alone(tmp_pa
         f"test: {data / 'test-00000-of-00001.parquet'}); a folder of data files (a hub "
         "dataset's snapshot) is read whole by train's dataset_name"
     ) in str(refused.value)
+
+
+def test_a_file_listed_twice_is_refused(tmp_path, monkeypatch):
+    """train_file: [data/train-*.parquet, data/train-00000-of-00002.parquet] (or a.jsonl beside
+    ./a.jsonl) read the file twice: each pair trained twice, said as 'repeat an earlier pair'."""
+    monkeypatch.chdir(tmp_path)
+    _hub_snapshot(tmp_path / "snap", {"train": 2})
+    shard = "snap/data/train-00000-of-00002.parquet"
+    config = DPOConfig(model_name_or_path="m", output_dir="o",
+                       train_file=["snap/data/train-*.parquet", shard])  # fmt: skip
+    with pytest.raises(ConfigError) as refused:
+        check_run(config, "cpu")
+    assert (
+        f"train_file: lists {shard} twice (a glob pattern beside the file's own path, or two "
+        "paths of one file), so each of its pairs would be read twice; list it once"
+    ) in str(refused.value)
+    said = repeated_file("eval_file held", [shard, f"./{shard}"])
+    assert said.startswith(f"eval_file held: lists {shard} (as ./{shard} too) twice")
+    other = "snap/data/train-00001-of-00002.parquet"
+    assert repeated_file("train_file", [shard, other]) is None
+    assert repeated_file("eval_file", {"a": [shard], "b": [shard]}) is None  # (sets apart)

@@ -160,3 +160,25 @@ def _some(paths: list[str]) -> str:
     """The first two paths, and how many more."""
     more = f" and {len(paths) - 2} more" if len(paths) > 2 else ""
     return ", ".join(paths[:2]) + more
+
+
+def repeated_file(key: str, paths: Any) -> str | None:
+    """Why ``key``'s files list one file twice (a pattern and a file it matches, or the same
+    file by two paths), or None: its pairs were each trained twice, said only as "5 of them
+    repeat an earlier pair (kept)"."""
+    if isinstance(paths, dict):  # named eval sets, each its own
+        said = (repeated_file(f"{key} {name}", files) for name, files in paths.items())
+        return next((line for line in said if line), None)
+    if not isinstance(paths, list):
+        return None
+    seen: dict[str, str] = {}
+    for path in map(str, paths):
+        same = os.path.realpath(os.path.expanduser(path))
+        if same in seen and os.path.isfile(same):
+            twice = path if seen[same] == path else f"{seen[same]} (as {path} too)"
+            return (
+                f"{key}: lists {twice} twice (a glob pattern beside the file's own path, or "
+                "two paths of one file), so each of its pairs would be read twice; list it once"
+            )
+        seen[same] = path
+    return None
