@@ -116,13 +116,21 @@ def split_named(path: str, root: str) -> str | None:
     return None
 
 
-def mixed_splits(key: str, paths: Any) -> str | None:
+# how a hub snapshot's files are read by split, for train_file / eval_file
+BY_SPLIT = (
+    "the dataset's folder as dataset_name (dataset_train_split, dataset_test_split pick its splits)"
+)
+
+
+def mixed_splits(key: str, paths: Any, by_split: str = BY_SPLIT) -> str | None:
     """Why ``key``'s files (train_file / eval_file, a glob's matches or a list: the shell
     expands ``data/*.parquet`` into one) mix the train split's files with held-out ones, by
     their names, or None: ``data/*.parquet`` of a hub snapshot matched its test files too, and
-    the test pairs were trained on (or, as eval_file, training pairs evaluated as held out)."""
+    the test pairs were trained on (or, as eval_file, training pairs evaluated as held out).
+    ``by_split``: how the source reads such files by split instead (train_file's dataset_name);
+    a ``key`` other than eval_file's is trained on."""
     if isinstance(paths, dict):  # named eval sets, each its own
-        said = (mixed_splits(f"{key} {name}", files) for name, files in paths.items())
+        said = (mixed_splits(f"{key} {name}", f, by_split) for name, f in paths.items())
         return next((line for line in said if line), None)
     if not isinstance(paths, list) or len(paths) < 2:
         return None
@@ -130,29 +138,29 @@ def mixed_splits(key: str, paths: Any) -> str | None:
     if len(files) < 2:
         return None
     root = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files])
-    by_split: dict[str, list[str]] = {}
+    named: dict[str, list[str]] = {}
     for path in files:
         split = split_named(os.path.abspath(path), root)
         if split is not None:
-            by_split.setdefault(split, []).append(path)
-    held_out = [split for split in HELD_OUT_SPLITS if split in by_split]
-    if "train" not in by_split or not held_out:
+            named.setdefault(split, []).append(path)
+    held_out = [split for split in HELD_OUT_SPLITS if split in named]
+    if "train" not in named or not held_out:
         return None
-    wanted, unwanted = (["train"], held_out) if key == "train_file" else (held_out, ["train"])
-    stray = [path for split in unwanted for path in by_split[split]]
-    kept = [path for split in wanted for path in by_split[split]]
+    trained = not key.startswith("eval_file")
+    wanted, unwanted = (["train"], held_out) if trained else (held_out, ["train"])
+    stray = [path for split in unwanted for path in named[split]]
+    kept = [path for split in wanted for path in named[split]]
     what = (
         "held-out pairs would be trained on"
-        if key == "train_file"
-        else ("training pairs would be evaluated as held out")
+        if trained
+        else "training pairs would be evaluated as held out"
     )
     splits = " and ".join(unwanted)
     return (
         f"{key}: {_some(stray)} {'is' if len(stray) == 1 else 'are'} the {splits} split's by "
         f"name, beside the "
         f"{' and '.join(wanted)} split's ({_some(kept)}): {what}; give only the "
-        f"{' and '.join(wanted)} split's files, or the dataset's folder as dataset_name "
-        "(dataset_train_split, dataset_test_split pick its splits)"
+        f"{' and '.join(wanted)} split's files, or {by_split}"
     )
 
 
