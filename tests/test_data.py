@@ -1383,6 +1383,11 @@ def test_a_hub_cache_folder_reads_its_main_snapshot_by_its_card(tmp_path) -> Non
     splits = dataset_splits(str(repo), None, "x", "train")
     assert sorted(splits) == ["train_prefs", "train_sft"]
     assert splits["train_prefs"]["prompt"] == ["bbb222 0", "bbb222 1"]
+    # given as train_file, the files to give are that snapshot's (not aaa111's)
+    with pytest.raises(DataError) as refused:
+        load_preferences(str(repo))
+    shown = repo / "snapshots" / "bbb222" / "data" / "train_prefs-00000-of-00001.parquet"
+    assert f"give one of its data files ({shown})" in str(refused.value)
     (repo / "refs" / "main").unlink()
     with pytest.raises(DataError) as refused:
         dataset_splits(str(repo), None, "x", "train")

@@ -13,7 +13,8 @@ import os
 import re
 from typing import Any
 
-from directpo.data_sources import is_saved_dataset
+from directpo.data_sources import hub_cache_snapshot, is_saved_dataset
+from directpo.errors import DataError
 from directpo.readers import COMPRESSED, DATA_KINDS
 
 # how train reads a folder whole (its dataset_name option): said where train reads the folder
@@ -26,7 +27,10 @@ def folder_problem(path: str, label: str, whole: str = "") -> str | None:
     reads such a folder whole (train: ``TRAIN_WHOLE``; score, rank and generate have no such
     option: "" says only the part to give)."""
     if not is_saved_dataset(path):
-        give = _files_to_give(path)
+        try:  # (a hub cache folder: its main snapshot's files, not every revision's)
+            give = _files_to_give(hub_cache_snapshot(path, label))
+        except DataError as exc:
+            return str(exc)
         rest = f"; a folder of data files (a hub dataset's snapshot) is read whole by {whole}"
         return f"{label}: a folder, but not a datasets.save_to_disk folder; {give}" + (
             rest if whole else ""
