@@ -129,6 +129,7 @@ def dataset_splits(
             f"file under the working directory: give {give}"
         )
     offline = False
+    failed: list[str] = []  # the files datasets could not read (_failed_files)
     try:
         if saved:
             loaded = datasets.load_from_disk(name)
@@ -137,11 +138,11 @@ def dataset_splits(
         else:
             options = {key: value for key, value in options.items() if value is not None}
             offline = cache_only_where_unreachable(name)
-            with _failed_files() as failed:
+            with _failed_files(failed):
                 loaded = datasets.load_dataset(name, dataset_config, **options)
     except Exception as exc:  # datasets raises many types: offline, missing, malformed
         why = f"; {unreachable_reason()}, so only the local cache was read" if offline else ""
-        problem = _load_problem(exc, failed if not saved else [])
+        problem = _load_problem(exc, failed)
         # "Config name is missing." alone: the configurations are on the lines after it
         configs = [line for line in str(exc).splitlines() if "available configs:" in line]
         if configs:
@@ -182,21 +183,31 @@ _FAILED_FILE = re.compile(r"Failed to read file '(.+?)' with error")
 
 
 @contextlib.contextmanager
-def _failed_files() -> Iterator[list[str]]:
-    """The files datasets' builders log as failed while ``load_dataset`` runs."""
-    failed: list[str] = []
+def _failed_files(failed: list[str]) -> Iterator[None]:
+    """The files datasets' builders log as failed while ``load_dataset`` runs, added to
+    ``failed``; their log lines (the file's schema and the one asked for, 20 lines or more
+    before the error's one line, which says the file) kept off the console."""
+
+    def unsaid(record: logging.LogRecord) -> bool:  # (other records printed as ever)
+        return _FAILED_FILE.search(record.getMessage()) is None
 
     class Found(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            if found := _FAILED_FILE.search(record.getMessage()):
-                failed.append(found[1])
+            if said := _FAILED_FILE.search(record.getMessage()):
+                failed.append(said[1])
 
-    logger, handler = logging.getLogger("datasets"), Found(logging.ERROR)
-    logger.addHandler(handler)
+    logger = logging.getLogger("datasets")
+    printing = list(logger.handlers)  # (datasets' own, writing to the console)
+    for handler in printing:
+        handler.addFilter(unsaid)
+    found = Found(logging.ERROR)
+    logger.addHandler(found)
     try:
-        yield failed
+        yield
     finally:
-        logger.removeHandler(handler)
+        logger.removeHandler(found)
+        for handler in printing:
+            handler.removeFilter(unsaid)
 
 
 def _load_problem(exc: BaseException, failed: list[str]) -> str:
