@@ -3,8 +3,11 @@ from __future__ import annotations
 import bz2
 import functools
 import gzip
+import io
 import json
+import logging
 import lzma
+import re
 from pathlib import Path
 
 import datasets
@@ -56,6 +59,28 @@ def test_every_file_format_reads_the_same_examples(tmp_path: Path) -> None:
         data = load_preferences(source)
         assert data.layout == "explicit"
         assert [(e.prompt, e.chosen, e.rejected) for e in data.examples] == expected, source
+
+
+def test_a_files_compression_is_read_from_its_bytes_not_its_name(tmp_path: Path) -> None:
+    """A gzip file named data.jsonl (a download saved without its .gz) was read as text, every
+    line "not UTF-8 text ... save the file as UTF-8 (Excel: 'CSV UTF-8')"; a .jsonl.gz a
+    browser had already decompressed was "cannot read: Not a gzipped file"; a zstd or zip one
+    was an unsupported type or garbage."""
+    expected = [(r["prompt"], r["chosen"], r["rejected"]) for r in ROWS]
+    text = "".join(json.dumps(row) + "\n" for row in ROWS).encode()
+    (tmp_path / "gzipped.jsonl").write_bytes(gzip.compress(text))
+    (tmp_path / "plain.jsonl.gz").write_bytes(text)
+    (tmp_path / "xz.csv").write_bytes(lzma.compress(b"prompt,chosen,rejected\nQ: 2+2?,4,5\n"))
+    for name in ("gzipped.jsonl", "plain.jsonl.gz"):
+        data = load_preferences(str(tmp_path / name))
+        assert [(e.prompt, e.chosen, e.rejected) for e in data.examples] == expected
+    assert [e.chosen for e in load_preferences(str(tmp_path / "xz.csv")).examples] == ["4"]
+    (tmp_path / "z.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd" + text)
+    (tmp_path / "a.jsonl").write_bytes(b"PK\x03\x04" + text)  # (a zip saved as .jsonl)
+    for name, said in (("z.jsonl.zst", "zstd-compressed: decompress it (zstd -d)"),
+                       ("a.jsonl", "a zip archive: unzip it")):  # fmt: skip
+        with pytest.raises(DataError, match=rf"^{tmp_path / name}: {re.escape(said)}"):
+            load_preferences(str(tmp_path / name))
 
 
 def test_a_datasets_transform_and_format_columns_shape_its_rows() -> None:
@@ -250,6 +275,67 @@ def test_skip_invalid_rows_counts_by_reason(tmp_path: Path) -> None:
         "identical chosen and rejected": 1,
     }
     assert "skipped 3 invalid rows" in data.summary()
+
+
+@pytest.mark.parametrize(
+    "chosen_key, rejected_key",
+    [("score_chosen", "score_rejected"), ("chosen_rating", "rejected_rating"),
+     ("chosen-rating", "rejected-rating"), ("chosen_score", "rejected_score")],
+)  # fmt: skip
+def test_pairs_whose_own_ratings_do_not_prefer_chosen_are_refused(
+    tmp_path: Path, chosen_key: str, rejected_key: str
+) -> None:
+    """UltraFeedback-binarized / Argilla rows rate each side: a tie (Argilla's status: tie) and
+    a rejected reply rated higher were trained on as preferences, without a word."""
+    rows = [
+        {"prompt": "p1", "chosen": "a", "rejected": "b", chosen_key: 8.0, rejected_key: 3.0},
+        {"prompt": "p2", "chosen": "a", "rejected": "b", chosen_key: 4.0, rejected_key: 4.0},
+        {"prompt": "p3", "chosen": "a", "rejected": "b", chosen_key: 2.0, rejected_key: 5.0},
+        {"prompt": "p4", "chosen": "a", "rejected": "b", chosen_key: None, rejected_key: 5.0},
+    ]
+    path = tmp_path / "rated.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    with pytest.raises(DataError) as refused:
+        load_preferences(str(path))
+    said = str(refused.value)
+    assert f"row 2: a tie ({chosen_key} 4.0 and {rejected_key} 4.0)" in said
+    assert (
+        f"row 3: {chosen_key} 2.0 and {rejected_key} 5.0: the rejected reply is rated higher"
+        in said
+    )
+    assert "skip_invalid_rows: true skips them" in said
+    data = load_preferences(str(path), skip_invalid_rows=True)
+    # the rated pair and the one without a chosen rating (nothing to compare) are trained
+    assert [example.prompt for example in data.examples] == ["p1", "p4"]
+    assert data.skipped == {"tied ratings": 1, "rejected rated higher": 1}
+
+
+def test_ratings_read_from_a_csv_and_a_dataset_alike(tmp_path: Path) -> None:
+    """A CSV's ratings are text ("4.0"); a Dataset's are numbers: a tie is one in both."""
+    rows = [
+        {"prompt": "p1", "chosen": "a", "rejected": "b", "chosen_rating": 5.0,
+         "rejected_rating": 1.0},
+        {"prompt": "p2", "chosen": "a", "rejected": "b", "chosen_rating": 4.0,
+         "rejected_rating": 4.0},
+    ]  # fmt: skip
+    path = tmp_path / "rated.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    for source in (str(path), datasets.Dataset.from_list(rows)):
+        data = load_preferences(source, skip_invalid_rows=True)
+        assert [example.prompt for example in data.examples] == ["p1"]
+        assert data.skipped == {"tied ratings": 1}
+
+
+def test_ratings_of_other_columns_follow_the_column_options(tmp_path: Path) -> None:
+    """chosen_column: good reads good_rating beside bad_rating; unrelated scores are not read."""
+    rows = [
+        {"prompt": "p1", "good": "a", "bad": "b", "good_rating": 1, "bad_rating": 2,
+         "chosen_score": 1, "rejected_score": 9},
+    ]  # fmt: skip
+    path = write_jsonl(tmp_path / "rated.jsonl", rows)
+    columns = Columns(chosen="good", rejected="bad")
+    with pytest.raises(DataError, match="line 1: good_rating 1 and bad_rating 2: the rejected"):
+        load_preferences(str(path), columns)
 
 
 def test_a_line_that_is_not_utf8_is_its_rows_error_not_the_files(tmp_path: Path) -> None:
@@ -459,6 +545,12 @@ def test_dataset_name_loads_a_local_dataset_with_its_splits(tiny_model_dirs, tmp
     config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "e", dataset_name=str(folder),
                          dataset_test_split="dev", eval_steps=2)  # fmt: skip
     with pytest.raises(DataError, match=r"no split 'dev' .* eval_steps asks for; set dataset_test"):
+        train(config, echo=lambda _: None)
+    # the train split named as the test split too: its pairs were evaluated as held out
+    config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "t", dataset_name=str(folder),
+                         dataset_test_split="train")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^dataset_test_split: train is dataset_train_split "
+                       "too, so the held-out pairs would be the training pairs;"):  # fmt: skip
         train(config, echo=lambda _: None)
     # a test split named but absent: refused by that name (it was a run that never evaluated)
     config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "d", dataset_name=str(folder),
@@ -1249,6 +1341,68 @@ def test_a_dataset_folder_of_several_configs_names_them_when_none_is_given(tmp_p
     ):
         dataset_splits(str(tmp_path), None, "x", "train")
     assert dataset_splits(str(tmp_path), "fr", "x", "train")["train"].num_rows == len(ROWS)
+
+
+def test_a_dataset_folder_whose_files_differ_names_the_file_and_its_columns(
+    tmp_path, monkeypatch
+) -> None:
+    """A shard with a column more than the others (or than the card's dataset_info) was
+    "cannot load (An error occurred while generating the dataset)": nothing of which file or
+    why (datasets' exception names neither)."""
+    from directpo.data_sources import dataset_splits
+
+    (tmp_path / "data").mkdir()
+    rated = [{**row, "score_chosen": 1.0} for row in ROWS]
+    for shard, rows in enumerate((ROWS, rated)):
+        path = tmp_path / "data" / f"train-0000{shard}-of-00002.parquet"
+        datasets.Dataset.from_list(rows).to_parquet(path)
+    printed = io.StringIO()  # what datasets' own log handler writes to the console
+    for handler in logging.getLogger("datasets").handlers:
+        monkeypatch.setattr(handler, "stream", printed)
+    with pytest.raises(DataError) as refused:
+        dataset_splits(str(tmp_path), None, "x", "train")
+    assert str(refused.value) == (
+        f"x: cannot load ({tmp_path / 'data' / 'train-00001-of-00002.parquet'}: its columns are "
+        "not those of the other files (or of the card's dataset_info): score_chosen beside "
+        "theirs)"
+    )
+    assert "Couldn't cast" not in printed.getvalue()  # (datasets' 20 lines, said in one)
+
+
+def test_a_hub_cache_folder_reads_its_main_snapshot_by_its_card(tmp_path) -> None:
+    """dataset_name: ~/.cache/huggingface/hub/datasets--org--name read every snapshot's files
+    as one split: each pair twice once downloaded at two revisions, and the card's splits
+    (train_prefs, train_sft) never read, both trained as 'train'."""
+    from directpo.data_sources import dataset_splits
+
+    repo = tmp_path / "datasets--org--prefs"
+    card = "---\nconfigs:\n- config_name: default\n  data_files:\n" + "".join(
+        f"  - split: {split}\n    path: data/{split}-*\n" for split in ("train_prefs", "train_sft")
+    ) + "---\n"  # fmt: skip
+    for commit in ("aaa111", "bbb222"):
+        (repo / "snapshots" / commit / "data").mkdir(parents=True)
+        (repo / "snapshots" / commit / "README.md").write_text(card)
+        for split, n in (("train_prefs", 2), ("train_sft", 3)):
+            rows = [{**ROWS[0], "prompt": f"{commit} {i}"} for i in range(n)]
+            path = repo / "snapshots" / commit / "data" / f"{split}-00000-of-00001.parquet"
+            datasets.Dataset.from_list(rows).to_parquet(path)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("bbb222")
+    splits = dataset_splits(str(repo), None, "x", "train")
+    assert sorted(splits) == ["train_prefs", "train_sft"]
+    assert splits["train_prefs"]["prompt"] == ["bbb222 0", "bbb222 1"]
+    # given as train_file, the files to give are that snapshot's (not aaa111's)
+    with pytest.raises(DataError) as refused:
+        load_preferences(str(repo))
+    shown = repo / "snapshots" / "bbb222" / "data" / "train_prefs-00000-of-00001.parquet"
+    assert f"give one of its data files ({shown})" in str(refused.value)
+    (repo / "refs" / "main").unlink()
+    with pytest.raises(DataError) as refused:
+        dataset_splits(str(repo), None, "x", "train")
+    assert str(refused.value) == (
+        "x: the hub cache's folder holds 2 snapshots (aaa111, bbb222) and no refs/main: give "
+        f"one, e.g. {repo / 'snapshots' / 'bbb222'}"
+    )
 
 
 def test_a_dataset_in_any_format_gives_its_rows() -> None:

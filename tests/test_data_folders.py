@@ -2,9 +2,15 @@
 
 import json
 
+import datasets
 import pytest
 
 from directpo import cli
+from directpo.config import DPOConfig
+from directpo.data import load_preferences
+from directpo.data_folders import mixed_splits, repeated_file, split_named
+from directpo.errors import ConfigError, DataError
+from directpo.preflight import check_run
 
 
 @pytest.mark.parametrize("command", ["score", "rank", "generate"])
@@ -31,3 +37,105 @@ def test_snapshot_folder_advice_fits_score(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "dataset_name" not in err
     assert f"give one of its data files ({tmp_path / 'snap' / 'data' / 'train.jsonl'})" in err
+
+
+def _hub_snapshot(root, splits: dict[str, int]) -> None:
+    """A folder as huggingface-cli download leaves one: data/{split}-0000i-of-0000n.parquet."""
+    (root / "data").mkdir(parents=True)
+    for split, shards in splits.items():
+        for shard in range(shards):
+            rows = [{"prompt": f"{split} {shard} {i}", "chosen": "yes", "rejected": "no"}
+                    for i in range(3)]  # fmt: skip
+            name = f"{split}-{shard:05d}-of-{shards:05d}.parquet"
+            datasets.Dataset.from_list(rows).to_parquet(str(root / "data" / name))
+
+
+def test_a_glob_over_a_snapshots_splits_is_refused(tmp_path, capsys, tiny_model_dirs):
+    """train_file: data/*.parquet of a hub snapshot trained on its test split's pairs too (9
+    pairs, 3 of them the test split's), and as eval_file evaluated the training pairs."""
+    _hub_snapshot(tmp_path / "snap", {"train": 2, "test": 1})
+    data = tmp_path / "snap" / "data"
+    model = str(tiny_model_dirs["gpt2"])
+    code = cli.main(["train", "--model_name_or_path", model, "--train_file", f"{data}/*.parquet",
+                     "--output_dir", str(tmp_path / "out")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and not (tmp_path / "out" / "metrics.jsonl").exists()
+    assert (
+        f"train_file: {data / 'test-00000-of-00001.parquet'} is the test split's by name, beside "
+        f"the train split's ({data / 'train-00000-of-00002.parquet'}, "
+        f"{data / 'train-00001-of-00002.parquet'}): held-out pairs would be trained on" in err
+    )
+    # the shell's expansion of it is the same list of files
+    files = [str(path) for path in sorted(data.glob("*.parquet"))]
+    code = cli.main(["train", "--model_name_or_path", model, "--train_file", *files,
+                     "--output_dir", str(tmp_path / "out")])  # fmt: skip
+    assert code == 2 and "held-out pairs would be trained on" in capsys.readouterr().err
+    config = DPOConfig(model_name_or_path=model, train_file=files[1], output_dir=str(tmp_path),
+                       eval_file={"held": f"{data}/*.parquet"})  # fmt: skip
+    with pytest.raises(ConfigError) as refused:
+        check_run(config, "cpu")
+    assert (
+        f"eval_file held: {files[1]}, {files[2]} are the train split's by name, beside the "
+        f"test split's ({files[0]}): training pairs would be evaluated as held out"
+    ) in str(refused.value)
+
+
+def test_files_of_one_split_are_not_refused(tmp_path):
+    """Files of one split (and files no split word names) are read as the user listed them."""
+    _hub_snapshot(tmp_path / "snap", {"train_prefs": 2, "test_prefs": 1})
+    data = tmp_path / "snap" / "data"
+    trains = [str(path) for path in sorted(data.glob("train*.parquet"))]
+    assert mixed_splits("train_file", trains) is None
+    (tmp_path / "contest.jsonl").write_text("")  # ("test" inside a word names no split)
+    (tmp_path / "latest.jsonl").write_text("")
+    assert mixed_splits("train_file", [trains[0], str(tmp_path / "contest.jsonl")]) is None
+    assert mixed_splits("train_file", [trains[0], str(tmp_path / "latest.jsonl")]) is None
+    # (a split word in the folders above the files' shared one names none of them)
+    assert mixed_splits("eval_file", [str(data / "test_prefs-00000-of-00001.parquet")]) is None
+    assert mixed_splits("train_file", [trains[0], str(data / "test_prefs-00000-of-00001.parquet")])
+
+
+@pytest.mark.parametrize(
+    "name, split",
+    [("data/train_prefs-00000-of-00001.parquet", "train"), ("dev.jsonl", "validation"),
+     ("valid/0000.parquet", "validation"), ("data/eval.jsonl.gz", "test"),
+     ("contest.jsonl", None), ("trainer_notes.jsonl", None), ("train/test.jsonl", "test")],
+)  # fmt: skip
+def test_split_named_as_datasets_reads_file_names(tmp_path, name, split):
+    assert split_named(str(tmp_path / name), str(tmp_path)) == split
+
+
+def test_a_snapshot_folder_shows_each_splits_files_not_the_test_one_alone(tmp_path):
+    """train_file: a hub snapshot folder was told 'give one of its data files
+    (data/test-00000-of-00001.parquet)', the first in sorted order: the test split's."""
+    _hub_snapshot(tmp_path / "snap", {"train": 2, "test": 1})
+    (tmp_path / "snap" / "README.md").write_text("---\nconfigs: []\n---\n")
+    data = tmp_path / "snap" / "data"
+    with pytest.raises(DataError) as refused:
+        load_preferences(str(tmp_path / "snap"))
+    assert (
+        f"give the data files of one split (train: {data / 'train-00000-of-00002.parquet'}, ...; "
+        f"test: {data / 'test-00000-of-00001.parquet'}); a folder of data files (a hub "
+        "dataset's snapshot) is read whole by train's dataset_name"
+    ) in str(refused.value)
+
+
+def test_a_file_listed_twice_is_refused(tmp_path, monkeypatch):
+    """train_file: [data/train-*.parquet, data/train-00000-of-00002.parquet] (or a.jsonl beside
+    ./a.jsonl) read the file twice: each pair trained twice, said as 'repeat an earlier pair'."""
+    monkeypatch.chdir(tmp_path)
+    _hub_snapshot(tmp_path / "snap", {"train": 2})
+    shard = "snap/data/train-00000-of-00002.parquet"
+    config = DPOConfig(model_name_or_path="m", output_dir="o",
+                       train_file=["snap/data/train-*.parquet", shard])  # fmt: skip
+    with pytest.raises(ConfigError) as refused:
+        check_run(config, "cpu")
+    assert (
+        f"train_file: lists {shard} twice (a glob pattern beside the file's own path, or two "
+        "paths of one file), so each of its pairs would be read twice; list it once"
+    ) in str(refused.value)
+    said = repeated_file("eval_file held", [shard, f"./{shard}"])
+    assert said.startswith(f"eval_file held: lists {shard} (as ./{shard} too) twice")
+    other = "snap/data/train-00001-of-00002.parquet"
+    assert repeated_file("train_file", [shard, other]) is None
+    assert repeated_file("eval_file", {"a": [shard], "b": [shard]}) is None  # (sets apart)

@@ -502,6 +502,26 @@ def test_a_weights_left_out_rows_are_not_checked_and_the_start_line_says_so(tmp_
     assert str(info.value) == "learning_rate must be > 0 (got -1.0)"
 
 
+def test_a_builders_data_files_over_a_snapshots_splits_are_refused(tmp_path, monkeypatch) -> None:
+    """{id: json, data_files: data/*.jsonl} of a hub snapshot read its test file into the one
+    split datasets makes of data_files without split names: the test pairs were trained on."""
+    from directpo.mixture import missing_sources
+
+    (tmp_path / "data").mkdir()
+    for name in ("train-00000-of-00001.jsonl", "test-00000-of-00001.jsonl"):
+        write_jsonl(tmp_path / "data" / name, SENTIMENT_PAIRS)
+    monkeypatch.chdir(tmp_path)
+    entry = {"id": "json", "data_files": "data/*.jsonl"}
+    assert missing_sources({"datasets": [entry]}) == [
+        "dataset_mixture: json: data_files: data/test-00000-of-00001.jsonl is the test split's "
+        "by name, beside the train split's (data/train-00000-of-00001.jsonl): held-out pairs "
+        "would be trained on; give only the train split's files, or data_files: {train: ..., "
+        "test: ...} naming each split's (split picks one)"
+    ]
+    named = {"train": "data/train-*.jsonl", "test": "data/test-*.jsonl"}
+    assert missing_sources({"datasets": [{**entry, "data_files": named}]}) == []
+
+
 def test_a_builders_missing_data_files_are_said_before_loading(tmp_path, monkeypatch) -> None:
     """``{id: json, data_files: x.jsonl}`` (TRL's DatasetConfig, the handbook's local files)
     with x.jsonl not there was 'cannot load (Unable to find ...); the Hub cannot be reached'

@@ -320,6 +320,30 @@ def test_an_hf_train_file_points_to_the_mixture(tmp_path: Path, capsys, nothing_
     assert f"eval_file: no such file or folder: {given} (hf:// paths are not read here" in err
 
 
+def test_a_hub_dataset_id_as_a_file_says_where_an_id_is_read(
+    tmp_path: Path, capsys, monkeypatch, nothing_loads
+) -> None:
+    """train_file: trl-lib/ultrafeedback_binarized (TRL's dataset_name value) was 'no such
+    file or folder' alone; the line says to give it as dataset_name (score's --input: that it
+    reads a local file). A missing file's path is not taken for an id."""
+    monkeypatch.chdir(tmp_path)
+    model = save_tiny_model("llama", tmp_path / "m")
+    given = "trl-lib/ultrafeedback_binarized"
+    argv = ["train", "--model_name_or_path", str(model), "--output_dir", str(tmp_path / "o")]
+    assert main([*argv, "--train_file", given, "--eval_file", given]) == 2
+    err = capsys.readouterr().err
+    assert f"train_file: no such file or folder: {given} (a hub dataset's id? give it as " \
+        f"dataset_name: {given})" in err  # fmt: skip
+    assert f"eval_file: no such file or folder: {given} (a hub dataset's id? eval_file reads " \
+        "local files: download the dataset and give one of its data files, or give " \
+        f"dataset_name: {given} for both (dataset_test_split evaluated))" in err  # fmt: skip
+    score = ["score", "--model_name_or_path", str(model), "--output", "s.jsonl"]
+    assert main([*score, "--input", given]) == 2
+    assert "(a hub dataset's id? input reads local files" in capsys.readouterr().err
+    assert main([*argv, "--train_file", "prefs/train.jsonl"]) == 2
+    assert capsys.readouterr().err.rstrip().endswith("no such file or folder: prefs/train.jsonl")
+
+
 def test_a_python_caller_is_told_train_dataset_and_eval_dataset_the_command_line_its_options(
     tmp_path: Path, capsys, monkeypatch, nothing_loads
 ) -> None:

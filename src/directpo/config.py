@@ -336,7 +336,9 @@ class DPOConfig(Options):
         "Training preferences: .jsonl, .json, .csv, .tsv (also .gz/.bz2/.xz compressed), .parquet, "
         ".arrow, or a datasets.save_to_disk folder; or a list of them, mixed into one set "
         "([a.jsonl, b.parquet]); a glob pattern (shards/*.parquet) is the files it matches, "
-        "sorted. Required unless a Dataset is passed from Python. datasets' data_files mapping "
+        "sorted (files named as a test or validation split beside the train split's, "
+        "data/test-*.parquet beside data/train-*.parquet, are refused). Required unless a "
+        "Dataset is passed from Python. datasets' data_files mapping "
         "({train: a.jsonl, test: c.jsonl}) is refused, naming the two options to write "
         "(train_file: a.jsonl, eval_file: c.jsonl): translated, it would replace an eval_file "
         "set beside it.",
@@ -344,7 +346,8 @@ class DPOConfig(Options):
     dataset_name: str | None = option(
         None,
         "Training data through datasets.load_dataset (TRL's option): a local dataset folder "
-        "(a hub snapshot, or a save_to_disk folder) or a hub id where the hub is reachable, "
+        "(a hub snapshot, or a save_to_disk folder; a hub cache folder, datasets--org--name, "
+        "is read as the snapshot its refs/main names) or a hub id where the hub is reachable, "
         "instead of train_file.",
     )
     dataset_streaming: bool = option(
@@ -360,7 +363,7 @@ class DPOConfig(Options):
     dataset_test_split: str = option(
         "test",
         "The split evaluated on (when no eval_file is given; test is optional, a split named "
-        "otherwise must exist).",
+        "otherwise must exist; dataset_train_split's own is refused: its pairs are trained on).",
     )
     dataset_mixture: dict | None = option(
         None,

@@ -52,6 +52,8 @@ from directpo.pair_rows import (
     is_openai,
     parse_pair,
     parse_row,
+    rated_sides,
+    refuse_unpreferred,
     require_fields,
     split_conversations,
 )
@@ -157,6 +159,7 @@ def preferences_of_rows(
     seen_any = False
     refused = RefusedRows(label)  # without skip_invalid_rows: every bad row, said at the end
     openai: bool | None = None  # rows in OpenAI's preference format (row_formats)
+    rated: tuple[str, str] | None = None  # the columns rating each side (score_chosen, ...)
     for where, row in rows:
         seen_any = True
         try:
@@ -181,6 +184,8 @@ def preferences_of_rows(
                         raise
                     rest = (other for _, other in rows if isinstance(other, dict))
                     raise DataError(f"{err}{kto_pairs_note(chain([row], rest))}") from None
+                rated = rated_sides(column_names or list(row), columns)
+            refuse_unpreferred(row, rated)
             examples.append(parse_row(row, layout, columns, f"{label}: {where}", base_dir))
         except RowError as err:
             if not skip_invalid_rows:  # the other rows are checked too (seconds for 100k):

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from typing import Any
 
-from directpo.data_sources import is_saved_dataset
+from directpo.data_sources import hub_cache_snapshot, is_saved_dataset
+from directpo.errors import DataError
 from directpo.readers import COMPRESSED, DATA_KINDS
 
 # how train reads a folder whole (its dataset_name option): said where train reads the folder
@@ -24,8 +27,10 @@ def folder_problem(path: str, label: str, whole: str = "") -> str | None:
     reads such a folder whole (train: ``TRAIN_WHOLE``; score, rank and generate have no such
     option: "" says only the part to give)."""
     if not is_saved_dataset(path):
-        found = first_data_file(path)
-        give = f"give one of its data files ({found})" if found else "it holds no data files"
+        try:  # (a hub cache folder: its main snapshot's files, not every revision's)
+            give = _files_to_give(hub_cache_snapshot(path, label))
+        except DataError as exc:
+            return str(exc)
         rest = f"; a folder of data files (a hub dataset's snapshot) is read whole by {whole}"
         return f"{label}: a folder, but not a datasets.save_to_disk folder; {give}" + (
             rest if whole else ""
@@ -52,14 +57,140 @@ def _splits(path: str) -> list[str]:
     return [str(split) for split in splits] if isinstance(splits, list) else []
 
 
-def first_data_file(folder: str) -> str | None:
-    """The first file, in sorted order, of a type ``open_rows`` reads (data/train-...parquet)."""
+def _files_to_give(folder: str) -> str:
+    """What of a folder of data files to give: its data file, or each split's first one by
+    name (the first in sorted order was a snapshot's test-00000-of-00001.parquet, shown to
+    train_file as the file to give)."""
+    files = data_files(folder)
+    if not files:
+        return "it holds no data files"
+    by_split: dict[str | None, list[str]] = {}
+    for path in files:
+        by_split.setdefault(split_named(path, folder), []).append(path)
+    if len(by_split) == 1:
+        return f"give one of its data files ({files[0]})"
+    order = [*SPLIT_WORDS, None]
+    splits = sorted(by_split, key=order.index)
+    said = "; ".join(
+        f"{split or 'no split'}: {by_split[split][0]}{', ...' if len(by_split[split]) > 1 else ''}"
+        for split in splits
+    )
+    return f"give the data files of one split ({said})"
+
+
+def data_files(folder: str) -> list[str]:
+    """The files under ``folder``, in sorted order, of a type ``open_rows`` reads
+    (data/train-...parquet), not a README.md nor a hidden folder's (.cache, .git)."""
+    found = []
     for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # not .cache, .git
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             stem, ext = os.path.splitext(name.lower())
             if ext in COMPRESSED:
                 ext = os.path.splitext(stem)[1]
             if ext in DATA_KINDS:
-                return os.path.join(root, name)
+                found.append(os.path.join(root, name))
+    return found
+
+
+# the words by which datasets (and the hub's file names: data/test-00000-of-00001.parquet)
+# place a data file in a split, as datasets.data_files' SPLIT_KEYWORDS: a word of a file's or
+# folder's name between separators (train_prefs-00000-of-00001.parquet is the train split's)
+SPLIT_WORDS = {
+    "train": ("train", "training"),
+    "validation": ("validation", "valid", "dev", "val"),
+    "test": ("test", "testing", "eval", "evaluation"),
+}
+_SPLIT_WORD = re.compile(
+    r"(?:^|[-._ 0-9])("
+    + "|".join(w for ws in SPLIT_WORDS.values() for w in ws)
+    + r")(?=[-._ 0-9]|$)"
+)
+HELD_OUT_SPLITS = ("validation", "test")
+
+
+def split_named(path: str, root: str) -> str | None:
+    """The split whose word names ``path`` (its name, or a folder's between ``root`` and it),
+    as datasets reads a folder's splits from its files' names; None where no word does."""
+    relative = os.path.relpath(path, root).replace("\\", "/").lower()
+    for part in reversed(relative.split("/")):  # (the file's own name first)
+        found = _SPLIT_WORD.search(part)
+        if found is not None:
+            return next(s for s, words in SPLIT_WORDS.items() if found[1] in words)
+    return None
+
+
+# how a hub snapshot's files are read by split, for train_file / eval_file
+BY_SPLIT = (
+    "the dataset's folder as dataset_name (dataset_train_split, dataset_test_split pick its splits)"
+)
+
+
+def mixed_splits(key: str, paths: Any, by_split: str = BY_SPLIT) -> str | None:
+    """Why ``key``'s files (train_file / eval_file, a glob's matches or a list: the shell
+    expands ``data/*.parquet`` into one) mix the train split's files with held-out ones, by
+    their names, or None: ``data/*.parquet`` of a hub snapshot matched its test files too, and
+    the test pairs were trained on (or, as eval_file, training pairs evaluated as held out).
+    ``by_split``: how the source reads such files by split instead (train_file's dataset_name);
+    a ``key`` other than eval_file's is trained on."""
+    if isinstance(paths, dict):  # named eval sets, each its own
+        said = (mixed_splits(f"{key} {name}", f, by_split) for name, f in paths.items())
+        return next((line for line in said if line), None)
+    if not isinstance(paths, list) or len(paths) < 2:
+        return None
+    files = [str(path) for path in paths if os.path.isfile(str(path))]
+    if len(files) < 2:
+        return None
+    root = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files])
+    named: dict[str, list[str]] = {}
+    for path in files:
+        split = split_named(os.path.abspath(path), root)
+        if split is not None:
+            named.setdefault(split, []).append(path)
+    held_out = [split for split in HELD_OUT_SPLITS if split in named]
+    if "train" not in named or not held_out:
+        return None
+    trained = not key.startswith("eval_file")
+    wanted, unwanted = (["train"], held_out) if trained else (held_out, ["train"])
+    stray = [path for split in unwanted for path in named[split]]
+    kept = [path for split in wanted for path in named[split]]
+    what = (
+        "held-out pairs would be trained on"
+        if trained
+        else "training pairs would be evaluated as held out"
+    )
+    splits = " and ".join(unwanted)
+    return (
+        f"{key}: {_some(stray)} {'is' if len(stray) == 1 else 'are'} the {splits} split's by "
+        f"name, beside the "
+        f"{' and '.join(wanted)} split's ({_some(kept)}): {what}; give only the "
+        f"{' and '.join(wanted)} split's files, or {by_split}"
+    )
+
+
+def _some(paths: list[str]) -> str:
+    """The first two paths, and how many more."""
+    more = f" and {len(paths) - 2} more" if len(paths) > 2 else ""
+    return ", ".join(paths[:2]) + more
+
+
+def repeated_file(key: str, paths: Any) -> str | None:
+    """Why ``key``'s files list one file twice (a pattern and a file it matches, or the same
+    file by two paths), or None: its pairs were each trained twice, said only as "5 of them
+    repeat an earlier pair (kept)"."""
+    if isinstance(paths, dict):  # named eval sets, each its own
+        said = (repeated_file(f"{key} {name}", files) for name, files in paths.items())
+        return next((line for line in said if line), None)
+    if not isinstance(paths, list):
+        return None
+    seen: dict[str, str] = {}
+    for path in map(str, paths):
+        same = os.path.realpath(os.path.expanduser(path))
+        if same in seen and os.path.isfile(same):
+            twice = path if seen[same] == path else f"{seen[same]} (as {path} too)"
+            return (
+                f"{key}: lists {twice} twice (a glob pattern beside the file's own path, or "
+                "two paths of one file), so each of its pairs would be read twice; list it once"
+            )
+        seen[same] = path
     return None

@@ -9,7 +9,11 @@ named in messages.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
+from collections.abc import Iterator
 from typing import Any
 
 from directpo.errors import DataError, first_line
@@ -105,6 +109,7 @@ def dataset_splits(
     the source in the one-line error, ``config_key`` the option holding ``dataset_config``."""
     import datasets
 
+    name = hub_cache_snapshot(name, label)
     saved = is_saved_dataset(name)  # load_dataset refuses these ("use load_from_disk")
     if saved and dataset_config == "default":
         # the name of a dataset without named configurations (load_dataset takes it for a
@@ -124,6 +129,7 @@ def dataset_splits(
             f"file under the working directory: give {give}"
         )
     offline = False
+    failed: list[str] = []  # the files datasets could not read (_failed_files)
     try:
         if saved:
             loaded = datasets.load_from_disk(name)
@@ -132,10 +138,11 @@ def dataset_splits(
         else:
             options = {key: value for key, value in options.items() if value is not None}
             offline = cache_only_where_unreachable(name)
-            loaded = datasets.load_dataset(name, dataset_config, **options)
+            with _failed_files(failed):
+                loaded = datasets.load_dataset(name, dataset_config, **options)
     except Exception as exc:  # datasets raises many types: offline, missing, malformed
         why = f"; {unreachable_reason()}, so only the local cache was read" if offline else ""
-        problem = first_line(exc)
+        problem = _load_problem(exc, failed)
         # "Config name is missing." alone: the configurations are on the lines after it
         configs = [line for line in str(exc).splitlines() if "available configs:" in line]
         if configs:
@@ -143,6 +150,88 @@ def dataset_splits(
             why = f"{why}; set {config_key}"
         raise DataError(f"{label}: cannot load ({problem}){why}") from None
     return loaded
+
+
+def hub_cache_snapshot(name: str, label: str) -> str:
+    """A dataset's folder in the hub's cache (``~/.cache/huggingface/hub/datasets--org--name``,
+    where ``snapshot_download`` keeps it) as the snapshot its ``refs/main`` names (else its one
+    snapshot): read as a folder, every snapshot's files were one split's (each pair twice once
+    it was downloaded at two revisions) and its card's splits, under snapshots/<commit>/, were
+    never read (UltraFeedback's train_prefs and train_sft both train)."""
+    snapshots = os.path.join(name, "snapshots")
+    if not (os.path.basename(os.path.normpath(name)).startswith("datasets--")
+            and os.path.isdir(snapshots)):  # fmt: skip
+        return name
+    try:
+        with open(os.path.join(name, "refs", "main"), encoding="utf-8") as file:
+            main = file.read().strip()
+    except OSError:  # (downloaded at a revision alone)
+        main = ""
+    held = sorted(entry for entry in os.listdir(snapshots) if not entry.startswith("."))
+    if main in held or len(held) == 1:
+        return os.path.join(snapshots, main if main in held else held[0])
+    if not held:
+        raise DataError(f"{label}: the hub cache's folder holds no snapshot; download it again")
+    raise DataError(
+        f"{label}: the hub cache's folder holds {len(held)} snapshots ({', '.join(held)}) and "
+        f"no refs/main: give one, e.g. {os.path.join(snapshots, held[-1])}"
+    )
+
+
+# what datasets' file readers log of the file they failed on (its exception names none)
+_FAILED_FILE = re.compile(r"Failed to read file '(.+?)' with error")
+
+
+@contextlib.contextmanager
+def _failed_files(failed: list[str]) -> Iterator[None]:
+    """The files datasets' builders log as failed while ``load_dataset`` runs, added to
+    ``failed``; their log lines (the file's schema and the one asked for, 20 lines or more
+    before the error's one line, which says the file) kept off the console."""
+
+    def unsaid(record: logging.LogRecord) -> bool:  # (other records printed as ever)
+        return _FAILED_FILE.search(record.getMessage()) is None
+
+    class Found(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if said := _FAILED_FILE.search(record.getMessage()):
+                failed.append(said[1])
+
+    logger = logging.getLogger("datasets")
+    printing = list(logger.handlers)  # (datasets' own, writing to the console)
+    for handler in printing:
+        handler.addFilter(unsaid)
+    found = Found(logging.ERROR)
+    logger.addHandler(found)
+    try:
+        yield
+    finally:
+        logger.removeHandler(found)
+        for handler in printing:
+            handler.removeFilter(unsaid)
+
+
+def _load_problem(exc: BaseException, failed: list[str]) -> str:
+    """``load_dataset``'s error as one line: "An error occurred while generating the dataset"
+    said nothing of its cause, a file whose columns are not the others' (a shard with one
+    column more, a README's features that the files do not have), which the file names."""
+    cause = exc.__cause__
+    if cause is None or first_line(exc) != "An error occurred while generating the dataset":
+        return first_line(exc)
+    where = f"{failed[0]}: " if failed else ""
+    found = getattr(cause, "table_column_names", None)  # datasets' CastError
+    wanted = getattr(cause, "requested_column_names", None)
+    if not (isinstance(found, list) and isinstance(wanted, list)):
+        return f"{where}{first_line(cause)}"
+    more = [str(name) for name in found if name not in wanted]
+    less = [str(name) for name in wanted if name not in found]
+    said = "; ".join(
+        [f"{', '.join(more)} beside theirs"] * bool(more) + [f"no {', '.join(less)}"] * bool(less)
+    )
+    file = "a file's" if not failed else "its"
+    return (
+        f"{where}{file} columns are not those of the other files (or of the card's "
+        f"dataset_info): {said or 'their types differ'}"
+    )
 
 
 def no_rows(label: str, source: Any) -> DataError:

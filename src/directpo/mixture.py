@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from directpo.data import preferences_of_rows
+from directpo.data_folders import mixed_splits
 from directpo.data_sources import dataset_splits
 from directpo.errors import ConfigError, DataError, collected, refuse_all
 from directpo.model_locations import looks_local
@@ -212,7 +213,8 @@ def _missing_files(entry: dict[str, Any]) -> list[str]:
     files = entry.get("data_files")
     groups = files.values() if isinstance(files, dict) else [files]
     paths = [p for g in groups for p in ([g] if isinstance(g, str) else g or [])]
-    lines = []
+    lines: list[str] = []
+    all_found: list[str] = []
     for path in paths:
         if not isinstance(path, str) or "://" in path:
             continue  # (a URL, hf://: datasets reads it)
@@ -221,6 +223,12 @@ def _missing_files(entry: dict[str, Any]) -> list[str]:
             lines.append(f"{where}: data_files: no file matches the pattern {path}")
         elif not found:
             lines.append(f"{where}: data_files: no such file or folder: {path}")
+        all_found += sorted(found)
+    by_split = "data_files: {train: ..., test: ...} naming each split's (split picks one)"
+    if not isinstance(files, dict) and (
+        mixed := mixed_splits(f"{where}: data_files", all_found, by_split)
+    ):  # (data_files of no split names are all datasets' train split)
+        lines.append(mixed)
     return lines
 
 

@@ -88,12 +88,17 @@ def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
 
 
 PATTERN_CHARACTERS = "*?["
+# a hub dataset's id (org/name), not a file's name (prefs/train.jsonl), where no file is
+_DATASET_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+_DATA_ENDINGS = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".arrow", ".gz",
+                 ".bz2", ".xz", ".txt")  # fmt: skip
 
 
 def missing_path(key: str, path: str) -> str:
     """The line for option ``key``'s data path that is not there, with what the user likely
-    meant: an ``hf://`` path (datasets reads one as a mixture's data_files, and only there),
-    or a quoted pattern given to score, rank or generate (``key`` input), which read one file."""
+    meant: an ``hf://`` path (datasets reads one as a mixture's data_files, and only there), a
+    hub dataset's id (dataset_name reads one), or a quoted pattern given to score, rank or
+    generate (``key`` input), which read one file."""
     line = f"{key}: no such file or folder: {path}"
     if path.startswith("hf://") and key == "train_file":
         return (
@@ -102,6 +107,14 @@ def missing_path(key: str, path: str) -> str:
         )
     if path.startswith("hf://"):
         return f"{line} (hf:// paths are not read here: download the file and give it)"
+    if _DATASET_ID.fullmatch(path) and not path.lower().endswith(_DATA_ENDINGS):
+        # a hub dataset's id, as TRL's dataset_name takes it: it was 'no such file' alone
+        if key == "train_file":
+            return f"{line} (a hub dataset's id? give it as dataset_name: {path})"
+        local = f"{key} reads local files: download the dataset and give one of its data files"
+        if key.startswith("eval_file"):  # (dataset_name replaces train_file, not beside it)
+            local += f", or give dataset_name: {path} for both (dataset_test_split evaluated)"
+        return f"{line} (a hub dataset's id? {local})"
     if key == "input" and any(c in path for c in PATTERN_CHARACTERS):
         found = sorted(glob.glob(os.path.expanduser(path), recursive=True))
         if len(found) == 1:  # (nothing to join: the file meant, by its name)

@@ -4,6 +4,7 @@ found. data.py's layouts and rules apply (its docstring says them); data.py read
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -306,3 +307,51 @@ def split_conversations(
         completion_messages(chosen, columns.chosen),
         completion_messages(rejected, columns.rejected),
     )
+
+
+# the columns in which well-known datasets rate each side (UltraFeedback-binarized's
+# score_chosen, Argilla / distilabel's chosen_rating, ...), higher the better; {side} is the
+# chosen or rejected column's name
+RATING_FORMS = ("{side}_rating", "{side}-rating", "{side}_score", "{side}-score", "score_{side}")
+
+
+def rated_sides(names: Iterable[Any], columns: Columns) -> tuple[str, str] | None:
+    """The (chosen's, rejected's) rating columns among ``names``, where both are there."""
+    present = set(names)
+    for form in RATING_FORMS:
+        pair = (form.format(side=columns.chosen), form.format(side=columns.rejected))
+        if pair[0] in present and pair[1] in present:
+            return pair
+    return None
+
+
+def refuse_unpreferred(row: dict[str, Any], rated: tuple[str, str] | None) -> None:
+    """A pair whose own ratings do not prefer its chosen reply, as a row's error: a tie (an
+    Argilla dataset's rows of ``status: tie``) states no preference, and a rejected reply rated
+    higher trains the worse one as preferred; TRL trains on both without a word."""
+    if rated is None:
+        return
+    chosen, rejected = (_rating(row.get(name)) for name in rated)
+    if chosen is None or rejected is None or chosen > rejected:
+        return
+    said = f"{rated[0]} {row[rated[0]]} and {rated[1]} {row[rated[1]]}"
+    if chosen == rejected:
+        raise RowError(
+            "tied ratings", f"a tie ({said}): the pair states no preference; drop tied rows"
+        )
+    raise RowError(
+        "rejected rated higher",
+        f"{said}: the rejected reply is rated higher, so it would be trained as the worse one "
+        "(chosen and rejected swapped?)",
+    )
+
+
+def _rating(value: Any) -> float | None:
+    """A rating as a number (a CSV's text too); None where there is none (null, NaN, text)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if number != number else number  # (NaN: no rating)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from directpo.callers import Spelling, caller
+from directpo.data_folders import mixed_splits, repeated_file
 from directpo.device_checks import check_device
 from directpo.errors import CheckpointError, ConfigError, collected, refuse_all
 from directpo.eval_checks import check_eval_generate, check_evaluation
@@ -171,6 +172,10 @@ def _check_data(
             setattr(config, key, expand_patterns(key, getattr(config, key)))
         if len(problems) > before:
             unmatched.add(key)
+        elif said := repeated_file(key, getattr(config, key)) or mixed_splits(
+            key, getattr(config, key)
+        ):
+            problems.append(said)
     for key in ("train_file", "eval_file", "prompt_file"):
         paths = None if key in unmatched or replaced.get(key) else getattr(config, key)
         for path in listed_paths(paths):

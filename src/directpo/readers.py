@@ -67,6 +67,8 @@ def open_rows(
         return _disk_dataset_rows(path, label)
     if not os.path.isfile(path):
         raise DataError(f"{label}: no such file")
+    if (unread := _unread_compression(path)) is not None:
+        raise DataError(f"{label}: {unread}")
     stem, ext = os.path.splitext(path.lower())
     compression = ext if ext in COMPRESSED else None
     if compression:  # data.jsonl.gz, as the hub and load_dataset's json builder keep them
@@ -139,9 +141,33 @@ DATA_KINDS = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".arrow"
 COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 
+# the first bytes of each COMPRESSED kind, and of compressed files read by no opener here
+MAGIC = {b"\x1f\x8b": ".gz", b"BZh": ".bz2", b"\xfd7zXZ\x00": ".xz"}
+UNREAD_MAGIC = {
+    b"\x28\xb5\x2f\xfd": "zstd-compressed: decompress it (zstd -d) and give the file it holds",
+    b"PK\x03\x04": "a zip archive: unzip it and give the data file it holds",
+}
+
+
+def compression_of(path: str) -> str | None:
+    """The ``COMPRESSED`` kind the file's first bytes say, whatever its name: a gzip file saved
+    as data.jsonl (a download's name without its .gz) was read as text, each line "not UTF-8
+    text", and a .jsonl.gz a browser already decompressed "cannot read: Not a gzipped file"."""
+    with open(path, "rb") as handle:
+        start = handle.read(6)
+    return next((kind for magic, kind in MAGIC.items() if start.startswith(magic)), None)
+
+
+def _unread_compression(path: str) -> str | None:
+    """What to do with a file compressed in a kind no opener here reads (zstd, zip)."""
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    return next((said for magic, said in UNREAD_MAGIC.items() if start.startswith(magic)), None)
+
+
 def _open_text(path: str, **options: Any) -> Any:
-    """A text file, decompressed when its name ends with a ``COMPRESSED`` extension."""
-    opener = COMPRESSED.get(os.path.splitext(path.lower())[1], open)
+    """A text file, decompressed when its first bytes say it is compressed (``MAGIC``)."""
+    opener = COMPRESSED.get(compression_of(path) or "", open)
     return opener(path, "rt", encoding="utf-8-sig", **options)
 
 

@@ -105,6 +105,14 @@ def load_run_data(
             and not config.eval_file
             and config.eval_strategy != "no"
         ):
+            if config.dataset_test_split == config.dataset_train_split:
+                # (its pairs were evaluated as held out: eval/rewards/accuracies of training
+                # pairs, read as generalisation)
+                raise ConfigError(
+                    f"dataset_test_split: {config.dataset_test_split} is dataset_train_split "
+                    "too, so the held-out pairs would be the training pairs; name a split held "
+                    "out of training, give eval_file, or set eval_strategy: no"
+                )
             eval_dataset = load_named_dataset(
                 config, "dataset_test_split", required=evaluation_asked(config)
             )
