@@ -282,11 +282,12 @@ def test_skip_invalid_rows_counts_by_reason(tmp_path: Path) -> None:
     [("score_chosen", "score_rejected"), ("chosen_rating", "rejected_rating"),
      ("chosen-rating", "rejected-rating"), ("chosen_score", "rejected_score")],
 )  # fmt: skip
-def test_pairs_whose_own_ratings_do_not_prefer_chosen_are_refused(
+def test_pairs_rated_for_rejected_are_refused_and_ties_trained_as_labelled(
     tmp_path: Path, chosen_key: str, rejected_key: str
 ) -> None:
-    """UltraFeedback-binarized / Argilla rows rate each side: a tie (Argilla's status: tie) and
-    a rejected reply rated higher were trained on as preferences, without a word."""
+    """UltraFeedback-binarized / Argilla rows rate each side: a rejected reply rated higher was
+    trained as the better one without a word (refused now); a tie is trained as labelled, as
+    TRL and the alignment handbook train UltraFeedback-binarized's, and counted."""
     rows = [
         {"prompt": "p1", "chosen": "a", "rejected": "b", chosen_key: 8.0, rejected_key: 3.0},
         {"prompt": "p2", "chosen": "a", "rejected": "b", chosen_key: 4.0, rejected_key: 4.0},
@@ -298,20 +299,25 @@ def test_pairs_whose_own_ratings_do_not_prefer_chosen_are_refused(
     with pytest.raises(DataError) as refused:
         load_preferences(str(path))
     said = str(refused.value)
-    assert f"row 2: a tie ({chosen_key} 4.0 and {rejected_key} 4.0)" in said
+    assert "row 2" not in said
     assert (
         f"row 3: {chosen_key} 2.0 and {rejected_key} 5.0: the rejected reply is rated higher"
         in said
     )
-    assert "skip_invalid_rows: true skips them" in said
     data = load_preferences(str(path), skip_invalid_rows=True)
-    # the rated pair and the one without a chosen rating (nothing to compare) are trained
-    assert [example.prompt for example in data.examples] == ["p1", "p4"]
-    assert data.skipped == {"tied ratings": 1, "rejected rated higher": 1}
+    # the rated pair, the tie and the one without a chosen rating (nothing to compare)
+    assert [example.prompt for example in data.examples] == ["p1", "p2", "p4"]
+    assert data.skipped == {"rejected rated higher": 1}
+    assert data.ties == 1
+    assert (
+        f"; 1 pair rate chosen and rejected alike ({chosen_key} 4.0 = {rejected_key} 4.0): "
+        "trained as labelled" in data.summary()
+    )
 
 
 def test_ratings_read_from_a_csv_and_a_dataset_alike(tmp_path: Path) -> None:
-    """A CSV's ratings are text ("4.0"); a Dataset's are numbers: a tie is one in both."""
+    """A CSV's ratings are text ("4.0"); a Dataset's are numbers: a tie is one in both, and
+    ties of several files add up."""
     rows = [
         {"prompt": "p1", "chosen": "a", "rejected": "b", "chosen_rating": 5.0,
          "rejected_rating": 1.0},
@@ -321,9 +327,14 @@ def test_ratings_read_from_a_csv_and_a_dataset_alike(tmp_path: Path) -> None:
     path = tmp_path / "rated.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     for source in (str(path), datasets.Dataset.from_list(rows)):
-        data = load_preferences(source, skip_invalid_rows=True)
-        assert [example.prompt for example in data.examples] == ["p1"]
-        assert data.skipped == {"tied ratings": 1}
+        data = load_preferences(source)
+        assert [example.prompt for example in data.examples] == ["p1", "p2"]
+        assert data.ties == 1 and not data.skipped
+    other = tmp_path / "rated2.csv"
+    pd.DataFrame(rows * 2).to_csv(other, index=False)
+    both = load_preferences([str(path), str(other)])
+    assert len(both) == 6 and both.ties == 3
+    assert "3 pairs rate chosen and rejected alike (chosen_rating 4.0 = " in both.summary()
 
 
 def test_ratings_of_other_columns_follow_the_column_options(tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ from directpo.pair_rows import (
     parse_pair,
     parse_row,
     rated_sides,
-    refuse_unpreferred,
+    rating_tie,
     require_fields,
     split_conversations,
 )
@@ -127,6 +127,8 @@ def load_preferences(
             name or " + ".join(part.source for part in parts),
             sum((part.skipped for part in parts), Counter()),
             unread_system([e for part in parts for e in part.examples], columns),
+            sum(part.ties for part in parts),
+            [tie for part in parts for tie in part.first_tie][:1],
         )
     label = name or source_label(source)
     # each row validated as it is read: a list of a JSON Lines / CSV / Parquet file's raw rows
@@ -160,6 +162,7 @@ def preferences_of_rows(
     refused = RefusedRows(label)  # without skip_invalid_rows: every bad row, said at the end
     openai: bool | None = None  # rows in OpenAI's preference format (row_formats)
     rated: tuple[str, str] | None = None  # the columns rating each side (score_chosen, ...)
+    ties: list[str] = []  # the pairs rated alike, said (trained as labelled)
     for where, row in rows:
         seen_any = True
         try:
@@ -185,8 +188,10 @@ def preferences_of_rows(
                     rest = (other for _, other in rows if isinstance(other, dict))
                     raise DataError(f"{err}{kto_pairs_note(chain([row], rest))}") from None
                 rated = rated_sides(column_names or list(row), columns)
-            refuse_unpreferred(row, rated)
+            tie = rating_tie(row, rated)
             examples.append(parse_row(row, layout, columns, f"{label}: {where}", base_dir))
+            if tie is not None:
+                ties.append(tie)
         except RowError as err:
             if not skip_invalid_rows:  # the other rows are checked too (seconds for 100k):
                 refused.add(where, openai_message(err.message) if openai else err.message)
@@ -203,7 +208,9 @@ def preferences_of_rows(
     assert layout is not None
     if columns.system is not None and layout == "explicit":  # text prompts became turns
         layout = "conversational"
-    return PreferenceData(examples, layout, label, skipped, unread_system(examples, columns))
+    return PreferenceData(
+        examples, layout, label, skipped, unread_system(examples, columns), len(ties), ties[:1]
+    )
 
 
 def read_rows(source: str | Any, name: str | None = None) -> list[tuple[str, dict[str, Any]]]:

@@ -325,24 +325,25 @@ def rated_sides(names: Iterable[Any], columns: Columns) -> tuple[str, str] | Non
     return None
 
 
-def refuse_unpreferred(row: dict[str, Any], rated: tuple[str, str] | None) -> None:
-    """A pair whose own ratings do not prefer its chosen reply, as a row's error: a tie (an
-    Argilla dataset's rows of ``status: tie``) states no preference, and a rejected reply rated
-    higher trains the worse one as preferred; TRL trains on both without a word."""
+def rating_tie(row: dict[str, Any], rated: tuple[str, str] | None) -> str | None:
+    """The row's tie, said (``score_chosen 4.0 = score_rejected 4.0``), where its own ratings
+    rate both replies alike; a rejected reply rated higher is a row's error.
+
+    A tie is trained as labelled (its place in the chosen column is the preference), as TRL
+    and the alignment handbook train UltraFeedback-binarized's ties, and counted in the data
+    line; a rejected reply rated higher would be trained as the worse one, so it is refused."""
     if rated is None:
-        return
+        return None
     chosen, rejected = (_rating(row.get(name)) for name in rated)
     if chosen is None or rejected is None or chosen > rejected:
-        return
-    said = f"{rated[0]} {row[rated[0]]} and {rated[1]} {row[rated[1]]}"
+        return None
     if chosen == rejected:
-        raise RowError(
-            "tied ratings", f"a tie ({said}): the pair states no preference; drop tied rows"
-        )
+        return f"{rated[0]} {row[rated[0]]} = {rated[1]} {row[rated[1]]}"
     raise RowError(
         "rejected rated higher",
-        f"{said}: the rejected reply is rated higher, so it would be trained as the worse one "
-        "(chosen and rejected swapped?)",
+        f"{rated[0]} {row[rated[0]]} and {rated[1]} {row[rated[1]]}: the rejected reply is "
+        "rated higher, so it would be trained as the worse one (chosen and rejected swapped? "
+        "to train it as labelled, rename the rating columns)",
     )
 
 

@@ -82,6 +82,10 @@ class PreferenceData:
     skipped: Counter[str] = field(default_factory=Counter)
     # a system prompt column left unread, and its rows with text (unread_columns.py)
     unread_system: tuple[str, int] | None = None
+    # pairs whose own rating columns rate both replies alike (pair_rows.rating_tie), the first
+    # one said
+    ties: int = 0
+    first_tie: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -101,6 +105,12 @@ class PreferenceData:
         if self.skipped:
             reasons = ", ".join(f"{n} {reason}" for reason, n in self.skipped.most_common())
             text += f"; skipped {counted(sum(self.skipped.values()), 'invalid row')} ({reasons})"
+        if self.ties:
+            text += (
+                f"; {counted(self.ties, 'pair')} rate chosen and rejected alike "
+                f"({self.first_tie[0]}{', ...' if self.ties > 1 else ''}): trained as "
+                "labelled, as TRL does (drop tied rows from the file to leave them out)"
+            )
         if self.unread_system:
             name, rows = self.unread_system
             text += (
