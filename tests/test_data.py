@@ -310,7 +310,7 @@ def test_pairs_rated_for_rejected_are_refused_and_ties_trained_as_labelled(
     assert data.skipped == {"rejected rated higher": 1}
     assert data.ties == 1
     assert (
-        f"; 1 pair rate chosen and rejected alike ({chosen_key} 4.0 = {rejected_key} 4.0): "
+        f"; 1 pair rates chosen and rejected alike ({chosen_key} 4.0 = {rejected_key} 4.0): "
         "trained as labelled" in data.summary()
     )
 
