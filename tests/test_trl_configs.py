@@ -1120,3 +1120,39 @@ def test_report_to_no_is_no_tracker_and_the_word_no_is_told_none(tmp_path) -> No
         recipe.write_text(line + "\n")
         with pytest.raises(ConfigError, match=f"report_to: '{word}' is written none"):
             load_config(str(recipe))
+
+
+def test_an_sft_recipes_keys_port_or_say_what_a_dpo_row_is(tmp_path) -> None:
+    """A recipe carried over from the SFT stage: SFTConfig's own keys (and KTOConfig's
+    weights) were 'unknown option', some hinted to an unrelated one (packing_strategy ->
+    save_strategy, dataset_text_field -> dataset_test_split). At SFT's defaults they ask for
+    nothing different and port; another value is refused saying what directpo does."""
+    trl = pytest.importorskip("trl")
+
+    dpo_names = {f.name for f in dataclasses.fields(trl.DPOConfig)}
+    sft_only = {
+        f.name: f.default
+        for f in dataclasses.fields(trl.SFTConfig)
+        if f.name not in dpo_names and f.default is not dataclasses.MISSING
+    }
+    assert {"dataset_text_field", "packing", "completion_only_loss"} <= set(sft_only)
+    recipe = tmp_path / "sft.yaml"
+    kto_weights = {"desirable_weight": 1.0, "undesirable_weight": 1.0}
+    recipe.write_text(yaml.safe_dump({"model_name_or_path": "m", **sft_only, **kto_weights}))
+    assert load_config(str(recipe)) == DPOConfig(model_name_or_path="m")
+
+    for key, value, message in (
+        ("dataset_text_field", "content", "a DPO row is prompt_column, chosen_column and reje"),
+        ("dataset_kwargs", {"skip_prepare_dataset": True}, "tokenizes each pair itself"),
+        ("eos_token", "<|im_end|>", "set eos_token in the model folder's tokenizer files"),
+        ("packing_strategy", "wrapped", "padding_free packs whole sequences, never cut"),
+        ("completion_only_loss", False, "DPO's log-probs are the completions' alone"),
+        ("desirable_weight", 1.33, "directpo trains on preference pairs"),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            DPOConfig(model_name_or_path="m", **{key: value})
+        assert str(refused.value).startswith(f"DPOConfig: {key}: {value!r} is not supported: ")
+        assert message in str(refused.value)
+    assert DPOConfig(model_name_or_path="m", packing=True, shuffle_dataset=True) == DPOConfig(
+        model_name_or_path="m"
+    )  # padding_free packs each micro-batch already, no pair attending to another

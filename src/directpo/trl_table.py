@@ -98,6 +98,11 @@ STREAMING = (  # DatasetMixtureConfig's streaming: the mixture shuffles each sou
     "dataset_mixture shuffles each source whole; to read only the rows max_steps trains on, "
     "give one source as train_file or dataset_name with dataset_streaming: true"
 )
+SFT_ROWS = (  # SFTConfig's text column: DPO reads three
+    "SFTConfig's; a DPO row is prompt_column, chosen_column and rejected_column (or "
+    "chosen/rejected message lists)"
+)
+KTO = "KTO's unpaired weights; directpo trains on preference pairs (loss_type chooses the loss)"
 COMPILED = "torch_compile: true compiles each decoder layer with inductor in its default mode"
 DEVICES = "directpo trains on CUDA or the CPU"
 HIDE_GPUS = "hide the GPUs instead: CUDA_VISIBLE_DEVICES= directpo train ..."
@@ -295,4 +300,29 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "include_inputs_for_metrics": (_nothing, EVAL_METRICS),
     "use_legacy_prediction_loop": (_nothing, EVAL_METRICS),
     "ray_scope": (_any, ""),  # hyperparameter search only
+    # SFTConfig's keys, in a recipe carried over from the SFT stage (the alignment-handbook's
+    # habit): unknown before, some hinted to an unrelated option (packing_strategy ->
+    # save_strategy, dataset_text_field -> dataset_test_split)
+    "dataset_text_field": (_equals("text"), SFT_ROWS),
+    "dataset_kwargs": (
+        _nothing,
+        "SFTConfig's; directpo tokenizes each pair itself from its prompt, chosen and rejected",
+    ),
+    "eos_token": (
+        _nothing,
+        "a completion ends with the tokenizer's EOS; set eos_token in the model folder's "
+        "tokenizer files to change it",
+    ),
+    "shuffle_dataset": (_any, ""),  # a shuffle of the rows once; the pairs are shuffled anyway
+    "packing": (_any, ""),  # padding_free packs each micro-batch; no pair sees another
+    "packing_strategy": (_equals("bfd"), "padding_free packs whole sequences, never cut"),
+    "eval_packing": (_any, ""),
+    "completion_only_loss": (
+        lambda value: value in (True, None),
+        "DPO's log-probs are the completions' alone (assistant_only_loss: true narrows them "
+        "to the assistant's turns)",
+    ),
+    # KTOConfig's weights: at 1.0 they weigh nothing here
+    "desirable_weight": (_equals(1.0), KTO),
+    "undesirable_weight": (_equals(1.0), KTO),
 }
