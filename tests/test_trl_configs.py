@@ -1071,11 +1071,11 @@ def test_a_yaml_boolean_given_for_a_word_says_how_yaml_read_it(tmp_path) -> None
          "reads a bare no, off or false as a boolean; write one of these words)"),
         ("dtype: 16", "dtype must be one of float32, bfloat16 (got 16); did you mean bfloat16?"),
         # (report_to: null, or report_to: with no value: 'report_to must be a list, got None')
-        ("report_to:", "report_to must be one of tensorboard, wandb, mlflow, none, all (got "
-         "null / None: YAML reads a bare null, ~ or an empty value as none; write one of these "
-         "words)"),
-        ("report_to: 5", "report_to must be one of tensorboard, wandb, mlflow, none, all (got 5; "
-         "write one of these words)"),
+        ("report_to:", "report_to must be one of tensorboard, wandb, mlflow, trackio, none, all "
+         "(got null / None: YAML reads a bare null, ~ or an empty value as none; write one of "
+         "these words)"),
+        ("report_to: 5", "report_to must be one of tensorboard, wandb, mlflow, trackio, none, all "
+         "(got 5; write one of these words)"),
         # (loss_type: null, no or 5 was 'loss_type must be a list, got None', no loss named)
         ("loss_type:", f"loss_type must be one or more of {', '.join(LOSS_TYPES)} (got null / "
          "None: YAML reads a bare null, ~ or an empty value as none; write one, or a list of "

@@ -176,6 +176,13 @@ def check_values(config: DPOConfig) -> None:
         )
     if "none" in config.report_to and len(config.report_to) > 1:
         config._refuse("report_to", "report_to: 'none' cannot be combined with other trackers")
+    if config.project != "huggingface" and "trackio" not in config.report_to and not unknown:
+        # transformers' project is trackio's alone: a wandb user's project went nowhere
+        config._refuse(
+            "project",
+            "project names trackio's project, and report_to has no trackio: add it to "
+            "report_to (wandb's project is WANDB_PROJECT in the environment)",
+        )
     check_generation(config, require)
     procs = config.dataset_num_proc
     require(procs is None or procs >= 1, "dataset_num_proc", ">= 1 (null: one process)")

@@ -103,6 +103,10 @@ SFT_ROWS = (  # SFTConfig's text column: DPO reads three
     "chosen/rejected message lists)"
 )
 KTO = "KTO's unpaired weights; directpo trains on preference pairs (loss_type chooses the loss)"
+TRACKIO_LOCAL = (
+    "directpo does not upload: report_to: trackio logs on this machine (trackio show opens "
+    "it; trackio's own sync puts a project on a Space)"
+)
 COMPILED = "torch_compile: true compiles each decoder layer with inductor in its default mode"
 DEVICES = "directpo trains on CUDA or the CPU"
 HIDE_GPUS = "hide the GPUs instead: CUDA_VISIBLE_DEVICES= directpo train ..."
@@ -207,10 +211,10 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "generate_during_eval": (_nothing, "use eval_generate: N"),
     "is_encoder_decoder": (_nothing, "directpo trains decoder-only causal LMs"),
-    "project": (_any, ""),
-    "trackio_space_id": (_any, ""),
-    "trackio_bucket_id": (_any, ""),
-    "trackio_static_space_id": (_any, ""),
+    # report_to: trackio logs on this machine (project names it); a Space is an upload
+    "trackio_space_id": (_nothing, TRACKIO_LOCAL),
+    "trackio_bucket_id": (_nothing, TRACKIO_LOCAL),
+    "trackio_static_space_id": (_any, ""),  # read only with a trackio_space_id or a hub push
     "use_cpu": (_no_gpu, HIDE_GPUS),
     "bf16_full_eval": (_nothing, "use eval_dtype: bfloat16 (with dtype: bfloat16)"),
     "fp16_full_eval": (_nothing, "float16 is not supported; eval_dtype: bfloat16 is the bf16 one"),
