@@ -269,6 +269,18 @@ def test_an_8bit_optimizer_is_told_what_directpo_offers_for_less_optimizer_memor
     config = DPOConfig(dtype="bfloat16", master_weights="bfloat16", optimizer="adamw_kahan")
     assert config.optimizer == "adamw_kahan"
 
+    # torchao's low-bit AdamW (transformers 5) were told the list alone, 4-bit too, or named
+    # bitsandbytes'; bitsandbytes' 32-bit RMSprop ('bnb' read as 8-bit) was refused as 8-bit
+    low_bit = {"adamw_torch_8bit": "torchao's 8-bit", "adamw_torch_4bit": "torchao's 4-bit",
+               "rmsprop_bnb_8bit": "bitsandbytes' 8-bit"}  # fmt: skip
+    for name, owner in low_bit.items():
+        with pytest.raises(ConfigError) as refused:
+            DPOConfig(optim=name)
+        assert str(refused.value).startswith(f"optim: {name} is {owner} optimizer, which ")
+        assert offered in str(refused.value)
+    for name in ("rmsprop_bnb", "rmsprop_bnb_32bit"):  # transformers: RMSprop, 32-bit state
+        assert DPOConfig(optim=name).optimizer == DPOConfig(optim="rmsprop").optimizer == "rmsprop"
+
 
 def test_model_init_kwargs_own_options_are_refused_leading_with_the_value_written() -> None:
     """model_init_kwargs: {torch_dtype: float32} was told to set dtype: bfloat16 first, the

@@ -43,7 +43,7 @@ from directpo.option_values import as_yaml, value_shown
 from directpo.options import reject_if_set
 from directpo.sampling_checks import check_generation
 from directpo.trl_compat import refuse_loading_options
-from directpo.trl_table import EIGHT_BIT, is_eight_bit
+from directpo.trl_table import is_eight_bit, low_bit_refusal
 
 
 def check_values(config: DPOConfig) -> None:
@@ -52,7 +52,7 @@ def check_values(config: DPOConfig) -> None:
     check_precision(config)
     config._apply_trl_spellings()
     if is_eight_bit(config.optimizer):  # (transformers' name given as directpo's option)
-        config._refuse("optimizer", f"optimizer: {config.optimizer} {EIGHT_BIT}")
+        config._refuse("optimizer", low_bit_refusal("optimizer", config.optimizer))
     one_of("optimizer", OPTIMIZERS)
     one_of("lr_scheduler_type", LR_SCHEDULERS)
     check_losses(config, require)

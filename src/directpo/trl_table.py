@@ -125,20 +125,32 @@ TRL_OPTIMIZERS = {  # TRL / transformers' optim names -> directpo's optimizer
     "paged_adamw_32bit": "adamw",  # bitsandbytes' AdamW with paged state: the same updates
     "adamw_anyprecision": "adamw_kahan",
     "rmsprop": "rmsprop",
+    # bitsandbytes' RMSprop with 32-bit state (transformers passes it no argument torch's
+    # RMSprop lacks): the same updates; 'bnb' in the name read as 8-bit, it was refused so
+    "rmsprop_bnb": "rmsprop",
+    "rmsprop_bnb_32bit": "rmsprop",
 }
-# bitsandbytes' 8-bit optimizers (adamw_8bit, paged_adamw_8bit, adamw_bnb_8bit, lion_8bit):
-# directpo has none (bitsandbytes is no dependency), so what it has for a smaller optimizer
-# state is said first, not the list of choices alone
+# low-bit optimizers: bitsandbytes' 8-bit ones (adamw_8bit, paged_adamw_8bit, adamw_bnb_8bit,
+# lion_8bit) and torchao's (adamw_torch_8bit, adamw_torch_4bit): directpo has none (neither is
+# a dependency), so what it has for a smaller optimizer state is said first, not the list of
+# choices alone
 EIGHT_BIT = (
-    "is bitsandbytes' 8-bit optimizer, which directpo does not offer; for less optimizer memory "
-    "use dtype: bfloat16, master_weights: bfloat16 and optimizer: adamw_kahan (bf16 state, "
-    "updates kept), an adapter (lora_r: only its state) or fsdp_offload (state in CPU memory)"
+    "which directpo does not offer; for less optimizer memory use dtype: bfloat16, "
+    "master_weights: bfloat16 and optimizer: adamw_kahan (bf16 state, updates kept), an "
+    "adapter (lora_r: only its state) or fsdp_offload (state in CPU memory)"
 )
 
 
 def is_eight_bit(name: str) -> bool:
-    """An 8-bit (bitsandbytes) optimizer's name, as transformers' optim spells them."""
-    return "8bit" in name or "bnb" in name
+    """A low-bit (8- or 4-bit state) optimizer's name, as transformers' optim spells them."""
+    return "8bit" in name or "4bit" in name
+
+
+def low_bit_refusal(key: str, name: str) -> str:
+    """The line refusing ``key: name``, a low-bit optimizer, naming whose it is."""
+    bits = "4-bit" if "4bit" in name else "8-bit"
+    owner = "torchao's" if name.startswith("adamw_torch_") else "bitsandbytes'"
+    return f"{key}: {name} is {owner} {bits} optimizer, {EIGHT_BIT}"
 
 
 # key: (accepted when, what to do otherwise)
