@@ -1168,3 +1168,20 @@ def test_an_sft_recipes_keys_port_or_say_what_a_dpo_row_is(tmp_path) -> None:
     assert DPOConfig(model_name_or_path="m", packing=True, shuffle_dataset=True) == DPOConfig(
         model_name_or_path="m"
     )  # padding_free packs each micro-batch already, no pair attending to another
+
+
+def test_what_a_refused_trl_name_says_to_write_is_taken() -> None:
+    """A refusal's 'what to write instead' names an option that works: DPOTrainer's
+    optimizer_cls_and_kwargs said 'set optim and optim_args instead', and optim_args is
+    refused ('use adam_beta1/adam_beta2/adam_epsilon/weight_decay'), a second run later."""
+    from directpo.arguments import TRAINER_ONLY
+    from directpo.trl_compat import NO_EFFECT
+
+    refused = {key for key, (accepted, _) in NO_EFFECT.items() if not accepted("x")}
+    advice = {**{key: said for key, (_, said) in NO_EFFECT.items()}, **TRAINER_ONLY}
+    for key, said in advice.items():
+        named = set(re.findall(r"[a-z0-9]+_[a-z0-9_]+", said)) - {key}
+        assert not named & refused, (key, said)
+    config = DPOConfig(optim="adamw_torch", adam_beta1=0.8, adam_beta2=0.95, adam_epsilon=1e-6,
+                       weight_decay=0.1)  # fmt: skip
+    assert (config.adam_beta1, config.adam_beta2, config.weight_decay) == (0.8, 0.95, 0.1)
