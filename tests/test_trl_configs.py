@@ -9,6 +9,7 @@ import math
 import os
 import re
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -1185,3 +1186,44 @@ def test_what_a_refused_trl_name_says_to_write_is_taken() -> None:
     config = DPOConfig(optim="adamw_torch", adam_beta1=0.8, adam_beta2=0.95, adam_epsilon=1e-6,
                        weight_decay=0.1)  # fmt: skip
     assert (config.adam_beta1, config.adam_beta2, config.weight_decay) == (0.8, 0.95, 0.1)
+
+
+def test_trls_own_dpo_script_commands_run_as_written(tiny_model_dirs, tmp_path) -> None:
+    """The commands in the installed TRL's trl/scripts/dpo.py docstring (full training and
+    LoRA), flag for flag, with the hub ids replaced by local paths as a user would (a dataset
+    folder of train / test files, the tiny model) and the step counts cut: each trains and
+    evaluates. Read from the installed TRL, so a flag a newer TRL adds there is tried too."""
+    import importlib.util
+    import shlex
+    import shutil
+
+    pytest.importorskip("trl")
+    from tiny import write_jsonl
+
+    script = importlib.util.find_spec("trl.scripts.dpo").origin
+    blocks = re.findall(r"```bash\n(.*?)```", Path(script).read_text(), re.S)
+    assert len(blocks) >= 2 and any("--use_peft" in block for block in blocks)
+    data = tmp_path / "ultrafeedback"
+    data.mkdir()
+    write_jsonl(data / "train.jsonl", SENTIMENT_PAIRS)
+    write_jsonl(data / "test.jsonl", SENTIMENT_PAIRS[:4])
+    local = {"--dataset_name": str(data), "--model_name_or_path": str(tiny_model_dirs["llama"]),
+             "--max_steps": "1", "--gradient_accumulation_steps": "1", "--eval_steps": "1",
+             "--output_dir": str(tmp_path / "out")}  # fmt: skip
+    commands = [shlex.split(block.replace("\\\n", " ")) for block in blocks]
+    assert all(tokens[:2] == ["python", "trl/scripts/dpo.py"] for tokens in commands)
+    flags = [{t for t in tokens if t.startswith("--")} for tokens in commands]
+    # (time) a command whose flags another holds with more is run by that one: the full
+    # training's by the LoRA command today
+    for block, tokens, own in zip(blocks, commands, flags, strict=True):
+        if any(own < other for other in flags):
+            continue
+        argv = tokens[2:]
+        for i, token in enumerate(argv[:-1]):
+            argv[i + 1] = local.get(token, argv[i + 1])
+        shutil.rmtree(tmp_path / "out", ignore_errors=True)
+        # report_to none: transformers 5's default, which TRL's commands leave to it
+        assert main(["train", *argv, "--report_to", "none"]) == 0, block
+        rows = read_metrics(tmp_path / "out")
+        assert [r["step"] for r in rows if "eval/loss" in r] == [1]
+        assert (tmp_path / "out" / "adapter_config.json").exists() == ("--use_peft" in argv)
