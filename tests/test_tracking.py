@@ -76,6 +76,7 @@ def test_report_to_trackio_logs_trls_names_in_its_project(
     fake.init = lambda **kwargs: calls.append(("init", kwargs))
     fake.log = lambda metrics, step: calls.append(("log", metrics, step))
     fake.finish = lambda: calls.append(("finish",))
+    fake.Table = lambda columns, data: ("table", columns, data)  # a cell's text reads as Markdown
     monkeypatch.setitem(sys.modules, "trackio", fake)
 
     trackio = {"report_to": ["trackio"], "project": "dpo-sweeps", "run_name": "beta-0.1"}
@@ -92,7 +93,11 @@ def test_report_to_trackio_logs_trls_names_in_its_project(
         assert metrics["train/loss"] == row["loss"]
         assert metrics["train/rewards/margins"] == row["rewards/margins"]
 
-    assert DPOConfig(report_to=["trackio"]).project == "huggingface"  # transformers' default
+    calls.clear()  # eval_generate's samples (Markdown) as a one-cell table at their step
+    MetricsLogger(tmp_path / "out", ["trackio"], {}).log_text(3, "samples", "| a |")
+    assert calls[1] == ("log", {"samples": ("table", ["samples"], [["| a |"]])}, 3)
+    assert calls[0][1]["project"] == "huggingface"  # a record without one: transformers' default
+    assert DPOConfig(report_to=["trackio"]).project == "huggingface"
     with pytest.raises(DirectpoError, match="^project names trackio's project, and report_to "):
         DPOConfig(report_to=["wandb"], project="dpo-sweeps")  # (it went nowhere)
     local = "trackio_space_id: 'me/runs' is not supported: directpo does not upload: report_to: "
