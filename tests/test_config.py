@@ -817,7 +817,7 @@ def test_a_value_of_the_wrong_type_does_not_hide_the_other_problems() -> None:
         "  lora_r must be an integer, got sixteen",
         "  seed must be an integer, got abc",
         "  beta must be > 0 (got -1.0)",
-        "  report_to must be a list of tensorboard, wandb, mlflow, none (got [comet_ml])",
+        "  report_to must be a list of tensorboard, wandb, mlflow, trackio, none (got [comet_ml])",
     ]
 
 

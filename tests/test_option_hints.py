@@ -169,7 +169,7 @@ def test_a_choice_spelt_as_other_tools_do_is_told_the_one_meant(capsys, argv, sa
         ("loss_type: sigmod", "(got [sigmod]); did you mean sigmoid?"),
         ("loss_type: [sigmoid, SFT]", "(got [sigmoid, SFT]); did you mean [sigmoid, sft]?"),
         ("loss_type: [Sigmoid, bogus]", "(got [Sigmoid, bogus]); did you mean sigmoid for Sig"),
-        ("report_to: wand", "mlflow, none (got [wand]); did you mean wandb?"),
+        ("report_to: wand", "trackio, none (got [wand]); did you mean wandb?"),
         ("report_to: 'None'", "(got [None]); did you mean none?"),  # (transformers' spelling)
         ("report_to: [wandb, tensorbord]", "did you mean [wandb, tensorboard]?"),
     ],

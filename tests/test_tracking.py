@@ -52,3 +52,54 @@ def test_an_absolute_run_name_keeps_tensorboard_under_runs(tmp_path):
         assert list((out / "runs" / below).glob("events.out.tfevents.*")), run_name
     assert not list(out.glob("events.out.tfevents.*"))
     assert not list(tmp_path.glob("up"))
+
+
+def test_report_to_trackio_logs_trls_names_in_its_project(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """transformers' newest tracker, as a TRL recipe names it (report_to: trackio, project:
+    ...): it was refused ('must be a list of tensorboard, wandb, mlflow, none'). The run logs
+    each metrics.jsonl row to trackio under TRL's names, in the project asked for, and
+    finishes it; a Space (trackio_space_id, an upload) is refused saying where it logs."""
+    import importlib.machinery
+    import sys
+    import types
+
+    from tiny import tiny_config
+
+    from directpo.config import DPOConfig
+    from directpo.trainer import train
+
+    calls: list[tuple] = []
+    fake = types.ModuleType("trackio")
+    fake.__spec__ = importlib.machinery.ModuleSpec("trackio", None)  # installed, to find_spec
+    fake.init = lambda **kwargs: calls.append(("init", kwargs))
+    fake.log = lambda metrics, step: calls.append(("log", metrics, step))
+    fake.finish = lambda: calls.append(("finish",))
+    fake.Table = lambda columns, data: ("table", columns, data)  # a cell's text reads as Markdown
+    monkeypatch.setitem(sys.modules, "trackio", fake)
+
+    trackio = {"report_to": ["trackio"], "project": "dpo-sweeps", "run_name": "beta-0.1"}
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "out", max_steps=2,
+                         **trackio)  # fmt: skip
+    train(config, echo=lambda _: None)
+    init = calls[0][1]
+    assert (calls[0][0], init["project"], init["name"]) == ("init", "dpo-sweeps", "beta-0.1")
+    assert init["config"]["project"] == "dpo-sweeps" and calls[-1] == ("finish",)
+    rows = read_metrics(tmp_path / "out")
+    logged = [(step, metrics) for _, metrics, step in (c for c in calls if c[0] == "log")]
+    assert [step for step, _ in logged] == [row["step"] for row in rows] == [1, 2]
+    for (_, metrics), row in zip(logged, rows, strict=True):
+        assert metrics["train/loss"] == row["loss"]
+        assert metrics["train/rewards/margins"] == row["rewards/margins"]
+
+    calls.clear()  # eval_generate's samples (Markdown) as a one-cell table at their step
+    MetricsLogger(tmp_path / "out", ["trackio"], {}).log_text(3, "samples", "| a |")
+    assert calls[1] == ("log", {"samples": ("table", ["samples"], [["| a |"]])}, 3)
+    assert calls[0][1]["project"] == "huggingface"  # a record without one: transformers' default
+    assert DPOConfig(report_to=["trackio"]).project == "huggingface"
+    with pytest.raises(DirectpoError, match="^project names trackio's project, and report_to "):
+        DPOConfig(report_to=["wandb"], project="dpo-sweeps")  # (it went nowhere)
+    local = "trackio_space_id: 'me/runs' is not supported: directpo does not upload: report_to: "
+    with pytest.raises(DirectpoError, match=local + "trackio logs on this machine"):
+        DPOConfig(report_to=["trackio"], trackio_space_id="me/runs")

@@ -9,6 +9,7 @@ import math
 import os
 import re
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -268,6 +269,18 @@ def test_an_8bit_optimizer_is_told_what_directpo_offers_for_less_optimizer_memor
     # the state those options keep is what directpo's adamw_kahan trains with
     config = DPOConfig(dtype="bfloat16", master_weights="bfloat16", optimizer="adamw_kahan")
     assert config.optimizer == "adamw_kahan"
+
+    # torchao's low-bit AdamW (transformers 5) were told the list alone, 4-bit too, or named
+    # bitsandbytes'; bitsandbytes' 32-bit RMSprop ('bnb' read as 8-bit) was refused as 8-bit
+    low_bit = {"adamw_torch_8bit": "torchao's 8-bit", "adamw_torch_4bit": "torchao's 4-bit",
+               "rmsprop_bnb_8bit": "bitsandbytes' 8-bit"}  # fmt: skip
+    for name, owner in low_bit.items():
+        with pytest.raises(ConfigError) as refused:
+            DPOConfig(optim=name)
+        assert str(refused.value).startswith(f"optim: {name} is {owner} optimizer, which ")
+        assert offered in str(refused.value)
+    for name in ("rmsprop_bnb", "rmsprop_bnb_32bit"):  # transformers: RMSprop, 32-bit state
+        assert DPOConfig(optim=name).optimizer == DPOConfig(optim="rmsprop").optimizer == "rmsprop"
 
 
 def test_model_init_kwargs_own_options_are_refused_leading_with_the_value_written() -> None:
@@ -1071,11 +1084,11 @@ def test_a_yaml_boolean_given_for_a_word_says_how_yaml_read_it(tmp_path) -> None
          "reads a bare no, off or false as a boolean; write one of these words)"),
         ("dtype: 16", "dtype must be one of float32, bfloat16 (got 16); did you mean bfloat16?"),
         # (report_to: null, or report_to: with no value: 'report_to must be a list, got None')
-        ("report_to:", "report_to must be one of tensorboard, wandb, mlflow, none, all (got "
-         "null / None: YAML reads a bare null, ~ or an empty value as none; write one of these "
-         "words)"),
-        ("report_to: 5", "report_to must be one of tensorboard, wandb, mlflow, none, all (got 5; "
-         "write one of these words)"),
+        ("report_to:", "report_to must be one of tensorboard, wandb, mlflow, trackio, none, all "
+         "(got null / None: YAML reads a bare null, ~ or an empty value as none; write one of "
+         "these words)"),
+        ("report_to: 5", "report_to must be one of tensorboard, wandb, mlflow, trackio, none, all "
+         "(got 5; write one of these words)"),
         # (loss_type: null, no or 5 was 'loss_type must be a list, got None', no loss named)
         ("loss_type:", f"loss_type must be one or more of {', '.join(LOSS_TYPES)} (got null / "
          "None: YAML reads a bare null, ~ or an empty value as none; write one, or a list of "
@@ -1120,3 +1133,97 @@ def test_report_to_no_is_no_tracker_and_the_word_no_is_told_none(tmp_path) -> No
         recipe.write_text(line + "\n")
         with pytest.raises(ConfigError, match=f"report_to: '{word}' is written none"):
             load_config(str(recipe))
+
+
+def test_an_sft_recipes_keys_port_or_say_what_a_dpo_row_is(tmp_path) -> None:
+    """A recipe carried over from the SFT stage: SFTConfig's own keys (and KTOConfig's
+    weights) were 'unknown option', some hinted to an unrelated one (packing_strategy ->
+    save_strategy, dataset_text_field -> dataset_test_split). At SFT's defaults they ask for
+    nothing different and port; another value is refused saying what directpo does."""
+    trl = pytest.importorskip("trl")
+
+    dpo_names = {f.name for f in dataclasses.fields(trl.DPOConfig)}
+    sft_only = {
+        f.name: f.default
+        for f in dataclasses.fields(trl.SFTConfig)
+        if f.name not in dpo_names and f.default is not dataclasses.MISSING
+    }
+    assert {"dataset_text_field", "packing", "completion_only_loss"} <= set(sft_only)
+    recipe = tmp_path / "sft.yaml"
+    kto_weights = {"desirable_weight": 1.0, "undesirable_weight": 1.0}
+    recipe.write_text(yaml.safe_dump({"model_name_or_path": "m", **sft_only, **kto_weights}))
+    assert load_config(str(recipe)) == DPOConfig(model_name_or_path="m")
+
+    for key, value, message in (
+        ("dataset_text_field", "content", "a DPO row is prompt_column, chosen_column and reje"),
+        ("dataset_kwargs", {"skip_prepare_dataset": True}, "tokenizes each pair itself"),
+        ("eos_token", "<|im_end|>", "set eos_token in the model folder's tokenizer files"),
+        ("packing_strategy", "wrapped", "padding_free packs whole sequences, never cut"),
+        ("completion_only_loss", False, "DPO's log-probs are the completions' alone"),
+        ("desirable_weight", 1.33, "directpo trains on preference pairs"),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            DPOConfig(model_name_or_path="m", **{key: value})
+        assert str(refused.value).startswith(f"DPOConfig: {key}: {value!r} is not supported: ")
+        assert message in str(refused.value)
+    assert DPOConfig(model_name_or_path="m", packing=True, shuffle_dataset=True) == DPOConfig(
+        model_name_or_path="m"
+    )  # padding_free packs each micro-batch already, no pair attending to another
+
+
+def test_what_a_refused_trl_name_says_to_write_is_taken() -> None:
+    """A refusal's 'what to write instead' names an option that works: DPOTrainer's
+    optimizer_cls_and_kwargs said 'set optim and optim_args instead', and optim_args is
+    refused ('use adam_beta1/adam_beta2/adam_epsilon/weight_decay'), a second run later."""
+    from directpo.arguments import TRAINER_ONLY
+    from directpo.trl_compat import NO_EFFECT
+
+    refused = {key for key, (accepted, _) in NO_EFFECT.items() if not accepted("x")}
+    advice = {**{key: said for key, (_, said) in NO_EFFECT.items()}, **TRAINER_ONLY}
+    for key, said in advice.items():
+        named = set(re.findall(r"[a-z0-9]+_[a-z0-9_]+", said)) - {key}
+        assert not named & refused, (key, said)
+    config = DPOConfig(optim="adamw_torch", adam_beta1=0.8, adam_beta2=0.95, adam_epsilon=1e-6,
+                       weight_decay=0.1)  # fmt: skip
+    assert (config.adam_beta1, config.adam_beta2, config.weight_decay) == (0.8, 0.95, 0.1)
+
+
+def test_trls_own_dpo_script_commands_run_as_written(tiny_model_dirs, tmp_path) -> None:
+    """The commands in the installed TRL's trl/scripts/dpo.py docstring (full training and
+    LoRA), flag for flag, with the hub ids replaced by local paths as a user would (a dataset
+    folder of train / test files, the tiny model) and the step counts cut: each trains and
+    evaluates. Read from the installed TRL, so a flag a newer TRL adds there is tried too."""
+    import importlib.util
+    import shlex
+    import shutil
+
+    pytest.importorskip("trl")
+    from tiny import write_jsonl
+
+    script = importlib.util.find_spec("trl.scripts.dpo").origin
+    blocks = re.findall(r"```bash\n(.*?)```", Path(script).read_text(), re.S)
+    assert len(blocks) >= 2 and any("--use_peft" in block for block in blocks)
+    data = tmp_path / "ultrafeedback"
+    data.mkdir()
+    write_jsonl(data / "train.jsonl", SENTIMENT_PAIRS)
+    write_jsonl(data / "test.jsonl", SENTIMENT_PAIRS[:4])
+    local = {"--dataset_name": str(data), "--model_name_or_path": str(tiny_model_dirs["llama"]),
+             "--max_steps": "1", "--gradient_accumulation_steps": "1", "--eval_steps": "1",
+             "--output_dir": str(tmp_path / "out")}  # fmt: skip
+    commands = [shlex.split(block.replace("\\\n", " ")) for block in blocks]
+    assert all(tokens[:2] == ["python", "trl/scripts/dpo.py"] for tokens in commands)
+    flags = [{t for t in tokens if t.startswith("--")} for tokens in commands]
+    # (time) a command whose flags another holds with more is run by that one: the full
+    # training's by the LoRA command today
+    for block, tokens, own in zip(blocks, commands, flags, strict=True):
+        if any(own < other for other in flags):
+            continue
+        argv = tokens[2:]
+        for i, token in enumerate(argv[:-1]):
+            argv[i + 1] = local.get(token, argv[i + 1])
+        shutil.rmtree(tmp_path / "out", ignore_errors=True)
+        # report_to none: transformers 5's default, which TRL's commands leave to it
+        assert main(["train", *argv, "--report_to", "none"]) == 0, block
+        rows = read_metrics(tmp_path / "out")
+        assert [r["step"] for r in rows if "eval/loss" in r] == [1]
+        assert (tmp_path / "out" / "adapter_config.json").exists() == ("--use_peft" in argv)

@@ -94,7 +94,9 @@ TRAINER_ONLY = {
     "callbacks": "directpo takes no callbacks: report_to logs each row to trackers, and the "
     "result's metrics hold every logged row",
     "optimizers": "set optim, learning_rate, lr_scheduler_type (and their _kwargs) instead",
-    "optimizer_cls_and_kwargs": "set optim and optim_args instead",
+    # (not optim_args, which is refused: it named a second option to remove)
+    "optimizer_cls_and_kwargs": "set optim, adam_beta1, adam_beta2, adam_epsilon and "
+    "weight_decay instead",
     "data_collator": "directpo builds its own batches (prefix sharing, packing)",
     "compute_metrics": "held-out metrics are DPO's (eval_file); eval_generate with reward_fn "
     "scores sampled completions",

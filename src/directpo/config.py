@@ -48,14 +48,19 @@ SCHEDULERS_NEEDING_KWARGS = (
 )
 DTYPES = ("float32", "bfloat16")
 SAVE_DTYPES = ("auto", "float32", "bfloat16")
-TRACKERS = ("tensorboard", "wandb", "mlflow", "none")
+TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio", "none")
 LOG_LEVELS = ("passive", "debug", "info", "warning", "error", "critical")
 # The module each tracker needs; checked before training so a missing one fails early.
 DISTRIBUTED_MODES = ("auto", "none", "ddp", "fsdp")
 # Liger's loss kernels replace the LM head's output by a loss: directpo needs the log-probs
 LIGER_LOSS_KERNELS = ("cross_entropy", "fused_linear_cross_entropy")
 ATTN_IMPLEMENTATIONS = ("auto", "varlen", "sdpa", "eager", "flex_attention", "flash_attention_2")
-TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+TRACKER_MODULES = {
+    "tensorboard": "tensorboard",
+    "wandb": "wandb",
+    "mlflow": "mlflow",
+    "trackio": "trackio",
+}
 
 
 @accepting_spellings
@@ -707,7 +712,14 @@ class DPOConfig(Options):
     )
     logging_first_step: bool = option(False, "Also log the first step (TRL's option).")
     run_name: str | None = option(
-        None, "Name of the run in wandb / mlflow, and TensorBoard's subfolder of output_dir/runs."
+        None,
+        "Name of the run in wandb / mlflow / trackio, and TensorBoard's subfolder of "
+        "output_dir/runs.",
+    )
+    project: str = option(
+        "huggingface",
+        "The trackio project the run logs to, with report_to: trackio (transformers' option; "
+        "its default). trackio logs on this machine: trackio show opens the dashboard.",
     )
     hub_model_id: str | None = option(
         None,

@@ -43,7 +43,7 @@ from directpo.option_values import as_yaml, value_shown
 from directpo.options import reject_if_set
 from directpo.sampling_checks import check_generation
 from directpo.trl_compat import refuse_loading_options
-from directpo.trl_table import EIGHT_BIT, is_eight_bit
+from directpo.trl_table import is_eight_bit, low_bit_refusal
 
 
 def check_values(config: DPOConfig) -> None:
@@ -52,7 +52,7 @@ def check_values(config: DPOConfig) -> None:
     check_precision(config)
     config._apply_trl_spellings()
     if is_eight_bit(config.optimizer):  # (transformers' name given as directpo's option)
-        config._refuse("optimizer", f"optimizer: {config.optimizer} {EIGHT_BIT}")
+        config._refuse("optimizer", low_bit_refusal("optimizer", config.optimizer))
     one_of("optimizer", OPTIMIZERS)
     one_of("lr_scheduler_type", LR_SCHEDULERS)
     check_losses(config, require)
@@ -176,6 +176,13 @@ def check_values(config: DPOConfig) -> None:
         )
     if "none" in config.report_to and len(config.report_to) > 1:
         config._refuse("report_to", "report_to: 'none' cannot be combined with other trackers")
+    if config.project != "huggingface" and "trackio" not in config.report_to and not unknown:
+        # transformers' project is trackio's alone: a wandb user's project went nowhere
+        config._refuse(
+            "project",
+            "project names trackio's project, and report_to has no trackio: add it to "
+            "report_to (wandb's project is WANDB_PROJECT in the environment)",
+        )
     check_generation(config, require)
     procs = config.dataset_num_proc
     require(procs is None or procs >= 1, "dataset_num_proc", ">= 1 (null: one process)")

@@ -450,7 +450,7 @@ def component_hint(key: str, value: Any) -> str:
     if key == "dataset":
         return _torchtune_dataset(value)
     if key == "metric_logger":
-        return "use report_to: tensorboard, wandb, mlflow or none (metrics.jsonl always)"
+        return "use report_to: tensorboard, wandb, mlflow, trackio or none (metrics.jsonl always)"
     return GENERIC_COMPONENT
 
 

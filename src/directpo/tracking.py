@@ -155,6 +155,32 @@ class _MLflow:
         self.mlflow.end_run()
 
 
+class _Trackio:
+    """transformers' TrackioCallback without its Hub side: the run logs on this machine, in
+    ``project`` (TRL's names: train/..., eval/..., as TRL's runs show there)."""
+
+    def __init__(self, config: dict[str, Any]):
+        import trackio
+
+        self.trackio = trackio
+        self.run = trackio.init(
+            project=config.get("project") or "huggingface",
+            name=config.get("run_name"),
+            config=config,
+            resume="allow",
+        )
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        self.trackio.log(trl_tracker_names(metrics), step=step)
+
+    def log_text(self, step: int, tag: str, text: str) -> None:
+        # a Table's text cell is shown as Markdown, which the samples are
+        self.trackio.log({tag: self.trackio.Table(columns=[tag], data=[[text]])}, step=step)
+
+    def close(self) -> None:
+        self.trackio.finish()
+
+
 def _below(run_name: str | None) -> Path:
     """``run_name`` as a folder under runs/: transformers' default run_name is output_dir, which
     a dumped TRL config writes out (often absolute): joined as it was, TensorBoard wrote into
@@ -175,6 +201,8 @@ def _open_tracker(
             return _Wandb(output_dir, config)
         if name == "mlflow":
             return _MLflow(config)
+        if name == "trackio":
+            return _Trackio(config)
     except ImportError:
         raise DirectpoError(f"report_to: '{name}' is not installed (pip install {name})") from None
     except Exception as exc:  # a tracker's own start-up failure (login, server, ...)

@@ -31,13 +31,13 @@ from directpo.option_values import as_yaml, value_shown
 from directpo.trl_table import (
     ALIASES,
     COMPILE_DEFAULTS,
-    EIGHT_BIT,
     HINTS,
     NO_EFFECT,
     TRL_OPTIMIZERS,
     VERSION_FLAGS,
     VERSION_HINT,
     is_eight_bit,
+    low_bit_refusal,
 )
 
 
@@ -49,7 +49,7 @@ def apply_trl_meanings(config: Any) -> None:
     their own in the same run (optim: adamw_8bit hid a loss_type refused, said a run later)."""
     if config.optim is not None:
         if is_eight_bit(config.optim):
-            config._refuse("optim", f"optim: {config.optim} {EIGHT_BIT}")
+            config._refuse("optim", low_bit_refusal("optim", config.optim))
         elif config.optim not in TRL_OPTIMIZERS:
             config._refuse(
                 "optim",

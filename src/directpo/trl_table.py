@@ -98,6 +98,15 @@ STREAMING = (  # DatasetMixtureConfig's streaming: the mixture shuffles each sou
     "dataset_mixture shuffles each source whole; to read only the rows max_steps trains on, "
     "give one source as train_file or dataset_name with dataset_streaming: true"
 )
+SFT_ROWS = (  # SFTConfig's text column: DPO reads three
+    "SFTConfig's; a DPO row is prompt_column, chosen_column and rejected_column (or "
+    "chosen/rejected message lists)"
+)
+KTO = "KTO's unpaired weights; directpo trains on preference pairs (loss_type chooses the loss)"
+TRACKIO_LOCAL = (
+    "directpo does not upload: report_to: trackio logs on this machine (trackio show opens "
+    "it; trackio's own sync puts a project on a Space)"
+)
 COMPILED = "torch_compile: true compiles each decoder layer with inductor in its default mode"
 DEVICES = "directpo trains on CUDA or the CPU"
 HIDE_GPUS = "hide the GPUs instead: CUDA_VISIBLE_DEVICES= directpo train ..."
@@ -116,20 +125,32 @@ TRL_OPTIMIZERS = {  # TRL / transformers' optim names -> directpo's optimizer
     "paged_adamw_32bit": "adamw",  # bitsandbytes' AdamW with paged state: the same updates
     "adamw_anyprecision": "adamw_kahan",
     "rmsprop": "rmsprop",
+    # bitsandbytes' RMSprop with 32-bit state (transformers passes it no argument torch's
+    # RMSprop lacks): the same updates; 'bnb' in the name read as 8-bit, it was refused so
+    "rmsprop_bnb": "rmsprop",
+    "rmsprop_bnb_32bit": "rmsprop",
 }
-# bitsandbytes' 8-bit optimizers (adamw_8bit, paged_adamw_8bit, adamw_bnb_8bit, lion_8bit):
-# directpo has none (bitsandbytes is no dependency), so what it has for a smaller optimizer
-# state is said first, not the list of choices alone
+# low-bit optimizers: bitsandbytes' 8-bit ones (adamw_8bit, paged_adamw_8bit, adamw_bnb_8bit,
+# lion_8bit) and torchao's (adamw_torch_8bit, adamw_torch_4bit): directpo has none (neither is
+# a dependency), so what it has for a smaller optimizer state is said first, not the list of
+# choices alone
 EIGHT_BIT = (
-    "is bitsandbytes' 8-bit optimizer, which directpo does not offer; for less optimizer memory "
-    "use dtype: bfloat16, master_weights: bfloat16 and optimizer: adamw_kahan (bf16 state, "
-    "updates kept), an adapter (lora_r: only its state) or fsdp_offload (state in CPU memory)"
+    "which directpo does not offer; for less optimizer memory use dtype: bfloat16, "
+    "master_weights: bfloat16 and optimizer: adamw_kahan (bf16 state, updates kept), an "
+    "adapter (lora_r: only its state) or fsdp_offload (state in CPU memory)"
 )
 
 
 def is_eight_bit(name: str) -> bool:
-    """An 8-bit (bitsandbytes) optimizer's name, as transformers' optim spells them."""
-    return "8bit" in name or "bnb" in name
+    """A low-bit (8- or 4-bit state) optimizer's name, as transformers' optim spells them."""
+    return "8bit" in name or "4bit" in name
+
+
+def low_bit_refusal(key: str, name: str) -> str:
+    """The line refusing ``key: name``, a low-bit optimizer, naming whose it is."""
+    bits = "4-bit" if "4bit" in name else "8-bit"
+    owner = "torchao's" if name.startswith("adamw_torch_") else "bitsandbytes'"
+    return f"{key}: {name} is {owner} {bits} optimizer, {EIGHT_BIT}"
 
 
 # key: (accepted when, what to do otherwise)
@@ -202,10 +223,10 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "generate_during_eval": (_nothing, "use eval_generate: N"),
     "is_encoder_decoder": (_nothing, "directpo trains decoder-only causal LMs"),
-    "project": (_any, ""),
-    "trackio_space_id": (_any, ""),
-    "trackio_bucket_id": (_any, ""),
-    "trackio_static_space_id": (_any, ""),
+    # report_to: trackio logs on this machine (project names it); a Space is an upload
+    "trackio_space_id": (_nothing, TRACKIO_LOCAL),
+    "trackio_bucket_id": (_nothing, TRACKIO_LOCAL),
+    "trackio_static_space_id": (_any, ""),  # read only with a trackio_space_id or a hub push
     "use_cpu": (_no_gpu, HIDE_GPUS),
     "bf16_full_eval": (_nothing, "use eval_dtype: bfloat16 (with dtype: bfloat16)"),
     "fp16_full_eval": (_nothing, "float16 is not supported; eval_dtype: bfloat16 is the bf16 one"),
@@ -295,4 +316,29 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "include_inputs_for_metrics": (_nothing, EVAL_METRICS),
     "use_legacy_prediction_loop": (_nothing, EVAL_METRICS),
     "ray_scope": (_any, ""),  # hyperparameter search only
+    # SFTConfig's keys, in a recipe carried over from the SFT stage (the alignment-handbook's
+    # habit): unknown before, some hinted to an unrelated option (packing_strategy ->
+    # save_strategy, dataset_text_field -> dataset_test_split)
+    "dataset_text_field": (_equals("text"), SFT_ROWS),
+    "dataset_kwargs": (
+        _nothing,
+        "SFTConfig's; directpo tokenizes each pair itself from its prompt, chosen and rejected",
+    ),
+    "eos_token": (
+        _nothing,
+        "a completion ends with the tokenizer's EOS; set eos_token in the model folder's "
+        "tokenizer files to change it",
+    ),
+    "shuffle_dataset": (_any, ""),  # a shuffle of the rows once; the pairs are shuffled anyway
+    "packing": (_any, ""),  # padding_free packs each micro-batch; no pair sees another
+    "packing_strategy": (_equals("bfd"), "padding_free packs whole sequences, never cut"),
+    "eval_packing": (_any, ""),
+    "completion_only_loss": (
+        lambda value: value in (True, None),
+        "DPO's log-probs are the completions' alone (assistant_only_loss: true narrows them "
+        "to the assistant's turns)",
+    ),
+    # KTOConfig's weights: at 1.0 they weigh nothing here
+    "desirable_weight": (_equals(1.0), KTO),
+    "undesirable_weight": (_equals(1.0), KTO),
 }
