@@ -398,7 +398,7 @@ def test_a_failed_command_leaves_no_empty_output_folder_behind(
     def refuse(*args, **kwargs):
         raise ConfigError("model_name_or_path: cannot load (a test's refusal)")
 
-    monkeypatch.setattr(f"directpo.{'generate' if command == 'generate' else 'reward'}"
+    monkeypatch.setattr(f"directpo.{'generate' if command == 'generate' else 'reward_models'}"
                         ".load_causal_lm", refuse)  # fmt: skip
     write_jsonl(data, rows[:2])
     assert main(args) == 2

@@ -46,7 +46,8 @@ from directpo.prompts import (
 )
 from directpo.readers import RowError
 from directpo.refusals import RefusedRows
-from directpo.reward import output_location, run_config
+from directpo.reward_rows import output_location
+from directpo.run_records import run_config
 from directpo.seeded_sampling import SeededSampling, row_seed, sample_seed, warpers_of
 from directpo.special_text import (
     count_drawn,

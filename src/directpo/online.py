@@ -154,7 +154,7 @@ def _reported(name: str, labeller: Labeller) -> Labeller:
 def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> Labeller:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from directpo.reward import runs_in_float32
+    from directpo.reward_models import runs_in_float32
 
     cache_only_where_unreachable(path)
     try:
