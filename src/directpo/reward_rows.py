@@ -113,6 +113,6 @@ def truncation_note(scorer: ImplicitReward, truncated: Counter[str]) -> str:
         if what != CUT_BY_PROMPT
     )
     return (
-        f"truncated to fit max_length {scorer.encoder.max_length}: {counts}; their rewards "
+        f"truncated to fit max_length {scorer.encoder.limits.max_length}: {counts}; their rewards "
         "are of the kept tokens only"
     )
