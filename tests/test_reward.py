@@ -293,7 +293,7 @@ def test_an_output_that_is_not_a_jsonl_file_is_refused_up_front(
         raise AssertionError("a model was loaded before the output was checked")
 
     monkeypatch.setattr("directpo.reward_models.load_causal_lm", refuse)
-    monkeypatch.setattr("directpo.generate.load_causal_lm", refuse)
+    monkeypatch.setattr("directpo.generate_files.load_causal_lm", refuse)
     folder = tmp_path / "out"
     folder.mkdir()
     model = str(tiny_model_dirs["gpt2"])  # not a run: score and rank are given its reference
