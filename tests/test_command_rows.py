@@ -216,7 +216,7 @@ def test_a_template_fix_is_said_in_the_python_callers_words(tmp_path):
 
     from directpo.command_options import GenerateOptions, RankOptions, ScoreOptions
     from directpo.errors import DirectpoError
-    from directpo.generate import generate_file
+    from directpo.generate_files import generate_file
     from directpo.reward import ImplicitReward
     from directpo.reward_files import rank_file, score_file
 

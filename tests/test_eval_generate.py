@@ -462,7 +462,7 @@ def test_generate_names_the_row_a_chat_template_refuses_before_loading_the_model
 
     from test_tokenization import STRICT_TEMPLATE
 
-    import directpo.generate
+    import directpo.generate_files
 
     model = tmp_path / "strict"
     shutil.copytree(tiny_model_dirs["gpt2"], model)
@@ -472,7 +472,7 @@ def test_generate_names_the_row_a_chat_template_refuses_before_loading_the_model
         tmp_path / "p.jsonl",
         [{"prompt": [user]}, {"prompt": [{"role": "system", "content": "Be brief."}, user]}],
     )
-    monkeypatch.setattr(directpo.generate, "load_causal_lm", None)  # never reached
+    monkeypatch.setattr(directpo.generate_files, "load_causal_lm", None)  # never reached
     argv = ["generate", "--model_name_or_path", str(model), "--input", str(prompts),
             "--output", str(tmp_path / "out.jsonl"), "--max_new_tokens", "2"]  # fmt: skip
     assert main(argv) == 2

@@ -13,6 +13,7 @@ from tiny import SENTIMENT_PAIRS, kept_when_interrupted, save_tiny_model, write_
 from tiny import read_jsonl as read
 
 import directpo.generate as generate
+import directpo.generate_files as generate_files
 from directpo.cli import main
 from directpo.config import DPOConfig
 from directpo.seeded_sampling import SeededSampling
@@ -34,7 +35,7 @@ def stop_at_call(monkeypatch, number: int | None) -> list[int]:
     """sample_completions raises KeyboardInterrupt (a Ctrl-C) at its ``number``-th call (None:
     never); returns the sequences each call sampled in one forward pass."""
     calls: list[int] = []
-    real = generate.sample_completions
+    real = generate_files.sample_completions
 
     def sample(model, tokenizer, prompts, **kwargs):
         calls.append(min(len(prompts), kwargs["batch_size"]) * kwargs["num_samples"])
@@ -42,7 +43,7 @@ def stop_at_call(monkeypatch, number: int | None) -> list[int]:
             raise KeyboardInterrupt
         return real(model, tokenizer, prompts, **kwargs)
 
-    monkeypatch.setattr(generate, "sample_completions", sample)
+    monkeypatch.setattr(generate_files, "sample_completions", sample)
     return calls
 
 
@@ -99,7 +100,7 @@ def test_a_bad_row_is_one_line_before_the_model_loads_and_nothing_is_written(
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before every row was checked")
 
-    monkeypatch.setattr(generate, "load_causal_lm", refuse)
+    monkeypatch.setattr(generate_files, "load_causal_lm", refuse)
     # every bad row is said in the one line (each was a run of its own: the first stopped it),
     # a first line that is not JSON too (it stopped the reading of the file's column names)
     bad = [{"prompt": 5}, *prompt_rows(2), {"text": "x"}, {"prompt": "a", "completions": []}]
@@ -156,7 +157,7 @@ def test_out_of_memory_is_one_line_and_a_smaller_batch_size_continues_the_rows_k
     out = tmp_path / "samples.jsonl"
     args = ["generate", "--model_name_or_path", str(model), "--input", str(data),
             "--max_new_tokens", "3", "--output", str(out)]  # fmt: skip
-    real = generate.sample_completions
+    real = generate_files.sample_completions
     calls = []
 
     def sample(model, tokenizer, prompts, **kwargs):
@@ -165,7 +166,7 @@ def test_out_of_memory_is_one_line_and_a_smaller_batch_size_continues_the_rows_k
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(model, tokenizer, prompts, **kwargs)
 
-    monkeypatch.setattr(generate, "sample_completions", sample)
+    monkeypatch.setattr(generate_files, "sample_completions", sample)
     assert main([*args, "--batch_size", "2"]) == 2
     [staging] = [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
     err = capsys.readouterr().err
@@ -175,7 +176,7 @@ def test_out_of_memory_is_one_line_and_a_smaller_batch_size_continues_the_rows_k
     )
     kept = read(staging)
     calls.clear()
-    monkeypatch.setattr(generate, "sample_completions", real)
+    monkeypatch.setattr(generate_files, "sample_completions", real)
     assert main([*args, "--batch_size", "1"]) == 0
     assert "(2 of them from an earlier run that stopped)" in capsys.readouterr().out
     assert read(out)[:2] == kept
@@ -392,7 +393,7 @@ def test_completions_that_drew_special_tokens_are_said(model, tmp_path, capsys, 
     tokenizer = AutoTokenizer.from_pretrained(model)
     start, eos = tokenizer.convert_tokens_to_ids(["<|im_start|>", "</s>"])
     word = tokenizer.encode(" good", add_special_tokens=False)
-    real = generate.sample_completions
+    real = generate_files.sample_completions
     drawn = iter([word + [start] + word, word + [eos], [start, eos], word])
 
     def sample(*args, **kwargs):
@@ -402,7 +403,7 @@ def test_completions_that_drew_special_tokens_are_said(model, tmp_path, capsys, 
             one.text = tokenizer.decode(one.completion_ids, skip_special_tokens=True)
         return samples
 
-    monkeypatch.setattr(generate, "sample_completions", sample)
+    monkeypatch.setattr(generate_files, "sample_completions", sample)
     data = write_jsonl(tmp_path / "prompts.jsonl", prompt_rows(2))
     out = tmp_path / "o.jsonl"
     args = ["generate", "--model_name_or_path", str(model), "--input", str(data),

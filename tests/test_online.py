@@ -428,7 +428,7 @@ def test_reward_model_sees_the_completion_once_rendered(tiny_model_dirs, tmp_pat
     conversation is the chat template's ids, without a second BOS."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from directpo.online import _reward_model
+    from directpo.labellers import _reward_model
 
     judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
     model = AutoModelForSequenceClassification.from_pretrained(judge).eval()
@@ -467,7 +467,7 @@ def test_a_reward_model_stored_in_half_precision_scores_in_float32(
     It scores in float32 now, as implicit_reward_model does (bf16 again between rounds)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from directpo.online import _reward_model
+    from directpo.labellers import _reward_model
 
     judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
     half = AutoModelForSequenceClassification.from_pretrained(judge, dtype=dtype)
@@ -516,7 +516,7 @@ def test_a_causal_lm_as_reward_model_is_refused(tiny_model_dirs, tmp_path, caplo
     report saying so. It is refused in one line, naming the weights it lacks (without the
     load report's table before it)."""
     from directpo.errors import ModelLoadError
-    from directpo.online import _reward_model
+    from directpo.labellers import _reward_model
 
     causal = tiny_model_dirs["llama"]
     with pytest.raises(ModelLoadError) as refused:
@@ -642,7 +642,7 @@ def test_labellers_read_a_pairs_rows_prompt_with_its_template_args(tiny_model_di
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from directpo.data import ImagePrompt, load_preferences
-    from directpo.online import _reward_model
+    from directpo.labellers import _reward_model
     from directpo.reward import ImplicitReward
     from directpo.rewardfn import load_reward_fn
 
@@ -788,7 +788,7 @@ def test_missing_eos_penalty_lowers_completions_that_never_end(
 def test_labellers_combine_with_reward_weights(tiny_model_dirs, tmp_path, online_files) -> None:
     """TRL's reward_funcs list with reward_weights: reward_fn and a reward model together, the
     weighted sum (refused before: 'exactly one labeller')."""
-    from directpo.online import _reward_model, load_labeller
+    from directpo.labellers import _reward_model, load_labeller
     from directpo.rewardfn import load_reward_fn
 
     rewards, prompts = online_files
@@ -816,7 +816,8 @@ def test_a_reward_of_none_is_unscored_as_in_trl(tiny_model_dirs, tmp_path, onlin
     """TRL lets a reward function return None for a completion it does not score (NaN, left
     out of the weighted nansum); it was refused as 'item 1 is None'. Unscored by every
     labeller, a completion joins no pair and no mean."""
-    from directpo.online import SampleStats, _reward_model, load_labeller, round_objective
+    from directpo.labellers import _reward_model, load_labeller
+    from directpo.online import SampleStats, round_objective
     from directpo.rewardfn import load_reward_fn
 
     rewards, prompts = online_files
@@ -961,7 +962,7 @@ def test_an_implicit_reward_runs_refusals_say_what_a_recipe_writes(
     has not: it says what to write where, naming implicit_reward_model."""
     from directpo.config import DPOConfig
     from directpo.errors import ConfigError
-    from directpo.online import load_labeller
+    from directpo.labellers import load_labeller
 
     run = tmp_path / "dpo"
     run.mkdir()

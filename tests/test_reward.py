@@ -292,8 +292,8 @@ def test_an_output_that_is_not_a_jsonl_file_is_refused_up_front(
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the output was checked")
 
-    monkeypatch.setattr("directpo.reward.load_causal_lm", refuse)
-    monkeypatch.setattr("directpo.generate.load_causal_lm", refuse)
+    monkeypatch.setattr("directpo.reward_models.load_causal_lm", refuse)
+    monkeypatch.setattr("directpo.generate_files.load_causal_lm", refuse)
     folder = tmp_path / "out"
     folder.mkdir()
     model = str(tiny_model_dirs["gpt2"])  # not a run: score and rank are given its reference
@@ -380,7 +380,7 @@ def test_score_reads_a_datasets_folder_as_training_does(tiny_model_dirs, tmp_pat
 def test_rank_needs_a_list_of_candidates(
     tiny_model_dirs, tmp_path, capsys, monkeypatch, responses, got
 ) -> None:
-    monkeypatch.setattr("directpo.reward.load_causal_lm", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr("directpo.reward_models.load_causal_lm", lambda *a, **k: 1 / 0)
     good = {"prompt": "The movie was", "responses": [" great.", " bad."]}
     data = write_jsonl(
         tmp_path / "cands.jsonl", [good, {"prompt": "I was", "responses": responses}]
@@ -1072,7 +1072,7 @@ def test_a_bf16_model_that_cannot_run_float32_scores_as_it_is(tiny_model_dirs) -
     there it scores in bf16 as before, its weights untouched."""
     import contextlib
 
-    from directpo.reward import runs_in_float32
+    from directpo.reward_models import runs_in_float32
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"], dtype=torch.bfloat16)
     assert runs_in_float32(model)

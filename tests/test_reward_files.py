@@ -398,7 +398,7 @@ def test_a_failed_command_leaves_no_empty_output_folder_behind(
     def refuse(*args, **kwargs):
         raise ConfigError("model_name_or_path: cannot load (a test's refusal)")
 
-    monkeypatch.setattr(f"directpo.{'generate' if command == 'generate' else 'reward'}"
+    monkeypatch.setattr(f"directpo.{'generate_files' if command == 'generate' else 'reward_models'}"
                         ".load_causal_lm", refuse)  # fmt: skip
     write_jsonl(data, rows[:2])
     assert main(args) == 2
@@ -665,7 +665,7 @@ def test_one_row_is_counted_in_the_singular(models, tmp_path) -> None:
     'ranked 1 candidates of 1 prompts', 'wrote 1 completions for 1 prompts' (the start line's
     '1 steps per round' and '1 pairs tokenized' alike): each counts in the singular now."""
     from directpo.command_options import GenerateOptions
-    from directpo.generate import generate_file
+    from directpo.generate_files import generate_file
 
     said: list[str] = []
     pair = write_jsonl(tmp_path / "pair.jsonl", SENTIMENT_PAIRS[:1])

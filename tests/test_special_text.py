@@ -183,7 +183,7 @@ def test_generate_says_the_prompts_writing_special_tokens(tmp_path) -> None:
     from tiny import save_tiny_model, write_jsonl
 
     from directpo.command_options import GenerateOptions
-    from directpo.generate import generate_file
+    from directpo.generate_files import generate_file
 
     model = save_tiny_model("llama", tmp_path / "model")
     said = " with the tokenizer's special tokens written in their text"

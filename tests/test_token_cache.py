@@ -252,8 +252,8 @@ def test_the_key_follows_the_code_of_every_module_that_renders_or_encodes(tmp_pa
     """An upgrade that changes how a message's content reaches the chat template (messages.py's
     text parts joined, a prefill's test) gives other ids for the same rows: the key hashes the
     source of every directpo module whose functions tokenization.py, chat_render.py and vision.py
-    call, and of the classes PairTokenizer's methods come from (data.py, preference_pairs.py
-    and readers.py: their result, the rows, is hashed instead)."""
+    call, and of the classes of the objects a PairTokenizer holds and calls (data.py,
+    preference_pairs.py and readers.py: their result, the rows, is hashed instead)."""
     import inspect
     import sys
     from pathlib import Path
@@ -272,11 +272,12 @@ def test_the_key_follows_the_code_of_every_module_that_renders_or_encodes(tmp_pa
         for value in vars(module).values()
         if inspect.isfunction(value) and value.__module__.startswith("directpo.")
     } - {"data.py", "preference_pairs.py", "readers.py", "errors.py"}
-    # and the modules of PairTokenizer's own methods (its truncation rules, its image rows)
+    # and the modules of the objects a PairTokenizer holds (its truncation rules, its renderer)
+    encoder = directpo.tokenization.PairTokenizer(tokenizer, 64)
     called |= {
-        Path(inspect.getfile(base)).name
-        for base in directpo.tokenization.PairTokenizer.__mro__
-        if base.__module__.startswith("directpo.")
+        Path(inspect.getfile(type(held))).name
+        for held in vars(encoder).values()
+        if type(held).__module__.startswith("directpo.")
     }
     assert {"messages.py", "pair_truncation.py", "image_pairs.py"} <= called
     real = Path.read_bytes

@@ -154,7 +154,7 @@ def _rank(options: RankOptions) -> None:
 
 
 def _generate(options: GenerateOptions) -> None:
-    from directpo.generate import generate_file
+    from directpo.generate_files import generate_file
 
     generate_file(options)
 

@@ -7,7 +7,8 @@ as a top_k of 50 or a repetition_penalty, are not applied), and runs inside a fo
 from ``seed``: the same seed gives the same samples, and the caller's RNG stream (training's)
 is left untouched.
 
-(The held-out samples of training and their KL estimate: eval_samples.py.)
+(The held-out samples of training and their KL estimate: eval_samples.py; the generate
+command, a file's prompts sampled and streamed: generate_files.py.)
 """
 
 from __future__ import annotations
@@ -15,53 +16,32 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList
 
-from directpo.adapters import tokenizer_folder
-from directpo.callers import Caller, Entry, Spelling, entry_point
-from directpo.command_options import GenerateOptions
-from directpo.command_row_parsers import prompt_row as _prompt_row
-from directpo.errors import ConfigError, DataError
-from directpo.jsonl import StagedJsonl, options_key
+from directpo.errors import ConfigError
 from directpo.logprobs import evaluating
 from directpo.messages import Text
 from directpo.model_fit import learned_positions
-from directpo.model_preparation import LoadOptions
-from directpo.models import load_causal_lm
-from directpo.preference_pairs import ImagePrompt, counted, prompt_of
-from directpo.prompts import (
-    check_every_row,
-    first_row_fields,
-    rows_to_write,
-    unread_system_note,
-)
+from directpo.preference_pairs import ImagePrompt, prompt_of
 from directpo.readers import RowError
 from directpo.refusals import RefusedRows
-from directpo.reward import output_location, run_config
-from directpo.seeded_sampling import SeededSampling, row_seed, sample_seed, warpers_of
+from directpo.seeded_sampling import SeededSampling, sample_seed, warpers_of
 from directpo.special_text import (
-    count_drawn,
     count_special_text,
-    drawn_special_ids,
-    drawn_summary,
     row_texts,
     special_summary,
 )
 from directpo.stops import whole_characters
 from directpo.tokenization import PairTokenizer
-from directpo.tokenizer_loading import load_processor, load_tokenizer
 from directpo.vision import VisionInputs, batch_tensors, placeholder_token_ids
-
-Item = TypeVar("Item")
 
 
 @dataclass
@@ -98,12 +78,14 @@ def encode_prompts(
         chat_template_kwargs=chat_template_kwargs,
         processor=processor,
     )
-    return [_encode_prompt(encoder, prompt, truncated) for prompt in prompts]
+    return [encode_one_prompt(encoder, prompt, truncated) for prompt in prompts]
 
 
-def _encode_prompt(
+def encode_one_prompt(
     encoder: PairTokenizer, prompt: Text | ImagePrompt, truncated: Counter[str] | None = None
 ) -> tuple[list[int], VisionInputs | None]:
+    """One prompt's ids with ``encoder`` (and an ``ImagePrompt``'s image inputs, rendered with
+    its row's own chat template arguments)."""
     if isinstance(prompt, ImagePrompt) and prompt.images:
         return encoder.encode_image_prompt(prompt.prompt, prompt.images, prompt.template_args)
     if isinstance(prompt, ImagePrompt):  # a row's tools or chat_template_kwargs
@@ -139,7 +121,7 @@ def check_prompts(
             texts = row_texts(prompt_of(prompt))
             count_special_text(texts, encoder.specials, specials, place or "")
         try:
-            _encode_prompt(encoder, prompt)
+            encode_one_prompt(encoder, prompt)
         except RowError as err:
             where = place or f"prompt {number}"
             if not refused and place is None:
@@ -364,180 +346,3 @@ def _until_stop(ids: list[int], stops: list[int]) -> list[int]:
         if token in stops:
             return ids[: position + 1]
     return ids
-
-
-@entry_point(Caller(Spelling.FLAGS, Entry.FOLDER))  # (its options: the command's flags)
-def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print) -> int:
-    """Sample completions for every prompt row; rows keep their fields and gain
-    ``completions`` (``completions_column``: a list of ``num_return_sequences`` strings; a row
-    that has that field already is refused, not written over).
-
-    The file is read twice, a row at a time (as score and rank read theirs): every prompt is
-    parsed and rendered before the model loads, then rows are sampled and written a call at a
-    time through a ``StagedJsonl``, which a stopped run leaves for the same command to continue
-    from. A call samples the prompts of rows [k·P, (k+1)·P) (P = batch_size //
-    num_return_sequences, at least 1); each completion draws from its own generator, seeded from
-    (seed, its row's index, its number): a row's completions depend on the seed and the row, not
-    on batch_size, so a continued run (at any batch_size) writes what one uninterrupted run
-    writes, to within the rounding of another batch's padding."""
-    options.check_environment()
-    base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
-    path = options.model_name_or_path
-    run = None  # a run's: its prompts render as it trained on them, a LoRA base loads where it did
-    try:
-        run = run_config(path)
-    except ConfigError as err:  # a config.yaml of another tool: no such record
-        echo(f"config.yaml not used (not a directpo run's): {err}")
-    said_off = options.system_column == ""  # (--system_column '': none, on purpose)
-    options = options.with_run_defaults(run, echo, first_row_fields(options.input))
-    trusted = options.trust_remote_code
-    own = tokenizer_folder(path)  # an adapter folder's may be its base's
-    processor = load_processor(own, trusted)
-    tokenizer = load_tokenizer(own, trusted) if processor is None else processor.tokenizer
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    template_kwargs = run.chat_template_kwargs if run else None
-    # every row parsed and its prompt rendered before the model loads: every bad row, and
-    # every prompt the chat template refuses, said at once
-    encoder = PairTokenizer(
-        tokenizer, None, chat_template_kwargs=template_kwargs, processor=processor
-    )
-    specials: Counter[str] = Counter()  # prompts writing special tokens (pre-rendered chats)
-    rendered = partial(_rendered_prompt, options, base_dir, encoder, specials)
-    total = check_every_row(options.input, rendered)
-    if note := special_summary(specials):  # (said once per file, as train, score and rank do)
-        echo(note)
-    if note := unread_system_note(
-        options.input, options.prompt_column, options.system_column, said_off
-    ):
-        echo(note)
-    per_call = max(1, options.batch_size // options.num_return_sequences)
-    with StagedJsonl(options.output, options_key(options, options.NOT_IN_ROWS, [path])) as out:
-        model = load_causal_lm(
-            path,
-            options.dtype,
-            trainable=False,
-            device=device,
-            options=LoadOptions(init_kwargs=output_location(path, run), trust_remote_code=trusted),
-        )
-        written = 0  # completions
-        field = options.completions_column
-        truncated: Counter[str] = Counter()  # prompts cut to max_prompt_length
-        # the samples whose text lost special tokens they drew (decoded without them)
-        drawn: Counter[str] = Counter()
-        stops = stop_token_ids(model, tokenizer)
-        specials = {} if options.keep_special_tokens else drawn_special_ids(tokenizer, stops)
-        bar = tqdm(total=total, desc="generate", unit="row", dynamic_ncols=True)
-        with bar:
-            for first, call in _calls(_prompt_rows(options, base_dir), per_call):
-                # the rows an earlier, stopped run wrote are kept; each other row's samples
-                # depend on its index alone, not on the rows sampled with it
-                kept = [out.resumed(row, (field,)) for _, row, _ in call]
-                written += sum(len(row[field]) for row in kept if row is not None)
-                fresh = [(first + i, item) for i, item in enumerate(call) if kept[i] is None]
-                if fresh:
-                    new = _sampled(
-                        model, tokenizer, processor, template_kwargs, options, fresh, truncated,
-                        lambda ids: count_drawn(ids, specials, drawn),
-                    )  # fmt: skip
-                    out.write(
-                        {**row, field: t} for (_, (_, row, _)), t in zip(fresh, new, strict=True)
-                    )
-                    written += sum(map(len, new))
-                bar.update(len(call))
-        out.commit()
-    note = out.resumed_note()
-    if cut := truncated["prompts"]:  # sampled from their last tokens: say so, as score does
-        echo(
-            f"{counted(cut, 'prompt')} longer than max_prompt_length {options.max_prompt_length}"
-            f" tokens {'was' if cut == 1 else 'were'} cut from the left"
-        )
-    if dropped := drawn_summary(drawn):
-        echo(dropped)
-    written_for = f"{counted(written, 'completion')} for {counted(out.written, 'prompt')}"
-    echo(f"wrote {written_for} to {options.output}{note}")
-    return written
-
-
-def _prompt_rows(
-    options: GenerateOptions, base_dir: str
-) -> Iterator[tuple[str, dict[str, Any], Text | ImagePrompt]]:
-    """(where, row, prompt) of each input row, read as iterated; the rows were checked."""
-    for where, row in rows_to_write(options.input):
-        yield where, row, _prompt_row(options, base_dir, f"{options.input}: {where}", row)
-
-
-def _rendered_prompt(
-    options: GenerateOptions,
-    base_dir: str,
-    encoder: PairTokenizer,
-    specials: Counter[str],
-    label: str,
-    row: dict[str, Any],
-) -> None:
-    """``_prompt_row``'s prompt rendered once: one the chat template refuses (a system message
-    it does not take, ...) is a DataError naming its row, before the model loads; one whose
-    text writes the tokenizer's special tokens counted in ``specials``."""
-    prompt = _prompt_row(options, base_dir, label, row)
-    count_special_text(row_texts(prompt_of(prompt)), encoder.specials, specials, label)
-    try:
-        _encode_prompt(encoder, prompt)
-    except RowError as err:
-        raise DataError(f"{label}: {err.message}") from None
-
-
-def _calls(items: Iterable[Item], size: int) -> Iterator[tuple[int, list[Item]]]:
-    """(index of the first, items) of each run of ``size`` consecutive items."""
-    iterator = iter(items)
-    first = 0
-    while call := list(itertools.islice(iterator, size)):
-        yield first, call
-        first += len(call)
-
-
-def _sampled(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    processor: Any,
-    template_kwargs: dict[str, Any] | None,
-    options: GenerateOptions,
-    rows: list[tuple[int, tuple[str, dict[str, Any], Text | ImagePrompt]]],
-    truncated: Counter[str],
-    sampled: Callable[[list[int]], None] = lambda ids: None,
-) -> list[list[str]]:
-    """Each (index, row)'s ``num_return_sequences`` completions, the k-th drawn from a seed of
-    ``--seed``, the row's index and k (``SeededSampling``). A prompt whose samples outnumber
-    batch_size (then alone in its call) draws them batch_size at a time; ``sampled`` is given
-    each completion's token ids."""
-    wanted = options.num_return_sequences
-    parts = [options.batch_size] * (wanted // options.batch_size) + [wanted % options.batch_size]
-    texts: list[list[str]] = [[] for _ in rows]
-    first_sample = 0
-    for part, count in enumerate(c for c in parts if c):
-        try:
-            samples = sample_completions(
-                model,
-                tokenizer,
-                [prompt for _, (_, _, prompt) in rows],
-                num_samples=count,
-                max_new_tokens=options.max_new_tokens,
-                temperature=options.temperature,
-                top_p=options.top_p,
-                top_k=options.top_k,
-                seed=options.seed,
-                batch_size=len(rows),
-                max_prompt_length=options.max_prompt_length,
-                processor=processor,
-                chat_template_kwargs=template_kwargs,
-                extras=options.sampling_extras,
-                seeds=[row_seed(options.seed, index) for index, _ in rows],
-                first_sample=first_sample,
-                truncated=truncated if part == 0 else None,  # each prompt counted once
-                keep_special=options.keep_special_tokens,
-            )
-        except RowError as err:
-            raise DataError(f"{options.input}: {err.message}") from None
-        for sample in samples:
-            texts[sample.prompt_index].append(sample.text)
-            sampled(sample.completion_ids)
-        first_sample += count
-    return texts

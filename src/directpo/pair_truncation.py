@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from dataclasses import dataclass
 
 from directpo.readers import RowError
 
@@ -20,14 +21,39 @@ def short_completion_limit(max_length: int) -> float:
     return min(SHORT_COMPLETION, max_length / 4)
 
 
-class PairTruncation:
-    """``PairTokenizer``'s truncation rules, on the limits it holds."""
+@dataclass(frozen=True)
+class PairLimits:
+    """A pair's length limits (no limit: ``sys.maxsize``) and the truncation rules on them;
+    ``PairTokenizer`` holds one as ``limits``."""
 
     max_length: int
     max_prompt_length: int
     max_completion_length: int
-    adds_bos: bool
-    bos_id: int | None
+    # the option that limits prompts, as a refusal names it (the one the user can raise)
+    prompt_limit: str
+    # the BOS id a cut prompt keeps at its start: the tokenizer's, where it adds one; else None
+    kept_bos: int | None
+
+    @classmethod
+    def of(
+        cls,
+        max_length: int | None,
+        max_prompt_length: int | None,
+        max_completion_length: int | None,
+        kept_bos: int | None,
+    ) -> PairLimits:
+        """The limits of the options as given (None: no limit; ``max_prompt_length`` None:
+        one less than ``max_length``, so that a completion keeps a token)."""
+        longest = max_length if max_length is not None else sys.maxsize
+        if max_prompt_length is None:
+            prompt_limit = f"max_length {longest} (a prompt keeps at most one less)"
+            max_prompt_length = longest - 1
+        else:
+            prompt_limit = f"max_prompt_length {max_prompt_length}"
+        return cls(
+            longest, max_prompt_length, max_completion_length or sys.maxsize, prompt_limit,
+            kept_bos,
+        )  # fmt: skip
 
     def require_distinct(
         self,
@@ -65,7 +91,7 @@ class PairTruncation:
         if len(ids) <= self.max_prompt_length:
             return ids
         truncated["prompts"] += 1
-        keep_bos = self.adds_bos and ids[0] == self.bos_id
+        keep_bos = self.kept_bos is not None and ids[0] == self.kept_bos
         if keep_bos:
             return [ids[0], *ids[len(ids) - self.max_prompt_length + 1 :]]
         return ids[len(ids) - self.max_prompt_length :]

@@ -21,44 +21,46 @@ from typing import Any
 
 import torch
 
-from directpo.adapters import adapter_base, rewrites_base, tokenizer_folder
 from directpo.callers import Caller, Entry, Spelling, caller, entry_point, spell_option
 from directpo.checkpoint import REFERENCE_FILE
-from directpo.config import DPOConfig
-from directpo.errors import ConfigError, DataError
+from directpo.errors import ConfigError
 from directpo.hub import offline_flags_kept
-from directpo.logprobs import evaluating, policy_logprobs_fn, sequence_logprobs, unwrap_peft
+from directpo.logprobs import evaluating, policy_logprobs_fn, sequence_logprobs
 from directpo.messages import Text
 from directpo.model_files import model_location
 from directpo.model_fit import check_vocabulary, learned_positions
 from directpo.model_locations import check_model_location
 from directpo.model_preparation import LoadOptions
-from directpo.models import load_causal_lm
 from directpo.outputs import REFERENCE_FOLDER
-from directpo.pair_truncation import CUT_BY_PROMPT
 from directpo.precision import DTYPES, float32_compute
 from directpo.preference_pairs import ImagePrompt, PreferenceExample, counted
-from directpo.prompts import (
-    parse_scored,
-    with_images,
+from directpo.prompts import parse_scored, with_images
+from directpo.reference import AdapterReference, ReferenceProvider
+from directpo.reward_models import (
+    ModelLike,
+    device_of,
+    given_path,
+    is_base_of,
+    load_scoring_model,
+    model_or_path,
+    reference_model,
+    runs_in_float32,
+    steps_done,
 )
-from directpo.readers import RowError
-from directpo.reference import (
-    AdapterDisabledReference,
-    AdapterReference,
-    FrozenModelReference,
-    ReferenceProvider,
+from directpo.reward_rows import (
+    SCORE_MAX_LENGTH,
+    encode_row,
+    folder_tokenizer,
+    output_location,
+    scored_tokens,
+    truncation_note,
 )
 from directpo.run_records import run_config, run_values_missing
 from directpo.sync import checkpoint_reference
 from directpo.tokenization import PairTokenizer
-from directpo.tokenizer_loading import load_processor, load_tokenizer, pad_token_id
+from directpo.tokenizer_loading import pad_token_id
 from directpo.vision import image_values
 
-ModelLike = torch.nn.Module | str
-
-# the tokens a scored sequence keeps when no run's config.yaml says (training's default)
-SCORE_MAX_LENGTH = 1024
 # ImplicitReward's methods called from Python (not by score, rank or train: theirs are kept)
 PYTHON_CALLER = Caller(Spelling.PYTHON, Entry.IMPLICIT_REWARD)
 
@@ -119,7 +121,7 @@ class ImplicitReward:
         if dtype not in DTYPES and dtype not in DTYPES.values():
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
         self.dtype = DTYPES.get(dtype, dtype)  # type: ignore[call-overload]
-        policy, reference = _model_or_path(policy), _model_or_path(reference)
+        policy, reference = model_or_path(policy), model_or_path(reference)
         policy_kwargs, reference_kwargs = dict(policy_kwargs or {}), dict(reference_kwargs or {})
         for key, given, kwargs in (
             ("policy", policy, policy_kwargs),
@@ -128,11 +130,13 @@ class ImplicitReward:
             if isinstance(given, str):
                 check_model_location(key, given, kwargs.get("subfolder"))
         trusted = LoadOptions(trust_remote_code=trust_remote_code)
-        self.policy = _load(policy, dtype, None, replace(trusted, init_kwargs=policy_kwargs))
+        self.policy = load_scoring_model(
+            policy, dtype, None, replace(trusted, init_kwargs=policy_kwargs)
+        )
         # train()'s reference of a continued adapter: its start, the "ref" adapter on the policy
         own = isinstance(reference, AdapterReference) and reference.model is self.policy
         self.reference_adapter = reference if own else None
-        reference = None if own else _reference_model(reference, self.policy)
+        reference = None if own else reference_model(reference, self.policy)
         if reference is not None and reference is self.policy:
             # every reward 0, without a word (a PEFT policy too: its adapters stayed on); TRL's
             # DPOTrainer refuses ref_model=model likewise
@@ -142,11 +146,11 @@ class ImplicitReward:
                 "policy.get_base_model() (scored with the adapters off)"
             )
         # a LoRA policy scored against its own base: the base is the policy with adapters off
-        self.adapters_off = reference is not None and _is_base_of(self.policy, reference)
+        self.adapters_off = reference is not None and is_base_of(self.policy, reference)
         self.reference = None
         if reference is not None and not self.adapters_off:  # beside the policy, wherever it is
-            self.reference = _load(
-                reference, dtype, _device_of(self.policy),
+            self.reference = load_scoring_model(
+                reference, dtype, device_of(self.policy),
                 replace(trusted, init_kwargs=reference_kwargs),
             )  # fmt: skip
         processor = None
@@ -159,10 +163,10 @@ class ImplicitReward:
         elif getattr(tokenizer, "image_processor", None) is not None:  # a processor was given
             processor, tokenizer = tokenizer, tokenizer.tokenizer
         self.tokenizer = tokenizer
-        models = [("model_name_or_path", _path(policy, self.policy), self.policy)]
+        models = [("model_name_or_path", given_path(policy, self.policy), self.policy)]
         if self.reference is not None:
             models.append(
-                ("ref_model_name_or_path", _path(reference, self.reference), self.reference)
+                ("ref_model_name_or_path", given_path(reference, self.reference), self.reference)
             )
         for note in check_vocabulary(
             tokenizer, getattr(tokenizer, "name_or_path", "") or "", models
@@ -226,7 +230,7 @@ class ImplicitReward:
                 kwargs.setdefault("reference_kwargs", model_location(config.reference_init_kwargs))
                 moved = Path(run_dir) / REFERENCE_FILE
                 in_checkpoint = config.sync_ref_model and moved.is_file()
-            steps = _steps_done(run_dir) if config.sync_ref_model else None
+            steps = steps_done(run_dir) if config.sync_ref_model else None
             if config.sync_ref_model and steps is not None and steps < config.ref_model_sync_steps:
                 # no sync came: reference/ holds the start, and a "moved" note misled
                 (echo or _warn)(
@@ -369,7 +373,7 @@ class ImplicitReward:
 
     def _score_ids(self, rows: list[tuple[Any, ...]], progress: bool) -> torch.Tensor:
         pad = pad_token_id(self.tokenizer)
-        device = _device_of(self.policy)
+        device = device_of(self.policy)
         policy = sequence_logprobs(
             policy_logprobs_fn(self.policy), rows, pad, device, self.batch_size, progress
         )
@@ -389,103 +393,11 @@ class ImplicitReward:
             policy_logprobs_fn(self.reference),
             rows,
             pad,
-            _device_of(self.reference),  # a reference object given on another device stays there
+            device_of(self.reference),  # a reference object given on another device stays there
             self.batch_size,
             progress,
         )
         return self.beta * (policy - reference)
-
-
-def scored_tokens(row: tuple[Any, ...]) -> int:
-    """Tokens of a (prompt ids, response ids[, image inputs, unscored spans]) row that are
-    scored: a reference-free reward is per scored token, as training's length-normalised
-    losses count them."""
-    spans = row[3] if len(row) > 3 else ()
-    return len(row[1]) - sum(end - start for start, end in spans)
-
-
-def folder_tokenizer(
-    path: str, policy_kwargs: dict[str, Any], trust_remote_code: bool, own_folder: bool = False
-) -> tuple[Any, Any]:
-    """(tokenizer, processor or None) of the policy at ``path``: its own folder's (an adapter
-    folder's base's where it holds none; ``own_folder``: the folder as it is, a model object's
-    name), where its ``policy_kwargs`` place it; a vision-language model's processor."""
-    folder = path if own_folder else tokenizer_folder(path)
-    # the policy's own location; an adapter folder holds its tokenizer itself
-    own = not own_folder and adapter_base(path) is None
-    location = model_location(policy_kwargs) if own else {}
-    processor = load_processor(folder, trust_remote_code, location)
-    if processor is None:
-        return load_tokenizer(folder, trust_remote_code, location), None
-    return processor.tokenizer, processor
-
-
-def row_encoder(
-    run_dir: str, trust_remote_code: bool = False, assistant_only: bool | None = None
-) -> PairTokenizer:
-    """The encoder ``ImplicitReward.from_run(run_dir)`` renders rows with, without its models,
-    so that a row the chat template (or the tokenizer, the processor) refuses is said before
-    they load, with every other such row: it was said alone, after rows were scored. (The
-    model's stop tokens and a learned position table's limit, which only shorten rows, are
-    left out.) ``assistant_only``: score's --assistant_only_loss; None, the run's."""
-    config = None
-    with contextlib.suppress(ConfigError):  # a config.yaml of another tool: not a run
-        config = run_config(run_dir)
-    tokenizer, processor = folder_tokenizer(
-        run_dir, output_location(run_dir, config), trust_remote_code
-    )
-    if assistant_only is None:  # the run's, unless score's --assistant_only_loss gives it
-        assistant_only = bool(config and config.assistant_only_loss)
-    return PairTokenizer(
-        tokenizer,
-        config.max_length if config else SCORE_MAX_LENGTH,
-        config.max_prompt_length if config else None,
-        chat_template_kwargs=config.chat_template_kwargs if config else None,
-        processor=processor,
-        assistant_only=assistant_only,
-    )
-
-
-def output_location(folder: str, config: DPOConfig | None) -> dict[str, Any]:
-    """from_pretrained location arguments of a run's output ``folder``: a LoRA run's adapter
-    folder finds its base where training did (model_init_kwargs' revision, subfolder, ...);
-    a whole model folder is complete as it is."""
-    if config is None or adapter_base(folder) is None:
-        return {}
-    return model_location(config.model_init_kwargs)
-
-
-def _reference_model(reference: Any, policy: torch.nn.Module) -> ModelLike | None:
-    """A training run's reference (``train(...).reference``) as the model it scores with."""
-    if isinstance(reference, FrozenModelReference):
-        return reference.model
-    if isinstance(reference, AdapterDisabledReference) and reference.model is policy:
-        return policy.get_base_model()  # LoRA: the base, i.e. the policy with adapters off
-    if reference is None or isinstance(reference, str | torch.nn.Module):
-        return reference
-    raise ConfigError(
-        f"reference must be a model, a model folder or None, got {type(reference).__name__} "
-        "(a run's precomputed or adapter reference: pass its reference folder)"
-    )
-
-
-def _is_base_of(policy: torch.nn.Module, reference: ModelLike) -> bool:
-    """``reference`` is the model (or folder) the PEFT ``policy``'s adapters were put on: an
-    object that get_peft_model changed in place holds the adapters too. Never for adapters that
-    rewrote the base (PiSSA, ...): with them off it is not the base as stored."""
-    configs = getattr(policy, "peft_config", None)
-    if configs and any(map(rewrites_base, configs.values())):
-        return False
-    if configs and isinstance(reference, torch.nn.Module):
-        return policy.get_base_model() is reference
-    if not configs or not isinstance(reference, str):
-        return False
-    bases = {getattr(c, "base_model_name_or_path", None) for c in configs.values()}
-    return any(b and os.path.abspath(b) == os.path.abspath(reference) for b in bases)
-
-
-def _path(given: ModelLike | None, model: torch.nn.Module) -> str:
-    return given if isinstance(given, str) else str(getattr(model, "name_or_path", "") or "")
 
 
 def _is_single(value: Any) -> bool:
@@ -496,81 +408,5 @@ def _is_single(value: Any) -> bool:
     )
 
 
-def _model_or_path(model: ModelLike | os.PathLike | None) -> ModelLike | None:
-    """A model object as given, a folder as a string (a ``pathlib.Path`` too)."""
-    return os.fspath(model) if isinstance(model, os.PathLike) else model
-
-
-def _load(
-    model: ModelLike,
-    dtype: str | torch.dtype,
-    device: torch.device | None,
-    options: LoadOptions,
-) -> torch.nn.Module:
-    """A model object as given; a folder loaded onto ``device`` (default: CUDA if present)
-    with ``options`` (from_pretrained's keyword arguments, trust_remote_code)."""
-    if isinstance(model, str):
-        if device is None:
-            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return load_causal_lm(model, dtype, trainable=False, device=str(device), options=options)
-    return model
-
-
-def _steps_done(run_dir: str | os.PathLike) -> int | None:
-    """The optimizer steps a run folder's (or checkpoint's) weights went through, from its
-    trainer_state.json; None where it has none readable."""
-    import json
-
-    try:
-        state = json.loads((Path(run_dir) / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    step = state.get("global_step") if isinstance(state, dict) else None
-    return step if isinstance(step, int) else None
-
-
-def runs_in_float32(model: torch.nn.Module) -> bool:
-    """Whether ``model`` can compute in float32 as it is: not a quantized base (its layers
-    compute in their own dtype), nor FlashAttention (no float32 kernel)."""
-    inner = unwrap_peft(model)
-    attention = getattr(getattr(inner, "config", None), "_attn_implementation", None) or ""
-    # (flash_attention_2/3 and the hub's kernels-community/flash-attn*: bf16/fp16 kernels)
-    return not getattr(inner, "is_quantized", False) and "flash" not in attention
-
-
-def _device_of(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _warn(note: str) -> None:
     warnings.warn(note, stacklevel=3)
-
-
-def encode_row(
-    scorer: ImplicitReward,
-    prompt: Text,
-    response: Text,
-    label: str,
-    images: tuple[Any, ...] | None = None,
-    truncated: Counter[str] | None = None,
-    template_args: dict[str, Any] | None = None,
-) -> tuple[Any, ...]:
-    """(prompt ids, response ids[, image inputs]) of one scored row; its problem a one-line
-    DataError naming ``label``."""
-    try:
-        return scorer.encoder.encode_scored(prompt, response, images, truncated, template_args)
-    except RowError as err:
-        raise DataError(f"{label}: {err.message}") from None
-
-
-def truncation_note(scorer: ImplicitReward, truncated: Counter[str]) -> str:
-    """What was cut to fit max_length / max_prompt_length: those rewards cover less text."""
-    counts = ", ".join(  # (which of them a long prompt cut short is training's concern)
-        counted(n, what.removesuffix("s"))  # ('prompts', 'responses': 1 prompt, 2 responses)
-        for what, n in sorted(truncated.items())
-        if what != CUT_BY_PROMPT
-    )
-    return (
-        f"truncated to fit max_length {scorer.encoder.max_length}: {counts}; their rewards "
-        "are of the kept tokens only"
-    )

@@ -38,13 +38,9 @@ from directpo.prompts import (
     with_images,
 )
 from directpo.readers import RowError
-from directpo.reward import (
-    ImplicitReward,
-    row_encoder,
-    run_config,
-    run_values_missing,
-    truncation_note,
-)
+from directpo.reward import ImplicitReward
+from directpo.reward_rows import row_encoder, truncation_note
+from directpo.run_records import run_config, run_values_missing
 from directpo.special_text import count_special_text, row_texts, special_summary
 from directpo.tokenization import PairTokenizer
 

@@ -20,8 +20,9 @@ from directpo.data_sources import (
 )
 from directpo.errors import ConfigError, DataError
 from directpo.generate import check_prompts
+from directpo.labellers import check_labeller, load_labeller
 from directpo.node_tokenizing import Turn
-from directpo.online import OnlineData, check_labeller, load_labeller
+from directpo.online import OnlineData
 from directpo.preference_pairs import Columns, PreferenceData
 from directpo.rewardfn import check_reward_fn, load_reward_fn
 from directpo.run_sources import (

@@ -53,8 +53,8 @@ STALE_SECONDS = 6 * 3600
 # it made of them)
 RULES = (
     "tokenization.py",
-    "pair_truncation.py",  # (PairTokenizer's truncation rules)
-    "image_pairs.py",  # (PairTokenizer's rows with images)
+    "pair_truncation.py",  # (PairLimits: the truncation rules a PairTokenizer holds)
+    "image_pairs.py",  # (the functions PairTokenizer encodes rows with images with)
     "prompt_windows.py",  # (which texts are tokenized for each pair's ids)
     "chat_render.py",
     "chat_split.py",

@@ -24,13 +24,13 @@ Rules (the same for training, evaluation and scoring):
   ``None`` means no limit. The number of truncated rows is reported.
 
 Where the code is: ``PairTokenizer`` and ``tokenize_preferences`` here; the truncation rules in
-pair_truncation.py; rows with images in image_pairs.py; the result, ``TokenizedData``, in
-tokenized_data.py.
+pair_truncation.py (``PairLimits``, the ``limits`` a ``PairTokenizer`` holds); rows with images
+in image_pairs.py (functions of the ``PairTokenizer`` that calls them); the result,
+``TokenizedData``, in tokenized_data.py.
 """
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from functools import partial
@@ -40,9 +40,10 @@ from tqdm.auto import tqdm
 
 from directpo.chat_render import ChatRenderer
 from directpo.errors import DataError
-from directpo.image_pairs import ImagePairs
+from directpo.image_pairs import encode_image_pair, image_prompt_ids, name_images
 from directpo.messages import Text, others_turn
 from directpo.pair_store import PairStoreBuilder, Spans, TokenizedPair
+from directpo.pair_truncation import PairLimits
 from directpo.parallel_tokenizing import encoded_batches
 from directpo.preference_pairs import PreferenceData, PreferenceExample
 from directpo.prompt_windows import cuts_after_newlines, joint_ids
@@ -71,8 +72,9 @@ from directpo.vision import (
 TOKENIZATION_RULES = 3
 
 
-class PairTokenizer(ImagePairs):
-    """Applies the boundary, BOS/EOS and truncation rules above with one tokenizer."""
+class PairTokenizer:
+    """Applies the boundary, BOS/EOS and truncation rules above with one tokenizer (the
+    truncation rules: its ``limits``, pair_truncation.py; rows with images: image_pairs.py)."""
 
     def __init__(
         self,
@@ -91,14 +93,6 @@ class PairTokenizer(ImagePairs):
         self.assistant_only = assistant_only
         self.processor = processor  # a vision-language model's: prompts with images
         self.renderer = ChatRenderer(tokenizer, processor, chat_template_kwargs)
-        self.max_length = max_length if max_length is not None else sys.maxsize
-        # the option that limits prompts, as a refusal names it (the one the user can raise)
-        self.prompt_limit = f"max_prompt_length {max_prompt_length}"
-        if max_prompt_length is None:
-            max_prompt_length = self.max_length - 1
-            self.prompt_limit = f"max_length {self.max_length} (a prompt keeps at most one less)"
-        self.max_prompt_length = max_prompt_length
-        self.max_completion_length = max_completion_length or sys.maxsize
         self.bos_id = tokenizer.bos_token_id
         self.eos_id = tokenizer.eos_token_id
         # the tokens that stop generation (stops.py): EOS and the model's configured end-of-turn
@@ -109,6 +103,10 @@ class PairTokenizer(ImagePairs):
         self._blank: dict[int, bool] = {}
         probe = tokenizer("a").input_ids
         self.adds_bos = self.bos_id is not None and probe[:1] == [self.bos_id]
+        self.limits = PairLimits.of(
+            max_length, max_prompt_length, max_completion_length,
+            self.bos_id if self.adds_bos else None,
+        )  # fmt: skip
         # each prompt read once, each completion after its last line (prompt_windows.py)
         self.windowed = cuts_after_newlines(tokenizer)
         # a vision model's image token in a prompt without images: a placeholder with no pixels
@@ -133,9 +131,17 @@ class PairTokenizer(ImagePairs):
         """Prompt ids for generation or scoring: rendered (with a row's own ``template_args``),
         BOS rule, left-truncated (counted in ``truncated``)."""
         text = self.renderer.render_prompt(prompt, template_args)
-        return self.truncate_prompt(
+        return self.limits.truncate_prompt(
             self.encode_prompt(text), truncated if truncated is not None else Counter()
         )
+
+    def encode_image_prompt(
+        self, prompt: Text, images: tuple[Any, ...], template_args: dict[str, Any] | None = None
+    ) -> tuple[list[int], VisionInputs]:
+        """A prompt with images, rendered as for sampling (the generation prompt)."""
+        named = name_images(self.processor, prompt, images)
+        text = self.renderer.render_prompt(named, template_args)
+        return image_prompt_ids(self, text, images)
 
     # -- ids -----------------------------------------------------------------------------------
     def encode_prompt(self, prompt_text: str) -> list[int]:
@@ -247,7 +253,7 @@ class PairTokenizer(ImagePairs):
             count_special_text(texts, self.specials, cuts, example.where)
             try:
                 if item is None:
-                    results.append(self.encode_with_images(example, cuts))
+                    results.append(encode_image_pair(self, example, cuts))
                 elif isinstance(item, RowError):
                     results.append(item)
                 else:
@@ -302,14 +308,15 @@ class PairTokenizer(ImagePairs):
         """The BOS, EOS and truncation rules applied to a pair's raw ids (``unscored``: spans
         of them, ``_unscored``)."""
         raw_lengths = len(chosen_ids), len(rejected_ids) if isinstance(rejected_ids, list) else 0
-        prompt = self.truncate_prompt(self._with_bos(prompt_ids), truncated)
+        limits = self.limits
+        prompt = limits.truncate_prompt(self._with_bos(prompt_ids), truncated)
         whole = self._with_eos(chosen_ids)
-        chosen = self.truncate_completion(whole, len(prompt), "chosen", truncated)
+        chosen = limits.truncate_completion(whole, len(prompt), "chosen", truncated)
         if isinstance(rejected_ids, RowError):
             raise rejected_ids
         whole_rejected = self._with_eos(rejected_ids)
-        rejected = self.truncate_completion(whole_rejected, len(prompt), "rejected", truncated)
-        self.require_distinct(len(prompt), (whole, whole_rejected), (chosen, rejected))
+        rejected = limits.truncate_completion(whole_rejected, len(prompt), "rejected", truncated)
+        limits.require_distinct(len(prompt), (whole, whole_rejected), (chosen, rejected))
         kept = (
             kept_spans(unscored[0], raw_lengths[0], len(chosen)),
             kept_spans(unscored[1], raw_lengths[1], len(rejected)),
@@ -335,12 +342,12 @@ class PairTokenizer(ImagePairs):
             return prompt_ids, response_ids, None, spans
         if self.assistant_only and not isinstance(response, str) and others_turn(response):
             raise RowError("assistant_only_loss with images", IMAGES_AND_TURNS)
-        prompt = self.name_images(prompt, images)
+        prompt = name_images(self.processor, prompt, images)
         prompt_text, response_text = self.renderer.render(prompt, response, template_args)
-        ids, vision = self.image_prompt_ids(prompt_text, images)
+        ids, vision = image_prompt_ids(self, prompt_text, images)
         _, (response_ids,) = self.after(prompt_text, [response_text])
         self.refuse_vision(response_ids, "response")
-        kept = self.truncate_completion(response_ids, len(ids), "responses", truncated)
+        kept = self.limits.truncate_completion(response_ids, len(ids), "responses", truncated)
         return ids, kept, vision, ()
 
     def encode_response(
@@ -368,8 +375,8 @@ class PairTokenizer(ImagePairs):
         (spans,) = self._unscored(
             prompt, [response], template_args, [prompt_text, response_text], head, [raw]
         )
-        prompt_ids = self.truncate_prompt(self._with_bos(head), truncated)
-        response_ids = self.truncate_completion(
+        prompt_ids = self.limits.truncate_prompt(self._with_bos(head), truncated)
+        response_ids = self.limits.truncate_completion(
             self._with_eos(list(raw)), len(prompt_ids), "responses", truncated
         )
         return prompt_ids, response_ids, kept_spans(spans, len(raw), len(response_ids))

@@ -1,0 +1,247 @@
+"""Online DPO's labellers (``load_labeller``), each ``(prompts, completions, columns) ->
+rewards``, and their check before training (``check_labeller``):
+
+* ``reward_fn: module:function`` (TRL's convention: called by keyword with prompts,
+  completions, completion_ids and the prompt rows' other columns; rewardfn.py);
+* ``reward_model_name_or_path``: an ``AutoModelForSequenceClassification`` folder; the first
+  logit of prompt + completion (rendered with its tokenizer's chat template for conversations);
+* ``implicit_reward_model``: a directpo run (or DPO model) scored as β·log π/π_ref.
+
+Several of them are summed with ``reward_weights``, as TRL sums a list of ``reward_funcs``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from directpo.callers import Caller, Entry, Spelling, called_by
+from directpo.config import DPOConfig
+from directpo.errors import DirectpoError, ModelLoadError, first_line
+from directpo.hub import cache_only_where_unreachable
+from directpo.messages import Text, text_contents
+from directpo.model_fit import learned_positions
+from directpo.preference_pairs import ImagePrompt, prompt_of
+from directpo.rewardfn import PROBE_COMPLETION, probe_rows
+
+# a prompt is a row's text or messages, or an ImagePrompt with the row's own chat template
+# arguments (a pairs file's tools, chat_template_kwargs): each labeller reads what it can use
+Labeller = Callable[[list[Text | ImagePrompt], list[str], list[dict[str, Any]]], list[float]]
+
+
+def load_labeller(config: DPOConfig, device: torch.device) -> Labeller:
+    """The online labeller the config names: one of three, or the ``reward_weights``-weighted
+    sum of those set (in the order reward_fn, reward_model_name_or_path,
+    implicit_reward_model), as TRL sums its ``reward_funcs``."""
+    parts: list[Labeller] = []
+    if config.reward_fn:
+        from directpo.rewardfn import load_reward_fn
+
+        parts.append(load_reward_fn(config.reward_fn))
+    if config.reward_model_name_or_path:
+        path = config.reward_model_name_or_path
+        model = _reward_model(path, device, config.prompt_limit)
+        parts.append(_reported(f"reward_model_name_or_path '{path}'", model))
+    if config.implicit_reward_model:
+        parts.append(_implicit(config))
+    assert parts
+    if len(parts) == 1 and config.reward_weights is None:
+        return parts[0]
+    weights = config.reward_weights or [1.0] * len(parts)
+
+    def weighted(prompts: list[Any], completions: list[str], rows: list[dict]) -> list[float]:
+        # TRL's nansum: a part that does not score a completion (None, NaN) adds nothing; no
+        # part scoring it leaves it unscored (NaN), out of the pairs
+        terms = [part(prompts, completions, rows) for part in parts]
+        totals = []
+        for values in zip(*terms, strict=True):
+            given = [
+                w * float(v) for w, v in zip(weights, values, strict=True) if not math.isnan(v)
+            ]
+            totals.append(math.fsum(given) if given else math.nan)
+        return totals
+
+    return weighted
+
+
+def _implicit(config: DPOConfig) -> Labeller:
+    from directpo.reward import ImplicitReward
+
+    # train's option: its refusals say what a recipe writes (train's own caller kept)
+    with called_by(Caller(Spelling.RECIPE, Entry.TRAIN)):
+        scorer = ImplicitReward.from_run(
+            config.implicit_reward_model, trust_remote_code=config.trust_remote_code
+        )
+
+    def implicit(
+        prompts: list[Text | ImagePrompt], completions: list[str], _: list[dict]
+    ) -> list[float]:
+        return list(scorer.score(prompts, completions))
+
+    return _reported(f"implicit_reward_model '{config.implicit_reward_model}'", implicit)
+
+
+def _reported(name: str, labeller: Labeller) -> Labeller:
+    """``labeller`` whose failures (a model and tokenizer that do not match, ...) are one line
+    naming it, as a reward_fn's are, not a traceback."""
+
+    def call(prompts: list[Any], completions: list[str], rows: list[dict]) -> list[float]:
+        try:
+            return labeller(prompts, completions, rows)
+        except DirectpoError:
+            raise
+        except Exception as exc:  # transformers / torch raise IndexError, RuntimeError, ...
+            raise DirectpoError(
+                f"{name}: scoring failed ({type(exc).__name__}: {first_line(exc)})"
+            ) from None
+
+    return call
+
+
+def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> Labeller:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from directpo.reward_models import runs_in_float32
+
+    cache_only_where_unreachable(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        with _load_report_quiet():
+            model, loading = AutoModelForSequenceClassification.from_pretrained(
+                path, output_loading_info=True
+            )
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
+        raise ModelLoadError(
+            f"reward_model_name_or_path '{path}': cannot load as a sequence classifier "
+            f"({first_line(exc)})"
+        ) from None
+    mismatched = [k[0] if isinstance(k, tuple) else k for k in loading["mismatched_keys"]]
+    untrained = sorted(loading["missing_keys"]) + sorted(mismatched)
+    if untrained:  # transformers initialises them at random: every reward would be noise
+        raise ModelLoadError(
+            f"reward_model_name_or_path '{path}': not a trained reward model: "
+            f"{', '.join(untrained[:3])}{' ...' if len(untrained) > 3 else ''} not in its "
+            "weights (a causal LM or base model gets a random score head); give a sequence "
+            "classifier trained as a reward model"
+        )
+    labels = model.config.num_labels
+    if labels != 1:  # its first logit was every reward: a sentiment classifier's NEGATIVE
+        names = ", ".join(str(model.config.id2label.get(i, i)) for i in range(labels))
+        raise ModelLoadError(
+            f"reward_model_name_or_path '{path}': a classifier of {labels} labels ({names}), "
+            "not a reward model of one output (TRL loads it with num_labels=1, which fails); "
+            "to reward one label, write a reward_fn that returns that label's logit"
+        )
+    model = model.to(device).eval().requires_grad_(False)
+    # a reward model stored in bf16 or fp16 (transformers loads its saved dtype) scores in
+    # float32, as implicit_reward_model does: bf16 logits hold 3 significant digits, so close
+    # completions tied (no pair) or swapped order (reward 3.02 read as 3.0); fp16 overflows
+    halves = (
+        [
+            t
+            for t in (*model.parameters(), *model.buffers())
+            if t.dtype in (torch.bfloat16, torch.float16)
+        ]
+        if runs_in_float32(model)
+        else []
+    )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    limit = None if prompt_limit is None else 2 * prompt_limit
+    positions = learned_positions(model)
+    if positions is not None:  # GPT-2-like: a longer input has no position to index
+        limit = positions if limit is None else min(limit, positions)
+
+    def encode(prompt: Text | ImagePrompt, completion: str) -> list[int]:
+        prompt = prompt_of(prompt)  # rendered with the reward model's own template
+        if isinstance(prompt, list):  # a conversation: the completion as the assistant turn
+            messages = [*prompt, {"role": "assistant", "content": completion}]
+            # a text classifier's template is written for string contents, as a policy's is
+            text = tokenizer.apply_chat_template(text_contents(messages), tokenize=False)
+            # the template writes its own special tokens (a second BOS would change the score)
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        else:
+            ids = tokenizer(prompt + completion)["input_ids"]
+        # too long: cut the prompt's start, never the completion the reward judges
+        return ids if limit is None or len(ids) <= limit else ids[-limit:]
+
+    @torch.no_grad()
+    def score(
+        prompts: list[Text | ImagePrompt], completions: list[str], _: list[dict]
+    ) -> list[float]:
+        encoded = [encode(p, c) for p, c in zip(prompts, completions, strict=True)]
+        rewards: list[float] = []
+        with _upcast(halves):  # (once per call, not per batch of 16)
+            for start in range(0, len(encoded), 16):
+                chunk = [{"input_ids": ids} for ids in encoded[start : start + 16]]
+                batch = tokenizer.pad(chunk, return_tensors="pt").to(device)
+                rewards += model(**batch).logits[:, 0].float().tolist()
+        return rewards
+
+    return score
+
+
+@contextlib.contextmanager
+def _load_report_quiet() -> Iterator[None]:
+    """transformers' load report (a table of MISSING and UNEXPECTED weights, "Consider
+    training on your downstream task") printed before the one line that refuses a causal LM
+    given as the reward model: left out while it loads (the line names the missing weights).
+    A filter, not the logger's level: transformers 5 checks a model's tensor-parallel plan,
+    and warns of every layer it leaves unsharded, when that logger's level is WARNING or up.
+    A load that fails says the report after all: its error reads "look at the above report"."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    held: list[logging.LogRecord] = []
+
+    def not_the_report(record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" in str(record.msg):
+            held.append(record)
+            return False
+        return True
+
+    logger.addFilter(not_the_report)
+    try:
+        yield
+    except Exception:
+        logger.removeFilter(not_the_report)
+        for record in held:
+            logger.handle(record)
+        raise
+    finally:
+        logger.removeFilter(not_the_report)
+
+
+@contextlib.contextmanager
+def _upcast(weights: list[torch.Tensor]) -> Iterator[None]:
+    """``weights`` (bf16 or fp16) in float32 inside, in their own dtype again after (exact:
+    both are float32 values): 2 more bytes per weight only while the reward model scores."""
+    dtypes = [t.dtype for t in weights]
+    for tensor in weights:
+        tensor.data = tensor.data.float()
+    try:
+        yield
+    finally:
+        for tensor, dtype in zip(weights, dtypes, strict=True):
+            tensor.data = tensor.data.to(dtype)
+
+
+def check_labeller(
+    labeller: Labeller,
+    prompts: list[Text | ImagePrompt],
+    columns: list[dict],
+    tokenizer: Any,
+    max_steps: int = 0,
+) -> None:
+    """Call the labeller once before training, so that a broken one fails in one line now."""
+    sample = prompts[:2]
+    rows = probe_rows(columns[:2], tokenizer, max_steps)
+    rewards = labeller(sample, [PROBE_COMPLETION] * len(sample), rows)
+    if len(rewards) != len(sample):
+        raise DirectpoError(
+            f"the online labeller returned {len(rewards)} rewards for {len(sample)} completions"
+        )
