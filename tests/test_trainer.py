@@ -1191,7 +1191,8 @@ def test_out_of_memory_in_an_evaluation_names_the_evaluations_batch(
     config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "bf16", max_steps=2,
                          eval_file=str(pairs_file), eval_steps=2, bf16=True,
                          per_device_eval_batch_size=4)  # fmt: skip
-    with pytest.raises(TrainingStopped, match=r"chunks\), or set eval_dtype: bfloat16 \(the"):
+    # (train(): the keyword to pass, in Python's words)
+    with pytest.raises(TrainingStopped, match=r"chunks\), or pass eval_dtype='bfloat16' \(the"):
         train(config, echo=quiet)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import difflib
 import os
 import re
@@ -28,7 +27,6 @@ from directpo.cli_flags import (
     LIST,
     PATHS,
     FlagsRefused,
-    as_flags,
     as_typed,
     as_written,
     attach_negative_values,
@@ -467,11 +465,8 @@ def _say_error(err: DirectpoError, typed: Sequence[str] = ()) -> None:
     on its node) is said by that rank, since rank 0 is then waiting for it and says nothing."""
     if err.said_by_rank_0:
         return
-    text = as_typed(str(err), typed)
-    command = COMMANDS.get(typed[0]) if typed else None
-    if command is not None and not command.takes_yaml:  # (its options are flags alone)
-        # (a chat template's fix is said in the command's words where it is made: chat_split)
-        text = as_flags(text, [f.name for f in dataclasses.fields(command.options)])
+    text = as_typed(str(err), typed)  # (each message spells its options as the caller
+    # gave them where it is made: callers.spell_option / spell_setting)
     if err.rank is not None:
         print(f"directpo: error: rank {err.rank}: {text}", file=sys.stderr, flush=True)
     elif _first_rank():

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from directpo.callers import spell_setting
 from directpo.errors import ConfigError
 
 # the numbers YAML 1.1 (PyYAML) reads as text: an exponent without a dot (1e-6, 5E-7)
@@ -223,7 +224,8 @@ def _null_seed(key: str) -> str:
     drawn = secrets.randbelow(2**31)
     return (
         f"{key} must be an integer; null (torchtune's: a random seed, another each run) is not "
-        f"read here: write {key}: {drawn} (drawn now), which a rerun and a resume take again"
+        f"read here: {spell_setting((key, drawn))} (drawn now), "
+        "which a rerun and a resume take again"
     )
 
 
