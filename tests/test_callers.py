@@ -242,6 +242,13 @@ REFUSALS = [
         "give --use_peft for adapters",
         "pass use_peft=True for adapters",
     ),
+    # a value is said as it was written: YAML's and a flag's true, Python's True
+    (
+        {"max_steps": True},
+        "got true: a number, not a switch",
+        "got true: a number, not a switch",
+        "got True: a number, not a switch",
+    ),
 ]
 
 

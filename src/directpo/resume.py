@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from directpo.adapters import lora_options_of
 from directpo.best import BestModel
+from directpo.callers import spell_option
 from directpo.checkpoint import (
     REFERENCE_FILE,
     load_checkpoint,
@@ -59,7 +60,8 @@ def resume(run: Run) -> None:
     if not config.sync_ref_model and (Path(checkpoint) / REFERENCE_FILE).is_file():
         raise CheckpointError(  # (it went on against the starting model without a word)
             f"checkpoint {checkpoint} was written by TR-DPO (sync_ref_model): its reference has "
-            "moved since the start; resume with sync_ref_model: true (or delete its "
+            "moved since the start; resume with "
+            f"{spell_option('sync_ref_model', True, in_recipe=False)} (or delete its "
             f"{REFERENCE_FILE} to go on as plain DPO against the starting model)"
         )
     weights = str(run.precision.master).removeprefix("torch.")
