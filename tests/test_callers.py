@@ -291,6 +291,10 @@ def test_each_caller_is_told_the_setting_as_it_writes_options(
         others = {recipe, flags, python} - {wanted}
         assert not any(other in said[caller_name] for other in others), said[caller_name]
     assert recipe in str(from_recipe.value)
+    # beside a flag refused as written (said with the others before the options were built)
+    beside = _cli(capsys, "train", *_flags_of({**run, **options}), "--learning_rate")
+    assert "--learning_rate needs a value" in beside and flags in beside, beside
+    assert recipe == flags or recipe not in beside, beside
     assert caller() == UNCALLED
 
 

@@ -1,6 +1,7 @@
 """Who called directpo, so that a message is worded as its user wrote the input: a recipe
 file's user is told ``beta: 0.1 in recipe.yaml``, a command line's ``--beta 0.1``, a Python
-caller's ``beta=0.1`` (and train()'s ``train_dataset=``), and a chat template's fix names what
+caller's ``beta=0.1`` (and train()'s ``train_dataset=``); a fix's settings ``set lora_r: 16`` /
+``give --lora_r 16`` / ``pass lora_r=16`` (spell_setting), and a chat template's fix names what
 the calling command can change (train's chat_template option, the model folder's template of
 score / rank / generate, ImplicitReward's tokenizer argument).
 
@@ -122,8 +123,9 @@ def spell_value(value: Any) -> str:
     flat = isinstance(value, list | tuple) and not any(isinstance(v, list | dict) for v in value)
     if spelling is Spelling.FLAGS and flat:  # (a flag's list: a,b)
         return shlex.quote(",".join(spell_value(v) for v in value))
-    text = as_yaml(value)
-    return shlex.quote(text) if spelling is Spelling.FLAGS else text
+    if spelling is Spelling.FLAGS:  # (a flag's text as the shell passes it: --x 'a b', no)
+        return shlex.quote(value if isinstance(value, str) else as_yaml(value))
+    return as_yaml(value)
 
 
 def spell_option(name: str, value: Any = _NO_VALUE, in_recipe: bool = True) -> str:

@@ -344,12 +344,12 @@ def _main(argv: Sequence[str] | None) -> int:
                 command = COMMANDS[argv[0]]
                 try:
                     config_file, overrides = yaml_and_flags(argv[1:], command.options)
-                except FlagsRefused as err:  # said with the rest, the rows too
+                except FlagsRefused as err:  # said with the rest, the rows too (in its words)
+                    _train_caller(err.config_file)
                     raise with_others(err, command.options, err.config_file, err.flags) from None
                 if config_file is not None:
                     refuse_data_file(config_file)
-                spelling = Spelling.RECIPE if config_file else Spelling.FLAGS
-                command_caller(Caller(spelling, Entry.TRAIN, config_file))
+                _train_caller(config_file)
                 try:
                     options = _loaded(command.options, config_file, overrides, argv[1:], typed)
                 except ConfigError as err:
@@ -427,6 +427,12 @@ def _main(argv: Sequence[str] | None) -> int:
             raise  # another pipe's (a socket's): a failure of its own
         return _pipe_closed()
     return 0
+
+
+def _train_caller(config_file: str | None) -> None:
+    """train's caller: its recipe file where one is given, else its flags."""
+    spelling = Spelling.RECIPE if config_file else Spelling.FLAGS
+    command_caller(Caller(spelling, Entry.TRAIN, config_file))
 
 
 def _pipe_closed() -> int:
