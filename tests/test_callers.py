@@ -325,3 +325,27 @@ def test_an_output_folder_in_use_is_told_the_overwrite_as_each_caller_writes_it(
             echo=None,
         )
     assert (used / "notes.txt").read_text() == "mine"
+
+
+def test_a_checkpoints_way_on_is_said_as_each_caller_writes_it(tmp_path) -> None:
+    """'start a new run from its weights (model_name_or_path: ckpt, ...)' was a recipe's keys
+    to train()'s and the command line's users too; a reference no record names is words."""
+    from directpo.checkpoint import start_from
+    from directpo.config import DPOConfig
+
+    DPOConfig(model_name_or_path="/m/start", ref_model_name_or_path="/m/ref").save_record(
+        tmp_path / "config.yaml"
+    )
+    for who, said in (
+        (UNCALLED, f"model_name_or_path: {tmp_path}, ref_model_name_or_path: /m/ref"),
+        (
+            Caller(Spelling.FLAGS, Entry.TRAIN),
+            f"--model_name_or_path {tmp_path}, --ref_model_name_or_path /m/ref",
+        ),
+        (PYTHON_TRAIN, f"model_name_or_path='{tmp_path}', ref_model_name_or_path='/m/ref'"),
+    ):
+        with called_by(who):
+            assert start_from(tmp_path) == f"start a new run from its weights ({said})"
+    (tmp_path / "config.yaml").unlink()
+    with called_by(PYTHON_TRAIN):
+        assert start_from(tmp_path).endswith("ref_model_name_or_path=the run's starting model)")

@@ -405,7 +405,10 @@ def _check_adapter(checkpoint: Path, policy: Any) -> None:
     if saved_options is not None and my_options is not None:
         differ = [key for key in ADAPTER_SHAPE if saved_options[key] != my_options[key]]
         if differ:
-            said = [", ".join(f"{k}: {o[k]}" for k in differ) for o in (saved_options, my_options)]
+            said = [  # (as the caller writes them: lora_alpha=32 to train())
+                ", ".join(spell_option(k, o[k], in_recipe=False) for k in differ)
+                for o in (saved_options, my_options)
+            ]
             raise _other_adapter(checkpoint, *said, said[0])
         return
     if None not in (saved, mine) and type(saved) is type(mine):
@@ -426,12 +429,13 @@ def _other_adapter(checkpoint: Path, saved: str, mine: str, fix: str) -> Checkpo
 
 
 def _adapter_kind(adapter: Any) -> str:
-    """``lora_r: r`` (0: whole weights), or the kind of an adapter other than LoRA."""
+    """``lora_r: r`` (0: whole weights; as the caller writes it), or the kind of an adapter
+    other than LoRA."""
     if adapter is None:
-        return "lora_r: 0"
+        return spell_option("lora_r", 0, in_recipe=False)
     kind = getattr(adapter, "peft_type", None)
     if getattr(kind, "value", kind) == "LORA":
-        return f"lora_r: {adapter.r}"
+        return spell_option("lora_r", adapter.r, in_recipe=False)
     return f"peft_config {type(adapter).__name__}"
 
 
