@@ -177,3 +177,175 @@ def test_the_tokenizing_thread_and_processes_keep_the_caller(num_proc) -> None:
     with called_by(PYTHON_TRAIN):
         seen = {who for _, encoded, _ in batches for who in encoded}
     assert seen == {PYTHON_TRAIN}
+
+
+def test_a_setting_is_asked_for_in_the_callers_words() -> None:
+    """'set X: V' (a recipe's key) was said to every caller: a command line's user is told
+    the flags to give, a Python caller the keywords to pass, with Python's values."""
+    from directpo.callers import Blank, spell_setting
+
+    settings = (("lora_r", 16), ("overwrite_output_dir", True), ("dtype", "bfloat16"))
+    for who, said in (
+        (UNCALLED, "set lora_r: 16, overwrite_output_dir: true, dtype: bfloat16"),
+        (
+            Caller(Spelling.RECIPE, Entry.TRAIN, "r.yaml"),
+            "set lora_r: 16, overwrite_output_dir: true, dtype: bfloat16",
+        ),
+        (
+            Caller(Spelling.FLAGS, Entry.TRAIN),
+            "give --lora_r 16, --overwrite_output_dir, --dtype bfloat16",
+        ),
+        (PYTHON_TRAIN, "pass lora_r=16, overwrite_output_dir=True, dtype='bfloat16'"),
+    ):
+        with called_by(who):
+            assert spell_setting(*settings) == said
+    with called_by(PYTHON_TRAIN):  # a name alone, a blank to fill, None, a list, two joined
+        assert spell_setting("eval_generate") == "pass eval_generate=..."
+        assert spell_setting(("eval_generate", Blank("N"))) == "pass eval_generate=N"
+        assert spell_setting(("resume_from_checkpoint", None)) == (
+            "pass resume_from_checkpoint=None"
+        )
+        assert spell_setting(("a", 1), ("b", 2), last=" and ") == "pass a=1 and b=2"
+    with called_by(Caller(Spelling.FLAGS, Entry.TRAIN)):
+        assert spell_setting(("loss_type", ["sigmoid", "sft"])) == "give --loss_type sigmoid,sft"
+        assert spell_setting(("prompt_column", "My prompt")) == "give --prompt_column 'My prompt'"
+        assert spell_setting(("torch_compile", False)) == "give --torch_compile false"
+    with called_by(Caller(Spelling.RECIPE, Entry.TRAIN)):
+        assert spell_setting(("resume_from_checkpoint", None)) == "set resume_from_checkpoint: null"
+
+
+# the commonest refusals naming an option to set, each as (options, what a recipe's user
+# reads, a command line's, a Python caller's)
+REFUSALS = [
+    ({"lora_alpha": 64}, "set lora_r: 16", "give --lora_r 16", "pass lora_r=16"),
+    (
+        {"online_prompts_per_round": 4},
+        "online is off; set online: true",
+        "online is off; give --online",
+        "online is off; pass online=True",
+    ),
+    (
+        {"eval_generate_samples": 2},
+        "nothing is sampled; set eval_generate: N",
+        "nothing is sampled; give --eval_generate N",
+        "nothing is sampled; pass eval_generate=N",
+    ),
+    (
+        {"dtype": "float32", "eval_dtype": "bfloat16"},
+        "set dtype: bfloat16 (mixed precision)",
+        "give --dtype bfloat16 (mixed precision)",
+        "pass dtype='bfloat16' (mixed precision)",
+    ),
+    (
+        {"use_peft": False, "lora_alpha": 64},
+        "set use_peft: true for adapters",
+        "give --use_peft for adapters",
+        "pass use_peft=True for adapters",
+    ),
+    # a value is said as it was written: YAML's and a flag's true, Python's True
+    (
+        {"max_steps": True},
+        "got true: a number, not a switch",
+        "got true: a number, not a switch",
+        "got True: a number, not a switch",
+    ),
+]
+
+
+def _flags_of(options: dict) -> list[str]:
+    return [token for key, value in options.items() for token in (f"--{key}", str(value))]
+
+
+@pytest.mark.parametrize(("options", "recipe", "flags", "python"), REFUSALS)
+def test_each_caller_is_told_the_setting_as_it_writes_options(
+    files, tmp_path, capsys, options, recipe, flags, python
+) -> None:
+    """The same refusal from a recipe file, command-line flags, train() and DPOConfig(): a
+    Python caller read 'set lora_r: 16' (a recipe's key), a command line's user too."""
+    import yaml
+
+    from directpo.config import DPOConfig, load_config
+    from directpo.trainer import train
+
+    run = {"model_name_or_path": files["model"], "train_file": files["pairs"]}
+    written = tmp_path / "recipe.yaml"
+    written.write_text(yaml.safe_dump({**run, **options, "output_dir": "r"}))
+    said = {
+        "recipe": _cli(capsys, "train", str(written)),
+        "flags": _cli(capsys, "train", *_flags_of({**run, **options, "output_dir": "f"})),
+    }
+    with pytest.raises(ConfigError) as from_train:
+        train(**run, **options, output_dir=str(tmp_path / "p"), echo=None)
+    with pytest.raises(ConfigError) as from_config:
+        DPOConfig(**options)
+    with pytest.raises(ConfigError) as from_recipe:  # (load_config: a recipe read in Python)
+        load_config(str(written))
+    said |= {"train()": str(from_train.value), "DPOConfig()": str(from_config.value)}
+    for caller_name, wanted in (
+        ("recipe", recipe),
+        ("flags", flags),
+        ("train()", python),
+        ("DPOConfig()", python),
+    ):
+        assert wanted in said[caller_name], (caller_name, said[caller_name])
+        others = {recipe, flags, python} - {wanted}
+        assert not any(other in said[caller_name] for other in others), said[caller_name]
+    assert recipe in str(from_recipe.value)
+    # beside a flag refused as written (said with the others before the options were built)
+    beside = _cli(capsys, "train", *_flags_of({**run, **options}), "--learning_rate")
+    assert "--learning_rate needs a value" in beside and flags in beside, beside
+    assert recipe == flags or recipe not in beside, beside
+    assert caller() == UNCALLED
+
+
+def test_an_output_folder_in_use_is_told_the_overwrite_as_each_caller_writes_it(
+    files, tmp_path, capsys
+) -> None:
+    """'set overwrite_output_dir: true' was said to train()'s and the flags' users too."""
+    from directpo.trainer import train
+
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "notes.txt").write_text("mine")
+    run = ["--model_name_or_path", files["model"], "--train_file", files["pairs"]]
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"model_name_or_path: {files['model']}\ntrain_file: {files['pairs']}\n"
+        f"output_dir: {used}\nreport_to: none\n"
+    )
+    flags = _cli(capsys, "train", *run, "--output_dir", str(used), "--report_to", "none")
+    assert "or give --overwrite_output_dir (it replaces" in flags, flags
+    assert "or set overwrite_output_dir: true (it replaces" in _cli(capsys, "train", str(recipe))
+    with pytest.raises(ConfigError, match=r"or pass overwrite_output_dir=True \(it replaces"):
+        train(
+            model_name_or_path=files["model"],
+            train_file=files["pairs"],
+            output_dir=str(used),
+            report_to="none",
+            echo=None,
+        )
+    assert (used / "notes.txt").read_text() == "mine"
+
+
+def test_a_checkpoints_way_on_is_said_as_each_caller_writes_it(tmp_path) -> None:
+    """'start a new run from its weights (model_name_or_path: ckpt, ...)' was a recipe's keys
+    to train()'s and the command line's users too; a reference no record names is words."""
+    from directpo.checkpoint import start_from
+    from directpo.config import DPOConfig
+
+    DPOConfig(model_name_or_path="/m/start", ref_model_name_or_path="/m/ref").save_record(
+        tmp_path / "config.yaml"
+    )
+    for who, said in (
+        (UNCALLED, f"model_name_or_path: {tmp_path}, ref_model_name_or_path: /m/ref"),
+        (
+            Caller(Spelling.FLAGS, Entry.TRAIN),
+            f"--model_name_or_path {tmp_path}, --ref_model_name_or_path /m/ref",
+        ),
+        (PYTHON_TRAIN, f"model_name_or_path='{tmp_path}', ref_model_name_or_path='/m/ref'"),
+    ):
+        with called_by(who):
+            assert start_from(tmp_path) == f"start a new run from its weights ({said})"
+    (tmp_path / "config.yaml").unlink()
+    with called_by(PYTHON_TRAIN):
+        assert start_from(tmp_path).endswith("ref_model_name_or_path=the run's starting model)")

@@ -614,16 +614,17 @@ def test_resume_with_other_adapter_settings_is_refused_naming_them(
             train(config, echo=lambda _: None)
         return str(refused.value)
 
-    assert "written with lora_r: 4, this run has lora_r: 0; " in resumed(out)
-    assert "written with lora_r: 4, this run has lora_r: 8; " in resumed(out, lora_r=8)
+    # (train()'s caller: the settings in Python's words)
+    assert "written with lora_r=4, this run has lora_r=0; " in resumed(out)
+    assert "written with lora_r=4, this run has lora_r=8; " in resumed(out, lora_r=8)
     said = resumed(out, lora_r=4, lora_alpha=8)
-    assert "written with lora_alpha: 32, this run has lora_alpha: 8; " in said
-    assert said.endswith("resume with lora_alpha: 32, or start a new run from its weights "
-                         f"(model_name_or_path: {out / 'checkpoint-1'}, "
-                         f"ref_model_name_or_path: {model})")  # fmt: skip
-    assert "written with use_rslora: False" in resumed(out, lora_r=4, use_rslora=True)
+    assert "written with lora_alpha=32, this run has lora_alpha=8; " in said
+    assert said.endswith("resume with lora_alpha=32, or start a new run from its weights "
+                         f"(model_name_or_path='{out / 'checkpoint-1'}', "
+                         f"ref_model_name_or_path='{model}')")  # fmt: skip
+    assert "written with use_rslora=False" in resumed(out, lora_r=4, use_rslora=True)
     full = resumed(run_dir, lora_r=4, model_name_or_path=str(tiny_model_dirs["gpt2"]))
-    assert "written with lora_r: 0, this run has lora_r: 4; " in full
+    assert "written with lora_r=0, this run has lora_r=4; " in full
     # the same settings (lora_dropout may change) resume
     config = config_for(model, pairs_file, out, max_steps=2, lora_r=4, lora_dropout=0.1,
                         resume_from_checkpoint="latest")  # fmt: skip
@@ -645,7 +646,7 @@ def test_resume_of_a_peft_config_checkpoint_with_other_adapters_names_its_kind(
         return train(config, peft_config=peft_config, echo=lambda _: None)
 
     run(1, IA3Config(task_type="CAUSAL_LM"))
-    for options, mine in (({}, "lora_r: 0"), ({"lora_r": 4}, "lora_r: 4")):
+    for options, mine in (({}, "lora_r=0"), ({"lora_r": 4}, "lora_r=4")):  # (train()'s words)
         with pytest.raises(CheckpointError) as refused:
             run(2, resume_from_checkpoint="latest", **options)
         assert f"written with peft_config IA3Config, this run has {mine}; " in str(refused.value)
@@ -843,8 +844,8 @@ def test_save_only_model_writes_weights_alone_loads_the_best_and_never_resumes(
     assert str(refused.value) == (
         f"resume_from_checkpoint: latest: no usable checkpoint in {only} (checkpoint-4, "
         "checkpoint-2, checkpoint-1: written with save_only_model: true (no optimizer, schedule "
-        "or RNG state): not resumable); start a new run from its weights (model_name_or_path: "
-        f"{only / 'checkpoint-4'}, ref_model_name_or_path: {model})"
+        "or RNG state): not resumable); start a new run from its weights (model_name_or_path="
+        f"'{only / 'checkpoint-4'}', ref_model_name_or_path='{model}')"  # (train()'s words)
     )
     explicit = dataclasses.replace(
         config, resume_from_checkpoint=str(tmp_path / "only/checkpoint-4")
@@ -901,9 +902,9 @@ def test_a_save_only_model_checkpoint_is_refused_before_the_data_and_models_load
             train(dataclasses.replace(config, resume_from_checkpoint=value), echo=_quiet)
         assert str(refused.value).startswith(f"resume_from_checkpoint: {said}written with "
                                              "save_only_model: true")  # fmt: skip
-        assert str(refused.value).endswith(
-            f"(model_name_or_path: {out / start}, ref_model_name_or_path: "
-            f"{tiny_model_dirs['gpt2']})"
+        assert str(refused.value).endswith(  # (train()'s words)
+            f"(model_name_or_path='{out / start}', ref_model_name_or_path="
+            f"'{tiny_model_dirs['gpt2']}')"
         )
 
 
@@ -1160,8 +1161,8 @@ def test_a_trl_checkpoint_is_refused_before_loading_naming_what_to_do(
     assert str(refused.value) == (
         f"resume_from_checkpoint: {trl}: written by transformers' Trainer (a TRL run: "
         "training_args.bin), not by directpo: its optimizer state and data order continue only "
-        f"there; start a new run from its weights (model_name_or_path: {trl}, "
-        "ref_model_name_or_path: the run's starting model)"
+        f"there; start a new run from its weights (model_name_or_path='{trl}', "
+        "ref_model_name_or_path=the run's starting model)"  # (train()'s words)
     )
     assert verify_checkpoint(trl).startswith("written by transformers' Trainer")
     # latest in a TRL run's output_dir: the same, at once

@@ -105,7 +105,7 @@ def test_a_compile_failure_inside_a_step_is_one_line(
     with pytest.raises(
         TrainingStopped,
         match=r"^step 1: torch.compile failed \(RuntimeError: No working C\+\+ compiler found "
-        r"\(injected\)\); set torch_compile: false$",
+        r"\(injected\)\); pass torch_compile=False$",  # (train()'s keyword: Python's words)
     ):
         train(config, echo=lambda _: None)
 

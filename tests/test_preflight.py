@@ -349,15 +349,16 @@ def test_a_python_caller_is_told_train_dataset_and_eval_dataset_the_command_line
 ) -> None:
     """train(DPOConfig(...)) without data was told "train_file is required", and with nothing
     to evaluate "set eval_file", where a Python caller passes train_dataset= / eval_dataset=:
-    its refusal names them; directpo train's keeps naming its options alone."""
+    its refusal names them; directpo train's keeps naming its options alone (each as its
+    caller writes them: eval_file=..., --eval_file)."""
     monkeypatch.chdir(tmp_path)
     model = str(save_tiny_model("llama", tmp_path / "model"))
     config = DPOConfig(model_name_or_path=model, eval_on_start=True, report_to=["none"])
     with pytest.raises(ConfigError) as refused:
         train(config, echo=None)
     assert str(refused.value).splitlines()[1:] == [
-        "  eval_on_start need evaluations: set eval_file or train(eval_dataset=...) (held-out "
-        "pairs) or eval_generate",
+        "  eval_on_start need evaluations: pass eval_file=... or train(eval_dataset=...) "
+        "(held-out pairs) or eval_generate=...",
         "  train_file is required (or train(train_dataset=...): a Dataset, a DataFrame or a list "
         "of dicts)",
     ]
@@ -367,6 +368,6 @@ def test_a_python_caller_is_told_train_dataset_and_eval_dataset_the_command_line
         == 2
     )
     assert capsys.readouterr().err.splitlines()[1:] == [
-        "  eval_on_start need evaluations: set eval_file (held-out pairs) or eval_generate",
+        "  eval_on_start need evaluations: give --eval_file (held-out pairs) or --eval_generate",
         "  train_file is required",
     ]

@@ -801,7 +801,10 @@ def test_eval_on_start_logs_the_starting_models_baseline_at_step_0(
     assert not (tmp_path / "run" / "checkpoint-0").exists()
     assert any(line.startswith("loaded the best model: step 2") for line in lines)
     config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "x", eval_on_start=True)
-    with pytest.raises(ConfigError, match="^eval_on_start need evaluations: set eval_file"):
+    # (train(): the keywords to pass)
+    with pytest.raises(
+        ConfigError, match=r"^eval_on_start need evaluations: pass eval_file=\.\.\."
+    ):
         train(config, echo=quiet)
 
 
@@ -1191,7 +1194,8 @@ def test_out_of_memory_in_an_evaluation_names_the_evaluations_batch(
     config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "bf16", max_steps=2,
                          eval_file=str(pairs_file), eval_steps=2, bf16=True,
                          per_device_eval_batch_size=4)  # fmt: skip
-    with pytest.raises(TrainingStopped, match=r"chunks\), or set eval_dtype: bfloat16 \(the"):
+    # (train(): the keyword to pass, in Python's words)
+    with pytest.raises(TrainingStopped, match=r"chunks\), or pass eval_dtype='bfloat16' \(the"):
         train(config, echo=quiet)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from directpo.adapters import lora_options_of, peft_config_refusal
+from directpo.callers import spell_setting
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, ConfigErrors, respelled
 from directpo.trl_compat import ALIASES
@@ -41,8 +42,8 @@ def checked_arguments(
     if (config.load_in_4bit or config.load_in_8bit) and not config.lora_r and peft_config is None:
         # TRL: "cannot fine-tune purely quantized models"; a peft_config from Python is an adapter
         raise ConfigError(
-            f"{quantized} needs adapters: quantized weights do not train; set lora_r: 16 (or "
-            "pass train(peft_config=...))"
+            f"{quantized} needs adapters: quantized weights do not train; "
+            f"{spell_setting(('lora_r', 16))} (or pass train(peft_config=...))"
         )
     # an adapter folder as model_name_or_path continues that adapter: it is merged like a new one
     continuing = bool(config.model_name_or_path) and os.path.isfile(
@@ -50,8 +51,8 @@ def checked_arguments(
     )
     if config.merge_lora and not (config.lora_r or peft_config is not None or continuing):
         raise ConfigError(
-            "merge_lora is set but lora_r is 0 (no LoRA); set lora_r: 16 (or pass "
-            "train(peft_config=...))"
+            f"merge_lora is set but lora_r is 0 (no LoRA); {spell_setting(('lora_r', 16))} "
+            "(or pass train(peft_config=...))"
         )
     if peft_config is None:
         return rebuilt_config(config), None

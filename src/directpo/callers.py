@@ -1,6 +1,7 @@
 """Who called directpo, so that a message is worded as its user wrote the input: a recipe
 file's user is told ``beta: 0.1 in recipe.yaml``, a command line's ``--beta 0.1``, a Python
-caller's ``beta=0.1`` (and train()'s ``train_dataset=``), and a chat template's fix names what
+caller's ``beta=0.1`` (and train()'s ``train_dataset=``); a fix's settings ``set lora_r: 16`` /
+``give --lora_r 16`` / ``pass lora_r=16`` (spell_setting), and a chat template's fix names what
 the calling command can change (train's chat_template option, the model folder's template of
 score / rank / generate, ImplicitReward's tokenizer argument).
 
@@ -18,6 +19,7 @@ import contextlib
 import contextvars
 import enum
 import functools
+import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -101,16 +103,72 @@ def in_callers_context(function: Callable[..., Any]) -> Callable[..., Any]:
 _NO_VALUE = object()
 
 
-def spell_option(name: str, value: Any = _NO_VALUE) -> str:
+class Blank(str):
+    """A value for the user to fill in (``N``, ``RATIO``), said as is whoever calls."""
+
+
+def spell_value(value: Any) -> str:
+    """``value`` as the caller writes it: YAML's ``true`` / ``null`` / ``[a, b]`` in a recipe,
+    a flag's text (``a,b``; quoted where the shell would split it), Python's ``True`` /
+    ``None`` / ``'word'`` in a call."""
+    from directpo.option_values import as_yaml  # (option_values words its refusals here)
+
+    spelling = caller().spelling
+    if isinstance(value, Blank):
+        return str(value)
+    if spelling is Spelling.PYTHON:
+        return repr(value)
+    if isinstance(value, float):  # (YAML 1.1's dump writes 1e-05 as 1.0e-05)
+        return repr(value)
+    flat = isinstance(value, list | tuple) and not any(isinstance(v, list | dict) for v in value)
+    if spelling is Spelling.FLAGS and flat:  # (a flag's list: a,b)
+        return shlex.quote(",".join(spell_value(v) for v in value))
+    if spelling is Spelling.FLAGS:  # (a flag's text as the shell passes it: --x 'a b', no)
+        return shlex.quote(value if isinstance(value, str) else as_yaml(value))
+    return as_yaml(value)
+
+
+def spell_option(name: str, value: Any = _NO_VALUE, in_recipe: bool = True) -> str:
     """``name`` (with ``value``) as the caller writes it: ``--beta 0.1``, ``beta: 0.1 in
     recipe.yaml``, ``beta=0.1``. Without a value, the name to complete (``--beta``, ``beta=``);
-    with ``...``, a value to fill in (``--beta``, ``beta=...``, ``beta: ... in recipe.yaml``)."""
+    with ``...``, a value to fill in (``--beta``, ``beta=...``, ``beta: ... in recipe.yaml``).
+    ``in_recipe``: the recipe's path after it (not where a line says several)."""
     who = caller()
     given = value is not _NO_VALUE and value is not ...
-    shown = "..." if value is ... else repr(value) if given else ""
+    shown = "..." if value is ... else spell_value(value) if given else ""
     if who.spelling is Spelling.FLAGS:
-        return f"--{name} {value}" if given else f"--{name}"
+        if value is True:  # (a switch stands alone)
+            return f"--{name}"
+        return f"--{name} {shown}" if given else f"--{name}"
     if who.spelling is Spelling.RECIPE:
-        where = f" in {who.recipe}" if who.recipe else ""
-        return f"{name}: {value if given else shown}".rstrip() + where
+        where = f" in {who.recipe}" if who.recipe and in_recipe else ""
+        return f"{name}: {shown}".rstrip() + where
     return f"{name}={shown}"
+
+
+def spell_setting(*settings: tuple[str, Any] | str, last: str = ", ") -> str:
+    """What to write to set ``settings`` (an option's name alone, or (name, value) pairs; a
+    value of ``...`` or a ``Blank`` to fill in), as the caller writes options: ``set lora_r:
+    16, lora_alpha: 32`` in a recipe (as the docs write it, without the file's path: one file
+    holds the keys), ``give --lora_r 16, --lora_alpha 32`` on a command line, ``pass
+    lora_r=16, lora_alpha=32`` to a Python call. ``last`` joins the last two (`` and ``)."""
+    said = [
+        spell_name(setting) if isinstance(setting, str) else spell_option(*setting, in_recipe=False)
+        for setting in settings
+    ]
+    joined = last.join([", ".join(said[:-1]), said[-1]] if len(said) > 1 else said)
+    return f"{setting_verb()} {joined}"
+
+
+def spell_name(name: str) -> str:
+    """An option to set, named alone as the caller gives it: ``max_steps`` (a recipe's key),
+    ``--max_steps``, ``max_steps=...``."""
+    return name if caller().spelling is Spelling.RECIPE else spell_option(name, ...)
+
+
+def setting_verb() -> str:
+    """How the caller is asked to set an option: ``set`` (a recipe's key), ``give`` (a flag),
+    ``pass`` (a keyword)."""
+    return {Spelling.RECIPE: "set", Spelling.FLAGS: "give", Spelling.PYTHON: "pass"}[
+        caller().spelling
+    ]

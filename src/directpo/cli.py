@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import difflib
 import os
 import re
@@ -28,7 +27,6 @@ from directpo.cli_flags import (
     LIST,
     PATHS,
     FlagsRefused,
-    as_flags,
     as_typed,
     as_written,
     attach_negative_values,
@@ -346,12 +344,12 @@ def _main(argv: Sequence[str] | None) -> int:
                 command = COMMANDS[argv[0]]
                 try:
                     config_file, overrides = yaml_and_flags(argv[1:], command.options)
-                except FlagsRefused as err:  # said with the rest, the rows too
+                except FlagsRefused as err:  # said with the rest, the rows too (in its words)
+                    _train_caller(err.config_file)
                     raise with_others(err, command.options, err.config_file, err.flags) from None
                 if config_file is not None:
                     refuse_data_file(config_file)
-                spelling = Spelling.RECIPE if config_file else Spelling.FLAGS
-                command_caller(Caller(spelling, Entry.TRAIN, config_file))
+                _train_caller(config_file)
                 try:
                     options = _loaded(command.options, config_file, overrides, argv[1:], typed)
                 except ConfigError as err:
@@ -431,6 +429,12 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0
 
 
+def _train_caller(config_file: str | None) -> None:
+    """train's caller: its recipe file where one is given, else its flags."""
+    spelling = Spelling.RECIPE if config_file else Spelling.FLAGS
+    command_caller(Caller(spelling, Entry.TRAIN, config_file))
+
+
 def _pipe_closed() -> int:
     """The line and exit code (128 + 13, as the shell reports SIGPIPE's) of a command whose
     output's reader went away; the closed stream already writes nowhere (output_closed)."""
@@ -467,11 +471,8 @@ def _say_error(err: DirectpoError, typed: Sequence[str] = ()) -> None:
     on its node) is said by that rank, since rank 0 is then waiting for it and says nothing."""
     if err.said_by_rank_0:
         return
-    text = as_typed(str(err), typed)
-    command = COMMANDS.get(typed[0]) if typed else None
-    if command is not None and not command.takes_yaml:  # (its options are flags alone)
-        # (a chat template's fix is said in the command's words where it is made: chat_split)
-        text = as_flags(text, [f.name for f in dataclasses.fields(command.options)])
+    text = as_typed(str(err), typed)  # (each message spells its options as the caller
+    # gave them where it is made: callers.spell_option / spell_setting)
     if err.rank is not None:
         print(f"directpo: error: rank {err.rank}: {text}", file=sys.stderr, flush=True)
     elif _first_rank():

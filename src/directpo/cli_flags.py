@@ -188,24 +188,6 @@ def as_typed(message: str, typed: Sequence[str]) -> str:
     return message
 
 
-def as_flags(message: str, names: Sequence[str]) -> str:
-    """``message`` of a command that takes flags alone (score, rank, generate) with each
-    ``option: value`` of its options said as the flag to give, ``--option value``: 'set
-    prompt_column: Prompt' and 'write seed: N' named a config file's key it has no file for."""
-    if not names:
-        return message
-    alternatives = "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))
-    pair = rf"(?<![\w./-])({alternatives}): ([^\s,;()]+)"
-    # only the settings a hint asks for: 'batch_size: out of memory' names what failed
-    advice = re.compile(rf"\b(?:set|write) ({pair}(?:(?:, | and ){pair})*)")
-    keyed = re.compile(pair)
-
-    def flags(found: re.Match[str]) -> str:
-        return "give " + keyed.sub(r"--\1 \2", found.group(1))
-
-    return advice.sub(flags, message)
-
-
 BOOLEAN, LIST, PATHS, VALUE = "boolean", "list", "paths", "value"
 
 

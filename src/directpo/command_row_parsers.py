@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from directpo.callers import spell_setting
 from directpo.command_options import GenerateOptions, RankOptions, RewardOptions, ScoreOptions
 from directpo.errors import DataError
 from directpo.messages import Text, is_message_list
@@ -135,7 +136,7 @@ def require_responses(
     fields = ", ".join(f"'{name}'" for name in list(row)[:6]) + (", ..." if len(row) > 6 else "")
     cased = other_case(row, wanted)
     fix = (
-        f"its columns are named in another case: set {', '.join(cased)}"
+        f"its columns are named in another case: {spell_setting(*cased)}"
         if cased
         else f"name the field of its responses with --{option}"
     )

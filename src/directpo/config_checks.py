@@ -15,6 +15,7 @@ import importlib.util
 import os
 
 from directpo.best import default_metric_unlogged
+from directpo.callers import spell_option, spell_setting
 from directpo.config import (
     ATTN_IMPLEMENTATIONS,
     DISTRIBUTED_MODES,
@@ -327,7 +328,8 @@ def check_precision(config: DPOConfig) -> None:
         config._refuse(
             "fp16",
             "fp16: float16 mixed precision is not supported (its narrow range needs a loss "
-            "scaler); use bf16: true (mixed precision in bfloat16) or dtype: float32",
+            f"scaler); use {spell_option('bf16', True, in_recipe=False)} (mixed precision in "
+            f"bfloat16) or {spell_option('dtype', 'float32', in_recipe=False)}",
         )
     if config.bf16 and config.dtype == "float16":  # bf16 would have overridden it silently
         config._refuse(
@@ -353,7 +355,8 @@ def check_precision(config: DPOConfig) -> None:
         config._refuse(
             "eval_dtype",
             "eval_dtype: bfloat16 under dtype: float32: the run computes in float32 and so does "
-            "its evaluation; set dtype: bfloat16 (mixed precision) to evaluate as bf16 computes",
+            f"its evaluation; {spell_setting(('dtype', 'bfloat16'))} (mixed precision) to "
+            "evaluate as bf16 computes",
         )
     if config.eval_dtype == "float32" and config.attn_implementation == "flash_attention_2":
         config._refuse(

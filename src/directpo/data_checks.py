@@ -4,6 +4,7 @@ splits. Run by ``config_checks.check_values`` (and the commands' checks) in thei
 
 from __future__ import annotations
 
+from directpo.callers import spell_setting
 from directpo.config import DPOConfig
 from directpo.mixture import FILE_SUFFIXES
 from directpo.option_values import value_shown
@@ -52,8 +53,9 @@ def check_streaming(config: DPOConfig) -> None:
     if config.max_steps < 1:  # (beside online, its 'set max_steps' was the other line's undoing)
         config._refuse(
             "dataset_streaming",
-            "dataset_streaming: true reads only the rows max_steps trains on: set max_steps "
-            "(TRL needs it with a stream too), or leave dataset_streaming off to read them all",
+            "dataset_streaming: true reads only the rows max_steps trains on: "
+            f"{spell_setting('max_steps')} (TRL needs it with a stream too), or leave "
+            "dataset_streaming off to read them all",
         )
 
 

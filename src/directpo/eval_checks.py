@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from directpo.callers import Spelling, caller
+from directpo.callers import Spelling, caller, setting_verb, spell_name, spell_setting
 from directpo.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 def held_out_data() -> str:
     """The held-out data to set, as the caller gives it (train()'s eval_dataset= in Python)."""
     given = " or train(eval_dataset=...)" if caller().spelling is Spelling.PYTHON else ""
-    return f"eval_file{given} (held-out pairs)"
+    return f"{spell_name('eval_file')}{given} (held-out pairs)"
 
 
 def _evaluates(config: DPOConfig, eval_dataset_given: bool) -> bool:
@@ -53,8 +53,9 @@ def check_evaluation(config: DPOConfig, eval_dataset_given: bool) -> None:
         )
     if config.eval_strategy in ("steps", "epoch") and not evaluates:
         raise ConfigError(
-            f"eval_strategy is {config.eval_strategy} but there is nothing to evaluate: set "
-            f"{held_out_said} or eval_generate (sampled completions)"
+            f"eval_strategy is {config.eval_strategy} but there is nothing to evaluate: "
+            f"{setting_verb()} {held_out_said} or {spell_name('eval_generate')} (sampled "
+            "completions)"
         )
     asking = [
         key
@@ -68,14 +69,16 @@ def check_evaluation(config: DPOConfig, eval_dataset_given: bool) -> None:
         )
     if asking and not evaluates:
         raise ConfigError(
-            f"{' / '.join(asking)} need evaluations: set {held_out_said} or eval_generate"
+            f"{' / '.join(asking)} need evaluations: {setting_verb()} {held_out_said} or "
+            + spell_name("eval_generate")
         )
     # (eval_delay and max_eval_samples were taken without a word)
     for key in ("eval_steps", "eval_delay", "max_eval_samples"):
         if getattr(config, key) and not evaluates:
             raise ConfigError(
-                f"{key} is set but there is nothing to evaluate: set {held_out_said} or "
-                f"eval_generate (sampled completions), or remove {key}"
+                f"{key} is set but there is nothing to evaluate: {setting_verb()} "
+                f"{held_out_said} or {spell_name('eval_generate')} (sampled completions), or "
+                f"remove {key}"
             )
 
 
@@ -92,7 +95,8 @@ def check_eval_generate(config: DPOConfig, eval_dataset_given: bool) -> None:
         or test_split
     ):
         raise ConfigError(
-            "eval_generate needs held-out prompts: set eval_prompts_file or eval_file"
+            "eval_generate needs held-out prompts: "
+            + spell_setting("eval_prompts_file", "eval_file", last=" or ")
             + (" (or train(eval_dataset=...))" if caller().spelling is Spelling.PYTHON else "")
         )
     if config.eval_prompts_file and not os.path.exists(config.eval_prompts_file):

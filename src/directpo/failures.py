@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch.distributed as dist
 
+from directpo.callers import spell_setting
 from directpo.checkpoint import list_checkpoints, not_resumable
 from directpo.distributed import World, error_key
 from directpo.errors import (
@@ -73,8 +74,7 @@ EVAL_OOM_HELP = (
 
 # eval_dtype auto's float32 evaluation (precision.py) holds the frozen bf16 weights upcast
 EVAL_FLOAT32_HELP = (
-    ", or set eval_dtype: bfloat16 (the float32 evaluation holds frozen weights in float32, 2 "
-    "more bytes each)"
+    ", or {setting} (the float32 evaluation holds frozen weights in float32, 2 more bytes each)"
 )
 
 # torch's error for an op without a deterministic kernel under use_deterministic_algorithms
@@ -105,7 +105,7 @@ def explain_failures(run: Run) -> Iterator[types.SimpleNamespace]:
         if kind is not None:
             said = EVAL_OOM_HELP if position.evaluating else OOM_HELP
             if position.evaluating and run.eval_float32:
-                said += EVAL_FLOAT32_HELP
+                said += EVAL_FLOAT32_HELP.format(setting=spell_setting(("eval_dtype", "bfloat16")))
             batch = run.config.per_device_eval_batch_size
             knobs = memory_knobs(run.config, hasattr(run.policy, "peft_config"), kind)
             error: DirectpoError = TrainingStopped(
@@ -122,7 +122,8 @@ def explain_failures(run: Run) -> Iterator[types.SimpleNamespace]:
             raise
         else:
             error = TrainingStopped(
-                f"step {position.step}: torch.compile failed ({reason}); set torch_compile: false"
+                f"step {position.step}: torch.compile failed ({reason}); "
+                + spell_setting(("torch_compile", False))
             )
     except OSError as exc:
         if exc.errno not in REFUSED_WRITES:
@@ -270,7 +271,8 @@ def setup_out_of_memory(
     elif not (config.load_in_4bit or config.load_in_8bit):
         knobs.append("load the base quantized (load_in_4bit, on a GPU)")
     if _can_precompute(config):
-        knobs.append("set precompute_ref_log_probs: true (no reference model held)")
+        precompute = spell_setting(("precompute_ref_log_probs", True))
+        knobs.append(f"{precompute} (no reference model held)")
     said = ", ".join([*knobs, "or a smaller model"]) if knobs else "use a smaller model"
     return TrainingStopped(SETUP_OOM_HELP.format(kind=kind, knobs=said))
 

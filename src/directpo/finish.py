@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from directpo.adapters import write_as_plain_lora
+from directpo.callers import spell_option
 from directpo.checkpoint import write_staged
 from directpo.distributed import (
     barrier,
@@ -96,8 +97,8 @@ class TrainResult:
                 f"the run stopped by {self.stopped_by} after step {self.global_step} trained "
                 f"under FSDP: its weights are checkpoint-{self.global_step}'s shards in "
                 f"{self.output_dir}, which no process holds whole; resume it "
-                "(resume_from_checkpoint: latest) to write the final model that result.policy "
-                "reads"
+                f"({spell_option('resume_from_checkpoint', 'latest', in_recipe=False)}) to write "
+                "the final model that result.policy reads"
             )
         if self.trained is None:
             from directpo.models import load_causal_lm

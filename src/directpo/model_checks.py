@@ -15,6 +15,7 @@ import torch
 
 from directpo.attention import IMPLEMENTATION as VARLEN
 from directpo.batching import PLAIN, Layout, collate_pairs
+from directpo.callers import spell_setting
 from directpo.errors import memory_kind
 from directpo.flexattention import BLOCK as FLEX_BLOCK
 from directpo.flexattention import IMPLEMENTATION as FLEX
@@ -408,7 +409,7 @@ def trained_positions_notes(
         notes[path] = (
             f"note: sequences here {reach}, past the {limit} positions {key} '{path}' was "
             f"trained on (max_position_embeddings): positions beyond are extrapolated, which "
-            f"degrades most models; set max_length: {limit} to cut them"
+            f"degrades most models; {spell_setting(('max_length', limit))} to cut them"
         )
     return list(notes.values())
 

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer
 
+from directpo.callers import spell_setting
 from directpo.errors import ConfigError, ModelLoadError
 from directpo.model_locations import has_files
 
@@ -100,7 +101,7 @@ def check_positions(models: list[tuple[str, str, torch.nn.Module]], longest: int
             reach = "have no length limit" if longest is None else f"reach {longest} tokens"
             raise ConfigError(
                 f"max_length: sequences here {reach} but {key} '{path}' has {limit} learned "
-                f"positions; set max_length: {limit} (or less)"
+                f"positions; {spell_setting(('max_length', limit))} (or less)"
             )
 
 

@@ -8,6 +8,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
+from directpo.callers import spell_setting
 from directpo.errors import ConfigError, collected
 from directpo.option_values import value_shown
 
@@ -36,8 +37,11 @@ def lora_off_reason(model: str | None, use_peft: bool | None = None) -> str:
             "its adapter_config.json; remove the lora_* options"
         )
     if use_peft is False:
-        return "use_peft is false (no LoRA); set use_peft: true for adapters, or remove it"
-    return "lora_r is 0 (no LoRA); set lora_r: 16"
+        return (
+            f"use_peft is false (no LoRA); {spell_setting(('use_peft', True))} for adapters, "
+            "or remove it"
+        )
+    return f"lora_r is 0 (no LoRA); {spell_setting(('lora_r', 16))}"
 
 
 def adapter_sync_problem(mixup_alpha: float) -> str | None:

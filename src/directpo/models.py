@@ -16,6 +16,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
 from directpo.adapters import adapter_base, adapter_config
+from directpo.callers import spell_setting
 from directpo.errors import ConfigError, ModelLoadError, first_line
 from directpo.hub import cache_only_where_unreachable
 from directpo.meta_models import meta_model
@@ -111,8 +112,9 @@ def _load_hint(exc: Exception, options: LoadOptions, attention: str | None) -> s
         # (Gemma 2 refuses sdpa; flash_attention_2 without its package): transformers' words
         # name neither the option nor what runs; auto picks what this model runs
         return (
-            f"; it refuses attn_implementation {attention}: set attn_implementation: auto "
-            "(directpo picks one this model runs) or eager"
+            f"; it refuses attn_implementation {attention}: "
+            f"{spell_setting(('attn_implementation', 'auto'))} (directpo picks one this model "
+            "runs) or eager"
         )
     return ""
 

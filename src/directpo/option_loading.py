@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
+from directpo.callers import Caller, Entry, Spelling, called_by
 from directpo.errors import ConfigError, ConfigErrors, respelled
 from directpo.option_values import value_shown
 from directpo.shell_expansion import shell_expanded, unset_said, unset_variables
@@ -37,7 +38,21 @@ def load_options(
     apply ``overrides`` (e.g. from flags) on top, and validate. ``interpolate``: resolve
     OmegaConf's ``${...}`` (not in a run's own config.yaml, which records values as given).
     ``overrides_from``: where the overrides were written (flags are named ``--key``; keywords,
-    ``train("cfg.yaml", key=...)``'s, as written)."""
+    ``train("cfg.yaml", key=...)``'s, as written). Its refusals are a recipe's words (naming
+    the file) where no entry named the caller: load_config('recipe.yaml') from Python."""
+    recipe = os.fspath(path) if isinstance(path, str | os.PathLike) else None
+    with called_by(Caller(Spelling.RECIPE, Entry.TRAIN, recipe)):
+        return _load_options(cls, path, overrides, interpolate, overrides_from)
+
+
+def _load_options(
+    cls: type[T],
+    path: str | os.PathLike | Mapping[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    interpolate: bool = True,
+    overrides_from: str = "command line",
+) -> T:
+    """The options of ``load_options``, read where its caller is named."""
     names = [f.name for f in dataclasses.fields(cls)]
     values: dict[str, Any] = {}
     refused: list[ConfigError] = []

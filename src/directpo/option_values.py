@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from directpo.callers import Spelling, caller, spell_setting
 from directpo.errors import ConfigError
 
 # the numbers YAML 1.1 (PyYAML) reads as text: an exponent without a dot (1e-6, 5E-7)
@@ -40,7 +41,7 @@ _FALSE = {"false", "no", "0", "off"}
 def _yaml_boolean(value: Any) -> str:
     """What a boolean given for a word may be: YAML 1.1's reading of a bare ``no`` / ``off``
     (``report_to: no`` was refused as 'got False', the word written nowhere said)."""
-    if not isinstance(value, bool):
+    if not isinstance(value, bool) or _from_python():  # (a Python True was no YAML's reading)
         return ""
     words = "yes, on or true" if value else "no, off or false"
     first = words.split(",")[0]
@@ -101,7 +102,9 @@ def word_refusal(key: str, value: Any, must: str, words: tuple[str, ...]) -> str
     ('must be a list, got None' for loss_type) led to a second refusal listing them."""
     if isinstance(value, str) and value.strip().lower() in ("null", "~"):
         value = None  # the flag's text (--loss_type null): what YAML's null is
-    if value is None:
+    if isinstance(value, bool | None) and _from_python():  # (no YAML read it: True, None)
+        read = repr(value)
+    elif value is None:
         # (a Python caller's None, e.g. TRL's report_to=None, was told only of YAML's null)
         read = "null / None: YAML reads a bare null, ~ or an empty value as none"
     elif isinstance(value, bool):
@@ -183,6 +186,8 @@ def value_shown(value: Any) -> str:
     True"), an object by its class (a model's repr runs to hundreds of lines)."""
     if isinstance(value, float):  # -1e-05 as written: YAML 1.1's dump adds a .0 (-1.0e-05)
         return repr(value)
+    if isinstance(value, bool | None) and _from_python():  # (DPOConfig(x=True): not 'true')
+        return repr(value)
     if isinstance(value, str | int | float | bool | list | tuple | dict | type(None)):
         text = " ".join(as_yaml(value).split())
         return text if len(text) <= 80 else text[:77] + "..."
@@ -206,10 +211,16 @@ def _switch_word(value: Any) -> str | None:
     """A flag's switch word given a number option (--max_steps true, --save_steps false), to
     be said as YAML's boolean is ('got true: a number, not a switch'): it was "got 'true'"."""
     if isinstance(value, bool):
-        return str(value).lower()
+        return repr(value) if _from_python() else str(value).lower()
     if isinstance(value, str) and value.strip().lower() in (_TRUE | _FALSE) - {"0", "1"}:
         return value.strip().lower()
     return None
+
+
+def _from_python() -> bool:
+    """Whether the values said were a Python call's (``True``, ``None``), not a recipe's or
+    flags' text, which YAML read (``true``, ``null``)."""
+    return caller().spelling is Spelling.PYTHON
 
 
 def _unset(value: Any) -> bool:
@@ -223,7 +234,8 @@ def _null_seed(key: str) -> str:
     drawn = secrets.randbelow(2**31)
     return (
         f"{key} must be an integer; null (torchtune's: a random seed, another each run) is not "
-        f"read here: write {key}: {drawn} (drawn now), which a rerun and a resume take again"
+        f"read here: {spell_setting((key, drawn))} (drawn now), "
+        "which a rerun and a resume take again"
     )
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from directpo.callers import Caller, Entry, Spelling, entry_point
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.option_hints import meant_choice, unknown_hint
 from directpo.option_values import coerce as _coerce
@@ -50,6 +51,12 @@ def type_hints(options: type) -> dict[str, Any]:
 # $NAME and ${NAME}, which a shell reads in a path or an env: value; YAML, Python and a quoted
 
 
+# options built in Python where no entry named a caller (DPOConfig(lora_alpha=64) in a
+# notebook): their refusals say what to pass (lora_r=16), not a recipe's key; the CLI, train()
+# and load_config (a recipe) name theirs first, which is kept
+BUILT_IN_PYTHON = Caller(Spelling.PYTHON, Entry.TRAIN)
+
+
 class Options:
     """Base of the options dataclasses: coercion on construction, then ``_check_values``."""
 
@@ -59,6 +66,7 @@ class Options:
     # each with what to give instead: said where the name is refused as unknown
     FOREIGN_KEYS: typing.ClassVar[dict[str, str]] = {}
 
+    @entry_point(BUILT_IN_PYTHON)
     def __post_init__(self) -> None:
         # every wrong value is reported at once: a user fixing a config file one error per run
         # would otherwise need as many runs as mistakes

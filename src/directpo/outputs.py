@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from directpo.adapters import adapter_base, write_as_plain_lora
+from directpo.callers import spell_option, spell_setting
 from directpo.checkpoint import STAGING, list_checkpoints
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError
@@ -203,7 +204,8 @@ def refuse_output_dir_in_use(output_dir: str | Path, config: DPOConfig) -> None:
     if not entries or resuming_here or config.overwrite_output_dir:
         return
     if previous:
-        what = f"{previous[-1].name}; resume it with resume_from_checkpoint: latest,"
+        latest = spell_option("resume_from_checkpoint", "latest")
+        what = f"{previous[-1].name}; resume it with {latest},"
     elif model_files(output_dir):
         what = "a finished run (no checkpoint to resume);"
     elif {"config.yaml", "metrics.jsonl"} <= set(entries):
@@ -212,8 +214,9 @@ def refuse_output_dir_in_use(output_dir: str | Path, config: DPOConfig) -> None:
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
         what = f"other files ({shown});"
     raise ConfigError(
-        f"output_dir {output_dir} already holds {what} choose another output_dir, or set "
-        "overwrite_output_dir: true (it replaces the checkpoints and model files there)"
+        f"output_dir {output_dir} already holds {what} choose another output_dir, or "
+        f"{spell_setting(('overwrite_output_dir', True))} (it replaces the checkpoints and "
+        "model files there)"
     )
 
 

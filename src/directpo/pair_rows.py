@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
+from directpo.callers import spell_setting
 from directpo.errors import DataError
 from directpo.messages import (
     Messages,
@@ -30,10 +31,11 @@ from directpo.row_kinds import other_format
 from directpo.template_args import row_template_kwargs, row_tools
 from directpo.unread_columns import (
     SYSTEM_COLUMNS,
+    SYSTEM_TURN,
     completion_columns,
     other_case,
     refuse_unread_prompt,
-    unread_prompt,
+    unread_prompt_settings,
 )
 from directpo.vision import (
     IMAGE_COLUMNS,
@@ -84,16 +86,18 @@ def detect_layout(
         if key not in names:  # TRL's token ids: chosen_input_ids (before 1.0), chosen_ids (1.x)
             ids = [f"{key}{end}" for end in ("_input_ids", "_ids") if f"{key}{end}" in names]
             pair = completion_columns(names, columns.chosen, columns.rejected)
-            fix = "set chosen_column / rejected_column"
-            fix = f"set chosen_column: {pair[0]}, rejected_column: {pair[1]}" if pair else fix
+            fix = spell_setting("chosen_column", "rejected_column", last=" / ")
+            settings = [("chosen_column", pair[0]), ("rejected_column", pair[1])] if pair else []
             prompt = [str(n) for n in names if str(n).lower() == columns.prompt.lower()]
             if pair and columns.prompt not in names and len(prompt) == 1:
-                fix += f", prompt_column: {prompt[0]}"
+                settings.append(("prompt_column", prompt[0]))
             elif pair and columns.prompt not in names:  # Question beside Chosen: said too
                 paired = replace(columns, chosen=pair[0], rejected=pair[1])
-                unread = unread_prompt(row, paired, names)
-                if unread and unread[1].startswith("set "):
-                    fix += ", " + unread[1].removeprefix("set ").replace(" and ", ", ")
+                unread = unread_prompt_settings(row, paired, names)
+                if unread and unread[1][:1] and unread[1][0][0] == "prompt_column":
+                    settings += unread[1]
+            fix = spell_setting(*settings) if settings else fix
+            fix += SYSTEM_TURN if any(name == "system_column" for name, _ in settings) else ""
             if ids:  # TRL 1.x tokenizes the text too: ids alone would be a KeyError there
                 fix = f"'{ids[0]}' holds token ids, but directpo tokenizes the text itself"
             elif pair is None and (kind := other_format(names, columns.prompt)) is not None:
@@ -109,7 +113,7 @@ def detect_layout(
         cased = other_case(names, {option: key})  # (a header of another case: Question)
         raise DataError(
             f"{label}: column '{key}' not found (columns: {', '.join(map(str, names))}); "
-            + _read_by_fix(columns, f"set {cased[0] if cased else option}", bool(cased))
+            + _read_by_fix(columns, spell_setting(cased[0] if cased else option), bool(cased))
         )
     if columns.prompt not in names:
         refuse_unread_prompt(row, columns, names, f"{label}: {where}")

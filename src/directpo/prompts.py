@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from directpo.callers import spell_setting
 from directpo.data import iter_rows
 from directpo.data_sources import is_path_list, no_rows, source_label
 from directpo.errors import ConfigError, DataError
@@ -199,7 +200,7 @@ def _row_prompt(
             prompt = system_prompt(row, system_column, prompt)
     except RowError as err:
         cased = other_case(row, {"prompt_column": prompt_column, "system_column": system_column})
-        fix = f"; its columns are named in another case: set {', '.join(cased)}" if cased else ""
+        fix = f"; its columns are named in another case: {spell_setting(*cased)}" if cased else ""
         fix = fix or _prompt_like(row, prompt_column)
         raise DataError(f"{where}: {err.message}{fix}") from None
     return prompt
@@ -212,7 +213,7 @@ def _prompt_like(row: dict[str, Any], prompt_column: str) -> str:
         return ""
     named = {name.lower(): name for name in row if isinstance(name, str)}
     found = next((named[name] for name in PROMPT_LIKE_COLUMNS if name in named), None)
-    return f"; set prompt_column: {found}" if found else ""
+    return f"; {spell_setting(('prompt_column', found))}" if found else ""
 
 
 def _is_pair(row: dict[str, Any]) -> bool:

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from directpo.callers import Blank, spell_option
 from directpo.errors import CheckpointError, ConfigError
 from directpo.loss_names import needs_reference
 from directpo.trainer_state import STATE_FILE, own_state
@@ -85,8 +86,14 @@ def start_from(path: Path) -> str:
     against the run's own reference (model_name_or_path alone makes the checkpoint the new
     run's reference too: another objective, without a word)."""
     reference = _run_reference(path)
-    keep = f", ref_model_name_or_path: {reference}" if reference else ""
-    return f"start a new run from its weights (model_name_or_path: {path}{keep})"
+    settings = [("model_name_or_path", str(path))]
+    settings += [("ref_model_name_or_path", reference)] if reference else []
+    spelled = ", ".join(spell_option(name, value, in_recipe=False) for name, value in settings)
+    return f"start a new run from its weights ({spelled})"
+
+
+# a reference said in words where no record names it (a blank to fill, not a path to quote)
+STARTING_MODEL = Blank("the run's starting model")
 
 
 def _run_reference(path: Path) -> str | None:
@@ -98,7 +105,7 @@ def _run_reference(path: Path) -> str | None:
     try:
         values = read_run_record(str(path / "config.yaml"))
     except (ConfigError, OSError):
-        return "the run's starting model"  # (transformers' Trainer's: no record)
+        return STARTING_MODEL  # (transformers' Trainer's: no record)
     losses = values.get("loss_type") or ["sigmoid"]
     losses = [losses] if isinstance(losses, str) else losses
     try:
@@ -108,7 +115,7 @@ def _run_reference(path: Path) -> str | None:
     if free:
         return None
     reference = values.get("ref_model_name_or_path") or values.get("model_name_or_path")
-    return str(reference) if reference else "the run's starting model"
+    return str(reference) if reference else STARTING_MODEL
 
 
 def not_resumable(path: Path) -> str | None:

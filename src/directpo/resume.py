@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from directpo.adapters import lora_options_of
 from directpo.best import BestModel
+from directpo.callers import spell_option
 from directpo.checkpoint import (
     REFERENCE_FILE,
     load_checkpoint,
@@ -59,7 +60,8 @@ def resume(run: Run) -> None:
     if not config.sync_ref_model and (Path(checkpoint) / REFERENCE_FILE).is_file():
         raise CheckpointError(  # (it went on against the starting model without a word)
             f"checkpoint {checkpoint} was written by TR-DPO (sync_ref_model): its reference has "
-            "moved since the start; resume with sync_ref_model: true (or delete its "
+            "moved since the start; resume with "
+            f"{spell_option('sync_ref_model', True, in_recipe=False)} (or delete its "
             f"{REFERENCE_FILE} to go on as plain DPO against the starting model)"
         )
     weights = str(run.precision.master).removeprefix("torch.")
@@ -403,7 +405,10 @@ def _check_adapter(checkpoint: Path, policy: Any) -> None:
     if saved_options is not None and my_options is not None:
         differ = [key for key in ADAPTER_SHAPE if saved_options[key] != my_options[key]]
         if differ:
-            said = [", ".join(f"{k}: {o[k]}" for k in differ) for o in (saved_options, my_options)]
+            said = [  # (as the caller writes them: lora_alpha=32 to train())
+                ", ".join(spell_option(k, o[k], in_recipe=False) for k in differ)
+                for o in (saved_options, my_options)
+            ]
             raise _other_adapter(checkpoint, *said, said[0])
         return
     if None not in (saved, mine) and type(saved) is type(mine):
@@ -424,12 +429,13 @@ def _other_adapter(checkpoint: Path, saved: str, mine: str, fix: str) -> Checkpo
 
 
 def _adapter_kind(adapter: Any) -> str:
-    """``lora_r: r`` (0: whole weights), or the kind of an adapter other than LoRA."""
+    """``lora_r: r`` (0: whole weights; as the caller writes it), or the kind of an adapter
+    other than LoRA."""
     if adapter is None:
-        return "lora_r: 0"
+        return spell_option("lora_r", 0, in_recipe=False)
     kind = getattr(adapter, "peft_type", None)
     if getattr(kind, "value", kind) == "LORA":
-        return f"lora_r: {adapter.r}"
+        return spell_option("lora_r", adapter.r, in_recipe=False)
     return f"peft_config {type(adapter).__name__}"
 
 

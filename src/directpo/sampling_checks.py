@@ -8,6 +8,7 @@ import difflib
 import math
 from collections.abc import Callable
 
+from directpo.callers import Blank, spell_setting
 from directpo.config import DPOConfig
 from directpo.option_values import value_shown
 from directpo.options import reject_if_set
@@ -33,7 +34,8 @@ def check_generation(config: DPOConfig, require: Callable[[bool, str, str], None
         reject_if_set(
             config,
             ("eval_generate_samples", "eval_prompts_file"),
-            "eval_generate is 0, so nothing is sampled; set eval_generate: N",
+            "eval_generate is 0, so nothing is sampled; "
+            + spell_setting(("eval_generate", Blank("N"))),
         )
     if config.eval_generate == 0 and not config.online:
         reject_if_set(
@@ -49,7 +51,8 @@ def check_generation(config: DPOConfig, require: Callable[[bool, str, str], None
                 "generation_kwargs",
                 "reward_fn",
             ),
-            "eval_generate is 0 and online is off, so nothing is sampled; set eval_generate",
+            "eval_generate is 0 and online is off, so nothing is sampled; "
+            + spell_setting("eval_generate"),
         )
     check_online(config, require)
 
@@ -143,7 +146,7 @@ def check_online(config: DPOConfig, require: Callable[[bool, str, str], None]) -
         "missing_eos_penalty",
     )
     if not config.online:
-        reject_if_set(config, online_options, "online is off; set online: true")
+        reject_if_set(config, online_options, f"online is off; {spell_setting(('online', True))}")
         return
     require(config.online_prompts_per_round >= 1, "online_prompts_per_round", ">= 1")
     require(config.online_samples_per_prompt >= 2, "online_samples_per_prompt", ">= 2")

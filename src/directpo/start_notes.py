@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from directpo.callers import spell_option
 from directpo.preference_pairs import counted
 
 
@@ -39,7 +40,7 @@ def start_notes(
             "disable_dropout: false: the reference log-probs (the policy with its adapters off) "
             "are computed without dropout, as a reference is; TRL's run the policy in training "
             "mode, dropout acting on them too (its rewards noisier, and not the same in "
-            "expectation): compare with disable_dropout: true"
+            f"expectation): compare with {_named('disable_dropout', True)}"
         )
     if eval_float32 and config.eval_dtype == "auto":  # (asked for by name: nothing to say)
         notes.append(
@@ -63,14 +64,14 @@ def start_notes(
         # transformers' constant ignores num_warmup_steps: a warmup asked for is done here
         notes.append(
             f"lr_scheduler_type constant warms up over {counted(warmup, 'step')} (as "
-            "constant_with_warmup; TRL's constant would not): warmup_steps: 0 (and warmup_ratio: "
-            "0) for TRL's schedule"
+            f"constant_with_warmup; TRL's constant would not): {_named('warmup_steps', 0)} (and "
+            f"{_named('warmup_ratio', 0)}) for TRL's schedule"
         )
     if lora and config.lora_dropout > 0 and config.disable_dropout:
         # TRL's disable_dropout zeroes the LoRA branch's dropout too; here it stays as set
         notes.append(
             f"lora_dropout {config.lora_dropout:g} acts although disable_dropout is on (TRL's "
-            "disable_dropout would set it to 0): lora_dropout: 0.0 for TRL's training"
+            f"disable_dropout would set it to 0): {_named('lora_dropout', 0.0)} for TRL's training"
         )
     if "sft" in config.loss_type:  # (rpo_alpha too: TRL 1.16 writes it as this sft)
         notes.append(
@@ -164,3 +165,8 @@ def _short_step_note(config: Any, schedule: Any, total_steps: int) -> str | None
             f"pairs are a multiple of {full}"
         )
     return None
+
+
+def _named(option: str, value: object) -> str:
+    """A setting a note points to, as the run's caller writes it (lora_dropout=0.0 for train())."""
+    return spell_option(option, value, in_recipe=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from directpo.callers import spell_setting
 from directpo.errors import DataError
 from directpo.messages import Text, plain_text
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:  # (data.py and pair_rows.py import this module)
 # "The answer is") and train without the question.
 PROMPT_LIKE_COLUMNS = ("question", "instruction", "input", "query", "problem")
 SYSTEM_COLUMNS = ("system", "system_prompt")
+SYSTEM_TURN = " (its text becomes each prompt's system turn)"  # (system_column's, named)
 
 
 def refuse_unread_prompt(
@@ -43,6 +45,24 @@ def unread_prompt(
     row: dict[str, Any], columns: Columns, names: list[str]
 ) -> tuple[str, str] | None:
     """(the first column holding prompt text that the chosen side lacks, the fix), or None."""
+    found = unread_prompt_settings(row, columns, names)
+    if found is None:
+        return None
+    unread, settings = found
+    prompt = [setting for setting in settings if setting[0] == "prompt_column"]
+    system = [setting for setting in settings if setting[0] == "system_column"]
+    fix = spell_setting(*settings, last=" and ")
+    if not prompt:  # (a system column's text alone: no column holds the prompt)
+        fix = f"put the prompt in a '{columns.prompt}' column"
+        fix += f" and {spell_setting(*system)}" if system else ""
+    return unread, fix + (SYSTEM_TURN if system else "")
+
+
+def unread_prompt_settings(
+    row: dict[str, Any], columns: Columns, names: list[str]
+) -> tuple[str, list[tuple[str, str]]] | None:
+    """(the first column holding prompt text that the chosen side lacks, the column options
+    that read it: prompt_column's, and system_column's beside it), or None."""
     chosen = row.get(columns.chosen)
     if isinstance(chosen, list):  # not validated yet: only the texts it holds
         contents = [m.get("content") for m in chosen if isinstance(m, dict)]
@@ -66,11 +86,6 @@ def unread_prompt(
     if not unread:
         return None
     prompt = next((name for name in unread if name.lower() not in SYSTEM_COLUMNS), None)
-    fix = (
-        f"set prompt_column: {prompt}"
-        if prompt
-        else f"put the prompt in a '{columns.prompt}' column"
-    )
     # named even where this row's is empty (Intel/orca_dpo_pairs' first row): the fix that
     # named prompt_column alone trained every other row without its system prompt
     systems = [name for name in present if name.lower() in SYSTEM_COLUMNS]
@@ -78,9 +93,8 @@ def unread_prompt(
         (name for name in systems if name != columns.system and isinstance(row.get(name), str)),
         None,
     )
-    if system:
-        fix += f" and system_column: {system} (its text becomes each prompt's system turn)"
-    return unread[0], fix
+    settings = [("prompt_column", prompt)] if prompt else []
+    return unread[0], settings + ([("system_column", system)] if system else [])
 
 
 def system_column_of(names: Iterable[Any]) -> str | None:
@@ -141,13 +155,13 @@ def completion_columns(names: Sequence[Any], chosen: str, rejected: str) -> tupl
     return found[0], found[1]
 
 
-def other_case(names: Iterable[Any], wanted: Mapping[str, str | None]) -> list[str]:
-    """``option: Column`` for each column option (``{option: column}``) whose column the row
+def other_case(names: Iterable[Any], wanted: Mapping[str, str | None]) -> list[tuple[str, str]]:
+    """(option, Column) for each column option (``{option: column}``) whose column the row
     lacks but holds in another case (a spreadsheet's header: Prompt, Chosen, Response): the
     refusal of such a row said 'missing field' or the option alone, not the column to give."""
     written = {name.lower(): name for name in names if isinstance(name, str)}
     return [
-        f"{option}: {written[column.lower()]}"
+        (option, written[column.lower()])
         for option, column in wanted.items()
         if column and column not in written.values() and column.lower() in written
     ]
