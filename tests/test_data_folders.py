@@ -139,3 +139,33 @@ def test_a_file_listed_twice_is_refused(tmp_path, monkeypatch):
     other = "snap/data/train-00001-of-00002.parquet"
     assert repeated_file("train_file", [shard, other]) is None
     assert repeated_file("eval_file", {"a": [shard], "b": [shard]}) is None  # (sets apart)
+
+
+def test_files_of_two_splits_listed_on_purpose_are_told_how_to_read_them(tmp_path, monkeypatch):
+    """train_file: [train.jsonl, dev.jsonl] (train and dev together for a final run) was
+    refused with no way to train on both but renaming the files; the line says one, and the
+    way it says is read (a file as its own mixture source, an eval file as its own set)."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("train.jsonl", "dev.jsonl"):
+        (tmp_path / name).write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    config = DPOConfig(
+        model_name_or_path="m", output_dir="o", train_file=["train.jsonl", "dev.jsonl"]
+    )
+    with pytest.raises(ConfigError) as refused:
+        check_run(config, "cpu")
+    assert str(refused.value).endswith(
+        "(to train on both, give each file as its own source in train_file's place: "
+        "dataset_mixture: {datasets: [{id: train.jsonl}, {id: dev.jsonl}]})"
+    )
+    mixture = {"datasets": [{"id": "train.jsonl"}, {"id": "dev.jsonl"}]}
+    check_run(DPOConfig(model_name_or_path="m", output_dir="o", dataset_mixture=mixture), "cpu")
+    config = DPOConfig(model_name_or_path="m", output_dir="o", train_file="train.jsonl",
+                       eval_file=["dev.jsonl", "train.jsonl"])  # fmt: skip
+    with pytest.raises(ConfigError) as refused:
+        check_run(config, "cpu")
+    assert str(refused.value).endswith(
+        "(to evaluate both, name each its own set: eval_file: {held: dev.jsonl, seen: train.jsonl})"
+    )
+    named = {"held": "dev.jsonl", "seen": "train.jsonl"}
+    check_run(DPOConfig(model_name_or_path="m", output_dir="o", train_file="train.jsonl",
+                        eval_file=named), "cpu")  # fmt: skip

@@ -164,7 +164,24 @@ def mixed_splits(key: str, paths: Any, by_split: str = BY_SPLIT) -> str | None:
         f"{key}: {_some(stray)} {'is' if len(stray) == 1 else 'are'} the {splits} split's by "
         f"name, beside the "
         f"{' and '.join(wanted)} split's ({_some(kept)}): {what}; give only the "
-        f"{' and '.join(wanted)} split's files, or {by_split}"
+        f"{' and '.join(wanted)} split's files, or {by_split}{_deliberately(key, kept, stray)}"
+    )
+
+
+def _deliberately(key: str, kept: list[str], stray: list[str]) -> str:
+    """How to read such files together on purpose (train on train.jsonl and dev.jsonl for a
+    final run, evaluate a sample of the training pairs beside the held-out ones): the line
+    gave no way but renaming the files. A train_file's are sources of a mixture (a file as
+    its own source is read whole, whatever its name); an eval_file's, sets of their own."""
+    if not key.startswith(("train_file", "eval_file")):
+        return ""  # (a mixture's data_files: its by_split already names each split's files)
+    more = ", ..." if len(kept) + len(stray) > 2 else ""
+    if key.startswith("eval_file"):  # (kept: the held-out files; stray: the train split's)
+        sets = f"{{held: {kept[0]}, seen: {stray[0]}}}"
+        return f" (to evaluate both, name each its own set: eval_file: {sets})"
+    return (
+        f" (to train on both, give each file as its own source in train_file's place: "
+        f"dataset_mixture: {{datasets: [{{id: {kept[0]}}}, {{id: {stray[0]}}}{more}]}})"
     )
 
 

@@ -107,7 +107,8 @@ class PreferenceData:
             text += f"; skipped {counted(sum(self.skipped.values()), 'invalid row')} ({reasons})"
         if self.ties:
             text += (
-                f"; {counted(self.ties, 'pair')} {'rates' if self.ties == 1 else 'rate'} chosen and rejected alike "
+                f"; {counted(self.ties, 'pair')} {'rates' if self.ties == 1 else 'rate'} "
+                "chosen and rejected alike "
                 f"({self.first_tie[0]}{', ...' if self.ties > 1 else ''}): trained as "
                 "labelled, as TRL does (drop tied rows from the file to leave them out)"
             )
