@@ -1785,3 +1785,14 @@ def test_a_videos_column_is_refused_not_trained_as_text(tmp_path: Path) -> None:
         load_preferences(str(path))
     data = load_preferences(str(path), skip_invalid_rows=True)
     assert len(data) == 1 and data.skipped == {"video": 1}
+
+
+@pytest.mark.parametrize("name", ["rows.jsonl.gz", "rows.jsonl"])
+def test_a_compressed_file_of_no_text_is_called_empty(tmp_path: Path, name: str) -> None:
+    """A gzip file holding no text (data.jsonl.gz, or one saved without its .gz) was 'no rows'
+    alone: its gzip header's bytes were taken for text."""
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(b"\n"))
+    with pytest.raises(DataError) as refused:
+        load_preferences(str(path))
+    assert str(refused.value) == f"{path}: no rows (the file is empty)"
