@@ -44,6 +44,25 @@ def test_an_option_is_spelled_as_its_caller_writes_it() -> None:
         assert spell_option("loss_type", "ipo") == "loss_type='ipo'"
 
 
+def test_a_value_is_spelled_as_a_recipe_or_a_shell_reads_it() -> None:
+    """A value not a word was said as Python's str of it to a recipe (use_peft: True,
+    dataset_mixture: {'datasets': ...}) and bare on a command line, where the shell split it
+    (--system_column System Prompt: two words) or globbed it."""
+    mixture = {"datasets": [{"id": "a.jsonl"}]}
+    with called_by(Caller(Spelling.RECIPE, Entry.TRAIN, "r.yaml")):
+        assert spell_option("use_peft", True) == "use_peft: true in r.yaml"
+        assert spell_option("eval_strategy", "no") == "eval_strategy: 'no' in r.yaml"
+        assert spell_option("dataset_mixture", mixture) == (
+            "dataset_mixture: {datasets: [{id: a.jsonl}]} in r.yaml"
+        )
+    with called_by(Caller(Spelling.FLAGS, Entry.TRAIN)):
+        assert spell_option("system_column", "System Prompt") == "--system_column 'System Prompt'"
+        assert spell_option("use_peft", True) == "--use_peft true"
+        assert spell_option("dataset_mixture", mixture) == (
+            "--dataset_mixture '{datasets: [{id: a.jsonl}]}'"
+        )
+
+
 def test_the_outer_entry_is_the_caller_until_its_call_ends() -> None:
     """score's ImplicitReward speaks as score; train's online labeller as train."""
     inner = entry_point(Caller(Spelling.PYTHON, Entry.IMPLICIT_REWARD))(caller)

@@ -1,6 +1,7 @@
 """A folder given as score's, rank's or generate's --input: the advice fits the command."""
 
 import json
+import shlex
 
 import datasets
 import pytest
@@ -141,7 +142,9 @@ def test_a_file_listed_twice_is_refused(tmp_path, monkeypatch):
     assert repeated_file("eval_file", {"a": [shard], "b": [shard]}) is None  # (sets apart)
 
 
-def test_files_of_two_splits_listed_on_purpose_are_told_how_to_read_them(tmp_path, monkeypatch):
+def test_files_of_two_splits_listed_on_purpose_are_told_how_to_read_them(
+    tmp_path, monkeypatch, capsys
+):
     """train_file: [train.jsonl, dev.jsonl] (train and dev together for a final run) was
     refused with no way to train on both but renaming the files; the line says one, and the
     way it says is read (a file as its own mixture source, an eval file as its own set)."""
@@ -159,6 +162,13 @@ def test_files_of_two_splits_listed_on_purpose_are_told_how_to_read_them(tmp_pat
     )
     mixture = {"datasets": [{"id": "train.jsonl"}, {"id": "dev.jsonl"}]}
     check_run(DPOConfig(model_name_or_path="m", output_dir="o", dataset_mixture=mixture), "cpu")
+    # a command line is told the flag, quoted for its shell, and the flag it is told is read
+    argv = ["train", "--model_name_or_path", "nope", "--output_dir", "o"]
+    assert cli.main([*argv, "--train_file", "train.jsonl", "dev.jsonl"]) == 2
+    flag = "--dataset_mixture '{datasets: [{id: train.jsonl}, {id: dev.jsonl}]}'"
+    assert capsys.readouterr().err.rstrip().endswith(f"train_file's place: {flag})")
+    cli.main([*argv, *shlex.split(flag)])
+    assert "dataset_mixture: dev.jsonl: 1 pair" in capsys.readouterr().out
     config = DPOConfig(model_name_or_path="m", output_dir="o", train_file="train.jsonl",
                        eval_file=["dev.jsonl", "train.jsonl"])  # fmt: skip
     with pytest.raises(ConfigError) as refused:

@@ -18,9 +18,12 @@ import contextlib
 import contextvars
 import enum
 import functools
+import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from directpo.option_values import as_yaml
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -108,9 +111,15 @@ def spell_option(name: str, value: Any = _NO_VALUE) -> str:
     who = caller()
     given = value is not _NO_VALUE and value is not ...
     shown = "..." if value is ... else repr(value) if given else ""
+    if who.spelling is Spelling.PYTHON:
+        return f"{name}={shown}"
+    # a value as YAML writes it (true, null, {datasets: [{id: a.jsonl}]}: Python's True, None,
+    # {'datasets': ...} were no value a recipe or flag takes), and on a command line quoted
+    # for the shell (--dataset_mixture {datasets: ...} bare was split and globbed by it)
     if who.spelling is Spelling.FLAGS:
-        return f"--{name} {value}" if given else f"--{name}"
-    if who.spelling is Spelling.RECIPE:
-        where = f" in {who.recipe}" if who.recipe else ""
-        return f"{name}: {value if given else shown}".rstrip() + where
-    return f"{name}={shown}"
+        if not given:
+            return f"--{name}"
+        return f"--{name} {shlex.quote(value if isinstance(value, str) else as_yaml(value))}"
+    where = f" in {who.recipe}" if who.recipe else ""
+    # (a string YAML would read as another value quoted: 'no', '5')
+    return f"{name}: {as_yaml(value) if given else shown}".rstrip() + where

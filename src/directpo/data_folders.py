@@ -13,6 +13,7 @@ import os
 import re
 from typing import Any
 
+from directpo.callers import spell_option
 from directpo.data_sources import hub_cache_snapshot, is_saved_dataset
 from directpo.errors import DataError
 from directpo.readers import COMPRESSED, DATA_KINDS
@@ -175,13 +176,14 @@ def _deliberately(key: str, kept: list[str], stray: list[str]) -> str:
     its own source is read whole, whatever its name); an eval_file's, sets of their own."""
     if not key.startswith(("train_file", "eval_file")):
         return ""  # (a mixture's data_files: its by_split already names each split's files)
-    more = ", ..." if len(kept) + len(stray) > 2 else ""
+    more = ", and so for each other file" if len(kept) + len(stray) > 2 else ""
     if key.startswith("eval_file"):  # (kept: the held-out files; stray: the train split's)
-        sets = f"{{held: {kept[0]}, seen: {stray[0]}}}"
-        return f" (to evaluate both, name each its own set: eval_file: {sets})"
+        sets = spell_option("eval_file", {"held": kept[0], "seen": stray[0]})
+        return f" (to evaluate both, name each its own set: {sets})"
+    sources = spell_option("dataset_mixture", {"datasets": [{"id": kept[0]}, {"id": stray[0]}]})
     return (
         f" (to train on both, give each file as its own source in train_file's place: "
-        f"dataset_mixture: {{datasets: [{{id: {kept[0]}}}, {{id: {stray[0]}}}{more}]}})"
+        f"{sources}{more})"
     )
 
 
