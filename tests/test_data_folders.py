@@ -179,3 +179,32 @@ def test_files_of_two_splits_listed_on_purpose_are_told_how_to_read_them(
     named = {"held": "dev.jsonl", "seen": "train.jsonl"}
     check_run(DPOConfig(model_name_or_path="m", output_dir="o", train_file="train.jsonl",
                         eval_file=named), "cpu")  # fmt: skip
+
+
+def test_a_glob_over_two_train_splits_of_a_snapshot_is_refused(tmp_path):
+    """train_file: data/train*.parquet of HuggingFaceH4/ultrafeedback_binarized read its
+    train_prefs, train_sft and train_gen splits as one (the same pairs three times), said only
+    as 'N of them repeat an earlier pair (kept)'; shards of one split, or of two datasets'
+    folders, are read as listed."""
+    _hub_snapshot(tmp_path / "snap", {"train_prefs": 2, "train_sft": 1, "test_prefs": 1})
+    data = tmp_path / "snap" / "data"
+    config = DPOConfig(model_name_or_path="m", output_dir=str(tmp_path / "o"),
+                       train_file=f"{data}/train*.parquet")  # fmt: skip
+    with pytest.raises(ConfigError) as refused:
+        check_run(config, "cpu")
+    prefs = [str(data / f"train_prefs-0000{i}-of-00002.parquet") for i in range(2)]
+    assert (
+        f"train_file: lists the files of 2 splits of one dataset, by the names the hub gives a "
+        f"split's files (train_prefs: {prefs[0]}, {prefs[1]}; train_sft: "
+        f"{data / 'train_sft-00000-of-00001.parquet'}), read as one: give one split's files, or "
+        "the dataset's folder as dataset_name"
+    ) in str(refused.value)
+    assert mixed_splits("train_file", prefs) is None
+    _hub_snapshot(tmp_path / "other", {"train": 1})
+    assert (
+        mixed_splits(
+            "train_file",
+            [prefs[0], str(tmp_path / "other" / "data" / "train-00000-of-00001.parquet")],
+        )
+        is None
+    )

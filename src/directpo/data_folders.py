@@ -150,7 +150,7 @@ def mixed_splits(key: str, paths: Any, by_split: str = BY_SPLIT) -> str | None:
             named.setdefault(split, []).append(path)
     held_out = [split for split in HELD_OUT_SPLITS if split in named]
     if "train" not in named or not held_out:
-        return None
+        return _hub_splits(key, files, by_split)
     trained = not key.startswith("eval_file")
     wanted, unwanted = (["train"], held_out) if trained else (held_out, ["train"])
     stray = [path for split in unwanted for path in named[split]]
@@ -166,6 +166,31 @@ def mixed_splits(key: str, paths: Any, by_split: str = BY_SPLIT) -> str | None:
         f"name, beside the "
         f"{' and '.join(wanted)} split's ({_some(kept)}): {what}; give only the "
         f"{' and '.join(wanted)} split's files, or {by_split}{_deliberately(key, kept, stray)}"
+    )
+
+
+# a hub dataset's data file, named by its split: data/train_prefs-00000-of-00001.parquet
+_HUB_SHARD = re.compile(r"(.+)-\d{5}-of-\d{5}\.[^/\\]+")
+
+
+def _hub_splits(key: str, files: list[str], by_split: str) -> str | None:
+    """Why ``files`` mix the shards of several splits of one hub dataset (one folder's
+    ``{split}-00000-of-0000n`` files of two names), or None: data/train*.parquet of
+    HuggingFaceH4/ultrafeedback_binarized read train_prefs, train_sft and train_gen as one,
+    the same pairs three times over, said only as 'repeat an earlier pair (kept)'."""
+    by_folder: dict[str, dict[str, list[str]]] = {}
+    for path in files:
+        shard = _HUB_SHARD.fullmatch(os.path.basename(path))
+        if shard is not None:
+            folder = by_folder.setdefault(os.path.dirname(os.path.abspath(path)), {})
+            folder.setdefault(shard[1], []).append(path)
+    splits = next((found for found in by_folder.values() if len(found) > 1), None)
+    if splits is None:
+        return None
+    said = "; ".join(f"{split}: {_some(paths)}" for split, paths in splits.items())
+    return (
+        f"{key}: lists the files of {len(splits)} splits of one dataset, by the names the hub "
+        f"gives a split's files ({said}), read as one: give one split's files, or {by_split}"
     )
 
 
