@@ -157,7 +157,7 @@ def test_files_of_two_splits_listed_on_purpose_are_told_how_to_read_them(
     with pytest.raises(ConfigError) as refused:
         check_run(config, "cpu")
     assert str(refused.value).endswith(
-        "(to train on both, give each file as its own source in train_file's place: "
+        "(to train on them all, give each file as its own source in train_file's place: "
         "dataset_mixture: {datasets: [{id: train.jsonl}, {id: dev.jsonl}]})"
     )
     mixture = {"datasets": [{"id": "train.jsonl"}, {"id": "dev.jsonl"}]}
@@ -174,7 +174,8 @@ def test_files_of_two_splits_listed_on_purpose_are_told_how_to_read_them(
     with pytest.raises(ConfigError) as refused:
         check_run(config, "cpu")
     assert str(refused.value).endswith(
-        "(to evaluate both, name each its own set: eval_file: {held: dev.jsonl, seen: train.jsonl})"
+        "(to evaluate them all, name each its own set: "
+        "eval_file: {held: dev.jsonl, seen: train.jsonl})"
     )
     named = {"held": "dev.jsonl", "seen": "train.jsonl"}
     check_run(DPOConfig(model_name_or_path="m", output_dir="o", train_file="train.jsonl",
@@ -199,6 +200,12 @@ def test_a_glob_over_two_train_splits_of_a_snapshot_is_refused(tmp_path):
         f"{data / 'train_sft-00000-of-00001.parquet'}), read as one: give one split's files, or "
         "the dataset's folder as dataset_name"
     ) in str(refused.value)
+    sft = data / "train_sft-00000-of-00001.parquet"
+    assert str(refused.value).endswith(
+        f"(to train on them all, give each file as its own source in train_file's place: "
+        f"dataset_mixture: {{datasets: [{{id: {prefs[0]}}}, {{id: {sft}}}]}}, and so for each "
+        "other file)"
+    )
     assert mixed_splits("train_file", prefs) is None
     _hub_snapshot(tmp_path / "other", {"train": 1})
     assert (

@@ -161,11 +161,12 @@ def mixed_splits(key: str, paths: Any, by_split: str = BY_SPLIT) -> str | None:
         else "training pairs would be evaluated as held out"
     )
     splits = " and ".join(unwanted)
+    groups = {"train": kept, "held_out": stray} if trained else {"held": kept, "seen": stray}
     return (
         f"{key}: {_some(stray)} {'is' if len(stray) == 1 else 'are'} the {splits} split's by "
         f"name, beside the "
         f"{' and '.join(wanted)} split's ({_some(kept)}): {what}; give only the "
-        f"{' and '.join(wanted)} split's files, or {by_split}{_deliberately(key, kept, stray)}"
+        f"{' and '.join(wanted)} split's files, or {by_split}{_deliberately(key, groups)}"
     )
 
 
@@ -191,23 +192,27 @@ def _hub_splits(key: str, files: list[str], by_split: str) -> str | None:
     return (
         f"{key}: lists the files of {len(splits)} splits of one dataset, by the names the hub "
         f"gives a split's files ({said}), read as one: give one split's files, or {by_split}"
+        f"{_deliberately(key, splits)}"
     )
 
 
-def _deliberately(key: str, kept: list[str], stray: list[str]) -> str:
+def _deliberately(key: str, groups: dict[str, list[str]]) -> str:
     """How to read such files together on purpose (train on train.jsonl and dev.jsonl for a
     final run, evaluate a sample of the training pairs beside the held-out ones): the line
     gave no way but renaming the files. A train_file's are sources of a mixture (a file as
-    its own source is read whole, whatever its name); an eval_file's, sets of their own."""
+    its own source is read whole, whatever its name); an eval_file's, sets of their own, each
+    named by ``groups``' key."""
     if not key.startswith(("train_file", "eval_file")):
         return ""  # (a mixture's data_files: its by_split already names each split's files)
-    more = ", and so for each other file" if len(kept) + len(stray) > 2 else ""
-    if key.startswith("eval_file"):  # (kept: the held-out files; stray: the train split's)
-        sets = spell_option("eval_file", {"held": kept[0], "seen": stray[0]})
-        return f" (to evaluate both, name each its own set: {sets})"
-    sources = spell_option("dataset_mixture", {"datasets": [{"id": kept[0]}, {"id": stray[0]}]})
+    if key.startswith("eval_file"):
+        sets = {name: files[0] if len(files) == 1 else files for name, files in groups.items()}
+        return f" (to evaluate them all, name each its own set: {spell_option('eval_file', sets)})"
+    files = [path for paths in groups.values() for path in paths]
+    firsts = [paths[0] for paths in groups.values()][:2]
+    sources = spell_option("dataset_mixture", {"datasets": [{"id": path} for path in firsts]})
+    more = ", and so for each other file" if len(files) > 2 else ""
     return (
-        f" (to train on both, give each file as its own source in train_file's place: "
+        f" (to train on them all, give each file as its own source in train_file's place: "
         f"{sources}{more})"
     )
 
