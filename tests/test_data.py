@@ -1415,6 +1415,12 @@ def test_a_hub_cache_folder_reads_its_main_snapshot_by_its_card(tmp_path) -> Non
         "x: the hub cache's folder holds 2 snapshots (aaa111, bbb222) and no refs/main: give "
         f"one, e.g. {repo / 'snapshots' / 'bbb222'}"
     )
+    (repo / "refs" / "main").write_text("ccc333")  # (a revision not downloaded here)
+    with pytest.raises(DataError) as refused:
+        dataset_splits(str(repo), None, "x", "train")
+    assert "(aaa111, bbb222) and a refs/main naming ccc333, not among them: give" in str(
+        refused.value
+    )
 
 
 def test_a_dataset_in_any_format_gives_its_rows() -> None:

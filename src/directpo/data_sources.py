@@ -174,9 +174,11 @@ def hub_cache_snapshot(name: str, label: str) -> str:
         return os.path.join(snapshots, main if main in held else held[0])
     if not held:
         raise DataError(f"{label}: the hub cache's folder holds no snapshot; download it again")
+    # (a refs/main of a snapshot since deleted, or not yet downloaded, was said to be none)
+    ref = f"a refs/main naming {main}, not among them" if main else "no refs/main"
     raise DataError(
         f"{label}: the hub cache's folder holds {len(held)} snapshots ({', '.join(held)}) and "
-        f"no refs/main: give one, e.g. {os.path.join(snapshots, held[-1])}"
+        f"{ref}: give one, e.g. {os.path.join(snapshots, held[-1])}"
     )
 
 
