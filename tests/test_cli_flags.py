@@ -264,6 +264,15 @@ def test_a_flag_giving_the_files_value_spelt_otherwise_is_no_replacement(tmp_pat
         f"--loss_type sigmoid,sft replaces {recipe}'s loss_type: sigmoid",
         f"--max_steps 12 replaces {recipe}'s max_steps: 10",
     ]
+    # a path spelt otherwise (a shell's completion ends a folder in /) is the same file
+    recipe.write_text("output_dir: runs/dpo\ntrain_file: [a.jsonl, data/b.jsonl]\n")
+    same = {"output_dir": "runs/dpo/", "train_file": ["./a.jsonl", "data//b.jsonl"]}
+    assert replaced_values([], str(recipe), same, DPOConfig) == []
+    other = {"output_dir": "runs/dpo2", "train_file": ["a.jsonl"]}
+    assert replaced_values([], str(recipe), other, DPOConfig) == [
+        f"--output_dir runs/dpo2 replaces {recipe}'s output_dir: runs/dpo",
+        f"--train_file a.jsonl replaces {recipe}'s train_file: a.jsonl,data/b.jsonl",
+    ]
 
 
 def test_help_gives_defaults_as_yaml_writes_them(capsys) -> None:

@@ -311,7 +311,7 @@ def test_pairs_rated_for_rejected_are_refused_and_ties_trained_as_labelled(
     assert data.ties == 1
     assert (
         f"; 1 pair rates chosen and rejected alike ({chosen_key} 4.0 = {rejected_key} 4.0): "
-        "trained as labelled" in data.summary()
+        "kept as labelled" in data.summary()  # (not 'trained': an eval file's line says it)
     )
 
 
@@ -561,7 +561,8 @@ def test_dataset_name_loads_a_local_dataset_with_its_splits(tiny_model_dirs, tmp
     config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "t", dataset_name=str(folder),
                          dataset_test_split="train")  # fmt: skip
     with pytest.raises(ConfigError, match=r"^dataset_test_split: train is dataset_train_split "
-                       "too, so the held-out pairs would be the training pairs;"):  # fmt: skip
+                       "too, so the held-out pairs would be the training pairs;.* or set "
+                       "eval_strategy='no'$"):  # fmt: skip
         train(config, echo=lambda _: None)
     # a test split named but absent: refused by that name (it was a run that never evaluated)
     config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "d", dataset_name=str(folder),
@@ -1414,6 +1415,12 @@ def test_a_hub_cache_folder_reads_its_main_snapshot_by_its_card(tmp_path) -> Non
         "x: the hub cache's folder holds 2 snapshots (aaa111, bbb222) and no refs/main: give "
         f"one, e.g. {repo / 'snapshots' / 'bbb222'}"
     )
+    (repo / "refs" / "main").write_text("ccc333")  # (a revision not downloaded here)
+    with pytest.raises(DataError) as refused:
+        dataset_splits(str(repo), None, "x", "train")
+    assert "(aaa111, bbb222) and a refs/main naming ccc333, not among them: give" in str(
+        refused.value
+    )
 
 
 def test_a_dataset_in_any_format_gives_its_rows() -> None:
@@ -1785,3 +1792,14 @@ def test_a_videos_column_is_refused_not_trained_as_text(tmp_path: Path) -> None:
         load_preferences(str(path))
     data = load_preferences(str(path), skip_invalid_rows=True)
     assert len(data) == 1 and data.skipped == {"video": 1}
+
+
+@pytest.mark.parametrize("name", ["rows.jsonl.gz", "rows.jsonl"])
+def test_a_compressed_file_of_no_text_is_called_empty(tmp_path: Path, name: str) -> None:
+    """A gzip file holding no text (data.jsonl.gz, or one saved without its .gz) was 'no rows'
+    alone: its gzip header's bytes were taken for text."""
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(b"\n"))
+    with pytest.raises(DataError) as refused:
+        load_preferences(str(path))
+    assert str(refused.value) == f"{path}: no rows (the file is empty)"

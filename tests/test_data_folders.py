@@ -1,6 +1,7 @@
 """A folder given as score's, rank's or generate's --input: the advice fits the command."""
 
 import json
+import shlex
 
 import datasets
 import pytest
@@ -139,3 +140,78 @@ def test_a_file_listed_twice_is_refused(tmp_path, monkeypatch):
     other = "snap/data/train-00001-of-00002.parquet"
     assert repeated_file("train_file", [shard, other]) is None
     assert repeated_file("eval_file", {"a": [shard], "b": [shard]}) is None  # (sets apart)
+
+
+def test_files_of_two_splits_listed_on_purpose_are_told_how_to_read_them(
+    tmp_path, monkeypatch, capsys
+):
+    """train_file: [train.jsonl, dev.jsonl] (train and dev together for a final run) was
+    refused with no way to train on both but renaming the files; the line says one, and the
+    way it says is read (a file as its own mixture source, an eval file as its own set)."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("train.jsonl", "dev.jsonl"):
+        (tmp_path / name).write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    config = DPOConfig(
+        model_name_or_path="m", output_dir="o", train_file=["train.jsonl", "dev.jsonl"]
+    )
+    with pytest.raises(ConfigError) as refused:
+        check_run(config, "cpu")
+    assert str(refused.value).endswith(
+        "(to train on them all, give each file as its own source in train_file's place: "
+        "dataset_mixture: {datasets: [{id: train.jsonl}, {id: dev.jsonl}]})"
+    )
+    mixture = {"datasets": [{"id": "train.jsonl"}, {"id": "dev.jsonl"}]}
+    check_run(DPOConfig(model_name_or_path="m", output_dir="o", dataset_mixture=mixture), "cpu")
+    # a command line is told the flag, quoted for its shell, and the flag it is told is read
+    argv = ["train", "--model_name_or_path", "nope", "--output_dir", "o"]
+    assert cli.main([*argv, "--train_file", "train.jsonl", "dev.jsonl"]) == 2
+    flag = "--dataset_mixture '{datasets: [{id: train.jsonl}, {id: dev.jsonl}]}'"
+    assert capsys.readouterr().err.rstrip().endswith(f"train_file's place: {flag})")
+    cli.main([*argv, *shlex.split(flag)])
+    assert "dataset_mixture: dev.jsonl: 1 pair" in capsys.readouterr().out
+    config = DPOConfig(model_name_or_path="m", output_dir="o", train_file="train.jsonl",
+                       eval_file=["dev.jsonl", "train.jsonl"])  # fmt: skip
+    with pytest.raises(ConfigError) as refused:
+        check_run(config, "cpu")
+    assert str(refused.value).endswith(
+        "(to evaluate them all, name each its own set: "
+        "eval_file: {held: dev.jsonl, seen: train.jsonl})"
+    )
+    named = {"held": "dev.jsonl", "seen": "train.jsonl"}
+    check_run(DPOConfig(model_name_or_path="m", output_dir="o", train_file="train.jsonl",
+                        eval_file=named), "cpu")  # fmt: skip
+
+
+def test_a_glob_over_two_train_splits_of_a_snapshot_is_refused(tmp_path):
+    """train_file: data/train*.parquet of HuggingFaceH4/ultrafeedback_binarized read its
+    train_prefs, train_sft and train_gen splits as one (the same pairs three times), said only
+    as 'N of them repeat an earlier pair (kept)'; shards of one split, or of two datasets'
+    folders, are read as listed."""
+    _hub_snapshot(tmp_path / "snap", {"train_prefs": 2, "train_sft": 1, "test_prefs": 1})
+    data = tmp_path / "snap" / "data"
+    config = DPOConfig(model_name_or_path="m", output_dir=str(tmp_path / "o"),
+                       train_file=f"{data}/train*.parquet")  # fmt: skip
+    with pytest.raises(ConfigError) as refused:
+        check_run(config, "cpu")
+    prefs = [str(data / f"train_prefs-0000{i}-of-00002.parquet") for i in range(2)]
+    assert (
+        f"train_file: lists the files of 2 splits of one dataset, by the names the hub gives a "
+        f"split's files (train_prefs: {prefs[0]}, {prefs[1]}; train_sft: "
+        f"{data / 'train_sft-00000-of-00001.parquet'}), read as one: give one split's files, or "
+        "the dataset's folder as dataset_name"
+    ) in str(refused.value)
+    sft = data / "train_sft-00000-of-00001.parquet"
+    assert str(refused.value).endswith(
+        f"(to train on them all, give each file as its own source in train_file's place: "
+        f"dataset_mixture: {{datasets: [{{id: {prefs[0]}}}, {{id: {sft}}}]}}, and so for each "
+        "other file)"
+    )
+    assert mixed_splits("train_file", prefs) is None
+    _hub_snapshot(tmp_path / "other", {"train": 1})
+    assert (
+        mixed_splits(
+            "train_file",
+            [prefs[0], str(tmp_path / "other" / "data" / "train-00000-of-00001.parquet")],
+        )
+        is None
+    )

@@ -150,6 +150,9 @@ def test_a_yaml_key_and_a_python_keyword_are_told_the_same(tmp_path) -> None:
         # float16's short name led as float16 is (was told the list alone)
         (["train", "--dtype", "fp16"], "(got fp16); did you mean bfloat16?"),
         (["train", "--dtype", "float16"], "(got float16); did you mean bfloat16?"),
+        # torch's aliases (torch.half, torch.float) led as their names are
+        (["train", "--dtype", "torch.half"], "(got torch.half); did you mean bfloat16?"),
+        (["train", "--dtype", "float"], "(got float); did you mean float32?"),
         (["train", "--f_divergence_type", "reverse-kl"], "; did you mean reverse_kl?"),
     ],
 )  # fmt: skip

@@ -12,6 +12,7 @@ import directpo.device_checks
 import directpo.model_locations
 import directpo.preflight
 import directpo.run
+from directpo.callers import Caller, Entry, Spelling, called_by
 from directpo.cli import main
 from directpo.config import DPOConfig
 from directpo.device_checks import check_device
@@ -333,10 +334,20 @@ def test_a_hub_dataset_id_as_a_file_says_where_an_id_is_read(
     assert main([*argv, "--train_file", given, "--eval_file", given]) == 2
     err = capsys.readouterr().err
     assert f"train_file: no such file or folder: {given} (a hub dataset's id? give it as " \
-        f"dataset_name: {given})" in err  # fmt: skip
+        f"--dataset_name {given})" in err  # fmt: skip
     assert f"eval_file: no such file or folder: {given} (a hub dataset's id? eval_file reads " \
         "local files: download the dataset and give one of its data files, or give " \
-        f"dataset_name: {given} for both (dataset_test_split evaluated))" in err  # fmt: skip
+        f"--dataset_name {given} for both (dataset_test_split evaluated))" in err  # fmt: skip
+    # (said in each caller's words: a command line's --dataset_name was told a recipe's key)
+    (tmp_path / "r.yaml").write_text(f"train_file: {given}\n")
+    assert main(["train", "r.yaml", *argv[1:]]) == 2
+    assert f"give it as dataset_name: {given} in r.yaml)" in capsys.readouterr().err
+    config = DPOConfig(model_name_or_path=str(model), output_dir="o", train_file=given)
+    with (
+        pytest.raises(ConfigError, match=rf"give it as dataset_name='{given}'\)"),
+        called_by(Caller(Spelling.PYTHON, Entry.TRAIN)),
+    ):
+        check_run(config, "cpu")
     score = ["score", "--model_name_or_path", str(model), "--output", "s.jsonl"]
     assert main([*score, "--input", given]) == 2
     assert "(a hub dataset's id? input reads local files" in capsys.readouterr().err

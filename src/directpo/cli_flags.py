@@ -28,6 +28,7 @@ from directpo.errors import ConfigError, ConfigErrors
 from directpo.foreign_names import RENAMED, SAME_VALUE_AS, SEVERAL_VALUES
 from directpo.option_hints import unknown_hint
 from directpo.option_loading import read_yaml
+from directpo.option_paths import PATH_OPTIONS
 from directpo.option_values import as_yaml, coerce
 from directpo.options import option_help, type_hints
 from directpo.trl_compat import ALIASES, VERSION_FLAGS, VERSION_HINT
@@ -153,6 +154,8 @@ def _same_value(options: type | None, key: str, theirs: Any, ours: Any) -> bool:
     a value it refuses (said in its own line) or an option it lacks, as written."""
     if str(theirs).lower() == str(ours).lower():
         return True
+    if key in PATH_OPTIONS and key != "chat_template" and _same_paths(theirs, ours):
+        return True
     hint = type_hints(options).get(key) if options is not None else None
     if hint is None:
         return False
@@ -160,6 +163,19 @@ def _same_value(options: type | None, key: str, theirs: Any, ours: Any) -> bool:
         return coerce(key, theirs, hint) == coerce(key, ours, hint)
     except (ConfigError, TypeError, ValueError):
         return False
+
+
+def _same_paths(theirs: Any, ours: Any) -> bool:
+    """The same files or folders by other paths (output_dir: out and --output_dir out/, as a
+    shell's completion writes it; train_file: a.jsonl and --train_file ./a.jsonl): each was
+    said to replace the other. Relative paths are the working directory's, as the run reads
+    them (a template's text, chat_template's other value, is no path)."""
+    theirs, ours = ([v] if isinstance(v, str) else v for v in (theirs, ours))
+    paths = [*theirs, *ours] if isinstance(theirs, list) and isinstance(ours, list) else None
+    if not paths or len(theirs) != len(ours) or not all(isinstance(p, str) for p in paths):
+        return False
+    where = [os.path.abspath(os.path.expanduser(path)) for path in paths]
+    return where[: len(theirs)] == where[len(theirs) :]
 
 
 def as_written(value: Any) -> str:

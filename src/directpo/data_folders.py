@@ -13,6 +13,7 @@ import os
 import re
 from typing import Any
 
+from directpo.callers import spell_option
 from directpo.data_sources import hub_cache_snapshot, is_saved_dataset
 from directpo.errors import DataError
 from directpo.readers import COMPRESSED, DATA_KINDS
@@ -149,7 +150,7 @@ def mixed_splits(key: str, paths: Any, by_split: str = BY_SPLIT) -> str | None:
             named.setdefault(split, []).append(path)
     held_out = [split for split in HELD_OUT_SPLITS if split in named]
     if "train" not in named or not held_out:
-        return None
+        return _hub_splits(key, files, by_split)
     trained = not key.startswith("eval_file")
     wanted, unwanted = (["train"], held_out) if trained else (held_out, ["train"])
     stray = [path for split in unwanted for path in named[split]]
@@ -160,11 +161,59 @@ def mixed_splits(key: str, paths: Any, by_split: str = BY_SPLIT) -> str | None:
         else "training pairs would be evaluated as held out"
     )
     splits = " and ".join(unwanted)
+    groups = {"train": kept, "held_out": stray} if trained else {"held": kept, "seen": stray}
     return (
         f"{key}: {_some(stray)} {'is' if len(stray) == 1 else 'are'} the {splits} split's by "
         f"name, beside the "
         f"{' and '.join(wanted)} split's ({_some(kept)}): {what}; give only the "
-        f"{' and '.join(wanted)} split's files, or {by_split}"
+        f"{' and '.join(wanted)} split's files, or {by_split}{_deliberately(key, groups)}"
+    )
+
+
+# a hub dataset's data file, named by its split: data/train_prefs-00000-of-00001.parquet
+_HUB_SHARD = re.compile(r"(.+)-\d{5}-of-\d{5}\.[^/\\]+")
+
+
+def _hub_splits(key: str, files: list[str], by_split: str) -> str | None:
+    """Why ``files`` mix the shards of several splits of one hub dataset (one folder's
+    ``{split}-00000-of-0000n`` files of two names), or None: data/train*.parquet of
+    HuggingFaceH4/ultrafeedback_binarized read train_prefs, train_sft and train_gen as one,
+    the same pairs three times over, said only as 'repeat an earlier pair (kept)'."""
+    by_folder: dict[str, dict[str, list[str]]] = {}
+    for path in files:
+        shard = _HUB_SHARD.fullmatch(os.path.basename(path))
+        if shard is not None:
+            folder = by_folder.setdefault(os.path.dirname(os.path.abspath(path)), {})
+            folder.setdefault(shard[1], []).append(path)
+    splits = next((found for found in by_folder.values() if len(found) > 1), None)
+    if splits is None:
+        return None
+    said = "; ".join(f"{split}: {_some(paths)}" for split, paths in splits.items())
+    return (
+        f"{key}: lists the files of {len(splits)} splits of one dataset, by the names the hub "
+        f"gives a split's files ({said}), read as one: give one split's files, or {by_split}"
+        f"{_deliberately(key, splits)}"
+    )
+
+
+def _deliberately(key: str, groups: dict[str, list[str]]) -> str:
+    """How to read such files together on purpose (train on train.jsonl and dev.jsonl for a
+    final run, evaluate a sample of the training pairs beside the held-out ones): the line
+    gave no way but renaming the files. A train_file's are sources of a mixture (a file as
+    its own source is read whole, whatever its name); an eval_file's, sets of their own, each
+    named by ``groups``' key."""
+    if not key.startswith(("train_file", "eval_file")):
+        return ""  # (a mixture's data_files: its by_split already names each split's files)
+    if key.startswith("eval_file"):
+        sets = {name: files[0] if len(files) == 1 else files for name, files in groups.items()}
+        return f" (to evaluate them all, name each its own set: {spell_option('eval_file', sets)})"
+    files = [path for paths in groups.values() for path in paths]
+    firsts = [paths[0] for paths in groups.values()][:2]
+    sources = spell_option("dataset_mixture", {"datasets": [{"id": path} for path in firsts]})
+    more = ", and so for each other file" if len(files) > 2 else ""
+    return (
+        f" (to train on them all, give each file as its own source in train_file's place: "
+        f"{sources}{more})"
     )
 
 

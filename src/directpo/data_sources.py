@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import lzma
 import os
 import re
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from typing import Any
 from directpo.errors import DataError, first_line
 from directpo.hub import cache_only_where_unreachable, unreachable_reason
 from directpo.option_paths import builder_without_files
+from directpo.readers import COMPRESSED, compression_of
 
 
 def python_source(source: Any, argument: str) -> Any:
@@ -172,9 +174,11 @@ def hub_cache_snapshot(name: str, label: str) -> str:
         return os.path.join(snapshots, main if main in held else held[0])
     if not held:
         raise DataError(f"{label}: the hub cache's folder holds no snapshot; download it again")
+    # (a refs/main of a snapshot since deleted, or not yet downloaded, was said to be none)
+    ref = f"a refs/main naming {main}, not among them" if main else "no refs/main"
     raise DataError(
         f"{label}: the hub cache's folder holds {len(held)} snapshots ({', '.join(held)}) and "
-        f"no refs/main: give one, e.g. {os.path.join(snapshots, held[-1])}"
+        f"{ref}: give one, e.g. {os.path.join(snapshots, held[-1])}"
     )
 
 
@@ -242,13 +246,15 @@ def no_rows(label: str, source: Any) -> DataError:
 
 
 def _no_text(path: str) -> bool:
-    """Whether the file at ``path`` holds nothing but whitespace (a byte-order mark too)."""
+    """Whether the file at ``path`` holds nothing but whitespace (a byte-order mark too), once
+    decompressed: a gzip file of no text (data.jsonl.gz, or one named data.jsonl) was "no rows"
+    alone, its few bytes of gzip header taken for text."""
     try:
-        if os.path.getsize(path) > 4096:
-            return False
-        with open(path, "rb") as handle:
-            return not handle.read().decode("utf-8", "replace").strip("\ufeff \t\r\n")
-    except OSError:  # (a folder: a saved dataset of no rows)
+        opener = COMPRESSED.get(compression_of(path) or "", open)
+        with opener(path, "rb") as handle:
+            start = handle.read(4097)  # (no more: a file of text is told by its first bytes)
+        return len(start) <= 4096 and not start.decode("utf-8", "replace").strip("\ufeff \t\r\n")
+    except (OSError, EOFError, lzma.LZMAError):  # (a folder: a saved dataset of no rows)
         return False
 
 

@@ -232,8 +232,12 @@ def _key(name: str) -> str:
     return name.lower().replace("-", "_")
 
 
-# short names of dtypes that other tools' flags take (accelerate's --mixed_precision bf16)
-DTYPE_SHORT = {"bf16": "bfloat16", "fp32": "float32", "f32": "float32", "fp16": "float16"}
+# short names of dtypes that other tools' flags take (accelerate's --mixed_precision bf16),
+# and torch's own aliases (torch.half is float16, torch.float float32: were told the list alone)
+DTYPE_SHORT = {
+    "bf16": "bfloat16", "fp32": "float32", "f32": "float32", "fp16": "float16",
+    "half": "float16", "float": "float32",
+}  # fmt: skip
 
 
 def meant_choice(value: object, choices: Collection[str]) -> str | None:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from directpo.callers import spell_option
 from directpo.errors import ConfigError
 from directpo.shell_expansion import home_expanded
 
@@ -110,10 +111,11 @@ def missing_path(key: str, path: str) -> str:
     if _DATASET_ID.fullmatch(path) and not path.lower().endswith(_DATA_ENDINGS):
         # a hub dataset's id, as TRL's dataset_name takes it: it was 'no such file' alone
         if key == "train_file":
-            return f"{line} (a hub dataset's id? give it as dataset_name: {path})"
+            return f"{line} (a hub dataset's id? give it as {spell_option('dataset_name', path)})"
         local = f"{key} reads local files: download the dataset and give one of its data files"
         if key.startswith("eval_file"):  # (dataset_name replaces train_file, not beside it)
-            local += f", or give dataset_name: {path} for both (dataset_test_split evaluated)"
+            both = spell_option("dataset_name", path)
+            local += f", or give {both} for both (dataset_test_split evaluated)"
         return f"{line} (a hub dataset's id? {local})"
     if key == "input" and any(c in path for c in PATTERN_CHARACTERS):
         found = sorted(glob.glob(os.path.expanduser(path), recursive=True))

@@ -109,7 +109,8 @@ class PreferenceData:
             text += (
                 f"; {counted(self.ties, 'pair')} {'rates' if self.ties == 1 else 'rate'} "
                 "chosen and rejected alike "
-                f"({self.first_tie[0]}{', ...' if self.ties > 1 else ''}): trained as "
+                # (kept, not 'trained': an eval file's line says it too, of pairs evaluated)
+                f"({self.first_tie[0]}{', ...' if self.ties > 1 else ''}): kept as "
                 "labelled, as TRL does (drop tied rows from the file to leave them out)"
             )
         if self.unread_system:

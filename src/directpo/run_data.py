@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from directpo.callers import spell_option
 from directpo.chat_templates import replace_chat_template, writes_todays_date
 from directpo.config import DPOConfig
 from directpo.data import load_preferences
@@ -112,7 +113,7 @@ def load_run_data(
                 raise ConfigError(
                     f"dataset_test_split: {config.dataset_test_split} is dataset_train_split "
                     "too, so the held-out pairs would be the training pairs; name a split held "
-                    "out of training, give eval_file, or set eval_strategy: no"
+                    f"out of training, give eval_file, or set {spell_option('eval_strategy', 'no')}"
                 )
             eval_dataset = load_named_dataset(
                 config, "dataset_test_split", required=evaluation_asked(config)
