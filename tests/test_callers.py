@@ -57,7 +57,7 @@ def test_a_value_is_spelled_as_a_recipe_or_a_shell_reads_it() -> None:
         )
     with called_by(Caller(Spelling.FLAGS, Entry.TRAIN)):
         assert spell_option("system_column", "System Prompt") == "--system_column 'System Prompt'"
-        assert spell_option("use_peft", True) == "--use_peft true"
+        assert spell_option("use_peft", True) == "--use_peft"  # (a switch stands alone)
         assert spell_option("dataset_mixture", mixture) == (
             "--dataset_mixture '{datasets: [{id: a.jsonl}]}'"
         )
