@@ -100,6 +100,52 @@ def test_a_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(
     assert resumed.global_step == 3
 
 
+def test_a_full_disk_at_a_resumes_start_keeps_the_runs_config_yaml(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, capsys
+) -> None:
+    """A killed run is resumed from its own record (``directpo train out/config.yaml
+    --resume_from_checkpoint latest``), which the resume writes again before its first step.
+    It was rewritten in place: a full disk (or a kill) mid-write left it cut short, the
+    run's recipe lost, and the OSError came out as a traceback."""
+    from directpo.cli import main
+
+    out = tmp_path / "run"
+    train(config_for(tiny_model_dirs["gpt2"], pairs_file, out, max_steps=2), echo=lambda _: None)
+    for entry in out.iterdir():  # killed after checkpoint-1: no final model, no checkpoint-2
+        if entry.name not in ("checkpoint-1", "config.yaml", "metrics.jsonl"):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    record = (out / "config.yaml").read_text()
+    real_open = Path.open
+
+    def full_disk_open(self, mode="r", *args, **kwargs):  # half the file, then no space
+        handle = real_open(self, mode, *args, **kwargs)
+        if "w" not in mode or self.parent != out or "config.yaml" not in self.name:
+            return handle
+        real_write = handle.write
+
+        def write(text):
+            real_write(text[: len(text) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        handle.write = write
+        return handle
+
+    monkeypatch.setattr(Path, "open", full_disk_open)
+    code = main(["train", str(out / "config.yaml"), "--resume_from_checkpoint", "latest"])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert re.search(
+        rf"cannot write {re.escape(str(out / 'config.yaml'))} \(No space left on device; "
+        r"\d+ MiB free on that disk\): stopped before training; the earlier config.yaml",
+        err,
+    ), err
+    assert (out / "config.yaml").read_text() == record
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-1", "config.yaml", "metrics.jsonl"]
+    monkeypatch.setattr(Path, "open", real_open)  # space freed: the same command resumes
+    assert main(["train", str(out / "config.yaml"), "--resume_from_checkpoint", "latest"]) == 0
+    assert (out / "checkpoint-2").is_dir()
+
+
 def test_too_little_free_space_is_refused_before_training(
     tiny_model_dirs, pairs_file, tmp_path, monkeypatch
 ) -> None:
