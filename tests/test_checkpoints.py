@@ -100,13 +100,16 @@ def test_a_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(
     assert resumed.global_step == 3
 
 
-def test_a_full_disk_at_a_resumes_start_keeps_the_runs_config_yaml(
-    tiny_model_dirs, pairs_file, tmp_path, monkeypatch, capsys
+@pytest.mark.parametrize("name", ["config.yaml", "metrics.jsonl"])
+def test_a_full_disk_at_a_resumes_start_keeps_the_runs_files(
+    name, tiny_model_dirs, pairs_file, tmp_path, monkeypatch, capsys
 ) -> None:
     """A killed run is resumed from its own record (``directpo train out/config.yaml
-    --resume_from_checkpoint latest``), which the resume writes again before its first step.
-    It was rewritten in place: a full disk (or a kill) mid-write left it cut short, the
-    run's recipe lost, and the OSError came out as a traceback."""
+    --resume_from_checkpoint latest``), which the resume writes again before its first step,
+    as it writes metrics.jsonl again with the rows up to the checkpoint. config.yaml was
+    rewritten in place: a full disk (or a kill) mid-write left it cut short, the run's recipe
+    lost; either file's OSError came out as a traceback (metrics.jsonl's leaving its staging
+    file behind)."""
     from directpo.cli import main
 
     out = tmp_path / "run"
@@ -114,12 +117,12 @@ def test_a_full_disk_at_a_resumes_start_keeps_the_runs_config_yaml(
     for entry in out.iterdir():  # killed after checkpoint-1: no final model, no checkpoint-2
         if entry.name not in ("checkpoint-1", "config.yaml", "metrics.jsonl"):
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    record = (out / "config.yaml").read_text()
+    before = {entry.name: entry.read_text() for entry in out.iterdir() if entry.is_file()}
     real_open = Path.open
 
     def full_disk_open(self, mode="r", *args, **kwargs):  # half the file, then no space
         handle = real_open(self, mode, *args, **kwargs)
-        if "w" not in mode or self.parent != out or "config.yaml" not in self.name:
+        if "w" not in mode or self.parent != out or name not in self.name:
             return handle
         real_write = handle.write
 
@@ -135,11 +138,11 @@ def test_a_full_disk_at_a_resumes_start_keeps_the_runs_config_yaml(
     err = capsys.readouterr().err
     assert code != 0 and "Traceback" not in err
     assert re.search(
-        rf"cannot write {re.escape(str(out / 'config.yaml'))} \(No space left on device; "
-        r"\d+ MiB free on that disk\): stopped before training; the earlier config.yaml",
+        rf"cannot write {re.escape(str(out / name))} \(No space left on device; \d+ MiB free "
+        rf"on that disk\): stopped before training; the earlier {name} there is as it was",
         err,
     ), err
-    assert (out / "config.yaml").read_text() == record
+    assert {entry.name: entry.read_text() for entry in out.iterdir() if entry.is_file()} == before
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint-1", "config.yaml", "metrics.jsonl"]
     monkeypatch.setattr(Path, "open", real_open)  # space freed: the same command resumes
     assert main(["train", str(out / "config.yaml"), "--resume_from_checkpoint", "latest"]) == 0

@@ -237,6 +237,17 @@ def write_staged(
     return problem
 
 
+def write_or_stop(path: Path, write: Callable[[], Any]) -> None:
+    """``write``, which replaces ``path`` whole (options.replace_text), before the first step
+    (a resume's config.yaml and metrics.jsonl): a full or read-only disk stops the run in one
+    line naming the file, where an OSError's traceback came out; ``path`` is as it was."""
+    earlier = path.is_file()
+    problem = attempt_write(write, path.parent)
+    if problem is not None:
+        kept = f"; the earlier {path.name} there is as it was" if earlier else ""
+        raise CheckpointError(f"cannot write {path} ({problem}): stopped before training{kept}")
+
+
 def attempt_write(action: Callable[[], Any], folder: Path | None = None) -> str | None:
     """None if ``action`` ran, else why it could not write: an OSError, what ``torch.save``
     (a RuntimeError) or safetensors (a SafetensorError) raise on a full disk, or the collective

@@ -20,11 +20,11 @@ from transformers import set_seed
 
 from directpo.batching import Layout
 from directpo.best import BestModel, sampled_metrics
-from directpo.checkpoint import attempt_write
+from directpo.checkpoint import write_or_stop
 from directpo.config import DPOConfig
 from directpo.distributed import World, materialize, release_host_memory, wrap
 from directpo.early_rows import with_rows
-from directpo.errors import CheckpointError, ConfigError, TrainingStopped, memory_kind
+from directpo.errors import ConfigError, TrainingStopped, memory_kind
 from directpo.free_space import check_free_space, disk_size
 from directpo.guard import UpdateProbe, check_trainable
 from directpo.logprobs import SequenceScorer
@@ -333,7 +333,8 @@ def prepare_run(
         run.start_sample = run.probe.weights()  # to say what rounding at save costs
     if world.is_main and not model_files(output_dir):  # a finished run's record stays its own
         # until this run's final save
-        _write_record(config, output_dir / "config.yaml", run.from_python)
+        record = output_dir / "config.yaml"
+        write_or_stop(record, lambda: config.save_record(record, run.from_python))
     echo(
         start_line(
             config,
@@ -517,14 +518,3 @@ def _precompute_reference(run: Run, reference_weights: str) -> None:
         if run.world.device.type == "cuda":
             torch.cuda.empty_cache()
     run.reference = PrecomputedReference()
-
-
-def _write_record(config: DPOConfig, path: Path, from_python: tuple[str, ...]) -> None:
-    """The run's config.yaml, before the first step; a full disk (or a read-only one) stops
-    the run in one line, where an OSError's traceback came out. The file a killed run's
-    resume reads its recipe from is replaced whole or kept as it was (options.replace_text)."""
-    earlier = path.is_file()
-    problem = attempt_write(lambda: config.save_record(path, from_python), path.parent)
-    if problem is not None:
-        kept = "; the earlier config.yaml there is as it was" if earlier else ""
-        raise CheckpointError(f"cannot write {path} ({problem}): stopped before training{kept}")

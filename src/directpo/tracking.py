@@ -9,7 +9,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from directpo.checkpoint import write_or_stop
 from directpo.errors import DirectpoError
+from directpo.options import replace_text
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -58,10 +60,13 @@ class MetricsLogger:
             for row in read_metrics(output_dir)
             if resume_step is not None and row.get("step", 0) <= resume_step
         ]
-        if write:
-            tmp = self.path.with_name(f".{self.path.name}.tmp")  # hidden, as every staging file
-            tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
-            os.replace(tmp, self.path)
+        if write:  # (a full disk: said in one line, the rows logged before kept)
+            text = "".join(json.dumps(row) + "\n" for row in kept)
+            try:
+                write_or_stop(self.path, lambda: replace_text(self.path, text))
+            except DirectpoError:
+                self.close()
+                raise
         self.rows = kept
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
