@@ -647,6 +647,29 @@ def test_what_a_killed_run_left_half_written_is_removed_by_the_next(
     assert not list(run_dir.glob(".*.tmp"))
 
 
+def test_a_checkpoint_killed_before_its_rename_is_moved_into_place_and_resumed(
+    run_dir, tiny_model_dirs, pairs_file
+) -> None:
+    """A run killed after a checkpoint's manifest but before its rename (or, saving the
+    resumed step again, between moving the old one aside and the new one into place) leaves it
+    staged and whole. It was removed as half written and the resume went back a checkpoint
+    (saving the resumed step again it deleted the old one first: a kill during that delete
+    lost the very checkpoint the run had resumed from)."""
+    (run_dir / "checkpoint-3").rename(run_dir / ".checkpoint-3.tmp")
+    shutil.copytree(run_dir / "checkpoint-2", run_dir / ".checkpoint-3.replaced.tmp")
+    half = run_dir / ".checkpoint-4.tmp"  # another, cut short: no manifest
+    shutil.copytree(run_dir / "checkpoint-2", half)
+    (half / "manifest.json").unlink()
+    lines: list[str] = []
+    config = config_for(
+        tiny_model_dirs["gpt2"], pairs_file, run_dir, resume_from_checkpoint="latest", max_steps=4
+    )
+    assert train(config, echo=lines.append).global_step == 4
+    assert "resume: took checkpoint-3, the newest checkpoint that verifies" in lines
+    assert not list(run_dir.glob(".*.tmp"))
+    assert all(verify_checkpoint(p) is None for p in run_dir.glob("checkpoint-*"))
+
+
 def test_resume_with_other_adapter_settings_is_refused_naming_them(
     run_dir, tiny_model_dirs, pairs_file, tmp_path
 ) -> None:
