@@ -107,6 +107,7 @@ class Run:
     probe: UpdateProbe
     start_step: int = 0
     evaluation_pending: bool = False  # the resumed step's evaluation failed (its labeller)
+    logged_before: list[dict[str, Any]] = field(default_factory=list)  # the checkpoint's log
     from_python: tuple[str, ...] = ()  # train_dataset / eval_dataset given to train()
     logger: MetricsLogger = field(init=False)
     window: PairStats = field(default_factory=PairStats)  # metrics since the last log line
@@ -356,6 +357,7 @@ def prepare_run(
         config.record(),
         resume_step=run.start_step if config.resume_from_checkpoint else None,
         write=world.is_main,
+        logged_before=run.logged_before,
     )
     return run
 
