@@ -670,6 +670,23 @@ def test_a_checkpoint_killed_before_its_rename_is_moved_into_place_and_resumed(
     assert all(verify_checkpoint(p) is None for p in run_dir.glob("checkpoint-*"))
 
 
+def test_a_first_checkpoint_killed_before_its_rename_is_resumed_not_refused(
+    run_dir, tiny_model_dirs, pairs_file
+) -> None:
+    """The run's only checkpoint staged whole: 'latest' was refused ('no checkpoint ... set
+    resume_from_checkpoint: null to start a new run') before the folder was looked at."""
+    for entry in run_dir.iterdir():
+        if entry.name not in ("checkpoint-1", "config.yaml", "metrics.jsonl"):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    (run_dir / "checkpoint-1").rename(run_dir / ".checkpoint-1.tmp")
+    lines: list[str] = []
+    config = config_for(
+        tiny_model_dirs["gpt2"], pairs_file, run_dir, resume_from_checkpoint="latest", max_steps=2
+    )
+    assert train(config, echo=lines.append).global_step == 2
+    assert "resume: took checkpoint-1, the newest checkpoint that verifies" in lines
+
+
 def test_resume_with_other_adapter_settings_is_refused_naming_them(
     run_dir, tiny_model_dirs, pairs_file, tmp_path
 ) -> None:
