@@ -100,6 +100,55 @@ def test_a_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(
     assert resumed.global_step == 3
 
 
+@pytest.mark.parametrize("name", ["config.yaml", "metrics.jsonl"])
+def test_a_full_disk_at_a_resumes_start_keeps_the_runs_files(
+    name, tiny_model_dirs, pairs_file, tmp_path, monkeypatch, capsys
+) -> None:
+    """A killed run is resumed from its own record (``directpo train out/config.yaml
+    --resume_from_checkpoint latest``), which the resume writes again before its first step,
+    as it writes metrics.jsonl again with the rows up to the checkpoint. config.yaml was
+    rewritten in place: a full disk (or a kill) mid-write left it cut short, the run's recipe
+    lost; either file's OSError came out as a traceback (metrics.jsonl's leaving its staging
+    file behind)."""
+    from directpo.cli import main
+
+    out = tmp_path / "run"
+    train(config_for(tiny_model_dirs["gpt2"], pairs_file, out, max_steps=2), echo=lambda _: None)
+    for entry in out.iterdir():  # killed after checkpoint-1: no final model, no checkpoint-2
+        if entry.name not in ("checkpoint-1", "config.yaml", "metrics.jsonl"):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    before = {entry.name: entry.read_text() for entry in out.iterdir() if entry.is_file()}
+    real_open = Path.open
+
+    def full_disk_open(self, mode="r", *args, **kwargs):  # half the file, then no space
+        handle = real_open(self, mode, *args, **kwargs)
+        if "w" not in mode or self.parent != out or name not in self.name:
+            return handle
+        real_write = handle.write
+
+        def write(text):
+            real_write(text[: len(text) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        handle.write = write
+        return handle
+
+    monkeypatch.setattr(Path, "open", full_disk_open)
+    code = main(["train", str(out / "config.yaml"), "--resume_from_checkpoint", "latest"])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert re.search(
+        rf"cannot write {re.escape(str(out / name))} \(No space left on device; \d+ MiB free "
+        rf"on that disk\): stopped before training; the earlier {name} there is as it was",
+        err,
+    ), err
+    assert {entry.name: entry.read_text() for entry in out.iterdir() if entry.is_file()} == before
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-1", "config.yaml", "metrics.jsonl"]
+    monkeypatch.setattr(Path, "open", real_open)  # space freed: the same command resumes
+    assert main(["train", str(out / "config.yaml"), "--resume_from_checkpoint", "latest"]) == 0
+    assert (out / "checkpoint-2").is_dir()
+
+
 def test_too_little_free_space_is_refused_before_training(
     tiny_model_dirs, pairs_file, tmp_path, monkeypatch
 ) -> None:
@@ -596,6 +645,46 @@ def test_what_a_killed_run_left_half_written_is_removed_by_the_next(
         echo=lambda _: None,
     )
     assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_a_checkpoint_killed_before_its_rename_is_moved_into_place_and_resumed(
+    run_dir, tiny_model_dirs, pairs_file
+) -> None:
+    """A run killed after a checkpoint's manifest but before its rename (or, saving the
+    resumed step again, between moving the old one aside and the new one into place) leaves it
+    staged and whole. It was removed as half written and the resume went back a checkpoint
+    (saving the resumed step again it deleted the old one first: a kill during that delete
+    lost the very checkpoint the run had resumed from)."""
+    (run_dir / "checkpoint-3").rename(run_dir / ".checkpoint-3.tmp")
+    shutil.copytree(run_dir / "checkpoint-2", run_dir / ".checkpoint-3.replaced.tmp")
+    half = run_dir / ".checkpoint-4.tmp"  # another, cut short: no manifest
+    shutil.copytree(run_dir / "checkpoint-2", half)
+    (half / "manifest.json").unlink()
+    lines: list[str] = []
+    config = config_for(
+        tiny_model_dirs["gpt2"], pairs_file, run_dir, resume_from_checkpoint="latest", max_steps=4
+    )
+    assert train(config, echo=lines.append).global_step == 4
+    assert "resume: took checkpoint-3, the newest checkpoint that verifies" in lines
+    assert not list(run_dir.glob(".*.tmp"))
+    assert all(verify_checkpoint(p) is None for p in run_dir.glob("checkpoint-*"))
+
+
+def test_a_first_checkpoint_killed_before_its_rename_is_resumed_not_refused(
+    run_dir, tiny_model_dirs, pairs_file
+) -> None:
+    """The run's only checkpoint staged whole: 'latest' was refused ('no checkpoint ... set
+    resume_from_checkpoint: null to start a new run') before the folder was looked at."""
+    for entry in run_dir.iterdir():
+        if entry.name not in ("checkpoint-1", "config.yaml", "metrics.jsonl"):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    (run_dir / "checkpoint-1").rename(run_dir / ".checkpoint-1.tmp")
+    lines: list[str] = []
+    config = config_for(
+        tiny_model_dirs["gpt2"], pairs_file, run_dir, resume_from_checkpoint="latest", max_steps=2
+    )
+    assert train(config, echo=lines.append).global_step == 2
+    assert "resume: took checkpoint-1, the newest checkpoint that verifies" in lines
 
 
 def test_resume_with_other_adapter_settings_is_refused_naming_them(

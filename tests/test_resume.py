@@ -273,3 +273,36 @@ def test_a_resume_with_another_total_says_it_under_a_constant_schedule(
     )  # fmt: skip
     train(same, echo=lines.append)
     assert [line for line in lines if "changed since the checkpoint" in line] == []
+
+
+def test_a_resume_into_another_output_dir_keeps_the_curve_before_its_checkpoint(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """A checkpoint resumed into another output_dir (a copy on faster disk, a fork of the run):
+    the new folder's metrics.jsonl, its checkpoints' and its final trainer_state.json (the
+    plot, the model card's curve) began at the resumed step, the steps before it lost; they
+    are the checkpoint's own log (its trainer_state.json), as in transformers."""
+    from directpo.tracking import read_metrics
+    from directpo.trainer_state import logged_rows
+
+    model, first, second = tiny_model_dirs["llama"], tmp_path / "first", tmp_path / "second"
+    settings = dict(
+        max_steps=4, save_steps=2, per_device_train_batch_size=2, eval_file=str(pairs_file),
+        eval_steps=2,
+    )  # fmt: skip
+    train(tiny_config(model, pairs_file, first, **settings), echo=lambda _: None)
+    resumed_from = str(first / "checkpoint-2")
+    config = tiny_config(model, pairs_file, second, resume_from_checkpoint=resumed_from, **settings)
+    train(config, echo=lambda _: None)
+
+    def untimed(rows: list[dict]) -> list[dict]:
+        return [{k: v for k, v in row.items() if not k.endswith("/s")} for row in rows]
+
+    assert [row["step"] for row in read_metrics(second)] == [1, 2, 2, 3, 4, 4]  # (evaluations)
+    assert untimed(read_metrics(second)) == untimed(read_metrics(first))
+    assert untimed(logged_rows(second / "checkpoint-4")) == untimed(
+        logged_rows(first / "checkpoint-4")
+    )
+    # the final one's too, but its summary (train_loss: transformers' mean over this process's
+    # steps, as after any resume)
+    assert untimed(logged_rows(second)[:-1]) == untimed(logged_rows(first)[:-1])

@@ -113,6 +113,17 @@ def resolve_checkpoint(
     return path
 
 
+def finish_staged(output_dir: Path) -> None:
+    """A staged ``.checkpoint-STEP.tmp`` whose manifest verifies, with no ``checkpoint-STEP``
+    beside it, was written whole by a run killed before its rename: moved into place, where
+    it was removed with the half-written ones (its steps lost). Rank 0, holding the lock."""
+    for staged in sorted(output_dir.glob(STAGING.format(step="*"))):
+        step = staged.name.removeprefix(".checkpoint-").removesuffix(".tmp")
+        final = output_dir / f"checkpoint-{step}"
+        if step.isdigit() and not final.exists() and verify_checkpoint(staged) is None:
+            os.replace(staged, final)  # (``latest`` then says it took it)
+
+
 def retire_checkpoints_after(output_dir: Path, step: int, echo: Callable[[str], None]) -> None:
     """Checkpoints after the resumed step belong to the trajectory this resume replaces: left
     as they are, ``latest`` would take them after an interruption and ``save_total_limit``
@@ -191,8 +202,17 @@ def save_checkpoint(
         )
     if world.is_main:
         if final.exists():  # the same step saved again after a resume: replace it whole
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+            # moved aside, not deleted first: a kill during the delete (seconds for a large
+            # model) left neither, the staged one then removed as half written: the very
+            # checkpoint the run resumed from was lost. Now a kill between the renames leaves
+            # it staged and complete, which the next run moves into place (finish_staged)
+            aside = output_dir / STAGING.format(step=f"{step}.replaced")
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(final, aside)
+            os.replace(tmp, final)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
         _fsync(output_dir)
         if save_total_limit is not None:  # ``keep`` (the best) and this one always stay
             protected = {final.name} | ({keep} if keep else set())
@@ -235,6 +255,17 @@ def write_staged(
     if problem is not None and world.is_main and not is_complete(staging):
         shutil.rmtree(staging, ignore_errors=True)
     return problem
+
+
+def write_or_stop(path: Path, write: Callable[[], Any]) -> None:
+    """``write``, which replaces ``path`` whole (options.replace_text), before the first step
+    (a resume's config.yaml and metrics.jsonl): a full or read-only disk stops the run in one
+    line naming the file, where an OSError's traceback came out; ``path`` is as it was."""
+    earlier = path.is_file()
+    problem = attempt_write(write, path.parent)
+    if problem is not None:
+        kept = f"; the earlier {path.name} there is as it was" if earlier else ""
+        raise CheckpointError(f"cannot write {path} ({problem}): stopped before training{kept}")
 
 
 def attempt_write(action: Callable[[], Any], folder: Path | None = None) -> str | None:

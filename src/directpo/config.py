@@ -913,13 +913,14 @@ class DPOConfig(Options):
         its saved arguments too), and without secrets (``record``). ``from_python``: the
         datasets given to train() as arguments, which no option records: a comment says that a
         rerun needs them again (without eval_dataset it would not evaluate, without a word)."""
-        self.save_yaml(path, **{**self.record(), "resume_from_checkpoint": None})
+        header = ""
         if from_python:
             again = ", ".join(f"{name}=..." for name in from_python)
-            Path(path).write_text(
+            header = (
                 f"# {' and '.join(from_python)} given to train(), not as options: rerun with "
-                f"train(load_config('config.yaml'), {again})\n" + Path(path).read_text()
+                f"train(load_config('config.yaml'), {again})\n"
             )
+        self.save_yaml(path, header, **{**self.record(), "resume_from_checkpoint": None})
 
     def record(self) -> dict[str, Any]:
         """The options as a run's files, model card and trackers show them: a hub token given

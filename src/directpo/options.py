@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import os
 import re
 import typing
 from dataclasses import field
@@ -255,11 +256,31 @@ class Options:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
-    def save_yaml(self, path: str | Path, **replaced: Any) -> None:
+    def save_yaml(self, path: str | Path, header: str = "", **replaced: Any) -> None:
         """Every option as a YAML mapping (``replaced``: values written instead of the own),
-        each text escaped where it holds ``${``, so that reading the file gives it back."""
+        each text escaped where it holds ``${``, so that reading the file gives it back;
+        ``header`` (comment lines) first. Written whole or not at all (``replace_text``)."""
         values = escaped({**self.to_dict(), **replaced})
-        Path(path).write_text(yaml.safe_dump(values, sort_keys=False))
+        replace_text(Path(path), header + yaml.safe_dump(values, sort_keys=False))
+
+
+def replace_text(path: Path, text: str) -> None:
+    """``path`` holds ``text`` afterwards, or what it held before: written to a hidden file
+    beside it, flushed to disk, then renamed over it. A run's config.yaml is rewritten in
+    place when it resumes (the file the user resumes from): written directly, a kill or a
+    full disk mid-write left it empty or cut short, the run's recipe lost. An OSError
+    propagates (the caller says it), the hidden file removed."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def _default(f: dataclasses.Field) -> Any:

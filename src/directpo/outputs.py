@@ -29,7 +29,7 @@ import torch
 
 from directpo.adapters import adapter_base, write_as_plain_lora
 from directpo.callers import spell_option, spell_setting
-from directpo.checkpoint import STAGING, list_checkpoints
+from directpo.checkpoint import STAGING, finish_staged, list_checkpoints
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError
 from directpo.hub import hub_safe_card
@@ -268,8 +268,9 @@ def prepare_output_dir(
             lock.acquire(output_dir)
     except OSError as exc:
         raise ConfigError(f"output_dir {output_dir}: not writable ({exc.strerror})") from None
-    if lock is not None:  # (rank 0 alone) a final folder's interrupted move: finished, not lost
-        finish_interrupted_publish(output_dir)
+    if lock is not None:  # (rank 0 alone) a final folder's or checkpoint's interrupted move:
+        finish_interrupted_publish(output_dir)  # finished, not lost
+        finish_staged(output_dir)
     refuse_output_dir_in_use(output_dir, config)  # again, now that the folder is locked
     previous, entries, resuming_here = _held(output_dir, config)
     if entries and not resuming_here:  # overwriting: what the run rewrites must be a run's

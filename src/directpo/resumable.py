@@ -51,11 +51,15 @@ def refuse_model_only(value: str, output_dir: str | Path) -> None:
             raise CheckpointError(f"resume_from_checkpoint: {value}: {problem}")
         return
     candidates = list(reversed(list_checkpoints(output_dir)))
-    if not candidates:  # (said only after the data and models had loaded)
+    # (a checkpoint written whole but killed before its rename is moved into place once the
+    # folder is locked: checkpoint.finish_staged; refused here, the run was started anew)
+    if not candidates and not _staged_whole(output_dir):  # (said only after the data loaded)
         raise CheckpointError(
             f"resume_from_checkpoint: latest: no checkpoint in {output_dir} to resume; set "
             "resume_from_checkpoint: null to start a new run"
         )
+    if not candidates:
+        return
     if all(foreign_checkpoint(path) for path in candidates):  # a TRL run's output_dir
         names = ", ".join(path.name for path in candidates)
         raise CheckpointError(
@@ -68,6 +72,16 @@ def refuse_model_only(value: str, output_dir: str | Path) -> None:
             f"resume_from_checkpoint: latest: no usable checkpoint in {output_dir} ({names}: "
             f"{MODEL_ONLY}); {start_from(candidates[0])}"
         )
+
+
+def _staged_whole(output_dir: str | Path) -> bool:
+    """Whether ``output_dir`` holds a staged checkpoint (``.checkpoint-STEP.tmp``) whose
+    manifest was written (its checksums are verified when it is moved into place)."""
+    staged = Path(output_dir).glob(".checkpoint-*.tmp")
+    return any(
+        re.fullmatch(r"\.checkpoint-\d+\.tmp", path.name) and (path / MANIFEST).is_file()
+        for path in staged
+    )
 
 
 def foreign_checkpoint(path: Path) -> str | None:

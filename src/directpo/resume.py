@@ -38,7 +38,7 @@ from directpo.random_states import resume_note
 from directpo.sources import FixedPairs, OnlineRounds, pairs_fingerprint, said_change
 from directpo.step import PairStats
 from directpo.sync import load_reference_state
-from directpo.trainer_state import STATE_FILE
+from directpo.trainer_state import STATE_FILE, logged_rows
 from directpo.yaml_interpolation import read_run_record
 
 if TYPE_CHECKING:
@@ -48,6 +48,16 @@ if TYPE_CHECKING:
 
 # param-group keys that come from this run's options (build_optimizer and the scheduler)
 CONFIGURED = frozenset({"initial_lr", "betas", "beta1", "beta2", "eps", "weight_decay"})
+
+
+def _logged_rows(checkpoint: Path) -> list[dict[str, Any]]:
+    """The checkpoint's log as metrics.jsonl's rows: trainer_state.json (transformers' layout)
+    gives every entry an epoch, which an evaluation's row here does not carry."""
+    rows = logged_rows(checkpoint)
+    for row in rows:
+        if all(key.startswith("eval/") for key in row if key not in ("step", "epoch")):
+            row.pop("epoch", None)
+    return rows
 
 
 def resume(run: Run) -> None:
@@ -106,6 +116,7 @@ def resume(run: Run) -> None:
     run.total_flos = state.get("total_flos", 0.0)
     run.best = BestModel.from_config(config, state.get("best"))
     run.evaluation_pending = state.get("evaluation_pending", False)  # (trainer.py runs it)
+    run.logged_before = _logged_rows(Path(checkpoint))  # (wherever it is)
     _say_eval_dtype_change(run, state, Path(checkpoint))
     _say_compute_dtype_change(run, state)
     _say_eval_pairs_change(run, state)

@@ -20,6 +20,7 @@ from transformers import set_seed
 
 from directpo.batching import Layout
 from directpo.best import BestModel, sampled_metrics
+from directpo.checkpoint import write_or_stop
 from directpo.config import DPOConfig
 from directpo.distributed import World, materialize, release_host_memory, wrap
 from directpo.early_rows import with_rows
@@ -106,6 +107,7 @@ class Run:
     probe: UpdateProbe
     start_step: int = 0
     evaluation_pending: bool = False  # the resumed step's evaluation failed (its labeller)
+    logged_before: list[dict[str, Any]] = field(default_factory=list)  # the checkpoint's log
     from_python: tuple[str, ...] = ()  # train_dataset / eval_dataset given to train()
     logger: MetricsLogger = field(init=False)
     window: PairStats = field(default_factory=PairStats)  # metrics since the last log line
@@ -332,7 +334,8 @@ def prepare_run(
         run.start_sample = run.probe.weights()  # to say what rounding at save costs
     if world.is_main and not model_files(output_dir):  # a finished run's record stays its own
         # until this run's final save
-        config.save_record(output_dir / "config.yaml", run.from_python)
+        record = output_dir / "config.yaml"
+        write_or_stop(record, lambda: config.save_record(record, run.from_python))
     echo(
         start_line(
             config,
@@ -354,6 +357,7 @@ def prepare_run(
         config.record(),
         resume_step=run.start_step if config.resume_from_checkpoint else None,
         write=world.is_main,
+        logged_before=run.logged_before,
     )
     return run
 

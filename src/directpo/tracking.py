@@ -9,7 +9,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from directpo.checkpoint import write_or_stop
 from directpo.errors import DirectpoError
+from directpo.options import replace_text
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -39,8 +41,12 @@ class MetricsLogger:
         config: dict[str, Any],
         resume_step: int | None = None,
         write: bool = True,
+        logged_before: list[dict[str, Any]] | None = None,
     ):
-        """``write=False`` (ranks other than 0): keep the rows in memory, write nothing."""
+        """``write=False`` (ranks other than 0): keep the rows in memory, write nothing.
+        ``logged_before``: the resumed checkpoint's rows (its trainer_state.json), kept where
+        ``output_dir`` holds none up to ``resume_step``."""
+        logged_before = logged_before or []
         self.path = output_dir / METRICS_FILE
         self.write = write
         # the trackers first: one that fails to start (a logging_dir that cannot be made) leaves
@@ -58,10 +64,18 @@ class MetricsLogger:
             for row in read_metrics(output_dir)
             if resume_step is not None and row.get("step", 0) <= resume_step
         ]
-        if write:
-            tmp = self.path.with_name(f".{self.path.name}.tmp")  # hidden, as every staging file
-            tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
-            os.replace(tmp, self.path)
+        if resume_step is not None and not kept:
+            # resumed from a checkpoint of another folder (a copy, another output_dir): its
+            # rows came from none, and metrics.jsonl, the plot and the next checkpoints' and
+            # the final trainer_state.json began at the resumed step, the curve before it lost
+            kept = [row for row in logged_before if row.get("step", 0) <= resume_step]
+        if write:  # (a full disk: said in one line, the rows logged before kept)
+            text = "".join(json.dumps(row) + "\n" for row in kept)
+            try:
+                write_or_stop(self.path, lambda: replace_text(self.path, text))
+            except DirectpoError:
+                self.close()
+                raise
         self.rows = kept
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
