@@ -44,7 +44,12 @@ from directpo.option_values import as_yaml, value_shown
 from directpo.options import reject_if_set
 from directpo.sampling_checks import check_generation
 from directpo.trl_compat import refuse_loading_options
-from directpo.trl_table import is_eight_bit, low_bit_refusal
+from directpo.trl_table import (
+    OTHER_TRACKERS,
+    is_eight_bit,
+    low_bit_refusal,
+    other_optimizer_refusal,
+)
 
 
 def check_values(config: DPOConfig) -> None:
@@ -54,6 +59,8 @@ def check_values(config: DPOConfig) -> None:
     config._apply_trl_spellings()
     if is_eight_bit(config.optimizer):  # (transformers' name given as directpo's option)
         config._refuse("optimizer", low_bit_refusal("optimizer", config.optimizer))
+    elif other := other_optimizer_refusal("optimizer", str(config.optimizer)):
+        config._refuse("optimizer", other)  # (sgd, adafactor: told the three names alone)
     one_of("optimizer", OPTIMIZERS)
     one_of("lr_scheduler_type", LR_SCHEDULERS)
     check_losses(config, require)
@@ -169,7 +176,14 @@ def check_values(config: DPOConfig) -> None:
     if off:  # (the word other options take for nothing; transformers refuses it here too)
         said = f"report_to: {value_shown(off[0])} is written none (no tracker)"
         config._refuse("report_to", said)
-    if unknown and not off:  # (report_to: wand or WandB: told the words alone)
+    foreign = [t for t in unknown if str(t).lower() in OTHER_TRACKERS]
+    if foreign and not off:  # (transformers' own tracker names: told the list alone before)
+        config._refuse(
+            "report_to",
+            f"report_to: {value_shown(foreign[0])} is a transformers tracker directpo does not "
+            f"log to; it logs to {', '.join(TRACKERS[:-1])} (or none for no tracker)",
+        )
+    elif unknown and not off:  # (report_to: wand or WandB: told the words alone)
         config._refuse(
             "report_to",
             f"report_to must be a list of {', '.join(TRACKERS)} (got "

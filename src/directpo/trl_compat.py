@@ -38,6 +38,7 @@ from directpo.trl_table import (
     VERSION_HINT,
     is_eight_bit,
     low_bit_refusal,
+    other_optimizer_refusal,
 )
 
 
@@ -50,6 +51,8 @@ def apply_trl_meanings(config: Any) -> None:
     if config.optim is not None:
         if is_eight_bit(config.optim):
             config._refuse("optim", low_bit_refusal("optim", config.optim))
+        elif other := other_optimizer_refusal("optim", str(config.optim)):
+            config._refuse("optim", other)
         elif config.optim not in TRL_OPTIMIZERS:
             config._refuse(
                 "optim",
