@@ -275,6 +275,24 @@ REFUSALS = [
         "pass per_device_train_batch_size=2 or more (gradient_accumulation_steps does not widen "
         "the sort), or loss_type='sigmoid'",
     ),
+    # a problem's lead-in, two settings together (were a recipe's words for every caller)
+    (
+        {"use_peft": True, "lora_r": 0},
+        "lora_r: 0 with use_peft: true: an adapter",
+        "--lora_r 0 with --use_peft: an adapter",
+        "lora_r=0 with use_peft=True: an adapter",
+    ),
+    (
+        {"dtype": "bfloat16", "eval_dtype": "float32", "attn_implementation": "flash_attention_2"},
+        "eval_dtype: float32 with attn_implementation: flash_attention_2, whose kernels compute "
+        "in bf16/fp16 only; set attn_implementation: varlen or sdpa, or eval_dtype: auto",
+        "--eval_dtype float32 with --attn_implementation flash_attention_2, whose kernels "
+        "compute in bf16/fp16 only; give --attn_implementation varlen or sdpa, or --eval_dtype "
+        "auto",
+        "eval_dtype='float32' with attn_implementation='flash_attention_2', whose kernels "
+        "compute in bf16/fp16 only; pass attn_implementation='varlen' or 'sdpa', or "
+        "eval_dtype='auto'",
+    ),
     # a value is said as it was written: YAML's and a flag's true, Python's True
     (
         {"max_steps": True},

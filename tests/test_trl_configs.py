@@ -237,7 +237,7 @@ def test_trl_spellings_from_python_and_their_contradictions() -> None:
         ({"optim": "sgdd"}, "optim must be one of"),
         ({"use_peft": False, "lora_r": 8}, "lora_r is set but use_peft is false"),
         # a rank of 0 asked for was the unset rank: 16 without a word
-        ({"use_peft": True, "lora_r": 0}, "^lora_r: 0 with use_peft: true: .* remove lora_r"),
+        ({"use_peft": True, "lora_r": 0}, "^lora_r=0 with use_peft=True: .* remove lora_r"),
         ({"warmup_steps": 3, "warmup_ratio": 0.1}, "both set"),
         ({"warmup_steps": 2.5}, "whole number of steps"),
         ({"gradient_checkpointing_kwargs": {"preserve_rng_state": False}}, "only use_reentrant"),

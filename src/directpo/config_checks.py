@@ -15,7 +15,7 @@ import importlib.util
 import os
 
 from directpo.best import default_metric_unlogged
-from directpo.callers import spell_option, spell_setting
+from directpo.callers import spell_option, spell_pair, spell_setting, spell_value
 from directpo.config import (
     ATTN_IMPLEMENTATIONS,
     DISTRIBUTED_MODES,
@@ -368,16 +368,19 @@ def check_precision(config: DPOConfig) -> None:
     if config.dtype == "float32" and config.eval_dtype == "bfloat16":
         config._refuse(
             "eval_dtype",
-            "eval_dtype: bfloat16 under dtype: float32: the run computes in float32 and so does "
-            f"its evaluation; {spell_setting(('dtype', 'bfloat16'))} (mixed precision) to "
+            f"{spell_pair(('eval_dtype', 'bfloat16'), 'under', ('dtype', 'float32'))}: the run "
+            "computes in float32 and so does its evaluation; "
+            f"{spell_setting(('dtype', 'bfloat16'))} (mixed precision) to "
             "evaluate as bf16 computes",
         )
+    flash = ("attn_implementation", "flash_attention_2")
     if config.eval_dtype == "float32" and config.attn_implementation == "flash_attention_2":
         config._refuse(
             "eval_dtype",
-            "eval_dtype: float32 with attn_implementation: flash_attention_2, whose kernels "
-            "compute in bf16/fp16 only; use attn_implementation: varlen or sdpa, or eval_dtype: "
-            "auto (evaluates in bfloat16 with flash_attention_2)",
+            f"{spell_pair(('eval_dtype', 'float32'), 'with', flash)}, whose kernels compute in "
+            f"bf16/fp16 only; {spell_setting(('attn_implementation', 'varlen'))} or "
+            f"{spell_value('sdpa')}, or {spell_option('eval_dtype', 'auto', in_recipe=False)} "
+            "(evaluates in bfloat16 with flash_attention_2)",
         )
     if config.dtype == "float32":
         reject_if_set(config, ("master_weights",), "dtype is float32 (weights are float32)")

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from directpo.callers import spell_pair
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.foreign_names import AS_WRITTEN, REFUSED, RENAMED, component_hint, is_component
 from directpo.model_locations import is_adapter_folder
@@ -69,8 +70,9 @@ def apply_trl_meanings(config: Any) -> None:
         # (once the unset rank: a rank of 0 asked for became 16 without a word)
         config._refuse(
             "lora_r",
-            "lora_r: 0 with use_peft: true: an adapter of rank 0 trains nothing (peft refuses "
-            "it); remove lora_r for rank 16 (TRL's default), or use_peft to train every weight",
+            f"{spell_pair(('lora_r', 0), 'with', ('use_peft', True))}: an adapter of rank 0 "
+            "trains nothing (peft refuses it); remove lora_r for rank 16 (TRL's default), or "
+            "use_peft to train every weight",
         )
     # unset stays unset without use_peft: set later (a notebook), use_peft still means TRL
     # ModelConfig's rank; an adapter folder as the model is continued with its own (use_peft
