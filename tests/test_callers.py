@@ -261,9 +261,9 @@ REFUSALS = [
     ),
     (
         {"use_peft": False, "lora_alpha": 64},
-        "set use_peft: true for adapters",
-        "give --use_peft for adapters",
-        "pass use_peft=True for adapters",
+        "but use_peft: false turns LoRA off; set use_peft: true for adapters",
+        "but --use_peft false turns LoRA off; give --use_peft for adapters",
+        "but use_peft=False turns LoRA off; pass use_peft=True for adapters",
     ),
     # (were in a recipe's words for every caller: '>= 2', 'use loss_type sigmoid')
     (

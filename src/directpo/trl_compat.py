@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from directpo.callers import spell_pair
+from directpo.callers import spell_option, spell_pair
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.foreign_names import AS_WRITTEN, REFUSED, RENAMED, component_hint, is_component
 from directpo.model_locations import is_adapter_folder
@@ -82,7 +82,9 @@ def apply_trl_meanings(config: Any) -> None:
         config.lora_r = 16
         config._rank_of_use_peft = True  # a peft_config given to train() replaces it
     if config.use_peft is False and config.lora_r:
-        config._refuse("lora_r", "lora_r is set but use_peft is false: remove one of them")
+        # (use_peft as its caller wrote it: "use_peft is false" read as a recipe's words)
+        off = spell_option("use_peft", False, in_recipe=False)
+        config._refuse("lora_r", f"lora_r is set with {off}: remove one of them")
     _nll_weight(config)
     _attention_from_init_kwargs(config)
     _trust_from_init_kwargs(config)
