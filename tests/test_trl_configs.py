@@ -232,8 +232,8 @@ def test_trl_spellings_from_python_and_their_contradictions() -> None:
         "constant_with_warmup"
     )
     for options, message in (
-        ({"optim": "adamw_bnb_8bit"}, "^optim: adamw_bnb_8bit is bitsandbytes' 8-bit"),
-        ({"optim": "sgd"}, "^optim: sgd is plain SGD, which directpo does not offer"),
+        ({"optim": "adamw_bnb_8bit"}, "^optim='adamw_bnb_8bit' is bitsandbytes' 8-bit"),
+        ({"optim": "sgd"}, "^optim='sgd' is plain SGD, which directpo does not offer"),
         ({"optim": "sgdd"}, "optim must be one of"),
         ({"use_peft": False, "lora_r": 8}, "lora_r is set with use_peft=False: remove one"),
         # a rank of 0 asked for was the unset rank: 16 without a word
@@ -253,7 +253,7 @@ def test_an_8bit_optimizer_is_told_what_directpo_offers_for_less_optimizer_memor
     """optim: adamw_8bit / paged_adamw_8bit / adamw_bnb_8bit (TRL's, transformers' names) and
     optimizer: adamw_8bit were told only the list of choices; the first line says directpo has
     no 8-bit optimizer and what it has for a smaller optimizer state."""
-    offered = "dtype: bfloat16, master_weights: bfloat16 and optimizer: adamw_kahan"
+    offered = "dtype='bfloat16', master_weights='bfloat16' and optimizer='adamw_kahan'"
     for key, name in (
         ("optim", "adamw_8bit"),
         ("optim", "paged_adamw_8bit"),
@@ -264,7 +264,8 @@ def test_an_8bit_optimizer_is_told_what_directpo_offers_for_less_optimizer_memor
             DPOConfig(**{key: name})
         first = str(refused.value).splitlines()[0]
         assert (
-            first.startswith(f"{key}: {name} is bitsandbytes' 8-bit optimizer") and offered in first
+            first.startswith(f"{key}={name!r} is bitsandbytes' 8-bit optimizer")
+            and offered in first
         )
         assert "must be one of" not in str(refused.value)  # (said once, not with the list too)
     # the state those options keep is what directpo's adamw_kahan trains with
@@ -278,7 +279,7 @@ def test_an_8bit_optimizer_is_told_what_directpo_offers_for_less_optimizer_memor
     for name, owner in low_bit.items():
         with pytest.raises(ConfigError) as refused:
             DPOConfig(optim=name)
-        assert str(refused.value).startswith(f"optim: {name} is {owner} optimizer, which ")
+        assert str(refused.value).startswith(f"optim={name!r} is {owner} optimizer, which ")
         assert offered in str(refused.value)
     for name in ("rmsprop_bnb", "rmsprop_bnb_32bit"):  # transformers: RMSprop, 32-bit state
         assert DPOConfig(optim=name).optimizer == DPOConfig(optim="rmsprop").optimizer == "rmsprop"
@@ -290,6 +291,8 @@ def test_every_transformers_optimizer_trains_as_the_same_update_or_is_refused_na
     (adamw_torch_xla, adamw_torch_npu_fused, adamw_apex_fused) too. Each name transformers
     knows now trains as the update it is here or is refused saying what it is."""
     from transformers.training_args import OptimizerNames
+
+    from directpo.callers import Caller, Entry, Spelling, called_by
 
     for name in ("adamw_torch_xla", "adamw_torch_npu_fused", "adamw_apex_fused"):
         assert DPOConfig(optim=name).optimizer == DPOConfig(optim="adamw_torch").optimizer
@@ -310,22 +313,28 @@ def test_every_transformers_optimizer_trains_as_the_same_update_or_is_refused_na
     for name, what in told.items():
         with pytest.raises(ConfigError) as refused:
             DPOConfig(optim=name)
-        assert str(refused.value).startswith(f"optim: {name} is {what}")
-        assert "which directpo does not offer; directpo's optimizers are AdamW (optim: " in str(
+        assert str(refused.value).startswith(f"optim={name!r} is {what}")
+        assert "which directpo does not offer; directpo's optimizers are AdamW (optim='" in str(
             refused.value
         )
     with pytest.raises(ConfigError) as refused:  # directpo's own option, its own names
         DPOConfig(optimizer="sgd")
-    assert str(refused.value).startswith("optimizer: sgd is plain SGD, which directpo does not")
+    assert str(refused.value).startswith("optimizer='sgd' is plain SGD, which directpo does not")
     assert str(refused.value).endswith("are adamw, adamw_kahan (AdamW, bf16 state) and rmsprop")
     for name in (option.value for option in OptimizerNames):  # none told the list alone
         try:
             DPOConfig(optim=name)
         except ConfigError as error:
-            assert str(error).startswith(f"optim: {name} is "), str(error)
+            assert str(error).startswith(f"optim={name!r} is "), str(error)
     with pytest.raises(ConfigError) as refused:  # a misspelling is still told the names
         DPOConfig(optim="adamw_torchh")
     assert str(refused.value).startswith("optim must be one of adamw_torch, ")
+    with called_by(Caller(Spelling.FLAGS, Entry.TRAIN)), pytest.raises(ConfigError) as refused:
+        DPOConfig(optim="adamw_8bit")  # (a command line's words, as it gave them)
+    assert str(refused.value).startswith("--optim adamw_8bit is bitsandbytes' 8-bit optimizer")
+    assert "use --dtype bfloat16, --master_weights bfloat16 and --optimizer adamw_kahan" in str(
+        refused.value
+    )
 
 
 def test_another_transformers_tracker_is_said_as_not_logged_to() -> None:

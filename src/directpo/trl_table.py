@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from directpo.callers import spell_name, spell_option
+
 ALIASES = {  # TRL's other names for directpo options
     "evaluation_strategy": "eval_strategy",  # transformers < 4.46
     "activation_checkpointing": "gradient_checkpointing",  # transformers >= 5.2x
@@ -136,7 +138,7 @@ TRL_OPTIMIZERS = {  # TRL / transformers' optim names -> directpo's optimizer
     "rmsprop_bnb_32bit": "rmsprop",
 }
 _OWN = (
-    "directpo's optimizers are AdamW (optim: adamw_torch), AdamW with bf16 state "
+    "directpo's optimizers are AdamW ({}), AdamW with bf16 state "
     "(adamw_anyprecision) and RMSprop (rmsprop)"
 )
 _OWN_AS_OPTIMIZER = "directpo's optimizers are adamw, adamw_kahan (AdamW, bf16 state) and rmsprop"
@@ -169,8 +171,11 @@ def other_optimizer_refusal(key: str, name: str) -> str | None:
             or (prefix.endswith("_") and name.startswith(prefix))
             or (name.startswith(prefix + "_") and name.removeprefix(prefix + "_") == "32bit")
         ):
-            own = _OWN if key == "optim" else _OWN_AS_OPTIMIZER
-            return f"{key}: {name} is {what}, which directpo does not offer; {own}"
+            own = _OWN_AS_OPTIMIZER
+            if key == "optim":
+                own = _OWN.format(spell_option("optim", "adamw_torch", in_recipe=False))
+            lead = spell_option(key, name, in_recipe=False)  # (as its caller wrote it)
+            return f"{lead} is {what}, which directpo does not offer; {own}"
     return None
 
 
@@ -179,15 +184,22 @@ OTHER_TRACKERS = (
     "azure_ml", "comet_ml", "neptune", "codecarbon", "clearml", "dagshub", "flyte", "dvclive",
     "swanlab", "kubeflow",
 )  # fmt: skip
+
+
 # low-bit optimizers: bitsandbytes' 8-bit ones (adamw_8bit, paged_adamw_8bit, adamw_bnb_8bit,
 # lion_8bit) and torchao's (adamw_torch_8bit, adamw_torch_4bit): directpo has none (neither is
 # a dependency), so what it has for a smaller optimizer state is said first, not the list of
 # choices alone
-EIGHT_BIT = (
-    "which directpo does not offer; for less optimizer memory use dtype: bfloat16, "
-    "master_weights: bfloat16 and optimizer: adamw_kahan (bf16 state, updates kept), an "
-    "adapter (lora_r: only its state) or fsdp_offload (state in CPU memory)"
-)
+def _eight_bit() -> str:
+    """What lowers optimizer memory here, in the caller's words (was a recipe's for all)."""
+    kahan = [("dtype", "bfloat16"), ("master_weights", "bfloat16"), ("optimizer", "adamw_kahan")]
+    said = [spell_option(name, value, in_recipe=False) for name, value in kahan]
+    return (
+        f"which directpo does not offer; for less optimizer memory use {said[0]}, {said[1]} "
+        f"and {said[2]} (bf16 state, updates kept), an adapter ({spell_name('lora_r')}, only "
+        f"its state) or {spell_option('fsdp_offload', True, in_recipe=False)} (state in CPU "
+        "memory)"
+    )
 
 
 def is_eight_bit(name: str) -> bool:
@@ -199,7 +211,7 @@ def low_bit_refusal(key: str, name: str) -> str:
     """The line refusing ``key: name``, a low-bit optimizer, naming whose it is."""
     bits = "4-bit" if "4bit" in name else "8-bit"
     owner = "torchao's" if name.startswith("adamw_torch_") else "bitsandbytes'"
-    return f"{key}: {name} is {owner} {bits} optimizer, {EIGHT_BIT}"
+    return f"{spell_option(key, name, in_recipe=False)} is {owner} {bits} optimizer, {_eight_bit()}"
 
 
 # key: (accepted when, what to do otherwise)
