@@ -261,9 +261,37 @@ REFUSALS = [
     ),
     (
         {"use_peft": False, "lora_alpha": 64},
-        "set use_peft: true for adapters",
-        "give --use_peft for adapters",
-        "pass use_peft=True for adapters",
+        "but use_peft: false turns LoRA off; set use_peft: true for adapters",
+        "but --use_peft false turns LoRA off; give --use_peft for adapters",
+        "but use_peft=False turns LoRA off; pass use_peft=True for adapters",
+    ),
+    # (were in a recipe's words for every caller: '>= 2', 'use loss_type sigmoid')
+    (
+        {"loss_type": "aot", "per_device_train_batch_size": 1},
+        "set per_device_train_batch_size: 2 or more (gradient_accumulation_steps does not widen "
+        "the sort), or loss_type: sigmoid",
+        "give --per_device_train_batch_size 2 or more (gradient_accumulation_steps does not "
+        "widen the sort), or --loss_type sigmoid",
+        "pass per_device_train_batch_size=2 or more (gradient_accumulation_steps does not widen "
+        "the sort), or loss_type='sigmoid'",
+    ),
+    # a problem's lead-in, two settings together (were a recipe's words for every caller)
+    (
+        {"use_peft": True, "lora_r": 0},
+        "lora_r: 0 with use_peft: true: an adapter",
+        "--lora_r 0 with --use_peft: an adapter",
+        "lora_r=0 with use_peft=True: an adapter",
+    ),
+    (
+        {"dtype": "bfloat16", "eval_dtype": "float32", "attn_implementation": "flash_attention_2"},
+        "eval_dtype: float32 with attn_implementation: flash_attention_2, whose kernels compute "
+        "in bf16/fp16 only; set attn_implementation: varlen or sdpa, or eval_dtype: auto",
+        "--eval_dtype float32 with --attn_implementation flash_attention_2, whose kernels "
+        "compute in bf16/fp16 only; give --attn_implementation varlen or sdpa, or --eval_dtype "
+        "auto",
+        "eval_dtype='float32' with attn_implementation='flash_attention_2', whose kernels "
+        "compute in bf16/fp16 only; pass attn_implementation='varlen' or 'sdpa', or "
+        "eval_dtype='auto'",
     ),
     # a value is said as it was written: YAML's and a flag's true, Python's True
     (
@@ -372,3 +400,61 @@ def test_a_checkpoints_way_on_is_said_as_each_caller_writes_it(tmp_path) -> None
     (tmp_path / "config.yaml").unlink()
     with called_by(PYTHON_TRAIN):
         assert start_from(tmp_path).endswith("ref_model_name_or_path=the run's starting model)")
+
+
+@pytest.mark.parametrize(
+    ("spelling", "kernel", "seed", "drop_last", "batch"),
+    [
+        (Spelling.RECIPE, "set attn_implementation: auto or sdpa", "data_seed: 3",
+         "dataloader_drop_last: false", "set per_device_train_batch_size and "
+         "gradient_accumulation_steps"),
+        (Spelling.FLAGS, "give --attn_implementation auto or sdpa", "--data_seed 3",
+         "--dataloader_drop_last false", "give --per_device_train_batch_size and "
+         "--gradient_accumulation_steps"),
+        (Spelling.PYTHON, "pass attn_implementation='auto' or 'sdpa'", "data_seed=3",
+         "dataloader_drop_last=False", "pass per_device_train_batch_size=... and "
+         "gradient_accumulation_steps=..."),
+    ],
+)  # fmt: skip
+def test_a_kernels_and_a_resumes_fix_are_said_as_each_caller_writes_options(
+    tmp_path, spelling, kernel, seed, drop_last, batch
+) -> None:
+    """'use auto or sdpa' (flash_attention_2 off CUDA), 'resume with 3' / 'resume with false'
+    (a checkpoint's data order's seed, its drop_last) and auto_find_batch_size's 'set
+    per_device_train_batch_size' under torchrun were a recipe's words, or no option's, for
+    every caller; each names the option as its caller sets it."""
+    from directpo.config import DPOConfig
+    from directpo.device_checks import check_device
+    from directpo.run import prepare_run
+    from directpo.sources import _check_same
+
+    config = DPOConfig(model_name_or_path="m", attn_implementation="flash_attention_2")
+    batched = DPOConfig(model_name_or_path="m", auto_find_batch_size=True,
+                        output_dir=str(tmp_path / "o"))  # fmt: skip
+    with called_by(Caller(spelling, Entry.TRAIN)):
+        with pytest.raises(ConfigError) as refused:
+            check_device(config, "cpu")
+        assert str(refused.value).endswith(f"; {kernel}")
+        with pytest.raises(ConfigError) as refused:
+            _check_same({"seed": 3}, {"seed": 4}, "ckpt")
+        assert str(refused.value).endswith(f"resume with {seed}, or start a new output_dir")
+        with pytest.raises(ConfigError) as refused:  # (was a recipe's model_name_or_path: ckpt)
+            _check_same({"tokenization_rules": 1, "pairs_fingerprint": "a"},
+                        {"tokenization_rules": 2, "pairs_fingerprint": "b"}, "ckpt")  # fmt: skip
+        went_on = {Spelling.RECIPE: "model_name_or_path: ckpt, ",
+                   Spelling.FLAGS: "--model_name_or_path ckpt, ",
+                   Spelling.PYTHON: "model_name_or_path='ckpt', "}[spelling]  # fmt: skip
+        assert f"as it was: start a new run from its weights ({went_on}" in str(refused.value)
+        with pytest.raises(ConfigError) as refused:
+            _check_same({"drop_last": False}, {"drop_last": True}, "ckpt")
+        assert f"resume with {drop_last}, or start" in str(refused.value)
+        with pytest.raises(ConfigError) as refused:
+            prepare_run(batched, None, None, _World(2), print)  # type: ignore[arg-type]
+        assert str(refused.value).endswith(f"retry the same step; {batch}")
+
+
+class _World:
+    """A run's processes, as prepare_run reads them (its size alone before any refusal)."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.rank, self.is_main = size, 0, True

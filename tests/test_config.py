@@ -243,7 +243,7 @@ def test_every_wrong_value_is_reported_at_once(tmp_path: Path) -> None:
     path = write(tmp_path, "learning_rate: -1\nbeta: 0\nmax_length: 1\noptimizer: sgd\n")
     with pytest.raises(ConfigErrors) as info:
         load_config(path)
-    keys = sorted(problem.split()[0] for problem in info.value.problems)
+    keys = sorted(problem.split()[0].rstrip(":") for problem in info.value.problems)
     assert keys == ["beta", "learning_rate", "max_length", "optimizer"]
     assert str(info.value).startswith("4 options cannot be used:")
     with pytest.raises(ConfigErrors) as info:  # values of the wrong type: all of them too
@@ -817,7 +817,8 @@ def test_a_value_of_the_wrong_type_does_not_hide_the_other_problems() -> None:
         "  lora_r must be an integer, got sixteen",
         "  seed must be an integer, got abc",
         "  beta must be > 0 (got -1.0)",
-        "  report_to must be a list of tensorboard, wandb, mlflow, trackio, none (got [comet_ml])",
+        "  report_to: comet_ml is a transformers tracker directpo does not log to; it logs to "
+        "tensorboard, wandb, mlflow, trackio (or none for no tracker)",
     ]
 
 
@@ -968,7 +969,7 @@ def test_trls_own_refusals_are_said_with_the_others(tmp_path: Path) -> None:
         "  optim: adamw_8bit is bitsandbytes' 8-bit optimizer, which directpo does not offer",
         "  warmup_steps must be a whole number of steps or a fraction in (0, 1) (got 2.5)",
         "  save_strategy: best is not supported",
-        "  lora_r is set but use_peft is false: remove one of them",
+        "  lora_r is set with use_peft: false: remove one of them",
         "; the DPO paper's loss is sigmoid (TRL's name, the default)",
         "  model_revision v2 contradicts model_init_kwargs' revision v1: keep one",
         "  model_init_kwargs: attn_implementation eager contradicts attn_implementation: sdpa",
@@ -984,7 +985,7 @@ def test_a_lora_option_beside_use_peft_false_is_told_use_peft(tmp_path: Path) ->
     with pytest.raises(ConfigError) as refused:
         load_config(recipe)
     assert str(refused.value) == (
-        "lora_alpha is set but use_peft is false (no LoRA); set use_peft: true for adapters, "
+        "lora_alpha is set but use_peft: false turns LoRA off; set use_peft: true for adapters, "
         "or remove it"
     )
     adapters = load_config(None, {"model_name_or_path": "m", "use_peft": "true", "lora_alpha": 64})

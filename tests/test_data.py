@@ -337,6 +337,34 @@ def test_ratings_read_from_a_csv_and_a_dataset_alike(tmp_path: Path) -> None:
     assert "3 pairs rate chosen and rejected alike (chosen_rating 4.0 = " in both.summary()
 
 
+def test_the_tie_note_says_what_to_drop_tied_rows_from(tmp_path: Path) -> None:
+    """The tie note said 'drop tied rows from the file' of a Python list or Dataset passed to
+    train(), and of a hub dataset named by a recipe, neither a file: it names the source."""
+    from directpo.callers import Caller, Entry, Spelling, called_by
+
+    rows = [
+        {"prompt": "p1", "chosen": "a", "rejected": "b", "chosen_rating": 4.0,
+         "rejected_rating": 4.0},
+    ]  # fmt: skip
+    path = tmp_path / "rated.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    note = {
+        "list": "drop tied rows from the list to leave them out)",
+        "DataFrame": "drop tied rows from the DataFrame to leave them out)",
+        "Dataset": "filter tied rows out of the Dataset (Dataset.filter) to leave them out)",
+    }
+    with called_by(Caller(Spelling.PYTHON, Entry.TRAIN)):
+        for source in (rows, pd.DataFrame(rows), datasets.Dataset.from_list(rows)):
+            said = load_preferences(source).summary()
+            assert said.endswith(note[type(source).__name__]), said
+            assert "file" not in said
+        assert load_preferences(str(path)).summary().endswith("from the file to leave them out)")
+    hub = load_preferences(datasets.Dataset.from_list(rows))  # (a recipe's dataset_name)
+    assert hub.summary().endswith("(to leave them out, give a file of the dataset's other rows)")
+    both = load_preferences([str(path), str(path)]).summary()
+    assert both.endswith("drop tied rows from the files to leave them out)")
+
+
 def test_ratings_of_other_columns_follow_the_column_options(tmp_path: Path) -> None:
     """chosen_column: good reads good_rating beside bad_rating; unrelated scores are not read."""
     rows = [

@@ -182,6 +182,43 @@ def test_files_of_two_splits_listed_on_purpose_are_told_how_to_read_them(
                         eval_file=named), "cpu")  # fmt: skip
 
 
+def test_a_glob_over_a_hub_cache_folders_revisions_is_refused(tmp_path, monkeypatch):
+    """snapshots/*/data/*.parquet of a hub cache folder (downloaded at two revisions) trained
+    each revision's pairs, the same pairs twice, said only as 'repeat an earlier pair'; as
+    train_file, eval_file and a mixture's data_files it is refused naming the revisions."""
+    from directpo.mixture import missing_sources
+
+    cache = tmp_path / "datasets--org--prefs"
+    for revision in ("aaa111", "bbb222"):
+        _hub_snapshot(cache / "snapshots" / revision, {"train": 1})
+    (cache / "refs").mkdir()
+    (cache / "refs" / "main").write_text("bbb222")
+    pattern = f"{cache}/snapshots/*/data/*.parquet"
+    said = (
+        "lists the files of 2 snapshots (revisions) of one hub cache folder (aaa111, bbb222), "
+        "each revision's pairs read once more: give one snapshot's files, or the folder as "
+        f"dataset_name (its refs/main snapshot is read): {cache}"
+    )
+    for key in ("train_file", "eval_file"):
+        config = DPOConfig(model_name_or_path="m", output_dir=str(tmp_path / "o"),
+                           **{key: pattern})  # fmt: skip
+        with pytest.raises(ConfigError) as refused:
+            check_run(config, "cpu")
+        assert f"{key}: {said}" in str(refused.value)
+    monkeypatch.chdir(tmp_path)
+    for files in (pattern, {"train": pattern}):
+        entry = {"id": "parquet", "data_files": files}
+        where = "data_files: train" if isinstance(files, dict) else "data_files"
+        assert missing_sources({"datasets": [entry]}) == [
+            f"dataset_mixture: parquet: {where}: {said}"
+        ]
+    one = f"{cache}/snapshots/bbb222/data/*.parquet"
+    assert missing_sources({"datasets": [{"id": "parquet", "data_files": one}]}) == []
+    assert (
+        mixed_splits("train_file", sorted(map(str, cache.glob("snapshots/*/data/*")))[:1]) is None
+    )
+
+
 def test_a_glob_over_two_train_splits_of_a_snapshot_is_refused(tmp_path):
     """train_file: data/train*.parquet of HuggingFaceH4/ultrafeedback_binarized read its
     train_prefs, train_sft and train_gen splits as one (the same pairs three times), said only

@@ -123,9 +123,9 @@ def test_eval_dtype_choices_and_where_float32_cannot_run() -> None:
     assert DPOConfig().eval_dtype == "auto"
     with pytest.raises(ConfigError, match="eval_dtype must be one of"):
         DPOConfig(dtype="bfloat16", eval_dtype="float16")
-    with pytest.raises(ConfigError, match=r"^eval_dtype: bfloat16 under dtype: float32"):
+    with pytest.raises(ConfigError, match=r"^eval_dtype='bfloat16' under dtype='float32'"):
         DPOConfig(eval_dtype="bfloat16")
-    with pytest.raises(ConfigError, match=r"^eval_dtype: float32 with attn_implementation: flash"):
+    with pytest.raises(ConfigError, match=r"^eval_dtype='float32' with attn_implementation='flash"):
         DPOConfig(dtype="bfloat16", eval_dtype="float32", attn_implementation="flash_attention_2")
     bf16, f32 = torch.bfloat16, torch.float32
     assert evaluates_in_float32("auto", bf16, "auto", sharded=False)

@@ -520,6 +520,18 @@ def test_a_builders_data_files_over_a_snapshots_splits_are_refused(tmp_path, mon
     ]
     named = {"train": "data/train-*.jsonl", "test": "data/test-*.jsonl"}
     assert missing_sources({"datasets": [{**entry, "data_files": named}]}) == []
+    # a mapping's split read, matching both (was not checked: the test pairs trained)
+    for split in (None, "train", "train[:50%]"):
+        chosen = {} if split is None else {"split": split}
+        mapped = {**entry, "data_files": {"train": "data/*.jsonl"}, **chosen}
+        assert missing_sources({"datasets": [mapped]}) == [
+            "dataset_mixture: json: data_files: train: data/test-00000-of-00001.jsonl is the "
+            "test split's by name, beside the train split's (data/train-00000-of-00001.jsonl): "
+            "held-out pairs would be trained on; give only the train split's files, or "
+            "data_files: {train: ..., test: ...} naming each split's (split picks one)"
+        ]
+    held_out = {**entry, "data_files": {"train": "data/train-*.jsonl", "test": "data/*.jsonl"}}
+    assert missing_sources({"datasets": [held_out]}) == []  # (its test split is not read)
 
 
 def test_a_builders_missing_data_files_are_said_before_loading(tmp_path, monkeypatch) -> None:

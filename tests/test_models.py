@@ -247,7 +247,9 @@ def test_flash_attention_off_cuda_is_refused_before_the_data_is_read(
         attn_implementation="flash_attention_2",
     )
     lines: list[str] = []
-    with pytest.raises(ConfigError, match="flash_attention_2 runs on CUDA only .* on cpu; use"):
+    with pytest.raises(
+        ConfigError, match="runs on CUDA only .* on cpu; pass attn_implementation='auto'"
+    ):
         train(config, echo=lines.append)
     assert lines == []  # nothing read, tokenized or loaded first
     for device in ("mps", "cpu"):

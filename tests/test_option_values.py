@@ -28,7 +28,8 @@ from directpo.option_values import as_yaml, value_shown
         ("dtype: 'yes'", "(got 'yes')"),
         ("dtype: 16", "(got 16); did you mean bfloat16?"),  # (was '16', a string)
         ("optim: foo", "optim must be one of adamw_torch"),
-        ("report_to: [comet_ml]", "(got [comet_ml])"),
+        ("report_to: [comet]", "(got [comet])"),
+        ("report_to: [comet_ml]", "report_to: comet_ml is a transformers tracker"),
         ("optim: 'on'", "(got 'on')"),
         # the mappings and lists of the checks after the types (were {'power': 2}, ['A'])
         ("lr_scheduler_kwargs: {power: 2}", "lr_scheduler_kwargs {power: 2} do not fit"),

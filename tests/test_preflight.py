@@ -266,7 +266,7 @@ def test_a_cpu_runs_kernel_hint_is_one_the_model_runs(tmp_path: Path, softcapped
     (model / "config.json").write_text(json.dumps(values))
     for attention in ("flash_attention_2", "flex_attention"):
         config = DPOConfig(model_name_or_path=str(model), attn_implementation=attention)
-        with pytest.raises(ConfigError, match=f"use auto or {kernel}$"):
+        with pytest.raises(ConfigError, match=f"; set attn_implementation: auto or {kernel}$"):
             check_device(config, "cpu")
 
 

@@ -232,11 +232,12 @@ def test_trl_spellings_from_python_and_their_contradictions() -> None:
         "constant_with_warmup"
     )
     for options, message in (
-        ({"optim": "adamw_bnb_8bit"}, "^optim: adamw_bnb_8bit is bitsandbytes' 8-bit"),
-        ({"optim": "sgd"}, "optim must be one of"),
-        ({"use_peft": False, "lora_r": 8}, "lora_r is set but use_peft is false"),
+        ({"optim": "adamw_bnb_8bit"}, "^optim='adamw_bnb_8bit' is bitsandbytes' 8-bit"),
+        ({"optim": "sgd"}, "^optim='sgd' is plain SGD, which directpo does not offer"),
+        ({"optim": "sgdd"}, "optim must be one of"),
+        ({"use_peft": False, "lora_r": 8}, "lora_r is set with use_peft=False: remove one"),
         # a rank of 0 asked for was the unset rank: 16 without a word
-        ({"use_peft": True, "lora_r": 0}, "^lora_r: 0 with use_peft: true: .* remove lora_r"),
+        ({"use_peft": True, "lora_r": 0}, "^lora_r=0 with use_peft=True: .* remove lora_r"),
         ({"warmup_steps": 3, "warmup_ratio": 0.1}, "both set"),
         ({"warmup_steps": 2.5}, "whole number of steps"),
         ({"gradient_checkpointing_kwargs": {"preserve_rng_state": False}}, "only use_reentrant"),
@@ -252,7 +253,7 @@ def test_an_8bit_optimizer_is_told_what_directpo_offers_for_less_optimizer_memor
     """optim: adamw_8bit / paged_adamw_8bit / adamw_bnb_8bit (TRL's, transformers' names) and
     optimizer: adamw_8bit were told only the list of choices; the first line says directpo has
     no 8-bit optimizer and what it has for a smaller optimizer state."""
-    offered = "dtype: bfloat16, master_weights: bfloat16 and optimizer: adamw_kahan"
+    offered = "dtype='bfloat16', master_weights='bfloat16' and optimizer='adamw_kahan'"
     for key, name in (
         ("optim", "adamw_8bit"),
         ("optim", "paged_adamw_8bit"),
@@ -263,7 +264,8 @@ def test_an_8bit_optimizer_is_told_what_directpo_offers_for_less_optimizer_memor
             DPOConfig(**{key: name})
         first = str(refused.value).splitlines()[0]
         assert (
-            first.startswith(f"{key}: {name} is bitsandbytes' 8-bit optimizer") and offered in first
+            first.startswith(f"{key}={name!r} is bitsandbytes' 8-bit optimizer")
+            and offered in first
         )
         assert "must be one of" not in str(refused.value)  # (said once, not with the list too)
     # the state those options keep is what directpo's adamw_kahan trains with
@@ -277,10 +279,107 @@ def test_an_8bit_optimizer_is_told_what_directpo_offers_for_less_optimizer_memor
     for name, owner in low_bit.items():
         with pytest.raises(ConfigError) as refused:
             DPOConfig(optim=name)
-        assert str(refused.value).startswith(f"optim: {name} is {owner} optimizer, which ")
+        assert str(refused.value).startswith(f"optim={name!r} is {owner} optimizer, which ")
         assert offered in str(refused.value)
     for name in ("rmsprop_bnb", "rmsprop_bnb_32bit"):  # transformers: RMSprop, 32-bit state
         assert DPOConfig(optim=name).optimizer == DPOConfig(optim="rmsprop").optimizer == "rmsprop"
+
+
+def test_every_transformers_optimizer_trains_as_the_same_update_or_is_refused_naming_it() -> None:
+    """transformers' other optim names (sgd, adafactor, lion_32bit, galore_*, ...) were told
+    the list of choices alone, as if misspelt, and the device kernels of AdamW
+    (adamw_torch_xla, adamw_torch_npu_fused, adamw_apex_fused) too. Each name transformers
+    knows now trains as the update it is here or is refused saying what it is."""
+    from transformers.training_args import OptimizerNames
+
+    from directpo.callers import Caller, Entry, Spelling, called_by
+
+    for name in ("adamw_torch_xla", "adamw_torch_npu_fused", "adamw_apex_fused"):
+        assert DPOConfig(optim=name).optimizer == DPOConfig(optim="adamw_torch").optimizer
+    told = {
+        "sgd": "plain SGD",
+        "adagrad": "Adagrad",
+        "lion_32bit": "Lion",
+        "paged_lion_32bit": "Lion",
+        "adafactor": "Adafactor",
+        "galore_adafactor_layerwise": "GaLore",
+        "apollo_adamw": "APOLLO",
+        "schedule_free_radam": "a schedule-free optimizer",
+        "stable_adamw": "StableAdamW",
+        "paged_ademamix_32bit": "AdEMAMix",
+        "grokadamw": "GrokAdamW",
+        "adalomo": "AdaLomo",
+    }
+    for name, what in told.items():
+        with pytest.raises(ConfigError) as refused:
+            DPOConfig(optim=name)
+        assert str(refused.value).startswith(f"optim={name!r} is {what}")
+        assert "which directpo does not offer; directpo's optimizers are AdamW (optim='" in str(
+            refused.value
+        )
+    with pytest.raises(ConfigError) as refused:  # directpo's own option, its own names
+        DPOConfig(optimizer="sgd")
+    assert str(refused.value).startswith("optimizer='sgd' is plain SGD, which directpo does not")
+    assert str(refused.value).endswith("are adamw, adamw_kahan (AdamW, bf16 state) and rmsprop")
+    for name in (option.value for option in OptimizerNames):  # none told the list alone
+        try:
+            DPOConfig(optim=name)
+        except ConfigError as error:
+            assert str(error).startswith(f"optim={name!r} is "), str(error)
+    with pytest.raises(ConfigError) as refused:  # a misspelling is still told the names
+        DPOConfig(optim="adamw_torchh")
+    assert str(refused.value).startswith("optim must be one of adamw_torch, ")
+    with called_by(Caller(Spelling.FLAGS, Entry.TRAIN)), pytest.raises(ConfigError) as refused:
+        DPOConfig(optim="adamw_8bit")  # (a command line's words, as it gave them)
+    assert str(refused.value).startswith("--optim adamw_8bit is bitsandbytes' 8-bit optimizer")
+    assert "use --dtype bfloat16, --master_weights bfloat16 and --optimizer adamw_kahan" in str(
+        refused.value
+    )
+
+
+def test_another_transformers_tracker_is_said_as_not_logged_to() -> None:
+    """report_to: comet_ml (swanlab, neptune, ...: transformers' trackers) was told 'must be a
+    list of tensorboard, wandb, ...' as if misspelt; the line names the tracker as one
+    directpo does not log to, and the ones it does."""
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    for name in INTEGRATION_TO_CALLBACK:
+        if name in ("tensorboard", "wandb", "mlflow", "trackio"):
+            continue
+        with pytest.raises(ConfigError) as refused:
+            DPOConfig(report_to=["wandb", name])
+        assert str(refused.value) == (
+            f"report_to: {name} is a transformers tracker directpo does not log to; it logs to "
+            "tensorboard, wandb, mlflow, trackio (or none for no tracker)"
+        )
+    with pytest.raises(ConfigError) as refused:  # a misspelling is told the words
+        DPOConfig(report_to=["wand"])
+    assert str(refused.value).startswith("report_to must be a list of tensorboard, wandb")
+
+
+def test_a_reward_model_recipes_own_keys_say_what_they_are(tmp_path) -> None:
+    """RewardConfig's center_rewards_coefficient was 'unknown option' (eos_token, SFT's too,
+    was refused with a reason already): at its default it ports, another value is refused
+    as a reward model's training option, in the caller's spelling of the key."""
+    trl = pytest.importorskip("trl")
+
+    dpo_names = {f.name for f in dataclasses.fields(trl.DPOConfig)}
+    reward_only = {f.name: f.default for f in dataclasses.fields(trl.RewardConfig)}
+    reward_only = {k: v for k, v in reward_only.items() if k not in dpo_names}
+    assert "center_rewards_coefficient" in reward_only
+    recipe = tmp_path / "reward.yaml"
+    recipe.write_text(yaml.safe_dump({"model_name_or_path": "m", **reward_only}))
+    assert load_config(str(recipe)) == DPOConfig(model_name_or_path="m")
+    recipe.write_text("model_name_or_path: m\ncenter_rewards_coefficient: 0.01\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(str(recipe))
+    assert "center_rewards_coefficient: 0.01 is not supported: RewardConfig's, a reward " in str(
+        refused.value
+    )
+    assert "unknown option" not in str(refused.value)
+    with pytest.raises(ConfigError) as refused:
+        DPOConfig(model_name_or_path="m", center_rewards_coefficient=0.01)
+    assert str(refused.value).startswith("DPOConfig: center_rewards_coefficient: 0.01 is not")
 
 
 def test_model_init_kwargs_own_options_are_refused_leading_with_the_value_written() -> None:

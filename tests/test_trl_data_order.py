@@ -285,7 +285,8 @@ def test_dataloader_drop_last_is_trls(tiny_model_dirs, pairs_file, tmp_path) -> 
     assert dropping.steps_per_epoch == 1 and keeping.steps_per_epoch == 2
     # (values as YAML and flags write them: 'resume with True' was Python's)
     with pytest.raises(
-        ConfigError, match="drop_last=true, this run has false; .* resume with true,"
+        ConfigError,
+        match="drop_last=true, this run has false; .* resume with dataloader_drop_last: true,",
     ):
         keeping.restore(dropping.state(), "ckpt")
     before = {k: v for k, v in keeping.state().items() if k != "drop_last"}

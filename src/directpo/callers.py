@@ -160,6 +160,14 @@ def spell_setting(*settings: tuple[str, Any] | str, last: str = ", ") -> str:
     return f"{setting_verb()} {joined}"
 
 
+def spell_pair(first: tuple[str, Any], joint: str, second: tuple[str, Any]) -> str:
+    """Two settings said together as the caller wrote them, a problem's lead-in: ``eval_dtype:
+    bfloat16 under dtype: float32`` (a recipe), ``--eval_dtype bfloat16 under --dtype float32``,
+    ``eval_dtype='bfloat16' under dtype='float32'``."""
+    said = [spell_option(*setting, in_recipe=False) for setting in (first, second)]
+    return f" {joint} ".join(said)
+
+
 def spell_name(name: str) -> str:
     """An option to set, named alone as the caller gives it: ``max_steps`` (a recipe's key),
     ``--max_steps``, ``max_steps=...``."""

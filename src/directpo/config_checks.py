@@ -15,7 +15,7 @@ import importlib.util
 import os
 
 from directpo.best import default_metric_unlogged
-from directpo.callers import spell_option, spell_setting
+from directpo.callers import spell_option, spell_pair, spell_setting, spell_value
 from directpo.config import (
     ATTN_IMPLEMENTATIONS,
     DISTRIBUTED_MODES,
@@ -44,7 +44,12 @@ from directpo.option_values import as_yaml, value_shown
 from directpo.options import reject_if_set
 from directpo.sampling_checks import check_generation
 from directpo.trl_compat import refuse_loading_options
-from directpo.trl_table import is_eight_bit, low_bit_refusal
+from directpo.trl_table import (
+    OTHER_TRACKERS,
+    is_eight_bit,
+    low_bit_refusal,
+    other_optimizer_refusal,
+)
 
 
 def check_values(config: DPOConfig) -> None:
@@ -54,6 +59,8 @@ def check_values(config: DPOConfig) -> None:
     config._apply_trl_spellings()
     if is_eight_bit(config.optimizer):  # (transformers' name given as directpo's option)
         config._refuse("optimizer", low_bit_refusal("optimizer", config.optimizer))
+    elif other := other_optimizer_refusal("optimizer", str(config.optimizer)):
+        config._refuse("optimizer", other)  # (sgd, adafactor: told the three names alone)
     one_of("optimizer", OPTIMIZERS)
     one_of("lr_scheduler_type", LR_SCHEDULERS)
     check_losses(config, require)
@@ -169,7 +176,14 @@ def check_values(config: DPOConfig) -> None:
     if off:  # (the word other options take for nothing; transformers refuses it here too)
         said = f"report_to: {value_shown(off[0])} is written none (no tracker)"
         config._refuse("report_to", said)
-    if unknown and not off:  # (report_to: wand or WandB: told the words alone)
+    foreign = [t for t in unknown if str(t).lower() in OTHER_TRACKERS]
+    if foreign and not off:  # (transformers' own tracker names: told the list alone before)
+        config._refuse(
+            "report_to",
+            f"report_to: {value_shown(foreign[0])} is a transformers tracker directpo does not "
+            f"log to; it logs to {', '.join(TRACKERS[:-1])} (or none for no tracker)",
+        )
+    elif unknown and not off:  # (report_to: wand or WandB: told the words alone)
         config._refuse(
             "report_to",
             f"report_to must be a list of {', '.join(TRACKERS)} (got "
@@ -354,16 +368,19 @@ def check_precision(config: DPOConfig) -> None:
     if config.dtype == "float32" and config.eval_dtype == "bfloat16":
         config._refuse(
             "eval_dtype",
-            "eval_dtype: bfloat16 under dtype: float32: the run computes in float32 and so does "
-            f"its evaluation; {spell_setting(('dtype', 'bfloat16'))} (mixed precision) to "
+            f"{spell_pair(('eval_dtype', 'bfloat16'), 'under', ('dtype', 'float32'))}: the run "
+            "computes in float32 and so does its evaluation; "
+            f"{spell_setting(('dtype', 'bfloat16'))} (mixed precision) to "
             "evaluate as bf16 computes",
         )
+    flash = ("attn_implementation", "flash_attention_2")
     if config.eval_dtype == "float32" and config.attn_implementation == "flash_attention_2":
         config._refuse(
             "eval_dtype",
-            "eval_dtype: float32 with attn_implementation: flash_attention_2, whose kernels "
-            "compute in bf16/fp16 only; use attn_implementation: varlen or sdpa, or eval_dtype: "
-            "auto (evaluates in bfloat16 with flash_attention_2)",
+            f"{spell_pair(('eval_dtype', 'float32'), 'with', flash)}, whose kernels compute in "
+            f"bf16/fp16 only; {spell_setting(('attn_implementation', 'varlen'))} or "
+            f"{spell_value('sdpa')}, or {spell_option('eval_dtype', 'auto', in_recipe=False)} "
+            "(evaluates in bfloat16 with flash_attention_2)",
         )
     if config.dtype == "float32":
         reject_if_set(config, ("master_weights",), "dtype is float32 (weights are float32)")

@@ -43,6 +43,7 @@ from dataclasses import replace
 from itertools import chain
 from typing import Any
 
+from directpo.callers import Spelling, caller
 from directpo.data_sources import is_path_list, no_rows, source_label
 from directpo.errors import DataError
 from directpo.pair_rows import (
@@ -65,6 +66,7 @@ from directpo.preference_pairs import (
     PreferenceExample,
     counted,
     prompt_of,
+    source_kind,
 )
 from directpo.readers import RowError, kind_of, open_rows
 from directpo.refusals import SKIP_HINT, RefusedRows, hint_once
@@ -129,6 +131,7 @@ def load_preferences(
             unread_system([e for part in parts for e in part.examples], columns),
             sum(part.ties for part in parts),
             [tie for part in parts for tie in part.first_tie][:1],
+            "files" if len(parts) > 1 else "file",
         )
     label = name or source_label(source)
     # each row validated as it is read: a list of a JSON Lines / CSV / Parquet file's raw rows
@@ -141,6 +144,7 @@ def load_preferences(
     )
     if data is None:
         raise no_rows(label, source)
+    data.source_kind = source_kind(source, caller().spelling is Spelling.PYTHON)
     return data
 
 

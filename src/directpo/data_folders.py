@@ -142,6 +142,8 @@ def mixed_splits(key: str, paths: Any, by_split: str = BY_SPLIT) -> str | None:
     files = [str(path) for path in paths if os.path.isfile(str(path))]
     if len(files) < 2:
         return None
+    if revisions := _revisions(key, files):
+        return revisions
     root = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files])
     named: dict[str, list[str]] = {}
     for path in files:
@@ -193,6 +195,32 @@ def _hub_splits(key: str, files: list[str], by_split: str) -> str | None:
         f"{key}: lists the files of {len(splits)} splits of one dataset, by the names the hub "
         f"gives a split's files ({said}), read as one: give one split's files, or {by_split}"
         f"{_deliberately(key, splits)}"
+    )
+
+
+# a file of a hub cache folder's snapshot: .../datasets--org--name/snapshots/<commit>/...
+_SNAPSHOT = re.compile(r"(.*[/\\](?:datasets|models)--[^/\\]+)[/\\]snapshots[/\\]([^/\\]+)[/\\]")
+
+
+def _revisions(key: str, files: list[str]) -> str | None:
+    """Why ``files`` are those of several snapshots (revisions) of one hub cache folder, or
+    None: snapshots/*/data/*.parquet trained each revision's pairs, the same pairs once per
+    revision downloaded, said only as 'repeat an earlier pair (kept)'."""
+    by_folder: dict[str, dict[str, list[str]]] = {}
+    for path in files:
+        found = _SNAPSHOT.match(os.path.abspath(path))
+        if found is not None:
+            by_folder.setdefault(found[1], {}).setdefault(found[2], []).append(path)
+    folder, snapshots = next(
+        ((f, held) for f, held in by_folder.items() if len(held) > 1), (None, None)
+    )
+    if folder is None or snapshots is None:
+        return None
+    said = ", ".join(sorted(snapshots))
+    return (
+        f"{key}: lists the files of {len(snapshots)} snapshots (revisions) of one hub cache "
+        f"folder ({said}), each revision's pairs read once more: give one snapshot's files, "
+        f"or the folder as dataset_name (its refs/main snapshot is read): {folder}"
     )
 
 

@@ -10,6 +10,7 @@ import json
 import os
 from typing import TYPE_CHECKING
 
+from directpo.callers import spell_setting, spell_value
 from directpo.errors import refuse_all
 
 if TYPE_CHECKING:
@@ -53,7 +54,8 @@ def _kernels_missing(config: DPOConfig) -> list[str]:
     if config.attn_implementation == "flash_attention_2" and not flash:
         problems.append(
             "attn_implementation: flash_attention_2 needs flash-attn (pip install flash-attn "
-            "--no-build-isolation, or pip install kernels for the Hub's build); or use auto"
+            "--no-build-isolation, or pip install kernels for the Hub's build); or "
+            f"{spell_setting(('attn_implementation', 'auto'))}"
         )
     return problems
 
@@ -62,16 +64,18 @@ def _cuda_only(config: DPOConfig, device_type: str) -> list[str]:
     """The options set that need CUDA, each in a line, for a run on ``device_type``."""
     problems = []
     dense = _dense_kernel(config.model_name_or_path)
+    # (was "use auto or sdpa" for every caller, of no option named)
+    instead = f"{spell_setting(('attn_implementation', 'auto'))} or {spell_value(dense)}"
     if config.attn_implementation == "flex_attention":
         problems.append(
             f"attn_implementation: flex_attention trains on CUDA only (PyTorch's "
-            f"FlexAttention has no backward on {device_type}); use auto or {dense}"
+            f"FlexAttention has no backward on {device_type}); {instead}"
         )
     if config.attn_implementation == "flash_attention_2":
         # transformers would refuse it only when the model loads, after the data was tokenized
         problems.append(
             f"attn_implementation: flash_attention_2 runs on CUDA only (FlashAttention's "
-            f"kernels), and this run is on {device_type}; use auto or {dense}"
+            f"kernels), and this run is on {device_type}; {instead}"
         )
     if config.use_liger_kernel:
         problems.append(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from directpo.callers import Blank, spell_option, spell_setting
 from directpo.config import LOSS_TYPES, DPOConfig
 from directpo.loss_names import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSS_INFO
 from directpo.model_locations import adapter_sync_problem
@@ -112,8 +113,9 @@ def check_loss_modifiers(config: DPOConfig) -> None:
             "loss_type",
             f"loss_type {' / '.join(sorted_losses)} sorts the margins within each micro-batch, "
             "and per_device_train_batch_size 1 leaves one pair to sort: that is sigmoid DPO; "
-            "set per_device_train_batch_size >= 2 (gradient_accumulation_steps does not widen "
-            "the sort), or use loss_type sigmoid",
+            f"{spell_setting(('per_device_train_batch_size', Blank('2 or more')))} "
+            "(gradient_accumulation_steps does not widen the sort), or "
+            f"{spell_option('loss_type', 'sigmoid', in_recipe=False)}",
         )
     if sorted_losses and config.auto_find_batch_size:  # batch_fit keeps per-pair losses only
         config._refuse(

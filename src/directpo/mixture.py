@@ -225,9 +225,19 @@ def _missing_files(entry: dict[str, Any]) -> list[str]:
             lines.append(f"{where}: data_files: no such file or folder: {path}")
         all_found += sorted(found)
     by_split = "data_files: {train: ..., test: ...} naming each split's (split picks one)"
-    if not isinstance(files, dict) and (
-        mixed := mixed_splits(f"{where}: data_files", all_found, by_split)
-    ):  # (data_files of no split names are all datasets' train split)
+    if isinstance(files, dict):  # (the split read: a mapping's train was not checked)
+        read = str(entry.get("split", "train")).split("[")[0]  # (train[:50%]: train's)
+        group = files.get(read)
+        found = [
+            p
+            for path in ([group] if isinstance(group, str) else group or [])
+            if isinstance(path, str) and "://" not in path
+            for p in sorted(glob.glob(os.path.join(base, os.path.expanduser(path)), recursive=True))
+        ]
+        mixed = mixed_splits(f"{where}: data_files: {read}", found, by_split)
+    else:  # (data_files of no split names are all datasets' train split)
+        mixed = mixed_splits(f"{where}: data_files", all_found, by_split)
+    if mixed:
         lines.append(mixed)
     return lines
 

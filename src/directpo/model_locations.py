@@ -8,7 +8,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from directpo.callers import spell_setting
+from directpo.callers import spell_option, spell_setting
 from directpo.errors import ConfigError, collected
 from directpo.option_values import value_shown
 
@@ -38,8 +38,8 @@ def lora_off_reason(model: str | None, use_peft: bool | None = None) -> str:
         )
     if use_peft is False:
         return (
-            f"use_peft is false (no LoRA); {spell_setting(('use_peft', True))} for adapters, "
-            "or remove it"
+            f"{spell_option('use_peft', False, in_recipe=False)} turns LoRA off; "
+            f"{spell_setting(('use_peft', True))} for adapters, or remove it"
         )
     return f"lora_r is 0 (no LoRA); {spell_setting(('lora_r', 16))}"
 

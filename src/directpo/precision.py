@@ -47,6 +47,7 @@ from typing import Any
 
 import torch
 
+from directpo.callers import spell_option, spell_setting
 from directpo.errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -228,8 +229,10 @@ def evaluates_in_float32(
     if eval_dtype == "float32":
         if sharded:
             raise ConfigError(
-                "eval_dtype: float32 under FSDP: the sharded model is gathered in bf16 for every "
-                "forward; use eval_dtype: auto (bfloat16 under FSDP), or distributed: ddp"
+                f"{spell_option('eval_dtype', 'float32', in_recipe=False)} under FSDP: the "
+                "sharded model is gathered in bf16 for every forward; "
+                f"{spell_setting(('eval_dtype', 'auto'))} (bfloat16 under FSDP), or "
+                f"{spell_option('distributed', 'ddp', in_recipe=False)}"
             )
         return True
     return not sharded and attention != "flash_attention_2"

@@ -74,6 +74,31 @@ class PreferenceExample:
         return self.prompt
 
 
+# how to leave tied pairs out, by what they were read from: a Python caller's rows were told
+# to drop them "from the file" they never had, and a hub dataset's user too
+TIES_LEFT_OUT = {
+    "file": "drop tied rows from the file to leave them out",
+    "files": "drop tied rows from the files to leave them out",
+    "list": "drop tied rows from the list to leave them out",
+    "DataFrame": "drop tied rows from the DataFrame to leave them out",
+    "Dataset": "filter tied rows out of the Dataset (Dataset.filter) to leave them out",
+    "hub": "to leave them out, give a file of the dataset's other rows",
+}
+
+
+def source_kind(source: Any, python_caller: bool) -> str:
+    """What pairs are read from, as TIES_LEFT_OUT names it: a file (a path), a list, a
+    DataFrame or a Dataset a Python caller passed; from a recipe or flags, a source that is no
+    path is a hub dataset (dataset_name) loaded here."""
+    if isinstance(source, str):
+        return "file"
+    if not python_caller:
+        return "hub"
+    if isinstance(source, list | tuple):
+        return "list"
+    return "DataFrame" if hasattr(source, "to_dict") and hasattr(source, "columns") else "Dataset"
+
+
 @dataclass
 class PreferenceData:
     examples: list[PreferenceExample]
@@ -86,6 +111,8 @@ class PreferenceData:
     # one said
     ties: int = 0
     first_tie: list[str] = field(default_factory=list)
+    # what the pairs were read from, for what to drop tied rows from (TIES_LEFT_OUT's keys)
+    source_kind: str = "file"
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -111,7 +138,7 @@ class PreferenceData:
                 "chosen and rejected alike "
                 # (kept, not 'trained': an eval file's line says it too, of pairs evaluated)
                 f"({self.first_tie[0]}{', ...' if self.ties > 1 else ''}): kept as "
-                "labelled, as TRL does (drop tied rows from the file to leave them out)"
+                f"labelled, as TRL does ({TIES_LEFT_OUT[self.source_kind]})"
             )
         if self.unread_system:
             name, rows = self.unread_system

@@ -20,6 +20,7 @@ from transformers import set_seed
 
 from directpo.batching import Layout
 from directpo.best import BestModel, sampled_metrics
+from directpo.callers import spell_setting
 from directpo.checkpoint import write_or_stop
 from directpo.config import DPOConfig
 from directpo.distributed import World, materialize, release_host_memory, wrap
@@ -153,8 +154,10 @@ def prepare_run(
         if config.auto_find_batch_size and world.size > 1:  # (one rank alone would retry a step)
             raise ConfigError(
                 "auto_find_batch_size works in one process: under torchrun every rank would have "
-                "to retry the same step; set per_device_train_batch_size (and "
-                "gradient_accumulation_steps)"
+                "to retry the same step; "
+                + spell_setting(
+                    "per_device_train_batch_size", "gradient_accumulation_steps", last=" and "
+                )
             )
         replaced = prepare_output_dir(output_dir, config, lock)
     except ConfigError as error:  # the data's bad rows with it: else the next run's news

@@ -19,15 +19,18 @@ import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from directpo.batching import LEGACY_ORDER, TRL_ORDER, DataSchedule
+from directpo.callers import spell_option
 from directpo.cli_flags import as_written
 from directpo.errors import ConfigError
 from directpo.pair_store import id_parts
+from directpo.resumable import start_from
 from directpo.tokenization import TOKENIZATION_RULES, TokenizedPair
 
 
@@ -344,6 +347,11 @@ def _pairs_per_step(saved: dict[str, Any], now: dict[str, Any]) -> str:
     )
 
 
+# a recorded data setting and the option that sets it again (data_seed: the order's seed,
+# whichever option gave it)
+RESUMED_AS = {"drop_last": "dataloader_drop_last", "seed": "data_seed"}
+
+
 def _check_same(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> None:
     names = {
         "batch_size": "batch_size (per_device_train_batch_size x processes)",
@@ -378,10 +386,8 @@ def _check_same(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> 
             raise ConfigError(
                 f"resume_from_checkpoint: {checkpoint} was tokenized by an earlier directpo "
                 f"(tokenization rules {rules}, now {TOKENIZATION_RULES}: {changes}), so its pairs "
-                "are other ids now and the run cannot continue as it was; to go on from its "
-                "weights, train "
-                f"a new output_dir with model_name_or_path: {checkpoint} and "
-                "ref_model_name_or_path: the run's starting model"
+                "are other ids now and the run cannot continue as it was: "
+                f"{start_from(Path(checkpoint))} in a new output_dir"
             )
         if key == "pairs_fingerprint" and key in saved and saved[key] != value:
             raise ConfigError(
@@ -406,8 +412,11 @@ def _check_same(saved: dict[str, Any], now: dict[str, Any], checkpoint: str) -> 
         if key != "pairs_fingerprint" and before != value:
             # (values as the YAML file and flags write them: "resume with True" is no YAML)
             was, has = as_written(before), as_written(value)
+            # (the fix was "resume with false" / "with 5", of no option, in every caller's words)
+            option = RESUMED_AS.get(key)
+            again = spell_option(option, before, in_recipe=False) if option else was
             raise ConfigError(
                 f"resume_from_checkpoint: {checkpoint} was trained with "
                 f"{names.get(key, key)}={was}, this run has {has}; the data order "
-                f"would differ: resume with {was}, or start a new output_dir"
+                f"would differ: resume with {again}, or start a new output_dir"
             )

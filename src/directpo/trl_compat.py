@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from directpo.callers import spell_option, spell_pair
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.foreign_names import AS_WRITTEN, REFUSED, RENAMED, component_hint, is_component
 from directpo.model_locations import is_adapter_folder
@@ -38,6 +39,7 @@ from directpo.trl_table import (
     VERSION_HINT,
     is_eight_bit,
     low_bit_refusal,
+    other_optimizer_refusal,
 )
 
 
@@ -50,6 +52,8 @@ def apply_trl_meanings(config: Any) -> None:
     if config.optim is not None:
         if is_eight_bit(config.optim):
             config._refuse("optim", low_bit_refusal("optim", config.optim))
+        elif other := other_optimizer_refusal("optim", str(config.optim)):
+            config._refuse("optim", other)
         elif config.optim not in TRL_OPTIMIZERS:
             config._refuse(
                 "optim",
@@ -66,8 +70,9 @@ def apply_trl_meanings(config: Any) -> None:
         # (once the unset rank: a rank of 0 asked for became 16 without a word)
         config._refuse(
             "lora_r",
-            "lora_r: 0 with use_peft: true: an adapter of rank 0 trains nothing (peft refuses "
-            "it); remove lora_r for rank 16 (TRL's default), or use_peft to train every weight",
+            f"{spell_pair(('lora_r', 0), 'with', ('use_peft', True))}: an adapter of rank 0 "
+            "trains nothing (peft refuses it); remove lora_r for rank 16 (TRL's default), or "
+            "use_peft to train every weight",
         )
     # unset stays unset without use_peft: set later (a notebook), use_peft still means TRL
     # ModelConfig's rank; an adapter folder as the model is continued with its own (use_peft
@@ -77,7 +82,9 @@ def apply_trl_meanings(config: Any) -> None:
         config.lora_r = 16
         config._rank_of_use_peft = True  # a peft_config given to train() replaces it
     if config.use_peft is False and config.lora_r:
-        config._refuse("lora_r", "lora_r is set but use_peft is false: remove one of them")
+        # (use_peft as its caller wrote it: "use_peft is false" read as a recipe's words)
+        off = spell_option("use_peft", False, in_recipe=False)
+        config._refuse("lora_r", f"lora_r is set with {off}: remove one of them")
     _nll_weight(config)
     _attention_from_init_kwargs(config)
     _trust_from_init_kwargs(config)

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from directpo.callers import spell_name, spell_option
+
 ALIASES = {  # TRL's other names for directpo options
     "evaluation_strategy": "eval_strategy",  # transformers < 4.46
     "activation_checkpointing": "gradient_checkpointing",  # transformers >= 5.2x
@@ -120,7 +122,12 @@ ONE_ADAPTER = (  # TRL's two names for one adapter loaded twice: an adapter fold
 )
 TRL_OPTIMIZERS = {  # TRL / transformers' optim names -> directpo's optimizer
     "adamw_torch": "adamw",
-    "adamw_torch_fused": "adamw",
+    "adamw_torch_fused": "adamw",  # torch's AdamW with its fused kernel: the same update
+    # AdamW's update in another device's (or apex's) kernel: directpo places the model itself,
+    # so these train as adamw_torch (they were told the list of choices alone)
+    "adamw_torch_xla": "adamw",
+    "adamw_torch_npu_fused": "adamw",
+    "adamw_apex_fused": "adamw",
     "adamw_hf": "adamw",
     "paged_adamw_32bit": "adamw",  # bitsandbytes' AdamW with paged state: the same updates
     "adamw_anyprecision": "adamw_kahan",
@@ -130,15 +137,69 @@ TRL_OPTIMIZERS = {  # TRL / transformers' optim names -> directpo's optimizer
     "rmsprop_bnb": "rmsprop",
     "rmsprop_bnb_32bit": "rmsprop",
 }
+_OWN = (
+    "directpo's optimizers are AdamW ({}), AdamW with bf16 state "
+    "(adamw_anyprecision) and RMSprop (rmsprop)"
+)
+_OWN_AS_OPTIMIZER = "directpo's optimizers are adamw, adamw_kahan (AdamW, bf16 state) and rmsprop"
+# transformers' optim names of another update than directpo's three, by name or prefix: what
+# each is (they were told the list of choices alone, as if misspelt)
+OTHER_OPTIMIZERS = {
+    "sgd": "plain SGD",
+    "adagrad": "Adagrad",
+    "lion": "Lion (sign-of-momentum updates)",
+    "paged_lion": "Lion (sign-of-momentum updates)",
+    "adafactor": "Adafactor (factored second moments)",
+    "ademamix": "AdEMAMix (two momenta)",
+    "paged_ademamix": "AdEMAMix (two momenta)",
+    "galore_": "GaLore (low-rank projected gradients)",
+    "apollo_": "APOLLO (low-rank projected gradients)",
+    "lomo": "LOMO (updates fused into the backward pass)",
+    "adalomo": "AdaLomo (updates fused into the backward pass)",
+    "grokadamw": "GrokAdamW (gradients amplified by their moving average)",
+    "schedule_free_": "a schedule-free optimizer (its own iterate averaging, no LR schedule)",
+    "stable_adamw": "StableAdamW (per-tensor update clipping)",
+}
+
+
+def other_optimizer_refusal(key: str, name: str) -> str | None:
+    """The line refusing ``key: name``, one of transformers' optimizers directpo has no update
+    of (``None`` for a name that is none of them: a misspelling, told the choices)."""
+    for prefix, what in OTHER_OPTIMIZERS.items():
+        if (
+            name == prefix
+            or (prefix.endswith("_") and name.startswith(prefix))
+            or (name.startswith(prefix + "_") and name.removeprefix(prefix + "_") == "32bit")
+        ):
+            own = _OWN_AS_OPTIMIZER
+            if key == "optim":
+                own = _OWN.format(spell_option("optim", "adamw_torch", in_recipe=False))
+            lead = spell_option(key, name, in_recipe=False)  # (as its caller wrote it)
+            return f"{lead} is {what}, which directpo does not offer; {own}"
+    return None
+
+
+# transformers' report_to names of trackers directpo does not log to (its own: TRACKERS)
+OTHER_TRACKERS = (
+    "azure_ml", "comet_ml", "neptune", "codecarbon", "clearml", "dagshub", "flyte", "dvclive",
+    "swanlab", "kubeflow",
+)  # fmt: skip
+
+
 # low-bit optimizers: bitsandbytes' 8-bit ones (adamw_8bit, paged_adamw_8bit, adamw_bnb_8bit,
 # lion_8bit) and torchao's (adamw_torch_8bit, adamw_torch_4bit): directpo has none (neither is
 # a dependency), so what it has for a smaller optimizer state is said first, not the list of
 # choices alone
-EIGHT_BIT = (
-    "which directpo does not offer; for less optimizer memory use dtype: bfloat16, "
-    "master_weights: bfloat16 and optimizer: adamw_kahan (bf16 state, updates kept), an "
-    "adapter (lora_r: only its state) or fsdp_offload (state in CPU memory)"
-)
+def _eight_bit() -> str:
+    """What lowers optimizer memory here, in the caller's words (was a recipe's for all)."""
+    kahan = [("dtype", "bfloat16"), ("master_weights", "bfloat16"), ("optimizer", "adamw_kahan")]
+    said = [spell_option(name, value, in_recipe=False) for name, value in kahan]
+    return (
+        f"which directpo does not offer; for less optimizer memory use {said[0]}, {said[1]} "
+        f"and {said[2]} (bf16 state, updates kept), an adapter ({spell_name('lora_r')}, only "
+        f"its state) or {spell_option('fsdp_offload', True, in_recipe=False)} (state in CPU "
+        "memory)"
+    )
 
 
 def is_eight_bit(name: str) -> bool:
@@ -150,7 +211,7 @@ def low_bit_refusal(key: str, name: str) -> str:
     """The line refusing ``key: name``, a low-bit optimizer, naming whose it is."""
     bits = "4-bit" if "4bit" in name else "8-bit"
     owner = "torchao's" if name.startswith("adamw_torch_") else "bitsandbytes'"
-    return f"{key}: {name} is {owner} {bits} optimizer, {EIGHT_BIT}"
+    return f"{spell_option(key, name, in_recipe=False)} is {owner} {bits} optimizer, {_eight_bit()}"
 
 
 # key: (accepted when, what to do otherwise)
@@ -324,7 +385,7 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
         _nothing,
         "SFTConfig's; directpo tokenizes each pair itself from its prompt, chosen and rejected",
     ),
-    "eos_token": (
+    "eos_token": (  # (SFTConfig's and RewardConfig's)
         _nothing,
         "a completion ends with the tokenizer's EOS; set eos_token in the model folder's "
         "tokenizer files to change it",
@@ -337,6 +398,14 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda value: value in (True, None),
         "DPO's log-probs are the completions' alone (assistant_only_loss: true narrows them "
         "to the assistant's turns)",
+    ),
+    # RewardConfig's (a recipe of the reward-model stage; was "unknown option"): at its
+    # default (null) or 0 it asks for nothing
+    "center_rewards_coefficient": (
+        _nothing,
+        "RewardConfig's, a reward model's training option (a penalty centring its scores on "
+        "0); DPO trains the policy with no reward model (its implicit reward is "
+        "beta x the log-ratio to the reference)",
     ),
     # KTOConfig's weights: at 1.0 they weigh nothing here
     "desirable_weight": (_equals(1.0), KTO),
