@@ -552,6 +552,40 @@ def test_an_exif_rotated_photo_is_read_upright_as_datasets_decodes_it(tmp_path) 
         assert list(open_image(image).getdata()) == list(decoded.getdata())
 
 
+def test_16_bit_and_transparent_images_are_the_pixels_the_processor_would_make(tmp_path) -> None:
+    """A 16-bit grayscale PNG (a scan, a depth map) trained as a white image (PIL's
+    convert("RGB") clipped each value at 255); it is its values scaled to 8 bits. A PNG's
+    transparent pixels took the colour hidden under them (black here); they are white, as
+    transformers' convert_to_rgb makes the RGBA image datasets.Image decodes for TRL. From a
+    path, bytes or a PIL image alike."""
+    import numpy as np
+    from PIL import Image
+    from transformers.image_transforms import convert_to_rgb
+
+    from directpo.vision import image_values, open_image
+
+    ramp = np.arange(0, 65536, 16, dtype=np.uint16).reshape(64, 64)
+    Image.fromarray(ramp).save(tmp_path / "scan.png")
+    assert Image.open(tmp_path / "scan.png").mode == "I;16"
+    half_clear = np.zeros((8, 8, 4), np.uint8)
+    half_clear[:, :4] = (200, 30, 30, 255)  # the left half opaque red, the right transparent
+    Image.fromarray(half_clear, "RGBA").save(tmp_path / "logo.png")
+    expected = {
+        "scan.png": np.repeat((ramp >> 8).astype(np.uint8)[..., None], 3, axis=2),
+        "logo.png": np.asarray(convert_to_rgb(Image.open(tmp_path / "logo.png"))),
+    }
+    assert expected["logo.png"][0, 7].tolist() == [255, 255, 255]
+    for name, pixels in expected.items():
+        raw = (tmp_path / name).read_bytes()
+        for value in (name, raw, Image.open(tmp_path / name)):
+            (image,) = image_values(value, str(tmp_path))
+            assert np.array_equal(np.asarray(open_image(image)), pixels), (name, type(value))
+    # an 8-bit image held in PIL's 32-bit "I" mode keeps its values
+    eight_bit = np.arange(64, dtype=np.int32).reshape(8, 8)
+    kept = np.asarray(open_image(Image.fromarray(eight_bit, "I")))[..., 0]
+    assert np.array_equal(kept, eight_bit.astype(np.uint8))
+
+
 def test_image_parts_go_in_the_first_user_turn_when_no_message_names_one(tmp_path) -> None:
     """A system turn written as text parts, or a user turn as text parts without an image part,
     names no image: the row's images go first in the first user turn, as for string contents

@@ -205,12 +205,41 @@ def open_image(value: Any) -> Any:
             value = ImageOps.exif_transpose(Image.open(io.BytesIO(value)))
         elif isinstance(value, str):
             value = ImageOps.exif_transpose(Image.open(value))
-        return value.convert("RGB")
+        return _as_rgb(value)
     except Exception as exc:  # PIL raises several types for a broken or foreign file
         name = value if isinstance(value, str) else "an image"
         # PIL's message names its BytesIO object, which tells a reader nothing
         detail = "not an image format PIL reads" if isinstance(exc, UnidentifiedImageError) else exc
         raise ImageError("unreadable image", f"cannot read {name} ({detail})") from None
+
+
+# PIL's modes of 16-bit grayscale (a PNG or TIFF of 16 bits; "I" where an older PIL opens one):
+# PIL's convert("RGB") clips each value at 255, so such an image trained as a white one
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def _as_rgb(image: Any) -> Any:
+    """An image in RGB as the processor makes one: 16-bit values scaled to 8 bits (not clipped
+    white), and transparent pixels laid on white as transformers' ``convert_to_rgb`` lays them
+    (what TRL's processor does with the RGBA image ``datasets.Image`` decodes; PIL's
+    ``convert("RGB")`` kept the colour hidden under them, often black)."""
+    from PIL import Image
+
+    if image.mode in SIXTEEN_BIT_MODES:
+        import numpy as np
+
+        values = np.asarray(image).astype(np.uint32)
+        # "I" holds 16-bit values only where one exceeds 8 bits; an 8-bit image in it is kept
+        if image.mode != "I" or values.max(initial=0) > 255:
+            values = values >> 8
+        image = Image.fromarray(values.clip(0, 255).astype(np.uint8), "L")
+    if image.mode in ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255)), rgba).convert(
+            "RGB"
+        )
+    return image.convert("RGB")
 
 
 @dataclass
