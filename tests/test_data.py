@@ -875,6 +875,28 @@ def test_completion_text_parts_are_joined_and_an_empty_images_list_is_no_images(
         _load_rows(tmp_path, [bad])
 
 
+def test_an_openai_image_url_part_is_one_short_line_saying_the_part_to_write(
+    tmp_path: Path,
+) -> None:
+    """An OpenAI-style part ({"type": "image_url", "image_url": {"url": DATA_URI}}) printed
+    its whole base64 image in the error (thousands of characters); its texts are cut, and the
+    line says the image part that is read instead."""
+    data_uri = "data:image/png;base64," + "iVBORw0KGgo" * 600
+    part = {"type": "image_url", "image_url": {"url": data_uri}}
+    row = {
+        "prompt": [{"role": "user", "content": [part, {"type": "text", "text": "What is it?"}]}],
+        "chosen": [{"role": "assistant", "content": "A cat."}],
+        "rejected": [{"role": "assistant", "content": "A dog."}],
+    }
+    with pytest.raises(DataError) as refused:
+        _load_rows(tmp_path, [row])
+    line = str(refused.value)
+    assert "\n" not in line and len(line) < 600, line
+    assert "line 1: field 'prompt': message 1 has a content part {'type': 'image_url'" in line
+    assert f"({len(data_uri)} characters)" in line
+    assert """write OpenAI's image_url part as {"type": "image", "url": ...}""" in line
+
+
 def test_a_prompt_text_with_whole_conversations_uses_their_shared_turns(tmp_path: Path) -> None:
     """HuggingFaceH4/ultrafeedback_binarized: prompt text, chosen/rejected conversations."""
     system = {"role": "system", "content": "Be brief."}

@@ -95,12 +95,37 @@ def _content_parts(parts: list[Any], key: str, number: int) -> list[dict[str, An
         elif kind == "image":
             checked.append({"type": "image"})
         else:
+            # OpenAI's image part ({"type": "image_url", "image_url": {"url": ...}}), which
+            # neither TRL nor transformers' chat templates read: said in the form they do read
+            hint = (
+                f'; write OpenAI\'s {kind} part as {{"type": "image", "url": ...}}'
+                if kind in OPENAI_IMAGE_PARTS
+                else ""
+            )
             raise RowError(
                 "bad message",
-                f"field '{key}': message {number} has a content part {part!r}; expected "
-                '{"type": "text", "text": ...} or {"type": "image"}',
+                f"field '{key}': message {number} has a content part {_part_shown(part)}; "
+                'expected {"type": "text", "text": ...} or {"type": "image"} (its image in the '
+                'row\'s images column or the part\'s "image", "url" or "path")' + hint,
             )
     return checked
+
+
+OPENAI_IMAGE_PARTS = ("image_url", "input_image")
+
+
+def _part_shown(part: Any) -> str:
+    """A content part as an error's one line shows it: each text cut (an image part's base64
+    data URI runs to megabytes, and the line held all of it)."""
+
+    def cut(value: Any) -> Any:
+        if isinstance(value, str) and len(value) > 60:
+            return f"{value[:40]}... ({len(value)} characters)"
+        if isinstance(value, dict):
+            return {k: cut(v) for k, v in value.items()}
+        return [cut(v) for v in value] if isinstance(value, list) else value
+
+    return repr(cut(part))
 
 
 def message_list(value: Any, key: str, key_allows_parts: bool = False) -> Messages:
