@@ -586,6 +586,26 @@ def test_16_bit_and_transparent_images_are_the_pixels_the_processor_would_make(t
     assert np.array_equal(kept, eight_bit.astype(np.uint8))
 
 
+def test_an_image_over_pils_pixel_limit_is_said_as_one_to_save_smaller(
+    tmp_path, monkeypatch
+) -> None:
+    """A 400-megapixel scan was 'cannot read ... could be decompression bomb DOS attack.';
+    the line says it is PIL's limit and what to do (PIL's limit lowered here: no huge file)."""
+    from PIL import Image
+
+    from directpo.vision import ImageError, open_image
+
+    make_image(tmp_path / "scan.png", seed=1, size=40)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 600)  # refused over twice this: 1600 > 1200
+    with pytest.raises(ImageError) as refused:
+        open_image(str(tmp_path / "scan.png"))
+    assert refused.value.reason == "unreadable image"
+    assert str(refused.value.message).endswith(
+        "(Image size (1600 pixels) exceeds limit of 1200 pixels, PIL's guard against "
+        "decompression bombs; the processor shrinks every image to its own size: save it smaller)"
+    )
+
+
 def test_image_parts_go_in_the_first_user_turn_when_no_message_names_one(tmp_path) -> None:
     """A system turn written as text parts, or a user turn as text parts without an image part,
     names no image: the row's images go first in the first user turn, as for string contents

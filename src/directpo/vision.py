@@ -210,6 +210,11 @@ def open_image(value: Any) -> Any:
         name = value if isinstance(value, str) else "an image"
         # PIL's message names its BytesIO object, which tells a reader nothing
         detail = "not an image format PIL reads" if isinstance(exc, UnidentifiedImageError) else exc
+        if isinstance(exc, Image.DecompressionBombError):  # said as an attack: a scan is no such
+            detail = (
+                f"{str(exc).split(', could be')[0]}, PIL's guard against decompression bombs; "
+                "the processor shrinks every image to its own size: save it smaller"
+            )
         raise ImageError("unreadable image", f"cannot read {name} ({detail})") from None
 
 
