@@ -606,6 +606,28 @@ def test_an_image_over_pils_pixel_limit_is_said_as_one_to_save_smaller(
     )
 
 
+def test_a_stored_images_bytes_written_as_base64_by_score_read_back_as_that_image(
+    tmp_path,
+) -> None:
+    """score / rank / generate write a Parquet file's datasets.Image values to JSONL as
+    {"bytes": BASE64_TEXT, "path": null}; training on that output (score, filter, train) was
+    'cannot read iVBORw0KGgo...' (the text taken for a path, thousands of characters); it is
+    the image the Parquet row held."""
+    import base64
+
+    import numpy as np
+
+    from directpo.vision import image_values, open_image
+
+    make_image(tmp_path / "a.png", seed=4, size=24)
+    raw = (tmp_path / "a.png").read_bytes()
+    written = json.loads(json.dumps({"bytes": base64.b64encode(raw).decode(), "path": None}))
+    (image,) = image_values([written], str(tmp_path))
+    assert image == raw
+    expected = np.asarray(open_image(str(tmp_path / "a.png")))
+    assert np.array_equal(np.asarray(open_image(image)), expected)
+
+
 def test_image_parts_go_in_the_first_user_turn_when_no_message_names_one(tmp_path) -> None:
     """A system turn written as text parts, or a user turn as text parts without an image part,
     names no image: the row's images go first in the first user turn, as for string contents

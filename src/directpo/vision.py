@@ -87,8 +87,14 @@ def image_values(value: Any, base_dir: str | None) -> tuple[Any, ...]:
     images = []
     for item in items:
         if isinstance(item, dict):  # datasets.Image as stored: {"bytes": ..., "path": ...}
-            if item.get("bytes"):
-                images.append(item["bytes"])
+            stored = item.get("bytes")
+            if isinstance(stored, str) and stored:
+                # its bytes as base64 text, as JSON holds them (score, rank and generate write a
+                # Parquet file's images so): read as the image's path, the rerun was refused
+                images.append(_base64_bytes(stored, stored))
+                continue
+            if stored:
+                images.append(stored)
                 continue
             item = item.get("path")
         if isinstance(item, str):
@@ -207,7 +213,7 @@ def open_image(value: Any) -> Any:
             value = ImageOps.exif_transpose(Image.open(value))
         return _as_rgb(value)
     except Exception as exc:  # PIL raises several types for a broken or foreign file
-        name = value if isinstance(value, str) else "an image"
+        name = _shown_path(value) if isinstance(value, str) else "an image"
         # PIL's message names its BytesIO object, which tells a reader nothing
         detail = "not an image format PIL reads" if isinstance(exc, UnidentifiedImageError) else exc
         if isinstance(exc, Image.DecompressionBombError):  # said as an attack: a scan is no such
