@@ -1174,6 +1174,26 @@ def test_an_sft_recipes_keys_port_or_say_what_a_dpo_row_is(tmp_path) -> None:
     )  # padding_free packs each micro-batch already, no pair attending to another
 
 
+def test_packing_beside_padding_free_off_is_refused_not_dropped(tmp_path, capsys) -> None:
+    """SFTConfig's packing (and eval_packing, OpenRLHF's packing_samples) port because
+    padding_free packs each micro-batch; beside padding_free: false they were taken and
+    dropped, every row padded, without a word. Refused in the caller's words."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model_name_or_path: m\npacking: true\npadding_free: false\n")
+    with pytest.raises(ConfigError, match=r"packing: true asks for packed .* padding_free: false"):
+        load_config(str(recipe))
+    with pytest.raises(ConfigError, match=r"eval_packing=True asks .* padding_free=False turns"):
+        DPOConfig(model_name_or_path="m", eval_packing=True, padding_free=False)
+    code = main(["train", "--model_name_or_path", "m", "--packing_samples", "--padding_free",
+                 "false", "--output_dir", str(tmp_path / "out")])  # fmt: skip
+    said = capsys.readouterr().err
+    assert code == 2 and "--packing_samples asks for packed sequences" in said
+    assert "--padding_free false turns that off" in said
+    # packing off (SFT's default) or padding_free on ask for nothing else: they port
+    assert not DPOConfig(model_name_or_path="m", packing=False, padding_free=False).padding_free
+    assert DPOConfig(model_name_or_path="m", packing=True, eval_packing=True).padding_free
+
+
 def test_what_a_refused_trl_name_says_to_write_is_taken() -> None:
     """A refusal's 'what to write instead' names an option that works: DPOTrainer's
     optimizer_cls_and_kwargs said 'set optim and optim_args instead', and optim_args is

@@ -365,6 +365,8 @@ def _takes(key: str, known: list[str]) -> bool:
 
 
 NO_STRINGS = ("logging_strategy",)  # TRL's string options with a "no" (YAML's is false)
+# other tools' names for packing, which padding_free does here (_packing_unpadded)
+PACKING = ("packing", "eval_packing", "packing_samples", "ds.packing_samples")
 
 
 def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str, Any]:
@@ -418,6 +420,29 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
             if flag and key in VERSION_FLAGS:
                 hint = VERSION_HINT
             problems.append(f"unknown option '{flag}{key}'{hint}")
+    problems += _packing_unpadded(values, where)
     if problems:
         raise ConfigErrors("" if flag else where, problems)
     return result
+
+
+def _packing_unpadded(values: dict[str, Any], where: str) -> list[str]:
+    """SFTConfig's packing / eval_packing (or OpenRLHF's packing_samples) asking to pack
+    beside padding_free off: they port because padding_free packs each micro-batch, so with it
+    off they were taken and dropped, every row padded, without a word."""
+    if values.get("padding_free") is None or _typed(values["padding_free"]) is not False:
+        return []
+    said = {
+        "command line": lambda key, value: f"--{key} {value}".rstrip(),
+        "DPOConfig": lambda key, value: f"{key}={value}",
+    }.get(where, lambda key, value: f"{key}: {value}")
+    true, false = ("True", "False") if where == "DPOConfig" else ("true", "false")
+    if where == "command line":
+        true = ""  # (a switch stands alone)
+    asked = [key for key in PACKING if _typed(values.get(key)) is True]
+    return [
+        f"{said(key, true)} asks for packed sequences, which directpo packs with padding_free, "
+        f"and {said('padding_free', false)} turns that off: drop one of them (padding_free "
+        "is on by default)"
+        for key in asked
+    ]
