@@ -19,6 +19,8 @@ built:
 
 from __future__ import annotations
 
+import re
+import shlex
 from typing import Any
 
 import yaml
@@ -395,10 +397,11 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
                 result[renames[key]] = value
         elif key in REFUSED:
             if instead := REFUSED[key](value if key in AS_WRITTEN else _typed(value)):
-                problems.append(f"{flag}{key}: {instead}")
+                problems.append(f"{flag}{key}: {respell_advice(instead, known, where)}")
         elif key in NO_EFFECT:
             accepted, instead = NO_EFFECT[key]
             if not accepted(_typed(value)):
+                instead = respell_advice(instead, known, where)
                 reason = f": {instead}" if instead else ""
                 # as written: a flag's own text (--logging_strategy no, not false), a YAML
                 # file's value in YAML (true, not True), a Python call's in Python
@@ -424,6 +427,48 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
     if problems:
         raise ConfigErrors("" if flag else where, problems)
     return result
+
+
+# an option set in a refusal's advice, as the tables write it for a recipe: `torch_compile:
+# true`, `distributed: fsdp`, `eval_generate: N` (a mapping's `{...}` stays YAML: no flag or
+# keyword takes it as written)
+_ADVISED = re.compile(r"\b([a-z][a-z0-9_]*): ([^\s,;(){}\[\]]+)")
+
+
+def respell_advice(text: str, known: list[str], where: str) -> str:
+    """``text`` (a table's advice) with each ``option: value`` it names written as the caller
+    gives options: ``--torch_compile`` / ``--distributed fsdp`` on a command line,
+    ``torch_compile=True`` / ``distributed='fsdp'`` to DPOConfig; a recipe's is as written.
+    A Python or flags user was told YAML they could not paste back."""
+    if where != "command line" and where != "DPOConfig":
+        return text
+
+    def spelt(match: re.Match[str]) -> str:
+        name, written = match.groups()
+        stop = written[len(written.rstrip(".:")) :]  # (a sentence's full stop)
+        written = written.removesuffix(stop)
+        if name not in known or not written:
+            return match.group(0)
+        value = _typed(written)
+        if where == "command line":
+            return (f"--{name}" if value is True else f"--{name} {shlex.quote(written)}") + stop
+        if written.isupper() or _is_number(written):
+            shown = written  # (N: a number to fill in; 1e-5, which YAML 1.1 reads as text)
+        elif name.endswith("_strategy"):
+            shown = repr(written)  # (save_strategy='no', the strategy, not YAML's false)
+        else:
+            shown = repr(value)
+        return f"{name}={shown}{stop}"
+
+    return _ADVISED.sub(spelt, text)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _packing_unpadded(values: dict[str, Any], where: str) -> list[str]:
