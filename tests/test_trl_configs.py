@@ -1214,6 +1214,8 @@ def test_a_refusals_advice_is_written_as_its_caller_gives_options(tmp_path, caps
     assert "(assistant_only_loss=True narrows them" in said
     assert "write save_strategy='no'" in said  # the strategy, not YAML's false
     assert "use dataset_test_split" in said  # (an option named alone is as it is)
+    with pytest.raises(ConfigError, match="does not upload: report_to='trackio' logs on this"):
+        DPOConfig(report_to="trackio", trackio_space_id="me/space")  # (after another label)
     code = main(["train", "--model_name_or_path", "m", "--fsdp", "full_shard",
                  "--completion_only_loss", "false", "--torchdynamo", "inductor"])  # fmt: skip
     err = capsys.readouterr().err

@@ -432,7 +432,8 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
 # an option set in a refusal's advice, as the tables write it for a recipe: `torch_compile:
 # true`, `distributed: fsdp`, `eval_generate: N` (a mapping's `{...}` stays YAML: no flag or
 # keyword takes it as written)
-_ADVISED = re.compile(r"\b([a-z][a-z0-9_]*): ([^\s,;(){}\[\]]+)")
+_LABEL = re.compile(r"\b([a-z][a-z0-9_]*): ")
+_VALUE = re.compile(r"[^\s,;(){}\[\]]+")
 
 
 def respell_advice(text: str, known: list[str], where: str) -> str:
@@ -442,25 +443,31 @@ def respell_advice(text: str, known: list[str], where: str) -> str:
     A Python or flags user was told YAML they could not paste back."""
     if where != "command line" and where != "DPOConfig":
         return text
+    said, at = [], 0
+    # (label by label, none consuming the next: 'does not upload: report_to: trackio')
+    for label in _LABEL.finditer(text):
+        value = _VALUE.match(text, label.end())
+        if label.start() < at or label.group(1) not in known or value is None:
+            continue
+        written = value.group(0).rstrip(".:")  # (a sentence's full stop)
+        if not written:
+            continue
+        said += [text[at : label.start()], _spelt(label.group(1), written, where)]
+        at = label.end() + len(written)
+    return "".join([*said, text[at:]])
 
-    def spelt(match: re.Match[str]) -> str:
-        name, written = match.groups()
-        stop = written[len(written.rstrip(".:")) :]  # (a sentence's full stop)
-        written = written.removesuffix(stop)
-        if name not in known or not written:
-            return match.group(0)
-        value = _typed(written)
-        if where == "command line":
-            return (f"--{name}" if value is True else f"--{name} {shlex.quote(written)}") + stop
-        if written.isupper() or _is_number(written):
-            shown = written  # (N: a number to fill in; 1e-5, which YAML 1.1 reads as text)
-        elif name.endswith("_strategy"):
-            shown = repr(written)  # (save_strategy='no', the strategy, not YAML's false)
-        else:
-            shown = repr(value)
-        return f"{name}={shown}{stop}"
 
-    return _ADVISED.sub(spelt, text)
+def _spelt(name: str, written: str, where: str) -> str:
+    value = _typed(written)
+    if where == "command line":
+        return f"--{name}" if value is True else f"--{name} {shlex.quote(written)}"
+    if written.isupper() or _is_number(written):
+        shown = written  # (N: a number to fill in; 1e-5, which YAML 1.1 reads as text)
+    elif name.endswith("_strategy"):
+        shown = repr(written)  # (save_strategy='no', the strategy, not YAML's false)
+    else:
+        shown = repr(value)
+    return f"{name}={shown}"
 
 
 def _is_number(text: str) -> bool:
