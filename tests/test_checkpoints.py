@@ -1222,8 +1222,8 @@ def test_latest_with_no_checkpoint_is_refused_before_the_data_and_models_load(
     with pytest.raises(CheckpointError) as refused:
         train(config, echo=_quiet)
     assert str(refused.value) == (
-        f"resume_from_checkpoint: latest: no checkpoint in {out} to resume; set "
-        "resume_from_checkpoint: null to start a new run"
+        f"resume_from_checkpoint: latest: no checkpoint in {out} to resume; pass "
+        "resume_from_checkpoint=None to start a new run"  # (train()'s keyword)
     )
 
 

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from directpo.callers import Blank, spell_option
+from directpo.callers import Blank, spell_option, spell_setting
 from directpo.errors import CheckpointError, ConfigError
 from directpo.loss_names import needs_reference
 from directpo.trainer_state import STATE_FILE, own_state
@@ -55,8 +55,8 @@ def refuse_model_only(value: str, output_dir: str | Path) -> None:
     # folder is locked: checkpoint.finish_staged; refused here, the run was started anew)
     if not candidates and not _staged_whole(output_dir):  # (said only after the data loaded)
         raise CheckpointError(
-            f"resume_from_checkpoint: latest: no checkpoint in {output_dir} to resume; set "
-            "resume_from_checkpoint: null to start a new run"
+            f"resume_from_checkpoint: latest: no checkpoint in {output_dir} to resume; "
+            f"{spell_setting(('resume_from_checkpoint', None))} to start a new run"
         )
     if not candidates:
         return
