@@ -79,9 +79,19 @@ def _staged_whole(output_dir: str | Path) -> bool:
     manifest was written (its checksums are verified when it is moved into place)."""
     staged = Path(output_dir).glob(".checkpoint-*.tmp")
     return any(
-        re.fullmatch(r"\.checkpoint-\d+\.tmp", path.name) and (path / MANIFEST).is_file()
+        re.fullmatch(r"\.checkpoint-\d+\.tmp", path.name) and _manifest_read(path / MANIFEST)
         for path in staged
     )
+
+
+def _manifest_read(path: Path) -> bool:
+    """Whether ``path`` is a whole manifest: one cut short by a kill while it was written is
+    no checkpoint (finish_staged leaves it, and the next run removes it as half written), so
+    'latest' is refused before the data loads, as with no staged checkpoint at all."""
+    try:
+        return isinstance(json.loads(path.read_text()).get("files"), dict)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def foreign_checkpoint(path: Path) -> str | None:
