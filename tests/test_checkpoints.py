@@ -1222,8 +1222,8 @@ def test_latest_with_no_checkpoint_is_refused_before_the_data_and_models_load(
     with pytest.raises(CheckpointError) as refused:
         train(config, echo=_quiet)
     assert str(refused.value) == (
-        f"resume_from_checkpoint: latest: no checkpoint in {out} to resume; set "
-        "resume_from_checkpoint: null to start a new run"
+        f"resume_from_checkpoint: latest: no checkpoint in {out} to resume; pass "
+        "resume_from_checkpoint=None to start a new run"  # (train()'s keyword)
     )
 
 
@@ -1505,3 +1505,19 @@ def test_a_copied_runs_record_resumes_the_copy_or_says_which(
     config.save_record(loose)
     assert main(["train", str(loose)]) == 2
     assert "give --output_dir (a new folder)\n" in capsys.readouterr().err
+
+
+def test_a_staged_checkpoint_whose_manifest_was_cut_short_is_no_checkpoint(tmp_path) -> None:
+    """A kill while a staged checkpoint's manifest.json was written left it cut short: its
+    presence alone let 'latest' past the early refusal, the data and models loaded, and the
+    run was then refused all the same (the staged folder, half written, removed). A manifest
+    that does not read is no checkpoint; a whole one still lets the resume go on."""
+    from directpo.resumable import refuse_model_only
+
+    staged = tmp_path / ".checkpoint-3.tmp"
+    staged.mkdir()
+    (staged / "manifest.json").write_text('{"step": 3, "files": {"model.safet')
+    with pytest.raises(CheckpointError, match="latest: no checkpoint in .* to resume"):
+        refuse_model_only("latest", tmp_path)
+    (staged / "manifest.json").write_text(json.dumps({"step": 3, "files": {}}))
+    refuse_model_only("latest", tmp_path)  # (verified when moved into place: finish_staged)

@@ -73,7 +73,7 @@ def test_the_rows_given_to_train_are_said_beside_a_refused_value(tmp_path) -> No
         f"  {held}: line 2: field 'chosen' is empty",
         "  train_dataset: row 2: missing field 'rejected'; row 3: chosen and rejected are "
         "identical",
-        "  skip_invalid_rows: true skips them",
+        "  skip_invalid_rows=True skips them",  # (train()'s keyword)
     ]
     # a path given that is not there was left to the run, which said it only once beta was
     # fixed: it is said with it, as the run says it
@@ -169,5 +169,5 @@ def test_train_and_eval_files_say_the_skip_hint_once_on_a_line_of_its_own(tmp_pa
     assert str(info.value).splitlines()[-3:] == [
         f"  {train_file}: line 1: field 'rejected' is empty (1 more row like it: line 2)",
         f"  {eval_file}: line 1: field 'rejected' is empty (1 more row like it: line 2)",
-        "  skip_invalid_rows: true skips them",
+        "  skip_invalid_rows=True skips them",  # (DPOConfig's keyword)
     ]

@@ -77,12 +77,12 @@ def test_openrlhf_flags_of_another_meaning_are_refused_saying_what_to_write(caps
     assert "train_file" in lines["--dataset"] and "dataset_name" in lines["--dataset"]
     assert "use max_length" in lines["--max_len"] and "drops the pair" in lines["--max_len"]
     assert "gradient_accumulation_steps to train_batch_size" in lines["--train_batch_size"]
-    assert "distributed: ddp" in lines["--zero_stage"]
+    assert "--distributed ddp" in lines["--zero_stage"]  # (a flag, as given)
     assert "summed log-ratios" in lines["--ipo"] and "length-normalised" in lines["--ipo"]
     assert "write the template into the file's prompts" in lines["--input_template"]
-    assert "adam_beta1: 0.9 and adam_beta2: 0.95" in lines["--adam_betas"]
-    assert "precompute_ref_log_probs: true" in lines["--ref_offload"]
-    assert "resume_from_checkpoint: latest" in lines["--load_checkpoint"]
+    assert "--adam_beta1 0.9 and --adam_beta2 0.95" in lines["--adam_betas"]
+    assert "--precompute_ref_log_probs runs" in lines["--ref_offload"]
+    assert "--resume_from_checkpoint latest" in lines["--load_checkpoint"]
     assert "did you mean" not in err and len(lines) == 9
 
 
@@ -315,19 +315,19 @@ def test_openrlhfs_flags_at_their_defaults_are_accepted_and_its_deepspeed_ones_s
 
 def test_openrlhfs_dataset_is_said_as_the_option_its_value_is(tmp_path, capsys) -> None:
     """``--dataset prefs.jsonl`` said 'a file ... is train_file, a hub id dataset_name' and
-    left the user to spell it; a local file (or glob) now says ``train_file: prefs.jsonl``,
-    a hub id ``dataset_name: org/name``."""
+    left the user to spell it; a local file (or glob) now says ``--train_file prefs.jsonl``,
+    a hub id ``--dataset_name org/name`` (a flag, as the user gave theirs; a glob quoted)."""
     pairs = tmp_path / "prefs.jsonl"
     pairs.write_text('{"chosen": "a", "rejected": "b"}\n')
     for value, said in [
-        (str(pairs), f"--dataset: write train_file: {pairs} "),
-        (f"{tmp_path}/*.jsonl", f"--dataset: write train_file: {tmp_path}/*.jsonl "),
-        ("Anthropic/hh-rlhf", "--dataset: write dataset_name: Anthropic/hh-rlhf "),
+        (str(pairs), f"--dataset: write --train_file {pairs} "),
+        (f"{tmp_path}/*.jsonl", f"--dataset: write --train_file '{tmp_path}/*.jsonl' "),
+        ("Anthropic/hh-rlhf", "--dataset: write --dataset_name Anthropic/hh-rlhf "),
     ]:
         assert main(["train", "--dataset", value]) == 2
         assert said in capsys.readouterr().err
     assert main(["train", "--dataset", "data/missing.jsonl"]) == 2
-    assert "dataset_name: data/missing" not in capsys.readouterr().err
+    assert "dataset_name data/missing" not in capsys.readouterr().err
 
 
 def test_a_runs_own_config_yaml_is_read_without_interpolation(tmp_path) -> None:
@@ -405,11 +405,11 @@ def test_openrlhfs_grouped_steps_are_said_as_the_option_their_value_is(capsys) -
     option its value is."""
     assert main(["train", "--eval.steps", "-1", "--ckpt.save_steps", "-1"]) == 2
     err = capsys.readouterr().err
-    assert "--eval.steps: write eval_strategy: epoch" in err
-    assert "--ckpt.save_steps: write save_strategy: no" in err
+    assert "--eval.steps: write --eval_strategy epoch" in err
+    assert "--ckpt.save_steps: write --save_strategy no" in err
     assert main(["train", "--eval.steps", "50", "--ckpt.save_steps", "100"]) == 2
     err = capsys.readouterr().err
-    assert "--eval.steps: write eval_steps: 50" in err and "write save_steps: 100" in err
+    assert "--eval.steps: write --eval_steps 50" in err and "write --save_steps 100" in err
 
 
 def test_transformers_example_scripts_max_train_samples_says_what_to_do(capsys) -> None:

@@ -573,6 +573,22 @@ def test_headers_of_another_case_are_named_in_score_s_and_rank_s_refusal(models,
     assert said in capsys.readouterr().err
 
 
+def test_a_prompt_column_of_another_name_is_said_as_scores_refusal(models, tmp_path, capsys):
+    """A pairs file whose prompt is in a 'question' column was told by score that its text
+    'would go untrained', though score trains nothing: it would never reach the model."""
+    policy, _ = models
+    data = write_jsonl(tmp_path / "q.jsonl", [{"question": "Is it good?", "chosen": " Yes.",
+                                               "rejected": " No."}])  # fmt: skip
+    args = ["--input", str(data), "--output", str(tmp_path / "s.jsonl")]
+    assert main(["score", "--model_name_or_path", str(policy), *args]) == 2
+    said = capsys.readouterr().err
+    assert (
+        "column 'question', which would never reach the model; give --prompt_column question"
+        in said
+    )
+    assert "untrained" not in said
+
+
 def test_every_bad_row_of_score_and_rank_is_said_in_one_line_before_loading(
     models, tmp_path, monkeypatch, capsys
 ):

@@ -993,11 +993,11 @@ def test_a_transformers_4_recipe_ports_and_its_gpu_choices_are_named(tmp_path) -
     recipe.write_text(yaml.safe_dump({"model_name_or_path": "m", **TRANSFORMERS_4_KEYS}))
     assert load_config(str(recipe)) == DPOConfig(model_name_or_path="m")
     for key, value, message in (
-        ("half_precision_backend", "cpu_amp", "bf16: true is directpo's own mixed precision"),
+        ("half_precision_backend", "cpu_amp", "bf16=True is directpo's own mixed precision"),
         ("no_cuda", True, "CUDA_VISIBLE_DEVICES= directpo train"),
         ("per_gpu_train_batch_size", 4, "use per_device_train_batch_size"),
-        ("adafactor", True, "choose optim: adamw_torch,"),
-        ("fsdp_transformer_layer_cls_to_wrap", "LlamaDecoderLayer", "use distributed: fsdp"),
+        ("adafactor", True, "choose optim among adamw_torch,"),
+        ("fsdp_transformer_layer_cls_to_wrap", "LlamaDecoderLayer", "use distributed='fsdp'"),
     ):
         with pytest.raises(ConfigError, match=re.escape(f"{key}: {value!r} is not supported: ")):
             DPOConfig(model_name_or_path="m", **{key: value})
@@ -1035,7 +1035,7 @@ def test_torch_compile_backend_and_mode_at_directpos_settings_compile(tmp_path) 
         {"torch_compile": True, "torch_compile_mode": "max-autotune"},
         {"torch_compile": False, "torch_compile_backend": "inductor"},
     ):
-        with pytest.raises(ConfigError, match="is not supported: torch_compile: true compiles"):
+        with pytest.raises(ConfigError, match="is not supported: torch_compile=True compiles"):
             DPOConfig(**given)
 
 
@@ -1271,6 +1271,56 @@ def test_an_sft_recipes_keys_port_or_say_what_a_dpo_row_is(tmp_path) -> None:
     assert DPOConfig(model_name_or_path="m", packing=True, shuffle_dataset=True) == DPOConfig(
         model_name_or_path="m"
     )  # padding_free packs each micro-batch already, no pair attending to another
+
+
+def test_packing_beside_padding_free_off_is_refused_not_dropped(tmp_path, capsys) -> None:
+    """SFTConfig's packing (and eval_packing, OpenRLHF's packing_samples) port because
+    padding_free packs each micro-batch; beside padding_free: false they were taken and
+    dropped, every row padded, without a word. Refused in the caller's words."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model_name_or_path: m\npacking: true\npadding_free: false\n")
+    with pytest.raises(ConfigError, match=r"packing: true asks for packed .* padding_free: false"):
+        load_config(str(recipe))
+    with pytest.raises(ConfigError, match=r"eval_packing=True asks .* padding_free=False turns"):
+        DPOConfig(model_name_or_path="m", eval_packing=True, padding_free=False)
+    code = main(["train", "--model_name_or_path", "m", "--packing_samples", "--padding_free",
+                 "false", "--output_dir", str(tmp_path / "out")])  # fmt: skip
+    said = capsys.readouterr().err
+    assert code == 2 and "--packing_samples asks for packed sequences" in said
+    assert "--padding_free false turns that off" in said
+    # packing off (SFT's default) or padding_free on ask for nothing else: they port
+    assert not DPOConfig(model_name_or_path="m", packing=False, padding_free=False).padding_free
+    assert DPOConfig(model_name_or_path="m", packing=True, eval_packing=True).padding_free
+
+
+def test_a_refusals_advice_is_written_as_its_caller_gives_options(tmp_path, capsys) -> None:
+    """The tables' advice ('use distributed: fsdp', 'write save_strategy: no') was a recipe's
+    YAML whoever called: a command line was told 'assistant_only_loss: true', a DPOConfig
+    caller 'use torch_compile: true', neither of which they can paste back. Each option the
+    advice sets is now written as the caller gives options; a recipe's stays as it was."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model_name_or_path: m\nfsdp: full_shard\ntorchdynamo: inductor\n")
+    with pytest.raises(ConfigErrors) as refused:
+        load_config(str(recipe))
+    said = "\n".join(refused.value.problems)
+    assert "use distributed: fsdp (FSDP2) under torchrun, fsdp_offload: true to" in said
+    assert "use torch_compile: true" in said
+    with pytest.raises(ConfigErrors) as refused:
+        DPOConfig(model_name_or_path="m", fsdp="full_shard", completion_only_loss=False,
+                  **{"ckpt.save_steps": -1, "eval_split": "test"})  # fmt: skip
+    said = "\n".join(refused.value.problems)
+    assert "use distributed='fsdp' (FSDP2) under torchrun, fsdp_offload=True to" in said
+    assert "(assistant_only_loss=True narrows them" in said
+    assert "write save_strategy='no'" in said  # the strategy, not YAML's false
+    assert "use dataset_test_split" in said  # (an option named alone is as it is)
+    with pytest.raises(ConfigError, match="does not upload: report_to='trackio' logs on this"):
+        DPOConfig(report_to="trackio", trackio_space_id="me/space")  # (after another label)
+    code = main(["train", "--model_name_or_path", "m", "--fsdp", "full_shard",
+                 "--completion_only_loss", "false", "--torchdynamo", "inductor"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "use --distributed fsdp (FSDP2) under torchrun, --fsdp_offload to" in err
+    assert "(--assistant_only_loss narrows them" in err and "use --torch_compile" in err
+    assert ": true" not in err
 
 
 def test_what_a_refused_trl_name_says_to_write_is_taken() -> None:

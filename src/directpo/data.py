@@ -69,7 +69,7 @@ from directpo.preference_pairs import (
     source_kind,
 )
 from directpo.readers import RowError, kind_of, open_rows
-from directpo.refusals import SKIP_HINT, RefusedRows, hint_once
+from directpo.refusals import RefusedRows, hint_once, skip_hint
 from directpo.row_formats import from_openai, openai_message, openai_names
 from directpo.row_kinds import kto_pairs_note
 from directpo.unread_columns import unread_system
@@ -203,7 +203,7 @@ def preferences_of_rows(
         # (checked after a row, so that no row past the last one taken is read)
         if max_pairs is not None and len(examples) + refused.count >= max_pairs:
             break
-    refused.raise_if_any(SKIP_HINT)  # one line of every problem, not one run per bad row
+    refused.raise_if_any(skip_hint())  # one line of every problem, not one run per bad row
     if not seen_any:
         return None
     if not examples:

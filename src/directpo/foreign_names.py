@@ -352,7 +352,7 @@ REFUSED: dict[str, Callable[[Any], str]] = {
     "ring_head_stride": _unless_one("directpo has no context parallelism"),
     "zpg": _unless_one("ZeRO++'s partition size: directpo runs without DeepSpeed (distributed)"),
     "grad_accum_dtype": _unless_off(
-        "gradients accumulate in the trainable weights' dtype: master_weights (float32)"
+        "gradients accumulate in the trainable weights' dtype (master_weights, float32 by default)"
     ),
     "disable_trace_cache": _unless_off("a DeepSpeed ZeRO-3 setting: directpo has no DeepSpeed"),
     "wandb_org": _unless_off("set WANDB_ENTITY in the environment, report_to: wandb"),

@@ -13,12 +13,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from directpo.callers import spell_option
 from directpo.errors import DataError
 
 SHOWN_PROBLEMS = 3  # distinct problems named in the line
 SHOWN_PLACES = 3  # later rows of one problem named by place
 KEPT_PROBLEMS = 64  # distinct problems remembered; the rest are only counted
-SKIP_HINT = "skip_invalid_rows: true skips them"
+
+
+def skip_hint() -> str:
+    """What skips the refused rows, as the caller sets options: ``skip_invalid_rows: true`` in
+    a recipe, ``--skip_invalid_rows`` on a command line, ``skip_invalid_rows=True`` in Python
+    (a flags or Python user was told the recipe's YAML alone)."""
+    return f"{spell_option('skip_invalid_rows', True, in_recipe=False)} skips them"
 
 
 @dataclass
@@ -109,11 +116,12 @@ def hint_once(lines: list[str], apart: bool = False) -> list[str]:
     last (each source's line ended with it: a mixture of five files said it five times).
     ``apart``: the hint is a line of its own (lines shown one under another), else it ends the
     last line (lines joined with "; ")."""
-    suffix = f"; {SKIP_HINT}"
+    hint = skip_hint()
+    suffix = f"; {hint}"
     if not any(line.endswith(suffix) for line in lines):
         return lines
     lines = [line.removesuffix(suffix) for line in lines]
-    return [*lines, SKIP_HINT] if apart else [*lines[:-1], lines[-1] + suffix]
+    return [*lines, hint] if apart else [*lines[:-1], lines[-1] + suffix]
 
 
 def _said(problem: str, seen: _Problem) -> str:

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from directpo.callers import Blank, spell_option
+from directpo.callers import Blank, spell_option, spell_setting
 from directpo.errors import CheckpointError, ConfigError
 from directpo.loss_names import needs_reference
 from directpo.trainer_state import STATE_FILE, own_state
@@ -55,8 +55,8 @@ def refuse_model_only(value: str, output_dir: str | Path) -> None:
     # folder is locked: checkpoint.finish_staged; refused here, the run was started anew)
     if not candidates and not _staged_whole(output_dir):  # (said only after the data loaded)
         raise CheckpointError(
-            f"resume_from_checkpoint: latest: no checkpoint in {output_dir} to resume; set "
-            "resume_from_checkpoint: null to start a new run"
+            f"resume_from_checkpoint: latest: no checkpoint in {output_dir} to resume; "
+            f"{spell_setting(('resume_from_checkpoint', None))} to start a new run"
         )
     if not candidates:
         return
@@ -79,9 +79,19 @@ def _staged_whole(output_dir: str | Path) -> bool:
     manifest was written (its checksums are verified when it is moved into place)."""
     staged = Path(output_dir).glob(".checkpoint-*.tmp")
     return any(
-        re.fullmatch(r"\.checkpoint-\d+\.tmp", path.name) and (path / MANIFEST).is_file()
+        re.fullmatch(r"\.checkpoint-\d+\.tmp", path.name) and _manifest_read(path / MANIFEST)
         for path in staged
     )
+
+
+def _manifest_read(path: Path) -> bool:
+    """Whether ``path`` is a whole manifest: one cut short by a kill while it was written is
+    no checkpoint (finish_staged leaves it, and the next run removes it as half written), so
+    'latest' is refused before the data loads, as with no staged checkpoint at all."""
+    try:
+        return isinstance(json.loads(path.read_text()).get("files"), dict)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def foreign_checkpoint(path: Path) -> str | None:

@@ -48,7 +48,7 @@ from directpo.parallel_tokenizing import encoded_batches
 from directpo.preference_pairs import PreferenceData, PreferenceExample
 from directpo.prompt_windows import cuts_after_newlines, joint_ids
 from directpo.readers import RowError
-from directpo.refusals import SKIP_HINT, RefusedRows
+from directpo.refusals import RefusedRows, skip_hint
 from directpo.special_text import (
     VisionTokens,
     count_special_text,
@@ -433,7 +433,7 @@ def tokenize_preferences(
                 else:
                     result.skipped[pair.reason] += 1
             bar.update(len(batch))
-    refused.raise_if_any(SKIP_HINT)  # one line of every problem, not one run per bad row
+    refused.raise_if_any(skip_hint())  # one line of every problem, not one run per bad row
     result.pairs = kept.build()
     if not result.pairs:
         raise DataError(f"{data.source}: no rows left after tokenization ({result.summary()})")

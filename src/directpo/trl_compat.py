@@ -19,6 +19,8 @@ built:
 
 from __future__ import annotations
 
+import re
+import shlex
 from typing import Any
 
 import yaml
@@ -372,6 +374,8 @@ def _takes(key: str, known: list[str]) -> bool:
 
 
 NO_STRINGS = ("logging_strategy",)  # TRL's string options with a "no" (YAML's is false)
+# other tools' names for packing, which padding_free does here (_packing_unpadded)
+PACKING = ("packing", "eval_packing", "packing_samples", "ds.packing_samples")
 
 
 def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str, Any]:
@@ -400,10 +404,11 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
                 result[renames[key]] = value
         elif key in REFUSED:
             if instead := REFUSED[key](value if key in AS_WRITTEN else _typed(value)):
-                problems.append(f"{flag}{key}: {instead}")
+                problems.append(f"{flag}{key}: {respell_advice(instead, known, where)}")
         elif key in NO_EFFECT:
             accepted, instead = NO_EFFECT[key]
             if not accepted(_typed(value)):
+                instead = respell_advice(instead, known, where)
                 reason = f": {instead}" if instead else ""
                 # as written: a flag's own text (--logging_strategy no, not false), a YAML
                 # file's value in YAML (true, not True), a Python call's in Python
@@ -425,6 +430,78 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
             if flag and key in VERSION_FLAGS:
                 hint = VERSION_HINT
             problems.append(f"unknown option '{flag}{key}'{hint}")
+    problems += _packing_unpadded(values, where)
     if problems:
         raise ConfigErrors("" if flag else where, problems)
     return result
+
+
+# an option set in a refusal's advice, as the tables write it for a recipe: `torch_compile:
+# true`, `distributed: fsdp`, `eval_generate: N` (a mapping's `{...}` stays YAML: no flag or
+# keyword takes it as written)
+_LABEL = re.compile(r"\b([a-z][a-z0-9_]*): ")
+_VALUE = re.compile(r"[^\s,;(){}\[\]]+")
+
+
+def respell_advice(text: str, known: list[str], where: str) -> str:
+    """``text`` (a table's advice) with each ``option: value`` it names written as the caller
+    gives options: ``--torch_compile`` / ``--distributed fsdp`` on a command line,
+    ``torch_compile=True`` / ``distributed='fsdp'`` to DPOConfig; a recipe's is as written.
+    A Python or flags user was told YAML they could not paste back."""
+    if where != "command line" and where != "DPOConfig":
+        return text
+    said, at = [], 0
+    # (label by label, none consuming the next: 'does not upload: report_to: trackio')
+    for label in _LABEL.finditer(text):
+        value = _VALUE.match(text, label.end())
+        if label.start() < at or label.group(1) not in known or value is None:
+            continue
+        written = value.group(0).rstrip(".:")  # (a sentence's full stop)
+        if not written:
+            continue
+        said += [text[at : label.start()], _spelt(label.group(1), written, where)]
+        at = label.end() + len(written)
+    return "".join([*said, text[at:]])
+
+
+def _spelt(name: str, written: str, where: str) -> str:
+    value = _typed(written)
+    if where == "command line":
+        return f"--{name}" if value is True else f"--{name} {shlex.quote(written)}"
+    if written.isupper() or _is_number(written):
+        shown = written  # (N: a number to fill in; 1e-5, which YAML 1.1 reads as text)
+    elif name.endswith("_strategy"):
+        shown = repr(written)  # (save_strategy='no', the strategy, not YAML's false)
+    else:
+        shown = repr(value)
+    return f"{name}={shown}"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _packing_unpadded(values: dict[str, Any], where: str) -> list[str]:
+    """SFTConfig's packing / eval_packing (or OpenRLHF's packing_samples) asking to pack
+    beside padding_free off: they port because padding_free packs each micro-batch, so with it
+    off they were taken and dropped, every row padded, without a word."""
+    if values.get("padding_free") is None or _typed(values["padding_free"]) is not False:
+        return []
+    said = {
+        "command line": lambda key, value: f"--{key} {value}".rstrip(),
+        "DPOConfig": lambda key, value: f"{key}={value}",
+    }.get(where, lambda key, value: f"{key}: {value}")
+    true, false = ("True", "False") if where == "DPOConfig" else ("true", "false")
+    if where == "command line":
+        true = ""  # (a switch stands alone)
+    asked = [key for key in PACKING if _typed(values.get(key)) is True]
+    return [
+        f"{said(key, true)} asks for packed sequences, which directpo packs with padding_free, "
+        f"and {said('padding_free', false)} turns that off: drop one of them (padding_free "
+        "is on by default)"
+        for key in asked
+    ]

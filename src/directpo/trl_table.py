@@ -372,7 +372,7 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dispatch_batches": (_nothing, "directpo runs under torchrun or accelerate launch as it is"),
     "per_gpu_train_batch_size": (_nothing, "use per_device_train_batch_size"),
     "per_gpu_eval_batch_size": (_nothing, "use per_device_eval_batch_size"),
-    "adafactor": (_nothing, f"choose optim: {', '.join(TRL_OPTIMIZERS)}"),
+    "adafactor": (_nothing, f"choose optim among {', '.join(TRL_OPTIMIZERS)}"),
     "include_tokens_per_second": (_any, ""),  # tokens/s is always logged
     "include_inputs_for_metrics": (_nothing, EVAL_METRICS),
     "use_legacy_prediction_loop": (_nothing, EVAL_METRICS),

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from directpo.callers import spell_setting
+from directpo.callers import Entry, caller, spell_setting
 from directpo.errors import DataError
 from directpo.messages import Text, plain_text
 
@@ -36,9 +36,17 @@ def refuse_unread_prompt(
     raise DataError(
         f"{where}: there is no '{columns.prompt}' column, so the prompt would be the start "
         f"that '{columns.chosen}' and '{columns.rejected}' share (the implicit layout), but "
-        f"'{columns.chosen}' does not hold the text of column '{unread}', which would go "
-        f"untrained; {fix}"
+        f"'{columns.chosen}' does not hold the text of column '{unread}', which would "
+        f"{_unread_by_caller()}; {fix}"
     )
+
+
+def _unread_by_caller() -> str:
+    """What becomes of the column's text, for the command that would not read it: score,
+    rank and generate train nothing (they were told 'which would go untrained')."""
+    if caller().entry is Entry.TRAIN:
+        return "go untrained"
+    return "never reach the model"
 
 
 def unread_prompt(

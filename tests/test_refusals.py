@@ -1,0 +1,33 @@
+"""refusals.py: the hint after a source's refused rows, in its caller's words."""
+
+from __future__ import annotations
+
+import pytest
+from tiny import write_jsonl
+
+from directpo.cli import main
+from directpo.config import DPOConfig
+from directpo.data import load_preferences
+from directpo.errors import ConfigError, DataError
+
+BAD = [{"prompt": "a", "chosen": " b", "rejected": " b"}, {"prompt": "a", "chosen": " b"}]
+
+
+def test_the_skip_hint_is_written_as_the_caller_sets_options(tmp_path, capsys) -> None:
+    """'skip_invalid_rows: true skips them' ended every refused-rows line, a recipe's YAML
+    whoever called: a command line's user could not paste it back (--skip_invalid_rows is
+    a switch). It is said as each caller sets the option; a library call as the docs do."""
+    (tmp_path / "config.json").write_text("{}")
+    bad = write_jsonl(tmp_path / "bad.jsonl", BAD)
+    rows = f"{bad}: line 1: chosen and rejected are identical; line 2: missing field 'rejected'"
+    flags = ["--model_name_or_path", str(tmp_path), "--train_file", str(bad)]
+    assert main(["train", *flags, "--output_dir", str(tmp_path / "out")]) == 2
+    assert f"{rows}; --skip_invalid_rows skips them" in capsys.readouterr().err
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model_name_or_path: {tmp_path}\ntrain_file: {bad}\n")
+    assert main(["train", str(recipe), "--output_dir", str(tmp_path / "out")]) == 2
+    assert f"{rows}; skip_invalid_rows: true skips them" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="skip_invalid_rows=True skips them"):
+        DPOConfig(model_name_or_path=str(tmp_path), train_file=str(bad), beta=-1)
+    with pytest.raises(DataError, match="; skip_invalid_rows: true skips them$"):
+        load_preferences(str(bad))  # (a library function outside any entry: the docs' words)
