@@ -363,6 +363,11 @@ def test_another_transformers_tracker_is_said_as_not_logged_to() -> None:
             f"report_to: {name} is a transformers tracker directpo does not log to; it logs to "
             "tensorboard, wandb, mlflow, trackio (or none for no tracker)"
         )
+    with pytest.raises(ConfigError) as refused:  # each named (the second was the next run's)
+        DPOConfig(report_to=["wandb", "comet_ml", "neptune"])
+    assert str(refused.value).startswith(
+        "report_to: comet_ml and neptune are transformers trackers directpo does not log to; "
+    )
     with pytest.raises(ConfigError) as refused:  # a misspelling is told the words
         DPOConfig(report_to=["wand"])
     assert str(refused.value).startswith("report_to must be a list of tensorboard, wandb")
