@@ -494,3 +494,42 @@ def test_prompt_files_say_the_special_tokens_written_in_their_text(tmp_path: Pat
     )  # fmt: skip
     load_run_data(config, None, None, torch.device("cpu"), lines.append)
     assert not [line for line in lines if said in line]
+
+
+def test_the_tie_note_of_a_named_dataset_or_a_mixtures_entry_says_what_to_drop_from(
+    tmp_path: Path,
+) -> None:
+    """train(dataset_name=...) was told to 'filter tied rows out of the Dataset
+    (Dataset.filter)', a Dataset the caller never had, and a dataset_mixture's hub (or folder)
+    entry 'drop tied rows from the file': both are a dataset's, as a recipe's dataset_name is;
+    a builder's data_files entry drops them from its files, a file entry from the file."""
+    from directpo.callers import Caller, Entry, Spelling, called_by
+    from directpo.data import Columns
+    from directpo.mixture import load_mixture
+
+    folder = save_tiny_model("gpt2", tmp_path / "m")
+    tied = [{**pair, "score_chosen": 1, "score_rejected": 1} for pair in SENTIMENT_PAIRS]
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for split in ("train", "test"):
+        write_jsonl(data_dir / f"{split}.jsonl", tied)
+    config = tiny_config(folder, None, tmp_path / "out", dataset_name=str(data_dir), max_steps=1)
+    hub = "(to leave them out, give a file of the dataset's other rows)"
+    lines: list[str] = []
+    with called_by(Caller(Spelling.PYTHON, Entry.TRAIN)):
+        load_run_data(config, None, None, torch.device("cpu"), lines.append)
+    said = [line for line in lines if "rate chosen and rejected alike" in line]
+    assert len(said) == 2 and all(line.endswith(hub) for line in said), said
+    entries = {
+        "file": ({"id": str(data_dir / "train.jsonl")}, "from the file to leave them out)"),
+        "folder": ({"id": str(data_dir)}, hub),
+        "builder": (
+            {"id": "json", "data_files": [str(data_dir / "train.jsonl")]},
+            "from the files to leave them out)",
+        ),
+    }
+    for kind, (entry, ending) in entries.items():
+        echoed: list[str] = []
+        load_mixture({"datasets": [entry]}, Columns(), echo=echoed.append)
+        (note,) = [line for line in echoed if "rate chosen and rejected alike" in line]
+        assert ending in note, (kind, note)

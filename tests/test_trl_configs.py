@@ -281,6 +281,17 @@ def test_an_8bit_optimizer_is_told_what_directpo_offers_for_less_optimizer_memor
             DPOConfig(optim=name)
         assert str(refused.value).startswith(f"optim={name!r} is {owner} optimizer, which ")
         assert offered in str(refused.value)
+    # bitsandbytes' 8-bit Lion and AdEMAMix were 'an 8-bit optimizer' alone, adamw_kahan read
+    # as the same update in less memory: the line says which update they are
+    other_updates = {"lion_8bit": "Lion (sign-of-momentum updates)",
+                     "paged_lion_8bit": "Lion (sign-of-momentum updates)",
+                     "ademamix_8bit": "AdEMAMix (two momenta)",
+                     "paged_ademamix_8bit": "AdEMAMix (two momenta)"}  # fmt: skip
+    for name, update in other_updates.items():
+        with pytest.raises(ConfigError) as refused:
+            DPOConfig(optim=name)
+        said = f"optim={name!r} is bitsandbytes' 8-bit {update}, which directpo does not offer"
+        assert str(refused.value).startswith(said)
     for name in ("rmsprop_bnb", "rmsprop_bnb_32bit"):  # transformers: RMSprop, 32-bit state
         assert DPOConfig(optim=name).optimizer == DPOConfig(optim="rmsprop").optimizer == "rmsprop"
 
@@ -352,6 +363,11 @@ def test_another_transformers_tracker_is_said_as_not_logged_to() -> None:
             f"report_to: {name} is a transformers tracker directpo does not log to; it logs to "
             "tensorboard, wandb, mlflow, trackio (or none for no tracker)"
         )
+    with pytest.raises(ConfigError) as refused:  # each named (the second was the next run's)
+        DPOConfig(report_to=["wandb", "comet_ml", "neptune"])
+    assert str(refused.value).startswith(
+        "report_to: comet_ml and neptune are transformers trackers directpo does not log to; "
+    )
     with pytest.raises(ConfigError) as refused:  # a misspelling is told the words
         DPOConfig(report_to=["wand"])
     assert str(refused.value).startswith("report_to must be a list of tensorboard, wandb")

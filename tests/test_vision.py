@@ -580,6 +580,12 @@ def test_16_bit_and_transparent_images_are_the_pixels_the_processor_would_make(t
         for value in (name, raw, Image.open(tmp_path / name)):
             (image,) = image_values(value, str(tmp_path))
             assert np.array_equal(np.asarray(open_image(image)), pixels), (name, type(value))
+    # a 16-bit PNG's transparent value (its tRNS chunk) is white too, not its scaled dark gray
+    keyed = np.array([[1000, 1000], [40000, 65535]], np.uint16)
+    Image.fromarray(keyed).save(tmp_path / "keyed.png", transparency=1000)
+    assert Image.open(tmp_path / "keyed.png").mode == "I;16"
+    laid = np.asarray(open_image(str(tmp_path / "keyed.png")))[..., 0]
+    assert laid.tolist() == [[255, 255], [40000 >> 8, 255]]
     # an 8-bit image held in PIL's 32-bit "I" mode keeps its values
     eight_bit = np.arange(64, dtype=np.int32).reshape(8, 8)
     kept = np.asarray(open_image(Image.fromarray(eight_bit, "I")))[..., 0]

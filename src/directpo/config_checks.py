@@ -178,10 +178,17 @@ def check_values(config: DPOConfig) -> None:
         config._refuse("report_to", said)
     foreign = [t for t in unknown if str(t).lower() in OTHER_TRACKERS]
     if foreign and not off:  # (transformers' own tracker names: told the list alone before)
+        # each named ([comet_ml, neptune] said comet_ml alone: dropped, neptune came next run)
+        named = [value_shown(t) for t in foreign]
+        trackers = (
+            f"{', '.join(named[:-1])} and {named[-1]} are transformers trackers"
+            if named[1:]
+            else f"{named[0]} is a transformers tracker"
+        )
         config._refuse(
             "report_to",
-            f"report_to: {value_shown(foreign[0])} is a transformers tracker directpo does not "
-            f"log to; it logs to {', '.join(TRACKERS[:-1])} (or none for no tracker)",
+            f"report_to: {trackers} directpo does not log to; it logs to "
+            f"{', '.join(TRACKERS[:-1])} (or none for no tracker)",
         )
     elif unknown and not off:  # (report_to: wand or WandB: told the words alone)
         config._refuse(

@@ -464,6 +464,9 @@ def _source_pairs(
         data = preferences_of_rows(
             in_file, names, source.label, columns, skip_invalid_rows, base_dir
         )
+        # what to drop tied rows from: a hub dataset's entry was told 'from the file'
+        is_file = os.path.isfile(os.path.expanduser(source.id))
+        data.source_kind = "file" if is_file else "files" if source.data_files else "hub"
     return data, len(rows), [rows[i][0] for i in kept]
 
 

@@ -98,9 +98,11 @@ def load_run_data(
         "train": argument_name(train_dataset, "train_dataset"),
         "eval": argument_name(eval_dataset, "eval_dataset"),
     }
+    from_hub: set[str] = set()  # the sets dataset_name loads: what to drop tied rows from
     if source is None and config.dataset_name:
         source = load_named_dataset(config, "dataset_train_split", required="training")
         names["train"] = f"{config.dataset_name}[{config.dataset_train_split}]"
+        from_hub.add("train")
         if (
             eval_dataset is None
             and not named_evals
@@ -119,6 +121,7 @@ def load_run_data(
                 config, "dataset_test_split", required=evaluation_asked(config)
             )
             names["eval"] = f"{config.dataset_name}[{config.dataset_test_split}]"
+            from_hub.add("eval")
     skip = config.skip_invalid_rows
     train_data: Any = None
     eval_data: dict[str, PreferenceData] = {}
@@ -131,6 +134,8 @@ def load_run_data(
                 name=names["train"],
                 max_pairs=plan.pairs if plan is not None else None,
             )  # fmt: skip
+            if "train" in from_hub:  # (a Python caller was told to filter 'the Dataset')
+                train_data.source_kind = "hub"
             if plan is not None:
                 echo(plan.said(len(train_data)))
             echo(f"train: {train_data.summary()}")
@@ -161,6 +166,8 @@ def load_run_data(
                 names["eval"],
                 echo,
             )
+            if "eval" in from_hub:
+                eval_data[""].source_kind = "hub"
             echo(f"eval: {eval_data[''].summary()}")
     if refused:  # one line: a bad eval file was said only once the train file was fixed
         raise joined(refused)

@@ -211,7 +211,11 @@ def low_bit_refusal(key: str, name: str) -> str:
     """The line refusing ``key: name``, a low-bit optimizer, naming whose it is."""
     bits = "4-bit" if "4bit" in name else "8-bit"
     owner = "torchao's" if name.startswith("adamw_torch_") else "bitsandbytes'"
-    return f"{spell_option(key, name, in_recipe=False)} is {owner} {bits} optimizer, {_eight_bit()}"
+    # lion_8bit / ademamix_8bit (paged too) are another update than AdamW: said as 'an 8-bit
+    # optimizer' alone, adamw_kahan read as the same update with less memory
+    update = OTHER_OPTIMIZERS.get(name.replace(f"_{bits[0]}bit", ""))
+    what = f"{bits} {update}" if update else f"{bits} optimizer"
+    return f"{spell_option(key, name, in_recipe=False)} is {owner} {what}, {_eight_bit()}"
 
 
 # key: (accepted when, what to do otherwise)

@@ -240,11 +240,13 @@ def _as_rgb(image: Any) -> Any:
     if image.mode in SIXTEEN_BIT_MODES:
         import numpy as np
 
-        values = np.asarray(image).astype(np.uint32)
+        raw = np.asarray(image).astype(np.uint32)
         # "I" holds 16-bit values only where one exceeds 8 bits; an 8-bit image in it is kept
-        if image.mode != "I" or values.max(initial=0) > 255:
-            values = values >> 8
+        values = raw >> 8 if image.mode != "I" or raw.max(initial=0) > 255 else raw
+        transparent = image.info.get("transparency")  # a PNG's tRNS value: 16-bit as raw is
         image = Image.fromarray(values.clip(0, 255).astype(np.uint8), "L")
+        if isinstance(transparent, int):  # the new image has no tRNS: its pixels were kept dark
+            image.putalpha(Image.fromarray(np.where(raw == transparent, 0, 255).astype(np.uint8)))
     if image.mode in ALPHA_MODES or "transparency" in image.info:
         rgba = image.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255)), rgba).convert(
