@@ -253,7 +253,8 @@ def test_the_key_follows_the_code_of_every_module_that_renders_or_encodes(tmp_pa
     text parts joined, a prefill's test) gives other ids for the same rows: the key hashes the
     source of every directpo module whose functions tokenization.py, chat_render.py and vision.py
     call, and of the classes of the objects a PairTokenizer holds and calls (data.py,
-    preference_pairs.py and readers.py: their result, the rows, is hashed instead)."""
+    preference_pairs.py and readers.py: their result, the rows, is hashed instead; errors.py
+    and refusals.py only word refusals)."""
     import inspect
     import sys
     from pathlib import Path
@@ -271,7 +272,8 @@ def test_the_key_follows_the_code_of_every_module_that_renders_or_encodes(tmp_pa
         for module in (directpo.tokenization, directpo.chat_render, directpo.vision)
         for value in vars(module).values()
         if inspect.isfunction(value) and value.__module__.startswith("directpo.")
-    } - {"data.py", "preference_pairs.py", "readers.py", "errors.py"}
+    } - {"data.py", "preference_pairs.py", "readers.py", "errors.py", "refusals.py"}
+    # (errors.py and refusals.py word the refusal of rows that cannot be tokenized: no ids)
     # and the modules of the objects a PairTokenizer holds (its truncation rules, its renderer)
     encoder = directpo.tokenization.PairTokenizer(tokenizer, 64)
     called |= {
