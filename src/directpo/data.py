@@ -130,7 +130,7 @@ def load_preferences(
             sum((part.skipped for part in parts), Counter()),
             unread_system([e for part in parts for e in part.examples], columns),
             sum(part.ties for part in parts),
-            [tie for part in parts for tie in part.first_tie][:1],
+            next((part.first_tie for part in parts if part.first_tie), None),
             "files" if len(parts) > 1 else "file",
         )
     label = name or source_label(source)
@@ -166,7 +166,8 @@ def preferences_of_rows(
     refused = RefusedRows(label)  # without skip_invalid_rows: every bad row, said at the end
     openai: bool | None = None  # rows in OpenAI's preference format (row_formats)
     rated: tuple[str, str] | None = None  # the columns rating each side (score_chosen, ...)
-    ties: list[str] = []  # the pairs rated alike, said (trained as labelled)
+    ties = 0  # pairs rated alike (kept as labelled), the first one said
+    first_tie: str | None = None
     for where, row in rows:
         seen_any = True
         try:
@@ -195,7 +196,7 @@ def preferences_of_rows(
             tie = rating_tie(row, rated)
             examples.append(parse_row(row, layout, columns, f"{label}: {where}", base_dir))
             if tie is not None:
-                ties.append(tie)
+                ties, first_tie = ties + 1, first_tie or tie
         except RowError as err:
             if not skip_invalid_rows:  # the other rows are checked too (seconds for 100k):
                 refused.add(where, openai_message(err.message) if openai else err.message)
@@ -213,7 +214,7 @@ def preferences_of_rows(
     if columns.system is not None and layout == "explicit":  # text prompts became turns
         layout = "conversational"
     return PreferenceData(
-        examples, layout, label, skipped, unread_system(examples, columns), len(ties), ties[:1]
+        examples, layout, label, skipped, unread_system(examples, columns), ties, first_tie
     )
 
 

@@ -110,7 +110,7 @@ class PreferenceData:
     # pairs whose own rating columns rate both replies alike (pair_rows.rating_tie), the first
     # one said
     ties: int = 0
-    first_tie: list[str] = field(default_factory=list)
+    first_tie: str | None = None
     # what the pairs were read from, for what to drop tied rows from (TIES_LEFT_OUT's keys)
     source_kind: str = "file"
 
@@ -137,7 +137,7 @@ class PreferenceData:
                 f"; {counted(self.ties, 'pair')} {'rates' if self.ties == 1 else 'rate'} "
                 "chosen and rejected alike "
                 # (kept, not 'trained': an eval file's line says it too, of pairs evaluated)
-                f"({self.first_tie[0]}{', ...' if self.ties > 1 else ''}): kept as "
+                f"({self.first_tie}{', ...' if self.ties > 1 else ''}): kept as "
                 f"labelled, as TRL does ({TIES_LEFT_OUT[self.source_kind]})"
             )
         if self.unread_system:
