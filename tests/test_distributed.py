@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -884,3 +885,37 @@ def test_fsdp_save_only_model_shards_the_weights_alone_and_loads_the_best(
         assert any(key.startswith("optimizer.") for key in saved.state_dict_metadata) != only
     for (name, a), b in zip(runs[True].named_parameters(), runs[False].parameters(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_a_callers_process_group_is_left_settled_and_kept(
+    tiny_model_dirs, five_pairs, tmp_path, monkeypatch
+) -> None:
+    """train() inside the caller's own process group (a notebook, a multi-run launcher) leaves the
+    group to the caller, but settled as a group of its own is: a final barrier (no rank's gloo
+    thread still in an earlier collective) and no DDP reducer left in a reference cycle holding
+    it. It skipped both: a rank then aborted at interpreter exit ('terminate called without an
+    active exception') when the caller's atexit destroyed the group (seen in CI)."""
+    import gc
+
+    from directpo import distributed
+
+    dist = distributed.dist
+    dist.init_process_group(backend="gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        barriers = []  # the function that called each barrier
+        original = dist.barrier
+
+        def barrier(*args, **kwargs):
+            barriers.append(sys._getframe(1).f_code.co_name)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(dist, "barrier", barrier)
+        options = {"per_device_train_batch_size": 4, "distributed": "ddp"}
+        config = tiny_config(tiny_model_dirs["llama"], five_pairs, tmp_path / "out", **options)
+        train(config, echo=lambda _: None)
+        assert dist.is_initialized()  # the caller's, still there for its next run
+        assert barriers[-1] == "teardown"  # the run's last collective: every rank is done
+        reducers = [o for o in gc.get_objects() if type(o).__name__ == "Reducer"]
+        assert reducers == []
+    finally:
+        dist.destroy_process_group()

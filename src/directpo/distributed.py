@@ -162,13 +162,19 @@ _RUNS = itertools.count()
 
 
 def teardown(world: World, settled: bool = False) -> None:
-    """Destroy the process group this run made. ``settled`` (every rank finished the run): a
-    barrier first, so that no rank's gloo thread still holds an earlier collective's tensors
-    when the group's destructor joins it; the modules that use the group must be gone."""
-    if world.owns_group and dist.is_initialized():
-        if settled and world.enabled:
-            dist.barrier()
-        gc.collect()  # a DDP reducer in a reference cycle holds the group too
+    """Leave the process group as no run used it, and destroy it if this run made it.
+    ``settled`` (every rank finished the run): a barrier first, so that no rank's gloo thread
+    still holds an earlier collective's tensors when the group's destructor joins it; the
+    modules that use the group must be gone. A caller's group (``train()`` inside the caller's
+    own ``init_process_group``) is settled too: its destructor runs when the caller destroys
+    it, or at interpreter exit, where a rank whose gloo thread was still busy aborted
+    ("terminate called without an active exception")."""
+    if not dist.is_initialized():
+        return
+    if settled and world.enabled:
+        dist.barrier()
+    gc.collect()  # a DDP reducer in a reference cycle holds the group too
+    if world.owns_group:
         dist.destroy_process_group()
 
 
