@@ -1521,3 +1521,104 @@ def test_a_staged_checkpoint_whose_manifest_was_cut_short_is_no_checkpoint(tmp_p
         refuse_model_only("latest", tmp_path)
     (staged / "manifest.json").write_text(json.dumps({"step": 3, "files": {}}))
     refuse_model_only("latest", tmp_path)  # (verified when moved into place: finish_staged)
+
+
+def _small_checkpoint(folder: Path, step: int, weights: bytes) -> Path:
+    """A folder that verifies as checkpoint ``step`` (one file and its manifest)."""
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(weights)
+    checksum = checkpoint_module._checksum(folder / "model.safetensors")
+    files = {"model.safetensors": {"size": len(weights), "blake2b": checksum}}
+    checkpoint_module.write_manifest(folder, {"step": step, "files": files})
+    return folder
+
+
+def test_a_manifest_write_that_fails_midway_leaves_the_earlier_one(tmp_path, monkeypatch) -> None:
+    """manifest.json was written in place: a full disk or a kill mid-write left it cut short,
+    the folder then read as 'unreadable manifest'. It is replaced whole or not at all."""
+    folder = _small_checkpoint(tmp_path / "checkpoint-2", 2, b"weights")
+    before = (folder / "manifest.json").read_text()
+    real_open = Path.open
+
+    def full_disk(self, mode="r", *args, **kwargs):
+        handle = real_open(self, mode, *args, **kwargs)
+        if "w" in mode:
+            real_write = handle.write
+
+            def write(text):
+                real_write(text[: len(text) // 2])
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            handle.write = write
+        return handle
+
+    monkeypatch.setattr(Path, "open", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        checkpoint_module.write_manifest(folder, {"step": 3, "files": {}})
+    monkeypatch.undo()
+    assert (folder / "manifest.json").read_text() == before
+    assert verify_checkpoint(folder) is None
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.safetensors"]
+
+
+def test_a_replacing_save_that_does_not_verify_keeps_the_earlier_checkpoint(tmp_path) -> None:
+    """Saving a step again moves the old checkpoint-STEP aside first; a run killed before the
+    new one took its name, with the new one not verifying, lost both: the staged one and the
+    one aside were removed as half written. The earlier one is put back, said in one line."""
+    _small_checkpoint(tmp_path / ".checkpoint-3.replaced.tmp", 3, b"earlier weights")
+    staged = _small_checkpoint(tmp_path / ".checkpoint-3.tmp", 3, b"new weights")
+    (staged / "model.safetensors").write_bytes(b"new weightz")  # same size, another checksum
+    lines: list[str] = []
+    checkpoint_module.finish_staged(tmp_path, lines.append)
+    kept = tmp_path / "checkpoint-3"
+    assert (kept / "model.safetensors").read_bytes() == b"earlier weights"
+    assert verify_checkpoint(kept) is None
+    assert lines == [
+        "checkpoint-3: its new save was cut short (model.safetensors does not match its "
+        "checksum); the earlier checkpoint-3 it was replacing is kept"
+    ]
+
+    # a verifying new one takes the name as before, the earlier one left to be removed
+    other = tmp_path / "other"
+    other.mkdir()
+    _small_checkpoint(other / ".checkpoint-3.replaced.tmp", 3, b"earlier weights")
+    _small_checkpoint(other / ".checkpoint-3.tmp", 3, b"new weights")
+    checkpoint_module.finish_staged(other, lines.append)
+    assert (other / "checkpoint-3" / "model.safetensors").read_bytes() == b"new weights"
+    assert len(lines) == 1
+
+
+def test_a_failed_move_into_place_keeps_the_earlier_checkpoint(
+    tiny_model_dirs, tmp_path, monkeypatch
+) -> None:
+    """Saving a step again (after a resume), the new checkpoint-STEP's rename failing after the
+    old one was moved aside left no checkpoint-STEP (an OSError's traceback; the next save
+    removed the one aside). The earlier one is put back and the error says so."""
+    from transformers import AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["gpt2"])
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dirs["gpt2"])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+    def save() -> None:
+        checkpoint_module.save_checkpoint(
+            tmp_path, 3, model, tokenizer, optimizer, scheduler, {}, save_total_limit=None
+        )
+
+    save()
+    before = (tmp_path / "checkpoint-3" / "manifest.json").read_text()
+    real_replace = checkpoint_module.os.replace
+
+    def refuse_the_new_one(source, target):
+        if Path(source).name == ".checkpoint-3.tmp":
+            raise OSError(errno.EIO, "Input/output error")
+        real_replace(source, target)
+
+    monkeypatch.setattr(checkpoint_module.os, "replace", refuse_the_new_one)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # the new save differs
+    with pytest.raises(CheckpointError, match=r"\(Input/output error\); the earlier checkpoint-3"):
+        save()
+    assert (tmp_path / "checkpoint-3" / "manifest.json").read_text() == before
+    assert verify_checkpoint(tmp_path / "checkpoint-3") is None

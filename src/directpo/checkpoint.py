@@ -40,6 +40,7 @@ from directpo.distributed import (
 from directpo.errors import CheckpointError, first_line
 from directpo.hub import hub_safe_card
 from directpo.model_preparation import config_as_loaded
+from directpo.options import replace_text
 from directpo.publish import is_complete
 from directpo.random_states import current_state, restore_state, rng_file, state_file
 from directpo.resumable import (
@@ -56,6 +57,7 @@ from directpo.trainer_state import STATE_FILE, trainer_state
 from directpo.weight_names import as_model_state
 
 STAGING = ".checkpoint-{step}.tmp"  # where checkpoint-STEP is written before its rename
+ASIDE = ".checkpoint-{step}.replaced.tmp"  # an earlier checkpoint-STEP, while it is replaced
 REFERENCE_FILE = "reference.safetensors"  # TR-DPO's moving reference
 
 
@@ -113,15 +115,37 @@ def resolve_checkpoint(
     return path
 
 
-def finish_staged(output_dir: Path) -> None:
+def finish_staged(output_dir: Path, echo: Callable[[str], None] = print) -> None:
     """A staged ``.checkpoint-STEP.tmp`` whose manifest verifies, with no ``checkpoint-STEP``
     beside it, was written whole by a run killed before its rename: moved into place, where
-    it was removed with the half-written ones (its steps lost). Rank 0, holding the lock."""
+    it was removed with the half-written ones (its steps lost). Rank 0, holding the lock.
+
+    Saving a step again (after a resume) moves the old ``checkpoint-STEP`` aside
+    (``ASIDE``) before the new one takes its name: killed between the two renames with a new
+    one that does not verify, the old one is put back (it was removed with the staged folders
+    as half written: the checkpoint the run had resumed from, lost), with one line saying so."""
     for staged in sorted(output_dir.glob(STAGING.format(step="*"))):
         step = staged.name.removeprefix(".checkpoint-").removesuffix(".tmp")
         final = output_dir / f"checkpoint-{step}"
-        if step.isdigit() and not final.exists() and verify_checkpoint(staged) is None:
+        if not step.isdigit() or final.exists():
+            continue
+        problem = verify_checkpoint(staged)
+        if problem is None:
             os.replace(staged, final)  # (``latest`` then says it took it)
+            continue
+        aside = output_dir / ASIDE.format(step=step)
+        if aside.is_dir() and verify_checkpoint(aside) is None:
+            os.replace(aside, final)
+            echo(
+                f"checkpoint-{step}: its new save was cut short ({problem}); the earlier "
+                f"checkpoint-{step} it was replacing is kept"
+            )
+    for aside in sorted(output_dir.glob(ASIDE.format(step="*"))):  # no staged one beside it
+        step = aside.name.removeprefix(".checkpoint-").removesuffix(".replaced.tmp")
+        final = output_dir / f"checkpoint-{step}"
+        if step.isdigit() and not final.exists() and verify_checkpoint(aside) is None:
+            os.replace(aside, final)
+            echo(f"checkpoint-{step}: its new save was lost; the earlier one is kept")
 
 
 def retire_checkpoints_after(output_dir: Path, step: int, echo: Callable[[str], None]) -> None:
@@ -206,10 +230,17 @@ def save_checkpoint(
             # model) left neither, the staged one then removed as half written: the very
             # checkpoint the run resumed from was lost. Now a kill between the renames leaves
             # it staged and complete, which the next run moves into place (finish_staged)
-            aside = output_dir / STAGING.format(step=f"{step}.replaced")
+            aside = output_dir / ASIDE.format(step=step)
             shutil.rmtree(aside, ignore_errors=True)
             os.replace(final, aside)
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except OSError as exc:  # the earlier one back under its name, the new one staged
+                os.replace(aside, final)
+                raise CheckpointError(
+                    f"cannot move checkpoint-{step} into place in {output_dir} "
+                    f"({exc.strerror or exc}); the earlier checkpoint-{step} is kept"
+                ) from None
             shutil.rmtree(aside, ignore_errors=True)
         else:
             os.replace(tmp, final)
@@ -343,8 +374,15 @@ def _write_main_files(
             "size": file.stat().st_size,
             "blake2b": _checksum(file),
         }
-    (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=2))
-    _fsync(tmp / MANIFEST)
+    write_manifest(tmp, {"step": step, "files": files})
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """``folder/manifest.json`` replaced whole (a hidden file flushed to disk, then renamed
+    over it; options.replace_text, as config.yaml is): written in place, a kill or a full disk
+    mid-write left it cut short, the folder then read as no checkpoint or misread."""
+    replace_text(folder / MANIFEST, json.dumps(manifest, indent=2))
+    _fsync(folder)  # the rename itself on disk
 
 
 def _checksum(file: Path) -> str:

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,7 +232,10 @@ def _held(output_dir: Path, config: DPOConfig) -> tuple[list[Path], list[str], b
 
 
 def prepare_output_dir(
-    output_dir: Path, config: DPOConfig, lock: OutputLock | None = None
+    output_dir: Path,
+    config: DPOConfig,
+    lock: OutputLock | None = None,
+    echo: Callable[[str], None] = print,
 ) -> list[Path]:
     """Refuse to overwrite an earlier run, a model folder or someone's files by accident;
     check that we can write there; with ``lock``, refuse a folder another run is writing.
@@ -270,7 +274,7 @@ def prepare_output_dir(
         raise ConfigError(f"output_dir {output_dir}: not writable ({exc.strerror})") from None
     if lock is not None:  # (rank 0 alone) a final folder's or checkpoint's interrupted move:
         finish_interrupted_publish(output_dir)  # finished, not lost
-        finish_staged(output_dir)
+        finish_staged(output_dir, echo)
     refuse_output_dir_in_use(output_dir, config)  # again, now that the folder is locked
     previous, entries, resuming_here = _held(output_dir, config)
     if entries and not resuming_here:  # overwriting: what the run rewrites must be a run's

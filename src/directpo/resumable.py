@@ -75,11 +75,13 @@ def refuse_model_only(value: str, output_dir: str | Path) -> None:
 
 
 def _staged_whole(output_dir: str | Path) -> bool:
-    """Whether ``output_dir`` holds a staged checkpoint (``.checkpoint-STEP.tmp``) whose
+    """Whether ``output_dir`` holds a staged checkpoint (``.checkpoint-STEP.tmp``, or an
+    earlier one moved aside while it was replaced, which finish_staged may put back) whose
     manifest was written (its checksums are verified when it is moved into place)."""
     staged = Path(output_dir).glob(".checkpoint-*.tmp")
     return any(
-        re.fullmatch(r"\.checkpoint-\d+\.tmp", path.name) and _manifest_read(path / MANIFEST)
+        re.fullmatch(r"\.checkpoint-\d+(\.replaced)?\.tmp", path.name)
+        and _manifest_read(path / MANIFEST)
         for path in staged
     )
 

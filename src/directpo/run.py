@@ -159,7 +159,7 @@ def prepare_run(
                     "per_device_train_batch_size", "gradient_accumulation_steps", last=" and "
                 )
             )
-        replaced = prepare_output_dir(output_dir, config, lock)
+        replaced = prepare_output_dir(output_dir, config, lock, echo)
     except ConfigError as error:  # the data's bad rows with it: else the next run's news
         given = {"train_file": train_dataset, "eval_file": eval_dataset}
         raise with_rows(error, config, given) from None
