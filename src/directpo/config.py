@@ -604,7 +604,9 @@ class DPOConfig(Options):
     )
     adam_beta1: float = option(0.9, "AdamW beta1.")
     adam_beta2: float = option(0.999, "AdamW beta2.")
-    adam_epsilon: float = option(1e-8, "AdamW / RMSprop epsilon.")
+    adam_epsilon: float = option(
+        1e-8, "AdamW epsilon (rmsprop takes torch's 1e-8, as transformers' Trainer builds it)."
+    )
     lr_scheduler_type: str = option(
         "linear", f"Schedule after warmup, one of {', '.join(LR_SCHEDULERS)}."
     )

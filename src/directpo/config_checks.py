@@ -69,8 +69,7 @@ def check_values(config: DPOConfig) -> None:
     require(0 <= config.adam_beta1 < 1, "adam_beta1", "in [0, 1)")
     require(0 <= config.adam_beta2 < 1, "adam_beta2", "in [0, 1)")
     require(config.adam_epsilon > 0, "adam_epsilon", "> 0")
-    if config.optimizer == "rmsprop":  # torch's RMSprop has no betas (its alpha: 0.99)
-        reject_if_set(config, ("adam_beta1", "adam_beta2"), "optimizer is rmsprop, which has none")
+    check_rmsprop(config)
     require(config.warmup_steps >= 0, "warmup_steps", ">= 0")
     # float to take a fraction, but a whole number is a count: written back as given
     # (warmup_steps: 2 read 2.0 in the run's config.yaml and model card)
@@ -323,6 +322,22 @@ def check_values(config: DPOConfig) -> None:
             isinstance(size, int) and size >= 1, "precompute_ref_batch_size", "null or >= 1"
         )
     check_reference_sync(config)
+
+
+def check_rmsprop(config: DPOConfig) -> None:
+    """RMSprop is built as transformers' Trainer builds it (optim: rmsprop): the learning rate
+    and weight decay, torch's own alpha (0.99) and eps (1e-8). Its Trainer leaves adam_beta1,
+    adam_beta2 and adam_epsilon out (a TRL recipe setting them trains with torch's values);
+    here they are refused: RMSprop took adam_epsilon as its eps, so a recipe moved from TRL
+    trained otherwise than there."""
+    if config.optimizer == "rmsprop":
+        reject_if_set(config, ("adam_beta1", "adam_beta2"), "optimizer is rmsprop, which has none")
+        reject_if_set(
+            config,
+            ("adam_epsilon",),
+            "optimizer is rmsprop, whose eps is torch's 1e-8 (transformers' Trainer passes it "
+            "no epsilon either)",
+        )
 
 
 def check_wandb_disabled(config: DPOConfig) -> None:

@@ -55,12 +55,9 @@ def build_optimizer(
     layout = group_layout(params, no_decay, config.weight_decay)
     groups: list[dict[str, Any]] = [{"params": layout[0]}]
     groups += [{"params": exempt, "weight_decay": 0.0} for exempt in layout[1:]]
-    if config.optimizer == "rmsprop":
+    if config.optimizer == "rmsprop":  # as transformers' Trainer: torch's alpha and eps
         return torch.optim.RMSprop(
-            groups,
-            lr=config.learning_rate,
-            eps=config.adam_epsilon,
-            weight_decay=config.weight_decay,
+            groups, lr=config.learning_rate, weight_decay=config.weight_decay
         )
     betas = (config.adam_beta1, config.adam_beta2)
     if config.optimizer == "adamw_kahan":
