@@ -458,3 +458,36 @@ class _World:
 
     def __init__(self, size: int) -> None:
         self.size, self.rank, self.is_main = size, 0, True
+
+
+def test_a_recipe_given_to_train_is_refused_in_the_files_words(tmp_path, monkeypatch) -> None:
+    """train(config='recipe.yaml') said the file's own values as keywords
+    ("eval_dtype='bfloat16' under dtype='float32'; pass dtype='bfloat16'") to a caller who
+    wrote none; they are said as the file holds them, as `directpo train recipe.yaml` says
+    them. A refusal the keywords bring stays in Python's words, line by line."""
+    from directpo import train
+
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(Path("pairs.jsonl"), SENTIMENT_PAIRS)
+    Path("recipe.yaml").write_text(
+        "model_name_or_path: m\ntrain_file: pairs.jsonl\neval_dtype: bfloat16\ndtype: float32\n"
+    )
+    file_line = (
+        "eval_dtype: bfloat16 under dtype: float32: the run computes in float32 and so does its "
+        "evaluation; set dtype: bfloat16 (mixed precision) to evaluate as bf16 computes"
+    )
+    for keywords in ({}, {"max_steps": 1}):
+        with pytest.raises(ConfigError) as refused:
+            train(config="recipe.yaml", **keywords)
+        assert str(refused.value) == file_line
+    assert main(["train", "recipe.yaml"]) == 2  # (the command's line, for comparison)
+
+    Path("recipe.yaml").write_text("model_name_or_path: m\ntrain_file: pairs.jsonl\nfp16: true\n")
+    with pytest.raises(ConfigError) as refused:
+        train(config="recipe.yaml", dtype="float32", eval_dtype="bfloat16")
+    assert refused.value.problems == [
+        "fp16: float16 mixed precision is not supported (its narrow range needs a loss scaler); "
+        "use bf16: true (mixed precision in bfloat16) or dtype: float32",
+        "eval_dtype='bfloat16' under dtype='float32': the run computes in float32 and so does "
+        "its evaluation; pass dtype='bfloat16' (mixed precision) to evaluate as bf16 computes",
+    ]

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from directpo.adapters import lora_options_of, peft_config_refusal
-from directpo.callers import spell_setting
+from directpo.callers import Caller, Entry, Spelling, speaking_as, spell_setting
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, ConfigErrors, respelled
 from directpo.trl_compat import ALIASES
@@ -223,16 +223,71 @@ def config_file(path: str, options: dict[str, Any]) -> DPOConfig:
     reads it (load_config: TRL's names, ``env:``, interpolations; the options over its keys).
     It was a TypeError ("takes a directpo.DPOConfig, got builtins.str"); a string that names no
     file, such as a model folder (TRL's ``DPOTrainer("model-id", ...)`` order), is said so."""
-    from directpo.config import load_config
-
     if os.path.isfile(path) or path.endswith((".yaml", ".yml")):
-        return load_config(path, options, overrides_from="train()")
+        return _recipe_config(path, options)
     kind = "a folder" if os.path.isdir(path) else "no file"
     raise ConfigError(
         f"train({path!r}): the first argument is the config (a DPOConfig, a YAML file or a "
         f"dict of options), and {path!r} is {kind}; a model is "
         f"train(model_name_or_path={path!r}, ...), rows train_dataset=..."
     )
+
+
+def _recipe_config(path: str, options: dict[str, Any]) -> DPOConfig:
+    """The recipe ``path`` with train()'s keyword ``options`` over it. A value the file holds is
+    refused in the file's words (``eval_dtype: bfloat16 under dtype: float32``, ``set dtype:
+    bfloat16``), as ``directpo train recipe.yaml`` says it: it was said as keywords
+    (``eval_dtype='bfloat16'``, ``pass dtype='bfloat16'``) to a caller who wrote none. A
+    refusal that the keywords bring (the file alone gives no such line) is in Python's words,
+    which wrote them; so is everything after the options are read (the output folder's, the
+    data's, the model's), where a keyword to train() is the caller's fix."""
+    from directpo.config import load_config
+
+    recipe = Caller(Spelling.RECIPE, Entry.TRAIN, path)
+    try:
+        with speaking_as(recipe):
+            return load_config(path, options, overrides_from="train()")
+    except ConfigError as error:
+        if not options:
+            raise
+        in_recipe_words = error
+    try:
+        load_config(path, options, overrides_from="train()")  # (train()'s words: Python's)
+    except ConfigError as error:
+        raise _each_in_its_words(in_recipe_words, error, _file_problems(path, recipe)) from None
+    raise in_recipe_words
+
+
+def _file_problems(path: str, recipe: Caller) -> set[str]:
+    """The lines the file alone (no keywords) is refused with, in its words."""
+    from directpo.config import load_config
+
+    try:
+        with speaking_as(recipe):
+            load_config(path)
+    except ConfigError as error:
+        return set(getattr(error, "problems", [str(error)]))
+    return set()
+
+
+def _each_in_its_words(
+    recipe_words: ConfigError, python_words: ConfigError, file_problems: set[str]
+) -> ConfigError:
+    """One refusal of the same options said twice: each line as the file's where the file
+    alone gives it, else as train()'s keywords (the two list the same checks in order)."""
+    recipes = getattr(recipe_words, "problems", [str(recipe_words)])
+    pythons = getattr(python_words, "problems", [str(python_words)])
+    if len(recipes) != len(pythons):
+        return python_words
+    lines = [
+        ours if ours in file_problems else theirs
+        for ours, theirs in zip(recipes, pythons, strict=True)
+    ]
+    if lines == recipes:
+        return recipe_words
+    if lines == pythons or not isinstance(python_words, ConfigErrors):
+        return python_words
+    return ConfigErrors(python_words.where, lines, python_words.rows)
 
 
 def ported_config(config: Any, options: dict[str, Any] | None = None) -> Any:

@@ -68,6 +68,17 @@ def called_by(who: Caller) -> Iterator[Caller]:
         _CALLER.reset(token)
 
 
+@contextlib.contextmanager
+def speaking_as(who: Caller) -> Iterator[Caller]:
+    """``who`` calls while in it, whoever called outside: a part of a call whose input the user
+    wrote otherwise (the recipe file given to ``train("recipe.yaml")``, read in its words)."""
+    token = _CALLER.set(who)
+    try:
+        yield who
+    finally:
+        _CALLER.reset(token)
+
+
 def entry_point(who: Caller) -> Callable[[F], F]:
     """A function called by ``who`` where no outer entry called it."""
 
