@@ -103,3 +103,37 @@ def test_report_to_trackio_logs_trls_names_in_its_project(
     local = "trackio_space_id: 'me/runs' is not supported: directpo does not upload: "
     with pytest.raises(DirectpoError, match=local + "report_to='trackio' logs on this machine"):
         DPOConfig(report_to=["trackio"], trackio_space_id="me/runs")
+
+
+def test_a_run_resumed_into_another_folder_shows_its_whole_curve_in_tensorboard(tmp_path):
+    """Resumed from another folder's checkpoint, metrics.jsonl kept the steps before it (the
+    checkpoint's rows), but the new folder's TensorBoard curve began at the resumed step. Its
+    events are refilled from those rows; a folder with events already is left as it was."""
+    before = [{"step": 1, "loss": 0.7, "rewards/chosen": 0.1}, {"step": 2, "loss": 0.6}]
+    out = tmp_path / "out"
+    resumed = MetricsLogger(out, ["tensorboard"], {}, resume_step=2, logged_before=before)
+    resumed.log(3, {"loss": 0.5})
+    resumed.close()
+    shown = EventAccumulator(str(out / "runs")).Reload()
+    loss = [(event.step, round(event.value, 4)) for event in shown.Scalars("train/loss")]
+    assert loss == [(1, 0.7), (2, 0.6), (3, 0.5)]
+    assert [e.step for e in shown.Scalars("train/rewards/chosen")] == [1]
+    assert [(row["step"], row["loss"]) for row in read_metrics(out)] == [
+        (1, 0.7),
+        (2, 0.6),
+        (3, 0.5),
+    ]
+
+    shared = tmp_path / "shared"  # a logging_dir the earlier run wrote its steps into
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    first = MetricsLogger(tmp_path / "first", ["tensorboard"], {"logging_dir": str(shared)})
+    for row in before:
+        first.log(row["step"], {"loss": row["loss"]})
+    first.close()
+    config = {"logging_dir": str(shared)}
+    again = MetricsLogger(tmp_path / "second", ["tensorboard"], config, 2, logged_before=before)
+    again.log(3, {"loss": 0.5})
+    again.close()
+    steps = [event.step for event in EventAccumulator(str(shared)).Reload().Scalars("train/loss")]
+    assert steps == [1, 2, 3]

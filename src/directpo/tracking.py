@@ -69,6 +69,7 @@ class MetricsLogger:
             # rows came from none, and metrics.jsonl, the plot and the next checkpoints' and
             # the final trainer_state.json began at the resumed step, the curve before it lost
             kept = [row for row in logged_before if row.get("step", 0) <= resume_step]
+            self._refill(kept)
         if write:  # (a full disk: said in one line, the rows logged before kept)
             text = "".join(json.dumps(row) + "\n" for row in kept)
             try:
@@ -77,6 +78,18 @@ class MetricsLogger:
                 self.close()
                 raise
         self.rows = kept
+
+    def _refill(self, rows: list[dict[str, Any]]) -> None:
+        """The resumed checkpoint's rows into a TensorBoard folder that holds no events yet
+        (the new output_dir's runs/): its curve began at the resumed step, the earlier steps
+        only in the old folder's (metrics.jsonl had them). Decided: refilled, not said in a
+        line, so that one folder shows the whole run; a folder with events (a logging_dir
+        shared with the earlier run) has those steps already and is left. wandb, MLflow and
+        trackio keep a run of their own, where the earlier steps are (not logged again)."""
+        for tracker in self._trackers:
+            if isinstance(tracker, _TensorBoard) and tracker.fresh:
+                for row in rows:
+                    tracker.log(row["step"], _numbers(row))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         row = {"step": step, **metrics}
@@ -94,6 +107,15 @@ class MetricsLogger:
     def close(self) -> None:
         for tracker in self._trackers:
             tracker.close()
+
+
+def _numbers(row: dict[str, Any]) -> dict[str, float]:
+    """A row's metrics as logged (its numbers, not its step)."""
+    return {
+        key: value
+        for key, value in row.items()
+        if key != "step" and isinstance(value, int | float) and not isinstance(value, bool)
+    }
 
 
 def trl_tracker_names(metrics: dict[str, float]) -> dict[str, float]:
@@ -117,6 +139,7 @@ class _TensorBoard:
         # a resumed run logs steps S+1, ... again: purge_step hides the interrupted run's
         # events of those steps (in its own files), else each shows twice, as two curves
         purge = None if resume_step is None else resume_step + 1
+        self.fresh = not any(folder.glob("events.out.tfevents.*"))  # (no earlier run's)
         self.writer = SummaryWriter(log_dir=str(folder), purge_step=purge)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
