@@ -365,11 +365,16 @@ class DPOConfig(Options):
         "resume may raise it.",
     )
     dataset_config: str | None = option(None, "The dataset's configuration name, if any.")
-    dataset_train_split: str = option("train", "The dataset split to train on.")
+    dataset_train_split: str = option(
+        "train",
+        "The dataset split to train on; datasets' split syntax slices and joins splits "
+        "(train[:10%], train[100:200], train+test), as load_dataset(split=...) reads it.",
+    )
     dataset_test_split: str = option(
         "test",
         "The split evaluated on (when no eval_file is given; test is optional, a split named "
-        "otherwise must exist; dataset_train_split's own is refused: its pairs are trained on).",
+        "otherwise must exist; one holding rows of dataset_train_split is refused: they are "
+        "trained on; train[90%:] beside train[:90%] holds out).",
     )
     dataset_mixture: dict | None = option(
         None,

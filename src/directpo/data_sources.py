@@ -14,10 +14,11 @@ import logging
 import lzma
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from directpo.errors import DataError, first_line
+from directpo.callers import spell_option
+from directpo.errors import ConfigError, DataError, first_line
 from directpo.hub import cache_only_where_unreachable, unreachable_reason
 from directpo.option_paths import builder_without_files
 from directpo.readers import COMPRESSED, compression_of
@@ -87,14 +88,74 @@ def load_named_dataset(config: Any, key: str, *, required: str | None) -> Any:
         name, config.dataset_config, f"dataset_name '{name}'", config.dataset_train_split,
         streaming=streaming,
     )  # fmt: skip
-    if split not in loaded:
+    label = f"dataset_name '{name}'"
+    if key == "dataset_test_split" and shares_rows(loaded, config.dataset_train_split, split):
+        # (train+test, or train[:90%] beside train[80%:]: as dataset_test_split: train is)
+        raise ConfigError(
+            f"dataset_test_split: {split} holds rows of dataset_train_split: "
+            f"{config.dataset_train_split}, so held-out pairs would be training pairs; name "
+            "rows held out of training (train[:90%] beside train[90%:]), give eval_file, or "
+            f"set {spell_option('eval_strategy', 'no')}"
+        )
+    picked = picked_split(loaded, split, label, key)
+    if picked is None:
         if required is None:
             return None
         raise DataError(
-            f"dataset_name '{name}': no split '{split}' (it has {', '.join(loaded)}) for "
-            f"{required}; set {key}"
+            f"{label}: no split '{split}' (it has {', '.join(loaded)}) for {required}; set {key}"
         )
-    return loaded[split]
+    return picked
+
+
+def picked_split(splits: Mapping[str, Any], spec: str, label: str, key: str) -> Any:
+    """``splits[spec]``, or datasets' split arithmetic over them as ``load_dataset(split=...)``
+    reads it (``train[:10%]``, ``train[100:200]``, ``train+test``); None where ``spec`` names
+    no split. It was 'no split train[:10%] (it has train, test)', a split that was there."""
+    if spec in splits:
+        return splits[spec]
+    pieces = _split_pieces(splits, spec, label, key)
+    if pieces is None:
+        return None
+    import datasets
+
+    parts = [splits[piece.splitname].select(range(piece.from_, piece.to)) for piece in pieces]
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+
+
+def shares_rows(splits: Mapping[str, Any], first: str, second: str) -> bool:
+    """Whether split specs ``first`` and ``second`` pick a row in common (the same split, or
+    overlapping slices of one)."""
+    if first == second:
+        return first in splits
+    ranges = [_split_pieces(splits, spec, "", "") or [] for spec in (first, second)]
+    return any(
+        a.splitname == b.splitname and max(a.from_, b.from_) < min(a.to, b.to)
+        for a in ranges[0]
+        for b in ranges[1]
+    )
+
+
+def _split_pieces(splits: Mapping[str, Any], spec: str, label: str, key: str) -> list | None:
+    """datasets' absolute row ranges of ``spec`` over ``splits`` (its own rounding and
+    clamping), or None where it is no such spec or names a split that is not there. A stream
+    (dataset_streaming) has no length to take a slice or a percent of: refused in one line."""
+    from datasets import ReadInstruction
+
+    try:
+        instruction = ReadInstruction.from_spec(spec)
+    except (ValueError, AssertionError):
+        return None
+    if not all(hasattr(split, "__len__") for split in splits.values()):
+        if not label:
+            return None
+        raise DataError(
+            f"{label}: {key}: {spec} slices or joins splits, which a stream (dataset_streaming: "
+            "true) cannot; name one split, or leave dataset_streaming off"
+        )
+    try:
+        return instruction.to_absolute({name: len(split) for name, split in splits.items()})
+    except (KeyError, ValueError, AssertionError):
+        return None
 
 
 def dataset_splits(

@@ -43,7 +43,7 @@ import numpy as np
 
 from directpo.data import preferences_of_rows
 from directpo.data_folders import mixed_splits
-from directpo.data_sources import dataset_splits
+from directpo.data_sources import dataset_splits, picked_split
 from directpo.errors import ConfigError, DataError, collected, refuse_all
 from directpo.model_locations import looks_local
 from directpo.option_values import value_shown
@@ -511,11 +511,12 @@ def _source_rows(source: Source) -> tuple[list[tuple[str, Any]], list[str] | Non
             path, source.config, label, "train", "config",
             data_dir=source.data_dir, data_files=source.data_files,
         )  # fmt: skip
-        if source.split not in splits:
+        picked = picked_split(splits, source.split, label, "split")  # (train[:10%] too)
+        if picked is None:
             raise DataError(
                 f"{label}: no split '{source.split}' (it has {', '.join(splits)}); set split"
             )
-        rows, names = open_rows(splits[source.split], source.label)
+        rows, names = open_rows(picked, source.label)
     rows = list(rows)
     if not rows:
         raise DataError(f"{label}: no rows")
