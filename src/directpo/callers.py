@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import enum
 import functools
 import shlex
@@ -62,6 +63,18 @@ def caller() -> Caller:
 def called_by(who: Caller) -> Iterator[Caller]:
     """``who`` calls while in it, unless an outer entry already did (its words are kept)."""
     token = _CALLER.set(_CALLER.get() or who)
+    try:
+        yield caller()
+    finally:
+        _CALLER.reset(token)
+
+
+@contextlib.contextmanager
+def written_as(spelling: Spelling) -> Iterator[Caller]:
+    """Keys read from one source, said as that source wrote them whoever called: a command
+    line's ``--push_to_hub true`` beside a recipe file, a recipe's keys under train() (the
+    caller's entry and recipe kept, its spelling replaced while in it)."""
+    token = _CALLER.set(dataclasses.replace(caller(), spelling=spelling))
     try:
         yield caller()
     finally:
@@ -180,3 +193,15 @@ def setting_verb() -> str:
     return {Spelling.RECIPE: "set", Spelling.FLAGS: "give", Spelling.PYTHON: "pass"}[
         caller().spelling
     ]
+
+
+def spell_shape(name: str, yaml_shape: str, python_shape: str) -> str:
+    """An option whose value is a shape to fill in (a mapping of ``...``), as the caller writes
+    it: ``dataset_mixture: {datasets: [...]}`` in a recipe, ``--dataset_mixture '{datasets:
+    [...]}'`` (a flag reads YAML), ``dataset_mixture={'datasets': [...]}`` in Python."""
+    spelling = caller().spelling
+    if spelling is Spelling.PYTHON:
+        return f"{name}={python_shape}"
+    if spelling is Spelling.FLAGS:
+        return f"--{name} {shlex.quote(yaml_shape)}"
+    return f"{name}: {yaml_shape}"
