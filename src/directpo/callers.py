@@ -195,6 +195,31 @@ def setting_verb() -> str:
     ]
 
 
+# what to do instead of a refused name: fixed text, or words made when the message is made,
+# in the running caller's spelling (a table's entry that sets options: spell_setting)
+Advice = str | Callable[[], str]
+
+
+def advice_text(advice: Advice) -> str:
+    """``advice`` as the running caller reads it."""
+    return advice() if callable(advice) else advice
+
+
+def source_spelling(where: str) -> Spelling:
+    """How the source ``where`` names wrote its keys: ``command line`` its flags, a Python call
+    (``train()``'s keywords, ``DPOConfig`` and the other options classes) keywords, a recipe
+    file (or a mapping read as one) YAML keys. The one place ``where`` says a spelling."""
+    import os
+
+    if where == "command line":
+        return Spelling.FLAGS
+    if os.path.exists(where):  # (a recipe file named like a class, 'Recipe', is still one)
+        return Spelling.RECIPE
+    if where.endswith("()") or (where.isidentifier() and where[:1].isupper()):
+        return Spelling.PYTHON
+    return Spelling.RECIPE
+
+
 def spell_shape(name: str, yaml_shape: str, python_shape: str) -> str:
     """An option whose value is a shape to fill in (a mapping of ``...``), as the caller writes
     it: ``dataset_mixture: {datasets: [...]}`` in a recipe, ``--dataset_mixture '{datasets:

@@ -19,7 +19,6 @@ built:
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import yaml
@@ -28,6 +27,7 @@ from directpo.callers import (
     Blank,
     Spelling,
     caller,
+    source_spelling,
     spell_option,
     spell_pair,
     spell_setting,
@@ -390,19 +390,6 @@ def _takes(key: str, known: list[str]) -> bool:
 NO_STRINGS = ("logging_strategy",)  # TRL's string options with a "no" (YAML's is false)
 # other tools' names for packing, which padding_free does here (_packing_unpadded)
 PACKING = ("packing", "eval_packing", "packing_samples", "ds.packing_samples")
-
-
-def source_spelling(where: str) -> Spelling:
-    """How the source ``where`` names wrote its keys: ``command line`` its flags, a Python call
-    (``train()``'s keywords, ``DPOConfig`` and the other options classes) keywords, a recipe
-    file (or a mapping read as one) YAML keys. The one place ``where`` says a spelling."""
-    if where == "command line":
-        return Spelling.FLAGS
-    if os.path.exists(where):  # (a recipe file named like a class, 'Recipe', is still one)
-        return Spelling.RECIPE
-    if where.endswith("()") or (where.isidentifier() and where[:1].isupper()):
-        return Spelling.PYTHON
-    return Spelling.RECIPE
 
 
 def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str, Any]:

@@ -20,8 +20,10 @@ from collections.abc import Callable
 from typing import Any
 
 from directpo.callers import (
+    Advice,
     Blank,
     Spelling,
+    advice_text,  # noqa: F401 (trl_compat's and the tests' name for it)
     caller,
     spell_name,
     spell_option,
@@ -29,14 +31,6 @@ from directpo.callers import (
     spell_shape,
     spell_value,
 )
-
-# what to do instead of a refused key: text, or words made in the running caller's spelling
-Advice = str | Callable[[], str]
-
-
-def advice_text(advice: Advice) -> str:
-    """``advice`` as the running caller reads it."""
-    return advice() if callable(advice) else advice
 
 
 def said(name: str, value: Any = True) -> str:
