@@ -1348,7 +1348,10 @@ def test_what_a_refused_trl_name_says_to_write_is_taken() -> None:
     from directpo.trl_table import advice_text
 
     refused = {key for key, (accepted, _) in NO_EFFECT.items() if not accepted("x")}
-    advice = {**{key: advice_text(said) for key, (_, said) in NO_EFFECT.items()}, **TRAINER_ONLY}
+    advice = {
+        key: advice_text(said)
+        for key, said in {**{k: said for k, (_, said) in NO_EFFECT.items()}, **TRAINER_ONLY}.items()
+    }
     for key, said in advice.items():
         named = set(re.findall(r"[a-z0-9]+_[a-z0-9_]+", said)) - {key}
         assert not named & refused, (key, said)

@@ -256,3 +256,22 @@ def test_a_recipe_file_named_like_a_class_is_a_recipe(tmp_path, monkeypatch) -> 
     assert source_spelling("Recipe") is Spelling.RECIPE
     with pytest.raises(ConfigError, match="push_to_hub: true is not supported"):
         load_config("Recipe")
+
+
+def test_a_trainer_only_argument_is_told_as_train_takes_keywords() -> None:
+    """DPOTrainer's optimizers / optimizer_cls_and_kwargs / model_init given to train() were
+    told 'set optim, ...' and 'give model_name_or_path', a recipe's and a flag's verbs; a
+    train() caller passes keywords."""
+    from directpo.arguments import TRAINER_ONLY
+    from directpo.trainer import train
+
+    with pytest.raises(ConfigError) as refused:
+        train(model="m", echo=None, **dict.fromkeys(TRAINER_ONLY, object()))
+    lines = getattr(refused.value, "problems", [str(refused.value)])
+    assert len(lines) == len(TRAINER_ONLY)
+    said = {line.split(" ", 1)[0]: line.split("argument): ", 1)[1] for line in lines}
+    assert said["model_init"] == "pass model_name_or_path=..."
+    assert said["optimizers"].startswith("pass optim=..., learning_rate=..., lr_scheduler_type=")
+    for advice in said.values():
+        _check_spelling(advice, Spelling.PYTHON, "train()")
+        assert not advice.startswith(("set ", "give ")), advice
