@@ -75,10 +75,10 @@ def test_key_value_overrides_and_openrlhfs_dataset_are_said_with_the_rows(tmp_pa
     out = str(tmp_path / "out")
     for argv, said in [
         ([f"train_file={bad}", "beta=-1"], f"'train_file={bad}', 'beta=-1': options are flags"),
-        (["--dataset", str(bad)], f"--dataset: write --train_file {bad} "),
+        (["--dataset", str(bad)], f"--dataset: give --train_file {bad} "),
         (["--dataset", str(bad), "--beta", "0"], "beta must be > 0"),
         (["--train_file", str(bad), "beta=2"], "'beta=2': options are flags here: --beta 2"),
-        (["--eval_dataset", str(bad)], "--eval_dataset: use eval_file"),
+        (["--eval_dataset", str(bad)], "--eval_dataset: give --eval_file or --dataset_test_split"),
     ]:
         assert main(["train", "--output_dir", out, *argv]) == 2
         err = capsys.readouterr().err

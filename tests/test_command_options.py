@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -38,14 +39,32 @@ def test_trains_names_say_the_commands_own(command, capsys) -> None:
     from directpo.cli import main
 
     for flag, said in (
-        ("--bf16", "use --dtype bfloat16"),
-        ("--per_device_eval_batch_size=4", "use --batch_size"),
-        ("--output_dir=x", "use --output (a .jsonl file)"),
+        ("--bf16", "give --dtype bfloat16"),
+        ("--per_device_eval_batch_size=4", "give --batch_size"),
+        ("--output_dir=x", "give --output (a .jsonl file)"),
     ):
         assert main([command, flag]) == 2
         assert f"unknown option '{flag.split('=')[0]}'; {said}" in capsys.readouterr().err
-    with pytest.raises(ConfigError, match="'torch_dtype' is unknown; use --dtype"):
-        ScoreOptions(torch_dtype="bfloat16")
+    with pytest.raises(ConfigError, match=re.escape("'torch_dtype' is unknown; pass dtype=...")):
+        ScoreOptions(torch_dtype="bfloat16")  # (a Python call: it was told the flag --dtype)
+
+
+@pytest.mark.parametrize("key", sorted(GenerateOptions.FOREIGN_KEYS))
+def test_every_foreign_name_is_told_in_the_callers_words(key, capsys) -> None:
+    """Every name of the commands' FOREIGN_KEYS table (ScoreOptions' are GenerateOptions' too):
+    a flag's advice writes flags, a Python call's keywords, each an option the command has."""
+    from directpo.cli import main
+
+    assert main(["generate", f"--{key}", "1"]) == 2
+    flagged = capsys.readouterr().err.strip().split("; ", 1)[-1]
+    with pytest.raises(ConfigError) as refused:
+        GenerateOptions(**{key: 1})
+    keyword = str(refused.value).split("; ", 1)[-1]
+    names = {field.name for field in dataclasses.fields(GenerateOptions)}
+    assert not re.findall(r"\b[a-z_]+=", flagged), flagged
+    assert set(re.findall(r"--([a-z_]+)", flagged)) <= names, flagged
+    assert "--" not in keyword, keyword
+    assert set(re.findall(r"\b([a-z_]+)=", keyword)) <= names, keyword
 
 
 def test_a_rows_file_or_config_file_given_bare_says_the_flag(tmp_path, capsys) -> None:

@@ -611,7 +611,7 @@ def test_an_option_set_after_construction_is_spelt_as_at_construction() -> None:
     ):
         config.lerning_rate = 1e-5
     assert "lerning_rate" not in vars(config)
-    with pytest.raises(ConfigError, match=r"push_to_hub: True is not supported"):
+    with pytest.raises(ConfigError, match=r"push_to_hub=True is not supported"):
         config.push_to_hub = True
     config.evaluation_strategy = "no"  # transformers < 4.46's name: renamed
     config.push_to_hub = False  # asks for nothing: dropped

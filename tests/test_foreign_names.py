@@ -75,8 +75,8 @@ def test_openrlhf_flags_of_another_meaning_are_refused_saying_what_to_write(caps
     assert code == 2
     lines = {line.strip().split(":", 1)[0]: line for line in err.splitlines()[1:]}
     assert "train_file" in lines["--dataset"] and "dataset_name" in lines["--dataset"]
-    assert "use max_length" in lines["--max_len"] and "drops the pair" in lines["--max_len"]
-    assert "gradient_accumulation_steps to train_batch_size" in lines["--train_batch_size"]
+    assert "give --max_length" in lines["--max_len"] and "drops the pair" in lines["--max_len"]
+    assert "--gradient_accumulation_steps train_batch_size / (" in lines["--train_batch_size"]
     assert "--distributed ddp" in lines["--zero_stage"]  # (a flag, as given)
     assert "summed log-ratios" in lines["--ipo"] and "length-normalised" in lines["--ipo"]
     assert "write the template into the file's prompts" in lines["--input_template"]
@@ -135,15 +135,15 @@ def test_a_torchtune_recipe_says_each_component_as_directpo_options(tmp_path, ca
     err = capsys.readouterr().err
     lines = {line.strip().split(":", 1)[0]: line for line in err.splitlines()[1:]}
     assert "lora_r: 8, lora_alpha: 16, lora_dropout: 0.0" in lines["model"]
-    assert "write max_length: 1024" in lines["tokenizer"]
+    assert "set max_length: 1024" in lines["tokenizer"]
     assert "model_name_or_path: /tmp/Meta-Llama-3.1-8B-Instruct" in lines["checkpointer"]
     assert (
-        "write train_file: my_prefs.json, chosen_column: accepted, rejected_column: declined; "
+        "set train_file: my_prefs.json, chosen_column: accepted, rejected_column: declined; "
         "directpo never trains on the prompt" in lines["dataset"]
     )
     assert "learning_rate: 0.0005, weight_decay: 0.05" in lines["optimizer"]
     assert "lr_scheduler_type: cosine, warmup_steps: 100" in lines["lr_scheduler"]
-    assert "loss_type: sigmoid): write beta: 0.05, label_smoothing: 0.1" in lines["loss"]
+    assert "loss_type: sigmoid): set beta: 0.05, label_smoothing: 0.1" in lines["loss"]
     assert "report_to" in lines["metric_logger"] and "max_steps" in lines["max_steps_per_epoch"]
     assert "did you mean" not in err and "must be a string" not in err and len(lines) == 9
 
@@ -183,7 +183,7 @@ def test_torchtunes_other_components_and_a_disabled_profiler(tmp_path, capsys) -
     assert main(["train", str(recipe)]) == 2
     err = capsys.readouterr().err
     lines = {line.strip().split(":", 1)[0]: line for line in err.splitlines()[1:]}
-    assert "write loss_type: simpo, beta: 2.0, simpo_gamma: 0.5" in lines["loss"]
+    assert "set loss_type: simpo, beta: 2.0, simpo_gamma: 0.5" in lines["loss"]
     assert "(optimizer: adamw, adamw_kahan or rmsprop)" in lines["optimizer"]
     assert "dataset_mixture" in lines["dataset"]
     assert "tokenizer_name_or_path" in lines["tokenizer"]
@@ -202,7 +202,7 @@ def test_an_override_of_a_refused_key_is_said_by_the_option_that_takes_its_value
     err = capsys.readouterr().err
     said = "options are flags here: --max_length 512 --weight_decay 0.1\n"
     assert said in err and "--tokenizer.max_seq_len 512" not in err
-    assert "--tokenizer.max_seq_len: use max_length (prompt + completion tokens" in err
+    assert "--tokenizer.max_seq_len: give --max_length (prompt + completion tokens" in err
     options = {field.name for field in dataclasses.fields(DPOConfig)}
     assert set(SAME_VALUE_AS) <= set(REFUSED) and set(SAME_VALUE_AS.values()) <= options
 
@@ -284,7 +284,7 @@ def test_omegaconfs_interpolations_are_resolved_as_omegaconf_does(
     )
     assert main(["train", str(recipe)]) == 2
     err = capsys.readouterr().err
-    assert "checkpointer: write model_name_or_path: /models/llama" in err and "metric_logger" in err
+    assert "checkpointer: set model_name_or_path: /models/llama" in err and "metric_logger" in err
     for text, said in [
         ("output_dir: ${nope}/x\n", "output_dir: '${nope}': the file has no key nope"),
         ("output_dir: ${oc.env:DPO_UNSET_X}\n", "the environment variable DPO_UNSET_X is not set"),
@@ -320,9 +320,9 @@ def test_openrlhfs_dataset_is_said_as_the_option_its_value_is(tmp_path, capsys) 
     pairs = tmp_path / "prefs.jsonl"
     pairs.write_text('{"chosen": "a", "rejected": "b"}\n')
     for value, said in [
-        (str(pairs), f"--dataset: write --train_file {pairs} "),
-        (f"{tmp_path}/*.jsonl", f"--dataset: write --train_file '{tmp_path}/*.jsonl' "),
-        ("Anthropic/hh-rlhf", "--dataset: write --dataset_name Anthropic/hh-rlhf "),
+        (str(pairs), f"--dataset: give --train_file {pairs} "),
+        (f"{tmp_path}/*.jsonl", f"--dataset: give --train_file '{tmp_path}/*.jsonl' "),
+        ("Anthropic/hh-rlhf", "--dataset: give --dataset_name Anthropic/hh-rlhf "),
     ]:
         assert main(["train", "--dataset", value]) == 2
         assert said in capsys.readouterr().err
@@ -405,11 +405,11 @@ def test_openrlhfs_grouped_steps_are_said_as_the_option_their_value_is(capsys) -
     option its value is."""
     assert main(["train", "--eval.steps", "-1", "--ckpt.save_steps", "-1"]) == 2
     err = capsys.readouterr().err
-    assert "--eval.steps: write --eval_strategy epoch" in err
-    assert "--ckpt.save_steps: write --save_strategy no" in err
+    assert "--eval.steps: give --eval_strategy epoch" in err
+    assert "--ckpt.save_steps: give --save_strategy no" in err
     assert main(["train", "--eval.steps", "50", "--ckpt.save_steps", "100"]) == 2
     err = capsys.readouterr().err
-    assert "--eval.steps: write --eval_steps 50" in err and "write --save_steps 100" in err
+    assert "--eval.steps: give --eval_steps 50" in err and "give --save_steps 100" in err
 
 
 def test_transformers_example_scripts_max_train_samples_says_what_to_do(capsys) -> None:

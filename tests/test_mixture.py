@@ -248,7 +248,7 @@ def test_a_mixtures_bad_sources_rows_and_combinations_are_one_line(
          "dataset_mixture and dataset_name are both set"),
         (dict(dataset_mixture=mixture({"id": "d"}, test_split_size=2), eval_file="e.jsonl"),
          "test_split_size and eval_file both give held-out pairs"),
-        (dict(dataset_mixer={"d": 1.0}), "write it as dataset_mixture:"),
+        (dict(dataset_mixer={"d": 1.0}), "write it as dataset_mixture={"),
     ):  # fmt: skip
         with pytest.raises(ConfigError, match=re.escape(message)):
             DPOConfig(model_name_or_path="m", **options)

@@ -278,9 +278,9 @@ def test_precision_options_and_trl_spellings() -> None:
     for key in ("torch_dtype", "dtype"):
         with pytest.raises(
             ConfigError,
-            match=rf"^model_init_kwargs: {key}: bfloat16 is directpo's dtype option.*set dtype: "
-            r"bfloat16 "
-            r"\(bf16 compute over float32 master weights.*master_weights: bfloat16",
+            match=rf"^model_init_kwargs: {key}: bfloat16 is directpo's dtype option.*pass "
+            r"dtype='bfloat16' "
+            r"\(bf16 compute over float32 master weights.*master_weights='bfloat16'",
         ):
             DPOConfig(model_init_kwargs={key: "bfloat16"})
 

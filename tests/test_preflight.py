@@ -250,7 +250,7 @@ def test_a_revision_of_a_local_model_folder_is_refused(
         "--train_file", str(pairs_file), "--beta", "-1", "--max_len", "512",
     ])  # fmt: skip
     err = capsys.readouterr().err
-    assert code == 2 and "--max_len: use max_length" in err and "beta must be > 0" in err
+    assert code == 2 and "--max_len: give --max_length" in err and "beta must be > 0" in err
     assert f"model_name_or_path {model} is a local folder" in err
 
 

@@ -100,7 +100,7 @@ def test_report_to_trackio_logs_trls_names_in_its_project(
     assert DPOConfig(report_to=["trackio"]).project == "huggingface"
     with pytest.raises(DirectpoError, match="^project names trackio's project, and report_to "):
         DPOConfig(report_to=["wandb"], project="dpo-sweeps")  # (it went nowhere)
-    local = "trackio_space_id: 'me/runs' is not supported: directpo does not upload: "
+    local = "trackio_space_id='me/runs' is not supported: directpo does not upload: "
     with pytest.raises(DirectpoError, match=local + "report_to='trackio' logs on this machine"):
         DPOConfig(report_to=["trackio"], trackio_space_id="me/runs")
 

@@ -107,7 +107,7 @@ def test_unusable_trl_options_are_all_named_at_once(tiny_model_dirs, pairs_file,
     lines = err.splitlines()
     assert lines[0] == f"directpo: error: {recipe}: 4 options cannot be used:"
     assert lines[1].startswith("  push_to_hub: true is not supported: directpo does not upload")
-    assert lines[2].startswith("  deepspeed: ds_zero3.json is not supported: use distributed: fsdp")
+    assert lines[2].startswith("  deepspeed: ds_zero3.json is not supported: set distributed: fsdp")
     assert lines[3].startswith("  neftune_noise_alpha: 5 is not supported")
     assert lines[4] == "  unknown option 'learnin_rate'; did you mean 'learning_rate'?"
     assert len(lines) == 5
@@ -133,9 +133,9 @@ def test_refused_trl_keys_and_wrong_values_are_named_in_one_pass(tmp_path) -> No
     assert str(info.value).startswith(f"{recipe}: 5 options cannot be used:")
     with pytest.raises(ConfigErrors) as info:  # from Python, TRL's names and values alike
         DPOConfig(neftune_noise_alpha=5, fp16=True, beta=-1)
-    problems = [p.split(":")[0].split()[0] for p in info.value.problems]
+    problems = [re.split("[:=]", p)[0].split()[0] for p in info.value.problems]
     assert problems == ["neftune_noise_alpha", "fp16", "beta"]
-    with pytest.raises(ConfigError, match="^DPOConfig: neftune_noise_alpha: 5 is not supported"):
+    with pytest.raises(ConfigError, match="^DPOConfig: neftune_noise_alpha=5 is not supported"):
         DPOConfig(neftune_noise_alpha=5, beta=0.2)  # alone, as before
     assert load_config(None, {"torch_dtype": "bfloat16"}).dtype == "bfloat16"
 
@@ -243,7 +243,7 @@ def test_trl_spellings_from_python_and_their_contradictions() -> None:
         ({"gradient_checkpointing_kwargs": {"preserve_rng_state": False}}, "only use_reentrant"),
         ({"rpo_alpha": 1.0, "loss_type": ["sigmoid", "sft"]}, "already has"),
         ({"cpo_alpha": 1.0, "loss_type": ["sigmoid"]}, "^cpo_alpha is TRL CPOTrainer's; .* simpo"),
-        ({"save_strategy": "best"}, "^save_strategy: best .* load_best_model_at_end: true"),
+        ({"save_strategy": "best"}, "^save_strategy: best .* load_best_model_at_end=True"),
     ):
         with pytest.raises(ConfigError, match=message):
             DPOConfig(**options)
@@ -395,7 +395,7 @@ def test_a_reward_model_recipes_own_keys_say_what_they_are(tmp_path) -> None:
     assert "unknown option" not in str(refused.value)
     with pytest.raises(ConfigError) as refused:
         DPOConfig(model_name_or_path="m", center_rewards_coefficient=0.01)
-    assert str(refused.value).startswith("DPOConfig: center_rewards_coefficient: 0.01 is not")
+    assert str(refused.value).startswith("DPOConfig: center_rewards_coefficient=0.01 is not")
 
 
 def test_model_init_kwargs_own_options_are_refused_leading_with_the_value_written() -> None:
@@ -407,18 +407,18 @@ def test_model_init_kwargs_own_options_are_refused_leading_with_the_value_writte
             DPOConfig(model_init_kwargs={key: "float32"})
         said = str(refused.value)
         assert said.startswith(f"model_init_kwargs: {key}: float32 is directpo's dtype option")
-        assert "bfloat16" not in said and "dtype: float32 (the default)" in said
+        assert "bfloat16" not in said and "dtype='float32' (the default)" in said
     with pytest.raises(ConfigError, match=r"^ref_model_init_kwargs: torch_dtype: torch.float32 "):
         DPOConfig(ref_model_init_kwargs={"torch_dtype": "torch.float32"})
     with pytest.raises(ConfigError) as refused:  # no dtype directpo trains in: both said
         DPOConfig(model_init_kwargs={"torch_dtype": "float16"})
     assert str(refused.value).startswith("model_init_kwargs: torch_dtype: float16 is directpo's")
-    assert str(refused.value).endswith("or dtype: float32")
+    assert str(refused.value).endswith("or dtype='float32'")
     quantized = {"load_in_4bit": True, "bnb_4bit_quant_type": "fp4", "llm_int8_threshold": 6}
     with pytest.raises(ConfigError) as refused:
         DPOConfig(model_init_kwargs={"quantization_config": quantized})
     assert str(refused.value).endswith(
-        "remove it there and set load_in_4bit: true, bnb_4bit_quant_type: fp4 (directpo has no "
+        "remove it there and pass load_in_4bit=True, bnb_4bit_quant_type='fp4' (directpo has no "
         "option for llm_int8_threshold)"
     )
 
@@ -434,7 +434,7 @@ def test_a_cpo_config_trains_simpo_with_its_nll_weight() -> None:
     assert alone.loss_type == ["simpo"] and alone.loss_weights is None
     # CPOConfig's AlphaPO alpha at its default is SimPO (it was "unknown option; ld_alpha?")
     assert DPOConfig(**simpo, cpo_alpha=0.0, alpha=0.0) == alone
-    with pytest.raises(ConfigError, match="alpha: 0.25 is not supported: AlphaPO.s reward"):
+    with pytest.raises(ConfigError, match="alpha=0.25 is not supported: AlphaPO.s reward"):
         DPOConfig(**simpo, alpha=0.25)
 
 
@@ -489,7 +489,7 @@ def test_trl_options_that_were_dropped_now_do_what_they_ask(
     assert {"loss/sigmoid", "loss/sft"} <= set(read_metrics(out)[-1])
 
     for key, value, message in (
-        ("truncation_mode", "keep_end", "cap prompts with max_prompt_length"),
+        ("truncation_mode", "keep_end", "cap prompts with --max_prompt_length"),
         ("pad_token", "<pad>", "padding is masked out"),
         ("dataset_splits", "[train_prefs, test_prefs]", "dataset_train_split"),
         ("ref_model", "x", "did you mean '--ref_model_name_or_path'"),
@@ -519,7 +519,7 @@ def test_a_trl_scripts_dpoconfig_call_ports_as_written() -> None:
     assert dataclasses.replace(config, beta=0.2).beta == 0.2
     with pytest.raises(ConfigError, match="^DPOConfig: unknown option 'lerning_rate'; did you"):
         DPOConfig(model_name_or_path="m", lerning_rate=1e-6)
-    with pytest.raises(ConfigError, match="^DPOConfig: push_to_hub: True is not supported"):
+    with pytest.raises(ConfigError, match="^DPOConfig: push_to_hub=True is not supported"):
         DPOConfig(model_name_or_path="m", push_to_hub=True)
 
 
@@ -597,13 +597,13 @@ def test_every_trl_key_old_and_new_is_known(tmp_path) -> None:
 
     for key, value, message in (
         ("train_sampling_strategy", "group_by_length", "directpo shuffles the pairs"),
-        ("tools", [{"type": "function"}], "chat_template_kwargs: {tools: [...]}"),
+        ("tools", [{"type": "function"}], "chat_template_kwargs={'tools': [...]}"),
         ("model_adapter_name", "train", "directpo trains one LoRA adapter"),
         ("ref_adapter_name", "reference", "an adapter folder given as model_name_or_path"),
-        ("dataset_mixer", {"d": 1.0}, "write it as dataset_mixture: {datasets: [{id: ..."),
+        ("dataset_mixer", {"d": 1.0}, "write it as dataset_mixture={'datasets': [{'id': ..."),
         ("save_safetensors", False, "directpo saves safetensors"),
     ):
-        with pytest.raises(ConfigError, match=re.escape(f"{key}: {value!r} is not supported: ")):
+        with pytest.raises(ConfigError, match=re.escape(f"{key}={value!r} is not supported: ")):
             DPOConfig(model_name_or_path="m", **{key: value})
         with pytest.raises(ConfigError, match=re.escape(message)):
             DPOConfig(model_name_or_path="m", **{key: value})
@@ -958,7 +958,7 @@ def test_logging_strategy_no_is_refused_not_ignored(tmp_path) -> None:
     for value in ("no", "epoch"):
         with pytest.raises(ConfigError, match=f"--logging_strategy {value} is not supported"):
             load_config(None, {"logging_strategy": value})
-    with pytest.raises(ConfigError, match="logging_strategy: 'no' is not supported"):
+    with pytest.raises(ConfigError, match="logging_strategy='no' is not supported"):
         DPOConfig(logging_strategy="no")
     assert load_config(None, {"logging_strategy": "steps"}) == DPOConfig()
 
@@ -1010,19 +1010,19 @@ def test_a_transformers_4_recipe_ports_and_its_gpu_choices_are_named(tmp_path) -
     assert load_config(str(recipe)) == DPOConfig(model_name_or_path="m")
     for key, value, message in (
         ("half_precision_backend", "cpu_amp", "bf16=True is directpo's own mixed precision"),
-        ("no_cuda", True, "CUDA_VISIBLE_DEVICES= directpo train"),
-        ("per_gpu_train_batch_size", 4, "use per_device_train_batch_size"),
+        ("no_cuda", True, "CUDA_VISIBLE_DEVICES= python your_script.py"),
+        ("per_gpu_train_batch_size", 4, "pass per_device_train_batch_size=..."),
         ("adafactor", True, "choose optim among adamw_torch,"),
-        ("fsdp_transformer_layer_cls_to_wrap", "LlamaDecoderLayer", "use distributed='fsdp'"),
+        ("fsdp_transformer_layer_cls_to_wrap", "LlamaDecoderLayer", "pass distributed='fsdp'"),
     ):
-        with pytest.raises(ConfigError, match=re.escape(f"{key}: {value!r} is not supported: ")):
+        with pytest.raises(ConfigError, match=re.escape(f"{key}={value!r} is not supported: ")):
             DPOConfig(model_name_or_path="m", **{key: value})
         with pytest.raises(ConfigError, match=re.escape(message)):
             DPOConfig(model_name_or_path="m", **{key: value})
     with pytest.raises(ConfigErrors) as refused:
         DPOConfig(debug="underflow_overflow", optim_target_modules=["q_proj"], use_vllm=True)
     assert not any("not supported: not supported" in p for p in refused.value.problems)
-    assert "debug: 'underflow_overflow' is not supported" in refused.value.problems
+    assert "debug='underflow_overflow' is not supported" in refused.value.problems
 
 
 def test_torch_compile_backend_and_mode_at_directpos_settings_compile(tmp_path) -> None:
@@ -1282,7 +1282,7 @@ def test_an_sft_recipes_keys_port_or_say_what_a_dpo_row_is(tmp_path) -> None:
     ):
         with pytest.raises(ConfigError) as refused:
             DPOConfig(model_name_or_path="m", **{key: value})
-        assert str(refused.value).startswith(f"DPOConfig: {key}: {value!r} is not supported: ")
+        assert str(refused.value).startswith(f"DPOConfig: {key}={value!r} is not supported: ")
         assert message in str(refused.value)
     assert DPOConfig(model_name_or_path="m", packing=True, shuffle_dataset=True) == DPOConfig(
         model_name_or_path="m"
@@ -1319,23 +1319,23 @@ def test_a_refusals_advice_is_written_as_its_caller_gives_options(tmp_path, caps
     with pytest.raises(ConfigErrors) as refused:
         load_config(str(recipe))
     said = "\n".join(refused.value.problems)
-    assert "use distributed: fsdp (FSDP2) under torchrun, fsdp_offload: true to" in said
-    assert "use torch_compile: true" in said
+    assert "set distributed: fsdp (FSDP2) under torchrun, fsdp_offload: true to" in said
+    assert "set torch_compile: true" in said
     with pytest.raises(ConfigErrors) as refused:
         DPOConfig(model_name_or_path="m", fsdp="full_shard", completion_only_loss=False,
                   **{"ckpt.save_steps": -1, "eval_split": "test"})  # fmt: skip
     said = "\n".join(refused.value.problems)
-    assert "use distributed='fsdp' (FSDP2) under torchrun, fsdp_offload=True to" in said
+    assert "pass distributed='fsdp' (FSDP2) under torchrun, fsdp_offload=True to" in said
     assert "(assistant_only_loss=True narrows them" in said
-    assert "write save_strategy='no'" in said  # the strategy, not YAML's false
-    assert "use dataset_test_split" in said  # (an option named alone is as it is)
+    assert "pass save_strategy='no'" in said  # the strategy, not YAML's false
+    assert "pass dataset_test_split=..." in said  # (an option named alone, to fill in)
     with pytest.raises(ConfigError, match="does not upload: report_to='trackio' logs on this"):
         DPOConfig(report_to="trackio", trackio_space_id="me/space")  # (after another label)
     code = main(["train", "--model_name_or_path", "m", "--fsdp", "full_shard",
                  "--completion_only_loss", "false", "--torchdynamo", "inductor"])  # fmt: skip
     err = capsys.readouterr().err
-    assert code == 2 and "use --distributed fsdp (FSDP2) under torchrun, --fsdp_offload to" in err
-    assert "(--assistant_only_loss narrows them" in err and "use --torch_compile" in err
+    assert code == 2 and "give --distributed fsdp (FSDP2) under torchrun, --fsdp_offload to" in err
+    assert "(--assistant_only_loss narrows them" in err and "give --torch_compile" in err
     assert ": true" not in err
 
 
@@ -1345,9 +1345,13 @@ def test_what_a_refused_trl_name_says_to_write_is_taken() -> None:
     refused ('use adam_beta1/adam_beta2/adam_epsilon/weight_decay'), a second run later."""
     from directpo.arguments import TRAINER_ONLY
     from directpo.trl_compat import NO_EFFECT
+    from directpo.trl_table import advice_text
 
     refused = {key for key, (accepted, _) in NO_EFFECT.items() if not accepted("x")}
-    advice = {**{key: said for key, (_, said) in NO_EFFECT.items()}, **TRAINER_ONLY}
+    advice = {
+        key: advice_text(said)
+        for key, said in {**{k: said for k, (_, said) in NO_EFFECT.items()}, **TRAINER_ONLY}.items()
+    }
     for key, said in advice.items():
         named = set(re.findall(r"[a-z0-9]+_[a-z0-9_]+", said)) - {key}
         assert not named & refused, (key, said)

@@ -11,7 +11,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from directpo.adapters import lora_options_of, peft_config_refusal
-from directpo.callers import Caller, Entry, Spelling, speaking_as, spell_setting
+from directpo.callers import (
+    Advice,
+    Caller,
+    Entry,
+    Spelling,
+    advice_text,
+    speaking_as,
+    spell_setting,
+)
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, ConfigErrors, respelled
 from directpo.trl_compat import ALIASES
@@ -91,18 +99,25 @@ TRAINER_LOCATIONS = {
     "tokenizer": "tokenizer_name_or_path",
 }
 # TRL's DPOTrainer(...) arguments directpo has no counterpart for, and what does their job here
-TRAINER_ONLY = {
+TRAINER_ONLY: dict[str, Advice] = {  # (a train() keyword's: pass optim=..., said when refused)
     "callbacks": "directpo takes no callbacks: report_to logs each row to trackers, and the "
     "result's metrics hold every logged row",
-    "optimizers": "set optim, learning_rate, lr_scheduler_type (and their _kwargs) instead",
+    "optimizers": lambda: (
+        f"{spell_setting('optim', 'learning_rate', 'lr_scheduler_type')} (and their _kwargs) "
+        "instead"
+    ),
     # (not optim_args, which is refused: it named a second option to remove)
-    "optimizer_cls_and_kwargs": "set optim, adam_beta1, adam_beta2, adam_epsilon and "
-    "weight_decay instead",
+    "optimizer_cls_and_kwargs": lambda: (
+        spell_setting(
+            "optim", "adam_beta1", "adam_beta2", "adam_epsilon", "weight_decay", last=" and "
+        )
+        + " instead"
+    ),
     "data_collator": "directpo builds its own batches (prefix sharing, packing)",
     "compute_metrics": "held-out metrics are DPO's (eval_file); eval_generate with reward_fn "
     "scores sampled completions",
     "preprocess_logits_for_metrics": "held-out metrics are DPO's (eval_file)",
-    "model_init": "give model_name_or_path",
+    "model_init": lambda: spell_setting("model_name_or_path"),
 }
 
 
@@ -150,7 +165,7 @@ def trainer_arguments(
         # TRL's defaults (callbacks=None, optimizers=(None, None)) ask for nothing
         if _asks_nothing(options.pop(name)):
             continue
-        problems.append(f"{name} (TRL's DPOTrainer argument): {TRAINER_ONLY[name]}")
+        problems.append(f"{name} (TRL's DPOTrainer argument): {advice_text(TRAINER_ONLY[name])}")
     if problems:
         raise ConfigErrors("train()", problems)
     return config, options

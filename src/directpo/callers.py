@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import enum
 import functools
 import shlex
@@ -77,6 +78,13 @@ def speaking_as(who: Caller) -> Iterator[Caller]:
         yield who
     finally:
         _CALLER.reset(token)
+
+
+def written_as(spelling: Spelling) -> contextlib.AbstractContextManager[Caller]:
+    """Keys read from one source, said as that source wrote them whoever called: a command
+    line's ``--push_to_hub true`` beside a recipe file, a recipe's keys under train() (the
+    caller's entry and recipe kept, its spelling replaced while in it)."""
+    return speaking_as(dataclasses.replace(caller(), spelling=spelling))
 
 
 def entry_point(who: Caller) -> Callable[[F], F]:
@@ -191,3 +199,40 @@ def setting_verb() -> str:
     return {Spelling.RECIPE: "set", Spelling.FLAGS: "give", Spelling.PYTHON: "pass"}[
         caller().spelling
     ]
+
+
+# what to do instead of a refused name: fixed text, or words made when the message is made,
+# in the running caller's spelling (a table's entry that sets options: spell_setting)
+Advice = str | Callable[[], str]
+
+
+def advice_text(advice: Advice) -> str:
+    """``advice`` as the running caller reads it."""
+    return advice() if callable(advice) else advice
+
+
+def source_spelling(where: str) -> Spelling:
+    """How the source ``where`` names wrote its keys: ``command line`` its flags, a Python call
+    (``train()``'s keywords, ``DPOConfig`` and the other options classes) keywords, a recipe
+    file (or a mapping read as one) YAML keys. The one place ``where`` says a spelling."""
+    import os
+
+    if where == "command line":
+        return Spelling.FLAGS
+    if os.path.exists(where):  # (a recipe file named like a class, 'Recipe', is still one)
+        return Spelling.RECIPE
+    if where.endswith("()") or (where.isidentifier() and where[:1].isupper()):
+        return Spelling.PYTHON
+    return Spelling.RECIPE
+
+
+def spell_shape(name: str, yaml_shape: str, python_shape: str) -> str:
+    """An option whose value is a shape to fill in (a mapping of ``...``), as the caller writes
+    it: ``dataset_mixture: {datasets: [...]}`` in a recipe, ``--dataset_mixture '{datasets:
+    [...]}'`` (a flag reads YAML), ``dataset_mixture={'datasets': [...]}`` in Python."""
+    spelling = caller().spelling
+    if spelling is Spelling.PYTHON:
+        return f"{name}={python_shape}"
+    if spelling is Spelling.FLAGS:
+        return f"--{name} {shlex.quote(yaml_shape)}"
+    return f"{name}: {yaml_shape}"

@@ -24,6 +24,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
+from directpo.callers import Spelling, advice_text, written_as
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.foreign_names import RENAMED, SAME_VALUE_AS, SEVERAL_VALUES
 from directpo.option_hints import unknown_hint
@@ -435,7 +436,8 @@ def unknown_flag_message(flag: str, options: type) -> str:
     name = flag.lstrip("-").split("=", 1)[0]
     hint = unknown_hint(name, names)
     if instead := getattr(options, "FOREIGN_KEYS", {}).get(name):
-        hint = f"; {instead}"
+        with written_as(Spelling.FLAGS):  # (a flag's: --dtype bfloat16)
+            hint = f"; {advice_text(instead)}"
     if name in VERSION_FLAGS:
         hint = VERSION_HINT
     return f"unknown option '{flag.split('=', 1)[0]}'{hint}"  # (as written: -V, not --V)

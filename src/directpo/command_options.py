@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
+from directpo.callers import Advice, spell_setting, spell_value
 from directpo.config import DTYPES
 from directpo.data_checks import check_columns
 from directpo.errors import ConfigError, ModelLoadError, collected, refuse_all
@@ -60,15 +61,23 @@ class FileCommandOptions(Options):
 
     # train's (TRL's) names for these options, which a user of train writes first (score
     # --bf16 was 'unknown option' without a word of --dtype)
-    FOREIGN_KEYS: ClassVar[dict[str, str]] = {
-        "bf16": "use --dtype bfloat16",
-        "fp16": "use --dtype bfloat16 or float32 (float16 is not supported)",
-        "torch_dtype": "use --dtype (float32 or bfloat16)",
-        **dict.fromkeys(
-            ("per_device_eval_batch_size", "per_device_train_batch_size"), "use --batch_size"
+    # (each said as the caller gives options: --dtype bfloat16, ScoreOptions(dtype='bfloat16'))
+    FOREIGN_KEYS: ClassVar[dict[str, Advice]] = {
+        "bf16": lambda: spell_setting(("dtype", "bfloat16")),
+        "fp16": lambda: (
+            f"{spell_setting(('dtype', 'bfloat16'))} or {spell_value('float32')} (float16 is "
+            "not supported)"
         ),
-        **dict.fromkeys(("train_file", "eval_file", "dataset_name"), "use --input (a file)"),
-        "output_dir": "use --output (a .jsonl file)",
+        "torch_dtype": lambda: f"{spell_setting('dtype')} (float32 or bfloat16)",
+        **dict.fromkeys(
+            ("per_device_eval_batch_size", "per_device_train_batch_size"),
+            lambda: spell_setting("batch_size"),
+        ),
+        **dict.fromkeys(
+            ("train_file", "eval_file", "dataset_name"),
+            lambda: f"{spell_setting('input')} (a file)",
+        ),
+        "output_dir": lambda: f"{spell_setting('output')} (a .jsonl file)",
         "config": "score, rank and generate read no config file: give their options as flags",
     }
     # the options the rows written do not depend on: a stopped run is continued with others
@@ -421,7 +430,7 @@ class GenerateOptions(FileCommandOptions):
         "max_prompt_length": ("prompt_limit", 512),
     }
     # transformers' generate() arguments a user of it writes first (do_sample: unknown option)
-    FOREIGN_KEYS: ClassVar[dict[str, str]] = {
+    FOREIGN_KEYS: ClassVar[dict[str, Advice]] = {
         **FileCommandOptions.FOREIGN_KEYS,
         "do_sample": "generate samples unless temperature is 0 (greedy decoding)",
         "max_length": "max_new_tokens limits each completion (max_prompt_length, the prompt)",

@@ -23,6 +23,44 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from directpo.callers import (
+    Blank,
+    setting_verb,
+    spell_name,
+    spell_option,
+    spell_setting,
+    spell_shape,
+    spell_value,
+)
+
+# what a refused key's advice is: text, or words made as the message is, in the running
+# caller's spelling (``set train_file: a.jsonl`` / ``give --train_file a.jsonl`` / ``pass
+# train_file='a.jsonl'``)
+Hint = str | Callable[[], str]
+
+
+def _text(hint: Hint) -> str:
+    return hint() if callable(hint) else hint
+
+
+def _said(name: str, value: Any = True) -> str:
+    """``name: value`` within a sentence, as the caller writes it."""
+    return spell_option(name, value, in_recipe=False)
+
+
+def _use(*settings: tuple[str, Any] | str, then: str = "", last: str = ", ") -> Hint:
+    """A hint to set ``settings`` (spell_setting's), with ``then`` after them."""
+    return lambda: spell_setting(*settings, last=last) + then
+
+
+def _number(text: Any) -> Any:
+    """A flag's number as the number it is (adam_betas' '0.9' is 0.9, said unquoted)."""
+    try:
+        return int(text) if str(text).lstrip("-").isdigit() else float(text)
+    except (TypeError, ValueError):
+        return text
+
+
 # OpenRLHF's train_dpo writes each option twice over its versions: flat (--pretrain) and, since
 # its options were grouped, dotted (--model.model_name_or_path).
 RENAMED = {
@@ -101,34 +139,35 @@ def _off(value: Any) -> bool:
     return value in (None, False, 0, "", "no", "none", "None", [], {})
 
 
-def _unless_off(hint: str) -> Callable[[Any], str]:
-    return lambda value: "" if _off(value) else hint
+def _unless_off(hint: Hint) -> Callable[[Any], str]:
+    return lambda value: "" if _off(value) else _text(hint)
 
 
-def _unless_one(hint: str) -> Callable[[Any], str]:
+def _unless_one(hint: Hint) -> Callable[[Any], str]:
     """A size whose OpenRLHF default, 1, asks for nothing (as 0 or unset)."""
-    return lambda value: "" if _off(value) or str(value) == "1" else hint
+    return lambda value: "" if _off(value) or str(value) == "1" else _text(hint)
 
 
-def _steps(value: Any, option: str, never: str, otherwise: str) -> str:
+def _steps(value: Any, option: str, never: tuple[str, str], otherwise: Hint) -> str:
     """OpenRLHF's grouped save / eval steps, said as the option their value is: -1 (its
     default) as the strategy asking for it, N as ``option: N``."""
     if str(value).strip() == "-1":
-        return f"write {never} (OpenRLHF's -1)"
+        return f"{spell_setting(never)} (OpenRLHF's -1)"
     if str(value).strip().isdigit():
-        return f"write {option}: {value}"
-    return otherwise
+        return spell_setting((option, int(str(value).strip())))
+    return _text(otherwise)
 
 
-def _always(hint: str) -> Callable[[Any], str]:
-    return lambda value: hint
+def _always(hint: Hint) -> Callable[[Any], str]:
+    return lambda value: _text(hint)
 
 
 def _betas(value: Any) -> str:
     betas = value if isinstance(value, list | tuple) else str(value).replace(",", " ").split()
     if len(betas) == 2:
-        return f"write adam_beta1: {betas[0]} and adam_beta2: {betas[1]}"
-    return "write adam_beta1 and adam_beta2"
+        first, second = (_number(beta) for beta in betas)
+        return spell_setting(("adam_beta1", first), ("adam_beta2", second), last=" and ")
+    return spell_setting("adam_beta1", "adam_beta2", last=" and ")
 
 
 _DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".arrow", ".gz")
@@ -141,14 +180,17 @@ def _dataset(value: Any) -> str:
         return component_hint("dataset", value)
     # the value written as the option it is: each hint took another run to spell it out
     if _local_data(value):
-        return f"write train_file: {value} (a file, glob or datasets folder)"
+        return f"{spell_setting(('train_file', value))} (a file, glob or datasets folder)"
     if isinstance(value, str) and "," not in value and value.strip():
         local = value.startswith((".", "/", "~")) or value.endswith(_DATA_SUFFIXES)
         if "/" in value and not local:
-            return f"write dataset_name: {value} (a hub id; a local file is train_file)"
+            return (
+                f"{spell_setting(('dataset_name', value))} (a hub id; a local file is train_file)"
+            )
     return (
-        "a file, glob or datasets folder is train_file, a hub id dataset_name (several sources "
-        "with weights: dataset_mixture)"
+        f"a file, glob or datasets folder is {spell_name('train_file')}, a hub id "
+        f"{spell_name('dataset_name')} (several sources with weights, "
+        f"{spell_name('dataset_mixture')})"
     )
 
 
@@ -195,21 +237,22 @@ def _input_template(value: Any) -> str:
     return (
         "directpo reads a text prompt as written: write the template into the file's prompts "
         f'(the same texts as OpenRLHF\'s: {command}; your prompt column for "prompt"), then '
-        "train_file: templated.jsonl (and the same to the files score, rank and generate read); "
+        f"{_said('train_file', 'templated.jsonl')} (and the same to the files score, rank and "
+        "generate read); "
         "or give message lists, rendered with the chat template"
     )
 
 
 # the refused keys whose value is a text, read as written (YAML read "User: {}\nAssistant: "
-# as a mapping)
-AS_WRITTEN = ("input_template", "data.input_template")
+# as a mapping, and a --dataset file named 'prefs: v2.jsonl' as one)
+AS_WRITTEN = ("input_template", "data.input_template", "dataset", "data.dataset")
 
 
 def _lr_scheduler(value: Any) -> str:
     """OpenRLHF's scheduler name (torchtune's component is refused as a component)."""
     return (
-        f"write lr_scheduler_type: {value} (OpenRLHF's cosine_with_min_lr with min_lr_ratio 0.1: "
-        "lr_scheduler_kwargs: {min_lr_rate: 0.1})"
+        f"{spell_setting(('lr_scheduler_type', value))} (OpenRLHF's cosine_with_min_lr with "
+        f"min_lr_ratio 0.1: {_said('lr_scheduler_kwargs', {'min_lr_rate': 0.1})})"
     )
 
 
@@ -241,48 +284,102 @@ SAME_VALUE_AS = {
     "eval.steps": "eval_steps",
 }
 
-SAVE_STEPS = "save_steps: N saves every N steps; save_strategy: no saves none (OpenRLHF's -1)"
-BATCH = (
-    "the pairs per optimizer step are per_device_train_batch_size x "
-    "gradient_accumulation_steps x processes: set gradient_accumulation_steps to "
-    "train_batch_size / (per_device_train_batch_size x processes)"
+
+def _save_steps() -> str:
+    return (
+        f"{_said('save_steps', Blank('N'))} saves every N steps; {_said('save_strategy', 'no')} "
+        "saves none (OpenRLHF's -1)"
+    )
+
+
+def _batch() -> str:
+    steps = Blank("train_batch_size / (per_device_train_batch_size x processes)")
+    return (
+        "the pairs per optimizer step are per_device_train_batch_size x "
+        "gradient_accumulation_steps x processes: "
+        f"{spell_setting(('gradient_accumulation_steps', steps))}"
+    )
+
+
+def _zero() -> str:
+    return (
+        f"directpo runs under torchrun without DeepSpeed: {_said('distributed', 'ddp')} (each "
+        "process holds the model) or fsdp (FSDP2 shards weights, gradients and optimizer state, "
+        "as ZeRO-3)"
+    )
+
+
+def _min_lr_ratio() -> str:
+    kwargs = spell_shape("lr_scheduler_kwargs", "{min_lr_rate: RATIO}", "{'min_lr_rate': RATIO}")
+    return f"with {_said('lr_scheduler_type', 'cosine_with_min_lr')} {setting_verb()} {kwargs}"
+
+
+def _ipo() -> str:
+    return (
+        f"OpenRLHF's IPO squares the summed log-ratios; {_said('loss_type', 'ipo')} is TRL's, on "
+        "the mean token log-ratios (length-normalised), another loss"
+    )
+
+
+def _flash_attn() -> str:
+    return (
+        f"{_said('attn_implementation', 'auto')} already runs packed rows through FlashAttention "
+        f"varlen on CUDA in bf16; {_said('attn_implementation', 'flash_attention_2')} forces it"
+    )
+
+
+def _env_and_wandb(variable: str) -> Hint:
+    return lambda: f"set {variable} in the environment, {_said('report_to', 'wandb')}"
+
+
+def _tensorboard() -> str:
+    return (
+        f"{spell_setting(('report_to', 'tensorboard'))}, {spell_name('logging_dir')} for its folder"
+    )
+
+
+SAVE_STEPS = _save_steps
+BATCH = _batch
+ZERO = _zero
+MAX_LEN = _use(
+    "max_length",
+    then=" (prompt + completion tokens; a longer prompt is cut from the left, where OpenRLHF "
+    "drops the pair)",
 )
-ZERO = (
-    "directpo runs under torchrun without DeepSpeed: distributed: ddp (each process holds the "
-    "model) or fsdp (FSDP2 shards weights, gradients and optimizer state, as ZeRO-3)"
+FIRST_ROWS = "directpo reads every row: give a file of the first N (head -n N)"
+MIXTURE = _use("dataset_mixture", then=" (several sources with weights)")
+EVAL_DATA = _use("eval_file", "dataset_test_split", then=" (a file, or a split)", last=" or ")
+OFFLOAD = lambda: f"{_said('fsdp_offload')} keeps optimizer state in CPU memory (FSDP)"  # noqa: E731
+REF_ONCE = lambda: (  # noqa: E731
+    f"{_said('precompute_ref_log_probs')} runs the reference once before training and frees it"
 )
+RESUME = _use(("resume_from_checkpoint", "latest"))
+KEEP = _use("save_total_limit", then=" (a number of checkpoints)")
 # key: what it means here, as a function of its value ("": accepted, it asks for what
 # directpo does anyway)
 REFUSED: dict[str, Callable[[Any], str]] = {
     # OpenRLHF
     "dataset": _dataset,
     "data.dataset": _dataset,
-    "dataset_probs": _always("several sources with weights: dataset_mixture"),
-    "data.dataset_probs": _always("several sources with weights: dataset_mixture"),
-    "train_split": _always("use dataset_train_split"),
-    "data.dataset_split": _always("use dataset_train_split"),
-    "eval_split": _always("use dataset_test_split"),
-    "eval.split": _always("use dataset_test_split"),
-    "eval_dataset": _always("use eval_file (a file) or dataset_test_split (a split)"),
-    "eval.dataset": _always("use eval_file (a file) or dataset_test_split (a split)"),
-    "max_samples": _always("directpo reads every row: give a file of the first N (head -n N)"),
-    "data.max_samples": _always("directpo reads every row: give a file of the first N (head -n N)"),
+    "dataset_probs": _always(MIXTURE),
+    "data.dataset_probs": _always(MIXTURE),
+    "train_split": _always(_use("dataset_train_split")),
+    "data.dataset_split": _always(_use("dataset_train_split")),
+    "eval_split": _always(_use("dataset_test_split")),
+    "eval.split": _always(_use("dataset_test_split")),
+    "eval_dataset": _always(EVAL_DATA),
+    "eval.dataset": _always(EVAL_DATA),
+    "max_samples": _always(FIRST_ROWS),
+    "data.max_samples": _always(FIRST_ROWS),
     # (transformers' example scripts and the alignment handbook: "did you mean
     # max_eval_samples?" pointed at the held-out set's limit)
     "max_train_samples": _always(
-        "directpo reads every row: give a file of the first N (head -n N), or "
-        "dataset_streaming: true with max_steps"
+        lambda: f"{FIRST_ROWS}, or {_said('dataset_streaming')} with {spell_name('max_steps')}"
     ),
     # the same number, but OpenRLHF drops a pair whose prompt fills it, directpo cuts the
     # prompt from the left: not accepted as the same option
-    "max_len": _always(
-        "use max_length (prompt + completion tokens; a longer prompt is cut from the left, "
-        "where OpenRLHF drops the pair)"
-    ),
-    "data.max_len": _always(
-        "use max_length (prompt + completion tokens; a longer prompt is cut from the left, "
-        "where OpenRLHF drops the pair)"
-    ),
+    "max_len": _always(MAX_LEN),
+    "data.max_len": _always(MAX_LEN),
     # message lists are always rendered with the chat template here, text never
     "apply_chat_template": _always(""),
     "data.apply_chat_template": _always(""),
@@ -292,60 +389,54 @@ REFUSED: dict[str, Callable[[Any], str]] = {
     "train.batch_size": _always(BATCH),
     # OpenRLHF's IPO squares the summed log-ratio; directpo's (TRL's, the IPO authors') the
     # per-token mean's: another loss of the same name
-    "ipo": _unless_off(
-        "OpenRLHF's IPO squares the summed log-ratios; loss_type: ipo is TRL's, on the mean "
-        "token log-ratios (length-normalised), another loss"
-    ),
-    "model.ipo_enable": _unless_off(
-        "OpenRLHF's IPO squares the summed log-ratios; loss_type: ipo is TRL's, on the mean "
-        "token log-ratios (length-normalised), another loss"
-    ),
-    "aux_loss_coef": _unless_off("use router_aux_loss_coef (MoE)"),
-    "model.aux_loss_coef": _unless_off("use router_aux_loss_coef (MoE)"),
+    "ipo": _unless_off(_ipo),
+    "model.ipo_enable": _unless_off(_ipo),
+    "aux_loss_coef": _unless_off(_use("router_aux_loss_coef", then=" (MoE)")),
+    "model.aux_loss_coef": _unless_off(_use("router_aux_loss_coef", then=" (MoE)")),
     "adam_betas": _betas,
     "adam.betas": _betas,
     "lr_scheduler": _lr_scheduler,
-    "min_lr_ratio": _always(
-        "with lr_scheduler_type: cosine_with_min_lr write lr_scheduler_kwargs: {min_lr_rate: RATIO}"
-    ),  # fmt: skip
+    "min_lr_ratio": _always(_min_lr_ratio),
     "zero_stage": _always(ZERO),
     "ds.zero_stage": _always(ZERO),
-    "adam_offload": _unless_off("fsdp_offload: true keeps optimizer state in CPU memory (FSDP)"),
-    "ds.adam_offload": _unless_off("fsdp_offload: true keeps optimizer state in CPU memory (FSDP)"),
-    "ds.param_dtype": _always("bf16: true (or dtype: bfloat16) is mixed precision, as DeepSpeed's"),
-    "flash_attn": _unless_off(
-        "attn_implementation: auto already runs packed rows through FlashAttention varlen on "
-        "CUDA in bf16; attn_implementation: flash_attention_2 forces it"
+    "adam_offload": _unless_off(OFFLOAD),
+    "ds.adam_offload": _unless_off(OFFLOAD),
+    "ds.param_dtype": _always(
+        lambda: (
+            f"{_said('bf16')} (or {_said('dtype', 'bfloat16')}) is mixed precision, as DeepSpeed's"
+        )
     ),
+    "flash_attn": _unless_off(_flash_attn),
     "packing_samples": _always(""),  # directpo packs rows (padding_free) by default
     "ds.packing_samples": _always(""),
-    "ref_offload": _unless_off(
-        "precompute_ref_log_probs: true runs the reference once before training and frees it"
-    ),
-    "ref.offload": _unless_off(
-        "precompute_ref_log_probs: true runs the reference once before training and frees it"
-    ),
+    "ref_offload": _unless_off(REF_ONCE),
+    "ref.offload": _unless_off(REF_ONCE),
     "ckpt_path": _always("checkpoints are written to output_dir/checkpoint-N"),
     "ckpt.path": _always("checkpoints are written to output_dir/checkpoint-N"),
-    "max_ckpt_mem": _always("use save_total_limit (a number of checkpoints)"),
-    "ckpt.max_mem": _always("use save_total_limit (a number of checkpoints)"),
-    "load_checkpoint": _unless_off("use resume_from_checkpoint: latest"),
-    "ckpt.load_enable": _unless_off("use resume_from_checkpoint: latest"),
-    "ckpt.save_steps": lambda value: _steps(value, "save_steps", "save_strategy: no", SAVE_STEPS),
+    "max_ckpt_mem": _always(KEEP),
+    "ckpt.max_mem": _always(KEEP),
+    "load_checkpoint": _unless_off(RESUME),
+    "ckpt.load_enable": _unless_off(RESUME),
+    "ckpt.save_steps": lambda value: _steps(
+        value, "save_steps", ("save_strategy", "no"), SAVE_STEPS
+    ),
     "eval.steps": lambda value: _steps(
-        value, "eval_steps", "eval_strategy: epoch", "use eval_steps (or eval_strategy: epoch)"
+        value,
+        "eval_steps",
+        ("eval_strategy", "epoch"),
+        lambda: f"{spell_setting('eval_steps')} (or {_said('eval_strategy', 'epoch')})",
     ),
     "ckpt.save_hf": _always(""),  # every checkpoint and the final folder are HF folders
     "disable_fast_tokenizer": _unless_off("directpo loads the model folder's tokenizer as it is"),
     "data.disable_fast_tokenizer": _unless_off("directpo loads the tokenizer as it is"),
-    "use_wandb": _unless_off("use report_to: wandb (run_name names the run)"),
-    "logger.wandb.key": _unless_off("use report_to: wandb after wandb login"),
-    "wandb_project": _unless_off("set WANDB_PROJECT in the environment, report_to: wandb"),
-    "logger.wandb.project": _unless_off("set WANDB_PROJECT in the environment, report_to: wandb"),
-    "wandb_run_name": _unless_off("use run_name"),
-    "logger.wandb.run_name": _unless_off("use run_name"),
-    "use_tensorboard": _unless_off("use report_to: tensorboard, logging_dir for its folder"),
-    "logger.tensorboard_dir": _unless_off("use report_to: tensorboard, logging_dir for its folder"),
+    "use_wandb": _unless_off(_use(("report_to", "wandb"), then=" (run_name names the run)")),
+    "logger.wandb.key": _unless_off(_use(("report_to", "wandb"), then=" after wandb login")),
+    "wandb_project": _unless_off(_env_and_wandb("WANDB_PROJECT")),
+    "logger.wandb.project": _unless_off(_env_and_wandb("WANDB_PROJECT")),
+    "wandb_run_name": _unless_off(_use("run_name")),
+    "logger.wandb.run_name": _unless_off(_use("run_name")),
+    "use_tensorboard": _unless_off(_tensorboard),
+    "logger.tensorboard_dir": _unless_off(_tensorboard),
     # a ring of one GPU (OpenRLHF's default 1, in its scripts) is no context parallelism
     "ring_attn_size": _unless_one("directpo has no context parallelism"),
     "ds.ring_attn_size": _unless_one("directpo has no context parallelism"),
@@ -355,23 +446,34 @@ REFUSED: dict[str, Callable[[Any], str]] = {
         "gradients accumulate in the trainable weights' dtype (master_weights, float32 by default)"
     ),
     "disable_trace_cache": _unless_off("a DeepSpeed ZeRO-3 setting: directpo has no DeepSpeed"),
-    "wandb_org": _unless_off("set WANDB_ENTITY in the environment, report_to: wandb"),
-    "wandb_group": _unless_off("set WANDB_RUN_GROUP in the environment, report_to: wandb"),
+    "wandb_org": _unless_off(_env_and_wandb("WANDB_ENTITY")),
+    "wandb_group": _unless_off(_env_and_wandb("WANDB_RUN_GROUP")),
     # torchtune (its components are refused by component_hint)
-    "max_steps_per_epoch": _unless_off("use max_steps (the run's total optimizer steps)"),
+    "max_steps_per_epoch": _unless_off(
+        _use("max_steps", then=" (the run's total optimizer steps)")
+    ),
     "shuffle": lambda value: "" if value in (True, None) else "directpo always shuffles the pairs",
     "device": _device,
     "log_peak_memory_stats": _always(""),  # (peak memory is not logged)
     "optimizer_in_bwd": _unless_off("directpo steps the optimizer after backward"),
     "save_adapter_weights_only": _unless_off(
-        "a LoRA run's output_dir holds the adapter (merge_lora: true the merged model)"
+        lambda: (
+            f"a LoRA run's output_dir holds the adapter ({_said('merge_lora')} the merged model)"
+        )
     ),
-    "custom_sharded_layers": _unless_off("distributed: fsdp shards each decoder layer"),
-    "tokenizer": _always("use tokenizer_name_or_path (the model folder's by default)"),
+    "custom_sharded_layers": _unless_off(
+        lambda: f"{_said('distributed', 'fsdp')} shards each decoder layer"
+    ),
+    "tokenizer": _always(_use("tokenizer_name_or_path", then=" (the model folder's by default)")),
     # torchtune's AdamW decays every weight, directpo's spares biases and norm weights
-    "optimizer.weight_decay": _always("use weight_decay (biases and norm weights are spared)"),
+    "optimizer.weight_decay": _always(
+        _use("weight_decay", then=" (biases and norm weights are spared)")
+    ),
     "tokenizer.max_seq_len": _always(
-        "use max_length (prompt + completion tokens; a longer prompt is cut from the left)"
+        _use(
+            "max_length",
+            then=" (prompt + completion tokens; a longer prompt is cut from the left)",
+        )
     ),
     "profiler": lambda value: (
         ""
@@ -387,22 +489,25 @@ def is_component(value: Any) -> bool:
     return isinstance(value, dict) and "_component_" in value and value.get("enabled") is not False
 
 
-def _given(value: dict, names: dict[str, str]) -> str:
-    """Their values as directpo options: {"lr": "learning_rate"} -> "learning_rate: 5e-4"."""
-    given = [f"{ours}: {value[theirs]}" for theirs, ours in names.items() if theirs in value]
-    return ", ".join(given)
+def _given(value: dict, names: dict[str, str]) -> list[tuple[str, Any]]:
+    """Their values as directpo options: {"lr": "learning_rate"} -> [("learning_rate", 5e-4)]."""
+    return [(ours, value[theirs]) for theirs, ours in names.items() if theirs in value]
 
 
 def _loss(value: dict) -> str:
     name = str(value.get("_component_", "")).rsplit(".", 1)[-1]
     options = _given(value, {"beta": "beta", "label_smoothing": "label_smoothing"})
     if name == "DPOLoss":
-        return f"DPOLoss is directpo's default loss (loss_type: sigmoid): write {options or 'beta'}"
+        default = _said("loss_type", "sigmoid")
+        return (
+            f"DPOLoss is directpo's default loss ({default}): {spell_setting(*options or ['beta'])}"
+        )
     if name == "SimPOLoss":
         simpo = _given(value, {"beta": "beta", "gamma": "simpo_gamma"})
-        return f"write loss_type: simpo, {simpo or 'beta, simpo_gamma'}"
+        return spell_setting(("loss_type", "simpo"), *simpo or ["beta", "simpo_gamma"])
     if name == "RSOLoss":
-        return f"write loss_type: hinge, beta: {value.get('gamma', 'GAMMA')} (RSO's gamma)"
+        gamma = value.get("gamma", Blank("GAMMA"))
+        return f"{spell_setting(('loss_type', 'hinge'), ('beta', gamma))} (RSO's gamma)"
     return "choose loss_type (docs/losses.md)"
 
 
@@ -410,18 +515,21 @@ def _model(value: dict) -> str:
     lora = _given(
         value, {"lora_rank": "lora_r", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout"}
     )
-    adapters = f"; its adapters: {lora} (lora_target_modules: all-linear by default)"
-    adapters = adapters if lora else ""
-    return f"write model_name_or_path: the Hugging Face folder (the checkpointer's){adapters}"
+    modules = _said("lora_target_modules", "all-linear")
+    adapters = f"; its adapters: {spell_setting(*lora)} ({modules} by default)" if lora else ""
+    folder = spell_setting(("model_name_or_path", Blank("FOLDER")))
+    return f"{folder}, the Hugging Face folder (the checkpointer's){adapters}"
 
 
 GENERIC_COMPONENT = "a torchtune component: directpo builds this itself (docs/migrating.md)"
 
 
 def component_hint(key: str, value: Any) -> str:
-    """What a torchtune component's key is in directpo options, with its own values."""
+    """What a torchtune component's key is in directpo options, with its own values, each
+    setting as the caller writes options."""
     if isinstance(value, list):
-        return "several datasets: dataset_mixture, or train_file: [a.jsonl, b.jsonl]"
+        files = _said("train_file", ["a.jsonl", "b.jsonl"])
+        return f"several datasets: {spell_name('dataset_mixture')}, or {files}"
     name = str(value.get("_component_", ""))
     if key == "loss":
         return _loss(value)
@@ -429,28 +537,37 @@ def component_hint(key: str, value: Any) -> str:
         return _model(value)
     if key in ("checkpointer", "ref_checkpointer"):
         option = "model_name_or_path" if key == "checkpointer" else "ref_model_name_or_path"
-        return f"write {option}: {value.get('checkpoint_dir', 'the Hugging Face folder')}"
+        folder = value.get("checkpoint_dir", Blank("FOLDER"))
+        return spell_setting((option, folder)) + (
+            "" if "checkpoint_dir" in value else ", the Hugging Face folder"
+        )
     if key == "tokenizer":
         length = _given(value, {"max_seq_len": "max_length"})
-        return "the model folder's tokenizer is loaded (tokenizer_name_or_path for another)" + (
-            f"; write {length}" if length else ""
+        other = spell_name("tokenizer_name_or_path")
+        return f"the model folder's tokenizer is loaded ({other} for another)" + (
+            f"; {spell_setting(*length)}" if length else ""
         )
     if key == "optimizer":
         given = _given(value, {"lr": "learning_rate", "weight_decay": "weight_decay"})
         spared = "; biases and norms are not decayed" if "weight_decay" in value else ""
-        others = "optimizer: adamw, adamw_kahan or rmsprop"
-        kind = f"AdamW; optimizer: adamw{spared}" if name.endswith(".AdamW") else others
-        return f"write {given or 'learning_rate'} ({kind})"
+        adamw = _said("optimizer", "adamw")
+        others = f"{adamw}, {spell_value('adamw_kahan')} or {spell_value('rmsprop')}"
+        kind = f"AdamW; {adamw}{spared}" if name.endswith(".AdamW") else others
+        return f"{spell_setting(*given or ['learning_rate'])} ({kind})"
     if key == "profiler":
         return "directpo has no profiler: run train() under torch.profiler"
     if key == "lr_scheduler":
         warmup = _given(value, {"num_warmup_steps": "warmup_steps"})
         kind = "cosine" if "cosine" in name else "linear"
-        return f"write lr_scheduler_type: {kind}" + (f", {warmup}" if warmup else "")
+        return spell_setting(("lr_scheduler_type", kind), *warmup)
     if key == "dataset":
         return _torchtune_dataset(value)
     if key == "metric_logger":
-        return "use report_to: tensorboard, wandb, mlflow, trackio or none (metrics.jsonl always)"
+        trackers = ", ".join(spell_value(name) for name in ("wandb", "mlflow", "trackio"))
+        return (
+            f"{spell_setting(('report_to', 'tensorboard'))}, {trackers} or {spell_value('none')} "
+            "(metrics.jsonl always)"
+        )
     return GENERIC_COMPONENT
 
 
@@ -458,15 +575,20 @@ def _torchtune_dataset(value: dict) -> str:
     name = str(value.get("_component_", "")).rsplit(".", 1)[-1]
     extra = "; directpo never trains on the prompt" if value.get("train_on_input") else ""
     if name == "stack_exchange_paired_dataset":
+        columns = [
+            ("dataset_name", "lvwerra/stack-exchange-paired"),
+            ("prompt_column", "question"),
+            ("chosen_column", "response_j"),
+            ("rejected_column", "response_k"),
+        ]
         return (
-            "write dataset_name: lvwerra/stack-exchange-paired, prompt_column: question, "
-            "chosen_column: response_j, rejected_column: response_k (read as plain text; the "
-            "chat template renders message-list columns)" + extra
+            f"{spell_setting(*columns)} (read as plain text; the chat template renders "
+            "message-list columns)" + extra
         )
     columns = value.get("column_map") or {}
     mapped = _given(columns, {"chosen": "chosen_column", "rejected": "rejected_column"})
     if value.get("data_files"):  # source: json / csv / parquet, the builder of local files
-        source = f"train_file: {value['data_files']}"
+        source = ("train_file", value["data_files"])
     else:
-        source = f"dataset_name: {value.get('source', 'HUB_ID')}"
-    return f"write {', '.join(filter(None, [source, mapped]))}{extra}"
+        source = ("dataset_name", value.get("source", Blank("HUB_ID")))
+    return f"{spell_setting(source, *mapped)}{extra}"

@@ -22,7 +22,16 @@ from typing import Any
 
 import yaml
 
-from directpo.callers import Caller, Entry, Spelling, entry_point
+from directpo.callers import (
+    Advice,
+    Caller,
+    Entry,
+    Spelling,
+    advice_text,
+    entry_point,
+    source_spelling,
+    written_as,
+)
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.option_hints import meant_choice, unknown_hint
 from directpo.option_values import coerce as _coerce
@@ -65,7 +74,7 @@ class Options:
     PATH_KEYS: typing.ClassVar[tuple[str, ...]] = ()
     # other tools' names for what an option here does (transformers' generate() arguments),
     # each with what to give instead: said where the name is refused as unknown
-    FOREIGN_KEYS: typing.ClassVar[dict[str, str]] = {}
+    FOREIGN_KEYS: typing.ClassVar[dict[str, Advice]] = {}
 
     @entry_point(BUILT_IN_PYTHON)
     def __post_init__(self) -> None:
@@ -173,8 +182,10 @@ class Options:
     def translate(cls, values: dict[str, Any], names: list[str], where: str) -> dict[str, Any]:
         """``values`` as options of this class (subclasses may accept other spellings)."""
         label = "option" if where == "command line" else f"{where}: option"
-        for key in values:
-            _check_known(key, label, names, cls.FOREIGN_KEYS.get(key))
+        with written_as(source_spelling(where)):  # (a foreign key's advice in its words)
+            for key in values:
+                instead = cls.FOREIGN_KEYS.get(key)
+                _check_known(key, label, names, advice_text(instead) if instead else None)
         return values
 
     def _require(self, ok: bool, key: str, must: str) -> None:

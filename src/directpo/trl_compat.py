@@ -19,13 +19,20 @@ built:
 
 from __future__ import annotations
 
-import re
-import shlex
 from typing import Any
 
 import yaml
 
-from directpo.callers import spell_option, spell_pair
+from directpo.callers import (
+    Blank,
+    Spelling,
+    caller,
+    source_spelling,
+    spell_option,
+    spell_pair,
+    spell_setting,
+    written_as,
+)
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.foreign_names import AS_WRITTEN, REFUSED, RENAMED, component_hint, is_component
 from directpo.model_locations import is_adapter_folder
@@ -39,9 +46,11 @@ from directpo.trl_table import (
     TRL_OPTIMIZERS,
     VERSION_FLAGS,
     VERSION_HINT,
+    advice_text,
     is_eight_bit,
     low_bit_refusal,
     other_optimizer_refusal,
+    said,
 )
 
 
@@ -93,7 +102,7 @@ def apply_trl_meanings(config: Any) -> None:
     if config.save_strategy == "best":  # transformers' SaveStrategy.BEST
         config._refuse(
             "save_strategy",
-            "save_strategy: best is not supported: load_best_model_at_end: true writes a "
+            f"save_strategy: best is not supported: {said('load_best_model_at_end')} writes a "
             "checkpoint at every evaluation that improves metric_for_best_model",
         )
     kwargs = config.gradient_checkpointing_kwargs
@@ -228,10 +237,15 @@ def _trust_from_init_kwargs(config: Any) -> None:
 
 # dtypes as TRL's recipes write them in model_init_kwargs, as directpo's dtype option says them
 DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
-BF16_ADVICE = (
-    "bf16 compute over float32 master weights, which keep every update; add master_weights: "
-    "bfloat16 with optimizer: adamw_kahan to store the weights in bf16"
-)
+
+
+def bf16_advice() -> str:
+    """What dtype: bfloat16 does, and how to store the weights in bf16 too (caller's words)."""
+    return (
+        "bf16 compute over float32 master weights, which keep every update; add "
+        f"{said('master_weights', 'bfloat16')} with {said('optimizer', 'adamw_kahan')} to store "
+        "the weights in bf16"
+    )
 
 
 def refuse_loading_options(config: Any) -> None:
@@ -253,12 +267,14 @@ def _dtype_refusal(name: str, key: str, value: Any) -> str:
     written += ", for policy and reference"
     dtype = DTYPE_NAMES.get(str(value).removeprefix("torch."))
     if dtype == "float32":
-        return f"{written}: remove it there; dtype: float32 (the default) loads both in float32"
+        default = said("dtype", "float32")
+        return f"{written}: remove it there; {default} (the default) loads both in float32"
+    bf16 = spell_setting(("dtype", "bfloat16"))
     if dtype == "bfloat16":
-        return f"{written}: remove it there and set dtype: bfloat16 ({BF16_ADVICE})"
+        return f"{written}: remove it there and {bf16} ({bf16_advice()})"
     return (  # float16, auto (the checkpoint's dtype): no dtype directpo trains in
-        f"{written}, one of float32, bfloat16: remove it there and set dtype: bfloat16 "
-        f"({BF16_ADVICE}) or dtype: float32"
+        f"{written}, one of float32, bfloat16: remove it there and {bf16} ({bf16_advice()}) or "
+        f"{said('dtype', 'float32')}"
     )
 
 
@@ -267,15 +283,13 @@ def _quantization_refusal(name: str, value: Any) -> str:
     bnb_4bit_quant_type, ...), which the run loads the base with."""
     written = f"{name}: quantization_config is directpo's load_in_4bit / load_in_8bit and "
     fields = (
-        [f"{k}: {as_yaml(v)}" for k, v in value.items() if k in BNB_OPTIONS]
-        if isinstance(value, dict)
-        else []
+        [(k, v) for k, v in value.items() if k in BNB_OPTIONS] if isinstance(value, dict) else []
     )
     if not fields:
         return f"{written}bnb_4bit_* options; remove it there"
     unread = [k for k in value if k not in BNB_OPTIONS and not k.startswith("_")]
     left = f" (directpo has no option for {', '.join(unread)})" if unread else ""
-    return f"{written}bnb_4bit_* options; remove it there and set {', '.join(fields)}{left}"
+    return f"{written}bnb_4bit_* options; remove it there and {spell_setting(*fields)}{left}"
 
 
 # a BitsAndBytesConfig's fields that are directpo options of the same name
@@ -353,7 +367,7 @@ def spellings(values: dict[str, Any], where: str) -> dict[str, str]:
     """The options ``translate`` renames, each with the key as the user wrote it
     ({"generate_max_new_tokens": "max_new_tokens"}), so that a refused value is named as it
     stands in their file or call (``respelled``), not by a name they never wrote."""
-    flag = "--" if where == "command line" else ""
+    flag = "--" if source_spelling(where) is Spelling.FLAGS else ""
     renames = ALIASES | RENAMED
     renamed = {
         renames[key]: f"{flag}{key}"
@@ -380,11 +394,19 @@ PACKING = ("packing", "eval_packing", "packing_samples", "ds.packing_samples")
 
 def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str, Any]:
     """``values`` with TRL's spellings renamed and no-effect keys dropped; every key that cannot
-    be used is reported at once (``ConfigErrors``). ``known`` are the options' own names."""
+    be used is reported at once (``ConfigErrors``). ``known`` are the options' own names;
+    ``where`` names the source (a recipe's path heads its lines) and so its spelling: each
+    refusal, and the tables' advice in it, reads as that source writes options."""
+    with written_as(source_spelling(where)):
+        return _translate(values, known, where)
+
+
+def _translate(values: dict[str, Any], known: list[str], where: str) -> dict[str, Any]:
     values = _handbook_workers(_trl_compile(_trl_mixture(values)))
     result: dict[str, Any] = {}
     problems: list[str] = []
-    flag = "--" if where == "command line" else ""  # name them as they were written
+    spelling = caller().spelling
+    flag = "--" if spelling is Spelling.FLAGS else ""  # name them as they were written
     renames = ALIASES | RENAMED
     for key, value in values.items():
         value = "no" if key in NO_STRINGS and value is False else value  # YAML 1.1's no
@@ -403,105 +425,57 @@ def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str,
             else:
                 result[renames[key]] = value
         elif key in REFUSED:
-            if instead := REFUSED[key](value if key in AS_WRITTEN else _typed(value)):
-                problems.append(f"{flag}{key}: {respell_advice(instead, known, where)}")
+            # (only a flag's text is read as YAML: a recipe's or a call's value is typed, and
+            # its text read again made a file named 'prefs: v2.jsonl' a mapping)
+            typed = _typed(value) if flag and key not in AS_WRITTEN else value
+            if instead := REFUSED[key](typed):
+                problems.append(f"{flag}{key}: {instead}")
         elif key in NO_EFFECT:
             accepted, instead = NO_EFFECT[key]
             if not accepted(_typed(value)):
-                instead = respell_advice(instead, known, where)
-                reason = f": {instead}" if instead else ""
-                # as written: a flag's own text (--logging_strategy no, not false), a YAML
-                # file's value in YAML (true, not True), a Python call's in Python
-                plain = flag or key in NO_STRINGS  # (`no`, not YAML's quoted 'no')
-                text = value if isinstance(value, str) and plain else as_yaml(value)
-                text = repr(value) if where == "DPOConfig" else text
-                given = f"--{key} {text}" if flag else f"{key}: {text}"
-                problems.append(f"{given} is not supported{reason}")
+                reason = f": {advice_text(instead)}" if instead else ""
+                problems.append(f"{_as_given(key, value)} is not supported{reason}")
         elif not flag and key.startswith("no_") and _takes(key[3:], known):
             # HfArgumentParser's flag --no_remove_unused_columns written as a key (was told
             # 'did you mean rejected_column?'): its key is the option's own, set false
-            written = f"{key[3:]}=False" if where == "DPOConfig" else f"{key[3:]}: false"
+            written = spell_option(key[3:], False, in_recipe=False)
             problems.append(f"unknown option '{key}'; the flag --{key} is written {written} here")
         else:
             # (--lr, --data: option_hints; a flag may be --config misspelt)
             meant = HINTS.get(key)
-            hint = f"; did you mean '{flag}{meant}'?" if meant else ""
+            names = (meant,) if isinstance(meant, str) else meant or ()
+            named = " and ".join(f"'{flag}{name}'" for name in names)
+            hint = f"; did you mean {named}?" if names else ""
             hint = hint or unknown_hint(key, [*known, *(["config"] if flag else [])], flag)
             if flag and key in VERSION_FLAGS:
                 hint = VERSION_HINT
             problems.append(f"unknown option '{flag}{key}'{hint}")
-    problems += _packing_unpadded(values, where)
+    problems += _packing_unpadded(values)
     if problems:
         raise ConfigErrors("" if flag else where, problems)
     return result
 
 
-# an option set in a refusal's advice, as the tables write it for a recipe: `torch_compile:
-# true`, `distributed: fsdp`, `eval_generate: N` (a mapping's `{...}` stays YAML: no flag or
-# keyword takes it as written)
-_LABEL = re.compile(r"\b([a-z][a-z0-9_]*): ")
-_VALUE = re.compile(r"[^\s,;(){}\[\]]+")
+def _as_given(key: str, value: Any) -> str:
+    """``key: value`` as its source wrote it: a flag's own text (``--logging_strategy no``, not
+    false), a YAML file's value in YAML (true, not True), a Python call's in Python."""
+    if caller().spelling is Spelling.RECIPE and key in NO_STRINGS and isinstance(value, str):
+        value = Blank(value)  # (`no`, not YAML's quoted 'no')
+    if caller().spelling is Spelling.FLAGS and isinstance(value, str):
+        return f"--{key} {value}"  # (as typed, a switch's value too: --push_to_hub true)
+    return spell_option(key, value, in_recipe=False)
 
 
-def respell_advice(text: str, known: list[str], where: str) -> str:
-    """``text`` (a table's advice) with each ``option: value`` it names written as the caller
-    gives options: ``--torch_compile`` / ``--distributed fsdp`` on a command line,
-    ``torch_compile=True`` / ``distributed='fsdp'`` to DPOConfig; a recipe's is as written.
-    A Python or flags user was told YAML they could not paste back."""
-    if where != "command line" and where != "DPOConfig":
-        return text
-    said, at = [], 0
-    # (label by label, none consuming the next: 'does not upload: report_to: trackio')
-    for label in _LABEL.finditer(text):
-        value = _VALUE.match(text, label.end())
-        if label.start() < at or label.group(1) not in known or value is None:
-            continue
-        written = value.group(0).rstrip(".:")  # (a sentence's full stop)
-        if not written:
-            continue
-        said += [text[at : label.start()], _spelt(label.group(1), written, where)]
-        at = label.end() + len(written)
-    return "".join([*said, text[at:]])
-
-
-def _spelt(name: str, written: str, where: str) -> str:
-    value = _typed(written)
-    if where == "command line":
-        return f"--{name}" if value is True else f"--{name} {shlex.quote(written)}"
-    if written.isupper() or _is_number(written):
-        shown = written  # (N: a number to fill in; 1e-5, which YAML 1.1 reads as text)
-    elif name.endswith("_strategy"):
-        shown = repr(written)  # (save_strategy='no', the strategy, not YAML's false)
-    else:
-        shown = repr(value)
-    return f"{name}={shown}"
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _packing_unpadded(values: dict[str, Any], where: str) -> list[str]:
+def _packing_unpadded(values: dict[str, Any]) -> list[str]:
     """SFTConfig's packing / eval_packing (or OpenRLHF's packing_samples) asking to pack
     beside padding_free off: they port because padding_free packs each micro-batch, so with it
     off they were taken and dropped, every row padded, without a word."""
     if values.get("padding_free") is None or _typed(values["padding_free"]) is not False:
         return []
-    said = {
-        "command line": lambda key, value: f"--{key} {value}".rstrip(),
-        "DPOConfig": lambda key, value: f"{key}={value}",
-    }.get(where, lambda key, value: f"{key}: {value}")
-    true, false = ("True", "False") if where == "DPOConfig" else ("true", "false")
-    if where == "command line":
-        true = ""  # (a switch stands alone)
     asked = [key for key in PACKING if _typed(values.get(key)) is True]
     return [
-        f"{said(key, true)} asks for packed sequences, which directpo packs with padding_free, "
-        f"and {said('padding_free', false)} turns that off: drop one of them (padding_free "
+        f"{said(key, True)} asks for packed sequences, which directpo packs with padding_free, "
+        f"and {said('padding_free', False)} turns that off: drop one of them (padding_free "
         "is on by default)"
         for key in asked
     ]

@@ -5,6 +5,12 @@
 * ``NO_EFFECT``: TRL keys accepted when they ask for nothing directpo would do differently
   (``push_to_hub: false``, ``dataloader_num_workers: 4``, ...), each with what to write
   instead when they do;
+
+Advice that names settings is a callable (``Advice``) that says them through callers.py when
+the message is made, so each reads as the running caller writes options: ``set eval_generate:
+N`` in a recipe, ``give --eval_generate N`` on a command line, ``pass eval_generate=N`` to a
+Python call (a recipe's YAML rewritten afterwards by regular expressions missed every form
+they did not know). Plain text names no setting.
 * ``TRL_OPTIMIZERS``: TRL's ``optim`` names and directpo's optimizer of each.
 """
 
@@ -13,7 +19,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from directpo.callers import spell_name, spell_option
+from directpo.callers import (
+    Advice,
+    Blank,
+    Spelling,
+    advice_text,  # noqa: F401 (trl_compat's and the tests' name for it)
+    caller,
+    spell_name,
+    spell_option,
+    spell_setting,
+    spell_shape,
+    spell_value,
+)
+
+
+def said(name: str, value: Any = True) -> str:
+    """``name: value`` within a sentence (not a fix's lead), as the caller writes it."""
+    return spell_option(name, value, in_recipe=False)
+
 
 ALIASES = {  # TRL's other names for directpo options
     "evaluation_strategy": "eval_strategy",  # transformers < 4.46
@@ -33,11 +56,12 @@ ALIASES = {  # TRL's other names for directpo options
     "cache_implementation": "generate_cache_implementation",
     "reward_model_path": "reward_model_name_or_path",
 }
-HINTS = {  # TRL arguments that are not config keys, and the option that means the same here
+HINTS: dict[str, str | tuple[str, ...]] = {  # TRL arguments that are not config keys, and the
+    # option(s) that mean the same here
     "ref_model": "ref_model_name_or_path",
     "model": "model_name_or_path",
     "processing_class": "tokenizer_name_or_path",
-    "peft_config": "use_peft and lora_r",
+    "peft_config": ("use_peft", "lora_r"),  # (each named as given: --use_peft and --lora_r)
     "reward_funcs": "reward_fn",  # several: with reward_model_name_or_path and reward_weights
     "judge": "reward_fn",  # a pairwise judge: write it as a reward function
 }
@@ -92,26 +116,74 @@ ACCELERATOR_DEFAULTS = {
     "non_blocking": False,
     "gradient_accumulation_kwargs": None,
 }
-MIXTURE = "write it as dataset_mixture: {datasets: [{id: ..., split: ..., weight: ...}]}"
+
+
+def _mixture() -> str:
+    mixture = spell_shape(
+        "dataset_mixture",
+        "{datasets: [{id: ..., split: ..., weight: ...}]}",
+        "{'datasets': [{'id': ..., 'split': ..., 'weight': ...}]}",
+    )
+    return f"write it as {mixture}"
+
+
+def _fsdp() -> str:
+    fsdp = spell_setting(("distributed", "fsdp"))
+    return f"{fsdp} (FSDP2) under torchrun, {said('fsdp_offload')} to offload"
+
+
+def _streaming() -> str:  # DatasetMixtureConfig's streaming: the mixture shuffles each source whole
+    return (
+        f"dataset_mixture shuffles each source whole; to read only the rows max_steps trains on, "
+        f"give one source as {spell_name('train_file')} or {spell_name('dataset_name')} with "
+        f"{said('dataset_streaming')}"
+    )
+
+
+def _trackio_local() -> str:
+    return (
+        f"directpo does not upload: {said('report_to', 'trackio')} logs on this machine (trackio "
+        "show opens it; trackio's own sync puts a project on a Space)"
+    )
+
+
+def _compiled() -> str:
+    return f"{said('torch_compile')} compiles each decoder layer with inductor in its default mode"
+
+
+def _use(*settings: tuple[str, Any] | str, then: str = "", last: str = ", ") -> Advice:
+    """Advice to set ``settings`` (spell_setting's), with ``then`` after them."""
+    return lambda: spell_setting(*settings, last=last) + then
+
+
+def _bf16_precision() -> str:
+    return f"{said('bf16')} is directpo's own mixed precision"
+
+
+MIXTURE = _mixture
+TOOLS = ("{tools: [...]}", "{'tools': [...]}")  # chat_template_kwargs' shape, YAML and Python
+FSDP = _fsdp
+STREAMING = _streaming
+TRACKIO_LOCAL = _trackio_local
+COMPILED = _compiled
 UPLOAD = "directpo does not upload; after training run: huggingface-cli upload REPO OUTPUT_DIR"
 SHUFFLED = "directpo shuffles the pairs (seed sets the order); padding_free packs each micro-batch"
-FSDP = "use distributed: fsdp (FSDP2) under torchrun, fsdp_offload: true to offload"
-STREAMING = (  # DatasetMixtureConfig's streaming: the mixture shuffles each source whole
-    "dataset_mixture shuffles each source whole; to read only the rows max_steps trains on, "
-    "give one source as train_file or dataset_name with dataset_streaming: true"
-)
 SFT_ROWS = (  # SFTConfig's text column: DPO reads three
     "SFTConfig's; a DPO row is prompt_column, chosen_column and rejected_column (or "
     "chosen/rejected message lists)"
 )
 KTO = "KTO's unpaired weights; directpo trains on preference pairs (loss_type chooses the loss)"
-TRACKIO_LOCAL = (
-    "directpo does not upload: report_to: trackio logs on this machine (trackio show opens "
-    "it; trackio's own sync puts a project on a Space)"
-)
-COMPILED = "torch_compile: true compiles each decoder layer with inductor in its default mode"
 DEVICES = "directpo trains on CUDA or the CPU"
-HIDE_GPUS = "hide the GPUs instead: CUDA_VISIBLE_DEVICES= directpo train ..."
+
+
+def _hide_gpus() -> str:
+    """(a Python caller runs no directpo command: its script is what the variable goes before)"""
+    if caller().spelling is Spelling.PYTHON:
+        return "hide the GPUs instead: CUDA_VISIBLE_DEVICES= python your_script.py"
+    return "hide the GPUs instead: CUDA_VISIBLE_DEVICES= directpo train ..."
+
+
+HIDE_GPUS = _hide_gpus
 EVAL_METRICS = "directpo logs its own eval metrics"
 # torch_compile_backend / torch_compile_mode values that ask for what torch_compile does here
 COMPILE_DEFAULTS = {"torch_compile_backend": "inductor", "torch_compile_mode": "default"}
@@ -219,7 +291,7 @@ def low_bit_refusal(key: str, name: str) -> str:
 
 
 # key: (accepted when, what to do otherwise)
-NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
+NO_EFFECT: dict[str, tuple[Callable[[Any], bool], Advice]] = {
     "push_to_hub": (_nothing, UPLOAD),
     "hub_strategy": (_any, UPLOAD),
     "hub_token": (_any, UPLOAD),
@@ -237,8 +309,10 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     # not _equals: its "no" (a bare YAML no: False) asks for no logging, which was then done
     "logging_strategy": (
         lambda value: value in ("steps", None),
-        "directpo logs every logging_steps and the last step (metrics.jsonl always; "
-        "report_to: none keeps the trackers off)",
+        lambda: (
+            "directpo logs every logging_steps and the last step (metrics.jsonl always; "
+            f"{said('report_to', 'none')} keeps the trackers off)"
+        ),
     ),
     "remove_unused_columns": (_any, ""),  # directpo reads only its own columns
     "label_names": (_any, ""),
@@ -283,39 +357,59 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     # (TRL drops such rows). keep_end (deprecated in TRL) would cut prompts instead.
     "truncation_mode": (
         _equals("keep_start"),
-        "completions are cut from the right; to keep them whole, cap prompts with "
-        "max_prompt_length (prompts are cut from the left)",
+        lambda: (
+            "completions are cut from the right; to keep them whole, cap prompts with "
+            f"{spell_name('max_prompt_length')} (prompts are cut from the left)"
+        ),
     ),
-    "generate_during_eval": (_nothing, "use eval_generate: N"),
+    "generate_during_eval": (_nothing, _use(("eval_generate", Blank("N")))),
     "is_encoder_decoder": (_nothing, "directpo trains decoder-only causal LMs"),
     # report_to: trackio logs on this machine (project names it); a Space is an upload
     "trackio_space_id": (_nothing, TRACKIO_LOCAL),
     "trackio_bucket_id": (_nothing, TRACKIO_LOCAL),
     "trackio_static_space_id": (_any, ""),  # read only with a trackio_space_id or a hub push
     "use_cpu": (_no_gpu, HIDE_GPUS),
-    "bf16_full_eval": (_nothing, "use eval_dtype: bfloat16 (with dtype: bfloat16)"),
-    "fp16_full_eval": (_nothing, "float16 is not supported; eval_dtype: bfloat16 is the bf16 one"),
+    "bf16_full_eval": (
+        _nothing,
+        lambda: f"{spell_setting(('eval_dtype', 'bfloat16'))} (with {said('dtype', 'bfloat16')})",
+    ),
+    "fp16_full_eval": (
+        _nothing,
+        lambda: f"float16 is not supported; {said('eval_dtype', 'bfloat16')} is the bf16 one",
+    ),
     # inductor and the default mode are torch_compile: true (_trl_compile); others are refused
     "torch_compile_backend": (_nothing, COMPILED),
     "torch_compile_mode": (_nothing, COMPILED),
     "neftune_noise_alpha": (_nothing, "NEFTune is an SFT technique"),
-    "label_smoothing_factor": (_nothing, "use label_smoothing (cDPO)"),
-    "optim_args": (_nothing, "use adam_beta1/adam_beta2/adam_epsilon/weight_decay"),
+    "label_smoothing_factor": (_nothing, _use("label_smoothing", then=" (cDPO)")),
+    "optim_args": (
+        _nothing,
+        _use("adam_beta1", "adam_beta2", "adam_epsilon", "weight_decay", last=" and "),
+    ),
     "optim_target_modules": (_nothing, ""),
     "accelerator_config": (
         lambda value: _nothing(value) or _all_default(value, ACCELERATOR_DEFAULTS),
         "directpo runs under torchrun or accelerate launch as it is",
     ),
-    "parallelism_config": (_nothing, "use distributed: ddp or fsdp"),
-    "deepspeed": (_nothing, "use distributed: fsdp (FSDP2) under torchrun"),
+    "parallelism_config": (
+        _nothing,
+        lambda: f"{spell_setting(('distributed', 'ddp'))} or {spell_value('fsdp')}",
+    ),
+    "deepspeed": (_nothing, _use(("distributed", "fsdp"), then=" (FSDP2) under torchrun")),
     "fsdp": (_nothing, FSDP),
     "fsdp_config": (_nothing, FSDP),
     "debug": (_nothing, ""),
     "enable_jit_checkpoint": (_nothing, "SIGTERM/Ctrl-C always save a checkpoint"),
     "dataset_mixer": (_nothing, MIXTURE),
-    "dataset_splits": (_nothing, "use dataset_train_split and dataset_test_split"),
+    "dataset_splits": (
+        _nothing,
+        _use("dataset_train_split", "dataset_test_split", last=" and "),
+    ),
     "ignore_bias_buffers": (_any, ""),
-    "use_flash_attention_2": (_nothing, "set attn_implementation: flash_attention_2"),
+    "use_flash_attention_2": (
+        _nothing,
+        _use(("attn_implementation", "flash_attention_2")),
+    ),
     "reference_free": (_nothing, "choose a reference-free loss_type (simpo, orpo, ...)"),
     # CPOConfig's AlphaPO reward transform; its default 0 is SimPO's reward
     "alpha": (_equals(0.0), "AlphaPO's reward transform; directpo has SimPO's (alpha 0)"),
@@ -337,14 +431,18 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "ref_adapter_name": (_nothing, ONE_ADAPTER),
     "use_liger_loss": (
         _nothing,
-        "directpo computes the completions' log-probs itself (chunked, logprob_chunk_tokens); "
-        "use_liger_kernel: true applies Liger's other kernels",
+        lambda: (
+            "directpo computes the completions' log-probs itself (chunked, "
+            f"logprob_chunk_tokens); {said('use_liger_kernel')} applies Liger's other kernels"
+        ),
     ),
     "base_model_attribute_name": (_any, ""),  # read by use_liger_loss only
     "tools": (
         _nothing,
-        "give the tool schemas as chat_template_kwargs: {tools: [...]} (all rows) or a "
-        "'tools' column (per row)",
+        lambda: (
+            f"give the tool schemas as {spell_shape('chat_template_kwargs', *TOOLS)} (all rows) "
+            "or a 'tools' column (per row)"
+        ),
     ),
     "gradient_checkpointing_use_reentrant": (_any, ""),  # the same gradients either way
     # TRL's DatasetMixtureConfig (trl dpo --config): the data is train_file / dataset_name
@@ -353,8 +451,8 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "test_split_size": (_nothing, "it belongs in dataset_mixture, with the datasets it splits"),
     # transformers 4's TrainingArguments keys, gone in transformers 5: a recipe (or a dump of
     # one, which writes every key) of that time read "unknown option" at their defaults too
-    "half_precision_backend": (_equals("auto"), "bf16: true is directpo's own mixed precision"),
-    "fp16_backend": (_equals("auto"), "bf16: true is directpo's own mixed precision"),
+    "half_precision_backend": (_equals("auto"), _bf16_precision),
+    "fp16_backend": (_equals("auto"), _bf16_precision),
     "fp16_opt_level": (_any, ""),  # apex's, read only with fp16 (refused)
     "no_cuda": (_nothing, HIDE_GPUS),
     "use_mps_device": (_nothing, DEVICES),
@@ -363,7 +461,7 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "tpu_num_cores": (_nothing, DEVICES),
     "tpu_metrics_debug": (_nothing, DEVICES),
     "jit_mode_eval": (_nothing, "evaluation runs the model as trained"),
-    "torchdynamo": (_nothing, "use torch_compile: true"),
+    "torchdynamo": (_nothing, _use(("torch_compile", True))),
     "past_index": (lambda value: value in (-1, None), "not used by causal LMs"),
     "push_to_hub_model_id": (_any, UPLOAD),
     "push_to_hub_organization": (_any, UPLOAD),
@@ -374,8 +472,8 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "fsdp_transformer_layer_cls_to_wrap": (_nothing, FSDP),
     "split_batches": (_nothing, "directpo runs under torchrun or accelerate launch as it is"),
     "dispatch_batches": (_nothing, "directpo runs under torchrun or accelerate launch as it is"),
-    "per_gpu_train_batch_size": (_nothing, "use per_device_train_batch_size"),
-    "per_gpu_eval_batch_size": (_nothing, "use per_device_eval_batch_size"),
+    "per_gpu_train_batch_size": (_nothing, _use("per_device_train_batch_size")),
+    "per_gpu_eval_batch_size": (_nothing, _use("per_device_eval_batch_size")),
     "adafactor": (_nothing, f"choose optim among {', '.join(TRL_OPTIMIZERS)}"),
     "include_tokens_per_second": (_any, ""),  # tokens/s is always logged
     "include_inputs_for_metrics": (_nothing, EVAL_METRICS),
@@ -400,8 +498,10 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eval_packing": (_any, ""),
     "completion_only_loss": (
         lambda value: value in (True, None),
-        "DPO's log-probs are the completions' alone (assistant_only_loss: true narrows them "
-        "to the assistant's turns)",
+        lambda: (
+            f"DPO's log-probs are the completions' alone ({said('assistant_only_loss')} "
+            "narrows them to the assistant's turns)"
+        ),
     ),
     # RewardConfig's (a recipe of the reward-model stage; was "unknown option"): at its
     # default (null) or 0 it asks for nothing
