@@ -1023,7 +1023,12 @@ def test_null_is_unset_for_an_option_refused_when_it_would_do_nothing(tmp_path: 
                 "max_length": 1,
                 "per_device_train_batch_size": 0,
             },
-            ["per_device_train_batch_size", "max_length", "lora_dropout", "early_stopping_threshold"],
+            [
+                "per_device_train_batch_size",
+                "max_length",
+                "lora_dropout",
+                "early_stopping_threshold",
+            ],
         ),
         # evaluation, distributed engine, quantization, reference
         (
