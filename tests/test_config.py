@@ -1005,3 +1005,62 @@ def test_null_is_unset_for_an_option_refused_when_it_would_do_nothing(tmp_path: 
     with pytest.raises(ConfigError, match="lora_target_modules is set but lora_r is 0"):
         load_config(None, flags | {"lora_target_modules": "q_proj"})
     assert DPOConfig(model_name_or_path="m", lora_r=8, lora_target_modules=None).lora_r == 8
+
+
+@pytest.mark.parametrize(
+    ("options", "first_words"),
+    [
+        # precision, optimizer, schedule, report_to
+        (
+            {"fp16": True, "optimizer": "lion", "learning_rate": -1.0, "report_to": ["wand"]},
+            ["fp16", "optimizer", "learning_rate", "report_to"],
+        ),
+        # batching, lengths, LoRA, early stopping
+        (
+            {
+                "early_stopping_threshold": 0.1,
+                "lora_dropout": 0.1,
+                "max_length": 1,
+                "per_device_train_batch_size": 0,
+            },
+            [
+                "per_device_train_batch_size",
+                "max_length",
+                "lora_dropout",
+                "early_stopping_threshold",
+            ],
+        ),
+        # evaluation, distributed engine, quantization, reference
+        (
+            {
+                "precompute_ref_batch_size": 4,
+                "load_in_4bit": True,
+                "load_in_8bit": True,
+                "ddp_timeout": 0,
+                "eval_strategy": "no",
+                "eval_delay": 3,
+            },
+            ["eval_delay", "ddp_timeout", "load_in_4bit", "precompute_ref_batch_size"],
+        ),
+        # seed, data, kernels, tokenization cache
+        (
+            {
+                "liger_kernel_config": {"rms_norm": True},
+                "cache_tokenized_max_gb": -1.0,
+                "save_total_limit": 0,
+                "seed": -1,
+            },
+            ["seed", "save_total_limit", "cache_tokenized_max_gb", "liger_kernel_config"],
+        ),
+    ],
+)
+def test_a_config_with_several_problems_reports_them_in_one_fixed_order(
+    options: dict, first_words: list[str]
+) -> None:
+    """The checks are grouped by concern in config_checks; the order they run in decides which
+    problem a user reads first (and the only one where a single line is shown), so it is
+    pinned: a config with problems of several concerns names them in the same order."""
+    with pytest.raises(ConfigErrors) as refused:
+        DPOConfig(model_name_or_path="m", **options)
+    named = [re.match(r"\w+", problem).group() for problem in refused.value.problems]
+    assert named == first_words

@@ -53,17 +53,47 @@ from directpo.trl_table import (
 
 
 def check_values(config: DPOConfig) -> None:
-    require, one_of = config._require, config._one_of
+    """Refuses every impossible value and combination, one concern after another. The
+    order is the order of the lines a user reads (the first is the only one when one line
+    is shown): a step moved changes which problem of a config with several is named first."""
     expand_home(config)
     check_precision(config)
     config._apply_trl_spellings()
+    _check_optimizer_choice(config)
+    check_losses(config, config._require)
+    _check_optimizer_values(config)
+    _check_strategies(config)
+    _check_steps(config)
+    _check_lengths(config)
+    _check_data_and_outputs(config)
+    _check_tracking(config)
+    check_generation(config, config._require)
+    _check_processing(config)
+    _check_engine(config)
+    _check_lora(config)
+    _check_quantization(config)
+    check_loss_modifiers(config)
+    _check_best_model(config)
+    refuse_loading_options(config)  # (dtype, quantization_config in model_init_kwargs)
+    _check_reference(config)
+
+
+def _check_optimizer_choice(config: DPOConfig) -> None:
+    """The optimizer and schedule named (transformers' 8-bit and other optimizers told
+    apart from a misspelt name)."""
+    one_of = config._one_of
     if is_eight_bit(config.optimizer):  # (transformers' name given as directpo's option)
         config._refuse("optimizer", low_bit_refusal("optimizer", config.optimizer))
     elif other := other_optimizer_refusal("optimizer", str(config.optimizer)):
         config._refuse("optimizer", other)  # (sgd, adafactor: told the three names alone)
     one_of("optimizer", OPTIMIZERS)
     one_of("lr_scheduler_type", LR_SCHEDULERS)
-    check_losses(config, require)
+
+
+def _check_optimizer_values(config: DPOConfig) -> None:
+    """The optimizer's numbers and the warmup; the schedule's kwargs once what they read
+    is valid."""
+    require = config._require
     require(config.learning_rate > 0, "learning_rate", "> 0")
     require(config.weight_decay >= 0, "weight_decay", ">= 0")
     require(0 <= config.adam_beta1 < 1, "adam_beta1", "in [0, 1)")
@@ -80,6 +110,12 @@ def check_values(config: DPOConfig) -> None:
     require(0 <= config.warmup_ratio < 1, "warmup_ratio", "in [0, 1)")
     if config._valid("lr_scheduler_type", "learning_rate", "warmup_steps", "warmup_ratio"):
         check_schedule(config)
+
+
+def _check_strategies(config: DPOConfig) -> None:
+    """The evaluation and saving strategies and what they switch off, and the run's guards
+    (non-finite steps, seed, cache emptying)."""
+    require, one_of = config._require, config._one_of
     one_of("eval_strategy", EVAL_STRATEGIES)
     one_of("save_strategy", SAVE_STRATEGIES)
     require(config.max_nonfinite_steps >= 0, "max_nonfinite_steps", ">= 0")
@@ -99,6 +135,11 @@ def check_values(config: DPOConfig) -> None:
             "save_strategy is no and load_best_model_at_end is off: the only checkpoint is a "
             "signal's, which stays complete",
         )
+
+
+def _check_steps(config: DPOConfig) -> None:
+    """Batch sizes, the logging / eval / save cadences, clipping and the run's length."""
+    require = config._require
     for key in (
         "per_device_train_batch_size",
         "per_device_eval_batch_size",
@@ -132,6 +173,11 @@ def check_values(config: DPOConfig) -> None:
         "max_eval_samples",
         "null (every pair) or >= 1",
     )
+
+
+def _check_lengths(config: DPOConfig) -> None:
+    """The token lengths: a prompt below max_length, so that completions keep a token."""
+    require = config._require
     require(config.max_length is None or config.max_length >= 2, "max_length", "null or >= 2")
     if config.max_prompt_length is not None:
         limit = config.max_length if config._valid("max_length") else None  # None: no limit
@@ -143,6 +189,12 @@ def check_values(config: DPOConfig) -> None:
         )
     completion = config.max_completion_length
     require(completion is None or completion >= 1, "max_completion_length", "null or >= 1")
+
+
+def _check_data_and_outputs(config: DPOConfig) -> None:
+    """Checkpoints kept, the columns and output folder, and where the pairs come from
+    (mixture, streaming, splits of files, online rounds)."""
+    require = config._require
     require(
         config.save_total_limit is None or config.save_total_limit >= 1, "save_total_limit", ">= 1"
     )
@@ -163,6 +215,12 @@ def check_values(config: DPOConfig) -> None:
             "dataloader_drop_last: true with online: a round trains every pair it found "
             "(rounds find more or fewer); set it false",
         )
+
+
+def _check_tracking(config: DPOConfig) -> None:
+    """Logging: WANDB_DISABLED, log_level, the Hub id, the trackers of report_to and
+    trackio's project."""
+    require, one_of = config._require, config._one_of
     check_wandb_disabled(config)
     one_of("log_level", LOG_LEVELS)
     hub_id = config.hub_model_id is None or bool(HUB_ID.fullmatch(str(config.hub_model_id)))
@@ -204,7 +262,11 @@ def check_values(config: DPOConfig) -> None:
             "project names trackio's project, and report_to has no trackio: add it to "
             "report_to (wandb's project is WANDB_PROJECT in the environment)",
         )
-    check_generation(config, require)
+
+
+def _check_processing(config: DPOConfig) -> None:
+    """Tokenizing workers, the tokenized cache, log-prob chunks and packing sizes."""
+    require = config._require
     procs = config.dataset_num_proc
     require(procs is None or procs >= 1, "dataset_num_proc", ">= 1 (null: one process)")
     require(
@@ -212,6 +274,12 @@ def check_values(config: DPOConfig) -> None:
     )
     require(config.logprob_chunk_tokens >= 0, "logprob_chunk_tokens", ">= 0 (0: off)")
     require(config.pack_max_tokens >= 0, "pack_max_tokens", ">= 0 (0: the longest sequence)")
+
+
+def _check_engine(config: DPOConfig) -> None:
+    """Attention, the distributed engine, padding-free packing, gradient checkpointing and
+    Liger kernels."""
+    require, one_of = config._require, config._one_of
     one_of("attn_implementation", ATTN_IMPLEMENTATIONS)
     one_of("distributed", DISTRIBUTED_MODES)
     require(config.ddp_timeout > 0, "ddp_timeout", "> 0 (seconds)")
@@ -231,6 +299,11 @@ def check_values(config: DPOConfig) -> None:
             )
     if not config.gradient_checkpointing:
         reject_if_set(config, ("gradient_checkpointing_every",), "gradient_checkpointing is off")
+
+
+def _check_lora(config: DPOConfig) -> None:
+    """LoRA's values, and its options refused without lora_r."""
+    require = config._require
     require(config.lora_r is None or config.lora_r >= 0, "lora_r", ">= 0 (0: no LoRA)")
     require(config.lora_alpha >= 1, "lora_alpha", ">= 1")
     require(0 <= config.lora_dropout < 1, "lora_dropout", "in [0, 1)")
@@ -254,6 +327,10 @@ def check_values(config: DPOConfig) -> None:
             ),
             lora_off_reason(config.model_name_or_path, config.use_peft),
         )
+
+
+def _check_quantization(config: DPOConfig) -> None:
+    """4-bit / 8-bit loading and bitsandbytes' 4-bit options."""
     if config.load_in_4bit and config.load_in_8bit:
         config._refuse("load_in_4bit", "load_in_4bit and load_in_8bit are both set: choose one")
     if not config.load_in_4bit:
@@ -271,7 +348,10 @@ def check_values(config: DPOConfig) -> None:
     for key in ("bnb_4bit_compute_dtype", "bnb_4bit_quant_storage"):
         value = getattr(config, key)
         config._require(value is None or value in DTYPES, key, "null, float32 or bfloat16")
-    check_loss_modifiers(config)
+
+
+def _check_best_model(config: DPOConfig) -> None:
+    """Early stopping and the best-model metric they track."""
     config._require(config.early_stopping_patience >= 0, "early_stopping_patience", ">= 0")
     config._require(config.early_stopping_threshold >= 0, "early_stopping_threshold", ">= 0")
     if not config.early_stopping_patience:
@@ -287,7 +367,11 @@ def check_values(config: DPOConfig) -> None:
             ("metric_for_best_model", "greater_is_better"),
             "neither load_best_model_at_end nor early_stopping_patience is set",
         )
-    refuse_loading_options(config)  # (dtype, quantization_config in model_init_kwargs)
+
+
+def _check_reference(config: DPOConfig) -> None:
+    """The reference model's options, refused where no separate reference is loaded or
+    none is used; precomputing its log-probs; its sync (TR-DPO)."""
     # whether a chosen loss uses a reference cannot be told from a refused loss_type
     known = config._valid("loss_type", "lora_r")
     own_base = config.own_reference

@@ -184,15 +184,7 @@ def sample_completions(
     """
     if temperature == 0 and num_samples > 1:  # the options refuse it; this is for library calls
         raise ConfigError(f"{num_samples} samples per prompt need temperature > 0 (0 is greedy)")
-    positions = learned_positions(model)
-    if positions is not None:  # GPT-2, OPT: prompt + new tokens must fit the position table
-        if max_new_tokens >= positions:
-            raise ConfigError(
-                f"max_new_tokens: {max_new_tokens} new tokens do not fit the model's "
-                f"{positions} learned positions; use fewer than {positions}"
-            )
-        room = positions - max_new_tokens
-        max_prompt_length = room if max_prompt_length is None else min(max_prompt_length, room)
+    max_prompt_length = _prompt_limit(model, max_new_tokens, max_prompt_length)
     encoded = encode_prompts(
         tokenizer,
         prompts,
@@ -242,13 +234,8 @@ def sample_completions(
                 mine = seeds[start : start + batch_size]
                 row_seeds = [sample_seed(prompt_seed, n) for prompt_seed in mine for n in numbers]
                 processors = LogitsProcessorList([*warpers, SeededSampling(row_seeds)])
-            width = max(map(len, chunk))
-            # left padding: every prompt ends where generation starts
-            input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, ids in enumerate(chunk):
-                input_ids[i, width - len(ids) :] = torch.tensor(ids)
-                attention_mask[i, width - len(ids) :] = 1
+            input_ids, attention_mask = _left_padded(chunk, pad_id)
+            width = input_ids.shape[1]
             visions = encoded[start : start + batch_size]
             if processors is not None:
                 visions = [vision for vision in visions for _ in range(num_samples)]
@@ -271,6 +258,34 @@ def sample_completions(
                     Sample(index, prompt_ids[index], completion, text, encoded[index][1])
                 )
     return samples
+
+
+def _prompt_limit(model: torch.nn.Module, max_new_tokens: int, limit: int | None) -> int | None:
+    """The prompt length kept: ``limit``, lowered for a model of learned positions (GPT-2,
+    OPT), whose position table must hold prompt + new tokens (refused when the new tokens
+    alone do not fit)."""
+    positions = learned_positions(model)
+    if positions is None:
+        return limit
+    if max_new_tokens >= positions:
+        raise ConfigError(
+            f"max_new_tokens: {max_new_tokens} new tokens do not fit the model's "
+            f"{positions} learned positions; use fewer than {positions}"
+        )
+    room = positions - max_new_tokens
+    return room if limit is None else min(limit, room)
+
+
+def _left_padded(chunk: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompts' ids and attention mask, left-padded: every prompt ends where generation
+    starts."""
+    width = max(map(len, chunk))
+    input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
+    for i, ids in enumerate(chunk):
+        input_ids[i, width - len(ids) :] = torch.tensor(ids)
+        attention_mask[i, width - len(ids) :] = 1
+    return input_ids, attention_mask
 
 
 def _decoder(tokenizer: Any, stops: list[int], keep_special: bool) -> Callable[[list[int]], str]:

@@ -323,16 +323,7 @@ def _plain(value: Any) -> Any:
 
 def coerce(key: str, value: Any, hint: Any) -> Any:
     """Convert `value` (from YAML, a flag string or Python) to the field's type, or fail."""
-    if isinstance(value, enum.Enum):  # a TRL script's IntervalStrategy.STEPS, SchedulerType...:
-        value = value.value  # its value (the enum itself compares equal, but cannot be saved)
-    if type(value).__module__ in ("numpy", "torch") and hasattr(value, "tolist"):
-        # a notebook's sweep over np.arange / np.logspace / a DataFrame's column gives numpy
-        # scalars ("max_steps must be an integer, got a numpy.int64 object"): their values
-        value = value.tolist()
-    if key in DTYPE_OPTIONS and _is_torch_dtype(value):
-        # from_pretrained(dtype=torch.bfloat16)'s spelling, which transformers takes: it was
-        # "dtype must be a string, got a torch.dtype object" (the name is what config.yaml keeps)
-        value = str(value).removeprefix("torch.")
+    value = _as_python(key, value)
     args = typing.get_args(hint)
     if isinstance(hint, types.UnionType) and type(None) in args:
         if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
@@ -348,104 +339,153 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             return _named_paths(key, value)
         args = (str, list[str])
     if set(args) == {str, list[str]}:  # one path or several (train_file: [a.jsonl, b.parquet])
-        if isinstance(value, str) and value.strip().startswith(("[", "{")):
-            with contextlib.suppress(yaml.YAMLError):
-                value = yaml.safe_load(value)  # a flag: a YAML flow list (or a mapping, told)
-        if isinstance(value, list | tuple):
-            if not value:
-                raise ConfigError(f"{key} must name at least one file")
-            return [coerce(key, v, str) for v in value]
-        if said := unspaced_colon(key, value):  # ({train:a.jsonl}: the options, said at once)
-            raise ConfigError(data_files_said(key, respaced(value)) or said)
-        if isinstance(value, Mapping) and data_files_said(key, value):
-            raise ConfigError(data_files_said(key, value))  # (was 'a file or a list of files')
-        if isinstance(value, bool | dict):  # (was 'must be a string', no file said)
-            named = " (named sets are eval_file's)" if isinstance(value, dict) else ""
-            raise ConfigError(
-                f"{key} must be a file or a list of files, got {value_shown(value)}"
-                f"{_yaml_boolean(value)}{named}"
-            )
-        return coerce(key, value, str)
+        return _coerce_paths(key, value)
     if hint is dict or typing.get_origin(hint) is dict:
-        if isinstance(value, str):
-            with contextlib.suppress(yaml.YAMLError):
-                value = yaml.safe_load(value)  # a flag: JSON or YAML flow mapping
-        if said := unspaced_colon(key, value):
-            raise ConfigError(said)
-        if not isinstance(value, dict):
-            raise ConfigError(
-                f"{key} must be a mapping, got {value_shown(value)}{_mapping_hint(key)}"
-            )
-        return _plain(dict(value))
+        return _coerce_mapping(key, value)
     if typing.get_origin(hint) is list:
-        if isinstance(value, str) and value.strip().startswith(("[", "{")):
-            with contextlib.suppress(yaml.YAMLError):
-                value = yaml.safe_load(value)  # a flag: a YAML flow list, as the help shows
-                # (a flow mapping is refused as one, not split at its commas into words)
-        (item,) = typing.get_args(hint)
-        if isinstance(value, str) and value.strip().lower() in ("null", "~"):
-            value = None  # the flag's --loss_type null, as YAML's null (was "got ['null']")
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if item in (int, float) and isinstance(value, int | float) and not isinstance(value, bool):
-            value = [value]  # (YAML's loss_weights: 1.0 was 'must be a list', the flag's taken)
-        if not isinstance(value, list | tuple):
-            numbers = item in (int, float)  # (whose YAML true is no word to quote)
-            read = "" if numbers else _yaml_boolean(value)
-            raise ConfigError(
-                f"{key} must be a list of {'numbers' if numbers else 'names'} (a YAML list, or "
-                f"comma-separated: a,b), got {value_shown(value)}{read}"
-            )
-        return [coerce(key, v, item) for v in value]
+        return _coerce_list(key, value, hint)
     if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        raise ConfigError(f"{key} must be true or false, got {value_shown(value)}")
+        return _coerce_bool(key, value)
     if hint is int:
-        if _unset(value) and (key == "seed" or key.endswith("_seed")):
-            raise ConfigError(_null_seed(key))
-        if switch := _switch_word(value):  # (eval_generate: true, for a count of prompts)
-            raise ConfigError(f"{key} must be an integer, got {switch}: a number, not a switch")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                return int(value.strip())
-            # a whole number as YAML or Python give it (2.0, 1e3) is one as a flag's text too
-            # (--max_steps 1e3 and --per_device_train_batch_size 2.0 were refused)
-            with contextlib.suppress(ValueError, OverflowError):
-                number = float(value.strip())
-                if number.is_integer():
-                    return int(number)
-        raise ConfigError(f"{key} must be an integer, got {typed_shown(value)}")
+        return _coerce_int(key, value)
     if hint is float:
-        if switch := _switch_word(value):  # (YAML's false, or the flag's --save_steps false)
-            raise ConfigError(f"{key} must be a number, got {switch}: not a switch")
-        number = None
-        if isinstance(value, int | float):
-            number = float(value)
-        elif isinstance(value, str):
-            # YAML reads 1e-5 (no dot) as a string: accept it as the number it means
-            with contextlib.suppress(ValueError):
-                number = float(value.strip())
-        if number is None or not math.isfinite(number):
-            raise ConfigError(f"{key} must be a finite number, got {value_shown(value)}")
-        return number
+        return _coerce_float(key, value)
     if hint is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, os.PathLike):  # a pathlib.Path from Python
-            return os.fspath(value)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        if hasattr(value, "save_pretrained"):  # a model or tokenizer object, as TRL takes
-            raise ConfigError(
-                f"{key} takes a folder or hub id, got {value_shown(value)}: save it first "
-                "(obj.save_pretrained('folder'), and its tokenizer there too) and pass 'folder'"
-            )
-        raise ConfigError(f"{key} must be a string, got {value_shown(value)}{_yaml_boolean(value)}")
+        return _coerce_str(key, value)
     raise TypeError(f"unsupported option type for {key}: {hint}")  # programming error
+
+
+def _as_python(key: str, value: Any) -> Any:
+    """A value as plain Python: an enum's value, a numpy / torch scalar's, a torch dtype's
+    name for the dtype options."""
+    if isinstance(value, enum.Enum):  # a TRL script's IntervalStrategy.STEPS, SchedulerType...:
+        value = value.value  # its value (the enum itself compares equal, but cannot be saved)
+    if type(value).__module__ in ("numpy", "torch") and hasattr(value, "tolist"):
+        # a notebook's sweep over np.arange / np.logspace / a DataFrame's column gives numpy
+        # scalars ("max_steps must be an integer, got a numpy.int64 object"): their values
+        value = value.tolist()
+    if key in DTYPE_OPTIONS and _is_torch_dtype(value):
+        # from_pretrained(dtype=torch.bfloat16)'s spelling, which transformers takes: it was
+        # "dtype must be a string, got a torch.dtype object" (the name is what config.yaml keeps)
+        value = str(value).removeprefix("torch.")
+    return value
+
+
+def _coerce_paths(key: str, value: Any) -> str | list[str]:
+    """One path or several (train_file: [a.jsonl, b.parquet])."""
+    if isinstance(value, str) and value.strip().startswith(("[", "{")):
+        with contextlib.suppress(yaml.YAMLError):
+            value = yaml.safe_load(value)  # a flag: a YAML flow list (or a mapping, told)
+    if isinstance(value, list | tuple):
+        if not value:
+            raise ConfigError(f"{key} must name at least one file")
+        return [coerce(key, v, str) for v in value]
+    if said := unspaced_colon(key, value):  # ({train:a.jsonl}: the options, said at once)
+        raise ConfigError(data_files_said(key, respaced(value)) or said)
+    if isinstance(value, Mapping) and data_files_said(key, value):
+        raise ConfigError(data_files_said(key, value))  # (was 'a file or a list of files')
+    if isinstance(value, bool | dict):  # (was 'must be a string', no file said)
+        named = " (named sets are eval_file's)" if isinstance(value, dict) else ""
+        raise ConfigError(
+            f"{key} must be a file or a list of files, got {value_shown(value)}"
+            f"{_yaml_boolean(value)}{named}"
+        )
+    return coerce(key, value, str)
+
+
+def _coerce_mapping(key: str, value: Any) -> dict:
+    """A mapping option: a dict, or a flag's JSON / YAML flow mapping."""
+    if isinstance(value, str):
+        with contextlib.suppress(yaml.YAMLError):
+            value = yaml.safe_load(value)  # a flag: JSON or YAML flow mapping
+    if said := unspaced_colon(key, value):
+        raise ConfigError(said)
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} must be a mapping, got {value_shown(value)}{_mapping_hint(key)}")
+    return _plain(dict(value))
+
+
+def _coerce_list(key: str, value: Any, hint: Any) -> list:
+    """A list option: a list, a flag's YAML flow list or comma-separated words."""
+    if isinstance(value, str) and value.strip().startswith(("[", "{")):
+        with contextlib.suppress(yaml.YAMLError):
+            value = yaml.safe_load(value)  # a flag: a YAML flow list, as the help shows
+            # (a flow mapping is refused as one, not split at its commas into words)
+    (item,) = typing.get_args(hint)
+    if isinstance(value, str) and value.strip().lower() in ("null", "~"):
+        value = None  # the flag's --loss_type null, as YAML's null (was "got ['null']")
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if item in (int, float) and isinstance(value, int | float) and not isinstance(value, bool):
+        value = [value]  # (YAML's loss_weights: 1.0 was 'must be a list', the flag's taken)
+    if not isinstance(value, list | tuple):
+        numbers = item in (int, float)  # (whose YAML true is no word to quote)
+        read = "" if numbers else _yaml_boolean(value)
+        raise ConfigError(
+            f"{key} must be a list of {'numbers' if numbers else 'names'} (a YAML list, or "
+            f"comma-separated: a,b), got {value_shown(value)}{read}"
+        )
+    return [coerce(key, v, item) for v in value]
+
+
+def _coerce_bool(key: str, value: Any) -> bool:
+    """A switch: true / false (and the words YAML and flags spell them with)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigError(f"{key} must be true or false, got {value_shown(value)}")
+
+
+def _coerce_int(key: str, value: Any) -> int:
+    """An integer: a whole number however YAML, a flag or Python gives it."""
+    if _unset(value) and (key == "seed" or key.endswith("_seed")):
+        raise ConfigError(_null_seed(key))
+    if switch := _switch_word(value):  # (eval_generate: true, for a count of prompts)
+        raise ConfigError(f"{key} must be an integer, got {switch}: a number, not a switch")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return int(value.strip())
+        # a whole number as YAML or Python give it (2.0, 1e3) is one as a flag's text too
+        # (--max_steps 1e3 and --per_device_train_batch_size 2.0 were refused)
+        with contextlib.suppress(ValueError, OverflowError):
+            number = float(value.strip())
+            if number.is_integer():
+                return int(number)
+    raise ConfigError(f"{key} must be an integer, got {typed_shown(value)}")
+
+
+def _coerce_float(key: str, value: Any) -> float:
+    """A finite number (YAML's 1e-5, a string, read as the number it means)."""
+    if switch := _switch_word(value):  # (YAML's false, or the flag's --save_steps false)
+        raise ConfigError(f"{key} must be a number, got {switch}: not a switch")
+    number = None
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        # YAML reads 1e-5 (no dot) as a string: accept it as the number it means
+        with contextlib.suppress(ValueError):
+            number = float(value.strip())
+    if number is None or not math.isfinite(number):
+        raise ConfigError(f"{key} must be a finite number, got {value_shown(value)}")
+    return number
+
+
+def _coerce_str(key: str, value: Any) -> str:
+    """A string: a path, or a number written back as given."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, os.PathLike):  # a pathlib.Path from Python
+        return os.fspath(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if hasattr(value, "save_pretrained"):  # a model or tokenizer object, as TRL takes
+        raise ConfigError(
+            f"{key} takes a folder or hub id, got {value_shown(value)}: save it first "
+            "(obj.save_pretrained('folder'), and its tokenizer there too) and pass 'folder'"
+        )
+    raise ConfigError(f"{key} must be a string, got {value_shown(value)}{_yaml_boolean(value)}")

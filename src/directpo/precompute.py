@@ -44,15 +44,16 @@ from directpo.distributed import (
     broadcast,
     shard,
 )
-from directpo.errors import first_line
+from directpo.errors import TrainingStopped, first_line, memory_kind
 from directpo.option_paths import cache_home
 from directpo.pair_store import PairStore, id_parts
 from directpo.preference_pairs import counted
-from directpo.reference import ReferenceProvider
+from directpo.reference import FrozenModelReference, ReferenceProvider
 from directpo.tokenization import TokenizedPair
 
 if TYPE_CHECKING:
     from directpo.config import DPOConfig
+    from directpo.run import Run
 
 
 class PrecomputedReference:
@@ -382,3 +383,53 @@ def _write_cache(path: Path, table: torch.Tensor | dict[str, torch.Tensor]) -> s
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
     return None
+
+
+def precompute_run_reference(run: Run, reference_weights: str) -> None:
+    """Reference log-probs of every pair, computed (or read from the cache) up front and
+    attached to the pair sets; the reference model is then freed unless ``eval_generate``
+    needs it for the KL of samples."""
+    from directpo.run import evaluation_precision  # run.py imports this module
+
+    config, reference = run.config, run.reference
+    model = reference.model  # a frozen copy, or the LoRA policy with adapters disabled
+    batch = config.precompute_ref_batch_size or config.per_device_eval_batch_size
+    for pair_set in (run.train, *run.evals.values()):
+        if not pair_set.pairs:
+            continue
+        # held-out pairs in the precision they are evaluated in (eval_dtype), training's in its
+        in_float32 = run.eval_float32 and pair_set is not run.train
+        dtype = "float32" if in_float32 else None
+        settings = scoring_settings(config, model, run.layout, run.world, dtype)
+        try:
+            with evaluation_precision(run) if in_float32 else contextlib.nullcontext():
+                pair_set.reference_table = precompute_reference_logps(
+                    reference,
+                    reference_weights,
+                    pair_set.pairs,
+                    run.pad_id,
+                    batch,
+                    run.world.device,
+                    settings,
+                    run.layout,
+                    run.echo,
+                    run.world,
+                    progress=not config.disable_tqdm,
+                )
+        except (RuntimeError, MemoryError) as exc:  # before the loop, which says its own
+            if memory_kind(exc) is None:
+                raise
+            raise TrainingStopped(
+                f"out of {memory_kind(exc)} memory in the reference log-probs pass "
+                "(precompute_ref_log_probs), "
+                f"batches of {batch} pairs: lower precompute_ref_batch_size; the pairs scored "
+                "are kept and the next run continues after them"
+            ) from None
+    run.kl_reference = reference if config.eval_generate else None
+    if run.kl_reference is None:  # its float32 weights served the held-out pass alone: done
+        run.reference_masters = None
+    if run.kl_reference is None and isinstance(reference, FrozenModelReference):
+        del reference.model, reference.scorer  # training now holds one model in memory
+        if run.world.device.type == "cuda":
+            torch.cuda.empty_cache()
+    run.reference = PrecomputedReference()

@@ -248,41 +248,53 @@ def load_policy_and_reference(
         cast_frozen(policy, precision.compute)
     if not config.needs_reference:
         return policy, None  # reference-free losses never load one
-    chunk, ld_alpha = config.logprob_chunk_tokens, config.ld_alpha
-    if config.own_reference:
-        if (continuing or peft_config is not None) and config.ref_model_init_kwargs is not None:
-            # (lora_r is refused so in the config's checks; an adapter folder or a Python
-            # peft_config shows only here) the kwargs would be ignored without a word
-            raise ConfigError(
-                "ref_model_init_kwargs is set but no separate reference model is loaded (the "
-                "reference is the policy's "
-                + ("adapter as it starts" if continuing else "base with adapters off")
-                + "; a separate one is loaded with ref_model_name_or_path)"
-            )
-        if continuing:  # the adapter's start, a frozen copy beside it
-            if config.sync_ref_model:
-                _check_adapter_sync(config)
-            started = policy.peft_config[policy.active_adapter]
-            if rewrites_base(started):  # loading it again would rewrite the base again
-                policy.add_adapter(REF_ADAPTER, reference_adapter_config(started))
-                copy_adapter(policy)
-            else:
-                policy.load_adapter(config.model_name_or_path, adapter_name=REF_ADAPTER)
-            return policy, AdapterReference(policy, chunk, ld_alpha)
-        if peft_config is not None and (config.sync_ref_model or rewrites_base(peft_config)):
-            # TR-DPO, or adapters that rewrote the base (PiSSA, OLoRA): with them off the
-            # model is not the start, a frozen copy of the starting adapter is
-            if config.sync_ref_model:
-                _check_adapter_sync(config)
-            policy.add_adapter(REF_ADAPTER, reference_adapter_config(peft_config))
-            with _seeded(config.seed):  # memory on a meta base; the values are then a copy
-                initialize_adapters(policy, [REF_ADAPTER])
-            copy_adapter(policy)
-            return policy, AdapterReference(policy, chunk, ld_alpha)
-        if peft_config is not None:
-            return policy, AdapterDisabledReference(policy, chunk, ld_alpha)
+    if config.own_reference:  # the policy's own adapter or base (None: a frozen copy)
+        reference = _adapter_reference(config, policy, peft_config, continuing)
+        if reference is not None:
+            return policy, reference
     dtype = reference_dtype or precision.compute
     return policy, _frozen_reference(config, device, precision, options, sharded, dtype=dtype)
+
+
+def _adapter_reference(
+    config: DPOConfig, policy: torch.nn.Module, peft_config: Any, continuing: bool
+) -> ReferenceProvider | None:
+    """The reference of a run whose reference is the policy's own (``own_reference``): the
+    adapter as it starts (an adapter folder continued, TR-DPO, adapters that rewrite the base),
+    or the base with the adapters off; None where a frozen copy is loaded instead."""
+    chunk, ld_alpha = config.logprob_chunk_tokens, config.ld_alpha
+    if (continuing or peft_config is not None) and config.ref_model_init_kwargs is not None:
+        # (lora_r is refused so in the config's checks; an adapter folder or a Python
+        # peft_config shows only here) the kwargs would be ignored without a word
+        raise ConfigError(
+            "ref_model_init_kwargs is set but no separate reference model is loaded (the "
+            "reference is the policy's "
+            + ("adapter as it starts" if continuing else "base with adapters off")
+            + "; a separate one is loaded with ref_model_name_or_path)"
+        )
+    if continuing:  # the adapter's start, a frozen copy beside it
+        if config.sync_ref_model:
+            _check_adapter_sync(config)
+        started = policy.peft_config[policy.active_adapter]
+        if rewrites_base(started):  # loading it again would rewrite the base again
+            policy.add_adapter(REF_ADAPTER, reference_adapter_config(started))
+            copy_adapter(policy)
+        else:
+            policy.load_adapter(config.model_name_or_path, adapter_name=REF_ADAPTER)
+        return AdapterReference(policy, chunk, ld_alpha)
+    if peft_config is not None and (config.sync_ref_model or rewrites_base(peft_config)):
+        # TR-DPO, or adapters that rewrote the base (PiSSA, OLoRA): with them off the
+        # model is not the start, a frozen copy of the starting adapter is
+        if config.sync_ref_model:
+            _check_adapter_sync(config)
+        policy.add_adapter(REF_ADAPTER, reference_adapter_config(peft_config))
+        with _seeded(config.seed):  # memory on a meta base; the values are then a copy
+            initialize_adapters(policy, [REF_ADAPTER])
+        copy_adapter(policy)
+        return AdapterReference(policy, chunk, ld_alpha)
+    if peft_config is not None:
+        return AdapterDisabledReference(policy, chunk, ld_alpha)
+    return None  # not the policy's: a frozen copy of the reference model is loaded
 
 
 def _frozen_reference(

@@ -2,7 +2,9 @@
 
 config checks -> output folder -> data -> tokenizer -> token ids -> policy + reference (in the
 run's precision) -> layout -> optimizer, schedule -> precomputed reference -> (resume) ->
-metrics logger. The loop (trainer.py) then only reads and updates the ``Run``.
+metrics logger. The loop (trainer.py) then only reads and updates the ``Run``. Each step is a
+function of its own; each step's pairs come from run_pair_source.py, the precomputed reference
+pass from precompute.py.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from directpo.checkpoint import write_or_stop
 from directpo.config import DPOConfig
 from directpo.distributed import World, materialize, release_host_memory, wrap
 from directpo.early_rows import with_rows
-from directpo.errors import ConfigError, TrainingStopped, memory_kind
+from directpo.errors import ConfigError
 from directpo.free_space import check_free_space, disk_size
 from directpo.guard import UpdateProbe, check_trainable
 from directpo.logprobs import SequenceScorer
@@ -40,7 +42,6 @@ from directpo.model_identity import loaded_model_files
 from directpo.models import resolve_router_aux
 from directpo.node_tokenizing import node_turn
 from directpo.offload import OffloadActivations, activation_offload
-from directpo.online import RoundBuilder
 from directpo.optimizers import build_optimizer, no_decay_ids
 from directpo.outputs import OutputLock, model_files, prepare_output_dir, remove
 from directpo.pair_store import longest_sequence, with_images
@@ -52,9 +53,7 @@ from directpo.precision import (
     float32_compute,
 )
 from directpo.precompute import (
-    PrecomputedReference,
-    precompute_reference_logps,
-    scoring_settings,
+    precompute_run_reference,
     weights_fingerprint,
 )
 from directpo.reference import (
@@ -66,6 +65,7 @@ from directpo.reference import (
 )
 from directpo.resume import resume
 from directpo.run_data import RunData, load_run_data
+from directpo.run_pair_source import build_pair_source
 from directpo.sources import FixedPairs, OnlineRounds, PairSet
 from directpo.start_line import start_line
 from directpo.start_notes import model_drops_out, start_notes
@@ -139,6 +139,34 @@ class Run:
         return training_flos(self.policy, 1)
 
 
+@dataclass
+class _Models:
+    """The run's models as ``prepare_run``'s steps set them up: loaded (``_load_models``),
+    then wrapped for scoring (``_wrap_models``) and given an optimizer (``_build_optimizer``)."""
+
+    policy: torch.nn.Module
+    reference: ReferenceProvider | None
+    eval_float32: bool  # held-out pairs computed in float32 (eval_dtype)
+    reference_masters: FrozenMasters | None
+    precision: PrecisionPolicy  # read once: config.precision builds a new one each time
+    loaded_files: dict[str, Any]  # model_identity.loaded_model_files, read right after loading
+    masters: MasterWeights | None = None
+    scorer: torch.nn.Module | None = None
+    trainable: list[torch.Tensor] = field(default_factory=list)
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+
+    @property
+    def reference_model(self) -> torch.nn.Module | None:
+        return getattr(self.reference, "model", None)
+
+    @property
+    def separate_reference(self) -> list[torch.nn.Module]:
+        """The reference model when it is not the policy (with its adapters off): [] or [it]."""
+        model = self.reference_model
+        return [model] if model not in (None, self.policy) else []
+
+
 def prepare_run(
     config: DPOConfig,
     train_dataset: Any,
@@ -150,6 +178,70 @@ def prepare_run(
 ) -> Run:
     """Everything a run sets up once; ``lock`` (rank 0's) is taken on ``output_dir``."""
     output_dir = Path(config.output_dir)
+    replaced = _claim_output_dir(config, train_dataset, eval_dataset, world, lock, echo)
+    set_seed(config.seed)
+    data = load_run_data(
+        config, train_dataset, eval_dataset, world.device, echo, world.is_main, world.size,
+        node_turn(world),
+    )  # fmt: skip
+    models = _load_models(config, data, world, peft_config)
+    config = resolve_router_aux(config, models.policy, echo)
+    named = _named_models(config, data, models, echo)
+    if models.precision.mixed and world.mode != "fsdp":  # FSDP2 keeps them as its shards
+        streaming = world.mode != "ddp"
+        models.masters = MasterWeights(models.policy, models.precision.compute, streaming=streaming)
+    pair_source = build_pair_source(config, data, world, output_dir)
+    total_steps = pair_source.total_steps(config.num_train_epochs, config.max_steps)
+    longest = _check_lengths_fit(config, data, named, pair_source, echo)
+    _wrap_models(config, world, models, pair_source, total_steps, echo)
+    reference_weights = _reference_fingerprint(config, models, world)
+    compiled, layout = _check_kernels_and_layout(config, data, models, world, echo, longest)
+    _build_optimizer(config, models, world, total_steps)
+    _echo_start_notes(config, models, pair_source, total_steps, peft_config, echo)
+    given = {"train_dataset": train_dataset, "eval_dataset": eval_dataset}
+    run = _new_run(
+        config, world, echo, data, models,
+        pair_source=pair_source, layout=layout, total_steps=total_steps, given=given,
+    )  # fmt: skip
+    if config.precompute_ref_log_probs:
+        precompute_run_reference(run, reference_weights)
+    # a metric no evaluation logs (a typo, eval_accuracy) failed at the first evaluation
+    run.best.check_logged(_evaluation_metrics(run))
+    check_free_space(output_dir, run.policy, config, freed=disk_size(replaced))
+    _replace_or_resume(run, replaced)
+    echo(
+        start_line(
+            config,
+            world,
+            data,
+            pair_source,
+            total_steps,
+            run.precision,
+            run.policy,
+            compiled,
+            bool(run.offload and run.offload.device_type),
+        )  # fmt: skip
+    )
+    # last: nothing after it can fail (the echo above is the caller's function), so trackers
+    # (TensorBoard's thread, a wandb / mlflow run) are only open where the loop closes them
+    run.logger = MetricsLogger(
+        output_dir, config.report_to, config.record(),
+        resume_step=run.start_step if config.resume_from_checkpoint else None,
+        write=world.is_main, logged_before=run.logged_before,
+    )  # fmt: skip
+    return run
+
+
+def _claim_output_dir(
+    config: DPOConfig,
+    train_dataset: Any,
+    eval_dataset: Any,
+    world: World,
+    lock: OutputLock | None,
+    echo: Callable[[str], None],
+) -> list[Path]:
+    """The output folder prepared (an earlier run's files to replace returned, removed once
+    data and models are known good); a refusal says the data's bad rows with it."""
     try:
         if config.auto_find_batch_size and world.size > 1:  # (one rank alone would retry a step)
             raise ConfigError(
@@ -159,20 +251,15 @@ def prepare_run(
                     "per_device_train_batch_size", "gradient_accumulation_steps", last=" and "
                 )
             )
-        replaced = prepare_output_dir(output_dir, config, lock, echo)
+        return prepare_output_dir(Path(config.output_dir), config, lock, echo)
     except ConfigError as error:  # the data's bad rows with it: else the next run's news
         given = {"train_file": train_dataset, "eval_file": eval_dataset}
         raise with_rows(error, config, given) from None
-    set_seed(config.seed)
-    device = world.device
 
-    data = load_run_data(
-        config, train_dataset, eval_dataset, device, echo, world.is_main, world.size,
-        node_turn(world),
-    )  # fmt: skip
-    tokenizer, train = data.tokenizer, data.train
 
-    # -- models in the run's precision, optimizer, schedule -------------------------------
+def _load_models(config: DPOConfig, data: RunData, world: World, peft_config: Any) -> _Models:
+    """The policy and reference in the run's precision, and the reference's float32 weights
+    where held-out pairs are evaluated in float32."""
     precision = config.precision
     sharded = world.mode == "fsdp"  # loaded on CPU; fully_shard moves the shards
     eval_float32 = evaluates_in_float32(
@@ -182,7 +269,7 @@ def prepare_run(
     # (its samples scored in float32 too): one loaded only for online rounds' KL keeps none
     reference_float32 = eval_float32 and (config.loss_needs_reference or config.eval_generate > 0)
     policy, reference = load_policy_and_reference(
-        config, device, precision, sharded=sharded, peft_config=peft_config,
+        config, world.device, precision, sharded=sharded, peft_config=peft_config,
         reference_dtype=torch.float32 if reference_float32 else None,
     )  # fmt: skip
     # the files as loaded (after: a hub id's first load downloads its weights)
@@ -195,45 +282,71 @@ def prepare_run(
         reference_masters = FrozenMasters(reference.model, precision.compute) or None
     elif isinstance(reference, AdapterReference) and (reference_float32 or keeps_start):
         reference_masters = FrozenMasters(policy, precision.compute, in_ref_adapter) or None
-    config = resolve_router_aux(config, policy, echo)
-    for pair_set in (train, *data.evaluations.values()):  # 3D rotary models: the image
-        attach_rope_positions(policy, with_images(pair_set.pairs))  # prompts' positions
-    reference_model = getattr(reference, "model", None)
-    models = [("model_name_or_path", config.model_name_or_path, policy)]
-    if reference_model not in (None, policy):
-        models.append(("ref_model_name_or_path", config.reference_path, reference_model))
-    for note in check_vocabulary(tokenizer, config.tokenizer_path, models):
+    return _Models(policy, reference, eval_float32, reference_masters, precision, loaded_files)
+
+
+def _named_models(
+    config: DPOConfig, data: RunData, models: _Models, echo: Callable[[str], None]
+) -> list[tuple[str, str, torch.nn.Module]]:
+    """The policy and a separate reference, each with its option and path; 3D rotary models
+    given their image prompts' positions, and the tokenizer checked against their vocabularies."""
+    for pair_set in (data.train, *data.evaluations.values()):  # 3D rotary models: the image
+        attach_rope_positions(models.policy, with_images(pair_set.pairs))  # prompts' positions
+    named = [("model_name_or_path", config.model_name_or_path, models.policy)]
+    if models.separate_reference:
+        named.append(("ref_model_name_or_path", config.reference_path, models.reference_model))
+    for note in check_vocabulary(data.tokenizer, config.tokenizer_path, named):
         echo(note)
-    masters = None
-    if precision.mixed and not sharded:  # FSDP2 keeps the float32 masters as its shards
-        masters = MasterWeights(policy, precision.compute, streaming=world.mode != "ddp")
-    pair_source = _pair_source(config, data, world, output_dir)
-    total_steps = pair_source.total_steps(config.num_train_epochs, config.max_steps)
-    pair_sets = [train, *data.evaluations.values()]
+    return named
+
+
+def _check_lengths_fit(
+    config: DPOConfig,
+    data: RunData,
+    named: list[tuple[str, str, torch.nn.Module]],
+    pair_source: FixedPairs | OnlineRounds,
+    echo: Callable[[str], None],
+) -> int | None:
+    """The longest sequence checked against the models' position tables (and sampling's new
+    tokens); returned as the layout's bound (None: online rounds sample without a limit)."""
+    pair_sets = [data.train, *data.evaluations.values()]
     longest: int | None = max((longest_sequence(s.pairs) for s in pair_sets), default=0)
-    check_positions(models, longest)  # sampling cuts its prompts to a position table itself
-    for note in trained_positions_notes(models, longest):
+    check_positions(named, longest)  # sampling cuts its prompts to a position table itself
+    for note in trained_positions_notes(named, longest):
         echo(note)
     if config.eval_generate:  # ... but its new tokens must fit
-        check_generation_room(models, config.generate_max_new_tokens, "generate_max_new_tokens")
+        check_generation_room(named, config.generate_max_new_tokens, "generate_max_new_tokens")
     elif config.online:
         new_tokens = config.online_sampling[1]
         capped = new_tokens < config.generate_max_new_tokens
         option = "max_completion_length" if capped else "generate_max_new_tokens"
-        check_generation_room(models, new_tokens, option)
+        check_generation_room(named, new_tokens, option)
     if isinstance(pair_source, OnlineRounds):  # sampled later: prompt limit + new tokens
         limit, new_tokens = config.online_sampling
         sampled = None if limit is None else limit + new_tokens
         longest = None if sampled is None else max(longest or 0, sampled)
-    separate_reference = [reference_model] if reference_model not in (None, policy) else []
-    precompute = config.precompute_ref_log_probs
+    return longest
+
+
+def _wrap_models(
+    config: DPOConfig,
+    world: World,
+    models: _Models,
+    pair_source: FixedPairs | OnlineRounds,
+    total_steps: int,
+    echo: Callable[[str], None],
+) -> None:
+    """The policy's log-prob module, DDP/FSDP-wrapped (``models.scorer``), and the reference's;
+    online rounds sample from the live policy; FSDP's meta-built models filled."""
+    precision, reference = models.precision, models.reference
+    sharded = world.mode == "fsdp"
     policy_scorer = SequenceScorer(
-        policy, config.logprob_chunk_tokens, config.ld_alpha,
+        models.policy, config.logprob_chunk_tokens, config.ld_alpha,
         router_aux=bool(config.router_aux_loss_coef), wpo=config.use_weighting,
     )  # fmt: skip
-    scorer = wrap(policy_scorer, world, precision, config.fsdp_offload)
+    scorer = models.scorer = wrap(policy_scorer, world, precision, config.fsdp_offload)
     if isinstance(pair_source, OnlineRounds):  # rounds sample from the live policy
-        pair_source.build_round.policy = policy  # type: ignore[attr-defined]
+        pair_source.build_round.policy = models.policy  # type: ignore[attr-defined]
         pair_source.build_round.scorer = scorer  # type: ignore[attr-defined]
         pair_source.build_round.max_steps = total_steps  # type: ignore[attr-defined]
     if isinstance(reference, FrozenModelReference):
@@ -242,127 +355,154 @@ def prepare_run(
         reference.scorer = scorer  # the sharded policy, run with its adapters off
     if sharded:  # meta-built models get memory and their shards from the files
         _fill_shards(config, world, scorer, reference, echo)
-    reference_weights = ""
-    if precompute:
-        reference_weights = weights_fingerprint(
-            reference_model, world if sharded else None, getattr(reference, "adapter", None)
-        )
-    image_pairs = with_images(train.pairs, 2)
-    runners = [scorer, *(reference.scorer for _ in separate_reference)] if sharded else []
+
+
+def _check_kernels_and_layout(
+    config: DPOConfig,
+    data: RunData,
+    models: _Models,
+    world: World,
+    echo: Callable[[str], None],
+    longest: int | None,
+) -> tuple[bool, Layout]:
+    """Whether the models compile (torch_compile), the chunked head checked, and the batch
+    layout chosen; returns (compiled, layout)."""
+    separate_reference = models.separate_reference
+    image_pairs = with_images(data.train.pairs, 2)
+    sharded = world.mode == "fsdp"
+    runners = (
+        [models.scorer, *(models.reference.scorer for _ in separate_reference)] if sharded else []
+    )
     compiled = False  # before the checks below run the compiled layers: do they compile?
     if config.torch_compile:
-        compiled = check_compilation([policy, *separate_reference], echo, runners)
+        compiled = check_compilation([models.policy, *separate_reference], echo, runners)
     if config.logprob_chunk_tokens:  # the chunked LM head computes what the model does
-        check_heads([policy, *separate_reference], echo, runners)
+        check_heads([models.policy, *separate_reference], echo, runners)
     layout = choose_layout(
-        config.layout, [policy, *separate_reference], echo, image_pairs, runners, longest
+        config.layout, [models.policy, *separate_reference], echo, image_pairs, runners, longest
     )
     for runner in runners:  # FSDP2 keeps a root gathered after a forward: back to the shards
         runner.reshard()
     release_host_memory()  # before the optimizer state takes its place
+    return compiled, layout
+
+
+def _build_optimizer(config: DPOConfig, models: _Models, world: World, total_steps: int) -> None:
+    """What the optimizer updates (the float32 masters, or the trainable parameters), the
+    optimizer and the schedule."""
     # after wrapping: FSDP replaces the parameters
-    if masters is not None:
-        trainable = masters.parameters()
+    if models.masters is not None:
+        trainable = models.masters.parameters()
     else:
-        trainable = [p for p in scorer.parameters() if p.requires_grad]
+        trainable = [p for p in models.scorer.parameters() if p.requires_grad]
     check_trainable(trainable)
-    no_decay = no_decay_ids(policy, masters) if config.weight_decay else set()
-    optimizer = build_optimizer(trainable, config, None if sharded else device, no_decay)
-    scheduler = config.schedule(optimizer, total_steps)
+    no_decay = no_decay_ids(models.policy, models.masters) if config.weight_decay else set()
+    device = None if world.mode == "fsdp" else world.device
+    models.trainable = trainable
+    models.optimizer = build_optimizer(trainable, config, device, no_decay)
+    models.scheduler = config.schedule(models.optimizer, total_steps)
+
+
+def _echo_start_notes(
+    config: DPOConfig,
+    models: _Models,
+    pair_source: FixedPairs | OnlineRounds,
+    total_steps: int,
+    peft_config: Any,
+    echo: Callable[[str], None],
+) -> None:
+    """The notes said before training (start_notes.py): what the options chosen imply."""
+    reference = models.reference
     lora = bool(config.lora_r or peft_config)
     schedule = getattr(pair_source, "schedule", None) if not config.online else None
     live = isinstance(reference, PolicyModelReference) and config.loss_needs_reference
     drops_out = (
         live
         and not config.disable_dropout
-        and model_drops_out(policy, getattr(reference, "adapter", None))
+        and model_drops_out(models.policy, getattr(reference, "adapter", None))
     )
+    eval_float32 = models.eval_float32
     for note in start_notes(config, total_steps, lora, eval_float32, schedule, live, drops_out):
         echo(note)
-    kl_reference = reference  # sampled completions need a live reference for their KL
+
+
+def _new_run(
+    config: DPOConfig,
+    world: World,
+    echo: Callable[[str], None],
+    data: RunData,
+    models: _Models,
+    *,
+    pair_source: FixedPairs | OnlineRounds,
+    layout: Layout,
+    total_steps: int,
+    given: dict[str, Any],
+) -> Run:
+    """The ``Run`` of what the steps set up; ``given``: train()'s datasets by argument name."""
+    kl_reference = reference = models.reference  # sampled completions need a live reference
     if isinstance(pair_source, OnlineRounds):  # a round's objective/kl (TRL's)
         pair_source.build_round.reference = kl_reference  # type: ignore[attr-defined]
     if not config.loss_needs_reference:
         reference = None  # loaded only for the KL: the losses never pay for its forward pass
-    run = Run(
+    return Run(
         config=config,
         world=world,
-        output_dir=output_dir,
+        output_dir=Path(config.output_dir),
         echo=echo,
-        tokenizer=tokenizer,
+        tokenizer=data.tokenizer,
         processor=data.processor,
         train_summary=data.train_data.summary(),
-        train=train,
+        train=data.train,
         evals=data.evaluations,
         eval_prompts=data.eval_prompts,
         eval_rows=data.eval_rows,
         reward_fn=data.reward_fn,
-        precision=precision,
-        policy=policy,
-        scorer=scorer,
+        precision=models.precision,
+        policy=models.policy,
+        scorer=models.scorer,
         reference=reference,
         kl_reference=kl_reference,
-        masters=masters,
-        trainable=trainable,
-        optimizer=optimizer,
-        scheduler=scheduler,
+        masters=models.masters,
+        trainable=models.trainable,
+        optimizer=models.optimizer,
+        scheduler=models.scheduler,
         source=pair_source,
         layout=layout,
         pad_id=data.pad_id,
         total_steps=total_steps,
-        probe=UpdateProbe(trainable, optimizer, world),
+        probe=UpdateProbe(models.trainable, models.optimizer, world),
         best=BestModel.from_config(config),
-        eval_float32=eval_float32,
-        reference_masters=reference_masters,
-        model_files=loaded_files,
-        offload=activation_offload(config.activation_offloading, device, echo),
-        from_python=tuple(
-            name
-            for name, given in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset))
-            if given is not None
-        ),
+        eval_float32=models.eval_float32,
+        reference_masters=models.reference_masters,
+        model_files=models.loaded_files,
+        offload=activation_offload(config.activation_offloading, world.device, echo),
+        from_python=tuple(name for name, value in given.items() if value is not None),
     )
-    if config.precompute_ref_log_probs:
-        _precompute_reference(run, reference_weights)
-    # a metric no evaluation logs (a typo, eval_accuracy) failed at the first evaluation
-    run.best.check_logged(_evaluation_metrics(run))
-    check_free_space(output_dir, policy, config, freed=disk_size(replaced))
 
-    # -- resume, or replace an earlier run (only now that data and models are known good) ---
-    if world.is_main:
+
+def _replace_or_resume(run: Run, replaced: list[Path]) -> None:
+    """An earlier run's files removed (only now that data and models are known good), or
+    this run resumed; the config recorded unless a finished run's record stays its own."""
+    config, output_dir = run.config, run.output_dir
+    if run.world.is_main:
         remove(replaced, prune_below=output_dir)
     if config.resume_from_checkpoint:
         resume(run)
-    if _bits(precision.save) < _bits(precision.master):
+    if _bits(run.precision.save) < _bits(run.precision.master):
         run.start_sample = run.probe.weights()  # to say what rounding at save costs
-    if world.is_main and not model_files(output_dir):  # a finished run's record stays its own
-        # until this run's final save
+    if run.world.is_main and not model_files(output_dir):  # a finished run's record stays its
+        # own until this run's final save
         record = output_dir / "config.yaml"
         write_or_stop(record, lambda: config.save_record(record, run.from_python))
-    echo(
-        start_line(
-            config,
-            world,
-            data,
-            pair_source,
-            total_steps,
-            precision,
-            policy,
-            compiled,
-            bool(run.offload and run.offload.device_type),
-        )  # fmt: skip
-    )
-    # last: nothing after it can fail (the echo above is the caller's function), so trackers
-    # (TensorBoard's thread, a wandb / mlflow run) are only open where the loop closes them
-    run.logger = MetricsLogger(
-        output_dir,
-        config.report_to,
-        config.record(),
-        resume_step=run.start_step if config.resume_from_checkpoint else None,
-        write=world.is_main,
-        logged_before=run.logged_before,
-    )
-    return run
+
+
+def _reference_fingerprint(config: DPOConfig, models: _Models, world: World) -> str:
+    """What the precomputed reference log-probs' cache is keyed by ("" when not precomputed)."""
+    if not config.precompute_ref_log_probs:
+        return ""
+    sharded = world.mode == "fsdp"
+    adapter = getattr(models.reference, "adapter", None)
+    return weights_fingerprint(models.reference_model, world if sharded else None, adapter)
 
 
 def _evaluation_metrics(run: Run) -> list[str]:
@@ -379,48 +519,6 @@ def _evaluation_metrics(run: Run) -> list[str]:
             run.world.device, run.layout, None if table is None else table[:1], run.world,
         ))  # fmt: skip
     return logged
-
-
-def _pair_source(
-    config: DPOConfig, data: RunData, world: World, output_dir: Path
-) -> FixedPairs | OnlineRounds:
-    """Each step's pairs: the file's, or online rounds (the first one the file's pairs)."""
-    global_batch = config.per_device_train_batch_size * world.size  # one process's batch
-    accumulation = config.gradient_accumulation_steps
-    # data_seed (transformers'): the order alone; seed keeps initialisation, dropout, sampling
-    order_seed = config.seed if config.data_seed is None else config.data_seed
-    if not config.online:
-        return FixedPairs(
-            data.train, global_batch, accumulation, order_seed, config.dataloader_drop_last
-        )
-    builder = RoundBuilder(
-        config, world, data.tokenizer, data.online_prompts, data.online_rows,
-        labeller=data.labeller, output_dir=output_dir,
-    )  # fmt: skip
-    return OnlineRounds(
-        num_prompts=len(data.online_prompts),
-        prompts_per_round=config.online_prompts_per_round,
-        steps_per_round=config.steps_per_round,
-        batch_size=global_batch,
-        accumulation=accumulation,
-        seed=order_seed,
-        build_round=builder,
-        first_round=data.train if data.train.pairs else None,
-        sampling={key: getattr(config, key) for key in ONLINE_SAMPLING_OPTIONS},
-    )
-
-
-# what online rounds sample, label and pair with (per_device_eval_batch_size: the chunks, each
-# with its own seed; max_prompt_length cuts the prompts, the chat template renders them)
-ONLINE_SAMPLING_OPTIONS = (
-    "online_samples_per_prompt", "online_pairs", "online_reward_gap",
-    "online_max_pairs_per_prompt", "generate_max_new_tokens", "generate_temperature",
-    "generate_top_p", "generate_top_k", "generate_min_p", "generate_repetition_penalty",
-    "generate_cache_implementation", "generation_kwargs", "per_device_eval_batch_size", "reward_fn",
-    "reward_model_name_or_path", "implicit_reward_model", "reward_weights", "missing_eos_penalty",
-    "max_length", "max_completion_length",
-    "max_prompt_length", "chat_template", "chat_template_kwargs",
-)  # fmt: skip
 
 
 def _fill_shards(
@@ -475,51 +573,3 @@ def evaluation_precision(run: Run) -> contextlib.AbstractContextManager[None]:
     if run.config.torch_compile and hasattr(torch.compiler, "set_stance"):  # (torch >= 2.6)
         stack.enter_context(torch.compiler.set_stance("force_eager"))
     return stack
-
-
-def _precompute_reference(run: Run, reference_weights: str) -> None:
-    """Reference log-probs of every pair, computed (or read from the cache) up front and
-    attached to the pair sets; the reference model is then freed unless ``eval_generate``
-    needs it for the KL of samples."""
-    config, reference = run.config, run.reference
-    model = reference.model  # a frozen copy, or the LoRA policy with adapters disabled
-    batch = config.precompute_ref_batch_size or config.per_device_eval_batch_size
-    for pair_set in (run.train, *run.evals.values()):
-        if not pair_set.pairs:
-            continue
-        # held-out pairs in the precision they are evaluated in (eval_dtype), training's in its
-        in_float32 = run.eval_float32 and pair_set is not run.train
-        dtype = "float32" if in_float32 else None
-        settings = scoring_settings(config, model, run.layout, run.world, dtype)
-        try:
-            with evaluation_precision(run) if in_float32 else contextlib.nullcontext():
-                pair_set.reference_table = precompute_reference_logps(
-                    reference,
-                    reference_weights,
-                    pair_set.pairs,
-                    run.pad_id,
-                    batch,
-                    run.world.device,
-                    settings,
-                    run.layout,
-                    run.echo,
-                    run.world,
-                    progress=not config.disable_tqdm,
-                )
-        except (RuntimeError, MemoryError) as exc:  # before the loop, which says its own
-            if memory_kind(exc) is None:
-                raise
-            raise TrainingStopped(
-                f"out of {memory_kind(exc)} memory in the reference log-probs pass "
-                "(precompute_ref_log_probs), "
-                f"batches of {batch} pairs: lower precompute_ref_batch_size; the pairs scored "
-                "are kept and the next run continues after them"
-            ) from None
-    run.kl_reference = reference if config.eval_generate else None
-    if run.kl_reference is None:  # its float32 weights served the held-out pass alone: done
-        run.reference_masters = None
-    if run.kl_reference is None and isinstance(reference, FrozenModelReference):
-        del reference.model, reference.scorer  # training now holds one model in memory
-        if run.world.device.type == "cuda":
-            torch.cuda.empty_cache()
-    run.reference = PrecomputedReference()

@@ -63,6 +63,30 @@ class RunData:
     labeller: Any = None
 
 
+@dataclass
+class _Sources:
+    """Where a run's pairs come from, as ``_find_sources`` resolves the arguments and options."""
+
+    columns: Columns
+    train: Any  # train_dataset, dataset_name's train split, or train_file (None: none)
+    eval: Any  # eval_dataset, or dataset_name's test split (None: eval_file, named sets, none)
+    named_evals: dict[str, Any]  # eval_file's (or eval_dataset's) named sets: (source, label)
+    # how messages name them: a file by its path, rows from Python by the argument
+    # (both were "rows: ...", whether the train or the eval rows lacked a column)
+    names: dict[str, str | None]
+    streamed: bool
+    from_hub: set[str] = field(default_factory=set)  # the sets dataset_name loads: what to
+    # drop tied rows from
+
+
+@dataclass
+class _Rows:
+    """The validated rows read (texts and all: dropped once tokenized and summarised)."""
+
+    train: Any = None  # PreferenceData (None: no pairs, online prompts alone)
+    evals: dict[str, PreferenceData] = field(default_factory=dict)  # by set name
+
+
 def load_run_data(
     config: DPOConfig,
     train_dataset: Any,
@@ -76,6 +100,46 @@ def load_run_data(
     """Read and validate every file before any model loads; tokenize; check the reward
     function and the online labeller on a couple of prompts. ``turn``: under torchrun, whether
     this process tokenizes for its node or reads what its node's first process cached."""
+    sources = _find_sources(config, train_dataset, eval_dataset, echo)
+    rows = _read_pairs(config, sources, world_size, echo)
+    tokenizer, processor = _load_tokenizer(config, rows, echo)
+    progress = is_main and not config.disable_tqdm
+    train, evaluations = _tokenize_pairs(
+        config, rows, tokenizer, processor, echo,
+        streamed=sources.streamed, progress=progress, turn=turn,
+    )  # fmt: skip
+    eval_prompts, eval_rows = _held_out_prompts(config, rows, tokenizer, processor, echo)
+    data = RunData(
+        tokenizer=tokenizer,
+        processor=processor,
+        pad_id=pad_token_id(tokenizer),
+        train_data=rows.train,
+        train=train,
+        evaluations=evaluations,
+        eval_prompts=eval_prompts,
+        eval_rows=eval_rows,
+        reward_fn=load_reward_fn(config.reward_fn) if config.reward_fn else None,
+    )
+    if data.reward_fn is not None:
+        check_reward_fn(
+            data.reward_fn, data.eval_prompts, data.eval_rows, tokenizer, config.max_steps
+        )
+    if config.online:
+        _online_prompts_and_labeller(config, data, sources.train, rows.train, device, echo)
+    if isinstance(data.train_data, PreferenceData):
+        # only its summary is read from here on (the model card): the validated rows, texts
+        # and all (about 1.4x the file: 400-600 MB for 100k pairs), would otherwise stay in
+        # memory while the models load and the reference pass runs
+        data.train_data = DataSummary(data.train_data.summary())
+    rows = None  # (the last references to the rows: their texts freed here)
+    give_back_freed_memory()
+    return data
+
+
+def _find_sources(
+    config: DPOConfig, train_dataset: Any, eval_dataset: Any, echo: Callable[[str], None]
+) -> _Sources:
+    """The train and eval sources: train()'s datasets, dataset_name's splits, or the files."""
     columns = Columns(
         config.prompt_column,
         config.chosen_column,
@@ -91,86 +155,117 @@ def load_run_data(
     eval_dataset = None if named_evals else python_source(eval_dataset, "eval_dataset")
     if config.dataset_mixture is not None and train_dataset is not None:
         raise ConfigError("dataset_mixture and train_dataset are both given: choose one")
-    source = train_dataset if train_dataset is not None else config.train_file
-    # how messages name them: a file by its path, rows from Python by the argument
-    # (both were "rows: ...", whether the train or the eval rows lacked a column)
-    names: dict[str, str | None] = {
-        "train": argument_name(train_dataset, "train_dataset"),
-        "eval": argument_name(eval_dataset, "eval_dataset"),
-    }
-    from_hub: set[str] = set()  # the sets dataset_name loads: what to drop tied rows from
-    if source is None and config.dataset_name:
-        source = load_named_dataset(config, "dataset_train_split", required="training")
-        names["train"] = f"{config.dataset_name}[{config.dataset_train_split}]"
-        from_hub.add("train")
-        if (
-            eval_dataset is None
-            and not named_evals
-            and not config.eval_file
-            and config.eval_strategy != "no"
-        ):
-            if config.dataset_test_split == config.dataset_train_split:
-                # (its pairs were evaluated as held out: eval/rewards/accuracies of training
-                # pairs, read as generalisation)
-                raise ConfigError(
-                    f"dataset_test_split: {config.dataset_test_split} is dataset_train_split "
-                    "too, so the held-out pairs would be the training pairs; name a split held "
-                    f"out of training, give eval_file, or set {spell_option('eval_strategy', 'no')}"
-                )
-            eval_dataset = load_named_dataset(
-                config, "dataset_test_split", required=evaluation_asked(config)
+    sources = _Sources(
+        columns=columns,
+        train=train_dataset if train_dataset is not None else config.train_file,
+        eval=eval_dataset,
+        named_evals=named_evals,
+        names={
+            "train": argument_name(train_dataset, "train_dataset"),
+            "eval": argument_name(eval_dataset, "eval_dataset"),
+        },
+        streamed=streamed,
+    )
+    if sources.train is None and config.dataset_name:
+        _load_named_splits(config, sources)
+    return sources
+
+
+def _load_named_splits(config: DPOConfig, sources: _Sources) -> None:
+    """dataset_name's train split, and its test split where held-out pairs are asked for and
+    no other eval source is given."""
+    sources.train = load_named_dataset(config, "dataset_train_split", required="training")
+    sources.names["train"] = f"{config.dataset_name}[{config.dataset_train_split}]"
+    sources.from_hub.add("train")
+    if (
+        sources.eval is None
+        and not sources.named_evals
+        and not config.eval_file
+        and config.eval_strategy != "no"
+    ):
+        if config.dataset_test_split == config.dataset_train_split:
+            # (its pairs were evaluated as held out: eval/rewards/accuracies of training
+            # pairs, read as generalisation)
+            raise ConfigError(
+                f"dataset_test_split: {config.dataset_test_split} is dataset_train_split "
+                "too, so the held-out pairs would be the training pairs; name a split held "
+                f"out of training, give eval_file, or set {spell_option('eval_strategy', 'no')}"
             )
-            names["eval"] = f"{config.dataset_name}[{config.dataset_test_split}]"
-            from_hub.add("eval")
-    skip = config.skip_invalid_rows
-    train_data: Any = None
-    eval_data: dict[str, PreferenceData] = {}
+        sources.eval = load_named_dataset(
+            config, "dataset_test_split", required=evaluation_asked(config)
+        )
+        sources.names["eval"] = f"{config.dataset_name}[{config.dataset_test_split}]"
+        sources.from_hub.add("eval")
+
+
+def _read_pairs(
+    config: DPOConfig, sources: _Sources, world_size: int, echo: Callable[[str], None]
+) -> _Rows:
+    """The train pairs (or dataset_mixture's) and every held-out set, validated; the bad rows
+    of every file refused together, in one error."""
+    columns, skip = sources.columns, config.skip_invalid_rows
+    rows = _Rows()
     refused: list[DataError] = []  # the train file's and eval files' bad rows, said together
+    source = sources.train
     if source is not None and not (config.online and not has_pairs(source, columns, skip)):
         with collected(refused):
-            plan = stream_plan(config, world_size, echo) if streamed else None
-            train_data = load_preferences(
+            plan = stream_plan(config, world_size, echo) if sources.streamed else None
+            rows.train = load_preferences(
                 source, kept_columns(columns, train=True, config=config), skip_invalid_rows=skip,
-                name=names["train"],
+                name=sources.names["train"],
                 max_pairs=plan.pairs if plan is not None else None,
             )  # fmt: skip
-            if "train" in from_hub:  # (a Python caller was told to filter 'the Dataset')
-                train_data.source_kind = "hub"
+            if "train" in sources.from_hub:  # (a Python caller was told to filter 'the Dataset')
+                rows.train.source_kind = "hub"
             if plan is not None:
-                echo(plan.said(len(train_data)))
-            echo(f"train: {train_data.summary()}")
+                echo(plan.said(len(rows.train)))
+            echo(f"train: {rows.train.summary()}")
     elif config.dataset_mixture is not None:
         with collected(refused):  # (its bad rows were said alone: the eval file's next run)
             kept = kept_columns(columns, train=True, config=config, held_out=True)
-            train_data, test = mixture_pairs(
-                config, kept, eval_dataset or named_evals or None, echo
+            rows.train, test = mixture_pairs(
+                config, kept, sources.eval or sources.named_evals or None, echo
             )
-            eval_data = {"": test} if test is not None else {}
-    if named_evals:
-        for set_name, (eval_source, label) in named_evals.items():
-            with collected(refused):
-                eval_data[set_name] = held_out_pairs(
-                    eval_source,
-                    kept_columns(columns, held_out=True, config=config, read_by=train_data),
-                    config,
-                    label,
-                    echo,
-                )
-                echo(f"eval {set_name}: {eval_data[set_name].summary()}")
-    elif eval_dataset is not None or config.eval_file:
-        with collected(refused):
-            eval_data[""] = held_out_pairs(
-                eval_dataset if eval_dataset is not None else config.eval_file,
-                kept_columns(columns, held_out=True, config=config, read_by=train_data),
-                config,
-                names["eval"],
-                echo,
-            )
-            if "eval" in from_hub:
-                eval_data[""].source_kind = "hub"
-            echo(f"eval: {eval_data[''].summary()}")
+            rows.evals = {"": test} if test is not None else {}
+    _read_held_out(config, sources, rows, refused, echo)
     if refused:  # one line: a bad eval file was said only once the train file was fixed
         raise joined(refused)
+    return rows
+
+
+def _read_held_out(
+    config: DPOConfig,
+    sources: _Sources,
+    rows: _Rows,
+    refused: list[DataError],
+    echo: Callable[[str], None],
+) -> None:
+    """The held-out sets into ``rows.evals`` (named sets, or the one eval source); their bad
+    rows collected in ``refused``, said with the train file's."""
+    columns = sources.columns
+    if sources.named_evals:
+        for set_name, (eval_source, label) in sources.named_evals.items():
+            with collected(refused):
+                kept = kept_columns(columns, held_out=True, config=config, read_by=rows.train)
+                rows.evals[set_name] = held_out_pairs(eval_source, kept, config, label, echo)
+                echo(f"eval {set_name}: {rows.evals[set_name].summary()}")
+    elif sources.eval is not None or config.eval_file:
+        with collected(refused):
+            rows.evals[""] = held_out_pairs(
+                sources.eval if sources.eval is not None else config.eval_file,
+                kept_columns(columns, held_out=True, config=config, read_by=rows.train),
+                config,
+                sources.names["eval"],
+                echo,
+            )
+            if "eval" in sources.from_hub:
+                rows.evals[""].source_kind = "hub"
+            echo(f"eval: {rows.evals[''].summary()}")
+
+
+def _load_tokenizer(config: DPOConfig, rows: _Rows, echo: Callable[[str], None]) -> tuple[Any, Any]:
+    """The tokenizer and a vision-language model's processor (None for text models), with
+    the chat template the options give; (tokenizer, processor)."""
     location = config.tokenizer_location
     processor = load_processor(config.tokenizer_path, config.trust_remote_code, location)
     if processor is not None and config.online:
@@ -194,23 +289,39 @@ def load_run_data(
             "tokenizer has none: give one with the chat_template option, or leave "
             "system_column unset to train on the prompts as texts"
         )
-    if train_data is not None and writes_todays_date(tokenizer, config, train_data):
+    if rows.train is not None and writes_todays_date(tokenizer, config, rows.train):
         echo(
             "note: the chat template writes today's date into each prompt (strftime_now, as "
             "Llama 3.1+ templates do), so a resume on another day sees other prompts and is "
             "refused; pin it with chat_template_kwargs: {date_string: '26 Jul 2024'}"
         )
+    return tokenizer, processor
+
+
+def _tokenize_pairs(
+    config: DPOConfig,
+    rows: _Rows,
+    tokenizer: Any,
+    processor: Any,
+    echo: Callable[[str], None],
+    *,
+    streamed: bool,
+    progress: bool,
+    turn: Turn | None,
+) -> tuple[PairSet, dict[str, PairSet]]:
+    """The train pairs and every held-out set tokenized; rows refused when tokenized, every
+    file's, said together. Returns (train, evaluations by set name)."""
+    refused: list[DataError] = []
     train = PairSet([], [])
-    progress = is_main and not config.disable_tqdm
-    stops = run_stop_ids(config) if train_data is not None or eval_data else []
-    if train_data is not None:
+    stops = run_stop_ids(config) if rows.train is not None or rows.evals else []
+    if rows.train is not None:
         with collected(refused):  # (rows refused when tokenized: every file's said together)
             train = tokenize_set(
-                train_data, tokenizer, config, "train", echo, processor, progress, stops, turn
+                rows.train, tokenizer, config, "train", echo, processor, progress, stops, turn
             )
             train.streamed = streamed
     evaluations = {}
-    for set_name, data in eval_data.items():
+    for set_name, data in rows.evals.items():
         with collected(refused):
             evaluations[set_name] = tokenize_set(
                 data, tokenizer, config, f"eval {set_name}".strip(), echo, processor, progress,
@@ -218,48 +329,48 @@ def load_run_data(
             )  # fmt: skip
     if refused:
         raise joined(refused)
+    return train, evaluations
+
+
+def _held_out_prompts(
+    config: DPOConfig, rows: _Rows, tokenizer: Any, processor: Any, echo: Callable[[str], None]
+) -> tuple[list[Any], list[dict[str, Any]]]:
+    """eval_generate's prompts and their rows' other columns; a file's prompts checked
+    against the chat template before training (they are not rendered until sampled)."""
     places: list[str] = []  # eval_prompts_file's rows, named by its special tokens' note
-    held_out = read_held_out_prompts(config, [data.examples for data in eval_data.values()], places)
-    kwargs = config.chat_template_kwargs  # a file's prompts are not rendered until sampled:
+    held_out = read_held_out_prompts(
+        config, [data.examples for data in rows.evals.values()], places
+    )
     if config.eval_prompts_file:  # a prompt the template refuses is said before training
         label = f"eval_prompts_file {config.eval_prompts_file}"
+        kwargs = config.chat_template_kwargs
         check_prompts(tokenizer, held_out[0], label, processor, kwargs, places, echo)
-    data = RunData(
-        tokenizer=tokenizer,
-        processor=processor,
-        pad_id=pad_token_id(tokenizer),
-        train_data=train_data,
-        train=train,
-        evaluations=evaluations,
-        eval_prompts=held_out[0],
-        eval_rows=held_out[1],
-        reward_fn=load_reward_fn(config.reward_fn) if config.reward_fn else None,
+    return held_out
+
+
+def _online_prompts_and_labeller(
+    config: DPOConfig,
+    data: RunData,
+    source: Any,
+    train_data: Any,
+    device: torch.device,
+    echo: Callable[[str], None],
+) -> None:
+    """Online rounds' prompts (and their rows' other columns), checked against the chat
+    template, and the labeller loaded and tried on them."""
+    places: list[str] = []  # (a file of prompts' rows; a pairs file's were noted as its pairs)
+    data.online_prompts, data.online_rows = read_online_prompts(
+        config, source, train_data, echo, places
     )
-    if data.reward_fn is not None:
-        check_reward_fn(
-            data.reward_fn, data.eval_prompts, data.eval_rows, tokenizer, config.max_steps
-        )
-    if config.online:
-        places = []  # (a file of prompts' rows; a pairs file's were noted as its pairs)
-        data.online_prompts, data.online_rows = read_online_prompts(
-            config, source, train_data, echo, places
-        )
-        where = str(config.prompt_file or source or train_data.source)
-        label = f"prompt_file {config.prompt_file}" if config.prompt_file else f"train {where}"
-        noted = echo if config.prompt_file or train_data is None else None
-        check_prompts(tokenizer, data.online_prompts, label, None, kwargs, places or None, noted)
-        data.train_data = train_data or OnlineData(len(data.online_prompts), where)
-        data.labeller = load_labeller(config, device)
-        args = (data.online_prompts, data.online_rows, tokenizer, config.max_steps)
-        check_labeller(data.labeller, *args)
-    if isinstance(data.train_data, PreferenceData):
-        # only its summary is read from here on (the model card): the validated rows, texts
-        # and all (about 1.4x the file: 400-600 MB for 100k pairs), would otherwise stay in
-        # memory while the models load and the reference pass runs
-        data.train_data = DataSummary(data.train_data.summary())
-    train_data = eval_data = None  # (the last references to the rows: their texts freed here)
-    give_back_freed_memory()
-    return data
+    where = str(config.prompt_file or source or train_data.source)
+    label = f"prompt_file {config.prompt_file}" if config.prompt_file else f"train {where}"
+    noted = echo if config.prompt_file or train_data is None else None
+    kwargs = config.chat_template_kwargs
+    check_prompts(data.tokenizer, data.online_prompts, label, None, kwargs, places or None, noted)
+    data.train_data = train_data or OnlineData(len(data.online_prompts), where)
+    data.labeller = load_labeller(config, device)
+    args = (data.online_prompts, data.online_rows, data.tokenizer, config.max_steps)
+    check_labeller(data.labeller, *args)
 
 
 def give_back_freed_memory() -> None:
