@@ -1361,6 +1361,26 @@ def test_llama_3_1s_ipython_and_openais_developer_roles_are_messages(tmp_path: P
         _load_rows(tmp_path, [{**row, "prompt": [{"role": "human", "content": "Hi"}]}])
 
 
+def test_sharegpt_messages_are_said_in_the_form_a_template_reads(tmp_path: Path) -> None:
+    """ShareGPT's {"from": "human", "value": ...} messages were said as "message 1 has role
+    None, expected one of system, ...": neither the missing key nor the form to write. The
+    line says the message has no role and how ShareGPT's messages are written."""
+    sharegpt = [{"from": "human", "value": "Hi"}]
+    row = {"prompt": sharegpt, "chosen": [{"from": "gpt", "value": "Hello"}], "rejected": "x"}
+    with pytest.raises(DataError) as info:
+        _load_rows(tmp_path, [row])
+    assert str(info.value).endswith(
+        "line 1: field 'prompt': message 1 has no role, expected one of system, developer, user, "
+        'assistant, tool, ipython; ShareGPT\'s {"from": "human" / "gpt", "value": ...} is '
+        'written {"role": "user" / "assistant", "content": ...}'
+    )
+    human = {**row, "prompt": [{"role": "human", "content": "Hi"}]}
+    with pytest.raises(DataError, match="role 'human', expected .*; ShareGPT's"):
+        _load_rows(tmp_path, [human])
+    with pytest.raises(DataError, match="role 'bot', expected .*ipython$"):  # no ShareGPT
+        _load_rows(tmp_path, [{**row, "prompt": [{"role": "bot", "content": "Hi"}]}])
+
+
 def test_token_ids_without_text_and_a_list_of_datasets_are_one_line_each() -> None:
     """A dataset TRL had tokenized (chosen_input_ids, no text) was told to "set chosen_column /
     rejected_column"; a list of Datasets as eval_dataset was "row 1: expected an object, got

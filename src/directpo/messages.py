@@ -149,8 +149,9 @@ def message_list(value: Any, key: str, key_allows_parts: bool = False) -> Messag
         if role not in MESSAGE_ROLES:
             raise RowError(
                 "bad message",
-                f"field '{key}': message {i} has role {role!r}, "
-                f"expected one of {', '.join(MESSAGE_ROLES)}",
+                f"field '{key}': message {i} has "
+                + ("no role" if role is None else f"role {role!r}")
+                + f", expected one of {', '.join(MESSAGE_ROLES)}{_sharegpt_hint(message)}",
             )
         if isinstance(content, list) and key_allows_parts:
             content = _content_parts(content, key, i)
@@ -163,6 +164,17 @@ def message_list(value: Any, key: str, key_allows_parts: bool = False) -> Messag
         extra = template_values({k: v for k, v in message.items() if k not in ("role", "content")})
         messages.append({"role": ROLE_NAMES[role], "content": content, **extra})
     return messages
+
+
+def _sharegpt_hint(message: dict) -> str:
+    """ShareGPT's messages ({"from": "human", "value": ...}), which neither TRL nor a chat
+    template reads: said in the form they read (the message's role was said as None)."""
+    if "from" not in message and message.get("role") not in ("human", "gpt"):
+        return ""
+    return (
+        '; ShareGPT\'s {"from": "human" / "gpt", "value": ...} is written {"role": "user" / '
+        '"assistant", "content": ...}'
+    )
 
 
 def system_prompt(row: dict[str, Any], key: str, prompt: Text) -> Messages:
