@@ -1426,6 +1426,34 @@ def test_a_json_list_saved_as_jsonl_is_read_as_datasets_reads_it(tmp_path: Path)
         load_preferences(str(tmp_path / "e.jsonl"))
 
 
+def test_a_prompt_of_empty_messages_is_refused_as_an_empty_text_prompt_is(tmp_path) -> None:
+    """A text prompt "" or "  " is refused ("field 'prompt' is empty"), but a message-list
+    prompt whose user turn was empty (a scrape's blank instruction), given or shared by
+    chosen / rejected, trained the reply to an empty turn. It is refused; a turn with text, a
+    system turn alone, a tool call or an image part says something and trains."""
+    user, reply = {"role": "user", "content": " "}, {"role": "assistant", "content": "x"}
+    other = {"role": "assistant", "content": "y"}
+    rows = [
+        {"prompt": [user], "chosen": [reply], "rejected": [other]},
+        {"chosen": [user, reply], "rejected": [user, other]},
+        {"prompt": [{"role": "user", "content": [{"type": "text", "text": ""}]}],
+         "chosen": [reply], "rejected": [other]},
+    ]  # fmt: skip
+    for row, said in zip(rows, ["field 'prompt'", "the prompt (the turns 'chosen' and "
+                                "'rejected' share)", "field 'prompt'"], strict=True):  # fmt: skip
+        with pytest.raises(DataError, match=rf"line 1: {re.escape(said)} has only empty messages$"):
+            load_preferences(str(write_jsonl(tmp_path / "f.jsonl", [row])))
+    system = {"role": "system", "content": "Be brief."}
+    image = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": ""}]}
+    for prompt in ([system], [system, user], [image]):
+        row = {"prompt": prompt, "chosen": [reply], "rejected": [other]}
+        assert load_preferences([row]).examples[0].prompt[0]["role"] == prompt[0]["role"]
+    good = {"prompt": [system], "chosen": [reply], "rejected": [other]}
+    path = write_jsonl(tmp_path / "g.jsonl", [rows[0], good, rows[2]])
+    data = load_preferences(str(path), skip_invalid_rows=True)
+    assert len(data) == 1 and data.skipped == {"empty field": 2}
+
+
 def test_token_ids_without_text_and_a_list_of_datasets_are_one_line_each() -> None:
     """A dataset TRL had tokenized (chosen_input_ids, no text) was told to "set chosen_column /
     rejected_column"; a list of Datasets as eval_dataset was "row 1: expected an object, got
