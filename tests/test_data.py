@@ -1422,8 +1422,11 @@ def test_a_json_list_saved_as_jsonl_is_read_as_datasets_reads_it(tmp_path: Path)
     with pytest.raises(DataError, match=r"^d.jsonl: row 2: missing field 'chosen'$"):
         load_preferences(str(tmp_path / "d.jsonl"), name="d.jsonl")
     (tmp_path / "e.jsonl").write_text('["Q", " a", " b"]\n["Q", " c", " d"]\n')
-    with pytest.raises(DataError, match=r"line 1: expected an object, got a list \(1 more"):
-        load_preferences(str(tmp_path / "e.jsonl"))
+    turns = json.dumps([{"role": "user", "content": "Q"}, {"role": "assistant", "content": "a"}])
+    (tmp_path / "f.jsonl").write_text(f"{turns}\n{turns}\n")  # a conversation a line
+    for name in ("e.jsonl", "f.jsonl"):
+        with pytest.raises(DataError, match=r"line 1: expected an object, got a list \(1 more"):
+            load_preferences(str(tmp_path / name))
 
 
 def test_a_prompt_of_empty_messages_is_refused_as_an_empty_text_prompt_is(tmp_path) -> None:
@@ -1901,6 +1904,23 @@ def test_a_json_lists_rows_read_a_piece_at_a_time_are_the_whole_reads(
         monkeypatch.undo()
         monkeypatch.setattr(readers, "JSON_CHUNK", chunk)
         assert str(streamed.value) == str(at_once.value)
+
+
+def test_a_json_file_of_splits_is_said_so(tmp_path: Path) -> None:
+    """{"train": [rows], "test": [rows]} (splits saved in one .json) was read as columns
+    "train" and "test": "column 'chosen' not found ...; set chosen_column / rejected_column",
+    or "the column lists have different lengths (train: 2, test: 1)". It is said as the
+    splits it holds; one list of rows beside other keys is still read."""
+    for test, extra in ((ROWS, {}), (ROWS[:1], {}), (ROWS, {"version": 1})):
+        (tmp_path / "s.json").write_text(json.dumps({"train": ROWS, "test": test, **extra}))
+        with pytest.raises(DataError) as refused:
+            load_preferences(str(tmp_path / "s.json"))
+        assert str(refused.value) == (
+            f"{tmp_path / 's.json'}: holds 2 lists of rows (train, test), as a file of splits "
+            "does; give each list as a file of its own (train_file, eval_file)"
+        )
+    (tmp_path / "d.json").write_text(json.dumps({"data": ROWS, "tags": []}))
+    assert len(load_preferences(str(tmp_path / "d.json"))) == 2
 
 
 @pytest.mark.parametrize(

@@ -220,12 +220,19 @@ def starts_a_list(path: str) -> bool:
 def holds_a_json_list(path: str) -> bool:
     """A .jsonl file that holds one JSON list of rows (Anthropic's red_team_attempts.jsonl.gz,
     json.dump's rows), whose every line was "invalid JSON": it is read as a list, as datasets'
-    json builder reads it. (A JSON Lines row is an object: no such file opens with "[{"; one of
-    lists, ``["a", "b"]`` a line, stays JSON Lines, each row said to be a list.)"""
+    json builder reads it. (A JSON Lines row is an object, so no such file opens with "[{";
+    one whose first line is a whole list followed by more lines, a conversation a line, stays
+    JSON Lines, each row said to be a list.)"""
     # (bytes that are not UTF-8 are a line's problem in JSON Lines, said with its number)
     with _open_text(path, errors="replace") as handle:
         head = handle.read(4096).lstrip(JSON_SPACE)
-    return head.startswith("[") and head[1:].lstrip(JSON_SPACE)[:1] == "{"
+        if not (head.startswith("[") and head[1:].lstrip(JSON_SPACE)[:1] == "{"):
+            return False
+        handle.seek(0)
+        lines = (line for line in iter(lambda: handle.readline(JSON_CHUNK), "") if line.strip())
+        first = next(lines, "")
+        whole = first.endswith("\n") and isinstance(_json_or_none(first), list)
+        return not (whole and next(lines, None) is not None)
 
 
 def _json_list_rows(path: str, label: str) -> Iterator[tuple[str, Any]]:
@@ -326,6 +333,14 @@ def _json_table(data: Any, label: str) -> list[Any]:
     row_lists = [v for v in data.values() if v and isinstance(v, list) and all(map(is_dict, v))]
     if len(row_lists) == 1 and not (columnar and same_length and len(data) > 1):
         return row_lists[0]  # {"data": [rows...], "version": ...}
+    if len(row_lists) > 1 and len(row_lists) == len(lengths):
+        # {"train": [rows], "test": [rows]}: splits, said as columns of other names (or
+        # lists of different lengths) though no pair column holds row objects
+        names = ", ".join(key for key, value in data.items() if isinstance(value, list))
+        raise DataError(
+            f"{label}: holds {len(row_lists)} lists of rows ({names}), as a file of splits does; "
+            "give each list as a file of its own (train_file, eval_file)"
+        )
     if columnar and same_length:
         return [dict(zip(data, row, strict=True)) for row in zip(*data.values(), strict=True)]
     if columnar:
