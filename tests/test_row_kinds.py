@@ -175,3 +175,43 @@ def test_score_and_rank_say_a_file_of_another_format_by_what_it_holds(tmp_path, 
         assert fix in said[key], said[key]
         assert "name the field of its responses" not in said[key]
     assert "missing field" not in said["score", "kto"]  # (a response a row: what score reads)
+
+
+def test_score_and_rank_say_nectars_ranked_answers_as_candidates(tmp_path, capsys) -> None:
+    """A Nectar file (prompt, answers: [{answer, model, rank}]) was told "name the field of its
+    responses with --response_column" by score, which reads one response a row; rank named no
+    column, and with --responses_column answers said "got one conversation" of the answers.
+    score says to rank them, rank names the column, and its objects are said as objects."""
+    from directpo import cli
+
+    answers = [{"answer": "Mango.", "model": "m", "rank": 1.0}, {"answer": "No.", "rank": 2.0}]
+    source = str(write_jsonl(tmp_path / "nectar.jsonl", [{"prompt": "Fruit?", "answers": answers}]))
+    rank_input = str(write_jsonl(tmp_path / "rank.jsonl", [{"prompt": "a", "responses": ["b"]}]))
+    said = {}
+    for command, path, extra in (
+        ("score", source, []),
+        ("rank", source, []),
+        ("rank", source, ["--responses_column", "answers"]),
+        ("score", rank_input, []),
+    ):
+        argv = [command, "--model_name_or_path", str(tmp_path / "nope"), "--input", path]
+        argv += ["--output", str(tmp_path / "out.jsonl"), "--prompt_column", "prompt", *extra]
+        pairs = ["--chosen_column", "chosen", "--rejected_column", "rejected"]  # (no run)
+        assert cli.main(argv + pairs * (command == "score")) == 2
+        said[command, path, bool(extra)] = capsys.readouterr().err
+    assert (
+        "several replies per prompt ('answers'): rank them with directpo rank --responses_column "
+        "answers (score reads one response a row, or a pair)" in said["score", source, False]
+    )
+    assert (
+        "its candidates are in 'answers': --responses_column answers" in said["rank", source, False]
+    )
+    assert (
+        "field 'answers' must be a list of candidate responses, got objects (answer, model, "
+        "rank), not responses: write each candidate's text as a string of the list"
+        in said["rank", source, True]
+    )
+    assert (
+        "several replies per prompt ('responses'): rank them with directpo rank (score"
+        in (said["score", rank_input, False])
+    )

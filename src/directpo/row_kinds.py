@@ -35,6 +35,7 @@ REPLY_LIKE = {"answer", "solution", "ground_truth"}  # to score or rank: maybe t
 # UltraFeedback's raw completions (with their ratings), directpo generate's completions and
 # rank's responses / ranked; which two of them make a pair is the user's choice, said, not made
 CANDIDATE_COLUMNS = ("answers", "completions", "responses", "ranked", "generations", "candidates")
+RANK_READS = ("responses", "completions")  # rank's default column, and TRL's name for it
 
 
 def paired_replies(names: Sequence[str]) -> tuple[str, str] | None:
@@ -171,6 +172,15 @@ def command_rows_fix(names: Sequence[Any], command: str, prompt: str | None) -> 
             f"a pair under other names ({pair[0]}, {pair[1]}): score it with directpo score "
             f"{flags} (rank sorts a list of candidates)"
         )
+    listed = [name for name in names if name in CANDIDATE_COLUMNS]
+    if listed:  # (Nectar's answers: a list of candidates under another name)
+        if command == "score":  # (rank reads responses, and completions, by default)
+            flag = f" --responses_column {listed[0]}" * (listed[0] not in RANK_READS)
+            return (
+                f"several replies per prompt ('{listed[0]}'): rank them with directpo "
+                f"rank{flag} (score reads one response a row, or a pair)"
+            )
+        return f"its candidates are in '{listed[0]}': --responses_column {listed[0]}"
     single = [name for name in ("response", "completion") if name in has]
     if single and command == "rank":  # (TRL's KTO and prompt-completion rows)
         return (
