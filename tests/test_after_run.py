@@ -53,3 +53,14 @@ def test_a_file_of_no_more_rows_than_evaluated_is_scored_as_it_is(tmp_path) -> N
     assert "head" not in line
     assert f"--input {held} --output scored.jsonl" in line
     assert "(its implicit rewards, of every row the run evaluated)" in line
+
+
+def test_a_json_list_saved_as_jsonl_is_said_to_be_read_whole(tmp_path) -> None:
+    """A .jsonl holding one JSON list is read as a list (readers.holds_a_json_list): 'head -n 2'
+    of it kept "[" and the first row's opening line, a file score refused."""
+    held = tmp_path / "held.jsonl"
+    rows = [{"prompt": f"p{i}", "chosen": "a", "rejected": "b"} for i in range(5)]
+    held.write_text(json.dumps(rows, indent=2))
+    line = next_steps("out", str(held), 2)
+    assert "head" not in line and f"--input {held} --output scored.jsonl" in line
+    assert "it reads every row, the run evaluated the first 2: max_eval_samples" in line

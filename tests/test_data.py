@@ -1300,7 +1300,7 @@ def test_a_dataframes_missing_cells_are_absent_as_in_the_file(tmp_path: Path) ->
         (e.prompt, e.chosen, e.chat_template_kwargs) for e in from_file
     ]
     assert frame[1].columns.get("score") is None
-    with pytest.raises(DataError, match="row 2: missing field 'chosen'"):
+    with pytest.raises(DataError, match="row 2: field 'chosen' is null"):  # (NaN: a null)
         load_preferences(pd.DataFrame([pair, {**pair, "chosen": float("nan")}]))
 
 
@@ -1359,6 +1359,102 @@ def test_llama_3_1s_ipython_and_openais_developer_roles_are_messages(tmp_path: P
     assert _load_rows(tmp_path, [row]).examples[0].prompt == prompt
     with pytest.raises(DataError, match="role 'human', expected one of"):
         _load_rows(tmp_path, [{**row, "prompt": [{"role": "human", "content": "Hi"}]}])
+
+
+def test_sharegpt_messages_are_said_in_the_form_a_template_reads(tmp_path: Path) -> None:
+    """ShareGPT's {"from": "human", "value": ...} messages were said as "message 1 has role
+    None, expected one of system, ...": neither the missing key nor the form to write. The
+    line says the message has no role and how ShareGPT's messages are written."""
+    sharegpt = [{"from": "human", "value": "Hi"}]
+    row = {"prompt": sharegpt, "chosen": [{"from": "gpt", "value": "Hello"}], "rejected": "x"}
+    with pytest.raises(DataError) as info:
+        _load_rows(tmp_path, [row])
+    assert str(info.value).endswith(
+        "line 1: field 'prompt': message 1 has no role, expected one of system, developer, user, "
+        'assistant, tool, ipython; ShareGPT\'s {"from": "human" / "gpt", "value": ...} is '
+        'written {"role": "user" / "assistant", "content": ...}'
+    )
+    human = {**row, "prompt": [{"role": "human", "content": "Hi"}]}
+    with pytest.raises(DataError, match="role 'human', expected .*; ShareGPT's"):
+        _load_rows(tmp_path, [human])
+    with pytest.raises(DataError, match="role 'bot', expected .*ipython$"):  # no ShareGPT
+        _load_rows(tmp_path, [{**row, "prompt": [{"role": "bot", "content": "Hi"}]}])
+
+
+def test_a_null_field_is_said_null_not_missing(tmp_path: Path) -> None:
+    """A row whose chosen is null (JSON's null, a Parquet file's or DataFrame's empty cell) was
+    "missing field 'chosen'", though the file has the field: the user looked for a row without
+    it. The line says the field is null; a row without the field is still "missing"."""
+    rows = [ROWS[0], {**ROWS[0], "chosen": None}, {"prompt": None, "chosen": "a", "rejected": "b"}]
+    with pytest.raises(DataError) as info:
+        load_preferences(str(write_jsonl(tmp_path / "f.jsonl", rows)))
+    assert str(info.value).startswith(f"{tmp_path / 'f.jsonl'}: line 2: field 'chosen' is null")
+    assert "line 3: field 'prompt' is null" in str(info.value)
+    pd.DataFrame(rows[:2]).to_parquet(tmp_path / "f.parquet")
+    with pytest.raises(DataError, match=r"f.parquet: row 2: field 'chosen' is null$"):
+        load_preferences(str(tmp_path / "f.parquet"))
+    absent = {"prompt": "a", "rejected": "b"}
+    with pytest.raises(DataError, match=r"line 2: missing field 'chosen'$"):
+        load_preferences(str(write_jsonl(tmp_path / "g.jsonl", [ROWS[0], absent])))
+    data = load_preferences(str(write_jsonl(tmp_path / "h.jsonl", rows)), skip_invalid_rows=True)
+    assert len(data) == 1 and data.skipped == {"missing field": 2}
+
+
+def test_a_json_list_saved_as_jsonl_is_read_as_datasets_reads_it(tmp_path: Path) -> None:
+    """Anthropic's red_team_attempts.jsonl.gz and rows written with json.dump to a .jsonl hold
+    one JSON list: each line was "invalid JSON" (a dozen problems said for a file datasets'
+    json builder, and so TRL, reads). It is read as a list, pretty-printed, on one line or
+    compressed; a JSON Lines file of lists stays one, each row said to be a list."""
+    expected = [(r["prompt"], r["chosen"], r["rejected"]) for r in ROWS]
+    (tmp_path / "a.jsonl").write_text(json.dumps(ROWS, indent=2))
+    (tmp_path / "b.jsonl").write_text(json.dumps(ROWS) + "\n")
+    with gzip.open(tmp_path / "c.jsonl.gz", "wt") as handle:
+        handle.write(json.dumps(ROWS, indent=1))
+    for name in ("a.jsonl", "b.jsonl", "c.jsonl.gz"):
+        data = load_preferences(str(tmp_path / name))
+        assert [(e.prompt, e.chosen, e.rejected) for e in data.examples] == expected, name
+        assert [e.where.split("/")[-1] for e in data.examples] == [
+            f"{name}: row 1",
+            f"{name}: row 2",
+        ]
+    bad = [ROWS[0], {"prompt": "Q"}]
+    (tmp_path / "d.jsonl").write_text(json.dumps(bad, indent=2))
+    with pytest.raises(DataError, match=r"^d.jsonl: row 2: missing field 'chosen'$"):
+        load_preferences(str(tmp_path / "d.jsonl"), name="d.jsonl")
+    (tmp_path / "e.jsonl").write_text('["Q", " a", " b"]\n["Q", " c", " d"]\n')
+    turns = json.dumps([{"role": "user", "content": "Q"}, {"role": "assistant", "content": "a"}])
+    (tmp_path / "f.jsonl").write_text(f"{turns}\n{turns}\n")  # a conversation a line
+    for name in ("e.jsonl", "f.jsonl"):
+        with pytest.raises(DataError, match=r"line 1: expected an object, got a list \(1 more"):
+            load_preferences(str(tmp_path / name))
+
+
+def test_a_prompt_of_empty_messages_is_refused_as_an_empty_text_prompt_is(tmp_path) -> None:
+    """A text prompt "" or "  " is refused ("field 'prompt' is empty"), but a message-list
+    prompt whose user turn was empty (a scrape's blank instruction), given or shared by
+    chosen / rejected, trained the reply to an empty turn. It is refused; a turn with text, a
+    system turn alone, a tool call or an image part says something and trains."""
+    user, reply = {"role": "user", "content": " "}, {"role": "assistant", "content": "x"}
+    other = {"role": "assistant", "content": "y"}
+    rows = [
+        {"prompt": [user], "chosen": [reply], "rejected": [other]},
+        {"chosen": [user, reply], "rejected": [user, other]},
+        {"prompt": [{"role": "user", "content": [{"type": "text", "text": ""}]}],
+         "chosen": [reply], "rejected": [other]},
+    ]  # fmt: skip
+    for row, said in zip(rows, ["field 'prompt'", "the prompt (the turns 'chosen' and "
+                                "'rejected' share)", "field 'prompt'"], strict=True):  # fmt: skip
+        with pytest.raises(DataError, match=rf"line 1: {re.escape(said)} has only empty messages$"):
+            load_preferences(str(write_jsonl(tmp_path / "f.jsonl", [row])))
+    system = {"role": "system", "content": "Be brief."}
+    image = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": ""}]}
+    for prompt in ([system], [system, user], [image]):
+        row = {"prompt": prompt, "chosen": [reply], "rejected": [other]}
+        assert load_preferences([row]).examples[0].prompt[0]["role"] == prompt[0]["role"]
+    good = {"prompt": [system], "chosen": [reply], "rejected": [other]}
+    path = write_jsonl(tmp_path / "g.jsonl", [rows[0], good, rows[2]])
+    data = load_preferences(str(path), skip_invalid_rows=True)
+    assert len(data) == 1 and data.skipped == {"empty field": 2}
 
 
 def test_token_ids_without_text_and_a_list_of_datasets_are_one_line_each() -> None:
@@ -1802,12 +1898,29 @@ def test_a_json_lists_rows_read_a_piece_at_a_time_are_the_whole_reads(
         path.write_text(broken, encoding="utf-8")
         with pytest.raises(DataError) as streamed:
             list(readers.open_rows(str(path), "l.json", lazy=True)[0])
-        monkeypatch.setattr(readers, "_starts_a_list", lambda _: False)
+        monkeypatch.setattr(readers, "starts_a_list", lambda _: False)
         with pytest.raises(DataError) as at_once:
             readers.open_rows(str(path), "l.json")
         monkeypatch.undo()
         monkeypatch.setattr(readers, "JSON_CHUNK", chunk)
         assert str(streamed.value) == str(at_once.value)
+
+
+def test_a_json_file_of_splits_is_said_so(tmp_path: Path) -> None:
+    """{"train": [rows], "test": [rows]} (splits saved in one .json) was read as columns
+    "train" and "test": "column 'chosen' not found ...; set chosen_column / rejected_column",
+    or "the column lists have different lengths (train: 2, test: 1)". It is said as the
+    splits it holds; one list of rows beside other keys is still read."""
+    for test, extra in ((ROWS, {}), (ROWS[:1], {}), (ROWS, {"version": 1})):
+        (tmp_path / "s.json").write_text(json.dumps({"train": ROWS, "test": test, **extra}))
+        with pytest.raises(DataError) as refused:
+            load_preferences(str(tmp_path / "s.json"))
+        assert str(refused.value) == (
+            f"{tmp_path / 's.json'}: holds 2 lists of rows (train, test), as a file of splits "
+            "does; give each list as a file of its own (train_file, eval_file)"
+        )
+    (tmp_path / "d.json").write_text(json.dumps({"data": ROWS, "tags": []}))
+    assert len(load_preferences(str(tmp_path / "d.json"))) == 2
 
 
 @pytest.mark.parametrize(

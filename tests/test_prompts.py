@@ -27,6 +27,22 @@ def test_every_bad_row_of_a_prompt_file_is_said_at_once(tmp_path, load) -> None:
     assert len(load(str(path))[0]) == (2 if load is load_prompts else 3)
 
 
+@pytest.mark.parametrize("load", [load_prompts, load_prompt_rows])
+def test_a_prompt_of_empty_messages_is_said_as_an_empty_text_is(tmp_path, load) -> None:
+    """generate, prompt_file and rank sampled replies to a prompt whose one user turn was empty,
+    where a prompt "" was refused; it is refused alike (an implicit pair's shared turns too)."""
+    empty = [{"role": "user", "content": ""}]
+    pair = {"chosen": [*empty, {"role": "assistant", "content": "a"}],
+            "rejected": [*empty, {"role": "assistant", "content": "b"}]}  # fmt: skip
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": [{"role": "user", "content": "hi"}]},
+                                              {"prompt": empty}])  # fmt: skip
+    with pytest.raises(DataError, match=r"line 2: field 'prompt' has only empty messages$"):
+        load(str(path))
+    path = write_jsonl(tmp_path / "q.jsonl", [pair])
+    with pytest.raises(DataError, match=r"line 1: the prompt \(the turns 'chosen' and 'rej"):
+        load(str(path))
+
+
 def test_a_pairs_file_in_openais_format_gives_its_prompts(tmp_path) -> None:
     """generate, prompt_file and eval_prompts_file on a pairs file in OpenAI's preference
     format said "missing field 'prompt'" of every row, where training reads input.messages

@@ -61,6 +61,34 @@ def test_pairs_under_other_names_keep_the_column_hint_only_where_a_rename_reads_
     assert other_format(["context", "good", "bad"]) is None  # an unknown layout: the old hint
 
 
+def test_several_replies_a_prompt_and_red_team_transcripts_are_said_by_what_they_hold() -> None:
+    """Nectar's ranked answers, UltraFeedback's raw completions, directpo generate's and rank's
+    own output, and Anthropic's red-team transcripts were told "set chosen_column /
+    rejected_column", which no column names in them: each is said by what it holds, with the
+    pairs to write (and a column pair beside such a list keeps the column hint)."""
+    ranked = [{"answer": "Mango.", "model": "m", "rank": 1.0}, {"answer": "No.", "rank": 2.0}]
+    nectar = said([{"prompt": "\n\nHuman: Fruit?\n\nAssistant:", "answers": ranked}])
+    for rows, column in (
+        ([{"prompt": "a", "answers": ranked, "turns": 1}], "answers"),
+        ([{"instruction": "a", "completions": [{"response": "b", "overall_score": 8}]}],
+         "completions"),
+        ([{"prompt": "a", "completions": ["b", "c"]}], "completions"),  # generate's output
+        ([{"prompt": "a", "responses": ["b", "c"], "ranked": [{"response": "b"}]}], "responses"),
+    ):  # fmt: skip
+        text = said(rows)
+        assert f"several replies per prompt ({column}), as Nectar" in text, text
+        assert f"{NEEDS}; write rows of prompt, chosen, rejected, a better-ranked" in text
+        assert "chosen_column" not in text
+    assert nectar.startswith("rows: several replies per prompt (answers)")
+    red_team = said([{"transcript": "\n\nHuman: a\n\nAssistant: b", "rating": 0}])
+    assert red_team == (
+        "rows: one conversation a row (transcript), each rated alone as Anthropic's red-team "
+        f"attempts are: {NEEDS}; write rows of prompt, chosen, rejected"
+    )
+    beside = said([{"prompt": "a", "completions": ["b"], "chosen_text": "b", "rejected_text": "c"}])
+    assert beside.endswith("set chosen_column: chosen_text, rejected_column: rejected_text")
+
+
 def test_a_kto_file_says_whether_pairs_can_be_written_from_it(tmp_path) -> None:
     """A prompt with a true and a false reply anywhere in the file (not only its first row)
     is said; a file without one is told no pair can be made."""
@@ -147,3 +175,43 @@ def test_score_and_rank_say_a_file_of_another_format_by_what_it_holds(tmp_path, 
         assert fix in said[key], said[key]
         assert "name the field of its responses" not in said[key]
     assert "missing field" not in said["score", "kto"]  # (a response a row: what score reads)
+
+
+def test_score_and_rank_say_nectars_ranked_answers_as_candidates(tmp_path, capsys) -> None:
+    """A Nectar file (prompt, answers: [{answer, model, rank}]) was told "name the field of its
+    responses with --response_column" by score, which reads one response a row; rank named no
+    column, and with --responses_column answers said "got one conversation" of the answers.
+    score says to rank them, rank names the column, and its objects are said as objects."""
+    from directpo import cli
+
+    answers = [{"answer": "Mango.", "model": "m", "rank": 1.0}, {"answer": "No.", "rank": 2.0}]
+    source = str(write_jsonl(tmp_path / "nectar.jsonl", [{"prompt": "Fruit?", "answers": answers}]))
+    rank_input = str(write_jsonl(tmp_path / "rank.jsonl", [{"prompt": "a", "responses": ["b"]}]))
+    said = {}
+    for command, path, extra in (
+        ("score", source, []),
+        ("rank", source, []),
+        ("rank", source, ["--responses_column", "answers"]),
+        ("score", rank_input, []),
+    ):
+        argv = [command, "--model_name_or_path", str(tmp_path / "nope"), "--input", path]
+        argv += ["--output", str(tmp_path / "out.jsonl"), "--prompt_column", "prompt", *extra]
+        pairs = ["--chosen_column", "chosen", "--rejected_column", "rejected"]  # (no run)
+        assert cli.main(argv + pairs * (command == "score")) == 2
+        said[command, path, bool(extra)] = capsys.readouterr().err
+    assert (
+        "several replies per prompt ('answers'): rank them with directpo rank --responses_column "
+        "answers (score reads one response a row, or a pair)" in said["score", source, False]
+    )
+    assert (
+        "its candidates are in 'answers': --responses_column answers" in said["rank", source, False]
+    )
+    assert (
+        "field 'answers' must be a list of candidate responses, got objects (answer, model, "
+        "rank), not responses: write each candidate's text as a string of the list"
+        in said["rank", source, True]
+    )
+    assert (
+        "several replies per prompt ('responses'): rank them with directpo rank (score"
+        in (said["score", rank_input, False])
+    )

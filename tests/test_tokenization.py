@@ -660,6 +660,42 @@ def test_a_chat_template_that_ignores_tools_refuses_the_row() -> None:
     assert len(tokenize_preferences(load_preferences(rows), tokenizer, 256)) == 3
 
 
+def test_a_prompts_tool_calls_the_template_drops_refuse_the_row() -> None:
+    """A tulu-3 / Skywork tool row whose prompt (or shared history, for chosen / rejected
+    whole conversations) holds the assistant's call and the tool's result trained after
+    "<|im_start|>assistant\n<|im_end|>": an empty turn, the call dropped without a word, where the
+    same call in a completion was refused. It is refused (skipped with skip_invalid_rows) in
+    train and in generate's prompts alike; a template that writes calls trains it."""
+    from directpo.data import load_preferences
+
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": {}}}
+    history = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "content": "18C", "tool_call_id": "c1"},
+    ]
+    explicit = {**WEATHER_ROW, "prompt": history}
+    whole = {side: [*history, *WEATHER_ROW[side]] for side in ("chosen", "rejected")}
+    tokenizer = build_tokenizer("gpt2")  # its ChatML template writes no tool calls
+    for row in (explicit, whole):
+        with pytest.raises(DataError) as info:
+            tokenize_preferences(load_preferences([row]), tokenizer, 256)
+        assert str(info.value) == (
+            "rows: row 1: the chat template does not render the prompt's tool calls "
+            "('get_weather' is not in the text it writes); give one that does with the "
+            "chat_template option"
+        )
+    rows = load_preferences([explicit, WEATHER_ROW])
+    skipped = tokenize_preferences(rows, tokenizer, 256, skip_invalid_rows=True)
+    assert len(skipped) == 1 and skipped.skipped == {"chat template ignores tools": 1}
+    with pytest.raises(RowError, match="does not render the prompt's tool calls"):  # sampling
+        PairTokenizer(tokenizer, 64).prompt_ids(history)
+    tokenizer.chat_template = CALLS_TEMPLATE
+    for row in (explicit, whole):
+        pair = tokenize_preferences(load_preferences([row]), tokenizer, 256).pairs[0]
+        assert "call get_weather<|im_end|>" in tokenizer.decode(pair.prompt_ids)
+
+
 # Qwen3's template, cut to what decides the case: a finished assistant turn moves its
 # <think>...</think> (or reasoning_content) into a reasoning block; the generation prompt of
 # enable_thinking: false is an empty one

@@ -52,7 +52,7 @@ def next_steps(output_dir: str, eval_file: Any, max_eval_samples: int | None = N
     said = "its implicit rewards"
     if max_eval_samples is not None and isinstance(eval_file, str):
         n = max_eval_samples
-        if eval_file.lower().endswith(".jsonl") and os.path.isfile(eval_file):
+        if eval_file.lower().endswith(".jsonl") and _cut_by_lines(eval_file):
             lines = _lines_of_first_rows(eval_file, n)
             if lines is None:  # (the file holds no more rows: the run evaluated them all)
                 said = "its implicit rewards, of every row the run evaluated"
@@ -63,6 +63,17 @@ def next_steps(output_dir: str, eval_file: Any, max_eval_samples: int | None = N
         else:
             said += f"; it reads every row, the run evaluated the first {n}: max_eval_samples"
     return f"next: {score} ({said}); directpo plot {run} (training curves)"
+
+
+def _cut_by_lines(path: str) -> bool:
+    """A JSON Lines file, whose first rows ``head -n`` keeps (not a JSON list saved as .jsonl,
+    which is read as a list: its first lines are no rows)."""
+    from directpo.readers import holds_a_json_list
+
+    try:
+        return os.path.isfile(path) and not holds_a_json_list(path)
+    except (OSError, UnicodeDecodeError, EOFError):
+        return False
 
 
 def _lines_of_first_rows(path: str, rows: int) -> int | None:

@@ -15,8 +15,8 @@ turns the texts into ids). Text rows are their own text.
   row's values) refuses that row (an error, or a skip with ``skip_invalid_rows``); one that does
   not compile is an error naming the tokenizer. A text-only model's template gets content given
   as text parts (``[{"type": "text", "text": ...}]``) joined into one string. A row whose tools
-  or completion tool calls the template does not write (templates older than tool calling) is
-  refused: its call would train as an empty turn.
+  or tool calls (the completion's or the prompt's) the template does not write (templates older
+  than tool calling) is refused: its call would train, or be read, as an empty turn.
 """
 
 from __future__ import annotations
@@ -116,6 +116,10 @@ class ChatRenderer:
             text = self.template(prompt, template_args, add_generation_prompt=True)
         tools = {**self.template_kwargs, **(template_args or {})}.get("tools") or ()
         require_rendered(function_names({"tool_calls": tools}), text, "the row's tools")
+        # a call earlier in the conversation (an agent trace's history, tulu-3 / Skywork tool
+        # rows): dropped, the model would read an empty assistant turn before the tool's result
+        calls = [name for message in prompt for name in function_names(message)]
+        require_rendered(calls, text, "the prompt's tool calls")
         return text
 
     def _processor_template(self) -> bool:

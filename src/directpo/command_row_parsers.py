@@ -160,6 +160,12 @@ def candidates(
         one = is_message_list(value)
         if not isinstance(value, list) or one:
             got = "one conversation" if one else kind_of(value)
+            if one and "role" not in value[0]:  # Nectar's [{"answer": ..., "rank": 1}, ...]
+                keys = ", ".join(map(str, list(value[0])[:4]))
+                got = (
+                    f"objects ({keys}), not responses: write each candidate's text as a string "
+                    "of the list (or a list of messages)"
+                )
             raise DataError(
                 f"{where}: field '{responses_column}' must be a list of candidate responses, "
                 f"got {got}"

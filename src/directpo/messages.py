@@ -46,8 +46,10 @@ def is_prefilled(prompt: Text) -> bool:
 
 
 def field_value(row: dict[str, Any], key: str) -> Any:
-    if key not in row or row[key] is None:
+    if key not in row:
         raise RowError("missing field", f"missing field '{key}'")
+    if row[key] is None:  # (a Parquet / DataFrame null: the column is there, as the file says)
+        raise RowError("missing field", f"field '{key}' is null")
     return row[key]
 
 
@@ -149,8 +151,9 @@ def message_list(value: Any, key: str, key_allows_parts: bool = False) -> Messag
         if role not in MESSAGE_ROLES:
             raise RowError(
                 "bad message",
-                f"field '{key}': message {i} has role {role!r}, "
-                f"expected one of {', '.join(MESSAGE_ROLES)}",
+                f"field '{key}': message {i} has "
+                + ("no role" if role is None else f"role {role!r}")
+                + f", expected one of {', '.join(MESSAGE_ROLES)}{_sharegpt_hint(message)}",
             )
         if isinstance(content, list) and key_allows_parts:
             content = _content_parts(content, key, i)
@@ -163,6 +166,17 @@ def message_list(value: Any, key: str, key_allows_parts: bool = False) -> Messag
         extra = template_values({k: v for k, v in message.items() if k not in ("role", "content")})
         messages.append({"role": ROLE_NAMES[role], "content": content, **extra})
     return messages
+
+
+def _sharegpt_hint(message: dict) -> str:
+    """ShareGPT's messages ({"from": "human", "value": ...}), which neither TRL nor a chat
+    template reads: said in the form they read (the message's role was said as None)."""
+    if "from" not in message and message.get("role") not in ("human", "gpt"):
+        return ""
+    return (
+        '; ShareGPT\'s {"from": "human" / "gpt", "value": ...} is written {"role": "user" / '
+        '"assistant", "content": ...}'
+    )
 
 
 def system_prompt(row: dict[str, Any], key: str, prompt: Text) -> Messages:
@@ -234,6 +248,28 @@ def completion_messages(value: Any, key: str, prompt: Messages | None = None) ->
     if not any(m["content"].strip() or m.get("tool_calls") for m in completion):
         raise RowError("empty field", f"field '{key}' has only empty messages")
     return completion
+
+
+def says_nothing(prompt: Text) -> bool:
+    """A prompt of messages none of which holds text, an image or a tool call (``[{"role":
+    "user", "content": ""}]``): a text prompt so empty is refused by ``text_field``, and the
+    model would answer a turn with nothing in it."""
+    if not isinstance(prompt, list):
+        return False
+    for message in prompt:
+        content = message["content"]
+        if message.get("tool_calls") or (isinstance(content, str) and content.strip()):
+            return False
+        parts = content if isinstance(content, list) else ()
+        if any(p["type"] != "text" or p["text"].strip() for p in parts):
+            return False
+    return True
+
+
+def require_said(prompt: Text, what: str) -> None:
+    """Refuse a message-list prompt that ``says_nothing``; ``what``: the prompt, as said."""
+    if says_nothing(prompt):
+        raise RowError("empty field", f"{what} has only empty messages")
 
 
 # Anthropic HH's transcript mark of a user turn: a text completion holding one goes on past the

@@ -19,6 +19,7 @@ from directpo.messages import (
     message_list,
     plain_text,
     require_encodable,
+    require_said,
     split_implicit,
     system_prompt,
     text_field,
@@ -211,6 +212,8 @@ def parse_row(
     images = images_of(row, base_dir, messages)
     if images is not None and isinstance(prompt, list):
         prompt = with_image_parts(prompt, len(images))
+    shared = f"the prompt (the turns '{columns.chosen}' and '{columns.rejected}' share)"
+    require_said(prompt, shared if layout == "implicit" else f"field '{columns.prompt}'")
     others = {
         key: value
         for key, value in row.items()

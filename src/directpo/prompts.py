@@ -21,6 +21,7 @@ from directpo.messages import (
     completion_messages,
     field_value,
     is_message_list,
+    require_said,
     split_implicit,
     system_prompt,
     text_field,
@@ -39,7 +40,7 @@ from directpo.unread_columns import (
     refuse_unread_prompt,
     system_column_of,
 )
-from directpo.vision import image_key, with_image_parts
+from directpo.vision import IMAGE_COLUMNS, image_key, with_image_parts
 
 Item = TypeVar("Item")
 
@@ -193,9 +194,13 @@ def _row_prompt(
     try:
         if prompt_column == "prompt" and prompt_column not in row and _is_pair(row):
             prompt = _implicit_prompt(row, where)
+            said = "the prompt (the turns 'chosen' and 'rejected' share)"
         else:
             prompt = text_or_messages(field_value(row, prompt_column), prompt_column, parts=parts)
             prompt = _conversation_prompt(row, prompt_column, prompt)
+            said = f"field '{prompt_column}'"
+        if not any(row.get(key) for key in IMAGE_COLUMNS):  # (an image prompt's pictures)
+            require_said(prompt, said)
         if system_column is not None:
             prompt = system_prompt(row, system_column, prompt)
     except RowError as err:

@@ -75,9 +75,9 @@ def open_rows(
         ext = os.path.splitext(stem)[1]
     names: list[str] | None = None
     try:
-        if ext in (".jsonl", ".ndjson"):
+        if ext in (".jsonl", ".ndjson") and not holds_a_json_list(path):
             rows: Iterable[tuple[str, Any]] = _jsonl_rows(path)
-        elif ext == ".json":
+        elif ext in (".jsonl", ".ndjson", ".json"):  # (a .jsonl of one list: read as a list)
             rows = _json_rows(path, label)
         elif ext in (".csv", ".tsv"):  # the separator is read from the header
             rows, names = _csv_rows(path, label)
@@ -203,7 +203,7 @@ JSON_SHAPES = (
 
 
 def _json_rows(path: str, label: str) -> Iterable[tuple[str, Any]]:
-    if _starts_a_list(path):  # the common shape: a row at a time
+    if starts_a_list(path):  # the common shape: a row at a time
         return _json_list_rows(path, label)
     return _json_document_rows(path, label)
 
@@ -212,9 +212,27 @@ JSON_CHUNK = 1 << 20  # characters of a .json list read at a time
 JSON_SPACE = " \t\r\n"
 
 
-def _starts_a_list(path: str) -> bool:
+def starts_a_list(path: str) -> bool:
     with _open_text(path) as handle:
         return handle.read(4096).lstrip(JSON_SPACE).startswith("[")
+
+
+def holds_a_json_list(path: str) -> bool:
+    """A .jsonl file that holds one JSON list of rows (Anthropic's red_team_attempts.jsonl.gz,
+    json.dump's rows), whose every line was "invalid JSON": it is read as a list, as datasets'
+    json builder reads it. (A JSON Lines row is an object, so no such file opens with "[{";
+    one whose first line is a whole list followed by more lines, a conversation a line, stays
+    JSON Lines, each row said to be a list.)"""
+    # (bytes that are not UTF-8 are a line's problem in JSON Lines, said with its number)
+    with _open_text(path, errors="replace") as handle:
+        head = handle.read(4096).lstrip(JSON_SPACE)
+        if not (head.startswith("[") and head[1:].lstrip(JSON_SPACE)[:1] == "{"):
+            return False
+        handle.seek(0)
+        lines = (line for line in iter(lambda: handle.readline(JSON_CHUNK), "") if line.strip())
+        first = next(lines, "")
+        whole = first.endswith("\n") and isinstance(_json_or_none(first), list)
+        return not (whole and next(lines, None) is not None)
 
 
 def _json_list_rows(path: str, label: str) -> Iterator[tuple[str, Any]]:
@@ -225,7 +243,7 @@ def _json_list_rows(path: str, label: str) -> Iterator[tuple[str, Any]]:
     decoder = json.JSONDecoder()
     number = 0
     with _open_text(path) as handle:
-        at, buffer = _next_char(handle, "", 0)  # the list's "[" (_starts_a_list)
+        at, buffer = _next_char(handle, "", 0)  # the list's "[" (starts_a_list)
         while True:
             at, buffer = _next_char(handle, buffer, at + (number == 0))
             if at == len(buffer):  # the end of the file inside the list
@@ -315,6 +333,14 @@ def _json_table(data: Any, label: str) -> list[Any]:
     row_lists = [v for v in data.values() if v and isinstance(v, list) and all(map(is_dict, v))]
     if len(row_lists) == 1 and not (columnar and same_length and len(data) > 1):
         return row_lists[0]  # {"data": [rows...], "version": ...}
+    if len(row_lists) > 1 and len(row_lists) == len(lengths):
+        # {"train": [rows], "test": [rows]}: splits, said as columns of other names (or
+        # lists of different lengths) though no pair column holds row objects
+        names = ", ".join(key for key, value in data.items() if isinstance(value, list))
+        raise DataError(
+            f"{label}: holds {len(row_lists)} lists of rows ({names}), as a file of splits does; "
+            "give each list as a file of its own (train_file, eval_file)"
+        )
     if columnar and same_length:
         return [dict(zip(data, row, strict=True)) for row in zip(*data.values(), strict=True)]
     if columnar:

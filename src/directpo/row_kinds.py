@@ -3,7 +3,9 @@
 A file without ``chosen`` / ``rejected`` was told "column 'chosen' not found; set chosen_column /
 rejected_column", which no column setting fixes when the file holds no pair at all: TRL's
 KTOTrainer's unpaired rows (prompt, completion, label), SFTTrainer's conversations (messages),
-text (text) or prompt-completion rows, GRPOTrainer's prompts alone. Such a file is said by its
+text (text) or prompt-completion rows, GRPOTrainer's prompts alone, several replies per prompt
+in one column (Nectar's ranked answers, directpo rank's output), Anthropic's red-team
+transcripts. Such a file is said by its
 columns, with what DPO needs and what to do. Rows that ARE pairs under other names
 (``response_a`` / ``response_b`` beside a ``winner``) are said so: a rename reads them only where
 the first one is always the preferred one, so the column hint stays only where no column says
@@ -29,6 +31,11 @@ KTO_COLUMNS = ("prompt", "completion", "label")
 # answer, an id): any other column may be a reply under another name, told the column hint
 PROMPT_EXTRAS = {"answer", "solution", "ground_truth", "id", "image", "images", "system", "tools"}
 REPLY_LIKE = {"answer", "solution", "ground_truth"}  # to score or rank: maybe the response
+# a list of a prompt's replies in one column: Nectar's answers (each with its rank),
+# UltraFeedback's raw completions (with their ratings), directpo generate's completions and
+# rank's responses / ranked; which two of them make a pair is the user's choice, said, not made
+CANDIDATE_COLUMNS = ("answers", "completions", "responses", "ranked", "generations", "candidates")
+RANK_READS = ("responses", "completions")  # rank's default column, and TRL's name for it
 
 
 def paired_replies(names: Sequence[str]) -> tuple[str, str] | None:
@@ -67,6 +74,18 @@ def other_format(names: Sequence[Any], prompt: str = "prompt") -> str | None:
             f"pairs under other names ({columns}) with no column saying which won: set "
             f"chosen_column: {pair[0]}, rejected_column: {pair[1]} if {pair[0]} is always "
             "the preferred reply"
+        )
+    listed = [name for name in names if name in CANDIDATE_COLUMNS]
+    if listed:
+        return (
+            f"several replies per prompt ({listed[0]}), as Nectar, UltraFeedback's raw rows and "
+            f"directpo generate / rank write them: {NEEDS}; {WRITE_PAIRS}, a better-ranked "
+            "reply as chosen and a worse one as rejected"
+        )
+    if "transcript" in has:  # (a red-team attempt: one reply, no second to prefer it to)
+        return (
+            "one conversation a row (transcript), each rated alone as Anthropic's red-team "
+            f"attempts are: {NEEDS}; {WRITE_PAIRS}"
         )
     sft = (
         "conversations (messages)"
@@ -153,6 +172,15 @@ def command_rows_fix(names: Sequence[Any], command: str, prompt: str | None) -> 
             f"a pair under other names ({pair[0]}, {pair[1]}): score it with directpo score "
             f"{flags} (rank sorts a list of candidates)"
         )
+    listed = [name for name in names if name in CANDIDATE_COLUMNS]
+    if listed:  # (Nectar's answers: a list of candidates under another name)
+        if command == "score":  # (rank reads responses, and completions, by default)
+            flag = f" --responses_column {listed[0]}" * (listed[0] not in RANK_READS)
+            return (
+                f"several replies per prompt ('{listed[0]}'): rank them with directpo "
+                f"rank{flag} (score reads one response a row, or a pair)"
+            )
+        return f"its candidates are in '{listed[0]}': --responses_column {listed[0]}"
     single = [name for name in ("response", "completion") if name in has]
     if single and command == "rank":  # (TRL's KTO and prompt-completion rows)
         return (
