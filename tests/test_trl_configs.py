@@ -1080,7 +1080,10 @@ def test_dataset_streaming_reads_only_the_rows_max_steps_trains_on(
     code = main(["train", str(recipe), "--max_steps", "-1", "--output_dir", str(tmp_path / "p")])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
-    assert "dataset_streaming: true reads only the rows max_steps trains on: set max_steps" in err
+    # (max_steps is the flag's, which a file's max_steps would not change: the flag is the fix)
+    assert (
+        "dataset_streaming: true reads only the rows max_steps trains on: give --max_steps" in err
+    )
     # online DPO's prompts read whole: a recipe is told to leave streaming off (it was told
     # only a Python call, train(config, train_dataset=...), that no recipe can make)
     code = main(["train", str(recipe), "--online", "true", "--reward_fn", "len",
