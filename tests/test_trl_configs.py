@@ -1331,7 +1331,7 @@ def test_a_refusals_advice_is_written_as_its_caller_gives_options(tmp_path, caps
     assert "pass distributed='fsdp' (FSDP2) under torchrun, fsdp_offload=True to" in said
     assert "(assistant_only_loss=True narrows them" in said
     assert "pass save_strategy='no'" in said  # the strategy, not YAML's false
-    assert "pass dataset_test_split=..." in said  # (an option named alone, to fill in)
+    assert "pass dataset_test_split='test'" in said  # (its value, to paste back)
     with pytest.raises(ConfigError, match="does not upload: report_to='trackio' logs on this"):
         DPOConfig(report_to="trackio", trackio_space_id="me/space")  # (after another label)
     code = main(["train", "--model_name_or_path", "m", "--fsdp", "full_shard",
