@@ -63,6 +63,22 @@ def test_a_value_is_spelled_as_a_recipe_or_a_shell_reads_it() -> None:
         )
 
 
+def test_a_flags_value_that_looks_like_a_flag_is_given_after_an_equals_sign() -> None:
+    """A value beginning '--' was said '--run_name --v2', which the command line reads as
+    --run_name without a value beside a flag --v2; '--run_name=--v2' is read back as it."""
+    import shlex
+
+    from directpo.cli_flags import yaml_and_flags
+    from directpo.config import DPOConfig
+
+    with called_by(Caller(Spelling.FLAGS, Entry.TRAIN)):
+        for value in ("--v2", "-- a b", "-x"):
+            said = spell_option("run_name", value)
+            assert yaml_and_flags(shlex.split(said), DPOConfig)[1] == {"run_name": value}
+        assert spell_option("run_name", "--v2") == "--run_name=--v2"
+        assert spell_option("run_name", "-x") == "--run_name -x"  # (a negative reads as ever)
+
+
 def test_the_outer_entry_is_the_caller_until_its_call_ends() -> None:
     """score's ImplicitReward speaks as score; train's online labeller as train."""
     inner = entry_point(Caller(Spelling.PYTHON, Entry.IMPLICIT_REWARD))(caller)
