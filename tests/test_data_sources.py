@@ -151,3 +151,26 @@ def test_a_slice_past_the_end_or_a_rounding_datasets_refuses_is_one_line(tmp_pat
                                 required="training")  # fmt: skip
     assert _prompts(picked) == _prompts(datasets.load_dataset(str(folder), split=spec))
     assert len(picked) == 3 + 2
+
+
+def test_a_sum_of_splits_whose_columns_differ_is_one_line(tmp_path: Path) -> None:
+    """train+test of a saved DatasetDict whose test split holds message lists where train holds
+    texts was datasets' ValueError, a traceback; now one line naming the source and the spec."""
+    import datasets
+
+    texts = [{"prompt": "p", "chosen": "a", "rejected": "b"}]
+    turns = [{"prompt": "p", "chosen": [{"role": "assistant", "content": "a"}],
+              "rejected": [{"role": "assistant", "content": "b"}]}]  # fmt: skip
+    folder = tmp_path / "saved"
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(texts), "test": datasets.Dataset.from_list(turns)}
+    ).save_to_disk(str(folder))
+    with pytest.raises(DataError) as refused:
+        load_named_dataset(_options(folder, train="train+test", test="none"),
+                           "dataset_train_split", required="training")  # fmt: skip
+    said = str(refused.value)
+    assert said.startswith(
+        f"dataset_name '{folder}': dataset_train_split: train+test joins splits of other "
+        "columns (The features can't be aligned"
+    )
+    assert "\n" not in said

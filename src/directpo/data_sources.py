@@ -125,7 +125,13 @@ def picked_split(splits: Mapping[str, Any], spec: str, label: str, key: str) -> 
         held = ", ".join(f"{name}: {len(split)} rows" for name, split in splits.items())
         raise DataError(f"{label}: {key}: {spec} picks no rows (it has {held})")
     parts = [splits[piece.splitname].select(range(piece.from_, piece.to)) for piece in pieces]
-    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    try:
+        return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    except ValueError as exc:  # (a saved DatasetDict's splits of other types: a traceback)
+        problem = first_line(exc)
+        raise DataError(
+            f"{label}: {key}: {spec} joins splits of other columns ({problem})"
+        ) from None
 
 
 def shares_rows(splits: Mapping[str, Any], first: str, second: str) -> bool:
