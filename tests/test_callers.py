@@ -63,6 +63,22 @@ def test_a_value_is_spelled_as_a_recipe_or_a_shell_reads_it() -> None:
         )
 
 
+def test_a_flags_value_that_looks_like_a_flag_is_given_after_an_equals_sign() -> None:
+    """A value beginning '--' was said '--run_name --v2', which the command line reads as
+    --run_name without a value beside a flag --v2; '--run_name=--v2' is read back as it."""
+    import shlex
+
+    from directpo.cli_flags import yaml_and_flags
+    from directpo.config import DPOConfig
+
+    with called_by(Caller(Spelling.FLAGS, Entry.TRAIN)):
+        for value in ("--v2", "-- a b", "-x"):
+            said = spell_option("run_name", value)
+            assert yaml_and_flags(shlex.split(said), DPOConfig)[1] == {"run_name": value}
+        assert spell_option("run_name", "--v2") == "--run_name=--v2"
+        assert spell_option("run_name", "-x") == "--run_name -x"  # (a negative reads as ever)
+
+
 def test_the_outer_entry_is_the_caller_until_its_call_ends() -> None:
     """score's ImplicitReward speaks as score; train's online labeller as train."""
     inner = entry_point(Caller(Spelling.PYTHON, Entry.IMPLICIT_REWARD))(caller)
@@ -485,9 +501,52 @@ def test_a_recipe_given_to_train_is_refused_in_the_files_words(tmp_path, monkeyp
     Path("recipe.yaml").write_text("model_name_or_path: m\ntrain_file: pairs.jsonl\nfp16: true\n")
     with pytest.raises(ConfigError) as refused:
         train(config="recipe.yaml", dtype="float32", eval_dtype="bfloat16")
-    assert refused.value.problems == [
-        "fp16: float16 mixed precision is not supported (its narrow range needs a loss scaler); "
-        "use bf16: true (mixed precision in bfloat16) or dtype: float32",
-        "eval_dtype='bfloat16' under dtype='float32': the run computes in float32 and so does "
-        "its evaluation; pass dtype='bfloat16' (mixed precision) to evaluate as bf16 computes",
+    assert refused.value.problems == [  # (each line headed by the source that brought it)
+        "recipe.yaml: fp16: float16 mixed precision is not supported (its narrow range needs a "
+        "loss scaler); use bf16: true (mixed precision in bfloat16) or dtype: float32",
+        "train(): eval_dtype='bfloat16' under dtype='float32': the run computes in float32 and "
+        "so does its evaluation; pass dtype='bfloat16' (mixed precision) to evaluate as bf16 "
+        "computes",
     ]
+
+
+def test_a_recipes_refusal_a_keyword_bears_on_is_told_as_the_keyword(tmp_path, monkeypatch):
+    """train('recipe.yaml', lora_r=0) beside the file's lora_target_modules was told 'set
+    lora_r: 16' (the file's words), a fix the keyword then overrode; and lines of the file and
+    of the keywords came under one heading, the file's: a keyword's unknown option was looked
+    for in the file. A line whose problem names a keyword is said as a keyword; lines of both
+    sources each name theirs."""
+    from directpo import train
+
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(Path("pairs.jsonl"), SENTIMENT_PAIRS)
+    base = "model_name_or_path: m\ntrain_file: pairs.jsonl\n"
+    Path("recipe.yaml").write_text(base + "lora_target_modules: [q_proj]\n")
+    with pytest.raises(ConfigError) as refused:
+        train("recipe.yaml", lora_r=0)
+    assert str(refused.value) == (
+        "lora_target_modules is set but lora_r is 0 (no LoRA); pass lora_r=16"
+    )
+    Path("recipe.yaml").write_text(base + "eval_dtype: bfloat16\n")
+    with pytest.raises(ConfigError) as refused:
+        train("recipe.yaml", dtype="float32")
+    assert str(refused.value).endswith("; pass dtype='bfloat16' (mixed precision) to evaluate "
+                                       "as bf16 computes")  # fmt: skip
+    Path("recipe.yaml").write_text(base + "bogus_key: 1\n")
+    with pytest.raises(ConfigError) as refused:
+        train("recipe.yaml", other_bogus=2)
+    assert refused.value.problems == [
+        "recipe.yaml: unknown option 'bogus_key'",
+        "train(): unknown option 'other_bogus'",
+    ]
+    assert str(refused.value).startswith("2 options cannot be used:\n")
+    Path("recipe.yaml").write_text(base + "beta: -1\n")
+    with pytest.raises(ConfigError) as refused:
+        train("recipe.yaml", learning_rate=-1)
+    assert refused.value.problems == [
+        "recipe.yaml: beta must be > 0 (got -1.0)",
+        "train(): learning_rate must be > 0 (got -1.0)",
+    ]
+    from directpo.arguments import config_file
+
+    assert config_file("recipe.yaml", {"beta": 0.25}).beta == 0.25  # (a keyword over the file)

@@ -309,3 +309,34 @@ def test_a_config_file_not_there_is_said_with_the_flags_rows(tmp_path, capsys, e
     err = capsys.readouterr().err
     assert "config file not found: stray" in err
     assert f"{bad}: line 1: chosen and rejected are identical" in err
+
+
+def test_a_recipes_refusal_a_flag_bears_on_names_the_flag(capsys, tmp_path, monkeypatch) -> None:
+    """`directpo train recipe.yaml --lora_r 0` beside the file's lora_target_modules was told
+    'set lora_r: 16', an edit of the file the flag then overrode (and --dtype float32 beside
+    its eval_dtype 'set dtype: bfloat16'); a line whose problem names an option a flag set is
+    told as the flag ('give --lora_r 16'). A line no flag bears on stays the file's."""
+    from tiny import SENTIMENT_PAIRS, write_jsonl
+
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
+    base = "model_name_or_path: m\ntrain_file: pairs.jsonl\n"
+    (tmp_path / "lora.yaml").write_text(base + "lora_target_modules: [q_proj]\n")
+    (tmp_path / "eval.yaml").write_text(base + "eval_dtype: bfloat16\n")
+    assert main(["train", "lora.yaml", "--lora_r", "0"]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("lora_target_modules is set but lora_r is 0 (no LoRA); give --lora_r 16")
+    )
+    assert main(["train", "eval.yaml", "--dtype", "float32"]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("; give --dtype bfloat16 (mixed precision) to evaluate as bf16 computes")
+    )
+    assert main(["train", "eval.yaml", "--beta", "-1"]) == 2  # (no flag bears on eval_dtype's)
+    err = capsys.readouterr().err
+    assert "\n  eval_dtype: bfloat16 under dtype: float32: " in err
+    assert "; set dtype: bfloat16 (mixed precision)" in err
+    assert "\n  beta must be > 0 (got -1.0)" in err

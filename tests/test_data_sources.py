@@ -111,3 +111,66 @@ def test_a_slice_of_a_train_file_is_refused_in_one_line(tmp_path: Path) -> None:
         "dataset_train_split: train[:10%] picks a split of dataset_name"
     )
     assert "\n" not in str(refused.value)
+
+
+def test_a_slice_past_the_end_or_a_rounding_datasets_refuses_is_one_line(tmp_path: Path) -> None:
+    """train[100:200] of a 20-row split was an IndexError traceback, train[5:3] an empty
+    eval set, and pct1_dropremainder of a split under 100 rows 'no split ... (it has train,
+    test)' of a split that is there; now one line each, as datasets refuses them, and a
+    slice partly past the end is clamped as datasets clamps it."""
+    import datasets
+
+    folder = _folder(tmp_path)
+    whole = len(SENTIMENT_PAIRS) * 10
+    label = f"dataset_name '{folder}'"
+    for train, test, key in (
+        ("train[100:200]", "test", "dataset_train_split"),
+        ("train[:0]", "test", "dataset_train_split"),
+        ("train[:10]", "train[15:12]", "dataset_test_split"),
+    ):
+        spec = train if key == "dataset_train_split" else test
+        with pytest.raises(DataError) as refused:
+            load_named_dataset(_options(folder, train=train, test=test), key, required=None)
+        assert str(refused.value) == (
+            f"{label}: {key}: {spec} picks no rows (it has train: {whole} rows, test: 2 rows)"
+        )
+    for spec, key in (
+        ("train[:33%](pct1_dropremainder)", "dataset_train_split"),
+        ("train[33%:](pct1_dropremainder)", "dataset_test_split"),
+    ):
+        options = _options(folder, train="train[:33%](pct1_dropremainder)", test=spec)
+        with pytest.raises(DataError) as refused:
+            load_named_dataset(options, key, required=None)
+        assert str(refused.value).startswith(
+            f'{label}: {key}: {spec}: Using "pct1_dropremainder" rounding on a split with less '
+            "than 100 elements is forbidden"
+        )
+        assert "\n" not in str(refused.value)
+    spec = f"train[{whole - 3}:{whole + 50}]+test"
+    picked = load_named_dataset(_options(folder, train=spec), "dataset_train_split",
+                                required="training")  # fmt: skip
+    assert _prompts(picked) == _prompts(datasets.load_dataset(str(folder), split=spec))
+    assert len(picked) == 3 + 2
+
+
+def test_a_sum_of_splits_whose_columns_differ_is_one_line(tmp_path: Path) -> None:
+    """train+test of a saved DatasetDict whose test split holds message lists where train holds
+    texts was datasets' ValueError, a traceback; now one line naming the source and the spec."""
+    import datasets
+
+    texts = [{"prompt": "p", "chosen": "a", "rejected": "b"}]
+    turns = [{"prompt": "p", "chosen": [{"role": "assistant", "content": "a"}],
+              "rejected": [{"role": "assistant", "content": "b"}]}]  # fmt: skip
+    folder = tmp_path / "saved"
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(texts), "test": datasets.Dataset.from_list(turns)}
+    ).save_to_disk(str(folder))
+    with pytest.raises(DataError) as refused:
+        load_named_dataset(_options(folder, train="train+test", test="none"),
+                           "dataset_train_split", required="training")  # fmt: skip
+    said = str(refused.value)
+    assert said.startswith(
+        f"dataset_name '{folder}': dataset_train_split: train+test joins splits of other "
+        "columns (The features can't be aligned"
+    )
+    assert "\n" not in said

@@ -419,3 +419,50 @@ def test_transformers_example_scripts_max_train_samples_says_what_to_do(capsys) 
     err = capsys.readouterr().err
     assert "max_train_samples" in err and "head -n N" in err and "dataset_streaming" in err
     assert "max_eval_samples" not in err
+
+
+@pytest.mark.parametrize("value", ["sweep 3: β=0.1", 'it\'s "quoted"', "1e-5"])
+def test_a_same_value_keys_advice_pasted_back_sets_that_value(tmp_path, value) -> None:
+    """OpenRLHF's wandb_run_name / train_split were told 'set run_name' / 'give
+    --dataset_train_split' without their value, no setting to paste back; the advice now
+    carries the value as each caller writes it, and pasted back (the recipe's key, the
+    shell's words, the call's keyword) it sets exactly that value."""
+    import ast
+    import shlex
+
+    import yaml
+
+    from directpo.cli_flags import yaml_and_flags
+    from directpo.config import load_config
+    from directpo.errors import ConfigError
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    base = {"model_name_or_path": "m", "train_file": str(pairs)}
+    recipe = tmp_path / "r.yaml"
+
+    def refusal(load) -> str:
+        with pytest.raises(ConfigError) as refused:
+            load()
+        return str(refused.value)
+
+    recipe.write_text(yaml.safe_dump({**base, "wandb_run_name": value}, allow_unicode=True))
+    said = refusal(lambda: load_config(str(recipe)))
+    setting = said.split("wandb_run_name: set ", 1)[1]
+    recipe.write_text(yaml.safe_dump(base) + setting + "\n")
+    assert load_config(str(recipe)).run_name == value
+
+    flags = [f"--{key}={given}" for key, given in base.items()]
+    said = refusal(lambda: load_config(None, yaml_and_flags([*flags, "--wandb_run_name", value],
+                                                            DPOConfig)[1]))  # fmt: skip
+    tokens = shlex.split(said.split("--wandb_run_name: give ", 1)[1])
+    assert load_config(None, yaml_and_flags([*flags, *tokens], DPOConfig)[1]).run_name == value
+
+    said = refusal(lambda: DPOConfig(**base, wandb_run_name=value))
+    name, text = said.split("wandb_run_name: pass ", 1)[1].split("=", 1)
+    assert DPOConfig(**base, **{name: ast.literal_eval(text)}).run_name == value
+
+    recipe.write_text(yaml.safe_dump({**base, "train_split": "train[:10%]"}))
+    assert refusal(lambda: load_config(str(recipe))).endswith(
+        "train_split: set dataset_train_split: train[:10%]"
+    )

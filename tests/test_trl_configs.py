@@ -1080,7 +1080,10 @@ def test_dataset_streaming_reads_only_the_rows_max_steps_trains_on(
     code = main(["train", str(recipe), "--max_steps", "-1", "--output_dir", str(tmp_path / "p")])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
-    assert "dataset_streaming: true reads only the rows max_steps trains on: set max_steps" in err
+    # (max_steps is the flag's, which a file's max_steps would not change: the flag is the fix)
+    assert (
+        "dataset_streaming: true reads only the rows max_steps trains on: give --max_steps" in err
+    )
     # online DPO's prompts read whole: a recipe is told to leave streaming off (it was told
     # only a Python call, train(config, train_dataset=...), that no recipe can make)
     code = main(["train", str(recipe), "--online", "true", "--reward_fn", "len",
@@ -1328,7 +1331,7 @@ def test_a_refusals_advice_is_written_as_its_caller_gives_options(tmp_path, caps
     assert "pass distributed='fsdp' (FSDP2) under torchrun, fsdp_offload=True to" in said
     assert "(assistant_only_loss=True narrows them" in said
     assert "pass save_strategy='no'" in said  # the strategy, not YAML's false
-    assert "pass dataset_test_split=..." in said  # (an option named alone, to fill in)
+    assert "pass dataset_test_split='test'" in said  # (its value, to paste back)
     with pytest.raises(ConfigError, match="does not upload: report_to='trackio' logs on this"):
         DPOConfig(report_to="trackio", trackio_space_id="me/space")  # (after another label)
     code = main(["train", "--model_name_or_path", "m", "--fsdp", "full_shard",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -253,9 +254,10 @@ def _recipe_config(path: str, options: dict[str, Any]) -> DPOConfig:
     refused in the file's words (``eval_dtype: bfloat16 under dtype: float32``, ``set dtype:
     bfloat16``), as ``directpo train recipe.yaml`` says it: it was said as keywords
     (``eval_dtype='bfloat16'``, ``pass dtype='bfloat16'``) to a caller who wrote none. A
-    refusal that the keywords bring (the file alone gives no such line) is in Python's words,
-    which wrote them; so is everything after the options are read (the output folder's, the
-    data's, the model's), where a keyword to train() is the caller's fix."""
+    refusal that the keywords bring (the file alone gives no such line, or its line names a
+    keyword, whose value wins over the file's) is in Python's words, which wrote them; so is
+    everything after the options are read (the output folder's, the data's, the model's), where
+    a keyword to train() is the caller's fix."""
     from directpo.config import load_config
 
     recipe = Caller(Spelling.RECIPE, Entry.TRAIN, path)
@@ -269,7 +271,9 @@ def _recipe_config(path: str, options: dict[str, Any]) -> DPOConfig:
     try:
         load_config(path, options, overrides_from="train()")  # (train()'s words: Python's)
     except ConfigError as error:
-        raise _each_in_its_words(in_recipe_words, error, _file_problems(path, recipe)) from None
+        raise _each_in_its_words(
+            in_recipe_words, error, _file_problems(path, recipe), path, options
+        ) from None
     raise in_recipe_words
 
 
@@ -286,23 +290,39 @@ def _file_problems(path: str, recipe: Caller) -> set[str]:
 
 
 def _each_in_its_words(
-    recipe_words: ConfigError, python_words: ConfigError, file_problems: set[str]
+    recipe_words: ConfigError,
+    python_words: ConfigError,
+    file_problems: set[str],
+    path: str,
+    keywords: Mapping[str, Any],
 ) -> ConfigError:
     """One refusal of the same options said twice: each line as the file's where the file
-    alone gives it, else as train()'s keywords (the two list the same checks in order)."""
+    alone gives it and its problem names no keyword, else as train()'s keywords (the two list
+    the same checks in order). A line the file alone gives that names a keyword (``lora_r`` of
+    train(lora_r=0) beside the file's lora_target_modules) was the file's ('set lora_r: 16'),
+    a fix the keyword then overrode. Lines of both sources are each headed by theirs: under
+    one heading (the file's), a keyword's 'unknown option' was looked for in the file."""
     recipes = getattr(recipe_words, "problems", [str(recipe_words)])
     pythons = getattr(python_words, "problems", [str(python_words)])
     if len(recipes) != len(pythons):
         return python_words
-    lines = [
-        ours if ours in file_problems else theirs
-        for ours, theirs in zip(recipes, pythons, strict=True)
-    ]
-    if lines == recipes:
+    named = re.compile(
+        r"(?<![\w.-])(?:" + "|".join(map(re.escape, sorted(keywords, key=len, reverse=True)))
+        + r")(?![\w])"
+    )  # fmt: skip
+    # (the problem, before its advice: fp16's 'or dtype: float32' is no dtype= given's)
+    files = [line in file_problems and not named.search(line.split("; ")[0]) for line in recipes]
+    if all(files):
         return recipe_words
-    if lines == pythons or not isinstance(python_words, ConfigErrors):
+    if not any(files):
         return python_words
-    return ConfigErrors(python_words.where, lines, python_words.rows)
+    lines = [
+        (ours if ours.startswith(f"{path}:") else f"{path}: {ours}")
+        if file
+        else f"train(): {theirs}"
+        for ours, theirs, file in zip(recipes, pythons, files, strict=True)
+    ]
+    return ConfigErrors("", lines, getattr(python_words, "rows", []))
 
 
 def ported_config(config: Any, options: dict[str, Any] | None = None) -> Any:

@@ -158,6 +158,8 @@ def spell_option(name: str, value: Any = _NO_VALUE, in_recipe: bool = True) -> s
     if who.spelling is Spelling.FLAGS:
         if value is True:  # (a switch stands alone)
             return f"--{name}"
+        if given and shown.lstrip("'").startswith("--"):  # (--name --x read --x as a flag)
+            return f"--{name}={shown}"
         return f"--{name} {shown}" if given else f"--{name}"
     if who.spelling is Spelling.RECIPE:
         where = f" in {who.recipe}" if who.recipe and in_recipe else ""

@@ -1127,8 +1127,10 @@ def load_config(
     overrides_from: str = "command line",
 ) -> DPOConfig:
     """Read the optional YAML file (or a dict of its contents: TRL's names, ``env:``), apply
-    ``overrides`` (e.g. from flags) on top, and validate (``interpolate``,
-    ``overrides_from``: load_options')."""
+    ``overrides`` on top, and validate (``interpolate``, ``overrides_from``: load_options').
+    ``overrides`` are the command line's by default: flag texts (``{"beta": "0.25"}``), read
+    and refused as ``--beta 0.25``; train("recipe.yaml", beta=...) names its keywords'
+    source (``train()``) and is told in Python's words."""
     return load_options(DPOConfig, path, overrides, interpolate, overrides_from)
 
 

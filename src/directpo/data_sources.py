@@ -118,15 +118,27 @@ def picked_split(splits: Mapping[str, Any], spec: str, label: str, key: str) -> 
         return None
     import datasets
 
+    # (an empty piece, train[100:200] of 25 rows, is left out as datasets leaves it out: it
+    # was an IndexError traceback; one that picks no row at all is refused as datasets does)
+    pieces = [piece for piece in pieces if piece.from_ < piece.to]
+    if not pieces:
+        held = ", ".join(f"{name}: {len(split)} rows" for name, split in splits.items())
+        raise DataError(f"{label}: {key}: {spec} picks no rows (it has {held})")
     parts = [splits[piece.splitname].select(range(piece.from_, piece.to)) for piece in pieces]
-    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    try:
+        return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    except ValueError as exc:  # (a saved DatasetDict's splits of other types: a traceback)
+        problem = first_line(exc)
+        raise DataError(
+            f"{label}: {key}: {spec} joins splits of other columns ({problem})"
+        ) from None
 
 
 def shares_rows(splits: Mapping[str, Any], first: str, second: str) -> bool:
     """Whether split specs ``first`` and ``second`` pick a row in common (the same split, or
     overlapping slices of one)."""
-    if first == second:
-        return first in splits
+    if first == second and first in splits:
+        return True
     ranges = [_split_pieces(splits, spec, "", "") or [] for spec in (first, second)]
     return any(
         a.splitname == b.splitname and max(a.from_, b.from_) < min(a.to, b.to)
@@ -152,10 +164,20 @@ def _split_pieces(splits: Mapping[str, Any], spec: str, label: str, key: str) ->
             f"{label}: {key}: {spec} slices or joins splits, which a stream (dataset_streaming: "
             "true) cannot; name one split, or leave dataset_streaming off"
         )
+    named = [_SPLIT_NAME.match(part.strip()) for part in spec.split("+")]
+    if not all(name and name[0] in splits for name in named):
+        return None  # (said as no split '...', with the splits there are)
     try:
         return instruction.to_absolute({name: len(split) for name, split in splits.items()})
-    except (KeyError, ValueError, AssertionError):
-        return None
+    except (ValueError, AssertionError) as exc:
+        # (pct1_dropremainder of a split under 100 rows: it was 'no split', of one that is)
+        if not label:
+            return None
+        raise DataError(f"{label}: {key}: {spec}: {first_line(exc)}") from None
+
+
+# a split's name at the start of one of a spec's '+' parts (datasets' own pattern)
+_SPLIT_NAME = re.compile(r"[\w-]+(?:\.[\w-]+)*")
 
 
 def dataset_splits(

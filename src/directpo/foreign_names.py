@@ -162,6 +162,12 @@ def _always(hint: Hint) -> Callable[[Any], str]:
     return lambda value: _text(hint)
 
 
+def _same_value(option: str) -> Callable[[Any], str]:
+    """``option``'s own value, said with it (named alone, no setting to paste back)."""
+    plain = (str, int, float)
+    return lambda value: spell_setting((option, value) if isinstance(value, plain) else option)
+
+
 def _betas(value: Any) -> str:
     betas = value if isinstance(value, list | tuple) else str(value).replace(",", " ").split()
     if len(betas) == 2:
@@ -244,8 +250,8 @@ def _input_template(value: Any) -> str:
 
 
 # the refused keys whose value is a text, read as written (YAML read "User: {}\nAssistant: "
-# as a mapping, and a --dataset file named 'prefs: v2.jsonl' as one)
-AS_WRITTEN = ("input_template", "data.input_template", "dataset", "data.dataset")
+# as a mapping, a --dataset file named 'prefs: v2.jsonl' or a run named 'lr: 1e-5' as one)
+AS_WRITTEN = ("input_template", "data.input_template", "dataset", "data.dataset", "wandb_run_name")
 
 
 def _lr_scheduler(value: Any) -> str:
@@ -363,10 +369,10 @@ REFUSED: dict[str, Callable[[Any], str]] = {
     "data.dataset": _dataset,
     "dataset_probs": _always(MIXTURE),
     "data.dataset_probs": _always(MIXTURE),
-    "train_split": _always(_use("dataset_train_split")),
-    "data.dataset_split": _always(_use("dataset_train_split")),
-    "eval_split": _always(_use("dataset_test_split")),
-    "eval.split": _always(_use("dataset_test_split")),
+    "train_split": _same_value("dataset_train_split"),
+    "data.dataset_split": _same_value("dataset_train_split"),
+    "eval_split": _same_value("dataset_test_split"),
+    "eval.split": _same_value("dataset_test_split"),
     "eval_dataset": _always(EVAL_DATA),
     "eval.dataset": _always(EVAL_DATA),
     "max_samples": _always(FIRST_ROWS),
@@ -433,8 +439,8 @@ REFUSED: dict[str, Callable[[Any], str]] = {
     "logger.wandb.key": _unless_off(_use(("report_to", "wandb"), then=" after wandb login")),
     "wandb_project": _unless_off(_env_and_wandb("WANDB_PROJECT")),
     "logger.wandb.project": _unless_off(_env_and_wandb("WANDB_PROJECT")),
-    "wandb_run_name": _unless_off(_use("run_name")),
-    "logger.wandb.run_name": _unless_off(_use("run_name")),
+    "wandb_run_name": lambda v: "" if _off(v) else _same_value("run_name")(v),
+    "logger.wandb.run_name": lambda v: "" if _off(v) else _same_value("run_name")(v),
     "use_tensorboard": _unless_off(_tensorboard),
     "logger.tensorboard_dir": _unless_off(_tensorboard),
     # a ring of one GPU (OpenRLHF's default 1, in its scripts) is no context parallelism

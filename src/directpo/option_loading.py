@@ -9,13 +9,14 @@ import dataclasses
 import difflib
 import functools
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
-from directpo.callers import Caller, Entry, Spelling, called_by
+from directpo.callers import Caller, Entry, Spelling, called_by, caller, source_spelling, written_as
 from directpo.errors import ConfigError, ConfigErrors, respelled
 from directpo.option_values import value_shown
 from directpo.shell_expansion import shell_expanded, unset_said, unset_variables
@@ -81,8 +82,10 @@ def _load_options(
         sources.insert(0, (data, where))
     spelled: dict[str, str] = {}  # a value's option as the source that set it last wrote it
     meant: dict[str, Any] = {}  # the options refused keys stand for (cls.meant)
+    overridden: set[str] = set()  # the options the overrides (flags, keywords) set
     for given, where in sources:
         usable, error = translate_usable(cls, given, names, where)
+        overridden = set(usable) if where == overrides_from else overridden
         meant |= cls.meant(given) if error else {}  # type: ignore[attr-defined]
         renamed = cls.spellings(given, where)  # type: ignore[attr-defined]
         spelled = {k: v for k, v in spelled.items() if k not in usable} | renamed
@@ -94,10 +97,45 @@ def _load_options(
     try:
         built = cls(**meant, **values)
     except ConfigError as error:
+        if path is not None and overridden:  # (a file's line a flag or a keyword bears on)
+            build = functools.partial(cls, **meant, **values)
+            error = _overrides_words(error, build, overridden, overrides_from)
         raise ConfigErrors.joined([*refused, respelled(error, spelled)]) from None
     if refused:
         raise beside_refusal(ConfigErrors.joined(refused), built)
     return built
+
+
+def _overrides_words(
+    error: ConfigError, build: Any, overridden: set[str], overrides_from: str
+) -> ConfigError:
+    """``error``'s lines whose problem names an option the overrides set (``--lora_r 0``, or
+    train()'s ``lora_r=0``, beside the file's lora_target_modules) in the overrides' words:
+    said as the file's ('set lora_r: 16'), the fix was one the flag or keyword then overrode
+    ('give --lora_r 16' is the one that takes). ``build`` makes the refused options again."""
+    spelling = source_spelling(overrides_from)
+    if spelling is caller().spelling:
+        return error
+    try:
+        with written_as(spelling):
+            build()
+    except ConfigError as theirs:
+        ours_lines = getattr(error, "problems", [str(error)])
+        their_lines = getattr(theirs, "problems", [str(theirs)])
+        if len(ours_lines) != len(their_lines):
+            return error
+        named = re.compile(
+            r"(?<![\w.-])(?:" + "|".join(map(re.escape, sorted(overridden, key=len, reverse=True)))
+            + r")(?![\w])"
+        )  # fmt: skip
+        # (the problem, before its advice: fp16's 'or dtype: float32' is no --dtype given's)
+        lines = [
+            theirs_line if named.search(line.split("; ")[0]) else line
+            for line, theirs_line in zip(ours_lines, their_lines, strict=True)
+        ]
+        if lines != ours_lines:
+            return ConfigErrors(getattr(error, "where", ""), lines, getattr(error, "rows", []))
+    return error
 
 
 def accepting_spellings(cls: type[T]) -> type[T]:
