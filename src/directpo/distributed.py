@@ -145,17 +145,32 @@ def setup(mode: str, timeout_s: float = 1800) -> World:
     else:
         device = torch.device("cpu")
     owns_group = not dist.is_initialized()  # else the caller's group: leave it to the caller
+    run = next(_RUNS)
     if owns_group:
         backend = "nccl" if device.type == "cuda" else "gloo"
         timeout = datetime.timedelta(seconds=timeout_s)
         if "WORLD_SIZE" in os.environ:  # a launcher's rendezvous (MASTER_ADDR, RANK, ...)
-            dist.init_process_group(backend=backend, timeout=timeout)
+            store, rank, size = launcher_store(run, timeout)
+            dist.init_process_group(
+                backend=backend, store=store, rank=rank, world_size=size, timeout=timeout
+            )
         else:  # one process without a launcher: an in-process store, no port
             dist.init_process_group(
                 backend=backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout
             )
-    run = next(_RUNS)
     return World(mode, dist.get_rank(), dist.get_world_size(), device, owns_group, run)
+
+
+def launcher_store(run: int, timeout: datetime.timedelta) -> tuple[dist.Store, int, int]:
+    """The launcher's store (torchrun's, or rank 0's at MASTER_ADDR), this rank and the world
+    size, with keys of run ``run``'s own. torchrun's store outlives a process group: a second
+    ``train()`` in one torchrun process made its group under the first one's keys, and gloo
+    met the first group's stale addresses ("Connection closed by peer", then "another rank's
+    process ended" while every rank was alive). ``run`` is the same on every rank."""
+    store, rank, size = next(dist.rendezvous("env://", timeout=timeout))
+    store.set_timeout(timeout)
+    # ("default_pg": init_process_group's own prefix for the store it makes)
+    return dist.PrefixStore(f"directpo/run-{run}/default_pg", store), rank, size
 
 
 _RUNS = itertools.count()
