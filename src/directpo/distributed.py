@@ -33,6 +33,7 @@ import gc
 import itertools
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,9 +189,42 @@ def teardown(world: World, settled: bool = False) -> None:
         return
     if settled and world.enabled:
         dist.barrier()
+    release_sharding_caches()
     gc.collect()  # a DDP reducer in a reference cycle holds the group too
     if world.owns_group:
         dist.destroy_process_group()
+
+
+def release_sharding_caches() -> None:
+    """Empty DTensor's caches (sharding decisions, redistribution plans, mesh topologies),
+    whose keys hold the FSDP run's device mesh and so its process group: after an FSDP run
+    ``destroy_process_group`` freed nothing (gloo's threads kept running), and the group's
+    destructor was left to the interpreter's exit, as it clears torch's modules; a gloo thread
+    then releasing a collective's tensors needs the GIL of an interpreter being torn down
+    (SIGABRT, "terminate called without an active exception": torch's issue 179291). The
+    caches refill at the next sharded op; the propagation cache is per thread, and this is
+    the thread that trained. Each is private to torch: one absent in another version is
+    passed."""
+    if "torch.distributed.tensor" not in sys.modules:  # no FSDP run in this process
+        return
+    from torch.distributed.tensor import DTensor, _collective_utils, _redistribute
+
+    propagator = DTensor._op_dispatcher.sharding_propagator
+    caches = [
+        getattr(propagator, "propagate_op_sharding", None),
+        getattr(propagator, "_propagate_tensor_meta_cached", None),
+        getattr(_redistribute, "_gen_transform_infos", None),
+        getattr(getattr(_collective_utils, "MeshTopoInfo", None), "build_from_mesh", None),
+    ]
+    for cached in caches:
+        if hasattr(cached, "cache_clear"):
+            cached.cache_clear()
+    for clear in (
+        getattr(_redistribute, "clear_redistribute_planner_cache", None),
+        getattr(torch._C, "_clear_DTensor_sharding_propagator_cache", None),  # the C++ one's
+    ):
+        if clear is not None:
+            clear()
 
 
 def on_main(world: World, action: Callable[[], Any]) -> Any:
