@@ -15,8 +15,9 @@ Several runs in one launch (a launch's start-up, torch and transformers imported
 process, is most of its time): ``fault_worker.py train a.yaml train b.yaml`` runs each in turn
 in the same processes, stopping at the first that fails (its exit code); rank 0 writes
 ``RUN_MARK`` and the run's index on stdout and stderr before each, where the test splits them.
-Their process group is made once, here, and each run joins it as a caller's group (a group
-destroyed and made again on torchrun's store finds the first one's stale addresses: a hang)."""
+Their process group is made once, here, and each run joins it as a caller's group (the path
+CI's multi-run launches test; runs that each make their own group in one torchrun process are
+test_a_second_run_in_one_torchrun_process_makes_its_own_group's)."""
 
 from __future__ import annotations
 

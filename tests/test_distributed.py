@@ -919,3 +919,86 @@ def test_a_callers_process_group_is_left_settled_and_kept(
         assert reducers == []
     finally:
         dist.destroy_process_group()
+
+
+TWO_GROUPS = """
+import time
+from directpo import distributed
+for run in range(2):
+    world = distributed.setup("ddp", timeout_s=30)
+    total = distributed.all_reduce_sum([world.rank + 1.0], world)
+    distributed.teardown(world, settled=True)
+    print(run, world.run, total[0], flush=True)
+    if world.is_main:
+        time.sleep(1)  # rank 0 writes the run's final folder: the other rank starts first
+"""
+
+
+def test_a_second_run_in_one_torchrun_process_makes_its_own_group(tmp_path) -> None:
+    """train() twice in one script under torchrun (a sweep): the first run destroys the group it
+    made, and the second made its own under the same keys of torchrun's store, which outlives
+    it: gloo met the first group's stale addresses ('Connection closed by peer', then "another
+    rank's process ended" with every rank alive). Two processes joined as torchrun's workers
+    join, the store held here as torchrun's agent holds it; each run's group sums."""
+    from datetime import timedelta
+
+    port = free_port()
+    store = torch.distributed.TCPStore(  # noqa: F841 - torchrun's agent's store, kept open
+        "127.0.0.1", port, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=60)
+    )
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    env |= {"TORCHELASTIC_USE_AGENT_STORE": "True", "OMP_NUM_THREADS": "1"}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", TWO_GROUPS],
+            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    try:
+        done = [worker.communicate(timeout=60) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    for worker, (out, err) in zip(workers, done, strict=True):
+        assert worker.returncode == 0, err[-2000:]
+        assert out.split("\n")[:2] == ["0 0 3.0", "1 1 3.0"]
+
+
+GLOO_THREADS_AFTER_TRAIN = """
+import os, sys
+from directpo import train
+train(sys.argv[1], echo=None)
+tasks = os.listdir("/proc/self/task")
+names = [open(f"/proc/self/task/{task}/comm").read().strip() for task in tasks]
+print(sorted(name for name in names if "gloo" in name))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="Linux's /proc lists threads")
+def test_an_fsdp_run_frees_its_process_group_before_the_interpreter_exits(
+    tiny_model_dirs, five_pairs, tmp_path
+) -> None:
+    """destroy_process_group at the end of an FSDP run freed nothing: DTensor's caches
+    (sharding decisions, redistribution plans, mesh topologies) held the mesh and its group, so
+    gloo's threads ran on and the group's destructor was left to the interpreter's exit, where
+    a gloo thread releasing a collective's tensors aborts the process ('terminate called
+    without an active exception'). A fresh interpreter (empty caches), the run's own
+    one-process group: no gloo thread is left once train() returns."""
+    config = tiny_config(
+        tiny_model_dirs["llama"], five_pairs, tmp_path / "out", distributed="fsdp",
+        per_device_train_batch_size=4, max_steps=2, save_steps=2, eval_file=str(five_pairs),
+        eval_steps=1,
+    )  # fmt: skip
+    config.save_yaml(tmp_path / "fsdp.yaml")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    done = subprocess.run(
+        [sys.executable, "-c", GLOO_THREADS_AFTER_TRAIN, str(tmp_path / "fsdp.yaml")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -33,6 +33,7 @@ import gc
 import itertools
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,17 +146,32 @@ def setup(mode: str, timeout_s: float = 1800) -> World:
     else:
         device = torch.device("cpu")
     owns_group = not dist.is_initialized()  # else the caller's group: leave it to the caller
+    run = next(_RUNS)
     if owns_group:
         backend = "nccl" if device.type == "cuda" else "gloo"
         timeout = datetime.timedelta(seconds=timeout_s)
         if "WORLD_SIZE" in os.environ:  # a launcher's rendezvous (MASTER_ADDR, RANK, ...)
-            dist.init_process_group(backend=backend, timeout=timeout)
+            store, rank, size = launcher_store(run, timeout)
+            dist.init_process_group(
+                backend=backend, store=store, rank=rank, world_size=size, timeout=timeout
+            )
         else:  # one process without a launcher: an in-process store, no port
             dist.init_process_group(
                 backend=backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout
             )
-    run = next(_RUNS)
     return World(mode, dist.get_rank(), dist.get_world_size(), device, owns_group, run)
+
+
+def launcher_store(run: int, timeout: datetime.timedelta) -> tuple[dist.Store, int, int]:
+    """The launcher's store (torchrun's, or rank 0's at MASTER_ADDR), this rank and the world
+    size, with keys of run ``run``'s own. torchrun's store outlives a process group: a second
+    ``train()`` in one torchrun process made its group under the first one's keys, and gloo
+    met the first group's stale addresses ("Connection closed by peer", then "another rank's
+    process ended" while every rank was alive). ``run`` is the same on every rank."""
+    store, rank, size = next(dist.rendezvous("env://", timeout=timeout))
+    store.set_timeout(timeout)
+    # ("default_pg": init_process_group's own prefix for the store it makes)
+    return dist.PrefixStore(f"directpo/run-{run}/default_pg", store), rank, size
 
 
 _RUNS = itertools.count()
@@ -173,9 +189,42 @@ def teardown(world: World, settled: bool = False) -> None:
         return
     if settled and world.enabled:
         dist.barrier()
+    release_sharding_caches()
     gc.collect()  # a DDP reducer in a reference cycle holds the group too
     if world.owns_group:
         dist.destroy_process_group()
+
+
+def release_sharding_caches() -> None:
+    """Empty DTensor's caches (sharding decisions, redistribution plans, mesh topologies),
+    whose keys hold the FSDP run's device mesh and so its process group: after an FSDP run
+    ``destroy_process_group`` freed nothing (gloo's threads kept running), and the group's
+    destructor was left to the interpreter's exit, as it clears torch's modules; a gloo thread
+    then releasing a collective's tensors needs the GIL of an interpreter being torn down
+    (SIGABRT, "terminate called without an active exception": torch's issue 179291). The
+    caches refill at the next sharded op; the propagation cache is per thread, and this is
+    the thread that trained. Each is private to torch: one absent in another version is
+    passed."""
+    if "torch.distributed.tensor" not in sys.modules:  # no FSDP run in this process
+        return
+    from torch.distributed.tensor import DTensor, _collective_utils, _redistribute
+
+    propagator = DTensor._op_dispatcher.sharding_propagator
+    caches = [
+        getattr(propagator, "propagate_op_sharding", None),
+        getattr(propagator, "_propagate_tensor_meta_cached", None),
+        getattr(_redistribute, "_gen_transform_infos", None),
+        getattr(getattr(_collective_utils, "MeshTopoInfo", None), "build_from_mesh", None),
+    ]
+    for cached in caches:
+        if hasattr(cached, "cache_clear"):
+            cached.cache_clear()
+    for clear in (
+        getattr(_redistribute, "clear_redistribute_planner_cache", None),
+        getattr(torch._C, "_clear_DTensor_sharding_propagator_cache", None),  # the C++ one's
+    ):
+        if clear is not None:
+            clear()
 
 
 def on_main(world: World, action: Callable[[], Any]) -> Any:
