@@ -1863,9 +1863,9 @@ def test_a_json_lists_rows_read_a_piece_at_a_time_are_the_whole_reads(
     """A .json list is decoded a row at a time from pieces of the file: rows cut anywhere by
     a piece's end (a number, a string, an escape) are the rows ``json.load`` reads, and a
     malformed file says the whole read's error, after the rows before it."""
-    from directpo import readers
+    from directpo import json_files, readers
 
-    monkeypatch.setattr(readers, "JSON_CHUNK", chunk)
+    monkeypatch.setattr(json_files, "JSON_CHUNK", chunk)
     rows = [
         {"prompt": 'café 🙂 "quoted"', "chosen": "1234567", "rejected": "x", "n": 123456789},
         {
@@ -1877,7 +1877,7 @@ def test_a_json_lists_rows_read_a_piece_at_a_time_are_the_whole_reads(
         {"prompt": "p", "chosen": "c", "rejected": "r", "ok": True, "none": None},
     ]
     sizes: list[int] = []  # of each read of the file: never the whole of it at once
-    open_text = readers._open_text
+    open_text = json_files.open_text
 
     def recorded(*args, **kwargs):
         handle = open_text(*args, **kwargs)
@@ -1885,24 +1885,24 @@ def test_a_json_lists_rows_read_a_piece_at_a_time_are_the_whole_reads(
         handle.read = lambda size=-1: sizes.append(size) or read(size)
         return handle
 
-    monkeypatch.setattr(readers, "_open_text", recorded)
+    monkeypatch.setattr(json_files, "open_text", recorded)
     for text in (json.dumps(rows), json.dumps(rows, indent=4) + "\n\n", "[]", " [ ] "):
         path = tmp_path / "l.json"
         path.write_text(text, encoding="utf-8")
         read, _ = readers.open_rows(str(path), "l.json")
         assert [row for _, row in read] == json.loads(text)
     assert sizes and -1 not in sizes and max(sizes) <= max(4096, 2 * len(text), chunk)
-    monkeypatch.setattr(readers, "_open_text", open_text)
+    monkeypatch.setattr(json_files, "open_text", open_text)
     whole = json.dumps(rows, indent=1)
     for broken in (whole[:-3], whole.replace("},", "}", 1), whole[:-1] + ",]", whole + "x"):
         path.write_text(broken, encoding="utf-8")
         with pytest.raises(DataError) as streamed:
             list(readers.open_rows(str(path), "l.json", lazy=True)[0])
-        monkeypatch.setattr(readers, "starts_a_list", lambda _: False)
+        monkeypatch.setattr(json_files, "starts_a_list", lambda _: False)
         with pytest.raises(DataError) as at_once:
             readers.open_rows(str(path), "l.json")
         monkeypatch.undo()
-        monkeypatch.setattr(readers, "JSON_CHUNK", chunk)
+        monkeypatch.setattr(json_files, "JSON_CHUNK", chunk)
         assert str(streamed.value) == str(at_once.value)
 
 

@@ -402,3 +402,132 @@ def test_plot_of_a_runs_log_file_plots_its_run(tmp_path, monkeypatch, capsys) ->
     (tmp_path / "pairs.jsonl").write_text("{}\n")
     assert main(["plot", str(tmp_path / "pairs.jsonl")]) == 2
     assert f"{tmp_path / 'pairs.jsonl'} is a file: give the run folder" in capsys.readouterr().err
+
+
+def test_run_demo_says_and_writes_what_it_did_with_its_steps_faked(tmp_path, monkeypatch) -> None:
+    """run_demo's own lines, results and files, each step it calls faked (no model, no
+    training): its order of steps and what it passes between them, pinned."""
+    from types import SimpleNamespace
+
+    from directpo.demo import pipeline
+
+    calls: list[str] = []
+    cost = {"seconds": 1.0, "peak_rss_mb": 100.0, "models_in_memory": 2, "samples_generated": 8}
+
+    def sampled(model, tokenizer, prompts, *, num_samples, seed, **_):
+        calls.append(f"sample {len(prompts)}x{num_samples} seed {seed}")
+        return [
+            SimpleNamespace(prompt_index=i, text=" good" * (k + 1) if k % 2 else " bad")
+            for i in range(len(prompts))
+            for k in range(num_samples)
+        ]
+
+    class Judge:
+        def __init__(self, texts, ratings, seed):
+            calls.append(f"judge fitted on {len(texts)}")
+
+        def score(self, texts):
+            return [0.25 for _ in texts]
+
+        def correlation(self, texts, ratings):
+            return 0.5
+
+    def ran(method, experiment):
+        slug = method.name.lower().replace(" ", "-")
+        (experiment.out / "runs" / slug).mkdir(parents=True)
+        calls.append(f"run {method.name}: {experiment.pairs} pairs, {experiment.reference_samples}")
+        points = [
+            {"step": 1, "kl": 1.0, "reward": 0.1 if method.kind == "rl" else 0.3, "judge": 0.2}
+        ]
+        run = {"method": method.name, "slug": slug, "beta": method.beta, "points": points}
+        return {**run, "learning_rate": method.learning_rate, "cost": cost}
+
+    monkeypatch.setattr(pipeline, "load_tokenizer", lambda folder: "tokenizer")
+    monkeypatch.setattr(pipeline, "load_causal_lm", lambda *args, **kwargs: "reference")
+    monkeypatch.setattr(pipeline, "sample_completions", sampled)
+    monkeypatch.setattr(
+        pipeline, "vader_reward", lambda p, texts: [t.count("good") / 4 - 0.5 for t in texts]
+    )
+    monkeypatch.setattr(pipeline, "Judge", Judge)
+    monkeypatch.setattr(pipeline, "run_method", ran)
+    monkeypatch.setattr(pipeline, "read_metrics", lambda folder: [{"step": 1, "loss": 0.5}])
+    monkeypatch.setattr(
+        pipeline,
+        "reward_model_accuracy",
+        lambda folder, pairs: {"heldout_pair_accuracy": 0.75, "correlation_with_vader": 0.5},
+    )
+    monkeypatch.setattr(pipeline, "plot_frontier", lambda results, path: calls.append(path.name))
+    monkeypatch.setattr(
+        pipeline, "plot_curves", lambda curves, path: calls.append(f"{path.name} {curves}")
+    )
+    monkeypatch.setattr(
+        pipeline,
+        "_write_samples",
+        lambda out, heldout, samples, best, judge: calls.append(f"samples of {best['slug']}"),
+    )
+    monkeypatch.setattr(pipeline.time, "perf_counter", lambda: 10.0)
+    profile = Profile(
+        train_prompts=2, heldout_prompts=2, samples_per_prompt=4, completion_tokens=4,
+        gap_threshold=0.3, max_pairs_per_prompt=2, eval_samples=2, max_steps=2, eval_steps=1,
+        batch_size=2,
+        methods=(Method("DPO", ("sigmoid",), beta=0.1), Method("RLHF", beta=0.05, kind="rl")),
+    )  # fmt: skip
+    said: list[str] = []
+    out = tmp_path / "demo"
+    results = run_demo(
+        profile, out, seed=3, echo=said.append, model_dir=tmp_path, sentences=SENTENCES
+    )
+    assert said == [
+        "[demo] 2 train / 2 held-out prompts; judge fitted on 6 human-rated sentences",
+        "[demo] sampling 4 completions per train prompt",
+        "[demo] 4 preference pairs (reward gap > 0.3)",
+        "[demo] reference: reward -0.250, judge 0.250",
+        f"[demo] done in 0 s: {out}/README.md, frontier.png, curves.png",
+    ]
+    curves = [("dpo", [{"step": 1, "loss": 0.5}]), ("rlhf", [{"step": 1, "loss": 0.5}])]
+    assert calls == [
+        "judge fitted on 6",
+        "sample 2x4 seed 3",
+        "sample 2x2 seed 4",
+        "run DPO: 4 pairs, 8",
+        "run RLHF: 4 pairs, 8",
+        "frontier.png",
+        f"curves.png {curves}",
+        "samples of dpo",
+    ]
+    runs = [
+        {"method": "DPO", "slug": "dpo", "beta": 0.1, "reward": 0.3},
+        {"method": "RLHF", "slug": "rlhf", "beta": 0.05, "reward": 0.1},
+    ]
+    assert results == {
+        "profile": "custom",
+        "seed": 3,
+        "reward_fn": "VADER compound",
+        "judge": "ridge on hashed n-grams, fitted to human ratings",
+        "judge_correlation": 0.5,
+        "pairs": 4,
+        "reference": {"reward": -0.25, "judge": 0.25},
+        "runs": [
+            {
+                "method": run["method"],
+                "slug": run["slug"],
+                "beta": run["beta"],
+                "points": [{"step": 1, "kl": 1.0, "reward": run["reward"], "judge": 0.2}],
+                "learning_rate": 1e-05,
+                "cost": cost,
+            }
+            for run in runs
+        ],
+        "reward_model": {
+            "heldout_pair_accuracy": 0.75,
+            "correlation_with_vader": 0.5,
+            "heldout_pairs": 2,
+        },
+        "setup_seconds": 0.0,
+        "seconds": 0.0,
+    }
+    assert json.loads((out / "results.json").read_text()) == results
+    assert [
+        len((out / "data" / name).read_text().splitlines())
+        for name in ("pairs.jsonl", "heldout_prompts.jsonl", "train_prompts.jsonl")
+    ] == [4, 2, 2]

@@ -245,98 +245,163 @@ def collate_segments(
         rows = [[i] for i in range(len(segments))]
     width = max(sum(lengths[i] for i in row) for row in rows)
     width = -(-width // layout.pad_multiple) * layout.pad_multiple
-    spans: list[list[tuple[int, int, list[int]]]] = [[] for _ in rows]
-    shape = (len(rows), width)
-    input_ids = torch.full(shape, pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros(shape, dtype=torch.long)
-    position_ids = torch.zeros(shape, dtype=torch.long)
-    segment_ids = torch.full(shape, -1, dtype=torch.long)  # padding: a segment of its own
-    branch_ids = torch.zeros(shape, dtype=torch.long)
-    predict_from, target_ids, target_sequence = [], [], []
-    visions = [s.vision for s in segments]
-    # 3D rotary models: [3, R, T] positions (text tokens count alike on every axis)
-    rope_3d = any(v is not None and v.positions is not None for v in visions)
-    positions_3d = torch.zeros((3, *shape), dtype=torch.long) if rope_3d else None
-    type_keys = sorted({key for v in visions if v is not None for key in v.token_types})
-    token_types = {key: torch.zeros(shape, dtype=torch.long) for key in type_keys}
-    # per-token masks ([R, T, images, tiles]), zero-padded to the batch's most images and tiles
-    for key, trailing in _mask_shapes(visions).items():
-        token_types[key] = torch.zeros((*shape, *trailing), dtype=torch.long)
-    # a completion's token types where they are not 0 (PaliGemma's suffix: 1)
-    suffix = {k: t for v in visions if v is not None for k, t in v.completion_types.items()}
-    row_images: list[VisionInputs] = []  # in the order the rows show their image tokens
+    canvas = _Canvas.empty(segments, len(rows), width, pad_token_id)
     for r, row in enumerate(rows):
         offset = 0
         for index in row:
-            segment = segments[index]
-            n_prompt = len(segment.prompt)
-            spans[r].append((offset, n_prompt, [len(c) for c in segment.completions]))
-            ids = list(segment.prompt)
-            positions = list(range(n_prompt))
-            vision = segment.vision
-            prompt_positions = None if vision is None else vision.positions
-            # a completion continues from the prompt's largest position (M-RoPE numbers text
-            # after an image from there)
-            first = n_prompt if prompt_positions is None else int(prompt_positions.max()) + 1
-            if vision is not None:
-                row_images.append(vision)
-                for key, types in vision.token_types.items():
-                    token_types[key][r, offset : offset + n_prompt] = torch.tensor(types)
-            branches = [PROMPT_BRANCH] * n_prompt
-            for branch, (completion, sequence) in enumerate(
-                zip(segment.completions, segment.sequences, strict=True), start=1
-            ):
-                # Token j of the completion (position n_prompt + j) is predicted by the token
-                # at position n_prompt + j - 1: the prompt's last token for j = 0.
-                start = offset + len(ids)
-                skipped = _unscored_positions(segment.unscored, branch - 1)
-                for j, token in enumerate(completion):
-                    source = start + j - 1 if j > 0 else offset + n_prompt - 1
-                    # an empty prompt leaves the first token unscored
-                    if source >= offset and j not in skipped:
-                        predict_from.append(r * width + source)
-                        target_ids.append(token)
-                        target_sequence.append(sequence)
-                ids += completion
-                positions += range(first, first + len(completion))
-                branches += [branch] * len(completion)
-            end = offset + len(ids)
-            for key, value in suffix.items():
-                token_types[key][r, offset + n_prompt : end] = value
-            for key, mask in ({} if vision is None else vision.token_masks).items():
-                # a completion's tokens read the images its prompt's last token reads
-                cut = tuple(slice(size) for size in mask.shape[1:])
-                token_types[key][(r, slice(offset, offset + n_prompt), *cut)] = mask
-                token_types[key][(r, slice(offset + n_prompt, end), *cut)] = mask[-1]
-            input_ids[r, offset:end] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[r, offset:end] = 1
-            position_ids[r, offset:end] = torch.tensor(positions, dtype=torch.long)
-            if positions_3d is not None:
-                positions_3d[:, r, offset:end] = torch.tensor(positions, dtype=torch.long)
-                if prompt_positions is not None:
-                    positions_3d[:, r, offset : offset + n_prompt] = prompt_positions
-            segment_ids[r, offset:end] = index
-            branch_ids[r, offset:end] = torch.tensor(branches, dtype=torch.long)
-            offset = end
+            offset = _place_segment(canvas, segments[index], index, r, offset)
+    return _batch(canvas, segments, layout, num_sequences, num_pairs)
+
+
+@dataclass
+class _Canvas:
+    """A batch's rows as they are filled in, segment by segment: the [R, T] tensors (3D rotary
+    positions [3, R, T]), each row's segment spans, the scored tokens and the rows' images."""
+
+    width: int
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    segment_ids: torch.Tensor
+    branch_ids: torch.Tensor
+    positions_3d: torch.Tensor | None
+    token_types: dict[str, torch.Tensor]
+    suffix: dict[str, int]  # a completion's token types where they are not 0
+    spans: list[list[tuple[int, int, list[int]]]]
+    predict_from: list[int] = field(default_factory=list)
+    target_ids: list[int] = field(default_factory=list)
+    target_sequence: list[int] = field(default_factory=list)
+    row_images: list[VisionInputs] = field(default_factory=list)  # in the rows' order
+
+    @classmethod
+    def empty(
+        cls, segments: Sequence[Segment], num_rows: int, width: int, pad_token_id: int
+    ) -> _Canvas:
+        shape = (num_rows, width)
+        visions = [s.vision for s in segments]
+        # 3D rotary models: [3, R, T] positions (text tokens count alike on every axis)
+        rope_3d = any(v is not None and v.positions is not None for v in visions)
+        type_keys = sorted({key for v in visions if v is not None for key in v.token_types})
+        token_types = {key: torch.zeros(shape, dtype=torch.long) for key in type_keys}
+        # per-token masks ([R, T, images, tiles]), zero-padded to the batch's most images and tiles
+        for key, trailing in _mask_shapes(visions).items():
+            token_types[key] = torch.zeros((*shape, *trailing), dtype=torch.long)
+        return cls(
+            width=width,
+            input_ids=torch.full(shape, pad_token_id, dtype=torch.long),
+            attention_mask=torch.zeros(shape, dtype=torch.long),
+            position_ids=torch.zeros(shape, dtype=torch.long),
+            segment_ids=torch.full(shape, -1, dtype=torch.long),  # padding: a segment of its own
+            branch_ids=torch.zeros(shape, dtype=torch.long),
+            positions_3d=torch.zeros((3, *shape), dtype=torch.long) if rope_3d else None,
+            token_types=token_types,
+            # (PaliGemma's suffix: 1)
+            suffix={k: t for v in visions if v is not None for k, t in v.completion_types.items()},
+            spans=[[] for _ in range(num_rows)],
+        )
+
+
+def _place_segment(canvas: _Canvas, segment: Segment, index: int, r: int, offset: int) -> int:
+    """Segment ``index`` written into row ``r`` from ``offset``, its completion tokens scored;
+    where the row's next segment starts."""
+    n_prompt = len(segment.prompt)
+    canvas.spans[r].append((offset, n_prompt, [len(c) for c in segment.completions]))
+    ids = list(segment.prompt)
+    positions = list(range(n_prompt))
+    vision = segment.vision
+    prompt_positions = None if vision is None else vision.positions
+    # a completion continues from the prompt's largest position (M-RoPE numbers text
+    # after an image from there)
+    first = n_prompt if prompt_positions is None else int(prompt_positions.max()) + 1
+    if vision is not None:
+        canvas.row_images.append(vision)
+        for key, types in vision.token_types.items():
+            canvas.token_types[key][r, offset : offset + n_prompt] = torch.tensor(types)
+    branches = [PROMPT_BRANCH] * n_prompt
+    for branch, (completion, sequence) in enumerate(
+        zip(segment.completions, segment.sequences, strict=True), start=1
+    ):
+        start = offset + len(ids)
+        _score_completion(canvas, segment, branch, sequence, row=r, offset=offset, start=start)
+        ids += completion
+        positions += range(first, first + len(completion))
+        branches += [branch] * len(completion)
+    end = offset + len(ids)
+    for key, value in canvas.suffix.items():
+        canvas.token_types[key][r, offset + n_prompt : end] = value
+    for key, mask in ({} if vision is None else vision.token_masks).items():
+        # a completion's tokens read the images its prompt's last token reads
+        cut = tuple(slice(size) for size in mask.shape[1:])
+        canvas.token_types[key][(r, slice(offset, offset + n_prompt), *cut)] = mask
+        canvas.token_types[key][(r, slice(offset + n_prompt, end), *cut)] = mask[-1]
+    canvas.input_ids[r, offset:end] = torch.tensor(ids, dtype=torch.long)
+    canvas.attention_mask[r, offset:end] = 1
+    canvas.position_ids[r, offset:end] = torch.tensor(positions, dtype=torch.long)
+    if canvas.positions_3d is not None:
+        canvas.positions_3d[:, r, offset:end] = torch.tensor(positions, dtype=torch.long)
+        if prompt_positions is not None:
+            canvas.positions_3d[:, r, offset : offset + n_prompt] = prompt_positions
+    canvas.segment_ids[r, offset:end] = index
+    canvas.branch_ids[r, offset:end] = torch.tensor(branches, dtype=torch.long)
+    return end
+
+
+def _score_completion(
+    canvas: _Canvas,
+    segment: Segment,
+    branch: int,
+    sequence: int,
+    *,
+    row: int,
+    offset: int,
+    start: int,
+) -> None:
+    """The scored tokens of completion ``branch`` (1-based), output ``sequence``, of the
+    segment at ``offset`` in ``row``, the completion's first token at ``start``."""
+    # Token j of the completion (position n_prompt + j) is predicted by the token
+    # at position n_prompt + j - 1: the prompt's last token for j = 0.
+    completion = segment.completions[branch - 1]
+    n_prompt = len(segment.prompt)
+    skipped = _unscored_positions(segment.unscored, branch - 1)
+    for j, token in enumerate(completion):
+        source = start + j - 1 if j > 0 else offset + n_prompt - 1
+        # an empty prompt leaves the first token unscored
+        if source >= offset and j not in skipped:
+            canvas.predict_from.append(row * canvas.width + source)
+            canvas.target_ids.append(token)
+            canvas.target_sequence.append(sequence)
+
+
+def _batch(
+    canvas: _Canvas,
+    segments: Sequence[Segment],
+    layout: Layout,
+    num_sequences: int,
+    num_pairs: int,
+) -> Batch:
+    """The filled rows as a Batch: positions, segments and attention plans where the layout
+    is not plain."""
     plain = layout.is_plain
+    width, spans, positions_3d = canvas.width, canvas.spans, canvas.positions_3d
+    position_ids = canvas.position_ids if positions_3d is None else positions_3d
     return Batch(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        predict_from=torch.tensor(predict_from, dtype=torch.long),
-        target_ids=torch.tensor(target_ids, dtype=torch.long),
-        target_sequence=torch.tensor(target_sequence, dtype=torch.long),
+        input_ids=canvas.input_ids,
+        attention_mask=canvas.attention_mask,
+        predict_from=torch.tensor(canvas.predict_from, dtype=torch.long),
+        target_ids=torch.tensor(canvas.target_ids, dtype=torch.long),
+        target_sequence=torch.tensor(canvas.target_sequence, dtype=torch.long),
         num_sequences=num_sequences,
         num_pairs=num_pairs,
         sequence_tokens=sum(
             len(s.prompt) * len(s.completions) + len(s) - len(s.prompt) for s in segments
         ),
-        position_ids=None if plain else (position_ids if positions_3d is None else positions_3d),
-        segment_ids=None if plain else segment_ids,
-        branch_ids=None if plain else branch_ids,
+        position_ids=None if plain else position_ids,
+        segment_ids=None if plain else canvas.segment_ids,
+        branch_ids=None if plain else canvas.branch_ids,
         varlen=build_plan(width, spans) if layout.varlen and not plain else None,
         flex=flex_blocks(width, spans) if layout.flex and not plain else None,
-        images=batch_tensors(row_images) if row_images else None,
-        token_types=token_types or None,
+        images=batch_tensors(canvas.row_images) if canvas.row_images else None,
+        token_types=canvas.token_types or None,
     )
 
 

@@ -167,6 +167,11 @@ def spell_option(name: str, value: Any = _NO_VALUE, in_recipe: bool = True) -> s
     return f"{name}={shown}"
 
 
+def said(name: str, value: Any = True) -> str:
+    """``name: value`` within a sentence, as the caller writes it."""
+    return spell_option(name, value, in_recipe=False)
+
+
 def spell_setting(*settings: tuple[str, Any] | str, last: str = ", ") -> str:
     """What to write to set ``settings`` (an option's name alone, or (name, value) pairs; a
     value of ``...`` or a ``Blank`` to fill in), as the caller writes options: ``set lora_r:

@@ -333,78 +333,7 @@ def _main(argv: Sequence[str] | None) -> int:
     typed: list[str] = list(sys.argv[1:] if argv is None else argv)
     try:
         interrupts_raise()  # (from here a Ctrl-C is said below, a run's saved before)
-        parser = build_parser()  # (inside: a Ctrl-C while it is built is said in one line)
-        ended = end_of_options(typed, _command_kinds(typed))
-        argv = _spelt_as_flags(underscored(attach_negative_values(ended)))
-        if dashes := typographic_dashes(argv, _every_option_name()):
-            raise ConfigError(dashes)
-        if argv and argv[0] in COMMANDS and COMMANDS[argv[0]].takes_yaml:
-            help_asked = any(token in ("-h", "--help") for token in argv[1:])
-            if not help_asked:  # TRL's flags too: read here, judged all at once
-                command = COMMANDS[argv[0]]
-                try:
-                    config_file, overrides = yaml_and_flags(argv[1:], command.options)
-                except FlagsRefused as err:  # said with the rest, the rows too (in its words)
-                    _train_caller(err.config_file)
-                    raise with_others(err, command.options, err.config_file, err.flags) from None
-                if config_file is not None:
-                    refuse_data_file(config_file)
-                _train_caller(config_file)
-                try:
-                    options = _loaded(command.options, config_file, overrides, argv[1:], typed)
-                except ConfigError as err:
-                    if config_file is None or os.path.exists(config_file):
-                        raise
-                    # (a config file not there: the flags may name the data, its rows said)
-                    raise with_others(err, command.options, None, overrides) from None
-                if command.options is DPOConfig:
-                    from directpo.option_paths import copied_record, moved_run
-
-                    for note in beside_config(config_file, options, overrides):
-                        if _first_rank():
-                            print(f"directpo: note: {note}", file=sys.stderr)
-
-                    for check in (moved_run, copied_record):
-                        refused = check(
-                            config_file, options.output_dir, options.resume_from_checkpoint,
-                            overrides,
-                        )  # fmt: skip
-                        if refused is not None:
-                            raise refused
-                refuse_missing_paths(options)  # (before the run's imports: seconds)
-                code = command.run(options)
-                if code and _first_rank():  # (a stopped run: its checkpoint is written)
-                    # (stdout's reader gone, the line is said where it is still read)
-                    said = sys.stderr if code == exit_code_of("SIGPIPE") else sys.stdout
-                    print(resume_command(argv[1:]), file=said)
-                return code or 0
-        if argv and argv[0].startswith("-") and argv[0] not in TOP_LEVEL_FLAGS:
-            # (directpo --verison printed the whole help; --beta 0.2 read 0.2 as the command)
-            raise ConfigError(_unknown_top_level(argv[0], argv[1:]))
-        args, unknown = parser.parse_known_args(argv)
-        if args.command is None:
-            parser.print_help()
-            return 2
-        command = COMMANDS[args.command]
-        folder = args.command in ("score", "rank", "generate")  # (demo trains)
-        command_caller(Caller(Spelling.FLAGS, Entry.FOLDER if folder else Entry.TRAIN))
-        kinds = option_kinds(command.options)
-        overrides = {
-            k: flag_value(kinds[k], v) if isinstance(v, list) else v
-            for k, v in vars(args).items()
-            if k not in ("command", "config")
-        }
-        if "positional" in overrides:
-            overrides[command.positional] = overrides.pop("positional")
-        config_file = getattr(args, "config", None)
-        if unknown:  # said with the other flags' refusals and the input's rows (one run)
-            flag = next((u for u in unknown if u.startswith("-")), unknown[0])
-            spread = spread_input(argv[1:], command.options)  # (--input a.jsonl b.jsonl)
-            unknown_flag = ConfigError(spread or unknown_flag_message(flag, command.options))
-            raise with_others(unknown_flag, command.options, config_file, overrides)
-        options = _loaded(command.options, config_file, overrides, argv[1:], typed)
-        refuse_missing_paths(options)  # (before the command's imports: seconds)
-        return command.run(options) or 0
+        return _run_command(typed)
     except DirectpoError as err:
         if closed_pipe_behind(err):  # (a library's bar on a closed stderr: not the error)
             return _pipe_closed()
@@ -427,6 +356,88 @@ def _main(argv: Sequence[str] | None) -> int:
             raise  # another pipe's (a socket's): a failure of its own
         return _pipe_closed()
     return 0
+
+
+def _run_command(typed: list[str]) -> int:
+    """The command ``typed`` asks for, run: train's (and demo's) YAML and flags read here,
+    the other commands' flags by argparse."""
+    parser = build_parser()  # (inside: a Ctrl-C while it is built is said in one line)
+    ended = end_of_options(typed, _command_kinds(typed))
+    argv = _spelt_as_flags(underscored(attach_negative_values(ended)))
+    if dashes := typographic_dashes(argv, _every_option_name()):
+        raise ConfigError(dashes)
+    if argv and argv[0] in COMMANDS and COMMANDS[argv[0]].takes_yaml:
+        help_asked = any(token in ("-h", "--help") for token in argv[1:])
+        if not help_asked:  # TRL's flags too: read here, judged all at once
+            return _run_with_yaml(COMMANDS[argv[0]], argv, typed)
+    if argv and argv[0].startswith("-") and argv[0] not in TOP_LEVEL_FLAGS:
+        # (directpo --verison printed the whole help; --beta 0.2 read 0.2 as the command)
+        raise ConfigError(_unknown_top_level(argv[0], argv[1:]))
+    args, unknown = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    command = COMMANDS[args.command]
+    folder = args.command in ("score", "rank", "generate")  # (demo trains)
+    command_caller(Caller(Spelling.FLAGS, Entry.FOLDER if folder else Entry.TRAIN))
+    kinds = option_kinds(command.options)
+    overrides = {
+        k: flag_value(kinds[k], v) if isinstance(v, list) else v
+        for k, v in vars(args).items()
+        if k not in ("command", "config")
+    }
+    if "positional" in overrides:
+        overrides[command.positional] = overrides.pop("positional")
+    config_file = getattr(args, "config", None)
+    if unknown:  # said with the other flags' refusals and the input's rows (one run)
+        flag = next((u for u in unknown if u.startswith("-")), unknown[0])
+        spread = spread_input(argv[1:], command.options)  # (--input a.jsonl b.jsonl)
+        unknown_flag = ConfigError(spread or unknown_flag_message(flag, command.options))
+        raise with_others(unknown_flag, command.options, config_file, overrides)
+    options = _loaded(command.options, config_file, overrides, argv[1:], typed)
+    refuse_missing_paths(options)  # (before the command's imports: seconds)
+    return command.run(options) or 0
+
+
+def _run_with_yaml(command: Command, argv: list[str], typed: list[str]) -> int:
+    """A command of a YAML file and flags (train): read, checked against the run it may
+    continue, run; a stopped run's resume command said after it."""
+    try:
+        config_file, overrides = yaml_and_flags(argv[1:], command.options)
+    except FlagsRefused as err:  # said with the rest, the rows too (in its words)
+        _train_caller(err.config_file)
+        raise with_others(err, command.options, err.config_file, err.flags) from None
+    if config_file is not None:
+        refuse_data_file(config_file)
+    _train_caller(config_file)
+    try:
+        options = _loaded(command.options, config_file, overrides, argv[1:], typed)
+    except ConfigError as err:
+        if config_file is None or os.path.exists(config_file):
+            raise
+        # (a config file not there: the flags may name the data, its rows said)
+        raise with_others(err, command.options, None, overrides) from None
+    if command.options is DPOConfig:
+        from directpo.option_paths import copied_record, moved_run
+
+        for note in beside_config(config_file, options, overrides):
+            if _first_rank():
+                print(f"directpo: note: {note}", file=sys.stderr)
+
+        for check in (moved_run, copied_record):
+            refused = check(
+                config_file, options.output_dir, options.resume_from_checkpoint,
+                overrides,
+            )  # fmt: skip
+            if refused is not None:
+                raise refused
+    refuse_missing_paths(options)  # (before the run's imports: seconds)
+    code = command.run(options)
+    if code and _first_rank():  # (a stopped run: its checkpoint is written)
+        # (stdout's reader gone, the line is said where it is still read)
+        said = sys.stderr if code == exit_code_of("SIGPIPE") else sys.stdout
+        print(resume_command(argv[1:]), file=said)
+    return code or 0
 
 
 def _train_caller(config_file: str | None) -> None:

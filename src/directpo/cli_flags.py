@@ -292,84 +292,127 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
     # (--target_modules q_proj v_proj: both; the second was taken for the config file)
     kinds |= {k: kinds[ours] for k, ours in RENAMED.items() if ours in kinds and k not in kinds}
     kinds |= dict.fromkeys(SEVERAL_VALUES, LIST)
-    config_file: str | None = None
-    flags: dict[str, Any] = {}
-    previous: str | None = None  # the last flag, to explain a stray token
-    overrides: list[str] = []
-    refused: list[str] = []  # said together once every token is read (FlagsRefused)
-    index = 0
-    while index < len(tokens):
-        token = tokens[index]
-        index += 1
-        if not token.startswith("--"):
-            if _is_short_flag(token):  # -V, -x: not a file
-                refused.append(unknown_flag_message(token, options))
-                following = tokens[index] if index < len(tokens) else "--"
-                flag = following.startswith("--") or _is_short_flag(following)
-                if not flag and not _looks_like_config_file(following):
-                    index += 1  # its value (-b 0.1 was refused again: 'config file not found: 0.1')
-                continue
-            if _is_override(token):  # torchtune's: tune run ... key=value
-                overrides.append(token)  # every one said in one line, after the others
-                key, _, value = token.partition("=")  # read as the flag it says to write, so
-                flags[key] = flag_value(kinds.get(key, VALUE), [value])  # its rows are read
-                continue
-            if config_file is not None:
-                one = previous is not None and kinds.get(previous) == VALUE
-                after = f" (--{previous} takes one value)" if one else ""
-                refused.append(f"unexpected argument '{token}'{after}")
-                continue
-            config_file = token
-            continue
-        key, sep, value = token[2:].partition("=")
-        previous = key
-        kind = kinds.get(key, "unknown")
-        values = [value] if sep else []
-        while not sep and index < len(tokens) and not tokens[index].startswith("--"):
-            following = tokens[index]
-            if kind == BOOLEAN and _looks_like_config_file(following):
-                break  # a bare boolean flag followed by the YAML file
-            if values and (config_file is None and following.lower().endswith((".yaml", ".yml"))):
-                break  # a list's values end at the YAML file
-            if values and _is_override(following):
-                break  # (--train_file a.jsonl beta=2 read beta=2 as a second data file)
-            if values and _is_short_flag(following):
-                break  # (--train_file a.jsonl -x read -x as a second data file)
-            values.append(following)
-            index += 1
-            if kind not in (LIST, PATHS):
-                break
-        if key == "config":
-            if not values:
-                refused.append("option --config needs a value")
-            elif config_file is not None:  # (the first was dropped unsaid, its options with it)
-                refused.append(
-                    f"two config files, {config_file} and --config {values[0]}: give one (flags "
-                    "override its values)"
-                )
-            else:
-                config_file = values[0]
-        elif key.startswith("no_") and not values:
-            flags[key[3:]] = "false"  # HfArgumentParser's --no_remove_unused_columns
-        elif not values and kind in (BOOLEAN, "unknown"):
-            flags[key] = "true"
-        elif not values:
-            refused.append(f"option --{key} needs a value")
+    reading = _Reading(tokens, options, kinds)
+    while reading.index < len(tokens):
+        token = tokens[reading.index]
+        reading.index += 1
+        if token.startswith("--"):
+            _read_flag(reading, token)
         else:
-            flags[key] = flag_value(kind, values)
-    if overrides:
-        given = ", ".join(f"'{token}'" for token in overrides)
-        # quoted as a shell needs ('run_name=a b' is --run_name 'a b': unquoted, two arguments),
-        # each by directpo's name (batch_size=4: --per_device_train_batch_size 4)
-        ours = (ALIASES | RENAMED | SAME_VALUE_AS).get
-        written = " ".join(
-            f"--{ours(key, key)} {shlex.quote(value)}"
-            for key, value in (token.split("=", 1) for token in overrides)
-        )
-        refused.append(f"{given}: options are flags here: {written}")
-    if refused:
-        raise FlagsRefused(refused, config_file, flags)
-    return config_file, flags
+            _read_free_token(reading, token)
+    if reading.overrides:
+        reading.refused.append(_overrides_said(reading.overrides))
+    if reading.refused:
+        raise FlagsRefused(reading.refused, reading.config_file, reading.flags)
+    return reading.config_file, reading.flags
+
+
+@dataclasses.dataclass
+class _Reading:
+    """``yaml_and_flags``' tokens as they are read: the next one's index, the YAML file and
+    flags so far, the last flag (to explain a stray token), torchtune's key=value overrides,
+    and what is refused (said together once every token is read: FlagsRefused)."""
+
+    tokens: Sequence[str]
+    options: type
+    kinds: dict[str, str]
+    index: int = 0
+    config_file: str | None = None
+    flags: dict[str, Any] = dataclasses.field(default_factory=dict)
+    previous: str | None = None
+    overrides: list[str] = dataclasses.field(default_factory=list)
+    refused: list[str] = dataclasses.field(default_factory=list)
+
+
+def _read_free_token(reading: _Reading, token: str) -> None:
+    """A token that is no ``--key``: a short flag (refused), torchtune's key=value, the YAML
+    file, or a stray argument."""
+    tokens, index, kinds = reading.tokens, reading.index, reading.kinds
+    if _is_short_flag(token):  # -V, -x: not a file
+        reading.refused.append(unknown_flag_message(token, reading.options))
+        following = tokens[index] if index < len(tokens) else "--"
+        flag = following.startswith("--") or _is_short_flag(following)
+        if not flag and not _looks_like_config_file(following):
+            reading.index += 1  # its value (-b 0.1 was refused again: 'config file not found: 0.1')
+        return
+    if _is_override(token):  # torchtune's: tune run ... key=value
+        reading.overrides.append(token)  # every one said in one line, after the others
+        key, _, value = token.partition("=")  # read as the flag it says to write, so
+        reading.flags[key] = flag_value(kinds.get(key, VALUE), [value])  # its rows are read
+        return
+    if reading.config_file is not None:
+        previous = reading.previous
+        one = previous is not None and kinds.get(previous) == VALUE
+        after = f" (--{previous} takes one value)" if one else ""
+        reading.refused.append(f"unexpected argument '{token}'{after}")
+        return
+    reading.config_file = token
+
+
+def _read_flag(reading: _Reading, token: str) -> None:
+    """A ``--key``, ``--key=value`` or ``--key value ...``: its values read on from the tokens
+    after it."""
+    key, sep, value = token[2:].partition("=")
+    reading.previous = key
+    kind = reading.kinds.get(key, "unknown")
+    values = [value] if sep else []
+    if not sep:
+        values = _flag_values(reading, kind)
+    refused, flags, config_file = reading.refused, reading.flags, reading.config_file
+    if key == "config":
+        if not values:
+            refused.append("option --config needs a value")
+        elif config_file is not None:  # (the first was dropped unsaid, its options with it)
+            refused.append(
+                f"two config files, {config_file} and --config {values[0]}: give one (flags "
+                "override its values)"
+            )
+        else:
+            reading.config_file = values[0]
+    elif key.startswith("no_") and not values:
+        flags[key[3:]] = "false"  # HfArgumentParser's --no_remove_unused_columns
+    elif not values and kind in (BOOLEAN, "unknown"):
+        flags[key] = "true"
+    elif not values:
+        refused.append(f"option --{key} needs a value")
+    else:
+        flags[key] = flag_value(kind, values)
+
+
+def _flag_values(reading: _Reading, kind: str) -> list[str]:
+    """The values after a bare ``--key``: one, or a list's up to the next flag."""
+    tokens = reading.tokens
+    values: list[str] = []
+    while reading.index < len(tokens) and not tokens[reading.index].startswith("--"):
+        following = tokens[reading.index]
+        if kind == BOOLEAN and _looks_like_config_file(following):
+            break  # a bare boolean flag followed by the YAML file
+        if values and (
+            reading.config_file is None and following.lower().endswith((".yaml", ".yml"))
+        ):
+            break  # a list's values end at the YAML file
+        if values and _is_override(following):
+            break  # (--train_file a.jsonl beta=2 read beta=2 as a second data file)
+        if values and _is_short_flag(following):
+            break  # (--train_file a.jsonl -x read -x as a second data file)
+        values.append(following)
+        reading.index += 1
+        if kind not in (LIST, PATHS):
+            break
+    return values
+
+
+def _overrides_said(overrides: list[str]) -> str:
+    """torchtune's key=value overrides, said as the flags to write."""
+    given = ", ".join(f"'{token}'" for token in overrides)
+    # quoted as a shell needs ('run_name=a b' is --run_name 'a b': unquoted, two arguments),
+    # each by directpo's name (batch_size=4: --per_device_train_batch_size 4)
+    ours = (ALIASES | RENAMED | SAME_VALUE_AS).get
+    written = " ".join(
+        f"--{ours(key, key)} {shlex.quote(value)}"
+        for key, value in (token.split("=", 1) for token in overrides)
+    )
+    return f"{given}: options are flags here: {written}"
 
 
 class FlagsRefused(ConfigErrors):

@@ -9,7 +9,7 @@
   instead, or accepted where it asks for what directpo does anyway (``--packing_samples``);
 * a torchtune component (a mapping with ``_component_``: ``model``, ``loss``, ``optimizer``,
   ``dataset``, ...) is refused with the directpo options that say what it built, with its own
-  values (``loss: {beta: 0.1}`` -> ``beta: 0.1``).
+  values (``loss: {beta: 0.1}`` -> ``beta: 0.1``): torchtune_components.py.
 
 Without them each name was refused as unknown with difflib's nearest option, which misled:
 ``--max_epochs`` 'did you mean --max_steps?', ``--dataset`` '--data_seed', ``batch_size``
@@ -25,13 +25,18 @@ from typing import Any
 
 from directpo.callers import (
     Blank,
+    said,
     setting_verb,
     spell_name,
-    spell_option,
     spell_setting,
     spell_shape,
-    spell_value,
 )
+
+# (``x as x``: trl_compat and test_docs import these from here, as before torchtune's components
+# had a module of their own)
+from directpo.torchtune_components import GENERIC_COMPONENT as GENERIC_COMPONENT
+from directpo.torchtune_components import component_hint
+from directpo.torchtune_components import is_component as is_component
 
 # what a refused key's advice is: text, or words made as the message is, in the running
 # caller's spelling (``set train_file: a.jsonl`` / ``give --train_file a.jsonl`` / ``pass
@@ -41,11 +46,6 @@ Hint = str | Callable[[], str]
 
 def _text(hint: Hint) -> str:
     return hint() if callable(hint) else hint
-
-
-def _said(name: str, value: Any = True) -> str:
-    """``name: value`` within a sentence, as the caller writes it."""
-    return spell_option(name, value, in_recipe=False)
 
 
 def _use(*settings: tuple[str, Any] | str, then: str = "", last: str = ", ") -> Hint:
@@ -243,7 +243,7 @@ def _input_template(value: Any) -> str:
     return (
         "directpo reads a text prompt as written: write the template into the file's prompts "
         f'(the same texts as OpenRLHF\'s: {command}; your prompt column for "prompt"), then '
-        f"{_said('train_file', 'templated.jsonl')} (and the same to the files score, rank and "
+        f"{said('train_file', 'templated.jsonl')} (and the same to the files score, rank and "
         "generate read); "
         "or give message lists, rendered with the chat template"
     )
@@ -258,7 +258,7 @@ def _lr_scheduler(value: Any) -> str:
     """OpenRLHF's scheduler name (torchtune's component is refused as a component)."""
     return (
         f"{spell_setting(('lr_scheduler_type', value))} (OpenRLHF's cosine_with_min_lr with "
-        f"min_lr_ratio 0.1: {_said('lr_scheduler_kwargs', {'min_lr_rate': 0.1})})"
+        f"min_lr_ratio 0.1: {said('lr_scheduler_kwargs', {'min_lr_rate': 0.1})})"
     )
 
 
@@ -293,7 +293,7 @@ SAME_VALUE_AS = {
 
 def _save_steps() -> str:
     return (
-        f"{_said('save_steps', Blank('N'))} saves every N steps; {_said('save_strategy', 'no')} "
+        f"{said('save_steps', Blank('N'))} saves every N steps; {said('save_strategy', 'no')} "
         "saves none (OpenRLHF's -1)"
     )
 
@@ -309,7 +309,7 @@ def _batch() -> str:
 
 def _zero() -> str:
     return (
-        f"directpo runs under torchrun without DeepSpeed: {_said('distributed', 'ddp')} (each "
+        f"directpo runs under torchrun without DeepSpeed: {said('distributed', 'ddp')} (each "
         "process holds the model) or fsdp (FSDP2 shards weights, gradients and optimizer state, "
         "as ZeRO-3)"
     )
@@ -317,25 +317,25 @@ def _zero() -> str:
 
 def _min_lr_ratio() -> str:
     kwargs = spell_shape("lr_scheduler_kwargs", "{min_lr_rate: RATIO}", "{'min_lr_rate': RATIO}")
-    return f"with {_said('lr_scheduler_type', 'cosine_with_min_lr')} {setting_verb()} {kwargs}"
+    return f"with {said('lr_scheduler_type', 'cosine_with_min_lr')} {setting_verb()} {kwargs}"
 
 
 def _ipo() -> str:
     return (
-        f"OpenRLHF's IPO squares the summed log-ratios; {_said('loss_type', 'ipo')} is TRL's, on "
+        f"OpenRLHF's IPO squares the summed log-ratios; {said('loss_type', 'ipo')} is TRL's, on "
         "the mean token log-ratios (length-normalised), another loss"
     )
 
 
 def _flash_attn() -> str:
     return (
-        f"{_said('attn_implementation', 'auto')} already runs packed rows through FlashAttention "
-        f"varlen on CUDA in bf16; {_said('attn_implementation', 'flash_attention_2')} forces it"
+        f"{said('attn_implementation', 'auto')} already runs packed rows through FlashAttention "
+        f"varlen on CUDA in bf16; {said('attn_implementation', 'flash_attention_2')} forces it"
     )
 
 
 def _env_and_wandb(variable: str) -> Hint:
-    return lambda: f"set {variable} in the environment, {_said('report_to', 'wandb')}"
+    return lambda: f"set {variable} in the environment, {said('report_to', 'wandb')}"
 
 
 def _tensorboard() -> str:
@@ -355,9 +355,9 @@ MAX_LEN = _use(
 FIRST_ROWS = "directpo reads every row: give a file of the first N (head -n N)"
 MIXTURE = _use("dataset_mixture", then=" (several sources with weights)")
 EVAL_DATA = _use("eval_file", "dataset_test_split", then=" (a file, or a split)", last=" or ")
-OFFLOAD = lambda: f"{_said('fsdp_offload')} keeps optimizer state in CPU memory (FSDP)"  # noqa: E731
+OFFLOAD = lambda: f"{said('fsdp_offload')} keeps optimizer state in CPU memory (FSDP)"  # noqa: E731
 REF_ONCE = lambda: (  # noqa: E731
-    f"{_said('precompute_ref_log_probs')} runs the reference once before training and frees it"
+    f"{said('precompute_ref_log_probs')} runs the reference once before training and frees it"
 )
 RESUME = _use(("resume_from_checkpoint", "latest"))
 KEEP = _use("save_total_limit", then=" (a number of checkpoints)")
@@ -380,7 +380,7 @@ REFUSED: dict[str, Callable[[Any], str]] = {
     # (transformers' example scripts and the alignment handbook: "did you mean
     # max_eval_samples?" pointed at the held-out set's limit)
     "max_train_samples": _always(
-        lambda: f"{FIRST_ROWS}, or {_said('dataset_streaming')} with {spell_name('max_steps')}"
+        lambda: f"{FIRST_ROWS}, or {said('dataset_streaming')} with {spell_name('max_steps')}"
     ),
     # the same number, but OpenRLHF drops a pair whose prompt fills it, directpo cuts the
     # prompt from the left: not accepted as the same option
@@ -409,7 +409,7 @@ REFUSED: dict[str, Callable[[Any], str]] = {
     "ds.adam_offload": _unless_off(OFFLOAD),
     "ds.param_dtype": _always(
         lambda: (
-            f"{_said('bf16')} (or {_said('dtype', 'bfloat16')}) is mixed precision, as DeepSpeed's"
+            f"{said('bf16')} (or {said('dtype', 'bfloat16')}) is mixed precision, as DeepSpeed's"
         )
     ),
     "flash_attn": _unless_off(_flash_attn),
@@ -430,7 +430,7 @@ REFUSED: dict[str, Callable[[Any], str]] = {
         value,
         "eval_steps",
         ("eval_strategy", "epoch"),
-        lambda: f"{spell_setting('eval_steps')} (or {_said('eval_strategy', 'epoch')})",
+        lambda: f"{spell_setting('eval_steps')} (or {said('eval_strategy', 'epoch')})",
     ),
     "ckpt.save_hf": _always(""),  # every checkpoint and the final folder are HF folders
     "disable_fast_tokenizer": _unless_off("directpo loads the model folder's tokenizer as it is"),
@@ -463,12 +463,10 @@ REFUSED: dict[str, Callable[[Any], str]] = {
     "log_peak_memory_stats": _always(""),  # (peak memory is not logged)
     "optimizer_in_bwd": _unless_off("directpo steps the optimizer after backward"),
     "save_adapter_weights_only": _unless_off(
-        lambda: (
-            f"a LoRA run's output_dir holds the adapter ({_said('merge_lora')} the merged model)"
-        )
+        lambda: f"a LoRA run's output_dir holds the adapter ({said('merge_lora')} the merged model)"
     ),
     "custom_sharded_layers": _unless_off(
-        lambda: f"{_said('distributed', 'fsdp')} shards each decoder layer"
+        lambda: f"{said('distributed', 'fsdp')} shards each decoder layer"
     ),
     "tokenizer": _always(_use("tokenizer_name_or_path", then=" (the model folder's by default)")),
     # torchtune's AdamW decays every weight, directpo's spares biases and norm weights
@@ -487,114 +485,3 @@ REFUSED: dict[str, Callable[[Any], str]] = {
         else "directpo has no profiler: run train() under torch.profiler"
     ),
 }
-
-
-def is_component(value: Any) -> bool:
-    """A torchtune component that asks for something: ``{_component_: torchtune.models...}``
-    (a profiler of ``enabled: false``, in every recipe, asks for nothing)."""
-    return isinstance(value, dict) and "_component_" in value and value.get("enabled") is not False
-
-
-def _given(value: dict, names: dict[str, str]) -> list[tuple[str, Any]]:
-    """Their values as directpo options: {"lr": "learning_rate"} -> [("learning_rate", 5e-4)]."""
-    return [(ours, value[theirs]) for theirs, ours in names.items() if theirs in value]
-
-
-def _loss(value: dict) -> str:
-    name = str(value.get("_component_", "")).rsplit(".", 1)[-1]
-    options = _given(value, {"beta": "beta", "label_smoothing": "label_smoothing"})
-    if name == "DPOLoss":
-        default = _said("loss_type", "sigmoid")
-        return (
-            f"DPOLoss is directpo's default loss ({default}): {spell_setting(*options or ['beta'])}"
-        )
-    if name == "SimPOLoss":
-        simpo = _given(value, {"beta": "beta", "gamma": "simpo_gamma"})
-        return spell_setting(("loss_type", "simpo"), *simpo or ["beta", "simpo_gamma"])
-    if name == "RSOLoss":
-        gamma = value.get("gamma", Blank("GAMMA"))
-        return f"{spell_setting(('loss_type', 'hinge'), ('beta', gamma))} (RSO's gamma)"
-    return "choose loss_type (docs/losses.md)"
-
-
-def _model(value: dict) -> str:
-    lora = _given(
-        value, {"lora_rank": "lora_r", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout"}
-    )
-    modules = _said("lora_target_modules", "all-linear")
-    adapters = f"; its adapters: {spell_setting(*lora)} ({modules} by default)" if lora else ""
-    folder = spell_setting(("model_name_or_path", Blank("FOLDER")))
-    return f"{folder}, the Hugging Face folder (the checkpointer's){adapters}"
-
-
-GENERIC_COMPONENT = "a torchtune component: directpo builds this itself (docs/migrating.md)"
-
-
-def component_hint(key: str, value: Any) -> str:
-    """What a torchtune component's key is in directpo options, with its own values, each
-    setting as the caller writes options."""
-    if isinstance(value, list):
-        files = _said("train_file", ["a.jsonl", "b.jsonl"])
-        return f"several datasets: {spell_name('dataset_mixture')}, or {files}"
-    name = str(value.get("_component_", ""))
-    if key == "loss":
-        return _loss(value)
-    if key == "model":
-        return _model(value)
-    if key in ("checkpointer", "ref_checkpointer"):
-        option = "model_name_or_path" if key == "checkpointer" else "ref_model_name_or_path"
-        folder = value.get("checkpoint_dir", Blank("FOLDER"))
-        return spell_setting((option, folder)) + (
-            "" if "checkpoint_dir" in value else ", the Hugging Face folder"
-        )
-    if key == "tokenizer":
-        length = _given(value, {"max_seq_len": "max_length"})
-        other = spell_name("tokenizer_name_or_path")
-        return f"the model folder's tokenizer is loaded ({other} for another)" + (
-            f"; {spell_setting(*length)}" if length else ""
-        )
-    if key == "optimizer":
-        given = _given(value, {"lr": "learning_rate", "weight_decay": "weight_decay"})
-        spared = "; biases and norms are not decayed" if "weight_decay" in value else ""
-        adamw = _said("optimizer", "adamw")
-        others = f"{adamw}, {spell_value('adamw_kahan')} or {spell_value('rmsprop')}"
-        kind = f"AdamW; {adamw}{spared}" if name.endswith(".AdamW") else others
-        return f"{spell_setting(*given or ['learning_rate'])} ({kind})"
-    if key == "profiler":
-        return "directpo has no profiler: run train() under torch.profiler"
-    if key == "lr_scheduler":
-        warmup = _given(value, {"num_warmup_steps": "warmup_steps"})
-        kind = "cosine" if "cosine" in name else "linear"
-        return spell_setting(("lr_scheduler_type", kind), *warmup)
-    if key == "dataset":
-        return _torchtune_dataset(value)
-    if key == "metric_logger":
-        trackers = ", ".join(spell_value(name) for name in ("wandb", "mlflow", "trackio"))
-        return (
-            f"{spell_setting(('report_to', 'tensorboard'))}, {trackers} or {spell_value('none')} "
-            "(metrics.jsonl always)"
-        )
-    return GENERIC_COMPONENT
-
-
-def _torchtune_dataset(value: dict) -> str:
-    name = str(value.get("_component_", "")).rsplit(".", 1)[-1]
-    extra = "; directpo never trains on the prompt" if value.get("train_on_input") else ""
-    if name == "stack_exchange_paired_dataset":
-        columns = [
-            ("dataset_name", "lvwerra/stack-exchange-paired"),
-            ("prompt_column", "question"),
-            ("chosen_column", "response_j"),
-            ("rejected_column", "response_k"),
-        ]
-        return (
-            f"{spell_setting(*columns)} (read as plain text; the chat template renders "
-            "message-list columns)" + extra
-        )
-    columns = value.get("column_map") or {}
-    mapped = _given(columns, {"chosen": "chosen_column", "rejected": "rejected_column"})
-    if value.get("data_files"):  # source: json / csv / parquet, the builder of local files
-        source = ("train_file", value["data_files"])
-    else:
-        source = ("dataset_name", value.get("source", Blank("HUB_ID")))
-    return f"{spell_setting(source, *mapped)}{extra}"

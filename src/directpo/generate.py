@@ -193,8 +193,71 @@ def sample_completions(
         chat_template_kwargs=chat_template_kwargs,
         truncated=truncated,
     )
-    prompt_ids = [ids for ids, _ in encoded]
     device = next(model.parameters()).device
+    plan = _sampling_plan(
+        model,
+        tokenizer,
+        processor=processor,
+        extras=extras,
+        seeds=seeds,
+        first_sample=first_sample,
+        num_samples=num_samples,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        synced=synced,
+        keep_special=keep_special,
+    )
+    samples: list[Sample] = []
+    devices = [device.index or 0] if device.type == "cuda" else []
+    # evaluating: the model's own mode again after, also after an error (Ctrl-C, out of memory)
+    with (
+        torch.random.fork_rng(devices=devices),
+        _without_model_sampling_defaults(model),
+        evaluating(model),
+    ):
+        torch.manual_seed(seed)
+        starts = range(0, len(encoded), batch_size)
+        for start in tqdm(starts, desc="generate", disable=not progress, dynamic_ncols=True):
+            samples += _sample_chunk(
+                model, tokenizer, plan, encoded[start : start + batch_size], start, device
+            )
+    return samples
+
+
+@dataclass(frozen=True)
+class _SamplingPlan:
+    """How each batch of prompts is sampled: transformers' config, the seeded warpers (None
+    unless each completion draws from its own seed), the stop and padding tokens."""
+
+    config: GenerationConfig
+    warpers: list[Any] | None
+    stops: list[int]
+    pad_id: int
+    num_samples: int
+    seeds: Sequence[int] | None  # one per prompt (sample_completions')
+    first_sample: int
+    synced: bool
+    keep_special: bool
+
+
+def _sampling_plan(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    *,
+    processor: Any,
+    extras: dict[str, Any] | None,
+    seeds: Sequence[int] | None,
+    first_sample: int,
+    num_samples: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    synced: bool,
+    keep_special: bool,
+) -> _SamplingPlan:
     stops = stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     extras = dict(extras or {})
@@ -215,48 +278,51 @@ def sample_completions(
         pad_token_id=pad_id,
         **extras,
     )
-    samples: list[Sample] = []
-    devices = [device.index or 0] if device.type == "cuda" else []
-    # evaluating: the model's own mode again after, also after an error (Ctrl-C, out of memory)
-    with (
-        torch.random.fork_rng(devices=devices),
-        _without_model_sampling_defaults(model),
-        evaluating(model),
-    ):
-        torch.manual_seed(seed)
-        starts = range(0, len(prompt_ids), batch_size)
-        for start in tqdm(starts, desc="generate", disable=not progress, dynamic_ncols=True):
-            chunk = prompt_ids[start : start + batch_size]
-            processors = None
-            if warpers is not None and seeds is not None:
-                chunk = [ids for ids in chunk for _ in range(num_samples)]
-                numbers = range(first_sample, first_sample + num_samples)
-                mine = seeds[start : start + batch_size]
-                row_seeds = [sample_seed(prompt_seed, n) for prompt_seed in mine for n in numbers]
-                processors = LogitsProcessorList([*warpers, SeededSampling(row_seeds)])
-            input_ids, attention_mask = _left_padded(chunk, pad_id)
-            width = input_ids.shape[1]
-            visions = encoded[start : start + batch_size]
-            if processors is not None:
-                visions = [vision for vision in visions for _ in range(num_samples)]
-            images = _left_padded_images(visions, width, model)
-            output = model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention_mask.to(device),
-                **{key: value.to(device) for key, value in images.items()},
-                generation_config=config,
-                logits_processor=processors,
-                synced_gpus=synced,
-            )
-            for row, generated in enumerate(output[:, width:].tolist()):
-                index = start + row // num_samples
-                completion = _until_stop(generated, stops)
-                decode = _decoder(tokenizer, stops, keep_special)
-                stopped = bool(completion) and completion[-1] in stops
-                text = whole_characters(decode, completion, stopped)
-                samples.append(
-                    Sample(index, prompt_ids[index], completion, text, encoded[index][1])
-                )
+    return _SamplingPlan(
+        config, warpers, stops, pad_id, num_samples, seeds, first_sample, synced, keep_special
+    )
+
+
+def _sample_chunk(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    plan: _SamplingPlan,
+    chunk_encoded: Sequence[tuple[list[int], VisionInputs | None]],
+    start: int,
+    device: torch.device,
+) -> list[Sample]:
+    """The samples of the prompts ``start`` onwards (``chunk_encoded``), generated together."""
+    num_samples = plan.num_samples
+    chunk = [ids for ids, _ in chunk_encoded]
+    processors = None
+    if plan.warpers is not None and plan.seeds is not None:
+        chunk = [ids for ids in chunk for _ in range(num_samples)]
+        numbers = range(plan.first_sample, plan.first_sample + num_samples)
+        mine = plan.seeds[start : start + len(chunk_encoded)]
+        row_seeds = [sample_seed(prompt_seed, n) for prompt_seed in mine for n in numbers]
+        processors = LogitsProcessorList([*plan.warpers, SeededSampling(row_seeds)])
+    input_ids, attention_mask = _left_padded(chunk, plan.pad_id)
+    width = input_ids.shape[1]
+    visions = list(chunk_encoded)
+    if processors is not None:
+        visions = [vision for vision in visions for _ in range(num_samples)]
+    images = _left_padded_images(visions, width, model)
+    output = model.generate(
+        input_ids=input_ids.to(device),
+        attention_mask=attention_mask.to(device),
+        **{key: value.to(device) for key, value in images.items()},
+        generation_config=plan.config,
+        logits_processor=processors,
+        synced_gpus=plan.synced,
+    )
+    samples = []
+    for row, generated in enumerate(output[:, width:].tolist()):
+        prompt_ids, vision = chunk_encoded[row // num_samples]
+        completion = _until_stop(generated, plan.stops)
+        decode = _decoder(tokenizer, plan.stops, plan.keep_special)
+        stopped = bool(completion) and completion[-1] in plan.stops
+        text = whole_characters(decode, completion, stopped)
+        samples.append(Sample(start + row // num_samples, prompt_ids, completion, text, vision))
     return samples
 
 

@@ -10,7 +10,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -47,6 +47,9 @@ from directpo.special_text import (
 from directpo.tokenization import PairTokenizer
 from directpo.tokenizer_loading import load_processor, load_tokenizer
 
+if TYPE_CHECKING:
+    from directpo.config import DPOConfig
+
 Item = TypeVar("Item")
 
 
@@ -67,33 +70,18 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
     options.check_environment()
     base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
     path = options.model_name_or_path
-    run = None  # a run's: its prompts render as it trained on them, a LoRA base loads where it did
-    try:
-        run = run_config(path)
-    except ConfigError as err:  # a config.yaml of another tool: no such record
-        echo(f"config.yaml not used (not a directpo run's): {err}")
     said_off = options.system_column == ""  # (--system_column '': none, on purpose)
-    options = options.with_run_defaults(run, echo, first_row_fields(options.input))
+    run, options = _with_run(options, echo)
     trusted = options.trust_remote_code
     own = tokenizer_folder(path)  # an adapter folder's may be its base's
     processor = load_processor(own, trusted)
     tokenizer = load_tokenizer(own, trusted) if processor is None else processor.tokenizer
     device = "cuda" if torch.cuda.is_available() else "cpu"
     template_kwargs = run.chat_template_kwargs if run else None
-    # every row parsed and its prompt rendered before the model loads: every bad row, and
-    # every prompt the chat template refuses, said at once
     encoder = PairTokenizer(
         tokenizer, None, chat_template_kwargs=template_kwargs, processor=processor
     )
-    specials: Counter[str] = Counter()  # prompts writing special tokens (pre-rendered chats)
-    rendered = partial(_rendered_prompt, options, base_dir, encoder, specials)
-    total = check_every_row(options.input, rendered)
-    if note := special_summary(specials):  # (said once per file, as train, score and rank do)
-        echo(note)
-    if note := unread_system_note(
-        options.input, options.prompt_column, options.system_column, said_off
-    ):
-        echo(note)
+    total = _check_every_prompt(options, base_dir, encoder, said_off, echo)
     per_call = max(1, options.batch_size // options.num_return_sequences)
     with StagedJsonl(options.output, options_key(options, options.NOT_IN_ROWS, [path])) as out:
         model = load_causal_lm(
@@ -129,6 +117,53 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
                     written += sum(map(len, new))
                 bar.update(len(call))
         out.commit()
+    _say_written(options, out, written, truncated, drawn, echo)
+    return written
+
+
+def _with_run(
+    options: GenerateOptions, echo: Callable[[str], None]
+) -> tuple[DPOConfig | None, GenerateOptions]:
+    """The run the model comes from (its prompts render as it trained on them, a LoRA base
+    loads where it did), None for a folder of no directpo run; the options with its defaults."""
+    run = None
+    try:
+        run = run_config(options.model_name_or_path)
+    except ConfigError as err:  # a config.yaml of another tool: no such record
+        echo(f"config.yaml not used (not a directpo run's): {err}")
+    return run, options.with_run_defaults(run, echo, first_row_fields(options.input))
+
+
+def _check_every_prompt(
+    options: GenerateOptions,
+    base_dir: str,
+    encoder: PairTokenizer,
+    said_off: bool,
+    echo: Callable[[str], None],
+) -> int:
+    """Every row parsed and its prompt rendered before the model loads: every bad row, and
+    every prompt the chat template refuses, said at once; the number of rows."""
+    specials: Counter[str] = Counter()  # prompts writing special tokens (pre-rendered chats)
+    rendered = partial(_rendered_prompt, options, base_dir, encoder, specials)
+    total = check_every_row(options.input, rendered)
+    if note := special_summary(specials):  # (said once per file, as train, score and rank do)
+        echo(note)
+    if note := unread_system_note(
+        options.input, options.prompt_column, options.system_column, said_off
+    ):
+        echo(note)
+    return total
+
+
+def _say_written(
+    options: GenerateOptions,
+    out: StagedJsonl,
+    written: int,
+    truncated: Counter[str],
+    drawn: Counter[str],
+    echo: Callable[[str], None],
+) -> None:
+    """The notes after sampling (prompts cut, special tokens dropped), then what was written."""
     note = out.resumed_note()
     if cut := truncated["prompts"]:  # sampled from their last tokens: say so, as score does
         echo(
@@ -139,7 +174,6 @@ def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print)
         echo(dropped)
     written_for = f"{counted(written, 'completion')} for {counted(out.written, 'prompt')}"
     echo(f"wrote {written_for} to {options.output}{note}")
-    return written
 
 
 def _prompt_rows(

@@ -31,31 +31,10 @@ def model_card(
     differ from the defaults, the precision, the final metrics and how to load it. ``adapter``:
     the folder holds a PEFT adapter, which the Hub knows by ``library_name: peft`` (peft's own
     card says so; as ``transformers`` the Hub offered code that loads no adapter)."""
-    from directpo.outputs import REFERENCE_FOLDER  # (outputs.py imports this module)
-
-    # (a row of skipped non-finite steps only holds NaN: the card gives the last measured one)
-    train_rows = [row for row in metrics if math.isfinite(row.get("loss", math.nan))]
-    eval_rows = [row for row in metrics if any(key.startswith("eval/") for key in row)]
-    final = {**(train_rows[-1] if train_rows else {}), **(eval_rows[-1] if eval_rows else {})}
-    step = final.pop("step", None)
     defaults = {name: default for name, _, default in option_help(DPOConfig)}
     changed = {k: v for k, v in config.record().items() if v != defaults[k]}
-    base = config.model_name_or_path or ""
-    # the Hub refuses a README whose base_model is no model id (a local folder): as TRL's
-    # card, a local base is named in the text only
-    hub_base = hub_model_name(base) if base else None
-    datasets = _hub_datasets(config)  # the Hub links the card to them (TRL's card lists them)
-    # where a reader loads it from: the Hub repository it is meant for, else this folder
-    # (written with repr: a quote or a backslash stays valid)
-    folder = config.hub_model_id or str(config.output_dir)
     lines = [
-        "---",
-        f"library_name: {'peft' if adapter else 'transformers'}",
-        CARD_TAGS,
-        *([f"base_model: {hub_base}"] if hub_base else []),
-        *([f"datasets: [{', '.join(datasets)}]"] if datasets else []),
-        "---",
-        "",
+        *_front_matter(config, adapter),
         f"# {Path(config.output_dir).name}",
         "",
         f"Trained with [directpo](https://pypi.org/project/directpo/) using Direct Preference "
@@ -77,19 +56,54 @@ def model_card(
         # how it was trained and saved, then what the rounding to save_dtype kept
         " ".join(filter(None, (_precision_summary(config), precision_note))),
         "",
-        *(
-            [
-                "## Reference",
-                "",
-                "TR-DPO (`sync_ref_model`): the reference moved with the policy. "
-                f"`{REFERENCE_FOLDER}/` holds it as the policy last trained against it; implicit "
-                "rewards (`directpo score`, `ImplicitReward.from_run`) are relative to it, not "
-                f"to the starting model `{config.model_name_or_path}`.",
-                "",
-            ]
-            if config.sync_ref_model
-            else []
-        ),
+        *(_reference_section(config) if config.sync_ref_model else []),
+        *_metrics_section(metrics),
+        *_use_section(config, vision),
+    ]
+    return "\n".join(lines)
+
+
+def _front_matter(config: DPOConfig, adapter: bool) -> list[str]:
+    """The card's Hub metadata, and the blank line after it."""
+    base = config.model_name_or_path or ""
+    # the Hub refuses a README whose base_model is no model id (a local folder): as TRL's
+    # card, a local base is named in the text only
+    hub_base = hub_model_name(base) if base else None
+    datasets = _hub_datasets(config)  # the Hub links the card to them (TRL's card lists them)
+    return [
+        "---",
+        f"library_name: {'peft' if adapter else 'transformers'}",
+        CARD_TAGS,
+        *([f"base_model: {hub_base}"] if hub_base else []),
+        *([f"datasets: [{', '.join(datasets)}]"] if datasets else []),
+        "---",
+        "",
+    ]
+
+
+def _reference_section(config: DPOConfig) -> list[str]:
+    """TR-DPO's: the reference saved beside the policy, which implicit rewards are relative to."""
+    from directpo.outputs import REFERENCE_FOLDER  # (outputs.py imports this module)
+
+    return [
+        "## Reference",
+        "",
+        "TR-DPO (`sync_ref_model`): the reference moved with the policy. "
+        f"`{REFERENCE_FOLDER}/` holds it as the policy last trained against it; implicit "
+        "rewards (`directpo score`, `ImplicitReward.from_run`) are relative to it, not "
+        f"to the starting model `{config.model_name_or_path}`.",
+        "",
+    ]
+
+
+def _metrics_section(metrics: list[dict[str, Any]]) -> list[str]:
+    """The last measured training row's metrics, then the last evaluation's, as a table."""
+    # (a row of skipped non-finite steps only holds NaN: the card gives the last measured one)
+    train_rows = [row for row in metrics if math.isfinite(row.get("loss", math.nan))]
+    eval_rows = [row for row in metrics if any(key.startswith("eval/") for key in row)]
+    final = {**(train_rows[-1] if train_rows else {}), **(eval_rows[-1] if eval_rows else {})}
+    step = final.pop("step", None)
+    return [
         "## Final metrics",
         "",
         *([f"At step {step}, the weights saved here:", ""] if step is not None else []),
@@ -97,6 +111,15 @@ def model_card(
         "|---|---|",
         *(f"| {k} | {v:.6g} |" for k, v in final.items() if isinstance(v, int | float)),
         "",
+    ]
+
+
+def _use_section(config: DPOConfig, vision: bool) -> list[str]:
+    """How to load the folder: a vision model with its processor, else with its tokenizer."""
+    # where a reader loads it from: the Hub repository it is meant for, else this folder
+    # (written with repr: a quote or a backslash stays valid)
+    folder = config.hub_model_id or str(config.output_dir)
+    return [
         "## Use",
         "",
         "```python",
@@ -116,7 +139,6 @@ def model_card(
         "```",
         "",
     ]
-    return "\n".join(lines)
 
 
 def _hub_datasets(config: DPOConfig) -> list[str]:

@@ -110,19 +110,47 @@ class ImplicitReward:
         reference_kwargs: dict[str, Any] | None = None,
         trust_remote_code: bool = False,
     ) -> None:
-        # numbers.Real / Integral: numpy's scalars too (a sweep over np.linspace's betas)
-        numeric = isinstance(beta, numbers.Real) and not isinstance(beta, bool)
-        if not (numeric and math.isfinite(beta) and beta > 0):
-            raise ConfigError(f"beta must be a number > 0 (got {beta!r})")
-        integral = isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)
-        if not integral or batch_size < 1:
-            raise ConfigError(f"batch_size must be an integer >= 1 (got {batch_size!r})")
-        beta, batch_size = float(beta), int(batch_size)
-        if dtype not in DTYPES and dtype not in DTYPES.values():
-            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
+        beta, batch_size = _checked_numbers(beta, batch_size, dtype)
         self.dtype = DTYPES.get(dtype, dtype)  # type: ignore[call-overload]
         policy, reference = model_or_path(policy), model_or_path(reference)
         policy_kwargs, reference_kwargs = dict(policy_kwargs or {}), dict(reference_kwargs or {})
+        reference = self._load_models(
+            policy, reference, dtype, policy_kwargs, reference_kwargs, trust_remote_code
+        )
+        processor = None
+        if tokenizer is None and isinstance(policy, str):
+            tokenizer, processor = folder_tokenizer(policy, policy_kwargs, trust_remote_code)
+        elif tokenizer is None:
+            tokenizer, processor = folder_tokenizer(
+                self.policy.name_or_path, {}, trust_remote_code, own_folder=True
+            )
+        elif getattr(tokenizer, "image_processor", None) is not None:  # a processor was given
+            processor, tokenizer = tokenizer, tokenizer.tokenizer
+        self.tokenizer = tokenizer
+        max_length = self._checked_vocabulary_and_length(policy, reference, max_length)
+        self.beta = beta
+        self.batch_size = batch_size
+        from directpo.generate import stop_token_ids
+
+        # responses end where the policy stops generating, as training's completions do
+        self.encoder = PairTokenizer(
+            tokenizer, max_length, max_prompt_length,
+            chat_template_kwargs=chat_template_kwargs, processor=processor,
+            stop_ids=stop_token_ids(self.policy, tokenizer), assistant_only=assistant_only_loss,
+        )  # fmt: skip
+
+    def _load_models(
+        self,
+        policy: Any,
+        reference: Any,
+        dtype: str | torch.dtype,
+        policy_kwargs: dict[str, Any],
+        reference_kwargs: dict[str, Any],
+        trust_remote_code: bool,
+    ) -> Any:
+        """The policy and the reference loaded (``self.policy``, ``self.reference``, or the
+        policy's own adapters: ``reference_adapter``, ``adapters_off``); the reference as
+        given or resolved, for the messages that name it."""
         for key, given, kwargs in (
             ("policy", policy, policy_kwargs),
             ("reference", reference, reference_kwargs),
@@ -153,16 +181,14 @@ class ImplicitReward:
                 reference, dtype, device_of(self.policy),
                 replace(trusted, init_kwargs=reference_kwargs),
             )  # fmt: skip
-        processor = None
-        if tokenizer is None and isinstance(policy, str):
-            tokenizer, processor = folder_tokenizer(policy, policy_kwargs, trust_remote_code)
-        elif tokenizer is None:
-            tokenizer, processor = folder_tokenizer(
-                self.policy.name_or_path, {}, trust_remote_code, own_folder=True
-            )
-        elif getattr(tokenizer, "image_processor", None) is not None:  # a processor was given
-            processor, tokenizer = tokenizer, tokenizer.tokenizer
-        self.tokenizer = tokenizer
+        return reference
+
+    def _checked_vocabulary_and_length(
+        self, policy: Any, reference: Any, max_length: int | None
+    ) -> int | None:
+        """The tokenizer's vocabulary checked against the models' (a warning), and
+        ``max_length`` within a learned position table."""
+        tokenizer = self.tokenizer
         models = [("model_name_or_path", given_path(policy, self.policy), self.policy)]
         if self.reference is not None:
             models.append(
@@ -171,23 +197,14 @@ class ImplicitReward:
         for note in check_vocabulary(
             tokenizer, getattr(tokenizer, "name_or_path", "") or "", models
         ):
-            warnings.warn(note, stacklevel=2)
+            warnings.warn(note, stacklevel=3)  # (ImplicitReward(...)'s caller's line)
         # a learned position table (GPT-2, OPT) cannot be indexed past: longer rows are cut
         # to it as to max_length, not an IndexError
         for _, _, model in models:
             limit = learned_positions(model)
             if limit is not None and (max_length is None or max_length > limit):
                 max_length = limit
-        self.beta = beta
-        self.batch_size = batch_size
-        from directpo.generate import stop_token_ids
-
-        # responses end where the policy stops generating, as training's completions do
-        self.encoder = PairTokenizer(
-            tokenizer, max_length, max_prompt_length,
-            chat_template_kwargs=chat_template_kwargs, processor=processor,
-            stop_ids=stop_token_ids(self.policy, tokenizer), assistant_only=assistant_only_loss,
-        )  # fmt: skip
+        return max_length
 
     @classmethod
     @offline_flags_kept()
@@ -410,3 +427,17 @@ def _is_single(value: Any) -> bool:
 
 def _warn(note: str) -> None:
     warnings.warn(note, stacklevel=3)
+
+
+def _checked_numbers(beta: Any, batch_size: Any, dtype: Any) -> tuple[float, int]:
+    """ImplicitReward's beta, batch_size and dtype, refused unless they are what they say."""
+    # numbers.Real / Integral: numpy's scalars too (a sweep over np.linspace's betas)
+    numeric = isinstance(beta, numbers.Real) and not isinstance(beta, bool)
+    if not (numeric and math.isfinite(beta) and beta > 0):
+        raise ConfigError(f"beta must be a number > 0 (got {beta!r})")
+    integral = isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)
+    if not integral or batch_size < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1 (got {batch_size!r})")
+    if dtype not in DTYPES and dtype not in DTYPES.values():
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
+    return float(beta), int(batch_size)

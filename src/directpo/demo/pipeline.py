@@ -170,6 +170,75 @@ def run_demo(
     # 1-2. assets and prompts ----------------------------------------------------------------
     model_dir = Path(model_dir) if model_dir else smollm2_dir()
     sentences = sentences if sentences is not None else rotten_tomatoes()
+    prompts = _prompts_and_judge(sentences, profile, rng, seed, echo)
+
+    # 3. preference pairs sampled from the reference and labelled by VADER -------------------
+    sampled = _reference_pairs(model_dir, prompts, profile, seed, out, echo)
+
+    # 4-5. methods ----------------------------------------------------------------------------
+    data_dir = out / "data"
+    write_jsonl(data_dir / "train_prompts.jsonl", [{"prompt": p} for p in prompts.train])
+    experiment = Experiment(
+        model_dir=model_dir,
+        out=out,
+        pairs_file=data_dir / "pairs.jsonl",
+        train_prompts_file=data_dir / "train_prompts.jsonl",
+        heldout_file=data_dir / "heldout_prompts.jsonl",
+        train_prompts=prompts.train,
+        heldout=prompts.heldout,
+        judge=prompts.judge,
+        profile=profile,
+        seed=seed,
+        echo=echo,
+        pairs=sampled.pairs,
+        reference_samples=sampled.train_samples,
+    )
+    setup_seconds = round(time.perf_counter() - start, 1)
+    runs = [run_method(method, experiment) for method in profile.methods]
+    curves = [(run["slug"], read_metrics(out / "runs" / run["slug"])) for run in runs]
+    reward_model = _reward_model(runs, out, prompts.heldout, sampled.heldout_samples, profile)
+
+    # 6. outputs ------------------------------------------------------------------------------
+    judge = prompts.judge
+    used = prompts.used
+    results = {
+        "profile": profile_name,
+        "seed": seed,
+        "reward_fn": "VADER compound",
+        "judge": "ridge on hashed n-grams, fitted to human ratings",
+        "judge_correlation": judge.correlation(
+            [sentences[i][0] for i in used], [sentences[i][1] for i in used]
+        ),
+        "pairs": sampled.pairs,
+        "reference": sampled.reference_point,
+        "runs": runs,
+        **({"reward_model": reward_model} if reward_model is not None else {}),
+        "setup_seconds": setup_seconds,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    _write_outputs(out, results, curves, prompts, sampled)
+    echo(f"[demo] done in {results['seconds']:.0f} s: {out}/README.md, frontier.png, curves.png")
+    return results
+
+
+@dataclass(frozen=True)
+class _Prompts:
+    """The train and held-out prompts, the sentences they come from (``used``), and the judge
+    fitted on the others."""
+
+    train: list[str]
+    heldout: list[str]
+    used: list[int]
+    judge: Judge
+
+
+def _prompts_and_judge(
+    sentences: list[tuple[str, float]],
+    profile: Profile,
+    rng: random.Random,
+    seed: int,
+    echo: Callable[[str], None],
+) -> _Prompts:
     prompts, used = make_prompts(sentences, profile.train_prompts + profile.heldout_prompts, rng)
     train_prompts = prompts[: profile.train_prompts]
     heldout = prompts[profile.train_prompts :]
@@ -180,8 +249,31 @@ def run_demo(
         f"[demo] {len(train_prompts)} train / {len(heldout)} held-out prompts; judge fitted on "
         f"{len(judge_rows)} human-rated sentences"
     )
+    return _Prompts(train_prompts, heldout, used, judge)
 
-    # 3. preference pairs sampled from the reference and labelled by VADER -------------------
+
+@dataclass(frozen=True)
+class _ReferenceSamples:
+    """What the reference sampled: the pairs written (their count), its samples of the train
+    prompts (their count) and of the held-out ones, and its own point (KL 0)."""
+
+    pairs: int
+    train_samples: int
+    heldout_samples: list[Any]
+    reference_point: dict[str, float]
+
+
+def _reference_pairs(
+    model_dir: Path,
+    prompts: _Prompts,
+    profile: Profile,
+    seed: int,
+    out: Path,
+    echo: Callable[[str], None],
+) -> _ReferenceSamples:
+    """Pairs of the reference's samples labelled by VADER (data/pairs.jsonl, with the held-out
+    prompts), and the reference's own point from its samples of the held-out prompts."""
+    train_prompts, heldout = prompts.train, prompts.heldout
     tokenizer = load_tokenizer(str(model_dir))
     reference = load_causal_lm(str(model_dir), "float32", trainable=False)
     echo(f"[demo] sampling {profile.samples_per_prompt} completions per train prompt")
@@ -220,6 +312,7 @@ def run_demo(
     )
     ref_texts = [s.text for s in reference_samples]
     ref_prompts = [heldout[s.prompt_index] for s in reference_samples]
+    judge = prompts.judge
     reference_point = {
         "reward": _mean(vader_reward(ref_prompts, ref_texts)),
         "judge": _mean(judge.score([p + t for p, t in zip(ref_prompts, ref_texts, strict=True)])),
@@ -229,59 +322,43 @@ def run_demo(
         f"[demo] reference: reward {reference_point['reward']:.3f}, judge "
         f"{reference_point['judge']:.3f}"
     )
+    return _ReferenceSamples(len(pairs), len(samples), reference_samples, reference_point)
 
-    # 4-5. methods ----------------------------------------------------------------------------
-    write_jsonl(data_dir / "train_prompts.jsonl", [{"prompt": p} for p in train_prompts])
-    experiment = Experiment(
-        model_dir=model_dir,
-        out=out,
-        pairs_file=data_dir / "pairs.jsonl",
-        train_prompts_file=data_dir / "train_prompts.jsonl",
-        heldout_file=data_dir / "heldout_prompts.jsonl",
-        train_prompts=train_prompts,
-        heldout=heldout,
-        judge=judge,
-        profile=profile,
-        seed=seed,
-        echo=echo,
-        pairs=len(pairs),
-        reference_samples=len(samples),
-    )
-    setup_seconds = round(time.perf_counter() - start, 1)
-    runs = [run_method(method, experiment) for method in profile.methods]
-    curves = [(run["slug"], read_metrics(out / "runs" / run["slug"])) for run in runs]
-    reward_model = None
+
+def _reward_model(
+    runs: list[dict[str, Any]],
+    out: Path,
+    heldout: list[str],
+    reference_samples: list[Any],
+    profile: Profile,
+) -> dict[str, Any] | None:
+    """RLHF's reward model, measured on held-out pairs; None without an RLHF run."""
     rlhf = next((run for run in runs if run["method"] == "RLHF"), None)
-    if rlhf is not None:
-        heldout_pairs = _heldout_pairs(heldout, reference_samples, profile)
-        reward_model = reward_model_accuracy(out / "runs" / rlhf["slug"], heldout_pairs)
-        reward_model["heldout_pairs"] = len(heldout_pairs)
+    if rlhf is None:
+        return None
+    heldout_pairs = _heldout_pairs(heldout, reference_samples, profile)
+    reward_model = reward_model_accuracy(out / "runs" / rlhf["slug"], heldout_pairs)
+    reward_model["heldout_pairs"] = len(heldout_pairs)
+    return reward_model
 
-    # 6. outputs ------------------------------------------------------------------------------
-    results = {
-        "profile": profile_name,
-        "seed": seed,
-        "reward_fn": "VADER compound",
-        "judge": "ridge on hashed n-grams, fitted to human ratings",
-        "judge_correlation": judge.correlation(
-            [sentences[i][0] for i in used], [sentences[i][1] for i in used]
-        ),
-        "pairs": len(pairs),
-        "reference": reference_point,
-        "runs": runs,
-        **({"reward_model": reward_model} if reward_model is not None else {}),
-        "setup_seconds": setup_seconds,
-        "seconds": round(time.perf_counter() - start, 1),
-    }
+
+def _write_outputs(
+    out: Path,
+    results: dict[str, Any],
+    curves: list[tuple[str, Any]],
+    prompts: _Prompts,
+    sampled: _ReferenceSamples,
+) -> None:
+    """results.json, the plots, the samples and README.md; the weights of all but the best DPO
+    run dropped."""
     (out / "results.json").write_text(json.dumps(results, indent=2))
     plot_frontier(results, out / "frontier.png")
     plot_curves(curves, out / "curves.png")
+    runs = results["runs"]
     best_dpo = _best_run(runs, "DPO")
-    _write_samples(out, heldout, reference_samples, best_dpo, judge)
+    _write_samples(out, prompts.heldout, sampled.heldout_samples, best_dpo, prompts.judge)
     (out / "README.md").write_text(_summary(results, best_dpo))
     _drop_weights_except(out / "runs", best_dpo)
-    echo(f"[demo] done in {results['seconds']:.0f} s: {out}/README.md, frontier.png, curves.png")
-    return results
 
 
 def _heldout_pairs(

@@ -1,0 +1,191 @@
+"""The rows of a JSON Lines file (a line each) and of a JSON document (a list of rows, an
+object holding one, or columns), a JSON list decoded a row at a time; readers.open_rows opens
+them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from directpo.data_text import RowError, is_dict, kind_of, not_utf8, open_text
+from directpo.errors import DataError
+
+
+def jsonl_rows(path: str) -> Iterator[tuple[str, Any]]:
+    with open_text(path, errors="surrogateescape") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            if (bad := not_utf8(line)) is not None:
+                yield f"line {number}", bad
+                continue
+            try:  # (without its newline: a row cut short, as a killed writer leaves the last
+                # one, was said to fail "at column 1", of the line after it)
+                yield f"line {number}", json.loads(line.rstrip("\r\n"))
+            except json.JSONDecodeError as exc:
+                yield (
+                    f"line {number}",
+                    RowError("invalid JSON", f"invalid JSON ({json_problem(exc)})"),
+                )
+
+
+def json_problem(exc: json.JSONDecodeError) -> str:
+    """json's message and the column: two of its messages end with their own 'at' (a string
+    cut short was 'Unterminated string starting at at column 29')."""
+    at = "" if exc.msg.endswith(" at") else " at"
+    return f"{exc.msg}{at} column {exc.colno}"
+
+
+JSON_SHAPES = (
+    "a list of row objects, an object holding one such list, or an object of equal-length "
+    'column lists ({"prompt": [...], "chosen": [...], "rejected": [...]})'
+)
+
+
+def json_rows(path: str, label: str) -> Iterable[tuple[str, Any]]:
+    if starts_a_list(path):  # the common shape: a row at a time
+        return _json_list_rows(path, label)
+    return _json_document_rows(path, label)
+
+
+JSON_CHUNK = 1 << 20  # characters of a .json list read at a time
+JSON_SPACE = " \t\r\n"
+
+
+def starts_a_list(path: str) -> bool:
+    with open_text(path) as handle:
+        return handle.read(4096).lstrip(JSON_SPACE).startswith("[")
+
+
+def holds_a_json_list(path: str) -> bool:
+    """A .jsonl file that holds one JSON list of rows (Anthropic's red_team_attempts.jsonl.gz,
+    json.dump's rows), whose every line was "invalid JSON": it is read as a list, as datasets'
+    json builder reads it. (A JSON Lines row is an object, so no such file opens with "[{";
+    one whose first line is a whole list followed by more lines, a conversation a line, stays
+    JSON Lines, each row said to be a list.)"""
+    # (bytes that are not UTF-8 are a line's problem in JSON Lines, said with its number)
+    with open_text(path, errors="replace") as handle:
+        head = handle.read(4096).lstrip(JSON_SPACE)
+        if not (head.startswith("[") and head[1:].lstrip(JSON_SPACE)[:1] == "{"):
+            return False
+        handle.seek(0)
+        lines = (line for line in iter(lambda: handle.readline(JSON_CHUNK), "") if line.strip())
+        first = next(lines, "")
+        whole = first.endswith("\n") and isinstance(json_or_none(first), list)
+        return not (whole and next(lines, None) is not None)
+
+
+def _json_list_rows(path: str, label: str) -> Iterator[tuple[str, Any]]:
+    """The rows of a .json file holding one list, each decoded as it is reached: the whole
+    text (4 bytes a character once one emoji is in it) and every row were held at once, 10x a
+    2 GB file. Where the text is not one well-formed list, the rest comes from the whole
+    read, which says the error and its line as it always has."""
+    decoder = json.JSONDecoder()
+    number = 0
+    with open_text(path) as handle:
+        at, buffer = _next_char(handle, "", 0)  # the list's "[" (starts_a_list)
+        while True:
+            at, buffer = _next_char(handle, buffer, at + (number == 0))
+            if at == len(buffer):  # the end of the file inside the list
+                break
+            if buffer[at] == "]":
+                at, buffer = _next_char(handle, buffer, at + 1)
+                if at == len(buffer):
+                    return
+                break  # text after the list
+            if number:
+                if buffer[at] != ",":
+                    break
+                at, buffer = _next_char(handle, buffer, at + 1)
+            row, at, buffer = _decoded(decoder, handle, buffer, at)
+            if at is None:
+                break
+            number += 1
+            yield f"row {number}", row
+    yield from _json_document_rows(path, label)[number:]
+
+
+def _next_char(handle: Any, buffer: str, at: int) -> tuple[int, str]:
+    """(where the next character that is not JSON whitespace is, the buffer holding it), read
+    on as needed; at the end of the file, ``len(buffer)``."""
+    while True:
+        while at < len(buffer) and buffer[at] in JSON_SPACE:
+            at += 1
+        if at < len(buffer):
+            return at, buffer
+        more = handle.read(JSON_CHUNK)
+        if not more:
+            return len(buffer), buffer
+        buffer, at = more, 0
+
+
+def _decoded(decoder: Any, handle: Any, buffer: str, at: int) -> tuple[Any, int | None, str]:
+    """(the JSON value starting at ``at``, where it ends, the buffer), more of the file read
+    while it is cut off by the buffer's end; None for where at a malformed one."""
+    while True:
+        try:
+            value, end = decoder.raw_decode(buffer, at)
+            # (a number at the buffer's end may go on in the next chunk)
+            if end < len(buffer) or not isinstance(value, int | float):
+                return value, end, buffer
+        except json.JSONDecodeError:
+            value = end = None
+        more = handle.read(max(JSON_CHUNK, len(buffer) - at))
+        if not more:
+            return value, end, buffer
+        buffer, at = buffer[at:] + more, 0
+
+
+def _json_document_rows(path: str, label: str) -> list[tuple[str, Any]]:
+    with open_text(path) as handle:
+        text = handle.read()
+    if not text.strip():
+        return []
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        first_line = text.lstrip().split("\n", 1)[0]
+        if exc.msg == "Extra data" and isinstance(json_or_none(first_line), dict):
+            return list(jsonl_rows(path))  # JSON Lines saved as .json (datasets' to_json)
+        problem = json_problem(exc)
+        if exc.msg == "Extra data":
+            problem = f"more text after the end of the JSON value, at column {exc.colno}"
+        raise DataError(f"{label}: line {exc.lineno}: invalid JSON ({problem})") from None
+    return [(f"row {i}", row) for i, row in enumerate(_json_table(data, label), start=1)]
+
+
+def json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
+def _json_table(data: Any, label: str) -> list[Any]:
+    """The rows of a JSON document in one of the ``JSON_SHAPES``."""
+    if isinstance(data, list):
+        return data
+    if not isinstance(data, dict) or not data:
+        raise DataError(f"{label}: expected {JSON_SHAPES}, got {kind_of(data)}")
+    lengths = {key: len(value) for key, value in data.items() if isinstance(value, list)}
+    columnar = len(lengths) == len(data)
+    same_length = len(set(lengths.values())) == 1
+    row_lists = [v for v in data.values() if v and isinstance(v, list) and all(map(is_dict, v))]
+    if len(row_lists) == 1 and not (columnar and same_length and len(data) > 1):
+        return row_lists[0]  # {"data": [rows...], "version": ...}
+    if len(row_lists) > 1 and len(row_lists) == len(lengths):
+        # {"train": [rows], "test": [rows]}: splits, said as columns of other names (or
+        # lists of different lengths) though no pair column holds row objects
+        names = ", ".join(key for key, value in data.items() if isinstance(value, list))
+        raise DataError(
+            f"{label}: holds {len(row_lists)} lists of rows ({names}), as a file of splits does; "
+            "give each list as a file of its own (train_file, eval_file)"
+        )
+    if columnar and same_length:
+        return [dict(zip(data, row, strict=True)) for row in zip(*data.values(), strict=True)]
+    if columnar:
+        counts = ", ".join(f"{key}: {n}" for key, n in lengths.items())
+        raise DataError(f"{label}: the column lists have different lengths ({counts})")
+    raise DataError(f"{label}: expected {JSON_SHAPES}")
