@@ -626,6 +626,22 @@ def test_generates_transformers_spellings_say_the_option_to_use(flag, said, caps
     assert str(info.value) == f"GenerateOptions: option '{name[2:]}' is unknown{said}"
 
 
+@pytest.mark.parametrize("command", ["score", "rank", "generate"])
+def test_every_unknown_flag_of_a_file_command_is_said_in_one_run(command, capsys) -> None:
+    """``score --bta 0.1 --gamma 3`` said --bta alone, and --gamma only on the run after
+    --bta was fixed (train says every unknown flag at once, and the README says these
+    commands' unknown flags with their other refusals); each is said once, in order."""
+    argv = [command, "--model_name_or_path", "m", "--input", "a.jsonl", "--output", "b.jsonl"]
+    assert main([*argv, "--bta", "0.1", "--gamma=3", "--do_sample", "--bta", "2"]) == 2
+    err = capsys.readouterr().err
+    said = [line.split(";")[0] for line in err.splitlines() if "unknown option" in line]
+    assert said == [
+        "  unknown option '--bta'",
+        "  unknown option '--gamma'",
+        "  unknown option '--do_sample'",
+    ]
+
+
 @pytest.mark.parametrize("argv", [["--version"], ["train", "--help"], ["score", "-h"], []])
 def test_version_and_help_are_printed_by_rank_0_alone(argv, capsys, monkeypatch) -> None:
     """Under torchrun every rank runs the command line: --version and --help were printed once

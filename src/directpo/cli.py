@@ -51,7 +51,7 @@ from directpo.command_options import (
 from directpo.command_rows import with_others
 from directpo.config import DPOConfig
 from directpo.early_paths import beside_config, refuse_missing_paths
-from directpo.errors import ConfigError, DirectpoError
+from directpo.errors import ConfigError, ConfigErrors, DirectpoError
 from directpo.foreign_names import RENAMED
 from directpo.option_hints import SPELLINGS, abbreviated, elsewhere, meant_option
 from directpo.option_loading import load_options
@@ -398,10 +398,18 @@ def _main(argv: Sequence[str] | None) -> int:
             overrides[command.positional] = overrides.pop("positional")
         config_file = getattr(args, "config", None)
         if unknown:  # said with the other flags' refusals and the input's rows (one run)
-            flag = next((u for u in unknown if u.startswith("-")), unknown[0])
             spread = spread_input(argv[1:], command.options)  # (--input a.jsonl b.jsonl)
-            unknown_flag = ConfigError(spread or unknown_flag_message(flag, command.options))
-            raise with_others(unknown_flag, command.options, config_file, overrides)
+            # every unknown flag, as train says them (score --bta 0.1 --gamma 3 said --bta
+            # alone, and --gamma a run later); the words between are their values
+            flags = [u for u in unknown if u.startswith("-")] or unknown[:1]
+            # (each once, in order: --bta 1 ... --bta 2 is one unknown flag)
+            firsts: dict[str, str] = {}
+            for flag in flags:
+                firsts.setdefault(flag.split("=", 1)[0] if flag.startswith("-") else flag, flag)
+            said = [unknown_flag_message(f, command.options) for f in firsts.values()]
+            said = [spread] if spread else said
+            unknown_flags = ConfigErrors.joined([ConfigError(line) for line in said])
+            raise with_others(unknown_flags, command.options, config_file, overrides)
         options = _loaded(command.options, config_file, overrides, argv[1:], typed)
         refuse_missing_paths(options)  # (before the command's imports: seconds)
         return command.run(options) or 0
