@@ -21,6 +21,7 @@ from directpo.callers import (
     spell_option,
 )
 from directpo.cli import main
+from directpo.config import DPOConfig, load_config
 from directpo.errors import ConfigError
 
 PYTHON_TRAIN = Caller(Spelling.PYTHON, Entry.TRAIN)
@@ -491,3 +492,56 @@ def test_a_recipe_given_to_train_is_refused_in_the_files_words(tmp_path, monkeyp
         "eval_dtype='bfloat16' under dtype='float32': the run computes in float32 and so does "
         "its evaluation; pass dtype='bfloat16' (mixed precision) to evaluate as bf16 computes",
     ]
+
+
+def test_precision_and_rank_refusals_name_the_options_as_each_caller_gave_them(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """``--fp16`` was told 'fp16: float16 ... is not supported', ``--use_peft false --lora_r 8``
+    'lora_r is set with --use_peft false', ``--lora_r 0 --use_peft`` 'remove lora_r ... or
+    use_peft', ``--dtype float16 --bf16`` 'dtype: float16 with bf16: true ... remove dtype': a
+    recipe's keys to a command line and to Python; each is now named as it was given (the
+    recipe's words unchanged)."""
+    monkeypatch.chdir(tmp_path)
+    expected = {
+        "flags": [
+            "--fp16: float16 mixed precision is not supported",
+            "--dtype float16 with --bf16: float16 is not supported (its narrow range needs a "
+            "loss scaler); remove --dtype float16 (--bf16 means --dtype bfloat16,",
+            "--lora_r 0 with --use_peft: an adapter of rank 0 trains nothing (peft refuses it); "
+            "remove --lora_r 0 for rank 16 (TRL's default), or --use_peft to train",
+        ],
+        "python": [
+            "fp16=True: float16 mixed precision is not supported",
+            "dtype='float16' with bf16=True: float16 is not supported (its narrow range needs a "
+            "loss scaler); remove dtype='float16' (bf16=True means dtype='bfloat16',",
+            "lora_r=0 with use_peft=True: an adapter of rank 0 trains nothing (peft refuses it); "
+            "remove lora_r=0 for rank 16 (TRL's default), or use_peft=True to train",
+        ],
+        "recipe": [
+            "fp16: float16 mixed precision is not supported",
+            "dtype: float16 with bf16: true: float16 is not supported (its narrow range needs a "
+            "loss scaler); remove dtype (bf16: true means dtype: bfloat16,",
+            "lora_r: 0 with use_peft: true: an adapter of rank 0 trains nothing (peft refuses "
+            "it); remove lora_r for rank 16 (TRL's default), or use_peft to train",
+        ],
+    }
+    flags = ["--fp16", "--dtype", "float16", "--bf16", "--lora_r", "0", "--use_peft"]
+    assert main(["train", "--model_name_or_path", "./m", "--output_dir", "o", *flags]) == 2
+    said = {"flags": capsys.readouterr().err}
+    with pytest.raises(ConfigError) as refused:
+        DPOConfig(model_name_or_path="m", fp16=True, dtype="float16", bf16=True, lora_r=0,
+                  use_peft=True)  # fmt: skip
+    said["python"] = str(refused.value)
+    Path("r.yaml").write_text("fp16: true\ndtype: float16\nbf16: true\nlora_r: 0\nuse_peft: true\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config("r.yaml")
+    said["recipe"] = str(refused.value)
+    for caller_, lines in expected.items():
+        assert all(line in said[caller_] for line in lines), (caller_, said[caller_])
+    assert (
+        main(["train", "--model_name_or_path", "./m", "--use_peft", "false", "--lora_r", "8"]) == 2
+    )
+    assert "--lora_r 8 is set with --use_peft false: remove one" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"^lora_r=8 is set with use_peft=False: remove one"):
+        DPOConfig(model_name_or_path="m", use_peft=False, lora_r=8)

@@ -235,7 +235,7 @@ def test_trl_spellings_from_python_and_their_contradictions() -> None:
         ({"optim": "adamw_bnb_8bit"}, "^optim='adamw_bnb_8bit' is bitsandbytes' 8-bit"),
         ({"optim": "sgd"}, "^optim='sgd' is plain SGD, which directpo does not offer"),
         ({"optim": "sgdd"}, "optim must be one of"),
-        ({"use_peft": False, "lora_r": 8}, "lora_r is set with use_peft=False: remove one"),
+        ({"use_peft": False, "lora_r": 8}, "lora_r=8 is set with use_peft=False: remove one"),
         # a rank of 0 asked for was the unset rank: 16 without a word
         ({"use_peft": True, "lora_r": 0}, "^lora_r=0 with use_peft=True: .* remove lora_r"),
         ({"warmup_steps": 3, "warmup_ratio": 0.1}, "both set"),

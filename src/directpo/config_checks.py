@@ -15,7 +15,7 @@ import importlib.util
 import os
 
 from directpo.best import default_metric_unlogged
-from directpo.callers import spell_option, spell_pair, spell_setting, spell_value
+from directpo.callers import spell_given, spell_option, spell_pair, spell_setting, spell_value
 from directpo.config import (
     ATTN_IMPLEMENTATIONS,
     DISTRIBUTED_MODES,
@@ -447,15 +447,17 @@ def check_precision(config: DPOConfig) -> None:
     if config.fp16:
         config._refuse(
             "fp16",
-            "fp16: float16 mixed precision is not supported (its narrow range needs a loss "
-            f"scaler); use {spell_option('bf16', True, in_recipe=False)} (mixed precision in "
-            f"bfloat16) or {spell_option('dtype', 'float32', in_recipe=False)}",
+            f"{spell_given('fp16', config.fp16)}: float16 mixed precision is not supported (its "
+            f"narrow range needs a loss scaler); use {spell_option('bf16', True, in_recipe=False)} "
+            f"(mixed precision in bfloat16) or {spell_option('dtype', 'float32', in_recipe=False)}",
         )
     if config.bf16 and config.dtype == "float16":  # bf16 would have overridden it silently
         config._refuse(
             "dtype",
-            "dtype: float16 with bf16: true: float16 is not supported (its narrow range needs a "
-            "loss scaler); remove dtype (bf16: true means dtype: bfloat16, bf16 compute over "
+            f"{spell_pair(('dtype', 'float16'), 'with', ('bf16', True))}: float16 is not "
+            f"supported (its narrow range needs a loss scaler); remove "
+            f"{spell_given('dtype', 'float16')} ({spell_option('bf16', True, in_recipe=False)} "
+            f"means {spell_option('dtype', 'bfloat16', in_recipe=False)}, bf16 compute over "
             "float32 master weights)",
         )
     elif config.bf16:
