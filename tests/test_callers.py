@@ -545,3 +545,32 @@ def test_precision_and_rank_refusals_name_the_options_as_each_caller_gave_them(
     assert "--lora_r 8 is set with --use_peft false: remove one" in capsys.readouterr().err
     with pytest.raises(ConfigError, match=r"^lora_r=8 is set with use_peft=False: remove one"):
         DPOConfig(model_name_or_path="m", use_peft=False, lora_r=8)
+
+
+def test_contradicting_and_unsupported_values_are_named_as_each_caller_gave_them(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """``--optim adamw_torch --optimizer rmsprop`` was told 'optim: adamw_torch contradicts
+    optimizer: rmsprop', ``--save_strategy best`` 'save_strategy: best is not supported' and
+    ``--dataset_streaming true`` 'dataset_streaming: true reads only ...': a recipe's lines to
+    a command line and to Python, which now read their own spelling."""
+    monkeypatch.chdir(tmp_path)
+    options = {"save_strategy": "best", "optim": "adamw_torch", "optimizer": "rmsprop"}
+    options["dataset_streaming"] = True
+    flags = [t for k, v in options.items() for t in (f"--{k}", str(v).lower())]
+    assert main(["train", "--model_name_or_path", "./m", "--output_dir", "o", *flags]) == 2
+    said = capsys.readouterr().err
+    for line in (
+        "--optim adamw_torch contradicts --optimizer rmsprop",
+        "--save_strategy best is not supported: --load_best_model_at_end writes",
+        "--dataset_streaming reads only the rows max_steps trains on: give --max_steps",
+    ):
+        assert f"  {line}" in said, said
+    with pytest.raises(ConfigError) as refused:
+        DPOConfig(model_name_or_path="m", train_file="x.jsonl", **options)
+    for line in (
+        "optim='adamw_torch' contradicts optimizer='rmsprop'",
+        "save_strategy='best' is not supported: load_best_model_at_end=True writes",
+        "dataset_streaming=True reads only the rows max_steps trains on: pass max_steps=...",
+    ):
+        assert f"  {line}" in str(refused.value), str(refused.value)

@@ -243,7 +243,7 @@ def test_trl_spellings_from_python_and_their_contradictions() -> None:
         ({"gradient_checkpointing_kwargs": {"preserve_rng_state": False}}, "only use_reentrant"),
         ({"rpo_alpha": 1.0, "loss_type": ["sigmoid", "sft"]}, "already has"),
         ({"cpo_alpha": 1.0, "loss_type": ["sigmoid"]}, "^cpo_alpha is TRL CPOTrainer's; .* simpo"),
-        ({"save_strategy": "best"}, "^save_strategy: best .* load_best_model_at_end=True"),
+        ({"save_strategy": "best"}, "^save_strategy='best' .* load_best_model_at_end=True"),
     ):
         with pytest.raises(ConfigError, match=message):
             DPOConfig(**options)
@@ -1098,7 +1098,7 @@ def test_dataset_streaming_reads_only_the_rows_max_steps_trains_on(
         with pytest.raises(ConfigError) as refused:
             DPOConfig(model_name_or_path="m", dataset_streaming=True, **other)
         said = str(refused.value)
-        assert "dataset_streaming: true with " in said and "set max_steps" not in said, said
+        assert "dataset_streaming=True with " in said and "max_steps=" not in said, said
 
 
 def test_refused_values_are_said_as_the_file_or_the_flag_writes_them(tmp_path) -> None:

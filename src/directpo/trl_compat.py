@@ -74,7 +74,8 @@ def apply_trl_meanings(config: Any) -> None:
             )
         elif config.optimizer != "adamw" and config.optimizer != TRL_OPTIMIZERS[config.optim]:
             config._refuse(
-                "optim", f"optim: {config.optim} contradicts optimizer: {config.optimizer}"
+                "optim",
+                spell_pair(("optim", config.optim), "contradicts", ("optimizer", config.optimizer)),
             )
         else:
             config.optimizer = TRL_OPTIMIZERS[config.optim]
@@ -104,7 +105,8 @@ def apply_trl_meanings(config: Any) -> None:
     if config.save_strategy == "best":  # transformers' SaveStrategy.BEST
         config._refuse(
             "save_strategy",
-            f"save_strategy: best is not supported: {said('load_best_model_at_end')} writes a "
+            f"{said('save_strategy', 'best')} is not supported: {said('load_best_model_at_end')} "
+            "writes a "
             "checkpoint at every evaluation that improves metric_for_best_model",
         )
     kwargs = config.gradient_checkpointing_kwargs
