@@ -574,3 +574,22 @@ def test_contradicting_and_unsupported_values_are_named_as_each_caller_gave_them
         "dataset_streaming=True reads only the rows max_steps trains on: pass max_steps=...",
     ):
         assert f"  {line}" in str(refused.value), str(refused.value)
+
+
+def test_precision_and_round_values_are_named_as_each_caller_gave_them(capsys) -> None:
+    """``--dtype auto``, ``--weight_decay 0.1`` beside ``--master_weights bfloat16`` and
+    ``--dataloader_drop_last true`` beside ``--online true`` were told in a recipe's words
+    ('dtype: auto is not supported', 'weight_decay: 0.1 with master_weights: bfloat16', 'set it
+    false'); a command line and Python now read their own."""
+    flags = ["--dtype", "auto", "--dataloader_drop_last", "true", "--online", "true"]
+    assert main(["train", "--model_name_or_path", "./m", *flags, "--reward_fn", "len"]) == 2
+    said = capsys.readouterr().err
+    assert "  --dtype auto is not supported: choose bfloat16" in said, said
+    assert "  --dataloader_drop_last with --online: a round trains every pair it found " in said
+    assert "give --dataloader_drop_last false" in said
+    with pytest.raises(ConfigError) as refused:
+        DPOConfig(model_name_or_path="m", dtype="bfloat16", master_weights="bfloat16",
+                  optimizer="adamw_kahan", weight_decay=0.1)  # fmt: skip
+    assert str(refused.value).startswith(
+        "weight_decay=0.1 with master_weights='bfloat16' does nothing"
+    ) and str(refused.value).endswith("or weight_decay=0")

@@ -212,8 +212,9 @@ def _check_data_and_outputs(config: DPOConfig) -> None:
     if config.dataloader_drop_last and config.online:
         config._refuse(
             "dataloader_drop_last",
-            "dataloader_drop_last: true with online: a round trains every pair it found "
-            "(rounds find more or fewer); set it false",
+            f"{spell_pair(('dataloader_drop_last', True), 'with', ('online', True))}: a round "
+            "trains every pair it found (rounds find more or fewer); "
+            f"{spell_setting(('dataloader_drop_last', False))}",
         )
 
 
@@ -465,8 +466,8 @@ def check_precision(config: DPOConfig) -> None:
     if config.dtype == "auto":  # transformers' "as saved": training needs a decision
         config._refuse(
             "dtype",
-            "dtype: auto is not supported: choose bfloat16 (bf16 compute over float32 "
-            "master weights, for GPUs) or float32",
+            f"{spell_option('dtype', 'auto', in_recipe=False)} is not supported: choose "
+            "bfloat16 (bf16 compute over float32 master weights, for GPUs) or float32",
         )
     else:
         config._one_of("dtype", DTYPES)
@@ -493,12 +494,13 @@ def check_precision(config: DPOConfig) -> None:
     if config.dtype == "float32":
         reject_if_set(config, ("master_weights",), "dtype is float32 (weights are float32)")
     elif config.master_weights == "bfloat16" and config.weight_decay:
+        decayed = ("weight_decay", config.weight_decay)
         config._refuse(
             "weight_decay",
-            f"weight_decay: {config.weight_decay} with master_weights: bfloat16 does nothing: the "
+            f"{spell_pair(decayed, 'with', ('master_weights', 'bfloat16'))} does nothing: the "
             "optimizers multiply the bf16 weights by (1 - lr x weight_decay) outside any "
-            "compensation, which rounds to 1 at DPO learning rates; use the default float32 "
-            "master weights, or weight_decay: 0",
+            "compensation, which rounds to 1 at DPO learning rates; use the default "
+            f"float32 master weights, or {spell_option('weight_decay', 0, in_recipe=False)}",
         )
 
 
