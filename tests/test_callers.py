@@ -21,6 +21,7 @@ from directpo.callers import (
     spell_option,
 )
 from directpo.cli import main
+from directpo.config import DPOConfig, load_config
 from directpo.errors import ConfigError
 
 PYTHON_TRAIN = Caller(Spelling.PYTHON, Entry.TRAIN)
@@ -550,3 +551,104 @@ def test_a_recipes_refusal_a_keyword_bears_on_is_told_as_the_keyword(tmp_path, m
     from directpo.arguments import config_file
 
     assert config_file("recipe.yaml", {"beta": 0.25}).beta == 0.25  # (a keyword over the file)
+
+
+def test_precision_and_rank_refusals_name_the_options_as_each_caller_gave_them(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """``--fp16`` was told 'fp16: float16 ... is not supported', ``--use_peft false --lora_r 8``
+    'lora_r is set with --use_peft false', ``--lora_r 0 --use_peft`` 'remove lora_r ... or
+    use_peft', ``--dtype float16 --bf16`` 'dtype: float16 with bf16: true ... remove dtype': a
+    recipe's keys to a command line and to Python; each is now named as it was given (the
+    recipe's words unchanged)."""
+    monkeypatch.chdir(tmp_path)
+    expected = {
+        "flags": [
+            "--fp16: float16 mixed precision is not supported",
+            "--dtype float16 with --bf16: float16 is not supported (its narrow range needs a "
+            "loss scaler); remove --dtype float16 (--bf16 means --dtype bfloat16,",
+            "--lora_r 0 with --use_peft: an adapter of rank 0 trains nothing (peft refuses it); "
+            "remove --lora_r 0 for rank 16 (TRL's default), or --use_peft to train",
+        ],
+        "python": [
+            "fp16=True: float16 mixed precision is not supported",
+            "dtype='float16' with bf16=True: float16 is not supported (its narrow range needs a "
+            "loss scaler); remove dtype='float16' (bf16=True means dtype='bfloat16',",
+            "lora_r=0 with use_peft=True: an adapter of rank 0 trains nothing (peft refuses it); "
+            "remove lora_r=0 for rank 16 (TRL's default), or use_peft=True to train",
+        ],
+        "recipe": [
+            "fp16: float16 mixed precision is not supported",
+            "dtype: float16 with bf16: true: float16 is not supported (its narrow range needs a "
+            "loss scaler); remove dtype (bf16: true means dtype: bfloat16,",
+            "lora_r: 0 with use_peft: true: an adapter of rank 0 trains nothing (peft refuses "
+            "it); remove lora_r for rank 16 (TRL's default), or use_peft to train",
+        ],
+    }
+    flags = ["--fp16", "--dtype", "float16", "--bf16", "--lora_r", "0", "--use_peft"]
+    assert main(["train", "--model_name_or_path", "./m", "--output_dir", "o", *flags]) == 2
+    said = {"flags": capsys.readouterr().err}
+    with pytest.raises(ConfigError) as refused:
+        DPOConfig(model_name_or_path="m", fp16=True, dtype="float16", bf16=True, lora_r=0,
+                  use_peft=True)  # fmt: skip
+    said["python"] = str(refused.value)
+    Path("r.yaml").write_text("fp16: true\ndtype: float16\nbf16: true\nlora_r: 0\nuse_peft: true\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config("r.yaml")
+    said["recipe"] = str(refused.value)
+    for caller_, lines in expected.items():
+        assert all(line in said[caller_] for line in lines), (caller_, said[caller_])
+    assert (
+        main(["train", "--model_name_or_path", "./m", "--use_peft", "false", "--lora_r", "8"]) == 2
+    )
+    assert "--lora_r 8 is set with --use_peft false: remove one" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"^lora_r=8 is set with use_peft=False: remove one"):
+        DPOConfig(model_name_or_path="m", use_peft=False, lora_r=8)
+
+
+def test_contradicting_and_unsupported_values_are_named_as_each_caller_gave_them(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """``--optim adamw_torch --optimizer rmsprop`` was told 'optim: adamw_torch contradicts
+    optimizer: rmsprop', ``--save_strategy best`` 'save_strategy: best is not supported' and
+    ``--dataset_streaming true`` 'dataset_streaming: true reads only ...': a recipe's lines to
+    a command line and to Python, which now read their own spelling."""
+    monkeypatch.chdir(tmp_path)
+    options = {"save_strategy": "best", "optim": "adamw_torch", "optimizer": "rmsprop"}
+    options["dataset_streaming"] = True
+    flags = [t for k, v in options.items() for t in (f"--{k}", str(v).lower())]
+    assert main(["train", "--model_name_or_path", "./m", "--output_dir", "o", *flags]) == 2
+    said = capsys.readouterr().err
+    for line in (
+        "--optim adamw_torch contradicts --optimizer rmsprop",
+        "--save_strategy best is not supported: --load_best_model_at_end writes",
+        "--dataset_streaming reads only the rows max_steps trains on: give --max_steps",
+    ):
+        assert f"  {line}" in said, said
+    with pytest.raises(ConfigError) as refused:
+        DPOConfig(model_name_or_path="m", train_file="x.jsonl", **options)
+    for line in (
+        "optim='adamw_torch' contradicts optimizer='rmsprop'",
+        "save_strategy='best' is not supported: load_best_model_at_end=True writes",
+        "dataset_streaming=True reads only the rows max_steps trains on: pass max_steps=...",
+    ):
+        assert f"  {line}" in str(refused.value), str(refused.value)
+
+
+def test_precision_and_round_values_are_named_as_each_caller_gave_them(capsys) -> None:
+    """``--dtype auto``, ``--weight_decay 0.1`` beside ``--master_weights bfloat16`` and
+    ``--dataloader_drop_last true`` beside ``--online true`` were told in a recipe's words
+    ('dtype: auto is not supported', 'weight_decay: 0.1 with master_weights: bfloat16', 'set it
+    false'); a command line and Python now read their own."""
+    flags = ["--dtype", "auto", "--dataloader_drop_last", "true", "--online", "true"]
+    assert main(["train", "--model_name_or_path", "./m", *flags, "--reward_fn", "len"]) == 2
+    said = capsys.readouterr().err
+    assert "  --dtype auto is not supported: choose bfloat16" in said, said
+    assert "  --dataloader_drop_last with --online: a round trains every pair it found " in said
+    assert "give --dataloader_drop_last false" in said
+    with pytest.raises(ConfigError) as refused:
+        DPOConfig(model_name_or_path="m", dtype="bfloat16", master_weights="bfloat16",
+                  optimizer="adamw_kahan", weight_decay=0.1)  # fmt: skip
+    assert str(refused.value).startswith(
+        "weight_decay=0.1 with master_weights='bfloat16' does nothing"
+    ) and str(refused.value).endswith("or weight_decay=0")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import pytest
 import directpo.reference
 from directpo.cli import COMMANDS, main
 from directpo.config import option_names
+from directpo.options import option_help
 from directpo.tracking import read_metrics
 
 GOOD = '{"prompt": "The movie was", "chosen": " great.", "rejected": " bad."}\n'
@@ -626,6 +628,22 @@ def test_generates_transformers_spellings_say_the_option_to_use(flag, said, caps
     assert str(info.value) == f"GenerateOptions: option '{name[2:]}' is unknown{said}"
 
 
+@pytest.mark.parametrize("command", ["score", "rank", "generate"])
+def test_every_unknown_flag_of_a_file_command_is_said_in_one_run(command, capsys) -> None:
+    """``score --bta 0.1 --gamma 3`` said --bta alone, and --gamma only on the run after
+    --bta was fixed (train says every unknown flag at once, and the README says these
+    commands' unknown flags with their other refusals); each is said once, in order."""
+    argv = [command, "--model_name_or_path", "m", "--input", "a.jsonl", "--output", "b.jsonl"]
+    assert main([*argv, "--bta", "0.1", "--gamma=3", "--do_sample", "--bta", "2"]) == 2
+    err = capsys.readouterr().err
+    said = [line.split(";")[0] for line in err.splitlines() if "unknown option" in line]
+    assert said == [
+        "  unknown option '--bta'",
+        "  unknown option '--gamma'",
+        "  unknown option '--do_sample'",
+    ]
+
+
 @pytest.mark.parametrize("argv", [["--version"], ["train", "--help"], ["score", "-h"], []])
 def test_version_and_help_are_printed_by_rank_0_alone(argv, capsys, monkeypatch) -> None:
     """Under torchrun every rank runs the command line: --version and --help were printed once
@@ -732,3 +750,32 @@ def test_a_double_dash_ends_the_options_as_argparse_reads_it(tmp_path, capsys) -
     recipe.write_text("beta: -1\n")
     assert main(["train", "--", str(recipe)]) == 2
     assert "beta" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["score", "rank", "generate"])
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".arrow"])
+def test_the_file_commands_read_and_list_every_input_format(
+    command, suffix, tmp_path, capsys
+) -> None:
+    """The README reads compressed text files and .arrow files in every command that reads
+    rows; score / rank / generate did, but their --input help listed .jsonl, .json, .parquet,
+    .csv, .tsv and folders alone. The rows of each are read (a row without a prompt is said
+    with the model folder that is not there) and the help names the format."""
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.feather
+
+    rows = [{"prompt": "a", "chosen": " b", "rejected": " c"}, {"other": "x"}]
+    path = tmp_path / f"rows{suffix}"
+    if suffix == ".arrow":
+        pyarrow.feather.write_feather(pa.Table.from_pylist(rows), str(path))
+    else:
+        path.write_bytes(gzip.compress(b"\n".join(json.dumps(r).encode() for r in rows)))
+    argv = [command, "--model_name_or_path", "./m", "--input", str(path), "--output", "o.jsonl"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    place = "row" if suffix == ".arrow" else "line"  # (rank refuses the pair too)
+    assert f"rows{suffix}: {place} " in err and f"{place} 2" in err
+    input_help = dict((n, h) for n, h, _ in option_help(COMMANDS[command].options))["input"]
+    assert ".gz" in input_help and ".arrow" in input_help

@@ -348,6 +348,27 @@ def test_every_file_and_test_the_docs_point_to_exists() -> None:
     assert not missing, missing
 
 
+def test_every_place_an_options_help_sends_a_reader_exists() -> None:
+    """``dataset_mixture``'s help (``directpo train --help``) said "See README (Data)", a
+    section the README does not have: each ``README (Section)`` a command's option help names
+    is a README heading, and each ``docs/NAME.md`` it names exists."""
+    from directpo.options import option_help
+
+    headings = re.findall(r"^#+ (.+)$", _text(ROOT / "README.md"), re.M)
+    wrong = []
+    for name, command in COMMANDS.items():
+        for option, text, _ in option_help(command.options):
+            for section in re.findall(r"README \(([^)]+)\)", text):
+                if not any(section in heading for heading in headings):
+                    wrong.append(f"{name} --{option}: README ({section})")
+            wrong += [
+                f"{name} --{option}: {doc}"
+                for doc in re.findall(r"docs/\w+\.md", text)
+                if not (ROOT / doc).exists()
+            ]
+    assert not wrong, wrong
+
+
 def test_the_example_configs_load() -> None:
     """examples/*.yaml, as the README runs them (the model given by a flag)."""
     examples = sorted((ROOT / "examples").glob("*.yaml"))

@@ -235,7 +235,7 @@ def test_trl_spellings_from_python_and_their_contradictions() -> None:
         ({"optim": "adamw_bnb_8bit"}, "^optim='adamw_bnb_8bit' is bitsandbytes' 8-bit"),
         ({"optim": "sgd"}, "^optim='sgd' is plain SGD, which directpo does not offer"),
         ({"optim": "sgdd"}, "optim must be one of"),
-        ({"use_peft": False, "lora_r": 8}, "lora_r is set with use_peft=False: remove one"),
+        ({"use_peft": False, "lora_r": 8}, "lora_r=8 is set with use_peft=False: remove one"),
         # a rank of 0 asked for was the unset rank: 16 without a word
         ({"use_peft": True, "lora_r": 0}, "^lora_r=0 with use_peft=True: .* remove lora_r"),
         ({"warmup_steps": 3, "warmup_ratio": 0.1}, "both set"),
@@ -243,7 +243,7 @@ def test_trl_spellings_from_python_and_their_contradictions() -> None:
         ({"gradient_checkpointing_kwargs": {"preserve_rng_state": False}}, "only use_reentrant"),
         ({"rpo_alpha": 1.0, "loss_type": ["sigmoid", "sft"]}, "already has"),
         ({"cpo_alpha": 1.0, "loss_type": ["sigmoid"]}, "^cpo_alpha is TRL CPOTrainer's; .* simpo"),
-        ({"save_strategy": "best"}, "^save_strategy: best .* load_best_model_at_end=True"),
+        ({"save_strategy": "best"}, "^save_strategy='best' .* load_best_model_at_end=True"),
     ):
         with pytest.raises(ConfigError, match=message):
             DPOConfig(**options)
@@ -1101,7 +1101,7 @@ def test_dataset_streaming_reads_only_the_rows_max_steps_trains_on(
         with pytest.raises(ConfigError) as refused:
             DPOConfig(model_name_or_path="m", dataset_streaming=True, **other)
         said = str(refused.value)
-        assert "dataset_streaming: true with " in said and "set max_steps" not in said, said
+        assert "dataset_streaming=True with " in said and "max_steps=" not in said, said
 
 
 def test_refused_values_are_said_as_the_file_or_the_flag_writes_them(tmp_path) -> None:

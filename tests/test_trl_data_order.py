@@ -275,7 +275,7 @@ def test_dataloader_drop_last_is_trls(tiny_model_dirs, pairs_file, tmp_path) -> 
     assert taken == [1.0, 2.0]
     assert any(line.startswith("training 2 steps (1 per epoch)") and
                "6 pairs (2 left out of each epoch), batch 4" in line for line in said)  # fmt: skip
-    with pytest.raises(ConfigError, match="dataloader_drop_last: true with online"):
+    with pytest.raises(ConfigError, match="dataloader_drop_last=True with online=True"):
         tiny_config(tiny_model_dirs["llama"], None, tmp_path / "o", online=True,
                     prompt_file=str(pairs_file), dataloader_drop_last=True)  # fmt: skip
     pairs = PairSet([TokenizedPair([1], [2], [i]) for i in range(3)], ["a", "b", "c"])

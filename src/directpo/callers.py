@@ -200,6 +200,15 @@ def spell_name(name: str) -> str:
     return name if caller().spelling is Spelling.RECIPE else spell_option(name, ...)
 
 
+def spell_given(name: str, value: Any) -> str:
+    """An option named as the caller gave it, where a refusal names it or says to remove it:
+    the key alone in a recipe (``lora_r``), ``--lora_r 8`` on a command line, ``lora_r=8`` in
+    Python (a flag's or a keyword's user was told the recipe's bare key)."""
+    if caller().spelling is Spelling.RECIPE:
+        return name
+    return spell_option(name, value, in_recipe=False)
+
+
 def setting_verb() -> str:
     """How the caller is asked to set an option: ``set`` (a recipe's key), ``give`` (a flag),
     ``pass`` (a keyword)."""

@@ -51,7 +51,7 @@ from directpo.command_options import (
 from directpo.command_rows import with_others
 from directpo.config import DPOConfig
 from directpo.early_paths import beside_config, refuse_missing_paths
-from directpo.errors import ConfigError, DirectpoError
+from directpo.errors import ConfigError, ConfigErrors, DirectpoError
 from directpo.foreign_names import RENAMED
 from directpo.option_hints import SPELLINGS, abbreviated, elsewhere, meant_option
 from directpo.option_loading import load_options
@@ -390,13 +390,24 @@ def _run_command(typed: list[str]) -> int:
         overrides[command.positional] = overrides.pop("positional")
     config_file = getattr(args, "config", None)
     if unknown:  # said with the other flags' refusals and the input's rows (one run)
-        flag = next((u for u in unknown if u.startswith("-")), unknown[0])
-        spread = spread_input(argv[1:], command.options)  # (--input a.jsonl b.jsonl)
-        unknown_flag = ConfigError(spread or unknown_flag_message(flag, command.options))
-        raise with_others(unknown_flag, command.options, config_file, overrides)
+        refused = _unknown_flags(unknown, argv[1:], command.options)
+        raise with_others(refused, command.options, config_file, overrides)
     options = _loaded(command.options, config_file, overrides, argv[1:], typed)
     refuse_missing_paths(options)  # (before the command's imports: seconds)
     return command.run(options) or 0
+
+
+def _unknown_flags(unknown: list[str], flags: list[str], options: type) -> ConfigError:
+    """Every unknown flag, as train says them (score --bta 0.1 --gamma 3 said --bta alone, and
+    --gamma a run later), each once and in order (--bta 1 ... --bta 2 is one unknown flag); the
+    words between are their values. --input a.jsonl b.jsonl: its own line."""
+    if spread := spread_input(flags, options):
+        return ConfigError(spread)
+    firsts: dict[str, str] = {}
+    for flag in [u for u in unknown if u.startswith("-")] or unknown[:1]:
+        firsts.setdefault(flag.split("=", 1)[0] if flag.startswith("-") else flag, flag)
+    said = [unknown_flag_message(flag, options) for flag in firsts.values()]
+    return ConfigErrors.joined([ConfigError(line) for line in said])
 
 
 def _run_with_yaml(command: Command, argv: list[str], typed: list[str]) -> int:

@@ -32,8 +32,8 @@ class FileCommandOptions(Options):
     )
     input: str | None = option(
         None,
-        "Input rows: .jsonl, .json, .parquet, .csv, .tsv or a datasets.save_to_disk folder. "
-        "Required.",
+        "Input rows: .jsonl, .json, .csv, .tsv (also .gz/.bz2/.xz compressed), .parquet, "
+        ".arrow or a datasets.save_to_disk folder. Required.",
     )
     output: str | None = option(
         None,

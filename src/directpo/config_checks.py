@@ -15,7 +15,7 @@ import importlib.util
 import os
 
 from directpo.best import default_metric_unlogged
-from directpo.callers import spell_option, spell_pair, spell_setting, spell_value
+from directpo.callers import spell_given, spell_option, spell_pair, spell_setting, spell_value
 from directpo.config import (
     ATTN_IMPLEMENTATIONS,
     DISTRIBUTED_MODES,
@@ -212,8 +212,9 @@ def _check_data_and_outputs(config: DPOConfig) -> None:
     if config.dataloader_drop_last and config.online:
         config._refuse(
             "dataloader_drop_last",
-            "dataloader_drop_last: true with online: a round trains every pair it found "
-            "(rounds find more or fewer); set it false",
+            f"{spell_pair(('dataloader_drop_last', True), 'with', ('online', True))}: a round "
+            "trains every pair it found (rounds find more or fewer); "
+            f"{spell_setting(('dataloader_drop_last', False))}",
         )
 
 
@@ -447,15 +448,17 @@ def check_precision(config: DPOConfig) -> None:
     if config.fp16:
         config._refuse(
             "fp16",
-            "fp16: float16 mixed precision is not supported (its narrow range needs a loss "
-            f"scaler); use {spell_option('bf16', True, in_recipe=False)} (mixed precision in "
-            f"bfloat16) or {spell_option('dtype', 'float32', in_recipe=False)}",
+            f"{spell_given('fp16', config.fp16)}: float16 mixed precision is not supported (its "
+            f"narrow range needs a loss scaler); use {spell_option('bf16', True, in_recipe=False)} "
+            f"(mixed precision in bfloat16) or {spell_option('dtype', 'float32', in_recipe=False)}",
         )
     if config.bf16 and config.dtype == "float16":  # bf16 would have overridden it silently
         config._refuse(
             "dtype",
-            "dtype: float16 with bf16: true: float16 is not supported (its narrow range needs a "
-            "loss scaler); remove dtype (bf16: true means dtype: bfloat16, bf16 compute over "
+            f"{spell_pair(('dtype', 'float16'), 'with', ('bf16', True))}: float16 is not "
+            f"supported (its narrow range needs a loss scaler); remove "
+            f"{spell_given('dtype', 'float16')} ({spell_option('bf16', True, in_recipe=False)} "
+            f"means {spell_option('dtype', 'bfloat16', in_recipe=False)}, bf16 compute over "
             "float32 master weights)",
         )
     elif config.bf16:
@@ -463,8 +466,8 @@ def check_precision(config: DPOConfig) -> None:
     if config.dtype == "auto":  # transformers' "as saved": training needs a decision
         config._refuse(
             "dtype",
-            "dtype: auto is not supported: choose bfloat16 (bf16 compute over float32 "
-            "master weights, for GPUs) or float32",
+            f"{spell_option('dtype', 'auto', in_recipe=False)} is not supported: choose "
+            "bfloat16 (bf16 compute over float32 master weights, for GPUs) or float32",
         )
     else:
         config._one_of("dtype", DTYPES)
@@ -491,12 +494,13 @@ def check_precision(config: DPOConfig) -> None:
     if config.dtype == "float32":
         reject_if_set(config, ("master_weights",), "dtype is float32 (weights are float32)")
     elif config.master_weights == "bfloat16" and config.weight_decay:
+        decayed = ("weight_decay", config.weight_decay)
         config._refuse(
             "weight_decay",
-            f"weight_decay: {config.weight_decay} with master_weights: bfloat16 does nothing: the "
+            f"{spell_pair(decayed, 'with', ('master_weights', 'bfloat16'))} does nothing: the "
             "optimizers multiply the bf16 weights by (1 - lr x weight_decay) outside any "
-            "compensation, which rounds to 1 at DPO learning rates; use the default float32 "
-            "master weights, or weight_decay: 0",
+            "compensation, which rounds to 1 at DPO learning rates; use the default "
+            f"float32 master weights, or {spell_option('weight_decay', 0, in_recipe=False)}",
         )
 
 

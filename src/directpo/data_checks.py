@@ -4,7 +4,7 @@ splits. Run by ``config_checks.check_values`` (and the commands' checks) in thei
 
 from __future__ import annotations
 
-from directpo.callers import spell_setting
+from directpo.callers import spell_option, spell_setting
 from directpo.config import DPOConfig
 from directpo.mixture import FILE_SUFFIXES
 from directpo.option_values import value_shown
@@ -49,11 +49,13 @@ def check_streaming(config: DPOConfig) -> None:
         ("dataset_mixture", "dataset_mixture shuffles each source whole, as the handbook does"),
     ):  # fmt: skip
         if getattr(config, key):
-            return config._refuse("dataset_streaming", f"dataset_streaming: true with {key}: {why}")
+            streaming = spell_option("dataset_streaming", True, in_recipe=False)
+            return config._refuse("dataset_streaming", f"{streaming} with {key}: {why}")
     if config.max_steps < 1:  # (beside online, its 'set max_steps' was the other line's undoing)
         config._refuse(
             "dataset_streaming",
-            "dataset_streaming: true reads only the rows max_steps trains on: "
+            f"{spell_option('dataset_streaming', True, in_recipe=False)} reads only the rows "
+            "max_steps trains on: "
             f"{spell_setting('max_steps')} (TRL needs it with a stream too), or leave "
             "dataset_streaming off to read them all",
         )

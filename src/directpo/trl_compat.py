@@ -28,6 +28,7 @@ from directpo.callers import (
     Spelling,
     caller,
     source_spelling,
+    spell_given,
     spell_option,
     spell_pair,
     spell_setting,
@@ -73,7 +74,8 @@ def apply_trl_meanings(config: Any) -> None:
             )
         elif config.optimizer != "adamw" and config.optimizer != TRL_OPTIMIZERS[config.optim]:
             config._refuse(
-                "optim", f"optim: {config.optim} contradicts optimizer: {config.optimizer}"
+                "optim",
+                spell_pair(("optim", config.optim), "contradicts", ("optimizer", config.optimizer)),
             )
         else:
             config.optimizer = TRL_OPTIMIZERS[config.optim]
@@ -82,8 +84,8 @@ def apply_trl_meanings(config: Any) -> None:
         config._refuse(
             "lora_r",
             f"{spell_pair(('lora_r', 0), 'with', ('use_peft', True))}: an adapter of rank 0 "
-            "trains nothing (peft refuses it); remove lora_r for rank 16 (TRL's default), or "
-            "use_peft to train every weight",
+            f"trains nothing (peft refuses it); remove {spell_given('lora_r', 0)} for rank 16 "
+            f"(TRL's default), or {spell_given('use_peft', True)} to train every weight",
         )
     # unset stays unset without use_peft: set later (a notebook), use_peft still means TRL
     # ModelConfig's rank; an adapter folder as the model is continued with its own (use_peft
@@ -95,14 +97,16 @@ def apply_trl_meanings(config: Any) -> None:
     if config.use_peft is False and config.lora_r:
         # (use_peft as its caller wrote it: "use_peft is false" read as a recipe's words)
         off = spell_option("use_peft", False, in_recipe=False)
-        config._refuse("lora_r", f"lora_r is set with {off}: remove one of them")
+        rank = spell_given("lora_r", config.lora_r)
+        config._refuse("lora_r", f"{rank} is set with {off}: remove one of them")
     _nll_weight(config)
     _attention_from_init_kwargs(config)
     _trust_from_init_kwargs(config)
     if config.save_strategy == "best":  # transformers' SaveStrategy.BEST
         config._refuse(
             "save_strategy",
-            f"save_strategy: best is not supported: {said('load_best_model_at_end')} writes a "
+            f"{said('save_strategy', 'best')} is not supported: {said('load_best_model_at_end')} "
+            "writes a "
             "checkpoint at every evaluation that improves metric_for_best_model",
         )
     kwargs = config.gradient_checkpointing_kwargs
