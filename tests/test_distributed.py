@@ -948,9 +948,15 @@ def test_a_second_run_in_one_torchrun_process_makes_its_own_group(tmp_path) -> N
     )
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
     env |= {"TORCHELASTIC_USE_AGENT_STORE": "True", "OMP_NUM_THREADS": "1"}
+    for out in _two_workers(TWO_GROUPS, env):
+        assert out.split("\n")[:2] == ["0 0 3.0", "1 1 3.0"]
+
+
+def _two_workers(script: str, env: dict[str, str]) -> list[str]:
+    """``script``'s stdout in ranks 0 and 1, started as a launcher starts them (both exit 0)."""
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", TWO_GROUPS],
+            [sys.executable, "-c", script],
             env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -963,8 +969,39 @@ def test_a_second_run_in_one_torchrun_process_makes_its_own_group(tmp_path) -> N
     finally:
         for worker in workers:
             worker.kill()
-    for worker, (out, err) in zip(workers, done, strict=True):
+    for worker, (_, err) in zip(workers, done, strict=True):
         assert worker.returncode == 0, err[-2000:]
+    return [out for out, _ in done]
+
+
+# rank 0 ends its first run late (a big model's teardown): rank 1 starts the second run first
+TWO_GROUPS_RANK_0_LATE = """
+import time
+import torch.distributed as dist
+from directpo import distributed
+destroy = dist.destroy_process_group
+def late(*args, **kwargs):
+    time.sleep(2 if dist.get_rank() == 0 else 0)
+    destroy(*args, **kwargs)
+dist.destroy_process_group = late
+for run in range(2):
+    world = distributed.setup("ddp", timeout_s=15)
+    total = distributed.all_reduce_sum([world.rank + 1.0], world)
+    distributed.teardown(world, settled=True)
+    print(run, world.run, total[0], flush=True)
+"""
+
+
+def test_a_second_run_without_torchruns_store_joins_the_same_store(tmp_path) -> None:
+    """srun / mpirun / one's own launcher (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set, no
+    torchrun agent store): rank 0's rendezvous serves the store on MASTER_PORT itself. A second
+    run made a new server there; rank 1, there before rank 0 had destroyed its first group,
+    joined the old one, which then closed ('Failed to recv' on rank 1, 'waiting for clients'
+    on rank 0). The store is kept for the process: both runs' groups sum."""
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    env |= {"WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
+    env.pop("TORCHELASTIC_USE_AGENT_STORE", None)
+    for out in _two_workers(TWO_GROUPS_RANK_0_LATE, env):
         assert out.split("\n")[:2] == ["0 0 3.0", "1 1 3.0"]
 
 

@@ -167,14 +167,31 @@ def launcher_store(run: int, timeout: datetime.timedelta) -> tuple[dist.Store, i
     size, with keys of run ``run``'s own. torchrun's store outlives a process group: a second
     ``train()`` in one torchrun process made its group under the first one's keys, and gloo
     met the first group's stale addresses ("Connection closed by peer", then "another rank's
-    process ended" while every rank was alive). ``run`` is the same on every rank."""
-    store, rank, size = next(dist.rendezvous("env://", timeout=timeout))
+    process ended" while every rank was alive). ``run`` is the same on every rank.
+
+    One store per process, made at its first run and kept for the next ones: without
+    torchrun's agent store (srun, mpirun, a launcher of one's own setting MASTER_PORT) rank 0's
+    rendezvous serves the store on MASTER_PORT itself, and a second run's rendezvous made a
+    new server there. A rank that reached it before rank 0 had destroyed the first run's group
+    joined the old server, which then closed ("Failed to recv" on that rank, "waiting for
+    clients" on rank 0 after ddp_timeout). Its timeout is each run's ddp_timeout."""
+    where = tuple(os.environ.get(name, "") for name in _RENDEZVOUS_VARIABLES)
+    if _LAUNCHER_STORE.get("where") != where:  # (another launch's variables: its own store)
+        _LAUNCHER_STORE.update(
+            where=where, rendezvous=next(dist.rendezvous("env://", timeout=timeout))
+        )
+    store, rank, size = _LAUNCHER_STORE["rendezvous"]
     store.set_timeout(timeout)
     # ("default_pg": init_process_group's own prefix for the store it makes)
     return dist.PrefixStore(f"directpo/run-{run}/default_pg", store), rank, size
 
 
 _RUNS = itertools.count()
+# what env:// rendezvous reads: the store kept is the one these name
+_RENDEZVOUS_VARIABLES = (
+    "MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "TORCHELASTIC_USE_AGENT_STORE",
+)  # fmt: skip
+_LAUNCHER_STORE: dict[str, Any] = {}
 
 
 def teardown(world: World, settled: bool = False) -> None:
