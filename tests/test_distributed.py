@@ -1039,3 +1039,41 @@ def test_an_fsdp_run_frees_its_process_group_before_the_interpreter_exits(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_peer_gone_after_the_last_agreement_is_one_line_not_teardowns_traceback(
+    tiny_model_dirs, five_pairs, tmp_path, monkeypatch
+) -> None:
+    """A rank killed after the run's last agreement (the final model agreed and written; SIGKILL,
+    the OOM killer): the other ranks' final barrier, in train()'s teardown, raised gloo's
+    RuntimeError as a traceback, outside the handling of the run's body. Now the one line that
+    says the run had finished; the group is still destroyed (a next run makes its own). In
+    one process: the run's world says 2 ranks and teardown's barrier fails as gloo's does."""
+    from dataclasses import replace
+
+    from directpo import distributed, trainer
+
+    monkeypatch.setattr(failures_module, "PEER_EXIT_WAIT_S", 0.0)
+    real_setup = distributed.setup
+    monkeypatch.setattr(trainer, "setup_world", lambda *args: replace(real_setup(*args), size=2))
+    original = distributed.dist.barrier
+
+    def barrier(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if sys._getframe(1).f_code.co_name == "teardown":
+            raise RuntimeError(
+                "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by "
+                "peer [127.0.0.1]:18309\nmore"
+            )
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(distributed.dist, "barrier", barrier)
+    out = tmp_path / "out"
+    options = {"per_device_train_batch_size": 4, "distributed": "ddp"}
+    config = tiny_config(tiny_model_dirs["llama"], five_pairs, out, **options)
+    with pytest.raises(TrainingStopped) as info:
+        train(config, echo=lambda _: None)
+    message = str(info.value)
+    assert message.startswith("another rank's process ended after the run had finished")
+    assert str(out) in message and "Connection closed by peer" in message and "\n" not in message
+    assert model_files(out)  # the final model the run agreed on is there
+    assert not distributed.dist.is_initialized()  # the run's group destroyed all the same

@@ -204,12 +204,18 @@ def teardown(world: World, settled: bool = False) -> None:
     ("terminate called without an active exception")."""
     if not dist.is_initialized():
         return
+    failed = None
     if settled and world.enabled:
-        dist.barrier()
+        try:
+            dist.barrier()
+        except RuntimeError as exc:  # a peer gone since the last agreement (its own is said)
+            failed = exc  # the group is still left: a next run in this process makes its own
     release_sharding_caches()
     gc.collect()  # a DDP reducer in a reference cycle holds the group too
     if world.owns_group:
         dist.destroy_process_group()
+    if failed is not None:
+        raise failed
 
 
 def release_sharding_caches() -> None:
