@@ -1077,3 +1077,33 @@ def test_a_peer_gone_after_the_last_agreement_is_one_line_not_teardowns_tracebac
     assert str(out) in message and "Connection closed by peer" in message and "\n" not in message
     assert model_files(out)  # the final model the run agreed on is there
     assert not distributed.dist.is_initialized()  # the run's group destroyed all the same
+
+
+def test_sharding_caches_a_torch_lacks_are_passed_and_the_rest_emptied(monkeypatch) -> None:
+    """release_sharding_caches reads torch's private names: a torch without one of them (the
+    _redistribute module, DTensor's dispatcher renamed) failed the whole teardown with an
+    ImportError or AttributeError after a finished FSDP run. Each missing one is passed; the
+    caches this torch has are still emptied."""
+    import torch.distributed.tensor as tensor_package
+    from torch.distributed.tensor import DTensor, _collective_utils
+
+    from directpo import distributed
+
+    cleared = []
+
+    def recorder(name: str) -> object:
+        def build(*args: object) -> None: ...
+
+        build.cache_clear = lambda: cleared.append(name)
+        return build
+
+    monkeypatch.delattr(tensor_package, "_redistribute")
+    monkeypatch.setitem(sys.modules, "torch.distributed.tensor._redistribute", None)
+    monkeypatch.delattr(DTensor, "_op_dispatcher")
+    monkeypatch.setattr(_collective_utils.MeshTopoInfo, "build_from_mesh", recorder("topology"))
+    monkeypatch.setattr(
+        torch._C, "_clear_DTensor_sharding_propagator_cache", lambda: cleared.append("C++"),
+        raising=False,
+    )  # fmt: skip
+    distributed.release_sharding_caches()
+    assert cleared == ["topology", "C++"]

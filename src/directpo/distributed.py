@@ -30,6 +30,7 @@ import contextlib
 import ctypes
 import datetime
 import gc
+import importlib
 import itertools
 import os
 import re
@@ -230,24 +231,35 @@ def release_sharding_caches() -> None:
     passed."""
     if "torch.distributed.tensor" not in sys.modules:  # no FSDP run in this process
         return
-    from torch.distributed.tensor import DTensor, _collective_utils, _redistribute
-
-    propagator = DTensor._op_dispatcher.sharding_propagator
-    caches = [
-        getattr(propagator, "propagate_op_sharding", None),
-        getattr(propagator, "_propagate_tensor_meta_cached", None),
-        getattr(_redistribute, "_gen_transform_infos", None),
-        getattr(getattr(_collective_utils, "MeshTopoInfo", None), "build_from_mesh", None),
-    ]
-    for cached in caches:
+    # each looked up on its own: a torch without one of them (a module or attribute renamed)
+    # failed the whole teardown (ImportError, AttributeError) after a finished run
+    for cached in (
+        _private("DTensor._op_dispatcher.sharding_propagator.propagate_op_sharding"),
+        _private("DTensor._op_dispatcher.sharding_propagator._propagate_tensor_meta_cached"),
+        _private("_redistribute._gen_transform_infos"),
+        _private("_collective_utils.MeshTopoInfo.build_from_mesh"),
+    ):
         if hasattr(cached, "cache_clear"):
             cached.cache_clear()
     for clear in (
-        getattr(_redistribute, "clear_redistribute_planner_cache", None),
+        _private("_redistribute.clear_redistribute_planner_cache"),
         getattr(torch._C, "_clear_DTensor_sharding_propagator_cache", None),  # the C++ one's
     ):
-        if clear is not None:
+        if callable(clear):
             clear()
+
+
+def _private(path: str) -> Any:
+    """``torch.distributed.tensor``'s ``path`` (a module or name, then attributes), or None
+    where this torch lacks any part of it."""
+    first, *attributes = path.split(".")
+    try:
+        found = importlib.import_module(f"torch.distributed.tensor.{first}")
+    except ImportError:
+        found = getattr(sys.modules["torch.distributed.tensor"], first, None)
+    for attribute in attributes:
+        found = getattr(found, attribute, None)
+    return found
 
 
 def on_main(world: World, action: Callable[[], Any]) -> Any:
