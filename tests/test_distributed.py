@@ -1107,3 +1107,22 @@ def test_sharding_caches_a_torch_lacks_are_passed_and_the_rest_emptied(monkeypat
     )  # fmt: skip
     distributed.release_sharding_caches()
     assert cleared == ["topology", "C++"]
+
+
+def test_a_launch_without_local_rank_on_a_node_of_several_gpus_is_refused(monkeypatch) -> None:
+    """srun / mpirun (or a launcher of one's own) that sets RANK and WORLD_SIZE but not
+    LOCAL_RANK (SLURM_LOCALID, OMPI_COMM_WORLD_LOCAL_RANK are their names): every process took
+    cuda:0 of a node of several GPUs, and NCCL failed later with a traceback. Refused in one
+    line naming what to set."""
+    from directpo import distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv("MASTER_ADDR", raising=False)  # (a rendezvous would fail at once)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ConfigError) as info:
+        distributed.setup("ddp")
+    message = str(info.value)
+    assert "without LOCAL_RANK" in message and "SLURM_LOCALID" in message and "\n" not in message
+    assert not torch.distributed.is_initialized()

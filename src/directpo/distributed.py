@@ -141,6 +141,11 @@ def setup(mode: str, timeout_s: float = 1800) -> World:
             )
         return World(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if size > 1 and "LOCAL_RANK" not in os.environ and torch.cuda.device_count() > 1:
+        raise ConfigError(  # (srun, mpirun name it otherwise): each took cuda:0, NCCL then failed
+            f"launched on {size} processes without LOCAL_RANK (each would take cuda:0): set it "
+            "(srun: $SLURM_LOCALID, mpirun: $OMPI_COMM_WORLD_LOCAL_RANK), or launch with torchrun"
+        )
     if torch.cuda.is_available():
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
@@ -165,17 +170,12 @@ def setup(mode: str, timeout_s: float = 1800) -> World:
 
 def launcher_store(run: int, timeout: datetime.timedelta) -> tuple[dist.Store, int, int]:
     """The launcher's store (torchrun's, or rank 0's at MASTER_ADDR), this rank and the world
-    size, with keys of run ``run``'s own. torchrun's store outlives a process group: a second
-    ``train()`` in one torchrun process made its group under the first one's keys, and gloo
-    met the first group's stale addresses ("Connection closed by peer", then "another rank's
-    process ended" while every rank was alive). ``run`` is the same on every rank.
-
-    One store per process, made at its first run and kept for the next ones: without
-    torchrun's agent store (srun, mpirun, a launcher of one's own setting MASTER_PORT) rank 0's
-    rendezvous serves the store on MASTER_PORT itself, and a second run's rendezvous made a
-    new server there. A rank that reached it before rank 0 had destroyed the first run's group
-    joined the old server, which then closed ("Failed to recv" on that rank, "waiting for
-    clients" on rank 0 after ddp_timeout). Its timeout is each run's ddp_timeout."""
+    size, keys under run ``run``'s prefix (the same on every rank): a second ``train()`` in one
+    process made its group under the first one's keys, and gloo met stale addresses
+    ("Connection closed by peer"). One store per process, kept (its timeout each run's
+    ddp_timeout): without torchrun's agent store (srun, mpirun) rank 0 serves it on MASTER_PORT,
+    and a second run's new server there was missed by a rank that came before rank 0 had
+    destroyed the first group ("Failed to recv"; rank 0: "waiting for clients")."""
     where = tuple(os.environ.get(name, "") for name in _RENDEZVOUS_VARIABLES)
     if _LAUNCHER_STORE.get("where") != where:  # (another launch's variables: its own store)
         _LAUNCHER_STORE.update(
@@ -189,9 +189,7 @@ def launcher_store(run: int, timeout: datetime.timedelta) -> tuple[dist.Store, i
 
 _RUNS = itertools.count()
 # what env:// rendezvous reads: the store kept is the one these name
-_RENDEZVOUS_VARIABLES = (
-    "MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "TORCHELASTIC_USE_AGENT_STORE",
-)  # fmt: skip
+_RENDEZVOUS_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE")
 _LAUNCHER_STORE: dict[str, Any] = {}
 
 
@@ -231,8 +229,7 @@ def release_sharding_caches() -> None:
     passed."""
     if "torch.distributed.tensor" not in sys.modules:  # no FSDP run in this process
         return
-    # each looked up on its own: a torch without one of them (a module or attribute renamed)
-    # failed the whole teardown (ImportError, AttributeError) after a finished run
+    # each on its own: one missing failed the whole teardown (ImportError, AttributeError)
     for cached in (
         _private("DTensor._op_dispatcher.sharding_propagator.propagate_op_sharding"),
         _private("DTensor._op_dispatcher.sharding_propagator._propagate_tensor_meta_cached"),
