@@ -190,6 +190,8 @@ def launcher_store(run: int, timeout: datetime.timedelta) -> tuple[dist.Store, i
 _RUNS = itertools.count()
 # what env:// rendezvous reads: the store kept is the one these name
 _RENDEZVOUS_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE")
+# (kept to the process's end: a script's own env:// group made after train() would serve a
+# second store on MASTER_PORT; docs/distributed.md says to make it first)
 _LAUNCHER_STORE: dict[str, Any] = {}
 
 
