@@ -948,9 +948,15 @@ def test_a_second_run_in_one_torchrun_process_makes_its_own_group(tmp_path) -> N
     )
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
     env |= {"TORCHELASTIC_USE_AGENT_STORE": "True", "OMP_NUM_THREADS": "1"}
+    for out in _two_workers(TWO_GROUPS, env):
+        assert out.split("\n")[:2] == ["0 0 3.0", "1 1 3.0"]
+
+
+def _two_workers(script: str, env: dict[str, str]) -> list[str]:
+    """``script``'s stdout in ranks 0 and 1, started as a launcher starts them (both exit 0)."""
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", TWO_GROUPS],
+            [sys.executable, "-c", script],
             env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -963,8 +969,39 @@ def test_a_second_run_in_one_torchrun_process_makes_its_own_group(tmp_path) -> N
     finally:
         for worker in workers:
             worker.kill()
-    for worker, (out, err) in zip(workers, done, strict=True):
+    for worker, (_, err) in zip(workers, done, strict=True):
         assert worker.returncode == 0, err[-2000:]
+    return [out for out, _ in done]
+
+
+# rank 0 ends its first run late (a big model's teardown): rank 1 starts the second run first
+TWO_GROUPS_RANK_0_LATE = """
+import time
+import torch.distributed as dist
+from directpo import distributed
+destroy = dist.destroy_process_group
+def late(*args, **kwargs):
+    time.sleep(2 if dist.get_rank() == 0 else 0)
+    destroy(*args, **kwargs)
+dist.destroy_process_group = late
+for run in range(2):
+    world = distributed.setup("ddp", timeout_s=15)
+    total = distributed.all_reduce_sum([world.rank + 1.0], world)
+    distributed.teardown(world, settled=True)
+    print(run, world.run, total[0], flush=True)
+"""
+
+
+def test_a_second_run_without_torchruns_store_joins_the_same_store(tmp_path) -> None:
+    """srun / mpirun / one's own launcher (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set, no
+    torchrun agent store): rank 0's rendezvous serves the store on MASTER_PORT itself. A second
+    run made a new server there; rank 1, there before rank 0 had destroyed its first group,
+    joined the old one, which then closed ('Failed to recv' on rank 1, 'waiting for clients'
+    on rank 0). The store is kept for the process: both runs' groups sum."""
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    env |= {"WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
+    env.pop("TORCHELASTIC_USE_AGENT_STORE", None)
+    for out in _two_workers(TWO_GROUPS_RANK_0_LATE, env):
         assert out.split("\n")[:2] == ["0 0 3.0", "1 1 3.0"]
 
 
@@ -1002,3 +1039,90 @@ def test_an_fsdp_run_frees_its_process_group_before_the_interpreter_exits(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_peer_gone_after_the_last_agreement_is_one_line_not_teardowns_traceback(
+    tiny_model_dirs, five_pairs, tmp_path, monkeypatch
+) -> None:
+    """A rank killed after the run's last agreement (the final model agreed and written; SIGKILL,
+    the OOM killer): the other ranks' final barrier, in train()'s teardown, raised gloo's
+    RuntimeError as a traceback, outside the handling of the run's body. Now the one line that
+    says the run had finished; the group is still destroyed (a next run makes its own). In
+    one process: the run's world says 2 ranks and teardown's barrier fails as gloo's does."""
+    from dataclasses import replace
+
+    from directpo import distributed, trainer
+
+    monkeypatch.setattr(failures_module, "PEER_EXIT_WAIT_S", 0.0)
+    real_setup = distributed.setup
+    monkeypatch.setattr(trainer, "setup_world", lambda *args: replace(real_setup(*args), size=2))
+    original = distributed.dist.barrier
+
+    def barrier(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if sys._getframe(1).f_code.co_name == "teardown":
+            raise RuntimeError(
+                "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by "
+                "peer [127.0.0.1]:18309\nmore"
+            )
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(distributed.dist, "barrier", barrier)
+    out = tmp_path / "out"
+    options = {"per_device_train_batch_size": 4, "distributed": "ddp"}
+    config = tiny_config(tiny_model_dirs["llama"], five_pairs, out, **options)
+    with pytest.raises(TrainingStopped) as info:
+        train(config, echo=lambda _: None)
+    message = str(info.value)
+    assert message.startswith("another rank's process ended after the run had finished")
+    assert str(out) in message and "Connection closed by peer" in message and "\n" not in message
+    assert model_files(out)  # the final model the run agreed on is there
+    assert not distributed.dist.is_initialized()  # the run's group destroyed all the same
+
+
+def test_sharding_caches_a_torch_lacks_are_passed_and_the_rest_emptied(monkeypatch) -> None:
+    """release_sharding_caches reads torch's private names: a torch without one of them (the
+    _redistribute module, DTensor's dispatcher renamed) failed the whole teardown with an
+    ImportError or AttributeError after a finished FSDP run. Each missing one is passed; the
+    caches this torch has are still emptied."""
+    import torch.distributed.tensor as tensor_package
+    from torch.distributed.tensor import DTensor, _collective_utils
+
+    from directpo import distributed
+
+    cleared = []
+
+    def recorder(name: str) -> object:
+        def build(*args: object) -> None: ...
+
+        build.cache_clear = lambda: cleared.append(name)
+        return build
+
+    monkeypatch.delattr(tensor_package, "_redistribute")
+    monkeypatch.setitem(sys.modules, "torch.distributed.tensor._redistribute", None)
+    monkeypatch.delattr(DTensor, "_op_dispatcher")
+    monkeypatch.setattr(_collective_utils.MeshTopoInfo, "build_from_mesh", recorder("topology"))
+    monkeypatch.setattr(
+        torch._C, "_clear_DTensor_sharding_propagator_cache", lambda: cleared.append("C++"),
+        raising=False,
+    )  # fmt: skip
+    distributed.release_sharding_caches()
+    assert cleared == ["topology", "C++"]
+
+
+def test_a_launch_without_local_rank_on_a_node_of_several_gpus_is_refused(monkeypatch) -> None:
+    """srun / mpirun (or a launcher of one's own) that sets RANK and WORLD_SIZE but not
+    LOCAL_RANK (SLURM_LOCALID, OMPI_COMM_WORLD_LOCAL_RANK are their names): every process took
+    cuda:0 of a node of several GPUs, and NCCL failed later with a traceback. Refused in one
+    line naming what to set."""
+    from directpo import distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv("MASTER_ADDR", raising=False)  # (a rendezvous would fail at once)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ConfigError) as info:
+        distributed.setup("ddp")
+    message = str(info.value)
+    assert "without LOCAL_RANK" in message and "SLURM_LOCALID" in message and "\n" not in message
+    assert not torch.distributed.is_initialized()

@@ -30,6 +30,7 @@ import contextlib
 import ctypes
 import datetime
 import gc
+import importlib
 import itertools
 import os
 import re
@@ -140,6 +141,11 @@ def setup(mode: str, timeout_s: float = 1800) -> World:
             )
         return World(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if size > 1 and "LOCAL_RANK" not in os.environ and torch.cuda.device_count() > 1:
+        raise ConfigError(  # (srun, mpirun name it otherwise): each took cuda:0, NCCL then failed
+            f"launched on {size} processes without LOCAL_RANK (each would take cuda:0): set it "
+            "(srun: $SLURM_LOCALID, mpirun: $OMPI_COMM_WORLD_LOCAL_RANK), or launch with torchrun"
+        )
     if torch.cuda.is_available():
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
@@ -164,17 +170,29 @@ def setup(mode: str, timeout_s: float = 1800) -> World:
 
 def launcher_store(run: int, timeout: datetime.timedelta) -> tuple[dist.Store, int, int]:
     """The launcher's store (torchrun's, or rank 0's at MASTER_ADDR), this rank and the world
-    size, with keys of run ``run``'s own. torchrun's store outlives a process group: a second
-    ``train()`` in one torchrun process made its group under the first one's keys, and gloo
-    met the first group's stale addresses ("Connection closed by peer", then "another rank's
-    process ended" while every rank was alive). ``run`` is the same on every rank."""
-    store, rank, size = next(dist.rendezvous("env://", timeout=timeout))
+    size, keys under run ``run``'s prefix (the same on every rank): a second ``train()`` in one
+    process made its group under the first one's keys, and gloo met stale addresses
+    ("Connection closed by peer"). One store per process, kept (its timeout each run's
+    ddp_timeout): without torchrun's agent store (srun, mpirun) rank 0 serves it on MASTER_PORT,
+    and a second run's new server there was missed by a rank that came before rank 0 had
+    destroyed the first group ("Failed to recv"; rank 0: "waiting for clients")."""
+    where = tuple(os.environ.get(name, "") for name in _RENDEZVOUS_VARIABLES)
+    if _LAUNCHER_STORE.get("where") != where:  # (another launch's variables: its own store)
+        _LAUNCHER_STORE.update(
+            where=where, rendezvous=next(dist.rendezvous("env://", timeout=timeout))
+        )
+    store, rank, size = _LAUNCHER_STORE["rendezvous"]
     store.set_timeout(timeout)
     # ("default_pg": init_process_group's own prefix for the store it makes)
     return dist.PrefixStore(f"directpo/run-{run}/default_pg", store), rank, size
 
 
 _RUNS = itertools.count()
+# what env:// rendezvous reads: the store kept is the one these name
+_RENDEZVOUS_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE")
+# (kept to the process's end: a script's own env:// group made after train() would serve a
+# second store on MASTER_PORT; docs/distributed.md says to make it first)
+_LAUNCHER_STORE: dict[str, Any] = {}
 
 
 def teardown(world: World, settled: bool = False) -> None:
@@ -187,12 +205,18 @@ def teardown(world: World, settled: bool = False) -> None:
     ("terminate called without an active exception")."""
     if not dist.is_initialized():
         return
+    failed = None
     if settled and world.enabled:
-        dist.barrier()
+        try:
+            dist.barrier()
+        except RuntimeError as exc:  # a peer gone since the last agreement (its own is said)
+            failed = exc  # the group is still left: a next run in this process makes its own
     release_sharding_caches()
     gc.collect()  # a DDP reducer in a reference cycle holds the group too
     if world.owns_group:
         dist.destroy_process_group()
+    if failed is not None:
+        raise failed
 
 
 def release_sharding_caches() -> None:
@@ -207,24 +231,34 @@ def release_sharding_caches() -> None:
     passed."""
     if "torch.distributed.tensor" not in sys.modules:  # no FSDP run in this process
         return
-    from torch.distributed.tensor import DTensor, _collective_utils, _redistribute
-
-    propagator = DTensor._op_dispatcher.sharding_propagator
-    caches = [
-        getattr(propagator, "propagate_op_sharding", None),
-        getattr(propagator, "_propagate_tensor_meta_cached", None),
-        getattr(_redistribute, "_gen_transform_infos", None),
-        getattr(getattr(_collective_utils, "MeshTopoInfo", None), "build_from_mesh", None),
-    ]
-    for cached in caches:
+    # each on its own: one missing failed the whole teardown (ImportError, AttributeError)
+    for cached in (
+        _private("DTensor._op_dispatcher.sharding_propagator.propagate_op_sharding"),
+        _private("DTensor._op_dispatcher.sharding_propagator._propagate_tensor_meta_cached"),
+        _private("_redistribute._gen_transform_infos"),
+        _private("_collective_utils.MeshTopoInfo.build_from_mesh"),
+    ):
         if hasattr(cached, "cache_clear"):
             cached.cache_clear()
     for clear in (
-        getattr(_redistribute, "clear_redistribute_planner_cache", None),
+        _private("_redistribute.clear_redistribute_planner_cache"),
         getattr(torch._C, "_clear_DTensor_sharding_propagator_cache", None),  # the C++ one's
     ):
-        if clear is not None:
+        if callable(clear):
             clear()
+
+
+def _private(path: str) -> Any:
+    """``torch.distributed.tensor``'s ``path`` (a module or name, then attributes), or None
+    where this torch lacks any part of it."""
+    first, *attributes = path.split(".")
+    try:
+        found = importlib.import_module(f"torch.distributed.tensor.{first}")
+    except ImportError:
+        found = getattr(sys.modules["torch.distributed.tensor"], first, None)
+    for attribute in attributes:
+        found = getattr(found, attribute, None)
+    return found
 
 
 def on_main(world: World, action: Callable[[], Any]) -> Any:

@@ -277,18 +277,24 @@ def setup_out_of_memory(
     return TrainingStopped(SETUP_OOM_HELP.format(kind=kind, knobs=said))
 
 
-def peer_gone(exc: BaseException, world: World) -> DirectpoError | None:
+def peer_gone(
+    exc: BaseException, world: World, finished_in: Path | None = None
+) -> DirectpoError | None:
     """A collective that failed because another rank's process ended: after its own error
     (which that rank says) or a crash (torchrun's summary names its exit code or signal). Not
     this rank's failure: it waits, and torchrun stops it meanwhile where the other process was
     its own worker (one machine); one that outlives the wait (another node's) says it in a
-    line, never gloo's traceback beside the line of the rank that failed."""
+    line, never gloo's traceback beside the line of the rank that failed. ``finished_in``: the
+    run had finished (its final model written there; the teardown's barrier failed)."""
     if world.size <= 1 or not isinstance(exc, RuntimeError) or not PEER_GONE.search(str(exc)):
         return None
     time.sleep(PEER_EXIT_WAIT_S)
+    after = (
+        f" after the run had finished (its final model is in {finished_in})" if finished_in else ""
+    )
     lost = TrainingStopped(
-        "another rank's process ended (its own error, or torchrun's summary, says why): "
-        f"{first_line(exc)[:120]}"
+        f"another rank's process ended{after} (its own error, or torchrun's summary, says "
+        f"why): {first_line(exc)[:120]}"
     )
     lost.rank = world.rank
     return lost

@@ -176,7 +176,13 @@ def train(
             # a run refused before it wrote anything (a LoRA target the model lacks, a bad
             # row) leaves no empty folder that the next try would take for someone else's
             remove_empty(made_output_dir)
-        teardown_world(world, settled=finished)
+        try:
+            teardown_world(world, settled=finished)
+        except RuntimeError as error:  # its final barrier: a peer gone after the last agreement
+            lost = peer_gone(error, world, Path(config.output_dir) if finished else None)
+            if lost is None:
+                raise
+            raise lost from None
 
 
 def _train(run: Run) -> TrainResult:
