@@ -1429,6 +1429,74 @@ def test_a_json_list_saved_as_jsonl_is_read_as_datasets_reads_it(tmp_path: Path)
             load_preferences(str(tmp_path / name))
 
 
+def test_a_jsonl_of_long_conversations_or_of_one_pretty_printed_object_is_read_as_written(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A JSON Lines file of a conversation a line, its first line longer than a read's chunk
+    (1 MB: a long trace, an inline image), was taken for one JSON list (the line not whole
+    when read) and said as rows of messages ('column chosen not found (columns: role,
+    content)'); it stays JSON Lines, each row said a list, as a short one is. A pretty-printed
+    object ({"rows": [...]}, json.dump(indent=2) to a .jsonl) was a dozen 'invalid JSON' lines;
+    it is read as a .json holding it is."""
+    import directpo.readers
+
+    monkeypatch.setattr(directpo.readers, "JSON_CHUNK", 64)  # (a line past a chunk, small)
+    turns = json.dumps(
+        [{"role": "user", "content": "Q" * 200}, {"role": "assistant", "content": "a"}]
+    )
+    (tmp_path / "long.jsonl").write_text(f"{turns}\n{turns}\n")
+    with pytest.raises(DataError, match=r"line 1: expected an object, got a list \(1 more"):
+        load_preferences(str(tmp_path / "long.jsonl"))
+    (tmp_path / "one.jsonl").write_text(json.dumps(ROWS * 20) + "\n")  # (a list past a chunk)
+    assert len(load_preferences(str(tmp_path / "one.jsonl"))) == 2 * 20
+    expected = [(r["prompt"], r["chosen"], r["rejected"]) for r in ROWS]
+    for name, document in (("rows.jsonl", {"rows": ROWS}), ("cols.jsonl.gz", None)):
+        columns = {key: [row[key] for row in ROWS] for key in ROWS[0]}
+        text = json.dumps(document or columns, indent=2)
+        if name.endswith(".gz"):
+            (tmp_path / name).write_bytes(gzip.compress(text.encode()))
+        else:
+            (tmp_path / name).write_text(text)
+        data = load_preferences(str(tmp_path / name))
+        assert [(e.prompt, e.chosen, e.rejected) for e in data.examples] == expected, name
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "Q", "chosen": " a", "rejected": " b"}\n{\n')
+    with pytest.raises(DataError, match=r"line 2: invalid JSON"):  # (JSON Lines, a line cut)
+        load_preferences(str(tmp_path / "bad.jsonl"))
+
+
+def test_llama_factorys_ranking_rows_are_said_with_the_fix_each_needs(tmp_path: Path) -> None:
+    """LLaMA-Factory's ranking data (sharegpt formatting: "conversations" of {from, value}
+    messages, "chosen" / "rejected" one {from, value} message each) was "field 'chosen' must
+    be a string, got an object" (neither the message nor the form named), and once the replies
+    were lists, "set prompt_column" without the column that holds the prompt. Each step says
+    its fix: the reply as a list of role/content messages, prompt_column: conversations."""
+    gpt = {"from": "gpt", "value": " a"}
+    row = {"conversations": [{"from": "human", "value": "Q"}], "chosen": gpt, "rejected": gpt}
+    (tmp_path / "lf.json").write_text(json.dumps([row]))
+    with pytest.raises(DataError) as refused:
+        load_preferences(str(tmp_path / "lf.json"), name="lf.json")
+    assert str(refused.value) == (
+        "lf.json: row 1: field 'chosen' must be a string, got an object (one message); write it "
+        'as a list of messages, [{"role": "assistant", "content": ...}]; ShareGPT\'s {"from": '
+        '"human" / "gpt", "value": ...} is written {"role": "user" / "assistant", "content": ...}'
+    )
+    prompt = [{"role": "user", "content": "Q"}]
+    row = {"conversations": prompt, "chosen": [{"role": "assistant", "content": " a"}]}
+    row["rejected"] = [{"role": "assistant", "content": " b"}]
+    (tmp_path / "lists.json").write_text(json.dumps([row]))
+    with pytest.raises(
+        DataError,
+        match=r"column 'conversations' holds messages: set prompt_column: conversations\)$",
+    ):
+        load_preferences(str(tmp_path / "lists.json"))
+    data = load_preferences(str(tmp_path / "lists.json"), columns=Columns(prompt="conversations"))
+    assert [(e.prompt, e.chosen) for e in data.examples] == [(prompt, row["chosen"])]
+    row = {"prompt": prompt, "chosen": {"role": "assistant", "content": " a"}, "rejected": " b"}
+    (tmp_path / "one.json").write_text(json.dumps([row]))
+    with pytest.raises(DataError, match=r"got an object \(one message\); write it as a list"):
+        load_preferences(str(tmp_path / "one.json"))
+
+
 def test_a_prompt_of_empty_messages_is_refused_as_an_empty_text_prompt_is(tmp_path) -> None:
     """A text prompt "" or "  " is refused ("field 'prompt' is empty"), but a message-list
     prompt whose user turn was empty (a scrape's blank instruction), given or shared by

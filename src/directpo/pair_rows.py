@@ -173,10 +173,22 @@ def parse_row(
         except RowError as err:
             if err.reason != "no shared prompt":
                 raise
-            raise RowError(  # the likely cause: the prompt is in a column of another name
+            # the likely cause: the prompt is in a column of another name, named where one
+            # other column holds messages (LLaMA-Factory's and ShareGPT's 'conversations')
+            held = [
+                key
+                for key, value in row.items()
+                if key not in (columns.chosen, columns.rejected) and is_message_list(value)
+            ]
+            fix = spell_setting(("prompt_column", held[0])) if len(held) == 1 else ""
+            raise RowError(
                 err.reason,
                 f"{err.message} (with no '{columns.prompt}' column, each must hold the whole "
-                "conversation; if another column holds the prompt, set prompt_column)",
+                + (
+                    f"conversation; column '{held[0]}' holds messages: {fix})"
+                    if fix
+                    else "conversation; if another column holds the prompt, set prompt_column)"
+                ),
             ) from None
         if isinstance(prompt, list):
             chosen = completion_messages(chosen, columns.chosen)

@@ -222,16 +222,21 @@ def holds_a_json_list(path: str) -> bool:
     json.dump's rows), whose every line was "invalid JSON": it is read as a list, as datasets'
     json builder reads it. (A JSON Lines row is an object, so no such file opens with "[{";
     one whose first line is a whole list followed by more lines, a conversation a line, stays
-    JSON Lines, each row said to be a list.)"""
+    JSON Lines, each row said to be a list; one a line longer than a chunk is told by its end.)
+    A pretty-printed object ('{' its first line: {"rows": [...]}) is one JSON document too."""
     # (bytes that are not UTF-8 are a line's problem in JSON Lines, said with its number)
     with _open_text(path, errors="replace") as handle:
         head = handle.read(4096).lstrip(JSON_SPACE)
+        if head.startswith("{") and head[1:].lstrip(" \t\r")[:1] == "\n":
+            return True
         if not (head.startswith("[") and head[1:].lstrip(JSON_SPACE)[:1] == "{"):
             return False
         handle.seek(0)
         lines = (line for line in iter(lambda: handle.readline(JSON_CHUNK), "") if line.strip())
-        first = next(lines, "")
-        whole = first.endswith("\n") and isinstance(_json_or_none(first), list)
+        first = end = next(lines, "")
+        while not end.endswith("\n") and (more := handle.readline(JSON_CHUNK)):
+            end = more  # (its end, not the whole line held: a one-line list of 500 MB)
+        whole = isinstance(_json_or_none(first), list) if first is end else end.rstrip()[-1:] == "]"
         return not (whole and next(lines, None) is not None)
 
 
