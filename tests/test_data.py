@@ -1991,6 +1991,47 @@ def test_a_json_file_of_splits_is_said_so(tmp_path: Path) -> None:
     assert len(load_preferences(str(tmp_path / "d.json"))) == 2
 
 
+def test_a_file_of_splits_is_said_so_in_the_callers_words_and_in_a_dataset_folder(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """A file of splits given as --train_file was told '(train_file, eval_file)', a recipe's
+    keys, to a command line; the same file in a dataset_name folder (datasets reads it as one
+    row, its lists as columns) was "column 'chosen' not found (columns: train, test); give
+    --chosen_column / --rejected_column", which no column fixes. The flags are named as flags,
+    and the folder is told the files datasets reads as its splits."""
+    from types import SimpleNamespace
+
+    from directpo.cli import main
+    from directpo.data_sources import load_named_dataset
+
+    monkeypatch.chdir(tmp_path)
+    Path("sp").mkdir()
+    Path("sp/data.json").write_text(json.dumps({"train": ROWS, "test": ROWS}))
+    assert main(["train", "--train_file", "sp/data.json"]) == 2
+    said = "sp/data.json: holds 2 lists of rows (train, test), as a file of splits does; give"
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(f"{said} each list as a file of its own (--train_file, --eval_file)")
+    )
+    options = SimpleNamespace(
+        dataset_name="sp", dataset_config=None, dataset_streaming=False,
+        dataset_train_split="train", dataset_test_split="test",
+    )  # fmt: skip
+    rows = load_named_dataset(options, "dataset_train_split", required="training")
+    with pytest.raises(DataError) as refused:
+        load_preferences(rows, name="sp[train]")
+    assert str(refused.value) == (
+        "sp[train]: holds 2 lists of rows (train, test), as a file of splits does; give each "
+        "list as a file of its own (train.json, test.json: datasets reads each as its split)"
+    )
+    Path("sp/data.json").unlink()  # (the advice taken: datasets reads the files as the splits)
+    Path("sp/train.json").write_text(json.dumps(ROWS))
+    Path("sp/test.json").write_text(json.dumps(ROWS[:1]))
+    rows = load_named_dataset(options, "dataset_train_split", required="training")
+    assert len(load_preferences(rows, name="sp[train]")) == 2
+
+
 @pytest.mark.parametrize(
     ("name", "text", "said"),
     [

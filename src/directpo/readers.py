@@ -342,10 +342,9 @@ def _json_table(data: Any, label: str) -> list[Any]:
         # {"train": [rows], "test": [rows]}: splits, said as columns of other names (or
         # lists of different lengths) though no pair column holds row objects
         names = ", ".join(key for key, value in data.items() if isinstance(value, list))
-        raise DataError(
-            f"{label}: holds {len(row_lists)} lists of rows ({names}), as a file of splits does; "
-            "give each list as a file of its own (train_file, eval_file)"
-        )
+        from directpo.row_kinds import splits_said  # (row_kinds reads readers' names)
+
+        raise DataError(f"{label}: {splits_said(names)}")
     if columnar and same_length:
         return [dict(zip(data, row, strict=True)) for row in zip(*data.values(), strict=True)]
     if columnar:

@@ -193,3 +193,17 @@ def command_rows_fix(names: Sequence[Any], command: str, prompt: str | None) -> 
             "with directpo generate, whose output directpo rank reads as it is"
         )
     return None
+
+
+def splits_said(names: str, folder: bool = False) -> str:
+    """A file of splits ({"train": [rows], "test": [rows]}: ``names``, its lists' keys), said
+    with the files to write, in the caller's words; a dataset folder's as the files datasets
+    reads as its splits (one file of splits was one row there, its lists as columns)."""
+    from directpo.callers import spell_name
+
+    files = "train.json, test.json: datasets reads each as its split" if folder else None
+    files = files or f"{spell_name('train_file')}, {spell_name('eval_file')}"
+    return (
+        f"holds {len(names.split(', '))} lists of rows ({names}), as a file of splits does; "
+        f"give each list as a file of its own ({files})"
+    )
