@@ -87,6 +87,13 @@ def other_format(names: Sequence[Any], prompt: str = "prompt") -> str | None:
             "one conversation a row (transcript), each rated alone as Anthropic's red-team "
             f"attempts are: {NEEDS}; {WRITE_PAIRS}"
         )
+    if "conversations" in has and "messages" not in has and prompt not in has:
+        # (ShareGPT's SFT rows, LLaMA-Factory's and Vicuna's: no SFT column TRL names, and was
+        # "column 'chosen' not found; set chosen_column / rejected_column")
+        return (
+            "ShareGPT conversations (conversations), as LLaMA-Factory's supervised data holds "
+            f"them: {NEEDS}; {WRITE_PAIRS} (messages as role / content, not from / value)"
+        )
     sft = (
         "conversations (messages)"
         if "messages" in has
