@@ -1459,6 +1459,10 @@ def test_a_jsonl_of_long_conversations_or_of_one_pretty_printed_object_is_read_a
             (tmp_path / name).write_text(text)
         data = load_preferences(str(tmp_path / name))
         assert [(e.prompt, e.chosen, e.rejected) for e in data.examples] == expected, name
+    jq = "".join(json.dumps(row, indent=2) + "\n" for row in ROWS)  # (jq's way: said so)
+    (tmp_path / "jq.jsonl").write_text(jq)
+    with pytest.raises(DataError, match=r"line 6: .*each over several lines .*\(jq -c \.\)\)$"):
+        load_preferences(str(tmp_path / "jq.jsonl"))
     (tmp_path / "bad.jsonl").write_text('{"prompt": "Q", "chosen": " a", "rejected": " b"}\n{\n')
     with pytest.raises(DataError, match=r"line 2: invalid JSON"):  # (JSON Lines, a line cut)
         load_preferences(str(tmp_path / "bad.jsonl"))

@@ -315,6 +315,9 @@ def _json_document_rows(path: str, label: str) -> list[tuple[str, Any]]:
         problem = json_problem(exc)
         if exc.msg == "Extra data":
             problem = f"more text after the end of the JSON value, at column {exc.colno}"
+            if text[exc.pos] == "{" and text.lstrip()[:1] == "{":  # (jq's output: no reader's)
+                problem += "; it holds objects one after another, each over several lines (as "
+                problem += "jq prints them): write one object a line (jq -c .)"
         raise DataError(f"{label}: line {exc.lineno}: invalid JSON ({problem})") from None
     return [(f"row {i}", row) for i, row in enumerate(_json_table(data, label), start=1)]
 
