@@ -93,13 +93,23 @@ def test_sharegpt_conversations_are_said_by_what_they_hold() -> None:
     """A ShareGPT / LLaMA-Factory supervised file (conversations of {from, value} messages) was
     "column 'chosen' not found (columns: conversations); set chosen_column / rejected_column",
     which no column in it fixes, where TRL's messages were said as SFT rows. It is said as
-    ShareGPT conversations, with the pairs to write in the form a template reads."""
+    ShareGPT conversations, with the pairs to write in the form a template reads. One
+    conversation given as the file (its messages read as rows: a .jsonl of one conversation on
+    one line) was "column 'chosen' not found (columns: role, content)": said as messages."""
     turns = [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "a"}]
     for row in ({"conversations": turns}, {"id": "x", "conversations": turns, "system": ""}):
         assert said([row]) == (
             "rows: ShareGPT conversations (conversations), as LLaMA-Factory's supervised data "
             f"holds them: {NEEDS}; write rows of prompt, chosen, rejected (messages as role / "
             "content, not from / value)"
+        )
+    for messages, keys in (
+        (turns, "from, value"),
+        ([{"role": "user", "content": "Q"}, {"role": "assistant"}], "role, content"),
+    ):
+        assert said(messages) == (  # (one conversation given as the file's rows)
+            f"rows: messages as rows ({keys}): one conversation, not rows of pairs: {NEEDS}; "
+            "write rows of prompt, chosen, rejected, a conversation's messages in one row's prompt"
         )
     ranked = {"conversations": turns[:1], "chosen": turns[1], "rejected": turns[1]}
     assert "ShareGPT conversations" not in said([ranked])  # (pairs: the chosen one is said)

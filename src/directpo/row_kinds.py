@@ -87,6 +87,14 @@ def other_format(names: Sequence[Any], prompt: str = "prompt") -> str | None:
             "one conversation a row (transcript), each rated alone as Anthropic's red-team "
             f"attempts are: {NEEDS}; {WRITE_PAIRS}"
         )
+    if {"role", "content"} <= has or {"from", "value"} <= has:
+        # (one conversation, a list of messages, read as the file's list of rows: a .json of
+        # it, or a .jsonl of one conversation on its one line)
+        keys = "role, content" if "role" in has else "from, value"
+        return (
+            f"messages as rows ({keys}): one conversation, not rows of pairs: {NEEDS}; "
+            f"{WRITE_PAIRS}, a conversation's messages in one row's prompt"
+        )
     if "conversations" in has and "messages" not in has and prompt not in has:
         # (ShareGPT's SFT rows, LLaMA-Factory's and Vicuna's: no SFT column TRL names, and was
         # "column 'chosen' not found; set chosen_column / rejected_column")
