@@ -1398,6 +1398,10 @@ def test_a_null_field_is_said_null_not_missing(tmp_path: Path) -> None:
         load_preferences(str(write_jsonl(tmp_path / "g.jsonl", [ROWS[0], absent])))
     data = load_preferences(str(write_jsonl(tmp_path / "h.jsonl", rows)), skip_invalid_rows=True)
     assert len(data) == 1 and data.skipped == {"missing field": 2}
+    # json.dump of a DataFrame's records writes its missing values NaN: "got a number" was said
+    (tmp_path / "n.jsonl").write_text(json.dumps({**ROWS[0], "rejected": float("nan")}) + "\n")
+    with pytest.raises(DataError, match=r"line 1: field 'rejected' is NaN \(a missing value\)$"):
+        load_preferences(str(tmp_path / "n.jsonl"))
 
 
 def test_a_json_list_saved_as_jsonl_is_read_as_datasets_reads_it(tmp_path: Path) -> None:

@@ -50,6 +50,9 @@ def field_value(row: dict[str, Any], key: str) -> Any:
         raise RowError("missing field", f"missing field '{key}'")
     if row[key] is None:  # (a Parquet / DataFrame null: the column is there, as the file says)
         raise RowError("missing field", f"field '{key}' is null")
+    if isinstance(row[key], float) and row[key] != row[key]:  # (json.dump's NaN of a pandas
+        # missing value, records dumped as they are: was "must be a string, got a number")
+        raise RowError("missing field", f"field '{key}' is NaN (a missing value)")
     return row[key]
 
 
