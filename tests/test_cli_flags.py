@@ -377,3 +377,31 @@ def test_a_recipes_and_its_flags_lines_are_each_said_in_their_sources_words(
     )
     assert main(["train", "--beta", "-1", "--max_steps", "-5"]) == 2  # (flags alone: no heading)
     assert "\n  beta must be > 0 (got -1.0)\n" in capsys.readouterr().err
+
+
+def test_an_option_to_remove_is_named_as_its_source_wrote_it(tmp_path, monkeypatch, capsys):
+    """``--use_peft true --lora_r 0`` was told 'remove lora_r ..., or use_peft', a recipe's keys
+    that no command line holds; each option to remove is named as its source wrote it."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--use_peft", "true", "--lora_r", "0"]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            "; remove --lora_r for rank 16 (TRL's default), or --use_peft to train every weight"
+        )
+    )
+    (tmp_path / "peft.yaml").write_text("use_peft: true\n")
+    assert main(["train", "peft.yaml", "--lora_r", "0"]) == 2
+    mixed = "--lora_r 0 with use_peft: true: an adapter of rank 0 trains nothing (peft refuses"
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            f"{mixed} it); remove --lora_r for rank 16 (TRL's default), or use_peft to train "
+            "every weight"
+        )
+    )
+    (tmp_path / "peft.yaml").write_text("use_peft: true\nlora_r: 0\n")
+    assert main(["train", "peft.yaml"]) == 2
+    assert "; remove lora_r for rank 16 (TRL's default), or use_peft to" in capsys.readouterr().err

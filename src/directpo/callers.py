@@ -228,6 +228,13 @@ def spell_name(name: str) -> str:
     return name if spelling is Spelling.RECIPE else spell_option(name, ...)
 
 
+def spell_removal(name: str) -> str:
+    """An option to remove, named as its writer wrote it: ``--lora_r`` on a command line (a
+    recipe's bare ``lora_r`` read as a key to delete there), ``lora_r`` in a recipe or a call."""
+    spelling = _own_spelling(name) or caller().spelling
+    return f"--{name}" if spelling is Spelling.FLAGS else name
+
+
 def setting_verb() -> str:
     """How the caller is asked to set an option: ``set`` (a recipe's key), ``give`` (a flag),
     ``pass`` (a keyword)."""

@@ -30,6 +30,7 @@ from directpo.callers import (
     source_spelling,
     spell_option,
     spell_pair,
+    spell_removal,
     spell_setting,
     written_as,
 )
@@ -82,8 +83,8 @@ def apply_trl_meanings(config: Any) -> None:
         config._refuse(
             "lora_r",
             f"{spell_pair(('lora_r', 0), 'with', ('use_peft', True))}: an adapter of rank 0 "
-            "trains nothing (peft refuses it); remove lora_r for rank 16 (TRL's default), or "
-            "use_peft to train every weight",
+            f"trains nothing (peft refuses it); remove {spell_removal('lora_r')} for rank 16 "
+            f"(TRL's default), or {spell_removal('use_peft')} to train every weight",
         )
     # unset stays unset without use_peft: set later (a notebook), use_peft still means TRL
     # ModelConfig's rank; an adapter folder as the model is continued with its own (use_peft
