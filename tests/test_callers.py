@@ -548,6 +548,13 @@ def test_a_recipes_refusal_a_keyword_bears_on_is_told_as_the_keyword(tmp_path, m
         "recipe.yaml: beta must be > 0 (got -1.0)",
         "train(): learning_rate must be > 0 (got -1.0)",
     ]
+    Path("mixed.yaml").write_text(base + "eval_dtype: bfloat16\nbeta: -1\n")
+    with pytest.raises(ConfigError) as refused:  # (the file's eval_dtype in its words, beside
+        train("mixed.yaml", dtype="float32")  # the keyword's dtype: it was eval_dtype=...)
+    assert refused.value.problems[0].startswith(
+        "train(): eval_dtype: bfloat16 under dtype='float32': the run computes in float32"
+    )
+    assert refused.value.problems[1] == "mixed.yaml: beta must be > 0 (got -1.0)"
     from directpo.arguments import config_file
 
     assert config_file("recipe.yaml", {"beta": 0.25}).beta == 0.25  # (a keyword over the file)

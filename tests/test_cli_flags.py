@@ -337,6 +337,71 @@ def test_a_recipes_refusal_a_flag_bears_on_names_the_flag(capsys, tmp_path, monk
     )
     assert main(["train", "eval.yaml", "--beta", "-1"]) == 2  # (no flag bears on eval_dtype's)
     err = capsys.readouterr().err
-    assert "\n  eval_dtype: bfloat16 under dtype: float32: " in err
+    assert "\n  eval.yaml: eval_dtype: bfloat16 under dtype: float32: " in err
     assert "; set dtype: bfloat16 (mixed precision)" in err
-    assert "\n  beta must be > 0 (got -1.0)" in err
+    assert "\n  command line: beta must be > 0 (got -1.0)" in err
+
+
+def test_a_recipes_and_its_flags_lines_are_each_said_in_their_sources_words(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """``directpo train c.yaml --beta -1`` beside the file's own problem put the flag's 'beta
+    must be > 0' under the file's heading 'c.yaml:' (or under none beside the file's line),
+    and a line of a file's eval_dtype under a flag's --dtype said both as flags
+    ('--eval_dtype bfloat16 under --dtype float32'), a flag the user never gave. Each line is
+    headed by its source, and each value said in its own source's words."""
+    from tiny import SENTIMENT_PAIRS, write_jsonl
+
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS)
+    base = "model_name_or_path: m\ntrain_file: pairs.jsonl\n"
+    (tmp_path / "typo.yaml").write_text(base + "lerning_rate: 1.0e-6\n")
+    assert main(["train", "typo.yaml", "--beta", "-1", "--bogus", "3"]) == 2
+    assert capsys.readouterr().err.splitlines()[1:] == [
+        "  typo.yaml: unknown option 'lerning_rate'; did you mean 'learning_rate'?",
+        "  command line: unknown option '--bogus'",
+        "  command line: beta must be > 0 (got -1.0)",
+    ]
+    (tmp_path / "beta.yaml").write_text(base + "beta: 0\n")
+    assert main(["train", "beta.yaml", "--max_steps", "-5"]) == 2
+    assert capsys.readouterr().err.splitlines()[1:] == [
+        "  beta.yaml: beta must be > 0 (got 0.0)",
+        "  command line: max_steps must be -1 or 0 (num_train_epochs decides) or >= 1 (got -5)",
+    ]
+    (tmp_path / "eval.yaml").write_text(base + "eval_dtype: bfloat16\n")
+    assert main(["train", "eval.yaml", "--dtype", "float32"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "directpo: error: eval_dtype: bfloat16 under --dtype float32: the run computes in "
+        "float32 and so does its evaluation; give --dtype bfloat16 (mixed precision) to evaluate "
+        "as bf16 computes"
+    )
+    assert main(["train", "--beta", "-1", "--max_steps", "-5"]) == 2  # (flags alone: no heading)
+    assert "\n  beta must be > 0 (got -1.0)\n" in capsys.readouterr().err
+
+
+def test_an_option_to_remove_is_named_as_its_source_wrote_it(tmp_path, monkeypatch, capsys):
+    """``--use_peft true --lora_r 0`` was told 'remove lora_r ..., or use_peft', a recipe's keys
+    that no command line holds; each option to remove is named as its source wrote it."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--use_peft", "true", "--lora_r", "0"]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            "; remove --lora_r 0 for rank 16 (TRL's default), or --use_peft to train every weight"
+        )
+    )
+    (tmp_path / "peft.yaml").write_text("use_peft: true\n")
+    assert main(["train", "peft.yaml", "--lora_r", "0"]) == 2
+    mixed = "--lora_r 0 with use_peft: true: an adapter of rank 0 trains nothing (peft refuses"
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            f"{mixed} it); remove --lora_r 0 for rank 16 (TRL's default), or use_peft to train "
+            "every weight"
+        )
+    )
+    (tmp_path / "peft.yaml").write_text("use_peft: true\nlora_r: 0\n")
+    assert main(["train", "peft.yaml"]) == 2
+    assert "; remove lora_r for rank 16 (TRL's default), or use_peft to" in capsys.readouterr().err

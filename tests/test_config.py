@@ -880,13 +880,38 @@ def test_an_unknown_keyword_from_python_is_said_with_missing_files_and_bad_rows(
 
 
 @pytest.mark.parametrize(
-    "key, instead", [("save_steps", "save_strategy: no"), ("eval_steps", "eval_strategy: epoch")]
-)
-def test_openrlhfs_minus_one_steps_are_refused_naming_the_strategy(key, instead) -> None:
+    "key, meaning, recipe, flag, keyword",
+    [
+        ("save_steps", "never saves", "save_strategy: 'no'", "--save_strategy no",
+         "save_strategy='no'"),
+        ("eval_steps", "evaluates at each epoch's end", "eval_strategy: epoch",
+         "--eval_strategy epoch", "eval_strategy='epoch'"),
+    ],
+)  # fmt: skip
+def test_openrlhfs_minus_one_steps_are_refused_naming_the_strategy(
+    key, meaning, recipe, flag, keyword, tmp_path, capsys
+) -> None:
     """``--save_steps -1 --eval_steps -1`` (OpenRLHF's scripts: never save, evaluate each
-    epoch) were refused without the option that asks for that."""
-    with pytest.raises(ConfigError, match=f"OpenRLHF's -1 is {instead}"):
+    epoch) were refused without the option that asks for that; then with it in a recipe's words
+    whoever wrote the -1 ('save_strategy: no' to a flag and to DPOConfig(save_steps=-1)) and
+    the whole -1 shown as the float it is read as ('got -1.0'). Each caller is told its own
+    setting, pasted back as written, and the -1 it wrote."""
+    from directpo.cli import main
+
+    must = f"{key} must be a whole number of steps >= 0, or a fraction of the total steps in (0, 1)"
+    with pytest.raises(ConfigError) as refused:
         DPOConfig(**{key: -1})
+    assert str(refused.value) == f"{must} (got -1); OpenRLHF's -1 {meaning}: pass {keyword}"
+    assert main(["train", f"--{key}", "-1"]) == 2
+    assert f"{must} (got -1); OpenRLHF's -1 {meaning}: give {flag}\n" in capsys.readouterr().err
+    (tmp_path / "recipe.yaml").write_text(f"{key}: -1\n")
+    assert main(["train", str(tmp_path / "recipe.yaml")]) == 2
+    assert f"{must} (got -1); OpenRLHF's -1 {meaning}: set {recipe}\n" in capsys.readouterr().err
+    (tmp_path / "fixed.yaml").write_text(recipe + "\n")  # (the advice pasted back sets it)
+    strategy = key.replace("steps", "strategy")
+    assert getattr(load_config(tmp_path / "fixed.yaml"), strategy) == keyword.split("'")[1]
+    with pytest.raises(ConfigError, match=r"\(got 2\.5\)$"):  # (a fraction of a step: as is)
+        DPOConfig(**{key: 2.5})
 
 
 def test_a_config_file_not_found_names_one_of_a_close_name(tmp_path: Path, capsys) -> None:

@@ -1398,6 +1398,10 @@ def test_a_null_field_is_said_null_not_missing(tmp_path: Path) -> None:
         load_preferences(str(write_jsonl(tmp_path / "g.jsonl", [ROWS[0], absent])))
     data = load_preferences(str(write_jsonl(tmp_path / "h.jsonl", rows)), skip_invalid_rows=True)
     assert len(data) == 1 and data.skipped == {"missing field": 2}
+    # json.dump of a DataFrame's records writes its missing values NaN: "got a number" was said
+    (tmp_path / "n.jsonl").write_text(json.dumps({**ROWS[0], "rejected": float("nan")}) + "\n")
+    with pytest.raises(DataError, match=r"line 1: field 'rejected' is NaN \(a missing value\)$"):
+        load_preferences(str(tmp_path / "n.jsonl"))
 
 
 def test_a_json_list_saved_as_jsonl_is_read_as_datasets_reads_it(tmp_path: Path) -> None:
@@ -1427,6 +1431,78 @@ def test_a_json_list_saved_as_jsonl_is_read_as_datasets_reads_it(tmp_path: Path)
     for name in ("e.jsonl", "f.jsonl"):
         with pytest.raises(DataError, match=r"line 1: expected an object, got a list \(1 more"):
             load_preferences(str(tmp_path / name))
+
+
+def test_a_jsonl_of_long_conversations_or_of_one_pretty_printed_object_is_read_as_written(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A JSON Lines file of a conversation a line, its first line longer than a read's chunk
+    (1 MB: a long trace, an inline image), was taken for one JSON list (the line not whole
+    when read) and said as rows of messages ('column chosen not found (columns: role,
+    content)'); it stays JSON Lines, each row said a list, as a short one is. A pretty-printed
+    object ({"rows": [...]}, json.dump(indent=2) to a .jsonl) was a dozen 'invalid JSON' lines;
+    it is read as a .json holding it is."""
+    import directpo.readers
+
+    monkeypatch.setattr(directpo.readers, "JSON_CHUNK", 64)  # (a line past a chunk, small)
+    turns = json.dumps(
+        [{"role": "user", "content": "Q" * 200}, {"role": "assistant", "content": "a"}]
+    )
+    (tmp_path / "long.jsonl").write_text(f"{turns}\n{turns}\n")
+    with pytest.raises(DataError, match=r"line 1: expected an object, got a list \(1 more"):
+        load_preferences(str(tmp_path / "long.jsonl"))
+    (tmp_path / "one.jsonl").write_text(json.dumps(ROWS * 20) + "\n")  # (a list past a chunk)
+    assert len(load_preferences(str(tmp_path / "one.jsonl"))) == 2 * 20
+    expected = [(r["prompt"], r["chosen"], r["rejected"]) for r in ROWS]
+    for name, document in (("rows.jsonl", {"rows": ROWS}), ("cols.jsonl.gz", None)):
+        columns = {key: [row[key] for row in ROWS] for key in ROWS[0]}
+        text = json.dumps(document or columns, indent=2)
+        if name.endswith(".gz"):
+            (tmp_path / name).write_bytes(gzip.compress(text.encode()))
+        else:
+            (tmp_path / name).write_text(text)
+        data = load_preferences(str(tmp_path / name))
+        assert [(e.prompt, e.chosen, e.rejected) for e in data.examples] == expected, name
+    jq = "".join(json.dumps(row, indent=2) + "\n" for row in ROWS)  # (jq's way: said so)
+    (tmp_path / "jq.jsonl").write_text(jq)
+    with pytest.raises(DataError, match=r"line 6: .*each over several lines .*\(jq -c \.\)\)$"):
+        load_preferences(str(tmp_path / "jq.jsonl"))
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "Q", "chosen": " a", "rejected": " b"}\n{\n')
+    with pytest.raises(DataError, match=r"line 2: invalid JSON"):  # (JSON Lines, a line cut)
+        load_preferences(str(tmp_path / "bad.jsonl"))
+
+
+def test_llama_factorys_ranking_rows_are_said_with_the_fix_each_needs(tmp_path: Path) -> None:
+    """LLaMA-Factory's ranking data (sharegpt formatting: "conversations" of {from, value}
+    messages, "chosen" / "rejected" one {from, value} message each) was "field 'chosen' must
+    be a string, got an object" (neither the message nor the form named), and once the replies
+    were lists, "set prompt_column" without the column that holds the prompt. Each step says
+    its fix: the reply as a list of role/content messages, prompt_column: conversations."""
+    gpt = {"from": "gpt", "value": " a"}
+    row = {"conversations": [{"from": "human", "value": "Q"}], "chosen": gpt, "rejected": gpt}
+    (tmp_path / "lf.json").write_text(json.dumps([row]))
+    with pytest.raises(DataError) as refused:
+        load_preferences(str(tmp_path / "lf.json"), name="lf.json")
+    assert str(refused.value) == (
+        "lf.json: row 1: field 'chosen' must be a string, got an object (one message); write it "
+        'as a list of messages, [{"role": "assistant", "content": ...}]; ShareGPT\'s {"from": '
+        '"human" / "gpt", "value": ...} is written {"role": "user" / "assistant", "content": ...}'
+    )
+    prompt = [{"role": "user", "content": "Q"}]
+    row = {"conversations": prompt, "chosen": [{"role": "assistant", "content": " a"}]}
+    row["rejected"] = [{"role": "assistant", "content": " b"}]
+    (tmp_path / "lists.json").write_text(json.dumps([row]))
+    with pytest.raises(
+        DataError,
+        match=r"column 'conversations' holds messages: set prompt_column: conversations\)$",
+    ):
+        load_preferences(str(tmp_path / "lists.json"))
+    data = load_preferences(str(tmp_path / "lists.json"), columns=Columns(prompt="conversations"))
+    assert [(e.prompt, e.chosen) for e in data.examples] == [(prompt, row["chosen"])]
+    row = {"prompt": prompt, "chosen": {"role": "assistant", "content": " a"}, "rejected": " b"}
+    (tmp_path / "one.json").write_text(json.dumps([row]))
+    with pytest.raises(DataError, match=r"got an object \(one message\); write it as a list"):
+        load_preferences(str(tmp_path / "one.json"))
 
 
 def test_a_prompt_of_empty_messages_is_refused_as_an_empty_text_prompt_is(tmp_path) -> None:
@@ -1921,6 +1997,47 @@ def test_a_json_file_of_splits_is_said_so(tmp_path: Path) -> None:
         )
     (tmp_path / "d.json").write_text(json.dumps({"data": ROWS, "tags": []}))
     assert len(load_preferences(str(tmp_path / "d.json"))) == 2
+
+
+def test_a_file_of_splits_is_said_so_in_the_callers_words_and_in_a_dataset_folder(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """A file of splits given as --train_file was told '(train_file, eval_file)', a recipe's
+    keys, to a command line; the same file in a dataset_name folder (datasets reads it as one
+    row, its lists as columns) was "column 'chosen' not found (columns: train, test); give
+    --chosen_column / --rejected_column", which no column fixes. The flags are named as flags,
+    and the folder is told the files datasets reads as its splits."""
+    from types import SimpleNamespace
+
+    from directpo.cli import main
+    from directpo.data_sources import load_named_dataset
+
+    monkeypatch.chdir(tmp_path)
+    Path("sp").mkdir()
+    Path("sp/data.json").write_text(json.dumps({"train": ROWS, "test": ROWS}))
+    assert main(["train", "--train_file", "sp/data.json"]) == 2
+    said = "sp/data.json: holds 2 lists of rows (train, test), as a file of splits does; give"
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(f"{said} each list as a file of its own (--train_file, --eval_file)")
+    )
+    options = SimpleNamespace(
+        dataset_name="sp", dataset_config=None, dataset_streaming=False,
+        dataset_train_split="train", dataset_test_split="test",
+    )  # fmt: skip
+    rows = load_named_dataset(options, "dataset_train_split", required="training")
+    with pytest.raises(DataError) as refused:
+        load_preferences(rows, name="sp[train]")
+    assert str(refused.value) == (
+        "sp[train]: holds 2 lists of rows (train, test), as a file of splits does; give each "
+        "list as a file of its own (train.json, test.json: datasets reads each as its split)"
+    )
+    Path("sp/data.json").unlink()  # (the advice taken: datasets reads the files as the splits)
+    Path("sp/train.json").write_text(json.dumps(ROWS))
+    Path("sp/test.json").write_text(json.dumps(ROWS[:1]))
+    rows = load_named_dataset(options, "dataset_train_split", required="training")
+    assert len(load_preferences(rows, name="sp[train]")) == 2
 
 
 @pytest.mark.parametrize(

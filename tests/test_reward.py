@@ -455,7 +455,8 @@ def test_score_checks_its_arguments_and_rows_as_training_does(tiny_model_dirs) -
     assert scorer.score([conversation], [""]) == [0.0]  # an empty sample is scored too
     bad = [
         (([conversation], [{"role": "assistant", "content": "x"}]), "score: item 1: field "
-         "'response' must be a list of messages, got an object"),
+         "'response' must be a list of messages, got an object (one message); write it as a "
+         'list of messages, [{"role": "assistant", "content": ...}]'),
         ((["Hi", 3], [" a", " b"]), "score: item 2: field 'prompt' must be a string, got a number"),
         ((["Hi"], [reply]), "score: item 1: field 'response' must be a string, got a list"),
     ]  # fmt: skip

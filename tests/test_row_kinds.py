@@ -89,6 +89,32 @@ def test_several_replies_a_prompt_and_red_team_transcripts_are_said_by_what_they
     assert beside.endswith("set chosen_column: chosen_text, rejected_column: rejected_text")
 
 
+def test_sharegpt_conversations_are_said_by_what_they_hold() -> None:
+    """A ShareGPT / LLaMA-Factory supervised file (conversations of {from, value} messages) was
+    "column 'chosen' not found (columns: conversations); set chosen_column / rejected_column",
+    which no column in it fixes, where TRL's messages were said as SFT rows. It is said as
+    ShareGPT conversations, with the pairs to write in the form a template reads. One
+    conversation given as the file (its messages read as rows: a .jsonl of one conversation on
+    one line) was "column 'chosen' not found (columns: role, content)": said as messages."""
+    turns = [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "a"}]
+    for row in ({"conversations": turns}, {"id": "x", "conversations": turns, "system": ""}):
+        assert said([row]) == (
+            "rows: ShareGPT conversations (conversations), as LLaMA-Factory's supervised data "
+            f"holds them: {NEEDS}; write rows of prompt, chosen, rejected (messages as role / "
+            "content, not from / value)"
+        )
+    for messages, keys in (
+        (turns, "from, value"),
+        ([{"role": "user", "content": "Q"}, {"role": "assistant"}], "role, content"),
+    ):
+        assert said(messages) == (  # (one conversation given as the file's rows)
+            f"rows: messages as rows ({keys}): one conversation, not rows of pairs: {NEEDS}; "
+            "write rows of prompt, chosen, rejected, a conversation's messages in one row's prompt"
+        )
+    ranked = {"conversations": turns[:1], "chosen": turns[1], "rejected": turns[1]}
+    assert "ShareGPT conversations" not in said([ranked])  # (pairs: the chosen one is said)
+
+
 def test_a_kto_file_says_whether_pairs_can_be_written_from_it(tmp_path) -> None:
     """A prompt with a true and a false reply anywhere in the file (not only its first row)
     is said; a file without one is told no pair can be made."""

@@ -696,6 +696,60 @@ def test_a_prompts_tool_calls_the_template_drops_refuse_the_row() -> None:
         assert "call get_weather<|im_end|>" in tokenizer.decode(pair.prompt_ids)
 
 
+def _arguments_template(arguments: str) -> str:
+    """A ChatML template writing each call as ``{"name": ..., "arguments": ARGUMENTS}``."""
+    return (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] or '' }}"
+        '{% for c in m.tool_calls or [] %}<tool_call>{"name": "{{ c.function.name }}", '
+        f'"arguments": {arguments}}}</tool_call>{{% endfor %}}<|im_end|>\n{{% endfor %}}'
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+
+
+def test_a_calls_json_string_arguments_are_written_as_the_json_they_hold() -> None:
+    """OpenAI-style calls (tulu-3, Skywork, glaive: "arguments": "{\\"city\\": \\"Paris\\"}",
+    a JSON string) under Qwen2.5's or Llama 3.1's template (``arguments | tojson``, made for a
+    mapping) trained the string escaped, ``"arguments": "{\\"city\\": ...}"``, a form the model
+    never emits, in the prompt's history and in the completion alike. The template is given the
+    mapping the string holds; one that writes a string as is (Qwen3's ``is string`` branch,
+    DeepSeek's concatenation) keeps the row's string; a mapping given is written as it was."""
+    from directpo.data import load_preferences
+
+    def call(arguments):
+        function = {"name": "get_weather", "arguments": arguments}
+        return {"id": "c1", "type": "function", "function": function}
+
+    def rendered(template: str, arguments) -> tuple[str, str]:
+        history = [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": "", "tool_calls": [call(arguments)]},
+            {"role": "tool", "content": "18C", "tool_call_id": "c1"},
+            {"role": "user", "content": "And again?"},
+        ]
+        row = {**WEATHER_ROW, "prompt": history}
+        row["chosen"] = [{"role": "assistant", "content": "", "tool_calls": [call(arguments)]}]
+        tokenizer = build_tokenizer("gpt2")
+        tokenizer.chat_template = template
+        pair = tokenize_preferences(load_preferences([row]), tokenizer, 512).pairs[0]
+        return tokenizer.decode(pair.prompt_ids), tokenizer.decode(pair.chosen_ids)
+
+    written = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+    qwen25 = _arguments_template("{{ c.function.arguments | tojson }}")
+    qwen3 = _arguments_template(
+        "{% if c.function.arguments is string %}{{ c.function.arguments }}"
+        "{% else %}{{ c.function.arguments | tojson }}{% endif %}"
+    )
+    deepseek = _arguments_template("{{ '' + c.function.arguments }}")
+    for template in (qwen25, qwen3, deepseek):
+        prompt, chosen = rendered(template, '{"city": "Paris"}')
+        assert written in prompt and '\\"city' not in prompt, template
+        assert chosen.startswith(written), template
+    prompt, chosen = rendered(qwen25, {"city": "Paris"})  # (a mapping: as before)
+    assert written in prompt and chosen.startswith(written)
+    prompt, _ = rendered(qwen25, "Paris")  # (a string that holds no JSON object: as written)
+    assert '"arguments": "Paris"' in prompt
+
+
 # Qwen3's template, cut to what decides the case: a finished assistant turn moves its
 # <think>...</think> (or reasoning_content) into a reasoning block; the generation prompt of
 # enable_thinking: false is an empty one

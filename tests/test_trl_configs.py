@@ -125,12 +125,15 @@ def test_refused_trl_keys_and_wrong_values_are_named_in_one_pass(tmp_path) -> No
     )
     with pytest.raises(ConfigErrors) as info:
         load_config(str(recipe), {"learning_rate": "-1", "bogus": "3"})
-    problems = info.value.problems
-    assert [p.split(":")[0].split()[0] for p in problems] == [
+    problems = info.value.problems  # (each headed by its source: the flags' were the file's)
+    assert [p.split(": ")[1].split()[0].split(":")[0] for p in problems] == [
         "neftune_noise_alpha", "unknown", "fp16", "learning_rate", "liger_kernel_config"
     ]  # fmt: skip
-    assert problems[1] == "unknown option '--bogus'"
-    assert str(info.value).startswith(f"{recipe}: 5 options cannot be used:")
+    assert [p.split(": ")[0] for p in problems] == [
+        str(recipe), "command line", str(recipe), "command line", str(recipe)
+    ]  # fmt: skip
+    assert problems[1] == "command line: unknown option '--bogus'"
+    assert str(info.value).startswith("5 options cannot be used:")
     with pytest.raises(ConfigErrors) as info:  # from Python, TRL's names and values alike
         DPOConfig(neftune_noise_alpha=5, fp16=True, beta=-1)
     problems = [re.split("[:=]", p)[0].split()[0] for p in info.value.problems]

@@ -87,6 +87,31 @@ def written_as(spelling: Spelling) -> contextlib.AbstractContextManager[Caller]:
     return speaking_as(dataclasses.replace(caller(), spelling=spelling))
 
 
+# options a source other than the caller's wrote (a recipe's keys beside the flags or keywords
+# that override others): each said in its own source's words within one line
+_WRITTEN_BY: contextvars.ContextVar[dict[str, Spelling] | None] = contextvars.ContextVar(
+    "written_by", default=None
+)
+
+
+@contextlib.contextmanager
+def options_written_by(spellings: dict[str, Spelling]) -> Iterator[None]:
+    """Each option in ``spellings`` said as its source wrote it while in it, whoever calls: a
+    line of an ``eval_dtype`` the recipe set under a ``--dtype`` the command line gave reads
+    ``eval_dtype: bfloat16 under --dtype float32`` (it was wholly the flags')."""
+    token = _WRITTEN_BY.set(spellings)
+    try:
+        yield
+    finally:
+        _WRITTEN_BY.reset(token)
+
+
+def _own_spelling(name: str) -> Spelling | None:
+    """The spelling of ``name``'s own source where it is not the caller's, else None."""
+    spelling = (_WRITTEN_BY.get() or {}).get(name)
+    return spelling if spelling not in (None, caller().spelling) else None
+
+
 def entry_point(who: Caller) -> Callable[[F], F]:
     """A function called by ``who`` where no outer entry called it."""
 
@@ -152,6 +177,9 @@ def spell_option(name: str, value: Any = _NO_VALUE, in_recipe: bool = True) -> s
     recipe.yaml``, ``beta=0.1``. Without a value, the name to complete (``--beta``, ``beta=``);
     with ``...``, a value to fill in (``--beta``, ``beta=...``, ``beta: ... in recipe.yaml``).
     ``in_recipe``: the recipe's path after it (not where a line says several)."""
+    if (own := _own_spelling(name)) is not None:
+        with written_as(own):
+            return spell_option(name, value, in_recipe)
     who = caller()
     given = value is not _NO_VALUE and value is not ...
     shown = "..." if value is ... else spell_value(value) if given else ""
@@ -178,6 +206,10 @@ def spell_setting(*settings: tuple[str, Any] | str, last: str = ", ") -> str:
     16, lora_alpha: 32`` in a recipe (as the docs write it, without the file's path: one file
     holds the keys), ``give --lora_r 16, --lora_alpha 32`` on a command line, ``pass
     lora_r=16, lora_alpha=32`` to a Python call. ``last`` joins the last two (`` and ``)."""
+    first = settings[0] if isinstance(settings[0], str) else settings[0][0]
+    if (own := _own_spelling(first)) is not None:  # (a recipe's key: 'set x: 1', not 'give')
+        with written_as(own):
+            return spell_setting(*settings, last=last)
     said = [
         spell_name(setting) if isinstance(setting, str) else spell_option(*setting, in_recipe=False)
         for setting in settings
@@ -197,15 +229,16 @@ def spell_pair(first: tuple[str, Any], joint: str, second: tuple[str, Any]) -> s
 def spell_name(name: str) -> str:
     """An option to set, named alone as the caller gives it: ``max_steps`` (a recipe's key),
     ``--max_steps``, ``max_steps=...``."""
-    return name if caller().spelling is Spelling.RECIPE else spell_option(name, ...)
+    spelling = _own_spelling(name) or caller().spelling
+    return name if spelling is Spelling.RECIPE else spell_option(name, ...)
 
 
 def spell_given(name: str, value: Any) -> str:
     """An option named as the caller gave it, where a refusal names it or says to remove it:
     the key alone in a recipe (``lora_r``), ``--lora_r 8`` on a command line, ``lora_r=8`` in
     Python (a flag's or a keyword's user was told the recipe's bare key)."""
-    if caller().spelling is Spelling.RECIPE:
-        return name
+    if (_own_spelling(name) or caller().spelling) is Spelling.RECIPE:
+        return name  # (a recipe's key, whoever called: the line names it as the file does)
     return spell_option(name, value, in_recipe=False)
 
 

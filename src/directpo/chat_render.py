@@ -16,11 +16,17 @@ turns the texts into ids). Text rows are their own text.
   not compile is an error naming the tokenizer. A text-only model's template gets content given
   as text parts (``[{"type": "text", "text": ...}]``) joined into one string. A row whose tools
   or tool calls (the completion's or the prompt's) the template does not write (templates older
-  than tool calling) is refused: its call would train, or be read, as an empty turn.
+  than tool calling) is refused: its call would train, or be read, as an empty turn. A call's
+  arguments given as a JSON string (OpenAI's, tulu-3's) that the template writes escaped as a
+  string (Qwen2.5's and Llama 3.1's ``arguments | tojson``, made for a mapping: ``"arguments":
+  "{\\"city\\": ...}"``) are given to it as the mapping they hold, as TRL's own LFM2 templates
+  ask (json.loads before applying); a template that writes the string as is (Qwen3's ``is
+  string`` branch, DeepSeek's concatenation) keeps it.
 """
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from typing import Any
 
@@ -84,7 +90,11 @@ class ChatRenderer:
         if self.processor is None:
             messages = text_contents(messages)
         try:
-            return templater.apply_chat_template(messages, tokenize=False, **extra, **options)
+            text = templater.apply_chat_template(messages, tokenize=False, **extra, **options)
+            if _escaped_arguments(messages, text):  # (the model would learn JSON in a string)
+                parsed = _parsed_arguments(messages)
+                text = templater.apply_chat_template(parsed, tokenize=False, **extra, **options)
+            return text
         except TemplateSyntaxError as exc:  # also TemplateAssertionError (an unknown filter)
             name = getattr(templater, "name_or_path", "") or type(templater).__name__
             raise ModelLoadError(
@@ -155,3 +165,49 @@ class ChatRenderer:
         except RowError as err:
             return prompt_text, chosen_text, err
         return prompt_text, chosen_text, rejected_text
+
+
+def _string_arguments(messages: list[dict]) -> list[tuple[dict, str, dict]]:
+    """Each tool call's (function, arguments text, the mapping it holds) whose arguments are a
+    JSON string of an object (OpenAI's form), in the messages' order."""
+    found = []
+    for message in messages:
+        for call in message.get("tool_calls") or ():
+            function = call.get("function", call) if isinstance(call, dict) else None
+            text = function.get("arguments") if isinstance(function, dict) else None
+            if isinstance(text, str) and text.lstrip().startswith("{"):
+                try:
+                    held = json.loads(text)
+                except ValueError:
+                    continue
+                if isinstance(held, dict):
+                    found.append((function, text, held))
+    return found
+
+
+def _escaped_arguments(messages: list[dict], text: str) -> bool:
+    """The template wrote a call's JSON-string arguments escaped, as a string (``"{\\"city
+    \\": ...}"``), where it is not written as is."""
+    for _, arguments, _ in _string_arguments(messages):
+        escaped = json.dumps(arguments)[1:-1]
+        if escaped != arguments and escaped in text and arguments not in text:
+            return True
+    return False
+
+
+def _parsed_arguments(messages: list[dict]) -> list[dict]:
+    """``messages`` with each call's JSON-string arguments given as the mapping they hold (the
+    row's own messages left as they are)."""
+    parsed = []
+    for message in messages:
+        calls = []
+        for call in message.get("tool_calls") or ():
+            function = call.get("function", call) if isinstance(call, dict) else None
+            found = _string_arguments([{"tool_calls": [call]}]) if function is not None else []
+            if found and "function" in call:
+                call = {**call, "function": {**function, "arguments": found[0][2]}}
+            elif found:
+                call = {**call, "arguments": found[0][2]}
+            calls.append(call)
+        parsed.append({**message, "tool_calls": calls} if "tool_calls" in message else message)
+    return parsed

@@ -146,18 +146,30 @@ def _check_steps(config: DPOConfig) -> None:
         "gradient_accumulation_steps",
     ):
         require(getattr(config, key) >= 1, key, ">= 1")
-    # OpenRLHF's -1 (its scripts' default): never save / evaluate at each epoch's end
-    minus_one = {"save_steps": "save_strategy: no", "eval_steps": "eval_strategy: epoch"}
+    # OpenRLHF's -1 (its scripts' default): never save / evaluate at each epoch's end, the
+    # strategy told in the caller's words (it was the recipe's 'save_strategy: no' to a flag
+    # or a Python caller, and the int -1 shown as the float it is read as, 'got -1.0')
+    minus_one = {
+        "save_steps": ("never saves", ("save_strategy", "no")),
+        "eval_steps": ("evaluates at each epoch's end", ("eval_strategy", "epoch")),
+    }
     for key in ("logging_steps", "eval_steps", "save_steps"):  # steps, or a fraction
         value = getattr(config, key)
         low = "> 0" if key == "logging_steps" else ">= 0"
-        instead = f"; OpenRLHF's -1 is {minus_one[key]}" if value == -1 and key in minus_one else ""
-        require(
+        if not (
             (value > 0 if key == "logging_steps" else value >= 0)
-            and (value < 1 or float(value).is_integer()),
-            key,
-            f"a whole number of steps {low}, or a fraction of the total steps in (0, 1){instead}",
-        )
+            and (value < 1 or float(value).is_integer())
+        ):
+            whole = float(value).is_integer()  # (-1 is read as the float -1.0: said as written)
+            instead = ""
+            if value == -1 and key in minus_one:
+                meaning, setting = minus_one[key]
+                instead = f"; OpenRLHF's -1 {meaning}: {spell_setting(setting)}"
+            config._refuse(
+                key,
+                f"{key} must be a whole number of steps {low}, or a fraction of the total steps "
+                f"in (0, 1) (got {value_shown(int(value) if whole else value)}){instead}",
+            )
         if value >= 1 or value == 0:
             setattr(config, key, int(value))
     require(config.max_grad_norm >= 0, "max_grad_norm", ">= 0 (0 disables clipping)")

@@ -64,16 +64,21 @@ def holds_a_json_list(path: str) -> bool:
     json.dump's rows), whose every line was "invalid JSON": it is read as a list, as datasets'
     json builder reads it. (A JSON Lines row is an object, so no such file opens with "[{";
     one whose first line is a whole list followed by more lines, a conversation a line, stays
-    JSON Lines, each row said to be a list.)"""
+    JSON Lines, each row said to be a list; one a line longer than a chunk is told by its end.)
+    A pretty-printed object ('{' its first line: {"rows": [...]}) is one JSON document too."""
     # (bytes that are not UTF-8 are a line's problem in JSON Lines, said with its number)
     with open_text(path, errors="replace") as handle:
         head = handle.read(4096).lstrip(JSON_SPACE)
+        if head.startswith("{") and head[1:].lstrip(" \t\r")[:1] == "\n":
+            return True
         if not (head.startswith("[") and head[1:].lstrip(JSON_SPACE)[:1] == "{"):
             return False
         handle.seek(0)
         lines = (line for line in iter(lambda: handle.readline(JSON_CHUNK), "") if line.strip())
-        first = next(lines, "")
-        whole = first.endswith("\n") and isinstance(json_or_none(first), list)
+        first = end = next(lines, "")
+        while not end.endswith("\n") and (more := handle.readline(JSON_CHUNK)):
+            end = more  # (its end, not the whole line held: a one-line list of 500 MB)
+        whole = isinstance(json_or_none(first), list) if first is end else end.rstrip()[-1:] == "]"
         return not (whole and next(lines, None) is not None)
 
 
@@ -152,6 +157,9 @@ def _json_document_rows(path: str, label: str) -> list[tuple[str, Any]]:
         problem = json_problem(exc)
         if exc.msg == "Extra data":
             problem = f"more text after the end of the JSON value, at column {exc.colno}"
+            if text[exc.pos] == "{" and text.lstrip()[:1] == "{":  # (jq's output: no reader's)
+                problem += "; it holds objects one after another, each over several lines (as "
+                problem += "jq prints them): write one object a line (jq -c .)"
         raise DataError(f"{label}: line {exc.lineno}: invalid JSON ({problem})") from None
     return [(f"row {i}", row) for i, row in enumerate(_json_table(data, label), start=1)]
 
@@ -179,10 +187,9 @@ def _json_table(data: Any, label: str) -> list[Any]:
         # {"train": [rows], "test": [rows]}: splits, said as columns of other names (or
         # lists of different lengths) though no pair column holds row objects
         names = ", ".join(key for key, value in data.items() if isinstance(value, list))
-        raise DataError(
-            f"{label}: holds {len(row_lists)} lists of rows ({names}), as a file of splits does; "
-            "give each list as a file of its own (train_file, eval_file)"
-        )
+        from directpo.row_kinds import splits_said  # (row_kinds reads readers' names)
+
+        raise DataError(f"{label}: {splits_said(names)}")
     if columnar and same_length:
         return [dict(zip(data, row, strict=True)) for row in zip(*data.values(), strict=True)]
     if columnar:

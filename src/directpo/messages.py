@@ -50,6 +50,9 @@ def field_value(row: dict[str, Any], key: str) -> Any:
         raise RowError("missing field", f"missing field '{key}'")
     if row[key] is None:  # (a Parquet / DataFrame null: the column is there, as the file says)
         raise RowError("missing field", f"field '{key}' is null")
+    if isinstance(row[key], float) and row[key] != row[key]:  # (json.dump's NaN of a pandas
+        # missing value, records dumped as they are: was "must be a string, got a number")
+        raise RowError("missing field", f"field '{key}' is NaN (a missing value)")
     return row[key]
 
 
@@ -76,7 +79,10 @@ def require_encodable(value: Any, key: str) -> None:
 
 def text_field(value: Any, key: str) -> str:
     if not isinstance(value, str):
-        raise RowError("wrong type", f"field '{key}' must be a string, got {kind_of(value)}")
+        raise RowError(
+            "wrong type",
+            f"field '{key}' must be a string, got {kind_of(value)}{_one_message_hint(value)}",
+        )
     if not value.strip():
         raise RowError("empty field", f"field '{key}' is empty")
     return value
@@ -133,7 +139,9 @@ def _part_shown(part: Any) -> str:
 def message_list(value: Any, key: str, key_allows_parts: bool = False) -> Messages:
     if not isinstance(value, list):
         raise RowError(
-            "wrong type", f"field '{key}' must be a list of messages, got {kind_of(value)}"
+            "wrong type",
+            f"field '{key}' must be a list of messages, got {kind_of(value)}"
+            + _one_message_hint(value),
         )
     if not value:
         raise RowError("empty field", f"field '{key}' is an empty list of messages")
@@ -166,6 +174,18 @@ def message_list(value: Any, key: str, key_allows_parts: bool = False) -> Messag
         extra = template_values({k: v for k, v in message.items() if k not in ("role", "content")})
         messages.append({"role": ROLE_NAMES[role], "content": content, **extra})
     return messages
+
+
+def _one_message_hint(value: Any) -> str:
+    """A reply written as one message object, not a list of them (LLaMA-Factory's ranking data:
+    "chosen": {"from": "gpt", "value": ...}): said as the list a template reads ('must be a
+    string, got an object' named neither the message nor the form)."""
+    if not (isinstance(value, dict) and ({"role", "from"} & set(value))):
+        return ""
+    return (
+        ' (one message); write it as a list of messages, [{"role": "assistant", "content": ...}]'
+        + _sharegpt_hint(value)
+    )
 
 
 def _sharegpt_hint(message: dict) -> str:

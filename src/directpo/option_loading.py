@@ -16,7 +16,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
-from directpo.callers import Caller, Entry, Spelling, called_by, caller, source_spelling, written_as
+from directpo.callers import (
+    Caller,
+    Entry,
+    Spelling,
+    called_by,
+    caller,
+    options_written_by,
+    source_spelling,
+    written_as,
+)
 from directpo.errors import ConfigError, ConfigErrors, respelled
 from directpo.option_values import value_shown
 from directpo.shell_expansion import shell_expanded, unset_said, unset_variables
@@ -83,6 +92,8 @@ def _load_options(
     spelled: dict[str, str] = {}  # a value's option as the source that set it last wrote it
     meant: dict[str, Any] = {}  # the options refused keys stand for (cls.meant)
     overridden: set[str] = set()  # the options the overrides (flags, keywords) set
+    written_by: dict[str, Spelling] = {}  # the file's options, said in its words
+    refused_from: list[str] = []  # the source of each refused line, in order
     for given, where in sources:
         usable, error = translate_usable(cls, given, names, where)
         overridden = set(usable) if where == overrides_from else overridden
@@ -90,20 +101,69 @@ def _load_options(
         renamed = cls.spellings(given, where)  # type: ignore[attr-defined]
         spelled = {k: v for k, v in spelled.items() if k not in usable} | renamed
         values.update(usable)
+        if where != overrides_from:
+            written_by |= dict.fromkeys(usable, source_spelling(where))
         refused += [error] if error else []
+        refused_from += [where] * len(getattr(error, "problems", [error])) if error else []
     # refused, the config is built for its refusal alone: with the options refused names
     # stand for, so that it says their rows too
     meant = {key: value for key, value in meant.items() if key not in values and refused}
+    # (the file's options a flag or keyword left as the file set them: said as it wrote them)
+    written_by = {key: value for key, value in written_by.items() if key not in overridden}
+    headed = functools.partial(
+        _headed_by_source,
+        refused_from,
+        overridden,
+        overrides_from,
+        sources[0][1] if path is not None else "",
+    )
     try:
-        built = cls(**meant, **values)
+        with options_written_by(written_by if path is not None and overridden else {}):
+            built = cls(**meant, **values)
     except ConfigError as error:
         if path is not None and overridden:  # (a file's line a flag or a keyword bears on)
             build = functools.partial(cls, **meant, **values)
-            error = _overrides_words(error, build, overridden, overrides_from)
-        raise ConfigErrors.joined([*refused, respelled(error, spelled)]) from None
+            with options_written_by(written_by):
+                error = _overrides_words(error, build, overridden, overrides_from)
+        raise headed(ConfigErrors.joined([*refused, respelled(error, spelled)])) from None
     if refused:
-        raise beside_refusal(ConfigErrors.joined(refused), built)
+        raise headed(beside_refusal(ConfigErrors.joined(refused), built))
     return built
+
+
+def _headed_by_source(
+    refused_from: list[str],
+    overridden: set[str],
+    overrides_from: str,
+    file_where: str,
+    error: ConfigError,
+) -> ConfigError:
+    """``error``'s lines each headed by its source where a file and a command line's flags
+    both bring lines: under one heading, the file's (``c.yaml:``), a flag's ``--beta -1`` was
+    told as the file's. A refused key's line is its source's (``refused_from``, in order); a
+    checked value's, the flags' where its problem names an option they set. (train()'s
+    keywords are headed so by arguments.config_file, which says each line in its words.)"""
+    lines = list(getattr(error, "problems", [str(error)]))
+    if not file_where or not overridden or source_spelling(overrides_from) is not Spelling.FLAGS:
+        return error
+    where = file_where
+    named = re.compile(  # (said as a flag's: --dtype)
+        r"(?<![\w.-])(?:--)?(?:"
+        + "|".join(map(re.escape, sorted(overridden, key=len, reverse=True)))
+        + r")(?![\w])"
+    )  # fmt: skip
+    checked = [
+        overrides_from if named.search(line.split("; ")[0]) else where
+        for line in lines[len(refused_from) :]
+    ]
+    origins = refused_from[: len(lines)] + checked
+    if len(set(origins)) < 2:
+        return error
+    said = [
+        line if line.startswith(f"{origin}: ") else f"{origin}: {line}"
+        for line, origin in zip(lines, origins, strict=True)
+    ]
+    return ConfigErrors("", said, getattr(error, "rows", []))
 
 
 def _overrides_words(

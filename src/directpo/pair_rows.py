@@ -4,6 +4,7 @@ found. data.py's layouts and rules apply (its docstring says them); data.py read
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
@@ -28,7 +29,7 @@ from directpo.messages import (
 from directpo.preference_pairs import Columns, PreferenceExample
 from directpo.readers import RowError, kind_of
 from directpo.row_formats import from_openai, is_openai_layout, openai_message
-from directpo.row_kinds import other_format
+from directpo.row_kinds import other_format, splits_said
 from directpo.template_args import row_template_kwargs, row_tools
 from directpo.unread_columns import (
     SYSTEM_COLUMNS,
@@ -104,6 +105,10 @@ def detect_layout(
             elif pair is None and (kind := other_format(names, columns.prompt)) is not None:
                 # another trainer's file (KTO, SFT, GRPO): no column option would read it
                 raise OtherFormat(f"{label}: {kind}", kto="KTOTrainer" in kind)
+            elif pair is None and len(names) > 1 and all(map(_rows_list, row.values())):
+                # a dataset folder's {"train": [rows], "test": [rows]}: datasets' one row
+                folder = os.path.isdir(label.split("[")[0])
+                raise DataError(f"{label}: {splits_said(', '.join(map(str, names)), folder)}")
             raise DataError(
                 f"{label}: column '{key}' not found (columns: {', '.join(map(str, names))}); "
                 + _read_by_fix(columns, fix, bool(pair))
@@ -126,6 +131,11 @@ def detect_layout(
         "wrong type",
         f"field '{columns.prompt}' must be a string or a list of messages, got {kind_of(prompt)}",
     )
+
+
+def _rows_list(value: Any) -> bool:
+    """A list of row objects (a split's rows)."""
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
 
 
 def _read_by_fix(columns: Columns, fix: str, named: bool) -> str:
@@ -173,10 +183,22 @@ def parse_row(
         except RowError as err:
             if err.reason != "no shared prompt":
                 raise
-            raise RowError(  # the likely cause: the prompt is in a column of another name
+            # the likely cause: the prompt is in a column of another name, named where one
+            # other column holds messages (LLaMA-Factory's and ShareGPT's 'conversations')
+            held = [
+                key
+                for key, value in row.items()
+                if key not in (columns.chosen, columns.rejected) and is_message_list(value)
+            ]
+            fix = spell_setting(("prompt_column", held[0])) if len(held) == 1 else ""
+            raise RowError(
                 err.reason,
                 f"{err.message} (with no '{columns.prompt}' column, each must hold the whole "
-                "conversation; if another column holds the prompt, set prompt_column)",
+                + (
+                    f"conversation; column '{held[0]}' holds messages: {fix})"
+                    if fix
+                    else "conversation; if another column holds the prompt, set prompt_column)"
+                ),
             ) from None
         if isinstance(prompt, list):
             chosen = completion_messages(chosen, columns.chosen)

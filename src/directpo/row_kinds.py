@@ -87,6 +87,21 @@ def other_format(names: Sequence[Any], prompt: str = "prompt") -> str | None:
             "one conversation a row (transcript), each rated alone as Anthropic's red-team "
             f"attempts are: {NEEDS}; {WRITE_PAIRS}"
         )
+    if {"role", "content"} <= has or {"from", "value"} <= has:
+        # (one conversation, a list of messages, read as the file's list of rows: a .json of
+        # it, or a .jsonl of one conversation on its one line)
+        keys = "role, content" if "role" in has else "from, value"
+        return (
+            f"messages as rows ({keys}): one conversation, not rows of pairs: {NEEDS}; "
+            f"{WRITE_PAIRS}, a conversation's messages in one row's prompt"
+        )
+    if "conversations" in has and "messages" not in has and prompt not in has:
+        # (ShareGPT's SFT rows, LLaMA-Factory's and Vicuna's: no SFT column TRL names, and was
+        # "column 'chosen' not found; set chosen_column / rejected_column")
+        return (
+            "ShareGPT conversations (conversations), as LLaMA-Factory's supervised data holds "
+            f"them: {NEEDS}; {WRITE_PAIRS} (messages as role / content, not from / value)"
+        )
     sft = (
         "conversations (messages)"
         if "messages" in has
@@ -193,3 +208,17 @@ def command_rows_fix(names: Sequence[Any], command: str, prompt: str | None) -> 
             "with directpo generate, whose output directpo rank reads as it is"
         )
     return None
+
+
+def splits_said(names: str, folder: bool = False) -> str:
+    """A file of splits ({"train": [rows], "test": [rows]}: ``names``, its lists' keys), said
+    with the files to write, in the caller's words; a dataset folder's as the files datasets
+    reads as its splits (one file of splits was one row there, its lists as columns)."""
+    from directpo.callers import spell_name
+
+    files = "train.json, test.json: datasets reads each as its split" if folder else None
+    files = files or f"{spell_name('train_file')}, {spell_name('eval_file')}"
+    return (
+        f"holds {len(names.split(', '))} lists of rows ({names}), as a file of splits does; "
+        f"give each list as a file of its own ({files})"
+    )
