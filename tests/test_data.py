@@ -1442,9 +1442,9 @@ def test_a_jsonl_of_long_conversations_or_of_one_pretty_printed_object_is_read_a
     content)'); it stays JSON Lines, each row said a list, as a short one is. A pretty-printed
     object ({"rows": [...]}, json.dump(indent=2) to a .jsonl) was a dozen 'invalid JSON' lines;
     it is read as a .json holding it is."""
-    import directpo.readers
+    import directpo.json_files
 
-    monkeypatch.setattr(directpo.readers, "JSON_CHUNK", 64)  # (a line past a chunk, small)
+    monkeypatch.setattr(directpo.json_files, "JSON_CHUNK", 64)  # (a line past a chunk, small)
     turns = json.dumps(
         [{"role": "user", "content": "Q" * 200}, {"role": "assistant", "content": "a"}]
     )

@@ -1084,8 +1084,10 @@ def test_dataset_streaming_reads_only_the_rows_max_steps_trains_on(
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     # (max_steps is the flag's, which a file's max_steps would not change: the flag is the fix;
-    # a line a flag bears on is said in flags' words whole, the file's dataset_streaming too)
-    assert "--dataset_streaming reads only the rows max_steps trains on: give --max_steps" in err
+    # the file's dataset_streaming named as the file writes it)
+    assert (
+        "dataset_streaming: true reads only the rows max_steps trains on: give --max_steps" in err
+    )
     # online DPO's prompts read whole: a recipe is told to leave streaming off (it was told
     # only a Python call, train(config, train_dataset=...), that no recipe can make)
     code = main(["train", str(recipe), "--online", "true", "--reward_fn", "len",
@@ -1093,7 +1095,7 @@ def test_dataset_streaming_reads_only_the_rows_max_steps_trains_on(
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert (
-        "--dataset_streaming with online: online DPO reads its prompts whole: leave "
+        "dataset_streaming: true with online: online DPO reads its prompts whole: leave "
         "dataset_streaming off (from Python, train(config, train_dataset=" in err
     )
     # without max_steps too: that line alone (it was said beside 'set max_steps', which would
