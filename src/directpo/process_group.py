@@ -1,0 +1,177 @@
+"""The process group's life: joined (or made) as a run starts, with this rank's device, and
+left as the run ends, DTensor's caches emptied so that the group is freed."""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import importlib
+import itertools
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from directpo.errors import ConfigError
+from directpo.launchers import launched_size
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes."""
+
+    mode: str = "none"  # none | ddp | fsdp
+    rank: int = 0
+    size: int = 1
+    device: torch.device = torch.device("cpu")
+    owns_group: bool = False  # setup() created the process group (teardown() destroys it)
+    run: int = 0  # which run of this process (the same on every rank): keys in the group's store
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "none"
+
+
+SINGLE_PROCESS = World()
+
+
+def setup(mode: str, timeout_s: float = 1800) -> World:
+    """Join the process group that torchrun started (or make a one-process group for fsdp/ddp
+    without a launcher); pick this rank's device. ``timeout_s``: how long a collective waits
+    (ddp_timeout)."""
+    size = launched_size()
+    if mode == "auto":
+        mode = "ddp" if size > 1 else "none"
+    if mode == "none":
+        if size > 1:
+            raise ConfigError(
+                f"distributed: none, but the launcher started {size} processes; "
+                "use distributed: ddp or fsdp (or auto)"
+            )
+        return World(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if size > 1 and "LOCAL_RANK" not in os.environ and torch.cuda.device_count() > 1:
+        raise ConfigError(  # (srun, mpirun name it otherwise): each took cuda:0, NCCL then failed
+            f"launched on {size} processes without LOCAL_RANK (each would take cuda:0): set it "
+            "(srun: $SLURM_LOCALID, mpirun: $OMPI_COMM_WORLD_LOCAL_RANK), or launch with torchrun"
+        )
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    owns_group = not dist.is_initialized()  # else the caller's group: leave it to the caller
+    run = next(_RUNS)
+    if owns_group:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        timeout = datetime.timedelta(seconds=timeout_s)
+        if "WORLD_SIZE" in os.environ:  # a launcher's rendezvous (MASTER_ADDR, RANK, ...)
+            store, rank, size = launcher_store(run, timeout)
+            dist.init_process_group(
+                backend=backend, store=store, rank=rank, world_size=size, timeout=timeout
+            )
+        else:  # one process without a launcher: an in-process store, no port
+            dist.init_process_group(
+                backend=backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout
+            )
+    return World(mode, dist.get_rank(), dist.get_world_size(), device, owns_group, run)
+
+
+def launcher_store(run: int, timeout: datetime.timedelta) -> tuple[dist.Store, int, int]:
+    """The launcher's store (torchrun's, or rank 0's at MASTER_ADDR), this rank and the world
+    size, keys under run ``run``'s prefix (the same on every rank): a second ``train()`` in one
+    process made its group under the first one's keys, and gloo met stale addresses
+    ("Connection closed by peer"). One store per process, kept (its timeout each run's
+    ddp_timeout): without torchrun's agent store (srun, mpirun) rank 0 serves it on MASTER_PORT,
+    and a second run's new server there was missed by a rank that came before rank 0 had
+    destroyed the first group ("Failed to recv"; rank 0: "waiting for clients")."""
+    where = tuple(os.environ.get(name, "") for name in _RENDEZVOUS_VARIABLES)
+    if _LAUNCHER_STORE.get("where") != where:  # (another launch's variables: its own store)
+        _LAUNCHER_STORE.update(
+            where=where, rendezvous=next(dist.rendezvous("env://", timeout=timeout))
+        )
+    store, rank, size = _LAUNCHER_STORE["rendezvous"]
+    store.set_timeout(timeout)
+    # ("default_pg": init_process_group's own prefix for the store it makes)
+    return dist.PrefixStore(f"directpo/run-{run}/default_pg", store), rank, size
+
+
+_RUNS = itertools.count()
+# what env:// rendezvous reads: the store kept is the one these name
+_RENDEZVOUS_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE")
+# (kept to the process's end: a script's own env:// group made after train() would serve a
+# second store on MASTER_PORT; docs/distributed.md says to make it first)
+_LAUNCHER_STORE: dict[str, Any] = {}
+
+
+def teardown(world: World, settled: bool = False) -> None:
+    """Leave the process group as no run used it, and destroy it if this run made it.
+    ``settled`` (every rank finished the run): a barrier first, so that no rank's gloo thread
+    still holds an earlier collective's tensors when the group's destructor joins it; the
+    modules that use the group must be gone. A caller's group (``train()`` inside the caller's
+    own ``init_process_group``) is settled too: its destructor runs when the caller destroys
+    it, or at interpreter exit, where a rank whose gloo thread was still busy aborted
+    ("terminate called without an active exception")."""
+    if not dist.is_initialized():
+        return
+    failed = None
+    if settled and world.enabled:
+        try:
+            dist.barrier()
+        except RuntimeError as exc:  # a peer gone since the last agreement (its own is said)
+            failed = exc  # the group is still left: a next run in this process makes its own
+    release_sharding_caches()
+    gc.collect()  # a DDP reducer in a reference cycle holds the group too
+    if world.owns_group:
+        dist.destroy_process_group()
+    if failed is not None:
+        raise failed
+
+
+def release_sharding_caches() -> None:
+    """Empty DTensor's caches (sharding decisions, redistribution plans, mesh topologies),
+    whose keys hold the FSDP run's device mesh and so its process group: after an FSDP run
+    ``destroy_process_group`` freed nothing (gloo's threads kept running), and the group's
+    destructor was left to the interpreter's exit, as it clears torch's modules; a gloo thread
+    then releasing a collective's tensors needs the GIL of an interpreter being torn down
+    (SIGABRT, "terminate called without an active exception": torch's issue 179291). The
+    caches refill at the next sharded op; the propagation cache is per thread, and this is
+    the thread that trained. Each is private to torch: one absent in another version is
+    passed."""
+    if "torch.distributed.tensor" not in sys.modules:  # no FSDP run in this process
+        return
+    # each on its own: one missing failed the whole teardown (ImportError, AttributeError)
+    for cached in (
+        _private("DTensor._op_dispatcher.sharding_propagator.propagate_op_sharding"),
+        _private("DTensor._op_dispatcher.sharding_propagator._propagate_tensor_meta_cached"),
+        _private("_redistribute._gen_transform_infos"),
+        _private("_collective_utils.MeshTopoInfo.build_from_mesh"),
+    ):
+        if hasattr(cached, "cache_clear"):
+            cached.cache_clear()
+    for clear in (
+        _private("_redistribute.clear_redistribute_planner_cache"),
+        getattr(torch._C, "_clear_DTensor_sharding_propagator_cache", None),  # the C++ one's
+    ):
+        if callable(clear):
+            clear()
+
+
+def _private(path: str) -> Any:
+    """``torch.distributed.tensor``'s ``path`` (a module or name, then attributes), or None
+    where this torch lacks any part of it."""
+    first, *attributes = path.split(".")
+    try:
+        found = importlib.import_module(f"torch.distributed.tensor.{first}")
+    except ImportError:
+        found = getattr(sys.modules["torch.distributed.tensor"], first, None)
+    for attribute in attributes:
+        found = getattr(found, attribute, None)
+    return found
