@@ -18,6 +18,7 @@ from directpo.config import DTYPES
 from directpo.data_checks import check_columns
 from directpo.errors import ConfigError, ModelLoadError, collected, refuse_all
 from directpo.folders import nearest_existing
+from directpo.launchers import launched_size
 from directpo.model_locations import check_model_location, is_adapter_folder
 from directpo.option_loading import accepting_spellings
 from directpo.option_paths import missing_path
@@ -154,7 +155,7 @@ class FileCommandOptions(Options):
         return dataclasses.replace(self, **taken)
 
     def check_environment(self) -> None:
-        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        processes = launched_size()
         if processes > 1:  # each process would redo the whole file, all on the first GPU
             raise ConfigError(
                 f"score, rank and generate run in one process, but the launcher started "

@@ -1,19 +1,104 @@
 """What a launcher's environment says of this process: torchrun's, accelerate launch's (its
 config's FSDP, DeepSpeed and mixed-precision choices reach the processes only as variables),
-srun's and mpirun's."""
+srun's and mpirun's. Read here alone, so that every command reads a launch alike; no torch
+(the CLI asks before it imports it)."""
 
 from __future__ import annotations
 
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from directpo.errors import ConfigError
 
+if TYPE_CHECKING:
+    import torch
+
+# a process's rank on its node as each launcher names it: torchrun's (and accelerate launch's,
+# deepspeed's) first, then srun's, Open MPI's, MPICH / Intel MPI's, PMIx's, MVAPICH's; the
+# launchers' own are read as accelerate and deepspeed read them. srun and mpirun set no
+# LOCAL_RANK: a node's processes read it as 0, every one took cuda:0 and led its node's
+# tokenizing, and a stopped run's resume line named one process's command, not the launch
+LOCAL_RANK_VARIABLES = (
+    "LOCAL_RANK",
+    "SLURM_LOCALID",
+    "OMPI_COMM_WORLD_LOCAL_RANK",
+    "MPI_LOCALRANKID",
+    "PMI_LOCAL_RANK",
+    "MV2_COMM_WORLD_LOCAL_RANK",
+)
+# the count of processes on this node, named alike (srun's only with --ntasks-per-node)
+LOCAL_SIZE_VARIABLES = (
+    "LOCAL_WORLD_SIZE",
+    "SLURM_NTASKS_PER_NODE",
+    "OMPI_COMM_WORLD_LOCAL_SIZE",
+    "MPI_LOCALNRANKS",
+    "PMI_LOCAL_SIZE",
+    "MV2_COMM_WORLD_LOCAL_SIZE",
+)
+
 
 def launched_size() -> int:
-    """WORLD_SIZE set by torchrun / accelerate launch (1 for a plain process)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    """WORLD_SIZE set by torchrun / accelerate launch (1 for a plain process; an empty one is
+    none)."""
+    return _whole("WORLD_SIZE") or 1
+
+
+def local_rank() -> int | None:
+    """This process's rank on its node as its launcher set it (``LOCAL_RANK``, else the
+    launcher's own name for it: ``LOCAL_RANK_VARIABLES``), None where none is set."""
+    for name in LOCAL_RANK_VARIABLES:
+        value = _whole(name)
+        if value is not None:
+            return value
+    return None
+
+
+def local_size() -> int:
+    """How many processes the launcher started on this node (1 where it does not say)."""
+    for name in LOCAL_SIZE_VARIABLES:
+        value = _whole(name)
+        if value:
+            return value
+    return 1
+
+
+def under_launcher() -> bool:
+    """Started by a launcher: torchrun / accelerate launch (which set ``LOCAL_RANK`` even for
+    one process), or any that started several (srun, mpirun: ``WORLD_SIZE`` over 1). srun's
+    and mpirun's local-rank variables alone are not enough: a batch script's own process
+    (sbatch) has SLURM_LOCALID too."""
+    torchrun = "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
+    return torchrun or _size_as_said() > 1
+
+
+def first_rank() -> bool:
+    """Rank 0 of a launch (every rank runs the same command line), or the only process."""
+    # (a RANK left in the environment without a launcher's WORLD_SIZE is no rank: every line,
+    # the error's too, went unsaid)
+    return os.environ.get("RANK", "0") == "0" or _size_as_said() == 1
+
+
+def _size_as_said() -> int:
+    """``launched_size()`` where a line is being said or a signal handled (a WORLD_SIZE that
+    is no number is refused by the run's setup, not there): 1 for such a value."""
+    try:
+        return launched_size()
+    except ConfigError:
+        return 1
+
+
+def _whole(name: str) -> int | None:
+    """The variable ``name`` as a whole number (None where unset or empty); another value is
+    refused in one line, not ``int()``'s traceback."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise ConfigError(
+            f"the environment's {name} is {value!r}, not a whole number: the launcher sets it "
+            "(unset it to run one process)"
+        )
+    return int(value)
 
 
 def launcher_mode(mode: str, offload: bool) -> str:
@@ -51,6 +136,8 @@ def check_launcher_precision(compute: torch.dtype) -> None:
     as an environment variable: bf16 asked there while the run computes in float32 trained in
     float32 without a word. It is refused unless it agrees (accelerate's default, no, is left
     to the run's own options)."""
+    import torch
+
     asked = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
     if asked in ("fp16", "fp8"):
         raise ConfigError(

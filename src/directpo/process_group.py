@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from directpo.errors import ConfigError
-from directpo.launchers import launched_size
+from directpo.launchers import LOCAL_RANK_VARIABLES, launched_size, local_rank
 
 
 @dataclass(frozen=True)
@@ -56,17 +56,9 @@ def setup(mode: str, timeout_s: float = 1800) -> World:
                 "use distributed: ddp or fsdp (or auto)"
             )
         return World(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if size > 1 and "LOCAL_RANK" not in os.environ and torch.cuda.device_count() > 1:
-        raise ConfigError(  # (srun, mpirun name it otherwise): each took cuda:0, NCCL then failed
-            f"launched on {size} processes without LOCAL_RANK (each would take cuda:0): set it "
-            "(srun: $SLURM_LOCALID, mpirun: $OMPI_COMM_WORLD_LOCAL_RANK), or launch with torchrun"
-        )
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
+    device = rank_device(size)
+    if device.type == "cuda":
         torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
     owns_group = not dist.is_initialized()  # else the caller's group: leave it to the caller
     run = next(_RUNS)
     if owns_group:
@@ -82,6 +74,38 @@ def setup(mode: str, timeout_s: float = 1800) -> World:
                 backend=backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout
             )
     return World(mode, dist.get_rank(), dist.get_world_size(), device, owns_group, run)
+
+
+def rank_device(size: int) -> torch.device:
+    """This process's device among the ``size`` launched: the GPU its local rank names
+    (``launchers.local_rank``: torchrun's LOCAL_RANK, or srun's / mpirun's own variable) among
+    those it sees; the one GPU a process sees where the launcher binds one to each process
+    (srun --gpus-per-task 1: its local rank may be 3, its GPU is cuda:0); the CPU without
+    CUDA."""
+    local, count = local_rank(), torch.cuda.device_count()
+    if local is None and size > 1 and count > 1:
+        raise ConfigError(  # each took cuda:0, and NCCL failed later with a traceback
+            f"launched on {size} processes without LOCAL_RANK or a launcher's own name for it "
+            f"({', '.join(LOCAL_RANK_VARIABLES[1:])}): each would take cuda:0; set LOCAL_RANK, "
+            "or launch with torchrun"
+        )
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    if count == 1:
+        return torch.device("cuda", 0)
+    local = local or 0
+    if local >= count:  # (was 'invalid device ordinal', a traceback)
+        raise ConfigError(
+            f"this process's local rank is {local} ({_named_by()}) but it sees {count} GPUs "
+            f"(cuda:0 to cuda:{count - 1}): start at most {count} processes a node, or bind "
+            "one GPU to each (CUDA_VISIBLE_DEVICES)"
+        )
+    return torch.device("cuda", local)
+
+
+def _named_by() -> str:
+    """The variable the local rank was read from."""
+    return next(name for name in LOCAL_RANK_VARIABLES if os.environ.get(name, "").strip())
 
 
 def launcher_store(run: int, timeout: datetime.timedelta) -> tuple[dist.Store, int, int]:
