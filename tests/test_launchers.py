@@ -127,3 +127,20 @@ def test_srun_and_mpirun_launches_are_launches_for_resume_and_ctrl_c(bare_launch
     assert resume_command(given) == "resume: the same launch with --resume_from_checkpoint latest"
     stop._handle(signal.SIGINT, None)  # the same request again: no KeyboardInterrupt
     assert stop.requested == "SIGINT"
+
+
+def test_a_launch_of_its_own_without_its_rendezvous_is_one_line(bare_launch) -> None:
+    """srun with WORLD_SIZE exported but not RANK (or MASTER_ADDR / MASTER_PORT): the env://
+    rendezvous's ValueError was a traceback. Every missing one is named in one line."""
+    from directpo.distributed import setup
+
+    _gpus(bare_launch, 0)
+    bare_launch.delenv("MASTER_ADDR", raising=False)
+    bare_launch.setenv("MASTER_PORT", "29500")
+    bare_launch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError) as info:
+        setup("ddp", timeout_s=5)
+    message = str(info.value)
+    assert message.startswith("launched on 2 processes (WORLD_SIZE) without MASTER_ADDR, RANK:")
+    assert "RANK=$SLURM_PROCID" in message and "\n" not in message
+    assert not torch.distributed.is_initialized()

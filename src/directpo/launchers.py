@@ -37,6 +37,10 @@ LOCAL_SIZE_VARIABLES = (
 )
 
 
+# what env:// rendezvous reads (torchrun and accelerate launch set them all)
+RENDEZVOUS_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE")
+
+
 def launched_size() -> int:
     """WORLD_SIZE set by torchrun / accelerate launch (1 for a plain process; an empty one is
     none)."""
@@ -69,6 +73,22 @@ def under_launcher() -> bool:
     (sbatch) has SLURM_LOCALID too."""
     torchrun = "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
     return torchrun or _size_as_said() > 1
+
+
+def check_rendezvous() -> None:
+    """A launch of its own (srun, mpirun, a script's: no torchrun) names where its processes
+    meet and which one this is: a missing variable was torch's ValueError traceback from the
+    env:// rendezvous ("environment variable RANK expected, but not set"). All said in one
+    line, with what srun and mpirun call them."""
+    missing = [name for name in RENDEZVOUS_VARIABLES if not os.environ.get(name, "").strip()]
+    if missing:
+        raise ConfigError(
+            f"launched on {os.environ.get('WORLD_SIZE')} processes (WORLD_SIZE) without "
+            f"{', '.join(missing)}: set them for every process (srun: RANK=$SLURM_PROCID, "
+            "mpirun: RANK=$OMPI_COMM_WORLD_RANK; MASTER_ADDR, MASTER_PORT: rank 0's host and "
+            "a free port), or launch with torchrun"
+        )
+    _whole("RANK")  # (a number: else one line, not the rendezvous's traceback)
 
 
 def first_rank() -> bool:

@@ -16,7 +16,13 @@ import torch
 import torch.distributed as dist
 
 from directpo.errors import ConfigError
-from directpo.launchers import LOCAL_RANK_VARIABLES, launched_size, local_rank
+from directpo.launchers import (
+    LOCAL_RANK_VARIABLES,
+    RENDEZVOUS_VARIABLES,
+    check_rendezvous,
+    launched_size,
+    local_rank,
+)
 
 
 @dataclass(frozen=True)
@@ -116,7 +122,8 @@ def launcher_store(run: int, timeout: datetime.timedelta) -> tuple[dist.Store, i
     ddp_timeout): without torchrun's agent store (srun, mpirun) rank 0 serves it on MASTER_PORT,
     and a second run's new server there was missed by a rank that came before rank 0 had
     destroyed the first group ("Failed to recv"; rank 0: "waiting for clients")."""
-    where = tuple(os.environ.get(name, "") for name in _RENDEZVOUS_VARIABLES)
+    check_rendezvous()
+    where = tuple(os.environ.get(name, "") for name in RENDEZVOUS_VARIABLES)
     if _LAUNCHER_STORE.get("where") != where:  # (another launch's variables: its own store)
         _LAUNCHER_STORE.update(
             where=where, rendezvous=next(dist.rendezvous("env://", timeout=timeout))
@@ -128,8 +135,7 @@ def launcher_store(run: int, timeout: datetime.timedelta) -> tuple[dist.Store, i
 
 
 _RUNS = itertools.count()
-# what env:// rendezvous reads: the store kept is the one these name
-_RENDEZVOUS_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE")
+# (the store kept is the one launchers.RENDEZVOUS_VARIABLES name)
 # (kept to the process's end: a script's own env:// group made after train() would serve a
 # second store on MASTER_PORT; docs/distributed.md says to make it first)
 _LAUNCHER_STORE: dict[str, Any] = {}
