@@ -144,3 +144,31 @@ def test_a_launch_of_its_own_without_its_rendezvous_is_one_line(bare_launch) -> 
     assert message.startswith("launched on 2 processes (WORLD_SIZE) without MASTER_ADDR, RANK:")
     assert "RANK=$SLURM_PROCID" in message and "\n" not in message
     assert not torch.distributed.is_initialized()
+
+
+@pytest.mark.parametrize("name", ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"])
+def test_mpirun_without_world_size_is_refused_not_trained_alone_in_each(
+    bare_launch, capsys, tmp_path, name
+) -> None:
+    """``mpirun -np 4 directpo train ...`` exports no WORLD_SIZE: each process took itself for
+    the only one and trained a whole run alone (and score redid the whole file in each). One
+    line now, naming the variable that says 4; a batch script's SLURM_NTASKS is no launch."""
+    from directpo.cli import main
+    from directpo.distributed import setup
+
+    bare_launch.setenv("SLURM_NTASKS", "4")
+    assert setup("none").mode == "none"
+    bare_launch.setenv(name, "4")
+    for mode in ("auto", "ddp"):
+        with pytest.raises(ConfigError) as info:
+            setup(mode)
+        message = str(info.value)
+        assert message.startswith(f"the launcher started 4 processes ({name}) but set no WORLD_")
+        assert "RANK=$OMPI_COMM_WORLD_RANK" in message and "\n" not in message
+    assert not torch.distributed.is_initialized()
+    argv = ["score", "--model_name_or_path", str(tmp_path), "--input", str(tmp_path / "i.jsonl")]
+    assert main([*argv, "--output", str(tmp_path / "out.jsonl")]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "one process, but the launcher started 4" in line and "mpirun" in line
+    bare_launch.setenv("WORLD_SIZE", "1")  # (said: one process, whatever mpirun started)
+    assert setup("none").mode == "none"

@@ -26,6 +26,9 @@ LOCAL_RANK_VARIABLES = (
     "PMI_LOCAL_RANK",
     "MV2_COMM_WORLD_LOCAL_RANK",
 )
+# the count of processes an MPI launcher started (Open MPI, MPICH / Intel MPI / srun --mpi,
+# MVAPICH); srun's own SLURM_NTASKS is not one: a batch script's one process has it too
+STARTED_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
 # the count of processes on this node, named alike (srun's only with --ntasks-per-node)
 LOCAL_SIZE_VARIABLES = (
     "LOCAL_WORLD_SIZE",
@@ -45,6 +48,30 @@ def launched_size() -> int:
     """WORLD_SIZE set by torchrun / accelerate launch (1 for a plain process; an empty one is
     none)."""
     return _whole("WORLD_SIZE") or 1
+
+
+def started_count() -> tuple[int, str]:
+    """How many processes the launcher started, and the variable that says it: WORLD_SIZE,
+    else an MPI launcher's own (``STARTED_VARIABLES``: ``mpirun -np 8 directpo ...`` sets no
+    WORLD_SIZE, and each process took itself for the only one); (1, "") for a plain process."""
+    for name in ("WORLD_SIZE", *STARTED_VARIABLES):
+        count = _whole(name)
+        if count is not None:
+            return max(count, 1), name
+    return 1, ""
+
+
+def check_started_alone() -> None:
+    """Refuse a launch of several processes that set no WORLD_SIZE (mpirun, mpiexec, srun
+    --mpi): each would have trained alone, a whole run each into the same output_dir."""
+    count, name = started_count()
+    if count > 1 and name != "WORLD_SIZE":
+        raise ConfigError(
+            f"the launcher started {count} processes ({name}) but set no WORLD_SIZE: each would "
+            "train alone; export RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT for every process "
+            "(mpirun: RANK=$OMPI_COMM_WORLD_RANK, WORLD_SIZE=$OMPI_COMM_WORLD_SIZE), or launch "
+            "with torchrun"
+        )
 
 
 def local_rank() -> int | None:

@@ -20,6 +20,7 @@ from directpo.launchers import (
     LOCAL_RANK_VARIABLES,
     RENDEZVOUS_VARIABLES,
     check_rendezvous,
+    check_started_alone,
     launched_size,
     local_rank,
 )
@@ -52,6 +53,8 @@ def setup(mode: str, timeout_s: float = 1800) -> World:
     """Join the process group that torchrun started (or make a one-process group for fsdp/ddp
     without a launcher); pick this rank's device. ``timeout_s``: how long a collective waits
     (ddp_timeout)."""
+    if not dist.is_initialized():  # (a caller's own group needs no WORLD_SIZE)
+        check_started_alone()
     size = launched_size()
     if mode == "auto":
         mode = "ddp" if size > 1 else "none"
