@@ -56,6 +56,12 @@ def test_torchruns_local_rank_comes_first_and_one_bound_gpu_is_taken(bare_launch
     _gpus(bare_launch, 1)  # srun --gpus-per-task 1: the process sees its one GPU as cuda:0
     bare_launch.delenv("LOCAL_RANK")
     bare_launch.setenv("SLURM_LOCALID", "3")
+    bare_launch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    assert rank_device(8) == torch.device("cuda", 0)
+    bare_launch.delenv("CUDA_VISIBLE_DEVICES")  # the node's one GPU, no binding: shared
+    with pytest.raises(ConfigError, match=r"local rank is 3 \(SLURM_LOCALID\) .* one GPU"):
+        rank_device(8)
+    bare_launch.setenv("SLURM_LOCALID", "0")
     assert rank_device(8) == torch.device("cuda", 0)
     _gpus(bare_launch, 0)
     assert rank_device(8) == torch.device("cpu")

@@ -89,8 +89,9 @@ def rank_device(size: int) -> torch.device:
     """This process's device among the ``size`` launched: the GPU its local rank names
     (``launchers.local_rank``: torchrun's LOCAL_RANK, or srun's / mpirun's own variable) among
     those it sees; the one GPU a process sees where the launcher binds one to each process
-    (srun --gpus-per-task 1: its local rank may be 3, its GPU is cuda:0); the CPU without
-    CUDA."""
+    (srun --gpus-per-task 1 sets CUDA_VISIBLE_DEVICES: its local rank may be 3, its GPU is
+    cuda:0); the CPU without CUDA. A GPU that processes would share is refused (NCCL's
+    'Duplicate GPU detected' later, or 'invalid device ordinal' at once)."""
     local, count = local_rank(), torch.cuda.device_count()
     if local is None and size > 1 and count > 1:
         raise ConfigError(  # each took cuda:0, and NCCL failed later with a traceback
@@ -101,6 +102,12 @@ def rank_device(size: int) -> torch.device:
     if not torch.cuda.is_available():
         return torch.device("cpu")
     if count == 1:
+        if local and "CUDA_VISIBLE_DEVICES" not in os.environ:  # (no GPU bound to it: shared)
+            raise ConfigError(  # was 'invalid device ordinal', a traceback
+                f"this process's local rank is {local} ({_named_by()}) but its node has one "
+                "GPU, which its processes would share: start one process a node "
+                "(--nproc_per_node 1), or bind one GPU to each (CUDA_VISIBLE_DEVICES)"
+            )
         return torch.device("cuda", 0)
     local = local or 0
     if local >= count:  # (was 'invalid device ordinal', a traceback)
