@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import torch
 
 # a process's rank on its node as each launcher names it: torchrun's (and accelerate launch's,
-# deepspeed's) first, then srun's, Open MPI's, MPICH / Intel MPI's, PMIx's, MVAPICH's; the
+# deepspeed's) first, then srun's, Open MPI's, MPICH / Intel MPI's, PMI's, MVAPICH's; the
 # launchers' own are read as accelerate and deepspeed read them. srun and mpirun set no
 # LOCAL_RANK: a node's processes read it as 0, every one took cuda:0 and led its node's
 # tokenizing, and a stopped run's resume line named one process's command, not the launch
@@ -38,8 +38,6 @@ LOCAL_SIZE_VARIABLES = (
     "PMI_LOCAL_SIZE",
     "MV2_COMM_WORLD_LOCAL_SIZE",
 )
-
-
 # what env:// rendezvous reads (torchrun and accelerate launch set them all)
 RENDEZVOUS_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE")
 
@@ -110,7 +108,7 @@ def check_rendezvous() -> None:
     missing = [name for name in RENDEZVOUS_VARIABLES if not os.environ.get(name, "").strip()]
     if missing:
         raise ConfigError(
-            f"launched on {os.environ.get('WORLD_SIZE')} processes (WORLD_SIZE) without "
+            f"launched on {launched_size()} processes (WORLD_SIZE) without "
             f"{', '.join(missing)}: set them for every process (srun: RANK=$SLURM_PROCID, "
             "mpirun: RANK=$OMPI_COMM_WORLD_RANK; MASTER_ADDR, MASTER_PORT: rank 0's host and "
             "a free port), or launch with torchrun"
