@@ -715,7 +715,7 @@ def test_fsdp_final_save_writes_shard_files_with_an_index(
     """The final save streams shards into several safetensors files with an index (as
     save_pretrained with max_shard_size): plain transformers loads them, bitwise the trained
     weights, tied ones written once; one file is plain model.safetensors."""
-    from directpo import distributed
+    from directpo import distributed, sharded_weights
     from directpo.logprobs import SequenceScorer
     from directpo.precision import PrecisionPolicy
 
@@ -724,9 +724,10 @@ def test_fsdp_final_save_writes_shard_files_with_an_index(
     world = distributed.setup("fsdp")
     try:
         scorer = distributed.wrap(SequenceScorer(model), world, PrecisionPolicy())
-        monkeypatch.setattr(distributed, "SHARD_BYTES", 20_000)
+        # (read where save_sharded_model reads it: distributed names no SHARD_BYTES to patch)
+        monkeypatch.setattr(sharded_weights, "SHARD_BYTES", 20_000)
         distributed.save_sharded_model(tmp_path / "many", scorer, model, torch.float32, world)
-        monkeypatch.setattr(distributed, "SHARD_BYTES", 2**40)
+        monkeypatch.setattr(sharded_weights, "SHARD_BYTES", 2**40)
         distributed.save_sharded_model(tmp_path / "one", scorer, model, torch.float32, world)
     finally:
         distributed.teardown(world)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from directpo.errors import ConfigError
+from directpo.launchers import under_launcher
 from directpo.option_paths import expand_patterns
 
 
@@ -29,7 +30,7 @@ def resume_command(tokens: Sequence[str]) -> str:
         if not token.startswith("--resume_from_checkpoint="):
             kept.append(token)
     resume = "--resume_from_checkpoint latest"
-    if "LOCAL_RANK" in os.environ:  # (the launcher's own arguments are not this process's)
+    if under_launcher():  # (the launcher's own arguments are not this process's)
         return f"resume: the same launch with {resume}"
     return f"resume: {shlex.join(['directpo', 'train', *kept])} {resume}"
 

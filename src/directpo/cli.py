@@ -53,6 +53,7 @@ from directpo.config import DPOConfig
 from directpo.early_paths import beside_config, refuse_missing_paths
 from directpo.errors import ConfigError, ConfigErrors, DirectpoError
 from directpo.foreign_names import RENAMED
+from directpo.launchers import first_rank
 from directpo.option_hints import SPELLINGS, abbreviated, elsewhere, meant_option
 from directpo.option_loading import load_options
 from directpo.options import option_help
@@ -68,19 +69,12 @@ from directpo.signals import (
 from directpo.trl_compat import ALIASES
 
 
-def _first_rank() -> bool:
-    """Rank 0 under torchrun (every rank runs this command line), or the only process."""
-    # (a RANK left in the environment without a launcher's WORLD_SIZE is no rank: every line,
-    # the error's too, went unsaid)
-    return os.environ.get("RANK", "0") == "0" or os.environ.get("WORLD_SIZE", "1") == "1"
-
-
 class _Parser(argparse.ArgumentParser):
     """Usage errors become a one-line ConfigError instead of argparse's usage dump; the help is
     printed by the first rank alone (under torchrun each rank printed it, interleaved)."""
 
     def _print_message(self, message: str, file: Any = None) -> None:
-        if _first_rank():
+        if first_rank():
             super()._print_message(message, file)
 
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -132,7 +126,7 @@ def _train(options: DPOConfig) -> int:
     result = train(options)  # (called by the command line: _main set its caller)
     if result is not None and result.stopped_by is not None:
         return exit_code_of(result.stopped_by)
-    if result is not None and _first_rank():  # (a finished run: said on stderr if need be)
+    if result is not None and first_rank():  # (a finished run: said on stderr if need be)
         KeptLines(print)(
             next_steps(str(result.output_dir), options.eval_file, options.max_eval_samples)
         )
@@ -298,7 +292,7 @@ class _Version(argparse.Action):
     """argparse's own version action wraps the line at the terminal's width."""
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
-        if _first_rank():  # (under torchrun each rank printed it)
+        if first_rank():  # (under torchrun each rank printed it)
             print(version_line())
         parser.exit()
 
@@ -344,11 +338,11 @@ def _main(argv: Sequence[str] | None) -> int:
                 raise
         return err.exit_code
     except KeyboardInterrupt as err:  # before or after the training loop (which saves on one)
-        if _first_rank():  # under torchrun every rank got the Ctrl-C
+        if first_rank():  # under torchrun every rank got the Ctrl-C
             print(_stopped("interrupted", err), file=sys.stderr)
         return 130
     except Terminated as err:  # the same, by SIGTERM (128 + 15, as the shell reports a kill)
-        if _first_rank():
+        if first_rank():
             print(_stopped("terminated (SIGTERM)", err), file=sys.stderr)
         return 143
     except BrokenPipeError:  # (directpo train x.yaml | head -1: a traceback, and exit 1)
@@ -432,7 +426,7 @@ def _run_with_yaml(command: Command, argv: list[str], typed: list[str]) -> int:
         from directpo.option_paths import copied_record, moved_run
 
         for note in beside_config(config_file, options, overrides):
-            if _first_rank():
+            if first_rank():
                 print(f"directpo: note: {note}", file=sys.stderr)
 
         for check in (moved_run, copied_record):
@@ -444,7 +438,7 @@ def _run_with_yaml(command: Command, argv: list[str], typed: list[str]) -> int:
                 raise refused
     refuse_missing_paths(options)  # (before the run's imports: seconds)
     code = command.run(options)
-    if code and _first_rank():  # (a stopped run: its checkpoint is written)
+    if code and first_rank():  # (a stopped run: its checkpoint is written)
         # (stdout's reader gone, the line is said where it is still read)
         said = sys.stderr if code == exit_code_of("SIGPIPE") else sys.stdout
         print(resume_command(argv[1:]), file=said)
@@ -476,7 +470,7 @@ def _loaded(
     by a flag, is said in a note (either took effect without a word: ``--beta 0.1 ... --beta
     0.5`` trained with 0.5, and a flag meant for another run overrode the recipe unseen)."""
     built = load_options(options, config_file, overrides)
-    if _first_rank():
+    if first_rank():
         for note in replaced_values(tokens, config_file, overrides, options):
             print(f"directpo: note: {as_typed(note, typed)}", file=sys.stderr)
     return built
@@ -497,7 +491,7 @@ def _say_error(err: DirectpoError, typed: Sequence[str] = ()) -> None:
     # gave them where it is made: callers.spell_option / spell_setting)
     if err.rank is not None:
         print(f"directpo: error: rank {err.rank}: {text}", file=sys.stderr, flush=True)
-    elif _first_rank():
+    elif first_rank():
         print(f"directpo: error: {text}", file=sys.stderr, flush=True)
 
 

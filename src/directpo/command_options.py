@@ -18,6 +18,7 @@ from directpo.config import DTYPES
 from directpo.data_checks import check_columns
 from directpo.errors import ConfigError, ModelLoadError, collected, refuse_all
 from directpo.folders import nearest_existing
+from directpo.launchers import started_count
 from directpo.model_locations import check_model_location, is_adapter_folder
 from directpo.option_loading import accepting_spellings
 from directpo.option_paths import missing_path
@@ -154,11 +155,11 @@ class FileCommandOptions(Options):
         return dataclasses.replace(self, **taken)
 
     def check_environment(self) -> None:
-        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        processes, _ = started_count()  # (WORLD_SIZE, or mpirun's own)
         if processes > 1:  # each process would redo the whole file, all on the first GPU
             raise ConfigError(
                 f"score, rank and generate run in one process, but the launcher started "
-                f"{processes}: run the command without torchrun / accelerate launch"
+                f"{processes}: run the command without torchrun / accelerate launch / mpirun"
             )
         # every problem in one pass: a missing model folder and a missing input were two runs
         keys = ("model_name_or_path", "input", "output")

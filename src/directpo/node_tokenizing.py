@@ -18,7 +18,6 @@ error of its own is seen too, by the key ``settle`` leaves. No rank waits in a c
 from __future__ import annotations
 
 import contextlib
-import os
 import pickle
 import time
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ import torch.distributed as dist
 
 from directpo.distributed import World, error_key
 from directpo.errors import DirectpoError, TrainingStopped, pickled_error
+from directpo.launchers import local_rank, local_size
 
 POLL_S = 0.2  # between two looks at the store (a wait of minutes costs nothing)
 DONE, FAILED, CRASHED = b"D", b"E", b"X"
@@ -57,7 +57,7 @@ def node_turn(world: World) -> Turn | None:
     numbers a node's processes contiguously), None for one process."""
     if world.size <= 1 or not dist.is_initialized():
         return None
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    local = local_rank() or 0  # (torchrun's LOCAL_RANK, or srun's / mpirun's own)
     store = dist.distributed_c10d._get_default_store()  # (no collective: ranks wait apart)
     return Turn(store, world.rank, world.rank - local, world.run)
 
@@ -70,8 +70,7 @@ def tokenizing_processes(num_proc: int | None, turn: Turn | None, alone: bool) -
     holding the rows, on a node asked for 8)."""
     if num_proc is None or turn is None or (alone and turn.leads):
         return num_proc
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-    return max(1, num_proc // max(local, 1))
+    return max(1, num_proc // local_size())
 
 
 @contextlib.contextmanager

@@ -37,6 +37,8 @@ from collections.abc import Callable, Iterator
 from types import FrameType, TracebackType
 from typing import TextIO, cast
 
+from directpo.launchers import first_rank, under_launcher
+
 
 class StopRequest:
     def __init__(self) -> None:
@@ -60,7 +62,7 @@ class StopRequest:
             signal.signal(signum, handler)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        launched = _under_launcher()
+        launched = under_launcher()
         if self.requested is not None and signum == signal.SIGINT:
             if launched:
                 return  # the launcher's forwarded copy of the same Ctrl-C
@@ -68,8 +70,7 @@ class StopRequest:
         self.requested = signal.Signals(signum).name
         ctrl_c_again = signum == signal.SIGINT and not launched
         again = " (Ctrl-C again to stop at once)" if ctrl_c_again else ""
-        first = os.environ.get("RANK", "0") == "0" or os.environ.get("WORLD_SIZE", "1") == "1"
-        if first:  # one line, not one per rank (each got it)
+        if first_rank():  # one line, not one per rank (each got it)
             print(
                 f"\ndirectpo: {self.requested}: {self.doing}{again}",
                 file=sys.stderr,
@@ -81,11 +82,6 @@ def exit_code_of(signal_name: str) -> int:
     """A run stopped by ``signal_name`` exits 128 + its number (130 for SIGINT, 143 for
     SIGTERM), as the shell reports a process the signal ended: not 0, the run did not finish."""
     return 128 + signal.Signals[signal_name].value
-
-
-def _under_launcher() -> bool:
-    """Started by torchrun / accelerate launch (which set these for every worker)."""
-    return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
 
 
 class Terminated(BaseException):
