@@ -301,7 +301,7 @@ def test_seeds_not_one_a_prompt_are_refused_before_sampling(model, prompts, seed
     policy = AutoModelForCausalLM.from_pretrained(model)
     calls = []
     policy.generate = lambda *args, **kwargs: calls.append(kwargs)  # no batch is sampled
-    texts = [row["prompt"] for row in prompt_rows(prompts)]
+    texts = (row["prompt"] for row in prompt_rows(prompts))  # (any iterable of prompts)
     with pytest.raises(generate.ConfigError) as refused:
         generate.sample_completions(
             policy, tokenizer, texts, max_new_tokens=2, batch_size=4, seeds=list(range(seeds))

@@ -185,6 +185,8 @@ def sample_completions(
     """
     if temperature == 0 and num_samples > 1:  # the options refuse it; this is for library calls
         raise ConfigError(f"{num_samples} samples per prompt need temperature > 0 (0 is greedy)")
+    if seeds is not None:
+        prompts = list(prompts)  # (a generator of prompts too: counted against the seeds)
     if seeds is not None and len(seeds) != len(prompts):
         # before the split into steps, surplus seeds were dropped when the prompts filled the
         # last batch and broke it (zip's ValueError mid-run) when they did not; a count that is
