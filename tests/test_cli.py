@@ -644,6 +644,19 @@ def test_every_unknown_flag_of_a_file_command_is_said_in_one_run(command, capsys
     ]
 
 
+@pytest.mark.parametrize("command", ["score", "rank", "generate"])
+def test_unknown_flags_beside_an_input_of_several_files_are_said_with_it(command, capsys):
+    """``score --input a.jsonl b.jsonl --bta 0.1 --gamma 3`` said only that --input takes one
+    file: --bta and --gamma came a run later, once the files were joined. Every unknown flag
+    is now said beside it, in the one error (the second file is no flag to name)."""
+    argv = [command, "--model_name_or_path", "m", "--input", "a.jsonl", "b.jsonl"]
+    assert main([*argv, "--output", "o.jsonl", "--bta", "0.1", "--gamma=3"]) == 2
+    err = capsys.readouterr().err
+    assert "--input takes one file, given 2: a.jsonl b.jsonl" in err
+    said = [line.split(";")[0] for line in err.splitlines() if "unknown option" in line]
+    assert said == ["  unknown option '--bta'", "  unknown option '--gamma'"]
+
+
 @pytest.mark.parametrize("argv", [["--version"], ["train", "--help"], ["score", "-h"], []])
 def test_version_and_help_are_printed_by_rank_0_alone(argv, capsys, monkeypatch) -> None:
     """Under torchrun every rank runs the command line: --version and --help were printed once

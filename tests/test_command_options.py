@@ -26,6 +26,23 @@ def test_an_unknown_keyword_is_the_one_line_with_a_hint(options) -> None:
     assert "\n" not in said
 
 
+@pytest.mark.parametrize("options", [ScoreOptions, GenerateOptions])
+def test_every_unknown_keyword_is_said_in_one_call(options) -> None:
+    """ScoreOptions(bta=0.1, gamma=3, torch_dtype=...) said bta alone, gamma and torch_dtype
+    only once bta was fixed (the flags and DPOConfig say every unknown name at once); each
+    is said in the one error, in the order given."""
+    with pytest.raises(ConfigError) as info:
+        options(bta=0.1, gamma=3, torch_dtype="bfloat16")
+    said = [line.strip() for line in str(info.value).splitlines() if "is unknown" in line]
+    name = options.__name__
+    assert [line.split(" is unknown")[0] for line in said] == [
+        f"{name}: option 'bta'",
+        f"{name}: option 'gamma'",
+        f"{name}: option 'torch_dtype'",
+    ]
+    assert said[2].endswith("; pass dtype=... (float32 or bfloat16)")
+
+
 def test_a_foreign_keyword_says_what_to_use() -> None:
     """generate()'s max_tokens (vLLM's name) says the option, as the flag does."""
     with pytest.raises(ConfigError, match="'max_tokens' is unknown; did you mean 'max_new_tokens'"):

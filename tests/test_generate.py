@@ -289,6 +289,27 @@ def test_seeded_sampling_draws_from_the_warped_distribution() -> None:
     assert again[0] == again[1] == drawn[5] and again[2] == drawn[6]
 
 
+@pytest.mark.parametrize(("prompts", "seeds"), [(4, 6), (5, 6), (5, 3)])
+def test_seeds_not_one_a_prompt_are_refused_before_sampling(model, prompts, seeds) -> None:
+    """sample_completions(seeds=...) with more seeds than prompts dropped the surplus when the
+    prompts filled their last batch (4 prompts, batch 4) and failed mid-run with zip's
+    ValueError when they did not (5 prompts); fewer seeds failed so too. Each is refused in
+    one line before anything is sampled."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    policy = AutoModelForCausalLM.from_pretrained(model)
+    calls = []
+    policy.generate = lambda *args, **kwargs: calls.append(kwargs)  # no batch is sampled
+    texts = (row["prompt"] for row in prompt_rows(prompts))  # (any iterable of prompts)
+    with pytest.raises(generate.ConfigError) as refused:
+        generate.sample_completions(
+            policy, tokenizer, texts, max_new_tokens=2, batch_size=4, seeds=list(range(seeds))
+        )
+    assert str(refused.value) == f"seeds: {seeds} given for {prompts} prompts; give one a prompt"
+    assert calls == []
+
+
 def test_prompts_cut_to_max_prompt_length_are_said(model, tmp_path, capsys) -> None:
     """generate cut a prompt longer than max_prompt_length from the left and sampled from its
     last tokens without a word (score says what it truncated). Now it says how many."""

@@ -472,6 +472,14 @@ def test_score_checks_its_arguments_and_rows_as_training_does(tiny_model_dirs) -
         with pytest.raises(ConfigError) as err:
             ImplicitReward(str(llama), None, **kwargs)
         assert str(err.value) == message
+    # every bad number in one error (beta said alone, batch_size and dtype a call later each)
+    with pytest.raises(ConfigError) as err:
+        ImplicitReward(str(llama), None, beta=0, batch_size=0, dtype="fp16")
+    assert str(err.value).splitlines()[1:] == [
+        "  beta must be a number > 0 (got 0)",
+        "  batch_size must be an integer >= 1 (got 0)",
+        "  dtype must be one of float32, bfloat16 (got 'fp16')",
+    ]
     with pytest.raises(ConfigError, match="^reference: no such model folder: /no/such/base$"):
         ImplicitReward(str(llama), "/no/such/base", beta=0.1)
     # any sequence of prompts (a pandas Series, a generator); lengths must agree, images too

@@ -394,13 +394,15 @@ def _run_command(typed: list[str]) -> int:
 def _unknown_flags(unknown: list[str], flags: list[str], options: type) -> ConfigError:
     """Every unknown flag, as train says them (score --bta 0.1 --gamma 3 said --bta alone, and
     --gamma a run later), each once and in order (--bta 1 ... --bta 2 is one unknown flag); the
-    words between are their values. --input a.jsonl b.jsonl: its own line."""
-    if spread := spread_input(flags, options):
-        return ConfigError(spread)
+    words between are their values. --input a.jsonl b.jsonl: its own line, the unknown flags
+    beside it after it (its files are the stray words then, not flags to name)."""
+    spread = spread_input(flags, options)
+    dashed = [u for u in unknown if u.startswith("-")]
     firsts: dict[str, str] = {}
-    for flag in [u for u in unknown if u.startswith("-")] or unknown[:1]:
+    for flag in dashed or ([] if spread else unknown[:1]):
         firsts.setdefault(flag.split("=", 1)[0] if flag.startswith("-") else flag, flag)
-    said = [unknown_flag_message(flag, options) for flag in firsts.values()]
+    said = [spread] if spread else []
+    said += [unknown_flag_message(flag, options) for flag in firsts.values()]
     return ConfigErrors.joined([ConfigError(line) for line in said])
 
 

@@ -171,9 +171,10 @@ def sample_completions(
 ) -> list[Sample]:
     """``num_samples`` completions per prompt, grouped by prompt in input order.
 
-    ``seeds``: one per prompt; each completion then draws from its own generator, seeded from
-    its prompt's seed and its number (``first_sample`` onwards), not from the shared stream:
-    a prompt's samples do not depend on the prompts batched with it (``SeededSampling``).
+    ``seeds``: one per prompt (another count is refused); each completion then draws from its
+    own generator, seeded from its prompt's seed and its number (``first_sample`` onwards), not
+    from the shared stream: a prompt's samples do not depend on the prompts batched with it
+    (``SeededSampling``).
 
     ``extras``: more GenerationConfig keys when sampling (min_p, repetition_penalty,
     cache_implementation, a run's generation_kwargs: ``DPOConfig.generation_extras``).
@@ -184,6 +185,15 @@ def sample_completions(
     """
     if temperature == 0 and num_samples > 1:  # the options refuse it; this is for library calls
         raise ConfigError(f"{num_samples} samples per prompt need temperature > 0 (0 is greedy)")
+    if seeds is not None:
+        prompts = list(prompts)  # (a generator of prompts too: counted against the seeds)
+    if seeds is not None and len(seeds) != len(prompts):
+        # before the split into steps, surplus seeds were dropped when the prompts filled the
+        # last batch and broke it (zip's ValueError mid-run) when they did not; a count that is
+        # not one per prompt is a caller's slip either way, so it is refused before any sampling
+        raise ConfigError(
+            f"seeds: {len(seeds)} given for {len(prompts)} prompts; give one a prompt"
+        )
     max_prompt_length = _prompt_limit(model, max_new_tokens, max_prompt_length)
     encoded = encode_prompts(
         tokenizer,

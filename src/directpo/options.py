@@ -182,10 +182,17 @@ class Options:
     def translate(cls, values: dict[str, Any], names: list[str], where: str) -> dict[str, Any]:
         """``values`` as options of this class (subclasses may accept other spellings)."""
         label = "option" if where == "command line" else f"{where}: option"
+        unknown: list[ConfigError] = []  # every one said at once (ScoreOptions(bta=, gamma=)
+        # said bta alone, gamma a run later), as DPOConfig's and the flags' are
         with written_as(source_spelling(where)):  # (a foreign key's advice in its words)
             for key in values:
                 instead = cls.FOREIGN_KEYS.get(key)
-                _check_known(key, label, names, advice_text(instead) if instead else None)
+                try:
+                    _check_known(key, label, names, advice_text(instead) if instead else None)
+                except ConfigError as error:
+                    unknown.append(error)
+        if unknown:
+            raise ConfigErrors.joined(unknown)
         return values
 
     def _require(self, ok: bool, key: str, must: str) -> None:

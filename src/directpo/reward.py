@@ -23,7 +23,7 @@ import torch
 
 from directpo.callers import Caller, Entry, Spelling, caller, entry_point, spell_option
 from directpo.checkpoint import REFERENCE_FILE
-from directpo.errors import ConfigError
+from directpo.errors import ConfigError, ConfigErrors
 from directpo.hub import offline_flags_kept
 from directpo.logprobs import evaluating, policy_logprobs_fn, sequence_logprobs
 from directpo.messages import Text
@@ -430,14 +430,19 @@ def _warn(note: str) -> None:
 
 
 def _checked_numbers(beta: Any, batch_size: Any, dtype: Any) -> tuple[float, int]:
-    """ImplicitReward's beta, batch_size and dtype, refused unless they are what they say."""
+    """ImplicitReward's beta, batch_size and dtype, refused unless they are what they say:
+    every one refused in one error, in that order (beta=0, batch_size=0 said beta alone, and
+    batch_size on the next call)."""
+    refused: list[ConfigError] = []
     # numbers.Real / Integral: numpy's scalars too (a sweep over np.linspace's betas)
     numeric = isinstance(beta, numbers.Real) and not isinstance(beta, bool)
     if not (numeric and math.isfinite(beta) and beta > 0):
-        raise ConfigError(f"beta must be a number > 0 (got {beta!r})")
+        refused.append(ConfigError(f"beta must be a number > 0 (got {beta!r})"))
     integral = isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)
     if not integral or batch_size < 1:
-        raise ConfigError(f"batch_size must be an integer >= 1 (got {batch_size!r})")
+        refused.append(ConfigError(f"batch_size must be an integer >= 1 (got {batch_size!r})"))
     if dtype not in DTYPES and dtype not in DTYPES.values():
-        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
+        refused.append(ConfigError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})"))
+    if refused:
+        raise ConfigErrors.joined(refused)
     return float(beta), int(batch_size)
