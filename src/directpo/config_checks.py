@@ -40,7 +40,7 @@ from directpo.mixture import check_mixture
 from directpo.model_locations import lora_off_reason
 from directpo.option_hints import meant_words
 from directpo.option_paths import expand_home
-from directpo.option_values import as_yaml, value_shown
+from directpo.option_values import as_yaml, value_shown, words_shown
 from directpo.options import reject_if_set
 from directpo.sampling_checks import check_generation
 from directpo.trl_compat import refuse_loading_options
@@ -252,7 +252,8 @@ def _check_tracking(config: DPOConfig) -> None:
         config._refuse(
             "report_to",
             f"report_to must be a list of {', '.join(TRACKERS)} (got "
-            f"{value_shown(config.report_to)}){meant_words(config.report_to, TRACKERS)}",
+            f"{words_shown(config._given_value('report_to'), config.report_to)})"
+            f"{meant_words(config.report_to, TRACKERS)}",
         )
     if "none" in config.report_to and len(config.report_to) > 1:
         config._refuse("report_to", "report_to: 'none' cannot be combined with other trackers")

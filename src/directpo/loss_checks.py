@@ -11,7 +11,7 @@ from directpo.config import LOSS_TYPES, DPOConfig
 from directpo.loss_names import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSS_INFO
 from directpo.model_locations import adapter_sync_problem
 from directpo.option_hints import meant_words
-from directpo.option_values import value_shown
+from directpo.option_values import words_shown
 from directpo.options import reject_if_set
 
 # loss names of earlier TRL releases: said with the one that computes the same loss (aot_pair
@@ -35,7 +35,7 @@ def check_losses(config: DPOConfig, require: Callable[[bool, str, str], None]) -
             "loss_type",
             f"loss_type must be one or more of {', '.join(LOSS_TYPES)}"
             + "".join(f"; {said}" for said in former)
-            + f" (got {value_shown(config.loss_type)})"
+            + f" (got {words_shown(config._given_value('loss_type'), config.loss_type)})"
             + meant_words(config.loss_type, LOSS_TYPES),  # (loss_type: Sigmoid, told the list)
         )
     require(len(set(config.loss_type)) == len(config.loss_type), "loss_type", "without repeats")
