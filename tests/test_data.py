@@ -216,6 +216,20 @@ BAD_JSONL = [
         '{"chosen": "abc", "rejected": "xyz"}\n',
         r"bad.jsonl: line 1: chosen and rejected share no common prefix",
     ),
+    # (HH rows apart in their leading whitespace alone were told 'no common prefix', and
+    # sent to prompt_column; TRL trains them with an empty prompt, the shared turns as answers)
+    (
+        '{"chosen": "\\n\\nHuman: hi\\n\\nAssistant: yes", "rejected": "Human: hi\\n\\n'
+        'Assistant: no"}\n',
+        r"bad.jsonl: line 1: chosen and rejected differ in their leading whitespace \(chosen "
+        r"starts with '\\n\\n', rejected with none\), so they share no prompt; strip it from "
+        r"the start of both \(the conversation they share after it is then the prompt\)$",
+    ),
+    (
+        '{"chosen": " Human: hi Assistant: yes", "rejected": "Human: hi Assistant: yes"}\n',
+        r"bad.jsonl: line 1: chosen and rejected are the same text but for their leading "
+        r"whitespace \(chosen starts with ' ', rejected with none\): no preference",
+    ),
 ]
 
 
@@ -1427,6 +1441,29 @@ def test_a_json_list_saved_as_jsonl_is_read_as_datasets_reads_it(tmp_path: Path)
     for name in ("e.jsonl", "f.jsonl"):
         with pytest.raises(DataError, match=r"line 1: expected an object, got a list \(1 more"):
             load_preferences(str(tmp_path / name))
+
+
+def test_a_json_object_holding_the_rows_saved_as_jsonl_is_said_in_one_line(tmp_path) -> None:
+    """{"data": [rows]} (json.dump's, which datasets reads with field="data") saved as .jsonl
+    was read as one row of a column 'data' ("column 'chosen' not found (columns: data)") or,
+    pretty-printed, each line "invalid JSON". One line says what it holds and how to give it;
+    as .json it is read as its rows; a row holding message lists is still a row."""
+    (tmp_path / "a.jsonl").write_text(json.dumps({"data": ROWS}) + "\n")
+    (tmp_path / "b.jsonl").write_text(json.dumps({"rows": ROWS, "version": 2}, indent=2))
+    for name, key in (("a.jsonl", "data"), ("b.jsonl", "rows")):
+        with pytest.raises(DataError) as refused:
+            load_preferences(str(tmp_path / name), name=name)
+        assert str(refused.value) == (
+            f"{name}: holds one JSON object whose '{key}' list holds 2 rows, not JSON Lines (a "
+            "row object a line): write those rows one a line, or save the file as .json (a "
+            f".json file of that shape is read as the rows under '{key}')"
+        )
+    (tmp_path / "c.json").write_text(json.dumps({"data": ROWS}, indent=2))
+    read = load_preferences(str(tmp_path / "c.json"))
+    assert [e.chosen for e in read.examples] == [r["chosen"] for r in ROWS]
+    turns = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "a"}]
+    row = {"chosen": turns, "rejected": [turns[0], {"role": "assistant", "content": "b"}]}
+    assert len(load_preferences(str(write_jsonl(tmp_path / "d.jsonl", [row])))) == 1
 
 
 def test_a_prompt_of_empty_messages_is_refused_as_an_empty_text_prompt_is(tmp_path) -> None:

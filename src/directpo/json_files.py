@@ -6,6 +6,7 @@ them.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -75,6 +76,44 @@ def holds_a_json_list(path: str) -> bool:
         first = next(lines, "")
         whole = first.endswith("\n") and isinstance(json_or_none(first), list)
         return not (whole and next(lines, None) is not None)
+
+
+DOCUMENT_READ_LIMIT = 1 << 29  # bytes of a .jsonl read whole to tell it is one JSON document
+
+
+def refuse_a_json_document(path: str, label: str) -> None:
+    """A .jsonl file holding one JSON object whose one list holds the rows (``{"data":
+    [...]}``, json.dump's, read by datasets with ``field="data"``): it was read as one row
+    of a column 'data' ("column 'chosen' not found"), or, pretty-printed, each line "invalid
+    JSON". Refused in one line naming the list and how to give its rows. (A .json file of that
+    shape is read as its rows: json_rows.)"""
+    with open_text(path, errors="replace") as handle:
+        lines = (line for line in iter(lambda: handle.readline(JSON_CHUNK), "") if line.strip())
+        first = next(lines, "")
+        data = json_or_none(first)
+        if isinstance(data, dict):
+            if next(lines, None) is not None:  # JSON Lines: a row a line
+                return
+        elif first.lstrip(JSON_SPACE)[:1] != "{" or os.path.getsize(path) > DOCUMENT_READ_LIMIT:
+            return
+        else:  # (a pretty-printed object: its first line alone is no JSON)
+            handle.seek(0)
+            data = json_or_none(handle.read())
+    if not isinstance(data, dict):
+        return
+    # a list of row objects, not of a row's messages ({"role": ..., "content": ...})
+    held = {
+        key: len(value)
+        for key, value in data.items()
+        if isinstance(value, list) and value and all(is_dict(v) and "role" not in v for v in value)
+    }
+    if len(held) == 1:
+        ((key, count),) = held.items()
+        raise DataError(
+            f"{label}: holds one JSON object whose {key!r} list holds {count} rows, not JSON "
+            f"Lines (a row object a line): write those rows one a line, or save the file as "
+            f".json (a .json file of that shape is read as the rows under {key!r})"
+        )
 
 
 def _json_list_rows(path: str, label: str) -> Iterator[tuple[str, Any]]:

@@ -27,7 +27,13 @@ from directpo.data_text import COMPRESSED, RowError, not_utf8, open_text, unread
 from directpo.data_text import compression_of as compression_of  # (imported from here too)
 from directpo.data_text import kind_of as kind_of  # (imported from here too)
 from directpo.errors import DataError, first_line
-from directpo.json_files import holds_a_json_list, json_or_none, json_rows, jsonl_rows
+from directpo.json_files import (
+    holds_a_json_list,
+    json_or_none,
+    json_rows,
+    jsonl_rows,
+    refuse_a_json_document,
+)
 
 
 def open_rows(
@@ -66,6 +72,7 @@ def open_rows(
     names: list[str] | None = None
     try:
         if ext in (".jsonl", ".ndjson") and not holds_a_json_list(path):
+            refuse_a_json_document(path, label)
             rows: Iterable[tuple[str, Any]] = jsonl_rows(path)
         elif ext in (".jsonl", ".ndjson", ".json"):  # (a .jsonl of one list: read as a list)
             rows = json_rows(path, label)
