@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from directpo.callers import Blank, spell_option, spell_setting
+from directpo.callers import Blank, said, spell_option, spell_setting
 from directpo.config import LOSS_TYPES, DPOConfig
 from directpo.loss_names import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSS_INFO
 from directpo.model_locations import adapter_sync_problem
@@ -84,7 +84,7 @@ def check_loss_modifiers(config: DPOConfig) -> None:
         if unsupported:
             config._refuse(
                 "f_divergence_type",
-                f"f_divergence_type: {config.f_divergence_type} applies to "
+                f"{said('f_divergence_type', config.f_divergence_type)} applies to "
                 f"{', '.join(sorted(F_DIVERGENCE_LOSSES))}, not {', '.join(unsupported)}",
             )
     else:
