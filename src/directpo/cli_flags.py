@@ -210,11 +210,14 @@ def _other_names_as_typed(message: str, typed: Sequence[str]) -> str:
     """``message`` naming an option the user gave by another tool's name (TRL's
     ``--torch_dtype``, OpenRLHF's ``--pretrain``) by the name typed, with what it means once:
     ``--torch_dtype float16 --bf16`` was told ``--dtype float16 with --bf16 ...``, a flag
-    never typed. Unchanged where both names were given (which one is meant cannot be told)."""
+    never typed. Unchanged where both names were given (which one is meant cannot be told),
+    and where the message names the typed flag itself (an unknown option's hint, which names
+    directpo's own to use)."""
     names = [token.partition("=")[0][2:].replace("-", "_") for token in typed]
     for name in names:
         option = (ALIASES | RENAMED).get(name)
-        if option is None or option in names:
+        named = re.search(rf"--{re.escape(name)}(?![\w-])", message)
+        if option is None or option in names or named:
             continue
         ours = re.compile(r"(?<![\w-])--" + re.escape(option) + r"(?![\w-])")
         if ours.search(message):
