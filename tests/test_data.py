@@ -1464,6 +1464,10 @@ def test_a_json_object_holding_the_rows_saved_as_jsonl_is_said_in_one_line(tmp_p
     turns = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "a"}]
     row = {"chosen": turns, "rejected": [turns[0], {"role": "assistant", "content": "b"}]}
     assert len(load_preferences(str(write_jsonl(tmp_path / "d.jsonl", [row])))) == 1
+    tool = {"type": "function", "function": {"name": "f", "parameters": {}}}
+    row = {"prompt": turns[:1], "chosen": turns[1:], "rejected": row["rejected"][1:]}
+    row["tools"] = [tool]  # a row whose column holds objects (not rows) is still a row
+    assert len(load_preferences(str(write_jsonl(tmp_path / "e.jsonl", [row])))) == 1
 
 
 def test_a_prompt_of_empty_messages_is_refused_as_an_empty_text_prompt_is(tmp_path) -> None:

@@ -78,6 +78,9 @@ def holds_a_json_list(path: str) -> bool:
         return not (whole and next(lines, None) is not None)
 
 
+# the columns a row of pairs, prompts or responses holds under its usual names: a one-line
+# object holding rows with them, and none itself, is the rows' document, not a row
+ROW_WORDS = ("prompt", "chosen", "rejected", "response", "responses", "completion", "messages")
 DOCUMENT_READ_LIMIT = 1 << 29  # bytes of a .jsonl read whole to tell it is one JSON document
 
 
@@ -91,7 +94,8 @@ def refuse_a_json_document(path: str, label: str) -> None:
         lines = (line for line in iter(lambda: handle.readline(JSON_CHUNK), "") if line.strip())
         first = next(lines, "")
         data = json_or_none(first)
-        if isinstance(data, dict):
+        one_line = isinstance(data, dict)
+        if one_line:
             if next(lines, None) is not None:  # JSON Lines: a row a line
                 return
         elif first.lstrip(JSON_SPACE)[:1] != "{" or os.path.getsize(path) > DOCUMENT_READ_LIMIT:
@@ -107,6 +111,11 @@ def refuse_a_json_document(path: str, label: str) -> None:
         for key, value in data.items()
         if isinstance(value, list) and value and all(is_dict(v) and "role" not in v for v in value)
     }
+    if one_line and (  # (a file of one row whose column holds objects, its tools, is a row)
+        any(word in data for word in ROW_WORDS)
+        or not any(word in row for key in held for row in data[key] for word in ROW_WORDS)
+    ):
+        return
     if len(held) == 1:
         ((key, count),) = held.items()
         raise DataError(
