@@ -113,7 +113,8 @@ def refuse_a_json_document(path: str, label: str) -> None:
     }
     if one_line and (  # (a file of one row whose column holds objects, its tools, is a row)
         any(word in data for word in ROW_WORDS)
-        or not any(word in row for key in held for row in data[key] for word in ROW_WORDS)
+        # (two of the words: a custom column's objects with a 'response' key stay a row's)
+        or not any(sum(w in row for w in ROW_WORDS) >= 2 for key in held for row in data[key])
     ):
         return
     if len(held) == 1:
