@@ -659,3 +659,96 @@ def test_precision_and_round_values_are_named_as_each_caller_gave_them(capsys) -
     assert str(refused.value).startswith(
         "weight_decay=0.1 with master_weights='bfloat16' does nothing"
     ) and str(refused.value).endswith("or weight_decay=0")
+
+
+# (option values, then what a recipe, a command line and Python are told): each opened with a
+# recipe's 'key: value' (or 'set ...') whoever called
+MAPPING_AND_LIST_REFUSALS = [
+    (
+        {"loss_type": "orpo", "f_divergence_type": "js_divergence"},
+        "f_divergence_type: js_divergence applies to",
+        "--f_divergence_type js_divergence applies to",
+        "f_divergence_type='js_divergence' applies to",
+    ),
+    (
+        {"use_liger_kernel": True, "liger_kernel_config": {"fused_linear_cross_entropy": True}},
+        "liger_kernel_config: fused_linear_cross_entropy must be false (",
+        "fused_linear_cross_entropy in --liger_kernel_config must be false (",
+        "liger_kernel_config['fused_linear_cross_entropy'] must be False (",
+    ),
+    (
+        {"generation_kwargs": {"top_p": 0.5}},
+        "generation_kwargs: top_p is set by directpo's own options: use generate_top_p",
+        "top_p in --generation_kwargs is set by directpo's own options: use --generate_top_p",
+        "generation_kwargs['top_p'] is set by directpo's own options: use generate_top_p=...",
+    ),
+    (
+        {"generation_kwargs": {"stop_strings": ["x"]}},
+        "generation_kwargs: stop_strings is not supported",
+        "stop_strings in --generation_kwargs is not supported",
+        "generation_kwargs['stop_strings'] is not supported",
+    ),
+    (
+        {"online": True, "reward_fn": "len", "reward_weights": [1.0, 2.0]},
+        "reward_weights: [1.0, 2.0] gives 2 weights for 1 labeller (reward_fn): give one",
+        "--reward_weights 1.0,2.0 gives 2 weights for 1 labeller (--reward_fn): give one",
+        "reward_weights=[1.0, 2.0] gives 2 weights for 1 labeller (reward_fn=...): give one",
+    ),
+    (
+        {"gradient_checkpointing_kwargs": {"preserve_rng_state": False}},
+        "gradient_checkpointing_kwargs: {preserve_rng_state: false} is not supported: only",
+        "--gradient_checkpointing_kwargs '{preserve_rng_state: false}' is not supported: only",
+        "gradient_checkpointing_kwargs={'preserve_rng_state': False} is not supported: only",
+    ),
+    (
+        {"report_to": "comet_ml"},
+        "report_to: comet_ml is a transformers tracker",
+        "--report_to comet_ml: comet_ml is a transformers tracker",
+        "report_to='comet_ml': comet_ml is a transformers tracker",
+    ),
+    (
+        {"report_to": ["none", "wandb"]},
+        "report_to: none cannot be combined",
+        "--report_to none,wandb: none cannot be combined",
+        "report_to=['none', 'wandb']: 'none' cannot be combined",
+    ),
+    (
+        {"report_to": "off"},
+        "report_to: 'off' is written none (no tracker)",
+        "--report_to off is written none (no tracker)",
+        "report_to='off' is written 'none' (no tracker)",
+    ),
+]
+
+
+def _as_flags(options: dict) -> list[str]:
+    import yaml
+
+    def text(value: object) -> str:
+        if isinstance(value, dict):
+            return yaml.safe_dump(value, default_flow_style=True).strip()
+        if isinstance(value, list):
+            return ",".join(map(str, value))
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    return [token for key, value in options.items() for token in (f"--{key}", text(value))]
+
+
+@pytest.mark.parametrize(("options", "recipe", "flags", "python"), MAPPING_AND_LIST_REFUSALS)
+def test_mapping_and_list_refusals_name_the_option_as_each_caller_gave_it(
+    tmp_path, monkeypatch, capsys, options, recipe, flags, python
+) -> None:
+    """f_divergence_type, liger_kernel_config, generation_kwargs, reward_weights,
+    gradient_checkpointing_kwargs and report_to refusals opened with a recipe's 'key: value'
+    for a command line and Python too ('generation_kwargs: top_p ... use generate_top_p')."""
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({"model_name_or_path": "m", **options}))
+    said = {"recipe": _cli(capsys, "train", "r.yaml")}
+    said["flags"] = _cli(capsys, "train", "--model_name_or_path", "m", *_as_flags(options))
+    with pytest.raises(ConfigError) as refused:
+        DPOConfig(model_name_or_path="m", **options)
+    said["python"] = str(refused.value)
+    for caller_name, wanted in (("recipe", recipe), ("flags", flags), ("python", python)):
+        assert wanted in said[caller_name], (caller_name, said[caller_name])

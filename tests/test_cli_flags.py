@@ -36,6 +36,20 @@ def test_a_note_on_a_dashed_flag_names_it_as_typed(capsys) -> None:
     assert "note: --batch-size is given 2 times: the last one (3) is used" in err
 
 
+@pytest.mark.parametrize("flag", ["--torch_dtype", "--torch-dtype"])
+def test_a_flag_of_another_tools_name_is_said_as_typed_with_what_it_means(capsys, flag) -> None:
+    """``--torch_dtype float16 --bf16`` was told ``--dtype float16 with --bf16 ... remove
+    --dtype float16``: a flag the user never typed."""
+    assert main(["train", "--model_name_or_path", "m", flag, "float16", "--bf16"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {flag} float16 with --bf16: float16 is not supported" in err, err
+    assert f"remove {flag} float16" in err and f"({flag} is directpo's --dtype)" in err
+    assert err.count("--dtype") == 1  # (named once, in what the typed flag means)
+    # both names given: which one a line means cannot be told, and it is said as read
+    assert main(["train", "--model_name_or_path", "m", flag, "float16", "--dtype", "x"]) == 2
+    assert "directpo's --dtype" not in capsys.readouterr().err
+
+
 HOME = os.path.expanduser("~")
 
 

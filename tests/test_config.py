@@ -795,7 +795,7 @@ def test_every_refused_combination_is_reported_in_one_pass() -> None:
     assert lines[0] == "7 options cannot be used:"
     said = "\n".join(lines[1:])
     for problem in (
-        "report_to: 'none' cannot be combined with other trackers",
+        ": 'none' cannot be combined with other trackers",
         "lora_dropout is set but",
         "attn_implementation must be one of",
         "load_in_4bit and load_in_8bit are both set: choose one",
@@ -817,8 +817,8 @@ def test_a_value_of_the_wrong_type_does_not_hide_the_other_problems() -> None:
         "  lora_r must be an integer, got sixteen",
         "  seed must be an integer, got abc",
         "  beta must be > 0 (got -1.0)",
-        "  report_to: comet_ml is a transformers tracker directpo does not log to; it logs to "
-        "tensorboard, wandb, mlflow, trackio (or none for no tracker)",
+        "  report_to=['comet_ml']: comet_ml is a transformers tracker directpo does not log to; "
+        "it logs to tensorboard, wandb, mlflow, trackio (or 'none' for no tracker)",
     ]
 
 

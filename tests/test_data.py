@@ -216,6 +216,20 @@ BAD_JSONL = [
         '{"chosen": "abc", "rejected": "xyz"}\n',
         r"bad.jsonl: line 1: chosen and rejected share no common prefix",
     ),
+    # (HH rows apart in their leading whitespace alone were told 'no common prefix', and
+    # sent to prompt_column; TRL trains them with an empty prompt, the shared turns as answers)
+    (
+        '{"chosen": "\\n\\nHuman: hi\\n\\nAssistant: yes", "rejected": "Human: hi\\n\\n'
+        'Assistant: no"}\n',
+        r"bad.jsonl: line 1: chosen and rejected differ in their leading whitespace \(chosen "
+        r"starts with '\\n\\n', rejected with none\), so they share no prompt; strip it from "
+        r"the start of both \(the conversation they share after it is then the prompt\)$",
+    ),
+    (
+        '{"chosen": " Human: hi Assistant: yes", "rejected": "Human: hi Assistant: yes"}\n',
+        r"bad.jsonl: line 1: chosen and rejected are the same text but for their leading "
+        r"whitespace \(chosen starts with ' ', rejected with none\): no preference",
+    ),
 ]
 
 
@@ -1503,6 +1517,28 @@ def test_llama_factorys_ranking_rows_are_said_with_the_fix_each_needs(tmp_path: 
     (tmp_path / "one.json").write_text(json.dumps([row]))
     with pytest.raises(DataError, match=r"got an object \(one message\); write it as a list"):
         load_preferences(str(tmp_path / "one.json"))
+
+
+def test_a_json_object_holding_the_rows_saved_as_jsonl_is_read_as_its_rows(tmp_path) -> None:
+    """{"data": [rows]} (json.dump's, which datasets reads with field="data") saved as .jsonl
+    was read as one row of a column 'data' ("column 'chosen' not found (columns: data)") or,
+    pretty-printed, each line "invalid JSON". It is read as its rows, as the .json file of that
+    shape is; a row holding message lists, or a column of objects (tools), is still a row."""
+    (tmp_path / "a.jsonl").write_text(json.dumps({"data": ROWS}) + "\n")
+    (tmp_path / "b.jsonl").write_text(json.dumps({"rows": ROWS, "version": 2}, indent=2))
+    for name in ("a.jsonl", "b.jsonl"):
+        read = load_preferences(str(tmp_path / name), name=name)
+        assert [e.chosen for e in read.examples] == [r["chosen"] for r in ROWS], name
+    (tmp_path / "c.json").write_text(json.dumps({"data": ROWS}, indent=2))
+    read = load_preferences(str(tmp_path / "c.json"))
+    assert [e.chosen for e in read.examples] == [r["chosen"] for r in ROWS]
+    turns = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "a"}]
+    row = {"chosen": turns, "rejected": [turns[0], {"role": "assistant", "content": "b"}]}
+    assert len(load_preferences(str(write_jsonl(tmp_path / "d.jsonl", [row])))) == 1
+    tool = {"type": "function", "function": {"name": "f", "parameters": {}}}
+    row = {"prompt": turns[:1], "chosen": turns[1:], "rejected": row["rejected"][1:]}
+    row["tools"] = [tool]  # a row whose column holds objects (not rows) is still a row
+    assert len(load_preferences(str(write_jsonl(tmp_path / "e.jsonl", [row])))) == 1
 
 
 def test_a_prompt_of_empty_messages_is_refused_as_an_empty_text_prompt_is(tmp_path) -> None:

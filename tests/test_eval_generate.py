@@ -614,10 +614,11 @@ def test_trls_sampling_options_reach_generate_and_change_the_samples(
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"temperature": 0.5}, "generation_kwargs: temperature is set by directpo's own "
-         "options: use generate_temperature"),
-        ({"num_return_sequences": 2}, "use eval_generate_samples / online_samples_per_prompt"),
-        ({"no_repeat_ngram": 2}, "generation_kwargs: no_repeat_ngram is not an option of "
+        ({"temperature": 0.5}, "generation_kwargs['temperature'] is set by directpo's own "
+         "options: use generate_temperature=..."),
+        ({"num_return_sequences": 2},
+         "use eval_generate_samples=... / online_samples_per_prompt=..."),
+        ({"no_repeat_ngram": 2}, "generation_kwargs['no_repeat_ngram'] is not an option of "
          "transformers' "
          "GenerationConfig; did you mean no_repeat_ngram_size?"),
         # transformers' refusals at generate time stopped the run at its first evaluation, in
@@ -625,7 +626,7 @@ def test_trls_sampling_options_reach_generate_and_change_the_samples(
         ({"num_beams": 2}, "generation_kwargs: `num_return_sequences` (3) has to be smaller or "
          "equal to `num_beams` (2). (num_return_sequences: eval_generate_samples / "
          "online_samples_per_prompt)"),
-        ({"stop_strings": ["."]}, "generation_kwargs: stop_strings is not supported"),
+        ({"stop_strings": ["."]}, "generation_kwargs['stop_strings'] is not supported"),
     ],
 )  # fmt: skip
 def test_generation_kwargs_that_directpo_sets_or_transformers_lacks_are_refused(

@@ -807,7 +807,7 @@ def test_labellers_combine_with_reward_weights(tiny_model_dirs, tmp_path, online
         [2 * a - 0.5 * b for a, b in zip(letters, scores, strict=True)]
     )
     assert letters == [3.0, -4.0]
-    with pytest.raises(Exception, match=r"reward_weights: 1 weights for 2 labellers"):
+    with pytest.raises(Exception, match=r"reward_weights=\[1.0\] gives 1 weight for 2 labellers"):
         online_config(tiny_model_dirs["llama"], prompts, out, rewards,
                       reward_model_name_or_path=str(judge), reward_weights=[1.0])  # fmt: skip
 

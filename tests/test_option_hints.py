@@ -168,13 +168,13 @@ def test_a_choice_spelt_as_other_tools_do_is_told_the_one_meant(capsys, argv, sa
 @pytest.mark.parametrize(
     "recipe, said",
     [
-        ("loss_type: Sigmoid", "orpo (got [Sigmoid]); did you mean sigmoid?"),
-        ("loss_type: sigmod", "(got [sigmod]); did you mean sigmoid?"),
-        ("loss_type: [sigmoid, SFT]", "(got [sigmoid, SFT]); did you mean [sigmoid, sft]?"),
-        ("loss_type: [Sigmoid, bogus]", "(got [Sigmoid, bogus]); did you mean sigmoid for Sig"),
-        ("report_to: wand", "trackio, none (got [wand]); did you mean wandb?"),
-        ("report_to: 'None'", "(got [None]); did you mean none?"),  # (transformers' spelling)
-        ("report_to: [wandb, tensorbord]", "did you mean [wandb, tensorboard]?"),
+        ("loss_type: Sigmoid", "orpo (got 'Sigmoid'); did you mean sigmoid?"),
+        ("loss_type: sigmod", "(got 'sigmod'); did you mean sigmoid?"),
+        ("loss_type: [sigmoid, SFT]", "(got ['sigmoid', 'SFT']); did you mean ['sigmoid', 'sft']?"),
+        ("loss_type: [Sigmoid, bogus]", "(got ['Sigmoid', 'bogus']); did you mean sigmoid for S"),
+        ("report_to: wand", "trackio, none (got 'wand'); did you mean wandb?"),
+        ("report_to: 'None'", "(got 'None'); did you mean none?"),  # (transformers' spelling)
+        ("report_to: [wandb, tensorbord]", "did you mean ['wandb', 'tensorboard']?"),
     ],
 )  # fmt: skip
 def test_a_list_of_words_is_told_the_words_meant(recipe, said) -> None:
@@ -188,6 +188,35 @@ def test_a_list_of_words_is_told_the_words_meant(recipe, said) -> None:
         with pytest.raises(ConfigError) as refused:  # no word is close: no lead
             DPOConfig(model_name_or_path="m", **yaml.safe_load(unmeant))
         assert "did you mean" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "option, given, recipe, flags, python",
+    [
+        ("loss_type", "ipoo", "(got ipoo); did you mean ipo?", "(got ipoo); did you mean ipo?",
+         "(got 'ipoo'); did you mean ipo?"),
+        ("loss_type", ["sigmoid", "ipoo"], "(got [sigmoid, ipoo]); did you mean [sigmoid, ipo]?",
+         "(got sigmoid,ipoo); did you mean sigmoid,ipo?",
+         "(got ['sigmoid', 'ipoo']); did you mean ['sigmoid', 'ipo']?"),
+        ("report_to", "wand", "(got wand); did you mean wandb?", "(got wand); did you mean",
+         "(got 'wand'); did you mean wandb?"),
+    ],
+)  # fmt: skip
+def test_a_list_options_refused_words_are_said_as_given(
+    tmp_path, capsys, option, given, recipe, flags, python
+) -> None:
+    """``loss_type: ipoo`` (one word) was told 'got [ipoo]', the list it was read into, by a
+    recipe, a command line and Python alike; each is told the value as it gave it."""
+    written = tmp_path / "recipe.yaml"
+    written.write_text(yaml.safe_dump({"model_name_or_path": "m", option: given}))
+    assert main(["train", str(written)]) == 2
+    assert recipe in capsys.readouterr().err
+    flag = given if isinstance(given, str) else ",".join(given)
+    assert main(["train", "--model_name_or_path", "m", f"--{option}", flag]) == 2
+    assert flags in capsys.readouterr().err
+    with pytest.raises(ConfigError) as refused:
+        DPOConfig(model_name_or_path="m", **{option: given})
+    assert python in str(refused.value)
 
 
 @pytest.mark.parametrize(

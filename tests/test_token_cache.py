@@ -50,10 +50,14 @@ def test_a_rerun_reads_the_tokenized_pairs_from_the_cache(tmp_path, monkeypatch,
     again, said = _run(data, tokenizer, config, calls, monkeypatch)
     assert calls["tokenize"] == 1
     assert again == first
-    assert "read from the cache" in said[0]
     (cached,) = token_cache.cache_folder().glob("*.npz")  # readable as any file the user writes
     assert stat.S_IMODE(cached.stat().st_mode) == 0o666 & ~token_cache._umask()
-    assert said[1:] == said_first  # the same summary and warnings
+    # one true line of the set: "read from the cache, not tokenized again" was followed by
+    # "train: N pairs tokenized"
+    pairs = said_first[0].removesuffix(" tokenized")
+    assert pairs == f"train: {len(first[0])} pairs"
+    assert said[0] == f"{pairs} (token ids read from the cache, {cached})"
+    assert said[1:] == said_first[1:]  # the same warnings
 
 
 def _variants(tmp_path: Path):
@@ -116,7 +120,8 @@ def test_skipped_rows_and_sources_come_back_from_the_cache(tmp_path, monkeypatch
     first, said_first = _run(data, tokenizer, config, calls, monkeypatch)
     again, said = _run(data, tokenizer, config, calls, monkeypatch)
     assert calls["tokenize"] == 1 and again == first
-    assert said[1:] == said_first and "2 identical after truncation" in said[1]
+    assert said[0].split("; ", 1)[1] == said_first[0].split("; ", 1)[1]  # the cuts, the skips
+    assert "2 identical after truncation" in said[0] and said[1:] == said_first[1:]
     assert [where.split(": ")[1] for where in again[1]] == ["line 1", "line 4"]
 
 
@@ -204,7 +209,7 @@ def test_a_read_only_cache_is_read_and_a_tokenizer_that_cannot_save_is_not_cache
     data = load_preferences(str(write_jsonl(tmp_path / "p.jsonl", SENTIMENT_PAIRS)))
     config = tiny_config(tmp_path, None, tmp_path / "out")
     calls: Counter = Counter()
-    first, _ = _run(data, tokenizer, config, calls, monkeypatch)
+    first, said_first = _run(data, tokenizer, config, calls, monkeypatch)
 
     def refused(*args, **kwargs):
         raise PermissionError(1, "Operation not permitted")
@@ -213,6 +218,7 @@ def test_a_read_only_cache_is_read_and_a_tokenizer_that_cannot_save_is_not_cache
         patch.setattr(token_cache.os, "utime", refused)  # a cache shared read-only
         again, said = _run(data, tokenizer, config, calls, monkeypatch)
     assert again == first and calls["tokenize"] == 1 and "read from the cache" in said[0]
+    assert len(said) == len(said_first) and "pairs tokenized" not in said[0]
     monkeypatch.setattr(tokenizer, "save_pretrained", refused)
     for _ in range(2):
         assert _run(data, tokenizer, config, calls, monkeypatch)[0] == first

@@ -242,6 +242,18 @@ def spell_given(name: str, value: Any) -> str:
     return spell_option(name, value, in_recipe=False)
 
 
+def spell_entry(name: str, key: Any) -> str:
+    """A key of the mapping option ``name``, as the caller writes it: ``liger_kernel_config:
+    rope`` (a recipe's nesting, as the docs write it), ``rope in --liger_kernel_config``,
+    ``liger_kernel_config['rope']`` (a recipe's ``name: key`` was said to every caller)."""
+    spelling = caller().spelling
+    if spelling is Spelling.PYTHON:
+        return f"{name}[{key!r}]"
+    if spelling is Spelling.FLAGS:
+        return f"{spell_value(key)} in --{name}"
+    return f"{name}: {spell_value(key)}"
+
+
 def setting_verb() -> str:
     """How the caller is asked to set an option: ``set`` (a recipe's key), ``give`` (a flag),
     ``pass`` (a keyword)."""

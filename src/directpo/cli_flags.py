@@ -196,12 +196,32 @@ def as_typed(message: str, typed: Sequence[str]) -> str:
     """``message`` with each flag the user wrote with dashes said as written (``--help-me``):
     argv is underscored before it is read (underscored), so the messages name ``--help_me``,
     a flag the user never typed. A did-you-mean's own name (``--learning_rate``) is kept."""
+    message = _other_names_as_typed(message, typed)
     for token in typed:
         written = token.partition("=")[0]
         if not written.startswith("--") or "-" not in written[2:]:
             continue
         read = "--" + written[2:].replace("-", "_")
         message = re.sub(re.escape(read) + r"(?![\w-])", lambda _, shown=written: shown, message)
+    return message
+
+
+def _other_names_as_typed(message: str, typed: Sequence[str]) -> str:
+    """``message`` naming an option the user gave by another tool's name (TRL's
+    ``--torch_dtype``, OpenRLHF's ``--pretrain``) by the name typed, with what it means once:
+    ``--torch_dtype float16 --bf16`` was told ``--dtype float16 with --bf16 ...``, a flag
+    never typed. Unchanged where both names were given (which one is meant cannot be told),
+    and where the message names the typed flag itself (an unknown option's hint, which names
+    directpo's own to use)."""
+    names = [token.partition("=")[0][2:].replace("-", "_") for token in typed]
+    for name in names:
+        option = (ALIASES | RENAMED).get(name)
+        named = re.search(rf"--{re.escape(name)}(?![\w-])", message)
+        if option is None or option in names or named:
+            continue
+        ours = re.compile(r"(?<![\w-])--" + re.escape(option) + r"(?![\w-])")
+        if ours.search(message):
+            message = ours.sub(f"--{name}", message) + f" (--{name} is directpo's --{option})"
     return message
 
 

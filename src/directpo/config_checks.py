@@ -15,7 +15,14 @@ import importlib.util
 import os
 
 from directpo.best import default_metric_unlogged
-from directpo.callers import spell_given, spell_option, spell_pair, spell_setting, spell_value
+from directpo.callers import (
+    spell_entry,
+    spell_given,
+    spell_option,
+    spell_pair,
+    spell_setting,
+    spell_value,
+)
 from directpo.config import (
     ATTN_IMPLEMENTATIONS,
     DISTRIBUTED_MODES,
@@ -40,7 +47,7 @@ from directpo.mixture import check_mixture
 from directpo.model_locations import lora_off_reason
 from directpo.option_hints import meant_words
 from directpo.option_paths import expand_home
-from directpo.option_values import as_yaml, value_shown
+from directpo.option_values import as_yaml, value_shown, words_shown
 from directpo.options import reject_if_set
 from directpo.sampling_checks import check_generation
 from directpo.trl_compat import refuse_loading_options
@@ -244,8 +251,8 @@ def _check_tracking(config: DPOConfig) -> None:
     unknown = [t for t in config.report_to if t not in TRACKERS]
     off = [t for t in unknown if str(t).lower() in ("no", "off", "false", "disabled")]
     if off:  # (the word other options take for nothing; transformers refuses it here too)
-        said = f"report_to: {value_shown(off[0])} is written none (no tracker)"
-        config._refuse("report_to", said)
+        written = spell_option("report_to", off[0], in_recipe=False)
+        config._refuse("report_to", f"{written} is written {spell_value('none')} (no tracker)")
     foreign = [t for t in unknown if str(t).lower() in OTHER_TRACKERS]
     if foreign and not off:  # (transformers' own tracker names: told the list alone before)
         # each named ([comet_ml, neptune] said comet_ml alone: dropped, neptune came next run)
@@ -257,17 +264,23 @@ def _check_tracking(config: DPOConfig) -> None:
         )
         config._refuse(
             "report_to",
-            f"report_to: {trackers} directpo does not log to; it logs to "
-            f"{', '.join(TRACKERS[:-1])} (or none for no tracker)",
+            f"{spell_given('report_to', config._given_value('report_to'))}: {trackers} "
+            f"directpo does not log to; it logs to {', '.join(TRACKERS[:-1])} (or "
+            f"{spell_value('none')} for no tracker)",
         )
     elif unknown and not off:  # (report_to: wand or WandB: told the words alone)
         config._refuse(
             "report_to",
             f"report_to must be a list of {', '.join(TRACKERS)} (got "
-            f"{value_shown(config.report_to)}){meant_words(config.report_to, TRACKERS)}",
+            f"{words_shown(config._given_value('report_to'), config.report_to)})"
+            f"{meant_words(config.report_to, TRACKERS)}",
         )
     if "none" in config.report_to and len(config.report_to) > 1:
-        config._refuse("report_to", "report_to: 'none' cannot be combined with other trackers")
+        config._refuse(
+            "report_to",
+            f"{spell_given('report_to', config._given_value('report_to'))}: "
+            f"{spell_value('none')} cannot be combined with other trackers",
+        )
     if config.project != "huggingface" and "trackio" not in config.report_to and not unknown:
         # transformers' project is trackio's alone: a wandb user's project went nowhere
         config._refuse(
@@ -307,8 +320,9 @@ def _check_engine(config: DPOConfig) -> None:
         if (config.liger_kernel_config or {}).get(key):
             config._refuse(
                 "liger_kernel_config",
-                f"liger_kernel_config: {key} must be false (Liger's loss kernels return a "
-                "loss; directpo's head computes the completion tokens' log-probs itself)",
+                f"{spell_entry('liger_kernel_config', key)} must be {spell_value(False)} "
+                "(Liger's loss kernels return a loss; directpo's head computes the completion "
+                "tokens' log-probs itself)",
             )
     if not config.gradient_checkpointing:
         reject_if_set(config, ("gradient_checkpointing_every",), "gradient_checkpointing is off")

@@ -6,6 +6,7 @@ them.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -80,6 +81,49 @@ def holds_a_json_list(path: str) -> bool:
             end = more  # (its end, not the whole line held: a one-line list of 500 MB)
         whole = isinstance(json_or_none(first), list) if first is end else end.rstrip()[-1:] == "]"
         return not (whole and next(lines, None) is not None)
+
+
+# the columns a row of pairs, prompts or responses holds under its usual names: a one-line
+# object holding rows with them, and none itself, is the rows' document, not a row
+ROW_WORDS = ("prompt", "chosen", "rejected", "response", "responses", "completion", "messages")
+DOCUMENT_READ_LIMIT = 1 << 29  # bytes of a .jsonl read whole to tell it is one JSON document
+
+
+def is_a_json_document(path: str) -> bool:
+    """A .jsonl file holding one JSON object whose one list holds the rows (``{"data":
+    [...]}``, json.dump's, read by datasets with ``field="data"``): it was read as one row
+    of a column 'data' ("column 'chosen' not found"), or, pretty-printed, each line "invalid
+    JSON". It is read as the .json file of that shape is, as its rows (json_rows); a
+    one-line object that is a row (its own pair columns, or a column of objects such as its
+    tools) stays a row."""
+    with open_text(path, errors="replace") as handle:
+        lines = (line for line in iter(lambda: handle.readline(JSON_CHUNK), "") if line.strip())
+        first = next(lines, "")
+        data = json_or_none(first)
+        one_line = isinstance(data, dict)
+        if one_line:
+            if next(lines, None) is not None:  # JSON Lines: a row a line
+                return False
+        elif first.lstrip(JSON_SPACE)[:1] != "{" or os.path.getsize(path) > DOCUMENT_READ_LIMIT:
+            return False
+        else:  # (a pretty-printed object: its first line alone is no JSON)
+            handle.seek(0)
+            data = json_or_none(handle.read())
+    if not isinstance(data, dict):
+        return False
+    # a list of row objects, not of a row's messages ({"role": ..., "content": ...})
+    held = [
+        key
+        for key, value in data.items()
+        if isinstance(value, list) and value and all(is_dict(v) and "role" not in v for v in value)
+    ]
+    if one_line and (  # (a file of one row whose column holds objects, its tools, is a row)
+        any(word in data for word in ROW_WORDS)
+        # (two of the words: a custom column's objects with a 'response' key stay a row's)
+        or not any(sum(w in row for w in ROW_WORDS) >= 2 for key in held for row in data[key])
+    ):
+        return False
+    return len(held) == 1
 
 
 def _json_list_rows(path: str, label: str) -> Iterator[tuple[str, Any]]:

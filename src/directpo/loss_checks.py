@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from directpo.callers import Blank, spell_option, spell_setting
+from directpo.callers import Blank, said, spell_option, spell_setting
 from directpo.config import LOSS_TYPES, DPOConfig
 from directpo.loss_names import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSS_INFO
 from directpo.model_locations import adapter_sync_problem
 from directpo.option_hints import meant_words
-from directpo.option_values import value_shown
+from directpo.option_values import words_shown
 from directpo.options import reject_if_set
 
 # loss names of earlier TRL releases: said with the one that computes the same loss (aot_pair
@@ -35,7 +35,7 @@ def check_losses(config: DPOConfig, require: Callable[[bool, str, str], None]) -
             "loss_type",
             f"loss_type must be one or more of {', '.join(LOSS_TYPES)}"
             + "".join(f"; {said}" for said in former)
-            + f" (got {value_shown(config.loss_type)})"
+            + f" (got {words_shown(config._given_value('loss_type'), config.loss_type)})"
             + meant_words(config.loss_type, LOSS_TYPES),  # (loss_type: Sigmoid, told the list)
         )
     require(len(set(config.loss_type)) == len(config.loss_type), "loss_type", "without repeats")
@@ -84,7 +84,7 @@ def check_loss_modifiers(config: DPOConfig) -> None:
         if unsupported:
             config._refuse(
                 "f_divergence_type",
-                f"f_divergence_type: {config.f_divergence_type} applies to "
+                f"{said('f_divergence_type', config.f_divergence_type)} applies to "
                 f"{', '.join(sorted(F_DIVERGENCE_LOSSES))}, not {', '.join(unsupported)}",
             )
     else:

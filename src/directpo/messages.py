@@ -370,6 +370,7 @@ def split_implicit(chosen: Text, rejected: Text) -> tuple[Text, Text, Text]:
     assert isinstance(rejected, str)
     cut = _prompt_end(chosen, rejected)
     if cut == 0 or not chosen[:cut].strip():
+        _refuse_leading_whitespace(chosen, rejected)
         raise RowError(
             "no shared prompt", "chosen and rejected share no common prefix to use as the prompt"
         )
@@ -384,6 +385,34 @@ def split_implicit(chosen: Text, rejected: Text) -> tuple[Text, Text, Text]:
             f"{shorter.split()[-1]!r})",
         )
     return chosen[:cut], chosen[cut:], rejected[cut:]
+
+
+def _refuse_leading_whitespace(chosen: str, rejected: str) -> None:
+    """Texts apart only in their leading whitespace ("\n\nHuman: ..." and "Human: ..."): said
+    as that, not as "no common prefix". TRL's extract_prompt trains such a pair with an empty
+    prompt, each whole text a completion, so the user's shared turns count as responses (and
+    texts otherwise the same are no preference at all); refused here, naming the difference."""
+    chosen_lead = chosen[: len(chosen) - len(chosen.lstrip())]
+    rejected_lead = rejected[: len(rejected) - len(rejected.lstrip())]
+    if chosen_lead == rejected_lead:
+        return
+    leads = (
+        f"chosen starts with {repr(chosen_lead) if chosen_lead else 'no whitespace'}, "
+        f"rejected with {repr(rejected_lead) if rejected_lead else 'none'}"
+    )
+    if chosen.lstrip() == rejected.lstrip():
+        raise RowError(
+            "identical chosen and rejected",
+            f"chosen and rejected are the same text but for their leading whitespace ({leads}): "
+            "no preference between them",
+        )
+    if _prompt_end(chosen.lstrip(), rejected.lstrip()) > 0:
+        raise RowError(
+            "different leading whitespace",
+            f"chosen and rejected differ in their leading whitespace ({leads}), so they share "
+            "no prompt; strip it from the start of both (the conversation they share after "
+            "it is then the prompt)",
+        )
 
 
 def _prompt_end(chosen: str, rejected: str) -> int:

@@ -12,6 +12,8 @@ import difflib
 from collections.abc import Collection
 from dataclasses import fields
 
+from directpo.callers import spell_value
+
 # a spelling -> the options it may mean, in order: the first the command has is said (--dataset
 # is train's train_file and score's input)
 SPELLINGS: dict[str, tuple[str, ...]] = {
@@ -266,7 +268,9 @@ def meant_words(given: Collection[object], choices: Collection[str]) -> str:
         return ""
     if all(meant.values()):
         fixed = [meant.get(word, word) for word in words]
-        shown = fixed[0] if len(fixed) == 1 else f"[{', '.join(map(str, fixed))}]"
+        # (the list as the caller writes one: [a, b] in a recipe, a,b on a command line,
+        # ['a', 'b'] in Python)
+        shown = str(fixed[0]) if len(fixed) == 1 else spell_value(fixed)
         return f"; did you mean {shown}?"
     pairs = [f"{choice} for {word}" for word, choice in meant.items() if choice]
     return f"; did you mean {', '.join(pairs)}?"

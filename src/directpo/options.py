@@ -84,6 +84,7 @@ class Options:
         problems: list[str] = []
         untyped: set[str] = set()  # options whose value is not of their type
         wrong_type: dict[str, tuple[int, Any]] = {}  # each such option's line and value
+        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             try:
                 setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
@@ -104,6 +105,9 @@ class Options:
         self._refused: set[str] = set(untyped)
         # each word option's words (_one_of), with 'one of' or 'one or more of' for a list
         self._words: dict[str, tuple[str, tuple[str, ...]]] = {}
+        # each value as given, before its coercion (given_value): a list option's one word
+        # was said as the list it was read into, 'got [ipoo]' for loss_type: ipoo
+        self._given: dict[str, Any] = given
         try:
             self._check_values()
         except ConfigError as error:
@@ -118,6 +122,7 @@ class Options:
             self._problems = None
             self._refused = set()
             words = self.__dict__.pop("_words")  # (not an attribute a run's key reads)
+            del self.__dict__["_given"]
         for key, (line, value) in wrong_type.items():
             # (eval_dtype: off was told to quote 'no', then the words; loss_type: null or 5
             # 'must be a list, got None', no loss named)
@@ -213,6 +218,11 @@ class Options:
         """None of ``keys``' values has been refused so far: a check that reads a refused value
         would report a consequence of it, in words that blame another option."""
         return not set(keys) & getattr(self, "_refused", set())
+
+    def _given_value(self, key: str) -> Any:
+        """``key``'s value as the caller gave it (a flag's text, a recipe's word for a list),
+        while the config is constructed; its value as read after."""
+        return getattr(self, "_given", {}).get(key, getattr(self, key))
 
     def _one_of(self, key: str, choices: tuple[str, ...]) -> None:
         if (words := getattr(self, "_words", None)) is not None:  # while constructed

@@ -27,7 +27,13 @@ from directpo.data_text import COMPRESSED, RowError, not_utf8, open_text, unread
 from directpo.data_text import compression_of as compression_of  # (imported from here too)
 from directpo.data_text import kind_of as kind_of  # (imported from here too)
 from directpo.errors import DataError, first_line
-from directpo.json_files import holds_a_json_list, json_or_none, json_rows, jsonl_rows
+from directpo.json_files import (
+    holds_a_json_list,
+    is_a_json_document,
+    json_or_none,
+    json_rows,
+    jsonl_rows,
+)
 
 
 def open_rows(
@@ -65,9 +71,12 @@ def open_rows(
         ext = os.path.splitext(stem)[1]
     names: list[str] | None = None
     try:
-        if ext in (".jsonl", ".ndjson") and not holds_a_json_list(path):
+        one_document = ext in (".jsonl", ".ndjson") and (
+            holds_a_json_list(path) or is_a_json_document(path)
+        )
+        if ext in (".jsonl", ".ndjson") and not one_document:
             rows: Iterable[tuple[str, Any]] = jsonl_rows(path)
-        elif ext in (".jsonl", ".ndjson", ".json"):  # (a .jsonl of one list: read as a list)
+        elif ext in (".jsonl", ".ndjson", ".json"):  # (a .jsonl of one list or object: as .json)
             rows = json_rows(path, label)
         elif ext in (".csv", ".tsv"):  # the separator is read from the header
             rows, names = _csv_rows(path, label)

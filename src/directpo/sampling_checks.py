@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Callable
 
-from directpo.callers import Blank, spell_setting
+from directpo.callers import Blank, said, spell_entry, spell_name, spell_setting
 from directpo.config import DPOConfig
-from directpo.option_values import value_shown
 from directpo.options import reject_if_set
+from directpo.preference_pairs import counted
 
 
 def check_generation(config: DPOConfig, require: Callable[[bool, str, str], None]) -> None:
@@ -78,6 +79,12 @@ OWN_GENERATION_KEYS = {
 }  # fmt: skip
 
 
+def _options_named(text: str) -> str:
+    """An OWN_GENERATION_KEYS entry with its options as the caller gives them (--top_p)."""
+    options = r"\b(generate_\w+|eval_generate_samples|online_samples_per_prompt)\b"
+    return re.sub(options, lambda found: spell_name(found[1]), text)
+
+
 def check_generation_kwargs(config: DPOConfig) -> None:
     """generation_kwargs holds GenerationConfig keys that no option of directpo's sets (TRL lets
     them override its own options, which here would be recorded with values not used), and the
@@ -94,13 +101,14 @@ def check_generation_kwargs(config: DPOConfig) -> None:
         if key in OWN_GENERATION_KEYS:
             return config._refuse(
                 "generation_kwargs",
-                f"generation_kwargs: {key} is set by directpo's own options: use "
-                f"{OWN_GENERATION_KEYS[key]}",
+                f"{spell_entry('generation_kwargs', key)} is set by directpo's own options: "
+                f"use {_options_named(OWN_GENERATION_KEYS[key])}",
             )
         if key == "stop_strings":  # transformers matches them with a tokenizer generate lacks
             return config._refuse(
                 "generation_kwargs",
-                "generation_kwargs: stop_strings is not supported: samples end at the "
+                f"{spell_entry('generation_kwargs', 'stop_strings')} is not supported: samples "
+                "end at the "
                 "tokenizer's end-of-sequence tokens (sampling stopped at the first evaluation "
                 "or round with transformers' 'we could not locate a tokenizer')",
             )
@@ -109,7 +117,7 @@ def check_generation_kwargs(config: DPOConfig) -> None:
             hint = f"; did you mean {close[0]}?" if close else ""
             return config._refuse(
                 "generation_kwargs",
-                f"generation_kwargs: {value_shown(key)} is not an option of transformers' "
+                f"{spell_entry('generation_kwargs', key)} is not an option of transformers' "
                 f"GenerationConfig{hint}",
             )
     if not config._valid("generate_min_p", "generate_repetition_penalty"):
@@ -183,8 +191,10 @@ def check_online(config: DPOConfig, require: Callable[[bool, str, str], None]) -
     if weights is not None and labellers and len(weights) != len(labellers):
         config._refuse(
             "reward_weights",
-            f"reward_weights: {len(weights)} weights for {len(labellers)} labellers "
-            f"({', '.join(labellers)}): give one weight per labeller, in this order",
+            f"{said('reward_weights', config._given_value('reward_weights'))} gives "
+            f"{counted(len(weights), 'weight')} for {counted(len(labellers), 'labeller')} "
+            f"({', '.join(spell_name(name) for name in labellers)}): give one weight per "
+            "labeller, in this order",
         )
     require(
         weights is None or all(math.isfinite(w) for w in weights),

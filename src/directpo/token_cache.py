@@ -88,8 +88,8 @@ def cached_tokenization(
         return tokenize()
     path = cache_folder() / f"{key}.npz"
     cached = _read(path, data, echo, name)
-    if cached is not None:
-        echo(f"{name}: token ids read from the cache ({path}), not tokenized again")
+    if cached is not None:  # (its summary says so: the caller's one line of the set)
+        cached.cache_file = str(path)
         return cached
     tokenized = tokenize()
     problem = _write(path, tokenized, data, max_bytes)

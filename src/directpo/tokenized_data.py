@@ -19,6 +19,8 @@ class TokenizedData:
     sources: list[str] = field(default_factory=list)  # "file: line N" of each pair
     truncated: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
+    # the cache file its ids were read from (token_cache.py), None where tokenized now
+    cache_file: str | None = None
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -28,7 +30,11 @@ class TokenizedData:
         return self.truncated[CUT_BY_PROMPT]
 
     def summary(self) -> str:
-        parts = [f"{counted(len(self.pairs), 'pair')} tokenized"]
+        pairs = counted(len(self.pairs), "pair")
+        # one line either way: a cached run said "read from the cache, not tokenized again"
+        # and then "40 pairs tokenized", the second contradicting the first
+        read = f" (token ids read from the cache, {self.cache_file})" if self.cache_file else ""
+        parts = [f"{pairs}{read}" if read else f"{pairs} tokenized"]
         cut = self.truncated  # (it counts rows with special tokens in their text too)
         # in a pair's order (sorted by name, "1 prompts" was said)
         kinds = [counted(cut["prompts"], "prompt")] if cut["prompts"] else []

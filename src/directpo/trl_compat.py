@@ -117,8 +117,8 @@ def apply_trl_meanings(config: Any) -> None:
     ):
         config._refuse(
             "gradient_checkpointing_kwargs",
-            f"gradient_checkpointing_kwargs: only use_reentrant is supported (got "
-            f"{as_yaml(kwargs)}); directpo always checkpoints non-reentrant (the same gradients)",
+            f"{said('gradient_checkpointing_kwargs', kwargs)} is not supported: only "
+            "use_reentrant is; directpo always checkpoints non-reentrant (the same gradients)",
         )
     _revision_into_init_kwargs(config)
     steps = config.warmup_steps
