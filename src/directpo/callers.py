@@ -126,6 +126,20 @@ def entry_point(who: Caller) -> Callable[[F], F]:
     return decorate
 
 
+def options_entry(function: F) -> F:
+    """A command's function (score_file) called as its options were built, where no outer
+    entry called it: the CLI's flags, or a Python caller's keywords for options built in
+    Python (ScoreOptions(...) then score_file(options) was told --flags to give)."""
+
+    @functools.wraps(function)
+    def wrapped(options: Any, *args: Any, **kwargs: Any) -> Any:
+        built_by = getattr(options, "__dict__", {}).get("_built_by")
+        with called_by(built_by or Caller(Spelling.FLAGS, Entry.FOLDER)):
+            return function(options, *args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
 def as_command(function: Callable[..., int], *args: Any) -> int:
     """``function`` (the CLI's main) in a context of its own, in which ``command_caller``
     names the caller once the command line is read: none of it is left for a later call in
