@@ -6,7 +6,9 @@ the calling command can change (train's chat_template option, the model folder's
 score / rank / generate, ImplicitReward's tokenizer argument).
 
 One value, set once by each entry point (the CLI's commands, ``train()``, ``ImplicitReward``,
-``score_file`` / ``rank_file`` / ``generate_file``) and read where a message is made. The
+an options class built in Python: DPOConfig's keywords, ScoreOptions' with the folder's
+template; ``score_file`` / ``rank_file`` / ``generate_file`` as their options were built) and
+read where a message is made. The
 outermost entry's value holds for the whole call: score's ImplicitReward speaks as score, and
 train's online labeller as train. It is a context variable, so it ends with its call (a
 Python call after a command in one process is told in Python's words), it is the caller's own
