@@ -752,3 +752,159 @@ def test_mapping_and_list_refusals_name_the_option_as_each_caller_gave_it(
     said["python"] = str(refused.value)
     for caller_name, wanted in (("recipe", recipe), ("flags", flags), ("python", python)):
         assert wanted in said[caller_name], (caller_name, said[caller_name])
+
+
+# a refusal's "remove X", each as (options, a recipe's words, a command line's, Python's; a
+# line's end as \n): the recipe's bare key was said to a command line's user and to Python
+REMOVALS = [
+    (
+        {"loss_type": ["simpo"], "ld_alpha": 0.5},
+        "leave length out); remove ld_alpha\n",
+        "leave length out); remove --ld_alpha 0.5\n",
+        "leave length out); remove ld_alpha=0.5\n",
+    ),
+    (
+        {"loss_type": ["aot"], "per_device_train_batch_size": 2, "auto_find_batch_size": True},
+        "mid-run; remove auto_find_batch_size\n",
+        "mid-run; remove --auto_find_batch_size\n",
+        "mid-run; remove auto_find_batch_size=True\n",
+    ),
+    (
+        {"sync_ref_model": True, "ref_model_name_or_path": "r"},
+        "starts as the policy; remove ref_model_name_or_path\n",
+        "starts as the policy; remove --ref_model_name_or_path r\n",
+        "starts as the policy; remove ref_model_name_or_path='r'\n",
+    ),
+    (
+        {"dataset_train_split": "train_prefs"},
+        "dataset_train_split: train_prefs picks a split of dataset_name (a dataset folder or hub "
+        "id), but train_file p.jsonl is a data file, without splits: remove dataset_train_split "
+        "(its",
+        "--dataset_train_split train_prefs picks a split of dataset_name (a dataset folder or hub "
+        "id), but train_file p.jsonl is a data file, without splits: remove "
+        "--dataset_train_split train_prefs (its",
+        "dataset_train_split='train_prefs' picks a split of dataset_name (a dataset folder or hub "
+        "id), but train_file p.jsonl is a data file, without splits: remove "
+        "dataset_train_split='train_prefs' (its",
+    ),
+]
+
+SPELLINGS = {
+    "recipe": Caller(Spelling.RECIPE, Entry.TRAIN, "r.yaml"),
+    "flags": Caller(Spelling.FLAGS, Entry.TRAIN),
+    "python": PYTHON_TRAIN,
+}
+
+
+@pytest.mark.parametrize(("options", "recipe", "flags", "python"), REMOVALS)
+def test_an_option_to_remove_is_named_as_each_caller_gave_it(
+    tmp_path, monkeypatch, capsys, options, recipe, flags, python
+) -> None:
+    """'remove ld_alpha' (a recipe's key) was said to ``--ld_alpha 0.5`` and to
+    ``ld_alpha=0.5``: each caller is told to remove the option as it gave it."""
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    run = {"model_name_or_path": "m", "train_file": "p.jsonl"}
+    Path("r.yaml").write_text(yaml.safe_dump({**run, **options}))
+    with pytest.raises(ConfigError) as from_recipe:
+        load_config("r.yaml")
+    with pytest.raises(ConfigError) as from_python:
+        DPOConfig(**run, **options)
+    argv = [t for k, v in {**run, **options}.items() for t in (f"--{k}", flag_text(v))]
+    said = {
+        "recipe": str(from_recipe.value),
+        "flags": _cli(capsys, "train", *argv),
+        "python": str(from_python.value),
+    }
+    said = {name: f"{text}\n" for name, text in said.items()}  # (each line ends so)
+    wanted = {"recipe": recipe, "flags": flags, "python": python}
+    for name, line in wanted.items():
+        assert line in said[name], (name, said[name])
+        assert not any(other in said[name] for other in set(wanted.values()) - {line})
+
+
+def flag_text(value: object) -> str:
+    return ",".join(value) if isinstance(value, list) else str(value)
+
+
+def test_an_option_a_run_check_says_to_remove_is_named_as_each_caller_gave_it(tmp_path) -> None:
+    """The checks before a model loads (nothing to evaluate, a CUDA kernel off CUDA, LoRA
+    options beside an adapter folder) said a recipe's key to every caller: 'remove
+    eval_steps', 'remove use_liger_kernel', 'remove lora_r'."""
+    from directpo.device_checks import check_device
+    from directpo.eval_checks import check_evaluation
+    from directpo.preflight import _check_models
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"base_model_name_or_path": "b"}')
+    config = DPOConfig(model_name_or_path=str(adapter), lora_r=8, eval_steps=5)
+    config.use_liger_kernel = True  # (set after: its own checks are not the ones read here)
+    removed = {
+        "recipe": ("eval_steps", "use_liger_kernel", "lora_r"),
+        "flags": ("--eval_steps 5", "--use_liger_kernel", "--lora_r 8"),
+        "python": ("eval_steps=5", "use_liger_kernel=True", "lora_r=8"),
+    }
+    for name, (steps, liger, rank) in removed.items():
+        with called_by(SPELLINGS[name]):
+            with pytest.raises(ConfigError, match=rf"\(sampled completions\), or remove {steps}$"):
+                check_evaluation(config, eval_dataset_given=False)
+            with pytest.raises(ConfigError, match=rf"this run is on cpu; remove {liger}$"):
+                check_device(config, "cpu")
+            with pytest.raises(ConfigError, match=rf"continues that adapter; remove {rank} \("):
+                _check_models(config, [])
+
+
+def test_score_rank_and_generate_options_built_in_python_are_told_keywords(files, capsys) -> None:
+    """ScoreOptions(...) / RankOptions(...) / GenerateOptions(...) built in Python, and
+    score_file / rank_file given them, were told the commands' flags ('give
+    --ref_model_name_or_path and --beta', 'set temperature > 0'), or train's recipe
+    ('implicit_reward_model takes a folder directpo train wrote') beside a refused value:
+    each is told its keywords now, and the command line its flags as before."""
+    from directpo.command_options import GenerateOptions, RankOptions, ScoreOptions
+    from directpo.reward_files import rank_file, score_file
+
+    model, pairs, out = files["model"], files["pairs"], files["out"]
+    keywords = "has no config.yaml from a directpo run: give ref_model_name_or_path= and beta="
+    flags = "has no config.yaml from a directpo run: give --ref_model_name_or_path and --beta"
+    for options, command in ((ScoreOptions, score_file), (RankOptions, rank_file)):
+        built = {"model_name_or_path": model, "input": pairs, "output": out}
+        for extra, asked in (  # (beside a value refused, and a name)
+            ({"beta": -1.0}, keywords.removesuffix(" and beta=")),
+            ({"output_file": "x.jsonl"}, keywords),
+        ):
+            with pytest.raises(ConfigError) as refused:
+                options(**built, **extra)
+            assert f"{asked}\n" in f"{refused.value}\n", str(refused.value)  # (a line's end)
+        with pytest.raises(ConfigError) as refused:
+            command(options(**built))
+        assert f"{keywords}\n" in f"{refused.value}\n", str(refused.value)
+        name = "score" if options is ScoreOptions else "rank"
+        argv = ["--model_name_or_path", model, "--input", pairs, "--output", out]
+        assert flags in _cli(capsys, name, *argv)
+    greedy = {"model_name_or_path": model, "input": pairs, "temperature": 0.0, "top_p": 0.5}
+    with pytest.raises(ConfigError) as refused:
+        GenerateOptions(**greedy)
+    assert str(refused.value).endswith("drop it or pass temperature=... above 0")
+    argv = [t for k, v in greedy.items() for t in (f"--{k}", str(v))]
+    assert _cli(capsys, "generate", *argv).endswith("drop it or give --temperature above 0")
+    assert caller() == UNCALLED
+
+
+def test_liger_kernels_missing_at_load_are_removed_as_each_caller_gave_them(monkeypatch) -> None:
+    """liger-kernel not importable when the model loads said 'remove use_liger_kernel' (a
+    recipe's key) to ``--use_liger_kernel`` and to ``use_liger_kernel=True`` too."""
+    import sys
+
+    from directpo.model_preparation import apply_liger_kernels
+
+    monkeypatch.setitem(sys.modules, "liger_kernel.transformers.monkey_patch", None)
+    for name, removed in (
+        ("recipe", "use_liger_kernel"),
+        ("flags", "--use_liger_kernel"),
+        ("python", "use_liger_kernel=True"),
+    ):
+        with called_by(SPELLINGS[name]), pytest.raises(ConfigError) as refused:
+            apply_liger_kernels(object(), {})  # type: ignore[arg-type]
+        assert str(refused.value).endswith(f"pip install liger-kernel, or remove {removed}")

@@ -961,13 +961,13 @@ def test_a_split_named_for_data_files_is_refused() -> None:
         DPOConfig(train_file="uf.parquet", dataset_train_split="train_prefs",
                   dataset_test_split="validation")  # fmt: skip
     lines = [line for line in str(refused.value).splitlines() if "_split" in line]
-    assert lines == [
-        "  dataset_train_split: train_prefs picks a split of dataset_name (a dataset folder or "
+    assert lines == [  # (named as Python passed them: a recipe's keys were said to it)
+        "  dataset_train_split='train_prefs' picks a split of dataset_name (a dataset folder or "
         "hub id), but train_file uf.parquet is a data file, without splits: remove "
-        "dataset_train_split (its rows are all trained on)",
-        "  dataset_test_split: validation picks a split of dataset_name (a dataset folder or "
+        "dataset_train_split='train_prefs' (its rows are all trained on)",
+        "  dataset_test_split='validation' picks a split of dataset_name (a dataset folder or "
         "hub id), but train_file uf.parquet is a data file, without splits: remove "
-        "dataset_test_split (give the held-out pairs as eval_file)",
+        "dataset_test_split='validation' (give the held-out pairs as eval_file)",
     ]
     with pytest.raises(ConfigError, match="train_file a.jsonl, b.csv.gz, ... are data files"):
         DPOConfig(train_file=["a.jsonl", "b.csv.gz", "c.json"], dataset_train_split="x")

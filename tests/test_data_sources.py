@@ -108,7 +108,7 @@ def test_a_slice_of_a_train_file_is_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as refused:
         DPOConfig(model_name_or_path="m", train_file=str(path), dataset_train_split="train[:10%]")
     assert str(refused.value).startswith(
-        "dataset_train_split: train[:10%] picks a split of dataset_name"
+        "dataset_train_split='train[:10%]' picks a split of dataset_name"
     )
     assert "\n" not in str(refused.value)
 

@@ -6,7 +6,9 @@ the calling command can change (train's chat_template option, the model folder's
 score / rank / generate, ImplicitReward's tokenizer argument).
 
 One value, set once by each entry point (the CLI's commands, ``train()``, ``ImplicitReward``,
-``score_file`` / ``rank_file`` / ``generate_file``) and read where a message is made. The
+an options class built in Python: DPOConfig's keywords, ScoreOptions' with the folder's
+template; ``score_file`` / ``rank_file`` / ``generate_file`` as their options were built) and
+read where a message is made. The
 outermost entry's value holds for the whole call: score's ImplicitReward speaks as score, and
 train's online labeller as train. It is a context variable, so it ends with its call (a
 Python call after a command in one process is told in Python's words), it is the caller's own
@@ -124,6 +126,20 @@ def entry_point(who: Caller) -> Callable[[F], F]:
         return wrapped  # type: ignore[return-value]
 
     return decorate
+
+
+def options_entry(function: F) -> F:
+    """A command's function (score_file) called as its options were built, where no outer
+    entry called it: the CLI's flags, or a Python caller's keywords for options built in
+    Python (ScoreOptions(...) then score_file(options) was told --flags to give)."""
+
+    @functools.wraps(function)
+    def wrapped(options: Any, *args: Any, **kwargs: Any) -> Any:
+        built_by = getattr(options, "__dict__", {}).get("_built_by")
+        with called_by(built_by or Caller(Spelling.FLAGS, Entry.FOLDER)):
+            return function(options, *args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
 
 
 def as_command(function: Callable[..., int], *args: Any) -> int:

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-from directpo.callers import Advice, spell_setting, spell_value
+from directpo.callers import (
+    Advice,
+    Caller,
+    Entry,
+    Spelling,
+    called_by,
+    spell_setting,
+    spell_value,
+)
 from directpo.config import DTYPES
 from directpo.data_checks import check_columns
 from directpo.errors import ConfigError, ModelLoadError, collected, refuse_all
@@ -28,6 +36,10 @@ from directpo.options import Options, names_any, option
 
 @dataclass
 class FileCommandOptions(Options):
+    # built in Python (ScoreOptions(...) in a notebook), said as keywords, with the model
+    # folder's chat template to fix; the CLI names its flags first, which is kept
+    BUILT_BY: ClassVar[Caller] = Caller(Spelling.PYTHON, Entry.FOLDER)
+
     model_name_or_path: str | None = option(
         None, "A trained run's output_dir or any causal LM folder. Required."
     )
@@ -321,11 +333,11 @@ class RewardOptions(FileCommandOptions):
         problems = super()._path_problems()
         folder = self.model_name_or_path
         if folder and not any(names_any(line, {"model_name_or_path"}) for line in problems):
-            from directpo.callers import Caller, Entry, Spelling, called_by
             from directpo.run_records import run_values_missing
 
-            # (score and rank's options: their flags, wherever they are built)
-            with called_by(Caller(Spelling.FLAGS, Entry.FOLDER)):
+            # (score and rank's options: their flags on a command line, keywords in Python;
+            # checked outside any entry, they were told flags in Python too)
+            with called_by(self.__dict__.get("_built_by", self.BUILT_BY)):
                 missing = run_values_missing(folder, self.ref_model_name_or_path, self.beta)
             problems += [missing] if missing else []
         return problems

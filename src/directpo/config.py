@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from directpo.callers import entry_point
 from directpo.errors import ConfigError
 from directpo.foreign_names import meant_options
 from directpo.loss_names import LOSS_INFO, needs_reference
@@ -24,7 +23,7 @@ from directpo.model_locations import has_files
 from directpo.option_loading import accepting_spellings, load_options
 from directpo.option_paths import PATH_OPTIONS, absolute_paths
 from directpo.option_values import exponent_numbers
-from directpo.options import BUILT_IN_PYTHON, Options, option, option_help
+from directpo.options import Options, as_built, option, option_help
 from directpo.trl_compat import apply_trl_meanings, one_beta, spellings, translate
 
 LOSS_TYPES = tuple(LOSS_INFO)
@@ -855,7 +854,7 @@ class DPOConfig(Options):
         "[{'role': 'assistant', 'content': text}].",
     )
 
-    @entry_point(BUILT_IN_PYTHON)  # (its own checks too: the base's wraps only its own)
+    @as_built  # (its own checks too: the base's wraps only its own)
     def __post_init__(self) -> None:
         if isinstance(self.reward_fn, list | tuple):  # TRL's reward_funcs list, of one here
             if len(self.reward_fn) != 1:

@@ -4,7 +4,7 @@ splits. Run by ``config_checks.check_values`` (and the commands' checks) in thei
 
 from __future__ import annotations
 
-from directpo.callers import spell_option, spell_setting
+from directpo.callers import spell_given, spell_option, spell_setting
 from directpo.config import DPOConfig
 from directpo.mixture import FILE_SUFFIXES
 from directpo.option_values import value_shown
@@ -76,7 +76,8 @@ def check_splits_of_files(config: DPOConfig) -> None:
         if getattr(config, key) != default:
             config._refuse(
                 key,
-                f"{key}: {getattr(config, key)} picks a split of dataset_name (a dataset "
-                f"folder or hub id), but train_file {named}, without splits: "
-                f"remove {key} ({instead})",
+                f"{spell_option(key, getattr(config, key), in_recipe=False)} picks a split of "
+                f"dataset_name (a dataset folder or hub id), but train_file {named}, without "
+                "splits: "
+                f"remove {spell_given(key, getattr(config, key))} ({instead})",
             )

@@ -10,7 +10,7 @@ import json
 import os
 from typing import TYPE_CHECKING
 
-from directpo.callers import spell_setting, spell_value
+from directpo.callers import spell_given, spell_setting, spell_value
 from directpo.errors import refuse_all
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def _kernels_missing(config: DPOConfig) -> list[str]:
     if config.use_liger_kernel and not _installed("liger_kernel"):
         problems.append(
             "use_liger_kernel: liger-kernel is not installed; pip install liger-kernel, or "
-            "remove use_liger_kernel"
+            f"remove {spell_given('use_liger_kernel', True)}"
         )
     # transformers takes the Hub's flash-attn kernel instead where the kernels package is there
     flash = _installed("flash_attn") or _installed("kernels")
@@ -80,7 +80,7 @@ def _cuda_only(config: DPOConfig, device_type: str) -> list[str]:
     if config.use_liger_kernel:
         problems.append(
             f"use_liger_kernel: Liger's kernels are Triton kernels for CUDA, and this run is "
-            f"on {device_type}; remove use_liger_kernel"
+            f"on {device_type}; remove {spell_given('use_liger_kernel', True)}"
         )
     return problems
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from directpo.callers import Spelling, caller, setting_verb, spell_name, spell_setting
+from directpo.callers import Spelling, caller, setting_verb, spell_given, spell_name, spell_setting
 from directpo.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def check_evaluation(config: DPOConfig, eval_dataset_given: bool) -> None:
             raise ConfigError(
                 f"{key} is set but there is nothing to evaluate: {setting_verb()} "
                 f"{held_out_said} or {spell_name('eval_generate')} (sampled completions), or "
-                f"remove {key}"
+                f"remove {spell_given(key, getattr(config, key))}"
             )
 
 

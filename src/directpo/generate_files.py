@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from directpo.adapters import tokenizer_folder
-from directpo.callers import Caller, Entry, Spelling, entry_point
+from directpo.callers import options_entry
 from directpo.command_options import GenerateOptions
 from directpo.command_row_parsers import prompt_row as _prompt_row
 from directpo.errors import ConfigError, DataError
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 Item = TypeVar("Item")
 
 
-@entry_point(Caller(Spelling.FLAGS, Entry.FOLDER))  # (its options: the command's flags)
+@options_entry  # (as its options were built: the flags, or keywords in Python)
 def generate_file(options: GenerateOptions, echo: Callable[[str], None] = print) -> int:
     """Sample completions for every prompt row; rows keep their fields and gain
     ``completions`` (``completions_column``: a list of ``num_return_sequences`` strings; a row

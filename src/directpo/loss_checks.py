@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from directpo.callers import Blank, said, spell_option, spell_setting
+from directpo.callers import Blank, said, spell_given, spell_option, spell_setting
 from directpo.config import LOSS_TYPES, DPOConfig
 from directpo.loss_names import F_DIVERGENCE_LOSSES, F_DIVERGENCES, LOSS_INFO
 from directpo.model_locations import adapter_sync_problem
@@ -98,7 +98,7 @@ def check_loss_modifiers(config: DPOConfig) -> None:
                 "ld_alpha",
                 "ld_alpha weighs the log-ratios of policy and reference (LD-DPO), and loss_type "
                 f"{', '.join(config.loss_type)} uses no reference (its per-token means already "
-                "leave length out); remove ld_alpha",
+                f"leave length out); remove {spell_given('ld_alpha', config.ld_alpha)}",
             )
     if config.use_weighting and {"aot", "aot_unpaired"} & set(config.loss_type):
         config._refuse(
@@ -122,7 +122,8 @@ def check_loss_modifiers(config: DPOConfig) -> None:
             "auto_find_batch_size",
             "auto_find_batch_size splits a step's micro-batches when memory runs out, and "
             f"loss_type {' / '.join(sorted_losses)} sorts the margins within each micro-batch: "
-            "the split would change the loss mid-run; remove auto_find_batch_size",
+            "the split would change the loss mid-run; remove "
+            + spell_given("auto_find_batch_size", True),
         )
 
 
@@ -151,11 +152,12 @@ def check_reference_sync(config: DPOConfig) -> None:
         config._refuse(
             "sync_ref_model",
             "sync_ref_model: the reference follows the policy, so it starts as the policy; "
-            "remove ref_model_name_or_path",
+            f"remove {spell_given('ref_model_name_or_path', config.ref_model_name_or_path)}",
         )
     if config.ref_model_init_kwargs is not None:  # (another revision or subfolder: not the start)
         config._refuse(
             "sync_ref_model",
             "sync_ref_model: the reference follows the policy, so it starts as the policy, "
-            "loaded as it is (model_init_kwargs); remove ref_model_init_kwargs",
+            "loaded as it is (model_init_kwargs); remove "
+            + spell_given("ref_model_init_kwargs", config.ref_model_init_kwargs),
         )

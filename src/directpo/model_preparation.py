@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from directpo.callers import spell_given
 from directpo.errors import ConfigError, ModelLoadError, first_line
 
 
@@ -68,13 +69,14 @@ def apply_liger_kernels(model: torch.nn.Module, kernels: dict[str, Any]) -> None
     except ImportError as exc:
         raise ConfigError(
             f"use_liger_kernel: liger-kernel is not importable ({first_line(exc)}); "
-            "pip install liger-kernel, or remove use_liger_kernel"
+            f"pip install liger-kernel, or remove {spell_given('use_liger_kernel', True)}"
         ) from None
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in MODEL_TYPE_TO_APPLY_LIGER_FN:
         raise ConfigError(
             f"use_liger_kernel: Liger has no kernels for model type {model_type!r} (it has: "
-            f"{', '.join(sorted(MODEL_TYPE_TO_APPLY_LIGER_FN))}); remove use_liger_kernel"
+            f"{', '.join(sorted(MODEL_TYPE_TO_APPLY_LIGER_FN))}); remove "
+            + spell_given("use_liger_kernel", True)
         )
     _apply_liger_kernel_to_instance(model=model, **kernels)
 

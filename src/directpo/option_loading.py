@@ -209,6 +209,11 @@ def accepting_spellings(cls: type[T]) -> type[T]:
 
     @functools.wraps(generated)
     def __init__(self: Any, *args: Any, **values: Any) -> None:
+        # (in its class's caller's words: its unknown names, and the paths said beside them)
+        with called_by(cls.BUILT_BY):  # type: ignore[attr-defined]
+            build(self, *args, **values)
+
+    def build(self: Any, *args: Any, **values: Any) -> None:
         refused, spelled = None, {}
         if values.keys() - set(names):
             spelled = cls.spellings(values, cls.__name__)  # type: ignore[attr-defined]

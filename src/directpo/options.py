@@ -16,6 +16,7 @@ import functools
 import os
 import re
 import typing
+from collections.abc import Callable
 from dataclasses import field
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,10 @@ from directpo.callers import (
     Entry,
     Spelling,
     advice_text,
-    entry_point,
+    called_by,
+    setting_verb,
     source_spelling,
+    spell_name,
     written_as,
 )
 from directpo.errors import ConfigError, ConfigErrors
@@ -67,6 +70,20 @@ def type_hints(options: type) -> dict[str, Any]:
 BUILT_IN_PYTHON = Caller(Spelling.PYTHON, Entry.TRAIN)
 
 
+def as_built(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` of an options object called by its class's ``BUILT_BY`` where no entry named
+    a caller (ScoreOptions(...) in a notebook: score's keywords, not train's nor the flags'),
+    which the object keeps as ``_built_by`` for the command it is given to (score_file)."""
+
+    @functools.wraps(method)
+    def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with called_by(type(self).BUILT_BY) as who:
+            object.__setattr__(self, "_built_by", who)
+            return method(self, *args, **kwargs)
+
+    return wrapped
+
+
 class Options:
     """Base of the options dataclasses: coercion on construction, then ``_check_values``."""
 
@@ -75,8 +92,10 @@ class Options:
     # other tools' names for what an option here does (transformers' generate() arguments),
     # each with what to give instead: said where the name is refused as unknown
     FOREIGN_KEYS: typing.ClassVar[dict[str, Advice]] = {}
+    # who builds them where no entry named a caller (as_built): train's keywords here
+    BUILT_BY: typing.ClassVar[Caller] = BUILT_IN_PYTHON
 
-    @entry_point(BUILT_IN_PYTHON)
+    @as_built
     def __post_init__(self) -> None:
         # every wrong value is reported at once: a user fixing a config file one error per run
         # would otherwise need as many runs as mistakes
@@ -260,7 +279,7 @@ class Options:
             self._refuse(
                 samples_key,
                 f"{samples_key} {samples} needs sampling, but {temperature_key} is 0 (greedy "
-                f"decoding gives each prompt one completion); set {temperature_key} > 0",
+                f"decoding gives each prompt one completion); {_above_zero(temperature_key)}",
             )
 
     def _refuse_sampling_only(self, temperature_key: str, keys: tuple[str, ...]) -> None:
@@ -278,7 +297,7 @@ class Options:
                 given[0],
                 f"{' and '.join(given)} only shape{'s' if len(given) == 1 else ''} sampling, "
                 f"but {temperature_key} is 0 (greedy decoding takes the most likely token); "
-                f"drop {'it' if len(given) == 1 else 'them'} or set {temperature_key} > 0",
+                f"drop {'it' if len(given) == 1 else 'them'} or {_above_zero(temperature_key)}",
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -348,3 +367,10 @@ def _check_known(key: str, what: str, names: list[str], instead: str | None = No
     if key not in names:
         hint = unknown_hint(key, names, flag="")
         raise ConfigError(f"{what} '{key}' is unknown{f'; {instead}' if instead else hint}")
+
+
+def _above_zero(temperature_key: str) -> str:
+    """The fix of greedy decoding, as the caller sets options: ``set temperature above 0``,
+    ``give --temperature above 0``, ``pass temperature=... above 0`` (a recipe's 'set
+    temperature > 0' was said to every caller)."""
+    return f"{setting_verb()} {spell_name(temperature_key)} above 0"

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from directpo.callers import Spelling, caller
+from directpo.callers import Spelling, caller, spell_given
 from directpo.data_folders import mixed_splits, repeated_file
 from directpo.device_checks import check_device
 from directpo.errors import CheckpointError, ConfigError, collected, refuse_all
@@ -133,7 +133,8 @@ def _check_models(config: DPOConfig, problems: list[str]) -> None:
     if config.lora_r and is_adapter_folder(config.model_name_or_path):
         raise ConfigError(
             f"model_name_or_path {config.model_name_or_path} is an adapter folder: training "
-            "continues that adapter; remove lora_r (and the other lora_* options)"
+            f"continues that adapter; remove {spell_given('lora_r', config.lora_r)} (and the other "
+            "lora_* options)"
         )
 
 

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-from directpo.callers import Caller, Entry, Spelling, entry_point
+from directpo.callers import options_entry
 from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
 from directpo.command_row_parsers import PAIR_COLUMNS, RESPONSE_COLUMNS
 from directpo.command_row_parsers import listed as _listed
@@ -51,8 +51,8 @@ Options = TypeVar("Options", bound=RewardOptions)
 CHUNK_SEQUENCES = 256
 
 
-# (their options are the commands' flags; a chat template's fix: the model folder's template)
-@entry_point(Caller(Spelling.FLAGS, Entry.FOLDER))
+# (as their options were built: the flags, or keywords; a chat template's fix: the folder's)
+@options_entry
 def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> dict[str, float]:
     """Add ``reward`` to single-response rows, or ``chosen_reward``, ``rejected_reward`` and
     ``margin`` to preference rows; report accuracy and mean margin over the pairs."""
@@ -128,7 +128,7 @@ def _score_items(
         yield label, row, _score_item(options, base_dir, label, row)
 
 
-@entry_point(Caller(Spelling.FLAGS, Entry.FOLDER))
+@options_entry
 def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     """Add ``ranked``: the candidates sorted by implicit reward, best first, with their rewards."""
     options.check_environment()
