@@ -217,7 +217,9 @@ def test_liger_refusals_are_one_line(tiny_model_dirs, pairs_file, tmp_path, monk
 
     with pytest.raises(ConfigError, match="liger_kernel_config is set but use_liger_kernel is off"):
         DPOConfig(model_name_or_path="m", liger_kernel_config={"rope": False})
-    with pytest.raises(ConfigError, match="fused_linear_cross_entropy must be false"):
+    with pytest.raises(
+        ConfigError, match=r"liger_kernel_config\[.fused_linear_cross_entropy.\] must be False"
+    ):
         DPOConfig(
             model_name_or_path="m", use_liger_kernel=True,
             liger_kernel_config={"fused_linear_cross_entropy": True},

@@ -21,6 +21,7 @@ from directpo.callers import (
     called_by,
     spell_setting,
     spell_value,
+    written_as,
 )
 from directpo.config import DTYPES
 from directpo.data_checks import check_columns
@@ -155,11 +156,12 @@ class FileCommandOptions(Options):
                 taken[key] = value
             elif getattr(self, key) == "" and default is None:  # said off: the run's is not taken
                 taken[key] = None
-        said = [
-            f"{k}: {value_shown(v)}"
-            for k, v in taken.items()
-            if v != self.FROM_RUN[k][1] and k not in inputs
-        ]
+        with written_as(Spelling.RECIPE):  # (the file's values, as it writes them: true)
+            said = [
+                f"{k}: {value_shown(v)}"
+                for k, v in taken.items()
+                if v != self.FROM_RUN[k][1] and k not in inputs
+            ]
         if said:
             echo(f"from the run's config.yaml (no option gave them): {', '.join(said)}")
         if passed_over:

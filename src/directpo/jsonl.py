@@ -203,7 +203,11 @@ def options_key(options: object, ignored: Collection[str], folders: Iterable[str
     chosen = {
         key: value
         for key, value in vars(options).items()
-        if key not in ignored and (key in in_full or key not in defaults or value != defaults[key])
+        if key not in ignored
+        # (who built the object, kept since 2026-11-30: no option; the object's older private
+        # state, _problems / _refused / _spelled, was always in the key and stays so)
+        and key != "_built_by"
+        and (key in in_full or key not in defaults or value != defaults[key])
     }
     chosen["command"] = type(options).__name__
     chosen["models"] = [_folder_state(path) for path in folders]
