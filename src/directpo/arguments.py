@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -306,12 +305,9 @@ def _each_in_its_words(
     pythons = getattr(python_words, "problems", [str(python_words)])
     if len(recipes) != len(pythons):
         return python_words
-    named = re.compile(
-        r"(?<![\w.-])(?:" + "|".join(map(re.escape, sorted(keywords, key=len, reverse=True)))
-        + r")(?![\w])"
-    )  # fmt: skip
-    # (the problem, before its advice: fp16's 'or dtype: float32' is no dtype= given's)
-    files = [line in file_problems and not named.search(line.split("; ")[0]) for line in recipes]
+    from directpo.option_loading import problem_names
+
+    files = [line in file_problems and not problem_names(line, keywords) for line in recipes]
     if all(files):
         return recipe_words
     if not any(files):

@@ -10,7 +10,7 @@ import difflib
 import functools
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -166,6 +166,17 @@ def _headed_by_source(
     return ConfigErrors("", said, getattr(error, "rows", []))
 
 
+def problem_names(line: str, options: Collection[str]) -> bool:
+    """Whether a refusal's problem, before its advice, names one of ``options`` (fp16's 'or
+    dtype: float32' is advice, no dtype given): a line such an option bears on, whose fix is
+    the one its own source writes."""
+    named = re.compile(
+        r"(?<![\w.-])(?:" + "|".join(map(re.escape, sorted(options, key=len, reverse=True)))
+        + r")(?![\w])"
+    )  # fmt: skip
+    return bool(options) and named.search(line.split("; ")[0]) is not None
+
+
 def _overrides_words(
     error: ConfigError, build: Any, overridden: set[str], overrides_from: str
 ) -> ConfigError:
@@ -184,13 +195,8 @@ def _overrides_words(
         their_lines = getattr(theirs, "problems", [str(theirs)])
         if len(ours_lines) != len(their_lines):
             return error
-        named = re.compile(
-            r"(?<![\w.-])(?:" + "|".join(map(re.escape, sorted(overridden, key=len, reverse=True)))
-            + r")(?![\w])"
-        )  # fmt: skip
-        # (the problem, before its advice: fp16's 'or dtype: float32' is no --dtype given's)
         lines = [
-            theirs_line if named.search(line.split("; ")[0]) else line
+            theirs_line if problem_names(line, overridden) else line
             for line, theirs_line in zip(ours_lines, their_lines, strict=True)
         ]
         if lines != ours_lines:
