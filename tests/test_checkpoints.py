@@ -100,6 +100,18 @@ def test_a_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(
     assert resumed.global_step == 3
 
 
+def _fills_the_disk(handle):  # noqa: ANN001, ANN202
+    """``handle``, whose first write writes half its text, then finds no space left."""
+    real_write = handle.write
+
+    def write(text):  # noqa: ANN001, ANN202
+        real_write(text[: len(text) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    handle.write = write
+    return handle
+
+
 @pytest.mark.parametrize("name", ["config.yaml", "metrics.jsonl"])
 def test_a_full_disk_at_a_resumes_start_keeps_the_runs_files(
     name, tiny_model_dirs, pairs_file, tmp_path, monkeypatch, capsys
@@ -124,14 +136,7 @@ def test_a_full_disk_at_a_resumes_start_keeps_the_runs_files(
         handle = real_open(self, mode, *args, **kwargs)
         if "w" not in mode or self.parent != out or name not in self.name:
             return handle
-        real_write = handle.write
-
-        def write(text):
-            real_write(text[: len(text) // 2])
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        handle.write = write
-        return handle
+        return _fills_the_disk(handle)
 
     monkeypatch.setattr(Path, "open", full_disk_open)
     code = main(["train", str(out / "config.yaml"), "--resume_from_checkpoint", "latest"])
@@ -1542,15 +1547,7 @@ def test_a_manifest_write_that_fails_midway_leaves_the_earlier_one(tmp_path, mon
 
     def full_disk(self, mode="r", *args, **kwargs):
         handle = real_open(self, mode, *args, **kwargs)
-        if "w" in mode:
-            real_write = handle.write
-
-            def write(text):
-                real_write(text[: len(text) // 2])
-                raise OSError(errno.ENOSPC, "No space left on device")
-
-            handle.write = write
-        return handle
+        return _fills_the_disk(handle) if "w" in mode else handle
 
     monkeypatch.setattr(Path, "open", full_disk)
     with pytest.raises(OSError, match="No space"):
