@@ -15,13 +15,22 @@ from directpo.errors import ConfigError
 from directpo.launchers import (
     LOCAL_RANK_VARIABLES,
     LOCAL_SIZE_VARIABLES,
+    STARTED_VARIABLES,
     launched_size,
     local_rank,
     under_launcher,
 )
 from directpo.process_group import World, rank_device
 
-LAUNCH_VARIABLES = (*LOCAL_RANK_VARIABLES, *LOCAL_SIZE_VARIABLES, "WORLD_SIZE", "RANK")
+LAUNCH_VARIABLES = (
+    *LOCAL_RANK_VARIABLES,
+    *LOCAL_SIZE_VARIABLES,
+    *STARTED_VARIABLES,
+    *(rank for _, rank in STARTED_VARIABLES.values()),
+    "SLURM_NTASKS",
+    "WORLD_SIZE",
+    "RANK",
+)
 
 
 @pytest.fixture
@@ -152,13 +161,23 @@ def test_a_launch_of_its_own_without_its_rendezvous_is_one_line(bare_launch) -> 
     assert not torch.distributed.is_initialized()
 
 
-@pytest.mark.parametrize("name", ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"])
+@pytest.mark.parametrize(
+    ("name", "rank"),
+    [
+        ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"),
+        ("PMI_SIZE", "PMI_RANK"),  # (Intel MPI's, MPICH's: was told Open MPI's names)
+        ("MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK"),
+        ("SLURM_STEP_NUM_TASKS", "SLURM_PROCID"),  # srun -n 4 directpo train, nothing exported
+    ],
+)
 def test_mpirun_without_world_size_is_refused_not_trained_alone_in_each(
-    bare_launch, capsys, tmp_path, name
+    bare_launch, capsys, tmp_path, name, rank
 ) -> None:
-    """``mpirun -np 4 directpo train ...`` exports no WORLD_SIZE: each process took itself for
-    the only one and trained a whole run alone (and score redid the whole file in each). One
-    line now, naming the variable that says 4; a batch script's SLURM_NTASKS is no launch."""
+    """``mpirun -np 4 directpo train ...`` (or ``srun -n 4``) exports no WORLD_SIZE: each
+    process took itself for the only one and trained a whole run alone into the same
+    output_dir (and score redid the whole file in each). One line now, naming the variable
+    that says 4 and the launcher's own rank variable; a batch script's SLURM_NTASKS is no
+    launch."""
     from directpo.cli import main
     from directpo.distributed import setup
 
@@ -170,7 +189,7 @@ def test_mpirun_without_world_size_is_refused_not_trained_alone_in_each(
             setup(mode)
         message = str(info.value)
         assert message.startswith(f"the launcher started 4 processes ({name}) but set no WORLD_")
-        assert "RANK=$OMPI_COMM_WORLD_RANK" in message and "\n" not in message
+        assert f"RANK=${rank} WORLD_SIZE=${name} directpo" in message and "\n" not in message
     assert not torch.distributed.is_initialized()
     argv = ["score", "--model_name_or_path", str(tmp_path), "--input", str(tmp_path / "i.jsonl")]
     assert main([*argv, "--output", str(tmp_path / "out.jsonl")]) == 2
@@ -178,3 +197,63 @@ def test_mpirun_without_world_size_is_refused_not_trained_alone_in_each(
     assert "one process, but the launcher started 4" in line and "mpirun" in line
     bare_launch.setenv("WORLD_SIZE", "1")  # (said: one process, whatever mpirun started)
     assert setup("none").mode == "none"
+
+
+def test_srun_is_told_from_its_batch_scripts_own_process(bare_launch) -> None:
+    """``python -m directpo.cli train`` in an sbatch script of ``--ntasks 8`` is one process
+    (SLURM_NTASKS, SLURM_PROCID and SLURM_LOCALID set, no step of srun's): one run. srun sets
+    SLURM_STEP_NUM_TASKS for its tasks only: ``srun -n 8`` with nothing exported is refused,
+    ``srun -n 1`` is one run, and a WORLD_SIZE said (torchrun a node under srun, or exports)
+    or mpirun's own count (its daemons are an srun step of one task a node) comes first."""
+    from directpo.distributed import setup
+    from directpo.launchers import check_started_alone, started_count
+
+    _gpus(bare_launch, 0)
+    for name, value in (("SLURM_NTASKS", "8"), ("SLURM_PROCID", "0"), ("SLURM_LOCALID", "0")):
+        bare_launch.setenv(name, value)
+    assert started_count() == (1, "") and not under_launcher()
+    assert setup("auto").mode == "none"
+    bare_launch.setenv("SLURM_STEP_NUM_TASKS", "1")  # srun -n 1 directpo train
+    assert setup("auto").mode == "none"
+    bare_launch.setenv("SLURM_STEP_NUM_TASKS", "8")
+    with pytest.raises(ConfigError, match=r"started 8 processes \(SLURM_STEP_NUM_TASKS\)"):
+        setup("auto")
+    bare_launch.setenv("OMPI_COMM_WORLD_SIZE", "16")  # mpirun -np 16 on 8 nodes
+    assert started_count() == (16, "OMPI_COMM_WORLD_SIZE")
+    bare_launch.setenv("WORLD_SIZE", "64")  # srun -N 8 --ntasks-per-node 1 torchrun ...
+    assert started_count() == (64, "WORLD_SIZE")
+    check_started_alone()  # (a WORLD_SIZE said: the rendezvous's to check)
+
+
+@pytest.mark.parametrize(
+    ("size", "rank", "launcher"),
+    [("SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "srun"), ("PMI_SIZE", "PMI_RANK", "mpiexec")],
+)
+def test_a_rank_exported_once_for_every_process_is_one_line(
+    bare_launch, size, rank, launcher
+) -> None:
+    """``export RANK=$SLURM_PROCID`` in the batch script, then ``srun -n 4 directpo train``:
+    the script's own 0 in every task; each took rank 0, all but one failed on MASTER_PORT with
+    a traceback and rank 0 waited out ddp_timeout. Rank 0 as the launcher numbered it, and
+    torchrun's own ranks under srun, go on to the rendezvous."""
+    from directpo.launchers import check_rendezvous
+
+    for name, value in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500")):
+        bare_launch.setenv(name, value)
+    for name, value in (("WORLD_SIZE", "4"), ("RANK", "0"), (size, "4"), (rank, "2")):
+        bare_launch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        check_rendezvous()
+    assert str(info.value) == (
+        f"RANK is 0 but {launcher} numbered this process 2 ({rank}): RANK was set once for "
+        f"every process (exported before {launcher}), so each would take rank 0; set it in "
+        f"each: {launcher} bash -c 'RANK=${rank} directpo ...'"
+    )
+    bare_launch.setenv("RANK", "2")  # set in each process
+    check_rendezvous()
+    bare_launch.setenv("RANK", "0")
+    bare_launch.setenv(size, "1")  # torchrun's 4 ranks under srun -n 1 (its own numbering)
+    check_rendezvous()
+    bare_launch.setenv(size, "4")
+    bare_launch.setenv("TORCHELASTIC_RUN_ID", "job")  # srun -n 4 torchrun ... each a node
+    check_rendezvous()

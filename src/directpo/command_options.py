@@ -169,11 +169,12 @@ class FileCommandOptions(Options):
         return dataclasses.replace(self, **taken)
 
     def check_environment(self) -> None:
-        processes, _ = started_count()  # (WORLD_SIZE, or mpirun's own)
+        processes, _ = started_count()  # (WORLD_SIZE, or mpirun's / an srun step's own)
         if processes > 1:  # each process would redo the whole file, all on the first GPU
             raise ConfigError(
                 f"score, rank and generate run in one process, but the launcher started "
-                f"{processes}: run the command without torchrun / accelerate launch / mpirun"
+                f"{processes}: run the command without torchrun / accelerate launch / mpirun, "
+                "or as one srun task (srun -n 1)"
             )
         # every problem in one pass: a missing model folder and a missing input were two runs
         keys = ("model_name_or_path", "input", "output")

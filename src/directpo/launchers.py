@@ -26,9 +26,20 @@ LOCAL_RANK_VARIABLES = (
     "PMI_LOCAL_RANK",
     "MV2_COMM_WORLD_LOCAL_RANK",
 )
-# the count of processes an MPI launcher started (Open MPI, MPICH / Intel MPI / srun --mpi,
-# MVAPICH); srun's own SLURM_NTASKS is not one: a batch script's one process has it too
-STARTED_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
+# the count of processes a launcher started without a WORLD_SIZE, and its name for this
+# process's rank: Open MPI's, MPICH / Intel MPI's (and srun --mpi's), MVAPICH's, then an srun
+# step's. MPI's come first: mpirun under Slurm starts its daemons as an srun step of one task a
+# node, whose count its ranks inherit. srun's SLURM_NTASKS is not one: a batch script's own
+# process has it too (the job's); SLURM_STEP_NUM_TASKS is set by srun for its step's tasks only
+# (as accelerate / Lightning tell an srun step from the batch script), so `srun -n 8 directpo
+# train` with nothing exported, 8 whole runs into one output_dir, is told from `python -m
+# directpo.cli train` in the script itself, one run
+STARTED_VARIABLES = {
+    "OMPI_COMM_WORLD_SIZE": ("mpirun", "OMPI_COMM_WORLD_RANK"),
+    "PMI_SIZE": ("mpiexec", "PMI_RANK"),
+    "MV2_COMM_WORLD_SIZE": ("mpirun", "MV2_COMM_WORLD_RANK"),
+    "SLURM_STEP_NUM_TASKS": ("srun", "SLURM_PROCID"),
+}
 # the count of processes on this node, named alike (srun's only with --ntasks-per-node)
 LOCAL_SIZE_VARIABLES = (
     "LOCAL_WORLD_SIZE",
@@ -50,8 +61,9 @@ def launched_size() -> int:
 
 def started_count() -> tuple[int, str]:
     """How many processes the launcher started, and the variable that says it: WORLD_SIZE,
-    else an MPI launcher's own (``STARTED_VARIABLES``: ``mpirun -np 8 directpo ...`` sets no
-    WORLD_SIZE, and each process took itself for the only one); (1, "") for a plain process."""
+    else an MPI launcher's or an srun step's own (``STARTED_VARIABLES``: ``mpirun -np 8
+    directpo ...`` sets no WORLD_SIZE, and each process took itself for the only one); (1, "")
+    for a plain process."""
     for name in ("WORLD_SIZE", *STARTED_VARIABLES):
         count = _whole(name)
         if count is not None:
@@ -60,15 +72,19 @@ def started_count() -> tuple[int, str]:
 
 
 def check_started_alone() -> None:
-    """Refuse a launch of several processes that set no WORLD_SIZE (mpirun, mpiexec, srun
-    --mpi): each would have trained alone, a whole run each into the same output_dir."""
+    """Refuse a launch of several processes that set no WORLD_SIZE (mpirun, mpiexec, srun):
+    each would have trained alone, a whole run each into the same output_dir. The fix is said
+    in the launcher's own names (Intel MPI's PMI_RANK was told Open MPI's)."""
     count, name = started_count()
     if count > 1 and name != "WORLD_SIZE":
+        launcher, rank = STARTED_VARIABLES[name]
+        # (each process its own RANK: one exported before the launch is the same in every one)
+        each = f"{launcher} bash -c 'RANK=${rank} WORLD_SIZE=${name} directpo ...'"
         raise ConfigError(
             f"the launcher started {count} processes ({name}) but set no WORLD_SIZE: each would "
-            "train alone; export RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT for every process "
-            "(mpirun: RANK=$OMPI_COMM_WORLD_RANK, WORLD_SIZE=$OMPI_COMM_WORLD_SIZE), or launch "
-            "with torchrun"
+            f"train alone; set RANK and WORLD_SIZE in each process ({each}) beside an exported "
+            "MASTER_ADDR and MASTER_PORT (rank 0's host and a free port), or launch with "
+            "torchrun (runs of their own, a sweep: WORLD_SIZE=1 in each; docs/distributed.md)"
         )
 
 
@@ -114,6 +130,29 @@ def check_rendezvous() -> None:
             "a free port), or launch with torchrun"
         )
     _whole("RANK")  # (a number: else one line, not the rendezvous's traceback)
+    _check_rank_of_each()
+
+
+def _check_rank_of_each() -> None:
+    """RANK as the launcher numbered this process. ``export RANK=$SLURM_PROCID`` in a batch
+    script before ``srun`` is the script's own 0 in every task (likewise mpirun's -x RANK):
+    every process took rank 0, each but the first failed on MASTER_PORT with a traceback and
+    rank 0 waited out ddp_timeout for the rest. Said where RANK is 0 but the launcher of this
+    WORLD_SIZE numbered the process otherwise; torchrun's own ranks (under srun, one task a
+    node) are another numbering, left."""
+    if "TORCHELASTIC_RUN_ID" in os.environ or os.environ.get("RANK", "").strip() != "0":
+        return
+    for size_name, (launcher, rank_name) in STARTED_VARIABLES.items():
+        numbered = _whole(rank_name)
+        if _whole(size_name) == launched_size() and numbered is not None:
+            if numbered != 0:
+                raise ConfigError(
+                    f"RANK is 0 but {launcher} numbered this process {numbered} ({rank_name}): "
+                    f"RANK was set once for every process (exported before {launcher}), so each "
+                    f"would take rank 0; set it in each: {launcher} bash -c "
+                    f"'RANK=${rank_name} directpo ...'"
+                )
+            return
 
 
 def first_rank() -> bool:
