@@ -158,6 +158,9 @@ def test_a_launch_of_its_own_without_its_rendezvous_is_one_line(bare_launch) -> 
     message = str(info.value)
     assert message.startswith("launched on 2 processes (WORLD_SIZE) without MASTER_ADDR, RANK:")
     assert "RANK=$SLURM_PROCID" in message and "\n" not in message
+    bare_launch.setenv("PMI_SIZE", "2")  # Intel MPI's mpiexec: its own names, not Open MPI's
+    with pytest.raises(ConfigError, match=r"each process \(mpiexec: RANK=\$PMI_RANK; MASTER_"):
+        setup("ddp", timeout_s=5)
     assert not torch.distributed.is_initialized()
 
 

@@ -123,11 +123,14 @@ def check_rendezvous() -> None:
     line, with what srun and mpirun call them."""
     missing = [name for name in RENDEZVOUS_VARIABLES if not os.environ.get(name, "").strip()]
     if missing:
+        # the launcher's own rank variable where its count says which launched (Intel MPI's
+        # PMI_RANK, not Open MPI's), else srun's and mpirun's
+        ranks = [f"{launcher}: RANK=${rank}" for size, (launcher, rank) in _launchers() if size]
+        ranks = ranks[:1] or ["srun: RANK=$SLURM_PROCID", "mpirun: RANK=$OMPI_COMM_WORLD_RANK"]
         raise ConfigError(
             f"launched on {launched_size()} processes (WORLD_SIZE) without "
-            f"{', '.join(missing)}: set them for every process (srun: RANK=$SLURM_PROCID, "
-            "mpirun: RANK=$OMPI_COMM_WORLD_RANK; MASTER_ADDR, MASTER_PORT: rank 0's host and "
-            "a free port), or launch with torchrun"
+            f"{', '.join(missing)}: set them in each process ({', '.join(ranks)}; "
+            "MASTER_ADDR, MASTER_PORT: rank 0's host and a free port), or launch with torchrun"
         )
     _whole("RANK")  # (a number: else one line, not the rendezvous's traceback)
     _check_rank_of_each()
@@ -142,9 +145,9 @@ def _check_rank_of_each() -> None:
     node) are another numbering, left."""
     if "TORCHELASTIC_RUN_ID" in os.environ or os.environ.get("RANK", "").strip() != "0":
         return
-    for size_name, (launcher, rank_name) in STARTED_VARIABLES.items():
+    for size, (launcher, rank_name) in _launchers():
         numbered = _whole(rank_name)
-        if _whole(size_name) == launched_size() and numbered is not None:
+        if size == launched_size() and numbered is not None:
             if numbered != 0:
                 raise ConfigError(
                     f"RANK is 0 but {launcher} numbered this process {numbered} ({rank_name}): "
@@ -153,6 +156,12 @@ def _check_rank_of_each() -> None:
                     f"'RANK=${rank_name} directpo ...'"
                 )
             return
+
+
+def _launchers() -> list[tuple[int | None, tuple[str, str]]]:
+    """Each launcher of ``STARTED_VARIABLES``: the count it says (None where unset), its name
+    and its rank variable, MPI's first (as ``started_count`` reads them)."""
+    return [(_whole(size), named) for size, named in STARTED_VARIABLES.items()]
 
 
 def first_rank() -> bool:
