@@ -260,3 +260,29 @@ def test_a_rank_exported_once_for_every_process_is_one_line(
     bare_launch.setenv(size, "4")
     bare_launch.setenv("TORCHELASTIC_RUN_ID", "job")  # srun -n 4 torchrun ... each a node
     check_rendezvous()
+
+
+def test_a_local_rank_exported_once_for_every_process_is_one_line(bare_launch) -> None:
+    """``export LOCAL_RANK=$SLURM_LOCALID`` before ``srun --ntasks-per-node 8``: the batch
+    script's own 0 in every task, read before srun's own SLURM_LOCALID, so all took cuda:0
+    (NCCL's 'Duplicate GPU detected' later, a traceback). A GPU bound to each task, torchrun's
+    own local ranks and agreeing values go on."""
+    _gpus(bare_launch, 8)
+    bare_launch.setenv("LOCAL_RANK", "0")
+    bare_launch.setenv("SLURM_LOCALID", "3")
+    with pytest.raises(ConfigError) as info:
+        rank_device(8)
+    assert str(info.value) == (
+        "LOCAL_RANK is 0 but the launcher says 3 (SLURM_LOCALID): LOCAL_RANK was set once for "
+        "every process (exported before the launch), so each would take cuda:0; set it in each "
+        "(LOCAL_RANK=$SLURM_LOCALID), or leave it unset: SLURM_LOCALID is read"
+    )
+    bare_launch.delenv("LOCAL_RANK")
+    assert rank_device(8) == torch.device("cuda", 3)
+    bare_launch.setenv("LOCAL_RANK", "0")
+    bare_launch.setenv("TORCHELASTIC_RUN_ID", "job")  # torchrun's processes in one srun task
+    assert rank_device(8) == torch.device("cuda", 0)
+    bare_launch.delenv("TORCHELASTIC_RUN_ID")
+    bare_launch.setenv("CUDA_VISIBLE_DEVICES", "3")  # srun --gpus-per-task 1
+    _gpus(bare_launch, 1)
+    assert rank_device(8) == torch.device("cuda", 0)

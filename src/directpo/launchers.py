@@ -98,6 +98,21 @@ def local_rank() -> int | None:
     return None
 
 
+def local_rank_exported_once() -> tuple[str, int] | None:
+    """The launcher's own local rank (its variable, its value) where LOCAL_RANK says 0 but it
+    says otherwise: ``export LOCAL_RANK=$SLURM_LOCALID`` in a batch script before ``srun`` is
+    the script's own 0 in every task, which then all took cuda:0 (NCCL's 'Duplicate GPU
+    detected', a traceback, later). None where they agree, or under torchrun (its own local
+    ranks: one srun task a node runs it)."""
+    if "TORCHELASTIC_RUN_ID" in os.environ or _whole("LOCAL_RANK") != 0:
+        return None
+    for name in LOCAL_RANK_VARIABLES[1:]:
+        value = _whole(name)
+        if value is not None:
+            return (name, value) if value else None
+    return None
+
+
 def local_size() -> int:
     """How many processes the launcher started on this node (1 where it does not say)."""
     for name in LOCAL_SIZE_VARIABLES:

@@ -23,6 +23,7 @@ from directpo.launchers import (
     check_started_alone,
     launched_size,
     local_rank,
+    local_rank_exported_once,
 )
 
 
@@ -98,6 +99,13 @@ def rank_device(size: int) -> torch.device:
             f"launched on {size} processes without LOCAL_RANK or a launcher's own name for it "
             f"({', '.join(LOCAL_RANK_VARIABLES[1:])}): each would take cuda:0; set LOCAL_RANK, "
             "or launch with torchrun"
+        )
+    once = local_rank_exported_once()
+    if once and size > 1 and count > 1:  # (a GPU bound to each: any local rank takes it)
+        raise ConfigError(
+            f"LOCAL_RANK is 0 but the launcher says {once[1]} ({once[0]}): LOCAL_RANK was set "
+            f"once for every process (exported before the launch), so each would take cuda:0; "
+            f"set it in each (LOCAL_RANK=${once[0]}), or leave it unset: {once[0]} is read"
         )
     if not torch.cuda.is_available():
         return torch.device("cpu")
