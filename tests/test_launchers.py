@@ -197,7 +197,7 @@ def test_mpirun_without_world_size_is_refused_not_trained_alone_in_each(
     argv = ["score", "--model_name_or_path", str(tmp_path), "--input", str(tmp_path / "i.jsonl")]
     assert main([*argv, "--output", str(tmp_path / "out.jsonl")]) == 2
     (line,) = capsys.readouterr().err.splitlines()
-    assert "one process, but the launcher started 4" in line and "mpirun" in line
+    assert f"one process, but the launcher started 4 ({name}): run" in line and "mpirun" in line
     bare_launch.setenv("WORLD_SIZE", "1")  # (said: one process, whatever mpirun started)
     assert setup("none").mode == "none"
 

@@ -169,12 +169,13 @@ class FileCommandOptions(Options):
         return dataclasses.replace(self, **taken)
 
     def check_environment(self) -> None:
-        processes, _ = started_count()  # (WORLD_SIZE, or mpirun's / an srun step's own)
+        processes, name = started_count()  # (WORLD_SIZE, or mpirun's / an srun step's own)
         if processes > 1:  # each process would redo the whole file, all on the first GPU
-            raise ConfigError(
+            raise ConfigError(  # (the variable named: a WORLD_SIZE a batch script exported for
+                # its srun step is read by a command it runs itself too)
                 f"score, rank and generate run in one process, but the launcher started "
-                f"{processes}: run the command without torchrun / accelerate launch / mpirun, "
-                "or as one srun task (srun -n 1)"
+                f"{processes} ({name}): run the command without torchrun / accelerate launch / "
+                "mpirun, or as one srun task (srun -n 1)"
             )
         # every problem in one pass: a missing model folder and a missing input were two runs
         keys = ("model_name_or_path", "input", "output")
