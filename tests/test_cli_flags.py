@@ -50,6 +50,22 @@ def test_a_flag_of_another_tools_name_is_said_as_typed_with_what_it_means(capsys
     assert "directpo's --dtype" not in capsys.readouterr().err
 
 
+def test_what_another_tools_flag_means_is_said_on_its_own_line(tmp_path, capsys) -> None:
+    """Beside a recipe's own problem, '(--torch_dtype is directpo's --dtype)' was added to the
+    message's last line: the recipe's 'train_file: no such file or folder', not the line
+    naming --torch_dtype."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model_name_or_path: m\ntrain_file: missing.jsonl\n")
+    assert main(["train", str(recipe), "--torch_dtype", "float16", "--bf16", "true"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    torch_dtype = [line for line in lines if "--torch_dtype float16 with --bf16" in line]
+    assert len(torch_dtype) == 1 and torch_dtype[0].endswith(
+        "(--torch_dtype is directpo's --dtype)"
+    )
+    assert [line for line in lines if "train_file" in line][0].endswith("missing.jsonl")
+    assert sum("directpo's --dtype" in line for line in lines) == 1
+
+
 HOME = os.path.expanduser("~")
 
 

@@ -220,8 +220,13 @@ def _other_names_as_typed(message: str, typed: Sequence[str]) -> str:
         if option is None or option in names or named:
             continue
         ours = re.compile(r"(?<![\w-])--" + re.escape(option) + r"(?![\w-])")
-        if ours.search(message):
-            message = ours.sub(f"--{name}", message) + f" (--{name} is directpo's --{option})"
+        lines = message.split("\n")  # (several problems: the note on the first line naming it,
+        # not the message's last, another problem's: a recipe's 'train_file: no such file')
+        named_on = [number for number, line in enumerate(lines) if ours.search(line)]
+        if named_on:
+            lines = [ours.sub(f"--{name}", line) for line in lines]
+            lines[named_on[0]] += f" (--{name} is directpo's --{option})"
+            message = "\n".join(lines)
     return message
 
 
