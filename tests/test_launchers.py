@@ -198,8 +198,11 @@ def test_mpirun_without_world_size_is_refused_not_trained_alone_in_each(
     assert main([*argv, "--output", str(tmp_path / "out.jsonl")]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert f"one process, but the launcher started 4 ({name}): run" in line and "mpirun" in line
+    assert "(shards) say so with WORLD_SIZE=1" in line
     bare_launch.setenv("WORLD_SIZE", "1")  # (said: one process, whatever mpirun started)
     assert setup("none").mode == "none"
+    assert main([*argv, "--output", str(tmp_path / "out.jsonl")]) == 2  # (now the files)
+    assert "launcher" not in capsys.readouterr().err
 
 
 def test_srun_is_told_from_its_batch_scripts_own_process(bare_launch) -> None:

@@ -175,7 +175,8 @@ class FileCommandOptions(Options):
                 # its srun step is read by a command it runs itself too)
                 f"score, rank and generate run in one process, but the launcher started "
                 f"{processes} ({name}): run the command without torchrun / accelerate launch / "
-                "mpirun, or as one srun task (srun -n 1)"
+                "mpirun, or as one srun task (srun -n 1); tasks each of its own input and "
+                "output (shards) say so with WORLD_SIZE=1"
             )
         # every problem in one pass: a missing model folder and a missing input were two runs
         keys = ("model_name_or_path", "input", "output")
