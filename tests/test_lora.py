@@ -244,6 +244,34 @@ def test_null_target_modules_are_peft_s_choice_as_in_trl(tiny_model_dirs, pairs_
         DPOConfig(lora_r=8, lora_target_modules=[])
 
 
+def test_a_regex_target_is_peft_s_regex_not_a_name(tiny_model_dirs) -> None:
+    """``--lora_target_modules '.*\\.(q|v)_proj'`` (peft's docs' regex form) became a list's
+    one item, which peft matches as a module's name: refused only after the model had loaded
+    ('matches no layer'). A regex given alone is peft's string (the whole module name must
+    match); beside names, where it would still be an item, it is refused at once."""
+    from directpo.adapters import LORA_OPTIONS, apply_peft, lora_config_from
+
+    regex = r".*\.(q|v)_proj"
+    config = DPOConfig(lora_r=8, lora_target_modules=regex)
+    assert config.lora_target_modules == [regex]
+    peft_config = lora_config_from({key: getattr(config, key) for key in LORA_OPTIONS})
+    assert peft_config.target_modules == regex
+    model = apply_peft(AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"]), peft_config)
+    adapted = {name.rsplit(".", 1)[-1] for name in model.targeted_module_names}
+    assert adapted == {"q_proj", "v_proj"}
+    with pytest.raises(ConfigError) as info:
+        DPOConfig(lora_r=8, lora_target_modules=[regex, "o_proj"])
+    assert str(info.value) == (
+        "lora_target_modules must be module names, or one regex alone (peft matches it against "
+        rf"each whole module name) (got [{regex}, o_proj])"
+    )
+    names = DPOConfig(lora_r=8, lora_target_modules=["q_proj", "v_proj"])
+    assert lora_config_from({key: getattr(names, key) for key in LORA_OPTIONS}).target_modules == {
+        "q_proj",
+        "v_proj",
+    }
+
+
 def test_merge_lora_in_bf16_keeps_a_float32_base_exact(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:

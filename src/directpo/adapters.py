@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from directpo.errors import ModelLoadError, first_line
-from directpo.model_locations import has_files, looks_local
+from directpo.model_locations import has_files, is_regex, looks_local
 from directpo.precision import DTYPES
 
 RESETTABLE_LORA_INITS = (True, False, "gaussian")  # peft draws these from the RNG alone
@@ -393,6 +393,16 @@ def _linear_names(model: torch.nn.Module) -> list[str]:
     return sorted({name.rsplit(".", 1)[-1] for name in names})
 
 
+def peft_targets(target_modules: list[str] | None) -> str | list[str] | None:
+    """LoraConfig's target_modules of lora_target_modules: all-linear or a regex given alone
+    as peft's string, names as a list (None: peft's choice)."""
+    if target_modules and len(target_modules) == 1:
+        (only,) = target_modules
+        if only == "all-linear" or is_regex(only):
+            return only
+    return target_modules
+
+
 def lora_config(
     r: int,
     alpha: int,
@@ -408,7 +418,7 @@ def lora_config(
     modules for the architecture, as TRL's default)."""
     from peft import LoraConfig
 
-    targets: str | list[str] = "all-linear" if target_modules == ["all-linear"] else target_modules
+    targets = peft_targets(target_modules)
     extra = {"target_parameters": target_parameters} if target_parameters else {}
     return LoraConfig(
         r=r,

@@ -224,9 +224,10 @@ class DPOConfig(Options):
     lora_dropout: float = option(0.0, "Dropout on the LoRA branch.")
     lora_target_modules: list[str] | None = option(
         ["all-linear"],
-        "Modules that get adapters: names (q_proj,v_proj,...) or all-linear; null: peft's choice "
-        "for the architecture (TRL's default, e.g. q_proj,v_proj for Llama). A name that "
-        "matches no layer is refused (peft would drop it).",
+        "Modules that get adapters: names (q_proj,v_proj,...), all-linear, or one regex alone "
+        "(peft's: matched against each whole module name, e.g. '.*\\.(q|v)_proj'); null: "
+        "peft's choice for the architecture (TRL's default, e.g. q_proj,v_proj for Llama). A "
+        "name that matches no layer is refused (peft would drop it).",
     )
     use_dora: bool = option(False, "DoRA: weight-decomposed LoRA adapters (peft).")
     use_rslora: bool = option(False, "rsLoRA: scale the LoRA update by alpha/sqrt(r).")

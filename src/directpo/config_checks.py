@@ -44,7 +44,7 @@ from directpo.errors import ConfigError
 from directpo.hub import HUB_ID
 from directpo.loss_checks import check_loss_modifiers, check_losses, check_reference_sync
 from directpo.mixture import check_mixture
-from directpo.model_locations import lora_off_reason
+from directpo.model_locations import is_regex, lora_off_reason
 from directpo.option_hints import meant_words
 from directpo.option_paths import expand_home
 from directpo.option_values import as_yaml, value_shown, words_shown
@@ -338,6 +338,12 @@ def _check_lora(config: DPOConfig) -> None:
         config.lora_target_modules is None or bool(config.lora_target_modules),
         "lora_target_modules",
         "a non-empty list (or null: peft's choice for the architecture)",
+    )
+    targets = config.lora_target_modules or []
+    require(  # (a regex is peft's one string: beside names it would be an item, matching none)
+        len(targets) == 1 or not any(is_regex(target) for target in targets),
+        "lora_target_modules",
+        "module names, or one regex alone (peft matches it against each whole module name)",
     )
     if not config.lora_r:
         # merge_lora without lora_r is checked by train(), which knows of a peft_config

@@ -142,3 +142,14 @@ def looks_local(value: str) -> bool:
     if value.startswith((".", "/", "~")) or value.count("/") > 1 or "\\" in value:
         return True
     return bool(value) and (not _HUB_ID_SHAPE.fullmatch(value) or ".." in value)
+
+
+# a module's name holds none of these: a LoRA target that does is a regex, which peft reads as
+# one string matched against each whole module name (its docs' target_modules=r".*\.(q|v)_proj");
+# as a list's item it matched no name, and the model, loaded first, was refused after
+REGEX_CHARACTERS = frozenset("*+?()[]{}|\\^$")
+
+
+def is_regex(target: str) -> bool:
+    """``target`` (a lora_target_modules item) is a regex, not a module's name."""
+    return bool(REGEX_CHARACTERS & set(target))
