@@ -249,76 +249,19 @@ def config_file(path: str, options: dict[str, Any]) -> DPOConfig:
 
 
 def _recipe_config(path: str, options: dict[str, Any]) -> DPOConfig:
-    """The recipe ``path`` with train()'s keyword ``options`` over it. A value the file holds is
-    refused in the file's words (``eval_dtype: bfloat16 under dtype: float32``, ``set dtype:
-    bfloat16``), as ``directpo train recipe.yaml`` says it: it was said as keywords
-    (``eval_dtype='bfloat16'``, ``pass dtype='bfloat16'``) to a caller who wrote none. A
-    refusal that the keywords bring (the file alone gives no such line, or its line names a
-    keyword, whose value wins over the file's) is in Python's words, which wrote them; so is
-    everything after the options are read (the output folder's, the data's, the model's), where
-    a keyword to train() is the caller's fix."""
+    """The recipe ``path`` with train()'s keyword ``options`` over it, built once. A value the
+    file holds is refused in the file's words (``eval_dtype: bfloat16 under dtype: float32``,
+    ``set dtype: bfloat16``), as ``directpo train recipe.yaml`` says it: it was said as
+    keywords (``eval_dtype='bfloat16'``, ``pass dtype='bfloat16'``) to a caller who wrote none.
+    A keyword is said as Python writes it (``lora_r=0``; ``pass lora_r=16``, the fix that takes
+    over the file's key), and where lines of both sources come, each is headed by its own
+    (``recipe.yaml:`` / ``train():``): option_loading.load_options says each option in its
+    source's words. Everything after the options are read (the output folder's, the data's,
+    the model's) is in Python's words, where a keyword to train() is the caller's fix."""
     from directpo.config import load_config
 
-    recipe = Caller(Spelling.RECIPE, Entry.TRAIN, path)
-    try:
-        with speaking_as(recipe):
-            return load_config(path, options, overrides_from="train()")
-    except ConfigError as error:
-        if not options:
-            raise
-        in_recipe_words = error
-    try:
-        load_config(path, options, overrides_from="train()")  # (train()'s words: Python's)
-    except ConfigError as error:
-        raise _each_in_its_words(
-            in_recipe_words, error, _file_problems(path, recipe), path, options
-        ) from None
-    raise in_recipe_words
-
-
-def _file_problems(path: str, recipe: Caller) -> set[str]:
-    """The lines the file alone (no keywords) is refused with, in its words."""
-    from directpo.config import load_config
-
-    try:
-        with speaking_as(recipe):
-            load_config(path)
-    except ConfigError as error:
-        return set(getattr(error, "problems", [str(error)]))
-    return set()
-
-
-def _each_in_its_words(
-    recipe_words: ConfigError,
-    python_words: ConfigError,
-    file_problems: set[str],
-    path: str,
-    keywords: Mapping[str, Any],
-) -> ConfigError:
-    """One refusal of the same options said twice: each line as the file's where the file
-    alone gives it and its problem names no keyword, else as train()'s keywords (the two list
-    the same checks in order). A line the file alone gives that names a keyword (``lora_r`` of
-    train(lora_r=0) beside the file's lora_target_modules) was the file's ('set lora_r: 16'),
-    a fix the keyword then overrode. Lines of both sources are each headed by theirs: under
-    one heading (the file's), a keyword's 'unknown option' was looked for in the file."""
-    recipes = getattr(recipe_words, "problems", [str(recipe_words)])
-    pythons = getattr(python_words, "problems", [str(python_words)])
-    if len(recipes) != len(pythons):
-        return python_words
-    from directpo.option_loading import problem_names
-
-    files = [line in file_problems and not problem_names(line, keywords) for line in recipes]
-    if all(files):
-        return recipe_words
-    if not any(files):
-        return python_words
-    lines = [
-        (ours if ours.startswith(f"{path}:") else f"{path}: {ours}")
-        if file
-        else f"train(): {theirs}"
-        for ours, theirs, file in zip(recipes, pythons, files, strict=True)
-    ]
-    return ConfigErrors("", lines, getattr(python_words, "rows", []))
+    with speaking_as(Caller(Spelling.RECIPE, Entry.TRAIN, path)):
+        return load_config(path, options, overrides_from="train()")
 
 
 def ported_config(config: Any, options: dict[str, Any] | None = None) -> Any:
