@@ -398,3 +398,30 @@ def test_a_refused_config_is_built_once(
         Path("r.yaml").write_text(recipe)
     _refusal(entry, options, capsys)
     assert len(counted_builds) == (2 if case in BUILT_TWICE else 1)
+
+
+def test_trains_adapter_checks_say_a_flag_as_a_flag_and_no_python_argument(
+    counted_builds: list[int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``directpo train r.yaml --merge_lora --lora_r 0`` was told 'set
+    lora_r: 16 (or pass train(peft_config=...))': the recipe's key, which the flag overrides,
+    and an argument of Python's train() that no command takes. The flag's fix is said as a
+    flag; train()'s keywords keep theirs, and Python's peft_config."""
+    Path("r.yaml").write_text(BASE)
+    assert _refusal("cli", ["--merge_lora", "--lora_r", "0"], capsys) == (
+        "merge_lora is set but lora_r is 0 (no LoRA); give --lora_r 16"
+    )
+    flags = ["--model_name_or_path", "m", "--train_file", "pairs.jsonl", "--merge_lora"]
+    assert main(["train", *flags]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "directpo: error: merge_lora is set but lora_r is 0 (no LoRA); give --lora_r 16"
+    )
+    Path("r.yaml").write_text(BASE + "lora_r: 0\nload_in_4bit: true\n")
+    assert _refusal("cli", ["--beta", "0.2"], capsys) == (  # (the file's lora_r: its words)
+        "load_in_4bit needs adapters: quantized weights do not train; set lora_r: 16"
+    )
+    Path("r.yaml").write_text(BASE)
+    assert _refusal("train", {"merge_lora": True, "lora_r": 0}, capsys) == (
+        "merge_lora is set but lora_r is 0 (no LoRA); pass lora_r=16 (or pass "
+        "train(peft_config=...))"
+    )

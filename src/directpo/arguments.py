@@ -17,6 +17,8 @@ from directpo.callers import (
     Entry,
     Spelling,
     advice_text,
+    caller,
+    options_written_by,
     speaking_as,
     spell_setting,
 )
@@ -46,22 +48,10 @@ def checked_arguments(
         )
     if peft_config is not None and (refused := peft_config_refusal(peft_config)):
         raise ConfigError(refused)  # before any model loads (it came after the model's load)
-    quantized = "load_in_4bit" if config.load_in_4bit else "load_in_8bit"
-    if (config.load_in_4bit or config.load_in_8bit) and not config.lora_r and peft_config is None:
-        # TRL: "cannot fine-tune purely quantized models"; a peft_config from Python is an adapter
-        raise ConfigError(
-            f"{quantized} needs adapters: quantized weights do not train; "
-            f"{spell_setting(('lora_r', 16))} (or pass train(peft_config=...))"
-        )
-    # an adapter folder as model_name_or_path continues that adapter: it is merged like a new one
-    continuing = bool(config.model_name_or_path) and os.path.isfile(
-        os.path.join(config.model_name_or_path, "adapter_config.json")
-    )
-    if config.merge_lora and not (config.lora_r or peft_config is not None or continuing):
-        raise ConfigError(
-            f"merge_lora is set but lora_r is 0 (no LoRA); {spell_setting(('lora_r', 16))} "
-            "(or pass train(peft_config=...))"
-        )
+    # an option a flag set beside a recipe is said as a flag (the recipe's 'set lora_r: 16' was
+    # one the flag --lora_r 0 overrode), and peft_config is train()'s argument, no command's
+    with options_written_by(config.__dict__.get("_overrides_spelled") or {}):
+        _adapters_asked(config, peft_config)
     if peft_config is None:
         return rebuilt_config(config), None
     from directpo.model_locations import is_adapter_folder
@@ -89,6 +79,27 @@ def checked_arguments(
         # path), and the caller's object, reused for another model, then named this one's layers
         return rebuilt_config(config, **unset), copy.deepcopy(peft_config)
     return rebuilt_config(config, **{**unset, **options}), None
+
+
+def _adapters_asked(config: DPOConfig, peft_config: Any) -> None:
+    """Refuses quantized weights or merge_lora without adapters (lora_r, or a peft_config)."""
+    # (a Python call's other way to adapters; a command line has none)
+    or_peft = " (or pass train(peft_config=...))" if caller().spelling is Spelling.PYTHON else ""
+    quantized = "load_in_4bit" if config.load_in_4bit else "load_in_8bit"
+    if (config.load_in_4bit or config.load_in_8bit) and not config.lora_r and peft_config is None:
+        # TRL: "cannot fine-tune purely quantized models"; a peft_config from Python is an adapter
+        raise ConfigError(
+            f"{quantized} needs adapters: quantized weights do not train; "
+            f"{spell_setting(('lora_r', 16))}{or_peft}"
+        )
+    # an adapter folder as model_name_or_path continues that adapter: it is merged like a new one
+    continuing = bool(config.model_name_or_path) and os.path.isfile(
+        os.path.join(config.model_name_or_path, "adapter_config.json")
+    )
+    if config.merge_lora and not (config.lora_r or peft_config is not None or continuing):
+        raise ConfigError(
+            f"merge_lora is set but lora_r is 0 (no LoRA); {spell_setting(('lora_r', 16))}{or_peft}"
+        )
 
 
 # TRL's DPOTrainer(...) arguments that name a model or tokenizer: the option that loads it

@@ -134,6 +134,10 @@ def _load_options(
         raise headed(ConfigErrors.joined([*refused, respelled(error, spelled)])) from None
     if refused:
         raise headed(beside_refusal(ConfigErrors.joined(refused), built))
+    if written:  # (train's checks after the load say a flag's option as a flag: the fix that
+        # takes over the file's key; arguments.checked_arguments)
+        overrides_spelled = {key: written[key] for key in overridden if key in written}
+        object.__setattr__(built, "_overrides_spelled", overrides_spelled)
     return built
 
 
