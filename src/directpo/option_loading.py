@@ -132,8 +132,9 @@ def _load_options(
                 overrides_from,
             )  # fmt: skip
         raise headed(ConfigErrors.joined([*refused, respelled(error, spelled)])) from None
-    if refused:
-        raise headed(beside_refusal(ConfigErrors.joined(refused), built))
+    if refused:  # (the paths and rows said beside the refused keys: in their sources' words)
+        with options_written_by(written):
+            raise headed(beside_refusal(ConfigErrors.joined(refused), built))
     if written:  # (train's checks after the load say a flag's option as a flag: the fix that
         # takes over the file's key; arguments.checked_arguments)
         overrides_spelled = {key: written[key] for key in overridden if key in written}
