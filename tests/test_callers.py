@@ -502,9 +502,10 @@ def test_a_recipe_given_to_train_is_refused_in_the_files_words(tmp_path, monkeyp
     Path("recipe.yaml").write_text("model_name_or_path: m\ntrain_file: pairs.jsonl\nfp16: true\n")
     with pytest.raises(ConfigError) as refused:
         train(config="recipe.yaml", dtype="float32", eval_dtype="bfloat16")
-    assert refused.value.problems == [  # (each line headed by the source that brought it)
+    assert refused.value.problems == [  # (each line headed by the source that brought it;
+        # the keyword's dtype in its words: the file's 'dtype: float32' is one it overrides)
         "recipe.yaml: fp16: float16 mixed precision is not supported (its narrow range needs a "
-        "loss scaler); use bf16: true (mixed precision in bfloat16) or dtype: float32",
+        "loss scaler); use bf16: true (mixed precision in bfloat16) or dtype='float32'",
         "train(): eval_dtype='bfloat16' under dtype='float32': the run computes in float32 and "
         "so does its evaluation; pass dtype='bfloat16' (mixed precision) to evaluate as bf16 "
         "computes",

@@ -17,6 +17,8 @@ from directpo.callers import (
     Entry,
     Spelling,
     advice_text,
+    caller,
+    options_written_by,
     speaking_as,
     spell_setting,
 )
@@ -46,22 +48,10 @@ def checked_arguments(
         )
     if peft_config is not None and (refused := peft_config_refusal(peft_config)):
         raise ConfigError(refused)  # before any model loads (it came after the model's load)
-    quantized = "load_in_4bit" if config.load_in_4bit else "load_in_8bit"
-    if (config.load_in_4bit or config.load_in_8bit) and not config.lora_r and peft_config is None:
-        # TRL: "cannot fine-tune purely quantized models"; a peft_config from Python is an adapter
-        raise ConfigError(
-            f"{quantized} needs adapters: quantized weights do not train; "
-            f"{spell_setting(('lora_r', 16))} (or pass train(peft_config=...))"
-        )
-    # an adapter folder as model_name_or_path continues that adapter: it is merged like a new one
-    continuing = bool(config.model_name_or_path) and os.path.isfile(
-        os.path.join(config.model_name_or_path, "adapter_config.json")
-    )
-    if config.merge_lora and not (config.lora_r or peft_config is not None or continuing):
-        raise ConfigError(
-            f"merge_lora is set but lora_r is 0 (no LoRA); {spell_setting(('lora_r', 16))} "
-            "(or pass train(peft_config=...))"
-        )
+    # an option a flag set beside a recipe is said as a flag (the recipe's 'set lora_r: 16' was
+    # one the flag --lora_r 0 overrode), and peft_config is train()'s argument, no command's
+    with options_written_by(config.__dict__.get("_overrides_spelled") or {}):
+        _adapters_asked(config, peft_config)
     if peft_config is None:
         return rebuilt_config(config), None
     from directpo.model_locations import is_adapter_folder
@@ -89,6 +79,27 @@ def checked_arguments(
         # path), and the caller's object, reused for another model, then named this one's layers
         return rebuilt_config(config, **unset), copy.deepcopy(peft_config)
     return rebuilt_config(config, **{**unset, **options}), None
+
+
+def _adapters_asked(config: DPOConfig, peft_config: Any) -> None:
+    """Refuses quantized weights or merge_lora without adapters (lora_r, or a peft_config)."""
+    # (a Python call's other way to adapters; a command line has none)
+    or_peft = " (or pass train(peft_config=...))" if caller().spelling is Spelling.PYTHON else ""
+    quantized = "load_in_4bit" if config.load_in_4bit else "load_in_8bit"
+    if (config.load_in_4bit or config.load_in_8bit) and not config.lora_r and peft_config is None:
+        # TRL: "cannot fine-tune purely quantized models"; a peft_config from Python is an adapter
+        raise ConfigError(
+            f"{quantized} needs adapters: quantized weights do not train; "
+            f"{spell_setting(('lora_r', 16))}{or_peft}"
+        )
+    # an adapter folder as model_name_or_path continues that adapter: it is merged like a new one
+    continuing = bool(config.model_name_or_path) and os.path.isfile(
+        os.path.join(config.model_name_or_path, "adapter_config.json")
+    )
+    if config.merge_lora and not (config.lora_r or peft_config is not None or continuing):
+        raise ConfigError(
+            f"merge_lora is set but lora_r is 0 (no LoRA); {spell_setting(('lora_r', 16))}{or_peft}"
+        )
 
 
 # TRL's DPOTrainer(...) arguments that name a model or tokenizer: the option that loads it
@@ -249,76 +260,19 @@ def config_file(path: str, options: dict[str, Any]) -> DPOConfig:
 
 
 def _recipe_config(path: str, options: dict[str, Any]) -> DPOConfig:
-    """The recipe ``path`` with train()'s keyword ``options`` over it. A value the file holds is
-    refused in the file's words (``eval_dtype: bfloat16 under dtype: float32``, ``set dtype:
-    bfloat16``), as ``directpo train recipe.yaml`` says it: it was said as keywords
-    (``eval_dtype='bfloat16'``, ``pass dtype='bfloat16'``) to a caller who wrote none. A
-    refusal that the keywords bring (the file alone gives no such line, or its line names a
-    keyword, whose value wins over the file's) is in Python's words, which wrote them; so is
-    everything after the options are read (the output folder's, the data's, the model's), where
-    a keyword to train() is the caller's fix."""
+    """The recipe ``path`` with train()'s keyword ``options`` over it, built once. A value the
+    file holds is refused in the file's words (``eval_dtype: bfloat16 under dtype: float32``,
+    ``set dtype: bfloat16``), as ``directpo train recipe.yaml`` says it: it was said as
+    keywords (``eval_dtype='bfloat16'``, ``pass dtype='bfloat16'``) to a caller who wrote none.
+    A keyword is said as Python writes it (``lora_r=0``; ``pass lora_r=16``, the fix that takes
+    over the file's key), and where lines of both sources come, each is headed by its own
+    (``recipe.yaml:`` / ``train():``): option_loading.load_options says each option in its
+    source's words. Everything after the options are read (the output folder's, the data's,
+    the model's) is in Python's words, where a keyword to train() is the caller's fix."""
     from directpo.config import load_config
 
-    recipe = Caller(Spelling.RECIPE, Entry.TRAIN, path)
-    try:
-        with speaking_as(recipe):
-            return load_config(path, options, overrides_from="train()")
-    except ConfigError as error:
-        if not options:
-            raise
-        in_recipe_words = error
-    try:
-        load_config(path, options, overrides_from="train()")  # (train()'s words: Python's)
-    except ConfigError as error:
-        raise _each_in_its_words(
-            in_recipe_words, error, _file_problems(path, recipe), path, options
-        ) from None
-    raise in_recipe_words
-
-
-def _file_problems(path: str, recipe: Caller) -> set[str]:
-    """The lines the file alone (no keywords) is refused with, in its words."""
-    from directpo.config import load_config
-
-    try:
-        with speaking_as(recipe):
-            load_config(path)
-    except ConfigError as error:
-        return set(getattr(error, "problems", [str(error)]))
-    return set()
-
-
-def _each_in_its_words(
-    recipe_words: ConfigError,
-    python_words: ConfigError,
-    file_problems: set[str],
-    path: str,
-    keywords: Mapping[str, Any],
-) -> ConfigError:
-    """One refusal of the same options said twice: each line as the file's where the file
-    alone gives it and its problem names no keyword, else as train()'s keywords (the two list
-    the same checks in order). A line the file alone gives that names a keyword (``lora_r`` of
-    train(lora_r=0) beside the file's lora_target_modules) was the file's ('set lora_r: 16'),
-    a fix the keyword then overrode. Lines of both sources are each headed by theirs: under
-    one heading (the file's), a keyword's 'unknown option' was looked for in the file."""
-    recipes = getattr(recipe_words, "problems", [str(recipe_words)])
-    pythons = getattr(python_words, "problems", [str(python_words)])
-    if len(recipes) != len(pythons):
-        return python_words
-    from directpo.option_loading import problem_names
-
-    files = [line in file_problems and not problem_names(line, keywords) for line in recipes]
-    if all(files):
-        return recipe_words
-    if not any(files):
-        return python_words
-    lines = [
-        (ours if ours.startswith(f"{path}:") else f"{path}: {ours}")
-        if file
-        else f"train(): {theirs}"
-        for ours, theirs, file in zip(recipes, pythons, files, strict=True)
-    ]
-    return ConfigErrors("", lines, getattr(python_words, "rows", []))
+    with speaking_as(Caller(Spelling.RECIPE, Entry.TRAIN, path)):
+        return load_config(path, options, overrides_from="train()")
 
 
 def ported_config(config: Any, options: dict[str, Any] | None = None) -> Any:

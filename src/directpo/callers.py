@@ -89,22 +89,32 @@ def written_as(spelling: Spelling) -> contextlib.AbstractContextManager[Caller]:
     return speaking_as(dataclasses.replace(caller(), spelling=spelling))
 
 
-# options a source other than the caller's wrote (a recipe's keys beside the flags or keywords
-# that override others): each said in its own source's words within one line
+# each option a source wrote (a recipe's keys, the flags or keywords that override them): each
+# said in its own source's words within one line, during the options' one build
 _WRITTEN_BY: contextvars.ContextVar[dict[str, Spelling] | None] = contextvars.ContextVar(
     "written_by", default=None
+)
+# how the options no source set were said meanwhile, in the caller's words (their defaults)
+_UNWRITTEN_SAID: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
+    "unwritten_said", default=None
 )
 
 
 @contextlib.contextmanager
-def options_written_by(spellings: dict[str, Spelling]) -> Iterator[None]:
+def options_written_by(spellings: dict[str, Spelling]) -> Iterator[set[str]]:
     """Each option in ``spellings`` said as its source wrote it while in it, whoever calls: a
     line of an ``eval_dtype`` the recipe set under a ``--dtype`` the command line gave reads
-    ``eval_dtype: bfloat16 under --dtype float32`` (it was wholly the flags')."""
+    ``eval_dtype: bfloat16 under --dtype float32``, its advice ``give --dtype bfloat16``. It
+    yields the texts that said an option no source set meanwhile (in the caller's words: a
+    default belongs to no source, so a line can only say it as its own source would, which is
+    known once the line is whole: option_loading's ``_said_as_the_overrides``)."""
+    unwritten: set[str] = set()
     token = _WRITTEN_BY.set(spellings)
+    unwritten_token = _UNWRITTEN_SAID.set(unwritten)
     try:
-        yield
+        yield unwritten
     finally:
+        _UNWRITTEN_SAID.reset(unwritten_token)
         _WRITTEN_BY.reset(token)
 
 
@@ -112,6 +122,21 @@ def _own_spelling(name: str) -> Spelling | None:
     """The spelling of ``name``'s own source where it is not the caller's, else None."""
     spelling = (_WRITTEN_BY.get() or {}).get(name)
     return spelling if spelling not in (None, caller().spelling) else None
+
+
+def _noting_unwritten(spell: F) -> F:
+    """``spell`` (a function saying the option it is given first) noting its text where no
+    source wrote that option while options_written_by says whose each is."""
+
+    @functools.wraps(spell)
+    def noted(name: str, *args: Any, **kwargs: Any) -> Any:
+        text = spell(name, *args, **kwargs)
+        written, unwritten = _WRITTEN_BY.get(), _UNWRITTEN_SAID.get()
+        if written and name not in written and unwritten is not None:
+            unwritten.add(text)
+        return text
+
+    return noted  # type: ignore[return-value]
 
 
 def entry_point(who: Caller) -> Callable[[F], F]:
@@ -188,6 +213,7 @@ def spell_value(value: Any) -> str:
     return as_yaml(value)
 
 
+@_noting_unwritten
 def spell_option(name: str, value: Any = _NO_VALUE, in_recipe: bool = True) -> str:
     """``name`` (with ``value``) as the caller writes it: ``--beta 0.1``, ``beta: 0.1 in
     recipe.yaml``, ``beta=0.1``. Without a value, the name to complete (``--beta``, ``beta=``);
@@ -242,6 +268,7 @@ def spell_pair(first: tuple[str, Any], joint: str, second: tuple[str, Any]) -> s
     return f" {joint} ".join(said)
 
 
+@_noting_unwritten
 def spell_name(name: str) -> str:
     """An option to set, named alone as the caller gives it: ``max_steps`` (a recipe's key),
     ``--max_steps``, ``max_steps=...``."""
@@ -249,6 +276,7 @@ def spell_name(name: str) -> str:
     return name if spelling is Spelling.RECIPE else spell_option(name, ...)
 
 
+@_noting_unwritten
 def spell_given(name: str, value: Any) -> str:
     """An option named as the caller gave it, where a refusal names it or says to remove it:
     the key alone in a recipe (``lora_r``), ``--lora_r 8`` on a command line, ``lora_r=8`` in
@@ -258,10 +286,14 @@ def spell_given(name: str, value: Any) -> str:
     return spell_option(name, value, in_recipe=False)
 
 
+@_noting_unwritten
 def spell_entry(name: str, key: Any) -> str:
     """A key of the mapping option ``name``, as the caller writes it: ``liger_kernel_config:
     rope`` (a recipe's nesting, as the docs write it), ``rope in --liger_kernel_config``,
     ``liger_kernel_config['rope']`` (a recipe's ``name: key`` was said to every caller)."""
+    if (own := _own_spelling(name)) is not None:  # (as the source that set it writes it)
+        with written_as(own):
+            return spell_entry(name, key)
     spelling = caller().spelling
     if spelling is Spelling.PYTHON:
         return f"{name}[{key!r}]"
@@ -303,11 +335,12 @@ def source_spelling(where: str) -> Spelling:
     return Spelling.RECIPE
 
 
+@_noting_unwritten
 def spell_shape(name: str, yaml_shape: str, python_shape: str) -> str:
     """An option whose value is a shape to fill in (a mapping of ``...``), as the caller writes
     it: ``dataset_mixture: {datasets: [...]}`` in a recipe, ``--dataset_mixture '{datasets:
     [...]}'`` (a flag reads YAML), ``dataset_mixture={'datasets': [...]}`` in Python."""
-    spelling = caller().spelling
+    spelling = _own_spelling(name) or caller().spelling
     if spelling is Spelling.PYTHON:
         return f"{name}={python_shape}"
     if spelling is Spelling.FLAGS:

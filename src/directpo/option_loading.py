@@ -92,7 +92,7 @@ def _load_options(
     spelled: dict[str, str] = {}  # a value's option as the source that set it last wrote it
     meant: dict[str, Any] = {}  # the options refused keys stand for (cls.meant)
     overridden: set[str] = set()  # the options the overrides (flags, keywords) set
-    written_by: dict[str, Spelling] = {}  # the file's options, said in its words
+    written_by: dict[str, Spelling] = {}  # each option a source set, said in its words
     refused_from: list[str] = []  # the source of each refused line, in order
     for given, where in sources:
         usable, error = translate_usable(cls, given, names, where)
@@ -101,34 +101,91 @@ def _load_options(
         renamed = cls.spellings(given, where)  # type: ignore[attr-defined]
         spelled = {k: v for k, v in spelled.items() if k not in usable} | renamed
         values.update(usable)
-        if where != overrides_from:
-            written_by |= dict.fromkeys(usable, source_spelling(where))
+        written_by |= dict.fromkeys(usable, source_spelling(where))  # (the last source's)
         refused += [error] if error else []
         refused_from += [where] * len(getattr(error, "problems", [error])) if error else []
     # refused, the config is built for its refusal alone: with the options refused names
     # stand for, so that it says their rows too
     meant = {key: value for key, value in meant.items() if key not in values and refused}
-    # (the file's options a flag or keyword left as the file set them: said as it wrote them)
-    written_by = {key: value for key, value in written_by.items() if key not in overridden}
     headed = functools.partial(
         _headed_by_source,
         refused_from,
-        overridden,
+        overridden | set(overrides or {}),  # (an alias's line names it as given: max_new_tokens)
         overrides_from,
         sources[0][1] if path is not None else "",
     )
+    # ONE build: each option a file's key or an override (a flag, train()'s keyword) set is
+    # said in its own source's words within any line (callers.options_written_by): the file's
+    # ``eval_dtype: bfloat16`` under the flag's ``--dtype float32``, 'give --dtype bfloat16'
+    # (the fix that takes), and each line is headed by the source its problem names
+    # (_headed_by_source). (It was built two times, three for train(), and their lines
+    # matched by position.)
+    written = written_by if path is not None and overridden else {}
     try:
-        with options_written_by(written_by if path is not None and overridden else {}):
+        with options_written_by(written) as unwritten_said:
             built = cls(**meant, **values)
     except ConfigError as error:
-        if path is not None and overridden:  # (a file's line a flag or a keyword bears on)
+        if written and unwritten_said:
             build = functools.partial(cls, **meant, **values)
-            with options_written_by(written_by):
-                error = _overrides_words(error, build, overridden, overrides_from)
+            error = _said_as_the_overrides(
+                error, build, written, overridden | set(overrides or {}), unwritten_said,
+                overrides_from,
+            )  # fmt: skip
         raise headed(ConfigErrors.joined([*refused, respelled(error, spelled)])) from None
-    if refused:
-        raise headed(beside_refusal(ConfigErrors.joined(refused), built))
+    if refused:  # (the paths and rows said beside the refused keys: in their sources' words)
+        with options_written_by(written):
+            raise headed(beside_refusal(ConfigErrors.joined(refused), built))
+    if written:  # (train's checks after the load say a flag's option as a flag: the fix that
+        # takes over the file's key; arguments.checked_arguments)
+        overrides_spelled = {key: written[key] for key in overridden if key in written}
+        object.__setattr__(built, "_overrides_spelled", overrides_spelled)
     return built
+
+
+def _said_as_the_overrides(
+    error: ConfigError,
+    build: Any,
+    written_by: dict[str, Spelling],
+    overridden: set[str],
+    unwritten: set[str],
+    overrides_from: str,
+) -> ConfigError:
+    """``error``'s lines whose problem names an option the overrides set AND that say an
+    option no source set (``unwritten``, said in the caller's words), said again wholly in
+    the overrides' words: ``--lora_target_modules q_proj`` beside a recipe is told 'give
+    --lora_r 16', not the recipe's 'set lora_r: 16' (train()'s ``lora_target_modules=[...]``,
+    'pass lora_r=16'). A default belongs to no source, so the line's own source says it, which
+    is known only once the line is whole: the one case built again (``build``). A line of
+    options that sources set is whole after the one build."""
+    spelling = source_spelling(overrides_from)
+    lines = list(getattr(error, "problems", [str(error)]))
+    if spelling is caller().spelling or not any(
+        problem_names(line, overridden) and any(text in line for text in unwritten)
+        for line in lines
+    ):
+        return error
+    try:
+        with written_as(spelling), options_written_by(written_by):
+            build()
+    except ConfigError as theirs:
+        their_lines = getattr(theirs, "problems", [str(theirs)])
+        if len(their_lines) != len(lines):  # (a check that reads the caller: kept as it was)
+            return error
+        said = [
+            their_line if problem_names(line, overridden) else line
+            for line, their_line in zip(lines, their_lines, strict=True)
+        ]
+        return ConfigErrors(getattr(error, "where", ""), said, getattr(error, "rows", []))
+    return error
+
+
+def _naming(options: Collection[str]) -> re.Pattern[str]:
+    """A name of ``options`` as a recipe (``dtype:``), a flag (``--dtype``) or a keyword
+    (``dtype=``) says it, not a part of another name (``eval_dtype``, ``a.dtype``)."""
+    return re.compile(
+        r"(?<![\w.-])(?:--)?(?:" + "|".join(map(re.escape, sorted(options, key=len, reverse=True)))
+        + r")(?![\w])"
+    )  # fmt: skip
 
 
 def _headed_by_source(
@@ -138,22 +195,16 @@ def _headed_by_source(
     file_where: str,
     error: ConfigError,
 ) -> ConfigError:
-    """``error``'s lines each headed by its source where a file and a command line's flags
-    both bring lines: under one heading, the file's (``c.yaml:``), a flag's ``--beta -1`` was
-    told as the file's. A refused key's line is its source's (``refused_from``, in order); a
-    checked value's, the flags' where its problem names an option they set. (train()'s
-    keywords are headed so by arguments.config_file, which says each line in its words.)"""
+    """``error``'s lines each headed by its source where a file and the overrides (a command
+    line's flags, train()'s keywords) both bring lines: under one heading, the file's
+    (``c.yaml:``), a flag's ``--beta -1`` was told as the file's. A refused key's line is its
+    source's (``refused_from``, in order); a checked value's, the overrides' where its problem
+    names an option they set (``command line:`` / ``train():``), else the file's."""
     lines = list(getattr(error, "problems", [str(error)]))
-    if not file_where or not overridden or source_spelling(overrides_from) is not Spelling.FLAGS:
+    if not file_where or not overridden:
         return error
-    where = file_where
-    named = re.compile(  # (said as a flag's: --dtype)
-        r"(?<![\w.-])(?:--)?(?:"
-        + "|".join(map(re.escape, sorted(overridden, key=len, reverse=True)))
-        + r")(?![\w])"
-    )  # fmt: skip
     checked = [
-        overrides_from if named.search(line.split("; ")[0]) else where
+        overrides_from if problem_names(line, overridden) else file_where
         for line in lines[len(refused_from) :]
     ]
     origins = refused_from[: len(lines)] + checked
@@ -167,41 +218,10 @@ def _headed_by_source(
 
 
 def problem_names(line: str, options: Collection[str]) -> bool:
-    """Whether a refusal's problem, before its advice, names one of ``options`` (fp16's 'or
-    dtype: float32' is advice, no dtype given): a line such an option bears on, whose fix is
-    the one its own source writes."""
-    named = re.compile(
-        r"(?<![\w.-])(?:" + "|".join(map(re.escape, sorted(options, key=len, reverse=True)))
-        + r")(?![\w])"
-    )  # fmt: skip
-    return bool(options) and named.search(line.split("; ")[0]) is not None
-
-
-def _overrides_words(
-    error: ConfigError, build: Any, overridden: set[str], overrides_from: str
-) -> ConfigError:
-    """``error``'s lines whose problem names an option the overrides set (``--lora_r 0``, or
-    train()'s ``lora_r=0``, beside the file's lora_target_modules) in the overrides' words:
-    said as the file's ('set lora_r: 16'), the fix was one the flag or keyword then overrode
-    ('give --lora_r 16' is the one that takes). ``build`` makes the refused options again."""
-    spelling = source_spelling(overrides_from)
-    if spelling is caller().spelling:
-        return error
-    try:
-        with written_as(spelling):
-            build()
-    except ConfigError as theirs:
-        ours_lines = getattr(error, "problems", [str(error)])
-        their_lines = getattr(theirs, "problems", [str(theirs)])
-        if len(ours_lines) != len(their_lines):
-            return error
-        lines = [
-            theirs_line if problem_names(line, overridden) else line
-            for line, theirs_line in zip(ours_lines, their_lines, strict=True)
-        ]
-        if lines != ours_lines:
-            return ConfigErrors(getattr(error, "where", ""), lines, getattr(error, "rows", []))
-    return error
+    """Whether a refusal's problem, before its advice, names one of ``options`` as any source
+    spells it (``--dtype``, ``dtype:``, ``dtype=``; fp16's 'or dtype: float32' is advice, no
+    dtype given): a line such an option bears on, whose source is the one that set it."""
+    return bool(options) and _naming(options).search(line.split("; ")[0]) is not None
 
 
 def accepting_spellings(cls: type[T]) -> type[T]:
