@@ -155,7 +155,7 @@ def test_a_plain_folders_missing_values_are_asked_as_each_caller_gives_them(file
     from directpo.reward import ImplicitReward
 
     model, pairs, out = files["model"], files["pairs"], files["out"]
-    python = r"directpo run: give ref_model_name_or_path= and beta=$"
+    python = r"directpo run: pass ref_model_name_or_path=\.\.\. and beta=\.\.\.$"
     with pytest.raises(ConfigError, match=python):
         ImplicitReward.from_run(model)
     for name in ("score", "rank"):
@@ -309,6 +309,20 @@ REFUSALS = [
         "eval_dtype='float32' with attn_implementation='flash_attention_2', whose kernels "
         "compute in bf16/fp16 only; pass attn_implementation='varlen' or 'sdpa', or "
         "eval_dtype='auto'",
+    ),
+    # a lead-in naming sampling options beside greedy decoding (the recipe's bare keys were
+    # said to every caller: 'generate_top_k only shapes sampling, but generate_temperature is 0')
+    (
+        {"eval_generate": 2, "generate_temperature": 0, "generate_top_k": 4},
+        "generate_top_k only shapes sampling, but generate_temperature is 0 (",
+        "--generate_top_k 4 only shapes sampling, but --generate_temperature 0 (",
+        "generate_top_k=4 only shapes sampling, but generate_temperature=0 (",
+    ),
+    (
+        {"eval_generate": 2, "eval_generate_samples": 3, "generate_temperature": 0},
+        "eval_generate_samples: 3 needs sampling, but generate_temperature is 0 (",
+        "--eval_generate_samples 3 needs sampling, but --generate_temperature 0 (",
+        "eval_generate_samples=3 needs sampling, but generate_temperature=0 (",
     ),
     # a value is said as it was written: YAML's and a flag's true, Python's True
     (
@@ -866,12 +880,14 @@ def test_score_rank_and_generate_options_built_in_python_are_told_keywords(files
     from directpo.reward_files import rank_file, score_file
 
     model, pairs, out = files["model"], files["pairs"], files["out"]
-    keywords = "has no config.yaml from a directpo run: give ref_model_name_or_path= and beta="
+    keywords = (
+        "has no config.yaml from a directpo run: pass ref_model_name_or_path=... and beta=..."
+    )
     flags = "has no config.yaml from a directpo run: give --ref_model_name_or_path and --beta"
     for options, command in ((ScoreOptions, score_file), (RankOptions, rank_file)):
         built = {"model_name_or_path": model, "input": pairs, "output": out}
         for extra, asked in (  # (beside a value refused, and a name)
-            ({"beta": -1.0}, keywords.removesuffix(" and beta=")),
+            ({"beta": -1.0}, keywords.removesuffix(" and beta=...")),
             ({"output_file": "x.jsonl"}, keywords),
         ):
             with pytest.raises(ConfigError) as refused:
@@ -908,3 +924,62 @@ def test_liger_kernels_missing_at_load_are_removed_as_each_caller_gave_them(monk
         with called_by(SPELLINGS[name]), pytest.raises(ConfigError) as refused:
             apply_liger_kernels(object(), {})  # type: ignore[arg-type]
         assert str(refused.value).endswith(f"pip install liger-kernel, or remove {removed}")
+
+
+@pytest.mark.parametrize(
+    ("spelling", "tracker", "kernel", "thinking"),
+    [
+        (Spelling.RECIPE, "report_to: wandb is not installed: pip install nothing_here, or "
+         "choose another tracker, or set report_to: none", "attn_implementation: "
+         "flash_attention_2 runs", "set by chat_template_kwargs: {enable_thinking: false} or a "
+         "row's own chat_template_kwargs), so no reply can think after it: to train replies "
+         "that reason, drop enable_thinking false (or set it true); to train"),
+        (Spelling.FLAGS, "--report_to wandb: wandb is not installed: pip install nothing_here, "
+         "or choose another tracker, or give --report_to none", "--attn_implementation "
+         "flash_attention_2 runs", "set by --chat_template_kwargs '{enable_thinking: false}' "
+         "or a row's own chat_template_kwargs), so no reply can think after it: to train "
+         "replies that reason, drop enable_thinking false (or set it true); to train"),
+        (Spelling.PYTHON, "report_to=['wandb']: 'wandb' is not installed: pip install "
+         "nothing_here, or choose another tracker, or pass report_to='none'",
+         "attn_implementation='flash_attention_2' runs", "set by chat_template_kwargs="
+         "{'enable_thinking': False} or a row's own chat_template_kwargs), so no reply can think "
+         "after it: to train replies that reason, drop enable_thinking false (or set it True); "
+         "to train"),
+    ],
+)  # fmt: skip
+def test_a_tracker_a_kernel_and_a_closed_think_block_are_said_as_each_caller_writes_options(
+    monkeypatch, spelling, tracker, kernel, thinking
+) -> None:
+    """'report_to: 'wandb' is not installed', 'attn_implementation: flash_attention_2 runs on
+    CUDA only' and a closed think block's '(chat_template_kwargs enable_thinking: false) ...
+    drop enable_thinking: false' were a recipe's words for every caller; score, rank and
+    generate (which have no such option) are told the rows' and the run's config.yaml."""
+    import directpo.config
+    from directpo.chat_split import split_rendered
+    from directpo.device_checks import check_device
+    from directpo.preflight import _check_trackers
+    from directpo.readers import RowError
+
+    monkeypatch.setitem(directpo.config.TRACKER_MODULES, "wandb", "nothing_here")
+    config = DPOConfig(model_name_or_path="m", attn_implementation="flash_attention_2",
+                       report_to=["wandb"])  # fmt: skip
+    reasoning = [{"role": "assistant", "content": "<think>add</think>4"}]
+
+    def closed(who: Caller) -> str:  # a prompt ending in an empty think block (Qwen3's)
+        with called_by(who), pytest.raises(RowError) as refused:
+            split_rendered(lambda _: "U: 2+2\nA: <think>add</think>4", [], reasoning,
+                           "U: 2+2\nA: <think></think>")  # fmt: skip
+        return refused.value.message
+
+    with called_by(Caller(spelling, Entry.TRAIN)):
+        problems: list[str] = []
+        _check_trackers(config, problems)
+        assert problems == [tracker]
+        with pytest.raises(ConfigError) as refused:
+            check_device(config, "cpu")
+        assert str(refused.value).startswith(f"{kernel} on CUDA only"), str(refused.value)
+    assert f"empty <think></think> ({thinking} without" in closed(Caller(spelling, Entry.TRAIN))
+    assert (
+        "(enable_thinking false, set by a row's chat_template_kwargs or the run's config.yaml)"
+        in (closed(Caller(spelling, Entry.FOLDER)))
+    )
