@@ -454,10 +454,15 @@ def test_a_kernels_and_a_resumes_fix_are_said_as_each_caller_writes_options(
     (a checkpoint's data order's seed, its drop_last) and auto_find_batch_size's 'set
     per_device_train_batch_size' under torchrun were a recipe's words, or no option's, for
     every caller; each names the option as its caller sets it."""
+    from directpo.callers import setting_verb
     from directpo.config import DPOConfig
     from directpo.device_checks import check_device
     from directpo.run import prepare_run
-    from directpo.sources import _check_same
+    from directpo.sources import FixedPairs, PairSet, _check_same
+
+    drops = {Spelling.RECIPE: "dataloader_drop_last: true",
+             Spelling.FLAGS: "--dataloader_drop_last",
+             Spelling.PYTHON: "dataloader_drop_last=True"}[spelling]  # fmt: skip
 
     config = DPOConfig(model_name_or_path="m", attn_implementation="flash_attention_2")
     batched = DPOConfig(model_name_or_path="m", auto_find_batch_size=True,
@@ -479,6 +484,11 @@ def test_a_kernels_and_a_resumes_fix_are_said_as_each_caller_writes_options(
         with pytest.raises(ConfigError) as refused:
             _check_same({"drop_last": False}, {"drop_last": True}, "ckpt")
         assert f"resume with {drop_last}, or start" in str(refused.value)
+        with pytest.raises(ConfigError) as refused:  # (was 'dataloader_drop_last: true ...:
+            # set it false' to every caller)
+            FixedPairs(PairSet([], []), 4, 1, 0, drop_last=True)
+        assert str(refused.value).startswith(f"{drops} drops every epoch's short last batch")
+        assert f"processes): {setting_verb()} {drop_last}, or lower" in str(refused.value)
         with pytest.raises(ConfigError) as refused:
             prepare_run(batched, None, None, _World(2), print)  # type: ignore[arg-type]
         assert str(refused.value).endswith(f"retry the same step; {batch}")
