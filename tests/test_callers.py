@@ -993,3 +993,21 @@ def test_a_tracker_a_kernel_and_a_closed_think_block_are_said_as_each_caller_wri
         "(enable_thinking false, set by a row's chat_template_kwargs or the run's config.yaml)"
         in (closed(Caller(spelling, Entry.FOLDER)))
     )
+
+
+def test_what_lowers_a_steps_memory_is_said_as_each_caller_sets_options() -> None:
+    """A step out of memory was told 'set gradient_checkpointing: true, ..., lora_r: 16' (a
+    recipe's keys) whoever called."""
+    from directpo.failures import memory_knobs
+
+    config = DPOConfig(model_name_or_path="m")
+    for spelling, said in (
+        (Spelling.RECIPE, "set gradient_checkpointing: true, activation_offloading: true, "
+         "precompute_ref_log_probs: true, lora_r: 16, or a smaller"),
+        (Spelling.FLAGS, "give --gradient_checkpointing, --activation_offloading, "
+         "--precompute_ref_log_probs, --lora_r 16, or a smaller"),
+        (Spelling.PYTHON, "pass gradient_checkpointing=True, activation_offloading=True, "
+         "precompute_ref_log_probs=True, lora_r=16, or a smaller"),
+    ):  # fmt: skip
+        with called_by(Caller(spelling, Entry.TRAIN)):
+            assert memory_knobs(config, lora=False).startswith(said)
