@@ -997,8 +997,8 @@ def test_a_tracker_a_kernel_and_a_closed_think_block_are_said_as_each_caller_wri
 
 def test_what_lowers_a_steps_memory_is_said_as_each_caller_sets_options() -> None:
     """A step out of memory was told 'set gradient_checkpointing: true, ..., lora_r: 16' (a
-    recipe's keys) whoever called."""
-    from directpo.failures import memory_knobs
+    recipe's keys) whoever called; the set-up's 'train LoRA adapters (lora_r: 16; ...' too."""
+    from directpo.failures import memory_knobs, setup_out_of_memory
 
     config = DPOConfig(model_name_or_path="m")
     for spelling, said in (
@@ -1011,3 +1011,6 @@ def test_what_lowers_a_steps_memory_is_said_as_each_caller_sets_options() -> Non
     ):  # fmt: skip
         with called_by(Caller(spelling, Entry.TRAIN)):
             assert memory_knobs(config, lora=False).startswith(said)
+            lora = said.split(", ")[-2]  # (lora_r: 16, --lora_r 16, lora_r=16)
+            stopped = setup_out_of_memory(RuntimeError("CUDA error: out of memory"), config)
+            assert f"train LoRA adapters ({lora}; load_in_4bit on a GPU)" in str(stopped)

@@ -269,14 +269,14 @@ def setup_out_of_memory(
     )
     knobs = []
     if not lora:
-        knobs.append("train LoRA adapters (lora_r: 16; load_in_4bit on a GPU)")
+        knobs.append(f"train LoRA adapters ({said('lora_r', 16)}; load_in_4bit on a GPU)")
     elif not (config.load_in_4bit or config.load_in_8bit):
         knobs.append("load the base quantized (load_in_4bit, on a GPU)")
     if _can_precompute(config):
         precompute = spell_setting(("precompute_ref_log_probs", True))
         knobs.append(f"{precompute} (no reference model held)")
-    said = ", ".join([*knobs, "or a smaller model"]) if knobs else "use a smaller model"
-    return TrainingStopped(SETUP_OOM_HELP.format(kind=kind, knobs=said))
+    advice = ", ".join([*knobs, "or a smaller model"]) if knobs else "use a smaller model"
+    return TrainingStopped(SETUP_OOM_HELP.format(kind=kind, knobs=advice))
 
 
 def peer_gone(
