@@ -60,7 +60,8 @@ def test_a_json_list_saved_as_jsonl_is_said_to_be_read_whole(tmp_path) -> None:
     of it kept "[" and the first row's opening line, a file score refused."""
     held = tmp_path / "held.jsonl"
     rows = [{"prompt": f"p{i}", "chosen": "a", "rejected": "b"} for i in range(5)]
-    held.write_text(json.dumps(rows, indent=2))
-    line = next_steps("out", str(held), 2)
-    assert "head" not in line and f"--input {held} --output scored.jsonl" in line
-    assert "it reads every row, the run evaluated the first 2: max_eval_samples" in line
+    for text in (json.dumps(rows, indent=2), json.dumps({"data": rows}) + "\n"):
+        held.write_text(text)  # (the object on one line: 'head -n 2' kept every row)
+        line = next_steps("out", str(held), 2)
+        assert "head" not in line and f"--input {held} --output scored.jsonl" in line
+        assert "it reads every row, the run evaluated the first 2: max_eval_samples" in line

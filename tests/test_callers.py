@@ -155,7 +155,7 @@ def test_a_plain_folders_missing_values_are_asked_as_each_caller_gives_them(file
     from directpo.reward import ImplicitReward
 
     model, pairs, out = files["model"], files["pairs"], files["out"]
-    python = r"directpo run: give ref_model_name_or_path= and beta=$"
+    python = r"directpo run: pass ref_model_name_or_path=\.\.\. and beta=\.\.\.$"
     with pytest.raises(ConfigError, match=python):
         ImplicitReward.from_run(model)
     for name in ("score", "rank"):
@@ -310,6 +310,20 @@ REFUSALS = [
         "compute in bf16/fp16 only; pass attn_implementation='varlen' or 'sdpa', or "
         "eval_dtype='auto'",
     ),
+    # a lead-in naming sampling options beside greedy decoding (the recipe's bare keys were
+    # said to every caller: 'generate_top_k only shapes sampling, but generate_temperature is 0')
+    (
+        {"eval_generate": 2, "generate_temperature": 0, "generate_top_k": 4},
+        "generate_top_k only shapes sampling, but generate_temperature is 0 (",
+        "--generate_top_k 4 only shapes sampling, but --generate_temperature 0 (",
+        "generate_top_k=4 only shapes sampling, but generate_temperature=0 (",
+    ),
+    (
+        {"eval_generate": 2, "eval_generate_samples": 3, "generate_temperature": 0},
+        "eval_generate_samples: 3 needs sampling, but generate_temperature is 0 (",
+        "--eval_generate_samples 3 needs sampling, but --generate_temperature 0 (",
+        "eval_generate_samples=3 needs sampling, but generate_temperature=0 (",
+    ),
     # a value is said as it was written: YAML's and a flag's true, Python's True
     (
         {"max_steps": True},
@@ -440,10 +454,15 @@ def test_a_kernels_and_a_resumes_fix_are_said_as_each_caller_writes_options(
     (a checkpoint's data order's seed, its drop_last) and auto_find_batch_size's 'set
     per_device_train_batch_size' under torchrun were a recipe's words, or no option's, for
     every caller; each names the option as its caller sets it."""
+    from directpo.callers import setting_verb
     from directpo.config import DPOConfig
     from directpo.device_checks import check_device
     from directpo.run import prepare_run
-    from directpo.sources import _check_same
+    from directpo.sources import FixedPairs, PairSet, _check_same
+
+    drops = {Spelling.RECIPE: "dataloader_drop_last: true",
+             Spelling.FLAGS: "--dataloader_drop_last",
+             Spelling.PYTHON: "dataloader_drop_last=True"}[spelling]  # fmt: skip
 
     config = DPOConfig(model_name_or_path="m", attn_implementation="flash_attention_2")
     batched = DPOConfig(model_name_or_path="m", auto_find_batch_size=True,
@@ -465,6 +484,11 @@ def test_a_kernels_and_a_resumes_fix_are_said_as_each_caller_writes_options(
         with pytest.raises(ConfigError) as refused:
             _check_same({"drop_last": False}, {"drop_last": True}, "ckpt")
         assert f"resume with {drop_last}, or start" in str(refused.value)
+        with pytest.raises(ConfigError) as refused:  # (was 'dataloader_drop_last: true ...:
+            # set it false' to every caller)
+            FixedPairs(PairSet([], []), 4, 1, 0, drop_last=True)
+        assert str(refused.value).startswith(f"{drops} drops every epoch's short last batch")
+        assert f"processes): {setting_verb()} {drop_last}, or lower" in str(refused.value)
         with pytest.raises(ConfigError) as refused:
             prepare_run(batched, None, None, _World(2), print)  # type: ignore[arg-type]
         assert str(refused.value).endswith(f"retry the same step; {batch}")
@@ -867,12 +891,14 @@ def test_score_rank_and_generate_options_built_in_python_are_told_keywords(files
     from directpo.reward_files import rank_file, score_file
 
     model, pairs, out = files["model"], files["pairs"], files["out"]
-    keywords = "has no config.yaml from a directpo run: give ref_model_name_or_path= and beta="
+    keywords = (
+        "has no config.yaml from a directpo run: pass ref_model_name_or_path=... and beta=..."
+    )
     flags = "has no config.yaml from a directpo run: give --ref_model_name_or_path and --beta"
     for options, command in ((ScoreOptions, score_file), (RankOptions, rank_file)):
         built = {"model_name_or_path": model, "input": pairs, "output": out}
         for extra, asked in (  # (beside a value refused, and a name)
-            ({"beta": -1.0}, keywords.removesuffix(" and beta=")),
+            ({"beta": -1.0}, keywords.removesuffix(" and beta=...")),
             ({"output_file": "x.jsonl"}, keywords),
         ):
             with pytest.raises(ConfigError) as refused:
@@ -909,3 +935,83 @@ def test_liger_kernels_missing_at_load_are_removed_as_each_caller_gave_them(monk
         with called_by(SPELLINGS[name]), pytest.raises(ConfigError) as refused:
             apply_liger_kernels(object(), {})  # type: ignore[arg-type]
         assert str(refused.value).endswith(f"pip install liger-kernel, or remove {removed}")
+
+
+@pytest.mark.parametrize(
+    ("spelling", "tracker", "kernel", "thinking"),
+    [
+        (Spelling.RECIPE, "report_to: wandb is not installed: pip install nothing_here, or "
+         "choose another tracker, or set report_to: none", "attn_implementation: "
+         "flash_attention_2 runs", "set by chat_template_kwargs: {enable_thinking: false} or a "
+         "row's own chat_template_kwargs), so no reply can think after it: to train replies "
+         "that reason, drop enable_thinking false (or set it true); to train"),
+        (Spelling.FLAGS, "--report_to wandb: wandb is not installed: pip install nothing_here, "
+         "or choose another tracker, or give --report_to none", "--attn_implementation "
+         "flash_attention_2 runs", "set by --chat_template_kwargs '{enable_thinking: false}' "
+         "or a row's own chat_template_kwargs), so no reply can think after it: to train "
+         "replies that reason, drop enable_thinking false (or set it true); to train"),
+        (Spelling.PYTHON, "report_to=['wandb']: 'wandb' is not installed: pip install "
+         "nothing_here, or choose another tracker, or pass report_to='none'",
+         "attn_implementation='flash_attention_2' runs", "set by chat_template_kwargs="
+         "{'enable_thinking': False} or a row's own chat_template_kwargs), so no reply can think "
+         "after it: to train replies that reason, drop enable_thinking false (or set it True); "
+         "to train"),
+    ],
+)  # fmt: skip
+def test_a_tracker_a_kernel_and_a_closed_think_block_are_said_as_each_caller_writes_options(
+    monkeypatch, spelling, tracker, kernel, thinking
+) -> None:
+    """'report_to: 'wandb' is not installed', 'attn_implementation: flash_attention_2 runs on
+    CUDA only' and a closed think block's '(chat_template_kwargs enable_thinking: false) ...
+    drop enable_thinking: false' were a recipe's words for every caller; score, rank and
+    generate (which have no such option) are told the rows' and the run's config.yaml."""
+    import directpo.config
+    from directpo.chat_split import split_rendered
+    from directpo.device_checks import check_device
+    from directpo.preflight import _check_trackers
+    from directpo.readers import RowError
+
+    monkeypatch.setitem(directpo.config.TRACKER_MODULES, "wandb", "nothing_here")
+    config = DPOConfig(model_name_or_path="m", attn_implementation="flash_attention_2",
+                       report_to=["wandb"])  # fmt: skip
+    reasoning = [{"role": "assistant", "content": "<think>add</think>4"}]
+
+    def closed(who: Caller) -> str:  # a prompt ending in an empty think block (Qwen3's)
+        with called_by(who), pytest.raises(RowError) as refused:
+            split_rendered(lambda _: "U: 2+2\nA: <think>add</think>4", [], reasoning,
+                           "U: 2+2\nA: <think></think>")  # fmt: skip
+        return refused.value.message
+
+    with called_by(Caller(spelling, Entry.TRAIN)):
+        problems: list[str] = []
+        _check_trackers(config, problems)
+        assert problems == [tracker]
+        with pytest.raises(ConfigError) as refused:
+            check_device(config, "cpu")
+        assert str(refused.value).startswith(f"{kernel} on CUDA only"), str(refused.value)
+    assert f"empty <think></think> ({thinking} without" in closed(Caller(spelling, Entry.TRAIN))
+    assert (
+        "(enable_thinking false, set by a row's chat_template_kwargs or the run's config.yaml)"
+        in (closed(Caller(spelling, Entry.FOLDER)))
+    )
+
+
+def test_what_lowers_a_steps_memory_is_said_as_each_caller_sets_options() -> None:
+    """A step out of memory was told 'set gradient_checkpointing: true, ..., lora_r: 16' (a
+    recipe's keys) whoever called; the set-up's 'train LoRA adapters (lora_r: 16; ...' too."""
+    from directpo.failures import memory_knobs, setup_out_of_memory
+
+    config = DPOConfig(model_name_or_path="m")
+    for spelling, said in (
+        (Spelling.RECIPE, "set gradient_checkpointing: true, activation_offloading: true, "
+         "precompute_ref_log_probs: true, lora_r: 16, or a smaller"),
+        (Spelling.FLAGS, "give --gradient_checkpointing, --activation_offloading, "
+         "--precompute_ref_log_probs, --lora_r 16, or a smaller"),
+        (Spelling.PYTHON, "pass gradient_checkpointing=True, activation_offloading=True, "
+         "precompute_ref_log_probs=True, lora_r=16, or a smaller"),
+    ):  # fmt: skip
+        with called_by(Caller(spelling, Entry.TRAIN)):
+            assert memory_knobs(config, lora=False).startswith(said)
+            lora = said.split(", ")[-2]  # (lora_r: 16, --lora_r 16, lora_r=16)
+            stopped = setup_out_of_memory(RuntimeError("CUDA error: out of memory"), config)
+            assert f"train LoRA adapters ({lora}; load_in_4bit on a GPU)" in str(stopped)

@@ -231,9 +231,9 @@ def test_out_of_memory_names_the_knobs(
 @pytest.mark.parametrize(
     ("overrides", "advised"),
     [
-        ({}, ["gradient_checkpointing: true", "precompute_ref_log_probs: true", "lora_r: 16"]),
+        ({}, ["gradient_checkpointing=True", "precompute_ref_log_probs=True", "lora_r=16"]),
         ({"lora_r": 4, "gradient_checkpointing": True, "precompute_ref_log_probs": True}, []),
-        ({"loss_type": ["simpo"], "lora_r": 4}, ["gradient_checkpointing: true"]),
+        ({"loss_type": ["simpo"], "lora_r": 4}, ["gradient_checkpointing=True"]),
     ],
     ids=["full", "lora-precomputed-checkpointed", "reference-free-lora"],
 )
@@ -256,7 +256,8 @@ def test_out_of_memory_advises_only_what_the_run_does_not_do_yet(
         train(config, echo=lambda _: None)
     said = str(info.value)
     assert said.startswith("out of GPU memory at step 2: lower per_device_train_batch_size")
-    knobs = ["gradient_checkpointing: true", "precompute_ref_log_probs: true", "lora_r: 16"]
+    # (train(config)'s keywords: a recipe's words were said to every caller)
+    knobs = ["gradient_checkpointing=True", "precompute_ref_log_probs=True", "lora_r=16"]
     assert [knob for knob in knobs if knob in said] == advised
     assert said.endswith("a smaller max_length / logprob_chunk_tokens")
 

@@ -323,7 +323,7 @@ def test_a_tracker_that_is_not_installed_is_named(
         str(tmp_path / "o"),
     )
     assert code == 2
-    assert "report_to: 'wandb' is not installed (pip install wandb)" in err
+    assert "--report_to wandb: wandb is not installed: pip install wandb" in err
 
 
 @pytest.fixture

@@ -587,11 +587,12 @@ def test_several_samples_per_prompt_need_sampling() -> None:
     from directpo.generate import sample_completions
 
     online = dict(online=True, reward_fn="m:f", generate_temperature=0.0)
-    with pytest.raises(ConfigError, match="online_samples_per_prompt 4 needs sampling, but "):
+    greedy = r"online_samples_per_prompt=4 needs sampling, but generate_temperature=0.0 \("
+    with pytest.raises(ConfigError, match=greedy):
         DPOConfig(**online)
-    with pytest.raises(ConfigError, match="eval_generate_samples 2 needs sampling"):
+    with pytest.raises(ConfigError, match="eval_generate_samples=2 needs sampling"):
         DPOConfig(eval_generate=2, eval_generate_samples=2, generate_temperature=0.0)
-    with pytest.raises(ConfigError, match="num_return_sequences 3 needs sampling"):
+    with pytest.raises(ConfigError, match="num_return_sequences=3 needs sampling"):
         GenerateOptions(num_return_sequences=3, temperature=0.0)
     with pytest.raises(ConfigError, match="need temperature > 0"):
         sample_completions(None, None, ["hi"], num_samples=2, temperature=0.0)
@@ -720,11 +721,11 @@ def test_sampling_only_options_beside_greedy_decoding_are_refused() -> None:
     takes the most likely token; transformers only warned). They are refused, as TRL's names."""
     base = {"model_name_or_path": "m", "eval_generate": 2, "generate_temperature": 0}
     DPOConfig(**base, generate_repetition_penalty=1.5)  # applies to greedy decoding too
-    with pytest.raises(ConfigError, match=r"generate_min_p only shapes sampling, but "):
+    with pytest.raises(ConfigError, match=r"generate_min_p=0.1 only shapes sampling, but gen"):
         DPOConfig(**base, generate_min_p=0.1)
-    with pytest.raises(ConfigError, match=r"generate_top_p and generate_top_k only shape"):
+    with pytest.raises(ConfigError, match=r"generate_top_p=0.9 and generate_top_k=4 only shape"):
         DPOConfig(**base, generate_top_p=0.9, generate_top_k=4)
-    with pytest.raises(ConfigError, match=r"^min_p \(directpo: generate_min_p\) only shapes"):
+    with pytest.raises(ConfigError, match=r"^min_p \(directpo: generate_min_p\)=0.1 only shapes"):
         DPOConfig(model_name_or_path="m", eval_generate=2, temperature=0, min_p=0.1)
     DPOConfig(**{**base, "generate_temperature": 0.7}, generate_min_p=0.1, generate_top_k=4)
 
@@ -740,16 +741,16 @@ def test_greedy_decoding_with_several_samples_hides_no_other_problem() -> None:
         DPOConfig(**greedy, eval_generate_samples=2, generate_top_k=5, lora_alpha=3)
     lines = refused.value.problems
     assert len(lines) == 4
-    assert lines[0].startswith("eval_generate_samples 2 needs sampling")
-    assert lines[1].startswith("generate_top_k only shapes sampling")
+    assert lines[0].startswith("eval_generate_samples=2 needs sampling")
+    assert lines[1].startswith("generate_top_k=5 only shapes sampling")
     assert lines[2].startswith("lora_alpha is set but lora_r is 0")
     assert lines[3] == "eval_prompts_file: no such file or folder: p.jsonl"  # (not there)
     with pytest.raises(ConfigErrors) as refused:
         GenerateOptions(temperature=0, num_return_sequences=2, top_k=5, max_prompt_length=0)
     lines = refused.value.problems
-    assert [line.split()[0] for line in lines] == [
-        "num_return_sequences",
-        "top_k",
+    assert [line.split()[0] for line in lines] == [  # (as Python gave them)
+        "num_return_sequences=2",
+        "top_k=5",
         "max_prompt_length",
     ]
 

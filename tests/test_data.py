@@ -1541,6 +1541,34 @@ def test_a_json_object_holding_the_rows_saved_as_jsonl_is_read_as_its_rows(tmp_p
     assert len(load_preferences(str(write_jsonl(tmp_path / "e.jsonl", [row])))) == 1
 
 
+def test_a_jsonl_object_holding_the_rows_is_read_whole_once(tmp_path, monkeypatch) -> None:
+    """{"data": [rows]} saved as .jsonl was read whole twice, on one line or pretty-printed
+    with a row a line: once to tell it is one JSON document, again for its rows (a file of
+    500 MB: twice its text, and its decoded rows twice)."""
+    from directpo import json_files
+
+    rows = [{**ROWS[i % len(ROWS)], "id": "x" * 200 + str(i)} for i in range(100)]
+    taken: list[int] = []  # the characters of each read of the file
+    open_text = json_files.open_text
+
+    def counted(*args, **kwargs):
+        handle = open_text(*args, **kwargs)
+        read, readline = handle.read, handle.readline
+        handle.read = lambda size=-1: taken.append(len(text := read(size))) or text
+        handle.readline = lambda size=-1: taken.append(len(text := readline(size))) or text
+        return handle
+
+    monkeypatch.setattr(json_files, "open_text", counted)
+    listed = ",\n".join(json.dumps(row) for row in rows)
+    for text in (json.dumps({"data": rows}) + "\n", '{"data": [\n' + listed + "\n]}\n"):
+        path = tmp_path / "rows.jsonl"
+        path.write_text(text)
+        taken.clear()
+        read, _ = open_rows(str(path), "rows.jsonl")
+        assert [row for _, row in read] == rows
+        assert len(text) <= sum(taken) <= len(text) + 2 * 4096, (sum(taken), len(text))
+
+
 def test_a_prompt_of_empty_messages_is_refused_as_an_empty_text_prompt_is(tmp_path) -> None:
     """A text prompt "" or "  " is refused ("field 'prompt' is empty"), but a message-list
     prompt whose user turn was empty (a scrape's blank instruction), given or shared by

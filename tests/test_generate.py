@@ -222,9 +222,9 @@ def test_min_p_and_repetition_penalty_reach_generate_and_change_the_samples(
     capsys.readouterr()
     assert run("greedy_min_p", "--temperature", "0", "--min_p", "0.05") == 2
     line = capsys.readouterr().err.strip()
-    assert "min_p only shapes sampling, but temperature is 0" in line and "\n" not in line
+    assert "--min_p 0.05 only shapes sampling, but --temperature 0 (" in line and "\n" not in line
     assert run("greedy_top", "--temperature", "0", "--top_p", "0.9", "--top_k", "5") == 2
-    assert "top_p and top_k only shape sampling" in capsys.readouterr().err
+    assert "--top_p 0.9 and --top_k 5 only shape sampling" in capsys.readouterr().err
     assert not (tmp_path / "greedy_min_p.jsonl").exists()
     assert run("x", "--min_p", "2") == 2
 

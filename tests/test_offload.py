@@ -259,7 +259,8 @@ def test_out_of_gpu_memory_advises_activation_offloading_unless_the_run_has_it(
             trainer.train(config, echo=lambda _: None)
         said[enabled] = str(info.value)
     assert said[False].startswith("out of GPU memory at step 1")
-    assert "gradient_checkpointing: true, activation_offloading: true, " in said[False]
+    # (train(config): a Python caller's keywords; a recipe's words were said to every caller)
+    assert "does it), pass gradient_checkpointing=True, activation_offloading=True, " in said[False]
     assert "activation_offloading" not in said[True]
     config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "host")
     assert "activation_offloading" not in failures.memory_knobs(config, False, "host")

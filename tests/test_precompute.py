@@ -495,3 +495,52 @@ def test_ctrl_c_while_a_cache_file_is_written_leaves_no_partial_file(tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         directpo.precompute._write_cache(tmp_path / "table.safetensors", torch.zeros(3))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_reference_is_freed_before_the_run_resumes_or_trains(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """precompute_ref_log_probs freed the reference model, but prepare_run's locals held it
+    (and its float32 masters, under eval_dtype float32) through the rest of the set-up: a
+    resume's checkpoint load, the peak of a run's memory, ran with both models in memory."""
+    import gc
+    import weakref
+
+    import directpo.run as run_module
+    from directpo.distributed import SINGLE_PROCESS
+
+    monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / "cache"))
+    config = config_for(
+        tiny_model_dirs["llama"], pairs_file, tmp_path / "out", precompute_ref_log_probs=True,
+        dtype="bfloat16", eval_dtype="float32",
+    )  # fmt: skip
+    loaded: list[weakref.ref] = []
+    load = run_module.load_policy_and_reference
+
+    def loading(*args, **kwargs):
+        policy, reference = load(*args, **kwargs)
+        loaded.append(weakref.ref(reference.model))
+        return policy, reference
+
+    masters = run_module.FrozenMasters
+
+    def keeping(*args, **kwargs):
+        kept = masters(*args, **kwargs)
+        loaded.append(weakref.ref(kept))
+        return kept
+
+    alive_at_resume: list[bool] = []
+    replace_or_resume = run_module._replace_or_resume
+
+    def resuming(*args, **kwargs):
+        gc.collect()
+        alive_at_resume.extend(held() is not None for held in loaded)
+        return replace_or_resume(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "load_policy_and_reference", loading)
+    monkeypatch.setattr(run_module, "FrozenMasters", keeping)
+    monkeypatch.setattr(run_module, "_replace_or_resume", resuming)
+    run = run_module.prepare_run(config, None, None, SINGLE_PROCESS, lambda _: None)
+    assert len(loaded) == 2  # the model and its float32 masters
+    assert alive_at_resume == [False] * len(loaded)
+    assert run.reference_masters is None and run.train.reference_table is not None

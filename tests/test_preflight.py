@@ -63,8 +63,11 @@ def test_every_environment_and_device_problem_is_reported_in_one_pass(
     assert lines[0] == "directpo: error: 5 options cannot be used:"
     assert "eval_strategy is steps but there is nothing to evaluate" in lines[1]
     assert f"train_file: no such file or folder: {tmp_path / 'missing.jsonl'}" in lines[2]
-    assert "report_to: 'wandb' is not installed (pip install a_module_nobody_has)" in lines[3]
-    assert "attn_implementation: flash_attention_2 runs on CUDA only" in lines[4]
+    assert (  # (the command line's words: it was told a recipe's, report_to: 'wandb')
+        "--report_to wandb: wandb is not installed: pip install a_module_nobody_has, or choose "
+        "another tracker, or give --report_to none" in lines[3]
+    )
+    assert "--attn_implementation flash_attention_2 runs on CUDA only" in lines[4]
     assert "use_liger_kernel: Liger's kernels are Triton kernels for CUDA" in lines[5]
     assert "Traceback" not in err
 

@@ -106,3 +106,26 @@ def test_a_prompt_under_a_well_known_name_is_named_in_the_refusal(tmp_path, caps
     args = ["--model_name_or_path", str(tmp_path), "--input", str(rows), "--output", "o.jsonl"]
     assert main(["generate", *args]) == 2
     assert "missing field 'prompt'; give --prompt_column question" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("load", [load_prompts, load_prompt_rows])
+def test_a_prompt_files_rows_held_by_one_json_object_are_read_as_its_rows(tmp_path, load):
+    """{"data": [prompt rows]} saved as .jsonl on one line (as some exports write it) was one
+    row of a column 'data' ("missing field 'prompt'") for generate --input, prompt_file and
+    eval_prompts_file, where the pair form and the pretty-printed one were read as rows; a
+    row whose column holds objects (tools) without a prompt each is still a row."""
+    import json
+
+    rows = [{"prompt": "a"}, {"prompt": [{"role": "user", "content": "b"}]}, {"prompt": "c"}]
+    wanted = ["a", [{"role": "user", "content": "b"}], "c"]
+    for name, text in (
+        ("one_line.jsonl", json.dumps({"data": rows}) + "\n"),
+        ("versioned.jsonl", json.dumps({"rows": rows, "version": 2})),
+        ("pretty.jsonl", json.dumps({"data": rows}, indent=2)),
+    ):
+        (tmp_path / name).write_text(text)
+        assert load(str(tmp_path / name))[0] == wanted, name
+    tool = {"type": "function", "function": {"name": "f", "parameters": {}}}
+    turn = [{"role": "user", "content": "a"}]
+    path = write_jsonl(tmp_path / "tools.jsonl", [{"prompt": turn, "tools": [tool]}])
+    assert len(load(str(path))[0]) == 1

@@ -1036,9 +1036,10 @@ def test_from_run_of_a_plain_folder_names_its_own_keywords(tiny_model_dirs) -> N
     """ImplicitReward.from_run from Python asked for the commands' flags ('give
     --ref_model_name_or_path and --beta'); it names its keywords, only the missing ones."""
     model = str(tiny_model_dirs["llama"])
-    with pytest.raises(ConfigError, match=r"directpo run: give ref_model_name_or_path= and beta=$"):
+    asked = r"directpo run: pass ref_model_name_or_path=\.\.\. and beta=\.\.\.$"
+    with pytest.raises(ConfigError, match=asked):  # (was 'give ref_model_name_or_path= and beta=')
         ImplicitReward.from_run(model)
-    with pytest.raises(ConfigError, match=r"directpo run: give ref_model_name_or_path=$"):
+    with pytest.raises(ConfigError, match=r"directpo run: pass ref_model_name_or_path=\.\.\.$"):
         ImplicitReward.from_run(model, beta=0.1)
 
 
@@ -1099,7 +1100,7 @@ def test_from_run_names_a_recipes_option_where_train_calls_it(tiny_model_dirs) -
     """Each caller its own wording: Python's keywords, score's flags, train's recipe option."""
     model = str(tiny_model_dirs["llama"])
     for who, give in (
-        (PYTHON_CALLER, "give ref_model_name_or_path= and beta="),
+        (PYTHON_CALLER, "pass ref_model_name_or_path=... and beta=..."),
         (Caller(Spelling.FLAGS, Entry.FOLDER), "give --ref_model_name_or_path and --beta"),
         (Caller(Spelling.RECIPE, Entry.TRAIN), "implicit_reward_model takes a folder directpo"),
     ):

@@ -15,7 +15,7 @@ from tiny import read_jsonl as read
 from directpo.cli import main
 from directpo.command_options import RankOptions, ScoreOptions
 from directpo.config import DPOConfig
-from directpo.errors import ConfigError
+from directpo.errors import ConfigError, DataError
 from directpo.jsonl import StagedJsonl
 from directpo.reward import ImplicitReward
 from directpo.reward_files import rank_file, score_file
@@ -496,6 +496,10 @@ def test_a_row_that_has_a_field_to_be_written_is_refused_and_a_prefix_writes_oth
         "overwritten; give --output_prefix (e.g. --output_prefix run2_) to write run2_reward "
         "instead (1 more row like it: line 2)"
     ]
+    with pytest.raises(DataError) as refused:  # (built in Python: its keywords, not --flags)
+        score_file(options(ScoreOptions, models, data, tmp_path / "p.jsonl"), quiet)
+    python = "; pass output_prefix=... (e.g. output_prefix='run2_') to write run2_reward"
+    assert python in str(refused.value)
     assert main([*args, "--output", str(tmp_path / "b.jsonl"), "--output_prefix", "m_"]) == 0
     got = read(tmp_path / "b.jsonl")
     assert [r["reward"] for r in got] == [1.0, 1.0] and all("m_reward" in r for r in got)

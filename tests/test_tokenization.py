@@ -790,10 +790,10 @@ def test_a_thinking_reply_after_enable_thinking_false_says_what_to_change() -> N
         assert str(info.value) == (
             "f.jsonl: line 1: the completion holds reasoning (<think>...</think> or "
             "reasoning_content), but the chat template ends the prompt with an empty "
-            "<think></think> (chat_template_kwargs enable_thinking: false), so no reply can "
-            "think after it: to train replies that reason, drop enable_thinking: false (or set "
-            "it true); to train without thinking, remove the <think>...</think> blocks (and "
-            "reasoning_content) from the replies"
+            "<think></think> (set by chat_template_kwargs: {enable_thinking: false} or a row's "
+            "own chat_template_kwargs), so no reply can think after it: to train replies that "
+            "reason, drop enable_thinking false (or set it true); to train without thinking, "
+            "remove the <think>...</think> blocks (and reasoning_content) from the replies"
         )
         (pair,) = tokenize(chosen, None)
         assert tokenizer.decode(pair.chosen_ids).startswith("<think>\nadd them\n</think>\n\n4")

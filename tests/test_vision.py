@@ -687,7 +687,21 @@ def test_an_unfrozen_vision_tower_with_lora_is_refused(tmp_path, capsys) -> None
                  "--lora_r", "4", "--freeze_vision_tower", "false"])  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert code == 2 and "Traceback" not in err, err
-    assert err.splitlines()[-1].startswith("directpo: error: freeze_vision_tower: false"), err
+    assert err.splitlines()[-1] == (  # (was a recipe's words: 'set lora_r 0', not even those)
+        "directpo: error: --freeze_vision_tower false trains the vision tower, but with LoRA "
+        "only the adapters train and they go on the language model only; give "
+        "--freeze_vision_tower, or --lora_r 0 to train every weight"
+    ), err
+    from directpo.errors import ConfigError
+    from directpo.trainer import train
+
+    with pytest.raises(ConfigError) as refused:  # train()'s keywords
+        train(model_name_or_path=str(model_dir), train_file=str(data), lora_r=4,
+              freeze_vision_tower=False, output_dir=str(tmp_path / "py"), report_to="none",
+              max_steps=1, echo=None)  # fmt: skip
+    assert str(refused.value).startswith("freeze_vision_tower=False trains the vision tower")
+    assert str(refused.value).endswith("; pass freeze_vision_tower=True, or lora_r=0 to train "
+                                       "every weight")  # fmt: skip
 
 
 def _direct_logps(model: torch.nn.Module, pair) -> list[float]:  # noqa: ANN001

@@ -67,12 +67,14 @@ def next_steps(output_dir: str, eval_file: Any, max_eval_samples: int | None = N
 
 
 def _cut_by_lines(path: str) -> bool:
-    """A JSON Lines file, whose first rows ``head -n`` keeps (not a JSON list saved as .jsonl,
-    which is read as a list: its first lines are no rows)."""
+    """A JSON Lines file, whose first rows ``head -n`` keeps (not a JSON list, nor an object
+    holding the rows, saved as .jsonl, which is read whole: its first lines are no rows; 'head
+    -n 2' of a one-line {"data": [rows]} kept every row)."""
+    from directpo.json_files import json_document
     from directpo.readers import holds_a_json_list
 
     try:
-        return os.path.isfile(path) and not holds_a_json_list(path)
+        return os.path.isfile(path) and not (holds_a_json_list(path) or json_document(path))
     except (OSError, UnicodeDecodeError, EOFError):
         return False
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from directpo.callers import Entry, caller
+from directpo.callers import Entry, caller, said, spell_value
 from directpo.messages import Messages, is_prefilled
 from directpo.readers import RowError
 
@@ -31,7 +31,7 @@ def split_rendered(
         return prompt_text, full_text[len(prompt_text) :].rstrip()
     if thinks(completion) and EMPTY_THINKING.search(prompt_text):
         # (the turn from its content on would train the reply with its reasoning dropped)
-        raise RowError("chat template", THINKING_CLOSED)
+        raise RowError("chat template", thinking_closed())
     # Some templates write the generation prompt differently from a finished turn (Qwen3's
     # empty <think></think> with enable_thinking: false): the completion is then the turn
     # from its content on, after the prompt exactly as generation sees it. A mark put at the
@@ -134,13 +134,25 @@ def no_reasoning() -> str:
     )
 
 
-THINKING_CLOSED = (
-    "the completion holds reasoning (<think>...</think> or reasoning_content), but the chat "
-    "template ends the prompt with an empty <think></think> (chat_template_kwargs "
-    "enable_thinking: false), so no reply can think after it: to train replies that reason, "
-    "drop enable_thinking: false (or set it true); to train without thinking, remove the "
-    "<think>...</think> blocks (and reasoning_content) from the replies"
-)
+def thinking_closed() -> str:
+    """A completion with reasoning after a prompt whose think block is closed, refused with
+    where enable_thinking false comes from as the caller sets it: train's chat_template_kwargs
+    option as its recipe, flags or keywords write it (a recipe's 'enable_thinking: false' was
+    said to every caller), score's / rank's / generate's rows and the run's config.yaml."""
+    if caller().entry is Entry.TRAIN:
+        off = said("chat_template_kwargs", {"enable_thinking": False})
+        where = f"set by {off} or a row's own chat_template_kwargs"
+    else:  # (score, rank, generate, ImplicitReward: the rows' and the trained run's)
+        where = (
+            "enable_thinking false, set by a row's chat_template_kwargs or the run's config.yaml"
+        )
+    return (
+        "the completion holds reasoning (<think>...</think> or reasoning_content), but the chat "
+        f"template ends the prompt with an empty <think></think> ({where}), so no reply can "
+        "think after it: to train replies that reason, drop enable_thinking false (or set it "
+        f"{spell_value(True)}); to train without thinking, remove the <think>...</think> "
+        "blocks (and reasoning_content) from the replies"
+    )
 
 
 def thinks(completion: Messages) -> bool:

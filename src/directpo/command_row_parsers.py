@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from directpo.callers import spell_setting
+from directpo.callers import said, spell_setting
 from directpo.command_options import GenerateOptions, RankOptions, RewardOptions, ScoreOptions
 from directpo.errors import DataError
 from directpo.messages import Text, is_message_list
@@ -100,8 +100,8 @@ def check_not_written(
     if taken:
         raise DataError(
             f"{where}: the row already has a field '{taken[0]}', which would be overwritten; "
-            "give --output_prefix (e.g. --output_prefix run2_) to write run2_"
-            f"{taken[0][len(options.output_prefix) :]} instead"
+            f"{spell_setting('output_prefix')} (e.g. {said('output_prefix', 'run2_')}) to write "
+            f"run2_{taken[0][len(options.output_prefix) :]} instead"  # (flags to score_file too)
         )
 
 

@@ -10,7 +10,7 @@ import json
 import os
 from typing import TYPE_CHECKING
 
-from directpo.callers import spell_given, spell_setting, spell_value
+from directpo.callers import said, spell_given, spell_setting, spell_value
 from directpo.errors import refuse_all
 
 if TYPE_CHECKING:
@@ -53,8 +53,8 @@ def _kernels_missing(config: DPOConfig) -> list[str]:
     flash = _installed("flash_attn") or _installed("kernels")
     if config.attn_implementation == "flash_attention_2" and not flash:
         problems.append(
-            "attn_implementation: flash_attention_2 needs flash-attn (pip install flash-attn "
-            "--no-build-isolation, or pip install kernels for the Hub's build); or "
+            f"{said('attn_implementation', 'flash_attention_2')} needs flash-attn (pip install "
+            "flash-attn --no-build-isolation, or pip install kernels for the Hub's build); or "
             f"{spell_setting(('attn_implementation', 'auto'))}"
         )
     return problems
@@ -68,14 +68,14 @@ def _cuda_only(config: DPOConfig, device_type: str) -> list[str]:
     instead = f"{spell_setting(('attn_implementation', 'auto'))} or {spell_value(dense)}"
     if config.attn_implementation == "flex_attention":
         problems.append(
-            f"attn_implementation: flex_attention trains on CUDA only (PyTorch's "
+            f"{said('attn_implementation', 'flex_attention')} trains on CUDA only (PyTorch's "
             f"FlexAttention has no backward on {device_type}); {instead}"
         )
     if config.attn_implementation == "flash_attention_2":
         # transformers would refuse it only when the model loads, after the data was tokenized
         problems.append(
-            f"attn_implementation: flash_attention_2 runs on CUDA only (FlashAttention's "
-            f"kernels), and this run is on {device_type}; {instead}"
+            f"{said('attn_implementation', 'flash_attention_2')} runs on CUDA only "
+            f"(FlashAttention's kernels), and this run is on {device_type}; {instead}"
         )
     if config.use_liger_kernel:
         problems.append(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch.distributed as dist
 
-from directpo.callers import spell_setting
+from directpo.callers import said, setting_verb, spell_setting
 from directpo.checkpoint import list_checkpoints, not_resumable
 from directpo.distributed import World, error_key
 from directpo.errors import (
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 OOM_HELP = (
     "out of {kind} memory at step {step}: lower per_device_train_batch_size (raise "
-    "gradient_accumulation_steps to keep the batch; auto_find_batch_size: true does it), set "
+    "gradient_accumulation_steps to keep the batch; auto_find_batch_size: true does it), "
     "{knobs}"
 )
 
@@ -42,16 +42,18 @@ def memory_knobs(config: DPOConfig, lora: bool, kind: str = "GPU") -> str:
     """The options that lower a step's memory, less those the run has already (the advice
     named lora_r: 16 and precompute_ref_log_probs: true to a run with LoRA and a precomputed
     reference, which changes nothing). ``kind``: the memory that ran out (``memory_kind``):
-    activation offloading frees the GPU's, and fills the host's."""
-    knobs = [] if config.gradient_checkpointing else ["gradient_checkpointing: true"]
+    activation offloading frees the GPU's, and fills the host's. Said as the caller sets
+    options: ``set gradient_checkpointing: true``, ``give --gradient_checkpointing``, ``pass
+    gradient_checkpointing=True`` (a recipe's words were said to every caller)."""
+    knobs = [] if config.gradient_checkpointing else [said("gradient_checkpointing")]
     if kind == "GPU" and not config.activation_offloading:
-        knobs.append("activation_offloading: true")
+        knobs.append(said("activation_offloading"))
     if _can_precompute(config):
-        knobs.append("precompute_ref_log_probs: true")
+        knobs.append(said("precompute_ref_log_probs"))
     if not lora:
-        knobs.append("lora_r: 16")
+        knobs.append(said("lora_r", 16))
     smaller = "a smaller max_length / logprob_chunk_tokens"
-    return ", ".join([*knobs, f"or {smaller}"]) if knobs else smaller
+    return f"{setting_verb()} " + (", ".join([*knobs, f"or {smaller}"]) if knobs else smaller)
 
 
 def _can_precompute(config: DPOConfig) -> bool:
@@ -267,14 +269,14 @@ def setup_out_of_memory(
     )
     knobs = []
     if not lora:
-        knobs.append("train LoRA adapters (lora_r: 16; load_in_4bit on a GPU)")
+        knobs.append(f"train LoRA adapters ({said('lora_r', 16)}; load_in_4bit on a GPU)")
     elif not (config.load_in_4bit or config.load_in_8bit):
         knobs.append("load the base quantized (load_in_4bit, on a GPU)")
     if _can_precompute(config):
         precompute = spell_setting(("precompute_ref_log_probs", True))
         knobs.append(f"{precompute} (no reference model held)")
-    said = ", ".join([*knobs, "or a smaller model"]) if knobs else "use a smaller model"
-    return TrainingStopped(SETUP_OOM_HELP.format(kind=kind, knobs=said))
+    advice = ", ".join([*knobs, "or a smaller model"]) if knobs else "use a smaller model"
+    return TrainingStopped(SETUP_OOM_HELP.format(kind=kind, knobs=advice))
 
 
 def peer_gone(

@@ -89,13 +89,14 @@ ROW_WORDS = ("prompt", "chosen", "rejected", "response", "responses", "completio
 DOCUMENT_READ_LIMIT = 1 << 29  # bytes of a .jsonl read whole to tell it is one JSON document
 
 
-def is_a_json_document(path: str) -> bool:
-    """A .jsonl file holding one JSON object whose one list holds the rows (``{"data":
-    [...]}``, json.dump's, read by datasets with ``field="data"``): it was read as one row
-    of a column 'data' ("column 'chosen' not found"), or, pretty-printed, each line "invalid
-    JSON". It is read as the .json file of that shape is, as its rows (json_rows); a
-    one-line object that is a row (its own pair columns, or a column of objects such as its
-    tools) stays a row."""
+def json_document(path: str) -> dict[str, Any] | None:
+    """The JSON object a .jsonl file holds whole, where its one list holds the rows
+    (``{"data": [...]}``, json.dump's, read by datasets with ``field="data"``), else None: it
+    was read as one row of a column 'data' ("column 'chosen' not found"), or, pretty-printed,
+    each line "invalid JSON". Its rows are the .json file's of that shape (``document_rows``),
+    from this one read (a pretty-printed file was read whole twice: to tell, then for its
+    rows). A one-line object that is a row (its own pair columns, or a column of objects such
+    as its tools) stays a row."""
     with open_text(path, errors="replace") as handle:
         lines = (line for line in iter(lambda: handle.readline(JSON_CHUNK), "") if line.strip())
         first = next(lines, "")
@@ -103,27 +104,38 @@ def is_a_json_document(path: str) -> bool:
         one_line = isinstance(data, dict)
         if one_line:
             if next(lines, None) is not None:  # JSON Lines: a row a line
-                return False
+                return None
         elif first.lstrip(JSON_SPACE)[:1] != "{" or os.path.getsize(path) > DOCUMENT_READ_LIMIT:
-            return False
+            return None
         else:  # (a pretty-printed object: its first line alone is no JSON)
             handle.seek(0)
             data = json_or_none(handle.read())
     if not isinstance(data, dict):
-        return False
+        return None
     # a list of row objects, not of a row's messages ({"role": ..., "content": ...})
     held = [
-        key
-        for key, value in data.items()
+        value
+        for value in data.values()
         if isinstance(value, list) and value and all(is_dict(v) and "role" not in v for v in value)
     ]
-    if one_line and (  # (a file of one row whose column holds objects, its tools, is a row)
-        any(word in data for word in ROW_WORDS)
-        # (two of the words: a custom column's objects with a 'response' key stay a row's)
-        or not any(sum(w in row for w in ROW_WORDS) >= 2 for key in held for row in data[key])
-    ):
-        return False
-    return len(held) == 1
+    # (a file of one row whose column holds objects, its tools, is a row)
+    if one_line and (any(word in data for word in ROW_WORDS) or not any(map(_rows_of, held))):
+        return None
+    return data if len(held) == 1 else None
+
+
+def _rows_of(listed: list[dict[str, Any]]) -> bool:
+    """Objects that are rows: one holding two of the ``ROW_WORDS`` (a pair), or each holding a
+    prompt (a prompts file's, for generate --input or eval_prompts_file: one word a row). A
+    custom column's objects with a 'response' key stay a row's."""
+    return any(sum(word in row for word in ROW_WORDS) >= 2 for row in listed) or all(
+        "prompt" in row or isinstance(row.get("messages"), list) for row in listed
+    )
+
+
+def document_rows(data: dict[str, Any], label: str) -> list[tuple[str, Any]]:
+    """The rows of a JSON object read whole (``json_document``'s)."""
+    return [(f"row {i}", row) for i, row in enumerate(_json_table(data, label), start=1)]
 
 
 def _json_list_rows(path: str, label: str) -> Iterator[tuple[str, Any]]:
@@ -205,7 +217,7 @@ def _json_document_rows(path: str, label: str) -> list[tuple[str, Any]]:
                 problem += "; it holds objects one after another, each over several lines (as "
                 problem += "jq prints them): write one object a line (jq -c .)"
         raise DataError(f"{label}: line {exc.lineno}: invalid JSON ({problem})") from None
-    return [(f"row {i}", row) for i, row in enumerate(_json_table(data, label), start=1)]
+    return document_rows(data, label)
 
 
 def json_or_none(text: str) -> Any:

@@ -30,8 +30,10 @@ from directpo.callers import (
     Spelling,
     advice_text,
     called_by,
+    said,
     setting_verb,
     source_spelling,
+    spell_given,
     spell_name,
     written_as,
 )
@@ -278,9 +280,17 @@ class Options:
         if getattr(self, temperature_key) == 0 and samples > 1:
             self._refuse(
                 samples_key,
-                f"{samples_key} {samples} needs sampling, but {temperature_key} is 0 (greedy "
-                f"decoding gives each prompt one completion); {_above_zero(temperature_key)}",
+                f"{said(samples_key, self._given_value(samples_key))} needs sampling, but "
+                f"{self._greedy(temperature_key)} (greedy decoding gives each prompt one "
+                f"completion); {_above_zero(temperature_key)}",
             )
+
+    def _greedy(self, temperature_key: str) -> str:
+        """A temperature of 0 as the caller gave it, after a refusal's 'but': ``temperature is
+        0`` (a recipe's key), ``--temperature 0``, ``temperature=0.0`` (a recipe's words were
+        said to every caller)."""
+        given = spell_given(temperature_key, self._given_value(temperature_key))
+        return f"{temperature_key} is 0" if given == temperature_key else given
 
     def _refuse_sampling_only(self, temperature_key: str, keys: tuple[str, ...]) -> None:
         """top_p, top_k and min_p choose which tokens may be drawn; greedy decoding (temperature
@@ -293,11 +303,13 @@ class Options:
             key for key in keys if getattr(self, key) not in (None, defaults[key])
         ]
         if given:
+            named = [spell_given(key, self._given_value(key)) for key in given]
             self._refuse(
                 given[0],
-                f"{' and '.join(given)} only shape{'s' if len(given) == 1 else ''} sampling, "
-                f"but {temperature_key} is 0 (greedy decoding takes the most likely token); "
-                f"drop {'it' if len(given) == 1 else 'them'} or {_above_zero(temperature_key)}",
+                f"{' and '.join(named)} only shape{'s' if len(given) == 1 else ''} sampling, "
+                f"but {self._greedy(temperature_key)} (greedy decoding takes the most likely "
+                f"token); drop {'it' if len(given) == 1 else 'them'} or "
+                f"{_above_zero(temperature_key)}",
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from directpo.callers import Spelling, caller, spell_given
+from directpo.callers import Spelling, caller, spell_given, spell_setting, spell_value
 from directpo.data_folders import mixed_splits, repeated_file
 from directpo.device_checks import check_device
 from directpo.errors import CheckpointError, ConfigError, collected, refuse_all
@@ -303,9 +303,10 @@ def _check_trackers(config: DPOConfig, problems: list[str]) -> None:
     for tracker in config.report_to:
         module = tracker_modules.get(tracker)
         if module and importlib.util.find_spec(module) is None:
-            problems.append(
-                f"report_to: '{tracker}' is not installed (pip install {module}), "
-                "or choose another tracker / none"
+            problems.append(  # (in a recipe's words for every caller before)
+                f"{spell_given('report_to', config.report_to)}: {spell_value(tracker)} is not "
+                f"installed: pip install {module}, or choose another tracker, or "
+                f"{spell_setting(('report_to', 'none'))}"
             )
     if config.logging_dir and "tensorboard" in config.report_to:
         _check_makeable("logging_dir", config.logging_dir)

@@ -28,8 +28,9 @@ from directpo.data_text import compression_of as compression_of  # (imported fro
 from directpo.data_text import kind_of as kind_of  # (imported from here too)
 from directpo.errors import DataError, first_line
 from directpo.json_files import (
+    document_rows,
     holds_a_json_list,
-    is_a_json_document,
+    json_document,
     json_or_none,
     json_rows,
     jsonl_rows,
@@ -71,12 +72,14 @@ def open_rows(
         ext = os.path.splitext(stem)[1]
     names: list[str] | None = None
     try:
-        one_document = ext in (".jsonl", ".ndjson") and (
-            holds_a_json_list(path) or is_a_json_document(path)
-        )
-        if ext in (".jsonl", ".ndjson") and not one_document:
-            rows: Iterable[tuple[str, Any]] = jsonl_rows(path)
-        elif ext in (".jsonl", ".ndjson", ".json"):  # (a .jsonl of one list or object: as .json)
+        lines = ext in (".jsonl", ".ndjson")
+        if lines and holds_a_json_list(path):  # (a .jsonl of one list or object: as .json)
+            rows: Iterable[tuple[str, Any]] = json_rows(path, label)
+        elif lines and (document := json_document(path)) is not None:  # (read whole once)
+            rows = document_rows(document, label)
+        elif lines:
+            rows = jsonl_rows(path)
+        elif ext == ".json":
             rows = json_rows(path, label)
         elif ext in (".csv", ".tsv"):  # the separator is read from the header
             rows, names = _csv_rows(path, label)

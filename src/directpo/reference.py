@@ -30,6 +30,7 @@ from directpo.adapters import (
 )
 from directpo.attention import choose_implementation
 from directpo.batching import Batch
+from directpo.callers import said, spell_setting
 from directpo.config import DPOConfig
 from directpo.device_checks import check_device
 from directpo.errors import ConfigError
@@ -220,10 +221,11 @@ def load_policy_and_reference(
         freeze_vision_tower(policy)
     if vision and not config.freeze_vision_tower and (peft_config is not None or config.lora_r):
         # with adapters only they train, and the vision tower gets none: it stayed frozen
-        raise ConfigError(
-            "freeze_vision_tower: false trains the vision tower, but with LoRA only the adapters "
-            "train and they go on the language model only; leave freeze_vision_tower true, or "
-            "set lora_r 0 to train every weight"
+        raise ConfigError(  # (a recipe's words, 'set lora_r 0' even, were said to every caller)
+            f"{said('freeze_vision_tower', False)} trains the vision tower, but with LoRA only the "
+            "adapters train and they go on the language model only; "
+            f"{spell_setting(('freeze_vision_tower', True))}, or {said('lora_r', 0)} to train "
+            "every weight"
         )
     if options.quantization is not None:
         from peft import prepare_model_for_kbit_training

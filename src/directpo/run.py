@@ -193,6 +193,7 @@ def prepare_run(
     pair_source = build_pair_source(config, data, world, output_dir)
     total_steps = pair_source.total_steps(config.num_train_epochs, config.max_steps)
     longest = _check_lengths_fit(config, data, named, pair_source, echo)
+    del named  # (it holds the reference model, which precompute frees below)
     _wrap_models(config, world, models, pair_source, total_steps, echo)
     reference_weights = _reference_fingerprint(config, models, world)
     compiled, layout = _check_kernels_and_layout(config, data, models, world, echo, longest)
@@ -203,6 +204,10 @@ def prepare_run(
         config, world, echo, data, models,
         pair_source=pair_source, layout=layout, total_steps=total_steps, given=given,
     )  # fmt: skip
+    # the run holds what it keeps: the reference model and its float32 masters precompute
+    # frees were held on by these locals until prepare_run returned (through a resume's
+    # checkpoint load, the peak of a run's memory)
+    del models
     if config.precompute_ref_log_probs:
         precompute_run_reference(run, reference_weights)
     # a metric no evaluation logs (a typo, eval_accuracy) failed at the first evaluation

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from directpo.callers import Entry, caller, spell_option
+from directpo.callers import Entry, caller, spell_setting
 from directpo.config import DPOConfig, load_config
 from directpo.errors import ConfigError
 from directpo.yaml_interpolation import written_escaped
@@ -24,17 +24,18 @@ def run_values_missing(
     """Why ``from_run`` cannot score with ``run_dir`` (β or the reference not given, and no
     directpo run's config.yaml to take them from), or None; read without loading a model, so
     that score and rank say it with the input's bad rows, before any model loads. Named as the
-    caller gives them (``--beta``, from_run's ``beta=``); train's implicit_reward_model, which
-    has no keyword or flag for them, told what it takes."""
+    caller gives them (``give --beta``, from_run's ``pass beta=...``); train's
+    implicit_reward_model, which has no keyword or flag for them, told what it takes."""
     # only the values still missing: one given is not asked for again
-    flags = [
-        spell_option(name)
+    names = [
+        name
         for name, value in (("ref_model_name_or_path", ref_model_name_or_path), ("beta", beta))
         if value is None
     ]
-    if not flags:
+    if not names:
         return None
-    give = "give " + " and ".join(flags)
+    # (a Python caller read a flag's verb and a name to complete: 'give beta=')
+    give = spell_setting(*names, last=" and ")
     if caller().entry is Entry.TRAIN:  # train's recipe has none: the run's config.yaml has
         give = (
             "implicit_reward_model takes a folder directpo train wrote (its config.yaml names "

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from directpo.batching import LEGACY_ORDER, TRL_ORDER, DataSchedule
-from directpo.callers import spell_option
+from directpo.callers import spell_option, spell_setting
 from directpo.cli_flags import as_written
 from directpo.errors import ConfigError
 from directpo.pair_store import id_parts
@@ -56,10 +56,11 @@ class FixedPairs:
         drop_last: bool = False,
     ):
         if drop_last and len(pairs.pairs) < batch_size:  # (TRL would train no step)
-            raise ConfigError(
-                f"dataloader_drop_last: true drops every epoch's short last batch, and the "
-                f"{len(pairs.pairs)} training pairs fill no batch of {batch_size} "
-                "(per_device_train_batch_size x processes): set it false, or lower "
+            raise ConfigError(  # (a recipe's words were said to every caller)
+                f"{spell_option('dataloader_drop_last', True, in_recipe=False)} drops every "
+                f"epoch's short last batch, and the {len(pairs.pairs)} training pairs fill no "
+                f"batch of {batch_size} (per_device_train_batch_size x processes): "
+                f"{spell_setting(('dataloader_drop_last', False))}, or lower "
                 "per_device_train_batch_size"
             )
         self.pairs = pairs
