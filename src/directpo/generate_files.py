@@ -144,8 +144,8 @@ def _check_every_prompt(
     """Every row parsed and its prompt rendered before the model loads: every bad row, and
     every prompt the chat template refuses, said at once; the number of rows."""
     specials: Counter[str] = Counter()  # prompts writing special tokens (pre-rendered chats)
-    rendered = partial(_rendered_prompt, options, base_dir, encoder, specials)
-    total = check_every_row(options.input, rendered)
+    parse = partial(_counted_prompt, options, base_dir, encoder, specials)
+    total = check_every_row(options.input, parse, check_many=partial(_encodable, encoder))
     if note := special_summary(specials):  # (said once per file, as train, score and rank do)
         echo(note)
     if note := unread_system_note(
@@ -184,23 +184,45 @@ def _prompt_rows(
         yield where, row, _prompt_row(options, base_dir, f"{options.input}: {where}", row)
 
 
-def _rendered_prompt(
+def _counted_prompt(
     options: GenerateOptions,
     base_dir: str,
     encoder: PairTokenizer,
     specials: Counter[str],
     label: str,
     row: dict[str, Any],
-) -> None:
-    """``_prompt_row``'s prompt rendered once: one the chat template refuses (a system message
-    it does not take, ...) is a DataError naming its row, before the model loads; one whose
-    text writes the tokenizer's special tokens counted in ``specials``."""
+) -> Text | ImagePrompt:
+    """``_prompt_row``'s prompt, counted in ``specials`` where its text writes the tokenizer's
+    special tokens."""
     prompt = _prompt_row(options, base_dir, label, row)
     count_special_text(row_texts(prompt_of(prompt)), encoder.specials, specials, label)
-    try:
-        encode_one_prompt(encoder, prompt)
-    except RowError as err:
-        raise DataError(f"{label}: {err.message}") from None
+    return prompt
+
+
+def _encodable(
+    encoder: PairTokenizer, items: list[tuple[str, Text | ImagePrompt]]
+) -> list[str | None]:
+    """Each (label, prompt)'s problem when rendered and encoded (one the chat template refuses:
+    a system message it does not take, ...), or None, said before the model loads; the text
+    prompts of ``items`` tokenized in one call (a call a row was most of a large file's
+    check)."""
+    problems: list[str | None] = [None] * len(items)
+    texts: list[tuple[int, tuple[Text, dict[str, Any] | None]]] = []
+    for index, (_, prompt) in enumerate(items):
+        if isinstance(prompt, ImagePrompt) and prompt.images:
+            try:
+                encode_one_prompt(encoder, prompt)
+            except RowError as err:
+                problems[index] = err.message
+        elif isinstance(prompt, ImagePrompt):  # a row's tools or chat_template_kwargs
+            texts.append((index, (prompt.prompt, prompt.template_args)))
+        else:
+            texts.append((index, (prompt, None)))
+    encoded = encoder.prompt_ids_many([prompt for _, prompt in texts])
+    for (index, _), ids in zip(texts, encoded, strict=True):
+        if isinstance(ids, RowError):
+            problems[index] = ids.message
+    return problems
 
 
 def _calls(items: Iterable[Item], size: int) -> Iterator[tuple[int, list[Item]]]:

@@ -135,6 +135,25 @@ class PairTokenizer:
             self.encode_prompt(text), truncated if truncated is not None else Counter()
         )
 
+    def prompt_ids_many(
+        self, prompts: Sequence[tuple[Text, dict[str, Any] | None]]
+    ) -> list[list[int] | RowError]:
+        """``prompt_ids`` of each (prompt, template arguments), or the RowError refusing it,
+        the rendered prompts tokenized in one call (generate's check of a file's prompts)."""
+        results: list[Any] = [None] * len(prompts)
+        texts: dict[int, str] = {}
+        for index, (prompt, template_args) in enumerate(prompts):
+            try:
+                texts[index] = self.renderer.render_prompt(prompt, template_args)
+            except RowError as err:
+                results[index] = err
+        for index, ids in zip(texts, self._ids_many(list(texts.values())), strict=True):
+            try:
+                results[index] = self.limits.truncate_prompt(self._with_bos(ids), Counter())
+            except RowError as err:
+                results[index] = err
+        return results
+
     def encode_image_prompt(
         self, prompt: Text, images: tuple[Any, ...], template_args: dict[str, Any] | None = None
     ) -> tuple[list[int], VisionInputs]:
