@@ -16,6 +16,7 @@ import directpo.generate as generate
 import directpo.generate_files as generate_files
 from directpo.cli import main
 from directpo.config import DPOConfig
+from directpo.errors import DataError
 from directpo.seeded_sampling import SeededSampling
 
 
@@ -507,3 +508,40 @@ def test_the_check_before_loading_encodes_a_batch_of_prompts_in_one_call(
     # the 8 rows that parse, 4 at a time (lines 1, 2, 4, 5: line 2 refused when rendered), one
     # call a row before
     assert calls == [3, 4]
+
+
+def test_a_prompt_files_check_before_training_encodes_a_batch_in_one_call(monkeypatch) -> None:
+    """check_prompts (an online run's prompt_file, held-out prompts) called the tokenizer once
+    per prompt; now once per batch, each refused prompt still named in order."""
+    from tiny import build_tokenizer
+
+    from directpo.tokenization import TOKENIZE_BATCH, PairTokenizer
+
+    calls: list[int] = []
+    real = PairTokenizer._ids_many
+
+    def counting(self, texts):
+        calls.append(len(texts))
+        return real(self, texts)
+
+    monkeypatch.setattr(PairTokenizer, "_ids_many", counting)
+    tokenizer = build_tokenizer("llama")
+    tokenizer.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}"
+        "{% endif %}{{ m['content'] }}\n{% endfor %}"
+    )
+    chat = [{"role": "user", "content": "Hi"}]
+    system = [{"role": "system", "content": "Be"}, *chat]
+    prompts = [chat] * (TOKENIZE_BATCH + 5)
+    prompts[3] = prompts[TOKENIZE_BATCH + 1] = system
+    with pytest.raises(DataError) as info:
+        generate.check_prompts(tokenizer, prompts, "prompts.jsonl")
+    said = str(info.value)
+    assert said.startswith('prompts.jsonl: prompt 4 ([{"role": "system", "content": "Be"}')
+    assert said.endswith(
+        f"...): the chat template refused the row (no system) (1 more row like it: prompt "
+        f"{TOKENIZE_BATCH + 2})"
+    )
+    assert calls == [TOKENIZE_BATCH - 1, 4]  # (the refused ones are not tokenized)
+    calls.clear()
+    assert generate.check_prompts(tokenizer, [chat] * 3, "p") == 3 and calls == [3]

@@ -20,7 +20,7 @@ from directpo.callers import options_entry
 from directpo.command_options import GenerateOptions
 from directpo.command_row_parsers import prompt_row as _prompt_row
 from directpo.errors import ConfigError, DataError
-from directpo.generate import encode_one_prompt, sample_completions, stop_token_ids
+from directpo.generate import prompt_problems, sample_completions, stop_token_ids
 from directpo.jsonl import StagedJsonl, options_key
 from directpo.messages import Text
 from directpo.model_preparation import LoadOptions
@@ -202,27 +202,9 @@ def _counted_prompt(
 def _encodable(
     encoder: PairTokenizer, items: list[tuple[str, Text | ImagePrompt]]
 ) -> list[str | None]:
-    """Each (label, prompt)'s problem when rendered and encoded (one the chat template refuses:
-    a system message it does not take, ...), or None, said before the model loads; the text
-    prompts of ``items`` tokenized in one call (a call a row was most of a large file's
-    check)."""
-    problems: list[str | None] = [None] * len(items)
-    texts: list[tuple[int, tuple[Text, dict[str, Any] | None]]] = []
-    for index, (_, prompt) in enumerate(items):
-        if isinstance(prompt, ImagePrompt) and prompt.images:
-            try:
-                encode_one_prompt(encoder, prompt)
-            except RowError as err:
-                problems[index] = err.message
-        elif isinstance(prompt, ImagePrompt):  # a row's tools or chat_template_kwargs
-            texts.append((index, (prompt.prompt, prompt.template_args)))
-        else:
-            texts.append((index, (prompt, None)))
-    encoded = encoder.prompt_ids_many([prompt for _, prompt in texts])
-    for (index, _), ids in zip(texts, encoded, strict=True):
-        if isinstance(ids, RowError):
-            problems[index] = ids.message
-    return problems
+    """Each (label, prompt)'s problem when rendered and encoded, or None (``prompt_problems``),
+    said before the model loads."""
+    return prompt_problems(encoder, [prompt for _, prompt in items])
 
 
 def _calls(items: Iterable[Item], size: int) -> Iterator[tuple[int, list[Item]]]:
